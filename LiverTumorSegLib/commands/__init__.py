@@ -1,0 +1,1 @@
+"""Subcommands of the ``livertumorseg`` CLI; see :mod:`LiverTumorSegLib.cli` for the contract."""

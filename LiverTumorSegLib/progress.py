@@ -1,0 +1,59 @@
+"""Progress reporting and cooperative cancellation for long work (inference, training, evaluation).
+
+A progress callback has the signature ``callback(fraction: float, stage: str) -> None`` where
+``fraction`` is in [0, 1] and never decreases within one operation.
+"""
+import threading
+from typing import Callable, Optional
+
+from .errors import CancelledError
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class CancellationToken:
+    """Thread-safe flag the caller sets to ask a running operation to stop.
+
+    Workers call :meth:`raise_if_cancelled` between units of work (e.g. between inference batches).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise CancelledError("Cancelled by the user; no output was written.")
+
+
+class ProgressReporter:
+    """Wraps an optional callback; clamps to [0, 1] and keeps the reported fraction monotone.
+
+    ``sub(start, end)`` returns a reporter mapping a sub-task's 0..1 onto ``start..end`` of this one.
+    """
+
+    def __init__(self, callback: Optional[ProgressCallback] = None, start: float = 0.0, end: float = 1.0,
+                 _shared: Optional[list] = None) -> None:
+        self._callback = callback
+        self._start = start
+        self._end = end
+        self._last = _shared if _shared is not None else [0.0]
+
+    def __call__(self, fraction: float, stage: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        value = self._start + (self._end - self._start) * fraction
+        value = max(value, self._last[0])
+        self._last[0] = value
+        if self._callback is not None:
+            self._callback(value, stage)
+
+    def sub(self, start: float, end: float) -> "ProgressReporter":
+        a = self._start + (self._end - self._start) * start
+        b = self._start + (self._end - self._start) * end
+        return ProgressReporter(self._callback, a, b, self._last)

@@ -1,0 +1,40 @@
+"""Where bundled resources (models, sample CT) live.
+
+The ``Resources/`` folder sits beside the ``LiverTumorSegLib`` package both in a source checkout and in
+an installed Slicer extension (the CMake build installs them side by side). ``LIVERTUMORSEG_RESOURCES``
+overrides the location. User-installed models go to ``LIVERTUMORSEG_MODELS_DIR`` (default
+``~/.livertumorseg/models``).
+"""
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+
+def resources_dir() -> Path:
+    env = os.environ.get("LIVERTUMORSEG_RESOURCES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "Resources"
+
+
+def bundled_models_dir() -> Path:
+    return resources_dir() / "Models"
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get("LIVERTUMORSEG_MODELS_DIR", str(Path.home() / ".livertumorseg" / "models")))
+
+
+def sample_ct_path() -> Path:
+    """The bundled sample CT (NIfTI, RAS, 3 mm, (x, y, z) = 122 x 101 x 112 voxels)."""
+    path = resources_dir() / "Sample" / "sample_ct.nii.gz"
+    if not path.exists():
+        raise InputError(f"The bundled sample CT is missing at '{path}'. Reinstall from a full clone, or "
+                         f"set LIVERTUMORSEG_RESOURCES to the folder holding Sample/ and Models/.")
+    return path
+
+
+def sample_reference_path() -> Path:
+    """The sample's reference liver label (0/1), same grid as :func:`sample_ct_path`."""
+    return resources_dir() / "Sample" / "sample_liver_reference.nii.gz"

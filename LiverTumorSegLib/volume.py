@@ -1,0 +1,117 @@
+"""The in-memory CT volume and its geometry.
+
+Axis order: ``CTVolume.array`` is ``(z, y, x)`` (numpy index ``[k, j, i]``). ``ImageGeometry`` stores
+``spacing``, ``origin`` and ``direction`` in ``(x, y, z)`` = ``(i, j, k)`` order in the patient **LPS**
+frame, millimetres, exactly as SimpleITK/ITK do. ``direction`` is a 3x3 matrix whose *columns* are the
+LPS unit vectors of the i, j and k index axes.
+
+Physical point of voxel index (i, j, k), LPS:  ``origin + direction @ (spacing * (i, j, k))``.
+RAS (Slicer, NIfTI) is LPS with the first two coordinates negated.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Voxel grid geometry. All vectors in ``(x, y, z)`` index order, LPS frame, millimetres."""
+
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # row-major 3x3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        d = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        object.__setattr__(self, "direction", tuple(d.ravel().tolist()))
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        """3x3 array; column c is the LPS unit vector of index axis c (i, j, k)."""
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def ijk_to_lps(self) -> np.ndarray:
+        """4x4 homogeneous matrix mapping (i, j, k, 1) to LPS millimetres."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """4x4 matrix mapping (i, j, k, 1) to RAS mm: Slicer's IJKToRAS and the NIfTI/nibabel affine."""
+        m = self.ijk_to_lps()
+        m[:3, :] = LPS_TO_RAS @ m[:3, :]
+        return m
+
+    @classmethod
+    def from_ijk_to_ras(cls, affine: np.ndarray) -> "ImageGeometry":
+        """Build from a 4x4 IJK-to-RAS matrix (nibabel affine / Slicer IJKToRAS)."""
+        affine = np.asarray(affine, dtype=float)
+        lps = LPS_TO_RAS @ affine[:3, :]
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        if np.any(spacing <= 0):
+            raise ValueError("Affine has a zero-length axis; the voxel spacing would be 0 mm.")
+        return cls(spacing=tuple(spacing), origin=tuple(lps[:3, 3]), direction=tuple((lps[:3, :3] / spacing).ravel()))
+
+    def index_to_lps(self, ijk: Sequence[float]) -> np.ndarray:
+        """LPS mm of a continuous index given in (i, j, k) = (x, y, z) order."""
+        return self.ijk_to_lps()[:3, :3] @ np.asarray(ijk, dtype=float) + np.asarray(self.origin)
+
+    def index_to_ras(self, ijk: Sequence[float]) -> np.ndarray:
+        """RAS mm of a continuous index given in (i, j, k) = (x, y, z) order."""
+        return LPS_TO_RAS @ self.index_to_lps(ijk)
+
+    def almost_equal(self, other: "ImageGeometry", tol: float = 1e-4) -> bool:
+        """True when spacing, origin (mm) and direction agree within ``tol``."""
+        return (np.allclose(self.spacing, other.spacing, atol=tol)
+                and np.allclose(self.origin, other.origin, atol=tol)
+                and np.allclose(self.direction, other.direction, atol=tol))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ImageGeometry":
+        return cls(spacing=tuple(d["spacing"]), origin=tuple(d["origin"]), direction=tuple(d["direction"]))
+
+
+@dataclass
+class CTVolume:
+    """A 3D scalar image and its geometry.
+
+    ``array``: ``(z, y, x)`` numpy array. For CT read by :mod:`LiverTumorSegLib.io` the values are
+    Hounsfield units (rescale slope/intercept already applied), dtype int16 or float32.
+    ``geometry``: see :class:`ImageGeometry` (``(x, y, z)`` order, LPS).
+    ``source``: where it came from (a path), for messages. ``meta``: free-form extra facts.
+    """
+
+    array: np.ndarray
+    geometry: ImageGeometry
+    source: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape_zyx(self) -> Tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing_zyx(self) -> Tuple[float, float, float]:
+        """Spacing in array axis order ``(z, y, x)``, mm."""
+        sx, sy, sz = self.geometry.spacing
+        return (sz, sy, sx)
+
+    def with_array(self, array: np.ndarray, source: Optional[str] = None) -> "CTVolume":
+        """Same geometry, new voxels (e.g. a label map for this CT). Shape must match."""
+        if tuple(array.shape) != tuple(self.array.shape):
+            raise ValueError(f"shape {array.shape} does not match the volume's {self.array.shape} (z, y, x)")
+        return CTVolume(array=array, geometry=self.geometry, source=source or self.source, meta=dict(self.meta))

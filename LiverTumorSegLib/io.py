@@ -1,0 +1,535 @@
+"""Reading and writing CT volumes and label maps with exact geometry.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``; read and written with nibabel so the affine round-trips
+bit-exactly, also for oblique directions), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``)
+and DICOM series folders (SimpleITK/GDCM; rescale slope/intercept applied, values are HU).
+
+Every returned :class:`~LiverTumorSegLib.volume.CTVolume` holds a ``(z, y, x)`` array and an
+:class:`~LiverTumorSegLib.volume.ImageGeometry` in ``(x, y, z)`` order, LPS, mm. CT values are int16
+when they are integers that fit, else float32. Problems the user can fix raise
+:class:`~LiverTumorSegLib.errors.InputError` (or :class:`~LiverTumorSegLib.errors.LabelError`) with a
+one-line message; SimpleITK/nibabel tracebacks never reach the user.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError, LabelError
+from .fileutil import atomic_output, full_suffix
+from .volume import CTVolume, ImageGeometry
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+READ_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
+LABEL_VALUES = (0, 1, 2)
+GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
+
+_FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
+_SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
+_INT16_MIN, _INT16_MAX = -32768, 32767
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+@dataclass
+class DicomSeriesInfo:
+    """One DICOM series found in a folder. ``files`` are sorted by slice position (GDCM order)."""
+
+    uid: str
+    description: str = ""
+    modality: str = ""
+    series_number: str = ""
+    files: List[str] = field(default_factory=list)
+
+    @property
+    def num_files(self) -> int:
+        return len(self.files)
+
+    def summary(self) -> str:
+        """One line: ``UID 'description' (CT, 120 files)``."""
+        what = ", ".join(x for x in (self.modality, f"{self.num_files} files") if x)
+        desc = f" '{self.description}'" if self.description else ""
+        return f"{self.uid}{desc} ({what})"
+
+
+def _sitk():
+    import SimpleITK as sitk  # noqa: N813 - the usual alias
+    return sitk
+
+
+def _dicom_tag(reader, tag: str) -> str:
+    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+
+
+def list_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
+    """All DICOM series directly inside ``folder`` (not its subfolders), in GDCM's order.
+
+    Raises InputError if ``folder`` is not a folder. Returns ``[]`` when it holds no DICOM series.
+    """
+    sitk = _sitk()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder; give the folder that holds the DICOM files.")
+    series = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        info = DicomSeriesInfo(uid=uid, files=files)
+        if files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(files[0])
+            try:
+                reader.ReadImageInformation()
+                info.description = _dicom_tag(reader, "0008|103e")
+                info.modality = _dicom_tag(reader, "0008|0060")
+                info.series_number = _dicom_tag(reader, "0020|0011")
+            except RuntimeError:
+                pass  # the listing still helps without the description
+        series.append(info)
+    return series
+
+
+def _series_listing(series: Sequence[DicomSeriesInfo]) -> str:
+    return "\n".join(f"  {n}. {s.summary()}" for n, s in enumerate(series, start=1))
+
+
+def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: PathLike = "") -> DicomSeriesInfo:
+    """Pick one series by exact UID, list number (1-based), unique UID prefix, or description.
+
+    Descriptions match case-insensitively, exactly first, then as a unique substring. Raises InputError
+    naming the candidates when nothing or more than one series matches.
+    """
+    wanted = str(wanted).strip()
+    exact = [s for s in series if s.uid == wanted]
+    if exact:
+        return exact[0]
+    if wanted.isdigit() and 1 <= int(wanted) <= len(series) and "." not in wanted:
+        return series[int(wanted) - 1]
+    low = wanted.lower()
+    for matches in ([s for s in series if s.uid.startswith(wanted)],
+                    [s for s in series if s.description.lower() == low],
+                    [s for s in series if low and low in s.description.lower()]):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InputError(f"--series '{wanted}' matches {len(matches)} series in '{folder}'; give more of the "
+                             f"UID:\n{_series_listing(matches)}")
+    raise InputError(f"No DICOM series matching --series '{wanted}' in '{folder}'; it holds:\n"
+                     f"{_series_listing(series)}")
+
+
+def _dicom_in_subfolders(folder: Path) -> List[str]:
+    sitk = _sitk()
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)):
+            found.append(sub.name)
+    return found
+
+
+def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
+    all_series = list_dicom_series(folder)
+    if not all_series:
+        subs = _dicom_in_subfolders(folder)
+        hint = (f" DICOM series were found in its subfolders {', '.join(subs[:5])}; give one of those folders."
+                if subs else f" Give a folder of DICOM files, or a {_FILE_FORMATS_TEXT} file.")
+        raise InputError(f"Folder '{folder}' holds no DICOM series.{hint}")
+    if series is not None:
+        chosen = select_dicom_series(all_series, series, folder)
+    elif len(all_series) == 1:
+        chosen = all_series[0]
+    else:
+        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with --series "
+                         f"(its UID, a unique UID prefix, its description or its number below):\n"
+                         f"{_series_listing(all_series)}")
+    sitk = _sitk()
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(chosen.files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
+                         f"Check that all its files are complete.") from None
+    volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
+    volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
+                        "modality": chosen.modality, "num_files": chosen.num_files})
+    if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
+        volume.meta.setdefault("warnings", []).append(
+            f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
+    return volume
+
+
+def _dicom_series_of_file(path: Path) -> str:
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(f"'{path}' is not a readable DICOM file; give the folder holding the DICOM series.") from None
+    uid = _dicom_tag(reader, "0020|000e")
+    if not uid:
+        raise InputError(f"DICOM file '{path}' has no SeriesInstanceUID; give its folder instead.")
+    return uid
+
+
+# --------------------------------------------------------------------------------------- conversions
+def _itk_reason(exc: BaseException) -> str:
+    """The most useful single line of a SimpleITK/ITK exception text."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("Description:"):
+            return ln[len("Description:"):].strip()
+    for ln in reversed(lines):
+        if "ERROR" in ln or "error" in ln.lower():
+            text = ln.split("ERROR:", 1)[-1].strip()
+            return text[:200]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+def _fits_int16(lo: float, hi: float) -> bool:
+    return _INT16_MIN <= lo and hi <= _INT16_MAX
+
+
+def to_hu_dtype(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` as int16 when every value is an integer in the int16 range, else as float32.
+
+    Works slice by slice along axis 0 to avoid full-size temporaries. Any shape.
+    """
+    if array.size == 0:
+        return array.astype(np.int16)
+    if array.dtype == np.int16:
+        return array
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        lo, hi = int(array.min()), int(array.max())
+        return array.astype(np.int16 if _fits_int16(lo, hi) else np.float32, copy=False)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"Voxel type {array.dtype} is not a scalar number; a scalar CT volume is needed.")
+    integral = True
+    chunks = array.reshape((array.shape[0], -1)) if array.ndim > 1 else array.reshape((1, -1))
+    step = max(1, (1 << 22) // max(1, chunks.shape[1]))
+    for start in range(0, chunks.shape[0], step):
+        part = chunks[start:start + step]
+        if not (np.all(np.isfinite(part)) and np.array_equal(part, np.rint(part))
+                and _fits_int16(float(part.min()), float(part.max()))):
+            integral = False
+            break
+    return array.astype(np.int16 if integral else np.float32, copy=False)
+
+
+def _check_3d_shape(shape_xyz: Tuple[int, ...], source: str) -> Tuple[int, int, int]:
+    """Validate an (x, y, z, ...) shape: drop trailing singleton dims, refuse 2D / 4D / empty."""
+    shape = tuple(int(s) for s in shape_xyz)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    dims = " x ".join(str(s) for s in shape)
+    if len(shape) < 3:
+        raise InputError(f"'{source}' is 2D ({dims} pixels); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
+    if len(shape) > 3:
+        raise InputError(f"'{source}' is {len(shape)}D ({dims} voxels, e.g. several time points or channels); "
+                         f"a single 3D CT volume is needed: extract one volume first.")
+    if 0 in shape:
+        raise InputError(f"'{source}' has zero size ({dims} voxels); the file holds no image data.")
+    return shape  # type: ignore[return-value]
+
+
+def _volume_from_sitk(image, source: str) -> CTVolume:
+    sitk = _sitk()
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"'{source}' has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB or "
+                         f"vector image); a scalar 3D CT volume is needed.")
+    size = tuple(image.GetSize())
+    shape = _check_3d_shape(size, source)
+    if image.GetDimension() != 3:  # e.g. 4D with a single time point: keep the first 3 axes
+        index = [0] * image.GetDimension()
+        extract = list(shape) + [0] * (image.GetDimension() - 3)
+        image = sitk.Extract(image, extract, index)
+    array = to_hu_dtype(sitk.GetArrayFromImage(image))
+    geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+    return CTVolume(array=array, geometry=geometry, source=source)
+
+
+def _read_itk_file(path: Path) -> CTVolume:
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)}).") from None
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
+                         f"image); a scalar 3D CT volume is needed.")
+    _check_3d_shape(tuple(reader.GetSize()), str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
+    volume = _volume_from_sitk(image, str(path))
+    volume.meta["format"] = full_suffix(path).lstrip(".")
+    return volume
+
+
+# --------------------------------------------------------------------------------------------- NIfTI
+def _orthonormal(direction: np.ndarray, tol: float = 1e-4) -> bool:
+    return bool(np.allclose(direction.T @ direction, np.eye(3), atol=tol))
+
+
+def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
+    """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``."""
+    warnings = []
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code > 0:
+        affine = header.get_sform()
+        if qform_code > 0 and not np.allclose(affine, header.get_qform(), atol=1e-3):
+            warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
+        geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
+        if not _orthonormal(geometry.direction_matrix) and qform_code > 0:
+            warnings.append("NIfTI sform is sheared; the qform was used instead")
+            geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+    elif qform_code > 0:
+        geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+    else:
+        warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
+        geometry = ImageGeometry.from_ijk_to_ras(header.get_base_affine())
+    if not _orthonormal(geometry.direction_matrix):
+        raise InputError(f"'{source}' has a sheared (non-orthogonal) voxel-to-world affine; CT volumes have "
+                         f"orthogonal axes. Resample it to an orthogonal grid first.")
+    return geometry, warnings
+
+
+def _read_nifti(path: Path) -> CTVolume:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}. Check that the file is complete.") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"'{path}' is not a NIfTI-1/2 image; give {_SUPPORTED_TEXT}.")
+    header = image.header
+    if header.get_data_dtype().names is not None or header.get_data_dtype().kind == "c":
+        raise InputError(f"'{path}' has RGB, vector or complex voxels; a scalar 3D CT volume is needed.")
+    shape = _check_3d_shape(tuple(image.shape), str(path))
+    geometry, warnings = _nifti_geometry(header, str(path))
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
+        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_short(exc)}).") from None
+    data = data.reshape(shape, order="F") if data.shape != shape else data
+    # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.
+    array = to_hu_dtype(np.ascontiguousarray(data.T))
+    volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    if warnings:
+        volume.meta["warnings"] = warnings
+    return volume
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+# ----------------------------------------------------------------------------------------- public read
+def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
+    """Read a CT volume: NIfTI, NRRD, MetaImage file, a DICOM series folder, or one file of a DICOM series.
+
+    ``series`` picks one series in a DICOM folder holding several (UID, list number, unique UID prefix
+    or description). Returns a :class:`CTVolume` with a ``(z, y, x)`` array in HU (int16 when integral,
+    else float32) and LPS geometry. Raises InputError with a one-line reason for anything unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        parent_hint = "" if path.parent.exists() else f" (its folder '{path.parent}' does not exist either)"
+        raise InputError(f"Input '{path}' does not exist{parent_hint}; check the path.")
+    if path.is_dir():
+        return _read_dicom_folder(path, series)
+    suffix = full_suffix(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
+    if suffix in IMAGE_2D_SUFFIXES:
+        raise InputError(f"'{path}' is a 2D picture ({suffix}); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
+    if suffix in DICOM_FILE_SUFFIXES:
+        uid = _dicom_series_of_file(path)
+        return _read_dicom_folder(path.parent, series if series is not None else uid)
+    if suffix in NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    if suffix in ITK_SUFFIXES:
+        return _read_itk_file(path)
+    raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
+
+
+def _describe_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
+                       compare_shape: bool = True) -> List[str]:
+    problems = []
+    lx = tuple(reversed(label.shape_zyx))
+    rx = tuple(reversed(reference.shape_zyx))
+    if compare_shape and lx != rx:
+        problems.append(f"size (x, y, z) {lx} vs the CT's {rx} voxels")
+    lg, rg = label.geometry, reference.geometry
+    d_spacing = np.abs(np.subtract(lg.spacing, rg.spacing)).max()
+    if d_spacing > tolerance:
+        problems.append(f"spacing (x, y, z) {_fmt(lg.spacing)} mm vs the CT's {_fmt(rg.spacing)} mm")
+    d_origin = float(np.abs(np.subtract(lg.origin, rg.origin)).max())
+    if d_origin > tolerance:
+        problems.append(f"origin (LPS) {_fmt(lg.origin)} vs the CT's {_fmt(rg.origin)} (off by up to "
+                        f"{d_origin:.4g} mm)")
+    d_dir = float(np.abs(np.subtract(lg.direction, rg.direction)).max())
+    if d_dir > tolerance:
+        problems.append(f"direction {_fmt(lg.direction)} vs the CT's {_fmt(rg.direction)} (cosines differ by up "
+                        f"to {d_dir:.3g})")
+    return problems
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
+    """Return ``label`` on the reference's grid; same grid in another axis order is reoriented."""
+    problems = _describe_mismatch(label, reference, tolerance)
+    if not problems:
+        return label
+    from .orientation import plan_reorientation
+
+    lab_reo = plan_reorientation(label.geometry, label.shape_zyx)
+    ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
+    lab_canon = CTVolume(array=lab_reo.to_canonical(label.array), geometry=lab_reo.canonical_geometry,
+                         source=label.source)
+    ref_canon = CTVolume(array=np.zeros((1, 1, 1), np.uint8), geometry=ref_reo.canonical_geometry,
+                         source=reference.source)
+    if tuple(lab_canon.shape_zyx) == tuple(ref_reo.canonical_shape) and \
+            not _describe_mismatch(lab_canon, ref_canon, tolerance, compare_shape=False):
+        arr = ref_reo.from_canonical(lab_canon.array)
+        out = CTVolume(array=arr, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
+        out.meta.setdefault("warnings", []).append("label map stored in another axis order; reoriented to the CT")
+        return out
+    raise LabelError(f"Label map '{label.source}' does not match CT '{reference.source}': " + "; ".join(problems)
+                     + ". Use the label map made for this CT (same grid), or resample it onto the CT first.")
+
+
+def check_label_values(array: np.ndarray, source: str = "label map",
+                       allowed_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values``. Any shape.
+
+    Raises LabelError naming the offending values (at most 10) and the allowed set.
+    """
+    allowed = sorted(int(v) for v in allowed_values)
+    if allowed and (allowed[0] < 0 or allowed[-1] > 255):
+        raise ValueError("allowed label values must lie in 0..255 (uint8)")
+    allowed_txt = ", ".join(str(v) for v in allowed)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise LabelError(f"Label map '{source}' contains NaN/Inf values; it must hold the integers {allowed_txt}.")
+        frac = array != np.rint(array)
+        if frac.any():
+            examples = ", ".join(f"{v:g}" for v in np.unique(array[frac])[:5])
+            raise LabelError(f"Label map '{source}' has non-integer values ({examples}); it must hold the integers "
+                             f"{allowed_txt}. Is this a probability map or a CT instead of a label map?")
+    values = np.unique(array)
+    bad = [v for v in values.tolist() if int(v) not in allowed]
+    if bad:
+        shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt} "
+                         f"(0 background, 1 liver, 2 tumor); remap them first.")
+    return array.astype(np.uint8, copy=False)
+
+
+def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
+                   allowed_values: Sequence[int] = LABEL_VALUES,
+                   tolerance: float = GEOMETRY_TOLERANCE, series: Optional[str] = None) -> CTVolume:
+    """Read a label map as a uint8 ``(z, y, x)`` :class:`CTVolume`.
+
+    Values must be integers in ``allowed_values`` (default 0 background, 1 liver, 2 tumor), else
+    LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
+    within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
+    same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the CT's layout; any other
+    difference raises LabelError saying what differs and by how much.
+    """
+    volume = read_volume(path, series=series)
+    volume.array = check_label_values(volume.array, volume.source, allowed_values)
+    if reference is not None:
+        volume = _match_reference(volume, reference, tolerance)
+    return volume
+
+
+# ----------------------------------------------------------------------------------------------- write
+def _check_write_suffix(path: Path) -> str:
+    suffix = full_suffix(path)
+    if suffix == ".seg.nrrd":
+        raise InputError(f"'{path}': .seg.nrrd is a Slicer segmentation file; write a plain label map as .nrrd, "
+                         f".nii.gz or .mha (the Slicer module saves .seg.nrrd itself).")
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"Cannot write '{path}': unknown output type '{suffix or path.name}'; use one of "
+                         f"{', '.join(WRITE_SUFFIXES)}.")
+    return suffix
+
+
+def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+    import nibabel as nib
+
+    affine = geometry.ijk_to_ras()
+    image = nib.Nifti1Image(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
+    image.set_data_dtype(array_zyx.dtype)
+    image.set_sform(affine, code=1)  # scanner anatomical
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(tmp))
+
+
+def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    sitk.WriteImage(image, str(tmp), True)
+
+
+def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool) -> Path:
+    path = Path(path)
+    suffix = _check_write_suffix(path)
+    if array_zyx.ndim != 3:
+        raise ValueError(f"expected a 3D (z, y, x) array, got shape {array_zyx.shape}")
+    with atomic_output(path, overwrite) as tmp:
+        try:
+            if suffix in NIFTI_SUFFIXES:
+                _write_nifti(tmp, array_zyx, geometry)
+            else:
+                _write_itk(tmp, array_zyx, geometry)
+        except (RuntimeError, OSError) as exc:
+            raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?).") from None
+    return path
+
+
+def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
+                    overwrite: bool = False) -> Path:
+    """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
+
+    The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
+    codes 1). Written atomically; an existing file is kept unless ``overwrite``.
+    """
+    labels_zyx = np.asarray(labels_zyx)
+    if labels_zyx.dtype != np.uint8:
+        if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
+                                and not np.array_equal(labels_zyx, np.rint(labels_zyx))):
+            raise ValueError("label map has non-integer values")
+        if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
+            raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
+        labels_zyx = labels_zyx.astype(np.uint8)
+    return _write_array(path, labels_zyx, geometry, overwrite)
+
+
+def write_volume(path: PathLike, volume: CTVolume, overwrite: bool = False) -> Path:
+    """Write ``volume`` (its dtype kept, ``(z, y, x)``) to .nii/.nii.gz/.nrrd/.mha with exact geometry."""
+    array = volume.array
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    return _write_array(path, array, volume.geometry, overwrite)

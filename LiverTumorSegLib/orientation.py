@@ -1,0 +1,127 @@
+"""Canonical processing orientation: permute and flip axes (never resample).
+
+After :func:`canonicalize`, index i runs toward patient **Left**, j toward **Posterior**, k toward
+**Superior**: the direction matrix is the one closest to identity reachable by permuting and negating
+the original index axes. For an oblique scan each index axis is assigned to its dominant physical
+axis and the exact rotated direction columns are kept (permuted and negated), with the origin moved to
+the physical position of the new first voxel, so every voxel keeps its exact physical position.
+
+Arrays are ``(z, y, x)`` = ``[k, j, i]``; :class:`Reorientation` maps the **last three** axes, so
+batches such as ``(K, z, y, x)`` probability maps work too. Geometry vectors are ``(x, y, z)``, LPS, mm.
+"""
+import itertools
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .volume import CTVolume, ImageGeometry
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How to go between an original ``(z, y, x)`` array layout and the canonical one.
+
+    ``source_axis[n]``: the original array axis (0 = z, 1 = y, 2 = x) that canonical array axis ``n``
+    comes from. ``flip[n]``: whether canonical array axis ``n`` runs backwards along it.
+    """
+
+    original_geometry: ImageGeometry
+    canonical_geometry: ImageGeometry
+    original_shape: Tuple[int, int, int]
+    canonical_shape: Tuple[int, int, int]
+    source_axis: Tuple[int, int, int]
+    flip: Tuple[bool, bool, bool]
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the original layout already is canonical (arrays pass through unchanged)."""
+        return self.source_axis == (0, 1, 2) and not any(self.flip)
+
+    @staticmethod
+    def _check_shape(arr: np.ndarray, expected: Tuple[int, int, int], what: str) -> None:
+        if arr.ndim < 3 or tuple(arr.shape[-3:]) != tuple(expected):
+            raise ValueError(f"{what} array's last three axes {tuple(arr.shape[-3:])} do not match the expected "
+                             f"(z, y, x) shape {tuple(expected)}")
+
+    def to_canonical(self, arr: np.ndarray) -> np.ndarray:
+        """Original layout ``(..., z, y, x)`` -> canonical ``(..., z', y', x')``; C-contiguous result."""
+        arr = np.asarray(arr)
+        self._check_shape(arr, self.original_shape, "original")
+        lead = arr.ndim - 3
+        out = arr.transpose(list(range(lead)) + [lead + a for a in self.source_axis])
+        index = (Ellipsis,) + tuple(slice(None, None, -1) if f else slice(None) for f in self.flip)
+        return np.ascontiguousarray(out[index])
+
+    def from_canonical(self, arr: np.ndarray) -> np.ndarray:
+        """Canonical layout ``(..., z', y', x')`` -> original ``(..., z, y, x)``; C-contiguous result."""
+        arr = np.asarray(arr)
+        self._check_shape(arr, self.canonical_shape, "canonical")
+        lead = arr.ndim - 3
+        index = (Ellipsis,) + tuple(slice(None, None, -1) if f else slice(None) for f in self.flip)
+        unflipped = arr[index]
+        inverse = [0, 0, 0]
+        for n, a in enumerate(self.source_axis):
+            inverse[a] = n
+        return np.ascontiguousarray(unflipped.transpose(list(range(lead)) + [lead + n for n in inverse]))
+
+    def original_volume(self, canonical_array: np.ndarray, source: str = "") -> CTVolume:
+        """A ``(z, y, x)`` canonical array (e.g. labels) as a CTVolume in the original layout and geometry."""
+        return CTVolume(array=self.from_canonical(canonical_array), geometry=self.original_geometry, source=source)
+
+
+def _axis_assignment(direction: np.ndarray) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+    """For physical axes (L, P, S) the original index axis (0 = i, 1 = j, 2 = k) and its sign (+1/-1).
+
+    Picks the permutation maximising the summed absolute cosines, so every index axis goes to its
+    dominant physical axis, also for oblique directions (ties resolved deterministically).
+    """
+    best, best_score = (0, 1, 2), -1.0
+    for perm in itertools.permutations(range(3)):
+        score = sum(abs(direction[p, perm[p]]) for p in range(3))
+        if score > best_score + 1e-12:
+            best, best_score = perm, score
+    signs = tuple(-1.0 if direction[p, best[p]] < 0 else 1.0 for p in range(3))
+    return best, signs  # type: ignore[return-value]
+
+
+def plan_reorientation(geometry: ImageGeometry, shape_zyx: Sequence[int]) -> Reorientation:
+    """The :class:`Reorientation` that makes a ``shape_zyx`` grid with ``geometry`` canonical (no voxels needed)."""
+    shape_zyx = tuple(int(s) for s in shape_zyx)
+    if len(shape_zyx) != 3:
+        raise ValueError(f"shape_zyx must have 3 entries (z, y, x), got {shape_zyx}")
+    direction = geometry.direction_matrix
+    index_axis_of, signs = _axis_assignment(direction)
+    shape_xyz = shape_zyx[::-1]
+    first_voxel_ijk = [0.0, 0.0, 0.0]
+    new_spacing, new_columns = [], []
+    for p in range(3):  # new index axis p (0 = i -> L, 1 = j -> P, 2 = k -> S)
+        c = index_axis_of[p]
+        new_spacing.append(geometry.spacing[c])
+        new_columns.append(signs[p] * direction[:, c])
+        if signs[p] < 0:
+            first_voxel_ijk[c] = shape_xyz[c] - 1
+    new_direction = np.stack(new_columns, axis=1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    origin = geometry.index_to_lps(first_voxel_ijk)
+    canonical_geometry = ImageGeometry(spacing=tuple(new_spacing), origin=tuple(origin),
+                                       direction=tuple(new_direction.ravel()))
+    # canonical array axis n = 2 - p comes from original array axis 2 - c
+    source_axis = tuple(2 - index_axis_of[2 - n] for n in range(3))
+    flip = tuple(bool(signs[2 - n] < 0) for n in range(3))
+    canonical_shape = tuple(shape_zyx[a] for a in source_axis)
+    return Reorientation(original_geometry=geometry, canonical_geometry=canonical_geometry,
+                         original_shape=shape_zyx, canonical_shape=canonical_shape,  # type: ignore[arg-type]
+                         source_axis=source_axis, flip=flip)  # type: ignore[arg-type]
+
+
+def canonicalize(volume: CTVolume) -> Tuple[CTVolume, Reorientation]:
+    """Return ``volume`` permuted/flipped to canonical orientation (no resampling) and the mapping back.
+
+    The canonical array is C-contiguous ``(z, y, x)``; when the volume already is canonical its array is
+    passed through without a copy (if already contiguous).
+    """
+    reorientation = plan_reorientation(volume.geometry, volume.shape_zyx)
+    array = reorientation.to_canonical(volume.array)
+    canonical = CTVolume(array=array, geometry=reorientation.canonical_geometry, source=volume.source,
+                         meta=dict(volume.meta))
+    return canonical, reorientation

@@ -1,0 +1,204 @@
+"""Sanity checks on an input CT before any work is done, and memory checks.
+
+:func:`check_ct` raises :class:`~LiverTumorSegLib.errors.InputError` for volumes that cannot be a
+usable CT (empty, constant, NaN/Inf, 2D/4D, absurd spacing, values that are not Hounsfield units) and
+returns a list of warnings for volumes that can be processed but may give poor results. Arrays are
+``(z, y, x)``; spacing is ``(x, y, z)`` mm as in :class:`~LiverTumorSegLib.volume.ImageGeometry`.
+
+Padding values outside the scanner's field of view (-3024, -2048, -2000 on GE/Siemens/Philips) are
+normal CT and accepted.
+"""
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError, ResourceError
+from .volume import CTVolume
+
+MAX_SPACING_MM = 20.0
+SMALL_SPACING_WARN_MM = 0.2
+THICK_SLICE_WARN_MM = 6.0
+AIR_HU_RANGE = (-1200.0, -500.0)  # air / lung; padding such as -3024 lies below this on purpose
+ALLOW_NON_HU_HINT = "provide the original HU CT, or pass --allow-non-hu to proceed"
+GIB = float(1 << 30)
+
+
+def _source(volume: CTVolume) -> str:
+    return volume.source or "the volume"
+
+
+def _check_shape(volume: CTVolume, warnings: List[str]) -> None:
+    arr = volume.array
+    name = _source(volume)
+    if arr.ndim != 3:
+        kind = "2D" if arr.ndim == 2 else f"{arr.ndim}D"
+        raise InputError(f"'{name}' is {kind} (shape {tuple(arr.shape)}); a 3D CT volume (z, y, x) is needed.")
+    if arr.size == 0:
+        raise InputError(f"'{name}' is empty (shape (z, y, x) {tuple(arr.shape)}); it holds no voxels.")
+    singleton = [n for n, s in enumerate(arr.shape) if s == 1]
+    if len(singleton) >= 2:
+        raise InputError(f"'{name}' is a line or a single voxel (shape (z, y, x) {tuple(arr.shape)}); a 3D CT "
+                         f"volume is needed.")
+    if singleton:
+        from .orientation import plan_reorientation
+
+        canonical_shape = plan_reorientation(volume.geometry, volume.shape_zyx).canonical_shape
+        if canonical_shape[0] != 1:
+            raise InputError(f"'{name}' is a single sagittal or coronal slice (shape (z, y, x) {tuple(arr.shape)}); "
+                             f"axial CT slices are needed.")
+        warnings.append(f"'{name}' is a single axial slice: neighbouring-slice context is replaced by copies of "
+                        f"it and 3D post-processing has nothing to work with; results may be poorer.")
+    if min(s for s in arr.shape if s > 1) < 16:
+        warnings.append(f"'{name}' is very small (shape (z, y, x) {tuple(arr.shape)}); is it cropped?")
+
+
+def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
+    name = _source(volume)
+    spacing = np.asarray(volume.geometry.spacing, dtype=float)
+    shown = ", ".join(f"{s:g}" for s in spacing)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"'{name}' has invalid voxel spacing ({shown}) mm; the file header is broken. Fix the "
+                         f"spacing in the header (e.g. re-export from the scanner/PACS).")
+    sizes_xyz = volume.shape_zyx[::-1]
+    relevant = [s for s, n in zip(spacing, sizes_xyz) if n > 1]
+    if any(s > MAX_SPACING_MM for s in relevant):
+        raise InputError(f"'{name}' has voxel spacing ({shown}) mm, over {MAX_SPACING_MM:g} mm: the header is "
+                         f"wrong or this is not a diagnostic CT. Fix the spacing in the header.")
+    if any(s < SMALL_SPACING_WARN_MM for s in relevant):
+        warnings.append(f"'{name}' has very small voxel spacing ({shown}) mm; check the header (micro-CT or a "
+                        f"unit error?).")
+    nz = volume.shape_zyx[0]
+    if nz > 1 and spacing[2] > THICK_SLICE_WARN_MM:
+        warnings.append(f"'{name}' has thick slices ({spacing[2]:g} mm); small lesions may be missed.")
+    direction = volume.geometry.direction_matrix
+    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
+        raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
+
+
+def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
+    if lo >= 0 and hi <= 1:
+        return f"values lie within 0..1 ({lo:g}..{hi:g}), which looks pre-normalised"
+    if lo >= 0 and hi <= 255:
+        return f"values lie within 0..255 ({lo:g}..{hi:g}), which looks like an 8-bit picture or windowed export"
+    if hi - lo <= 20:
+        return f"values span only {lo:g}..{hi:g}, which looks normalised (z-scored or scaled)"
+    if lo >= 0:
+        return (f"values are all >= 0 ({lo:g}..{hi:g}) with no air near -1000 HU, which looks like MR or CT "
+                f"stored without its rescale intercept")
+    return None
+
+
+def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
+    arr = volume.array
+    name = _source(volume)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
+        raise InputError(f"'{name}' has voxel type {arr.dtype}; a scalar numeric CT volume is needed.")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise InputError(f"'{name}' has {bad} NaN/Inf voxels; CT values must be finite HU. Re-export the "
+                             f"volume or replace them (e.g. with -1024) first.")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
+    reason = _not_hu_reason(lo, hi)
+    if reason is not None:
+        message = f"'{name}': {reason}; CT in Hounsfield units is expected (looks pre-normalised/not CT); " \
+                  f"{ALLOW_NON_HU_HINT}."
+        if not allow_non_hu:
+            raise InputError(message)
+        warnings.append(message)
+        return
+    air_lo, air_hi = AIR_HU_RANGE
+    if not np.any((arr >= air_lo) & (arr <= air_hi)):
+        warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
+                        f"tightly cropped, or not in Hounsfield units?")
+    if hi < -200:
+        warnings.append(f"'{name}' has no soft tissue (maximum {hi:g} HU); is this the right volume?")
+
+
+def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
+    """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
+
+    Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
+    spacing, degenerate direction, NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
+    intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
+    A single axial slice is accepted with a warning.
+    """
+    warnings: List[str] = []
+    _check_shape(volume, warnings)
+    _check_geometry(volume, warnings)
+    _check_intensities(volume, allow_non_hu, warnings)
+    return warnings
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, float_copies: int = 2,
+                          num_classes: int = 3, keep_probabilities: bool = False,
+                          overhead_bytes: int = 256 * (1 << 20)) -> int:
+    """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume.
+
+    Per voxel: the input and its canonical copy (``2 * input_itemsize``), ``float_copies`` float32
+    working volumes (4 bytes each), two uint8 label maps (canonical and output), and, with
+    ``keep_probabilities``, a float32 map per class. Plus ``overhead_bytes`` for the runtime and model.
+    """
+    voxels = int(np.prod([int(s) for s in shape_zyx], dtype=np.int64))
+    per_voxel = 2 * int(input_itemsize) + 4 * int(float_copies) + 2
+    if keep_probabilities:
+        per_voxel += 4 * int(num_classes)
+    return voxels * per_voxel + int(overhead_bytes)
+
+
+def _meminfo_available(meminfo_path: Path) -> Optional[int]:
+    try:
+        for line in meminfo_path.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_available(cgroup_dir: Path) -> Optional[int]:
+    """Room left under a cgroup v2 memory limit, or None when there is no limit."""
+    try:
+        limit = (cgroup_dir / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        current = int((cgroup_dir / "memory.current").read_text().strip())
+        return max(0, int(limit) - current)
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory_bytes(meminfo_path: str = "/proc/meminfo",
+                           cgroup_dir: str = "/sys/fs/cgroup") -> Optional[int]:
+    """Memory available to this process in bytes (the smaller of MemAvailable and a cgroup v2 limit's
+    headroom), falling back to ``os.sysconf``; None when it cannot be determined."""
+    candidates = [v for v in (_meminfo_available(Path(meminfo_path)), _cgroup_available(Path(cgroup_dir)))
+                  if v is not None]
+    if not candidates:
+        try:
+            candidates.append(int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE")))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(candidates)
+
+
+def check_memory(required_bytes: int, available_bytes: Optional[int] = None, what: str = "this volume") -> Optional[int]:
+    """Raise ResourceError when ``required_bytes`` exceed the available memory; return the available bytes.
+
+    ``available_bytes=None`` asks the system (:func:`available_memory_bytes`); when that is unknown the
+    check passes and None is returned.
+    """
+    if available_bytes is None:
+        available_bytes = available_memory_bytes()
+    if available_bytes is None:
+        return None
+    if required_bytes > available_bytes:
+        raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.1f} GiB of memory but only "
+                            f"{available_bytes / GIB:.1f} GiB is available; close other programs, crop the volume, "
+                            f"or use a machine with more memory.")
+    return int(available_bytes)

@@ -1,0 +1,50 @@
+"""U-Net (seeds 000, 001): MONAI's residual U-Net, 2D, with internal padding to any H, W.
+
+Default: channels (16, 32, 64, 128, 256), strides None = (2, 2, 2, 2) (2 per level) -> H, W multiple of 16 avoids padding.
+``num_res_units=0`` gives the plain (non-residual) two-conv U-Net blocks.
+"""
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .layers import crop_to_size, pad_to_multiple
+
+DEFAULT_OPTIONS = {
+    "channels": (16, 32, 64, 128, 256),
+    "strides": None,  # None: 2 per level, (2,) * (len(channels) - 1)
+    "num_res_units": 2,
+    "dropout": 0.0,
+    "norm": "instance",
+    "act": "PRELU",
+}
+
+
+class PaddedUNet(nn.Module):
+    """MONAI ``UNet(spatial_dims=2)`` wrapped so any (H, W) works: (N, C, H, W) -> (N, K, H, W) logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int], strides: Optional[Sequence[int]],
+                 num_res_units: int, dropout: float, norm: str, act: str):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        if strides is None:
+            strides = (2,) * (len(channels) - 1)
+        if len(channels) < 2 or len(strides) != len(channels) - 1:
+            raise ValueError(f"need len(strides) == len(channels) - 1 >= 1, got channels={list(channels)}, "
+                             f"strides={list(strides)}")
+        self.size_multiple = 1
+        for s in strides:
+            self.size_multiple *= int(s)
+        self.net = UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
+                        channels=tuple(int(c) for c in channels), strides=tuple(int(s) for s in strides),
+                        num_res_units=int(num_res_units), dropout=float(dropout), norm=str(norm).upper(),
+                        act=str(act).upper())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.size_multiple)
+        return crop_to_size(self.net(x), size)
+
+
+def build(in_channels: int, num_classes: int, **options) -> nn.Module:
+    return PaddedUNet(in_channels, num_classes, **options)

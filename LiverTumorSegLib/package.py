@@ -1,0 +1,454 @@
+"""Model packages: one ``.safetensors`` file holding a trained network and everything needed to run it.
+
+Layout (safetensors, https://github.com/huggingface/safetensors): an 8-byte little-endian header
+length, a JSON header (tensor names -> dtype, shape, data offsets; plus ``__metadata__``), then raw
+tensor bytes. Tensors = the model's ``state_dict``; ``__metadata__["livertumorseg"]`` = a JSON string::
+
+    {"format_version": 1, "name", "description",
+     "architecture": model_config(model),            # {"name", "in_channels", "num_classes", "options"}
+     "preprocessing": PreprocessingConfig.to_dict(),
+     "labels": {"0": "background", "1": "liver", "2": "tumor"},
+     "training": {...}, "validation": {...},        # free-form summaries (data, command, metrics)
+     "library_version", "created" (ISO 8601 UTC), "default" (optional bool),
+     "weights_sha256"}                              # see weights_sha256()
+
+Security: loading never unpickles anything. The header is parsed and size-checked by hand before any
+tensor is read; the weights' SHA-256 must match the header; the architecture is rebuilt from the
+registry and the state dict must match it key for key and shape for shape. Any problem raises
+:class:`~LiverTumorSegLib.errors.ModelPackageError`.
+"""
+import datetime
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from . import __version__
+from .errors import InputError, ModelPackageError
+from .fileutil import atomic_output
+from .resources import bundled_models_dir, user_models_dir
+
+FORMAT_VERSION = 1
+METADATA_KEY = "livertumorseg"
+PACKAGE_SUFFIX = ".safetensors"
+DEFAULT_LABELS = {"0": "background", "1": "liver", "2": "tumor"}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+
+# safetensors dtype code -> bytes per element
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class ModelPackage:
+    """A loaded package. ``model`` is in eval mode on the requested device; ``preprocessing`` is a
+    ``PreprocessingConfig`` (a plain dict if the preprocessing module is unavailable); ``metadata`` is
+    the full ``livertumorseg`` header dict; ``sha256`` the verified weights hash."""
+
+    model: Any
+    preprocessing: Any
+    metadata: Dict[str, Any]
+    path: Path
+    name: str
+    sha256: str
+
+    @property
+    def architecture(self) -> Dict[str, Any]:
+        return self.metadata["architecture"]
+
+    @property
+    def labels(self) -> Dict[str, str]:
+        return self.metadata.get("labels", DEFAULT_LABELS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# hashing
+
+def _safetensors_dtype(tensor) -> str:
+    import torch
+
+    codes = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.int32: "I32",
+             torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32",
+             torch.float64: "F64"}
+    if tensor.dtype not in codes:
+        raise ModelPackageError(f"Tensor dtype {tensor.dtype} is not supported in model packages.")
+    return codes[tensor.dtype]
+
+
+def weights_sha256(tensors: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the tensors in sorted-name order; per tensor it hashes the UTF-8 name, the
+    safetensors dtype code (e.g. ``F32``), the shape as ``[d0,d1,...]`` (each field NUL-terminated)
+    and then the raw little-endian bytes of the C-contiguous data."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        shape = "[" + ",".join(str(int(d)) for d in tensor.shape) + "]"
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(_safetensors_dtype(tensor).encode("ascii") + b"\0")
+        digest.update(shape.encode("ascii") + b"\0")
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# header parsing (no torch)
+
+def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
+    """Parse and validate a safetensors header without reading tensor data.
+
+    Checks: the 8-byte length fits in the file, the header is a JSON object, every tensor has a known
+    dtype, a shape and data offsets inside the file whose span equals ``prod(shape) * itemsize``, and
+    the tensors exactly fill the data section (catches truncation). Raises ModelPackageError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelPackageError(f"Model package '{path}' does not exist. Check the path, or run "
+                                f"'livertumorseg models' to list installed models.")
+    if not path.is_file():
+        raise ModelPackageError(f"Model package '{path}' is not a file.")
+    size = path.stat().st_size
+    not_package = (f"'{path}' is not a LiverTumorSeg model package (a .safetensors file)")
+    if size < 8:
+        raise ModelPackageError(f"{not_package}: the file is only {size} bytes (truncated or empty).")
+    with open(path, "rb") as fh:
+        first = fh.read(8)
+        (header_len,) = struct.unpack("<Q", first)
+        if first[:2] == b"PK" or first[:1] == b"\x80":
+            raise ModelPackageError(f"{not_package}: it looks like a PyTorch pickle (.pt/.pth), which is "
+                                    f"never loaded because unpickling can run arbitrary code. Convert "
+                                    f"trusted weights with 'save_model_package' first.")
+        if header_len == 0 or header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise ModelPackageError(f"{not_package}: its header length ({header_len} bytes) does not fit the "
+                                    f"file size ({size} bytes); the file is truncated or of another type.")
+        raw = fh.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelPackageError(f"{not_package}: its header is not valid JSON ({exc}); the file is corrupt.")
+    if not isinstance(header, dict):
+        raise ModelPackageError(f"{not_package}: its header is not a JSON object; the file is corrupt.")
+    data_len = size - 8 - header_len
+    end_max = 0
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise ModelPackageError(f"{not_package}: '__metadata__' must map strings to strings.")
+            continue
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            count = 1
+            for d in shape:
+                if not isinstance(d, int) or d < 0:
+                    raise ValueError(f"bad dimension {d!r}")
+                count *= d
+            itemsize = _DTYPE_SIZES[dtype]
+            if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
+                raise ValueError("bad data_offsets")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelPackageError(f"{not_package}: tensor entry '{name}' is malformed ({exc}).")
+        if end - begin != count * itemsize:
+            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor '{name}' spans {end - begin} "
+                                    f"bytes but its shape {shape} x {dtype} needs {count * itemsize}.")
+        if end > data_len:
+            raise ModelPackageError(f"Model package '{path}' is truncated: tensor '{name}' ends at byte "
+                                    f"{end} of a {data_len}-byte data section. Download or copy it again.")
+        spans.append((begin, end))
+        end_max = max(end_max, end)
+    spans.sort()
+    position = 0
+    for begin, end in spans:
+        if begin != position:
+            raise ModelPackageError(f"Model package '{path}' is corrupt: tensor data overlap or leave gaps.")
+        position = end
+    if end_max != data_len:
+        raise ModelPackageError(f"Model package '{path}' is corrupt or truncated: the tensors fill "
+                                f"{end_max} bytes but the data section has {data_len}.")
+    return header
+
+
+def read_package_metadata(path: PathLike) -> Dict[str, Any]:
+    """The ``livertumorseg`` metadata dict of a package, from its header only (fast; no torch import).
+
+    Raises ModelPackageError for a missing / wrong-type / truncated / corrupt file, a safetensors file
+    without LiverTumorSeg metadata, or an unsupported ``format_version``.
+    """
+    header = read_safetensors_header(path)
+    meta_strings = header.get("__metadata__", {})
+    if METADATA_KEY not in meta_strings:
+        raise ModelPackageError(f"'{path}' is a safetensors file but not a LiverTumorSeg model package "
+                                f"(no '{METADATA_KEY}' metadata). Create packages with save_model_package.")
+    try:
+        meta = json.loads(meta_strings[METADATA_KEY])
+    except ValueError as exc:
+        raise ModelPackageError(f"Model package '{path}' has corrupt metadata JSON ({exc}).")
+    if not isinstance(meta, dict):
+        raise ModelPackageError(f"Model package '{path}' has corrupt metadata (not a JSON object).")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelPackageError(f"Model package '{path}' has format_version {version!r}; this library "
+                                f"({__version__}) reads version {FORMAT_VERSION}. Update LiverTumorSeg.")
+    for key in ("name", "architecture", "weights_sha256"):
+        if key not in meta:
+            raise ModelPackageError(f"Model package '{path}' metadata lacks '{key}'; the file is corrupt.")
+    arch = meta["architecture"]
+    if not isinstance(arch, dict) or not {"name", "in_channels", "num_classes", "options"} <= set(arch):
+        raise ModelPackageError(f"Model package '{path}' has an invalid 'architecture' entry: {arch!r}.")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------------
+# saving
+
+def _preprocessing_to_dict(preprocessing: Any) -> Dict[str, Any]:
+    if preprocessing is None:
+        raise InputError("A model package needs the preprocessing configuration used in training.")
+    if hasattr(preprocessing, "to_dict"):
+        return preprocessing.to_dict()
+    if isinstance(preprocessing, Mapping):
+        return dict(preprocessing)
+    raise InputError(f"preprocessing must be a PreprocessingConfig or a dict, got {type(preprocessing).__name__}.")
+
+
+def _finite_json(value: Any) -> Any:
+    """Copy of ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[Mapping[str, Any]] = None,
+                       overwrite: bool = False) -> Path:
+    """Write ``model`` (built by ``models.build_model``; DDP / compiled wrappers are unwrapped) and its
+    ``preprocessing`` (PreprocessingConfig or dict) to one ``.safetensors`` package at ``path``, atomically.
+
+    ``metadata`` may set ``name`` (default: file stem), ``description``, ``training``, ``validation``,
+    ``labels``, ``default`` (bool) and any extra JSON-able keys. Returns the written path.
+    """
+    from safetensors.torch import save_file
+
+    from .models import model_config, unwrap_model
+
+    path = Path(path)
+    if path.suffix.lower() != PACKAGE_SUFFIX:
+        raise InputError(f"Model packages are .safetensors files; got '{path.name}'. Use a name ending "
+                         f"in {PACKAGE_SUFFIX}.")
+    plain = unwrap_model(model)
+    architecture = model_config(plain)
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
+    extra = dict(metadata or {})
+    meta: Dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": str(extra.pop("name", path.stem)),
+        "description": str(extra.pop("description", "")),
+        "architecture": architecture,
+        "preprocessing": _preprocessing_to_dict(preprocessing),
+        "labels": extra.pop("labels", DEFAULT_LABELS),
+        "training": extra.pop("training", {}),
+        "validation": extra.pop("validation", {}),
+        "library_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    for key, value in extra.items():
+        if key in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version"):
+            raise InputError(f"metadata key '{key}' is set by save_model_package; remove it.")
+        meta[key] = value
+    meta["weights_sha256"] = weights_sha256(tensors)
+    try:
+        meta_json = json.dumps(_finite_json(meta), allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+
+def _preprocessing_from_dict(data: Dict[str, Any], path: Path):
+    try:
+        from .preprocessing import PreprocessingConfig
+    except ImportError:
+        return dict(data)
+    try:
+        return PreprocessingConfig.from_dict(data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a package problem
+        raise ModelPackageError(f"Model package '{path}' has an invalid preprocessing configuration: {exc}")
+
+
+def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arch: Dict[str, Any]) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} with other shapes (e.g. '{k}' {found[k]} vs {expected[k]})")
+        raise ModelPackageError(f"Model package '{path}': its weights do not match architecture "
+                                f"'{arch['name']}' with options {arch['options']}: " + "; ".join(details)
+                                + ". The package metadata and weights are inconsistent; re-export it.")
+
+
+def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
+    """Load and verify a package (a path, an installed model name, or ``"default"``).
+
+    Steps: header validation -> safetensors tensor load (no pickle) -> SHA-256 check -> rebuild the
+    architecture from the registry -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    path = resolve_model(path_or_name)
+    meta = read_package_metadata(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelPackageError(f"Model package '{path}' could not be read: {exc}")
+    digest = weights_sha256(tensors)
+    if digest != meta["weights_sha256"]:
+        raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 "
+                                f"is {digest[:16]}... but the package records {str(meta['weights_sha256'])[:16]}...; "
+                                f"the file was modified or damaged. Obtain a fresh copy.")
+    arch = meta["architecture"]
+    try:
+        model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
+    except InputError as exc:
+        raise ModelPackageError(f"Model package '{path}' needs an architecture this library cannot build: "
+                                f"{exc} Update LiverTumorSeg or use another package.")
+    _check_state_dict_matches(model, tensors, path, arch)
+    model.load_state_dict(tensors, strict=True)
+    model.to(device)
+    model.eval()
+    preprocessing = _preprocessing_from_dict(meta.get("preprocessing", {}), path)
+    return ModelPackage(model=model, preprocessing=preprocessing, metadata=meta, path=path,
+                        name=str(meta["name"]), sha256=digest)
+
+
+def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
+    """A ``{name: tensor}`` state dict from a local file, never executing code from it.
+
+    ``.safetensors`` files are read as such; other files go through ``torch.load(weights_only=True)``,
+    whose restricted unpickler refuses anything but tensors and plain containers (a pickle with code
+    in ``__reduce__`` raises ModelPackageError without running). A checkpoint dict holding the weights
+    under ``state_dict`` or ``model`` is unwrapped.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelPackageError(f"Weights file '{path}' does not exist.")
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if path.suffix.lower() == PACKAGE_SUFFIX or (len(head) == 9 and head[8:9] == b"{"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        read_safetensors_header(path)
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelPackageError(f"Weights file '{path}' could not be read: {exc}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        raise ModelPackageError(f"Refused to load weights '{path}': it is not a plain tensor state dict "
+                                f"loadable with weights_only=True ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}). Save the weights as "
+                                f"a state dict or .safetensors file.")
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelPackageError(f"Weights file '{path}' does not hold a {{name: tensor}} state dict.")
+    return dict(obj)
+
+
+# ---------------------------------------------------------------------------------------------------
+# discovery
+
+def _package_files(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*" + PACKAGE_SUFFIX) if p.is_file())
+
+
+def list_installed_models() -> List[Dict[str, Any]]:
+    """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
+    (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
+    architecture, in_channels, description, validation, error`` (``error`` is None for readable
+    packages, else the reason it cannot be used)."""
+    entries = []
+    for source, folder in (("bundled", bundled_models_dir()), ("user", user_models_dir())):
+        for file in _package_files(Path(folder)):
+            entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
+                                     "architecture": None, "in_channels": None, "description": "",
+                                     "validation": {}, "error": None}
+            try:
+                meta = read_package_metadata(file)
+            except ModelPackageError as exc:
+                entry["error"] = str(exc)
+            else:
+                entry.update(name=str(meta["name"]), default=bool(meta.get("default", False)),
+                             architecture=meta["architecture"]["name"],
+                             in_channels=meta["architecture"]["in_channels"],
+                             description=str(meta.get("description", "")),
+                             validation=meta.get("validation", {}) or {})
+            entries.append(entry)
+    return entries
+
+
+def resolve_model(name_or_path: PathLike) -> Path:
+    """Path of a package given a file path, an installed model name (metadata name or file stem), or
+    ``"default"`` (the bundled package flagged ``"default": true``, else the bundled ``default*.safetensors``)."""
+    candidate = Path(name_or_path)
+    text = str(name_or_path)
+    looks_like_path = candidate.suffix != "" or os.sep in text or (os.altsep and os.altsep in text)
+    if candidate.exists() or looks_like_path:
+        if not candidate.exists():
+            raise ModelPackageError(f"Model package '{candidate}' does not exist. Check the path, or run "
+                                    f"'livertumorseg models' to list installed models.")
+        return candidate
+    usable = [e for e in list_installed_models() if e["error"] is None]
+    if text == "default":
+        bundled = [e for e in usable if e["source"] == "bundled"]
+        flagged = [e for e in bundled if e["default"]]
+        named = [e for e in bundled if Path(e["path"]).name.lower().startswith("default")]
+        for group in (flagged, named):
+            if group:
+                return Path(group[0]["path"])
+        raise ModelPackageError(f"No default model is installed (looked in '{bundled_models_dir()}'). "
+                                f"Pass a model package path with --model, or install one into "
+                                f"'{user_models_dir()}'.")
+    for entry in usable:
+        if entry["name"] == text or Path(entry["path"]).stem == text:
+            return Path(entry["path"])
+    names = sorted({e["name"] for e in usable})
+    raise ModelPackageError(f"No installed model named '{text}'. Installed: {', '.join(names) or 'none'}. "
+                            f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")

@@ -1,0 +1,288 @@
+"""Model package save/load round trip and every refusal case (never executing code from a file)."""
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from LiverTumorSegLib.errors import InputError, ModelPackageError
+from LiverTumorSegLib.models import build_model
+from LiverTumorSegLib.package import (
+    ModelPackage,
+    list_installed_models,
+    load_model_package,
+    load_torch_state_dict_safely,
+    read_package_metadata,
+    read_safetensors_header,
+    resolve_model,
+    save_model_package,
+    weights_sha256,
+)
+
+
+
+def _preprocessing():
+    """The real default PreprocessingConfig when the preprocessing module is there, else a plain dict."""
+    try:
+        from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    except ImportError:
+        return {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0}
+    return PreprocessingConfig.preset("default")
+
+
+def _as_dict(prep):
+    return prep.to_dict() if hasattr(prep, "to_dict") else dict(prep)
+
+
+PREP = _preprocessing()
+
+
+def _tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("unet", in_channels=1, num_classes=3, channels=(4, 8), num_res_units=1)
+
+
+@pytest.fixture
+def package_path(tmp_path):
+    return save_model_package(tmp_path / "tiny.safetensors", _tiny_model(), PREP,
+                              metadata={"description": "test", "validation": {"dice_liver": 0.93,
+                                                                              "dice_tumor": float("nan")}})
+
+
+def _rewrite_metadata(src: Path, dst: Path, change) -> Path:
+    """Copy package ``src`` to ``dst`` with its livertumorseg metadata dict changed by ``change(meta)``."""
+    from safetensors.torch import load_file, save_file
+    meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
+    change(meta)
+    save_file(load_file(str(src)), str(dst), metadata={"livertumorseg": json.dumps(meta)})
+    return dst
+
+
+def test_round_trip_gives_identical_output(package_path):
+    model = _tiny_model().eval()
+    x = torch.rand(2, 1, 37, 29)
+    package = load_model_package(package_path)
+    assert isinstance(package, ModelPackage)
+    assert not package.model.training
+    assert package.name == "tiny"
+    assert package.metadata["format_version"] == 1
+    assert package.metadata["labels"] == {"0": "background", "1": "liver", "2": "tumor"}
+    assert package.metadata["validation"] == {"dice_liver": 0.93, "dice_tumor": None}  # NaN -> null
+    assert package.metadata["architecture"]["name"] == "unet"
+    assert package.sha256 == package.metadata["weights_sha256"]
+    with torch.no_grad():
+        assert torch.equal(model(x), package.model(x))
+    assert _as_dict(package.preprocessing) == _as_dict(PREP)
+    assert type(package.preprocessing) is type(PREP)
+
+
+def test_metadata_header_only_and_sha_definition(package_path):
+    meta = read_package_metadata(package_path)
+    assert meta["name"] == "tiny" and meta["description"] == "test"
+    assert meta["architecture"]["options"]["channels"] == [4, 8]
+    assert meta["weights_sha256"] == weights_sha256(_tiny_model().state_dict())
+    # hash depends on names, values and shapes
+    sd = _tiny_model().state_dict()
+    changed = dict(sd)
+    key = sorted(k for k in sd if sd[k].dtype == torch.float32)[0]
+    changed[key] = sd[key] + 1e-3
+    assert weights_sha256(changed) != weights_sha256(sd)
+    reshaped = {"a": torch.zeros(2, 3)}
+    assert weights_sha256(reshaped) != weights_sha256({"a": torch.zeros(3, 2)})
+    assert weights_sha256({"a": torch.zeros(2)}) != weights_sha256({"b": torch.zeros(2)})
+
+
+def test_save_refuses_overwrite_and_wrong_suffix(package_path, tmp_path):
+    from LiverTumorSegLib.errors import OutputExistsError
+    with pytest.raises(OutputExistsError):
+        save_model_package(package_path, _tiny_model(), PREP)
+    save_model_package(package_path, _tiny_model(1), PREP, overwrite=True)
+    assert read_package_metadata(package_path)["weights_sha256"] == weights_sha256(_tiny_model(1).state_dict())
+    with pytest.raises(InputError):
+        save_model_package(tmp_path / "model.pt", _tiny_model(), PREP)
+    with pytest.raises(InputError):
+        save_model_package(tmp_path / "m.safetensors", torch.nn.Conv2d(1, 3, 1), PREP)  # not build_model's
+
+
+def test_save_unwraps_wrappers(tmp_path):
+    model = _tiny_model()
+    wrapped = torch.nn.DataParallel(model)
+    path = save_model_package(tmp_path / "wrapped.safetensors", wrapped, PREP)
+    keys = set(load_model_package(path).model.state_dict())
+    assert keys == set(model.state_dict()) and not any(k.startswith("module.") for k in keys)
+
+
+def test_refuses_nonexistent_path(tmp_path):
+    with pytest.raises(ModelPackageError, match="does not exist"):
+        load_model_package(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n" + bytes(200),   # a PNG
+    b"this is a plain text file, not a model\n" * 4,
+    b"abc",                               # shorter than the length field
+])
+def test_refuses_wrong_file_types(tmp_path, content):
+    path = tmp_path / "wrong.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ModelPackageError, match="not a LiverTumorSeg model package"):
+        load_model_package(path)
+    with pytest.raises(ModelPackageError):
+        read_package_metadata(path)
+
+
+def test_refuses_torch_pickle(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(_tiny_model().state_dict(), path)
+    with pytest.raises(ModelPackageError, match="pickle"):
+        load_model_package(path)
+
+
+def test_refuses_truncated_file(package_path, tmp_path):
+    data = package_path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ModelPackageError, match="truncated"):
+        load_model_package(cut)
+    cut.write_bytes(data[:20])  # inside the header
+    with pytest.raises(ModelPackageError):
+        read_package_metadata(cut)
+
+
+def test_refuses_corrupt_header_json(package_path, tmp_path):
+    data = bytearray(package_path.read_bytes())
+    (n,) = struct.unpack("<Q", bytes(data[:8]))
+    data[8 + n // 2] = ord("\x01")  # control character inside the JSON
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelPackageError, match="JSON"):
+        load_model_package(bad)
+
+
+def test_refuses_tampered_weights(package_path, tmp_path):
+    data = bytearray(package_path.read_bytes())
+    for i in range(1, 5):
+        data[-4 * i] ^= 0xFF  # flip bytes inside the last tensor's data
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    read_package_metadata(bad)  # the header is intact ...
+    with pytest.raises(ModelPackageError, match="integrity"):
+        load_model_package(bad)  # ... but the weights are not
+
+
+def test_refuses_unknown_architecture(package_path, tmp_path):
+    bad = _rewrite_metadata(package_path, tmp_path / "arch.safetensors",
+                            lambda m: m["architecture"].update(name="transformer9000"))
+    with pytest.raises(ModelPackageError, match="transformer9000"):
+        load_model_package(bad)
+
+
+def test_refuses_option_mismatch(package_path, tmp_path):
+    bad = _rewrite_metadata(package_path, tmp_path / "opts.safetensors",
+                            lambda m: m["architecture"]["options"].update(channels=[4, 16]))
+    with pytest.raises(ModelPackageError, match="do not match"):
+        load_model_package(bad)
+    bad2 = _rewrite_metadata(package_path, tmp_path / "opts2.safetensors",
+                             lambda m: m["architecture"]["options"].update(num_res_units=0))
+    with pytest.raises(ModelPackageError, match="missing|unexpected"):
+        load_model_package(bad2)
+
+
+def test_refuses_other_format_version_and_plain_safetensors(package_path, tmp_path):
+    from safetensors.torch import save_file
+    bad = _rewrite_metadata(package_path, tmp_path / "v2.safetensors", lambda m: m.update(format_version=2))
+    with pytest.raises(ModelPackageError, match="format_version"):
+        load_model_package(bad)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(plain))
+    with pytest.raises(ModelPackageError, match="not a LiverTumorSeg model package"):
+        read_package_metadata(plain)
+
+
+class _Payload:
+    """Unpickling this object creates ``target`` (stands in for arbitrary code execution)."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    # control: the payload really runs when unpickled unsafely
+    control_target = tmp_path / "control_pwned"
+    control = tmp_path / "control.pt"
+    torch.save({"w": _Payload(control_target)}, control)
+    torch.load(control, weights_only=False)
+    assert control_target.exists()
+
+    target = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"conv.weight": torch.zeros(1), "x": _Payload(target)}, evil)
+    with pytest.raises(ModelPackageError):
+        load_model_package(evil)
+    with pytest.raises(ModelPackageError, match="Refused"):
+        load_torch_state_dict_safely(evil)
+    evil_renamed = tmp_path / "evil.safetensors"
+    evil_renamed.write_bytes(evil.read_bytes())
+    with pytest.raises(ModelPackageError):
+        load_model_package(evil_renamed)
+    with pytest.raises(ModelPackageError):
+        load_torch_state_dict_safely(evil_renamed)
+    assert not target.exists()
+
+
+def test_load_torch_state_dict_safely_reads_plain_weights(tmp_path, package_path):
+    sd = _tiny_model().state_dict()
+    pt = tmp_path / "sd.pth"
+    torch.save({"state_dict": sd, "epoch": 3}, pt)
+    loaded = load_torch_state_dict_safely(pt)
+    assert set(loaded) == set(sd) and all(torch.equal(loaded[k], sd[k]) for k in sd)
+    from_st = load_torch_state_dict_safely(package_path)
+    assert set(from_st) == set(sd)
+
+
+def test_installed_models_and_resolution(tmp_path, monkeypatch):
+    bundled = tmp_path / "res" / "Models"
+    user = tmp_path / "user"
+    bundled.mkdir(parents=True)
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    assert list_installed_models() == []
+    with pytest.raises(ModelPackageError, match="No default model"):
+        resolve_model("default")
+    with pytest.raises(ModelPackageError, match="No installed model named 'mine'"):
+        load_model_package("mine")
+
+    save_model_package(bundled / "liver_v1.safetensors", _tiny_model(), PREP,
+                       metadata={"name": "liver-v1", "default": True, "validation": {"dice_liver": 0.9}})
+    save_model_package(bundled / "other.safetensors", _tiny_model(1), PREP)
+    save_model_package(user / "mine.safetensors", _tiny_model(2), PREP, metadata={"name": "my-model"})
+    (user / "broken.safetensors").write_bytes(b"garbage!garbage!")
+
+    entries = list_installed_models()
+    assert [e["name"] for e in entries] == ["liver-v1", "other", "broken", "my-model"]
+    assert [e["source"] for e in entries] == ["bundled", "bundled", "user", "user"]
+    assert entries[0]["default"] and entries[0]["validation"] == {"dice_liver": 0.9}
+    assert entries[0]["architecture"] == "unet" and entries[0]["in_channels"] == 1
+    assert entries[2]["error"] and entries[3]["error"] is None
+
+    assert resolve_model("default") == bundled / "liver_v1.safetensors"
+    assert resolve_model("my-model") == user / "mine.safetensors"
+    assert resolve_model("mine") == user / "mine.safetensors"
+    assert load_model_package("my-model").name == "my-model"
+    with pytest.raises(ModelPackageError):
+        resolve_model("broken")
+
+
+def test_default_by_file_name(tmp_path, monkeypatch):
+    bundled = tmp_path / "res" / "Models"
+    bundled.mkdir(parents=True)
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "none"))
+    save_model_package(bundled / "a.safetensors", _tiny_model(), PREP)
+    save_model_package(bundled / "default_liver.safetensors", _tiny_model(1), PREP)
+    assert resolve_model("default") == bundled / "default_liver.safetensors"

@@ -1,0 +1,471 @@
+"""Synthetic liver tumors inserted into HU stacks, for training without tumor labels.
+
+A training sample is an HU stack ``(T, H, W)`` = ``(z, y, x)`` float32 (T adjacent axial slices of a
+canonical CT at the network grid) plus labels of the same shape (uint8, 0 background, 1 liver, 2 tumor).
+:func:`insert_lesions` adds 3D lesions (ellipsoids in millimetres, so the slice spacing matters and the
+lesion is consistent across the T slices) **in the HU domain, before intensity preprocessing**:
+
+* size: diameter log-uniform in ``diameter_range_mm``; radii anisotropic and randomly rotated;
+  outline perturbed by a smooth low-frequency radial function (``irregularity``);
+* intensity: relative to the **local** liver HU (median of liver voxels near the lesion), hypodense
+  (``hypo_contrast_hu`` below) or hyperdense (``hyper_contrast_hu`` above); soft sigmoid margin
+  (``margin_softness_mm``); optional darker necrotic centre and enhancing rim; texture = grain noise
+  with the std and lag-1 correlation measured in the surrounding liver plus a smooth heterogeneity;
+* the intensity change and the label are confined to the liver (``labels >= 1``); a lesion may reach
+  the liver edge (a fraction of centres is drawn near the edge), where it is clipped.
+
+Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver.
+Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
+"""
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+
+RngLike = Union[np.random.Generator, int, None]
+
+
+@dataclass
+class LesionConfig:
+    """How synthetic lesions are drawn. Ranges are ``(low, high)``; all lengths in mm, intensities in HU.
+
+    JSON-serialisable through :meth:`to_dict` / :meth:`from_dict`.
+    """
+
+    probability: float = 0.8                     # chance a sample gets any lesions
+    count_range: Tuple[int, int] = (1, 6)         # number of lesions (inclusive)
+    diameter_range_mm: Tuple[float, float] = (3.0, 60.0)   # log-uniform
+    anisotropy: float = 1.3                      # each radius scaled by log-uniform [1/a, a] (volume kept)
+    irregularity_range: Tuple[float, float] = (0.0, 0.3)   # relative amplitude of the radial perturbation
+    hypodense_probability: float = 0.85
+    hypo_contrast_hu: Tuple[float, float] = (15.0, 80.0)   # HU below local liver
+    hyper_contrast_hu: Tuple[float, float] = (15.0, 60.0)  # HU above local liver
+    min_lesion_hu: float = -10.0                 # hypodense core never darker than this (cyst/fat floor)
+    margin_softness_mm: Tuple[float, float] = (0.5, 2.5)   # sigmoid width of the edge
+    necrosis_probability: float = 0.3            # only lesions >= necrosis_min_diameter_mm
+    necrosis_min_diameter_mm: float = 20.0
+    necrosis_extra_hu: Tuple[float, float] = (15.0, 50.0)  # centre this much darker than the lesion
+    necrosis_fraction: Tuple[float, float] = (0.3, 0.6)    # necrotic radius / lesion radius
+    rim_probability: float = 0.15                # enhancing rim (brighter ring just inside the edge)
+    rim_contrast_hu: Tuple[float, float] = (15.0, 45.0)
+    rim_width_mm: Tuple[float, float] = (1.5, 4.0)
+    texture_noise_factor: Tuple[float, float] = (0.8, 1.2)  # grain std / local liver noise std
+    heterogeneity_hu: Tuple[float, float] = (0.0, 8.0)      # std of smooth texture inside the lesion
+    heterogeneity_scale_mm: Tuple[float, float] = (2.0, 5.0)
+    edge_probability: float = 0.3                # centre drawn within one radius of the liver edge
+    allow_boundary_touching: bool = True         # False: lesion shrinks/moves to stay inside the liver
+    anchor: str = "middle_slice"                 # "middle_slice": centre (y, x) on the middle slice; "any"
+    z_offset_fraction: float = 0.6               # centre z moved by U(-f, f) * z radius (anchor middle_slice)
+    local_radius_mm: float = 25.0                # neighbourhood for local liver HU / noise
+    min_liver_voxels: int = 30                   # fewer liver voxels in the stack -> no lesion
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first field that is out of range."""
+        for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",
+                     "edge_probability"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise InputError("LesionConfig.%s = %r must be a probability in [0, 1]." % (name, getattr(self, name)))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                if len(value) != 2 or float(value[0]) > float(value[1]):
+                    raise InputError("LesionConfig.%s = %r must be a (low, high) pair with low <= high."
+                                     % (f.name, value))
+        if self.count_range[0] < 0 or self.diameter_range_mm[0] <= 0:
+            raise InputError("LesionConfig: count_range must be >= 0 and diameter_range_mm > 0 mm (got %r, %r)."
+                             % (self.count_range, self.diameter_range_mm))
+        if self.anisotropy < 1.0:
+            raise InputError("LesionConfig.anisotropy = %r must be >= 1 (1 = sphere)." % self.anisotropy)
+        if self.anchor not in ("middle_slice", "any"):
+            raise InputError("LesionConfig.anchor = %r must be 'middle_slice' or 'any'." % self.anchor)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "LesionConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError("Unknown LesionConfig keys %s; valid keys: %s." % (unknown, sorted(known)))
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# local image statistics
+
+def _robust_std(values: np.ndarray) -> float:
+    """Gaussian-equivalent std from the median absolute deviation."""
+    if values.size < 2:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def local_liver_stats(hu: np.ndarray, liver: np.ndarray, center_zyx: Sequence[float],
+                      spacing_zyx: Sequence[float], radius_mm: float) -> Tuple[float, float, Tuple[float, float, float]]:
+    """Median HU, grain noise std (HU) and per-axis lag-1 noise correlation of the liver near a point.
+
+    ``hu``, ``liver``: ``(z, y, x)``; ``liver`` is the tumor-free liver mask. Uses the box of half-size
+    ``radius_mm`` around ``center_zyx`` (voxel index); falls back to the whole array when the box holds
+    fewer than 50 liver voxels. Noise std comes from differences of neighbouring liver voxels (robust to
+    vessels); the correlation ``rho = 1 - var(diff) / (2 var)``, per axis (z, y, x), clipped to [0, 0.9].
+    Returns ``(nan, 0, (0, 0, 0))`` when there is no liver at all.
+    """
+    lo = [max(0, int(np.floor(c - radius_mm / s))) for c, s in zip(center_zyx, spacing_zyx)]
+    hi = [min(n, int(np.ceil(c + radius_mm / s)) + 1) for c, n, s in zip(center_zyx, hu.shape, spacing_zyx)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    h, m = hu[box], liver[box]
+    if np.count_nonzero(m) < 50:
+        h, m = hu, liver
+    if not m.any():
+        return float("nan"), 0.0, (0.0, 0.0, 0.0)
+    values = h[m]
+    median = float(np.median(values))
+    spread = _robust_std(values)
+    diff_stds = []
+    for axis in range(3):
+        if h.shape[axis] < 2:
+            diff_stds.append(None)
+            continue
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        both = m[tuple(a)] & m[tuple(b)]
+        d = (h[tuple(a)] - h[tuple(b)])[both]
+        diff_stds.append(_robust_std(d) / np.sqrt(2.0) if d.size >= 20 else None)
+    in_plane = [s for s in diff_stds[1:] if s is not None]
+    if in_plane:
+        # grain std: the larger of the spread and the difference-based estimate (differences of
+        # correlated noise underestimate its std).
+        noise = float(max(np.mean(in_plane), min(spread, 2.0 * np.mean(in_plane))))
+    else:
+        noise = spread
+    rhos = []
+    for s in diff_stds:
+        if s is None or noise <= 0:
+            rhos.append(0.0)
+        else:
+            rhos.append(float(np.clip(1.0 - (s / noise) ** 2, 0.0, 0.9)))
+    return median, noise, (rhos[0], rhos[1], rhos[2])
+
+
+def correlated_noise(shape: Sequence[int], rho_zyx: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance Gaussian noise ``shape`` (z, y, x) with lag-1 correlation ~``rho`` per axis.
+
+    A Gaussian filter of width ``s`` gives lag-1 correlation ``exp(-1 / (4 s^2))``, so
+    ``s = sqrt(-1 / (4 ln rho))``; the result is renormalised by the kernel's energy (exact for the
+    discrete kernel, so small boxes keep unit variance). float32.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    noise = rng.standard_normal(tuple(int(n) for n in shape)).astype(np.float32)
+    for axis, rho in enumerate(rho_zyx):
+        if rho <= 0.02 or noise.shape[axis] < 2:
+            continue
+        sigma = float(min(np.sqrt(-1.0 / (4.0 * np.log(rho))), 2.0))
+        radius = int(np.ceil(4.0 * sigma))
+        delta = np.zeros(2 * radius + 1, dtype=np.float64)
+        delta[radius] = 1.0
+        kernel = gaussian_filter1d(delta, sigma, mode="constant")
+        noise = gaussian_filter1d(noise, sigma, axis=axis, mode="reflect")
+        noise /= np.float32(np.sqrt(np.sum(kernel ** 2)))
+    return noise
+
+
+# ----------------------------------------------------------------------------------------------------------
+# geometry
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """Uniform random 3x3 rotation matrix (QR of a Gaussian matrix)."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+@dataclass
+class _Shape:
+    """Ellipsoid in mm: centre (z, y, x) mm, radii mm, rotation (columns = lesion axes in zyx), outline terms."""
+
+    center_mm: np.ndarray
+    radii_mm: np.ndarray
+    rotation: np.ndarray
+    wave_dirs: np.ndarray      # (K, 3) unit vectors
+    wave_freqs: np.ndarray     # (K,)
+    wave_phases: np.ndarray    # (K,)
+    wave_amps: np.ndarray      # (K,) relative radius perturbation
+
+    @property
+    def max_extent_mm(self) -> float:
+        return float(self.radii_mm.max() * (1.0 + np.abs(self.wave_amps).sum()))
+
+
+def _draw_shape(center_mm: np.ndarray, diameter_mm: float, config: LesionConfig,
+                rng: np.random.Generator, sphere: bool) -> _Shape:
+    r = 0.5 * diameter_mm
+    if sphere:
+        radii = np.full(3, r)
+        rotation = np.eye(3)
+    else:
+        log_a = np.log(config.anisotropy)
+        factors = np.exp(rng.uniform(-log_a, log_a, size=3))
+        factors /= np.prod(factors) ** (1.0 / 3.0)       # keep the volume of the base sphere
+        radii = r * factors
+        rotation = _random_rotation(rng)
+    irregularity = rng.uniform(*config.irregularity_range)
+    k = 4
+    dirs = rng.standard_normal((k, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    freqs = rng.uniform(1.0, 3.0, size=k)
+    phases = rng.uniform(0, 2 * np.pi, size=k)
+    amps = irregularity * rng.uniform(0.5, 1.0, size=k) / np.sqrt(k)
+    return _Shape(center_mm=np.asarray(center_mm, dtype=float), radii_mm=radii, rotation=rotation,
+                  wave_dirs=dirs, wave_freqs=freqs, wave_phases=phases, wave_amps=amps)
+
+
+def _signed_distance_mm(shape: _Shape, box: Tuple[slice, slice, slice],
+                        spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Approximate signed distance (mm, negative inside) to the perturbed ellipsoid surface, on a box.
+
+    The normalised radius ``rho = |R^T (p - c) / radii|`` is compared with the outline
+    ``1 + sum_k a_k cos(f_k pi (u . d_k) + phi_k)`` (``u`` the unit direction in lesion space) and the
+    ratio is scaled by the direction's radius, which is exact for a sphere.
+    """
+    axes = [((np.arange(s.start, s.stop) + 0.5) * sp - c).astype(np.float32)
+            for s, sp, c in zip(box, spacing_zyx, shape.center_mm)]
+    dz, dy, dx = np.meshgrid(*axes, indexing="ij", sparse=True)
+    rot = shape.rotation.astype(np.float32)
+    # lesion-frame coordinates (mm): q = R^T d
+    q = [rot[0, i] * dz + rot[1, i] * dy + rot[2, i] * dx for i in range(3)]
+    n = [q[i] / np.float32(shape.radii_mm[i]) for i in range(3)]
+    rho = np.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2) + np.float32(1e-6)
+    outline = np.ones_like(rho)
+    for d, f, ph, a in zip(shape.wave_dirs, shape.wave_freqs, shape.wave_phases, shape.wave_amps):
+        proj = (n[0] * np.float32(d[0]) + n[1] * np.float32(d[1]) + n[2] * np.float32(d[2])) / rho
+        outline += np.float32(a) * np.cos(np.float32(f * np.pi) * proj + np.float32(ph))
+    # radius of the ellipsoid along this direction, mm: 1 / |u / radii| with u = q / |q|
+    qn = np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) + np.float32(1e-6)
+    dir_radius = qn / rho
+    return (rho - outline) * dir_radius
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# placement
+
+def _as_rng(rng: RngLike) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _edge_distance_mm(liver: np.ndarray, spacing_zyx: Sequence[float], anchor_slice: Optional[int]) -> np.ndarray:
+    """Distance (mm) from each liver voxel to the nearest non-liver voxel: 2D on the anchor slice, else 3D."""
+    from scipy.ndimage import distance_transform_edt
+
+    if anchor_slice is not None:
+        mask, sampling = liver[anchor_slice], tuple(spacing_zyx[1:])
+    else:
+        # the stack's first/last slices are not a liver edge: replicate them before the transform
+        mask, sampling = np.pad(liver, ((1, 1), (0, 0), (0, 0)), mode="edge"), tuple(spacing_zyx)
+    out = np.zeros(mask.shape, dtype=np.float32)
+    nonzero = np.nonzero(mask)
+    if nonzero[0].size:
+        # transform only the mask's bounding box (+1 voxel): same result, a fraction of the time
+        box = tuple(slice(max(0, int(i.min()) - 1), int(i.max()) + 2) for i in nonzero)
+        out[box] = distance_transform_edt(mask[box], sampling=sampling)
+    return out if anchor_slice is not None else out[1:-1]
+
+
+def _pick_center(liver: np.ndarray, edge_mm: Optional[np.ndarray], radius_mm: float, anchor_slice: Optional[int],
+                 config: LesionConfig, rng: np.random.Generator) -> Optional[Tuple[np.ndarray, float]]:
+    """Voxel index (z, y, x) of a lesion centre and the (possibly reduced) radius, or None."""
+    region = liver[anchor_slice] if anchor_slice is not None else liver
+    candidates = region
+    if edge_mm is not None:
+        if not config.allow_boundary_touching:
+            if edge_mm.max() < 0.5 * config.diameter_range_mm[0]:
+                return None
+            radius_mm = min(radius_mm, 0.9 * float(edge_mm.max()))
+            candidates = region & (edge_mm >= radius_mm)
+        elif rng.random() < config.edge_probability:
+            near = region & (edge_mm <= max(radius_mm, 2.0))
+            if near.any():
+                candidates = near
+    index = np.flatnonzero(candidates)
+    if index.size == 0:
+        return None
+    flat = int(index[rng.integers(index.size)])
+    if anchor_slice is not None:
+        y, x = np.unravel_index(flat, region.shape)
+        z = float(anchor_slice)
+        return np.array([z, y, x], dtype=float), radius_mm
+    return np.array(np.unravel_index(flat, region.shape), dtype=float), radius_mm
+
+
+# ----------------------------------------------------------------------------------------------------------
+# insertion
+
+def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vox: np.ndarray,
+                diameter_mm: float, spacing_zyx: Sequence[float], config: LesionConfig,
+                rng: np.random.Generator, sphere: bool) -> Optional[Dict[str, Any]]:
+    """Blend one lesion into ``hu`` / ``labels`` in place (they are the caller's copies)."""
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    center_mm = (center_vox + 0.5) * spacing
+    shape = _draw_shape(center_mm, diameter_mm, config, rng, sphere)
+    softness = float(rng.uniform(*config.margin_softness_mm))
+    reach = shape.max_extent_mm + 4.0 * softness + 2.0 * spacing.max()
+    lo = np.maximum(0, np.floor((center_mm - reach) / spacing)).astype(int)
+    hi = np.minimum(hu.shape, np.ceil((center_mm + reach) / spacing) + 1).astype(int)
+    if np.any(hi <= lo):
+        return None
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    liver_box = liver[box]
+    if not liver_box.any():
+        return None
+    clean_liver = liver & (labels == 1)
+    local_hu, noise_std, rho = local_liver_stats(hu, clean_liver if clean_liver.any() else liver, center_vox,
+                                                 spacing, max(config.local_radius_mm, 0.5 * diameter_mm + 10.0))
+    if not np.isfinite(local_hu):
+        return None
+
+    hypodense = rng.random() < config.hypodense_probability
+    if hypodense:
+        contrast = -float(rng.uniform(*config.hypo_contrast_hu))
+        contrast = max(contrast, min(0.0, config.min_lesion_hu - local_hu))
+    else:
+        contrast = float(rng.uniform(*config.hyper_contrast_hu))
+
+    sd = _signed_distance_mm(shape, box, spacing)                    # mm, negative inside
+    weight = _sigmoid(-sd / np.float32(softness / 4.0)) * liver_box   # 10-90 % over ~softness mm
+    inside = (weight > 0.5)
+    if not inside.any():
+        return None
+
+    profile = np.full(sd.shape, np.float32(local_hu + contrast), dtype=np.float32)
+    radius_mean = float(np.exp(np.mean(np.log(shape.radii_mm))))
+    necrotic = bool(hypodense and diameter_mm >= config.necrosis_min_diameter_mm
+                    and rng.random() < config.necrosis_probability)
+    if necrotic:
+        frac = rng.uniform(*config.necrosis_fraction)
+        depth = np.float32(-sd - (1.0 - frac) * radius_mean)          # > 0 inside the necrotic core
+        profile -= np.float32(rng.uniform(*config.necrosis_extra_hu)) * _sigmoid(depth / np.float32(1.0 + softness))
+    rim = bool(rng.random() < config.rim_probability)
+    if rim:
+        width = np.float32(rng.uniform(*config.rim_width_mm))
+        profile += np.float32(rng.uniform(*config.rim_contrast_hu)) * np.exp(-((sd + width) / width) ** 2)
+    grain_std = noise_std * float(rng.uniform(*config.texture_noise_factor))
+    profile += np.float32(grain_std) * correlated_noise(sd.shape, rho, rng)
+    hetero = float(rng.uniform(*config.heterogeneity_hu))
+    if hetero > 0:
+        from scipy.ndimage import gaussian_filter
+
+        scale_mm = rng.uniform(*config.heterogeneity_scale_mm)
+        sigma = tuple(float(scale_mm / s) for s in spacing)
+        smooth = gaussian_filter(rng.standard_normal(sd.shape).astype(np.float32), sigma, mode="reflect")
+        std = float(smooth.std())
+        if std > 0:
+            profile += np.float32(hetero / std) * smooth
+
+    region = hu[box]
+    hu[box] = region + weight * (profile - region)
+    lab = labels[box]
+    lab[inside] = 2
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    count = int(np.count_nonzero(inside))
+    return {
+        "center_zyx": [float(c) for c in center_vox],
+        "diameter_mm": float(diameter_mm),
+        "radii_mm": [float(r) for r in shape.radii_mm],
+        "contrast_hu": float(contrast),
+        "local_liver_hu": float(local_hu),
+        "noise_std_hu": float(noise_std),
+        "kind": "hypodense" if hypodense else "hyperdense",
+        "necrotic": necrotic,
+        "rim": rim,
+        "margin_softness_mm": softness,
+        "voxel_count": count,
+        "volume_ml": count * voxel_ml,
+        "ellipsoid_volume_ml": float(4.0 / 3.0 * np.pi * np.prod(shape.radii_mm)) / 1000.0,
+    }
+
+
+def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float], rng: RngLike = None,
+                   config: Optional[LesionConfig] = None, sphere: bool = False,
+                   ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:
+    """Insert synthetic 3D lesions into a liver; returns ``(hu_new, labels_new, infos)``.
+
+    ``hu``: ``(T, H, W)`` = ``(z, y, x)`` HU (any float/int dtype; returned float32). ``labels``: the same
+    shape uint8 (0/1/2), or ``(H, W)`` = the label of the **middle** slice only (then that liver mask is
+    used for all T slices and an ``(H, W)`` label is returned). ``spacing_zyx``: voxel size in mm, (z, y, x).
+    ``rng``: ``np.random.Generator`` or seed. ``sphere=True`` forces round lesions with no outline noise
+    and no anisotropy (used by tests and calibration).
+
+    Each info dict: ``center_zyx`` (voxel index), ``diameter_mm``, ``radii_mm``, ``contrast_hu`` (signed,
+    relative to ``local_liver_hu``), ``kind``, ``necrotic``, ``rim``, ``voxel_count``, ``volume_ml``
+    (labelled voxels inside this array, mL) and ``ellipsoid_volume_ml`` (the whole ellipsoid).
+    Inputs are never modified. No liver (fewer than ``config.min_liver_voxels``) -> unchanged copies.
+    """
+    config = config or LesionConfig()
+    rng = _as_rng(rng)
+    hu_arr = np.asarray(hu)
+    lab_arr = np.asarray(labels)
+    if hu_arr.ndim != 3:
+        raise InputError("insert_lesions needs an HU stack (z, y, x); got shape %s." % (hu_arr.shape,))
+    single_label = lab_arr.ndim == 2
+    if single_label:
+        if lab_arr.shape != hu_arr.shape[1:]:
+            raise InputError("Label (H, W) %s does not match the HU stack's slices %s." % (lab_arr.shape, hu_arr.shape[1:]))
+        lab3 = np.repeat(lab_arr[None], hu_arr.shape[0], axis=0).astype(np.uint8)
+    elif lab_arr.shape == hu_arr.shape:
+        lab3 = lab_arr.astype(np.uint8, copy=True)
+    else:
+        raise InputError("Labels %s must have the HU stack's shape %s or be one (H, W) slice."
+                         % (lab_arr.shape, hu_arr.shape))
+    if len(spacing_zyx) != 3 or min(float(s) for s in spacing_zyx) <= 0:
+        raise InputError("spacing_zyx must be three positive mm values (z, y, x); got %r." % (spacing_zyx,))
+    spacing = tuple(float(s) for s in spacing_zyx)
+    hu_new = hu_arr.astype(np.float32, copy=True)
+
+    def finish(infos: List[Dict[str, Any]]) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:
+        out_labels = lab3[hu_arr.shape[0] // 2].copy() if single_label else lab3
+        return hu_new, out_labels, infos
+
+    liver = lab3 >= 1
+    if np.count_nonzero(liver) < config.min_liver_voxels or rng.random() >= config.probability:
+        return finish([])
+    anchor_slice = hu_arr.shape[0] // 2 if config.anchor == "middle_slice" else None
+    if anchor_slice is not None and not liver[anchor_slice].any():
+        anchor_slice = None
+    need_edges = (not config.allow_boundary_touching) or config.edge_probability > 0
+    edge_mm = _edge_distance_mm(liver, spacing, anchor_slice) if need_edges else None
+
+    n = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
+    lo_d, hi_d = config.diameter_range_mm
+    infos = []
+    for _ in range(n):
+        diameter = float(np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
+        picked = _pick_center(liver, edge_mm, 0.5 * diameter, anchor_slice, config, rng)
+        if picked is None:
+            continue
+        center, radius = picked
+        diameter = 2.0 * radius
+        if anchor_slice is not None and config.z_offset_fraction > 0:
+            center[0] += rng.uniform(-1.0, 1.0) * config.z_offset_fraction * radius / spacing[0]
+        info = _insert_one(hu_new, lab3, liver, center, diameter, spacing, config, rng, sphere)
+        if info is not None:
+            infos.append(info)
+    return finish(infos)

@@ -1,0 +1,307 @@
+"""``PreprocessingConfig``: every choice that turns a canonical HU volume into network input.
+
+It travels inside each model package (``PreprocessingConfig.to_dict()`` in the package header), so
+training and inference always preprocess identically. JSON-serialisable; unknown keys or kinds raise
+:class:`PreprocessingConfigError` naming the key and the allowed ones.
+
+Channel specs (a list of dicts; order = network channel order inside one slice):
+
+* ``{"kind": "window", "level": 40, "width": 400}`` or ``{"kind": "window", "preset": "liver"}``
+  (presets: :data:`~LiverTumorSegLib.preprocessing.intensity.WINDOW_PRESETS`) -> [0, 1];
+* ``{"kind": "hist_scaled", "n_bins": 100}`` (break points per slice) or with ``"bins": [...]``
+  (fixed break points, e.g. from a training-set sample, as in seed 001's notebook) -> [0, 1];
+* ``{"kind": "zscore", "mask": "body" | "none"}`` -> zero mean, unit variance per slice (seed 000).
+
+Any spec may carry ``"name"`` (used in previews). Per-slice adaptive channels (hist_scaled without
+fixed bins, zscore, equalization) depend on the field of view; training that crops slices should crop
+generously or use fixed ``bins``.
+"""
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import InputError
+from .intensity import BODY_THRESHOLD_HU, WINDOW_PRESETS, resolve_window
+
+
+class PreprocessingConfigError(InputError):
+    """A preprocessing configuration (JSON or dict) has an unknown key, kind or an invalid value."""
+
+
+CHANNEL_KEYS = {
+    "window": {"kind", "preset", "level", "width", "name"},
+    "hist_scaled": {"kind", "n_bins", "bins", "name"},
+    "zscore": {"kind", "mask", "name"},
+}
+EQUALIZE_KINDS = (None, "histogram", "clahe")
+ZSCORE_MASKS = ("body", "none")
+
+
+def _default_channels() -> List[Dict[str, Any]]:
+    return [{"kind": "window", "level": 40.0, "width": 400.0},
+            {"kind": "window", "level": 75.0, "width": 250.0},
+            {"kind": "window", "level": 0.0, "width": 2000.0}]
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PreprocessingConfigError(f"{what} must be a number, got {value!r}.")
+    return float(value)
+
+
+def _integer(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PreprocessingConfigError(f"{what} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
+    """Validated copy of one channel spec with defaults filled in (window level/width resolved)."""
+    where = f"channels[{index}]"
+    if not isinstance(spec, dict):
+        raise PreprocessingConfigError(f"{where} must be an object like {{\"kind\": \"window\", ...}}, got {spec!r}.")
+    kind = spec.get("kind")
+    if kind not in CHANNEL_KEYS:
+        raise PreprocessingConfigError(f"{where} has unknown kind {kind!r}; use one of {sorted(CHANNEL_KEYS)}.")
+    unknown = set(spec) - CHANNEL_KEYS[kind]
+    if unknown:
+        raise PreprocessingConfigError(f"{where} ({kind}) has unknown key(s) {sorted(unknown)}; "
+                                       f"allowed: {sorted(CHANNEL_KEYS[kind])}.")
+    out: Dict[str, Any] = {"kind": kind}
+    if "name" in spec:
+        if not isinstance(spec["name"], str):
+            raise PreprocessingConfigError(f"{where} name must be a string.")
+        out["name"] = spec["name"]
+    if kind == "window":
+        preset = spec.get("preset")
+        if preset is not None and preset not in WINDOW_PRESETS:
+            raise PreprocessingConfigError(f"{where} has unknown window preset {preset!r}; "
+                                           f"use one of {sorted(WINDOW_PRESETS)}.")
+        level = None if spec.get("level") is None else _number(spec["level"], f"{where} level")
+        width = None if spec.get("width") is None else _number(spec["width"], f"{where} width")
+        try:
+            level, width = resolve_window(preset, level, width)
+        except InputError as exc:
+            raise PreprocessingConfigError(f"{where}: {exc}") from None
+        if not width > 0:
+            raise PreprocessingConfigError(f"{where} width must be > 0 HU, got {width}.")
+        if preset is not None:
+            out["preset"] = preset
+        out["level"], out["width"] = level, width
+    elif kind == "hist_scaled":
+        out["n_bins"] = _integer(spec.get("n_bins", 100), f"{where} n_bins", 1)
+        if spec.get("bins") is not None:
+            bins = spec["bins"]
+            if not isinstance(bins, (list, tuple)) or not bins:
+                raise PreprocessingConfigError(f"{where} bins must be a non-empty list of HU values.")
+            bins = [_number(b, f"{where} bins value") for b in bins]
+            if any(b2 < b1 for b1, b2 in zip(bins, bins[1:])):
+                raise PreprocessingConfigError(f"{where} bins must be sorted ascending.")
+            out["bins"] = bins
+    elif kind == "zscore":
+        mask = spec.get("mask", "body")
+        if mask not in ZSCORE_MASKS:
+            raise PreprocessingConfigError(f"{where} mask must be one of {list(ZSCORE_MASKS)}, got {mask!r}.")
+        out["mask"] = mask
+    return out
+
+
+def channel_name(spec: Dict[str, Any]) -> str:
+    """Short human-readable name of a (normalised) channel spec, for previews and logs."""
+    if spec.get("name"):
+        return str(spec["name"])
+    if spec["kind"] == "window":
+        lw = f"L{spec['level']:g} W{spec['width']:g}"
+        return f"window {spec['preset']} ({lw})" if spec.get("preset") else f"window {lw}"
+    if spec["kind"] == "hist_scaled":
+        return "hist_scaled (fixed bins)" if spec.get("bins") else f"hist_scaled ({spec['n_bins']} bins/slice)"
+    return f"zscore ({spec['mask']})"
+
+
+@dataclass
+class PreprocessingConfig:
+    """All preprocessing choices (see module docstring and docs/ARCHITECTURE.md "Preprocessing contract").
+
+    Spatial (in-plane only; z is never resampled):
+      ``crop_to_body`` (crop to the body bounding box over all slices, grown by ``crop_margin_mm``,
+      body = HU > ``body_threshold_hu``); then ``target_spacing_mm`` (resample pixels to this size, mm)
+      **or** ``target_size`` ``(H, W)`` (resize to exactly this many pixels) or neither (native pixels);
+      then pad (with ``pad_hu``, default air) so H and W are multiples of ``size_multiple``.
+    Intensity (per slice): ``median_size`` (odd pixels, 0 = off), ``gaussian_sigma_mm`` (0 = off),
+      then ``channels``, then ``equalize`` (None, "histogram", "clahe") applied to window channels.
+    Context: ``context_slices = c`` -> ``in_channels = len(channels) * (2c + 1)``, slice-major.
+    """
+
+    channels: List[Dict[str, Any]] = field(default_factory=_default_channels)
+    context_slices: int = 1
+    target_spacing_mm: Optional[float] = 1.5
+    target_size: Optional[Tuple[int, int]] = None
+    size_multiple: int = 32
+    crop_to_body: bool = True
+    crop_margin_mm: float = 10.0
+    body_threshold_hu: float = BODY_THRESHOLD_HU
+    pad_hu: float = -1024.0
+    median_size: int = 0
+    gaussian_sigma_mm: float = 0.0
+    equalize: Optional[str] = None
+    clahe_clip_limit: float = 0.01
+    clahe_tiles: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.channels, (list, tuple)) or not self.channels:
+            raise PreprocessingConfigError("channels must be a non-empty list of channel specs.")
+        self.channels = [normalize_channel(c, i) for i, c in enumerate(self.channels)]
+        self.context_slices = _integer(self.context_slices, "context_slices", 0)
+        if self.target_spacing_mm is not None:
+            self.target_spacing_mm = _number(self.target_spacing_mm, "target_spacing_mm")
+            if not 0 < self.target_spacing_mm < 100:
+                raise PreprocessingConfigError(f"target_spacing_mm must be in (0, 100) mm, got {self.target_spacing_mm}.")
+        if self.target_size is not None:
+            ts = self.target_size
+            if not isinstance(ts, (list, tuple)) or len(ts) != 2:
+                raise PreprocessingConfigError(f"target_size must be [H, W] in pixels, got {ts!r}.")
+            self.target_size = (_integer(ts[0], "target_size H", 1), _integer(ts[1], "target_size W", 1))
+        if self.target_spacing_mm is not None and self.target_size is not None:
+            raise PreprocessingConfigError("Give either target_spacing_mm or target_size, not both "
+                                           "(set the other to null).")
+        self.size_multiple = _integer(self.size_multiple, "size_multiple", 1)
+        if not isinstance(self.crop_to_body, bool):
+            raise PreprocessingConfigError(f"crop_to_body must be true or false, got {self.crop_to_body!r}.")
+        self.crop_margin_mm = _number(self.crop_margin_mm, "crop_margin_mm")
+        if self.crop_margin_mm < 0:
+            raise PreprocessingConfigError("crop_margin_mm must be >= 0.")
+        self.body_threshold_hu = _number(self.body_threshold_hu, "body_threshold_hu")
+        self.pad_hu = _number(self.pad_hu, "pad_hu")
+        self.median_size = _integer(self.median_size, "median_size", 0)
+        if self.median_size > 1 and self.median_size % 2 == 0:
+            raise PreprocessingConfigError(f"median_size must be odd (3, 5, ...) or 0 for off, got {self.median_size}.")
+        self.gaussian_sigma_mm = _number(self.gaussian_sigma_mm, "gaussian_sigma_mm")
+        if self.gaussian_sigma_mm < 0:
+            raise PreprocessingConfigError("gaussian_sigma_mm must be >= 0 (0 = off).")
+        if self.equalize not in EQUALIZE_KINDS:
+            raise PreprocessingConfigError(f"equalize must be null, \"histogram\" or \"clahe\", got {self.equalize!r}.")
+        self.clahe_clip_limit = _number(self.clahe_clip_limit, "clahe_clip_limit")
+        if not self.clahe_clip_limit > 0:
+            raise PreprocessingConfigError("clahe_clip_limit must be > 0.")
+        self.clahe_tiles = _integer(self.clahe_tiles, "clahe_tiles", 1)
+
+    # ---- derived -----------------------------------------------------------------------------
+    @property
+    def channels_per_slice(self) -> int:
+        """C0: channels computed from one slice."""
+        return len(self.channels)
+
+    @property
+    def num_context(self) -> int:
+        """Slices per network input: ``2 * context_slices + 1``."""
+        return 2 * self.context_slices + 1
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels ``C = C0 * (2c + 1)``."""
+        return self.channels_per_slice * self.num_context
+
+    @property
+    def channel_names(self) -> List[str]:
+        """Names of the C0 per-slice channels (spec order)."""
+        return [channel_name(c) for c in self.channels]
+
+    @property
+    def input_channel_names(self) -> List[str]:
+        """Names of all C network channels in slice-major order, e.g. ``"z-1: window L40 W400"``."""
+        names = []
+        for off in range(-self.context_slices, self.context_slices + 1):
+            prefix = "z" if off == 0 else f"z{off:+d}"
+            names.extend(f"{prefix}: {n}" for n in self.channel_names)
+        return names
+
+    # ---- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-compatible dict (lists, not tuples)."""
+        d = asdict(self)
+        d["channels"] = copy.deepcopy(self.channels)
+        if self.target_size is not None:
+            d["target_size"] = list(self.target_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PreprocessingConfig":
+        """Validated config from a dict; missing keys take defaults, unknown keys raise."""
+        if not isinstance(d, dict):
+            raise PreprocessingConfigError(f"A preprocessing config must be a JSON object, got {type(d).__name__}.")
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(d) - allowed
+        if unknown:
+            raise PreprocessingConfigError(f"Unknown preprocessing config key(s) {sorted(unknown)}; "
+                                           f"allowed: {sorted(allowed)}.")
+        return cls(**copy.deepcopy(d))
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessingConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PreprocessingConfigError(f"Preprocessing config is not valid JSON: {exc}.") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_file(cls, path: Any) -> "PreprocessingConfig":
+        """Read a JSON config file; missing/unreadable files raise :class:`InputError`."""
+        from pathlib import Path
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"Preprocessing config file '{p}' does not exist; check the path.")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"Cannot read preprocessing config '{p}': {exc}.") from None
+        try:
+            return cls.from_json(text)
+        except PreprocessingConfigError as exc:
+            raise PreprocessingConfigError(f"{p}: {exc}") from None
+
+    # ---- presets -----------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str) -> "PreprocessingConfig":
+        """A named configuration; see :data:`PRESETS` and :func:`available_presets`."""
+        if name not in PRESETS:
+            raise PreprocessingConfigError(f"Unknown preprocessing preset '{name}'; choose one of {sorted(PRESETS)}.")
+        return cls.from_dict(PRESETS[name])
+
+
+# name -> config dict. Why each:
+#   default : the bundled model's input. Three windows (abdomen -160..240 HU, liver-contrast 75/250,
+#             wide -1000..1000) x 2.5D context of 1 slice each side; pixels resampled to 1.5 mm (a
+#             prototype held its accuracy at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped to
+#             the body and padded to a multiple of 32 for 5-level encoders.
+#   seed001 : seed 001 (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200) plus
+#             a per-slice frequency-histogram-scaled channel, single slices, resized to 256x256 (half
+#             of LiTS' 512x512; seed 001 does not state its size), no crop.
+#   seed002 : seed 002: window centre 0 / width 250 followed by histogram equalization, 512 native.
+#   seed004 : seed 004: histogram equalization + 3x3 median filter, joint 3-label; wide window
+#             (-1000..1000 HU) before equalizing; native 512x512 slices.
+#   seed000 : seed 000: zero-mean unit-variance slices (statistics inside the body), native size.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "default": {"channels": _default_channels(), "context_slices": 1, "target_spacing_mm": 1.5,
+                "size_multiple": 32, "crop_to_body": True},
+    "seed001": {"channels": [{"kind": "window", "preset": "fastai_liver"}, {"kind": "window", "preset": "liver"},
+                             {"kind": "hist_scaled", "n_bins": 100}],
+                "context_slices": 0, "target_spacing_mm": None, "target_size": [256, 256],
+                "size_multiple": 32, "crop_to_body": False},
+    "seed002": {"channels": [{"kind": "window", "preset": "seed002"}], "context_slices": 0,
+                "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False, "equalize": "histogram"},
+    "seed004": {"channels": [{"kind": "window", "preset": "wide"}], "context_slices": 0,
+                "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False,
+                "equalize": "histogram", "median_size": 3},
+    "seed000": {"channels": [{"kind": "zscore", "mask": "body"}], "context_slices": 0,
+                "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False},
+}
+
+
+def available_presets() -> List[str]:
+    """Names accepted by :meth:`PreprocessingConfig.preset`."""
+    return sorted(PRESETS)

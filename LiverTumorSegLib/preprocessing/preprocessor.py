@@ -1,0 +1,206 @@
+"""``SlicePreprocessor`` applies a :class:`PreprocessingConfig`; ``PreparedVolume`` serves network batches.
+
+Order (docs/ARCHITECTURE.md "Preprocessing contract"): canonical HU ``(z, y, x)`` -> spatial forward
+``(z, H, W)`` -> per-slice intensity channels ``(n, C0, H, W)`` -> 2.5D slice-major stacking
+``(n, C0 * (2c + 1), H, W)`` with channel index ``offset_index * C0 + channel`` (offset_index 0 is
+slice ``z - c``), edge slices replicated. Inverse: ``(n, K, H, W)`` -> ``(n, K, y, x)`` native canonical.
+"""
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import CancellationToken, ProgressCallback, ProgressReporter
+from ..volume import CTVolume
+from . import spatial
+from .config import PreprocessingConfig
+from .equalization import clahe, equalize_histogram
+from .filters import gaussian_smooth, median_smooth
+from .intensity import body_bbox_yx, body_mask, hist_scaled, window_hu, zscore
+from .spatial import SpatialInfo
+
+ChannelSource = Union[np.ndarray, Callable[[np.ndarray], np.ndarray]]
+
+
+class SlicePreprocessor:
+    """Stateless (apart from its config) implementation of the preprocessing contract."""
+
+    def __init__(self, config: Optional[PreprocessingConfig] = None) -> None:
+        self.config = config if config is not None else PreprocessingConfig()
+
+    # ---- spatial -----------------------------------------------------------------------------
+    def plan(self, hu_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> SpatialInfo:
+        """The :class:`SpatialInfo` :meth:`spatial_forward` would use (body crop found from ``hu_zyx``)."""
+        cfg = self.config
+        hu_zyx = np.asarray(hu_zyx)
+        if hu_zyx.ndim != 3 or min(hu_zyx.shape) < 1:
+            raise InputError(f"Expected a CT volume (z, y, x) with at least one voxel per axis, got shape {hu_zyx.shape}.")
+        sy, sx = float(spacing_zyx[1]), float(spacing_zyx[2])
+        crop = None
+        if cfg.crop_to_body:
+            margin = (int(np.ceil(cfg.crop_margin_mm / sy)), int(np.ceil(cfg.crop_margin_mm / sx)))
+            crop = body_bbox_yx(hu_zyx, cfg.body_threshold_hu, margin)
+        return spatial.plan_spatial(hu_zyx.shape, (sy, sx), crop, cfg.target_spacing_mm, cfg.target_size,
+                                    cfg.size_multiple)
+
+    def spatial_forward(self, hu_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, SpatialInfo]:
+        """Canonical HU ``(z, y, x)`` with spacing ``(z, y, x)`` mm -> ``hu_net (z, H, W)`` float32, info."""
+        info = self.plan(hu_zyx, spacing_zyx)
+        return spatial.forward_image(hu_zyx, info, self.config.pad_hu), info
+
+    def labels_forward(self, labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
+        """Label map ``(z, y, x)`` -> ``(z, H, W)`` uint8 on the grid of ``info`` (nearest)."""
+        labels_zyx = np.asarray(labels_zyx)
+        if labels_zyx.shape[-2:] != tuple(info.native_shape_yx):
+            raise InputError(f"Label slices {labels_zyx.shape[-2:]} do not match the CT slices {info.native_shape_yx}.")
+        return spatial.forward_labels(labels_zyx, info)
+
+    def spatial_inverse(self, probs_nkhw: np.ndarray, info: SpatialInfo,
+                        outside: Optional[Sequence[float]] = None) -> np.ndarray:
+        """Maps ``(n, K, H, W)`` -> ``(n, K, y, x)`` float32 native canonical grid (see spatial.inverse_maps)."""
+        return spatial.inverse_maps(probs_nkhw, info, outside)
+
+    def labels_inverse(self, labels_nhw: np.ndarray, info: SpatialInfo) -> np.ndarray:
+        """Label slices ``(n, H, W)`` -> ``(n, y, x)`` uint8 native canonical grid (nearest, 0 outside crop)."""
+        return spatial.inverse_labels(labels_nhw, info)
+
+    # ---- intensity ---------------------------------------------------------------------------
+    def _net_spacing(self, info: Optional[SpatialInfo]) -> Tuple[float, float]:
+        if info is not None:
+            return info.net_spacing_yx
+        if self.config.target_spacing_mm is not None:
+            return (self.config.target_spacing_mm, self.config.target_spacing_mm)
+        return (1.0, 1.0)
+
+    def intensity_channels(self, hu_slices: np.ndarray, info: Optional[SpatialInfo] = None) -> np.ndarray:
+        """HU slices ``(n, H, W)`` (network grid) -> ``(n, C0, H, W)`` float32.
+
+        ``info`` gives the pixel size for ``gaussian_sigma_mm``; without it ``target_spacing_mm`` (or
+        1 mm) is assumed. A single slice ``(H, W)`` gives ``(1, C0, H, W)``.
+        """
+        cfg = self.config
+        x = np.asarray(hu_slices, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise InputError(f"intensity_channels expects HU slices (n, H, W), got shape {x.shape}.")
+        if cfg.median_size > 1:
+            x = median_smooth(x, cfg.median_size)
+        if cfg.gaussian_sigma_mm > 0:
+            x = gaussian_smooth(x, cfg.gaussian_sigma_mm, self._net_spacing(info))
+        out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
+        mask = None
+        for c, spec in enumerate(cfg.channels):
+            kind = spec["kind"]
+            if kind == "window":
+                ch = window_hu(x, spec["level"], spec["width"])
+                if cfg.equalize == "histogram":
+                    ch = equalize_histogram(ch, value_range=(0.0, 1.0))
+                elif cfg.equalize == "clahe":
+                    ch = clahe(ch, cfg.clahe_clip_limit, cfg.clahe_tiles, value_range=(0.0, 1.0))
+            elif kind == "hist_scaled":
+                ch = hist_scaled(x, bins=spec.get("bins"), n_bins=spec["n_bins"])
+            else:  # zscore
+                if spec["mask"] == "body" and mask is None:
+                    mask = body_mask(x, cfg.body_threshold_hu, per_slice=True)
+                ch = zscore(x, mask if spec["mask"] == "body" else None, axes=(-2, -1))
+            out[:, c] = ch
+        return out
+
+    # ---- 2.5D context ------------------------------------------------------------------------
+    def context_indices(self, indices: Sequence[int], num_slices: int) -> np.ndarray:
+        """``(n, 2c + 1)`` source slice of each stacked position (edges replicated by clipping)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= num_slices):
+            raise InputError(f"Slice indices must be in 0..{num_slices - 1}, got {idx.min()}..{idx.max()}.")
+        c = self.config.context_slices
+        return np.clip(idx[:, None] + np.arange(-c, c + 1)[None, :], 0, num_slices - 1)
+
+    def stack_context(self, chans_or_callable: ChannelSource, indices: Sequence[int],
+                      num_slices: Optional[int] = None) -> np.ndarray:
+        """2.5D network input ``(n, C0 * (2c + 1), H, W)`` float32 for centre slices ``indices``.
+
+        ``chans_or_callable``: per-slice channels of the whole volume ``(z, C0, H, W)``, or a function
+        taking an int array of slice indices (sorted, unique) and returning ``(m, C0, H, W)`` for them
+        (then ``num_slices`` = z is required). Channel index = ``offset_index * C0 + channel``.
+        """
+        if callable(chans_or_callable):
+            if num_slices is None:
+                raise InputError("stack_context with a function needs num_slices (the volume's z size).")
+            src = self.context_indices(indices, int(num_slices))
+            needed = np.unique(src)
+            data = np.asarray(chans_or_callable(needed), dtype=np.float32)
+            pos = np.searchsorted(needed, src)
+        else:
+            data = np.asarray(chans_or_callable, dtype=np.float32)
+            if data.ndim != 4:
+                raise InputError(f"stack_context expects channels (z, C0, H, W), got shape {data.shape}.")
+            src = self.context_indices(indices, data.shape[0] if num_slices is None else int(num_slices))
+            pos = src
+        stacked = data[pos]  # (n, S, C0, H, W)
+        n, s, c0, h, w = stacked.shape
+        return np.ascontiguousarray(stacked.reshape(n, s * c0, h, w))
+
+    def stack_input(self, hu_stack: np.ndarray, info: Optional[SpatialInfo] = None) -> np.ndarray:
+        """HU context stack(s) ``(2c + 1, H, W)`` or ``(n, 2c + 1, H, W)`` -> ``(C, H, W)`` / ``(n, C, H, W)``.
+
+        For training: the stack (slices ``z - c .. z + c``, already augmented) becomes one network
+        input with exactly the channel layout of :meth:`stack_context`.
+        """
+        x = np.asarray(hu_stack, dtype=np.float32)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        s = self.config.num_context
+        if x.ndim != 4 or x.shape[1] != s:
+            raise InputError(f"Expected HU stacks (n, {s}, H, W) for context_slices={self.config.context_slices}, "
+                             f"got shape {np.asarray(hu_stack).shape}.")
+        n, _, h, w = x.shape
+        chans = self.intensity_channels(x.reshape(n * s, h, w), info)  # (n*S, C0, H, W)
+        out = chans.reshape(n, s * chans.shape[1], h, w)
+        return out[0] if single else out
+
+    # ---- whole volume ------------------------------------------------------------------------
+    def prepare(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancellationToken] = None) -> "PreparedVolume":
+        """Spatial forward of a **canonical** CT volume; batches are computed lazily by the result."""
+        report = ProgressReporter(progress)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        report(0.0, "preprocessing")
+        hu_net, info = self.spatial_forward(volume.array, volume.spacing_zyx)
+        report(1.0, "preprocessing")
+        return PreparedVolume(self, hu_net, info)
+
+
+class PreparedVolume:
+    """A volume on the network grid: ``hu_net (z, H, W)`` float32 and its :class:`SpatialInfo`."""
+
+    def __init__(self, preprocessor: SlicePreprocessor, hu_net: np.ndarray, info: SpatialInfo) -> None:
+        self.preprocessor = preprocessor
+        self.hu_net = hu_net
+        self.info = info
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.hu_net.shape[0])
+
+    @property
+    def net_shape_yx(self) -> Tuple[int, int]:
+        return tuple(self.hu_net.shape[1:])  # type: ignore[return-value]
+
+    def channels(self, indices: Sequence[int]) -> np.ndarray:
+        """Per-slice channels ``(n, C0, H, W)`` of the given slices (no context)."""
+        return self.preprocessor.intensity_channels(self.hu_net[np.asarray(indices, dtype=np.int64)], self.info)
+
+    def batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Network input ``(n, C, H, W)`` float32 for centre slices ``indices``."""
+        return self.preprocessor.stack_context(self.channels, indices, self.num_slices)
+
+    def restore(self, probs_nkhw: np.ndarray, outside: Optional[Sequence[float]] = None) -> np.ndarray:
+        """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""
+        return self.preprocessor.spatial_inverse(probs_nkhw, self.info, outside)
+
+    def restore_labels(self, labels_nhw: np.ndarray) -> np.ndarray:
+        """``(n, H, W)`` network-grid labels -> ``(n, y, x)`` uint8 native canonical grid."""
+        return self.preprocessor.labels_inverse(labels_nhw, self.info)

@@ -1,0 +1,199 @@
+"""In-plane spatial forward/inverse mapping between the native canonical grid and the network grid.
+
+Forward (per volume, z untouched): crop ``(y0:y1, x0:x1)`` -> resample/resize to ``resampled_shape_yx``
+(bilinear, ``align_corners=False``, antialiased when shrinking, for HU; nearest for labels) -> pad
+``(top, bottom, left, right)`` to a multiple of ``size_multiple``. :class:`SpatialInfo` records all of
+it; the inverse un-pads, resamples back to the crop size and places the result in the native ``(y, x)``
+frame. Arrays: volumes ``(z, y, x)``, network slices ``(n, H, W)``, maps ``(n, K, H, W)``. float32.
+"""
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+CHUNK_SLICES = 16  # slices resampled per torch call (bounds temporary memory)
+
+
+@dataclass(frozen=True)
+class SpatialInfo:
+    """How one volume was mapped to the network grid (all pixel counts; spacings in mm, ``(y, x)``).
+
+    ``native_shape_yx``: canonical input slice size. ``crop_yx``: ``(y0, y1, x0, x1)`` half-open box in
+    native pixels. ``resampled_shape_yx``: size after resampling the crop. ``pad_yx``:
+    ``(top, bottom, left, right)`` pixels added. ``num_slices``: z (unchanged).
+    """
+
+    native_shape_yx: Tuple[int, int]
+    native_spacing_yx: Tuple[float, float]
+    crop_yx: Tuple[int, int, int, int]
+    resampled_shape_yx: Tuple[int, int]
+    pad_yx: Tuple[int, int, int, int]
+    num_slices: int
+
+    @property
+    def crop_shape_yx(self) -> Tuple[int, int]:
+        y0, y1, x0, x1 = self.crop_yx
+        return (y1 - y0, x1 - x0)
+
+    @property
+    def net_shape_yx(self) -> Tuple[int, int]:
+        """``(H, W)`` of network slices."""
+        t, b, l, r = self.pad_yx
+        return (self.resampled_shape_yx[0] + t + b, self.resampled_shape_yx[1] + l + r)
+
+    @property
+    def net_spacing_yx(self) -> Tuple[float, float]:
+        """Pixel size (mm) on the network grid."""
+        ch, cw = self.crop_shape_yx
+        rh, rw = self.resampled_shape_yx
+        return (self.native_spacing_yx[0] * ch / rh, self.native_spacing_yx[1] * cw / rw)
+
+    @property
+    def is_resampled(self) -> bool:
+        return tuple(self.resampled_shape_yx) != tuple(self.crop_shape_yx)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "SpatialInfo":
+        return cls(native_shape_yx=tuple(d["native_shape_yx"]), native_spacing_yx=tuple(d["native_spacing_yx"]),
+                   crop_yx=tuple(d["crop_yx"]), resampled_shape_yx=tuple(d["resampled_shape_yx"]),
+                   pad_yx=tuple(d["pad_yx"]), num_slices=int(d["num_slices"]))
+
+
+def plan_spatial(shape_zyx: Sequence[int], spacing_yx: Sequence[float], crop_yx: Optional[Tuple[int, int, int, int]],
+                 target_spacing_mm: Optional[float], target_size: Optional[Tuple[int, int]],
+                 size_multiple: int) -> SpatialInfo:
+    """Compute the :class:`SpatialInfo` for a volume ``shape_zyx`` with pixel size ``spacing_yx`` (mm).
+
+    ``crop_yx=None`` keeps the whole slice. The resampled size is ``round(crop * spacing / target)``
+    (at least 1 pixel); padding is split evenly (extra pixel at the bottom/right).
+    """
+    nz, ny, nx = (int(s) for s in shape_zyx)
+    sy, sx = (float(s) for s in spacing_yx)
+    if ny < 1 or nx < 1:
+        raise InputError(f"Cannot preprocess slices of size {ny}x{nx} pixels.")
+    if not (sy > 0 and sx > 0):
+        raise InputError(f"Pixel spacing must be positive, got (y, x) = {(sy, sx)} mm; fix the image header.")
+    crop = (0, ny, 0, nx) if crop_yx is None else tuple(int(c) for c in crop_yx)
+    ch, cw = crop[1] - crop[0], crop[3] - crop[2]
+    if target_size is not None:
+        rh, rw = int(target_size[0]), int(target_size[1])
+    elif target_spacing_mm is not None:
+        rh = max(1, int(round(ch * sy / target_spacing_mm)))
+        rw = max(1, int(round(cw * sx / target_spacing_mm)))
+    else:
+        rh, rw = ch, cw
+    m = int(size_multiple)
+    ph, pw = (-rh) % m, (-rw) % m
+    return SpatialInfo(native_shape_yx=(ny, nx), native_spacing_yx=(sy, sx), crop_yx=crop,  # type: ignore[arg-type]
+                       resampled_shape_yx=(rh, rw), pad_yx=(ph // 2, ph - ph // 2, pw // 2, pw - pw // 2),
+                       num_slices=nz)
+
+
+def resample_slices(x_nhw: np.ndarray, out_hw: Tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize every ``(H, W)`` slice of ``x`` (``(..., H, W)``) to ``out_hw``, float32.
+
+    ``mode``: "bilinear" (``align_corners=False``; antialiased when shrinking) or "nearest"
+    (``nearest-exact``: pixel centres map to pixel centres, exact for labels). Chunked, torch CPU/any.
+    """
+    import torch
+    x = np.asarray(x_nhw)
+    lead = x.shape[:-2]
+    h, w = x.shape[-2:]
+    oh, ow = int(out_hw[0]), int(out_hw[1])
+    flat = x.reshape((-1, h, w))
+    out = np.empty((flat.shape[0], oh, ow), dtype=np.float32)
+    antialias = mode == "bilinear" and (oh < h or ow < w)
+    tmode = "nearest-exact" if mode == "nearest" else "bilinear"
+    kwargs = {"align_corners": False, "antialias": antialias} if tmode == "bilinear" else {}
+    with torch.no_grad():
+        for a in range(0, flat.shape[0], CHUNK_SLICES):
+            chunk = torch.from_numpy(np.ascontiguousarray(flat[a:a + CHUNK_SLICES], dtype=np.float32))
+            res = torch.nn.functional.interpolate(chunk[:, None], size=(oh, ow), mode=tmode, **kwargs)
+            out[a:a + CHUNK_SLICES] = res[:, 0].numpy()
+    return out.reshape(lead + (oh, ow))
+
+
+def _pad(x: np.ndarray, pad_yx: Tuple[int, int, int, int], value: float) -> np.ndarray:
+    t, b, l, r = pad_yx
+    if not any(pad_yx):
+        return x
+    widths = [(0, 0)] * (x.ndim - 2) + [(t, b), (l, r)]
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def forward_image(hu_zyx: np.ndarray, info: SpatialInfo, pad_value: float = -1024.0) -> np.ndarray:
+    """HU volume ``(z, y, x)`` -> network grid ``(z, H, W)`` float32 (crop, bilinear resample, pad)."""
+    y0, y1, x0, x1 = info.crop_yx
+    crop = np.asarray(hu_zyx)[..., y0:y1, x0:x1]
+    if info.is_resampled:
+        out = resample_slices(crop, info.resampled_shape_yx, "bilinear")
+    else:
+        out = np.array(crop, dtype=np.float32, copy=True)
+    return _pad(out, info.pad_yx, pad_value)
+
+
+def forward_labels(labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
+    """Label volume ``(z, y, x)`` -> network grid ``(z, H, W)`` uint8 (crop, nearest resample, pad 0)."""
+    y0, y1, x0, x1 = info.crop_yx
+    crop = np.asarray(labels_zyx)[..., y0:y1, x0:x1]
+    if info.is_resampled:
+        out = np.rint(resample_slices(crop, info.resampled_shape_yx, "nearest")).astype(np.uint8)
+    else:
+        out = np.array(crop, dtype=np.uint8, copy=True)
+    return _pad(out, info.pad_yx, 0)
+
+
+def _unpad(x: np.ndarray, info: SpatialInfo) -> np.ndarray:
+    t, b, l, r = info.pad_yx
+    h, w = x.shape[-2:]
+    if (h, w) != tuple(info.net_shape_yx):
+        raise InputError(f"Slices of size {h}x{w} do not match the network grid {info.net_shape_yx}; "
+                         f"pass maps produced from this volume's preprocessing.")
+    return x[..., t:h - b, l:w - r]
+
+
+def inverse_maps(maps_nkhw: np.ndarray, info: SpatialInfo, outside: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Per-class maps ``(n, K, H, W)`` on the network grid -> ``(n, K, y, x)`` float32 on the native grid.
+
+    Bilinear (``align_corners=False``) back to the crop size; outside the crop each class gets
+    ``outside[k]`` (default: background one-hot, i.e. 1 for class 0 and 0 for others; 0 when K == 1).
+    """
+    maps = np.asarray(maps_nkhw)
+    if maps.ndim != 4:
+        raise InputError(f"Expected maps (n, K, H, W), got shape {maps.shape}.")
+    n, k = maps.shape[:2]
+    core = _unpad(maps, info)
+    if info.is_resampled:
+        core = resample_slices(core, info.crop_shape_yx, "bilinear")
+    ny, nx = info.native_shape_yx
+    if tuple(info.crop_yx) == (0, ny, 0, nx):
+        return np.array(core, dtype=np.float32, copy=True)
+    if outside is None:
+        outside = [1.0] + [0.0] * (k - 1) if k > 1 else [0.0]
+    if len(outside) != k:
+        raise InputError(f"'outside' needs one value per class ({k}), got {len(outside)}.")
+    out = np.empty((n, k, ny, nx), dtype=np.float32)
+    out[...] = np.asarray(outside, dtype=np.float32)[None, :, None, None]
+    y0, y1, x0, x1 = info.crop_yx
+    out[:, :, y0:y1, x0:x1] = core
+    return out
+
+
+def inverse_labels(labels_nhw: np.ndarray, info: SpatialInfo) -> np.ndarray:
+    """Label slices ``(n, H, W)`` on the network grid -> ``(n, y, x)`` uint8 native (nearest; 0 outside crop)."""
+    lab = np.asarray(labels_nhw)
+    if lab.ndim != 3:
+        raise InputError(f"Expected label slices (n, H, W), got shape {lab.shape}.")
+    core = _unpad(lab, info)
+    if info.is_resampled:
+        core = np.rint(resample_slices(core, info.crop_shape_yx, "nearest")).astype(np.uint8)
+    ny, nx = info.native_shape_yx
+    out = np.zeros((lab.shape[0], ny, nx), dtype=np.uint8)
+    y0, y1, x0, x1 = info.crop_yx
+    out[:, y0:y1, x0:x1] = core
+    return out

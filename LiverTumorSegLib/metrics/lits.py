@@ -1,0 +1,270 @@
+"""LiTS-style evaluation of 0/1/2 label maps: liver and tumor metrics per case, lesion detection and
+tumor burden.
+
+Label maps are ``(z, y, x)`` uint8 arrays with 0 background, 1 liver, 2 tumor. As in LiTS,
+**liver = label >= 1** (the liver including its tumors) and **tumor = label == 2**.
+
+Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic et al. 2023):
+
+1. lesions are the connected components of each tumor mask (26-connectivity by default:
+   voxels touching by a face, edge or corner belong to one lesion; ``connectivity=6`` for faces only);
+2. every reference lesion overlapped by a predicted lesion is grouped with the predicted lesion that
+   overlaps it most; reference lesions sharing that predicted lesion form one group (a prediction
+   spanning two reference lesions), and every other overlapping predicted lesion joins the group of the
+   reference lesion it overlaps most (a reference lesion split into several predictions);
+3. a group is **detected** when the IoU of the union of its reference lesions and the union of its
+   predicted lesions is > ``iou_threshold`` (0.5 by default, LiTS);
+4. counts: ``detected`` (true positives) = reference lesions in detected groups; ``missed`` (false
+   negatives) = the other reference lesions; ``false_positive`` = predicted lesions that are not in a
+   detected group (touching no reference lesion, or only in a group that failed the IoU test).
+   Lesion precision = TP / (TP + FP), recall = TP / (TP + FN); both are pooled over cases in the
+   summary (sum the counts, then divide).
+
+Tumor burden = tumor volume / liver volume (label 2 voxels / label >= 1 voxels, LiTS); the row's
+``tumor_burden_error`` = predicted - reference burden (signed, positive = overestimate); NaN when the
+liver of either map is empty.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import LabelError
+from .overlap import confusion_counts, overlap_metrics_from_counts
+from .roc import roc_auc
+from .surface import bounding_box, surface_metrics
+
+NAN = float("nan")
+STRUCTURES = ("liver", "tumor")
+OVERLAP_KEYS = ("dice", "iou", "voe", "rvd", "precision", "sensitivity", "specificity", "accuracy", "f1")
+SURFACE_KEYS = ("assd", "hd", "hd95", "rmsd")
+
+
+def structure_mask(labels: np.ndarray, structure: str) -> np.ndarray:
+    """Boolean mask of ``structure`` in a 0/1/2 label map: "liver" = label >= 1, "tumor" = label == 2."""
+    if structure == "liver":
+        return labels >= 1
+    if structure == "tumor":
+        return labels == 2
+    raise ValueError(f"unknown structure '{structure}'; use one of {STRUCTURES}")
+
+
+def check_label_values(labels: np.ndarray, name: str) -> None:
+    """Raise :class:`LabelError` if the label map holds values other than 0, 1, 2."""
+    if labels.dtype == bool:
+        return
+    if labels.size and (labels.min() < 0 or labels.max() > 2):
+        values = np.unique(labels)
+        raise LabelError(f"{name} holds label values {values[:10].tolist()}; expected 0 (background), "
+                         f"1 (liver), 2 (tumor). Convert the labels first.")
+
+
+# ------------------------------------------------------------------------------------------------ lesions
+@dataclass
+class LesionDetection:
+    """Lesion detection counts of one case (see module docstring)."""
+
+    ref_lesions: int
+    pred_lesions: int
+    detected: int
+    missed: int
+    false_positive: int
+    lesions: List[Dict[str, Any]] = field(default_factory=list)  # per reference lesion: id, voxels, iou, detected
+
+    @property
+    def precision(self) -> float:
+        """TP / (TP + FP); 1.0 when there is no reference and no predicted lesion."""
+        denominator = self.detected + self.false_positive
+        return (1.0 if self.ref_lesions == 0 else NAN) if denominator == 0 else self.detected / denominator
+
+    @property
+    def recall(self) -> float:
+        """TP / (TP + FN); 1.0 when there is no reference lesion and none predicted, else NaN without
+        reference lesions."""
+        if self.ref_lesions == 0:
+            return 1.0 if self.pred_lesions == 0 else NAN
+        return self.detected / self.ref_lesions
+
+
+def _structure(connectivity: int, ndim: int) -> np.ndarray:
+    from scipy import ndimage
+
+    rank = {6: 1, 18: 2, 26: 3} if ndim == 3 else {4: 1, 8: 2}
+    if connectivity not in rank:
+        raise ValueError(f"connectivity must be one of {sorted(rank)} for {ndim}-D masks, got {connectivity}")
+    return ndimage.generate_binary_structure(ndim, rank[connectivity])
+
+
+def _group_lesions(inter: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Group reference and predicted lesions from the intersection matrix ``inter[pred, ref]``.
+
+    Returns ``(ref_group, pred_group)``: group id per reference lesion (every reference lesion has one)
+    and per predicted lesion (-1 = overlaps no reference lesion).
+    """
+    n_pred, n_ref = inter.shape
+    ref_group = np.arange(n_ref)  # default: own group (unmatched reference lesion)
+    pred_group = np.full(n_pred, -1)
+    if n_pred == 0 or n_ref == 0:
+        return ref_group, pred_group
+    overlapped_refs = inter.max(axis=0) > 0
+    best_pred = inter.argmax(axis=0)  # first maximum: deterministic
+    group_of_pred = {}
+    for j in np.flatnonzero(overlapped_refs):
+        i = int(best_pred[j])
+        group_of_pred.setdefault(i, n_ref + i)  # group id of refs merged under prediction i
+        ref_group[j] = group_of_pred[i]
+    for i in range(n_pred):
+        if i in group_of_pred:
+            pred_group[i] = group_of_pred[i]
+        elif inter[i].max() > 0:
+            pred_group[i] = ref_group[int(inter[i].argmax())]
+    return ref_group, pred_group
+
+
+def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold: float = 0.5,
+                   connectivity: int = 26) -> LesionDetection:
+    """Match connected tumor components of ``pred_tumor`` to those of ``ref_tumor`` (boolean ``(z, y, x)``
+    masks) and count detected, missed and false-positive lesions (see module docstring)."""
+    from scipy import ndimage
+
+    if not 0.0 <= iou_threshold < 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
+    pred_tumor = np.asarray(pred_tumor) != 0
+    ref_tumor = np.asarray(ref_tumor) != 0
+    structure = _structure(connectivity, pred_tumor.ndim)
+    box = bounding_box(pred_tumor | ref_tumor)
+    if box is None:
+        return LesionDetection(0, 0, 0, 0, 0, [])
+    ref_ids, n_ref = ndimage.label(ref_tumor[box], structure=structure)
+    pred_ids, n_pred = ndimage.label(pred_tumor[box], structure=structure)
+    ref_sizes = np.bincount(ref_ids.ravel(), minlength=n_ref + 1)[1:]
+    pred_sizes = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)[1:]
+    both = (ref_ids > 0) & (pred_ids > 0)
+    pairs = (pred_ids[both].astype(np.int64) - 1) * n_ref + (ref_ids[both].astype(np.int64) - 1)
+    inter = np.zeros((n_pred, n_ref), dtype=np.int64)
+    if pairs.size:
+        keys, counts = np.unique(pairs, return_counts=True)
+        inter[keys // n_ref, keys % n_ref] = counts
+
+    ref_group, pred_group = _group_lesions(inter)
+    detected_groups = set()
+    group_iou = {}
+    for g in np.unique(ref_group):
+        refs = ref_group == g
+        preds = pred_group == g
+        intersection = int(inter[np.ix_(preds, refs)].sum())
+        union = int(ref_sizes[refs].sum() + pred_sizes[preds].sum()) - intersection
+        group_iou[int(g)] = intersection / union if union else 0.0
+        if group_iou[int(g)] > iou_threshold:
+            detected_groups.add(int(g))
+    lesions = [{"id": j + 1, "voxels": int(ref_sizes[j]), "iou": group_iou[int(ref_group[j])],
+                "detected": int(ref_group[j]) in detected_groups} for j in range(n_ref)]
+    detected = sum(1 for lesion in lesions if lesion["detected"])
+    false_positive = int(sum(1 for g in pred_group if int(g) not in detected_groups))
+    return LesionDetection(ref_lesions=int(n_ref), pred_lesions=int(n_pred), detected=detected,
+                           missed=int(n_ref) - detected, false_positive=false_positive, lesions=lesions)
+
+
+def tumor_burden(labels: np.ndarray) -> float:
+    """Tumor voxels / liver voxels (label 2 / label >= 1) of a 0/1/2 map; NaN without liver."""
+    liver = int(np.count_nonzero(labels >= 1))
+    return NAN if liver == 0 else int(np.count_nonzero(labels == 2)) / liver
+
+
+# ------------------------------------------------------------------------------------------------ cases
+def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float], structure: str,
+                  surface: bool = True) -> "OrderedDict[str, float]":
+    """Metrics of one structure's binary masks, keyed ``<metric>_<structure>[_unit]``:
+    overlap metrics, ``assd/hd/hd95/rmsd_<s>_mm``, ``volume_pred/ref_<s>_ml`` and the voxel counts
+    ``voxels_tp/pred/ref_<s>`` that global (pooled) Dice needs."""
+    counts = confusion_counts(pred, ref)
+    row: "OrderedDict[str, float]" = OrderedDict()
+    for key, value in overlap_metrics_from_counts(counts).items():
+        row[f"{key}_{structure}"] = value
+    if surface:
+        for key, value in surface_metrics(pred, ref, spacing_zyx).items():
+            row[f"{key[:-3]}_{structure}_mm"] = value
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    row[f"volume_pred_{structure}_ml"] = counts.pred_count * voxel_ml
+    row[f"volume_ref_{structure}_ml"] = counts.ref_count * voxel_ml
+    row[f"voxels_tp_{structure}"] = counts.tp
+    row[f"voxels_pred_{structure}"] = counts.pred_count
+    row[f"voxels_ref_{structure}"] = counts.ref_count
+    return row
+
+
+def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: Sequence[float],
+                  case: str = "", surface: bool = True, iou_threshold: float = 0.5, connectivity: int = 26,
+                  probabilities: Optional[np.ndarray] = None,
+                  prob_structure: str = "tumor") -> "OrderedDict[str, Any]":
+    """Evaluate one case: two ``(z, y, x)`` 0/1/2 label maps on the same grid, spacing in mm ``(z, y, x)``.
+
+    Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row`,
+    then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
+    ``lesions_false_positive``, ``lesion_precision``, ``lesion_recall``), tumor burden
+    (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
+    (float ``(z, y, x)``, probability of ``prob_structure``) are given, ``roc_auc_<prob_structure>``.
+    ``surface=False`` skips the surface distances (faster).
+    """
+    pred_labels = np.asarray(pred_labels)
+    ref_labels = np.asarray(ref_labels)
+    if pred_labels.shape != ref_labels.shape:
+        raise LabelError(f"case '{case}': prediction shape {pred_labels.shape} differs from reference shape "
+                         f"{ref_labels.shape} (z, y, x); both must be on the same voxel grid.")
+    check_label_values(pred_labels, f"case '{case}' prediction")
+    check_label_values(ref_labels, f"case '{case}' reference")
+    row: "OrderedDict[str, Any]" = OrderedDict(case=case)
+    for structure in STRUCTURES:
+        row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),
+                                 spacing_zyx, structure, surface=surface))
+    detection = detect_lesions(pred_labels == 2, ref_labels == 2, iou_threshold, connectivity)
+    row["lesions_ref"] = detection.ref_lesions
+    row["lesions_pred"] = detection.pred_lesions
+    row["lesions_detected"] = detection.detected
+    row["lesions_missed"] = detection.missed
+    row["lesions_false_positive"] = detection.false_positive
+    row["lesion_precision"] = detection.precision
+    row["lesion_recall"] = detection.recall
+    burden_pred, burden_ref = tumor_burden(pred_labels), tumor_burden(ref_labels)
+    row["tumor_burden_pred"] = burden_pred
+    row["tumor_burden_ref"] = burden_ref
+    row["tumor_burden_error"] = burden_pred - burden_ref
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities)
+        if probabilities.shape != ref_labels.shape:
+            raise LabelError(f"case '{case}': probability map shape {probabilities.shape} differs from the "
+                             f"label map shape {ref_labels.shape} (z, y, x).")
+        row[f"roc_auc_{prob_structure}"] = roc_auc(probabilities, structure_mask(ref_labels, prob_structure))
+    return row
+
+
+def check_same_grid(pred, ref, case: str = "", tol: float = 1e-3) -> None:
+    """Raise :class:`LabelError` unless two ``CTVolume`` label maps share shape and geometry."""
+    if pred.shape_zyx != ref.shape_zyx:
+        raise LabelError(f"case '{case}': prediction {pred.source or ''} has shape {pred.shape_zyx} but the "
+                         f"reference {ref.source or ''} has {ref.shape_zyx} (z, y, x); resample the prediction "
+                         f"onto the reference grid first.")
+    if not pred.geometry.almost_equal(ref.geometry, tol=tol):
+        raise LabelError(f"case '{case}': prediction and reference geometries differ (prediction "
+                         f"{pred.geometry.to_dict()}, reference {ref.geometry.to_dict()}); they must share "
+                         f"spacing, origin and direction.")
+
+
+def global_dice(rows: Sequence[Dict[str, Any]], structure: str) -> float:
+    """Dice of all cases pooled (sum of 2 TP over sum of |pred| + |ref| voxels), from rows made by
+    :func:`evaluate_case`; NaN without rows, 1.0 if the structure is empty everywhere."""
+    tp = pred = ref = 0
+    n = 0
+    for row in rows:
+        key = f"voxels_tp_{structure}"
+        if key not in row or row[key] in (None, ""):
+            continue
+        tp += int(float(row[key]))
+        pred += int(float(row[f"voxels_pred_{structure}"]))
+        ref += int(float(row[f"voxels_ref_{structure}"]))
+        n += 1
+    if n == 0:
+        return NAN
+    return 1.0 if pred + ref == 0 else 2.0 * tp / (pred + ref)
+

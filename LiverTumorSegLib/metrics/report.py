@@ -1,0 +1,302 @@
+"""Evaluation reports: per-case CSV table, summary JSON, box plots, ROC plot and case overlays.
+
+A *row* is a dict made by :func:`LiverTumorSegLib.metrics.lits.evaluate_case` (or read back with
+:func:`read_case_table`): ``case`` first, then metric columns named ``<metric>_<structure>[_<unit>]``.
+Missing / undefined values are NaN (written as ``nan`` in the CSV, ``null`` in JSON).
+
+The training engineer's cross-validation uses the same two functions as ``livertumorseg evaluate``::
+
+    rows = [evaluate_case(pred, ref, spacing_zyx, case=name) for ...]
+    write_case_table(rows, "cv/cases.csv")
+    summary = summarize_cases(rows)           # JSON-ready dict
+
+Summary statistics skip NaN values and report how many were skipped (``n_nan``), so a case with an
+empty prediction does not turn a mean into NaN but is still visible. Matplotlib (Agg backend) is
+imported only inside the plotting functions.
+"""
+import csv
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..fileutil import atomic_output
+from .lits import STRUCTURES, global_dice
+
+PathLike = Union[str, Path]
+NOT_SUMMARIZED_PREFIXES = ("voxels_",)  # raw counts: used for global Dice, not averaged
+DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver", "assd_liver_mm",
+                           "hd95_liver_mm", "assd_tumor_mm", "hd95_tumor_mm")
+
+
+def _to_float(value: Any) -> Optional[float]:
+    """Float of a table cell, or None when the cell is not a number (e.g. the case name)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def table_columns(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """``case`` first, then every other key in order of first appearance over the rows."""
+    columns: "OrderedDict[str, None]" = OrderedDict(case=None)
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def metric_values(rows: Sequence[Dict[str, Any]], column: str) -> np.ndarray:
+    """Float values of one column over rows (NaN where missing or not a number)."""
+    values = []
+    for row in rows:
+        value = _to_float(row.get(column))
+        values.append(float("nan") if value is None else value)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _stats(values: np.ndarray) -> Dict[str, Any]:
+    finite = values[~np.isnan(values)]
+    n = int(finite.size)
+    if n == 0:
+        return {"mean": None, "std": None, "median": None, "min": None, "max": None, "n": 0,
+                "n_nan": int(values.size)}
+    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if n > 1 else 0.0,
+            "median": float(np.median(finite)), "min": float(finite.min()), "max": float(finite.max()),
+            "n": n, "n_nan": int(values.size - n)}
+
+
+def _lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    totals = {}
+    for key in ("ref", "pred", "detected", "missed", "false_positive"):
+        values = metric_values(rows, f"lesions_{key}")
+        totals[key] = int(np.nansum(values)) if values.size else 0
+    tp, fp, fn = totals["detected"], totals["false_positive"], totals["missed"]
+    return {"ref_lesions": totals["ref"], "pred_lesions": totals["pred"], "detected": tp, "missed": fn,
+            "false_positive": fp, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None}
+
+
+def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    errors = metric_values(rows, "tumor_burden_error")
+    finite = errors[~np.isnan(errors)]
+    if finite.size == 0:
+        return {"rmse": None, "max_abs_error": None, "n": 0, "n_nan": int(errors.size)}
+    return {"rmse": float(np.sqrt(np.mean(finite ** 2))), "max_abs_error": float(np.abs(finite).max()),
+            "n": int(finite.size), "n_nan": int(errors.size - finite.size)}
+
+
+def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Summary of per-case rows, JSON-ready (NaN -> None).
+
+    Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts) a dict with
+    ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
+    values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
+    voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
+    ``recall`` = TP / (TP + FN); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of
+    ``tumor_burden_error`` (LiTS reports both).
+    """
+    rows = list(rows)
+    metrics: "OrderedDict[str, Any]" = OrderedDict()
+    for column in table_columns(rows):
+        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES):
+            continue
+        cells = [row.get(column) for row in rows if row.get(column) not in (None, "")]
+        if not cells or any(_to_float(c) is None for c in cells):
+            continue  # a text column
+        metrics[column] = _stats(metric_values(rows, column))
+    summary: Dict[str, Any] = OrderedDict(n_cases=len(rows), metrics=metrics)
+    summary["global_dice"] = OrderedDict((s, global_dice(rows, s)) for s in STRUCTURES)
+    if any("lesions_ref" in row for row in rows):
+        summary["lesion_detection"] = _lesion_summary(rows)
+    if any("tumor_burden_error" in row for row in rows):
+        summary["tumor_burden"] = _burden_summary(rows)
+    return _json_ready(summary)
+
+
+def _json_ready(value: Any) -> Any:
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(value, dict):
+        return OrderedDict((k, _json_ready(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: bool = False) -> Path:
+    """Write rows as CSV (``case`` column first; NaN as ``nan``), atomically. Returns the path."""
+    rows = list(rows)
+    columns = table_columns(rows)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_cell(row.get(c)) for c in columns])
+    return Path(path)
+
+
+def read_case_table(path: PathLike) -> List[Dict[str, Any]]:
+    """Read a table written by :func:`write_case_table`; numbers come back as float, ``case`` as str."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            row: "OrderedDict[str, Any]" = OrderedDict()
+            for key, text in record.items():
+                number = _to_float(text) if key != "case" else None
+                row[key] = number if number is not None else (text if text != "" else None)
+            rows.append(row)
+    return rows
+
+
+def write_json(data: Dict[str, Any], path: PathLike, overwrite: bool = False) -> Path:
+    """Write a dict as indented JSON (NaN/inf -> null), atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(_json_ready(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tuple[Optional[str], Optional[str]]:
+    """``(best_case, worst_case)`` by ``metric`` (higher is better for Dice-like metrics; for metrics
+    ending in ``_mm`` or starting with ``voe``/``rvd`` lower absolute value is better). Cases with NaN
+    are ignored; ``(None, None)`` when no case has a value."""
+    values = metric_values(rows, metric)
+    if metric.endswith("_mm") or metric.startswith(("voe", "rvd", "tumor_burden_error")):
+        values = -np.abs(values)
+    valid = np.flatnonzero(~np.isnan(values))
+    if valid.size == 0:
+        return None, None
+    best = valid[np.argmax(values[valid])]
+    worst = valid[np.argmin(values[valid])]
+    return str(rows[best]["case"]), str(rows[worst]["case"])
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: PathLike, overwrite: bool) -> Path:
+    plt = _pyplot()
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            fig.savefig(str(tmp), dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
+                         metrics: Optional[Sequence[str]] = None, overwrite: bool = False) -> Optional[Path]:
+    """One box plot per metric (cases as dots) in a grid, saved as PNG; metrics without any finite
+    value are left out. Returns None when nothing could be plotted."""
+    plt = _pyplot()
+    wanted = list(metrics) if metrics is not None else list(DEFAULT_BOXPLOT_METRICS)
+    series = [(m, metric_values(rows, m)) for m in wanted]
+    series = [(m, v[~np.isnan(v)]) for m, v in series if np.any(~np.isnan(v))]
+    if not series:
+        return None
+    ncols = min(4, len(series))
+    nrows = int(math.ceil(len(series) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, (name, values) in zip(axes.ravel(), series):
+        ax.boxplot([values], widths=0.5, showfliers=False)
+        ax.scatter(1 + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.7, color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.ravel()[len(series):]:
+        ax.axis("off")
+    fig.suptitle(f"Per-case metrics ({len(rows)} cases)")
+    fig.tight_layout()
+    return _save_figure(fig, path, overwrite)
+
+
+def plot_roc_curve(curve, path: PathLike, title: str = "ROC curve", overwrite: bool = False) -> Path:
+    """Plot a :class:`~LiverTumorSegLib.metrics.roc.RocCurve` (with its AUC in the legend) as PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(curve.fpr, curve.tpr, color="tab:red", label=f"AUC = {curve.auc:.4f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("false-positive rate (1 - specificity)")
+    ax.set_ylabel("true-positive rate (sensitivity)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _save_figure(fig, path, overwrite)
+
+
+def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
+    """Axial slice ``z`` to show for a case: most tumor voxels (reference or prediction), else most
+    liver voxels, else the middle slice. Arrays ``(z, y, x)``."""
+    for structure_value in (2, 1):
+        area = (np.count_nonzero(ref_labels >= structure_value, axis=(1, 2))
+                + np.count_nonzero(pred_labels >= structure_value, axis=(1, 2)))
+        if area.max() > 0:
+            return int(np.argmax(area))
+    return int(ref_labels.shape[0] // 2)
+
+
+def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: PathLike,
+                      image: Optional[np.ndarray] = None, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+                      title: str = "", overwrite: bool = False) -> Path:
+    """PNG of one axial slice with reference (solid) and prediction (dashed) outlines of the liver
+    (green / yellow) and tumor (blue / red), over the CT (``image`` in HU, window level 40 width 400) or
+    a black background. Arrays ``(z, y, x)``; ``spacing_zyx`` (mm) sets the pixel aspect ratio."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    z = overlay_slice_index(pred_labels, ref_labels)
+    fig, ax = plt.subplots(figsize=(6, 6.4))
+    if image is not None:
+        ax.imshow(np.asarray(image[z], dtype=np.float32), cmap="gray", vmin=40 - 200, vmax=40 + 200,
+                  interpolation="nearest")
+    else:
+        ax.imshow(np.zeros(ref_labels.shape[1:], dtype=np.float32), cmap="gray", vmin=0, vmax=1)
+    ax.set_aspect(float(spacing_zyx[1]) / float(spacing_zyx[2]))
+    styles = [(ref_labels, 1, "limegreen", "solid"), (pred_labels, 1, "yellow", "dashed"),
+              (ref_labels, 2, "deepskyblue", "solid"), (pred_labels, 2, "red", "dashed")]
+    for labels, value, color, linestyle in styles:
+        mask = (labels[z] >= value).astype(np.float32)
+        if mask.any() and not mask.all():
+            ax.contour(mask, levels=[0.5], colors=[color], linestyles=linestyle, linewidths=1.4)
+    handles = [Line2D([0], [0], color=c, linestyle=ls, label=lab) for c, ls, lab in (
+        ("limegreen", "solid", "liver, reference (expert)"), ("yellow", "dashed", "liver, prediction (model)"),
+        ("deepskyblue", "solid", "tumor, reference (expert)"), ("red", "dashed", "tumor, prediction (model)"))]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
+    ax.set_title(f"{title}\naxial slice {z}" if title else f"axial slice {z}", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return _save_figure(fig, path, overwrite)

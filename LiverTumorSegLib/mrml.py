@@ -1,0 +1,467 @@
+"""MRML glue: Slicer scene nodes <-> LiverTumorSeg arrays, without Slicer's GUI.
+
+Everything here takes a scene or nodes explicitly and uses only MRML / VTK classes, so it runs inside 3D
+Slicer and headless with the ``slicer-core`` wheel (``import slicer``). ``slicer`` and ``vtk`` are imported
+inside the functions: ``import LiverTumorSegLib.mrml`` works without them.
+
+Conventions
+-----------
+* Arrays are numpy ``(z, y, x)`` = ``[k, j, i]``, the order of Slicer's ``arrayFromVolume``.
+* :class:`~LiverTumorSegLib.volume.ImageGeometry` is LPS; MRML's ``IJKToRAS`` is RAS. The conversion is
+  ``ImageGeometry.from_ijk_to_ras`` / ``ImageGeometry.ijk_to_ras``.
+* Segments: label 1 -> segment "Liver" (liver parenchyma **without** tumor), label 2 -> "Liver tumor".
+  The two segments do not overlap, as Slicer users expect; whole-liver volume = Liver + Liver tumor.
+* A volume under a *linear* parent transform is read in world coordinates (the transform is applied to
+  its geometry, voxels untouched). A non-linear (warping) transform is refused: harden or remove it first.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError, LabelError, OutputExistsError
+from .fileutil import atomic_output, full_suffix
+from .volume import CTVolume, ImageGeometry
+
+# --- segment definitions ----------------------------------------------------------------------------
+
+SLICER_ANATOMY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+SLICER_ANATOMIC_REGION_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One output segment: which label value it holds and how Slicer shows and codes it.
+
+    ``color``: RGB in 0..1. Codes are ``(scheme, value, meaning)`` triples (DICOM code sequence items).
+    ``anatomic_region`` is ``None`` when the segment type is itself the anatomy.
+    """
+
+    label: int
+    segment_id: str
+    name: str
+    color: Tuple[float, float, float]
+    category: Tuple[str, str, str]
+    type: Tuple[str, str, str]
+    anatomic_region: Optional[Tuple[str, str, str]] = None
+
+    def terminology_tag(self) -> str:
+        """The segment's terminology in Slicer's tag format.
+
+        ``context~category~type~typeModifier~anatomicContext~anatomicRegion~regionModifier``; each code is
+        ``scheme^value^meaning``, an absent code is ``^^``.
+        """
+        def code(c: Optional[Tuple[str, str, str]]) -> str:
+            return "^".join(c) if c else "^^"
+        return "~".join([SLICER_ANATOMY_CONTEXT, code(self.category), code(self.type), "^^",
+                         SLICER_ANATOMIC_REGION_CONTEXT, code(self.anatomic_region), "^^"])
+
+
+_LIVER_CODE = ("SCT", "10200004", "Liver")
+# Colors: Slicer's recommended display colors (GenericAnatomyColors "liver" 221,130,101 and "tumor"/"mass"
+# 144,238,144), so the result looks like a segment picked from Slicer's terminology list.
+LIVER_SEGMENT = SegmentSpec(
+    label=1, segment_id="livertumorseg_liver", name="Liver",
+    color=(221 / 255.0, 130 / 255.0, 101 / 255.0),
+    category=("SCT", "123037004", "Anatomical Structure"), type=_LIVER_CODE)
+TUMOR_SEGMENT = SegmentSpec(
+    label=2, segment_id="livertumorseg_tumor", name="Liver tumor",
+    color=(144 / 255.0, 238 / 255.0, 144 / 255.0),
+    category=("SCT", "49755003", "Morphologically Altered Structure"),
+    type=("SCT", "108369006", "Neoplasm"), anatomic_region=_LIVER_CODE)
+SEGMENTS: Tuple[SegmentSpec, ...] = (LIVER_SEGMENT, TUMOR_SEGMENT)
+
+# Attribute names on the lesion table node (string values) that carry the whole-liver summary.
+TABLE_ATTRIBUTE_PREFIX = "LiverTumorSeg."
+
+_SEGMENTATIONS_LOGIC = []  # the one vtkSlicerSegmentationsModuleLogic of this process (see make_headless_scene)
+
+
+# --- scene set-up for headless use ------------------------------------------------------------------
+
+def make_headless_scene():
+    """A new ``vtkMRMLScene`` set up as a running Slicer sets up its scene, for use without Slicer's GUI.
+
+    An application logic with "Colors", "Volumes" and "Segmentations" module logics registered. The
+    segmentations logic registers the segmentation converter rules (binary labelmap <-> closed surface)
+    when it is first given a scene and again on every later ``SetMRMLScene``; the rules are global, so
+    one segmentations logic is created per process and shared by later scenes.
+    Not needed (and not used) inside Slicer, where ``slicer.mrmlScene`` is already set up.
+    """
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(app_logic)
+    colors.SetMRMLScene(scene)
+    app_logic.SetModuleLogic("Colors", colors)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLApplicationLogic(app_logic)
+    volumes.SetMRMLScene(scene)
+    app_logic.SetModuleLogic("Volumes", volumes)
+    if not _SEGMENTATIONS_LOGIC:
+        segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+        segmentations.SetMRMLApplicationLogic(app_logic)
+        segmentations.SetMRMLScene(scene)
+        _SEGMENTATIONS_LOGIC.append(segmentations)
+    app_logic.SetModuleLogic("Segmentations", _SEGMENTATIONS_LOGIC[0])
+    # Keep the logics alive as long as the scene (VTK would otherwise free them with the Python wrappers).
+    scene._livertumorseg_logics = (app_logic, colors, volumes)
+    return scene
+
+
+# --- volume node -> CTVolume ------------------------------------------------------------------------
+
+def _matrix_to_numpy(vtk_matrix) -> np.ndarray:
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
+
+
+def _numpy_to_matrix(array: np.ndarray):
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r, c]))
+    return m
+
+
+def world_ijk_to_ras(volume_node) -> np.ndarray:
+    """4x4 IJK-to-RAS of ``volume_node`` in world coordinates (parent transforms applied).
+
+    Raises :class:`InputError` when a parent transform is non-linear or the result is not a rotation
+    times a scaling (shear): such a volume cannot be described by spacing, origin and direction.
+    """
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    ijk_to_ras = _matrix_to_numpy(m)
+    transform_node = volume_node.GetParentTransformNode()
+    if transform_node is not None:
+        if not transform_node.IsTransformToWorldLinear():
+            raise InputError(f"Volume '{volume_node.GetName()}' is under the non-linear transform "
+                             f"'{transform_node.GetName()}'. Harden the transform (Data module, right-click "
+                             f"-> Harden transform) or remove it, then run again.")
+        to_world = vtk.vtkMatrix4x4()
+        transform_node.GetMatrixTransformToWorld(to_world)
+        ijk_to_ras = _matrix_to_numpy(to_world) @ ijk_to_ras
+    axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
+        raise InputError(f"Volume '{volume_node.GetName()}' is sheared by its parent transform; its voxel "
+                         f"axes are not perpendicular. Resample it (Resample Scalar/Vector/DWI Volume) first.")
+    return ijk_to_ras
+
+
+def ctvolume_from_volume_node(volume_node) -> CTVolume:
+    """Copy a scalar volume node into a :class:`CTVolume`.
+
+    ``array``: ``(z, y, x)`` copy of the voxels, the node's scalar type kept (HU for a CT loaded in Slicer).
+    ``geometry``: LPS, from the node's IJK-to-RAS with any linear parent transform applied.
+    ``meta["mrml_node_id"]``: the node's ID.
+    """
+    from vtk.util import numpy_support
+    if volume_node is None:
+        raise InputError("No input volume selected; choose a CT volume.")
+    image = volume_node.GetImageData()
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"Volume '{volume_node.GetName()}' holds no image data; load a CT volume.")
+    scalars = image.GetPointData().GetScalars()
+    if scalars.GetNumberOfComponents() != 1:
+        raise InputError(f"Volume '{volume_node.GetName()}' has {scalars.GetNumberOfComponents()} components "
+                         f"(a color or vector image); choose a scalar CT volume.")
+    nx, ny, nz = image.GetDimensions()
+    array = numpy_support.vtk_to_numpy(scalars).reshape(nz, ny, nx).copy()
+    geometry = ImageGeometry.from_ijk_to_ras(world_ijk_to_ras(volume_node))
+    return CTVolume(array=array, geometry=geometry, source=volume_node.GetName() or "",
+                    meta={"mrml_node_id": volume_node.GetID()})
+
+
+# --- labels -> segmentation node --------------------------------------------------------------------
+
+def _check_labels(labels_zyx: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels_zyx)
+    if labels.ndim != 3:
+        raise LabelError(f"Label map must be 3D (z, y, x); got shape {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise LabelError(f"Label map must hold integers 0/1/2; got dtype {labels.dtype}.")
+    values = np.unique(labels)
+    unknown = sorted(set(values.tolist()) - {0, 1, 2})
+    if unknown:
+        raise LabelError(f"Label map holds values {unknown[:5]}; only 0 (background), 1 (liver) and "
+                         f"2 (tumor) are allowed.")
+    return labels
+
+
+def oriented_image_from_array(mask_zyx: np.ndarray, geometry: ImageGeometry):
+    """A ``vtkOrientedImageData`` (uint8, one component) holding ``mask_zyx`` on ``geometry``'s grid."""
+    import slicer
+    from vtk.util import numpy_support
+    nz, ny, nx = mask_zyx.shape
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(0, nx - 1, 0, ny - 1, 0, nz - 1)
+    image.SetImageToWorldMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
+    flat = np.ascontiguousarray(mask_zyx, dtype=np.uint8).ravel()
+    scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=numpy_support.get_vtk_array_type(np.uint8))
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def existing_output_segment_ids(segmentation_node) -> List[str]:
+    """IDs of this tool's segments ("Liver", "Liver tumor") already in ``segmentation_node``."""
+    if segmentation_node is None:
+        return []
+    segmentation = segmentation_node.GetSegmentation()
+    return [s.segment_id for s in SEGMENTS if segmentation.GetSegment(s.segment_id) is not None]
+
+
+def _set_reference_geometry(segmentation_node, geometry: ImageGeometry, shape_zyx: Sequence[int]) -> None:
+    """Make ``geometry`` with extent ``shape_zyx`` the segmentation's reference grid (no voxels allocated)."""
+    import slicer
+    nz, ny, nx = (int(s) for s in shape_zyx)
+    reference = slicer.vtkOrientedImageData()
+    reference.SetExtent(0, nx - 1, 0, ny - 1, 0, nz - 1)
+    reference.SetImageToWorldMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
+    segmentation_node.GetSegmentation().SetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+        slicer.vtkSegmentationConverter.SerializeImageGeometry(reference))
+
+
+def _apply_segment_spec(segment, spec: SegmentSpec) -> None:
+    segment.SetName(spec.name)
+    segment.SetColor(*spec.color)
+    segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology_tag())
+
+
+def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGeometry,
+                                segmentation_node=None, reference_volume_node=None,
+                                replace_existing: bool = True, name: str = "Liver segmentation"):
+    """Write a 0/1/2 label map into a segmentation node as the segments "Liver" and "Liver tumor".
+
+    ``labels_zyx``: ``(z, y, x)`` integer array on ``geometry``'s grid (LPS geometry, world coordinates).
+    ``segmentation_node``: ``None`` creates a new node called ``name`` with display nodes; an existing node
+    keeps its other segments, and only this tool's two segments (fixed IDs, see :data:`SEGMENTS`) are
+    replaced; with ``replace_existing=False`` existing ones raise :class:`OutputExistsError`.
+    ``reference_volume_node``: recorded as the segmentation's source volume (Segment Editor uses it).
+    Both segments are always created (possibly empty) with Slicer's colors and SNOMED CT terminology.
+    Returns the segmentation node.
+    """
+    import slicer
+    labels = _check_labels(labels_zyx)
+    if segmentation_node is None:
+        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        segmentation_node.CreateDefaultDisplayNodes()
+    present = existing_output_segment_ids(segmentation_node)
+    if present and not replace_existing:
+        raise OutputExistsError(f"Segmentation '{segmentation_node.GetName()}' already has the segments "
+                                f"{present}; allow replacing them or choose a new output segmentation.")
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid
+        _set_reference_geometry(segmentation_node, geometry, labels.shape)
+    if reference_volume_node is not None:
+        segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
+                                             reference_volume_node.GetID())
+    logic_class = slicer.vtkSlicerSegmentationsModuleLogic
+    for spec in SEGMENTS:
+        segment = segmentation.GetSegment(spec.segment_id)
+        if segment is None:
+            segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
+            segment = segmentation.GetSegment(spec.segment_id)
+        _apply_segment_spec(segment, spec)
+        mask = oriented_image_from_array((labels == spec.label).astype(np.uint8), geometry)
+        if not logic_class.SetBinaryLabelmapToSegment(mask, segmentation_node, spec.segment_id,
+                                                      logic_class.MODE_REPLACE):
+            raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
+    return segmentation_node
+
+
+def segment_mask(segmentation_node, segment_id: str, geometry: ImageGeometry,
+                 shape_zyx: Tuple[int, int, int]) -> np.ndarray:
+    """A segment's voxels resampled (nearest neighbour) onto a grid: ``(z, y, x)`` uint8 0/1.
+
+    ``geometry`` (LPS) and ``shape_zyx`` describe the grid. An empty segment gives all zeros.
+    """
+    import slicer
+    from vtk.util import numpy_support
+    grid = oriented_image_from_array(np.zeros(shape_zyx, np.uint8), geometry)
+    out = slicer.vtkOrientedImageData()
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, out)
+    if not ok:
+        raise KeyError(f"segment '{segment_id}' has no binary labelmap")
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        out, grid, resampled, False, True)  # nearest neighbour, pad with 0 to the reference extent
+    scalars = resampled.GetPointData().GetScalars()
+    arr = numpy_support.vtk_to_numpy(scalars).reshape(shape_zyx)
+    # shared labelmaps hold the segment's label value, not 1: compare against it
+    label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return (arr == label_value).astype(np.uint8)
+
+
+def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
+                           shape_zyx: Tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`labels_to_segmentation_node`: a ``(z, y, x)`` uint8 0/1/2 map on the given grid."""
+    labels = np.zeros(shape_zyx, np.uint8)
+    for spec in SEGMENTS:
+        if segmentation_node.GetSegmentation().GetSegment(spec.segment_id) is None:
+            continue
+        labels[segment_mask(segmentation_node, spec.segment_id, geometry, shape_zyx) > 0] = spec.label
+    return labels
+
+
+def show_segmentation_in_3d(segmentation_node) -> None:
+    """Create the closed-surface representation so the segments also show in 3D views."""
+    segmentation_node.CreateClosedSurfaceRepresentation()
+
+
+def segment_terminology_tag(segment) -> str:
+    """The terminology tag string stored on a ``vtkSegment`` ('' when there is none)."""
+    import vtk
+    value = vtk.reference("")
+    if not segment.GetTag(segment.GetTerminologyEntryTagName(), value):
+        return ""
+    return str(value)
+
+
+# --- lesion table -----------------------------------------------------------------------------------
+
+LESION_TABLE_COLUMNS = (
+    # (column name, report key, unit, description)
+    ("Lesion", "id", "", "Lesion number, largest first"),
+    ("Volume", "volume_ml", "mL", "Lesion volume"),
+    ("Longest axial diameter", "longest_axial_diameter_mm", "mm",
+     "Longest in-plane (axial) diameter, as in RECIST"),
+    ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),
+    ("Centroid R", "centroid_ras_mm", "mm", "Centroid, RAS right coordinate"),
+    ("Centroid A", "centroid_ras_mm", "mm", "Centroid, RAS anterior coordinate"),
+    ("Centroid S", "centroid_ras_mm", "mm", "Centroid, RAS superior coordinate"),
+    ("Location", "location", "", "Where the lesion lies (from the lesion report)"),
+)
+
+
+def lesion_location_text(lesion: Dict[str, Any]) -> str:
+    """Human-readable location: the report's ``location`` if given, else the RAS centroid in mm."""
+    if lesion.get("location"):
+        return str(lesion["location"])
+    ras = lesion.get("centroid_ras_mm")
+    if ras is None:
+        return ""
+    return "R {:.1f}, A {:.1f}, S {:.1f} mm".format(*[float(v) for v in ras])
+
+
+def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
+    if name == "Location":
+        return lesion_location_text(lesion)
+    value = lesion.get(key)
+    if name.startswith("Centroid "):
+        return float("nan") if value is None else float(value["RAS".index(name[-1])])
+    if name == "Lesion":
+        return int(value)
+    return float("nan") if value is None else float(value)
+
+
+def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):
+    """A ``vtkMRMLTableNode`` with one row per lesion of a lesion ``report`` (see the inference contract).
+
+    Columns: see :data:`LESION_TABLE_COLUMNS` (units in the column's unit label). The whole-liver summary
+    (``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, lesion count) is stored as node
+    attributes ``LiverTumorSeg.<key>`` (strings). ``table_node``: reuse (cleared) instead of creating one.
+    """
+    import vtk
+    if table_node is None:
+        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = vtk.vtkTable()
+    lesions = list(report.get("lesions", []))
+    for col_name, key, unit, description in LESION_TABLE_COLUMNS:
+        if col_name == "Lesion":
+            column = vtk.vtkIntArray()
+        elif col_name == "Location":
+            column = vtk.vtkStringArray()
+        else:
+            column = vtk.vtkDoubleArray()
+        column.SetName(col_name)
+        for lesion in lesions:
+            value = _column_value(lesion, col_name, key)
+            column.InsertNextValue(value)
+        table.AddColumn(column)
+    table_node.SetAndObserveTable(table)
+    for col_name, key, unit, description in LESION_TABLE_COLUMNS:
+        if unit:
+            table_node.SetColumnUnitLabel(col_name, unit)
+        table_node.SetColumnDescription(col_name, description)
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+    summary = report_summary(report)
+    for key, value in summary.items():
+        table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, repr(value))
+    return table_node
+
+
+def report_summary(report: Dict[str, Any]) -> Dict[str, float]:
+    """The whole-organ numbers of a lesion report: liver/tumor volume (mL), tumor burden (%), lesion count."""
+    return {"liver_volume_ml": float(report.get("liver_volume_ml", float("nan"))),
+            "tumor_volume_ml": float(report.get("tumor_volume_ml", float("nan"))),
+            "tumor_burden_percent": float(report.get("tumor_burden_percent", float("nan"))),
+            "lesion_count": float(len(report.get("lesions", [])))}
+
+
+def lesion_table_rows(table_node) -> List[Dict[str, Any]]:
+    """Read a lesion table node back as a list of ``{column name: value}`` (for tests and scripting)."""
+    table = table_node.GetTable()
+    rows = []
+    for r in range(table.GetNumberOfRows()):
+        rows.append({table.GetColumn(c).GetName(): table.GetValue(r, c).ToString()
+                     if table.GetColumn(c).GetName() == "Location" else table.GetValue(r, c).ToDouble()
+                     for c in range(table.GetNumberOfColumns())})
+    return rows
+
+
+# --- .seg.nrrd writing ------------------------------------------------------------------------------
+
+def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: ImageGeometry,
+                   overwrite: bool = False) -> Path:
+    """Write a 0/1/2 label map as a Slicer segmentation file (``.seg.nrrd``) with names, colors, terminology.
+
+    ``labels_zyx``: ``(z, y, x)`` on ``geometry``'s grid (LPS). The file keeps the full grid (not cropped to
+    the segments), so it overlays the CT voxel for voxel; segments "Liver" (label 1) and "Liver tumor"
+    (label 2) as in :func:`labels_to_segmentation_node`. Builds a private scene; needs ``slicer-core`` (or
+    Slicer's Python). Written atomically; an existing file raises :class:`OutputExistsError` unless
+    ``overwrite``. Returns the path.
+    """
+    path = Path(path)
+    if full_suffix(path) != ".seg.nrrd":
+        raise InputError(f"'{path}' does not end in .seg.nrrd; Slicer segmentation files need that extension.")
+    try:
+        import slicer  # noqa: F401
+    except ImportError as exc:
+        raise InputError("Writing .seg.nrrd needs the slicer-core package: pip install slicer-core "
+                         "(or write .nii.gz / .nrrd label maps instead).") from exc
+    import slicer as _slicer
+    scene = make_headless_scene()
+    node = labels_to_segmentation_node(scene, labels_zyx, geometry)
+    with atomic_output(path, overwrite) as tmp:
+        storage = _slicer.vtkMRMLSegmentationStorageNode()
+        scene.AddNode(storage)
+        storage.SetCropToMinimumExtent(False)
+        storage.SetFileName(str(tmp))
+        if not storage.WriteData(node):
+            raise InputError(f"Could not write segmentation to '{path}'; check the folder is writable.")
+    scene.Clear(1)
+    return path
+
+
+def read_seg_nrrd(scene, path: Union[str, Path]):
+    """Load a ``.seg.nrrd`` into ``scene`` with a segmentation storage node; returns the segmentation node."""
+    import slicer
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Segmentation file '{path}' does not exist.")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", path.name.split(".")[0])
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise InputError(f"Could not read '{path}' as a Slicer segmentation (.seg.nrrd).")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node

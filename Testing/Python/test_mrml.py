@@ -1,0 +1,335 @@
+"""MRML glue (LiverTumorSegLib.mrml) against real MRML classes from slicer-core.
+
+Known answers: voxel arrays written into nodes come back voxel-exact; geometry equals the node's IJKToRAS
+(with parent transforms applied); segment names, colors and SNOMED CT tags are the ones Slicer stores.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib import mrml
+from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
+from LiverTumorSegLib.volume import ImageGeometry
+
+DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+
+LIVER_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+             "~SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^")
+TUMOR_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically "
+             "Altered Structure~SCT^108369006^Neoplasm~^^~Anatomic codes - DICOM master list~SCT^10200004^Liver~^^")
+
+
+def test_terminology_tags_have_slicer_format_without_slicer():
+    assert mrml.LIVER_SEGMENT.terminology_tag() == LIVER_TAG
+    assert mrml.TUMOR_SEGMENT.terminology_tag() == TUMOR_TAG
+    assert [s.label for s in mrml.SEGMENTS] == [1, 2]
+
+
+def test_module_imports_without_slicer_or_vtk():
+    code = ("import sys; import LiverTumorSegLib.mrml; "
+            "print('slicer' in sys.modules, 'vtk' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_location_text_prefers_report_location():
+    assert mrml.lesion_location_text({"location": "segment VII"}) == "segment VII"
+    assert mrml.lesion_location_text({"centroid_ras_mm": [1, -2.25, 3]}) == "R 1.0, A -2.2, S 3.0 mm"
+    assert mrml.lesion_location_text({}) == ""
+
+
+# ---- slicer-core tests --------------------------------------------------------------------------------
+
+try:
+    import slicer
+    import vtk
+except ImportError:  # slicer-core not installed: only the Slicer-free tests above run
+    slicer = vtk = None
+
+needs_slicer = pytest.mark.skipif(slicer is None, reason="needs slicer-core (pip install slicer-core)")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return mrml.make_headless_scene()
+
+
+def _oblique_geometry() -> ImageGeometry:
+    a, b = 0.3, -0.2
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    flip = np.diag([1.0, -1.0, 1.0])  # a left-handed index frame too
+    return ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(12.5, -20.0, 31.0),
+                         direction=tuple((rz @ rx @ flip).ravel()))
+
+
+def _add_volume_node(scene, array_zyx: np.ndarray, geometry: ImageGeometry, name="CT"):
+    from vtk.util import numpy_support
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    image = vtk.vtkImageData()
+    nz, ny, nx = array_zyx.shape
+    image.SetDimensions(nx, ny, nz)
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(array_zyx).ravel(), deep=True,
+                                         array_type=numpy_support.get_vtk_array_type(array_zyx.dtype))
+    image.GetPointData().SetScalars(scalars)
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
+    return node
+
+
+def _labels(shape=(7, 9, 11)) -> np.ndarray:
+    labels = np.zeros(shape, np.uint8)
+    labels[1:6, 2:8, 1:10] = 1
+    labels[2:4, 3:5, 2:5] = 2
+    labels[5, 7, 9] = 2  # a one-voxel lesion at the liver's corner
+    return labels
+
+
+@needs_slicer
+def test_oblique_ct_round_trip_volume_node_to_segmentation_is_voxel_exact(scene):
+    geometry = _oblique_geometry()
+    hu = np.random.default_rng(1).integers(-1000, 1500, size=(7, 9, 11)).astype(np.int16)
+    node = _add_volume_node(scene, hu, geometry)
+
+    volume = mrml.ctvolume_from_volume_node(node)
+    assert volume.array.dtype == np.int16 and volume.array.shape == (7, 9, 11)
+    np.testing.assert_array_equal(volume.array, hu)
+    assert volume.geometry.almost_equal(geometry, tol=1e-9)
+    assert volume.meta["mrml_node_id"] == node.GetID() and volume.source == "CT"
+    volume.array[0, 0, 0] = 5  # a copy: the node's voxels are untouched
+    assert mrml.ctvolume_from_volume_node(node).array[0, 0, 0] == hu[0, 0, 0]
+
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, volume.geometry, reference_volume_node=node)
+    back = mrml.segmentation_to_labels(seg, volume.geometry, labels.shape)
+    np.testing.assert_array_equal(back, labels)
+    assert seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole()).GetID() == node.GetID()
+    assert mrml.segment_mask(seg, "livertumorseg_tumor", volume.geometry, labels.shape).sum() == (labels == 2).sum()
+
+
+@needs_slicer
+def test_nifti_read_by_storage_node_matches_nibabel(scene):
+    nib = pytest.importorskip("nibabel")
+    path = DATA / "example_ct_sm.nii.gz"
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "example")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    volume = mrml.ctvolume_from_volume_node(node)
+    img = nib.load(str(path))
+    np.testing.assert_array_equal(volume.array, np.asarray(img.dataobj).transpose(2, 1, 0))
+    np.testing.assert_allclose(volume.geometry.ijk_to_ras(), img.affine, atol=1e-4)
+
+
+@needs_slicer
+def test_linear_parent_transform_is_applied_to_geometry(scene):
+    geometry = _oblique_geometry()
+    node = _add_volume_node(scene, np.zeros((3, 4, 5), np.int16), geometry, name="moved")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    to_parent = np.eye(4)
+    c, s = np.cos(0.5), np.sin(0.5)
+    to_parent[:3, :3] = [[1, 0, 0], [0, c, -s], [0, s, c]]
+    to_parent[:3, 3] = [5.0, -7.0, 11.0]
+    transform.SetMatrixTransformToParent(mrml._numpy_to_matrix(to_parent))
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    volume = mrml.ctvolume_from_volume_node(node)
+    np.testing.assert_allclose(volume.geometry.ijk_to_ras(), to_parent @ geometry.ijk_to_ras(), atol=1e-9)
+
+
+@needs_slicer
+def test_nonlinear_and_shearing_transforms_are_refused(scene):
+    node = _add_volume_node(scene, np.zeros((3, 4, 5), np.int16), _oblique_geometry(), name="warped")
+    warp = scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+    tps = vtk.vtkThinPlateSplineTransform()
+    src, dst = vtk.vtkPoints(), vtk.vtkPoints()
+    for p in [(0, 0, 0), (50, 0, 0), (0, 50, 0), (0, 0, 50), (30, 30, 30)]:
+        src.InsertNextPoint(*p)
+        dst.InsertNextPoint(p[0] + (3 if p == (30, 30, 30) else 0), p[1], p[2])
+    tps.SetSourceLandmarks(src)
+    tps.SetTargetLandmarks(dst)
+    tps.SetBasisToR()
+    warp.SetAndObserveTransformToParent(tps)
+    node.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(InputError, match="non-linear transform 'warp'.*Harden"):
+        mrml.ctvolume_from_volume_node(node)
+
+    shear = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shear")
+    m = np.eye(4)
+    m[0, 1] = 0.5
+    shear.SetMatrixTransformToParent(mrml._numpy_to_matrix(m))
+    node.SetAndObserveTransformNodeID(shear.GetID())
+    with pytest.raises(InputError, match="sheared"):
+        mrml.ctvolume_from_volume_node(node)
+
+
+@needs_slicer
+def test_empty_and_vector_volumes_are_refused(scene):
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no image data"):
+        mrml.ctvolume_from_volume_node(empty)
+    with pytest.raises(InputError, match="No input volume"):
+        mrml.ctvolume_from_volume_node(None)
+    rgb = _add_volume_node(scene, np.zeros((2, 3, 4), np.uint8), _oblique_geometry(), name="rgb")
+    image = vtk.vtkImageData()
+    image.SetDimensions(4, 3, 2)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(image)
+    with pytest.raises(InputError, match="3 components"):
+        mrml.ctvolume_from_volume_node(rgb)
+
+
+@needs_slicer
+def test_segment_names_colors_and_terminology(scene):
+    seg = mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry(), name="Result")
+    segmentation = seg.GetSegmentation()
+    assert seg.GetName() == "Result" and seg.GetDisplayNode() is not None
+    assert list(segmentation.GetSegmentIDs()) == ["livertumorseg_liver", "livertumorseg_tumor"]
+    liver = segmentation.GetSegment("livertumorseg_liver")
+    tumor = segmentation.GetSegment("livertumorseg_tumor")
+    assert liver.GetName() == "Liver" and tumor.GetName() == "Liver tumor"
+    np.testing.assert_allclose(liver.GetColor(), np.array([221, 130, 101]) / 255)
+    np.testing.assert_allclose(tumor.GetColor(), np.array([144, 238, 144]) / 255)
+    assert mrml.segment_terminology_tag(liver) == LIVER_TAG
+    assert mrml.segment_terminology_tag(tumor) == TUMOR_TAG
+
+
+@needs_slicer
+def test_rerun_replaces_only_our_segments(scene):
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    user_mask = np.zeros(labels.shape, np.uint8)
+    user_mask[0, 0:2, 0:2] = 1
+    segmentation = seg.GetSegmentation()
+    segmentation.AddEmptySegment("user", "My notes", [0, 0, 1])
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        mrml.oriented_image_from_array(user_mask, geometry), seg, "user",
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    assert mrml.existing_output_segment_ids(seg) == ["livertumorseg_liver", "livertumorseg_tumor"]
+
+    with pytest.raises(OutputExistsError, match="already has the segments"):
+        mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg, replace_existing=False)
+
+    second = np.zeros_like(labels)
+    second[3:5, 4:6, 5:8] = 1
+    same = mrml.labels_to_segmentation_node(scene, second, geometry, segmentation_node=seg)
+    assert same is seg and segmentation.GetNumberOfSegments() == 3
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, labels.shape), second)
+    np.testing.assert_array_equal(mrml.segment_mask(seg, "user", geometry, labels.shape), user_mask)
+    assert segmentation.GetSegment("user").GetName() == "My notes"
+
+
+@needs_slicer
+def test_bad_label_maps_are_refused(scene):
+    geometry = _oblique_geometry()
+    with pytest.raises(LabelError, match=r"values \[3\]"):
+        mrml.labels_to_segmentation_node(scene, np.full((2, 2, 2), 3, np.uint8), geometry)
+    with pytest.raises(LabelError, match="3D"):
+        mrml.labels_to_segmentation_node(scene, np.zeros((2, 2), np.uint8), geometry)
+    with pytest.raises(LabelError, match="integers"):
+        mrml.labels_to_segmentation_node(scene, np.zeros((2, 2, 2), np.float32), geometry)
+
+
+@needs_slicer
+def test_show_in_3d_creates_closed_surfaces(scene):
+    seg = mrml.labels_to_segmentation_node(scene, _labels(), _oblique_geometry())
+    mrml.show_segmentation_in_3d(seg)
+    assert seg.GetSegmentation().ContainsRepresentation("Closed surface")
+    surface = seg.GetSegmentation().GetSegment("livertumorseg_liver").GetRepresentation("Closed surface")
+    assert surface.GetNumberOfPoints() > 0
+
+
+@needs_slicer
+def test_seg_nrrd_reloads_with_same_segments_and_geometry(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    geometry = _oblique_geometry()
+    labels = _labels()
+    path = mrml.write_seg_nrrd(tmp_path / "result.seg.nrrd", labels, geometry)
+    assert path.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["result.seg.nrrd"]
+
+    other_scene = mrml.make_headless_scene()
+    node = mrml.read_seg_nrrd(other_scene, path)
+    segmentation = node.GetSegmentation()
+    assert list(segmentation.GetSegmentIDs()) == ["livertumorseg_liver", "livertumorseg_tumor"]
+    assert [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()] == ["Liver", "Liver tumor"]
+    assert mrml.segment_terminology_tag(segmentation.GetSegment("livertumorseg_tumor")) == TUMOR_TAG
+    np.testing.assert_allclose(segmentation.GetSegment("livertumorseg_liver").GetColor(),
+                               np.array([221, 130, 101]) / 255, atol=1e-5)
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(node, geometry, labels.shape), labels)
+
+    image = sitk.ReadImage(str(path))  # an LPS image on the CT's full grid (not cropped)
+    assert image.GetSize() == (11, 9, 7)
+    np.testing.assert_allclose(image.GetOrigin(), geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(image.GetDirection(), geometry.direction, atol=1e-5)
+    np.testing.assert_allclose(image.GetSpacing(), geometry.spacing, atol=1e-5)
+
+
+@needs_slicer
+def test_seg_nrrd_with_no_tumor_keeps_empty_tumor_segment(tmp_path):
+    geometry = ImageGeometry(spacing=(1, 1, 1))
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1:3, 1:4] = 1
+    path = mrml.write_seg_nrrd(tmp_path / "liver_only.seg.nrrd", labels, geometry)
+    node = mrml.read_seg_nrrd(mrml.make_headless_scene(), path)
+    assert node.GetSegmentation().GetNumberOfSegments() == 2
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(node, geometry, labels.shape), labels)
+
+
+@needs_slicer
+def test_seg_nrrd_refuses_overwrite_and_wrong_suffix(tmp_path):
+    geometry = ImageGeometry(spacing=(1, 1, 1))
+    labels = np.zeros((2, 2, 2), np.uint8)
+    path = tmp_path / "a.seg.nrrd"
+    path.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        mrml.write_seg_nrrd(path, labels, geometry)
+    assert path.read_bytes() == b"keep me"
+    mrml.write_seg_nrrd(path, labels, geometry, overwrite=True)
+    assert path.read_bytes()[:4] == b"NRRD"
+    with pytest.raises(InputError, match=r"\.seg\.nrrd"):
+        mrml.write_seg_nrrd(tmp_path / "a.nrrd", labels, geometry)
+    with pytest.raises(InputError, match="does not exist"):
+        mrml.read_seg_nrrd(mrml.make_headless_scene(), tmp_path / "missing.seg.nrrd")
+
+
+REPORT = {
+    "liver_volume_ml": 1520.0, "tumor_volume_ml": 12.5, "tumor_burden_percent": 0.822,
+    "lesions": [
+        {"id": 1, "volume_ml": 10.0, "longest_axial_diameter_mm": 31.5, "centroid_ras_mm": [1.0, 2.0, 3.0],
+         "centroid_lps_mm": [-1.0, -2.0, 3.0], "mean_hu": 61.0},
+        {"id": 2, "volume_ml": 2.5, "longest_axial_diameter_mm": 15.0, "centroid_ras_mm": [-4.0, 5.5, 60.0],
+         "centroid_lps_mm": [4.0, -5.5, 60.0], "mean_hu": 48.5, "location": "right lobe"},
+    ],
+}
+
+
+@needs_slicer
+def test_lesion_table_has_one_row_per_lesion(scene):
+    table = mrml.create_lesion_table_node(scene, REPORT)
+    rows = mrml.lesion_table_rows(table)
+    assert len(rows) == 2 and table.GetName() == "Liver lesions"
+    assert [r["Lesion"] for r in rows] == [1, 2]
+    assert [r["Volume"] for r in rows] == [10.0, 2.5]
+    assert [r["Longest axial diameter"] for r in rows] == [31.5, 15.0]
+    assert [r["Mean HU"] for r in rows] == [61.0, 48.5]
+    assert (rows[1]["Centroid R"], rows[1]["Centroid A"], rows[1]["Centroid S"]) == (-4.0, 5.5, 60.0)
+    assert [r["Location"] for r in rows] == ["R 1.0, A 2.0, S 3.0 mm", "right lobe"]
+    assert table.GetColumnUnitLabel("Volume") == "mL"
+    assert table.GetColumnUnitLabel("Longest axial diameter") == "mm"
+    assert float(table.GetAttribute("LiverTumorSeg.liver_volume_ml")) == 1520.0
+    assert float(table.GetAttribute("LiverTumorSeg.tumor_burden_percent")) == pytest.approx(0.822)
+    assert float(table.GetAttribute("LiverTumorSeg.lesion_count")) == 2
+
+
+@needs_slicer
+def test_lesion_table_is_reused_and_can_be_empty(scene):
+    table = mrml.create_lesion_table_node(scene, REPORT)
+    no_tumor = {"liver_volume_ml": 1400.0, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": []}
+    same = mrml.create_lesion_table_node(scene, no_tumor, table_node=table)
+    assert same is table and mrml.lesion_table_rows(table) == []
+    assert table.GetTable().GetNumberOfColumns() == len(mrml.LESION_TABLE_COLUMNS)
+    assert float(table.GetAttribute("LiverTumorSeg.lesion_count")) == 0

@@ -1,0 +1,357 @@
+"""Tests of LiverTumorSegLib.preprocessing: intensity ops, config, spatial mapping, 2.5D stacking."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.preprocessing import (WINDOW_PRESETS, PreparedVolume, PreprocessingConfig,
+                                            PreprocessingConfigError, SlicePreprocessor, SpatialInfo,
+                                            available_presets, body_bbox_yx, body_mask, clahe,
+                                            equalize_histogram, freqhist_bins, gaussian_smooth, hist_scaled,
+                                            median_smooth, window_hu, zscore)
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+
+def ks_uniform(values: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance of ``values`` from U(0, 1)."""
+    v = np.sort(values.ravel())
+    n = v.size
+    return float(max(np.max(np.arange(1, n + 1) / n - v), np.max(v - np.arange(n) / n)))
+
+
+# ---- windowing ------------------------------------------------------------------------------------
+def test_window_known_values():
+    hu = np.array([-1000, -160, -60, 40, 140, 240, 3000], dtype=np.int16)
+    out = window_hu(hu, level=40, width=400)
+    assert out.dtype == np.float32 and out.shape == hu.shape
+    np.testing.assert_allclose(out, [0, 0, 0.25, 0.5, 0.75, 1, 1], atol=1e-6)
+
+
+def test_window_rejects_nonpositive_width():
+    with pytest.raises(InputError):
+        window_hu(np.zeros(3), 0, 0)
+
+
+def test_window_presets_documented_values():
+    assert WINDOW_PRESETS["abdomen"] == (40.0, 400.0)
+    assert WINDOW_PRESETS["wide"] == (0.0, 2000.0)
+    assert WINDOW_PRESETS["seed002"] == (0.0, 250.0)
+    assert "liver" in WINDOW_PRESETS
+    lo, w = WINDOW_PRESETS["wide"]
+    np.testing.assert_allclose(window_hu(np.array([-1000.0, 0.0, 1000.0]), lo, w), [0, 0.5, 1])
+
+
+# ---- frequency histogram --------------------------------------------------------------------------
+def test_freqhist_bins_known_positions():
+    bins = freqhist_bins(np.arange(1000, dtype=np.float32), n_bins=10)
+    np.testing.assert_array_equal(bins, [1, 50, 150, 250, 350, 450, 550, 650, 750, 850, 950, 999])
+
+
+@pytest.mark.parametrize("dist", ["exponential", "normal"])
+def test_hist_scaled_output_is_uniform(dist):
+    rng = np.random.default_rng(1)
+    x = getattr(rng, dist)(size=(128, 128)).astype(np.float32) * 100
+    out = hist_scaled(x, n_bins=100)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert ks_uniform(out) < 0.02
+    assert ks_uniform(window_hu(x, float(np.median(x)), float(np.ptp(x)))) > 0.1  # the raw one is not uniform
+
+
+def test_hist_scaled_matches_reference_interp_and_batches_per_slice():
+    rng = np.random.default_rng(2)
+    slices = rng.normal(40, 50, size=(3, 40, 40)).astype(np.float32)
+    slices[1, :20] = -1024  # many duplicates (air): duplicated break points must be handled like np.unique
+    slices[2] = 7.0         # constant slice maps to 0
+    batched = hist_scaled(slices, n_bins=20)
+    for i in range(3):
+        bins = freqhist_bins(slices[i], n_bins=20)
+        ref = np.clip(np.interp(slices[i], bins, np.linspace(0, 1, len(bins))), 0, 1) if len(bins) > 1 \
+            else np.zeros_like(slices[i])
+        np.testing.assert_allclose(batched[i], ref, atol=1e-5)
+        np.testing.assert_allclose(hist_scaled(slices[i], bins=bins), ref, atol=1e-5)
+    assert np.all(batched[2] == 0)
+
+
+def test_hist_scaled_fixed_bins_any_shape():
+    out = hist_scaled(np.array([[-5.0, 0.0], [5.0, 10.0]]), bins=np.array([0.0, 10.0]))
+    np.testing.assert_allclose(out, [[0, 0], [0.5, 1]])
+    with pytest.raises(InputError):
+        hist_scaled(np.zeros(4), bins=np.array([3.0, 1.0]))
+
+
+# ---- equalization -----------------------------------------------------------------------------
+def test_equalize_histogram_monotone_and_spans_range():
+    rng = np.random.default_rng(3)
+    x = rng.exponential(size=(2, 64, 64)).astype(np.float32)
+    out = equalize_histogram(x)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    for i in range(2):
+        order = np.argsort(x[i].ravel(), kind="stable")
+        assert np.all(np.diff(out[i].ravel()[order]) >= -1e-6)
+        assert out[i].min() == pytest.approx(0, abs=1e-6) and out[i].max() == pytest.approx(1, abs=1e-6)
+        np.testing.assert_allclose(out[i], equalize_histogram(x[i]), atol=1e-6)  # per slice
+    assert ks_uniform(out[0]) < 0.05  # equalized exponential is ~uniform
+
+
+def test_equalize_histogram_constant_slice_is_zero():
+    assert np.all(equalize_histogram(np.full((8, 8), 3.0)) == 0)
+
+
+def test_clahe_range_contrast_and_single_tile_monotone():
+    rng = np.random.default_rng(4)
+    x = (0.45 + 0.1 * rng.random((2, 64, 64))).astype(np.float32)  # low contrast in [0.45, 0.55]
+    out = clahe(x, clip_limit=0.05, tiles=4)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert out.std() > 2 * x.std()
+    single = clahe(x[0], clip_limit=0.05, tiles=1)
+    order = np.argsort(x[0].ravel())
+    assert np.all(np.diff(single.ravel()[order]) >= -1e-6)
+    const = clahe(np.full((16, 16), 0.5, np.float32), tiles=2)
+    assert np.ptp(const) < 1e-6
+
+
+# ---- smoothing --------------------------------------------------------------------------------
+def test_median_removes_single_voxel_spike_in_plane_only():
+    x = np.zeros((3, 9, 9), np.float32)
+    x[1, 4, 4] = 1000
+    assert np.all(median_smooth(x, 3) == 0)
+    plate = np.zeros((3, 9, 9), np.float32)
+    plate[1] = 5  # a whole slice: in-plane median keeps it (no mixing across z)
+    np.testing.assert_array_equal(median_smooth(plate, 3), plate)
+    with pytest.raises(InputError):
+        median_smooth(x, 4)
+
+
+def test_gaussian_preserves_mean_and_uses_mm():
+    rng = np.random.default_rng(5)
+    x = rng.normal(100, 20, size=(2, 64, 64)).astype(np.float32)
+    g = gaussian_smooth(x, sigma_mm=2.0, spacing_yx=(2.0, 2.0))
+    assert g.dtype == np.float32
+    assert abs(g.mean() - x.mean()) < 0.05
+    assert g.std() < 0.5 * x.std()
+    np.testing.assert_allclose(g, gaussian_smooth(x, 1.0, (1.0, 1.0)), atol=1e-4)  # sigma is in mm
+    np.testing.assert_array_equal(gaussian_smooth(x, 0.0, (1, 1)), x)
+
+
+# ---- zscore / body --------------------------------------------------------------------------------
+def test_zscore_inside_mask_and_per_slice():
+    rng = np.random.default_rng(6)
+    x = rng.normal(50, 30, size=(2, 32, 32)).astype(np.float32)
+    x[1] += 500
+    mask = np.zeros_like(x, dtype=bool)
+    mask[:, 8:24, 8:24] = True
+    z = zscore(x, mask, axes=(-2, -1))
+    for i in range(2):
+        assert z[i][mask[i]].mean() == pytest.approx(0, abs=1e-4)
+        assert z[i][mask[i]].std() == pytest.approx(1, abs=1e-3)
+    whole = zscore(x)
+    assert whole.mean() == pytest.approx(0, abs=1e-4) and whole.std() == pytest.approx(1, abs=1e-3)
+
+
+def test_body_mask_drops_table_and_fills_holes():
+    hu = np.full((2, 40, 40), -1000, np.int16)
+    hu[:, 5:30, 5:35] = 40          # body
+    hu[:, 12:18, 12:18] = -900      # lung/gas inside the body
+    hu[:, 34:37, 2:38] = 300        # table, separate component
+    m = body_mask(hu)
+    assert m.dtype == bool and m.shape == hu.shape
+    assert m[:, 5:30, 5:35].all() and not m[:, 34:37].any()
+    assert body_bbox_yx(hu, margin_px=(2, 1)) == (3, 32, 4, 36)
+    assert body_bbox_yx(np.full((1, 4, 4), -1000)) is None
+
+
+# ---- config -----------------------------------------------------------------------------------
+def test_default_preset_matches_contract():
+    cfg = PreprocessingConfig.preset("default")
+    assert [(c["level"], c["width"]) for c in cfg.channels] == [(40, 400), (75, 250), (0, 2000)]
+    assert cfg.context_slices == 1 and cfg.in_channels == 9
+    assert cfg.target_spacing_mm == 1.5 and cfg.size_multiple == 32 and cfg.crop_to_body
+    assert set(available_presets()) >= {"default", "seed000", "seed001", "seed004"}
+
+
+@pytest.mark.parametrize("name", ["default", "seed000", "seed001", "seed002", "seed004"])
+def test_config_json_round_trip(name):
+    cfg = PreprocessingConfig.preset(name)
+    text = cfg.to_json()
+    json.loads(text)
+    again = PreprocessingConfig.from_json(text)
+    assert again == cfg and again.to_dict() == cfg.to_dict()
+
+
+def test_config_window_preset_resolves():
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "preset": "abdomen"}], context_slices=2)
+    assert cfg.channels[0]["level"] == 40 and cfg.channels[0]["width"] == 400
+    assert cfg.in_channels == 5
+
+
+@pytest.mark.parametrize("bad", [
+    {"bogus": 1},
+    {"channels": [{"kind": "sharpen"}]},
+    {"channels": [{"kind": "window", "level": 1, "width": 2, "colour": 3}]},
+    {"channels": [{"kind": "window", "preset": "brain-ish"}]},
+    {"channels": [{"kind": "window", "level": 40}]},
+    {"channels": []},
+    {"target_size": [256, 256]},             # together with the default target_spacing_mm
+    {"median_size": 4},
+    {"equalize": "sometimes"},
+    {"context_slices": -1},
+])
+def test_config_invalid_raises_clear_error(bad):
+    with pytest.raises(PreprocessingConfigError) as exc:
+        PreprocessingConfig.from_dict(bad)
+    assert isinstance(exc.value, LiverTumorSegError) and len(str(exc.value)) > 20
+
+
+def test_config_bad_json_and_missing_file(tmp_path):
+    with pytest.raises(PreprocessingConfigError):
+        PreprocessingConfig.from_json("{not json")
+    with pytest.raises(InputError):
+        PreprocessingConfig.from_file(tmp_path / "missing.json")
+    with pytest.raises(PreprocessingConfigError):
+        PreprocessingConfig.preset("nope")
+
+
+# ---- 2.5D stacking ------------------------------------------------------------------------------
+def test_stack_context_slice_major_with_replicated_edges():
+    z, h, w = 6, 2, 3
+    chans = np.zeros((z, 2, h, w), np.float32)
+    chans[:, 0] = 10 * np.arange(z)[:, None, None]
+    chans[:, 1] = 10 * np.arange(z)[:, None, None] + 1
+    pre = SlicePreprocessor(PreprocessingConfig(channels=[{"kind": "window", "preset": "abdomen"},
+                                                          {"kind": "window", "preset": "wide"}], context_slices=1))
+    out = pre.stack_context(chans, [0, 3, 5])
+    assert out.shape == (3, 6, h, w) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, 0, 0], [[0, 1, 0, 1, 10, 11], [20, 21, 30, 31, 40, 41],
+                                                     [40, 41, 50, 51, 50, 51]])
+    seen = []
+
+    def source(idx):
+        seen.append(list(idx))
+        return chans[idx]
+
+    np.testing.assert_array_equal(pre.stack_context(source, [0, 3, 5], num_slices=z), out)
+    assert seen == [[0, 1, 2, 3, 4, 5]]
+    with pytest.raises(InputError):
+        pre.stack_context(chans, [6])
+
+
+def test_stack_input_equals_volume_stacking():
+    ph = make_phantom((5, 32, 32))
+    pre = SlicePreprocessor(PreprocessingConfig(target_spacing_mm=None, crop_to_body=False))
+    hu = ph.ct.array.astype(np.float32)
+    volume_way = pre.stack_context(pre.intensity_channels(hu), [2])
+    np.testing.assert_array_equal(pre.stack_input(hu[1:4]), volume_way[0])
+    assert pre.stack_input(hu[None, 1:4]).shape == (1, 9, 32, 32)
+
+
+# ---- spatial ----------------------------------------------------------------------------------
+def test_resample_changes_size_by_spacing_ratio_and_pads():
+    hu = np.zeros((2, 128, 100), np.int16)
+    pre = SlicePreprocessor(PreprocessingConfig(crop_to_body=False, target_spacing_mm=1.5, size_multiple=32))
+    net, info = pre.spatial_forward(hu, (5.0, 0.75, 0.9))
+    assert info.resampled_shape_yx == (64, 60) and net.shape == (2, 64, 64) and net.dtype == np.float32
+    assert info.pad_yx == (0, 0, 2, 2)
+    assert np.all(net[:, :, :2] == -1024) and np.all(net[:, :, 2:62] == 0)
+    assert info.net_spacing_yx == pytest.approx((1.5, 1.5))
+
+
+def test_crop_to_body_and_resize_to_target_size():
+    hu = np.full((3, 64, 64), -1000, np.int16)
+    hu[:, 20:40, 10:50] = 50
+    cfg = PreprocessingConfig(crop_to_body=True, crop_margin_mm=2.0, target_spacing_mm=None, size_multiple=8)
+    info = SlicePreprocessor(cfg).plan(hu, (1.0, 1.0, 1.0))
+    assert info.crop_yx == (18, 42, 8, 52) and info.net_shape_yx == (24, 48)
+    cfg2 = PreprocessingConfig(crop_to_body=False, target_spacing_mm=None, target_size=(32, 16), size_multiple=1)
+    net, info2 = SlicePreprocessor(cfg2).spatial_forward(hu, (1.0, 1.0, 1.0))
+    assert net.shape == (3, 32, 16) and info2.net_spacing_yx == (2.0, 4.0)
+    assert SpatialInfo.from_dict(json.loads(json.dumps(info2.to_dict()))) == info2
+
+
+def test_spatial_round_trip_exact_when_spacing_is_target():
+    ph = make_phantom((6, 64, 64), spacing_xyz=(1.5, 1.5, 4.0))
+    pre = SlicePreprocessor(PreprocessingConfig(target_spacing_mm=1.5, size_multiple=32, crop_margin_mm=3.0))
+    net, info = pre.spatial_forward(ph.ct.array, ph.ct.spacing_zyx)
+    assert not info.is_resampled
+    lab = pre.labels_forward(ph.labels, info)
+    np.testing.assert_array_equal(pre.labels_inverse(lab, info), ph.labels)
+    onehot = np.stack([lab == k for k in range(3)], axis=1).astype(np.float32)
+    np.testing.assert_array_equal(np.argmax(pre.spatial_inverse(onehot, info), axis=1), ph.labels)
+
+
+def test_spatial_round_trip_with_resampling():
+    ph = make_phantom((6, 96, 96), spacing_xyz=(0.8, 0.8, 4.0))
+    pre = SlicePreprocessor(PreprocessingConfig(target_spacing_mm=1.5, size_multiple=32))
+    prepared = pre.prepare(ph.ct)
+    assert isinstance(prepared, PreparedVolume) and prepared.num_slices == 6
+    assert prepared.info.is_resampled
+    lab = pre.labels_forward(ph.labels, prepared.info)
+    assert lab.dtype == np.uint8 and lab.shape == prepared.hu_net.shape
+    assert (prepared.restore_labels(lab) == ph.labels).mean() > 0.98
+    onehot = np.stack([lab == k for k in range(3)], axis=1).astype(np.float32)
+    probs = prepared.restore(onehot[2:5])
+    assert probs.shape == (3, 3, 96, 96) and probs.dtype == np.float32
+    assert (np.argmax(probs, axis=1) == ph.labels[2:5]).mean() > 0.98
+
+
+def test_spatial_inverse_fills_outside_crop_with_background():
+    hu = np.full((1, 40, 40), -1000, np.int16)
+    hu[:, 10:20, 10:20] = 40
+    pre = SlicePreprocessor(PreprocessingConfig(crop_margin_mm=0.0, target_spacing_mm=None, size_multiple=1))
+    net, info = pre.spatial_forward(hu, (1, 1, 1))
+    probs = np.zeros((1, 3) + net.shape[1:], np.float32)
+    probs[:, 1] = 1
+    back = pre.spatial_inverse(probs, info)
+    assert np.all(back[0, 1, 10:20, 10:20] == 1) and np.all(back[0, 0, 10:20, 10:20] == 0)
+    assert np.all(back[0, 0, :10] == 1) and np.all(back[0, 1:, :10] == 0)
+    with pytest.raises(InputError):
+        pre.spatial_inverse(probs[:, :, :5], info)
+
+
+# ---- whole pipeline -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["default", "seed000", "seed001", "seed002", "seed004"])
+def test_presets_produce_network_batches(name):
+    ph = make_phantom((4, 64, 64), spacing_xyz=(2.0, 2.0, 4.0))
+    cfg = PreprocessingConfig.preset(name)
+    prepared = SlicePreprocessor(cfg).prepare(ph.ct)
+    x = prepared.batch([0, 3])
+    h, w = prepared.net_shape_yx
+    assert x.shape == (2, cfg.in_channels, h, w) and x.dtype == np.float32
+    assert h % cfg.size_multiple == 0 and w % cfg.size_multiple == 0
+    assert np.all(np.isfinite(x))
+    if name != "seed000":
+        assert x.min() >= 0 and x.max() <= 1
+
+
+def test_intensity_channels_known_window_values_and_smoothing_order():
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40, "width": 400},
+                                        {"kind": "zscore", "mask": "none"}], context_slices=0, median_size=3)
+    hu = np.full((1, 8, 8), 40.0, np.float32)
+    hu[0, 3, 3] = 2000  # removed by the median before windowing
+    ch = SlicePreprocessor(cfg).intensity_channels(hu)
+    assert ch.shape == (1, 2, 8, 8)
+    np.testing.assert_allclose(ch[0, 0], 0.5)
+    np.testing.assert_allclose(ch[0, 1], 0.0, atol=1e-3)
+
+
+def test_prepare_reports_progress_and_honours_cancel():
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+    ph = make_phantom((2, 32, 32))
+    seen = []
+    SlicePreprocessor().prepare(ph.ct, progress=lambda f, s: seen.append(f))
+    assert seen[-1] == 1.0
+    token = CancellationToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        SlicePreprocessor().prepare(ph.ct, cancel=token)
+
+
+def test_spatial_forward_rejects_non_volume():
+    with pytest.raises(InputError):
+        SlicePreprocessor().spatial_forward(np.zeros((4, 4)), (1, 1, 1))
+    vol = CTVolume(np.zeros((1, 4, 4), np.int16), ImageGeometry(spacing=(1, 1, 1)))
+    assert SlicePreprocessor(PreprocessingConfig(size_multiple=1, target_spacing_mm=None)).prepare(vol).num_slices == 1

@@ -354,7 +354,7 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
     if path.stat().st_size == 0:
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
     if suffix in IMAGE_2D_SUFFIXES:
-        raise InputError(f"'{path}' is a 2D picture ({suffix}); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
+        raise InputError(f"'{path}' is 2D (a {suffix} picture); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
     if suffix in DICOM_FILE_SUFFIXES:
         uid = _dicom_series_of_file(path)
         return _read_dicom_folder(path.parent, series if series is not None else uid)

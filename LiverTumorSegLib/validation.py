@@ -20,6 +20,7 @@ from .volume import CTVolume
 MAX_SPACING_MM = 20.0
 SMALL_SPACING_WARN_MM = 0.2
 THICK_SLICE_WARN_MM = 6.0
+MIN_INPLANE_WARN_VOXELS = 32
 AIR_HU_RANGE = (-1200.0, -500.0)  # air / lung; padding such as -3024 lies below this on purpose
 ALLOW_NON_HU_HINT = "provide the original HU CT, or pass --allow-non-hu to proceed"
 GIB = float(1 << 30)
@@ -41,17 +42,17 @@ def _check_shape(volume: CTVolume, warnings: List[str]) -> None:
     if len(singleton) >= 2:
         raise InputError(f"'{name}' is a line or a single voxel (shape (z, y, x) {tuple(arr.shape)}); a 3D CT "
                          f"volume is needed.")
-    if singleton:
-        from .orientation import plan_reorientation
+    from .orientation import plan_reorientation
 
-        canonical_shape = plan_reorientation(volume.geometry, volume.shape_zyx).canonical_shape
-        if canonical_shape[0] != 1:
+    nz, ny, nx = plan_reorientation(volume.geometry, volume.shape_zyx).canonical_shape
+    if singleton:
+        if nz != 1:
             raise InputError(f"'{name}' is a single sagittal or coronal slice (shape (z, y, x) {tuple(arr.shape)}); "
                              f"axial CT slices are needed.")
         warnings.append(f"'{name}' is a single axial slice: neighbouring-slice context is replaced by copies of "
                         f"it and 3D post-processing has nothing to work with; results may be poorer.")
-    if min(s for s in arr.shape if s > 1) < 16:
-        warnings.append(f"'{name}' is very small (shape (z, y, x) {tuple(arr.shape)}); is it cropped?")
+    if min(ny, nx) < MIN_INPLANE_WARN_VOXELS:
+        warnings.append(f"'{name}' has very small axial slices ({ny} x {nx} voxels); is it cropped?")
 
 
 def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:

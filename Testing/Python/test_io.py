@@ -1,0 +1,456 @@
+"""Tests for LiverTumorSegLib.io: exact geometry round trips, DICOM series, label maps, bad inputs.
+
+Arrays are (z, y, x); nibabel arrays are (x, y, z); affines are IJK -> RAS (nibabel convention).
+"""
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
+from LiverTumorSegLib.io import (DicomSeriesInfo, list_dicom_series, read_label_map, read_volume, to_hu_dtype,
+                                 write_label_map, write_volume)
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+
+
+def rotation_xyz(ax_deg: float, ay_deg: float, az_deg: float) -> np.ndarray:
+    """Rotation matrix R = Rz @ Ry @ Rx (degrees)."""
+    ax, ay, az = np.deg2rad([ax_deg, ay_deg, az_deg])
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def make_affine(columns_ras: np.ndarray, spacing_xyz, origin_ras) -> np.ndarray:
+    """4x4 IJK->RAS affine from unit column directions (RAS), spacing and origin."""
+    aff = np.eye(4)
+    aff[:3, :3] = np.asarray(columns_ras, float) @ np.diag(spacing_xyz)
+    aff[:3, 3] = origin_ras
+    return aff
+
+
+AFFINES = {
+    "ras": make_affine(np.eye(3), (0.8, 0.9, 2.5), (-120.5, -80.25, 33.0)),
+    "lps": make_affine(np.diag([-1.0, -1.0, 1.0]), (0.7, 0.7, 3.0), (150.0, 170.5, -200.0)),
+    "flipped": make_affine(np.diag([1.0, -1.0, -1.0]), (1.1, 1.2, 5.0), (-10.0, 20.0, 30.0)),
+    "permuted": make_affine(np.array([[0, 0, -1.0], [1.0, 0, 0], [0, -1.0, 0]]), (2.0, 3.0, 1.5), (5.5, -6.5, 7.5)),
+    "oblique": make_affine(rotation_xyz(17, -23, 41), (0.7, 0.9, 2.5), (-100.3, 20.1, 55.7)),
+}
+
+
+def hu_data_xyz(shape_xyz=(7, 6, 5), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-1024, 2000, size=shape_xyz).astype(np.int16)
+
+
+# ------------------------------------------------------------------------------------------- NIfTI
+@pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_round_trip_keeps_affine_and_voxels_exactly(tmp_path, name, suffix):
+    data = hu_data_xyz()
+    src = tmp_path / f"ct{suffix}"
+    nib.save(nib.Nifti1Image(data, AFFINES[name]), str(src))
+    input_affine = nib.load(str(src)).affine
+
+    vol = read_volume(src)
+    assert vol.array.dtype == np.int16
+    assert vol.array.shape == (5, 6, 7)
+    assert np.array_equal(vol.array, data.T)
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), input_affine, atol=1e-9)
+    d = vol.geometry.direction_matrix
+    np.testing.assert_allclose(d.T @ d, np.eye(3), atol=1e-6)
+
+    labels = (vol.array > 500).astype(np.uint8) + (vol.array > 1500)
+    out = write_label_map(tmp_path / f"lab{suffix}", labels, vol.geometry)
+    written = nib.load(str(out))
+    assert np.array_equal(written.affine, input_affine)  # bit-exact, also oblique
+    assert written.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asanyarray(written.dataobj), labels.T)
+    header = written.header
+    assert int(header["sform_code"]) == 1 and int(header["qform_code"]) == 1
+    np.testing.assert_allclose(header.get_qform(), header.get_sform(), atol=1e-5)
+
+    # ITK (Slicer) sees the same geometry as nibabel in the written file.
+    itk = sitk.ReadImage(str(out))
+    np.testing.assert_allclose(itk.GetDirection(), vol.geometry.direction, atol=1e-6)
+    np.testing.assert_allclose(itk.GetOrigin(), vol.geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(itk.GetSpacing(), vol.geometry.spacing, atol=1e-5)
+
+
+def test_write_volume_nifti_round_trip_keeps_dtype_and_geometry(tmp_path):
+    vol = CTVolume(array=np.arange(60, dtype=np.int16).reshape(3, 4, 5) - 30,
+                   geometry=ImageGeometry.from_ijk_to_ras(AFFINES["oblique"]))
+    out = write_volume(tmp_path / "ct.nii.gz", vol)
+    back = read_volume(out)
+    assert back.array.dtype == np.int16 and np.array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.geometry.ijk_to_ras(), vol.geometry.ijk_to_ras(), atol=1e-6)
+    fvol = CTVolume(array=vol.array.astype(np.float32) + 0.25, geometry=vol.geometry)
+    fback = read_volume(write_volume(tmp_path / "f.nii", fvol))
+    assert fback.array.dtype == np.float32 and np.array_equal(fback.array, fvol.array)
+
+
+def test_nifti_scl_slope_is_applied_and_integral_result_becomes_int16(tmp_path):
+    stored = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    img = nib.Nifti1Image(stored, np.eye(4))
+    img.header.set_slope_inter(2.0, -1024.0)
+    nib.save(img, str(tmp_path / "s.nii.gz"))
+    vol = read_volume(tmp_path / "s.nii.gz")
+    assert vol.array.dtype == np.int16
+    assert np.array_equal(vol.array, (stored.astype(np.int32) * 2 - 1024).T)
+
+
+def test_to_hu_dtype_keeps_int16_only_when_integral_and_in_range():
+    assert to_hu_dtype(np.array([[-1024.0, 3071.0]], np.float64)).dtype == np.int16
+    assert to_hu_dtype(np.array([[0.5, 1.0]], np.float64)).dtype == np.float32
+    assert to_hu_dtype(np.array([[0, 40000]], np.int32)).dtype == np.float32
+    assert to_hu_dtype(np.array([[0, 4000]], np.uint16)).dtype == np.int16
+    assert to_hu_dtype(np.array([[np.nan, 1.0]], np.float32)).dtype == np.float32
+
+
+def test_real_ct3slice_geometry_equals_nibabel_affine_and_label_round_trips(tmp_path):
+    path = DATA / "ct3slice_ct.nii.gz"
+    vol = read_volume(path)
+    affine = nib.load(str(path)).affine
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), affine, atol=1e-9)
+    assert vol.shape_zyx == (3, 512, 512) and vol.array.dtype == np.int16
+    assert int(vol.array.min()) == -3024 and int(vol.array.max()) == 1381
+    np.testing.assert_allclose(vol.geometry.spacing, (0.8105, 0.8105, 1.0), atol=1e-3)
+    lab = read_label_map(DATA / "ct3slice_liver_seg.nii.gz", reference=vol)
+    assert lab.array.dtype == np.uint8 and set(np.unique(lab.array)) == {0, 1}
+    out = write_label_map(tmp_path / "seg.nii.gz", lab.array, vol.geometry)
+    assert np.array_equal(nib.load(str(out)).affine, affine)
+
+
+def test_real_example_ct_sm_is_ras_with_3mm_voxels():
+    path = DATA / "example_ct_sm.nii.gz"
+    vol = read_volume(path)
+    assert vol.shape_zyx == (30, 101, 122)
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), nib.load(str(path)).affine, atol=1e-9)
+    np.testing.assert_allclose(vol.geometry.direction_matrix, np.diag([-1.0, -1.0, 1.0]), atol=1e-6)  # RAS in LPS
+    np.testing.assert_allclose(vol.geometry.spacing, (3.0, 3.0, 3.0), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------- NRRD / MHA
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_nrrd_and_mha_label_and_volume_round_trip(tmp_path, suffix):
+    geometry = ImageGeometry.from_ijk_to_ras(AFFINES["oblique"])
+    labels = np.random.default_rng(1).integers(0, 3, size=(4, 5, 6)).astype(np.uint8)
+    out = write_label_map(tmp_path / f"lab{suffix}", labels, geometry)
+    itk = sitk.ReadImage(str(out))
+    assert itk.GetPixelID() == sitk.sitkUInt8
+    back = read_label_map(out)
+    assert back.array.dtype == np.uint8 and np.array_equal(back.array, labels)
+    np.testing.assert_allclose(back.geometry.direction, geometry.direction, atol=1e-12)
+    np.testing.assert_allclose(back.geometry.spacing, geometry.spacing, atol=1e-12)
+    np.testing.assert_allclose(back.geometry.origin, geometry.origin, atol=1e-12)
+
+    ct = CTVolume(array=(labels.astype(np.int16) * 100 - 1000), geometry=geometry)
+    ct_back = read_volume(write_volume(tmp_path / f"ct{suffix}", ct))
+    assert ct_back.array.dtype == np.int16 and np.array_equal(ct_back.array, ct.array)
+
+
+@pytest.mark.parametrize("suffix", [".nhdr", ".mhd"])
+def test_detached_header_formats_are_read(tmp_path, suffix):
+    arr = np.arange(-30, 30, dtype=np.int16).reshape(3, 4, 5)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.5, 0.6, 2.0))
+    img.SetOrigin((1.0, 2.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / f"ct{suffix}"))
+    vol = read_volume(tmp_path / f"ct{suffix}")
+    assert np.array_equal(vol.array, arr)
+    np.testing.assert_allclose(vol.geometry.spacing, (0.5, 0.6, 2.0))
+    np.testing.assert_allclose(vol.geometry.origin, (1.0, 2.0, 3.0))
+
+
+def test_write_refuses_existing_file_and_unknown_suffix(tmp_path):
+    geometry = ImageGeometry(spacing=(1, 1, 1))
+    labels = np.zeros((2, 3, 4), np.uint8)
+    write_label_map(tmp_path / "a.nii.gz", labels, geometry)
+    with pytest.raises(OutputExistsError):
+        write_label_map(tmp_path / "a.nii.gz", labels, geometry)
+    write_label_map(tmp_path / "a.nii.gz", labels + 1, geometry, overwrite=True)
+    assert np.asanyarray(nib.load(str(tmp_path / "a.nii.gz")).dataobj).max() == 1
+    with pytest.raises(InputError, match="unknown output type"):
+        write_label_map(tmp_path / "a.png", labels, geometry)
+    with pytest.raises(InputError, match="Slicer segmentation"):
+        write_label_map(tmp_path / "a.seg.nrrd", labels, geometry)
+    with pytest.raises(ValueError, match="uint8"):
+        write_label_map(tmp_path / "b.nii.gz", labels.astype(np.int16) + 300, geometry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]  # no temp files left behind
+
+
+# ------------------------------------------------------------------------------------------- DICOM
+def write_dicom_series(folder: Path, stored_zyx: np.ndarray, uid: str, description: str,
+                       origin=(-10.5, 20.25, 100.0), pixel_spacing_xy=(0.6, 0.75), thickness=2.5,
+                       row_dir=(1.0, 0.0, 0.0), col_dir=(0.0, 1.0, 0.0), slope=2, intercept=-1024,
+                       prefix="s") -> None:
+    """Write int16 stored values as a CT series with RescaleSlope/Intercept tags (LPS geometry).
+
+    SimpleITK's writer divides by the rescale tags, so it is given HU = stored * slope + intercept and
+    stores exactly ``stored``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    normal = np.cross(row_dir, col_dir)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    hu = stored_zyx.astype(np.int32) * slope + intercept
+    for k in range(stored_zyx.shape[0]):
+        position = np.asarray(origin) + k * thickness * normal
+        sl = sitk.GetImageFromArray(hu[k].astype(np.int16))
+        sl.SetSpacing(pixel_spacing_xy)
+        tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": uid,
+                "0008|103e": description, "0020|0011": "1",
+                "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+                "0020|0037": "\\".join(f"{v:.8f}" for v in (*row_dir, *col_dir)),
+                "0018|0050": str(thickness), "0028|1053": str(slope), "0028|1052": str(intercept),
+                "0020|0013": str(k + 1), "0008|0018": f"{uid}.{k + 1}"}
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        writer.Execute(sl)
+
+
+UID_A = "1.2.826.0.1.3680043.2.1125.1.111"
+UID_B = "1.2.826.0.1.3680043.2.1125.2.222"
+
+
+def test_dicom_series_is_read_in_hu_with_geometry(tmp_path):
+    stored = np.random.default_rng(2).integers(0, 1500, size=(4, 8, 10)).astype(np.int16)
+    write_dicom_series(tmp_path / "dcm", stored, UID_A, "abdomen venous")
+    # the files really hold the stored values (uncompressed pixel data at the end of each file)
+    raw = np.frombuffer((tmp_path / "dcm" / "s000.dcm").read_bytes()[-stored[0].nbytes:], "<i2")
+    assert np.array_equal(raw.reshape(8, 10), stored[0])
+
+    vol = read_volume(tmp_path / "dcm")
+    assert vol.array.dtype == np.int16
+    assert np.array_equal(vol.array, stored.astype(np.int32) * 2 - 1024)
+    np.testing.assert_allclose(vol.geometry.spacing, (0.6, 0.75, 2.5), atol=1e-6)
+    np.testing.assert_allclose(vol.geometry.origin, (-10.5, 20.25, 100.0), atol=1e-6)
+    np.testing.assert_allclose(vol.geometry.direction_matrix, np.eye(3), atol=1e-6)
+    assert vol.meta["series_uid"] == UID_A and vol.meta["num_files"] == 4
+
+    # one file of the series reads the whole series
+    one = read_volume(tmp_path / "dcm" / "s002.dcm")
+    assert np.array_equal(one.array, vol.array)
+
+
+def test_dicom_oblique_orientation_gives_rotated_direction(tmp_path):
+    c, s = np.cos(np.deg2rad(20)), np.sin(np.deg2rad(20))
+    row, col = (1.0, 0.0, 0.0), (0.0, c, s)
+    stored = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    write_dicom_series(tmp_path / "obl", stored, UID_A, "tilted", row_dir=row, col_dir=col, slope=1, intercept=-1000)
+    vol = read_volume(tmp_path / "obl")
+    expected = np.stack([row, col, np.cross(row, col)], axis=1)
+    np.testing.assert_allclose(vol.geometry.direction_matrix, expected, atol=1e-5)
+    assert np.array_equal(vol.array, stored - 1000)
+
+
+def test_two_series_in_one_folder_list_and_select(tmp_path):
+    folder = tmp_path / "mixed"
+    a = np.full((3, 6, 7), 600, np.int16)
+    b = np.full((5, 6, 7), 700, np.int16)
+    b[:, 0, 0] = 0
+    a[:, 0, 0] = 0
+    write_dicom_series(folder, a, UID_A, "arterial", prefix="a")
+    write_dicom_series(folder, b, UID_B, "portal venous", prefix="b")
+
+    infos = list_dicom_series(folder)
+    assert all(isinstance(i, DicomSeriesInfo) for i in infos)
+    assert {(i.uid, i.description, i.num_files, i.modality) for i in infos} == {
+        (UID_A, "arterial", 3, "CT"), (UID_B, "portal venous", 5, "CT")}
+
+    with pytest.raises(InputError) as err:
+        read_volume(folder)
+    msg = str(err.value)
+    for words in ("2 DICOM series", "--series", UID_A, UID_B, "arterial", "portal venous", "3 files", "5 files"):
+        assert words in msg
+
+    by_uid = read_volume(folder, series=UID_B)
+    assert by_uid.shape_zyx == (5, 6, 7) and int(by_uid.array[0, 1, 1]) == 700 * 2 - 1024
+    assert read_volume(folder, series="1.2.826.0.1.3680043.2.1125.1").shape_zyx == (3, 6, 7)  # unique prefix
+    assert read_volume(folder, series="arterial").shape_zyx == (3, 6, 7)  # description
+    assert read_volume(folder, series="VENOUS").shape_zyx == (5, 6, 7)  # unique substring, any case
+    number = [i.uid for i in infos].index(UID_B) + 1
+    assert read_volume(folder, series=str(number)).meta["series_uid"] == UID_B  # number in the listing
+    with pytest.raises(InputError, match="No DICOM series matching --series 'delayed'"):
+        read_volume(folder, series="delayed")
+    with pytest.raises(InputError, match="matches 2 series"):
+        read_volume(folder, series="1.2.826.0.1.3680043.2.1125")
+
+
+def test_folder_without_dicom_and_dicom_in_subfolder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="holds no DICOM series"):
+        read_volume(tmp_path / "empty")
+    write_dicom_series(tmp_path / "study" / "series1", np.zeros((2, 4, 4), np.int16), UID_A, "x")
+    with pytest.raises(InputError, match="subfolders series1"):
+        read_volume(tmp_path / "study")
+    with pytest.raises(InputError, match="not a folder"):
+        list_dicom_series(tmp_path / "empty" / "notes.txt")
+
+
+# ---------------------------------------------------------------------------------------- label maps
+def _write_nifti(path: Path, data_xyz: np.ndarray, affine=None) -> Path:
+    nib.save(nib.Nifti1Image(data_xyz, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def test_label_values_are_checked(tmp_path):
+    good = _write_nifti(tmp_path / "good.nii.gz", np.array([[[0.0, 1.0], [2.0, 0.0]]], np.float32))
+    lab = read_label_map(good)
+    assert lab.array.dtype == np.uint8 and sorted(np.unique(lab.array)) == [0, 1, 2]
+
+    bad = _write_nifti(tmp_path / "bad.nii.gz", np.array([[[0, 3], [7, 1]]], np.int16))
+    with pytest.raises(LabelError, match=r"values 3, 7 outside the allowed 0, 1, 2"):
+        read_label_map(bad)
+    assert read_label_map(bad, allowed_values=(0, 1, 3, 7)).array.max() == 7
+
+    frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
+    with pytest.raises(LabelError, match="non-integer values"):
+        read_label_map(frac)
+    neg = _write_nifti(tmp_path / "neg.nii.gz", np.array([[[0, -1], [1, 1]]], np.int16))
+    with pytest.raises(LabelError, match="values -1 outside"):
+        read_label_map(neg)
+
+
+def test_label_reference_mismatch_says_what_differs(tmp_path):
+    ct = CTVolume(array=np.zeros((4, 5, 6), np.int16), geometry=ImageGeometry.from_ijk_to_ras(AFFINES["ras"]),
+                  source="ct.nii.gz")
+    labels_xyz = np.zeros((6, 5, 4), np.uint8)
+    base = AFFINES["ras"]
+
+    p = _write_nifti(tmp_path / "size.nii.gz", np.zeros((6, 5, 3), np.uint8), base)
+    with pytest.raises(LabelError, match=r"size \(x, y, z\) \(6, 5, 3\) vs the CT's \(6, 5, 4\)"):
+        read_label_map(p, reference=ct)
+
+    shifted = base.copy()
+    shifted[2, 3] += 2.5
+    p = _write_nifti(tmp_path / "origin.nii.gz", labels_xyz, shifted)
+    with pytest.raises(LabelError, match=r"origin \(LPS\) .*off by up to 2.5 mm"):
+        read_label_map(p, reference=ct)
+
+    spaced = make_affine(np.eye(3), (0.8, 0.9, 3.0), base[:3, 3])
+    p = _write_nifti(tmp_path / "spacing.nii.gz", labels_xyz, spaced)
+    with pytest.raises(LabelError, match=r"spacing \(x, y, z\) \(0.8, 0.9, 3\) mm vs the CT's \(0.8, 0.9, 2.5\)"):
+        read_label_map(p, reference=ct)
+
+    rotated = make_affine(rotation_xyz(0, 0, 10), (0.8, 0.9, 2.5), base[:3, 3])
+    p = _write_nifti(tmp_path / "dir.nii.gz", labels_xyz, rotated)
+    with pytest.raises(LabelError, match=r"direction .*cosines differ by up to 0.174"):
+        read_label_map(p, reference=ct)
+
+
+def test_label_on_same_grid_in_other_axis_order_is_reoriented(tmp_path):
+    ct_vol = read_volume(_write_nifti(tmp_path / "ct.nii.gz", hu_data_xyz((6, 5, 4)), AFFINES["ras"]))
+    labels = np.random.default_rng(3).integers(0, 3, size=ct_vol.shape_zyx).astype(np.uint8)
+    # the same labels on the same physical grid stored LPS: flip x and y, move the origin to the far corner
+    flip_xy = np.diag([-1.0, -1.0, 1.0])
+    lps_geometry = ImageGeometry(spacing=ct_vol.geometry.spacing,
+                                 origin=tuple(ct_vol.geometry.index_to_lps((5, 4, 0))),
+                                 direction=tuple((ct_vol.geometry.direction_matrix @ flip_xy).ravel()))
+    out = write_label_map(tmp_path / "lab_lps.nrrd", labels[:, ::-1, ::-1], lps_geometry)
+    lab = read_label_map(out, reference=ct_vol)
+    assert np.array_equal(lab.array, labels)
+    assert lab.geometry == ct_vol.geometry
+    assert any("reoriented" in w for w in lab.meta["warnings"])
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def _png(path: Path) -> Path:
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.uint8)), str(path))
+    return path
+
+
+def _bad_inputs(tmp: Path):
+    """(name, path maker, expected message words); the table rows of the report."""
+    def truncated_nii_gz():
+        full = _write_nifti(tmp / "full.nii.gz", hu_data_xyz((20, 20, 20)))
+        blob = full.read_bytes()
+        (tmp / "trunc.nii.gz").write_bytes(blob[: len(blob) // 2])
+        return tmp / "trunc.nii.gz"
+
+    def truncated_nrrd():
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((10, 10, 10), np.int16)), str(tmp / "t.nrrd"))
+        blob = (tmp / "t.nrrd").read_bytes()
+        (tmp / "t.nrrd").write_bytes(blob[: len(blob) * 2 // 3])
+        return tmp / "t.nrrd"
+
+    def garbage_nii_gz():
+        (tmp / "junk.nii.gz").write_bytes(b"this is not a nifti file" * 20)
+        return tmp / "junk.nii.gz"
+
+    def empty_file():
+        (tmp / "empty.nii.gz").write_bytes(b"")
+        return tmp / "empty.nii.gz"
+
+    def two_d_nifti():
+        return _write_nifti(tmp / "slice.nii.gz", np.zeros((16, 16), np.int16))
+
+    def two_d_nrrd():
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.int16)), str(tmp / "slice.nrrd"))
+        return tmp / "slice.nrrd"
+
+    def four_d():
+        return _write_nifti(tmp / "4d.nii.gz", np.zeros((4, 4, 4, 2), np.int16))
+
+    def rgb_nifti():
+        rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        return _write_nifti(tmp / "rgb.nii.gz", rgb)
+
+    def vector_mha():
+        img = sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3)
+        sitk.WriteImage(img, str(tmp / "vec.mha"))
+        return tmp / "vec.mha"
+
+    def zero_size():
+        return _write_nifti(tmp / "zero.nii", np.zeros((4, 4, 0), np.int16))
+
+    def text_file():
+        (tmp / "notes.txt").write_text("hello")
+        return tmp / "notes.txt"
+
+    def bad_dcm():
+        (tmp / "x.dcm").write_bytes(b"not dicom" * 50)
+        return tmp / "x.dcm"
+
+    return [
+        ("missing path", lambda: tmp / "nope" / "ct.nii.gz", ["does not exist"]),
+        ("unknown extension", text_file, ["Unknown file type '.txt'", "NIfTI"]),
+        ("PNG picture", lambda: _png(tmp / "a.png"), ["is 2D", "3D CT volume is needed"]),
+        ("JPEG picture", lambda: _png(tmp / "a.jpg"), ["is 2D", "3D CT volume is needed"]),
+        ("2D NIfTI", two_d_nifti, ["is 2D (16 x 16 pixels)", "3D CT volume is needed"]),
+        ("2D NRRD", two_d_nrrd, ["is 2D (16 x 16 pixels)"]),
+        ("4D NIfTI", four_d, ["is 4D (4 x 4 x 4 x 2", "single 3D CT volume"]),
+        ("RGB NIfTI", rgb_nifti, ["RGB", "scalar 3D CT"]),
+        ("vector MHA", vector_mha, ["3 components per voxel", "scalar 3D CT"]),
+        ("truncated .nii.gz", truncated_nii_gz, ["truncated or corrupt"]),
+        ("truncated .nrrd", truncated_nrrd, ["truncated or corrupt"]),
+        ("not gzip .nii.gz", garbage_nii_gz, ["Cannot read", "as NIfTI"]),
+        ("0-byte file", empty_file, ["empty file (0 bytes)"]),
+        ("zero-size image", zero_size, ["zero size"]),
+        ("broken .dcm file", bad_dcm, ["not a readable DICOM file"]),
+    ]
+
+
+def test_bad_inputs_give_one_line_input_errors(tmp_path):
+    rows = _bad_inputs(tmp_path)
+    for name, make, words in rows:
+        path = make()
+        with pytest.raises(InputError) as err:
+            read_volume(path)
+        msg = str(err.value)
+        for w in words:
+            assert w in msg, f"{name}: {w!r} not in {msg!r}"
+        assert "Traceback" not in msg and "sitk::ERROR" not in msg and ".cxx" not in msg, (name, msg)
+        assert "\n" not in msg, (name, msg)
+
+
+def test_4d_with_single_time_point_is_accepted(tmp_path):
+    data = hu_data_xyz((4, 5, 6))
+    vol = read_volume(_write_nifti(tmp_path / "t1.nii.gz", data[..., None]))
+    assert vol.shape_zyx == (6, 5, 4) and np.array_equal(vol.array, data.T)

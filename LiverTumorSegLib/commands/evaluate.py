@@ -1,0 +1,284 @@
+"""``livertumorseg evaluate``: compare predicted label maps with reference label maps (LiTS metrics).
+
+``--pred`` and ``--ref`` are two files (one case) or two folders. In folders, cases are matched by
+*case name* = the file name without its extension (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``,
+``.mhd``), lower-cased, with one known prefix (``segmentation-``, ``volume-``, ``prediction-``,
+``pred-``, ``pred_``, ``label-``, ``label_``, ``labels-``, ``seg-``, ``seg_``, ``prob-``, ``prob_``,
+``ct-``, ``ct_``) and one known suffix (``_pred``, ``_prediction``, ``_seg``, ``_label``,
+``_labels``, ``_prob``, ``_ct``, ``_0000``) removed. So LiTS's ``segmentation-12.nii`` matches
+``volume-12.nii`` and ``12.nii.gz``. Cases present on one side only are listed as a warning (and in
+the summary JSON); the command fails if no case matches.
+
+Optional inputs matched the same way: ``--prob``: a float probability map of ``--prob-structure``
+(tumor by default) per case, on the reference grid, for ROC curves and AUC; ``--images``: the CT per
+case, used as background of the overlay PNGs (without it the outlines are drawn on black).
+
+Outputs in ``-o OUT_DIR`` (created): ``cases.csv`` (one row per case, ``case`` first, then metric
+columns such as ``dice_liver``, ``assd_liver_mm``), ``summary.json`` (mean/std/median per metric,
+global Dice, lesion detection precision/recall, tumor burden errors, settings, unmatched cases, pooled
+ROC) and ``plots/`` (box plots, ROC curve, overlays of the best and worst case).
+"""
+import argparse
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+CASE_PREFIXES = ("segmentation-", "volume-", "prediction-", "pred-", "pred_", "label-", "label_", "labels-",
+                 "seg-", "seg_", "prob-", "prob_", "ct-", "ct_")
+CASE_SUFFIXES = ("_pred", "_prediction", "_seg", "_label", "_labels", "_prob", "_ct", "_0000")
+
+
+def case_name(path: Path) -> Optional[str]:
+    """Case name of a file (see module docstring), or None when the extension is not an image type."""
+    name = path.name
+    lower = name.lower()
+    if lower.endswith(".seg.nrrd"):
+        return None  # Slicer segmentation files are not plain label maps
+    for ext in EXTENSIONS:
+        if lower.endswith(ext):
+            stem = lower[: -len(ext)]
+            break
+    else:
+        return None
+    for prefix in CASE_PREFIXES:
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            stem = stem[len(prefix):]
+            break
+    for suffix in CASE_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem
+
+
+def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
+    """Case name -> file for the image files in ``folder`` (not recursive, hidden files skipped)."""
+    cases: "OrderedDict[str, Path]" = OrderedDict()
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        name = case_name(path)
+        if name is None:
+            continue
+        if name in cases:
+            raise InputError(f"{what} folder '{folder}' holds two files for case '{name}': '{cases[name].name}' "
+                             f"and '{path.name}'; keep one.")
+        cases[name] = path
+    return cases
+
+
+def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
+    """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
+    for path, what in ((pred, "--pred"), (ref, "--ref")):
+        if not path.exists():
+            raise InputError(f"{what} '{path}' does not exist.")
+    if pred.is_file() and ref.is_file():
+        return [(case_name(ref) or ref.name, pred, ref)], [], []
+    if pred.is_dir() != ref.is_dir():
+        raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.")
+    preds, refs = list_cases(pred, "--pred"), list_cases(ref, "--ref")
+    matched = [(name, preds[name], refs[name]) for name in refs if name in preds]
+    only_pred = [name for name in preds if name not in refs]
+    only_ref = [name for name in refs if name not in preds]
+    if not matched:
+        raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files) and --ref '{ref}' "
+                         f"({len(refs)} files). Case names are file names without extension and without prefixes "
+                         f"such as 'segmentation-' (see 'livertumorseg evaluate --help').")
+    return matched, only_pred, only_ref
+
+
+def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[str, Path]:
+    """Case -> file for an optional per-case input (``--prob``, ``--images``): a file (only with one case)
+    or a folder matched by case name; missing cases are warned about."""
+    if not path:
+        return {}
+    location = Path(path)
+    if not location.exists():
+        raise InputError(f"{what} '{location}' does not exist.")
+    if location.is_file():
+        if len(cases) != 1:
+            raise InputError(f"{what} '{location}' is one file but {len(cases)} cases are evaluated; give a folder.")
+        return {cases[0]: location}
+    found = list_cases(location, what)
+    missing = [c for c in cases if c not in found]
+    if missing:
+        log.warning("warning: %s has no file for %d case(s): %s", what, len(missing), ", ".join(missing[:20]))
+    return {c: found[c] for c in cases if c in found}
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate", help="compare predicted with reference label maps (Dice, surface distances, lesions)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred", required=True, help="predicted label map file or folder (0 bg, 1 liver, 2 tumor)")
+    p.add_argument("--ref", required=True, help="reference label map file or folder")
+    p.add_argument("-o", "--output-dir", required=True, help="folder for cases.csv, summary.json and plots/")
+    p.add_argument("--prob", help="probability map file or folder (float, same grid as the reference) for ROC")
+    p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
+                   help="what --prob is the probability of (default: tumor)")
+    p.add_argument("--images", help="CT file or folder, background of the overlay PNGs")
+    p.add_argument("--detection-iou", type=float, default=0.5,
+                   help="a lesion is detected when IoU > this (default 0.5, LiTS)")
+    p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
+                   help="voxel connectivity of lesions (default 26)")
+    p.add_argument("--rank-metric", default="dice_liver",
+                   help="metric choosing the best and worst case overlays (default dice_liver)")
+    p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")
+    p.add_argument("--no-plots", action="store_true", help="write only cases.csv and summary.json")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT_DIR")
+    return p
+
+
+def _output_paths(out_dir: Path) -> Dict[str, Path]:
+    return {"table": out_dir / "cases.csv", "summary": out_dir / "summary.json", "plots": out_dir / "plots"}
+
+
+def _check_outputs(paths: Dict[str, Path], overwrite: bool) -> None:
+    for key in ("table", "summary"):
+        if paths[key].exists() and not overwrite:
+            raise OutputExistsError(f"'{paths[key]}' already exists; pass --overwrite or choose another -o folder.")
+    if paths["plots"].is_dir() and any(paths["plots"].iterdir()) and not overwrite:
+        raise OutputExistsError(f"'{paths['plots']}' already holds plots; pass --overwrite or choose another "
+                                f"-o folder.")
+
+
+def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[Path]):
+    from ..io import read_label_map, read_volume
+    from ..metrics.lits import check_same_grid
+
+    ref = read_label_map(ref_path)
+    pred = read_label_map(pred_path, reference=ref)
+    check_same_grid(pred, ref, case)
+    prob = None
+    if prob_path is not None:
+        prob_volume = read_volume(prob_path)
+        check_same_grid(prob_volume, ref, case)
+        prob = prob_volume.array
+    return pred, ref, prob
+
+
+def _write_overlays(rows, matched, images: Dict[str, Path], plots_dir: Path, metric: str,
+                    overwrite: bool) -> List[Path]:
+    from ..io import read_label_map, read_volume
+    from ..metrics.report import plot_case_overlay, rank_cases
+    from ..orientation import canonicalize
+
+    best, worst = rank_cases(rows, metric)
+    if best is None:
+        log.warning("warning: no case has a value for --rank-metric %s; no overlays drawn", metric)
+        return []
+    paths = {name: (p, r) for name, p, r in matched}
+    written = []
+    row_of = {row["case"]: row for row in rows}
+    for tag, case in (("best", best), ("worst", worst)):
+        pred_path, ref_path = paths[case]
+        ref = read_label_map(ref_path)
+        pred = read_label_map(pred_path, reference=ref)
+        ref_c, reorientation = canonicalize(ref)
+        pred_c = reorientation.to_canonical(pred.array)
+        image = None
+        if case in images:
+            ct = read_volume(images[case])
+            if ct.shape_zyx == ref.shape_zyx and ct.geometry.almost_equal(ref.geometry, tol=1e-3):
+                image = reorientation.to_canonical(ct.array)
+            else:
+                log.warning("warning: CT '%s' is not on the label grid of case '%s'; overlay without CT",
+                            images[case], case)
+        row = row_of[case]
+        title = (f"{tag} case '{case}': liver Dice {row.get('dice_liver', float('nan')):.3f}, "
+                 f"tumor Dice {row.get('dice_tumor', float('nan')):.3f}")
+        out = plots_dir / f"overlay_{tag}_{case}.png"
+        written.append(plot_case_overlay(pred_c, ref_c.array, out, image=image, spacing_zyx=ref_c.spacing_zyx,
+                                         title=title, overwrite=overwrite))
+        if best == worst:
+            break
+    return written
+
+
+def evaluate_folders(args) -> Dict[str, object]:
+    """The work of the command; returns ``{"rows", "summary", "written"}`` (paths written)."""
+    from ..metrics.lits import evaluate_case, structure_mask
+    from ..metrics.report import plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table, write_json
+    from ..metrics.roc import RocAccumulator
+
+    if not 0.0 <= args.detection_iou < 1.0:
+        raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}.")
+    matched, only_pred, only_ref = match_cases(Path(args.pred), Path(args.ref))
+    if only_pred or only_ref:
+        log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
+                    "prediction %s", len(only_pred), only_pred[:20], len(only_ref), only_ref[:20])
+    cases = [name for name, _, _ in matched]
+    probs = optional_inputs(args.prob, cases, "--prob")
+    images = optional_inputs(args.images, cases, "--images")
+    out_dir = Path(args.output_dir)
+    paths = _output_paths(out_dir)
+    _check_outputs(paths, args.overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    roc = RocAccumulator() if probs else None
+    for index, (case, pred_path, ref_path) in enumerate(matched):
+        pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case))
+        row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
+                            iou_threshold=args.detection_iou, connectivity=args.connectivity,
+                            probabilities=prob, prob_structure=args.prob_structure)
+        if prob is not None:
+            roc.add(prob, structure_mask(ref.array, args.prob_structure))
+        rows.append(row)
+        log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
+                 row["dice_liver"], row["dice_tumor"])
+
+    summary = summarize_cases(rows)
+    summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
+                           "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
+                           "liver": "label >= 1", "tumor": "label == 2"}
+    summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
+    written = [write_case_table(rows, paths["table"], overwrite=args.overwrite)]
+    curve = roc.curve() if roc is not None else None
+    if curve is not None:
+        summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, **curve.to_dict())
+    written.append(write_json(summary, paths["summary"], overwrite=args.overwrite))
+
+    if not args.no_plots:
+        paths["plots"].mkdir(exist_ok=True)
+        boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
+        if boxplots is not None:
+            written.append(boxplots)
+        if curve is not None and curve.fpr.size and curve.fpr[0] == curve.fpr[0]:
+            written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
+                                          title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
+                                          overwrite=args.overwrite))
+        written.extend(_write_overlays(rows, matched, images, paths["plots"], args.rank_metric, args.overwrite))
+    return {"rows": rows, "summary": summary, "written": written}
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def run(args) -> int:
+    result = evaluate_folders(args)
+    summary = result["summary"]
+    metrics = summary["metrics"]
+    print(f"evaluated {summary['n_cases']} case(s)")
+    for key in ("dice_liver", "dice_tumor", "assd_liver_mm", "hd95_liver_mm"):
+        if key in metrics:
+            m = metrics[key]
+            print(f"  {key}: mean {_fmt(m['mean'])} +- {_fmt(m['std'])}, median {_fmt(m['median'])} "
+                  f"(n={m['n']}, undefined={m['n_nan']})")
+    print(f"  global Dice: liver {_fmt(summary['global_dice']['liver'])}, "
+          f"tumor {_fmt(summary['global_dice']['tumor'])}")
+    detection = summary.get("lesion_detection")
+    if detection:
+        print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
+              f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
+              f"recall {_fmt(detection['recall'])}")
+    for path in result["written"]:
+        print(f"wrote {path}")
+    return 0

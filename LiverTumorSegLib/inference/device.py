@@ -1,0 +1,103 @@
+"""Choosing where inference runs: device selection with CPU fallback, GPU facts, batch size from memory.
+
+Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:N]`` into a
+``torch.device`` (falling back to CPU with a message, never crashing, when CUDA is asked for but absent);
+``choose_batch_size`` is the pure arithmetic that turns free memory into a batch size.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DeviceChoice:
+    """The device inference will use and, when it differs from what was asked, why (``message``)."""
+
+    device: "object"  # torch.device
+    requested: str
+    message: str = ""
+
+    @property
+    def is_cuda(self) -> bool:
+        return getattr(self.device, "type", "") == "cuda"
+
+
+def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None) -> DeviceChoice:
+    """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a torch device.
+
+    ``auto`` picks CUDA when available. ``cuda`` without CUDA falls back to CPU and sets ``message``
+    (also logged as a warning). ``cuda_available`` overrides detection (tests).
+    """
+    import torch
+
+    text = str(requested or "auto").strip().lower()
+    if text not in DEVICE_CHOICES and not text.startswith("cuda:"):
+        raise InputError(f"Unknown device '{requested}'; use one of auto, cpu, cuda (or cuda:N).")
+    has_cuda = torch.cuda.is_available() if cuda_available is None else bool(cuda_available)
+    if text == "cpu":
+        return DeviceChoice(torch.device("cpu"), text)
+    if text == "auto":
+        return DeviceChoice(torch.device("cuda" if has_cuda else "cpu"), text)
+    if not has_cuda:
+        message = (f"CUDA was requested (--device {text}) but is not available in this PyTorch "
+                   f"(torch {torch.__version__}); running on the CPU instead (slower).")
+        log.warning(message)
+        return DeviceChoice(torch.device("cpu"), text, message)
+    if text.startswith("cuda:"):
+        index = int(text.split(":", 1)[1]) if text.split(":", 1)[1].isdigit() else -1
+        if not 0 <= index < torch.cuda.device_count():
+            raise InputError(f"CUDA device '{requested}' does not exist; this machine has "
+                             f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..).")
+    return DeviceChoice(torch.device(text), text)
+
+
+def gpu_info(device: "object") -> Dict[str, object]:
+    """Name, total and free memory (bytes) of a CUDA device; ``{}`` for CPU."""
+    import torch
+
+    if getattr(device, "type", "") != "cuda":
+        return {}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    free, total = torch.cuda.mem_get_info(index)
+    return {"name": torch.cuda.get_device_name(index), "total_bytes": int(total), "free_bytes": int(free),
+            "bf16": bool(torch.cuda.is_bf16_supported())}
+
+
+def cpu_thread_count() -> int:
+    """CPU cores this process may use (respects affinity masks / container limits where visible)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def bytes_per_slice(in_channels: int, num_classes: int, height: int, width: int, feature_factor: float = 64.0,
+                    element_bytes: int = 2) -> int:
+    """Rough device memory of one slice through a 2D segmentation net, bytes.
+
+    Activations dominate: about ``feature_factor`` feature maps of size ``height x width`` at
+    ``element_bytes`` (2 for fp16/bf16 autocast, 4 for fp32), plus input and float32 output/softmax.
+    """
+    hw = int(height) * int(width)
+    activations = feature_factor * hw * element_bytes
+    io = (in_channels + 2 * num_classes) * hw * 4
+    return int(activations + io)
+
+
+def choose_batch_size(free_bytes: int, per_slice_bytes: int, fraction: float = 0.6, minimum: int = 1,
+                      maximum: int = 64) -> int:
+    """Largest batch that fits in ``fraction`` of ``free_bytes``, clamped to ``[minimum, maximum]``."""
+    if per_slice_bytes <= 0:
+        raise ValueError("per_slice_bytes must be positive")
+    fit = int((float(free_bytes) * fraction) // per_slice_bytes)
+    return int(min(max(fit, minimum), maximum))
+
+
+DEFAULT_CPU_BATCH = 8

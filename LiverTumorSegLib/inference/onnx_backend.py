@@ -1,0 +1,87 @@
+"""ONNX Runtime backend for CPU inference: export the package's torch network once, run it with ORT.
+
+``OnnxSlicePredictor(model, in_channels)(x)`` maps a batch ``(N, C, H, W)`` float32 to logits
+``(N, K, H, W)`` float32. The graph is exported per slice size (dynamic batch N), on first use.
+Needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install livertumorseg[onnx]``).
+"""
+import logging
+import os
+import tempfile
+import warnings
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def onnx_available() -> bool:
+    """True when both ``onnx`` and ``onnxruntime`` import."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], opset: int = 17) -> bytes:
+    """Serialized ONNX graph of ``model`` (eval, CPU) for inputs ``(N, C, H, W)`` with dynamic N.
+
+    H and W are fixed at export: networks that pad to a size multiple trace their padding as constants.
+    """
+    import torch
+
+    model = model.eval().to("cpu")
+    example = torch.zeros((1,) + tuple(int(v) for v in input_shape_chw), dtype=torch.float32)
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
+                              dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},
+                              opset_version=opset, dynamo=False)
+        with open(path, "rb") as handle:
+            return handle.read()
+    finally:
+        os.unlink(path)
+
+
+class OnnxSlicePredictor:
+    """Callable ``(N, C, H, W) float32 -> logits (N, K, H, W) float32`` running on ONNX Runtime (CPU).
+
+    One ONNX session per slice size ``(C, H, W)``, exported on first use (a volume has one size).
+    """
+
+    def __init__(self, model: "object", in_channels: int, threads: Optional[int] = None) -> None:
+        if not onnx_available():
+            raise InputError("The ONNX backend needs onnx and onnxruntime: pip install onnx onnxruntime "
+                             "(or use --backend torch).")
+        self.model = model
+        self.in_channels = int(in_channels)
+        self.threads = threads
+        self._sessions = {}  # type: Dict[Tuple[int, int, int], object]
+
+    def session_for(self, shape_chw: Tuple[int, int, int]) -> "object":
+        """The ORT session for slices of ``shape_chw`` (exported and cached on first use)."""
+        import onnxruntime as ort
+
+        if shape_chw not in self._sessions:
+            if shape_chw[0] != self.in_channels:
+                raise InputError(f"The network expects {self.in_channels} input channels, got {shape_chw[0]}.")
+            options = ort.SessionOptions()
+            if self.threads:
+                options.intra_op_num_threads = int(self.threads)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            log.debug("exporting the network to ONNX for slices %s", shape_chw)
+            self._sessions[shape_chw] = ort.InferenceSession(export_onnx_bytes(self.model, shape_chw), options,
+                                                             providers=["CPUExecutionProvider"])
+        return self._sessions[shape_chw]
+
+    def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x_nchw, dtype=np.float32)
+        session = self.session_for(tuple(int(v) for v in x.shape[1:]))
+        return session.run(None, {session.get_inputs()[0].name: x})[0]

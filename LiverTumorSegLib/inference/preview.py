@@ -1,0 +1,67 @@
+"""Preview PNG of a segmentation: an axial and a coronal CT slice with liver (green) and tumor (red) overlays.
+
+The slices are shown in radiological convention (canonical orientation: image left = patient right); the
+axial slice is the one with the most tumor (else the most liver), the coronal one through its centre.
+"""
+from pathlib import Path
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..fileutil import atomic_output
+from ..volume import CTVolume
+
+LIVER_RGBA = (0.1, 0.85, 0.2, 0.35)
+TUMOR_RGBA = (0.95, 0.1, 0.1, 0.6)
+
+
+def pick_preview_slices(labels_zyx: np.ndarray) -> Tuple[int, int]:
+    """``(z, y)`` indices: axial slice with most tumor (else most liver, else middle), coronal through it."""
+    for value in (2, 1):
+        per_slice = (labels_zyx == value).sum(axis=(1, 2))
+        if per_slice.max() > 0:
+            z = int(np.argmax(per_slice))
+            rows = np.nonzero((labels_zyx[z] >= value).any(axis=1))[0]
+            return z, int(rows[len(rows) // 2])
+    return labels_zyx.shape[0] // 2, labels_zyx.shape[1] // 2
+
+
+def overlay_rgb(hu_2d: np.ndarray, labels_2d: np.ndarray, level: float = 40.0, width: float = 400.0) -> np.ndarray:
+    """``(H, W, 3)`` float32 image in [0, 1]: HU windowed to grey, liver and tumor alpha-blended on top."""
+    grey = np.clip((hu_2d.astype(np.float32) - (level - width / 2.0)) / width, 0.0, 1.0)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    for value, rgba in ((1, LIVER_RGBA), (2, TUMOR_RGBA)):
+        mask = labels_2d == value
+        alpha = rgba[3]
+        rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(rgba[:3], dtype=np.float32)
+    return rgb
+
+
+def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, overwrite: bool = False) -> Path:
+    """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..orientation import canonicalize
+
+    canonical, reorientation = canonicalize(volume)
+    labels = reorientation.to_canonical(labels_zyx)
+    z, y = pick_preview_slices(labels)
+    sz, sy, sx = canonical.spacing_zyx
+    axial = overlay_rgb(canonical.array[z], labels[z])
+    coronal = overlay_rgb(canonical.array[:, y, :][::-1], labels[:, y, :][::-1])  # superior at the top
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    axes[0].imshow(axial, aspect=sy / sx)
+    axes[0].set_title(f"axial slice {z}")
+    axes[1].imshow(coronal, aspect=sz / sx)
+    axes[1].set_title(f"coronal row {y}")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp:
+        fig.savefig(str(tmp), format="png", dpi=80)
+    plt.close(fig)
+    return path

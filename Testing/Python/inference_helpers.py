@@ -1,0 +1,93 @@
+"""Shared helpers for the inference tests: an "oracle" package whose per-batch predictor thresholds the
+windowed HU input (so its output is known exactly), re-oriented phantom copies, and a tiny real U-Net package.
+"""
+import types
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+# Window 0..100 HU -> [0, 1]: lesion 15 HU -> 0.15, liver 60 HU -> 0.60, muscle 45 -> 0.45, fat/air -> 0.
+ORACLE_WINDOW = {"kind": "window", "level": 50.0, "width": 100.0}
+
+
+def oracle_config():
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    return PreprocessingConfig(channels=[dict(ORACLE_WINDOW)], context_slices=0, target_spacing_mm=None,
+                               size_multiple=1, crop_to_body=False)
+
+
+def oracle_predictor(x_nchw: np.ndarray) -> np.ndarray:
+    """(n, 1, H, W) windowed HU -> one-hot probabilities (n, 3, H, W): tumor 0.1..0.3, liver 0.55..0.65."""
+    v = x_nchw[:, 0]
+    tumor = (v > 0.10) & (v < 0.30)
+    liver = (v > 0.55) & (v < 0.65)
+    probs = np.zeros((x_nchw.shape[0], 3) + v.shape[1:], dtype=np.float32)
+    probs[:, 2] = tumor
+    probs[:, 1] = liver & ~tumor
+    probs[:, 0] = ~(liver | tumor)
+    return probs
+
+
+def oracle_package():
+    return types.SimpleNamespace(preprocessing=oracle_config(), model=None, name="oracle")
+
+
+def corner_phantom(shape_zyx=(12, 40, 44), spacing_xyz=(2.0, 2.5, 4.0)):
+    """Noise-free phantom with one lesion near the liver's (low z, low y, low x) corner."""
+    lesion = PhantomLesion(center_zyx=(3.0, 12.0, 10.0), radius_mm=5.0, hu=15.0)
+    return make_phantom(shape_zyx, spacing_xyz, lesions=[lesion], noise_hu=0.0, origin=(-40.0, 20.0, 100.0))
+
+
+def reoriented(volume: CTVolume, labels: np.ndarray, source_axis: Sequence[int], flip: Sequence[bool]
+               ) -> Tuple[CTVolume, np.ndarray]:
+    """The same physical image stored differently: new array axis n = old axis ``source_axis[n]``, reversed
+    where ``flip[n]``. Every voxel keeps its physical (LPS) position; ``labels`` are moved alike."""
+    def move(a):
+        out = a.transpose(tuple(source_axis))
+        return np.ascontiguousarray(out[tuple(slice(None, None, -1) if f else slice(None) for f in flip)])
+
+    new_shape = move(volume.array).shape
+    # 4x4 matrix: new (i, j, k, 1) -> old (i, j, k, 1); array axis n <-> index axis 2 - n
+    m = np.zeros((4, 4))
+    m[3, 3] = 1.0
+    for n in range(3):
+        old_axis, new_axis = 2 - source_axis[n], 2 - n
+        if flip[n]:
+            m[old_axis, new_axis] = -1.0
+            m[old_axis, 3] = new_shape[n] - 1
+        else:
+            m[old_axis, new_axis] = 1.0
+    affine = volume.geometry.ijk_to_lps() @ m
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    geometry = ImageGeometry(spacing=tuple(spacing), origin=tuple(affine[:3, 3]),
+                             direction=tuple((affine[:3, :3] / spacing).ravel()))
+    return CTVolume(array=move(volume.array), geometry=geometry, source="reoriented"), move(labels)
+
+
+ORIENTATIONS = {
+    "LPS": ((0, 1, 2), (False, False, False)),
+    "RAS": ((0, 1, 2), (False, True, True)),
+    "permuted": ((2, 0, 1), (True, False, True)),
+    "sagittal-like": ((2, 1, 0), (False, True, False)),
+}
+
+
+def tiny_unet_package(tmp_path, context_slices=0, name="tiny.safetensors"):
+    """A saved-and-loaded untrained U-Net package (channels 4, 8, 16) with a small preprocessing config."""
+    import torch
+
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import load_model_package, save_model_package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    torch.manual_seed(0)
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}],
+                              context_slices=context_slices, target_spacing_mm=3.0, size_multiple=8,
+                              crop_to_body=True)
+    model = build_model("unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
+    path = save_model_package(tmp_path / name, model, cfg, metadata={"name": "tiny"})
+    return load_model_package(path)

@@ -1,0 +1,166 @@
+"""SliceInferenceEngine: geometry round trip (oracle predictor), progress, cancellation, batching, TTA,
+real tiny U-Net package, ONNX backend."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib.errors import CancelledError, InputError  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine, _batches, softmax_channels  # noqa: E402
+from LiverTumorSegLib.progress import CancellationToken  # noqa: E402
+
+from inference_helpers import (ORIENTATIONS, corner_phantom, oracle_package, oracle_predictor,  # noqa: E402
+                               reoriented, tiny_unet_package)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def oracle_engine(**kw):
+    kw.setdefault("device", "cpu")
+    kw.setdefault("threads", 1)
+    return SliceInferenceEngine(oracle_package(), batch_predictor=oracle_predictor, **kw)
+
+
+def test_softmax_channels_known_values():
+    logits = np.zeros((1, 3, 1, 1), dtype=np.float32)
+    logits[0, :, 0, 0] = [0.0, np.log(2.0), np.log(5.0)]
+    np.testing.assert_allclose(softmax_channels(logits)[0, :, 0, 0], [1 / 8, 2 / 8, 5 / 8], rtol=1e-6)
+
+
+def test_batches_cover_range_and_follow_size_changes():
+    sizes = [4]
+    seen = []
+    for idx in _batches(10, lambda: sizes[0]):
+        seen.append(idx)
+        sizes[0] = 2
+    assert seen == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_labels_land_in_input_geometry(orientation):
+    ph = corner_phantom()
+    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    labels = oracle_engine(batch_size=5).predict(volume)
+    assert labels.dtype == np.uint8 and labels.shape == volume.shape_zyx
+    np.testing.assert_array_equal(labels, expected)
+    # the lesion comes back at the same physical place (LPS mm) as planted
+    kji = np.argwhere(labels == 2).mean(axis=0)
+    centre_lps = volume.geometry.index_to_lps(kji[::-1])
+    kji0 = np.argwhere(ph.labels == 2).mean(axis=0)
+    np.testing.assert_allclose(centre_lps, ph.ct.geometry.index_to_lps(kji0[::-1]), atol=1e-6)
+
+
+def test_progress_monotone_and_ends_at_one():
+    ph = corner_phantom()
+    seen = []
+    oracle_engine(batch_size=3).predict(ph.ct, progress=lambda f, s: seen.append(f))
+    assert len(seen) >= 4
+    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    assert seen[-1] == 1.0
+
+
+def test_cancellation_stops_within_one_batch():
+    ph = corner_phantom()
+    token = CancellationToken()
+    calls = []
+
+    def predictor(x):
+        calls.append(len(x))
+        token.cancel()  # the user presses cancel while the first batch runs
+        return oracle_predictor(x)
+
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_size=2, threads=1, batch_predictor=predictor)
+    with pytest.raises(CancelledError):
+        engine.predict(ph.ct, cancel=token)
+    assert calls == [2]
+
+
+def test_tta_flip_averages_flipped_prediction():
+    """A predictor that is not flip-symmetric: TTA result = mean of p(x) and flip(p(flip(x)))."""
+    def asymmetric(x):
+        n, _, h, w = x.shape
+        probs = np.zeros((n, 3, h, w), dtype=np.float32)
+        probs[:, 1, :, : w // 2] = 1.0  # "liver" on the image left half only
+        probs[:, 0, :, w // 2:] = 1.0
+        return probs
+
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", tta_flip=True, threads=1, batch_predictor=asymmetric)
+    x = np.zeros((1, 1, 2, 4), dtype=np.float32)
+    probs = engine.predict_batch_probabilities(x)
+    np.testing.assert_allclose(probs[0, 1], 0.5)
+    np.testing.assert_allclose(probs[0, 0], 0.5)
+
+
+def test_bad_backend_and_batch_size_are_input_errors():
+    with pytest.raises(InputError, match="backend"):
+        SliceInferenceEngine(oracle_package(), device="cpu", backend="tensorrt", batch_predictor=oracle_predictor)
+    with pytest.raises(InputError, match="batch-size"):
+        SliceInferenceEngine(oracle_package(), device="cpu", batch_size=0, batch_predictor=oracle_predictor)
+
+
+def test_real_tiny_unet_package_runs_with_context_and_tta(tmp_path):
+    ph = corner_phantom()
+    package = tiny_unet_package(tmp_path, context_slices=1)
+    volume, _ = reoriented(ph.ct, ph.labels, *ORIENTATIONS["RAS"])
+    engine = SliceInferenceEngine(package, device="cpu", batch_size=4, threads=1, tta_flip=True)
+    labels = engine.predict(volume)
+    assert labels.shape == volume.shape_zyx and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    # same answer as running the network by hand on one prepared batch
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.preprocessing import SlicePreprocessor
+
+    canonical, reo = canonicalize(volume)
+    prepared = SlicePreprocessor(package.preprocessing).prepare(canonical)
+    x = torch.from_numpy(prepared.batch([5]))
+    with torch.no_grad():
+        p = torch.softmax(package.model(x), 1) + torch.flip(torch.softmax(package.model(torch.flip(x, [3])), 1), [3])
+    expected_slice = np.argmax(prepared.restore(p.numpy() / 2), axis=1)[0]
+    np.testing.assert_array_equal(reo.to_canonical(labels)[5], expected_slice)
+
+
+def test_onnx_backend_matches_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    package = tiny_unet_package(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 1, 22, 30), dtype=np.float32)  # not a multiple of 4: the net pads internally
+    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1).predict_batch_probabilities(x)
+    onnx_probs = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx").predict_batch_probabilities(x)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_engine_matches_cpu(tmp_path):
+    ph = corner_phantom()
+    package = tiny_unet_package(tmp_path)
+    cpu = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=4)
+    gpu = SliceInferenceEngine(package, device="cuda", amp=False)
+    x = np.random.default_rng(1).random((3, 1, 32, 40), dtype=np.float32)
+    np.testing.assert_allclose(gpu.predict_batch_probabilities(x), cpu.predict_batch_probabilities(x), atol=1e-4)
+    labels = gpu.predict(ph.ct)
+    assert labels.shape == ph.ct.shape_zyx and gpu.batch_size >= 1
+    amp = SliceInferenceEngine(package, device="cuda", amp=True)
+    assert amp.amp_dtype in (torch.bfloat16, torch.float16)
+    np.testing.assert_allclose(amp.predict_batch_probabilities(x), cpu.predict_batch_probabilities(x), atol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_out_of_memory_backs_off(tmp_path, monkeypatch):
+    package = tiny_unet_package(tmp_path)
+    engine = SliceInferenceEngine(package, device="cuda", batch_size=8)
+    original = engine._submit_cuda
+
+    def flaky(indices, x):
+        if len(indices) > 2:
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        return original(indices, x)
+
+    monkeypatch.setattr(engine, "_submit_cuda", flaky)
+    x = np.random.default_rng(2).random((8, 1, 16, 16), dtype=np.float32)
+    probs = engine.predict_batch_probabilities(x)
+    assert probs.shape == (8, 3, 16, 16) and engine.batch_size == 2

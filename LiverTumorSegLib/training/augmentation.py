@@ -1,0 +1,318 @@
+"""On-the-fly augmentation of a 2.5D training sample in the HU domain.
+
+A sample is an HU stack ``(T, H, W)`` = ``(z, y, x)`` float32 (T adjacent axial slices at the network grid)
+with labels ``(T, H, W)`` or ``(H, W)`` (uint8, 0/1/2). :class:`SliceAugmenter` applies
+
+1. **liver-only HU shift** (contrast-phase augmentation, on the original grid where label and image are
+   exactly aligned): every voxel with label >= 1 is shifted by ``d`` HU (tumors by ``d`` times a fraction,
+   as tumors enhance less than liver), the liver's outermost pixel ring by half of it; background untouched.
+   ``d`` is clipped so the median liver HU stays in ``liver_target_hu_range`` (non-contrast ~40 HU to
+   late-arterial ~130 HU), so a liver that is already dark is not pushed to 0 HU.
+2. **one spatial transform**, identical on all T slices and on the labels: rotation, shift, shear,
+   anisotropic zoom, optional flips and an elastic displacement are composed into a single sampling grid
+   and resampled **once** with ``torch.nn.functional.grid_sample`` (image bilinear, labels nearest;
+   outside the image: ``fill_hu`` = -1024 HU air, label 0).
+3. intensity ops in HU: global scale/shift, gamma inside an HU window, Gaussian blur, Gaussian noise.
+
+Flips are **off by default**: canonical slices have anatomical handedness (the liver is on the image
+left); flipped samples would teach the network that a liver may lie on the patient's left, a prior it
+needs to tell liver from spleen.
+
+Why not MONAI ``RandAffined``/``Rand2DElasticd``: they draw one probability for the whole affine, uniform
+(not log-uniform) zoom and elastic magnitudes in pixels; combining them resamples twice. The grid built
+here is the same affine + smooth-displacement grid those transforms build, sampled with the same
+``grid_sample`` call MONAI's ``Resample`` uses, with per-operation probabilities and mm units.
+Randomness comes only from the ``np.random.Generator`` passed per call (reproducible per seed).
+"""
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError
+
+RngLike = Union[np.random.Generator, int, None]
+
+
+@dataclass
+class AugmentationConfig:
+    """Probabilities and ranges of each transform; ranges are ``(low, high)``. JSON via ``to_dict``/``from_dict``."""
+
+    # spatial (one resampling for all of them)
+    rotation_probability: float = 0.5
+    rotation_range_deg: Tuple[float, float] = (-15.0, 15.0)   # + = counter-clockwise as displayed (np.rot90)
+    shift_probability: float = 0.3
+    shift_range_fraction: Tuple[float, float] = (-0.05, 0.05)  # of H and of W
+    shear_probability: float = 0.2
+    shear_range: Tuple[float, float] = (-0.08, 0.08)
+    zoom_probability: float = 0.4
+    zoom_range: Tuple[float, float] = (0.85, 1.2)              # log-uniform; > 1 magnifies
+    zoom_anisotropy: float = 1.05                              # y and x zoom differ by log-uniform [1/a, a]
+    elastic_probability: float = 0.2
+    elastic_magnitude_mm: Tuple[float, float] = (1.0, 4.0)     # displacement std at the control points
+    elastic_grid_mm: float = 40.0                              # control point spacing
+    flip_lr_probability: float = 0.0                           # off: anatomy has handedness
+    flip_ud_probability: float = 0.0
+    # intensity, HU
+    liver_shift_probability: float = 0.5
+    liver_shift_range_hu: Tuple[float, float] = (-40.0, 60.0)
+    liver_target_hu_range: Optional[Tuple[float, float]] = (35.0, 135.0)  # None: no clipping
+    tumor_shift_fraction: Tuple[float, float] = (0.5, 1.0)
+    hu_scale_probability: float = 0.3
+    hu_scale_range: Tuple[float, float] = (0.95, 1.05)
+    hu_shift_probability: float = 0.3
+    hu_shift_range: Tuple[float, float] = (-15.0, 15.0)
+    gamma_probability: float = 0.2
+    gamma_range: Tuple[float, float] = (0.8, 1.25)             # log-uniform
+    gamma_window_hu: Tuple[float, float] = (-200.0, 300.0)
+    blur_probability: float = 0.15
+    blur_sigma_px: Tuple[float, float] = (0.3, 1.0)
+    noise_probability: float = 0.3
+    noise_std_hu: Tuple[float, float] = (2.0, 12.0)
+    fill_hu: float = -1024.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first field that is out of range."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_probability") and not 0.0 <= float(value) <= 1.0:
+                raise InputError("AugmentationConfig.%s = %r must be a probability in [0, 1]." % (f.name, value))
+            if isinstance(value, tuple) and (len(value) != 2 or float(value[0]) > float(value[1])):
+                raise InputError("AugmentationConfig.%s = %r must be a (low, high) pair with low <= high."
+                                 % (f.name, value))
+        for name in ("zoom_range", "gamma_range", "hu_scale_range"):
+            if getattr(self, name)[0] <= 0:
+                raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
+        if self.zoom_anisotropy < 1.0 or self.elastic_grid_mm <= 0:
+            raise InputError("AugmentationConfig: zoom_anisotropy must be >= 1 and elastic_grid_mm > 0 "
+                             "(got %r, %r)." % (self.zoom_anisotropy, self.elastic_grid_mm))
+
+    @classmethod
+    def disabled(cls) -> "AugmentationConfig":
+        """All probabilities 0: the augmenter returns exact copies."""
+        return cls(**{f.name: 0.0 for f in fields(cls) if f.name.endswith("_probability")})
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "AugmentationConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError("Unknown AugmentationConfig keys %s; valid keys: %s." % (unknown, sorted(known)))
+        return cls(**data)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# intensity ops (HU)
+
+def liver_hu_shift(hu: np.ndarray, labels: np.ndarray, shift_hu: float, tumor_fraction: float = 1.0) -> np.ndarray:
+    """Add ``shift_hu`` to liver voxels (label 1), ``shift_hu * tumor_fraction`` to tumor (label 2).
+
+    ``hu`` ``(T, H, W)``; ``labels`` ``(T, H, W)`` or ``(H, W)`` (then used for every slice). The outermost
+    in-plane ring of the liver (label >= 1) gets half the shift (partial-volume edge); label 0 is never
+    changed. Returns a new float32 array.
+    """
+    from scipy.ndimage import binary_erosion
+
+    lab = np.broadcast_to(labels, hu.shape)
+    organ = lab >= 1
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]      # in-plane 4-neighbourhood
+    core = binary_erosion(organ, structure=structure, border_value=1)
+    weight = 0.5 * organ.astype(np.float32) + 0.5 * core.astype(np.float32)
+    per_voxel = np.where(lab == 2, np.float32(shift_hu * tumor_fraction), np.float32(shift_hu))
+    return (np.asarray(hu, dtype=np.float32) + weight * per_voxel).astype(np.float32)
+
+
+def gamma_in_window(hu: np.ndarray, gamma: float, window_hu: Tuple[float, float]) -> np.ndarray:
+    """Apply ``x ** gamma`` to HU inside ``window_hu`` (mapped to [0, 1] and back); outside unchanged."""
+    lo, hi = float(window_hu[0]), float(window_hu[1])
+    out = np.asarray(hu, dtype=np.float32).copy()
+    inside = (out > lo) & (out < hi)
+    x = (out[inside] - lo) / (hi - lo)
+    out[inside] = lo + (hi - lo) * np.power(x, gamma)
+    return out
+
+
+def gaussian_blur_in_plane(hu: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur of each slice of ``(T, H, W)`` with ``sigma_px`` pixels (no blur across slices)."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(hu, dtype=np.float32), (0.0, sigma_px, sigma_px), mode="nearest")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# spatial
+
+def affine_source_matrix(rotation_deg: float = 0.0, shear: float = 0.0, zoom_yx: Tuple[float, float] = (1.0, 1.0),
+                         flip_lr: bool = False, flip_ud: bool = False) -> np.ndarray:
+    """2x2 matrix mapping an output offset ``(dy, dx)`` from the image centre to the source offset.
+
+    The forward (content) transform is flip, then zoom (``> 1`` magnifies), then shear, then rotation by
+    ``rotation_deg`` counter-clockwise as displayed (rows down, columns right): +90 deg equals
+    ``np.rot90(image)``. Returned is its inverse, which is what sampling needs.
+    """
+    t = np.deg2rad(rotation_deg)
+    rotation = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])  # (dy, dx) content -> output
+    shear_m = np.array([[1.0, shear], [0.0, 1.0]])
+    zoom_m = np.diag([zoom_yx[0], zoom_yx[1]])
+    flip_m = np.diag([-1.0 if flip_ud else 1.0, -1.0 if flip_lr else 1.0])
+    forward = rotation @ shear_m @ zoom_m @ flip_m
+    return np.linalg.inv(forward)
+
+
+def smooth_displacement(shape_hw: Tuple[int, int], magnitude_px: float, grid_px: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Smooth random displacement ``(2, H, W)`` (dy, dx) in pixels: Gaussian control points every ``grid_px``
+    pixels with std ``magnitude_px``, interpolated bicubically. float32."""
+    import torch
+
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    ny = max(2, int(np.ceil((h - 1) / grid_px)) + 1)
+    nx = max(2, int(np.ceil((w - 1) / grid_px)) + 1)
+    control = rng.standard_normal((1, 2, ny, nx)).astype(np.float32) * np.float32(magnitude_px)
+    field = torch.nn.functional.interpolate(torch.from_numpy(control), size=(h, w), mode="bicubic",
+                                            align_corners=True)
+    return field[0].numpy()
+
+
+def resample_slices(arrays: np.ndarray, source_yx: np.ndarray, mode: str, fill: float) -> np.ndarray:
+    """Sample ``arrays`` ``(C, H, W)`` at pixel coordinates ``source_yx`` ``(2, H_out, W_out)``.
+
+    ``mode``: ``"bilinear"`` or ``"nearest"``; outside the input: ``fill``. One ``grid_sample`` call for
+    all channels. Returns float32 ``(C, H_out, W_out)``.
+    """
+    import torch
+
+    c, h, w = arrays.shape
+    grid = np.empty(source_yx.shape[1:] + (2,), dtype=np.float32)
+    grid[..., 0] = 2.0 * source_yx[1] / max(w - 1, 1) - 1.0      # x
+    grid[..., 1] = 2.0 * source_yx[0] / max(h - 1, 1) - 1.0      # y
+    data = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32) - np.float32(fill))[None]
+    out = torch.nn.functional.grid_sample(data, torch.from_numpy(grid)[None], mode=mode, padding_mode="zeros",
+                                          align_corners=True)
+    return out[0].numpy() + np.float32(fill)
+
+
+class SliceAugmenter:
+    """Random augmentation of one 2.5D sample; ``__call__(hu, labels, rng) -> (hu, labels)``.
+
+    ``hu``: ``(T, H, W)`` HU; ``labels``: ``(T, H, W)`` or ``(H, W)`` uint8 (0/1/2), returned in the same
+    shape. ``pixel_spacing_mm``: in-plane pixel size of the network grid (for mm-valued ranges).
+    ``last_params`` holds what was drawn in the latest call (for logging and tests).
+    """
+
+    def __init__(self, config: Optional[AugmentationConfig] = None, pixel_spacing_mm: float = 1.5) -> None:
+        self.config = config or AugmentationConfig()
+        if pixel_spacing_mm <= 0:
+            raise InputError("pixel_spacing_mm must be > 0 mm; got %r." % pixel_spacing_mm)
+        self.pixel_spacing_mm = float(pixel_spacing_mm)
+        self.last_params: Dict[str, Any] = {}
+
+    def _draw_spatial(self, rng: np.random.Generator, shape_hw: Tuple[int, int]) -> Dict[str, Any]:
+        cfg, p = self.config, {}
+        if rng.random() < cfg.rotation_probability:
+            p["rotation_deg"] = float(rng.uniform(*cfg.rotation_range_deg))
+        if rng.random() < cfg.shift_probability:
+            p["shift_yx_px"] = (float(rng.uniform(*cfg.shift_range_fraction)) * shape_hw[0],
+                                float(rng.uniform(*cfg.shift_range_fraction)) * shape_hw[1])
+        if rng.random() < cfg.shear_probability:
+            p["shear"] = float(rng.uniform(*cfg.shear_range))
+        if rng.random() < cfg.zoom_probability:
+            zoom = _log_uniform(rng, *cfg.zoom_range)
+            aniso = _log_uniform(rng, 1.0 / cfg.zoom_anisotropy, cfg.zoom_anisotropy)
+            p["zoom_yx"] = (float(zoom * np.sqrt(aniso)), float(zoom / np.sqrt(aniso)))
+        if rng.random() < cfg.flip_lr_probability:
+            p["flip_lr"] = True
+        if rng.random() < cfg.flip_ud_probability:
+            p["flip_ud"] = True
+        if rng.random() < cfg.elastic_probability:
+            p["elastic_magnitude_mm"] = float(rng.uniform(*cfg.elastic_magnitude_mm))
+        return p
+
+    def _source_grid(self, params: Dict[str, Any], shape_hw: Tuple[int, int],
+                     rng: np.random.Generator) -> np.ndarray:
+        """Pixel coordinates ``(2, H, W)`` to sample for each output pixel: affine then elastic, composed."""
+        h, w = shape_hw
+        matrix = affine_source_matrix(params.get("rotation_deg", 0.0), params.get("shear", 0.0),
+                                      params.get("zoom_yx", (1.0, 1.0)), params.get("flip_lr", False),
+                                      params.get("flip_ud", False)).astype(np.float32)
+        shift = params.get("shift_yx_px", (0.0, 0.0))
+        cy, cx = 0.5 * (h - 1), 0.5 * (w - 1)
+        dy = (np.arange(h, dtype=np.float32) - np.float32(cy + shift[0]))[:, None]
+        dx = (np.arange(w, dtype=np.float32) - np.float32(cx + shift[1]))[None, :]
+        source = np.empty((2, h, w), dtype=np.float32)
+        source[0] = matrix[0, 0] * dy + matrix[0, 1] * dx + np.float32(cy)
+        source[1] = matrix[1, 0] * dy + matrix[1, 1] * dx + np.float32(cx)
+        if "elastic_magnitude_mm" in params:
+            source += smooth_displacement((h, w), params["elastic_magnitude_mm"] / self.pixel_spacing_mm,
+                                          self.config.elastic_grid_mm / self.pixel_spacing_mm, rng)
+        return source
+
+    def __call__(self, hu: np.ndarray, labels: np.ndarray, rng: RngLike = None) -> Tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        hu_arr = np.asarray(hu, dtype=np.float32)
+        lab_arr = np.asarray(labels)
+        if hu_arr.ndim != 3:
+            raise InputError("SliceAugmenter needs an HU stack (T, H, W); got shape %s." % (hu_arr.shape,))
+        if lab_arr.shape != hu_arr.shape and lab_arr.shape != hu_arr.shape[1:]:
+            raise InputError("Labels %s must have the HU stack's shape %s or be one (H, W) slice."
+                             % (lab_arr.shape, hu_arr.shape))
+        out_hu = hu_arr.copy()
+        out_lab = lab_arr.astype(np.uint8, copy=True)
+        params: Dict[str, Any] = {}
+
+        if rng.random() < cfg.liver_shift_probability and (out_lab >= 1).any():
+            shift = float(rng.uniform(*cfg.liver_shift_range_hu))
+            liver_values = out_hu[np.broadcast_to(out_lab, out_hu.shape) == 1]
+            if cfg.liver_target_hu_range is not None and liver_values.size:
+                liver_hu = float(np.median(liver_values))
+                lo, hi = cfg.liver_target_hu_range
+                shift = float(np.clip(shift, min(0.0, lo - liver_hu), max(0.0, hi - liver_hu)))
+            fraction = float(rng.uniform(*cfg.tumor_shift_fraction))
+            out_hu = liver_hu_shift(out_hu, out_lab, shift, fraction)
+            params["liver_shift_hu"], params["tumor_shift_fraction"] = shift, fraction
+
+        spatial = self._draw_spatial(rng, out_hu.shape[1:])
+        if spatial:
+            source = self._source_grid(spatial, out_hu.shape[1:], rng)
+            out_hu = resample_slices(out_hu, source, "bilinear", cfg.fill_hu)
+            lab3 = out_lab if out_lab.ndim == 3 else out_lab[None]
+            out_lab = np.rint(resample_slices(lab3.astype(np.float32), source, "nearest", 0.0)).astype(np.uint8)
+            if lab_arr.ndim == 2:
+                out_lab = out_lab[0]
+            params.update(spatial)
+
+        if rng.random() < cfg.hu_scale_probability:
+            params["hu_scale"] = float(rng.uniform(*cfg.hu_scale_range))
+            out_hu *= np.float32(params["hu_scale"])
+        if rng.random() < cfg.hu_shift_probability:
+            params["hu_shift"] = float(rng.uniform(*cfg.hu_shift_range))
+            out_hu += np.float32(params["hu_shift"])
+        if rng.random() < cfg.gamma_probability:
+            params["gamma"] = _log_uniform(rng, *cfg.gamma_range)
+            out_hu = gamma_in_window(out_hu, params["gamma"], cfg.gamma_window_hu)
+        if rng.random() < cfg.blur_probability:
+            params["blur_sigma_px"] = float(rng.uniform(*cfg.blur_sigma_px))
+            out_hu = gaussian_blur_in_plane(out_hu, params["blur_sigma_px"])
+        if rng.random() < cfg.noise_probability:
+            params["noise_std_hu"] = float(rng.uniform(*cfg.noise_std_hu))
+            out_hu = out_hu + rng.normal(0.0, params["noise_std_hu"], size=out_hu.shape).astype(np.float32)
+        self.last_params = params
+        return out_hu.astype(np.float32, copy=False), out_lab

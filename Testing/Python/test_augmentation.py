@@ -1,0 +1,186 @@
+"""SliceAugmenter: image/label alignment, identity, label values, zoom, rotation, liver-only HU shift."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.training.augmentation import (AugmentationConfig, SliceAugmenter, affine_source_matrix,
+                                                    gamma_in_window, gaussian_blur_in_plane, liver_hu_shift,
+                                                    resample_slices, smooth_displacement)
+
+
+def _square_sample(size=64, t=3):
+    """HU stack (t, size, size): 40 HU soft tissue, a 300 HU square with label 1 (off-centre)."""
+    hu = np.full((t, size, size), 40.0, dtype=np.float32)
+    labels = np.zeros((t, size, size), dtype=np.uint8)
+    hu[:, 14:34, 20:44] = 300.0
+    labels[:, 14:34, 20:44] = 1
+    return hu, labels
+
+
+def _only(**kw):
+    cfg = AugmentationConfig.disabled()
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    cfg.validate()
+    return cfg
+
+
+def _iou(a, b):
+    return np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
+
+
+def test_identity_when_all_probabilities_zero():
+    hu, labels = _square_sample()
+    out_hu, out_lab = SliceAugmenter(AugmentationConfig.disabled())(hu, labels, 0)
+    assert np.array_equal(out_hu, hu) and np.array_equal(out_lab, labels)
+    assert out_hu is not hu and out_lab is not labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_spatial_keeps_image_and_label_aligned(seed):
+    hu, labels = _square_sample()
+    cfg = _only(rotation_probability=1.0, rotation_range_deg=(-30.0, 30.0), shift_probability=1.0,
+                shear_probability=1.0, zoom_probability=1.0, elastic_probability=1.0,
+                elastic_magnitude_mm=(3.0, 3.0))
+    aug = SliceAugmenter(cfg, pixel_spacing_mm=1.5)
+    out_hu, out_lab = aug(hu, labels, seed)
+    assert {"rotation_deg", "zoom_yx", "elastic_magnitude_mm"} <= set(aug.last_params)
+    for t in range(3):
+        bright = out_hu[t] > 170.0
+        assert bright.sum() > 100
+        assert _iou(bright, out_lab[t] == 1) > 0.95
+    # one transform for all slices
+    assert np.array_equal(out_lab[0], out_lab[2]) and np.allclose(out_hu[0], out_hu[2])
+
+
+def test_labels_stay_in_label_set_and_fill_is_air():
+    hu, labels = _square_sample()
+    labels[:, 20:28, 26:36] = 2
+    cfg = _only(rotation_probability=1.0, zoom_probability=1.0, zoom_range=(0.7, 0.7),
+                elastic_probability=1.0)
+    out_hu, out_lab = SliceAugmenter(cfg)(hu, labels, 5)
+    assert set(np.unique(out_lab)) <= {0, 1, 2} and (out_lab == 2).any()
+    assert out_lab.dtype == np.uint8
+    assert out_hu[:, 0, 0] == pytest.approx(-1024.0)        # zoom out: corners come from outside
+
+
+def test_two_dimensional_label_is_returned_two_dimensional():
+    hu, labels = _square_sample()
+    out_hu, out_lab = SliceAugmenter(_only(rotation_probability=1.0))(hu, labels[1], 0)
+    assert out_lab.shape == (64, 64) and out_hu.shape == (3, 64, 64)
+    assert _iou(out_hu[1] > 170, out_lab == 1) > 0.95
+
+
+def test_zoom_scales_area_by_zoom_squared():
+    hu, labels = _square_sample(size=96)
+    zoom = 1.3
+    cfg = _only(zoom_probability=1.0, zoom_range=(zoom, zoom), zoom_anisotropy=1.0)
+    _, out_lab = SliceAugmenter(cfg)(hu, labels, 0)
+    ratio = (out_lab[1] == 1).sum() / (labels[1] == 1).sum()
+    assert ratio == pytest.approx(zoom ** 2, rel=0.05)
+
+
+def test_rotation_90_matches_rot90():
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0, 100, (3, 40, 40)).astype(np.float32)
+    labels = (rng.random((3, 40, 40)) > 0.5).astype(np.uint8)
+    cfg = _only(rotation_probability=1.0, rotation_range_deg=(90.0, 90.0))
+    out_hu, out_lab = SliceAugmenter(cfg)(hu, labels, 0)
+    assert np.allclose(out_hu, np.rot90(hu, axes=(1, 2)), atol=1e-2)
+    assert np.array_equal(out_lab, np.rot90(labels, axes=(1, 2)))
+
+
+def test_liver_only_shift_changes_only_liver():
+    hu, labels = _square_sample()
+    labels[:, 22:26, 30:34] = 2
+    cfg = _only(liver_shift_probability=1.0, liver_shift_range_hu=(-30.0, -30.0), liver_target_hu_range=None,
+                tumor_shift_fraction=(0.5, 0.5))
+    aug = SliceAugmenter(cfg)
+    out_hu, out_lab = aug(hu, labels, 0)
+    assert np.array_equal(out_hu[labels == 0], hu[labels == 0])
+    assert np.allclose(out_hu[:, 20, 30], 270.0)            # liver interior: full shift
+    assert np.allclose(out_hu[:, 14, 30], 285.0)            # outermost ring: half
+    assert np.allclose(out_hu[:, 24, 32], 285.0)            # tumor: shift x 0.5
+    assert np.array_equal(out_lab, labels)
+
+
+def test_liver_shift_clipped_to_target_range():
+    hu, labels = _square_sample()
+    hu[labels == 1] = 50.0
+    cfg = _only(liver_shift_probability=1.0, liver_shift_range_hu=(-40.0, -40.0),
+                liver_target_hu_range=(35.0, 135.0))
+    out_hu, _ = SliceAugmenter(cfg)(hu, labels, 0)
+    assert np.allclose(out_hu[:, 20, 30], 35.0)             # 50 - 40 clipped at 35
+
+
+def test_intensity_ops_known_answers():
+    hu = np.full((1, 32, 32), 50.0, dtype=np.float32)
+    assert np.allclose(gamma_in_window(hu, 2.0, (0.0, 100.0)), 25.0)
+    assert np.allclose(gamma_in_window(np.float32([[[-500.0]]]), 2.0, (0.0, 100.0)), -500.0)
+    step = np.zeros((2, 16, 16), dtype=np.float32)
+    step[:, :, 8:] = 100.0
+    blurred = gaussian_blur_in_plane(step, 1.0)
+    assert 0 < blurred[0, 5, 7] < 50 < blurred[0, 5, 8] < 100 and np.allclose(blurred[0], blurred[1])
+    cfg = _only(noise_probability=1.0, noise_std_hu=(10.0, 10.0))
+    noisy, _ = SliceAugmenter(cfg)(np.zeros((3, 64, 64), np.float32), np.zeros((64, 64), np.uint8), 0)
+    assert noisy.std() == pytest.approx(10.0, rel=0.05)
+    cfg = _only(hu_scale_probability=1.0, hu_scale_range=(2.0, 2.0), hu_shift_probability=1.0,
+                hu_shift_range=(5.0, 5.0))
+    scaled, _ = SliceAugmenter(cfg)(hu, np.zeros((32, 32), np.uint8), 0)
+    assert np.allclose(scaled, 105.0)
+
+
+def test_liver_hu_shift_function_2d_label():
+    hu = np.zeros((3, 10, 10), dtype=np.float32)
+    lab = np.zeros((10, 10), dtype=np.uint8)
+    lab[2:8, 2:8] = 1
+    out = liver_hu_shift(hu, lab, 20.0)
+    assert np.allclose(out[:, 5, 5], 20.0) and np.allclose(out[:, 2, 5], 10.0) and out[:, 0, 0].max() == 0
+
+
+def test_affine_matrix_and_resample_known_answers():
+    assert np.allclose(affine_source_matrix(zoom_yx=(2.0, 4.0)), np.diag([0.5, 0.25]))
+    assert np.allclose(affine_source_matrix(flip_lr=True), np.diag([1.0, -1.0]))
+    img = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    src = np.stack(np.meshgrid(np.arange(3), np.arange(4), indexing="ij")).astype(np.float32)
+    assert np.allclose(resample_slices(img, src, "bilinear", -1024.0), img)
+    src[1] += 0.5
+    shifted = resample_slices(img, src, "bilinear", -1024.0)
+    assert np.allclose(shifted[0, :, :3], img[0, :, :3] + 0.5)
+
+
+def test_smooth_displacement_magnitude():
+    field = smooth_displacement((128, 128), 3.0, 20.0, np.random.default_rng(0))
+    assert field.shape == (2, 128, 128)
+    assert 1.0 < field.std() < 5.0
+    assert np.abs(np.diff(field, axis=2)).max() < 2.0       # smooth: neighbours move together
+
+
+def test_flips_off_by_default_and_deterministic():
+    cfg = AugmentationConfig()
+    assert cfg.flip_lr_probability == 0.0 and cfg.flip_ud_probability == 0.0
+    hu, labels = _square_sample()
+    a = SliceAugmenter(cfg)(hu, labels, np.random.default_rng(4))
+    b = SliceAugmenter(cfg)(hu, labels, np.random.default_rng(4))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_flip_lr():
+    hu, labels = _square_sample()
+    out_hu, out_lab = SliceAugmenter(_only(flip_lr_probability=1.0))(hu, labels, 0)
+    assert np.allclose(out_hu, hu[:, :, ::-1], atol=1e-3) and np.array_equal(out_lab, labels[:, :, ::-1])
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = AugmentationConfig(rotation_range_deg=(-5.0, 5.0))
+    assert AugmentationConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(InputError, match="rotation_probability"):
+        AugmentationConfig(rotation_probability=2.0)
+    with pytest.raises(InputError, match="zoom_range"):
+        AugmentationConfig(zoom_range=(0.0, 1.0))
+    with pytest.raises(InputError, match="Unknown"):
+        AugmentationConfig.from_dict({"rotate": 1})
+    with pytest.raises(InputError, match="shape"):
+        SliceAugmenter()(np.zeros((3, 8, 8), np.float32), np.zeros((3, 9, 8), np.uint8), 0)

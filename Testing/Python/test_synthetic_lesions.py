@@ -1,0 +1,178 @@
+"""Synthetic lesions on a tumor-free phantom liver: placement, contrast, volume, count, determinism."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.training.synthetic_lesions import (LesionConfig, correlated_noise, insert_lesions,
+                                                         local_liver_stats)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """Tumor-free liver, 32 x 96 x 96 voxels of 4 x 2 x 2 mm (z, y, x), liver 60 HU, noise 8 HU."""
+    p = make_phantom(lesions=[], noise_hu=8.0, liver_hu=60.0)
+    spacing_zyx = tuple(reversed(p.ct.geometry.spacing))
+    return p.ct.array.astype(np.float32), p.labels, spacing_zyx
+
+
+def _fixed(**kw):
+    """A config with one deterministic kind of lesion (overridable)."""
+    base = dict(probability=1.0, count_range=(1, 1), hypodense_probability=1.0, necrosis_probability=0.0,
+                rim_probability=0.0, heterogeneity_hu=(0.0, 0.0), irregularity_range=(0.0, 0.0),
+                margin_softness_mm=(0.5, 0.5), edge_probability=0.0, allow_boundary_touching=False,
+                z_offset_fraction=0.0)
+    base.update(kw)
+    return LesionConfig(**base)
+
+
+def test_lesions_only_inside_liver_and_nothing_changes_outside(phantom):
+    hu, labels, spacing = phantom
+    cfg = LesionConfig(probability=1.0, count_range=(4, 8), edge_probability=1.0, anchor="any")
+    hu_new, lab_new, infos = insert_lesions(hu, labels, spacing, np.random.default_rng(3), cfg)
+    assert 4 <= len(infos) <= 8
+    assert (lab_new == 2).sum() > 0
+    assert np.all(labels[lab_new == 2] == 1)                 # tumor subset of original liver
+    assert np.array_equal(lab_new >= 1, labels >= 1)          # liver extent unchanged
+    assert np.array_equal(hu_new[labels == 0], hu[labels == 0])
+    assert hu_new.dtype == np.float32 and lab_new.dtype == np.uint8
+    assert sum(i["voxel_count"] for i in infos) >= (lab_new == 2).sum()   # overlaps counted once in labels
+
+
+def test_inputs_not_modified(phantom):
+    hu, labels, spacing = phantom
+    hu0, lab0 = hu.copy(), labels.copy()
+    insert_lesions(hu, labels, spacing, 1, LesionConfig(probability=1.0))
+    assert np.array_equal(hu, hu0) and np.array_equal(labels, lab0)
+
+
+def test_requested_contrast_is_achieved_in_core(phantom):
+    hu, labels, spacing = phantom
+    cfg = _fixed(diameter_range_mm=(30.0, 30.0), hypo_contrast_hu=(40.0, 40.0))
+    hu_new, lab_new, infos = insert_lesions(hu, labels, spacing, 5, cfg, sphere=True)
+    (info,) = infos
+    assert info["contrast_hu"] == pytest.approx(-40.0)
+    assert info["local_liver_hu"] == pytest.approx(60.0, abs=2.0)
+    # core: voxels within 8 mm of the centre (radius 15 mm)
+    c = (np.array(info["center_zyx"]) + 0.5) * spacing
+    z, y, x = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(hu.shape, spacing)], indexing="ij")
+    core = ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) < 8.0 ** 2
+    assert core.sum() > 50
+    assert hu_new[core].mean() == pytest.approx(20.0, abs=3.0)
+    # texture matches the liver's noise (8 HU), so the lesion is not smoother or grainier than the liver
+    assert hu_new[core].std() == pytest.approx(8.0, rel=0.35)
+
+
+def test_hyperdense_contrast(phantom):
+    hu, labels, spacing = phantom
+    cfg = _fixed(diameter_range_mm=(30.0, 30.0), hypodense_probability=0.0, hyper_contrast_hu=(30.0, 30.0))
+    hu_new, lab_new, infos = insert_lesions(hu, labels, spacing, 2, cfg, sphere=True)
+    assert infos[0]["kind"] == "hyperdense" and infos[0]["contrast_hu"] == pytest.approx(30.0)
+    assert hu_new[lab_new == 2].mean() == pytest.approx(90.0, abs=6.0)
+
+
+def test_sphere_volume_matches_formula(phantom):
+    hu, labels, spacing = phantom
+    r = 12.0
+    cfg = _fixed(diameter_range_mm=(2 * r, 2 * r))
+    _, lab_new, infos = insert_lesions(hu, labels, spacing, 7, cfg, sphere=True)
+    expected_ml = 4.0 / 3.0 * np.pi * r ** 3 / 1000.0
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    assert infos[0]["ellipsoid_volume_ml"] == pytest.approx(expected_ml, rel=1e-6)
+    assert infos[0]["volume_ml"] == pytest.approx((lab_new == 2).sum() * voxel_ml)
+    # surface voxels: tolerance ~ surface area x half a voxel
+    surface_tol = 4 * np.pi * r ** 2 * 0.5 * np.mean(spacing) / 1000.0
+    assert abs(infos[0]["volume_ml"] - expected_ml) < surface_tol
+
+
+def test_count_in_range_and_diameters_in_range(phantom):
+    hu, labels, spacing = phantom
+    cfg = LesionConfig(probability=1.0, count_range=(2, 3), diameter_range_mm=(5.0, 20.0))
+    for seed in range(5):
+        _, _, infos = insert_lesions(hu, labels, spacing, seed, cfg)
+        assert 2 <= len(infos) <= 3
+        assert all(5.0 - 1e-9 <= i["diameter_mm"] <= 20.0 + 1e-9 for i in infos)
+
+
+def test_deterministic_with_seed(phantom):
+    hu, labels, spacing = phantom
+    cfg = LesionConfig(probability=1.0)
+    a = insert_lesions(hu, labels, spacing, np.random.default_rng(11), cfg)
+    b = insert_lesions(hu, labels, spacing, np.random.default_rng(11), cfg)
+    c = insert_lesions(hu, labels, spacing, np.random.default_rng(12), cfg)
+    assert len(a[2]) >= 1
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_no_liver_no_lesion():
+    hu = np.full((3, 32, 32), 40.0, dtype=np.float32)
+    labels = np.zeros((3, 32, 32), dtype=np.uint8)
+    hu_new, lab_new, infos = insert_lesions(hu, labels, (2.0, 1.5, 1.5), 0, LesionConfig(probability=1.0))
+    assert infos == [] and np.array_equal(hu_new, hu) and not lab_new.any()
+
+
+def test_probability_zero_gives_no_lesion(phantom):
+    hu, labels, spacing = phantom
+    _, lab_new, infos = insert_lesions(hu, labels, spacing, 0, LesionConfig(probability=0.0))
+    assert infos == [] and np.array_equal(lab_new, labels)
+
+
+def test_thin_stack_with_middle_slice_label():
+    """A (3, H, W) stack with the (H, W) middle label: lesion consistent across slices, label returned 2D."""
+    p = make_phantom(lesions=[], shape_zyx=(3, 96, 96), spacing_xyz=(1.5, 1.5, 2.5))
+    hu, labels = p.ct.array.astype(np.float32), p.labels
+    cfg = _fixed(diameter_range_mm=(20.0, 20.0))
+    hu_new, lab_new, infos = insert_lesions(hu, labels[1], (2.5, 1.5, 1.5), 4, cfg, sphere=True)
+    assert lab_new.shape == (96, 96) and (lab_new == 2).sum() > 100
+    changed = np.abs(hu_new - hu) > 20
+    # a 20 mm sphere centred on slice 1 also darkens the 2.5 mm-away neighbour slices, by about the same area
+    areas = changed.reshape(3, -1).sum(axis=1)
+    assert areas[0] > 0.6 * areas[1] and areas[2] > 0.6 * areas[1]
+
+
+def test_boundary_touching_lesions_are_clipped_to_liver(phantom):
+    hu, labels, spacing = phantom
+    cfg = _fixed(diameter_range_mm=(40.0, 40.0), edge_probability=1.0, allow_boundary_touching=True,
+                 anchor="any")
+    hu_new, lab_new, infos = insert_lesions(hu, labels, spacing, 9, cfg, sphere=True)
+    # clipped: fewer labelled voxels than the full sphere, none outside the liver
+    assert infos[0]["volume_ml"] < 0.95 * infos[0]["ellipsoid_volume_ml"]
+    assert np.all(labels[lab_new == 2] == 1)
+
+
+def test_local_liver_stats_known_noise():
+    rng = np.random.default_rng(0)
+    hu = (70.0 + 10.0 * rng.standard_normal((4, 60, 60))).astype(np.float32)
+    liver = np.ones(hu.shape, dtype=bool)
+    median, noise, rho = local_liver_stats(hu, liver, (2, 30, 30), (2.0, 1.5, 1.5), 20.0)
+    assert median == pytest.approx(70.0, abs=1.0)
+    assert noise == pytest.approx(10.0, rel=0.1)
+    assert max(rho) < 0.15
+
+
+def test_correlated_noise_unit_variance_and_correlation():
+    rng = np.random.default_rng(1)
+    n = correlated_noise((8, 128, 128), (0.0, 0.6, 0.6), rng)
+    assert n.std() == pytest.approx(1.0, rel=0.1)
+    lag1 = np.mean(n[:, :, 1:] * n[:, :, :-1]) / n.var()
+    assert lag1 == pytest.approx(0.6, abs=0.1)
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = LesionConfig(count_range=(2, 4), hypodense_probability=0.5)
+    again = LesionConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(InputError, match="probability"):
+        LesionConfig(probability=1.5)
+    with pytest.raises(InputError, match="diameter_range_mm"):
+        LesionConfig(diameter_range_mm=(60.0, 3.0))
+    with pytest.raises(InputError, match="Unknown"):
+        LesionConfig.from_dict({"nope": 1})
+
+
+def test_shape_mismatch_is_a_user_error():
+    with pytest.raises(InputError, match="shape"):
+        insert_lesions(np.zeros((3, 8, 8), np.float32), np.zeros((3, 8, 9), np.uint8), (1, 1, 1), 0)

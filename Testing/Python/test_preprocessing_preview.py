@@ -1,0 +1,70 @@
+"""Preview PNG and the ``livertumorseg preprocess`` command."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError, OutputExistsError
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.preprocessing import PreprocessingConfig, render_preview
+from LiverTumorSegLib.preprocessing.preview import choose_preview_slices
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    """(width, height) from the IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_render_preview_writes_png_grid(tmp_path):
+    ph = make_phantom((8, 48, 48))
+    out = render_preview(ph.ct, PreprocessingConfig.preset("seed001"), tmp_path / "p.png", n_slices=2,
+                         labels=ph.labels)
+    w, h = png_size(out)
+    assert out.stat().st_size > 5000
+    assert w == 4 * 260 and h == 2 * 270 + 60  # 1 + 3 channel columns, 2 rows at 100 dpi
+    with pytest.raises(OutputExistsError):
+        render_preview(ph.ct, "default", out)
+    render_preview(ph.ct, None, out, n_slices=1, overwrite=True)
+    assert png_size(out)[0] == 4 * 260
+    assert not [p for p in tmp_path.iterdir() if p.name != "p.png"]  # no temp files left
+
+
+def test_render_preview_rejects_bad_output_and_slices(tmp_path):
+    ph = make_phantom((4, 32, 32))
+    with pytest.raises(InputError):
+        render_preview(ph.ct, "default", tmp_path / "p.jpg")
+    with pytest.raises(InputError):
+        render_preview(ph.ct, "default", tmp_path / "p.png", slices=[9])
+
+
+def test_choose_preview_slices_follow_liver_or_body():
+    hu = np.full((20, 8, 8), -1000, np.int16)
+    hu[5:15] = 40
+    assert choose_preview_slices(hu, 3) == [7, 10, 12]
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[10:13, 2:4, 2:4] = 1
+    assert choose_preview_slices(hu, 1, labels) == [11]
+    assert choose_preview_slices(hu[:2], 5) == [0, 1]
+
+
+def test_preprocess_command_on_nifti(tmp_path, capsys):
+    from LiverTumorSegLib.cli import main
+    out = tmp_path / "prev.png"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"channels": [{"kind": "window", "preset": "liver"}, {"kind": "zscore"}],
+                               "context_slices": 0, "target_spacing_mm": 3.0}))
+    rc = main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--config", str(cfg), "-o", str(out),
+               "--slices", "2"])
+    text = capsys.readouterr().out
+    assert rc == 0 and png_size(out)[1] == 2 * 270 + 60
+    assert f"wrote {out}" in text and "channel 1: zscore (body)" in text and "2 channels" in text
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "-o", str(out)]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    cfg.write_text(json.dumps({"chanels": []}))
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--config", str(cfg), "-o",
+                 str(tmp_path / "x.png")]) == 2
+    assert "chanels" in capsys.readouterr().err

@@ -11,6 +11,7 @@ when they are integers that fit, else float32. Problems the user can fix raise
 one-line message; SimpleITK/nibabel tracebacks never reach the user.
 """
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -181,16 +182,24 @@ def _dicom_series_of_file(path: Path) -> str:
 
 # --------------------------------------------------------------------------------------- conversions
 def _itk_reason(exc: BaseException) -> str:
-    """The most useful single line of a SimpleITK/ITK exception text."""
+    """The most specific single line of a SimpleITK/ITK exception text, without source paths or pointers.
+
+    ITK texts look like ``Exception thrown in ...cxx:935:`` / ``ITK ERROR: NrrdImageIO(0x..): Read: ...:`` /
+    ``[nrrd] _nrrdEncodingRaw_read: fread got only 5284 ...``; the last teem line is the most specific.
+    """
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("Description:"):
-            return ln[len("Description:"):].strip()
-    for ln in reversed(lines):
-        if "ERROR" in ln or "error" in ln.lower():
-            text = ln.split("ERROR:", 1)[-1].strip()
-            return text[:200]
-    return (lines[-1] if lines else type(exc).__name__)[:200]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in")
+             and not ln.startswith("Reason: No such file")]  # MetaImage's misleading errno text
+    teem = [ln for ln in lines if ln.startswith("[nrrd]") and not ln.rstrip().endswith((":", "trouble"))]
+    if teem:
+        text = re.sub(r"^\[nrrd\]\s*\w+:\s*", "", teem[-1])
+    else:
+        text = next((ln for ln in lines if "ERROR" in ln), lines[-1] if lines else type(exc).__name__)
+        for prefix in ("Description:", "ITK ERROR:", "sitk::ERROR:"):
+            if prefix in text:
+                text = text.split(prefix, 1)[1]
+        text = re.sub(r"^\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", text)
+    return text.strip().rstrip(":.")[:200]
 
 
 def _fits_int16(lo: float, hi: float) -> bool:

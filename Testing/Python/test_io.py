@@ -380,6 +380,12 @@ def _bad_inputs(tmp: Path):
         (tmp / "t.nrrd").write_bytes(blob[: len(blob) * 2 // 3])
         return tmp / "t.nrrd"
 
+    def truncated_mha():
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((10, 10, 10), np.int16)), str(tmp / "t.mha"))
+        blob = (tmp / "t.mha").read_bytes()
+        (tmp / "t.mha").write_bytes(blob[: len(blob) * 2 // 3])
+        return tmp / "t.mha"
+
     def garbage_nii_gz():
         (tmp / "junk.nii.gz").write_bytes(b"this is not a nifti file" * 20)
         return tmp / "junk.nii.gz"
@@ -430,6 +436,7 @@ def _bad_inputs(tmp: Path):
         ("vector MHA", vector_mha, ["3 components per voxel", "scalar 3D CT"]),
         ("truncated .nii.gz", truncated_nii_gz, ["truncated or corrupt"]),
         ("truncated .nrrd", truncated_nrrd, ["truncated or corrupt"]),
+        ("truncated .mha", truncated_mha, ["truncated or corrupt"]),
         ("not gzip .nii.gz", garbage_nii_gz, ["Cannot read", "as NIfTI"]),
         ("0-byte file", empty_file, ["empty file (0 bytes)"]),
         ("zero-size image", zero_size, ["zero size"]),

@@ -1,0 +1,289 @@
+"""Overlap, surface-distance and ROC metrics against hand-computed answers and independent
+implementations (MONAI's metrics, scipy brute force)."""
+import math
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.metrics import overlap, roc, surface
+
+
+def cube(shape, start, size):
+    mask = np.zeros(shape, dtype=bool)
+    z, y, x = start
+    mask[z:z + size, y:y + size, x:x + size] = True
+    return mask
+
+
+def random_blob(rng, shape=(12, 14, 16), fraction=0.5, smooth=1.5):
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape), smooth)
+    return noise > np.quantile(noise, 1.0 - fraction)
+
+
+# ------------------------------------------------------------------------------------------------ overlap
+def test_overlap_of_offset_cubes_matches_hand_computation():
+    # 4^3 cubes, one shifted one voxel along z: intersection 4*4*3 = 48, each 64 voxels
+    a = cube((10, 10, 10), (2, 2, 2), 4)
+    b = cube((10, 10, 10), (3, 2, 2), 4)
+    m = overlap.overlap_metrics(b, a)
+    assert m["dice"] == pytest.approx(96 / 128)
+    assert m["iou"] == pytest.approx(48 / 80)
+    assert m["voe"] == pytest.approx(1 - 48 / 80)
+    assert m["rvd"] == 0.0
+    assert m["precision"] == pytest.approx(48 / 64)
+    assert m["sensitivity"] == pytest.approx(48 / 64)
+    assert m["specificity"] == pytest.approx((1000 - 80) / (1000 - 64))
+    assert m["accuracy"] == pytest.approx((1000 - 32) / 1000)
+    assert m["f1"] == m["dice"]
+
+
+def test_rvd_sign_positive_for_over_segmentation():
+    ref = cube((8, 8, 8), (2, 2, 2), 2)        # 8 voxels
+    big = cube((8, 8, 8), (2, 2, 2), 4)        # 64 voxels
+    assert overlap.rvd(big, ref) == pytest.approx((64 - 8) / 8)
+    assert overlap.rvd(ref, big) == pytest.approx((8 - 64) / 64)
+
+
+def test_empty_mask_conventions():
+    empty = np.zeros((4, 4, 4), bool)
+    full = cube((4, 4, 4), (1, 1, 1), 2)
+    both = overlap.overlap_metrics(empty, empty)
+    assert both["dice"] == 1.0 and both["iou"] == 1.0 and both["voe"] == 0.0 and both["rvd"] == 0.0
+    assert both["precision"] == 1.0 and both["sensitivity"] == 1.0 and both["specificity"] == 1.0
+    pred_only = overlap.overlap_metrics(full, empty)
+    assert pred_only["dice"] == 0.0 and pred_only["voe"] == 1.0 and pred_only["precision"] == 0.0
+    assert math.isnan(pred_only["rvd"]) and math.isnan(pred_only["sensitivity"])
+    ref_only = overlap.overlap_metrics(empty, full)
+    assert ref_only["dice"] == 0.0 and ref_only["rvd"] == -1.0 and ref_only["sensitivity"] == 0.0
+    assert math.isnan(ref_only["precision"])
+    assert math.isnan(overlap.specificity(full, np.ones((4, 4, 4), bool)))
+
+
+def test_confusion_counts_add_and_shape_check():
+    a = cube((6, 6, 6), (0, 0, 0), 3)
+    b = cube((6, 6, 6), (1, 1, 1), 3)
+    c = overlap.confusion_counts(b, a)
+    assert (c.tp, c.fp, c.fn, c.tn) == (8, 19, 19, 216 - 46)
+    assert (c + c).tp == 16 and (c + c).total == 432
+    with pytest.raises(ValueError):
+        overlap.confusion_counts(a, a[:-1])
+
+
+def test_single_metric_functions_agree_with_overlap_metrics():
+    rng = np.random.default_rng(1)
+    a, b = random_blob(rng), random_blob(rng)
+    m = overlap.overlap_metrics(a, b)
+    for name in ("dice", "iou", "voe", "rvd", "precision", "sensitivity", "specificity", "accuracy", "f1"):
+        assert getattr(overlap, name)(a, b) == pytest.approx(m[name])
+    assert overlap.jaccard(a, b) == m["iou"] and overlap.recall(a, b) == m["sensitivity"]
+    assert overlap.volume_ml(a, (2.0, 1.0, 0.5)) == pytest.approx(np.count_nonzero(a) * 1e-3)
+
+
+def test_dice_matches_monai_dicemetric_on_random_blobs():
+    torch = pytest.importorskip("torch")
+    from monai.metrics import DiceMetric
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        a, b = random_blob(rng, fraction=rng.uniform(0.1, 0.6)), random_blob(rng)
+        metric = DiceMetric(include_background=True, reduction="none")
+        expected = metric(torch.from_numpy(a[None, None].astype(np.float32)),
+                          torch.from_numpy(b[None, None].astype(np.float32)))
+        assert overlap.dice(a, b) == pytest.approx(float(expected), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ surface
+def test_surface_voxels_are_face_connected_boundary():
+    a = cube((8, 8, 8), (2, 2, 2), 4)
+    s = surface.surface_voxels(a)
+    assert np.count_nonzero(s) == 64 - 8
+    assert not s[3:5, 3:5, 3:5].any()
+    edge = np.ones((3, 3, 3), bool)                       # touches the array border everywhere
+    assert np.count_nonzero(surface.surface_voxels(edge)) == 26
+
+
+def test_offset_cubes_with_anisotropic_spacing_hand_computed():
+    # A = 4^3 cube, B = A shifted +1 voxel along z; spacing (z, y, x) = (2.0, 1.0, 0.5) mm.
+    # A -> B: the 16 voxels of A's bottom face (z=2) are 2.0 mm from B's bottom face; the 4 inner
+    # voxels of A's top face (z=5) are 0.5 mm (one x step) from B's side faces; the other 36 are on
+    # B's surface. Symmetric for B -> A.  Sum = 2 * (16*2.0 + 4*0.5) = 68 over 112 surface voxels.
+    a = cube((10, 10, 10), (2, 2, 2), 4)
+    b = cube((10, 10, 10), (3, 2, 2), 4)
+    d = surface.surface_distances(b, a, (2.0, 1.0, 0.5))
+    assert sorted(np.unique(d.pred_to_ref).tolist()) == [0.0, 0.5, 2.0]
+    m = surface.surface_metrics(b, a, (2.0, 1.0, 0.5))
+    assert m["assd_mm"] == pytest.approx(68 / 112)
+    assert m["hd_mm"] == pytest.approx(2.0)
+    assert m["hd95_mm"] == pytest.approx(2.0)           # P95 of 36x0, 4x0.5, 16x2.0 is 2.0
+    assert m["rmsd_mm"] == pytest.approx(math.sqrt((32 * 4.0 + 8 * 0.25) / 112))
+
+
+def test_disjoint_cubes_hausdorff_is_the_shift_in_mm():
+    # 2^3 cubes at x = 2..3 and x = 7..8 (spacing x = 0.7 mm): every voxel is surface; the far layer of
+    # each cube is 5 x-steps from the nearest voxel of the other, the near layer 4 steps.
+    a = cube((6, 6, 20), (2, 2, 2), 2)
+    b = cube((6, 6, 20), (2, 2, 7), 2)
+    m = surface.surface_metrics(a, b, (3.0, 2.0, 0.7))
+    assert m["hd_mm"] == pytest.approx(5 * 0.7)
+    assert m["assd_mm"] == pytest.approx(4.5 * 0.7)
+
+
+def test_surface_empty_conventions():
+    empty = np.zeros((5, 5, 5), bool)
+    a = cube((5, 5, 5), (1, 1, 1), 2)
+    assert surface.surface_metrics(empty, empty, (1, 1, 1)) == {"assd_mm": 0.0, "hd_mm": 0.0, "hd95_mm": 0.0,
+                                                                 "rmsd_mm": 0.0}
+    for pred, ref in ((a, empty), (empty, a)):
+        values = surface.surface_metrics(pred, ref, (1, 1, 1))
+        assert all(math.isnan(v) for v in values.values())
+
+
+def test_surface_rejects_bad_spacing_and_shapes():
+    a = cube((5, 5, 5), (1, 1, 1), 2)
+    with pytest.raises(ValueError):
+        surface.surface_metrics(a, a, (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError):
+        surface.surface_metrics(a, a, (1.0, 1.0))
+    with pytest.raises(ValueError):
+        surface.surface_metrics(a, a[:, :, :-1], (1.0, 1.0, 1.0))
+
+
+def test_bounding_box_margin_and_empty():
+    a = cube((10, 10, 10), (2, 3, 4), 2)
+    assert surface.bounding_box(a) == (slice(2, 4), slice(3, 5), slice(4, 6))
+    assert surface.bounding_box(a, margin=3) == (slice(0, 7), slice(0, 8), slice(1, 9))
+    assert surface.bounding_box(np.zeros((3, 3, 3), bool)) is None
+
+
+def brute_force_directed(src, dst, spacing):
+    """Directed surface distances by an explicit pairwise distance matrix (tiny masks only)."""
+    from scipy.spatial.distance import cdist
+
+    ps = np.argwhere(surface.surface_voxels(src)) * np.asarray(spacing)
+    pd = np.argwhere(surface.surface_voxels(dst)) * np.asarray(spacing)
+    return cdist(ps, pd).min(axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_surface_matches_scipy_brute_force_on_random_blobs(seed):
+    rng = np.random.default_rng(seed)
+    spacing = (2.5, 0.8, 1.1)
+    a = random_blob(rng, fraction=rng.uniform(0.2, 0.5))
+    b = random_blob(rng, fraction=rng.uniform(0.2, 0.5))
+    d = surface.surface_distances(a, b, spacing)
+    ab, ba = brute_force_directed(a, b, spacing), brute_force_directed(b, a, spacing)
+    np.testing.assert_allclose(np.sort(d.pred_to_ref), np.sort(ab), atol=1e-9)
+    np.testing.assert_allclose(np.sort(d.ref_to_pred), np.sort(ba), atol=1e-9)
+    pooled = np.concatenate([ab, ba])
+    m = surface.surface_metrics(a, b, spacing)
+    assert m["assd_mm"] == pytest.approx(pooled.mean())
+    assert m["hd_mm"] == pytest.approx(pooled.max())
+    assert m["hd95_mm"] == pytest.approx(max(np.percentile(ab, 95), np.percentile(ba, 95)))
+    assert m["rmsd_mm"] == pytest.approx(np.sqrt(np.mean(pooled ** 2)))
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_surface_matches_monai_on_random_blobs(seed):
+    torch = pytest.importorskip("torch")
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    rng = np.random.default_rng(seed)
+    spacing = (3.0, 0.75, 1.25)
+    a = random_blob(rng, shape=(10, 24, 20), fraction=rng.uniform(0.1, 0.4))
+    b = random_blob(rng, shape=(10, 24, 20), fraction=rng.uniform(0.1, 0.4))
+    ta = torch.from_numpy(a[None, None].astype(np.float32))
+    tb = torch.from_numpy(b[None, None].astype(np.float32))
+    half_voxel = 0.5 * min(spacing)
+    m = surface.surface_metrics(a, b, spacing)
+    hd = float(compute_hausdorff_distance(ta, tb, include_background=True, spacing=spacing))
+    hd95 = float(compute_hausdorff_distance(ta, tb, include_background=True, percentile=95, spacing=spacing))
+    asd = float(compute_average_surface_distance(ta, tb, include_background=True, symmetric=True,
+                                                 spacing=spacing))
+    assert abs(m["hd_mm"] - hd) < half_voxel
+    assert abs(m["hd95_mm"] - hd95) < half_voxel
+    assert abs(m["assd_mm"] - asd) < half_voxel
+    # same definitions, so in fact equal up to float32 rounding
+    assert m["hd_mm"] == pytest.approx(hd, abs=1e-4)
+    assert m["hd95_mm"] == pytest.approx(hd95, abs=1e-4)
+    assert m["assd_mm"] == pytest.approx(asd, abs=1e-4)
+
+
+def test_single_surface_functions_agree():
+    rng = np.random.default_rng(4)
+    a, b = random_blob(rng), random_blob(rng)
+    m = surface.surface_metrics(a, b, (1.0, 2.0, 3.0))
+    assert surface.assd(a, b, (1.0, 2.0, 3.0)) == m["assd_mm"]
+    assert surface.hausdorff(a, b, (1.0, 2.0, 3.0)) == m["hd_mm"]
+    assert surface.hd95(a, b, (1.0, 2.0, 3.0)) == m["hd95_mm"]
+    assert surface.rmsd(a, b, (1.0, 2.0, 3.0)) == m["rmsd_mm"]
+
+
+def test_cropping_does_not_change_distances():
+    # same pair embedded in a much larger array (crop path) equals the small-array result
+    rng = np.random.default_rng(5)
+    a, b = random_blob(rng), random_blob(rng)
+    big_a = np.zeros((40, 50, 60), bool)
+    big_b = np.zeros((40, 50, 60), bool)
+    big_a[10:22, 20:34, 30:46] = a
+    big_b[10:22, 20:34, 30:46] = b
+    small = surface.surface_metrics(a, b, (1.5, 1.0, 0.8))
+    large = surface.surface_metrics(big_a, big_b, (1.5, 1.0, 0.8))
+    for key in small:
+        assert small[key] == pytest.approx(large[key])
+
+
+# ------------------------------------------------------------------------------------------------ ROC
+def test_roc_auc_hand_example_and_ties():
+    assert roc.roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc.roc_auc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+    assert roc.roc_auc(np.array([0.2, 0.9]), np.array([0, 1])) == 1.0
+    assert math.isnan(roc.roc_auc(np.array([0.2, 0.9]), np.array([1, 1])))
+    curve = roc.roc_curve(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(curve.fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(curve.tpr, [0, 0.5, 0.5, 1, 1])
+    np.testing.assert_allclose(curve.thresholds, [np.inf, 0.8, 0.4, 0.35, 0.1])
+
+
+def mann_whitney_auc(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (pos.size * neg.size)
+
+
+def test_roc_auc_equals_mann_whitney_with_many_ties():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.uniform(0, 1, 500) * 0.6 + labels * 0.3, 1)   # heavy ties
+    assert roc.roc_auc(scores, labels) == pytest.approx(mann_whitney_auc(scores, labels), abs=1e-12)
+
+
+def test_roc_accumulator_equals_exact_curve_of_binned_scores():
+    rng = np.random.default_rng(9)
+    acc = roc.RocAccumulator(n_bins=20)
+    all_scores, all_labels = [], []
+    for _ in range(3):
+        labels = rng.integers(0, 2, (4, 5, 6))
+        scores = np.clip(rng.uniform(0, 1, labels.shape) * 0.7 + labels * 0.3, 0, 1).astype(np.float32)
+        acc.add(scores, labels)
+        all_scores.append(np.minimum(np.floor(scores * 20), 19) / 20)
+        all_labels.append(labels)
+    exact = roc.roc_curve(np.concatenate([s.ravel() for s in all_scores]),
+                          np.concatenate([y.ravel() for y in all_labels]))
+    pooled = acc.curve()
+    np.testing.assert_allclose(pooled.fpr, exact.fpr)
+    np.testing.assert_allclose(pooled.tpr, exact.tpr)
+    assert pooled.auc == pytest.approx(exact.auc)
+    d = pooled.to_dict(max_points=5)
+    assert len(d["fpr"]) == 5 and d["thresholds"][0] is None and d["fpr"][-1] == 1.0
+
+
+def test_roc_rejects_bad_input():
+    with pytest.raises(ValueError):
+        roc.roc_curve(np.array([0.1, np.nan]), np.array([0, 1]))
+    with pytest.raises(ValueError):
+        roc.roc_curve(np.array([0.1, 0.2]), np.array([0, 1, 1]))
+    with pytest.raises(ValueError):
+        roc.RocAccumulator(n_bins=0)

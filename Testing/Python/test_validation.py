@@ -1,0 +1,160 @@
+"""Tests for LiverTumorSegLib.validation: CT sanity checks and memory checks. Arrays are (z, y, x)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError, ResourceError
+from LiverTumorSegLib.io import read_volume
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.validation import (available_memory_bytes, check_ct, check_memory, estimate_memory_bytes)
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+
+
+def phantom_ct(**kwargs) -> CTVolume:
+    args = dict(shape_zyx=(6, 40, 40), spacing_xyz=(2.0, 2.0, 4.0), seed=0)
+    args.update(kwargs)
+    return make_phantom(**args).ct
+
+
+def with_array(volume: CTVolume, array: np.ndarray) -> CTVolume:
+    return CTVolume(array=array, geometry=volume.geometry, source="test.nii.gz")
+
+
+def with_spacing(volume: CTVolume, spacing) -> CTVolume:
+    return CTVolume(array=volume.array, geometry=ImageGeometry(spacing=spacing), source="test.nii.gz")
+
+
+def test_phantom_and_real_ct_pass_without_warnings():
+    assert check_ct(phantom_ct()) == []
+    real = read_volume(DATA / "ct3slice_ct.nii.gz")  # GE CT with -3024 outside the field of view
+    assert real.array.min() == -3024
+    assert check_ct(real) == []
+    assert check_ct(read_volume(DATA / "example_ct_sm.nii.gz")) == []
+
+
+@pytest.mark.parametrize("pad", [-3024, -2048, -2000])
+def test_scanner_padding_outside_the_field_of_view_is_accepted(pad):
+    ct = phantom_ct()
+    arr = ct.array.copy()
+    arr[:, :5, :] = pad
+    assert check_ct(with_array(ct, arr)) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_are_fatal(bad):
+    arr = phantom_ct().array.astype(np.float32)
+    arr[1, 2, 3] = bad
+    arr[2, 2, 3] = bad
+    with pytest.raises(InputError, match="has 2 NaN/Inf voxels"):
+        check_ct(with_array(phantom_ct(), arr))
+
+
+def test_constant_volume_is_fatal():
+    with pytest.raises(InputError, match=r"is constant \(every voxel is -1000\)"):
+        check_ct(with_array(phantom_ct(), np.full((6, 40, 40), -1000, np.int16)))
+
+
+@pytest.mark.parametrize("scale,words", [
+    (lambda hu: (hu + 1024.0) / 4095.0, "within 0..1"),
+    (lambda hu: np.clip((hu + 160.0) / 400.0 * 255.0, 0, 255).round(), "within 0..255"),
+    (lambda hu: (hu - hu.mean()) / hu.std(), "looks normalised"),
+    (lambda hu: hu + 1024.0, "no air near -1000 HU"),
+])
+def test_non_hu_intensities_are_fatal_unless_allowed(scale, words):
+    ct = phantom_ct()
+    arr = scale(ct.array.astype(np.float32)).astype(np.float32)
+    vol = with_array(ct, arr)
+    with pytest.raises(InputError) as err:
+        check_ct(vol)
+    msg = str(err.value)
+    assert words in msg and "pre-normalised/not CT" in msg and "--allow-non-hu" in msg
+    warnings = check_ct(vol, allow_non_hu=True)
+    assert len(warnings) == 1 and words in warnings[0]
+
+
+@pytest.mark.parametrize("spacing", [(0.0, 1.0, 1.0), (1.0, -1.0, 1.0), (1.0, 1.0, float("nan")),
+                                     (1.0, 1.0, 25.0), (21.0, 1.0, 1.0)])
+def test_absurd_spacing_is_fatal(spacing):
+    with pytest.raises(InputError, match="spacing"):
+        check_ct(with_spacing(phantom_ct(), spacing))
+
+
+def test_unusual_spacing_and_size_give_warnings():
+    small = check_ct(with_spacing(phantom_ct(), (0.1, 0.1, 1.0)))
+    assert len(small) == 1 and "very small voxel spacing" in small[0]
+    thick = check_ct(with_spacing(phantom_ct(), (1.0, 1.0, 8.0)))
+    assert len(thick) == 1 and "thick slices (8 mm)" in thick[0]
+    tiny = check_ct(phantom_ct(shape_zyx=(6, 20, 40)))
+    assert len(tiny) == 1 and "very small axial slices (20 x 40" in tiny[0]
+
+
+def test_shape_problems():
+    ct = phantom_ct()
+    with pytest.raises(InputError, match="is 2D"):
+        check_ct(with_array(ct, ct.array[0]))
+    with pytest.raises(InputError, match="is 4D"):
+        check_ct(with_array(ct, ct.array[None]))
+    with pytest.raises(InputError, match="is empty"):
+        check_ct(with_array(ct, ct.array[:0]))
+    with pytest.raises(InputError, match="line or a single voxel"):
+        check_ct(with_array(ct, ct.array[:1, :1, :]))
+    with pytest.raises(InputError, match="single sagittal or coronal slice"):
+        check_ct(with_array(ct, ct.array[:, :, 20:21]))
+    one = check_ct(with_array(ct, ct.array[3:4]))
+    assert len(one) == 1 and "single axial slice" in one[0]
+    # a single axial slice stored with index k along P is still an axial slice after canonicalization
+    sideways = CTVolume(array=np.ascontiguousarray(ct.array[3:4].transpose(1, 0, 2)),
+                        geometry=ImageGeometry(spacing=(2, 4, 2), direction=(1, 0, 0, 0, 0, 1, 0, 1, 0)))
+    assert "single axial slice" in check_ct(sideways)[0]
+
+
+def test_degenerate_direction_is_fatal():
+    ct = phantom_ct()
+    vol = CTVolume(array=ct.array, geometry=ImageGeometry(spacing=(1, 1, 1), direction=(1, 0, 0, 1, 0, 0, 0, 0, 1)))
+    with pytest.raises(InputError, match="degenerate"):
+        check_ct(vol)
+
+
+def test_missing_air_and_soft_tissue_warn():
+    ct = phantom_ct()
+    crop = ct.array[:, 10:30, 8:30].copy()  # inside the body
+    crop[crop < -500] = 40  # no bowel gas either
+    cropped = check_ct(with_array(ct, crop))
+    assert any("no air voxels" in w for w in cropped)
+    air_only = np.where(ct.array > -500, -600, ct.array).astype(np.int16)
+    assert any("no soft tissue" in w for w in check_ct(with_array(ct, air_only)))
+
+
+def test_estimate_memory_bytes_known_answers():
+    voxels = 10 * 20 * 30
+    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4 * 2 + 2)
+    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0, keep_probabilities=True,
+                                 num_classes=3) == voxels * 26
+    assert estimate_memory_bytes((10, 20, 30), input_itemsize=4, float_copies=1,
+                                 overhead_bytes=100) == voxels * (8 + 4 + 2) + 100
+    assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 14
+
+
+def test_check_memory_raises_with_needed_and_available():
+    with pytest.raises(ResourceError, match=r"needs about 3.0 GiB of memory but only 1.5 GiB is available"):
+        check_memory(3 << 30, available_bytes=int(1.5 * (1 << 30)))
+    assert check_memory(10, available_bytes=50) == 50
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000 kB\nMemFree:  100 kB\nMemAvailable:    2048 kB\n")
+    no_cgroup = tmp_path / "none"
+    assert available_memory_bytes(str(meminfo), str(no_cgroup)) == 2048 * 1024
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("1000000\n")
+    (cgroup / "memory.current").write_text("400000\n")
+    assert available_memory_bytes(str(meminfo), str(cgroup)) == 600000
+    (cgroup / "memory.max").write_text("max\n")
+    assert available_memory_bytes(str(meminfo), str(cgroup)) == 2048 * 1024
+    real = available_memory_bytes()
+    assert real is None or real > 0

@@ -1,0 +1,78 @@
+"""Training checkpoints: plain tensors and dicts only, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint holds ``model``, ``optimizer``, ``scheduler``, ``scaler`` state dicts, ``rng`` (torch CPU and
+CUDA generator states as uint8 tensors), ``epoch`` (epochs completed, or the epoch in progress when
+``step_in_epoch > 0``), ``step_in_epoch``, ``global_step``, ``config`` (TrainConfig JSON string) and
+``state`` (JSON string: history, best metric, early-stopping counters). Nothing is pickled, so loading
+cannot run code.
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+from ..errors import InputError
+
+PathLike = Union[str, Path]
+
+
+def rng_state() -> Dict[str, torch.Tensor]:
+    """Current torch RNG states as tensors (CPU, plus every CUDA device when CUDA is initialised)."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda_{i}"] = s
+    return state
+
+
+def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only for devices that exist)."""
+    if "torch_cpu" in state:
+        torch.set_rng_state(state["torch_cpu"].to(torch.uint8).cpu())
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            key = f"torch_cuda_{i}"
+            if key in state:
+                torch.cuda.set_rng_state(state[key].to(torch.uint8).cpu(), i)
+
+
+def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then atomic rename onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, str(path))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load with ``weights_only=True``. Raises :class:`InputError` for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"No checkpoint at '{path}' to resume from; start without --resume, or point "
+                         f"--log-dir at the interrupted run's folder.")
+    try:
+        payload = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt / foreign file
+        raise InputError(f"Checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); delete it to "
+                         f"start over.") from None
+    for key in ("model", "optimizer", "epoch", "global_step", "config"):
+        if key not in payload:
+            raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train.")
+    return payload
+
+
+def decode_json(payload: Dict[str, Any], key: str) -> Any:
+    value = payload.get(key)
+    return json.loads(value) if isinstance(value, str) else value

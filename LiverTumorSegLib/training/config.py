@@ -1,0 +1,192 @@
+"""``TrainConfig``: every training option in one dataclass, loadable from YAML/JSON, overridable from the CLI.
+
+Precedence: dataclass defaults < config file (``--config train.yaml``) < command-line options.
+Unknown keys in a config file are an error (a typo would otherwise be silently ignored).
+"""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from ..errors import InputError
+
+FORMATS = ("auto", "lits", "msd", "ircadb", "csv")
+LOSSES = ("ce", "dice", "dice_ce", "focal", "dice_focal")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+SCHEDULES = ("cosine", "step", "plateau", "none")
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run. Units: lr per step, times in minutes, sizes in pixels.
+
+    ``iterations_per_epoch`` batches make an epoch (sampling-based epochs, independent of data size).
+    ``patch_size``: square random crop (pixels of the preprocessed grid), biased toward the liver.
+    ``liver_slice_fraction``: fraction of sampled centre slices that contain liver (the rest uniform).
+    ``tumor_slice_fraction``: of the liver-slice draws, fraction taken from tumor slices when any exist.
+    ``synthetic_lesions``: "auto" (on when the training data has no tumor label), true or false.
+    ``label_map``: remap raw label values, e.g. ``{"5": 1}``; values not listed become 0. Empty = no remap.
+    ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
+    ``amp``: "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off".
+    ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.
+    ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
+    """
+
+    data: str = ""
+    format: str = "auto"
+    label_map: Dict[str, int] = field(default_factory=dict)
+    model: str = "unet"
+    model_options: Dict[str, Any] = field(default_factory=dict)
+    preprocessing: Union[str, Dict[str, Any]] = "default"
+    augmentation: Dict[str, Any] = field(default_factory=dict)
+    lesions: Dict[str, Any] = field(default_factory=dict)
+    synthetic_lesions: Union[str, bool] = "auto"
+    loss: str = "dice_ce"
+    class_weights: Optional[List[float]] = None
+    deep_supervision_weights: Optional[List[float]] = None
+    optimizer: str = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup: int = 0
+    step_size: int = 30
+    gamma: float = 0.1
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    epochs: int = 50
+    iterations_per_epoch: int = 250
+    batch_size: int = 16
+    patch_size: int = 160
+    liver_slice_fraction: float = 0.85
+    tumor_slice_fraction: float = 0.5
+    every_other_slice: bool = False
+    val_fraction: float = 0.2
+    folds: int = 0
+    fold: int = 0
+    val_every: int = 1
+    val_max_slices: int = 0
+    seed: int = 1234
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = False
+    num_workers: int = 2
+    early_stopping_patience: int = 0
+    grad_clip: float = 0.0
+    output: str = ""
+    log_dir: str = ""
+    cache_dir: str = ""
+    resume: bool = False
+    overwrite: bool = False
+    max_time_minutes: float = 0.0
+    checkpoint_every_steps: int = 0
+    progress_bar: bool = True
+    tensorboard: bool = True
+    name: str = ""
+    description: str = ""
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a mapping; unknown keys raise :class:`InputError` naming them and the valid keys."""
+        return cls().updated(values, source)
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path]) -> "TrainConfig":
+        """Load a ``.yaml``/``.yml``/``.json`` file holding a mapping of option -> value."""
+        return cls.from_dict(load_config_file(path), source=str(path))
+
+    def updated(self, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
+        """A copy with ``values`` applied (``None`` values are ignored); keys may use ``-`` or ``_``."""
+        known = set(self.field_names())
+        current = dataclasses.asdict(self)
+        unknown = []
+        for key, value in (values or {}).items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                unknown.append(str(key))
+                continue
+            if value is not None:
+                current[name] = value
+        if unknown:
+            raise InputError(f"Unknown training option(s) {', '.join(sorted(unknown))} in {source}. "
+                             f"Valid options: {', '.join(sorted(known))}.")
+        cfg = TrainConfig(**current)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` for values that cannot work (bad choice names, non-positive sizes)."""
+        def choice(name: str, allowed) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InputError(f"Option {name}={value!r} is not one of {', '.join(allowed)}.")
+        choice("format", FORMATS)
+        choice("loss", LOSSES)
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        choice("amp", ("auto", "bf16", "fp16", "off"))
+        if str(self.synthetic_lesions).lower() not in ("auto", "true", "false"):
+            raise InputError(f"Option synthetic_lesions={self.synthetic_lesions!r} must be auto, true or false.")
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "patch_size"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"Option {name} must be at least 1 (got {getattr(self, name)}).")
+        if not 0.0 <= float(self.liver_slice_fraction) <= 1.0:
+            raise InputError(f"liver_slice_fraction must be in [0, 1] (got {self.liver_slice_fraction}).")
+        if self.folds and not 0 <= int(self.fold) < int(self.folds):
+            raise InputError(f"fold {self.fold} is outside 0..{int(self.folds) - 1} for folds={self.folds}.")
+        if self.folds == 1 or self.folds < 0:
+            raise InputError(f"folds must be 0 (hold-out split) or at least 2 (got {self.folds}).")
+        if not self.folds and not 0.0 <= float(self.val_fraction) < 1.0:
+            raise InputError(f"val_fraction must be in [0, 1) (got {self.val_fraction}).")
+        for key, value in (self.label_map or {}).items():
+            try:
+                int(key)
+            except (TypeError, ValueError):
+                raise InputError(f"label_map key {key!r} is not an integer label value.") from None
+            if int(value) not in (0, 1, 2):
+                raise InputError(f"label_map maps {key} to {value}; targets must be 0, 1 or 2.")
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def use_synthetic_lesions(self) -> Optional[bool]:
+        """True/False when forced, None for "auto" (decided from the data)."""
+        value = str(self.synthetic_lesions).lower()
+        return None if value == "auto" else value == "true"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text), source="checkpoint")
+
+
+def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a YAML or JSON mapping. Raises :class:`InputError` for a missing file or a non-mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Training config file '{path}' does not exist.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+            values = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - parse errors of either library
+        raise InputError(f"Cannot parse training config '{path}': {exc}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(f"Training config '{path}' must hold a mapping of option: value, "
+                         f"not a {type(values).__name__}.")
+    return values

@@ -1,0 +1,271 @@
+"""Training data sets: discovery of the public layouts, label checks, and loading of canonical cases.
+
+Layouts (``discover_cases(root, fmt)``; ``fmt="auto"`` picks from what is on disk):
+
+* ``lits``: ``volume-N.nii[.gz]`` + ``segmentation-N.nii[.gz]`` anywhere below ``root`` (the original
+  LiTS zips and the Kaggle folders ``volume_pt1..5/`` + ``segmentations/`` both work).
+* ``msd``: Medical Segmentation Decathlon Task03_Liver: ``dataset.json``, ``imagesTr/liver_N.nii.gz``,
+  ``labelsTr/liver_N.nii.gz`` (macOS ``._*`` files are ignored).
+* ``ircadb``: 3D-IRCADb-01: one folder per patient holding ``PATIENT_DICOM/`` and
+  ``MASKS_DICOM/liver`` + ``MASKS_DICOM/livertumor*`` (DICOM masks merged to 0/1/2).
+* ``csv``: a ``.csv`` with columns ``image``, ``label`` and optional ``patient``, ``case``
+  (relative paths are relative to the CSV's folder). ``root`` may be the CSV or a folder with one CSV.
+
+``load_case(case, label_map)`` returns the canonical CT and labels ``(z, y, x)`` uint8 in {0, 1, 2},
+after checking the label's shape, geometry and values against the image.
+"""
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import InputError, LabelError
+from ..volume import CTVolume
+
+PathLike = Union[str, Path]
+NIFTI_RE = r"\.nii(\.gz)?$"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case. ``label_path`` is a file, or for IRCADb the patient's ``MASKS_DICOM`` folder."""
+
+    case_id: str
+    patient_id: str
+    image_path: str
+    label_path: str
+    layout: str = "csv"
+
+
+# --------------------------------------------------------------------------- discovery
+def discover_cases(root: PathLike, fmt: str = "auto") -> List[Case]:
+    """List the cases of the data set at ``root`` (sorted by case id). Raises :class:`InputError` if none."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"Training data '{root}' does not exist; pass --data with a data folder or CSV.")
+    if fmt == "auto":
+        fmt = detect_format(root)
+    finders = {"lits": _discover_lits, "msd": _discover_msd, "ircadb": _discover_ircadb, "csv": _discover_csv}
+    if fmt not in finders:
+        raise InputError(f"Unknown data format '{fmt}'; use one of auto, {', '.join(finders)}.")
+    cases = finders[fmt](root)
+    if not cases:
+        raise InputError(f"No {fmt} cases found in '{root}'. {_LAYOUT_HELP}")
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise InputError(f"Case ids {duplicates} occur more than once in '{root}'; give each case a unique id "
+                         f"(CSV: a 'case' column).")
+    return sorted(cases, key=lambda c: _natural_key(c.case_id))
+
+
+_LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "
+                "imagesTr/, labelsTr/), 3D-IRCADb-01 (<patient>/PATIENT_DICOM + <patient>/MASKS_DICOM/liver), "
+                "or a CSV with columns image,label[,patient].")
+
+
+def detect_format(root: PathLike) -> str:
+    """Guess the layout of ``root``: csv, msd, lits or ircadb. Raises :class:`InputError` if none fits."""
+    root = Path(root)
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return "csv"
+        raise InputError(f"Training data '{root}' is a file but not a .csv. {_LAYOUT_HELP}")
+    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+        return "msd"
+    if any(_visible(p) for p in root.rglob("volume-*.nii*")):
+        return "lits"
+    if any(p.is_dir() for p in root.rglob("PATIENT_DICOM")):
+        return "ircadb"
+    if any(_visible(p) for p in root.rglob("PATIENT_DICOM.zip")):
+        raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
+                         f"and MASKS_DICOM.zip in each patient folder first.")
+    csvs = [p for p in root.glob("*.csv") if _visible(p)]
+    if len(csvs) == 1:
+        return "csv"
+    if len(csvs) > 1:
+        raise InputError(f"'{root}' holds several CSV files ({', '.join(p.name for p in csvs)}); pass the one "
+                         f"to use as --data.")
+    raise InputError(f"Cannot tell the layout of '{root}'. {_LAYOUT_HELP}")
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _discover_lits(root: Path) -> List[Case]:
+    volumes: Dict[str, Path] = {}
+    labels: Dict[str, Path] = {}
+    for path in root.rglob("*.nii*"):
+        if not _visible(path):
+            continue
+        m = re.match(r"^(volume|segmentation)-(\d+)" + NIFTI_RE, path.name)
+        if not m:
+            continue
+        target = volumes if m.group(1) == "volume" else labels
+        if m.group(2) in target:
+            raise InputError(f"LiTS case {m.group(2)} appears twice: '{target[m.group(2)]}' and '{path}'. "
+                             f"Remove the duplicate.")
+        target[m.group(2)] = path
+    missing = sorted(set(volumes) - set(labels), key=int)
+    if missing:
+        raise InputError(f"LiTS volumes without a segmentation-N.nii: cases {missing[:10]} in '{root}'. "
+                         f"Add the segmentation files (Kaggle: the 'segmentations' folder) or remove those volumes.")
+    orphans = sorted(set(labels) - set(volumes), key=int)
+    if orphans:
+        raise InputError(f"LiTS segmentations without a volume-N.nii: cases {orphans[:10]} in '{root}'.")
+    return [Case(f"lits-{n}", f"lits-{n}", str(volumes[n]), str(labels[n]), "lits") for n in volumes]
+
+
+def _discover_msd(root: Path) -> List[Case]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise InputError(f"MSD data set '{root}' needs both imagesTr/ and labelsTr/ folders "
+                         f"(found imagesTr: {images_dir.is_dir()}, labelsTr: {labels_dir.is_dir()}).")
+    pairs: List[Tuple[Path, Path]] = []
+    manifest = root / "dataset.json"
+    if manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
+        for item in info.get("training", []):
+            pairs.append(((root / item["image"]).resolve(), (root / item["label"]).resolve()))
+    else:
+        for image in sorted(images_dir.iterdir()):
+            if _visible(image) and re.search(NIFTI_RE, image.name):
+                pairs.append((image, labels_dir / image.name))
+    cases = []
+    for image, label in pairs:
+        if not image.is_file():
+            raise InputError(f"MSD image '{image}' listed in dataset.json is missing.")
+        if not label.is_file():
+            raise InputError(f"MSD label '{label}' for image '{image.name}' is missing in labelsTr/.")
+        case_id = re.sub(NIFTI_RE, "", image.name)
+        cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
+    return cases
+
+
+def _discover_ircadb(root: Path) -> List[Case]:
+    cases = []
+    for patient_dicom in sorted(root.rglob("PATIENT_DICOM")):
+        if not patient_dicom.is_dir():
+            continue
+        patient = patient_dicom.parent
+        masks = patient / "MASKS_DICOM"
+        if not masks.is_dir():
+            if (patient / "MASKS_DICOM.zip").exists():
+                raise InputError(f"'{patient}' holds MASKS_DICOM.zip; unzip it first.")
+            raise InputError(f"3D-IRCADb patient '{patient}' has PATIENT_DICOM/ but no MASKS_DICOM/ folder.")
+        if not (masks / "liver").is_dir():
+            raise InputError(f"3D-IRCADb patient '{patient}' has no MASKS_DICOM/liver mask series.")
+        cases.append(Case(patient.name, patient.name, str(patient_dicom), str(masks), "ircadb"))
+    return cases
+
+
+def _discover_csv(root: Path) -> List[Case]:
+    if root.is_dir():
+        csvs = [p for p in root.glob("*.csv") if _visible(p)]
+        if len(csvs) != 1:
+            raise InputError(f"Expected exactly one CSV in '{root}', found {len(csvs)}; pass the CSV file as --data.")
+        root = csvs[0]
+    with open(root, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "image" not in columns or "label" not in columns:
+            raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional 'patient', "
+                             f"'case'); found {reader.fieldnames}.")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    cases = []
+    for number, row in enumerate(rows, start=2):
+        if not row.get("image") or not row.get("label"):
+            raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
+        image, label = _resolve(root.parent, row["image"]), _resolve(root.parent, row["label"])
+        for kind, path in (("image", image), ("label", label)):
+            if not path.exists():
+                raise InputError(f"CSV '{root}' line {number}: {kind} '{path}' does not exist.")
+        case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{number - 1}"
+        patient = row.get("patient") or case_id
+        cases.append(Case(case_id, patient, str(image), str(label), "csv"))
+    return cases
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+# --------------------------------------------------------------------------- reading
+ANY_LABEL_VALUE = tuple(range(256))
+
+
+def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = None) -> np.ndarray:
+    """The case's label map as ``(z, y, x)`` uint8 in {0, 1, 2} on ``image``'s grid.
+
+    ``label_map`` maps raw values to 0/1/2 (keys may be strings); unlisted values become 0.
+    Raises :class:`LabelError` for a shape/geometry mismatch or values outside {0, 1, 2} (without a map).
+    """
+    from ..io import read_label_map
+
+    if case.layout == "ircadb":
+        raw = _merge_ircadb_masks(Path(case.label_path), image)
+    else:
+        allowed = ANY_LABEL_VALUE if label_map else (0, 1, 2)
+        raw = read_label_map(case.label_path, reference=image, allowed_values=allowed).array
+    return remap_labels(raw, label_map, case.label_path)
+
+
+def remap_labels(raw: np.ndarray, label_map: Optional[Dict] = None, where: str = "label") -> np.ndarray:
+    """Map raw label values to uint8 {0, 1, 2}. Without a map, values must already be in {0, 1, 2}."""
+    if label_map:
+        out = np.zeros(raw.shape, dtype=np.uint8)
+        for source, target in label_map.items():
+            out[raw == int(source)] = int(target)
+        return out
+    values = np.unique(raw)
+    bad = [v for v in values.tolist() if v not in (0, 1, 2)]
+    if bad:
+        raise LabelError(f"Label '{where}' holds values {bad[:8]} outside 0 (background), 1 (liver), 2 (tumor). "
+                         f"Pass label_map (e.g. {{\"{int(bad[0])}\": 1}}) to remap them.")
+    return raw.astype(np.uint8, copy=False)
+
+
+def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
+    """Merge MASKS_DICOM/liver (-> 1) and every MASKS_DICOM/livertumor* (-> 2) into one (z, y, x) map.
+
+    IRCADb masks are DICOM series holding 0 and 255 (any non-zero value counts as inside).
+    """
+    from ..io import read_label_map
+
+    liver = read_label_map(masks_dir / "liver", reference=image, allowed_values=ANY_LABEL_VALUE)
+    labels = (liver.array > 0).astype(np.uint8)
+    for tumor_dir in sorted(masks_dir.glob("livertumor*")):
+        if tumor_dir.is_dir():
+            tumor = read_label_map(tumor_dir, reference=image, allowed_values=ANY_LABEL_VALUE)
+            labels[tumor.array > 0] = 2
+    return labels
+
+
+def load_case(case: Case, label_map: Optional[Dict] = None) -> Tuple[CTVolume, np.ndarray]:
+    """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8)."""
+    from ..io import read_volume
+    from ..orientation import canonicalize
+
+    image = read_volume(case.image_path)
+    labels = read_case_labels(case, image, label_map)
+    canonical, reorientation = canonicalize(image)
+    return canonical, reorientation.to_canonical(labels)
+
+
+def summarize_cases(cases: Sequence[Case]) -> Dict[str, object]:
+    """Case ids, patient ids and counts (for the model package's ``training`` metadata)."""
+    return {"num_cases": len(cases), "num_patients": len({c.patient_id for c in cases}),
+            "case_ids": [c.case_id for c in cases]}

@@ -1,0 +1,113 @@
+"""Training logs: a per-epoch CSV, optional TensorBoard scalars, and a PNG of loss and Dice curves."""
+import csv
+import math
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+LOG_COLUMNS = ["epoch", "global_step", "train_loss", "val_loss", "val_liver_dice", "val_tumor_dice", "lr",
+               "epoch_time_s"]
+
+
+class CsvLog:
+    """Appends one row per epoch to ``path`` (header written once; a resumed run keeps appending)."""
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows with epoch > ``epoch`` (rows a killed run wrote after its last checkpoint)."""
+        rows = read_log(self.path)
+        kept = [r for r in rows if int(float(r["epoch"])) <= epoch]
+        if len(kept) != len(rows):
+            self._write(kept)
+
+    def _write(self, rows: List[Dict[str, str]]) -> None:
+        with open(self.path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: r.get(k, "") for k in LOG_COLUMNS})
+
+    def append(self, row: Dict[str, float]) -> None:
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def read_log(path) -> List[Dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard when ``torch.utils.tensorboard`` works; otherwise a one-line notice and no-ops."""
+
+    def __init__(self, log_dir, enabled: bool = True, notice: Callable[[str], None] = print) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # noqa: BLE001 - tensorboard missing or broken
+            notice("tensorboard is not installed; skipping TensorBoard logs (pip install tensorboard).")
+            return
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalars(self, values: Dict[str, Optional[float]], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_curves(log_path, png_path) -> Optional[Path]:
+    """Two panels: train/val loss and val liver/tumor Dice per epoch (matplotlib Agg). None when no rows."""
+    rows = read_log(log_path)
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def col(name: str) -> Sequence[float]:
+        return [float(r[name]) if r.get(name) not in (None, "") else float("nan") for r in rows]
+
+    epochs = col("epoch")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, col("train_loss"), label="train loss")
+    ax1.plot(epochs, col("val_loss"), label="val loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, col("val_liver_dice"), label="liver Dice")
+    ax2.plot(epochs, col("val_tumor_dice"), label="tumor Dice")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("Dice (validation)")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(str(png_path), dpi=100)
+    plt.close(fig)
+    return png_path

@@ -1,0 +1,116 @@
+"""Segmentation losses on logits ``(N, K, H, W)`` and integer targets ``(N, H, W)`` (values 0..K-1).
+
+* ``ce``: cross-entropy, optionally class-weighted (``class_weights`` length K);
+* ``dice``: soft Dice over the foreground classes (1..K-1), computed over the whole batch;
+* ``dice_ce``: ``dice + ce``; ``focal``: focal loss (gamma 2), class-weighted like CE; ``dice_focal``.
+:class:`DeepSupervisionLoss` applies a loss to the main output and to auxiliary outputs (upsampled to the
+target size), with weights halving per level by default.
+"""
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+
+
+def _weights_tensor(class_weights: Optional[Sequence[float]], logits: torch.Tensor) -> Optional[torch.Tensor]:
+    if class_weights is None:
+        return None
+    w = torch.as_tensor(list(class_weights), dtype=torch.float32, device=logits.device)
+    if w.numel() != logits.shape[1]:
+        raise InputError(f"class_weights has {w.numel()} values but the model predicts {logits.shape[1]} classes.")
+    return w
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
+                   include_background: bool = False) -> torch.Tensor:
+    """``1 - mean_k dice_k`` of softmax probabilities, summed over batch and pixels per class.
+
+    A class absent from both prediction and target counts as Dice 1 (through ``smooth``).
+    """
+    num_classes = logits.shape[1]
+    probs = torch.softmax(logits.float(), dim=1)
+    onehot = F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).float()
+    start = 0 if include_background else 1
+    probs, onehot = probs[:, start:], onehot[:, start:]
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return 1.0 - dice.mean()
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
+               class_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Mean over pixels of ``-w_t (1 - p_t)^gamma log p_t``."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    logp_t = logp.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    loss = -((1.0 - logp_t.exp()) ** gamma) * logp_t
+    w = _weights_tensor(class_weights, logits)
+    if w is not None:
+        loss = loss * w[target.long()]
+    return loss.mean()
+
+
+class SegmentationLoss(nn.Module):
+    """One of ``ce``, ``dice``, ``dice_ce``, ``focal``, ``dice_focal`` (see module docstring)."""
+
+    def __init__(self, name: str = "dice_ce", class_weights: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        if name not in ("ce", "dice", "dice_ce", "focal", "dice_focal"):
+            raise InputError(f"Unknown loss '{name}'; use ce, dice, dice_ce, focal or dice_focal.")
+        self.name = name
+        self.class_weights = list(class_weights) if class_weights is not None else None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = logits.new_zeros((), dtype=torch.float32)
+        if self.name in ("ce", "dice_ce"):
+            total = total + F.cross_entropy(logits.float(), target.long(),
+                                            weight=_weights_tensor(self.class_weights, logits))
+        if self.name in ("focal", "dice_focal"):
+            total = total + focal_loss(logits, target, class_weights=self.class_weights)
+        if self.name in ("dice", "dice_ce", "dice_focal"):
+            total = total + soft_dice_loss(logits, target)
+        return total
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``w0 * loss(main) + sum_i w_i * loss(upsample(aux_i))``, weights normalised to sum 1.
+
+    Default weights: ``1, 1/2, 1/4, ...``. Auxiliary logits are bilinearly upsampled to the target size.
+    """
+
+    def __init__(self, base: nn.Module, weights: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.base = base
+        self.weights = list(weights) if weights is not None else None
+
+    def level_weights(self, levels: int) -> List[float]:
+        w = list(self.weights) if self.weights is not None else [0.5 ** i for i in range(levels)]
+        w = (w + [0.0] * levels)[:levels]
+        s = sum(w)
+        return [v / s for v in w] if s > 0 else [1.0] + [0.0] * (levels - 1)
+
+    def forward(self, logits: torch.Tensor, aux: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        outputs = [logits] + list(aux)
+        weights = self.level_weights(len(outputs))
+        total = logits.new_zeros((), dtype=torch.float32)
+        for w, out in zip(weights, outputs):
+            if w == 0:
+                continue
+            if out.shape[-2:] != target.shape[-2:]:
+                out = F.interpolate(out.float(), size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
+            total = total + w * self.base(out, target)
+        return total
+
+
+def dice_per_class(pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """Hard liver (label >= 1) and tumor (label == 2) Dice counts of integer maps: intersections and sums,
+    for accumulating over a whole volume. Returns ``{"liver": (inter, sum), "tumor": (inter, sum)}``."""
+    out = {}
+    for name, fn in (("liver", lambda t: t >= 1), ("tumor", lambda t: t == 2)):
+        a, b = fn(pred), fn(target)
+        out[name] = (float((a & b).sum()), float(a.sum() + b.sum()))
+    return out

@@ -1,0 +1,171 @@
+"""Liver/tumor-biased random patch sampling from the slice cache, and full-slice inputs for validation.
+
+A training sample (see ARCHITECTURE.md, "Training contract"):
+centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` and labels ``(T, H, W)``
+-> region crop ``(T, R, R)``, ``R = 1.75 P``, centred on a random liver pixel (or any pixel) -> synthetic lesions (HU) -> augmentation -> centred crop ``(P, P)`` ->
+``intensity_channels`` -> slice-major stacking -> ``x (C, P, P)`` float32, ``y (P, P)`` int64 (centre label).
+
+Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches
+with any number of DataLoader workers, and a resumed run continues with exactly the batches it missed.
+"""
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .slice_cache import CachedCase
+
+# augmenter(hu (T, H, W), labels (T, H, W), rng) -> (hu, labels); lesion_inserter likewise + spacing
+Augmenter = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
+
+
+def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: float, tumor_fraction: float,
+                 every_other_slice: bool = False) -> int:
+    """Centre slice index: from liver slices with probability ``liver_fraction`` (of those, tumor slices with
+    probability ``tumor_fraction`` when the case has any), else uniform over all slices.
+    ``every_other_slice`` keeps only even slice indices (fewer near-duplicate neighbours)."""
+    def keep(indices: Sequence[int]) -> List[int]:
+        if not every_other_slice:
+            return list(indices)
+        even = [i for i in indices if i % 2 == 0]
+        return even or list(indices)
+
+    liver, tumor = keep(case.liver_slices), keep(case.tumor_slices)
+    if liver and rng.random() < liver_fraction:
+        if tumor and rng.random() < tumor_fraction:
+            return int(tumor[rng.integers(len(tumor))])
+        return int(liver[rng.integers(len(liver))])
+    candidates = keep(range(case.num_slices))
+    return int(candidates[rng.integers(len(candidates))])
+
+
+def context_indices(center: int, context: int, num_slices: int) -> np.ndarray:
+    """Slice indices ``center - c .. center + c``, edge slices replicated (clipped to ``0..num_slices-1``)."""
+    return np.clip(np.arange(center - context, center + context + 1), 0, num_slices - 1)
+
+
+def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_bias: float) -> Tuple[int, int]:
+    """Top-left corner ``(y0, x0)`` of a ``patch x patch`` crop (may be negative / past the edge when the
+    image is smaller; :func:`crop_with_padding` pads). With probability ``liver_bias`` and liver present,
+    the crop is centred on a random liver pixel; else on a random pixel."""
+    h, w = labels_hw.shape
+    ys, xs = np.nonzero(labels_hw >= 1)
+    if ys.size and rng.random() < liver_bias:
+        k = rng.integers(ys.size)
+        cy, cx = int(ys[k]), int(xs[k])
+    else:
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0 = min(max(cy - patch // 2, min(0, h - patch)), max(0, h - patch))
+    x0 = min(max(cx - patch // 2, min(0, w - patch)), max(0, w - patch))
+    if h < patch:
+        y0 = -((patch - h) // 2)
+    if w < patch:
+        x0 = -((patch - w) // 2)
+    return y0, x0
+
+
+def crop_with_padding(arr: np.ndarray, y0: int, x0: int, patch: int, fill: float) -> np.ndarray:
+    """``arr[..., y0:y0+patch, x0:x0+patch]`` with out-of-range pixels set to ``fill``."""
+    h, w = arr.shape[-2:]
+    out = np.full(arr.shape[:-2] + (patch, patch), fill, dtype=arr.dtype)
+    sy0, sy1 = max(y0, 0), min(y0 + patch, h)
+    sx0, sx1 = max(x0, 0), min(x0 + patch, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = arr[..., sy0:sy1, sx0:sx1]
+    return out
+
+
+class PatchDataset:
+    """Map-style dataset over *global sample indices* (see :class:`EpochSampler`); item ->
+    ``(x (C, P, P) float32, y (P, P) int64)``. Pickles cheaply (memory maps reopen in workers).
+
+    ``lesion_inserter(hu (T,H,W), labels (T,H,W), spacing_zyx, rng) -> (hu, labels)`` and
+    ``augmenter(hu, labels, rng) -> (hu, labels)`` are optional callables.
+    """
+
+    def __init__(self, cases: Sequence[CachedCase], preprocessor, patch_size: int, seed: int, rank: int = 0,
+                 liver_slice_fraction: float = 0.85, tumor_slice_fraction: float = 0.5,
+                 every_other_slice: bool = False, lesion_inserter=None, augmenter=None,
+                 pad_hu: float = -1024.0) -> None:
+        if not cases:
+            raise ValueError("PatchDataset needs at least one cached case")
+        self.cases = list(cases)
+        self.preprocessor = preprocessor
+        self.context = int(preprocessor.config.context_slices)
+        self.patch_size = int(patch_size)
+        self.seed, self.rank = int(seed), int(rank)
+        self.liver_slice_fraction = float(liver_slice_fraction)
+        self.tumor_slice_fraction = float(tumor_slice_fraction)
+        self.every_other_slice = bool(every_other_slice)
+        self.lesion_inserter = lesion_inserter
+        self.augmenter = augmenter
+        self.pad_hu = float(pad_hu)
+
+    def __len__(self) -> int:
+        return 2 ** 62  # indices come from EpochSampler; the dataset itself is unbounded
+
+    def rng_for(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.rank, int(index)])
+
+    def sample_arrays(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        """HU patch stack ``(T, P, P)`` float32 and centre label ``(P, P)`` uint8 for global ``index``."""
+        rng = self.rng_for(index)
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
+                              self.every_other_slice)
+        idx = context_indices(center, self.context, case.num_slices)
+        hu = np.asarray(case.hu[idx], dtype=np.float32)
+        labels = np.asarray(case.labels[idx], dtype=np.uint8)
+        # work region ~1.75 x patch around a liver-biased centre: lesions and augmentation only touch it, and a
+        # rotation/zoom of the region still covers the final centred patch
+        region = int(np.ceil(1.75 * self.patch_size))
+        y0, x0 = crop_box(labels[self.context], region, rng, self.liver_slice_fraction)
+        hu = crop_with_padding(hu, y0, x0, region, self.pad_hu)
+        labels = crop_with_padding(labels, y0, x0, region, 0)
+        if self.lesion_inserter is not None:
+            hu, labels = self.lesion_inserter(hu, labels, case.spacing_zyx, rng)
+        if self.augmenter is not None:
+            hu, labels = self.augmenter(hu, labels, rng)
+        jitter = (region - self.patch_size) // 4
+        oy, ox = ((region - self.patch_size) // 2 + rng.integers(-jitter, jitter + 1, size=2)) if jitter else (
+            (region - self.patch_size) // 2, (region - self.patch_size) // 2)
+        hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)
+        label = np.ascontiguousarray(labels[self.context, oy:oy + self.patch_size, ox:ox + self.patch_size],
+                                     dtype=np.uint8)
+        return hu, label
+
+    def __getitem__(self, index: int):
+        import torch
+
+        hu, label = self.sample_arrays(index)
+        x = self.preprocessor.stack_input(hu)  # (C, P, P), slice-major channels
+        return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
+
+
+class EpochSampler:
+    """Yields global indices ``epoch * samples_per_epoch + i`` for ``i`` in ``start .. samples_per_epoch-1``.
+
+    Set ``epoch``/``start`` with :meth:`set_epoch` before iterating (works with persistent workers, since the
+    sampler runs in the main process). ``start`` lets a resumed run skip the samples already trained on.
+    """
+
+    def __init__(self, samples_per_epoch: int) -> None:
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __iter__(self):
+        base = self.epoch * self.samples_per_epoch
+        return iter(range(base + self.start, base + self.samples_per_epoch))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch - self.start
+
+
+def full_slice_inputs(case: CachedCase, preprocessor, indices: Sequence[int]) -> np.ndarray:
+    """Network inputs ``(n, C, H, W)`` float32 for whole slices ``indices`` of a cached case (validation)."""
+    def channels(needed: np.ndarray) -> np.ndarray:
+        return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32))
+    return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices)

@@ -1,0 +1,170 @@
+"""A disk cache of preprocessed (spatially forwarded) cases, memory-mapped so epochs never re-read NIfTI.
+
+Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (after
+``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
+``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices).
+Entries are keyed by the spatial preprocessing settings and the label map, and rebuilt when the source
+files change (size or modification time). Files are written to a temporary name and renamed, so an
+interrupted build never leaves a half-written entry.
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .datasets import Case, load_case
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CachedCase:
+    """One cached case. ``hu``/``labels`` are read-only memory maps ``(z, H, W)``; ``spacing_zyx`` is the
+    network-grid voxel size in mm; ``native_spacing_zyx`` the canonical CT's."""
+
+    case_id: str
+    patient_id: str
+    hu_path: str
+    labels_path: str
+    spacing_zyx: Tuple[float, float, float]
+    native_spacing_zyx: Tuple[float, float, float]
+    liver_slices: List[int]
+    tumor_slices: List[int]
+    num_slices: int
+    _hu: Any = None
+    _labels: Any = None
+
+    @property
+    def hu(self) -> np.ndarray:
+        if self._hu is None:
+            self._hu = np.load(self.hu_path, mmap_mode="r")
+        return self._hu
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = np.load(self.labels_path, mmap_mode="r")
+        return self._labels
+
+    def __getstate__(self) -> Dict[str, Any]:  # DataLoader workers reopen the memory maps themselves
+        state = dict(self.__dict__)
+        state["_hu"] = None
+        state["_labels"] = None
+        return state
+
+
+def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict]) -> str:
+    """Short hash of everything that changes the cached arrays."""
+    text = json.dumps({"v": CACHE_VERSION, "spatial": spatial_settings,
+                       "label_map": {str(k): int(v) for k, v in (label_map or {}).items()}}, sort_keys=True)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _source_signature(case: Case) -> Dict[str, Any]:
+    def sig(path: str) -> List[float]:
+        p = Path(path)
+        if p.is_dir():  # DICOM folder: number of files and newest modification time
+            files = [f for f in p.rglob("*") if f.is_file()]
+            return [len(files), max((f.stat().st_mtime for f in files), default=0.0)]
+        st = p.stat()
+        return [st.st_size, st.st_mtime]
+    return {"image": case.image_path, "label": case.label_path, "image_sig": sig(case.image_path),
+            "label_sig": sig(case.label_path)}
+
+
+def _safe_name(case_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_id)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(str(tmp), array)
+    os.replace(str(tmp), str(path))
+
+
+def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
+    """(slices holding any liver or tumor, slices holding tumor) of a ``(z, H, W)`` label stack."""
+    flat = labels_zhw.reshape(labels_zhw.shape[0], -1)
+    liver = np.flatnonzero((flat >= 1).any(axis=1)).tolist()
+    tumor = np.flatnonzero((flat == 2).any(axis=1)).tolist()
+    return liver, tumor
+
+
+def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map: Optional[Dict] = None,
+                      spatial_settings: Optional[Dict[str, Any]] = None,
+                      log: Optional[Callable[[str], None]] = None) -> List[CachedCase]:
+    """Cache every case (reusing valid entries) and return their :class:`CachedCase` records.
+
+    ``preprocessor``: a ``SlicePreprocessor`` (``spatial_forward`` / ``labels_forward``).
+    ``spatial_settings``: the settings that affect the spatial forward (part of the cache key; default:
+    the preprocessor config's ``to_dict()``).
+    """
+    if spatial_settings is None:
+        spatial_settings = spatial_settings_of(preprocessor.config.to_dict())
+    folder = Path(cache_dir) / cache_key(spatial_settings, label_map)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for case in cases:
+        out.append(_cache_one(case, preprocessor, folder, label_map, log))
+    return out
+
+
+def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
+               log: Optional[Callable[[str], None]]) -> CachedCase:
+    name = _safe_name(case.case_id)
+    meta_path = folder / f"{name}.json"
+    hu_path, lab_path = folder / f"{name}.hu.npy", folder / f"{name}.labels.npy"
+    signature = _source_signature(case)
+    if meta_path.is_file() and hu_path.is_file() and lab_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("source") == signature:
+            return _record(case, meta, hu_path, lab_path)
+    if log:
+        log(f"caching {case.case_id} ({Path(case.image_path).name})")
+    volume, labels = load_case(case, label_map)
+    hu_net, info = preprocessor.spatial_forward(volume.array, volume.spacing_zyx)
+    lab_net = preprocessor.labels_forward(labels, info)
+    hu_net = np.ascontiguousarray(hu_net, dtype=np.float32)
+    lab_net = np.ascontiguousarray(lab_net, dtype=np.uint8)
+    liver, tumor = slice_indices(lab_net)
+    meta = {"source": signature, "case_id": case.case_id, "patient_id": case.patient_id,
+            "shape_zhw": list(hu_net.shape), "spacing_zyx": list(network_spacing(info, volume, hu_net.shape)),
+            "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor}
+    _save_npy_atomic(hu_path, hu_net)
+    _save_npy_atomic(lab_path, lab_net)
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(str(tmp), str(meta_path))
+    return _record(case, meta, hu_path, lab_path)
+
+
+def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> CachedCase:
+    return CachedCase(case_id=case.case_id, patient_id=case.patient_id, hu_path=str(hu_path),
+                      labels_path=str(lab_path), spacing_zyx=tuple(meta["spacing_zyx"]),
+                      native_spacing_zyx=tuple(meta["native_spacing_zyx"]), liver_slices=list(meta["liver_slices"]),
+                      tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]))
+
+
+def network_spacing(info, volume, shape_zhw: Sequence[int]) -> Tuple[float, float, float]:
+    """Voxel size (z, y, x) in mm of the network grid described by a ``SpatialInfo``.
+
+    z is never resampled; in-plane comes from ``info.net_spacing_yx`` (else the native spacing).
+    """
+    sz, sy, sx = volume.spacing_zyx
+    net_yx = getattr(info, "net_spacing_yx", None)
+    if net_yx is not None and len(net_yx) == 2:
+        return (float(sz), float(net_yx[0]), float(net_yx[1]))
+    return (float(sz), float(sy), float(sx))
+
+
+SPATIAL_KEYS = ("target_spacing_mm", "target_size", "size_multiple", "crop_to_body", "crop_margin_mm",
+                "body_threshold_hu", "pad_hu")
+
+
+def spatial_settings_of(preprocessing_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a ``PreprocessingConfig.to_dict()`` that changes the spatial forward (the cache key)."""
+    return {k: preprocessing_dict[k] for k in SPATIAL_KEYS if k in preprocessing_dict}

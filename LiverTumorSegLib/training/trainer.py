@@ -1,0 +1,641 @@
+"""The training loop: plain PyTorch, DDP through ``torchrun``, resumable, ending with a model package.
+
+``train(config)`` does, in order: discover cases -> patient-level split -> slice cache -> model, loss,
+optimiser, schedule -> epochs of ``iterations_per_epoch`` sampled batches (AMP bf16 on CUDA) with
+validation on whole cached validation slices after each epoch -> best weights -> model package
+(``save_model_package``) with data summary, config, command and validation metrics.
+
+Files in ``log_dir`` (default: ``<output without .safetensors>_train/``): ``checkpoints/last.pt`` (after
+every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best.pt``, ``log.csv``,
+``tensorboard/``, ``curves.png``, ``cache/``. Rerunning the same command with ``--resume`` continues from
+``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
+"""
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import InputError, OutputExistsError
+from .callbacks import BestTracker, EarlyStopping, validation_score
+from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .datasets import Case, discover_cases
+from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
+from .logs import CsvLog, TensorBoardLog, plot_curves
+from .losses import DeepSupervisionLoss, SegmentationLoss
+from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
+from .sampling import EpochSampler, PatchDataset, full_slice_inputs
+from .slice_cache import CachedCase, build_slice_cache
+from .splits import select_split
+
+NUM_CLASSES = 3
+LABEL_NAMES = {"0": "background", "1": "liver", "2": "tumor"}
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or time-limited / early-stopped) run produced."""
+
+    package_path: Optional[Path]
+    log_dir: Path
+    epochs_completed: int
+    global_step: int
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    validation: Dict[str, Any] = field(default_factory=dict)
+    stop_reason: str = "completed"
+    train_cases: List[str] = field(default_factory=list)
+    val_cases: List[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- setup helpers
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. Raises :class:`InputError` for CUDA without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device '{name}' requested but this torch has no usable CUDA GPU; use --device cpu.")
+    return torch.device(name)
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype: ``auto`` = bf16 on CUDA, none on CPU; ``fp16``/``bf16`` forced; ``off`` none."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def default_log_dir(config: TrainConfig) -> Path:
+    if config.log_dir:
+        return Path(config.log_dir)
+    if not config.output:
+        raise InputError("No output given: pass -o MODEL.safetensors (or log_dir in the config).")
+    out = Path(config.output)
+    stem = out.name[:-len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.parent / f"{stem}_train"
+
+
+def build_preprocessing(spec):
+    """``PreprocessingConfig`` from a preset name, a dict, or a path to a JSON file."""
+    from ..preprocessing import PreprocessingConfig
+
+    if isinstance(spec, dict):
+        return PreprocessingConfig.from_dict(spec)
+    text = str(spec)
+    if text.endswith(".json") or os.path.sep in text:
+        return PreprocessingConfig.from_file(text)
+    return PreprocessingConfig.preset(text)
+
+
+class LesionInserter:
+    """Picklable ``(hu, labels, spacing_zyx, rng) -> (hu, labels)`` around ``synthetic_lesions.insert_lesions``."""
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        from .synthetic_lesions import LesionConfig
+
+        self.config = LesionConfig.from_dict(dict(options or {}))
+
+    def __call__(self, hu, labels, spacing_zyx, rng):
+        from .synthetic_lesions import insert_lesions
+
+        hu_new, labels_new, _ = insert_lesions(hu, labels, spacing_zyx, rng, self.config)
+        return hu_new, labels_new
+
+
+def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
+    """``SliceAugmenter`` from the config dict; ``{"enabled": false}`` turns augmentation off (None)."""
+    options = dict(options or {})
+    if not options.pop("enabled", True):
+        return None
+    from .augmentation import AugmentationConfig, SliceAugmenter
+
+    return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
+
+
+def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:
+    """Min and max native voxel spacing (z, y, x) in mm over the cases."""
+    if not cached:
+        return {}
+    arr = np.array([c.native_spacing_zyx for c in cached], dtype=float)
+    return {"spacing_zyx_min_mm": arr.min(axis=0).round(4).tolist(),
+            "spacing_zyx_max_mm": arr.max(axis=0).round(4).tolist()}
+
+
+# ----------------------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.device, batch_size: int,
+                    loss_fn=None, autocast_dtype: Optional[torch.dtype] = None,
+                    max_slices: int = 0) -> Dict[str, Any]:
+    """Slice-level validation on cached (network-grid) volumes.
+
+    Every case (``.hu``, ``.labels`` ``(z, H, W)``, ``.num_slices``, ``.case_id``) is predicted slice by slice
+    on whole slices; liver (label >= 1) and tumor (label 2) Dice are computed per case over the whole
+    volume (or ``max_slices`` evenly spaced slices) and averaged over cases. Tumor Dice is NaN for a case
+    without reference tumor (so tumor-free validation data does not reward predicting nothing).
+    Returns ``{"loss", "liver_dice", "tumor_dice", "cases": [{"case", "liver_dice", "tumor_dice"}]}``.
+    """
+    was_training = model.training
+    model.eval()
+    rows, losses = [], []
+    for case in cases:
+        indices = np.arange(case.num_slices)
+        if max_slices and case.num_slices > max_slices:
+            indices = np.unique(np.linspace(0, case.num_slices - 1, max_slices).round().astype(int))
+        counts = {"liver": [0.0, 0.0], "tumor": [0.0, 0.0]}
+        has_tumor = False
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start:start + batch_size]
+            x = torch.from_numpy(full_slice_inputs(case, preprocessor, idx)).to(device)
+            y = torch.from_numpy(np.asarray(case.labels[idx], dtype=np.int64)).to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                out = model(x)
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+            logits = logits.float()
+            if loss_fn is not None:
+                losses.append(float(loss_fn(logits, y)))
+            pred = logits.argmax(1)
+            for name, sel in (("liver", lambda t: t >= 1), ("tumor", lambda t: t == 2)):
+                a, b = sel(pred), sel(y)
+                counts[name][0] += float((a & b).sum())
+                counts[name][1] += float(a.sum() + b.sum())
+            has_tumor = has_tumor or bool((y == 2).any())
+        liver = 2 * counts["liver"][0] / counts["liver"][1] if counts["liver"][1] else 1.0
+        tumor = (2 * counts["tumor"][0] / counts["tumor"][1]) if has_tumor else float("nan")
+        rows.append({"case": case.case_id, "liver_dice": liver, "tumor_dice": tumor})
+    model.train(was_training)
+    tumor_values = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
+    return {"loss": float(np.mean(losses)) if losses else float("nan"),
+            "liver_dice": float(np.mean([r["liver_dice"] for r in rows])) if rows else float("nan"),
+            "tumor_dice": float(np.mean(tumor_values)) if tumor_values else float("nan"),
+            "cases": rows}
+
+
+class SyntheticValidationCase:
+    """An in-memory validation volume with synthetic lesions inserted (deterministic per seed), used when
+    training uses synthetic lesions, so tumor Dice can be measured on data without tumor labels.
+    Lesions are inserted per block of ``block`` slices so they spread along z."""
+
+    def __init__(self, case: CachedCase, inserter: "LesionInserter", seed: int, block: int = 24) -> None:
+        self.case_id = case.case_id + "+synthetic"
+        hu = np.array(case.hu, dtype=np.float32)
+        labels = np.array(case.labels, dtype=np.uint8)
+        rng = np.random.default_rng([int(seed), 7919])
+        for z0 in range(0, hu.shape[0], block):
+            z1 = min(hu.shape[0], z0 + block)
+            hu[z0:z1], labels[z0:z1] = inserter(hu[z0:z1], labels[z0:z1], case.spacing_zyx, rng)
+        self.hu, self.labels, self.num_slices = hu, labels, hu.shape[0]
+
+
+# ----------------------------------------------------------------------------------------- the trainer
+class Trainer:
+    """One training run. Use :func:`train`; the class exists so tests can reach the pieces.
+
+    ``callbacks``: objects with an optional ``on_step_end(info: dict)`` (keys ``epoch``, ``step_in_epoch``,
+    ``global_step``, ``loss``) and ``on_epoch_end(row: dict)``; an exception raised there aborts the run as a
+    crash would (tests use it to simulate a kill).
+    """
+
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
+                 log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.command = command
+        self._log = log
+        self.t0 = time.time()
+
+    # -- small helpers
+    def log(self, text: str) -> None:
+        if self.dist.is_main:
+            self._log(text)
+
+    def _callback(self, method: str, payload: Dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, method, None)
+            if fn is not None:
+                fn(payload)
+
+    # -- setup
+    def setup(self) -> None:
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else
+                                       (self.device.index or 0))
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.log_dir = default_log_dir(cfg)
+        self.ckpt_dir = self.log_dir / "checkpoints"
+        self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
+        self.output = Path(cfg.output) if cfg.output else None
+        self._check_outputs()
+        if self.dist.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
+        torch.manual_seed(cfg.seed)
+
+        cases = discover_cases(cfg.data, cfg.format)
+        self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold, cfg.seed)
+        self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients) from {cfg.data}; "
+                 f"train {len(self.train_cases)}, validation {len(self.val_cases)}"
+                 + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else ""))
+
+        from ..preprocessing import SlicePreprocessor
+
+        self.pre_config = build_preprocessing(cfg.preprocessing)
+        self.preprocessor = SlicePreprocessor(self.pre_config)
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / "cache"
+        # rank 0 builds the cache; the others wait and then only read the finished entries
+        if self.dist.is_main:
+            self._build_caches(cache_dir)
+        barrier(self.dist)
+        if not self.dist.is_main:
+            self._build_caches(cache_dir)
+
+        use_lesions = cfg.use_synthetic_lesions
+        if use_lesions is None:
+            use_lesions = not any(c.tumor_slices for c in self.train_cached)
+        self.synthetic_lesions = bool(use_lesions)
+        self.lesion_inserter = LesionInserter(cfg.lesions) if self.synthetic_lesions else None
+        pixel_mm = float(np.mean(self.train_cached[0].spacing_zyx[1:]))
+        self.augmenter = build_augmenter(cfg.augmentation, pixel_mm)
+        self.log(f"synthetic lesions: {'on' if self.synthetic_lesions else 'off'}; augmentation: "
+                 f"{'on' if self.augmenter is not None else 'off'}; device {self.device}"
+                 f"{' x ' + str(self.dist.world_size) + ' processes' if self.dist.enabled else ''}; "
+                 f"AMP {self.amp_dtype if self.amp_dtype is not None else 'off'}")
+        self.val_eval_cases: List[Any] = list(self.val_cached)
+        if self.synthetic_lesions and self.dist.is_main:
+            self.val_eval_cases = [c if c.tumor_slices else SyntheticValidationCase(c, self.lesion_inserter, cfg.seed)
+                                   for c in self.val_cached]
+
+        self._build_model()
+        self._build_data()
+
+    def _check_outputs(self) -> None:
+        cfg = self.config
+        if self.output is not None:
+            if not self.output.name.endswith(".safetensors"):
+                raise InputError(f"Output '{self.output}' must end in .safetensors (a model package).")
+            if self.output.exists() and not cfg.overwrite:
+                raise OutputExistsError(f"Output '{self.output}' already exists; pass --overwrite or choose "
+                                        f"another -o.")
+            if not self.output.parent.exists():
+                raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
+        if self.last_path.exists() and not cfg.resume and not cfg.overwrite:
+            raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
+                                    f"continue it or --overwrite to start over.")
+
+    def _build_caches(self, cache_dir: Path) -> None:
+        label_map = self.config.label_map or None
+        log = self.log if self.dist.is_main else None
+        self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log)
+        self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log)
+
+    def _build_model(self) -> None:
+        from ..models import build_model
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, in_channels=self.pre_config.in_channels, num_classes=NUM_CLASSES,
+                            **dict(cfg.model_options or {}))
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.net = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
+        torch.manual_seed(cfg.seed + 1000 * self.dist.rank)  # dropout etc. differ per rank
+        base = SegmentationLoss(cfg.loss, cfg.class_weights)
+        self.base_loss = base
+        self.loss_fn = DeepSupervisionLoss(base, cfg.deep_supervision_weights)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,
+                                         cfg.momentum)
+        self.steps_per_epoch = int(cfg.iterations_per_epoch)
+        self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.epochs * self.steps_per_epoch,
+                                         self.steps_per_epoch, cfg.warmup, cfg.step_size, cfg.gamma,
+                                         cfg.plateau_patience, cfg.plateau_factor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def _build_data(self) -> None:
+        cfg = self.config
+        self.dataset = PatchDataset(self.train_cached, self.preprocessor, cfg.patch_size, cfg.seed, self.dist.rank,
+                                    cfg.liver_slice_fraction, cfg.tumor_slice_fraction, cfg.every_other_slice,
+                                    self.lesion_inserter, self.augmenter, pad_hu=self.pre_config.pad_hu)
+        self.sampler = EpochSampler(self.steps_per_epoch * cfg.batch_size)
+        workers = max(0, int(cfg.num_workers))
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
+            pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None)
+
+    # -- state
+    def _state_json(self) -> str:
+        return json.dumps({"history": self.history, "best": self.best.state(), "early": self.early.state(),
+                           "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+                           "elapsed_s": self.elapsed_before + (time.time() - self.t0)})
+
+    def save_last(self, epoch: int, step_in_epoch: int) -> None:
+        """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress."""
+        if not self.dist.is_main:
+            return
+        save_checkpoint(self.last_path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(), "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
+            "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json()})
+
+    def restore(self) -> Tuple[int, int]:
+        """Load ``last.pt`` (all ranks) -> (epoch, step_in_epoch) to continue from."""
+        payload = load_checkpoint(self.last_path, map_location="cpu")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        load_scheduler_state(self.scheduler, payload.get("scheduler"))
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        set_rng_state(payload.get("rng", {}))
+        if self.dist.rank:
+            torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
+        state = decode_json(payload, "state") or {}
+        self.history = list(state.get("history", []))
+        self.best.load(state.get("best", {}))
+        self.early.load(state.get("early", {}))
+        self.loss_sum, self.loss_count = float(state.get("loss_sum", 0.0)), int(state.get("loss_count", 0))
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.global_step = int(payload["global_step"])
+        if self.best_path.is_file():
+            self.best_state = load_checkpoint_weights(self.best_path)
+        return int(payload["epoch"]), int(payload.get("step_in_epoch", 0))
+
+    # -- the loop
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        self.history: List[Dict[str, Any]] = []
+        self.best, self.early = BestTracker(), EarlyStopping(cfg.early_stopping_patience)
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.loss_sum, self.loss_count, self.global_step, self.elapsed_before = 0.0, 0, 0, 0.0
+        start_epoch, start_step = 0, 0
+        if cfg.resume and self.last_path.is_file():
+            start_epoch, start_step = self.restore()
+            self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1}, step {self.global_step}")
+        elif cfg.resume:
+            self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")
+        csv_log = CsvLog(self.log_dir / "log.csv")
+        if self.dist.is_main:
+            if start_epoch == 0 and start_step == 0 and (self.log_dir / "log.csv").exists():
+                (self.log_dir / "log.csv").unlink()
+            csv_log.truncate_after(start_epoch)
+        tb = TensorBoardLog(self.log_dir / "tensorboard", enabled=cfg.tensorboard and self.dist.is_main,
+                            notice=self.log)
+        stop_reason = "completed"
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                first_step = start_step if epoch == start_epoch else 0
+                if first_step == 0:
+                    self.loss_sum, self.loss_count = 0.0, 0
+                epoch_t0 = time.time()
+                if self._train_epoch(epoch, first_step) == "time_limit_mid_epoch":
+                    stop_reason = "time_limit"
+                    break
+                row = self._end_epoch(epoch, time.time() - epoch_t0, csv_log, tb)
+                if row.get("stop"):
+                    stop_reason = "early_stopping"
+                    self.log(f"early stopping: no validation improvement for {cfg.early_stopping_patience} epochs")
+                    break
+                if self._time_up():
+                    stop_reason = "time_limit"
+                    break
+        except KeyboardInterrupt:
+            self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
+                     f"to continue.")
+            self.save_last(self._interrupt_epoch, self._interrupt_step)
+            tb.close()
+            raise
+        tb.close()
+        if stop_reason == "time_limit":
+            self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package")
+        return self._finish(stop_reason)
+
+    def _time_up(self) -> bool:
+        limit = float(self.config.max_time_minutes or 0)
+        flag = 1.0 if limit > 0 and (time.time() - self.t0) > limit * 60.0 else 0.0
+        return bool(broadcast_floats([flag], self.dist, self._comm_device())[0])
+
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _train_epoch(self, epoch: int, first_step: int) -> str:
+        cfg = self.config
+        self.sampler.set_epoch(epoch, first_step * cfg.batch_size)
+        self.net.train()
+        self._interrupt_epoch, self._interrupt_step = epoch, first_step
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (self.dist.is_main and cfg.progress_bar), leave=False, dynamic_ncols=True)
+        step = first_step
+        try:
+            for x, y in self.loader:
+                loss = self._train_step(x, y)
+                step += 1
+                self.global_step += 1
+                self.loss_sum += loss
+                self.loss_count += 1
+                self._interrupt_epoch, self._interrupt_step = epoch, step
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,
+                                               "global_step": self.global_step, "loss": loss})
+                if cfg.checkpoint_every_steps and self.global_step % cfg.checkpoint_every_steps == 0 \
+                        and step < self.steps_per_epoch:
+                    self.save_last(epoch, step)
+                if step < self.steps_per_epoch and self._time_up():
+                    self.save_last(epoch, step)
+                    return "time_limit_mid_epoch"
+        finally:
+            bar.close()
+        return "ok"
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        from ..models import split_deep_supervision
+
+        cfg = self.config
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            out = self.net(x)
+        logits, aux = split_deep_supervision(out)
+        loss = self.loss_fn(logits.float(), [a.float() for a in aux], y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {float(loss)} at step {self.global_step + 1}; lower "
+                                     f"the learning rate or use amp: off")
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip and cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if getattr(self.scheduler, "per_step", False):
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def _validate(self) -> Dict[str, Any]:
+        return validate_slices(self.model, self.val_eval_cases, self.preprocessor, self.device,
+                               max(1, self.config.batch_size), self.base_loss, self.amp_dtype,
+                               self.config.val_max_slices)
+
+    def _end_epoch(self, epoch: int, seconds: float, csv_log: CsvLog, tb: TensorBoardLog) -> Dict[str, Any]:
+        cfg = self.config
+        train_loss = all_reduce_mean(self.loss_sum / max(1, self.loss_count), self.dist, self._comm_device())
+        do_val = bool(self.val_cached) and ((epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs)
+        values = [float("nan")] * 3
+        if do_val and self.dist.is_main:
+            val = self._validate()
+            values = [val["loss"], val["liver_dice"], val["tumor_dice"]]
+        val_loss, liver, tumor = broadcast_floats(values, self.dist, self._comm_device())
+        stop = False
+        if do_val:
+            score = validation_score(liver, tumor)
+            improved = self.best.update(score, epoch + 1)
+            if improved and self.dist.is_main:
+                self.best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+                save_checkpoint(self.best_path, {"model": self.best_state, "epoch": epoch + 1,
+                                                 "global_step": self.global_step, "config": cfg.to_json(),
+                                                 "optimizer": {}})
+            stop = self.early.update(improved)
+            if not getattr(self.scheduler, "per_step", True) and not math.isnan(val_loss):
+                self.scheduler.step(val_loss)
+        elif not getattr(self.scheduler, "per_step", True):
+            self.scheduler.step(train_loss)
+        row = {"epoch": epoch + 1, "global_step": self.global_step, "train_loss": train_loss,
+               "val_loss": val_loss, "val_liver_dice": liver, "val_tumor_dice": tumor,
+               "lr": current_lr(self.optimizer), "epoch_time_s": seconds}
+        self.history.append(row)
+        if self.dist.is_main:
+            csv_log.append(row)
+            tb.scalars({"loss/train": train_loss, "loss/val": val_loss, "dice/val_liver": liver,
+                        "dice/val_tumor": tumor, "lr": row["lr"]}, self.global_step)
+            self.log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f}  val liver Dice "
+                     f"{_f(liver)}  val tumor Dice {_f(tumor)}  lr {row['lr']:.2e}  time {seconds:.1f}s")
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.save_last(epoch + 1, 0)
+        self._callback("on_epoch_end", dict(row))
+        return dict(row, stop=stop)
+
+    # -- the end
+    def _finish(self, stop_reason: str) -> TrainResult:
+        cfg = self.config
+        epochs_done = len(self.history)
+        validation: Dict[str, Any] = {}
+        package_path = None
+        if self.dist.is_main:
+            plot_curves(self.log_dir / "log.csv", self.log_dir / "curves.png")
+            if self.best_state is not None:
+                self.model.load_state_dict(self.best_state)
+            if self.val_cached:
+                val = self._validate()
+                validation = {"method": "slice-level on the cached validation volumes (network grid)",
+                              "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
+                              "cases": val["cases"], "best_epoch": self.best.best_epoch,
+                              "synthetic_lesions_in_validation": any(
+                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases)}
+            if self.output is not None:
+                package_path = self._write_package(validation, stop_reason)
+                whole = self._whole_volume_validation(package_path)
+                if whole:
+                    validation = dict(validation, whole_volume=whole)
+                    package_path = self._write_package(validation, stop_reason)
+                self.log(f"model package written to {package_path}")
+        barrier(self.dist)
+        cleanup(self.dist)
+        return TrainResult(package_path, self.log_dir, epochs_done, self.global_step, list(self.history),
+                           validation, stop_reason, [c.case_id for c in self.train_cases],
+                           [c.case_id for c in self.val_cases])
+
+    def _write_package(self, validation: Dict[str, Any], stop_reason: str) -> Path:
+        from ..package import save_model_package
+
+        cfg = self.config
+        training = {"cases": [c.case_id for c in self.train_cases],
+                    "patients": sorted({c.patient_id for c in self.train_cases}),
+                    "validation_cases": [c.case_id for c in self.val_cases],
+                    "num_train_cases": len(self.train_cases), "num_val_cases": len(self.val_cases),
+                    "data": str(cfg.data), "format": cfg.format,
+                    **spacing_summary(list(self.train_cached) + list(self.val_cached)),
+                    "synthetic_lesions": self.synthetic_lesions, "command": self.command,
+                    "config": cfg.to_dict(), "epochs_completed": len(self.history),
+                    "global_step": self.global_step, "stop_reason": stop_reason,
+                    "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
+                    "world_size": self.dist.world_size, "device": str(self.device)}
+        meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
+        if cfg.name:
+            meta["name"] = cfg.name
+        if cfg.description:
+            meta["description"] = cfg.description
+        return save_model_package(self.output, self.model, self.pre_config, meta, overwrite=True)
+
+    def _whole_volume_validation(self, package_path: Path) -> Dict[str, Any]:
+        """Liver/tumor Dice on whole native-resolution validation volumes through the inference pipeline
+        (``LiverTumorSegLib.inference.segment_volume``), when that module is available. Empty dict otherwise."""
+        if not self.val_cases:
+            return {}
+        try:
+            from ..inference import segment_volume  # type: ignore
+            from ..package import load_model_package
+        except ImportError:
+            return {}
+        from .datasets import load_case
+
+        try:
+            package = load_model_package(package_path, device="cpu")
+            rows = []
+            for case in self.val_cases:
+                volume, labels = load_case(case, self.config.label_map or None)
+                pred = segment_volume(volume, package, device=str(self.device)).labels
+                rows.append({"case": case.case_id, "liver_dice": _dice(pred >= 1, labels >= 1),
+                             "tumor_dice": _dice(pred == 2, labels == 2) if (labels == 2).any() else float("nan")})
+        except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
+            self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
+            return {}
+        tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
+        return {"method": "whole validation volumes through inference.segment_volume",
+                "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),
+                "tumor_dice": float(np.mean(tumor)) if tumor else float("nan"), "cases": rows}
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+def _f(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def load_checkpoint_weights(path) -> Dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Run one training as described by ``config`` (see :class:`TrainConfig`); returns a :class:`TrainResult`.
+
+    Under ``torchrun`` every process calls this; rank 0 writes logs, checkpoints and the package.
+    """
+    trainer = Trainer(config, callbacks, command, log)
+    trainer.setup()
+    return trainer.fit()

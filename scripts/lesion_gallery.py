@@ -86,8 +86,10 @@ def main(argv: Sequence[str] = None) -> int:
             idx = np.clip(np.arange(z - c, z + c + 1), 0, hu.shape[0] - 1)
             hu_new, lab_new, infos = insert_lesions(hu[idx], labels[idx], spacing, rng, config)
             mid = c
-            title = "%s z=%d: %s" % (Path(ct_path).name.split(".")[0], z,
-                                     ", ".join("%.0fmm %+.0fHU" % (i["diameter_mm"], i["contrast_hu"]) for i in infos))
+            shown = [i for i in infos if abs(i["center_zyx"][0] - c) * spacing[0] < 0.5 * i["diameter_mm"]]
+            title = "%s z=%d: %d lesions in stack\n%s" % (
+                Path(ct_path).name.split(".")[0].replace("example_ct_", ""), z, len(infos),
+                ", ".join("%.0fmm %+.0fHU" % (i["diameter_mm"], i["contrast_hu"]) for i in shown[:4]))
             tiles.append((hu_new[mid], lab_new[mid], title))
 
     cols = 4
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] = None) -> int:
         a2.contour(lab[box] >= 1, levels=[0.5], colors="lime", linewidths=0.7)
         if (lab[box] == 2).any():
             a2.contour(lab[box] == 2, levels=[0.5], colors="red", linewidths=0.9)
-        a2.set_title("liver (green), synthetic tumor (red)", fontsize=8)
+        a2.set_title("liver (green), synthetic tumor (red)\nW 400 / L 40", fontsize=8)
     fig.tight_layout()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output)

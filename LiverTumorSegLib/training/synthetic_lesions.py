@@ -55,6 +55,7 @@ class LesionConfig:
     heterogeneity_hu: Tuple[float, float] = (0.0, 8.0)      # std of smooth texture inside the lesion
     heterogeneity_scale_mm: Tuple[float, float] = (2.0, 5.0)
     edge_probability: float = 0.3                # centre drawn within one radius of the liver edge
+    cluster_probability: float = 0.2             # all lesions of the sample touch the first: confluent mass
     allow_boundary_touching: bool = True         # False: lesion shrinks/moves to stay inside the liver
     anchor: str = "middle_slice"                 # "middle_slice": centre (y, x) on the middle slice; "any"
     z_offset_fraction: float = 0.6               # centre z moved by U(-f, f) * z radius (anchor middle_slice)
@@ -71,7 +72,7 @@ class LesionConfig:
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",
-                     "edge_probability"):
+                     "edge_probability", "cluster_probability"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InputError("LesionConfig.%s = %r must be a probability in [0, 1]." % (name, getattr(self, name)))
         for f in fields(self):
@@ -316,6 +317,27 @@ def _pick_center(liver: np.ndarray, edge_mm: Optional[np.ndarray], radius_mm: fl
     return np.array(np.unravel_index(flat, region.shape), dtype=float), radius_mm
 
 
+def _pick_next_to(first: Dict[str, Any], liver: np.ndarray, radius_mm: float, spacing_zyx: Sequence[float],
+                  in_plane: bool, rng: np.random.Generator) -> Optional[Tuple[np.ndarray, float]]:
+    """A centre overlapping lesion ``first`` (distance 0.4-0.9 x the sum of radii) on liver, or None.
+
+    Several such lesions form one lobulated, confluent mass. ``in_plane``: offset only in y and x.
+    """
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    first_center = np.asarray(first["center_zyx"], dtype=float)
+    reach = rng.uniform(0.4, 0.9) * (0.5 * first["diameter_mm"] + radius_mm)
+    for _ in range(8):
+        direction = rng.standard_normal(3)
+        if in_plane:
+            direction[0] = 0.0
+        direction /= np.linalg.norm(direction) + 1e-12
+        center = first_center + direction * reach / spacing
+        index = np.rint(center).astype(int)
+        if np.all(index >= 0) and np.all(index < liver.shape) and liver[tuple(index)]:
+            return center, radius_mm
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------
 # insertion
 
@@ -454,11 +476,16 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
     edge_mm = _edge_distance_mm(liver, spacing, anchor_slice) if need_edges else None
 
     n = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
+    cluster = n > 1 and rng.random() < config.cluster_probability
     lo_d, hi_d = config.diameter_range_mm
-    infos = []
+    infos: List[Dict[str, Any]] = []
     for _ in range(n):
         diameter = float(np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
-        picked = _pick_center(liver, edge_mm, 0.5 * diameter, anchor_slice, config, rng)
+        picked = None
+        if cluster and infos:
+            picked = _pick_next_to(infos[0], liver, 0.5 * diameter, spacing, anchor_slice is not None, rng)
+        if picked is None:
+            picked = _pick_center(liver, edge_mm, 0.5 * diameter, anchor_slice, config, rng)
         if picked is None:
             continue
         center, radius = picked

@@ -176,3 +176,40 @@ def test_config_json_round_trip_and_validation():
 def test_shape_mismatch_is_a_user_error():
     with pytest.raises(InputError, match="shape"):
         insert_lesions(np.zeros((3, 8, 8), np.float32), np.zeros((3, 8, 9), np.uint8), (1, 1, 1), 0)
+
+
+def test_cluster_makes_one_confluent_mass(phantom):
+    from scipy.ndimage import label as connected_components
+
+    hu, labels, spacing = phantom
+    cfg = _fixed(count_range=(4, 4), diameter_range_mm=(15.0, 25.0), cluster_probability=1.0,
+                 allow_boundary_touching=True)
+    _, lab_new, infos = insert_lesions(hu, labels, spacing, 3, cfg)
+    assert len(infos) >= 3
+    _, n_components = connected_components(lab_new == 2)
+    assert n_components == 1
+
+
+def test_gallery_script_on_small_real_ct(tmp_path):
+    """scripts/lesion_gallery.py end to end on the small TotalSegmentator CT in Testing/Data."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("lesion_gallery", root / "scripts" / "lesion_gallery.py")
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    data = root / "Testing" / "Data"
+    hu, labels, spacing = gallery.load_canonical(str(data / "example_ct_sm.nii.gz"),
+                                                 str(data / "example_ct_sm_liver.nii.gz"))
+    assert spacing == pytest.approx((3.0, 3.0, 3.0)) and labels.max() == 1
+    hu_net, lab_net, spacing_net = gallery.to_network_grid(hu, labels, spacing, 1.5)
+    assert hu_net.shape[1] == 2 * hu.shape[1] and spacing_net == (3.0, 1.5, 1.5)
+    assert lab_net.sum() == pytest.approx(4 * labels.sum(), rel=0.05)
+    picks = gallery.liver_slices(lab_net, 3, np.random.default_rng(0))
+    area = lab_net.reshape(lab_net.shape[0], -1).sum(axis=1)
+    assert len(picks) == 3 and all(area[z] >= 0.3 * area.max() for z in picks)
+    out = tmp_path / "gallery.png"
+    assert gallery.main([str(data / "example_ct_sm.nii.gz"), str(data / "example_ct_sm_liver.nii.gz"),
+                         "--panels", "2", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,60 @@
+"""Time preprocessing of a synthetic CT: ``prepare`` (spatial forward) + every network batch.
+
+    .venv/bin/python benchmarks/bench_preprocessing.py [--shape 200 512 512] [--spacing 0.75] [--batch 16]
+                                                       [--configs default seed001] [--threads N]
+
+Prints seconds per stage for each config. The phantom is built with ``phantom.make_phantom`` at the
+requested shape (x/y spacing ``--spacing`` mm, 1.5 mm slices). Not a test.
+"""
+import argparse
+import time
+
+import numpy as np
+
+
+def bench(config_name: str, ct, batch_size: int) -> None:
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    cfg = PreprocessingConfig.preset(config_name)
+    pre = SlicePreprocessor(cfg)
+    t0 = time.perf_counter()
+    prepared = pre.prepare(ct)
+    t1 = time.perf_counter()
+    n = prepared.num_slices
+    checksum = 0.0
+    for a in range(0, n, batch_size):
+        x = prepared.batch(np.arange(a, min(n, a + batch_size)))
+        checksum += float(x[:, :, ::64, ::64].sum())
+    t2 = time.perf_counter()
+    k = 3
+    probs = np.zeros((batch_size, k) + prepared.net_shape_yx, np.float32)
+    probs[:, 0] = 1
+    for a in range(0, n, batch_size):
+        prepared.restore(probs[: min(n, a + batch_size) - a])
+    t3 = time.perf_counter()
+    h, w = prepared.net_shape_yx
+    print(f"{config_name:9s} in {ct.array.shape} -> net ({n}, {cfg.in_channels}, {h}, {w}): "
+          f"prepare {t1 - t0:6.2f} s, batches {t2 - t1:6.2f} s ({1000 * (t2 - t1) / n:5.1f} ms/slice), "
+          f"restore {t3 - t2:6.2f} s, total {t3 - t0:6.2f} s  [checksum {checksum:.1f}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[200, 512, 512], metavar=("Z", "Y", "X"))
+    parser.add_argument("--spacing", type=float, default=0.75, help="in-plane pixel size, mm")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--configs", nargs="+", default=["default", "seed001"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    import torch
+    from LiverTumorSegLib.phantom import make_phantom
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    ct = make_phantom(tuple(args.shape), spacing_xyz=(args.spacing, args.spacing, 1.5)).ct
+    print(f"phantom {tuple(args.shape)} built in {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()}")
+    for name in args.configs:
+        bench(name, ct, args.batch)
+
+
+if __name__ == "__main__":
+    main()

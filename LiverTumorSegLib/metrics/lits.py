@@ -132,6 +132,8 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
         raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
     pred_tumor = np.asarray(pred_tumor) != 0
     ref_tumor = np.asarray(ref_tumor) != 0
+    if pred_tumor.shape != ref_tumor.shape:
+        raise ValueError(f"pred shape {pred_tumor.shape} differs from ref shape {ref_tumor.shape}")
     structure = _structure(connectivity, pred_tumor.ndim)
     box = bounding_box(pred_tumor | ref_tumor)
     if box is None:

@@ -1,0 +1,262 @@
+"""LiTS label-map evaluation, lesion detection, tumor burden, global Dice and the report writers."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import LabelError, OutputExistsError
+from LiverTumorSegLib.metrics import lits, report
+from LiverTumorSegLib.phantom import make_phantom
+
+
+def ball(shape, center, radius):
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    return (z - center[0]) ** 2 + (y - center[1]) ** 2 + (x - center[2]) ** 2 <= radius ** 2
+
+
+SHAPE = (30, 60, 60)
+
+
+def lesion_phantom():
+    """Reference lesions A (missed), B (split in two by the prediction), C (found); one extra predicted
+    lesion D (false positive). Returns (pred_labels, ref_labels)."""
+    ref = np.zeros(SHAPE, np.uint8)
+    ref[2:28, 5:55, 5:55] = 1
+    pred = ref.copy()
+    a, b, c = ball(SHAPE, (15, 15, 15), 4), ball(SHAPE, (15, 15, 40), 4), ball(SHAPE, (15, 40, 25), 4)
+    d = ball(SHAPE, (15, 45, 45), 3)
+    for lesion in (a, b, c):
+        ref[lesion] = 2
+    b_split = b.copy()
+    b_split[:, :, 40] = False          # one-voxel gap: two 26-disconnected halves
+    pred[b_split | c | d] = 2
+    return pred, ref
+
+
+def test_lesion_detection_missed_split_and_false_positive():
+    pred, ref = lesion_phantom()
+    result = lits.detect_lesions(pred == 2, ref == 2)
+    assert (result.ref_lesions, result.pred_lesions) == (3, 4)
+    assert (result.detected, result.missed, result.false_positive) == (2, 1, 1)
+    assert result.precision == pytest.approx(2 / 3) and result.recall == pytest.approx(2 / 3)
+    by_center = {lesion["id"]: lesion for lesion in result.lesions}
+    assert sum(1 for lesion in by_center.values() if not lesion["detected"]) == 1
+
+
+def test_split_halves_alone_fail_the_iou_test_but_merged_pass():
+    _, ref = lesion_phantom()
+    b = ball(SHAPE, (15, 15, 40), 4)
+    half = b.copy()
+    half[:, :, 40:] = False
+    assert np.count_nonzero(half) / np.count_nonzero(b) < 0.5    # one half alone would not be detected
+    pred_halves = b.copy()
+    pred_halves[:, :, 40] = False
+    result = lits.detect_lesions(pred_halves, b)
+    assert (result.detected, result.false_positive, result.pred_lesions) == (1, 0, 2)
+    assert result.lesions[0]["iou"] == pytest.approx(np.count_nonzero(pred_halves) / np.count_nonzero(b))
+
+
+def test_one_prediction_spanning_two_reference_lesions_detects_both():
+    ref = np.zeros((9, 9, 13), bool)
+    ref[3:6, 3:6, 2:5] = True
+    ref[3:6, 3:6, 6:9] = True           # gap at x = 5
+    pred = np.zeros_like(ref)
+    pred[3:6, 3:6, 2:9] = True          # 63 voxels, 54 overlapping
+    result = lits.detect_lesions(pred, ref)
+    assert (result.ref_lesions, result.pred_lesions, result.detected, result.false_positive) == (2, 1, 2, 0)
+    assert result.lesions[0]["iou"] == pytest.approx(54 / 63)
+
+
+def test_weak_overlap_is_a_miss_and_a_false_positive_and_threshold_is_configurable():
+    ref = ball((20, 20, 20), (10, 10, 10), 2)
+    pred = np.zeros_like(ref)
+    pred[4:17, 4:17, 4:17] = True       # swallows the lesion: IoU 33/2197
+    result = lits.detect_lesions(pred, ref)
+    assert (result.detected, result.missed, result.false_positive) == (0, 1, 1)
+    assert lits.detect_lesions(pred, ref, iou_threshold=0.01).detected == 1
+    with pytest.raises(ValueError):
+        lits.detect_lesions(pred, ref, iou_threshold=1.0)
+
+
+def test_connectivity_changes_lesion_count():
+    mask = np.zeros((3, 3, 3), bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = True      # corner-touching voxels
+    assert lits.detect_lesions(mask, mask, connectivity=26).ref_lesions == 1
+    assert lits.detect_lesions(mask, mask, connectivity=6).ref_lesions == 2
+    with pytest.raises(ValueError):
+        lits.detect_lesions(mask, mask, connectivity=5)
+    with pytest.raises(ValueError):
+        lits.detect_lesions(mask, mask[:-1])
+
+
+def test_no_lesions_anywhere_is_perfect():
+    empty = np.zeros((4, 4, 4), bool)
+    result = lits.detect_lesions(empty, empty)
+    assert (result.ref_lesions, result.pred_lesions, result.detected) == (0, 0, 0)
+    assert result.precision == 1.0 and result.recall == 1.0
+    fp_only = lits.detect_lesions(ball((9, 9, 9), (4, 4, 4), 1), np.zeros((9, 9, 9), bool))
+    assert fp_only.false_positive == 1 and fp_only.precision == 0.0 and math.isnan(fp_only.recall)
+
+
+def test_structure_masks_follow_lits():
+    labels = np.array([[[0, 1, 2]]], np.uint8)
+    assert lits.structure_mask(labels, "liver").tolist() == [[[False, True, True]]]
+    assert lits.structure_mask(labels, "tumor").tolist() == [[[False, False, True]]]
+    with pytest.raises(ValueError):
+        lits.structure_mask(labels, "kidney")
+
+
+def test_tumor_burden_hand_computed():
+    labels = np.zeros((2, 2, 5), np.uint8)
+    labels[0, 0, :4] = 1
+    labels[0, 0, 4] = 2                      # 1 tumor voxel of 5 liver voxels
+    assert lits.tumor_burden(labels) == pytest.approx(0.2)
+    assert math.isnan(lits.tumor_burden(np.zeros((2, 2, 2), np.uint8)))
+
+
+def test_evaluate_case_keys_values_and_spacing():
+    pred, ref = lesion_phantom()
+    row = lits.evaluate_case(pred, ref, (2.0, 1.0, 1.0), case="p1")
+    assert list(row)[0] == "case" and row["case"] == "p1"
+    for key in ("dice_liver", "dice_tumor", "assd_liver_mm", "hd95_liver_mm", "hd_tumor_mm", "rmsd_tumor_mm",
+                "volume_ref_tumor_ml", "voxels_tp_tumor", "lesions_detected", "tumor_burden_error"):
+        assert key in row
+    assert row["dice_liver"] == 1.0 and row["hd_liver_mm"] == 0.0
+    tp = np.count_nonzero((pred == 2) & (ref == 2))
+    assert row["dice_tumor"] == pytest.approx(2 * tp / (np.count_nonzero(pred == 2) + np.count_nonzero(ref == 2)))
+    assert row["volume_ref_tumor_ml"] == pytest.approx(np.count_nonzero(ref == 2) * 2.0 / 1000)
+    assert (row["lesions_detected"], row["lesions_missed"], row["lesions_false_positive"]) == (2, 1, 1)
+    assert row["tumor_burden_error"] == pytest.approx(lits.tumor_burden(pred) - lits.tumor_burden(ref))
+    fast = lits.evaluate_case(pred, ref, (2.0, 1.0, 1.0), surface=False)
+    assert "assd_liver_mm" not in fast and fast["dice_tumor"] == row["dice_tumor"]
+
+
+def test_evaluate_case_with_probabilities_and_phantom_identity():
+    phantom = make_phantom(shape_zyx=(16, 48, 48), seed=1)
+    labels = phantom.labels
+    prob = (labels == 2).astype(np.float32) * 0.9 + 0.05
+    row = lits.evaluate_case(labels, labels, phantom.ct.spacing_zyx, probabilities=prob)
+    assert row["roc_auc_tumor"] == 1.0 and row["dice_tumor"] == 1.0
+    assert row["lesions_detected"] == row["lesions_ref"] == len([l for l in phantom.lesions if l.voxel_count])
+    with pytest.raises(LabelError):
+        lits.evaluate_case(labels, labels, phantom.ct.spacing_zyx, probabilities=prob[:-1])
+
+
+def test_evaluate_case_rejects_bad_labels_and_shapes():
+    ok = np.zeros((3, 3, 3), np.uint8)
+    with pytest.raises(LabelError):
+        lits.evaluate_case(ok + 3, ok, (1, 1, 1))
+    with pytest.raises(LabelError):
+        lits.evaluate_case(ok[:-1], ok, (1, 1, 1))
+
+
+def test_check_same_grid():
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    a = CTVolume(np.zeros((2, 3, 4), np.uint8), ImageGeometry(spacing=(1, 1, 2)))
+    lits.check_same_grid(a, a)
+    with pytest.raises(LabelError):
+        lits.check_same_grid(a, CTVolume(np.zeros((2, 3, 5), np.uint8), a.geometry))
+    with pytest.raises(LabelError):
+        lits.check_same_grid(a, CTVolume(a.array, ImageGeometry(spacing=(1, 1, 2), origin=(0, 5, 0))))
+
+
+# ------------------------------------------------------------------------------------------------ report
+def two_rows():
+    return [
+        {"case": "a", "dice_tumor": 0.5, "assd_tumor_mm": 2.0, "voxels_tp_tumor": 10, "voxels_pred_tumor": 10,
+         "voxels_ref_tumor": 30, "voxels_tp_liver": 90, "voxels_pred_liver": 100, "voxels_ref_liver": 100,
+         "lesions_ref": 3, "lesions_pred": 4, "lesions_detected": 2, "lesions_missed": 1,
+         "lesions_false_positive": 1, "tumor_burden_error": 0.1},
+        {"case": "b", "dice_tumor": 1.0, "assd_tumor_mm": float("nan"), "voxels_tp_tumor": 0,
+         "voxels_pred_tumor": 0, "voxels_ref_tumor": 0, "voxels_tp_liver": 50, "voxels_pred_liver": 50,
+         "voxels_ref_liver": 50, "lesions_ref": 1, "lesions_pred": 0, "lesions_detected": 0, "lesions_missed": 1,
+         "lesions_false_positive": 0, "tumor_burden_error": -0.3},
+    ]
+
+
+def test_summarize_cases_hand_computed():
+    summary = report.summarize_cases(two_rows())
+    assert summary["n_cases"] == 2
+    dice = summary["metrics"]["dice_tumor"]
+    assert dice["mean"] == pytest.approx(0.75) and dice["median"] == pytest.approx(0.75)
+    assert dice["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1)) and dice["n"] == 2 and dice["n_nan"] == 0
+    assd = summary["metrics"]["assd_tumor_mm"]
+    assert assd["mean"] == 2.0 and assd["n"] == 1 and assd["n_nan"] == 1 and assd["std"] == 0.0
+    assert "voxels_tp_tumor" not in summary["metrics"]
+    # global Dice pools voxels: tumor 2*10 / (10 + 30) = 0.5 (per-case mean is 0.75)
+    assert summary["global_dice"]["tumor"] == pytest.approx(0.5)
+    assert summary["global_dice"]["liver"] == pytest.approx(2 * 140 / 300)
+    det = summary["lesion_detection"]
+    assert (det["detected"], det["missed"], det["false_positive"]) == (2, 2, 1)
+    assert det["precision"] == pytest.approx(2 / 3) and det["recall"] == pytest.approx(0.5)
+    burden = summary["tumor_burden"]
+    assert burden["rmse"] == pytest.approx(math.sqrt((0.01 + 0.09) / 2)) and burden["max_abs_error"] == 0.3
+    json.dumps(summary, allow_nan=False)   # JSON-ready: no NaN left
+
+
+def test_global_dice_empty_inputs():
+    assert math.isnan(lits.global_dice([], "tumor"))
+    rows = [{"voxels_tp_tumor": 0, "voxels_pred_tumor": 0, "voxels_ref_tumor": 0}]
+    assert lits.global_dice(rows, "tumor") == 1.0
+
+
+def test_case_table_round_trip_and_overwrite(tmp_path):
+    rows = two_rows()
+    rows[1]["extra_column"] = 7
+    path = report.write_case_table(rows, tmp_path / "cases.csv")
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[0] == "case" and header[-1] == "extra_column"
+    back = report.read_case_table(path)
+    assert back[0]["case"] == "a" and back[0]["dice_tumor"] == 0.5 and back[0]["extra_column"] is None
+    assert math.isnan(back[1]["assd_tumor_mm"]) and back[1]["extra_column"] == 7.0
+    assert report.summarize_cases(back)["global_dice"]["tumor"] == pytest.approx(0.5)
+    with pytest.raises(OutputExistsError):
+        report.write_case_table(rows, path)
+    report.write_case_table(rows[:1], path, overwrite=True)
+    assert len(report.read_case_table(path)) == 1
+
+
+def test_write_json_replaces_nan(tmp_path):
+    path = report.write_json({"a": float("nan"), "b": [np.float32(1.5), np.int64(2)], "c": float("inf")},
+                             tmp_path / "s.json")
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, 2], "c": None}
+
+
+def test_rank_cases_direction():
+    rows = [{"case": "x", "dice_liver": 0.9, "assd_liver_mm": 3.0},
+            {"case": "y", "dice_liver": 0.7, "assd_liver_mm": 1.0},
+            {"case": "z", "dice_liver": float("nan"), "assd_liver_mm": float("nan")}]
+    assert report.rank_cases(rows, "dice_liver") == ("x", "y")
+    assert report.rank_cases(rows, "assd_liver_mm") == ("y", "x")
+    assert report.rank_cases(rows, "missing") == (None, None)
+
+
+def is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_write_pngs(tmp_path):
+    from LiverTumorSegLib.metrics.roc import roc_curve
+
+    pred, ref = lesion_phantom()
+    rows = [lits.evaluate_case(pred, ref, (1, 1, 1), case="p", surface=False), two_rows()[0]]
+    box = report.plot_metric_boxplots(rows, tmp_path / "box.png")
+    assert box is not None and is_png(box)
+    assert report.plot_metric_boxplots(rows, tmp_path / "none.png", metrics=["nothing"]) is None
+    curve = roc_curve(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    assert is_png(report.plot_roc_curve(curve, tmp_path / "roc.png"))
+    image = np.full(SHAPE, 40, np.int16)
+    assert is_png(report.plot_case_overlay(pred, ref, tmp_path / "ov.png", image=image, title="t"))
+    assert is_png(report.plot_case_overlay(pred, ref, tmp_path / "ov2.png"))
+
+
+def test_overlay_slice_prefers_tumor():
+    labels = np.zeros((5, 4, 4), np.uint8)
+    labels[1] = 1
+    labels[3, :2, :2] = 2
+    assert report.overlay_slice_index(labels, labels) == 3
+    labels[3] = 0
+    assert report.overlay_slice_index(labels, np.zeros_like(labels)) == 1
+    assert report.overlay_slice_index(np.zeros_like(labels), np.zeros_like(labels)) == 2

@@ -10,11 +10,12 @@ when they are integers that fit, else float32. Problems the user can fix raise
 :class:`~LiverTumorSegLib.errors.InputError` (or :class:`~LiverTumorSegLib.errors.LabelError`) with a
 one-line message; SimpleITK/nibabel tracebacks never reach the user.
 """
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -65,6 +66,18 @@ def _sitk():
     return sitk
 
 
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence ITK's stderr warnings (we report problems ourselves); restores the previous setting."""
+    process_object = _sitk().ProcessObject
+    previous = process_object.GetGlobalWarningDisplay()
+    process_object.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        process_object.SetGlobalWarningDisplay(previous)
+
+
 def _dicom_tag(reader, tag: str) -> str:
     return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
 
@@ -79,7 +92,9 @@ def list_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder; give the folder that holds the DICOM files.")
     series = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+    with _quiet_itk():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    for uid in uids:
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
         info = DicomSeriesInfo(uid=uid, files=files)
         if files:
@@ -129,7 +144,9 @@ def _dicom_in_subfolders(folder: Path) -> List[str]:
     sitk = _sitk()
     found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)):
+        with _quiet_itk():
+            has_series = bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)))
+        if has_series:
             found.append(sub.name)
     return found
 
@@ -153,17 +170,48 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
     try:
-        image = reader.Execute()
+        with _quiet_itk():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
                          f"Check that all its files are complete.") from None
+    notes = []
+    if image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
+        notes.append(_check_slice_positions(chosen, image, folder))
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
+    if notes:
+        volume.meta.setdefault("warnings", []).extend(notes)
     volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
                         "modality": chosen.modality, "num_files": chosen.num_files})
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> str:
+    """Measure the slice gaps of a series ITK flagged as non-uniform; raise when slices are missing.
+
+    Returns a warning text for small irregularities (the grid then uses the mean slice spacing).
+    """
+    sitk = _sitk()
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    positions = []
+    reader = sitk.ImageFileReader()
+    with _quiet_itk():
+        for name in series.files:
+            reader.SetFileName(name)
+            reader.ReadImageInformation()
+            positions.append(float(np.dot(reader.GetOrigin(), normal)))
+    gaps = np.diff(np.sort(positions))
+    median = float(np.median(gaps)) if gaps.size else 0.0
+    worst = float(np.max(np.abs(gaps - median))) if gaps.size else 0.0
+    if median <= 0 or worst > 0.2 * median:
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has missing slices or uneven slice spacing "
+                         f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm, typical {median:.3g} mm); a regular 3D grid "
+                         f"cannot be built. Export the complete series (or resample it to even spacing) first.")
+    return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
+            f"{image.GetSpacing()[2]:.4g} mm was used")
 
 
 def _dicom_series_of_file(path: Path) -> str:
@@ -269,7 +317,8 @@ def _read_itk_file(path: Path) -> CTVolume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with _quiet_itk():
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)}).") from None
     if reader.GetNumberOfComponents() != 1:
@@ -277,7 +326,8 @@ def _read_itk_file(path: Path) -> CTVolume:
                          f"image); a scalar 3D CT volume is needed.")
     _check_3d_shape(tuple(reader.GetSize()), str(path))
     try:
-        image = reader.Execute()
+        with _quiet_itk():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
     volume = _volume_from_sitk(image, str(path))

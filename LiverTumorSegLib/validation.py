@@ -79,15 +79,16 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
 
 
 def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
+    """Why a ``lo..hi`` value range cannot be Hounsfield units, or None when it can."""
     if lo >= 0 and hi <= 1:
-        return f"values lie within 0..1 ({lo:g}..{hi:g}), which looks pre-normalised"
+        return f"values lie within 0..1: {lo:g}..{hi:g}"
     if lo >= 0 and hi <= 255:
-        return f"values lie within 0..255 ({lo:g}..{hi:g}), which looks like an 8-bit picture or windowed export"
+        return f"values lie within 0..255: {lo:g}..{hi:g}, like an 8-bit picture or a windowed export"
     if hi - lo <= 20:
-        return f"values span only {lo:g}..{hi:g}, which looks normalised (z-scored or scaled)"
+        return f"values span only {lo:g}..{hi:g}, like z-scored or rescaled data"
     if lo >= 0:
-        return (f"values are all >= 0 ({lo:g}..{hi:g}) with no air near -1000 HU, which looks like MR or CT "
-                f"stored without its rescale intercept")
+        return (f"all values >= 0: {lo:g}..{hi:g}, no air near -1000 HU; MR, or CT stored without its rescale "
+                f"intercept")
     return None
 
 
@@ -106,11 +107,10 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
     reason = _not_hu_reason(lo, hi)
     if reason is not None:
-        message = f"'{name}': {reason}; CT in Hounsfield units is expected (looks pre-normalised/not CT); " \
-                  f"{ALLOW_NON_HU_HINT}."
+        what = f"'{name}' does not look like CT in Hounsfield units ({reason})"
         if not allow_non_hu:
-            raise InputError(message)
-        warnings.append(message)
+            raise InputError(f"{what}; it looks pre-normalised/not CT: {ALLOW_NON_HU_HINT}.")
+        warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     air_lo, air_hi = AIR_HU_RANGE
     if not np.any((arr >= air_lo) & (arr <= air_hi)):

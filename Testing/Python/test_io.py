@@ -103,6 +103,27 @@ def test_nifti_scl_slope_is_applied_and_integral_result_becomes_int16(tmp_path):
     assert np.array_equal(vol.array, (stored.astype(np.int32) * 2 - 1024).T)
 
 
+def test_nifti_qform_only_and_conflicting_sform(tmp_path):
+    data = hu_data_xyz()
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(AFFINES["oblique"], code=1)
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "q.nii.gz"))
+    loaded = nib.load(str(tmp_path / "q.nii.gz"))
+    assert int(loaded.header["sform_code"]) == 0
+    vol = read_volume(tmp_path / "q.nii.gz")
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), loaded.affine, atol=1e-9)
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), AFFINES["oblique"], atol=1e-5)
+
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(AFFINES["lps"], code=1)
+    img.set_sform(AFFINES["ras"], code=2)
+    nib.save(img, str(tmp_path / "c.nii.gz"))
+    vol = read_volume(tmp_path / "c.nii.gz")
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), AFFINES["ras"], atol=1e-5)  # sform wins, as in nibabel
+    assert any("sform and qform disagree" in w for w in vol.meta["warnings"])
+
+
 def test_to_hu_dtype_keeps_int16_only_when_integral_and_in_range():
     assert to_hu_dtype(np.array([[-1024.0, 3071.0]], np.float64)).dtype == np.int16
     assert to_hu_dtype(np.array([[0.5, 1.0]], np.float64)).dtype == np.float32
@@ -247,6 +268,31 @@ def test_dicom_oblique_orientation_gives_rotated_direction(tmp_path):
     expected = np.stack([row, col, np.cross(row, col)], axis=1)
     np.testing.assert_allclose(vol.geometry.direction_matrix, expected, atol=1e-5)
     assert np.array_equal(vol.array, stored - 1000)
+
+
+def test_dicom_missing_slice_is_refused_and_small_jitter_is_a_warning(tmp_path):
+    write_dicom_series(tmp_path / "gap", np.zeros((5, 4, 4), np.int16), UID_A, "gap")
+    (tmp_path / "gap" / "s002.dcm").unlink()
+    with pytest.raises(InputError, match=r"missing slices or uneven slice spacing \(gaps 2.5..5 mm"):
+        read_volume(tmp_path / "gap")
+    # one slice 0.1 mm off its place: readable, with a note
+    write_dicom_series(tmp_path / "jitter", np.zeros((5, 4, 4), np.int16), UID_A, "jitter")
+    f = tmp_path / "jitter" / "s002.dcm"
+    img = sitk.ReadImage(str(f))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(f))
+    reader.ReadImageInformation()
+    for key in reader.GetMetaDataKeys():
+        img.SetMetaData(key, reader.GetMetaData(key))
+    img.SetMetaData("0020|0032", "-10.500000\\20.250000\\105.100000")
+    img.SetOrigin((-10.5, 20.25, 105.1))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(f))
+    writer.Execute(img)
+    vol = read_volume(tmp_path / "jitter")
+    assert vol.shape_zyx == (5, 4, 4)
+    assert any("slice spacing varies by up to 0.1 mm" in w for w in vol.meta["warnings"])
 
 
 def test_two_series_in_one_folder_list_and_select(tmp_path):

@@ -60,7 +60,7 @@ def test_constant_volume_is_fatal():
 @pytest.mark.parametrize("scale,words", [
     (lambda hu: (hu + 1024.0) / 4095.0, "within 0..1"),
     (lambda hu: np.clip((hu + 160.0) / 400.0 * 255.0, 0, 255).round(), "within 0..255"),
-    (lambda hu: (hu - hu.mean()) / hu.std(), "looks normalised"),
+    (lambda hu: (hu - hu.mean()) / hu.std(), "like z-scored"),
     (lambda hu: hu + 1024.0, "no air near -1000 HU"),
 ])
 def test_non_hu_intensities_are_fatal_unless_allowed(scale, words):

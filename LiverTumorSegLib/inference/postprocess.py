@@ -3,7 +3,7 @@
 1. ``largest_liver_component``: keep only the largest 3D connected component of the organ (label >= 1,
    i.e. liver with its tumors, 26-connectivity); far-away blobs of either label are removed.
 2. ``fill_liver_holes``: background cavities fully enclosed by the organ become liver (3D fill).
-3. ``tumor_inside_liver``: tumor voxels farther than ``liver_dilation_mm`` from any liver voxel -> background.
+3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
 4. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 
 Everything works on boolean/uint8/int32 arrays (no float volumes); dilation runs on the tumor's bounding
@@ -63,7 +63,11 @@ def _bbox(mask: np.ndarray, margin: Sequence[int]) -> Tuple[slice, ...]:
 
 
 def restrict_tumor_to_liver(labels: np.ndarray, spacing_zyx: Sequence[float], dilation_mm: float) -> np.ndarray:
-    """Tumor voxels farther than ``dilation_mm`` from every liver voxel become background (in place)."""
+    """Tumor components (26-connected) with no voxel within ``dilation_mm`` of a liver voxel -> background.
+
+    Component-wise, so a lesion filling the liver's edge is kept whole while tumor blobs away from the
+    liver go. Works in place on ``labels`` ``(z, y, x)`` and returns it.
+    """
     from scipy import ndimage
 
     tumor = labels == 2
@@ -77,8 +81,11 @@ def restrict_tumor_to_liver(labels: np.ndarray, spacing_zyx: Sequence[float], di
     margin = [s // 2 + 1 for s in structure.shape]
     box = _bbox(tumor, margin)
     near_liver = ndimage.binary_dilation(liver[box], structure=structure)
-    outside = tumor[box] & ~near_liver
-    labels[box][outside] = 0
+    components, count = ndimage.label(tumor[box], structure=CONNECTIVITY_26)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[np.unique(components[near_liver & (components > 0)])] = True
+    keep[0] = True
+    labels[box][~keep[components]] = 0
     return labels
 
 

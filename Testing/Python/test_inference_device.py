@@ -1,0 +1,52 @@
+"""Device selection (CPU fallback with a message), batch size arithmetic."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.inference.device import (bytes_per_slice, choose_batch_size, cpu_thread_count,  # noqa: E402
+                                               gpu_info, resolve_device)
+
+
+def test_cuda_requested_but_absent_falls_back_with_message(caplog):
+    choice = resolve_device("cuda", cuda_available=False)
+    assert choice.device.type == "cpu" and not choice.is_cuda
+    assert "not available" in choice.message and "CPU" in choice.message
+    assert any("not available" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_and_cpu():
+    assert resolve_device("auto", cuda_available=False).device.type == "cpu"
+    assert resolve_device("cpu", cuda_available=True).device.type == "cpu"
+    assert resolve_device("CPU").message == ""
+
+
+def test_unknown_device_is_input_error():
+    with pytest.raises(InputError, match="auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+def test_choose_batch_size_known_numbers():
+    assert choose_batch_size(1000, 100, fraction=0.5) == 5
+    assert choose_batch_size(10, 100) == 1            # never below 1
+    assert choose_batch_size(10 ** 12, 100) == 64     # capped
+    with pytest.raises(ValueError):
+        choose_batch_size(100, 0)
+
+
+def test_bytes_per_slice_formula():
+    # 64 feature maps x 2 bytes + (C + 2K) x 4 bytes, per pixel
+    assert bytes_per_slice(3, 3, 10, 10, feature_factor=64, element_bytes=2) == 100 * (128 + 9 * 4)
+
+
+def test_cpu_info():
+    assert cpu_thread_count() >= 1
+    assert gpu_info(torch.device("cpu")) == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_info_on_cuda():
+    info = gpu_info(torch.device("cuda"))
+    assert info["total_bytes"] >= info["free_bytes"] > 0 and info["name"]
+    assert resolve_device("cuda").is_cuda and resolve_device("auto").is_cuda

@@ -1,0 +1,60 @@
+"""Two-stage segmentation: decimation, cropping (geometry kept), and the oracle result equals single-stage."""
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.twostage import (crop_volume, decimate_volume, decimation_factors,  # noqa: E402
+                                                 organ_box, segment_two_stage)
+
+from inference_helpers import ORIENTATIONS, corner_phantom, oracle_package, oracle_predictor, reoriented  # noqa: E402
+
+
+class CountingEngine:
+    """Wraps an engine and records the shapes it was asked to segment."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.shapes = []
+
+    def predict(self, volume, progress=None, cancel=None):
+        self.shapes.append(volume.shape_zyx)
+        return self.engine.predict(volume, progress=progress, cancel=cancel)
+
+
+def test_decimation_and_crop_keep_physical_positions():
+    ph = corner_phantom()
+    vol = ph.ct
+    dec = decimate_volume(vol, (1, 2, 2))
+    assert dec.shape_zyx == (12, 20, 22)
+    np.testing.assert_allclose(dec.geometry.index_to_lps((3, 4, 5)), vol.geometry.index_to_lps((6, 8, 5)))
+    crop = crop_volume(vol, (slice(2, 9), slice(5, 30), slice(4, 20)))
+    np.testing.assert_array_equal(crop.array, vol.array[2:9, 5:30, 4:20])
+    np.testing.assert_allclose(crop.geometry.index_to_lps((0, 0, 0)), vol.geometry.index_to_lps((4, 5, 2)))
+
+
+def test_decimation_factors_respect_max_spacing():
+    assert decimation_factors((5.0, 0.8, 0.8), 2) == (1, 2, 2)
+
+
+def test_organ_box_scales_and_adds_margin():
+    coarse = np.zeros((5, 10, 10), np.uint8)
+    coarse[1:3, 2:5, 3:4] = 1
+    box = organ_box(coarse, (1, 2, 2), (5, 20, 20), (4.0, 1.0, 1.0), margin_mm=2.0)
+    assert box == (slice(0, 5), slice(0, 14), slice(2, 12))
+    assert organ_box(np.zeros((2, 2, 2), np.uint8), (1, 1, 1), (2, 2, 2), (1, 1, 1), 1.0) is None
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "permuted"])
+def test_two_stage_oracle_equals_single_stage_and_crops(orientation):
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    engine = CountingEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
+                                                 batch_predictor=oracle_predictor))
+    seen = []
+    labels = segment_two_stage(volume, engine, margin_mm=6.0, progress=lambda f, s: seen.append(f))
+    np.testing.assert_array_equal(labels, expected)
+    assert len(engine.shapes) == 2
+    assert np.prod(engine.shapes[1]) < np.prod(volume.shape_zyx)  # the fine pass ran on a crop
+    assert seen[-1] == 1.0 and all(b >= a for a, b in zip(seen, seen[1:]))

@@ -1,0 +1,87 @@
+"""Lesion report: volumes, diameters, centroids (RAS and LPS), HU, burden; JSON and CSV files."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError, OutputExistsError
+from LiverTumorSegLib.inference.lesion_report import (axial_axis_zyx, lesion_report, longest_axial_diameter_mm,
+                                                      max_pairwise_distance, write_report)
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from LiverTumorSegLib.volume import ImageGeometry
+
+from inference_helpers import ORIENTATIONS, reoriented
+
+
+def two_lesion_phantom():
+    lesions = [PhantomLesion(center_zyx=(10.0, 28.0, 18.0), radius_mm=8.0, hu=15.0),
+               PhantomLesion(center_zyx=(10.0, 36.0, 34.0), radius_mm=4.0, hu=20.0)]
+    return make_phantom((20, 80, 80), (1.0, 1.0, 2.0), lesions=lesions, noise_hu=0.0, origin=(-50.0, -30.0, 10.0))
+
+
+def test_max_pairwise_distance_known():
+    pts = np.array([[0, 0], [3, 4], [1, 1]], float)
+    assert max_pairwise_distance(pts) == pytest.approx(5.0)
+    ring = np.stack([np.cos(np.linspace(0, 2 * np.pi, 200)), np.sin(np.linspace(0, 2 * np.pi, 200))], 1) * 7
+    assert max_pairwise_distance(ring) == pytest.approx(14.0, abs=1e-3)
+
+
+def test_axial_axis_for_permuted_geometry():
+    assert axial_axis_zyx(ImageGeometry(spacing=(1, 1, 1))) == 0
+    # index axis i (array axis 2) points superior
+    g = ImageGeometry(spacing=(1, 1, 1), direction=(0, 1, 0, 0, 0, 1, 1, 0, 0))
+    assert axial_axis_zyx(g) == 2
+
+
+def test_diameter_of_square_in_slice():
+    mask = np.zeros((3, 10, 10), bool)
+    mask[1, 2:6, 3:7] = True  # 4 x 4 pixels, centres span 3 x 3 pixels
+    g = ImageGeometry(spacing=(0.5, 2.0, 5.0))
+    assert longest_axial_diameter_mm(mask, g) == pytest.approx(np.hypot(3 * 0.5, 3 * 2.0))
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS", "permuted"])
+def test_report_matches_phantom_lesions(orientation):
+    ph = two_lesion_phantom()
+    volume, labels = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    report = lesion_report(labels, volume.geometry, volume.array)
+    assert report["lesion_count"] == 2
+    assert report["liver_volume_ml"] == pytest.approx(ph.liver_volume_ml)
+    truth = sorted(ph.lesions, key=lambda l: -l.volume_ml)
+    for lesion, true in zip(report["lesions"], truth):
+        assert lesion["volume_ml"] == pytest.approx(true.volume_ml)
+        # sphere: 2r minus at most ~one in-plane voxel (voxel-centre measurement)
+        assert 2 * true.radius_mm - 2.5 <= lesion["longest_axial_diameter_mm"] <= 2 * true.radius_mm + 1e-6
+        cz, cy, cx = true.center_zyx
+        centre_lps = ph.ct.geometry.index_to_lps((cx, cy, cz))
+        np.testing.assert_allclose(lesion["centroid_lps_mm"], centre_lps, atol=1.0)
+        ras = np.array(lesion["centroid_ras_mm"])
+        np.testing.assert_allclose(ras, np.array(lesion["centroid_lps_mm"]) * [-1, -1, 1])
+        assert lesion["mean_hu"] == pytest.approx(true.hu)
+    assert report["lesions"][0]["id"] == 1
+    burden = 100 * sum(l.volume_ml for l in ph.lesions) / ph.liver_volume_ml
+    assert report["tumor_burden_percent"] == pytest.approx(burden)
+
+
+def test_report_without_ct_and_shape_check():
+    labels = np.zeros((2, 3, 3), np.uint8)
+    labels[0, 0, 0] = 2
+    report = lesion_report(labels, ImageGeometry(spacing=(10, 10, 10)))
+    assert report["lesions"][0]["mean_hu"] is None and report["liver_volume_ml"] == pytest.approx(1.0)
+    with pytest.raises(InputError):
+        lesion_report(labels, ImageGeometry(spacing=(1, 1, 1)), np.zeros((1, 1, 1)))
+
+
+def test_write_json_and_csv(tmp_path):
+    ph = two_lesion_phantom()
+    report = lesion_report(ph.labels, ph.ct.geometry, ph.ct.array)
+    path = write_report(report, tmp_path / "r.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["lesion_count"] == 2 and len(loaded["lesions"][0]["centroid_ras_mm"]) == 3
+    csv_text = write_report(report, tmp_path / "r.csv").read_text().splitlines()
+    header = [line for line in csv_text if not line.startswith("#")][0]
+    assert header.startswith("id,volume_ml") and len([l for l in csv_text if l[:1].isdigit()]) == 2
+    with pytest.raises(OutputExistsError):
+        write_report(report, tmp_path / "r.json")
+    with pytest.raises(InputError, match=".json or .csv"):
+        write_report(report, tmp_path / "r.txt")

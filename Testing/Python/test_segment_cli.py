@@ -1,0 +1,218 @@
+"""segment_file and `livertumorseg segment`: geometry of written labels, outputs checked before work, atomic
+writes (cancel/failure leave nothing), one-line errors, CPU fallback, --sample."""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from LiverTumorSegLib import resources  # noqa: E402
+from LiverTumorSegLib.cli import main  # noqa: E402
+from LiverTumorSegLib.commands.segment import liver_dice, postprocessing_from_args  # noqa: E402
+from LiverTumorSegLib.errors import CancelledError, InputError, ModelPackageError, OutputExistsError  # noqa: E402
+from LiverTumorSegLib.inference import api  # noqa: E402
+from LiverTumorSegLib.inference.api import segment_file  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.postprocess import PostprocessingOptions  # noqa: E402
+from LiverTumorSegLib.io import read_label_map, read_volume, write_volume  # noqa: E402
+from LiverTumorSegLib.progress import CancellationToken  # noqa: E402
+
+from inference_helpers import (ORIENTATIONS, corner_phantom, oracle_package, oracle_predictor,  # noqa: E402
+                               reoriented, tiny_unet_package)
+
+
+def oracle_engine(predictor=oracle_predictor):
+    return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
+
+
+def write_phantom(tmp_path, orientation, name="ct.nii.gz"):
+    ph = corner_phantom()
+    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    path = write_volume(tmp_path / name, volume)
+    return path, expected
+
+
+def folder_files(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+@pytest.mark.parametrize("orientation,out_name", [("RAS", "seg.nii.gz"), ("permuted", "seg.nrrd"), ("LPS", "seg.mha")])
+def test_written_labels_match_input_geometry(tmp_path, orientation, out_name):
+    ct_path, expected = write_phantom(tmp_path, orientation)
+    result = segment_file(ct_path, tmp_path / out_name, engine=oracle_engine(), report_path=tmp_path / "r.json",
+                          preview_path=tmp_path / "p.png", postprocessing=PostprocessingOptions(min_lesion_ml=0))
+    written = read_label_map(tmp_path / out_name, reference=read_volume(ct_path))
+    np.testing.assert_array_equal(written.array, expected)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lesion_count"] == 1 and "centroid_lps_mm" in report["lesions"][0]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert result.output_path == tmp_path / out_name
+    assert not [n for n in folder_files(tmp_path) if ".tmp" in n]
+
+
+def test_existing_output_refused_before_any_work(tmp_path):
+    ct_path, _ = write_phantom(tmp_path, "LPS")
+    out = tmp_path / "seg.nii.gz"
+    out.write_bytes(b"previous")
+    calls = []
+
+    def predictor(x):
+        calls.append(1)
+        return oracle_predictor(x)
+
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        segment_file(ct_path, out, engine=oracle_engine(predictor))
+    assert calls == [] and out.read_bytes() == b"previous"
+    segment_file(ct_path, out, engine=oracle_engine(predictor), overwrite=True)
+    assert calls and out.read_bytes() != b"previous"
+
+
+def test_cancel_and_failure_leave_previous_file_and_no_partial(tmp_path):
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    out = tmp_path / "seg.nii.gz"
+    out.write_bytes(b"previous")
+    before = folder_files(tmp_path)
+    token = CancellationToken()
+
+    def cancelling(x):
+        token.cancel()
+        return oracle_predictor(x)
+
+    with pytest.raises(CancelledError):
+        segment_file(ct_path, out, engine=oracle_engine(cancelling), overwrite=True, cancel=token,
+                     report_path=tmp_path / "r.json")
+
+    def failing(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        segment_file(ct_path, out, engine=oracle_engine(failing), overwrite=True)
+    assert out.read_bytes() == b"previous" and folder_files(tmp_path) == before
+
+
+def test_output_checks(tmp_path, monkeypatch):
+    ct_path, _ = write_phantom(tmp_path, "LPS")
+    with pytest.raises(InputError, match="unsupported extension"):
+        segment_file(ct_path, tmp_path / "seg.png", engine=oracle_engine())
+    with pytest.raises(InputError, match="does not exist"):
+        segment_file(ct_path, tmp_path / "missing_dir" / "seg.nii.gz", engine=oracle_engine())
+    with pytest.raises(InputError, match="different"):
+        segment_file(ct_path, ct_path, engine=oracle_engine(), overwrite=True)
+    with pytest.raises(InputError, match=".png"):
+        segment_file(ct_path, tmp_path / "s.nii.gz", engine=oracle_engine(), preview_path=tmp_path / "x.json")
+    monkeypatch.setattr(api, "slicer_available", lambda: False)
+    with pytest.raises(InputError, match="pip install slicer-core"):
+        segment_file(ct_path, tmp_path / "seg.seg.nrrd", engine=oracle_engine())
+
+
+def test_seg_nrrd_output_with_slicer(tmp_path):
+    pytest.importorskip("slicer")
+    ct_path, expected = write_phantom(tmp_path, "RAS")
+    segment_file(ct_path, tmp_path / "seg.seg.nrrd", engine=oracle_engine(),
+                 postprocessing=PostprocessingOptions(min_lesion_ml=0))
+    assert (tmp_path / "seg.seg.nrrd").stat().st_size > 0
+
+
+def test_liver_dice_known_values():
+    a = np.array([0, 1, 1, 2, 0])
+    b = np.array([0, 1, 0, 1, 1])
+    assert liver_dice(a, b) == pytest.approx(2 * 2 / (3 + 3))
+    assert liver_dice(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_postprocessing_from_args():
+    ns = argparse.Namespace(no_postprocess=False, keep_all_liver_components=True, no_fill_holes=False,
+                            allow_tumor_outside_liver=False, min_lesion_ml=0.5)
+    opts = postprocessing_from_args(ns)
+    assert not opts.largest_liver_component and opts.fill_liver_holes and opts.min_lesion_ml == 0.5
+    ns.no_postprocess = True
+    assert postprocessing_from_args(ns) == PostprocessingOptions.disabled()
+    ns.min_lesion_ml = -1
+    with pytest.raises(InputError):
+        postprocessing_from_args(ns)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    return tiny_unet_package(tmp_path_factory.mktemp("pkg")).path
+
+
+def run_cli(*argv):
+    return main(["segment", *[str(a) for a in argv], "--no-progress"])
+
+
+def test_cli_segments_with_package_and_cpu_fallback(tmp_path, tiny_package, capsys, monkeypatch):
+    import torch
+
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    out = tmp_path / "seg.nii.gz"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = run_cli(ct_path, "-o", out, "--model", tiny_package, "--device", "cuda", "--report", tmp_path / "r.csv",
+                   "--batch-size", "4")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "wrote" in captured.out and "liver volume" in captured.out
+    written = read_label_map(out, reference=read_volume(ct_path))
+    assert written.array.shape == read_volume(ct_path).shape_zyx
+    assert (tmp_path / "r.csv").read_text().startswith("# liver_volume_ml")
+    assert run_cli(ct_path, "-o", out, "--model", tiny_package) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "non_hu", "bad_model"])
+def test_cli_bad_inputs_give_one_line_error_and_write_nothing(tmp_path, tiny_package, capsys, case):
+    ct_path, _ = write_phantom(tmp_path, "LPS")
+    model = tiny_package
+    if case == "missing":
+        ct_path = tmp_path / "nope.nii.gz"
+    elif case == "corrupt":
+        ct_path = tmp_path / "corrupt.nii.gz"
+        ct_path.write_bytes(b"\x1f\x8b this is not a nifti file")
+    elif case == "non_hu":
+        ph = corner_phantom()
+        ct_path = write_volume(tmp_path / "mr.nii.gz", ph.ct.with_array((ph.ct.array > 0).astype(np.float32)))
+    else:
+        model = tmp_path / "model.safetensors"
+        model.write_bytes(b"garbage")
+    before = folder_files(tmp_path)
+    code = run_cli(ct_path, "-o", tmp_path / "seg.nii.gz", "--model", model)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert folder_files(tmp_path) == before
+
+
+def test_cli_allow_non_hu(tmp_path, tiny_package):
+    ph = corner_phantom()
+    ct_path = write_volume(tmp_path / "mr.nii.gz", ph.ct.with_array((ph.ct.array > 0).astype(np.float32)))
+    assert run_cli(ct_path, "-o", tmp_path / "seg.nii.gz", "--model", tiny_package, "--allow-non-hu") == 0
+
+
+def test_cli_needs_input_or_sample(tmp_path, capsys):
+    assert run_cli("-o", tmp_path / "seg.nii.gz") == 2
+    assert "--sample" in capsys.readouterr().err
+
+
+def _bundled_default_model():
+    try:
+        from LiverTumorSegLib.package import resolve_model
+
+        return resolve_model("default")
+    except ModelPackageError:
+        return None
+
+
+def test_cli_sample_prints_liver_dice(tmp_path, capsys):
+    if _bundled_default_model() is None:
+        pytest.skip("no bundled default model installed yet (Resources/Models); the lead trains and adds it")
+    out = tmp_path / "sample_seg.nii.gz"
+    assert run_cli("--sample", "-o", out) == 0
+    text = capsys.readouterr().out
+    assert "liver Dice" in text
+    dice = float(text.split("liver Dice vs bundled reference:")[1].split()[0])
+    assert dice > 0.5
+    assert read_label_map(out, reference=read_volume(resources.sample_ct_path())).array.max() >= 1

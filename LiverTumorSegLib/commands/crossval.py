@@ -1,0 +1,37 @@
+"""``livertumorseg crossval``: k-fold cross-validation (patient-level folds, fixed seed).
+
+    livertumorseg crossval --data DIR_OR_CSV --folds 4 -o OUT_DIR [any train option] [--config train.yaml]
+
+Trains every fold into ``OUT_DIR/fold_<i>.safetensors`` and writes ``OUT_DIR/crossval.csv`` (per-fold and
+mean liver/tumor Dice) and ``OUT_DIR/crossval.json``. Here ``-o`` is a folder.
+"""
+import argparse
+from typing import Any
+
+from ..errors import InputError
+from .train import add_config_options, command_line, config_from_args
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("crossval", help="k-fold cross-validation: train all folds, write a metrics table",
+                              description="Train all folds of a patient-level k-fold split and write per-fold "
+                                          "and mean Dice tables. -o names the output folder.")
+    add_config_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.crossval import run_crossval
+
+    config = config_from_args(args)
+    if not config.output:
+        raise InputError("No output folder given: pass -o OUT_DIR.")
+    if config.folds < 2:
+        config = config.updated({"folds": 4, "fold": 0})
+    out_dir = config.output
+    table = run_crossval(config.updated({"output": ""}), out_dir, command=command_line())
+    print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
+    for row in table:
+        print(f"{row['case']:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
+    print(f"table written to {out_dir}/crossval.csv")
+    return 0

@@ -1,0 +1,142 @@
+"""``livertumorseg train``: train a liver/tumor model and write a model package.
+
+    livertumorseg train --data DIR_OR_CSV [--format auto|lits|msd|ircadb|csv] --model ARCH -o MODEL.safetensors
+                        [--folds K --fold I] [--epochs N] [--config train.yaml] [--resume] [...]
+
+Every option of :class:`~LiverTumorSegLib.training.config.TrainConfig` is available as ``--option-name``
+and in the YAML/JSON config file; command-line values override the file. Dict/list options
+(``--model-options``, ``--augmentation``, ``--lesions``, ``--label-map``, ``--class-weights``) take JSON,
+e.g. ``--label-map '{"5": 1}'``. Multi-GPU / multi-node: launch with
+``torchrun --nproc_per_node N -m LiverTumorSegLib train ...``.
+"""
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from typing import Any, Dict
+
+from ..errors import InputError
+
+HELP = {
+    "data": "data folder (LiTS, MSD Task03_Liver, 3D-IRCADb-01) or CSV with columns image,label[,patient]",
+    "format": "data layout (default auto)",
+    "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
+    "model": "architecture (livertumorseg models --architectures lists them; default unet)",
+    "model_options": "JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}'",
+    "preprocessing": "preprocessing preset name, JSON file, or JSON dict (default: 'default')",
+    "augmentation": "JSON AugmentationConfig overrides; '{\"enabled\": false}' turns augmentation off",
+    "lesions": "JSON LesionConfig overrides for synthetic lesions",
+    "synthetic_lesions": "auto (on when the data has no tumor label), true or false",
+    "loss": "ce, dice, dice_ce (default), focal or dice_focal",
+    "class_weights": "JSON list of 3 cross-entropy/focal class weights",
+    "optimizer": "adam, adamw (default), sgd or adagrad",
+    "schedule": "cosine (default), step, plateau or none",
+    "warmup": "linear warmup steps",
+    "iterations_per_epoch": "batches per epoch (epochs are sampled, not passes over the data)",
+    "patch_size": "square training crop in pixels of the preprocessed grid",
+    "liver_slice_fraction": "fraction of samples centred on liver slices",
+    "every_other_slice": "sample only even slice indices (seed 001)",
+    "val_fraction": "patient-level validation fraction when --folds is 0",
+    "folds": "k for k-fold cross-validation (0 = hold-out split)",
+    "fold": "which fold to train (0-based)",
+    "device": "auto (CUDA when available), cpu, cuda, cuda:N",
+    "amp": "auto (bf16 on CUDA), bf16, fp16 or off",
+    "num_workers": "DataLoader worker processes (0 = in the main process)",
+    "early_stopping_patience": "stop after this many validations without improvement (0 = never)",
+    "output": "model package to write (.safetensors)",
+    "log_dir": "folder for checkpoints, logs and cache (default: <output>_train/)",
+    "resume": "continue from <log_dir>/checkpoints/last.pt",
+    "overwrite": "replace an existing output / start over in a log dir holding a checkpoint",
+    "max_time_minutes": "stop gracefully after this many minutes and still write the package (0 = no limit)",
+}
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
+
+
+def _preprocessing_value(text: str) -> Any:
+    return _json_value(text) if text.strip().startswith("{") else text
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option-name`` per TrainConfig field (default None = not given, so the config file wins)."""
+    from ..training.config import TrainConfig
+
+    parser.add_argument("--config", dest="config_file", default=None,
+                        help="YAML/JSON file with training options (command-line options override it)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag]
+        if f.name == "output":
+            names = ["-o", flag]
+        default = TrainConfig.__dataclass_fields__[f.name]
+        value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        help_text = HELP.get(f.name, f.name.replace("_", " "))
+        if f.name == "preprocessing":
+            parser.add_argument(*names, dest=f.name, type=_preprocessing_value, default=None, help=help_text)
+        elif isinstance(value, bool):
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif isinstance(value, (dict, list)) or value is None:
+            parser.add_argument(*names, dest=f.name, type=_json_value, default=None, metavar="JSON",
+                                help=help_text)
+        elif f.name == "synthetic_lesions":
+            parser.add_argument(*names, dest=f.name, default=None, choices=["auto", "true", "false"],
+                                help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, type=type(value), default=None,
+                                help=f"{help_text} (default {value!r})")
+
+
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig = defaults < ``--config`` file < command-line options."""
+    from ..training.config import TrainConfig, load_config_file
+
+    values: Dict[str, Any] = {}
+    if getattr(args, "config_file", None):
+        values.update(load_config_file(args.config_file))
+    cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
+    values.update(cli)
+    config = TrainConfig.from_dict(values, source=args.config_file or "command line")
+    if not config.data:
+        raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
+    return config
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["livertumorseg"] + sys.argv[1:])
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train a liver/tumor segmentation model (writes a model package)",
+                              description=__doc__.split("\n\n")[0] + ". Launch with torchrun for multi-GPU.")
+    add_config_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import train
+
+    config = config_from_args(args)
+    if not config.output:
+        raise InputError("No output given: pass -o MODEL.safetensors or set 'output' in the config file.")
+    result = train(config, command=command_line())
+    if result.package_path is not None:
+        v = result.validation
+        print(f"done: {result.epochs_completed} epochs, {result.global_step} steps ({result.stop_reason}); "
+              f"validation liver Dice {_fmt(v.get('liver_dice'))}, tumor Dice {_fmt(v.get('tumor_dice'))}; "
+              f"package {result.package_path}")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if value != value else f"{value:.3f}"

@@ -1,0 +1,77 @@
+"""k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
+
+Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (one row per
+fold with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows + ``metrics.report.summarize_cases``).
+All folds share one slice cache (``out_dir/cache``).
+"""
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+from ..errors import InputError
+from .config import TrainConfig
+
+
+def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
+    """The TrainConfig for fold ``fold``: its own package and log folder, the shared cache."""
+    return config.updated({"fold": fold, "output": str(out_dir / f"fold_{fold}.safetensors"),
+                           "log_dir": str(out_dir / f"fold_{fold}_train"),
+                           "cache_dir": config.cache_dir or str(out_dir / "cache")})
+
+
+def fold_row(fold: int, result) -> Dict[str, Any]:
+    """Table row of one fold (``case`` = ``fold_<i>``), whole-volume metrics when they exist."""
+    v = result.validation or {}
+    metrics = v.get("whole_volume") or v
+    return {"case": f"fold_{fold}", "liver_dice": _num(metrics.get("liver_dice")),
+            "tumor_dice": _num(metrics.get("tumor_dice")), "val_cases": " ".join(result.val_cases),
+            "epochs": result.epochs_completed}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
+    out: Dict[str, Any] = {"case": "mean"}
+    for key in ("liver_dice", "tumor_dice"):
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        out[key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,
+                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row."""
+    from .trainer import train
+
+    train_fn = train_fn or train
+    if config.folds < 2:
+        raise InputError("crossval needs --folds K with K >= 2 (seed 004 used 4).")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fold in range(config.folds):
+        log(f"=== fold {fold + 1}/{config.folds} ===")
+        result = train_fn(fold_config(config, out_dir, fold), command=command, log=log)
+        rows.append(fold_row(fold, result))
+    table = rows + [mean_row(rows)]
+    write_table(table, out_dir)
+    return table
+
+
+def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
+    """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary."""
+    from ..metrics.report import summarize_cases, write_case_table
+
+    path = write_case_table(table, out_dir / "crossval.csv", overwrite=True)
+    summary = summarize_cases([r for r in table if r["case"] != "mean"])
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
+    (out_dir / "crossval.json").write_text(json.dumps({"folds": clean, "summary": summary}, indent=2),
+                                           encoding="utf-8")
+    return path

@@ -1,0 +1,193 @@
+"""Dataset discovery (LiTS, MSD, 3D-IRCADb DICOM, CSV), label checks, canonical loading and patient splits."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError, LabelError
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.training.datasets import Case, detect_format, discover_cases, load_case, remap_labels
+from LiverTumorSegLib.training.splits import holdout_split, kfold_splits, select_split
+
+
+def _phantom(seed=0, shape=(6, 24, 24)):
+    return make_phantom(shape_zyx=shape, spacing_xyz=(4.0, 4.0, 5.0), seed=seed)
+
+
+def _write_pair(image_path: Path, label_path: Path, seed=0, labels=None):
+    ph = _phantom(seed)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(image_path, ph.ct, overwrite=True)
+    write_label_map(label_path, ph.labels if labels is None else labels, ph.ct.geometry, overwrite=True)
+    return ph
+
+
+# ----------------------------------------------------------------------------------------------- LiTS
+def test_lits_kaggle_folders_are_paired_by_number(tmp_path):
+    _write_pair(tmp_path / "volume_pt1" / "volume-0.nii", tmp_path / "segmentations" / "segmentation-0.nii")
+    _write_pair(tmp_path / "volume_pt2" / "volume-12.nii", tmp_path / "segmentations" / "segmentation-12.nii", 1)
+    assert detect_format(tmp_path) == "lits"
+    cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["lits-0", "lits-12"]
+    assert cases[1].image_path.endswith("volume-12.nii") and cases[1].label_path.endswith("segmentation-12.nii")
+
+
+def test_lits_missing_segmentation_is_a_clear_error(tmp_path):
+    _write_pair(tmp_path / "volume-3.nii", tmp_path / "segmentation-3.nii")
+    write_volume(tmp_path / "volume-4.nii", _phantom().ct)
+    with pytest.raises(InputError, match=r"without a segmentation-N.nii: cases \['4'\]"):
+        discover_cases(tmp_path, "lits")
+
+
+# ----------------------------------------------------------------------------------------------- MSD
+def test_msd_layout_uses_dataset_json_and_ignores_macos_files(tmp_path):
+    for n in (1, 5):
+        _write_pair(tmp_path / "imagesTr" / f"liver_{n}.nii.gz", tmp_path / "labelsTr" / f"liver_{n}.nii.gz", n)
+    (tmp_path / "imagesTr" / "._liver_1.nii.gz").write_bytes(b"junk")
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"},
+        {"image": "./imagesTr/liver_5.nii.gz", "label": "./labelsTr/liver_5.nii.gz"}]}))
+    assert detect_format(tmp_path) == "msd"
+    assert [c.case_id for c in discover_cases(tmp_path)] == ["liver_1", "liver_5"]
+
+
+def test_msd_missing_label_names_the_file(tmp_path):
+    _write_pair(tmp_path / "imagesTr" / "liver_2.nii.gz", tmp_path / "other" / "x.nii.gz")
+    (tmp_path / "labelsTr").mkdir()
+    with pytest.raises(InputError, match="liver_2.nii.gz"):
+        discover_cases(tmp_path, "msd")
+
+
+# ----------------------------------------------------------------------------------------------- IRCADb
+def _write_dicom_series(folder: Path, array_zyx: np.ndarray, spacing_xyz, series_uid: str):
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # IRCADb files have no extension (image_0, image_1, ...)
+    for k in range(array_zyx.shape[0]):
+        img = sitk.GetImageFromArray(array_zyx[k].astype(np.int16))
+        img.SetSpacing((spacing_xyz[0], spacing_xyz[1]))
+        tags = {"0008|0060": "CT", "0020|000e": series_uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+                "0020|0032": f"0\\0\\{k * spacing_xyz[2]}", "0020|0037": "1\\0\\0\\0\\1\\0",
+                "0020|0013": str(k + 1), "0018|0050": str(spacing_xyz[2]),
+                "0008|0018": f"{series_uid}.{k + 1}", "0028|1052": "0", "0028|1053": "1"}
+        for key, value in tags.items():
+            img.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"image_{k}"))
+        writer.Execute(img)
+
+
+def test_ircadb_dicom_masks_merge_to_liver_and_tumor(tmp_path):
+    ph = _phantom(0)
+    labels = ph.labels
+    patient = tmp_path / "3Dircadb1.1"
+    sp = (4.0, 4.0, 5.0)
+    _write_dicom_series(patient / "PATIENT_DICOM", ph.ct.array, sp, "1.2.826.0.1.3680043.2.1125.10")
+    _write_dicom_series(patient / "MASKS_DICOM" / "liver", (labels >= 1) * 255, sp, "1.2.826.0.1.3680043.2.1125.11")
+    tumor = labels == 2
+    half = np.zeros_like(tumor)
+    half[:, :, :12] = True
+    _write_dicom_series(patient / "MASKS_DICOM" / "livertumor01", (tumor & half) * 255, sp,
+                        "1.2.826.0.1.3680043.2.1125.12")
+    _write_dicom_series(patient / "MASKS_DICOM" / "livertumor02", (tumor & ~half) * 255, sp,
+                        "1.2.826.0.1.3680043.2.1125.13")
+    _write_dicom_series(patient / "MASKS_DICOM" / "portalvein", (labels >= 1) * 255, sp,
+                        "1.2.826.0.1.3680043.2.1125.14")
+    assert detect_format(tmp_path) == "ircadb"
+    cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["3Dircadb1.1"]
+    volume, merged = load_case(cases[0])
+    assert merged.dtype == np.uint8 and set(np.unique(merged)) == {0, 1, 2}
+    assert np.count_nonzero(merged == 2) == np.count_nonzero(tumor)
+    assert np.count_nonzero(merged >= 1) == np.count_nonzero(labels >= 1)
+    assert volume.array.shape == merged.shape
+
+
+def test_ircadb_without_liver_mask_is_an_error(tmp_path):
+    patient = tmp_path / "3Dircadb1.2"
+    (patient / "PATIENT_DICOM").mkdir(parents=True)
+    (patient / "MASKS_DICOM").mkdir()
+    with pytest.raises(InputError, match="MASKS_DICOM/liver"):
+        discover_cases(tmp_path, "ircadb")
+
+
+# ----------------------------------------------------------------------------------------------- CSV
+def test_csv_relative_paths_patient_column_and_label_map(tmp_path):
+    ph = _phantom(0)
+    multi = np.where(ph.labels >= 1, 5, 0).astype(np.uint8)
+    multi[0, 0, 0] = 7
+    _write_pair(tmp_path / "a" / "ct.nii.gz", tmp_path / "a" / "seg.nii.gz", labels=multi)
+    (tmp_path / "list.csv").write_text("image,label,patient\na/ct.nii.gz,a/seg.nii.gz,P1\n")
+    cases = discover_cases(tmp_path)
+    assert cases == [Case("ct", "P1", str(tmp_path / "a" / "ct.nii.gz"), str(tmp_path / "a" / "seg.nii.gz"), "csv")]
+    with pytest.raises(LabelError, match="5, 7"):
+        load_case(cases[0])
+    _, labels = load_case(cases[0], {"5": 1})
+    assert labels[0, 0, 0] == 0 and np.count_nonzero(labels) == np.count_nonzero(ph.labels >= 1)
+
+
+def test_csv_missing_file_and_missing_column(tmp_path):
+    (tmp_path / "a.csv").write_text("image,label\nnope.nii.gz,nope_seg.nii.gz\n")
+    with pytest.raises(InputError, match="line 2: image"):
+        discover_cases(tmp_path / "a.csv")
+    (tmp_path / "a.csv").write_text("img,seg\nx,y\n")
+    with pytest.raises(InputError, match="columns 'image' and 'label'"):
+        discover_cases(tmp_path / "a.csv")
+
+
+def test_label_with_other_shape_is_rejected(tmp_path):
+    ph = _phantom(0)
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    other = _phantom(0, shape=(6, 24, 20))
+    write_label_map(tmp_path / "seg.nii.gz", other.labels, other.ct.geometry)
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    with pytest.raises(LabelError):
+        load_case(discover_cases(tmp_path)[0])
+
+
+def test_unknown_layout_explains_the_expected_ones(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="Expected one of: LiTS"):
+        discover_cases(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        discover_cases(tmp_path / "missing")
+
+
+def test_remap_labels_known_answer():
+    raw = np.array([[0, 5, 6], [5, 9, 0]])
+    assert remap_labels(raw, {"5": 1, 6: 2}).tolist() == [[0, 1, 2], [1, 0, 0]]
+    with pytest.raises(LabelError, match="label_map"):
+        remap_labels(raw)
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def _cases(patients):
+    return [Case(f"c{i}", p, f"i{i}", f"l{i}") for i, p in enumerate(patients)]
+
+
+def test_holdout_never_splits_a_patient_and_is_deterministic():
+    cases = _cases(["a", "a", "b", "c", "c", "c", "d", "e"])
+    train, val = holdout_split(cases, 0.4, seed=3)
+    assert {c.patient_id for c in train}.isdisjoint({c.patient_id for c in val})
+    assert len({c.patient_id for c in val}) == 2  # round(0.4 * 5)
+    assert len(train) + len(val) == len(cases)
+    assert holdout_split(cases, 0.4, seed=3) == (train, val)
+
+
+def test_kfold_each_patient_validated_exactly_once():
+    cases = _cases(["p%d" % (i // 2) for i in range(14)])  # 7 patients, 2 scans each
+    folds = kfold_splits(cases, 4, seed=0)
+    seen = []
+    for train, val in folds:
+        assert {c.patient_id for c in train}.isdisjoint({c.patient_id for c in val})
+        seen += sorted({c.patient_id for c in val})
+    assert sorted(seen) == sorted({c.patient_id for c in cases})
+    assert sorted(len({c.patient_id for c in v}) for _, v in folds) == [1, 2, 2, 2]
+    assert select_split(cases, 0.2, 4, 2, 0) == folds[2]
+    with pytest.raises(InputError, match="at least 8 patients"):
+        kfold_splits(cases, 8, 0)

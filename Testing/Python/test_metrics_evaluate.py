@@ -1,0 +1,109 @@
+"""`livertumorseg evaluate`: case matching, outputs (CSV, JSON, plots) and user errors."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.commands.evaluate import case_name
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.volume import ImageGeometry
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("segmentation-12.nii", "12"), ("volume-12.nii.gz", "12"), ("Case_01.nrrd", "case_01"),
+    ("pred_7_seg.mha", "7"), ("liver_0000.nii.gz", "liver"), ("notes.txt", None), ("x.seg.nrrd", None)])
+def test_case_name(name, expected):
+    assert case_name(Path(name)) == expected
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """Three phantom cases: references in ref/, predictions (shifted in x by 0, 1, 2 voxels) in pred/,
+    CTs in img/, tumor probabilities in prob/, plus one prediction without reference."""
+    for sub in ("ref", "pred", "img", "prob"):
+        (tmp_path / sub).mkdir()
+    truth = {}
+    for i in range(3):
+        phantom = make_phantom(shape_zyx=(12, 40, 40), seed=i)
+        geometry = phantom.ct.geometry
+        pred = np.roll(phantom.labels, i, axis=2)
+        write_label_map(tmp_path / "ref" / f"segmentation-{i}.nii.gz", phantom.labels, geometry)
+        write_label_map(tmp_path / "pred" / f"{i}.nii.gz", pred, geometry)
+        write_volume(tmp_path / "img" / f"volume-{i}.nii.gz", phantom.ct)
+        prob = (pred == 2).astype(np.float32) * 0.7 + 0.1
+        write_volume(tmp_path / "prob" / f"prob_{i}.nii.gz", phantom.ct.with_array(prob))
+        truth[str(i)] = (pred, phantom.labels)
+    write_label_map(tmp_path / "pred" / "orphan.nii.gz", pred, geometry)
+    return tmp_path, truth
+
+
+def test_evaluate_folders_writes_table_summary_and_plots(dataset, capsys, caplog):
+    root, truth = dataset
+    out = root / "out"
+    code = main(["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(out),
+                 "--images", str(root / "img"), "--prob", str(root / "prob")])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "evaluated 3 case(s)" in printed.out and "global Dice" in printed.out
+    assert "orphan" in caplog.text   # the unmatched prediction is warned about
+    with open(out / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["case"] for r in rows] == ["0", "1", "2"]
+    header = list(rows[0])
+    assert header[0] == "case"
+    for column in ("dice_liver", "dice_tumor", "assd_liver_mm", "hd95_liver_mm", "roc_auc_tumor"):
+        assert column in header
+    assert float(rows[0]["dice_liver"]) == 1.0 and float(rows[2]["dice_liver"]) < float(rows[1]["dice_liver"])
+    pred, ref = truth["2"]
+    tp = np.count_nonzero((pred >= 1) & (ref >= 1))
+    expected = 2 * tp / (np.count_nonzero(pred >= 1) + np.count_nonzero(ref >= 1))
+    assert float(rows[2]["dice_liver"]) == pytest.approx(expected, abs=1e-12)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 3
+    assert set(summary["metrics"]["dice_liver"]) >= {"mean", "std", "median", "n", "n_nan"}
+    assert summary["unmatched"]["predictions_without_reference"] == ["orphan"]
+    assert 0.0 < summary["global_dice"]["tumor"] <= 1.0
+    assert 0.0 <= summary["lesion_detection"]["precision"] <= 1.0
+    assert summary["roc_pooled"]["structure"] == "tumor" and 0.5 < summary["roc_pooled"]["auc"] <= 1.0
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["boxplots.png", "overlay_best_0.png", "overlay_worst_2.png", "roc_tumor.png"]
+    # a second run refuses to overwrite, then succeeds with --overwrite
+    args = ["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(out), "--no-plots"]
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_evaluate_single_files_without_surface(dataset, capsys):
+    root, _ = dataset
+    out = root / "single"
+    code = main(["evaluate", "--pred", str(root / "pred" / "1.nii.gz"), "--ref",
+                 str(root / "ref" / "segmentation-1.nii.gz"), "-o", str(out), "--no-surface", "--no-plots"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "cases.csv", newline="")))
+    assert len(rows) == 1 and rows[0]["case"] == "1" and "assd_liver_mm" not in rows[0]
+    assert not (out / "plots").exists()
+
+
+def test_evaluate_user_errors(dataset, tmp_path, capsys):
+    root, truth = dataset
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--pred", str(empty), "--ref", str(root / "ref"), "-o", str(tmp_path / "o1")]) == 2
+    assert "No case name matches" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(root / "pred" / "0.nii.gz"), "--ref", str(root / "ref"),
+                 "-o", str(tmp_path / "o2")]) == 2
+    assert "both be files or both be folders" in capsys.readouterr().err
+    # prediction on another grid -> LabelError naming the mismatch
+    other = tmp_path / "other"
+    other.mkdir()
+    pred, _ = truth["0"]
+    write_label_map(other / "0.nii.gz", pred, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    assert main(["evaluate", "--pred", str(other), "--ref", str(root / "ref"), "-o", str(tmp_path / "o3")]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(tmp_path / "o4"),
+                 "--detection-iou", "1.5"]) == 2

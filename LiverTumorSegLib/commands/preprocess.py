@@ -31,12 +31,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..fileutil import check_can_write
     from ..io import read_volume
     from ..orientation import canonicalize
     from ..preprocessing import PreprocessingConfig, render_preview
 
     if args.slices < 1:
         raise InputError(f"--slices must be >= 1 (got {args.slices}).")
+    if not str(args.output).lower().endswith(".png"):
+        raise InputError(f"Preview output '{args.output}' must end in .png.")
+    check_can_write(args.output, args.overwrite)  # fail before the (slow) read
     config = (PreprocessingConfig.from_file(args.config) if args.config
               else PreprocessingConfig.preset(args.preset or "default"))
     volume = read_volume(args.input, series=args.series)

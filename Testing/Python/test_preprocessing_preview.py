@@ -68,3 +68,15 @@ def test_preprocess_command_on_nifti(tmp_path, capsys):
     assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--config", str(cfg), "-o",
                  str(tmp_path / "x.png")]) == 2
     assert "chanels" in capsys.readouterr().err
+
+
+def test_preprocess_command_checks_output_before_reading(tmp_path, capsys):
+    from LiverTumorSegLib.cli import main
+    existing = tmp_path / "p.png"
+    existing.write_bytes(b"x")
+    assert main(["preprocess", str(tmp_path / "missing.nii.gz"), "-o", str(existing)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "-o", str(tmp_path / "p.jpg")]) == 2
+    assert ".png" in capsys.readouterr().err
+    assert main(["preprocess", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "q.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err

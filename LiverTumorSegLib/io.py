@@ -176,6 +176,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
                          f"Check that all its files are complete.") from None
     notes = []
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        thickness = _single_slice_thickness(chosen.files[0])
+        if thickness:
+            image.SetSpacing(tuple(image.GetSpacing()[:2]) + (thickness,))
     if image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
         notes.append(_check_slice_positions(chosen, image, folder))
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
@@ -187,6 +191,23 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def _single_slice_thickness(file_name: str) -> Optional[float]:
+    """SliceThickness, else SpacingBetweenSlices (mm) of a DICOM file; None when absent or invalid."""
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file_name)
+    with _quiet_itk():
+        reader.ReadImageInformation()
+    for tag in ("0018|0050", "0018|0088"):
+        try:
+            value = float(_dicom_tag(reader, tag))
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return None
 
 
 def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> str:
@@ -492,8 +513,8 @@ def check_label_values(array: np.ndarray, source: str = "label map",
             examples = ", ".join(f"{v:g}" for v in np.unique(array[frac])[:5])
             raise LabelError(f"Label map '{source}' has non-integer values ({examples}); it must hold the integers "
                              f"{allowed_txt}. Is this a probability map or a CT instead of a label map?")
-    values = np.unique(array)
-    bad = [v for v in values.tolist() if int(v) not in allowed]
+    outside = ~np.isin(array, allowed)  # bool mask; avoids sorting the whole volume
+    bad = np.unique(array[outside]).tolist() if outside.any() else []
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt} "

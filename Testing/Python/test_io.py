@@ -259,6 +259,13 @@ def test_dicom_series_is_read_in_hu_with_geometry(tmp_path):
     assert np.array_equal(one.array, vol.array)
 
 
+def test_single_slice_dicom_uses_slice_thickness(tmp_path):
+    write_dicom_series(tmp_path / "one", np.full((1, 6, 7), 600, np.int16), UID_A, "one", thickness=5.0)
+    vol = read_volume(tmp_path / "one")
+    assert vol.shape_zyx == (1, 6, 7) and int(vol.array[0, 0, 0]) == 600 * 2 - 1024
+    np.testing.assert_allclose(vol.geometry.spacing, (0.6, 0.75, 5.0), atol=1e-6)
+
+
 def test_dicom_oblique_orientation_gives_rotated_direction(tmp_path):
     c, s = np.cos(np.deg2rad(20)), np.sin(np.deg2rad(20))
     row, col = (1.0, 0.0, 0.0), (0.0, c, s)

@@ -1,0 +1,114 @@
+"""The segmentation run of the Slicer module, in two halves (the SlicerNNUnet pattern, injected parts).
+
+* :func:`compute_segmentation` - worker half: model package + CT arrays -> labels and lesion report. No MRML,
+  no Qt; safe in a background thread. ``load_package`` and ``segment`` can be swapped (tests, other engines).
+* :func:`apply_result` - main-thread half: labels -> "Liver"/"Liver tumor" segments, lesion table node,
+  3D surfaces, via :mod:`LiverTumorSegLib.mrml` on the given scene.
+"""
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from LiverTumorSegLib import mrml
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.progress import ProgressReporter
+from LiverTumorSegLib.volume import CTVolume
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class SegmentationOptions:
+    """What the user chose in the panel (all saved in the parameter node).
+
+    ``device``: auto | cuda | cpu. ``postprocessing``: keyword arguments of
+    ``LiverTumorSegLib.inference.PostprocessingOptions`` (missing keys keep its defaults).
+    ``window_level`` / ``window_width`` (HU): when both set, replace the first window channel of the
+    model's preprocessing (expert override; the model was trained with its own window).
+    """
+
+    model_path: str
+    device: str = "auto"
+    postprocessing: Dict[str, Any] = field(default_factory=dict)
+    window_level: Optional[float] = None
+    window_width: Optional[float] = None
+
+
+def override_window(preprocessing: Dict[str, Any], level: float, width: float) -> Dict[str, Any]:
+    """Copy of a preprocessing dict whose first ``window`` channel uses ``level`` / ``width`` HU."""
+    if width <= 0:
+        raise InputError(f"Window width must be positive (got {width} HU).")
+    result = copy.deepcopy(preprocessing)
+    for channel in result.get("channels", []):
+        if channel.get("kind") == "window":
+            channel.pop("preset", None)
+            channel["level"] = float(level)
+            channel["width"] = float(width)
+            return result
+    raise InputError("This model's preprocessing has no intensity window to override; clear the window "
+                     "override.")
+
+
+def _with_window_override(package: Any, options: SegmentationOptions) -> Any:
+    if options.window_level is None or options.window_width is None:
+        return package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    pre = package.preprocessing
+    pre_dict = pre if isinstance(pre, dict) else pre.to_dict()
+    new = PreprocessingConfig.from_dict(override_window(pre_dict, options.window_level, options.window_width))
+    return dataclasses.replace(package, preprocessing=new)
+
+
+def _default_load_package(path: str) -> Any:
+    from LiverTumorSegLib.package import load_model_package
+    return load_model_package(path, device="cpu")
+
+
+def _default_segment(volume: CTVolume, package: Any, **kwargs: Any) -> Any:
+    from LiverTumorSegLib.inference import segment_volume
+    return segment_volume(volume, package, **kwargs)
+
+
+def _postprocessing(options: SegmentationOptions) -> Any:
+    from LiverTumorSegLib.inference import PostprocessingOptions
+    return PostprocessingOptions(**options.postprocessing)
+
+
+def compute_segmentation(volume: CTVolume, options: SegmentationOptions,
+                         progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None,
+                         load_package: Callable[[str], Any] = _default_load_package,
+                         segment: Callable[..., Any] = _default_segment,
+                         make_postprocessing: Callable[[SegmentationOptions], Any] = _postprocessing) -> Any:
+    """Worker half: load the package, run ``segment(volume, package, device=, postprocessing=, progress=,
+    cancel=)``; returns its result (``.labels`` ``(z, y, x)`` uint8 in ``volume``'s geometry, ``.report``)."""
+    if options.device not in DEVICES:
+        raise InputError(f"Unknown device '{options.device}'; choose one of {', '.join(DEVICES)}.")
+    reporter = ProgressReporter(progress)
+    reporter(0.0, "loading model")
+    package = _with_window_override(load_package(options.model_path), options)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    result = segment(volume, package, device=options.device, postprocessing=make_postprocessing(options),
+                     progress=reporter.sub(0.05, 1.0), cancel=cancel)
+    if tuple(result.labels.shape) != tuple(volume.array.shape):
+        raise RuntimeError(f"The engine returned labels of shape {result.labels.shape}, expected "
+                           f"{volume.array.shape} (z, y, x).")
+    return result
+
+
+def apply_result(scene: Any, result: Any, volume: CTVolume, input_volume_node: Any = None,
+                 segmentation_node: Any = None, table_node: Any = None, replace_existing: bool = True,
+                 show_3d: bool = True, name: str = "") -> Tuple[Any, Any]:
+    """Main-thread half: write ``result.labels`` (on ``volume.geometry``) into a segmentation node and
+    ``result.report`` into a lesion table node. Returns ``(segmentation_node, table_node)``."""
+    base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
+    segmentation_node = mrml.labels_to_segmentation_node(
+        scene, result.labels, volume.geometry, segmentation_node=segmentation_node,
+        reference_volume_node=input_volume_node, replace_existing=replace_existing,
+        name=f"{base} liver segmentation")
+    table_node = mrml.create_lesion_table_node(scene, result.report, table_node=table_node,
+                                               name=f"{base} liver lesions")
+    if show_3d:
+        mrml.show_segmentation_in_3d(segmentation_node)
+    return segmentation_node, table_node

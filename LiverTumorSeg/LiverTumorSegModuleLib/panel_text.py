@@ -1,0 +1,120 @@
+"""Texts the module panel shows: model facts, GPU, preprocessing, and the result summary. Plain strings."""
+import math
+from typing import Any, Dict, Iterable, List, Optional
+
+
+def validation_dice(validation: Dict[str, Any]) -> List[str]:
+    """``"<metric> 0.953"`` for every numeric validation entry whose name contains 'dice' (nested dicts too)."""
+    found = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                walk(f"{prefix} {key}".strip(), value[key])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and "dice" in prefix.lower():
+            found.append(f"{prefix.replace('_', ' ')} {float(value):.3f}")
+
+    walk("", validation or {})
+    return found
+
+
+def training_data_text(training: Dict[str, Any]) -> str:
+    """One line about the training data from a package's ``training`` block ('' when absent)."""
+    if not training:
+        return ""
+    for key in ("data", "dataset", "data_summary", "summary"):
+        value = training.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict) and value:
+            return ", ".join(f"{k}: {v}" for k, v in sorted(value.items()) if not isinstance(v, (dict, list)))
+    return ""
+
+
+def describe_model(metadata: Dict[str, Any]) -> str:
+    """Description, training data and validation Dice of a model package (``read_package_metadata``)."""
+    lines = []
+    if metadata.get("error"):
+        return f"This model cannot be used: {metadata['error']}"
+    if metadata.get("description"):
+        lines.append(str(metadata["description"]))
+    arch = metadata.get("architecture")
+    if isinstance(arch, dict) and arch.get("name"):
+        lines.append(f"Network: {arch['name']} ({arch.get('in_channels', '?')} input channels)")
+    elif isinstance(arch, str):
+        lines.append(f"Network: {arch}")
+    data = training_data_text(metadata.get("training") or {})
+    if data:
+        lines.append(f"Training data: {data}")
+    dice = validation_dice(metadata.get("validation") or {})
+    lines.append("Validation: " + ("; ".join(dice) if dice else "no Dice reported"))
+    return "\n".join(lines)
+
+
+def describe_gpu(info: Optional[Dict[str, Any]]) -> str:
+    """``info`` from ``LiverTumorSegLib.inference.device.gpu_info`` (name, total_bytes, free_bytes)."""
+    if not info:
+        return "No CUDA GPU available: segmentation runs on the CPU (minutes per CT)."
+    gib = 1024.0 ** 3
+    return (f"GPU: {info['name']}, {info['total_bytes'] / gib:.1f} GiB memory "
+            f"({info.get('free_bytes', 0) / gib:.1f} GiB free)")
+
+
+def _channel_text(channel: Dict[str, Any]) -> str:
+    kind = channel.get("kind")
+    if kind == "window":
+        return f"window L{channel.get('level', '?'):g}/W{channel.get('width', '?'):g} HU" \
+            if isinstance(channel.get("level"), (int, float)) else f"window {channel.get('preset', '?')}"
+    if kind == "hist_scaled":
+        return "histogram-scaled"
+    if kind == "zscore":
+        return "z-score"
+    return str(kind)
+
+
+def describe_preprocessing(preprocessing: Dict[str, Any]) -> str:
+    """One line: intensity channels, 2.5D context and in-plane resampling of a preprocessing dict."""
+    if not preprocessing:
+        return "unknown"
+    parts = [", ".join(_channel_text(c) for c in preprocessing.get("channels", []))]
+    context = int(preprocessing.get("context_slices", 0) or 0)
+    parts.append(f"2.5D context +/-{context} slice(s)" if context else "single slices")
+    if preprocessing.get("target_spacing_mm"):
+        parts.append(f"{float(preprocessing['target_spacing_mm']):g} mm pixels")
+    elif preprocessing.get("target_size"):
+        h, w = preprocessing["target_size"]
+        parts.append(f"{h}x{w} pixels")
+    if preprocessing.get("equalize"):
+        parts.append(f"{preprocessing['equalize']} equalization")
+    return "; ".join(p for p in parts if p)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def summary_text(report: Dict[str, Any]) -> str:
+    """``Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)`` from a lesion report."""
+    liver = _number(report.get("liver_volume_ml"))
+    tumor = _number(report.get("tumor_volume_ml"))
+    burden = _number(report.get("tumor_burden_percent"))
+    count = len(report.get("lesions", []))
+    if math.isnan(liver):
+        return "No result yet."
+    return f"Liver {liver:.1f} mL, tumor {tumor:.1f} mL (burden {burden:.2f} %), {count} lesion(s)"
+
+
+def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:
+    """Combo-box items ``{"text", "path"}`` from ``list_installed_models()`` entries; unusable ones marked."""
+    items = []
+    for entry in entries:
+        text = f"{entry['name']} ({entry.get('source', 'file')})"
+        if entry.get("default"):
+            text += " - default"
+        if entry.get("error"):
+            text += " - unusable"
+        items.append({"text": text, "path": str(entry["path"])})
+    return items

@@ -1,0 +1,159 @@
+"""Static checks of the Slicer extension that need no Slicer: Python 3.9 syntax, .ui names, CMake file lists.
+
+The module file imports Slicer's GUI (qt, slicer.ScriptedLoadableModule), so it is parsed, not imported.
+"""
+import ast
+import re
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_DIR = ROOT / "LiverTumorSeg"
+MODULE_FILE = MODULE_DIR / "LiverTumorSeg.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "LiverTumorSeg.ui"
+ICON_FILE = MODULE_DIR / "Resources" / "Icons" / "LiverTumorSeg.png"
+FILES_CMAKE = MODULE_DIR / "LiverTumorSegFiles.cmake"
+
+
+def _python_files(folder: Path):
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _module_tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"), feature_version=(3, 9))
+
+
+def _ui_widgets() -> dict:
+    """name -> (class, {property name: text}) for every widget in the .ui file."""
+    widgets = {}
+    for element in ET.parse(UI_FILE).getroot().iter("widget"):
+        props = {}
+        for prop in element.findall("property"):
+            text = "".join(t.strip() for t in prop.itertext())
+            props[prop.get("name")] = text
+        widgets[element.get("name")] = (element.get("class"), props)
+    return widgets
+
+
+@pytest.mark.parametrize("path", [MODULE_FILE] + _python_files(MODULE_DIR / "LiverTumorSegModuleLib")
+                         + _python_files(ROOT / "LiverTumorSegLib"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_parses_as_python_39(path):
+    ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
+
+
+def test_module_has_slicer_module_classes():
+    classes = {node.name: node for node in _module_tree().body if isinstance(node, ast.ClassDef)}
+    bases = {name: [ast.unparse(b) for b in node.bases] for name, node in classes.items()}
+    assert bases["LiverTumorSeg"] == ["ScriptedLoadableModule"]
+    assert "ScriptedLoadableModuleWidget" in bases["LiverTumorSegWidget"]
+    assert bases["LiverTumorSegLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["LiverTumorSegTest"] == ["ScriptedLoadableModuleTest"]
+    decorators = [ast.unparse(d) for d in classes["LiverTumorSegParameterNode"].decorator_list]
+    assert decorators == ["parameterNodeWrapper"]
+    tests = [f.name for f in classes["LiverTumorSegTest"].body if isinstance(f, ast.FunctionDef)]
+    assert {"runTest", "test_SegmentSampleCT", "test_Cancel"} <= set(tests)
+
+
+def test_every_ui_name_used_by_the_module_exists_in_the_ui_file():
+    used = set(re.findall(r"\bself\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    assert used, "the module should use widgets from the .ui file"
+    missing = sorted(used - set(_ui_widgets()))
+    assert not missing, f"ui names used in LiverTumorSeg.py but absent from {UI_FILE.name}: {missing}"
+
+
+def test_ui_parameter_bindings_match_parameter_node_fields():
+    parameter_class = next(n for n in _module_tree().body
+                           if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegParameterNode")
+    fields = {s.target.id for s in parameter_class.body if isinstance(s, ast.AnnAssign)}
+    bound = {props["SlicerParameterName"] for _, props in _ui_widgets().values() if "SlicerParameterName" in props}
+    assert bound == {"inputVolume", "outputSegmentation", "overrideWindow", "windowLevel", "windowWidth",
+                     "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl"}
+    assert bound <= fields, f"SlicerParameterName values without a parameter node field: {sorted(bound - fields)}"
+
+
+def test_ui_mrml_widgets_get_the_scene():
+    root = ET.parse(UI_FILE).getroot()
+    mrml_widgets = {name for name, (cls, _) in _ui_widgets().items()
+                    if cls in ("qMRMLNodeComboBox", "qMRMLTableView")}
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert mrml_widgets == receivers == {"inputVolumeSelector", "outputSegmentationSelector", "lesionTableView"}
+
+
+def test_icon_is_a_128_pixel_png():
+    data = ICON_FILE.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (128, 128)
+
+
+def test_top_level_cmake_is_a_slicer_extension():
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"set\({var} \"[^\"]+\"\)", text), var
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert "add_subdirectory(LiverTumorSeg)" in text
+    assert "include(${Slicer_EXTENSION_CPACK})" in text
+
+
+def test_module_cmake_builds_module_and_library_from_the_file_lists():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "include(${CMAKE_CURRENT_SOURCE_DIR}/LiverTumorSegFiles.cmake)" in text
+    build = re.search(r"slicerMacroBuildScriptedModule\((.*?)\)", text, re.S).group(1)
+    assert "SCRIPTS ${LIVERTUMORSEG_MODULE_SCRIPTS}" in build and "RESOURCES ${LIVERTUMORSEG_MODULE_RESOURCES}" in build
+    lib = re.search(r"ctkMacroCompilePythonScript\((.*?)\n  \)", text, re.S).group(1)
+    assert 'SCRIPTS "${LIVERTUMORSEG_LIB_SCRIPTS}"' in lib
+    assert 'RESOURCES "${LIVERTUMORSEG_SHARED_RESOURCES}"' in lib
+    assert "SOURCE_DIR ${LIVERTUMORSEG_SOURCE_ROOT}" in lib
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def _cmake_lists() -> dict:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    script = (f'set(LIVERTUMORSEG_SOURCE_ROOT "{ROOT.as_posix()}")\n'
+              f'include("{FILES_CMAKE.as_posix()}")\n'
+              'foreach(v LIVERTUMORSEG_MODULE_SCRIPTS LIVERTUMORSEG_MODULE_RESOURCES LIVERTUMORSEG_LIB_SCRIPTS '
+              'LIVERTUMORSEG_SHARED_RESOURCES)\n  message("${v}=${${v}}")\nendforeach()\n')
+    with tempfile.TemporaryDirectory() as folder:
+        script_path = Path(folder) / "list_files.cmake"
+        script_path.write_text(script, encoding="utf-8")
+        out = subprocess.run([cmake, "-P", str(script_path)], capture_output=True, text=True, check=True)
+    lists = {}
+    for line in out.stderr.splitlines():  # message() without a mode prints to stderr
+        name, _, value = line.partition("=")
+        lists[name] = [v for v in value.split(";") if v]
+    return lists
+
+
+def test_cmake_lists_every_library_file():
+    lists = _cmake_lists()
+    on_disk = {p.relative_to(ROOT).as_posix() for p in _python_files(ROOT / "LiverTumorSegLib")}
+    in_cmake = set(lists["LIVERTUMORSEG_LIB_SCRIPTS"])
+    assert not sorted(on_disk - in_cmake), f"library files CMake would not install: {sorted(on_disk - in_cmake)}"
+    assert not sorted(in_cmake - on_disk), f"CMake lists files that do not exist: {sorted(in_cmake - on_disk)}"
+    assert "LiverTumorSegLib/mrml.py" in in_cmake
+
+
+def test_cmake_lists_every_module_file_and_resource():
+    lists = _cmake_lists()
+    module_on_disk = {"LiverTumorSeg.py"} | {p.relative_to(MODULE_DIR).as_posix()
+                                             for p in _python_files(MODULE_DIR / "LiverTumorSegModuleLib")}
+    assert set(lists["LIVERTUMORSEG_MODULE_SCRIPTS"]) == module_on_disk
+    assert lists["LIVERTUMORSEG_MODULE_RESOURCES"] == ["Resources/Icons/LiverTumorSeg.png",
+                                                      "Resources/UI/LiverTumorSeg.ui"]
+    for resource in lists["LIVERTUMORSEG_MODULE_RESOURCES"]:
+        assert (MODULE_DIR / resource).is_file(), resource
+    shared = set(lists["LIVERTUMORSEG_SHARED_RESOURCES"])
+    assert {"Resources/Sample/sample_ct.nii.gz", "Resources/Sample/sample_liver_reference.nii.gz"} <= shared
+    models = {p.relative_to(ROOT).as_posix() for p in (ROOT / "Resources" / "Models").rglob("*")
+              if p.is_file() and not p.name.startswith(".")}
+    assert models <= shared, f"model files CMake would not install: {sorted(models - shared)}"

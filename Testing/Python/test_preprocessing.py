@@ -355,3 +355,25 @@ def test_spatial_forward_rejects_non_volume():
         SlicePreprocessor().spatial_forward(np.zeros((4, 4)), (1, 1, 1))
     vol = CTVolume(np.zeros((1, 4, 4), np.int16), ImageGeometry(spacing=(1, 1, 1)))
     assert SlicePreprocessor(PreprocessingConfig(size_multiple=1, target_spacing_mm=None)).prepare(vol).num_slices == 1
+
+
+def test_real_ct_default_preset_keeps_liver_and_round_trips():
+    """Real 512x512 CT (0.81 mm, -3024 outside the field of view) and its liver label (Testing/Data)."""
+    from LiverTumorSegLib.io import read_label_map, read_volume
+    from LiverTumorSegLib.orientation import canonicalize
+    ct = read_volume("Testing/Data/ct3slice_ct.nii.gz")
+    seg = read_label_map("Testing/Data/ct3slice_liver_seg.nii.gz", reference=ct)
+    canonical, reo = canonicalize(ct)
+    labels = reo.to_canonical(np.asarray(seg.array))
+    pre = SlicePreprocessor(PreprocessingConfig.preset("default"))
+    prepared = pre.prepare(canonical)
+    info = prepared.info
+    assert info.net_spacing_yx == pytest.approx((1.5, 1.5), rel=0.01)
+    assert info.crop_shape_yx[0] < 512 and info.crop_shape_yx[1] < 512  # cropped to the body
+    lab_net = pre.labels_forward(labels, info)
+    liver_mm2_native = np.count_nonzero(labels) * canonical.spacing_zyx[1] * canonical.spacing_zyx[2]
+    liver_mm2_net = np.count_nonzero(lab_net) * info.net_spacing_yx[0] * info.net_spacing_yx[1]
+    assert liver_mm2_net == pytest.approx(liver_mm2_native, rel=0.03)  # the crop keeps the liver
+    assert (prepared.restore_labels(lab_net) == labels).mean() > 0.995
+    x = prepared.batch([1])
+    assert x.shape == (1, 9) + prepared.net_shape_yx and 0 <= x.min() and x.max() <= 1

@@ -3,7 +3,8 @@
 Rows: ``n_slices`` axial slices (through the liver when a label map is given, else evenly spaced
 through the slices that contain the body). Columns: the native slice in the abdomen window
 (W400 L40), then each per-slice channel of the config on the network grid (after crop/resample/pad).
-matplotlib is imported here with the Agg backend (no display needed).
+matplotlib is imported here; a bare ``Figure`` renders with Agg (no display, pyplot's backend untouched,
+so it is safe inside Slicer).
 """
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -46,10 +47,7 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
     optional ``(z, y, x)`` label map used to pick slices through the liver. ``slices``: explicit axial
     indices (overrides the choice). Written atomically; an existing file needs ``overwrite=True``.
     """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg; never touches pyplot's backend
 
     if isinstance(config, str) or config is None:
         config = PreprocessingConfig.preset(config or "default")
@@ -98,5 +96,4 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
     fig.tight_layout()
     with atomic_output(out_png, overwrite) as tmp:
         fig.savefig(str(tmp), format="png")
-    plt.close("all")
     return out_png

@@ -1,0 +1,365 @@
+"""Every registered architecture: shapes on odd sizes, gradients, determinism, parameter counts, config
+round trip, architecture-specific behaviour (SegNet pool indices, deep supervision, ConvLSTM), and a
+learning test (each network overfits one phantom slice)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from LiverTumorSegLib.errors import InputError, ModelPackageError
+from LiverTumorSegLib.models import (
+    available_models,
+    build_model,
+    default_options,
+    describe_model,
+    model_config,
+    split_deep_supervision,
+    unwrap_model,
+)
+from LiverTumorSegLib.models.layers import AttentionGate, ConvLSTMCell, crop_to_size, pad_to_multiple, run_conv_lstm
+
+ALL = ["alexnet_fcn", "attention_unet", "dalunet", "resnet18_fcn", "resnet34_fcn", "resnet50_fcn", "segnet", "unet"]
+
+# small widths so the whole file runs in well under two minutes on one CPU core
+TINY = {
+    "unet": dict(channels=(8, 16, 32), num_res_units=1),
+    "segnet": dict(width=0.125),
+    "resnet18_fcn": dict(width=0.125),
+    "resnet34_fcn": dict(width=0.125),
+    "resnet50_fcn": dict(width=0.125),
+    "alexnet_fcn": dict(width=0.125, fc_channels=512, dropout=0.0),
+    "attention_unet": dict(channels=(8, 16, 32), deep_supervision=True),
+    "dalunet": dict(channels=(8, 16, 32)),
+}
+DEEP_SUPERVISION = {"attention_unet", "dalunet"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(name, in_channels=3, seed=0):
+    torch.manual_seed(seed)
+    return build_model(name, in_channels=in_channels, num_classes=3, **TINY[name])
+
+
+def _n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_registry_lists_every_architecture():
+    assert available_models() == ALL
+    for name in ALL:
+        assert describe_model(name)
+        assert isinstance(default_options(name), dict)
+    with pytest.raises(InputError, match="Unknown model architecture 'vit'"):
+        build_model("vit")
+    with pytest.raises(InputError, match="Unknown option"):
+        build_model("unet", 1, 3, chanels=(8, 16))
+    with pytest.raises(InputError, match="in_channels"):
+        build_model("unet", 0, 3)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size", [(67, 45), (96, 80)])
+def test_output_shape_and_dtype_for_odd_sizes(name, size):
+    model = _tiny(name).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 3) + size and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert isinstance(model.size_multiple, int) and model.size_multiple >= 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_reach_every_parameter_and_the_input(name):
+    model = _tiny(name).train()
+    x = torch.rand(2, 3, 40, 36, requires_grad=True)
+    target = torch.randint(0, 3, (2, 40, 36))
+    logits, aux = split_deep_supervision(model(x))
+    loss = F.cross_entropy(logits, target) + sum(F.cross_entropy(a, target) for a in aux)
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert no_grad == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_eval_forward_is_deterministic(name):
+    model = _tiny(name).eval()
+    x = torch.rand(1, 3, 48, 40)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_model_config_rebuilds_identical_architecture(name):
+    model = _tiny(name)
+    cfg = model_config(model)
+    assert set(cfg) == {"name", "in_channels", "num_classes", "options"}
+    assert cfg["name"] == name and cfg["in_channels"] == 3 and cfg["num_classes"] == 3
+    cfg = json.loads(json.dumps(cfg))  # survives a JSON round trip (as in a package)
+    for rebuilt in (build_model(cfg["name"], cfg["in_channels"], cfg["num_classes"], **cfg["options"]),
+                    build_model(**cfg)):
+        a, b = model.state_dict(), rebuilt.state_dict()
+        assert list(a) == list(b)
+        assert all(a[k].shape == b[k].shape for k in a)
+        assert model_config(rebuilt) == cfg
+    wrapped = torch.nn.DataParallel(model)
+    assert unwrap_model(wrapped) is model and model_config(wrapped) == model_config(model)
+
+
+def test_model_config_refuses_foreign_modules():
+    with pytest.raises(InputError, match="build_model"):
+        model_config(torch.nn.Conv2d(1, 1, 1))
+
+
+# default-width parameter counts (in_channels = 3, 3 classes; dalunet 3 slices x 3 channels = 9);
+# built on the meta device so no memory is allocated.
+DEFAULT_PARAM_RANGES = {
+    "unet": (1.0e6, 2.5e6),
+    "segnet": (2.8e7, 3.1e7),          # SegNet paper: 29.5 M
+    "resnet18_fcn": (1.2e7, 1.7e7),
+    "resnet34_fcn": (2.2e7, 2.7e7),
+    "resnet50_fcn": (2.8e7, 3.6e7),
+    "alexnet_fcn": (5.5e7, 6.2e7),     # AlexNet: ~57-61 M
+    "attention_unet": (6e6, 1e7),
+    "dalunet": (1e7, 2e7),
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_parameter_counts_default_and_tiny(name):
+    with torch.device("meta"):
+        default = build_model(name, 9 if name == "dalunet" else 3, 3)
+    lo, hi = DEFAULT_PARAM_RANGES[name]
+    assert lo <= _n_params(default) <= hi
+    assert 5e3 <= _n_params(_tiny(name)) <= 1e6
+
+
+@pytest.mark.parametrize("depth, expected", [(18, 11_176_512), (34, 21_284_672), (50, 23_508_032)])
+def test_resnet_encoder_matches_reference_parameter_count(depth, expected):
+    """torchvision's resnet18/34/50 minus the fc layer have exactly these many parameters."""
+    with torch.device("meta"):
+        model = build_model(f"resnet{depth}_fcn", 3, 3)
+    assert _n_params(model.encoder) == expected
+
+
+def test_alexnet_layers_match_reference_parameter_counts():
+    """AlexNet (single tower, no BN): conv1-5, FC6 (as 6x6 conv), FC7 (as 1x1 conv)."""
+    with torch.device("meta"):
+        model = build_model("alexnet_fcn", 3, 3, batch_norm=False)
+    counts = [_n_params(getattr(model, k)) for k in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")]
+    assert counts == [34_944, 614_656, 885_120, 1_327_488, 884_992, 37_752_832, 16_781_312]
+    x = torch.rand(1, 3, 64, 96)
+    tiny = _tiny("alexnet_fcn").eval()
+    f1 = tiny.conv1(x)
+    assert f1.shape[-2:] == (16, 24)  # 11x11 stride 4 -> H/4
+    assert tiny.pool5(tiny.conv5(tiny.conv4(tiny.conv3(tiny.pool2(tiny.conv2(tiny.pool1(f1))))))).shape[-2:] == (2, 3)
+    assert tiny.fc6(torch.rand(1, tiny.conv5[0].out_channels, 2, 3)).shape[-2:] == (2, 3)  # 6x6 "same"
+
+
+def test_segnet_encoder_is_vgg16():
+    model = _tiny("segnet")
+    convs = [len([m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]) for block in model.encoder]
+    assert convs == [2, 2, 3, 3, 3]
+    assert any(isinstance(m, torch.nn.MaxUnpool2d) for m in model.modules())
+    with torch.device("meta"):
+        full = build_model("segnet", 3, 3)
+    widths = [block[0][0].out_channels for block in full.encoder]
+    assert widths == [64, 128, 256, 512, 512]
+
+
+def test_segnet_unpools_with_the_encoder_pool_indices():
+    model = _tiny("segnet").train()  # batch statistics: an untrained net in eval mode is near-constant
+    x = torch.rand(2, 3, 64, 64)
+    pooled, received = [], []
+    h1 = model.pool.register_forward_hook(lambda m, inp, out: pooled.append(out[1].clone()))
+    h2 = model.unpool.register_forward_pre_hook(lambda m, args: received.append(args[1].clone()))
+    with torch.no_grad():
+        reference = model(x)
+    h1.remove()
+    h2.remove()
+    assert len(pooled) == len(received) == 5
+    for got, sent in zip(received, reversed(pooled)):
+        assert torch.equal(got, sent)
+
+    def scramble(module, args):
+        inp, idx = args[0], args[1]
+        return (inp, idx.flip(-1)) + tuple(args[2:])
+
+    handle = model.unpool.register_forward_pre_hook(scramble)
+    with torch.no_grad():
+        scrambled = model(x)
+    handle.remove()
+    assert not torch.allclose(reference, scrambled)
+
+
+@pytest.mark.parametrize("name", sorted(DEEP_SUPERVISION))
+def test_deep_supervision_only_in_training_mode(name):
+    model = _tiny(name).train()
+    out = model(torch.rand(2, 3, 35, 50))
+    assert isinstance(out, tuple) and len(out) == 2
+    logits, aux = split_deep_supervision(out)
+    assert logits.shape == (2, 3, 35, 50)
+    assert len(aux) == 1 and all(a.shape == (2, 3, 35, 50) for a in aux)  # 3 levels -> 1 aux head
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 35, 50))
+    assert isinstance(out, torch.Tensor)
+    assert split_deep_supervision(out)[1] == []
+    plain = build_model("attention_unet", 3, 3, channels=(8, 16, 32)).train()
+    assert isinstance(plain(torch.rand(1, 3, 16, 16)), torch.Tensor)
+    with torch.device("meta"):
+        default_ds = build_model(name, 3, 3, deep_supervision=True)
+    assert len(default_ds.decoder.aux_heads) == 3  # 5 levels: aux at H/8, H/4, H/2
+
+
+def test_split_deep_supervision():
+    t = torch.zeros(1)
+    assert split_deep_supervision(t) == (t, [])
+    logits, aux = split_deep_supervision((t, (t, t)))
+    assert logits is t and aux == [t, t]
+    with pytest.raises(ValueError):
+        split_deep_supervision((t, t, t))
+
+
+def test_dalunet_reads_slice_major_and_predicts_the_centre_slice():
+    with pytest.raises(InputError, match="divisible"):
+        build_model("dalunet", 4, 3, channels=(8, 16), num_slices=3)
+    with pytest.raises(InputError, match="odd"):
+        build_model("dalunet", 4, 3, channels=(8, 16), num_slices=2)
+    torch.manual_seed(0)
+    model = build_model("dalunet", 6, 3, channels=(8, 16), num_slices=3).eval()  # 2 channels per slice
+    assert model.slice_channels == 2
+    x = torch.rand(1, 6, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        # changing a neighbour slice changes the output (the ConvLSTM carries context) ...
+        y = x.clone()
+        y[:, 0:2] = torch.rand(1, 2, 32, 32)
+        assert not torch.allclose(ref, model(y))
+        # ... and so does changing the centre slice
+        y = x.clone()
+        y[:, 2:4] = torch.rand(1, 2, 32, 32)
+        assert not torch.allclose(ref, model(y))
+
+
+def test_dalunet_centre_skips_come_from_the_centre_slice():
+    torch.manual_seed(1)
+    model = build_model("dalunet", 6, 3, channels=(8, 16), num_slices=3, bidirectional=True).eval()
+    x = torch.rand(1, 6, 16, 16)  # slice-major: slice s = channels (2s, 2s + 1)
+    captured = []
+    handle = model.decoder.gates[0].register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+    with torch.no_grad():
+        model(x)
+        centre_features = model.encoder(x[:, 2:4])[0]
+    handle.remove()
+    assert torch.allclose(captured[0], centre_features, atol=1e-6)
+
+
+def test_pad_and_crop_helpers():
+    x = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(1, 2, 5, 7)
+    padded, size = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 2, 8, 8) and size == (5, 7)
+    assert torch.equal(padded[..., 5:, :7], x[..., 4:5, :].expand(1, 2, 3, 7))  # edge replicated
+    assert torch.equal(crop_to_size(padded, size), x)
+    same, _ = pad_to_multiple(torch.zeros(1, 1, 8, 16), 8)
+    assert same.shape == (1, 1, 8, 16)
+
+
+def test_conv_lstm_cell_known_values():
+    cell = ConvLSTMCell(1, 1, kernel_size=3)
+    with torch.no_grad():
+        cell.gates.weight.zero_()
+        cell.gates.bias.copy_(torch.tensor([100.0, 100.0, 100.0, 0.5]))  # i, f, o saturated to 1; g = 0.5
+    outs = run_conv_lstm(cell, [torch.zeros(1, 1, 2, 2)] * 2)
+    c1 = np.tanh(0.5)
+    assert torch.allclose(outs[0], torch.full((1, 1, 2, 2), float(np.tanh(c1))), atol=1e-6)
+    assert torch.allclose(outs[1], torch.full((1, 1, 2, 2), float(np.tanh(2 * c1))), atol=1e-6)
+
+
+def test_attention_gate_weights_skip_between_zero_and_one():
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 8, 2).eval()
+    skip = torch.rand(2, 4, 16, 16)
+    out = gate(skip, torch.rand(2, 8, 8, 8))
+    alpha = gate.last_alpha
+    assert out.shape == skip.shape and alpha.shape == (2, 1, 16, 16)
+    assert (alpha >= 0).all() and (alpha <= 1).all()
+    assert torch.allclose(out, skip * alpha)
+
+
+def test_resnet_pretrained_encoder_from_local_files(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = build_model("resnet18_fcn", 3, 3, width=0.125).encoder
+    weights = {k: v.clone() for k, v in source.state_dict().items()}
+    weights["fc.weight"] = torch.zeros(10, 64)  # classifier head, ignored
+    st = tmp_path / "resnet18.safetensors"
+    save_file(weights, str(st))
+    pth = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": {"encoder." + k: v for k, v in weights.items()}}, pth)
+    for path in (st, pth):
+        model = build_model("resnet18_fcn", 1, 3, width=0.125, pretrained_encoder_path=str(path))
+        got = model.encoder.state_dict()
+        assert torch.equal(got["layer3.1.conv2.weight"], weights["layer3.1.conv2.weight"])
+        # 3-channel conv1 adapted to 1 channel: mean over input channels x 3
+        expected = weights["conv1.weight"].mean(dim=1, keepdim=True) * 3
+        assert torch.allclose(got["conv1.weight"], expected)
+        assert model_config(model)["options"]["pretrained_encoder_path"] is None
+    with pytest.raises(InputError, match="does not fit"):
+        build_model("resnet34_fcn", 3, 3, width=0.125, pretrained_encoder_path=str(st))
+    with pytest.raises(ModelPackageError):
+        build_model("resnet18_fcn", 3, 3, width=0.125, pretrained_encoder_path=str(tmp_path / "none.pth"))
+
+
+def _phantom_slice():
+    """One 64 x 64 phantom slice with liver (+ its two neighbours), HU windowed to [0, 1] by a clip."""
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom((8, 64, 64), seed=0)
+    z = 4
+    hu = phantom.ct.array[z - 1: z + 2].astype(np.float32)
+    x = torch.from_numpy(np.clip((hu + 160.0) / 400.0, 0.0, 1.0))[None]  # (1, 3, 64, 64): window 40/400
+    y = torch.from_numpy(phantom.labels[z].astype(np.int64))[None]        # (1, 64, 64)
+    assert (y >= 1).float().mean() > 0.05
+    return x, y
+
+
+def _liver_dice(logits, y) -> float:
+    pred, truth = logits.argmax(1) >= 1, y >= 1
+    return 2.0 * float((pred & truth).sum()) / float(pred.sum() + truth.sum())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_model_overfits_one_phantom_slice(name):
+    x, y = _phantom_slice()
+    model = _tiny(name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    best = 0.0
+    for step in range(1, 301):
+        model.train()
+        logits, aux = split_deep_supervision(model(x))
+        loss = F.cross_entropy(logits, y) + sum(F.cross_entropy(a, y) for a in aux)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            model.eval()
+            with torch.no_grad():
+                best = max(best, _liver_dice(model(x), y))
+            if best > 0.9:
+                break
+    assert best > 0.9, f"{name} reached liver Dice {best:.3f} only"

@@ -20,6 +20,7 @@ ROC) and ``plots/`` (box plots, ROC curve, overlays of the best and worst case).
 """
 import argparse
 import logging
+import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -250,7 +251,7 @@ def evaluate_folders(args) -> Dict[str, object]:
         boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
         if boxplots is not None:
             written.append(boxplots)
-        if curve is not None and curve.fpr.size and curve.fpr[0] == curve.fpr[0]:
+        if curve is not None and math.isfinite(curve.auc):  # AUC is NaN when one class is absent
             written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
                                           title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
                                           overwrite=args.overwrite))

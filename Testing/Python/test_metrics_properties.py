@@ -1,7 +1,6 @@
 """Property tests (hypothesis) of the overlap and surface metrics on small random masks."""
 import math
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

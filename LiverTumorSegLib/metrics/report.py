@@ -32,6 +32,19 @@ DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver",
                            "hd95_liver_mm", "assd_tumor_mm", "hd95_tumor_mm")
 
 
+METRIC_HINTS = (("dice_", "1 = perfect overlap"), ("iou_", "1 = perfect overlap"), ("voe_", "0 = perfect"),
+                ("rvd_", "0 = right size, > 0 too large"), ("assd_", "mm, 0 = perfect"), ("hd95_", "mm, 0 = perfect"),
+                ("hd_", "mm, 0 = perfect"), ("rmsd_", "mm, 0 = perfect"))
+
+
+def metric_hint(name: str) -> str:
+    """Plain-language reading aid for a metric column (e.g. ``"1 = perfect overlap"``), or ``""``."""
+    for prefix, hint in METRIC_HINTS:
+        if name.startswith(prefix):
+            return hint
+    return ""
+
+
 def _to_float(value: Any) -> Optional[float]:
     """Float of a table cell, or None when the cell is not a number (e.g. the case name)."""
     if isinstance(value, bool):
@@ -231,7 +244,8 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
     for ax, (name, values) in zip(axes.ravel(), series):
         ax.boxplot([values], widths=0.5, showfliers=False)
         ax.scatter(1 + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.7, color="tab:blue")
-        ax.set_title(name, fontsize=9)
+        hint = metric_hint(name)
+        ax.set_title(f"{name}\n({hint})" if hint else name, fontsize=9)
         ax.set_xticks([])
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.ravel()[len(series):]:

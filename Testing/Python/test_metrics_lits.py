@@ -252,6 +252,13 @@ def test_plots_write_pngs(tmp_path):
     assert is_png(report.plot_case_overlay(pred, ref, tmp_path / "ov2.png"))
 
 
+def test_metric_hints():
+    assert report.metric_hint("dice_liver") == "1 = perfect overlap"
+    assert report.metric_hint("hd95_tumor_mm") == "mm, 0 = perfect"
+    assert report.metric_hint("hd_tumor_mm") == "mm, 0 = perfect"
+    assert report.metric_hint("lesions_ref") == ""
+
+
 def test_overlay_slice_prefers_tumor():
     labels = np.zeros((5, 4, 4), np.uint8)
     labels[1] = 1

@@ -286,3 +286,35 @@ def test_default_by_file_name(tmp_path, monkeypatch):
     save_model_package(bundled / "a.safetensors", _tiny_model(), PREP)
     save_model_package(bundled / "default_liver.safetensors", _tiny_model(1), PREP)
     assert resolve_model("default") == bundled / "default_liver.safetensors"
+
+
+def test_models_command_lists_architectures_and_installed_packages(tmp_path, monkeypatch, capsys):
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.commands.models import dice_summary
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "in_channels=3" in text and "none." in text
+    assert "segnet" in text and "29.47 M" in text  # SegNet at default width
+
+    save_model_package(tmp_path / "user" / "mine.safetensors", _tiny_model(), PREP,
+                       metadata={"name": "my-liver", "validation": {"dice_liver": 0.95, "dice_tumor": 0.6125,
+                                                                    "assd_mm": 1.5}})
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    line = next(l for l in text.splitlines() if "my-liver" in l)
+    assert "unet" in line and "dice_liver=0.950 dice_tumor=0.613" in line and "mine.safetensors" in line
+
+    assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in data["architectures"]}
+    assert set(rows) == {"alexnet_fcn", "attention_unet", "dalunet", "resnet18_fcn", "resnet34_fcn",
+                         "resnet50_fcn", "segnet", "unet"}
+    assert rows["unet"]["parameters"] == sum(p.numel() for p in build_model("unet", 3, 3).parameters())
+    assert rows["resnet50_fcn"]["size_multiple"] == 32
+    assert [e["name"] for e in data["installed"]] == ["my-liver"]
+    assert dice_summary({"dice": 0.5, "hd95": 3.0, "ok": True}) == "dice=0.500"
+    assert dice_summary({}) == "-"

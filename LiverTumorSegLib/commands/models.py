@@ -1,0 +1,85 @@
+"""``livertumorseg models``: list the network architectures and the installed trained models.
+
+    livertumorseg models [--json]
+
+Architectures are shown with their parameter count at default options for in_channels=3 and 3
+classes (the count grows slightly with more input channels: only the first convolution changes) and
+the H, W multiple that avoids internal padding. Installed models are the packages in the bundled
+folder and in the user folder (``LIVERTUMORSEG_MODELS_DIR``, default ``~/.livertumorseg/models``).
+"""
+import argparse
+import json
+from typing import Any, Dict, List
+
+COUNT_IN_CHANNELS = 3
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("models", help="list network architectures and installed trained models",
+                              description="List the available network architectures (parameter counts at "
+                                          f"default options, in_channels={COUNT_IN_CHANNELS}) and the "
+                                          "installed trained model packages.")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    return p
+
+
+def architecture_rows(in_channels: int = COUNT_IN_CHANNELS) -> List[Dict[str, Any]]:
+    """One dict per architecture: name, description, parameters (default options, ``in_channels``,
+    3 classes; counted on the meta device so nothing is allocated), size_multiple, default options."""
+    import torch
+
+    from ..models import available_models, build_model, default_options, describe_model
+
+    rows = []
+    for name in available_models():
+        with torch.device("meta"):
+            model = build_model(name, in_channels, 3)
+        rows.append({"name": name, "description": describe_model(name), "in_channels": in_channels,
+                     "parameters": int(sum(p.numel() for p in model.parameters())),
+                     "size_multiple": int(model.size_multiple), "default_options": default_options(name)})
+    return rows
+
+
+def dice_summary(validation: Dict[str, Any]) -> str:
+    """``"dice_liver=0.950 dice_tumor=0.610"`` from the numeric top-level validation keys naming Dice."""
+    parts = [f"{k}={float(v):.3f}" for k, v in sorted(validation.items())
+             if "dice" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return " ".join(parts) or "-"
+
+
+def _format_params(count: int) -> str:
+    return f"{count / 1e6:.2f} M"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..package import list_installed_models
+    from ..resources import bundled_models_dir, user_models_dir
+
+    rows = architecture_rows()
+    installed = list_installed_models()
+    if args.json:
+        print(json.dumps({"architectures": rows, "installed": installed,
+                          "bundled_models_dir": str(bundled_models_dir()),
+                          "user_models_dir": str(user_models_dir())}, indent=2))
+        return 0
+    print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
+    print(f"  {'name':<16} {'parameters':>11} {'HxW multiple':>12}  description")
+    for row in rows:
+        print(f"  {row['name']:<16} {_format_params(row['parameters']):>11} {row['size_multiple']:>12}  "
+              f"{row['description']}")
+    print("  (any H, W works: inputs are padded internally to the multiple and the output cropped back)")
+    print()
+    print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}):")
+    if not installed:
+        print("  none. Train one with 'livertumorseg train' or copy a .safetensors package into the user folder.")
+        return 0
+    print(f"  {'name':<24} {'architecture':<16} {'source':<8} {'validation':<32} file")
+    for entry in installed:
+        if entry["error"]:
+            print(f"  {entry['name']:<24} {'UNUSABLE':<16} {entry['source']:<8} {'-':<32} {entry['path']}")
+            print(f"      {entry['error']}")
+            continue
+        name = entry["name"] + (" (default)" if entry["default"] else "")
+        print(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
+              f"{dice_summary(entry['validation']):<32} {entry['path']}")
+    return 0

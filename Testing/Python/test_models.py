@@ -363,3 +363,15 @@ def test_each_model_overfits_one_phantom_slice(name):
             if best > 0.9:
                 break
     assert best > 0.9, f"{name} reached liver Dice {best:.3f} only"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_forward_matches_cpu(name):
+    model = _tiny(name).eval()
+    x = torch.rand(2, 3, 67, 45)
+    with torch.no_grad():
+        cpu = model(x)
+        gpu = model.to("cuda")(x.to("cuda")).cpu()
+    assert gpu.shape == cpu.shape
+    assert torch.allclose(cpu, gpu, atol=1e-3, rtol=1e-3)

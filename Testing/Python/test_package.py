@@ -318,3 +318,24 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
     assert [e["name"] for e in data["installed"]] == ["my-liver"]
     assert dice_summary({"dice": 0.5, "hd95": 3.0, "ok": True}) == "dice=0.500"
     assert dice_summary({}) == "-"
+
+
+def test_weights_sha256_known_answer():
+    import hashlib
+    expected = hashlib.sha256(b"a\0F32\0[1]\0" + struct.pack("<f", 1.0)
+                              + b"b\0I64\0[2,1]\0" + struct.pack("<qq", 3, -4)).hexdigest()
+    tensors = {"b": torch.tensor([[3], [-4]], dtype=torch.int64), "a": torch.tensor([1.0])}
+    assert weights_sha256(tensors) == expected
+    assert len(weights_sha256({"h": torch.ones(3, dtype=torch.bfloat16)})) == 64
+
+
+def test_deep_supervision_model_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("dalunet", 3, 3, channels=(4, 8), num_slices=3).eval()
+    path = save_model_package(tmp_path / "dalu.safetensors", model, PREP, metadata={"name": "dalu"})
+    package = load_model_package(path)
+    x = torch.rand(1, 3, 20, 18)
+    with torch.no_grad():
+        out = package.model(x)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, model(x))
+    assert package.architecture["options"]["num_slices"] == 3

@@ -283,7 +283,7 @@ class Trainer:
         if self.output is not None:
             if not self.output.name.endswith(".safetensors"):
                 raise InputError(f"Output '{self.output}' must end in .safetensors (a model package).")
-            if self.output.exists() and not cfg.overwrite:
+            if self.output.exists() and not (cfg.overwrite or cfg.resume):
                 raise OutputExistsError(f"Output '{self.output}' already exists; pass --overwrite or choose "
                                         f"another -o.")
             if not self.output.parent.exists():
@@ -600,6 +600,7 @@ class Trainer:
             return {}
         from .datasets import load_case
 
+        threads = torch.get_num_threads()  # the inference engine sets its own CPU thread count
         try:
             package = load_model_package(package_path, device="cpu")
             rows = []
@@ -611,6 +612,8 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
             return {}
+        finally:
+            torch.set_num_threads(threads)
         tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
         return {"method": "whole validation volumes through inference.segment_volume",
                 "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),

@@ -1,0 +1,173 @@
+"""Unit tests of the training pieces with known answers: config, losses, schedules, sampling, checkpoints."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.training.callbacks import BestTracker, EarlyStopping, validation_score
+from LiverTumorSegLib.training.checkpoint import load_checkpoint, save_checkpoint
+from LiverTumorSegLib.training.config import TrainConfig
+from LiverTumorSegLib.training.losses import DeepSupervisionLoss, SegmentationLoss, focal_loss, soft_dice_loss
+from LiverTumorSegLib.training.optim import WarmupLambda, build_optimizer, build_scheduler
+from LiverTumorSegLib.training.sampling import EpochSampler, choose_slice, context_indices, crop_box, crop_with_padding
+from LiverTumorSegLib.training.slice_cache import CachedCase, slice_indices
+
+
+# ----------------------------------------------------------------------------------------------- config
+def test_config_file_then_cli_override(tmp_path):
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    (tmp_path / "t.yaml").write_text("data: d.csv\nepochs: 7\nlr: 0.01\nlabel_map: {'5': 1}\nmodel_options:\n"
+                                     "  channels: [4, 8, 16]\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "t.yaml"), "--epochs", "3",
+                                      "--every-other-slice", "--class-weights", "[1, 2, 4]"])
+    cfg = config_from_args(args)
+    assert (cfg.epochs, cfg.lr, cfg.label_map, cfg.every_other_slice) == (3, 0.01, {"5": 1}, True)
+    assert cfg.model_options == {"channels": [4, 8, 16]} and cfg.class_weights == [1, 2, 4]
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(InputError, match="Unknown training option.*epoch\\b"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(InputError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "lbfgs"})
+    with pytest.raises(InputError, match="fold 4 is outside"):
+        TrainConfig.from_dict({"folds": 4, "fold": 4})
+    (tmp_path / "x.yaml").write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="mapping"):
+        TrainConfig.from_file(tmp_path / "x.yaml")
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def _onehot_logits(target, scale=50.0):
+    return F.one_hot(target, 3).permute(0, 3, 1, 2).float() * scale
+
+
+def test_dice_loss_zero_for_perfect_and_one_for_disjoint():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1
+    target[0, 3, 3] = 2
+    assert float(soft_dice_loss(_onehot_logits(target), target)) == pytest.approx(0.0, abs=1e-4)
+    wrong = torch.zeros_like(target)  # predicts background everywhere
+    assert float(soft_dice_loss(_onehot_logits(wrong), target)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_weighted_ce_matches_hand_computation():
+    logits = torch.tensor([[[[2.0]], [[0.0]], [[0.0]]], [[[0.0]], [[1.0]], [[0.0]]]])  # (2, 3, 1, 1)
+    target = torch.tensor([[[0]], [[1]]])
+    w = [1.0, 3.0, 1.0]
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    l1 = -math.log(math.e / (math.e + 2))
+    expected = (1.0 * l0 + 3.0 * l1) / 4.0
+    assert float(SegmentationLoss("ce", w)(logits, target)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_gamma_zero_equals_ce_and_dice_ce_is_sum():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    assert float(focal_loss(logits, target, gamma=0.0)) == pytest.approx(float(F.cross_entropy(logits, target)),
+                                                                         rel=1e-5)
+    total = SegmentationLoss("dice_ce")(logits, target)
+    assert float(total) == pytest.approx(float(F.cross_entropy(logits, target) + soft_dice_loss(logits, target)),
+                                         rel=1e-5)
+
+
+def test_deep_supervision_weights_and_upsampling():
+    base = SegmentationLoss("ce")
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    main = _onehot_logits(target)
+    aux = torch.zeros(1, 3, 4, 4)  # uniform -> CE = log 3
+    ds = DeepSupervisionLoss(base)
+    assert ds.level_weights(2) == pytest.approx([2 / 3, 1 / 3])
+    assert float(ds(main, [aux], target)) == pytest.approx(math.log(3) / 3, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------- optim
+def test_optimizers_and_warmup_cosine_values():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(build_optimizer("sgd", p, 1e-4, momentum=0.9), torch.optim.SGD)
+    assert isinstance(build_optimizer("adagrad", p, 1e-2), torch.optim.Adagrad)
+    assert build_optimizer("sgd", p, 1e-4, momentum=0.9).param_groups[0]["momentum"] == 0.9
+    f = WarmupLambda("cosine", total_steps=12, warmup=2)
+    assert [f(0), f(1), f(2), f(7), f(12)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    g = WarmupLambda("step", total_steps=100, steps_per_epoch=10, step_size=3, gamma=0.1)
+    assert [g(29), g(30), g(60)] == pytest.approx([1.0, 0.1, 0.01])
+    opt = build_optimizer("adam", p, 1.0)
+    sched = build_scheduler("plateau", opt, 10, 5, plateau_patience=0, plateau_factor=0.5)
+    sched.step(1.0)
+    sched.step(2.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5) and sched.per_step is False
+
+
+def test_best_tracker_and_early_stopping():
+    best, early = BestTracker(), EarlyStopping(patience=2)
+    assert best.update(0.5, 1) and not early.update(True)
+    assert not best.update(0.4, 2) and not early.update(False)
+    assert not best.update(float("nan"), 3) and early.update(False)
+    assert best.state() == {"best": 0.5, "best_epoch": 1}
+    assert validation_score(0.9, float("nan")) == 0.9 and validation_score(0.9, 0.5) == pytest.approx(0.7)
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+def _cached(liver, tumor, n=10):
+    return CachedCase("c", "c", "", "", (5.0, 1.0, 1.0), (5.0, 1.0, 1.0), liver, tumor, n)
+
+
+def test_choose_slice_follows_fractions_and_every_other_slice():
+    rng = np.random.default_rng(0)
+    case = _cached([3, 4, 5, 6], [5])
+    assert {choose_slice(case, rng, 1.0, 0.0) for _ in range(200)} == {3, 4, 5, 6}
+    assert {choose_slice(case, rng, 1.0, 1.0) for _ in range(50)} == {5}
+    assert {choose_slice(case, rng, 1.0, 0.0, every_other_slice=True) for _ in range(100)} == {4, 6}
+    drawn = [choose_slice(case, rng, 0.0, 0.0) for _ in range(2000)]
+    assert set(drawn) == set(range(10))
+
+
+def test_slice_indices_context_and_crop_known_answers():
+    labels = np.zeros((4, 3, 3), np.uint8)
+    labels[1, 0, 0] = 1
+    labels[2, 1, 1] = 2
+    assert slice_indices(labels) == ([1, 2], [2])
+    assert context_indices(0, 1, 5).tolist() == [0, 0, 1]
+    assert context_indices(4, 2, 5).tolist() == [2, 3, 4, 4, 4]
+    arr = np.arange(16).reshape(4, 4)
+    assert crop_with_padding(arr, -1, 2, 3, -9).tolist() == [[-9, -9, -9], [2, 3, -9], [6, 7, -9]]
+    lab = np.zeros((40, 40), np.uint8)
+    lab[30, 30] = 1
+    y0, x0 = crop_box(lab, 10, np.random.default_rng(1), liver_bias=1.0)
+    assert (y0, x0) == (25, 25)
+
+
+def test_epoch_sampler_indices_and_resume_offset():
+    s = EpochSampler(6)
+    s.set_epoch(2, start=4)
+    assert list(s) == [16, 17] and len(s) == 2
+
+
+# ----------------------------------------------------------------------------------------------- checkpoint
+class _Pickled:
+    pass
+
+
+def test_checkpoint_round_trip_is_weights_only(tmp_path):
+    payload = {"model": {"w": torch.arange(3.0)}, "optimizer": {}, "epoch": 2, "global_step": 9,
+               "config": json.dumps({"a": 1})}
+    path = save_checkpoint(tmp_path / "c" / "last.pt", payload)
+    back = load_checkpoint(path)
+    assert back["epoch"] == 2 and torch.equal(back["model"]["w"], torch.arange(3.0))
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    torch.save({"model": {}, "optimizer": {}, "epoch": 0, "global_step": 0, "config": "{}",
+                "x": _Pickled()}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="cannot be read"):  # weights_only refuses arbitrary objects
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot be read"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")

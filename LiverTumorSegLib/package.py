@@ -122,11 +122,12 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     with open(path, "rb") as fh:
         first = fh.read(8)
         (header_len,) = struct.unpack("<Q", first)
-        if first[:2] == b"PK" or first[:1] == b"\x80":
-            raise ModelPackageError(f"{not_package}: it looks like a PyTorch pickle (.pt/.pth), which is "
-                                    f"never loaded because unpickling can run arbitrary code. Convert "
-                                    f"trusted weights with 'save_model_package' first.")
         if header_len == 0 or header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            # (only now: a valid length's low bytes may happen to equal these magic bytes)
+            if first[:2] == b"PK" or first[:1] == b"\x80":
+                raise ModelPackageError(f"{not_package}: it looks like a PyTorch pickle (.pt/.pth), which is "
+                                        f"never loaded because unpickling can run arbitrary code. Convert "
+                                        f"trusted weights with 'save_model_package' first.")
             raise ModelPackageError(f"{not_package}: its header length ({header_len} bytes) does not fit the "
                                     f"file size ({size} bytes); the file is truncated or of another type.")
         raw = fh.read(header_len)

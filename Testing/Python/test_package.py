@@ -339,3 +339,22 @@ def test_deep_supervision_model_round_trip(tmp_path):
         out = package.model(x)
         assert isinstance(out, torch.Tensor) and torch.equal(out, model(x))
     assert package.architecture["options"]["num_slices"] == 3
+
+
+def test_header_length_bytes_that_look_like_pickle_magic_are_accepted(tmp_path):
+    """A header length whose low byte is 0x80 (pickle magic) or low bytes 'PK' (zip) is still valid."""
+    from safetensors.torch import save_file
+    def header_length(path, pad):
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"livertumorseg": "x" * pad})
+        return struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+    for low, mask in ((0x80, 0xFF), (0x4B50, 0xFFFF)):
+        path = tmp_path / f"pad{low}.safetensors"
+        n0 = header_length(path, 0)
+        target = n0 + ((low - n0) % (mask + 1))  # smallest length >= n0 with these low bytes
+        pad = target - n0
+        while header_length(path, pad) < target:  # the header grows one byte per metadata character
+            pad += 1
+        assert header_length(path, pad) & mask == low
+        header = read_safetensors_header(path)  # must not be mistaken for a pickle
+        assert "w" in header

@@ -17,8 +17,7 @@ non-blocking copies; batch ``i+1`` is prepared on the CPU while the GPU computes
 size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, optional ONNX Runtime.
 """
 import logging
-from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
@@ -70,6 +69,17 @@ def _batches(count: int, size_getter: Callable[[], int]) -> Iterator[List[int]]:
         size = max(1, int(size_getter()))
         yield list(range(start, min(count, start + size)))
         start += size
+
+
+def _model_on_device(model: "object", device: "object") -> "object":
+    """``model`` in eval mode on ``device``; a copy when it must move, so a shared package stays where it is."""
+    import copy
+
+    params = list(model.parameters())
+    current = params[0].device if params else device
+    if current != device or device.type == "cuda":  # .to() and channels-last act in place: copy first
+        model = copy.deepcopy(model)
+    return model.eval().to(device)
 
 
 class _Pending:
@@ -130,7 +140,7 @@ class SliceInferenceEngine:
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
-            self.model = self.model.eval().to(self.device)
+            self.model = _model_on_device(self.model, self.device)
             if self.device.type == "cuda":
                 self.model = self.model.to(memory_format=torch.channels_last)
                 torch.backends.cudnn.benchmark = True

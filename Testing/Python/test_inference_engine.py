@@ -164,3 +164,10 @@ def test_cuda_out_of_memory_backs_off(tmp_path, monkeypatch):
     x = np.random.default_rng(2).random((8, 1, 16, 16), dtype=np.float32)
     probs = engine.predict_batch_probabilities(x)
     assert probs.shape == (8, 3, 16, 16) and engine.batch_size == 2
+
+
+def test_engine_does_not_move_a_shared_package_model(tmp_path):
+    package = tiny_unet_package(tmp_path)
+    engine = SliceInferenceEngine(package, device="cpu", threads=1)
+    assert next(package.model.parameters()).device.type == "cpu"
+    assert engine.model is package.model  # already on the CPU: no copy needed

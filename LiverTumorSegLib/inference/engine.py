@@ -43,6 +43,21 @@ def softmax_channels(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def argmax_channels(probs: np.ndarray) -> np.ndarray:
+    """Argmax over axis 1 of ``(n, K, ...)`` as uint8 (first maximum wins, like ``np.argmax``).
+
+    Done with K contiguous comparisons: several times faster than ``np.argmax(axis=1)``, whose strided
+    reduction dominated GPU runs.
+    """
+    best = probs[:, 0].copy()
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, probs.shape[1]):
+        better = probs[:, k] > best
+        labels[better] = k
+        np.maximum(best, probs[:, k], out=best)
+    return labels
+
+
 def load_package(package_or_name: object) -> object:
     """Accept a loaded ``ModelPackage`` (anything with ``.preprocessing``) or a name/path to load."""
     if hasattr(package_or_name, "preprocessing"):
@@ -229,7 +244,7 @@ class SliceInferenceEngine:
     def _finish(self, prepared: object, pending: _Pending, labels: np.ndarray) -> int:
         probs = pending.get()
         native = prepared.restore(probs)  # (n, K, y, x) float32 on the canonical grid
-        labels[pending.indices] = np.argmax(native, axis=1).astype(np.uint8)
+        labels[pending.indices] = argmax_channels(native)
         return len(pending.indices)
 
     def _submit(self, indices: List[int], x: np.ndarray) -> _Pending:

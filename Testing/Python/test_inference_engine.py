@@ -140,7 +140,8 @@ def test_cuda_engine_matches_cpu(tmp_path):
     cpu = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=4)
     gpu = SliceInferenceEngine(package, device="cuda", amp=False)
     x = np.random.default_rng(1).random((3, 1, 32, 40), dtype=np.float32)
-    np.testing.assert_allclose(gpu.predict_batch_probabilities(x), cpu.predict_batch_probabilities(x), atol=1e-4)
+    # cuDNN may use TF32 for float32 convolutions on Ampere+: agreement to ~1e-3, not 1e-6
+    np.testing.assert_allclose(gpu.predict_batch_probabilities(x), cpu.predict_batch_probabilities(x), atol=5e-3)
     labels = gpu.predict(ph.ct)
     assert labels.shape == ph.ct.shape_zyx and gpu.batch_size >= 1
     amp = SliceInferenceEngine(package, device="cuda", amp=True)
@@ -171,3 +172,13 @@ def test_engine_does_not_move_a_shared_package_model(tmp_path):
     engine = SliceInferenceEngine(package, device="cpu", threads=1)
     assert next(package.model.parameters()).device.type == "cpu"
     assert engine.model is package.model  # already on the CPU: no copy needed
+
+
+def test_argmax_channels_matches_numpy_including_ties():
+    from LiverTumorSegLib.inference.engine import argmax_channels
+
+    rng = np.random.default_rng(3)
+    probs = rng.integers(0, 3, size=(4, 3, 5, 6)).astype(np.float32)  # many ties
+    out = argmax_channels(probs)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.argmax(probs, axis=1))

@@ -54,6 +54,23 @@ def max_pairwise_distance(points: np.ndarray) -> float:
     return float(np.sqrt((diff ** 2).sum(-1)).max())
 
 
+def _hull_vertices_2d(points_2d: np.ndarray) -> np.ndarray:
+    """Row indices of the 2D convex-hull vertices of ``points_2d`` ``(n, 2)`` (all rows when tiny/degenerate).
+
+    The farthest pair of a point set lies on its convex hull, and an affine map (index -> mm) keeps hull
+    vertices, so the hull is taken in index space; in-slice points are coplanar, which a 3D hull rejects.
+    """
+    if len(points_2d) <= 64:
+        return np.arange(len(points_2d))
+    try:
+        from scipy.spatial import ConvexHull
+
+        return ConvexHull(points_2d).vertices
+    except Exception:  # noqa: BLE001 - collinear points: their extremes along the line suffice
+        order = np.lexsort(points_2d.T[::-1])
+        return np.array([order[0], order[-1]])
+
+
 def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> float:
     """Longest in-slice voxel-centre distance (mm) of a boolean lesion mask ``(z, y, x)`` over axial slices."""
     axis = axial_axis_zyx(geometry)
@@ -61,9 +78,11 @@ def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> 
     best = 0.0
     indices = np.nonzero(mask_zyx)
     slice_values = indices[axis]
+    in_plane = [a for a in range(3) if a != axis]
     for value in np.unique(slice_values):
         sel = slice_values == value
         kji = np.stack([idx[sel] for idx in indices], axis=1).astype(np.float64)  # (n, 3) as (k, j, i)
+        kji = kji[_hull_vertices_2d(kji[:, in_plane])]
         mm = kji[:, ::-1] @ scaled.T  # physical offsets (same slice -> in-plane distances are exact)
         best = max(best, max_pairwise_distance(mm))
     return best

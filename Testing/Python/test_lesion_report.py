@@ -85,3 +85,29 @@ def test_write_json_and_csv(tmp_path):
         write_report(report, tmp_path / "r.json")
     with pytest.raises(InputError, match=".json or .csv"):
         write_report(report, tmp_path / "r.txt")
+
+
+def test_longest_axial_diameter_of_a_large_slice_blob_is_fast_and_exact():
+    """A 300x300-voxel square in one slice (90,000 coplanar points) must not build a pairwise matrix:
+    its diagonal is sqrt(2) * 299 voxels * 0.5 mm."""
+    import time
+
+    from LiverTumorSegLib.inference.lesion_report import longest_axial_diameter_mm
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    mask = np.zeros((3, 320, 320), dtype=bool)
+    mask[1, 10:310, 10:310] = True
+    geometry = ImageGeometry(spacing=(0.5, 0.5, 2.0))
+    start = time.perf_counter()
+    d = longest_axial_diameter_mm(mask, geometry)
+    assert abs(d - np.sqrt(2) * 299 * 0.5) < 1e-6
+    assert time.perf_counter() - start < 5.0  # generous bound; the old pairwise path needed ~650 GB
+
+
+def test_longest_axial_diameter_of_a_collinear_row():
+    from LiverTumorSegLib.inference.lesion_report import longest_axial_diameter_mm
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    mask = np.zeros((1, 4, 200), dtype=bool)
+    mask[0, 2, 5:105] = True  # 100 voxels in a row, 99 gaps of 0.7 mm
+    assert abs(longest_axial_diameter_mm(mask, ImageGeometry(spacing=(0.7, 0.7, 3.0))) - 99 * 0.7) < 1e-9

@@ -37,6 +37,13 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _apply_default_permissions(path: Path) -> None:
+    """mkstemp creates 0600 files; give the output the usual ``0666 & ~umask`` like a plain ``open``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; renamed onto ``path`` on success.
@@ -50,6 +57,7 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
                                suffix=".tmp" + suffix, dir=str(path.parent if str(path.parent) else "."))
     os.close(fd)
     tmp_path = Path(tmp)
+    _apply_default_permissions(tmp_path)
     try:
         yield tmp_path
         if not overwrite and path.exists():

@@ -10,6 +10,7 @@ Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) p
 """
 import argparse
 import importlib
+import os
 import logging
 import sys
 from typing import List, Optional
@@ -64,6 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         if args.debug:
             raise

@@ -21,7 +21,7 @@ py=${PYTHON:-python3}
 pids=()
 for fold in 0 1 2; do
   $py -m LiverTumorSegLib train --no-progress-bar --config "$cfg" --data "$out/cases.csv" --folds 3 --fold $fold \
-      --epochs 20 --num-workers 3 --log-dir "$logs/fold$fold" --max-time-minutes "$minutes" -o "$out/fold$fold.safetensors" --overwrite > "$out/fold$fold.log" 2>&1 &
+      --epochs 25 --num-workers 3 --log-dir "$logs/fold$fold" --max-time-minutes "$minutes" -o "$out/fold$fold.safetensors" --overwrite > "$out/fold$fold.log" 2>&1 &
   pids+=($!)
 done
 $py -m LiverTumorSegLib train --no-progress-bar --config "$cfg" --data "$out/cases.csv" --val-fraction 0 \

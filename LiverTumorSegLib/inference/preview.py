@@ -38,11 +38,15 @@ def overlay_rgb(hu_2d: np.ndarray, labels_2d: np.ndarray, level: float = 40.0, w
 
 
 def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, overwrite: bool = False) -> Path:
-    """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic."""
-    import matplotlib
+    """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Pixels are shown at their physical aspect ratio (from the spacing), with patient-side letters
+    (R/L, A/P, S/I) on the image edges and a legend naming the overlay colours. Rendered with a bare
+    Agg ``Figure`` so it never switches pyplot's backend (the Slicer GUI keeps its own).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     from ..orientation import canonicalize
 
@@ -52,16 +56,25 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     sz, sy, sx = canonical.spacing_zyx
     axial = overlay_rgb(canonical.array[z], labels[z])
     coronal = overlay_rgb(canonical.array[:, y, :][::-1], labels[:, y, :][::-1])  # superior at the top
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    axes[0].imshow(axial, aspect=sy / sx)
-    axes[0].set_title(f"axial slice {z}")
-    axes[1].imshow(coronal, aspect=sz / sx)
-    axes[1].set_title(f"coronal row {y}")
-    for ax in axes:
+    fig = Figure(figsize=(10, 5.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    panels = ((axial, sy / sx, f"axial (canonical slice {z})", ("A", "P", "R", "L")),
+              (coronal, sz / sx, f"coronal (canonical row {y})", ("S", "I", "R", "L")))
+    for ax, (image, aspect, title, (top, bottom, left, right)) in zip(axes, panels):
+        ax.imshow(image, aspect=aspect, interpolation="nearest")
+        ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
+        style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold")
+        ax.text(0.5, 0.99, top, ha="center", va="top", **style)
+        ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
+        ax.text(0.01, 0.5, left, ha="left", va="center", **style)
+        ax.text(0.99, 0.5, right, ha="right", va="center", **style)
+    fig.legend(handles=[Patch(color=LIVER_RGBA[:3], label="liver (label 1)"),
+                        Patch(color=TUMOR_RGBA[:3], label="tumor (label 2)")],
+               loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         fig.savefig(str(tmp), format="png", dpi=80)
-    plt.close(fig)
     return path

@@ -166,6 +166,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with --series "
                          f"(its UID, a unique UID prefix, its description or its number below):\n"
                          f"{_series_listing(all_series)}")
+    _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -191,6 +192,21 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
+    """Memory check from the first file's header (columns x rows, pixel type) times the number of files."""
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(series.files[0])
+    try:
+        with _quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return  # the series read below reports the unreadable file
+    size = tuple(reader.GetSize())
+    shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
+    check_memory_for_read(shape_xyz, _itk_itemsize(reader.GetPixelID()), f"{folder} (series {series.uid})")
 
 
 def _single_slice_thickness(file_name: str) -> Optional[float]:
@@ -333,6 +349,31 @@ def _volume_from_sitk(image, source: str) -> CTVolume:
     return CTVolume(array=array, geometry=geometry, source=source)
 
 
+def _check_header_spacing(spacing_xyz: Sequence[float], source: str) -> None:
+    """Refuse zero, negative or non-finite voxel spacing (x, y, z) mm read from a header."""
+    spacing = [float(s) for s in spacing_xyz[:3]]
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        shown = ", ".join(f"{s:g}" for s in spacing)
+        raise InputError(f"'{source}' has invalid voxel spacing ({shown}) mm in its header; fix the spacing in the "
+                         f"header (e.g. re-export from the scanner/PACS).")
+
+
+def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:
+    """Estimate from the header, before any voxel is loaded, the memory needed to process a volume of
+    ``shape_xyz`` (x, y, z) voxels of ``itemsize`` bytes (:func:`validation.estimate_memory_bytes`) and raise
+    ResourceError saying how much is needed when it exceeds the available memory."""
+    from .validation import check_memory, estimate_memory_bytes
+
+    shape_zyx = tuple(int(s) for s in tuple(shape_xyz)[:3][::-1])
+    required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize))
+    check_memory(required, what=f"'{source}' (z, y, x) {shape_zyx}")
+
+
+def _itk_itemsize(pixel_id: int) -> int:
+    """Bytes per voxel component of a SimpleITK pixel type (a 1-voxel probe image, no data read)."""
+    return int(_sitk().Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent())
+
+
 def _read_itk_file(path: Path) -> CTVolume:
     sitk = _sitk()
     reader = sitk.ImageFileReader()
@@ -345,7 +386,9 @@ def _read_itk_file(path: Path) -> CTVolume:
     if reader.GetNumberOfComponents() != 1:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")
-    _check_3d_shape(tuple(reader.GetSize()), str(path))
+    shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
+    _check_header_spacing(reader.GetSpacing(), str(path))
+    check_memory_for_read(shape, _itk_itemsize(reader.GetPixelID()), str(path))
     try:
         with _quiet_itk():
             image = reader.Execute()
@@ -398,17 +441,43 @@ def _read_nifti(path: Path) -> CTVolume:
         raise InputError(f"'{path}' has RGB, vector or complex voxels; a scalar 3D CT volume is needed.")
     shape = _check_3d_shape(tuple(image.shape), str(path))
     geometry, warnings = _nifti_geometry(header, str(path))
+    _check_header_spacing(geometry.spacing, str(path))
+    slope, inter = _nifti_scaling(image)
+    scaled = (slope, inter) != (1.0, 0.0)
+    check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
-        data = np.asanyarray(image.dataobj)
+        proxy = image.dataobj
+        data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_short(exc)}).") from None
     data = data.reshape(shape, order="F") if data.shape != shape else data
     # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.
-    array = to_hu_dtype(np.ascontiguousarray(data.T))
+    data = np.ascontiguousarray(data.T)
+    if scaled:  # scl_slope/scl_inter in float32 (nibabel would make a float64 copy of the whole CT)
+        data = data.astype(np.float32)
+        data *= np.float32(slope)
+        data += np.float32(inter)
+    array = to_hu_dtype(data)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if warnings:
         volume.meta["warnings"] = warnings
     return volume
+
+
+def _nifti_scaling(image) -> Tuple[float, float]:
+    """(slope, intercept) nibabel applies to the stored values; (1, 0) when unscaled or unset (NaN/0 slope)."""
+    proxy = image.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    try:
+        slope, inter = float(np.asarray(slope)), float(np.asarray(inter))
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+    if not np.isfinite(slope) or slope == 0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    return slope, inter
 
 
 def _short(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """``livertumorseg preprocess``: show what a preprocessing configuration feeds the network.
 
     livertumorseg preprocess INPUT -o preview.png [--preset NAME | --config CONFIG.json] [--overwrite]
-                             [--series UID] [--slices N]
+                             [--series UID] [--slices N] [--allow-non-hu]
 
 Reads the CT (file or DICOM folder), puts it in canonical orientation, applies the preprocessing and
 writes a PNG grid: rows = axial slices, columns = the original (abdomen window) and each channel.
@@ -27,6 +27,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=3, help="number of axial slices to show (default 3)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--allow-non-hu", action="store_true",
+                   help="accept intensities that do not look like Hounsfield units (with a warning)")
     return p
 
 
@@ -44,12 +46,10 @@ def run(args: argparse.Namespace) -> int:
     config = (PreprocessingConfig.from_file(args.config) if args.config
               else PreprocessingConfig.preset(args.preset or "default"))
     volume = read_volume(args.input, series=args.series)
-    try:
-        from ..validation import check_ct
-        for warning in check_ct(volume):
-            print(f"warning: {warning}", file=sys.stderr)
-    except ImportError:  # validation is optional for a preview
-        pass
+    from ..validation import check_ct
+
+    for warning in check_ct(volume, allow_non_hu=args.allow_non_hu):
+        print(f"warning: {warning}", file=sys.stderr)
     canonical, _ = canonicalize(volume)
     out = render_preview(canonical, config, args.output, n_slices=args.slices, overwrite=args.overwrite)
     print(f"wrote {out}")

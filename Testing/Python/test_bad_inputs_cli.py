@@ -1,0 +1,462 @@
+"""The bad-input matrix (issue 8, item 1) through the real ``livertumorseg`` CLI.
+
+Every bad input given to ``segment``, ``preprocess`` and ``evaluate`` must give: exit code 2, stderr whose
+first line is ``error: ...`` naming the problem (one line; only the several-DICOM-series case lists the
+series on the following lines, that list is the fix), no traceback without ``--debug``, and no file left
+in the output folder. ``docs/bad_inputs.md`` shows the messages these tests observe; run
+``LIVERTUMORSEG_BAD_INPUTS_TABLE=table.md pytest Testing/Python/test_bad_inputs_cli.py`` to regenerate
+its rows.
+
+Also: a DICOM series folder is segmented end to end with the bundled default model and the labels come
+back in the DICOM's geometry.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LiverTumorSegLib import io as lts_io
+from LiverTumorSegLib import validation
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.io import read_volume, write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
+TABLE_ENV = "LIVERTUMORSEG_BAD_INPUTS_TABLE"
+OBSERVED: Dict[Tuple[str, str], str] = {}  # (input name, command) -> first stderr line
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def _phantom():
+    return make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(2.0, 2.0, 4.0), lesions=[], seed=1)
+
+
+def _nifti(path: Path, data_xyz: np.ndarray, zooms=(2.0, 2.0, 4.0)) -> Path:
+    affine = np.diag(list(zooms[:3]) + [1.0])
+    image = nib.Nifti1Image(data_xyz, affine)
+    nib.save(image, str(path))
+    return path
+
+
+def _ct_like(path: Path, array_zyx: np.ndarray, spacing_xyz=(2.0, 2.0, 4.0)) -> Path:
+    ph = _phantom()
+    geometry = ImageGeometry(spacing=spacing_xyz, origin=ph.ct.geometry.origin, direction=ph.ct.geometry.direction)
+    return write_volume(path, CTVolume(array=array_zyx, geometry=geometry))
+
+
+def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, spacing_xyz=(2.0, 2.0, 4.0),
+                  origin=(-40.0, -30.0, 100.0), prefix: str = "s") -> Path:
+    """Write ``hu_zyx`` (int16 HU) as an axial CT series (LPS, identity direction), one file per slice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(hu_zyx.shape[0]):
+        sl = sitk.GetImageFromArray(hu_zyx[k].astype(np.int16))
+        sl.SetSpacing(tuple(float(s) for s in spacing_xyz[:2]))
+        position = (origin[0], origin[1], origin[2] + k * spacing_xyz[2])
+        tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
+                "0008|103e": description, "0020|0011": "1",
+                "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+                "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing_xyz[2]:g}",
+                "0028|1053": "1", "0028|1052": "0", "0020|0013": str(k + 1), "0008|0018": f"{uid}.{k + 1}"}
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+def make_missing(d: Path) -> Path:
+    return d / "no_such_scan.nii.gz"
+
+
+def make_folder_without_dicom(d: Path) -> Path:
+    (d / "scans").mkdir()
+    (d / "scans" / "notes.txt").write_text("no images here")
+    return d / "scans"
+
+
+def make_two_series(d: Path) -> Path:
+    hu = _phantom().ct.array
+    _dicom_series(d / "study", hu, "1.2.826.0.1.3680043.2.1125.7.1", "venous", prefix="a")
+    _dicom_series(d / "study", hu, "1.2.826.0.1.3680043.2.1125.7.2", "arterial", prefix="b")
+    return d / "study"
+
+
+def make_truncated_nii_gz(d: Path) -> Path:
+    full = write_volume(d / "full.nii.gz", _phantom().ct)
+    blob = full.read_bytes()
+    full.unlink()
+    (d / "truncated.nii.gz").write_bytes(blob[: len(blob) // 2])
+    return d / "truncated.nii.gz"
+
+
+def make_corrupt_nii_gz(d: Path) -> Path:
+    (d / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
+    return d / "corrupt.nii.gz"
+
+
+def make_png(d: Path) -> Path:
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.uint8)), str(d / "photo.png"))
+    return d / "photo.png"
+
+
+def make_2d_nifti(d: Path) -> Path:
+    return _nifti(d / "slice.nii.gz", np.zeros((16, 16), np.int16))
+
+
+def make_4d(d: Path) -> Path:
+    data = np.stack([_phantom().ct.array.T] * 2, axis=-1)
+    return _nifti(d / "timeseries.nii.gz", data)
+
+
+def make_rgb(d: Path) -> Path:
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    return _nifti(d / "rgb.nii.gz", rgb)
+
+
+def make_zero_bytes(d: Path) -> Path:
+    (d / "empty.nii.gz").write_bytes(b"")
+    return d / "empty.nii.gz"
+
+
+def make_zero_size(d: Path) -> Path:
+    return _nifti(d / "zero.nii", np.zeros((16, 16, 0), np.int16))
+
+
+def make_constant(d: Path) -> Path:
+    return _ct_like(d / "constant.nii.gz", np.full((6, 40, 40), -1000, np.int16))
+
+
+def make_nan(d: Path) -> Path:
+    arr = _phantom().ct.array.astype(np.float32)
+    arr[2, 10, 10] = np.nan
+    arr[3, 5, 5] = np.inf
+    return _ct_like(d / "nan.nii.gz", arr)
+
+
+def make_unit_range(d: Path) -> Path:
+    arr = (_phantom().ct.array.astype(np.float32) + 1024.0) / 4096.0
+    return _ct_like(d / "normalised_0_1.nii.gz", np.clip(arr, 0, 1))
+
+
+def make_byte_range(d: Path) -> Path:
+    arr = np.clip((_phantom().ct.array.astype(np.float32) + 160.0) / 400.0 * 255.0, 0, 255).astype(np.uint8)
+    return _ct_like(d / "windowed_0_255.nii.gz", arr)
+
+
+def make_mr_like(d: Path) -> Path:
+    arr = np.clip(_phantom().ct.array.astype(np.int32) + 1000, 0, 3000).astype(np.int16)
+    return _ct_like(d / "mr_like.nii.gz", arr)
+
+
+def make_absurd_spacing(d: Path) -> Path:
+    return _ct_like(d / "spacing_50mm.nii.gz", _phantom().ct.array, spacing_xyz=(50.0, 50.0, 4.0))
+
+
+def make_zero_spacing(d: Path) -> Path:
+    path = write_volume(d / "spacing_0.nrrd", _phantom().ct)
+    text = path.read_bytes().replace(b"space directions: (2,0,0) (0,2,0) (0,0,4)",
+                                     b"space directions: (0,0,0) (0,2,0) (0,0,4)")
+    assert b"(0,0,0)" in text, "NRRD header layout changed; update this test"
+    path.write_bytes(text)
+    return path
+
+
+# name -> (maker, words the message must contain, table text of the input)
+CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
+    "missing": (make_missing, ["does not exist"], "path that does not exist"),
+    "no_dicom": (make_folder_without_dicom, ["holds no DICOM series"], "folder without DICOM files"),
+    "two_series": (make_two_series, ["2 DICOM series", "--series"], "folder with 2 DICOM series, no `--series`"),
+    "truncated": (make_truncated_nii_gz, ["truncated or corrupt"], "truncated `.nii.gz` (first half)"),
+    "corrupt": (make_corrupt_nii_gz, ["Cannot read", "NIfTI"], "corrupt `.nii.gz` (not gzip data)"),
+    "png": (make_png, ["is 2D", "3D CT volume is needed"], "PNG picture"),
+    "2d": (make_2d_nifti, ["is 2D", "3D CT volume is needed"], "2D NIfTI (one 16 x 16 image)"),
+    "4d": (make_4d, ["is 4D", "single 3D CT volume"], "4D NIfTI (2 time points)"),
+    "rgb": (make_rgb, ["RGB", "scalar 3D CT"], "RGB NIfTI"),
+    "zero_bytes": (make_zero_bytes, ["empty file (0 bytes)"], "0-byte file"),
+    "zero_size": (make_zero_size, ["zero size"], "NIfTI with a 0-voxel axis"),
+    "constant": (make_constant, ["constant", "-1000"], "all-constant volume (-1000)"),
+    "nan": (make_nan, ["NaN/Inf"], "NaN and Inf voxels"),
+    "unit_range": (make_unit_range, ["Hounsfield", "0..1", "--allow-non-hu"], "intensities 0..1 (pre-normalised)"),
+    "byte_range": (make_byte_range, ["Hounsfield", "0..255", "--allow-non-hu"], "intensities 0..255 (8-bit export)"),
+    "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
+    "absurd_spacing": (make_absurd_spacing, ["spacing", "50", "over 20 mm"], "voxel spacing 50 x 50 x 4 mm"),
+    "zero_spacing": (make_zero_spacing, ["invalid voxel spacing", "header"], "voxel spacing 0 mm (NRRD header)"),
+}
+# checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
+# folders of cases (tested below), not DICOM series
+CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "absurd_spacing", "zero_spacing",
+           "no_dicom", "two_series"}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def run_cli(argv: List[str], capsys) -> Tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files_under(folder: Path) -> List[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def assert_clean_error(code: int, err: str, words: List[str], multi_line_ok: bool = False) -> str:
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
+    assert code == 2, err
+    assert lines and lines[0].startswith("error: "), err
+    assert "Traceback" not in err, err
+    if not multi_line_ok:
+        assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0], f"{w!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def record(name: str, command: str, line: str, tmp: Path) -> None:
+    OBSERVED[(name, command)] = line.replace(str(tmp), "<tmp>")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_table_when_asked():
+    yield
+    target = os.environ.get(TABLE_ENV)
+    if target:
+        names = {name: text for name, (_, _, text) in CT_CASES.items()}
+        names.update({name: text for name, (_, _, text) in LABEL_CASES.items()})
+        names["eval_no_cases"] = "`--pred` folder with no label-map files"
+        names["too_large"] = "CT too large for the memory (available memory monkeypatched to 64 MiB)"
+        lines = ["| input | command | what the user sees (stderr, exit code 2) |", "|---|---|---|"]
+        for (name, command), message in OBSERVED.items():
+            lines.append(f"| {names.get(name, name)} | `{command}` | `{message}` |")
+        Path(target).write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------- segment, preprocess
+@pytest.mark.parametrize("name", list(CT_CASES))
+def test_segment_bad_input(tmp_path, capsys, name):
+    maker, words, _ = CT_CASES[name]
+    inp = maker(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run_cli(["segment", inp, "-o", out_dir / "seg.nii.gz", "--report", out_dir / "r.json",
+                              "--preview", out_dir / "p.png", "--no-progress"], capsys)
+    line = assert_clean_error(code, err, words, multi_line_ok=(name == "two_series"))
+    assert files_under(out_dir) == []
+    record(name, "segment", line, tmp_path)
+
+
+@pytest.mark.parametrize("name", list(CT_CASES))
+def test_preprocess_bad_input(tmp_path, capsys, name):
+    maker, words, _ = CT_CASES[name]
+    inp = maker(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run_cli(["preprocess", inp, "-o", out_dir / "preview.png"], capsys)
+    line = assert_clean_error(code, err, words, multi_line_ok=(name == "two_series"))
+    assert files_under(out_dir) == []
+    record(name, "preprocess", line, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["unit_range", "mr_like"])
+def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
+    maker, _, _ = CT_CASES[name]
+    inp = maker(tmp_path)
+    code, out, err = run_cli(["preprocess", inp, "-o", tmp_path / "preview.png", "--allow-non-hu"], capsys)
+    assert code == 0, err
+    assert "warning:" in err and "Hounsfield" in err
+    assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+def _reference_label(d: Path) -> Path:
+    ph = _phantom()
+    return write_label_map(d / "ref.nii.gz", ph.labels, ph.ct.geometry)
+
+
+def make_label_bad_values(d: Path) -> Path:
+    ph = _phantom()
+    labels = ph.labels.copy()
+    labels[0, :3, :3] = 5
+    return write_label_map(d / "pred_values.nii.gz", labels, ph.ct.geometry)
+
+
+def make_label_probabilities(d: Path) -> Path:
+    ph = _phantom()
+    return write_volume(d / "pred_prob.nii.gz", ph.ct.with_array(ph.labels.astype(np.float32) * 0.4))
+
+
+def make_label_wrong_shape(d: Path) -> Path:
+    ph = _phantom()
+    return write_label_map(d / "pred_shape.nii.gz", ph.labels[:, :30, :], ph.ct.geometry)
+
+
+def make_label_wrong_geometry(d: Path) -> Path:
+    ph = _phantom()
+    g = ph.ct.geometry
+    shifted = ImageGeometry(spacing=g.spacing, origin=(g.origin[0] + 7.5, g.origin[1], g.origin[2]),
+                            direction=g.direction)
+    return write_label_map(d / "pred_origin.nii.gz", ph.labels, shifted)
+
+
+def make_label_wrong_spacing(d: Path) -> Path:
+    ph = _phantom()
+    g = ph.ct.geometry
+    other = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=g.origin, direction=g.direction)
+    return write_label_map(d / "pred_spacing.nii.gz", ph.labels, other)
+
+
+LABEL_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
+    "label_values": (make_label_bad_values, ["values 5 outside", "remap"], "label map with value 5"),
+    "label_probabilities": (make_label_probabilities, ["non-integer values", "probability map"],
+                            "probability map (0.4, 0.8) given as label map"),
+    "label_shape": (make_label_wrong_shape, ["does not match", "size (x, y, z) (40, 30, 6)"],
+                    "label map of another size (40 x 30 x 6 vs 40 x 40 x 6)"),
+    "label_origin": (make_label_wrong_geometry, ["does not match", "origin", "7.5 mm"],
+                     "label map with origin shifted 7.5 mm"),
+    "label_spacing": (make_label_wrong_spacing, ["does not match", "spacing"], "label map with 5 mm instead of 4 mm slices"),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in CT_CASES if n not in CT_ONLY] + list(LABEL_CASES))
+def test_evaluate_bad_prediction(tmp_path, capsys, name):
+    maker, words, _ = CT_CASES[name] if name in CT_CASES else LABEL_CASES[name]
+    pred = maker(tmp_path)
+    ref = _reference_label(tmp_path)
+    out_dir = tmp_path / "eval"
+    code, out, err = run_cli(["evaluate", "--pred", pred, "--ref", ref, "-o", out_dir], capsys)
+    line = assert_clean_error(code, err, words, multi_line_ok=(name == "two_series"))
+    assert not out_dir.exists() or files_under(out_dir) == []
+    record(name, "evaluate", line, tmp_path)
+
+
+def test_evaluate_folders_without_matching_cases(tmp_path, capsys):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "notes.txt").write_text("no label maps")
+    (tmp_path / "ref").mkdir()
+    _reference_label(tmp_path / "ref")
+    code, out, err = run_cli(["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o",
+                              tmp_path / "eval"], capsys)
+    line = assert_clean_error(code, err, ["No case name matches", "(0 files)"])
+    assert not (tmp_path / "eval").exists()
+    record("eval_no_cases", "evaluate", line, tmp_path)
+
+
+def test_evaluate_bad_reference_is_named(tmp_path, capsys):
+    pred = _reference_label(tmp_path)
+    ref = make_label_bad_values(tmp_path)
+    code, out, err = run_cli(["evaluate", "--pred", pred, "--ref", ref, "-o", tmp_path / "eval"], capsys)
+    assert_clean_error(code, err, ["pred_values.nii.gz", "values 5 outside"])
+
+
+# ------------------------------------------------------------------------------- too large for memory
+def _refuse_voxel_loading(monkeypatch):
+    """Make any read of voxel data fail loudly, so the test proves the memory check comes first."""
+    def loaded(*args, **kwargs):
+        raise AssertionError("voxel data was loaded before the memory check")
+
+    monkeypatch.setattr(lts_io, "to_hu_dtype", loaded)
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess", "evaluate"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_too_large_is_refused_from_the_header_before_loading(tmp_path, capsys, monkeypatch, command, suffix):
+    ph = make_phantom(shape_zyx=(40, 128, 128), spacing_xyz=(1.0, 1.0, 2.0), lesions=[], seed=2)
+    if command == "evaluate":
+        inp = write_label_map(tmp_path / f"pred{suffix}", ph.labels, ph.ct.geometry)
+        ref = write_label_map(tmp_path / "ref.nii.gz", ph.labels, ph.ct.geometry)
+    else:
+        inp = write_volume(tmp_path / f"big{suffix}", ph.ct)
+    available = 64 << 20
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: available)
+    _refuse_voxel_loading(monkeypatch)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if command == "segment":
+        argv = ["segment", inp, "-o", out_dir / "seg.nii.gz", "--no-progress"]
+    elif command == "preprocess":
+        argv = ["preprocess", inp, "-o", out_dir / "preview.png"]
+    else:
+        argv = ["evaluate", "--pred", inp, "--ref", ref, "-o", out_dir / "eval"]
+    code, out, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["needs about", "GiB of memory", "only 0.1 GiB is available",
+                                          "(40, 128, 128)"])
+    needed = validation.estimate_memory_bytes((40, 128, 128), input_itemsize=2 if command != "evaluate" else 1)
+    assert f"{needed / validation.GIB:.1f} GiB" in line
+    assert files_under(out_dir) == []
+    if suffix == ".nii.gz":
+        record("too_large", command, line, tmp_path)
+
+
+def test_volume_that_fits_is_read_after_the_header_check(tmp_path, monkeypatch):
+    ph = _phantom()
+    path = write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    seen = []
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: seen.append(1) or (8 << 30))
+    vol = read_volume(path)
+    assert seen and np.array_equal(vol.array, ph.ct.array)
+
+
+# ------------------------------------------------------------------------- real process, exit status
+@pytest.mark.parametrize("debug", [False, True])
+def test_real_process_exit_code_and_traceback_only_with_debug(tmp_path, debug):
+    bad = make_corrupt_nii_gz(tmp_path)
+    argv = [sys.executable, "-m", "LiverTumorSegLib"] + (["--debug"] if debug else []) + [
+        "preprocess", str(bad), "-o", str(tmp_path / "preview.png")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode != 0
+    if debug:
+        assert "Traceback" in proc.stderr and "InputError" in proc.stderr
+    else:
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert proc.stderr.startswith("error: Cannot read") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "preview.png").exists()
+
+
+# ------------------------------------------------------------------------------- DICOM end to end
+def _bundled_model_or_skip():
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.package import resolve_model
+
+    try:
+        return resolve_model("default")
+    except ModelPackageError:
+        pytest.skip("no bundled default model")
+
+
+def test_dicom_folder_segmented_end_to_end_in_dicom_geometry(tmp_path, capsys):
+    pytest.importorskip("torch")
+    _bundled_model_or_skip()
+    import torch
+
+    torch.set_num_threads(1)
+    ct = read_volume(SAMPLE_CT)
+    hu = np.clip(ct.array, -1024, 3071).astype(np.int16)
+    # the sample is RAS in its file; as DICOM (LPS, identity direction) the slices are re-stored LPS
+    from LiverTumorSegLib.orientation import canonicalize
+
+    canon, _ = canonicalize(ct.with_array(hu))
+    folder = _dicom_series(tmp_path / "dicom", canon.array, "1.2.826.0.1.3680043.2.1125.7.9", "sample",
+                           spacing_xyz=canon.geometry.spacing, origin=canon.geometry.origin)
+    out = tmp_path / "seg.nii.gz"
+    code, text, err = run_cli(["segment", folder, "-o", out, "--no-progress"], capsys)
+    assert code == 0, err
+    assert f"wrote {out}" in text
+    dicom = read_volume(folder)
+    labels = lts_io.read_label_map(out, reference=dicom)  # raises when size/geometry differ
+    assert labels.shape_zyx == dicom.shape_zyx == canon.shape_zyx
+    assert labels.geometry.almost_equal(dicom.geometry, tol=1e-4)
+    reference = lts_io.read_label_map(REPO / "Testing" / "Data" / "example_ct_sm_liver.nii.gz", reference=ct)
+    ref_canon = canonicalize(reference)[0].array
+    liver, ref_liver = labels.array >= 1, ref_canon >= 1
+    dice = 2.0 * np.count_nonzero(liver & ref_liver) / (liver.sum() + ref_liver.sum())
+    assert dice > 0.9, dice

@@ -182,3 +182,42 @@ def test_argmax_channels_matches_numpy_including_ties():
     out = argmax_channels(probs)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, np.argmax(probs, axis=1))
+
+
+def test_auto_backend_resolution(monkeypatch):
+    from LiverTumorSegLib.inference import onnx_backend
+    from LiverTumorSegLib.inference.engine import resolve_backend
+
+    monkeypatch.setattr(onnx_backend, "onnx_available", lambda: True)
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("auto", "cpu", custom_predictor=True) == "torch"
+    assert resolve_backend("torch", "cpu") == "torch" and resolve_backend("onnx", "cpu") == "onnx"
+    monkeypatch.setattr(onnx_backend, "onnx_available", lambda: False)
+    assert resolve_backend("auto", "cpu") == "torch"
+
+
+def test_auto_backend_uses_onnx_and_falls_back_to_torch_when_export_fails(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.inference import onnx_backend
+
+    package = tiny_unet_package(tmp_path)
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 1, 16, 20), dtype=np.float32)
+    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1).predict_batch_probabilities(x)
+    auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")
+    assert auto.backend == "onnx"
+    np.testing.assert_allclose(auto.predict_batch_probabilities(x), torch_probs, atol=1e-4)
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_backend, "export_onnx_bytes", broken_export)
+    auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")
+    with caplog.at_level("WARNING"):
+        probs = auto.predict_batch_probabilities(x)
+    np.testing.assert_allclose(probs, torch_probs, atol=1e-6)
+    assert auto.backend == "torch" and "using torch" in caplog.text
+    explicit = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
+    with pytest.raises(RuntimeError, match="unsupported operator"):
+        explicit.predict_batch_probabilities(x)

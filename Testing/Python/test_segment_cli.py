@@ -210,9 +210,9 @@ def test_cli_sample_prints_liver_dice(tmp_path, capsys):
     if _bundled_default_model() is None:
         pytest.skip("no bundled default model installed yet (Resources/Models); the lead trains and adds it")
     out = tmp_path / "sample_seg.nii.gz"
-    assert run_cli("--sample", "-o", out) == 0
+    assert run_cli("--sample", "-o", out) == 0  # default backend auto: ONNX Runtime on CPU (~2x torch)
     text = capsys.readouterr().out
     assert "liver Dice" in text
     dice = float(text.split("liver Dice vs bundled reference:")[1].split()[0])
-    assert dice > 0.5
+    assert dice > 0.9  # 0.980 with the bundled model
     assert read_label_map(out, reference=read_volume(resources.sample_ct_path())).array.max() >= 1

@@ -295,14 +295,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * fraction))
         self.ui.statusLabel.text = stage
 
-    def onFinished(self, outcome: "SegmentationOutcome") -> None:
+    def onFinished(self, outcome: job.SegmentationOutcome) -> None:
         self._task = None
         self.ui.progressBar.setVisible(False)
         p = self._parameterNode
         if outcome.kind == background.DONE:
             if p:
-                p.outputSegmentation = outcome.segmentationNode
-                p.lesionTable = outcome.tableNode
+                p.outputSegmentation = outcome.segmentation_node
+                p.lesionTable = outcome.table_node
             self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report)
             self.ui.statusLabel.text = f"Done in {outcome.seconds:.0f} s."
         elif outcome.kind == background.CANCELLED:
@@ -319,21 +319,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 # LiverTumorSegLogic
 #
-
-class SegmentationOutcome:
-    """How a run ended: ``kind`` (done | cancelled | failed), the nodes written, the lesion report, the
-    error (failed) with its traceback text, and the wall time in seconds."""
-
-    def __init__(self, kind: str, segmentationNode=None, tableNode=None, report=None, error=None,
-                 details: str = "", seconds: float = 0.0) -> None:
-        self.kind = kind
-        self.segmentationNode = segmentationNode
-        self.tableNode = tableNode
-        self.report = report or {}
-        self.error = error
-        self.details = details
-        self.seconds = seconds
-
 
 class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     """Usable without the widget (Python console, scripts, the self-test).
@@ -385,66 +370,47 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     def process(self, inputVolumeNode, outputSegmentationNode, modelPath: str, device: str = "auto",
                 options: Optional[job.SegmentationOptions] = None,
                 progress: Optional[Callable[[float, str], None]] = None, cancel=None,
-                waitForCompletion: bool = True, onFinished: Optional[Callable[[SegmentationOutcome], None]] = None,
+                waitForCompletion: bool = True,
+                onFinished: Optional[Callable[[job.SegmentationOutcome], None]] = None,
                 tableNode=None, replaceExisting: bool = True, showIn3D: bool = True):
         """Segment ``inputVolumeNode`` into ``outputSegmentationNode`` (None = new node) and a lesion table.
 
-        ``waitForCompletion=True``: runs here and returns a :class:`SegmentationOutcome` (raises on failure,
-        ``CancelledError`` when cancelled). ``False``: runs in a worker thread, returns the
-        ``BackgroundTask`` (``.cancel()``); ``progress`` and ``onFinished(outcome)`` are called on the main
-        thread. ``cancel``: an optional ``CancellationToken`` the caller may set.
+        ``waitForCompletion=True``: runs here and returns a ``job.SegmentationOutcome`` (raises on failure,
+        ``CancelledError`` when cancelled). ``False``: runs in a worker thread and returns the
+        ``job.SegmentationRun`` (``.cancel()``); ``progress`` and ``onFinished(outcome)`` are called on the
+        main thread (a ``qt.QTimer`` polls the run). ``cancel``: an optional ``CancellationToken``.
         """
-        volume = mrml.ctvolume_from_volume_node(inputVolumeNode)  # main thread: read the node once
         options = dataclasses.replace(options or job.SegmentationOptions(model_path=modelPath),
                                       model_path=modelPath, device=device)
-        task = background.BackgroundTask(lambda report, token: self.compute(volume, options, report, token))
-        if cancel is not None:
-            task.cancel_token = cancel
-        start = time.time()
-
-        def handle(events) -> Optional[SegmentationOutcome]:
-            for event in events:
-                if event.kind == background.PROGRESS:
-                    if progress:
-                        progress(event.fraction, event.stage)
-                    continue
-                if event.kind == background.DONE:
-                    segmentationNode, table = job.apply_result(
-                        slicer.mrmlScene, event.result, volume, inputVolumeNode, outputSegmentationNode,
-                        tableNode, replaceExisting, showIn3D)
-                    self.showResult(segmentationNode, inputVolumeNode)
-                    return SegmentationOutcome(event.kind, segmentationNode, table, event.result.report,
-                                               seconds=time.time() - start)
-                return SegmentationOutcome(event.kind, error=event.error, details=event.details,
-                                           seconds=time.time() - start)
-            return None
+        run = job.SegmentationRun(slicer.mrmlScene, inputVolumeNode, options, outputSegmentationNode, tableNode,
+                                  replaceExisting, showIn3D, compute=self.compute, progress=progress,
+                                  cancel=cancel)  # reads the volume node here, on the main thread
 
         if waitForCompletion:
-            task.run_here()
-            outcome = handle(task.poll())
+            outcome = run.run_here().poll()
             if outcome.kind == background.CANCELLED:
                 raise CancelledError("Cancelled by the user; the scene was not changed.")
             if outcome.kind == background.FAILED:
                 raise outcome.error
+            self.showResult(outcome.segmentation_node, inputVolumeNode)
             return outcome
 
         def poll() -> None:
-            try:
-                outcome = handle(task.poll())
-            except Exception as exc:  # applying the result failed: report it like a worker failure
-                import traceback
-                outcome = SegmentationOutcome(background.FAILED, error=exc, details=traceback.format_exc())
-            if outcome is not None:
-                self._timer.stop()
-                if onFinished:
-                    onFinished(outcome)
+            outcome = run.poll()
+            if outcome is None:
+                return
+            self._timer.stop()
+            if outcome.kind == background.DONE:
+                self.showResult(outcome.segmentation_node, inputVolumeNode)
+            if onFinished:
+                onFinished(outcome)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", poll)
-        task.start()
+        run.start()
         self._timer.start()
-        return task
+        return run
 
     @staticmethod
     def showResult(segmentationNode, inputVolumeNode) -> None:
@@ -488,7 +454,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         logic = LiverTumorSegLogic()
         outcome = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
                                 progress=lambda f, s: stages.append((f, s)), waitForCompletion=True)
-        segmentation = outcome.segmentationNode.GetSegmentation()
+        segmentation = outcome.segmentation_node.GetSegmentation()
         self.assertEqual([segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()],
                          ["Liver", "Liver tumor"])
         fractions = [f for f, _ in stages]
@@ -496,7 +462,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(fractions[-1], 1.0)
 
         volume = mrml.ctvolume_from_volume_node(ctNode)
-        labels = mrml.segmentation_to_labels(outcome.segmentationNode, volume.geometry, volume.array.shape)
+        labels = mrml.segmentation_to_labels(outcome.segmentation_node, volume.geometry, volume.array.shape)
         referenceNode = slicer.util.loadLabelVolume(str(sample_reference_path()))
         reference = slicer.util.arrayFromVolume(referenceNode) > 0
         predicted = labels >= 1
@@ -504,10 +470,17 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         liverMl = predicted.sum() * volume.geometry.voxel_volume_ml
         referenceMl = reference.sum() * volume.geometry.voxel_volume_ml
         logging.info(f"Sample CT: liver {liverMl:.0f} mL (reference {referenceMl:.0f} mL), Dice {dice:.3f}")
-        self.assertGreater(dice, 0.80)
-        self.assertLess(abs(liverMl - referenceMl) / referenceMl, 0.25)
+        # The bundled model reaches Dice 0.98 and 1156 mL on this CT (reference: 1123 mL; no tumor in it).
+        self.assertGreater(dice, 0.90)
+        self.assertGreater(liverMl, 900.0)
+        self.assertLess(liverMl, 1400.0)
+        self.assertLess(abs(liverMl - referenceMl) / referenceMl, 0.15)
         self.assertAlmostEqual(outcome.report["liver_volume_ml"], liverMl, delta=0.01 * liverMl + 1)
-        self.assertEqual(outcome.tableNode.GetNumberOfRows(), len(outcome.report["lesions"]))
+        self.assertLess(outcome.report["tumor_volume_ml"], 0.05 * liverMl)
+        self.assertEqual(outcome.table_node.GetNumberOfRows(), len(outcome.report["lesions"]))
+        self.assertIsNotNone(outcome.segmentation_node.GetSegmentation().GetSegment(
+            mrml.LIVER_SEGMENT.segment_id).GetRepresentation(
+            slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()))  # shown in 3D
         self.delayDisplay("Sample CT segmented")
 
     def test_Cancel(self):

@@ -4,9 +4,13 @@
   no Qt; safe in a background thread. ``load_package`` and ``segment`` can be swapped (tests, other engines).
 * :func:`apply_result` - main-thread half: labels -> "Liver"/"Liver tumor" segments, lesion table node,
   3D surfaces, via :mod:`LiverTumorSegLib.mrml` on the given scene.
+* :class:`SegmentationRun` - one run as the module's Logic does it: read the volume node (main thread),
+  compute in a :class:`~.background.BackgroundTask`, apply the result when the main thread polls.
 """
 import copy
 import dataclasses
+import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -14,6 +18,8 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.progress import ProgressReporter
 from LiverTumorSegLib.volume import CTVolume
+
+from . import background
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -112,3 +118,90 @@ def apply_result(scene: Any, result: Any, volume: CTVolume, input_volume_node: A
     if show_3d:
         mrml.show_segmentation_in_3d(segmentation_node)
     return segmentation_node, table_node
+
+
+class SegmentationOutcome:
+    """How a run ended: ``kind`` (:data:`~.background.DONE` | ``CANCELLED`` | ``FAILED``), the nodes written,
+    the lesion report, the error (failed) with its traceback text, and the wall time in seconds."""
+
+    def __init__(self, kind: str, segmentation_node: Any = None, table_node: Any = None,
+                 report: Optional[Dict[str, Any]] = None, error: Optional[BaseException] = None,
+                 details: str = "", seconds: float = 0.0) -> None:
+        self.kind = kind
+        self.segmentation_node = segmentation_node
+        self.table_node = table_node
+        self.report = report or {}
+        self.error = error
+        self.details = details
+        self.seconds = seconds
+
+
+class SegmentationRun:
+    """One segmentation run of the module, Slicer-safe: MRML is touched only in the constructor and in
+    :meth:`poll`, which the caller runs on the main thread (in Slicer from a ``qt.QTimer``).
+
+    The constructor copies ``input_volume_node`` into a :class:`CTVolume` (``(z, y, x)`` + LPS geometry);
+    ``compute(volume, options, progress, cancel)`` (default :func:`compute_segmentation`) then runs in a
+    worker thread (:meth:`start`) or here (:meth:`run_here`) on arrays only. ``progress(fraction, stage)`` is
+    called from :meth:`poll`. A run cancelled after its worker finished writes nothing either.
+    """
+
+    def __init__(self, scene: Any, input_volume_node: Any, options: SegmentationOptions,
+                 segmentation_node: Any = None, table_node: Any = None, replace_existing: bool = True,
+                 show_3d: bool = True, compute: Callable[..., Any] = compute_segmentation,
+                 progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None) -> None:
+        self.volume = mrml.ctvolume_from_volume_node(input_volume_node)
+        self._scene = scene
+        self._input_volume_node = input_volume_node
+        self._segmentation_node = segmentation_node
+        self._table_node = table_node
+        self._replace_existing = replace_existing
+        self._show_3d = show_3d
+        self._progress = progress
+        volume = self.volume
+        self.task = background.BackgroundTask(lambda report, token: compute(volume, options, report, token))
+        if cancel is not None:
+            self.task.cancel_token = cancel
+        self._start = time.time()
+
+    def start(self) -> "SegmentationRun":
+        """Compute in a worker thread; poll for the outcome."""
+        self._start = time.time()
+        self.task.start()
+        return self
+
+    def run_here(self) -> "SegmentationRun":
+        """Compute in the calling thread (blocks); poll once afterwards for the outcome."""
+        self._start = time.time()
+        self.task.run_here()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the computation to stop; the outcome will be ``cancelled`` and the scene unchanged."""
+        self.task.cancel()
+
+    def poll(self) -> Optional[SegmentationOutcome]:
+        """Main thread: forward progress, and once the worker ended apply its result; ``None`` while running.
+
+        A failure while writing into MRML is returned as a ``failed`` outcome, like a worker failure.
+        """
+        for event in self.task.poll():
+            seconds = time.time() - self._start
+            if event.kind == background.PROGRESS:
+                if self._progress:
+                    self._progress(event.fraction, event.stage)
+                continue
+            if event.kind == background.DONE and self.task.cancel_token.is_cancelled:
+                return SegmentationOutcome(background.CANCELLED, seconds=seconds)
+            if event.kind != background.DONE:
+                return SegmentationOutcome(event.kind, error=event.error, details=event.details, seconds=seconds)
+            try:
+                segmentation_node, table_node = apply_result(
+                    self._scene, event.result, self.volume, self._input_volume_node, self._segmentation_node,
+                    self._table_node, self._replace_existing, self._show_3d)
+            except Exception as exc:  # noqa: BLE001 - reported to the user by the caller
+                return SegmentationOutcome(background.FAILED, error=exc, details=traceback.format_exc(),
+                                           seconds=seconds)
+            return SegmentationOutcome(background.DONE, segmentation_node, table_node, event.result.report,
+                                       seconds=time.time() - self._start)
+        return None

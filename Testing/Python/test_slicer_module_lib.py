@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverTumorSeg"))
 
+from LiverTumorSegLib import mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, InputError  # noqa: E402
 from LiverTumorSegLib.progress import CancellationToken  # noqa: E402
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
@@ -244,3 +245,158 @@ def test_compute_segmentation_runs_the_real_library_on_a_tiny_package(tmp_path):
     assert result.labels.shape == (6, 32, 32) and result.labels.dtype == np.uint8
     assert set(np.unique(result.labels)) <= {0, 1, 2}
     assert "liver_volume_ml" in result.report and stages == sorted(stages) and stages[-1] == 1.0
+
+
+# ---- SegmentationRun: the Logic's run (volume node -> worker thread -> MRML on poll), slicer-core -----------
+
+def _headless_ct_node(scene, volume):
+    from vtk.util import numpy_support
+    import vtk
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    image = vtk.vtkImageData()
+    nz, ny, nx = volume.array.shape
+    image.SetDimensions(nx, ny, nz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(volume.array).ravel(), deep=True,
+        array_type=numpy_support.get_vtk_array_type(volume.array.dtype)))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(volume.geometry.ijk_to_ras()))
+    return node
+
+
+def _wait_for_outcome(run, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        outcome = run.poll()
+        if outcome is not None:
+            return outcome
+        time.sleep(0.02)
+    raise AssertionError("the run did not finish in time")
+
+
+def _labels_for(volume):
+    labels = np.zeros(volume.array.shape, np.uint8)
+    labels[1:3, 1:4, 1:5] = 1
+    labels[2, 2, 2] = 2
+    return labels
+
+
+def test_segmentation_run_writes_mrml_only_when_polled_on_the_calling_thread():
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib import mrml
+    scene = mrml.make_headless_scene()
+    volume = _volume()
+    node = _headless_ct_node(scene, volume)
+    release, threads, stages = threading.Event(), [], []
+
+    def compute(vol, options, progress, cancel):
+        threads.append(threading.current_thread().name)
+        np.testing.assert_array_equal(vol.array, volume.array)  # the node was read into arrays before
+        progress(0.5, "half")
+        release.wait(5)
+        return SimpleNamespace(labels=_labels_for(vol), report={"liver_volume_ml": 0.048, "tumor_volume_ml": 0.002,
+                                                                "tumor_burden_percent": 4.17, "lesions": []})
+
+    run = job.SegmentationRun(scene, node, job.SegmentationOptions("m"), compute=compute, show_3d=False,
+                              progress=lambda f, s: stages.append((f, s))).start()
+    time.sleep(0.2)
+    assert run.poll() is None and stages == [(0.5, "half")]
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0  # the worker never touches MRML
+    release.set()
+    outcome = _wait_for_outcome(run)
+    assert threads == ["LiverTumorSeg worker"] and outcome.kind == background.DONE
+    assert outcome.segmentation_node.GetName() == "CT liver segmentation"
+    np.testing.assert_array_equal(
+        mrml.segmentation_to_labels(outcome.segmentation_node, volume.geometry, volume.array.shape),
+        _labels_for(volume))
+    assert outcome.table_node.GetTable().GetNumberOfRows() == 0 and outcome.report["liver_volume_ml"] == 0.048
+
+
+def test_segmentation_run_cancelled_after_the_worker_finished_writes_nothing():
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib import mrml
+    scene = mrml.make_headless_scene()
+    node = _headless_ct_node(scene, _volume())
+    run = job.SegmentationRun(scene, node, job.SegmentationOptions("m"),
+                              compute=lambda v, o, p, c: SimpleNamespace(labels=_labels_for(v), report={}))
+    run.run_here()
+    run.cancel()  # e.g. the scene was closed between the worker's end and the next timer tick
+    assert run.poll().kind == background.CANCELLED
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_segmentation_run_failure_while_writing_mrml_is_a_failed_outcome():
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.errors import LabelError
+    scene = mrml.make_headless_scene()
+    node = _headless_ct_node(scene, _volume())
+    bad = lambda v, o, p, c: SimpleNamespace(labels=np.full(v.array.shape, 7, np.uint8), report={})  # noqa: E731
+    outcome = job.SegmentationRun(scene, node, job.SegmentationOptions("m"), compute=bad).run_here().poll()
+    assert outcome.kind == background.FAILED and isinstance(outcome.error, LabelError)
+    assert "only 0 (background), 1 (liver) and 2 (tumor)" in str(outcome.error) and "LabelError" in outcome.details
+    with pytest.raises(InputError, match="No input volume"):
+        job.SegmentationRun(scene, None, job.SegmentationOptions("m"))
+
+
+def test_bundled_model_on_the_sample_ct_through_the_module_run(tmp_path):
+    """End to end as in Slicer: NIfTI -> volume storage node -> SegmentationRun (real bundled model, worker
+    thread, CPU) -> segmentation node. The sample CT is cut to its upper 56 of 112 slices (the whole liver
+    lies in slices 70..111) to halve the run time; Dice vs the reference is 0.98 on the full CT too."""
+    slicer_module = pytest.importorskip("slicer")
+    torch = pytest.importorskip("torch")
+    nib = pytest.importorskip("nibabel")
+    from LiverTumorSegLib.package import resolve_model
+    try:
+        model = resolve_model("default")
+    except Exception:  # noqa: BLE001
+        pytest.skip("no bundled default model in Resources/Models")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _run_bundled_model_on_sample(tmp_path, slicer_module, nib, model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_bundled_model_on_sample(tmp_path, slicer_module, nib, model):
+    from LiverTumorSegLib import resources
+    ct_path = tmp_path / "ct.nii.gz"
+    nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 56:], str(ct_path))
+    reference_img = nib.load(str(resources.sample_reference_path())).slicer[:, :, 56:]
+    reference = np.asarray(reference_img.dataobj).transpose(2, 1, 0) > 0  # (z, y, x)
+
+    scene = mrml.make_headless_scene()
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
+    storage = slicer_module.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(ct_path))
+    assert storage.ReadData(node)
+
+    stages = []
+    options = job.SegmentationOptions(str(model), device="cpu")
+    run = job.SegmentationRun(scene, node, options, show_3d=False, progress=lambda f, s: stages.append(f)).start()
+    outcome = _wait_for_outcome(run, timeout=300)
+    assert outcome.kind == background.DONE, outcome.details
+    assert stages == sorted(stages) and stages[-1] == 1.0
+
+    seg = outcome.segmentation_node
+    segmentation = seg.GetSegmentation()
+    assert list(segmentation.GetSegmentIDs()) == ["livertumorseg_liver", "livertumorseg_tumor"]
+    for spec in mrml.SEGMENTS:
+        segment = segmentation.GetSegment(spec.segment_id)
+        assert segment.GetName() == spec.name
+        np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-6)
+        assert mrml.segment_terminology_tag(segment) == spec.terminology_tag()
+    assert "SCT^10200004^Liver" in mrml.segment_terminology_tag(segmentation.GetSegment("livertumorseg_liver"))
+    assert "SCT^108369006^Neoplasm" in mrml.segment_terminology_tag(segmentation.GetSegment("livertumorseg_tumor"))
+    assert seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole()).GetID() == node.GetID()
+
+    volume = run.volume
+    labels = mrml.segmentation_to_labels(seg, volume.geometry, volume.array.shape)
+    predicted = labels >= 1
+    dice = 2.0 * np.logical_and(predicted, reference).sum() / (predicted.sum() + reference.sum())
+    liver_ml = predicted.sum() * volume.geometry.voxel_volume_ml
+    assert dice > 0.9, dice
+    assert 900.0 < liver_ml < 1400.0 and abs(liver_ml - outcome.report["liver_volume_ml"]) < 1e-6  # ref 1123 mL
+    assert outcome.table_node.GetTable().GetNumberOfRows() == len(outcome.report["lesions"])

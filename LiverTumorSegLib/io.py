@@ -520,19 +520,19 @@ def _describe_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
     lx = tuple(reversed(label.shape_zyx))
     rx = tuple(reversed(reference.shape_zyx))
     if compare_shape and lx != rx:
-        problems.append(f"size (x, y, z) {lx} vs the CT's {rx} voxels")
+        problems.append(f"size (x, y, z) {lx} vs the reference's {rx} voxels")
     lg, rg = label.geometry, reference.geometry
     d_spacing = np.abs(np.subtract(lg.spacing, rg.spacing)).max()
     if d_spacing > tolerance:
-        problems.append(f"spacing (x, y, z) {_fmt(lg.spacing)} mm vs the CT's {_fmt(rg.spacing)} mm")
+        problems.append(f"spacing (x, y, z) {_fmt(lg.spacing)} mm vs the reference's {_fmt(rg.spacing)} mm")
     d_origin = float(np.abs(np.subtract(lg.origin, rg.origin)).max())
     if d_origin > tolerance:
-        problems.append(f"origin (LPS) {_fmt(lg.origin)} vs the CT's {_fmt(rg.origin)} (off by up to "
+        problems.append(f"origin (LPS) {_fmt(lg.origin)} vs the reference's {_fmt(rg.origin)} (off by up to "
                         f"{d_origin:.4g} mm)")
     d_dir = float(np.abs(np.subtract(lg.direction, rg.direction)).max())
     if d_dir > tolerance:
-        problems.append(f"direction {_fmt(lg.direction)} vs the CT's {_fmt(rg.direction)} (cosines differ by up "
-                        f"to {d_dir:.3g})")
+        problems.append(f"direction {_fmt(lg.direction)} vs the reference's {_fmt(rg.direction)} (cosines differ "
+                        f"by up to {d_dir:.3g})")
     return problems
 
 
@@ -559,8 +559,9 @@ def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> 
         out = CTVolume(array=arr, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
         out.meta.setdefault("warnings", []).append("label map stored in another axis order; reoriented to the CT")
         return out
-    raise LabelError(f"Label map '{label.source}' does not match CT '{reference.source}': " + "; ".join(problems)
-                     + ". Use the label map made for this CT (same grid), or resample it onto the CT first.")
+    raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
+                     + "; ".join(problems) + ". Use the label map made for this image (same grid), or resample it "
+                     "onto the reference grid first.")
 
 
 def check_label_values(array: np.ndarray, source: str = "label map",
@@ -599,7 +600,7 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     Values must be integers in ``allowed_values`` (default 0 background, 1 liver, 2 tumor), else
     LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
     within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
-    same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the CT's layout; any other
+    same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the reference's layout; any other
     difference raises LabelError saying what differs and by how much.
     """
     volume = read_volume(path, series=series)

@@ -350,6 +350,16 @@ def test_evaluate_folders_without_matching_cases(tmp_path, capsys):
     record("eval_no_cases", "evaluate", line, tmp_path)
 
 
+@pytest.mark.xfail(strict=True, reason="evaluate creates -o OUT_DIR before reading the cases (commands/evaluate.py, "
+                   "owned by the metrics area); remove this mark once it creates the folder only after reading")
+def test_evaluate_failure_leaves_no_empty_output_folder(tmp_path, capsys):
+    pred = make_label_bad_values(tmp_path)
+    ref = _reference_label(tmp_path)
+    code, out, err = run_cli(["evaluate", "--pred", pred, "--ref", ref, "-o", tmp_path / "eval"], capsys)
+    assert code == 2
+    assert not (tmp_path / "eval").exists()
+
+
 def test_evaluate_bad_reference_is_named(tmp_path, capsys):
     pred = _reference_label(tmp_path)
     ref = make_label_bad_values(tmp_path)

@@ -378,7 +378,7 @@ def test_label_reference_mismatch_says_what_differs(tmp_path):
     base = AFFINES["ras"]
 
     p = _write_nifti(tmp_path / "size.nii.gz", np.zeros((6, 5, 3), np.uint8), base)
-    with pytest.raises(LabelError, match=r"size \(x, y, z\) \(6, 5, 3\) vs the CT's \(6, 5, 4\)"):
+    with pytest.raises(LabelError, match=r"size \(x, y, z\) \(6, 5, 3\) vs the reference's \(6, 5, 4\)"):
         read_label_map(p, reference=ct)
 
     shifted = base.copy()
@@ -389,7 +389,7 @@ def test_label_reference_mismatch_says_what_differs(tmp_path):
 
     spaced = make_affine(np.eye(3), (0.8, 0.9, 3.0), base[:3, 3])
     p = _write_nifti(tmp_path / "spacing.nii.gz", labels_xyz, spaced)
-    with pytest.raises(LabelError, match=r"spacing \(x, y, z\) \(0.8, 0.9, 3\) mm vs the CT's \(0.8, 0.9, 2.5\)"):
+    with pytest.raises(LabelError, match=r"spacing \(x, y, z\) \(0.8, 0.9, 3\) mm vs the reference's \(0.8, 0.9, 2.5\)"):
         read_label_map(p, reference=ct)
 
     rotated = make_affine(rotation_xyz(0, 0, 10), (0.8, 0.9, 2.5), base[:3, 3])

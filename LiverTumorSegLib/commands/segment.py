@@ -32,6 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     p.add_argument("--report", default=None, help="lesion report to write (.json or .csv)")
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
+    p.add_argument("--probabilities", default=None, metavar="PROB",
+                   help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
+                        "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")
     p.add_argument("--keep-all-liver-components", action="store_true",
@@ -113,6 +116,8 @@ def format_summary(result: Any) -> str:
         lines.append(f"report: {result.report_path}")
     if result.preview_path:
         lines.append(f"preview: {result.preview_path}")
+    if getattr(result, "probability_path", None):
+        lines.append(f"tumor probability (uint8, 255 = 1.0): {result.probability_path}")
     return "\n".join(lines)
 
 
@@ -136,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                               report_path=args.report, overwrite=args.overwrite, series=args.series,
                               postprocessing=postprocessing_from_args(args), tta_flip=args.tta,
                               two_stage=args.two_stage, backend=args.backend, batch_size=args.batch_size,
-                              allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress)
+                              allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress,
+                              probability_path=args.probabilities)
     finally:
         progress.close()
     print(format_summary(result))

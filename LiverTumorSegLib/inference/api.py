@@ -30,7 +30,8 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"
 @dataclass
 class SegmentationResult:
     """``labels``: ``(z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor) in the input geometry ``geometry``;
-    ``report``: :func:`lesion_report` dict plus run facts; ``warnings``: input check messages."""
+    ``report``: :func:`lesion_report` dict plus run facts; ``warnings``: input check messages;
+    ``tumor_probability``: ``(z, y, x)`` uint8 ``round(255 * p_tumor)`` before post-processing, when asked."""
 
     labels: np.ndarray
     geometry: ImageGeometry
@@ -41,6 +42,8 @@ class SegmentationResult:
     output_path: Optional[Path] = None
     report_path: Optional[Path] = None
     preview_path: Optional[Path] = None
+    tumor_probability: Optional[np.ndarray] = None
+    probability_path: Optional[Path] = None
 
 
 def slicer_available() -> bool:
@@ -80,20 +83,26 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                    tta_flip: bool = False, two_stage: bool = False, backend: str = "torch",
                    batch_size: Optional[int] = None, threads: Optional[int] = None, engine: Any = None,
-                   ) -> SegmentationResult:
+                   tumor_probability: bool = False) -> SegmentationResult:
     """Segment a CT volume ``(z, y, x)`` (HU) with a model package; labels come back in its geometry.
 
     ``postprocessing``: None = defaults (:class:`PostprocessingOptions`); use
     ``PostprocessingOptions.disabled()`` for raw network output. ``engine``: reuse an existing engine.
+    ``tumor_probability``: also keep the network's tumor probability (uint8 0..255, input geometry).
     """
     start = time.perf_counter()
     reporter = ProgressReporter(progress)
     options = postprocessing if postprocessing is not None else PostprocessingOptions()
     engine = engine or make_engine(package, device, tta_flip, backend, batch_size, threads)
+    probability = None
     if two_stage:
         from .twostage import segment_two_stage
 
-        labels = segment_two_stage(volume, engine, progress=reporter.sub(0.0, 0.9), cancel=cancel)
+        out = segment_two_stage(volume, engine, progress=reporter.sub(0.0, 0.9), cancel=cancel,
+                                with_probability=tumor_probability)
+        labels, probability = out if tumor_probability else (out, None)
+    elif tumor_probability:
+        labels, probability = engine.predict_with_probability(volume, progress=reporter.sub(0.0, 0.9), cancel=cancel)
     else:
         labels = engine.predict(volume, progress=reporter.sub(0.0, 0.9), cancel=cancel)
     if cancel is not None:
@@ -113,7 +122,7 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
     })
     reporter(1.0, "done")
     return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, device=device_text,
-                              seconds=time.perf_counter() - start)
+                              seconds=time.perf_counter() - start, tumor_probability=probability)
 
 
 def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
@@ -145,10 +154,12 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
                  two_stage: bool = False, backend: str = "torch", batch_size: Optional[int] = None,
                  allow_non_hu: bool = False, preview_path: Any = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
-                 threads: Optional[int] = None, package: Any = None, engine: Any = None) -> SegmentationResult:
+                 threads: Optional[int] = None, package: Any = None, engine: Any = None,
+                 probability_path: Any = None) -> SegmentationResult:
     """Read ``input_path`` (file or DICOM folder, ``series`` UID), segment, write ``output_path`` (labels 0/1/2
     in the input geometry; format from the extension), optionally ``report_path`` (.json/.csv) and
-    ``preview_path`` (.png). ``model``: name or package path (ignored when ``package``/``engine`` given).
+    ``preview_path`` (.png) and ``probability_path`` (tumor probability, uint8 ``round(255 * p)`` before
+    post-processing, input geometry; .nii.gz/.nii/.nrrd/.mha; ``evaluate --prob`` reads it). ``model``: name or package path (ignored when ``package``/``engine`` given).
     All outputs are checked before any work and written only after success."""
     from ..io import read_volume
 
@@ -167,9 +178,16 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
             raise InputError(f"Preview '{preview_path}' must end in .png.")
         check_can_write(preview_path, overwrite)
         outputs.append(preview_path)
+    if probability_path is not None:
+        probability_path = Path(probability_path)
+        if full_suffix(probability_path) not in LABEL_MAP_SUFFIXES:
+            raise InputError(f"Probability map '{probability_path}' has an unsupported extension "
+                             f"'{full_suffix(probability_path)}'; use .nii.gz, .nii, .nrrd or .mha.")
+        check_can_write(probability_path, overwrite)
+        outputs.append(probability_path)
     resolved = [p.resolve() for p in outputs]
     if len(set(resolved)) != len(resolved) or Path(input_path).resolve() in resolved:
-        raise InputError("The input, output, report and preview paths must all be different files.")
+        raise InputError("The input, output, report, preview and probability paths must all be different files.")
 
     reporter(0.0, "reading")
     volume = read_volume(input_path, series=series)
@@ -189,7 +207,7 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
     result = segment_volume(volume, package, device=device, postprocessing=postprocessing,
                             progress=reporter.sub(0.05, 0.95), cancel=cancel, tta_flip=tta_flip,
                             two_stage=two_stage, backend=backend, batch_size=batch_size, threads=threads,
-                            engine=engine)
+                            engine=engine, tumor_probability=probability_path is not None)
     result.warnings = warnings
     result.report["warnings"] = warnings
     if cancel is not None:
@@ -206,8 +224,14 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
 
             tmp_preview = stack.enter_context(atomic_output(preview_path, overwrite))
             save_overlay_preview(tmp_preview, volume, result.labels, overwrite=True)
+        if probability_path is not None:
+            from ..io import write_volume
+
+            tmp_probability = stack.enter_context(atomic_output(probability_path, overwrite))
+            write_volume(tmp_probability, CTVolume(result.tumor_probability, volume.geometry), overwrite=True)
         if cancel is not None:
             cancel.raise_if_cancelled()
     result.output_path, result.report_path, result.preview_path = output_path, report_path, preview_path
+    result.probability_path = probability_path
     reporter(1.0, "done")
     return result

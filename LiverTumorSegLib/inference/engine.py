@@ -17,7 +17,7 @@ non-blocking copies; batch ``i+1`` is prepared on the CPU while the GPU computes
 size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, optional ONNX Runtime.
 """
 import logging
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -163,6 +163,8 @@ class SliceInferenceEngine:
         self.batch_size = int(batch_size) if batch_size else None
         self.threads = int(threads) if threads else cpu_thread_count()
         self._batch_predictor = batch_predictor
+        self._probability_out = None  # type: Optional[np.ndarray]
+        self._class_index = 2
         self._onnx = None
         self.amp_dtype = None
         self.model = getattr(self.package, "model", None)
@@ -207,15 +209,46 @@ class SliceInferenceEngine:
         reporter(1.0, "done")
         return result
 
+    def predict_with_probability(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
+                                 cancel: Optional[CancellationToken] = None, class_index: int = 2,
+                                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(labels, probability)``, both ``(z, y, x)`` uint8 on ``volume``'s grid and orientation.
+
+        ``probability`` is the network's softmax probability of class ``class_index`` (2 = tumor), before
+        post-processing, scaled to 0..255 (``round(255 * p)``): one byte per voxel instead of a float copy.
+        """
+        from ..orientation import canonicalize
+
+        reporter = ProgressReporter(progress)
+        reporter(0.0, "reorienting")
+        canonical, reorientation = canonicalize(volume)
+        probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
+        labels = self.predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel,
+                                        probability_out=probability, class_index=class_index)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        labels = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
+        probability = np.ascontiguousarray(reorientation.from_canonical(probability))
+        reporter(1.0, "done")
+        return labels, probability
+
     def predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback] = None,
-                          cancel: Optional[CancellationToken] = None) -> np.ndarray:
-        """Labels ``(z, y, x)`` uint8 for a volume already in canonical orientation."""
+                          cancel: Optional[CancellationToken] = None, probability_out: Optional[np.ndarray] = None,
+                          class_index: int = 2) -> np.ndarray:
+        """Labels ``(z, y, x)`` uint8 for a volume already in canonical orientation.
+
+        ``probability_out``: optional uint8 ``(z, y, x)`` array (canonical grid) that receives
+        ``round(255 * p)`` of class ``class_index``, batch by batch.
+        """
         from ..preprocessing import SlicePreprocessor
 
         reporter = progress if isinstance(progress, ProgressReporter) else ProgressReporter(progress)
         reporter(0.0, "preprocessing")
         prepared = SlicePreprocessor(self.preprocessing).prepare(canonical)
         count = int(prepared.num_slices)
+        if probability_out is not None and probability_out.shape != tuple(canonical.shape_zyx):
+            raise ValueError(f"probability_out has shape {probability_out.shape}, expected {canonical.shape_zyx}")
+        self._probability_out, self._class_index = probability_out, int(class_index)
         labels = np.zeros(canonical.shape_zyx, dtype=np.uint8)
         if count == 0:
             reporter(1.0, "segmenting")
@@ -261,6 +294,12 @@ class SliceInferenceEngine:
         probs = pending.get()
         native = prepared.restore(probs)  # (n, K, y, x) float32 on the canonical grid
         labels[pending.indices] = argmax_channels(native)
+        if self._probability_out is not None:
+            if not 0 <= self._class_index < native.shape[1]:
+                raise InputError(f"The network has {native.shape[1]} classes; there is no class {self._class_index} "
+                                 f"to write probabilities for.")
+            scaled = native[:, self._class_index] * 255.0
+            self._probability_out[pending.indices] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         return len(pending.indices)
 
     def _submit(self, indices: List[int], x: np.ndarray) -> _Pending:

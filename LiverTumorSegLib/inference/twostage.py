@@ -64,11 +64,13 @@ def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_
 
 def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Optional[object] = None,
                       factor: int = 2, margin_mm: float = 15.0, progress: Optional[ProgressCallback] = None,
-                      cancel: Optional[CancellationToken] = None) -> np.ndarray:
+                      cancel: Optional[CancellationToken] = None, with_probability: bool = False) -> object:
     """Labels ``(z, y, x)`` uint8 on ``volume``'s grid via coarse localisation + fine crop segmentation.
 
     ``fine_engine`` / ``coarse_engine``: objects with ``predict(volume, progress, cancel)`` (normally
     :class:`SliceInferenceEngine`; the coarse one defaults to the fine one).
+    ``with_probability``: return ``(labels, tumor probability uint8 0..255)`` from the fine engine's
+    ``predict_with_probability`` (0 outside the crop) instead of labels alone.
     """
     reporter = ProgressReporter(progress)
     coarse_engine = coarse_engine or fine_engine
@@ -78,10 +80,18 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm)
     if box is None:
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
+        if with_probability:
+            return fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
         return fine_engine.predict(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
     log.debug("Two-stage crop (z, y, x): %s", [(b.start, b.stop) for b in box])
-    crop_labels = fine_engine.predict(crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel)
     labels = np.zeros(volume.shape_zyx, dtype=np.uint8)
+    if with_probability:
+        crop_labels, crop_probability = fine_engine.predict_with_probability(
+            crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel)
+        probability = np.zeros(volume.shape_zyx, dtype=np.uint8)
+        probability[box] = crop_probability
+    else:
+        crop_labels = fine_engine.predict(crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel)
     labels[box] = crop_labels
     reporter(1.0, "done")
-    return labels
+    return (labels, probability) if with_probability else labels

@@ -221,3 +221,29 @@ def test_auto_backend_uses_onnx_and_falls_back_to_torch_when_export_fails(tmp_pa
     explicit = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
     with pytest.raises(RuntimeError, match="unsupported operator"):
         explicit.predict_batch_probabilities(x)
+
+
+def soft_oracle_predictor(x_nchw):
+    """Oracle with a known non-binary tumor probability: 0.6 on tumor voxels, 0.2 elsewhere."""
+    probs = oracle_predictor(x_nchw)
+    tumor = probs[:, 2] > 0
+    out = np.empty_like(probs)
+    out[:, 2] = np.where(tumor, 0.6, 0.2)
+    out[:, 1] = np.where(tumor, 0.3, probs[:, 1] * 0.7)
+    out[:, 0] = 1.0 - out[:, 1] - out[:, 2]
+    return out
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_tumor_probability_lands_in_input_geometry_as_uint8(orientation):
+    ph = corner_phantom()
+    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=5,
+                                  batch_predictor=soft_oracle_predictor)
+    labels, probability = engine.predict_with_probability(volume)
+    np.testing.assert_array_equal(labels, expected)
+    assert probability.dtype == np.uint8 and probability.shape == volume.shape_zyx
+    np.testing.assert_array_equal(probability, np.where(expected == 2, 153, 51))  # round(255 * 0.6), 255 * 0.2
+    np.testing.assert_array_equal(engine.predict(volume), expected)  # plain predict unaffected afterwards
+    with pytest.raises(InputError, match="no class 5"):
+        engine.predict_with_probability(volume, class_index=5)

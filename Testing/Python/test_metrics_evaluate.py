@@ -107,3 +107,16 @@ def test_evaluate_user_errors(dataset, tmp_path, capsys):
     assert "does not match" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(tmp_path / "o4"),
                  "--detection-iou", "1.5"]) == 2
+
+
+def test_probability_scores_scaling_and_range_errors():
+    from LiverTumorSegLib.commands.evaluate import probability_scores
+    from LiverTumorSegLib.errors import InputError
+
+    np.testing.assert_allclose(probability_scores(np.array([0, 51, 255], np.uint8), "p"), [0.0, 0.2, 1.0])
+    np.testing.assert_allclose(probability_scores(np.array([0, 1], np.uint8), "p"), [0.0, 1.0])  # binary map
+    np.testing.assert_allclose(probability_scores(np.array([0.25, 0.5], np.float32), "p"), [0.25, 0.5])
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        probability_scores(np.array([-3.0, 4.0], np.float32), "logits.nii.gz")
+    with pytest.raises(InputError, match="0..255"):
+        probability_scores(np.array([0, 1000], np.int16), "p")

@@ -216,3 +216,32 @@ def test_cli_sample_prints_liver_dice(tmp_path, capsys):
     dice = float(text.split("liver Dice vs bundled reference:")[1].split()[0])
     assert dice > 0.9  # 0.980 with the bundled model
     assert read_label_map(out, reference=read_volume(resources.sample_ct_path())).array.max() >= 1
+
+
+def test_probability_map_written_in_input_geometry_and_read_by_evaluate(tmp_path, capsys):
+    ct_path, expected = write_phantom(tmp_path, "permuted")
+    prob_path = tmp_path / "prob.nii.gz"
+    result = segment_file(ct_path, tmp_path / "seg.nii.gz", engine=oracle_engine(), probability_path=prob_path,
+                          postprocessing=PostprocessingOptions.disabled())
+    assert result.probability_path == prob_path
+    import nibabel
+
+    assert nibabel.load(str(prob_path)).get_data_dtype() == np.uint8  # one byte per voxel on disk
+    written = read_volume(prob_path)
+    np.testing.assert_array_equal(written.array, np.where(expected == 2, 255, 0))
+    np.testing.assert_allclose(written.geometry.ijk_to_ras(), read_volume(ct_path).geometry.ijk_to_ras())
+    # two-stage gives the same map here (the oracle is exact; outside the crop the probability is 0)
+    two = segment_file(ct_path, tmp_path / "seg2.nii.gz", engine=oracle_engine(), two_stage=True,
+                       probability_path=tmp_path / "prob2.nii.gz", postprocessing=PostprocessingOptions.disabled())
+    np.testing.assert_array_equal(two.tumor_probability, written.array)
+    # evaluate --prob reads the uint8 map as 255 x p: a perfect tumor score -> AUC 1
+    code = main(["evaluate", "--pred", str(tmp_path / "seg.nii.gz"), "--ref", str(tmp_path / "seg.nii.gz"),
+                 "-o", str(tmp_path / "ev"), "--prob", str(prob_path)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["roc_pooled"]["auc"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="unsupported extension"):
+        segment_file(ct_path, tmp_path / "s3.nii.gz", engine=oracle_engine(), probability_path=tmp_path / "p.png")
+    with pytest.raises(InputError, match="different"):
+        segment_file(ct_path, tmp_path / "s3.nii.gz", engine=oracle_engine(),
+                     probability_path=tmp_path / "s3.nii.gz")

@@ -94,6 +94,25 @@ def test_dice_matches_monai_dicemetric_on_random_blobs():
         assert overlap.dice(a, b) == pytest.approx(float(expected), abs=1e-6)
 
 
+def test_iou_and_confusion_metrics_match_monai_on_random_blobs():
+    torch = pytest.importorskip("torch")
+    from monai.metrics import MeanIoU, get_confusion_matrix, compute_confusion_matrix_metric
+
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        a, b = random_blob(rng, fraction=rng.uniform(0.1, 0.6)), random_blob(rng)
+        ta = torch.from_numpy(a[None, None].astype(np.float32))
+        tb = torch.from_numpy(b[None, None].astype(np.float32))
+        expected_iou = MeanIoU(include_background=True, reduction="none")(ta, tb)
+        assert overlap.iou(a, b) == pytest.approx(float(expected_iou), abs=1e-6)
+        matrix = get_confusion_matrix(ta, tb, include_background=True)
+        for ours, monai_name in ((overlap.precision, "precision"), (overlap.sensitivity, "sensitivity"),
+                                 (overlap.specificity, "specificity"), (overlap.accuracy, "accuracy"),
+                                 (overlap.f1, "f1 score")):
+            expected = compute_confusion_matrix_metric(monai_name, matrix)
+            assert ours(a, b) == pytest.approx(float(expected), abs=1e-6), monai_name
+
+
 # ------------------------------------------------------------------------------------------------ surface
 def test_surface_voxels_are_face_connected_boundary():
     a = cube((8, 8, 8), (2, 2, 2), 4)

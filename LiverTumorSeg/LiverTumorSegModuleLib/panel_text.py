@@ -18,17 +18,30 @@ def validation_dice(validation: Dict[str, Any]) -> List[str]:
     return found
 
 
+def _looks_like_path(text: str) -> bool:
+    """A single file path such as '/root/out/cases.csv' (no spaces, has a separator or a data-list suffix)."""
+    text = text.strip()
+    return " " not in text and ("/" in text or "\\" in text or text.lower().endswith((".csv", ".json", ".yaml")))
+
+
 def training_data_text(training: Dict[str, Any]) -> str:
-    """One line about the training data from a package's ``training`` block ('' when absent)."""
+    """One line about the training data from a package's ``training`` block ('' when absent).
+
+    Prefers a written description; a file path (the training machine's data list, meaningless to a user) is
+    replaced by the number of training cases when the block has one.
+    """
     if not training:
         return ""
-    for key in ("data", "dataset", "data_summary", "summary"):
+    for key in ("data_description", "description", "dataset", "data_summary", "summary", "data"):
         value = training.get(key)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and not _looks_like_path(value):
             return value
         if isinstance(value, dict) and value:
             return ", ".join(f"{k}: {v}" for k, v in sorted(value.items()) if not isinstance(v, (dict, list)))
-    return ""
+    count = training.get("num_train_cases")
+    if count is None and isinstance(training.get("cases"), list):
+        count = len(training["cases"])
+    return f"{int(count)} training case(s)" if isinstance(count, (int, float)) else ""
 
 
 def describe_model(metadata: Dict[str, Any]) -> str:
@@ -46,8 +59,11 @@ def describe_model(metadata: Dict[str, Any]) -> str:
     data = training_data_text(metadata.get("training") or {})
     if data:
         lines.append(f"Training data: {data}")
-    dice = validation_dice(metadata.get("validation") or {})
-    lines.append("Validation: " + ("; ".join(dice) if dice else "no Dice reported"))
+    validation = metadata.get("validation") or {}
+    dice = validation_dice(validation)
+    method = validation.get("method") if isinstance(validation.get("method"), str) else ""
+    lines.append("Validation" + (f" ({method.split(':')[0].strip()})" if method else "") + ": "
+                 + ("; ".join(dice) if dice else "no Dice reported"))
     return "\n".join(lines)
 
 

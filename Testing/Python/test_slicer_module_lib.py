@@ -400,3 +400,26 @@ def _run_bundled_model_on_sample(tmp_path, slicer_module, nib, model):
     assert dice > 0.9, dice
     assert 900.0 < liver_ml < 1400.0 and abs(liver_ml - outcome.report["liver_volume_ml"]) < 1e-6  # ref 1123 mL
     assert outcome.table_node.GetTable().GetNumberOfRows() == len(outcome.report["lesions"])
+
+
+def test_training_data_text_prefers_description_and_hides_build_machine_paths():
+    assert panel_text.training_data_text({"data": "/root/out/cases.csv", "cases": ["a", "b", "c"]}) == \
+        "3 training case(s)"
+    assert panel_text.training_data_text({"data": "C:\\\\data\\\\x", "num_train_cases": 131}) == "131 training case(s)"
+    assert panel_text.training_data_text({"data": "/root/out/cases.csv",
+                                          "data_description": "3 real CTs"}) == "3 real CTs"
+    assert panel_text.training_data_text({"data": "/x.csv"}) == ""
+    assert panel_text.training_data_text({"data": "LiTS liver/tumor CTs (131)"}) == "LiTS liver/tumor CTs (131)"
+    text = panel_text.describe_model({"validation": {"dice_liver_mean": 0.7329,
+                                                     "method": "leave-one-patient-out over 3 patients: details"}})
+    assert text == "Validation (leave-one-patient-out over 3 patients): dice liver mean 0.733"
+
+
+def test_describe_model_of_the_bundled_package_shows_its_training_data_not_a_path():
+    from LiverTumorSegLib.package import read_package_metadata, resolve_model
+    try:
+        metadata = read_package_metadata(resolve_model("default"))
+    except Exception:  # noqa: BLE001
+        pytest.skip("no bundled default model in Resources/Models")
+    text = panel_text.describe_model(metadata)
+    assert "Training data: " in text and "/root/" not in text and "dice liver" in text

@@ -101,6 +101,9 @@ def test_top_level_cmake_is_a_slicer_extension():
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
     assert "add_subdirectory(LiverTumorSeg)" in text
     assert "include(${Slicer_EXTENSION_CPACK})" in text
+    icon = re.search(r'set\(EXTENSION_ICONURL "[^"]+/main/([^"]+)"\)', text).group(1)
+    screenshot = re.search(r'set\(EXTENSION_SCREENSHOTURLS "[^"]+/main/([^"]+)"\)', text).group(1)
+    assert (ROOT / icon).is_file() and (ROOT / screenshot).is_file(), "icon / screenshot URLs name files in this repo"
 
 
 def test_module_cmake_builds_module_and_library_from_the_file_lists():
@@ -157,3 +160,65 @@ def test_cmake_lists_every_module_file_and_resource():
     models = {p.relative_to(ROOT).as_posix() for p in (ROOT / "Resources" / "Models").rglob("*")
               if p.is_file() and not p.name.startswith(".")}
     assert models <= shared, f"model files CMake would not install: {sorted(models - shared)}"
+
+
+def _dotted(node) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def test_slicer_util_calls_exist_and_accept_their_keywords():
+    """Every ``slicer.util.X(...)`` the module calls exists in Slicer's real util.py (shipped by slicer-core)
+    and accepts the keyword arguments given; every ``slicer.vtk*`` class it names exists."""
+    pytest.importorskip("slicer")
+    import inspect
+
+    import slicer
+    import slicer.util
+
+    calls, used, classes = [], set(), set()
+    for node in ast.walk(_module_tree()):
+        if isinstance(node, ast.Call) and _dotted(node.func).startswith("slicer.util."):
+            calls.append((_dotted(node.func).split(".")[2], [k.arg for k in node.keywords if k.arg]))
+        if isinstance(node, ast.Attribute) and _dotted(node).startswith("slicer.util."):
+            used.add(_dotted(node).split(".")[2])  # called or passed on (pip_install, confirmOkCancelDisplay)
+        if isinstance(node, ast.Attribute) and _dotted(node).startswith("slicer.vtk"):
+            classes.add(_dotted(node).split(".")[1])
+    assert {"pip_install", "confirmOkCancelDisplay", "errorDisplay", "loadVolume"} <= used
+    missing = sorted(name for name in used if not hasattr(slicer.util, name))
+    assert not missing, f"slicer.util has no {missing}"
+    for name, keywords in calls:
+        function = getattr(slicer.util, name, None)
+        assert function is not None, f"slicer.util.{name} does not exist"
+        parameters = inspect.signature(function).parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+        for keyword in keywords:
+            assert keyword in parameters or takes_any, f"slicer.util.{name} has no argument '{keyword}'"
+    assert classes, "expected slicer.vtk* classes in the module"
+    missing = sorted(c for c in classes if not hasattr(slicer, c))
+    assert not missing, f"classes absent from slicer: {missing}"
+
+
+def test_ui_defaults_equal_parameter_node_defaults():
+    """A fresh panel shows what the parameter node will hold (the Slicer-free render too)."""
+    parameter_class = next(n for n in _module_tree().body
+                           if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegParameterNode")
+    defaults = {s.target.id: ast.literal_eval(s.value) for s in parameter_class.body
+                if isinstance(s, ast.AnnAssign) and s.value is not None}
+    checked = 0
+    for cls, props in _ui_widgets().values():
+        name = props.get("SlicerParameterName")
+        if name not in defaults:
+            continue
+        if cls == "QCheckBox":
+            assert (props.get("checked") == "true") == defaults[name], name
+            checked += 1
+        elif cls == "QDoubleSpinBox":
+            assert float(props.get("value", "0")) == pytest.approx(defaults[name]), name
+            checked += 1
+    assert checked == 7  # overrideWindow, three post-processing switches, level, width, smallest lesion

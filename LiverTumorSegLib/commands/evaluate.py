@@ -242,7 +242,6 @@ def evaluate_folders(args) -> Dict[str, object]:
     out_dir = Path(args.output_dir)
     paths = _output_paths(out_dir)
     _check_outputs(paths, args.overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = []
     roc = RocAccumulator() if probs else None
@@ -262,6 +261,7 @@ def evaluate_folders(args) -> Dict[str, object]:
                            "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2"}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a case that fails to read leaves no empty folder
     written = [write_case_table(rows, paths["table"], overwrite=args.overwrite)]
     curve = roc.curve() if roc is not None else None
     if curve is not None:
@@ -273,7 +273,10 @@ def evaluate_folders(args) -> Dict[str, object]:
         boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
         if boxplots is not None:
             written.append(boxplots)
-        if curve is not None and math.isfinite(curve.auc):  # AUC is NaN when one class is absent
+        if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
+            log.warning("No ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
+                        "true-positive rate is undefined.", args.prob_structure)
+        if curve is not None and math.isfinite(curve.auc):
             written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
                                           title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
                                           overwrite=args.overwrite))
@@ -282,7 +285,7 @@ def evaluate_folders(args) -> Dict[str, object]:
 
 
 def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def run(args) -> int:
@@ -302,6 +305,9 @@ def run(args) -> int:
         print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
               f"recall {_fmt(detection['recall'])}")
+    roc = summary.get("roc_pooled")
+    if roc:
+        print(f"  pooled ROC AUC ({roc['structure']} voxels): {_fmt(roc['auc'])}")
     for path in result["written"]:
         print(f"wrote {path}")
     return 0

@@ -120,3 +120,23 @@ def test_probability_scores_scaling_and_range_errors():
         probability_scores(np.array([-3.0, 4.0], np.float32), "logits.nii.gz")
     with pytest.raises(InputError, match="0..255"):
         probability_scores(np.array([0, 1000], np.int16), "p")
+
+
+def test_prob_without_reference_tumor_warns_and_failed_read_leaves_no_folder(tmp_path, capsys, caplog):
+    phantom = make_phantom(shape_zyx=(8, 24, 24), lesions=[], seed=0)
+    geometry = phantom.ct.geometry
+    write_label_map(tmp_path / "ref.nii.gz", phantom.labels, geometry)
+    write_label_map(tmp_path / "pred.nii.gz", phantom.labels, geometry)
+    write_volume(tmp_path / "prob.nii.gz", phantom.ct.with_array(np.full(phantom.labels.shape, 0.25, np.float32)))
+    code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "-o", str(tmp_path / "out"), "--prob", str(tmp_path / "prob.nii.gz")])
+    assert code == 0
+    assert "No ROC curve" in caplog.text and "pooled ROC AUC (tumor voxels): n/a" in capsys.readouterr().out
+    assert not list((tmp_path / "out" / "plots").glob("roc_*.png"))
+    # logits instead of probabilities: one-line error, and no output folder left behind
+    write_volume(tmp_path / "logits.nii.gz", phantom.ct.with_array(np.full(phantom.labels.shape, 3.5, np.float32)))
+    code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "-o", str(tmp_path / "out2"), "--prob", str(tmp_path / "logits.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "[0, 1]" in err
+    assert not (tmp_path / "out2").exists()

@@ -110,6 +110,7 @@ def test_module_cmake_builds_module_and_library_from_the_file_lists():
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "include(${CMAKE_CURRENT_SOURCE_DIR}/LiverTumorSegFiles.cmake)" in text
     build = re.search(r"slicerMacroBuildScriptedModule\((.*?)\)", text, re.S).group(1)
+    assert "WITH_GENERIC_TESTS" in build and "NAME ${MODULE_NAME}" in build
     assert "SCRIPTS ${LIVERTUMORSEG_MODULE_SCRIPTS}" in build and "RESOURCES ${LIVERTUMORSEG_MODULE_RESOURCES}" in build
     lib = re.search(r"ctkMacroCompilePythonScript\((.*?)\n  \)", text, re.S).group(1)
     assert 'SCRIPTS "${LIVERTUMORSEG_LIB_SCRIPTS}"' in lib

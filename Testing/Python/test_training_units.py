@@ -171,3 +171,23 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(InputError, match="No checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_checkpoint_write_failing_midway_keeps_previous_file(tmp_path, monkeypatch):
+    """A crash while writing (disk full, kill during torch.save) never leaves a half-written last.pt."""
+    from LiverTumorSegLib.training import checkpoint as ckpt
+
+    good = {"model": {"w": torch.ones(2)}, "optimizer": {}, "epoch": 1, "global_step": 3, "config": "{}"}
+    path = save_checkpoint(tmp_path / "last.pt", good)
+
+    def half_write(payload, handle):
+        handle.write(b"PK\x03\x04 half a zip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", half_write)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, dict(good, epoch=2))
+    monkeypatch.undo()
+    back = load_checkpoint(path)
+    assert back["epoch"] == 1 and torch.equal(back["model"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

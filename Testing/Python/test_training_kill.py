@@ -1,0 +1,99 @@
+"""A real ``python -m LiverTumorSegLib train`` process, SIGKILLed in the middle of its second epoch, then rerun
+with ``--resume``: it continues from the end-of-epoch-1 checkpoint (losing less than one epoch), finishes with
+the full step count, and no checkpoint is ever left half-written (issue 8, item 4)."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.training.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+
+STEPS = 12  # iterations per epoch
+PREPROCESSING = ('{"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0, '
+                 '"target_spacing_mm": 3.0, "size_multiple": 16}')
+PROGRESS = re.compile(r"epoch (\d+)/2:\s+\d+%\|[^|]*\|\s*(\d+)/" + str(STEPS))
+
+
+def _train_command(csv_path, out):
+    return [sys.executable, "-m", "LiverTumorSegLib", "train", "--data", str(csv_path), "--model", "unet",
+            "--model-options", '{"channels": [4, 8], "num_res_units": 0}', "--preprocessing", PREPROCESSING,
+            "--patch-size", "32", "--batch-size", "2", "--epochs", "2", "--iterations-per-epoch", str(STEPS),
+            "--num-workers", "0", "--no-tensorboard", "--augmentation", '{"enabled": false}',
+            "--synthetic-lesions", "false", "--val-fraction", "0.5", "--lr", "0.003", "-o", str(out)]
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _progress(text):
+    """(epoch, steps done in it) of the last tqdm update in ``text``, or None."""
+    found = PROGRESS.findall(text.replace("\r", "\n"))
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+@pytest.fixture()
+def phantom_csv(tmp_path):
+    rows = ["image,label,patient"]
+    for i in range(2):
+        ph = make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(3.0, 3.0, 5.0), seed=i)
+        write_volume(tmp_path / f"ct{i}.nii.gz", ph.ct)
+        write_label_map(tmp_path / f"lab{i}.nii.gz", ph.labels, ph.ct.geometry)
+        rows.append(f"ct{i}.nii.gz,lab{i}.nii.gz,p{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "cases.csv"
+
+
+def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_path):
+    out = tmp_path / "model.safetensors"
+    last = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as stdout:
+        proc = subprocess.Popen(_train_command(phantom_csv, out), stdout=stdout, stderr=err, env=_env(),
+                                cwd=str(tmp_path))
+        seen = None
+        deadline = time.time() + 120
+        try:
+            while proc.poll() is None and time.time() < deadline:
+                seen = _progress(err_path.read_text(errors="replace"))
+                if last.is_file() and seen is not None and seen[0] == 2 and seen[1] >= 1:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # the SIGKILL above, or a run that never reached epoch 2 in time
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, err_path.read_text()[-2000:])
+    assert seen is not None and seen[0] == 2 and 1 <= seen[1] < STEPS, seen
+    assert not out.exists()  # no package from a killed run
+
+    # the last checkpoint is complete and is the end of epoch 1 (what SIGKILL could not take away)
+    payload = load_checkpoint(last)
+    assert (payload["epoch"], payload["step_in_epoch"], payload["global_step"]) == (1, 0, STEPS)
+    assert not list(last.parent.glob("*.tmp"))
+
+    resumed = subprocess.run(_train_command(phantom_csv, out) + ["--resume", "--no-progress-bar"],
+                             capture_output=True, text=True, env=_env(), cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"epoch 2, step {STEPS}" in resumed.stdout  # resumed at the start of epoch 2
+    lost_steps = seen[1]
+    assert lost_steps < STEPS  # at most one (partial) epoch redone
+    assert f"done: 2 epochs, {2 * STEPS} steps (completed)" in resumed.stdout
+    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
+    final = load_checkpoint(last)
+    assert (final["epoch"], final["step_in_epoch"], final["global_step"]) == (2, 0, 2 * STEPS)
+    with open(tmp_path / "model_train" / "log.csv") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
+    assert out.is_file() and not list(last.parent.glob("*.tmp"))

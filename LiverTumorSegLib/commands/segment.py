@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         input_path = Path(args.input)
         if not input_path.exists():
             raise InputError(f"Input '{input_path}' does not exist; check the path.")
+    if args.batch_size is not None and args.batch_size < 1:  # before reading the CT and loading the model
+        raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     progress = _TqdmProgress(enabled=not args.no_progress)
     try:
         result = segment_file(input_path, args.output, model=args.model, device=args.device,

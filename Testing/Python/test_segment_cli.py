@@ -245,3 +245,15 @@ def test_probability_map_written_in_input_geometry_and_read_by_evaluate(tmp_path
     with pytest.raises(InputError, match="different"):
         segment_file(ct_path, tmp_path / "s3.nii.gz", engine=oracle_engine(),
                      probability_path=tmp_path / "s3.nii.gz")
+
+
+def test_cli_bad_batch_size_fails_before_reading_input(tmp_path, capsys, monkeypatch):
+    from LiverTumorSegLib import io as io_module
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the CT must not be read when the options are invalid")
+
+    monkeypatch.setattr(io_module, "read_volume", no_read)
+    assert run_cli("--sample", "-o", tmp_path / "seg.nii.gz", "--batch-size", "0") == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "seg.nii.gz").exists()

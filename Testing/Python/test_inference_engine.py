@@ -247,3 +247,34 @@ def test_tumor_probability_lands_in_input_geometry_as_uint8(orientation):
     np.testing.assert_array_equal(engine.predict(volume), expected)  # plain predict unaffected afterwards
     with pytest.raises(InputError, match="no class 5"):
         engine.predict_with_probability(volume, class_index=5)
+
+
+def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
+    """The CUDA back-off path driven with a fake submit on the CPU: batches above 2 slices 'run out of memory';
+    the batch is split, results keep their order, and the engine remembers the smaller size."""
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.inference.engine import _Pending
+
+    package = tiny_unet_package(tmp_path)
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=8)
+    sizes = []
+
+    def fake_submit_cuda(indices, x):
+        sizes.append(len(indices))
+        if len(indices) > 2:
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        return _Pending(indices, engine._torch_probabilities(x).numpy())
+
+    monkeypatch.setattr(engine, "_submit_cuda", fake_submit_cuda)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    x = np.random.default_rng(3).random((8, 1, 16, 16), dtype=np.float32)
+    probs = engine._submit_cuda_with_backoff(list(range(8)), x).get()
+    np.testing.assert_allclose(probs, engine._torch_probabilities(x).numpy(), atol=1e-6)
+    assert engine.batch_size == 2 and sizes == [8, 4, 2, 2, 4, 2, 2]
+
+    def always_oom(indices, x):
+        raise torch.cuda.OutOfMemoryError("fake OOM")
+
+    monkeypatch.setattr(engine, "_submit_cuda", always_oom)
+    with pytest.raises(ResourceError, match="--device cpu"):
+        engine._submit_cuda_with_backoff([0, 1], x[:2])

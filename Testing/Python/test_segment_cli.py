@@ -257,3 +257,16 @@ def test_cli_bad_batch_size_fails_before_reading_input(tmp_path, capsys, monkeyp
     assert run_cli("--sample", "-o", tmp_path / "seg.nii.gz", "--batch-size", "0") == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_segment_file_progress_is_monotone_through_all_stages_and_ends_at_one(tmp_path):
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    seen = []
+    segment_file(ct_path, tmp_path / "seg.nii.gz", engine=oracle_engine(), report_path=tmp_path / "r.json",
+                 two_stage=True, progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])), fractions
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    stages = [s for _, s in seen]
+    for stage in ("reading", "segmenting", "post-processing", "lesion report", "writing"):
+        assert stage in stages

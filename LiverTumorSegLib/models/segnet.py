@@ -18,6 +18,22 @@ DEFAULT_OPTIONS = {"width": 1.0, "norm": "batch", "dropout": 0.0}
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
+class IndexUnpool2d(nn.MaxUnpool2d):
+    """``MaxUnpool2d(2, 2)`` for inputs whose pooled size is exactly half (H, W even): each value of
+    ``x (N, C, h, w)`` goes to the flat position ``indices`` (as returned by ``MaxPool2d(return_indices=True)``)
+    of a zero ``(N, C, 2h, 2w)`` output. Same result as ``F.max_unpool2d``, written as a scatter so that it
+    traces to ONNX (torch's unpool checks its output size with traced tensors and fails to export)."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c, h, w = x.shape
+        out = x.new_zeros((n, c, 4 * h * w))
+        out = out.scatter(2, indices.reshape(n, c, h * w), x.reshape(n, c, h * w))
+        return out.reshape(n, c, 2 * h, 2 * w)
+
+
 class SegNet(nn.Module):
     """(N, C, H, W) -> (N, K, H, W) logits; any H, W (padded internally to a multiple of 32)."""
 
@@ -36,7 +52,7 @@ class SegNet(nn.Module):
             self.encoder.append(nn.Sequential(*layers))
             prev = out
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
-        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.unpool = IndexUnpool2d()
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         # decoder block i mirrors encoder block (4 - i): same conv count; channels go back down the ladder
         self.decoder = nn.ModuleList()
@@ -51,15 +67,14 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_multiple(x, self.size_multiple)
         indices: List[torch.Tensor] = []
-        sizes: List[torch.Size] = []
         for block in self.encoder:
             x = block(x)
-            sizes.append(x.shape)
             x, idx = self.pool(x)
             indices.append(idx)
         x = self.dropout(x)
-        for block, idx, shape in zip(self.decoder, reversed(indices), reversed(sizes)):
-            x = self.unpool(x, idx, output_size=shape[-2:])
+        # H, W are multiples of 32, so each unpool's output (2x its input) is exactly the size its pool saw
+        for block, idx in zip(self.decoder, reversed(indices)):
+            x = self.unpool(x, idx)
             x = block(x)
         return crop_to_size(self.classifier(x), size)
 

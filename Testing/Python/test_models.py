@@ -205,6 +205,34 @@ def test_segnet_unpools_with_the_encoder_pool_indices():
     assert not torch.allclose(reference, scrambled)
 
 
+def test_segnet_index_unpool_equals_torch_max_unpool():
+    from LiverTumorSegLib.models.segnet import IndexUnpool2d
+
+    x = torch.randn(2, 3, 8, 6)
+    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+    src = pooled.clone().requires_grad_(True)
+    got = IndexUnpool2d()(src, idx)
+    assert torch.equal(got, F.max_unpool2d(pooled, idx, 2, 2))
+    assert torch.equal(got != 0, x == F.max_pool2d(x, 2, 2).repeat_interleave(2, -1).repeat_interleave(2, -2))
+    got.sum().backward()
+    assert torch.equal(src.grad, torch.ones_like(pooled))
+
+
+def test_segnet_exports_to_onnx_with_identical_output():
+    """torch's MaxUnpool2d cannot be traced to ONNX; SegNet's scatter unpool can (the inference fast path)."""
+    ort = pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.inference.onnx_backend import export_onnx_bytes
+
+    model = _tiny("segnet").eval()
+    x = torch.rand(2, 3, 64, 64)
+    session = ort.InferenceSession(export_onnx_bytes(model, (3, 64, 64)), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"slices": x.numpy()})[0]
+    assert got.shape == (2, 3, 64, 64)
+    assert np.allclose(got, expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", sorted(DEEP_SUPERVISION))
 def test_deep_supervision_only_in_training_mode(name):
     model = _tiny(name).train()

@@ -119,6 +119,18 @@ def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
     return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
 
 
+def check_model_spec(name: str, in_channels: int, options: Dict[str, Any]) -> None:
+    """Build the architecture on the meta device (no memory, no weights) so an unknown model name or option
+    fails in a second, before any data is read or cached. Raises :class:`InputError`."""
+    import warnings
+
+    from ..models import build_model
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
+        build_model(name, in_channels=in_channels, num_classes=NUM_CLASSES, **dict(options or {}))
+
+
 def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:
     """Min and max native voxel spacing (z, y, x) in mm over the cases."""
     if not cached:
@@ -236,20 +248,20 @@ class Trainer:
         self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         self.output = Path(cfg.output) if cfg.output else None
         self._check_outputs()
+        self.pre_config = build_preprocessing(cfg.preprocessing)
+        check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options)
+        cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
+        self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold, cfg.seed)
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
         torch.manual_seed(cfg.seed)
-
-        cases = discover_cases(cfg.data, cfg.format)
-        self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold, cfg.seed)
         self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients) from {cfg.data}; "
                  f"train {len(self.train_cases)}, validation {len(self.val_cases)}"
                  + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else ""))
 
         from ..preprocessing import SlicePreprocessor
 
-        self.pre_config = build_preprocessing(cfg.preprocessing)
         self.preprocessor = SlicePreprocessor(self.pre_config)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / "cache"
         # rank 0 builds the cache; the others wait and then only read the finished entries

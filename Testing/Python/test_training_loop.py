@@ -184,3 +184,21 @@ def test_two_process_ddp_gloo_ends_with_identical_weights(data_csv, tmp_path):
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_bad_model_spec_fails_before_reading_data(tmp_path):
+    """An unknown architecture or option is reported at once, before minutes of data caching, and leaves
+    no training folder behind."""
+    from LiverTumorSegLib.errors import InputError
+
+    missing = tmp_path / "no_such.csv"  # never read: the model check comes first
+    for model, options, message in (("vit", {}, "Unknown model architecture 'vit'"),
+                                     ("unet", {"chanels": [4]}, "Unknown option")):
+        cfg = TrainConfig.from_dict(dict(data=str(missing), model=model, model_options=options,
+                                         output=str(tmp_path / "m.safetensors")))
+        with pytest.raises(InputError, match=message):
+            train(cfg, log=lambda s: None)
+    cfg = TrainConfig.from_dict(dict(data=str(missing), output=str(tmp_path / "m.safetensors")))
+    with pytest.raises(InputError, match="does not exist"):
+        train(cfg, log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -125,6 +125,38 @@ class _Pending:
         return result.numpy() if hasattr(result, "numpy") else result
 
 
+def trained_with_lr_flips(metadata: Optional[dict]) -> Optional[bool]:
+    """Whether a package's training used left-right flip augmentation; None when the package does not say.
+
+    Reads ``metadata["training"]["config"]["augmentation"]`` as written by ``livertumorseg train``; a missing
+    ``flip_lr_probability`` means the library default, 0 (anatomy has handedness, so flips are off).
+    """
+    config = ((metadata or {}).get("training") or {}).get("config")
+    if not isinstance(config, dict):
+        return None
+    augmentation = config.get("augmentation") or {}
+    if augmentation.get("enabled", True) is False:
+        return False
+    return float(augmentation.get("flip_lr_probability", 0.0)) > 0.0
+
+
+def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
+    """Refuse left-right flip TTA for a model trained without flips.
+
+    A mirrored abdomen puts the liver on the patient's left, which such a model never saw: averaging in
+    its prediction lowers accuracy (bundled model on the sample CT: liver Dice 0.980 -> 0.932).
+    """
+    flips = trained_with_lr_flips(metadata)
+    if flips is False:
+        raise InputError("--tta averages in the prediction of the left-right mirrored CT, but this model was "
+                         "trained without mirroring (the liver is on the patient's right), so mirrored slices "
+                         "are unlike anything it saw and TTA would lower accuracy. Run without --tta, or use a "
+                         "model trained with augmentation flip_lr_probability > 0.")
+    if flips is None:
+        log.warning("The model package does not say whether it was trained with left-right flips; flip TTA "
+                    "only helps models that were.")
+
+
 class SliceInferenceEngine:
     """Runs a model package slice by slice over CT volumes.
 
@@ -160,6 +192,8 @@ class SliceInferenceEngine:
         self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None)
         self._backend_auto = backend == "auto"
         self.tta_flip = bool(tta_flip)
+        if self.tta_flip:
+            check_flip_tta_allowed(getattr(self.package, "metadata", None))
         self.batch_size = int(batch_size) if batch_size else None
         self.threads = int(threads) if threads else cpu_thread_count()
         self._batch_predictor = batch_predictor

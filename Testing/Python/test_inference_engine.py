@@ -278,3 +278,22 @@ def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "_submit_cuda", always_oom)
     with pytest.raises(ResourceError, match="--device cpu"):
         engine._submit_cuda_with_backoff([0, 1], x[:2])
+
+
+def test_flip_tta_refused_for_a_model_trained_without_flips():
+    """The bundled-style metadata (training config without flips) makes --tta an error, not a silent loss."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference.engine import check_flip_tta_allowed, trained_with_lr_flips
+
+    no_flips = {"training": {"config": {"augmentation": {"liver_shift_probability": 0.8}}}}
+    with_flips = {"training": {"config": {"augmentation": {"flip_lr_probability": 0.5}}}}
+    disabled = {"training": {"config": {"augmentation": {"enabled": False}}}}
+    assert trained_with_lr_flips(no_flips) is False
+    assert trained_with_lr_flips(with_flips) is True
+    assert trained_with_lr_flips(disabled) is False
+    assert trained_with_lr_flips({"training": {}}) is None
+    assert trained_with_lr_flips(None) is None
+    with pytest.raises(InputError, match="trained without mirroring"):
+        check_flip_tta_allowed(no_flips)
+    check_flip_tta_allowed(with_flips)   # allowed
+    check_flip_tta_allowed({})           # unknown: allowed with a warning

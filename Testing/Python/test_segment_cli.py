@@ -210,7 +210,7 @@ def test_cli_sample_prints_liver_dice(tmp_path, capsys):
     if _bundled_default_model() is None:
         pytest.skip("no bundled default model installed yet (Resources/Models); the lead trains and adds it")
     out = tmp_path / "sample_seg.nii.gz"
-    assert run_cli("--sample", "-o", out) == 0  # default backend auto: ONNX Runtime on CPU (~2x torch)
+    assert run_cli("--sample", "-o", out) == 0  # default backend: torch
     text = capsys.readouterr().out
     assert "liver Dice" in text
     dice = float(text.split("liver Dice vs bundled reference:")[1].split()[0])

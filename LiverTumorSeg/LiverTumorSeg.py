@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Annotated, Any, Callable, Dict, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import qt
 import slicer

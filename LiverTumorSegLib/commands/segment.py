@@ -9,7 +9,7 @@ OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with 
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 

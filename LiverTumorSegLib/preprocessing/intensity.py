@@ -16,7 +16,7 @@ Sources of the operations
 * ``body_mask``: HU > -500, largest connected component, holes filled in-plane (lungs/bowel gas inside
   the body count as body).
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

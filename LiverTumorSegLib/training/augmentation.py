@@ -24,18 +24,19 @@ here is the same affine + smooth-displacement grid those transforms build, sampl
 ``grid_sample`` call MONAI's ``Resample`` uses, with per-operation probabilities and mm units.
 Randomness comes only from the ``np.random.Generator`` passed per call (reproducible per seed).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
 from ..errors import InputError
+from ..configutil import JsonDataclassMixin
 
 RngLike = Union[np.random.Generator, int, None]
 
 
 @dataclass
-class AugmentationConfig:
+class AugmentationConfig(JsonDataclassMixin):
     """Probabilities and ranges of each transform; ranges are ``(low, high)``. JSON via ``to_dict``/``from_dict``."""
 
     # spatial (one resampling for all of them)
@@ -99,18 +100,6 @@ class AugmentationConfig:
         """All probabilities 0: the augmenter returns exact copies."""
         return cls(**{f.name: 0.0 for f in fields(cls) if f.name.endswith("_probability")})
 
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-compatible dict (tuples become lists)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "AugmentationConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`InputError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("Unknown AugmentationConfig keys %s; valid keys: %s." % (unknown, sorted(known)))
-        return cls(**data)
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:

@@ -8,7 +8,7 @@ centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`
 Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches
 with any number of DataLoader workers, and a resumed run continues with exactly the batches it missed.
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 

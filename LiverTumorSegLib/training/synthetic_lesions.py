@@ -17,18 +17,19 @@ lesion is consistent across the T slices) **in the HU domain, before intensity p
 Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver.
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import InputError
+from ..configutil import JsonDataclassMixin
 
 RngLike = Union[np.random.Generator, int, None]
 
 
 @dataclass
-class LesionConfig:
+class LesionConfig(JsonDataclassMixin):
     """How synthetic lesions are drawn. Ranges are ``(low, high)``; all lengths in mm, intensities in HU.
 
     JSON-serialisable through :meth:`to_dict` / :meth:`from_dict`.
@@ -89,18 +90,6 @@ class LesionConfig:
         if self.anchor not in ("middle_slice", "any"):
             raise InputError("LesionConfig.anchor = %r must be 'middle_slice' or 'any'." % self.anchor)
 
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-compatible dict (tuples become lists)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "LesionConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`InputError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError("Unknown LesionConfig keys %s; valid keys: %s." % (unknown, sorted(known)))
-        return cls(**data)
 
 
 # ----------------------------------------------------------------------------------------------------------

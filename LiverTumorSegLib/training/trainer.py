@@ -25,7 +25,7 @@ from ..errors import InputError, OutputExistsError
 from .callbacks import BestTracker, EarlyStopping, validation_score
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .datasets import Case, discover_cases
+from .datasets import discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves
 from .losses import DeepSupervisionLoss, SegmentationLoss
@@ -550,7 +550,6 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
-        cfg = self.config
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
         package_path = None

@@ -202,3 +202,29 @@ def test_bad_model_spec_fails_before_reading_data(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         train(cfg, log=lambda s: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_resolve_amp_is_bf16_on_cuda_only():
+    from LiverTumorSegLib.training.trainer import resolve_amp
+
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    assert resolve_amp("auto", torch.device("cuda")) is torch.bfloat16
+    assert resolve_amp("fp16", torch.device("cuda")) is torch.float16
+    assert resolve_amp("off", torch.device("cuda")) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_with_bf16_autocast_and_deep_supervision(data_csv, tmp_path):
+    """GPU path: AMP (bf16 autocast), deep-supervision loss, finite falling loss, package reloads on CPU."""
+    from LiverTumorSegLib.package import load_model_package
+
+    config = tiny_config(data_csv, tmp_path, device="cuda", amp="auto", model="attention_unet",
+                         model_options={"channels": [8, 16, 32], "deep_supervision": True},
+                         epochs=3, iterations_per_epoch=10)
+    result = train(config, log=lambda *a, **k: None)
+    losses = [row["train_loss"] for row in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    package = load_model_package(result.package_path, device="cpu")
+    in_channels = int(package.metadata["architecture"]["in_channels"])
+    assert package.model(torch.zeros(1, in_channels, 32, 32)).shape == (1, 3, 32, 32)

@@ -12,7 +12,19 @@ ConfigT = TypeVar("ConfigT", bound="JsonDataclassMixin")
 
 
 class JsonDataclassMixin:
-    """Mix into a ``@dataclass`` whose fields are JSON-compatible (numbers, strings, tuples, lists)."""
+    """Mix into a ``@dataclass`` whose fields are JSON-compatible (numbers, strings, tuples, lists).
+
+    After construction, list values (from JSON/YAML) become tuples and ``validate()`` runs when defined.
+    """
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        validate = getattr(self, "validate", None)
+        if validate is not None:
+            validate()
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""

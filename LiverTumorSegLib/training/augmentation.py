@@ -72,13 +72,6 @@ class AugmentationConfig(JsonDataclassMixin):
     noise_std_hu: Tuple[float, float] = (2.0, 12.0)
     fill_hu: float = -1024.0
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                setattr(self, f.name, tuple(value))
-        self.validate()
-
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for f in fields(self):

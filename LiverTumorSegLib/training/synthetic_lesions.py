@@ -63,13 +63,6 @@ class LesionConfig(JsonDataclassMixin):
     local_radius_mm: float = 25.0                # neighbourhood for local liver HU / noise
     min_liver_voxels: int = 30                   # fewer liver voxels in the stack -> no lesion
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                setattr(self, f.name, tuple(value))
-        self.validate()
-
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",

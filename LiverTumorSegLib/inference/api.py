@@ -127,12 +127,10 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
 
 def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
     """Estimated peak bytes for this volume; raises ResourceError when clearly too much."""
-    try:
-        from ..validation import check_memory, estimate_memory_bytes
-    except ImportError:  # validation module absent: skip the check
-        return None
+    from ..validation import check_memory, estimate_memory_bytes
+
     required = estimate_memory_bytes(volume.shape_zyx, input_itemsize=volume.array.dtype.itemsize)
-    log.info("Estimated memory needed: %.2f GiB", required / 2 ** 30)
+    log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
     check_memory(required, what=f"'{volume.source or 'the volume'}' {volume.shape_zyx} (z, y, x)")
     return int(required)
 

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from LiverTumorSegLib.io import write_label_map, write_volume
-from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.training.checkpoint import load_checkpoint
+from training_helpers import write_phantom_cases
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 
@@ -45,14 +44,7 @@ def _progress(text):
 
 @pytest.fixture()
 def phantom_csv(tmp_path):
-    rows = ["image,label,patient"]
-    for i in range(2):
-        ph = make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(3.0, 3.0, 5.0), seed=i)
-        write_volume(tmp_path / f"ct{i}.nii.gz", ph.ct)
-        write_label_map(tmp_path / f"lab{i}.nii.gz", ph.labels, ph.ct.geometry)
-        rows.append(f"ct{i}.nii.gz,lab{i}.nii.gz,p{i}")
-    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
-    return tmp_path / "cases.csv"
+    return write_phantom_cases(tmp_path, 2, (6, 40, 40))
 
 
 def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_path):

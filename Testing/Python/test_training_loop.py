@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from LiverTumorSegLib.io import write_label_map, write_volume
-from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.training.checkpoint import load_checkpoint
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.trainer import Trainer, train
+from training_helpers import write_phantom_cases
 
 PREPROCESSING = {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
                  "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True}
@@ -20,15 +19,7 @@ PREPROCESSING = {"channels": [{"kind": "window", "level": 40, "width": 400}], "c
 
 @pytest.fixture(scope="module")
 def data_csv(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantoms")
-    rows = ["image,label,patient"]
-    for i in range(3):
-        ph = make_phantom(shape_zyx=(8, 48, 48), spacing_xyz=(3.0, 3.0, 5.0), seed=i)
-        write_volume(root / f"ct{i}.nii.gz", ph.ct)
-        write_label_map(root / f"lab{i}.nii.gz", ph.labels, ph.ct.geometry)
-        rows.append(f"ct{i}.nii.gz,lab{i}.nii.gz,p{i}")
-    (root / "cases.csv").write_text("\n".join(rows) + "\n")
-    return root / "cases.csv"
+    return write_phantom_cases(tmp_path_factory.mktemp("phantoms"), 3, (8, 48, 48))
 
 
 def tiny_config(data_csv, out_dir, **overrides):

@@ -341,7 +341,8 @@ def _segment_has_json_progress() -> bool:
 
 @pytest.fixture
 def sample(tmp_path):
-    """The sample CT cut to its upper 56 of 112 slices (they hold the whole liver), read by a storage node."""
+    """24 slices of the sample CT through the liver (slices 76..99 of 112; the liver lies in 70..111), read by a
+    volume storage node as Slicer reads a file."""
     slicer = pytest.importorskip("slicer")
     pytest.importorskip("torch")
     nib = pytest.importorskip("nibabel")
@@ -354,7 +355,7 @@ def sample(tmp_path):
     except Exception:  # noqa: BLE001
         pytest.skip("no bundled default model in Resources/Models")
     ct_path = tmp_path / "ct.nii.gz"
-    nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 56:], str(ct_path))
+    nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 76:100], str(ct_path))
     scene = mrml.make_headless_scene()
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
@@ -393,7 +394,7 @@ def test_real_child_segments_the_sample_ct_exactly_like_the_cli(sample, tmp_path
     expected = sample.mrml.read_volume_array(cli_labels)
     labels = sample.mrml.segmentation_to_labels(outcome.segmentation_node, segmentation_job.geometry,
                                                 segmentation_job.shape_zyx)
-    assert (labels >= 1).sum() > 100000  # a liver, not an empty map
+    assert (labels >= 1).sum() > 5000  # a liver, not an empty map (the 56 upper slices hold 42802 liver voxels)
     np.testing.assert_array_equal(labels, expected)
     assert outcome.table_node.GetTable().GetNumberOfRows() == len(outcome.report["lesions"])
     assert list(sample.temp_root.iterdir()) == []

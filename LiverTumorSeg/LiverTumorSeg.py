@@ -674,6 +674,8 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             slicer.app.processEvents()
             time.sleep(0.02)
         self.assertIn("network", stages)
+        pid = task.child_pid
+        self.assertTrue(pid and childprocess.pid_alive(pid))
         cancelled = time.time()
         task.cancel()
         while not outcomes and time.time() < cancelled + 5:
@@ -681,7 +683,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             time.sleep(0.02)
         self.assertEqual([o.kind for o in outcomes], [job.CANCELLED])
         self.assertLess(time.time() - cancelled, 2.0)
-        self.assertFalse(childprocess.pid_alive(task.child_pid) if task.child_pid else False)
+        self.assertFalse(childprocess.pid_alive(pid))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertFalse(task.temp_dir and os.path.exists(task.temp_dir))
         self.delayDisplay("Cancel works")

@@ -590,18 +590,9 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
     @staticmethod
     def dependencyProblem() -> str:
         """'' when the packages are ready (after offering to install them when a person runs the test)."""
-        statuses = dependencies.problems(dependencies.check_requirements())
-        if not statuses:
-            return ""
-        reason = (f"LiverTumorSeg self-test skipped: Python packages not ready "
-                  f"({dependencies.missing_summary(statuses)}).")
-        if slicer.app.commandOptions().testingEnabled:
-            return reason + " Install them (click Segment once, or slicer.util.pip_install) and run again."
-        try:
-            LiverTumorSegLogic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
-            return ""
-        except Exception as exc:  # noqa: BLE001 - declined or failed: skip with the reason
-            return f"{reason} {exc}"
+        return dependencies.self_test_skip_reason(
+            dependencies.check_requirements(), slicer.app.commandOptions().testingEnabled,
+            lambda: LiverTumorSegLogic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay))
 
     def runTest(self):
         for test in (self.test_SegmentSampleCT, self.test_Cancel):

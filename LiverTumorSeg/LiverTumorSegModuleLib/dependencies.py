@@ -253,3 +253,25 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
 def missing_summary(statuses: Sequence[RequirementStatus]) -> str:
     """One line for the self-test's skip message: what is not right."""
     return ", ".join(s.describe() for s in problems(statuses))
+
+
+def self_test_skip_reason(statuses: Sequence[RequirementStatus], testing_mode: bool,
+                          install: Callable[[], object]) -> str:
+    """Why the module's self-test must be skipped ('' = run it). Missing packages never fail the self-test:
+
+    * nothing wrong -> '';
+    * run by a person (not testing mode) -> ``install()`` is offered (it asks and installs, see
+      :func:`ensure_requirements`); '' when that worked, else the reason with what went wrong (declined too);
+    * testing mode (ctest; nothing may be installed) -> the reason.
+    """
+    wrong = problems(statuses)
+    if not wrong:
+        return ""
+    reason = f"LiverTumorSeg self-test skipped: Python packages not ready ({missing_summary(wrong)})."
+    if testing_mode:
+        return reason + " Install them (click Segment once, or slicer.util.pip_install) and run the test again."
+    try:
+        install()
+    except Exception as exc:  # noqa: BLE001 - declined or failed: skip with the reason
+        return f"{reason} {exc}"
+    return ""

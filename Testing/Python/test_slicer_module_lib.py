@@ -206,3 +206,58 @@ def test_describe_model_of_the_bundled_package_shows_its_training_data_not_a_pat
         pytest.skip("no bundled default model in Resources/Models")
     text = panel_text.describe_model(metadata)
     assert "Training data: " in text and "/root/" not in text and "dice liver" in text
+
+
+def test_panel_code_works_without_torch_and_the_other_packages(tmp_path):
+    """A fresh Slicer has none of torch, monai, safetensors, ...: the module's imports and the panel's model list
+    must work anyway (so the panel opens and the self-test can skip instead of failing), and nothing the panel
+    runs imports torch."""
+    import subprocess
+    blocked = sorted(r.module for r in dependencies.REQUIREMENTS)
+    script = tmp_path / "no_packages.py"
+    script.write_text(f"""
+import importlib.abc, sys
+BLOCKED = set({blocked!r})
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / "LiverTumorSeg")!r})
+from LiverTumorSegLib import mrml
+from LiverTumorSegModuleLib import childprocess, dependencies, job, panel_text
+from LiverTumorSegLib.package import list_installed_models, read_package_metadata
+models = list_installed_models()
+texts = [panel_text.describe_model(read_package_metadata(m["path"])) for m in models if not m.get("error")]
+statuses = dependencies.check_requirements(find_spec=lambda name: None if name in BLOCKED else object())
+print(len(models), len(texts), dependencies.missing_summary(statuses))
+print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0, out.stderr
+    counts, imported = out.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert "torch>=2.1 (not installed)" in counts and "monai>=1.3 (not installed)" in counts
+
+
+def test_self_test_skips_or_offers_install_but_never_fails_for_missing_packages():
+    installed = dict(ALL_OK)
+    del installed["monai"]
+    env = FakeEnvironment(installed)
+    statuses = dependencies.check_requirements(version_of=env.version_of, requires_of=env.requires_of,
+                                               find_spec=env.find_spec)
+    calls = []
+    reason = dependencies.self_test_skip_reason(statuses, testing_mode=True, install=lambda: calls.append(1))
+    assert reason.startswith("LiverTumorSeg self-test skipped: Python packages not ready (monai>=1.3 (not installed))")
+    assert calls == []  # ctest never installs
+    assert dependencies.self_test_skip_reason(statuses, testing_mode=False, install=lambda: calls.append(1)) == ""
+    assert calls == [1]  # a person running the test is offered the install
+
+    def declined():
+        raise dependencies.DependencyDeclinedError(dependencies.DECLINED_MESSAGE)
+    reason = dependencies.self_test_skip_reason(statuses, testing_mode=False, install=declined)
+    assert "self-test skipped" in reason and "Nothing was installed" in reason
+    ok = FakeEnvironment(ALL_OK)
+    assert dependencies.self_test_skip_reason(dependencies.check_requirements(
+        version_of=ok.version_of, requires_of=ok.requires_of, find_spec=ok.find_spec), True, declined) == ""

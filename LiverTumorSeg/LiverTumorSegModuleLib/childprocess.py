@@ -226,6 +226,7 @@ class SubprocessRunner:
     def read_stdout_lines(self) -> List[str]:
         if self._process is None:
             return []
+        self.read_stderr()  # drain stderr too: a full pipe would block the child
         lines = self._stdout.feed(self._read_available(self._process.stdout))
         if not self.is_running():
             lines += self._stdout.feed(self._read_available(self._process.stdout)) + self._stdout.flush()

@@ -114,6 +114,18 @@ def test_subprocess_runner_reads_lines_without_blocking_and_reports_the_exit_cod
 
 
 @posix_only
+def test_subprocess_runner_drains_stderr_so_a_chatty_child_never_blocks():
+    runner = childprocess.SubprocessRunner()
+    runner.start(sys.executable, ["-c", "import sys; sys.stderr.write('x' * 1000000); print('end')"])
+    lines, started = [], time.monotonic()
+    while runner.is_running() or not lines:
+        lines += runner.read_stdout_lines()
+        assert time.monotonic() - started < 20, "the child blocked on a full stderr pipe"
+        time.sleep(0.01)
+    assert lines == ["end"] and runner.exit_code() == 0 and len(runner.read_stderr()) == 65536  # tail kept
+
+
+@posix_only
 def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
     """Like PythonSlicer (a launcher) starting the real Python: killing only the direct child is not enough."""
     script = tmp_path / "parent.py"

@@ -2,9 +2,8 @@
 
 * the stdout protocol, line splitting, the command line and the process-tree kill (no Slicer needed);
 * ``SegmentationJob`` - the Logic's exact code - with slicer-core: against a small fake child that follows the
-  ``--progress json`` contract (fast: success, user error, crash, cancel, temporary files), and against the real
-  child (``python -m LiverTumorSegLib segment``) with the bundled model on the sample CT: the segmentation
-  equals the CLI's output voxel for voxel, and Cancel in the network stage ends the child within 2 s.
+  ``--progress json`` contract (fast: success, user error, crash, cancel, temporary files). The real child with
+  the bundled model runs through the module's Logic in test_slicer_module_logic.py.
 """
 import json
 import os
@@ -342,54 +341,15 @@ def test_job_refuses_missing_input_and_cleans_up_when_the_start_fails(fake):
     assert list(fake.temp_root.iterdir()) == []
 
 
-# ---- the real child: bundled model on the sample CT -----------------------------------------------------------
-
 def _segment_has_json_progress() -> bool:
     from LiverTumorSegLib.cli import build_parser
     segment = build_parser()._subparsers._group_actions[0].choices["segment"]
     return "--progress" in {o for action in segment._actions for o in action.option_strings}
 
 
-@pytest.fixture
-def sample(tmp_path):
-    """24 slices of the sample CT through the liver (slices 76..99 of 112; the liver lies in 70..111), read by a
-    volume storage node as Slicer reads a file."""
-    slicer = pytest.importorskip("slicer")
-    pytest.importorskip("torch")
-    nib = pytest.importorskip("nibabel")
-    if not _segment_has_json_progress():
-        pytest.skip("`segment --progress json` is not in the library yet (issue 12, branch h12lib)")
-    from LiverTumorSegLib import mrml, resources
-    from LiverTumorSegLib.package import resolve_model
-    try:
-        model = str(resolve_model("default"))
-    except Exception:  # noqa: BLE001
-        pytest.skip("no bundled default model in Resources/Models")
-    ct_path = tmp_path / "ct.nii.gz"
-    nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 76:100], str(ct_path))
-    scene = mrml.make_headless_scene()
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(ct_path))
-    assert storage.ReadData(node)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    temp_root = tmp_path / "temp"
-    temp_root.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
-
-    def make_job(runner=None, **kwargs):
-        return job.SegmentationJob(scene, node, job.SegmentationOptions(model, device="cpu"),
-                                   runner or childprocess.SubprocessRunner(), sys.executable, str(ROOT),
-                                   temp_root=str(temp_root), show_3d=False, env=env, **kwargs)
-
-    return type("Sample", (), {"scene": scene, "node": node, "ct_path": ct_path, "model": model, "env": env,
-                               "job": staticmethod(make_job), "temp_root": temp_root, "mrml": mrml})
-
-
 class KeepLabelsRunner(childprocess.SubprocessRunner):
     """A SubprocessRunner that copies the label map the child (the ``segment`` CLI) wrote before the job removes
-    its temporary folder, so the test can compare the scene with the CLI's own output file."""
+    its temporary folder, so a test can compare the scene with the CLI's own output file."""
 
     def __init__(self, keep_as):
         super().__init__()
@@ -405,47 +365,3 @@ class KeepLabelsRunner(childprocess.SubprocessRunner):
             import shutil
             shutil.copy(self.labels_path, self.keep_as)
         return running
-
-
-@posix_only
-def test_real_child_segments_the_sample_ct_exactly_like_the_cli(sample, tmp_path):
-    """The Logic's job on a CT node read from a file: progress rises to 1.0, and the segmentation node holds
-    exactly the label map the ``segment`` command wrote (read back by Slicer's own reader)."""
-    progress = []
-    cli_labels = tmp_path / "cli_labels.nii.gz"
-    segmentation_job = sample.job(runner=KeepLabelsRunner(str(cli_labels)),
-                                  progress=lambda f, s: progress.append((f, s))).start()
-    assert segmentation_job.used_storage_file
-    outcome = segmentation_job.wait(timeout_s=300)
-    assert outcome.kind == job.DONE, f"{outcome.error}\n{outcome.details}"
-    fractions = [f for f, _ in progress]
-    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert "network" in [s for _, s in progress]
-    expected = sample.mrml.read_volume_array(cli_labels)
-    labels = sample.mrml.segmentation_to_labels(outcome.segmentation_node, segmentation_job.geometry,
-                                                segmentation_job.shape_zyx)
-    assert (labels >= 1).sum() > 5000  # a liver, not an empty map (17925 voxels measured)
-    np.testing.assert_array_equal(labels, expected)
-    assert outcome.table_node.GetTable().GetNumberOfRows() == len(outcome.report["lesions"])
-    assert abs(outcome.report["liver_volume_ml"] - (labels >= 1).sum() * segmentation_job.geometry.voxel_volume_ml) < 1
-    assert list(sample.temp_root.iterdir()) == []
-
-
-@posix_only
-def test_real_child_cancel_in_the_network_stage_ends_within_two_seconds(sample):
-    before = _scene_counts(sample.scene)
-    stages = []
-    segmentation_job = sample.job(progress=lambda f, s: stages.append(s)).start()
-    deadline = time.monotonic() + 120
-    while "network" not in stages and time.monotonic() < deadline:
-        assert segmentation_job.poll() is None, "the run ended before its network stage"
-        time.sleep(0.02)
-    assert "network" in stages
-    pid = segmentation_job.child_pid
-    started = time.monotonic()
-    segmentation_job.cancel()
-    assert segmentation_job.poll().kind == job.CANCELLED
-    while childprocess.pid_alive(pid) and time.monotonic() - started < 5:
-        time.sleep(0.01)
-    assert time.monotonic() - started < 2.0
-    assert _scene_counts(sample.scene) == before and list(sample.temp_root.iterdir()) == []

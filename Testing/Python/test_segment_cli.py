@@ -63,7 +63,7 @@ def test_existing_output_refused_before_any_work(tmp_path):
         calls.append(1)
         return oracle_predictor(x)
 
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):  # Python wording from Python (issue 14)
         segment_file(ct_path, out, engine=oracle_engine(predictor))
     assert calls == [] and out.read_bytes() == b"previous"
     segment_file(ct_path, out, engine=oracle_engine(predictor), overwrite=True)

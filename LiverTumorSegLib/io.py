@@ -172,7 +172,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         chosen = all_series[0]
     else:
         raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
-                         f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n{_series_listing(all_series)}")
+                         f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
+                         f"{_series_listing(all_series)}")
     _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()

@@ -46,7 +46,9 @@ def segment_volume(volume: Any, package: Any, device: str = "auto",
     probability (uint8 0..255, input geometry). Same as ``Segmenter(options, package).segment_volume(...)``.
     """
     loaded = hasattr(package, "preprocessing")
-    model = (getattr(package, "path", None) or getattr(package, "name", None) or "loaded package") if loaded else package
+    model = package
+    if loaded:
+        model = getattr(package, "path", None) or getattr(package, "name", None) or "loaded package"
     options = _options(model or "default", device, postprocessing, tta_flip, two_stage, backend, batch_size, threads,
                        probabilities=tumor_probability)
     package = package if loaded else None  # a name/path: options.model loads it

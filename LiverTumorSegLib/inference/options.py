@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 from .device import DEVICE_CHOICES
@@ -181,7 +181,8 @@ class SegmentationOptions:
         set_("model", model)
         set_("device", check_device_name(self.device))
         if self.backend not in BACKENDS:
-            raise InputError(f"backend (--backend): unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}.")
+            raise InputError(f"backend (--backend): unknown backend {self.backend!r}; use one of "
+                             f"{', '.join(BACKENDS)}.")
         set_("batch_size", _check_count("batch_size", "--batch-size", self.batch_size))
         set_("threads", _check_count("threads", "--threads", self.threads))
         for name in ("tta", "two_stage", "probabilities", "allow_non_hu"):
@@ -290,7 +291,9 @@ def add_segmentation_arguments(parser: Any) -> None:
             parser.add_argument(switch.flag, action="store_true", help=switch.help)
         else:
             default = getattr(post, switch.field)
-            parser.add_argument(switch.flag, type=float, default=default, help=f"{switch.help} (default {default:g})")
+            unit = switch.field.rsplit("_", 1)[-1].upper()  # MM, ML
+            parser.add_argument(switch.flag, type=float, default=default, metavar=unit,
+                                help=f"{switch.help} (default {default:g})")
     parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
     parser.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
     parser.add_argument("--backend", choices=list(BACKENDS), default=defaults.backend,

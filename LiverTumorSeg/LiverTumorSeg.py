@@ -128,9 +128,9 @@ class LiverTumorSegParameterNode:
 
 
 def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.SegmentationOptions:
-    """The run options the parameter node describes."""
+    """The library's SegmentationOptions (validated, frozen) the parameter node describes."""
     return job.SegmentationOptions(
-        model_path=p.modelPath, device=p.device,
+        model=p.modelPath, device=p.device,
         postprocessing={"largest_liver_component": p.keepLargestLiverComponent,
                         "fill_liver_holes": p.fillLiverHoles, "tumor_inside_liver": p.tumorInsideLiver,
                         "min_lesion_ml": p.minLesionMl},
@@ -510,14 +510,14 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         """Segment ``inputVolumeNode`` into ``outputSegmentationNode`` (None = new node) and a lesion table, in a
         child process.
 
-        ``waitForCompletion=True``: blocks and returns a ``job.SegmentationOutcome`` (raises on failure,
+        ``options``: ``LiverTumorSegLib.inference.options.SegmentationOptions`` (also ``job.SegmentationOptions``);
+        ``modelPath`` and ``device`` override its fields. ``waitForCompletion=True``: blocks and returns a ``job.SegmentationOutcome`` (raises on failure,
         ``CancelledError`` when cancelled). ``False``: returns the running ``job.SegmentationJob``
         (``.cancel()``); ``progress`` and ``onFinished(outcome)`` are called on the main thread from a
         ``qt.QTimer``.
         """
         self.cleanup()  # one run at a time
-        options = dataclasses.replace(options or job.SegmentationOptions(model_path=modelPath),
-                                      model_path=modelPath, device=device)
+        options = dataclasses.replace(options or job.SegmentationOptions(), model=modelPath, device=device)
         segmentationJob = self.createJob(inputVolumeNode, outputSegmentationNode, options, progress, tableNode,
                                          replaceExisting, showIn3D)
         segmentationJob.start()

@@ -100,14 +100,11 @@ class LineBuffer:
 # --- command line ------------------------------------------------------------------------------------
 
 def segment_arguments(input_path: str, labels_path: str, report_path: str,
-                      probability_path: Optional[str] = None,
                       options_arguments: Sequence[str] = ()) -> List[str]:
-    """Arguments after the Python executable: ``-m LiverTumorSegLib segment ... --progress json``."""
-    args = ["-m", "LiverTumorSegLib", "segment", str(input_path), "-o", str(labels_path),
-            "--report", str(report_path)]
-    if probability_path:
-        args += ["--probabilities", str(probability_path)]
-    return args + list(options_arguments) + ["--progress", "json"]
+    """Arguments after the Python executable: ``-m LiverTumorSegLib segment INPUT -o LABELS --report REPORT
+    [settings, e.g. from SegmentationOptions.to_cli_args] --progress json``."""
+    return (["-m", "LiverTumorSegLib", "segment", str(input_path), "-o", str(labels_path), "--report",
+             str(report_path)] + list(options_arguments) + ["--progress", "json"])
 
 
 def child_environment(library_root: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:

@@ -6,6 +6,8 @@
    it was read, has no parent transform and is a format the library reads; otherwise a temporary NRRD written
    from the node (world geometry) - and starts ``python -m LiverTumorSegLib segment ... --progress json``
    with a process runner (:mod:`.childprocess`).
+   The settings are the library's own :class:`~LiverTumorSegLib.inference.options.SegmentationOptions` (the
+   panel builds one; ``to_cli_args`` makes the child's arguments).
 2. ``poll()`` (main thread; in Slicer from a ``qt.QTimer``): forwards progress; when the child has ended, loads
    the labels, the lesion report and (optionally) the tumor probability map into the scene and returns a
    :class:`SegmentationOutcome`. Returns ``None`` while running.
@@ -19,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -29,62 +30,21 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import childprocess
 
+from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
+from LiverTumorSegLib.inference.options import SegmentationOptions
+from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for scripts
+
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
-DEVICES = ("auto", "cuda", "cpu")
 
 
 class SegmentationProcessError(LiverTumorSegError):
     """The segmentation process reported an error the user can fix (its one-line message)."""
 
 
-@dataclass
-class SegmentationOptions:
-    """What the user chose in the panel (all saved in the parameter node); becomes the child's arguments.
-
-    ``device``: auto | cuda | cpu. ``postprocessing``: keys of ``PostprocessingOptions``
-    (largest_liver_component, fill_liver_holes, tumor_inside_liver: bool; min_lesion_ml: mL); missing keys
-    keep the library's defaults. ``window_level`` / ``window_width`` (HU): both set = replace the first window
-    channel of the model's preprocessing (expert override). ``probabilities``: also write the tumor
-    probability map (shown as a foreground volume).
-    """
-
-    model_path: str
-    device: str = "auto"
-    postprocessing: Dict[str, Any] = field(default_factory=dict)
-    window_level: Optional[float] = None
-    window_width: Optional[float] = None
-    probabilities: bool = False
-
-    def check(self) -> None:
-        """Raise :class:`InputError` (one line for the user) for values the child would refuse."""
-        if not self.model_path:
-            raise InputError("No model selected; choose a model or add one with 'Add model file...'.")
-        if self.device not in DEVICES:
-            raise InputError(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
-        if (self.window_level is None) != (self.window_width is None):
-            raise InputError("Set both window level and width, or neither.")
-        if self.window_width is not None and self.window_width <= 0:
-            raise InputError(f"Window width must be positive (got {self.window_width} HU).")
-        if float(self.postprocessing.get("min_lesion_ml", 0.0)) < 0:
-            raise InputError("The smallest lesion volume must be >= 0 mL.")
-
-    def to_arguments(self) -> List[str]:
-        """The ``livertumorseg segment`` options for these choices (inputs/outputs not included)."""
-        self.check()
-        args = ["--model", str(self.model_path), "--device", self.device]
-        post = self.postprocessing
-        if post.get("largest_liver_component") is False:
-            args.append("--keep-all-liver-components")
-        if post.get("fill_liver_holes") is False:
-            args.append("--no-fill-holes")
-        if post.get("tumor_inside_liver") is False:
-            args.append("--allow-tumor-outside-liver")
-        if "min_lesion_ml" in post:
-            args += ["--min-lesion-ml", repr(float(post["min_lesion_ml"]))]
-        if self.window_level is not None and self.window_width is not None:
-            args += ["--window-level", repr(float(self.window_level)),
-                     "--window-width", repr(float(self.window_width))]
-        return args
+def child_option_arguments(options: SegmentationOptions, probability_path: Optional[str]) -> List[str]:
+    """The child's settings arguments: the library's own ``SegmentationOptions.to_cli_args`` (one definition of
+    every flag), with ``--probabilities PATH`` when ``options.probabilities``."""
+    return options.to_cli_args(probabilities_path=probability_path if options.probabilities else None)
 
 
 class SegmentationOutcome:
@@ -184,8 +144,9 @@ class SegmentationJob:
                  env: Optional[Dict[str, str]] = None) -> None:
         if input_volume_node is None:
             raise InputError("No input volume selected; choose a CT volume.")
-        options.check()
-        self.options = options
+        if not isinstance(options, SegmentationOptions):
+            raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")
+        self.options = options  # validated when it was made (frozen)
         self._scene = scene
         self._input = input_volume_node
         self._segmentation_node = segmentation_node
@@ -245,8 +206,7 @@ class SegmentationJob:
             self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
             args = childprocess.segment_arguments(
                 self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
-                self._path("probabilities.nii.gz") if self.options.probabilities else None,
-                self.options.to_arguments())
+                child_option_arguments(self.options, self._path("probabilities.nii.gz")))
             self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))
         except BaseException:
             self._remove_temporary_files()

@@ -5,6 +5,7 @@
   ``--progress json`` contract (fast: success, user error, crash, cancel, temporary files). The real child with
   the bundled model runs through the module's Logic in test_slicer_module_logic.py.
 """
+import dataclasses
 import json
 import os
 import sys
@@ -48,53 +49,38 @@ def test_line_buffer_joins_chunks_into_lines():
 
 
 def test_command_line_and_environment_of_the_child():
-    args = childprocess.segment_arguments("/d/ct.nrrd", "/t/labels.nii.gz", "/t/report.json", "/t/p.nii.gz",
+    args = childprocess.segment_arguments("/d/ct.nrrd", "/t/labels.nii.gz", "/t/report.json",
                                           ["--model", "m.safetensors", "--device", "cpu"])
     assert args == ["-m", "LiverTumorSegLib", "segment", "/d/ct.nrrd", "-o", "/t/labels.nii.gz", "--report",
-                    "/t/report.json", "--probabilities", "/t/p.nii.gz", "--model", "m.safetensors", "--device", "cpu",
-                    "--progress", "json"]
-    assert "--probabilities" not in childprocess.segment_arguments("a", "b", "c")
+                    "/t/report.json", "--model", "m.safetensors", "--device", "cpu", "--progress", "json"]
     env = childprocess.child_environment("/lib", {"PYTHONPATH": os.pathsep.join(["/x", "/lib"]), "HOME": "/h"})
     assert env["PYTHONPATH"] == os.pathsep.join(["/lib", "/x"]) and env["HOME"] == "/h"
     assert env["PYTHONUNBUFFERED"] == "1"
 
 
-def test_options_become_the_cli_arguments_and_are_checked():
-    options = job.SegmentationOptions("m.safetensors", device="cuda", probabilities=True,
+def test_panel_options_are_the_librarys_options_and_parse_back_identically():
+    """The panel's choices go to the child as the library's SegmentationOptions.to_cli_args; the real segment
+    parser reads them back into equal options (window override, post-processing, probabilities included)."""
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.inference.options import SegmentationOptions, options_from_args
+    assert job.SegmentationOptions is SegmentationOptions
+    options = job.SegmentationOptions(model="m.safetensors", device="cuda", probabilities=True, window_level=50.0,
+                                      window_width=350.0,
                                       postprocessing={"largest_liver_component": False, "fill_liver_holes": True,
                                                       "tumor_inside_liver": False, "min_lesion_ml": 0.5})
-    assert options.to_arguments() == ["--model", "m.safetensors", "--device", "cuda", "--keep-all-liver-components",
-                                      "--allow-tumor-outside-liver", "--min-lesion-ml", "0.5"]
-    window = job.SegmentationOptions("m", window_level=50.0, window_width=350.0).to_arguments()
-    assert window[-4:] == ["--window-level", "50.0", "--window-width", "350.0"]
+    settings = job.child_option_arguments(options, "/t/p.nii.gz")
+    assert settings[settings.index("--probabilities") + 1] == "/t/p.nii.gz"
+    args = childprocess.segment_arguments("ct.nii.gz", "l.nii.gz", "r.json", settings)
+    parsed = build_parser().parse_args(args[2:])
+    assert parsed.progress == "json" and parsed.input == "ct.nii.gz" and parsed.report == "r.json"
+    assert options_from_args(parsed) == options
+    no_probability = job.child_option_arguments(dataclasses.replace(options, probabilities=False), "/t/p.nii.gz")
+    assert "--probabilities" not in no_probability
     from LiverTumorSegLib.errors import InputError
-    for bad, message in [(dict(device="tpu"), "Unknown device"), (dict(window_level=40.0), "both"),
-                         (dict(window_level=40.0, window_width=0.0), "positive"),
-                         (dict(postprocessing={"min_lesion_ml": -1}), ">= 0")]:
-        with pytest.raises(InputError, match=message):
-            job.SegmentationOptions("m", **bad).to_arguments()
-    with pytest.raises(InputError, match="No model"):
-        job.SegmentationOptions("").check()
-
-
-def test_cli_accepts_every_argument_the_module_passes():
-    """The arguments the panel's options produce parse with the real ``segment`` parser (window override and
-    ``--progress json`` once the library has them: issue 12)."""
-    from LiverTumorSegLib.cli import build_parser
-    parser = build_parser()
-    segment = parser._subparsers._group_actions[0].choices["segment"]
-    known = {o for action in segment._actions for o in action.option_strings}
-    options = job.SegmentationOptions("m", postprocessing={"largest_liver_component": False, "fill_liver_holes": False,
-                                                           "tumor_inside_liver": False, "min_lesion_ml": 0.0},
-                                      window_level=40.0, window_width=400.0)
-    args = childprocess.segment_arguments("ct.nii.gz", "l.nii.gz", "r.json", "p.nii.gz", options.to_arguments())
-    flags = [a for a in args[3:] if a.startswith("--")]
-    missing = [f for f in flags if f not in known]
-    if "--progress" in missing or set(missing) == {"--window-level", "--window-width"}:
-        pytest.skip(f"the library's segment command does not have {missing} yet (issue 12, branch h12lib)")
-    assert not missing, f"segment does not accept {missing}"
-    parsed = parser.parse_args(["segment"] + args[3:])
-    assert parsed.progress == "json" and parsed.min_lesion_ml == 0.0
+    with pytest.raises(InputError, match="window"):
+        job.SegmentationOptions(model="m", window_level=40.0)
+    with pytest.raises(InputError, match="device"):
+        job.SegmentationOptions(model="m", device="tpu")
 
 
 # ---- the process runner -----------------------------------------------------------------------------------
@@ -225,7 +211,7 @@ def fake(tmp_path):
 
     def make_job(mode="ok", node=node, **kwargs):
         runner = FakeChildRunner(script, mode)
-        return job.SegmentationJob(scene, node, kwargs.pop("options", job.SegmentationOptions("m.safetensors")),
+        return job.SegmentationJob(scene, node, kwargs.pop("options", job.SegmentationOptions(model="m.safetensors")),
                                    runner, sys.executable, str(ROOT), temp_root=str(temp_root), show_3d=False,
                                    colors_logic=scene._livertumorseg_logics[1], **kwargs)
 
@@ -255,7 +241,7 @@ def _scene_counts(scene):
 
 def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake):
     stages = []
-    segmentation_job = fake.job(options=job.SegmentationOptions("m.safetensors", probabilities=True),
+    segmentation_job = fake.job(options=job.SegmentationOptions(model="m.safetensors", probabilities=True),
                                 progress=lambda f, s: stages.append((f, s))).start()
     assert not segmentation_job.used_storage_file and segmentation_job.input_path.endswith("ct.nrrd")
     outcome = segmentation_job.wait(timeout_s=60)
@@ -334,7 +320,7 @@ def test_job_refuses_missing_input_and_cleans_up_when_the_start_fails(fake):
         def start(self, program, args, env=None):
             raise FileNotFoundError("PythonSlicer")
 
-    segmentation_job = job.SegmentationJob(fake.scene, fake.node, job.SegmentationOptions("m"), Broken(None, "ok"),
+    segmentation_job = job.SegmentationJob(fake.scene, fake.node, job.SegmentationOptions(model="m"), Broken(None, "ok"),
                                            "PythonSlicer", str(ROOT), temp_root=str(fake.temp_root))
     with pytest.raises(FileNotFoundError):
         segmentation_job.start()

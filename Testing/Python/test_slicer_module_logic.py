@@ -126,7 +126,7 @@ def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path
     logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
     node = _ct_node(module.scene)
     stages = []
-    options = module.m.job.SegmentationOptions("m.safetensors", probabilities=True)
+    options = module.m.job.SegmentationOptions(model="m.safetensors", probabilities=True)
     outcome = logic.process(node, None, "m.safetensors", "cpu", options=options,
                             progress=lambda f, s: stages.append(s), showIn3D=False)
     assert outcome.kind == "done" and stages[-1] == "done"

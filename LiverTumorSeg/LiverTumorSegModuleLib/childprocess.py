@@ -97,15 +97,7 @@ class LineBuffer:
         return [text] if text else []
 
 
-# --- command line ------------------------------------------------------------------------------------
-
-def segment_arguments(input_path: str, labels_path: str, report_path: str,
-                      options_arguments: Sequence[str] = ()) -> List[str]:
-    """Arguments after the Python executable: ``-m LiverTumorSegLib segment INPUT -o LABELS --report REPORT
-    [settings, e.g. from SegmentationOptions.to_cli_args] --progress json``."""
-    return (["-m", "LiverTumorSegLib", "segment", str(input_path), "-o", str(labels_path), "--report",
-             str(report_path)] + list(options_arguments) + ["--progress", "json"])
-
+# --- environment ------------------------------------------------------------------------------------
 
 def child_environment(library_root: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """Environment of the child: ``base`` (default: this process's) with ``library_root`` (the folder that

@@ -31,7 +31,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 from . import childprocess
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
-from LiverTumorSegLib.inference.options import SegmentationOptions
+from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
 from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for scripts
 
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
@@ -41,10 +41,14 @@ class SegmentationProcessError(LiverTumorSegError):
     """The segmentation process reported an error the user can fix (its one-line message)."""
 
 
-def child_option_arguments(options: SegmentationOptions, probability_path: Optional[str]) -> List[str]:
-    """The child's settings arguments: the library's own ``SegmentationOptions.to_cli_args`` (one definition of
-    every flag), with ``--probabilities PATH`` when ``options.probabilities``."""
-    return options.to_cli_args(probabilities_path=probability_path if options.probabilities else None)
+def child_arguments(input_path: str, labels_path: str, report_path: str, probability_path: str,
+                    options: SegmentationOptions) -> List[str]:
+    """Arguments after the Python executable: ``-m LiverTumorSegLib`` + the library's own
+    ``segment_command_args`` (``segment INPUT -o LABELS --report R [settings from options.to_cli_args]
+    [--probabilities P when options.probabilities] --progress json``): one definition of every flag."""
+    return ["-m", "LiverTumorSegLib"] + segment_command_args(
+        input_path, labels_path, options, report_path=report_path,
+        probability_path=probability_path if options.probabilities else None, progress="json")
 
 
 class SegmentationOutcome:
@@ -204,9 +208,8 @@ class SegmentationJob:
             storage_file = usable_storage_file(self._input)
             self.used_storage_file = storage_file is not None
             self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
-            args = childprocess.segment_arguments(
-                self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
-                child_option_arguments(self.options, self._path("probabilities.nii.gz")))
+            args = child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
+                                   self._path("probabilities.nii.gz"), self.options)
             self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))
         except BaseException:
             self._remove_temporary_files()

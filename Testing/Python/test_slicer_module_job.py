@@ -48,11 +48,7 @@ def test_line_buffer_joins_chunks_into_lines():
     assert buffer.feed(b'{"done": true}') == [] and buffer.flush() == ['{"done": true}'] and buffer.flush() == []
 
 
-def test_command_line_and_environment_of_the_child():
-    args = childprocess.segment_arguments("/d/ct.nrrd", "/t/labels.nii.gz", "/t/report.json",
-                                          ["--model", "m.safetensors", "--device", "cpu"])
-    assert args == ["-m", "LiverTumorSegLib", "segment", "/d/ct.nrrd", "-o", "/t/labels.nii.gz", "--report",
-                    "/t/report.json", "--model", "m.safetensors", "--device", "cpu", "--progress", "json"]
+def test_environment_of_the_child():
     env = childprocess.child_environment("/lib", {"PYTHONPATH": os.pathsep.join(["/x", "/lib"]), "HOME": "/h"})
     assert env["PYTHONPATH"] == os.pathsep.join(["/lib", "/x"]) and env["HOME"] == "/h"
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -68,13 +64,13 @@ def test_panel_options_are_the_librarys_options_and_parse_back_identically():
                                       window_width=350.0,
                                       postprocessing={"largest_liver_component": False, "fill_liver_holes": True,
                                                       "tumor_inside_liver": False, "min_lesion_ml": 0.5})
-    settings = job.child_option_arguments(options, "/t/p.nii.gz")
-    assert settings[settings.index("--probabilities") + 1] == "/t/p.nii.gz"
-    args = childprocess.segment_arguments("ct.nii.gz", "l.nii.gz", "r.json", settings)
+    args = job.child_arguments("ct.nii.gz", "l.nii.gz", "r.json", "/t/p.nii.gz", options)
+    assert args[:4] == ["-m", "LiverTumorSegLib", "segment", "ct.nii.gz"] and args[-2:] == ["--progress", "json"]
+    assert args[args.index("--probabilities") + 1] == "/t/p.nii.gz"
     parsed = build_parser().parse_args(args[2:])
     assert parsed.progress == "json" and parsed.input == "ct.nii.gz" and parsed.report == "r.json"
-    assert options_from_args(parsed) == options
-    no_probability = job.child_option_arguments(dataclasses.replace(options, probabilities=False), "/t/p.nii.gz")
+    assert parsed.output == "l.nii.gz" and options_from_args(parsed) == options
+    no_probability = job.child_arguments("ct", "l", "r", "/t/p.nii.gz", dataclasses.replace(options, probabilities=False))
     assert "--probabilities" not in no_probability
     from LiverTumorSegLib.errors import InputError
     with pytest.raises(InputError, match="window"):

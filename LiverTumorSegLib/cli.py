@@ -19,7 +19,7 @@ from . import __version__
 from .errors import LiverTumorSegError
 
 # name -> module under LiverTumorSegLib.commands; imported lazily so `--help` stays fast.
-COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate"]
+COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate", "measure", "followup"]
 
 
 def _load_command(name: str):

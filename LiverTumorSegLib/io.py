@@ -601,9 +601,12 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
     within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
     same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the reference's layout; any other
-    difference raises LabelError saying what differs and by how much.
+    difference raises LabelError saying what differs and by how much. A DICOM SEG file (``.dcm``) is read
+    with :func:`dicom_seg.read_dicom_seg` (liver and tumor segments by their SNOMED CT codes).
     """
-    volume = read_volume(path, series=series)
+    from .dicom_seg import is_dicom_seg, read_dicom_seg
+
+    volume = read_dicom_seg(path, reference) if is_dicom_seg(path) else read_volume(path, series=series)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
         volume = _match_reference(volume, reference, tolerance)

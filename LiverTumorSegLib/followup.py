@@ -350,9 +350,22 @@ STATUS_COLORS = {"new": "#ff3b30", "disappeared": "#34c759", "grown": "#ff9500",
                  "stable": "#ffd60a", "merged": "#bf5af2", "split": "#ff2d95"}
 
 
+def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:
+    """Row and column slices around the liver/lesions of both panels (whole image when there is none)."""
+    union = np.zeros(panels[0][1].shape[1:], dtype=bool)
+    for _, labels, _, _ in panels:
+        union |= (labels >= 1).any(axis=0)
+    if not union.any():
+        return slice(None), slice(None)
+    rows, cols = np.nonzero(union)
+    return (slice(max(0, rows.min() - margin), rows.max() + margin + 1),
+            slice(max(0, cols.min() - margin), cols.max() + margin + 1))
+
+
 def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = False, title: str = "") -> Path:
     """PNG: baseline (left) and follow-up aligned to the baseline (right), axial maximum projections of the
-    liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``).
+    liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``),
+    cropped to the liver; disappeared lesions are dashed on the follow-up side where they were.
     Radiological convention (image left = patient right, top = anterior). ``change``: from
     :func:`compare_followup` (needs its ``_arrays``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -370,6 +383,9 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     panels = (("Baseline", reo.to_canonical(arrays["baseline_labels"]), base_comp, "baseline_ids"),
               ("Follow-up (aligned to baseline)", reo.to_canonical(arrays["followup_labels_on_baseline"]),
                follow_comp, "followup_ids"))
+    rows, cols = _picture_crop(panels)
+    panels = tuple((name, labels[:, rows, cols], components[:, rows, cols], key)
+                   for name, labels, components, key in panels)
     fig = Figure(figsize=(11, 6))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -377,14 +393,17 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
         liver = (labels >= 1).any(axis=0)
         ax.imshow(np.where(liver, 0.45, 0.0), cmap="gray", vmin=0, vmax=1, aspect=sy / sx, interpolation="nearest")
         for entry in change["lesions"]:
-            ids = entry[key]
+            ids, style = entry[key], "solid"
+            source = components
+            if not ids and key == "followup_ids" and entry["status"] == "disappeared":
+                ids, style, source = entry["baseline_ids"], "dashed", panels[0][2]  # where it was
             if not ids:
                 continue
-            mask = np.isin(components, ids).any(axis=0)
+            mask = np.isin(source, ids).any(axis=0)
             if not mask.any():
                 continue
             color = STATUS_COLORS[entry["status"]]
-            ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5)
+            ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5, linestyles=style)
             rows, cols = np.nonzero(mask)
             ax.text(cols.mean(), rows.min() - 1.5, str(entry["number"]), color=color, fontsize=12, fontweight="bold",
                     ha="center", va="bottom")

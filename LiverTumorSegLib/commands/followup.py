@@ -31,6 +31,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--picture", default=None,
                    help="side-by-side PNG to write (default: the output's name with .png)")
     p.add_argument("--no-picture", action="store_true", help="do not write the PNG")
+    p.add_argument("--title", default="", help="text put before the response in the picture's title")
     p.add_argument("--alignment", choices=["auto", "ct", "liver", "none"], default="auto",
                    help="auto (default): CTs when both are given, else liver masks; none: scanner coordinates")
     p.add_argument("--min-new-lesion-mm", type=float, default=5.0,
@@ -98,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(change)))
     print(f"change report: {output}")
     if picture is not None:
-        save_change_picture(picture, change, overwrite=args.overwrite)
+        save_change_picture(picture, change, overwrite=args.overwrite, title=args.title)
         print(f"picture: {picture}")
     return 0

@@ -601,12 +601,22 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
     within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
     same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the reference's layout; any other
-    difference raises LabelError saying what differs and by how much. A DICOM SEG file (``.dcm``) is read
-    with :func:`dicom_seg.read_dicom_seg` (liver and tumor segments by their SNOMED CT codes).
+    difference raises LabelError saying what differs and by how much. A Slicer segmentation (``.seg.nrrd``,
+    segments "Liver" / "Liver tumor" -> 1 / 2, see :mod:`segnrrd`) is read too, and, when cropped, put back
+    into the reference's grid. A DICOM SEG file (``.dcm``) is read with :func:`dicom_seg.read_dicom_seg`
+    (liver and tumor segments by their SNOMED CT codes).
     """
+    from . import segnrrd
     from .dicom_seg import is_dicom_seg, read_dicom_seg
 
-    volume = read_dicom_seg(path, reference) if is_dicom_seg(path) else read_volume(path, series=series)
+    if segnrrd.is_seg_nrrd(path):
+        volume = segnrrd.read_seg_nrrd_labels(path)
+        if reference is not None:
+            volume = segnrrd.embed_in_reference(volume, reference, tolerance)
+    elif is_dicom_seg(path):
+        volume = read_dicom_seg(path, reference)
+    else:
+        volume = read_volume(path, series=series)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
         volume = _match_reference(volume, reference, tolerance)

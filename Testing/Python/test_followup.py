@@ -161,3 +161,15 @@ def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
     first = (tmp_path / "r.csv").read_text().splitlines()[0]
     assert first.startswith("id,volume_ml,voxel_count,long_axis_mm,short_axis_mm")
     assert main(["measure", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x.json")]) == 2
+
+
+def test_measure_reads_a_slicer_seg_nrrd(tmp_path):
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib.mrml import write_seg_nrrd
+
+    base, _ = shifted_pair()
+    path = write_seg_nrrd(tmp_path / "corrected.seg.nrrd", base.labels, base.ct.geometry)
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lesion_count"] == 2
+    assert sorted(d["voxel_count"] for d in report["lesions"]) == sorted(l.voxel_count for l in base.lesions)

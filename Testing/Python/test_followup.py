@@ -59,6 +59,23 @@ def test_known_shift_grown_vanished_new_is_progression(use_ct):
     assert by_status["disappeared"]["followup_volume_ml"] == 0.0
 
 
+def test_followup_on_another_grid_and_axis_order():
+    """Follow-up at 1.5 x 1.5 x 3 mm (baseline 2 x 2 x 4 mm), stored in another axis order, same anatomy in mm
+    shifted by SHIFT_LPS: same statuses and shift."""
+    from inference_helpers import ORIENTATIONS, reoriented
+
+    base, _ = shifted_pair()
+    scale = 4.0 / 3.0
+    at = lambda zyx: tuple((np.asarray(zyx) + 0.5) * scale - 0.5)  # same mm position on the finer grid
+    follow = make_phantom((32, 96, 96), (1.5, 1.5, 3.0), lesions=[PhantomLesion(at((12, 24, 18)), 9.0, 15.0),
+                                                                 PhantomLesion(at((14, 22, 28)), 5.0, 20.0)],
+                          noise_hu=5.0, origin=tuple(ORIGIN + SHIFT_LPS), seed=1)
+    volume, labels = reoriented(follow.ct, follow.labels, *ORIENTATIONS["sagittal-like"])
+    change = compare_followup(labels_of(base), CTVolume(labels, volume.geometry))
+    np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], SHIFT_LPS, atol=1.0)
+    assert statuses(change) == ["disappeared", "grown", "new"] and change["response"] == "PD"
+
+
 def test_without_alignment_the_shift_breaks_the_matching():
     """Control: in scanner coordinates the 21 mm shift makes the grown lesion look new + disappeared."""
     base, follow = shifted_pair()

@@ -86,6 +86,23 @@ def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
     return list(all_series[0].files)
 
 
+def source_series_files(input_path: Any, series: Optional[str] = None) -> List[str]:
+    """The DICOM files a SEG of ``input_path``'s segmentation must reference: the chosen series of a DICOM
+    folder, or the series of a single DICOM file's folder. Raises InputError for any other input (a SEG
+    can only be written for a DICOM series)."""
+    path = Path(input_path)
+    if path.is_dir():
+        return dicom_series_files(path, series)
+    with open(path, "rb") as handle:
+        is_dicom = handle.read(132)[128:132] == b"DICM"
+    if not is_dicom:
+        raise InputError(f"A DICOM SEG output (.dcm) references the source DICOM series, but the input '{path}' is "
+                         f"not DICOM; segment the DICOM folder, or write .nii.gz / .nrrd / .seg.nrrd instead.")
+    from .io import _dicom_series_of_file
+
+    return dicom_series_files(path.parent, series or _dicom_series_of_file(path))
+
+
 def _code(hd, triple: Tuple[str, str, str]):
     scheme, value, meaning = triple
     return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)

@@ -12,7 +12,7 @@ pydicom = pytest.importorskip("pydicom")
 
 from LiverTumorSegLib.cli import main  # noqa: E402
 from LiverTumorSegLib.dicom_seg import (dicom_series_files, is_dicom_seg, read_dicom_seg,  # noqa: E402
-                                        write_dicom_seg)
+                                        source_series_files, write_dicom_seg)
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError  # noqa: E402
 from LiverTumorSegLib.io import read_label_map, read_volume, write_label_map  # noqa: E402
 
@@ -129,3 +129,12 @@ def test_errors_are_one_line_and_clear(series, tmp_path):
     (tmp_path / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
     assert not is_dicom_seg(tmp_path / "junk.dcm")
     assert not list(tmp_path.glob("*.dcm*tmp*"))
+
+
+def test_source_series_of_a_folder_or_one_file_and_refusal_for_nifti(series, tmp_path):
+    folder, _, _ = series
+    files = dicom_series_files(folder)
+    assert sorted(source_series_files(folder)) == sorted(files)
+    assert sorted(source_series_files(files[1])) == sorted(files)
+    with pytest.raises(InputError, match="not DICOM"):
+        source_series_files(DATA / "ct3slice_ct.nii.gz")

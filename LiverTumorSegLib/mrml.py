@@ -397,6 +397,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     summary = report_summary(report)
     for key, value in summary.items():
         table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, repr(value))
+    table_node.SetAttribute(LESION_AXES_ATTRIBUTE, lesion_axes_json(report))
     return table_node
 
 
@@ -492,6 +493,31 @@ def lesion_focus_ras(lesion: Dict[str, Any]) -> List[float]:
     if ends:
         return [0.5 * (a + b) for a, b in zip(*ends)]
     return [float(v) for v in lesion["centroid_ras_mm"]]
+
+
+LESION_AXES_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "lesionAxes"  # on the lesion table: JSON, see lesion_axes_json
+
+
+def lesion_axes_json(report: Dict[str, Any]) -> str:
+    """JSON list of ``{"id", "centroid_ras_mm", "long_axis", "short_axis"}`` per lesion: what the lesion table
+    node keeps so a selected row can be shown (:func:`focus_on_table_row`) without the report file."""
+    import json
+
+    keep = ("id", "centroid_ras_mm", "long_axis", "short_axis")
+    return json.dumps([{k: d[k] for k in keep if k in d} for d in report.get("lesions", [])])
+
+
+def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
+    """Centre the slice views on the lesion in row ``row`` (0-based) of a lesion table made by
+    :func:`create_lesion_table_node` and draw its axes; returns the line markups ([] for a bad row)."""
+    import json
+
+    table = table_node.GetTable()
+    if table is None or not 0 <= int(row) < table.GetNumberOfRows():
+        return []
+    lesion_id = int(table.GetValueByName(int(row), "Lesion").ToInt())
+    lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
+    return focus_on_lesion(scene, {"lesions": lesions}, lesion_id)
 
 
 def remove_lesion_axis_markups(scene) -> int:

@@ -63,6 +63,18 @@ def test_focus_on_lesion_centres_every_slice_view(scene):
     mrml.remove_lesion_axis_markups(scene)
 
 
+def test_selecting_a_table_row_draws_that_lesions_axes(scene):
+    other = dict(LESION, id=1, long_axis={"end_points_ras_mm": [[0.0, 0.0, 5.0], [12.0, 0.0, 5.0]]},
+                 short_axis={"end_points_ras_mm": [[6.0, -4.0, 5.0], [6.0, 4.0, 5.0]]})
+    table = mrml.create_lesion_table_node(scene, {"lesions": [other, LESION], "liver_volume_ml": 1.0})
+    markups = mrml.focus_on_table_row(scene, table, 1)  # second row = lesion 3
+    assert [m.GetName() for m in markups] == ["Lesion 3 long axis", "Lesion 3 short axis"]
+    markups = mrml.focus_on_table_row(scene, table, 0)
+    assert markups[0].GetLineLengthWorld() == pytest.approx(12.0)
+    assert mrml.focus_on_table_row(scene, table, 5) == []
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+
+
 def test_report_axes_drawn_in_scene_have_the_report_lengths(scene):
     g = ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(-30.0, 10.0, 50.0))
     k, j, i = np.indices((12, 60, 60)).astype(float)

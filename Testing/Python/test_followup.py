@@ -197,3 +197,16 @@ def test_measure_reads_a_slicer_seg_nrrd(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["lesion_count"] == 2
     assert sorted(d["voxel_count"] for d in report["lesions"]) == sorted(l.voxel_count for l in base.lesions)
+
+
+def test_tiny_new_lesion_is_listed_but_not_progression():
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 40, 40), np.uint8)
+    base[2:4, 10:22, 10:22] = 2                  # 12 x 12 voxels: a 12 mm target
+    follow = base.copy()
+    follow[3, 30, 30] = 2                        # one new voxel: 1 mm long axis, below the 5 mm default
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    new = next(e for e in change["lesions"] if e["status"] == "new")
+    assert new["unequivocal"] is False and change["response"] == "SD"
+    strict = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", min_new_lesion_mm=0.5)
+    assert strict["response"] == "PD"

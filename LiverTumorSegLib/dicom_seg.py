@@ -32,6 +32,7 @@ from .volume import CTVolume, ImageGeometry
 log = logging.getLogger(__name__)
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+DICOM_SEG_SUFFIX = ".dcm"  # `segment ... -o result.dcm` writes a DICOM SEG
 LIVER_CODE = ("SCT", "10200004", "Liver")
 TUMOR_TYPE_CODE = ("SCT", "108369006", "Neoplasm")
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
@@ -88,19 +89,28 @@ def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
 
 def source_series_files(input_path: Any, series: Optional[str] = None) -> List[str]:
     """The DICOM files a SEG of ``input_path``'s segmentation must reference: the chosen series of a DICOM
-    folder, or the series of a single DICOM file's folder. Raises InputError for any other input (a SEG
-    can only be written for a DICOM series)."""
+    folder, or the series of a single DICOM file's folder (:func:`io.read_volume` also stores them as
+    ``volume.meta["files"]``). Raises InputError for any other input."""
+    check_dicom_seg_input(input_path)
     path = Path(input_path)
     if path.is_dir():
         return dicom_series_files(path, series)
-    with open(path, "rb") as handle:
-        is_dicom = handle.read(132)[128:132] == b"DICM"
-    if not is_dicom:
-        raise InputError(f"A DICOM SEG output (.dcm) references the source DICOM series, but the input '{path}' is "
-                         f"not DICOM; segment the DICOM folder, or write .nii.gz / .nrrd / .seg.nrrd instead.")
     from .io import _dicom_series_of_file
 
     return dicom_series_files(path.parent, series or _dicom_series_of_file(path))
+
+
+def check_dicom_seg_input(input_path: Any) -> None:
+    """Before any work: a DICOM SEG output needs highdicom and a DICOM input (folder or file); else InputError."""
+    _highdicom()
+    path = Path(input_path)
+    if path.is_dir():
+        return
+    with open(path, "rb") as handle:
+        if handle.read(132)[128:132] == b"DICM":
+            return
+    raise InputError(f"A DICOM SEG output (.dcm) references the source DICOM series, but the input '{path}' is "
+                     f"not DICOM; segment the DICOM folder, or write .nii.gz / .nrrd / .seg.nrrd instead.")
 
 
 def _code(hd, triple: Tuple[str, str, str]):

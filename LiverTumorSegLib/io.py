@@ -195,7 +195,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
-                        "modality": chosen.modality, "num_files": chosen.num_files})
+                        "modality": chosen.modality, "num_files": chosen.num_files,
+                        "files": list(chosen.files)})  # what a DICOM SEG of this volume references
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")

@@ -138,3 +138,49 @@ def test_source_series_of_a_folder_or_one_file_and_refusal_for_nifti(series, tmp
     assert sorted(source_series_files(files[1])) == sorted(files)
     with pytest.raises(InputError, match="not DICOM"):
         source_series_files(DATA / "ct3slice_ct.nii.gz")
+
+
+def test_segment_dicom_folder_to_dicom_seg(series, tmp_path):
+    """`segment DICOM_DIR -o result.dcm` (oracle engine: labels known from the CT's HU) writes a SEG that
+    highdicom reads with both segments and their SNOMED codes; its voxels equal the NIfTI output's."""
+    from LiverTumorSegLib.inference.api import segment_file
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.phantom import make_phantom
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    phantom = make_phantom((6, 40, 44), (2.0, 2.5, 4.0), noise_hu=0.0, origin=(-40.0, 20.0, 100.0))
+    write_ct_series(tmp_path / "dicom", phantom.ct, uid_seed=5)
+
+    def engine():
+        return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                    batch_predictor=oracle_predictor)
+
+    result = segment_file(tmp_path / "dicom", tmp_path / "result.dcm", engine=engine())
+    nifti = segment_file(tmp_path / "dicom", tmp_path / "result.nii.gz", engine=engine())
+    assert (result.labels == 2).any() and (result.labels == 1).any()
+    seg = hd.seg.segread(str(tmp_path / "result.dcm"))
+    assert [seg.get_segment_description(n).segmented_property_type.value for n in (1, 2)] == ["10200004", "108369006"]
+    assert seg.SeriesDescription.startswith("LiverTumorSeg")
+    back = read_label_map(tmp_path / "result.dcm", reference=read_volume(tmp_path / "dicom"))
+    assert np.array_equal(back.array, read_label_map(tmp_path / "result.nii.gz").array)
+    assert np.array_equal(back.array, phantom.labels) and np.array_equal(nifti.labels, phantom.labels)
+    with pytest.raises(InputError, match="not DICOM"):
+        segment_file(DATA / "ct3slice_ct.nii.gz", tmp_path / "x.dcm", engine=engine())
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_segment_cli_real_ct_series_with_a_model_writes_seg(series, tmp_path, capsys):
+    """The real 3-slice CT as a DICOM series through the CLI with a (tiny, untrained) model package."""
+    from inference_helpers import tiny_unet_package
+
+    folder, ct, _ = series
+    package = tiny_unet_package(tmp_path).path
+    out = tmp_path / "result.dcm"
+    assert main(["segment", str(folder), "-o", str(out), "--model", str(package), "--no-progress"]) == 0
+    seg = hd.seg.segread(str(out))
+    assert seg.segment_numbers == [1, 2] and int(seg.NumberOfFrames) == 2 * ct.shape_zyx[0]
+    assert seg.get_segment_description(2).segmented_property_category.value == "49755003"
+    assert main(["segment", str(DATA / "ct3slice_ct.nii.gz"), "-o", str(tmp_path / "y.dcm"),
+                 "--model", str(package)]) == 2
+    assert "not DICOM" in capsys.readouterr().err

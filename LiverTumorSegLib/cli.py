@@ -20,7 +20,7 @@ from . import __version__
 from .errors import LiverTumorSegError, cli_wording
 
 # name -> module under LiverTumorSegLib.commands; imported lazily so `--help` stays fast.
-COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate"]
+COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate", "measure", "followup"]
 
 
 def _load_command(name: str):

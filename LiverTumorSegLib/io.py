@@ -195,7 +195,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
-                        "modality": chosen.modality, "num_files": chosen.num_files})
+                        "modality": chosen.modality, "num_files": chosen.num_files,
+                        "files": list(chosen.files)})  # what a DICOM SEG of this volume references
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
@@ -609,9 +610,22 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
     within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
     same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the reference's layout; any other
-    difference raises LabelError saying what differs and by how much.
+    difference raises LabelError saying what differs and by how much. A Slicer segmentation (``.seg.nrrd``,
+    segments "Liver" / "Liver tumor" -> 1 / 2, see :mod:`segnrrd`) is read too, and, when cropped, put back
+    into the reference's grid. A DICOM SEG file (``.dcm``) is read with :func:`dicom_seg.read_dicom_seg`
+    (liver and tumor segments by their SNOMED CT codes).
     """
-    volume = read_volume(path, series=series)
+    from . import segnrrd
+    from .dicom_seg import is_dicom_seg, read_dicom_seg
+
+    if segnrrd.is_seg_nrrd(path):
+        volume = segnrrd.read_seg_nrrd_labels(path)
+        if reference is not None:
+            volume = segnrrd.embed_in_reference(volume, reference, tolerance)
+    elif is_dicom_seg(path):
+        volume = read_dicom_seg(path, reference)
+    else:
+        volume = read_volume(path, series=series)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
         volume = _match_reference(volume, reference, tolerance)

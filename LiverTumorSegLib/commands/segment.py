@@ -3,7 +3,8 @@
     livertumorseg segment INPUT -o OUTPUT [--model NAME|PATH] [--device auto|cpu|cuda] [--report r.json]
     livertumorseg segment --sample -o out.nii.gz     # bundled sample CT + bundled model, prints liver Dice
 
-OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with slicer-core). Labels
+OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with slicer-core; .dcm = DICOM
+SEG referencing the input DICOM series, needs highdicom). Labels
 0 background, 1 liver, 2 tumor, in the input's own geometry.
 
 ``--progress json`` (for programs that run this command, e.g. the Slicer module's child process): stdout
@@ -39,7 +40,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "labels are written in the input's geometry.")
     p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("-o", "--output", required=True,
-                   help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd)")
+                   help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd; "
+                        ".dcm = DICOM SEG of a DICOM input)")
     p.add_argument("--sample", action="store_true",
                    help="segment the bundled sample CT and print the liver Dice against its reference")
     p.add_argument("--series", default=None,
@@ -166,8 +168,8 @@ def format_summary(result: Any) -> str:
              f"({r['tumor_volume_ml']:.2f} mL, burden {r['tumor_burden_percent']:.2f} %)"]
     for lesion in r["lesions"][:10]:
         ras = ", ".join(f"{v:.1f}" for v in lesion["centroid_ras_mm"])
-        lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, longest axial diameter "
-                     f"{lesion['longest_axial_diameter_mm']:.1f} mm, centroid RAS ({ras}) mm")
+        lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
+                     f"short axis {lesion['short_axis_mm']:.1f} mm, centroid RAS ({ras}) mm")
     if len(r["lesions"]) > 10:
         lines.append(f"  ... {len(r['lesions']) - 10} more in the report")
     if result.report_path:

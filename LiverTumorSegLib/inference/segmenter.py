@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
 from ..fileutil import atomic_output, check_can_write, full_suffix
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
@@ -106,9 +107,11 @@ def check_output_format(path: Any) -> str:
             raise InputError(f"Writing '{path}' (.seg.nrrd) needs slicer-core: pip install slicer-core "
                              f"(or write .nii.gz / .nrrd instead).")
         return suffix
+    if suffix == DICOM_SEG_SUFFIX:  # DICOM Segmentation referencing the input series (dicom_seg)
+        return suffix
     if suffix not in LABEL_MAP_SUFFIXES:
         raise InputError(f"Output '{path}' has an unsupported extension '{suffix}'; use .nii.gz, .nii, .nrrd, "
-                         f".mha or .seg.nrrd.")
+                         f".mha, .seg.nrrd or .dcm (DICOM SEG, for a DICOM input).")
     return suffix
 
 
@@ -304,7 +307,8 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     from .lesion_report import check_report_path
 
     outputs = {"labels": Path(output_path), "report": None, "preview": None, "probabilities": None}
-    check_output_format(outputs["labels"])
+    if check_output_format(outputs["labels"]) == DICOM_SEG_SUFFIX:
+        check_dicom_seg_input(input_path)
     check_can_write(outputs["labels"], overwrite)
     if report_path is not None:
         outputs["report"] = check_can_write(check_report_path(report_path), overwrite)
@@ -335,8 +339,13 @@ def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
     return int(required)
 
 
-def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix: str) -> None:
-    if suffix == SEG_NRRD_SUFFIX:
+def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix: str, volume: Any = None,
+                  model_name: str = "") -> None:
+    if suffix == DICOM_SEG_SUFFIX:
+        from ..dicom_seg import write_dicom_seg
+
+        write_dicom_seg(tmp, labels, geometry, volume.meta["files"], overwrite=True, model_name=model_name)
+    elif suffix == SEG_NRRD_SUFFIX:
         from ..mrml import write_seg_nrrd
 
         write_seg_nrrd(tmp, labels, geometry, overwrite=True)
@@ -352,7 +361,8 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
     with contextlib.ExitStack() as stack:
         labels_path = outputs["labels"]
         tmp_labels = stack.enter_context(atomic_output(labels_path, overwrite))
-        _write_labels(tmp_labels, result.labels, volume.geometry, full_suffix(labels_path))
+        _write_labels(tmp_labels, result.labels, volume.geometry, full_suffix(labels_path), volume,
+                      str(result.report.get("model", "")))
         if outputs["report"] is not None:
             from .lesion_report import write_report
 

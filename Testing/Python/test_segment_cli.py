@@ -158,7 +158,7 @@ def test_cli_segments_with_package_and_cpu_fallback(tmp_path, tiny_package, caps
     assert "wrote" in captured.out and "liver volume" in captured.out
     written = read_label_map(out, reference=read_volume(ct_path))
     assert written.array.shape == read_volume(ct_path).shape_zyx
-    assert (tmp_path / "r.csv").read_text().startswith("# liver_volume_ml")
+    assert (tmp_path / "r.csv").read_text().startswith("id,volume_ml,")  # plain CSV header, no # lines
     assert run_cli(ct_path, "-o", out, "--model", tiny_package) == 2
     assert "--overwrite" in capsys.readouterr().err
 

@@ -138,7 +138,7 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     torch.set_num_threads(1)
     cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=3, output="")
     table = run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
-    assert [r["case"] for r in table] == ["fold_0", "fold_1", "fold_2", "mean"]
+    assert [r["fold"] for r in table] == [0, 1, 2, "mean"]
     assert sorted(" ".join(r["val_cases"] for r in table[:3]).split()) == ["ct0", "ct1", "ct2"]
     assert table[3]["liver_dice"] == pytest.approx(np.mean([r["liver_dice"] for r in table[:3]]))
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"livertumorseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    command_parsers = {}
     for name in COMMANDS:
         try:
             module = _load_command(name)
@@ -42,12 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = module.register(sub)
         p.set_defaults(_run=module.run)
+        command_parsers[name] = p
+    parser.set_defaults(_command_parsers=command_parsers)
     return parser
+
+
+def _unknown_option_error(args: argparse.Namespace, parser: argparse.ArgumentParser, extras: List[str]) -> None:
+    """Report options the command does not know with the *command's* usage (not the top-level one) and the
+    closest option it does know; exits 2 like any argparse error."""
+    import difflib
+
+    command = (getattr(args, "_command_parsers", {}) or {}).get(getattr(args, "command", None)) or parser
+    known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for extra in extras:
+        close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{extra} -> did you mean {close[0]}?")
+    message = "unrecognized arguments: " + " ".join(extras)
+    command.error(message + ("; " + "; ".join(hints) if hints else ""))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_option_error(args, parser, extras)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     if args.command is None:
         parser.print_help()

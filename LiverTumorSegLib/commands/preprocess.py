@@ -29,6 +29,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units (with a warning)")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="accepted like in the other commands; preprocess shows no progress bar anyway")
     return p
 
 

@@ -77,7 +77,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         default = TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
         help_text = HELP.get(f.name, f.name.replace("_", " "))
-        if f.name == "preprocessing":
+        if f.name == "progress_bar":
+            add_progress_options(parser, dest=f.name)
+        elif f.name == "preprocessing":
             parser.add_argument(*names, dest=f.name, type=_preprocessing_value, default=None, help=help_text)
         elif isinstance(value, bool):
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -91,6 +93,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(*names, dest=f.name, type=type(value), default=None,
                                 help=f"{help_text} (default {value!r})")
+
+
+def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:
+    """``--no-progress`` (the spelling of every command) and the older ``--no-progress-bar`` /
+    ``--progress-bar``; all set ``dest`` (None when not given, so a config file can decide)."""
+    parser.add_argument("--no-progress", "--no-progress-bar", dest=dest, action="store_false", default=None,
+                        help="no progress bar (--no-progress-bar is the same)")
+    parser.add_argument("--progress", "--progress-bar", dest=dest, action="store_true", default=None,
+                        help="show the progress bar (the default)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -114,7 +125,8 @@ def command_line() -> str:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train a liver/tumor segmentation model (writes a model package)",
-                              description=__doc__.split("\n\n")[0] + ". Launch with torchrun for multi-GPU.")
+                              description=__doc__.split("\n\n")[0].replace("``", "")
+                              + " Launch with torchrun for multi-GPU.")
     add_config_options(p)
     return p
 

@@ -53,7 +53,7 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
 
     train_fn = train_fn or train
     if config.folds < 2:
-        raise InputError("crossval needs --folds K with K >= 2 (seed 004 used 4).")
+        raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

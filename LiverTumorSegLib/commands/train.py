@@ -96,11 +96,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:
-    """``--no-progress`` (the spelling of every command) and the older ``--no-progress-bar`` /
+    """``--no-progress`` (the spelling of every command), the older ``--no-progress-bar`` and
     ``--progress-bar``; all set ``dest`` (None when not given, so a config file can decide)."""
     parser.add_argument("--no-progress", "--no-progress-bar", dest=dest, action="store_false", default=None,
                         help="no progress bar (--no-progress-bar is the same)")
-    parser.add_argument("--progress", "--progress-bar", dest=dest, action="store_true", default=None,
+    parser.add_argument("--progress-bar", dest=dest, action="store_true", default=None,
                         help="show the progress bar (the default)")
 
 

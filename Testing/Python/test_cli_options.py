@@ -17,7 +17,7 @@ def _parse(argv):
 def test_training_commands_take_no_progress_and_the_old_spelling(command, flag):
     assert _parse([command, "--data", "d.csv", flag]).progress_bar is False
     assert _parse([command, "--data", "d.csv"]).progress_bar is None          # not given: config file decides
-    assert _parse([command, "--data", "d.csv", "--progress"]).progress_bar is True
+    assert _parse([command, "--data", "d.csv", "--progress-bar"]).progress_bar is True
 
 
 @pytest.mark.parametrize("argv", [

@@ -296,7 +296,8 @@ class PreprocessingConfig:
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {"channels": _default_channels(), "context_slices": 1, "target_spacing_mm": 1.5,
                 "size_multiple": 32, "crop_to_body": True},
-    "two_windows_histscaled": {"channels": [{"kind": "window", "preset": "fastai_liver"}, {"kind": "window", "preset": "liver"},
+    "two_windows_histscaled": {"channels": [{"kind": "window", "preset": "fastai_liver"},
+                                            {"kind": "window", "preset": "liver"},
                              {"kind": "hist_scaled", "n_bins": 100}],
                 "context_slices": 0, "target_spacing_mm": None, "target_size": [256, 256],
                 "size_multiple": 32, "crop_to_body": False},

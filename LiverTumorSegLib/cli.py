@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"livertumorseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    command_parsers = {}
     for name in COMMANDS:
         try:
             module = _load_command(name)
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = module.register(sub)
         p.set_defaults(_run=module.run)
+        command_parsers[name] = p
+    parser.set_defaults(_command_parsers=command_parsers)
     return parser
 
 
@@ -51,11 +54,29 @@ def _wants_json_progress(argv: List[str]) -> bool:
     return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
 
 
+def _unknown_option_error(args: argparse.Namespace, parser: argparse.ArgumentParser, extras: List[str]) -> None:
+    """Report options the command does not know with the *command's* usage (not the top-level one) and the
+    closest option it does know; exits 2 like any argparse error."""
+    import difflib
+
+    command = (getattr(args, "_command_parsers", {}) or {}).get(getattr(args, "command", None)) or parser
+    known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for extra in extras:
+        close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{extra} -> did you mean {close[0]}?")
+    message = "unrecognized arguments: " + " ".join(extras)
+    command.error(message + ("; " + "; ".join(hints) if hints else ""))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(raw)
+        args, extras = parser.parse_known_args(raw)
+        if extras:
+            _unknown_option_error(args, parser, extras)
     except SystemExit as exc:  # usage error (argparse printed it on stderr) or --help / --version
         if exc.code not in (0, None) and _wants_json_progress(raw):
             print(json.dumps({"error": "invalid command-line arguments (usage on stderr)"}), flush=True)

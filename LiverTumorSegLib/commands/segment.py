@@ -57,8 +57,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
                    help="bar (default): progress bar on stderr; none; json: stdout carries only JSON lines "
                         "(progress, then the outputs or the error) for programs that run this command")
-    p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
-                   help="same as --progress none")
+    p.add_argument("--no-progress", "--no-progress-bar", dest="progress", action="store_const", const="none",
+                   help="same as --progress none (--no-progress-bar is the same)")
     return p
 
 

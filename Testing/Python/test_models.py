@@ -2,6 +2,7 @@
 round trip, architecture-specific behaviour (SegNet pool indices, deep supervision, ConvLSTM), and a
 learning test (each network overfits one phantom slice)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,8 +40,10 @@ DEEP_SUPERVISION = {"attention_unet", "dalunet"}
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    """One torch thread (fast on shared CPUs), or OMP_NUM_THREADS when set, so the file can be checked
+    under other thread counts (float sums then round differently)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     yield
     torch.set_num_threads(threads)
 

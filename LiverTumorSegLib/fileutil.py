@@ -23,6 +23,22 @@ def full_suffix(path: PathLike) -> str:
     return Path(name).suffix
 
 
+def finite_json(value):
+    """Copy of a JSON-able ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain, so
+    ``json.dumps(..., allow_nan=False)`` gives strict JSON (NaN/Infinity are not JSON)."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``) or its folder is missing."""
     path = Path(path)

@@ -73,6 +73,10 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
     nz = volume.shape_zyx[0]
     if nz > 1 and spacing[2] > THICK_SLICE_WARN_MM:
         warnings.append(f"'{name}' has thick slices ({spacing[2]:g} mm); small lesions may be missed.")
+    origin = np.asarray(volume.geometry.origin, dtype=float)
+    if not np.all(np.isfinite(origin)):
+        raise InputError(f"'{name}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}); fix the "
+                         f"header (e.g. re-export from the scanner/PACS).")
     direction = volume.geometry.direction_matrix
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
@@ -90,6 +94,17 @@ def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
         return (f"all values >= 0: {lo:g}..{hi:g}, no air near -1000 HU; MR, or CT stored without its rescale "
                 f"intercept")
     return None
+
+
+def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
+    """A DICOM series whose Modality is not CT (MR, PT, ...) is refused unless ``allow_non_hu``."""
+    modality = str(volume.meta.get("modality") or "").strip().upper()
+    if not modality or modality == "CT":
+        return
+    what = f"'{_source(volume)}' is a {modality} series (DICOM Modality), not CT in Hounsfield units"
+    if not allow_non_hu:
+        raise InputError(f"{what}; the models are trained on CT only: {ALLOW_NON_HU_HINT}.")
+    warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
 
 
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
@@ -124,13 +139,14 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
     """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
-    spacing, degenerate direction, NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
+    spacing, non-finite origin, degenerate direction, a DICOM Modality other than CT (unless ``allow_non_hu``), NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
     intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
     A single axial slice is accepted with a warning.
     """
     warnings: List[str] = []
     _check_shape(volume, warnings)
     _check_geometry(volume, warnings)
+    _check_modality(volume, allow_non_hu, warnings)
     _check_intensities(volume, allow_non_hu, warnings)
     return warnings
 

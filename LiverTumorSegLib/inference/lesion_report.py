@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import atomic_output, full_suffix
+from ..fileutil import atomic_output, finite_json, full_suffix
 from ..volume import ImageGeometry
 
 CSV_COLUMNS = ["id", "volume_ml", "voxel_count", "longest_axial_diameter_mm", "mean_hu",
@@ -164,7 +164,7 @@ def check_report_path(path: Any) -> Path:
 def write_report(report: Dict[str, Any], path: Any, overwrite: bool = False) -> Path:
     """Write ``report`` as JSON (``.json``) or CSV (``.csv``) atomically; returns the path."""
     path = check_report_path(path)
-    text = report_to_csv_text(report) if full_suffix(path) == ".csv" else json.dumps(report, indent=2) + "\n"
+    text = report_to_csv_text(report) if full_suffix(path) == ".csv" else json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
     with atomic_output(path, overwrite) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     return path

@@ -53,7 +53,7 @@ def _ct_like(path: Path, array_zyx: np.ndarray, spacing_xyz=(2.0, 2.0, 4.0)) -> 
 
 
 def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, spacing_xyz=(2.0, 2.0, 4.0),
-                  origin=(-40.0, -30.0, 100.0), prefix: str = "s") -> Path:
+                  origin=(-40.0, -30.0, 100.0), prefix: str = "s", modality: str = "CT") -> Path:
     """Write ``hu_zyx`` (int16 HU) as an axial CT series (LPS, identity direction), one file per slice."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -62,7 +62,7 @@ def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, 
         sl = sitk.GetImageFromArray(hu_zyx[k].astype(np.int16))
         sl.SetSpacing(tuple(float(s) for s in spacing_xyz[:2]))
         position = (origin[0], origin[1], origin[2] + k * spacing_xyz[2])
-        tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
+        tags = {"0008|0060": modality, "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
                 "0008|103e": description, "0020|0011": "1",
                 "0020|0032": "\\".join(f"{v:.6f}" for v in position),
                 "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing_xyz[2]:g}",
@@ -171,6 +171,54 @@ def make_zero_spacing(d: Path) -> Path:
     return path
 
 
+def make_pixdim_zero(d: Path) -> Path:
+    """NIfTI with only a qform and pixdim x = 0 (nibabel would silently use 1 mm); the byte is patched in, since
+    nibabel repairs pixdim when saving."""
+    import struct
+
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    path = d / "pixdim_0.nii"
+    nib.save(image, str(path))
+    blob = bytearray(path.read_bytes())
+    assert struct.unpack("<f", bytes(blob[80:84]))[0] == 2.0, "NIfTI-1 pixdim[1] lies at byte 80"
+    blob[80:84] = struct.pack("<f", 0.0)
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def make_nan_origin(d: Path) -> Path:
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    affine[0, 3] = np.nan
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_sform(affine, code=1)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=0)
+    nib.save(image, str(d / "nan_origin.nii.gz"))
+    return d / "nan_origin.nii.gz"
+
+
+def make_inf_origin(d: Path) -> Path:
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    image.header["qoffset_x"] = np.inf
+    nib.save(image, str(d / "inf_origin.nii.gz"))
+    return d / "inf_origin.nii.gz"
+
+
+def make_dicom_same_position(d: Path) -> Path:
+    """6 DICOM slices that all share one ImagePositionPatient (ITK would invent 1 mm spacing)."""
+    return _dicom_series(d / "same_position", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.5", "stacked",
+                         spacing_xyz=(2.0, 2.0, 0.0))
+
+
+def make_dicom_mr(d: Path) -> Path:
+    """A DICOM series with Modality MR whose values happen to look like HU."""
+    return _dicom_series(d / "mr_series", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.6", "t1 vibe",
+                         modality="MR")
+
+
 # name -> (maker, words the message must contain, table text of the input)
 CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "missing": (make_missing, ["does not exist"], "path that does not exist"),
@@ -191,11 +239,17 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
     "absurd_spacing": (make_absurd_spacing, ["spacing", "50", "over 20 mm"], "voxel spacing 50 x 50 x 4 mm"),
     "zero_spacing": (make_zero_spacing, ["invalid voxel spacing", "header"], "voxel spacing 0 mm (NRRD header)"),
+    "pixdim_0": (make_pixdim_zero, ["invalid voxel spacing (0, 2, 4)"], "NIfTI pixdim x = 0 (qform only)"),
+    "nan_origin": (make_nan_origin, ["non-finite", "NaN/Inf"], "NIfTI sform with a NaN origin"),
+    "inf_origin": (make_inf_origin, ["non-finite", "qform", "origin"], "NIfTI qform with an infinite origin"),
+    "dicom_same_position": (make_dicom_same_position, ["6 slices but only 1 distinct slice position"],
+                            "DICOM series whose 6 slices share one position"),
+    "dicom_mr": (make_dicom_mr, ["MR series", "--allow-non-hu"], "DICOM series with Modality MR (HU-like values)"),
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
 CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "absurd_spacing", "zero_spacing",
-           "no_dicom", "two_series"}
+           "no_dicom", "two_series", "dicom_same_position", "dicom_mr"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -266,7 +320,7 @@ def test_preprocess_bad_input(tmp_path, capsys, name):
     record(name, "preprocess", line, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["unit_range", "mr_like"])
+@pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])
 def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
     maker, _, _ = CT_CASES[name]
     inp = maker(tmp_path)
@@ -695,3 +749,19 @@ def test_broken_package_in_user_folder_is_skipped_with_a_warning(tmp_path, capsy
 
     entries = list_installed_models(warn=False)
     assert [e["source"] for e in entries if e["error"]] == ["user"]
+
+
+def test_json_report_never_holds_nan_or_infinity(tmp_path):
+    import json
+
+    from LiverTumorSegLib.inference.lesion_report import write_report
+
+    path = write_report({"liver_volume_ml": float("nan"), "lesions": [{"d": float("inf")}], "n": np.float32(2)},
+                        tmp_path / "r.json")
+    text = path.read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the report")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data == {"liver_volume_ml": None, "lesions": [{"d": None}], "n": 2.0}

@@ -72,6 +72,7 @@ class ModelPackage:
     path: Path
     name: str
     sha256: str
+    activation_bytes_per_pixel: float = 0.0  # float32 layer outputs per input pixel (measured on the meta device)
 
     @property
     def architecture(self) -> Dict[str, Any]:
@@ -518,7 +519,7 @@ def _compare_tensor_entries(expected: Dict[str, Any], found: Dict[str, Any], whe
                                 f"usable as they are. Re-export the package from the trained model.")
 
 
-def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> None:
+def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> int:
     """Before any weight is read or any real network built: check the options against the architecture,
     build it on the meta device (no memory), and refuse more than MAX_PARAMETERS parameters, more than
     MAX_ACTIVATION_BYTES of layer outputs per 256 x 256 slice, or tensors whose names, shapes or dtypes differ
@@ -556,6 +557,7 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> N
                                 f"activations per {ACTIVATION_PROBE_HW} x {ACTIVATION_PROBE_HW} slice (at most "
                                 f"{MAX_ACTIVATION_BYTES / 2 ** 30:.0f} GiB are accepted); the package is corrupt "
                                 f"or hostile.")
+    return activations
 
 
 def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
@@ -575,7 +577,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     path = resolve_model(path_or_name)
     header, meta = _read_header_and_metadata(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
-    _plan_network(meta, header, path)
+    activations = _plan_network(meta, header, path)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -596,7 +598,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     model.to(device)
     model.eval()
     return ModelPackage(model=model, preprocessing=preprocessing, metadata=meta, path=path,
-                        name=str(meta["name"]), sha256=digest)
+                        name=str(meta["name"]), sha256=digest,
+                        activation_bytes_per_pixel=activations / float(ACTIVATION_PROBE_HW ** 2))
 
 
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:

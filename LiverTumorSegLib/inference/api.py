@@ -125,13 +125,16 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
                               seconds=time.perf_counter() - start, tumor_probability=probability)
 
 
-def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
-    """Estimated peak bytes for this volume; raises ResourceError when clearly too much."""
-    from ..validation import check_memory, estimate_memory_bytes
+def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None) -> Optional[int]:
+    """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
+    included; validation.check_network_memory); raises ResourceError when clearly too much."""
+    from ..validation import check_network_memory
 
-    required = estimate_memory_bytes(volume.shape_zyx, input_itemsize=volume.array.dtype.itemsize)
+    arch = getattr(package, "architecture", None) or {}
+    required = check_network_memory(volume, getattr(package, "preprocessing", None) or {}, arch.get("in_channels"),
+                                    int(arch.get("num_classes", 3)), batch_size,
+                                    float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0))
     log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
-    check_memory(required, what=f"'{volume.source or 'the volume'}' {volume.shape_zyx} (z, y, x)")
     return int(required)
 
 
@@ -194,12 +197,12 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
     warnings = check_ct(volume, allow_non_hu=allow_non_hu)
     for message in warnings:
         log.warning("warning: %s", message)
-    _estimate_and_check_memory(volume)
     if engine is None and package is None:
         from ..package import load_model_package
 
         reporter(0.02, "loading model")
         package = load_model_package(model, device="cpu")
+    _estimate_and_check_memory(volume, package if package is not None else engine.package, batch_size)
     if cancel is not None:
         cancel.raise_if_cancelled()
     result = segment_volume(volume, package, device=device, postprocessing=postprocessing,

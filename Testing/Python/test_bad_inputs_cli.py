@@ -765,3 +765,52 @@ def test_json_report_never_holds_nan_or_infinity(tmp_path):
 
     data = json.loads(text, parse_constant=refuse)
     assert data == {"liver_volume_ml": None, "lesions": [{"d": None}], "n": 2.0}
+
+
+# ------------------------------------------------------------------------- memory at network resolution
+def make_coarse_pixels(d: Path, shape_zyx=(8, 512, 512), pixel_mm=19.9) -> Path:
+    """A small file (int16, mostly air) whose 19.9 mm pixels become ~6800 x 6800 at the network's 1.5 mm."""
+    arr = np.full(shape_zyx, -1000, np.int16)
+    zz, yy, xx = np.ogrid[:shape_zyx[0], :shape_zyx[1], :shape_zyx[2]]
+    body = (yy - shape_zyx[1] / 2) ** 2 + (xx - shape_zyx[2] / 2) ** 2 < (shape_zyx[1] / 3) ** 2
+    arr[np.broadcast_to(body, shape_zyx)] = 40
+    return _ct_like(d / f"coarse_{shape_zyx[2]}.nii.gz", arr, spacing_xyz=(pixel_mm, pixel_mm, 5.0))
+
+
+@pytest.mark.parametrize("shape_zyx", [(4, 256, 256), (8, 512, 512)])
+def test_coarse_pixels_are_refused_at_network_resolution(tmp_path, capsys, monkeypatch, shape_zyx):
+    """The 256x256x4 CT with 19.9 mm pixels once peaked at 7.6 GB; the 512x512x8 one ended in MemoryError.
+    With 4 GiB available both must be refused with the numbers, before anything is resampled."""
+    _bundled_model_or_skip()
+    from LiverTumorSegLib.preprocessing import spatial
+
+    ct = make_coarse_pixels(tmp_path, shape_zyx)
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: 4 << 30)
+
+    def no_resampling(*args, **kwargs):
+        raise AssertionError("the volume was resampled before the memory check")
+
+    monkeypatch.setattr(spatial, "resample_slices", no_resampling)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for argv in (["segment", ct, "-o", out_dir / "seg.nii.gz", "--no-progress"],
+                 ["preprocess", ct, "-o", out_dir / "preview.png"]):
+        code, out, err = run_cli(argv, capsys)
+        side = round(shape_zyx[2] * 19.9 / 1.5)
+        line = assert_clean_error(code, err, ["at the network's resolution", "19.9 x 19.9 mm pixels resampled to 1.5 mm",
+                                              "only 4.0 GiB is available", f"{side + (-side) % 32})"])
+        assert files_under(out_dir) == []
+        if argv[0] == "segment":
+            record15(f"CT of {shape_zyx[2]} x {shape_zyx[1]} x {shape_zyx[0]} voxels with 19.9 mm pixels "
+                     f"(4 GiB available)", line, tmp_path)
+
+
+def test_network_memory_estimate_is_modest_for_a_normal_ct():
+    """A 512 x 512 x 200 CT with 0.7 mm pixels: network grid 256 x 256 (0.7 * 512 / 1.5 = 239 -> 256)."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    net = validation.network_grid_zyx((200, 512, 512), (2.5, 0.7, 0.7), PreprocessingConfig.preset("default"))
+    assert net == (200, 256, 256)
+    need = validation.estimate_network_memory_bytes((200, 512, 512), net, in_channels=9)
+    native = validation.estimate_memory_bytes((200, 512, 512))
+    assert native < need < native + (400 << 20)

@@ -5,14 +5,17 @@ with two functions:
 * ``run(args) -> int``: does the work and returns the exit code.
 
 Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) print one line
-``error: ...`` and exit 2; Ctrl-C exits 130; anything else is a bug: one line plus a hint to rerun with
+``error: ...`` and exit 2; Ctrl-C exits 130 and SIGTERM 143, both after removing unfinished outputs (the
+signal becomes an exception, so every ``atomic_output`` cleans up its temporary file); anything else is a bug: one line plus a hint to rerun with
 ``--debug`` for the traceback, exit 1.
 """
 import argparse
 import importlib
 import os
 import logging
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from . import __version__
@@ -45,7 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that ``finally`` blocks remove temporaries."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; SIGTERM is handled like Ctrl-C while it runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
@@ -62,6 +84,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated (SIGTERM); unfinished output files were removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

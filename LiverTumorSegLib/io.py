@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError, LabelError
-from .fileutil import atomic_output, full_suffix
+from .fileutil import atomic_output, check_path_encoding, full_suffix
 from .volume import CTVolume, ImageGeometry
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -578,7 +578,7 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
     or description). Returns a :class:`CTVolume` with a ``(z, y, x)`` array in HU (int16 when integral,
     else float32) and LPS geometry. Raises InputError with a one-line reason for anything unreadable.
     """
-    path = Path(path)
+    path = check_path_encoding(path, "Input")
     if not path.exists():
         parent_hint = "" if path.parent.exists() else f" (its folder '{path.parent}' does not exist either)"
         raise InputError(f"Input '{path}' does not exist{parent_hint}; check the path.")

@@ -814,3 +814,95 @@ def test_network_memory_estimate_is_modest_for_a_normal_ct():
     need = validation.estimate_network_memory_bytes((200, 512, 512), net, in_channels=9)
     native = validation.estimate_memory_bytes((200, 512, 512))
     assert native < need < native + (400 << 20)
+
+
+# ------------------------------------------------------------------------------------ signals and paths
+def _run_process(argv: List[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``livertumorseg ARGV`` as a real process (a crash in ITK cannot take pytest down with it)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
+                          capture_output=True, timeout=timeout, cwd=str(cwd), env=env)
+
+
+def _non_utf8(name: bytes) -> str:
+    return os.fsdecode(name)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_non_utf8_path_is_refused_up_front(tmp_path, where):
+    """ITK aborted the whole process (SIGABRT) on such names and left temporaries; now: one line, exit 2."""
+    ct = _tiny_ct(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if where == "input":
+        bad = tmp_path / _non_utf8(b"scan\xff.nrrd")
+        write_volume(tmp_path / "scan.nrrd", _phantom().ct)
+        os.rename(tmp_path / "scan.nrrd", bad)
+        argv = ["segment", bad, "-o", out_dir / "seg.nrrd", "--no-progress"]
+    else:
+        argv = ["segment", ct, "-o", out_dir / _non_utf8(b"seg\xff.nrrd"), "--no-progress"]
+    proc = _run_process(argv, tmp_path)
+    err = proc.stderr.decode("utf-8", "replace")
+    line = assert_clean_error(proc.returncode, err, ["contains bytes that are not valid UTF-8", "\\xff"])
+    assert os.listdir(out_dir) == []
+    record15(f"{where} path with a non-UTF-8 byte (`\\xff`)", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess"])
+def test_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch, command):
+    """/sys refuses new files even for root (a chmod'ed folder would not stop root)."""
+    ct = _tiny_ct(tmp_path)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the input was read before the output folder was checked")
+
+    monkeypatch.setattr(lts_io, "read_volume", no_reading)
+    out = "/sys/seg.nii.gz" if command == "segment" else "/sys/preview.png"
+    argv = [command, ct, "-o", out] + (["--no-progress"] if command == "segment" else [])
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["Output folder '/sys' is not writable"])
+    if command == "segment":
+        record15("output folder that is not writable (`-o /sys/seg.nii.gz`)", line, tmp_path)
+
+
+def test_unwritable_report_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    ct = _tiny_ct(tmp_path)
+    monkeypatch.setattr(lts_io, "read_volume", lambda *a, **k: pytest.fail("input read before the check"))
+    code, text, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--report", "/sys/r.json",
+                               "--no-progress"], capsys)
+    assert_clean_error(code, err, ["Output folder '/sys' is not writable"])
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+SIGTERM_DURING_WRITE = r"""
+import os, signal, sys, time
+from LiverTumorSegLib import io
+original = io._write_nifti
+
+def write_then_sigterm(tmp, array, geometry):
+    original(tmp, array, geometry)
+    os.kill(os.getpid(), signal.SIGTERM)   # arrives while the temporary output exists
+    time.sleep(5)
+
+io._write_nifti = write_then_sigterm
+from LiverTumorSegLib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_the_write_phase_removes_temporaries(tmp_path):
+    ct = _tiny_ct(tmp_path)
+    pkg = _tiny_package(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["segment", str(ct), "-o", str(out_dir / "seg.nii.gz"), "--report", str(out_dir / "r.json"),
+            "--model", str(pkg), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_WRITE] + argv, capture_output=True, timeout=300,
+                          cwd=str(tmp_path), env=env)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert lines == ["error: terminated (SIGTERM); unfinished output files were removed"], err
+    assert os.listdir(out_dir) == []
+    record15("SIGTERM while the outputs are being written", lines[0], tmp_path)

@@ -602,6 +602,20 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
                         activation_bytes_per_pixel=activations / float(ACTIVATION_PROBE_HW ** 2))
 
 
+def refusal_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words and one line (torch's own text is
+    six lines and suggests ``weights_only=False``, which would let the file run code)."""
+    import pickle
+
+    name = type(exc).__name__
+    if isinstance(exc, pickle.UnpicklingError) or "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        return ("it holds Python objects other than tensors and plain numbers/strings (a pickle that could run code "
+                "when loaded)")
+    if isinstance(exc, (EOFError, RuntimeError, ValueError, OSError)):
+        return f"it is truncated or not a PyTorch file ({name})"
+    return f"it cannot be read ({name})"
+
+
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     """A ``{name: tensor}`` state dict from a local file, never executing code from it.
 
@@ -629,10 +643,8 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelPackageError(f"Refused to load weights '{path}': it is not a plain tensor state dict "
-                                f"loadable with weights_only=True ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}). Save the weights as "
-                                f"a state dict or .safetensors file.")
+        raise ModelPackageError(f"Refused to load weights '{path}': {refusal_reason(exc)}. Save the weights as "
+                                f"a plain state dict or .safetensors file.")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

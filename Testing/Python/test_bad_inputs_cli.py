@@ -542,8 +542,7 @@ def write_issue15_table_when_asked():
     if target:
         lines = ["", "| input | what the user sees (stderr, exit code 2) |", "|---|---|"]
         lines += [f"| {what} | `{message}` |" for what, message in ISSUE15_ROWS.items()]
-        with open(target, "a") as fh:
-            fh.write("\n".join(lines) + "\n")
+        Path(target).with_suffix(".issue15.md").write_text("\n".join(lines) + "\n")
 
 
 def _tiny_ct(d: Path) -> Path:
@@ -906,3 +905,121 @@ def test_sigterm_during_the_write_phase_removes_temporaries(tmp_path):
     assert lines == ["error: terminated (SIGTERM); unfinished output files were removed"], err
     assert os.listdir(out_dir) == []
     record15("SIGTERM while the outputs are being written", lines[0], tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ train
+TRAIN_PREPROCESSING = ('{"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0, '
+                       '"target_spacing_mm": 3.0, "size_multiple": 16}')
+
+
+def _train_argv(csv_path: Path, out: Path, epochs: int = 2, command: str = "train") -> List[str]:
+    return [command, "--data", csv_path, "--model", "unet", "--model-options",
+            '{"channels": [4, 8], "num_res_units": 0}', "--preprocessing", TRAIN_PREPROCESSING,
+            "--patch-size", "32", "--batch-size", "2", "--epochs", str(epochs), "--iterations-per-epoch", "2",
+            "--num-workers", "0", "--no-tensorboard", "--augmentation", '{"enabled": false}',
+            "--synthetic-lesions", "false", "--val-fraction", "0.5", "--no-progress-bar", "-o", out]
+
+
+@pytest.fixture
+def train_csv(tmp_path):
+    from training_helpers import write_phantom_cases
+
+    data = tmp_path / "data"
+    data.mkdir()
+    return write_phantom_cases(data, 2, (6, 40, 40))
+
+
+def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, monkeypatch, train_csv):
+    """Ctrl-C right after the end-of-epoch-1 checkpoint; --resume must continue with epoch 2, not log epoch 1
+    again with loss 0."""
+    import torch
+
+    from LiverTumorSegLib.training import trainer as trainer_module
+    from LiverTumorSegLib.training.logs import read_log
+
+    torch.manual_seed(0)
+    out = tmp_path / "model.safetensors"
+    original = trainer_module.Trainer.save_last
+
+    def save_then_interrupt(self, epoch, step_in_epoch):
+        original(self, epoch, step_in_epoch)
+        if (epoch, step_in_epoch) == (1, 0):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "save_last", save_then_interrupt)
+    code, text, err = run_cli(_train_argv(train_csv, out), capsys)
+    assert code == 130, err
+    monkeypatch.setattr(trainer_module.Trainer, "save_last", original)
+    code, text, err = run_cli(_train_argv(train_csv, out) + ["--resume"], capsys)
+    assert code == 0, err
+    assert "resuming" in text and "epoch 2," in text
+    rows = read_log(tmp_path / "model_train" / "log.csv")
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2]
+    assert all(float(r["train_loss"]) > 0.01 for r in rows), rows
+    assert text.count("epoch 1/2") == 0 and text.count("epoch 2/2") == 1
+
+
+def test_resume_of_a_finished_run_does_not_rewrite_the_package(tmp_path, capsys, train_csv):
+    out = tmp_path / "model.safetensors"
+    code, text, err = run_cli(_train_argv(train_csv, out, epochs=1), capsys)
+    assert code == 0, err
+    before = out.read_bytes()
+    code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["already finished its 1 epochs", "--overwrite"])
+    assert out.read_bytes() == before
+    record15("`train --resume` of a run that already finished", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
+    """A case that cannot be read (found while building the slice cache, after the run's folders were made)."""
+    (train_csv.parent / "ct1.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
+    out = tmp_path / ("model.safetensors" if command == "train" else "cv")
+    argv = _train_argv(train_csv, out, epochs=1, command=command) + (["--folds", "2"] if command == "crossval" else [])
+    if command == "crossval":
+        argv.remove("--val-fraction"), argv.remove("0.5")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["ct1.nii.gz"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model_train/ or cv/
+    record15(f"`{command}` with an unreadable case (nothing left behind)", line, tmp_path)
+
+
+def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv):
+    import argparse
+    import collections
+
+    import torch
+
+    ckpt = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": collections.OrderedDict(), "optimizer": {}, "epoch": 0, "global_step": 0,
+                "config": "{}", "evil": argparse.Namespace(a=1)}, str(ckpt))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["last.pt' cannot be read and was refused", "could run code"])
+    assert "weights_only" not in err and "will likely succeed" not in err
+    record15("`train --resume` whose checkpoint holds a non-tensor Python object", line, tmp_path)
+
+
+def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, train_csv):
+    import collections
+
+    import torch
+
+    ckpt = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": collections.OrderedDict(w=torch.zeros(2)), "optimizer": {}, "epoch": 0,
+                "global_step": 0, "config": "{}"}, str(ckpt))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["does not fit this run's model"])
+    record15("`train --resume` with a checkpoint of another model", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+def test_train_into_unwritable_folder_is_refused_before_the_work(tmp_path, capsys, train_csv, command):
+    out = Path("/sys/model.safetensors") if command == "train" else Path("/sys/cv")
+    argv = _train_argv(train_csv, out, epochs=1, command=command) + (["--folds", "2"] if command == "crossval" else [])
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["'/sys' is not writable"])
+    assert "data:" not in text  # refused before the data were even listed
+    record15(f"`{command} -o` into a folder that is not writable", line, tmp_path)

@@ -5,7 +5,8 @@ with two functions:
 * ``run(args) -> int``: does the work and returns the exit code.
 
 Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) print one line
-``error: ...`` and exit 2; Ctrl-C exits 130; anything else is a bug: one line plus a hint to rerun with
+``error: ...`` and exit 2; Ctrl-C exits 130 and SIGTERM 143, both after removing unfinished outputs (the
+signal becomes an exception, so every ``atomic_output`` cleans up its temporary file); anything else is a bug: one line plus a hint to rerun with
 ``--debug`` for the traceback, exit 1.
 """
 import argparse
@@ -13,7 +14,9 @@ import importlib
 import json
 import os
 import logging
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from . import __version__
@@ -70,7 +73,26 @@ def _unknown_option_error(args: argparse.Namespace, parser: argparse.ArgumentPar
     command.error(message + ("; " + "; ".join(hints) if hints else ""))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that ``finally`` blocks remove temporaries."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; SIGTERM is handled like Ctrl-C while it runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -96,6 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated (SIGTERM); unfinished output files were removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

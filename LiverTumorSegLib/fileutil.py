@@ -23,9 +23,56 @@ def full_suffix(path: PathLike) -> str:
     return Path(name).suffix
 
 
+def finite_json(value):
+    """Copy of a JSON-able ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain, so
+    ``json.dumps(..., allow_nan=False)`` gives strict JSON (NaN/Infinity are not JSON)."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def printable_path(path: PathLike) -> str:
+    """``path`` as text safe to print: bytes that are not UTF-8 shown as ``\\xff``."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def check_path_encoding(path: PathLike, what: str = "Path") -> Path:
+    """Refuse a path holding bytes that are not valid UTF-8: ITK cannot open such names (it aborted the
+    whole process with SIGABRT), so they are refused before any work."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} '{printable_path(path)}' contains bytes that are not valid UTF-8; rename it (or "
+                         f"its folder) using UTF-8 characters only.") from None
+    return Path(path)
+
+
+def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path:
+    """Raise InputError unless a file can be created in ``folder`` (tried for real, so read-only mounts and
+    ACLs count too, also for root): an unwritable output folder is found before the work, not after it."""
+    folder = Path(folder) if str(folder) else Path(".")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
+    except OSError as exc:
+        raise InputError(f"{what} '{printable_path(folder)}' is not writable ({exc.strerror or exc}); choose "
+                         f"another output location or fix its permissions.") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
-    """Raise a clear error if ``path`` exists (and not ``overwrite``) or its folder is missing."""
-    path = Path(path)
+    """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
+    or its name holds bytes that are not UTF-8."""
+    path = check_path_encoding(path, "Output")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"Output '{path}' already exists; pass {option_hint('--overwrite', 'overwrite=True')} "
                                 f"to replace it or choose another output path.")
@@ -34,6 +81,9 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise InputError(f"Output folder '{parent}' does not exist; create it first.")
+    if not parent.is_dir():
+        raise InputError(f"Output folder '{parent}' is not a folder; choose another output path.")
+    check_folder_writable(parent)
     return path
 
 

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError, LabelError, option_hint
-from .fileutil import atomic_output, full_suffix
+from .fileutil import atomic_output, check_path_encoding, full_suffix
 from .volume import CTVolume, ImageGeometry
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -178,12 +178,15 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice tags (positions) without reading the files again
     try:
         with _quiet_itk():
             image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
                          f"Check that all its files are complete.") from None
+    if len(chosen.files) > 1:
+        _check_distinct_positions(chosen, reader, image, folder)
     notes = []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         thickness = _single_slice_thickness(chosen.files[0])
@@ -201,6 +204,31 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
+    """Refuse a multi-file series whose slices share positions (ImagePositionPatient along the slice normal):
+    ITK would invent a 1 mm slice spacing for it. Such a series usually mixes several acquisitions (phases,
+    echoes, a repeated scan). Slices without a position tag are left to ITK's own checks."""
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    positions = []
+    for index in range(len(series.files)):
+        try:
+            text = reader.GetMetaData(index, "0020|0032")
+            xyz = [float(v) for v in text.strip().split("\\")[:3]]
+        except (RuntimeError, ValueError, IndexError):
+            return
+        if len(xyz) != 3 or not all(np.isfinite(v) for v in xyz):
+            raise InputError(f"DICOM series {series.uid} in '{folder}' has an invalid ImagePositionPatient "
+                             f"({text.strip()[:60]!r}) in file '{Path(series.files[index]).name}'; the slice geometry "
+                             f"cannot be built. Re-export the series from the scanner/PACS.")
+        positions.append(float(np.dot(xyz, normal)))
+    distinct = len(np.unique(np.round(positions, 3)))
+    if distinct < len(positions):
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(positions)} slices but only {distinct} "
+                         f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
+                         f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
+                         f"acquisition as its own series.")
 
 
 def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
@@ -353,6 +381,7 @@ def _volume_from_sitk(image, source: str) -> CTVolume:
         index = [0] * image.GetDimension()
         extract = list(shape) + [0] * (image.GetDimension() - 3)
         image = sitk.Extract(image, extract, index)
+    check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
     array = to_hu_dtype(sitk.GetArrayFromImage(image))
     geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
     return CTVolume(array=array, geometry=geometry, source=source)
@@ -365,6 +394,22 @@ def _check_header_spacing(spacing_xyz: Sequence[float], source: str) -> None:
         shown = ", ".join(f"{s:g}" for s in spacing)
         raise InputError(f"'{source}' has invalid voxel spacing ({shown}) mm in its header; fix the spacing in the "
                          f"header (e.g. re-export from the scanner/PACS).")
+
+
+def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[float], direction: Sequence[float],
+                          source: str) -> None:
+    """Refuse a header whose spacing is zero, negative or non-finite, whose origin or direction holds NaN/Inf,
+    or whose direction is degenerate (axes not independent). Spacing/origin ``(x, y, z)`` mm, direction the
+    9 row-major cosines."""
+    _check_header_spacing(spacing_xyz, source)
+    origin = [float(v) for v in origin_xyz[:3]]
+    if not all(np.isfinite(v) for v in origin):
+        raise InputError(f"'{source}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}) in its header; "
+                         f"fix the header (e.g. re-export from the scanner/PACS).")
+    cosines = np.asarray([float(v) for v in direction], dtype=float)
+    if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
+        raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "
+                         f"the header (e.g. re-export from the scanner/PACS).")
 
 
 def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:
@@ -383,6 +428,13 @@ def _itk_itemsize(pixel_id: int) -> int:
     return int(_sitk().Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent())
 
 
+def _direction_3d(reader) -> Tuple[float, ...]:
+    """The 3 x 3 spatial part (row-major) of an N-D ITK direction (N >= 3)."""
+    n = reader.GetDimension()
+    d = tuple(reader.GetDirection())
+    return tuple(d[r * n + c] for r in range(3) for c in range(3)) if n >= 3 else (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+
+
 def _read_itk_file(path: Path) -> CTVolume:
     sitk = _sitk()
     reader = sitk.ImageFileReader()
@@ -396,7 +448,8 @@ def _read_itk_file(path: Path) -> CTVolume:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")
     shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
-    _check_header_spacing(reader.GetSpacing(), str(path))
+    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
+                          if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
     check_memory_for_read(shape, _itk_itemsize(reader.GetPixelID()), str(path))
     try:
         with _quiet_itk():
@@ -413,12 +466,44 @@ def _orthonormal(direction: np.ndarray, tol: float = 1e-4) -> bool:
     return bool(np.allclose(direction.T @ direction, np.eye(3), atol=tol))
 
 
+def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
+    """pixdim[1:4] as stored in the file (nibabel replaces 0 by 1 when loading); None when unreadable."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if full_suffix(path) == ".nii.gz" else open
+        with opener(str(path), "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError):
+        return None
+    for order in ("<", ">"):
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            return struct.unpack(order + "3f", head[80:92])
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return struct.unpack(order + "3d", head[112:136])
+    return None
+
+
 def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
     """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``."""
     warnings = []
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code <= 0:  # qform and base affine use pixdim, which nibabel silently turns from 0 into 1 mm
+        raw = _raw_nifti_pixdim(Path(source))
+        _check_header_spacing(raw if raw is not None else [float(v) for v in header["pixdim"][1:4]], source)
+        quatern = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                                              "qoffset_z")]
+        if qform_code > 0 and not all(np.isfinite(v) for v in quatern):
+            raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
+                             f"header (e.g. re-export from the scanner/PACS).")
     if sform_code > 0:
         affine = header.get_sform()
+        if not np.all(np.isfinite(affine)):
+            raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its voxel-to-world affine (sform: "
+                             f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        _check_header_spacing(spacing, source)
         if qform_code > 0 and not np.allclose(affine, header.get_qform(), atol=1e-3):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
@@ -430,6 +515,7 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
     else:
         warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
         geometry = ImageGeometry.from_ijk_to_ras(header.get_base_affine())
+    check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)
     if not _orthonormal(geometry.direction_matrix):
         raise InputError(f"'{source}' has a sheared (non-orthogonal) voxel-to-world affine; CT volumes have "
                          f"orthogonal axes. Resample it to an orthogonal grid first.")
@@ -450,7 +536,6 @@ def _read_nifti(path: Path) -> CTVolume:
         raise InputError(f"'{path}' has RGB, vector or complex voxels; a scalar 3D CT volume is needed.")
     shape = _check_3d_shape(tuple(image.shape), str(path))
     geometry, warnings = _nifti_geometry(header, str(path))
-    _check_header_spacing(geometry.spacing, str(path))
     slope, inter = _nifti_scaling(image)
     scaled = (slope, inter) != (1.0, 0.0)
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
@@ -502,7 +587,7 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
     or description). Returns a :class:`CTVolume` with a ``(z, y, x)`` array in HU (int16 when integral,
     else float32) and LPS geometry. Raises InputError with a one-line reason for anything unreadable.
     """
-    path = Path(path)
+    path = check_path_encoding(path, "Input")
     if not path.exists():
         parent_hint = "" if path.parent.exists() else f" (its folder '{path.parent}' does not exist either)"
         raise InputError(f"Input '{path}' does not exist{parent_hint}; check the path.")

@@ -20,6 +20,7 @@ registry and the state dict must match it key for key and shape for shape. Any p
 import datetime
 import hashlib
 import json
+import logging
 import math
 import os
 import struct
@@ -37,12 +38,26 @@ METADATA_KEY = "livertumorseg"
 PACKAGE_SUFFIX = ".safetensors"
 DEFAULT_LABELS = {"0": "background", "1": "liver", "2": "tumor"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+# Limits on what a package's metadata may ask for, checked before anything is built (issue 15). The largest
+# built-in architecture at default options has 58 M parameters (alexnet_fcn) and the largest activation sum
+# for one 256 x 256 slice is 0.42 GiB (dalunet); the limits leave 3-5x headroom for wider trained variants.
+MAX_METADATA_BYTES = 4 * 1024 * 1024  # the whole metadata JSON; the bundled model's is 6 KB
+MAX_METADATA_DEPTH = 32               # nesting of JSON objects/lists (a robustness table needs 3-4)
+MAX_PARAMETERS = 200_000_000          # 0.8 GB of float32 weights
+MAX_ACTIVATION_BYTES = 2 * 1024 ** 3  # sum of all layer outputs for one 256 x 256 slice, float32
+ACTIVATION_PROBE_HW = 256
+MAX_IN_CHANNELS = 256
+MAX_NUM_CLASSES = 32
+MAX_OPTION_INT = 65536                # channel counts and the like; keeps meta-device shapes far from int64 overflow
+MAX_OPTION_LIST = 16
+MAX_TEXT_CHARS = 65536
 
 # safetensors dtype code -> bytes per element
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +72,7 @@ class ModelPackage:
     path: Path
     name: str
     sha256: str
+    activation_bytes_per_pixel: float = 0.0  # float32 layer outputs per input pixel (measured on the meta device)
 
     @property
     def architecture(self) -> Dict[str, Any]:
@@ -135,6 +151,9 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelPackageError(f"{not_package}: its header is not valid JSON ({exc}); the file is corrupt.")
+    except RecursionError:
+        raise ModelPackageError(f"{not_package}: its header nests JSON too deeply; the file is corrupt or "
+                                f"hostile.") from None
     if not isinstance(header, dict):
         raise ModelPackageError(f"{not_package}: its header is not a JSON object; the file is corrupt.")
     data_len = size - 8 - header_len
@@ -177,34 +196,133 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     return header
 
 
-def read_package_metadata(path: PathLike) -> Dict[str, Any]:
-    """The ``livertumorseg`` metadata dict of a package, from its header only (fast; no torch import).
+def _json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0); stops counting past ``limit``."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_json_depth(v, limit - 1) for v in children), default=0)
 
-    Raises ModelPackageError for a missing / wrong-type / truncated / corrupt file, a safetensors file
-    without LiverTumorSeg metadata, or an unsupported ``format_version``.
-    """
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_option_value(key: str, value: Any, where: str) -> None:
+    """An architecture option may be null, a bool, a bounded int, a finite float, a short string, or a short
+    list of those (no nesting). Options naming a file (``*_path``, ``*_file``, ``*_dir``) must be null: a
+    package is self-contained and loading it never reads another file."""
+    if key.endswith(("_path", "_file", "_dir", "_url")) and value not in (None, ""):
+        raise ModelPackageError(f"{where}: architecture option '{key}' names a file ({str(value)[:80]!r}); a model "
+                                f"package must be self-contained, so it is refused. Re-export the package.")
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) > MAX_OPTION_LIST:
+        raise ModelPackageError(f"{where}: architecture option '{key}' has {len(value)} entries (at most "
+                                f"{MAX_OPTION_LIST}).")
+    for item in items:
+        ok = (item is None or isinstance(item, bool) or (_is_int(item) and abs(item) <= MAX_OPTION_INT)
+              or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_OPTION_INT)
+              or (isinstance(item, str) and len(item) <= 256))
+        if not ok:
+            raise ModelPackageError(f"{where}: architecture option '{key}' has an invalid value {str(value)[:80]}; "
+                                    f"options are numbers up to {MAX_OPTION_INT}, booleans, short strings or short "
+                                    f"lists of those.")
+
+
+def _validate_architecture(arch: Any, where: str) -> None:
+    """Types and ranges of the ``architecture`` entry (no torch; see :func:`_plan_network` for the rest)."""
+    if not isinstance(arch, dict) or not {"name", "in_channels", "num_classes", "options"} <= set(arch):
+        raise ModelPackageError(f"{where} has an invalid 'architecture' entry (it needs name, in_channels, "
+                                f"num_classes and options): {str(arch)[:120]}.")
+    if not isinstance(arch["name"], str) or not arch["name"]:
+        raise ModelPackageError(f"{where}: architecture name must be a string, got {str(arch['name'])[:80]}.")
+    for key, top in (("in_channels", MAX_IN_CHANNELS), ("num_classes", MAX_NUM_CLASSES)):
+        if not _is_int(arch[key]) or not 1 <= arch[key] <= top:
+            raise ModelPackageError(f"{where}: architecture {key} must be an integer 1..{top}, got "
+                                    f"{str(arch[key])[:80]}.")
+    if not isinstance(arch["options"], dict):
+        raise ModelPackageError(f"{where}: architecture options must be a JSON object, got "
+                                f"{type(arch['options']).__name__}.")
+    for key, value in arch["options"].items():
+        _check_option_value(str(key), value, where)
+
+
+_TEXT_FIELDS = ("name", "description", "created", "library_version")
+_OBJECT_FIELDS = ("training", "validation", "labels", "preprocessing")
+
+
+def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str, Any]:
+    """Check every field of a package's parsed ``livertumorseg`` metadata (types, ranges, nesting depth);
+    returns it, or raises ModelPackageError naming the field. Extra keys (e.g. a ``robustness`` table) may be
+    any JSON within the overall size and depth limits."""
+    where = f"Model package '{path}'"
+    if not isinstance(meta, dict):
+        raise ModelPackageError(f"{where} has corrupt metadata (not a JSON object).")
+    depth = _json_depth(meta, MAX_METADATA_DEPTH + 1)
+    if depth > MAX_METADATA_DEPTH:
+        raise ModelPackageError(f"{where} has metadata nested more than {MAX_METADATA_DEPTH} levels deep; the file "
+                                f"is corrupt or hostile.")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION or not _is_int(version):
+        raise ModelPackageError(f"{where} has format_version {str(version)[:40]}; this library "
+                                f"({__version__}) reads version {FORMAT_VERSION}. Update LiverTumorSeg.")
+    for key in ("name", "architecture", "weights_sha256"):
+        if key not in meta:
+            raise ModelPackageError(f"{where} metadata lacks '{key}'; the file is corrupt.")
+    for key in _TEXT_FIELDS:
+        if key in meta and (not isinstance(meta[key], str) or len(meta[key]) > MAX_TEXT_CHARS):
+            raise ModelPackageError(f"{where}: metadata '{key}' must be a text of at most {MAX_TEXT_CHARS} "
+                                    f"characters, got {type(meta[key]).__name__}.")
+    for key in _OBJECT_FIELDS:
+        if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
+            raise ModelPackageError(f"{where}: metadata '{key}' must be a JSON object, got "
+                                    f"{type(meta[key]).__name__}.")
+    labels = meta.get("labels") or {}
+    if not all(isinstance(v, str) and len(v) <= 256 for v in labels.values()) or len(labels) > MAX_NUM_CLASSES:
+        raise ModelPackageError(f"{where}: metadata 'labels' must map class numbers to short names.")
+    if "default" in meta and not isinstance(meta["default"], bool):
+        raise ModelPackageError(f"{where}: metadata 'default' must be true or false.")
+    sha = meta["weights_sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelPackageError(f"{where}: metadata 'weights_sha256' is not a SHA-256 hex digest; the file is "
+                                f"corrupt.")
+    _validate_architecture(meta["architecture"], where)
+    return meta
+
+
+def _read_header_and_metadata(path: PathLike):
+    """``(safetensors header, validated livertumorseg metadata)`` of a package file."""
     header = read_safetensors_header(path)
     meta_strings = header.get("__metadata__", {})
     if METADATA_KEY not in meta_strings:
         raise ModelPackageError(f"'{path}' is a safetensors file but not a LiverTumorSeg model package "
                                 f"(no '{METADATA_KEY}' metadata). Create packages with save_model_package.")
+    text = meta_strings[METADATA_KEY]
+    if len(text) > MAX_METADATA_BYTES:
+        raise ModelPackageError(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
+                                f"{MAX_METADATA_BYTES / 2 ** 20:.0f} MiB); the file is corrupt or hostile.")
     try:
-        meta = json.loads(meta_strings[METADATA_KEY])
+        meta = json.loads(text)
     except ValueError as exc:
         raise ModelPackageError(f"Model package '{path}' has corrupt metadata JSON ({exc}).")
-    if not isinstance(meta, dict):
-        raise ModelPackageError(f"Model package '{path}' has corrupt metadata (not a JSON object).")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelPackageError(f"Model package '{path}' has format_version {version!r}; this library "
-                                f"({__version__}) reads version {FORMAT_VERSION}. Update LiverTumorSeg.")
-    for key in ("name", "architecture", "weights_sha256"):
-        if key not in meta:
-            raise ModelPackageError(f"Model package '{path}' metadata lacks '{key}'; the file is corrupt.")
-    arch = meta["architecture"]
-    if not isinstance(arch, dict) or not {"name", "in_channels", "num_classes", "options"} <= set(arch):
-        raise ModelPackageError(f"Model package '{path}' has an invalid 'architecture' entry: {arch!r}.")
-    return meta
+    except RecursionError:
+        raise ModelPackageError(f"Model package '{path}' has metadata nested too deeply; the file is corrupt or "
+                                f"hostile.") from None
+    return header, validate_package_metadata(meta, path)
+
+
+def read_package_metadata(path: PathLike) -> Dict[str, Any]:
+    """The ``livertumorseg`` metadata dict of a package, from its header only (fast; no torch import).
+
+    Raises ModelPackageError for a missing / wrong-type / truncated / corrupt file, a safetensors file
+    without LiverTumorSeg metadata, an unsupported ``format_version``, or any metadata field of the wrong
+    type, range, size or nesting depth (:func:`validate_package_metadata`).
+    """
+    return _read_header_and_metadata(path)[1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,11 +433,141 @@ def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arc
                                 + ". The package metadata and weights are inconsistent; re-export it.")
 
 
+def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
+    """Option names must be the architecture's and each value of its default's type; options that load a
+    file at build time (``TRANSIENT_OPTIONS``, e.g. ``pretrained_encoder_path``) must keep their default."""
+    from .models import _module, default_options
+
+    try:
+        defaults = default_options(name)
+    except InputError as exc:
+        raise ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update "
+                                f"LiverTumorSeg or use another package.")
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ModelPackageError(f"{where}: unknown option(s) {unknown[:5]} for architecture '{name}'; valid "
+                                f"options: {sorted(defaults)}.")
+    for key in getattr(_module(name), "TRANSIENT_OPTIONS", ()):
+        if options.get(key, defaults[key]) != defaults[key]:
+            raise ModelPackageError(f"{where}: architecture option '{key}' would make the loader read another "
+                                    f"file; a model package must be self-contained, so it is refused.")
+    for key, value in options.items():
+        default = defaults[key]
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = _is_number(value) and (isinstance(default, float) or _is_int(value))
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(_is_number(v) for v in value)
+        else:
+            ok = True
+        if not ok:
+            raise ModelPackageError(f"{where}: architecture option '{key}' must be like its default "
+                                    f"{default!r}, got {str(value)[:80]}.")
+
+
+def _activation_bytes(net, in_channels: int) -> int:
+    """Sum of every layer's output size (float32 bytes) for one ``(1, C, 256, 256)`` slice, computed on the
+    meta device (shapes only, nothing allocated)."""
+    import torch
+
+    total = [0]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += int(output.numel()) * 4
+
+    leaves = [m for m in net.modules() if next(iter(m.children()), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.empty(1, in_channels, ACTIVATION_PROBE_HW, ACTIVATION_PROBE_HW, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
+
+
+def _compare_tensor_entries(expected: Dict[str, Any], found: Dict[str, Any], where: str,
+                            arch: Dict[str, Any]) -> None:
+    """``{name: (shape, dtype code)}`` of the network vs the file: same names, shapes and dtypes."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k][0] != found[k][0])
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} with other shapes (e.g. '{k}' {found[k][0]} vs {expected[k][0]})")
+        raise ModelPackageError(f"{where}: its weights do not match architecture '{arch['name']}' with options "
+                                f"{str(arch['options'])[:200]}: " + "; ".join(details)
+                                + ". The package metadata and weights are inconsistent; re-export it.")
+    other = sorted(k for k in expected if expected[k][1] != found[k][1])
+    if other:
+        k = other[0]
+        raise ModelPackageError(f"{where}: {len(other)} tensor(s) have another type than the network's (e.g. "
+                                f"'{k}' is {found[k][1]} but must be {expected[k][1]}); the weights are not "
+                                f"usable as they are. Re-export the package from the trained model.")
+
+
+def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> int:
+    """Before any weight is read or any real network built: check the options against the architecture,
+    build it on the meta device (no memory), and refuse more than MAX_PARAMETERS parameters, more than
+    MAX_ACTIVATION_BYTES of layer outputs per 256 x 256 slice, or tensors whose names, shapes or dtypes differ
+    from the network's."""
+    import torch
+
+    from .models import build_model
+
+    where = f"Model package '{path}'"
+    arch = meta["architecture"]
+    _check_option_types(arch["name"], arch["options"], where)
+    try:
+        with torch.device("meta"):
+            net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
+    except InputError as exc:
+        raise ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update "
+                                f"LiverTumorSeg or use another package.")
+    except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
+        raise ModelPackageError(f"{where}: its architecture options cannot be built ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt.")
+    parameters = int(sum(p.numel() for p in net.parameters()))
+    if parameters > MAX_PARAMETERS:
+        raise ModelPackageError(f"{where} describes a network with {parameters / 1e6:,.0f} M parameters (at most "
+                                f"{MAX_PARAMETERS / 1e6:.0f} M are accepted); the package is corrupt or hostile.")
+    expected = {k: (tuple(int(d) for d in v.shape), _safetensors_dtype(v)) for k, v in net.state_dict().items()}
+    found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}
+    _compare_tensor_entries(expected, found, where, arch)
+    try:
+        activations = _activation_bytes(net, arch["in_channels"])
+    except Exception as exc:  # noqa: BLE001 - a network that cannot run on its own input size is unusable
+        raise ModelPackageError(f"{where}: its network cannot process {arch['in_channels']}-channel slices "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}).")
+    if activations > MAX_ACTIVATION_BYTES:
+        raise ModelPackageError(f"{where} describes a network needing {activations / 2 ** 30:.1f} GiB of "
+                                f"activations per {ACTIVATION_PROBE_HW} x {ACTIVATION_PROBE_HW} slice (at most "
+                                f"{MAX_ACTIVATION_BYTES / 2 ** 30:.0f} GiB are accepted); the package is corrupt "
+                                f"or hostile.")
+    return activations
+
+
 def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
     """Load and verify a package (a path, an installed model name, or ``"default"``).
 
-    Steps: header validation -> safetensors tensor load (no pickle) -> SHA-256 check -> rebuild the
-    architecture from the registry -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``.
+    Steps: header and metadata validation -> preprocessing config -> the network planned on the meta
+    device (option types, parameter and activation limits, tensor names/shapes/dtypes against the header;
+    :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check -> the real network built
+    -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
+    the loader read another file.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -327,7 +575,9 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     from .models import build_model
 
     path = resolve_model(path_or_name)
-    meta = read_package_metadata(path)
+    header, meta = _read_header_and_metadata(path)
+    preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    activations = _plan_network(meta, header, path)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -347,9 +597,23 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     model.load_state_dict(tensors, strict=True)
     model.to(device)
     model.eval()
-    preprocessing = _preprocessing_from_dict(meta.get("preprocessing", {}), path)
     return ModelPackage(model=model, preprocessing=preprocessing, metadata=meta, path=path,
-                        name=str(meta["name"]), sha256=digest)
+                        name=str(meta["name"]), sha256=digest,
+                        activation_bytes_per_pixel=activations / float(ACTIVATION_PROBE_HW ** 2))
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words and one line (torch's own text is
+    six lines and suggests ``weights_only=False``, which would let the file run code)."""
+    import pickle
+
+    name = type(exc).__name__
+    if isinstance(exc, pickle.UnpicklingError) or "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        return ("it holds Python objects other than tensors and plain numbers/strings (a pickle that could run code "
+                "when loaded)")
+    if isinstance(exc, (EOFError, RuntimeError, ValueError, OSError)):
+        return f"it is truncated or not a PyTorch file ({name})"
+    return f"it cannot be read ({name})"
 
 
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
@@ -379,10 +643,8 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelPackageError(f"Refused to load weights '{path}': it is not a plain tensor state dict "
-                                f"loadable with weights_only=True ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}). Save the weights as "
-                                f"a state dict or .safetensors file.")
+        raise ModelPackageError(f"Refused to load weights '{path}': {refusal_reason(exc)}. Save the weights as "
+                                f"a plain state dict or .safetensors file.")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -395,26 +657,42 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
 # discovery
 
 def _package_files(folder: Path) -> List[Path]:
-    if not folder.is_dir():
+    try:
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*" + PACKAGE_SUFFIX) if p.is_file())
+    except OSError as exc:  # an unreadable models folder must not break the default path
+        log.warning("warning: cannot list model folder '%s' (%s); its models are skipped.", folder, exc)
         return []
-    return sorted(p for p in folder.glob("*" + PACKAGE_SUFFIX) if p.is_file())
 
 
-def list_installed_models() -> List[Dict[str, Any]]:
+def _unusable_reason(file: Path) -> Any:
+    """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises."""
+    try:
+        return read_package_metadata(file), None
+    except ModelPackageError as exc:
+        return None, str(exc)
+    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        return None, f"Model package '{file}' cannot be read ({type(exc).__name__}: {exc})."
+
+
+def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
     architecture, in_channels, description, validation, error`` (``error`` is None for readable
-    packages, else the reason it cannot be used)."""
+    packages, else the reason it cannot be used). A file that is not a usable package never raises: it
+    gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line."""
     entries = []
     for source, folder in (("bundled", bundled_models_dir()), ("user", user_models_dir())):
         for file in _package_files(Path(folder)):
             entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
                                      "architecture": None, "in_channels": None, "description": "",
                                      "validation": {}, "error": None}
-            try:
-                meta = read_package_metadata(file)
-            except ModelPackageError as exc:
-                entry["error"] = str(exc)
+            meta, reason = _unusable_reason(file)
+            if reason is not None:
+                entry["error"] = reason
+                if warn:
+                    log.warning("warning: skipping unusable model package '%s': %s", file, reason)
             else:
                 entry.update(name=str(meta["name"]), default=bool(meta.get("default", False)),
                              architecture=meta["architecture"]["name"],
@@ -425,20 +703,35 @@ def list_installed_models() -> List[Dict[str, Any]]:
     return entries
 
 
+# Suffixes that make a --model value a file path even without a folder part; anything else without a path
+# separator is an installed model's name (a file called "default" in the working folder never replaces the
+# bundled model).
+PATH_SUFFIXES = (PACKAGE_SUFFIX, ".pt", ".pth", ".ckpt", ".bin", ".onnx")
+
+
+def looks_like_path(name_or_path: PathLike) -> bool:
+    """True when ``name_or_path`` is meant as a file: it contains a path separator or ends in a weights
+    suffix (.safetensors, .pt, .pth, .ckpt, .bin, .onnx), or is a ``Path`` object."""
+    if isinstance(name_or_path, os.PathLike):  # a Path object is always meant as a file
+        return True
+    text = os.fspath(name_or_path)
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    return any(sep in text for sep in separators) or text.lower().endswith(PATH_SUFFIXES)
+
+
 def resolve_model(name_or_path: PathLike) -> Path:
-    """Path of a package given a file path, an installed model name (metadata name or file stem), or
-    ``"default"`` (the bundled package flagged ``"default": true``, else the bundled ``default*.safetensors``)."""
-    candidate = Path(name_or_path)
-    text = str(name_or_path)
-    looks_like_path = candidate.suffix != "" or os.sep in text or (os.altsep and os.altsep in text)
-    if candidate.exists() or looks_like_path:
+    """Path of a package given a file path (see :func:`looks_like_path`), an installed model name (metadata
+    name or file stem), or ``"default"`` (the bundled package flagged ``"default": true``, else the bundled
+    ``default*.safetensors``). Names are looked up only among installed models, never in the working folder."""
+    text = os.fspath(name_or_path)
+    if looks_like_path(name_or_path):
+        candidate = Path(text)
         if not candidate.exists():
             raise ModelPackageError(f"Model package '{candidate}' does not exist. Check the path, or run "
                                     f"'livertumorseg models' to list installed models.")
         return candidate
-    usable = [e for e in list_installed_models() if e["error"] is None]
     if text == "default":
-        bundled = [e for e in usable if e["source"] == "bundled"]
+        bundled = [e for e in list_installed_models() if e["source"] == "bundled" and e["error"] is None]
         flagged = [e for e in bundled if e["default"]]
         named = [e for e in bundled if Path(e["path"]).name.lower().startswith("default")]
         for group in (flagged, named):
@@ -447,9 +740,12 @@ def resolve_model(name_or_path: PathLike) -> Path:
         raise ModelPackageError(f"No default model is installed (looked in '{bundled_models_dir()}'). "
                                 f"Pass a model package path with --model, or install one into "
                                 f"'{user_models_dir()}'.")
+    usable = [e for e in list_installed_models() if e["error"] is None]
     for entry in usable:
         if entry["name"] == text or Path(entry["path"]).stem == text:
             return Path(entry["path"])
     names = sorted({e["name"] for e in usable})
-    raise ModelPackageError(f"No installed model named '{text}'. Installed: {', '.join(names) or 'none'}. "
+    hint = (f" (a file '{text}' exists here: to use it as a package, write './{text}')"
+            if Path(text).exists() else "")
+    raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")

@@ -10,7 +10,7 @@ normal CT and accepted.
 """
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,6 +73,10 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
     nz = volume.shape_zyx[0]
     if nz > 1 and spacing[2] > THICK_SLICE_WARN_MM:
         warnings.append(f"'{name}' has thick slices ({spacing[2]:g} mm); small lesions may be missed.")
+    origin = np.asarray(volume.geometry.origin, dtype=float)
+    if not np.all(np.isfinite(origin)):
+        raise InputError(f"'{name}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}); fix the "
+                         f"header (e.g. re-export from the scanner/PACS).")
     direction = volume.geometry.direction_matrix
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
@@ -90,6 +94,17 @@ def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
         return (f"all values >= 0: {lo:g}..{hi:g}, no air near -1000 HU; MR, or CT stored without its rescale "
                 f"intercept")
     return None
+
+
+def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
+    """A DICOM series whose Modality is not CT (MR, PT, ...) is refused unless ``allow_non_hu``."""
+    modality = str(volume.meta.get("modality") or "").strip().upper()
+    if not modality or modality == "CT":
+        return
+    what = f"'{_source(volume)}' is a {modality} series (DICOM Modality), not CT in Hounsfield units"
+    if not allow_non_hu:
+        raise InputError(f"{what}; the models are trained on CT only: {ALLOW_NON_HU_HINT}.")
+    warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
 
 
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
@@ -124,13 +139,14 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
     """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
-    spacing, degenerate direction, NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
+    spacing, non-finite origin, degenerate direction, a DICOM Modality other than CT (unless ``allow_non_hu``), NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
     intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
     A single axial slice is accepted with a warning.
     """
     warnings: List[str] = []
     _check_shape(volume, warnings)
     _check_geometry(volume, warnings)
+    _check_modality(volume, allow_non_hu, warnings)
     _check_intensities(volume, allow_non_hu, warnings)
     return warnings
 
@@ -203,3 +219,89 @@ def check_memory(required_bytes: int, available_bytes: Optional[int] = None, wha
                             f"{available_bytes / GIB:.1f} GiB is available; close other programs, crop the volume, "
                             f"or use a machine with more memory.")
     return int(available_bytes)
+
+
+# ------------------------------------------------------------------------- memory at network resolution
+ACTIVATION_FEATURE_MAPS = 64  # float32 feature maps per pixel when a package gives no measured figure
+DEFAULT_BATCH_SLICES = 8      # the CPU engine's batch (inference.device.DEFAULT_CPU_BATCH)
+
+
+def _setting(preprocessing: Any, key: str, default: Any) -> Any:
+    """A preprocessing setting from a PreprocessingConfig or its dict form."""
+    if isinstance(preprocessing, dict):
+        return preprocessing.get(key, default)
+    return getattr(preprocessing, key, default)
+
+
+def network_grid_zyx(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], preprocessing: Any) -> Tuple[int, int, int]:
+    """``(z, H, W)`` the network sees for a canonical ``(z, y, x)`` volume with ``spacing_zyx`` mm: in-plane
+    resampling to ``target_spacing_mm`` (or ``target_size``), then padding to ``size_multiple``; the body crop
+    is ignored, so this is an upper bound (the same rule as ``preprocessing.spatial.plan_spatial``)."""
+    nz, ny, nx = (int(s) for s in shape_zyx)
+    sy, sx = float(spacing_zyx[1]), float(spacing_zyx[2])
+    target_size = _setting(preprocessing, "target_size", None)
+    target = _setting(preprocessing, "target_spacing_mm", None)
+    if target_size:
+        h, w = int(target_size[0]), int(target_size[1])
+    elif target:
+        h, w = max(1, int(round(ny * sy / float(target)))), max(1, int(round(nx * sx / float(target))))
+    else:
+        h, w = ny, nx
+    m = max(1, int(_setting(preprocessing, "size_multiple", 1) or 1))
+    return nz, h + (-h) % m, w + (-w) % m
+
+
+def _in_channels(preprocessing: Any) -> int:
+    channels = _setting(preprocessing, "channels", None) or [None]
+    return len(channels) * (2 * int(_setting(preprocessing, "context_slices", 0) or 0) + 1)
+
+
+def estimate_network_memory_bytes(native_shape_zyx: Sequence[int], net_shape_zyx: Sequence[int],
+                                  in_channels: int, num_classes: int = 3, input_itemsize: int = 2,
+                                  batch_size: int = DEFAULT_BATCH_SLICES, activation_bytes_per_pixel: float = 0.0) -> int:
+    """Peak memory (bytes) to segment a volume: :func:`estimate_memory_bytes` for the native ``(z, y, x)``
+    volume plus, at the network's ``(z, H, W)``: the resampled and the padded float32 volume, and per batch of
+    ``batch_size`` slices the input channels (3 float32 copies: channels, 2.5D stacking, contiguous batch), the
+    network's activations (``activation_bytes_per_pixel``, else 64 float32 feature maps), the softmax
+    probabilities (2 copies) and their restored native-grid copy."""
+    nz, h, w = (int(s) for s in net_shape_zyx)
+    _, ny, nx = (int(s) for s in native_shape_zyx)
+    hw = h * w
+    net_volume = 2 * 4 * nz * hw
+    per_pixel_activations = max(float(activation_bytes_per_pixel), 4.0 * ACTIVATION_FEATURE_MAPS)
+    per_slice = 3 * 4 * int(in_channels) * hw + per_pixel_activations * hw + 2 * 4 * int(num_classes) * hw \
+        + 4 * int(num_classes) * ny * nx
+    batch = min(int(batch_size), max(1, nz))
+    return (estimate_memory_bytes(native_shape_zyx, input_itemsize=input_itemsize) + net_volume
+            + int(batch * per_slice))
+
+
+def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Optional[int] = None,
+                         num_classes: int = 3, batch_size: Optional[int] = None,
+                         activation_bytes_per_pixel: float = 0.0, available_bytes: Optional[int] = None) -> int:
+    """Refuse (ResourceError, with the numbers) a volume whose processing at the network's resolution needs
+    more memory than is available, before anything is resampled; returns the estimated bytes.
+
+    A 512 x 512 x 8 CT with 19.9 mm pixels becomes 6816 x 6816 pixels per slice at 1.5 mm: about 150 GiB with
+    the default batch, although the file holds 4 MB.
+    """
+    from .orientation import plan_reorientation
+
+    plan = plan_reorientation(volume.geometry, volume.shape_zyx)
+    shape = tuple(int(s) for s in plan.canonical_shape)
+    spacing_zyx = tuple(float(s) for s in plan.canonical_geometry.spacing[::-1])
+    net = network_grid_zyx(shape, spacing_zyx, preprocessing)
+    required = estimate_network_memory_bytes(
+        shape, net, in_channels or _in_channels(preprocessing), num_classes, volume.array.dtype.itemsize,
+        batch_size or DEFAULT_BATCH_SLICES, activation_bytes_per_pixel)
+    if available_bytes is None:
+        available_bytes = available_memory_bytes()
+    if available_bytes is not None and required > available_bytes:
+        target = _setting(preprocessing, "target_spacing_mm", None)
+        how = (f"{spacing_zyx[2]:g} x {spacing_zyx[1]:g} mm pixels resampled to {float(target):g} mm" if target
+               else "after resizing")
+        raise ResourceError(f"Processing '{_source(volume)}' (z, y, x) {shape} needs about {required / GIB:.1f} GiB of "
+                            f"memory at the network's resolution ((z, H, W) {net}: {how}) but only "
+                            f"{available_bytes / GIB:.1f} GiB is available; check the voxel spacing in the header, "
+                            f"crop the volume, or use a machine with more memory.")
+    return int(required)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import bundled_models_dir, user_models_dir
 
     rows = architecture_rows()
-    installed = list_installed_models()
+    installed = list_installed_models(warn=False)  # unusable ones are shown below with the reason
     if args.json:
         print(json.dumps({"architectures": rows, "installed": installed,
                           "bundled_models_dir": str(bundled_models_dir()),

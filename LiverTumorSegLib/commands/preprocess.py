@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in check_ct(volume, allow_non_hu=args.allow_non_hu):
         print(f"warning: {warning}", file=sys.stderr)
+    from ..validation import check_network_memory
+
+    check_network_memory(volume, config)  # the preview resamples the whole volume to the network grid
     canonical, _ = canonicalize(volume)
     out = render_preview(canonical, config, args.output, n_slices=args.slices, overwrite=args.overwrite)
     print(f"wrote {out}")

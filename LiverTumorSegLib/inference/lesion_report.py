@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import atomic_output, full_suffix
+from ..fileutil import atomic_output, finite_json, full_suffix
 from ..metrics.recist import (axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
                               measurable_minimum_mm, select_target_lesions, slice_thickness_mm)
 from ..volume import ImageGeometry
@@ -242,7 +242,7 @@ def check_report_path(path: Any) -> Path:
 def write_report(report: Dict[str, Any], path: Any, overwrite: bool = False) -> Path:
     """Write ``report`` as JSON (``.json``) or CSV (``.csv``) atomically; returns the path."""
     path = check_report_path(path)
-    text = report_to_csv_text(report) if full_suffix(path) == ".csv" else json.dumps(report, indent=2) + "\n"
+    text = report_to_csv_text(report) if full_suffix(path) == ".csv" else json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
     with atomic_output(path, overwrite) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     return path

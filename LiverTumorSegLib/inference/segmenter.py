@@ -276,11 +276,13 @@ class Segmenter:
         input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
         for message in input_warnings:
             log.warning("warning: %s", message)
-        _estimate_and_check_memory(volume)
         if cancel is not None:
             cancel.raise_if_cancelled()
         if not self.loaded:
             self.load(reporter.sub(0.02, 0.05))
+        _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         segmenter = self
         if outputs["probabilities"] is not None and not self.options.probabilities:
             segmenter = copy.copy(self)  # same engine, also keeps the probability
@@ -329,13 +331,16 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     return outputs
 
 
-def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
-    """Estimated peak bytes for this volume; raises ResourceError when clearly too much."""
-    from ..validation import check_memory, estimate_memory_bytes
+def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None) -> Optional[int]:
+    """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
+    included; validation.check_network_memory); raises ResourceError when clearly too much."""
+    from ..validation import check_network_memory
 
-    required = estimate_memory_bytes(volume.shape_zyx, input_itemsize=volume.array.dtype.itemsize)
+    arch = getattr(package, "architecture", None) or {}
+    required = check_network_memory(volume, getattr(package, "preprocessing", None) or {}, arch.get("in_channels"),
+                                    int(arch.get("num_classes", 3)), batch_size,
+                                    float(getattr(package, "activation_bytes_per_pixel", 0.0) or 0.0))
     log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
-    check_memory(required, what=f"'{volume.source or 'the volume'}' {volume.shape_zyx} (z, y, x)")
     return int(required)
 
 

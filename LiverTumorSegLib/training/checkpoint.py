@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..fileutil import apply_default_permissions
+from ..package import refusal_reason
 
 PathLike = Union[str, Path]
 
@@ -68,8 +69,11 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     try:
         payload = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt / foreign file
-        raise InputError(f"Checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); delete it to "
-                         f"start over.") from None
+        raise InputError(f"Checkpoint '{path}' cannot be read and was refused: {refusal_reason(exc)}; delete it "
+                         f"(or its run folder) to start over.") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"Checkpoint '{path}' holds a {type(payload).__name__}, not a training checkpoint; it was "
+                         f"not written by livertumorseg train. Delete it to start over.")
     for key in ("model", "optimizer", "epoch", "global_step", "config"):
         if key not in payload:
             raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train.")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from ..errors import InputError
+from ..fileutil import check_folder_writable, check_path_encoding
 from .config import TrainConfig
 
 
@@ -55,13 +56,23 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     train_fn = train_fn or train
     if config.folds < 2:
         raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
-    out_dir = Path(out_dir)
+    from .trainer import remove_if_no_checkpoint
+
+    out_dir = check_path_encoding(out_dir, "Output folder")
+    existing = next(p for p in [out_dir] + list(out_dir.absolute().parents) if p.exists())
+    check_folder_writable(existing)  # before any fold trains
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for fold in range(config.folds):
-        log(f"=== fold {fold + 1}/{config.folds} ===")
-        result = train_fn(fold_config(config, out_dir, fold), command=command, log=log)
-        rows.append(fold_row(fold, result))
+    try:
+        for fold in range(config.folds):
+            log(f"=== fold {fold + 1}/{config.folds} ===")
+            result = train_fn(fold_config(config, out_dir, fold), command=command, log=log)
+            rows.append(fold_row(fold, result))
+    except Exception:
+        if created:  # a failed crossval leaves no empty (or cache-only) output folder behind
+            remove_if_no_checkpoint(out_dir)
+        raise
     table = rows + [mean_row(rows)]
     write_table(table, out_dir)
     return table

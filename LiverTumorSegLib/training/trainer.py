@@ -13,6 +13,7 @@ every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,13 @@ import numpy as np
 import torch
 
 from ..errors import InputError, OutputExistsError
+from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .datasets import discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
-from .logs import CsvLog, TensorBoardLog, plot_curves
+from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
@@ -300,6 +302,13 @@ class Trainer:
                                         f"another -o.")
             if not self.output.parent.exists():
                 raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
+            check_can_write(self.output, overwrite=True)  # UTF-8 name, writable folder: before any work
+        if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
+            done = int(load_checkpoint(self.last_path, map_location="cpu")["epoch"])
+            if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
+                raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
+                                        f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
+                                        f"--overwrite to write the package again.")
         if self.last_path.exists() and not cfg.resume and not cfg.overwrite:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
@@ -370,8 +379,13 @@ class Trainer:
     def restore(self) -> Tuple[int, int]:
         """Load ``last.pt`` (all ranks) -> (epoch, step_in_epoch) to continue from."""
         payload = load_checkpoint(self.last_path, map_location="cpu")
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"Checkpoint '{self.last_path}' does not fit this run's model/optimizer "
+                             f"({type(exc).__name__}); resume with the same --model, --model-options and "
+                             f"--optimizer as the interrupted run, or delete '{self.log_dir}' to start over.") from None
         load_scheduler_state(self.scheduler, payload.get("scheduler"))
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
@@ -399,6 +413,9 @@ class Trainer:
         start_epoch, start_step = 0, 0
         if cfg.resume and self.last_path.is_file():
             start_epoch, start_step = self.restore()
+            if start_step and self.history and int(self.history[-1]["epoch"]) >= start_epoch + 1:
+                start_epoch, start_step = int(self.history[-1]["epoch"]), 0  # checkpoints of older versions
+                self.loss_sum, self.loss_count = 0.0, 0
             self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1}, step {self.global_step}")
         elif cfg.resume:
             self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")
@@ -407,6 +424,10 @@ class Trainer:
             if start_epoch == 0 and start_step == 0 and (self.log_dir / "log.csv").exists():
                 (self.log_dir / "log.csv").unlink()
             csv_log.truncate_after(start_epoch)
+            if start_epoch and len(read_log(self.log_dir / "log.csv")) < len(self.history):
+                (self.log_dir / "log.csv").unlink(missing_ok=True)  # an interrupt cut the last row: rewrite
+                for row in self.history:
+                    csv_log.append(row)
         tb = TensorBoardLog(self.log_dir / "tensorboard", enabled=cfg.tensorboard and self.dist.is_main,
                             notice=self.log)
         stop_reason = "completed"
@@ -430,13 +451,23 @@ class Trainer:
         except KeyboardInterrupt:
             self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
                      f"to continue.")
-            self.save_last(self._interrupt_epoch, self._interrupt_step)
+            self.save_last(*self._interrupt_position())
             tb.close()
             raise
         tb.close()
         if stop_reason == "time_limit":
             self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package")
         return self._finish(stop_reason)
+
+    def _interrupt_position(self) -> Tuple[int, int]:
+        """(epoch, step_in_epoch) to checkpoint on Ctrl-C/SIGTERM. An interrupt during the end-of-epoch work,
+        after the epoch's row was recorded, counts as the next epoch's start: saving the old position would
+        make --resume log that epoch a second time (with loss 0 once its loss sums were reset)."""
+        epoch, step = self._interrupt_epoch, self._interrupt_step
+        if self.history and int(self.history[-1]["epoch"]) >= epoch + 1:
+            epoch, step = int(self.history[-1]["epoch"]), 0
+            self.loss_sum, self.loss_count = 0.0, 0
+        return epoch, step
 
     def _time_up(self) -> bool:
         limit = float(self.config.max_time_minutes or 0)
@@ -661,5 +692,23 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
     Under ``torchrun`` every process calls this; rank 0 writes logs, checkpoints and the package.
     """
     trainer = Trainer(config, callbacks, command, log)
-    trainer.setup()
-    return trainer.fit()
+    log_dir = default_log_dir(config)
+    created = not log_dir.exists()
+    try:
+        trainer.setup()
+        return trainer.fit()
+    except BaseException:  # also Ctrl-C/SIGTERM before the first checkpoint: nothing there to resume
+        dist = getattr(trainer, "dist", None)
+        if created and (dist is None or dist.is_main):
+            remove_if_no_checkpoint(log_dir)
+        raise
+
+
+def remove_if_no_checkpoint(folder: Path) -> bool:
+    """Delete ``folder`` (made by a run that then failed) unless it holds a checkpoint or package worth keeping
+    for --resume; returns True when it was removed."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

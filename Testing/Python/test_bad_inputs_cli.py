@@ -53,7 +53,7 @@ def _ct_like(path: Path, array_zyx: np.ndarray, spacing_xyz=(2.0, 2.0, 4.0)) -> 
 
 
 def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, spacing_xyz=(2.0, 2.0, 4.0),
-                  origin=(-40.0, -30.0, 100.0), prefix: str = "s") -> Path:
+                  origin=(-40.0, -30.0, 100.0), prefix: str = "s", modality: str = "CT") -> Path:
     """Write ``hu_zyx`` (int16 HU) as an axial CT series (LPS, identity direction), one file per slice."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -62,7 +62,7 @@ def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, 
         sl = sitk.GetImageFromArray(hu_zyx[k].astype(np.int16))
         sl.SetSpacing(tuple(float(s) for s in spacing_xyz[:2]))
         position = (origin[0], origin[1], origin[2] + k * spacing_xyz[2])
-        tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
+        tags = {"0008|0060": modality, "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
                 "0008|103e": description, "0020|0011": "1",
                 "0020|0032": "\\".join(f"{v:.6f}" for v in position),
                 "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing_xyz[2]:g}",
@@ -171,6 +171,54 @@ def make_zero_spacing(d: Path) -> Path:
     return path
 
 
+def make_pixdim_zero(d: Path) -> Path:
+    """NIfTI with only a qform and pixdim x = 0 (nibabel would silently use 1 mm); the byte is patched in, since
+    nibabel repairs pixdim when saving."""
+    import struct
+
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    path = d / "pixdim_0.nii"
+    nib.save(image, str(path))
+    blob = bytearray(path.read_bytes())
+    assert struct.unpack("<f", bytes(blob[80:84]))[0] == 2.0, "NIfTI-1 pixdim[1] lies at byte 80"
+    blob[80:84] = struct.pack("<f", 0.0)
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def make_nan_origin(d: Path) -> Path:
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    affine[0, 3] = np.nan
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_sform(affine, code=1)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=0)
+    nib.save(image, str(d / "nan_origin.nii.gz"))
+    return d / "nan_origin.nii.gz"
+
+
+def make_inf_origin(d: Path) -> Path:
+    image = nib.Nifti1Image(_phantom().ct.array.T.astype(np.int16), None)
+    image.header.set_qform(np.diag([2.0, 2.0, 4.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    image.header["qoffset_x"] = np.inf
+    nib.save(image, str(d / "inf_origin.nii.gz"))
+    return d / "inf_origin.nii.gz"
+
+
+def make_dicom_same_position(d: Path) -> Path:
+    """6 DICOM slices that all share one ImagePositionPatient (ITK would invent 1 mm spacing)."""
+    return _dicom_series(d / "same_position", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.5", "stacked",
+                         spacing_xyz=(2.0, 2.0, 0.0))
+
+
+def make_dicom_mr(d: Path) -> Path:
+    """A DICOM series with Modality MR whose values happen to look like HU."""
+    return _dicom_series(d / "mr_series", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.6", "t1 vibe",
+                         modality="MR")
+
+
 # name -> (maker, words the message must contain, table text of the input)
 CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "missing": (make_missing, ["does not exist"], "path that does not exist"),
@@ -191,11 +239,17 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
     "absurd_spacing": (make_absurd_spacing, ["spacing", "50", "over 20 mm"], "voxel spacing 50 x 50 x 4 mm"),
     "zero_spacing": (make_zero_spacing, ["invalid voxel spacing", "header"], "voxel spacing 0 mm (NRRD header)"),
+    "pixdim_0": (make_pixdim_zero, ["invalid voxel spacing (0, 2, 4)"], "NIfTI pixdim x = 0 (qform only)"),
+    "nan_origin": (make_nan_origin, ["non-finite", "NaN/Inf"], "NIfTI sform with a NaN origin"),
+    "inf_origin": (make_inf_origin, ["non-finite", "qform", "origin"], "NIfTI qform with an infinite origin"),
+    "dicom_same_position": (make_dicom_same_position, ["6 slices but only 1 distinct slice position"],
+                            "DICOM series whose 6 slices share one position"),
+    "dicom_mr": (make_dicom_mr, ["MR series", "--allow-non-hu"], "DICOM series with Modality MR (HU-like values)"),
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
 CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "absurd_spacing", "zero_spacing",
-           "no_dicom", "two_series"}
+           "no_dicom", "two_series", "dicom_same_position", "dicom_mr"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -266,7 +320,7 @@ def test_preprocess_bad_input(tmp_path, capsys, name):
     record(name, "preprocess", line, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["unit_range", "mr_like"])
+@pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])
 def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
     maker, _, _ = CT_CASES[name]
     inp = maker(tmp_path)
@@ -468,3 +522,504 @@ def test_dicom_folder_segmented_end_to_end_in_dicom_geometry(tmp_path, capsys):
     liver, ref_liver = labels.array >= 1, ref_canon >= 1
     dice = 2.0 * np.count_nonzero(liver & ref_liver) / (liver.sum() + ref_liver.sum())
     assert dice > 0.9, dice
+
+
+# ====================================================================================== issue 15 probes
+# Hostile model packages, model-name resolution, geometry edge cases, memory at network resolution,
+# signals and paths, train. Each probe runs the real CLI entry point and expects one `error:` line, exit 2,
+# no traceback and nothing left behind (or, where the input is fine, a clean run).
+ISSUE15_ROWS: Dict[str, str] = {}  # input description -> first stderr line (for docs/bad_inputs.md)
+
+
+def record15(what: str, line: str, tmp: Path) -> None:
+    ISSUE15_ROWS[what] = line.replace(str(tmp), "<tmp>")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_issue15_table_when_asked():
+    yield
+    target = os.environ.get(TABLE_ENV)
+    if target:
+        lines = ["", "| input | what the user sees (stderr, exit code 2) |", "|---|---|"]
+        lines += [f"| {what} | `{message}` |" for what, message in ISSUE15_ROWS.items()]
+        Path(target).with_suffix(".issue15.md").write_text("\n".join(lines) + "\n")
+
+
+def _tiny_ct(d: Path) -> Path:
+    return write_volume(d / "ct.nii.gz", _phantom().ct)
+
+
+def _tiny_package(d: Path, name: str = "tiny", arch: str = "unet", **options) -> Path:
+    import torch
+
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    torch.manual_seed(0)
+    opts = dict(channels=(4, 8), num_res_units=1) if arch == "unet" else {}
+    opts.update(options)
+    model = build_model(arch, in_channels=9, num_classes=3, **opts)
+    return save_model_package(d / f"{name}.safetensors", model, PreprocessingConfig.preset("default"))
+
+
+def _rewrite_package(src: Path, dst: Path, change_meta=None, change_tensors=None, raw_meta=None) -> Path:
+    """Copy package ``src`` to ``dst`` with its metadata dict and/or tensors changed (sha kept consistent
+    with the tensors unless the change sets it)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.package import read_safetensors_header, weights_sha256
+
+    tensors = load_file(str(src))
+    meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
+    if change_tensors is not None:
+        tensors = change_tensors(tensors)
+        meta["weights_sha256"] = weights_sha256(tensors)
+    if change_meta is not None:
+        change_meta(meta)
+    text = raw_meta(meta) if raw_meta is not None else json.dumps(meta)
+    save_file(tensors, str(dst), metadata={"livertumorseg": text, "format": "pt"})
+    return dst
+
+
+def _deep_json(meta, depth=100000):
+    import json
+
+    text = json.dumps(meta)
+    return text[:-1] + ', "robustness": ' + "[" * depth + "]" * depth + "}"
+
+
+def _set_options(**values):
+    return lambda m: m["architecture"]["options"].update(values)
+
+
+def _set_arch(**values):
+    return lambda m: m["architecture"].update(values)
+
+
+def _int_weights(tensors):
+    return {k: (v.round().to(dtype=__import__("torch").int32) if v.is_floating_point() else v)
+            for k, v in tensors.items()}
+
+
+# name -> (what, change_meta, change_tensors, raw_meta, words)
+PACKAGE_PROBES = {
+    "wide_8000": ("package whose metadata names a U-Net with 8,000-channel layers (1 KB of weights)",
+                  _set_options(channels=[8000, 8000]), None, None, ["M parameters", "at most 200 M"]),
+    "wide_100000": ("package whose metadata names 100,000-channel layers",
+                    _set_options(channels=[100000, 100000]), None, None, ["channels", "numbers up to 65536"]),
+    "options_list": ("package whose architecture options are a list",
+                     _set_arch(options=[1, 2]), None, None, ["options must be a JSON object"]),
+    "in_channels_str": ("package whose in_channels is a string",
+                        _set_arch(in_channels="9"), None, None, ["in_channels must be an integer"]),
+    "negative_channels": ("package with negative channel counts",
+                          _set_options(channels=[-4, 8]), None, None, ["cannot be built"]),
+    "option_type": ("package with a string where a number belongs (num_res_units)",
+                    _set_options(num_res_units="2"), None, None, ["num_res_units", "like its default"]),
+    "deep_json": ("package whose metadata JSON nests 100,000 levels deep",
+                  None, None, _deep_json, ["nested too deeply"]),
+    "deep_32": ("package whose metadata nests 40 levels deep",
+                None, None, lambda m: _deep_json(m, 40), ["nested more than 32 levels"]),
+    "validation_list": ("package whose `validation` is a list",
+                        lambda m: m.update(validation=[1, 2]), None, None, ["'validation' must be a JSON object"]),
+    "pretrained_path": ("package whose metadata names `pretrained_encoder_path` (another file)",
+                        _set_options(pretrained_encoder_path="/etc/hostname"), None, None,
+                        ["pretrained_encoder_path", "self-contained"]),
+    "int_weights": ("package with integer (int32) weights and a matching SHA-256",
+                    None, _int_weights, None, ["another type", "I32", "F32"]),
+}
+
+
+@pytest.mark.parametrize("name", list(PACKAGE_PROBES))
+def test_hostile_package_is_refused_before_building(tmp_path, capsys, name):
+    what, change_meta, change_tensors, raw_meta, words = PACKAGE_PROBES[name]
+    (tmp_path / "src").mkdir()
+    src = _tiny_package(tmp_path / "src")
+    if name == "pretrained_path":
+        src = _tiny_package(tmp_path / "src", name="resnet", arch="resnet18_fcn", width=0.125)
+    bad = _rewrite_package(src, tmp_path / f"{name}.safetensors", change_meta, change_tensors, raw_meta)
+    ct = _tiny_ct(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = run_cli(["segment", ct, "-o", out_dir / "seg.nii.gz", "--model", bad, "--no-progress"], capsys)
+    line = assert_clean_error(code, err, words)
+    assert files_under(out_dir) == []
+    record15(what, line, tmp_path)
+
+
+def test_package_pretrained_path_message_does_not_tell_whether_the_file_exists(tmp_path, capsys):
+    src = _tiny_package(tmp_path, name="resnet", arch="resnet18_fcn", width=0.125)
+    lines = []
+    for target in ("/etc/hostname", "/no/such/file"):
+        bad = _rewrite_package(src, tmp_path / "p.safetensors", _set_options(pretrained_encoder_path=target))
+        from LiverTumorSegLib.errors import ModelPackageError
+        from LiverTumorSegLib.package import load_model_package
+
+        with pytest.raises(ModelPackageError) as info:
+            load_model_package(bad)
+        lines.append(str(info.value).replace(target, "X"))
+    assert lines[0] == lines[1]
+
+
+def test_package_with_huge_activations_is_refused(tmp_path, capsys, monkeypatch):
+    from LiverTumorSegLib import package
+
+    monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", 1 << 20)  # the tiny U-Net needs ~5 MiB per slice
+    pkg = _tiny_package(tmp_path)
+    ct = _tiny_ct(tmp_path)
+    code, out, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--model", pkg, "--no-progress"],
+                             capsys)
+    assert_clean_error(code, err, ["GiB of activations per 256 x 256 slice"])
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_package_with_robustness_table_is_accepted(tmp_path):
+    from LiverTumorSegLib.package import load_model_package
+
+    src = _tiny_package(tmp_path)
+    rows = [{"perturbation": f"noise {s} HU", "dice_liver": 0.9 - 0.01 * s, "n": 3} for s in range(50)]
+    ok = _rewrite_package(src, tmp_path / "robust.safetensors", lambda m: m.update(robustness={"rows": rows}))
+    assert load_model_package(ok).metadata["robustness"]["rows"][3]["n"] == 3
+
+
+# ----------------------------------------------------------------------------- model names, models folder
+@pytest.fixture
+def models_env(tmp_path, monkeypatch):
+    """An empty user models folder (the bundled folder stays the repository's)."""
+    user = tmp_path / "user_models"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    return user
+
+
+def _segments_with_bundled_model(tmp_path, capsys, extra=()):
+    ct = _tiny_ct(tmp_path)
+    out = tmp_path / "seg.nii.gz"
+    code, text, err = run_cli(["segment", ct, "-o", out, "--no-progress"] + list(extra), capsys)
+    return code, text, err, out
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_default_in_working_folder_does_not_replace_bundled_model(tmp_path, capsys, monkeypatch, models_env, kind):
+    _bundled_model_or_skip()
+    work = tmp_path / "work"
+    work.mkdir()
+    if kind == "file":
+        (work / "default").write_bytes(b"garbage, not a model")
+    else:
+        (work / "default").mkdir()
+    monkeypatch.chdir(work)
+    code, text, err, out = _segments_with_bundled_model(tmp_path, capsys)
+    assert code == 0, err
+    assert out.exists()
+
+
+def test_model_name_with_a_same_named_file_is_looked_up_by_name(tmp_path, capsys, monkeypatch, models_env):
+    (tmp_path / "mine").write_bytes(b"not a package")
+    monkeypatch.chdir(tmp_path)
+    ct = _tiny_ct(tmp_path)
+    code, text, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--model", "mine", "--no-progress"],
+                              capsys)
+    line = assert_clean_error(code, err, ["No installed model named 'mine'", "./mine"])
+    record15("`--model mine` while a file `mine` lies in the working folder", line, tmp_path)
+
+
+@pytest.mark.parametrize("broken", ["deep_json", "validation_list", "garbage"])
+def test_broken_package_in_user_folder_is_skipped_with_a_warning(tmp_path, capsys, caplog, models_env, broken):
+    _bundled_model_or_skip()
+    if broken == "garbage":
+        (models_env / "broken.safetensors").write_bytes(b"garbage!garbage!")
+    else:
+        _, change_meta, change_tensors, raw_meta, _ = PACKAGE_PROBES[broken]
+        src = _tiny_package(tmp_path)
+        _rewrite_package(src, models_env / "broken.safetensors", change_meta, change_tensors, raw_meta)
+    code, text, err = run_cli(["models"], capsys)
+    assert code == 0, err
+    assert "UNUSABLE" in text and "broken.safetensors" in text
+    code, text, err = run_cli(["models", "--json"], capsys)
+    assert code == 0, err
+    code, text, err, out = _segments_with_bundled_model(tmp_path, capsys)
+    assert code == 0, err
+    warned = err + caplog.text  # logging goes to stderr in a real run, to caplog under pytest
+    assert "warning: skipping unusable model package" in warned and "broken.safetensors" in warned
+    from LiverTumorSegLib.package import list_installed_models
+
+    entries = list_installed_models(warn=False)
+    assert [e["source"] for e in entries if e["error"]] == ["user"]
+
+
+def test_json_report_never_holds_nan_or_infinity(tmp_path):
+    import json
+
+    from LiverTumorSegLib.inference.lesion_report import write_report
+
+    path = write_report({"liver_volume_ml": float("nan"), "lesions": [{"d": float("inf")}], "n": np.float32(2)},
+                        tmp_path / "r.json")
+    text = path.read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the report")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data == {"liver_volume_ml": None, "lesions": [{"d": None}], "n": 2.0}
+
+
+# ------------------------------------------------------------------------- memory at network resolution
+def make_coarse_pixels(d: Path, shape_zyx=(8, 512, 512), pixel_mm=19.9) -> Path:
+    """A small file (int16, mostly air) whose 19.9 mm pixels become ~6800 x 6800 at the network's 1.5 mm."""
+    arr = np.full(shape_zyx, -1000, np.int16)
+    zz, yy, xx = np.ogrid[:shape_zyx[0], :shape_zyx[1], :shape_zyx[2]]
+    body = (yy - shape_zyx[1] / 2) ** 2 + (xx - shape_zyx[2] / 2) ** 2 < (shape_zyx[1] / 3) ** 2
+    arr[np.broadcast_to(body, shape_zyx)] = 40
+    return _ct_like(d / f"coarse_{shape_zyx[2]}.nii.gz", arr, spacing_xyz=(pixel_mm, pixel_mm, 5.0))
+
+
+@pytest.mark.parametrize("shape_zyx", [(4, 256, 256), (8, 512, 512)])
+def test_coarse_pixels_are_refused_at_network_resolution(tmp_path, capsys, monkeypatch, shape_zyx):
+    """The 256x256x4 CT with 19.9 mm pixels once peaked at 7.6 GB; the 512x512x8 one ended in MemoryError.
+    With 4 GiB available both must be refused with the numbers, before anything is resampled."""
+    _bundled_model_or_skip()
+    from LiverTumorSegLib.preprocessing import spatial
+
+    ct = make_coarse_pixels(tmp_path, shape_zyx)
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: 4 << 30)
+
+    def no_resampling(*args, **kwargs):
+        raise AssertionError("the volume was resampled before the memory check")
+
+    monkeypatch.setattr(spatial, "resample_slices", no_resampling)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for argv in (["segment", ct, "-o", out_dir / "seg.nii.gz", "--no-progress"],
+                 ["preprocess", ct, "-o", out_dir / "preview.png"]):
+        code, out, err = run_cli(argv, capsys)
+        side = round(shape_zyx[2] * 19.9 / 1.5)
+        line = assert_clean_error(code, err, ["at the network's resolution", "19.9 x 19.9 mm pixels resampled to 1.5 mm",
+                                              "only 4.0 GiB is available", f"{side + (-side) % 32})"])
+        assert files_under(out_dir) == []
+        if argv[0] == "segment":
+            record15(f"CT of {shape_zyx[2]} x {shape_zyx[1]} x {shape_zyx[0]} voxels with 19.9 mm pixels "
+                     f"(4 GiB available)", line, tmp_path)
+
+
+def test_network_memory_estimate_is_modest_for_a_normal_ct():
+    """A 512 x 512 x 200 CT with 0.7 mm pixels: network grid 256 x 256 (0.7 * 512 / 1.5 = 239 -> 256)."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    net = validation.network_grid_zyx((200, 512, 512), (2.5, 0.7, 0.7), PreprocessingConfig.preset("default"))
+    assert net == (200, 256, 256)
+    need = validation.estimate_network_memory_bytes((200, 512, 512), net, in_channels=9)
+    native = validation.estimate_memory_bytes((200, 512, 512))
+    assert native < need < native + (400 << 20)
+
+
+# ------------------------------------------------------------------------------------ signals and paths
+def _run_process(argv: List[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``livertumorseg ARGV`` as a real process (a crash in ITK cannot take pytest down with it)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
+                          capture_output=True, timeout=timeout, cwd=str(cwd), env=env)
+
+
+def _non_utf8(name: bytes) -> str:
+    return os.fsdecode(name)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_non_utf8_path_is_refused_up_front(tmp_path, where):
+    """ITK aborted the whole process (SIGABRT) on such names and left temporaries; now: one line, exit 2."""
+    ct = _tiny_ct(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if where == "input":
+        bad = tmp_path / _non_utf8(b"scan\xff.nrrd")
+        write_volume(tmp_path / "scan.nrrd", _phantom().ct)
+        os.rename(tmp_path / "scan.nrrd", bad)
+        argv = ["segment", bad, "-o", out_dir / "seg.nrrd", "--no-progress"]
+    else:
+        argv = ["segment", ct, "-o", out_dir / _non_utf8(b"seg\xff.nrrd"), "--no-progress"]
+    proc = _run_process(argv, tmp_path)
+    err = proc.stderr.decode("utf-8", "replace")
+    line = assert_clean_error(proc.returncode, err, ["contains bytes that are not valid UTF-8", "\\xff"])
+    assert os.listdir(out_dir) == []
+    record15(f"{where} path with a non-UTF-8 byte (`\\xff`)", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess"])
+def test_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch, command):
+    """/sys refuses new files even for root (a chmod'ed folder would not stop root)."""
+    ct = _tiny_ct(tmp_path)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the input was read before the output folder was checked")
+
+    monkeypatch.setattr(lts_io, "read_volume", no_reading)
+    out = "/sys/seg.nii.gz" if command == "segment" else "/sys/preview.png"
+    argv = [command, ct, "-o", out] + (["--no-progress"] if command == "segment" else [])
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["Output folder '/sys' is not writable"])
+    if command == "segment":
+        record15("output folder that is not writable (`-o /sys/seg.nii.gz`)", line, tmp_path)
+
+
+def test_unwritable_report_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    ct = _tiny_ct(tmp_path)
+    monkeypatch.setattr(lts_io, "read_volume", lambda *a, **k: pytest.fail("input read before the check"))
+    code, text, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--report", "/sys/r.json",
+                               "--no-progress"], capsys)
+    assert_clean_error(code, err, ["Output folder '/sys' is not writable"])
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+SIGTERM_DURING_WRITE = r"""
+import os, signal, sys, time
+from LiverTumorSegLib import io
+original = io._write_nifti
+
+def write_then_sigterm(tmp, array, geometry):
+    original(tmp, array, geometry)
+    os.kill(os.getpid(), signal.SIGTERM)   # arrives while the temporary output exists
+    time.sleep(5)
+
+io._write_nifti = write_then_sigterm
+from LiverTumorSegLib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_the_write_phase_removes_temporaries(tmp_path):
+    ct = _tiny_ct(tmp_path)
+    pkg = _tiny_package(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["segment", str(ct), "-o", str(out_dir / "seg.nii.gz"), "--report", str(out_dir / "r.json"),
+            "--model", str(pkg), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_WRITE] + argv, capture_output=True, timeout=300,
+                          cwd=str(tmp_path), env=env)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert lines == ["error: terminated (SIGTERM); unfinished output files were removed"], err
+    assert os.listdir(out_dir) == []
+    record15("SIGTERM while the outputs are being written", lines[0], tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ train
+TRAIN_PREPROCESSING = ('{"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0, '
+                       '"target_spacing_mm": 3.0, "size_multiple": 16}')
+
+
+def _train_argv(csv_path: Path, out: Path, epochs: int = 2, command: str = "train") -> List[str]:
+    return [command, "--data", csv_path, "--model", "unet", "--model-options",
+            '{"channels": [4, 8], "num_res_units": 0}', "--preprocessing", TRAIN_PREPROCESSING,
+            "--patch-size", "32", "--batch-size", "2", "--epochs", str(epochs), "--iterations-per-epoch", "2",
+            "--num-workers", "0", "--no-tensorboard", "--augmentation", '{"enabled": false}',
+            "--synthetic-lesions", "false", "--val-fraction", "0.5", "--no-progress-bar", "-o", out]
+
+
+@pytest.fixture
+def train_csv(tmp_path):
+    from training_helpers import write_phantom_cases
+
+    data = tmp_path / "data"
+    data.mkdir()
+    return write_phantom_cases(data, 2, (6, 40, 40))
+
+
+def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, monkeypatch, train_csv):
+    """Ctrl-C right after the end-of-epoch-1 checkpoint; --resume must continue with epoch 2, not log epoch 1
+    again with loss 0."""
+    import torch
+
+    from LiverTumorSegLib.training import trainer as trainer_module
+    from LiverTumorSegLib.training.logs import read_log
+
+    torch.manual_seed(0)
+    out = tmp_path / "model.safetensors"
+    original = trainer_module.Trainer.save_last
+
+    def save_then_interrupt(self, epoch, step_in_epoch):
+        original(self, epoch, step_in_epoch)
+        if (epoch, step_in_epoch) == (1, 0):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "save_last", save_then_interrupt)
+    code, text, err = run_cli(_train_argv(train_csv, out), capsys)
+    assert code == 130, err
+    monkeypatch.setattr(trainer_module.Trainer, "save_last", original)
+    code, text, err = run_cli(_train_argv(train_csv, out) + ["--resume"], capsys)
+    assert code == 0, err
+    assert "resuming" in text and "epoch 2," in text
+    rows = read_log(tmp_path / "model_train" / "log.csv")
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2]
+    assert all(float(r["train_loss"]) > 0.01 for r in rows), rows
+    assert text.count("epoch 1/2") == 0 and text.count("epoch 2/2") == 1
+
+
+def test_resume_of_a_finished_run_does_not_rewrite_the_package(tmp_path, capsys, train_csv):
+    out = tmp_path / "model.safetensors"
+    code, text, err = run_cli(_train_argv(train_csv, out, epochs=1), capsys)
+    assert code == 0, err
+    before = out.read_bytes()
+    code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["already finished its 1 epochs", "--overwrite"])
+    assert out.read_bytes() == before
+    record15("`train --resume` of a run that already finished", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
+    """A case that cannot be read (found while building the slice cache, after the run's folders were made)."""
+    (train_csv.parent / "ct1.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
+    out = tmp_path / ("model.safetensors" if command == "train" else "cv")
+    argv = _train_argv(train_csv, out, epochs=1, command=command) + (["--folds", "2"] if command == "crossval" else [])
+    if command == "crossval":
+        argv.remove("--val-fraction"), argv.remove("0.5")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["ct1.nii.gz"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model_train/ or cv/
+    record15(f"`{command}` with an unreadable case (nothing left behind)", line, tmp_path)
+
+
+def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv):
+    import argparse
+    import collections
+
+    import torch
+
+    ckpt = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": collections.OrderedDict(), "optimizer": {}, "epoch": 0, "global_step": 0,
+                "config": "{}", "evil": argparse.Namespace(a=1)}, str(ckpt))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["last.pt' cannot be read and was refused", "could run code"])
+    assert "weights_only" not in err and "will likely succeed" not in err
+    record15("`train --resume` whose checkpoint holds a non-tensor Python object", line, tmp_path)
+
+
+def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, train_csv):
+    import collections
+
+    import torch
+
+    ckpt = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": collections.OrderedDict(w=torch.zeros(2)), "optimizer": {}, "epoch": 0,
+                "global_step": 0, "config": "{}"}, str(ckpt))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["does not fit this run's model"])
+    record15("`train --resume` with a checkpoint of another model", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+def test_train_into_unwritable_folder_is_refused_before_the_work(tmp_path, capsys, train_csv, command):
+    out = Path("/sys/model.safetensors") if command == "train" else Path("/sys/cv")
+    argv = _train_argv(train_csv, out, epochs=1, command=command) + (["--folds", "2"] if command == "crossval" else [])
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["'/sys' is not writable"])
+    assert "data:" not in text  # refused before the data were even listed
+    record15(f"`{command} -o` into a folder that is not writable", line, tmp_path)

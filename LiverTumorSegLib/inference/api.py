@@ -108,7 +108,7 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
     if cancel is not None:
         cancel.raise_if_cancelled()
     reporter(0.9, "post-processing")
-    labels = postprocess_labels(labels, volume.spacing_zyx, options)
+    labels = postprocess_labels(labels, volume.spacing_zyx, options, hu_zyx=volume.array, geometry=volume.geometry)
     reporter(0.95, "lesion report")
     package_obj = getattr(engine, "package", package)
     device_text = getattr(engine, "device_description", str(device))

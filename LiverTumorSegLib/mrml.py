@@ -331,8 +331,10 @@ LESION_TABLE_COLUMNS = (
     # (column name, report key, unit, description)
     ("Lesion", "id", "", "Lesion number, largest first"),
     ("Volume", "volume_ml", "mL", "Lesion volume"),
-    ("Longest axial diameter", "longest_axial_diameter_mm", "mm",
-     "Longest in-plane (axial) diameter, as in RECIST"),
+    ("Long axis", "long_axis_mm", "mm",
+     "RECIST long axis: longest diameter in the axial slice where the lesion is longest"),
+    ("Short axis", "short_axis_mm", "mm", "Longest diameter perpendicular to the long axis, same slice"),
+    ("RECIST target", "recist_target", "", "1 = one of the (at most 2) RECIST 1.1 target lesions of the liver"),
     ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),
     ("Centroid R", "centroid_ras_mm", "mm", "Centroid, RAS right coordinate"),
     ("Centroid A", "centroid_ras_mm", "mm", "Centroid, RAS anterior coordinate"),
@@ -357,8 +359,8 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
     value = lesion.get(key)
     if name.startswith("Centroid "):
         return float("nan") if value is None else float(value["RAS".index(name[-1])])
-    if name == "Lesion":
-        return int(value)
+    if name in ("Lesion", "RECIST target"):
+        return int(value or 0)
     return float("nan") if value is None else float(value)
 
 
@@ -375,7 +377,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     table = vtk.vtkTable()
     lesions = list(report.get("lesions", []))
     for col_name, key, unit, description in LESION_TABLE_COLUMNS:
-        if col_name == "Lesion":
+        if col_name in ("Lesion", "RECIST target"):
             column = vtk.vtkIntArray()
         elif col_name == "Location":
             column = vtk.vtkStringArray()
@@ -395,6 +397,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     summary = report_summary(report)
     for key, value in summary.items():
         table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, repr(value))
+    table_node.SetAttribute(LESION_AXES_ATTRIBUTE, lesion_axes_json(report))
     return table_node
 
 
@@ -465,3 +468,202 @@ def read_seg_nrrd(scene, path: Union[str, Path]):
         raise InputError(f"Could not read '{path}' as a Slicer segmentation (.seg.nrrd).")
     node.SetAndObserveStorageNodeID(storage.GetID())
     return node
+
+
+# --- RECIST axes as line markups, views centred on a lesion ----------------------------------------------
+
+LESION_AXIS_ATTRIBUTE = "LiverTumorSeg.lesionAxis"  # "long" / "short" on the line markups made here
+AXIS_COLORS = {"long": (1.0, 0.85, 0.1), "short": (0.1, 0.8, 1.0)}
+
+
+def lesion_axis_end_points_ras(lesion: Dict[str, Any]) -> Dict[str, List[List[float]]]:
+    """``{"long": [p, q], "short": [p, q]}``: a report lesion's axis end points in RAS mm (missing axes left out)."""
+    points = {}
+    for which in ("long", "short"):
+        axis = lesion.get(f"{which}_axis") or {}
+        ends = axis.get("end_points_ras_mm")
+        if ends and len(ends) == 2:
+            points[which] = [[float(v) for v in ends[0]], [float(v) for v in ends[1]]]
+    return points
+
+
+def lesion_focus_ras(lesion: Dict[str, Any]) -> List[float]:
+    """RAS mm point to centre the views on: the long axis' middle (in its measurement slice), else the centroid."""
+    ends = lesion_axis_end_points_ras(lesion).get("long")
+    if ends:
+        return [0.5 * (a + b) for a, b in zip(*ends)]
+    return [float(v) for v in lesion["centroid_ras_mm"]]
+
+
+LESION_AXES_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "lesionAxes"  # on the lesion table: JSON, see lesion_axes_json
+
+
+def lesion_axes_json(report: Dict[str, Any]) -> str:
+    """JSON list of ``{"id", "centroid_ras_mm", "long_axis", "short_axis"}`` per lesion: what the lesion table
+    node keeps so a selected row can be shown (:func:`focus_on_table_row`) without the report file."""
+    import json
+
+    keep = ("id", "centroid_ras_mm", "long_axis", "short_axis")
+    return json.dumps([{k: d[k] for k in keep if k in d} for d in report.get("lesions", [])])
+
+
+def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
+    """Centre the slice views on the lesion in row ``row`` (0-based) of a lesion table made by
+    :func:`create_lesion_table_node` and draw its axes; returns the line markups ([] for a bad row)."""
+    import json
+
+    table = table_node.GetTable()
+    if table is None or not 0 <= int(row) < table.GetNumberOfRows():
+        return []
+    lesion_id = int(table.GetValueByName(int(row), "Lesion").ToInt())
+    lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
+    return focus_on_lesion(scene, {"lesions": lesions}, lesion_id)
+
+
+def remove_lesion_axis_markups(scene) -> int:
+    """Remove the axis line markups made by :func:`show_lesion_axes`; returns how many were removed."""
+    nodes = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]
+    ours = [n for n in nodes if n is not None and n.GetAttribute(LESION_AXIS_ATTRIBUTE)]
+    for node in ours:
+        scene.RemoveNode(node)
+    return len(ours)
+
+
+def show_lesion_axes(scene, lesion: Dict[str, Any]) -> List[Any]:
+    """Replace any previous axis markups by two locked ``vtkMRMLMarkupsLineNode`` (long, short) drawn from the
+    lesion's RAS end points, named "Lesion N long axis" / "Lesion N short axis"; returns the new nodes."""
+    remove_lesion_axis_markups(scene)
+    nodes = []
+    for which, (p, q) in lesion_axis_end_points_ras(lesion).items():
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", f"Lesion {lesion.get('id', '')} {which} axis")
+        node.AddControlPoint(*p)
+        node.AddControlPoint(*q)
+        node.SetLocked(True)
+        node.SetAttribute(LESION_AXIS_ATTRIBUTE, which)
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetSelectedColor(*AXIS_COLORS[which])
+            display.SetColor(*AXIS_COLORS[which])
+        nodes.append(node)
+    return nodes
+
+
+def center_slice_views_on(scene, ras: Sequence[float]) -> int:
+    """Centre every slice view of ``scene`` on the RAS point (mm), as clicking a point does; returns the count."""
+    count = 0
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        node.JumpSliceByCentering(float(ras[0]), float(ras[1]), float(ras[2]))
+        count += 1
+    return count
+
+
+def focus_on_lesion(scene, report: Dict[str, Any], lesion_id: int) -> List[Any]:
+    """Centre the slice views on lesion ``lesion_id`` of ``report`` and draw its two axes; returns the markups.
+    Raises InputError when the report has no such lesion."""
+    lesion = next((d for d in report.get("lesions", []) if int(d.get("id", -1)) == int(lesion_id)), None)
+    if lesion is None:
+        raise InputError(f"The lesion report has no lesion {lesion_id}.")
+    center_slice_views_on(scene, lesion_focus_ras(lesion))
+    return show_lesion_axes(scene, lesion)
+
+
+# --- follow-up comparison of two segmentations in the scene ---------------------------------------------
+
+CHANGE_TABLE_COLUMNS = (
+    # (column name, change-entry key, unit, description)
+    ("Lesion", "number", "", "Number of the lesion (group) in the follow-up comparison"),
+    ("Status", "status", "", "new, disappeared, grown, shrunk, stable, merged or split"),
+    ("Baseline lesions", "baseline_ids", "", "Lesion numbers in the baseline lesion table"),
+    ("Follow-up lesions", "followup_ids", "", "Lesion numbers in the follow-up lesion table"),
+    ("Baseline long axis", "baseline_long_axis_mm", "mm", "Long axis at baseline (sum when several)"),
+    ("Follow-up long axis", "followup_long_axis_mm", "mm", "Long axis at follow-up (sum when several)"),
+    ("Long axis change", "long_axis_change_percent", "%", "Relative change of the long axis"),
+    ("Baseline volume", "baseline_volume_ml", "mL", "Volume at baseline"),
+    ("Follow-up volume", "followup_volume_ml", "mL", "Volume at follow-up"),
+    ("Volume change", "volume_change_percent", "%", "Relative change of the volume"),
+    ("RECIST target", "recist_target", "", "1 = contains a RECIST 1.1 target lesion of the baseline"),
+)
+_CHANGE_TEXT_COLUMNS = ("Status", "Baseline lesions", "Follow-up lesions")
+
+
+def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
+    value = entry.get(key)
+    if name in ("Baseline lesions", "Follow-up lesions"):
+        return ", ".join(str(v) for v in value or [])
+    if name == "Status":
+        return str(value)
+    if name in ("Lesion", "RECIST target"):
+        return int(value or 0)
+    return float("nan") if value is None else float(value)
+
+
+def create_change_table_node(scene, change: Dict[str, Any], table_node=None, name: str = "Lesion follow-up"):
+    """A ``vtkMRMLTableNode`` with one row per lesion group of a follow-up ``change`` report
+    (:func:`LiverTumorSegLib.followup.compare_followup`), columns :data:`CHANGE_TABLE_COLUMNS`. The response,
+    its reason and the sums of diameters are node attributes ``LiverTumorSeg.<key>`` (strings)."""
+    import vtk
+    if table_node is None:
+        table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = vtk.vtkTable()
+    for col_name, key, unit, description in CHANGE_TABLE_COLUMNS:
+        if col_name in _CHANGE_TEXT_COLUMNS:
+            column = vtk.vtkStringArray()
+        elif col_name in ("Lesion", "RECIST target"):
+            column = vtk.vtkIntArray()
+        else:
+            column = vtk.vtkDoubleArray()
+        column.SetName(col_name)
+        for entry in change.get("lesions", []):
+            column.InsertNextValue(_change_value(entry, col_name, key))
+        table.AddColumn(column)
+    table_node.SetAndObserveTable(table)
+    for col_name, key, unit, description in CHANGE_TABLE_COLUMNS:
+        if unit:
+            table_node.SetColumnUnitLabel(col_name, unit)
+        table_node.SetColumnDescription(col_name, description)
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+    sod = change.get("sum_of_diameters", {})
+    facts = {"response": change.get("response"), "response_reason": change.get("response_reason"),
+             "sum_of_diameters_baseline_mm": sod.get("baseline_mm"),
+             "sum_of_diameters_followup_mm": sod.get("followup_mm"),
+             "sum_of_diameters_change_percent": sod.get("change_percent")}
+    for key, value in facts.items():
+        table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, "" if value is None else str(value))
+    return table_node
+
+
+def change_table_rows(table_node) -> List[Dict[str, Any]]:
+    """Read a follow-up table node back as ``{column name: value}`` rows (text columns as str)."""
+    table = table_node.GetTable()
+    rows = []
+    for r in range(table.GetNumberOfRows()):
+        row = {}
+        for c in range(table.GetNumberOfColumns()):
+            col = table.GetColumn(c).GetName()
+            value = table.GetValue(r, c)
+            row[col] = value.ToString() if col in _CHANGE_TEXT_COLUMNS else value.ToDouble()
+        rows.append(row)
+    return rows
+
+
+def labels_from_segmentation(segmentation_node, volume_node) -> Tuple[CTVolume, CTVolume]:
+    """``(labels, ct)``: the segmentation's Liver / Liver tumor segments as a 0/1/2 label map on the grid of
+    ``volume_node`` (its CT), both as :class:`CTVolume`."""
+    ct = ctvolume_from_volume_node(volume_node)
+    labels = segmentation_to_labels(segmentation_node, ct.geometry, ct.shape_zyx)
+    return CTVolume(array=labels, geometry=ct.geometry, source=segmentation_node.GetName()), ct
+
+
+def compare_segmentations(baseline_segmentation, baseline_volume, followup_segmentation, followup_volume,
+                          use_ct: bool = True, **options: Any) -> Dict[str, Any]:
+    """Follow-up comparison (:func:`LiverTumorSegLib.followup.compare_followup`) of two segmentation nodes, each
+    on the grid of its CT volume node; ``use_ct``: align on the CTs (else on the liver masks)."""
+    from .followup import compare_followup
+
+    base_labels, base_ct = labels_from_segmentation(baseline_segmentation, baseline_volume)
+    follow_labels, follow_ct = labels_from_segmentation(followup_segmentation, followup_volume)
+    return compare_followup(base_labels, follow_labels, base_ct, follow_ct,
+                            alignment="ct" if use_ct else "liver", **options)

@@ -32,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     table = run_crossval(config.updated({"output": ""}), out_dir, command=command_line())
     print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
     for row in table:
-        print(f"{row['case']:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
+        print(f"{row['fold']!s:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
     print(f"table written to {out_dir}/crossval.csv")
     return 0

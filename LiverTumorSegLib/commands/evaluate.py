@@ -1,77 +1,119 @@
-"""``livertumorseg evaluate``: compare predicted label maps with reference label maps (LiTS metrics).
+"""livertumorseg evaluate: compare predicted label maps with reference label maps (LiTS metrics).
 
-``--pred`` and ``--ref`` are two files (one case) or two folders. In folders, cases are matched by
-*case name* = the file name without its extension (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``,
-``.mhd``), lower-cased, with one known prefix (``segmentation-``, ``volume-``, ``prediction-``,
-``pred-``, ``pred_``, ``label-``, ``label_``, ``labels-``, ``seg-``, ``seg_``, ``prob-``, ``prob_``,
-``ct-``, ``ct_``) and one known suffix (``_pred``, ``_prediction``, ``_seg``, ``_label``,
-``_labels``, ``_prob``, ``_ct``, ``_0000``) removed. So LiTS's ``segmentation-12.nii`` matches
-``volume-12.nii`` and ``12.nii.gz``. Cases present on one side only are listed as a warning (and in
-the summary JSON); the command fails if no case matches.
+--pred and --ref are two files (one case) or two folders. Label maps: NIfTI, NRRD, MetaImage, or a Slicer
+segmentation (.seg.nrrd, as `segment` writes it: segments "Liver" and "Liver tumor" -> labels 1 and 2).
 
-Optional inputs matched the same way: ``--prob``: a float probability map of ``--prob-structure``
-(tumor by default) per case, on the reference grid, for ROC curves and AUC (floats in [0, 1], or integers
-0..255 = 255 x probability as ``segment --probabilities`` writes); ``--images``: the CT per
-case, used as background of the overlay PNGs (without it the outlines are drawn on black).
+Pairing in folders: each file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd,
+.nii.gz, .nii, .nrrd, .mha, .mhd), without one known prefix (segmentation-, volume-, prediction-, pred-,
+pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
+suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
+_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and
+12.nii.gz, and ct3slice_liver_seg.nii.gz matches ct3slice_ct.nii.gz. One folder may hold the CT and the
+label map of a case when the names say which is which (ct3slice_ct is a CT, ct3slice_liver_seg a label map:
+--ref/--pred take the label map, --images the CT); two files of one case that the names do not tell apart
+(case1_seg.nii.gz and case1_label.nii.gz) are ambiguous: the command stops and names both. Cases
+present on one side only are listed as a warning (and in the summary JSON); the command fails if no case
+matches.
 
-Outputs in ``-o OUT_DIR`` (created): ``cases.csv`` (one row per case, ``case`` first, then metric
-columns such as ``dice_liver``, ``assd_liver_mm``), ``summary.json`` (mean/std/median per metric,
-global Dice, lesion detection precision/recall, tumor burden errors, settings, unmatched cases, pooled
-ROC) and ``plots/`` (box plots, ROC curve, overlays of the best and worst case).
+Optional inputs matched the same way: --prob: a float probability map of --prob-structure (tumor by
+default) per case, on the reference grid, for ROC curves and AUC (floats in [0, 1], or integers 0..255 =
+255 x probability as `segment --probabilities` writes); --images: the CT per case, used as background of
+the overlay PNGs (without it the outlines are drawn on black).
+
+Tumor Dice of a case whose prediction and reference both hold no tumor is 1.0 (the LiTS per-case
+convention; a tumor-free prediction of a tumor-free liver is right); with tumor in only one of them it is
+0.0. `crossval` uses the same rule.
+
+Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
+such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
+detection precision/recall, tumor burden errors, settings, unmatched cases, pooled ROC) and plots/ (box
+plots when there are 2 or more cases, ROC curve, overlays of the best and worst case). Every input is read
+and checked before the first output is written, so a failing run leaves nothing behind.
 """
 import argparse
+import contextlib
 import logging
 import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-CASE_PREFIXES = ("segmentation-", "volume-", "prediction-", "pred-", "pred_", "label-", "label_", "labels-",
-                 "seg-", "seg_", "prob-", "prob_", "ct-", "ct_")
-CASE_SUFFIXES = ("_pred", "_prediction", "_seg", "_label", "_labels", "_prob", "_ct", "_0000")
+EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
+CASE_PREFIXES = {"segmentation-": "label", "volume-": "image", "prediction-": "label", "pred-": "label",
+                 "pred_": "label", "label-": "label", "label_": "label", "labels-": "label", "seg-": "label",
+                 "seg_": "label", "prob-": "prob", "prob_": "prob", "ct-": "image", "ct_": "image"}
+CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
+                 "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
+                 "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
+ROLE_OF_OPTION = {"--pred": "label", "--ref": "label", "--prob": "prob", "--images": "image"}
 
 
-def case_name(path: Path) -> Optional[str]:
-    """Case name of a file (see module docstring), or None when the extension is not an image type."""
-    name = path.name
-    lower = name.lower()
-    if lower.endswith(".seg.nrrd"):
-        return None  # Slicer segmentation files are not plain label maps
+def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
+    """``(case name, role)`` of a file (see the module docstring), or None when the extension is not an image
+    type. ``role`` is what the removed affixes say the file is ("label", "image", "prob"), None when they say
+    nothing or disagree; a ``.seg.nrrd`` is a label map."""
+    lower = path.name.lower()
     for ext in EXTENSIONS:
         if lower.endswith(ext):
             stem = lower[: -len(ext)]
             break
     else:
         return None
-    for prefix in CASE_PREFIXES:
+    roles = {"label"} if ext == ".seg.nrrd" else set()
+    for prefix, role in CASE_PREFIXES.items():
         if stem.startswith(prefix) and len(stem) > len(prefix):
             stem = stem[len(prefix):]
+            roles.add(role)
             break
-    for suffix in CASE_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return stem
+    removed = True
+    while removed:  # "_liver_seg" -> "_liver" -> ""
+        removed = False
+        for suffix, role in CASE_SUFFIXES.items():
+            if stem.endswith(suffix) and len(stem) > len(suffix):
+                stem = stem[: -len(suffix)]
+                roles.add(role)
+                removed = True
+                break
+    return stem, (roles.pop() if len(roles) == 1 else None)
+
+
+def case_name(path: Path) -> Optional[str]:
+    """Case name of a file (see module docstring), or None when the extension is not an image type."""
+    key = case_key(path)
+    return None if key is None else key[0]
 
 
 def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
-    """Case name -> file for the image files in ``folder`` (not recursive, hidden files skipped)."""
-    cases: "OrderedDict[str, Path]" = OrderedDict()
+    """Case name -> file for the image files in ``folder`` (not recursive, hidden files skipped).
+
+    Two files with one case name are resolved by their names' role when exactly one of them is what ``what``
+    asks for (``ct3slice_ct`` is the CT for --images, ``ct3slice_liver_seg`` the label map for --ref);
+    otherwise the pair is ambiguous and InputError names both files.
+    """
+    wanted = ROLE_OF_OPTION.get(what)
+    found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        name = case_name(path)
-        if name is None:
-            continue
-        if name in cases:
-            raise InputError(f"{what} folder '{folder}' holds two files for case '{name}': '{cases[name].name}' "
-                             f"and '{path.name}'; keep one.")
-        cases[name] = path
+        key = case_key(path)
+        if key is not None:
+            found.setdefault(key[0], []).append((path, key[1]))
+    cases: "OrderedDict[str, Path]" = OrderedDict()
+    for name, files in found.items():
+        if len(files) > 1:
+            fitting = [p for p, role in files if role == wanted]
+            if len(fitting) != 1:
+                shown = "', '".join(p.name for p, _ in files)
+                raise InputError(f"{what} folder '{folder}' holds {len(files)} files for case '{name}' ('{shown}'), "
+                                 f"and their names do not say which one is the {wanted or 'input'} (case names drop "
+                                 f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder.")
+            files = [(fitting[0], wanted)]
+        cases[name] = files[0][0]
     return cases
 
 
@@ -134,6 +176,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")
     p.add_argument("--no-plots", action="store_true", help="write only cases.csv and summary.json")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT_DIR")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="no per-case progress lines (the summary is still printed)")
     return p
 
 
@@ -142,6 +186,13 @@ def _output_paths(out_dir: Path) -> Dict[str, Path]:
 
 
 def _check_outputs(paths: Dict[str, Path], overwrite: bool) -> None:
+    out_dir = paths["table"].parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"-o '{out_dir}' is a file; evaluate writes a folder (cases.csv, summary.json, plots/): "
+                         f"name a new or existing folder.")
+    if paths["plots"].exists() and not paths["plots"].is_dir():
+        raise InputError(f"'{paths['plots']}' is a file, but evaluate writes its plots into a folder of that name; "
+                         f"move it or choose another -o folder.")
     for key in ("table", "summary"):
         if paths[key].exists() and not overwrite:
             raise OutputExistsError(f"'{paths[key]}' already exists; pass --overwrite or choose another -o folder.")
@@ -186,10 +237,12 @@ def probability_scores(array, path) -> "object":
     return array.astype(np.float32, copy=False)
 
 
-def _write_overlays(rows, matched, images: Dict[str, Path], plots_dir: Path, metric: str,
-                    overwrite: bool) -> List[Path]:
+def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str) -> List[Dict[str, object]]:
+    """Read everything the best/worst overlays need (label maps, CTs from --images) *before* any output is
+    written, so an unreadable CT stops the run with nothing left behind. Returns one dict per overlay:
+    ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
     from ..io import read_label_map, read_volume
-    from ..metrics.report import plot_case_overlay, rank_cases
+    from ..metrics.report import rank_cases
     from ..orientation import canonicalize
 
     best, worst = rank_cases(rows, metric)
@@ -197,14 +250,13 @@ def _write_overlays(rows, matched, images: Dict[str, Path], plots_dir: Path, met
         log.warning("warning: no case has a value for --rank-metric %s; no overlays drawn", metric)
         return []
     paths = {name: (p, r) for name, p, r in matched}
-    written = []
     row_of = {row["case"]: row for row in rows}
+    overlays = []
     for tag, case in (("best", best), ("worst", worst)):
         pred_path, ref_path = paths[case]
         ref = read_label_map(ref_path)
         pred = read_label_map(pred_path, reference=ref)
         ref_c, reorientation = canonicalize(ref)
-        pred_c = reorientation.to_canonical(pred.array)
         image = None
         if case in images:
             ct = read_volume(images[case])
@@ -216,22 +268,56 @@ def _write_overlays(rows, matched, images: Dict[str, Path], plots_dir: Path, met
         row = row_of[case]
         title = (f"{tag} case '{case}': liver Dice {row.get('dice_liver', float('nan')):.3f}, "
                  f"tumor Dice {row.get('dice_tumor', float('nan')):.3f}")
-        out = plots_dir / f"overlay_{tag}_{case}.png"
-        written.append(plot_case_overlay(pred_c, ref_c.array, out, image=image, spacing_zyx=ref_c.spacing_zyx,
-                                         title=title, overwrite=overwrite))
+        overlays.append({"tag": tag, "case": case, "pred": reorientation.to_canonical(pred.array),
+                         "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title})
         if best == worst:
             break
-    return written
+    return overlays
+
+
+def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrite: bool) -> List[Path]:
+    from ..metrics.report import plot_case_overlay
+
+    return [plot_case_overlay(o["pred"], o["ref"], plots_dir / f"overlay_{o['tag']}_{o['case']}.png",
+                              image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite)
+            for o in overlays]
+
+
+@contextlib.contextmanager
+def _nothing_left_on_failure(out_dir: Path, plots_dir: Path) -> Iterator[List[Path]]:
+    """Yields the list the caller appends each written file to; if the block fails (error, Ctrl-C), those
+    files and the folders this run created are removed again, so a failed run leaves nothing behind."""
+    created = [d for d in (out_dir, plots_dir) if not d.exists()]
+    written: List[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            try:
+                Path(path).unlink()
+            except OSError:
+                pass
+        for folder in reversed(created):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
+        raise
 
 
 def evaluate_folders(args) -> Dict[str, object]:
-    """The work of the command; returns ``{"rows", "summary", "written"}`` (paths written)."""
+    """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
+    saying what was not drawn and why). Reads and checks every input before writing the first output."""
     from ..metrics.lits import evaluate_case, structure_mask
-    from ..metrics.report import plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table, write_json
+    from ..metrics.report import (MIN_BOXPLOT_CASES, plot_metric_boxplots, plot_roc_curve, summarize_cases,
+                                  write_case_table, write_json)
     from ..metrics.roc import RocAccumulator
 
     if not 0.0 <= args.detection_iou < 1.0:
         raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}.")
+    out_dir = Path(args.output_dir)
+    paths = _output_paths(out_dir)
+    _check_outputs(paths, args.overwrite)
     matched, only_pred, only_ref = match_cases(Path(args.pred), Path(args.ref))
     if only_pred or only_ref:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
@@ -239,9 +325,6 @@ def evaluate_folders(args) -> Dict[str, object]:
     cases = [name for name, _, _ in matched]
     probs = optional_inputs(args.prob, cases, "--prob")
     images = optional_inputs(args.images, cases, "--images")
-    out_dir = Path(args.output_dir)
-    paths = _output_paths(out_dir)
-    _check_outputs(paths, args.overwrite)
 
     rows = []
     roc = RocAccumulator() if probs else None
@@ -253,35 +336,44 @@ def evaluate_folders(args) -> Dict[str, object]:
         if prob is not None:
             roc.add(prob, structure_mask(ref.array, args.prob_structure))
         rows.append(row)
-        log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
-                 row["dice_liver"], row["dice_tumor"])
+        if not getattr(args, "no_progress", False):
+            log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
+                     row["dice_liver"], row["dice_tumor"])
+    overlays = [] if args.no_plots else _prepare_overlays(rows, matched, images, args.rank_metric)
 
     summary = summarize_cases(rows)
     summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
                            "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
-                           "liver": "label >= 1", "tumor": "label == 2"}
+                           "liver": "label >= 1", "tumor": "label == 2",
+                           "tumor_dice_both_empty": "1.0 (LiTS per-case convention)"}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a case that fails to read leaves no empty folder
-    written = [write_case_table(rows, paths["table"], overwrite=args.overwrite)]
     curve = roc.curve() if roc is not None else None
     if curve is not None:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, **curve.to_dict())
-    written.append(write_json(summary, paths["summary"], overwrite=args.overwrite))
-
-    if not args.no_plots:
-        paths["plots"].mkdir(exist_ok=True)
-        boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
-        if boxplots is not None:
-            written.append(boxplots)
-        if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
-            log.warning("No ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
-                        "true-positive rate is undefined.", args.prob_structure)
-        if curve is not None and math.isfinite(curve.auc):
-            written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
-                                          title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
-                                          overwrite=args.overwrite))
-        written.extend(_write_overlays(rows, matched, images, paths["plots"], args.rank_metric, args.overwrite))
-    return {"rows": rows, "summary": summary, "written": written}
+    notes = []
+    with _nothing_left_on_failure(out_dir, paths["plots"]) as written:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written.append(write_case_table(rows, paths["table"], overwrite=args.overwrite))
+        written.append(write_json(summary, paths["summary"], overwrite=args.overwrite))
+        if not args.no_plots:
+            paths["plots"].mkdir(exist_ok=True)
+            if len(rows) < MIN_BOXPLOT_CASES:
+                notes.append(f"no box plots: {len(rows)} case (box plots need {MIN_BOXPLOT_CASES} or more; "
+                             f"cases.csv holds its values)")
+            else:
+                boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
+                if boxplots is not None:
+                    written.append(boxplots)
+            if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
+                log.warning("No ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
+                            "true-positive rate is undefined.", args.prob_structure)
+            if curve is not None and math.isfinite(curve.auc):
+                written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
+                                              title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
+                                              overwrite=args.overwrite))
+            for path in _write_overlays(overlays, paths["plots"], args.overwrite):
+                written.append(path)
+    return {"rows": rows, "summary": summary, "written": list(written), "notes": notes}
 
 
 def _fmt(value) -> str:
@@ -308,6 +400,8 @@ def run(args) -> int:
     roc = summary.get("roc_pooled")
     if roc:
         print(f"  pooled ROC AUC ({roc['structure']} voxels): {_fmt(roc['auc'])}")
+    for note in result.get("notes", []):
+        print(f"  {note}")
     for path in result["written"]:
         print(f"wrote {path}")
     return 0

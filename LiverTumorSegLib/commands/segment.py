@@ -5,17 +5,32 @@
 
 OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with slicer-core). Labels
 0 background, 1 liver, 2 tumor, in the input's own geometry.
+
+``--progress json`` (for programs that run this command, e.g. the Slicer module's child process): stdout
+carries only JSON lines. Progress lines ``{"progress": 0.42, "stage": "network"}`` (fraction non-decreasing
+in [0, 1]; the last one is exactly 1.0), then one final line, either
+``{"done": true, "outputs": {"labels", "report", "probabilities", "preview"}, "seconds", "device"}`` (exit 0)
+or ``{"error": "<first line of the message>"}`` (exit 2 for user errors, 1 for internal errors; a
+multi-line message adds ``"details"``). SIGINT/SIGTERM cancel at the next checkpoint: ``{"error":
+"cancelled"}``, exit 130, nothing written. Human text (warnings, summary) goes to stderr.
 """
 import argparse
+import json
 import logging
+import signal
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional, TextIO
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CancelledError, InputError, LiverTumorSegError
+from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
 
 log = logging.getLogger(__name__)
+
+PROGRESS_MODES = ("bar", "none", "json")
+CANCEL_EXIT_CODE = 130  # like a shell's Ctrl-C
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,56 +42,29 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd)")
     p.add_argument("--sample", action="store_true",
                    help="segment the bundled sample CT and print the liver Dice against its reference")
-    p.add_argument("--model", default="default", help="installed model name or .safetensors package path")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
+    p.add_argument("--series", default=None,
+                   help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
+                        "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
     p.add_argument("--report", default=None, help="lesion report to write (.json or .csv)")
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
                         "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")
-    p.add_argument("--keep-all-liver-components", action="store_true",
-                   help="do not reduce the liver to its largest connected component")
-    p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside the liver")
-    p.add_argument("--allow-tumor-outside-liver", action="store_true",
-                   help="keep tumor voxels far from the liver")
-    p.add_argument("--min-lesion-ml", type=float, default=0.1,
-                   help="lesions smaller than this (mL) become liver (default 0.1; 0 keeps all)")
-    p.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
-    p.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="torch",
-                   help="CPU runtime (default torch). onnx = ONNX Runtime (needs onnx + onnxruntime; exported "
-                        "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
-                        "256x256 CT in 1.1 s); auto = onnx when installed, else torch")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
-    p.add_argument("--allow-non-hu", action="store_true",
-                   help="accept intensities that do not look like Hounsfield units")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_segmentation_arguments(p)  # model, device, backend, batch size, threads, TTA, two-stage, post-processing ...
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                   help="bar (default): progress bar on stderr; none; json: stdout carries only JSON lines "
+                        "(progress, then the outputs or the error) for programs that run this command")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
+                   help="same as --progress none")
     return p
-
-
-def postprocessing_from_args(args: argparse.Namespace) -> Any:
-    """PostprocessingOptions from the CLI switches."""
-    from ..inference.postprocess import PostprocessingOptions
-
-    if args.min_lesion_ml < 0:
-        raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
-    if args.no_postprocess:
-        return PostprocessingOptions.disabled()
-    return PostprocessingOptions(largest_liver_component=not args.keep_all_liver_components,
-                                 fill_liver_holes=not args.no_fill_holes,
-                                 tumor_inside_liver=not args.allow_tumor_outside_liver,
-                                 min_lesion_ml=float(args.min_lesion_ml))
 
 
 def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
     """Dice of liver (label >= 1) between two ``(z, y, x)`` label maps; 1.0 when both are empty."""
-    a = np.asarray(labels_zyx) >= 1
-    b = np.asarray(reference_zyx) >= 1
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+    from ..metrics.overlap import dice
+
+    return dice(np.asarray(labels_zyx) >= 1, np.asarray(reference_zyx) >= 1)
 
 
 class _TqdmProgress:
@@ -102,6 +90,74 @@ class _TqdmProgress:
             self.bar.close()
 
 
+class JsonLines:
+    """The ``--progress json`` protocol on ``stream`` (the real stdout): one JSON object per line, flushed.
+
+    As a progress callback it writes ``{"progress": f, "stage": s}`` with ``f`` non-decreasing and rounded to
+    4 digits, skipping repeats that moved less than 0.5 % within one stage (a slice-by-slice engine calls
+    hundreds of times). :meth:`finish` makes sure the last progress line is exactly 1.0.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = -1.0  # last fraction written
+        self.highest = 0.0  # highest fraction seen (also the skipped ones)
+        self.last_stage = None  # type: Optional[str]
+
+    def emit(self, obj: Dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        self.highest = min(max(float(fraction), self.highest), 1.0)
+        fraction = round(self.highest, 4)
+        if stage == self.last_stage and fraction - self.last < 0.005 and fraction < 1.0:
+            return
+        if fraction == self.last == 1.0:
+            return
+        self.last, self.last_stage = fraction, stage
+        self.emit({"progress": fraction, "stage": stage})
+
+    def finish(self) -> None:
+        if self.last < 1.0:
+            self(1.0, "done")
+
+    def error(self, exc: BaseException) -> None:
+        """Final line for a failure: the message's first line, the whole text in ``details`` if longer."""
+        text = str(exc).strip() or type(exc).__name__
+        first = text.splitlines()[0]
+        obj = {"error": first}  # type: Dict[str, Any]
+        if first != text:
+            obj["details"] = text
+        self.emit(obj)
+
+
+class _SignalsCancel:
+    """While active, SIGINT and SIGTERM set ``token`` (the run stops at its next checkpoint and writes
+    nothing); a second signal interrupts at once. Only possible in the main thread (else a no-op)."""
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+        self.previous = {}  # type: Dict[int, Any]
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.token.is_cancelled:
+            raise KeyboardInterrupt
+        self.token.cancel()
+
+    def __enter__(self) -> "_SignalsCancel":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def format_summary(result: Any) -> str:
     """Human-readable summary lines of a SegmentationResult."""
     r = result.report
@@ -123,38 +179,92 @@ def format_summary(result: Any) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _input_path(args: argparse.Namespace) -> Path:
     from .. import resources
-    from ..inference.api import segment_file
 
     if args.sample:
         if args.input:
             raise InputError("Give either an INPUT or --sample, not both.")
-        input_path = resources.sample_ct_path()
-    elif not args.input:
+        return resources.sample_ct_path()
+    if not args.input:
         raise InputError("Give an INPUT CT file or DICOM folder (or --sample for the bundled sample CT).")
-    else:
-        input_path = Path(args.input)
-        if not input_path.exists():
-            raise InputError(f"Input '{input_path}' does not exist; check the path.")
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise InputError(f"Input '{input_path}' does not exist; check the path.")
+    return input_path
+
+
+def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any:
+    """Segment the input of the parsed arguments with a :class:`Segmenter`; returns its SegmentationResult."""
+    from ..inference.segmenter import Segmenter
+
     if args.batch_size is not None and args.batch_size < 1:  # before reading the CT and loading the model
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
-    progress = _TqdmProgress(enabled=not args.no_progress)
-    try:
-        result = segment_file(input_path, args.output, model=args.model, device=args.device,
-                              report_path=args.report, overwrite=args.overwrite, series=args.series,
-                              postprocessing=postprocessing_from_args(args), tta_flip=args.tta,
-                              two_stage=args.two_stage, backend=args.backend, batch_size=args.batch_size,
-                              allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress,
-                              probability_path=args.probabilities)
-    finally:
-        progress.close()
-    print(format_summary(result))
+    options = options_from_args(args)  # every setting checked first
+    input_path = _input_path(args)
+    return Segmenter(options).segment_file(input_path, args.output, report_path=args.report,
+                                           preview_path=args.preview, probability_path=args.probabilities,
+                                           overwrite=args.overwrite, series=args.series, progress=progress,
+                                           cancel=cancel)
+
+
+def _print_summary(args: argparse.Namespace, result: Any, stream: TextIO) -> None:
+    from .. import resources
+
+    print(format_summary(result), file=stream)
     if args.sample:
         reference_path = resources.sample_reference_path()
         if reference_path.exists():
             from ..io import read_label_map, read_volume
 
-            reference = read_label_map(reference_path, reference=read_volume(input_path))
-            print(f"liver Dice vs bundled reference: {liver_dice(result.labels, reference.array):.3f}")
+            reference = read_label_map(reference_path, reference=read_volume(resources.sample_ct_path()))
+            print(f"liver Dice vs bundled reference: {liver_dice(result.labels, reference.array):.3f}", file=stream)
+
+
+def _optional_path(path: Any) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def _run_json(args: argparse.Namespace) -> int:
+    """``--progress json``: JSON lines on the real stdout, everything printed for humans to stderr."""
+    from ..progress import CancellationToken
+
+    real_stdout = sys.stdout
+    lines = JsonLines(real_stdout)
+    token = CancellationToken()
+    sys.stdout = sys.stderr  # any stray print of a library goes to stderr, never into the protocol
+    try:
+        with _SignalsCancel(token):
+            result = _segment(args, progress=lines, cancel=token)
+            _print_summary(args, result, sys.stderr)
+        lines.finish()
+        lines.emit({"done": True,
+                    "outputs": {"labels": str(result.output_path), "report": _optional_path(result.report_path),
+                                "probabilities": _optional_path(result.probability_path),
+                                "preview": _optional_path(result.preview_path)},
+                    "seconds": round(float(result.seconds), 3), "device": str(result.device)})
+        return 0
+    except (CancelledError, KeyboardInterrupt):
+        lines.emit({"error": "cancelled"})
+        print("cancelled; no output was written", file=sys.stderr)
+        return CANCEL_EXIT_CODE
+    except LiverTumorSegError as exc:
+        lines.error(exc)
+        raise  # the CLI prints "error: ..." on stderr and exits 2
+    except Exception as exc:  # noqa: BLE001 - the CLI reports it as an internal error (exit 1)
+        lines.error(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        sys.stdout = real_stdout
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.progress == "json":
+        return _run_json(args)
+    progress = _TqdmProgress(enabled=args.progress == "bar")
+    try:
+        result = _segment(args, progress=progress)
+    finally:
+        progress.close()
+    _print_summary(args, result, sys.stdout)
     return 0

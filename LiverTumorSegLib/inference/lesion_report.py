@@ -1,42 +1,62 @@
-"""Lesion report from a label map: per-lesion volume, longest axial diameter, centroid, mean HU; liver
-volume and tumor burden. Written as JSON or CSV.
+"""Lesion report from a label map: per-lesion volume, RECIST-style long and short axes, centroid, mean HU
+(and mean tumor probability); liver volume, tumor burden and the RECIST 1.1 target lesions. Written as JSON
+or CSV.
 
 Input: ``labels (z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor) with its :class:`ImageGeometry` (any
-orientation, also oblique) and optionally the CT ``(z, y, x)`` in HU on the same grid.
+orientation, also oblique), optionally the CT ``(z, y, x)`` in HU and a tumor probability map ``(z, y, x)``
+on the same grid.
 
 Definitions
 -----------
-* Lesion: a 26-connected component of label 2. Lesions are numbered 1.. by decreasing volume.
+* Lesion: a 26-connected component of label 2. Lesions are numbered 1.. by decreasing volume
+  (:func:`lesion_components`).
 * ``volume_ml``: voxel count x voxel volume.
-* ``longest_axial_diameter_mm``: the longest distance between two voxel centres of the lesion lying in the
-  same axial slice (the index axis closest to the patient S direction), measured in mm in that plane, over
-  all slices (RECIST-like longest diameter; a sphere of radius r gives about 2r minus up to one voxel).
+* ``long_axis_mm`` / ``short_axis_mm`` and their end points ``long_axis`` / ``short_axis``
+  (``end_points_lps_mm``, ``end_points_ras_mm``): RECIST-style axes in the axial slice where the lesion is
+  longest, see :mod:`LiverTumorSegLib.metrics.recist` (voxel-centre distances, in mm).
+  ``longest_axial_diameter_mm`` (kept for older readers) is the long axis between voxel centres, i.e.
+  ``long_axis_mm`` less one voxel length (a sphere of radius r gives about 2r minus up to one voxel).
+* ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
+  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first); report-level ``recist``
+  holds ``target_lesion_ids``, ``sum_of_diameters_mm``, ``measurable_minimum_mm`` and ``slice_thickness_mm``.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.
+* ``mean_hu``: mean CT value in the lesion (None without a CT); ``mean_tumor_probability``: mean of the
+  tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
+  255 x probability as ``segment --probabilities`` writes).
 * ``liver_volume_ml``: label >= 1 (liver including tumors, LiTS convention);
   ``tumor_burden_percent`` = tumor volume / liver volume x 100.
+
+CSV: one row per lesion, a plain header line first (no ``#`` comment lines, which many CSV readers
+reject); the case-level numbers (liver volume, burden, RECIST sum of diameters) and run facts (input,
+model, ...) are extra columns repeated on every row. A case without lesions gets one row whose lesion
+columns are empty.
 """
 import csv
 import io as _io
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
+from ..metrics.recist import (axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
+                              measurable_minimum_mm, select_target_lesions, slice_thickness_mm)
 from ..volume import ImageGeometry
 
-CSV_COLUMNS = ["id", "volume_ml", "voxel_count", "longest_axial_diameter_mm", "mean_hu",
-               "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
-               "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm"]
-
-
-def axial_axis_zyx(geometry: ImageGeometry) -> int:
-    """Array axis (0=z, 1=y, 2=x) whose index direction is closest to the patient superior-inferior axis."""
-    column = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # 0=i(x), 1=j(y), 2=k(z)
-    return 2 - column
+LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
+                  "mean_tumor_probability",
+                  "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
+                  "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
+                  "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
+                  "long_axis_ras_b_x_mm", "long_axis_ras_b_y_mm", "long_axis_ras_b_z_mm",
+                  "short_axis_ras_a_x_mm", "short_axis_ras_a_y_mm", "short_axis_ras_a_z_mm",
+                  "short_axis_ras_b_x_mm", "short_axis_ras_b_y_mm", "short_axis_ras_b_z_mm"]
+CASE_COLUMNS = ["liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesion_count",
+                "recist_sum_of_diameters_mm"]
+CSV_COLUMNS = LESION_COLUMNS + CASE_COLUMNS  # then one column per scalar run fact (input, model, ...)
 
 
 def max_pairwise_distance(points: np.ndarray) -> float:
@@ -50,25 +70,7 @@ def max_pairwise_distance(points: np.ndarray) -> float:
             points = points[ConvexHull(points).vertices]
         except Exception:  # noqa: BLE001 - collinear/degenerate sets: all points are fine
             pass
-    diff = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((diff ** 2).sum(-1)).max())
-
-
-def _hull_vertices_2d(points_2d: np.ndarray) -> np.ndarray:
-    """Row indices of the 2D convex-hull vertices of ``points_2d`` ``(n, 2)`` (all rows when tiny/degenerate).
-
-    The farthest pair of a point set lies on its convex hull, and an affine map (index -> mm) keeps hull
-    vertices, so the hull is taken in index space; in-slice points are coplanar, which a 3D hull rejects.
-    """
-    if len(points_2d) <= 64:
-        return np.arange(len(points_2d))
-    try:
-        from scipy.spatial import ConvexHull
-
-        return ConvexHull(points_2d).vertices
-    except Exception:  # noqa: BLE001 - collinear points: their extremes along the line suffice
-        order = np.lexsort(points_2d.T[::-1])
-        return np.array([order[0], order[-1]])
+    return farthest_pair(points)[2]
 
 
 def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> float:
@@ -82,47 +84,91 @@ def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> 
     for value in np.unique(slice_values):
         sel = slice_values == value
         kji = np.stack([idx[sel] for idx in indices], axis=1).astype(np.float64)  # (n, 3) as (k, j, i)
-        kji = kji[_hull_vertices_2d(kji[:, in_plane])]
+        kji = kji[hull_vertices_2d(kji[:, in_plane])]
         mm = kji[:, ::-1] @ scaled.T  # physical offsets (same slice -> in-plane distances are exact)
         best = max(best, max_pairwise_distance(mm))
     return best
 
 
+def lesion_components(labels_zyx: np.ndarray) -> Tuple[np.ndarray, int]:
+    """``(ids (z, y, x) int32, count)``: 26-connected components of label 2 numbered 1..count by decreasing
+    voxel count (ties: scan order), 0 elsewhere. The report's lesion ``id`` is this number."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(np.asarray(labels_zyx) == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return components.astype(np.int32, copy=False), 0
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[order + 1] = np.arange(1, count + 1, dtype=np.int32)
+    return relabel[components], int(count)
+
+
+def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
+    """Probabilities as float64 in [0, 1]: integer maps are 255 x probability (``segment --probabilities``)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.float64) / 255.0
+    return values.astype(np.float64)
+
+
+def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what: str) -> None:
+    if array is not None and tuple(array.shape) != tuple(labels_zyx.shape):
+        raise InputError(f"{what} shape {tuple(array.shape)} does not match the label map's "
+                         f"{tuple(labels_zyx.shape)} (z, y, x); give it on the label map's grid.")
+
+
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,
-                  extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                  extra: Optional[Dict[str, Any]] = None,
+                  tumor_probability_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
-    ``lesions`` (list of dicts, see module doc), ``voxel_volume_ml``; ``extra`` is merged in."""
+    ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``; ``extra`` is merged in.
+
+    ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
+    ``mean_tumor_probability`` to every lesion."""
     from scipy import ndimage
 
     labels_zyx = np.asarray(labels_zyx)
-    if hu_zyx is not None and tuple(hu_zyx.shape) != tuple(labels_zyx.shape):
-        raise InputError(f"CT shape {hu_zyx.shape} does not match the label map's {labels_zyx.shape} (z, y, x).")
+    _check_same_shape(hu_zyx, labels_zyx, "CT")
+    _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
-    components, count = ndimage.label(labels_zyx == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    components, count = lesion_components(labels_zyx)
     lesions = []  # type: List[Dict[str, Any]]
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
         mask = components[box] == index
-        kji = np.stack(np.nonzero(mask), axis=1).astype(np.float64) + [b.start for b in box]
+        offset = [b.start for b in box]
+        kji = np.stack(np.nonzero(mask), axis=1).astype(np.float64) + offset
         centroid_ijk = kji.mean(axis=0)[::-1]
-        lps = geometry.index_to_lps(centroid_ijk)
-        ras = geometry.index_to_ras(centroid_ijk)
         voxels = int(mask.sum())
+        axes = lesion_axes(mask, geometry, offset_zyx=offset)
         lesion = {
+            "id": index,
             "volume_ml": voxels * voxel_ml,
             "voxel_count": voxels,
-            "longest_axial_diameter_mm": longest_axial_diameter_mm(mask, geometry),
-            "centroid_lps_mm": [float(v) for v in lps],
-            "centroid_ras_mm": [float(v) for v in ras],
+            "long_axis_mm": axes["long_axis_mm"],
+            "short_axis_mm": axes["short_axis_mm"],
+            "longest_axial_diameter_mm": axes["long_axis_voxel_centres_mm"],
+            "long_axis": axes["long_axis"],
+            "short_axis": axes["short_axis"],
+            "measurement_slice": axes["measurement_slice"],
+            "centroid_lps_mm": [float(v) for v in geometry.index_to_lps(centroid_ijk)],
+            "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(centroid_ijk)],
             "mean_hu": float(hu_zyx[box][mask].astype(np.float64).mean()) if hu_zyx is not None else None,
             "bounding_box_zyx": [[int(b.start), int(b.stop)] for b in box],
         }
+        if tumor_probability_zyx is not None:
+            lesion["mean_tumor_probability"] = float(_probability_as_fraction(tumor_probability_zyx[box][mask]).mean())
         lesions.append(lesion)
-    lesions.sort(key=lambda d: -d["volume_ml"])
-    for number, lesion in enumerate(lesions, start=1):
-        lesion["id"] = number
+    thickness = slice_thickness_mm(geometry)
+    minimum = measurable_minimum_mm(thickness)
+    targets = select_target_lesions(lesions, minimum)
+    for lesion in lesions:
+        lesion["recist_target"] = lesion["id"] in targets
+    by_id = {d["id"]: d for d in lesions}
     tumor_ml = float(sum(d["volume_ml"] for d in lesions))
     liver_ml = liver_voxels * voxel_ml
     report = {
@@ -131,25 +177,57 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "tumor_burden_percent": 100.0 * tumor_ml / liver_ml if liver_ml > 0 else 0.0,
         "lesion_count": len(lesions),
         "voxel_volume_ml": voxel_ml,
-        "lesions": [dict(sorted(d.items(), key=lambda kv: kv[0] != "id")) for d in lesions],
+        "recist": {"target_lesion_ids": targets,
+                   "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
+                   "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness},
+        "lesions": lesions,
     }
     if extra:
         report.update(extra)
     return report
 
 
+def _number(value: Any, digits: int) -> str:
+    return "" if value is None else f"{float(value):.{digits}f}"
+
+
+def _lesion_cells(d: Dict[str, Any]) -> List[str]:
+    axes = []  # type: List[str]
+    for name in ("long_axis", "short_axis"):
+        for point in d[name]["end_points_ras_mm"]:
+            axes += [f"{v:.2f}" for v in point]
+    return ([str(d["id"]), f"{d['volume_ml']:.4f}", str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
+             f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
+             _number(d.get("mean_tumor_probability"), 4)]
+            + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
+
+
+def _run_fact_columns(report: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """(column, text) for the report's extra facts (input, model, ...): scalars as text, others as JSON."""
+    known = set(CASE_COLUMNS) | {"lesions", "voxel_volume_ml", "recist"}
+    facts = []
+    for key, value in report.items():
+        if key in known:
+            continue
+        if value is None or isinstance(value, (str, int, float, bool)):
+            facts.append((key, "" if value is None else str(value)))
+        else:
+            facts.append((key, json.dumps(value, sort_keys=True)))
+    return facts
+
+
 def report_to_csv_text(report: Dict[str, Any]) -> str:
-    """One row per lesion (columns :data:`CSV_COLUMNS`); liver volume and burden as ``#`` comment lines."""
+    """One row per lesion (columns :data:`CSV_COLUMNS`, then run facts); see the module doc. No comment lines."""
+    facts = _run_fact_columns(report)
+    case = [f"{report['liver_volume_ml']:.3f}", f"{report['tumor_volume_ml']:.4f}",
+            f"{report['tumor_burden_percent']:.3f}", str(report["lesion_count"]),
+            _number(report.get("recist", {}).get("sum_of_diameters_mm"), 2)]
     out = _io.StringIO()
-    out.write(f"# liver_volume_ml,{report['liver_volume_ml']:.3f}\n")
-    out.write(f"# tumor_volume_ml,{report['tumor_volume_ml']:.3f}\n")
-    out.write(f"# tumor_burden_percent,{report['tumor_burden_percent']:.3f}\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for d in report["lesions"]:
-        mean_hu = "" if d.get("mean_hu") is None else f"{d['mean_hu']:.1f}"
-        writer.writerow([d["id"], f"{d['volume_ml']:.4f}", d["voxel_count"], f"{d['longest_axial_diameter_mm']:.2f}",
-                         mean_hu] + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]])
+    writer.writerow(CSV_COLUMNS + [name for name, _ in facts])
+    rows = [_lesion_cells(d) for d in report["lesions"]] or [[""] * len(LESION_COLUMNS)]
+    for row in rows:
+        writer.writerow(row + case + [text for _, text in facts])
     return out.getvalue()
 
 

@@ -1,8 +1,8 @@
 """Post-processing of a liver/tumor label map ``(z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor); each step switchable.
 
 0. ``below_lungs`` (needs the CT in HU and its geometry; skipped without them): the liver lies under the
-   diaphragm. Lungs = air (< ``air_hu``) enclosed by the body in an axial slice, in 3D air components that
-   reach a *thoracic* slice (enclosed air >= ``thorax_air_fraction`` of the body's area; bowel gas stays far
+   diaphragm. Lungs = air (< ``AIR_HU`` = -400 HU) enclosed by the body in an axial slice, in 3D air components that
+   reach a *thoracic* slice (enclosed air >= ``AnatomyRules.thorax_air_fraction`` of the body's area; bowel gas stays far
    below that). For every axial column (y, x) the lowest lung voxel gives the diaphragm height; columns
    without lung within ``heart_reach_mm`` of a lung column (the heart, the mediastinum) take the height of
    the nearest lung column. Organ voxels more than ``lung_margin_mm`` above that height are removed: the
@@ -19,7 +19,8 @@
 
 All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
 labelling and one tumor labelling (steps 3-5 share it), plus one labelling of the enclosed air on a grid
-of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes.
+of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes. The fixed
+thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -27,6 +28,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+AIR_HU = -400.0                                       # below: air (lung parenchyma is about -850 HU)
 IN_PLANE_4 = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE_4[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]   # per-slice 2D operations in one 3D call
 _CROSS_6 = np.zeros((3, 3, 3), dtype=bool)            # 6-connectivity (binary_fill_holes' default)
@@ -43,15 +45,7 @@ class PostprocessingOptions:
     liver_dilation_mm: float = 5.0
     min_lesion_ml: float = 0.1
     below_lungs: bool = True
-    lung_margin_mm: float = 10.0
-    heart_reach_mm: float = 60.0
-    thorax_air_fraction: float = 0.15
-    air_hu: float = -400.0
-    lung_grid_mm: float = 4.0
-    min_lung_ml: float = 10.0
     tubular_lesions_to_liver: bool = True
-    tube_elongation: float = 3.0
-    tube_max_width_mm: float = 15.0
 
     @classmethod
     def disabled(cls) -> "PostprocessingOptions":
@@ -60,6 +54,22 @@ class PostprocessingOptions:
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnatomyRules:
+    """Fixed parameters of ``below_lungs`` and ``tubular_lesions_to_liver`` (mm, HU fractions, mL)."""
+
+    lung_margin_mm: float = 10.0        # organ this far above the diaphragm height of its column is removed
+    heart_reach_mm: float = 60.0        # lung-free columns within this of a lung column use its height
+    thorax_air_fraction: float = 0.15   # enclosed air / body area that makes an axial slice thoracic
+    lung_grid_mm: float = 4.0           # in-plane step of the coarse grid the lungs are found on
+    min_lung_ml: float = 10.0           # smaller enclosed-air components are not lungs
+    tube_elongation: float = 3.0        # sqrt(l1 / l2) of a tube-like tumor component ...
+    tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this
+
+
+RULES = AnatomyRules()
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -125,13 +135,13 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
     """
     from scipy import ndimage
 
-    step = max(1, int(round(options.lung_grid_mm / max(min(float(spacing_zyx[1]), float(spacing_zyx[2])), 1e-6))))
+    step = max(1, int(round(RULES.lung_grid_mm / max(min(float(spacing_zyx[1]), float(spacing_zyx[2])), 1e-6))))
     coarse = hu[:, ::step, ::step]
-    air = coarse < options.air_hu
+    air = coarse < AIR_HU
     enclosed = enclosed_background(~air, IN_PLANE_4)       # air inside the body outline, per slice
     body = enclosed | ~air
     area = body.sum(axis=(1, 2))
-    thorax = enclosed.sum(axis=(1, 2)) >= options.thorax_air_fraction * np.maximum(area, 1)
+    thorax = enclosed.sum(axis=(1, 2)) >= RULES.thorax_air_fraction * np.maximum(area, 1)
     thorax &= area > 0
     if not thorax.any():
         return None, step
@@ -142,7 +152,7 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
     sizes_ml = np.bincount(components.ravel(), minlength=count + 1) * voxel_ml
     keep = np.zeros(count + 1, dtype=bool)
     keep[np.unique(components[thorax])] = True
-    keep &= sizes_ml >= options.min_lung_ml
+    keep &= sizes_ml >= RULES.min_lung_ml
     keep[0] = False
     if not keep.any():
         return None, step
@@ -173,10 +183,10 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
     lungs, step = lung_mask(hu, spacing_zyx, options)
     if lungs is None:
         return 0
-    height = diaphragm_height(lungs, spacing_zyx, step, options.heart_reach_mm)
+    height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
     ny, nx = labels.shape[1:]
     full = height[np.arange(ny) // step][:, np.arange(nx) // step]           # (y, x) slice index
-    margin = options.lung_margin_mm / float(spacing_zyx[0])
+    margin = RULES.lung_margin_mm / float(spacing_zyx[0])
     box = _bbox(labels >= 1, (0, 0, 0))
     z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
     above = z > (full[box[1], box[2]] + np.float32(margin))[None]
@@ -269,7 +279,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     if options.tubular_lesions_to_liver or small:
         voxels, elongation, width = component_shape(components, count, spacing_zyx)
         if options.tubular_lesions_to_liver:
-            tube = (elongation >= options.tube_elongation) & (width <= options.tube_max_width_mm) & (voxels >= 4)
+            tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
             new_value[tube] = 1
         if small:
             voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0

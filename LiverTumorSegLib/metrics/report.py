@@ -59,9 +59,9 @@ def _to_float(value: Any) -> Optional[float]:
     return None
 
 
-def table_columns(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """``case`` first, then every other key in order of first appearance over the rows."""
-    columns: "OrderedDict[str, None]" = OrderedDict(case=None)
+def table_columns(rows: Sequence[Dict[str, Any]], first: str = "case") -> List[str]:
+    """``first`` (default ``case``) first, then every other key in order of first appearance over the rows."""
+    columns: "OrderedDict[str, None]" = OrderedDict([(first, None)])
     for row in rows:
         for key in row:
             columns.setdefault(key, None)
@@ -159,10 +159,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: bool = False) -> Path:
-    """Write rows as CSV (``case`` column first; NaN as ``nan``), atomically. Returns the path."""
+def write_case_table(rows: Sequence[Dict[str, Any]], path: PathLike, overwrite: bool = False,
+                     first_column: str = "case") -> Path:
+    """Write rows as CSV (``first_column``, default ``case``, first; NaN as ``nan``), atomically. Returns the
+    path."""
     rows = list(rows)
-    columns = table_columns(rows)
+    columns = table_columns(rows, first_column)
     with atomic_output(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -227,10 +229,16 @@ def _save_figure(fig, path: PathLike, overwrite: bool) -> Path:
     return Path(path)
 
 
+MIN_BOXPLOT_CASES = 2
+
+
 def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
                          metrics: Optional[Sequence[str]] = None, overwrite: bool = False) -> Optional[Path]:
     """One box plot per metric (cases as dots) in a grid, saved as PNG; metrics without any finite
-    value are left out. Returns None when nothing could be plotted."""
+    value are left out. Returns None when nothing could be plotted, and for fewer than
+    :data:`MIN_BOXPLOT_CASES` cases (a box of one value says nothing; the table holds it)."""
+    if len(rows) < MIN_BOXPLOT_CASES:
+        return None
     plt = _pyplot()
     wanted = list(metrics) if metrics is not None else list(DEFAULT_BOXPLOT_METRICS)
     series = [(m, metric_values(rows, m)) for m in wanted]
@@ -284,10 +292,11 @@ def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
 
 def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: PathLike,
                       image: Optional[np.ndarray] = None, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
-                      title: str = "", overwrite: bool = False) -> Path:
+                      title: str = "", overwrite: bool = False, reference_name: str = "reference") -> Path:
     """PNG of one axial slice with reference (solid) and prediction (dashed) outlines of the liver
     (green / yellow) and tumor (blue / red), over the CT (``image`` in HU, window level 40 width 400) or
-    a black background. Arrays ``(z, y, x)``; ``spacing_zyx`` (mm) sets the pixel aspect ratio."""
+    a black background. Arrays ``(z, y, x)``; ``spacing_zyx`` (mm) sets the pixel aspect ratio.
+    ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is)."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -306,8 +315,8 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
         if mask.any() and not mask.all():
             ax.contour(mask, levels=[0.5], colors=[color], linestyles=linestyle, linewidths=1.4)
     handles = [Line2D([0], [0], color=c, linestyle=ls, label=lab) for c, ls, lab in (
-        ("limegreen", "solid", "liver, reference (expert)"), ("yellow", "dashed", "liver, prediction (model)"),
-        ("deepskyblue", "solid", "tumor, reference (expert)"), ("red", "dashed", "tumor, prediction (model)"))]
+        ("limegreen", "solid", f"liver, {reference_name}"), ("yellow", "dashed", "liver, prediction"),
+        ("deepskyblue", "solid", f"tumor, {reference_name}"), ("red", "dashed", "tumor, prediction"))]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     ax.set_title(f"{title}\naxial slice {z}" if title else f"axial slice {z}", fontsize=10)
     ax.set_xticks([])

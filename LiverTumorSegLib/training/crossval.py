@@ -1,8 +1,9 @@
 """k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
 
-Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (one row per
-fold with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows + ``metrics.report.summarize_cases``).
-All folds share one slice cache (``out_dir/cache``).
+Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
+``fold``: one row per fold 0..k-1 with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows + ``metrics.report.summarize_cases``).
+All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
+case where neither prediction nor reference holds tumor, 0.0 where only one does.
 """
 import json
 import math
@@ -21,10 +22,10 @@ def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
 
 
 def fold_row(fold: int, result) -> Dict[str, Any]:
-    """Table row of one fold (``case`` = ``fold_<i>``), whole-volume metrics when they exist."""
+    """Table row of one fold (``fold`` = its index), whole-volume metrics when they exist."""
     v = result.validation or {}
     metrics = v.get("whole_volume") or v
-    return {"case": f"fold_{fold}", "liver_dice": _num(metrics.get("liver_dice")),
+    return {"fold": fold, "liver_dice": _num(metrics.get("liver_dice")),
             "tumor_dice": _num(metrics.get("tumor_dice")), "val_cases": " ".join(result.val_cases),
             "epochs": result.epochs_completed}
 
@@ -38,7 +39,7 @@ def _num(value: Any) -> float:
 
 def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
-    out: Dict[str, Any] = {"case": "mean"}
+    out: Dict[str, Any] = {"fold": "mean"}
     for key in ("liver_dice", "tumor_dice"):
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
@@ -69,8 +70,8 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary."""
     from ..metrics.report import summarize_cases, write_case_table
 
-    path = write_case_table(table, out_dir / "crossval.csv", overwrite=True)
-    summary = summarize_cases([r for r in table if r["case"] != "mean"])
+    path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
+    summary = summarize_cases([{k: v for k, v in r.items() if k != "fold"} for r in table if r["fold"] != "mean"])
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     (out_dir / "crossval.json").write_text(json.dumps({"folds": clean, "summary": summary}, indent=2),
                                            encoding="utf-8")

@@ -79,7 +79,8 @@ def test_write_json_and_csv(tmp_path):
     loaded = json.loads(path.read_text())
     assert loaded["lesion_count"] == 2 and len(loaded["lesions"][0]["centroid_ras_mm"]) == 3
     csv_text = write_report(report, tmp_path / "r.csv").read_text().splitlines()
-    header = [line for line in csv_text if not line.startswith("#")][0]
+    assert not any(line.startswith("#") for line in csv_text)  # plain CSV: the header is the first line
+    header = csv_text[0]
     assert header.startswith("id,volume_ml") and len([l for l in csv_text if l[:1].isdigit()]) == 2
     with pytest.raises(OutputExistsError):
         write_report(report, tmp_path / "r.json")

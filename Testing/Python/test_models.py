@@ -19,6 +19,7 @@ from LiverTumorSegLib.models import (
     unwrap_model,
 )
 from LiverTumorSegLib.models.layers import AttentionGate, ConvLSTMCell, crop_to_size, pad_to_multiple, run_conv_lstm
+from seeding import seed_everything
 
 ALL = ["alexnet_fcn", "attention_unet", "dalunet", "resnet18_fcn", "resnet34_fcn", "resnet50_fcn", "segnet", "unet"]
 
@@ -26,9 +27,9 @@ ALL = ["alexnet_fcn", "attention_unet", "dalunet", "resnet18_fcn", "resnet34_fcn
 TINY = {
     "unet": dict(channels=(8, 16, 32), num_res_units=1),
     "segnet": dict(width=0.125),
-    "resnet18_fcn": dict(width=0.125),
-    "resnet34_fcn": dict(width=0.125),
-    "resnet50_fcn": dict(width=0.125),
+    "resnet18_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
+    "resnet34_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
+    "resnet50_fcn": dict(width=0.125, decoder_channels=(32, 16, 16, 16, 16)),
     "alexnet_fcn": dict(width=0.125, fc_channels=512, dropout=0.0),
     "attention_unet": dict(channels=(8, 16, 32), deep_supervision=True),
     "dalunet": dict(channels=(8, 16, 32)),
@@ -371,10 +372,62 @@ def _liver_dice(logits, y) -> float:
     return 2.0 * float((pred & truth).sum()) / float(pred.sum() + truth.sum())
 
 
+def _recalibrate_batchnorm(model, x) -> int:
+    """Set every BatchNorm's running mean and variance to the statistics of batch ``x``; returns their number.
+
+    With one training slice (batch 1) and Adam moving the weights fast, the running averages (momentum 0.1)
+    trail the statistics the weights were trained with, most in deep stacks (ResNet-50), so the eval-mode
+    output can stay wrong (Dice 0) while the training loss falls; how far behind they trail depends on the
+    CPU's float rounding. Recomputing them from ``x`` ("precise BN") makes eval mode normalise exactly as
+    the training forward pass did: the biased variance, as used in the forward pass, not the unbiased one
+    PyTorch stores, so that eval output equals train-mode output on ``x``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    counts = {}
+
+    def remember_count(module, inputs):
+        counts[module] = inputs[0].numel() // inputs[0].shape[1]  # values per channel: N * H * W
+
+    hooks = [m.register_forward_pre_hook(remember_count) for m in norms]
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+        model.train()
+        with torch.no_grad():
+            model(x)
+            for m in norms:
+                n = counts[m]
+                m.running_var.mul_((n - 1) / n if n > 1 else 1.0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    return len(norms)
+
+
+def test_recalibrated_batchnorm_makes_eval_output_equal_training_output():
+    model = _tiny("resnet50_fcn")
+    x = torch.rand(1, 3, 64, 64) * 4.0 + 2.0  # far from the initial running stats (mean 0, variance 1)
+    model.train()
+    with torch.no_grad():
+        train_mode = model(x)
+    assert _recalibrate_batchnorm(model, x) > 50
+    model.eval()
+    with torch.no_grad():
+        eval_mode = model(x)
+    assert torch.allclose(eval_mode, train_mode, atol=1e-3, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_each_model_overfits_one_phantom_slice(name):
+    """Every architecture can learn: 300 Adam steps on one slice reach liver Dice > 0.9 (eval mode, after BN
+    recalibration). Seeded from the test seed; about 10-100 steps are needed on the seeds tried."""
+    seed = seed_everything(ALL.index(name))
     x, y = _phantom_slice()
-    model = _tiny(name)
+    model = _tiny(name, seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     best = 0.0
     for step in range(1, 301):
@@ -385,12 +438,13 @@ def test_each_model_overfits_one_phantom_slice(name):
         loss.backward()
         optimizer.step()
         if step % 10 == 0:
+            _recalibrate_batchnorm(model, x)
             model.eval()
             with torch.no_grad():
                 best = max(best, _liver_dice(model(x), y))
             if best > 0.9:
                 break
-    assert best > 0.9, f"{name} reached liver Dice {best:.3f} only"
+    assert best > 0.9, f"{name} reached liver Dice {best:.3f} only (seed {seed}, loss {float(loss):.3f})"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

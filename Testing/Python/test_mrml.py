@@ -299,9 +299,11 @@ def test_seg_nrrd_refuses_overwrite_and_wrong_suffix(tmp_path):
 REPORT = {
     "liver_volume_ml": 1520.0, "tumor_volume_ml": 12.5, "tumor_burden_percent": 0.822,
     "lesions": [
-        {"id": 1, "volume_ml": 10.0, "longest_axial_diameter_mm": 31.5, "centroid_ras_mm": [1.0, 2.0, 3.0],
+        {"id": 1, "volume_ml": 10.0, "long_axis_mm": 31.5, "short_axis_mm": 20.0, "recist_target": True,
+         "centroid_ras_mm": [1.0, 2.0, 3.0],
          "centroid_lps_mm": [-1.0, -2.0, 3.0], "mean_hu": 61.0},
-        {"id": 2, "volume_ml": 2.5, "longest_axial_diameter_mm": 15.0, "centroid_ras_mm": [-4.0, 5.5, 60.0],
+        {"id": 2, "volume_ml": 2.5, "long_axis_mm": 15.0, "short_axis_mm": 9.5, "recist_target": False,
+         "centroid_ras_mm": [-4.0, 5.5, 60.0],
          "centroid_lps_mm": [4.0, -5.5, 60.0], "mean_hu": 48.5, "location": "right lobe"},
     ],
 }
@@ -314,12 +316,13 @@ def test_lesion_table_has_one_row_per_lesion(scene):
     assert len(rows) == 2 and table.GetName() == "Liver lesions"
     assert [r["Lesion"] for r in rows] == [1, 2]
     assert [r["Volume"] for r in rows] == [10.0, 2.5]
-    assert [r["Longest axial diameter"] for r in rows] == [31.5, 15.0]
+    assert [r["Long axis"] for r in rows] == [31.5, 15.0] and [r["Short axis"] for r in rows] == [20.0, 9.5]
+    assert [r["RECIST target"] for r in rows] == [1, 0]
     assert [r["Mean HU"] for r in rows] == [61.0, 48.5]
     assert (rows[1]["Centroid R"], rows[1]["Centroid A"], rows[1]["Centroid S"]) == (-4.0, 5.5, 60.0)
     assert [r["Location"] for r in rows] == ["R 1.0, A 2.0, S 3.0 mm", "right lobe"]
     assert table.GetColumnUnitLabel("Volume") == "mL"
-    assert table.GetColumnUnitLabel("Longest axial diameter") == "mm"
+    assert table.GetColumnUnitLabel("Long axis") == "mm" and table.GetColumnUnitLabel("Short axis") == "mm"
     assert float(table.GetAttribute("LiverTumorSeg.liver_volume_ml")) == 1520.0
     assert float(table.GetAttribute("LiverTumorSeg.tumor_burden_percent")) == pytest.approx(0.822)
     assert float(table.GetAttribute("LiverTumorSeg.lesion_count")) == 2

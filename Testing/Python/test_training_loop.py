@@ -67,6 +67,8 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert meta["training"]["cases"] == result.train_cases and meta["training"]["command"] == "livertumorseg train test"
     assert meta["training"]["spacing_zyx_min_mm"] == [5.0, 3.0, 3.0]
     assert 0.0 <= meta["validation"]["liver_dice"] <= 1.0
+    whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
+    assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
     reference = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
@@ -136,7 +138,7 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     torch.set_num_threads(1)
     cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=3, output="")
     table = run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
-    assert [r["case"] for r in table] == ["fold_0", "fold_1", "fold_2", "mean"]
+    assert [r["fold"] for r in table] == [0, 1, 2, "mean"]
     assert sorted(" ".join(r["val_cases"] for r in table[:3]).split()) == ["ct0", "ct1", "ct2"]
     assert table[3]["liver_dice"] == pytest.approx(np.mean([r["liver_dice"] for r in table[:3]]))
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()

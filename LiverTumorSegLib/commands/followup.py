@@ -1,0 +1,104 @@
+"""``livertumorseg followup``: compare a follow-up segmentation with the baseline (RECIST 1.1 response).
+
+    livertumorseg followup --baseline A --followup B [--baseline-ct CT_A --followup-ct CT_B] -o change.json
+
+A and B are label maps (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage or DICOM SEG .dcm), each on
+its own scan's grid. The follow-up is aligned to the baseline by a rigid registration (on the CTs when both
+are given, else on the liver masks), lesions are matched by overlap after alignment (merges and splits
+allowed) and each gets a status: new, disappeared, grown (long axis >= +20 %), shrunk (<= -30 %), stable,
+merged or split, with volume and long/short-axis change. ``response`` is the RECIST 1.1 category from the
+baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left), PR (sum of diameters
+<= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else SD; NE when the
+baseline has no measurable lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+as in the JSON. Research use only: not a medical device.
+"""
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import InputError
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("followup", help="compare follow-up with baseline lesions (RECIST 1.1 response)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline", required=True, help="baseline label map")
+    p.add_argument("--followup", required=True, help="follow-up label map")
+    p.add_argument("--baseline-ct", default=None, help="baseline CT (file or DICOM folder); with --followup-ct "
+                                                       "the alignment uses the CTs")
+    p.add_argument("--followup-ct", default=None, help="follow-up CT (file or DICOM folder)")
+    p.add_argument("-o", "--output", required=True, help="change report to write (.json)")
+    p.add_argument("--picture", default=None,
+                   help="side-by-side PNG to write (default: the output's name with .png)")
+    p.add_argument("--no-picture", action="store_true", help="do not write the PNG")
+    p.add_argument("--title", default="", help="text put before the response in the picture's title")
+    p.add_argument("--alignment", choices=["auto", "ct", "liver", "none"], default="auto",
+                   help="auto (default): CTs when both are given, else liver masks; none: scanner coordinates")
+    p.add_argument("--min-new-lesion-mm", type=float, default=5.0,
+                   help="new lesions with a shorter long axis are listed but do not make PD (default 5)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return p
+
+
+def summary_lines(change: Dict[str, Any]) -> List[str]:
+    """Response, sum of diameters and one line per lesion group."""
+    sod = change["sum_of_diameters"]
+    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']})"]
+    if sod["baseline_mm"] is not None:
+        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
+                     f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
+    align = change["alignment"]
+    shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
+    dice = align["liver_dice_after_alignment"]
+    lines.append(f"alignment: {align['method']}, translation LPS ({shift}) mm"
+                 + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
+    for e in change["lesions"]:
+        ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
+        lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
+                     f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
+                     f"{e['followup_volume_ml']:.2f} mL")
+    return lines
+
+
+def _read_ct(path: Optional[str]):
+    from ..io import read_volume
+
+    return read_volume(path) if path else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fileutil import check_can_write
+    from ..followup import compare_followup, save_change_picture, write_change_report
+    from ..io import read_label_map
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".json":
+        raise InputError(f"Change report '{output}' must end in .json.")
+    picture = None if args.no_picture else Path(args.picture) if args.picture else output.with_suffix(".png")
+    if picture is not None and picture.suffix.lower() != ".png":
+        raise InputError(f"Picture '{picture}' must end in .png.")
+    if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
+        raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
+    if args.min_new_lesion_mm < 0:
+        raise InputError(f"--min-new-lesion-mm must be >= 0 (got {args.min_new_lesion_mm}).")
+    for path in (output, picture):
+        if path is not None:
+            check_can_write(path, args.overwrite)
+    for path, what in ((args.baseline, "--baseline"), (args.followup, "--followup"),
+                       (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
+        if path and not Path(path).exists():
+            raise InputError(f"{what} '{path}' does not exist; check the path.")
+    baseline_ct, followup_ct = _read_ct(args.baseline_ct), _read_ct(args.followup_ct)
+    baseline = read_label_map(args.baseline, reference=baseline_ct)
+    followup = read_label_map(args.followup, reference=followup_ct)
+    change = compare_followup(baseline, followup, baseline_ct, followup_ct, alignment=args.alignment,
+                              min_new_lesion_mm=args.min_new_lesion_mm)
+    change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
+                        "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
+    write_change_report(change, output, overwrite=args.overwrite)
+    print("\n".join(summary_lines(change)))
+    print(f"change report: {output}")
+    if picture is not None:
+        save_change_picture(picture, change, overwrite=args.overwrite, title=args.title)
+        print(f"picture: {picture}")
+    return 0

@@ -1,0 +1,73 @@
+"""``livertumorseg measure``: the lesion report (volumes, RECIST long and short axes, targets) of any label map.
+
+    livertumorseg measure LABELS [--ct CT] [--probabilities PROB] -o report.json|report.csv
+
+LABELS: a label map (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage, or a DICOM SEG ``.dcm`` as
+``segment`` writes), e.g. a segmentation a reader corrected in Slicer. ``--ct`` adds each lesion's mean HU
+(and checks that the label map lies on the CT's grid); ``--probabilities`` adds the mean tumor probability.
+"""
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..errors import InputError
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("measure", help="lesion report (volumes, RECIST axes) of an existing label map",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("labels", help="label map (0 background, 1 liver, 2 tumor): .nii.gz, .nii, .nrrd, .mha, "
+                                  ".seg.nrrd or DICOM SEG .dcm")
+    p.add_argument("-o", "--output", required=True, help="report to write: .json or .csv")
+    p.add_argument("--ct", default=None, help="the CT the label map belongs to (adds mean HU per lesion)")
+    p.add_argument("--series", default=None,
+                   help="with a DICOM folder as --ct: the series (UID, unique UID prefix, description or number)")
+    p.add_argument("--probabilities", default=None, metavar="PROB",
+                   help="tumor probability map on the label grid (floats 0..1 or uint8 255 = 1.0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    return p
+
+
+def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
+    """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``)."""
+    recist = report["recist"]
+    targets = ", ".join(str(i) for i in recist["target_lesion_ids"]) or "none"
+    lines = [f"liver volume: {report['liver_volume_ml']:.1f} mL; tumors: {report['lesion_count']} "
+             f"({report['tumor_volume_ml']:.2f} mL, burden {report['tumor_burden_percent']:.2f} %)",
+             f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
+             f"(measurable from {recist['measurable_minimum_mm']:.0f} mm)"]
+    for lesion in report["lesions"][:limit]:
+        mark = " (target)" if lesion["recist_target"] else ""
+        lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
+                     f"short axis {lesion['short_axis_mm']:.1f} mm{mark}")
+    if len(report["lesions"]) > limit:
+        lines.append(f"  ... {len(report['lesions']) - limit} more in the report")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fileutil import check_can_write
+    from ..inference.lesion_report import check_report_path, lesion_report, write_report
+    from ..io import read_label_map, read_volume
+
+    output = check_report_path(args.output)
+    check_can_write(output, args.overwrite)  # before any reading
+    if not Path(args.labels).exists():
+        raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
+    ct = read_volume(args.ct, series=args.series) if args.ct else None
+    labels = read_label_map(args.labels, reference=ct)
+    probability = None
+    if args.probabilities:
+        probability = read_volume(args.probabilities)
+        if tuple(probability.shape_zyx) != tuple(labels.shape_zyx) or \
+                not probability.geometry.almost_equal(labels.geometry, tol=1e-3):
+            raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid; give the map "
+                             f"written with this segmentation (segment --probabilities).")
+        probability = probability.array
+    report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
+                           extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None},
+                           tumor_probability_zyx=probability)
+    write_report(report, output, overwrite=args.overwrite)
+    print("\n".join(summary_lines(report)))
+    print(f"report: {output}")
+    return 0

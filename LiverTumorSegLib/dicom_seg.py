@@ -1,0 +1,268 @@
+"""DICOM Segmentation (SEG) objects: write a liver/tumor label map as a DICOM SEG that references its source CT
+series, and read a DICOM SEG back into a label map (``(z, y, x)`` uint8, 0 background, 1 liver, 2 tumor).
+
+Written SEGs (highdicom, BINARY segmentation, one frame per source slice, empty frames kept) have two
+segments, coded in SNOMED CT as Slicer's terminology codes them:
+
+1. "Liver": category SCT 123037004 Anatomical Structure, type SCT 10200004 Liver (label 1: the liver
+   parenchyma without the tumors, as in the label map);
+2. "Liver tumor": category SCT 49755003 Morphologically Altered Structure, type SCT 108369006 Neoplasm,
+   anatomic region SCT 10200004 Liver (label 2).
+
+Segment algorithm type AUTOMATIC, algorithm "LiverTumorSeg" with the model name. The SEG takes the patient,
+study and frame of reference of the source series (new series and instance UIDs).
+
+Reading accepts any SEG whose segments can be told apart by their codes: type Liver -> 1, type Neoplasm (or
+a segment label containing "tumor"/"tumour"/"lesion") -> 2 (tumor wins where they overlap); other segments
+are ignored with a warning in ``volume.meta["warnings"]``. With a ``reference`` CT the frames are placed on
+its grid (SEGs that omit empty frames are filled with 0).
+
+Needs ``highdicom`` (and ``pydicom``), Python >= 3.10: ``pip install highdicom``.
+"""
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError, LabelError
+from .fileutil import atomic_output
+from .volume import CTVolume, ImageGeometry
+
+log = logging.getLogger(__name__)
+
+SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+LIVER_CODE = ("SCT", "10200004", "Liver")
+TUMOR_TYPE_CODE = ("SCT", "108369006", "Neoplasm")
+ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
+MORPHOLOGICALLY_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
+TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta")
+# display colours (sRGB, stored as CIELab): Slicer's GenericAnatomyColors liver and tumor
+SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
+
+
+def _highdicom():
+    try:
+        import highdicom  # noqa: F401
+        import pydicom  # noqa: F401
+    except ImportError:
+        raise InputError("DICOM SEG needs the highdicom package (Python >= 3.10): pip install highdicom") from None
+    import highdicom
+
+    return highdicom
+
+
+def is_dicom_seg(path: Any) -> bool:
+    """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if head[128:132] != b"DICM":
+        return False
+    try:
+        import pydicom
+    except ImportError:
+        return path.suffix.lower() == ".dcm"  # let the reader say highdicom is missing
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - unreadable: not a SEG we can use
+        return False
+    return str(getattr(ds, "SOPClassUID", "")) == SEG_SOP_CLASS_UID
+
+
+def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
+    """The files of the DICOM series in ``folder`` that :func:`io.read_volume` reads (same ``series`` rules)."""
+    from .io import list_dicom_series, select_dicom_series
+
+    all_series = list_dicom_series(folder)
+    if not all_series:
+        raise InputError(f"Folder '{folder}' holds no DICOM series; a DICOM SEG needs the source DICOM series.")
+    if series is not None:
+        return list(select_dicom_series(all_series, series, folder).files)
+    if len(all_series) > 1:
+        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with --series.")
+    return list(all_series[0].files)
+
+
+def source_series_files(input_path: Any, series: Optional[str] = None) -> List[str]:
+    """The DICOM files a SEG of ``input_path``'s segmentation must reference: the chosen series of a DICOM
+    folder, or the series of a single DICOM file's folder. Raises InputError for any other input (a SEG
+    can only be written for a DICOM series)."""
+    path = Path(input_path)
+    if path.is_dir():
+        return dicom_series_files(path, series)
+    with open(path, "rb") as handle:
+        is_dicom = handle.read(132)[128:132] == b"DICM"
+    if not is_dicom:
+        raise InputError(f"A DICOM SEG output (.dcm) references the source DICOM series, but the input '{path}' is "
+                         f"not DICOM; segment the DICOM folder, or write .nii.gz / .nrrd / .seg.nrrd instead.")
+    from .io import _dicom_series_of_file
+
+    return dicom_series_files(path.parent, series or _dicom_series_of_file(path))
+
+
+def _code(hd, triple: Tuple[str, str, str]):
+    scheme, value, meaning = triple
+    return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def segment_descriptions(model_name: str = "", version: str = "") -> List[Any]:
+    """highdicom SegmentDescriptions of segment 1 "Liver" and 2 "Liver tumor" (see module doc)."""
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="LiverTumorSeg" + (f" ({model_name})" if model_name else ""), version=version or "0",
+        family=codes.cid7162.ArtificialIntelligence)
+    liver = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Liver", segmented_property_category=_code(hd, ANATOMICAL_STRUCTURE),
+        segmented_property_type=_code(hd, LIVER_CODE), algorithm_type="AUTOMATIC",
+        algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*SEGMENT_RGB[1]))
+    tumor = hd.seg.SegmentDescription(
+        segment_number=2, segment_label="Liver tumor", segmented_property_category=_code(hd, MORPHOLOGICALLY_ALTERED),
+        segmented_property_type=_code(hd, TUMOR_TYPE_CODE), algorithm_type="AUTOMATIC",
+        algorithm_identification=algorithm, anatomic_regions=[_code(hd, LIVER_CODE)],
+        display_color=hd.color.CIELabColor.from_rgb(*SEGMENT_RGB[2]))
+    return [liver, tumor]
+
+
+def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[int], source: str) -> int:
+    """Array slice index ``k`` of a source image from its ImagePositionPatient (must be voxel (0, 0, k))."""
+    rows, cols = int(dataset.Rows), int(dataset.Columns)
+    if (rows, cols) != (int(shape_zyx[1]), int(shape_zyx[2])):
+        raise InputError(f"DICOM file '{source}' has {rows} x {cols} pixels but the label map's slices are "
+                         f"{shape_zyx[1]} x {shape_zyx[2]}; give the series the label map was made from.")
+    position = np.asarray([float(v) for v in dataset.ImagePositionPatient])
+    ijk = np.linalg.solve(geometry.ijk_to_lps()[:3, :3], position - np.asarray(geometry.origin))
+    k = int(round(ijk[2]))
+    if np.abs(ijk[:2]).max() > 0.01 or abs(ijk[2] - k) > 0.01 or not 0 <= k < int(shape_zyx[0]):
+        raise InputError(f"DICOM file '{source}' lies outside the label map's grid (index {np.round(ijk, 2)}); give "
+                         f"the series the label map was made from.")
+    return k
+
+
+def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, source_files: Sequence[Any],
+                    overwrite: bool = False, model_name: str = "",
+                    series_description: str = "LiverTumorSeg liver and tumor") -> Path:
+    """Write ``labels_zyx`` (0/1/2 on the grid of the source series, as :func:`io.read_volume` reads it) as a
+    DICOM SEG referencing ``source_files`` (the series' files, any order). Atomic; returns the path."""
+    hd = _highdicom()
+    import pydicom
+
+    from . import __version__
+
+    labels_zyx = np.asarray(labels_zyx)
+    if labels_zyx.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) label map, got shape {labels_zyx.shape}")
+    if labels_zyx.size and int(labels_zyx.max()) > 2:
+        raise LabelError(f"Label map has value {int(labels_zyx.max())}; a DICOM SEG is written from labels 0, 1, 2.")
+    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    if len(datasets) != labels_zyx.shape[0]:
+        raise InputError(f"The DICOM series has {len(datasets)} files but the label map {labels_zyx.shape[0]} slices; "
+                         f"give the series the label map was made from.")
+    slices = [_slice_index_of(ds, geometry, labels_zyx.shape, str(f)) for ds, f in zip(datasets, source_files)]
+    if sorted(slices) != list(range(labels_zyx.shape[0])):
+        raise InputError("The DICOM series' slice positions do not match the label map's slices one to one.")
+    pixel_array = np.ascontiguousarray(labels_zyx[slices].astype(np.uint8))
+    first = datasets[0]
+    seg = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
+        series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 1000, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="LiverTumorSeg", manufacturer_model_name=model_name or "LiverTumorSeg",
+        software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
+        series_description=series_description[:64], content_label="LIVERTUMORSEG",
+        content_description="Liver and liver tumor; research use, not a medical device")
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp:
+        seg.save_as(str(tmp))
+    return path
+
+
+def _label_of_segment(description: Any) -> Optional[int]:
+    """1 (liver), 2 (tumor) or None for a highdicom SegmentDescription (see module doc)."""
+    value = str(description.segmented_property_type.value)
+    label = str(getattr(description, "SegmentLabel", "")).lower()
+    if value == TUMOR_TYPE_CODE[1] or any(word in label for word in TUMOR_WORDS):
+        return 2
+    if value == LIVER_CODE[1]:
+        return 1
+    return None
+
+
+def _geometry_from_hd_volume(volume: Any) -> Tuple[np.ndarray, ImageGeometry]:
+    """``(array (z, y, x), geometry)`` of a highdicom Volume (axes: slices, rows, columns; affine to LPS), with
+    the slices ordered along row direction x column direction (right-handed, as ITK/SimpleITK read a series)."""
+    affine = np.asarray(volume.affine, dtype=float)  # maps (slice, row, column, 1) to LPS mm
+    array = np.asarray(volume.array)
+    columns = affine[:3, [2, 1, 0]]  # index axes (i = column, j = row, k = slice)
+    origin = affine[:3, 3]
+    if np.dot(np.cross(columns[:, 0], columns[:, 1]), columns[:, 2]) < 0:  # slices stacked against row x column:
+        origin = origin + columns[:, 2] * (array.shape[0] - 1)             # reverse them, as ITK reads a series
+        columns = columns * [1.0, 1.0, -1.0]
+        array = array[::-1]
+    spacing = np.linalg.norm(columns, axis=0)
+    direction = columns / spacing
+    return np.ascontiguousarray(array), ImageGeometry(spacing=tuple(spacing), origin=tuple(origin),
+                                                      direction=tuple(direction.ravel()))
+
+
+def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVolume) -> np.ndarray:
+    """Nearest-neighbour placement of a SEG volume on the reference CT grid (0 where the SEG has no frame)."""
+    import SimpleITK as sitk  # noqa: N813
+
+    from .followup import to_sitk
+
+    moving = to_sitk(array.astype(np.uint8), geometry)
+    fixed = sitk.Image(list(reversed(reference.shape_zyx)), sitk.sitkUInt8)
+    fixed.SetSpacing(reference.geometry.spacing)
+    fixed.SetOrigin(reference.geometry.origin)
+    fixed.SetDirection(reference.geometry.direction)
+    out = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)
+
+
+def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
+    """Label map ``(z, y, x)`` uint8 (0/1/2) from a DICOM SEG file (see module doc); ``meta["format"]`` is
+    ``"dicom-seg"`` and ``meta["segments"]`` lists ``{number, label, value}``."""
+    hd = _highdicom()
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
+        raise InputError(f"Cannot read DICOM SEG '{path}': {str(exc).splitlines()[0][:160]}.") from None
+    mapping = {}  # type: Dict[int, int]
+    warnings = []
+    segments = []
+    for number in seg.segment_numbers:
+        description = seg.get_segment_description(number)
+        value = _label_of_segment(description)
+        segments.append({"number": int(number), "label": str(description.SegmentLabel), "value": value})
+        if value is None:
+            warnings.append(f"segment {number} '{description.SegmentLabel}' is neither liver nor tumor; ignored")
+        else:
+            mapping[int(number)] = value
+    if not mapping:
+        names = ", ".join(f"'{s['label']}'" for s in segments)
+        raise LabelError(f"DICOM SEG '{path}' has no liver or liver-tumor segment (segments: {names}); its segment "
+                         f"types must be SNOMED CT Liver (10200004) or Neoplasm (108369006).")
+    numbers = sorted(mapping)
+    try:
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - irregular frames and the like
+        raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}).") from None
+    stacked, geometry = _geometry_from_hd_volume(volume)
+    labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
+    for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
+        labels[stacked[..., channel] > 0] = mapping[number]
+    if reference is not None and not (tuple(labels.shape) == tuple(reference.shape_zyx)
+                                      and geometry.almost_equal(reference.geometry, tol=1e-3)):
+        labels = _onto_reference(labels, geometry, reference)
+        geometry = reference.geometry
+    out = CTVolume(array=labels, geometry=geometry, source=str(path),
+                   meta={"format": "dicom-seg", "segments": segments})
+    if warnings:
+        out.meta["warnings"] = warnings
+    return out

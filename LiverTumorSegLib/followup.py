@@ -1,0 +1,470 @@
+"""Follow-up comparison of two liver-tumor label maps: alignment, lesion matching, per-lesion change and the
+RECIST 1.1 response.
+
+Inputs: the baseline and follow-up label maps (``(z, y, x)`` uint8, 0 background, 1 liver, 2 tumor, each
+with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally both CTs (HU, same grids).
+
+1. **Alignment** (:func:`align_followup`): a rigid (rotation + translation, SimpleITK ``Euler3DTransform``)
+   registration that maps baseline LPS points to follow-up LPS points, on images block-averaged to about
+   3 mm voxels (2 pyramid levels, 30,000 random samples with a fixed seed). With both CTs: Mattes mutual
+   information on the CTs (HU clipped to -200..400), sampled inside the baseline liver dilated by 20 mm;
+   without CTs: mean squares between the two liver masks (label >= 1) smoothed with a 2 mm Gaussian,
+   started from the masks' centres of mass and principal axes. Rigid on
+   purpose: a scaling or deformable transform would absorb the lesion and liver size changes that are
+   being measured. ``method="none"`` uses the scanner coordinates as they are.
+2. **Matching** (:func:`match_lesions`): the follow-up lesion map is resampled onto the baseline grid
+   (nearest neighbour) and a baseline and a follow-up lesion are linked when they share a voxel; a lesion
+   without any overlap is linked to the nearest lesion of the other scan whose centroid (after alignment)
+   is within max(5 mm, half the larger long axis). The connected groups of links give each lesion's status:
+   ``disappeared`` (baseline only), ``new`` (follow-up only), ``merged`` (several baseline lesions -> one, or
+   several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
+   ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
+3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
+   (at most 2 measurable liver lesions) are followed: their follow-up sum of diameters is the sum of the long
+   axes of the follow-up lesions in their groups (0 when disappeared; the coalesced lesion once when merged;
+   all fragments when split). A new lesion counts for PD when its long axis is at least
+   ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false``).
+
+All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .fileutil import atomic_output
+from .volume import CTVolume, ImageGeometry
+
+STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split")
+GROWN_CHANGE = 0.20
+SHRUNK_CHANGE = -0.30
+DEFAULT_MIN_NEW_LESION_MM = 5.0
+ALIGNMENT_METHODS = ("auto", "ct", "liver", "none")
+
+
+def _sitk():
+    import SimpleITK as sitk  # noqa: N813
+
+    return sitk
+
+
+def to_sitk(array_zyx: np.ndarray, geometry: ImageGeometry):
+    """SimpleITK image of a ``(z, y, x)`` array with ``geometry``."""
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+@dataclass
+class Alignment:
+    """Rigid transform mapping baseline LPS mm points to follow-up LPS mm points (SimpleITK convention:
+    baseline = fixed image, follow-up = moving image), and how it was found."""
+
+    method: str
+    transform: Any  # SimpleITK Transform
+    metric_value: Optional[float] = None
+    liver_dice: Optional[float] = None  # after alignment, on the baseline grid
+
+    def map_baseline_to_followup(self, lps: Sequence[float]) -> np.ndarray:
+        return np.asarray(self.transform.TransformPoint(tuple(float(v) for v in lps)))
+
+    def map_followup_to_baseline(self, lps: Sequence[float]) -> np.ndarray:
+        return np.asarray(self.transform.GetInverse().TransformPoint(tuple(float(v) for v in lps)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        params = list(self.transform.GetParameters())
+        rotation = [float(np.rad2deg(v)) for v in params[:3]] if len(params) == 6 else []
+        translation = [float(v) for v in params[3:6]] if len(params) == 6 else [0.0, 0.0, 0.0]
+        return {"method": self.method, "rotation_deg_xyz": rotation, "translation_lps_mm": translation,
+                "center_lps_mm": [float(v) for v in getattr(self.transform, "GetCenter", lambda: (0, 0, 0))()],
+                "metric_value": self.metric_value, "liver_dice_after_alignment": self.liver_dice,
+                "meaning": "maps baseline LPS points to follow-up LPS points (rotation about the center, then "
+                           "translation)"}
+
+
+REGISTRATION_SPACING_MM = 3.0  # images are block-averaged to about this voxel size before registering
+SHRINK_FACTORS = (2, 1)  # pyramid levels on top of that
+METRIC_SAMPLES = 30000  # random samples per metric evaluation (fixed seed: repeatable)
+
+
+def _coarse(image):
+    """Block-average (``BinShrink``) a SimpleITK image to voxels of about REGISTRATION_SPACING_MM."""
+    sitk = _sitk()
+    factors = [max(1, int(round(REGISTRATION_SPACING_MM / s))) for s in image.GetSpacing()]
+    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
+def _registration_method(metric: str, fixed_voxels: int, fixed_mask=None):
+    """Rigid multi-resolution registration set-up; ``fixed_voxels``: voxel count of the (coarse) fixed image."""
+    sitk = _sitk()
+    reg = sitk.ImageRegistrationMethod()
+    if metric == "mattes":
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    else:
+        reg.SetMetricAsMeanSquares()
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentagePerLevel(
+        [min(1.0, METRIC_SAMPLES * f ** 3 / max(1, fixed_voxels)) for f in SHRINK_FACTORS], seed=7)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
+                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
+    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return reg
+
+
+def _smoothed_mask(labels: CTVolume):
+    """Liver mask (label >= 1) as float, block-averaged to the registration voxel size, 2 mm Gaussian."""
+    sitk = _sitk()
+    image = _coarse(to_sitk((labels.array >= 1).astype(np.float32), labels.geometry))
+    return sitk.SmoothingRecursiveGaussian(image, 2.0)
+
+
+def _clamped_ct(ct: CTVolume):
+    """CT clipped to -200..400 HU (soft tissue, contrast; no air/bone extremes), block-averaged, float32."""
+    sitk = _sitk()
+    image = to_sitk(np.clip(ct.array, -200, 400).astype(np.float32), ct.geometry)
+    return _coarse(image)
+
+
+def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
+    """Baseline liver (label >= 1) grown by ``margin_mm``, on the grid of the coarse ``reference`` image."""
+    sitk = _sitk()
+    liver = to_sitk((labels.array >= 1).astype(np.uint8), labels.geometry)
+    liver = sitk.Resample(liver, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    radius = [max(1, int(round(margin_mm / s))) for s in reference.GetSpacing()]
+    return sitk.BinaryDilate(liver, radius)
+
+
+def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform) -> Optional[float]:
+    a = baseline.array >= 1
+    b = resample_to_baseline((followup.array >= 1).astype(np.uint8), followup.geometry, baseline, transform) > 0
+    total = int(a.sum()) + int(b.sum())
+    return None if total == 0 else float(2.0 * np.count_nonzero(a & b) / total)
+
+
+def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
+                   followup_ct: Optional[CTVolume] = None, method: str = "auto") -> Alignment:
+    """Rigid alignment of the follow-up to the baseline (see module doc). ``baseline``/``followup``: label
+    maps; ``method``: ``auto`` (CTs when both given, else liver masks), ``ct``, ``liver`` or ``none``."""
+    sitk = _sitk()
+    if method not in ALIGNMENT_METHODS:
+        raise InputError(f"Unknown alignment '{method}'; use one of {', '.join(ALIGNMENT_METHODS)}.")
+    has_ct = baseline_ct is not None and followup_ct is not None
+    if method == "auto":
+        method = "ct" if has_ct else "liver"
+    if method == "ct" and not has_ct:
+        raise InputError("Alignment 'ct' needs both --baseline-ct and --followup-ct.")
+    has_liver = bool((baseline.array >= 1).any() and (followup.array >= 1).any())
+    if method == "liver" and not has_liver:
+        raise InputError("Cannot align on the liver: a label map has no liver (label 1 or 2); give both CTs "
+                         "(--baseline-ct, --followup-ct) or --alignment none.")
+    if method == "none":
+        transform = sitk.Euler3DTransform()
+        return Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform))
+    if method == "ct":
+        fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
+        mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
+        initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
+        reg = _registration_method("mattes", fixed.GetNumberOfPixels(), mask)
+    else:
+        fixed, moving = _smoothed_mask(baseline), _smoothed_mask(followup)
+        initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                    sitk.CenteredTransformInitializerFilter.MOMENTS)
+        reg = _registration_method("meansquares", fixed.GetNumberOfPixels())
+    reg.SetInitialTransform(initial, inPlace=False)
+    try:
+        found = reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise InputError(f"Alignment of the follow-up to the baseline failed ({str(exc).splitlines()[-1][:160]}); "
+                         f"check that both scans show the same region, or use --alignment none.") from None
+    transform = sitk.Euler3DTransform(found.GetNthTransform(0) if hasattr(found, "GetNthTransform") else found)
+    return Alignment(method, transform, float(reg.GetMetricValue()), _liver_dice_after(baseline, followup, transform))
+
+
+def resample_to_baseline(array_zyx: np.ndarray, followup_geometry: ImageGeometry, baseline: CTVolume,
+                         transform) -> np.ndarray:
+    """Follow-up integer array ``(z, y, x)`` on the baseline grid (nearest neighbour, 0 outside)."""
+    sitk = _sitk()
+    dtype = np.uint16 if array_zyx.max(initial=0) < 65535 else np.uint32
+    moving = to_sitk(array_zyx.astype(dtype), followup_geometry)
+    reference = to_sitk(np.zeros(baseline.shape_zyx, np.uint8), baseline.geometry)
+    out = sitk.Resample(moving, reference, transform, sitk.sitkNearestNeighbor, 0, moving.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def _link_groups(edges: List[Tuple[int, int]], n_base: int, n_follow: int) -> List[Tuple[List[int], List[int]]]:
+    """Connected groups of the bipartite link graph: [(baseline ids, follow-up ids)], every lesion once."""
+    parent = {}  # type: Dict[Tuple[str, int], Tuple[str, int]]
+
+    def find(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for i in range(1, n_base + 1):
+        find(("b", i))
+    for j in range(1, n_follow + 1):
+        find(("f", j))
+    for i, j in edges:
+        parent[find(("b", i))] = find(("f", j))
+    groups = {}  # type: Dict[Tuple[str, int], Tuple[List[int], List[int]]]
+    for node in list(parent):
+        base_ids, follow_ids = groups.setdefault(find(node), ([], []))
+        (base_ids if node[0] == "b" else follow_ids).append(node[1])
+    return [(sorted(b), sorted(f)) for b, f in groups.values()]
+
+
+def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
+                  follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
+                  ) -> List[Tuple[List[int], List[int]]]:
+    """Groups ``(baseline ids, follow-up ids)`` from voxel overlap on the baseline grid, then the centroid
+    rule for lesions without overlap (see module doc). ``*_lesions``: the two reports' lesion dicts."""
+    both = (base_components > 0) & (follow_on_base > 0)
+    pairs = np.unique(np.stack([base_components[both], follow_on_base[both]], axis=1), axis=0) if both.any() \
+        else np.zeros((0, 2), np.int64)
+    edges = [(int(i), int(j)) for i, j in pairs]
+    linked_base = {i for i, _ in edges}
+    linked_follow = {j for _, j in edges}
+    base_by_id = {d["id"]: d for d in base_lesions}
+    follow_by_id = {d["id"]: d for d in follow_lesions}
+
+    def near(base_id: int, follow_id: int) -> float:
+        distance = float(np.linalg.norm(np.asarray(base_by_id[base_id]["centroid_lps_mm"])
+                                        - follow_centroids_on_base_lps[follow_id]))
+        limit = max(5.0, 0.5 * max(base_by_id[base_id]["long_axis_mm"], follow_by_id[follow_id]["long_axis_mm"]))
+        return distance if distance <= limit else np.inf
+
+    for i in sorted(set(base_by_id) - linked_base):
+        candidates = [(near(i, j), j) for j in follow_by_id]
+        candidates = [c for c in candidates if np.isfinite(c[0])]
+        if candidates:
+            edges.append((i, min(candidates)[1]))
+            linked_follow.add(min(candidates)[1])
+    for j in sorted(set(follow_by_id) - linked_follow):
+        candidates = [(near(i, j), i) for i in base_by_id]
+        candidates = [c for c in candidates if np.isfinite(c[0])]
+        if candidates:
+            edges.append((min(candidates)[1], j))
+    return _link_groups(edges, len(base_lesions), len(follow_lesions))
+
+
+def _percent(change: float, reference: float) -> Optional[float]:
+    return None if reference <= 0 else 100.0 * change / reference
+
+
+def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow_long: float) -> str:
+    if not follow_ids:
+        return "disappeared"
+    if not base_ids:
+        return "new"
+    if len(base_ids) > 1:
+        return "merged"
+    if len(follow_ids) > 1:
+        return "split"
+    relative = (follow_long - base_long) / base_long if base_long > 0 else 0.0
+    if relative >= GROWN_CHANGE:
+        return "grown"
+    if relative <= SHRUNK_CHANGE:
+        return "shrunk"
+    return "stable"
+
+
+def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
+                 follow_by_id: Dict[int, Dict[str, Any]], targets: Sequence[int], min_new_lesion_mm: float,
+                 follow_centroids_on_base_lps: Dict[int, np.ndarray]) -> Dict[str, Any]:
+    base = [base_by_id[i] for i in base_ids]
+    follow = [follow_by_id[j] for j in follow_ids]
+    base_ml = float(sum(d["volume_ml"] for d in base))
+    follow_ml = float(sum(d["volume_ml"] for d in follow))
+    base_long = float(sum(d["long_axis_mm"] for d in base))
+    follow_long = float(sum(d["long_axis_mm"] for d in follow))
+    status = _status(base_ids, follow_ids, base_long, follow_long)
+    if base:
+        centroid = np.mean([d["centroid_lps_mm"] for d in base], axis=0)
+    else:
+        centroid = np.mean([follow_centroids_on_base_lps[j] for j in follow_ids], axis=0)
+    entry = {
+        "number": number, "status": status, "baseline_ids": base_ids, "followup_ids": follow_ids,
+        "baseline_volume_ml": base_ml, "followup_volume_ml": follow_ml,
+        "volume_change_ml": follow_ml - base_ml, "volume_change_percent": _percent(follow_ml - base_ml, base_ml),
+        "baseline_long_axis_mm": base_long, "followup_long_axis_mm": follow_long,
+        "long_axis_change_mm": follow_long - base_long,
+        "long_axis_change_percent": _percent(follow_long - base_long, base_long),
+        "baseline_short_axis_mm": float(sum(d["short_axis_mm"] for d in base)),
+        "followup_short_axis_mm": float(sum(d["short_axis_mm"] for d in follow)),
+        "recist_target": any(i in targets for i in base_ids),
+        "centroid_baseline_lps_mm": [float(v) for v in centroid],
+        "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
+    }
+    if status == "new":
+        entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm)
+    return entry
+
+
+def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
+                     followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
+                     min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM) -> Dict[str, Any]:
+    """The change report (see module doc): ``response``, ``response_reason``, ``sum_of_diameters`` (baseline,
+    follow-up, change mm and %), ``lesions`` (one entry per matched group, numbered 1.. by baseline lesion id,
+    new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``, ``followup``).
+    Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
+    from .inference.lesion_report import lesion_components, lesion_report
+    from .metrics.recist import recist_response
+
+    for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
+        if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
+            raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "
+                             f"size; give the CT the label map was made on.")
+    base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None)
+    follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None)
+    base_components, _ = lesion_components(baseline.array)
+    follow_components, _ = lesion_components(followup.array)
+    align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
+    follow_on_base = resample_to_baseline(follow_components, followup.geometry, baseline, align.transform)
+    follow_centroids = {d["id"]: align.map_followup_to_baseline(d["centroid_lps_mm"]) for d in follow_report["lesions"]}
+    groups = match_lesions(base_components, follow_on_base, base_report["lesions"], follow_report["lesions"],
+                           follow_centroids)
+    groups.sort(key=lambda g: (not g[0], g[0][0] if g[0] else g[1][0]))
+    base_by_id = {d["id"]: d for d in base_report["lesions"]}
+    follow_by_id = {d["id"]: d for d in follow_report["lesions"]}
+    targets = base_report["recist"]["target_lesion_ids"]
+    entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids)
+               for n, (b, f) in enumerate(groups, start=1)]
+    base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
+    follow_sum = float(sum(e["followup_long_axis_mm"] for e in entries if e["recist_target"])) if targets else None
+    new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
+    response, reason = recist_response(base_sum, follow_sum, new_lesion, follow_report["lesion_count"],
+                                       base_report["lesion_count"])
+    counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
+    change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
+    return {
+        "response": response, "response_reason": reason,
+        "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; the baseline is the reference "
+                             "(not the nadir); research use, not a medical device",
+        "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
+                             "change_mm": change,
+                             "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
+        "status_counts": counts,
+        "min_new_lesion_mm": float(min_new_lesion_mm),
+        "lesions": entries,
+        "alignment": align.to_dict(),
+        "baseline": base_report,
+        "followup": follow_report,
+        "_arrays": {"baseline_components": base_components, "followup_on_baseline": follow_on_base,
+                    "baseline_labels": baseline.array,
+                    "followup_labels_on_baseline": resample_to_baseline(followup.array, followup.geometry, baseline,
+                                                                        align.transform),
+                    "baseline_geometry": baseline.geometry},
+    }
+
+
+STATUS_COLORS = {"new": "#ff3b30", "disappeared": "#34c759", "grown": "#ff9500", "shrunk": "#30b0ff",
+                 "stable": "#ffd60a", "merged": "#bf5af2", "split": "#ff2d95"}
+
+
+def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:
+    """Row and column slices around the liver/lesions of both panels (whole image when there is none)."""
+    union = np.zeros(panels[0][1].shape[1:], dtype=bool)
+    for _, labels, _, _ in panels:
+        union |= (labels >= 1).any(axis=0)
+    if not union.any():
+        return slice(None), slice(None)
+    rows, cols = np.nonzero(union)
+    return (slice(max(0, rows.min() - margin), rows.max() + margin + 1),
+            slice(max(0, cols.min() - margin), cols.max() + margin + 1))
+
+
+def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = False, title: str = "") -> Path:
+    """PNG: baseline (left) and follow-up aligned to the baseline (right), axial maximum projections of the
+    liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``),
+    cropped to the liver; disappeared lesions are dashed on the follow-up side where they were.
+    Radiological convention (image left = patient right, top = anterior). ``change``: from
+    :func:`compare_followup` (needs its ``_arrays``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from .orientation import plan_reorientation
+
+    arrays = change["_arrays"]
+    geometry = arrays["baseline_geometry"]
+    reo = plan_reorientation(geometry, arrays["baseline_labels"].shape)
+    sz, sy, sx = reo.canonical_geometry.spacing[::-1]
+    base_comp = reo.to_canonical(arrays["baseline_components"])
+    follow_comp = reo.to_canonical(arrays["followup_on_baseline"])
+    panels = (("Baseline", reo.to_canonical(arrays["baseline_labels"]), base_comp, "baseline_ids"),
+              ("Follow-up (aligned to baseline)", reo.to_canonical(arrays["followup_labels_on_baseline"]),
+               follow_comp, "followup_ids"))
+    rows, cols = _picture_crop(panels)
+    panels = tuple((name, labels[:, rows, cols], components[:, rows, cols], key)
+                   for name, labels, components, key in panels)
+    fig = Figure(figsize=(11, 6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for ax, (name, labels, components, key) in zip(axes, panels):
+        liver = (labels >= 1).any(axis=0)
+        ax.imshow(np.where(liver, 0.45, 0.0), cmap="gray", vmin=0, vmax=1, aspect=sy / sx, interpolation="nearest")
+        for entry in change["lesions"]:
+            ids, style = entry[key], "solid"
+            source = components
+            if not ids and key == "followup_ids" and entry["status"] == "disappeared":
+                ids, style, source = entry["baseline_ids"], "dashed", panels[0][2]  # where it was
+            if not ids:
+                continue
+            mask = np.isin(source, ids).any(axis=0)
+            if not mask.any():
+                continue
+            color = STATUS_COLORS[entry["status"]]
+            ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5, linestyles=style)
+            rows, cols = np.nonzero(mask)
+            ax.text(cols.mean(), rows.min() - 1.5, str(entry["number"]), color=color, fontsize=12, fontweight="bold",
+                    ha="center", va="bottom")
+        ax.set_title(f"{name}\n(axial projection; {len([e for e in change['lesions'] if e[key]])} lesions)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        style = dict(transform=ax.transAxes, color="white", fontsize=10, fontweight="bold")
+        ax.text(0.01, 0.5, "R", ha="left", va="center", **style)
+        ax.text(0.99, 0.5, "L", ha="right", va="center", **style)
+        ax.text(0.5, 0.99, "A", ha="center", va="top", **style)
+        ax.set_facecolor("black")
+    present = [s for s in STATUSES if change["status_counts"].get(s)]
+    fig.legend(handles=[Patch(color=STATUS_COLORS[s], label=s) for s in present], loc="lower center",
+               ncol=max(1, len(present)), frameon=False)
+    sod = change["sum_of_diameters"]
+    sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} -> "
+                                                       f"{sod['followup_mm']:.1f} mm")
+    fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}", fontsize=13)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp:
+        fig.savefig(str(tmp), format="png", dpi=80)
+    return path
+
+
+def change_to_json(change: Dict[str, Any]) -> str:
+    """The change report as JSON text (without the ``_arrays``)."""
+    import json
+
+    return json.dumps({k: v for k, v in change.items() if not k.startswith("_")}, indent=2) + "\n"
+
+
+def write_change_report(change: Dict[str, Any], path: Any, overwrite: bool = False) -> Path:
+    """Write :func:`change_to_json` atomically to a ``.json`` path."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise InputError(f"Change report '{path}' must end in .json.")
+    with atomic_output(path, overwrite) as tmp:
+        Path(tmp).write_text(change_to_json(change), encoding="utf-8")
+    return path

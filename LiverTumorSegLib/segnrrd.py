@@ -1,0 +1,169 @@
+"""Reading Slicer segmentation files (``.seg.nrrd``) as 0/1/2 label maps, without slicer-core.
+
+A ``.seg.nrrd`` is an NRRD image (3D, or 4D with one component per *layer*) whose header describes the
+segments in ``SegmentN_*`` key/value pairs: ``SegmentN_ID``, ``SegmentN_Name``, ``SegmentN_Layer`` (which
+component) and ``SegmentN_LabelValue`` (which value in that component); files written before Slicer 4.11
+have neither, one segment per component with value 1. SimpleITK reads the voxels and the header.
+
+Segments become labels by ID or name (case-insensitive): ``livertumorseg_liver`` / "Liver" -> 1 (liver),
+``livertumorseg_tumor`` / "Liver tumor" (also "tumor", "tumour", "lesion", "liver lesion", "liver tumour")
+-> 2 (tumor, drawn over the liver). What ``segment`` and the Slicer module write reads back exactly. Other
+segments are left out with a warning; a file with neither raises :class:`~LiverTumorSegLib.errors.LabelError`
+naming the segments it holds.
+
+Slicer usually crops a segmentation to the segments' extent; :func:`embed_in_reference` puts such a
+cropped grid back into its CT's grid (same spacing and direction, whole-voxel offset).
+"""
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import InputError, LabelError
+from .volume import CTVolume, ImageGeometry
+
+log = logging.getLogger(__name__)
+
+SEG_NRRD_SUFFIX = ".seg.nrrd"
+LIVER_NAMES = ("livertumorseg_liver", "liver")
+TUMOR_NAMES = ("livertumorseg_tumor", "liver tumor", "liver tumour", "tumor", "tumour", "liver lesion", "lesion",
+               "liver tumors", "liver lesions", "tumors", "lesions")
+_SEGMENT_KEY = re.compile(r"^Segment(\d+)_(\w+)$")
+
+
+def is_seg_nrrd(path) -> bool:
+    """True when ``path``'s name ends in ``.seg.nrrd`` (any case)."""
+    return str(path).lower().endswith(SEG_NRRD_SUFFIX)
+
+
+def segment_table(metadata: Dict[str, str]) -> List[Dict[str, str]]:
+    """The ``SegmentN_*`` header entries grouped per segment, in N order: ``[{"ID": .., "Name": .., ...}]``."""
+    segments: Dict[int, Dict[str, str]] = {}
+    for key, value in metadata.items():
+        match = _SEGMENT_KEY.match(key)
+        if match:
+            segments.setdefault(int(match.group(1)), {})[match.group(2)] = value.strip()
+    return [segments[i] for i in sorted(segments)]
+
+
+def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
+    """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name."""
+    for text in (segment.get("ID", ""), segment.get("Name", "")):
+        text = text.strip().lower()
+        if text in LIVER_NAMES:
+            return 1
+        if text in TUMOR_NAMES:
+            return 2
+    return None
+
+
+def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> int:
+    text = segment.get(key, "")
+    if not text:
+        return default
+    try:
+        return int(float(text))
+    except ValueError:
+        raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' has {key} '{text}', not a number; the "
+                         f"file is damaged (re-save it from Slicer).") from None
+
+
+def _read_image(path: Path):
+    from .io import _itk_reason, _quiet_itk, _sitk
+
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with _quiet_itk():
+            image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
+    metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    return image, metadata
+
+
+def read_seg_nrrd_labels(path) -> CTVolume:
+    """Read a ``.seg.nrrd`` as a uint8 ``(z, y, x)`` label map (0 background, 1 liver, 2 tumor) on its own grid.
+
+    Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
+    """
+    from .io import _check_3d_shape, _check_header_spacing, _sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Segmentation file '{path}' does not exist; check the path.")
+    image, metadata = _read_image(path)
+    segments = segment_table(metadata)
+    if not segments:
+        raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
+                         f"give a plain label map (.nrrd, .nii.gz) instead.")
+    _check_3d_shape(tuple(image.GetSize()), str(path))
+    _check_header_spacing(image.GetSpacing(), str(path))
+    layers = image.GetNumberOfComponentsPerPixel()
+    array = _sitk().GetArrayViewFromImage(image)  # (z, y, x) or (z, y, x, layers)
+    if layers == 1:
+        array = array[..., None]
+    labels = np.zeros(array.shape[:3], dtype=np.uint8)
+    masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
+    ignored = []
+    for index, segment in enumerate(segments):
+        label = label_of_segment(segment)
+        if label is None:
+            ignored.append(segment.get("Name") or segment.get("ID") or f"Segment{index}")
+            continue
+        layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)
+        value = _int_field(segment, "LabelValue", 1, path)
+        if not 0 <= layer < layers:
+            raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' is in layer {layer}, but the file has "
+                             f"{layers} layer(s); the file is damaged (re-save it from Slicer).")
+        masks[label] |= array[..., layer] == value
+    if len(ignored) == len(segments):
+        raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
+                         f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")
+    if ignored:
+        log.warning("warning: '%s': segments %s are neither liver nor tumor and are left out", path,
+                    ", ".join(repr(n) for n in ignored))
+    labels[masks[1]] = 1
+    labels[masks[2]] = 2
+    geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+    volume = CTVolume(array=labels, geometry=geometry, source=str(path))
+    volume.meta["format"] = "seg.nrrd"
+    volume.meta["segments"] = [s.get("Name", "") for s in segments]
+    return volume
+
+
+def _voxel_offset(label: CTVolume, reference: CTVolume, tolerance: float) -> Optional[Tuple[int, int, int]]:
+    """Whole-voxel (z, y, x) offset of ``label``'s grid inside ``reference``'s, or None when the lattices differ."""
+    lg, rg = label.geometry, reference.geometry
+    if np.abs(np.subtract(lg.spacing, rg.spacing)).max() > tolerance or \
+            np.abs(np.subtract(lg.direction, rg.direction)).max() > tolerance:
+        return None
+    direction = np.asarray(rg.direction, dtype=np.float64).reshape(3, 3)
+    ijk = np.linalg.solve(direction * np.asarray(rg.spacing, dtype=np.float64)[None, :],
+                          np.subtract(lg.origin, rg.origin))
+    rounded = np.rint(ijk)
+    if np.abs((ijk - rounded) * np.asarray(rg.spacing)).max() > tolerance:
+        return None
+    return int(rounded[2]), int(rounded[1]), int(rounded[0])
+
+
+def embed_in_reference(label: CTVolume, reference: CTVolume, tolerance: float = 1e-3) -> CTVolume:
+    """``label`` (a cropped segmentation) padded with background onto ``reference``'s grid, when both share
+    spacing and direction, the offset is whole voxels and ``label`` lies inside; else ``label`` unchanged
+    (the caller's geometry check then says what differs)."""
+    if tuple(label.shape_zyx) == tuple(reference.shape_zyx):
+        return label
+    offset = _voxel_offset(label, reference, tolerance)
+    if offset is None:
+        return label
+    start = np.asarray(offset)
+    stop = start + np.asarray(label.shape_zyx)
+    if (start < 0).any() or (stop > np.asarray(reference.shape_zyx)).any():
+        return label
+    full = np.zeros(reference.shape_zyx, dtype=np.uint8)
+    full[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = label.array
+    out = CTVolume(array=full, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
+    out.meta.setdefault("warnings", []).append("cropped segmentation placed into the reference grid")
+    return out

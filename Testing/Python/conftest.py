@@ -1,0 +1,41 @@
+"""pytest set-up for every test file: the seeds of torch, numpy and random are set before each test.
+
+``--test-seed N`` or the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0);
+see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
+"""
+import pytest
+
+import seeding
+
+
+def pytest_addoption(parser):
+    parser.addoption("--test-seed", type=int, default=None,
+                     help=f"base seed for the tests' random generators (default: ${seeding.ENV_VAR} or 0)")
+
+
+def pytest_configure(config):
+    seeding.set_base_seed(config.getoption("--test-seed"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Hypothesis tests draw their examples from the base seed too (unless --hypothesis-seed is given), so
+    a run is repeatable and the examples change with the base seed."""
+    if config.getoption("--hypothesis-seed", default=None) is not None:
+        return
+    for item in items:
+        function = getattr(item, "obj", None)
+        if getattr(function, "is_hypothesis_test", False) and \
+                getattr(function, "_hypothesis_internal_use_seed", None) is None:
+            import hypothesis
+            hypothesis.seed(seeding.test_seed())(function)
+
+
+def pytest_report_header(config):
+    return f"LiverTumorSeg test seed: {seeding.base_seed()}"
+
+
+@pytest.fixture(autouse=True)
+def _seed_random_generators():
+    """Every test starts from the same torch / numpy / random state (so it does not depend on test order)."""
+    seeding.seed_everything()
+    yield

@@ -1,0 +1,149 @@
+"""`evaluate` / `crossval` rough edges (issue 14) and evaluate's failure hygiene (issue 15, item 6):
+pairing rule, tumor Dice of tumor-free cases, single-case plots, legend wording, help text, -o a file,
+a corrupt --images CT leaving nothing behind."""
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.cli import build_parser, main
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+
+
+def _case(folder: Path, name: str, seed: int = 0, tumor: bool = True):
+    folder.mkdir(exist_ok=True)
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=seed, **({} if tumor else {"lesions": []}))
+    write_label_map(folder / name, phantom.labels, phantom.ct.geometry)
+    return phantom
+
+
+def _evaluate(*args) -> int:
+    return main(["evaluate"] + [str(a) for a in args])
+
+
+def test_repo_test_data_pairs_ct_and_liver_seg_in_one_folder(tmp_path, capsys):
+    """ct3slice_ct (CT) and ct3slice_liver_seg (label map) share the case name 'ct3slice'; the names tell
+    --ref the label map and --images the CT, even when both lie in one folder (as in Testing/Data)."""
+    both = tmp_path / "data"
+    both.mkdir()
+    for name in ("ct3slice_ct.nii.gz", "ct3slice_liver_seg.nii.gz"):
+        shutil.copy(DATA / name, both / name)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    shutil.copy(DATA / "ct3slice_liver_seg.nii.gz", pred / "ct3slice_pred.nii.gz")
+    code = _evaluate("--pred", pred, "--ref", both, "--images", both, "-o", tmp_path / "out", "--no-surface")
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert [r["case"] for r in rows] == ["ct3slice"] and float(rows[0]["dice_liver"]) == 1.0
+    assert (tmp_path / "out" / "plots" / "overlay_best_ct3slice.png").is_file()
+
+
+def test_two_label_maps_of_one_case_are_refused_naming_both(tmp_path, capsys):
+    _case(tmp_path / "ref", "case1_seg.nii.gz")
+    _case(tmp_path / "ref", "case1_label.nii.gz")
+    _case(tmp_path / "pred", "case1.nii.gz")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "case1_label.nii.gz" in err and "case1_seg.nii.gz" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_tumor_dice_of_tumor_free_case_is_one_in_evaluate_and_crossval(tmp_path, capsys):
+    from LiverTumorSegLib.training.trainer import whole_volume_row
+
+    phantom = _case(tmp_path / "ref", "a.nii.gz", tumor=False)
+    _case(tmp_path / "pred", "a.nii.gz", tumor=False)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-plots", "--no-surface") == 0
+    row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert float(row["dice_tumor"]) == 1.0
+    labels = phantom.labels
+    assert whole_volume_row("a", labels, labels)["tumor_dice"] == 1.0            # crossval's per-case rule
+    false_positive = labels.copy()
+    false_positive[labels == 1] = 2
+    assert whole_volume_row("a", false_positive, labels)["tumor_dice"] == 0.0
+
+
+def test_crossval_table_first_column_is_fold(tmp_path):
+    from LiverTumorSegLib.training.crossval import mean_row, write_table
+
+    rows = [{"fold": 0, "liver_dice": 0.9, "tumor_dice": 0.5, "val_cases": "a", "epochs": 1},
+            {"fold": 1, "liver_dice": 0.7, "tumor_dice": 1.0, "val_cases": "b", "epochs": 1}]
+    write_table(rows + [mean_row(rows)], tmp_path)
+    table = list(csv.reader(open(tmp_path / "crossval.csv", newline="")))
+    assert table[0][0] == "fold" and "case" not in table[0]
+    assert [r[0] for r in table[1:]] == ["0", "1", "mean"]
+    assert float(table[3][table[0].index("liver_dice")]) == pytest.approx(0.8)
+
+
+def test_single_case_has_no_box_plots_and_says_why(tmp_path, capsys):
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz", seed=1)
+    assert _evaluate("--pred", tmp_path / "pred" / "a.nii.gz", "--ref", tmp_path / "ref" / "a.nii.gz",
+                     "-o", tmp_path / "out", "--no-surface") == 0
+    printed = capsys.readouterr().out
+    assert not (tmp_path / "out" / "plots" / "boxplots.png").exists()
+    assert "no box plots: 1 case" in printed
+    assert (tmp_path / "out" / "plots" / "overlay_best_a.png").is_file()
+
+
+def test_overlay_legend_says_reference_not_expert(tmp_path, monkeypatch):
+    from LiverTumorSegLib.metrics import report
+
+    captured = {}
+
+    def keep_figure(fig, path, overwrite):
+        captured["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return Path(path)
+
+    monkeypatch.setattr(report, "_save_figure", keep_figure)
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, 2:8, 2:8] = 1
+    report.plot_case_overlay(labels, labels, tmp_path / "o.png")
+    assert "liver, reference" in captured["labels"] and "liver, prediction" in captured["labels"]
+    assert not any("expert" in text for text in captured["labels"])
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess", "models", "train", "crossval", "evaluate"])
+def test_help_has_no_raw_double_backticks(command):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    assert "``" not in sub.format_help()
+
+
+def test_output_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    _case(tmp_path / "ref", "a.nii.gz")
+    target = tmp_path / "results.csv"
+    target.write_text("keep me\n")
+    code = _evaluate("--pred", tmp_path / "ref" / "a.nii.gz", "--ref", tmp_path / "ref" / "a.nii.gz", "-o", target)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "is a file" in err and err.count("\n") == 1
+    assert "Traceback" not in err and target.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("existing_folder", [False, True])
+def test_corrupt_images_ct_leaves_no_outputs(tmp_path, capsys, existing_folder):
+    phantom = _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "ref", "b.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")                       # perfect: the best case
+    (tmp_path / "pred").mkdir(exist_ok=True)
+    write_label_map(tmp_path / "pred" / "b.nii.gz", np.roll(phantom.labels, 3, axis=2), phantom.ct.geometry)
+    images = tmp_path / "img"
+    images.mkdir()
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=0)
+    write_volume(images / "a.nii.gz", phantom.ct)
+    (images / "b.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")   # corrupt CT
+    out = tmp_path / "out"
+    if existing_folder:
+        out.mkdir()
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--images", images, "-o", out,
+                     "--no-surface", "--rank-metric", "dice_liver")
+    err = capsys.readouterr().err
+    assert code == 2 and "b.nii.gz" in err and "Traceback" not in err
+    assert (list(out.iterdir()) == []) if existing_folder else not out.exists()

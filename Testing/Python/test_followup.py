@@ -1,0 +1,212 @@
+"""Follow-up comparison: known shift + grown / vanished / new lesions -> PD; 40 % shrink -> PR; merges and
+splits; the followup and measure commands end to end."""
+import json
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.followup import _link_groups, compare_followup, match_lesions
+from LiverTumorSegLib.io import write_label_map, write_volume
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+SHAPE, SPACING = (24, 72, 72), (2.0, 2.0, 4.0)
+ORIGIN = np.array([-70.0, -50.0, 100.0])
+SHIFT_LPS = np.array([15.0, -9.0, 12.0])  # the follow-up patient lies this far off in scanner coordinates
+
+
+def shifted_pair():
+    """Baseline: lesions A (r 6 mm, will grow to 9) and B (r 7 mm, vanishes); follow-up: A grown, new C;
+    the follow-up scan is the same phantom displaced by SHIFT_LPS (its origin moved)."""
+    base = make_phantom(SHAPE, SPACING, lesions=[PhantomLesion((12, 24, 18), 6.0, 15.0),
+                                                 PhantomLesion((9, 36, 26), 7.0, 20.0)],
+                        noise_hu=5.0, origin=tuple(ORIGIN), seed=0)
+    follow = make_phantom(SHAPE, SPACING, lesions=[PhantomLesion((12, 24, 18), 9.0, 15.0),
+                                                   PhantomLesion((14, 22, 28), 5.0, 20.0)],
+                          noise_hu=5.0, origin=tuple(ORIGIN + SHIFT_LPS), seed=1)
+    return base, follow
+
+
+def labels_of(phantom):
+    return CTVolume(array=phantom.labels, geometry=phantom.ct.geometry, source="phantom labels")
+
+
+def statuses(change):
+    return sorted(e["status"] for e in change["lesions"])
+
+
+@pytest.mark.parametrize("use_ct", [False, True], ids=["liver_masks", "ct"])
+def test_known_shift_grown_vanished_new_is_progression(use_ct):
+    base, follow = shifted_pair()
+    kwargs = dict(baseline_ct=base.ct, followup_ct=follow.ct) if use_ct else {}
+    change = compare_followup(labels_of(base), labels_of(follow), **kwargs)
+    assert change["alignment"]["method"] == ("ct" if use_ct else "liver")
+    np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], SHIFT_LPS, atol=1.0)
+    assert change["alignment"]["liver_dice_after_alignment"] > 0.97
+    assert statuses(change) == ["disappeared", "grown", "new"]
+    assert change["response"] == "PD" and change["response_reason"] == "new lesion"
+    by_status = {e["status"]: e for e in change["lesions"]}
+    grown = by_status["grown"]
+    assert grown["baseline_long_axis_mm"] == pytest.approx(12.0, abs=2.0)
+    assert grown["followup_long_axis_mm"] == pytest.approx(18.0, abs=2.0)
+    assert grown["volume_change_ml"] > 0 and grown["long_axis_change_percent"] > 20
+    new = by_status["new"]
+    assert new["unequivocal"] and new["followup_long_axis_mm"] == pytest.approx(10.0, abs=2.0)
+    # the new lesion's position, mapped back to the baseline frame, is where it was placed (voxel 14, 22, 28)
+    expected = base.ct.geometry.index_to_lps((28.0, 22.0, 14.0))
+    np.testing.assert_allclose(new["centroid_baseline_lps_mm"], expected, atol=2.5)
+    assert by_status["disappeared"]["followup_volume_ml"] == 0.0
+
+
+def test_followup_on_another_grid_and_axis_order():
+    """Follow-up at 1.5 x 1.5 x 3 mm (baseline 2 x 2 x 4 mm), stored in another axis order, same anatomy in mm
+    shifted by SHIFT_LPS: same statuses and shift."""
+    from inference_helpers import ORIENTATIONS, reoriented
+
+    base, _ = shifted_pair()
+    scale = 4.0 / 3.0
+    at = lambda zyx: tuple((np.asarray(zyx) + 0.5) * scale - 0.5)  # same mm position on the finer grid
+    follow = make_phantom((32, 96, 96), (1.5, 1.5, 3.0), lesions=[PhantomLesion(at((12, 24, 18)), 9.0, 15.0),
+                                                                 PhantomLesion(at((14, 22, 28)), 5.0, 20.0)],
+                          noise_hu=5.0, origin=tuple(ORIGIN + SHIFT_LPS), seed=1)
+    volume, labels = reoriented(follow.ct, follow.labels, *ORIENTATIONS["sagittal-like"])
+    change = compare_followup(labels_of(base), CTVolume(labels, volume.geometry))
+    np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], SHIFT_LPS, atol=1.0)
+    assert statuses(change) == ["disappeared", "grown", "new"] and change["response"] == "PD"
+
+
+def test_without_alignment_the_shift_breaks_the_matching():
+    """Control: in scanner coordinates the 21 mm shift makes the grown lesion look new + disappeared."""
+    base, follow = shifted_pair()
+    change = compare_followup(labels_of(base), labels_of(follow), alignment="none")
+    assert statuses(change) != ["disappeared", "grown", "new"]
+
+
+def shrinking_pair(factor):
+    lesions = [PhantomLesion((12, 26, 20), 10.0, 15.0), PhantomLesion((10, 36, 32), 8.0, 20.0)]
+    base = make_phantom((24, 96, 96), (1.5, 1.5, 3.0), lesions=lesions, noise_hu=0.0, origin=(-60.0, -40.0, 80.0))
+    smaller = [PhantomLesion(l.center_zyx, l.radius_mm * factor, l.hu) for l in lesions]
+    follow = make_phantom((24, 96, 96), (1.5, 1.5, 3.0), lesions=smaller, noise_hu=0.0,
+                          origin=(-57.0, -42.0, 83.0))
+    return base, follow
+
+
+def test_forty_percent_shrink_is_partial_response():
+    base, follow = shrinking_pair(0.6)
+    change = compare_followup(labels_of(base), labels_of(follow))
+    sod = change["sum_of_diameters"]
+    assert sod["target_lesion_ids"] == [1, 2]
+    assert sod["change_percent"] == pytest.approx(-40.0, abs=6.0)
+    assert change["response"] == "PR"
+    assert statuses(change) == ["shrunk", "shrunk"]
+
+
+def test_small_change_is_stable_disease_and_all_gone_is_complete_response():
+    base, follow = shrinking_pair(0.9)
+    change = compare_followup(labels_of(base), labels_of(follow))
+    assert change["response"] == "SD" and statuses(change) == ["stable", "stable"]
+    gone = labels_of(follow)
+    gone.array = np.where(gone.array == 2, 1, gone.array).astype(np.uint8)
+    change = compare_followup(labels_of(base), gone)
+    assert change["response"] == "CR" and statuses(change) == ["disappeared", "disappeared"]
+
+
+def test_merge_and_split_groups():
+    base = np.zeros((1, 1, 10), np.int32)
+    follow = np.zeros_like(base)
+    base[0, 0, 1:3], base[0, 0, 4:6] = 1, 2       # two baseline lesions ...
+    follow[0, 0, 1:6] = 1                          # ... covered by one follow-up lesion
+    lesion = {"long_axis_mm": 2.0, "centroid_lps_mm": [0.0, 0.0, 0.0]}
+    groups = match_lesions(base, follow, [dict(lesion, id=1), dict(lesion, id=2)], [dict(lesion, id=1)],
+                           {1: np.array([100.0, 0, 0])})
+    assert groups == [([1, 2], [1])]
+    assert sorted(_link_groups([(1, 1), (1, 2)], 2, 3)) == [([], [3]), ([1], [1, 2]), ([2], [])]
+
+
+def test_merged_status_in_a_report():
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 40, 40), np.uint8)
+    base[2:4, 10:18, 10:18] = 2
+    base[2:4, 10:18, 20:28] = 2
+    follow = np.ones_like(base)
+    follow[2:4, 10:18, 10:28] = 2
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    assert statuses(change) == ["merged"]
+    entry = change["lesions"][0]
+    assert entry["baseline_ids"] == [1, 2] and entry["followup_ids"] == [1]
+
+
+def test_followup_command_writes_report_and_picture(tmp_path, capsys):
+    base, follow = shifted_pair()
+    paths = {}
+    for name, phantom in (("base", base), ("follow", follow)):
+        paths[name] = write_label_map(tmp_path / f"{name}_seg.nii.gz", phantom.labels, phantom.ct.geometry)
+        paths[name + "_ct"] = write_volume(tmp_path / f"{name}_ct.nii.gz", phantom.ct)
+    out = tmp_path / "change.json"
+    code = main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]),
+                 "--baseline-ct", str(paths["base_ct"]), "--followup-ct", str(paths["follow_ct"]), "-o", str(out)])
+    assert code == 0
+    change = json.loads(out.read_text())
+    assert change["response"] == "PD" and statuses(change) == ["disappeared", "grown", "new"]
+    assert "_arrays" not in change and change["alignment"]["method"] == "ct"
+    png = tmp_path / "change.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "RECIST 1.1 response: PD" in capsys.readouterr().out
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]),
+                 "-o", str(out)]) == 2  # exists, no --overwrite
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]),
+                 "-o", str(tmp_path / "c.txt")]) == 2
+    assert "must end in .json" in capsys.readouterr().err
+
+
+def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
+    g = ImageGeometry(spacing=(0.8, 1.1, 2.5), origin=(10.0, -20.0, 30.0))
+    k, j, i = np.indices((16, 48, 64)).astype(float)
+    x, y, z = (i - 31.3) * 0.8, (j - 23.6) * 1.1, (k - 7.8) * 2.5
+    labels = np.ones((16, 48, 64), np.uint8)
+    labels[(x / 15.0) ** 2 + (y / 10.0) ** 2 + (z / 12.0) ** 2 <= 1.0] = 2
+    path = write_label_map(tmp_path / "corrected.nii.gz", labels, g)
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    lesion = report["lesions"][0]
+    assert lesion["long_axis_mm"] == pytest.approx(30.0, abs=1.6)
+    assert lesion["short_axis_mm"] == pytest.approx(20.0, abs=1.6)
+    assert report["recist"]["target_lesion_ids"] == [1]
+    assert "long axis" in capsys.readouterr().out
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.csv")]) == 0
+    first = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert first.startswith("id,volume_ml,voxel_count,long_axis_mm,short_axis_mm")
+    assert main(["measure", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x.json")]) == 2
+    prob = write_label_map(tmp_path / "prob.nii.gz", np.where(labels == 2, 204, 10).astype(np.uint8), g)
+    assert main(["measure", str(path), "--probabilities", str(prob), "-o", str(tmp_path / "p.json")]) == 0
+    lesion = json.loads((tmp_path / "p.json").read_text())["lesions"][0]
+    assert lesion["mean_tumor_probability"] == pytest.approx(0.8)
+    other_grid = write_label_map(tmp_path / "prob2.nii.gz", np.zeros((4, 4, 4), np.uint8), g)
+    assert main(["measure", str(path), "--probabilities", str(other_grid), "-o", str(tmp_path / "q.json")]) == 2
+    assert "not on the label map's grid" in capsys.readouterr().err
+
+
+def test_measure_reads_a_slicer_seg_nrrd(tmp_path):
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib.mrml import write_seg_nrrd
+
+    base, _ = shifted_pair()
+    path = write_seg_nrrd(tmp_path / "corrected.seg.nrrd", base.labels, base.ct.geometry)
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lesion_count"] == 2
+    assert sorted(d["voxel_count"] for d in report["lesions"]) == sorted(l.voxel_count for l in base.lesions)
+
+
+def test_tiny_new_lesion_is_listed_but_not_progression():
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 40, 40), np.uint8)
+    base[2:4, 10:22, 10:22] = 2                  # 12 x 12 voxels: a 12 mm target
+    follow = base.copy()
+    follow[3, 30, 30] = 2                        # one new voxel: 1 mm long axis, below the 5 mm default
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    new = next(e for e in change["lesions"] if e["status"] == "new")
+    assert new["unequivocal"] is False and change["response"] == "SD"
+    strict = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", min_new_lesion_mm=0.5)
+    assert strict["response"] == "PD"

@@ -1,0 +1,131 @@
+"""MRML helpers for RECIST axes and follow-up (slicer-core): axis line markups at the report's RAS end points,
+slice views centred on a lesion, the follow-up table, and a comparison of two segmentation nodes."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib import mrml
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.inference.lesion_report import lesion_report
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from LiverTumorSegLib.volume import ImageGeometry
+
+LESION = {"id": 3, "centroid_ras_mm": [0.0, 0.0, 0.0],
+          "long_axis": {"end_points_ras_mm": [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]]},
+          "short_axis": {"end_points_ras_mm": [[25.0, 10.0, 30.0], [25.0, 30.0, 30.0]]}}
+
+
+def test_focus_point_is_the_long_axis_middle_without_slicer():
+    assert mrml.lesion_focus_ras(LESION) == [25.0, 20.0, 30.0]
+    assert mrml.lesion_focus_ras({"centroid_ras_mm": [1, 2, 3]}) == [1.0, 2.0, 3.0]
+    assert set(mrml.lesion_axis_end_points_ras(LESION)) == {"long", "short"}
+
+
+slicer = pytest.importorskip("slicer")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return mrml.make_headless_scene()
+
+
+def _line_points(node):
+    return [list(node.GetNthControlPointPositionWorld(i)) for i in range(node.GetNumberOfControlPoints())]
+
+
+def test_axes_become_locked_line_markups_and_replace_earlier_ones(scene):
+    nodes = mrml.show_lesion_axes(scene, LESION)
+    assert [n.GetName() for n in nodes] == ["Lesion 3 long axis", "Lesion 3 short axis"]
+    assert _line_points(nodes[0]) == [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]]
+    assert nodes[0].GetLineLengthWorld() == pytest.approx(30.0) and nodes[1].GetLineLengthWorld() == pytest.approx(20.0)
+    assert nodes[0].GetLocked() and nodes[0].GetAttribute(mrml.LESION_AXIS_ATTRIBUTE) == "long"
+    again = mrml.show_lesion_axes(scene, dict(LESION, id=4))
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 2
+    assert again[0].GetName() == "Lesion 4 long axis"
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+
+
+def test_focus_on_lesion_centres_every_slice_view(scene):
+    views = []
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        node.SetLayoutName(name)
+        node.SetOrientation(orientation)
+        views.append(node)
+    report = {"lesions": [LESION]}
+    markups = mrml.focus_on_lesion(scene, report, 3)
+    assert len(markups) == 2
+    for node in views:  # the slice plane passes through the focus point
+        slice_to_ras = node.GetSliceToRAS()
+        centre = [slice_to_ras.GetElement(r, 3) for r in range(3)]
+        np.testing.assert_allclose(centre, [25.0, 20.0, 30.0], atol=1e-6)
+    with pytest.raises(InputError, match="no lesion 9"):
+        mrml.focus_on_lesion(scene, report, 9)
+    mrml.remove_lesion_axis_markups(scene)
+
+
+def test_selecting_a_table_row_draws_that_lesions_axes(scene):
+    other = dict(LESION, id=1, long_axis={"end_points_ras_mm": [[0.0, 0.0, 5.0], [12.0, 0.0, 5.0]]},
+                 short_axis={"end_points_ras_mm": [[6.0, -4.0, 5.0], [6.0, 4.0, 5.0]]})
+    table = mrml.create_lesion_table_node(scene, {"lesions": [other, LESION], "liver_volume_ml": 1.0})
+    markups = mrml.focus_on_table_row(scene, table, 1)  # second row = lesion 3
+    assert [m.GetName() for m in markups] == ["Lesion 3 long axis", "Lesion 3 short axis"]
+    markups = mrml.focus_on_table_row(scene, table, 0)
+    assert markups[0].GetLineLengthWorld() == pytest.approx(12.0)
+    assert mrml.focus_on_table_row(scene, table, 5) == []
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+
+
+def test_report_axes_drawn_in_scene_have_the_report_lengths(scene):
+    g = ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(-30.0, 10.0, 50.0))
+    k, j, i = np.indices((12, 60, 60)).astype(float)
+    labels = np.ones((12, 60, 60), np.uint8)
+    labels[((i - 30) * 0.8 / 15) ** 2 + ((j - 30) * 0.8 / 10) ** 2 + ((k - 6) * 2.0 / 8) ** 2 <= 1] = 2
+    lesion = lesion_report(labels, g)["lesions"][0]
+    long_node, short_node = mrml.show_lesion_axes(scene, lesion)
+    assert long_node.GetLineLengthWorld() == pytest.approx(lesion["long_axis_mm"], abs=1e-6)
+    assert long_node.GetLineLengthWorld() == pytest.approx(30.0, abs=1.6)
+    assert short_node.GetLineLengthWorld() == pytest.approx(20.0, abs=1.6)
+    mrml.remove_lesion_axis_markups(scene)
+
+
+def _add_ct_and_segmentation(scene, phantom, name):
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name + " CT")
+    import vtk
+    from vtk.util import numpy_support
+
+    image = vtk.vtkImageData()
+    nz, ny, nx = phantom.ct.array.shape
+    image.SetDimensions(nx, ny, nz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(phantom.ct.array.ravel(), deep=True))
+    volume.SetAndObserveImageData(image)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, phantom.ct.geometry.ijk_to_ras()[r, c])
+    volume.SetIJKToRASMatrix(matrix)
+    segmentation = mrml.labels_to_segmentation_node(scene, phantom.labels, phantom.ct.geometry)
+    segmentation.SetName(name + " segmentation")
+    return volume, segmentation
+
+
+def test_compare_two_segmentations_in_the_scene_and_fill_the_change_table(scene):
+    base = make_phantom((20, 64, 64), (2.0, 2.0, 4.0), lesions=[PhantomLesion((10, 22, 16), 6.0, 15.0),
+                                                               PhantomLesion((8, 34, 24), 7.0, 20.0)],
+                        noise_hu=5.0, origin=(-60.0, -40.0, 90.0))
+    follow = make_phantom((20, 64, 64), (2.0, 2.0, 4.0), lesions=[PhantomLesion((10, 22, 16), 9.0, 15.0)],
+                          noise_hu=5.0, origin=(-52.0, -45.0, 98.0), seed=1)
+    base_volume, base_seg = _add_ct_and_segmentation(scene, base, "baseline")
+    follow_volume, follow_seg = _add_ct_and_segmentation(scene, follow, "follow-up")
+    change = mrml.compare_segmentations(base_seg, base_volume, follow_seg, follow_volume, use_ct=False)
+    np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], [8.0, -5.0, 8.0], atol=1.0)
+    assert sorted(e["status"] for e in change["lesions"]) == ["disappeared", "grown"]
+    table = mrml.create_change_table_node(scene, change)
+    rows = mrml.change_table_rows(table)
+    assert [r["Status"] for r in rows] == [e["status"] for e in change["lesions"]]
+    grown = next(r for r in rows if r["Status"] == "grown")
+    assert grown["Baseline lesions"] and grown["Follow-up lesions"] == "1"
+    assert grown["Follow-up long axis"] > grown["Baseline long axis"] and grown["Long axis change"] > 20
+    assert table.GetAttribute("LiverTumorSeg.response") == change["response"]
+    assert table.GetColumnUnitLabel("Baseline volume") == "mL"
+    same = mrml.create_change_table_node(scene, {"lesions": [], "response": "NE"}, table_node=table)
+    assert same is table and mrml.change_table_rows(table) == []

@@ -1,0 +1,174 @@
+"""RECIST-style axes (known ellipsoids on several grids), target lesions, sum of diameters, response, CSV."""
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.lesion_report import lesion_report, report_to_csv_text
+from LiverTumorSegLib.metrics.recist import (lesion_axes, measurable_minimum_mm, recist_response,
+                                             select_target_lesions, voxel_length_along)
+from LiverTumorSegLib.volume import ImageGeometry
+
+CENTRE_LPS = np.array([-20.0, 35.0, 110.0])
+
+
+def rotation_z(degrees):
+    a = np.deg2rad(degrees)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+
+def ellipsoid_on_grid(geometry, shape_zyx, semi_axes_mm=(15.0, 10.0, 12.0), angle_deg=0.0):
+    """Boolean (z, y, x) mask of the voxels whose centres lie in an ellipsoid centred at CENTRE_LPS whose
+    first semi-axis points along LPS x rotated by ``angle_deg`` about the patient S axis."""
+    k, j, i = np.indices(shape_zyx).astype(float)
+    ijk = np.stack([i.ravel(), j.ravel(), k.ravel()])
+    lps = (geometry.ijk_to_lps()[:3, :3] @ ijk).T + np.asarray(geometry.origin) - CENTRE_LPS
+    local = lps @ rotation_z(angle_deg)  # rows: coordinates in the ellipsoid's own axes
+    inside = ((local / np.asarray(semi_axes_mm)) ** 2).sum(1) <= 1.0
+    return inside.reshape(shape_zyx)
+
+
+def grid_around_centre(spacing_xyz, direction=np.eye(3), shape_zyx=None):
+    """Geometry + shape covering 44 mm around CENTRE_LPS in-plane and 30 mm in the slice direction."""
+    spacing = np.asarray(spacing_xyz, float)
+    extent = np.array([44.0, 44.0, 30.0])
+    size_xyz = np.ceil(extent / spacing).astype(int) + 1
+    origin = CENTRE_LPS - np.asarray(direction) @ (spacing * (size_xyz - 1) / 2.0 + np.array([0.3, -0.2, 0.1]))
+    geometry = ImageGeometry(spacing=tuple(spacing), origin=tuple(origin), direction=tuple(np.ravel(direction)))
+    return geometry, tuple(int(s) for s in size_xyz[::-1])
+
+
+GRIDS = {
+    "isotropic_1mm": ((1.0, 1.0, 1.0), np.eye(3)),
+    "anisotropic": ((0.7, 1.3, 2.5), np.eye(3)),
+    "coarse_1.5mm_5mm_slices": ((1.5, 1.5, 5.0), np.eye(3)),
+    "flipped_RAS_like": ((0.8, 0.9, 2.0), np.diag([-1.0, -1.0, 1.0])),
+    "oblique_25deg_flipped_z": ((0.9, 0.9, 3.0), rotation_z(25.0) @ np.diag([1.0, 1.0, -1.0])),
+}
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+@pytest.mark.parametrize("angle_deg", [0.0, 37.0, 90.0])
+def test_ellipsoid_30_by_20_mm_axes(grid, angle_deg):
+    spacing, direction = GRIDS[grid]
+    geometry, shape = grid_around_centre(spacing, direction)
+    mask = ellipsoid_on_grid(geometry, shape, angle_deg=angle_deg)
+    axes = lesion_axes(mask, geometry)
+    assert axes["long_axis_mm"] == pytest.approx(30.0, abs=1.6)
+    assert axes["short_axis_mm"] == pytest.approx(20.0, abs=1.6)
+    long_pts = np.array(axes["long_axis"]["end_points_lps_mm"])
+    short_pts = np.array(axes["short_axis"]["end_points_lps_mm"])
+    # end points: lengths as reported, perpendicular, same axial plane, near the true vertices (either order)
+    assert np.linalg.norm(long_pts[1] - long_pts[0]) == pytest.approx(axes["long_axis_mm"])
+    assert np.linalg.norm(short_pts[1] - short_pts[0]) == pytest.approx(axes["short_axis_mm"])
+    u = (long_pts[1] - long_pts[0]) / axes["long_axis_mm"]
+    v = (short_pts[1] - short_pts[0]) / axes["short_axis_mm"]
+    assert abs(float(u @ v)) < 1e-6
+    true_u = rotation_z(angle_deg)[:, 0]
+    for pts, semi, true_dir in ((long_pts, 15.0, true_u), (short_pts, 10.0, rotation_z(angle_deg)[:, 1])):
+        expected = np.stack([CENTRE_LPS - semi * true_dir, CENTRE_LPS + semi * true_dir])
+        err = min(np.linalg.norm(pts - expected, axis=1).max(), np.linalg.norm(pts[::-1] - expected, axis=1).max())
+        # the farthest voxel pair across a blunt digital tip may tilt the axis a few degrees: ends within 4 mm
+        assert err < 4.0, (pts, expected)
+        assert np.linalg.norm(pts.mean(0) - CENTRE_LPS) < 3.0  # short axis: any chord of the flat middle
+    np.testing.assert_allclose(np.array(axes["long_axis"]["end_points_ras_mm"]), long_pts * [-1, -1, 1])
+
+
+def test_voxel_length_along_axes_and_diagonal():
+    g = ImageGeometry(spacing=(0.5, 2.0, 3.0))
+    assert voxel_length_along(np.array([1.0, 0, 0]), g, axis=0) == pytest.approx(0.5)
+    assert voxel_length_along(np.array([0, 1.0, 0]), g, axis=0) == pytest.approx(2.0)
+    diag = np.array([1.0, 1.0, 0]) / np.sqrt(2)
+    assert voxel_length_along(diag, g, axis=0) == pytest.approx(np.sqrt((0.5 ** 2 + 2.0 ** 2) / 2))
+
+
+def test_single_voxel_and_one_voxel_wide_lesions():
+    g = ImageGeometry(spacing=(0.8, 1.2, 3.0))
+    mask = np.zeros((3, 5, 5), bool)
+    mask[1, 2, 2] = True
+    axes = lesion_axes(mask, g)
+    assert (axes["long_axis_mm"], axes["short_axis_mm"]) == (pytest.approx(1.2), pytest.approx(0.8))
+    mask[1, 2, 1:4] = True  # a row of 3 voxels along x
+    axes = lesion_axes(mask, g)
+    assert axes["long_axis_mm"] == pytest.approx(3 * 0.8) and axes["short_axis_mm"] == pytest.approx(1.2)
+
+
+def test_measurement_slice_is_where_the_lesion_is_longest():
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    mask = np.zeros((5, 20, 20), bool)
+    mask[1, 5:10, 5:10] = True
+    mask[2, 5:8, 2:18] = True  # 16 x 3 voxels: the longest slice
+    mask[3, 6:8, 6:8] = True
+    axes = lesion_axes(mask, g, offset_zyx=(10, 0, 0))
+    assert axes["measurement_slice"] == {"axis_zyx": 0, "index": 12}
+    assert axes["long_axis_mm"] == pytest.approx(np.hypot(15, 2) + 1.0, abs=0.1)  # farthest pair is diagonal
+    assert axes["short_axis_mm"] == pytest.approx(3.0, abs=0.2)
+    assert axes["long_axis"]["end_points_lps_mm"][0][2] == pytest.approx(24.0)  # slice 12 x 2 mm
+
+
+def test_measurable_minimum_and_target_choice():
+    assert measurable_minimum_mm(1.0) == 10.0 and measurable_minimum_mm(5.0) == 10.0
+    assert measurable_minimum_mm(7.0) == 14.0
+    lesions = [{"id": 1, "long_axis_mm": 12.0}, {"id": 2, "long_axis_mm": 9.9}, {"id": 3, "long_axis_mm": 40.0},
+               {"id": 4, "long_axis_mm": 25.0}]
+    assert select_target_lesions(lesions) == [3, 4]
+    assert select_target_lesions(lesions, minimum_mm=30.0) == [3]
+    assert select_target_lesions([{"id": 1, "long_axis_mm": 5.0}]) == []
+
+
+@pytest.mark.parametrize("base, follow, new, n_follow, expected", [
+    (50.0, 34.0, False, 2, "PR"),    # -32 %
+    (50.0, 36.0, False, 2, "SD"),    # -28 %
+    (50.0, 60.0, False, 2, "PD"),    # +20 %, +10 mm
+    (20.0, 24.0, False, 2, "SD"),    # +20 % but only +4 mm
+    (50.0, 40.0, True, 3, "PD"),     # any new lesion
+    (50.0, 0.0, False, 0, "CR"),
+    (None, None, False, 1, "NE"),
+])
+def test_recist_response_categories(base, follow, new, n_follow, expected):
+    assert recist_response(base, follow, new, n_follow, 2)[0] == expected
+
+
+def labels_with_two_ellipsoids():
+    geometry, shape = grid_around_centre((1.0, 1.0, 2.0))
+    labels = np.ones(shape, np.uint8)
+    labels[ellipsoid_on_grid(geometry, shape, (15.0, 10.0, 8.0))] = 2
+    small = np.zeros(shape, bool)
+    small[7, 2:6, 2:6] = True  # 4 x 4 voxels: 5 mm edge to edge along the diagonal -> not measurable
+    labels[small] = 2
+    return geometry, labels
+
+
+def test_report_has_axes_targets_sum_and_probability():
+    geometry, labels = labels_with_two_ellipsoids()
+    probability = np.where(labels == 2, 0.8, 0.1).astype(np.float32)
+    probability[7, 2:6, 2:6] = 0.5
+    report = lesion_report(labels, geometry, tumor_probability_zyx=probability)
+    big, small = report["lesions"]
+    assert big["long_axis_mm"] == pytest.approx(30.0, abs=1.6) and big["short_axis_mm"] == pytest.approx(20, abs=1.6)
+    assert big["recist_target"] and not small["recist_target"]
+    assert report["recist"]["target_lesion_ids"] == [1]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(big["long_axis_mm"])
+    assert big["mean_tumor_probability"] == pytest.approx(0.8) and small["mean_tumor_probability"] == pytest.approx(0.5)
+    uint8_report = lesion_report(labels, geometry, tumor_probability_zyx=np.round(probability * 255).astype(np.uint8))
+    assert uint8_report["lesions"][0]["mean_tumor_probability"] == pytest.approx(0.8, abs=0.003)
+    assert "mean_tumor_probability" not in lesion_report(labels, geometry)["lesions"][0]
+
+
+def test_csv_has_no_comment_lines_and_carries_case_facts():
+    geometry, labels = labels_with_two_ellipsoids()
+    report = lesion_report(labels, geometry, extra={"input": "ct.nii.gz", "two_stage": False,
+                                                    "postprocessing": {"min_lesion_ml": 0.1}})
+    text = report_to_csv_text(report)
+    assert not any(line.startswith("#") for line in text.splitlines())
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 2 and rows[0]["id"] == "1"
+    assert float(rows[0]["long_axis_mm"]) == pytest.approx(report["lesions"][0]["long_axis_mm"], abs=0.01)
+    assert float(rows[1]["liver_volume_ml"]) == pytest.approx(report["liver_volume_ml"], abs=0.001)
+    assert rows[0]["input"] == "ct.nii.gz" and rows[0]["recist_target"] == "1" and rows[1]["recist_target"] == "0"
+    assert '"min_lesion_ml": 0.1' in rows[0]["postprocessing"]
+    empty = report_to_csv_text(lesion_report(np.ones((2, 3, 3), np.uint8), ImageGeometry(spacing=(1, 1, 1))))
+    rows = list(csv.DictReader(io.StringIO(empty)))
+    assert len(rows) == 1 and rows[0]["id"] == "" and rows[0]["lesion_count"] == "0"
+    assert float(rows[0]["liver_volume_ml"]) == pytest.approx(0.018)

@@ -1,0 +1,127 @@
+"""Reading Slicer segmentation files (.seg.nrrd) as 0/1/2 label maps without slicer-core, and `evaluate` on
+them. The files are written here by hand in the layout Slicer's vtkMRMLSegmentationStorageNode writes
+(NRRD header with SegmentN_* key/value pairs; 3D for one layer, 4D "list domain domain domain" for several)."""
+import csv
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.errors import LabelError
+from LiverTumorSegLib.io import read_label_map, write_label_map
+from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+
+def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segments: List[Dict[str, str]],
+                           spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 40.0)) -> Path:
+    """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, raw encoding."""
+    layers = [np.asarray(a, np.uint8) for a in layers_zyx]
+    nz, ny, nx = layers[0].shape
+    if len(layers) == 1:
+        sizes, kinds, directions = f"{nx} {ny} {nz}", "domain domain domain", ""
+        data = layers[0]
+    else:
+        sizes, kinds, directions = f"{len(layers)} {nx} {ny} {nz}", "list domain domain domain", "none "
+        data = np.stack(layers, axis=-1)  # (z, y, x, layer): the layer axis varies fastest
+    sx, sy, sz = spacing
+    lines = ["NRRD0004", "type: unsigned char", f"dimension: {3 if len(layers) == 1 else 4}",
+             "space: left-posterior-superior", f"sizes: {sizes}",
+             f"space directions: {directions}({sx},0,0) (0,{sy},0) (0,0,{sz})", f"kinds: {kinds}",
+             "encoding: raw", f"space origin: ({origin[0]},{origin[1]},{origin[2]})",
+             "Segmentation_MasterRepresentation:=Binary labelmap",
+             "Segmentation_ContainedRepresentationNames:=Binary labelmap|"]
+    for i, segment in enumerate(segments):
+        lines += [f"Segment{i}_{key}:={value}" for key, value in segment.items()]
+    path.write_bytes(("\n".join(lines) + "\n\n").encode("ascii") + np.ascontiguousarray(data).tobytes())
+    return path
+
+
+LIVER = {"ID": "livertumorseg_liver", "Name": "Liver", "Layer": "0", "LabelValue": "1"}
+TUMOR = {"ID": "livertumorseg_tumor", "Name": "Liver tumor", "Layer": "0", "LabelValue": "2"}
+
+
+def test_one_layer_file_as_segment_writes_it_reads_back_exactly(tmp_path):
+    phantom = make_phantom(shape_zyx=(6, 20, 24), seed=1)
+    path = write_seg_nrrd_by_hand(tmp_path / "case.seg.nrrd", [phantom.labels], [LIVER, TUMOR])
+    volume = read_seg_nrrd_labels(path)
+    assert volume.array.dtype == np.uint8 and np.array_equal(volume.array, phantom.labels)
+    assert volume.geometry.spacing == pytest.approx((0.8, 0.8, 2.5))
+    assert volume.geometry.origin == pytest.approx((-100.0, -120.0, 40.0))
+    assert np.array_equal(read_label_map(path).array, phantom.labels)  # the io path used by evaluate
+
+
+def test_overlapping_segments_in_two_layers_and_other_label_values(tmp_path):
+    liver = np.zeros((3, 8, 8), np.uint8)
+    liver[:, 1:7, 1:7] = 5                       # liver drawn with value 5 in layer 0
+    tumor = np.zeros_like(liver)
+    tumor[1, 3:5, 3:5] = 1                       # tumor in its own layer (overlaps the liver)
+    segments = [dict(LIVER, LabelValue="5"), dict(TUMOR, Layer="1", LabelValue="1")]
+    volume = read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "two.seg.nrrd", [liver, tumor], segments))
+    expected = (liver == 5).astype(np.uint8)
+    expected[tumor == 1] = 2
+    assert np.array_equal(volume.array, expected)
+
+
+def test_legacy_file_one_segment_per_layer_without_label_values_and_names_only(tmp_path):
+    liver = np.zeros((2, 5, 5), np.uint8)
+    liver[:, 1:4, 1:4] = 1
+    tumor = np.zeros_like(liver)
+    tumor[0, 2, 2] = 1
+    segments = [{"ID": "Segment_1", "Name": "liver"}, {"ID": "Segment_2", "Name": "Tumor"}]
+    volume = read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "old.seg.nrrd", [liver, tumor], segments))
+    assert volume.array[0, 2, 2] == 2 and volume.array[1, 2, 2] == 1 and volume.array[0, 0, 0] == 0
+    assert int((volume.array >= 1).sum()) == int(liver.sum())
+
+
+def test_other_segments_are_left_out_and_no_liver_segment_is_an_error(tmp_path, caplog):
+    arr = np.zeros((2, 4, 4), np.uint8)
+    arr[0, 1, 1], arr[1, 2, 2] = 1, 3
+    spleen = {"ID": "Segment_3", "Name": "Spleen", "Layer": "0", "LabelValue": "3"}
+    volume = read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "s.seg.nrrd", [arr], [LIVER, spleen]))
+    assert volume.array[0, 1, 1] == 1 and volume.array[1, 2, 2] == 0
+    assert "Spleen" in caplog.text
+    path = write_seg_nrrd_by_hand(tmp_path / "only.seg.nrrd", [arr], [spleen])
+    with pytest.raises(LabelError, match="'Spleen', none of them liver or tumor"):
+        read_seg_nrrd_labels(path)
+
+
+def test_cropped_segmentation_is_placed_into_the_reference_grid(tmp_path):
+    spacing, origin = (1.0, 1.0, 2.0), (10.0, 20.0, 30.0)
+    reference = CTVolume(array=np.zeros((5, 10, 12), np.int16),
+                         geometry=ImageGeometry(spacing=spacing, origin=origin))
+    crop = np.ones((2, 3, 4), np.uint8)          # Slicer's default: cropped to the segment's extent
+    crop_origin = (origin[0] + 5 * 1.0, origin[1] + 4 * 1.0, origin[2] + 2 * 2.0)  # voxel (x5, y4, z2)
+    path = write_seg_nrrd_by_hand(tmp_path / "crop.seg.nrrd", [crop], [LIVER], spacing=spacing, origin=crop_origin)
+    labels = read_label_map(path, reference=reference)
+    assert labels.shape_zyx == (5, 10, 12) and int(labels.array.sum()) == crop.size
+    assert labels.array[2:4, 4:7, 5:9].all()
+
+
+def test_evaluate_reads_seg_nrrd_predictions_paired_with_nifti_references(tmp_path, capsys):
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=2)
+    g = phantom.ct.geometry
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    write_seg_nrrd_by_hand(tmp_path / "pred" / "case7.seg.nrrd", [phantom.labels], [LIVER, TUMOR],
+                           spacing=g.spacing, origin=g.origin)
+    write_label_map(tmp_path / "ref" / "case7.nii.gz", phantom.labels, g)
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                 str(tmp_path / "out"), "--no-plots", "--no-surface"])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert [r["case"] for r in rows] == ["case7"]
+    assert float(rows[0]["dice_liver"]) == 1.0 and float(rows[0]["dice_tumor"]) == 1.0
+
+
+def test_seg_nrrd_written_by_slicer_core_reads_back(tmp_path):
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib.mrml import write_seg_nrrd
+
+    phantom = make_phantom(shape_zyx=(6, 20, 24), seed=3)
+    path = write_seg_nrrd(tmp_path / "s.seg.nrrd", phantom.labels, phantom.ct.geometry)
+    volume = read_label_map(path, reference=phantom.ct)
+    assert np.array_equal(volume.array, phantom.labels)

@@ -47,6 +47,61 @@ def dice_summary(validation: Dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def robustness_means(rows: Any) -> List[Dict[str, Any]]:
+    """Per perturbation (in first-seen order): number of cases and mean liver / tumor Dice of the
+    ``robustness`` rows stored by ``benchmarks/robustness.py`` (None where no case has a value)."""
+    if not isinstance(rows, list):
+        return []
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for row in rows:
+        if isinstance(row, dict) and "perturbation" in row:
+            groups.setdefault(str(row["perturbation"]), []).append(row)
+
+    def mean(values: List[Any]) -> Any:
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return round(sum(numbers) / len(numbers), 4) if numbers else None
+
+    return [{"perturbation": name, "cases": len(group),
+             "liver_dice": mean([r.get("liver_dice") for r in group]),
+             "tumor_dice": mean([r.get("tumor_dice") for r in group])} for name, group in groups.items()]
+
+
+def robustness_lines(rows: Any, per_line: int = 4) -> List[str]:
+    """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line."""
+    means = robustness_means(rows)
+    if not means:
+        return []
+
+    def cell(m: Dict[str, Any]) -> str:
+        liver = "-" if m["liver_dice"] is None else f"{m['liver_dice']:.3f}"
+        tumor = "-" if m["tumor_dice"] is None else f"{m['tumor_dice']:.3f}"
+        return f"{m['perturbation']} {liver}/{tumor}"
+
+    cases = max(m["cases"] for m in means)
+    trained = any(isinstance(r, dict) and r.get("training_case") for r in rows)
+    lines = [f"robustness (benchmarks/robustness.py; mean liver/synthetic-tumor Dice over {cases} case(s)"
+             + ("; includes training cases: invariance, not generalization" if trained else "") + "):"]
+    for start in range(0, len(means), per_line):
+        lines.append("  " + ", ".join(cell(m) for m in means[start:start + per_line]))
+    return lines
+
+
+def with_robustness(installed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``installed`` entries with ``robustness`` (the package's stored rows, [] when none) added."""
+    from ..errors import ModelPackageError
+    from ..package import read_package_metadata
+
+    for entry in installed:
+        rows: Any = []
+        if not entry.get("error"):
+            try:
+                rows = read_package_metadata(entry["path"]).get("robustness") or []
+            except ModelPackageError:
+                rows = []
+        entry["robustness"] = rows if isinstance(rows, list) else []
+    return installed
+
+
 def _format_params(count: int) -> str:
     return f"{count / 1e6:.2f} M"
 
@@ -56,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import bundled_models_dir, user_models_dir
 
     rows = architecture_rows()
-    installed = list_installed_models(warn=False)  # unusable ones are shown below with the reason
+    installed = with_robustness(list_installed_models(warn=False))  # unusable ones are shown below with the reason
     if args.json:
         print(json.dumps({"architectures": rows, "installed": installed,
                           "bundled_models_dir": str(bundled_models_dir()),
@@ -82,4 +137,6 @@ def run(args: argparse.Namespace) -> int:
         name = entry["name"] + (" (default)" if entry["default"] else "")
         print(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
               f"{dice_summary(entry['validation']):<32} {entry['path']}")
+        for line in robustness_lines(entry.get("robustness")):
+            print("      " + line)
     return 0

@@ -64,6 +64,10 @@ POSTPROCESSING_SWITCHES = (
                          "tumor components with no voxel within this distance (mm) of the liver are removed"),
     PostprocessingSwitch("min_lesion_ml", "--min-lesion-ml", "value",
                          "lesions smaller than this (mL) become liver (0 keeps all)"),
+    PostprocessingSwitch("below_lungs", "--keep-liver-above-lungs", "off",
+                         "keep liver labels above the lung bases and in the heart (found from the CT's own lungs)"),
+    PostprocessingSwitch("tubular_lesions_to_liver", "--keep-tubular-lesions", "off",
+                         "keep tube-shaped tumor components (vessel-like) as tumor instead of liver"),
 )
 
 

@@ -1,20 +1,38 @@
 """Post-processing of a liver/tumor label map ``(z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor); each step switchable.
 
+0. ``below_lungs`` (needs the CT in HU and its geometry; skipped without them): the liver lies under the
+   diaphragm. Lungs = air (< ``AIR_HU`` = -400 HU) enclosed by the body in an axial slice, in 3D air components that
+   reach a *thoracic* slice (enclosed air >= ``AnatomyRules.thorax_air_fraction`` of the body's area; bowel gas stays far
+   below that). For every axial column (y, x) the lowest lung voxel gives the diaphragm height; columns
+   without lung within ``heart_reach_mm`` of a lung column (the heart, the mediastinum) take the height of
+   the nearest lung column. Organ voxels more than ``lung_margin_mm`` above that height are removed: the
+   heart and lung-base tissue called liver goes, while the dome under the lung (the lung lies *above* it in
+   the same columns) stays.
 1. ``largest_liver_component``: keep only the largest 3D connected component of the organ (label >= 1,
    i.e. liver with its tumors, 26-connectivity); far-away blobs of either label are removed.
 2. ``fill_liver_holes``: background cavities fully enclosed by the organ become liver (3D fill).
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
-4. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
+4. ``tubular_lesions_to_liver``: tumor components that are tube-like (PCA of the component's voxel
+   positions in mm: ``sqrt(l1 / l2) >= tube_elongation`` and cross-section ``4 sqrt(l2) <= tube_max_width_mm``,
+   i.e. a vessel segment, not a round lesion) -> liver.
+5. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 
-Everything works on boolean/uint8/int32 arrays (no float volumes); dilation runs on the tumor's bounding
-box only.
+All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
+labelling and one tumor labelling (steps 3-5 share it), plus one labelling of the enclosed air on a grid
+of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes. The fixed
+thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+AIR_HU = -400.0                                       # below: air (lung parenchyma is about -850 HU)
+IN_PLANE_4 = np.zeros((3, 3, 3), dtype=bool)
+IN_PLANE_4[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]   # per-slice 2D operations in one 3D call
+_CROSS_6 = np.zeros((3, 3, 3), dtype=bool)            # 6-connectivity (binary_fill_holes' default)
+_CROSS_6[1, 1, 1] = _CROSS_6[0, 1, 1] = _CROSS_6[2, 1, 1] = True
 
 
 @dataclass
@@ -26,14 +44,32 @@ class PostprocessingOptions:
     tumor_inside_liver: bool = True
     liver_dilation_mm: float = 5.0
     min_lesion_ml: float = 0.1
+    below_lungs: bool = True
+    tubular_lesions_to_liver: bool = True
 
     @classmethod
     def disabled(cls) -> "PostprocessingOptions":
         return cls(largest_liver_component=False, fill_liver_holes=False, tumor_inside_liver=False,
-                   min_lesion_ml=0.0)
+                   min_lesion_ml=0.0, below_lungs=False, tubular_lesions_to_liver=False)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnatomyRules:
+    """Fixed parameters of ``below_lungs`` and ``tubular_lesions_to_liver`` (mm, HU fractions, mL)."""
+
+    lung_margin_mm: float = 10.0        # organ this far above the diaphragm height of its column is removed
+    heart_reach_mm: float = 60.0        # lung-free columns within this of a lung column use its height
+    thorax_air_fraction: float = 0.15   # enclosed air / body area that makes an axial slice thoracic
+    lung_grid_mm: float = 4.0           # in-plane step of the coarse grid the lungs are found on
+    min_lung_ml: float = 10.0           # smaller enclosed-air components are not lungs
+    tube_elongation: float = 3.0        # sqrt(l1 / l2) of a tube-like tumor component ...
+    tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this
+
+
+RULES = AnatomyRules()
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -57,9 +93,132 @@ def ellipsoid_structure(radius_mm: float, spacing_zyx: Sequence[float]) -> np.nd
 
 
 def _bbox(mask: np.ndarray, margin: Sequence[int]) -> Tuple[slice, ...]:
-    where = np.nonzero(mask)
-    return tuple(slice(max(0, int(w.min()) - m), min(n, int(w.max()) + m + 1))
-                 for w, m, n in zip(where, margin, mask.shape))
+    """Bounding box of a non-empty ``mask`` grown by ``margin`` voxels per axis (from axis projections)."""
+    box = []
+    for axis, (m, n) in enumerate(zip(margin, mask.shape)):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        where = np.flatnonzero(mask.any(axis=other))
+        box.append(slice(max(0, int(where[0]) - m), min(n, int(where[-1]) + m + 1)))
+    return tuple(box)
+
+
+def enclosed_background(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Voxels outside ``mask`` that are not connected (by ``structure``) to the array's border: the holes
+    ``scipy.ndimage.binary_fill_holes(mask, structure)`` fills, from one labelling instead of an iterative
+    dilation (much faster on large volumes). With the in-plane ``IN_PLANE_4`` structure the border is each
+    slice's edge (holes per axial slice)."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(~mask, structure=structure)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    touches = np.zeros(count + 1, dtype=bool)
+    per_slice = not structure[0].any() and not structure[2].any()
+    axes = (1, 2) if per_slice else (0, 1, 2)
+    for axis in axes:
+        for index in (0, -1):
+            face = np.take(components, index, axis=axis)
+            touches[np.unique(face)] = True
+    touches[0] = True
+    return ~touches[components]
+
+
+# ------------------------------------------------------------------------------------------ lungs
+
+def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions
+              ) -> Tuple[Optional[np.ndarray], int]:
+    """Lungs on a coarse grid: ``(mask (z, y // s, x // s) bool or None, s)`` for a canonical HU volume.
+
+    Enclosed air = air inside the body outline of its axial slice; lungs = 6-connected enclosed-air
+    components of at least ``min_lung_ml`` that reach a thoracic slice (enclosed air >=
+    ``thorax_air_fraction`` of the body area). None when there is no such slice (no chest in the scan).
+    """
+    from scipy import ndimage
+
+    step = max(1, int(round(RULES.lung_grid_mm / max(min(float(spacing_zyx[1]), float(spacing_zyx[2])), 1e-6))))
+    coarse = hu[:, ::step, ::step]
+    air = coarse < AIR_HU
+    enclosed = enclosed_background(~air, IN_PLANE_4)       # air inside the body outline, per slice
+    body = enclosed | ~air
+    area = body.sum(axis=(1, 2))
+    thorax = enclosed.sum(axis=(1, 2)) >= RULES.thorax_air_fraction * np.maximum(area, 1)
+    thorax &= area > 0
+    if not thorax.any():
+        return None, step
+    components, count = ndimage.label(enclosed)
+    if count == 0:
+        return None, step
+    voxel_ml = float(spacing_zyx[0]) * float(spacing_zyx[1]) * float(spacing_zyx[2]) * step * step / 1000.0
+    sizes_ml = np.bincount(components.ravel(), minlength=count + 1) * voxel_ml
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[np.unique(components[thorax])] = True
+    keep &= sizes_ml >= RULES.min_lung_ml
+    keep[0] = False
+    if not keep.any():
+        return None, step
+    return keep[components], step
+
+
+def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int, reach_mm: float) -> np.ndarray:
+    """Per coarse column ``(y, x)``: the lowest lung slice index; columns without lung within ``reach_mm``
+    of a lung column take the nearest one's value; farther columns get a value above every slice."""
+    from scipy import ndimage
+
+    has = lungs.any(axis=0)
+    lowest = np.argmax(lungs, axis=0).astype(np.float32)
+    sampling = (float(spacing_zyx[1]) * step, float(spacing_zyx[2]) * step)
+    distance, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=sampling, return_indices=True)
+    height = lowest[iy, ix]
+    height[distance > reach_mm] = np.float32(np.inf)
+    return height
+
+
+def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
+                       options: PostprocessingOptions) -> int:
+    """Canonical ``labels`` (z up): organ voxels more than ``lung_margin_mm`` above the diaphragm height of
+    their column -> 0, in place. Returns the number of voxels removed."""
+    organ_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
+    if organ_z.size == 0:
+        return 0
+    lungs, step = lung_mask(hu, spacing_zyx, options)
+    if lungs is None:
+        return 0
+    height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
+    ny, nx = labels.shape[1:]
+    full = height[np.arange(ny) // step][:, np.arange(nx) // step]           # (y, x) slice index
+    margin = RULES.lung_margin_mm / float(spacing_zyx[0])
+    box = _bbox(labels >= 1, (0, 0, 0))
+    z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
+    above = z > (full[box[1], box[2]] + np.float32(margin))[None]
+    region = labels[box]
+    remove = above & (region >= 1)
+    count = int(np.count_nonzero(remove))
+    if count:
+        region[remove] = 0
+    return count
+
+
+# ------------------------------------------------------------------------------------------ tumors
+
+def component_shape(components: np.ndarray, count: int, spacing_zyx: Sequence[float]
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per component 1..count: ``(voxels, elongation sqrt(l1 / l2), width 4 sqrt(l2) mm)`` from the
+    eigenvalues ``l1 >= l2 >= l3`` of the covariance of its voxel positions in mm (index 0 unused)."""
+    where = np.nonzero(components)
+    ids = components[where]
+    n = np.bincount(ids, minlength=count + 1).astype(np.float64)
+    coords = [w.astype(np.float64) * float(s) for w, s in zip(where, spacing_zyx)]
+    safe_n = np.maximum(n, 1.0)
+    means = [np.bincount(ids, weights=c, minlength=count + 1) / safe_n for c in coords]
+    cov = np.zeros((count + 1, 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            value = np.bincount(ids, weights=coords[a] * coords[b], minlength=count + 1) / safe_n - means[a] * means[b]
+            cov[:, a, b] = cov[:, b, a] = value
+    eig = np.clip(np.linalg.eigvalsh(cov)[:, ::-1], 0.0, None)          # descending
+    elongation = np.sqrt(eig[:, 0] / np.maximum(eig[:, 1], 1e-6))
+    width = 4.0 * np.sqrt(eig[:, 1])
+    return n, elongation, width
 
 
 def restrict_tumor_to_liver(labels: np.ndarray, spacing_zyx: Sequence[float], dilation_mm: float) -> np.ndarray:
@@ -68,64 +227,135 @@ def restrict_tumor_to_liver(labels: np.ndarray, spacing_zyx: Sequence[float], di
     Component-wise, so a lesion filling the liver's edge is kept whole while tumor blobs away from the
     liver go. Works in place on ``labels`` ``(z, y, x)`` and returns it.
     """
+    options = PostprocessingOptions(liver_dilation_mm=dilation_mm, min_lesion_ml=0.0, tubular_lesions_to_liver=False)
+    return clean_tumors(labels, spacing_zyx, options)
+
+
+def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_ml: float) -> np.ndarray:
+    """Tumor components under ``min_ml`` millilitres become liver (in place)."""
+    if min_ml <= 0:
+        return labels
+    options = PostprocessingOptions(tumor_inside_liver=False, min_lesion_ml=min_ml, tubular_lesions_to_liver=False)
+    return clean_tumors(labels, spacing_zyx, options)
+
+
+def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, structure: np.ndarray
+                          ) -> np.ndarray:
+    """``near[k]``: tumor component ``k`` has a liver voxel (label 1 in ``region``) within ``structure``.
+
+    Each component is dilated inside its own small box (``find_objects``), never the whole liver: the cost
+    follows the tumors' size, not the volume's."""
+    from scipy import ndimage
+
+    near = np.zeros(count + 1, dtype=bool)
+    half = [s // 2 for s in structure.shape]
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, region.shape))
+        mine = components[grown] == k
+        near[k] = bool((ndimage.binary_dilation(mine, structure=structure) & (region[grown] == 1)).any())
+    return near
+
+
+def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions) -> np.ndarray:
+    """Steps 3-5 with one labelling of the tumor's bounding box, in place: components away from the liver
+    -> 0; tube-like or smaller than ``min_lesion_ml`` -> liver."""
     from scipy import ndimage
 
     tumor = labels == 2
     if not tumor.any():
         return labels
-    liver = labels == 1
-    if not liver.any():
-        labels[tumor] = 0
+    check_liver = options.tumor_inside_liver
+    small = options.min_lesion_ml and options.min_lesion_ml > 0
+    if not (check_liver or small or options.tubular_lesions_to_liver):
         return labels
-    structure = ellipsoid_structure(max(float(dilation_mm), 0.0), spacing_zyx)
-    margin = [s // 2 + 1 for s in structure.shape]
+    structure = ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx)
+    margin = [s // 2 + 1 for s in structure.shape] if check_liver else [0, 0, 0]
     box = _bbox(tumor, margin)
-    near_liver = ndimage.binary_dilation(liver[box], structure=structure)
-    components, count = ndimage.label(tumor[box], structure=CONNECTIVITY_26)
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[np.unique(components[near_liver & (components > 0)])] = True
-    keep[0] = True
-    labels[box][~keep[components]] = 0
+    region = labels[box]
+    components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
+    new_value = np.full(count + 1, 2, dtype=np.uint8)
+    if options.tubular_lesions_to_liver or small:
+        voxels, elongation, width = component_shape(components, count, spacing_zyx)
+        if options.tubular_lesions_to_liver:
+            tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
+            new_value[tube] = 1
+        if small:
+            voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
+            new_value[voxels * voxel_ml < float(options.min_lesion_ml)] = 1
+    if check_liver:
+        new_value[~near_liver_components(region, components, count, structure)] = 0
+    new_value[0] = 0
+    changed = new_value != 2
+    changed[0] = False
+    if changed.any():
+        move = changed[components]
+        region[move] = new_value[components[move]]
     return labels
 
 
-def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_ml: float) -> np.ndarray:
-    """Tumor components under ``min_ml`` millilitres become liver (in place)."""
+# ------------------------------------------------------------------------------------------ pipeline
+
+def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> np.ndarray:
+    """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the view of ``labels``
+    on the kept organ's bounding box (+1 voxel), where the tumor steps then work."""
     from scipy import ndimage
 
-    if min_ml <= 0:
+    organ_any = labels >= 1
+    if not organ_any.any():
         return labels
-    components, count = ndimage.label(labels == 2, structure=CONNECTIVITY_26)
-    if count == 0:
-        return labels
-    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    sizes_ml = np.bincount(components.ravel()) * voxel_ml
-    small = sizes_ml < float(min_ml)
-    small[0] = False
-    labels[small[components]] = 1
-    return labels
+    box = _bbox(organ_any, (1, 1, 1))
+    region = labels[box]
+    organ = region >= 1
+    if options.largest_liver_component:
+        components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
+        if count > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            largest = int(np.argmax(sizes))
+            organ = components == largest
+            region[~organ & (region >= 1)] = 0
+            inner = ndimage.find_objects(components, max_label=largest)[largest - 1]
+            shape = region.shape
+            box = tuple(slice(b.start + max(0, i.start - 1), b.start + min(n, i.stop + 1))
+                        for b, i, n in zip(box, inner, shape))
+            organ = organ[tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))]
+            region = labels[box]
+    if options.fill_liver_holes and organ.any():
+        region[enclosed_background(organ, IN_PLANE_4.copy() | _CROSS_6)] = 1
+    return region
 
 
 def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
-                       options: PostprocessingOptions = PostprocessingOptions()) -> np.ndarray:
-    """Return a cleaned copy of ``labels_zyx`` (uint8, (z, y, x)); ``spacing_zyx`` in mm."""
-    from scipy import ndimage
+                       options: PostprocessingOptions = PostprocessingOptions(), hu_zyx: Optional[np.ndarray] = None,
+                       geometry: Any = None) -> np.ndarray:
+    """Return a cleaned copy of ``labels_zyx`` (uint8, (z, y, x)); ``spacing_zyx`` in mm.
 
+    ``hu_zyx`` (the CT in HU on the same grid) and ``geometry`` (its :class:`ImageGeometry`, for the
+    superior direction) enable ``below_lungs``; without them that step is skipped.
+    """
     labels = np.array(labels_zyx, dtype=np.uint8, copy=True)
-    organ = labels >= 1
-    if not organ.any():
+    if not (labels >= 1).any():
         return labels
-    if options.largest_liver_component:
-        keep = largest_component(organ)
-        labels[organ & ~keep] = 0
-        organ = keep
-    if options.fill_liver_holes:
-        box = _bbox(organ, (1, 1, 1))
-        filled = ndimage.binary_fill_holes(organ[box])
-        holes = filled & ~organ[box]
-        labels[box][holes] = 1
-    if options.tumor_inside_liver:
-        restrict_tumor_to_liver(labels, spacing_zyx, options.liver_dilation_mm)
-    if options.min_lesion_ml and options.min_lesion_ml > 0:
-        remove_small_lesions(labels, spacing_zyx, options.min_lesion_ml)
+    reorientation = None
+    spacing = tuple(float(s) for s in spacing_zyx)
+    if geometry is not None:
+        from ..orientation import plan_reorientation
+
+        reorientation = plan_reorientation(geometry, labels.shape)
+        if reorientation.is_identity:
+            reorientation = None
+        else:
+            labels = reorientation.to_canonical(labels)
+            spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
+    if options.below_lungs and hu_zyx is not None and geometry is not None:
+        hu = np.asarray(hu_zyx)
+        if reorientation is not None:
+            hu = reorientation.to_canonical(hu)
+        remove_above_lungs(labels, hu, spacing, options)
+    region = _clean_organ(labels, options)
+    clean_tumors(region, spacing, options)
+    if reorientation is not None:
+        labels = reorientation.from_canonical(labels)
     return labels

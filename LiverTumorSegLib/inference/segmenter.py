@@ -222,18 +222,24 @@ class Segmenter:
             self.load(reporter.sub(0.0, 0.02))
         if cancel is not None:
             cancel.raise_if_cancelled()
-        labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel)
+        labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel, keep_probability=True)
         if cancel is not None:
             cancel.raise_if_cancelled()
         reporter(0.9, "post-processing")
         from .postprocess import postprocess_labels
 
-        labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing)
+        # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
+        labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing, hu_zyx=volume.array,
+                                    geometry=volume.geometry)
         reporter(0.95, "lesion report")
         from .lesion_report import lesion_report
 
         facts = self._run_facts()
-        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source))
+        # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
+        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
+                               tumor_probability_zyx=probability)
+        if not self.options.probabilities:
+            probability = None
         warnings = liver_volume_warnings(report["liver_volume_ml"])  # returned here; segment_file also logs them
         report["warnings"] = list(warnings)
         reporter(1.0, "done")
@@ -241,9 +247,14 @@ class Segmenter:
                                   device=facts["device"], seconds=time.perf_counter() - start,
                                   tumor_probability=probability)
 
-    def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken]) -> Any:
-        """``(labels, tumor probability or None)`` from the engine, one or two stages."""
-        keep_probability = self.options.probabilities
+    def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
+                 keep_probability: Optional[bool] = None) -> Any:
+        """``(labels, tumor probability or None)`` from the engine, one or two stages. ``keep_probability``:
+        None = as the options say; an engine without ``predict_with_probability`` gives None."""
+        if keep_probability is None:
+            keep_probability = self.options.probabilities
+        if not self.options.two_stage and not hasattr(self.engine, "predict_with_probability"):
+            keep_probability = False
         # two-stage runs the engine twice: both passes are "network", so stage names never go back
         network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
         if self.options.two_stage:

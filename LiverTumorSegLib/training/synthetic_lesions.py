@@ -15,6 +15,14 @@ lesion is consistent across the T slices) **in the HU domain, before intensity p
   the liver edge (a fraction of centres is drawn near the edge), where it is clipped.
 
 Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver.
+
+**Synthetic vessels (negatives)**: with ``vessel_probability``, :func:`insert_vessels` first draws
+``vessel_count_range`` tubes through the liver (a random 3D direction through a liver point, slightly
+curved, radius ``vessel_radius_mm``, length ``vessel_length_mm``), brighter than the local liver by
+``vessel_contrast_hu`` (portal-venous vessels; a fraction ``vessel_hypodense_probability`` darker, as
+unenhanced or arterial-phase veins). They stay **liver** (label 1): in a 2.5D view a bright vessel's
+cross-section is a bright round spot, and the network must learn it is not a tumor (issue 11: bright
+vessels called tumors). Vessels are inserted before the lesions, so a lesion drawn over a vessel covers it.
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
 from dataclasses import dataclass, fields
@@ -62,11 +70,18 @@ class LesionConfig(JsonDataclassMixin):
     z_offset_fraction: float = 0.6               # centre z moved by U(-f, f) * z radius (anchor middle_slice)
     local_radius_mm: float = 25.0                # neighbourhood for local liver HU / noise
     min_liver_voxels: int = 30                   # fewer liver voxels in the stack -> no lesion
+    vessel_probability: float = 0.0              # chance a sample gets synthetic vessels (label stays liver)
+    vessel_count_range: Tuple[int, int] = (1, 4)
+    vessel_radius_mm: Tuple[float, float] = (1.5, 6.0)
+    vessel_length_mm: Tuple[float, float] = (30.0, 120.0)
+    vessel_contrast_hu: Tuple[float, float] = (30.0, 120.0)   # above local liver (portal-venous)
+    vessel_hypodense_probability: float = 0.2                 # then (contrast / 3) below local liver
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",
-                     "edge_probability", "cluster_probability"):
+                     "edge_probability", "cluster_probability", "vessel_probability",
+                     "vessel_hypodense_probability"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InputError("LesionConfig.%s = %r must be a probability in [0, 1]." % (name, getattr(self, name)))
         for f in fields(self):
@@ -407,6 +422,68 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
     }
 
 
+def _tube_distance_mm(points_mm: Sequence[np.ndarray], start_mm: np.ndarray, direction: np.ndarray,
+                      length_mm: float, bend: np.ndarray) -> np.ndarray:
+    """Distance (mm) from grid points (z, y, x broadcastable arrays, mm) to a gently curved segment:
+    ``start + t d + 4 t (1 - t / L) / L * bend`` for ``t`` in [0, L] (a parabola of peak offset ``|bend|``)."""
+    rel = [p - np.float32(s) for p, s in zip(points_mm, start_mm)]
+    t = np.clip(sum(r * np.float32(d) for r, d in zip(rel, direction)), 0.0, length_mm)
+    offset = np.float32(4.0) * t * (np.float32(1.0) - t / np.float32(length_mm)) / np.float32(length_mm)
+    d2 = sum((r - t * np.float32(d) - offset * np.float32(b)) ** 2 for r, d, b in zip(rel, direction, bend))
+    return np.sqrt(d2)
+
+
+def insert_vessels(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float], rng: np.random.Generator,
+                   config: LesionConfig) -> List[Dict[str, Any]]:
+    """Blend synthetic tube-shaped vessels into the liver of ``hu`` ``(z, y, x)`` in place; labels unchanged.
+
+    Each vessel passes through a random liver voxel along a random 3D direction (centred there), radius
+    and length from the config, soft edge (~0.7 mm), intensity ``local liver + contrast`` with the local
+    grain noise; only liver voxels (``labels >= 1``) change. Returns one info dict per vessel.
+    """
+    liver = labels >= 1
+    index = np.flatnonzero(liver)
+    if index.size < config.min_liver_voxels:
+        return []
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    infos: List[Dict[str, Any]] = []
+    count = int(rng.integers(config.vessel_count_range[0], config.vessel_count_range[1] + 1))
+    for _ in range(count):
+        centre = np.array(np.unravel_index(int(index[rng.integers(index.size)]), hu.shape), dtype=float)
+        radius = float(rng.uniform(*config.vessel_radius_mm))
+        length = float(rng.uniform(*config.vessel_length_mm))
+        direction = rng.standard_normal(3)
+        direction /= np.linalg.norm(direction) + 1e-12
+        bend = rng.standard_normal(3)
+        bend -= direction * float(bend @ direction)
+        bend *= rng.uniform(0.0, 0.15) * length / (np.linalg.norm(bend) + 1e-12)
+        centre_mm = (centre + 0.5) * spacing
+        start_mm = centre_mm - 0.5 * length * direction
+        reach = 0.5 * length + np.linalg.norm(bend) + radius + 2.0
+        lo = np.maximum(0, np.floor((centre_mm - reach) / spacing)).astype(int)
+        hi = np.minimum(hu.shape, np.ceil((centre_mm + reach) / spacing) + 1).astype(int)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        liver_box = liver[box]
+        points = np.meshgrid(*[((np.arange(s.start, s.stop) + 0.5) * sp).astype(np.float32)
+                               for s, sp in zip(box, spacing)], indexing="ij", sparse=True)
+        distance = _tube_distance_mm(points, start_mm, direction, length, bend)
+        weight = _sigmoid((np.float32(radius) - distance) / np.float32(0.35)) * liver_box
+        if not (weight > 0.5).any():
+            continue
+        local_hu, noise_std, rho = local_liver_stats(hu, liver, centre, spacing, 25.0)
+        if not np.isfinite(local_hu):
+            continue
+        contrast = float(rng.uniform(*config.vessel_contrast_hu))
+        if rng.random() < config.vessel_hypodense_probability:
+            contrast = -contrast / 3.0
+        profile = np.float32(local_hu + contrast) + np.float32(noise_std) * correlated_noise(distance.shape, rho, rng)
+        region = hu[box]
+        hu[box] = region + weight * (profile - region)
+        infos.append({"center_zyx": [float(c) for c in centre], "radius_mm": radius, "length_mm": length,
+                      "contrast_hu": contrast, "voxel_count": int(np.count_nonzero(weight > 0.5))})
+    return infos
+
+
 def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float], rng: RngLike = None,
                    config: Optional[LesionConfig] = None, sphere: bool = False,
                    ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:
@@ -449,6 +526,9 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
         return hu_new, out_labels, infos
 
     liver = lab3 >= 1
+    if config.vessel_probability > 0 and np.count_nonzero(liver) >= config.min_liver_voxels \
+            and rng.random() < config.vessel_probability:
+        insert_vessels(hu_new, lab3, spacing, rng, config)
     if np.count_nonzero(liver) < config.min_liver_voxels or rng.random() >= config.probability:
         return finish([])
     anchor_slice = hu_arr.shape[0] // 2 if config.anchor == "middle_slice" else None

@@ -78,3 +78,151 @@ def test_lesion_on_liver_edge_is_kept_whole():
     labels[1:4, 8:12, 12:25] = 2   # reaches 10 mm beyond the liver but touches it
     out = restrict_tumor_to_liver(labels.copy(), (2.0, 1.0, 1.0), 2.0)
     np.testing.assert_array_equal(out, labels)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# anatomy: lungs, heart, dome (a chest phantom with known answers); tube-like tumors
+
+from LiverTumorSegLib.inference.postprocess import clean_tumors, component_shape, remove_above_lungs  # noqa: E402
+from LiverTumorSegLib.volume import ImageGeometry  # noqa: E402
+
+CHEST_SPACING = (5.0, 4.0, 4.0)   # (z, y, x) mm; canonical: z superior, x toward patient left
+
+
+def chest_phantom():
+    """Canonical HU volume (40, 64, 64) with a right-sided liver under a domed right lung, the heart between
+    the lungs above the liver's medial part, and a gas pocket below the liver. Returns (hu, parts dict)."""
+    nz, ny, nx = 40, 64, 64
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    body = ((y - 32) / 28.0) ** 2 + ((x - 32) / 30.0) ** 2 <= 1.0
+    hu = np.where(body, 40.0, -1000.0).astype(np.float32)
+    footprint = ((y - 32) / 18.0) ** 2 + ((x - 20) / 14.0) ** 2 <= 1.0               # liver columns (right)
+    dome = 24.0 - 6.0 * (((y - 32) / 18.0) ** 2 + ((x - 20) / 14.0) ** 2)           # dome height (slices)
+    liver = footprint & (z >= 6) & (z <= dome)
+    lung_foot = ((y - 33) / 19.0) ** 2 + ((x - 20) / 13.0) ** 2 <= 1.0               # right lung, lateral
+    right_lung = lung_foot & ~liver & (z >= 16) & ((z > dome) | ~footprint) & (z <= 38)
+    left_lung = (((y - 32) / 20.0) ** 2 + ((x - 46) / 10.0) ** 2 <= 1.0) & (z >= 22) & (z <= 38)
+    heart = (((z - 26) / 7.0) ** 2 + ((y - 26) / 9.0) ** 2 + ((x - 34) / 7.0) ** 2 <= 1.0) & ~liver  # on the liver
+    right_lung &= ~heart
+    left_lung &= ~heart
+    gas = (((z - 3) / 1.5) ** 2 + ((y - 30) / 5.0) ** 2 + ((x - 20) / 5.0) ** 2 <= 1.0)
+    hu[liver] = 60.0
+    hu[right_lung | left_lung] = -850.0
+    hu[heart] = 45.0
+    hu[gas] = -1000.0
+    return hu, {"liver": liver, "heart": heart, "lungs": right_lung | left_lung, "gas": gas, "dome": dome}
+
+
+def test_heart_called_liver_is_removed_and_the_dome_kept():
+    hu, parts = chest_phantom()
+    assert (parts["heart"] & parts["liver"]).sum() == 0 and (parts["lungs"] & parts["liver"]).sum() == 0
+    predicted = parts["liver"].astype(np.uint8)
+    predicted[parts["heart"]] = 1                       # the network's error: heart = liver (touching the dome)
+    dome_tumor = parts["liver"] & (np.arange(40)[:, None, None] >= 20)   # the liver's top 5 slices
+    predicted[dome_tumor] = 2
+    out = postprocess_labels(predicted, CHEST_SPACING, PostprocessingOptions(min_lesion_ml=0),
+                             hu_zyx=hu, geometry=ImageGeometry(spacing=CHEST_SPACING[::-1]))
+    assert (out[parts["liver"]] >= 1).all()              # every liver voxel kept, the dome included
+    assert (out[dome_tumor] == 2).all()                  # the dome tumor too
+    # expected from the phantom's true lungs: heart voxels more than 10 mm (2 slices) above the lowest lung
+    # voxel of their column, or of the nearest lung column (within 60 mm) when their column has no lung
+    from scipy import ndimage
+
+    components, _ = ndimage.label(parts["lungs"])          # lungs: air components of >= 10 mL (125 voxels)
+    sizes = np.bincount(components.ravel())
+    lungs = (sizes >= 125)[components] & (components > 0)
+    has = lungs.any(axis=0)
+    lowest = np.argmax(lungs, axis=0)
+    distance, (iy, ix) = ndimage.distance_transform_edt(~has, sampling=CHEST_SPACING[1:], return_indices=True)
+    height = np.where(distance <= 60.0, lowest[iy, ix], 99)
+    expected_removed = parts["heart"] & (np.arange(40)[:, None, None] > height[None] + 2)
+    assert expected_removed.sum() > 0.3 * parts["heart"].sum()
+    assert (out[expected_removed] == 0).all()
+    assert (out[parts["heart"] & ~expected_removed] == 1).all()   # heart under lung in its column: kept
+
+
+def test_without_chest_or_hu_nothing_anatomical_happens():
+    hu, parts = chest_phantom()
+    predicted = parts["liver"].astype(np.uint8)
+    predicted[parts["heart"]] = 1
+    geometry = ImageGeometry(spacing=CHEST_SPACING[::-1])
+    no_hu = postprocess_labels(predicted, CHEST_SPACING, PostprocessingOptions(min_lesion_ml=0))
+    assert no_hu[parts["heart"]].all()
+    abdomen = postprocess_labels(predicted[:20], CHEST_SPACING, PostprocessingOptions(min_lesion_ml=0),
+                                 hu_zyx=hu[:20], geometry=geometry)    # liver-only field of view
+    np.testing.assert_array_equal(abdomen, predicted[:20])
+    off = postprocess_labels(predicted, CHEST_SPACING, PostprocessingOptions(min_lesion_ml=0, below_lungs=False),
+                             hu_zyx=hu, geometry=geometry)
+    assert off[parts["heart"]].all()
+
+
+def test_bowel_gas_below_the_liver_is_not_a_lung():
+    hu, parts = chest_phantom()
+    labels = parts["liver"].astype(np.uint8)
+    removed = remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions())
+    assert removed == 0 and (labels[parts["liver"]] == 1).all()
+
+
+def test_anatomy_rule_works_in_any_orientation():
+    """The same phantom stored RAS-style (x and y reversed) gives the same answer."""
+    hu, parts = chest_phantom()
+    predicted = parts["liver"].astype(np.uint8)
+    predicted[parts["heart"]] = 1
+    options = PostprocessingOptions(min_lesion_ml=0)
+    lps = postprocess_labels(predicted, CHEST_SPACING, options, hu_zyx=hu,
+                             geometry=ImageGeometry(spacing=CHEST_SPACING[::-1]))
+    flip = (slice(None), slice(None, None, -1), slice(None, None, -1))
+    ras_geometry = ImageGeometry(spacing=CHEST_SPACING[::-1], direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    ras = postprocess_labels(predicted[flip], CHEST_SPACING, options, hu_zyx=hu[flip], geometry=ras_geometry)
+    np.testing.assert_array_equal(ras[flip], lps)
+    assert np.count_nonzero(lps[parts["heart"]]) < parts["heart"].sum()
+
+
+def test_real_ct_with_lung_bases_keeps_the_true_liver():
+    """dcmqi 3-slice CT (lung bases in the same slices as the liver): its true liver loses nothing."""
+    from pathlib import Path
+
+    from LiverTumorSegLib.io import read_label_map, read_volume
+    from LiverTumorSegLib.orientation import canonicalize
+
+    data = Path(__file__).resolve().parents[1] / "Data"
+    volume = read_volume(data / "ct3slice_ct.nii.gz")
+    truth = read_label_map(data / "ct3slice_liver_seg.nii.gz", reference=volume).array
+    canonical, reo = canonicalize(volume)
+    labels = reo.to_canonical(truth).astype(np.uint8)
+    assert remove_above_lungs(labels.copy(), canonical.array, canonical.spacing_zyx, PostprocessingOptions()) == 0
+    out = postprocess_labels(truth, volume.spacing_zyx, PostprocessingOptions(), hu_zyx=volume.array,
+                             geometry=volume.geometry)
+    assert np.count_nonzero((out >= 1) != (truth >= 1)) <= 0.001 * np.count_nonzero(truth)
+
+
+def test_tube_like_tumor_becomes_liver_round_lesion_stays():
+    labels = np.zeros((30, 60, 60), dtype=np.uint8)
+    labels[2:28, 5:55, 5:55] = 1
+    z, y, x = np.meshgrid(np.arange(30), np.arange(60), np.arange(60), indexing="ij")
+    sphere = (z - 15) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 36            # r = 6 mm (1 mm voxels)
+    tube = ((y - 42) ** 2 + (z - 15) ** 2 <= 4) & (x >= 10) & (x <= 50)      # 41 mm long, 4 mm wide: a vessel
+    labels[sphere] = 2
+    labels[tube] = 2
+    spacing = (1.0, 1.0, 1.0)
+    components = np.zeros(labels.shape, np.int32)
+    components[sphere], components[tube] = 1, 2
+    voxels, elongation, width = component_shape(components, 2, spacing)
+    assert elongation[1] < 1.2 and elongation[2] > 5.0 and width[2] < 6.0
+    out = clean_tumors(labels.copy(), spacing, PostprocessingOptions(min_lesion_ml=0))
+    assert (out[sphere] == 2).all() and (out[tube] == 1).all()
+    off = clean_tumors(labels.copy(), spacing, PostprocessingOptions(min_lesion_ml=0, tubular_lesions_to_liver=False))
+    assert (off[tube] == 2).all()
+
+
+def test_enclosed_background_equals_scipy_fill_holes():
+    from scipy import ndimage
+
+    from LiverTumorSegLib.inference.postprocess import IN_PLANE_4, enclosed_background
+
+    rng = np.random.default_rng(0)
+    mask = ndimage.binary_opening(rng.random((12, 40, 40)) > 0.45)
+    cross = ndimage.generate_binary_structure(3, 1)
+    np.testing.assert_array_equal(enclosed_background(mask, cross), ndimage.binary_fill_holes(mask) & ~mask)
+    np.testing.assert_array_equal(enclosed_background(mask, IN_PLANE_4),
+                                  ndimage.binary_fill_holes(mask, structure=IN_PLANE_4) & ~mask)

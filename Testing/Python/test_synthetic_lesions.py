@@ -214,3 +214,32 @@ def test_gallery_script_on_small_real_ct(tmp_path):
     assert gallery.main([str(data / "example_ct_sm.nii.gz"), str(data / "example_ct_sm_liver.nii.gz"),
                          "--panels", "2", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_synthetic_vessels_are_bright_tubes_labelled_liver(phantom):
+    from LiverTumorSegLib.training.synthetic_lesions import insert_vessels
+
+    hu, labels, spacing = phantom
+    cfg = LesionConfig(vessel_probability=1.0, vessel_count_range=(3, 3), vessel_radius_mm=(3.0, 3.0),
+                       vessel_contrast_hu=(80.0, 80.0), vessel_hypodense_probability=0.0)
+    hu_new = hu.astype(np.float32).copy()
+    infos = insert_vessels(hu_new, labels, spacing, np.random.default_rng(4), cfg)
+    assert len(infos) == 3
+    changed = np.abs(hu_new - hu) > 40
+    assert changed.sum() > 100 and (labels[changed] == 1).all()          # inside the liver only
+    assert np.array_equal(hu_new[labels == 0], hu[labels == 0])
+    assert 110.0 < float(np.median(hu_new[changed])) < 170.0              # ~60 HU liver + 80
+    from scipy import ndimage
+
+    components, count = ndimage.label(changed)
+    sizes = np.bincount(components.ravel())[1:]
+    biggest = components == (int(np.argmax(sizes)) + 1)
+    coords = np.argwhere(biggest) * np.asarray(spacing)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(coords.T)))[::-1]
+    assert np.sqrt(eig[0] / eig[1]) > 2.5                                # tube-like, not a blob
+    # inside insert_lesions: labels keep the liver (no tumor from vessels), and off by default
+    cfg_all = LesionConfig(probability=0.0, vessel_probability=1.0)
+    hu_v, lab_v, lesions = insert_lesions(hu, labels, spacing, 7, cfg_all)
+    assert lesions == [] and np.array_equal(lab_v, labels) and np.abs(hu_v - hu).max() > 20
+    hu_0, _, _ = insert_lesions(hu, labels, spacing, 7, LesionConfig(probability=0.0))
+    assert np.array_equal(hu_0, hu.astype(np.float32))

@@ -1,0 +1,159 @@
+"""benchmarks/robustness.py: perturbations with known answers, an oracle run whose scores are known, and the
+CLI on a tiny generated case with a tiny package (table stored in the package and shown by ``models``)."""
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference_helpers import oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402
+
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+from LiverTumorSegLib.training.synthetic_lesions import LesionConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("robustness_bench", ROOT / "benchmarks" / "robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rb = load_benchmark()
+
+
+def write_case(folder: Path, stem: str = "case1_ct", shape=(16, 48, 48), spacing=(3.0, 3.0, 2.5)):
+    """A noise-free tumor-free phantom as ``<stem>.nii.gz`` + ``<stem minus _ct>_liver_seg.nii.gz``."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+
+    phantom = make_phantom(shape, spacing, lesions=[], noise_hu=0.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_volume(folder / f"{stem}.nii.gz", phantom.ct)
+    label_stem = stem[:-3] if stem.endswith("_ct") else stem
+    write_label_map(folder / f"{label_stem}_liver_seg.nii.gz", phantom.labels, phantom.ct.geometry)
+    return phantom
+
+
+def sample_with_liver(z_slices=(4, 8), nz=20, spacing=(2.0, 1.0, 1.0)):
+    hu = np.zeros((nz, 8, 8), dtype=np.float32)
+    labels = np.zeros((nz, 8, 8), dtype=np.uint8)
+    labels[z_slices[0]:z_slices[1], 2:6, 2:6] = 1
+    return rb.Sample(hu, labels, spacing, spacing)
+
+
+def test_pairing_rule_finds_image_label_pairs(tmp_path):
+    write_case(tmp_path / "a", "ct3slice_ct")
+    write_case(tmp_path / "b", "example_ct_sm")
+    (tmp_path / "b" / "example_ct_sm_ts117labels.nii.gz").write_bytes(b"not used")
+    cases = rb.find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["ct3slice_ct", "example_ct_sm"]
+    assert cases[0].label_path.endswith("ct3slice_liver_seg.nii.gz")
+    assert cases[1].label_path.endswith("example_ct_sm_liver_seg.nii.gz")
+
+
+def test_spacing_perturbation_changes_only_the_told_spacing():
+    s = sample_with_liver()
+    out = rb.scale_spacing(s, 1.3)
+    assert out.spacing_zyx == pytest.approx((2.0, 1.3, 1.3))
+    assert out.true_spacing_zyx == (2.0, 1.0, 1.0)
+    assert out.hu is s.hu and out.labels is s.labels
+
+
+def test_thick_slices_average_overlapping_slabs():
+    s = sample_with_liver(z_slices=(2, 6), nz=10, spacing=(2.0, 1.0, 1.0))   # 20 mm -> 4 slabs of 5 mm
+    s.hu[:] = np.arange(10, dtype=np.float32)[:, None, None]
+    out = rb.thick_slices(s, 5.0)
+    assert out.hu.shape[0] == 4 and out.spacing_zyx[0] == 5.0
+    # slab 0 covers 0-5 mm: slices 0 (2 mm), 1 (2 mm), 2 (1 mm) -> (0*2 + 1*2 + 2*1) / 5 = 0.8
+    assert out.hu[0, 0, 0] == pytest.approx(0.8, abs=1e-5)
+    # slab 1 covers 5-10 mm: slice 2 (1 mm), 3 (2 mm), 4 (2 mm) -> (2 + 6 + 8) / 5 = 3.2
+    assert out.hu[1, 0, 0] == pytest.approx(3.2, abs=1e-5)
+    assert out.labels[1].max() == 1 and out.labels[3].max() == 0   # centres at 7.5 mm (slice 3), 17.5 (slice 8)
+    assert rb.thick_slices(rb.Sample(s.hu[:2], s.labels[:2], s.spacing_zyx, s.spacing_zyx), 5.0) is None
+
+
+def test_field_of_view_crop_to_liver_margin():
+    s = sample_with_liver(z_slices=(8, 12), nz=30, spacing=(2.0, 1.0, 1.0))
+    out = rb.crop_to_liver(s, 4.0)          # 2 slices each side
+    assert out.hu.shape[0] == 8 and out.labels[2:6].max() == 1 and out.labels[:2].max() == 0
+    assert rb.crop_to_liver(s, 100.0) is None  # the whole scan already
+
+
+def test_liver_hu_shift_moves_liver_not_background():
+    s = sample_with_liver(nz=12)
+    out = rb.shift_liver_hu(s, 40.0)
+    assert out.hu[6, 4, 4] == pytest.approx(40.0) and out.hu[6, 0, 0] == 0.0
+    noisy = rb.add_noise(s, 25.0, seed=3)
+    assert 22.0 < float(noisy.hu.std()) < 28.0
+
+
+def test_oracle_scores_are_the_known_answers(tmp_path):
+    """The oracle predictor thresholds HU (liver 55-65, tumor 10-30): spacing is irrelevant to it, a +40 HU
+    liver leaves its liver band and 25 HU noise scatters the liver out of its 10 HU band."""
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    write_case(tmp_path)
+    lesions = LesionConfig(probability=1.0, count_range=(2, 2), diameter_range_mm=(14.0, 16.0),
+                           hypodense_probability=1.0, hypo_contrast_hu=(40.0, 40.0), heterogeneity_hu=(0.0, 0.0),
+                           irregularity_range=(0.0, 0.0), anchor="any", edge_probability=0.0, cluster_probability=0.0)
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0, lesions=lesions)
+    assert (case.sample.labels == 2).sum() > 50 and (case.original.labels == 2).sum() == 0
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_predictor=oracle_predictor)
+    names = ["original", "baseline", "spacing-30", "spacing+30", "liver_hu+40", "noise25"]
+    rows = {r["perturbation"]: r for r in rb.evaluate(engine, [case], names, seed=0)}
+    assert rows["original"]["liver_dice"] > 0.99 and rows["original"]["tumor_dice"] is None
+    assert rows["baseline"]["liver_dice"] > 0.97 and rows["baseline"]["tumor_dice"] > 0.6
+    assert rows["baseline"]["true_lesions"] >= 1 and rows["baseline"]["detected_lesions"] == rows["baseline"]["true_lesions"]
+    for name in ("spacing-30", "spacing+30"):
+        assert abs(rows[name]["liver_dice"] - rows["baseline"]["liver_dice"]) < 0.02
+    assert rows["liver_hu+40"]["liver_dice"] < 0.5
+    assert rows["noise25"]["liver_dice"] < 0.7
+
+
+def test_cli_runs_stores_in_package_and_models_shows_it(tmp_path, monkeypatch, capsys):
+    import torch
+
+    torch.manual_seed(0)
+    write_case(tmp_path / "data")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    package = tiny_unet_package(models_dir)
+    sha = package.sha256
+    out_json = tmp_path / "rob.json"
+    code = rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json),
+                    "--store-in-package", "--perturbations", "original,baseline,spacing+30,thick5mm",
+                    "--threads", "1", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "spacing+30" in printed and "invariance" in printed
+    document = json.loads(out_json.read_text())
+    rows = document["packages"][0]["rows"]
+    assert [r["perturbation"] for r in rows] == ["original", "baseline", "spacing+30", "thick5mm"]
+    for row in rows:
+        assert all(not isinstance(v, (dict, list)) for v in row.values())
+        assert row["liver_dice"] is None or 0.0 <= row["liver_dice"] <= 1.0
+
+    from LiverTumorSegLib.commands import models as models_cmd
+    from LiverTumorSegLib.package import load_model_package, read_package_metadata
+
+    assert read_package_metadata(package.path)["robustness"] == rows
+    assert load_model_package(package.path).sha256 == sha     # weights untouched
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models_dir))
+    models_cmd.run(argparse.Namespace(json=False))
+    text = capsys.readouterr().out
+    assert "robustness" in text and "spacing+30" in text
+    models_cmd.run(argparse.Namespace(json=True))
+    listed = [e for e in json.loads(capsys.readouterr().out)["installed"] if e["path"] == str(package.path)]
+    assert listed and listed[0]["robustness"] == rows
+
+
+def test_cli_rejects_unknown_perturbation(tmp_path, capsys):
+    write_case(tmp_path)
+    assert rb.main(["default", "--data", str(tmp_path), "--perturbations", "zoom9"]) == 2
+    assert "error: Unknown perturbation" in capsys.readouterr().err

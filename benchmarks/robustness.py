@@ -1,0 +1,465 @@
+"""Robustness benchmark: real CT cases under controlled perturbations, liver Dice and synthetic-tumor Dice.
+
+    python benchmarks/robustness.py PACKAGE [PACKAGE ...] --data DIR|CSV [--json out.json]
+        [--store-in-package] [--perturbations NAME,NAME] [--max-slices N] [--threads N] [--device cpu]
+        [--no-postprocessing] [--seed 0]
+
+PACKAGE: a model package path or an installed model name ("default" = the bundled model).
+
+``--data``: a CSV with columns ``image,label[,patient,case]`` (relative paths from the CSV's folder), a
+folder holding exactly one such CSV, or a folder searched recursively with the pairing rule
+``<stem>.nii[.gz]`` + ``<stem>_liver[_seg|_tsvN].nii[.gz]`` (``<stem>`` may also end in ``_ct``, which the
+label name drops: ``ct3slice_ct`` + ``ct3slice_liver_seg``); the public layouts of ``livertumorseg train``
+(LiTS, MSD, IRCADb) work too. Labels: 0 background, 1 liver, 2 tumor (real tumors, where present, count).
+
+Every case is loaded in canonical orientation and gets synthetic tumors (the training generator
+``training.synthetic_lesions.insert_lesions`` in 3D, with a fixed seed per case and a fixed benchmark
+configuration, so the tumor labels are known exactly). Then each perturbation is applied to the CT (and,
+where it moves anatomy, to the label) and the whole volume goes through the normal inference path
+(``segment_volume``: the engine, then the default post-processing) once:
+
+==================  =====================================================================================
+``original``        the real CT, no synthetic tumor: plain whole-volume liver Dice (tumor Dice n/a)
+``baseline``        with the synthetic tumors, nothing else changed (= field of view "full scan")
+``spacing-30`` ...  in-plane pixel spacing mis-scaled by -30/-15/+15/+30 %: the header says the pixels are
+                    ``1 + s`` times their true size, so the network (which resamples to its own mm grid)
+                    sees the anatomy ``1 + s`` times larger; the voxels and the label are unchanged, so
+                    the label stays exactly aligned. This is the same as resampling image and label by
+                    ``1 + s`` while keeping the header, without interpolating the label.
+``liver_hu+40/-40`` every liver (and tumor) voxel shifted by +-40 HU (contrast phase), the organ's outer ring
+                    by half (``training.augmentation.liver_hu_shift``)
+``noise10/25``      Gaussian noise of 10 / 25 HU std added everywhere (fixed seed)
+``thick5mm``        5 mm thick slices: slabs of 5 mm averaged (overlap-weighted) on a 5 mm z grid, the
+                    label taken from the original slice at each slab centre (skipped when the scan is
+                    thinner than 10 mm)
+``fov_liver20/60``  field of view cut along z to the liver's extent +-20 / +-60 mm (liver-only scans)
+==================  =====================================================================================
+
+Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there is no tumor in the truth),
+``liver_outside_ml`` (predicted liver outside the true liver, mL of true voxel size),
+``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
+``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
+``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata).
+
+**What this measures.** On the team's shared cases, every patient was in the bundled model's training
+set: the table measures *invariance* (does a perturbation the model must be robust to change its output
+on a CT it knows?), not generalization to unseen patients. ``example_ct_sm`` holds the same voxels as
+slices 82-111 of ``example_ct_full112`` (only its label differs). Tumor Dice is on *synthetic* tumors.
+
+``--store-in-package`` writes each package's rows into its metadata under ``robustness`` (a JSON list of
+flat rows; the weights and their SHA-256 are unchanged) so ``livertumorseg models`` shows them.
+``--max-slices N`` keeps at most N slices around the liver's centre per case (faster on a CPU).
+"""
+import argparse
+import json
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from LiverTumorSegLib.errors import InputError, LiverTumorSegError  # noqa: E402
+from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_lesions  # noqa: E402
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
+
+NOTE = ("Rows on cases the package was trained on measure invariance to the perturbation, not accuracy on "
+        "unseen CT; tumor Dice is on synthetic tumors inserted with a fixed seed.")
+
+# Synthetic tumors of the benchmark: fixed, mostly hypodense, 10-40 mm, 2-4 per case (seeded per case).
+BENCHMARK_LESIONS = LesionConfig(probability=1.0, count_range=(2, 4), diameter_range_mm=(10.0, 40.0),
+                                 hypodense_probability=0.9, anchor="any", edge_probability=0.2,
+                                 cluster_probability=0.0)
+
+
+@dataclass
+class Sample:
+    """A canonical CT ``hu`` ``(z, y, x)`` float32 HU with ``labels`` (uint8 0/1/2) on the same grid.
+
+    ``spacing_zyx``: the spacing the network is told (mm); ``true_spacing_zyx``: the voxels' real size (mm),
+    used for the mL numbers (they differ only for the spacing perturbation)."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    spacing_zyx: Tuple[float, float, float]
+    true_spacing_zyx: Tuple[float, float, float]
+
+    def volume(self, source: str = "") -> CTVolume:
+        """A canonical-orientation CTVolume (identity direction, LPS) with the told spacing."""
+        z, y, x = self.spacing_zyx
+        return CTVolume(self.hu, ImageGeometry(spacing=(float(x), float(y), float(z))), source=source)
+
+
+@dataclass
+class BenchCase:
+    case_id: str
+    patient_id: str
+    sample: Sample          # with synthetic tumors
+    original: Sample        # the real CT (no synthetic tumors)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+PAIR_RE = re.compile(r"^(?P<stem>.+?)_liver(_seg|_tsv\d+)?\.nii(\.gz)?$")
+LABEL_PREFERENCE = ("_liver.", "_liver_seg.", "_liver_tsv")
+
+
+def paired_cases(folder: Path) -> List[Any]:
+    """Cases (``training.datasets.Case``) found below ``folder`` by the ``<stem>`` + ``<stem>_liver*`` rule."""
+    from LiverTumorSegLib.training.datasets import Case
+
+    files = sorted(p for p in folder.rglob("*.nii*") if p.is_file() and not p.name.startswith("."))
+    labels: Dict[Tuple[Path, str], List[Path]] = {}
+    for path in files:
+        m = PAIR_RE.match(path.name)
+        if m:
+            labels.setdefault((path.parent, m.group("stem")), []).append(path)
+    label_set = {p for group in labels.values() for p in group}
+    cases = []
+    for path in files:
+        if path in label_set:
+            continue
+        stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
+        candidates = labels.get((path.parent, stem)) or labels.get((path.parent, re.sub(r"_ct$", "", stem)))
+        if not candidates:
+            continue
+        candidates = sorted(candidates, key=lambda p: [i for i, k in enumerate(LABEL_PREFERENCE)
+                                                       if k in p.name][:1] or [99])
+        cases.append(Case(stem, stem, str(path), str(candidates[0]), "csv"))
+    return cases
+
+
+def find_cases(data: Any) -> List[Any]:
+    """Cases of ``data`` (CSV, folder with one CSV, pairing-rule folder, or a public layout)."""
+    from LiverTumorSegLib.training.datasets import discover_cases
+
+    root = Path(data)
+    if not root.exists():
+        raise InputError(f"--data '{root}' does not exist; pass a folder of cases or a CSV (image,label).")
+    if root.is_file() or any(p.suffix.lower() == ".csv" for p in root.glob("*.csv")):
+        return discover_cases(root, "csv")
+    cases = paired_cases(root)
+    return cases if cases else discover_cases(root)
+
+
+def crop_z(sample: Sample, z0: int, z1: int) -> Sample:
+    return replace(sample, hu=np.ascontiguousarray(sample.hu[z0:z1]),
+                   labels=np.ascontiguousarray(sample.labels[z0:z1]))
+
+
+def center_crop_on_liver(sample: Sample, max_slices: Optional[int]) -> Sample:
+    """At most ``max_slices`` slices centred on the liver's z centre (all when None or enough)."""
+    nz = sample.hu.shape[0]
+    if not max_slices or nz <= max_slices:
+        return sample
+    zs = np.nonzero((sample.labels >= 1).any(axis=(1, 2)))[0]
+    centre = int(round(zs.mean())) if zs.size else nz // 2
+    z0 = int(np.clip(centre - max_slices // 2, 0, nz - max_slices))
+    return crop_z(sample, z0, z0 + max_slices)
+
+
+def case_seed(case_id: str, seed: int) -> int:
+    return (zlib.crc32(case_id.encode("utf-8")) + 7919 * int(seed)) % (2 ** 32)
+
+
+def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
+                    lesions: LesionConfig = BENCHMARK_LESIONS) -> BenchCase:
+    """Read and canonicalize one case and insert the benchmark's synthetic tumors (seeded by case id)."""
+    from LiverTumorSegLib.training.datasets import load_case
+
+    volume, labels = load_case(case)
+    spacing = tuple(float(s) for s in volume.spacing_zyx)
+    original = Sample(np.asarray(volume.array, dtype=np.float32), labels.astype(np.uint8), spacing, spacing)
+    original = center_crop_on_liver(original, max_slices)
+    hu, lab, _ = insert_lesions(original.hu, original.labels, spacing, rng=case_seed(case.case_id, seed),
+                                config=lesions)
+    return BenchCase(case.case_id, case.patient_id, Sample(hu, lab, spacing, spacing), original)
+
+
+# ------------------------------------------------------------------------------------------- perturbations
+
+def scale_spacing(sample: Sample, factor: float) -> Sample:
+    """Header in-plane spacing x ``factor``: the network sees the anatomy ``factor`` times larger."""
+    z, y, x = sample.spacing_zyx
+    return replace(sample, spacing_zyx=(z, y * factor, x * factor))
+
+
+def shift_liver_hu(sample: Sample, shift_hu: float) -> Sample:
+    """Liver and tumor voxels + ``shift_hu`` (outer ring half), background untouched."""
+    from LiverTumorSegLib.training.augmentation import liver_hu_shift
+
+    return replace(sample, hu=liver_hu_shift(sample.hu, sample.labels, shift_hu, tumor_fraction=1.0))
+
+
+def add_noise(sample: Sample, std_hu: float, seed: int) -> Sample:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(sample.hu.shape, dtype=np.float32) * np.float32(std_hu)
+    return replace(sample, hu=sample.hu + noise)
+
+
+def thick_slices(sample: Sample, thickness_mm: float = 5.0) -> Optional[Sample]:
+    """Slabs of ``thickness_mm`` on a new z grid: HU = overlap-weighted mean of the original slices, label =
+    the original slice at the slab centre. None when fewer than 2 slabs fit or the slices are already thick."""
+    nz = sample.hu.shape[0]
+    sz = sample.spacing_zyx[0]
+    if sz >= thickness_mm:
+        return None
+    n_new = int(np.floor(nz * sz / thickness_mm + 1e-6))
+    if n_new < 2:
+        return None
+    hu = np.empty((n_new,) + sample.hu.shape[1:], dtype=np.float32)
+    labels = np.empty((n_new,) + sample.labels.shape[1:], dtype=np.uint8)
+    edges = np.arange(nz + 1) * sz
+    for j in range(n_new):
+        a, b = j * thickness_mm, (j + 1) * thickness_mm
+        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
+        idx = np.nonzero(overlap > 1e-9)[0]
+        w = (overlap[idx] / overlap[idx].sum()).astype(np.float32)
+        hu[j] = np.tensordot(w, sample.hu[idx], axes=(0, 0))
+        labels[j] = sample.labels[min(int((a + b) / 2.0 / sz), nz - 1)]
+    spacing = (float(thickness_mm),) + tuple(sample.spacing_zyx[1:])
+    true_spacing = (float(thickness_mm),) + tuple(sample.true_spacing_zyx[1:])
+    return Sample(hu, labels, spacing, true_spacing)
+
+
+def crop_to_liver(sample: Sample, margin_mm: float) -> Optional[Sample]:
+    """z range = the liver's slices +- ``margin_mm``; None when that is the whole scan already."""
+    zs = np.nonzero((sample.labels >= 1).any(axis=(1, 2)))[0]
+    if zs.size == 0:
+        return None
+    m = int(np.ceil(margin_mm / sample.spacing_zyx[0]))
+    z0, z1 = max(0, int(zs.min()) - m), min(sample.hu.shape[0], int(zs.max()) + m + 1)
+    if z0 == 0 and z1 == sample.hu.shape[0]:
+        return None
+    return crop_z(sample, z0, z1)
+
+
+Perturbation = Callable[[BenchCase, int], Optional[Sample]]
+
+PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
+    "original": ("real CT, no synthetic tumor", lambda c, s: c.original),
+    "baseline": ("synthetic tumors, full scan", lambda c, s: c.sample),
+    "spacing-30": ("anatomy shown 0.70x (spacing -30 %)", lambda c, s: scale_spacing(c.sample, 0.70)),
+    "spacing-15": ("anatomy shown 0.85x (spacing -15 %)", lambda c, s: scale_spacing(c.sample, 0.85)),
+    "spacing+15": ("anatomy shown 1.15x (spacing +15 %)", lambda c, s: scale_spacing(c.sample, 1.15)),
+    "spacing+30": ("anatomy shown 1.30x (spacing +30 %)", lambda c, s: scale_spacing(c.sample, 1.30)),
+    "liver_hu-40": ("liver -40 HU", lambda c, s: shift_liver_hu(c.sample, -40.0)),
+    "liver_hu+40": ("liver +40 HU", lambda c, s: shift_liver_hu(c.sample, 40.0)),
+    "noise10": ("noise 10 HU std", lambda c, s: add_noise(c.sample, 10.0, s)),
+    "noise25": ("noise 25 HU std", lambda c, s: add_noise(c.sample, 25.0, s)),
+    "thick5mm": ("5 mm thick slices", lambda c, s: thick_slices(c.sample, 5.0)),
+    "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.sample, 20.0)),
+    "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.sample, 60.0)),
+}
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def dice(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Dice of two boolean masks; None when both are empty."""
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    if total == 0:
+        return None
+    return 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def lesion_counts(truth: np.ndarray, pred: np.ndarray) -> Tuple[int, int, int]:
+    """``(true lesions, detected true lesions, false predicted lesions)`` of boolean tumor masks (26-conn.)."""
+    from scipy import ndimage
+
+    structure = np.ones((3, 3, 3), dtype=bool)
+    t_lab, n_true = ndimage.label(truth, structure=structure)
+    p_lab, n_pred = ndimage.label(pred, structure=structure)
+    detected = len(np.setdiff1d(np.unique(t_lab[pred]), [0])) if n_true else 0
+    false = n_pred - len(np.setdiff1d(np.unique(p_lab[truth]), [0])) if n_pred else 0
+    return int(n_true), int(detected), int(false)
+
+
+def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
+    truth_liver, pred_liver = sample.labels >= 1, predicted >= 1
+    truth_tumor, pred_tumor = sample.labels == 2, predicted == 2
+    voxel_ml = float(np.prod(sample.true_spacing_zyx)) / 1000.0
+    n_true, detected, false = lesion_counts(truth_tumor, pred_tumor)
+    liver = dice(truth_liver, pred_liver)
+    return {"liver_dice": None if liver is None else round(liver, 4),
+            "tumor_dice": round(dice(truth_tumor, pred_tumor) or 0.0, 4) if truth_tumor.any() else None,
+            "liver_outside_ml": round(float(np.count_nonzero(pred_liver & ~truth_liver)) * voxel_ml, 2),
+            "true_lesions": n_true, "detected_lesions": detected, "false_lesions": false}
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+def training_names(metadata: Dict[str, Any]) -> set:
+    training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
+    names = set()
+    for key in ("cases", "patients", "validation_cases"):
+        values = training.get(key) or []
+        if isinstance(values, list):
+            names.update(str(v) for v in values)
+    return names
+
+
+def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
+             postprocessing: Any = None, trained_on: Optional[set] = None,
+             log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """One flat row per (case, perturbation): the scores of ``engine`` (a SliceInferenceEngine) after the
+    default (or given) post-processing. Perturbations that do not apply to a case are left out."""
+    from LiverTumorSegLib.inference.api import segment_volume
+
+    trained_on = trained_on or set()
+    rows = []
+    for case in cases:
+        for name in perturbations:
+            _, make = PERTURBATIONS[name]
+            sample = make(case, case_seed(case.case_id + name, seed))
+            if sample is None:
+                continue
+            start = time.perf_counter()
+            out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
+                                 postprocessing=postprocessing)
+            seconds = time.perf_counter() - start
+            row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
+            row.update(score(sample, out.labels))
+            row["seconds"] = round(seconds, 2)
+            row["training_case"] = case.case_id in trained_on or case.patient_id in trained_on
+            rows.append(row)
+            if log:
+                log(f"  {case.case_id:<22} {name:<12} liver {fmt(row['liver_dice'])}  tumor "
+                    f"{fmt(row['tumor_dice'])}  outside {row['liver_outside_ml']:.1f} mL  "
+                    f"false lesions {row['false_lesions']}  {seconds:.1f} s")
+    return rows
+
+
+def fmt(value: Optional[float]) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) -> str:
+    """Text table: one line per perturbation, ``liver/tumor`` Dice per case, then the means."""
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    by_key = {(r["case"], r["perturbation"]): r for r in rows}
+    width = max(13, max((len(c) for c in cases), default=0))
+    head = f"  {'perturbation':<13}" + "".join(f" {c[-width:]:>{width}}" for c in cases) + "   mean liver  mean tumor"
+    lines = [head, "  " + "-" * (len(head) - 2)]
+    for name in perturbations:
+        cells, livers, tumors = [], [], []
+        for c in cases:
+            r = by_key.get((c, name))
+            if r is None:
+                cells.append(f" {'-':>{width}}")
+                continue
+            cells.append(f" {fmt(r['liver_dice']) + '/' + fmt(r['tumor_dice']).strip():>{width}}")
+            if r["liver_dice"] is not None:
+                livers.append(r["liver_dice"])
+            if r["tumor_dice"] is not None:
+                tumors.append(r["tumor_dice"])
+        mean_l = fmt(float(np.mean(livers))) if livers else "  n/a"
+        mean_t = fmt(float(np.mean(tumors))) if tumors else "  n/a"
+        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}")
+    return "\n".join(lines)
+
+
+def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
+    """Rewrite package ``path`` with ``metadata["robustness"] = rows`` (tensors and their hash unchanged)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from LiverTumorSegLib.fileutil import atomic_output
+    from LiverTumorSegLib.package import METADATA_KEY, load_model_package, read_package_metadata
+
+    path = Path(path)
+    meta = read_package_metadata(path)
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata() or {})
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    meta["robustness"] = [dict(r) for r in rows]
+    header[METADATA_KEY] = json.dumps(meta, allow_nan=False, sort_keys=True)
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    load_model_package(path)  # verifies the weights hash and the architecture again
+    return path
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("packages", nargs="+", help="model package paths or installed names ('default')")
+    p.add_argument("--data", required=True, help="CSV (image,label[,patient]) or folder of cases")
+    p.add_argument("--json", help="write all rows and settings to this JSON file")
+    p.add_argument("--store-in-package", action="store_true",
+                   help="write each package's rows into its metadata (key 'robustness')")
+    p.add_argument("--perturbations", default=",".join(PERTURBATIONS),
+                   help="comma-separated subset of: " + ", ".join(PERTURBATIONS))
+    p.add_argument("--max-slices", type=int, default=0, help="at most N slices around the liver per case")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic tumors and the noise")
+    p.add_argument("--no-postprocessing", action="store_true", help="score the raw network output")
+    p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except LiverTumorSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from LiverTumorSegLib.inference.api import make_engine
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.package import load_model_package, resolve_model
+
+    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    unknown = [p for p in perturbations if p not in PERTURBATIONS]
+    if unknown:
+        raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
+    if args.max_slices < 0:
+        raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    paths = [resolve_model(p) for p in args.packages]
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in find_cases(args.data)]
+    say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
+    post = PostprocessingOptions.disabled() if args.no_postprocessing else None
+    results = []
+    for path in paths:
+        package = load_model_package(path)
+        engine = make_engine(package, args.device, threads=args.threads)
+        trained_on = training_names(package.metadata)
+        say(f"{package.name} ({path}):")
+        rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say)
+        results.append({"package": str(path), "name": package.name, "rows": rows})
+        print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
+              f"{' (raw network output)' if args.no_postprocessing else ''}:")
+        print(summary_table(rows, perturbations))
+        trained = sorted({r["case"] for r in rows if r["training_case"]})
+        if trained:
+            print(f"  training cases of this package: {', '.join(trained)} (invariance, not generalization)")
+    print("\n" + NOTE)
+    if args.json:
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        document = {"data": str(args.data), "perturbations": {k: PERTURBATIONS[k][0] for k in perturbations},
+                    "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
+                    "note": NOTE, "packages": results}
+        with atomic_output(args.json, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
+    if args.store_in_package:
+        for result in results:
+            store_robustness(result["package"], result["rows"])
+            print(f"stored {len(result['rows'])} robustness rows in {result['package']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

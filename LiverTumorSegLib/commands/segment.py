@@ -53,8 +53,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units")
-    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
-                   help="no progress bar (--no-progress-bar is the same)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

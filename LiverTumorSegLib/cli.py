@@ -30,8 +30,32 @@ def _load_command(name: str):
     return importlib.import_module(f"LiverTumorSegLib.commands.{name}")
 
 
+class _CommandAwareParser(argparse.ArgumentParser):
+    """The top-level parser: an option the chosen command does not know is reported with that *command's*
+    usage and the closest option it has (``--no-progess -> did you mean --no-progress?``), not with the
+    top-level usage; exits 2 like any argparse error."""
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._unknown_options(parsed, extras)
+        return parsed
+
+    def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
+        import difflib
+
+        command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None)) or self
+        known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
+        hints = []
+        for extra in extras:
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{extra} -> did you mean {close[0]}?")
+        command.error("unrecognized arguments: " + " ".join(extras) + ("; " + "; ".join(hints) if hints else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _CommandAwareParser(
         prog="livertumorseg",
         description="Liver and liver-tumor segmentation of abdominal CT (not a medical device).")
     parser.add_argument("--version", action="version", version=f"livertumorseg {__version__}")
@@ -48,29 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = module.register(sub)
         p.set_defaults(_run=module.run)
         command_parsers[name] = p
-    parser.set_defaults(_command_parsers=command_parsers)
+    parser.set_defaults(_command_parsers=command_parsers)  # for _CommandAwareParser's messages
     return parser
 
 
 def _wants_json_progress(argv: List[str]) -> bool:
     """``--progress json`` among the raw arguments (so even a usage error answers in JSON)."""
     return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
-
-
-def _unknown_option_error(args: argparse.Namespace, parser: argparse.ArgumentParser, extras: List[str]) -> None:
-    """Report options the command does not know with the *command's* usage (not the top-level one) and the
-    closest option it does know; exits 2 like any argparse error."""
-    import difflib
-
-    command = (getattr(args, "_command_parsers", {}) or {}).get(getattr(args, "command", None)) or parser
-    known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
-    hints = []
-    for extra in extras:
-        close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
-        if close:
-            hints.append(f"{extra} -> did you mean {close[0]}?")
-    message = "unrecognized arguments: " + " ".join(extras)
-    command.error(message + ("; " + "; ".join(hints) if hints else ""))
 
 
 class Terminated(KeyboardInterrupt):
@@ -96,9 +104,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, extras = parser.parse_known_args(raw)
-        if extras:
-            _unknown_option_error(args, parser, extras)
+        args = parser.parse_args(raw)  # unknown options: _CommandAwareParser names the command's usage
     except SystemExit as exc:  # usage error (argparse printed it on stderr) or --help / --version
         if exc.code not in (0, None) and _wants_json_progress(raw):
             print(json.dumps({"error": "invalid command-line arguments (usage on stderr)"}), flush=True)

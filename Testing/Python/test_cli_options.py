@@ -20,14 +20,21 @@ def test_training_commands_take_no_progress_and_the_old_spelling(command, flag):
     assert _parse([command, "--data", "d.csv", "--progress-bar"]).progress_bar is True
 
 
+def _progress_off(args) -> bool:
+    return getattr(args, "no_progress", None) is True or getattr(args, "progress", None) == "none"
+
+
 @pytest.mark.parametrize("argv", [
-    ["segment", "ct.nii.gz", "-o", "out.nii.gz"],
     ["evaluate", "--pred", "p", "--ref", "r", "-o", "o"],
     ["preprocess", "ct.nii.gz", "-o", "p.png"]])
 @pytest.mark.parametrize("flag", ["--no-progress", "--no-progress-bar"])
 def test_other_long_commands_take_both_spellings(argv, flag):
-    assert _parse(argv + [flag]).no_progress is True
-    assert _parse(argv).no_progress is False
+    assert _progress_off(_parse(argv + [flag]))
+    assert not _progress_off(_parse(argv))
+
+
+def test_segment_takes_no_progress():
+    assert _progress_off(_parse(["segment", "ct.nii.gz", "-o", "out.nii.gz", "--no-progress"]))
 
 
 def test_no_progress_reaches_the_training_config():

@@ -417,11 +417,15 @@ def test_recalibrated_batchnorm_makes_eval_output_equal_training_output():
     model.train()
     with torch.no_grad():
         train_mode = model(x)
+    model.eval()
+    with torch.no_grad():
+        stale = model(x)
     assert _recalibrate_batchnorm(model, x) > 50
     model.eval()
     with torch.no_grad():
         eval_mode = model(x)
-    assert torch.allclose(eval_mode, train_mode, atol=1e-3, rtol=1e-3)
+    # equal up to float rounding (BN over 2 x 2 pixels in the deepest layers amplifies it to ~1e-3)
+    assert (eval_mode - train_mode).abs().max() < 0.02 < (stale - train_mode).abs().max()
 
 
 @pytest.mark.parametrize("name", ALL)

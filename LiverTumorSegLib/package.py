@@ -228,7 +228,7 @@ def _check_option_value(key: str, value: Any, where: str) -> None:
               or (isinstance(item, float) and math.isfinite(item) and abs(item) <= MAX_OPTION_INT)
               or (isinstance(item, str) and len(item) <= 256))
         if not ok:
-            raise ModelPackageError(f"{where}: architecture option '{key}' has an invalid value {str(value)[:80]}; "
+            raise ModelPackageError(f"{where}: architecture option '{key}' has an invalid value {repr(value)[:80]}; "
                                     f"options are numbers up to {MAX_OPTION_INT}, booleans, short strings or short "
                                     f"lists of those.")
 
@@ -239,11 +239,11 @@ def _validate_architecture(arch: Any, where: str) -> None:
         raise ModelPackageError(f"{where} has an invalid 'architecture' entry (it needs name, in_channels, "
                                 f"num_classes and options): {str(arch)[:120]}.")
     if not isinstance(arch["name"], str) or not arch["name"]:
-        raise ModelPackageError(f"{where}: architecture name must be a string, got {str(arch['name'])[:80]}.")
+        raise ModelPackageError(f"{where}: architecture name must be a string, got {repr(arch['name'])[:80]}.")
     for key, top in (("in_channels", MAX_IN_CHANNELS), ("num_classes", MAX_NUM_CLASSES)):
         if not _is_int(arch[key]) or not 1 <= arch[key] <= top:
             raise ModelPackageError(f"{where}: architecture {key} must be an integer 1..{top}, got "
-                                    f"{str(arch[key])[:80]}.")
+                                    f"{repr(arch[key])[:80]}.")
     if not isinstance(arch["options"], dict):
         raise ModelPackageError(f"{where}: architecture options must be a JSON object, got "
                                 f"{type(arch['options']).__name__}.")
@@ -467,7 +467,7 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
             ok = True
         if not ok:
             raise ModelPackageError(f"{where}: architecture option '{key}' must be like its default "
-                                    f"{default!r}, got {str(value)[:80]}.")
+                                    f"{default!r}, got {repr(value)[:80]}.")
 
 
 def _activation_bytes(net, in_channels: int) -> int:

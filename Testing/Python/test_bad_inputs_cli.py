@@ -244,7 +244,7 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "inf_origin": (make_inf_origin, ["non-finite", "qform", "origin"], "NIfTI qform with an infinite origin"),
     "dicom_same_position": (make_dicom_same_position, ["6 slices but only 1 distinct slice position"],
                             "DICOM series whose 6 slices share one position"),
-    "dicom_mr": (make_dicom_mr, ["MR series", "--allow-non-hu"], "DICOM series with Modality MR (HU-like values)"),
+    "dicom_mr": (make_dicom_mr, ["series of Modality MR", "--allow-non-hu"], "DICOM series with Modality MR (HU-like values)"),
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
@@ -613,7 +613,7 @@ PACKAGE_PROBES = {
     "options_list": ("package whose architecture options are a list",
                      _set_arch(options=[1, 2]), None, None, ["options must be a JSON object"]),
     "in_channels_str": ("package whose in_channels is a string",
-                        _set_arch(in_channels="9"), None, None, ["in_channels must be an integer"]),
+                        _set_arch(in_channels="9"), None, None, ["in_channels must be an integer", "got '9'"]),
     "negative_channels": ("package with negative channel counts",
                           _set_options(channels=[-4, 8]), None, None, ["cannot be built"]),
     "option_type": ("package with a string where a number belongs (num_res_units)",

@@ -453,6 +453,26 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     return path
 
 
+def change_summary_lines(change: Dict[str, Any]) -> List[str]:
+    """Human-readable lines: response, sum of diameters, alignment and one line per lesion group."""
+    sod = change["sum_of_diameters"]
+    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']})"]
+    if sod["baseline_mm"] is not None:
+        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
+                     f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
+    align = change["alignment"]
+    shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
+    dice = align["liver_dice_after_alignment"]
+    lines.append(f"alignment: {align['method']}, translation LPS ({shift}) mm"
+                 + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
+    for e in change["lesions"]:
+        ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
+        lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
+                     f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
+                     f"{e['followup_volume_ml']:.2f} mL")
+    return lines
+
+
 def change_to_json(change: Dict[str, Any]) -> str:
     """The change report as JSON text (without the ``_arrays``)."""
     import json

@@ -601,17 +601,22 @@ def lesion_axes_json(report: Dict[str, Any]) -> str:
     return json.dumps([{k: d[k] for k in keep if k in d} for d in report.get("lesions", [])])
 
 
-def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
-    """Centre the slice views on the lesion in row ``row`` (0-based) of a lesion table made by
-    :func:`create_lesion_table_node` and draw its axes; returns the line markups ([] for a bad row)."""
+def focus_on_table_lesion(scene, table_node, lesion_id: int) -> List[Any]:
+    """Centre the slice views on lesion ``lesion_id`` of a lesion table made by :func:`create_lesion_table_node`
+    (its "Lesion" number) and draw its axes; returns the line markups. InputError for an unknown lesion."""
     import json
 
+    lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
+    return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id))
+
+
+def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
+    """As :func:`focus_on_table_lesion` for the lesion in row ``row`` (0-based) of the table node; [] for a
+    row that does not exist."""
     table = table_node.GetTable()
     if table is None or not 0 <= int(row) < table.GetNumberOfRows():
         return []
-    lesion_id = int(table.GetValueByName(int(row), "Lesion").ToInt())
-    lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
-    return focus_on_lesion(scene, {"lesions": lesions}, lesion_id)
+    return focus_on_table_lesion(scene, table_node, int(table.GetValueByName(int(row), "Lesion").ToInt()))
 
 
 def remove_lesion_axis_markups(scene) -> int:

@@ -14,7 +14,7 @@ as in the JSON. Research use only: not a medical device.
 """
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from ..errors import InputError
 
@@ -40,26 +40,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def summary_lines(change: Dict[str, Any]) -> List[str]:
-    """Response, sum of diameters and one line per lesion group."""
-    sod = change["sum_of_diameters"]
-    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']})"]
-    if sod["baseline_mm"] is not None:
-        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
-                     f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
-    align = change["alignment"]
-    shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
-    dice = align["liver_dice_after_alignment"]
-    lines.append(f"alignment: {align['method']}, translation LPS ({shift}) mm"
-                 + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
-    for e in change["lesions"]:
-        ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
-        lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
-                     f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
-                     f"{e['followup_volume_ml']:.2f} mL")
-    return lines
-
-
 def _read_ct(path: Optional[str]):
     from ..io import read_volume
 
@@ -68,7 +48,7 @@ def _read_ct(path: Optional[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
-    from ..followup import compare_followup, save_change_picture, write_change_report
+    from ..followup import change_summary_lines, compare_followup, save_change_picture, write_change_report
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -96,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
                         "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
     write_change_report(change, output, overwrite=args.overwrite)
-    print("\n".join(summary_lines(change)))
+    print("\n".join(change_summary_lines(change)))
     print(f"change report: {output}")
     if picture is not None:
         save_change_picture(picture, change, overwrite=args.overwrite, title=args.title)

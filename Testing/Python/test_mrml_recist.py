@@ -72,6 +72,9 @@ def test_selecting_a_table_row_draws_that_lesions_axes(scene):
     markups = mrml.focus_on_table_row(scene, table, 0)
     assert markups[0].GetLineLengthWorld() == pytest.approx(12.0)
     assert mrml.focus_on_table_row(scene, table, 5) == []
+    assert mrml.focus_on_table_lesion(scene, table, 1)[0].GetName() == "Lesion 1 long axis"
+    with pytest.raises(InputError, match="no lesion 7"):
+        mrml.focus_on_table_lesion(scene, table, 7)
     assert mrml.remove_lesion_axis_markups(scene) == 2
 
 

@@ -177,10 +177,16 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
 
 def test_reload_forgets_the_helper_packages(module):
     import LiverTumorSegModuleLib.job  # noqa: F401
-    forgotten = module.m.forgetLibraryModules()
-    assert "LiverTumorSegModuleLib.job" in forgotten and "LiverTumorSegLib.mrml" in forgotten
-    assert not any(name.split(".")[0] in module.m.RELOADED_PACKAGES for name in sys.modules)
-    import LiverTumorSegLib.mrml  # noqa: F401 - importable again afterwards
+    before = dict(sys.modules)  # put the original modules back afterwards: later tests hold their classes
+    try:
+        forgotten = module.m.forgetLibraryModules()
+        assert "LiverTumorSegModuleLib.job" in forgotten and "LiverTumorSegLib.mrml" in forgotten
+        assert not any(name.split(".")[0] in module.m.RELOADED_PACKAGES for name in sys.modules)
+        import LiverTumorSegLib.mrml  # noqa: F401 - importable again afterwards
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] in module.m.RELOADED_PACKAGES]:
+            del sys.modules[name]
+        sys.modules.update(before)
 
 
 @pytest.fixture

@@ -602,6 +602,16 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
                         activation_bytes_per_pixel=activations / float(ACTIVATION_PROBE_HW ** 2))
 
 
+def check_input_channels(package: Any) -> None:
+    """Refuse a package whose preprocessing makes another number of input channels than its network takes
+    (``channels x (2 * context_slices + 1)`` vs ``architecture.in_channels``): it would fail inside the network."""
+    made = getattr(getattr(package, "preprocessing", None), "in_channels", None)
+    wanted = (getattr(package, "architecture", None) or {}).get("in_channels")
+    if made is not None and wanted is not None and int(made) != int(wanted):
+        raise ModelPackageError(f"Model package '{getattr(package, 'path', '?')}' is inconsistent: its preprocessing "
+                                f"makes {made} input channels per slice but its network takes {wanted}; re-export it.")
+
+
 def refusal_reason(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in our words and one line (torch's own text is
     six lines and suggests ``weights_only=False``, which would let the file run code)."""

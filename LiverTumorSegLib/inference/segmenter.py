@@ -345,8 +345,10 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
 def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None) -> Optional[int]:
     """Estimated peak bytes for this volume at the package's network resolution (in-plane resampling
     included; validation.check_network_memory); raises ResourceError when clearly too much."""
+    from ..package import check_input_channels
     from ..validation import check_network_memory
 
+    check_input_channels(package)
     arch = getattr(package, "architecture", None) or {}
     required = check_network_memory(volume, getattr(package, "preprocessing", None) or {}, arch.get("in_channels"),
                                     int(arch.get("num_classes", 3)), batch_size,

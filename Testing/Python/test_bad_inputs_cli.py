@@ -1024,3 +1024,14 @@ def test_train_into_unwritable_folder_is_refused_before_the_work(tmp_path, capsy
     line = assert_clean_error(code, err, ["'/sys' is not writable"])
     assert "data:" not in text  # refused before the data were even listed
     record15(f"`{command} -o` into a folder that is not writable", line, tmp_path)
+
+
+def test_package_whose_preprocessing_disagrees_with_its_network_is_refused(tmp_path, capsys):
+    src = _tiny_package(tmp_path)
+    bad = _rewrite_package(src, tmp_path / "context.safetensors",
+                           lambda m: m["preprocessing"].update(context_slices=3))
+    ct = _tiny_ct(tmp_path)
+    code, out, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--model", bad, "--no-progress"], capsys)
+    line = assert_clean_error(code, err, ["makes 21 input channels per slice but its network takes 9"])
+    assert not (tmp_path / "seg.nii.gz").exists()
+    record15("package whose preprocessing makes 21 channels for a 9-channel network", line, tmp_path)

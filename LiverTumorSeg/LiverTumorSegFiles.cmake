@@ -7,7 +7,8 @@
 # Output: LIVERTUMORSEG_MODULE_SCRIPTS    module script + widget-side helpers (relative to LiverTumorSeg/)
 #         LIVERTUMORSEG_MODULE_RESOURCES  .ui and icon (relative to LiverTumorSeg/)
 #         LIVERTUMORSEG_LIB_SCRIPTS       every LiverTumorSegLib/**/*.py (relative to the root)
-#         LIVERTUMORSEG_SHARED_RESOURCES  Resources/Models/* and Resources/Sample/* (relative to the root)
+#         LIVERTUMORSEG_SHARED_RESOURCES  Resources/Models/*, Resources/Sample/* and docs/slicer.md (the module's
+#                                         help links this installed copy) (relative to the root)
 
 set(_module_dir ${LIVERTUMORSEG_SOURCE_ROOT}/LiverTumorSeg)
 
@@ -34,6 +35,7 @@ list(SORT LIVERTUMORSEG_LIB_SCRIPTS)
 
 file(GLOB_RECURSE LIVERTUMORSEG_SHARED_RESOURCES RELATIVE ${LIVERTUMORSEG_SOURCE_ROOT} ${_configure_depends}
   ${LIVERTUMORSEG_SOURCE_ROOT}/Resources/Models/*
-  ${LIVERTUMORSEG_SOURCE_ROOT}/Resources/Sample/*)
+  ${LIVERTUMORSEG_SOURCE_ROOT}/Resources/Sample/*
+  ${LIVERTUMORSEG_SOURCE_ROOT}/docs/slicer.md)
 list(FILTER LIVERTUMORSEG_SHARED_RESOURCES EXCLUDE REGEX "(^|/)\\.")
 list(SORT LIVERTUMORSEG_SHARED_RESOURCES)

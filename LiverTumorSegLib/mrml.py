@@ -27,6 +27,7 @@ from .volume import CTVolume, ImageGeometry
 # --- segment definitions ----------------------------------------------------------------------------
 
 SLICER_ANATOMY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
 SLICER_ANATOMIC_REGION_CONTEXT = "Anatomic codes - DICOM master list"
 
 
@@ -35,7 +36,8 @@ class SegmentSpec:
     """One output segment: which label value it holds and how Slicer shows and codes it.
 
     ``color``: RGB in 0..1. Codes are ``(scheme, value, meaning)`` triples (DICOM code sequence items).
-    ``anatomic_region`` is ``None`` when the segment type is itself the anatomy.
+    ``anatomic_region`` is ``None`` when the segment type is itself the anatomy. ``context``: the Slicer
+    terminology context (list) that holds ``category`` / ``type``.
     """
 
     label: int
@@ -45,6 +47,7 @@ class SegmentSpec:
     category: Tuple[str, str, str]
     type: Tuple[str, str, str]
     anatomic_region: Optional[Tuple[str, str, str]] = None
+    context: str = SLICER_ANATOMY_CONTEXT
 
     def terminology_tag(self) -> str:
         """The segment's terminology in Slicer's tag format.
@@ -54,13 +57,18 @@ class SegmentSpec:
         """
         def code(c: Optional[Tuple[str, str, str]]) -> str:
             return "^".join(c) if c else "^^"
-        return "~".join([SLICER_ANATOMY_CONTEXT, code(self.category), code(self.type), "^^",
+        return "~".join([self.context, code(self.category), code(self.type), "^^",
                          SLICER_ANATOMIC_REGION_CONTEXT, code(self.anatomic_region), "^^"])
 
 
 _LIVER_CODE = ("SCT", "10200004", "Liver")
 # Colors: Slicer's recommended display colors (GenericAnatomyColors "liver" 221,130,101 and "tumor"/"mass"
 # 144,238,144), so the result looks like a segment picked from Slicer's terminology list.
+# Terminology contexts: Liver (Anatomical Structure / Liver) is in Slicer's "3D Slicer General Anatomy list";
+# the tumor type Neoplasm (SCT 108369006) is not in that list in Slicer 5.6 (its "Morphologically Altered
+# Structure" category has Mass, SCT 4147007), so the tumor names the DICOM master list, which has it in every
+# Slicer 5.x (SlicerTotalSegmentator codes liver tumors the same way). Anatomic region: "Anatomic codes -
+# DICOM master list", SCT 10200004 Liver.
 LIVER_SEGMENT = SegmentSpec(
     label=1, segment_id="livertumorseg_liver", name="Liver",
     color=(221 / 255.0, 130 / 255.0, 101 / 255.0),
@@ -69,7 +77,7 @@ TUMOR_SEGMENT = SegmentSpec(
     label=2, segment_id="livertumorseg_tumor", name="Liver tumor",
     color=(144 / 255.0, 238 / 255.0, 144 / 255.0),
     category=("SCT", "49755003", "Morphologically Altered Structure"),
-    type=("SCT", "108369006", "Neoplasm"), anatomic_region=_LIVER_CODE)
+    type=("SCT", "108369006", "Neoplasm"), anatomic_region=_LIVER_CODE, context=DICOM_MASTER_CONTEXT)
 SEGMENTS: Tuple[SegmentSpec, ...] = (LIVER_SEGMENT, TUMOR_SEGMENT)
 
 # Attribute names on the lesion table node (string values) that carry the whole-liver summary.
@@ -316,6 +324,27 @@ def show_segmentation_in_3d(segmentation_node) -> None:
     segmentation_node.CreateClosedSurfaceRepresentation()
 
 
+def parse_terminology_tag(tag: str) -> Dict[str, Any]:
+    """Split a Slicer terminology tag (see :meth:`SegmentSpec.terminology_tag`) into its parts.
+
+    Returns ``{"context", "category", "type", "type_modifier", "anatomic_context", "anatomic_region",
+    "anatomic_region_modifier"}``; codes are ``(scheme, value, meaning)`` triples or ``None`` when empty.
+    Raises ``ValueError`` when the tag does not have the seven ``~``-separated fields."""
+    fields = tag.split("~")
+    if len(fields) != 7:
+        raise ValueError(f"a terminology tag has 7 '~'-separated fields; got {len(fields)} in {tag!r}")
+
+    def code(text: str) -> Optional[Tuple[str, str, str]]:
+        parts = text.split("^")
+        if len(parts) != 3:
+            raise ValueError(f"a terminology code is 'scheme^value^meaning'; got {text!r}")
+        return None if not parts[0] and not parts[1] else (parts[0], parts[1], parts[2])
+
+    return {"context": fields[0], "category": code(fields[1]), "type": code(fields[2]),
+            "type_modifier": code(fields[3]), "anatomic_context": fields[4], "anatomic_region": code(fields[5]),
+            "anatomic_region_modifier": code(fields[6])}
+
+
 def segment_terminology_tag(segment) -> str:
     """The terminology tag string stored on a ``vtkSegment`` ('' when there is none)."""
     import vtk
@@ -323,6 +352,71 @@ def segment_terminology_tag(segment) -> str:
     if not segment.GetTag(segment.GetTerminologyEntryTagName(), value):
         return ""
     return str(value)
+
+
+# --- volume files and the tumor probability volume --------------------------------------------------
+
+def read_volume_array(path: Union[str, Path]) -> np.ndarray:
+    """Voxels of a volume file (NIfTI, NRRD, MetaImage) as Slicer reads them: ``(z, y, x)`` numpy copy.
+
+    Uses a volume storage node in a private scene (the user's scene is not touched), so the voxel order is
+    the one a volume node loaded from the same file has."""
+    import slicer
+    from vtk.util import numpy_support
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLScalarVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    try:
+        if not storage.ReadData(node):
+            raise InputError(f"Could not read the volume file '{path}'.")
+        image = node.GetImageData()
+        nx, ny, nz = image.GetDimensions()
+        return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx).copy()
+    finally:
+        scene.Clear(1)
+
+
+PROBABILITY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
+
+
+def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageGeometry,
+                            name: str = "Tumor probability", colors_logic=None, threshold: float = 0.05):
+    """A scalar volume node showing a tumor probability map (0..1) as a heat map.
+
+    ``probability_zyx``: ``(z, y, x)`` float on ``geometry``'s grid (LPS, world). Display: colour table
+    :data:`PROBABILITY_COLOR_NODE_ID`, window 0..1, voxels below ``threshold`` transparent in slice views.
+    ``colors_logic`` (Slicer's color logic): adds a colour bar ("color legend") titled ``name``.
+    Returns the node."""
+    from vtk.util import numpy_support
+    import vtk
+    array = np.ascontiguousarray(probability_zyx, dtype=np.float32)
+    nz, ny, nx = array.shape
+    image = vtk.vtkImageData()
+    image.SetDimensions(nx, ny, nz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True,
+                                                               array_type=vtk.VTK_FLOAT))
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    if scene.GetNodeByID(PROBABILITY_COLOR_NODE_ID) is not None:
+        display.SetAndObserveColorNodeID(PROBABILITY_COLOR_NODE_ID)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetLowerThreshold(float(threshold))
+    display.SetUpperThreshold(1.0)
+    display.ApplyThresholdOn()
+    if colors_logic is not None:
+        legend = colors_logic.AddDefaultColorLegendDisplayNode(node)
+        if legend is not None:
+            legend.SetTitleText(name)
+            legend.SetLabelFormat("%.1f")
+    return node
 
 
 # --- lesion table -----------------------------------------------------------------------------------

@@ -1,59 +1,173 @@
-"""Python packages the module needs inside Slicer, and installing the missing ones after confirmation.
+"""Python packages the segmentation child process needs, their versions, and installing them without ever
+replacing the user's PyTorch.
 
-Nothing here imports Slicer: the caller passes the three Slicer actions (``confirm``, ``pip_install``,
-``install_torch``), so tests run it with fakes and never install anything.
+Nothing here imports Slicer, torch or monai: versions are read from package metadata
+(``importlib.metadata``), and the caller passes the Slicer actions (``confirm``, ``pip_install``,
+``install_torch``), so tests run everything with fakes and never install anything.
+
+Rules:
+
+* torch is installed only by the PyTorch extension (``PyTorchUtilsLogic().installTorch(...,
+  torchVersionRequirement=">=2.1")``, which picks the CUDA build matching the driver). A torch that is too
+  old is reported, never replaced by pip.
+* Every pip install runs with a constraints file pinning the installed torch (``torch==<installed>``), so
+  pip's resolver picks a monai that fits that torch or fails; it cannot pull another torch from PyPI.
+* "Fits" is checked too: an installed monai whose own ``torch>=...`` requirement the installed torch does not
+  meet counts as incompatible and is reinstalled (under the constraint) after confirmation.
 """
+import importlib.metadata
 import importlib.util
+import os
+import re
+import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+OK, MISSING, TOO_OLD, INCOMPATIBLE = "ok", "missing", "too old", "incompatible with the installed torch"
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """``module``: the import name; ``pip``: the pip requirement that provides it."""
+    """``module``: import name; ``distribution``: pip name; ``minimum``: lowest version that works ('' = any)."""
 
     module: str
-    pip: str
+    distribution: str
+    minimum: str = ""
+
+    @property
+    def pip(self) -> str:
+        """The pip requirement string, e.g. ``monai>=1.3``."""
+        return f"{self.distribution}>={self.minimum}" if self.minimum else self.distribution
 
 
-# torch first: it is installed through SlicerPyTorch (matching the GPU driver), the rest with pip.
+TORCH = Requirement("torch", "torch", "2.1")
+# torch first: installed through the PyTorch extension (matching the GPU driver), the rest with pip.
 REQUIREMENTS = (
-    Requirement("torch", "torch"),
-    Requirement("monai", "monai>=1.3"),
-    Requirement("safetensors", "safetensors>=0.4"),
-    Requirement("nibabel", "nibabel>=5.0"),
-    Requirement("scipy", "scipy>=1.9"),
-    Requirement("SimpleITK", "SimpleITK>=2.2"),
-    Requirement("yaml", "pyyaml>=6.0"),
+    TORCH,
+    Requirement("monai", "monai", "1.3"),
+    Requirement("safetensors", "safetensors", "0.4"),
+    Requirement("nibabel", "nibabel", "5.0"),
+    Requirement("scipy", "scipy", "1.9"),
+    Requirement("SimpleITK", "SimpleITK", "2.2"),
+    Requirement("yaml", "pyyaml", "6.0"),
+    Requirement("tqdm", "tqdm", "4.60"),
 )
+
+
+def version_tuple(text: str) -> Tuple[int, ...]:
+    """Leading numeric release of a version string: ``"2.1.2+cu118"`` -> ``(2, 1, 2)``; ``""`` -> ``()``."""
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", text or "")
+    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
+
+
+def version_at_least(installed: str, minimum: str) -> bool:
+    """``installed >= minimum`` on the numeric release parts (missing parts count as 0)."""
+    a, b = version_tuple(installed), version_tuple(minimum)
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)) >= b + (0,) * (width - len(b))
+
+
+def installed_version(distribution: str) -> Optional[str]:
+    """Version of an installed distribution from its metadata (nothing imported), ``None`` if absent."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def distribution_requires(distribution: str) -> List[str]:
+    """The requirement strings of an installed distribution (``[]`` when absent)."""
+    try:
+        return list(importlib.metadata.requires(distribution) or [])
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+def minimum_torch_of(requires: Sequence[str]) -> str:
+    """The highest ``torch>=X`` lower bound among unconditional requirement strings ('' when none)."""
+    best = ""
+    for text in requires:
+        if ";" in text and "extra" in text.split(";", 1)[1]:
+            continue  # an optional extra, not needed
+        spec = text.split(";", 1)[0].replace(" ", "")
+        if not re.match(r"torch(?![\w-])", spec):
+            continue
+        for bound in re.findall(r">=([\w.+]+)", spec):
+            if not best or version_at_least(bound, best):
+                best = bound
+    return best
+
+
+@dataclass
+class RequirementStatus:
+    """``state``: ok | missing | too old | incompatible with the installed torch; ``version`` installed."""
+
+    requirement: Requirement
+    state: str
+    version: Optional[str] = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.state == MISSING:
+            return f"{self.requirement.pip} (not installed)"
+        if self.state == TOO_OLD:
+            return f"{self.requirement.pip} (installed: {self.version})"
+        if self.state == INCOMPATIBLE:
+            return f"{self.requirement.distribution} {self.version} ({self.detail})"
+        return f"{self.requirement.distribution} {self.version}"
+
+
+def check_requirements(requirements: Sequence[Requirement] = REQUIREMENTS,
+                       version_of: Callable[[str], Optional[str]] = installed_version,
+                       requires_of: Callable[[str], List[str]] = distribution_requires,
+                       find_spec: Callable[[str], object] = importlib.util.find_spec) -> List[RequirementStatus]:
+    """Status of every requirement, from metadata only (no import). A distribution with metadata whose module
+    cannot be found counts as missing; monai's own torch bound is checked against the installed torch."""
+    torch_version = version_of("torch")
+    statuses = []
+    for requirement in requirements:
+        version = version_of(requirement.distribution)
+        try:
+            importable = find_spec(requirement.module) is not None
+        except (ImportError, ValueError):
+            importable = False
+        if version is None or not importable:
+            statuses.append(RequirementStatus(requirement, MISSING))
+        elif requirement.minimum and not version_at_least(version, requirement.minimum):
+            statuses.append(RequirementStatus(requirement, TOO_OLD, version))
+        elif requirement.distribution == "monai" and torch_version:
+            needs = minimum_torch_of(requires_of("monai"))
+            if needs and not version_at_least(torch_version, needs):
+                statuses.append(RequirementStatus(requirement, INCOMPATIBLE, version,
+                                                  f"needs torch>={needs}, installed torch {torch_version}"))
+            else:
+                statuses.append(RequirementStatus(requirement, OK, version))
+        else:
+            statuses.append(RequirementStatus(requirement, OK, version))
+    return statuses
+
+
+def problems(statuses: Sequence[RequirementStatus]) -> List[RequirementStatus]:
+    return [s for s in statuses if s.state != OK]
 
 
 class DependencyDeclinedError(Exception):
     """The user declined installing packages the segmentation needs."""
 
 
-def missing_requirements(requirements: Sequence[Requirement] = REQUIREMENTS,
-                         find_spec: Callable[[str], object] = importlib.util.find_spec) -> List[Requirement]:
-    """The requirements whose module cannot be found (nothing is imported)."""
-    missing = []
-    for requirement in requirements:
-        try:
-            found = find_spec(requirement.module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(requirement)
-    return missing
+class DependencyError(Exception):
+    """The packages cannot be put right automatically; the message says what to do."""
 
 
-def confirmation_text(missing: Sequence[Requirement]) -> str:
+def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
     """The question shown before installing: what will be installed and how."""
-    names = ", ".join(r.pip for r in missing)
-    text = (f"Liver Tumor Segmentation needs these Python packages, which are not installed in Slicer: {names}.\n\n"
-            f"Install them now? This downloads several hundred MB and can take minutes.")
-    if any(r.module == "torch" for r in missing):
+    lines = "\n".join(f"  - {s.describe()}" for s in to_fix)
+    text = (f"Liver Tumor Segmentation needs these Python packages in Slicer:\n{lines}\n\n"
+            "Install them now? This downloads several hundred MB and can take minutes.")
+    if any(s.requirement.module == "torch" for s in to_fix):
         text += ("\nPyTorch is installed by the PyTorch extension (PyTorchUtils), which picks the build that "
                  "matches your GPU driver.")
+    text += "\nYour installed PyTorch is never replaced: the other packages are installed to fit it."
     return text
 
 
@@ -61,30 +175,103 @@ DECLINED_MESSAGE = ("Segmentation needs the packages listed before. Nothing was 
                     "to install them, or install them from the Python console with slicer.util.pip_install().")
 
 
-def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[str], None],
-                        install_torch: Optional[Callable[[], object]],
-                        requirements: Sequence[Requirement] = REQUIREMENTS,
-                        find_spec: Callable[[str], object] = importlib.util.find_spec) -> List[Requirement]:
-    """Install missing requirements after ``confirm(question)`` returns True; return what was installed.
+def torch_constraint_file(torch_version: str, folder: Optional[str] = None) -> str:
+    """Write a pip constraints file pinning ``torch==<torch_version>`` (local build tag kept); returns its
+    path. The caller removes it."""
+    handle, path = tempfile.mkstemp(prefix="livertumorseg-constraints-", suffix=".txt", dir=folder)
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.write(f"torch=={torch_version}\n")
+    return path
 
-    ``install_torch()`` installs torch (SlicerPyTorch's ``PyTorchUtilsLogic().installTorch``) and returns the
-    module or ``None`` when it was not installed; ``None`` as the callable means the PyTorch extension is
-    missing. Raises :class:`DependencyDeclinedError` (message for the user) when the user says no,
-    ``RuntimeError`` when torch cannot be installed.
+
+def pip_requirement(status: RequirementStatus) -> str:
+    """What pip is asked for: the requirement, and for a monai that does not fit the installed torch also
+    ``<installed version`` (newer monai releases need newer torch; pip's resolver then picks the newest older
+    release that fits the pinned torch)."""
+    if status.state == INCOMPATIBLE and status.version:
+        return f"{status.requirement.pip},<{status.version}"
+    return status.requirement.pip
+
+
+def pip_arguments(to_install: Sequence[RequirementStatus], constraint_path: str) -> List[str]:
+    """``pip install`` arguments (a list, as ``slicer.util.pip_install`` takes it) for ``to_install`` under
+    the torch constraint."""
+    return [pip_requirement(s) for s in to_install] + ["-c", constraint_path]
+
+
+def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[List[str]], None],
+                        install_torch: Optional[Callable[[str], object]],
+                        requirements: Sequence[Requirement] = REQUIREMENTS,
+                        version_of: Callable[[str], Optional[str]] = installed_version,
+                        requires_of: Callable[[str], List[str]] = distribution_requires,
+                        find_spec: Callable[[str], object] = importlib.util.find_spec) -> List[RequirementStatus]:
+    """Check versions; after ``confirm(question)`` install what is missing, too old or incompatible.
+
+    ``install_torch(version_requirement)`` installs torch (the PyTorch extension's ``installTorch`` with
+    ``torchVersionRequirement``) and returns the module or ``None``; ``None`` as the callable means the
+    PyTorch extension is missing. ``pip_install(args)`` gets :func:`pip_arguments` (torch pinned).
+    Returns the statuses that were fixed. Raises :class:`DependencyDeclinedError` when the user says no,
+    :class:`DependencyError` when torch is missing/too old and cannot be installed here, or when a check after
+    installing still fails.
     """
-    missing = missing_requirements(requirements, find_spec)
-    if not missing:
+    check = lambda: check_requirements(requirements, version_of, requires_of, find_spec)  # noqa: E731
+    to_fix = problems(check())
+    if not to_fix:
         return []
-    if not confirm(confirmation_text(missing)):
+    torch_status = next((s for s in to_fix if s.requirement.module == "torch"), None)
+    if torch_status is not None and torch_status.state == TOO_OLD:
+        raise DependencyError(f"PyTorch {torch_status.version} is too old; LiverTumorSeg needs torch>="
+                              f"{TORCH.minimum}. Update it in the PyTorch Utils module (it keeps the CUDA build), "
+                              f"restart Slicer and try again.")
+    if not confirm(confirmation_text(to_fix)):
         raise DependencyDeclinedError(DECLINED_MESSAGE)
-    for requirement in missing:
-        if requirement.module == "torch":
-            if install_torch is None:
-                raise RuntimeError("PyTorch is missing and the PyTorch extension is not installed. Install the "
-                                   "'PyTorch' extension from the Extensions Manager, restart Slicer and try again.")
-            if install_torch() is None:
-                raise RuntimeError("PyTorch was not installed. Open the PyTorch Utils module to install it, "
-                                   "then try again.")
-        else:
-            pip_install(requirement.pip)
-    return list(missing)
+    if torch_status is not None:
+        if install_torch is None:
+            raise DependencyError("PyTorch is missing and the PyTorch extension is not installed. Install the "
+                                  "'PyTorch' extension from the Extensions Manager, restart Slicer and try again.")
+        if install_torch(f">={TORCH.minimum}") is None:
+            raise DependencyError("PyTorch was not installed. Open the PyTorch Utils module to install it, "
+                                  "then try again.")
+    torch_version = version_of("torch")
+    if not torch_version:
+        raise DependencyError("PyTorch is still not installed; install it in the PyTorch Utils module.")
+    rest = [s for s in problems(check()) if s.requirement.module != "torch"]  # again: torch may be new
+    if rest:
+        constraint = torch_constraint_file(torch_version)
+        try:
+            pip_install(pip_arguments(rest, constraint))
+        finally:
+            os.remove(constraint)
+    remaining = problems(check())
+    if remaining:
+        raise DependencyError("After installing, these packages are still not right: "
+                              + "; ".join(s.describe() for s in remaining)
+                              + ". Restart Slicer and try again, or install them from the Python console.")
+    return list(to_fix)
+
+
+def missing_summary(statuses: Sequence[RequirementStatus]) -> str:
+    """One line for the self-test's skip message: what is not right."""
+    return ", ".join(s.describe() for s in problems(statuses))
+
+
+def self_test_skip_reason(statuses: Sequence[RequirementStatus], testing_mode: bool,
+                          install: Callable[[], object]) -> str:
+    """Why the module's self-test must be skipped ('' = run it). Missing packages never fail the self-test:
+
+    * nothing wrong -> '';
+    * run by a person (not testing mode) -> ``install()`` is offered (it asks and installs, see
+      :func:`ensure_requirements`); '' when that worked, else the reason with what went wrong (declined too);
+    * testing mode (ctest; nothing may be installed) -> the reason.
+    """
+    wrong = problems(statuses)
+    if not wrong:
+        return ""
+    reason = f"LiverTumorSeg self-test skipped: Python packages not ready ({missing_summary(wrong)})."
+    if testing_mode:
+        return reason + " Install them (click Segment once, or slicer.util.pip_install) and run the test again."
+    try:
+        install()
+    except Exception as exc:  # noqa: BLE001 - declined or failed: skip with the reason
+        return f"{reason} {exc}"
+    return ""

@@ -1,115 +1,64 @@
-"""The segmentation run of the Slicer module, in two halves (the SlicerNNUnet pattern, injected parts).
+"""One segmentation run of the Slicer module: the CT goes to a child process, the results come back into MRML.
 
-* :func:`compute_segmentation` - worker half: model package + CT arrays -> labels and lesion report. No MRML,
-  no Qt; safe in a background thread. ``load_package`` and ``segment`` can be swapped (tests, other engines).
-* :func:`apply_result` - main-thread half: labels -> "Liver"/"Liver tumor" segments, lesion table node,
-  3D surfaces, via :mod:`LiverTumorSegLib.mrml` on the given scene.
-* :class:`SegmentationRun` - one run as the module's Logic does it: read the volume node (main thread),
-  compute in a :class:`~.background.BackgroundTask`, apply the result when the main thread polls.
+:class:`SegmentationJob` is the Logic's run, Qt-free so the headless tests run exactly this code:
+
+1. ``start()`` (main thread): hands the CT to the child - the node's own file when the node is unchanged since
+   it was read, has no parent transform and is a format the library reads; otherwise a temporary NRRD written
+   from the node (world geometry) - and starts ``python -m LiverTumorSegLib segment ... --progress json``
+   with a process runner (:mod:`.childprocess`).
+   The settings are the library's own :class:`~LiverTumorSegLib.inference.options.SegmentationOptions` (the
+   panel builds one; ``to_cli_args`` makes the child's arguments).
+2. ``poll()`` (main thread; in Slicer from a ``qt.QTimer``): forwards progress; when the child has ended, loads
+   the labels, the lesion report and (optionally) the tumor probability map into the scene and returns a
+   :class:`SegmentationOutcome`. Returns ``None`` while running.
+3. ``cancel()``: kills the child and its children at once; the scene is left as it was.
+
+Temporary files (input copy, outputs) live in one folder that is removed in every outcome. Nothing runs in a
+Python thread: Slicer's main thread holds the GIL while Qt idles, which starves Python worker threads.
 """
-import dataclasses
+import json
+import os
+import shutil
+import tempfile
 import time
-import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
 
 from LiverTumorSegLib import mrml
-from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+
+from . import childprocess
+
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
-from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for the module
-from LiverTumorSegLib.progress import ProgressReporter
-from LiverTumorSegLib.volume import CTVolume
+from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
+from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for scripts
 
-from . import background
-
-@dataclass
-class SegmentationOptions:
-    """What the user chose in the panel (all saved in the parameter node).
-
-    ``device``: auto | cuda | cpu. ``postprocessing``: keyword arguments of
-    ``LiverTumorSegLib.inference.PostprocessingOptions`` (missing keys keep its defaults).
-    ``window_level`` / ``window_width`` (HU): when both set, replace the first window channel of the
-    model's preprocessing (expert override; the model was trained with its own window).
-    """
-
-    model_path: str
-    device: str = "auto"
-    postprocessing: Dict[str, Any] = field(default_factory=dict)
-    window_level: Optional[float] = None
-    window_width: Optional[float] = None
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 
 
-def _with_window_override(package: Any, options: SegmentationOptions) -> Any:
-    if options.window_level is None or options.window_width is None:
-        return package
-    from LiverTumorSegLib.preprocessing import PreprocessingConfig
-    pre = package.preprocessing
-    pre_dict = pre if isinstance(pre, dict) else pre.to_dict()
-    new = PreprocessingConfig.from_dict(override_window(pre_dict, options.window_level, options.window_width))
-    return dataclasses.replace(package, preprocessing=new)
+class SegmentationProcessError(LiverTumorSegError):
+    """The segmentation process reported an error the user can fix (its one-line message)."""
 
 
-def _default_load_package(path: str) -> Any:
-    from LiverTumorSegLib.package import load_model_package
-    return load_model_package(path, device="cpu")
-
-
-def _default_segment(volume: CTVolume, package: Any, **kwargs: Any) -> Any:
-    from LiverTumorSegLib.inference import segment_volume
-    return segment_volume(volume, package, **kwargs)
-
-
-def _postprocessing(options: SegmentationOptions) -> Any:
-    from LiverTumorSegLib.inference import PostprocessingOptions
-    return PostprocessingOptions(**options.postprocessing)
-
-
-def compute_segmentation(volume: CTVolume, options: SegmentationOptions,
-                         progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None,
-                         load_package: Callable[[str], Any] = _default_load_package,
-                         segment: Callable[..., Any] = _default_segment,
-                         make_postprocessing: Callable[[SegmentationOptions], Any] = _postprocessing) -> Any:
-    """Worker half: load the package, run ``segment(volume, package, device=, postprocessing=, progress=,
-    cancel=)``; returns its result (``.labels`` ``(z, y, x)`` uint8 in ``volume``'s geometry, ``.report``)."""
-    if options.device not in DEVICES:
-        raise InputError(f"Unknown device '{options.device}'; choose one of {', '.join(DEVICES)}.")
-    reporter = ProgressReporter(progress)
-    reporter(0.0, "loading model")
-    package = _with_window_override(load_package(options.model_path), options)
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-    result = segment(volume, package, device=options.device, postprocessing=make_postprocessing(options),
-                     progress=reporter.sub(0.05, 1.0), cancel=cancel)
-    if tuple(result.labels.shape) != tuple(volume.array.shape):
-        raise RuntimeError(f"The engine returned labels of shape {result.labels.shape}, expected "
-                           f"{volume.array.shape} (z, y, x).")
-    return result
-
-
-def apply_result(scene: Any, result: Any, volume: CTVolume, input_volume_node: Any = None,
-                 segmentation_node: Any = None, table_node: Any = None, replace_existing: bool = True,
-                 show_3d: bool = True, name: str = "") -> Tuple[Any, Any]:
-    """Main-thread half: write ``result.labels`` (on ``volume.geometry``) into a segmentation node and
-    ``result.report`` into a lesion table node. Returns ``(segmentation_node, table_node)``."""
-    base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
-    segmentation_node = mrml.labels_to_segmentation_node(
-        scene, result.labels, volume.geometry, segmentation_node=segmentation_node,
-        reference_volume_node=input_volume_node, replace_existing=replace_existing,
-        name=f"{base} liver segmentation")
-    table_node = mrml.create_lesion_table_node(scene, result.report, table_node=table_node,
-                                               name=f"{base} liver lesions")
-    if show_3d:
-        mrml.show_segmentation_in_3d(segmentation_node)
-    return segmentation_node, table_node
+def child_arguments(input_path: str, labels_path: str, report_path: str, probability_path: str,
+                    options: SegmentationOptions) -> List[str]:
+    """Arguments after the Python executable: ``-m LiverTumorSegLib`` + the library's own
+    ``segment_command_args`` (``segment INPUT -o LABELS --report R [settings from options.to_cli_args]
+    [--probabilities P when options.probabilities] --progress json``): one definition of every flag."""
+    return ["-m", "LiverTumorSegLib"] + segment_command_args(
+        input_path, labels_path, options, report_path=report_path,
+        probability_path=probability_path if options.probabilities else None, progress="json")
 
 
 class SegmentationOutcome:
-    """How a run ended: ``kind`` (:data:`~.background.DONE` | ``CANCELLED`` | ``FAILED``), the nodes written,
-    the lesion report, the error (failed) with its traceback text, and the wall time in seconds."""
+    """How a run ended: ``kind`` (DONE | CANCELLED | FAILED), the nodes written (segmentation, lesion table,
+    tumor probability volume or None), the lesion report, the error (failed) with details (the child's
+    stderr tail or a traceback), the wall time in seconds and the device the child used."""
 
     def __init__(self, kind: str, segmentation_node: Any = None, table_node: Any = None,
                  report: Optional[Dict[str, Any]] = None, error: Optional[BaseException] = None,
-                 details: str = "", seconds: float = 0.0) -> None:
+                 details: str = "", seconds: float = 0.0, probability_node: Any = None, device: str = "") -> None:
         self.kind = kind
         self.segmentation_node = segmentation_node
         self.table_node = table_node
@@ -117,74 +66,265 @@ class SegmentationOutcome:
         self.error = error
         self.details = details
         self.seconds = seconds
+        self.probability_node = probability_node
+        self.device = device
 
 
-class SegmentationRun:
-    """One segmentation run of the module, Slicer-safe: MRML is touched only in the constructor and in
-    :meth:`poll`, which the caller runs on the main thread (in Slicer from a ``qt.QTimer``).
+# --- handing the CT to the child ---------------------------------------------------------------------
 
-    The constructor copies ``input_volume_node`` into a :class:`CTVolume` (``(z, y, x)`` + LPS geometry);
-    ``compute(volume, options, progress, cancel)`` (default :func:`compute_segmentation`) then runs in a
-    worker thread (:meth:`start`) or here (:meth:`run_here`) on arrays only. ``progress(fraction, stage)`` is
-    called from :meth:`poll`. A run cancelled after its worker finished writes nothing either.
+def usable_storage_file(volume_node: Any) -> Optional[str]:
+    """The node's own file when the child may read it instead of a copy, else ``None``.
+
+    Usable: a single file the library reads (NIfTI, NRRD, MetaImage), the node not modified since it was
+    read, and no parent transform (the file holds the node's voxels in the node's own grid; the labels are
+    mapped back voxel for voxel onto the node's world geometry either way)."""
+    from LiverTumorSegLib.fileutil import full_suffix
+    from LiverTumorSegLib.io import READ_SUFFIXES
+    storage = volume_node.GetStorageNode()
+    if storage is None or volume_node.GetParentTransformNode() is not None:
+        return None
+    path = storage.GetFileName()
+    if not path or not os.path.isfile(path) or full_suffix(path).lower() not in READ_SUFFIXES:
+        return None
+    if volume_node.GetModifiedSinceRead():
+        return None
+    return str(path)
+
+
+def write_temporary_nrrd(volume_node: Any, path: str) -> str:
+    """Write the node's voxels with its world geometry (parent transforms applied) to an uncompressed NRRD,
+    through a private scene (the user's scene is not touched). Returns ``path``."""
+    import slicer
+    ijk_to_ras = mrml.world_ijk_to_ras(volume_node)  # refuses non-linear transforms with a message
+    scene = slicer.vtkMRMLScene()
+    copy = slicer.vtkMRMLScalarVolumeNode()
+    scene.AddNode(copy)
+    copy.SetAndObserveImageData(volume_node.GetImageData())  # shared, not copied
+    copy.SetIJKToRASMatrix(mrml._numpy_to_matrix(ijk_to_ras))
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetUseCompression(False)
+    storage.SetFileName(str(path))
+    try:
+        if not storage.WriteData(copy):
+            raise InputError(f"Could not write the CT to the temporary file '{path}'; check free disk space.")
+    finally:
+        copy.SetAndObserveImageData(None)
+        scene.Clear(1)
+    return str(path)
+
+
+def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometry: Any,
+                 input_volume_node: Any = None, segmentation_node: Any = None, table_node: Any = None,
+                 replace_existing: bool = True, show_3d: bool = True, name: str = "") -> Any:
+    """Main thread: write ``labels`` ((z, y, x) 0/1/2 on ``geometry``, LPS world) into a segmentation node and
+    ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``."""
+    base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
+    segmentation_node = mrml.labels_to_segmentation_node(
+        scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
+        replace_existing=replace_existing, name=f"{base} liver segmentation")
+    table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node, name=f"{base} liver lesions")
+    if show_3d:
+        mrml.show_segmentation_in_3d(segmentation_node)
+    return segmentation_node, table_node
+
+
+# --- the job -----------------------------------------------------------------------------------------
+
+class SegmentationJob:
+    """One run of the child process for one CT node (see the module docstring).
+
+    ``runner``: a process runner (``childprocess.SubprocessRunner`` headless, the module's QProcess runner in
+    Slicer). ``python``: the Python to run (``PythonSlicer`` in Slicer). ``library_root``: the folder holding
+    ``LiverTumorSegLib`` (put on the child's PYTHONPATH). ``temp_root``: where the job's temporary folder is
+    made (default: the system's). ``progress(fraction, stage)`` is called from :meth:`poll`.
+    ``colors_logic``: Slicer's color logic, for the probability map's colour bar (optional).
     """
 
-    def __init__(self, scene: Any, input_volume_node: Any, options: SegmentationOptions,
-                 segmentation_node: Any = None, table_node: Any = None, replace_existing: bool = True,
-                 show_3d: bool = True, compute: Callable[..., Any] = compute_segmentation,
-                 progress: Optional[Callable[[float, str], None]] = None, cancel: Any = None) -> None:
-        self.volume = mrml.ctvolume_from_volume_node(input_volume_node)
+    def __init__(self, scene: Any, input_volume_node: Any, options: SegmentationOptions, runner: Any,
+                 python: str, library_root: str, temp_root: Optional[str] = None, segmentation_node: Any = None,
+                 table_node: Any = None, replace_existing: bool = True, show_3d: bool = True,
+                 progress: Optional[Callable[[float, str], None]] = None, colors_logic: Any = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        if input_volume_node is None:
+            raise InputError("No input volume selected; choose a CT volume.")
+        if not isinstance(options, SegmentationOptions):
+            raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")
+        self.options = options  # validated when it was made (frozen)
         self._scene = scene
-        self._input_volume_node = input_volume_node
+        self._input = input_volume_node
         self._segmentation_node = segmentation_node
         self._table_node = table_node
         self._replace_existing = replace_existing
         self._show_3d = show_3d
         self._progress = progress
-        volume = self.volume
-        self.task = background.BackgroundTask(lambda report, token: compute(volume, options, report, token))
-        if cancel is not None:
-            self.task.cancel_token = cancel
-        self._start = time.time()
+        self._colors_logic = colors_logic
+        self._runner = runner
+        self._python = python
+        self._library_root = library_root
+        self._env = env
+        self._temp_root = temp_root
+        self.geometry, self.shape_zyx = self._read_geometry(input_volume_node)
+        self.temp_dir: Optional[str] = None
+        self.input_path: Optional[str] = None
+        self.used_storage_file = False
+        self.stages: List[str] = []
+        self.other_output: List[str] = []
+        self._last_fraction = 0.0
+        self._done: Optional[childprocess.ChildMessage] = None
+        self._error: Optional[childprocess.ChildMessage] = None
+        self._cancelled = False
+        self._outcome: Optional[SegmentationOutcome] = None
+        self._start_time = time.time()
 
-    def start(self) -> "SegmentationRun":
-        """Compute in a worker thread; poll for the outcome."""
-        self._start = time.time()
-        self.task.start()
-        return self
+    @staticmethod
+    def _read_geometry(node: Any):
+        image = node.GetImageData()
+        if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+            raise InputError(f"Volume '{node.GetName()}' holds no image data; load a CT volume.")
+        if image.GetPointData().GetScalars().GetNumberOfComponents() != 1:
+            raise InputError(f"Volume '{node.GetName()}' is a color or vector image; choose a scalar CT volume.")
+        from LiverTumorSegLib.volume import ImageGeometry
+        nx, ny, nz = image.GetDimensions()
+        return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
 
-    def run_here(self) -> "SegmentationRun":
-        """Compute in the calling thread (blocks); poll once afterwards for the outcome."""
-        self._start = time.time()
-        self.task.run_here()
+    # -- paths --
+    def _path(self, name: str) -> str:
+        return os.path.join(self.temp_dir, name)
+
+    @property
+    def finished(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        return getattr(self._runner, "pid", None)
+
+    def start(self) -> "SegmentationJob":
+        """Prepare the input and start the child (main thread)."""
+        self._start_time = time.time()
+        self.temp_dir = tempfile.mkdtemp(prefix="LiverTumorSeg-", dir=self._temp_root)
+        try:
+            storage_file = usable_storage_file(self._input)
+            self.used_storage_file = storage_file is not None
+            self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
+            args = child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
+                                   self._path("probabilities.nii.gz"), self.options)
+            self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))
+        except BaseException:
+            self._remove_temporary_files()
+            raise
         return self
 
     def cancel(self) -> None:
-        """Ask the computation to stop; the outcome will be ``cancelled`` and the scene unchanged."""
-        self.task.cancel()
+        """Kill the child (and its children) now; the next :meth:`poll` returns ``cancelled``."""
+        if self._outcome is not None:
+            return
+        self._cancelled = True
+        self._runner.kill()
+        self._remove_temporary_files()
+
+    def _remove_temporary_files(self) -> None:
+        if self.temp_dir and os.path.isdir(self.temp_dir):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        close = getattr(self._runner, "close", None)
+        if close is not None and not self._runner.is_running():
+            close()
+
+    def _read_messages(self) -> None:
+        for line in self._runner.read_stdout_lines():
+            message = childprocess.parse_line(line)
+            if message.kind == childprocess.PROGRESS:
+                self._last_fraction = max(self._last_fraction, message.fraction)
+                if message.stage and (not self.stages or self.stages[-1] != message.stage):
+                    self.stages.append(message.stage)
+                if self._progress:
+                    self._progress(self._last_fraction, message.stage)
+            elif message.kind == childprocess.DONE:
+                self._done = message
+            elif message.kind == childprocess.ERROR:
+                self._error = message
+            else:
+                self.other_output.append(message.text)
 
     def poll(self) -> Optional[SegmentationOutcome]:
-        """Main thread: forward progress, and once the worker ended apply its result; ``None`` while running.
+        """Main thread: forward progress; once the child has ended, apply its results. ``None`` while running."""
+        if self._outcome is not None:
+            return self._outcome
+        if self._cancelled:
+            self._outcome = SegmentationOutcome(CANCELLED, seconds=time.time() - self._start_time)
+            return self._outcome
+        self._read_messages()
+        if self._runner.is_running():
+            return None
+        self._read_messages()
+        try:
+            self._outcome = self._finish()
+        finally:
+            self._remove_temporary_files()
+        return self._outcome
 
-        A failure while writing into MRML is returned as a ``failed`` outcome, like a worker failure.
-        """
-        for event in self.task.poll():
-            seconds = time.time() - self._start
-            if event.kind == background.PROGRESS:
-                if self._progress:
-                    self._progress(event.fraction, event.stage)
-                continue
-            if event.kind == background.DONE and self.task.cancel_token.is_cancelled:
-                return SegmentationOutcome(background.CANCELLED, seconds=seconds)
-            if event.kind != background.DONE:
-                return SegmentationOutcome(event.kind, error=event.error, details=event.details, seconds=seconds)
-            try:
-                segmentation_node, table_node = apply_result(
-                    self._scene, event.result, self.volume, self._input_volume_node, self._segmentation_node,
-                    self._table_node, self._replace_existing, self._show_3d)
-            except Exception as exc:  # noqa: BLE001 - reported to the user by the caller
-                return SegmentationOutcome(background.FAILED, error=exc, details=traceback.format_exc(),
-                                           seconds=seconds)
-            return SegmentationOutcome(background.DONE, segmentation_node, table_node, event.result.report,
-                                       seconds=time.time() - self._start)
-        return None
+    def wait(self, timeout_s: Optional[float] = None, poll_interval_s: float = 0.1) -> SegmentationOutcome:
+        """Poll until the outcome (blocks; for scripts and tests). ``timeout_s``: then cancel, outcome cancelled."""
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        while True:
+            outcome = self.poll()
+            if outcome is not None:
+                return outcome
+            if deadline is not None and time.time() > deadline:
+                self.cancel()
+                return self.poll()
+            self._runner.wait(poll_interval_s)
+
+    def _finish(self) -> SegmentationOutcome:
+        seconds = time.time() - self._start_time
+        code = self._runner.exit_code()
+        stderr = self._runner.read_stderr()
+        details = "\n".join(self.other_output[-20:] + ([stderr[-4000:]] if stderr else []))
+        if self._error is not None:
+            return SegmentationOutcome(FAILED, error=SegmentationProcessError(self._error.error), details=details,
+                                       seconds=seconds)
+        if code != 0 or self._done is None:
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+            return SegmentationOutcome(FAILED, error=RuntimeError(
+                f"The segmentation process ended with exit code {code} ({last})."), details=details,
+                seconds=seconds)
+        try:
+            return self._load_results(seconds)
+        except Exception as exc:  # noqa: BLE001 - reported to the user by the caller
+            import traceback
+            return SegmentationOutcome(FAILED, error=exc, details=traceback.format_exc(), seconds=seconds)
+
+    def _output_path(self, name: str, default: str) -> Optional[str]:
+        outputs = self._done.outputs if self._done is not None else {}
+        path = outputs.get(name) or default
+        return path if path and os.path.isfile(path) else None
+
+    def _load_results(self, seconds: float) -> SegmentationOutcome:
+        labels_path = self._output_path("labels", self._path("labels.nii.gz"))
+        if labels_path is None:
+            raise RuntimeError("The segmentation process reported success but wrote no label map.")
+        labels = mrml.read_volume_array(labels_path)
+        if tuple(labels.shape) != tuple(self.shape_zyx):
+            raise RuntimeError(f"The segmentation process wrote labels of shape {labels.shape} (z, y, x); the CT "
+                               f"has {self.shape_zyx}.")
+        report_path = self._output_path("report", self._path("report.json"))
+        report = json.loads(open(report_path, encoding="utf-8").read()) if report_path else {}
+        probabilities = None
+        probability_path = self._output_path("probabilities", self._path("probabilities.nii.gz"))
+        if self.options.probabilities and probability_path:
+            probabilities = mrml.read_volume_array(probability_path)
+            if tuple(probabilities.shape) != tuple(self.shape_zyx):
+                raise RuntimeError(f"The tumor probability map has shape {probabilities.shape}, the CT "
+                                   f"{self.shape_zyx}.")
+        # Everything is read and checked: only now is the user's scene changed.
+        segmentation_node, table_node = apply_result(
+            self._scene, labels.astype(np.uint8), report, self.geometry, self._input, self._segmentation_node,
+            self._table_node, self._replace_existing, self._show_3d)
+        probability_node = None
+        if probabilities is not None:
+            probability_node = mrml.probability_volume_node(
+                self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,
+                name=f"{self._input.GetName()} tumor probability", colors_logic=self._colors_logic)
+        return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
+                                   probability_node=probability_node, device=self._done.device)

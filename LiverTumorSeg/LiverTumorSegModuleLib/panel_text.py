@@ -134,3 +134,12 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:
             text += " - unusable"
         items.append({"text": text, "path": str(entry["path"])})
     return items
+
+
+def device_text(last_device: str = "") -> str:
+    """The panel's device line. Slicer never imports PyTorch (the child process does), so before a run the
+    line says how the device is chosen, and after one which device the child used."""
+    if last_device:
+        return f"Last run used: {last_device} (PyTorch runs in a separate process, not inside Slicer)."
+    return ("The device is chosen by the segmentation process: Auto uses the GPU when PyTorch sees one, "
+            "else the CPU.")

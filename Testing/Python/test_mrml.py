@@ -18,7 +18,7 @@ DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 
 LIVER_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
              "~SCT^10200004^Liver~^^~Anatomic codes - DICOM master list~^^~^^")
-TUMOR_TAG = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically "
+TUMOR_TAG = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically "
              "Altered Structure~SCT^108369006^Neoplasm~^^~Anatomic codes - DICOM master list~SCT^10200004^Liver~^^")
 
 
@@ -336,3 +336,62 @@ def test_lesion_table_is_reused_and_can_be_empty(scene):
     assert same is table and mrml.lesion_table_rows(table) == []
     assert table.GetTable().GetNumberOfColumns() == len(mrml.LESION_TABLE_COLUMNS)
     assert float(table.GetAttribute("LiverTumorSeg.lesion_count")) == 0
+
+
+def _seg_nrrd_terminology_entries(path):
+    """``{segment name: terminology entry string}`` from a .seg.nrrd header (``SegmentN_Tags`` fields)."""
+    header = Path(path).read_bytes().split(b"\n\n", 1)[0].decode("latin-1")
+    fields = dict(line.split(":=", 1) for line in header.splitlines() if ":=" in line)
+    entries = {}
+    for key, value in fields.items():
+        if key.startswith("Segment") and key.endswith("_Tags"):
+            tags = dict(t.split(":", 1) for t in value.split("|") if ":" in t)
+            entries[fields[key.replace("_Tags", "_Name")]] = tags["TerminologyEntry"]
+    return entries
+
+
+def test_seg_nrrd_terminology_entries_use_lists_that_resolve_in_slicer_5_6(tmp_path):
+    """The entry strings written into the file: tumor Neoplasm from the DICOM master list (the 5.6 General
+    Anatomy list has no Neoplasm), liver from the General Anatomy list; Slicer's own parser reads both."""
+    slicer = pytest.importorskip("slicer")
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1, 1], labels[1, 2, 2] = 1, 2
+    path = mrml.write_seg_nrrd(tmp_path / "x.seg.nrrd", labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    entries = _seg_nrrd_terminology_entries(path)
+    assert set(entries) == {"Liver", "Liver tumor"}
+    tumor = mrml.parse_terminology_tag(entries["Liver tumor"])
+    assert tumor["context"] == "Segmentation category and type - DICOM master list"
+    assert tumor["category"] == ("SCT", "49755003", "Morphologically Altered Structure")
+    assert tumor["type"] == ("SCT", "108369006", "Neoplasm") and tumor["type_modifier"] is None
+    assert tumor["anatomic_context"] == "Anatomic codes - DICOM master list"
+    assert tumor["anatomic_region"] == ("SCT", "10200004", "Liver")
+    liver = mrml.parse_terminology_tag(entries["Liver"])
+    assert liver["context"] == "Segmentation category and type - 3D Slicer General Anatomy list"
+    assert (liver["category"], liver["type"]) == (("SCT", "123037004", "Anatomical Structure"),
+                                                  ("SCT", "10200004", "Liver"))
+    assert liver["anatomic_region"] is None
+    for text in entries.values():  # Slicer's own deserializer accepts the strings
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(text, entry)
+    entry = slicer.vtkSlicerTerminologyEntry()
+    slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(entries["Liver tumor"], entry)
+    assert entry.GetTerminologyContextName() == tumor["context"]
+    assert entry.GetTypeObject().GetCodeValue() == "108369006"
+    with pytest.raises(ValueError, match="7"):
+        mrml.parse_terminology_tag("a~b")
+
+
+@needs_slicer
+def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    probability = np.linspace(0, 1, 60, dtype=np.float32).reshape(3, 4, 5)
+    colors = scene._livertumorseg_logics[1]
+    node = mrml.probability_volume_node(scene, probability, geometry, name="p", colors_logic=colors)
+    import slicer
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), probability)
+    display = node.GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0)
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.05)
+    assert display.GetColorNodeID() == mrml.PROBABILITY_COLOR_NODE_ID
+    legend = colors.GetColorLegendDisplayNode(node)
+    assert legend is not None and legend.GetTitleText() == "p"

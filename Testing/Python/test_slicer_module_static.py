@@ -72,7 +72,8 @@ def test_ui_parameter_bindings_match_parameter_node_fields():
     fields = {s.target.id for s in parameter_class.body if isinstance(s, ast.AnnAssign)}
     bound = {props["SlicerParameterName"] for _, props in _ui_widgets().values() if "SlicerParameterName" in props}
     assert bound == {"inputVolume", "outputSegmentation", "overrideWindow", "windowLevel", "windowWidth",
-                     "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl"}
+                     "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl",
+                     "showTumorProbability"}
     assert bound <= fields, f"SlicerParameterName values without a parameter node field: {sorted(bound - fields)}"
 
 
@@ -104,6 +105,43 @@ def test_top_level_cmake_is_a_slicer_extension():
     icon = re.search(r'set\(EXTENSION_ICONURL "[^"]+/main/([^"]+)"\)', text).group(1)
     screenshot = re.search(r'set\(EXTENSION_SCREENSHOTURLS "[^"]+/main/([^"]+)"\)', text).group(1)
     assert (ROOT / icon).is_file() and (ROOT / screenshot).is_file(), "icon / screenshot URLs name files in this repo"
+
+
+def test_no_address_names_a_repository_that_may_not_exist():
+    """Homepage, icon and screenshot use one placeholder host that cannot resolve (.invalid); the help text links
+    the documentation installed with the extension; no file names the invented GitHub organisation."""
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    base = re.search(r'set\(LIVERTUMORSEG_PUBLIC_URL "([^"]+)"\)', text).group(1)
+    assert base.endswith(".invalid")
+    for var in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert re.search(rf'set\({var} "\$\{{LIVERTUMORSEG_PUBLIC_URL\}}[^"]*"\)', text), var
+    module = MODULE_FILE.read_text(encoding="utf-8")
+    assert "github.com" not in module and "documentationPath()" in module
+    assert "docs/slicer.md" in _cmake_lists()["LIVERTUMORSEG_SHARED_RESOURCES"]
+    for path in [MODULE_FILE, ROOT / "CMakeLists.txt", ROOT / "docs" / "slicer.md"]:
+        assert "LiverTumorSeg/SlicerLiverTumorSeg" not in path.read_text(encoding="utf-8"), path
+
+
+def test_module_uses_no_python_thread():
+    """The module segments in a child process; Python threads starve in Slicer (the main thread keeps the GIL)."""
+    for path in [MODULE_FILE] + _python_files(MODULE_DIR / "LiverTumorSegModuleLib"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"threading", "concurrent", "_thread", "multiprocessing"}, path
+        assert "QThread" not in path.read_text(encoding="utf-8"), path
+
+
+def test_panel_never_imports_torch_at_module_level():
+    """torch is imported by the child process only; the module file and its helpers do not import it."""
+    for path in [MODULE_FILE] + _python_files(MODULE_DIR / "LiverTumorSegModuleLib"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and node.module}
+        assert not names & {"torch", "monai"}, path
 
 
 def test_module_cmake_builds_module_and_library_from_the_file_lists():
@@ -157,7 +195,8 @@ def test_cmake_lists_every_module_file_and_resource():
     for resource in lists["LIVERTUMORSEG_MODULE_RESOURCES"]:
         assert (MODULE_DIR / resource).is_file(), resource
     shared = set(lists["LIVERTUMORSEG_SHARED_RESOURCES"])
-    assert {"Resources/Sample/sample_ct.nii.gz", "Resources/Sample/sample_liver_reference.nii.gz"} <= shared
+    assert {"Resources/Sample/sample_ct.nii.gz", "Resources/Sample/sample_liver_reference.nii.gz",
+            "docs/slicer.md"} <= shared
     models = {p.relative_to(ROOT).as_posix() for p in (ROOT / "Resources" / "Models").rglob("*")
               if p.is_file() and not p.name.startswith(".")}
     assert models <= shared, f"model files CMake would not install: {sorted(models - shared)}"
@@ -222,4 +261,4 @@ def test_ui_defaults_equal_parameter_node_defaults():
         elif cls == "QDoubleSpinBox":
             assert float(props.get("value", "0")) == pytest.approx(defaults[name]), name
             checked += 1
-    assert checked == 7  # overrideWindow, three post-processing switches, level, width, smallest lesion
+    assert checked == 8  # overrideWindow, three post-processing switches, level, width, smallest lesion, probability

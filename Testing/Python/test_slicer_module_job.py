@@ -1,0 +1,349 @@
+"""The Slicer module's child-process run (LiverTumorSegModuleLib.childprocess and .job), headless.
+
+* the stdout protocol, line splitting, the command line and the process-tree kill (no Slicer needed);
+* ``SegmentationJob`` - the Logic's exact code - with slicer-core: against a small fake child that follows the
+  ``--progress json`` contract (fast: success, user error, crash, cancel, temporary files). The real child with
+  the bundled model runs through the module's Logic in test_slicer_module_logic.py.
+"""
+import dataclasses
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
+
+from LiverTumorSegModuleLib import childprocess, job  # noqa: E402
+
+posix_only = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
+
+# ---- protocol ---------------------------------------------------------------------------------------------
+
+
+def test_parse_line_reads_the_three_messages_and_tolerates_anything_else():
+    p = childprocess.parse_line('{"progress": 0.42, "stage": "network"}\n')
+    assert (p.kind, p.fraction, p.stage) == (childprocess.PROGRESS, 0.42, "network")
+    assert childprocess.parse_line('{"progress": 1.7}').fraction == 1.0
+    d = childprocess.parse_line(json.dumps({"done": True, "outputs": {"labels": "/t/l.nii.gz", "report": None},
+                                            "seconds": 3.5, "device": "cpu"}))
+    assert (d.kind, d.outputs, d.seconds, d.device) == (childprocess.DONE, {"labels": "/t/l.nii.gz", "report": None},
+                                                         3.5, "cpu")
+    e = childprocess.parse_line('{"error": "Input \'x\' does not exist; check the path."}')
+    assert (e.kind, e.error) == (childprocess.ERROR, "Input 'x' does not exist; check the path.")
+    for other in ("100%|####|", "[1, 2]", '{"done": false}', ""):
+        assert childprocess.parse_line(other).kind == childprocess.OTHER
+
+
+def test_line_buffer_joins_chunks_into_lines():
+    buffer = childprocess.LineBuffer()
+    assert buffer.feed(b'{"progress": 0.1') == []
+    assert buffer.feed(b', "stage": "a"}\r\n{"progress"') == ['{"progress": 0.1, "stage": "a"}']
+    assert buffer.feed(b": 0.2}\n\n") == ['{"progress": 0.2}']
+    assert buffer.feed(b'{"done": true}') == [] and buffer.flush() == ['{"done": true}'] and buffer.flush() == []
+
+
+def test_environment_of_the_child():
+    env = childprocess.child_environment("/lib", {"PYTHONPATH": os.pathsep.join(["/x", "/lib"]), "HOME": "/h"})
+    assert env["PYTHONPATH"] == os.pathsep.join(["/lib", "/x"]) and env["HOME"] == "/h"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_panel_options_are_the_librarys_options_and_parse_back_identically():
+    """The panel's choices go to the child as the library's SegmentationOptions.to_cli_args; the real segment
+    parser reads them back into equal options (window override, post-processing, probabilities included)."""
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.inference.options import SegmentationOptions, options_from_args
+    assert job.SegmentationOptions is SegmentationOptions
+    options = job.SegmentationOptions(model="m.safetensors", device="cuda", probabilities=True, window_level=50.0,
+                                      window_width=350.0,
+                                      postprocessing={"largest_liver_component": False, "fill_liver_holes": True,
+                                                      "tumor_inside_liver": False, "min_lesion_ml": 0.5})
+    args = job.child_arguments("ct.nii.gz", "l.nii.gz", "r.json", "/t/p.nii.gz", options)
+    assert args[:4] == ["-m", "LiverTumorSegLib", "segment", "ct.nii.gz"] and args[-2:] == ["--progress", "json"]
+    assert args[args.index("--probabilities") + 1] == "/t/p.nii.gz"
+    parsed = build_parser().parse_args(args[2:])
+    assert parsed.progress == "json" and parsed.input == "ct.nii.gz" and parsed.report == "r.json"
+    assert parsed.output == "l.nii.gz" and options_from_args(parsed) == options
+    no_probability = job.child_arguments("ct", "l", "r", "/t/p.nii.gz", dataclasses.replace(options, probabilities=False))
+    assert "--probabilities" not in no_probability
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="window"):
+        job.SegmentationOptions(model="m", window_level=40.0)
+    with pytest.raises(InputError, match="device"):
+        job.SegmentationOptions(model="m", device="tpu")
+
+
+# ---- the process runner -----------------------------------------------------------------------------------
+
+@posix_only
+def test_subprocess_runner_reads_lines_without_blocking_and_reports_the_exit_code():
+    runner = childprocess.SubprocessRunner()
+    code = "import sys, time; print('a', flush=True); time.sleep(0.5); print('b'); sys.stderr.write('oops'); sys.exit(3)"
+    runner.start(sys.executable, ["-c", code])
+    lines, started = [], time.monotonic()
+    while runner.is_running() or not lines or lines[-1] != "b":
+        lines += runner.read_stdout_lines()
+        assert time.monotonic() - started < 10
+        time.sleep(0.01)
+    assert lines == ["a", "b"] and runner.exit_code() == 3 and runner.read_stderr() == "oops"
+
+
+@posix_only
+def test_subprocess_runner_drains_stderr_so_a_chatty_child_never_blocks():
+    runner = childprocess.SubprocessRunner()
+    runner.start(sys.executable, ["-c", "import sys; sys.stderr.write('x' * 1000000); print('end')"])
+    lines, started = [], time.monotonic()
+    while runner.is_running() or not lines:
+        lines += runner.read_stdout_lines()
+        assert time.monotonic() - started < 20, "the child blocked on a full stderr pipe"
+        time.sleep(0.01)
+    assert lines == ["end"] and runner.exit_code() == 0 and len(runner.read_stderr()) == 65536  # tail kept
+
+
+@posix_only
+def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
+    """Like PythonSlicer (a launcher) starting the real Python: killing only the direct child is not enough."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """))
+    runner = childprocess.SubprocessRunner()
+    runner.start(sys.executable, [str(script)])
+    deadline = time.monotonic() + 20
+    lines = []
+    while not lines and time.monotonic() < deadline:
+        lines = runner.read_stdout_lines()
+        time.sleep(0.02)
+    grandchild = int(lines[0])
+    assert childprocess.pid_alive(grandchild) and grandchild in childprocess.descendant_pids(runner.pid)
+    started = time.monotonic()
+    runner.kill()
+    while childprocess.pid_alive(grandchild) and time.monotonic() - started < 5:
+        time.sleep(0.02)
+    assert time.monotonic() - started < 2.0
+    assert not runner.is_running() and not childprocess.pid_alive(grandchild)
+
+
+# ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------
+
+FAKE_CHILD = textwrap.dedent('''
+    """Follows the --progress json contract. Behaviour from LTS_FAKE: ok | error | crash | hang."""
+    import json, os, sys, time
+    import SimpleITK as sitk
+    args = sys.argv[1:]
+    mode = os.environ.get("LTS_FAKE", "ok")
+    say = lambda obj: print(json.dumps(obj), flush=True)
+    say({"progress": 0.0, "stage": "reading"})
+    if mode == "error":
+        say({"error": "This CT does not look like Hounsfield units; pass --allow-non-hu."})
+        sys.exit(2)
+    if mode == "crash":
+        sys.stderr.write("Traceback ...\\nMemoryError: out of memory\\n")
+        sys.exit(1)
+    say({"progress": 0.2, "stage": "network"})
+    if mode == "hang":
+        time.sleep(120)
+    image = sitk.ReadImage(args[0])
+    labels = sitk.Cast(image > 0, sitk.sitkUInt8) + sitk.Cast(image > 100, sitk.sitkUInt8)
+    out = args[args.index("-o") + 1]
+    sitk.WriteImage(labels, out)
+    report = args[args.index("--report") + 1]
+    json.dump({"liver_volume_ml": 1.5, "tumor_volume_ml": 0.5, "tumor_burden_percent": 33.3, "lesions": []},
+              open(report, "w"))
+    outputs = {"labels": out, "report": report, "probabilities": None, "preview": None}
+    if "--probabilities" in args:
+        outputs["probabilities"] = args[args.index("--probabilities") + 1]
+        sitk.WriteImage(sitk.Cast(sitk.Clamp(image, lowerBound=0, upperBound=255), sitk.sitkUInt8),
+                        outputs["probabilities"])
+    say({"progress": 1.0, "stage": "done"})
+    print("a stray line that is not JSON", flush=True)
+    say({"done": True, "outputs": outputs, "seconds": 0.1, "device": "cpu"})
+''')
+
+
+class FakeChildRunner(childprocess.SubprocessRunner):
+    """Runs FAKE_CHILD with the job's arguments in place of ``-m LiverTumorSegLib segment``."""
+
+    def __init__(self, script, mode):
+        super().__init__()
+        self.script, self.mode, self.args = script, mode, None
+
+    def start(self, program, args, env=None):
+        self.args = list(args)
+        assert args[:3] == ["-m", "LiverTumorSegLib", "segment"] and args[-2:] == ["--progress", "json"]
+        env = dict(env or os.environ, LTS_FAKE=self.mode)
+        super().start(sys.executable, [str(self.script)] + list(args[3:]), env)
+
+
+def _ct_array():
+    array = np.full((4, 5, 6), -100, np.int16)
+    array[1:3, 1:4, 1:5] = 50
+    array[2, 2, 2] = 200
+    return array
+
+
+@pytest.fixture
+def fake(tmp_path):
+    pytest.importorskip("slicer")
+    pytest.importorskip("SimpleITK")
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.volume import ImageGeometry
+    script = tmp_path / "fake_child.py"
+    script.write_text(FAKE_CHILD)
+    temp_root = tmp_path / "temp"
+    temp_root.mkdir()
+    scene = mrml.make_headless_scene()
+    geometry = ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(10.0, -5.0, 3.0))
+    node = _volume_node(scene, _ct_array(), geometry)
+
+    def make_job(mode="ok", node=node, **kwargs):
+        runner = FakeChildRunner(script, mode)
+        return job.SegmentationJob(scene, node, kwargs.pop("options", job.SegmentationOptions(model="m.safetensors")),
+                                   runner, sys.executable, str(ROOT), temp_root=str(temp_root), show_3d=False,
+                                   colors_logic=scene._livertumorseg_logics[1], **kwargs)
+
+    return type("Fake", (), {"scene": scene, "node": node, "geometry": geometry, "job": staticmethod(make_job),
+                             "temp_root": temp_root, "mrml": mrml})
+
+
+def _volume_node(scene, array, geometry, name="CT"):
+    import vtk
+    from vtk.util import numpy_support
+    from LiverTumorSegLib import mrml
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    image = vtk.vtkImageData()
+    nz, ny, nx = array.shape
+    image.SetDimensions(nx, ny, nz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(array).ravel(), deep=True, array_type=numpy_support.get_vtk_array_type(array.dtype)))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
+    return node
+
+
+def _scene_counts(scene):
+    return {cls: scene.GetNumberOfNodesByClass(cls) for cls in
+            ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLScalarVolumeNode")} | {"all": scene.GetNumberOfNodes()}
+
+
+def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake):
+    stages = []
+    segmentation_job = fake.job(options=job.SegmentationOptions(model="m.safetensors", probabilities=True),
+                                progress=lambda f, s: stages.append((f, s))).start()
+    assert not segmentation_job.used_storage_file and segmentation_job.input_path.endswith("ct.nrrd")
+    outcome = segmentation_job.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert stages == [(0.0, "reading"), (0.2, "network"), (1.0, "done")] and outcome.device == "cpu"
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, expected.shape)
+    np.testing.assert_array_equal(labels, expected)
+    assert outcome.report["tumor_volume_ml"] == 0.5 and outcome.table_node.GetName() == "CT liver lesions"
+    import slicer
+    probability = slicer.util.arrayFromVolume(outcome.probability_node)
+    np.testing.assert_allclose(probability, np.clip(_ct_array(), 0, 255) / 255.0, atol=1e-6)
+    assert outcome.probability_node.GetName() == "CT tumor probability"
+    assert segmentation_job.other_output == ["a stray line that is not JSON"]
+    assert list(fake.temp_root.iterdir()) == []
+
+
+def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
+    import slicer
+    path = tmp_path / "ct.nii.gz"
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    fake.scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.WriteData(fake.node)
+    node = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "fromfile")
+    reader = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    fake.scene.AddNode(reader)
+    reader.SetFileName(str(path))
+    assert reader.ReadData(node)
+    node.SetAndObserveStorageNodeID(reader.GetID())
+    assert job.usable_storage_file(node) == str(path)
+    segmentation_job = fake.job(node=node).start()
+    assert segmentation_job.used_storage_file and segmentation_job.input_path == str(path)
+    outcome = segmentation_job.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert path.exists()  # the user's file is never removed
+    transform = fake.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    assert job.usable_storage_file(node) is None  # world geometry differs from the file: a copy is written
+
+
+def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
+    before = _scene_counts(fake.scene)
+    outcome = fake.job("error").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED and isinstance(outcome.error, job.SegmentationProcessError)
+    assert str(outcome.error) == "This CT does not look like Hounsfield units; pass --allow-non-hu."
+    outcome = fake.job("crash").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED and "exit code 1 (MemoryError: out of memory)" in str(outcome.error)
+    assert "Traceback" in outcome.details
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):
+    before = _scene_counts(fake.scene)
+    stages = []
+    segmentation_job = fake.job("hang", progress=lambda f, s: stages.append(s)).start()
+    deadline = time.monotonic() + 30
+    while "network" not in stages and time.monotonic() < deadline:
+        assert segmentation_job.poll() is None
+        time.sleep(0.02)
+    pid = segmentation_job.child_pid
+    started = time.monotonic()
+    segmentation_job.cancel()
+    outcome = segmentation_job.poll()
+    assert outcome.kind == job.CANCELLED and time.monotonic() - started < 2.0
+    assert not childprocess.pid_alive(pid)
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_job_refuses_missing_input_and_cleans_up_when_the_start_fails(fake):
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match="No input volume"):
+        fake.job(node=None)
+
+    class Broken(FakeChildRunner):
+        def start(self, program, args, env=None):
+            raise FileNotFoundError("PythonSlicer")
+
+    segmentation_job = job.SegmentationJob(fake.scene, fake.node, job.SegmentationOptions(model="m"), Broken(None, "ok"),
+                                           "PythonSlicer", str(ROOT), temp_root=str(fake.temp_root))
+    with pytest.raises(FileNotFoundError):
+        segmentation_job.start()
+    assert list(fake.temp_root.iterdir()) == []
+
+
+def _segment_has_json_progress() -> bool:
+    from LiverTumorSegLib.cli import build_parser
+    segment = build_parser()._subparsers._group_actions[0].choices["segment"]
+    return "--progress" in {o for action in segment._actions for o in action.option_strings}
+
+
+class KeepLabelsRunner(childprocess.SubprocessRunner):
+    """A SubprocessRunner that copies the label map the child (the ``segment`` CLI) wrote before the job removes
+    its temporary folder, so a test can compare the scene with the CLI's own output file."""
+
+    def __init__(self, keep_as):
+        super().__init__()
+        self.keep_as = keep_as
+
+    def start(self, program, args, env=None):
+        self.labels_path = args[args.index("-o") + 1]
+        super().start(program, args, env)
+
+    def is_running(self):
+        running = super().is_running()
+        if not running and os.path.exists(self.labels_path) and not os.path.exists(self.keep_as):
+            import shutil
+            shutil.copy(self.labels_path, self.keep_as)
+        return running

@@ -1,0 +1,263 @@
+"""The module's own LiverTumorSegLogic (LiverTumorSeg/LiverTumorSeg.py), run headless.
+
+slicer-core has Slicer's MRML and logic classes but no GUI; the few GUI-side names the Logic touches are stood in
+for here, and everything else is real: ``qt.QTimer`` (a stand-in whose ``timeout()`` the test fires, as Qt's event
+loop would), ``slicer.app`` (temporary folder, testing flag), ``slicer.modules.colors`` (the headless scene's color
+logic), ``slicer.util.setSliceViewerLayers`` (recorded; it needs Slicer's layout manager) and the
+``ScriptedLoadableModule`` base classes. The Logic's ``process`` then starts the child through its runner and
+loads the results into ``slicer.mrmlScene``, with the same code as in Slicer.
+"""
+import importlib.util
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_FILE = ROOT / "LiverTumorSeg" / "LiverTumorSeg.py"
+sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
+
+
+class FakeTimer:
+    """qt.QTimer stand-in: the test calls ``fire()`` where Qt's event loop would emit timeout()."""
+
+    instances = []
+
+    def __init__(self):
+        self.callbacks, self.active, self.interval = [], False, None
+        FakeTimer.instances.append(self)
+
+    def setInterval(self, ms):
+        self.interval = ms
+
+    def connect(self, signal, callback):
+        assert signal == "timeout()"
+        self.callbacks.append(callback)
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def fire(self):
+        if self.active:
+            for callback in self.callbacks:
+                callback()
+
+
+def _qt_module():
+    qt = types.ModuleType("qt")
+    qt.QTimer = FakeTimer
+    qt.QUrl = types.SimpleNamespace(fromLocalFile=lambda path: types.SimpleNamespace(toString=lambda: "file://" + path))
+    return qt
+
+
+def _slm_module():
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            pass
+
+    slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = slm.ScriptedLoadableModuleTest = type(
+        "Base", (), {"__init__": lambda self, *a, **k: None})
+    return slm
+
+
+def _pnw_module():
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.WithinRange = lambda low, high: (low, high)
+    return pnw
+
+
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    """LiverTumorSeg.py imported with the GUI stand-ins; ``slicer.mrmlScene`` is a headless scene."""
+    slicer = pytest.importorskip("slicer")
+    import slicer.util
+    from LiverTumorSegLib import mrml
+    scene = mrml.make_headless_scene()
+    temp = tmp_path / "slicer-temp"
+    temp.mkdir()
+    layers = []
+    monkeypatch.setitem(sys.modules, "qt", _qt_module())
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _slm_module())
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", _pnw_module())
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    environment = types.SimpleNamespace(keys=lambda: list(os.environ), value=lambda key: os.environ[key])
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
+        temporaryPath=str(temp), commandOptions=lambda: types.SimpleNamespace(testingEnabled=True),
+        startupEnvironment=lambda: environment), raising=False)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        colors=types.SimpleNamespace(logic=lambda: scene._livertumorseg_logics[1])), raising=False)
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: layers.append(kw))
+    spec = importlib.util.spec_from_file_location("LiverTumorSeg_under_test", str(MODULE_FILE))
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    FakeTimer.instances.clear()
+    return types.SimpleNamespace(m=loaded, scene=scene, temp=temp, layers=layers, mrml=mrml)
+
+
+def _fake_runner_factory(tmp_path, mode):
+    from test_slicer_module_job import FAKE_CHILD, FakeChildRunner
+    script = tmp_path / "fake_child.py"
+    script.write_text(FAKE_CHILD)
+    return lambda: FakeChildRunner(script, mode)
+
+
+def _ct_node(scene):
+    from test_slicer_module_job import _ct_array, _volume_node
+    from LiverTumorSegLib.volume import ImageGeometry
+    return _volume_node(scene, _ct_array(), ImageGeometry(spacing=(0.8, 0.9, 2.5)))
+
+
+def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path):
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    node = _ct_node(module.scene)
+    stages = []
+    options = module.m.job.SegmentationOptions(model="m.safetensors", probabilities=True)
+    outcome = logic.process(node, None, "m.safetensors", "cpu", options=options,
+                            progress=lambda f, s: stages.append(s), showIn3D=False)
+    assert outcome.kind == "done" and stages[-1] == "done"
+    assert outcome.segmentation_node.GetScene() is module.scene
+    assert module.layers == [{"background": node, "foreground": outcome.probability_node, "foregroundOpacity": 0.5}]
+    assert list(module.temp.iterdir()) == []
+
+
+def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_path):
+    pytest.importorskip("SimpleITK")
+    node = _ct_node(module.scene)
+    failing = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "error"), python=sys.executable)
+    with pytest.raises(module.m.job.SegmentationProcessError, match="Hounsfield"):
+        failing.process(node, None, "m.safetensors", "cpu")
+    before = module.scene.GetNumberOfNodes()
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    stages, outcomes = [], []
+    running = logic.process(node, None, "m.safetensors", "cpu", progress=lambda f, s: stages.append(s),
+                            waitForCompletion=False, onFinished=outcomes.append)
+    (timer,) = FakeTimer.instances
+    assert timer.active and timer.interval == module.m.POLL_INTERVAL_MS
+    deadline = time.monotonic() + 30
+    while "network" not in stages and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+    pid = running.child_pid
+    running.cancel()  # the panel's Cancel button
+    timer.fire()
+    assert [o.kind for o in outcomes] == ["cancelled"] and not timer.active
+    from LiverTumorSegModuleLib import childprocess
+    assert not childprocess.pid_alive(pid)
+    assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []
+
+
+def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False)
+    (timer,) = FakeTimer.instances
+    pid = running.child_pid
+    logic.cleanup()  # what the widget's cleanup() and Reload call
+    assert not timer.active and running.finished is False and running.poll().kind == "cancelled"
+    from LiverTumorSegModuleLib import childprocess
+    deadline = time.monotonic() + 2
+    while childprocess.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not childprocess.pid_alive(pid) and list(module.temp.iterdir()) == []
+
+
+def test_reload_forgets_the_helper_packages(module):
+    import LiverTumorSegModuleLib.job  # noqa: F401
+    forgotten = module.m.forgetLibraryModules()
+    assert "LiverTumorSegModuleLib.job" in forgotten and "LiverTumorSegLib.mrml" in forgotten
+    assert not any(name.split(".")[0] in module.m.RELOADED_PACKAGES for name in sys.modules)
+    import LiverTumorSegLib.mrml  # noqa: F401 - importable again afterwards
+
+
+@pytest.fixture
+def sample(module, tmp_path):
+    """24 slices of the sample CT through the liver (slices 76..99 of 112; the liver lies in 70..111), read into a
+    volume node by a storage node as Slicer reads a file, and the bundled model."""
+    from test_slicer_module_job import _segment_has_json_progress
+    pytest.importorskip("torch")
+    nib = pytest.importorskip("nibabel")
+    if not _segment_has_json_progress():
+        pytest.skip("`segment --progress json` is not in the library yet (issue 12)")
+    import slicer
+    from LiverTumorSegLib import resources
+    from LiverTumorSegLib.package import resolve_model
+    try:
+        model = str(resolve_model("default"))
+    except Exception:  # noqa: BLE001
+        pytest.skip("no bundled default model in Resources/Models")
+    ct_path = tmp_path / "ct.nii.gz"
+    nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 76:100], str(ct_path))
+    node = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    module.scene.AddNode(storage)
+    storage.SetFileName(str(ct_path))
+    assert storage.ReadData(node)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the child's environment (Slicer's startup environment here)
+    yield types.SimpleNamespace(node=node, model=model)
+    monkeypatch.undo()
+
+
+def test_logic_runs_the_real_child_and_matches_the_cli_voxel_for_voxel(module, sample, tmp_path):
+    """The Logic, unchanged, with the real child (``python -m LiverTumorSegLib segment ... --progress json``) on
+    the sample CT: progress rises to 1.0, and the segmentation node holds exactly the label map the ``segment``
+    command wrote (read back by Slicer's own reader)."""
+    from test_slicer_module_job import KeepLabelsRunner
+    cli_labels = tmp_path / "cli_labels.nii.gz"
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: KeepLabelsRunner(str(cli_labels)),
+                                        python=sys.executable)
+    progress = []
+    outcome = logic.process(sample.node, None, sample.model, "cpu", showIn3D=False,
+                            progress=lambda f, s: progress.append((f, s)))
+    fractions = [f for f, _ in progress]
+    assert outcome.kind == "done" and len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert "network" in [s for _, s in progress]
+    geometry = module.mrml.ctvolume_from_volume_node(sample.node).geometry
+    import slicer
+    labels = module.mrml.segmentation_to_labels(outcome.segmentation_node, geometry,
+                                                slicer.util.arrayFromVolume(sample.node).shape)
+    expected = module.mrml.read_volume_array(cli_labels)
+    assert (labels >= 1).sum() > 5000  # a liver, not an empty map (17925 voxels measured)
+    np.testing.assert_array_equal(labels, expected)
+    assert abs(outcome.report["liver_volume_ml"] - (labels >= 1).sum() * geometry.voxel_volume_ml) < 1
+    assert outcome.table_node.GetTable().GetNumberOfRows() == len(outcome.report["lesions"])
+    assert list(module.temp.iterdir()) == []
+
+
+def test_logic_cancel_in_the_network_stage_ends_the_real_child_within_two_seconds(module, sample):
+    from LiverTumorSegModuleLib import childprocess
+    before = module.scene.GetNumberOfNodes()
+    logic = module.m.LiverTumorSegLogic(runnerFactory=childprocess.SubprocessRunner, python=sys.executable)
+    stages, outcomes = [], []
+    running = logic.process(sample.node, None, sample.model, "cpu", progress=lambda f, s: stages.append(s),
+                            waitForCompletion=False, onFinished=outcomes.append)
+    (timer,) = FakeTimer.instances
+    deadline = time.monotonic() + 180
+    while "network" not in stages and not outcomes and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+    assert "network" in stages and not outcomes
+    pid = running.child_pid
+    started = time.monotonic()
+    running.cancel()
+    timer.fire()
+    while childprocess.pid_alive(pid) and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    assert time.monotonic() - started < 2.0 and not childprocess.pid_alive(pid)
+    assert [o.kind for o in outcomes] == ["cancelled"]
+    assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []

@@ -27,13 +27,38 @@ def _load_command(name: str):
     return importlib.import_module(f"LiverTumorSegLib.commands.{name}")
 
 
+class _CommandAwareParser(argparse.ArgumentParser):
+    """The top-level parser: an option the chosen command does not know is reported with that *command's*
+    usage and the closest option it has (``--no-progess -> did you mean --no-progress?``), not with the
+    top-level usage; exits 2 like any argparse error."""
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._unknown_options(parsed, extras)
+        return parsed
+
+    def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
+        import difflib
+
+        command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None)) or self
+        known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
+        hints = []
+        for extra in extras:
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{extra} -> did you mean {close[0]}?")
+        command.error("unrecognized arguments: " + " ".join(extras) + ("; " + "; ".join(hints) if hints else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _CommandAwareParser(
         prog="livertumorseg",
         description="Liver and liver-tumor segmentation of abdominal CT (not a medical device).")
     parser.add_argument("--version", action="version", version=f"livertumorseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    command_parsers = {}
     for name in COMMANDS:
         try:
             module = _load_command(name)
@@ -43,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = module.register(sub)
         p.set_defaults(_run=module.run)
+        command_parsers[name] = p
+    parser.set_defaults(_command_parsers=command_parsers)  # for _CommandAwareParser's messages
     return parser
 
 

@@ -37,11 +37,18 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     return path
 
 
-def _apply_default_permissions(path: Path) -> None:
-    """mkstemp creates 0600 files; give the output the usual ``0666 & ~umask`` like a plain ``open``."""
+def apply_default_permissions(path: PathLike) -> None:
+    """Give a written file the usual ``0666 & ~umask`` (what a plain ``open`` gives; 0644 with umask 022).
+
+    ``mkstemp`` creates 0600 files, and some writers (safetensors) replace the file they are given, so
+    this is applied to the finished file just before it is renamed into place.
+    """
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+_apply_default_permissions = apply_default_permissions  # older name
 
 
 @contextlib.contextmanager
@@ -57,11 +64,13 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
                                suffix=".tmp" + suffix, dir=str(path.parent if str(path.parent) else "."))
     os.close(fd)
     tmp_path = Path(tmp)
-    _apply_default_permissions(tmp_path)
+    apply_default_permissions(tmp_path)
     try:
         yield tmp_path
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
+        if tmp_path.is_file():
+            apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

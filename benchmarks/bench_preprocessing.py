@@ -1,7 +1,7 @@
 """Time preprocessing of a synthetic CT: ``prepare`` (spatial forward) + every network batch.
 
     .venv/bin/python benchmarks/bench_preprocessing.py [--shape 200 512 512] [--spacing 0.75] [--batch 16]
-                                                       [--configs default seed001] [--threads N]
+                                                       [--configs default two_windows_histscaled] [--threads N]
 
 Prints seconds per stage for each config. The phantom is built with ``phantom.make_phantom`` at the
 requested shape (x/y spacing ``--spacing`` mm, 1.5 mm slices). Not a test.
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=[200, 512, 512], metavar=("Z", "Y", "X"))
     parser.add_argument("--spacing", type=float, default=0.75, help="in-plane pixel size, mm")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--configs", nargs="+", default=["default", "seed001"])
+    parser.add_argument("--configs", nargs="+", default=["default", "two_windows_histscaled"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     import torch

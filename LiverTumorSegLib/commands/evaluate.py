@@ -51,6 +51,7 @@ CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_se
                  "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
                  "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
 ROLE_OF_OPTION = {"--pred": "label", "--ref": "label", "--prob": "prob", "--images": "image"}
+ROLE_WORDS = {"label": "label map", "image": "CT", "prob": "probability map"}
 
 
 def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
@@ -110,7 +111,8 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
             if len(fitting) != 1:
                 shown = "', '".join(p.name for p, _ in files)
                 raise InputError(f"{what} folder '{folder}' holds {len(files)} files for case '{name}' ('{shown}'), "
-                                 f"and their names do not say which one is the {wanted or 'input'} (case names drop "
+                                 f"and their names do not say which one is the {ROLE_WORDS.get(wanted, 'input')} "
+                                 f"(case names drop "
                                  f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder.")
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]

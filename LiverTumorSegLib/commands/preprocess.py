@@ -14,15 +14,16 @@ from ..errors import InputError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    from ..preprocessing.config import PRESETS
+    from ..preprocessing.config import PRESETS, preset_name
     p = subparsers.add_parser("preprocess", help="preview the network input channels of a CT as a PNG",
                               description="Apply a preprocessing configuration to a CT and write a PNG grid of "
                                           "axial slices (original + each input channel).")
     p.add_argument("input", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("-o", "--output", required=True, help="preview PNG to write")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                       help="named preprocessing (default: 'default', the bundled model's)")
+    group.add_argument("--preset", default=None, choices=sorted(PRESETS), type=preset_name,
+                       help="named preprocessing (default: 'default', the bundled model's; the others follow "
+                            "the papers this project started from, see README)")
     group.add_argument("--config", default=None, help="preprocessing config JSON file")
     p.add_argument("--slices", type=int, default=3, help="number of axial slices to show (default 3)")
     p.add_argument("--series", default=None,
@@ -31,6 +32,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units (with a warning)")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="accepted like in the other commands; preprocess shows no progress bar anyway")
     return p
 
 

@@ -22,7 +22,7 @@ HELP = {
     "data": "data folder (LiTS, MSD Task03_Liver, 3D-IRCADb-01) or CSV with columns image,label[,patient]",
     "format": "data layout (default auto)",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
-    "model": "architecture (livertumorseg models --architectures lists them; default unet)",
+    "model": "architecture (livertumorseg models lists them; default unet)",
     "model_options": "JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}'",
     "preprocessing": "preprocessing preset name, JSON file, or JSON dict (default: 'default')",
     "augmentation": "JSON AugmentationConfig overrides; '{\"enabled\": false}' turns augmentation off",
@@ -36,7 +36,7 @@ HELP = {
     "iterations_per_epoch": "batches per epoch (epochs are sampled, not passes over the data)",
     "patch_size": "square training crop in pixels of the preprocessed grid",
     "liver_slice_fraction": "fraction of samples centred on liver slices",
-    "every_other_slice": "sample only even slice indices (seed 001)",
+    "every_other_slice": "sample only even slice indices (as Kulkarni et al. do)",
     "val_fraction": "patient-level validation fraction when --folds is 0",
     "folds": "k for k-fold cross-validation (0 = hold-out split)",
     "fold": "which fold to train (0-based)",
@@ -77,7 +77,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         default = TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
         help_text = HELP.get(f.name, f.name.replace("_", " "))
-        if f.name == "preprocessing":
+        if f.name == "progress_bar":
+            add_progress_options(parser, dest=f.name)
+        elif f.name == "preprocessing":
             parser.add_argument(*names, dest=f.name, type=_preprocessing_value, default=None, help=help_text)
         elif isinstance(value, bool):
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -91,6 +93,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(*names, dest=f.name, type=type(value), default=None,
                                 help=f"{help_text} (default {value!r})")
+
+
+def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:
+    """``--no-progress`` (the spelling of every command), the older ``--no-progress-bar`` and
+    ``--progress-bar``; all set ``dest`` (None when not given, so a config file can decide)."""
+    parser.add_argument("--no-progress", "--no-progress-bar", dest=dest, action="store_false", default=None,
+                        help="no progress bar (--no-progress-bar is the same)")
+    parser.add_argument("--progress-bar", dest=dest, action="store_true", default=None,
+                        help="show the progress bar (the default)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -114,7 +125,8 @@ def command_line() -> str:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train a liver/tumor segmentation model (writes a model package)",
-                              description=__doc__.split("\n\n")[0] + ". Launch with torchrun for multi-GPU.")
+                              description=__doc__.split("\n\n")[0].replace("``", "")
+                              + " Launch with torchrun for multi-GPU.")
     add_config_options(p)
     return p
 

@@ -56,11 +56,15 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     sz, sy, sx = canonical.spacing_zyx
     axial = overlay_rgb(canonical.array[z], labels[z])
     coronal = overlay_rgb(canonical.array[:, y, :][::-1], labels[:, y, :][::-1])  # superior at the top
+    coronal_aspect, stretch = coronal_display_aspect(canonical.shape_zyx, canonical.spacing_zyx)
+    coronal_title = f"coronal (canonical row {y})"
+    if stretch > 1.0:
+        coronal_title += f"\n{canonical.shape_zyx[0]} slices, z stretched x{stretch:.0f} to be visible"
     fig = Figure(figsize=(10, 5.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     panels = ((axial, sy / sx, f"axial (canonical slice {z})", ("A", "P", "R", "L")),
-              (coronal, sz / sx, f"coronal (canonical row {y})", ("S", "I", "R", "L")))
+              (coronal, coronal_aspect, coronal_title, ("S", "I", "R", "L")))
     for ax, (image, aspect, title, (top, bottom, left, right)) in zip(axes, panels):
         ax.imshow(image, aspect=aspect, interpolation="nearest")
         ax.set_title(title)
@@ -76,5 +80,25 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
-        fig.savefig(str(tmp), format="png", dpi=80)
+        # bbox "tight": titles and legend are never cut off, whatever the panels' shapes
+        fig.savefig(str(tmp), format="png", dpi=80, bbox_inches="tight", pad_inches=0.1)
     return path
+
+
+MIN_CORONAL_HEIGHT = 0.25  # a coronal panel is shown at least this tall relative to its width
+
+
+def coronal_display_aspect(shape_zyx, spacing_zyx, min_height: float = MIN_CORONAL_HEIGHT) -> Tuple[float, float]:
+    """``(aspect, stretch)`` for showing a coronal slice ``(z, x)``: ``aspect`` = displayed pixel height / width.
+
+    The physical aspect is ``sz / sx``; a thin volume (a few slices) would then be a strip a few pixels high,
+    so z is stretched until the panel is at least ``min_height`` x its width; ``stretch`` (>= 1) says by how
+    much (1.0 = true proportions), for the panel's title.
+    """
+    nz, _, nx = (int(n) for n in shape_zyx)
+    sz, _, sx = (float(s) for s in spacing_zyx)
+    physical = sz / sx
+    needed = min_height * nx / max(nz, 1)
+    if physical >= needed:
+        return physical, 1.0
+    return needed, needed / physical

@@ -26,14 +26,18 @@ from ..errors import InputError
 
 # name -> (module in this package, fixed keyword arguments, one-line description)
 _ARCHITECTURES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
-    "unet": ("unet", {}, "MONAI residual U-Net (seed 000/001)"),
-    "segnet": ("segnet", {}, "SegNet: VGG16 encoder, decoder unpools with the encoder's max-pool indices (seed 000)"),
-    "resnet18_fcn": ("resnet_fcn", {"depth": 18}, "ResNet-18 encoder + U-Net-style upsampling decoder (seed 004)"),
+    "unet": ("unet", {}, "MONAI residual U-Net (the U-Net of Dhanush et al. and of Kulkarni et al.)"),
+    "segnet": ("segnet", {}, "SegNet: VGG16 encoder, decoder unpools with the encoder's max-pool indices "
+                             "(as in Dhanush et al.)"),
+    "resnet18_fcn": ("resnet_fcn", {"depth": 18}, "ResNet-18 encoder + U-Net-style upsampling decoder "
+                                                  "(as in Elmenabawy et al.)"),
     "resnet34_fcn": ("resnet_fcn", {"depth": 34}, "ResNet-34 encoder + U-Net-style upsampling decoder"),
-    "resnet50_fcn": ("resnet_fcn", {"depth": 50}, "ResNet-50 (bottleneck) encoder + upsampling decoder (seed 001)"),
-    "alexnet_fcn": ("alexnet_fcn", {}, "CDNN-AlexNet: AlexNet convs, FC6/FC7 as convs, transposed-conv decoder (seed 004)"),
-    "attention_unet": ("attention_unet", {}, "Attention U-Net (AU-Net), optional deep supervision (seed 002)"),
-    "dalunet": ("dalunet", {}, "DALU-Net: attention U-Net + deep supervision + ConvLSTM over slices (seed 002)"),
+    "resnet50_fcn": ("resnet_fcn", {"depth": 50}, "ResNet-50 (bottleneck) encoder + upsampling decoder "
+                                                  "(the ResNet-50 FCN of Kulkarni et al.)"),
+    "alexnet_fcn": ("alexnet_fcn", {}, "CDNN-AlexNet: AlexNet convs, FC6/FC7 as convs, transposed-conv decoder "
+                                       "(Elmenabawy et al.)"),
+    "attention_unet": ("attention_unet", {}, "Attention U-Net (AU-Net), optional deep supervision (as in Li et al.)"),
+    "dalunet": ("dalunet", {}, "DALU-Net: attention U-Net + deep supervision + ConvLSTM over slices (Li et al.)"),
 }
 
 _CONFIG_ATTR = "_livertumorseg_config"

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
-from .intensity import BODY_THRESHOLD_HU, WINDOW_PRESETS, resolve_window
+from .intensity import BODY_THRESHOLD_HU, WINDOW_PRESETS, resolve_window, window_preset_name
 
 
 class PreprocessingConfigError(InputError):
@@ -75,6 +75,8 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
         out["name"] = spec["name"]
     if kind == "window":
         preset = spec.get("preset")
+        if isinstance(preset, str):
+            preset = window_preset_name(preset)
         if preset is not None and preset not in WINDOW_PRESETS:
             raise PreprocessingConfigError(f"{where} has unknown window preset {preset!r}; "
                                            f"use one of {sorted(WINDOW_PRESETS)}.")
@@ -267,7 +269,9 @@ class PreprocessingConfig:
     # ---- presets -----------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> "PreprocessingConfig":
-        """A named configuration; see :data:`PRESETS` and :func:`available_presets`."""
+        """A named configuration; see :data:`PRESETS` and :func:`available_presets` (former names are accepted,
+        see :data:`PRESET_ALIASES`)."""
+        name = preset_name(name)
         if name not in PRESETS:
             raise PreprocessingConfigError(f"Unknown preprocessing preset '{name}'; choose one of {sorted(PRESETS)}.")
         return cls.from_dict(PRESETS[name])
@@ -278,30 +282,46 @@ class PreprocessingConfig:
 #             wide -1000..1000) x 2.5D context of 1 slice each side; pixels resampled to 1.5 mm (a
 #             prototype held its accuracy at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped to
 #             the body and padded to a multiple of 32 for 5-level encoders.
-#   seed001 : seed 001 (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200) plus
+#   two_windows_histscaled : Kulkarni, Vasistha and Roy, "Liver Tumor Segmentation using Image Segmentation
+#             Techniques" (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200) plus
 #             a per-slice frequency-histogram-scaled channel, single slices, resized to 256x256 (half
-#             of LiTS' 512x512; seed 001 does not state its size), no crop.
-#   seed002 : seed 002: window centre 0 / width 250 followed by histogram equalization, 512 native.
-#   seed004 : seed 004: histogram equalization + 3x3 median filter, joint 3-label; wide window
-#             (-1000..1000 HU) before equalizing; native 512x512 slices.
-#   seed000 : seed 000: zero-mean unit-variance slices (statistics inside the body), native size.
+#             of LiTS' 512x512; the paper does not state its size), no crop.
+#   window250_equalized : Li, Pan and Lin, "Deep Learning-Based Liver Cancer Segmentation Using U-net":
+#             window centre 0 / width 250 followed by histogram equalization, 512 native.
+#   wide_equalized_median : Elmenabawy, Elnakib and Moustafa, "Deep joint segmentation of liver and
+#             cancerous nodules from CT images": histogram equalization + 3x3 median filter, joint 3-label;
+#             wide window (-1000..1000 HU) before equalizing; native 512x512 slices.
+#   zscore_body : Dhanush et al., "Medical Image Analysis for Liver Tumor Localization and Segmentation
+#             using Deep Learning": zero-mean unit-variance slices (statistics inside the body), native size.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {"channels": _default_channels(), "context_slices": 1, "target_spacing_mm": 1.5,
                 "size_multiple": 32, "crop_to_body": True},
-    "seed001": {"channels": [{"kind": "window", "preset": "fastai_liver"}, {"kind": "window", "preset": "liver"},
+    "two_windows_histscaled": {"channels": [{"kind": "window", "preset": "fastai_liver"},
+                                            {"kind": "window", "preset": "liver"},
                              {"kind": "hist_scaled", "n_bins": 100}],
                 "context_slices": 0, "target_spacing_mm": None, "target_size": [256, 256],
                 "size_multiple": 32, "crop_to_body": False},
-    "seed002": {"channels": [{"kind": "window", "preset": "seed002"}], "context_slices": 0,
+    "window250_equalized": {"channels": [{"kind": "window", "preset": "centre0_width250"}], "context_slices": 0,
                 "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False, "equalize": "histogram"},
-    "seed004": {"channels": [{"kind": "window", "preset": "wide"}], "context_slices": 0,
+    "wide_equalized_median": {"channels": [{"kind": "window", "preset": "wide"}], "context_slices": 0,
                 "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False,
                 "equalize": "histogram", "median_size": 3},
-    "seed000": {"channels": [{"kind": "zscore", "mask": "body"}], "context_slices": 0,
+    "zscore_body": {"channels": [{"kind": "zscore", "mask": "body"}], "context_slices": 0,
                 "target_spacing_mm": None, "size_multiple": 32, "crop_to_body": False},
 }
 
 
+# Former names, still accepted (configs and model packages' training records written with them keep working);
+# never listed in help texts.
+PRESET_ALIASES: Dict[str, str] = {"seed000": "zscore_body", "seed001": "two_windows_histscaled",
+                                  "seed002": "window250_equalized", "seed004": "wide_equalized_median"}
+
+
+def preset_name(name: str) -> str:
+    """The current name of a preprocessing preset (former names map to it; others are returned as given)."""
+    return PRESET_ALIASES.get(name, name)
+
+
 def available_presets() -> List[str]:
-    """Names accepted by :meth:`PreprocessingConfig.preset`."""
+    """Names accepted by :meth:`PreprocessingConfig.preset` (former names are accepted too but not listed)."""
     return sorted(PRESETS)

@@ -29,15 +29,24 @@ from ..errors import InputError
 #   abdomen : level 40 / width 400 (-160..240 HU), the standard abdominal soft-tissue window.
 #   liver_contrast : level 75 / width 250, narrower window centred on enhanced liver parenchyma.
 #   wide    : level 0 / width 2000 (-1000..1000 HU): everything from air to dense bone.
-#   seed002 : centre 0 / width 250, the window shown in seed 002 (Fig. 2).
+#   centre0_width250 : centre 0 / width 250, the window shown by Li, Pan and Lin, "Deep Learning-Based Liver
+#             Cancer Segmentation Using U-net" (Fig. 2) on 3D-IRCADb.
 WINDOW_PRESETS: Dict[str, Tuple[float, float]] = {
     "liver": (60.0, 200.0),
     "fastai_liver": (30.0, 150.0),
     "abdomen": (40.0, 400.0),
     "liver_contrast": (75.0, 250.0),
     "wide": (0.0, 2000.0),
-    "seed002": (0.0, 250.0),
+    "centre0_width250": (0.0, 250.0),
 }
+
+# Former names, still accepted (model packages and configs written with them keep loading); never listed.
+WINDOW_PRESET_ALIASES: Dict[str, str] = {"seed002": "centre0_width250"}
+
+
+def window_preset_name(name: str) -> str:
+    """The current name of a window preset (former names map to it; unknown names are returned as given)."""
+    return WINDOW_PRESET_ALIASES.get(name, name)
 
 BODY_THRESHOLD_HU = -500.0
 
@@ -62,6 +71,7 @@ def resolve_window(name: Optional[str] = None, level: Optional[float] = None,
                    width: Optional[float] = None) -> Tuple[float, float]:
     """``(level, width)`` from a preset name or explicit values (explicit values override the preset)."""
     if name is not None:
+        name = window_preset_name(name)
         if name not in WINDOW_PRESETS:
             raise InputError(f"Unknown window preset '{name}'; choose one of {sorted(WINDOW_PRESETS)} "
                              f"or give 'level' and 'width' in HU.")

@@ -15,6 +15,7 @@ from typing import Any, Dict, Union
 import torch
 
 from ..errors import InputError
+from ..fileutil import apply_default_permissions
 
 PathLike = Union[str, Path]
 
@@ -40,7 +41,8 @@ def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then atomic rename onto ``path``."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then atomic rename onto ``path``
+    (permissions ``0666 & ~umask`` like every other output)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
@@ -49,6 +51,7 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        apply_default_permissions(tmp)  # mkstemp made it 0600; other outputs are 0666 & ~umask
         os.replace(tmp, str(path))
     finally:
         if os.path.exists(tmp):

@@ -1,7 +1,8 @@
 """k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
 
 Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
-``fold``: one row per fold 0..k-1 with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows + ``metrics.report.summarize_cases``).
+``fold``: one row per fold 0..k-1 with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows +
+``metrics.report.summarize_cases``).
 All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
 case where neither prediction nor reference holds tumor, 0.0 where only one does.
 """
@@ -53,7 +54,7 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
 
     train_fn = train_fn or train
     if config.folds < 2:
-        raise InputError("crossval needs --folds K with K >= 2 (seed 004 used 4).")
+        raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

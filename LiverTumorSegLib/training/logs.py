@@ -54,6 +54,11 @@ def read_log(path) -> List[Dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+TENSORBOARD_MISSING = ("TensorBoard logs off: the tensorboard package is not installed (it comes with the train "
+                       "extra: pip install -e \".[train]\", or pip install tensorboard); log.csv and curves.png are "
+                       "still written (--no-tensorboard hides this notice).")
+
+
 class TensorBoardLog:
     """Scalars to TensorBoard when ``torch.utils.tensorboard`` works; otherwise a one-line notice and no-ops."""
 
@@ -63,8 +68,12 @@ class TensorBoardLog:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # noqa: BLE001 - tensorboard missing or broken
-            notice("tensorboard is not installed; skipping TensorBoard logs (pip install tensorboard).")
+        except ImportError:
+            notice(TENSORBOARD_MISSING)
+            return
+        except Exception as exc:  # noqa: BLE001 - tensorboard installed but broken
+            notice(f"TensorBoard logs off: tensorboard failed to load ({type(exc).__name__}: {exc}); log.csv and "
+                   f"curves.png are still written (--no-tensorboard hides this notice).")
             return
         self.writer = SummaryWriter(log_dir=str(log_dir))
 

@@ -7,6 +7,7 @@ pytest.importorskip("matplotlib")
 
 from LiverTumorSegLib.inference.preview import (LIVER_RGBA, TUMOR_RGBA, overlay_rgb,  # noqa: E402
                                                  pick_preview_slices, save_overlay_preview)
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
 
 
@@ -54,3 +55,27 @@ def test_preview_png_shows_tumor_red_and_keeps_pyplot_backend(tmp_path):
 
     with pytest.raises(OutputExistsError):
         save_overlay_preview(tmp_path / "p.png", volume, labels)  # exists, no overwrite
+
+
+def test_coronal_aspect_stretches_thin_volumes_only():
+    from LiverTumorSegLib.inference.preview import MIN_CORONAL_HEIGHT, coronal_display_aspect
+
+    assert coronal_display_aspect((40, 64, 64), (2.0, 1.0, 1.0)) == (2.0, 1.0)     # true proportions
+    aspect, stretch = coronal_display_aspect((3, 512, 512), (1.0, 0.81, 0.81))
+    assert 3 * aspect / 512 == pytest.approx(MIN_CORONAL_HEIGHT) and stretch == pytest.approx(aspect * 0.81)
+
+
+def test_thin_volume_preview_keeps_titles_and_a_visible_coronal_panel(tmp_path):
+    """3 slices of 512 x 512 (the repo's ct3slice case): nothing cut off at the top, coronal panel not a strip."""
+    import matplotlib.image
+
+    from LiverTumorSegLib.inference.preview import save_overlay_preview
+
+    phantom = make_phantom(shape_zyx=(3, 256, 256), spacing_xyz=(0.8, 0.8, 1.0), seed=0)
+    path = save_overlay_preview(tmp_path / "thin.png", phantom.ct, phantom.labels)
+    rgb = matplotlib.image.imread(str(path))[..., :3]
+    ink = rgb.min(axis=-1) < 0.9                             # anything not white
+    assert not ink[:2].any()                                 # white margin above the titles: nothing clipped
+    right = ink[:, ink.shape[1] // 2 + 10:]
+    image_rows = np.nonzero(right.sum(axis=1) > 0.5 * right.shape[1])[0]   # rows filled by the coronal image
+    assert image_rows.size > 0.2 * right.shape[1] * 0.8

@@ -2,6 +2,7 @@
 round trip, architecture-specific behaviour (SegNet pool indices, deep supervision, ConvLSTM), and a
 learning test (each network overfits one phantom slice)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,8 +40,10 @@ DEEP_SUPERVISION = {"attention_unet", "dalunet"}
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    """One torch thread (fast on shared CPUs), or OMP_NUM_THREADS when set, so the file can be checked
+    under other thread counts (float sums then round differently)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     yield
     torch.set_num_threads(threads)
 
@@ -414,11 +417,15 @@ def test_recalibrated_batchnorm_makes_eval_output_equal_training_output():
     model.train()
     with torch.no_grad():
         train_mode = model(x)
+    model.eval()
+    with torch.no_grad():
+        stale = model(x)
     assert _recalibrate_batchnorm(model, x) > 50
     model.eval()
     with torch.no_grad():
         eval_mode = model(x)
-    assert torch.allclose(eval_mode, train_mode, atol=1e-3, rtol=1e-3)
+    # equal up to float rounding (BN over 2 x 2 pixels in the deepest layers amplifies it to ~1e-3)
+    assert (eval_mode - train_mode).abs().max() < 0.02 < (stale - train_mode).abs().max()
 
 
 @pytest.mark.parametrize("name", ALL)

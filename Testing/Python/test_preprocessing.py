@@ -37,7 +37,7 @@ def test_window_rejects_nonpositive_width():
 def test_window_presets_documented_values():
     assert WINDOW_PRESETS["abdomen"] == (40.0, 400.0)
     assert WINDOW_PRESETS["wide"] == (0.0, 2000.0)
-    assert WINDOW_PRESETS["seed002"] == (0.0, 250.0)
+    assert WINDOW_PRESETS["centre0_width250"] == (0.0, 250.0)
     assert "liver" in WINDOW_PRESETS
     lo, w = WINDOW_PRESETS["wide"]
     np.testing.assert_allclose(window_hu(np.array([-1000.0, 0.0, 1000.0]), lo, w), [0, 0.5, 1])
@@ -170,10 +170,12 @@ def test_default_preset_matches_contract():
     assert [(c["level"], c["width"]) for c in cfg.channels] == [(40, 400), (75, 250), (0, 2000)]
     assert cfg.context_slices == 1 and cfg.in_channels == 9
     assert cfg.target_spacing_mm == 1.5 and cfg.size_multiple == 32 and cfg.crop_to_body
-    assert set(available_presets()) >= {"default", "seed000", "seed001", "seed004"}
+    assert set(available_presets()) >= {"default", "zscore_body", "two_windows_histscaled", "window250_equalized",
+                                        "wide_equalized_median"}
 
 
-@pytest.mark.parametrize("name", ["default", "seed000", "seed001", "seed002", "seed004"])
+@pytest.mark.parametrize("name", ["default", "zscore_body", "two_windows_histscaled", "window250_equalized",
+                                  "wide_equalized_median"])
 def test_config_json_round_trip(name):
     cfg = PreprocessingConfig.preset(name)
     text = cfg.to_json()
@@ -312,7 +314,8 @@ def test_spatial_inverse_fills_outside_crop_with_background():
 
 
 # ---- whole pipeline -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["default", "seed000", "seed001", "seed002", "seed004"])
+@pytest.mark.parametrize("name", ["default", "zscore_body", "two_windows_histscaled", "window250_equalized",
+                                  "wide_equalized_median"])
 def test_presets_produce_network_batches(name):
     ph = make_phantom((4, 64, 64), spacing_xyz=(2.0, 2.0, 4.0))
     cfg = PreprocessingConfig.preset(name)
@@ -322,7 +325,7 @@ def test_presets_produce_network_batches(name):
     assert x.shape == (2, cfg.in_channels, h, w) and x.dtype == np.float32
     assert h % cfg.size_multiple == 0 and w % cfg.size_multiple == 0
     assert np.all(np.isfinite(x))
-    if name != "seed000":
+    if name != "zscore_body":
         assert x.min() >= 0 and x.max() <= 1
 
 

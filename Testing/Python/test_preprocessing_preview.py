@@ -21,7 +21,7 @@ def png_size(path):
 
 def test_render_preview_writes_png_grid(tmp_path):
     ph = make_phantom((8, 48, 48))
-    out = render_preview(ph.ct, PreprocessingConfig.preset("seed001"), tmp_path / "p.png", n_slices=2,
+    out = render_preview(ph.ct, PreprocessingConfig.preset("two_windows_histscaled"), tmp_path / "p.png", n_slices=2,
                          labels=ph.labels)
     w, h = png_size(out)
     assert out.stat().st_size > 5000

@@ -12,6 +12,7 @@ import pytest
 
 from LiverTumorSegLib.training.checkpoint import load_checkpoint
 from training_helpers import write_phantom_cases
+from seeding import test_seed
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 
@@ -26,7 +27,8 @@ def _train_command(csv_path, out):
             "--model-options", '{"channels": [4, 8], "num_res_units": 0}', "--preprocessing", PREPROCESSING,
             "--patch-size", "32", "--batch-size", "2", "--epochs", "2", "--iterations-per-epoch", str(STEPS),
             "--num-workers", "0", "--no-tensorboard", "--augmentation", '{"enabled": false}',
-            "--synthetic-lesions", "false", "--val-fraction", "0.5", "--lr", "0.003", "-o", str(out)]
+            "--synthetic-lesions", "false", "--val-fraction", "0.5", "--lr", "0.003", "--seed", str(test_seed(0)),
+            "-o", str(out)]
 
 
 def _env():

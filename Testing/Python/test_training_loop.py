@@ -12,6 +12,7 @@ from LiverTumorSegLib.training.checkpoint import load_checkpoint
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.trainer import Trainer, train
 from training_helpers import write_phantom_cases
+from seeding import test_seed
 
 PREPROCESSING = {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
                  "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True}
@@ -26,7 +27,8 @@ def tiny_config(data_csv, out_dir, **overrides):
     values = dict(data=str(data_csv), model="unet", model_options={"channels": [4, 8, 16]},
                   preprocessing=PREPROCESSING, epochs=2, iterations_per_epoch=3, batch_size=4, patch_size=32,
                   num_workers=0, lr=3e-3, val_fraction=0.34, output=str(out_dir / "model.safetensors"),
-                  cache_dir=str(out_dir.parent / "cache"), progress_bar=False, tensorboard=False, seed=5)
+                  cache_dir=str(out_dir.parent / "cache"), progress_bar=False, tensorboard=False,
+                  seed=test_seed(5))
     values.update(overrides)
     return TrainConfig.from_dict(values)
 

@@ -1,0 +1,70 @@
+"""Command-line options shared by the commands (issue 14): ``--no-progress`` everywhere (``--no-progress-bar``
+stays an alias), a misspelt option answered with the command's usage and the closest option, and train's
+notice when tensorboard is missing."""
+import sys
+
+import pytest
+
+from LiverTumorSegLib.cli import build_parser, main
+
+
+def _parse(argv):
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("command", ["train", "crossval"])
+@pytest.mark.parametrize("flag", ["--no-progress", "--no-progress-bar"])
+def test_training_commands_take_no_progress_and_the_old_spelling(command, flag):
+    assert _parse([command, "--data", "d.csv", flag]).progress_bar is False
+    assert _parse([command, "--data", "d.csv"]).progress_bar is None          # not given: config file decides
+    assert _parse([command, "--data", "d.csv", "--progress-bar"]).progress_bar is True
+
+
+def _progress_off(args) -> bool:
+    return getattr(args, "no_progress", None) is True or getattr(args, "progress", None) == "none"
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--pred", "p", "--ref", "r", "-o", "o"],
+    ["preprocess", "ct.nii.gz", "-o", "p.png"]])
+@pytest.mark.parametrize("flag", ["--no-progress", "--no-progress-bar"])
+def test_other_long_commands_take_both_spellings(argv, flag):
+    assert _progress_off(_parse(argv + [flag]))
+    assert not _progress_off(_parse(argv))
+
+
+def test_segment_takes_no_progress():
+    assert _progress_off(_parse(["segment", "ct.nii.gz", "-o", "out.nii.gz", "--no-progress"]))
+
+
+def test_no_progress_reaches_the_training_config():
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    assert config_from_args(_parse(["train", "--data", "d.csv", "--no-progress"])).progress_bar is False
+    assert config_from_args(_parse(["train", "--data", "d.csv"])).progress_bar is True
+
+
+def test_misspelt_option_gets_the_command_usage_and_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "ct.nii.gz", "-o", "out.nii.gz", "--no-progess"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "usage: livertumorseg segment" in err and "usage: livertumorseg [-h]" not in err
+    assert "unrecognized arguments: --no-progess" in err and "did you mean --no-progress?" in err
+
+
+def test_unknown_top_level_option_keeps_the_top_level_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["--no-such-thing"])
+    assert "usage: livertumorseg [-h]" in capsys.readouterr().err
+
+
+def test_train_says_how_to_get_tensorboard_when_it_is_missing(tmp_path, monkeypatch):
+    from LiverTumorSegLib.training.logs import TensorBoardLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    notices = []
+    log = TensorBoardLog(tmp_path / "tb", enabled=True, notice=notices.append)
+    assert log.writer is None and len(notices) == 1
+    assert '".[train]"' in notices[0] and "--no-tensorboard" in notices[0]
+    log.scalars({"loss": 1.0}, 1)  # a no-op, not an error

@@ -1,0 +1,38 @@
+"""Model packages and training checkpoints get the same permissions as every other output (``0666 & ~umask``,
+0644 under the usual umask 022), not mkstemp's 0600 (issue 14)."""
+import os
+import stat
+
+import pytest
+import torch
+
+from LiverTumorSegLib.models import build_model
+from LiverTumorSegLib.package import save_model_package
+from LiverTumorSegLib.preprocessing import PreprocessingConfig
+from LiverTumorSegLib.training.checkpoint import save_checkpoint
+
+
+@pytest.fixture()
+def umask_022():
+    previous = os.umask(0o022)
+    yield 0o644
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_model_package_is_0644_under_umask_022(tmp_path, umask_022):
+    model = build_model("unet", 3, 3, channels=(4, 8, 16))
+    path = save_model_package(tmp_path / "m.safetensors", model, PreprocessingConfig.preset("default"))
+    assert _mode(path) == umask_022
+    path = save_model_package(path, model, PreprocessingConfig.preset("default"), overwrite=True)
+    assert _mode(path) == umask_022
+
+
+def test_checkpoint_is_0644_under_umask_022_and_follows_other_umasks(tmp_path, umask_022):
+    path = save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.zeros(2)}, "epoch": 1})
+    assert _mode(path) == umask_022
+    os.umask(0o077)
+    assert _mode(save_checkpoint(tmp_path / "private.pt", {"epoch": 2})) == 0o600

@@ -38,7 +38,7 @@ def _addLibraryToPath() -> None:
 _addLibraryToPath()
 
 import LiverTumorSegLib  # noqa: E402
-from LiverTumorSegLib import mrml  # noqa: E402
+from LiverTumorSegLib import followup, mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
 from LiverTumorSegModuleLib import childprocess, dependencies, job, panel_text  # noqa: E402
 
@@ -151,6 +151,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
+        self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -166,6 +167,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.lesionTableView.connect("selectionChanged()", self.onLesionSelectionChanged)
+        self.setupCompareSection()
         self.ui.progressBar.setVisible(False)
         self.populateModels()
         self.updateDeviceInfo()
@@ -356,6 +359,85 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 slicer.util.errorDisplay(f"Segmentation failed: {outcome.error}", detailedText=outcome.details)
         self.updateGUI()
+
+    # --- lesion axes and follow-up comparison (issue 16) -------------------------------------------
+
+    def onLesionSelectionChanged(self) -> None:
+        """Centre the slice views on the selected lesion and draw its long and short axes as line markups."""
+        view = self.ui.lesionTableView
+        table = view.mrmlTableNode()
+        indexes = view.selectionModel().selectedIndexes() if view.selectionModel() else []
+        if table is None or not indexes:
+            return
+        lesionText = indexes[0].sibling(indexes[0].row(), 0).data()  # column 0 = "Lesion" number
+        try:
+            mrml.focus_on_table_lesion(slicer.mrmlScene, table, int(float(lesionText)))
+        except (TypeError, ValueError, LiverTumorSegError) as exc:
+            logging.info(f"LiverTumorSeg: no axes to show for the selected row ({exc})")
+
+    def setupCompareSection(self) -> None:
+        """'Compare with baseline': two segmentations with their CTs -> RECIST response and a per-lesion table."""
+        import ctk
+        section = ctk.ctkCollapsibleButton()
+        section.text = "Compare with baseline"
+        section.collapsed = True
+        form = qt.QFormLayout(section)
+        self.compare = {}
+        for key, label, nodeType in (
+                ("baselineSegmentation", "Baseline segmentation:", "vtkMRMLSegmentationNode"),
+                ("baselineVolume", "Baseline CT:", "vtkMRMLScalarVolumeNode"),
+                ("followupSegmentation", "Follow-up segmentation:", "vtkMRMLSegmentationNode"),
+                ("followupVolume", "Follow-up CT:", "vtkMRMLScalarVolumeNode")):
+            selector = slicer.qMRMLNodeComboBox()
+            selector.nodeTypes = [nodeType]
+            selector.noneEnabled = True
+            selector.addEnabled = selector.removeEnabled = selector.renameEnabled = False
+            selector.setMRMLScene(slicer.mrmlScene)
+            selector.toolTip = ("The segmentation must have the 'Liver' and 'Liver tumor' segments of this module"
+                                if nodeType == "vtkMRMLSegmentationNode" else "The CT the segmentation was made on")
+            form.addRow(label, selector)
+            self.compare[key] = selector
+        self.compare["alignOnCT"] = qt.QCheckBox("Align on the CTs (else on the liver masks)")
+        self.compare["alignOnCT"].checked = True
+        form.addRow(self.compare["alignOnCT"])
+        self.compare["button"] = qt.QPushButton("Compare")
+        self.compare["button"].toolTip = "Align the follow-up to the baseline, match lesions, RECIST 1.1 response"
+        form.addRow(self.compare["button"])
+        self.compare["result"] = qt.QLabel("")
+        self.compare["result"].wordWrap = True
+        form.addRow(self.compare["result"])
+        self.compare["table"] = slicer.qMRMLTableView()
+        self.compare["table"].setMRMLScene(slicer.mrmlScene)
+        self.compare["table"].setMinimumHeight(120)
+        form.addRow(self.compare["table"])
+        self.compare["button"].connect("clicked(bool)", self.onCompareButton)
+        self.layout.addWidget(section)
+
+    def onCompareButton(self) -> None:
+        c = self.compare
+        nodes = [c[k].currentNode() for k in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
+                                               "followupVolume")]
+        if not all(nodes):
+            slicer.util.errorDisplay("Select the baseline and follow-up segmentations and their CTs.")
+            return
+        reuse = self._changeTable if self._changeTable and slicer.mrmlScene.IsNodePresent(self._changeTable) else None
+        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            change, self._changeTable = self.logic.compareWithBaseline(
+                *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse)
+        except LiverTumorSegError as exc:
+            c["result"].text = f"Failed: {exc}"
+            slicer.util.errorDisplay(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: show it with the traceback
+            import traceback
+            c["result"].text = f"Failed: {exc}"
+            slicer.util.errorDisplay(f"Comparison failed: {exc}", detailedText=traceback.format_exc())
+            return
+        finally:
+            slicer.app.restoreOverrideCursor()
+        c["table"].setMRMLTableNode(self._changeTable)
+        c["result"].text = "\n".join(followup.change_summary_lines(change)[:3])
 
 
 #
@@ -568,6 +650,16 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         if display is not None:
             display.SetVisibility(True)
             display.SetVisibility3D(True)
+
+    @staticmethod
+    def compareWithBaseline(baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
+                            alignOnCT: bool = True, tableNode=None):
+        """Follow-up comparison of two segmentations (each on its CT): ``(change report dict, table node)``.
+        Runs in Slicer's process (SimpleITK registration, seconds; no torch)."""
+        change = mrml.compare_segmentations(baselineSegmentation, baselineVolume, followupSegmentation,
+                                            followupVolume, use_ct=alignOnCT)
+        tableNode = mrml.create_change_table_node(slicer.mrmlScene, change, table_node=tableNode)
+        return change, tableNode
 
 
 #

@@ -70,12 +70,16 @@ def check_output_format(path: Any) -> str:
 
 
 def make_engine(package: Any, device: str = "auto", tta_flip: bool = False, backend: str = "torch",
-                batch_size: Optional[int] = None, threads: Optional[int] = None) -> Any:
+                batch_size: Optional[int] = None, threads: Optional[int] = None, precision: str = "auto") -> Any:
     """A :class:`SliceInferenceEngine` (imported lazily so this module stays light)."""
     from .engine import SliceInferenceEngine
 
     return SliceInferenceEngine(package, device=device, batch_size=batch_size, tta_flip=tta_flip,
-                                backend=backend, threads=threads)
+                                backend=backend, threads=threads, precision=precision)
+
+
+def _rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
+    return {stage: round(float(seconds), 3) for stage, seconds in timings.items()}
 
 
 def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
@@ -83,17 +87,23 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                    tta_flip: bool = False, two_stage: bool = False, backend: str = "torch",
                    batch_size: Optional[int] = None, threads: Optional[int] = None, engine: Any = None,
-                   tumor_probability: bool = False) -> SegmentationResult:
+                   tumor_probability: bool = False, precision: str = "auto") -> SegmentationResult:
     """Segment a CT volume ``(z, y, x)`` (HU) with a model package; labels come back in its geometry.
 
     ``postprocessing``: None = defaults (:class:`PostprocessingOptions`); use
     ``PostprocessingOptions.disabled()`` for raw network output. ``engine``: reuse an existing engine.
     ``tumor_probability``: also keep the network's tumor probability (uint8 0..255, input geometry).
+    ``precision``: ``auto|fp32|bf16`` (see :class:`SliceInferenceEngine`). The report gets ``precision`` (what
+    ran, and the bf16 check) and ``timings_s`` (seconds per stage: the engine's reorient / preprocess /
+    network / restore, then postprocess and report; a ``model_load`` stage when the engine is built here).
     """
     start = time.perf_counter()
     reporter = ProgressReporter(progress)
     options = postprocessing if postprocessing is not None else PostprocessingOptions()
-    engine = engine or make_engine(package, device, tta_flip, backend, batch_size, threads)
+    timings = {}  # type: Dict[str, float]
+    if engine is None:
+        engine = make_engine(package, device, tta_flip, backend, batch_size, threads, precision)
+        timings["model_load"] = time.perf_counter() - start
     probability = None
     if two_stage:
         from .twostage import segment_two_stage
@@ -107,19 +117,27 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
         labels = engine.predict(volume, progress=reporter.sub(0.0, 0.9), cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
+    timings.update(getattr(engine, "last_timings", {}) or {})
     reporter(0.9, "post-processing")
+    stage_start = time.perf_counter()
     labels = postprocess_labels(labels, volume.spacing_zyx, options)
+    timings["postprocess"] = time.perf_counter() - stage_start
     reporter(0.95, "lesion report")
+    stage_start = time.perf_counter()
     package_obj = getattr(engine, "package", package)
     device_text = getattr(engine, "device_description", str(device))
     report = lesion_report(labels, volume.geometry, volume.array, extra={
         "input": volume.source,
         "model": str(getattr(package_obj, "name", "") or getattr(package_obj, "path", "")),
         "device": device_text,
+        "precision": dict(getattr(engine, "last_precision", {}) or {}),
         "postprocessing": options.to_dict(),
         "two_stage": bool(two_stage),
         "tta_flip": bool(tta_flip),
     })
+    timings["report"] = time.perf_counter() - stage_start
+    report["timings_s"] = _rounded_timings(timings)
+    log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
     reporter(1.0, "done")
     return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, device=device_text,
                               seconds=time.perf_counter() - start, tumor_probability=probability)
@@ -153,14 +171,16 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
                  allow_non_hu: bool = False, preview_path: Any = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                  threads: Optional[int] = None, package: Any = None, engine: Any = None,
-                 probability_path: Any = None) -> SegmentationResult:
+                 probability_path: Any = None, precision: str = "auto") -> SegmentationResult:
     """Read ``input_path`` (file or DICOM folder, ``series`` UID), segment, write ``output_path`` (labels 0/1/2
     in the input geometry; format from the extension), optionally ``report_path`` (.json/.csv) and
     ``preview_path`` (.png) and ``probability_path`` (tumor probability, uint8 ``round(255 * p)`` before
     post-processing, input geometry; .nii.gz/.nii/.nrrd/.mha; ``evaluate --prob`` reads it). ``model``: name or package path (ignored when ``package``/``engine`` given).
-    All outputs are checked before any work and written only after success."""
+    All outputs are checked before any work and written only after success. The report's ``timings_s`` adds
+    ``read``, ``checks``, ``model_load``, ``write`` (outputs other than the report itself) and ``total``."""
     from ..io import read_volume
 
+    start = time.perf_counter()
     reporter = ProgressReporter(progress)
     output_path = Path(output_path)
     suffix = check_output_format(output_path)
@@ -188,35 +208,39 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
         raise InputError("The input, output, report, preview and probability paths must all be different files.")
 
     reporter(0.0, "reading")
+    stage_start = time.perf_counter()
     volume = read_volume(input_path, series=series)
+    timings = {"read": time.perf_counter() - stage_start}  # type: Dict[str, float]
     from ..validation import check_ct
 
+    stage_start = time.perf_counter()
     warnings = check_ct(volume, allow_non_hu=allow_non_hu)
     for message in warnings:
         log.warning("warning: %s", message)
     _estimate_and_check_memory(volume)
+    timings["checks"] = time.perf_counter() - stage_start
     if engine is None and package is None:
         from ..package import load_model_package
 
         reporter(0.02, "loading model")
+        stage_start = time.perf_counter()
         package = load_model_package(model, device="cpu")
+        timings["model_load"] = time.perf_counter() - stage_start
     if cancel is not None:
         cancel.raise_if_cancelled()
     result = segment_volume(volume, package, device=device, postprocessing=postprocessing,
                             progress=reporter.sub(0.05, 0.95), cancel=cancel, tta_flip=tta_flip,
                             two_stage=two_stage, backend=backend, batch_size=batch_size, threads=threads,
-                            engine=engine, tumor_probability=probability_path is not None)
+                            engine=engine, tumor_probability=probability_path is not None, precision=precision)
     result.warnings = warnings
     result.report["warnings"] = warnings
     if cancel is not None:
         cancel.raise_if_cancelled()
     reporter(0.95, "writing")
+    stage_start = time.perf_counter()
     with contextlib.ExitStack() as stack:  # every file to a temp first; renamed together at the end
         tmp_labels = stack.enter_context(atomic_output(output_path, overwrite))
         _write_labels(tmp_labels, result.labels, volume.geometry, suffix)
-        if report_path is not None:
-            tmp_report = stack.enter_context(atomic_output(report_path, overwrite))
-            write_report(result.report, tmp_report, overwrite=True)
         if preview_path is not None:
             from .preview import save_overlay_preview
 
@@ -227,6 +251,15 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
 
             tmp_probability = stack.enter_context(atomic_output(probability_path, overwrite))
             write_volume(tmp_probability, CTVolume(result.tumor_probability, volume.geometry), overwrite=True)
+        timings["write"] = time.perf_counter() - stage_start
+        model_load = timings.pop("model_load", 0.0) + result.report["timings_s"].pop("model_load", 0.0)
+        timings = dict(timings, model_load=model_load, **result.report["timings_s"])
+        timings["total"] = time.perf_counter() - start
+        result.report["timings_s"] = _rounded_timings(timings)
+        log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        if report_path is not None:  # last, so that it holds the write time of the other files
+            tmp_report = stack.enter_context(atomic_output(report_path, overwrite))
+            write_report(result.report, tmp_report, overwrite=True)
         if cancel is not None:
             cancel.raise_if_cancelled()
     result.output_path, result.report_path, result.preview_path = output_path, report_path, preview_path

@@ -10,6 +10,7 @@ Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) p
 """
 import argparse
 import importlib
+import json
 import os
 import logging
 import sys
@@ -45,9 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wants_json_progress(argv: List[str]) -> bool:
+    """``--progress json`` among the raw arguments (so even a usage error answers in JSON)."""
+    return "--progress=json" in argv or any(a == "--progress" and b == "json" for a, b in zip(argv, argv[1:]))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(raw)
+    except SystemExit as exc:  # usage error (argparse printed it on stderr) or --help / --version
+        if exc.code not in (0, None) and _wants_json_progress(raw):
+            print(json.dumps({"error": "invalid command-line arguments (usage on stderr)"}), flush=True)
+        raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     if args.command is None:
         parser.print_help()

@@ -2,27 +2,44 @@
 
     livertumorseg segment INPUT -o OUTPUT [--model NAME|PATH] [--device auto|cpu|cuda] [--report r.json]
     livertumorseg segment --sample -o out.nii.gz     # bundled sample CT + bundled model, prints liver Dice
+    livertumorseg segment CT_FOLDER_OR_LIST.csv -o OUT_FOLDER   # many CTs, one model load, resumable
 
 OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with slicer-core). Labels
 0 background, 1 liver, 2 tumor, in the input's own geometry.
+
+``--progress json`` (for programs that run this command, e.g. the Slicer module's child process): stdout
+carries only JSON lines. Progress lines ``{"progress": 0.42, "stage": "network"}`` (fraction non-decreasing
+in [0, 1]; the last one is exactly 1.0), then one final line, either
+``{"done": true, "outputs": {"labels", "report", "probabilities", "preview"}, "seconds", "device"}`` (exit 0)
+or ``{"error": "<first line of the message>"}`` (exit 2 for user errors, 1 for internal errors; a
+multi-line message adds ``"details"``). SIGINT/SIGTERM cancel at the next checkpoint: ``{"error":
+"cancelled"}``, exit 130, nothing written. Human text (warnings, summary) goes to stderr.
 """
 import argparse
+import json
 import logging
+import signal
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional, TextIO
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CancelledError, InputError, LiverTumorSegError
 
 log = logging.getLogger(__name__)
+
+PROGRESS_MODES = ("bar", "none", "json")
+CANCEL_EXIT_CODE = 130  # like a shell's Ctrl-C
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("segment", help="segment liver and liver tumors in a CT",
                               description="Segment liver (1) and liver tumors (2) in an abdominal CT; "
                                           "labels are written in the input's geometry.")
-    p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
+    p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder; or, for "
+                                            "a batch, a folder of CT files or a .csv with an 'image' column "
+                                            "(optional 'case_id'): then -o is an output folder")
     p.add_argument("-o", "--output", required=True,
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd)")
     p.add_argument("--sample", action="store_true",
@@ -57,7 +74,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                   help="bar (default): progress bar on stderr; none; json: stdout carries only JSON lines "
+                        "(progress, then the outputs or the error) for programs that run this command")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
+                   help="same as --progress none")
     return p
 
 
@@ -106,6 +127,74 @@ class _TqdmProgress:
             self.bar.close()
 
 
+class JsonLines:
+    """The ``--progress json`` protocol on ``stream`` (the real stdout): one JSON object per line, flushed.
+
+    As a progress callback it writes ``{"progress": f, "stage": s}`` with ``f`` non-decreasing and rounded to
+    4 digits, skipping repeats that moved less than 0.5 % within one stage (a slice-by-slice engine calls
+    hundreds of times). :meth:`finish` makes sure the last progress line is exactly 1.0.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = -1.0  # last fraction written
+        self.highest = 0.0  # highest fraction seen (also the skipped ones)
+        self.last_stage = None  # type: Optional[str]
+
+    def emit(self, obj: Dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        self.highest = min(max(float(fraction), self.highest), 1.0)
+        fraction = round(self.highest, 4)
+        if stage == self.last_stage and fraction - self.last < 0.005 and fraction < 1.0:
+            return
+        if fraction == self.last == 1.0:
+            return
+        self.last, self.last_stage = fraction, stage
+        self.emit({"progress": fraction, "stage": stage})
+
+    def finish(self) -> None:
+        if self.last < 1.0:
+            self(1.0, "done")
+
+    def error(self, exc: BaseException) -> None:
+        """Final line for a failure: the message's first line, the whole text in ``details`` if longer."""
+        text = str(exc).strip() or type(exc).__name__
+        first = text.splitlines()[0]
+        obj = {"error": first}  # type: Dict[str, Any]
+        if first != text:
+            obj["details"] = text
+        self.emit(obj)
+
+
+class _SignalsCancel:
+    """While active, SIGINT and SIGTERM set ``token`` (the run stops at its next checkpoint and writes
+    nothing); a second signal interrupts at once. Only possible in the main thread (else a no-op)."""
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+        self.previous = {}  # type: Dict[int, Any]
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.token.is_cancelled:
+            raise KeyboardInterrupt
+        self.token.cancel()
+
+    def __enter__(self) -> "_SignalsCancel":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def format_summary(result: Any) -> str:
     """Human-readable summary lines of a SegmentationResult."""
     r = result.report
@@ -127,38 +216,136 @@ def format_summary(result: Any) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _input_path(args: argparse.Namespace) -> Path:
     from .. import resources
-    from ..inference.api import segment_file
 
     if args.sample:
         if args.input:
             raise InputError("Give either an INPUT or --sample, not both.")
-        input_path = resources.sample_ct_path()
-    elif not args.input:
+        return resources.sample_ct_path()
+    if not args.input:
         raise InputError("Give an INPUT CT file or DICOM folder (or --sample for the bundled sample CT).")
-    else:
-        input_path = Path(args.input)
-        if not input_path.exists():
-            raise InputError(f"Input '{input_path}' does not exist; check the path.")
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise InputError(f"Input '{input_path}' does not exist; check the path.")
+    return input_path
+
+
+def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any:
+    """Run ``segment_file`` for the parsed arguments; returns its SegmentationResult."""
+    from ..inference.api import segment_file
+
+    input_path = _input_path(args)
     if args.batch_size is not None and args.batch_size < 1:  # before reading the CT and loading the model
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
-    progress = _TqdmProgress(enabled=not args.no_progress)
-    try:
-        result = segment_file(input_path, args.output, model=args.model, device=args.device,
-                              report_path=args.report, overwrite=args.overwrite, series=args.series,
-                              postprocessing=postprocessing_from_args(args), tta_flip=args.tta,
-                              two_stage=args.two_stage, backend=args.backend, batch_size=args.batch_size,
-                              allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress,
-                              probability_path=args.probabilities, precision=args.precision)
-    finally:
-        progress.close()
-    print(format_summary(result))
+    return segment_file(input_path, args.output, model=args.model, device=args.device,
+                        report_path=args.report, overwrite=args.overwrite, series=args.series,
+                        postprocessing=postprocessing_from_args(args), tta_flip=args.tta,
+                        two_stage=args.two_stage, backend=args.backend, batch_size=args.batch_size,
+                        allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress,
+                        cancel=cancel, probability_path=args.probabilities, precision=args.precision)
+
+
+def _print_summary(args: argparse.Namespace, result: Any, stream: TextIO) -> None:
+    from .. import resources
+
+    print(format_summary(result), file=stream)
     if args.sample:
         reference_path = resources.sample_reference_path()
         if reference_path.exists():
             from ..io import read_label_map, read_volume
 
-            reference = read_label_map(reference_path, reference=read_volume(input_path))
-            print(f"liver Dice vs bundled reference: {liver_dice(result.labels, reference.array):.3f}")
+            reference = read_label_map(reference_path, reference=read_volume(resources.sample_ct_path()))
+            print(f"liver Dice vs bundled reference: {liver_dice(result.labels, reference.array):.3f}", file=stream)
+
+
+def _optional_path(path: Any) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def _run_json(args: argparse.Namespace) -> int:
+    """``--progress json``: JSON lines on the real stdout, everything printed for humans to stderr."""
+    from ..progress import CancellationToken
+
+    real_stdout = sys.stdout
+    lines = JsonLines(real_stdout)
+    token = CancellationToken()
+    sys.stdout = sys.stderr  # any stray print of a library goes to stderr, never into the protocol
+    try:
+        with _SignalsCancel(token):
+            result = _segment(args, progress=lines, cancel=token)
+            _print_summary(args, result, sys.stderr)
+        lines.finish()
+        lines.emit({"done": True,
+                    "outputs": {"labels": str(result.output_path), "report": _optional_path(result.report_path),
+                                "probabilities": _optional_path(result.probability_path),
+                                "preview": _optional_path(result.preview_path)},
+                    "seconds": round(float(result.seconds), 3), "device": str(result.device)})
+        return 0
+    except (CancelledError, KeyboardInterrupt):
+        lines.emit({"error": "cancelled"})
+        print("cancelled; no output was written", file=sys.stderr)
+        return CANCEL_EXIT_CODE
+    except LiverTumorSegError as exc:
+        lines.error(exc)
+        raise  # the CLI prints "error: ..." on stderr and exits 2
+    except Exception as exc:  # noqa: BLE001 - the CLI reports it as an internal error (exit 1)
+        lines.error(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        sys.stdout = real_stdout
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
+    per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
+    from ..inference.api import make_engine
+    from ..inference.batch import find_cases, format_status_table, segment_batch, write_status_csv
+    from ..package import load_model_package
+
+    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
+                        ("--probabilities", args.probabilities)):
+        if value is not None:
+            raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
+    if args.progress == "json":
+        raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
+    if args.two_stage:
+        raise InputError("--two-stage is for one CT at a time; run the batch without it.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
+    cases = find_cases(args.input, out)
+    postprocessing = postprocessing_from_args(args)
+    engine = make_engine(load_model_package(args.model, device="cpu"), args.device, args.tta, args.backend,
+                         args.batch_size, None, args.precision)
+    print(f"{len(cases)} case(s) -> {out} on {engine.device_description}", file=sys.stderr)
+
+    def on_case(status: Any) -> None:
+        if args.progress == "bar":
+            print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
+                  file=sys.stderr)
+
+    statuses = segment_batch(cases, engine, postprocessing=postprocessing, overwrite=args.overwrite,
+                             allow_non_hu=args.allow_non_hu, on_case=on_case)
+    out.mkdir(parents=True, exist_ok=True)
+    write_status_csv(statuses, out / "batch_status.csv")
+    print(format_status_table(statuses))
+    return 2 if any(s.status == "failed" for s in statuses) else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.batch import is_batch_input
+
+    if args.input and not args.sample and is_batch_input(args.input):
+        return _run_batch(args)
+    if args.progress == "json":
+        return _run_json(args)
+    progress = _TqdmProgress(enabled=args.progress == "bar")
+    try:
+        result = _segment(args, progress=progress)
+    finally:
+        progress.close()
+    _print_summary(args, result, sys.stdout)
     return 0

@@ -69,6 +69,20 @@ def check_output_format(path: Any) -> str:
     return suffix
 
 
+# Stages reported to the user, in order: "reading", "loading model", "preprocessing", "network",
+# "post-processing", "lesion report", "writing" (files only), "done" (only at 1.0).
+ENGINE_STAGES = {"reorienting": "preprocessing", "preprocessing": "preprocessing"}  # everything else: "network"
+
+
+def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
+                   ) -> ProgressCallback:
+    """``progress`` with each stage name passed through ``mapping`` (unmapped -> ``default``, or kept)."""
+    def callback(fraction: float, stage: str) -> None:
+        progress(fraction, mapping.get(stage, stage if default is None else default))
+
+    return callback
+
+
 def make_engine(package: Any, device: str = "auto", tta_flip: bool = False, backend: str = "torch",
                 batch_size: Optional[int] = None, threads: Optional[int] = None, precision: str = "auto") -> Any:
     """A :class:`SliceInferenceEngine` (imported lazily so this module stays light)."""
@@ -105,16 +119,18 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
         engine = make_engine(package, device, tta_flip, backend, batch_size, threads, precision)
         timings["model_load"] = time.perf_counter() - start
     probability = None
+    # two-stage runs the engine twice: both passes are "network", so stage names never go back
+    network_progress = renamed_stages(reporter.sub(0.0, 0.9), {} if two_stage else ENGINE_STAGES, default="network")
     if two_stage:
         from .twostage import segment_two_stage
 
-        out = segment_two_stage(volume, engine, progress=reporter.sub(0.0, 0.9), cancel=cancel,
+        out = segment_two_stage(volume, engine, progress=network_progress, cancel=cancel,
                                 with_probability=tumor_probability)
         labels, probability = out if tumor_probability else (out, None)
     elif tumor_probability:
-        labels, probability = engine.predict_with_probability(volume, progress=reporter.sub(0.0, 0.9), cancel=cancel)
+        labels, probability = engine.predict_with_probability(volume, progress=network_progress, cancel=cancel)
     else:
-        labels = engine.predict(volume, progress=reporter.sub(0.0, 0.9), cancel=cancel)
+        labels = engine.predict(volume, progress=network_progress, cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
     timings.update(getattr(engine, "last_timings", {}) or {})
@@ -229,7 +245,8 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
     if cancel is not None:
         cancel.raise_if_cancelled()
     result = segment_volume(volume, package, device=device, postprocessing=postprocessing,
-                            progress=reporter.sub(0.05, 0.95), cancel=cancel, tta_flip=tta_flip,
+                            progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}),
+                            cancel=cancel, tta_flip=tta_flip,
                             two_stage=two_stage, backend=backend, batch_size=batch_size, threads=threads,
                             engine=engine, tumor_probability=probability_path is not None, precision=precision)
     result.warnings = warnings

@@ -268,5 +268,8 @@ def test_segment_file_progress_is_monotone_through_all_stages_and_ends_at_one(tm
     assert all(b >= a for a, b in zip(fractions, fractions[1:])), fractions
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
     stages = [s for _, s in seen]
-    for stage in ("reading", "segmenting", "post-processing", "lesion report", "writing"):
+    for stage in ("reading", "network", "post-processing", "lesion report", "writing"):
         assert stage in stages
+    assert [f for f, s in seen if s == "done"] == [1.0]  # "done" only at the very end (issue 14)
+    order = ["reading", "preprocessing", "network", "post-processing", "lesion report", "writing", "done"]
+    assert [order.index(s) for s in stages] == sorted(order.index(s) for s in stages)  # stages never go back

@@ -1,0 +1,167 @@
+"""`livertumorseg segment --progress json`: the machine-readable protocol the Slicer module's child process
+reads. stdout carries only JSON lines: progress (non-decreasing, last exactly 1.0), then one final object
+(``done`` with the outputs, or ``error``); human text goes to stderr; SIGTERM cancels with nothing written."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from LiverTumorSegLib import resources  # noqa: E402
+from LiverTumorSegLib.cli import main  # noqa: E402
+from LiverTumorSegLib.commands.segment import JsonLines  # noqa: E402
+from LiverTumorSegLib.io import read_label_map, read_volume, write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+
+from inference_helpers import corner_phantom, tiny_unet_package  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = {"reading", "loading model", "preprocessing", "network", "post-processing", "lesion report", "writing",
+          "done"}
+
+
+def child_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return env
+
+
+def parse_protocol(stdout: str):
+    """(progress objects, final object); fails if any stdout line is not a JSON object."""
+    objects = [json.loads(line) for line in stdout.splitlines()]
+    assert objects and all(isinstance(o, dict) for o in objects)
+    return objects[:-1], objects[-1]
+
+
+def check_progress(lines):
+    assert lines and all(set(o) == {"progress", "stage"} for o in lines)
+    fractions = [o["progress"] for o in lines]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])), fractions
+    assert fractions[-1] == 1.0 and fractions[:-1] == [f for f in fractions[:-1] if f < 1.0]
+    assert {o["stage"] for o in lines} <= STAGES
+    assert [o["stage"] for o in lines if o["stage"] == "done"] == ["done"]  # "done" only once, at 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    return tiny_unet_package(tmp_path_factory.mktemp("pkg")).path
+
+
+def test_sample_run_prints_only_json_lines_ending_at_one(tmp_path):
+    """The contract on the bundled sample CT and model, as the Slicer module runs it (a child process)."""
+    from LiverTumorSegLib.package import resolve_model
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    try:
+        resolve_model("default")
+    except ModelPackageError:
+        pytest.skip("no bundled default model")
+    out, report = tmp_path / "seg.nii.gz", tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "segment", "--sample", "-o", str(out),
+                           "--report", str(report), "--progress", "json"],
+                          capture_output=True, text=True, env=child_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    progress, final = parse_protocol(proc.stdout)
+    check_progress(progress)
+    assert "network" in {o["stage"] for o in progress}
+    assert final["done"] is True and set(final) == {"done", "outputs", "seconds", "device"}
+    assert final["outputs"] == {"labels": str(out), "report": str(report), "probabilities": None, "preview": None}
+    assert final["seconds"] > 0 and final["device"].startswith(("cpu", "cuda"))
+    labels = read_label_map(out, reference=read_volume(resources.sample_ct_path())).array
+    assert labels.max() >= 1 and json.loads(report.read_text())["liver_volume_ml"] > 0
+    assert "wrote" in proc.stderr and "liver Dice" in proc.stderr  # human text on stderr only
+
+
+def test_outputs_listed_and_human_text_on_stderr(tmp_path, tiny_package, capsys):
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    paths = {k: tmp_path / n for k, n in [("labels", "seg.nrrd"), ("report", "r.csv"), ("preview", "p.png"),
+                                           ("probabilities", "prob.nii.gz")]}
+    code = main(["segment", str(ct), "-o", str(paths["labels"]), "--model", str(tiny_package), "--report",
+                 str(paths["report"]), "--preview", str(paths["preview"]), "--probabilities",
+                 str(paths["probabilities"]), "--progress", "json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    progress, final = parse_protocol(captured.out)
+    check_progress(progress)
+    assert final["outputs"] == {k: str(v) for k, v in paths.items()}
+    assert all(p.exists() for p in paths.values())
+    assert "wrote" in captured.err and "wrote" not in captured.out
+
+
+def test_user_error_is_a_json_line_and_exit_2(tmp_path, tiny_package, capsys):
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    out = tmp_path / "seg.nii.gz"
+    out.write_bytes(b"previous")
+    code = main(["segment", str(ct), "-o", str(out), "--model", str(tiny_package), "--progress", "json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert set(lines[-1]) == {"error"} and "already exists" in lines[-1]["error"]
+    assert "--overwrite" in lines[-1]["error"]  # CLI wording from the CLI
+    assert captured.err.startswith("error:") and out.read_bytes() == b"previous"
+
+
+def test_usage_error_answers_in_json_too(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "--progress", "json", "--no-such-option"])
+    assert info.value.code == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"].startswith("invalid")
+
+
+def test_no_progress_alias_still_works(tmp_path, tiny_package, capsys):
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    assert main(["segment", str(ct), "-o", str(tmp_path / "a.nii.gz"), "--model", str(tiny_package),
+                 "--no-progress"]) == 0
+    assert main(["segment", str(ct), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_package),
+                 "--progress", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "%|" not in captured.err and "wrote" in captured.out  # no bar; summary on stdout as before
+
+
+def test_json_lines_skips_tiny_steps_and_finishes_at_one():
+    import io
+
+    stream = io.StringIO()
+    lines = JsonLines(stream)
+    for f in np.linspace(0.0, 0.5, 1001):
+        lines(f, "network")
+    lines(0.3, "post-processing")  # a late, smaller fraction is lifted, never reported lower
+    lines.finish()
+    objects = [json.loads(x) for x in stream.getvalue().splitlines()]
+    fractions = [o["progress"] for o in objects]
+    assert len(objects) < 120 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert objects[-2] == {"progress": 0.5, "stage": "post-processing"}
+
+
+def test_sigterm_cancels_with_json_error_and_writes_nothing(tmp_path, tiny_package):
+    # 240 slices at batch size 1: the network stage takes long enough for the signal to land in it
+    phantom = make_phantom((240, 40, 44), (2.0, 2.5, 1.0), lesions=[], noise_hu=0.0)
+    ct = write_volume(tmp_path / "long_ct.nii.gz", phantom.ct)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.Popen([sys.executable, "-m", "LiverTumorSegLib", "segment", str(ct), "-o",
+                             str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package), "--batch-size", "1",
+                             "--report", str(tmp_path / "r.json"), "--progress", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1].get("stage") == "network":
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines += [json.loads(x) for x in rest.splitlines()]
+    assert lines[-1] == {"error": "cancelled"}, err
+    assert proc.returncode == 130
+    fractions = [o["progress"] for o in lines[:-1]]
+    assert fractions == sorted(fractions) and fractions[-1] < 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary file

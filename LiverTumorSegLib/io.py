@@ -640,8 +640,7 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> Non
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    # gzip level 1 (nibabel's default for .nii.gz too): label maps compress nearly as well, several times faster
-    sitk.WriteImage(image, str(tmp), True, 1)
+    sitk.WriteImage(image, str(tmp), True)
 
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool) -> Path:

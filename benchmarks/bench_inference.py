@@ -137,18 +137,25 @@ def stacked_volume(volume, slices):
 
 
 def network_seconds(engine, batches):
-    """Seconds to run every preprocessed batch through ``engine``'s network (+ softmax); the probabilities."""
-    start = time.perf_counter()
+    """(wall seconds, CPU seconds of this process, probabilities) of every preprocessed batch through
+    ``engine``'s network (+ softmax)."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = [engine.predict_batch_probabilities(x) for x in batches]
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_cli(argv, env=None):
-    """(wall seconds, stdout+stderr text, exit code) of ``python -m LiverTumorSegLib ARGV`` in a fresh process."""
-    start = time.perf_counter()
+    """(wall seconds, stdout+stderr text, exit code, CPU seconds) of ``python -m LiverTumorSegLib ARGV`` in a
+    fresh process. On a shared machine CPU seconds move less with other processes' load than wall seconds."""
+    start, cpu = time.perf_counter(), children_cpu_seconds()
     done = subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    return time.perf_counter() - start, done.stdout, done.returncode
+    return time.perf_counter() - start, done.stdout, done.returncode, children_cpu_seconds() - cpu
 
 
 def label_agreement(probs_a, probs_b):
@@ -177,8 +184,7 @@ def real_ct_benchmark(args):
     note = (f"{args.ct} {original.shape_zyx} (z, y, x)" + (
         f", stacked to {volume.shape_zyx[0]} slices by mirrored repetition of its {original.shape_zyx[0]} real "
         f"slices" if args.slices else ""))
-    print(f"CT: {note}
-CPU: {cpu_name()}, {threads} threads (shared machine: other processes may be running)")
+    print(f"CT: {note}\nCPU: {cpu_name()}, {threads} threads (shared machine: other processes may be running)")
     package = load_model_package(args.model)
     fp32 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="fp32")
     bf16 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="bf16")
@@ -195,13 +201,14 @@ CPU: {cpu_name()}, {threads} threads (shared machine: other processes may be run
     ct_path = write_volume(tmp / "ct.nii.gz", volume)
     rows = []
     for repeat in range(args.repeats):
-        t32, p32 = network_seconds(fp32, batches)
-        t16, p16 = network_seconds(bf16, batches)
+        t32, c32, p32 = network_seconds(fp32, batches)
+        t16, c16, p16 = network_seconds(bf16, batches)
         differing, liver_dice, tumor_dice = label_agreement(p32, p16)
         del p32, p16
         report = tmp / f"report_{repeat}.json"
-        wall, text, code = run_cli(["segment", ct_path, "-o", tmp / f"seg_{repeat}.nii.gz", "--report", report,
-                                    "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite"], env)
+        wall, text, code, cpu = run_cli(["segment", ct_path, "-o", tmp / f"seg_{repeat}.nii.gz", "--report", report,
+                                         "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite"],
+                                        env)
         if code != 0:
             raise SystemExit(f"segment failed:\n{text}")
         data = json.loads(report.read_text())
@@ -210,6 +217,8 @@ CPU: {cpu_name()}, {threads} threads (shared machine: other processes may be run
                "bf16_vs_fp32_differing_voxel_fraction": differing, "bf16_vs_fp32_liver_dice": liver_dice,
                "bf16_vs_fp32_tumor_dice": tumor_dice, "end_to_end_cli_s": wall,
                "end_to_end_over_fp32_network": wall / t32, "precision": data.get("precision"),
+               "fp32_network_cpu_s": c32, "bf16_network_cpu_s": c16, "end_to_end_cli_cpu_s": cpu,
+               "end_to_end_over_fp32_network_cpu": cpu / c32,
                "timings_s": data.get("timings_s")}
         rows.append(row)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in (row["timings_s"] or {}).items())
@@ -217,14 +226,15 @@ CPU: {cpu_name()}, {threads} threads (shared machine: other processes may be run
               f"({row['bf16_ms_per_slice']:.0f} ms/slice, {t32 / t16:.2f}x); bf16 vs fp32 labels: "
               f"{100 * differing:.4f} % voxels differ, liver Dice {liver_dice:.4f}, tumor Dice {tumor_dice:.4f}")
         print(f"    end to end (CLI, fresh process, --precision auto -> {(row['precision'] or {}).get('used')}): "
-              f"{wall:.1f} s = {wall / t32:.2f}x the fp32 network time\n    stages (s): {stages}")
+              f"{wall:.1f} s = {wall / t32:.2f}x the fp32 network time\n    CPU seconds: network fp32 {c32:.1f}, "
+              f"bf16 {c16:.1f}, end to end {cpu:.1f} = {cpu / c32:.2f}x the fp32 network\n    stages (s): {stages}")
     result = {"ct": note, "cpu": cpu_name(), "threads": threads, "model": args.model, "rows": rows}
     if args.batch_cases:
         result["batch"] = batch_benchmark(args, original, tmp, env)
     if args.sample_dice:
         result["sample_dice"] = {}
         for precision in ("fp32", "auto"):
-            _, text, code = run_cli(["segment", "--sample", "-o", tmp / f"sample_{precision}.nii.gz", "--no-progress",
+            _, text, code, _ = run_cli(["segment", "--sample", "-o", tmp / f"sample_{precision}.nii.gz", "--no-progress",
                                      "--precision", precision, "--overwrite"], env)
             found = re.search(r"liver Dice vs bundled reference: ([0-9.]+)", text)
             result["sample_dice"][precision] = float(found.group(1)) if found else None
@@ -241,14 +251,14 @@ def batch_benchmark(args, volume, tmp, env):
     for k in range(args.batch_cases):
         write_volume(folder / f"case_{k}.nii.gz", volume)
     report = tmp / "single.json"
-    _, text, code = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / "single.nii.gz", "--report", report,
+    _, text, code, _ = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / "single.nii.gz", "--report", report,
                              "--model", args.model, "--device", "cpu", "--no-progress"], env)
     if code != 0:
         raise SystemExit(f"segment failed:\n{text}")
     t = json.loads(report.read_text())["timings_s"]
     per_case = t["read"] + t["network"] + t["write"]
     budget = args.batch_cases * per_case + t["model_load"]
-    wall, text, code = run_cli(["segment", folder, "-o", tmp / "batch_out", "--model", args.model, "--device", "cpu",
+    wall, text, code, _ = run_cli(["segment", folder, "-o", tmp / "batch_out", "--model", args.model, "--device", "cpu",
                                 "--no-progress"], env)
     print(f"batch of {args.batch_cases} x {volume.shape_zyx}: one command {wall:.1f} s; {args.batch_cases} x (read "
           f"{t['read']:.2f} + network {t['network']:.2f} + write {t['write']:.2f}) + model load "

@@ -70,7 +70,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
-                        "(AVX512-BF16/AMX) checked per CT on one batch against fp32 (falls back to fp32 when "
+                        "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
                         "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units")

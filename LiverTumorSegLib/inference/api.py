@@ -124,8 +124,12 @@ def segment_volume(volume: CTVolume, package: Any, device: str = "auto",
     if two_stage:
         from .twostage import segment_two_stage
 
-        out = segment_two_stage(volume, engine, progress=network_progress, cancel=cancel,
-                                with_probability=tumor_probability)
+        engine.last_timings, engine.accumulate_timings = {}, True  # both passes count
+        try:
+            out = segment_two_stage(volume, engine, progress=network_progress, cancel=cancel,
+                                    with_probability=tumor_probability)
+        finally:
+            engine.accumulate_timings = False
         labels, probability = out if tumor_probability else (out, None)
     elif tumor_probability:
         labels, probability = engine.predict_with_probability(volume, progress=network_progress, cancel=cancel)

@@ -16,7 +16,9 @@ On CUDA: autocast (bf16 where supported, else fp16), channels-last, pinned host 
 non-blocking copies; batch ``i+1`` is prepared on the CPU while the GPU computes batch ``i``. The batch
 size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, optional ONNX Runtime (fp32),
 and with ``precision="auto"`` bf16 autocast (channels-last) on CPUs that compute bf16 natively
-(AVX512-BF16 / AMX-BF16): verified per volume on one batch against fp32 (see :data:`BF16_MAX_DISAGREEMENT`).
+(AVX512-BF16 / AMX-BF16): verified on one batch of the engine's first volume against fp32 (see
+:data:`BF16_MAX_DISAGREEMENT`); whether bf16 suits a network is a property of the network and the CPU, so
+later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each.
 
 ``engine.last_timings`` holds the seconds spent per stage of the last ``predict*`` call and
 ``engine.last_precision`` what precision ran (and the check's numbers).
@@ -197,7 +199,7 @@ class SliceInferenceEngine:
     threads (None = all cores). ``batch_predictor``: replaces the network with a function
     ``(n, C, H, W) -> probabilities (n, K, H, W)`` (tests, custom runtimes). ``precision``: ``auto`` (CUDA:
     bf16/fp16 autocast as ``amp`` says; CPU torch: bf16 autocast when the CPU computes bf16 natively, checked
-    on one batch per volume against fp32 and dropped for fp32 when labels differ on more than
+    on one batch of the first volume against fp32 and dropped for fp32 when labels differ on more than
     :data:`BF16_MAX_DISAGREEMENT` of its voxels; ONNX Runtime: fp32), ``fp32``, or ``bf16`` (no check).
     """
 
@@ -235,6 +237,7 @@ class SliceInferenceEngine:
         self.precision = precision
         self.cpu_dtype = None  # torch.bfloat16 while CPU bf16 autocast is on
         self._verify_cpu_dtype = False
+        self._precision_check = None  # type: Optional[Dict[str, object]]
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
@@ -301,7 +304,7 @@ class SliceInferenceEngine:
 
         reporter = ProgressReporter(progress)
         reporter(0.0, "reorienting")
-        self.last_timings = {}
+        self._reset_timings()
         start = time.perf_counter()
         canonical, reorientation = canonicalize(volume)
         seconds = time.perf_counter() - start
@@ -326,7 +329,7 @@ class SliceInferenceEngine:
 
         reporter = ProgressReporter(progress)
         reporter(0.0, "reorienting")
-        self.last_timings = {}
+        self._reset_timings()
         start = time.perf_counter()
         canonical, reorientation = canonicalize(volume)
         probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
@@ -350,7 +353,7 @@ class SliceInferenceEngine:
         ``probability_out``: optional uint8 ``(z, y, x)`` array (canonical grid) that receives
         ``round(255 * p)`` of class ``class_index``, batch by batch.
         """
-        self.last_timings = {}
+        self._reset_timings()
         return self._predict_canonical(canonical, progress, cancel, probability_out, class_index)
 
     def _predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback],
@@ -409,11 +412,19 @@ class SliceInferenceEngine:
         return self._submit(list(range(len(x_nchw))), np.ascontiguousarray(x_nchw, dtype=np.float32)).get()
 
     # ------------------------------------------------------------------ internals
+    accumulate_timings = False
+    """When True, ``predict*`` add to ``last_timings`` instead of starting afresh (several passes, e.g. two-stage)."""
+
+    def _reset_timings(self) -> None:
+        if not self.accumulate_timings:
+            self.last_timings = {}
+
     def _add_time(self, stage: str, seconds: float) -> None:
         self.last_timings[stage] = self.last_timings.get(stage, 0.0) + float(seconds)
 
     def _start_precision_record(self) -> None:
-        self.last_precision = {"requested": self.precision, "used": self.precision_used, "check": None}
+        check = None if self._precision_check is None else dict(self._precision_check, this_volume=False)
+        self.last_precision = {"requested": self.precision, "used": self.precision_used, "check": check}
         if self.backend == "onnx" or self._batch_predictor is not None:
             self.last_precision["note"] = ("custom batch predictor" if self._batch_predictor is not None
                                            else "ONNX Runtime runs fp32")
@@ -421,7 +432,8 @@ class SliceInferenceEngine:
     def _check_cpu_precision(self, prepared: object, count: int) -> None:
         """Run one batch from the middle of the volume (likely abdomen, not an empty end slice) in fp32 and bf16;
         keep bf16 when their labels differ on at most :data:`BF16_MAX_DISAGREEMENT` of the voxels, else switch
-        this engine to fp32 for good. The kept result is reused for that batch (nothing is computed twice)."""
+        this engine to fp32 for good. Once per engine. The kept result is reused for that batch (nothing is
+        computed twice)."""
         size = int(self.batch_size)
         first = ((count - 1) // size // 2) * size
         indices = list(range(first, min(count, first + size)))
@@ -439,17 +451,18 @@ class SliceInferenceEngine:
         differing = int(np.count_nonzero(argmax_channels(full) != argmax_channels(reduced)))
         fraction = differing / float(max(1, full[:, 0].size))
         passed = fraction <= BF16_MAX_DISAGREEMENT
-        self.last_precision["check"] = {
+        self._verify_cpu_dtype = False
+        self._precision_check = {
             "slices": [indices[0], indices[-1]], "voxels": int(full[:, 0].size), "differing_voxels": differing,
             "differing_fraction": fraction, "max_fraction": BF16_MAX_DISAGREEMENT, "passed": passed,
             "bf16_seconds": round(seconds_reduced, 4), "fp32_seconds": round(seconds_full, 4)}
+        self.last_precision["check"] = dict(self._precision_check, this_volume=True)
         if passed:
             self.cpu_dtype = dtype
             self._cached = (indices, reduced)
             log.debug("bf16 check passed: %d of %d voxels differ from fp32 (%.4f %%)", differing,
                       full[:, 0].size, 100 * fraction)
         else:
-            self._verify_cpu_dtype = False
             self._cached = (indices, full)
             log.warning("bf16 labels differ from fp32 on %.3f %% of the check slices' voxels (more than %.1f %%); "
                         "running this model in fp32.", 100 * fraction, 100 * BF16_MAX_DISAGREEMENT)

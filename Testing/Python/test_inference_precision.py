@@ -88,10 +88,14 @@ def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monke
     np.testing.assert_array_equal(labels, expected)
     check = engine.last_precision["check"]
     assert engine.last_precision["used"] == "bf16" and check["passed"] and check["differing_voxels"] == 0
-    assert check["slices"] == [4, 7]
+    assert check["slices"] == [4, 7] and check["this_volume"]
     assert engine.model.calls.count(torch.float32) == 1  # the one fp32 pass of the check
     assert engine.model.calls.count(torch.bfloat16) == 3  # 3 batches, the checked one not run again
     assert net.calls == []  # the package's own network was copied (channels-last), not changed
+    engine.model.calls.clear()
+    engine.predict(ph.ct)  # the next volume reuses the verdict: no fp32 pass
+    assert set(engine.model.calls) == {torch.bfloat16} and len(engine.model.calls) == 3
+    assert engine.last_precision["check"]["passed"] and not engine.last_precision["check"]["this_volume"]
 
 
 def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
@@ -108,7 +112,7 @@ def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     engine.model.calls.clear()
     engine.predict(ph.ct)  # the next volume: fp32 straight away, no second check
     assert set(engine.model.calls) == {torch.float32} and len(engine.model.calls) == 3
-    assert engine.last_precision["check"] is None
+    assert engine.last_precision["used"] == "fp32" and not engine.last_precision["check"]["this_volume"]
 
 
 def test_explicit_bf16_runs_unchecked_and_fp32_never_autocasts():
@@ -141,3 +145,27 @@ def test_engine_reports_per_stage_seconds():
     assert all(0.0 <= v < 30.0 for v in timings.values()) and timings["network"] > 0.0
     engine.predict(ph.ct)  # reset per call, not accumulated over calls
     assert set(engine.last_timings) == set(timings)
+
+
+def test_two_stage_report_times_both_network_passes():
+    import time
+
+    from LiverTumorSegLib.inference.api import segment_volume
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    calls = []
+
+    def slow_predictor(x):
+        calls.append(len(x))
+        time.sleep(0.05)
+        return oracle_predictor(x)
+
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=slow_predictor)
+    result = segment_volume(ph.ct, None, engine=engine, two_stage=True)
+    fine_batches = 3  # the fine pass alone: 12 slices in batches of 4
+    assert len(calls) > fine_batches  # the coarse pass ran too
+    assert result.report["timings_s"]["network"] >= 0.05 * len(calls) - 0.01
+    assert not engine.accumulate_timings

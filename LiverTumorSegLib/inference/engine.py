@@ -378,6 +378,7 @@ class SliceInferenceEngine:
         if self.batch_size is None:
             self.batch_size = self._auto_batch_size(prepared)
         self._start_precision_record()
+        self._cached = None  # never a stale batch from a cancelled or failed earlier volume
         if self._verify_cpu_dtype and self.cpu_dtype is not None:
             self._check_cpu_precision(prepared, count)
         done = 0

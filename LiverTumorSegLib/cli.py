@@ -17,7 +17,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import LiverTumorSegError
+from .errors import LiverTumorSegError, cli_wording
 
 # name -> module under LiverTumorSegLib.commands; imported lazily so `--help` stays fast.
 COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate"]
@@ -68,7 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: command '{args.command}' is unavailable: {args._unavailable}", file=sys.stderr)
         return 2
     try:
-        return int(args._run(args) or 0)
+        with cli_wording():  # messages name --flags, not Python arguments
+            return int(args._run(args) or 0)
     except LiverTumorSegError as exc:
         if args.debug:
             raise

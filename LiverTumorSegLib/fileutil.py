@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from .errors import OutputExistsError, InputError
+from .errors import OutputExistsError, InputError, option_hint
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -27,8 +27,8 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``) or its folder is missing."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"Output '{path}' already exists; pass --overwrite to replace it "
-                                f"or choose another output path.")
+        raise OutputExistsError(f"Output '{path}' already exists; pass {option_hint('--overwrite', 'overwrite=True')} "
+                                f"to replace it or choose another output path.")
     if path.exists() and path.is_dir():
         raise InputError(f"Output '{path}' is a folder; give a file name.")
     parent = path.parent if str(path.parent) else Path(".")

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError, LabelError
+from .errors import InputError, LabelError, option_hint
 from .fileutil import atomic_output, full_suffix
 from .volume import CTVolume, ImageGeometry
 
@@ -115,6 +115,14 @@ def _series_listing(series: Sequence[DicomSeriesInfo]) -> str:
     return "\n".join(f"  {n}. {s.summary()}" for n, s in enumerate(series, start=1))
 
 
+SERIES_CHOICES_TEXT = "SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list"
+
+
+def _series_option(wanted: str = "...") -> str:
+    """``--series 'x'`` under the command line, ``series='x'`` from Python."""
+    return option_hint(f"--series '{wanted}'", f"series='{wanted}'")
+
+
 def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: PathLike = "") -> DicomSeriesInfo:
     """Pick one series by exact UID, list number (1-based), unique UID prefix, or description.
 
@@ -134,10 +142,10 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise InputError(f"--series '{wanted}' matches {len(matches)} series in '{folder}'; give more of the "
-                             f"UID:\n{_series_listing(matches)}")
-    raise InputError(f"No DICOM series matching --series '{wanted}' in '{folder}'; it holds:\n"
-                     f"{_series_listing(series)}")
+            raise InputError(f"{_series_option(wanted)} matches {len(matches)} series in '{folder}'; give more "
+                             f"of the UID, or the number from this list:\n{_series_listing(matches)}")
+    raise InputError(f"No DICOM series matching {_series_option(wanted)} in '{folder}'; give its "
+                     f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
 
 
 def _dicom_in_subfolders(folder: Path) -> List[str]:
@@ -163,8 +171,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     elif len(all_series) == 1:
         chosen = all_series[0]
     else:
-        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with --series "
-                         f"(its UID, a unique UID prefix, its description or its number below):\n"
+        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
+                         f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
                          f"{_series_listing(all_series)}")
     _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()

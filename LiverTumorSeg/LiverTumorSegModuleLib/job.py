@@ -7,7 +7,6 @@
 * :class:`SegmentationRun` - one run as the module's Logic does it: read the volume node (main thread),
   compute in a :class:`~.background.BackgroundTask`, apply the result when the main thread polls.
 """
-import copy
 import dataclasses
 import time
 import traceback
@@ -16,13 +15,12 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
+from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for the module
 from LiverTumorSegLib.progress import ProgressReporter
 from LiverTumorSegLib.volume import CTVolume
 
 from . import background
-
-DEVICES = ("auto", "cuda", "cpu")
-
 
 @dataclass
 class SegmentationOptions:
@@ -39,21 +37,6 @@ class SegmentationOptions:
     postprocessing: Dict[str, Any] = field(default_factory=dict)
     window_level: Optional[float] = None
     window_width: Optional[float] = None
-
-
-def override_window(preprocessing: Dict[str, Any], level: float, width: float) -> Dict[str, Any]:
-    """Copy of a preprocessing dict whose first ``window`` channel uses ``level`` / ``width`` HU."""
-    if width <= 0:
-        raise InputError(f"Window width must be positive (got {width} HU).")
-    result = copy.deepcopy(preprocessing)
-    for channel in result.get("channels", []):
-        if channel.get("kind") == "window":
-            channel.pop("preset", None)
-            channel["level"] = float(level)
-            channel["width"] = float(width)
-            return result
-    raise InputError("This model's preprocessing has no intensity window to override; clear the window "
-                     "override.")
 
 
 def _with_window_override(package: Any, options: SegmentationOptions) -> Any:

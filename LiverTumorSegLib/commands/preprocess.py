@@ -25,7 +25,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help="named preprocessing (default: 'default', the bundled model's)")
     group.add_argument("--config", default=None, help="preprocessing config JSON file")
     p.add_argument("--slices", type=int, default=3, help="number of axial slices to show (default 3)")
-    p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
+    p.add_argument("--series", default=None,
+                   help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
+                        "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="accept intensities that do not look like Hounsfield units (with a warning)")

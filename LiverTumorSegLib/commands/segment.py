@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional, TextIO
 import numpy as np
 
 from ..errors import CancelledError, InputError, LiverTumorSegError
+from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +45,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd)")
     p.add_argument("--sample", action="store_true",
                    help="segment the bundled sample CT and print the liver Dice against its reference")
-    p.add_argument("--model", default="default", help="installed model name or .safetensors package path")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
+    p.add_argument("--series", default=None,
+                   help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
+                        "prefix, its series description, or its number in the listing the error shows (1, 2, ...)")
     p.add_argument("--report", default=None, help="lesion report to write (.json or .csv)")
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
                         "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")
-    p.add_argument("--keep-all-liver-components", action="store_true",
-                   help="do not reduce the liver to its largest connected component")
-    p.add_argument("--no-fill-holes", action="store_true", help="do not fill holes inside the liver")
-    p.add_argument("--allow-tumor-outside-liver", action="store_true",
-                   help="keep tumor voxels far from the liver")
-    p.add_argument("--min-lesion-ml", type=float, default=0.1,
-                   help="lesions smaller than this (mL) become liver (default 0.1; 0 keeps all)")
-    p.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
-    p.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="torch",
-                   help="CPU runtime (default torch). onnx = ONNX Runtime (needs onnx + onnxruntime; exported "
-                        "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
-                        "256x256 CT in 1.1 s); auto = onnx when installed, else torch")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
-                        "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
-                        "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
-    p.add_argument("--allow-non-hu", action="store_true",
-                   help="accept intensities that do not look like Hounsfield units")
+    add_segmentation_arguments(p)  # model, device, backend, batch size, threads, TTA, two-stage, post-processing ...
     p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
                    help="bar (default): progress bar on stderr; none; json: stdout carries only JSON lines "
                         "(progress, then the outputs or the error) for programs that run this command")
@@ -82,26 +63,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def postprocessing_from_args(args: argparse.Namespace) -> Any:
-    """PostprocessingOptions from the CLI switches."""
-    from ..inference.postprocess import PostprocessingOptions
-
-    if args.min_lesion_ml < 0:
-        raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
-    if args.no_postprocess:
-        return PostprocessingOptions.disabled()
-    return PostprocessingOptions(largest_liver_component=not args.keep_all_liver_components,
-                                 fill_liver_holes=not args.no_fill_holes,
-                                 tumor_inside_liver=not args.allow_tumor_outside_liver,
-                                 min_lesion_ml=float(args.min_lesion_ml))
-
-
 def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
     """Dice of liver (label >= 1) between two ``(z, y, x)`` label maps; 1.0 when both are empty."""
-    a = np.asarray(labels_zyx) >= 1
-    b = np.asarray(reference_zyx) >= 1
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+    from ..metrics.overlap import dice
+
+    return dice(np.asarray(labels_zyx) >= 1, np.asarray(reference_zyx) >= 1)
 
 
 class _TqdmProgress:
@@ -232,18 +198,17 @@ def _input_path(args: argparse.Namespace) -> Path:
 
 
 def _segment(args: argparse.Namespace, progress: Any, cancel: Any = None) -> Any:
-    """Run ``segment_file`` for the parsed arguments; returns its SegmentationResult."""
-    from ..inference.api import segment_file
+    """Segment the input of the parsed arguments with a :class:`Segmenter`; returns its SegmentationResult."""
+    from ..inference.segmenter import Segmenter
 
-    input_path = _input_path(args)
     if args.batch_size is not None and args.batch_size < 1:  # before reading the CT and loading the model
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
-    return segment_file(input_path, args.output, model=args.model, device=args.device,
-                        report_path=args.report, overwrite=args.overwrite, series=args.series,
-                        postprocessing=postprocessing_from_args(args), tta_flip=args.tta,
-                        two_stage=args.two_stage, backend=args.backend, batch_size=args.batch_size,
-                        allow_non_hu=args.allow_non_hu, preview_path=args.preview, progress=progress,
-                        cancel=cancel, probability_path=args.probabilities, precision=args.precision)
+    options = options_from_args(args)  # every setting checked first
+    input_path = _input_path(args)
+    return Segmenter(options).segment_file(input_path, args.output, report_path=args.report,
+                                           preview_path=args.preview, probability_path=args.probabilities,
+                                           overwrite=args.overwrite, series=args.series, progress=progress,
+                                           cancel=cancel)
 
 
 def _print_summary(args: argparse.Namespace, result: Any, stream: TextIO) -> None:
@@ -299,9 +264,8 @@ def _run_json(args: argparse.Namespace) -> int:
 def _run_batch(args: argparse.Namespace) -> int:
     """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
-    from ..inference.api import make_engine
     from ..inference.batch import find_cases, format_status_table, segment_batch, write_status_csv
-    from ..package import load_model_package
+    from ..inference.segmenter import Segmenter
 
     for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
                         ("--probabilities", args.probabilities)):
@@ -316,19 +280,17 @@ def _run_batch(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
+    options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
-    postprocessing = postprocessing_from_args(args)
-    engine = make_engine(load_model_package(args.model, device="cpu"), args.device, args.tta, args.backend,
-                         args.batch_size, None, args.precision)
-    print(f"{len(cases)} case(s) -> {out} on {engine.device_description}", file=sys.stderr)
+    segmenter = Segmenter(options).load()
+    print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
 
     def on_case(status: Any) -> None:
         if args.progress == "bar":
             print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
                   file=sys.stderr)
 
-    statuses = segment_batch(cases, engine, postprocessing=postprocessing, overwrite=args.overwrite,
-                             allow_non_hu=args.allow_non_hu, on_case=on_case)
+    statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case)
     out.mkdir(parents=True, exist_ok=True)
     write_status_csv(statuses, out / "batch_status.csv")
     print(format_status_table(statuses))

@@ -3,14 +3,18 @@
 Importing this package is light; torch is imported when an engine is built.
 
 ```python
-from LiverTumorSegLib.inference import SliceInferenceEngine, segment_volume, segment_file
+from LiverTumorSegLib.inference import Segmenter, SegmentationOptions, SliceInferenceEngine, segment_volume, segment_file
+segmenter = Segmenter(SegmentationOptions(model="default", device="auto"))   # loads once, segments many
+result = segmenter.segment_volume(volume, progress=cb, cancel=token)         # or .segment_file(in, out, ...)
 engine = SliceInferenceEngine(package, device="auto")        # package: ModelPackage or name/path
 labels = engine.predict(volume, progress=cb, cancel=token)   # (z, y, x) uint8 in the input geometry
 result = segment_volume(volume, package)                      # .labels, .report (lesion report dict)
 segment_file("ct.nii.gz", "seg.nii.gz", model="default", report_path="report.json")
 ```
 """
-from .api import SegmentationResult, segment_file, segment_volume
+from .api import segment_file, segment_volume
+from .options import SegmentationOptions
+from .segmenter import SegmentationResult, Segmenter
 from .lesion_report import lesion_report, write_report
 from .postprocess import PostprocessingOptions, postprocess_labels
 
@@ -27,5 +31,5 @@ def __getattr__(name):  # lazy: the engine imports torch
     raise AttributeError(name)
 
 
-__all__ = ["SliceInferenceEngine", "segment_volume", "segment_file", "SegmentationResult", "PostprocessingOptions",
+__all__ = ["SliceInferenceEngine", "Segmenter", "SegmentationOptions", "segment_volume", "segment_file", "SegmentationResult", "PostprocessingOptions",
            "postprocess_labels", "lesion_report", "write_report", "segment_two_stage"]

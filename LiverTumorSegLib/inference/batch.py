@@ -1,4 +1,5 @@
-"""Segment many CTs with one loaded model: :func:`find_cases` and :func:`segment_batch`.
+"""Segment many CTs with one loaded model (a :class:`~.segmenter.Segmenter`): :func:`find_cases` and
+:func:`segment_batch`.
 
 Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
 or a CSV (column ``image``, optional ``case_id``; relative paths are relative to the CSV's folder; an ``image``
@@ -124,7 +125,7 @@ def _read_case(case: BatchCase, allow_non_hu: bool) -> tuple:
     """(volume, warnings, read seconds): read and check one CT (runs on the reader thread)."""
     from ..io import read_volume
     from ..validation import check_ct
-    from .api import _estimate_and_check_memory
+    from .segmenter import _estimate_and_check_memory
 
     start = time.perf_counter()
     volume = read_volume(case.input_path)
@@ -150,12 +151,12 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
 
 
-def segment_batch(cases: List[BatchCase], engine: Any, postprocessing: Any = None, overwrite: bool = False,
-                  allow_non_hu: bool = False, on_case: Optional[Callable[[CaseStatus], None]] = None,
-                  ) -> List[CaseStatus]:
-    """Segment ``cases`` in order with one ``engine`` (a :class:`SliceInferenceEngine`); returns one
-    :class:`CaseStatus` per case, in order. ``on_case`` is called as each case finishes (written or failed)."""
-    from .api import segment_volume
+def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
+                  on_case: Optional[Callable[[CaseStatus], None]] = None) -> List[CaseStatus]:
+    """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
+    apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
+    case finishes (written or failed)."""
+    allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
 
     statuses = {}  # type: Dict[str, CaseStatus]
     todo = []
@@ -195,8 +196,8 @@ def segment_batch(cases: List[BatchCase], engine: Any, postprocessing: Any = Non
                 volume, warnings, read_seconds = current.result()
                 for message in warnings:
                     log.warning("warning: %s: %s", case.case_id, message)
-                result = segment_volume(volume, engine.package, engine=engine, postprocessing=postprocessing)
-                result.report["warnings"] = warnings
+                result = segmenter.segment_volume(volume)
+                result.report["warnings"] = warnings + list(result.warnings)
                 result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
             except KeyboardInterrupt:
                 raise

@@ -601,23 +601,22 @@ class Trainer:
 
     def _whole_volume_validation(self, package_path: Path) -> Dict[str, Any]:
         """Liver/tumor Dice on whole native-resolution validation volumes through the inference pipeline
-        (``LiverTumorSegLib.inference.segment_volume``), when that module is available. Empty dict otherwise."""
+        (one ``LiverTumorSegLib.inference.Segmenter`` for all cases), when that module is available. Empty dict otherwise."""
         if not self.val_cases:
             return {}
         try:
-            from ..inference import segment_volume  # type: ignore
-            from ..package import load_model_package
+            from ..inference import SegmentationOptions, Segmenter  # type: ignore
         except ImportError:
             return {}
         from .datasets import load_case
 
         threads = torch.get_num_threads()  # the inference engine sets its own CPU thread count
         try:
-            package = load_model_package(package_path, device="cpu")
+            segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device))).load()
             rows = []
-            for case in self.val_cases:
+            for case in self.val_cases:  # the package is loaded and the engine built once for all cases
                 volume, labels = load_case(case, self.config.label_map or None)
-                pred = segment_volume(volume, package, device=str(self.device)).labels
+                pred = segmenter.segment_volume(volume).labels
                 rows.append({"case": case.case_id, "liver_dice": _dice(pred >= 1, labels >= 1),
                              "tumor_dice": _dice(pred == 2, labels == 2) if (labels == 2).any() else float("nan")})
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
@@ -626,14 +625,15 @@ class Trainer:
         finally:
             torch.set_num_threads(threads)
         tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
-        return {"method": "whole validation volumes through inference.segment_volume",
+        return {"method": "whole validation volumes through inference.Segmenter",
                 "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),
                 "tumor_dice": float(np.mean(tumor)) if tumor else float("nan"), "cases": rows}
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+    from ..metrics.overlap import dice  # the one Dice definition (1.0 when both masks are empty)
+
+    return dice(a, b)
 
 
 def _f(value: float) -> str:

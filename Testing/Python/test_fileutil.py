@@ -40,7 +40,12 @@ def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
 def test_existing_output_refused_without_overwrite(tmp_path):
     target = tmp_path / "out.nii"
     target.write_bytes(b"keep")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):  # Python wording from Python (issue 14)
+        with atomic_output(target):
+            pass
+    from LiverTumorSegLib.errors import cli_wording
+
+    with cli_wording(), pytest.raises(OutputExistsError, match="pass --overwrite"):  # under the CLI
         with atomic_output(target):
             pass
     assert target.read_bytes() == b"keep"

@@ -319,7 +319,7 @@ def test_two_series_in_one_folder_list_and_select(tmp_path):
     with pytest.raises(InputError) as err:
         read_volume(folder)
     msg = str(err.value)
-    for words in ("2 DICOM series", "--series", UID_A, UID_B, "arterial", "portal venous", "3 files", "5 files"):
+    for words in ("2 DICOM series", "series=", "description", UID_A, UID_B, "arterial", "portal venous", "3 files", "5 files"):
         assert words in msg
 
     by_uid = read_volume(folder, series=UID_B)
@@ -329,7 +329,7 @@ def test_two_series_in_one_folder_list_and_select(tmp_path):
     assert read_volume(folder, series="VENOUS").shape_zyx == (5, 6, 7)  # unique substring, any case
     number = [i.uid for i in infos].index(UID_B) + 1
     assert read_volume(folder, series=str(number)).meta["series_uid"] == UID_B  # number in the listing
-    with pytest.raises(InputError, match="No DICOM series matching --series 'delayed'"):
+    with pytest.raises(InputError, match="No DICOM series matching series='delayed'"):
         read_volume(folder, series="delayed")
     with pytest.raises(InputError, match="matches 2 series"):
         read_volume(folder, series="1.2.826.0.1.3680043.2.1125")

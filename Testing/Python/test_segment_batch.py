@@ -12,6 +12,7 @@ from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.inference import batch as batch_module  # noqa: E402
 from LiverTumorSegLib.inference.batch import find_cases, is_batch_input, segment_batch  # noqa: E402
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
 from LiverTumorSegLib.io import read_label_map, write_volume  # noqa: E402
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
 
@@ -38,6 +39,10 @@ def write_phantoms(folder, count=3):
 
 def oracle_engine(predictor=oracle_predictor):
     return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
+
+
+def oracle_segmenter(predictor=oracle_predictor):
+    return Segmenter(engine=oracle_engine(predictor))
 
 
 def test_find_cases_from_folder_and_csv(tmp_path):
@@ -71,7 +76,8 @@ def test_batch_equals_single_runs_resumes_and_survives_a_bad_case(tmp_path):
     (tmp_path / "cts" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     engine = oracle_engine()
     seen = []
-    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), engine, on_case=seen.append)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(engine=engine),
+                             on_case=seen.append)
     assert [(s.case_id, s.status) for s in statuses] == [("broken", "failed"), ("ct_0", "done"), ("ct_1", "done"),
                                                          ("ct_2", "done")]
     assert "broken.nii.gz" in statuses[0].message and len(seen) == 4
@@ -85,7 +91,7 @@ def test_batch_equals_single_runs_resumes_and_survives_a_bad_case(tmp_path):
     before = (tmp_path / "out" / "ct_0.nii.gz").stat().st_mtime_ns
     calls = []
     again = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"),
-                          oracle_engine(lambda x: calls.append(len(x)) or oracle_predictor(x)))
+                          oracle_segmenter(lambda x: calls.append(len(x)) or oracle_predictor(x)))
     assert [s.status for s in again] == ["failed", "skipped", "skipped", "skipped"] and calls == []
     assert (tmp_path / "out" / "ct_0.nii.gz").stat().st_mtime_ns == before
 
@@ -108,7 +114,7 @@ def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):
         return oracle_predictor(x)
 
     monkeypatch.setattr(batch_module, "_read_case", read)
-    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_engine(predictor))
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter(predictor))
     assert overlapped == [True] and [s.status for s in statuses] == ["done", "done"]
 
 

@@ -13,7 +13,7 @@ from LiverTumorSegLib import resources  # noqa: E402
 from LiverTumorSegLib.cli import main  # noqa: E402
 from LiverTumorSegLib.commands.segment import liver_dice, postprocessing_from_args  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, InputError, ModelPackageError, OutputExistsError  # noqa: E402
-from LiverTumorSegLib.inference import api  # noqa: E402
+from LiverTumorSegLib.inference import segmenter as segmenter_module  # noqa: E402
 from LiverTumorSegLib.inference.api import segment_file  # noqa: E402
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions  # noqa: E402
@@ -63,7 +63,7 @@ def test_existing_output_refused_before_any_work(tmp_path):
         calls.append(1)
         return oracle_predictor(x)
 
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):  # Python wording from Python (issue 14)
         segment_file(ct_path, out, engine=oracle_engine(predictor))
     assert calls == [] and out.read_bytes() == b"previous"
     segment_file(ct_path, out, engine=oracle_engine(predictor), overwrite=True)
@@ -103,7 +103,7 @@ def test_output_checks(tmp_path, monkeypatch):
         segment_file(ct_path, ct_path, engine=oracle_engine(), overwrite=True)
     with pytest.raises(InputError, match=".png"):
         segment_file(ct_path, tmp_path / "s.nii.gz", engine=oracle_engine(), preview_path=tmp_path / "x.json")
-    monkeypatch.setattr(api, "slicer_available", lambda: False)
+    monkeypatch.setattr(segmenter_module, "slicer_available", lambda: False)
     with pytest.raises(InputError, match="pip install slicer-core"):
         segment_file(ct_path, tmp_path / "seg.seg.nrrd", engine=oracle_engine())
 

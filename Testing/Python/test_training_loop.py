@@ -67,6 +67,8 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert meta["training"]["cases"] == result.train_cases and meta["training"]["command"] == "livertumorseg train test"
     assert meta["training"]["spacing_zyx_min_mm"] == [5.0, 3.0, 3.0]
     assert 0.0 <= meta["validation"]["liver_dice"] <= 1.0
+    whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
+    assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
     reference = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])

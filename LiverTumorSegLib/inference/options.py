@@ -1,0 +1,349 @@
+"""Segmentation settings in one place: :class:`SegmentationOptions` (frozen, validated, JSON- and CLI-able).
+
+The same object flows CLI -> library -> engine -> the Slicer module's child process (nnU-Net's predictor
+settings and SlicerNNUnet's ``Parameter`` were the models): ``to_dict``/``from_dict`` for JSON and parameter
+nodes, ``to_cli_args()`` for ``livertumorseg segment`` arguments that parse back to an equal object
+(:func:`add_segmentation_arguments` + :func:`options_from_args` are that parser's half).
+
+Also the one definition of the choices and suffixes several callers need: :data:`DEVICE_CHOICES`,
+:data:`BACKENDS`, :data:`LABEL_MAP_SUFFIXES`, :data:`SEG_NRRD_SUFFIX`, :data:`PROBABILITY_SUFFIXES`,
+:data:`PREVIEW_SUFFIX`, the post-processing switches (:data:`POSTPROCESSING_SWITCHES`) and
+:func:`override_window`.
+
+```python
+options = SegmentationOptions(model="default", device="cpu", two_stage=True)
+options.to_dict(); SegmentationOptions.from_dict(d); options.to_cli_args()   # ["--device", "cpu", "--two-stage"]
+dataclasses.replace(options, tta=True)                                      # validated again
+```
+"""
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..errors import InputError
+from .device import DEVICE_CHOICES, PRECISIONS, check_precision
+from .engine import BACKENDS
+from .postprocess import PostprocessingOptions
+
+__all__ = ["SegmentationOptions", "DEVICE_CHOICES", "BACKENDS", "LABEL_MAP_SUFFIXES", "SEG_NRRD_SUFFIX",
+           "OUTPUT_SUFFIXES", "PROBABILITY_SUFFIXES", "PREVIEW_SUFFIX", "POSTPROCESSING_SWITCHES",
+           "add_segmentation_arguments", "options_from_args", "override_window", "check_device_name"]
+
+LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # label maps written by io.write_label_map
+SEG_NRRD_SUFFIX = ".seg.nrrd"  # Slicer segmentation (needs slicer-core)
+OUTPUT_SUFFIXES = LABEL_MAP_SUFFIXES + (SEG_NRRD_SUFFIX,)
+PROBABILITY_SUFFIXES = LABEL_MAP_SUFFIXES  # the uint8 tumor probability map
+PREVIEW_SUFFIX = ".png"
+
+
+@dataclass(frozen=True)
+class PostprocessingSwitch:
+    """How one :class:`PostprocessingOptions` field appears on the command line.
+
+    ``kind``: ``"off"`` = a flag that sets the (default True) field to False; ``"value"`` = a number option.
+    """
+
+    field: str
+    flag: str
+    kind: str
+    help: str
+
+
+# One row per PostprocessingOptions field (a test checks that every field has one).
+POSTPROCESSING_SWITCHES = (
+    PostprocessingSwitch("largest_liver_component", "--keep-all-liver-components", "off",
+                         "do not reduce the liver to its largest connected component"),
+    PostprocessingSwitch("fill_liver_holes", "--no-fill-holes", "off", "do not fill holes inside the liver"),
+    PostprocessingSwitch("tumor_inside_liver", "--allow-tumor-outside-liver", "off",
+                         "keep tumor voxels far from the liver"),
+    PostprocessingSwitch("liver_dilation_mm", "--tumor-liver-margin-mm", "value",
+                         "tumor components with no voxel within this distance (mm) of the liver are removed"),
+    PostprocessingSwitch("min_lesion_ml", "--min-lesion-ml", "value",
+                         "lesions smaller than this (mL) become liver (0 keeps all)"),
+)
+
+
+def check_device_name(device: Any) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (lower-cased, stripped), else InputError."""
+    text = str(device if device is not None else "auto").strip().lower()
+    if text in DEVICE_CHOICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise InputError(f"device (--device): unknown device '{device}'; use one of {', '.join(DEVICE_CHOICES)} "
+                     f"(or cuda:N).")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_bool(name: str, flag: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} ({flag}) must be true or false (got {value!r}).")
+    return value
+
+
+def _check_count(name: str, flag: str, value: Any) -> Optional[int]:
+    """None or a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} ({flag}) must be a whole number of at least 1, or unset (got {value!r}).")
+    return int(value)
+
+
+def _postprocessing_from_dict(data: Dict[str, Any]) -> PostprocessingOptions:
+    known = {f.name for f in dataclasses.fields(PostprocessingOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"postprocessing: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    return PostprocessingOptions(**data)
+
+
+def _checked_postprocessing(value: Any) -> PostprocessingOptions:
+    """A private copy of ``value`` (PostprocessingOptions or dict) with every field checked."""
+    if isinstance(value, dict):
+        value = _postprocessing_from_dict(value)
+    if not isinstance(value, PostprocessingOptions):
+        raise InputError(f"postprocessing must be PostprocessingOptions or a dict (got {type(value).__name__}).")
+    value = copy.copy(value)  # the options object is frozen: nobody else holds this one
+    defaults = PostprocessingOptions()
+    flags = {s.field: s.flag for s in POSTPROCESSING_SWITCHES}
+    for f in dataclasses.fields(PostprocessingOptions):
+        got, default = getattr(value, f.name), getattr(defaults, f.name)
+        where = f"postprocessing.{f.name} ({flags.get(f.name, 'no CLI flag')})"
+        if isinstance(default, bool):
+            if not isinstance(got, bool):
+                raise InputError(f"{where} must be true or false (got {got!r}).")
+        elif _is_number(default):
+            if not _is_number(got) or got != got or got < 0:
+                raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
+            setattr(value, f.name, float(got))
+    return value
+
+
+def override_window(preprocessing: Dict[str, Any], level: float, width: float) -> Dict[str, Any]:
+    """Copy of a preprocessing dict whose first ``window`` channel uses ``level`` / ``width`` HU."""
+    if width <= 0:
+        raise InputError(f"Window width must be positive (got {width} HU).")
+    result = copy.deepcopy(preprocessing)
+    for channel in result.get("channels", []):
+        if channel.get("kind") == "window":
+            channel.pop("preset", None)
+            channel["level"] = float(level)
+            channel["width"] = float(width)
+            return result
+    raise InputError("This model's preprocessing has no intensity window to override; clear the window "
+                     "override.")
+
+
+@dataclass(frozen=True)
+class SegmentationOptions:
+    """Everything that decides how a CT is segmented (not which files: inputs and outputs are per call).
+
+    * ``model``: installed model name (``"default"`` = the bundled one) or ``.safetensors`` package path.
+    * ``device``: ``auto|cpu|cuda|cuda:N``; ``backend``: ``torch|onnx|auto`` (CPU runtime).
+    * ``batch_size``: slices per batch (None = from free memory); ``threads``: CPU threads (None = all cores).
+    * ``tta``: left-right flip test-time augmentation; ``two_stage``: coarse liver pass, then full-res crop.
+    * ``postprocessing``: :class:`PostprocessingOptions` (a dict is accepted and converted; min lesion size
+      is ``postprocessing.min_lesion_ml``).
+    * ``probabilities``: keep the network's tumor probability (uint8 ``round(255 p)``) in the result.
+    * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
+    * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: bf16 on GPUs, and on CPUs with native bf16
+      after a check against fp32 on one batch; see :class:`~.engine.SliceInferenceEngine`).
+    * ``window_level`` / ``window_width`` (HU): both or neither; replace the model's first window channel
+      (expert override: the model was trained with its own window).
+
+    Frozen: change with ``dataclasses.replace(options, ...)``, which validates again. Errors name the field
+    and its command-line flag (:class:`~LiverTumorSegLib.errors.InputError`).
+    """
+
+    model: str = "default"
+    device: str = "auto"
+    backend: str = "torch"
+    batch_size: Optional[int] = None
+    threads: Optional[int] = None
+    tta: bool = False
+    two_stage: bool = False
+    postprocessing: PostprocessingOptions = field(default_factory=PostprocessingOptions)
+    probabilities: bool = False
+    allow_non_hu: bool = False
+    window_level: Optional[float] = None
+    window_width: Optional[float] = None
+    precision: str = "auto"
+    # New settings go here: add the field, its check in __post_init__ and its row in _FLAGS;
+    # to_dict/from_dict/to_cli_args/the CLI then carry it.
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
+        model = os.fspath(self.model) if isinstance(self.model, os.PathLike) else self.model
+        if not isinstance(model, str) or not model.strip():
+            raise InputError(f"model (--model) must be an installed model name or a package path (got {self.model!r}).")
+        set_("model", model)
+        set_("device", check_device_name(self.device))
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend (--backend): unknown backend {self.backend!r}; use one of "
+                             f"{', '.join(BACKENDS)}.")
+        set_("batch_size", _check_count("batch_size", "--batch-size", self.batch_size))
+        set_("threads", _check_count("threads", "--threads", self.threads))
+        for name in ("tta", "two_stage", "probabilities", "allow_non_hu"):
+            _check_bool(name, _FLAGS[name], getattr(self, name))
+        set_("postprocessing", _checked_postprocessing(self.postprocessing))
+        try:
+            set_("precision", check_precision(self.precision))
+        except InputError:
+            raise InputError(f"precision (--precision): unknown precision {self.precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}.") from None
+        self._check_window()
+
+    def _check_window(self) -> None:
+        level, width = self.window_level, self.window_width
+        if (level is None) != (width is None):
+            raise InputError("window_level and window_width (--window-level, --window-width) go together: give "
+                             "both or neither.")
+        if level is None:
+            return
+        if not _is_number(level) or not _is_number(width) or level != level or width != width:
+            raise InputError(f"window_level / window_width must be numbers in HU (got {level!r}, {width!r}).")
+        if width <= 0:
+            raise InputError(f"window_width (--window-width) must be positive (got {width} HU).")
+        object.__setattr__(self, "window_level", float(level))
+        object.__setattr__(self, "window_width", float(width))
+
+    def __hash__(self) -> int:  # PostprocessingOptions is not hashable; the JSON text is
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    # ------------------------------------------------------------------ conversions
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict; ``from_dict`` of it gives an equal object."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["postprocessing"] = self.postprocessing.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "SegmentationOptions":
+        """Missing keys keep their defaults; unknown keys and bad values raise InputError naming them."""
+        if not isinstance(data, dict):
+            raise InputError(f"Segmentation options must be a dict (got {type(data).__name__}).")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"Unknown segmentation option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def to_cli_args(self, probabilities_path: Any = None) -> List[str]:
+        """``livertumorseg segment`` arguments for these settings (only those that differ from the defaults).
+
+        Inputs and outputs are not settings: add INPUT, ``-o``, ``--report`` ... yourself. ``probabilities``
+        is expressed by the ``--probabilities PATH`` output, so it needs ``probabilities_path``.
+        """
+        defaults = SegmentationOptions()
+        args = []  # type: List[str]
+        for name in ("model", "device", "backend", "batch_size", "threads", "window_level", "window_width",
+                     "precision"):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                args += [_FLAGS[name], _number_text(value)]
+        for name in ("tta", "two_stage", "allow_non_hu"):
+            if getattr(self, name):
+                args.append(_FLAGS[name])
+        args += _postprocessing_cli_args(self.postprocessing)
+        if self.probabilities:
+            if probabilities_path is None:
+                raise InputError("probabilities=True is written with --probabilities PATH: give "
+                                 "to_cli_args(probabilities_path=...).")
+            args += ["--probabilities", os.fspath(probabilities_path)]
+        return args
+
+
+# Command-line flag of each SegmentationOptions field (the parser below and to_cli_args use it).
+_FLAGS = {"model": "--model", "device": "--device", "backend": "--backend", "batch_size": "--batch-size",
+          "threads": "--threads", "tta": "--tta", "two_stage": "--two-stage", "allow_non_hu": "--allow-non-hu",
+          "probabilities": "--probabilities", "window_level": "--window-level", "window_width": "--window-width",
+          "postprocessing": "post-processing switches", "precision": "--precision"}
+
+
+def _number_text(value: Any) -> str:
+    """``repr`` for floats (parses back exactly), ``str`` otherwise."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _postprocessing_cli_args(options: PostprocessingOptions) -> List[str]:
+    defaults = PostprocessingOptions()
+    switches = {s.field: s for s in POSTPROCESSING_SWITCHES}
+    args = []  # type: List[str]
+    for f in dataclasses.fields(PostprocessingOptions):
+        value = getattr(options, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        switch = switches.get(f.name)
+        if switch is None:
+            raise InputError(f"postprocessing.{f.name} has no command-line switch; it cannot be passed to "
+                             f"`livertumorseg segment`.")
+        args += [switch.flag] if switch.kind == "off" else [switch.flag, _number_text(value)]
+    return args
+
+
+# ------------------------------------------------------------------ the command line's half
+def add_segmentation_arguments(parser: Any) -> None:
+    """Add every setting of :class:`SegmentationOptions` to an argparse parser (``segment``'s options)."""
+    defaults = SegmentationOptions()
+    post = defaults.postprocessing
+    parser.add_argument("--model", default=defaults.model, help="installed model name or .safetensors package path")
+    parser.add_argument("--device", default=defaults.device,
+                        help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default {defaults.device})")
+    parser.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")
+    for switch in POSTPROCESSING_SWITCHES:
+        if switch.kind == "off":
+            parser.add_argument(switch.flag, action="store_true", help=switch.help)
+        else:
+            default = getattr(post, switch.field)
+            unit = switch.field.rsplit("_", 1)[-1].upper()  # MM, ML
+            parser.add_argument(switch.flag, type=float, default=default, metavar=unit,
+                                help=f"{switch.help} (default {default:g})")
+    parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
+    parser.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
+    parser.add_argument("--backend", choices=list(BACKENDS), default=defaults.backend,
+                        help="CPU runtime (default torch). onnx = ONNX Runtime (needs onnx + onnxruntime; exported "
+                             "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
+                             "256x256 CT in 1.1 s); auto = onnx when installed, else torch")
+    parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
+                        help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
+                             "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
+                             "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
+    parser.add_argument("--window-level", type=float, default=None, metavar="HU",
+                        help="with --window-width: replace the model's first intensity window (expert override; "
+                             "the model was trained with its own)")
+    parser.add_argument("--window-width", type=float, default=None, metavar="HU", help="see --window-level")
+    parser.add_argument("--allow-non-hu", action="store_true",
+                        help="accept intensities that do not look like Hounsfield units")
+
+
+def postprocessing_from_args(args: Any) -> PostprocessingOptions:
+    """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off)."""
+    if args.min_lesion_ml < 0:
+        raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
+    if args.no_postprocess:
+        return PostprocessingOptions.disabled()
+    values = {}  # type: Dict[str, Any]
+    for switch in POSTPROCESSING_SWITCHES:
+        attr = switch.flag.lstrip("-").replace("-", "_")
+        given = getattr(args, attr, None)
+        if given is None:  # a parser without this switch (older callers): keep the default
+            continue
+        values[switch.field] = (not given) if switch.kind == "off" else float(given)
+    return PostprocessingOptions(**values)
+
+
+def options_from_args(args: Any) -> SegmentationOptions:
+    """SegmentationOptions from ``segment``'s parsed arguments (InputError naming the flag when invalid)."""
+    return SegmentationOptions(
+        model=args.model, device=args.device, backend=args.backend, batch_size=args.batch_size,
+        threads=getattr(args, "threads", None), tta=bool(args.tta), two_stage=bool(args.two_stage),
+        postprocessing=postprocessing_from_args(args), probabilities=getattr(args, "probabilities", None) is not None,
+        allow_non_hu=bool(args.allow_non_hu), window_level=getattr(args, "window_level", None),
+        window_width=getattr(args, "window_width", None), precision=getattr(args, "precision", "auto"))

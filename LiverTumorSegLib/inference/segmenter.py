@@ -1,0 +1,415 @@
+"""Load a model once, segment many CTs: :class:`Segmenter` (the CLI, batch runs, the trainer's whole-volume
+validation and the Slicer module's child process all use it).
+
+```python
+segmenter = Segmenter(SegmentationOptions(model="default", device="auto"))
+segmenter.load()                                    # optional: otherwise the first call loads
+result = segmenter.segment_volume(ct, progress=cb, cancel=token)        # SegmentationResult, nothing written
+result = segmenter.segment_file("ct.nii.gz", "seg.nii.gz", report_path="r.json", overwrite=True)
+```
+
+The package is loaded and the engine built once (on :meth:`Segmenter.load` or the first call); every call
+reads/segments/writes independently. ``segment_file`` checks everything cheap first (output extensions,
+existing outputs, slicer-core for ``.seg.nrrd``, the input file, CT plausibility, memory) before the network
+runs, and writes every output atomically only after the whole run succeeded: a failed or cancelled run
+leaves previous files intact and no partial file.
+
+Progress stages, in order: ``reading``, ``loading model`` (first call only), ``preprocessing``, ``network``,
+``post-processing``, ``lesion report``, ``writing`` (files only), ``done`` (only at 1.0).
+"""
+import contextlib
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileutil import atomic_output, check_can_write, full_suffix
+from ..progress import CancellationToken, ProgressCallback, ProgressReporter
+from ..volume import CTVolume, ImageGeometry
+from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
+                      SegmentationOptions, override_window)
+
+log = logging.getLogger(__name__)
+
+# Engine stage names -> the user's; everything else the engine reports is "network".
+ENGINE_STAGES = {"reorienting": "preprocessing", "preprocessing": "preprocessing"}
+
+# Plausible whole-liver volume, mL. Adult livers are about 0.8-3 L (roughly 2 % of body weight; larger
+# with steatosis, hepatomegaly or many tumors); outside 300-5000 mL the segmentation most likely missed or
+# leaked (or the scan covers only part of the liver, or the file's spacing is wrong), so a person should look.
+PLAUSIBLE_LIVER_ML = (300.0, 5000.0)
+
+
+@dataclass
+class SegmentationResult:
+    """``labels``: ``(z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor) in the input geometry ``geometry``;
+    ``report``: :func:`lesion_report` dict plus run facts (what actually ran: device, backend, TTA, options);
+    ``warnings``: input-check and plausibility messages (also ``report["warnings"]``);
+    ``tumor_probability``: ``(z, y, x)`` uint8 ``round(255 * p_tumor)`` before post-processing, when asked."""
+
+    labels: np.ndarray
+    geometry: ImageGeometry
+    report: Dict[str, Any]
+    warnings: List[str] = field(default_factory=list)
+    device: str = ""
+    seconds: float = 0.0
+    output_path: Optional[Path] = None
+    report_path: Optional[Path] = None
+    preview_path: Optional[Path] = None
+    tumor_probability: Optional[np.ndarray] = None
+    probability_path: Optional[Path] = None
+
+
+def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
+                   ) -> ProgressCallback:
+    """``progress`` with each stage name passed through ``mapping`` (unmapped -> ``default``, or kept)."""
+    def callback(fraction: float, stage: str) -> None:
+        progress(fraction, mapping.get(stage, stage if default is None else default))
+
+    return callback
+
+
+def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML) -> List[str]:
+    """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`)."""
+    low, high = limits_ml
+    if liver_ml < low:
+        found = "no liver was found" if liver_ml <= 0 else f"the liver volume is {liver_ml:.0f} mL"
+        return [f"Implausible result: {found} (adult livers are about 800-3000 mL; below {low:.0f} mL the scan "
+                f"covers only part of the liver or the segmentation missed most of it); check it before use."]
+    if liver_ml > high:
+        return [f"Implausible result: the liver volume is {liver_ml:.0f} mL (adult livers are about 800-3000 mL; "
+                f"above {high:.0f} mL the segmentation most likely leaked into other organs, or the file's voxel "
+                f"spacing is wrong); check it before use."]
+    return []
+
+
+def slicer_available() -> bool:
+    """True when ``slicer`` (slicer-core or Slicer's Python) imports."""
+    try:
+        import slicer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_output_format(path: Any) -> str:
+    """The output's full suffix if supported (.nii, .nii.gz, .nrrd, .mha, .seg.nrrd), else InputError."""
+    suffix = full_suffix(path)
+    if suffix == SEG_NRRD_SUFFIX:
+        if not slicer_available():
+            raise InputError(f"Writing '{path}' (.seg.nrrd) needs slicer-core: pip install slicer-core "
+                             f"(or write .nii.gz / .nrrd instead).")
+        return suffix
+    if suffix not in LABEL_MAP_SUFFIXES:
+        raise InputError(f"Output '{path}' has an unsupported extension '{suffix}'; use .nii.gz, .nii, .nrrd, "
+                         f".mha or .seg.nrrd.")
+    return suffix
+
+
+def with_window_override(package: Any, level: float, width: float) -> Any:
+    """A shallow copy of ``package`` whose preprocessing uses window ``level``/``width`` HU (first window)."""
+    from ..preprocessing import PreprocessingConfig
+
+    pre = package.preprocessing
+    pre_dict = pre if isinstance(pre, dict) else pre.to_dict()
+    new = PreprocessingConfig.from_dict(override_window(pre_dict, level, width))
+    if dataclasses.is_dataclass(package):
+        return dataclasses.replace(package, preprocessing=new)
+    result = copy.copy(package)
+    result.preprocessing = new
+    return result
+
+
+def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOptions:
+    """``options`` corrected to what a given ``engine`` actually runs; a warning for each setting it overrides."""
+    device = getattr(engine, "device", None)
+    device_text = str(device) if device is not None else options.device
+    actual = {"device": device_text,
+              "tta": bool(getattr(engine, "tta_flip", options.tta)),
+              "backend": str(getattr(engine, "backend", options.backend)),
+              "batch_size": getattr(engine, "batch_size", options.batch_size),
+              "threads": getattr(engine, "threads", options.threads),
+              "precision": str(getattr(engine, "precision", options.precision))}
+    if options.tta != actual["tta"]:
+        log.warning("The engine given runs with%s TTA; ignoring tta=%s.", "" if actual["tta"] else "out", options.tta)
+    if options.backend not in ("auto", actual["backend"]):
+        log.warning("The engine given runs the %s backend; ignoring backend=%r.", actual["backend"], options.backend)
+    if options.device != "auto" and device is not None and not device_text.startswith(options.device.split(":")[0]):
+        log.warning("The engine given runs on %s; ignoring device=%r.", device_text, options.device)
+    if options.window_level is not None:
+        raise InputError("A window override needs the Segmenter to build its own engine; do not pass an engine.")
+    return dataclasses.replace(options, **actual)
+
+
+class Segmenter:
+    """Segments CT volumes with one model package, loaded once.
+
+    ``options``: :class:`SegmentationOptions` (default: the bundled model, ``device="auto"``).
+    ``package``: an already-loaded model package (skips loading ``options.model``). ``engine``: an already-built
+    engine (anything with ``predict``/``predict_with_probability``, normally :class:`SliceInferenceEngine`);
+    its device/TTA/backend win over ``options`` (a warning says so) and the report records what it runs.
+    """
+
+    _load_seconds = 0.0
+
+    def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
+        options = options if options is not None else SegmentationOptions()
+        if not isinstance(options, SegmentationOptions):
+            raise InputError(f"options must be SegmentationOptions (got {type(options).__name__}).")
+        self.package = package if engine is None else getattr(engine, "package", package)
+        self.engine = engine
+        self.options = options if engine is None else _engine_options(options, engine)
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None
+
+    def load(self, progress: Optional[ProgressCallback] = None) -> "Segmenter":
+        """Load the package (unless given) and build the engine; later calls do nothing. Returns self."""
+        if self.engine is not None:
+            return self
+        reporter = ProgressReporter(progress)
+        reporter(0.0, "loading model")
+        start = time.perf_counter()
+        from .engine import SliceInferenceEngine, load_package
+
+        package = load_package(self.package if self.package is not None else self.options.model)
+        if self.options.window_level is not None:
+            package = with_window_override(package, self.options.window_level, self.options.window_width)
+        o = self.options
+        self.engine = SliceInferenceEngine(package, device=o.device, batch_size=o.batch_size, tta_flip=o.tta,
+                                           backend=o.backend, threads=o.threads, precision=o.precision)
+        self.package = self.engine.package
+        self._load_seconds = time.perf_counter() - start  # reported once, by the first segmentation
+        reporter(1.0, "loading model")
+        return self
+
+    @property
+    def device_description(self) -> str:
+        """What runs the network, e.g. ``cpu (2 threads, torch)`` (after :meth:`load`)."""
+        return str(getattr(self.engine, "device_description", self.options.device))
+
+    def _run_facts(self) -> Dict[str, Any]:
+        """Report entries saying what actually ran."""
+        engine, package = self.engine, self.package
+        options = self.options
+        if getattr(engine, "backend", None) is not None and engine.backend != options.backend:
+            options = dataclasses.replace(options, backend=engine.backend)  # "auto" resolved
+        return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
+                "device": self.device_description,
+                "backend": options.backend,
+                "postprocessing": options.postprocessing.to_dict(),
+                "two_stage": bool(options.two_stage),
+                "tta_flip": bool(getattr(engine, "tta_flip", options.tta)),
+                "precision": dict(getattr(engine, "last_precision", None) or {"requested": options.precision}),
+                "options": options.to_dict()}
+
+    # ------------------------------------------------------------------ in memory
+    def segment_volume(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
+                       cancel: Optional[CancellationToken] = None) -> SegmentationResult:
+        """Segment a CT ``(z, y, x)`` (HU); labels come back in its geometry. Nothing is written or logged:
+        plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``.
+
+        The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
+        per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
+        ``network``, ``restore``, then ``postprocess`` and ``report``)."""
+        start = time.perf_counter()
+        reporter = ProgressReporter(progress)
+        if not self.loaded:
+            self.load(reporter.sub(0.0, 0.02))
+        timings = {}  # type: Dict[str, float]
+        if self._load_seconds:
+            timings["model_load"], self._load_seconds = self._load_seconds, 0.0
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel)
+        timings.update(getattr(self.engine, "last_timings", None) or {})
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        reporter(0.9, "post-processing")
+        from .postprocess import postprocess_labels
+
+        stage_start = time.perf_counter()
+        labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing)
+        timings["postprocess"] = time.perf_counter() - stage_start
+        reporter(0.95, "lesion report")
+        from .lesion_report import lesion_report
+
+        stage_start = time.perf_counter()
+        facts = self._run_facts()
+        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source))
+        warnings = liver_volume_warnings(report["liver_volume_ml"])  # returned here; segment_file also logs them
+        report["warnings"] = list(warnings)
+        timings["report"] = time.perf_counter() - stage_start
+        report["timings_s"] = rounded_timings(timings)
+        log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        reporter(1.0, "done")
+        return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, warnings=warnings,
+                                  device=facts["device"], seconds=time.perf_counter() - start,
+                                  tumor_probability=probability)
+
+    def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken]) -> Any:
+        """``(labels, tumor probability or None)`` from the engine, one or two stages."""
+        keep_probability = self.options.probabilities
+        # two-stage runs the engine twice: both passes are "network", so stage names never go back
+        network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
+        if self.options.two_stage:
+            from .twostage import segment_two_stage
+
+            self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
+            try:
+                out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
+                                        with_probability=keep_probability)
+            finally:
+                self.engine.accumulate_timings = False
+            return out if keep_probability else (out, None)
+        if keep_probability:
+            return self.engine.predict_with_probability(volume, progress=network_progress, cancel=cancel)
+        return self.engine.predict(volume, progress=network_progress, cancel=cancel), None
+
+    # ------------------------------------------------------------------ files
+    def segment_file(self, input_path: Any, output_path: Any, report_path: Any = None, preview_path: Any = None,
+                     probability_path: Any = None, overwrite: bool = False, series: Optional[str] = None,
+                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None
+                     ) -> SegmentationResult:
+        """Read ``input_path`` (file or DICOM folder; ``series``: SeriesInstanceUID, UID prefix, description or
+        list number), segment, write ``output_path`` (labels 0/1/2 in the input geometry; format from the
+        extension) and optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and ``probability_path``
+        (tumor probability, uint8 ``round(255 * p)`` before post-processing, input geometry). All outputs are
+        checked before any work and written only after success. The report's ``timings_s`` adds ``read``,
+        ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``."""
+        from ..io import read_volume
+        from ..validation import check_ct
+
+        start = time.perf_counter()
+        reporter = ProgressReporter(progress)
+        outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
+        reporter(0.0, "reading")
+        volume = read_volume(input_path, series=series)
+        timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
+        stage_start = time.perf_counter()
+        input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
+        for message in input_warnings:
+            log.warning("warning: %s", message)
+        _estimate_and_check_memory(volume)
+        timings["checks"] = time.perf_counter() - stage_start
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if not self.loaded:
+            self.load(reporter.sub(0.02, 0.05))
+        segmenter = self
+        if outputs["probabilities"] is not None and not self.options.probabilities:
+            segmenter = copy.copy(self)  # same engine, also keeps the probability
+            self._load_seconds = 0.0  # the copy reports the load
+            segmenter.options = dataclasses.replace(self.options, probabilities=True)
+        result = segmenter.segment_volume(
+            volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel)
+        for message in result.warnings:
+            log.warning("warning: %s", message)
+        result.warnings = input_warnings + result.warnings
+        result.report["warnings"] = list(result.warnings)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        reporter(0.95, "writing")
+        timings.update(result.report.get("timings_s", {}))
+        _write_outputs(outputs, volume, result, overwrite, cancel, timings, start)
+        result.output_path, result.report_path = outputs["labels"], outputs["report"]
+        result.preview_path, result.probability_path = outputs["preview"], outputs["probabilities"]
+        reporter(1.0, "done")
+        return result
+
+
+def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_path: Any, probability_path: Any,
+                   overwrite: bool) -> Dict[str, Optional[Path]]:
+    """Every output checked (extension, existence, folder) before any work; ``{"labels", "report", ...}``."""
+    from .lesion_report import check_report_path
+
+    outputs = {"labels": Path(output_path), "report": None, "preview": None, "probabilities": None}
+    check_output_format(outputs["labels"])
+    check_can_write(outputs["labels"], overwrite)
+    if report_path is not None:
+        outputs["report"] = check_can_write(check_report_path(report_path), overwrite)
+    if preview_path is not None:
+        preview_path = Path(preview_path)
+        if full_suffix(preview_path) != PREVIEW_SUFFIX:
+            raise InputError(f"Preview '{preview_path}' must end in {PREVIEW_SUFFIX}.")
+        outputs["preview"] = check_can_write(preview_path, overwrite)
+    if probability_path is not None:
+        probability_path = Path(probability_path)
+        if full_suffix(probability_path) not in PROBABILITY_SUFFIXES:
+            raise InputError(f"Probability map '{probability_path}' has an unsupported extension "
+                             f"'{full_suffix(probability_path)}'; use .nii.gz, .nii, .nrrd or .mha.")
+        outputs["probabilities"] = check_can_write(probability_path, overwrite)
+    resolved = [p.resolve() for p in outputs.values() if p is not None]
+    if len(set(resolved)) != len(resolved) or Path(input_path).resolve() in resolved:
+        raise InputError("The input, output, report, preview and probability paths must all be different files.")
+    return outputs
+
+
+def _estimate_and_check_memory(volume: CTVolume) -> Optional[int]:
+    """Estimated peak bytes for this volume; raises ResourceError when clearly too much."""
+    from ..validation import check_memory, estimate_memory_bytes
+
+    required = estimate_memory_bytes(volume.shape_zyx, input_itemsize=volume.array.dtype.itemsize)
+    log.debug("Estimated memory needed: %.2f GiB", required / 2 ** 30)  # shown with --debug
+    check_memory(required, what=f"'{volume.source or 'the volume'}' {volume.shape_zyx} (z, y, x)")
+    return int(required)
+
+
+def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix: str) -> None:
+    if suffix == SEG_NRRD_SUFFIX:
+        from ..mrml import write_seg_nrrd
+
+        write_seg_nrrd(tmp, labels, geometry, overwrite=True)
+    else:
+        from ..io import write_label_map
+
+        write_label_map(tmp, labels, geometry, overwrite=True)
+
+
+def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
+    """Seconds per stage rounded to milliseconds (for the report)."""
+    return {stage: round(float(seconds), 3) for stage, seconds in timings.items()}
+
+
+def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result: SegmentationResult,
+                   overwrite: bool, cancel: Optional[CancellationToken], timings: Optional[Dict[str, float]] = None,
+                   start: Optional[float] = None) -> None:
+    """Every file to a temporary name first; all renamed together at the end (none when anything fails).
+    The report goes last so that ``timings`` (completed with ``write`` and ``total`` since ``start``) can
+    go into ``result.report["timings_s"]``."""
+    write_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        labels_path = outputs["labels"]
+        tmp_labels = stack.enter_context(atomic_output(labels_path, overwrite))
+        _write_labels(tmp_labels, result.labels, volume.geometry, full_suffix(labels_path))
+        if outputs["preview"] is not None:
+            from .preview import save_overlay_preview
+
+            tmp_preview = stack.enter_context(atomic_output(outputs["preview"], overwrite))
+            save_overlay_preview(tmp_preview, volume, result.labels, overwrite=True)
+        if outputs["probabilities"] is not None:
+            from ..io import write_volume
+
+            tmp_probability = stack.enter_context(atomic_output(outputs["probabilities"], overwrite))
+            write_volume(tmp_probability, CTVolume(result.tumor_probability, volume.geometry), overwrite=True)
+        if timings is not None:
+            timings["write"] = time.perf_counter() - write_start
+            if start is not None:
+                timings["total"] = time.perf_counter() - start
+            result.report["timings_s"] = rounded_timings(timings)
+            log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        if outputs["report"] is not None:
+            from .lesion_report import write_report
+
+            tmp_report = stack.enter_context(atomic_output(outputs["report"], overwrite))
+            write_report(result.report, tmp_report, overwrite=True)
+        if cancel is not None:
+            cancel.raise_if_cancelled()

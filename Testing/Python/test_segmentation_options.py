@@ -1,0 +1,136 @@
+"""SegmentationOptions: frozen, validated, dict and command-line round trips; one definition of the shared
+choices (devices, backends, post-processing switches, suffixes) used by the CLI and the Slicer job."""
+import dataclasses
+import json
+
+import pytest
+
+from LiverTumorSegLib.cli import build_parser
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.inference.options import (BACKENDS, DEVICE_CHOICES, POSTPROCESSING_SWITCHES,
+                                                SegmentationOptions, options_from_args, override_window)
+from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+NON_DEFAULT = SegmentationOptions(
+    model="/models/my model.safetensors", device="cuda:1", backend="onnx", batch_size=6, threads=3, tta=True,
+    two_stage=True, postprocessing=PostprocessingOptions(largest_liver_component=False, fill_liver_holes=False,
+                                                         tumor_inside_liver=False, liver_dilation_mm=7.5,
+                                                         min_lesion_ml=0.25),
+    probabilities=True, allow_non_hu=True, window_level=55.0, window_width=350.0)
+
+
+def parse_segment(extra):
+    return build_parser().parse_args(["segment", "ct.nii.gz", "-o", "seg.nii.gz"] + extra)
+
+
+def test_defaults_are_the_cli_defaults():
+    assert options_from_args(parse_segment([])) == SegmentationOptions()
+    assert SegmentationOptions().to_cli_args() == []
+
+
+@pytest.mark.parametrize("options", [SegmentationOptions(), NON_DEFAULT,
+                                     SegmentationOptions(postprocessing=PostprocessingOptions.disabled()),
+                                     SegmentationOptions(device="cpu", backend="auto", threads=1)])
+def test_cli_args_parse_back_to_an_equal_object(options):
+    args = options.to_cli_args(probabilities_path="prob.nii.gz" if options.probabilities else None)
+    again = options_from_args(parse_segment(args))
+    assert again == options
+    assert again.to_cli_args(probabilities_path="prob.nii.gz" if options.probabilities else None) == args
+
+
+def test_dict_round_trip_through_json():
+    data = json.loads(json.dumps(NON_DEFAULT.to_dict()))
+    assert data["postprocessing"]["min_lesion_ml"] == 0.25 and data["device"] == "cuda:1"
+    assert SegmentationOptions.from_dict(data) == NON_DEFAULT
+    assert SegmentationOptions.from_dict({}) == SegmentationOptions()  # missing keys keep the defaults
+    assert SegmentationOptions.from_dict({"postprocessing": {"min_lesion_ml": 0}}).postprocessing == \
+        PostprocessingOptions(min_lesion_ml=0.0)
+
+
+@pytest.mark.parametrize("data,field_named", [
+    ({"devise": "cpu"}, "devise"),
+    ({"postprocessing": {"min_lesion": 1}}, "min_lesion"),
+    ({"device": "tpu"}, "device"),
+    ({"backend": "tensorflow"}, "backend"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"threads": -1}, "threads"),
+    ({"tta": "yes"}, "tta"),
+    ({"two_stage": 1}, "two_stage"),
+    ({"model": ""}, "model"),
+    ({"postprocessing": {"min_lesion_ml": -0.1}}, "min_lesion_ml"),
+    ({"postprocessing": {"fill_liver_holes": "no"}}, "fill_liver_holes"),
+    ({"postprocessing": {"liver_dilation_mm": float("nan")}}, "liver_dilation_mm"),
+    ({"window_level": 40}, "window_width"),
+    ({"window_level": 40, "window_width": 0}, "window_width"),
+])
+def test_bad_values_and_unknown_keys_name_the_field(data, field_named):
+    with pytest.raises(InputError, match=field_named):
+        SegmentationOptions.from_dict(data)
+
+
+def test_frozen_and_replace_validates_again():
+    options = SegmentationOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.device = "cpu"
+    with pytest.raises(InputError, match="batch_size"):
+        dataclasses.replace(options, batch_size=0)
+    assert dataclasses.replace(options, device=" CPU ").device == "cpu"  # normalised
+    assert hash(NON_DEFAULT) == hash(SegmentationOptions.from_dict(NON_DEFAULT.to_dict()))
+
+
+def test_postprocessing_is_a_private_copy():
+    post = PostprocessingOptions()
+    options = SegmentationOptions(postprocessing=post)
+    post.min_lesion_ml = 5.0  # the caller changing its object later does not change the options
+    assert options.postprocessing.min_lesion_ml == 0.1
+
+
+def test_every_postprocessing_field_has_a_cli_switch():
+    fields = [f.name for f in dataclasses.fields(PostprocessingOptions)]
+    assert sorted(s.field for s in POSTPROCESSING_SWITCHES) == sorted(fields)
+
+
+def test_no_postprocess_flag_turns_everything_off():
+    assert options_from_args(parse_segment(["--no-postprocess"])).postprocessing == PostprocessingOptions.disabled()
+
+
+def test_probabilities_need_a_path_on_the_command_line():
+    with pytest.raises(InputError, match="probabilities_path"):
+        NON_DEFAULT.to_cli_args()
+
+
+def test_cli_rejects_bad_values_with_the_flag_name(capsys):
+    from LiverTumorSegLib.cli import main
+
+    assert main(["segment", "ct.nii.gz", "-o", "s.nii.gz", "--window-level", "40", "--no-progress"]) == 2
+    assert "--window-width" in capsys.readouterr().err
+
+
+def test_one_list_of_devices_and_backends_everywhere():
+    from LiverTumorSegLib.inference import device, engine
+    from LiverTumorSegLib.inference.options import check_device_name
+
+    assert DEVICE_CHOICES is device.DEVICE_CHOICES and BACKENDS is engine.BACKENDS
+    assert check_device_name("cuda:0") == "cuda:0"
+    parser_backend = [a for a in build_parser()._subparsers._group_actions[0].choices["segment"]._actions
+                      if a.dest == "backend"][0]
+    assert tuple(parser_backend.choices) == BACKENDS
+
+
+def test_slicer_job_uses_the_library_definitions():
+    pytest.importorskip("slicer")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "LiverTumorSeg"))
+    from LiverTumorSegModuleLib import job
+
+    assert job.DEVICES is DEVICE_CHOICES and job.override_window is override_window
+
+
+def test_override_window_changes_only_the_first_window_channel():
+    pre = {"channels": [{"kind": "window", "preset": "liver"}, {"kind": "window", "level": 0, "width": 100}]}
+    out = override_window(pre, 50, 350)
+    assert out["channels"][0] == {"kind": "window", "level": 50.0, "width": 350.0}
+    assert out["channels"][1] == pre["channels"][1] and pre["channels"][0] == {"kind": "window", "preset": "liver"}

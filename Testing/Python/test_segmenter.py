@@ -1,0 +1,150 @@
+"""Segmenter: loads a package once and segments many volumes exactly like the one-call wrappers; an engine
+passed in wins over the options and the report says what ran; progress stages; liver-volume plausibility."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from LiverTumorSegLib import package as package_module  # noqa: E402
+from LiverTumorSegLib.errors import CancelledError, InputError  # noqa: E402
+from LiverTumorSegLib.inference import SegmentationOptions, Segmenter, segment_file, segment_volume  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.postprocess import PostprocessingOptions  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import PLAUSIBLE_LIVER_ML, liver_volume_warnings  # noqa: E402
+from LiverTumorSegLib.io import write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+from LiverTumorSegLib.progress import CancellationToken  # noqa: E402
+
+from inference_helpers import corner_phantom, oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return tiny_unet_package(tmp_path_factory.mktemp("pkg")).path
+
+
+def two_volumes():
+    a = corner_phantom().ct
+    b = make_phantom((10, 36, 40), (2.5, 2.5, 5.0), noise_hu=4.0, seed=3).ct
+    return a, b
+
+
+def without_timing(report):
+    """The report without run-time measurements (seconds, per-stage timings, the bf16 check's numbers, which
+    only the first volume of an engine runs); the precision that ran is kept."""
+    out = {k: v for k, v in report.items() if k not in ("seconds", "timings_s", "precision")}
+    out["precision_used"] = report.get("precision", {}).get("used")
+    return out
+
+
+def test_loads_once_and_matches_the_wrapper(tiny_path, monkeypatch):
+    calls = []
+    real = package_module.load_model_package
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(package_module, "load_model_package", counting)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, batch_size=4)
+    segmenter = Segmenter(options)
+    assert not segmenter.loaded and calls == []  # nothing loaded until needed
+    results = [segmenter.segment_volume(v) for v in two_volumes()]
+    assert len(calls) == 1 and segmenter.loaded
+    for volume, result in zip(two_volumes(), results):
+        expected = segment_volume(volume, str(tiny_path), device="cpu", threads=1, batch_size=4)
+        np.testing.assert_array_equal(result.labels, expected.labels)
+        assert without_timing(result.report) == without_timing(expected.report)
+        assert result.labels.shape == volume.shape_zyx
+    assert len(calls) == 3  # the wrapper loads on every call: the reason the Segmenter exists
+
+
+def test_segment_file_many_times_with_one_engine(tiny_path, tmp_path):
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).load()
+    engine = segmenter.engine
+    for n, volume in enumerate(two_volumes()):
+        ct = write_volume(tmp_path / f"ct{n}.nii.gz", volume)
+        result = segmenter.segment_file(ct, tmp_path / f"seg{n}.nii.gz", report_path=tmp_path / f"r{n}.json",
+                                        probability_path=tmp_path / f"p{n}.nii.gz")
+        assert result.tumor_probability is not None and (tmp_path / f"p{n}.nii.gz").exists()
+        assert json.loads((tmp_path / f"r{n}.json").read_text())["options"]["device"] == "cpu"
+    assert segmenter.engine is engine and not segmenter.options.probabilities  # unchanged by the calls
+
+
+def test_given_engine_wins_and_the_report_says_what_ran(caplog):
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    volume = corner_phantom().ct
+    with caplog.at_level(logging.WARNING):
+        result = segment_volume(volume, None, engine=engine, tta_flip=True, backend="onnx",
+                                postprocessing=PostprocessingOptions(min_lesion_ml=0))
+    assert "ignoring tta=True" in caplog.text and "ignoring backend='onnx'" in caplog.text
+    report = result.report
+    assert report["tta_flip"] is False and report["backend"] == "torch" and report["device"].startswith("cpu")
+    assert report["options"]["tta"] is False and report["options"]["backend"] == "torch"
+    assert report["options"]["batch_size"] == 4 and report["options"]["threads"] == 1
+    assert report["lesion_count"] == 1
+    with pytest.raises(InputError, match="window"):
+        Segmenter(SegmentationOptions(window_level=40.0, window_width=400.0), engine=engine)
+
+
+def test_window_override_reaches_the_engine(tiny_path):
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, window_level=55.0,
+                                              window_width=300.0)).load()
+    channel = segmenter.engine.preprocessing.to_dict()["channels"][0]
+    assert (channel["level"], channel["width"]) == (55.0, 300.0)
+    plain = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).load()
+    assert plain.engine.preprocessing.to_dict()["channels"][0]["level"] == 40.0
+
+
+def test_segment_volume_progress_ends_in_one_done(tiny_path):
+    """Issue 14: the README snippet showed 90 % "done", then 90 % "post-processing", then 100 % "done"."""
+    seen = []
+    Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).segment_volume(
+        corner_phantom().ct, progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [f for f, s in seen if s == "done"] == [1.0]
+    order = ["loading model", "preprocessing", "network", "post-processing", "lesion report", "done"]
+    stages = [s for _, s in seen]
+    assert set(stages) == set(order)
+    assert [order.index(s) for s in stages] == sorted(order.index(s) for s in stages)
+
+
+def test_cancel_stops_before_post_processing():
+    token = CancellationToken()
+
+    def cancelling(x):
+        token.cancel()
+        return oracle_predictor(x)
+
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=2, batch_predictor=cancelling)
+    with pytest.raises(CancelledError):
+        Segmenter(engine=engine).segment_volume(corner_phantom().ct, cancel=token)
+
+
+@pytest.mark.parametrize("liver_ml,warned", [(0.0, True), (299.0, True), (300.0, False), (1500.0, False),
+                                             (5000.0, False), (9720.0, True)])
+def test_liver_volume_plausibility(liver_ml, warned):
+    assert PLAUSIBLE_LIVER_ML == (300.0, 5000.0)
+    messages = liver_volume_warnings(liver_ml)
+    assert bool(messages) == warned
+    if warned:
+        assert "check it" in messages[0] and ("leaked" in messages[0] or "missed" in messages[0])
+
+
+def test_implausible_liver_volume_is_in_the_report_and_on_stderr(tmp_path, caplog):
+    # a phantom whose liver is about 7 L (coarse 10 x 10 x 15 mm voxels over a wide field of view)
+    big = make_phantom((20, 56, 56), (10.0, 10.0, 15.0), lesions=[], noise_hu=0.0).ct
+    ct = write_volume(tmp_path / "big.nii.gz", big)
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    with caplog.at_level(logging.WARNING):
+        result = segment_file(ct, tmp_path / "seg.nii.gz", engine=engine, report_path=tmp_path / "r.json")
+    assert result.report["liver_volume_ml"] > 5000
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert any("leaked" in w for w in report["warnings"]) and report["warnings"] == result.warnings
+    assert "leaked" in caplog.text

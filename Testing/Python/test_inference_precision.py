@@ -169,3 +169,36 @@ def test_two_stage_report_times_both_network_passes():
     assert len(calls) > fine_batches  # the coarse pass ran too
     assert result.report["timings_s"]["network"] >= 0.05 * len(calls) - 0.01
     assert not engine.accumulate_timings
+
+
+def test_precision_is_a_segmentation_option_and_cli_flag():
+    from LiverTumorSegLib import cli
+    from LiverTumorSegLib.inference.options import SegmentationOptions, options_from_args
+
+    options = SegmentationOptions(precision="BF16")
+    assert options.precision == "bf16" and options.to_cli_args() == ["--precision", "bf16"]
+    assert SegmentationOptions.from_dict(options.to_dict()) == options
+    assert SegmentationOptions().to_cli_args() == []  # auto is the default
+    with pytest.raises(InputError, match="--precision"):
+        SegmentationOptions(precision="fp8")
+    args = cli.build_parser().parse_args(["segment", "ct.nii.gz", "-o", "seg.nii.gz", "--precision", "fp32"])
+    assert options_from_args(args).precision == "fp32"
+
+
+def test_file_report_holds_precision_and_every_stage_time(tmp_path):
+    import json
+
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4,
+                                  precision="fp32")
+    result = Segmenter(engine=engine).segment_file(ct, tmp_path / "seg.nii.gz", report_path=tmp_path / "r.json")
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
+    stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
+              "total"}
+    assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]
+    parts = sum(v for k, v in written["timings_s"].items() if k != "total")
+    assert 0.0 < parts <= written["timings_s"]["total"] + 0.01  # stages do not overlap and fit in the total

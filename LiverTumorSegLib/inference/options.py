@@ -30,7 +30,8 @@ from .postprocess import PostprocessingOptions
 
 __all__ = ["SegmentationOptions", "DEVICE_CHOICES", "BACKENDS", "LABEL_MAP_SUFFIXES", "SEG_NRRD_SUFFIX",
            "OUTPUT_SUFFIXES", "PROBABILITY_SUFFIXES", "PREVIEW_SUFFIX", "POSTPROCESSING_SWITCHES",
-           "add_segmentation_arguments", "options_from_args", "override_window", "check_device_name"]
+           "add_segmentation_arguments", "options_from_args", "override_window", "check_device_name",
+           "segment_command_args"]
 
 LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # label maps written by io.write_label_map
 SEG_NRRD_SUFFIX = ".seg.nrrd"  # Slicer segmentation (needs slicer-core)
@@ -256,6 +257,24 @@ class SegmentationOptions:
                                  "to_cli_args(probabilities_path=...).")
             args += ["--probabilities", os.fspath(probabilities_path)]
         return args
+
+
+def segment_command_args(input_path: Any, output_path: Any, options: SegmentationOptions, report_path: Any = None,
+                         preview_path: Any = None, probability_path: Any = None, series: Optional[str] = None,
+                         overwrite: bool = False, progress: str = "json") -> List[str]:
+    """The whole argument list after ``livertumorseg`` (or ``python -m LiverTumorSegLib``) for one run, e.g. for a
+    child process: ``["segment", INPUT, "-o", OUTPUT, ..., *options.to_cli_args(...), "--progress", "json"]``."""
+    args = ["segment", os.fspath(input_path), "-o", os.fspath(output_path)]
+    for flag, path in (("--report", report_path), ("--preview", preview_path)):
+        if path is not None:
+            args += [flag, os.fspath(path)]
+    if series is not None:
+        args += ["--series", str(series)]
+    if overwrite:
+        args.append("--overwrite")
+    if probability_path is not None and not options.probabilities:
+        options = dataclasses.replace(options, probabilities=True)
+    return args + options.to_cli_args(probabilities_path=probability_path) + ["--progress", progress]
 
 
 # Command-line flag of each SegmentationOptions field (the parser below and to_cli_args use it).

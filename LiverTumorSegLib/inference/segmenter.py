@@ -126,22 +126,28 @@ def with_window_override(package: Any, level: float, width: float) -> Any:
     return result
 
 
+def _engine_settings(options: SegmentationOptions, engine: Any) -> Dict[str, Any]:
+    """The settings an engine actually runs with, as SegmentationOptions fields (``options`` where it does
+    not say): device (e.g. ``cpu``, ``cuda:0``), TTA, backend (``auto`` resolved), batch size, threads,
+    precision (as requested; the report's ``precision`` says what arithmetic ran)."""
+    device = getattr(engine, "device", None)
+    return {"device": str(device) if device is not None else options.device,
+            "tta": bool(getattr(engine, "tta_flip", options.tta)),
+            "backend": str(getattr(engine, "backend", None) or options.backend),
+            "batch_size": getattr(engine, "batch_size", options.batch_size),
+            "threads": getattr(engine, "threads", options.threads),
+            "precision": str(getattr(engine, "precision", None) or options.precision)}
+
+
 def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOptions:
     """``options`` corrected to what a given ``engine`` actually runs; a warning for each setting it overrides."""
-    device = getattr(engine, "device", None)
-    device_text = str(device) if device is not None else options.device
-    actual = {"device": device_text,
-              "tta": bool(getattr(engine, "tta_flip", options.tta)),
-              "backend": str(getattr(engine, "backend", options.backend)),
-              "batch_size": getattr(engine, "batch_size", options.batch_size),
-              "threads": getattr(engine, "threads", options.threads),
-              "precision": str(getattr(engine, "precision", options.precision))}
+    actual = _engine_settings(options, engine)
     if options.tta != actual["tta"]:
         log.warning("The engine given runs with%s TTA; ignoring tta=%s.", "" if actual["tta"] else "out", options.tta)
     if options.backend not in ("auto", actual["backend"]):
         log.warning("The engine given runs the %s backend; ignoring backend=%r.", actual["backend"], options.backend)
-    if options.device != "auto" and device is not None and not device_text.startswith(options.device.split(":")[0]):
-        log.warning("The engine given runs on %s; ignoring device=%r.", device_text, options.device)
+    if options.device != "auto" and not actual["device"].startswith(options.device.split(":")[0]):
+        log.warning("The engine given runs on %s; ignoring device=%r.", actual["device"], options.device)
     if options.window_level is not None:
         raise InputError("A window override needs the Segmenter to build its own engine; do not pass an engine.")
     return dataclasses.replace(options, **actual)
@@ -199,9 +205,7 @@ class Segmenter:
     def _run_facts(self) -> Dict[str, Any]:
         """Report entries saying what actually ran."""
         engine, package = self.engine, self.package
-        options = self.options
-        if getattr(engine, "backend", None) is not None and engine.backend != options.backend:
-            options = dataclasses.replace(options, backend=engine.backend)  # "auto" resolved
+        options = dataclasses.replace(self.options, **_engine_settings(self.options, engine))  # e.g. "auto" resolved
         return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
                 "device": self.device_description,
                 "backend": options.backend,

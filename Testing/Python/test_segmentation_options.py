@@ -8,7 +8,8 @@ import pytest
 from LiverTumorSegLib.cli import build_parser
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference.options import (BACKENDS, DEVICE_CHOICES, POSTPROCESSING_SWITCHES,
-                                                SegmentationOptions, options_from_args, override_window)
+                                                SegmentationOptions, options_from_args, override_window,
+                                                segment_command_args)
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
 
 NON_DEFAULT = SegmentationOptions(
@@ -134,3 +135,15 @@ def test_override_window_changes_only_the_first_window_channel():
     out = override_window(pre, 50, 350)
     assert out["channels"][0] == {"kind": "window", "level": 50.0, "width": 350.0}
     assert out["channels"][1] == pre["channels"][1] and pre["channels"][0] == {"kind": "window", "preset": "liver"}
+
+
+def test_segment_command_args_for_a_child_process():
+    argv = segment_command_args("in dir/ct.nrrd", "out.seg.nrrd", NON_DEFAULT, report_path="r.json",
+                                probability_path="p.nii.gz", series="2", overwrite=True)
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.input, args.output, args.report, args.probabilities) == \
+        ("segment", "in dir/ct.nrrd", "out.seg.nrrd", "r.json", "p.nii.gz")
+    assert args.series == "2" and args.overwrite and args.progress == "json" and args.preview is None
+    assert options_from_args(args) == NON_DEFAULT
+    plain = build_parser().parse_args(segment_command_args("ct.nii.gz", "s.nii.gz", SegmentationOptions()))
+    assert options_from_args(plain) == SegmentationOptions() and not plain.overwrite

@@ -103,8 +103,11 @@ def test_window_override_reaches_the_engine(tiny_path):
 def test_segment_volume_progress_ends_in_one_done(tiny_path):
     """Issue 14: the README snippet showed 90 % "done", then 90 % "post-processing", then 100 % "done"."""
     seen = []
-    Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).segment_volume(
-        corner_phantom().ct, progress=lambda f, s: seen.append((f, s)))
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1))
+    result = segmenter.segment_volume(corner_phantom().ct, progress=lambda f, s: seen.append((f, s)))
+    # the report records the batch size the engine chose (the options said "from memory")
+    assert segmenter.options.batch_size is None and segmenter.engine.batch_size is not None
+    assert result.report["options"]["batch_size"] == segmenter.engine.batch_size
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert [f for f, s in seen if s == "done"] == [1.0]

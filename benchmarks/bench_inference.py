@@ -1,4 +1,22 @@
-"""Benchmark: SliceInferenceEngine vs a naive slice loop, on the same (untrained) U-Net package.
+"""Inference benchmarks. Two modes:
+
+**Real CT** (``--ct FILE --model default``): the bundled (or any) model on a real CT.
+
+    python benchmarks/bench_inference.py --ct CT.nii.gz --model default [--slices 300] [--repeats 2]
+                                         [--batch-cases 5] [--sample-dice] [--json out.json]
+
+Prints, per repeat (variants interleaved so that load from other processes hits them alike): the network
+time alone in fp32 and in bf16 (every preprocessed batch of the volume through the network + softmax, ms per
+slice), their label agreement (network grid), and the wall time of the whole CLI command
+``livertumorseg segment CT -o out.nii.gz --report r.json`` in a fresh process (imports, model load, read,
+preprocess, network with ``--precision auto``, post-processing, report, write) with its per-stage
+``timings_s``; then end to end / fp32 network. ``--slices N`` makes an N-slice volume out of a shorter CT by
+mirrored repetition of its real slices (0..z-1, z-1..0, ...), stated in the output. ``--batch-cases K``:
+K copies of the (unstacked) CT in a folder, one ``segment FOLDER -o OUT`` command, against K times one
+CT's read + network + write plus one model load. ``--sample-dice``: the bundled sample's liver Dice in fp32
+and with ``--precision auto``.
+
+**Phantom** (no ``--ct``): SliceInferenceEngine vs a naive slice loop, on the same (untrained) U-Net package.
 
 naive  = one slice at a time, float64 numpy windowing, per-slice torch call, no batching, no preprocessing
          reuse (what a first script does);
@@ -10,13 +28,19 @@ monai  = MONAI sliding_window_inference with the same network: the windowed volu
     python benchmarks/bench_inference.py [--shape 64 256 256] [--device cpu|cuda] [--threads N] [--onnx]
                                          [--monai] [--json out.json]
 
+
 Prints seconds per volume, slices per second and peak memory for each variant (best of --repeats): on
 CUDA the peak GPU memory of that variant; on CPU the process's peak resident memory so far (ru_maxrss,
 monotone: it can only grow from one variant to the next, so read it as an upper bound).
 """
 import json
+import os
+import platform
+import re
 import resource
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,8 +115,165 @@ def measured(fn, repeats, device):
     return seconds, peak_memory_mib(device)
 
 
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def stacked_volume(volume, slices):
+    """``volume`` with ``slices`` axial slices made by mirrored repetition of its own (0..z-1, z-1..0, ...),
+    so neighbouring slices stay neighbours (2.5D context sees real anatomy, not a jump)."""
+    from LiverTumorSegLib.volume import CTVolume
+
+    z = volume.shape_zyx[0]
+    period = list(range(z)) + list(range(z - 1, -1, -1))
+    index = [period[i % len(period)] for i in range(slices)]
+    return CTVolume(np.ascontiguousarray(volume.array[index]), volume.geometry, source=f"{volume.source} x{slices}")
+
+
+def network_seconds(engine, batches):
+    """(wall seconds, CPU seconds of this process, probabilities) of every preprocessed batch through
+    ``engine``'s network (+ softmax)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = [engine.predict_batch_probabilities(x) for x in batches]
+    return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cli(argv, env=None):
+    """(wall seconds, stdout+stderr text, exit code, CPU seconds) of ``python -m LiverTumorSegLib ARGV`` in a
+    fresh process. On a shared machine CPU seconds move less with other processes' load than wall seconds."""
+    start, cpu = time.perf_counter(), children_cpu_seconds()
+    done = subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return time.perf_counter() - start, done.stdout, done.returncode, children_cpu_seconds() - cpu
+
+
+def label_agreement(probs_a, probs_b):
+    """(differing voxel fraction, liver Dice, tumor Dice) between the argmax labels of two probability lists."""
+    from LiverTumorSegLib.inference.engine import argmax_channels
+
+    a = np.concatenate([argmax_channels(p) for p in probs_a])
+    b = np.concatenate([argmax_channels(p) for p in probs_b])
+
+    def dice(x, y):
+        total = int(x.sum()) + int(y.sum())
+        return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(x & y)) / total
+
+    return float(np.count_nonzero(a != b)) / a.size, dice(a >= 1, b >= 1), dice(a == 2, b == 2)
+
+
+def real_ct_benchmark(args):
+    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.preprocessing import SlicePreprocessor
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    original = read_volume(args.ct)
+    volume = stacked_volume(original, args.slices) if args.slices else original
+    note = (f"{args.ct} {original.shape_zyx} (z, y, x)" + (
+        f", stacked to {volume.shape_zyx[0]} slices by mirrored repetition of its {original.shape_zyx[0]} real "
+        f"slices" if args.slices else ""))
+    print(f"CT: {note}\nCPU: {cpu_name()}, {threads} threads (shared machine: other processes may be running)")
+    package = load_model_package(args.model)
+    fp32 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="fp32")
+    bf16 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="bf16")
+    canonical, _ = canonicalize(volume)
+    prepared = SlicePreprocessor(fp32.preprocessing).prepare(canonical)
+    n = prepared.num_slices
+    size = 8
+    batches = [np.ascontiguousarray(prepared.batch(list(range(s, min(n, s + size)))), dtype=np.float32)
+               for s in range(0, n, size)]
+    print(f"network input: {n} slices of {batches[0].shape[1:]} (C, H, W), batch {size}")
+    fp32.predict_batch_probabilities(batches[0])  # warm-up (oneDNN primitive creation)
+    bf16.predict_batch_probabilities(batches[0])
+    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    ct_path = write_volume(tmp / "ct.nii.gz", volume)
+    rows = []
+    for repeat in range(args.repeats):
+        t32, c32, p32 = network_seconds(fp32, batches)
+        t16, c16, p16 = network_seconds(bf16, batches)
+        differing, liver_dice, tumor_dice = label_agreement(p32, p16)
+        del p32, p16
+        report = tmp / f"report_{repeat}.json"
+        wall, text, code, cpu = run_cli(["segment", ct_path, "-o", tmp / f"seg_{repeat}.nii.gz", "--report", report,
+                                         "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite"],
+                                        env)
+        if code != 0:
+            raise SystemExit(f"segment failed:\n{text}")
+        data = json.loads(report.read_text())
+        row = {"repeat": repeat, "slices": n, "fp32_network_s": t32, "bf16_network_s": t16,
+               "fp32_ms_per_slice": 1000 * t32 / n, "bf16_ms_per_slice": 1000 * t16 / n,
+               "bf16_vs_fp32_differing_voxel_fraction": differing, "bf16_vs_fp32_liver_dice": liver_dice,
+               "bf16_vs_fp32_tumor_dice": tumor_dice, "end_to_end_cli_s": wall,
+               "end_to_end_over_fp32_network": wall / t32, "precision": data.get("precision"),
+               "fp32_network_cpu_s": c32, "bf16_network_cpu_s": c16, "end_to_end_cli_cpu_s": cpu,
+               "end_to_end_over_fp32_network_cpu": cpu / c32,
+               "timings_s": data.get("timings_s")}
+        rows.append(row)
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in (row["timings_s"] or {}).items())
+        print(f"[{repeat}] network fp32 {t32:6.1f} s ({row['fp32_ms_per_slice']:.0f} ms/slice), bf16 {t16:6.1f} s "
+              f"({row['bf16_ms_per_slice']:.0f} ms/slice, {t32 / t16:.2f}x); bf16 vs fp32 labels: "
+              f"{100 * differing:.4f} % voxels differ, liver Dice {liver_dice:.4f}, tumor Dice {tumor_dice:.4f}")
+        print(f"    end to end (CLI, fresh process, --precision auto -> {(row['precision'] or {}).get('used')}): "
+              f"{wall:.1f} s = {wall / t32:.2f}x the fp32 network time\n    CPU seconds: network fp32 {c32:.1f}, "
+              f"bf16 {c16:.1f}, end to end {cpu:.1f} = {cpu / c32:.2f}x the fp32 network\n    stages (s): {stages}")
+    result = {"ct": note, "cpu": cpu_name(), "threads": threads, "model": args.model, "rows": rows}
+    if args.batch_cases:
+        result["batch"] = batch_benchmark(args, original, tmp, env)
+    if args.sample_dice:
+        result["sample_dice"] = {}
+        for precision in ("fp32", "auto"):
+            _, text, code, _ = run_cli(["segment", "--sample", "-o", tmp / f"sample_{precision}.nii.gz", "--no-progress",
+                                     "--precision", precision, "--overwrite"], env)
+            found = re.search(r"liver Dice vs bundled reference: ([0-9.]+)", text)
+            result["sample_dice"][precision] = float(found.group(1)) if found else None
+            print(f"sample liver Dice, --precision {precision}: {result['sample_dice'][precision]}")
+    return result
+
+
+def batch_benchmark(args, volume, tmp, env):
+    """K copies of ``volume`` in one folder: one batch command vs K x (read + network + write) + model load."""
+    from LiverTumorSegLib.io import write_volume
+
+    folder = tmp / "batch_in"
+    folder.mkdir()
+    for k in range(args.batch_cases):
+        write_volume(folder / f"case_{k}.nii.gz", volume)
+    report = tmp / "single.json"
+    _, text, code, _ = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / "single.nii.gz", "--report", report,
+                             "--model", args.model, "--device", "cpu", "--no-progress"], env)
+    if code != 0:
+        raise SystemExit(f"segment failed:\n{text}")
+    t = json.loads(report.read_text())["timings_s"]
+    per_case = t["read"] + t["network"] + t["write"]
+    budget = args.batch_cases * per_case + t["model_load"]
+    wall, text, code, _ = run_cli(["segment", folder, "-o", tmp / "batch_out", "--model", args.model, "--device", "cpu",
+                                "--no-progress"], env)
+    print(f"batch of {args.batch_cases} x {volume.shape_zyx}: one command {wall:.1f} s; {args.batch_cases} x (read "
+          f"{t['read']:.2f} + network {t['network']:.2f} + write {t['write']:.2f}) + model load "
+          f"{t['model_load']:.2f} = {budget:.1f} s -> ratio {wall / budget:.2f} (exit {code})")
+    return {"cases": args.batch_cases, "batch_wall_s": wall, "single_timings_s": t, "budget_s": budget,
+            "ratio": wall / budget, "exit_code": code}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ct", default=None, help="real CT file: benchmark the real model on it (see above)")
+    p.add_argument("--model", default="default", help="model for --ct (name or .safetensors)")
+    p.add_argument("--slices", type=int, default=None, help="--ct: stack the CT to this many slices")
+    p.add_argument("--batch-cases", type=int, default=0, help="--ct: also time a batch of this many copies")
+    p.add_argument("--sample-dice", action="store_true", help="--ct: also print the sample's liver Dice")
     p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), help="phantom (z, y, x) voxels")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -105,6 +286,12 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ct:
+        result = real_ct_benchmark(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+            print(f"wrote {args.json}")
+        return
     phantom = make_phantom(tuple(args.shape), (1.0, 1.0, 3.0))
     cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
                               target_spacing_mm=None, size_multiple=16, crop_to_body=False)

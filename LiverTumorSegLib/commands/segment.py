@@ -2,6 +2,7 @@
 
     livertumorseg segment INPUT -o OUTPUT [--model NAME|PATH] [--device auto|cpu|cuda] [--report r.json]
     livertumorseg segment --sample -o out.nii.gz     # bundled sample CT + bundled model, prints liver Dice
+    livertumorseg segment CT_FOLDER_OR_LIST.csv -o OUT_FOLDER   # many CTs, one model load, resumable
 
 OUTPUT's extension picks the format (.nii.gz, .nii, .nrrd, .mha; .seg.nrrd with slicer-core; .dcm = DICOM
 SEG referencing the input DICOM series, needs highdicom). Labels
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("segment", help="segment liver and liver tumors in a CT",
                               description="Segment liver (1) and liver tumors (2) in an abdominal CT; "
                                           "labels are written in the input's geometry.")
-    p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
+    p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder; or, for "
+                                            "a batch, a folder of CT files or a .csv with an 'image' column "
+                                            "(optional 'case_id'): then -o is an output folder")
     p.add_argument("-o", "--output", required=True,
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd; "
                         ".dcm = DICOM SEG of a DICOM input)")
@@ -260,7 +263,47 @@ def _run_json(args: argparse.Namespace) -> int:
         sys.stdout = real_stdout
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
+    per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
+    from ..inference.batch import find_cases, format_status_table, segment_batch, write_status_csv
+    from ..inference.segmenter import Segmenter
+
+    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
+                        ("--probabilities", args.probabilities)):
+        if value is not None:
+            raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
+    if args.progress == "json":
+        raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
+    if args.two_stage:
+        raise InputError("--two-stage is for one CT at a time; run the batch without it.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
+    options = options_from_args(args)  # every setting checked first
+    cases = find_cases(args.input, out)
+    segmenter = Segmenter(options).load()
+    print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
+
+    def on_case(status: Any) -> None:
+        if args.progress == "bar":
+            print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
+                  file=sys.stderr)
+
+    statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case)
+    out.mkdir(parents=True, exist_ok=True)
+    write_status_csv(statuses, out / "batch_status.csv")
+    print(format_status_table(statuses))
+    return 2 if any(s.status == "failed" for s in statuses) else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..inference.batch import is_batch_input
+
+    if args.input and not args.sample and is_batch_input(args.input):
+        return _run_batch(args)
     if args.progress == "json":
         return _run_json(args)
     progress = _TqdmProgress(enabled=args.progress == "bar")

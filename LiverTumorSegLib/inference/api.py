@@ -15,22 +15,22 @@ from .segmenter import (ENGINE_STAGES, SegmentationResult, Segmenter, check_outp
 
 
 def make_engine(package: Any, device: str = "auto", tta_flip: bool = False, backend: str = "torch",
-                batch_size: Optional[int] = None, threads: Optional[int] = None) -> Any:
+                batch_size: Optional[int] = None, threads: Optional[int] = None, precision: str = "auto") -> Any:
     """A :class:`SliceInferenceEngine` (imported lazily so this module stays light)."""
     from .engine import SliceInferenceEngine
 
     return SliceInferenceEngine(package, device=device, batch_size=batch_size, tta_flip=tta_flip,
-                                backend=backend, threads=threads)
+                                backend=backend, threads=threads, precision=precision)
 
 
 def _options(model: Any = "default", device: str = "auto", postprocessing: Optional[PostprocessingOptions] = None,
              tta_flip: bool = False, two_stage: bool = False, backend: str = "torch",
              batch_size: Optional[int] = None, threads: Optional[int] = None, probabilities: bool = False,
-             allow_non_hu: bool = False) -> SegmentationOptions:
+             allow_non_hu: bool = False, precision: str = "auto") -> SegmentationOptions:
     return SegmentationOptions(
         model=str(model), device=device, backend=backend, batch_size=batch_size, threads=threads, tta=tta_flip,
         two_stage=two_stage, postprocessing=postprocessing if postprocessing is not None else PostprocessingOptions(),
-        probabilities=probabilities, allow_non_hu=allow_non_hu)
+        probabilities=probabilities, allow_non_hu=allow_non_hu, precision=precision)
 
 
 def segment_volume(volume: Any, package: Any, device: str = "auto",
@@ -38,7 +38,7 @@ def segment_volume(volume: Any, package: Any, device: str = "auto",
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                    tta_flip: bool = False, two_stage: bool = False, backend: str = "torch",
                    batch_size: Optional[int] = None, threads: Optional[int] = None, engine: Any = None,
-                   tumor_probability: bool = False) -> SegmentationResult:
+                   tumor_probability: bool = False, precision: str = "auto") -> SegmentationResult:
     """Segment a CT volume ``(z, y, x)`` (HU) with a model package (loaded, or a name/path); labels come back
     in its geometry. ``postprocessing``: None = defaults; ``PostprocessingOptions.disabled()`` for raw network
     output. ``engine``: reuse an existing engine (its device/TTA/backend win; a warning names any setting
@@ -50,7 +50,7 @@ def segment_volume(volume: Any, package: Any, device: str = "auto",
     if loaded:
         model = getattr(package, "path", None) or getattr(package, "name", None) or "loaded package"
     options = _options(model or "default", device, postprocessing, tta_flip, two_stage, backend, batch_size, threads,
-                       probabilities=tumor_probability)
+                       probabilities=tumor_probability, precision=precision)
     package = package if loaded else None  # a name/path: options.model loads it
     return Segmenter(options, package=package, engine=engine).segment_volume(volume, progress=progress, cancel=cancel)
 
@@ -62,7 +62,7 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
                  allow_non_hu: bool = False, preview_path: Any = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                  threads: Optional[int] = None, package: Any = None, engine: Any = None,
-                 probability_path: Any = None) -> SegmentationResult:
+                 probability_path: Any = None, precision: str = "auto") -> SegmentationResult:
     """Read ``input_path`` (file or DICOM folder; ``series``: SeriesInstanceUID, UID prefix, description or
     the number from the listing), segment, write ``output_path`` (labels 0/1/2 in the input geometry; format
     from the extension), optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and
@@ -71,7 +71,7 @@ def segment_file(input_path: Any, output_path: Any, model: Any = "default", devi
     All outputs are checked before any work and written only after success.
     Same as ``Segmenter(options, package, engine).segment_file(...)``."""
     options = _options(model, device, postprocessing, tta_flip, two_stage, backend, batch_size, threads,
-                       allow_non_hu=allow_non_hu)
+                       allow_non_hu=allow_non_hu, precision=precision)
     segmenter = Segmenter(options, package=package, engine=engine)
     return segmenter.segment_file(input_path, output_path, report_path=report_path, preview_path=preview_path,
                                   probability_path=probability_path, overwrite=overwrite, series=series,

@@ -7,7 +7,7 @@ Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ..errors import InputError
 
@@ -101,3 +101,42 @@ def choose_batch_size(free_bytes: int, per_slice_bytes: int, fraction: float = 0
 
 
 DEFAULT_CPU_BATCH = 8
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# /proc/cpuinfo flags of CPUs that compute bf16 natively: x86 AVX512-BF16 / AMX-BF16, Arm "bf16" (FEAT_BF16).
+# Without them PyTorch emulates bf16 on the CPU, which is slower than fp32.
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_bf16_flags(cpuinfo_text: Optional[str] = None) -> List[str]:
+    """The native-bf16 flags this CPU reports (``/proc/cpuinfo`` ``flags`` / ``Features`` lines), sorted.
+
+    ``cpuinfo_text`` overrides reading the file (tests). Empty where the file does not exist (macOS, Windows):
+    there ``--precision auto`` keeps fp32 on the CPU.
+    """
+    if cpuinfo_text is None:
+        try:
+            with open("/proc/cpuinfo", "r", encoding="utf-8", errors="replace") as handle:
+                cpuinfo_text = handle.read()
+        except OSError:
+            return []
+    found = set()
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            found.update(flag for flag in value.split() if flag in _BF16_CPU_FLAGS)
+    return sorted(found)
+
+
+def cpu_has_native_bf16(cpuinfo_text: Optional[str] = None) -> bool:
+    """True when the CPU computes bf16 natively (see :func:`cpu_bf16_flags`), so bf16 autocast is faster."""
+    return bool(cpu_bf16_flags(cpuinfo_text))
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` lower-cased if it is one of :data:`PRECISIONS`, else InputError."""
+    text = str(precision or "auto").strip().lower()
+    if text not in PRECISIONS:
+        raise InputError(f"Unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
+    return text

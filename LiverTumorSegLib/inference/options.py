@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
-from .device import DEVICE_CHOICES
+from .device import DEVICE_CHOICES, PRECISIONS, check_precision
 from .engine import BACKENDS
 from .postprocess import PostprocessingOptions
 
@@ -156,6 +156,8 @@ class SegmentationOptions:
       is ``postprocessing.min_lesion_ml``).
     * ``probabilities``: keep the network's tumor probability (uint8 ``round(255 p)``) in the result.
     * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
+    * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: bf16 on GPUs, and on CPUs with native bf16
+      after a check against fp32 on one batch; see :class:`~.engine.SliceInferenceEngine`).
     * ``window_level`` / ``window_width`` (HU): both or neither; replace the model's first window channel
       (expert override: the model was trained with its own window).
 
@@ -175,8 +177,9 @@ class SegmentationOptions:
     allow_non_hu: bool = False
     window_level: Optional[float] = None
     window_width: Optional[float] = None
-    # New settings go here (e.g. precision, issue 13): add the field, its check in __post_init__ and its row
-    # in _FLAGS; to_dict/from_dict/to_cli_args/the CLI then carry it.
+    precision: str = "auto"
+    # New settings go here: add the field, its check in __post_init__ and its row in _FLAGS;
+    # to_dict/from_dict/to_cli_args/the CLI then carry it.
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -193,6 +196,11 @@ class SegmentationOptions:
         for name in ("tta", "two_stage", "probabilities", "allow_non_hu"):
             _check_bool(name, _FLAGS[name], getattr(self, name))
         set_("postprocessing", _checked_postprocessing(self.postprocessing))
+        try:
+            set_("precision", check_precision(self.precision))
+        except InputError:
+            raise InputError(f"precision (--precision): unknown precision {self.precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}.") from None
         self._check_window()
 
     def _check_window(self) -> None:
@@ -238,7 +246,8 @@ class SegmentationOptions:
         """
         defaults = SegmentationOptions()
         args = []  # type: List[str]
-        for name in ("model", "device", "backend", "batch_size", "threads", "window_level", "window_width"):
+        for name in ("model", "device", "backend", "batch_size", "threads", "window_level", "window_width",
+                     "precision"):
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 args += [_FLAGS[name], _number_text(value)]
@@ -276,7 +285,7 @@ def segment_command_args(input_path: Any, output_path: Any, options: Segmentatio
 _FLAGS = {"model": "--model", "device": "--device", "backend": "--backend", "batch_size": "--batch-size",
           "threads": "--threads", "tta": "--tta", "two_stage": "--two-stage", "allow_non_hu": "--allow-non-hu",
           "probabilities": "--probabilities", "window_level": "--window-level", "window_width": "--window-width",
-          "postprocessing": "post-processing switches"}
+          "postprocessing": "post-processing switches", "precision": "--precision"}
 
 
 def _number_text(value: Any) -> str:
@@ -325,6 +334,10 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "256x256 CT in 1.1 s); auto = onnx when installed, else torch")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
+                        help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
+                             "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "
+                             "labels differ on > 0.1 %% of its voxels); fp32; bf16 (unchecked). ONNX runs fp32")
     parser.add_argument("--window-level", type=float, default=None, metavar="HU",
                         help="with --window-width: replace the model's first intensity window (expert override; "
                              "the model was trained with its own)")
@@ -356,4 +369,4 @@ def options_from_args(args: Any) -> SegmentationOptions:
         threads=getattr(args, "threads", None), tta=bool(args.tta), two_stage=bool(args.two_stage),
         postprocessing=postprocessing_from_args(args), probabilities=getattr(args, "probabilities", None) is not None,
         allow_non_hu=bool(args.allow_non_hu), window_level=getattr(args, "window_level", None),
-        window_width=getattr(args, "window_width", None))
+        window_width=getattr(args, "window_width", None), precision=getattr(args, "precision", "auto"))

@@ -131,13 +131,15 @@ def with_window_override(package: Any, level: float, width: float) -> Any:
 
 def _engine_settings(options: SegmentationOptions, engine: Any) -> Dict[str, Any]:
     """The settings an engine actually runs with, as SegmentationOptions fields (``options`` where it does
-    not say): device (e.g. ``cpu``, ``cuda:0``), TTA, backend (``auto`` resolved), batch size, threads."""
+    not say): device (e.g. ``cpu``, ``cuda:0``), TTA, backend (``auto`` resolved), batch size, threads,
+    precision (as requested; the report's ``precision`` says what arithmetic ran)."""
     device = getattr(engine, "device", None)
     return {"device": str(device) if device is not None else options.device,
             "tta": bool(getattr(engine, "tta_flip", options.tta)),
             "backend": str(getattr(engine, "backend", None) or options.backend),
             "batch_size": getattr(engine, "batch_size", options.batch_size),
-            "threads": getattr(engine, "threads", options.threads)}
+            "threads": getattr(engine, "threads", options.threads),
+            "precision": str(getattr(engine, "precision", None) or options.precision)}
 
 
 def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOptions:
@@ -163,6 +165,8 @@ class Segmenter:
     its device/TTA/backend win over ``options`` (a warning says so) and the report records what it runs.
     """
 
+    _load_seconds = 0.0
+
     def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
         options = options if options is not None else SegmentationOptions()
         if not isinstance(options, SegmentationOptions):
@@ -182,6 +186,7 @@ class Segmenter:
             return self
         reporter = ProgressReporter(progress)
         reporter(0.0, "loading model")
+        start = time.perf_counter()
         from .engine import SliceInferenceEngine, load_package
 
         package = load_package(self.package if self.package is not None else self.options.model)
@@ -189,8 +194,9 @@ class Segmenter:
             package = with_window_override(package, self.options.window_level, self.options.window_width)
         o = self.options
         self.engine = SliceInferenceEngine(package, device=o.device, batch_size=o.batch_size, tta_flip=o.tta,
-                                           backend=o.backend, threads=o.threads)
+                                           backend=o.backend, threads=o.threads, precision=o.precision)
         self.package = self.engine.package
+        self._load_seconds = time.perf_counter() - start  # reported once, by the first segmentation
         reporter(1.0, "loading model")
         return self
 
@@ -209,31 +215,43 @@ class Segmenter:
                 "postprocessing": options.postprocessing.to_dict(),
                 "two_stage": bool(options.two_stage),
                 "tta_flip": bool(getattr(engine, "tta_flip", options.tta)),
+                "precision": dict(getattr(engine, "last_precision", None) or {"requested": options.precision}),
                 "options": options.to_dict()}
 
     # ------------------------------------------------------------------ in memory
     def segment_volume(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                        cancel: Optional[CancellationToken] = None) -> SegmentationResult:
         """Segment a CT ``(z, y, x)`` (HU); labels come back in its geometry. Nothing is written or logged:
-        plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``."""
+        plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``.
+
+        The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
+        per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
+        ``network``, ``restore``, then ``postprocess`` and ``report``)."""
         start = time.perf_counter()
         reporter = ProgressReporter(progress)
         if not self.loaded:
             self.load(reporter.sub(0.0, 0.02))
+        timings = {}  # type: Dict[str, float]
+        if self._load_seconds:
+            timings["model_load"], self._load_seconds = self._load_seconds, 0.0
         if cancel is not None:
             cancel.raise_if_cancelled()
         labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel, keep_probability=True)
+        timings.update(getattr(self.engine, "last_timings", None) or {})
         if cancel is not None:
             cancel.raise_if_cancelled()
         reporter(0.9, "post-processing")
         from .postprocess import postprocess_labels
 
+        stage_start = time.perf_counter()
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
         labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing, hu_zyx=volume.array,
                                     geometry=volume.geometry)
+        timings["postprocess"] = time.perf_counter() - stage_start
         reporter(0.95, "lesion report")
         from .lesion_report import lesion_report
 
+        stage_start = time.perf_counter()
         facts = self._run_facts()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
@@ -242,6 +260,9 @@ class Segmenter:
             probability = None
         warnings = liver_volume_warnings(report["liver_volume_ml"])  # returned here; segment_file also logs them
         report["warnings"] = list(warnings)
+        timings["report"] = time.perf_counter() - stage_start
+        report["timings_s"] = rounded_timings(timings)
+        log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         reporter(1.0, "done")
         return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, warnings=warnings,
                                   device=facts["device"], seconds=time.perf_counter() - start,
@@ -260,8 +281,12 @@ class Segmenter:
         if self.options.two_stage:
             from .twostage import segment_two_stage
 
-            out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
-                                    with_probability=keep_probability)
+            self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
+            try:
+                out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
+                                        with_probability=keep_probability)
+            finally:
+                self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)
         if keep_probability:
             return self.engine.predict_with_probability(volume, progress=network_progress, cancel=cancel)
@@ -276,17 +301,22 @@ class Segmenter:
         list number), segment, write ``output_path`` (labels 0/1/2 in the input geometry; format from the
         extension) and optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and ``probability_path``
         (tumor probability, uint8 ``round(255 * p)`` before post-processing, input geometry). All outputs are
-        checked before any work and written only after success."""
+        checked before any work and written only after success. The report's ``timings_s`` adds ``read``,
+        ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``."""
         from ..io import read_volume
         from ..validation import check_ct
 
+        start = time.perf_counter()
         reporter = ProgressReporter(progress)
         outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
         reporter(0.0, "reading")
         volume = read_volume(input_path, series=series)
+        timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
+        stage_start = time.perf_counter()
         input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
         for message in input_warnings:
             log.warning("warning: %s", message)
+        timings["checks"] = time.perf_counter() - stage_start
         if cancel is not None:
             cancel.raise_if_cancelled()
         if not self.loaded:
@@ -297,6 +327,7 @@ class Segmenter:
         segmenter = self
         if outputs["probabilities"] is not None and not self.options.probabilities:
             segmenter = copy.copy(self)  # same engine, also keeps the probability
+            self._load_seconds = 0.0  # the copy reports the load
             segmenter.options = dataclasses.replace(self.options, probabilities=True)
         result = segmenter.segment_volume(
             volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel)
@@ -307,7 +338,8 @@ class Segmenter:
         if cancel is not None:
             cancel.raise_if_cancelled()
         reporter(0.95, "writing")
-        _write_outputs(outputs, volume, result, overwrite, cancel)
+        timings.update(result.report.get("timings_s", {}))
+        _write_outputs(outputs, volume, result, overwrite, cancel, timings, start)
         result.output_path, result.report_path = outputs["labels"], outputs["report"]
         result.preview_path, result.probability_path = outputs["preview"], outputs["probabilities"]
         reporter(1.0, "done")
@@ -373,19 +405,23 @@ def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix
         write_label_map(tmp, labels, geometry, overwrite=True)
 
 
+def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
+    """Seconds per stage rounded to milliseconds (for the report)."""
+    return {stage: round(float(seconds), 3) for stage, seconds in timings.items()}
+
+
 def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result: SegmentationResult,
-                   overwrite: bool, cancel: Optional[CancellationToken]) -> None:
-    """Every file to a temporary name first; all renamed together at the end (none when anything fails)."""
+                   overwrite: bool, cancel: Optional[CancellationToken], timings: Optional[Dict[str, float]] = None,
+                   start: Optional[float] = None) -> None:
+    """Every file to a temporary name first; all renamed together at the end (none when anything fails).
+    The report goes last so that ``timings`` (completed with ``write`` and ``total`` since ``start``) can
+    go into ``result.report["timings_s"]``."""
+    write_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         labels_path = outputs["labels"]
         tmp_labels = stack.enter_context(atomic_output(labels_path, overwrite))
         _write_labels(tmp_labels, result.labels, volume.geometry, full_suffix(labels_path), volume,
                       str(result.report.get("model", "")))
-        if outputs["report"] is not None:
-            from .lesion_report import write_report
-
-            tmp_report = stack.enter_context(atomic_output(outputs["report"], overwrite))
-            write_report(result.report, tmp_report, overwrite=True)
         if outputs["preview"] is not None:
             from .preview import save_overlay_preview
 
@@ -396,5 +432,16 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
 
             tmp_probability = stack.enter_context(atomic_output(outputs["probabilities"], overwrite))
             write_volume(tmp_probability, CTVolume(result.tumor_probability, volume.geometry), overwrite=True)
+        if timings is not None:
+            timings["write"] = time.perf_counter() - write_start
+            if start is not None:
+                timings["total"] = time.perf_counter() - start
+            result.report["timings_s"] = rounded_timings(timings)
+            log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        if outputs["report"] is not None:
+            from .lesion_report import write_report
+
+            tmp_report = stack.enter_context(atomic_output(outputs["report"], overwrite))
+            write_report(result.report, tmp_report, overwrite=True)
         if cancel is not None:
             cancel.raise_if_cancelled()

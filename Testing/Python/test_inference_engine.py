@@ -127,7 +127,8 @@ def test_onnx_backend_matches_torch(tmp_path):
     package = tiny_unet_package(tmp_path)
     rng = np.random.default_rng(0)
     x = rng.random((2, 1, 22, 30), dtype=np.float32)  # not a multiple of 4: the net pads internally
-    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1).predict_batch_probabilities(x)
+    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1,
+                                       precision="fp32").predict_batch_probabilities(x)
     onnx_probs = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx").predict_batch_probabilities(x)
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
 
@@ -169,9 +170,12 @@ def test_cuda_out_of_memory_backs_off(tmp_path, monkeypatch):
 
 def test_engine_does_not_move_a_shared_package_model(tmp_path):
     package = tiny_unet_package(tmp_path)
-    engine = SliceInferenceEngine(package, device="cpu", threads=1)
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, precision="fp32")
     assert next(package.model.parameters()).device.type == "cpu"
     assert engine.model is package.model  # already on the CPU: no copy needed
+    bf16 = SliceInferenceEngine(package, device="cpu", threads=1, precision="bf16")
+    weight = next(p for p in package.model.parameters() if p.dim() == 4)
+    assert bf16.model is not package.model and weight.is_contiguous()  # channels-last went to a copy
 
 
 def test_argmax_channels_matches_numpy_including_ties():
@@ -204,7 +208,8 @@ def test_auto_backend_uses_onnx_and_falls_back_to_torch_when_export_fails(tmp_pa
     package = tiny_unet_package(tmp_path)
     rng = np.random.default_rng(1)
     x = rng.random((2, 1, 16, 20), dtype=np.float32)
-    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1).predict_batch_probabilities(x)
+    torch_probs = SliceInferenceEngine(package, device="cpu", threads=1,
+                                       precision="fp32").predict_batch_probabilities(x)
     auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")
     assert auto.backend == "onnx"
     np.testing.assert_allclose(auto.predict_batch_probabilities(x), torch_probs, atol=1e-4)

@@ -1,0 +1,247 @@
+"""Segment many CTs with one loaded model (a :class:`~.segmenter.Segmenter`): :func:`find_cases` and
+:func:`segment_batch`.
+
+Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
+or a CSV (column ``image``, optional ``case_id``; relative paths are relative to the CSV's folder; an ``image``
+may be a DICOM folder). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
+``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
+the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
+(resumable) unless ``overwrite``.
+
+While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a writer thread
+writes case ``i - 1`` (gzip and file reads release the GIL). A failing case is recorded with its one-line
+error and the others go on.
+"""
+import concurrent.futures
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import InputError, LiverTumorSegError
+from ..fileutil import full_suffix
+
+log = logging.getLogger(__name__)
+
+CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+REPORTS_FOLDER = "reports"
+
+
+@dataclass
+class BatchCase:
+    """One CT to segment: ``input_path`` (file or DICOM folder) -> ``output_path`` and ``report_path``."""
+
+    case_id: str
+    input_path: Path
+    output_path: Path
+    report_path: Path
+
+
+@dataclass
+class CaseStatus:
+    """What happened to one case: ``status`` is ``done``, ``skipped`` (output existed) or ``failed``."""
+
+    case_id: str
+    status: str
+    seconds: float = 0.0
+    message: str = ""
+    liver_ml: Optional[float] = None
+    lesion_count: Optional[int] = None
+    precision: str = ""
+
+    def as_row(self) -> Dict[str, Any]:
+        return {"case_id": self.case_id, "status": self.status, "seconds": round(self.seconds, 2),
+                "liver_ml": "" if self.liver_ml is None else round(self.liver_ml, 1),
+                "lesions": "" if self.lesion_count is None else self.lesion_count,
+                "precision": self.precision, "message": self.message}
+
+
+def is_batch_input(input_path: Any) -> bool:
+    """True for a ``.csv`` case list, or a folder holding CT files (a DICOM folder holds none of these)."""
+    path = Path(input_path)
+    if path.is_file():
+        return full_suffix(path) == ".csv"
+    return path.is_dir() and bool(_ct_files(path))
+
+
+def _ct_files(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
+
+
+def case_id_of(path: Path) -> str:
+    """File name without its (compound) extension: ``a/ct_01.nii.gz`` -> ``ct_01``."""
+    name = path.name
+    suffix = full_suffix(path)
+    return name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
+
+
+def _cases_from_csv(csv_path: Path) -> List[tuple]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "image" not in rows[0]:
+        raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
+                         f"'case_id'), one CT per row.")
+    out = []
+    for number, row in enumerate(rows, start=2):
+        image = (row.get("image") or "").strip()
+        if not image:
+            raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
+        path = Path(image)
+        path = path if path.is_absolute() else csv_path.parent / path
+        out.append(((row.get("case_id") or "").strip() or case_id_of(path), path))
+    return out
+
+
+def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> List[BatchCase]:
+    """The cases of a folder or CSV (see the module docstring), with their output paths under ``output_folder``.
+
+    Raises InputError for an empty list, duplicate case ids or a bad output suffix; missing inputs are left
+    for the run to report per case.
+    """
+    input_path, output_folder = Path(input_path), Path(output_folder)
+    if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        raise InputError(f"Batch output type '{suffix}' is not supported; use .nii.gz, .nii, .nrrd or .mha.")
+    if input_path.is_file():
+        pairs = _cases_from_csv(input_path)
+    else:
+        pairs = [(case_id_of(p), p) for p in _ct_files(input_path)]
+    if not pairs:
+        raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
+    seen = {}  # type: Dict[str, Path]
+    for case_id, path in pairs:
+        if case_id in seen:
+            raise InputError(f"Two cases are both named '{case_id}' ({seen[case_id]} and {path}); give them "
+                             f"distinct case_id values in a CSV.")
+        seen[case_id] = path
+    reports = output_folder / REPORTS_FOLDER
+    return [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")
+            for case_id, path in pairs]
+
+
+def _read_case(case: BatchCase, allow_non_hu: bool) -> tuple:
+    """(volume, warnings, read seconds): read and check one CT (runs on the reader thread)."""
+    from ..io import read_volume
+    from ..validation import check_ct
+    from .segmenter import _estimate_and_check_memory
+
+    start = time.perf_counter()
+    volume = read_volume(case.input_path)
+    warnings = check_ct(volume, allow_non_hu=allow_non_hu)
+    _estimate_and_check_memory(volume)
+    return volume, warnings, time.perf_counter() - start
+
+
+def _write_case(case: BatchCase, result: Any, overwrite: bool) -> float:
+    """Write the report, then the label map (its existence marks the case done); returns seconds."""
+    from ..io import write_label_map
+    from .lesion_report import write_report
+
+    start = time.perf_counter()
+    case.report_path.parent.mkdir(parents=True, exist_ok=True)
+    write_report(result.report, case.report_path, overwrite=True)
+    write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite)
+    return time.perf_counter() - start
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
+
+
+def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
+                  on_case: Optional[Callable[[CaseStatus], None]] = None) -> List[CaseStatus]:
+    """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
+    apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
+    case finishes (written or failed)."""
+    allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
+
+    statuses = {}  # type: Dict[str, CaseStatus]
+    todo = []
+    for case in cases:
+        if case.output_path.exists() and not overwrite:
+            statuses[case.case_id] = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
+            if on_case:
+                on_case(statuses[case.case_id])
+        else:
+            todo.append(case)
+    if todo:
+        todo[0].output_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def finished(status: CaseStatus) -> None:
+        statuses[status.case_id] = status
+        if on_case:
+            on_case(status)
+
+    def write_done(case: BatchCase, status: CaseStatus, future: "concurrent.futures.Future") -> None:
+        try:
+            seconds = future.result()
+            status.seconds += seconds
+        except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+            status.status, status.message = "failed", f"writing: {_one_line(exc)}"
+        finished(status)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="label-writer") as writer:
+        next_read = reader.submit(_read_case, todo[0], allow_non_hu) if todo else None
+        writes = []
+        for index, case in enumerate(todo):
+            current, next_read = next_read, None
+            if index + 1 < len(todo):  # read the next CT while the network runs on this one
+                next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu)
+            start = time.perf_counter()
+            try:
+                volume, warnings, read_seconds = current.result()
+                for message in warnings:
+                    log.warning("warning: %s: %s", case.case_id, message)
+                result = segmenter.segment_volume(volume)
+                result.report["warnings"] = warnings + list(result.warnings)
+                result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+                finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
+                continue
+            status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
+                                liver_ml=float(result.report.get("liver_volume_ml", 0.0)),
+                                lesion_count=int(result.report.get("lesion_count", 0)),
+                                precision=str(result.report.get("precision", {}).get("used", "")))
+            future = writer.submit(_write_case, case, result, overwrite)
+            future.add_done_callback(lambda f, c=case, s=status: write_done(c, s, f))
+            writes.append(future)
+        concurrent.futures.wait(writes)
+    return [statuses[case.case_id] for case in cases]
+
+
+def format_status_table(statuses: List[CaseStatus]) -> str:
+    """A plain-text table: case, status, seconds, liver mL, lesions, precision, message."""
+    header = ["case", "status", "seconds", "liver_mL", "lesions", "precision", "message"]
+    rows = [[s.case_id, s.status, f"{s.seconds:.1f}", "" if s.liver_ml is None else f"{s.liver_ml:.1f}",
+             "" if s.lesion_count is None else str(s.lesion_count), s.precision, s.message] for s in statuses]
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header] + rows:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed")}
+    lines.append(f"{counts['done']} done, {counts['skipped']} skipped (already segmented), {counts['failed']} failed")
+    return "\n".join(lines)
+
+
+def write_status_csv(statuses: List[CaseStatus], path: Any) -> Path:
+    """The per-case table as CSV (atomically)."""
+    import io as _io
+
+    from ..fileutil import atomic_output
+
+    buffer = _io.StringIO()
+    fields = ["case_id", "status", "seconds", "liver_ml", "lesions", "precision", "message"]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for status in statuses:
+        writer.writerow(status.as_row())
+    with atomic_output(path, overwrite=True) as tmp:
+        Path(tmp).write_text(buffer.getvalue(), encoding="utf-8")
+    return Path(path)

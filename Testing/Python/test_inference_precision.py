@@ -1,0 +1,204 @@
+"""CPU precision choice (``precision=auto|fp32|bf16``): bf16 flag detection, the run-time bf16-vs-fp32 check with
+its fallback, reuse of the checked batch, and per-stage timings of the engine."""
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.inference import device as device_module  # noqa: E402
+from LiverTumorSegLib.inference import engine as engine_module  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+
+from inference_helpers import corner_phantom, oracle_config, tiny_unet_package  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+
+class MarginNet(torch.nn.Module):
+    """1x1 convolution with large class margins on the windowed input (window 0..100 HU -> [0, 1]):
+    background below ~0.05, tumor in between, liver above ~0.49. bf16 rounding (~0.4 %) cannot flip a label
+    on the noise-free phantom, whose windowed values are 0, 0.15, 0.45 and 0.6. Counts its forward calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([0.0, 40.0, 20.0]).view(3, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, -10.5, -1.0]))
+        self.calls = []  # dtype of every forward
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.calls.append(y.dtype)
+        return y
+
+
+class BrokenUnderBf16Net(MarginNet):
+    """Same as MarginNet in fp32; under bf16 autocast it returns the classes in reverse order (a network that
+    bf16 breaks), so bf16 and fp32 labels disagree almost everywhere."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return torch.flip(y, dims=[1]) if y.dtype == torch.bfloat16 else y
+
+
+def package_with(net):
+    return types.SimpleNamespace(preprocessing=oracle_config(), model=net, name="margin")
+
+
+def fp32_labels(volume, net):
+    return SliceInferenceEngine(package_with(net), device="cpu", threads=1, batch_size=4,
+                                precision="fp32").predict(volume)
+
+
+def test_cpu_bf16_flags_known_cpuinfo_texts():
+    xeon = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    epyc_zen3 = "flags\t\t: fpu sse avx2 avx512f\n"
+    graviton3 = "Features\t: fp asimd bf16 i8mm\n"
+    assert device_module.cpu_bf16_flags(xeon) == ["amx_bf16", "avx512_bf16"]
+    assert device_module.cpu_bf16_flags(epyc_zen3) == [] and not device_module.cpu_has_native_bf16(epyc_zen3)
+    assert device_module.cpu_has_native_bf16(graviton3)
+    assert device_module.check_precision(" BF16 ") == "bf16"
+    with pytest.raises(InputError, match="precision"):
+        device_module.check_precision("fp8")
+
+
+def test_auto_keeps_fp32_on_a_cpu_without_bf16(monkeypatch):
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1)
+    engine.predict(corner_phantom().ct)
+    assert engine.precision_used == "fp32" and engine.last_precision["check"] is None
+    assert set(engine.model.calls) == {torch.float32}
+
+
+def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monkeypatch):
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()  # 12 slices -> batches of 4: [0-3], [4-7], [8-11]; the check takes the middle one
+    expected = fp32_labels(ph.ct, MarginNet())
+    net = MarginNet()
+    engine = SliceInferenceEngine(package_with(net), device="cpu", threads=1, batch_size=4)
+    labels = engine.predict(ph.ct)
+    np.testing.assert_array_equal(labels, expected)
+    check = engine.last_precision["check"]
+    assert engine.last_precision["used"] == "bf16" and check["passed"] and check["differing_voxels"] == 0
+    assert check["slices"] == [4, 7] and check["this_volume"]
+    assert engine.model.calls.count(torch.float32) == 1  # the one fp32 pass of the check
+    assert engine.model.calls.count(torch.bfloat16) == 3  # 3 batches, the checked one not run again
+    assert net.calls == []  # the package's own network was copied (channels-last), not changed
+    engine.model.calls.clear()
+    engine.predict(ph.ct)  # the next volume reuses the verdict: no fp32 pass
+    assert set(engine.model.calls) == {torch.bfloat16} and len(engine.model.calls) == 3
+    assert engine.last_precision["check"]["passed"] and not engine.last_precision["check"]["this_volume"]
+
+
+def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+    expected = fp32_labels(ph.ct, MarginNet())
+    engine = SliceInferenceEngine(package_with(BrokenUnderBf16Net()), device="cpu", threads=1, batch_size=4)
+    with caplog.at_level("WARNING"):
+        labels = engine.predict(ph.ct)
+    np.testing.assert_array_equal(labels, expected)
+    check = engine.last_precision["check"]
+    assert not check["passed"] and check["differing_fraction"] > engine_module.BF16_MAX_DISAGREEMENT
+    assert engine.last_precision["used"] == "fp32" and "running this model in fp32" in caplog.text
+    engine.model.calls.clear()
+    engine.predict(ph.ct)  # the next volume: fp32 straight away, no second check
+    assert set(engine.model.calls) == {torch.float32} and len(engine.model.calls) == 3
+    assert engine.last_precision["used"] == "fp32" and not engine.last_precision["check"]["this_volume"]
+
+
+def test_explicit_bf16_runs_unchecked_and_fp32_never_autocasts():
+    ph = corner_phantom()
+    bf16 = SliceInferenceEngine(package_with(BrokenUnderBf16Net()), device="cpu", threads=1, batch_size=4,
+                                precision="bf16")
+    bf16.predict(ph.ct)
+    assert set(bf16.model.calls) == {torch.bfloat16} and bf16.last_precision["check"] is None
+    fp32 = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, precision="fp32")
+    fp32.predict(ph.ct)
+    assert set(fp32.model.calls) == {torch.float32} and fp32.precision_used == "fp32"
+
+
+def test_onnx_backend_stays_fp32(tmp_path):
+    pytest.importorskip("onnxruntime")
+    package = tiny_unet_package(tmp_path)
+    with pytest.raises(InputError, match="torch backend"):
+        SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx", precision="bf16")
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
+    assert engine.precision_used == "fp32"
+
+
+def test_engine_reports_per_stage_seconds():
+    ph = corner_phantom()
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4,
+                                  precision="fp32")
+    engine.predict(ph.ct)
+    timings = engine.last_timings
+    assert set(timings) == {"reorient", "preprocess", "network", "restore"}
+    assert all(0.0 <= v < 30.0 for v in timings.values()) and timings["network"] > 0.0
+    engine.predict(ph.ct)  # reset per call, not accumulated over calls
+    assert set(engine.last_timings) == set(timings)
+
+
+def test_two_stage_report_times_both_network_passes():
+    import time
+
+    from LiverTumorSegLib.inference.api import segment_volume
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    calls = []
+
+    def slow_predictor(x):
+        calls.append(len(x))
+        time.sleep(0.05)
+        return oracle_predictor(x)
+
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=slow_predictor)
+    result = segment_volume(ph.ct, None, engine=engine, two_stage=True)
+    fine_batches = 3  # the fine pass alone: 12 slices in batches of 4
+    assert len(calls) > fine_batches  # the coarse pass ran too
+    assert result.report["timings_s"]["network"] >= 0.05 * len(calls) - 0.01
+    assert not engine.accumulate_timings
+
+
+def test_precision_is_a_segmentation_option_and_cli_flag():
+    from LiverTumorSegLib import cli
+    from LiverTumorSegLib.inference.options import SegmentationOptions, options_from_args
+
+    options = SegmentationOptions(precision="BF16")
+    assert options.precision == "bf16" and options.to_cli_args() == ["--precision", "bf16"]
+    assert SegmentationOptions.from_dict(options.to_dict()) == options
+    assert SegmentationOptions().to_cli_args() == []  # auto is the default
+    with pytest.raises(InputError, match="--precision"):
+        SegmentationOptions(precision="fp8")
+    args = cli.build_parser().parse_args(["segment", "ct.nii.gz", "-o", "seg.nii.gz", "--precision", "fp32"])
+    assert options_from_args(args).precision == "fp32"
+
+
+def test_file_report_holds_precision_and_every_stage_time(tmp_path):
+    import json
+
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4,
+                                  precision="fp32")
+    result = Segmenter(engine=engine).segment_file(ct, tmp_path / "seg.nii.gz", report_path=tmp_path / "r.json")
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
+    stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
+              "total"}
+    assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]
+    parts = sum(v for k, v in written["timings_s"].items() if k != "total")
+    assert 0.0 < parts <= written["timings_s"]["total"] + 0.01  # stages do not overlap and fit in the total

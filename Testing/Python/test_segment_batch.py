@@ -1,0 +1,139 @@
+"""Batch segmentation (``segment FOLDER|LIST.csv -o OUT``): case discovery, one result per case identical to a
+single-CT run, resumability, a failing case not stopping the others, reading overlapped with the network."""
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib import cli  # noqa: E402
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.inference import batch as batch_module  # noqa: E402
+from LiverTumorSegLib.inference.batch import find_cases, is_batch_input, segment_batch  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
+from LiverTumorSegLib.io import read_label_map, write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
+
+from inference_helpers import oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(1)
+
+
+def write_phantoms(folder, count=3):
+    """``count`` small noise-free phantoms (different sizes and lesions) as ct_<i>.nii.gz; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        lesion = PhantomLesion(center_zyx=(4.0 + i, 14.0, 12.0), radius_mm=4.0 + i, hu=15.0)
+        ph = make_phantom((10 + 2 * i, 36, 40), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
+        paths.append(write_volume(folder / f"ct_{i}.nii.gz", ph.ct))
+    return paths
+
+
+def oracle_engine(predictor=oracle_predictor):
+    return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
+
+
+def oracle_segmenter(predictor=oracle_predictor):
+    return Segmenter(engine=oracle_engine(predictor))
+
+
+def test_find_cases_from_folder_and_csv(tmp_path):
+    paths = write_phantoms(tmp_path / "cts", 2)
+    (tmp_path / "cts" / "notes.txt").write_text("not a CT")
+    (tmp_path / "cts" / ".ct_9.tmp.nii.gz").write_bytes(b"")  # an unfinished temp file is no case
+    assert is_batch_input(tmp_path / "cts") and not is_batch_input(paths[0])
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["ct_0", "ct_1"]
+    assert cases[1].output_path == tmp_path / "out" / "ct_1.nii.gz"
+    assert cases[1].report_path == tmp_path / "out" / "reports" / "ct_1.json"
+    listing = tmp_path / "list.csv"
+    listing.write_text("case_id,image\npatientA,cts/ct_1.nii.gz\n,cts/ct_0.nii.gz\n")
+    assert is_batch_input(listing)
+    cases = find_cases(listing, tmp_path / "out", suffix=".nrrd")
+    assert [(c.case_id, c.input_path, c.output_path.name) for c in cases] == [
+        ("patientA", tmp_path / "cts" / "ct_1.nii.gz", "patientA.nrrd"), ("ct_0", tmp_path / "cts" / "ct_0.nii.gz",
+                                                                         "ct_0.nrrd")]
+    listing.write_text("case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n")
+    with pytest.raises(InputError, match="both named 'same'"):
+        find_cases(listing, tmp_path / "out")
+    listing.write_text("path\ncts/ct_1.nii.gz\n")
+    with pytest.raises(InputError, match="'image' column"):
+        find_cases(listing, tmp_path / "out")
+
+
+def test_batch_equals_single_runs_resumes_and_survives_a_bad_case(tmp_path):
+    from LiverTumorSegLib.inference.api import segment_file
+
+    paths = write_phantoms(tmp_path / "cts", 3)
+    (tmp_path / "cts" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    engine = oracle_engine()
+    seen = []
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(engine=engine),
+                             on_case=seen.append)
+    assert [(s.case_id, s.status) for s in statuses] == [("broken", "failed"), ("ct_0", "done"), ("ct_1", "done"),
+                                                         ("ct_2", "done")]
+    assert "broken.nii.gz" in statuses[0].message and len(seen) == 4
+    assert not (tmp_path / "out" / "broken.nii.gz").exists()
+    for path in paths:
+        single = segment_file(path, tmp_path / f"single_{path.name}", engine=engine)
+        batch = read_label_map(tmp_path / "out" / path.name)
+        np.testing.assert_array_equal(batch.array, single.labels)
+        assert int((single.labels == 2).sum()) > 0  # the lesion is found, so the comparison means something
+        assert (tmp_path / "out" / "reports" / path.name.replace(".nii.gz", ".json")).exists()
+    before = (tmp_path / "out" / "ct_0.nii.gz").stat().st_mtime_ns
+    calls = []
+    again = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"),
+                          oracle_segmenter(lambda x: calls.append(len(x)) or oracle_predictor(x)))
+    assert [s.status for s in again] == ["failed", "skipped", "skipped", "skipped"] and calls == []
+    assert (tmp_path / "out" / "ct_0.nii.gz").stat().st_mtime_ns == before
+
+
+def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):
+    write_phantoms(tmp_path / "cts", 2)
+    second_read_started = threading.Event()
+    original_read = batch_module._read_case
+
+    def read(case, allow_non_hu):
+        if case.case_id == "ct_1":
+            second_read_started.set()
+        return original_read(case, allow_non_hu)
+
+    overlapped = []
+
+    def predictor(x):
+        if not overlapped:  # first batch of the first CT: the reader must already be on the second CT
+            overlapped.append(second_read_started.wait(timeout=20.0))
+        return oracle_predictor(x)
+
+    monkeypatch.setattr(batch_module, "_read_case", read)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter(predictor))
+    assert overlapped == [True] and [s.status for s in statuses] == ["done", "done"]
+
+
+def test_cli_batch_folder_with_tiny_model(tmp_path, capsys):
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 2)
+    (tmp_path / "cts" / "bad.nii.gz").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 2  # one case failed; the others were written
+    assert (out / "ct_0.nii.gz").exists() and (out / "ct_1.nii.gz").exists() and not (out / "bad.nii.gz").exists()
+    assert "2 done, 0 skipped (already segmented), 1 failed" in printed
+    status_csv = (out / "batch_status.csv").read_text()
+    assert status_csv.splitlines()[0].startswith("case_id,status") and "bad,failed" in status_csv
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                     "--device", "cpu", "--no-progress"])
+    assert code == 2 and "0 done, 2 skipped (already segmented), 1 failed" in capsys.readouterr().out
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--report", str(tmp_path / "r.json"),
+                     "--model", str(package.path), "--no-progress"])
+    assert code == 2 and "--report is for one CT" in capsys.readouterr().err

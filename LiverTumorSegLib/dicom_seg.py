@@ -95,7 +95,7 @@ def source_series_files(input_path: Any, series: Optional[str] = None) -> List[s
     path = Path(input_path)
     if path.is_dir():
         return dicom_series_files(path, series)
-    from .io import _dicom_series_of_file
+    from .io.dicom import _dicom_series_of_file
 
     return dicom_series_files(path.parent, series or _dicom_series_of_file(path))
 

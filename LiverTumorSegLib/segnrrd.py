@@ -71,7 +71,7 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
 
 
 def _read_image(path: Path):
-    from .io import _itk_reason, _quiet_itk, _sitk
+    from .io.itk import _itk_reason, _quiet_itk, _sitk
 
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
@@ -89,7 +89,8 @@ def read_seg_nrrd_labels(path) -> CTVolume:
 
     Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
     """
-    from .io import _check_3d_shape, _check_header_spacing, _sitk
+    from .io.conversions import _check_3d_shape, _check_header_spacing
+    from .io.itk import _sitk
 
     path = Path(path)
     if not path.is_file():

@@ -22,6 +22,8 @@ import pytest
 import SimpleITK as sitk
 
 from LiverTumorSegLib import io as lts_io
+from LiverTumorSegLib.io import itk as lts_io_itk
+from LiverTumorSegLib.io import nifti as lts_io_nifti
 from LiverTumorSegLib import validation
 from LiverTumorSegLib.cli import main
 from LiverTumorSegLib.io import read_volume, write_label_map, write_volume
@@ -425,7 +427,8 @@ def _refuse_voxel_loading(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("voxel data was loaded before the memory check")
 
-    monkeypatch.setattr(lts_io, "to_hu_dtype", loaded)
+    for reader in (lts_io_nifti, lts_io_itk):  # the modules whose readers call to_hu_dtype on the voxels
+        monkeypatch.setattr(reader, "to_hu_dtype", loaded)
 
 
 @pytest.mark.parametrize("command", ["segment", "preprocess", "evaluate"])
@@ -875,15 +878,15 @@ def test_unwritable_report_folder_is_refused_before_the_work(tmp_path, capsys, m
 
 SIGTERM_DURING_WRITE = r"""
 import os, signal, sys, time
-from LiverTumorSegLib import io
-original = io._write_nifti
+from LiverTumorSegLib.io import writers
+original = writers._write_nifti
 
 def write_then_sigterm(tmp, array, geometry):
     original(tmp, array, geometry)
     os.kill(os.getpid(), signal.SIGTERM)   # arrives while the temporary output exists
     time.sleep(5)
 
-io._write_nifti = write_then_sigterm
+writers._write_nifti = write_then_sigterm
 from LiverTumorSegLib.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -1,0 +1,95 @@
+"""HU dtype conversion and the header checks every reader shares (shape, spacing, origin, direction, memory).
+
+No SimpleITK or nibabel here: these work on numpy arrays and plain header values.
+"""
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from .formats import _SUPPORTED_TEXT
+
+
+_INT16_MIN, _INT16_MAX = -32768, 32767
+
+
+def _fits_int16(lo: float, hi: float) -> bool:
+    return _INT16_MIN <= lo and hi <= _INT16_MAX
+
+
+def to_hu_dtype(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` as int16 when every value is an integer in the int16 range, else as float32.
+
+    Works slice by slice along axis 0 to avoid full-size temporaries. Any shape.
+    """
+    if array.size == 0:
+        return array.astype(np.int16)
+    if array.dtype == np.int16:
+        return array
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        lo, hi = int(array.min()), int(array.max())
+        return array.astype(np.int16 if _fits_int16(lo, hi) else np.float32, copy=False)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"Voxel type {array.dtype} is not a scalar number; a scalar CT volume is needed.")
+    integral = True
+    chunks = array.reshape((array.shape[0], -1)) if array.ndim > 1 else array.reshape((1, -1))
+    step = max(1, (1 << 22) // max(1, chunks.shape[1]))
+    for start in range(0, chunks.shape[0], step):
+        part = chunks[start:start + step]
+        if not (np.all(np.isfinite(part)) and np.array_equal(part, np.rint(part))
+                and _fits_int16(float(part.min()), float(part.max()))):
+            integral = False
+            break
+    return array.astype(np.int16 if integral else np.float32, copy=False)
+
+
+def _check_3d_shape(shape_xyz: Tuple[int, ...], source: str) -> Tuple[int, int, int]:
+    """Validate an (x, y, z, ...) shape: drop trailing singleton dims, refuse 2D / 4D / empty."""
+    shape = tuple(int(s) for s in shape_xyz)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    dims = " x ".join(str(s) for s in shape)
+    if len(shape) < 3:
+        raise InputError(f"'{source}' is 2D ({dims} pixels); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
+    if len(shape) > 3:
+        raise InputError(f"'{source}' is {len(shape)}D ({dims} voxels, e.g. several time points or channels); "
+                         f"a single 3D CT volume is needed: extract one volume first.")
+    if 0 in shape:
+        raise InputError(f"'{source}' has zero size ({dims} voxels); the file holds no image data.")
+    return shape  # type: ignore[return-value]
+
+
+def _check_header_spacing(spacing_xyz: Sequence[float], source: str) -> None:
+    """Refuse zero, negative or non-finite voxel spacing (x, y, z) mm read from a header."""
+    spacing = [float(s) for s in spacing_xyz[:3]]
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        shown = ", ".join(f"{s:g}" for s in spacing)
+        raise InputError(f"'{source}' has invalid voxel spacing ({shown}) mm in its header; fix the spacing in the "
+                         f"header (e.g. re-export from the scanner/PACS).")
+
+
+def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[float], direction: Sequence[float],
+                          source: str) -> None:
+    """Refuse a header whose spacing is zero, negative or non-finite, whose origin or direction holds NaN/Inf,
+    or whose direction is degenerate (axes not independent). Spacing/origin ``(x, y, z)`` mm, direction the
+    9 row-major cosines."""
+    _check_header_spacing(spacing_xyz, source)
+    origin = [float(v) for v in origin_xyz[:3]]
+    if not all(np.isfinite(v) for v in origin):
+        raise InputError(f"'{source}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}) in its header; "
+                         f"fix the header (e.g. re-export from the scanner/PACS).")
+    cosines = np.asarray([float(v) for v in direction], dtype=float)
+    if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
+        raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "
+                         f"the header (e.g. re-export from the scanner/PACS).")
+
+
+def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:
+    """Estimate from the header, before any voxel is loaded, the memory needed to process a volume of
+    ``shape_xyz`` (x, y, z) voxels of ``itemsize`` bytes (:func:`validation.estimate_memory_bytes`) and raise
+    ResourceError saying how much is needed when it exceeds the available memory."""
+    from ..validation import check_memory, estimate_memory_bytes
+
+    shape_zyx = tuple(int(s) for s in tuple(shape_xyz)[:3][::-1])
+    required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize))
+    check_memory(required, what=f"'{source}' (z, y, x) {shape_zyx}")

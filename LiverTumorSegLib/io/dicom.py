@@ -1,0 +1,258 @@
+"""DICOM series discovery, selection (``--series``) and reading (SimpleITK/GDCM; rescale slope/intercept
+applied, values are HU), with slice-position and memory checks."""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError, option_hint
+from ..volume import CTVolume
+from .conversions import check_memory_for_read
+from .formats import _FILE_FORMATS_TEXT, PathLike
+from .itk import _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
+
+
+@dataclass
+class DicomSeriesInfo:
+    """One DICOM series found in a folder. ``files`` are sorted by slice position (GDCM order)."""
+
+    uid: str
+    description: str = ""
+    modality: str = ""
+    series_number: str = ""
+    files: List[str] = field(default_factory=list)
+
+    @property
+    def num_files(self) -> int:
+        return len(self.files)
+
+    def summary(self) -> str:
+        """One line: ``UID 'description' (CT, 120 files)``."""
+        what = ", ".join(x for x in (self.modality, f"{self.num_files} files") if x)
+        desc = f" '{self.description}'" if self.description else ""
+        return f"{self.uid}{desc} ({what})"
+
+
+def _dicom_tag(reader, tag: str) -> str:
+    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+
+
+def list_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
+    """All DICOM series directly inside ``folder`` (not its subfolders), in GDCM's order.
+
+    Raises InputError if ``folder`` is not a folder. Returns ``[]`` when it holds no DICOM series.
+    """
+    sitk = _sitk()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder; give the folder that holds the DICOM files.")
+    series = []
+    with _quiet_itk():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    for uid in uids:
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        info = DicomSeriesInfo(uid=uid, files=files)
+        if files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(files[0])
+            try:
+                reader.ReadImageInformation()
+                info.description = _dicom_tag(reader, "0008|103e")
+                info.modality = _dicom_tag(reader, "0008|0060")
+                info.series_number = _dicom_tag(reader, "0020|0011")
+            except RuntimeError:
+                pass  # the listing still helps without the description
+        series.append(info)
+    return series
+
+
+def _series_listing(series: Sequence[DicomSeriesInfo]) -> str:
+    return "\n".join(f"  {n}. {s.summary()}" for n, s in enumerate(series, start=1))
+
+
+SERIES_CHOICES_TEXT = "SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list"
+
+
+def _series_option(wanted: str = "...") -> str:
+    """``--series 'x'`` under the command line, ``series='x'`` from Python."""
+    return option_hint(f"--series '{wanted}'", f"series='{wanted}'")
+
+
+def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: PathLike = "") -> DicomSeriesInfo:
+    """Pick one series by exact UID, list number (1-based), unique UID prefix, or description.
+
+    Descriptions match case-insensitively, exactly first, then as a unique substring. Raises InputError
+    naming the candidates when nothing or more than one series matches.
+    """
+    wanted = str(wanted).strip()
+    exact = [s for s in series if s.uid == wanted]
+    if exact:
+        return exact[0]
+    if wanted.isdigit() and 1 <= int(wanted) <= len(series) and "." not in wanted:
+        return series[int(wanted) - 1]
+    low = wanted.lower()
+    for matches in ([s for s in series if s.uid.startswith(wanted)],
+                    [s for s in series if s.description.lower() == low],
+                    [s for s in series if low and low in s.description.lower()]):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InputError(f"{_series_option(wanted)} matches {len(matches)} series in '{folder}'; give more "
+                             f"of the UID, or the number from this list:\n{_series_listing(matches)}")
+    raise InputError(f"No DICOM series matching {_series_option(wanted)} in '{folder}'; give its "
+                     f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
+
+
+def _dicom_in_subfolders(folder: Path) -> List[str]:
+    sitk = _sitk()
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        with _quiet_itk():
+            has_series = bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)))
+        if has_series:
+            found.append(sub.name)
+    return found
+
+
+def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
+    all_series = list_dicom_series(folder)
+    if not all_series:
+        subs = _dicom_in_subfolders(folder)
+        hint = (f" DICOM series were found in its subfolders {', '.join(subs[:5])}; give one of those folders."
+                if subs else f" Give a folder of DICOM files, or a {_FILE_FORMATS_TEXT} file.")
+        raise InputError(f"Folder '{folder}' holds no DICOM series.{hint}")
+    if series is not None:
+        chosen = select_dicom_series(all_series, series, folder)
+    elif len(all_series) == 1:
+        chosen = all_series[0]
+    else:
+        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
+                         f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
+                         f"{_series_listing(all_series)}")
+    _check_dicom_series_memory(chosen, folder)
+    sitk = _sitk()
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(chosen.files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice tags (positions) without reading the files again
+    try:
+        with _quiet_itk():
+            image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
+                         f"Check that all its files are complete.") from None
+    if len(chosen.files) > 1:
+        _check_distinct_positions(chosen, reader, image, folder)
+    notes = []
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        thickness = _single_slice_thickness(chosen.files[0])
+        if thickness:
+            image.SetSpacing(tuple(image.GetSpacing()[:2]) + (thickness,))
+    if image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
+        notes.append(_check_slice_positions(chosen, image, folder))
+    volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
+    if notes:
+        volume.meta.setdefault("warnings", []).extend(notes)
+    volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
+                        "modality": chosen.modality, "num_files": chosen.num_files,
+                        "files": list(chosen.files)})  # what a DICOM SEG of this volume references
+    if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
+        volume.meta.setdefault("warnings", []).append(
+            f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
+    return volume
+
+
+def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
+    """Refuse a multi-file series whose slices share positions (ImagePositionPatient along the slice normal):
+    ITK would invent a 1 mm slice spacing for it. Such a series usually mixes several acquisitions (phases,
+    echoes, a repeated scan). Slices without a position tag are left to ITK's own checks."""
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    positions = []
+    for index in range(len(series.files)):
+        try:
+            text = reader.GetMetaData(index, "0020|0032")
+            xyz = [float(v) for v in text.strip().split("\\")[:3]]
+        except (RuntimeError, ValueError, IndexError):
+            return
+        if len(xyz) != 3 or not all(np.isfinite(v) for v in xyz):
+            raise InputError(f"DICOM series {series.uid} in '{folder}' has an invalid ImagePositionPatient "
+                             f"({text.strip()[:60]!r}) in file '{Path(series.files[index]).name}'; the slice geometry "
+                             f"cannot be built. Re-export the series from the scanner/PACS.")
+        positions.append(float(np.dot(xyz, normal)))
+    distinct = len(np.unique(np.round(positions, 3)))
+    if distinct < len(positions):
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(positions)} slices but only {distinct} "
+                         f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
+                         f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
+                         f"acquisition as its own series.")
+
+
+def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
+    """Memory check from the first file's header (columns x rows, pixel type) times the number of files."""
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(series.files[0])
+    try:
+        with _quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return  # the series read below reports the unreadable file
+    size = tuple(reader.GetSize())
+    shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
+    check_memory_for_read(shape_xyz, _itk_itemsize(reader.GetPixelID()), f"{folder} (series {series.uid})")
+
+
+def _single_slice_thickness(file_name: str) -> Optional[float]:
+    """SliceThickness, else SpacingBetweenSlices (mm) of a DICOM file; None when absent or invalid."""
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file_name)
+    with _quiet_itk():
+        reader.ReadImageInformation()
+    for tag in ("0018|0050", "0018|0088"):
+        try:
+            value = float(_dicom_tag(reader, tag))
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return None
+
+
+def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> str:
+    """Measure the slice gaps of a series ITK flagged as non-uniform; raise when slices are missing.
+
+    Returns a warning text for small irregularities (the grid then uses the mean slice spacing).
+    """
+    sitk = _sitk()
+    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    positions = []
+    reader = sitk.ImageFileReader()
+    with _quiet_itk():
+        for name in series.files:
+            reader.SetFileName(name)
+            reader.ReadImageInformation()
+            positions.append(float(np.dot(reader.GetOrigin(), normal)))
+    gaps = np.diff(np.sort(positions))
+    median = float(np.median(gaps)) if gaps.size else 0.0
+    worst = float(np.max(np.abs(gaps - median))) if gaps.size else 0.0
+    if median <= 0 or worst > 0.2 * median:
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has missing slices or uneven slice spacing "
+                         f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm, typical {median:.3g} mm); a regular 3D grid "
+                         f"cannot be built. Export the complete series (or resample it to even spacing) first.")
+    return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
+            f"{image.GetSpacing()[2]:.4g} mm was used")
+
+
+def _dicom_series_of_file(path: Path) -> str:
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(f"'{path}' is not a readable DICOM file; give the folder holding the DICOM series.") from None
+    uid = _dicom_tag(reader, "0020|000e")
+    if not uid:
+        raise InputError(f"DICOM file '{path}' has no SeriesInstanceUID; give its folder instead.")
+    return uid

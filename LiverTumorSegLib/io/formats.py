@@ -1,0 +1,14 @@
+"""File types the readers and writers accept, and the texts that name them in error messages."""
+import os
+from typing import Union
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+READ_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
+_FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
+_SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"

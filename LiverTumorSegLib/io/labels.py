@@ -1,0 +1,123 @@
+"""Label maps: reading (plain images, Slicer ``.seg.nrrd``, DICOM SEG), checking their values (0 background,
+1 liver, 2 tumor) and matching their grid to the reference CT."""
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import LabelError
+from ..volume import CTVolume
+from .formats import PathLike
+from .reading import read_volume
+
+
+LABEL_VALUES = (0, 1, 2)
+GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
+
+
+def _describe_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
+                       compare_shape: bool = True) -> List[str]:
+    problems = []
+    lx = tuple(reversed(label.shape_zyx))
+    rx = tuple(reversed(reference.shape_zyx))
+    if compare_shape and lx != rx:
+        problems.append(f"size (x, y, z) {lx} vs the reference's {rx} voxels")
+    lg, rg = label.geometry, reference.geometry
+    d_spacing = np.abs(np.subtract(lg.spacing, rg.spacing)).max()
+    if d_spacing > tolerance:
+        problems.append(f"spacing (x, y, z) {_fmt(lg.spacing)} mm vs the reference's {_fmt(rg.spacing)} mm")
+    d_origin = float(np.abs(np.subtract(lg.origin, rg.origin)).max())
+    if d_origin > tolerance:
+        problems.append(f"origin (LPS) {_fmt(lg.origin)} vs the reference's {_fmt(rg.origin)} (off by up to "
+                        f"{d_origin:.4g} mm)")
+    d_dir = float(np.abs(np.subtract(lg.direction, rg.direction)).max())
+    if d_dir > tolerance:
+        problems.append(f"direction {_fmt(lg.direction)} vs the reference's {_fmt(rg.direction)} (cosines differ "
+                        f"by up to {d_dir:.3g})")
+    return problems
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
+    """Return ``label`` on the reference's grid; same grid in another axis order is reoriented."""
+    problems = _describe_mismatch(label, reference, tolerance)
+    if not problems:
+        return label
+    from ..orientation import plan_reorientation
+
+    lab_reo = plan_reorientation(label.geometry, label.shape_zyx)
+    ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
+    lab_canon = CTVolume(array=lab_reo.to_canonical(label.array), geometry=lab_reo.canonical_geometry,
+                         source=label.source)
+    ref_canon = CTVolume(array=np.zeros((1, 1, 1), np.uint8), geometry=ref_reo.canonical_geometry,
+                         source=reference.source)
+    if tuple(lab_canon.shape_zyx) == tuple(ref_reo.canonical_shape) and \
+            not _describe_mismatch(lab_canon, ref_canon, tolerance, compare_shape=False):
+        arr = ref_reo.from_canonical(lab_canon.array)
+        out = CTVolume(array=arr, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
+        out.meta.setdefault("warnings", []).append("label map stored in another axis order; reoriented to the CT")
+        return out
+    raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
+                     + "; ".join(problems) + ". Use the label map made for this image (same grid), or resample it "
+                     "onto the reference grid first.")
+
+
+def check_label_values(array: np.ndarray, source: str = "label map",
+                       allowed_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values``. Any shape.
+
+    Raises LabelError naming the offending values (at most 10) and the allowed set.
+    """
+    allowed = sorted(int(v) for v in allowed_values)
+    if allowed and (allowed[0] < 0 or allowed[-1] > 255):
+        raise ValueError("allowed label values must lie in 0..255 (uint8)")
+    allowed_txt = ", ".join(str(v) for v in allowed)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise LabelError(f"Label map '{source}' contains NaN/Inf values; it must hold the integers {allowed_txt}.")
+        frac = array != np.rint(array)
+        if frac.any():
+            examples = ", ".join(f"{v:g}" for v in np.unique(array[frac])[:5])
+            raise LabelError(f"Label map '{source}' has non-integer values ({examples}); it must hold the integers "
+                             f"{allowed_txt}. Is this a probability map or a CT instead of a label map?")
+    outside = ~np.isin(array, allowed)  # bool mask; avoids sorting the whole volume
+    bad = np.unique(array[outside]).tolist() if outside.any() else []
+    if bad:
+        shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt} "
+                         f"(0 background, 1 liver, 2 tumor); remap them first.")
+    return array.astype(np.uint8, copy=False)
+
+
+def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
+                   allowed_values: Sequence[int] = LABEL_VALUES,
+                   tolerance: float = GEOMETRY_TOLERANCE, series: Optional[str] = None) -> CTVolume:
+    """Read a label map as a uint8 ``(z, y, x)`` :class:`CTVolume`.
+
+    Values must be integers in ``allowed_values`` (default 0 background, 1 liver, 2 tumor), else
+    LabelError naming the bad values. With ``reference`` (the CT), the size and geometry must match
+    within ``tolerance`` (mm for spacing/origin, cosine units for direction); a label map holding the
+    same grid in another axis order (e.g. LPS vs RAS) is reoriented onto the reference's layout; any other
+    difference raises LabelError saying what differs and by how much. A Slicer segmentation (``.seg.nrrd``,
+    segments "Liver" / "Liver tumor" -> 1 / 2, see :mod:`segnrrd`) is read too, and, when cropped, put back
+    into the reference's grid. A DICOM SEG file (``.dcm``) is read with :func:`dicom_seg.read_dicom_seg`
+    (liver and tumor segments by their SNOMED CT codes).
+    """
+    from .. import segnrrd
+    from ..dicom_seg import is_dicom_seg, read_dicom_seg
+
+    if segnrrd.is_seg_nrrd(path):
+        volume = segnrrd.read_seg_nrrd_labels(path)
+        if reference is not None:
+            volume = segnrrd.embed_in_reference(volume, reference, tolerance)
+    elif is_dicom_seg(path):
+        volume = read_dicom_seg(path, reference)
+    else:
+        volume = read_volume(path, series=series)
+    volume.array = check_label_values(volume.array, volume.source, allowed_values)
+    if reference is not None:
+        volume = _match_reference(volume, reference, tolerance)
+    return volume

@@ -1,0 +1,130 @@
+"""Reading NIfTI (``.nii``, ``.nii.gz``) with nibabel: geometry from sform/qform exactly as nibabel's affine,
+scl_slope/scl_inter applied in float32."""
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileutil import full_suffix
+from ..volume import CTVolume, ImageGeometry
+from .conversions import (_check_3d_shape, _check_header_spacing, check_geometry_values, check_memory_for_read,
+                          to_hu_dtype)
+from .formats import _SUPPORTED_TEXT
+
+
+def _orthonormal(direction: np.ndarray, tol: float = 1e-4) -> bool:
+    return bool(np.allclose(direction.T @ direction, np.eye(3), atol=tol))
+
+
+def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
+    """pixdim[1:4] as stored in the file (nibabel replaces 0 by 1 when loading); None when unreadable."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if full_suffix(path) == ".nii.gz" else open
+        with opener(str(path), "rb") as fh:
+            head = fh.read(540)
+    except (OSError, EOFError):
+        return None
+    for order in ("<", ">"):
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            return struct.unpack(order + "3f", head[80:92])
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return struct.unpack(order + "3d", head[112:136])
+    return None
+
+
+def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
+    """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``."""
+    warnings = []
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code <= 0:  # qform and base affine use pixdim, which nibabel silently turns from 0 into 1 mm
+        raw = _raw_nifti_pixdim(Path(source))
+        _check_header_spacing(raw if raw is not None else [float(v) for v in header["pixdim"][1:4]], source)
+        quatern = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                                              "qoffset_z")]
+        if qform_code > 0 and not all(np.isfinite(v) for v in quatern):
+            raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
+                             f"header (e.g. re-export from the scanner/PACS).")
+    if sform_code > 0:
+        affine = header.get_sform()
+        if not np.all(np.isfinite(affine)):
+            raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its voxel-to-world affine (sform: "
+                             f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        _check_header_spacing(spacing, source)
+        if qform_code > 0 and not np.allclose(affine, header.get_qform(), atol=1e-3):
+            warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
+        geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
+        if not _orthonormal(geometry.direction_matrix) and qform_code > 0:
+            warnings.append("NIfTI sform is sheared; the qform was used instead")
+            geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+    elif qform_code > 0:
+        geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+    else:
+        warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
+        geometry = ImageGeometry.from_ijk_to_ras(header.get_base_affine())
+    check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)
+    if not _orthonormal(geometry.direction_matrix):
+        raise InputError(f"'{source}' has a sheared (non-orthogonal) voxel-to-world affine; CT volumes have "
+                         f"orthogonal axes. Resample it to an orthogonal grid first.")
+    return geometry, warnings
+
+
+def _read_nifti(path: Path) -> CTVolume:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}. Check that the file is complete.") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"'{path}' is not a NIfTI-1/2 image; give {_SUPPORTED_TEXT}.")
+    header = image.header
+    if header.get_data_dtype().names is not None or header.get_data_dtype().kind == "c":
+        raise InputError(f"'{path}' has RGB, vector or complex voxels; a scalar 3D CT volume is needed.")
+    shape = _check_3d_shape(tuple(image.shape), str(path))
+    geometry, warnings = _nifti_geometry(header, str(path))
+    slope, inter = _nifti_scaling(image)
+    scaled = (slope, inter) != (1.0, 0.0)
+    check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
+    try:
+        proxy = image.dataobj
+        data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
+        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_short(exc)}).") from None
+    data = data.reshape(shape, order="F") if data.shape != shape else data
+    # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.
+    data = np.ascontiguousarray(data.T)
+    if scaled:  # scl_slope/scl_inter in float32 (nibabel would make a float64 copy of the whole CT)
+        data = data.astype(np.float32)
+        data *= np.float32(slope)
+        data += np.float32(inter)
+    array = to_hu_dtype(data)
+    volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    if warnings:
+        volume.meta["warnings"] = warnings
+    return volume
+
+
+def _nifti_scaling(image) -> Tuple[float, float]:
+    """(slope, intercept) nibabel applies to the stored values; (1, 0) when unscaled or unset (NaN/0 slope)."""
+    proxy = image.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    try:
+        slope, inter = float(np.asarray(slope)), float(np.asarray(inter))
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+    if not np.isfinite(slope) or slope == 0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    return slope, inter
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

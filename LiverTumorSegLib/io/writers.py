@@ -1,0 +1,84 @@
+"""Writing CT volumes and label maps (.nii, .nii.gz, .nrrd, .mha) atomically with exact geometry."""
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..fileutil import atomic_output, full_suffix
+from ..volume import CTVolume, ImageGeometry
+from .formats import NIFTI_SUFFIXES, WRITE_SUFFIXES, PathLike
+from .itk import _itk_reason, _sitk
+
+
+def _check_write_suffix(path: Path) -> str:
+    suffix = full_suffix(path)
+    if suffix == ".seg.nrrd":
+        raise InputError(f"'{path}': .seg.nrrd is a Slicer segmentation file; write a plain label map as .nrrd, "
+                         f".nii.gz or .mha (the Slicer module saves .seg.nrrd itself).")
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"Cannot write '{path}': unknown output type '{suffix or path.name}'; use one of "
+                         f"{', '.join(WRITE_SUFFIXES)}.")
+    return suffix
+
+
+def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+    import nibabel as nib
+
+    affine = geometry.ijk_to_ras()
+    image = nib.Nifti1Image(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
+    image.set_data_dtype(array_zyx.dtype)
+    image.set_sform(affine, code=1)  # scanner anatomical
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(tmp))
+
+
+def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    sitk.WriteImage(image, str(tmp), True)
+
+
+def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool) -> Path:
+    path = Path(path)
+    suffix = _check_write_suffix(path)
+    if array_zyx.ndim != 3:
+        raise ValueError(f"expected a 3D (z, y, x) array, got shape {array_zyx.shape}")
+    with atomic_output(path, overwrite) as tmp:
+        try:
+            if suffix in NIFTI_SUFFIXES:
+                _write_nifti(tmp, array_zyx, geometry)
+            else:
+                _write_itk(tmp, array_zyx, geometry)
+        except (RuntimeError, OSError) as exc:
+            raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?).") from None
+    return path
+
+
+def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
+                    overwrite: bool = False) -> Path:
+    """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
+
+    The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
+    codes 1). Written atomically; an existing file is kept unless ``overwrite``.
+    """
+    labels_zyx = np.asarray(labels_zyx)
+    if labels_zyx.dtype != np.uint8:
+        if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
+                                and not np.array_equal(labels_zyx, np.rint(labels_zyx))):
+            raise ValueError("label map has non-integer values")
+        if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
+            raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
+        labels_zyx = labels_zyx.astype(np.uint8)
+    return _write_array(path, labels_zyx, geometry, overwrite)
+
+
+def write_volume(path: PathLike, volume: CTVolume, overwrite: bool = False) -> Path:
+    """Write ``volume`` (its dtype kept, ``(z, y, x)``) to .nii/.nii.gz/.nrrd/.mha with exact geometry."""
+    array = volume.array
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    return _write_array(path, array, volume.geometry, overwrite)

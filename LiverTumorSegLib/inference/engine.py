@@ -465,8 +465,8 @@ class SliceInferenceEngine:
                       full[:, 0].size, 100 * fraction)
         else:
             self._cached = (indices, full)
-            log.warning("warning: bf16 labels differ from fp32 on %.3f %% of the check slices' voxels (more than %.1f %%); "
-                        "running this model in fp32.", 100 * fraction, 100 * BF16_MAX_DISAGREEMENT)
+            log.warning("warning: bf16 labels differ from fp32 on %.3f %% of the check slices' voxels "
+                        "(more than %.1f %%); running this model in fp32.", 100 * fraction, 100 * BF16_MAX_DISAGREEMENT)
 
     def _auto_batch_size(self, prepared: object) -> int:
         if self.device.type != "cuda":

@@ -58,7 +58,8 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     (tmp_path / "run").mkdir()
     result = train(cfg, command="livertumorseg train test", log=lambda s: None)
     losses = [row["train_loss"] for row in result.history]
-    assert len(losses) == 4 and losses[-1] < 0.85 * losses[0]
+    # last/first epoch loss was 0.71-0.87 over config seeds 0-15 (20 sampled steps); 0.85 failed 3 of them
+    assert len(losses) == 4 and losses[-1] < 0.93 * losses[0]
     assert result.global_step == 20 and result.stop_reason == "completed"
     assert result.train_cases and result.val_cases and not set(result.train_cases) & set(result.val_cases)
     log_dir = tmp_path / "run" / "model_train"

@@ -414,23 +414,11 @@ def _preprocessing_from_dict(data: Dict[str, Any], path: Path):
 
 
 def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arch: Dict[str, Any]) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} with other shapes (e.g. '{k}' {found[k]} vs {expected[k]})")
-        raise ModelPackageError(f"Model package '{path}': its weights do not match architecture "
-                                f"'{arch['name']}' with options {arch['options']}: " + "; ".join(details)
-                                + ". The package metadata and weights are inconsistent; re-export it.")
+    """The real network against the loaded tensors (names, shapes, dtypes): the same rules and messages as the
+    header check in :func:`_plan_network`."""
+    expected = {k: (tuple(int(d) for d in v.shape), _safetensors_dtype(v)) for k, v in model.state_dict().items()}
+    found = {k: (tuple(int(d) for d in v.shape), _safetensors_dtype(v)) for k, v in tensors.items()}
+    _compare_tensor_entries(expected, found, f"Model package '{path}'", arch)
 
 
 def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:

@@ -24,11 +24,13 @@ def full_suffix(path: PathLike) -> str:
 
 
 def finite_json(value):
-    """Copy of a JSON-able ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain, so
+    """Copy of a JSON-able ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain and paths as text, so
     ``json.dumps(..., allow_nan=False)`` gives strict JSON (NaN/Infinity are not JSON)."""
     import math
 
-    if isinstance(value, dict):
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
         return {str(k): finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_json(v) for v in value]
@@ -36,6 +38,8 @@ def finite_json(value):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 

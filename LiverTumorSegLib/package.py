@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import __version__
 from .errors import InputError, ModelPackageError
-from .fileutil import atomic_output
+from .fileutil import atomic_output, finite_json
 from .resources import bundled_models_dir, user_models_dir
 
 FORMAT_VERSION = 1
@@ -338,21 +338,6 @@ def _preprocessing_to_dict(preprocessing: Any) -> Dict[str, Any]:
     raise InputError(f"preprocessing must be a PreprocessingConfig or a dict, got {type(preprocessing).__name__}.")
 
 
-def _finite_json(value: Any) -> Any:
-    """Copy of ``value`` with NaN/Inf floats replaced by None and numpy scalars made plain (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[Mapping[str, Any]] = None,
                        overwrite: bool = False) -> Path:
     """Write ``model`` (built by ``models.build_model``; DDP / compiled wrappers are unwrapped) and its
@@ -391,7 +376,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         meta[key] = value
     meta["weights_sha256"] = weights_sha256(tensors)
     try:
-        meta_json = json.dumps(_finite_json(meta), allow_nan=False, sort_keys=True)
+        meta_json = json.dumps(finite_json(meta), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
     with atomic_output(path, overwrite=overwrite) as tmp:

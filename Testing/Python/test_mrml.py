@@ -13,6 +13,7 @@ import pytest
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
 from LiverTumorSegLib.volume import ImageGeometry
+from mrml_helpers import add_volume_node
 
 DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 
@@ -67,17 +68,7 @@ def _oblique_geometry() -> ImageGeometry:
 
 
 def _add_volume_node(scene, array_zyx: np.ndarray, geometry: ImageGeometry, name="CT"):
-    from vtk.util import numpy_support
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    image = vtk.vtkImageData()
-    nz, ny, nx = array_zyx.shape
-    image.SetDimensions(nx, ny, nz)
-    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(array_zyx).ravel(), deep=True,
-                                         array_type=numpy_support.get_vtk_array_type(array_zyx.dtype))
-    image.GetPointData().SetScalars(scalars)
-    node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
-    return node
+    return add_volume_node(scene, array_zyx, geometry, name)
 
 
 def _labels(shape=(7, 9, 11)) -> np.ndarray:

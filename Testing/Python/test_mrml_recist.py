@@ -8,6 +8,7 @@ from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference.lesion_report import lesion_report
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
 from LiverTumorSegLib.volume import ImageGeometry
+from mrml_helpers import add_volume_node
 
 LESION = {"id": 3, "centroid_ras_mm": [0.0, 0.0, 0.0],
           "long_axis": {"end_points_ras_mm": [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]]},
@@ -92,20 +93,7 @@ def test_report_axes_drawn_in_scene_have_the_report_lengths(scene):
 
 
 def _add_ct_and_segmentation(scene, phantom, name):
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name + " CT")
-    import vtk
-    from vtk.util import numpy_support
-
-    image = vtk.vtkImageData()
-    nz, ny, nx = phantom.ct.array.shape
-    image.SetDimensions(nx, ny, nz)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(phantom.ct.array.ravel(), deep=True))
-    volume.SetAndObserveImageData(image)
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, phantom.ct.geometry.ijk_to_ras()[r, c])
-    volume.SetIJKToRASMatrix(matrix)
+    volume = add_volume_node(scene, phantom.ct.array, phantom.ct.geometry, name + " CT")
     segmentation = mrml.labels_to_segmentation_node(scene, phantom.labels, phantom.ct.geometry)
     segmentation.SetName(name + " segmentation")
     return volume, segmentation

@@ -10,26 +10,13 @@ import pytest
 from test_slicer_module_logic import module  # noqa: F401 - the module-under-test fixture
 
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from mrml_helpers import add_volume_node
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumorSeg.py"
 
 
 def _ct_and_segmentation(scene, mrml, phantom, name):
-    import vtk
-    from vtk.util import numpy_support
-
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name + " CT")
-    image = vtk.vtkImageData()
-    nz, ny, nx = phantom.ct.array.shape
-    image.SetDimensions(nx, ny, nz)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(phantom.ct.array.ravel(), deep=True))
-    volume.SetAndObserveImageData(image)
-    matrix = vtk.vtkMatrix4x4()
-    ijk_to_ras = phantom.ct.geometry.ijk_to_ras()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, ijk_to_ras[r, c])
-    volume.SetIJKToRASMatrix(matrix)
+    volume = add_volume_node(scene, phantom.ct.array, phantom.ct.geometry, name + " CT")
     return volume, mrml.labels_to_segmentation_node(scene, phantom.labels, phantom.ct.geometry)
 
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
 
 from LiverTumorSegModuleLib import childprocess, job  # noqa: E402
+from mrml_helpers import add_volume_node
 
 posix_only = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
 
@@ -216,18 +217,7 @@ def fake(tmp_path):
 
 
 def _volume_node(scene, array, geometry, name="CT"):
-    import vtk
-    from vtk.util import numpy_support
-    from LiverTumorSegLib import mrml
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    image = vtk.vtkImageData()
-    nz, ny, nx = array.shape
-    image.SetDimensions(nx, ny, nz)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
-        np.ascontiguousarray(array).ravel(), deep=True, array_type=numpy_support.get_vtk_array_type(array.dtype)))
-    node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
-    return node
+    return add_volume_node(scene, array, geometry, name)
 
 
 def _scene_counts(scene):

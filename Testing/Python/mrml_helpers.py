@@ -1,0 +1,25 @@
+"""Shared helper for the slicer-core tests: a scalar volume node holding a ``(z, y, x)`` array in a given
+geometry, built the way a storage node would leave it (image data + IJKToRAS), without slicer.util."""
+import numpy as np
+
+from LiverTumorSegLib.volume import ImageGeometry
+
+
+def add_volume_node(scene, array_zyx: np.ndarray, geometry: ImageGeometry, name: str = "CT"):
+    """A ``vtkMRMLScalarVolumeNode`` in ``scene`` with ``array_zyx`` (numpy order z, y, x; VTK order x, y, z)
+    and IJKToRAS = ``geometry.ijk_to_ras()``."""
+    import vtk
+    from vtk.util import numpy_support
+
+    from LiverTumorSegLib import mrml
+
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    image = vtk.vtkImageData()
+    nz, ny, nx = array_zyx.shape
+    image.SetDimensions(nx, ny, nz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(array_zyx).ravel(), deep=True,
+        array_type=numpy_support.get_vtk_array_type(array_zyx.dtype)))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
+    return node

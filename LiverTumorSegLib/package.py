@@ -52,6 +52,10 @@ MAX_OPTION_INT = 65536                # channel counts and the like; keeps meta-
 MAX_OPTION_LIST = 16
 MAX_TEXT_CHARS = 65536
 
+# how floating-point weights are stored: float32 as trained, or float16 (half the file; loaded back as float32)
+WEIGHT_STORAGE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = 65504.0
+
 # safetensors dtype code -> bytes per element
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
@@ -286,6 +290,9 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
         raise ModelPackageError(f"{where}: metadata 'labels' must map class numbers to short names.")
     if "default" in meta and not isinstance(meta["default"], bool):
         raise ModelPackageError(f"{where}: metadata 'default' must be true or false.")
+    if meta.get("weights_storage", "float32") not in WEIGHT_STORAGE_DTYPES:
+        raise ModelPackageError(f"{where}: metadata 'weights_storage' must be one of "
+                                f"{', '.join(WEIGHT_STORAGE_DTYPES)}, got {str(meta['weights_storage'])[:40]!r}.")
     sha = meta["weights_sha256"]
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ModelPackageError(f"{where}: metadata 'weights_sha256' is not a SHA-256 hex digest; the file is "
@@ -339,12 +346,16 @@ def _preprocessing_to_dict(preprocessing: Any) -> Dict[str, Any]:
 
 
 def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[Mapping[str, Any]] = None,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, weights_storage: str = "float32") -> Path:
     """Write ``model`` (built by ``models.build_model``; DDP / compiled wrappers are unwrapped) and its
     ``preprocessing`` (PreprocessingConfig or dict) to one ``.safetensors`` package at ``path``, atomically.
 
     ``metadata`` may set ``name`` (default: file stem), ``description``, ``training``, ``validation``,
     ``labels``, ``default`` (bool) and any extra JSON-able keys. Returns the written path.
+
+    ``weights_storage="float16"`` stores the float32 tensors as float16 (half the file; the loader casts them
+    back to float32, so inference runs as before up to float16 rounding, relative error <= 2**-11 per
+    weight); a weight outside float16's range (|w| > 65504) is refused rather than stored as infinity.
     """
     from safetensors.torch import save_file
 
@@ -357,6 +368,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     plain = unwrap_model(model)
     architecture = model_config(plain)
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
+    tensors = _to_storage_dtype(tensors, weights_storage)
     extra = dict(metadata or {})
     meta: Dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -368,10 +380,12 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         "training": extra.pop("training", {}),
         "validation": extra.pop("validation", {}),
         "library_version": __version__,
+        "weights_storage": weights_storage,
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
     }
     for key, value in extra.items():
-        if key in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version"):
+        if key in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
+                   "weights_storage"):
             raise InputError(f"metadata key '{key}' is set by save_model_package; remove it.")
         meta[key] = value
     meta["weights_sha256"] = weights_sha256(tensors)
@@ -382,6 +396,43 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     return path
+
+
+def _to_storage_dtype(tensors: Dict[str, Any], weights_storage: str) -> Dict[str, Any]:
+    """float32 tensors cast to the storage dtype (other dtypes, e.g. BatchNorm's int64 counters, unchanged)."""
+    import torch
+
+    if weights_storage not in WEIGHT_STORAGE_DTYPES:
+        raise InputError(f"weights_storage must be one of {', '.join(WEIGHT_STORAGE_DTYPES)}; got "
+                         f"{weights_storage!r}.")
+    if weights_storage == "float32":
+        return tensors
+    out = {}
+    for name, tensor in tensors.items():
+        if tensor.dtype == torch.float32:
+            peak = float(tensor.abs().max()) if tensor.numel() else 0.0
+            if not peak <= FLOAT16_MAX:
+                raise InputError(f"Weight '{name}' reaches {peak:.4g}, outside float16's range (+-{FLOAT16_MAX:g});"
+                                 f" store this model with weights_storage='float32'.")
+            tensor = tensor.to(torch.float16)
+        out[name] = tensor
+    return out
+
+
+def _storage_code(network_code: str, meta: Mapping[str, Any]) -> str:
+    """The safetensors dtype code a network tensor of ``network_code`` has in a package with ``meta``."""
+    if network_code == "F32" and meta.get("weights_storage") == "float16":
+        return "F16"
+    return network_code
+
+
+def _from_storage_dtype(tensors: Dict[str, Any], meta: Mapping[str, Any]) -> Dict[str, Any]:
+    """float16-stored weights back to the network's float32 (a float32 package is returned as it is)."""
+    import torch
+
+    if meta.get("weights_storage") != "float16":
+        return tensors
+    return {k: (v.to(torch.float32) if v.dtype == torch.float16 else v) for k, v in tensors.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -517,7 +568,8 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
     if parameters > MAX_PARAMETERS:
         raise ModelPackageError(f"{where} describes a network with {parameters / 1e6:,.0f} M parameters (at most "
                                 f"{MAX_PARAMETERS / 1e6:.0f} M are accepted); the package is corrupt or hostile.")
-    expected = {k: (tuple(int(d) for d in v.shape), _safetensors_dtype(v)) for k, v in net.state_dict().items()}
+    expected = {k: (tuple(int(d) for d in v.shape), _storage_code(_safetensors_dtype(v), meta))
+                for k, v in net.state_dict().items()}
     found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}
     _compare_tensor_entries(expected, found, where, arch)
     try:
@@ -538,7 +590,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
 
     Steps: header and metadata validation -> preprocessing config -> the network planned on the meta
     device (option types, parameter and activation limits, tensor names/shapes/dtypes against the header;
-    :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check -> the real network built
+    :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check (of the stored tensors) ->
+    float16-stored weights cast to float32 -> the real network built
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
     the loader read another file.
     """
@@ -560,6 +613,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
         raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 "
                                 f"is {digest[:16]}... but the package records {str(meta['weights_sha256'])[:16]}...; "
                                 f"the file was modified or damaged. Obtain a fresh copy.")
+    tensors = _from_storage_dtype(tensors, meta)
     arch = meta["architecture"]
     try:
         model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])

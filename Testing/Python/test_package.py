@@ -358,3 +358,74 @@ def test_header_length_bytes_that_look_like_pickle_magic_are_accepted(tmp_path):
         assert header_length(path, pad) & mask == low
         header = read_safetensors_header(path)  # must not be mistaken for a pickle
         assert "w" in header
+
+
+# ---------------------------------------------------------------------------------------------------
+# float16 weight storage (issue 11: packages of <= 20 MB)
+
+def test_float16_storage_halves_the_file_and_round_trips_within_half_precision(tmp_path):
+    model = _tiny_model(3).eval()
+    full = save_model_package(tmp_path / "f32.safetensors", model, PREP)
+    half = save_model_package(tmp_path / "f16.safetensors", model, PREP, weights_storage="float16")
+    header = read_safetensors_header(half)
+    stored = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    assert "F16" in stored and "F32" not in stored          # every float32 weight is stored as float16
+    assert read_package_metadata(half)["weights_storage"] == "float16"
+    assert read_package_metadata(full)["weights_storage"] == "float32"
+    weight_bytes = lambda p: p.stat().st_size - 8 - struct.unpack("<Q", p.read_bytes()[:8])[0]  # noqa: E731
+    assert weight_bytes(half) < 0.52 * weight_bytes(full)
+    loaded = load_model_package(half)
+    for name, tensor in loaded.model.state_dict().items():   # back to the network's float32 ...
+        original = model.state_dict()[name]
+        assert tensor.dtype == original.dtype
+        if tensor.is_floating_point():                        # ... each weight within float16 rounding
+            assert torch.allclose(tensor, original, rtol=2 ** -10, atol=6e-8), name
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), loaded.model(x)
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.99
+    assert torch.allclose(a, b, atol=5e-3 * float(a.abs().max()))
+
+
+def test_float16_package_resaved_as_float16_keeps_its_hash(tmp_path):
+    half = save_model_package(tmp_path / "f16.safetensors", _tiny_model(4), PREP, weights_storage="float16")
+    first = load_model_package(half)
+    again = save_model_package(tmp_path / "again.safetensors", first.model, PREP, weights_storage="float16")
+    assert read_package_metadata(again)["weights_sha256"] == first.sha256  # float16 -> float32 -> float16 is exact
+
+
+def test_float16_storage_refuses_weights_outside_its_range(tmp_path):
+    model = _tiny_model(5)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() > 1).view(-1)[0] = 1e6
+    with pytest.raises(InputError, match="outside float16's range"):
+        save_model_package(tmp_path / "big.safetensors", model, PREP, weights_storage="float16")
+    assert not (tmp_path / "big.safetensors").exists()
+    with pytest.raises(InputError, match="weights_storage must be one of"):
+        save_model_package(tmp_path / "x.safetensors", _tiny_model(), PREP, weights_storage="int8")
+
+
+def test_float16_storage_flag_and_dtypes_must_agree(tmp_path):
+    half = save_model_package(tmp_path / "f16.safetensors", _tiny_model(6), PREP, weights_storage="float16")
+    full = save_model_package(tmp_path / "f32.safetensors", _tiny_model(6), PREP)
+    # float16 tensors in a package whose metadata says float32: refused before any weight is read
+    lying = _rewrite_metadata(half, tmp_path / "lying.safetensors", lambda m: m.update(weights_storage="float32"))
+    with pytest.raises(ModelPackageError, match="another type than the network's"):
+        load_model_package(lying)
+    # float32 tensors claimed to be float16
+    claimed = _rewrite_metadata(full, tmp_path / "claimed.safetensors", lambda m: m.update(weights_storage="float16"))
+    with pytest.raises(ModelPackageError, match="another type than the network's"):
+        load_model_package(claimed)
+    bogus = _rewrite_metadata(full, tmp_path / "bogus.safetensors", lambda m: m.update(weights_storage="int4"))
+    with pytest.raises(ModelPackageError, match="weights_storage"):
+        load_model_package(bogus)
+    # a float16 package with one weight flipped fails its integrity check like a float32 one
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(half))
+    name = next(k for k, v in tensors.items() if v.dtype == torch.float16)
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1.0
+    header = read_safetensors_header(half)["__metadata__"]
+    save_file(tensors, str(tmp_path / "tampered.safetensors"), metadata=header)
+    with pytest.raises(ModelPackageError, match="integrity check"):
+        load_model_package(tmp_path / "tampered.safetensors")

@@ -1,9 +1,11 @@
 """Validate the default model's leave-one-patient-out folds and bundle the final model with those numbers.
 
     python scripts/finalize_default_model.py --cases CASES.csv --models DIR [-o Resources/Models/default.safetensors]
+        [--config RECIPE.yaml] [--fold-steps N] [--hardware TEXT] [--fold-note TEXT] [--weights-storage float16]
 
-``DIR`` holds what ``scripts/train_default_model.sh`` wrote: ``fold0..2.safetensors`` (same recipe, one
-patient held out each) and ``default.safetensors`` (all patients). Each fold model segments its held-out
+``DIR`` holds what ``scripts/train_default_model.sh`` (v1) or ``scripts/gpu_training_round.sh`` (v2) wrote:
+``fold0..2.safetensors`` (same recipe, one patient held out each; the split is ``kfold_splits`` with the
+recipe's seed) and ``default.safetensors`` (all patients). Each fold model segments its held-out
 patient's whole CT through the normal inference pipeline (post-processing on); the LiTS-style metrics
 (liver = label >= 1) go into the final package's ``validation`` block, with the false tumor volume (the
 reference livers have no tumor, so every predicted tumor voxel is a false positive). The weights are
@@ -51,6 +53,16 @@ def main() -> int:
     parser.add_argument("--config", default=str(Path(__file__).with_name("default_model.yaml")))
     parser.add_argument("-o", "--output", default="Resources/Models/default.safetensors")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--fold-steps", type=int, default=2500, help="training steps of each fold model")
+    parser.add_argument("--hardware", default="1x NVIDIA H100 80GB (bf16 AMP), 4000 steps of batch 16, 192x192 "
+                                                "patches", help="how the final model was trained (text)")
+    parser.add_argument("--fold-note", default="The held-out full abdomen-pelvis scan fails (bowel called liver) "
+                        "because the other two patients' scans cover only the liver region: no training slice "
+                        "showed the pelvis. The bundled model is trained on all 3 patients, that scan included.",
+                        help="what the folds' numbers mean (text stored with them)")
+    parser.add_argument("--weights-storage", default=None, choices=["float32", "float16"],
+                        help="store the weights as this dtype (default: as the final package stores them)")
+    parser.add_argument("--description", default=None, help="replace the package's description (text)")
     args = parser.parse_args()
 
     seed = TrainConfig.from_file(args.config).seed
@@ -64,11 +76,12 @@ def main() -> int:
     final = load_model_package(Path(args.models) / "default.safetensors")
     metadata = {k: v for k, v in final.metadata.items()
                 if k not in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
-                             "created")}
+                             "created", "weights_storage")}
     dice = [r["dice_liver"] for r in rows]
     metadata["validation"] = {
-        "method": "leave-one-patient-out over the 3 training patients: each fold model (same recipe, 2500 "
-                  "steps) segments its held-out patient's whole CT; post-processing on; liver = label >= 1",
+        "method": f"leave-one-patient-out over the 3 training patients: each fold model (same recipe, "
+                  f"{args.fold_steps} steps) segments its held-out patient's whole CT; post-processing on; "
+                  f"liver = label >= 1",
         "cases": rows,
         "dice_liver_mean": round(float(np.mean(dice)), 4),
         "dice_liver_median": round(float(np.median(dice)), 4),
@@ -76,19 +89,21 @@ def main() -> int:
         "tumor_note": "No real tumor labels exist in the training data (tumors are synthetic), so tumor Dice "
                       "on real CT is not measured; false_tumor_ml is the tumor volume predicted in "
                       "tumor-free held-out livers.",
-        "fold2_note": "The held-out full abdomen-pelvis scan fails (bowel called liver) because the other "
-                      "two patients' scans cover only the liver region: no training slice showed the pelvis. "
-                      "The bundled model is trained on all 3 patients, that scan included.",
+        "fold_note": args.fold_note,
     }
+    if args.description:
+        metadata["description"] = args.description
     metadata["default"] = True
     metadata["training"] = dict(metadata.get("training", {}))
     metadata["training"]["trained_at"] = final.metadata.get("created")
-    metadata["training"]["hardware"] = "1x NVIDIA H100 80GB (bf16 AMP), 4000 steps of batch 16, 192x192 patches"
+    metadata["training"]["hardware"] = args.hardware
     metadata["training"]["data_description"] = (
         "3 real abdominal CT patients with liver labels: TotalSegmentator example CTs (Apache-2.0; liver labels "
         "are TotalSegmentator predictions) 512x512x20 at 0.98 mm and 122x101x112 at 3 mm, and the dcmqi 3-slice "
         "GE CT (BSD-style) at 0.81 mm; synthetic tumors inserted on the fly.")
-    path = save_model_package(args.output, final.model, final.preprocessing, metadata, overwrite=args.overwrite)
+    storage = args.weights_storage or final.metadata.get("weights_storage", "float32")
+    path = save_model_package(args.output, final.model, final.preprocessing, metadata, overwrite=args.overwrite,
+                              weights_storage=storage)
     print(f"wrote {path}: LOPO liver Dice {', '.join(f'{d:.3f}' for d in dice)} (mean {np.mean(dice):.3f})")
     return 0
 

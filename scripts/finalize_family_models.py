@@ -65,9 +65,11 @@ def main() -> int:
                       "on that patient's slices with synthetic tumors on the network grid. These are the fold "
                       "models' numbers, not this package's (which saw all 3 patients).",
             "held_out_patient": "ts_dicom20",
-            "this_architecture": table.get(arch),
             "all_architectures": table,
         }
+        if arch in table:  # top-level numbers are what `livertumorseg models` prints
+            meta["validation"]["fold0_dice_liver"] = table[arch]["dice_liver"]
+            meta["validation"]["fold0_dice_tumor_synthetic"] = table[arch]["dice_tumor_synthetic"]
         meta["training"] = dict(meta.get("training", {}))
         meta["training"]["hardware"] = ("1x NVIDIA H100 80GB (bf16 AMP), 1200 steps of batch 16, 192x192 patches "
                                         "(scripts/gpu_training_round.sh phase1)")

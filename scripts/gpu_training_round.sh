@@ -17,6 +17,16 @@
 #
 # Data: .gpudata/cases.csv (the team's 3 shared CT patients, copied into an ignored folder that travels
 # with the working tree). Python packages missing on the machine (monai, nibabel) travel as wheels (.whl).
+# Setup, once, in the repository root (both folders ignored through .git/info/exclude):
+#   printf '/.whl/\n/.gpudata/\n' >> .git/info/exclude; mkdir -p .gpudata .whl
+#   cp ../shared/data/totalsegmentator_examples/example_ct_{dicom20{,_liver},full112{,_liver_tsv1}}.nii.gz \
+#      ../shared/data/dcmqi_ct3slice/ct3slice_*.nii.gz .gpudata/
+#   printf 'image,label,patient\nexample_ct_dicom20.nii.gz,example_ct_dicom20_liver.nii.gz,ts_dicom20\n%s\n%s\n' \
+#      'example_ct_full112.nii.gz,example_ct_full112_liver_tsv1.nii.gz,ts_full112' \
+#      'ct3slice_ct.nii.gz,ct3slice_liver_seg.nii.gz,dcmqi_ct3slice' > .gpudata/cases.csv
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl \
+#      monai==1.6.1 nibabel==5.4.2
+# phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
 PHASE=${1:?phase1 or phase2}
 OUT=${OUT:-/tmp/out}

@@ -65,12 +65,16 @@ def main() -> int:
                       "on that patient's slices with synthetic tumors on the network grid. These are the fold "
                       "models' numbers, not this package's (which saw all 3 patients).",
             "held_out_patient": "ts_dicom20",
-            "all_architectures": table,
+            "all_architectures": [dict(architecture=name, **row) for name, row in sorted(table.items())],
         }
         if arch in table:  # top-level numbers are what `livertumorseg models` prints
             meta["validation"]["fold0_dice_liver"] = table[arch]["dice_liver"]
             meta["validation"]["fold0_dice_tumor_synthetic"] = table[arch]["dice_tumor_synthetic"]
         meta["training"] = dict(meta.get("training", {}))
+        meta["training"]["data_description"] = (
+            "3 real abdominal CT patients with liver labels: TotalSegmentator example CTs (Apache-2.0; liver labels "
+            "are TotalSegmentator predictions) 512x512x20 at 0.98 mm and 122x101x112 at 3 mm, and the dcmqi 3-slice "
+            "GE CT (BSD-style) at 0.81 mm; synthetic tumors and vessels inserted on the fly.")
         meta["training"]["hardware"] = ("1x NVIDIA H100 80GB (bf16 AMP), 1200 steps of batch 16, 192x192 patches "
                                         "(scripts/gpu_training_round.sh phase1)")
         out = Path(args.output_dir) / f"{arch}_v2.safetensors"

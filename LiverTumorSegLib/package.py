@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from . import __version__
+from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError
 from .fileutil import atomic_output, finite_json
 from .resources import bundled_models_dir, user_models_dir
@@ -572,11 +572,15 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
                 for k, v in net.state_dict().items()}
     found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}
     _compare_tensor_entries(expected, found, where, arch)
-    try:
-        activations = _activation_bytes(net, arch["in_channels"])
-    except Exception as exc:  # noqa: BLE001 - a network that cannot run on its own input size is unusable
-        raise ModelPackageError(f"{where}: its network cannot process {arch['in_channels']}-channel slices "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}).")
+    key = plan_cache.plan_key(arch, ACTIVATION_PROBE_HW)
+    activations = plan_cache.cached_activation_bytes(key)   # the meta forward's imports cost 1-1.5 s
+    if activations is None:
+        try:
+            activations = _activation_bytes(net, arch["in_channels"])
+        except Exception as exc:  # noqa: BLE001 - a network that cannot run on its own input size is unusable
+            raise ModelPackageError(f"{where}: its network cannot process {arch['in_channels']}-channel slices "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}).")
+        plan_cache.store_activation_bytes(key, activations)
     if activations > MAX_ACTIVATION_BYTES:
         raise ModelPackageError(f"{where} describes a network needing {activations / 2 ** 30:.1f} GiB of "
                                 f"activations per {ACTIVATION_PROBE_HW} x {ACTIVATION_PROBE_HW} slice (at most "

@@ -2,7 +2,11 @@
 
 ``--test-seed N`` or the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0);
 see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
+The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``).
 """
+import os
+import tempfile
+
 import pytest
 
 import seeding
@@ -15,6 +19,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     seeding.set_base_seed(config.getoption("--test-seed"))
+    # the library's plan cache (plan_cache.py) goes to a folder of this run, never the user's home
+    if "LIVERTUMORSEG_CACHE_DIR" not in os.environ:
+        os.environ["LIVERTUMORSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-cache-")
 
 
 def pytest_collection_modifyitems(config, items):

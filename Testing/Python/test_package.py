@@ -429,3 +429,63 @@ def test_float16_storage_flag_and_dtypes_must_agree(tmp_path):
     save_file(tensors, str(tmp_path / "tampered.safetensors"), metadata=header)
     with pytest.raises(ModelPackageError, match="integrity check"):
         load_model_package(tmp_path / "tampered.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the activation estimate is cached per architecture (plan_cache.py)
+
+def _count_probes(monkeypatch):
+    import LiverTumorSegLib.package as package_module
+    calls = []
+    real = package_module._activation_bytes
+
+    def counting(net, in_channels):
+        calls.append(in_channels)
+        return real(net, in_channels)
+    monkeypatch.setattr(package_module, "_activation_bytes", counting)
+    return calls
+
+
+def test_activation_estimate_is_computed_once_per_architecture(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(tmp_path / "cache"))
+    calls = _count_probes(monkeypatch)
+    a = save_model_package(tmp_path / "a.safetensors", _tiny_model(1), PREP)
+    b = save_model_package(tmp_path / "b.safetensors", _tiny_model(2), PREP)   # same architecture, other weights
+    first = load_model_package(a)
+    second = load_model_package(b)
+    assert len(calls) == 1                                             # the second load used the cache
+    assert second.activation_bytes_per_pixel == first.activation_bytes_per_pixel > 0
+    other = build_model("unet", in_channels=1, num_classes=3, channels=(4, 8, 16), num_res_units=1)
+    load_model_package(save_model_package(tmp_path / "c.safetensors", other, PREP))
+    assert len(calls) == 2                                             # other options: another key
+
+
+def test_activation_cache_that_is_corrupt_or_unwritable_changes_nothing(tmp_path, monkeypatch):
+    from LiverTumorSegLib import plan_cache
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / plan_cache.CACHE_FILE).write_text("{not json")
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(cache))
+    calls = _count_probes(monkeypatch)
+    path = save_model_package(tmp_path / "a.safetensors", _tiny_model(1), PREP)
+    expected = load_model_package(path).activation_bytes_per_pixel
+    assert len(calls) == 1 and json.loads((cache / plan_cache.CACHE_FILE).read_text())  # rewritten as JSON
+    # a value of the wrong type in the file is ignored, not trusted
+    key = next(iter(json.loads((cache / plan_cache.CACHE_FILE).read_text())))
+    (cache / plan_cache.CACHE_FILE).write_text(json.dumps({key: "1"}))
+    assert load_model_package(path).activation_bytes_per_pixel == expected and len(calls) == 2
+    # a cache folder that cannot be created (a file is in the way): loading still works
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(blocker / "cache"))
+    assert load_model_package(path).activation_bytes_per_pixel == expected
+
+
+def test_cached_activation_estimate_is_still_held_to_the_limit(tmp_path, monkeypatch):
+    import LiverTumorSegLib.package as package_module
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(tmp_path / "cache"))
+    path = save_model_package(tmp_path / "a.safetensors", _tiny_model(1), PREP)
+    load_model_package(path)                                          # fills the cache
+    monkeypatch.setattr(package_module, "MAX_ACTIVATION_BYTES", 1024)
+    with pytest.raises(ModelPackageError, match="activations"):
+        load_model_package(path)

@@ -1,0 +1,75 @@
+"""A small on-disk cache of network plans: the activation estimate of an architecture, keyed by its options.
+
+Loading a package plans its network on the meta device before any weight is read (``package._plan_network``).
+The first meta-device forward in a process imports about 800 modules (torch's meta kernels, sympy) and costs
+1-1.5 s of every ``segment`` run and every Slicer segmentation, while the answer depends only on the
+architecture (name, channels, options) and the library and torch versions. This cache keeps that answer in
+``LIVERTUMORSEG_CACHE_DIR`` (default ``~/.livertumorseg/cache``), file ``activation_bytes.json``.
+
+The cache holds numbers this library computed itself, never anything read from a package; the limits are
+applied to the cached number exactly as to a fresh one. A missing, unreadable, corrupt or unwritable cache
+only means the estimate is computed again.
+"""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+CACHE_FILE = "activation_bytes.json"
+MAX_ENTRIES = 256
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIVERTUMORSEG_CACHE_DIR", str(Path.home() / ".livertumorseg" / "cache")))
+
+
+def plan_key(architecture: Mapping[str, Any], probe_hw: int) -> str:
+    """SHA-256 of everything the estimate depends on: the architecture block, the probe size, and the
+    library and torch versions (a new layer implementation may change the layer outputs)."""
+    import torch
+
+    from . import __version__
+
+    text = json.dumps({"architecture": architecture, "probe_hw": int(probe_hw), "library": __version__,
+                       "torch": torch.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read() -> Dict[str, int]:
+    try:
+        data = json.loads((cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            and v >= 0}
+
+
+def cached_activation_bytes(key: str) -> Optional[int]:
+    """The cached estimate for ``key``, or None."""
+    return _read().get(key)
+
+
+def store_activation_bytes(key: str, value: int) -> None:
+    """Add ``key -> value`` (atomically: a temporary file renamed over the cache); errors are ignored."""
+    entries = _read()
+    entries.pop(key, None)
+    entries[key] = int(value)
+    while len(entries) > MAX_ENTRIES:          # oldest first (dicts keep insertion order)
+        entries.pop(next(iter(entries)))
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".activation_bytes.", suffix=".tmp", dir=str(folder))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entries, handle)
+            os.replace(tmp, folder / CACHE_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass

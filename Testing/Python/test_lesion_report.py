@@ -112,3 +112,37 @@ def test_longest_axial_diameter_of_a_collinear_row():
     mask = np.zeros((1, 4, 200), dtype=bool)
     mask[0, 2, 5:105] = True  # 100 voxels in a row, 99 gaps of 0.7 mm
     assert abs(longest_axial_diameter_mm(mask, ImageGeometry(spacing=(0.7, 0.7, 3.0))) - 99 * 0.7) < 1e-9
+
+
+def _full_volume_components(labels):
+    """The definition: 26-connected components of label 2 over the whole volume, numbered by decreasing size
+    (ties: scan order of the first voxel)."""
+    from scipy import ndimage
+    components, count = ndimage.label(labels == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[np.argsort(-sizes, kind="stable") + 1] = np.arange(1, count + 1, dtype=np.int32)
+    return relabel[components], count
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lesion_components_equal_a_whole_volume_labelling(seed):
+    from LiverTumorSegLib.inference.lesion_report import lesion_components
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((12, 20, 24)) < 0.5).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.06] = 2          # many small lesions, equal sizes (ties), at the borders too
+    labels[0, 0, 0] = labels[-1, -1, -1] = 2               # the bounding box reaches every face
+    expected, count = _full_volume_components(labels)
+    ids, n = lesion_components(labels)
+    assert n == count > 5 and ids.dtype == np.int32 and np.array_equal(ids, expected)
+    inner = np.zeros_like(labels)                         # lesions only in the middle: a small bounding box
+    inner[4:7, 8:11, 5:9] = labels[4:7, 8:11, 5:9]
+    expected, count = _full_volume_components(inner)
+    ids, n = lesion_components(inner)
+    assert n == count and np.array_equal(ids, expected)
+
+
+def test_lesion_components_of_a_tumor_free_map():
+    from LiverTumorSegLib.inference.lesion_report import lesion_components
+    ids, n = lesion_components(np.ones((3, 4, 5), dtype=np.uint8))
+    assert n == 0 and ids.shape == (3, 4, 5) and ids.dtype == np.int32 and not ids.any()

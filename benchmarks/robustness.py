@@ -2,7 +2,7 @@
 
     python benchmarks/robustness.py PACKAGE [PACKAGE ...] --data DIR|CSV [--json out.json]
         [--store-in-package] [--perturbations NAME,NAME] [--max-slices N] [--threads N] [--device cpu]
-        [--no-postprocessing] [--seed 0]
+        [--no-postprocessing] [--tta] [--seed 0]
 
 PACKAGE: a model package path or an installed model name ("default" = the bundled model).
 
@@ -402,6 +402,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic tumors and the noise")
     p.add_argument("--no-postprocessing", action="store_true", help="score the raw network output")
+    p.add_argument("--tta", action="store_true",
+                   help="left-right flip test-time augmentation (segment --tta): does it pay for its time?")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
     return p.parse_args(argv)
 
@@ -426,6 +428,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    if args.store_in_package and (args.tta or args.no_postprocessing):
+        raise InputError("--store-in-package stores the table of the default inference; run it without --tta "
+                         "and --no-postprocessing.")
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in find_cases(args.data)]
@@ -434,13 +439,14 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path in paths:
         package = load_model_package(path)
-        engine = make_engine(package, args.device, threads=args.threads)
+        engine = make_engine(package, args.device, threads=args.threads, tta_flip=args.tta)
         trained_on = training_names(package.metadata)
         say(f"{package.name} ({path}):")
         rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say)
         results.append({"package": str(path), "name": package.name, "rows": rows})
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
-              f"{' (raw network output)' if args.no_postprocessing else ''}:")
+              f"{' (raw network output)' if args.no_postprocessing else ''}"
+              f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
         if trained:
@@ -451,6 +457,7 @@ def run(args: argparse.Namespace) -> int:
 
         document = {"data": str(args.data), "perturbations": {k: PERTURBATIONS[k][0] for k in perturbations},
                     "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
+                    "tta": bool(args.tta),
                     "note": NOTE, "packages": results}
         with atomic_output(args.json, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")

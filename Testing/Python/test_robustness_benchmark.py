@@ -157,3 +157,34 @@ def test_cli_rejects_unknown_perturbation(tmp_path, capsys):
     write_case(tmp_path)
     assert rb.main(["default", "--data", str(tmp_path), "--perturbations", "zoom9"]) == 2
     assert "error: Unknown perturbation" in capsys.readouterr().err
+
+
+def test_cli_tta_reaches_the_engine_and_the_json(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from LiverTumorSegLib.inference import api
+
+    torch.manual_seed(0)
+    write_case(tmp_path / "data")
+    package = tiny_unet_package(tmp_path)
+    made = []
+    real = api.make_engine
+
+    def recording(*args, **kwargs):
+        made.append(kwargs.get("tta_flip"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(api, "make_engine", recording)
+    out_json = tmp_path / "rob.json"
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--tta",
+                    "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
+    assert made == [True] and json.loads(out_json.read_text())["tta"] is True
+    assert "test-time augmentation" in capsys.readouterr().out
+
+
+def test_cli_does_not_store_a_tta_or_raw_table_in_the_package(tmp_path, capsys):
+    package = tiny_unet_package(tmp_path)
+    before = package.path.read_bytes()
+    for flag in ("--tta", "--no-postprocessing"):
+        assert rb.main([str(package.path), "--data", str(tmp_path), "--store-in-package", flag]) == 2
+        assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err
+    assert package.path.read_bytes() == before

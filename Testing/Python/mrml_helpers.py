@@ -23,3 +23,18 @@ def add_volume_node(scene, array_zyx: np.ndarray, geometry: ImageGeometry, name:
     node.SetAndObserveImageData(image)
     node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
     return node
+
+
+def read_volume_node(scene, path, name: str = "CT", keep_storage: bool = True):
+    """A ``vtkMRMLScalarVolumeNode`` in ``scene`` read from ``path`` by a ``vtkMRMLVolumeArchetypeStorageNode``
+    (as Slicer's Add Data does); with ``keep_storage`` the node observes that storage node, so it knows its file."""
+    import slicer
+
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), f"the storage node could not read {path}"
+    if keep_storage:
+        node.SetAndObserveStorageNodeID(storage.GetID())
+    return node

@@ -13,7 +13,7 @@ import pytest
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
 from LiverTumorSegLib.volume import ImageGeometry
-from mrml_helpers import add_volume_node
+from mrml_helpers import add_volume_node, read_volume_node
 
 DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 
@@ -105,11 +105,7 @@ def test_oblique_ct_round_trip_volume_node_to_segmentation_is_voxel_exact(scene)
 def test_nifti_read_by_storage_node_matches_nibabel(scene):
     nib = pytest.importorskip("nibabel")
     path = DATA / "example_ct_sm.nii.gz"
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "example")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node)
+    node = read_volume_node(scene, path, "example", keep_storage=False)
     volume = mrml.ctvolume_from_volume_node(node)
     img = nib.load(str(path))
     np.testing.assert_array_equal(volume.array, np.asarray(img.dataobj).transpose(2, 1, 0))

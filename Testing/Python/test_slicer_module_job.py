@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
 
 from LiverTumorSegModuleLib import childprocess, job  # noqa: E402
-from mrml_helpers import add_volume_node
+from mrml_helpers import add_volume_node, read_volume_node
 
 posix_only = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
 
@@ -252,12 +252,7 @@ def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
     fake.scene.AddNode(storage)
     storage.SetFileName(str(path))
     assert storage.WriteData(fake.node)
-    node = fake.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "fromfile")
-    reader = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    fake.scene.AddNode(reader)
-    reader.SetFileName(str(path))
-    assert reader.ReadData(node)
-    node.SetAndObserveStorageNodeID(reader.GetID())
+    node = read_volume_node(fake.scene, path, "fromfile")
     assert job.usable_storage_file(node) == str(path)
     segmentation_job = fake.job(node=node).start()
     assert segmentation_job.used_storage_file and segmentation_job.input_path == str(path)

@@ -198,7 +198,8 @@ def sample(module, tmp_path):
     nib = pytest.importorskip("nibabel")
     if not _segment_has_json_progress():
         pytest.skip("`segment --progress json` is not in the library yet (issue 12)")
-    import slicer
+    from mrml_helpers import read_volume_node
+
     from LiverTumorSegLib import resources
     from LiverTumorSegLib.package import resolve_model
     try:
@@ -207,12 +208,7 @@ def sample(module, tmp_path):
         pytest.skip("no bundled default model in Resources/Models")
     ct_path = tmp_path / "ct.nii.gz"
     nib.save(nib.load(str(resources.sample_ct_path())).slicer[:, :, 76:100], str(ct_path))
-    node = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sample")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    module.scene.AddNode(storage)
-    storage.SetFileName(str(ct_path))
-    assert storage.ReadData(node)
-    node.SetAndObserveStorageNodeID(storage.GetID())
+    node = read_volume_node(module.scene, ct_path, "sample")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the child's environment (Slicer's startup environment here)
     yield types.SimpleNamespace(node=node, model=model)

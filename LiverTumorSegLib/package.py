@@ -52,6 +52,11 @@ MAX_OPTION_INT = 65536                # channel counts and the like; keeps meta-
 MAX_OPTION_LIST = 16
 MAX_TEXT_CHARS = 65536
 
+# metadata keys that save_model_package itself writes and a caller's metadata may not set ("created" is
+# written too, but a caller may pass its own)
+RESERVED_METADATA_KEYS = ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
+                          "weights_storage")
+
 # how floating-point weights are stored: float32 as trained, or float16 (half the file; loaded back as float32)
 WEIGHT_STORAGE_DTYPES = ("float32", "float16")
 FLOAT16_MAX = 65504.0
@@ -384,8 +389,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
     }
     for key, value in extra.items():
-        if key in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
-                   "weights_storage"):
+        if key in RESERVED_METADATA_KEYS:
             raise InputError(f"metadata key '{key}' is set by save_model_package; remove it.")
         meta[key] = value
     meta["weights_sha256"] = weights_sha256(tensors)
@@ -396,6 +400,12 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     return path
+
+
+def carried_metadata(meta: Mapping[str, Any]) -> Dict[str, Any]:
+    """A loaded package's metadata without the keys :func:`save_model_package` writes itself: what to pass as
+    ``metadata`` when re-saving a package (e.g. with new validation numbers or another weight storage)."""
+    return {k: v for k, v in meta.items() if k not in RESERVED_METADATA_KEYS + ("created",)}
 
 
 def _to_storage_dtype(tensors: Dict[str, Any], weights_storage: str) -> Dict[str, Any]:

@@ -13,7 +13,6 @@ only means the estimate is computed again.
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -60,16 +59,12 @@ def store_activation_bytes(key: str, value: int) -> None:
     entries[key] = int(value)
     while len(entries) > MAX_ENTRIES:          # oldest first (dicts keep insertion order)
         entries.pop(next(iter(entries)))
-    folder = cache_dir()
+    from .errors import LiverTumorSegError
+    from .fileutil import atomic_output
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".activation_bytes.", suffix=".tmp", dir=str(folder))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entries, handle)
-            os.replace(tmp, folder / CACHE_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        with atomic_output(cache_dir() / CACHE_FILE, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(entries), encoding="utf-8")
+    except (OSError, LiverTumorSegError):
         pass

@@ -21,7 +21,7 @@ import numpy as np
 from LiverTumorSegLib.inference.api import segment_volume
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.metrics.lits import evaluate_case
-from LiverTumorSegLib.package import load_model_package, save_model_package
+from LiverTumorSegLib.package import carried_metadata, load_model_package, save_model_package
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.datasets import discover_cases
 from LiverTumorSegLib.training.splits import kfold_splits
@@ -74,9 +74,7 @@ def main() -> int:
             row["fold"] = fold
             rows.append(row)
     final = load_model_package(Path(args.models) / "default.safetensors")
-    metadata = {k: v for k, v in final.metadata.items()
-                if k not in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
-                             "created", "weights_storage")}
+    metadata = carried_metadata(final.metadata)
     dice = [r["dice_liver"] for r in rows]
     metadata["validation"] = {
         "method": f"leave-one-patient-out over the 3 training patients: each fold model (same recipe, "

@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from LiverTumorSegLib.package import load_model_package, save_model_package
+from LiverTumorSegLib.package import carried_metadata, load_model_package, save_model_package
 
 FAMILIES = {
     "segnet": "SegNet (VGG16-style encoder at 0.35 width, max-pool-index unpooling decoder; as in Dhanush et al.)",
@@ -50,9 +50,8 @@ def main() -> int:
     table = comparison(Path(args.comparison_logs))
     for arch, text in FAMILIES.items():
         package = load_model_package(Path(args.models) / f"{arch}.safetensors")
-        meta = {k: v for k, v in package.metadata.items()
-                if k not in ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
-                             "created", "weights_storage", "default")}
+        meta = carried_metadata(package.metadata)
+        meta.pop("default", None)
         meta["name"] = f"{arch}_v2"
         meta["description"] = (f"{text}, for liver and liver-tumor segmentation of abdominal CT; the default v2 "
                                f"recipe (scripts/default_model_v2.yaml) on 3 real CT patients, 1,200 steps of "

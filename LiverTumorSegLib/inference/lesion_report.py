@@ -95,9 +95,11 @@ def lesion_components(labels_zyx: np.ndarray) -> Tuple[np.ndarray, int]:
     voxel count (ties: scan order), 0 elsewhere. The report's lesion ``id`` is this number."""
     from scipy import ndimage
 
+    from ..metrics.surface import bounding_box
+
     tumor = np.asarray(labels_zyx) == 2
     ids = np.zeros(tumor.shape, dtype=np.int32)
-    box = _bounding_box(tumor)
+    box = bounding_box(tumor)
     if box is None:
         return ids, 0
     # labelled inside the tumors' bounding box only: the same components, numbered in the same scan order
@@ -109,18 +111,6 @@ def lesion_components(labels_zyx: np.ndarray) -> Tuple[np.ndarray, int]:
     relabel[order + 1] = np.arange(1, count + 1, dtype=np.int32)
     ids[box] = relabel[components]
     return ids, int(count)
-
-
-def _bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """Slices of the smallest box holding every True voxel of a 3D ``mask``, or None when there is none."""
-    spans = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        if hit.size == 0:
-            return None
-        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(spans)
 
 
 def _probability_as_fraction(values: np.ndarray) -> np.ndarray:

@@ -166,6 +166,8 @@ class Segmenter:
     """
 
     _load_seconds = 0.0
+    _load_parts = {}  # type: Dict[str, float]
+    _monai_hidden = None  # type: Optional[bool]
 
     def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
         options = options if options is not None else SegmentationOptions()
@@ -187,16 +189,28 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         reporter(0.0, "loading model")
         start = time.perf_counter()
+        import torch  # noqa: F401 - timed on its own: in a fresh process the imports are most of a model load
+
+        from ..models.monai_import import monai_import_facts
         from .engine import SliceInferenceEngine, load_package
 
+        imported = time.perf_counter()
+        monai_before = monai_import_facts()["seconds"]
         package = load_package(self.package if self.package is not None else self.options.model)
         if self.options.window_level is not None:
             package = with_window_override(package, self.options.window_level, self.options.window_width)
+        packaged = time.perf_counter()
+        monai = monai_import_facts()
         o = self.options
         self.engine = SliceInferenceEngine(package, device=o.device, batch_size=o.batch_size, tta_flip=o.tta,
                                            backend=o.backend, threads=o.threads, precision=o.precision)
         self.package = self.engine.package
-        self._load_seconds = time.perf_counter() - start  # reported once, by the first segmentation
+        end = time.perf_counter()
+        self._load_seconds = end - start  # reported once, by the first segmentation, with its parts:
+        monai_seconds = max(0.0, monai["seconds"] - monai_before)
+        self._load_parts = {"import_torch": imported - start, "import_monai": monai_seconds,
+                            "read_verify_build": packaged - imported - monai_seconds, "engine": end - packaged}
+        self._monai_hidden = monai["optional_packages_hidden"] if monai_seconds else None
         reporter(1.0, "loading model")
         return self
 
@@ -232,8 +246,11 @@ class Segmenter:
         if not self.loaded:
             self.load(reporter.sub(0.0, 0.02))
         timings = {}  # type: Dict[str, float]
+        load_parts = None
         if self._load_seconds:
             timings["model_load"], self._load_seconds = self._load_seconds, 0.0
+            load_parts = rounded_timings(self._load_parts)
+            log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
         labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel, keep_probability=True)
@@ -262,6 +279,8 @@ class Segmenter:
         report["warnings"] = list(warnings)
         timings["report"] = time.perf_counter() - stage_start
         report["timings_s"] = rounded_timings(timings)
+        if load_parts is not None:  # what the model load spent its time on (CUDA start is in "engine")
+            report["model_load_s"] = dict(load_parts, monai_optional_packages_hidden=self._monai_hidden)
         log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         reporter(1.0, "done")
         return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, warnings=warnings,

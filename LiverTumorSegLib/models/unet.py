@@ -26,7 +26,9 @@ class PaddedUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int], strides: Optional[Sequence[int]],
                  num_res_units: int, dropout: float, norm: str, act: str):
         super().__init__()
-        from monai.networks.nets import UNet
+        from .monai_import import monai_unet_class
+
+        UNet = monai_unet_class()
 
         if strides is None:
             strides = (2,) * (len(channels) - 1)

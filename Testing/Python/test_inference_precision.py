@@ -202,3 +202,22 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]
     parts = sum(v for k, v in written["timings_s"].items() if k != "total")
     assert 0.0 < parts <= written["timings_s"]["total"] + 0.01  # stages do not overlap and fit in the total
+
+
+def test_model_load_parts_are_reported_once_and_add_up(tmp_path):
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    package = tiny_unet_package(tmp_path)
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", precision="fp32", threads=1))
+    first = segmenter.segment_volume(corner_phantom().ct).report
+    second = segmenter.segment_volume(corner_phantom().ct).report
+    parts = first["model_load_s"]
+    assert set(parts) == {"import_torch", "import_monai", "read_verify_build", "engine",
+                          "monai_optional_packages_hidden"}
+    seconds = [parts[k] for k in ("import_torch", "import_monai", "read_verify_build", "engine")]
+    assert min(seconds) >= 0.0
+    assert abs(sum(seconds) - first["timings_s"]["model_load"]) <= 0.01  # the parts are the whole load
+    # a library caller's process never hides packages from MONAI (None: MONAI was already imported before)
+    assert parts["monai_optional_packages_hidden"] in (None, False)
+    assert "model_load_s" not in second and "model_load" not in second["timings_s"]  # reported by the first only

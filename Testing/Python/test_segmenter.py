@@ -33,9 +33,9 @@ def two_volumes():
 
 
 def without_timing(report):
-    """The report without run-time measurements (seconds, per-stage timings, the bf16 check's numbers, which
-    only the first volume of an engine runs); the precision that ran is kept."""
-    out = {k: v for k, v in report.items() if k not in ("seconds", "timings_s", "precision")}
+    """The report without run-time measurements (seconds, per-stage timings, the model load's parts, the bf16
+    check's numbers, which only the first volume of an engine runs); the precision that ran is kept."""
+    out = {k: v for k, v in report.items() if k not in ("seconds", "timings_s", "model_load_s", "precision")}
     out["precision_used"] = report.get("precision", {}).get("used")
     return out
 

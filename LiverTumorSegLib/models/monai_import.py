@@ -1,0 +1,82 @@
+"""Import MONAI's U-Net class, optionally without the optional packages MONAI tries while it loads.
+
+``import monai`` runs MONAI's ``__init__``, which imports every MONAI submodule (``load_submodules``); some of
+those call ``monai.utils.optional_import`` at import time for packages MONAI declares optional: matplotlib
+(``monai.utils.jupyter_utils``, ``monai.visualize``) and ``scipy.signal`` / ``scipy.stats``
+(``monai.data.ultrasound_confidence_map``, ``monai.transforms.signal``). Segmenting with the U-Net needs none of
+them. Measured on 2 idle CPU cores (MONAI 1.6.1, torch, numpy, scipy.ndimage and nibabel already imported):
+MONAI took 1.6-2.0 s with them and 0.65-0.94 s without.
+
+A process that only segments (the ``segment`` command, which is also the Slicer module's child process) calls
+:func:`hide_optional_packages_while_importing_monai` once. MONAI is then imported, on first use, while those
+packages are hidden: ``sys.modules[name] = None`` makes ``import name`` raise ImportError (the import system's
+documented way to block a module), which ``optional_import`` records as "not installed", the state MONAI
+supports when the package is absent. They are un-hidden right after, so a later ``import matplotlib`` in the
+process works. The only effect: MONAI's own features that need them (its plots, ultrasound confidence maps,
+signal filters) say "not installed" in that process; the U-Net's code, weights and outputs are unchanged.
+If a MONAI version ever imports one of them unconditionally, the hidden import fails, the partial import is
+discarded and MONAI is imported normally. Not copying MONAI's network code was the constraint (issue 13);
+importing only ``monai.networks.nets.unet`` still runs ``monai/__init__`` and ``monai.networks`` pulls in
+``monai.apps``, so hiding packages is what is left.
+"""
+import importlib
+import logging
+import sys
+import time
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_PACKAGES_HIDDEN = ("matplotlib", "matplotlib.pyplot", "scipy.signal", "scipy.stats")
+"""Packages hidden while MONAI imports in a segment-only process (MONAI imports each through optional_import)."""
+
+_state = {"hide": False, "import_seconds": 0.0, "hidden_import": None}
+
+
+def hide_optional_packages_while_importing_monai(enabled: bool = True) -> None:
+    """Declare this process segment-only: MONAI, when first imported through :func:`monai_unet_class`, is
+    imported with :data:`OPTIONAL_PACKAGES_HIDDEN` hidden. Does nothing if MONAI is already imported."""
+    _state["hide"] = bool(enabled)
+
+
+def monai_import_facts() -> dict:
+    """``{"seconds": time spent importing MONAI here, "optional_packages_hidden": True/False/None}`` (None: MONAI
+    was not imported by this module, e.g. already imported by the caller)."""
+    return {"seconds": round(float(_state["import_seconds"]), 3), "optional_packages_hidden": _state["hidden_import"]}
+
+
+def monai_unet_class():
+    """``monai.networks.nets.UNet``; imports MONAI first (see the module docstring) when it is not loaded yet."""
+    if "monai" not in sys.modules:
+        start = time.perf_counter()
+        if _state["hide"]:
+            _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
+        else:
+            importlib.import_module("monai")
+            _state["hidden_import"] = False
+        _state["import_seconds"] = time.perf_counter() - start
+    from monai.networks.nets import UNet
+
+    return UNet
+
+
+def import_monai_hiding(names: Sequence[str]) -> bool:
+    """Import ``monai`` while the modules ``names`` that are not imported yet are hidden; returns True, or False
+    when that import failed and MONAI was imported normally instead (after discarding the partial import)."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` now raises ImportError
+    try:
+        importlib.import_module("monai")
+        importlib.import_module("monai.networks.nets")
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure: start again with nothing hidden (a real error recurs)
+        log.debug("MONAI did not import with %s hidden (%s); importing it normally", ", ".join(hidden), exc)
+        for name in [n for n in sys.modules if n == "monai" or n.startswith("monai.")]:
+            del sys.modules[name]
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    importlib.import_module("monai")
+    return False

@@ -1,0 +1,79 @@
+"""models.monai_import: a segment-only process imports MONAI with its optional plotting/signal packages hidden;
+the U-Net is the same network (same outputs), the packages import normally afterwards, and a MONAI that needs a
+hidden package falls back to a normal import. Each case runs in a fresh interpreter (the import state of this
+test process is never touched)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+REPO = Path(__file__).resolve().parents[2]
+
+_FORWARD = """
+import json, sys, torch
+from LiverTumorSegLib.models import monai_import
+if {hide}:
+    monai_import.hide_optional_packages_while_importing_monai()
+from LiverTumorSegLib.models import build_model
+torch.manual_seed(0)
+net = build_model("unet", in_channels=3, num_classes=3, channels=(4, 8, 16)).eval()
+x = torch.linspace(-1, 1, 2 * 3 * 20 * 24).reshape(2, 3, 20, 24)
+with torch.no_grad():
+    y = net(x)
+hidden_loaded = sorted(n for n in monai_import.OPTIONAL_PACKAGES_HIDDEN if sys.modules.get(n) is not None)
+blocked_left = sorted(n for n in monai_import.OPTIONAL_PACKAGES_HIDDEN if n in sys.modules and sys.modules[n] is None)
+import scipy.stats  # importable again afterwards
+print(json.dumps({{"values": y.flatten()[::37].tolist(), "sum": float(y.double().sum()),
+                  "hidden_loaded": hidden_loaded, "blocked_left": blocked_left,
+                  "facts": monai_import.monai_import_facts()}}))
+"""
+
+
+def _run(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_hidden_import_gives_the_same_unet_and_unhides_the_packages():
+    lean = _run(_FORWARD.format(hide=True))
+    full = _run(_FORWARD.format(hide=False))
+    assert lean["facts"]["optional_packages_hidden"] is True and full["facts"]["optional_packages_hidden"] is False
+    assert lean["hidden_loaded"] == [] and lean["blocked_left"] == []  # not loaded by MONAI, and not left blocked
+    assert lean["values"] == pytest.approx(full["values"], abs=1e-6)
+    assert lean["sum"] == pytest.approx(full["sum"], abs=1e-4)
+
+
+def test_a_monai_that_needs_a_hidden_module_is_imported_normally():
+    code = """
+import json, sys
+from LiverTumorSegLib.models.monai_import import import_monai_hiding
+# hiding one of MONAI's own modules makes its import fail, as a MONAI needing a hidden package would
+ok = import_monai_hiding(["monai.networks.nets.unet"])
+from monai.networks.nets import UNet
+print(json.dumps({"hidden_worked": ok, "unet": UNet.__module__,
+                  "blocked_left": [n for n, m in sys.modules.items() if m is None and n.startswith("monai")]}))
+"""
+    result = _run(code)
+    assert result == {"hidden_worked": False, "unet": "monai.networks.nets.unet", "blocked_left": []}
+
+
+def test_the_segment_command_hides_them(tmp_path):
+    """The CLI (and so the Slicer module's child process) runs with the packages hidden while MONAI imports."""
+    code = f"""
+import json, sys
+from LiverTumorSegLib.cli import main
+code = main(["segment", "--sample", "-o", {str(tmp_path / 'seg.nii.gz')!r}, "--report",
+             {str(tmp_path / 'r.json')!r}, "--no-progress", "--device", "cpu"])
+print(json.dumps({{"code": code, "signal_loaded": sys.modules.get("scipy.signal") is not None}}))
+"""
+    result = _run(code)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert result == {"code": 0, "signal_loaded": False}
+    assert report["model_load_s"]["monai_optional_packages_hidden"] is True
+    assert report["model_load_s"]["import_monai"] > 0.0

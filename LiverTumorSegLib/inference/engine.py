@@ -61,16 +61,21 @@ def softmax_channels(logits: np.ndarray) -> np.ndarray:
 def argmax_channels(probs: np.ndarray) -> np.ndarray:
     """Argmax over axis 1 of ``(n, K, ...)`` as uint8 (first maximum wins, like ``np.argmax``).
 
-    Done with K contiguous comparisons: several times faster than ``np.argmax(axis=1)``, whose strided
-    reduction dominated GPU runs.
+    Done with K contiguous comparisons in torch (its element-wise ops use every intra-op thread): several times
+    faster than ``np.argmax(axis=1)``, whose strided reduction dominated GPU runs, and about 2x faster than the
+    same comparisons in numpy on 2 cores (0.040 -> 0.020 s per 8 x 3 x 512 x 512 batch). ``torch.argmax(dim=1)``
+    itself was 20x slower than either here.
     """
-    best = probs[:, 0].copy()
-    labels = np.zeros(best.shape, dtype=np.uint8)
-    for k in range(1, probs.shape[1]):
-        better = probs[:, k] > best
-        labels[better] = k
-        np.maximum(best, probs[:, k], out=best)
-    return labels
+    import torch
+
+    values = torch.from_numpy(np.ascontiguousarray(probs))
+    best = values[:, 0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.uint8)
+    for k in range(1, values.shape[1]):
+        better = values[:, k] > best
+        labels = torch.where(better, torch.tensor(k, dtype=torch.uint8), labels)
+        torch.maximum(best, values[:, k], out=best)
+    return labels.numpy()
 
 
 def load_package(package_or_name: object) -> object:

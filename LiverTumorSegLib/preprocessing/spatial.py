@@ -171,8 +171,8 @@ def inverse_maps(maps_nkhw: np.ndarray, info: SpatialInfo, outside: Optional[Seq
     if info.is_resampled:
         core = resample_slices(core, info.crop_shape_yx, "bilinear")
     ny, nx = info.native_shape_yx
-    if tuple(info.crop_yx) == (0, ny, 0, nx):
-        return np.array(core, dtype=np.float32, copy=True)
+    if tuple(info.crop_yx) == (0, ny, 0, nx):  # resampling made a new array; an unresampled core is a view
+        return core if info.is_resampled else np.array(core, dtype=np.float32, copy=True)
     if outside is None:
         outside = [1.0] + [0.0] * (k - 1) if k > 1 else [0.0]
     if len(outside) != k:

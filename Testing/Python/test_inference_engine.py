@@ -188,6 +188,31 @@ def test_argmax_channels_matches_numpy_including_ties():
     np.testing.assert_array_equal(out, np.argmax(probs, axis=1))
 
 
+def _argmax_by_numpy_comparisons(probs):
+    """The numpy version argmax_channels replaced (the reference: same ties, same NaN handling)."""
+    best = probs[:, 0].copy()
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, probs.shape[1]):
+        better = probs[:, k] > best
+        labels[better] = k
+        np.maximum(best, probs[:, k], out=best)
+    return labels
+
+
+def test_argmax_channels_on_views_half_precision_and_nan():
+    from LiverTumorSegLib.inference.engine import argmax_channels
+
+    rng = np.random.default_rng(4)
+    probs = rng.random((6, 4, 7, 9, 5)).astype(np.float32)
+    probs[0, 1, 0, 0, 0] = np.nan
+    probs[1, :, 2, 2, 2] = 0.25  # a four-way tie
+    view = probs[::2, :, :, ::-1]  # neither contiguous nor positively strided
+    for case in (view, view.astype(np.float16), probs[:, :1]):
+        np.testing.assert_array_equal(argmax_channels(case), _argmax_by_numpy_comparisons(case))
+    assert argmax_channels(probs)[1, 2, 2, 2] == 0
+    assert not argmax_channels(probs[:, :1]).any()  # one class: all 0
+
+
 def test_auto_backend_resolution(monkeypatch):
     from LiverTumorSegLib.inference import onnx_backend
     from LiverTumorSegLib.inference.engine import resolve_backend

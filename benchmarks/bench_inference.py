@@ -3,7 +3,7 @@
 **Real CT** (``--ct FILE --model default``): the bundled (or any) model on a real CT.
 
     python benchmarks/bench_inference.py --ct CT.nii.gz --model default [--slices 300] [--repeats 2]
-                                         [--batch-cases 5] [--sample-dice] [--json out.json]
+                                         [--batch-cases 5] [--batch-slices N] [--sample-dice] [--json out.json]
 
 Prints, per repeat (variants interleaved so that load from other processes hits them alike): the network
 time alone in fp32 and in bf16 (every preprocessed batch of the volume through the network + softmax, ms per
@@ -12,9 +12,9 @@ slice), their label agreement (network grid), and the wall time of the whole CLI
 preprocess, network with ``--precision auto``, post-processing, report, write) with its per-stage
 ``timings_s``; then end to end / fp32 network. ``--slices N`` makes an N-slice volume out of a shorter CT by
 mirrored repetition of its real slices (0..z-1, z-1..0, ...), stated in the output. ``--batch-cases K``:
-K copies of the (unstacked) CT in a folder, one ``segment FOLDER -o OUT`` command, against K times one
-CT's read + network + write plus one model load. ``--sample-dice``: the bundled sample's liver Dice in fp32
-and with ``--precision auto``.
+K copies of the CT (unstacked, or stacked to ``--batch-slices``) in a folder, one ``segment FOLDER -o OUT``
+command, against K times one CT's read + network + write plus one model load (one pair per ``--repeats``,
+median ratio). ``--sample-dice``: the bundled sample's liver Dice in fp32 and with ``--precision auto``.
 
 **Phantom** (no ``--ct``): SliceInferenceEngine vs a naive slice loop, on the same (untrained) U-Net package.
 
@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import argparse
 import subprocess
 import sys
@@ -230,7 +231,8 @@ def real_ct_benchmark(args):
               f"bf16 {c16:.1f}, end to end {cpu:.1f} = {cpu / c32:.2f}x the fp32 network\n    stages (s): {stages}")
     result = {"ct": note, "cpu": cpu_name(), "threads": threads, "model": args.model, "rows": rows}
     if args.batch_cases:
-        result["batch"] = batch_benchmark(args, original, tmp, env)
+        result["batch"] = batch_benchmark(args, stacked_volume(original, args.batch_slices) if args.batch_slices
+                                          else original, tmp, env)
     if args.sample_dice:
         result["sample_dice"] = {}
         for precision in ("fp32", "auto"):
@@ -243,28 +245,38 @@ def real_ct_benchmark(args):
 
 
 def batch_benchmark(args, volume, tmp, env):
-    """K copies of ``volume`` in one folder: one batch command vs K x (read + network + write) + model load."""
+    """K copies of ``volume`` in one folder: one batch command vs K x (read + network + write) + model load of a
+    single-CT run. Repeated ``--repeats`` times, each pair back to back (single run, then the batch), because a
+    shared machine's speed drifts between minutes; the median ratio is the result."""
     from LiverTumorSegLib.io import write_volume
 
     folder = tmp / "batch_in"
     folder.mkdir()
     for k in range(args.batch_cases):
         write_volume(folder / f"case_{k}.nii.gz", volume)
-    report = tmp / "single.json"
-    _, text, code, _ = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / "single.nii.gz", "--report", report,
-                             "--model", args.model, "--device", "cpu", "--no-progress"], env)
-    if code != 0:
-        raise SystemExit(f"segment failed:\n{text}")
-    t = json.loads(report.read_text())["timings_s"]
-    per_case = t["read"] + t["network"] + t["write"]
-    budget = args.batch_cases * per_case + t["model_load"]
-    wall, text, code, _ = run_cli(["segment", folder, "-o", tmp / "batch_out", "--model", args.model, "--device", "cpu",
-                                "--no-progress"], env)
-    print(f"batch of {args.batch_cases} x {volume.shape_zyx}: one command {wall:.1f} s; {args.batch_cases} x (read "
-          f"{t['read']:.2f} + network {t['network']:.2f} + write {t['write']:.2f}) + model load "
-          f"{t['model_load']:.2f} = {budget:.1f} s -> ratio {wall / budget:.2f} (exit {code})")
-    return {"cases": args.batch_cases, "batch_wall_s": wall, "single_timings_s": t, "budget_s": budget,
-            "ratio": wall / budget, "exit_code": code}
+    pairs = []
+    for repeat in range(args.repeats):
+        report = tmp / f"single_{repeat}.json"
+        _, text, code, _ = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / f"single_{repeat}.nii.gz",
+                                    "--report", report, "--model", args.model, "--device", "cpu", "--no-progress"],
+                                   env)
+        if code != 0:
+            raise SystemExit(f"segment failed:\n{text}")
+        t = json.loads(report.read_text())["timings_s"]
+        per_case = t["read"] + t["network"] + t["write"]
+        budget = args.batch_cases * per_case + t["model_load"]
+        wall, text, code, _ = run_cli(["segment", folder, "-o", tmp / f"batch_out_{repeat}", "--model", args.model,
+                                       "--device", "cpu", "--no-progress"], env)
+        print(f"batch of {args.batch_cases} x {volume.shape_zyx} [{repeat}]: one command {wall:.1f} s (wall, "
+              f"process start included); {args.batch_cases} x (read {t['read']:.2f} + network {t['network']:.2f} + "
+              f"write {t['write']:.2f}) + model load {t['model_load']:.2f} = {budget:.1f} s -> ratio "
+              f"{wall / budget:.2f} (exit {code})")
+        pairs.append({"batch_wall_s": wall, "single_timings_s": t, "budget_s": budget, "ratio": wall / budget,
+                      "exit_code": code})
+    ratios = sorted(p["ratio"] for p in pairs)
+    median = statistics.median(ratios)
+    print(f"batch ratio over {len(pairs)} pair(s): median {median:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
+    return {"cases": args.batch_cases, "pairs": pairs, "median_ratio": median}
 
 
 def main():
@@ -273,6 +285,8 @@ def main():
     p.add_argument("--model", default="default", help="model for --ct (name or .safetensors)")
     p.add_argument("--slices", type=int, default=None, help="--ct: stack the CT to this many slices")
     p.add_argument("--batch-cases", type=int, default=0, help="--ct: also time a batch of this many copies")
+    p.add_argument("--batch-slices", type=int, default=None,
+                   help="--batch-cases: stack each copy to this many slices (default: the CT as it is)")
     p.add_argument("--sample-dice", action="store_true", help="--ct: also print the sample's liver Dice")
     p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), help="phantom (z, y, x) voxels")
     p.add_argument("--device", default="cpu")

@@ -78,6 +78,33 @@ def argmax_channels(probs: np.ndarray) -> np.ndarray:
     return labels.numpy()
 
 
+RESTORE_SKIP_MARGIN = 1e-4
+"""A slice skips the restore when background beats every other class by this much at every pixel (float32
+rounding of the interpolation is far smaller), and the written class's probability stays below a quarter of the
+0..255 scale's half step."""
+
+
+def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = None) -> np.ndarray:
+    """Boolean ``(n,)``: network-grid slices ``(n, K, H, W)`` whose restored labels are all background and, with
+    ``class_index``, whose restored probability of that class is 0 after ``round(255 * p)``; such slices need
+    no restore (their native-grid result is the zeros already there).
+
+    Why it is exact: the restore interpolates (bilinear, or antialiased bilinear when shrinking) with
+    non-negative weights that sum to 1, so every restored pixel is a convex combination of network pixels. If
+    ``p0 > pk`` at each of them, the combination keeps ``p0 > pk`` (label 0), and values below ``0.25 / 255``
+    stay below it (rounds to 0). NaN anywhere fails the test (the slice is restored as before).
+    """
+    probs = np.asarray(probs_nkhw)
+    n, k = probs.shape[:2]
+    skip = np.ones(n, dtype=bool)
+    if k > 1:
+        others = probs[:, 1:].max(axis=1)
+        skip &= (others < probs[:, 0] - RESTORE_SKIP_MARGIN).reshape(n, -1).all(axis=1)
+    if class_index is not None:
+        skip &= (probs[:, class_index] < 0.25 / 255.0).reshape(n, -1).all(axis=1)
+    return skip
+
+
 def load_package(package_or_name: object) -> object:
     """Accept a loaded ``ModelPackage`` (anything with ``.preprocessing``) or a name/path to load."""
     if hasattr(package_or_name, "preprocessing"):
@@ -490,14 +517,24 @@ class SliceInferenceEngine:
         probs = pending.get()
         self._add_time("network", time.perf_counter() - start)  # waiting for the GPU; ~0 on the CPU
         start = time.perf_counter()
-        native = prepared.restore(probs)  # (n, K, y, x) float32 on the canonical grid
-        labels[pending.indices] = argmax_channels(native)
-        if self._probability_out is not None:
-            if not 0 <= self._class_index < native.shape[1]:
-                raise InputError(f"The network has {native.shape[1]} classes; there is no class {self._class_index} "
-                                 f"to write probabilities for.")
-            scaled = native[:, self._class_index] * 255.0
-            self._probability_out[pending.indices] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        with_probability = self._probability_out is not None
+        if with_probability and not 0 <= self._class_index < probs.shape[1]:
+            raise InputError(f"The network has {probs.shape[1]} classes; there is no class {self._class_index} "
+                             f"to write probabilities for.")
+        # slices with nothing but background (above and below the liver) are zeros without a restore
+        skip = background_only_slices(probs, self._class_index if with_probability else None)
+        indices = [index for index, skipped in zip(pending.indices, skip) if not skipped]
+        if len(indices) < len(skip):
+            empty = [index for index, skipped in zip(pending.indices, skip) if skipped]
+            labels[empty] = 0
+            if with_probability:
+                self._probability_out[empty] = 0
+        if indices:
+            native = prepared.restore(probs if len(indices) == len(skip) else probs[~skip])  # (n, K, y, x) float32
+            labels[indices] = argmax_channels(native)
+            if with_probability:
+                scaled = native[:, self._class_index] * 255.0
+                self._probability_out[indices] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         self._add_time("restore", time.perf_counter() - start)
         return len(pending.indices)
 

@@ -27,6 +27,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..metrics.surface import bounding_box
+
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 AIR_HU = -400.0                                       # below: air (lung parenchyma is about -850 HU)
 IN_PLANE_4 = np.zeros((3, 3, 3), dtype=bool)
@@ -90,16 +92,6 @@ def ellipsoid_structure(radius_mm: float, spacing_zyx: Sequence[float]) -> np.nd
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     dist2 = sum((g * float(s)) ** 2 for g, s in zip(grids, spacing_zyx))
     return np.asarray(dist2 <= radius_mm ** 2 + 1e-9)
-
-
-def _bbox(mask: np.ndarray, margin: Sequence[int]) -> Tuple[slice, ...]:
-    """Bounding box of a non-empty ``mask`` grown by ``margin`` voxels per axis (from axis projections)."""
-    box = []
-    for axis, (m, n) in enumerate(zip(margin, mask.shape)):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        where = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(0, int(where[0]) - m), min(n, int(where[-1]) + m + 1)))
-    return tuple(box)
 
 
 def enclosed_background(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -187,7 +179,7 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
     ny, nx = labels.shape[1:]
     full = height[np.arange(ny) // step][:, np.arange(nx) // step]           # (y, x) slice index
     margin = RULES.lung_margin_mm / float(spacing_zyx[0])
-    box = _bbox(labels >= 1, (0, 0, 0))
+    box = bounding_box(labels >= 1)  # not None: the organ is present (checked above)
     z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]
     above = z > (full[box[1], box[2]] + np.float32(margin))[None]
     region = labels[box]
@@ -272,7 +264,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         return labels
     structure = ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx)
     margin = [s // 2 + 1 for s in structure.shape] if check_liver else [0, 0, 0]
-    box = _bbox(tumor, margin)
+    box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
     new_value = np.full(count + 1, 2, dtype=np.uint8)
@@ -305,7 +297,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> np.ndarr
     organ_any = labels >= 1
     if not organ_any.any():
         return labels
-    box = _bbox(organ_any, (1, 1, 1))
+    box = bounding_box(organ_any, 1)
     region = labels[box]
     organ = region >= 1
     if options.largest_liver_component:

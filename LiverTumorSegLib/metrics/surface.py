@@ -33,7 +33,7 @@ evaluation scripts differ from each other here (the first challenge script wrote
 or from swamping a mean.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -71,17 +71,20 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
-def bounding_box(mask: np.ndarray, margin: int = 0) -> Optional[Tuple[slice, ...]]:
-    """Tuple of slices of the smallest box holding all nonzero voxels, grown by ``margin`` voxels and
-    clipped to the array; None for an empty mask."""
+def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Optional[Tuple[slice, ...]]:
+    """Tuple of slices of the smallest box holding all nonzero voxels, grown by ``margin`` voxels (one number,
+    or one per axis) and clipped to the array; None for an empty mask."""
+    margins = [int(margin)] * mask.ndim if isinstance(margin, (int, np.integer)) else [int(m) for m in margin]
+    if len(margins) != mask.ndim:
+        raise ValueError(f"margin needs one value per axis ({mask.ndim}), got {len(margins)}")
     slices = []
-    for axis in range(mask.ndim):
+    for axis, grow in enumerate(margins):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         present = np.flatnonzero(np.any(mask, axis=other))
         if present.size == 0:
             return None
-        lo = max(int(present[0]) - margin, 0)
-        hi = min(int(present[-1]) + 1 + margin, mask.shape[axis])
+        lo = max(int(present[0]) - grow, 0)
+        hi = min(int(present[-1]) + 1 + grow, mask.shape[axis])
         slices.append(slice(lo, hi))
     return tuple(slices)
 

@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from LiverTumorSegLib.errors import CancelledError, InputError  # noqa: E402
+from LiverTumorSegLib.inference import engine as engine_module  # noqa: E402
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine, _batches, softmax_channels  # noqa: E402
 from LiverTumorSegLib.progress import CancellationToken  # noqa: E402
 
@@ -327,3 +328,47 @@ def test_flip_tta_refused_for_a_model_trained_without_flips():
         check_flip_tta_allowed(no_flips)
     check_flip_tta_allowed(with_flips)   # allowed
     check_flip_tta_allowed({})           # unknown: allowed with a warning
+
+
+def test_background_only_slices_by_hand():
+    from LiverTumorSegLib.inference.engine import background_only_slices
+
+    probs = np.zeros((4, 3, 2, 2), dtype=np.float32)
+    probs[:, 0] = 0.99
+    probs[:, 1] = 0.01
+    probs[1, 1, 0, 1], probs[1, 0, 0, 1] = 0.6, 0.4            # slice 1: one liver pixel
+    probs[2, 2, 1, 1] = 0.5 / 255.0                             # slice 2: tumor p rounds to 1 on a 0..255 scale
+    probs[3, 0, 0, 0] = probs[3, 1, 0, 0] = 0.5                  # slice 3: a tie (kept: no margin)
+    np.testing.assert_array_equal(background_only_slices(probs), [True, False, True, False])
+    np.testing.assert_array_equal(background_only_slices(probs, class_index=2), [True, False, False, False])
+    probs[0, 2, 0, 0] = np.nan
+    assert not background_only_slices(probs)[0]  # NaN: restore as before
+    assert background_only_slices(probs[:, :1]).all()  # one class: always background
+
+
+def test_skipping_background_slices_changes_no_voxel(monkeypatch):
+    """The bundled model on the bundled abdomen-pelvis sample (most slices hold no liver): labels and tumor
+    probability are identical with and without skipping the restore of background-only slices."""
+    from LiverTumorSegLib import resources
+    from LiverTumorSegLib.io import read_volume
+    from LiverTumorSegLib.package import load_model_package
+
+    volume = read_volume(resources.sample_ct_path())
+    engine = SliceInferenceEngine(load_model_package("default"), device="cpu", precision="fp32")
+    skipped = []
+    real = engine_module.background_only_slices
+
+    def counting(probs, class_index=None):
+        out = real(probs, class_index)
+        skipped.append(int(out.sum()))
+        return out
+
+    monkeypatch.setattr(engine_module, "background_only_slices", counting)
+    labels, probability = engine.predict_with_probability(volume)
+    monkeypatch.setattr(engine_module, "background_only_slices",
+                        lambda probs, class_index=None: np.zeros(len(probs), dtype=bool))
+    labels_all, probability_all = engine.predict_with_probability(volume)
+    assert sum(skipped) >= 20  # the check is not vacuous: many slices skipped the restore
+    assert (labels == 1).sum() > 10000 and probability.max() > 0  # and the liver is there
+    np.testing.assert_array_equal(labels, labels_all)
+    np.testing.assert_array_equal(probability, probability_all)

@@ -174,6 +174,11 @@ def test_bounding_box_margin_and_empty():
     assert surface.bounding_box(a) == (slice(2, 4), slice(3, 5), slice(4, 6))
     assert surface.bounding_box(a, margin=3) == (slice(0, 7), slice(0, 8), slice(1, 9))
     assert surface.bounding_box(np.zeros((3, 3, 3), bool)) is None
+    # one margin per axis (post-processing grows the tumor box by its dilation's half-size per axis)
+    assert surface.bounding_box(a, margin=(0, 1, 5)) == (slice(2, 4), slice(2, 6), slice(0, 10))
+    assert surface.bounding_box(a, margin=np.int64(1)) == (slice(1, 5), slice(2, 6), slice(3, 7))
+    with pytest.raises(ValueError, match="one value per axis"):
+        surface.bounding_box(a, margin=(1, 1))
 
 
 def brute_force_directed(src, dst, spacing):

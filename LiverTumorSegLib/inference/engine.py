@@ -6,8 +6,9 @@ Pipeline for one volume (array axes ``(z, y, x)`` throughout, batches ``(N, C, H
 2. ``SlicePreprocessor(package.preprocessing).prepare`` -> a :class:`PreparedVolume` that builds any batch of
    (2.5D) slices on demand, exactly as in training;
 3. batches of slices -> softmax probabilities ``(n, K, H, W)`` float32 (optional left-right flip TTA,
-   averaged in probability space) -> ``prepared.restore`` back to the canonical native grid
-   ``(n, K, y, x)`` -> argmax into a uint8 canonical label volume;
+   averaged in probability space) -> ``prepared.restore_argmax``: back to the canonical native grid and
+   argmax, into a uint8 canonical label volume (slices that hold only background skip it:
+   :func:`background_only_slices`);
 4. ``Reorientation.from_canonical`` -> labels ``(z, y, x)`` in the *input* geometry.
 
 Only the uint8 label volume is held for the whole volume; probabilities exist one batch at a time.
@@ -529,12 +530,12 @@ class SliceInferenceEngine:
             labels[empty] = 0
             if with_probability:
                 self._probability_out[empty] = 0
-        if indices:
-            native = prepared.restore(probs if len(indices) == len(skip) else probs[~skip])  # (n, K, y, x) float32
-            labels[indices] = argmax_channels(native)
+        if indices:  # native-grid labels (and round(255 p) of the class), (n, y, x) uint8
+            native_labels, native_probability = prepared.restore_argmax(
+                probs if len(indices) == len(skip) else probs[~skip], self._class_index if with_probability else None)
+            labels[indices] = native_labels
             if with_probability:
-                scaled = native[:, self._class_index] * 255.0
-                self._probability_out[indices] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+                self._probability_out[indices] = native_probability
         self._add_time("restore", time.perf_counter() - start)
         return len(pending.indices)
 

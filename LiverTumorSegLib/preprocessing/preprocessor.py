@@ -201,6 +201,13 @@ class PreparedVolume:
         """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""
         return self.preprocessor.spatial_inverse(probs_nkhw, self.info, outside)
 
+    def restore_argmax(self, probs_nkhw: np.ndarray, class_index: Optional[int] = None
+                       ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(n, K, H, W)`` network-grid probabilities -> native canonical ``(labels, probability)``, both
+        ``(n, y, x)`` uint8: the argmax of :meth:`restore` and, with ``class_index``, ``round(255 * p)`` of that
+        class (spatial.inverse_argmax)."""
+        return spatial.inverse_argmax(probs_nkhw, self.info, class_index)
+
     def restore_labels(self, labels_nhw: np.ndarray) -> np.ndarray:
         """``(n, H, W)`` network-grid labels -> ``(n, y, x)`` uint8 native canonical grid."""
         return self.preprocessor.labels_inverse(labels_nhw, self.info)

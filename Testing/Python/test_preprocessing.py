@@ -380,3 +380,32 @@ def test_real_ct_default_preset_keeps_liver_and_round_trips():
     assert (prepared.restore_labels(lab_net) == labels).mean() > 0.995
     x = prepared.batch([1])
     assert x.shape == (1, 9) + prepared.net_shape_yx and 0 <= x.min() and x.max() <= 1
+
+
+@pytest.mark.parametrize("native_yx, crop_yx, resampled_yx, pad_yx", [
+    ((40, 50), (5, 37, 0, 50), (20, 31), (2, 2, 1, 0)),    # upsampling back to a crop
+    ((24, 20), (0, 24, 0, 20), (30, 25), (1, 1, 0, 3)),    # shrinking back (antialiased), whole slice
+    ((16, 18), (2, 14, 3, 18), (12, 15), (0, 0, 0, 0)),    # no resampling, crop only
+])
+def test_inverse_argmax_equals_argmax_of_inverse_maps(native_yx, crop_yx, resampled_yx, pad_yx):
+    from LiverTumorSegLib.inference.engine import argmax_channels
+    from LiverTumorSegLib.preprocessing.spatial import SpatialInfo, inverse_argmax, inverse_maps
+
+    info = SpatialInfo(native_shape_yx=native_yx, native_spacing_yx=(1.0, 1.0), crop_yx=crop_yx,
+                       resampled_shape_yx=resampled_yx, pad_yx=pad_yx, num_slices=37)
+    h, w = info.net_shape_yx
+    rng = np.random.default_rng(11)
+    logits = rng.normal(scale=3.0, size=(37, 3, h, w)).astype(np.float32)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    probs[3, :, :4, :4] = 1.0 / 3.0  # exact three-way ties: the first class wins in both
+    native = inverse_maps(probs, info)
+    labels, probability = inverse_argmax(probs, info, class_index=2)
+    np.testing.assert_array_equal(labels, argmax_channels(native))
+    np.testing.assert_array_equal(probability, np.clip(np.rint(native[:, 2] * 255.0), 0, 255).astype(np.uint8))
+    assert labels.shape == (37,) + tuple(native_yx) and labels.max() == 2 and probability.max() > 200
+    only_labels, none = inverse_argmax(probs, info)
+    assert none is None
+    np.testing.assert_array_equal(only_labels, labels)
+    with pytest.raises(InputError, match="no class 3"):
+        inverse_argmax(probs, info, class_index=3)

@@ -68,6 +68,11 @@ POSTPROCESSING_SWITCHES = (
                          "keep liver labels above the lung bases and in the heart (found from the CT's own lungs)"),
     PostprocessingSwitch("tubular_lesions_to_liver", "--keep-tubular-lesions", "off",
                          "keep tube-shaped tumor components (vessel-like) as tumor instead of liver"),
+    PostprocessingSwitch("min_lesion_probability", "--min-lesion-probability", "value",
+                         "lesions smaller than --uncertain-lesion-max-ml whose mean tumor probability is below "
+                         "this (0..1) become liver (0 keeps all)"),
+    PostprocessingSwitch("uncertain_lesion_max_ml", "--uncertain-lesion-max-ml", "value",
+                         "larger lesions (mL) are never removed for a low tumor probability"),
 )
 
 
@@ -125,6 +130,8 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
         elif _is_number(default):
             if not _is_number(got) or got != got or got < 0:
                 raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
+            if f.name == "min_lesion_probability" and got > 1:
+                raise InputError(f"{where} is a probability: between 0 and 1 (got {got!r}).")
             setattr(value, f.name, float(got))
     return value
 
@@ -323,7 +330,8 @@ def add_segmentation_arguments(parser: Any) -> None:
             parser.add_argument(switch.flag, action="store_true", help=switch.help)
         else:
             default = getattr(post, switch.field)
-            unit = switch.field.rsplit("_", 1)[-1].upper()  # MM, ML
+            last = switch.field.rsplit("_", 1)[-1]
+            unit = "P" if last == "probability" else last.upper()  # MM, ML, P
             parser.add_argument(switch.flag, type=float, default=default, metavar=unit,
                                 help=f"{switch.help} (default {default:g})")
     parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
@@ -350,6 +358,9 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off)."""
     if args.min_lesion_ml < 0:
         raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
+    probability = getattr(args, "min_lesion_probability", None)
+    if probability is not None and not 0 <= probability <= 1:
+        raise InputError(f"--min-lesion-probability must be between 0 and 1 (got {probability}).")
     if args.no_postprocess:
         return PostprocessingOptions.disabled()
     values = {}  # type: Dict[str, Any]

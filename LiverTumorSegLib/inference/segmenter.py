@@ -262,8 +262,9 @@ class Segmenter:
 
         stage_start = time.perf_counter()
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
+        # ... and the tumor probability lets it turn small uncertain lesions into liver
         labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing, hu_zyx=volume.array,
-                                    geometry=volume.geometry)
+                                    geometry=volume.geometry, tumor_probability_zyx=probability)
         timings["postprocess"] = time.perf_counter() - stage_start
         reporter(0.95, "lesion report")
         from .lesion_report import lesion_report

@@ -226,3 +226,60 @@ def test_enclosed_background_equals_scipy_fill_holes():
     np.testing.assert_array_equal(enclosed_background(mask, cross), ndimage.binary_fill_holes(mask) & ~mask)
     np.testing.assert_array_equal(enclosed_background(mask, IN_PLANE_4),
                                   ndimage.binary_fill_holes(mask, structure=IN_PLANE_4) & ~mask)
+
+
+# lesion confidence: small lesions with a low mean tumor probability become liver
+
+def confidence_phantom():
+    """1 mm voxels: a liver block with four tumors and their uint8 tumor probability (255 = 1.0).
+    A: 0.216 mL at p 0.50 (doubtful); B: 0.216 mL at p 0.90; C: 5.8 mL at p 0.50 (too large to doubt);
+    D: 0.216 mL, half at p 1.0 and half at p 0.2: mean 0.6 (doubtful)."""
+    labels = np.zeros((20, 40, 70), dtype=np.uint8)
+    labels[1:19, 2:38, 2:68] = 1
+    probability = np.zeros(labels.shape, dtype=np.uint8)
+    boxes = {"A": (slice(5, 11), slice(5, 11), slice(5, 11)), "B": (slice(5, 11), slice(5, 11), slice(20, 26)),
+             "C": (slice(4, 16), slice(10, 32), slice(32, 54)), "D": (slice(5, 11), slice(28, 34), slice(60, 66))}
+    for name, box in boxes.items():
+        labels[box] = 2
+    probability[boxes["A"]] = 128
+    probability[boxes["B"]] = 230
+    probability[boxes["C"]] = 128
+    probability[boxes["D"]] = 255
+    probability[5:8, 28:34, 60:66] = 51
+    return labels, probability, boxes
+
+
+def test_small_uncertain_lesions_become_liver():
+    labels, probability, boxes = confidence_phantom()
+    spacing = (1.0, 1.0, 1.0)
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability)
+    kept = {name: bool((out[box] == 2).all()) for name, box in boxes.items()}
+    assert kept == {"A": False, "B": True, "C": True, "D": False}
+    assert (out[boxes["A"]] == 1).all() and (out[boxes["D"]] == 1).all()  # liver, not background
+    off = postprocess_labels(labels, spacing, PostprocessingOptions(min_lesion_probability=0.0),
+                             tumor_probability_zyx=probability)
+    assert all((off[box] == 2).all() for box in boxes.values())
+    no_probability = postprocess_labels(labels, spacing, PostprocessingOptions())
+    np.testing.assert_array_equal(no_probability, off)  # the step needs the probability
+    larger_cap = postprocess_labels(labels, spacing, PostprocessingOptions(uncertain_lesion_max_ml=10.0),
+                                    tumor_probability_zyx=probability)
+    assert (larger_cap[boxes["C"]] == 1).all() and (larger_cap[boxes["B"]] == 2).all()
+    stricter = postprocess_labels(labels, spacing, PostprocessingOptions(min_lesion_probability=0.95),
+                                  tumor_probability_zyx=probability)
+    assert (stricter[boxes["B"]] == 1).all()  # 0.90 < 0.95
+    with pytest.raises(ValueError, match="uint8"):
+        postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability[1:])
+
+
+def test_lesion_confidence_in_any_orientation():
+    """Stored RAS-style (x and y reversed), the probability is reoriented with the labels: same answer."""
+    labels, probability, _ = confidence_phantom()
+    spacing = (1.0, 1.0, 1.0)
+    lps = postprocess_labels(labels, spacing, PostprocessingOptions(), geometry=ImageGeometry(spacing=spacing),
+                             tumor_probability_zyx=probability)
+    flip = (slice(None), slice(None, None, -1), slice(None, None, -1))
+    ras_geometry = ImageGeometry(spacing=spacing, direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    ras = postprocess_labels(labels[flip], spacing, PostprocessingOptions(), geometry=ras_geometry,
+                             tumor_probability_zyx=np.ascontiguousarray(probability[flip]))
+    np.testing.assert_array_equal(ras[flip], lps)
+    assert (lps == 2).sum() == 6 * 6 * 6 + 12 * 22 * 22  # B and C stay tumor

@@ -62,6 +62,8 @@ def test_dict_round_trip_through_json():
     ({"postprocessing": {"min_lesion_ml": -0.1}}, "min_lesion_ml"),
     ({"postprocessing": {"fill_liver_holes": "no"}}, "fill_liver_holes"),
     ({"postprocessing": {"liver_dilation_mm": float("nan")}}, "liver_dilation_mm"),
+    ({"postprocessing": {"min_lesion_probability": 1.5}}, "min_lesion_probability"),
+    ({"postprocessing": {"uncertain_lesion_max_ml": -1}}, "uncertain_lesion_max_ml"),
     ({"window_level": 40}, "window_width"),
     ({"window_level": 40, "window_width": 0}, "window_width"),
 ])
@@ -90,6 +92,17 @@ def test_postprocessing_is_a_private_copy():
 def test_every_postprocessing_field_has_a_cli_switch():
     fields = [f.name for f in dataclasses.fields(PostprocessingOptions)]
     assert sorted(s.field for s in POSTPROCESSING_SWITCHES) == sorted(fields)
+
+
+def test_lesion_confidence_switches_on_the_command_line():
+    post = options_from_args(parse_segment(["--min-lesion-probability", "0.8", "--uncertain-lesion-max-ml", "2"])
+                             ).postprocessing
+    assert post.min_lesion_probability == 0.8 and post.uncertain_lesion_max_ml == 2.0
+    assert options_from_args(parse_segment([])).postprocessing.min_lesion_probability == 0.65  # the default
+    with pytest.raises(InputError, match="between 0 and 1"):
+        options_from_args(parse_segment(["--min-lesion-probability", "65"]))  # a percentage by mistake
+    round_trip = SegmentationOptions(postprocessing=post)
+    assert options_from_args(parse_segment(round_trip.to_cli_args())).postprocessing == post
 
 
 def test_no_postprocess_flag_turns_everything_off():

@@ -1,0 +1,46 @@
+"""benchmarks/lesion_confidence.py: per-lesion statistics and the threshold table on hand-made maps."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("lesion_confidence_bench", ROOT / "benchmarks" / "lesion_confidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lc = load_benchmark()
+
+
+def test_lesions_of_known_components():
+    labels = np.ones((10, 20, 20), dtype=np.uint8)
+    probability = np.zeros(labels.shape, dtype=np.uint8)
+    truth = np.zeros(labels.shape, dtype=bool)
+    labels[1:3, 1:3, 1:3] = 2            # 8 voxels at p 0.2, touches the truth
+    probability[1:3, 1:3, 1:3] = 51
+    truth[2, 2, 2] = True
+    labels[6:8, 10:15, 10:12] = 2        # 20 voxels, half at p 1.0 and half at 0.6: mean 0.8, max 1.0, false
+    probability[6:8, 10:15, 10:11] = 255
+    probability[6:8, 10:15, 11:12] = 153
+    found = lc.lesions_of(labels, probability, truth, voxel_ml=0.5)
+    assert found == [{"ml": 4.0, "mean_p": 0.2, "max_p": 0.2, "true": True},
+                     {"ml": 10.0, "mean_p": 0.8, "max_p": 1.0, "true": False}]
+    assert lc.lesions_of(np.ones((3, 3, 3), np.uint8), np.zeros((3, 3, 3), np.uint8), truth[:3, :3, :3], 1.0) == []
+
+
+def test_threshold_table_counts_what_the_step_would_remove():
+    rows = [{"ml": 0.3, "mean_p": 0.55, "true": False}, {"ml": 0.3, "mean_p": 0.62, "true": False},
+            {"ml": 9.0, "mean_p": 0.50, "true": False},   # too large to be removed
+            {"ml": 1.0, "mean_p": 0.68, "true": True}, {"ml": 2.0, "mean_p": 0.90, "true": True}]
+    text = lc.threshold_table(rows, [0.6, 0.7], max_ml=5.0)
+    lines = text.splitlines()
+    assert "2 true and 3 false lesions; lowest true mean p: 0.680" in lines[0]
+    assert lines[2].split() == ["0.60", "1", "of", "3", "0", "of", "2", "0.00"]
+    assert lines[3].split() == ["0.70", "2", "of", "3", "1", "of", "2", "1.00"]

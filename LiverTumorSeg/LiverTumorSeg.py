@@ -109,7 +109,8 @@ class LiverTumorSegParameterNode:
 
     inputVolume - the CT; outputSegmentation - None = create a new node; lesionTable - last lesion table;
     modelPath - model package file; device - auto | cuda | cpu; overrideWindow, windowLevel, windowWidth (HU);
-    post-processing switches and minLesionMl (mL); showTumorProbability - also load the tumor probability map.
+    post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver);
+    showTumorProbability - also load the tumor probability map.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -124,6 +125,7 @@ class LiverTumorSegParameterNode:
     fillLiverHoles: bool = True
     tumorInsideLiver: bool = True
     minLesionMl: Annotated[float, WithinRange(0, 100)] = 0.1
+    minLesionProbability: Annotated[float, WithinRange(0, 1)] = 0.65
     showTumorProbability: bool = False
 
 
@@ -133,7 +135,7 @@ def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.Segm
         model=p.modelPath, device=p.device,
         postprocessing={"largest_liver_component": p.keepLargestLiverComponent,
                         "fill_liver_holes": p.fillLiverHoles, "tumor_inside_liver": p.tumorInsideLiver,
-                        "min_lesion_ml": p.minLesionMl},
+                        "min_lesion_ml": p.minLesionMl, "min_lesion_probability": p.minLesionProbability},
         window_level=p.windowLevel if p.overrideWindow else None,
         window_width=p.windowWidth if p.overrideWindow else None,
         probabilities=p.showTumorProbability)

@@ -73,7 +73,7 @@ def test_ui_parameter_bindings_match_parameter_node_fields():
     bound = {props["SlicerParameterName"] for _, props in _ui_widgets().values() if "SlicerParameterName" in props}
     assert bound == {"inputVolume", "outputSegmentation", "overrideWindow", "windowLevel", "windowWidth",
                      "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl",
-                     "showTumorProbability"}
+                     "minLesionProbability", "showTumorProbability"}
     assert bound <= fields, f"SlicerParameterName values without a parameter node field: {sorted(bound - fields)}"
 
 
@@ -261,4 +261,22 @@ def test_ui_defaults_equal_parameter_node_defaults():
         elif cls == "QDoubleSpinBox":
             assert float(props.get("value", "0")) == pytest.approx(defaults[name]), name
             checked += 1
-    assert checked == 8  # overrideWindow, three post-processing switches, level, width, smallest lesion, probability
+    assert checked == 9  # overrideWindow, three post-processing switches, level, width, smallest lesion,
+    # lowest lesion confidence, probability map
+
+
+def test_panel_post_processing_defaults_are_the_library_defaults():
+    """The panel passes its values explicitly, so a parameter default that drifted from the library's would
+    silently change what Segment does in Slicer compared with the command line."""
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+    parameter_class = next(n for n in _module_tree().body
+                           if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegParameterNode")
+    defaults = {s.target.id: ast.literal_eval(s.value) for s in parameter_class.body
+                if isinstance(s, ast.AnnAssign) and s.value is not None}
+    library = PostprocessingOptions()
+    assert defaults["keepLargestLiverComponent"] == library.largest_liver_component
+    assert defaults["fillLiverHoles"] == library.fill_liver_holes
+    assert defaults["tumorInsideLiver"] == library.tumor_inside_liver
+    assert defaults["minLesionMl"] == library.min_lesion_ml
+    assert defaults["minLesionProbability"] == library.min_lesion_probability

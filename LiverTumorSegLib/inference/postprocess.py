@@ -23,7 +23,7 @@
    tumor is better shown and doubted than hidden).
 
 All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
-labelling and one tumor labelling (steps 3-5 share it), plus one labelling of the enclosed air on a grid
+labelling and one tumor labelling (steps 3-6 share it), plus one labelling of the enclosed air on a grid
 of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes. The fixed
 thresholds named above are the fields of :class:`AnatomyRules`.
 """

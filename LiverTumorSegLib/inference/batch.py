@@ -8,9 +8,10 @@ may be a DICOM folder). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the 
 the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
 (resumable) unless ``overwrite``.
 
-While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a writer thread
-writes case ``i - 1`` (gzip and file reads release the GIL). A failing case is recorded with its one-line
-error and the others go on.
+While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
+post-processes, reports and writes case ``i - 1`` (gzip, file reads and most numpy/scipy work release the GIL;
+the network's own threads are torch's). A failing case is recorded with its one-line error and the others go
+on.
 """
 import concurrent.futures
 import csv
@@ -134,16 +135,22 @@ def _read_case(case: BatchCase, allow_non_hu: bool) -> tuple:
     return volume, warnings, time.perf_counter() - start
 
 
-def _write_case(case: BatchCase, result: Any, overwrite: bool) -> float:
-    """Write the report, then the label map (its existence marks the case done); returns seconds."""
+def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output: Any, warnings: List[str],
+                           read_seconds: float, overwrite: bool) -> tuple:
+    """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
+    label map (its existence marks the case done); returns ``(result, seconds)``. Runs on the finishing
+    thread while the next case's network runs."""
     from ..io import write_label_map
     from .lesion_report import write_report
 
     start = time.perf_counter()
+    result = segmenter.finish(volume, output)
+    result.report["warnings"] = warnings + list(result.warnings)
+    result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
     case.report_path.parent.mkdir(parents=True, exist_ok=True)
     write_report(result.report, case.report_path, overwrite=True)
     write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite)
-    return time.perf_counter() - start
+    return result, time.perf_counter() - start
 
 
 def _one_line(exc: BaseException) -> str:
@@ -177,14 +184,16 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
     def write_done(case: BatchCase, status: CaseStatus, future: "concurrent.futures.Future") -> None:
         try:
-            seconds = future.result()
+            result, seconds = future.result()
             status.seconds += seconds
+            status.liver_ml = float(result.report.get("liver_volume_ml", 0.0))
+            status.lesion_count = int(result.report.get("lesion_count", 0))
         except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-            status.status, status.message = "failed", f"writing: {_one_line(exc)}"
+            status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="label-writer") as writer:
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as writer:
         next_read = reader.submit(_read_case, todo[0], allow_non_hu) if todo else None
         writes = []
         for index, case in enumerate(todo):
@@ -196,19 +205,20 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 volume, warnings, read_seconds = current.result()
                 for message in warnings:
                     log.warning("warning: %s: %s", case.case_id, message)
-                result = segmenter.segment_volume(volume)
-                result.report["warnings"] = warnings + list(result.warnings)
-                result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
+                output = segmenter.predict(volume)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
                 finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
                 continue
             status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
-                                liver_ml=float(result.report.get("liver_volume_ml", 0.0)),
-                                lesion_count=int(result.report.get("lesion_count", 0)),
-                                precision=str(result.report.get("precision", {}).get("used", "")))
-            future = writer.submit(_write_case, case, result, overwrite)
+                                precision=str(output.facts.get("precision", {}).get("used", "")))
+            # post-processing, report and writing overlap the next case's network; at most one case waits to be
+            # finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
+            if writes:
+                concurrent.futures.wait([writes[-1]])
+            future = writer.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
+                                   overwrite)
             future.add_done_callback(lambda f, c=case, s=status: write_done(c, s, f))
             writes.append(future)
         concurrent.futures.wait(writes)

@@ -67,6 +67,21 @@ class SegmentationResult:
     probability_path: Optional[Path] = None
 
 
+@dataclass
+class NetworkOutput:
+    """What :meth:`Segmenter.predict` hands to :meth:`Segmenter.finish`: raw network ``labels`` and the tumor
+    ``probability`` (uint8 ``round(255 p)``, or None), both ``(z, y, x)`` in the input geometry; ``facts``:
+    what ran (taken right after this CT's network, so a later CT cannot change them); ``timings`` (s) so far;
+    ``model_load_parts``: the model load's parts when this call loaded the model; ``seconds`` spent."""
+
+    labels: np.ndarray
+    probability: Optional[np.ndarray]
+    facts: Dict[str, Any]
+    timings: Dict[str, float]
+    model_load_parts: Optional[Dict[str, Any]] = None
+    seconds: float = 0.0
+
+
 def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
                    ) -> ProgressCallback:
     """``progress`` with each stage name passed through ``mapping`` (unmapped -> ``default``, or kept)."""
@@ -240,7 +255,18 @@ class Segmenter:
 
         The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
         per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
-        ``network``, ``restore``, then ``postprocess`` and ``report``)."""
+        ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
+        reporter = ProgressReporter(progress)
+        output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        return self.finish(volume, output, reporter.sub(0.9, 1.0))
+
+    def predict(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancellationToken] = None) -> "NetworkOutput":
+        """The network part of :meth:`segment_volume`: raw labels and tumor probability in ``volume``'s
+        geometry, with the run facts and timings of this call. Uses the engine (not thread-safe: one at a
+        time); :meth:`finish` does not, so a batch can finish one CT on another thread while the next runs."""
         start = time.perf_counter()
         reporter = ProgressReporter(progress)
         if not self.loaded:
@@ -249,28 +275,32 @@ class Segmenter:
         load_parts = None
         if self._load_seconds:
             timings["model_load"], self._load_seconds = self._load_seconds, 0.0
-            load_parts = rounded_timings(self._load_parts)
+            load_parts = dict(rounded_timings(self._load_parts), monai_optional_packages_hidden=self._monai_hidden)
             log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
-        labels, probability = self._network(volume, reporter.sub(0.02, 0.9), cancel, keep_probability=True)
+        labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True)
         timings.update(getattr(self.engine, "last_timings", None) or {})
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        reporter(0.9, "post-processing")
+        return NetworkOutput(labels=labels, probability=probability, facts=self._run_facts(), timings=timings,
+                             model_load_parts=load_parts, seconds=time.perf_counter() - start)
+
+    def finish(self, volume: CTVolume, output: "NetworkOutput", progress: Optional[ProgressCallback] = None
+               ) -> SegmentationResult:
+        """Post-processing and the lesion report of :meth:`predict`'s ``output`` for the same ``volume``."""
+        start = time.perf_counter()
+        reporter = ProgressReporter(progress)
+        reporter(0.0, "post-processing")
+        from .lesion_report import lesion_report
         from .postprocess import postprocess_labels
 
-        stage_start = time.perf_counter()
+        timings, probability, facts = dict(output.timings), output.probability, output.facts
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
         # ... and the tumor probability lets it turn small uncertain lesions into liver
-        labels = postprocess_labels(labels, volume.spacing_zyx, self.options.postprocessing, hu_zyx=volume.array,
-                                    geometry=volume.geometry, tumor_probability_zyx=probability)
-        timings["postprocess"] = time.perf_counter() - stage_start
-        reporter(0.95, "lesion report")
-        from .lesion_report import lesion_report
-
+        labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
+                                    hu_zyx=volume.array, geometry=volume.geometry, tumor_probability_zyx=probability)
+        timings["postprocess"] = time.perf_counter() - start
+        reporter(0.5, "lesion report")
         stage_start = time.perf_counter()
-        facts = self._run_facts()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
                                tumor_probability_zyx=probability)
@@ -280,12 +310,12 @@ class Segmenter:
         report["warnings"] = list(warnings)
         timings["report"] = time.perf_counter() - stage_start
         report["timings_s"] = rounded_timings(timings)
-        if load_parts is not None:  # what the model load spent its time on (CUDA start is in "engine")
-            report["model_load_s"] = dict(load_parts, monai_optional_packages_hidden=self._monai_hidden)
+        if output.model_load_parts is not None:  # what the model load spent its time on (CUDA start: "engine")
+            report["model_load_s"] = dict(output.model_load_parts)
         log.debug("timings (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         reporter(1.0, "done")
         return SegmentationResult(labels=labels, geometry=volume.geometry, report=report, warnings=warnings,
-                                  device=facts["device"], seconds=time.perf_counter() - start,
+                                  device=facts["device"], seconds=output.seconds + time.perf_counter() - start,
                                   tumor_probability=probability)
 
     def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],

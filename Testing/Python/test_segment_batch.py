@@ -137,3 +137,39 @@ def test_cli_batch_folder_with_tiny_model(tmp_path, capsys):
     code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--report", str(tmp_path / "r.json"),
                      "--model", str(package.path), "--no-progress"])
     assert code == 2 and "--report is for one CT" in capsys.readouterr().err
+
+
+def test_a_case_is_finished_while_the_next_runs_and_a_failing_finish_fails_only_that_case(tmp_path, monkeypatch):
+    write_phantoms(tmp_path / "cts", 3)
+    segmenter = oracle_segmenter()
+    real_finish = segmenter.finish
+    finish_started = {}
+    network_of_ct2_started = threading.Event()
+
+    def finish(volume, output, progress=None):
+        case = "ct_1" if volume.shape_zyx[0] == 12 else "ct_0" if volume.shape_zyx[0] == 10 else "ct_2"
+        finish_started[case] = True
+        if case == "ct_1":  # the second CT's post-processing waits until the third CT's network has begun
+            assert network_of_ct2_started.wait(timeout=20.0)
+            raise RuntimeError("post-processing broke")
+        return real_finish(volume, output, progress)
+
+    real_predict = segmenter.predict
+
+    def predict(volume, progress=None, cancel=None):
+        if volume.shape_zyx[0] == 14:
+            network_of_ct2_started.set()
+        return real_predict(volume, progress, cancel)
+
+    monkeypatch.setattr(segmenter, "finish", finish)
+    monkeypatch.setattr(segmenter, "predict", predict)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [(s.case_id, s.status) for s in statuses] == [("ct_0", "done"), ("ct_1", "failed"), ("ct_2", "done")]
+    assert "post-processing broke" in statuses[1].message and statuses[1].message.startswith("post-processing")
+    assert not (tmp_path / "out" / "ct_1.nii.gz").exists() and not (tmp_path / "out" / "reports" / "ct_1.json").exists()
+    assert statuses[0].lesion_count == 1 and statuses[2].liver_ml > 0  # filled in by the finishing thread
+    import json
+
+    report = json.loads((tmp_path / "out" / "reports" / "ct_2.json").read_text())
+    assert report["timings_s"]["read"] >= 0 and "postprocess" in report["timings_s"]
+    assert report["precision"]["used"] == statuses[2].precision

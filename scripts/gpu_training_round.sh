@@ -14,6 +14,9 @@
 #           then the leave-one-patient-out folds again, longer (5 workers each, ~6 min).
 #   phase4: the five architecture families at an equal budget (900 steps, 3 workers each) on leave-one-
 #           patient-out fold 0 of the recipe's split; each log ends with the held-out patient's Dice.
+#   speed:  issue 13 with the bundled default, no training: `segment` on a 512 x 512 x 500 CT in a fresh
+#           process twice (stages and the model load's parts), then a batch of 5 x 100-slice CTs against
+#           5 x (read + network + write) + one model load. DEVICE=cpu SLICES=40 BATCH_SLICES=20 tries it on a CPU.
 #
 # Data: .gpudata/cases.csv (the team's 3 shared CT patients, copied into an ignored folder that travels
 # with the working tree). Python packages missing on the machine (monai, nibabel) travel as wheels (.whl).
@@ -111,6 +114,49 @@ EOF
     echo "--- default (running on): $(grep -cE '^epoch' "$W/default.log") epochs so far"; grep -E "^epoch" "$W/default.log" | tail -n 1
     tar czf "$OUT/phase1_logs.tgz" -C "$W" probe.log default.log segnet.log resnet18_fcn.log alexnet_fcn.log attention_unet.log 2>/dev/null
     echo "phase1 done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = speed ]; then   # issue 13 on the GPU with the bundled default: no training (about 3 min)
+    DEVICE=${DEVICE:-cuda}; SLICES=${SLICES:-500}; BATCH_SLICES=${BATCH_SLICES:-100}
+    unset OMP_NUM_THREADS   # the CPU stages may use every core here
+    python3 - "$SLICES" "$BATCH_SLICES" <<'PYEOF'
+import sys, os, nibabel as nib, numpy as np
+img = nib.load(".gpudata/example_ct_dicom20.nii.gz")
+a = np.asanyarray(img.dataobj)
+def stacked(n):
+    idx = np.concatenate([np.arange(a.shape[2]), np.arange(a.shape[2])[::-1]] * (n // (2 * a.shape[2]) + 1))[:n]
+    return nib.Nifti1Image(a[:, :, idx], img.affine, img.header)
+nib.save(stacked(int(sys.argv[1])), "/tmp/ltsw/ct_big.nii.gz")
+os.makedirs("/tmp/ltsw/batch_in", exist_ok=True)
+for k in range(5):
+    nib.save(stacked(int(sys.argv[2])), f"/tmp/ltsw/batch_in/case_{k}.nii.gz")
+print("CTs written: one of", sys.argv[1], "slices, five of", sys.argv[2], "(512 x 512, mirrored repetition)")
+PYEOF
+    show() {  # show REPORT: the stages and the model load's parts of a report
+        python3 -c "import json; r=json.load(open('$1')); print({k: round(v, 2) for k, v in r['timings_s'].items()}); print(r.get('model_load_s'))"
+    }
+    for run in 1 2; do   # one CT in a fresh process (the issue's <= 1.5x read + write)
+        /usr/bin/time -f "wall %e s" python3 -m LiverTumorSegLib segment "$W/ct_big.nii.gz" --device "$DEVICE" \
+            -o "$W/seg_big.nii.gz" --report "$W/seg_big_$run.json" --overwrite --progress none 2>&1 | tail -n 1
+        show "$W/seg_big_$run.json"
+    done
+    for run in 1 2; do   # batch of 5 against 5 x (read + network + write) + one model load of a single run
+        python3 -m LiverTumorSegLib segment "$W/batch_in/case_0.nii.gz" --device "$DEVICE" -o "$W/single.nii.gz" \
+            --report "$W/single_$run.json" --overwrite --progress none >/dev/null 2>&1
+        rm -rf "$W/batch_out"; start=$(date +%s.%N)
+        python3 -m LiverTumorSegLib segment "$W/batch_in" --device "$DEVICE" -o "$W/batch_out" --progress none | tail -n 1
+        end=$(date +%s.%N)
+        python3 - "$W/single_$run.json" "$start" "$end" <<'PYEOF'
+import json, sys
+t = json.load(open(sys.argv[1]))["timings_s"]
+budget = 5 * (t["read"] + t["network"] + t["write"]) + t["model_load"]
+wall = float(sys.argv[3]) - float(sys.argv[2])
+print(f"batch of 5: {wall:.1f} s against {budget:.1f} s = {wall / budget:.2f}x (single: {t})")
+PYEOF
+    done
+    cp "$W/seg_big_2.json" "$W/single_2.json" "$OUT/" 2>/dev/null
+    echo "speed done at $(elapsed) s"
     exit 0
 fi
 

@@ -32,15 +32,19 @@ DEFAULT_PERTURBATIONS = "baseline,spacing-30,spacing+30,liver_hu+40,liver_hu-40,
 
 def lesions_of(labels: np.ndarray, probability_u8: np.ndarray, truth_tumor: np.ndarray,
                voxel_ml: float) -> List[Dict[str, Any]]:
-    """One dict per tumor component of ``labels`` (26-connectivity): ml, mean_p, max_p, true."""
+    """One dict per tumor component of ``labels`` (26-connectivity): ml, mean_p (as the post-processing step
+    computes it), max_p, true."""
     from scipy import ndimage
 
-    components, count = ndimage.label(labels == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    from LiverTumorSegLib.inference.postprocess import CONNECTIVITY_26, component_mean_probability
+
+    components, count = ndimage.label(labels == 2, structure=CONNECTIVITY_26)
     if count == 0:
         return []
     index = np.arange(1, count + 1)
-    voxels = ndimage.sum_labels(np.ones(labels.shape, dtype=np.float32), components, index)
-    mean = ndimage.mean(probability_u8.astype(np.float32), components, index) / 255.0
+    voxels = np.bincount(components.ravel(), minlength=count + 1)
+    mean = component_mean_probability(components, count, probability_u8, voxels)[1:]
+    voxels = voxels[1:]
     top = ndimage.maximum(probability_u8, components, index) / 255.0
     touched = set(np.unique(components[truth_tumor & (components > 0)]).tolist())
     return [{"ml": round(float(v) * voxel_ml, 4), "mean_p": round(float(m), 4), "max_p": round(float(t), 4),

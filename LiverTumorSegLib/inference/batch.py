@@ -182,7 +182,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         if on_case:
             on_case(status)
 
-    def write_done(case: BatchCase, status: CaseStatus, future: "concurrent.futures.Future") -> None:
+    def finish_done(case: BatchCase, status: CaseStatus, future: "concurrent.futures.Future") -> None:
         try:
             result, seconds = future.result()
             status.seconds += seconds
@@ -193,9 +193,9 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         finished(status)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as writer:
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
         next_read = reader.submit(_read_case, todo[0], allow_non_hu) if todo else None
-        writes = []
+        finishing = []
         for index, case in enumerate(todo):
             current, next_read = next_read, None
             if index + 1 < len(todo):  # read the next CT while the network runs on this one
@@ -215,13 +215,13 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                                 precision=str(output.facts.get("precision", {}).get("used", "")))
             # post-processing, report and writing overlap the next case's network; at most one case waits to be
             # finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
-            if writes:
-                concurrent.futures.wait([writes[-1]])
-            future = writer.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
+            if finishing:
+                concurrent.futures.wait([finishing[-1]])
+            future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
                                    overwrite)
-            future.add_done_callback(lambda f, c=case, s=status: write_done(c, s, f))
-            writes.append(future)
-        concurrent.futures.wait(writes)
+            future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
+            finishing.append(future)
+        concurrent.futures.wait(finishing)
     return [statuses[case.case_id] for case in cases]
 
 

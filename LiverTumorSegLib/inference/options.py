@@ -358,9 +358,6 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off)."""
     if args.min_lesion_ml < 0:
         raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
-    probability = getattr(args, "min_lesion_probability", None)
-    if probability is not None and not 0 <= probability <= 1:
-        raise InputError(f"--min-lesion-probability must be between 0 and 1 (got {probability}).")
     if args.no_postprocess:
         return PostprocessingOptions.disabled()
     values = {}  # type: Dict[str, Any]

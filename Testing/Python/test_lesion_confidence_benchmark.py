@@ -1,22 +1,14 @@
 """benchmarks/lesion_confidence.py: per-lesion statistics and the threshold table on hand-made maps."""
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_helpers import ROOT, load_script  # noqa: E402
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("lesion_confidence_bench", ROOT / "benchmarks" / "lesion_confidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = load_benchmark()
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports robustness.py from its own folder
+lc = load_script("benchmarks/lesion_confidence.py", "lesion_confidence_bench")
 
 
 def test_lesions_of_known_components():

@@ -1,7 +1,6 @@
 """benchmarks/robustness.py: perturbations with known answers, an oracle run whose scores are known, and the
 CLI on a tiny generated case with a tiny package (table stored in the package and shown by ``models``)."""
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,21 +10,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_helpers import oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402
+from script_helpers import load_script  # noqa: E402
 
 from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
 from LiverTumorSegLib.training.synthetic_lesions import LesionConfig  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("robustness_bench", ROOT / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rb = load_benchmark()
+rb = load_script("benchmarks/robustness.py", "robustness_bench")
 
 
 def write_case(folder: Path, stem: str = "case1_ct", shape=(16, 48, 48), spacing=(3.0, 3.0, 2.5)):

@@ -193,14 +193,10 @@ def test_cluster_makes_one_confluent_mass(phantom):
 
 def test_gallery_script_on_small_real_ct(tmp_path):
     """scripts/lesion_gallery.py end to end on the small TotalSegmentator CT in Testing/Data."""
-    import importlib.util
-    from pathlib import Path
+    from script_helpers import ROOT, load_script
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("lesion_gallery", root / "scripts" / "lesion_gallery.py")
-    gallery = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gallery)
-    data = root / "Testing" / "Data"
+    gallery = load_script("scripts/lesion_gallery.py", "lesion_gallery")
+    data = ROOT / "Testing" / "Data"
     hu, labels, spacing = gallery.load_canonical(str(data / "example_ct_sm.nii.gz"),
                                                  str(data / "example_ct_sm_liver.nii.gz"))
     assert spacing == pytest.approx((3.0, 3.0, 3.0)) and labels.max() == 1

@@ -208,6 +208,12 @@ class PreparedVolume:
         class (spatial.inverse_argmax)."""
         return spatial.inverse_argmax(probs_nkhw, self.info, class_index)
 
+    def restore_argmax_tensor(self, probs_nkhw: "object", class_index: Optional[int] = None
+                              ) -> Tuple["object", "object"]:
+        """:meth:`restore_argmax` for a float32 torch tensor where it lies (a GPU): uint8 tensors ``(n, y, x)`` on
+        the same device (spatial.inverse_argmax_tensor)."""
+        return spatial.inverse_argmax_tensor(probs_nkhw, self.info, class_index)
+
     def restore_labels(self, labels_nhw: np.ndarray) -> np.ndarray:
         """``(n, H, W)`` network-grid labels -> ``(n, y, x)`` uint8 native canonical grid."""
         return self.preprocessor.labels_inverse(labels_nhw, self.info)

@@ -139,7 +139,8 @@ def test_onnx_backend_matches_torch(tmp_path):
 def test_cuda_engine_matches_cpu(tmp_path):
     ph = corner_phantom()
     package = tiny_unet_package(tmp_path)
-    cpu = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=4)
+    # fp32 on the CPU too: "auto" would pick bf16 on a host CPU with AVX512-BF16/AMX (H100 machines have one)
+    cpu = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=4, precision="fp32")
     gpu = SliceInferenceEngine(package, device="cuda", amp=False)
     x = np.random.default_rng(1).random((3, 1, 32, 40), dtype=np.float32)
     # cuDNN may use TF32 for float32 convolutions on Ampere+: agreement to ~1e-3, not 1e-6
@@ -158,15 +159,42 @@ def test_cuda_out_of_memory_backs_off(tmp_path, monkeypatch):
     engine = SliceInferenceEngine(package, device="cuda", batch_size=8)
     original = engine._submit_cuda
 
-    def flaky(indices, x):
+    def flaky(indices, x, prepared=None):
         if len(indices) > 2:
             raise torch.cuda.OutOfMemoryError("fake OOM")
-        return original(indices, x)
+        return original(indices, x, prepared)
 
     monkeypatch.setattr(engine, "_submit_cuda", flaky)
     x = np.random.default_rng(2).random((8, 1, 16, 16), dtype=np.float32)
     probs = engine.predict_batch_probabilities(x)
     assert probs.shape == (8, 3, 16, 16) and engine.batch_size == 2
+    # a whole volume: the pieces come back restored on the GPU and are joined (labels and probability)
+    ph = corner_phantom()
+    engine.batch_size = 8
+    labels, probability = engine.predict_with_probability(ph.ct)
+    reference, reference_probability = SliceInferenceEngine(package, device="cuda", batch_size=2).predict_with_probability(ph.ct)
+    assert engine.batch_size == 2
+    np.testing.assert_array_equal(labels, reference)
+    np.testing.assert_array_equal(probability, reference_probability)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_restore_on_the_gpu_matches_the_cpu_restore(tmp_path):
+    """The CUDA path restores labels and probability on the GPU; the same network outputs restored on the CPU
+    give the same maps but for float32 last-bit ties (a few voxels at most)."""
+    package = tiny_unet_package(tmp_path)
+    ph = corner_phantom()
+    engine = SliceInferenceEngine(package, device="cuda", amp=False, batch_size=4)
+    labels, probability = engine.predict_with_probability(ph.ct)
+    cpu_restore = SliceInferenceEngine(package, device="cuda", amp=False, batch_size=4)
+    submit_without_restore = cpu_restore._submit_cuda
+    cpu_restore._submit_cuda = lambda indices, x, prepared=None: submit_without_restore(indices, x, None)
+    labels_cpu, probability_cpu = cpu_restore.predict_with_probability(ph.ct)
+    assert labels.shape == ph.ct.shape_zyx and probability.dtype == np.uint8
+    assert (labels != labels_cpu).mean() < 1e-4
+    assert np.abs(probability.astype(int) - probability_cpu.astype(int)).max() <= 1
+    assert engine.last_timings["restore"] >= 0
 
 
 def test_engine_does_not_move_a_shared_package_model(tmp_path):
@@ -290,7 +318,7 @@ def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
     engine = SliceInferenceEngine(package, device="cpu", threads=1, batch_size=8)
     sizes = []
 
-    def fake_submit_cuda(indices, x):
+    def fake_submit_cuda(indices, x, prepared=None):
         sizes.append(len(indices))
         if len(indices) > 2:
             raise torch.cuda.OutOfMemoryError("fake OOM")
@@ -303,7 +331,7 @@ def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
     np.testing.assert_allclose(probs, engine._torch_probabilities(x).numpy(), atol=1e-6)
     assert engine.batch_size == 2 and sizes == [8, 4, 2, 2, 4, 2, 2]
 
-    def always_oom(indices, x):
+    def always_oom(indices, x, prepared=None):
         raise torch.cuda.OutOfMemoryError("fake OOM")
 
     monkeypatch.setattr(engine, "_submit_cuda", always_oom)
@@ -372,3 +400,20 @@ def test_skipping_background_slices_changes_no_voxel(monkeypatch):
     assert (labels == 1).sum() > 10000 and probability.max() > 0  # and the liver is there
     np.testing.assert_array_equal(labels, labels_all)
     np.testing.assert_array_equal(probability, probability_all)
+
+
+def test_pieces_of_a_restored_batch_are_joined_in_order():
+    """After a GPU out-of-memory split, restored pieces (labels, probability) are concatenated slice-wise."""
+    from LiverTumorSegLib.inference.engine import _concatenate_pending, _Pending
+
+    a = _Pending([0, 1], (np.full((2, 3, 4), 1, np.uint8), np.full((2, 3, 4), 10, np.uint8)), restored=True)
+    b = _Pending([2], (np.full((1, 3, 4), 2, np.uint8), np.full((1, 3, 4), 20, np.uint8)), restored=True)
+    joined = _concatenate_pending([0, 1, 2], [a, b])
+    labels, probability = joined.get()
+    assert joined.restored and labels.shape == (3, 3, 4)
+    assert labels[:, 0, 0].tolist() == [1, 1, 2] and probability[:, 0, 0].tolist() == [10, 10, 20]
+    without = _concatenate_pending([0, 1, 2], [_Pending([0, 1], (labels[:2], None), restored=True),
+                                               _Pending([2], (labels[2:], None), restored=True)])
+    assert without.get()[1] is None
+    probs = _concatenate_pending([0, 1], [_Pending([0], np.zeros((1, 3, 2, 2))), _Pending([1], np.ones((1, 3, 2, 2)))])
+    assert not probs.restored and probs.get()[:, 0, 0, 0].tolist() == [0.0, 1.0]

@@ -409,3 +409,13 @@ def test_inverse_argmax_equals_argmax_of_inverse_maps(native_yx, crop_yx, resamp
     np.testing.assert_array_equal(only_labels, labels)
     with pytest.raises(InputError, match="no class 3"):
         inverse_argmax(probs, info, class_index=3)
+    # the device-side restore (used on CUDA) computes the same numbers; on the CPU, bit for bit
+    import torch
+    from LiverTumorSegLib.preprocessing.spatial import inverse_argmax_tensor
+    labels_t, probability_t = inverse_argmax_tensor(torch.from_numpy(probs), info, class_index=2)
+    assert labels_t.dtype == torch.uint8 and labels_t.device.type == "cpu"
+    np.testing.assert_array_equal(labels_t.numpy(), labels)
+    np.testing.assert_array_equal(probability_t.numpy(), probability)
+    assert inverse_argmax_tensor(torch.from_numpy(probs), info)[1] is None
+    with pytest.raises(InputError, match="no class 3"):
+        inverse_argmax_tensor(torch.from_numpy(probs), info, class_index=3)

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,7 @@ class Segmenter:
     _load_seconds = 0.0
     _load_parts = {}  # type: Dict[str, float]
     _monai_hidden = None  # type: Optional[bool]
+    _load_overlapped_read = False
 
     def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
         options = options if options is not None else SegmentationOptions()
@@ -191,6 +193,7 @@ class Segmenter:
         self.package = package if engine is None else getattr(engine, "package", package)
         self.engine = engine
         self.options = options if engine is None else _engine_options(options, engine)
+        self._load_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
     @property
@@ -198,9 +201,15 @@ class Segmenter:
         return self.engine is not None
 
     def load(self, progress: Optional[ProgressCallback] = None) -> "Segmenter":
-        """Load the package (unless given) and build the engine; later calls do nothing. Returns self."""
-        if self.engine is not None:
-            return self
+        """Load the package (unless given) and build the engine; later calls do nothing. Returns self.
+        Thread-safe: a call while another thread loads waits for that load (:meth:`segment_file` loads in a
+        background thread while it reads the input)."""
+        with self._load_lock:
+            if self.engine is None:
+                self._load(progress)
+        return self
+
+    def _load(self, progress: Optional[ProgressCallback]) -> None:
         reporter = ProgressReporter(progress)
         reporter(0.0, "loading model")
         start = time.perf_counter()
@@ -227,7 +236,6 @@ class Segmenter:
                             "read_verify_build": packaged - imported - monai_seconds, "engine": end - packaged}
         self._monai_hidden = monai["optional_packages_hidden"] if monai_seconds else None
         reporter(1.0, "loading model")
-        return self
 
     @property
     def device_description(self) -> str:
@@ -275,7 +283,8 @@ class Segmenter:
         load_parts = None
         if self._load_seconds:
             timings["model_load"], self._load_seconds = self._load_seconds, 0.0
-            load_parts = dict(rounded_timings(self._load_parts), monai_optional_packages_hidden=self._monai_hidden)
+            load_parts = dict(rounded_timings(self._load_parts), monai_optional_packages_hidden=self._monai_hidden,
+                              during_read=self._load_overlapped_read)
             log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -360,6 +369,7 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
         reporter(0.0, "reading")
+        loading = None if self.loaded else _BackgroundLoad(self)  # model load overlaps the read
         volume = read_volume(input_path, series=series)
         timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
         stage_start = time.perf_counter()
@@ -369,7 +379,11 @@ class Segmenter:
         timings["checks"] = time.perf_counter() - stage_start
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if not self.loaded:
+        if loading is not None:
+            reporter(0.02, "loading model")
+            loading.wait()
+            reporter(0.05, "loading model")
+        elif not self.loaded:
             self.load(reporter.sub(0.02, 0.05))
         _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
         if cancel is not None:
@@ -394,6 +408,34 @@ class Segmenter:
         result.preview_path, result.probability_path = outputs["preview"], outputs["probabilities"]
         reporter(1.0, "done")
         return result
+
+
+class _BackgroundLoad:
+    """:meth:`Segmenter.load` in a thread, started before the input is read, so that importing torch and MONAI,
+    reading the package and starting CUDA overlap reading the CT (zlib inflates without holding the GIL).
+    :meth:`wait` re-raises the load's error. If the read fails first, its error is raised at once; the thread
+    is not a daemon, so the load finishes (or fails) before the interpreter exits, and a later load call
+    waits for it (the segmenter's load lock) instead of loading twice."""
+
+    def __init__(self, segmenter: "Segmenter") -> None:
+        import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together
+
+        self._segmenter = segmenter
+        self._error = None  # type: Optional[BaseException]
+        self._thread = threading.Thread(target=self._run, name="LiverTumorSeg model load")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._segmenter.load()
+            self._segmenter._load_overlapped_read = True
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_path: Any, probability_path: Any,

@@ -151,3 +151,64 @@ def test_implausible_liver_volume_is_in_the_report_and_on_stderr(tmp_path, caplo
     report = json.loads((tmp_path / "r.json").read_text())
     assert any("leaked" in w for w in report["warnings"]) and report["warnings"] == result.warnings
     assert "leaked" in caplog.text
+
+
+def test_segment_file_loads_the_model_while_it_reads(tmp_path):
+    """The first segment_file loads the model in a thread while it reads; the report says so, and the labels
+    are those of a segmenter loaded beforehand."""
+    import json
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import read_label_map, write_volume
+
+    package = tiny_unet_package(tmp_path)
+    options = SegmentationOptions(model=str(package.path), device="cpu", precision="fp32", threads=1)
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    overlapped = Segmenter(options)
+    overlapped.segment_file(ct, tmp_path / "a.nii.gz", report_path=tmp_path / "a.json")
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["model_load_s"]["during_read"] is True and report["timings_s"]["model_load"] > 0.0
+    preloaded = Segmenter(options).load()
+    preloaded.segment_file(ct, tmp_path / "b.nii.gz", report_path=tmp_path / "b.json")
+    assert json.loads((tmp_path / "b.json").read_text())["model_load_s"]["during_read"] is False
+    np.testing.assert_array_equal(read_label_map(tmp_path / "a.nii.gz").array, read_label_map(tmp_path / "b.nii.gz").array)
+
+
+def test_a_bad_input_fails_at_once_and_the_background_load_is_not_repeated(tmp_path, monkeypatch):
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+    from LiverTumorSegLib.io import write_volume
+
+    package = tiny_unet_package(tmp_path)
+    segmenter = segmenter_module.Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    loads = []
+    original = segmenter_module.Segmenter._load
+
+    def counted(self, progress):
+        loads.append(1)
+        original(self, progress)
+
+    monkeypatch.setattr(segmenter_module.Segmenter, "_load", counted)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti file")
+    with pytest.raises(InputError):
+        segmenter.segment_file(bad, tmp_path / "seg.nii.gz")
+    assert not (tmp_path / "seg.nii.gz").exists()
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    segmenter.segment_file(ct, tmp_path / "seg.nii.gz")  # waits for the load still running, if it is
+    assert loads == [1] and (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_failed_background_load_is_raised_after_the_read(tmp_path):
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    missing = SegmentationOptions(model=str(tmp_path / "no_such_model.safetensors"), device="cpu")
+    with pytest.raises(ModelPackageError, match="no_such_model"):
+        Segmenter(missing).segment_file(ct, tmp_path / "seg.nii.gz")
+    assert not (tmp_path / "seg.nii.gz").exists()

@@ -91,8 +91,13 @@ def _read_nifti(path: Path) -> CTVolume:
     scaled = (slope, inter) != (1.0, 0.0)
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
-        proxy = image.dataobj
-        data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+        if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
+            data = _gzip_voxels(path, image, shape)
+        else:
+            proxy = image.dataobj
+            data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_short(exc)}).") from None
     data = data.reshape(shape, order="F") if data.shape != shape else data
@@ -107,6 +112,18 @@ def _read_nifti(path: Path) -> CTVolume:
     if warnings:
         volume.meta["warnings"] = warnings
     return volume
+
+
+def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...]) -> np.ndarray:
+    """The stored (unscaled) voxels of a ``.nii.gz`` exactly where and as nibabel's array proxy would read them
+    (its ``offset``, ``dtype`` in the file's byte order and ``order``), shaped ``(x, y, z)``."""
+    from .gzip_inflate import inflate_range
+
+    proxy = image.dataobj
+    dtype = np.dtype(proxy.dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = inflate_range(path, int(proxy.offset), count * dtype.itemsize)
+    return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
 
 
 def _nifti_scaling(image) -> Tuple[float, float]:

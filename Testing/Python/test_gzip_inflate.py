@@ -1,0 +1,78 @@
+"""io.gzip_inflate: the .nii.gz voxel reader's inflate, against Python's gzip on known bytes."""
+import gzip
+import zlib
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.io.gzip_inflate import inflate_range
+
+PAYLOAD = np.random.default_rng(5).integers(0, 256, size=100_000, dtype=np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("offset, nbytes, step", [(0, 100_000, 1 << 20), (352, 99_648, 1 << 20),
+                                                  (352, 50_000, 4096), (99_999, 1, 7), (10, 0, 100)])
+def test_range_equals_the_slice_of_gzip_read(tmp_path, offset, nbytes, step):
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(PAYLOAD))
+    out = inflate_range(path, offset, nbytes, step=step)
+    assert out.dtype == np.uint8 and out.flags.writeable and out.shape == (nbytes,)
+    assert out.tobytes() == PAYLOAD[offset:offset + nbytes]
+
+
+def test_concatenated_members_are_one_stream(tmp_path):
+    path = tmp_path / "two.gz"
+    path.write_bytes(gzip.compress(PAYLOAD[:30_000]) + gzip.compress(PAYLOAD[30_000:]))
+    assert inflate_range(path, 29_000, 2_000, step=512).tobytes() == PAYLOAD[29_000:31_000]
+    assert inflate_range(path, 0, len(PAYLOAD)).tobytes() == gzip.open(path).read()
+
+
+def test_truncated_corrupt_and_not_gzip_files_say_so(tmp_path):
+    whole = gzip.compress(PAYLOAD)
+    short = tmp_path / "short.gz"
+    short.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(InputError, match="ends after"):
+        inflate_range(short, 0, len(PAYLOAD))
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(whole[:200] + bytes(b ^ 0xFF for b in whole[200:400]) + whole[400:])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        inflate_range(corrupt, 0, len(PAYLOAD))
+    plain = tmp_path / "plain.gz"
+    plain.write_bytes(PAYLOAD)
+    with pytest.raises(InputError, match="zlib"):
+        inflate_range(plain, 0, 10)
+    longer = tmp_path / "x.gz"
+    longer.write_bytes(gzip.compress(PAYLOAD))
+    with pytest.raises(InputError, match="ends after"):
+        inflate_range(longer, 50_000, len(PAYLOAD))  # asks for more than the file holds
+
+
+def test_zlib_stream_is_read_too(tmp_path):
+    path = tmp_path / "z.gz"
+    path.write_bytes(zlib.compress(PAYLOAD))
+    assert inflate_range(path, 5, 10).tobytes() == PAYLOAD[5:15]
+
+
+def test_nifti_gz_voxels_equal_nibabel_for_byte_orders_and_scaling(tmp_path):
+    """The .nii.gz reader (io.nifti, through inflate_range) returns what nibabel returns: big-endian
+    int16, float32, and scaled uint8 voxels; a 4D file with one volume is read as 3D."""
+    nib = pytest.importorskip("nibabel")
+    from LiverTumorSegLib.io import read_volume
+
+    rng = np.random.default_rng(7)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    cases = {
+        "big_endian": nib.Nifti1Image(rng.integers(-1024, 2000, (9, 7, 5)).astype(">i2"), affine),
+        "float": nib.Nifti1Image(rng.normal(0, 300, (9, 7, 5)).astype(np.float32), affine),
+        "four_d": nib.Nifti1Image(rng.integers(-1024, 2000, (9, 7, 5, 1)).astype(np.int16), affine),
+    }
+    scaled = nib.Nifti1Image(rng.integers(0, 255, (9, 7, 5)).astype(np.uint8), affine)
+    scaled.header.set_slope_inter(4.0, -1024.0)
+    cases["scaled"] = scaled
+    for name, image in cases.items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(image, str(path))
+        expected = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32)).reshape(9, 7, 5).T
+        volume = read_volume(path)
+        np.testing.assert_allclose(volume.array.astype(np.float32), expected, atol=1e-3, err_msg=name)

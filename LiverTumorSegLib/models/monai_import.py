@@ -3,8 +3,9 @@
 ``import monai`` runs MONAI's ``__init__``, which imports every MONAI submodule (``load_submodules``); some of
 those call ``monai.utils.optional_import`` at import time for packages MONAI declares optional: matplotlib
 (``monai.utils.jupyter_utils``, ``monai.visualize``) and ``scipy.signal`` / ``scipy.stats``
-(``monai.data.ultrasound_confidence_map``, ``monai.transforms.signal``). Segmenting with the U-Net needs none of
-them. Measured on 2 idle CPU cores (MONAI 1.6.1, torch, numpy, scipy.ndimage and nibabel already imported):
+(``monai.data.ultrasound_confidence_map``, ``monai.transforms.signal``) and, where installed, many more
+(transformers, torchvision, pandas, scikit-image, cupy, ITK, ignite, ...). Segmenting with the U-Net needs
+none of them. Measured on 2 idle CPU cores (MONAI 1.6.1, torch, numpy, scipy.ndimage and nibabel already imported):
 MONAI took 1.6-2.0 s with them and 0.65-0.94 s without.
 
 A process that only segments (the ``segment`` command, which is also the Slicer module's child process) calls
@@ -27,8 +28,17 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_PACKAGES_HIDDEN = ("matplotlib", "matplotlib.pyplot", "scipy.signal", "scipy.stats")
-"""Packages hidden while MONAI imports in a segment-only process (MONAI imports each through optional_import)."""
+OPTIONAL_PACKAGES_HIDDEN = (
+    # tried on every `import monai` and found on most machines with scipy
+    "matplotlib", "matplotlib.pyplot", "scipy.signal", "scipy.stats",
+    # tried on every `import monai` where installed (research and GPU images): transformers alone took 3 s and
+    # pulled in torch._dynamo on an H100 machine (MONAI's TransChex network imports it at module level)
+    "transformers", "huggingface_hub", "torchvision", "torchaudio", "pandas", "skimage", "sklearn", "cupy",
+    "cupyx", "cucim", "itk", "ignite", "tensorboard", "tensorboardX", "torch.utils.tensorboard", "onnx",
+    "tensorrt", "torch_tensorrt", "polygraphy", "zarr", "tifffile", "pywt", "nrrd", "torchio", "cv2", "mlflow",
+    "clearml", "nni", "lmdb", "openslide")
+"""Packages hidden while MONAI imports in a segment-only process: each is one MONAI imports through
+``optional_import`` at import time, and none is used by the networks our packages build."""
 
 _state = {"hide": False, "import_seconds": 0.0, "hidden_import": None}
 

@@ -246,7 +246,7 @@ def real_ct_benchmark(args):
 
 def batch_benchmark(args, volume, tmp, env):
     """K copies of ``volume`` in one folder: one batch command vs K x (read + network + write) + model load of a
-    single-CT run. Repeated ``--repeats`` times, each pair back to back (single run, then the batch), because a
+    single-CT run that loads the model before it reads (segment_sequential.py: each part alone). Repeated ``--repeats`` times, each pair back to back (single run, then the batch), because a
     shared machine's speed drifts between minutes; the median ratio is the result."""
     from LiverTumorSegLib.io import write_volume
 
@@ -256,12 +256,13 @@ def batch_benchmark(args, volume, tmp, env):
         write_volume(folder / f"case_{k}.nii.gz", volume)
     pairs = []
     for repeat in range(args.repeats):
-        report = tmp / f"single_{repeat}.json"
-        _, text, code, _ = run_cli(["segment", folder / "case_0.nii.gz", "-o", tmp / f"single_{repeat}.nii.gz",
-                                    "--report", report, "--model", args.model, "--device", "cpu", "--no-progress"],
-                                   env)
-        if code != 0:
-            raise SystemExit(f"segment failed:\n{text}")
+        report = tmp / f"single_{repeat}.json"  # the budget's parts, each alone (no load/read overlap)
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("segment_sequential.py")),
+                               folder / "case_0.nii.gz", tmp / f"single_{repeat}.nii.gz", report, "--model",
+                               args.model, "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"segment failed:\n{done.stdout}")
         t = json.loads(report.read_text())["timings_s"]
         per_case = t["read"] + t["network"] + t["write"]
         budget = args.batch_cases * per_case + t["model_load"]

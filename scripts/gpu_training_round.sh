@@ -148,19 +148,7 @@ PYEOF
         show "$W/seg_big_$run.json"
     done
     sequential() {  # sequential CT REPORT: load the model, then segment CT (no overlap): the budget's parts
-        python3 - "$1" "$2" "$DEVICE" <<'PYEOF'
-import json, sys, time
-from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
-from LiverTumorSegLib.models.monai_import import hide_optional_packages_while_importing_monai
-hide_optional_packages_while_importing_monai()  # as the segment command does
-start = time.perf_counter()
-segmenter = Segmenter(SegmentationOptions(device=sys.argv[3])).load()
-load = time.perf_counter() - start
-segmenter.segment_file(sys.argv[1], "/tmp/ltsw/sequential.nii.gz", report_path=sys.argv[2], overwrite=True)
-report = json.load(open(sys.argv[2]))
-report["timings_s"]["model_load"] = load
-json.dump(report, open(sys.argv[2], "w"))
-PYEOF
+        python3 benchmarks/segment_sequential.py "$1" "$W/sequential.nii.gz" "$2" --device "$DEVICE" >/dev/null
     }
     sequential "$W/ct_big.nii.gz" "$W/seq_big.json"
     python3 - "$W/seq_big.json" "$W/seg_big_3.json" <<'PYEOF'

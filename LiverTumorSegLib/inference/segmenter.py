@@ -415,7 +415,8 @@ class _BackgroundLoad:
     reading the package and starting CUDA overlap reading the CT (zlib inflates without holding the GIL).
     :meth:`wait` re-raises the load's error. If the read fails first, its error is raised at once; the thread
     is not a daemon, so the load finishes (or fails) before the interpreter exits, and a later load call
-    waits for it (the segmenter's load lock) instead of loading twice."""
+    waits for it (the segmenter's load lock) instead of loading twice. In a segment-only process the load
+    hides some optional packages while MONAI imports (models.monai_import); the readers import none of them."""
 
     def __init__(self, segmenter: "Segmenter") -> None:
         import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together

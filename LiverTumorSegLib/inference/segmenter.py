@@ -361,7 +361,10 @@ class Segmenter:
         extension) and optionally ``report_path`` (.json/.csv), ``preview_path`` (.png) and ``probability_path``
         (tumor probability, uint8 ``round(255 * p)`` before post-processing, input geometry). All outputs are
         checked before any work and written only after success. The report's ``timings_s`` adds ``read``,
-        ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``."""
+        ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``.
+        A model not loaded yet loads in a thread while the input is read (:class:`_BackgroundLoad`); then
+        ``read`` and ``model_load`` overlap (``model_load_s.during_read``) and the stages add up to more than
+        ``total``."""
         from ..io import read_volume
         from ..validation import check_ct
 

@@ -549,11 +549,9 @@ class SliceInferenceEngine:
             self._add_time("restore", time.perf_counter() - start)
             return len(pending.indices)
         probs = result  # type: np.ndarray  # type: ignore[assignment]
-        if with_probability and not 0 <= self._class_index < probs.shape[1]:
-            raise InputError(f"The network has {probs.shape[1]} classes; there is no class {self._class_index} "
-                             f"to write probabilities for.")
+        class_index = self._kept_probability_class(probs.shape[1])
         # slices with nothing but background (above and below the liver) are zeros without a restore
-        skip = background_only_slices(probs, self._class_index if with_probability else None)
+        skip = background_only_slices(probs, class_index)
         all_indices = np.asarray(pending.indices)
         indices = all_indices[~skip]
         if skip.any():
@@ -561,8 +559,8 @@ class SliceInferenceEngine:
             if with_probability:
                 self._probability_out[all_indices[skip]] = 0
         if indices.size:  # native-grid labels (and round(255 p) of the class), (n, y, x) uint8
-            native_labels, native_probability = prepared.restore_argmax(
-                probs[~skip] if skip.any() else probs, self._class_index if with_probability else None)
+            native_labels, native_probability = prepared.restore_argmax(probs[~skip] if skip.any() else probs,
+                                                                        class_index)
             labels[indices] = native_labels
             if with_probability:
                 self._probability_out[indices] = native_probability
@@ -639,7 +637,7 @@ class SliceInferenceEngine:
             if flipped_logits is not None:
                 probs = 0.5 * (probs + torch.flip(torch.softmax(flipped_logits.float(), dim=1), dims=[3]))
             if prepared is not None:
-                class_index = self._restored_class_index(probs.shape[1])
+                class_index = self._kept_probability_class(probs.shape[1])
                 restored = prepared.restore_argmax_tensor(probs, class_index)
                 host = tuple(None if part is None else _to_pinned_host(part) for part in restored)
                 event = torch.cuda.Event()
@@ -650,7 +648,7 @@ class SliceInferenceEngine:
             event.record()
         return _Pending(indices, host_out, event)
 
-    def _restored_class_index(self, num_classes: int) -> Optional[int]:
+    def _kept_probability_class(self, num_classes: int) -> Optional[int]:
         """The class whose probability is kept (None when no probability is wanted); checked against the
         network's class count."""
         if self._probability_out is None:

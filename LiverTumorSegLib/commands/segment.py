@@ -284,15 +284,17 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
-    segmenter = Segmenter(options).load()
-    print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
+    segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first CT
+
+    def on_loaded() -> None:
+        print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
 
     def on_case(status: Any) -> None:
         if args.progress == "bar":
             print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
                   file=sys.stderr)
 
-    statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case)
+    statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case, on_loaded=on_loaded)
     out.mkdir(parents=True, exist_ok=True)
     write_status_csv(statuses, out / "batch_status.csv")
     print(format_status_table(statuses))

@@ -159,10 +159,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
-                  on_case: Optional[Callable[[CaseStatus], None]] = None) -> List[CaseStatus]:
+                  on_case: Optional[Callable[[CaseStatus], None]] = None,
+                  on_loaded: Optional[Callable[[], None]] = None) -> List[CaseStatus]:
     """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
     apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
-    case finishes (written or failed)."""
+    case finishes (written or failed). A segmenter not loaded yet is loaded while the first CT is read;
+    ``on_loaded`` is called once it is (a load error is raised, not recorded as a case's failure)."""
     allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
 
     statuses = {}  # type: Dict[str, CaseStatus]
@@ -195,6 +197,9 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
         next_read = reader.submit(_read_case, todo[0], allow_non_hu) if todo else None
+        segmenter.load()  # beside the first read (does nothing when already loaded)
+        if on_loaded:
+            on_loaded()
         finishing = []
         for index, case in enumerate(todo):
             current, next_read = next_read, None

@@ -173,3 +173,32 @@ def test_a_case_is_finished_while_the_next_runs_and_a_failing_finish_fails_only_
     report = json.loads((tmp_path / "out" / "reports" / "ct_2.json").read_text())
     assert report["timings_s"]["read"] >= 0 and "postprocess" in report["timings_s"]
     assert report["precision"]["used"] == statuses[2].precision
+
+
+def test_an_unloaded_segmenter_loads_once_beside_the_first_read(tmp_path, monkeypatch):
+    """segment_batch loads the model while the reader thread reads the first CT; on_loaded runs once, after the
+    load and before any case finishes; a bad model is raised, not recorded as a case's failure."""
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+
+    write_phantoms(tmp_path / "cts", 2)
+    package = tiny_unet_package(tmp_path)
+    events = []
+    original = segmenter_module.Segmenter._load
+
+    def counted(self, progress):
+        events.append(("load", threading.current_thread() is threading.main_thread()))
+        original(self, progress)
+
+    monkeypatch.setattr(segmenter_module.Segmenter, "_load", counted)
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter,
+                             on_case=lambda s: events.append(("case", s.status)),
+                             on_loaded=lambda: events.append(("loaded", segmenter.loaded)))
+    assert [s.status for s in statuses] == ["done", "done"]
+    assert events[:2] == [("load", True), ("loaded", True)] and events[2:] == [("case", "done")] * 2
+    missing = Segmenter(SegmentationOptions(model=str(tmp_path / "missing.safetensors"), device="cpu"))
+    with pytest.raises(ModelPackageError, match="missing"):
+        segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), missing)
+    assert not (tmp_path / "out2" / "ct_0.nii.gz").exists()

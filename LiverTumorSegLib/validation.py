@@ -152,7 +152,7 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, float_copies: int = 2,
+def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, float_copies: int = 1,
                           num_classes: int = 3, keep_probabilities: bool = False,
                           overhead_bytes: int = 256 * (1 << 20)) -> int:
     """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume.
@@ -160,6 +160,12 @@ def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, flo
     Per voxel: the input and its canonical copy (``2 * input_itemsize``), ``float_copies`` float32
     working volumes (4 bytes each), two uint8 label maps (canonical and output), and, with
     ``keep_probabilities``, a float32 map per class. Plus ``overhead_bytes`` for the runtime and model.
+
+    One float32 copy by default: the restore writes uint8 labels and probability straight to the native grid,
+    so no full float32 native volume exists any more. Measured (2 cores, bundled model, int16 CT of 512 x 512
+    x 100 and x 300 slices): the peak resident memory above the loaded model grew by 8.2 bytes per voxel
+    (0.35 and 0.75 GiB), against 10 here (12 with the network-grid volume in
+    :func:`estimate_network_memory_bytes`); with two copies the estimate was twice the measured peak.
     """
     voxels = int(np.prod([int(s) for s in shape_zyx], dtype=np.int64))
     per_voxel = 2 * int(input_itemsize) + 4 * int(float_copies) + 2

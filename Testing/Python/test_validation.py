@@ -130,12 +130,12 @@ def test_missing_air_and_soft_tissue_warn():
 
 def test_estimate_memory_bytes_known_answers():
     voxels = 10 * 20 * 30
-    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4 * 2 + 2)
+    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4 * 1 + 2)
     assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0, keep_probabilities=True,
-                                 num_classes=3) == voxels * 26
+                                 num_classes=3) == voxels * 22
     assert estimate_memory_bytes((10, 20, 30), input_itemsize=4, float_copies=1,
                                  overhead_bytes=100) == voxels * (8 + 4 + 2) + 100
-    assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 14
+    assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 10
 
 
 def test_check_memory_raises_with_needed_and_available():

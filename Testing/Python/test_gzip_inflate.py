@@ -56,7 +56,8 @@ def test_zlib_stream_is_read_too(tmp_path):
 
 def test_nifti_gz_voxels_equal_nibabel_for_byte_orders_and_scaling(tmp_path):
     """The .nii.gz reader (io.nifti, through inflate_range) returns what nibabel returns: big-endian
-    int16, float32, and scaled uint8 voxels; a 4D file with one volume is read as 3D."""
+    int16, float32, scaled uint8 voxels, NIfTI-2, and a header extension that moves the voxel offset; a 4D
+    file with one volume is read as 3D."""
     nib = pytest.importorskip("nibabel")
     from LiverTumorSegLib.io import read_volume
 
@@ -70,6 +71,10 @@ def test_nifti_gz_voxels_equal_nibabel_for_byte_orders_and_scaling(tmp_path):
     scaled = nib.Nifti1Image(rng.integers(0, 255, (9, 7, 5)).astype(np.uint8), affine)
     scaled.header.set_slope_inter(4.0, -1024.0)
     cases["scaled"] = scaled
+    cases["nifti2"] = nib.Nifti2Image(rng.integers(-1024, 2000, (9, 7, 5)).astype(np.int16), affine)
+    extended = nib.Nifti1Image(rng.integers(-1024, 2000, (9, 7, 5)).astype(np.int16), affine)
+    extended.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 300))  # voxels after it
+    cases["extension"] = extended
     for name, image in cases.items():
         path = tmp_path / f"{name}.nii.gz"
         nib.save(image, str(path))

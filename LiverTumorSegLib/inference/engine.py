@@ -637,16 +637,13 @@ class SliceInferenceEngine:
             if flipped_logits is not None:
                 probs = 0.5 * (probs + torch.flip(torch.softmax(flipped_logits.float(), dim=1), dims=[3]))
             if prepared is not None:
-                class_index = self._kept_probability_class(probs.shape[1])
-                restored = prepared.restore_argmax_tensor(probs, class_index)
+                restored = prepared.restore_argmax_tensor(probs, self._kept_probability_class(probs.shape[1]))
                 host = tuple(None if part is None else _to_pinned_host(part) for part in restored)
-                event = torch.cuda.Event()
-                event.record()
-                return _Pending(indices, host, event, restored=True)
-            host_out = _to_pinned_host(probs)
+            else:
+                host = _to_pinned_host(probs)
             event = torch.cuda.Event()
             event.record()
-        return _Pending(indices, host_out, event)
+        return _Pending(indices, host, event, restored=prepared is not None)
 
     def _kept_probability_class(self, num_classes: int) -> Optional[int]:
         """The class whose probability is kept (None when no probability is wanted); checked against the

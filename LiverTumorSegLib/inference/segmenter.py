@@ -17,6 +17,7 @@ leaves previous files intact and no partial file.
 Progress stages, in order: ``reading``, ``loading model`` (first call only), ``preprocessing``, ``network``,
 ``post-processing``, ``lesion report``, ``writing`` (files only), ``done`` (only at 1.0).
 """
+import concurrent.futures
 import contextlib
 import copy
 import dataclasses
@@ -362,7 +363,7 @@ class Segmenter:
         (tumor probability, uint8 ``round(255 * p)`` before post-processing, input geometry). All outputs are
         checked before any work and written only after success. The report's ``timings_s`` adds ``read``,
         ``checks``, ``write`` (every output but the report itself, which is written last) and ``total``.
-        A model not loaded yet loads in a thread while the input is read (:class:`_BackgroundLoad`); then
+        A model not loaded yet loads in a thread while the input is read (:func:`_load_in_background`); then
         ``read`` and ``model_load`` overlap (``model_load_s.during_read``) and the stages add up to more than
         ``total``."""
         from ..io import read_volume
@@ -372,7 +373,7 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
         reporter(0.0, "reading")
-        loading = None if self.loaded else _BackgroundLoad(self)  # model load overlaps the read
+        loading = None if self.loaded else _load_in_background(self)  # model load overlaps the read
         volume = read_volume(input_path, series=series)
         timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
         stage_start = time.perf_counter()
@@ -384,7 +385,8 @@ class Segmenter:
             cancel.raise_if_cancelled()
         if loading is not None:
             reporter(0.02, "loading model")
-            loading.wait()
+            loading.result()
+            self._load_overlapped_read = True
             reporter(0.05, "loading model")
         elif not self.loaded:
             self.load(reporter.sub(0.02, 0.05))
@@ -413,33 +415,19 @@ class Segmenter:
         return result
 
 
-class _BackgroundLoad:
-    """:meth:`Segmenter.load` in a thread, started before the input is read, so that importing torch and MONAI,
-    reading the package and starting CUDA overlap reading the CT (zlib inflates without holding the GIL).
-    :meth:`wait` re-raises the load's error. If the read fails first, its error is raised at once; the thread
-    is not a daemon, so the load finishes (or fails) before the interpreter exits, and a later load call
-    waits for it (the segmenter's load lock) instead of loading twice. In a segment-only process the load
+def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":
+    """:meth:`Segmenter.load` on a worker thread, started before the input is read, so that importing torch and
+    MONAI, reading the package and starting CUDA overlap reading the CT (zlib inflates without holding the
+    GIL). The future's ``result()`` re-raises the load's error. If the read fails first, its error is raised
+    at once; the worker is joined at interpreter exit, so the load finishes (or fails) first, and a later load
+    call waits for it (the segmenter's load lock) instead of loading twice. In a segment-only process the load
     hides some optional packages while MONAI imports (models.monai_import); the readers import none of them."""
+    import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together
 
-    def __init__(self, segmenter: "Segmenter") -> None:
-        import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together
-
-        self._segmenter = segmenter
-        self._error = None  # type: Optional[BaseException]
-        self._thread = threading.Thread(target=self._run, name="LiverTumorSeg model load")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._segmenter.load()
-            self._segmenter._load_overlapped_read = True
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller of wait()
-            self._error = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    future = executor.submit(segmenter.load)
+    executor.shutdown(wait=False)
+    return future
 
 
 def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_path: Any, probability_path: Any,

@@ -231,39 +231,31 @@ def inverse_argmax(probs_nkhw: np.ndarray, info: SpatialInfo, class_index: Optio
     ``class_index``, ``probability`` ``(n, y, x)`` uint8 = ``round(255 * p)`` of that class (else None).
 
     The same numbers as :func:`inverse_maps` followed by an argmax (outside the crop: background, probability
-    0), computed in torch on :data:`CHUNK_SLICES` slices at a time, without the float32 ``(n, K, y, x)`` copy:
-    1.8x faster on 2 cores (8 slices, 192 x 352 -> 295 x 512: 44 -> 24 ms).
+    0), computed in torch (:func:`inverse_argmax_tensor` on the CPU) on :data:`CHUNK_SLICES` slices at a time,
+    without the float32 ``(n, K, y, x)`` copy: 1.8x faster on 2 cores (8 slices, 192 x 352 -> 295 x 512:
+    44 -> 24 ms).
     """
     import torch
 
     maps = np.asarray(probs_nkhw)
-    _check_inverse_argmax_input(maps.shape, class_index)
-    n = maps.shape[0]
-    ny, nx = info.native_shape_yx
-    y0, y1, x0, x1 = info.crop_yx
-    labels = np.zeros((n, ny, nx), dtype=np.uint8)
-    probability = None if class_index is None else np.zeros((n, ny, nx), dtype=np.uint8)
-    core = _unpad(maps, info)
-    with torch.no_grad():
-        for a in range(0, n, CHUNK_SLICES):
-            chunk = torch.from_numpy(np.ascontiguousarray(core[a:a + CHUNK_SLICES], dtype=np.float32))
-            chunk_labels, chunk_probability = _restore_chunk(chunk, info, class_index)
-            labels[a:a + CHUNK_SLICES, y0:y1, x0:x1] = chunk_labels.numpy()
-            if probability is not None:
-                probability[a:a + CHUNK_SLICES, y0:y1, x0:x1] = chunk_probability.numpy()
-    return labels, probability
+    if not (maps.flags.c_contiguous and maps.dtype.isnative and maps.dtype.kind == "f"):
+        maps = np.ascontiguousarray(maps, dtype=np.float32)  # what torch.from_numpy takes without a copy
+    labels, probability = inverse_argmax_tensor(torch.from_numpy(maps), info, class_index, CHUNK_SLICES)
+    return labels.numpy(), None if probability is None else probability.numpy()
 
 
 DEVICE_CHUNK_SLICES = 64
-"""Slices restored per call by :func:`inverse_argmax_tensor` (its float32 temporaries: about 64 x K x y x x)."""
+"""Slices restored per call by :func:`inverse_argmax_tensor` on a GPU (its float32 temporaries: about
+64 x K x y x x)."""
 
 
-def inverse_argmax_tensor(probs_nkhw: "Any", info: SpatialInfo, class_index: Optional[int] = None
-                          ) -> Tuple["Any", "Any"]:
-    """:func:`inverse_argmax` for a float32 torch tensor ``(n, K, H, W)`` where it lies (a GPU): returns uint8
+def inverse_argmax_tensor(probs_nkhw: "Any", info: SpatialInfo, class_index: Optional[int] = None,
+                          chunk_slices: int = DEVICE_CHUNK_SLICES) -> Tuple["Any", "Any"]:
+    """:func:`inverse_argmax` for a torch tensor ``(n, K, H, W)`` where it lies (a GPU): returns uint8
     tensors ``(n, y, x)`` on the same device, so only labels (1 byte per voxel), not K float32 maps, travel back
-    to the host. Same interpolation, argmax and rounding as :func:`inverse_argmax`; on a GPU the float32
-    arithmetic may differ from the CPU's in the last bit, which can flip a pixel where two classes tie."""
+    to the host. Same interpolation, argmax and rounding as :func:`inverse_argmax` (which calls this on the
+    CPU); on a GPU the float32 arithmetic may differ from the CPU's in the last bit, which can flip a pixel where
+    two classes tie. ``chunk_slices`` slices are restored per call (in float32)."""
     import torch
 
     _check_inverse_argmax_input(tuple(probs_nkhw.shape), class_index)
@@ -275,12 +267,12 @@ def inverse_argmax_tensor(probs_nkhw: "Any", info: SpatialInfo, class_index: Opt
     probability = None if class_index is None else torch.zeros((n, ny, nx), dtype=torch.uint8, device=device)
     core = _unpad(probs_nkhw, info)
     with torch.no_grad():
-        for a in range(0, n, DEVICE_CHUNK_SLICES):
-            chunk = core[a:a + DEVICE_CHUNK_SLICES].float().contiguous()
+        for a in range(0, n, chunk_slices):
+            chunk = core[a:a + chunk_slices].float().contiguous()
             chunk_labels, chunk_probability = _restore_chunk(chunk, info, class_index)
-            labels[a:a + DEVICE_CHUNK_SLICES, y0:y1, x0:x1] = chunk_labels
+            labels[a:a + chunk_slices, y0:y1, x0:x1] = chunk_labels
             if probability is not None:
-                probability[a:a + DEVICE_CHUNK_SLICES, y0:y1, x0:x1] = chunk_probability
+                probability[a:a + chunk_slices, y0:y1, x0:x1] = chunk_probability
     return labels, probability
 
 

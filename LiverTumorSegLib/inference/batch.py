@@ -10,8 +10,9 @@ the label map last, each atomically, so an existing label map means a finished c
 
 While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
 post-processes, reports and writes case ``i - 1`` (gzip, file reads and most numpy/scipy work release the GIL;
-the network's own threads are torch's). A failing case is recorded with its one-line error and the others go
-on.
+the network's own threads are torch's). On the CPU the network gives one of its threads to each helper while
+that helper works (:class:`~.core_share.CoreShare`), so that no core runs two threads. A failing case is
+recorded with its one-line error and the others go on.
 """
 import concurrent.futures
 import csv
@@ -23,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import InputError, LiverTumorSegError
 from ..fileutil import full_suffix
+from .core_share import CoreShare
 
 log = logging.getLogger(__name__)
 
@@ -122,35 +124,37 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
             for case_id, path in pairs]
 
 
-def _read_case(case: BatchCase, allow_non_hu: bool) -> tuple:
+def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:
     """(volume, warnings, read seconds): read and check one CT (runs on the reader thread)."""
     from ..io import read_volume
     from ..validation import check_ct
     from .segmenter import _estimate_and_check_memory
 
-    start = time.perf_counter()
-    volume = read_volume(case.input_path)
-    warnings = check_ct(volume, allow_non_hu=allow_non_hu)
-    _estimate_and_check_memory(volume)
-    return volume, warnings, time.perf_counter() - start
+    with share.busy():
+        start = time.perf_counter()
+        volume = read_volume(case.input_path)
+        warnings = check_ct(volume, allow_non_hu=allow_non_hu)
+        _estimate_and_check_memory(volume)
+        return volume, warnings, time.perf_counter() - start
 
 
 def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output: Any, warnings: List[str],
-                           read_seconds: float, overwrite: bool) -> tuple:
+                           read_seconds: float, overwrite: bool, share: CoreShare) -> tuple:
     """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
     label map (its existence marks the case done); returns ``(result, seconds)``. Runs on the finishing
     thread while the next case's network runs."""
     from ..io import write_label_map
     from .lesion_report import write_report
 
-    start = time.perf_counter()
-    result = segmenter.finish(volume, output)
-    result.report["warnings"] = warnings + list(result.warnings)
-    result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
-    case.report_path.parent.mkdir(parents=True, exist_ok=True)
-    write_report(result.report, case.report_path, overwrite=True)
-    write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite)
-    return result, time.perf_counter() - start
+    with share.busy():
+        start = time.perf_counter()
+        result = segmenter.finish(volume, output)
+        result.report["warnings"] = warnings + list(result.warnings)
+        result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
+        case.report_path.parent.mkdir(parents=True, exist_ok=True)
+        write_report(result.report, case.report_path, overwrite=True)
+        write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite)
+        return result, time.perf_counter() - start
 
 
 def _one_line(exc: BaseException) -> str:
@@ -160,12 +164,14 @@ def _one_line(exc: BaseException) -> str:
 
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
                   on_case: Optional[Callable[[CaseStatus], None]] = None,
-                  on_loaded: Optional[Callable[[], None]] = None) -> List[CaseStatus]:
+                  on_loaded: Optional[Callable[[], None]] = None, share_cores: bool = True) -> List[CaseStatus]:
     """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
     apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
     case finishes (written or failed). A segmenter not loaded yet is loaded while the first CT is read;
-    ``on_loaded`` is called once it is (a load error is raised, not recorded as a case's failure)."""
+    ``on_loaded`` is called once it is (a load error is raised, not recorded as a case's failure).
+    ``share_cores=False`` lets the CPU network keep all its threads while the helpers work (for comparison)."""
     allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
+    share = CoreShare()
 
     statuses = {}  # type: Dict[str, CaseStatus]
     todo = []
@@ -196,38 +202,55 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
-        next_read = reader.submit(_read_case, todo[0], allow_non_hu) if todo else None
+        next_read = reader.submit(_read_case, todo[0], allow_non_hu, share) if todo else None
         segmenter.load()  # beside the first read (does nothing when already loaded)
         if on_loaded:
             on_loaded()
-        finishing = []
-        for index, case in enumerate(todo):
-            current, next_read = next_read, None
-            if index + 1 < len(todo):  # read the next CT while the network runs on this one
-                next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu)
-            start = time.perf_counter()
-            try:
-                volume, warnings, read_seconds = current.result()
-                for message in warnings:
-                    log.warning("warning: %s: %s", case.case_id, message)
-                output = segmenter.predict(volume)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-                finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
-                continue
-            status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
-                                precision=str(output.facts.get("precision", {}).get("used", "")))
-            # post-processing, report and writing overlap the next case's network; at most one case waits to be
-            # finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
-            if finishing:
-                concurrent.futures.wait([finishing[-1]])
-            future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
-                                   overwrite)
-            future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
-            finishing.append(future)
-        concurrent.futures.wait(finishing)
+        engine = getattr(segmenter, "engine", None)
+        sharing = share_cores and hasattr(engine, "use_core_share")
+        if sharing:
+            engine.use_core_share(share)
+        try:
+            _run_cases(todo, segmenter, overwrite, allow_non_hu, share, reader, finisher, next_read, finished,
+                       finish_done)
+        finally:
+            if sharing:
+                engine.use_core_share(None)
     return [statuses[case.case_id] for case in cases]
+
+
+def _run_cases(todo: List[BatchCase], segmenter: Any, overwrite: bool, allow_non_hu: bool, share: CoreShare,
+               reader: "concurrent.futures.Executor", finisher: "concurrent.futures.Executor",
+               next_read: Optional["concurrent.futures.Future"], finished: Callable[[CaseStatus], None],
+               finish_done: Callable[..., None]) -> None:
+    """The loop of :func:`segment_batch`: network on case ``i`` while ``i + 1`` is read and ``i - 1`` finished."""
+    finishing = []  # type: List[concurrent.futures.Future]
+    for index, case in enumerate(todo):
+        current, next_read = next_read, None
+        if index + 1 < len(todo):  # read the next CT while the network runs on this one
+            next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu, share)
+        start = time.perf_counter()
+        try:
+            volume, warnings, read_seconds = current.result()
+            for message in warnings:
+                log.warning("warning: %s: %s", case.case_id, message)
+            output = segmenter.predict(volume)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+            finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
+            continue
+        status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
+                            precision=str(output.facts.get("precision", {}).get("used", "")))
+        # post-processing, report and writing overlap the next case's network; at most one case waits to be
+        # finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
+        if finishing:
+            concurrent.futures.wait([finishing[-1]])
+        future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
+                                 overwrite, share)
+        future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
+        finishing.append(future)
+    concurrent.futures.wait(finishing)
 
 
 def format_status_table(statuses: List[CaseStatus]) -> str:

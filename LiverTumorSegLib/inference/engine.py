@@ -293,6 +293,7 @@ class SliceInferenceEngine:
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
+        self.core_share = None  # type: Optional[object]  # a CoreShare while a batch run's helpers work beside us
         self.model = getattr(self.package, "model", None)
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
@@ -441,6 +442,7 @@ class SliceInferenceEngine:
         for indices in _batches(count, lambda: self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            self._share_cores()
             if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
                 submitted, self._cached = _Pending(indices, self._cached[1]), None
             else:
@@ -467,8 +469,31 @@ class SliceInferenceEngine:
         """Softmax probabilities ``(n, K, H, W)`` float32 for one preprocessed batch ``(n, C, H, W)``."""
         return self._submit(list(range(len(x_nchw))), np.ascontiguousarray(x_nchw, dtype=np.float32)).get()
 
+    def use_core_share(self, share: Optional[object]) -> None:
+        """Share the CPU's cores with helper threads (a :class:`~.core_share.CoreShare`, or None to stop): before
+        each batch the torch CPU network takes ``share.network_threads(self.threads)`` threads. Stopping gives it
+        all ``threads`` again."""
+        self.core_share = share
+        if share is None and self._uses_cpu_threads():
+            import torch
+
+            torch.set_num_threads(self.threads)
+
     # ------------------------------------------------------------------ internals
     accumulate_timings = False
+
+    def _uses_cpu_threads(self) -> bool:
+        return self.device.type == "cpu" and self._onnx is None and self._batch_predictor is None
+
+    def _share_cores(self) -> None:
+        """With a :attr:`core_share` on the torch CPU path: set the network's threads for the next batch."""
+        if self.core_share is None or not self._uses_cpu_threads():
+            return
+        import torch
+
+        wanted = self.core_share.network_threads(self.threads)
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
     """When True, ``predict*`` add to ``last_timings`` instead of starting afresh (several passes, e.g. two-stage)."""
 
     def _reset_timings(self) -> None:

@@ -101,10 +101,10 @@ def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):
     second_read_started = threading.Event()
     original_read = batch_module._read_case
 
-    def read(case, allow_non_hu):
+    def read(case, allow_non_hu, share):
         if case.case_id == "ct_1":
             second_read_started.set()
-        return original_read(case, allow_non_hu)
+        return original_read(case, allow_non_hu, share)
 
     overlapped = []
 

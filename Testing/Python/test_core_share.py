@@ -1,0 +1,102 @@
+"""Sharing the CPU's cores between the network and a batch run's helper threads (reader, finisher): the network
+takes one thread fewer per busy helper, never fewer than one, and all of them again afterwards."""
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib.inference import batch as batch_module  # noqa: E402
+from LiverTumorSegLib.inference.batch import find_cases, segment_batch  # noqa: E402
+from LiverTumorSegLib.inference.core_share import CoreShare  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+
+from inference_helpers import tiny_unet_package  # noqa: E402
+from test_segment_batch import write_phantoms  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_network_threads_count_busy_helpers():
+    share = CoreShare()
+    assert share.network_threads(4) == 4 and share.busy_helpers == 0
+    with share.busy():
+        assert share.network_threads(4) == 3
+        with share.busy():
+            assert share.network_threads(4) == 2 and share.network_threads(2) == 1 and share.network_threads(1) == 1
+    with pytest.raises(RuntimeError):
+        with share.busy():
+            raise RuntimeError("a helper failed")
+    assert share.busy_helpers == 0 and share.network_threads(4) == 4
+
+
+def _recording_engine(tmp_path, seen):
+    """A tiny U-Net engine with 2 threads whose network records torch's thread count at every batch."""
+    engine = SliceInferenceEngine(tiny_unet_package(tmp_path), device="cpu", threads=2, batch_size=4,
+                                  precision="fp32")
+    forward = engine.model.forward
+
+    def recording_forward(*args, **kwargs):
+        share = engine.core_share
+        seen.append((torch.get_num_threads(), None if share is None else share.busy_helpers))
+        return forward(*args, **kwargs)
+
+    engine.model.forward = recording_forward
+    return engine
+
+
+def test_engine_gives_a_thread_to_each_busy_helper(tmp_path):
+    seen = []
+    engine = _recording_engine(tmp_path, seen)
+    ct = make_phantom((12, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
+    alone = engine.predict(ct)
+    share = CoreShare()
+    engine.use_core_share(share)
+    with share.busy():
+        beside_a_helper = engine.predict(ct)
+    idle_helpers = engine.predict(ct)
+    engine.use_core_share(None)
+    assert torch.get_num_threads() == 2 and engine.core_share is None
+    per_run = len(seen) // 3
+    assert per_run == 3 and [t for t, _ in seen] == [2] * per_run + [1] * per_run + [2] * per_run
+    assert np.array_equal(alone, beside_a_helper) and np.array_equal(alone, idle_helpers)  # threads change no label
+
+
+def test_batch_network_threads_follow_the_helpers(tmp_path, monkeypatch):
+    """While the finishing thread works on ct_0, the network on ct_1 runs with one thread; afterwards the engine
+    has both again. The finisher holds on until two batches of ct_1 ran, so the check does not race."""
+    seen, marks = [], []
+    original = batch_module._finish_and_write_case
+
+    def slow_finish(case, *args):
+        if case.case_id == "ct_0":
+            with args[-1].busy():  # args[-1]: the batch run's CoreShare
+                marks.append(len(seen))
+                deadline = time.monotonic() + 20.0
+                while len(seen) < marks[0] + 2 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+        return original(case, *args)
+
+    monkeypatch.setattr(batch_module, "_finish_and_write_case", slow_finish)
+    segmenter = Segmenter(engine=_recording_engine(tmp_path, seen))
+    write_phantoms(tmp_path / "cts", 3)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 3 and len(seen) >= marks[0] + 2
+    threads, busy = seen[marks[0] + 1]  # set after the finisher was busy
+    assert threads == 1 and busy >= 1
+    assert torch.get_num_threads() == 2 and segmenter.engine.core_share is None
+    without = []
+    (tmp_path / "b").mkdir()
+    segmenter = Segmenter(engine=_recording_engine(tmp_path / "b", without))
+    segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), segmenter, share_cores=False)
+    assert without and all(threads == 2 and busy is None for threads, busy in without)

@@ -93,24 +93,32 @@ def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> 
 def lesion_components(labels_zyx: np.ndarray) -> Tuple[np.ndarray, int]:
     """``(ids (z, y, x) int32, count)``: 26-connected components of label 2 numbered 1..count by decreasing
     voxel count (ties: scan order), 0 elsewhere. The report's lesion ``id`` is this number."""
+    ids = np.zeros(np.shape(labels_zyx), dtype=np.int32)
+    box_ids, count, box = _lesion_components_in_box(labels_zyx)
+    if box is not None:
+        ids[box] = box_ids
+    return ids, count
+
+
+def _lesion_components_in_box(labels_zyx: np.ndarray
+                              ) -> Tuple[Optional[np.ndarray], int, Optional[Tuple[slice, ...]]]:
+    """:func:`lesion_components` inside the tumors' bounding box only: ``(ids of the box, count, box)``, or
+    ``(None, 0, None)`` without tumor. The same components, numbered in the same scan order (a constant offset
+    keeps (z, y, x) order), without a pass over a whole 500 x 512 x 512 volume."""
     from scipy import ndimage
 
     from ..metrics.surface import bounding_box
 
     tumor = np.asarray(labels_zyx) == 2
-    ids = np.zeros(tumor.shape, dtype=np.int32)
     box = bounding_box(tumor)
     if box is None:
-        return ids, 0
-    # labelled inside the tumors' bounding box only: the same components, numbered in the same scan order
-    # (a constant offset keeps (z, y, x) order), without a pass over a whole 500 x 512 x 512 volume
+        return None, 0, None
     components, count = ndimage.label(tumor[box], structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[order + 1] = np.arange(1, count + 1, dtype=np.int32)
-    ids[box] = relabel[components]
-    return ids, int(count)
+    return relabel[components], int(count), box
 
 
 def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
@@ -142,12 +150,14 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
-    components, count = lesion_components(labels_zyx)
+    components, _, tumor_box = _lesion_components_in_box(labels_zyx)
     lesions = []  # type: List[Dict[str, Any]]
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None:
+    inner_boxes = [] if components is None else ndimage.find_objects(components)
+    for index, inner in enumerate(inner_boxes, start=1):
+        if inner is None:
             continue
-        mask = components[box] == index
+        mask = components[inner] == index
+        box = tuple(slice(t.start + i.start, t.start + i.stop) for t, i in zip(tumor_box, inner))  # whole volume
         offset = [b.start for b in box]
         kji = np.stack(np.nonzero(mask), axis=1).astype(np.float64) + offset
         centroid_ijk = kji.mean(axis=0)[::-1]

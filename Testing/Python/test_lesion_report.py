@@ -142,6 +142,27 @@ def test_lesion_components_equal_a_whole_volume_labelling(seed):
     assert n == count and np.array_equal(ids, expected)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_report_lesions_match_whole_volume_components(seed):
+    """The report labels the tumors' bounding box only; its lesions (id, voxels, box, mean HU and probability)
+    must be those of a whole-volume labelling, wherever the box lies."""
+    from scipy import ndimage
+    rng = np.random.default_rng(100 + seed)
+    labels = (rng.random((12, 20, 24)) < 0.5).astype(np.uint8)
+    labels[3:9, 5:15, 6:20][rng.random((6, 10, 14)) < 0.08] = 2       # lesions away from the volume's faces
+    hu = rng.integers(-100, 200, labels.shape).astype(np.int16)
+    probability = rng.integers(0, 256, labels.shape).astype(np.uint8)
+    expected, count = _full_volume_components(labels)
+    report = lesion_report(labels, ImageGeometry(spacing=(0.8, 0.9, 2.5)), hu, tumor_probability_zyx=probability)
+    assert report["lesion_count"] == count > 5
+    for lesion, box in zip(report["lesions"], ndimage.find_objects(expected)):
+        mask = expected[box] == lesion["id"]
+        assert lesion["bounding_box_zyx"] == [[b.start, b.stop] for b in box]
+        assert lesion["voxel_count"] == int(mask.sum())
+        assert lesion["mean_hu"] == pytest.approx(float(hu[box][mask].mean()), abs=1e-9)
+        assert lesion["mean_tumor_probability"] == pytest.approx(float(probability[box][mask].mean()) / 255, abs=1e-12)
+
+
 def test_lesion_components_of_a_tumor_free_map():
     from LiverTumorSegLib.inference.lesion_report import lesion_components
     ids, n = lesion_components(np.ones((3, 4, 5), dtype=np.uint8))

@@ -107,6 +107,18 @@ def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -
     warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
 
 
+def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:
+    """Whether any voxel of ``arr`` (first axis = slices) lies in ``[lo, hi]``: a few slices at a time, stopping at
+    the first hit (a CT's first slices nearly always hold air), so usually without a pass over the volume."""
+    if arr.ndim == 0:
+        return bool(lo <= arr <= hi)
+    for start in range(0, arr.shape[0], chunk_slices):
+        part = arr[start:start + chunk_slices]
+        if np.any((part >= lo) & (part <= hi)):
+            return True
+    return False
+
+
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
     arr = volume.array
     name = _source(volume)
@@ -128,7 +140,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     air_lo, air_hi = AIR_HU_RANGE
-    if not np.any((arr >= air_lo) & (arr <= air_hi)):
+    if not _has_values_in(arr, air_lo, air_hi):
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
                         f"tightly cropped, or not in Hounsfield units?")
     if hi < -200:

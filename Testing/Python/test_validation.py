@@ -128,6 +128,18 @@ def test_missing_air_and_soft_tissue_warn():
     assert any("no soft tissue" in w for w in check_ct(with_array(ct, air_only)))
 
 
+@pytest.mark.parametrize("where", [0, 7, 8, 20])
+def test_air_found_in_any_slice_chunk(where):
+    """The air check reads a few slices at a time and stops early; air in only one slice (first, last of a
+    chunk, first of the next, the last slice) is still found, and its absence still warns."""
+    ct = phantom_ct()
+    soft = np.full((21,) + ct.array.shape[1:], 40, dtype=np.int16)
+    soft[:, 0, 0] = -300                                    # fat-to-tissue range: HU, but no air (-1200..-500)
+    assert any("no air voxels" in w for w in check_ct(with_array(ct, soft)))
+    soft[where, 3, 4] = -1000
+    assert not any("no air voxels" in w for w in check_ct(with_array(ct, soft)))
+
+
 def test_estimate_memory_bytes_known_answers():
     voxels = 10 * 20 * 30
     assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4 * 1 + 2)

@@ -24,11 +24,9 @@ later volumes (batch runs) reuse that verdict instead of paying an fp32 batch ea
 ``engine.last_timings`` holds the seconds spent per stage of the last ``predict*`` call and
 ``engine.last_precision`` what precision ran (and the check's numbers).
 """
-import collections
-import concurrent.futures
 import logging
 import time
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -71,13 +69,6 @@ def argmax_channels(probs: np.ndarray) -> np.ndarray:
 
     return argmax_classes(torch.from_numpy(np.ascontiguousarray(probs))).numpy()
 
-
-CPU_NETWORK_WORKERS = 2
-"""Batches the torch CPU network runs at once by default, each on ``threads // 2`` intra-op threads, while the
-calling thread prepares the next batch and restores finished ones. On 2 cores a 2.5D slice network gains less
-than 2x from a second intra-op thread (the bundled one: 1.66x, 83 % efficiency), and the preprocessing and
-restore between batches ran on one core while the other waited; two single-threaded batches at once, beside
-them, keep both cores busy. Labels are the same (each batch is computed alone, whichever thread runs it)."""
 
 RESTORE_SKIP_MARGIN = 1e-4
 """A slice skips the restore when background beats every other class by this much at every pixel (float32
@@ -159,8 +150,7 @@ def _model_on_device(model: "object", device: "object") -> "object":
 
 
 class _Pending:
-    """A batch whose result may still be in flight on the GPU (``event`` not yet reached) or on a CPU network
-    worker (the result is then a ``concurrent.futures.Future``). The result is the
+    """A batch whose result may still be in flight on the GPU (``event`` not yet reached). The result is the
     network-grid probabilities ``(n, K, H, W)``, or, when ``restored`` (the CUDA path restores on the GPU), the
     native-grid ``(labels, probability or None)``, each ``(n, y, x)`` uint8."""
 
@@ -171,19 +161,11 @@ class _Pending:
         self.restored = restored
 
     def get(self) -> object:
-        if isinstance(self.result, concurrent.futures.Future):  # a CPU network worker's batch
-            return _as_numpy(self.result.result())
         if self.event is not None:
             self.event.synchronize()
         if self.restored:
             return tuple(None if part is None else _as_numpy(part) for part in self.result)  # type: ignore[union-attr]
         return _as_numpy(self.result)
-
-    def wait_quietly(self) -> None:
-        """Wait until a worker's batch is no longer running (or cancel it if it has not started); errors are
-        dropped: the caller is already leaving with its own."""
-        if isinstance(self.result, concurrent.futures.Future) and not self.result.cancel():
-            concurrent.futures.wait([self.result])
 
 
 def _as_numpy(result: object) -> np.ndarray:
@@ -275,8 +257,7 @@ class SliceInferenceEngine:
 
     def __init__(self, package: object, device: str = "auto", batch_size: Optional[int] = None, amp: bool = True,
                  tta_flip: bool = False, backend: str = "torch", threads: Optional[int] = None,
-                 batch_predictor: Optional[BatchPredictor] = None, precision: str = "auto",
-                 network_workers: Optional[int] = None) -> None:
+                 batch_predictor: Optional[BatchPredictor] = None, precision: str = "auto") -> None:
         import torch
 
         precision = check_precision(precision)
@@ -313,9 +294,6 @@ class SliceInferenceEngine:
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
         self.core_share = None  # type: Optional[object]  # a CoreShare while a batch run's helpers work beside us
-        self._network_workers = 1
-        self._worker_threads = 1
-        self._pool = None  # type: Optional[concurrent.futures.ThreadPoolExecutor]
         self.model = getattr(self.package, "model", None)
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
@@ -337,7 +315,6 @@ class SliceInferenceEngine:
 
                 self._onnx = OnnxSlicePredictor(self.model, int(self.preprocessing.in_channels),
                                                 threads=self.threads)
-        self._network_workers = self._choose_network_workers(network_workers)
 
     # ------------------------------------------------------------------ public
     @property
@@ -461,34 +438,28 @@ class SliceInferenceEngine:
         if self._verify_cpu_dtype and self.cpu_dtype is not None:
             self._check_cpu_precision(prepared, count)
         done = 0
-        depth = self._network_workers  # batches left in flight while the next one is prepared
-        in_flight = collections.deque()  # type: Deque[_Pending]
-        try:
-            for indices in _batches(count, lambda: self.batch_size):
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                self._share_cores()
-                if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
-                    submitted, self._cached = _Pending(indices, self._cached[1]), None
-                else:
-                    start = time.perf_counter()
-                    x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
-                    self._add_time("preprocess", time.perf_counter() - start)
-                    start = time.perf_counter()
-                    submitted = self._submit(indices, x, prepared)
-                    self._add_time("network", time.perf_counter() - start)
-                in_flight.append(submitted)
-                while len(in_flight) > depth:  # finish the oldest batch while newer ones run (GPU, CPU workers)
-                    done += self._finish(prepared, in_flight.popleft(), labels)
-                    reporter(0.02 + 0.98 * done / count, "segmenting")
-            while in_flight:
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                done += self._finish(prepared, in_flight.popleft(), labels)
-        finally:
-            for pending in in_flight:  # cancelled or failed: no network worker may still use the model after we return
-                pending.wait_quietly()
-            self._restore_main_threads()
+        pending = None  # type: Optional[_Pending]
+        for indices in _batches(count, lambda: self.batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            self._share_cores()
+            if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
+                submitted, self._cached = _Pending(indices, self._cached[1]), None
+            else:
+                start = time.perf_counter()
+                x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
+                self._add_time("preprocess", time.perf_counter() - start)
+                start = time.perf_counter()
+                submitted = self._submit(indices, x, prepared)
+                self._add_time("network", time.perf_counter() - start)
+            if pending is not None:  # finish the previous batch while this one runs on the GPU
+                done += self._finish(prepared, pending, labels)
+                reporter(0.02 + 0.98 * done / count, "segmenting")
+            pending = submitted
+        if pending is not None:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            done += self._finish(prepared, pending, labels)
         self._cached = None
         self.last_precision["used"] = self.precision_used
         reporter(1.0, "segmenting")
@@ -515,50 +486,15 @@ class SliceInferenceEngine:
         return self.device.type == "cpu" and self._onnx is None and self._batch_predictor is None
 
     def _share_cores(self) -> None:
-        """Before each batch on the torch CPU path: the threads the network may use now, out of ``threads`` minus
-        the busy helpers of a :attr:`core_share` (batch runs). With :attr:`network_workers` > 1 each worker gets
-        an equal part (at least one) and the calling thread, which restores batches beside them, as much."""
-        if not self._uses_cpu_threads():
+        """With a :attr:`core_share` on the torch CPU path: set the network's threads for the next batch."""
+        if self.core_share is None or not self._uses_cpu_threads():
             return
         import torch
 
-        available = self.threads if self.core_share is None else self.core_share.network_threads(self.threads)
-        wanted = max(1, available // self._network_workers)
-        self._worker_threads = wanted
+        wanted = self.core_share.network_threads(self.threads)
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-
-    def _choose_network_workers(self, requested: Optional[int]) -> int:
-        """How many batches the torch CPU network runs at once (see :data:`CPU_NETWORK_WORKERS`); 1 elsewhere."""
-        if requested is not None and int(requested) < 1:
-            raise InputError(f"network_workers must be at least 1 (got {requested}).")
-        if not self._uses_cpu_threads():
-            return 1
-        if requested is not None:
-            return min(int(requested), self.threads)
-        return min(CPU_NETWORK_WORKERS, self.threads)
-
-    def _restore_main_threads(self) -> None:
-        """After a volume: the calling thread gets all ``threads`` again (other torch work in the process)."""
-        if self._uses_cpu_threads() and (self._network_workers > 1 or self.core_share is not None):
-            import torch
-
-            if torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
-
-    def _worker_pool(self) -> "concurrent.futures.ThreadPoolExecutor":
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self._network_workers, thread_name_prefix="network")
-        return self._pool
-
-    def _worker_probabilities(self, x: np.ndarray, threads: int) -> np.ndarray:
-        """One batch on a network worker thread with ``threads`` intra-op threads (OpenMP's count is per thread,
-        so each worker sets its own)."""
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        return self._torch_probabilities(x).numpy()
+    """When True, ``predict*`` add to ``last_timings`` instead of starting afresh (several passes, e.g. two-stage)."""
 
     def _reset_timings(self) -> None:
         if not self.accumulate_timings:
@@ -675,8 +611,6 @@ class SliceInferenceEngine:
                 log.warning(self.device_message)
         if self.device.type == "cuda":
             return self._submit_cuda_with_backoff(indices, x, prepared)
-        if self._network_workers > 1:
-            return _Pending(indices, self._worker_pool().submit(self._worker_probabilities, x, self._worker_threads))
         return _Pending(indices, self._torch_probabilities(x).numpy())
 
     def _probabilities_numpy(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,

@@ -40,10 +40,10 @@ def test_network_threads_count_busy_helpers():
     assert share.busy_helpers == 0 and share.network_threads(4) == 4
 
 
-def _recording_engine(tmp_path, seen, network_workers=1):
+def _recording_engine(tmp_path, seen):
     """A tiny U-Net engine with 2 threads whose network records torch's thread count at every batch."""
     engine = SliceInferenceEngine(tiny_unet_package(tmp_path), device="cpu", threads=2, batch_size=4,
-                                  precision="fp32", network_workers=network_workers)
+                                  precision="fp32")
     forward = engine.model.forward
 
     def recording_forward(*args, **kwargs):

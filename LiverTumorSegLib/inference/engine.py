@@ -481,6 +481,7 @@ class SliceInferenceEngine:
 
     # ------------------------------------------------------------------ internals
     accumulate_timings = False
+    """When True, ``predict*`` add to ``last_timings`` instead of starting afresh (several passes, e.g. two-stage)."""
 
     def _uses_cpu_threads(self) -> bool:
         return self.device.type == "cpu" and self._onnx is None and self._batch_predictor is None
@@ -494,7 +495,6 @@ class SliceInferenceEngine:
         wanted = self.core_share.network_threads(self.threads)
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-    """When True, ``predict*`` add to ``last_timings`` instead of starting afresh (several passes, e.g. two-stage)."""
 
     def _reset_timings(self) -> None:
         if not self.accumulate_timings:

@@ -110,8 +110,6 @@ def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -
 def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:
     """Whether any voxel of ``arr`` (first axis = slices) lies in ``[lo, hi]``: a few slices at a time, stopping at
     the first hit (a CT's first slices nearly always hold air), so usually without a pass over the volume."""
-    if arr.ndim == 0:
-        return bool(lo <= arr <= hi)
     for start in range(0, arr.shape[0], chunk_slices):
         part = arr[start:start + chunk_slices]
         if np.any((part >= lo) & (part <= hi)):

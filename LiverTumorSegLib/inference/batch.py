@@ -15,12 +15,13 @@ that helper works (:class:`~.core_share.CoreShare`), so that no core runs two th
 recorded with its one-line error and the others go on.
 """
 import concurrent.futures
+import contextlib
 import csv
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError
 from ..fileutil import full_suffix
@@ -206,51 +207,50 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         segmenter.load()  # beside the first read (does nothing when already loaded)
         if on_loaded:
             on_loaded()
-        engine = getattr(segmenter, "engine", None)
-        sharing = share_cores and hasattr(engine, "use_core_share")
-        if sharing:
-            engine.use_core_share(share)
-        try:
-            _run_cases(todo, segmenter, overwrite, allow_non_hu, share, reader, finisher, next_read, finished,
-                       finish_done)
-        finally:
-            if sharing:
-                engine.use_core_share(None)
+        with _cores_shared(segmenter, share if share_cores else None):
+            finishing = []  # type: List[concurrent.futures.Future]
+            for index, case in enumerate(todo):
+                current, next_read = next_read, None
+                if index + 1 < len(todo):  # read the next CT while the network runs on this one
+                    next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu, share)
+                start = time.perf_counter()
+                try:
+                    volume, warnings, read_seconds = current.result()
+                    for message in warnings:
+                        log.warning("warning: %s: %s", case.case_id, message)
+                    output = segmenter.predict(volume)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
+                    finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
+                    continue
+                status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
+                                    precision=str(output.facts.get("precision", {}).get("used", "")))
+                # post-processing, report and writing overlap the next case's network; at most one case waits to
+                # be finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
+                if finishing:
+                    concurrent.futures.wait([finishing[-1]])
+                future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings,
+                                         read_seconds, overwrite, share)
+                future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
+                finishing.append(future)
+            concurrent.futures.wait(finishing)
     return [statuses[case.case_id] for case in cases]
 
 
-def _run_cases(todo: List[BatchCase], segmenter: Any, overwrite: bool, allow_non_hu: bool, share: CoreShare,
-               reader: "concurrent.futures.Executor", finisher: "concurrent.futures.Executor",
-               next_read: Optional["concurrent.futures.Future"], finished: Callable[[CaseStatus], None],
-               finish_done: Callable[..., None]) -> None:
-    """The loop of :func:`segment_batch`: network on case ``i`` while ``i + 1`` is read and ``i - 1`` finished."""
-    finishing = []  # type: List[concurrent.futures.Future]
-    for index, case in enumerate(todo):
-        current, next_read = next_read, None
-        if index + 1 < len(todo):  # read the next CT while the network runs on this one
-            next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu, share)
-        start = time.perf_counter()
-        try:
-            volume, warnings, read_seconds = current.result()
-            for message in warnings:
-                log.warning("warning: %s: %s", case.case_id, message)
-            output = segmenter.predict(volume)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
-            finished(CaseStatus(case.case_id, "failed", time.perf_counter() - start, _one_line(exc)))
-            continue
-        status = CaseStatus(case.case_id, "done", time.perf_counter() - start,
-                            precision=str(output.facts.get("precision", {}).get("used", "")))
-        # post-processing, report and writing overlap the next case's network; at most one case waits to be
-        # finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
-        if finishing:
-            concurrent.futures.wait([finishing[-1]])
-        future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings, read_seconds,
-                                 overwrite, share)
-        future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
-        finishing.append(future)
-    concurrent.futures.wait(finishing)
+@contextlib.contextmanager
+def _cores_shared(segmenter: Any, share: Optional[CoreShare]) -> Iterator[None]:
+    """The segmenter's engine shares the CPU's cores with the helpers (``share``; None: it does not) for the
+    ``with`` block, and has all its threads again afterwards, also after an error."""
+    engine = getattr(segmenter, "engine", None)
+    if share is None or not hasattr(engine, "use_core_share"):
+        yield
+        return
+    engine.use_core_share(share)
+    try:
+        yield
+    finally:
+        engine.use_core_share(None)
 
 
 def format_status_table(statuses: List[CaseStatus]) -> str:

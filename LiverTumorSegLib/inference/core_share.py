@@ -9,7 +9,7 @@ threads and 3.1-3.3 s with 1 (and each post-processing 0.49-0.60 s against 0.33-
 
 So while ``k`` helpers are busy a network of ``threads`` threads gets ``threads - k`` (at least one), and all of
 them again when the helpers are idle. The engine asks :meth:`CoreShare.network_threads` before each batch
-(``SliceInferenceEngine.thread_share``); helpers wrap their work in ``with share.busy():``. Only the torch CPU
+(``SliceInferenceEngine.use_core_share``); helpers wrap their work in ``with share.busy():``. Only the torch CPU
 path uses it: on a GPU the network does not run on the CPU's cores.
 """
 import contextlib

@@ -50,7 +50,35 @@ def _highdicom():
         raise InputError("DICOM SEG needs the highdicom package (Python >= 3.10): pip install highdicom") from None
     import highdicom
 
+    quiet = logging.getLogger("highdicom")
+    if quiet.level == logging.NOTSET:  # its INFO lines ("copy attributes of module ...") are not for our users
+        quiet.setLevel(logging.WARNING)
     return highdicom
+
+
+PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                       "StudyDate", "StudyTime", "ReferringPhysicianName")
+"""Patient and study attributes a SEG copies from its source (DICOM Type 2: present, possibly empty). De-identified
+series often drop them; highdicom then fails with an AttributeError, so missing ones are added empty."""
+
+REQUIRED_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                              "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
+                              "PixelSpacing", "Rows", "Columns")
+"""What a SEG must reference or copy from every source image (DICOM Type 1); no empty stand-in is valid."""
+
+
+def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> None:
+    """Check that every source dataset has :data:`REQUIRED_SOURCE_ATTRIBUTES` (else InputError naming the first
+    file and attribute) and add any missing :data:`PATIENT_STUDY_TYPE2` attribute as empty, in memory only (the
+    source files are not changed)."""
+    for ds, name in zip(datasets, files):
+        missing = [a for a in REQUIRED_SOURCE_ATTRIBUTES if not str(getattr(ds, a, "") or "").strip()]
+        if missing:
+            raise InputError(f"{name} lacks {', '.join(missing)}, which a DICOM SEG must reference; write the "
+                             f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).")
+        for attribute in PATIENT_STUDY_TYPE2:
+            if attribute not in ds:
+                setattr(ds, attribute, "")
 
 
 def is_dicom_seg(path: Any) -> bool:
@@ -170,6 +198,7 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
     if labels_zyx.size and int(labels_zyx.max()) > 2:
         raise LabelError(f"Label map has value {int(labels_zyx.max())}; a DICOM SEG is written from labels 0, 1, 2.")
     datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    _prepare_source_datasets(datasets, source_files)
     if len(datasets) != labels_zyx.shape[0]:
         raise InputError(f"The DICOM series has {len(datasets)} files but the label map {labels_zyx.shape[0]} slices; "
                          f"give the series the label map was made from.")

@@ -131,6 +131,47 @@ def test_errors_are_one_line_and_clear(series, tmp_path):
     assert not list(tmp_path.glob("*.dcm*tmp*"))
 
 
+def _copy_series_without(folder: Path, target: Path, attributes) -> list:
+    """``folder``'s files copied to ``target`` with ``attributes`` deleted from each; the copies' paths."""
+    target.mkdir()
+    copies = []
+    for f in dicom_series_files(folder):
+        ds = pydicom.dcmread(f)
+        for attribute in attributes:
+            delattr(ds, attribute)
+        copies.append(target / Path(f).name)
+        ds.save_as(str(copies[-1]))
+    return copies
+
+
+def test_deidentified_series_without_patient_and_study_type2_attributes_gets_a_seg(series, tmp_path, caplog):
+    """De-identified series often drop Type 2 patient/study attributes; highdicom reads them as attributes and
+    failed with an AttributeError. The SEG carries them empty; the source files are not changed."""
+    import logging
+
+    folder, ct, labels = series
+    dropped = ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
+               "ReferringPhysicianName", "PatientName")
+    copies = _copy_series_without(folder, tmp_path / "deid", dropped)
+    before = [c.read_bytes() for c in copies]
+    with caplog.at_level(logging.INFO):
+        path = write_dicom_seg(tmp_path / "deid.dcm", labels, ct.geometry, copies)
+    assert [c.read_bytes() for c in copies] == before
+    assert not [r for r in caplog.records if r.name.startswith("highdicom") and r.levelno < logging.WARNING]
+    seg = hd.seg.segread(str(path))
+    assert (seg.PatientBirthDate, seg.AccessionNumber, seg.StudyID) == ("", "", "")
+    assert seg.PatientID == "LTS-TEST"
+    assert np.array_equal(read_dicom_seg(path).array, labels)
+
+
+def test_series_without_frame_of_reference_is_refused_with_what_to_write_instead(series, tmp_path):
+    folder, ct, labels = series
+    copies = _copy_series_without(folder, tmp_path / "nofor", ["FrameOfReferenceUID"])
+    with pytest.raises(InputError, match=r"lacks FrameOfReferenceUID.*seg\.nrrd"):
+        write_dicom_seg(tmp_path / "nofor.dcm", labels, ct.geometry, copies)
+    assert not list(tmp_path.glob("nofor.dcm*"))
+
+
 def test_source_series_of_a_folder_or_one_file_and_refusal_for_nifti(series, tmp_path):
     folder, _, _ = series
     files = dicom_series_files(folder)

@@ -85,6 +85,17 @@ def _axis_assignment(direction: np.ndarray) -> Tuple[Tuple[int, int, int], Tuple
     return best, signs  # type: ignore[return-value]
 
 
+def obliquity_degrees(direction: np.ndarray) -> float:
+    """The largest angle (degrees) between an index axis of ``direction`` (3 x 3, columns = the i, j, k axes in
+    LPS) and the patient axis it is assigned to (:func:`_axis_assignment`): 0 for any axis-aligned grid, flipped
+    or permuted; 30 for a grid rotated 30 degrees about one patient axis."""
+    direction = np.asarray(direction, dtype=float)
+    index_axis_of, _ = _axis_assignment(direction)
+    cosines = [abs(direction[p, index_axis_of[p]]) / max(np.linalg.norm(direction[:, index_axis_of[p]]), 1e-12)
+               for p in range(3)]
+    return float(np.degrees(np.arccos(np.clip(min(cosines), 0.0, 1.0))))
+
+
 def plan_reorientation(geometry: ImageGeometry, shape_zyx: Sequence[int]) -> Reorientation:
     """The :class:`Reorientation` that makes a ``shape_zyx`` grid with ``geometry`` canonical (no voxels needed)."""
     shape_zyx = tuple(int(s) for s in shape_zyx)

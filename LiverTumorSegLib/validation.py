@@ -21,6 +21,10 @@ MAX_SPACING_MM = 20.0
 SMALL_SPACING_WARN_MM = 0.2
 THICK_SLICE_WARN_MM = 6.0
 MIN_INPLANE_WARN_VOXELS = 32
+OBLIQUE_WARN_DEGREES = 20.0
+"""A grid tilted more than this from the patient axes gets a warning. Measured with the bundled model on the real
+3 mm abdomen-pelvis CT resampled onto tilted grids (rotation about x): liver Dice 0.96 at 10 degrees, 0 at 30
+(the liver of the corners' fill kept, the real one dropped); rotated in-plane: 0.98 at 10, 0.91 at 44."""
 AIR_HU_RANGE = (-1200.0, -500.0)  # air / lung; padding such as -3024 lies below this on purpose
 ALLOW_NON_HU_HINT = "provide the original HU CT, or pass --allow-non-hu to proceed"
 GIB = float(1 << 30)
@@ -80,6 +84,13 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
     direction = volume.geometry.direction_matrix
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
+    from .orientation import obliquity_degrees
+
+    tilt = obliquity_degrees(direction)
+    if tilt > OBLIQUE_WARN_DEGREES:
+        warnings.append(f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model "
+                        f"reads the grid's slices as axial slices, so the result may be wrong. Resample it onto an "
+                        f"axial, patient-aligned grid first.")
 
 
 def _not_hu_reason(lo: float, hi: float) -> Optional[str]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from LiverTumorSegLib.io import read_volume, write_volume
-from LiverTumorSegLib.orientation import canonicalize, plan_reorientation
+from LiverTumorSegLib.orientation import canonicalize, obliquity_degrees, plan_reorientation
 from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
@@ -151,6 +151,18 @@ def test_dominant_axis_is_chosen_for_strong_obliquity():
     assert_canonical_direction(canon.geometry.direction_matrix)
     assert_same_physical_voxels(vol, canon)
     assert canon.geometry.spacing == (2.0, 1.0, 3.0)  # old j (mostly L after rotation) becomes i
+
+
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+@pytest.mark.parametrize("angle", [0.0, 10.0, 30.0, 44.0, 130.0])
+def test_obliquity_is_the_rotation_angle_off_the_nearest_axis_aligned_grid(axis, angle):
+    """A grid rotated by ``angle`` about one patient axis is tilted ``angle`` (folded to the nearest axis-aligned
+    grid: 130 degrees is 40 off the grid rotated by 90); flips and permutations do not add any."""
+    expected = min(angle % 90.0, 90.0 - angle % 90.0)
+    d = rotation(axis, angle)
+    assert obliquity_degrees(d) == pytest.approx(expected, abs=1e-6)
+    permuted_and_flipped = d[:, [2, 0, 1]] * np.array([-1.0, 1.0, -1.0])
+    assert obliquity_degrees(permuted_and_flipped) == pytest.approx(expected, abs=1e-6)
 
 
 def test_original_volume_and_shape_checks():

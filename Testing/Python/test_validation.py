@@ -118,6 +118,20 @@ def test_degenerate_direction_is_fatal():
         check_ct(vol)
 
 
+def test_strongly_oblique_grid_warns_and_a_slightly_oblique_one_does_not():
+    from scipy.spatial.transform import Rotation
+
+    ct = phantom_ct()
+    for degrees, warns in ((10.0, False), (19.0, False), (25.0, True), (30.0, True)):
+        d = Rotation.from_euler("x", degrees, degrees=True).as_matrix()
+        vol = CTVolume(array=ct.array, geometry=ImageGeometry(spacing=(2, 2, 4), direction=tuple(d.ravel())),
+                       source="tilted.nii.gz")
+        tilted = [w for w in check_ct(vol) if "tilted" in w]
+        assert bool(tilted) == warns, (degrees, tilted)
+        if warns:
+            assert f"tilted {degrees:.0f} degrees" in tilted[0] and "Resample" in tilted[0]
+
+
 def test_missing_air_and_soft_tissue_warn():
     ct = phantom_ct()
     crop = ct.array[:, 10:30, 8:30].copy()  # inside the body

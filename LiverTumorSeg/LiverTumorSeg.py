@@ -349,8 +349,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p:
                 p.outputSegmentation = outcome.segmentation_node
                 p.lesionTable = outcome.table_node
-            self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report)
-            self.ui.statusLabel.text = f"Done in {outcome.seconds:.0f} s."
+            self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report, outcome.warnings)
+            self.ui.statusLabel.text = panel_text.done_text(outcome.seconds, outcome.warnings)
+            for warning in outcome.warnings:
+                logging.warning(warning)
             self.updateDeviceInfo(outcome.device)
         elif outcome.kind == job.CANCELLED:
             self.ui.statusLabel.text = "Cancelled; the scene was not changed."

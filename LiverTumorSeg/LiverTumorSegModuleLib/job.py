@@ -28,7 +28,7 @@ import numpy as np
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
-from . import childprocess
+from . import childprocess, panel_text
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -54,11 +54,13 @@ def child_arguments(input_path: str, labels_path: str, report_path: str, probabi
 class SegmentationOutcome:
     """How a run ended: ``kind`` (DONE | CANCELLED | FAILED), the nodes written (segmentation, lesion table,
     tumor probability volume or None), the lesion report, the error (failed) with details (the child's
-    stderr tail or a traceback), the wall time in seconds and the device the child used."""
+    stderr tail or a traceback), the wall time in seconds, the device the child used and the report's warnings
+    (the input volume named by its node name, :func:`panel_text.result_warnings`)."""
 
     def __init__(self, kind: str, segmentation_node: Any = None, table_node: Any = None,
                  report: Optional[Dict[str, Any]] = None, error: Optional[BaseException] = None,
-                 details: str = "", seconds: float = 0.0, probability_node: Any = None, device: str = "") -> None:
+                 details: str = "", seconds: float = 0.0, probability_node: Any = None, device: str = "",
+                 warnings: Optional[List[str]] = None) -> None:
         self.kind = kind
         self.segmentation_node = segmentation_node
         self.table_node = table_node
@@ -68,6 +70,7 @@ class SegmentationOutcome:
         self.seconds = seconds
         self.probability_node = probability_node
         self.device = device
+        self.warnings = list(warnings or [])
 
 
 # --- handing the CT to the child ---------------------------------------------------------------------
@@ -326,5 +329,6 @@ class SegmentationJob:
             probability_node = mrml.probability_volume_node(
                 self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,
                 name=f"{self._input.GetName()} tumor probability", colors_logic=self._colors_logic)
+        warnings = panel_text.result_warnings(report, self.input_path or "", self._input.GetName())
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
-                                   probability_node=probability_node, device=self._done.device)
+                                   probability_node=probability_node, device=self._done.device, warnings=warnings)

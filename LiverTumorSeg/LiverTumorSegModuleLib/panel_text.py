@@ -1,6 +1,6 @@
 """Texts the module panel shows: model facts, GPU, preprocessing, and the result summary. Plain strings."""
 import math
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 
 def validation_dice(validation: Dict[str, Any]) -> List[str]:
@@ -112,15 +112,36 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
-def summary_text(report: Dict[str, Any]) -> str:
-    """``Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)`` from a lesion report."""
+def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: str = "") -> List[str]:
+    """The report's ``warnings`` (input checks such as a tilted grid or thick slices, an implausible liver
+    volume) with the file the child read (``input_path``, often a temporary NRRD) named as the volume."""
+    warnings = []
+    for warning in report.get("warnings") or []:
+        text = str(warning)
+        if input_path and volume_name:
+            text = text.replace(f"'{input_path}'", f"Volume '{volume_name}'").replace(input_path, volume_name)
+        warnings.append(text)
+    return warnings
+
+
+def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
+    """``Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)`` from a lesion report, then one
+    ``Warning: ...`` line per warning."""
     liver = _number(report.get("liver_volume_ml"))
     tumor = _number(report.get("tumor_volume_ml"))
     burden = _number(report.get("tumor_burden_percent"))
     count = len(report.get("lesions", []))
     if math.isnan(liver):
         return "No result yet."
-    return f"Liver {liver:.1f} mL, tumor {tumor:.1f} mL (burden {burden:.2f} %), {count} lesion(s)"
+    lines = [f"Liver {liver:.1f} mL, tumor {tumor:.1f} mL (burden {burden:.2f} %), {count} lesion(s)"]
+    return "\n".join(lines + [f"Warning: {w}" for w in warnings])
+
+
+def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
+    """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
+    if not warnings:
+        return f"Done in {seconds:.0f} s."
+    return f"Done in {seconds:.0f} s, with {len(warnings)} warning{'s' if len(warnings) > 1 else ''} (below)."
 
 
 def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:

@@ -158,7 +158,8 @@ FAKE_CHILD = textwrap.dedent('''
     out = args[args.index("-o") + 1]
     sitk.WriteImage(labels, out)
     report = args[args.index("--report") + 1]
-    json.dump({"liver_volume_ml": 1.5, "tumor_volume_ml": 0.5, "tumor_burden_percent": 33.3, "lesions": []},
+    json.dump({"liver_volume_ml": 1.5, "tumor_volume_ml": 0.5, "tumor_burden_percent": 33.3, "lesions": [],
+               "warnings": [f"'{args[0]}' has thick slices (6.5 mm); small lesions may be missed."]},
               open(report, "w"))
     outputs = {"labels": out, "report": report, "probabilities": None, "preview": None}
     if "--probabilities" in args:
@@ -237,6 +238,8 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, expected.shape)
     np.testing.assert_array_equal(labels, expected)
     assert outcome.report["tumor_volume_ml"] == 0.5 and outcome.table_node.GetName() == "CT liver lesions"
+    # the child's input is a temporary NRRD: its warnings name the volume instead
+    assert outcome.warnings == ["Volume 'CT' has thick slices (6.5 mm); small lesions may be missed."]
     import slicer
     probability = slicer.util.arrayFromVolume(outcome.probability_node)
     np.testing.assert_allclose(probability, np.clip(_ct_array(), 0, 255) / 255.0, atol=1e-6)

@@ -175,6 +175,19 @@ def test_describe_gpu_and_preprocessing_and_summary():
                                     "tumor_burden_percent": 0.8224, "lesions": [{}, {}]}) == \
         "Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)"
     assert panel_text.summary_text({}) == "No result yet."
+    report = {"liver_volume_ml": 1520.04, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": [],
+              "warnings": ["'/tmp/LiverTumorSeg-x/ct.nrrd' is stored on a grid tilted 30 degrees from the patient "
+                           "axes", "liver volume 6100 mL is implausible (/tmp/LiverTumorSeg-x/ct.nrrd)"]}
+    warnings = panel_text.result_warnings(report, "/tmp/LiverTumorSeg-x/ct.nrrd", "CT chest")
+    assert warnings == ["Volume 'CT chest' is stored on a grid tilted 30 degrees from the patient axes",
+                        "liver volume 6100 mL is implausible (CT chest)"]
+    assert panel_text.summary_text(report, warnings).splitlines() == [
+        "Liver 1520.0 mL, tumor 0.0 mL (burden 0.00 %), 0 lesion(s)", "Warning: " + warnings[0],
+        "Warning: " + warnings[1]]
+    assert panel_text.result_warnings({"warnings": None}) == []
+    assert panel_text.done_text(12.4) == "Done in 12 s."
+    assert panel_text.done_text(12.4, warnings) == "Done in 12 s, with 2 warnings (below)."
+    assert panel_text.done_text(3.0, warnings[:1]) == "Done in 3 s, with 1 warning (below)."
 
 
 def test_model_choices_mark_default_and_unusable():

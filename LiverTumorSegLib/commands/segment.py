@@ -263,6 +263,19 @@ def _run_json(args: argparse.Namespace) -> int:
         sys.stdout = real_stdout
 
 
+def _make_output_folder(folder: Path) -> None:
+    """Create a batch's output folder (and its parents) and check it is writable, before any work."""
+    from ..fileutil import check_folder_writable, check_path_encoding
+
+    check_path_encoding(folder, "Output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"Output folder '{folder}' cannot be created ({exc.strerror or exc}); choose another "
+                         f"output location or fix its permissions.") from None
+    check_folder_writable(folder)
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
@@ -284,6 +297,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
+    _make_output_folder(out)
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first CT
 
     def on_loaded() -> None:

@@ -82,9 +82,22 @@ def case_id_of(path: Path) -> str:
     return name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
 
 
+def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
+    """A CSV ``case_id`` names the output files ``OUT/<case_id>.nii.gz`` and ``OUT/reports/<case_id>.json``, so it
+    must be a plain file name: one with a folder part ('../x', '/abs/x', 'a/b') could write outside ``OUT``."""
+    if (not case_id or case_id in (".", "..") or case_id.startswith(".") or "/" in case_id or "\\" in case_id
+            or "\0" in case_id or ":" in case_id):
+        raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' must be a plain name (no folder, "
+                         f"'/', '\\', ':' or leading '.'); each case is written as OUT/<case_id>.nii.gz.")
+    return case_id
+
+
 def _cases_from_csv(csv_path: Path) -> List[tuple]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"Case list '{csv_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
     if not rows or "image" not in rows[0]:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
                          f"'case_id'), one CT per row.")
@@ -95,15 +108,45 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
         path = Path(image)
         path = path if path.is_absolute() else csv_path.parent / path
-        out.append(((row.get("case_id") or "").strip() or case_id_of(path), path))
+        case_id = (row.get("case_id") or "").strip()
+        out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
     return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file (symlinks and ``..`` resolved; hard links too when both exist)."""
+    import os
+
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: List["BatchCase"]) -> None:
+    """Refuse, before any work, an output folder that is the input folder (label maps would replace CTs of the
+    same name and be taken for CTs by the next run) and any case output that is some case's input CT."""
+    if input_path.is_dir() and _same_file(input_path, output_folder):
+        raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
+                         f"of the same name and be read as CTs by the next run. Choose another output folder "
+                         f"(e.g. '{output_folder.name or 'out'}_seg').")
+    inputs = [case.input_path for case in cases]
+    for case in cases:
+        for output in (case.output_path, case.report_path):
+            for ct in inputs:
+                if _same_file(output, ct):
+                    raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
+                                     f"'{ct}'; choose another output folder or case_id.")
 
 
 def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> List[BatchCase]:
     """The cases of a folder or CSV (see the module docstring), with their output paths under ``output_folder``.
 
-    Raises InputError for an empty list, duplicate case ids or a bad output suffix; missing inputs are left
-    for the run to report per case.
+    Raises InputError for an empty list, duplicate case ids, a case_id with a folder part, a bad output suffix,
+    an output folder that is the input folder or an output that is an input CT; missing inputs are left for the
+    run to report per case.
     """
     input_path, output_folder = Path(input_path), Path(output_folder)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
@@ -121,8 +164,10 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
                              f"distinct case_id values in a CSV.")
         seen[case_id] = path
     reports = output_folder / REPORTS_FOLDER
-    return [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")
-            for case_id, path in pairs]
+    cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")
+             for case_id, path in pairs]
+    _check_outputs_are_not_inputs(input_path, output_folder, cases)
+    return cases
 
 
 def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:

@@ -69,6 +69,49 @@ def test_find_cases_from_folder_and_csv(tmp_path):
         find_cases(listing, tmp_path / "out")
 
 
+@pytest.mark.parametrize("case_id", ["../victim/important", "/abs/keep", "sub/x", "..", ".hidden", "a\\b",
+                                     "c:evil"])
+def test_csv_case_id_with_a_folder_part_is_refused(tmp_path, case_id):
+    """A case_id names OUT/<case_id>.nii.gz; '../victim/important' once overwrote a file outside OUT."""
+    write_phantoms(tmp_path / "cts", 1)
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"case_id,image\n{case_id},cts/ct_0.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2: case_id .* must be a plain name"):
+        find_cases(listing, tmp_path / "out")
+
+
+def test_outputs_that_are_inputs_are_refused_before_any_work(tmp_path):
+    """`segment cts -o cts --overwrite` once replaced the CT cts/ct_0.nii.gz by its own label map."""
+    paths = write_phantoms(tmp_path / "cts", 2)
+    before = [p.read_bytes() for p in paths]
+    for out in (tmp_path / "cts", tmp_path / "cts" / ".." / "cts"):
+        with pytest.raises(InputError, match="is the input folder"):
+            find_cases(tmp_path / "cts", out)
+    (tmp_path / "link").symlink_to(tmp_path / "cts")
+    with pytest.raises(InputError, match="is the input folder"):
+        find_cases(tmp_path / "cts", tmp_path / "link")
+    listing = tmp_path / "list.csv"  # a CSV whose case_id makes one case's output the other's input
+    listing.write_text("case_id,image\nct_1,cts/ct_0.nii.gz\nother,cts/ct_1.nii.gz\n")
+    with pytest.raises(InputError, match="Case 'ct_1' would write .*ct_1.nii.gz', which is the input CT"):
+        find_cases(listing, tmp_path / "cts")
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "cts"), "--overwrite",
+                     "--no-progress"])
+    assert code == 2 and [p.read_bytes() for p in paths] == before
+
+
+def test_batch_csv_that_is_not_utf8_and_an_unwritable_output_folder_are_user_errors(tmp_path, capsys):
+    write_phantoms(tmp_path / "cts", 1)
+    listing = tmp_path / "list.csv"
+    listing.write_bytes("case_id,image\nPatient\u00e9,cts/ct_0.nii.gz\n".encode("latin-1"))
+    assert cli.main(["segment", str(listing), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(blocker / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be created" in err and "internal error" not in err
+
+
 def test_batch_equals_single_runs_resumes_and_survives_a_bad_case(tmp_path):
     from LiverTumorSegLib.inference.api import segment_file
 

@@ -11,9 +11,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-from ..errors import InputError
-from ..fileutil import check_folder_writable, check_path_encoding
+from ..errors import InputError, OutputExistsError
+from ..fileutil import atomic_output, check_folder_writable, check_path_encoding
 from .config import TrainConfig
+
+
+TABLE_NAMES = ("crossval.csv", "crossval.json")
 
 
 def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
@@ -61,6 +64,10 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     out_dir = check_path_encoding(out_dir, "Output folder")
     existing = next(p for p in [out_dir] + list(out_dir.absolute().parents) if p.exists())
     check_folder_writable(existing)  # before any fold trains
+    tables = [out_dir / name for name in TABLE_NAMES if (out_dir / name).exists()]
+    if tables and not (config.overwrite or config.resume):
+        raise OutputExistsError(f"'{tables[0]}' already exists; pass --overwrite (or --resume to finish that "
+                                f"run) or choose another -o folder.")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -85,6 +92,6 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
     summary = summarize_cases([{k: v for k, v in r.items() if k != "fold"} for r in table if r["fold"] != "mean"])
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
-    (out_dir / "crossval.json").write_text(json.dumps({"folds": clean, "summary": summary}, indent=2),
-                                           encoding="utf-8")
+    with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"folds": clean, "summary": summary}, indent=2), encoding="utf-8")
     return path

@@ -312,6 +312,13 @@ class Trainer:
         if self.last_path.exists() and not cfg.resume and not cfg.overwrite:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
+        if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
+            entries = sorted(p.name for p in self.log_dir.iterdir())
+            if entries:  # a folder of the user's: the run would replace its log.csv and add its own files
+                raise OutputExistsError(f"Training folder '{self.log_dir}' already exists and holds {len(entries)} "
+                                        f"item(s) (e.g. '{entries[0]}'); train writes log.csv, checkpoints and a "
+                                        f"cache there. Choose another -o, move that folder, or pass --overwrite "
+                                        f"to write into it.")
 
     def _build_caches(self, cache_dir: Path) -> None:
         label_map = self.config.label_map or None

@@ -975,6 +975,31 @@ def test_resume_of_a_finished_run_does_not_rewrite_the_package(tmp_path, capsys,
     record15("`train --resume` of a run that already finished", line, tmp_path)
 
 
+def test_train_into_a_users_existing_folder_is_refused(tmp_path, capsys, train_csv):
+    """`-o proj.safetensors` logs into proj_train/; a folder of the user's by that name lost its log.csv."""
+    folder = tmp_path / "model_train"
+    folder.mkdir()
+    (folder / "log.csv").write_text("my own notes\n")
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors", epochs=1), capsys)
+    line = assert_clean_error(code, err, ["model_train' already exists", "--overwrite"])
+    assert (folder / "log.csv").read_text() == "my own notes\n" and sorted(p.name for p in folder.iterdir()) == [
+        "log.csv"] and not (tmp_path / "model.safetensors").exists()
+    record15("`train -o model.safetensors` beside a folder `model_train/` of the user's", line, tmp_path)
+
+
+def test_crossval_into_a_folder_with_results_is_refused(tmp_path, capsys, train_csv):
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "crossval.csv").write_text("fold,liver_dice\n0,0.9\n")
+    argv = _train_argv(train_csv, out, epochs=1, command="crossval") + ["--folds", "2"]
+    argv.remove("--val-fraction"), argv.remove("0.5")
+    code, text, err = run_cli(argv, capsys)
+    line = assert_clean_error(code, err, ["crossval.csv' already exists", "--overwrite"])
+    assert (out / "crossval.csv").read_text() == "fold,liver_dice\n0,0.9\n"
+    assert sorted(p.name for p in out.iterdir()) == ["crossval.csv"]
+    record15("`crossval -o cv` where `cv/crossval.csv` exists", line, tmp_path)
+
+
 @pytest.mark.parametrize("command", ["train", "crossval"])
 def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
     """A case that cannot be read (found while building the slice cache, after the run's folders were made)."""

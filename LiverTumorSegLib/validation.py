@@ -26,6 +26,13 @@ OBLIQUE_WARN_DEGREES = 20.0
 3 mm abdomen-pelvis CT resampled onto tilted grids (rotation about x): liver Dice 0.96 at 10 degrees, 0 at 30
 (the liver of the corners' fill kept, the real one dropped); rotated in-plane: 0.98 at 10, 0.91 at 44."""
 AIR_HU_RANGE = (-1200.0, -500.0)  # air / lung; padding such as -3024 lies below this on purpose
+MIN_PLAUSIBLE_VALUE = -40000.0  # below int16's -32768, a padding value some converters use
+MAX_PLAUSIBLE_VALUE = 70000.0
+PADDING_BELOW_HU = -1500.0  # scanner padding (-3024, -2048, -2000, and those + 1024) lies below this
+SHIFTED_TISSUE_HU = 700.0
+SHIFTED_TISSUE_FRACTION = 0.2
+"""A CT without air whose voxels above the padding are at least 20 % over 700 is taken as shifted by +1024: in HU
+that much of a volume is bone or metal only in a crop of bone; in a shifted CT every soft tissue lies there."""
 ALLOW_NON_HU_HINT = "provide the original HU CT, or pass --allow-non-hu to proceed"
 GIB = float(1 << 30)
 
@@ -104,7 +111,26 @@ def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
     if lo >= 0:
         return (f"all values >= 0: {lo:g}..{hi:g}, no air near -1000 HU; MR, or CT stored without its rescale "
                 f"intercept")
+    if lo < MIN_PLAUSIBLE_VALUE or hi > MAX_PLAUSIBLE_VALUE:
+        return (f"values reach {lo:g}..{hi:g}, far outside any Hounsfield range (air -1000, metal up to about "
+                f"30000, padding down to -32768)")
     return None
+
+
+def _shifted_by_intercept_reason(arr: np.ndarray) -> Optional[str]:
+    """Why a CT without air voxels looks stored without its rescale intercept (air near 0 instead of -1000,
+    soft tissue near +1050 instead of +50; scanner padding such as -3024 + 1024 keeps the minimum negative, so
+    the value range alone does not show it), or None. Read on every 4th voxel along each axis."""
+    sample = np.asarray(arr[::4, ::4, ::4], dtype=np.float32)
+    sample = sample[sample > PADDING_BELOW_HU]
+    if sample.size == 0:
+        return None
+    above = float(np.count_nonzero(sample > SHIFTED_TISSUE_HU)) / sample.size
+    if above < SHIFTED_TISSUE_FRACTION:
+        return None
+    return (f"no air near -1000 HU, and {100 * above:.0f} % of the voxels above the padding are over "
+            f"{SHIFTED_TISSUE_HU:g}, where only bone and metal lie: the values look shifted by about +1024, i.e. "
+            f"stored without the rescale intercept")
 
 
 def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
@@ -149,7 +175,16 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     air_lo, air_hi = AIR_HU_RANGE
-    if not _has_values_in(arr, air_lo, air_hi):
+    has_air = _has_values_in(arr, air_lo, air_hi)
+    shifted = None if has_air else _shifted_by_intercept_reason(arr)
+    if shifted is not None:
+        what = f"'{name}' does not look like CT in Hounsfield units ({shifted})"
+        if not allow_non_hu:
+            raise InputError(f"{what}: re-export it with its rescale intercept (-1024), or pass --allow-non-hu "
+                             f"to proceed.")
+        warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
+        return
+    if not has_air:
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
                         f"tightly cropped, or not in Hounsfield units?")
     if hi < -200:

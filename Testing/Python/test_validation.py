@@ -35,7 +35,7 @@ def test_phantom_and_real_ct_pass_without_warnings():
     assert check_ct(read_volume(DATA / "example_ct_sm.nii.gz")) == []
 
 
-@pytest.mark.parametrize("pad", [-3024, -2048, -2000])
+@pytest.mark.parametrize("pad", [-3024, -2048, -2000, -32768])
 def test_scanner_padding_outside_the_field_of_view_is_accepted(pad):
     ct = phantom_ct()
     arr = ct.array.copy()
@@ -73,6 +73,35 @@ def test_non_hu_intensities_are_fatal_unless_allowed(scale, words):
     assert words in msg and "pre-normalised/not CT" in msg and "--allow-non-hu" in msg
     warnings = check_ct(vol, allow_non_hu=True)
     assert len(warnings) == 1 and words in warnings[0]
+
+
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+def test_real_ct_stored_without_its_rescale_intercept_is_refused_unless_allowed(name):
+    """The real CTs + 1024: GE's -3024 padding becomes -2000 and TotalSegmentator's -1100 becomes -76, so the
+    minimum stays negative and the range test alone let them through (the 3-slice CT got 4 false lesions)."""
+    real = read_volume(DATA / name)
+    shifted = with_array(real, real.array.astype(np.int32) + 1024)
+    with pytest.raises(InputError, match=r"over 700.*shifted by about \+1024.*rescale intercept.*--allow-non-hu"):
+        check_ct(shifted)
+    warnings = check_ct(shifted, allow_non_hu=True)
+    assert len(warnings) == 1 and "going on because non-HU input was allowed" in warnings[0]
+
+
+def test_a_tight_crop_without_air_only_warns():
+    real = read_volume(DATA / "ct3slice_ct.nii.gz")
+    z, y, x = real.array.shape
+    crop = CTVolume(array=real.array[:, y // 2 - 12:y // 2 + 12, x // 2 - 12:x // 2 + 12].copy(),
+                    geometry=real.geometry, source="crop.nii.gz")
+    warnings = check_ct(crop)
+    assert any("no air voxels" in w for w in warnings) and not any("shifted" in w for w in warnings)
+
+
+@pytest.mark.parametrize("value", [1e33, -1e33, 80000.0])
+def test_values_far_outside_any_hounsfield_range_are_refused(value):
+    arr = phantom_ct().array.astype(np.float32)
+    arr[1, 2, 3] = value
+    with pytest.raises(InputError, match="far outside any Hounsfield range"):
+        check_ct(with_array(phantom_ct(), arr))
 
 
 @pytest.mark.parametrize("spacing", [(0.0, 1.0, 1.0), (1.0, -1.0, 1.0), (1.0, 1.0, float("nan")),

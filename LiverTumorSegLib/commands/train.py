@@ -48,6 +48,8 @@ HELP = {
     "log_dir": "folder for checkpoints, logs and cache (default: <output>_train/)",
     "resume": "continue from <log_dir>/checkpoints/last.pt",
     "overwrite": "replace an existing output / start over in a log dir holding a checkpoint",
+    "allow_non_hu": "train on volumes that do not look like CT in Hounsfield units (MR, normalised data); NaN, "
+                    "constant and broken volumes are refused all the same",
     "max_time_minutes": "stop gracefully after this many minutes and still write the package (0 = no limit)",
 }
 

@@ -30,6 +30,7 @@ class TrainConfig:
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
     ``amp``: "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off".
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.
+    ``allow_non_hu``: train on volumes that do not look like CT in HU (each case gets ``segment``'s checks).
     ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
     """
 
@@ -79,6 +80,7 @@ class TrainConfig:
     cache_dir: str = ""
     resume: bool = False
     overwrite: bool = False
+    allow_non_hu: bool = False
     max_time_minutes: float = 0.0
     checkpoint_every_steps: int = 0
     progress_bar: bool = True

@@ -16,6 +16,7 @@ after checking the label's shape, geometry and values against the image.
 """
 import csv
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..volume import CTVolume
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 NIFTI_RE = r"\.nii(\.gz)?$"
@@ -254,12 +257,19 @@ def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
     return labels
 
 
-def load_case(case: Case, label_map: Optional[Dict] = None) -> Tuple[CTVolume, np.ndarray]:
-    """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8)."""
+def load_case(case: Case, label_map: Optional[Dict] = None,
+              allow_non_hu: bool = False) -> Tuple[CTVolume, np.ndarray]:
+    """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8).
+
+    The CT gets the checks ``segment`` makes (:func:`validation.check_ct`: NaN/Inf, constant, not HU, ...), so a
+    model is never trained on a volume it would refuse to segment; ``allow_non_hu`` as there."""
     from ..io import read_volume
     from ..orientation import canonicalize
+    from ..validation import check_ct
 
     image = read_volume(case.image_path)
+    for warning in check_ct(image, allow_non_hu=allow_non_hu):
+        log.warning("warning: %s", warning)
     labels = read_case_labels(case, image, label_map)
     canonical, reorientation = canonicalize(image)
     return canonical, reorientation.to_canonical(labels)

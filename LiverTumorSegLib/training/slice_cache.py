@@ -96,7 +96,7 @@ def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
 
 def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map: Optional[Dict] = None,
                       spatial_settings: Optional[Dict[str, Any]] = None,
-                      log: Optional[Callable[[str], None]] = None) -> List[CachedCase]:
+                      log: Optional[Callable[[str], None]] = None, allow_non_hu: bool = False) -> List[CachedCase]:
     """Cache every case (reusing valid entries) and return their :class:`CachedCase` records.
 
     ``preprocessor``: a ``SlicePreprocessor`` (``spatial_forward`` / ``labels_forward``).
@@ -109,12 +109,12 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for case in cases:
-        out.append(_cache_one(case, preprocessor, folder, label_map, log))
+        out.append(_cache_one(case, preprocessor, folder, label_map, log, allow_non_hu))
     return out
 
 
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
-               log: Optional[Callable[[str], None]]) -> CachedCase:
+               log: Optional[Callable[[str], None]], allow_non_hu: bool = False) -> CachedCase:
     name = _safe_name(case.case_id)
     meta_path = folder / f"{name}.json"
     hu_path, lab_path = folder / f"{name}.hu.npy", folder / f"{name}.labels.npy"
@@ -125,7 +125,7 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
             return _record(case, meta, hu_path, lab_path)
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
-    volume, labels = load_case(case, label_map)
+    volume, labels = load_case(case, label_map, allow_non_hu)
     hu_net, info = preprocessor.spatial_forward(volume.array, volume.spacing_zyx)
     lab_net = preprocessor.labels_forward(labels, info)
     hu_net = np.ascontiguousarray(hu_net, dtype=np.float32)

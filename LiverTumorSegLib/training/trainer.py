@@ -323,8 +323,11 @@ class Trainer:
     def _build_caches(self, cache_dir: Path) -> None:
         label_map = self.config.label_map or None
         log = self.log if self.dist.is_main else None
-        self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log)
-        self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log)
+        allow = bool(self.config.allow_non_hu)
+        self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log,
+                                              allow_non_hu=allow)
+        self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log,
+                                            allow_non_hu=allow)
 
     def _build_model(self) -> None:
         from ..models import build_model
@@ -657,7 +660,7 @@ class Trainer:
             segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device))).load()
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
-                volume, labels = load_case(case, self.config.label_map or None)
+                volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
                 pred = segmenter.segment_volume(volume).labels
                 rows.append(whole_volume_row(case.case_id, pred, labels))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics

@@ -987,6 +987,30 @@ def test_train_into_a_users_existing_folder_is_refused(tmp_path, capsys, train_c
     record15("`train -o model.safetensors` beside a folder `model_train/` of the user's", line, tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["nan", "mr_like"])
+def test_train_refuses_a_training_ct_that_segment_would_refuse(tmp_path, capsys, train_csv, kind):
+    """A CT two thirds NaN, or MR-like, trained silently and wrote a package; segment refuses both."""
+    import nibabel as nib
+
+    path = train_csv.parent / "ct1.nii.gz"
+    image = nib.load(str(path))
+    arr = np.asarray(image.dataobj).astype(np.float32)
+    if kind == "nan":
+        arr[: 2 * arr.shape[0] // 3] = np.nan
+    else:
+        arr = arr - arr.min()  # 0 .. ~2000: no air near -1000
+    nib.save(nib.Nifti1Image(arr, image.affine), str(path))
+    out = tmp_path / "model.safetensors"
+    code, text, err = run_cli(_train_argv(train_csv, out, epochs=1), capsys)
+    words = ["NaN/Inf voxels"] if kind == "nan" else ["Hounsfield", "--allow-non-hu"]
+    line = assert_clean_error(code, err, ["ct1.nii.gz"] + words)
+    assert not out.exists() and not (tmp_path / "model_train").exists()
+    record15(f"`train` on a CT that is {'two thirds NaN' if kind == 'nan' else 'MR-like (0..2000)'}", line, tmp_path)
+    if kind == "mr_like":
+        code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--allow-non-hu"], capsys)
+        assert code == 0 and out.exists(), err
+
+
 def test_crossval_into_a_folder_with_results_is_refused(tmp_path, capsys, train_csv):
     out = tmp_path / "cv"
     out.mkdir()

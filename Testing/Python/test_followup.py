@@ -160,6 +160,24 @@ def test_followup_command_writes_report_and_picture(tmp_path, capsys):
     assert "must end in .json" in capsys.readouterr().err
 
 
+def test_followup_and_measure_refuse_a_nan_ct(tmp_path, capsys):
+    """A NaN CT reached ITK's registration (an SVD dump of NaN on stderr, exit 0); now one line, exit 2."""
+    base, follow = shifted_pair()
+    seg = write_label_map(tmp_path / "base_seg.nii.gz", base.labels, base.ct.geometry)
+    seg2 = write_label_map(tmp_path / "follow_seg.nii.gz", follow.labels, follow.ct.geometry)
+    good = write_volume(tmp_path / "base_ct.nii.gz", base.ct)
+    arr = follow.ct.array.astype(np.float32)
+    arr[3:9] = np.nan
+    bad = write_volume(tmp_path / "nan_ct.nii.gz", CTVolume(array=arr, geometry=follow.ct.geometry))
+    capsys.readouterr()
+    assert main(["followup", "--baseline", str(seg), "--followup", str(seg2), "--baseline-ct", str(good),
+                 "--followup-ct", str(bad), "-o", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN/Inf voxels" in err and "vnl" not in err and not (tmp_path / "c.json").exists()
+    assert main(["measure", str(seg2), "--ct", str(bad), "-o", str(tmp_path / "m.json")]) == 2
+    assert "NaN/Inf voxels" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
 def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
     g = ImageGeometry(spacing=(0.8, 1.1, 2.5), origin=(10.0, -20.0, 30.0))
     k, j, i = np.indices((16, 48, 64)).astype(float)

@@ -18,6 +18,7 @@ generously or use fixed ``bins``.
 """
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -45,8 +46,12 @@ def _default_channels() -> List[Dict[str, Any]]:
 
 
 def _number(value: Any, what: str) -> float:
+    """``value`` as a float; a bool, a non-number, NaN or +-Inf is refused (a NaN window level once gave an
+    all-background result, a NaN crop margin an internal error)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PreprocessingConfigError(f"{what} must be a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise PreprocessingConfigError(f"{what} must be a finite number, got {value!r}.")
     return float(value)
 
 

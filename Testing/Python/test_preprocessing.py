@@ -208,6 +208,22 @@ def test_config_invalid_raises_clear_error(bad):
     assert isinstance(exc.value, LiverTumorSegError) and len(str(exc.value)) > 20
 
 
+@pytest.mark.parametrize("bad", [
+    {"channels": [{"kind": "window", "level": float("nan"), "width": 400}]},
+    {"channels": [{"kind": "window", "level": float("inf"), "width": 400}]},
+    {"pad_hu": float("nan")},
+    {"crop_margin_mm": float("nan")},
+    {"body_threshold_hu": float("-inf")},
+    {"gaussian_sigma_mm": float("nan")},
+    {"target_spacing_mm": float("nan")},
+])
+def test_config_non_finite_numbers_are_refused(bad):
+    """NaN in a package's preprocessing gave an all-background result (window level, pad_hu) or an internal
+    error (crop_margin_mm); every number must be finite."""
+    with pytest.raises(PreprocessingConfigError, match="must be a finite number"):
+        PreprocessingConfig.from_dict(bad)
+
+
 def test_config_bad_json_and_missing_file(tmp_path):
     with pytest.raises(PreprocessingConfigError):
         PreprocessingConfig.from_json("{not json")

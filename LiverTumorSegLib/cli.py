@@ -89,6 +89,24 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def file_system_error_text(exc: BaseException) -> Optional[str]:
+    """The user's words for an OSError the user can fix (no permission, read-only disk, disk full, a file where a
+    folder belongs, a name too long), wherever it was raised; None for anything else (a bug to report)."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    where = f"'{exc.filename}'" if exc.filename else "a file"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"Cannot write or read {where} ({exc.strerror}); choose another location or fix its "
+                f"permissions.")
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"No space left for {where} ({exc.strerror}); free disk space or choose another output location."
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST):
+        return f"{where}: {exc.strerror}; check the path."
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; SIGTERM is handled like Ctrl-C while it runs (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
@@ -137,6 +155,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         if args.debug:
             raise
+        text = file_system_error_text(exc)
+        if text is not None:
+            print(f"error: {text}", file=sys.stderr)
+            return 2
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; "
               f"please report it)", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ Unknown keys in a config file are an error (a typo would otherwise be silently i
 """
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -146,13 +147,20 @@ class TrainConfig:
             raise InputError(f"folds must be 0 (hold-out split) or at least 2 (got {self.folds}).")
         if not self.folds and not 0.0 <= float(self.val_fraction) < 1.0:
             raise InputError(f"val_fraction must be in [0, 1) (got {self.val_fraction}).")
+        for name in ("label_map", "model_options", "augmentation", "lesions"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise InputError(f"Option {name} must be a JSON object like {{\"key\": value}}, got "
+                                 f"{type(value).__name__} {value!r}.")
         for key, value in (self.label_map or {}).items():
             try:
                 int(key)
             except (TypeError, ValueError):
                 raise InputError(f"label_map key {key!r} is not an integer label value.") from None
-            if int(value) not in (0, 1, 2):
-                raise InputError(f"label_map maps {key} to {value}; targets must be 0, 1 or 2.")
+            if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
+                raise InputError(f"label_map maps {key} to {value!r}; targets must be 0, 1 or 2.")
+        for name in ("class_weights", "deep_supervision_weights"):
+            _check_weights(name, getattr(self, name))
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -170,6 +178,18 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls.from_dict(json.loads(text), source="checkpoint")
+
+
+def _check_weights(name: str, weights: Any) -> None:
+    """None, or a non-empty list of finite numbers >= 0 with at least one > 0; else InputError."""
+    if weights is None:
+        return
+    if not isinstance(weights, (list, tuple)) or not weights or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 for w in weights):
+        raise InputError(f"Option {name} must be a list of finite numbers >= 0, one per class (e.g. [1, 1, 3]); "
+                         f"got {weights!r}.")
+    if not any(w > 0 for w in weights):
+        raise InputError(f"Option {name} must have at least one weight above 0; got {list(weights)!r}.")
 
 
 def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:

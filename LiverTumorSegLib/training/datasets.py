@@ -180,13 +180,16 @@ def _discover_csv(root: Path) -> List[Case]:
         if len(csvs) != 1:
             raise InputError(f"Expected exactly one CSV in '{root}', found {len(csvs)}; pass the CSV file as --data.")
         root = csvs[0]
-    with open(root, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if "image" not in columns or "label" not in columns:
-            raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional 'patient', "
-                             f"'case'); found {reader.fieldnames}.")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with open(root, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "image" not in columns or "label" not in columns:
+                raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional "
+                                 f"'patient', 'case'); found {reader.fieldnames}.")
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"CSV '{root}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
     cases = []
     for number, row in enumerate(rows, start=2):
         if not row.get("image") or not row.get("label"):

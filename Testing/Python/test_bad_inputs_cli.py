@@ -394,6 +394,29 @@ def test_evaluate_bad_prediction(tmp_path, capsys, name):
     record(name, "evaluate", line, tmp_path)
 
 
+def test_evaluate_into_a_folder_that_cannot_be_made_is_a_user_error(tmp_path, capsys):
+    """`evaluate -o /sys/ev` was an internal error (PermissionError from mkdir); a file where a folder belongs
+    gives the same kind of OSError on any machine, also for root."""
+    ref = _reference_label(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run_cli(["evaluate", "--pred", ref, "--ref", ref, "-o", blocker / "eval"], capsys)
+    line = assert_clean_error(code, err, ["file/eval", "check the path"])
+    record15("`evaluate -o FILE/eval` (a file where a folder belongs)", line, tmp_path)
+
+
+def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not():
+    import errno
+
+    from LiverTumorSegLib.cli import file_system_error_text
+
+    denied = file_system_error_text(PermissionError(errno.EACCES, "Permission denied", "/sys/ev"))
+    assert denied == "Cannot write or read '/sys/ev' (Permission denied); choose another location or fix its permissions."
+    assert "free disk space" in file_system_error_text(OSError(errno.ENOSPC, "No space left on device", "/o/x.nii"))
+    assert file_system_error_text(OSError(errno.EIO, "Input/output error", "/o/x")) is None
+    assert file_system_error_text(ValueError("a bug")) is None
+
+
 def test_evaluate_folders_without_matching_cases(tmp_path, capsys):
     (tmp_path / "pred").mkdir()
     (tmp_path / "pred" / "notes.txt").write_text("no label maps")

@@ -44,6 +44,31 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         TrainConfig.from_file(tmp_path / "x.yaml")
 
 
+@pytest.mark.parametrize("values,words", [
+    ({"label_map": [1, 2]}, "label_map must be a JSON object"),
+    ({"label_map": {"1": "x"}}, "targets must be 0, 1 or 2"),
+    ({"model_options": [1]}, "model_options must be a JSON object"),
+    ({"augmentation": "on"}, "augmentation must be a JSON object"),
+    ({"class_weights": [1, float("nan"), 1]}, "finite numbers >= 0"),
+    ({"class_weights": [1, -1, 1]}, "finite numbers >= 0"),
+    ({"class_weights": [0, 0, 0]}, "at least one weight above 0"),
+    ({"deep_supervision_weights": "1,0.5"}, "finite numbers >= 0"),
+])
+def test_config_refuses_options_of_the_wrong_type_in_one_line(values, words):
+    """These were internal errors (AttributeError, ValueError) or, for NaN class weights, a failure after
+    training began that blamed the learning rate."""
+    with pytest.raises(InputError, match=words):
+        TrainConfig.from_dict(values)
+
+
+def test_training_csv_that_is_not_utf8_is_a_user_error(tmp_path):
+    from LiverTumorSegLib.training.datasets import discover_cases
+
+    (tmp_path / "cases.csv").write_bytes("image,label\nPatient\u00e9.nii.gz,lab.nii.gz\n".encode("latin-1"))
+    with pytest.raises(InputError, match="is not UTF-8 text"):
+        discover_cases(tmp_path / "cases.csv")
+
+
 # ----------------------------------------------------------------------------------------------- losses
 def _onehot_logits(target, scale=50.0):
     return F.one_hot(target, 3).permute(0, 3, 1, 2).float() * scale

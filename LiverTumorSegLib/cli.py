@@ -128,6 +128,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({"error": "invalid command-line arguments (usage on stderr)"}), flush=True)
         raise
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    if not args.debug:  # nibabel's notes on header fixes ("pixdim[1,2,3] should be positive"), printed twice
+        logging.getLogger("nibabel").setLevel(logging.CRITICAL)  # an unreadable header raises: our error says it
     if args.command is None:
         parser.print_help()
         return 2

@@ -14,9 +14,10 @@ Conventions
 * A volume under a *linear* parent transform is read in world coordinates (the transform is applied to
   its geometry, voxels untouched). A non-linear (warping) transform is refused: harden or remove it first.
 """
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -88,6 +89,20 @@ _SEGMENTATIONS_LOGIC = []  # the one vtkSlicerSegmentationsModuleLogic of this p
 
 # --- scene set-up for headless use ------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _vtk_stderr_silenced() -> Iterator[None]:
+    """VTK's logger prints nothing on stderr inside the block; its verbosity is restored afterwards."""
+    import vtk
+
+    logger = vtk.vtkLogger
+    before = logger.GetCurrentVerbosityCutoff()
+    logger.SetStderrVerbosity(logger.VERBOSITY_OFF)
+    try:
+        yield
+    finally:
+        logger.SetStderrVerbosity(before)
+
+
 def make_headless_scene():
     """A new ``vtkMRMLScene`` set up as a running Slicer sets up its scene, for use without Slicer's GUI.
 
@@ -104,7 +119,8 @@ def make_headless_scene():
     app_logic.SetMRMLScene(scene)
     colors = slicer.vtkSlicerColorLogic()
     colors.SetMRMLApplicationLogic(app_logic)
-    colors.SetMRMLScene(scene)
+    with _vtk_stderr_silenced():  # no Slicer home here: its "FindDefaultColorFiles failed" ERR line is noise
+        colors.SetMRMLScene(scene)  # (the built-in color tables are added all the same)
     app_logic.SetModuleLogic("Colors", colors)
     volumes = slicer.vtkSlicerVolumesLogic()
     volumes.SetMRMLApplicationLogic(app_logic)

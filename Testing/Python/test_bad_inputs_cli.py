@@ -10,6 +10,7 @@ its rows.
 Also: a DICOM series folder is segmented end to end with the bundled default model and the labels come
 back in the DICOM's geometry.
 """
+import gzip
 import os
 import subprocess
 import sys
@@ -847,6 +848,29 @@ def _run_process(argv: List[str], cwd: Path, timeout: int = 300) -> subprocess.C
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
                           capture_output=True, timeout=timeout, cwd=str(cwd), env=env)
+
+
+def test_a_broken_header_gives_one_line_and_no_library_chatter(tmp_path):
+    """nibabel logged its own note of a bad datatype code twice (its handler and the root's) beside our error;
+    only a real process shows it (nibabel's handler holds the real stderr)."""
+    ct = _tiny_ct(tmp_path)
+    raw = bytearray(gzip.decompress(ct.read_bytes()))
+    raw[70:72] = (1234).to_bytes(2, "little")  # datatype code
+    (tmp_path / "bad_dtype.nii").write_bytes(bytes(raw))
+    proc = _run_process(["segment", "bad_dtype.nii", "-o", "out.nii.gz", "--no-progress"], tmp_path)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "1234" in lines[0], lines
+
+
+def test_headless_scene_prints_nothing_on_stderr(tmp_path):
+    """slicer-core's color logic printed a red 'FindDefaultColorFiles failed: HomeDirectory is not set' ERR line
+    on every .seg.nrrd output."""
+    pytest.importorskip("slicer")
+    code = ("from LiverTumorSegLib import mrml; s = mrml.make_headless_scene(); "
+            "print(s.GetNumberOfNodesByClass('vtkMRMLColorTableNode') > 0)")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True" and proc.stderr.strip() == "", proc.stderr
 
 
 def _non_utf8(name: bytes) -> str:

@@ -77,6 +77,10 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
     or its name holds bytes that are not UTF-8."""
     path = check_path_encoding(path, "Output")
+    if path.is_symlink() and not path.exists() and not overwrite:  # a dangling link is the user's too
+        raise OutputExistsError(f"Output '{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "
+                                f"{option_hint('--overwrite', 'overwrite=True')} to replace the link or choose "
+                                f"another output path.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"Output '{path}' already exists; pass {option_hint('--overwrite', 'overwrite=True')} "
                                 f"to replace it or choose another output path.")

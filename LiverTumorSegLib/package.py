@@ -796,7 +796,10 @@ def resolve_model(name_or_path: PathLike) -> Path:
         if entry["name"] == text or Path(entry["path"]).stem == text:
             return Path(entry["path"])
     names = sorted({e["name"] for e in usable})
-    hint = (f" (a file '{text}' exists here: to use it as a package, write './{text}')"
-            if Path(text).exists() else "")
+    hint = ""
+    if Path(text).is_dir():
+        hint = f" (a folder '{text}' exists here; a model is one .safetensors file: give its path)"
+    elif Path(text).exists():
+        hint = f" (a file '{text}' exists here: to use it as a package, write './{text}')"
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")

@@ -751,6 +751,11 @@ def test_model_name_with_a_same_named_file_is_looked_up_by_name(tmp_path, capsys
                               capsys)
     line = assert_clean_error(code, err, ["No installed model named 'mine'", "./mine"])
     record15("`--model mine` while a file `mine` lies in the working folder", line, tmp_path)
+    (tmp_path / "mine").unlink()
+    (tmp_path / "mine").mkdir()
+    code, text, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--model", "mine", "--no-progress"],
+                              capsys)
+    assert_clean_error(code, err, ["a folder 'mine' exists here", "one .safetensors file"])
 
 
 @pytest.mark.parametrize("broken", ["deep_json", "validation_list", "garbage"])

@@ -51,6 +51,19 @@ def test_existing_output_refused_without_overwrite(tmp_path):
     assert target.read_bytes() == b"keep"
 
 
+def test_dangling_symlink_output_is_refused_without_overwrite(tmp_path):
+    """-o onto a link whose target is missing replaced the link silently (exists() is False for it)."""
+    link = tmp_path / "seg.nii.gz"
+    link.symlink_to(tmp_path / "elsewhere" / "seg.nii.gz")
+    with pytest.raises(OutputExistsError, match="is a symbolic link .*elsewhere"):
+        with atomic_output(link):
+            pass
+    assert link.is_symlink()
+    with atomic_output(link, overwrite=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+
+
 def test_missing_output_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         with atomic_output(tmp_path / "nope" / "x.nii"):

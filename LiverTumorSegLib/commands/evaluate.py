@@ -212,8 +212,15 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
     check_same_grid(pred, ref, case)
     prob = None
     if prob_path is not None:
+        from ..errors import LabelError
+        from ..io.labels import describe_grid_mismatch
+
         prob_volume = read_volume(prob_path)
-        check_same_grid(prob_volume, ref, case)
+        problems = describe_grid_mismatch(prob_volume, ref, 1e-3)
+        if problems:
+            raise LabelError(f"case '{case}': probability map '{prob_path}' is not on the reference's grid: "
+                             f"{'; '.join(problems)}. Give the map written with this prediction "
+                             f"(segment --probabilities).")
         prob = probability_scores(prob_volume.array, prob_path)
     return pred, ref, prob
 

@@ -14,8 +14,10 @@ LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
 
-def _describe_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
-                       compare_shape: bool = True) -> List[str]:
+def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
+                           compare_shape: bool = True) -> List[str]:
+    """How ``label``'s grid differs from ``reference``'s (size, spacing, origin, direction), one phrase each;
+    empty when they match within ``tolerance`` (mm, and cosines)."""
     problems = []
     lx = tuple(reversed(label.shape_zyx))
     rx = tuple(reversed(reference.shape_zyx))
@@ -42,7 +44,7 @@ def _fmt(values: Iterable[float]) -> str:
 
 def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
     """Return ``label`` on the reference's grid; same grid in another axis order is reoriented."""
-    problems = _describe_mismatch(label, reference, tolerance)
+    problems = describe_grid_mismatch(label, reference, tolerance)
     if not problems:
         return label
     from ..orientation import plan_reorientation
@@ -54,7 +56,7 @@ def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> 
     ref_canon = CTVolume(array=np.zeros((1, 1, 1), np.uint8), geometry=ref_reo.canonical_geometry,
                          source=reference.source)
     if tuple(lab_canon.shape_zyx) == tuple(ref_reo.canonical_shape) and \
-            not _describe_mismatch(lab_canon, ref_canon, tolerance, compare_shape=False):
+            not describe_grid_mismatch(lab_canon, ref_canon, tolerance, compare_shape=False):
         arr = ref_reo.from_canonical(lab_canon.array)
         out = CTVolume(array=arr, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
         out.meta.setdefault("warnings", []).append("label map stored in another axis order; reoriented to the CT")

@@ -141,3 +141,13 @@ def test_prob_without_reference_tumor_warns_and_failed_read_leaves_no_folder(tmp
     err = capsys.readouterr().err
     assert code == 2 and "[0, 1]" in err
     assert not (tmp_path / "out2").exists()
+    # a probability map on another grid is named as such, with what differs (it was called the "prediction")
+    shifted = phantom.ct.with_array(np.full(phantom.labels.shape, 0.25, np.float32))
+    shifted.geometry = type(geometry)(spacing=geometry.spacing, origin=tuple(np.add(geometry.origin, (4.0, 0, 0))),
+                                      direction=geometry.direction)
+    write_volume(tmp_path / "prob_shifted.nii.gz", shifted)
+    code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "-o", str(tmp_path / "out3"), "--prob", str(tmp_path / "prob_shifted.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "probability map" in err and "origin (LPS)" in err and "prediction and reference" not in err
+    assert not (tmp_path / "out3").exists()

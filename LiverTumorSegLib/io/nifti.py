@@ -1,7 +1,7 @@
 """Reading NIfTI (``.nii``, ``.nii.gz``) with nibabel: geometry from sform/qform exactly as nibabel's affine,
 scl_slope/scl_inter applied in float32."""
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -73,6 +73,26 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
     return geometry, warnings
 
 
+MAX_DEFLATE_RATIO = 1100
+"""Deflate (gzip) expands at most 1032:1, so a .nii.gz of n bytes holds at most about 1100 n bytes of voxels."""
+
+
+def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any) -> None:
+    """Refuse a header whose voxels cannot be in the file (a truncated file, or a broken header claiming e.g.
+    32767^3 voxels in 400 bytes) before the memory check would call it a memory shortage."""
+    stored = int(np.prod([int(n) for n in shape_xyz], dtype=np.int64)) * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if full_suffix(path) == ".nii.gz":
+        fits = stored <= MAX_DEFLATE_RATIO * size
+    else:
+        fits = int(header.get_data_offset()) + stored <= size
+    if not fits:
+        dims = " x ".join(str(int(n)) for n in shape_xyz)
+        raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header describes "
+                         f"{dims} voxels, {stored / 2 ** 30:.3g} GiB of data, but the file holds {size} bytes). "
+                         f"Check that the file is complete.")
+
+
 def _read_nifti(path: Path) -> CTVolume:
     import nibabel as nib
 
@@ -89,6 +109,7 @@ def _read_nifti(path: Path) -> CTVolume:
     geometry, warnings = _nifti_geometry(header, str(path))
     slope, inter = _nifti_scaling(image)
     scaled = (slope, inter) != (1.0, 0.0)
+    _check_data_fits_file(path, shape, header)
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip

@@ -867,6 +867,21 @@ def test_a_broken_header_gives_one_line_and_no_library_chatter(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "1234" in lines[0], lines
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_header_claiming_more_voxels_than_the_file_can_hold_is_a_broken_file_not_a_memory_shortage(tmp_path,
+                                                                                                   suffix):
+    header = nib.Nifti1Header()
+    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_dtype(np.int16)
+    path = tmp_path / f"hugedims{suffix}"
+    raw = header.binaryblock + b"\0" * 4 + b"\0" * 64
+    path.write_bytes(gzip.compress(raw) if suffix == ".nii.gz" else raw)
+    proc = _run_process(["segment", path.name, "-o", "out.nii.gz", "--no-progress"], tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "truncated or its header is wrong" in err and "32767 x 32767 x 32767" in err
+    assert "memory" not in err
+
+
 def test_headless_scene_prints_nothing_on_stderr(tmp_path):
     """slicer-core's color logic printed a red 'FindDefaultColorFiles failed: HomeDirectory is not set' ERR line
     on every .seg.nrrd output."""

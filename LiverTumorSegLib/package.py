@@ -399,7 +399,69 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
+    record_bundled_checksum(path)
     return path
+
+
+BUNDLED_CHECKSUMS = "SHA256SUMS"
+"""The bundled models folder's list of each package's whole-file SHA-256 (``sha256sum`` format). The weights'
+hash inside a package cannot catch an edited metadata (a window level changed from 40 to 300 loads as valid
+and segments a 9 mL liver); this list does, for the packages every clinician gets."""
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 hex digest of a whole file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _in_bundled_folder(path: Path) -> bool:
+    return Path(path).resolve().parent == bundled_models_dir().resolve()
+
+
+def read_bundled_checksums() -> Dict[str, str]:
+    """``{file name: SHA-256}`` from the bundled folder's :data:`BUNDLED_CHECKSUMS` (empty when it is missing)."""
+    listing = bundled_models_dir() / BUNDLED_CHECKSUMS
+    if not listing.is_file():
+        return {}
+    sums = {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def record_bundled_checksum(path: PathLike) -> None:
+    """After a package is written into the bundled folder, put its SHA-256 into :data:`BUNDLED_CHECKSUMS`
+    (elsewhere: nothing to do)."""
+    path = Path(path)
+    if not _in_bundled_folder(path):
+        return
+    sums = read_bundled_checksums()
+    sums[path.name] = file_sha256(path)
+    with atomic_output(bundled_models_dir() / BUNDLED_CHECKSUMS, overwrite=True) as tmp:
+        tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
+
+
+def verify_bundled_checksum(path: PathLike) -> None:
+    """Refuse a bundled package whose file differs from its :data:`BUNDLED_CHECKSUMS` entry (its metadata or
+    weights were edited, or it is damaged). Packages elsewhere, or not listed, are left to the weights' hash."""
+    path = Path(path)
+    if not _in_bundled_folder(path):
+        return
+    expected = read_bundled_checksums().get(path.name)
+    if expected is None:
+        return
+    found = file_sha256(path)
+    if found != expected:
+        raise ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
+                                f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
+                                f"file (metadata or weights) was modified or damaged. Restore it from the release "
+                                f"(in a clone: git checkout -- Resources/Models/{path.name}).")
 
 
 def carried_metadata(meta: Mapping[str, Any]) -> Dict[str, Any]:
@@ -604,7 +666,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
 
     Steps: header and metadata validation -> preprocessing config -> the network planned on the meta
     device (option types, parameter and activation limits, tensor names/shapes/dtypes against the header;
-    :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check (of the stored tensors) ->
+    :func:`_plan_network`) -> safetensors tensor load (no pickle) -> SHA-256 check (of the stored tensors; a
+    bundled package's whole file also against :data:`BUNDLED_CHECKSUMS`) ->
     float16-stored weights cast to float32 -> the real network built
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
     the loader read another file.
@@ -616,6 +679,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
 
     path = resolve_model(path_or_name)
     header, meta = _read_header_and_metadata(path)
+    verify_bundled_checksum(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     activations = _plan_network(meta, header, path)
     try:

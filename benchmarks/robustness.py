@@ -372,7 +372,8 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
     from safetensors.torch import save_file
 
     from LiverTumorSegLib.fileutil import atomic_output
-    from LiverTumorSegLib.package import METADATA_KEY, load_model_package, read_package_metadata
+    from LiverTumorSegLib.package import (METADATA_KEY, load_model_package, read_package_metadata,
+                                          record_bundled_checksum)
 
     path = Path(path)
     meta = read_package_metadata(path)
@@ -383,6 +384,7 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
     header[METADATA_KEY] = json.dumps(meta, allow_nan=False, sort_keys=True)
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
+    record_bundled_checksum(path)
     load_model_package(path)  # verifies the weights hash and the architecture again
     return path
 

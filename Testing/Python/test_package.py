@@ -171,6 +171,39 @@ def test_refuses_tampered_weights(package_path, tmp_path):
         load_model_package(bad)  # ... but the weights are not
 
 
+def test_every_bundled_package_matches_the_checksum_list():
+    """Resources/Models/SHA256SUMS lists each shipped package's file hash; rewriting one without
+    save_model_package / store_robustness (which update the list) makes it unloadable, and this test says so."""
+    from LiverTumorSegLib.package import BUNDLED_CHECKSUMS, file_sha256
+    from LiverTumorSegLib.resources import bundled_models_dir
+
+    folder = bundled_models_dir()
+    listed = dict(line.split()[::-1] for line in (folder / BUNDLED_CHECKSUMS).read_text().splitlines())
+    assert sorted(listed) == sorted(p.name for p in folder.glob("*.safetensors"))
+    for name, digest in listed.items():
+        assert file_sha256(folder / name) == digest, name
+
+
+def test_edited_metadata_of_a_bundled_package_is_refused(package_path, tmp_path, monkeypatch):
+    """The weights' hash cannot see a valid metadata edit (a window level 40 -> 300 segmented a 9 mL liver);
+    the bundled folder's checksum list does."""
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    saved = save_model_package(models / "clinic.safetensors", _tiny_model(), PREP)
+    assert (models / "SHA256SUMS").read_text().endswith("  clinic.safetensors\n")
+    load_model_package("clinic")
+
+    def window_300(meta):
+        meta["preprocessing"]["channels"][0]["level"] = 300.0
+
+    edited = _rewrite_metadata(saved, tmp_path / "edited.safetensors", window_300)
+    load_model_package(edited)  # outside the bundled folder only the weights are checked: it loads
+    saved.write_bytes(edited.read_bytes())
+    with pytest.raises(ModelPackageError, match="failed its integrity check.*SHA256SUMS.*git checkout"):
+        load_model_package("clinic")
+
+
 def test_refuses_unknown_architecture(package_path, tmp_path):
     bad = _rewrite_metadata(package_path, tmp_path / "arch.safetensors",
                             lambda m: m["architecture"].update(name="transformer9000"))

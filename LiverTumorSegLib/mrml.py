@@ -648,12 +648,14 @@ def remove_lesion_axis_markups(scene) -> int:
 def show_lesion_axes(scene, lesion: Dict[str, Any]) -> List[Any]:
     """Replace any previous axis markups by two locked ``vtkMRMLMarkupsLineNode`` (long, short) drawn from the
     lesion's RAS end points, named "Lesion N long axis" / "Lesion N short axis"; returns the new nodes."""
+    import vtk
+
     remove_lesion_axis_markups(scene)
     nodes = []
     for which, (p, q) in lesion_axis_end_points_ras(lesion).items():
         node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", f"Lesion {lesion.get('id', '')} {which} axis")
-        node.AddControlPoint(*p)
-        node.AddControlPoint(*q)
+        node.AddControlPoint(vtk.vtkVector3d(*p))  # the overload every Slicer 5.x declares (not x, y, z)
+        node.AddControlPoint(vtk.vtkVector3d(*q))
         node.SetLocked(True)
         node.SetAttribute(LESION_AXIS_ATTRIBUTE, which)
         node.CreateDefaultDisplayNodes()

@@ -79,12 +79,17 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
     """The node's own file when the child may read it instead of a copy, else ``None``.
 
     Usable: a single file the library reads (NIfTI, NRRD, MetaImage), the node not modified since it was
-    read, and no parent transform (the file holds the node's voxels in the node's own grid; the labels are
-    mapped back voxel for voxel onto the node's world geometry either way)."""
+    read, no parent transform, and read with the file's own origin and orientation (not "Center volume", not
+    orientation ignored): then the file holds the node's voxels in the node's own world frame. Otherwise the
+    labels would still map back voxel for voxel, but the report's RAS points (lesion centroids, axes, the
+    view jump) would be in the file's frame, once 300 mm off for a centered volume."""
     from LiverTumorSegLib.fileutil import full_suffix
     from LiverTumorSegLib.io import READ_SUFFIXES
     storage = volume_node.GetStorageNode()
     if storage is None or volume_node.GetParentTransformNode() is not None:
+        return None
+    if getattr(storage, "GetCenterImage", lambda: 0)() or not getattr(storage, "GetUseOrientationFromFile",
+                                                                        lambda: 1)():
         return None
     path = storage.GetFileName()
     if not path or not os.path.isfile(path) or full_suffix(path).lower() not in READ_SUFFIXES:
@@ -121,8 +126,13 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
                  input_volume_node: Any = None, segmentation_node: Any = None, table_node: Any = None,
                  replace_existing: bool = True, show_3d: bool = True, name: str = "") -> Any:
     """Main thread: write ``labels`` ((z, y, x) 0/1/2 on ``geometry``, LPS world) into a segmentation node and
-    ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``."""
+    ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``.
+
+    ``table_node`` is refilled only together with the ``segmentation_node`` it describes: a run that makes a
+    new segmentation makes a new table too, so an earlier CT's lesion table is never overwritten."""
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
+    if segmentation_node is None:
+        table_node = None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
         replace_existing=replace_existing, name=f"{base} liver segmentation")

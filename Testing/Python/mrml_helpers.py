@@ -25,15 +25,17 @@ def add_volume_node(scene, array_zyx: np.ndarray, geometry: ImageGeometry, name:
     return node
 
 
-def read_volume_node(scene, path, name: str = "CT", keep_storage: bool = True):
+def read_volume_node(scene, path, name: str = "CT", keep_storage: bool = True, center: bool = False):
     """A ``vtkMRMLScalarVolumeNode`` in ``scene`` read from ``path`` by a ``vtkMRMLVolumeArchetypeStorageNode``
-    (as Slicer's Add Data does); with ``keep_storage`` the node observes that storage node, so it knows its file."""
+    (as Slicer's Add Data does); with ``keep_storage`` the node observes that storage node, so it knows its file;
+    ``center``: Add Data's "Center volume" option (the origin moved so the volume is centred on 0)."""
     import slicer
 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene.AddNode(storage)
     storage.SetFileName(str(path))
+    storage.SetCenterImage(bool(center))
     assert storage.ReadData(node), f"the storage node could not read {path}"
     if keep_storage:
         node.SetAndObserveStorageNodeID(storage.GetID())

@@ -248,6 +248,21 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     assert list(fake.temp_root.iterdir()) == []
 
 
+def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake):
+    """The panel passes its last lesion table; segmenting another CT into a new segmentation refilled (and
+    mislabelled) the first CT's table."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    rows_before = first.table_node.GetNumberOfRows()
+    second = fake.job(table_node=first.table_node).start().wait(timeout_s=60)
+    assert second.kind == job.DONE, second.details
+    assert second.segmentation_node is not first.segmentation_node
+    assert second.table_node is not first.table_node and first.table_node.GetScene() is fake.scene
+    assert first.table_node.GetNumberOfRows() == rows_before
+    again = fake.job(segmentation_node=second.segmentation_node, table_node=second.table_node).start().wait(60)
+    assert again.kind == job.DONE and again.table_node is second.table_node  # same segmentation: same table
+
+
 def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
     import slicer
     path = tmp_path / "ct.nii.gz"
@@ -265,6 +280,9 @@ def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
     transform = fake.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     node.SetAndObserveTransformNodeID(transform.GetID())
     assert job.usable_storage_file(node) is None  # world geometry differs from the file: a copy is written
+    centered = read_volume_node(fake.scene, path, "centered", center=True)  # Add Data's "Center volume"
+    assert not np.allclose(fake.mrml.world_ijk_to_ras(centered), fake.mrml.world_ijk_to_ras(node))
+    assert not centered.GetModifiedSinceRead() and job.usable_storage_file(centered) is None
 
 
 def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):

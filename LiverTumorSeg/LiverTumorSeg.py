@@ -2,8 +2,9 @@
 
 Thin by design: the computation is LiverTumorSegLib (headless library, installed beside this file), run in a
 child process (``PythonSlicer -m LiverTumorSegLib segment ... --progress json``); the widget-side helpers are
-LiverTumorSegModuleLib (Qt-free). Slicer's process never imports torch: the GPU, its memory and any crash of
-the network stay in the child. A ``qt.QTimer`` polls the child's progress lines on the main thread, which
+LiverTumorSegModuleLib (Qt-free). Segmenting never imports torch into Slicer's process: the GPU, its memory
+and any crash of the network stay in the child. (Installing torch through the PyTorch extension does import it
+once, in that extension's ``installTorch``.) A ``qt.QTimer`` polls the child's progress lines on the main thread, which
 also loads the results into MRML; Cancel kills the child and its children at once. There is no Python worker
 thread (in Slicer the main thread holds the GIL while Qt idles, which starves Python threads).
 """
@@ -284,8 +285,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.device = DEVICE_BY_TEXT.get(self.ui.deviceComboBox.currentText, "auto")
 
     def updateDeviceInfo(self, lastDevice: str = "") -> None:
-        """Device line. PyTorch is never imported into Slicer's process (the child picks the device); after a run
-        the line names the device the child used."""
+        """Device line. Segmenting does not import PyTorch into Slicer's process (the child picks the device);
+        after a run the line names the device the child used."""
         self.ui.gpuInfoLabel.text = panel_text.device_text(lastDevice)
 
     def onAddModel(self) -> None:

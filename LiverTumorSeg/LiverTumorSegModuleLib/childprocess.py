@@ -134,6 +134,11 @@ def descendant_pids(pid: int) -> List[int]:
     return found
 
 
+_NO_CONSOLE_WINDOW = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if sys.platform.startswith("win") \
+    else {}
+"""On Windows, taskkill and tasklist started from Slicer (a GUI program) would flash a console window."""
+
+
 def kill_process_tree(pid: int) -> None:
     """Kill ``pid`` and all its descendants now (SIGKILL; ``taskkill /T /F`` on Windows). Gone ones are fine.
 
@@ -142,7 +147,7 @@ def kill_process_tree(pid: int) -> None:
     if pid is None or pid <= 0:
         return
     if sys.platform.startswith("win"):
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True)
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, **_NO_CONSOLE_WINDOW)
         return
     victims = descendant_pids(pid)
     for target in [pid] + victims:
@@ -155,7 +160,8 @@ def kill_process_tree(pid: int) -> None:
 def pid_alive(pid: int) -> bool:
     """True while a process with this ID exists and is not a zombie."""
     if sys.platform.startswith("win"):  # os.kill would terminate it there
-        out = subprocess.run(["tasklist", "/FI", f"PID eq {int(pid)}", "/NH"], capture_output=True, text=True)
+        out = subprocess.run(["tasklist", "/FI", f"PID eq {int(pid)}", "/NH"], capture_output=True, text=True,
+                             **_NO_CONSOLE_WINDOW)
         return str(int(pid)) in out.stdout
     try:
         os.kill(pid, 0)

@@ -158,8 +158,8 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:
 
 
 def device_text(last_device: str = "") -> str:
-    """The panel's device line. Slicer never imports PyTorch (the child process does), so before a run the
-    line says how the device is chosen, and after one which device the child used."""
+    """The panel's device line. The segmentation runs PyTorch in the child process, not in Slicer, so before a
+    run the line says how the device is chosen, and after one which device the child used."""
     if last_device:
         return f"Last run used: {last_device} (PyTorch runs in a separate process, not inside Slicer)."
     return ("The device is chosen by the segmentation process: Auto uses the GPU when PyTorch sees one, "

@@ -41,7 +41,7 @@ _addLibraryToPath()
 import LiverTumorSegLib  # noqa: E402
 from LiverTumorSegLib import followup, mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
-from LiverTumorSegModuleLib import childprocess, dependencies, job, panel_text  # noqa: E402
+from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, panel_text  # noqa: E402
 
 DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "cuda", "CPU": "cpu"}
 POLL_INTERVAL_MS = 100
@@ -155,6 +155,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._task = None
         self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
+        self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -420,29 +421,43 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCompareButton(self) -> None:
         c = self.compare
+        if self._comparison is not None:  # the button reads "Cancel" while a comparison runs
+            self._comparison.cancel()
+            return
         nodes = [c[k].currentNode() for k in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
                                                "followupVolume")]
         if not all(nodes):
             slicer.util.errorDisplay("Select the baseline and follow-up segmentations and their CTs.")
             return
         reuse = self._changeTable if self._changeTable and slicer.mrmlScene.IsNodePresent(self._changeTable) else None
-        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
         try:
-            change, self._changeTable = self.logic.compareWithBaseline(
-                *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse)
-        except LiverTumorSegError as exc:
-            c["result"].text = f"Failed: {exc}"
+            self._comparison = self.logic.compareWithBaseline(
+                *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
+                onFinished=self.onCompareFinished)
+        except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
+            self._comparison = None
+            c["result"].text = f"Could not start: {exc}"
             slicer.util.errorDisplay(str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 - a bug: show it with the traceback
-            import traceback
-            c["result"].text = f"Failed: {exc}"
-            slicer.util.errorDisplay(f"Comparison failed: {exc}", detailedText=traceback.format_exc())
-            return
-        finally:
-            slicer.app.restoreOverrideCursor()
-        c["table"].setMRMLTableNode(self._changeTable)
-        c["result"].text = "\n".join(followup.change_summary_lines(change)[:3])
+        c["result"].text = "Comparing in a separate process (registration and lesion matching)..."
+        c["button"].text = "Cancel"
+
+    def onCompareFinished(self, outcome) -> None:
+        c = self.compare
+        self._comparison = None
+        c["button"].text = "Compare"
+        if outcome.kind == job.DONE:
+            self._changeTable = outcome.table_node
+            c["table"].setMRMLTableNode(self._changeTable)
+            c["result"].text = "\n".join(followup.change_summary_lines(outcome.change)[:3])
+        elif outcome.kind == job.CANCELLED:
+            c["result"].text = "Cancelled; the scene was not changed."
+        else:
+            c["result"].text = f"Failed: {outcome.error}"
+            if isinstance(outcome.error, LiverTumorSegError):
+                slicer.util.errorDisplay(str(outcome.error))
+            else:
+                slicer.util.errorDisplay(f"Comparison failed: {outcome.error}", detailedText=outcome.details)
 
 
 #
@@ -524,20 +539,53 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.runnerFactory = runnerFactory or QProcessRunner
         self.python = python
-        self._timer = None
-        self._job = None
+        self._runs = {}  # "segment" / "compare" -> (child job, its poll timer or None): one of each at a time
 
     def getParameterNode(self) -> LiverTumorSegParameterNode:
         return LiverTumorSegParameterNode(super().getParameterNode())
 
     def cleanup(self) -> None:
-        """Stop the poll timer and kill a running child (widget cleanup, Reload, application exit)."""
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        if self._job is not None and not self._job.finished:
-            self._job.cancel()
-        self._job = None
+        """Stop the poll timers and kill running children (widget cleanup, Reload, application exit)."""
+        for kind in list(self._runs):
+            self._stopRun(kind)
+
+    def _stopRun(self, kind: str) -> None:
+        """Stop the ``kind`` run's timer and kill its child if it still runs."""
+        childJob, timer = self._runs.pop(kind, (None, None))
+        if timer is not None:
+            timer.stop()
+        if childJob is not None and not childJob.finished:
+            childJob.cancel()
+
+    def _runChild(self, kind: str, childJob, waitForCompletion: bool, onOutcome: Callable[[Any], None]):
+        """Start ``childJob`` (a ``childjob.ChildJob``) as the one ``kind`` run. ``waitForCompletion``: block and
+        return its outcome. Else poll it from a ``qt.QTimer`` on the main thread, call ``onOutcome(outcome)`` once
+        it has ended (also when polling itself failed) and return the running job."""
+        self._stopRun(kind)
+        childJob.start()
+        if waitForCompletion:
+            self._runs[kind] = (childJob, None)
+            outcome = childJob.wait()
+            self._runs.pop(kind, None)
+            return outcome
+
+        def poll() -> None:
+            try:
+                outcome = childJob.poll()
+            except Exception as exc:  # noqa: BLE001 - never leave the timer running on a bug
+                import traceback
+                outcome = childJob.failed_outcome(exc, traceback.format_exc())
+            if outcome is None:
+                return
+            self._stopRun(kind)
+            onOutcome(outcome)
+
+        timer = qt.QTimer()
+        timer.setInterval(POLL_INTERVAL_MS)
+        timer.connect("timeout()", poll)
+        timer.start()
+        self._runs[kind] = (childJob, timer)
+        return childJob
 
     @staticmethod
     def installTorch(versionRequirement: str):
@@ -603,45 +651,25 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         (``.cancel()``); ``progress`` and ``onFinished(outcome)`` are called on the main thread from a
         ``qt.QTimer``.
         """
-        self.cleanup()  # one run at a time
         options = dataclasses.replace(options or job.SegmentationOptions(), model=modelPath, device=device)
         segmentationJob = self.createJob(inputVolumeNode, outputSegmentationNode, options, progress, tableNode,
                                          replaceExisting, showIn3D)
-        segmentationJob.start()
-        self._job = segmentationJob
 
-        if waitForCompletion:
-            outcome = segmentationJob.wait()
-            self._job = None
-            if outcome.kind == job.CANCELLED:
-                raise CancelledError("Cancelled by the user; the scene was not changed.")
-            if outcome.kind == job.FAILED:
-                raise outcome.error
-            self.showResult(outcome, inputVolumeNode)
-            return outcome
-
-        def poll() -> None:
-            try:
-                outcome = segmentationJob.poll()
-            except Exception as exc:  # noqa: BLE001 - never leave the timer running on a bug
-                import traceback
-                outcome = job.SegmentationOutcome(job.FAILED, error=exc, details=traceback.format_exc())
-            if outcome is None:
-                return
-            if self._timer is not None:
-                self._timer.stop()
-                self._timer = None
-            self._job = None
+        def finished(outcome: job.SegmentationOutcome) -> None:
             if outcome.kind == job.DONE:
                 self.showResult(outcome, inputVolumeNode)
             if onFinished:
                 onFinished(outcome)
 
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", poll)
-        self._timer.start()
-        return segmentationJob
+        result = self._runChild("segment", segmentationJob, waitForCompletion, finished)
+        if not waitForCompletion:
+            return result
+        if result.kind == job.CANCELLED:
+            raise CancelledError("Cancelled by the user; the scene was not changed.")
+        if result.kind == job.FAILED:
+            raise result.error
+        self.showResult(result, inputVolumeNode)
+        return result
 
     @staticmethod
     def showResult(outcome: job.SegmentationOutcome, inputVolumeNode) -> None:
@@ -656,15 +684,27 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             display.SetVisibility(True)
             display.SetVisibility3D(True)
 
-    @staticmethod
-    def compareWithBaseline(baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
-                            alignOnCT: bool = True, tableNode=None):
-        """Follow-up comparison of two segmentations (each on its CT): ``(change report dict, table node)``.
-        Runs in Slicer's process (SimpleITK registration, seconds; no torch)."""
-        change = mrml.compare_segmentations(baselineSegmentation, baselineVolume, followupSegmentation,
-                                            followupVolume, use_ct=alignOnCT)
-        tableNode = mrml.create_change_table_node(slicer.mrmlScene, change, table_node=tableNode)
-        return change, tableNode
+    def compareWithBaseline(self, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
+                            alignOnCT: bool = True, tableNode=None, waitForCompletion: bool = True,
+                            onFinished: Optional[Callable[[Any], None]] = None):
+        """Follow-up comparison of two segmentations (each on its CT) in a child process
+        (``LiverTumorSegLib followup``: SimpleITK registration and lesion matching took 14 s for two
+        160 x 512 x 512 CTs, which in Slicer's process froze the GUI). ``waitForCompletion=True``: blocks and
+        returns ``(change report dict, table node)`` (raises on failure). ``False``: returns the running
+        ``followup_job.FollowupJob`` (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
+        env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+        comparison = followup_job.FollowupJob(
+            slicer.mrmlScene, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
+            self.runnerFactory(), self.python or pythonSlicerExecutable(), libraryRoot(), align_on_ct=alignOnCT,
+            table_node=tableNode, temp_root=slicer.app.temporaryPath, env=env)
+        result = self._runChild("compare", comparison, waitForCompletion, onFinished or (lambda outcome: None))
+        if not waitForCompletion:
+            return result
+        if result.kind == job.CANCELLED:
+            raise CancelledError("Cancelled; the scene was not changed.")
+        if result.kind == job.FAILED:
+            raise result.error
+        return result.change, result.table_node
 
 
 #

@@ -18,9 +18,6 @@ Python thread: Slicer's main thread holds the GIL while Qt idles, which starves 
 """
 import json
 import os
-import shutil
-import tempfile
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -29,6 +26,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import childprocess, panel_text
+from .childjob import ChildJob
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -144,8 +142,22 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
 
 # --- the job -----------------------------------------------------------------------------------------
 
-class SegmentationJob:
-    """One run of the child process for one CT node (see the module docstring).
+def volume_grid(node: Any) -> tuple:
+    """``(ImageGeometry, (z, y, x) shape)`` of a scalar volume node in world coordinates (its parent transform
+    applied); InputError for a node without image data or with colour/vector voxels."""
+    image = node.GetImageData()
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"Volume '{node.GetName()}' holds no image data; load a CT volume.")
+    if image.GetPointData().GetScalars().GetNumberOfComponents() != 1:
+        raise InputError(f"Volume '{node.GetName()}' is a color or vector image; choose a scalar CT volume.")
+    from LiverTumorSegLib.volume import ImageGeometry
+    nx, ny, nz = image.GetDimensions()
+    return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
+
+
+class SegmentationJob(ChildJob):
+    """One run of the child process for one CT node (see the module docstring; the run itself:
+    :class:`~.childjob.ChildJob`).
 
     ``runner``: a process runner (``childprocess.SubprocessRunner`` headless, the module's QProcess runner in
     Slicer). ``python``: the Python to run (``PythonSlicer`` in Slicer). ``library_root``: the folder holding
@@ -163,6 +175,7 @@ class SegmentationJob:
             raise InputError("No input volume selected; choose a CT volume.")
         if not isinstance(options, SegmentationOptions):
             raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")
+        super().__init__(runner, python, library_root, temp_root, env)
         self.options = options  # validated when it was made (frozen)
         self._scene = scene
         self._input = input_volume_node
@@ -172,13 +185,7 @@ class SegmentationJob:
         self._show_3d = show_3d
         self._progress = progress
         self._colors_logic = colors_logic
-        self._runner = runner
-        self._python = python
-        self._library_root = library_root
-        self._env = env
-        self._temp_root = temp_root
-        self.geometry, self.shape_zyx = self._read_geometry(input_volume_node)
-        self.temp_dir: Optional[str] = None
+        self.geometry, self.shape_zyx = volume_grid(input_volume_node)
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []
@@ -186,63 +193,19 @@ class SegmentationJob:
         self._last_fraction = 0.0
         self._done: Optional[childprocess.ChildMessage] = None
         self._error: Optional[childprocess.ChildMessage] = None
-        self._cancelled = False
-        self._outcome: Optional[SegmentationOutcome] = None
-        self._start_time = time.time()
 
-    @staticmethod
-    def _read_geometry(node: Any):
-        image = node.GetImageData()
-        if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-            raise InputError(f"Volume '{node.GetName()}' holds no image data; load a CT volume.")
-        if image.GetPointData().GetScalars().GetNumberOfComponents() != 1:
-            raise InputError(f"Volume '{node.GetName()}' is a color or vector image; choose a scalar CT volume.")
-        from LiverTumorSegLib.volume import ImageGeometry
-        nx, ny, nz = image.GetDimensions()
-        return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
+    def _prepare(self) -> List[str]:
+        storage_file = usable_storage_file(self._input)
+        self.used_storage_file = storage_file is not None
+        self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
+        return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
+                               self._path("probabilities.nii.gz"), self.options)
 
-    # -- paths --
-    def _path(self, name: str) -> str:
-        return os.path.join(self.temp_dir, name)
+    def _cancelled_outcome(self) -> SegmentationOutcome:
+        return SegmentationOutcome(CANCELLED, seconds=self.elapsed_seconds())
 
-    @property
-    def finished(self) -> bool:
-        return self._outcome is not None
-
-    @property
-    def child_pid(self) -> Optional[int]:
-        return getattr(self._runner, "pid", None)
-
-    def start(self) -> "SegmentationJob":
-        """Prepare the input and start the child (main thread)."""
-        self._start_time = time.time()
-        self.temp_dir = tempfile.mkdtemp(prefix="LiverTumorSeg-", dir=self._temp_root)
-        try:
-            storage_file = usable_storage_file(self._input)
-            self.used_storage_file = storage_file is not None
-            self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
-            args = child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
-                                   self._path("probabilities.nii.gz"), self.options)
-            self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))
-        except BaseException:
-            self._remove_temporary_files()
-            raise
-        return self
-
-    def cancel(self) -> None:
-        """Kill the child (and its children) now; the next :meth:`poll` returns ``cancelled``."""
-        if self._outcome is not None:
-            return
-        self._cancelled = True
-        self._runner.kill()
-        self._remove_temporary_files()
-
-    def _remove_temporary_files(self) -> None:
-        if self.temp_dir and os.path.isdir(self.temp_dir):
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-        close = getattr(self._runner, "close", None)
-        if close is not None and not self._runner.is_running():
-            close()
+    def failed_outcome(self, error: BaseException, details: str = "") -> SegmentationOutcome:
+        return SegmentationOutcome(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
 
     def _read_messages(self) -> None:
         for line in self._runner.read_stdout_lines():
@@ -260,37 +223,8 @@ class SegmentationJob:
             else:
                 self.other_output.append(message.text)
 
-    def poll(self) -> Optional[SegmentationOutcome]:
-        """Main thread: forward progress; once the child has ended, apply its results. ``None`` while running."""
-        if self._outcome is not None:
-            return self._outcome
-        if self._cancelled:
-            self._outcome = SegmentationOutcome(CANCELLED, seconds=time.time() - self._start_time)
-            return self._outcome
-        self._read_messages()
-        if self._runner.is_running():
-            return None
-        self._read_messages()
-        try:
-            self._outcome = self._finish()
-        finally:
-            self._remove_temporary_files()
-        return self._outcome
-
-    def wait(self, timeout_s: Optional[float] = None, poll_interval_s: float = 0.1) -> SegmentationOutcome:
-        """Poll until the outcome (blocks; for scripts and tests). ``timeout_s``: then cancel, outcome cancelled."""
-        deadline = None if timeout_s is None else time.time() + timeout_s
-        while True:
-            outcome = self.poll()
-            if outcome is not None:
-                return outcome
-            if deadline is not None and time.time() > deadline:
-                self.cancel()
-                return self.poll()
-            self._runner.wait(poll_interval_s)
-
     def _finish(self) -> SegmentationOutcome:
-        seconds = time.time() - self._start_time
+        seconds = self.elapsed_seconds()
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
         details = "\n".join(self.other_output[-20:] + ([stderr[-4000:]] if stderr else []))

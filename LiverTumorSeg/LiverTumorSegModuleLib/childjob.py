@@ -1,0 +1,136 @@
+"""One run of a ``LiverTumorSegLib`` command in a child process, driven from Slicer's main thread (Qt-free).
+
+:class:`ChildJob` holds what every such run shares: a temporary folder for the child's files, starting the child
+through a process runner (``childprocess.SubprocessRunner`` headless, the module's QProcess runner in Slicer),
+:meth:`~ChildJob.poll` (``None`` while the child runs, then the outcome), :meth:`~ChildJob.cancel` (kills the
+child and its children at once) and :meth:`~ChildJob.wait` (blocking, for scripts and tests). A subclass writes
+the child's inputs and returns its arguments (:meth:`~ChildJob._prepare`), reads the child's stdout while it runs
+(:meth:`~ChildJob._read_messages`) and turns the ended child into an outcome (:meth:`~ChildJob._finish`).
+"""
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+from . import childprocess
+
+
+def last_error_line(stderr: str) -> str:
+    """The child's one-line ``error: ...`` message without the prefix, else its last stderr line, else ''."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1][len("error: "):]
+    return lines[-1] if lines else ""
+
+
+class ChildJob:
+    """Base of the module's child-process runs (see the module docstring).
+
+    ``runner``: a process runner. ``python``: the Python to run (``PythonSlicer`` in Slicer). ``library_root``:
+    the folder holding ``LiverTumorSegLib`` (put first on the child's PYTHONPATH). ``temp_root``: where the
+    temporary folder is made (default: the system's). ``env``: the child's base environment (Slicer's startup
+    environment)."""
+
+    def __init__(self, runner: Any, python: str, library_root: str, temp_root: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        self._runner = runner
+        self._python = python
+        self._library_root = library_root
+        self._env = env
+        self._temp_root = temp_root
+        self.temp_dir: Optional[str] = None
+        self._cancelled = False
+        self._outcome: Any = None
+        self._start_time = time.time()
+
+    # -- what a subclass provides --
+    def _prepare(self) -> List[str]:
+        """Write the child's inputs into :attr:`temp_dir` (main thread); return its arguments after ``python``."""
+        raise NotImplementedError
+
+    def _read_messages(self) -> None:
+        """Read what the child printed so far (called while it runs and once after it ended)."""
+
+    def _finish(self) -> Any:
+        """The outcome of the ended child (its exit code, stderr and files are there to read)."""
+        raise NotImplementedError
+
+    def _cancelled_outcome(self) -> Any:
+        raise NotImplementedError
+
+    def failed_outcome(self, error: BaseException, details: str = "") -> Any:
+        """The outcome reporting ``error`` (used by the caller when polling itself raised)."""
+        raise NotImplementedError
+
+    # -- shared --
+    def _path(self, name: str) -> str:
+        return os.path.join(self.temp_dir, name)
+
+    @property
+    def finished(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def child_pid(self) -> Optional[int]:
+        return getattr(self._runner, "pid", None)
+
+    def elapsed_seconds(self) -> float:
+        return time.time() - self._start_time
+
+    def start(self) -> "ChildJob":
+        """Prepare the inputs and start the child (main thread); on any failure the temporary folder is removed."""
+        self._start_time = time.time()
+        self.temp_dir = tempfile.mkdtemp(prefix="LiverTumorSeg-", dir=self._temp_root)
+        try:
+            args = self._prepare()
+            self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))
+        except BaseException:
+            self._remove_temporary_files()
+            raise
+        return self
+
+    def cancel(self) -> None:
+        """Kill the child (and its children) now; the next :meth:`poll` returns the cancelled outcome."""
+        if self._outcome is not None:
+            return
+        self._cancelled = True
+        self._runner.kill()
+        self._remove_temporary_files()
+
+    def _remove_temporary_files(self) -> None:
+        if self.temp_dir and os.path.isdir(self.temp_dir):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        close = getattr(self._runner, "close", None)
+        if close is not None and not self._runner.is_running():
+            close()
+
+    def poll(self) -> Any:
+        """Main thread: read the child's output; once it has ended, its outcome (kept). ``None`` while running."""
+        if self._outcome is not None:
+            return self._outcome
+        if self._cancelled:
+            self._outcome = self._cancelled_outcome()
+            return self._outcome
+        self._read_messages()
+        if self._runner.is_running():
+            return None
+        self._read_messages()
+        try:
+            self._outcome = self._finish()
+        finally:
+            self._remove_temporary_files()
+        return self._outcome
+
+    def wait(self, timeout_s: Optional[float] = None, poll_interval_s: float = 0.1) -> Any:
+        """Poll until the outcome (blocks; for scripts and tests). ``timeout_s``: then cancel, outcome cancelled."""
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        while True:
+            outcome = self.poll()
+            if outcome is not None:
+                return outcome
+            if deadline is not None and time.time() > deadline:
+                self.cancel()
+                return self.poll()
+            self._runner.wait(poll_interval_s)

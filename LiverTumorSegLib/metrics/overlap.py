@@ -31,7 +31,8 @@ Empty-mask conventions (chosen so that "nothing to find, nothing found" is a per
   (undefined: no positive predictions).
 * specificity is NaN when there is no background voxel in ``ref``; accuracy is always defined.
 
-LiTS's scripts (medpy) return Dice 0 when both masks are empty; we return 1 (the convention of the
+For two empty masks medpy's ``dc`` gives 0 in the releases the LiTS scripts used and NaN (with a warning) in
+medpy 0.5.2; we return 1 (the convention of the
 LiTS per-case tumor Dice for tumor-free cases and of MONAI's ``DiceMetric(ignore_empty=False)``).
 NaN values are reported as such and left out of means (the summary counts them); see
 :mod:`LiverTumorSegLib.metrics.report`.

@@ -22,8 +22,11 @@ Definitions
   = ``max(max d(pred->ref), max d(ref->pred))`` (LiTS "MSD").
 * ``hd95_mm``: ``max(P95(d(pred->ref)), P95(d(ref->pred)))``, the larger of the two **directed** 95th
   percentiles (numpy's linear interpolation). This is the definition of MONAI
-  (``compute_hausdorff_distance(percentile=95)``) and medpy (``hd95``); it is *not* the 95th percentile
-  of the pooled distances.
+  (``compute_hausdorff_distance(percentile=95)``); it is *not* the 95th percentile of the pooled distances,
+  which is what medpy's ``hd95`` (0.5.2) computes. Ours is therefore never below medpy's: on real livers
+  dilated or shifted by a few voxels (0.7 x 0.7 x 5 mm) 2.8 vs 2.4-2.5 mm and 3.5 vs 2.1 mm, while MONAI
+  gave ours to the last digit. Compare HD95 values only between tools of the same definition (LiTS itself
+  reports no HD95).
 * ``rmsd_mm``: root mean square of the pooled distances of both directions (LiTS "RMSD").
 
 Empty masks: both empty -> all four are 0.0; exactly one empty -> all four are NaN (undefined; reported
@@ -163,7 +166,8 @@ def hausdorff(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Larger of the two directed 95th-percentile surface distances, mm (MONAI / medpy definition)."""
+    """Larger of the two directed 95th-percentile surface distances, mm (MONAI's definition; medpy's ``hd95``
+    takes the pooled 95th percentile instead, see the module docstring)."""
     return surface_metrics(pred, ref, spacing_zyx)["hd95_mm"]
 
 

@@ -557,6 +557,15 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         if childJob is not None and not childJob.finished:
             childJob.cancel()
 
+    @staticmethod
+    def _doneOrRaise(outcome):
+        """``outcome`` of a finished run; CancelledError when cancelled, the run's error when it failed."""
+        if outcome.kind == job.CANCELLED:
+            raise CancelledError("Cancelled by the user; the scene was not changed.")
+        if outcome.kind == job.FAILED:
+            raise outcome.error
+        return outcome
+
     def _runChild(self, kind: str, childJob, waitForCompletion: bool, onOutcome: Callable[[Any], None]):
         """Start ``childJob`` (a ``childjob.ChildJob``) as the one ``kind`` run. ``waitForCompletion``: block and
         return its outcome. Else poll it from a ``qt.QTimer`` on the main thread, call ``onOutcome(outcome)`` once
@@ -664,11 +673,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         result = self._runChild("segment", segmentationJob, waitForCompletion, finished)
         if not waitForCompletion:
             return result
-        if result.kind == job.CANCELLED:
-            raise CancelledError("Cancelled by the user; the scene was not changed.")
-        if result.kind == job.FAILED:
-            raise result.error
-        self.showResult(result, inputVolumeNode)
+        self.showResult(self._doneOrRaise(result), inputVolumeNode)
         return result
 
     @staticmethod
@@ -700,10 +705,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         result = self._runChild("compare", comparison, waitForCompletion, onFinished or (lambda outcome: None))
         if not waitForCompletion:
             return result
-        if result.kind == job.CANCELLED:
-            raise CancelledError("Cancelled; the scene was not changed.")
-        if result.kind == job.FAILED:
-            raise result.error
+        self._doneOrRaise(result)
         return result.change, result.table_node
 
 

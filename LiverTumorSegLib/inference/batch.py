@@ -113,32 +113,33 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     return out
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file (symlinks and ``..`` resolved; hard links too when both exist)."""
+def _file_identities(path: Path) -> List[Any]:
+    """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved) and, when it
+    exists, its (device, inode) pair (hard links too)."""
     import os
 
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
+    real = os.path.realpath(path)
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        stat = os.stat(real)
     except OSError:
-        return False
+        return [real]
+    return [real, (stat.st_dev, stat.st_ino)]
 
 
 def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: List["BatchCase"]) -> None:
     """Refuse, before any work, an output folder that is the input folder (label maps would replace CTs of the
     same name and be taken for CTs by the next run) and any case output that is some case's input CT."""
-    if input_path.is_dir() and _same_file(input_path, output_folder):
+    if input_path.is_dir() and set(_file_identities(input_path)) & set(_file_identities(output_folder)):
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
                          f"(e.g. '{output_folder.name or 'out'}_seg').")
-    inputs = [case.input_path for case in cases]
+    inputs = {identity: case.input_path for case in cases for identity in _file_identities(case.input_path)}
     for case in cases:
         for output in (case.output_path, case.report_path):
-            for ct in inputs:
-                if _same_file(output, ct):
+            for identity in _file_identities(output):
+                if identity in inputs:
                     raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
-                                     f"'{ct}'; choose another output folder or case_id.")
+                                     f"'{inputs[identity]}'; choose another output folder or case_id.")
 
 
 def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> List[BatchCase]:

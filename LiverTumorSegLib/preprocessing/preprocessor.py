@@ -65,18 +65,24 @@ class SlicePreprocessor:
         return spatial.inverse_labels(labels_nhw, info)
 
     # ---- intensity ---------------------------------------------------------------------------
-    def _net_spacing(self, info: Optional[SpatialInfo]) -> Tuple[float, float]:
+    def _net_spacing(self, info: Optional[SpatialInfo],
+                     spacing_yx: Optional[Tuple[float, float]] = None) -> Tuple[float, float]:
         if info is not None:
             return info.net_spacing_yx
+        if spacing_yx is not None:
+            return (float(spacing_yx[0]), float(spacing_yx[1]))
         if self.config.target_spacing_mm is not None:
             return (self.config.target_spacing_mm, self.config.target_spacing_mm)
         return (1.0, 1.0)
 
-    def intensity_channels(self, hu_slices: np.ndarray, info: Optional[SpatialInfo] = None) -> np.ndarray:
+    def intensity_channels(self, hu_slices: np.ndarray, info: Optional[SpatialInfo] = None,
+                           spacing_yx: Optional[Tuple[float, float]] = None) -> np.ndarray:
         """HU slices ``(n, H, W)`` (network grid) -> ``(n, C0, H, W)`` float32.
 
-        ``info`` gives the pixel size for ``gaussian_sigma_mm``; without it ``target_spacing_mm`` (or
-        1 mm) is assumed. A single slice ``(H, W)`` gives ``(1, C0, H, W)``.
+        ``info`` (inference) or ``spacing_yx`` (mm; training: the cached case's network-grid spacing) gives the
+        pixel size for ``gaussian_sigma_mm``; without either ``target_spacing_mm`` (or 1 mm) is assumed, which
+        is wrong for ``target_size`` or native-resolution configs. A single slice ``(H, W)`` gives
+        ``(1, C0, H, W)``.
         """
         cfg = self.config
         x = np.asarray(hu_slices, dtype=np.float32)
@@ -87,7 +93,7 @@ class SlicePreprocessor:
         if cfg.median_size > 1:
             x = median_smooth(x, cfg.median_size)
         if cfg.gaussian_sigma_mm > 0:
-            x = gaussian_smooth(x, cfg.gaussian_sigma_mm, self._net_spacing(info))
+            x = gaussian_smooth(x, cfg.gaussian_sigma_mm, self._net_spacing(info, spacing_yx))
         out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
         mask = None
         for c, spec in enumerate(cfg.channels):
@@ -141,11 +147,13 @@ class SlicePreprocessor:
         n, s, c0, h, w = stacked.shape
         return np.ascontiguousarray(stacked.reshape(n, s * c0, h, w))
 
-    def stack_input(self, hu_stack: np.ndarray, info: Optional[SpatialInfo] = None) -> np.ndarray:
+    def stack_input(self, hu_stack: np.ndarray, info: Optional[SpatialInfo] = None,
+                    spacing_yx: Optional[Tuple[float, float]] = None) -> np.ndarray:
         """HU context stack(s) ``(2c + 1, H, W)`` or ``(n, 2c + 1, H, W)`` -> ``(C, H, W)`` / ``(n, C, H, W)``.
 
         For training: the stack (slices ``z - c .. z + c``, already augmented) becomes one network
-        input with exactly the channel layout of :meth:`stack_context`.
+        input with exactly the channel layout of :meth:`stack_context`; ``info`` / ``spacing_yx`` as in
+        :meth:`intensity_channels`.
         """
         x = np.asarray(hu_stack, dtype=np.float32)
         single = x.ndim == 3
@@ -156,7 +164,7 @@ class SlicePreprocessor:
             raise InputError(f"Expected HU stacks (n, {s}, H, W) for context_slices={self.config.context_slices}, "
                              f"got shape {np.asarray(hu_stack).shape}.")
         n, _, h, w = x.shape
-        chans = self.intensity_channels(x.reshape(n * s, h, w), info)  # (n*S, C0, H, W)
+        chans = self.intensity_channels(x.reshape(n * s, h, w), info, spacing_yx)  # (n*S, C0, H, W)
         out = chans.reshape(n, s * chans.shape[1], h, w)
         return out[0] if single else out
 

@@ -108,6 +108,11 @@ class PatchDataset:
 
     def sample_arrays(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """HU patch stack ``(T, P, P)`` float32 and centre label ``(P, P)`` uint8 for global ``index``."""
+        hu, label, _ = self._sample(index)
+        return hu, label
+
+    def _sample(self, index: int) -> Tuple[np.ndarray, np.ndarray, CachedCase]:
+        """:meth:`sample_arrays` and the case the patch came from."""
         rng = self.rng_for(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
         center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
@@ -131,13 +136,13 @@ class PatchDataset:
         hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)
         label = np.ascontiguousarray(labels[self.context, oy:oy + self.patch_size, ox:ox + self.patch_size],
                                      dtype=np.uint8)
-        return hu, label
+        return hu, label, case
 
     def __getitem__(self, index: int):
         import torch
 
-        hu, label = self.sample_arrays(index)
-        x = self.preprocessor.stack_input(hu)  # (C, P, P), slice-major channels
+        hu, label, case = self._sample(index)
+        x = self.preprocessor.stack_input(hu, spacing_yx=case.spacing_zyx[1:])  # (C, P, P), slice-major channels
         return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
 
 
@@ -167,5 +172,6 @@ class EpochSampler:
 def full_slice_inputs(case: CachedCase, preprocessor, indices: Sequence[int]) -> np.ndarray:
     """Network inputs ``(n, C, H, W)`` float32 for whole slices ``indices`` of a cached case (validation)."""
     def channels(needed: np.ndarray) -> np.ndarray:
-        return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32))
+        return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32),
+                                               spacing_yx=case.spacing_zyx[1:])
     return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices)

@@ -216,3 +216,35 @@ def test_checkpoint_write_failing_midway_keeps_previous_file(tmp_path, monkeypat
     back = load_checkpoint(path)
     assert back["epoch"] == 1 and torch.equal(back["model"]["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+@pytest.mark.parametrize("geometry", [{"target_spacing_mm": None}, {"target_spacing_mm": None,
+                                                                     "target_size": [48, 56]}])
+def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_does(tmp_path, geometry):
+    """With gaussian_sigma_mm and a config without target_spacing_mm, training smoothed as if pixels were 1 mm
+    (or target_spacing_mm) while inference used the real network-grid spacing: inputs differed by up to 0.23
+    (window units). Both now use the cached case's network spacing."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.sampling import PatchDataset, full_slice_inputs
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    phantom = make_phantom((6, 40, 44), (0.7, 0.7, 3.0), noise_hu=20.0, seed=0)
+    image = write_volume(tmp_path / "ct.nii.gz", phantom.ct)
+    label = write_label_map(tmp_path / "lab.nii.gz", phantom.labels, phantom.ct.geometry)
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=1,
+                                 gaussian_sigma_mm=2.0, crop_to_body=False, size_multiple=8, **geometry)
+    preprocessor = SlicePreprocessor(config)
+    (cached,) = build_slice_cache([Case("c", "p", str(image), str(label), "csv")], preprocessor, tmp_path / "cache")
+    prepared = SlicePreprocessor(config).prepare(canonicalize(phantom.ct)[0])
+    np.testing.assert_allclose(full_slice_inputs(cached, preprocessor, [0, 3, 5]), prepared.batch([0, 3, 5]),
+                               atol=1e-5)
+    seen = []
+    original = preprocessor.stack_input
+    preprocessor.stack_input = lambda hu, info=None, spacing_yx=None: seen.append(spacing_yx) or original(
+        hu, info, spacing_yx)
+    PatchDataset([cached], preprocessor, patch_size=16, seed=0)[0]
+    assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]

@@ -206,7 +206,9 @@ class SliceAugmenter:
         self.pixel_spacing_mm = float(pixel_spacing_mm)
         self.last_params: Dict[str, Any] = {}
 
-    def _draw_spatial(self, rng: np.random.Generator, shape_hw: Tuple[int, int]) -> Dict[str, Any]:
+    def draw_spatial(self, rng: np.random.Generator, shape_hw: Tuple[int, int]) -> Dict[str, Any]:
+        """The spatial parameters of one call (rotation, shift in pixels of ``shape_hw``, shear, zoom, flips,
+        elastic magnitude); pass them to :meth:`__call__` as ``spatial`` to draw them before the call."""
         cfg, p = self.config, {}
         if rng.random() < cfg.rotation_probability:
             p["rotation_deg"] = float(rng.uniform(*cfg.rotation_range_deg))
@@ -227,6 +229,20 @@ class SliceAugmenter:
             p["elastic_magnitude_mm"] = float(rng.uniform(*cfg.elastic_magnitude_mm))
         return p
 
+    def source_reach_px(self, params: Dict[str, Any], half_extent_px: float) -> float:
+        """How far (pixels, per axis) from the image centre the sampling of output pixels within
+        ``half_extent_px`` of the centre reads, for ``params`` from :meth:`draw_spatial`: the affine part exactly
+        (corners of the output square), plus four standard deviations of the elastic displacement."""
+        matrix = affine_source_matrix(params.get("rotation_deg", 0.0), params.get("shear", 0.0),
+                                      params.get("zoom_yx", (1.0, 1.0)), params.get("flip_lr", False),
+                                      params.get("flip_ud", False))
+        shift = np.asarray(params.get("shift_yx_px", (0.0, 0.0)), dtype=float)
+        corners = np.array([[sy, sx] for sy in (-1.0, 1.0) for sx in (-1.0, 1.0)]) * float(half_extent_px)
+        reach = float(np.abs((corners - shift) @ matrix.T).max())
+        if "elastic_magnitude_mm" in params:
+            reach += 4.0 * params["elastic_magnitude_mm"] / self.pixel_spacing_mm
+        return reach
+
     def _source_grid(self, params: Dict[str, Any], shape_hw: Tuple[int, int],
                      rng: np.random.Generator) -> np.ndarray:
         """Pixel coordinates ``(2, H, W)`` to sample for each output pixel: affine then elastic, composed."""
@@ -246,7 +262,9 @@ class SliceAugmenter:
                                           self.config.elastic_grid_mm / self.pixel_spacing_mm, rng)
         return source
 
-    def __call__(self, hu: np.ndarray, labels: np.ndarray, rng: RngLike = None) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, hu: np.ndarray, labels: np.ndarray, rng: RngLike = None,
+                 spatial: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``spatial``: parameters drawn beforehand by :meth:`draw_spatial` (else drawn here)."""
         cfg = self.config
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         hu_arr = np.asarray(hu, dtype=np.float32)
@@ -271,7 +289,8 @@ class SliceAugmenter:
             out_hu = liver_hu_shift(out_hu, out_lab, shift, fraction)
             params["liver_shift_hu"], params["tumor_shift_fraction"] = shift, fraction
 
-        spatial = self._draw_spatial(rng, out_hu.shape[1:])
+        if spatial is None:
+            spatial = self.draw_spatial(rng, out_hu.shape[1:])
         if spatial:
             source = self._source_grid(spatial, out_hu.shape[1:], rng)
             out_hu = resample_slices(out_hu, source, "bilinear", cfg.fill_hu)

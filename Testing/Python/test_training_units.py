@@ -248,3 +248,35 @@ def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_d
         hu, info, spacing_yx)
     PatchDataset([cached], preprocessor, patch_size=16, seed=0)[0]
     assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]
+
+
+def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
+    """A fixed 1.75 x work region was too small for the v2 recipe's zoom down to 0.6 with rotation: patches
+    of a slice full of body held straight edges of -1024 HU padding. The region now grows with what the drawn
+    zoom, rotation, shear and shift read; the patch centre stays where the sampler chose it."""
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig, SliceAugmenter
+    from LiverTumorSegLib.training.sampling import PatchDataset
+
+    size, patch = 600, 64
+    np.save(tmp_path / "hu.npy", np.full((3, size, size), 40.0, np.float32))  # body everywhere, no padding
+    labels = np.zeros((3, size, size), np.uint8)
+    labels[:, 250:350, 250:350] = 1  # patches centred on it (liver_slice_fraction 1) never reach the image edge
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (3.0, 1.5, 1.5),
+                      (3.0, 1.5, 1.5), [0, 1, 2], [], 3)
+    config = AugmentationConfig(rotation_probability=1.0, rotation_range_deg=(-15.0, 15.0), zoom_probability=1.0,
+                                zoom_range=(0.6, 0.6), zoom_anisotropy=1.2, shift_probability=1.0,
+                                shear_probability=1.0, elastic_probability=0.0, liver_shift_probability=0.0,
+                                hu_scale_probability=0.0, hu_shift_probability=0.0, gamma_probability=0.0,
+                                blur_probability=0.0, noise_probability=0.0)
+
+    class Preprocessor:  # only the context size is read by the sampler
+        config = type("C", (), {"context_slices": 1})()
+
+    dataset = PatchDataset([case], Preprocessor(), patch_size=patch, seed=0, augmenter=SliceAugmenter(config),
+                           liver_slice_fraction=1.0)
+    lowest = min(float(dataset.sample_arrays(i)[0].min()) for i in range(40))
+    assert lowest > 30.0  # bilinear mixing with padding would pull pixels towards -1024
+    plain = PatchDataset([case], Preprocessor(), patch_size=patch, seed=0)
+    hu, label = plain.sample_arrays(0)
+    assert hu.shape == (3, patch, patch) and label.shape == (patch, patch)

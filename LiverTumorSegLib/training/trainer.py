@@ -365,10 +365,13 @@ class Trainer:
                                     self.lesion_inserter, self.augmenter, pad_hu=self.pre_config.pad_hu)
         self.sampler = EpochSampler(self.steps_per_epoch * cfg.batch_size)
         workers = max(0, int(cfg.num_workers))
+        # its own generator: starting an iterator (each epoch) then takes no number from torch's global one, so a
+        # run resumed mid-epoch draws the same dropout masks as the uninterrupted run (the samples themselves
+        # come from PatchDataset's per-index generators)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None)
+            prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(int(cfg.seed)))
 
     # -- state
     def _state_json(self) -> str:

@@ -82,18 +82,25 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
         assert torch.equal(package.model(x), reference(x))
 
 
-def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_path, dropout):
+    """With dropout the resumed run once drew other masks: making the data loader's iterator took a number from
+    torch's global generator after the checkpoint's state was restored (the loader now has its own)."""
     torch.set_num_threads(1)
     quiet = dict(log=lambda s: None)
     dirs = {k: tmp_path / k for k in ("full", "crash", "ctrlc")}
     for d in dirs.values():
         d.mkdir()
-    full = train(tiny_config(data_csv, dirs["full"]), **quiet)
+
+    def config(out_dir):
+        return tiny_config(data_csv, out_dir, model_options={"channels": [4, 8, 16], "dropout": dropout})
+
+    full = train(config(dirs["full"]), **quiet)
     assert full.global_step == 6
     reference = _weights(dirs["full"] / "model_train" / "checkpoints" / "last.pt")
 
     # crash (like SIGKILL) in epoch 2: nothing saved since the end of epoch 1
-    crash_cfg = tiny_config(data_csv, dirs["crash"])
+    crash_cfg = config(dirs["crash"])
     with pytest.raises(RuntimeError, match="killed"):
         train(crash_cfg, callbacks=[RaiseAt(5, RuntimeError("killed"))], **quiet)
     last = load_checkpoint(dirs["crash"] / "model_train" / "checkpoints" / "last.pt")
@@ -102,7 +109,7 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
     assert resumed.global_step == 6 and [r["epoch"] for r in resumed.history] == [1, 2]
 
     # Ctrl-C mid epoch 1: checkpoint at the exact step
-    ctrlc_cfg = tiny_config(data_csv, dirs["ctrlc"])
+    ctrlc_cfg = config(dirs["ctrlc"])
     with pytest.raises(KeyboardInterrupt):
         train(ctrlc_cfg, callbacks=[RaiseAt(2, KeyboardInterrupt())], **quiet)
     last = load_checkpoint(dirs["ctrlc"] / "model_train" / "checkpoints" / "last.pt")

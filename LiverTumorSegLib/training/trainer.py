@@ -206,6 +206,7 @@ class SyntheticValidationCase:
             z1 = min(hu.shape[0], z0 + block)
             hu[z0:z1], labels[z0:z1] = inserter(hu[z0:z1], labels[z0:z1], case.spacing_zyx, rng)
         self.hu, self.labels, self.num_slices = hu, labels, hu.shape[0]
+        self.spacing_zyx = case.spacing_zyx  # network-grid voxel size (mm), as CachedCase's
 
 
 # ----------------------------------------------------------------------------------------- the trainer

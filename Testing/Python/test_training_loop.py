@@ -3,6 +3,7 @@ crash or Ctrl-C, time limit, cross-validation table, and a 2-process DDP (gloo) 
 import csv
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,25 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
         got = _weights(dirs[name] / "model_train" / "checkpoints" / "last.pt")
         for key, value in reference.items():
             assert torch.allclose(got[key], value, atol=1e-6), (name, key)
+
+
+def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_csv, tmp_path):
+    """Validation on synthetic-lesion copies of the validation cases runs to the end (a missing spacing_zyx on
+    those copies once crashed every such run at the end of epoch 1, the README's tiny example included)."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    data = Path(__file__).resolve().parents[1] / "Data"  # real CTs without tumor labels, as in the README
+    cases = tmp_path / "cases.csv"
+    cases.write_text(f"image,label,patient\n{data / 'ct3slice_ct.nii.gz'},{data / 'ct3slice_liver_seg.nii.gz'},a\n"
+                     f"{data / 'example_ct_sm.nii.gz'},{data / 'example_ct_sm_liver.nii.gz'},b\n")
+    (tmp_path / "run").mkdir()
+    result = train(tiny_config(cases, tmp_path / "run", epochs=1, iterations_per_epoch=2, val_fraction=0.5),
+                   log=lambda s: None)
+    assert result.val_cases and "+synthetic" not in result.val_cases[0]
+    assert result.stop_reason == "completed" and result.package_path.is_file()
+    validation = read_package_metadata(result.package_path)["validation"]
+    assert 0.0 <= validation["liver_dice"] <= 1.0 and "tumor_dice" in validation
 
 
 def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, capsys):

@@ -103,9 +103,10 @@ def is_dicom_seg(path: Any) -> bool:
 
 def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
     """The files of the DICOM series in ``folder`` that :func:`io.read_volume` reads (same ``series`` rules)."""
-    from .io import list_dicom_series, select_dicom_series
+    from .io import select_dicom_series
+    from .io.dicom import find_dicom_series
 
-    all_series = list_dicom_series(folder)
+    all_series = find_dicom_series(folder)
     if not all_series:
         raise InputError(f"Folder '{folder}' holds no DICOM series; a DICOM SEG needs the source DICOM series.")
     if series is not None:

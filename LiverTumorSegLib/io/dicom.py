@@ -38,8 +38,33 @@ def _dicom_tag(reader, tag: str) -> str:
     return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
 
 
-def list_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
-    """All DICOM series directly inside ``folder`` (not its subfolders), in GDCM's order.
+MAX_SUBFOLDER_DEPTH = 6
+MAX_SUBFOLDERS = 5000
+"""How far :func:`find_dicom_series` looks below a folder without DICOM files of its own (PACS exports and DICOMDIR
+media nest series as PATIENT/STUDY/SERIES/files, or split one series over several folders)."""
+
+
+def _subfolders(folder: Path) -> List[Path]:
+    """``folder``'s subfolders, depth-first, sorted, hidden ones skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
+    levels and :data:`MAX_SUBFOLDERS` folders."""
+    found: List[Path] = []
+    stack = [(folder, 0)]
+    while stack and len(found) < MAX_SUBFOLDERS:
+        current, depth = stack.pop()
+        if depth >= MAX_SUBFOLDER_DEPTH:
+            continue
+        try:
+            children = sorted(p for p in current.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        found.extend(children)
+        stack.extend((child, depth + 1) for child in reversed(children))
+    return found[:MAX_SUBFOLDERS]
+
+
+def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSeriesInfo]:
+    """All DICOM series directly inside ``folder`` in GDCM's order; with ``recursive`` those in its subfolders
+    too (:func:`_subfolders`), each series with its files from every folder (sorted by slice position by GDCM).
 
     Raises InputError if ``folder`` is not a folder. Returns ``[]`` when it holds no DICOM series.
     """
@@ -49,9 +74,13 @@ def list_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
         raise InputError(f"'{folder}' is not a folder; give the folder that holds the DICOM files.")
     series = []
     with _quiet_itk():
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        if recursive:
+            for sub in _subfolders(folder):
+                uids.extend(uid for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)) if uid not in uids)
     for uid in uids:
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        with _quiet_itk():
+            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, recursive))
         info = DicomSeriesInfo(uid=uid, files=files)
         if files:
             reader = sitk.ImageFileReader()
@@ -104,24 +133,18 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
                      f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
 
 
-def _dicom_in_subfolders(folder: Path) -> List[str]:
-    sitk = _sitk()
-    found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        with _quiet_itk():
-            has_series = bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)))
-        if has_series:
-            found.append(sub.name)
-    return found
+def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
+    """The DICOM series of ``folder``: those directly in it, or, when it holds none itself, those in its
+    subfolders, each gathered from all of them (a series split over several folders is read whole; choosing
+    one of those folders would have given part of the series without a word)."""
+    return list_dicom_series(folder) or list_dicom_series(folder, recursive=True)
 
 
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
-    all_series = list_dicom_series(folder)
+    all_series = find_dicom_series(folder)
     if not all_series:
-        subs = _dicom_in_subfolders(folder)
-        hint = (f" DICOM series were found in its subfolders {', '.join(subs[:5])}; give one of those folders."
-                if subs else f" Give a folder of DICOM files, or a {_FILE_FORMATS_TEXT} file.")
-        raise InputError(f"Folder '{folder}' holds no DICOM series.{hint}")
+        raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders. Give a folder of DICOM "
+                         f"files, or a {_FILE_FORMATS_TEXT} file.")
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)
     elif len(all_series) == 1:

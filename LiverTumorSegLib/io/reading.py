@@ -23,6 +23,8 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
         raise InputError(f"Input '{path}' does not exist{parent_hint}; check the path.")
     if path.is_dir():
         return _read_dicom_folder(path, series)
+    if path.name.upper() == "DICOMDIR":  # a DICOM medium's index: its series lie in the folders beside it
+        return _read_dicom_folder(path.parent, series)
     suffix = full_suffix(path)
     if path.stat().st_size == 0:
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")

@@ -338,13 +338,38 @@ def test_two_series_in_one_folder_list_and_select(tmp_path):
 def test_folder_without_dicom_and_dicom_in_subfolder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hello")
-    with pytest.raises(InputError, match="holds no DICOM series"):
+    with pytest.raises(InputError, match="holds no DICOM series, nor do its subfolders"):
         read_volume(tmp_path / "empty")
-    write_dicom_series(tmp_path / "study" / "series1", np.zeros((2, 4, 4), np.int16), UID_A, "x")
-    with pytest.raises(InputError, match="subfolders series1"):
-        read_volume(tmp_path / "study")
+    # a DICOMDIR-style medium: PATIENT/STUDY/SERIES/files, three levels below the folder given
+    stored = np.arange(2 * 4 * 4, dtype=np.int16).reshape(2, 4, 4)
+    write_dicom_series(tmp_path / "media" / "PT0" / "ST0" / "SE0", stored, UID_A, "x")
+    (tmp_path / "media" / "DICOMDIR").write_bytes(b"\0" * 132)
+    for given in (tmp_path / "media", tmp_path / "media" / "DICOMDIR"):
+        volume = read_volume(given)
+        assert volume.meta["series_uid"] == UID_A and np.array_equal(volume.array, stored * 2 - 1024)
     with pytest.raises(InputError, match="not a folder"):
         list_dicom_series(tmp_path / "empty" / "notes.txt")
+
+
+def test_series_split_over_subfolders_is_read_whole(tmp_path):
+    """PACS exports split a series over folders; the error once suggested one of them, which then gave part of
+    the series (10 of 20 slices) without a word. The parent folder now reads the whole series in order."""
+    stored = np.arange(6 * 4 * 4, dtype=np.int16).reshape(6, 4, 4)
+    write_dicom_series(tmp_path / "whole", stored, UID_A, "venous")
+    export = tmp_path / "export"
+    for k, f in enumerate(sorted((tmp_path / "whole").iterdir())):
+        target = export / ("part2" if k % 2 else "part1")  # interleaved, as some exports do
+        target.mkdir(parents=True, exist_ok=True)
+        f.rename(target / f.name)
+    volume = read_volume(export)
+    reference = read_volume(export / "part1")  # what the old hint led to: half the slices
+    assert volume.shape_zyx == (6, 4, 4) and reference.shape_zyx == (3, 4, 4)
+    assert np.array_equal(volume.array, stored * 2 - 1024)
+    assert sorted(map(Path, volume.meta["files"])) == sorted(export.rglob("*.dcm"))
+    write_dicom_series(export / "part3", stored[:2], UID_B, "arterial")
+    with pytest.raises(InputError, match="holds 2 DICOM series"):
+        read_volume(export)
+    assert read_volume(export, series="venous").shape_zyx == (6, 4, 4)
 
 
 # ---------------------------------------------------------------------------------------- label maps

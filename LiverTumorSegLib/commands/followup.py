@@ -13,7 +13,6 @@ baseline has no measurable lesion. A PNG shows baseline and aligned follow-up si
 as in the JSON. Research use only: not a medical device.
 """
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,15 +43,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def _read_ct(path: Optional[str]):
     """The CT at ``path`` (None without one), checked like ``segment``'s input except that values which do not
     look like HU only warn: NaN/Inf, constant or broken volumes are refused (NaN once reached ITK's SVD)."""
-    from ..io import read_volume
-    from ..validation import check_ct
+    from . import read_checked_ct
 
-    if not path:
-        return None
-    ct = read_volume(path)
-    for warning in check_ct(ct, allow_non_hu=True):
-        print(f"warning: {warning}", file=sys.stderr)
-    return ct
+    return read_checked_ct(path, allow_non_hu=True) if path else None
 
 
 def run(args: argparse.Namespace) -> int:

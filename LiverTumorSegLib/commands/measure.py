@@ -7,7 +7,6 @@ LABELS: a label map (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage, or 
 (and checks that the label map lies on the CT's grid); ``--probabilities`` adds the mean tumor probability.
 """
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -50,17 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
     from ..inference.lesion_report import check_report_path, lesion_report, write_report
     from ..io import read_label_map, read_volume
+    from . import read_checked_ct
 
     output = check_report_path(args.output)
     check_can_write(output, args.overwrite)  # before any reading
     if not Path(args.labels).exists():
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
-    ct = read_volume(args.ct, series=args.series) if args.ct else None
-    if ct is not None:  # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
-        from ..validation import check_ct
-
-        for warning in check_ct(ct, allow_non_hu=True):
-            print(f"warning: {warning}", file=sys.stderr)
+    # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
+    ct = read_checked_ct(args.ct, args.series, allow_non_hu=True) if args.ct else None
     labels = read_label_map(args.labels, reference=ct)
     probability = None
     if args.probabilities:

@@ -7,7 +7,6 @@ Reads the CT (file or DICOM folder), puts it in canonical orientation, applies t
 writes a PNG grid: rows = axial slices, columns = the original (abdomen window) and each channel.
 """
 import argparse
-import sys
 from typing import Any
 
 from ..errors import InputError
@@ -39,7 +38,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
-    from ..io import read_volume
+    from . import read_checked_ct
     from ..orientation import canonicalize
     from ..preprocessing import PreprocessingConfig, render_preview
 
@@ -50,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(args.output, args.overwrite)  # fail before the (slow) read
     config = (PreprocessingConfig.from_file(args.config) if args.config
               else PreprocessingConfig.preset(args.preset or "default"))
-    volume = read_volume(args.input, series=args.series)
-    from ..validation import check_ct
-
-    for warning in check_ct(volume, allow_non_hu=args.allow_non_hu):
-        print(f"warning: {warning}", file=sys.stderr)
+    volume = read_checked_ct(args.input, args.series, args.allow_non_hu)
     from ..validation import check_network_memory
 
     check_network_memory(volume, config)  # the preview resamples the whole volume to the network grid

@@ -122,8 +122,8 @@ class PatchDataset:
         labels = np.asarray(case.labels[idx], dtype=np.uint8)
         # work region around a liver-biased centre: lesions and augmentation only touch it. At least 1.75 x the
         # patch, and large enough that the drawn rotation/zoom/shift read only real pixels for the final patch
-        # (a zoom of 0.6 reads 1.7 x as far out: with a fixed 1.75 x region, 22 % of the v2 recipe's patches
-        # held a straight -1024 HU edge of padding)
+        # (a zoom of 0.6 with rotation reads up to ~1.8 x as far out: with a fixed 1.75 x region about 22 % of the
+        # v2 recipe's draws read past it, into the region's -1024 HU fill)
         base = int(np.ceil(1.75 * self.patch_size))
         jitter = (base - self.patch_size) // 4
         region, spatial = base, None

@@ -10,10 +10,13 @@ tensor bytes. Tensors = the model's ``state_dict``; ``__metadata__["livertumorse
      "labels": {"0": "background", "1": "liver", "2": "tumor"},
      "training": {...}, "validation": {...},        # free-form summaries (data, command, metrics)
      "library_version", "created" (ISO 8601 UTC), "default" (optional bool),
-     "weights_sha256"}                              # see weights_sha256()
+     "weights_sha256",                               # see weights_sha256()
+     "metadata_sha256"}                             # see metadata_sha256(); absent in packages written
+                                                    # before it existed (the bundled ones: see SHA256SUMS)
 
 Security: loading never unpickles anything. The header is parsed and size-checked by hand before any
-tensor is read; the weights' SHA-256 must match the header; the architecture is rebuilt from the
+tensor is read; the weights' SHA-256 must match the header, and so must the metadata's own SHA-256 where the
+package records one (an edited window level would otherwise load as valid); the architecture is rebuilt from the
 registry and the state dict must match it key for key and shape for shape. Any problem raises
 :class:`~LiverTumorSegLib.errors.ModelPackageError`.
 """
@@ -55,7 +58,7 @@ MAX_TEXT_CHARS = 65536
 # metadata keys that save_model_package itself writes and a caller's metadata may not set ("created" is
 # written too, but a caller may pass its own)
 RESERVED_METADATA_KEYS = ("format_version", "architecture", "preprocessing", "weights_sha256", "library_version",
-                          "weights_storage")
+                          "weights_storage", "metadata_sha256")
 
 # how floating-point weights are stored: float32 as trained, or float16 (half the file; loaded back as float32)
 WEIGHT_STORAGE_DTYPES = ("float32", "float16")
@@ -126,6 +129,27 @@ def weights_sha256(tensors: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # header parsing (no torch)
+
+def metadata_sha256(meta: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a package's metadata without its own ``metadata_sha256`` entry, over the canonical
+    JSON text (keys sorted, ASCII, Python's shortest float repr). Parsing a stored metadata and dumping it again
+    gives the same text, so the loader can recompute it from the parsed dict."""
+    rest = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    text = json.dumps(rest, allow_nan=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sealed_metadata_json(meta: Mapping[str, Any]) -> str:
+    """The JSON text to store for ``meta``: its finite, JSON-typed form with ``metadata_sha256`` set. Raises
+    ``TypeError``/``ValueError`` for metadata that is not JSON-serialisable."""
+    plain = json.loads(json.dumps(finite_json(dict(meta)), allow_nan=False))  # tuples -> lists, keys -> str
+    plain["metadata_sha256"] = metadata_sha256(plain)
+    return json.dumps(plain, allow_nan=False, sort_keys=True)
+
+
+def _is_sha256_hex(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
 
 def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     """Parse and validate a safetensors header without reading tensor data.
@@ -298,10 +322,9 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     if meta.get("weights_storage", "float32") not in WEIGHT_STORAGE_DTYPES:
         raise ModelPackageError(f"{where}: metadata 'weights_storage' must be one of "
                                 f"{', '.join(WEIGHT_STORAGE_DTYPES)}, got {str(meta['weights_storage'])[:40]!r}.")
-    sha = meta["weights_sha256"]
-    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ModelPackageError(f"{where}: metadata 'weights_sha256' is not a SHA-256 hex digest; the file is "
-                                f"corrupt.")
+    for key in ("weights_sha256", "metadata_sha256"):
+        if (key in meta or key == "weights_sha256") and not _is_sha256_hex(meta[key]):
+            raise ModelPackageError(f"{where}: metadata '{key}' is not a SHA-256 hex digest; the file is corrupt.")
     _validate_architecture(meta["architecture"], where)
     return meta
 
@@ -324,7 +347,23 @@ def _read_header_and_metadata(path: PathLike):
     except RecursionError:
         raise ModelPackageError(f"Model package '{path}' has metadata nested too deeply; the file is corrupt or "
                                 f"hostile.") from None
-    return header, validate_package_metadata(meta, path)
+    validate_package_metadata(meta, path)
+    _check_metadata_hash(meta, path)
+    return header, meta
+
+
+def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
+    """Refuse metadata that differs from the ``metadata_sha256`` it was saved with (packages without one,
+    written before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`)."""
+    if "metadata_sha256" not in meta:
+        return
+    found = metadata_sha256(meta)
+    if found != meta["metadata_sha256"]:
+        raise ModelPackageError(f"Model package '{path}' failed its integrity check: its metadata (preprocessing, "
+                                f"labels, architecture or descriptions) was changed after the package was saved "
+                                f"(metadata SHA-256 {found[:16]}... but the package records "
+                                f"{meta['metadata_sha256'][:16]}...). A package runs only as trained; obtain a "
+                                f"fresh copy, or re-save it with LiverTumorSegLib.package.save_model_package.")
 
 
 def read_package_metadata(path: PathLike) -> Dict[str, Any]:
@@ -394,7 +433,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         meta[key] = value
     meta["weights_sha256"] = weights_sha256(tensors)
     try:
-        meta_json = json.dumps(finite_json(meta), allow_nan=False, sort_keys=True)
+        meta_json = sealed_metadata_json(meta)
     except (TypeError, ValueError) as exc:
         raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
     with atomic_output(path, overwrite=overwrite) as tmp:

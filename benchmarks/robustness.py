@@ -367,13 +367,14 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
 
 
 def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
-    """Rewrite package ``path`` with ``metadata["robustness"] = rows`` (tensors and their hash unchanged)."""
+    """Rewrite package ``path`` with ``metadata["robustness"] = rows`` (tensors and their hash unchanged; the
+    metadata's own hash recomputed)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from LiverTumorSegLib.fileutil import atomic_output
     from LiverTumorSegLib.package import (METADATA_KEY, load_model_package, read_package_metadata,
-                                          record_bundled_checksum)
+                                          record_bundled_checksum, sealed_metadata_json)
 
     path = Path(path)
     meta = read_package_metadata(path)
@@ -381,7 +382,7 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     meta["robustness"] = [dict(r) for r in rows]
-    header[METADATA_KEY] = json.dumps(meta, allow_nan=False, sort_keys=True)
+    header[METADATA_KEY] = sealed_metadata_json(meta)
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     record_bundled_checksum(path)

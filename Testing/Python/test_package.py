@@ -50,10 +50,14 @@ def package_path(tmp_path):
                                                                               "dice_tumor": float("nan")}})
 
 
-def _rewrite_metadata(src: Path, dst: Path, change) -> Path:
-    """Copy package ``src`` to ``dst`` with its livertumorseg metadata dict changed by ``change(meta)``."""
+def _rewrite_metadata(src: Path, dst: Path, change, keep_metadata_hash: bool = False) -> Path:
+    """Copy package ``src`` to ``dst`` with its livertumorseg metadata dict changed by ``change(meta)``. The
+    metadata's own hash is dropped (a package as written before it existed, or by hand) unless
+    ``keep_metadata_hash``: then the edit is one the loader must catch."""
     from safetensors.torch import load_file, save_file
     meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
+    if not keep_metadata_hash:
+        meta.pop("metadata_sha256")
     change(meta)
     save_file(load_file(str(src)), str(dst), metadata={"livertumorseg": json.dumps(meta)})
     return dst
@@ -198,10 +202,55 @@ def test_edited_metadata_of_a_bundled_package_is_refused(package_path, tmp_path,
         meta["preprocessing"]["channels"][0]["level"] = 300.0
 
     edited = _rewrite_metadata(saved, tmp_path / "edited.safetensors", window_300)
-    load_model_package(edited)  # outside the bundled folder only the weights are checked: it loads
+    load_model_package(edited)  # without a metadata hash (older packages), outside the bundled folder: it loads
     saved.write_bytes(edited.read_bytes())
     with pytest.raises(ModelPackageError, match="failed its integrity check.*SHA256SUMS.*git checkout"):
         load_model_package("clinic")
+
+
+def test_edited_metadata_is_refused_by_the_packages_own_metadata_hash(package_path, tmp_path, monkeypatch):
+    """Anywhere, not only in the bundled folder: a saved package records its metadata's SHA-256, so a valid
+    edit (window level 40 -> 300, weights untouched) is refused on load and listed as unusable."""
+    from LiverTumorSegLib.package import list_installed_models, metadata_sha256
+
+    meta = read_package_metadata(package_path)
+    assert meta["metadata_sha256"] == metadata_sha256(meta)
+    assert metadata_sha256(dict(meta, name="other")) != meta["metadata_sha256"]
+    assert metadata_sha256(meta) == metadata_sha256(json.loads(json.dumps(meta)))  # parse -> dump is stable
+
+    def window_300(m):
+        m["preprocessing"]["channels"][0]["level"] = 300.0
+
+    edited = _rewrite_metadata(package_path, tmp_path / "edited.safetensors", window_300, keep_metadata_hash=True)
+    with pytest.raises(ModelPackageError, match="metadata .*was changed after the package was saved"):
+        load_model_package(edited)
+    with pytest.raises(ModelPackageError, match="integrity check"):
+        read_package_metadata(edited)
+    relabelled = _rewrite_metadata(package_path, tmp_path / "labels.safetensors",
+                                   lambda m: m["labels"].update({"2": "liver"}), keep_metadata_hash=True)
+    with pytest.raises(ModelPackageError, match="integrity check"):
+        load_model_package(relabelled)
+    bad_digest = _rewrite_metadata(package_path, tmp_path / "digest.safetensors",
+                                   lambda m: m.update(metadata_sha256="xyz"), keep_metadata_hash=True)
+    with pytest.raises(ModelPackageError, match="'metadata_sha256' is not a SHA-256"):
+        load_model_package(bad_digest)
+
+    models = tmp_path / "user_models"
+    models.mkdir()
+    (models / "edited.safetensors").write_bytes(edited.read_bytes())
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    entries = [e for e in list_installed_models(warn=False) if e["path"].endswith("edited.safetensors")]
+    assert len(entries) == 1 and "integrity check" in entries[0]["error"]
+
+
+def test_metadata_hash_is_reserved_and_survives_resaving(package_path, tmp_path):
+    from LiverTumorSegLib.package import carried_metadata
+    with pytest.raises(InputError, match="metadata_sha256"):
+        save_model_package(tmp_path / "x.safetensors", _tiny_model(), PREP, {"metadata_sha256": "0" * 64})
+    first = load_model_package(package_path)
+    again = save_model_package(tmp_path / "again.safetensors", first.model, first.preprocessing,
+                               carried_metadata(first.metadata))
+    assert load_model_package(again).metadata["validation"] == first.metadata["validation"]
 
 
 def test_refuses_unknown_architecture(package_path, tmp_path):

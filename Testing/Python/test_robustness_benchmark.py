@@ -130,9 +130,11 @@ def test_cli_runs_stores_in_package_and_models_shows_it(tmp_path, monkeypatch, c
         assert row["liver_dice"] is None or 0.0 <= row["liver_dice"] <= 1.0
 
     from LiverTumorSegLib.commands import models as models_cmd
-    from LiverTumorSegLib.package import load_model_package, read_package_metadata
+    from LiverTumorSegLib.package import load_model_package, metadata_sha256, read_package_metadata
 
-    assert read_package_metadata(package.path)["robustness"] == rows
+    stored = read_package_metadata(package.path)
+    assert stored["robustness"] == rows
+    assert stored["metadata_sha256"] == metadata_sha256(stored)  # resealed: the new table is part of the hash
     assert load_model_package(package.path).sha256 == sha     # weights untouched
     monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models_dir))
     models_cmd.run(argparse.Namespace(json=False))

@@ -486,21 +486,40 @@ def record_bundled_checksum(path: PathLike) -> None:
         tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
 
 
-def verify_bundled_checksum(path: PathLike) -> None:
-    """Refuse a bundled package whose file differs from its :data:`BUNDLED_CHECKSUMS` entry (its metadata or
-    weights were edited, or it is damaged). Packages elsewhere, or not listed, are left to the weights' hash."""
-    path = Path(path)
-    if not _in_bundled_folder(path):
-        return
-    expected = read_bundled_checksums().get(path.name)
+def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPackageError:
+    return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
+                             f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
+                             f"file (metadata or weights) was modified or damaged. Restore it from the release "
+                             f"(in a clone: git checkout -- Resources/Models/{path.name}).")
+
+
+def _expected_bundled_checksum(path: Path) -> Optional[str]:
+    """The :data:`BUNDLED_CHECKSUMS` entry of a package in the bundled folder; None elsewhere or when unlisted."""
+    return read_bundled_checksums().get(path.name) if _in_bundled_folder(path) else None
+
+
+def _verified_bundled_bytes(path: Path) -> Optional[bytes]:
+    """A listed bundled package's bytes, checked against :data:`BUNDLED_CHECKSUMS` (read once: the tensors
+    are parsed from these same bytes); None for any other package."""
+    expected = _expected_bundled_checksum(path)
     if expected is None:
-        return
-    found = file_sha256(path)
+        return None
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
     if found != expected:
-        raise ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
-                                f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
-                                f"file (metadata or weights) was modified or damaged. Restore it from the release "
-                                f"(in a clone: git checkout -- Resources/Models/{path.name}).")
+        raise _bundled_checksum_error(path, found, expected)
+    return data
+
+
+def _load_tensors(path: Path, data: Optional[bytes]) -> Dict[str, Any]:
+    """The package's tensors (safetensors, no pickle), from ``data`` when the file was already read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load, load_file
+
+    try:
+        return load_file(str(path), device="cpu") if data is None else load(data)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelPackageError(f"Model package '{path}' could not be read: {exc}")
 
 
 def carried_metadata(meta: Mapping[str, Any]) -> Dict[str, Any]:
@@ -711,20 +730,15 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
     the loader read another file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from .models import build_model
 
     path = resolve_model(path_or_name)
     header, meta = _read_header_and_metadata(path)
-    verify_bundled_checksum(path)
+    bundled_bytes = _verified_bundled_bytes(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     activations = _plan_network(meta, header, path)
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelPackageError(f"Model package '{path}' could not be read: {exc}")
+    tensors = _load_tensors(path, bundled_bytes)
+    del bundled_bytes
     digest = weights_sha256(tensors)
     if digest != meta["weights_sha256"]:
         raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 "

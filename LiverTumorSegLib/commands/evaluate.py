@@ -4,7 +4,8 @@
 segmentation (.seg.nrrd, as `segment` writes it: segments "Liver" and "Liver tumor" -> labels 1 and 2).
 
 Pairing in folders: each file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd,
-.nii.gz, .nii, .nrrd, .mha, .mhd), without one known prefix (segmentation-, volume-, prediction-, pred-,
+.nii.gz, .nii, .nrrd, .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set
+test-segmentation- and test-volume-, prediction-, pred-,
 pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
 suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
 _prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
-CASE_PREFIXES = {"segmentation-": "label", "volume-": "image", "prediction-": "label", "pred-": "label",
+CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label", "volume-": "image", "prediction-": "label", "pred-": "label",
                  "pred_": "label", "label-": "label", "label_": "label", "labels-": "label", "seg-": "label",
                  "seg_": "label", "prob-": "prob", "prob_": "prob", "ct-": "image", "ct_": "image"}
 CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
@@ -89,8 +90,22 @@ def case_name(path: Path) -> Optional[str]:
     return None if key is None else key[0]
 
 
+def _image_files(folder: Path) -> List[Path]:
+    """The image files in ``folder`` itself; when it holds none, those in its subfolders at any depth (LiTS's
+    "Training Batch 1" / "Training Batch 2"). Hidden files and folders and ``__MACOSX`` copies are skipped."""
+    def visible(path: Path) -> bool:
+        parts = path.relative_to(folder).parts
+        return path.is_file() and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+    own = [p for p in sorted(folder.iterdir()) if visible(p) and case_key(p) is not None]
+    if own:
+        return own
+    return [p for p in sorted(folder.rglob("*")) if visible(p) and case_key(p) is not None]
+
+
 def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
-    """Case name -> file for the image files in ``folder`` (not recursive, hidden files skipped).
+    """Case name -> file for the image files in ``folder`` (:func:`_image_files`: its own, or its subfolders'
+    when it has none of its own; hidden files skipped).
 
     Two files with one case name are resolved by their names' role when exactly one of them is what ``what``
     asks for (``ct3slice_ct`` is the CT for --images, ``ct3slice_liver_seg`` the label map for --ref);
@@ -98,18 +113,15 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     """
     wanted = ROLE_OF_OPTION.get(what)
     found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
+    for path in _image_files(folder):
         key = case_key(path)
-        if key is not None:
-            found.setdefault(key[0], []).append((path, key[1]))
+        found.setdefault(key[0], []).append((path, key[1]))
     cases: "OrderedDict[str, Path]" = OrderedDict()
     for name, files in found.items():
         if len(files) > 1:
             fitting = [p for p, role in files if role == wanted]
             if len(fitting) != 1:
-                shown = "', '".join(p.name for p, _ in files)
+                shown = "', '".join(str(p.relative_to(folder)) for p, _ in files)
                 raise InputError(f"{what} folder '{folder}' holds {len(files)} files for case '{name}' ('{shown}'), "
                                  f"and their names do not say which one is the {ROLE_WORDS.get(wanted, 'input')} "
                                  f"(case names drop "
@@ -133,9 +145,15 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     only_pred = [name for name in preds if name not in refs]
     only_ref = [name for name in refs if name not in preds]
     if not matched:
+        hint = ""
+        if any((p / "MASKS_DICOM").is_dir() for p in (pred, ref, *pred.iterdir(), *ref.iterdir()) if p.is_dir()):
+            hint = (" 3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files: evaluate reads one label "
+                    "map file per case. Convert them first, e.g. in Python: for case in discover_cases(ROOT): ct, "
+                    "labels = load_case(case) (LiverTumorSegLib.training.datasets), then "
+                    "LiverTumorSegLib.io.write_label_map(f'{case.case_id}.nii.gz', labels, ct.geometry).")
         raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files) and --ref '{ref}' "
                          f"({len(refs)} files). Case names are file names without extension and without prefixes "
-                         f"such as 'segmentation-' (see 'livertumorseg evaluate --help').")
+                         f"such as 'segmentation-' (see 'livertumorseg evaluate --help').{hint}")
     return matched, only_pred, only_ref
 
 
@@ -165,6 +183,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="predicted label map file or folder (0 bg, 1 liver, 2 tumor)")
     p.add_argument("--ref", required=True, help="reference label map file or folder")
     p.add_argument("-o", "--output-dir", required=True, help="folder for cases.csv, summary.json and plots/")
+    p.add_argument("--label-map", metavar="JSON",
+                   help="map the references' raw values to 0/1/2, e.g. '{\"255\": 1}' for 0/255 masks or "
+                        "'{\"1\": 1, \"2\": 2, \"5\": 1}'; values not listed become 0")
+    p.add_argument("--pred-label-map", metavar="JSON",
+                   help="the same for the predictions (another tool's label values)")
     p.add_argument("--prob", help="probability map file or folder (float, same grid as the reference) for ROC")
     p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
                    help="what --prob is the probability of (default: tumor)")
@@ -203,16 +226,30 @@ def _check_outputs(paths: Dict[str, Path], overwrite: bool) -> None:
                                 f"-o folder.")
 
 
-def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[Path]):
-    from ..io import read_label_map, read_volume
+def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dict], Optional[dict]]):
+    """``(prediction, reference)`` label maps (0/1/2 uint8 on the reference's grid), each remapped by its
+    ``--pred-label-map`` / ``--label-map`` when given."""
+    from ..io import read_label_map
+    from ..io.labels import ANY_LABEL_VALUE, remap_labels
+
+    pred_map, ref_map = label_maps
+    ref = read_label_map(ref_path, allowed_values=ANY_LABEL_VALUE)
+    ref.array = remap_labels(ref.array, ref_map, str(ref_path), option="--label-map")
+    pred = read_label_map(pred_path, reference=ref, allowed_values=ANY_LABEL_VALUE)
+    pred.array = remap_labels(pred.array, pred_map, str(pred_path), option="--pred-label-map")
+    return pred, ref
+
+
+def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[Path],
+               label_maps: Tuple[Optional[dict], Optional[dict]] = (None, None)):
     from ..metrics.lits import check_same_grid
 
-    ref = read_label_map(ref_path)
-    pred = read_label_map(pred_path, reference=ref)
+    pred, ref = _read_labels(pred_path, ref_path, label_maps)
     check_same_grid(pred, ref, case)
     prob = None
     if prob_path is not None:
         from ..errors import LabelError
+        from ..io import read_volume
         from ..io.labels import describe_grid_mismatch
 
         prob_volume = read_volume(prob_path)
@@ -246,11 +283,12 @@ def probability_scores(array, path) -> "object":
     return array.astype(np.float32, copy=False)
 
 
-def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str) -> List[Dict[str, object]]:
+def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
+                      label_maps: Tuple[Optional[dict], Optional[dict]] = (None, None)) -> List[Dict[str, object]]:
     """Read everything the best/worst overlays need (label maps, CTs from --images) *before* any output is
     written, so an unreadable CT stops the run with nothing left behind. Returns one dict per overlay:
     ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
-    from ..io import read_label_map, read_volume
+    from ..io import read_volume
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
 
@@ -263,8 +301,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str) -> Li
     overlays = []
     for tag, case in (("best", best), ("worst", worst)):
         pred_path, ref_path = paths[case]
-        ref = read_label_map(ref_path)
-        pred = read_label_map(pred_path, reference=ref)
+        pred, ref = _read_labels(pred_path, ref_path, label_maps)
         ref_c, reorientation = canonicalize(ref)
         image = None
         if case in images:
@@ -327,6 +364,11 @@ def evaluate_folders(args) -> Dict[str, object]:
     out_dir = Path(args.output_dir)
     paths = _output_paths(out_dir)
     _check_outputs(paths, args.overwrite)
+    from ..io.labels import parse_label_map_option
+
+    label_maps = tuple(parse_label_map_option(text, option) if text else None
+                       for text, option in ((getattr(args, "pred_label_map", None), "--pred-label-map"),
+                                            (getattr(args, "label_map", None), "--label-map")))
     matched, only_pred, only_ref = match_cases(Path(args.pred), Path(args.ref))
     if only_pred or only_ref:
         log.warning("warning: unmatched cases: %d prediction(s) without reference %s; %d reference(s) without "
@@ -338,7 +380,7 @@ def evaluate_folders(args) -> Dict[str, object]:
     rows = []
     roc = RocAccumulator() if probs else None
     for index, (case, pred_path, ref_path) in enumerate(matched):
-        pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case))
+        pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
                             iou_threshold=args.detection_iou, connectivity=args.connectivity,
                             probabilities=prob, prob_structure=args.prob_structure)
@@ -348,13 +390,14 @@ def evaluate_folders(args) -> Dict[str, object]:
         if not getattr(args, "no_progress", False):
             log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
                      row["dice_liver"], row["dice_tumor"])
-    overlays = [] if args.no_plots else _prepare_overlays(rows, matched, images, args.rank_metric)
+    overlays = [] if args.no_plots else _prepare_overlays(rows, matched, images, args.rank_metric, label_maps)
 
     summary = summarize_cases(rows)
     summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
                            "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2",
                            "tumor_dice_both_empty": "1.0 (LiTS per-case convention)"}
+    summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
     curve = roc.curve() if roc is not None else None
     if curve is not None:

@@ -1,10 +1,10 @@
 """Label maps: reading (plain images, Slicer ``.seg.nrrd``, DICOM SEG), checking their values (0 background,
 1 liver, 2 tumor) and matching their grid to the reference CT."""
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import InputError, LabelError
 from ..volume import CTVolume
 from .formats import PathLike
 from .reading import read_volume
@@ -66,9 +66,14 @@ def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> 
                      "onto the reference grid first.")
 
 
+NEAR_INTEGER_TOLERANCE = 1e-3
+"""A float label value this close to an integer is that integer (labels saved as float32 by a scaling step)."""
+
+
 def check_label_values(array: np.ndarray, source: str = "label map",
                        allowed_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
-    """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values``. Any shape.
+    """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values`` (floats within
+    :data:`NEAR_INTEGER_TOLERANCE` of an integer are rounded to it). Any shape.
 
     Raises LabelError naming the offending values (at most 10) and the allowed set.
     """
@@ -80,8 +85,11 @@ def check_label_values(array: np.ndarray, source: str = "label map",
         finite = np.isfinite(array)
         if not finite.all():
             raise LabelError(f"Label map '{source}' contains NaN/Inf values; it must hold the integers {allowed_txt}.")
-        frac = array != np.rint(array)
-        if frac.any():
+        rounded = np.rint(array)
+        frac = np.abs(array - rounded) > NEAR_INTEGER_TOLERANCE
+        if not frac.any():
+            array = rounded  # integers stored as floats, within float rounding (0.999999 is 1)
+        else:
             examples = ", ".join(f"{v:g}" for v in np.unique(array[frac])[:5])
             raise LabelError(f"Label map '{source}' has non-integer values ({examples}); it must hold the integers "
                              f"{allowed_txt}. Is this a probability map or a CT instead of a label map?")
@@ -92,6 +100,49 @@ def check_label_values(array: np.ndarray, source: str = "label map",
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt} "
                          f"(0 background, 1 liver, 2 tumor); remap them first.")
     return array.astype(np.uint8, copy=False)
+
+
+ANY_LABEL_VALUE = tuple(range(256))
+
+
+def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, int]:
+    """A ``--label-map`` JSON text (``'{"255": 1}'``: raw value -> 0 background, 1 liver, 2 tumor) as a dict;
+    InputError saying what is wrong otherwise."""
+    import json
+
+    try:
+        mapping = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{option} must be JSON like '{{\"255\": 1}}' (raw value -> 0, 1 or 2): {exc}.") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise InputError(f"{option} must be a non-empty JSON object like '{{\"255\": 1}}', got {text[:60]!r}.")
+    for key, value in mapping.items():
+        try:
+            int(key)
+        except ValueError:
+            raise InputError(f"{option} key {key!r} is not an integer label value.") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
+            raise InputError(f"{option} maps {key} to {value!r}; targets must be 0, 1 or 2.")
+    return mapping
+
+
+def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: str = "label",
+                 option: str = "--label-map") -> np.ndarray:
+    """Map raw label values to uint8 {0, 1, 2}; values not in ``label_map`` become 0. Without a map, values
+    must already be in {0, 1, 2} (LabelError naming ``option``, the way to map them, otherwise)."""
+    if label_map:
+        out = np.zeros(raw.shape, dtype=np.uint8)
+        for source, target in label_map.items():
+            out[raw == int(source)] = int(target)
+        return out
+    values = np.unique(raw)
+    bad = [v for v in values.tolist() if v not in (0, 1, 2)]
+    if bad:
+        shown = ", ".join(str(int(v)) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        raise LabelError(f"Label map '{where}' holds values {shown} outside 0 (background), 1 (liver), 2 (tumor). "
+                         f"Map them with {option} '{{\"{int(bad[0])}\": 1}}' (every value not in the map "
+                         f"becomes 0, so list 1 and 2 too where they occur).")
+    return raw.astype(np.uint8, copy=False)
 
 
 def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,

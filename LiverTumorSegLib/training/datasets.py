@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, LabelError
+from ..io.labels import ANY_LABEL_VALUE, remap_labels
 from ..volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ def detect_format(root: PathLike) -> str:
         raise InputError(f"Training data '{root}' is a file but not a .csv. {_LAYOUT_HELP}")
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return "msd"
-    if any(_visible(p) for p in root.rglob("volume-*.nii*")):
+    if any(_in_visible_tree(p, root) for p in root.rglob("volume-*.nii*")):
         return "lits"
-    if any(p.is_dir() for p in root.rglob("PATIENT_DICOM")):
+    if any(p.is_dir() and _in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM")):
         return "ircadb"
-    if any(_visible(p) for p in root.rglob("PATIENT_DICOM.zip")):
+    if any(_in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM.zip")):
         raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
                          f"and MASKS_DICOM.zip in each patient folder first.")
     csvs = [p for p in root.glob("*.csv") if _visible(p)]
@@ -100,6 +101,16 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _in_visible_tree(path: Path, root: Path) -> bool:
+    """False for a path below ``root`` inside a hidden folder or a ``__MACOSX`` copy (macOS zip archives carry
+    one: the same tree again, holding ``._*`` resource files)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = path.parts
+    return not any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
 def _natural_key(text: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
@@ -108,7 +119,7 @@ def _discover_lits(root: Path) -> List[Case]:
     volumes: Dict[str, Path] = {}
     labels: Dict[str, Path] = {}
     for path in root.rglob("*.nii*"):
-        if not _visible(path):
+        if not _in_visible_tree(path, root):
             continue
         m = re.match(r"^(volume|segmentation)-(\d+)" + NIFTI_RE, path.name)
         if not m:
@@ -142,6 +153,14 @@ def _discover_msd(root: Path) -> List[Case]:
             raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
         for item in info.get("training", []):
             pairs.append(((root / item["image"]).resolve(), (root / item["label"]).resolve()))
+        listed = {image for image, _ in pairs}
+        unlisted = sorted(p.name for p in images_dir.iterdir()
+                          if _visible(p) and re.search(NIFTI_RE, p.name) and p.resolve() not in listed)
+        if unlisted:
+            log.warning("warning: %d image(s) in '%s' are not listed in dataset.json's \"training\" entries and are "
+                        "not used: %s%s. Add them to dataset.json (or delete dataset.json to use every "
+                        "imagesTr/labelsTr pair).", len(unlisted), images_dir, ", ".join(unlisted[:10]),
+                        " ..." if len(unlisted) > 10 else "")
     else:
         for image in sorted(images_dir.iterdir()):
             if _visible(image) and re.search(NIFTI_RE, image.name):
@@ -149,7 +168,8 @@ def _discover_msd(root: Path) -> List[Case]:
     cases = []
     for image, label in pairs:
         if not image.is_file():
-            raise InputError(f"MSD image '{image}' listed in dataset.json is missing.")
+            raise InputError(f"MSD image '{image}' listed in dataset.json is missing. Restore it, or remove its "
+                             f"entry from dataset.json's \"training\" list.")
         if not label.is_file():
             raise InputError(f"MSD label '{label}' for image '{image.name}' is missing in labelsTr/.")
         case_id = re.sub(NIFTI_RE, "", image.name)
@@ -158,9 +178,15 @@ def _discover_msd(root: Path) -> List[Case]:
 
 
 def _discover_ircadb(root: Path) -> List[Case]:
+    zipped = sorted(str(z.parent) for z in root.rglob("PATIENT_DICOM.zip")
+                    if _in_visible_tree(z, root) and not (z.parent / "PATIENT_DICOM").is_dir())
+    if zipped:
+        raise InputError(f"3D-IRCADb patient folder(s) {', '.join(repr(z) for z in zipped[:5])} still hold "
+                         f"PATIENT_DICOM.zip without a PATIENT_DICOM/ folder; unzip PATIENT_DICOM.zip and "
+                         f"MASKS_DICOM.zip there first (or remove those patients), so that no patient is left out.")
     cases = []
     for patient_dicom in sorted(root.rglob("PATIENT_DICOM")):
-        if not patient_dicom.is_dir():
+        if not patient_dicom.is_dir() or not _in_visible_tree(patient_dicom, root):
             continue
         patient = patient_dicom.parent
         masks = patient / "MASKS_DICOM"
@@ -210,7 +236,6 @@ def _resolve(base: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- reading
-ANY_LABEL_VALUE = tuple(range(256))
 
 
 def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = None) -> np.ndarray:
@@ -218,30 +243,56 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
 
     ``label_map`` maps raw values to 0/1/2 (keys may be strings); unlisted values become 0.
     Raises :class:`LabelError` for a shape/geometry mismatch or values outside {0, 1, 2} (without a map).
+    Logs a warning when the label was stored in another axis order than the CT (it is reoriented) and for
+    content that would teach the network something wrong (:func:`label_content_warnings`).
     """
     from ..io import read_label_map
 
     if case.layout == "ircadb":
         raw = _merge_ircadb_masks(Path(case.label_path), image)
     else:
-        allowed = ANY_LABEL_VALUE if label_map else (0, 1, 2)
-        raw = read_label_map(case.label_path, reference=image, allowed_values=allowed).array
-    return remap_labels(raw, label_map, case.label_path)
+        volume = read_label_map(case.label_path, reference=image, allowed_values=ANY_LABEL_VALUE)
+        for note in volume.meta.get("warnings", []):
+            log.warning("warning: case %s: %s ('%s').", case.case_id, note, case.label_path)
+        raw = volume.array
+    labels = remap_labels(raw, label_map, case.label_path)
+    for warning in label_content_warnings(labels, raw if label_map else None, label_map):
+        log.warning("warning: case %s: %s", case.case_id, warning)
+    return labels
 
 
-def remap_labels(raw: np.ndarray, label_map: Optional[Dict] = None, where: str = "label") -> np.ndarray:
-    """Map raw label values to uint8 {0, 1, 2}. Without a map, values must already be in {0, 1, 2}."""
-    if label_map:
-        out = np.zeros(raw.shape, dtype=np.uint8)
-        for source, target in label_map.items():
-            out[raw == int(source)] = int(target)
-        return out
-    values = np.unique(raw)
-    bad = [v for v in values.tolist() if v not in (0, 1, 2)]
-    if bad:
-        raise LabelError(f"Label '{where}' holds values {bad[:8]} outside 0 (background), 1 (liver), 2 (tumor). "
-                         f"Pass label_map (e.g. {{\"{int(bad[0])}\": 1}}) to remap them.")
-    return raw.astype(np.uint8, copy=False)
+def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
+                           label_map: Optional[Dict] = None) -> List[str]:
+    """What in a training label ``(z, y, x)`` uint8 {0, 1, 2} is probably a mistake: no liver at all (with a
+    ``label_map``, the raw values it dropped are named), tumor without any liver, or tumor components that touch
+    no liver (LiTS-style labels mark the liver around every tumor)."""
+    from scipy import ndimage
+
+    counts = np.bincount(labels.ravel(), minlength=3)
+    warnings = []
+    if counts[1] == 0 and counts[2] == 0:
+        text = "its label has no liver or tumor voxel, so training would call its whole CT background"
+        if label_map and raw is not None:
+            dropped = [int(v) for v in np.unique(raw).tolist() if v != 0 and str(int(v)) not in
+                       {str(k) for k in label_map}]
+            if dropped:
+                text += (f"; its values {dropped[:8]} are not in the label map {json.dumps(label_map)} and became 0 "
+                         f"(list every value you mean to keep, e.g. \"1\": 1, \"2\": 2)")
+        return [text + "."]
+    if counts[2] and counts[1] == 0:
+        return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor. "
+                "Check the label values (--label-map)."]
+    if counts[2]:
+        tumors, n = ndimage.label(labels == 2)
+        box = ndimage.find_objects((tumors > 0).astype(np.uint8))[0]
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        near_liver = ndimage.binary_dilation(labels[box] == 1)
+        touching = np.unique(tumors[box][near_liver & (tumors[box] > 0)])
+        apart = n - int(np.count_nonzero(touching))
+        if apart:
+            warnings.append(f"{apart} of its {n} tumor components touch no liver voxel (tumor outside the liver); "
+                            f"check the label.")
+    return warnings
 
 
 def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:

@@ -259,7 +259,9 @@ class Trainer:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
         torch.manual_seed(cfg.seed)
-        self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients) from {cfg.data}; "
+        self.layout = cases[0].layout
+        self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients, {self.layout} layout) "
+                 f"from {cfg.data}; "
                  f"train {len(self.train_cases)}, validation {len(self.val_cases)}"
                  + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else ""))
 
@@ -630,7 +632,7 @@ class Trainer:
                     "patients": sorted({c.patient_id for c in self.train_cases}),
                     "validation_cases": [c.case_id for c in self.val_cases],
                     "num_train_cases": len(self.train_cases), "num_val_cases": len(self.val_cases),
-                    "data": str(cfg.data), "format": cfg.format,
+                    "data": str(cfg.data), "format": self.layout,
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),

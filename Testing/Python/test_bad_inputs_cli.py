@@ -372,7 +372,7 @@ def make_label_wrong_spacing(d: Path) -> Path:
 
 
 LABEL_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
-    "label_values": (make_label_bad_values, ["values 5 outside", "remap"], "label map with value 5"),
+    "label_values": (make_label_bad_values, ["values 5 outside", "--pred-label-map"], "label map with value 5"),
     "label_probabilities": (make_label_probabilities, ["non-integer values", "probability map"],
                             "probability map (0.4, 0.8) given as label map"),
     "label_shape": (make_label_wrong_shape, ["does not match", "size (x, y, z) (40, 30, 6)"],

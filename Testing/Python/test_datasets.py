@@ -8,7 +8,8 @@ import pytest
 from LiverTumorSegLib.errors import InputError, LabelError
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import make_phantom
-from LiverTumorSegLib.training.datasets import Case, detect_format, discover_cases, load_case, remap_labels
+from LiverTumorSegLib.training.datasets import (Case, detect_format, discover_cases, label_content_warnings, load_case,
+                                                remap_labels)
 from LiverTumorSegLib.training.splits import holdout_split, kfold_splits, select_split
 
 
@@ -52,6 +53,19 @@ def test_msd_layout_uses_dataset_json_and_ignores_macos_files(tmp_path):
         {"image": "./imagesTr/liver_5.nii.gz", "label": "./labelsTr/liver_5.nii.gz"}]}))
     assert detect_format(tmp_path) == "msd"
     assert [c.case_id for c in discover_cases(tmp_path)] == ["liver_1", "liver_5"]
+
+
+def test_msd_images_missing_from_dataset_json_are_named(tmp_path, caplog):
+    for n in (1, 3):
+        _write_pair(tmp_path / "imagesTr" / f"liver_{n}.nii.gz", tmp_path / "labelsTr" / f"liver_{n}.nii.gz", n)
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}]}))
+    with caplog.at_level("WARNING"):
+        assert [c.case_id for c in discover_cases(tmp_path)] == ["liver_1"]
+    assert "1 image(s)" in caplog.text and "liver_3.nii.gz" in caplog.text and "not used" in caplog.text
+    (tmp_path / "imagesTr" / "liver_1.nii.gz").unlink()
+    with pytest.raises(InputError, match="listed in dataset.json is missing. Restore it, or remove its entry"):
+        discover_cases(tmp_path)
 
 
 def test_msd_missing_label_names_the_file(tmp_path):
@@ -116,6 +130,27 @@ def test_ircadb_without_liver_mask_is_an_error(tmp_path):
         discover_cases(tmp_path, "ircadb")
 
 
+def _ircadb_patient_folders(patient: Path) -> None:
+    for sub in ("PATIENT_DICOM", "MASKS_DICOM/liver"):
+        (patient / sub).mkdir(parents=True)
+
+
+def test_ircadb_macos_copy_is_ignored_and_a_zipped_patient_is_not_dropped(tmp_path):
+    """A macOS zip's __MACOSX/ tree repeats the patient folders (with ._ files): not a second patient. A patient
+    still zipped beside unzipped ones used to be left out without a word."""
+    _ircadb_patient_folders(tmp_path / "3Dircadb1.1")
+    _ircadb_patient_folders(tmp_path / "__MACOSX" / "3Dircadb1.1")
+    (tmp_path / "__MACOSX" / "3Dircadb1.1" / "PATIENT_DICOM" / "._image_0").write_bytes(b"junk")
+    assert detect_format(tmp_path) == "ircadb"
+    assert [c.case_id for c in discover_cases(tmp_path)] == ["3Dircadb1.1"]
+    zipped = tmp_path / "3Dircadb1.3"
+    zipped.mkdir()
+    (zipped / "PATIENT_DICOM.zip").write_bytes(b"PK")
+    (zipped / "MASKS_DICOM.zip").write_bytes(b"PK")
+    with pytest.raises(InputError, match="3Dircadb1.3.*still hold PATIENT_DICOM.zip.*unzip"):
+        discover_cases(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------- CSV
 def test_csv_relative_paths_patient_column_and_label_map(tmp_path):
     ph = _phantom(0)
@@ -161,8 +196,49 @@ def test_unknown_layout_explains_the_expected_ones(tmp_path):
 def test_remap_labels_known_answer():
     raw = np.array([[0, 5, 6], [5, 9, 0]])
     assert remap_labels(raw, {"5": 1, 6: 2}).tolist() == [[0, 1, 2], [1, 0, 0]]
-    with pytest.raises(LabelError, match="label_map"):
+    with pytest.raises(LabelError, match="--label-map"):
         remap_labels(raw)
+
+
+def test_labels_255_name_the_option_that_maps_them(tmp_path):
+    ph = _phantom(0)
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", labels=(ph.labels >= 1).astype(np.uint8) * 255)
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    case = discover_cases(tmp_path)[0]
+    with pytest.raises(LabelError, match="values 255 outside .*--label-map '\\{\"255\": 1\\}'"):
+        load_case(case)
+    assert np.count_nonzero(load_case(case, {"255": 1})[1] == 1) == np.count_nonzero(ph.labels >= 1)
+
+
+def test_label_content_warnings_known_answers():
+    labels = np.zeros((3, 10, 10), np.uint8)
+    raw = np.zeros_like(labels)
+    raw[1, 2:5, 2:5] = 1
+    raw[1, 3, 3] = 2
+    empty = label_content_warnings(labels, raw, {"255": 1})
+    assert len(empty) == 1 and "no liver or tumor voxel" in empty[0] and "values [1, 2] are not in the label map" in empty[0]
+    assert "label map" not in label_content_warnings(labels)[0]
+    tumor_only = labels.copy()
+    tumor_only[1, 3, 3] = 2
+    assert "tumor (2) but no liver (1)" in label_content_warnings(tumor_only)[0]
+    liver = raw.copy()                   # one tumor inside the liver ...
+    assert label_content_warnings(liver) == []
+    liver[1, 8, 8] = 2                   # ... and one in the background, two voxels away from it
+    liver[2, 8, 1] = 2                   # ... and one more, diagonal to nothing of the liver
+    assert label_content_warnings(liver) == ["2 of its 3 tumor components touch no liver voxel (tumor outside "
+                                             "the liver); check the label."]
+
+
+def test_load_case_warns_about_a_label_map_that_drops_a_cases_liver(tmp_path, caplog):
+    """A label map written for one case's values (255) silently emptied another case's 0/1/2 label."""
+    ph = _phantom(0)
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    with caplog.at_level("WARNING"):
+        _, labels = load_case(discover_cases(tmp_path)[0], {"255": 1})
+    assert not labels.any()
+    assert "case ct: its label has no liver or tumor voxel" in caplog.text and "[1, 2]" in caplog.text
+    assert np.count_nonzero(ph.labels) > 0
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -191,3 +267,21 @@ def test_kfold_each_patient_validated_exactly_once():
     assert select_split(cases, 0.2, 4, 2, 0) == folds[2]
     with pytest.raises(InputError, match="at least 8 patients"):
         kfold_splits(cases, 8, 0)
+
+
+def test_load_case_says_when_a_label_was_stored_in_another_axis_order(tmp_path, caplog):
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ph = _phantom(0)
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    geometry = ph.ct.geometry
+    nz, ny, nx = ph.labels.shape
+    flip_xy = np.diag([-1.0, -1.0, 1.0])
+    lps = ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps((nx - 1, ny - 1, 0))),
+                        direction=tuple((geometry.direction_matrix @ flip_xy).ravel()))
+    write_label_map(tmp_path / "seg.nrrd", ph.labels[:, ::-1, ::-1], lps)
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nrrd\n")
+    with caplog.at_level("WARNING"):
+        _, labels = load_case(discover_cases(tmp_path)[0])
+    assert "case ct: label map stored in another axis order; reoriented to the CT" in caplog.text
+    assert np.count_nonzero(labels == 2) == np.count_nonzero(ph.labels == 2)

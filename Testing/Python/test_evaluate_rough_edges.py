@@ -147,3 +147,50 @@ def test_corrupt_images_ct_leaves_no_outputs(tmp_path, capsys, existing_folder):
     err = capsys.readouterr().err
     assert code == 2 and "b.nii.gz" in err and "Traceback" not in err
     assert (list(out.iterdir()) == []) if existing_folder else not out.exists()
+
+
+def test_lits_batches_in_subfolders_and_255_references_with_label_map(tmp_path, capsys):
+    """LiTS ships its training set as 'Training Batch 1' and 'Training Batch 2' folders and its test set as
+    test-segmentation-N; IRCADb-style masks hold 0/255. --ref a folder without files of its own is searched
+    below; --label-map maps the references' values; the scores are those of the same labels as 0/1/2."""
+    ref = tmp_path / "lits"
+    (ref / "Training Batch 1").mkdir(parents=True)
+    (ref / "Training Batch 2").mkdir()
+    (ref / "__MACOSX" / "Training Batch 1").mkdir(parents=True)
+    (ref / "__MACOSX" / "Training Batch 1" / "._segmentation-0.nii").write_bytes(b"junk")
+    phantoms = {n: make_phantom(shape_zyx=(8, 24, 24), seed=n) for n in (0, 1)}
+    for n, batch in ((0, "Training Batch 1"), (1, "Training Batch 2")):
+        write_label_map(ref / batch / f"segmentation-{n}.nii", phantoms[n].labels, phantoms[n].ct.geometry)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    write_label_map(pred / "test-segmentation-0.nii.gz", phantoms[0].labels, phantoms[0].ct.geometry)
+    shrunk = (phantoms[1].labels >= 1).astype(np.uint8)
+    shrunk[:4] = 0  # half the slices: liver Dice = 2|A n B| / (|A| + |B|), computed below
+    write_label_map(pred / "1_pred.nii.gz", shrunk, phantoms[1].ct.geometry)
+    assert _evaluate("--pred", pred, "--ref", ref, "-o", tmp_path / "out", "--no-plots", "--no-surface") == 0
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "cases.csv", newline=""))}
+    liver = phantoms[1].labels >= 1
+    expected = 2 * np.count_nonzero(liver & (shrunk >= 1)) / (np.count_nonzero(liver) + np.count_nonzero(shrunk))
+    assert sorted(rows) == ["0", "1"] and float(rows["0"]["dice_liver"]) == 1.0
+    assert abs(float(rows["1"]["dice_liver"]) - expected) < 1e-4
+
+    masks = tmp_path / "masks255"
+    masks.mkdir()
+    write_label_map(masks / "1.nii.gz", liver.astype(np.uint8) * 255, phantoms[1].ct.geometry)
+    capsys.readouterr()
+    assert _evaluate("--pred", pred / "1_pred.nii.gz", "--ref", masks / "1.nii.gz", "-o", tmp_path / "o2",
+                     "--no-plots", "--no-surface") == 2
+    assert "values 255 outside" in capsys.readouterr().err
+    assert _evaluate("--pred", pred / "1_pred.nii.gz", "--ref", masks / "1.nii.gz", "-o", tmp_path / "o3",
+                     "--no-plots", "--no-surface", "--label-map", '{"255": 1}') == 0
+    row = next(csv.DictReader(open(tmp_path / "o3" / "cases.csv", newline="")))
+    assert abs(float(row["dice_liver"]) - expected) < 1e-4
+    assert _evaluate("--pred", pred, "--ref", masks, "-o", tmp_path / "o4", "--label-map", '{"255": 3}') == 2
+    assert "targets must be 0, 1 or 2" in capsys.readouterr().err
+
+
+def test_ircadb_masks_as_reference_get_a_hint(tmp_path, capsys):
+    (tmp_path / "ircadb" / "3Dircadb1.1" / "MASKS_DICOM" / "liver").mkdir(parents=True)
+    _case(tmp_path / "pred", "3Dircadb1.1.nii.gz")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ircadb", "-o", tmp_path / "out") == 2
+    assert "3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files" in capsys.readouterr().err

@@ -391,6 +391,12 @@ def test_label_values_are_checked(tmp_path):
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):
         read_label_map(frac)
+    # integers saved as floats after a scaling step (255 * (1 / 255)) are those integers; 0.99 is not
+    noisy = _write_nifti(tmp_path / "noisy.nii.gz", np.array([[[0.0, 0.999999], [2.0000005, 1e-7]]], np.float32))
+    np.testing.assert_array_equal(np.bincount(read_label_map(noisy).array.ravel()), [2, 1, 1])
+    near = _write_nifti(tmp_path / "near.nii.gz", np.array([[[0.0, 0.99], [1.0, 2.0]]], np.float32))
+    with pytest.raises(LabelError, match="non-integer values \\(0.99\\)"):
+        read_label_map(near)
     neg = _write_nifti(tmp_path / "neg.nii.gz", np.array([[[0, -1], [1, 1]]], np.int16))
     with pytest.raises(LabelError, match="values -1 outside"):
         read_label_map(neg)

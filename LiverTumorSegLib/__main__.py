@@ -1,7 +1,10 @@
 """``python -m LiverTumorSegLib`` is the same as the ``livertumorseg`` command."""
 import sys
 
-from .cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from .cli import console_main
+    except KeyboardInterrupt:  # Ctrl-C while the command's modules are imported: no traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    console_main()

@@ -107,6 +107,18 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
     return None
 
 
+def console_main() -> None:
+    """The ``livertumorseg`` executable: :func:`main`, then exit. After Ctrl-C or SIGTERM (whose cleanup has run
+    by then), a model load still running in the background (``segmenter._load_in_background``: importing torch
+    and MONAI takes seconds) is not waited for: the process ends at once instead of seconds later."""
+    code = main()
+    if code in (130, 143) and any(t.name.startswith("model-load") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; SIGTERM is handled like Ctrl-C while it runs (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
@@ -114,6 +126,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(argv)
+    except Terminated:  # while the parser was built (imports): the command's own handler was not reached yet
+        print("error: terminated (SIGTERM) before any work started", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
 

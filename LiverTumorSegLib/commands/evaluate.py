@@ -29,12 +29,15 @@ Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" f
 such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
 detection precision/recall, tumor burden errors, settings, unmatched cases, pooled ROC) and plots/ (box
 plots when there are 2 or more cases, ROC curve, overlays of the best and worst case). Every input is read
-and checked before the first output is written, so a failing run leaves nothing behind.
+and checked before the first output is written, and the outputs are written into a hidden staging folder
+and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
+--overwrite: the previous results intact).
 """
 import argparse
 import contextlib
 import logging
 import math
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -330,25 +333,31 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
 
 
 @contextlib.contextmanager
-def _nothing_left_on_failure(out_dir: Path, plots_dir: Path) -> Iterator[List[Path]]:
-    """Yields the list the caller appends each written file to; if the block fails (error, Ctrl-C), those
-    files and the folders this run created are removed again, so a failed run leaves nothing behind."""
-    created = [d for d in (out_dir, plots_dir) if not d.exists()]
-    written: List[Path] = []
+def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
+    """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
+    normally every staged file is moved to its place in ``out_dir`` (replacing the previous run's with
+    --overwrite), else the staging folder is removed. A failed or interrupted run (error, Ctrl-C) therefore
+    leaves ``out_dir`` as it was: nothing new, and the previous results intact."""
+    import shutil
+    import tempfile
+
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=str(out_dir)))
     try:
-        yield written
+        staged = _output_paths(stage)
+        staged["plots"].mkdir()
+        yield staged
+        for source in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out_dir / source.relative_to(stage)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(source, target)
     except BaseException:
-        for path in written:
-            try:
-                Path(path).unlink()
-            except OSError:
-                pass
-        for folder in reversed(created):
-            try:
-                folder.rmdir()  # only when empty
-            except OSError:
-                pass
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)  # made by this run; holds nothing but the stage
         raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def evaluate_folders(args) -> Dict[str, object]:
@@ -403,28 +412,26 @@ def evaluate_folders(args) -> Dict[str, object]:
     if curve is not None:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, **curve.to_dict())
     notes = []
-    with _nothing_left_on_failure(out_dir, paths["plots"]) as written:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written.append(write_case_table(rows, paths["table"], overwrite=args.overwrite))
-        written.append(write_json(summary, paths["summary"], overwrite=args.overwrite))
+    with _staged_outputs(out_dir) as staged:
+        written = [write_case_table(rows, staged["table"], overwrite=True),
+                   write_json(summary, staged["summary"], overwrite=True)]
         if not args.no_plots:
-            paths["plots"].mkdir(exist_ok=True)
             if len(rows) < MIN_BOXPLOT_CASES:
                 notes.append(f"no box plots: {len(rows)} case (box plots need {MIN_BOXPLOT_CASES} or more; "
                              f"cases.csv holds its values)")
             else:
-                boxplots = plot_metric_boxplots(rows, paths["plots"] / "boxplots.png", overwrite=args.overwrite)
+                boxplots = plot_metric_boxplots(rows, staged["plots"] / "boxplots.png", overwrite=True)
                 if boxplots is not None:
                     written.append(boxplots)
             if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
                 log.warning("No ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
                             "true-positive rate is undefined.", args.prob_structure)
             if curve is not None and math.isfinite(curve.auc):
-                written.append(plot_roc_curve(curve, paths["plots"] / f"roc_{args.prob_structure}.png",
+                written.append(plot_roc_curve(curve, staged["plots"] / f"roc_{args.prob_structure}.png",
                                               title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
-                                              overwrite=args.overwrite))
-            for path in _write_overlays(overlays, paths["plots"], args.overwrite):
-                written.append(path)
+                                              overwrite=True))
+            written.extend(_write_overlays(overlays, staged["plots"], True))
+        written = [out_dir / Path(p).relative_to(staged["table"].parent) for p in written]
     return {"rows": rows, "summary": summary, "written": list(written), "notes": notes}
 
 

@@ -194,3 +194,34 @@ def test_ircadb_masks_as_reference_get_a_hint(tmp_path, capsys):
     _case(tmp_path / "pred", "3Dircadb1.1.nii.gz")
     assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ircadb", "-o", tmp_path / "out") == 2
     assert "3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files" in capsys.readouterr().err
+
+
+def test_interrupted_overwrite_keeps_the_previous_results(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C while plots were drawn in an --overwrite run deleted the previous cases.csv and summary.json
+    (the new ones had replaced them and were then removed as this run's). Outputs are staged now."""
+    from LiverTumorSegLib.metrics import report
+
+    for name, seed in (("a.nii.gz", 0), ("b.nii.gz", 1)):
+        _case(tmp_path / "ref", name, seed)
+        _case(tmp_path / "pred", name, seed)
+    out = tmp_path / "out"
+    args = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface"]
+    assert _evaluate(*args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("cases.csv") in before and Path("plots") / "boxplots.png" in before
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_metric_boxplots", interrupted)
+    assert _evaluate(*args, "--overwrite") == 130
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=1)  # another prediction: the rerun's table differs
+    write_label_map(tmp_path / "pred" / "b.nii.gz", np.roll(phantom.labels, 3, axis=2), phantom.ct.geometry,
+                    overwrite=True)
+    assert _evaluate(*args, "--overwrite") == 0
+    assert (out / "cases.csv").read_bytes() != before[Path("cases.csv")]
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "plots", "summary.json"]

@@ -20,7 +20,7 @@ import threading
 from typing import List, Optional
 
 from . import __version__
-from .errors import LiverTumorSegError, cli_wording
+from .errors import LiverTumorSegError, cli_wording, out_of_memory_error
 
 # name -> module under LiverTumorSegLib.commands; imported lazily so `--help` stays fast.
 COMMANDS = ["segment", "preprocess", "models", "train", "crossval", "evaluate", "measure", "followup"]
@@ -175,7 +175,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         if args.debug:
             raise
-        text = file_system_error_text(exc)
+        with cli_wording():
+            memory = out_of_memory_error(exc)
+        text = file_system_error_text(exc) if memory is None else str(memory)
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2

@@ -6,7 +6,7 @@ words: :func:`option_hint` gives ``--overwrite`` under the command line and ``ov
 """
 import contextlib
 import contextvars
-from typing import Iterator
+from typing import Iterator, Optional
 
 _CLI_WORDING = contextvars.ContextVar("livertumorseg_cli_wording", default=False)
 
@@ -53,3 +53,22 @@ class CancelledError(LiverTumorSegError):
 
 class ResourceError(LiverTumorSegError):
     """Not enough memory / device for the requested work."""
+
+
+# Words in the messages of allocation failures that are not MemoryError: PyTorch's CPU allocator, oneDNN (which
+# reports a failed workspace allocation as a primitive it could not create), and CUDA's allocator.
+_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory")
+
+
+def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
+    """A :class:`ResourceError` telling the user what to do when ``exc`` is an allocation failure (MemoryError,
+    or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator); None for anything else."""
+    if isinstance(exc, MemoryError):
+        detail = str(exc) or "MemoryError"
+    elif isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        return None
+    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free "
+                         f"memory, or use a machine with more memory or a GPU; {option_hint('--batch-size 1', 'batch_size=1')} "
+                         f"lowers what the network needs, not what the whole CT needs.")

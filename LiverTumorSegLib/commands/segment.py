@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, TextIO
 
 import numpy as np
 
-from ..errors import CancelledError, InputError, LiverTumorSegError
+from ..errors import CancelledError, InputError, LiverTumorSegError, out_of_memory_error
 from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,10 @@ def _run_json(args: argparse.Namespace) -> int:
         lines.error(exc)
         raise  # the CLI prints "error: ..." on stderr and exits 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports it as an internal error (exit 1)
+        memory = out_of_memory_error(exc)
+        if memory is not None:  # the user's to fix: a one-line error, exit 2
+            lines.error(memory)
+            raise memory from exc
         lines.error(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
         raise
     finally:

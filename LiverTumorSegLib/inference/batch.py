@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from ..errors import InputError, LiverTumorSegError
+from ..errors import InputError, LiverTumorSegError, out_of_memory_error
 from ..fileutil import full_suffix
 from .core_share import CoreShare
 
@@ -175,13 +175,11 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:
     """(volume, warnings, read seconds): read and check one CT (runs on the reader thread)."""
     from ..io import read_volume
     from ..validation import check_ct
-    from .segmenter import _estimate_and_check_memory
 
     with share.busy():
         start = time.perf_counter()
         volume = read_volume(case.input_path)
         warnings = check_ct(volume, allow_non_hu=allow_non_hu)
-        _estimate_and_check_memory(volume)
         return volume, warnings, time.perf_counter() - start
 
 
@@ -205,6 +203,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
 
 
 def _one_line(exc: BaseException) -> str:
+    exc = out_of_memory_error(exc) or exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
 
@@ -247,6 +246,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)
 
+    from .segmenter import _estimate_and_check_memory
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
         next_read = reader.submit(_read_case, todo[0], allow_non_hu, share) if todo else None
@@ -264,6 +265,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     volume, warnings, read_seconds = current.result()
                     for message in warnings:
                         log.warning("warning: %s: %s", case.case_id, message)
+                    # at the network's grid and the model's channels (the model is loaded by now)
+                    _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
                     output = segmenter.predict(volume)
                 except KeyboardInterrupt:
                     raise

@@ -415,7 +415,16 @@ class SliceInferenceEngine:
     def _predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                            cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray] = None,
                            class_index: int = 2) -> np.ndarray:
-        """:meth:`predict_canonical` adding to ``last_timings`` (not reset here)."""
+        """:meth:`predict_canonical` adding to ``last_timings`` (not reset here). The engine lets go of
+        ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next)."""
+        try:
+            return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index)
+        finally:
+            self._probability_out = None
+
+    def _predict_canonical_into(self, canonical: CTVolume, progress: Optional[ProgressCallback],
+                                cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray],
+                                class_index: int) -> np.ndarray:
         from ..preprocessing import SlicePreprocessor
 
         reporter = progress if isinstance(progress, ProgressReporter) else ProgressReporter(progress)

@@ -44,3 +44,23 @@ def test_console_exit_does_not_wait_for_a_background_model_load(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 130, proc.stderr
     assert time.monotonic() - start < 30
+
+
+def test_allocation_failures_are_a_one_line_error_not_an_internal_error(monkeypatch, capsys):
+    """Running out of memory mid-run printed 'internal error: MemoryError ... please report it' (exit 1), or
+    oneDNN's 'could not create a primitive'; both are the user's to fix (exit 2). Other errors stay internal."""
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    for exc, code, words in ((MemoryError("Unable to allocate 150. MiB for an array"), 2, "error: Ran out of memory "
+                              "(Unable to allocate 150. MiB"),
+                             (RuntimeError("could not create a primitive"), 2, "error: Ran out of memory"),
+                             (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+                              2, "--batch-size 1"),
+                             (RuntimeError("shape mismatch"), 1, "internal error: RuntimeError: shape mismatch")):
+        def fail(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(models_cmd, "run", fail)
+        assert cli.main(["models"]) == code
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err

@@ -303,6 +303,7 @@ def test_tumor_probability_lands_in_input_geometry_as_uint8(orientation):
     np.testing.assert_array_equal(labels, expected)
     assert probability.dtype == np.uint8 and probability.shape == volume.shape_zyx
     np.testing.assert_array_equal(probability, np.where(expected == 2, 153, 51))  # round(255 * 0.6), 255 * 0.2
+    assert engine._probability_out is None  # the engine holds no CT's probability volume between CTs
     np.testing.assert_array_equal(engine.predict(volume), expected)  # plain predict unaffected afterwards
     with pytest.raises(InputError, match="no class 5"):
         engine.predict_with_probability(volume, class_index=5)

@@ -245,3 +245,34 @@ def test_an_unloaded_segmenter_loads_once_beside_the_first_read(tmp_path, monkey
     with pytest.raises(ModelPackageError, match="missing"):
         segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), missing)
     assert not (tmp_path / "out2" / "ct_0.nii.gz").exists()
+
+
+def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_path, monkeypatch):
+    """The batch's memory check ran on the reader thread before the model was loaded, so it estimated the CT's
+    own grid with one channel; it runs with the loaded package now. A case that runs out of memory is marked
+    failed with the user's words, and the next case still runs."""
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+
+    write_phantoms(tmp_path / "cts", 2)
+    seen = []
+    original = segmenter_module._estimate_and_check_memory
+
+    def check(volume, package=None, batch_size=None):
+        seen.append(package)
+        return original(volume, package, batch_size)
+
+    monkeypatch.setattr(segmenter_module, "_estimate_and_check_memory", check)
+    segmenter = oracle_segmenter()
+    original_predict = segmenter.predict
+
+    def predict(volume):
+        if volume.shape_zyx[0] == 10:  # ct_0
+            raise MemoryError("Unable to allocate 150. MiB for an array with shape (600, 512, 512)")
+        return original_predict(volume)
+
+    monkeypatch.setattr(segmenter, "predict", predict)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert len(seen) == 2 and all(p is segmenter.package and p is not None for p in seen)
+    assert [s.status for s in statuses] == ["failed", "done"]
+    assert statuses[0].message.startswith("Ran out of memory (Unable to allocate 150. MiB") and "Close other" in \
+        statuses[0].message

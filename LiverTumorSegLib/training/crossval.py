@@ -51,9 +51,39 @@ def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+FINISHED_STOP_REASONS = ("completed", "early_stopping")
+
+
+def finished_fold(fold_cfg: TrainConfig):
+    """The result of a fold whose package an earlier run wrote after finishing its training (completed or
+    early-stopped: not a time-limited stop, which --resume continues), read from the package's metadata; None
+    when the fold still has to be trained."""
+    from ..errors import ModelPackageError
+    from ..package import read_package_metadata
+    from .trainer import TrainResult
+
+    path = Path(fold_cfg.output)
+    if not path.is_file():
+        return None
+    try:
+        meta = read_package_metadata(path)
+    except ModelPackageError:
+        return None  # unreadable: the fold is trained again (with --resume from its checkpoint)
+    training = meta.get("training") or {}
+    if training.get("stop_reason") not in FINISHED_STOP_REASONS:
+        return None
+    return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
+                       epochs_completed=int(training.get("epochs_completed", 0)),
+                       global_step=int(training.get("global_step", 0)), validation=meta.get("validation") or {},
+                       stop_reason=str(training["stop_reason"]), train_cases=list(training.get("cases", [])),
+                       val_cases=list(training.get("validation_cases", [])))
+
+
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row."""
+    """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row. With
+    ``config.resume`` a fold whose package an earlier run finished is taken as it is (:func:`finished_fold`)
+    and an interrupted fold continues from its checkpoint."""
     from .trainer import train
 
     train_fn = train_fn or train
@@ -74,7 +104,13 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     try:
         for fold in range(config.folds):
             log(f"=== fold {fold + 1}/{config.folds} ===")
-            result = train_fn(fold_config(config, out_dir, fold), command=command, log=log)
+            fold_cfg = fold_config(config, out_dir, fold)
+            result = finished_fold(fold_cfg) if config.resume and not config.overwrite else None
+            if result is not None:
+                log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
+                    f"taking {fold_cfg.output} as it is")
+            else:
+                result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
     except Exception:
         if created:  # a failed crossval leaves no empty (or cache-only) output folder behind

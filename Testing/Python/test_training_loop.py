@@ -174,6 +174,38 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
 
 
+def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(data_csv, tmp_path):
+    """crossval --resume stopped at the first finished fold ('nothing to resume'), so the only way on was
+    --overwrite, training every fold again. Finished folds are taken from their packages now."""
+    from LiverTumorSegLib.training.crossval import run_crossval
+    from LiverTumorSegLib.training.trainer import train
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=2, iterations_per_epoch=2, folds=3, output="")
+    full = run_crossval(cfg, tmp_path / "full", log=lambda s: None)
+    trained = []
+
+    def interrupted_in_fold_1(fold_cfg, command="", log=print):
+        trained.append(fold_cfg.fold)
+        callbacks = [RaiseAt(3, KeyboardInterrupt())] if fold_cfg.fold == 1 else []
+        return train(fold_cfg, command=command, log=log, callbacks=callbacks)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_crossval(cfg, tmp_path / "cv", train_fn=interrupted_in_fold_1, log=lambda s: None)
+    fold0 = (tmp_path / "cv" / "fold_0.safetensors").read_bytes()
+    trained.clear()
+    lines = []
+    table = run_crossval(cfg.updated({"resume": True}), tmp_path / "cv",
+                         train_fn=lambda c, command="", log=print: (trained.append(c.fold), train(c, log=log))[1],
+                         log=lines.append)
+    assert trained == [1, 2]  # fold 0 was finished: not trained again, its package untouched
+    assert (tmp_path / "cv" / "fold_0.safetensors").read_bytes() == fold0
+    assert any("fold 0 already finished (2 epochs, completed)" in line for line in lines)
+    for got, want in zip(table, full):  # the same folds and numbers as the uninterrupted run
+        assert got["fold"] == want["fold"] and got.get("val_cases") == want.get("val_cases")
+        assert got["liver_dice"] == pytest.approx(want["liver_dice"], abs=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------- DDP
 def _free_port():
     with socket.socket() as s:

@@ -25,6 +25,36 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+SIGKILL_NUMBER = 9  # on every POSIX system
+_MEMORY_HINT = ("; when nobody stopped it, the system most likely ran out of memory and killed it: close other "
+                "programs, or crop the CT to the abdomen, and try again")
+
+
+def ended_text(code: Optional[int], what: str, last_line: str) -> str:
+    """How a child that ended without its result is reported: ``what`` ("The segmentation process") and how it
+    ended. A child killed by a signal (``code`` -N from subprocess, 128 + N from a shell-like launcher) or one
+    that Qt saw crash (-1) gets the likely reason: a kill nobody asked for is usually the system's out-of-memory
+    killer, which leaves no message."""
+    import signal
+
+    number = None
+    if code is not None and code < -1:
+        number = -code
+    elif code is not None and 128 < code < 160:
+        number = code - 128
+    if code == -1:
+        return f"{what} crashed or was killed ({last_line or 'no message'}){_MEMORY_HINT}."
+    if number == SIGKILL_NUMBER:
+        return f"{what} was killed (signal 9, SIGKILL) before it finished{_MEMORY_HINT}."
+    if number is not None:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"{what} was stopped by {name} (exit code {code}; {last_line or 'no message'})."
+    return f"{what} ended with exit code {code} ({last_line or 'no message'})."
+
+
 class ChildJob:
     """Base of the module's child-process runs (see the module docstring).
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
-from .childjob import ChildJob, last_error_line
+from .childjob import ChildJob, ended_text, last_error_line
 from .job import CANCELLED, DONE, FAILED, usable_storage_file, volume_grid, write_temporary_nrrd
 
 
@@ -82,9 +82,9 @@ class FollowupJob(ChildJob):
         stderr = self._runner.read_stderr()
         path = self._path("change.json")
         if code != 0 or not os.path.isfile(path):
-            message = last_error_line(stderr) or "no message"
-            error = FollowupProcessError(message) if code == 2 else RuntimeError(
-                f"The follow-up process ended with exit code {code} ({message}).")
+            message = last_error_line(stderr)
+            error = FollowupProcessError(message or "no message") if code == 2 else RuntimeError(
+                ended_text(code, "The follow-up process", message))
             return self.failed_outcome(error, stderr[-4000:])
         with open(path, encoding="utf-8") as handle:
             change = json.load(handle)

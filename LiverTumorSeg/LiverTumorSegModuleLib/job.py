@@ -26,7 +26,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import childprocess, panel_text
-from .childjob import ChildJob
+from .childjob import ChildJob, ended_text
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -232,10 +232,9 @@ class SegmentationJob(ChildJob):
             return SegmentationOutcome(FAILED, error=SegmentationProcessError(self._error.error), details=details,
                                        seconds=seconds)
         if code != 0 or self._done is None:
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
-            return SegmentationOutcome(FAILED, error=RuntimeError(
-                f"The segmentation process ended with exit code {code} ({last})."), details=details,
-                seconds=seconds)
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+            return SegmentationOutcome(FAILED, error=RuntimeError(ended_text(code, "The segmentation process", last)),
+                                       details=details, seconds=seconds)
         try:
             return self._load_results(seconds)
         except Exception as exc:  # noqa: BLE001 - reported to the user by the caller

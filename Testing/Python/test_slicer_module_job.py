@@ -137,8 +137,8 @@ def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
 # ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------
 
 FAKE_CHILD = textwrap.dedent('''
-    """Follows the --progress json contract. Behaviour from LTS_FAKE: ok | error | crash | hang."""
-    import json, os, sys, time
+    """Follows the --progress json contract. Behaviour from LTS_FAKE: ok | error | crash | killed | hang."""
+    import json, os, signal, sys, time
     import SimpleITK as sitk
     args = sys.argv[1:]
     mode = os.environ.get("LTS_FAKE", "ok")
@@ -151,6 +151,8 @@ FAKE_CHILD = textwrap.dedent('''
         sys.stderr.write("Traceback ...\\nMemoryError: out of memory\\n")
         sys.exit(1)
     say({"progress": 0.2, "stage": "network"})
+    if mode == "killed":  # as the system's out-of-memory killer does it: no message
+        os.kill(os.getpid(), signal.SIGKILL)
     if mode == "hang":
         time.sleep(120)
     image = sitk.ReadImage(args[0])
@@ -294,6 +296,22 @@ def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
     assert outcome.kind == job.FAILED and "exit code 1 (MemoryError: out of memory)" in str(outcome.error)
     assert "Traceback" in outcome.details
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX signals")
+def test_a_child_killed_without_a_word_is_reported_with_the_likely_reason(fake):
+    """It read 'ended with exit code -9 (no message)'; a kill nobody asked for is usually out of memory."""
+    from LiverTumorSegModuleLib.childjob import ended_text
+
+    outcome = fake.job("killed").start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED
+    assert str(outcome.error).startswith("The segmentation process was killed (signal 9, SIGKILL) before it "
+                                         "finished; when nobody stopped it, the system most likely ran out of memory")
+    assert list(fake.temp_root.iterdir()) == []
+    assert "was killed (signal 9" in ended_text(137, "X", "")        # a launcher's 128 + 9
+    assert "crashed or was killed (no message); when nobody" in ended_text(-1, "X", "")  # Qt's CrashExit
+    assert ended_text(-15, "X", "") == "X was stopped by SIGTERM (exit code -15; no message)."
+    assert ended_text(1, "X", "boom") == "X ended with exit code 1 (boom)."
 
 
 def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):

@@ -28,6 +28,18 @@ def test_concatenated_members_are_one_stream(tmp_path):
     assert inflate_range(path, 0, len(PAYLOAD)).tobytes() == gzip.open(path).read()
 
 
+@pytest.mark.parametrize("read_step", [1, 7, 1000, 30_027, 30_028, 30_029, 1 << 20])
+def test_compressed_file_read_in_pieces_of_any_size(tmp_path, read_step):
+    """The compressed bytes are read a piece at a time (never the whole file); pieces of 1 byte, pieces that end
+    inside a gzip header, exactly at the end of the first member (30,028 bytes here) or one byte either side."""
+    first = gzip.compress(PAYLOAD[:30_000], mtime=0)
+    path = tmp_path / "two.gz"
+    path.write_bytes(first + gzip.compress(PAYLOAD[30_000:], mtime=0))
+    assert len(first) == 30_028
+    assert inflate_range(path, 0, len(PAYLOAD), read_step=read_step).tobytes() == PAYLOAD
+    assert inflate_range(path, 29_990, 50, step=16, read_step=read_step).tobytes() == PAYLOAD[29_990:30_040]
+
+
 def test_truncated_corrupt_and_not_gzip_files_say_so(tmp_path):
     whole = gzip.compress(PAYLOAD)
     short = tmp_path / "short.gz"

@@ -46,12 +46,17 @@ class Reorientation:
 
     def to_canonical(self, arr: np.ndarray) -> np.ndarray:
         """Original layout ``(..., z, y, x)`` -> canonical ``(..., z', y', x')``; C-contiguous result."""
+        return np.ascontiguousarray(self.canonical_view(arr))
+
+    def canonical_view(self, arr: np.ndarray) -> np.ndarray:
+        """:meth:`to_canonical` as a view (axes permuted and flipped, no copy; not C-contiguous): for reading a
+        part of a large array, e.g. a coarse subsample, without copying all of it."""
         arr = np.asarray(arr)
         self._check_shape(arr, self.original_shape, "original")
         lead = arr.ndim - 3
         out = arr.transpose(list(range(lead)) + [lead + a for a in self.source_axis])
         index = (Ellipsis,) + tuple(slice(None, None, -1) if f else slice(None) for f in self.flip)
-        return np.ascontiguousarray(out[index])
+        return out[index]
 
     def from_canonical(self, arr: np.ndarray) -> np.ndarray:
         """Canonical layout ``(..., z', y', x')`` -> original ``(..., z, y, x)``; C-contiguous result."""

@@ -322,6 +322,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> Tuple[sl
     if not organ_any.any():
         return tuple(slice(0, n) for n in labels.shape)
     box = bounding_box(organ_any, 1)
+    del organ_any  # a whole-volume mask: not held beside the box's labelling
     region = labels[box]
     organ = region >= 1
     if options.largest_liver_component:
@@ -369,8 +370,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
     if options.below_lungs and hu_zyx is not None and geometry is not None:
         hu = np.asarray(hu_zyx)
-        if reorientation is not None:
-            hu = reorientation.to_canonical(hu)
+        if reorientation is not None:  # a view: the lung step reads only a coarse subsample of it
+            hu = reorientation.canonical_view(hu)
         remove_above_lungs(labels, hu, spacing, options)
     probability = None
     if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
@@ -378,8 +379,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if probability.shape != tuple(labels_zyx.shape) or probability.dtype != np.uint8:
             raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
                              f"{probability.dtype} {probability.shape}")
-        if reorientation is not None:
-            probability = reorientation.to_canonical(probability)
+        if reorientation is not None:  # a view: only the tumors' box is read
+            probability = reorientation.canonical_view(probability)
     box = _clean_organ(labels, options)
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box])
     if reorientation is not None:

@@ -128,6 +128,8 @@ def test_every_permutation_and_flip_of_an_oblique_volume_round_trips(source_axis
     assert_same_physical_voxels(vol, canon)
     # voxel-exact round trips, also with a leading class axis (K, z, y, x)
     assert np.array_equal(reo.from_canonical(reo.to_canonical(vol.array)), vol.array)
+    view = reo.canonical_view(vol.array)  # the same voxels without a copy (post-processing reads HU this way)
+    assert np.array_equal(view, canon.array) and np.shares_memory(view, vol.array)
     probs = np.random.default_rng(1).random((3,) + vol.shape_zyx).astype(np.float32)
     probs_c = reo.to_canonical(probs)
     assert probs_c.shape == (3,) + canon.shape_zyx and probs_c.flags["C_CONTIGUOUS"]

@@ -210,26 +210,51 @@ def _check_labels(labels_zyx: np.ndarray) -> np.ndarray:
         raise LabelError(f"Label map must be 3D (z, y, x); got shape {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
         raise LabelError(f"Label map must hold integers 0/1/2; got dtype {labels.dtype}.")
-    values = np.unique(labels)
-    unknown = sorted(set(values.tolist()) - {0, 1, 2})
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() <= 2):
+        return labels
+    from .io.labels import label_value_counts
+
+    unknown = sorted(set(label_value_counts(labels)) - {0, 1, 2})
     if unknown:
         raise LabelError(f"Label map holds values {unknown[:5]}; only 0 (background), 1 (liver) and "
                          f"2 (tumor) are allowed.")
     return labels
 
 
-def oriented_image_from_array(mask_zyx: np.ndarray, geometry: ImageGeometry):
-    """A ``vtkOrientedImageData`` (uint8, one component) holding ``mask_zyx`` on ``geometry``'s grid."""
+def oriented_image_from_array(mask_zyx: np.ndarray, geometry: ImageGeometry, start_zyx: Sequence[int] = (0, 0, 0)):
+    """A ``vtkOrientedImageData`` (uint8, one component) holding ``mask_zyx`` on ``geometry``'s grid, its first
+    voxel at index ``start_zyx`` of that grid (a box cut out of a larger volume keeps its place)."""
     import slicer
     from vtk.util import numpy_support
     nz, ny, nx = mask_zyx.shape
+    z0, y0, x0 = (int(v) for v in start_zyx)
     image = slicer.vtkOrientedImageData()
-    image.SetExtent(0, nx - 1, 0, ny - 1, 0, nz - 1)
+    image.SetExtent(x0, x0 + nx - 1, y0, y0 + ny - 1, z0, z0 + nz - 1)
     image.SetImageToWorldMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
     flat = np.ascontiguousarray(mask_zyx, dtype=np.uint8).ravel()
     scalars = numpy_support.numpy_to_vtk(flat, deep=True, array_type=numpy_support.get_vtk_array_type(np.uint8))
     image.GetPointData().SetScalars(scalars)
     return image
+
+
+def _box_of(mask_zyx: np.ndarray) -> Tuple[slice, ...]:
+    """The bounding box of a mask's voxels (one voxel at the origin when it has none)."""
+    z = np.flatnonzero(mask_zyx.any(axis=(1, 2)))
+    if z.size == 0:
+        return (slice(0, 1),) * 3
+    y = np.flatnonzero(mask_zyx[z[0]:z[-1] + 1].any(axis=(0, 2)))
+    x = np.flatnonzero(mask_zyx[z[0]:z[-1] + 1].any(axis=(0, 1)))
+    return slice(z[0], z[-1] + 1), slice(y[0], y[-1] + 1), slice(x[0], x[-1] + 1)
+
+
+def _segment_mask_in_its_box(labels: np.ndarray, organ_box: Tuple[slice, ...], label: int, geometry: ImageGeometry):
+    """The voxels of ``label`` as an oriented image of their own bounding box (inside ``organ_box``, the box of
+    every non-zero voxel): Slicer stores a segment's box anyway, and a whole-volume mask per segment cost
+    15 s and 0.65 GiB for a 600-slice CT."""
+    region = labels[organ_box] == label
+    box = _box_of(region)
+    start = [b.start + o.start for b, o in zip(box, organ_box)]
+    return oriented_image_from_array(region[box].astype(np.uint8), geometry, start)
 
 
 def existing_output_segment_ids(segmentation_node) -> List[str]:
@@ -287,13 +312,14 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
                                              reference_volume_node.GetID())
     logic_class = slicer.vtkSlicerSegmentationsModuleLogic
+    organ_box = _box_of(labels >= 1)
     for spec in SEGMENTS:
         segment = segmentation.GetSegment(spec.segment_id)
         if segment is None:
             segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
             segment = segmentation.GetSegment(spec.segment_id)
         _apply_segment_spec(segment, spec)
-        mask = oriented_image_from_array((labels == spec.label).astype(np.uint8), geometry)
+        mask = _segment_mask_in_its_box(labels, organ_box, spec.label, geometry)
         if not logic_class.SetBinaryLabelmapToSegment(mask, segmentation_node, spec.segment_id,
                                                       logic_class.MODE_REPLACE):
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")

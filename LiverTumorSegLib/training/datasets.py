@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, LabelError
-from ..io.labels import ANY_LABEL_VALUE, remap_labels
+from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..volume import CTVolume
 
 log = logging.getLogger(__name__)
@@ -268,12 +268,13 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
     no liver (LiTS-style labels mark the liver around every tumor)."""
     from scipy import ndimage
 
-    counts = np.bincount(labels.ravel(), minlength=3)
+    present = label_value_counts(labels)
+    counts = [present.get(v, 0) for v in (0, 1, 2)]
     warnings = []
     if counts[1] == 0 and counts[2] == 0:
         text = "its label has no liver or tumor voxel, so training would call its whole CT background"
         if label_map and raw is not None:
-            dropped = [int(v) for v in np.unique(raw).tolist() if v != 0 and str(int(v)) not in
+            dropped = [v for v in sorted(label_value_counts(raw)) if v != 0 and str(v) not in
                        {str(k) for k in label_map}]
             if dropped:
                 text += (f"; its values {dropped[:8]} are not in the label map {json.dumps(label_map)} and became 0 "

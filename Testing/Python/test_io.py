@@ -545,3 +545,18 @@ def test_4d_with_single_time_point_is_accepted(tmp_path):
     data = hu_data_xyz((4, 5, 6))
     vol = read_volume(_write_nifti(tmp_path / "t1.nii.gz", data[..., None]))
     assert vol.shape_zyx == (6, 5, 4) and np.array_equal(vol.array, data.T)
+
+
+def test_label_value_counts_known_answers(monkeypatch):
+    from LiverTumorSegLib.io import labels as labels_module
+    from LiverTumorSegLib.io.labels import label_value_counts
+
+    monkeypatch.setattr(labels_module, "_COUNT_CHUNK_VOXELS", 7)  # several chunks, one shorter
+    a = np.array([[[0, 2, 2], [255, 0, 0]], [[0, 0, 1], [2, 0, 0]]], np.uint8)
+    assert label_value_counts(a) == {0: 7, 1: 1, 2: 3, 255: 1}
+    assert label_value_counts(a.astype(np.int16) - 3) == {-3: 7, -2: 1, -1: 3, 252: 1}
+    assert label_value_counts(a.astype(np.float32)) == {0: 7, 1: 1, 2: 3, 255: 1}
+    assert label_value_counts(a > 0) == {0: 7, 1: 5}
+    assert label_value_counts(np.array([0, 1 << 20, 1 << 20], np.int32)) == {0: 1, 1 << 20: 2}  # wide: sorted
+    assert label_value_counts(np.zeros((0, 4, 4), np.uint8)) == {}
+    assert label_value_counts(a[:, :, ::2]) == {0: 4, 1: 1, 2: 2, 255: 1}  # a strided view (columns 0 and 2)

@@ -125,3 +125,7 @@ def test_seg_nrrd_written_by_slicer_core_reads_back(tmp_path):
     path = write_seg_nrrd(tmp_path / "s.seg.nrrd", phantom.labels, phantom.ct.geometry)
     volume = read_label_map(path, reference=phantom.ct)
     assert np.array_equal(volume.array, phantom.labels)
+    # the file holds the CT's whole grid (the segments are handed to Slicer in their own boxes)
+    alone = read_label_map(path)
+    assert alone.array.shape == phantom.labels.shape and alone.geometry.almost_equal(phantom.ct.geometry, tol=1e-6)
+    assert np.count_nonzero(phantom.labels[0]) == 0 or np.count_nonzero(phantom.labels[:, 0]) == 0

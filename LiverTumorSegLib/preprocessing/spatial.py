@@ -94,11 +94,15 @@ def plan_spatial(shape_zyx: Sequence[int], spacing_yx: Sequence[float], crop_yx:
                        num_slices=nz)
 
 
-def resample_slices(x_nhw: np.ndarray, out_hw: Tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resize every ``(H, W)`` slice of ``x`` (``(..., H, W)``) to ``out_hw``, float32.
+def resample_slices(x_nhw: np.ndarray, out_hw: Tuple[int, int], mode: str = "bilinear",
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Resize every ``(H, W)`` slice of ``x`` (``(z, H, W)``, or ``(..., H, W)`` without ``out``) to ``out_hw``,
+    float32.
 
     ``mode``: "bilinear" (``align_corners=False``; antialiased when shrinking) or "nearest"
     (``nearest-exact``: pixel centres map to pixel centres, exact for labels). Chunked, torch CPU/any.
+    ``out``: a float32 ``(z, oh, ow)`` array (or a view, e.g. the interior of a padded volume) to write into
+    instead of a new one; returned.
     """
     import torch
     x = np.asarray(x_nhw)
@@ -106,7 +110,13 @@ def resample_slices(x_nhw: np.ndarray, out_hw: Tuple[int, int], mode: str = "bil
     h, w = x.shape[-2:]
     oh, ow = int(out_hw[0]), int(out_hw[1])
     flat = x.reshape((-1, h, w))
-    out = np.empty((flat.shape[0], oh, ow), dtype=np.float32)
+    if out is not None:
+        if out.shape != (flat.shape[0], oh, ow) or out.dtype != np.float32 or x.ndim != 3:
+            raise ValueError(f"out must be float32 {(flat.shape[0], oh, ow)} for a (z, H, W) input, got "
+                             f"{out.dtype} {out.shape}")
+        target = out
+    else:
+        target = np.empty((flat.shape[0], oh, ow), dtype=np.float32)
     antialias = mode == "bilinear" and (oh < h or ow < w)
     tmode = "nearest-exact" if mode == "nearest" else "bilinear"
     kwargs = {"align_corners": False, "antialias": antialias} if tmode == "bilinear" else {}
@@ -114,8 +124,8 @@ def resample_slices(x_nhw: np.ndarray, out_hw: Tuple[int, int], mode: str = "bil
         for a in range(0, flat.shape[0], CHUNK_SLICES):
             chunk = torch.from_numpy(np.ascontiguousarray(flat[a:a + CHUNK_SLICES], dtype=np.float32))
             res = torch.nn.functional.interpolate(chunk[:, None], size=(oh, ow), mode=tmode, **kwargs)
-            out[a:a + CHUNK_SLICES] = res[:, 0].numpy()
-    return out.reshape(lead + (oh, ow))
+            target[a:a + CHUNK_SLICES] = res[:, 0].numpy()
+    return target if out is not None else target.reshape(lead + (oh, ow))
 
 
 def _pad(x: np.ndarray, pad_yx: Tuple[int, int, int, int], value: float) -> np.ndarray:
@@ -130,6 +140,16 @@ def forward_image(hu_zyx: np.ndarray, info: SpatialInfo, pad_value: float = -102
     """HU volume ``(z, y, x)`` -> network grid ``(z, H, W)`` float32 (crop, bilinear resample, pad)."""
     y0, y1, x0, x1 = info.crop_yx
     crop = np.asarray(hu_zyx)[..., y0:y1, x0:x1]
+    if crop.ndim == 3:  # the padded volume made once, its interior filled in place (no second float32 copy)
+        t, b, l, r = info.pad_yx
+        rh, rw = (int(v) for v in info.resampled_shape_yx) if info.is_resampled else crop.shape[-2:]
+        padded = np.full((crop.shape[0], rh + t + b, rw + l + r), pad_value, dtype=np.float32)
+        interior = padded[:, t:t + rh, l:l + rw]
+        if info.is_resampled:
+            resample_slices(crop, (rh, rw), "bilinear", out=interior)
+        else:
+            interior[...] = crop
+        return padded
     if info.is_resampled:
         out = resample_slices(crop, info.resampled_shape_yx, "bilinear")
     else:

@@ -435,3 +435,22 @@ def test_inverse_argmax_equals_argmax_of_inverse_maps(native_yx, crop_yx, resamp
     assert inverse_argmax_tensor(torch.from_numpy(probs), info)[1] is None
     with pytest.raises(InputError, match="no class 3"):
         inverse_argmax_tensor(torch.from_numpy(probs), info, class_index=3)
+
+
+@pytest.mark.parametrize("crop, target, multiple", [(None, 1.5, 32), ((3, 40, 5, 37), 1.5, 16), (None, None, 16),
+                                                    ((0, 44, 0, 50), None, 1), (None, 0.7, 8)])
+def test_forward_image_fills_one_padded_volume_exactly_as_pad_after_resample(crop, target, multiple):
+    """The (z, H, W) path resamples into the padded volume's interior (no second float32 copy); the result is
+    the old resample-then-np.pad, voxel for voxel."""
+    from LiverTumorSegLib.preprocessing.spatial import _pad, forward_image, plan_spatial, resample_slices
+
+    hu = np.random.default_rng(2).normal(0, 300, size=(5, 44, 50)).astype(np.int16)
+    info = plan_spatial(hu.shape, (0.9, 1.1), crop, target, None, multiple)
+    y0, y1, x0, x1 = info.crop_yx
+    cropped = hu[:, y0:y1, x0:x1]
+    old = _pad(resample_slices(cropped, info.resampled_shape_yx, "bilinear") if info.is_resampled
+               else cropped.astype(np.float32), info.pad_yx, -1000.0)
+    new = forward_image(hu, info, pad_value=-1000.0)
+    assert new.dtype == np.float32 and new.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(new, old)
+    np.testing.assert_array_equal(forward_image(hu[None], info, pad_value=-1000.0)[0], old)  # (c, z, H, W) too

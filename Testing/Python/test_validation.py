@@ -185,12 +185,12 @@ def test_air_found_in_any_slice_chunk(where):
 
 def test_estimate_memory_bytes_known_answers():
     voxels = 10 * 20 * 30
-    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4 * 1 + 2)
+    assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0) == voxels * (2 * 2 + 4)
     assert estimate_memory_bytes((10, 20, 30), overhead_bytes=0, keep_probabilities=True,
-                                 num_classes=3) == voxels * 22
+                                 num_classes=3) == voxels * 20
     assert estimate_memory_bytes((10, 20, 30), input_itemsize=4, float_copies=1,
-                                 overhead_bytes=100) == voxels * (8 + 4 + 2) + 100
-    assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 10
+                                 overhead_bytes=100) == voxels * (8 + 4 + 4) + 100
+    assert estimate_memory_bytes((512, 512, 1000)) - estimate_memory_bytes((1, 1, 1)) == (512 * 512 * 1000 - 1) * 8
 
 
 def test_check_memory_raises_with_needed_and_available():
@@ -213,3 +213,18 @@ def test_available_memory_reads_meminfo_and_cgroup_limit(tmp_path):
     assert available_memory_bytes(str(meminfo), str(cgroup)) == 2048 * 1024
     real = available_memory_bytes()
     assert real is None or real > 0
+
+
+def test_network_memory_check_counts_what_is_still_to_be_allocated():
+    """The CT is in memory when the check runs, so only the rest must fit in the available memory."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.validation import check_network_memory
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    volume = CTVolume(array=np.zeros((20, 64, 64), np.int16), geometry=ImageGeometry(spacing=(0.8, 0.8, 2.5)))
+    config = PreprocessingConfig.preset("default")
+    required = check_network_memory(volume, config, available_bytes=1 << 40)
+    rest = required - volume.array.nbytes
+    assert check_network_memory(volume, config, available_bytes=rest) == required
+    with pytest.raises(ResourceError, match=f"needs about {rest / 2 ** 30:.1f} GiB .* beside the CT itself"):
+        check_network_memory(volume, config, available_bytes=rest - 1)

@@ -23,6 +23,7 @@ importing only ``monai.networks.nets.unet`` still runs ``monai/__init__`` and ``
 import importlib
 import logging
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -43,6 +44,10 @@ OPTIONAL_PACKAGES_HIDDEN = (
 the CT reader may import those on the other thread while MONAI loads (Segmenter.segment_file)."""
 
 _state = {"hide": False, "import_seconds": 0.0, "hidden_import": None}
+_IMPORT_LOCK = threading.Lock()
+"""One thread imports MONAI at a time. A second thread (a second Segmenter loading while the first one's
+background load still imports MONAI) found ``monai`` in ``sys.modules`` half-initialised and imported its
+submodules beside the first: 'cannot import name VQVAE from partially initialized module monai.networks.nets'."""
 
 
 def hide_optional_packages_while_importing_monai(enabled: bool = True) -> None:
@@ -59,15 +64,16 @@ def monai_import_facts() -> dict:
 
 def monai_unet_class():
     """``monai.networks.nets.UNet``; imports MONAI first (see the module docstring) when it is not loaded yet."""
-    if "monai" not in sys.modules:
-        start = time.perf_counter()
-        if _state["hide"]:
-            _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
-        else:
-            importlib.import_module("monai")
-            _state["hidden_import"] = False
-        _state["import_seconds"] = time.perf_counter() - start
-    from monai.networks.nets import UNet
+    with _IMPORT_LOCK:
+        if "monai" not in sys.modules:
+            start = time.perf_counter()
+            if _state["hide"]:
+                _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
+            else:
+                importlib.import_module("monai")
+                _state["hidden_import"] = False
+            _state["import_seconds"] = time.perf_counter() - start
+        from monai.networks.nets import UNet
 
     return UNet
 

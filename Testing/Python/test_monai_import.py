@@ -3,8 +3,10 @@ the U-Net is the same network (same outputs), the packages import normally after
 hidden package falls back to a normal import. Each case runs in a fresh interpreter (the import state of this
 test process is never touched)."""
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,33 @@ print(json.dumps({{"code": code, "signal_loaded": sys.modules.get("scipy.signal"
     assert result == {"code": 0, "signal_loaded": False}
     assert report["model_load_s"]["monai_optional_packages_hidden"] is True
     assert report["model_load_s"]["import_monai"] > 0.0
+
+
+def test_two_threads_importing_monai_at_once_both_get_the_unet(tmp_path):
+    """A second Segmenter loading while the first one's background load still imported MONAI (the in-process
+    tests did this: a segment refused at the read, then the next one) met a half-imported MONAI: a deadlock
+    error in monai.apps or 'cannot import name VQVAE from partially initialized module'. Fresh process: MONAI
+    is not imported yet."""
+    script = textwrap.dedent("""
+        import sys, threading, time
+        from LiverTumorSegLib.models import monai_import
+        monai_import.hide_optional_packages_while_importing_monai(True)
+        errors = []
+        def load():
+            try:
+                monai_import.monai_unet_class()
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        threads[0].start()
+        time.sleep(0.2)
+        threads[1].start()
+        for t in threads:
+            t.join()
+        print(errors)
+        sys.exit(1 if errors else 0)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, timeout=240, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

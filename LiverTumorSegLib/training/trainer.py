@@ -225,6 +225,7 @@ class Trainer:
         self.command = command
         self._log = log
         self.t0 = time.time()
+        self.epoch_t0, self.epoch_elapsed_before = self.t0, 0.0  # the epoch in progress: its start, time before a resume
 
     # -- small helpers
     def log(self, text: str) -> None:
@@ -380,7 +381,8 @@ class Trainer:
     def _state_json(self) -> str:
         return json.dumps({"history": self.history, "best": self.best.state(), "early": self.early.state(),
                            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
-                           "elapsed_s": self.elapsed_before + (time.time() - self.t0)})
+                           "elapsed_s": self.elapsed_before + (time.time() - self.t0),
+                           "epoch_elapsed_s": self.epoch_elapsed_before + (time.time() - self.epoch_t0)})
 
     def save_last(self, epoch: int, step_in_epoch: int) -> None:
         """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress."""
@@ -414,6 +416,8 @@ class Trainer:
         self.early.load(state.get("early", {}))
         self.loss_sum, self.loss_count = float(state.get("loss_sum", 0.0)), int(state.get("loss_count", 0))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        if int(payload.get("step_in_epoch", 0)):  # the interrupted epoch's time so far counts in its epoch_time_s
+            self.epoch_elapsed_before = float(state.get("epoch_elapsed_s", 0.0))
         self.global_step = int(payload["global_step"])
         if self.best_path.is_file():
             self.best_state = load_checkpoint_weights(self.best_path)
@@ -452,11 +456,12 @@ class Trainer:
                 first_step = start_step if epoch == start_epoch else 0
                 if first_step == 0:
                     self.loss_sum, self.loss_count = 0.0, 0
-                epoch_t0 = time.time()
+                    self.epoch_elapsed_before = 0.0
+                self.epoch_t0 = time.time()
                 if self._train_epoch(epoch, first_step) == "time_limit_mid_epoch":
                     stop_reason = "time_limit"
                     break
-                row = self._end_epoch(epoch, time.time() - epoch_t0, csv_log, tb)
+                row = self._end_epoch(epoch, self.epoch_elapsed_before + time.time() - self.epoch_t0, csv_log, tb)
                 if row.get("stop"):
                     stop_reason = "early_stopping"
                     self.log(f"early stopping: no validation improvement for {cfg.early_stopping_patience} epochs")

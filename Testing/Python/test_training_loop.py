@@ -1,6 +1,7 @@
 """End-to-end training on tiny phantoms (CPU): loss falls, package reloads identically, exact resume after a
 crash or Ctrl-C, time limit, cross-validation table, and a 2-process DDP (gloo) run with identical weights."""
 import csv
+import json
 import os
 import socket
 from pathlib import Path
@@ -115,11 +116,17 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
         train(ctrlc_cfg, callbacks=[RaiseAt(2, KeyboardInterrupt())], **quiet)
     last = load_checkpoint(dirs["ctrlc"] / "model_train" / "checkpoints" / "last.pt")
     assert (last["epoch"], last["step_in_epoch"], last["global_step"]) == (0, 2, 2)
+    time_before_interrupt = json.loads(last["state"])["epoch_elapsed_s"]
+    assert time_before_interrupt > 0
     from LiverTumorSegLib.errors import OutputExistsError
     with pytest.raises(OutputExistsError, match="--resume"):
         train(ctrlc_cfg, **quiet)
     train(ctrlc_cfg.updated({"resume": True}), **quiet)
 
+    from LiverTumorSegLib.training.logs import read_log
+    times = [float(r["epoch_time_s"]) for r in read_log(dirs["ctrlc"] / "model_train" / "log.csv")]
+    # the epoch interrupted at step 2 of 3 counts its time before the interrupt too (it counted only the rest)
+    assert len(times) == 2 and times[0] > time_before_interrupt
     for name in ("crash", "ctrlc"):
         got = _weights(dirs[name] / "model_train" / "checkpoints" / "last.pt")
         for key, value in reference.items():

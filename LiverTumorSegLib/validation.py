@@ -242,21 +242,29 @@ def _meminfo_available(meminfo_path: Path) -> Optional[int]:
     return None
 
 
+_CGROUP_V1_NO_LIMIT = 1 << 60  # cgroup v1 reports "no limit" as a number near 2**63
+
+
 def _cgroup_available(cgroup_dir: Path) -> Optional[int]:
-    """Room left under a cgroup v2 memory limit, or None when there is no limit."""
-    try:
-        limit = (cgroup_dir / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        current = int((cgroup_dir / "memory.current").read_text().strip())
-        return max(0, int(limit) - current)
-    except (OSError, ValueError):
-        return None
+    """Room left under a container's memory limit, or None when there is no limit: cgroup v2
+    (``memory.max`` / ``memory.current``) or, on older Docker hosts, cgroup v1 (``memory/memory.limit_in_bytes``
+    / ``memory/memory.usage_in_bytes``)."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = (cgroup_dir / limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= _CGROUP_V1_NO_LIMIT:
+                return None
+            current = int((cgroup_dir / usage_file).read_text().strip())
+            return max(0, int(limit) - current)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def available_memory_bytes(meminfo_path: str = "/proc/meminfo",
                            cgroup_dir: str = "/sys/fs/cgroup") -> Optional[int]:
-    """Memory available to this process in bytes (the smaller of MemAvailable and a cgroup v2 limit's
+    """Memory available to this process in bytes (the smaller of MemAvailable and a container's cgroup limit's
     headroom), falling back to ``os.sysconf``; None when it cannot be determined."""
     candidates = [v for v in (_meminfo_available(Path(meminfo_path)), _cgroup_available(Path(cgroup_dir)))
                   if v is not None]

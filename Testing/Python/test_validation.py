@@ -211,6 +211,13 @@ def test_available_memory_reads_meminfo_and_cgroup_limit(tmp_path):
     assert available_memory_bytes(str(meminfo), str(cgroup)) == 600000
     (cgroup / "memory.max").write_text("max\n")
     assert available_memory_bytes(str(meminfo), str(cgroup)) == 2048 * 1024
+    v1 = tmp_path / "v1"  # an older Docker host: cgroup v1's memory controller
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("1500000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("500000\n")
+    assert available_memory_bytes(str(meminfo), str(v1)) == 1000000
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert available_memory_bytes(str(meminfo), str(v1)) == 2048 * 1024
     real = available_memory_bytes()
     assert real is None or real > 0
 

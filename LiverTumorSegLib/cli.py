@@ -111,6 +111,11 @@ def console_main() -> None:
     """The ``livertumorseg`` executable: :func:`main`, then exit. After Ctrl-C or SIGTERM (whose cleanup has run
     by then), a model load still running in the background (``segmenter._load_in_background``: importing torch
     and MONAI takes seconds) is not waited for: the process ends at once instead of seconds later."""
+    for stream in (sys.stdout, sys.stderr):  # a path the console's code page cannot show must not end the run
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced by something without reconfigure, or closed
+            pass
     code = main()
     if code in (130, 143) and any(t.name.startswith("model-load") and t.is_alive() for t in threading.enumerate()):
         sys.stdout.flush()

@@ -101,11 +101,16 @@ class LineBuffer:
 
 def child_environment(library_root: str, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """Environment of the child: ``base`` (default: this process's) with ``library_root`` (the folder that
-    holds ``LiverTumorSegLib``) first on PYTHONPATH and unbuffered output (progress arrives as it is made)."""
+    holds ``LiverTumorSegLib``) first on PYTHONPATH, unbuffered output (progress arrives as it is made) and
+    UTF-8 on its standard streams and in ``open()`` (``PYTHONIOENCODING``, ``PYTHONUTF8``): this module decodes
+    the child's output as UTF-8, and on Windows a redirected stream is otherwise in the ANSI code page, so a
+    user name such as 'Łukasz' in a path failed to print (UnicodeEncodeError) or came back garbled."""
     env = dict(os.environ if base is None else base)
     paths = [library_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != library_root]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUTF8"] = "1"
     return env
 
 

@@ -53,6 +53,29 @@ def test_environment_of_the_child():
     env = childprocess.child_environment("/lib", {"PYTHONPATH": os.pathsep.join(["/x", "/lib"]), "HOME": "/h"})
     assert env["PYTHONPATH"] == os.pathsep.join(["/lib", "/x"]) and env["HOME"] == "/h"
     assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONIOENCODING"] == "utf-8" and env["PYTHONUTF8"] == "1"
+
+
+def test_child_prints_a_non_ascii_path_in_utf8_whatever_the_consoles_code_page(tmp_path):
+    """On Windows a redirected stream is in the ANSI code page (cp1252 stands in for it here): a path with
+    '肝' or 'Jürgen' in it made the child fail after writing (UnicodeEncodeError) or came back garbled."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    folder = tmp_path / "肝 Jürgen"
+    folder.mkdir()
+    base = dict(os.environ, PYTHONIOENCODING="cp1252")
+    base.pop("PYTHONUTF8", None)
+    argv = [sys.executable, "-m", "LiverTumorSegLib", "preprocess", str(repo / "Resources" / "Sample" / "sample_ct.nii.gz"),
+            "-o", str(folder / "p.png")]
+    proc = subprocess.run(argv, env=childprocess.child_environment(str(repo), base), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {folder / 'p.png'}" in proc.stdout.decode("utf-8")
+    # run as a console program with that code page: the line is escaped instead of ending the run
+    argv[-1] = str(folder / "q.png")
+    proc = subprocess.run(argv, env=dict(base, PYTHONPATH=str(repo)), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert b"\\u809d J" in proc.stdout
 
 
 def test_panel_options_are_the_librarys_options_and_parse_back_identically():

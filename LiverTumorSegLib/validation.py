@@ -9,6 +9,9 @@ Padding values outside the scanner's field of view (-3024, -2048, -2000 on GE/Si
 normal CT and accepted.
 """
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -262,10 +265,54 @@ def _cgroup_available(cgroup_dir: Path) -> Optional[int]:
     return None
 
 
+def _windows_available() -> Optional[int]:
+    """``ullAvailPhys`` of Windows' GlobalMemoryStatusEx (what Task Manager shows as available), or None."""
+    import ctypes
+
+    class MemoryStatusEx(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                    ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                    ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                    ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                    ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+    try:
+        status = MemoryStatusEx()
+        status.dwLength = ctypes.sizeof(MemoryStatusEx)
+        if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+            return None
+        return int(status.ullAvailPhys)
+    except (AttributeError, OSError):
+        return None
+
+
+def parse_vm_stat(text: str) -> Optional[int]:
+    """Available bytes from macOS ``vm_stat`` output: free + inactive + speculative pages (as ``psutil`` counts
+    "available" there) times the page size it states; None when the text is not ``vm_stat``'s."""
+    size = re.search(r"page size of (\d+) bytes", text)
+    pages = {m.group(1): int(m.group(2)) for m in re.finditer(r"^Pages (\w+):\s+(\d+)\.", text, re.MULTILINE)}
+    if size is None or "free" not in pages:
+        return None
+    return int(size.group(1)) * sum(pages.get(k, 0) for k in ("free", "inactive", "speculative"))
+
+
+def _macos_available() -> Optional[int]:
+    try:
+        text = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_vm_stat(text)
+
+
 def available_memory_bytes(meminfo_path: str = "/proc/meminfo",
                            cgroup_dir: str = "/sys/fs/cgroup") -> Optional[int]:
-    """Memory available to this process in bytes (the smaller of MemAvailable and a container's cgroup limit's
-    headroom), falling back to ``os.sysconf``; None when it cannot be determined."""
+    """Memory available to this process in bytes: on Linux the smaller of MemAvailable and a container's cgroup
+    limit's headroom; on Windows GlobalMemoryStatusEx's available physical memory; on macOS free + inactive
+    pages (``vm_stat``); else ``os.sysconf``. None when it cannot be determined (the check then passes)."""
+    if sys.platform == "win32":
+        return _windows_available()
+    if sys.platform == "darwin":
+        return _macos_available()
     candidates = [v for v in (_meminfo_available(Path(meminfo_path)), _cgroup_available(Path(cgroup_dir)))
                   if v is not None]
     if not candidates:

@@ -235,3 +235,32 @@ def test_network_memory_check_counts_what_is_still_to_be_allocated():
     assert check_network_memory(volume, config, available_bytes=rest) == required
     with pytest.raises(ResourceError, match=f"needs about {rest / 2 ** 30:.1f} GiB .* beside the CT itself"):
         check_network_memory(volume, config, available_bytes=rest - 1)
+
+
+VM_STAT = """Mach Virtual Memory Statistics: (page size of 16384 bytes)
+Pages free:                               12000.
+Pages active:                            300000.
+Pages inactive:                          250000.
+Pages speculative:                         3000.
+Pages throttled:                              0.
+Pages wired down:                        100000.
+"""
+
+
+def test_available_memory_on_macos_and_windows(monkeypatch):
+    """There is no /proc there: the check passed anything (a plan of hundreds of GiB started)."""
+    import subprocess
+
+    from LiverTumorSegLib import validation
+
+    assert validation.parse_vm_stat(VM_STAT) == 16384 * (12000 + 250000 + 3000)
+    assert validation.parse_vm_stat("not vm_stat") is None
+    monkeypatch.setattr(validation.sys, "platform", "darwin")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=VM_STAT))
+    assert validation.available_memory_bytes() == 16384 * 265000
+    with pytest.raises(ResourceError, match="only 4.0 GiB is available"):
+        check_memory(5 << 30)
+    monkeypatch.setattr(validation.sys, "platform", "win32")
+    monkeypatch.setattr(validation, "_windows_available", lambda: 3 << 30)
+    with pytest.raises(ResourceError, match="only 3.0 GiB is available"):
+        check_memory(5 << 30)

@@ -185,6 +185,11 @@ def test_describe_gpu_and_preprocessing_and_summary():
         "Liver 1520.0 mL, tumor 0.0 mL (burden 0.00 %), 0 lesion(s)", "Warning: " + warnings[0],
         "Warning: " + warnings[1]]
     assert panel_text.result_warnings({"warnings": None}) == []
+    # Windows: Qt's temporary path has forward slashes, the child prints the path with backslashes
+    windows = {"warnings": ["'C:\\Users\\jo\\AppData\\Local\\Temp\\Slicer\\LiverTumorSeg-x\\ct.nrrd' has thick "
+                            "slices"]}
+    assert panel_text.result_warnings(windows, "C:/Users/jo/AppData/Local/Temp/Slicer\\LiverTumorSeg-x\\ct.nrrd",
+                                      "CT") == ["Volume 'CT' has thick slices"]
     assert panel_text.done_text(12.4) == "Done in 12 s."
     assert panel_text.done_text(12.4, warnings) == "Done in 12 s, with 2 warnings (below)."
     assert panel_text.done_text(3.0, warnings[:1]) == "Done in 3 s, with 1 warning (below)."

@@ -96,7 +96,12 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
 
     if not isinstance(exc, OSError) or exc.errno is None:
         return None
-    where = f"'{exc.filename}'" if exc.filename else "a file"
+    # a failed rename (os.replace of a finished temporary file onto the output) names the output second
+    target = exc.filename2 or exc.filename
+    where = f"'{target}'" if target else "a file"
+    if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"Cannot replace {where} ({exc.strerror}): it is probably open in another program (a viewer, "
+                f"Excel, Slicer); close it there and run again, or choose another output name.")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (f"Cannot write or read {where} ({exc.strerror}); choose another location or fix its "
                 f"permissions.")

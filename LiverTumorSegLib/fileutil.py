@@ -5,7 +5,9 @@ output is kept unless ``overwrite=True``.
 """
 import contextlib
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -109,6 +111,25 @@ def apply_default_permissions(path: PathLike) -> None:
 _apply_default_permissions = apply_default_permissions  # older name
 
 
+REPLACE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
+"""Waits between tries of :func:`replace_file` on Windows, where a file another program holds open (a virus
+scanner for a moment, Excel or a viewer for longer) cannot be replaced."""
+
+
+def replace_file(source: PathLike, target: PathLike) -> None:
+    """``os.replace(source, target)``; on Windows retried a few times when the target is held open (a scanner
+    that looks at every new file lets go within a second; a program the user has it open in does not, and
+    the error then names the target: see ``cli.file_system_error_text``)."""
+    waits = REPLACE_RETRY_SECONDS if sys.platform == "win32" else ()
+    for wait in waits:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(source, target)
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; renamed onto ``path`` on success.
@@ -129,7 +150,7 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
         if tmp_path.is_file():
             apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
-        os.replace(tmp_path, path)
+        replace_file(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

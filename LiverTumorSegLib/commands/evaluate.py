@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import logging
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -341,6 +340,8 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     import shutil
     import tempfile
 
+    from ..fileutil import replace_file
+
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=str(out_dir)))
@@ -351,7 +352,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         for source in sorted(p for p in stage.rglob("*") if p.is_file()):
             target = out_dir / source.relative_to(stage)
             target.parent.mkdir(exist_ok=True)
-            os.replace(source, target)
+            replace_file(source, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if created:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Union
 import torch
 
 from ..errors import InputError
-from ..fileutil import apply_default_permissions
+from ..fileutil import apply_default_permissions, replace_file
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -53,7 +53,7 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         apply_default_permissions(tmp)  # mkstemp made it 0600; other outputs are 0666 & ~umask
-        os.replace(tmp, str(path))
+        replace_file(tmp, str(path))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -9,13 +9,13 @@ interrupted build never leaves a half-written entry.
 """
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fileutil import replace_file
 from .datasets import Case, load_case
 
 CACHE_VERSION = 1
@@ -83,7 +83,7 @@ def _safe_name(case_id: str) -> str:
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(str(tmp), array)
-    os.replace(str(tmp), str(path))
+    replace_file(str(tmp), str(path))
 
 
 def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
@@ -138,7 +138,7 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     _save_npy_atomic(lab_path, lab_net)
     tmp = meta_path.with_name(meta_path.name + ".tmp")
     tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(str(tmp), str(meta_path))
+    replace_file(str(tmp), str(meta_path))
     return _record(case, meta, hu_path, lab_path)
 
 

@@ -416,6 +416,39 @@ def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not():
     assert "free disk space" in file_system_error_text(OSError(errno.ENOSPC, "No space left on device", "/o/x.nii"))
     assert file_system_error_text(OSError(errno.EIO, "Input/output error", "/o/x")) is None
     assert file_system_error_text(ValueError("a bug")) is None
+    # Windows: the finished temporary file cannot replace an output that Excel holds open; the output is named
+    held = PermissionError(errno.EACCES, "Access is denied", "C:\\out\\.cases.x1.tmp.csv", None, "C:\\out\\cases.csv")
+    assert file_system_error_text(held).startswith("Cannot replace 'C:\\out\\cases.csv' (Access is denied): it is "
+                                                   "probably open in another program")
+
+
+def test_replacing_a_file_held_open_is_retried_on_windows(tmp_path, monkeypatch):
+    """A virus scanner holds each new file for a moment: the first os.replace onto it fails, a later one works."""
+    from LiverTumorSegLib import fileutil
+
+    source, target = tmp_path / "new", tmp_path / "out"
+    source.write_text("new")
+    target.write_text("old")
+    tries = []
+    real_replace = os.replace
+
+    def held_twice(a, b):
+        tries.append(b)
+        if len(tries) <= 2:
+            raise PermissionError(13, "Access is denied", str(a), None, str(b))
+        real_replace(a, b)
+
+    monkeypatch.setattr(fileutil.os, "replace", held_twice)
+    monkeypatch.setattr(fileutil, "REPLACE_RETRY_SECONDS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(fileutil.sys, "platform", "win32")
+    fileutil.replace_file(source, target)
+    assert target.read_text() == "new" and len(tries) == 3
+    monkeypatch.setattr(fileutil.sys, "platform", "linux")  # elsewhere a refused rename is not retried
+    tries.clear()
+    source.write_text("newer")
+    with pytest.raises(PermissionError):
+        fileutil.replace_file(source, target)
+    assert len(tries) == 1
 
 
 def test_evaluate_folders_without_matching_cases(tmp_path, capsys):

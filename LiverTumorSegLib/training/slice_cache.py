@@ -77,7 +77,11 @@ def _source_signature(case: Case) -> Dict[str, Any]:
 
 
 def _safe_name(case_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_id)
+    """File-name stem of a case's cache entry: its id with unsafe characters replaced, plus a hash of the exact
+    id, so that ids differing only in case ("Case1", "case1": one file on Windows and macOS) or in a replaced
+    character ("a/b", "a_b") never share an entry."""
+    readable = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_id)
+    return f"{readable}-{hashlib.sha1(case_id.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

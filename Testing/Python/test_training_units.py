@@ -280,3 +280,27 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
     plain = PatchDataset([case], Preprocessor(), patch_size=patch, seed=0)
     hu, label = plain.sample_arrays(0)
     assert hu.shape == (3, patch, patch) and label.shape == (patch, patch)
+
+
+def test_case_ids_differing_in_case_or_a_replaced_character_get_their_own_cache(tmp_path):
+    """'Case1' and 'case1' were one cache file on Windows and macOS (case-insensitive file systems), and 'a/b' and
+    'a_b' one everywhere: the second case overwrote the first one's cached slices."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    cases = []
+    for n, case_id in enumerate(("Case1", "case1", "a/b", "a_b")):
+        phantom = make_phantom((4, 24 + 8 * n, 24), (2.0, 2.0, 4.0), seed=n)
+        image = write_volume(tmp_path / f"ct{n}.nii.gz", phantom.ct)
+        label = write_label_map(tmp_path / f"lab{n}.nii.gz", phantom.labels, phantom.ct.geometry)
+        cases.append(Case(case_id, case_id, str(image), str(label), "csv"))
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
+                                 crop_to_body=False, size_multiple=8)
+    cached = build_slice_cache(cases, SlicePreprocessor(config), tmp_path / "cache")
+    stems = {p.name.split(".")[0].lower() for p in (tmp_path / "cache").rglob("*.json")}
+    assert len(stems) == 4  # distinct even when compared without case
+    assert [c.case_id for c in cached] == ["Case1", "case1", "a/b", "a_b"]
+    assert len({tuple(np.load(c.hu_path, mmap_mode="r").shape) for c in cached}) == 4

@@ -97,7 +97,7 @@ def _read_nifti(path: Path) -> CTVolume:
     import nibabel as nib
 
     try:
-        image = nib.load(str(path))
+        image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}. Check that the file is complete.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):

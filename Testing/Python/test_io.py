@@ -560,3 +560,19 @@ def test_label_value_counts_known_answers(monkeypatch):
     assert label_value_counts(np.array([0, 1 << 20, 1 << 20], np.int32)) == {0: 1, 1 << 20: 2}  # wide: sorted
     assert label_value_counts(np.zeros((0, 4, 4), np.uint8)) == {}
     assert label_value_counts(a[:, :, ::2]) == {0: 4, 1: 1, 2: 2, 255: 1}  # a strided view (columns 0 and 2)
+
+
+def test_uncompressed_nifti_is_read_into_memory_not_mapped(tmp_path):
+    """An int16 .nii was returned as a view of nibabel's memory map; Windows cannot replace or truncate a mapped
+    file, so `segment x.nii -o x.nii --overwrite` (or Slicer saving over the node's file while the child reads
+    it) failed there."""
+    import mmap
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000
+    path = _write_nifti(tmp_path / "ct.nii", data, np.eye(4))
+    array = read_volume(path).array
+    base = array
+    while base is not None:
+        assert not isinstance(base, (np.memmap, mmap.mmap)), type(base)
+        base = getattr(base, "base", None)
+    assert array.dtype == np.int16 and sorted(array.ravel().tolist()) == sorted(data.ravel().tolist())

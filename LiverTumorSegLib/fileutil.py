@@ -111,6 +111,33 @@ def apply_default_permissions(path: PathLike) -> None:
 _apply_default_permissions = apply_default_permissions  # older name
 
 
+def file_identities(path: PathLike) -> list:
+    """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved; compared
+    without case on Windows and macOS, whose usual file systems ignore it) and, when it exists, its (device,
+    inode) pair (hard links, and any other spelling of an existing file)."""
+    real = os.path.realpath(os.fspath(path))
+    if sys.platform in ("win32", "darwin"):
+        real = os.path.normcase(real).casefold()
+    try:
+        stat = os.stat(os.fspath(path))
+    except OSError:
+        return [real]
+    return [real, (stat.st_dev, stat.st_ino)]
+
+
+def same_file_among(paths) -> bool:
+    """True when two of ``paths`` (None entries skipped) are the same file by :func:`file_identities`."""
+    seen = set()
+    for path in paths:
+        if path is None:
+            continue
+        identities = set(file_identities(path))
+        if identities & seen:
+            return True
+        seen |= identities
+    return False
+
+
 REPLACE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
 """Waits between tries of :func:`replace_file` on Windows, where a file another program holds open (a virus
 scanner for a moment, Excel or a viewer for longer) cannot be replaced."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error
-from ..fileutil import full_suffix
+from ..fileutil import file_identities, full_suffix
 from .core_share import CoreShare
 
 log = logging.getLogger(__name__)
@@ -113,30 +113,17 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     return out
 
 
-def _file_identities(path: Path) -> List[Any]:
-    """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved) and, when it
-    exists, its (device, inode) pair (hard links too)."""
-    import os
-
-    real = os.path.realpath(path)
-    try:
-        stat = os.stat(real)
-    except OSError:
-        return [real]
-    return [real, (stat.st_dev, stat.st_ino)]
-
-
 def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: List["BatchCase"]) -> None:
     """Refuse, before any work, an output folder that is the input folder (label maps would replace CTs of the
     same name and be taken for CTs by the next run) and any case output that is some case's input CT."""
-    if input_path.is_dir() and set(_file_identities(input_path)) & set(_file_identities(output_folder)):
+    if input_path.is_dir() and set(file_identities(input_path)) & set(file_identities(output_folder)):
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
                          f"(e.g. '{output_folder.name or 'out'}_seg').")
-    inputs = {identity: case.input_path for case in cases for identity in _file_identities(case.input_path)}
+    inputs = {identity: case.input_path for case in cases for identity in file_identities(case.input_path)}
     for case in cases:
         for output in (case.output_path, case.report_path):
-            for identity in _file_identities(output):
+            for identity in file_identities(output):
                 if identity in inputs:
                     raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
                                      f"'{inputs[identity]}'; choose another output folder or case_id.")

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
-from ..fileutil import atomic_output, check_can_write, full_suffix
+from ..fileutil import atomic_output, check_can_write, full_suffix, same_file_among
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
@@ -452,8 +452,7 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
             raise InputError(f"Probability map '{probability_path}' has an unsupported extension "
                              f"'{full_suffix(probability_path)}'; use .nii.gz, .nii, .nrrd or .mha.")
         outputs["probabilities"] = check_can_write(probability_path, overwrite)
-    resolved = [p.resolve() for p in outputs.values() if p is not None]
-    if len(set(resolved)) != len(resolved) or Path(input_path).resolve() in resolved:
+    if same_file_among([Path(input_path)] + list(outputs.values())):  # also 'ct.nii.gz' vs 'CT.nii.gz' on Windows
         raise InputError("The input, output, report, preview and probability paths must all be different files.")
     return outputs
 

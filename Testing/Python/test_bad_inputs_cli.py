@@ -1190,3 +1190,24 @@ def test_package_whose_preprocessing_disagrees_with_its_network_is_refused(tmp_p
     line = assert_clean_error(code, err, ["makes 21 input channels per slice but its network takes 9"])
     assert not (tmp_path / "seg.nii.gz").exists()
     record15("package whose preprocessing makes 21 channels for a 9-channel network", line, tmp_path)
+
+
+def test_output_that_is_the_input_under_another_spelling_is_refused(tmp_path, monkeypatch):
+    """'-o CT.nii.gz --overwrite' for the input 'ct.nii.gz' replaced the CT on macOS and Windows (one file there:
+    the paths were compared with case); a hard link to the input, or a probability map named like the output,
+    likewise. Compared now by real path (without case where the file system ignores it) and (device, inode)."""
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference.segmenter import _check_outputs
+
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"x")
+    os.link(ct, tmp_path / "link.nii.gz")
+    with pytest.raises(InputError, match="must all be different files"):
+        _check_outputs(ct, tmp_path / "link.nii.gz", None, None, None, overwrite=True)
+    with pytest.raises(InputError, match="must all be different files"):
+        _check_outputs(ct, tmp_path / "seg.nii.gz", None, None, tmp_path / "seg.nii.gz", overwrite=True)
+    _check_outputs(ct, tmp_path / "CT.nii.gz", None, None, None, overwrite=True)  # another file on Linux
+    monkeypatch.setattr(fileutil.sys, "platform", "darwin")  # a case-insensitive file system
+    with pytest.raises(InputError, match="must all be different files"):
+        _check_outputs(ct, tmp_path / "CT.nii.gz", None, None, None, overwrite=True)

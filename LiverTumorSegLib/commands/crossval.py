@@ -6,6 +6,7 @@ Trains every fold into ``OUT_DIR/fold_<i>.safetensors`` and writes ``OUT_DIR/cro
 mean liver/tumor Dice) and ``OUT_DIR/crossval.json``. Here ``-o`` is a folder.
 """
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
@@ -33,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
     for row in table:
         print(f"{row['fold']!s:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
-    print(f"table written to {out_dir}/crossval.csv")
+    print(f"table written to {Path(out_dir) / 'crossval.csv'}")
     return 0

@@ -39,7 +39,8 @@ def init_distributed(device_type: str) -> DistInfo:
         return DistInfo()
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
-    backend = "nccl" if device_type == "cuda" else "gloo"
+    # NCCL for CUDA where PyTorch has it; Windows builds have none (gloo also moves CUDA tensors, more slowly)
+    backend = "nccl" if device_type == "cuda" and dist.is_nccl_available() else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)

@@ -304,3 +304,23 @@ def test_case_ids_differing_in_case_or_a_replaced_character_get_their_own_cache(
     assert len(stems) == 4  # distinct even when compared without case
     assert [c.case_id for c in cached] == ["Case1", "case1", "a/b", "a_b"]
     assert len({tuple(np.load(c.hu_path, mmap_mode="r").shape) for c in cached}) == 4
+
+
+def test_distributed_cuda_training_uses_gloo_where_pytorch_has_no_nccl(monkeypatch):
+    """Windows builds of PyTorch have no NCCL: a multi-GPU run there asked for it and failed to start."""
+    import torch
+
+    from LiverTumorSegLib.training import distributed
+
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: chosen.append(backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    for nccl, expected in ((False, "gloo"), (True, "nccl")):
+        monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda nccl=nccl: nccl)
+        distributed.init_distributed("cuda")
+        assert chosen[-1] == expected
+    distributed.init_distributed("cpu")
+    assert chosen[-1] == "gloo"

@@ -3,7 +3,7 @@
 The comparison registers the two CTs (SimpleITK) and measures every lesion: 14 s on 2 cores for two
 160 x 512 x 512 CTs, which in Slicer's process froze the GUI. :meth:`FollowupJob.start` (main thread) writes the
 two label maps (the segmentations' Liver / Liver tumor segments on their CTs' grids) and hands over the CTs (a
-node's own file when usable, else a temporary NRRD, as for segmenting); the child writes ``change.json``;
+node's own file when usable, else a temporary NIfTI, as for segmenting); the child writes ``change.json``;
 :meth:`~.childjob.ChildJob.poll` then fills the change table on the main thread. Cancel kills the child; the
 scene is changed only after a successful run.
 """
@@ -15,7 +15,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from .childjob import ChildJob, ended_text, last_error_line
-from .job import CANCELLED, DONE, FAILED, usable_storage_file, volume_grid, write_temporary_nrrd
+from .job import CANCELLED, DONE, FAILED, usable_storage_file, volume_grid, write_temporary_ct
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -61,7 +61,7 @@ class FollowupJob(ChildJob):
         geometry, shape_zyx = volume_grid(volume)
         labels = mrml.segmentation_to_labels(segmentation, geometry, shape_zyx)
         labels_path = write_label_map(self._path(f"{tag}_labels.nii"), labels, geometry)
-        ct_path = usable_storage_file(volume) or write_temporary_nrrd(volume, self._path(f"{tag}_ct.nrrd"))
+        ct_path = usable_storage_file(volume) or write_temporary_ct(volume, self._path(f"{tag}_ct.nii"))
         return [str(labels_path), ct_path]
 
     def _prepare(self) -> List[str]:

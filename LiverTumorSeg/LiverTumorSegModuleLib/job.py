@@ -3,7 +3,7 @@
 :class:`SegmentationJob` is the Logic's run, Qt-free so the headless tests run exactly this code:
 
 1. ``start()`` (main thread): hands the CT to the child - the node's own file when the node is unchanged since
-   it was read, has no parent transform and is a format the library reads; otherwise a temporary NRRD written
+   it was read, has no parent transform and is a format the library reads; otherwise a temporary NIfTI written
    from the node (world geometry) - and starts ``python -m LiverTumorSegLib segment ... --progress json``
    with a process runner (:mod:`.childprocess`).
    The settings are the library's own :class:`~LiverTumorSegLib.inference.options.SegmentationOptions` (the
@@ -18,6 +18,7 @@ Python thread: Slicer's main thread holds the GIL while Qt idles, which starves 
 """
 import json
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -92,14 +93,25 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
     path = storage.GetFileName()
     if not path or not os.path.isfile(path) or full_suffix(path).lower() not in READ_SUFFIXES:
         return None
+    if sys.platform == "win32" and not path.isascii() and full_suffix(path).lower() not in (".nii", ".nii.gz"):
+        return None  # the child would read it with SimpleITK, which cannot open such a path on Windows
     if volume_node.GetModifiedSinceRead():
         return None
     return str(path)
 
 
-def write_temporary_nrrd(volume_node: Any, path: str) -> str:
-    """Write the node's voxels with its world geometry (parent transforms applied) to an uncompressed NRRD,
-    through a private scene (the user's scene is not touched). Returns ``path``."""
+HANDOVER_CT_NAME = "ct.nii"
+"""The child's copy of a CT: uncompressed NIfTI, read in the child by nibabel (Python's own file calls). SimpleITK,
+which reads NRRD, cannot open a path with non-ASCII characters on Windows unless the process runs in a UTF-8
+code page (SimpleITK issues 795, 1255; its FAQ), and the temporary folder lies under the user's profile
+(C:\\Users\\<a name with an accent>\\...): every segmentation of such a user would fail with 'file does
+not exist'."""
+
+
+def write_temporary_ct(volume_node: Any, path: str) -> str:
+    """Write the node's voxels with its world geometry (parent transforms applied) to an uncompressed file
+    (``path``'s extension picks the format: NIfTI for the child, :data:`HANDOVER_CT_NAME`), through a private
+    scene (the user's scene is not touched). Returns ``path``."""
     import slicer
     ijk_to_ras = mrml.world_ijk_to_ras(volume_node)  # refuses non-linear transforms with a message
     scene = slicer.vtkMRMLScene()
@@ -197,7 +209,7 @@ class SegmentationJob(ChildJob):
     def _prepare(self) -> List[str]:
         storage_file = usable_storage_file(self._input)
         self.used_storage_file = storage_file is not None
-        self.input_path = storage_file or write_temporary_nrrd(self._input, self._path("ct.nrrd"))
+        self.input_path = storage_file or write_temporary_ct(self._input, self._path(HANDOVER_CT_NAME))
         return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
                                self._path("probabilities.nii.gz"), self.options)
 

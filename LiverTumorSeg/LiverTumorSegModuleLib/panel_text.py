@@ -114,7 +114,7 @@ def _number(value: Any) -> float:
 
 def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: str = "") -> List[str]:
     """The report's ``warnings`` (input checks such as a tilted grid or thick slices, an implausible liver
-    volume) with the file the child read (``input_path``, often a temporary NRRD) named as the volume."""
+    volume) with the file the child read (``input_path``, often a temporary NIfTI) named as the volume."""
     # the child prints the path as pathlib writes it: on Windows with backslashes, where Qt gave C:/... forms
     forms = sorted({input_path, input_path.replace("/", "\\"), input_path.replace("\\", "/")} - {""}, key=len,
                    reverse=True)

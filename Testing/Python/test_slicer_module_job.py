@@ -255,7 +255,7 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     stages = []
     segmentation_job = fake.job(options=job.SegmentationOptions(model="m.safetensors", probabilities=True),
                                 progress=lambda f, s: stages.append((f, s))).start()
-    assert not segmentation_job.used_storage_file and segmentation_job.input_path.endswith("ct.nrrd")
+    assert not segmentation_job.used_storage_file and segmentation_job.input_path.endswith("ct.nii")
     outcome = segmentation_job.wait(timeout_s=60)
     assert outcome.kind == job.DONE, outcome.details
     assert stages == [(0.0, "reading"), (0.2, "network"), (1.0, "done")] and outcome.device == "cpu"
@@ -263,7 +263,7 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, expected.shape)
     np.testing.assert_array_equal(labels, expected)
     assert outcome.report["tumor_volume_ml"] == 0.5 and outcome.table_node.GetName() == "CT liver lesions"
-    # the child's input is a temporary NRRD: its warnings name the volume instead
+    # the child's input is a temporary NIfTI: its warnings name the volume instead
     assert outcome.warnings == ["Volume 'CT' has thick slices (6.5 mm); small lesions may be missed."]
     import slicer
     probability = slicer.util.arrayFromVolume(outcome.probability_node)
@@ -286,6 +286,31 @@ def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake
     assert first.table_node.GetNumberOfRows() == rows_before
     again = fake.job(segmentation_node=second.segmentation_node, table_node=second.table_node).start().wait(60)
     assert again.kind == job.DONE and again.table_node is second.table_node  # same segmentation: same table
+
+
+def test_on_windows_a_non_ascii_path_is_handed_over_only_as_nifti(fake, tmp_path, monkeypatch):
+    """The child reads NRRD/MetaImage with SimpleITK, which cannot open a non-ASCII path on Windows; NIfTI it
+    reads with nibabel. So there a node's own .nrrd under such a path is copied (to a NIfTI), its .nii.gz is not."""
+    import slicer
+
+    folder = tmp_path / "J\u00fcrgen"
+    folder.mkdir()
+    nodes = {}
+    for suffix in (".nrrd", ".nii.gz"):
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        fake.scene.AddNode(storage)
+        storage.SetFileName(str(folder / f"ct{suffix}"))
+        assert storage.WriteData(fake.node)
+        nodes[suffix] = read_volume_node(fake.scene, folder / f"ct{suffix}", f"n{suffix}")
+    assert job.usable_storage_file(nodes[".nrrd"]) == str(folder / "ct.nrrd")  # elsewhere SimpleITK reads it
+    import types
+
+    monkeypatch.setattr(job, "sys", types.SimpleNamespace(platform="win32"))  # this module's view only
+    assert job.usable_storage_file(nodes[".nrrd"]) is None
+    assert job.usable_storage_file(nodes[".nii.gz"]) == str(folder / "ct.nii.gz")
+    segmentation_job = fake.job(node=nodes[".nrrd"]).start()
+    assert segmentation_job.input_path.endswith(job.HANDOVER_CT_NAME)
+    assert segmentation_job.wait(timeout_s=60).kind == job.DONE
 
 
 def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):

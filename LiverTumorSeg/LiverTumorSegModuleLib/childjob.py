@@ -25,6 +25,7 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+REMOVE_RETRY_SECONDS = (0.1, 0.2, 0.3, 0.4)
 SIGKILL_NUMBER = 9  # on every POSIX system
 _MEMORY_HINT = ("; when nobody stopped it, the system most likely ran out of memory and killed it: close other "
                 "programs, or crop the CT to the abdomen, and try again")
@@ -130,7 +131,13 @@ class ChildJob:
         self._remove_temporary_files()
 
     def _remove_temporary_files(self) -> None:
-        if self.temp_dir and os.path.isdir(self.temp_dir):
+        """Remove the temporary folder. Tried again for up to ~1 s while it is still there: on Windows a killed
+        child's files stay open until the system has ended it (TerminateProcess returns before that), and a
+        file open there cannot be deleted."""
+        for wait in (0.0,) + REMOVE_RETRY_SECONDS:
+            if not (self.temp_dir and os.path.isdir(self.temp_dir)):
+                break
+            time.sleep(wait)
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         close = getattr(self._runner, "close", None)
         if close is not None and not self._runner.is_running():

@@ -419,3 +419,24 @@ class KeepLabelsRunner(childprocess.SubprocessRunner):
             import shutil
             shutil.copy(self.labels_path, self.keep_as)
         return running
+
+
+def test_temporary_folder_removal_is_retried_while_a_killed_child_still_holds_a_file(fake, monkeypatch):
+    """Windows: taskkill returns before the child is gone, and its open files cannot be deleted until then."""
+    import shutil
+
+    from LiverTumorSegModuleLib import childjob
+
+    segmentation_job = fake.job("hang").start()
+    real_rmtree, calls = shutil.rmtree, []
+
+    def held_once(path, ignore_errors=False):
+        calls.append(path)
+        if len(calls) > 1:
+            real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(childjob.shutil, "rmtree", held_once)
+    monkeypatch.setattr(childjob, "REMOVE_RETRY_SECONDS", (0.0, 0.0))
+    segmentation_job.cancel()
+    assert len(calls) == 2 and not os.path.isdir(segmentation_job.temp_dir)
+    assert segmentation_job.poll().kind == job.CANCELLED

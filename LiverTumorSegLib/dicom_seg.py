@@ -177,19 +177,44 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
     position = np.asarray([float(v) for v in dataset.ImagePositionPatient])
     ijk = np.linalg.solve(geometry.ijk_to_lps()[:3, :3], position - np.asarray(geometry.origin))
     k = int(round(ijk[2]))
-    if np.abs(ijk[:2]).max() > 0.01 or abs(ijk[2] - k) > 0.01 or not 0 <= k < int(shape_zyx[0]):
+    # in-plane exact; along z the nearest slice: the reader puts a series with slightly uneven gaps (<= 20 %) on
+    # its mean spacing, slice k holding file k's pixels, and the SEG frame keeps that file's own position
+    if np.abs(ijk[:2]).max() > 0.01 or abs(ijk[2] - k) >= 0.5 or not 0 <= k < int(shape_zyx[0]):
         raise InputError(f"DICOM file '{source}' lies outside the label map's grid (index {np.round(ijk, 2)}); give "
                          f"the series the label map was made from.")
     return k
 
 
+MAX_IS_VALUE = 2 ** 31 - 1  # the largest Integer String (IS) value, PS3.5 Table 6.2-1
+
+
+def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
+                        shape_zyx: Sequence[int]) -> Tuple[List[Any], List[int]]:
+    """``(datasets, slice index of each)`` of the series a SEG of a ``shape_zyx`` label map on ``geometry`` will
+    reference (headers only; missing Type 2 attributes filled). Raises InputError when the series cannot be
+    referenced (no frame of reference, other pixel size, files off the grid): ``segment`` calls it right after
+    reading, before the network, so such a series is refused at once instead of after the whole run."""
+    import pydicom
+
+    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    _prepare_source_datasets(datasets, source_files)
+    if len(datasets) != int(shape_zyx[0]):
+        raise InputError(f"The DICOM series has {len(datasets)} files but the label map {shape_zyx[0]} slices; "
+                         f"give the series the label map was made from.")
+    slices = [_slice_index_of(ds, geometry, shape_zyx, str(f)) for ds, f in zip(datasets, source_files)]
+    if sorted(slices) != list(range(int(shape_zyx[0]))):
+        raise InputError("The DICOM series' slice positions do not match the label map's slices one to one.")
+    return datasets, slices
+
+
 def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, source_files: Sequence[Any],
                     overwrite: bool = False, model_name: str = "",
-                    series_description: str = "LiverTumorSeg liver and tumor") -> Path:
+                    series_description: str = "LiverTumorSeg liver and tumor",
+                    sources: Optional[Tuple[List[Any], List[int]]] = None) -> Path:
     """Write ``labels_zyx`` (0/1/2 on the grid of the source series, as :func:`io.read_volume` reads it) as a
-    DICOM SEG referencing ``source_files`` (the series' files, any order). Atomic; returns the path."""
+    DICOM SEG referencing ``source_files`` (the series' files, any order). ``sources``: what
+    :func:`prepare_seg_sources` returned for them, when already checked. Atomic; returns the path."""
     hd = _highdicom()
-    import pydicom
 
     from . import __version__
 
@@ -198,24 +223,21 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         raise ValueError(f"expected a (z, y, x) label map, got shape {labels_zyx.shape}")
     if labels_zyx.size and int(labels_zyx.max()) > 2:
         raise LabelError(f"Label map has value {int(labels_zyx.max())}; a DICOM SEG is written from labels 0, 1, 2.")
-    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
-    _prepare_source_datasets(datasets, source_files)
-    if len(datasets) != labels_zyx.shape[0]:
-        raise InputError(f"The DICOM series has {len(datasets)} files but the label map {labels_zyx.shape[0]} slices; "
-                         f"give the series the label map was made from.")
-    slices = [_slice_index_of(ds, geometry, labels_zyx.shape, str(f)) for ds, f in zip(datasets, source_files)]
-    if sorted(slices) != list(range(labels_zyx.shape[0])):
-        raise InputError("The DICOM series' slice positions do not match the label map's slices one to one.")
+    if sources is None:
+        sources = prepare_seg_sources(source_files, geometry, labels_zyx.shape)
+    datasets, slices = sources
     pixel_array = np.ascontiguousarray(labels_zyx[slices].astype(np.uint8))
     first = datasets[0]
     seg = hd.seg.Segmentation(
         source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
-        series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 1000, sop_instance_uid=hd.UID(),
+        series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE), sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="LiverTumorSeg", manufacturer_model_name=model_name or "LiverTumorSeg",
         software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
         series_description=series_description[:64], content_label="LIVERTUMORSEG",
         content_description="Liver and liver tumor; research use, not a medical device")
+    if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
+        seg.ContentCreatorName = ""
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         seg.save_as(str(tmp))
@@ -265,6 +287,22 @@ def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVol
     return sitk.GetArrayFromImage(out)
 
 
+def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolume, path: Any) -> np.ndarray:
+    """``(z, y, x, segments)`` of a SEG whose frames are not evenly spaced (a series with slightly uneven gaps, read
+    on its mean spacing): each frame placed on the reference CT's slice it was derived from (by SOP Instance
+    UID), as the writer placed it."""
+    datasets, slices = prepare_seg_sources(reference.meta["files"], reference.geometry, reference.shape_zyx)
+    order = np.argsort(slices)
+    uids = [str(datasets[i].SOPInstanceUID) for i in order]
+    try:
+        pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=list(numbers), combine_segments=False,
+                                                   dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - a SEG of another series
+        raise InputError(f"DICOM SEG '{path}' does not fit the reference series "
+                         f"({str(exc).splitlines()[0][:160]}).") from None
+    return np.asarray(pixels)
+
+
 def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     """Label map ``(z, y, x)`` uint8 (0/1/2) from a DICOM SEG file (see module doc); ``meta["format"]`` is
     ``"dicom-seg"`` and ``meta["segments"]`` lists ``{number, label, value}``."""
@@ -291,9 +329,12 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     numbers = sorted(mapping)
     try:
         volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=np.uint8)
+        stacked, geometry = _geometry_from_hd_volume(volume)
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
-        raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}).") from None
-    stacked, geometry = _geometry_from_hd_volume(volume)
+        if reference is None or not reference.meta.get("files"):
+            raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}); "
+                             f"read it with its CT series as the reference.") from None
+        stacked, geometry = _frames_by_source_slice(seg, numbers, reference, path), reference.geometry
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
         labels[stacked[..., channel] > 0] = mapping[number]

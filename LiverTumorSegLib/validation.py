@@ -200,9 +200,11 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
     spacing, non-finite origin, degenerate direction, a DICOM Modality other than CT (unless ``allow_non_hu``), NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
     intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
-    A single axial slice is accepted with a warning.
+    A single axial slice is accepted with a warning. The reader's own notes (``volume.meta["warnings"]``: uneven
+    slice gaps put on the mean spacing, NIfTI sform/qform disagreeing or missing, fewer slices than files) come
+    first: they were kept in the volume but reached neither the user nor the report.
     """
-    warnings: List[str] = []
+    warnings: List[str] = [str(note) for note in volume.meta.get("warnings", [])]
     _check_shape(volume, warnings)
     _check_geometry(volume, warnings)
     _check_modality(volume, allow_non_hu, warnings)

@@ -380,6 +380,11 @@ class Segmenter:
         input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
         for message in input_warnings:
             log.warning("warning: %s", message)
+        if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:
+            from ..dicom_seg import prepare_seg_sources  # the SEG's references checked now, not after the network
+
+            volume.meta["dicom_seg_sources"] = prepare_seg_sources(volume.meta["files"], volume.geometry,
+                                                                   volume.shape_zyx)
         timings["checks"] = time.perf_counter() - stage_start
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -477,7 +482,8 @@ def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix
     if suffix == DICOM_SEG_SUFFIX:
         from ..dicom_seg import write_dicom_seg
 
-        write_dicom_seg(tmp, labels, geometry, volume.meta["files"], overwrite=True, model_name=model_name)
+        write_dicom_seg(tmp, labels, geometry, volume.meta["files"], overwrite=True, model_name=model_name,
+                        sources=volume.meta.get("dicom_seg_sources"))
     elif suffix == SEG_NRRD_SUFFIX:
         from ..mrml import write_seg_nrrd
 

@@ -133,6 +133,11 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
                      f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
 
 
+DERIVED_OBJECT_MODALITIES = ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC")
+"""Series that are not a volume to segment (a segmentation, contours, reports, presentation states): when a
+folder holds exactly one other series, that one is read without asking."""
+
+
 def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     """The DICOM series of ``folder``: those directly in it, or, when it holds none itself, those in its
     subfolders, each gathered from all of them (a series split over several folders is read whole; choosing
@@ -145,10 +150,13 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     if not all_series:
         raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders. Give a folder of DICOM "
                          f"files, or a {_FILE_FORMATS_TEXT} file.")
+    images = [s for s in all_series if (s.modality or "").upper() not in DERIVED_OBJECT_MODALITIES]
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)
     elif len(all_series) == 1:
         chosen = all_series[0]
+    elif len(images) == 1:  # e.g. the CT and the DICOM SEG written from it in one folder
+        chosen = images[0]
     else:
         raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
                          f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"

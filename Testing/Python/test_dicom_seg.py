@@ -225,3 +225,67 @@ def test_segment_cli_real_ct_series_with_a_model_writes_seg(series, tmp_path, ca
     assert main(["segment", str(DATA / "ct3slice_ct.nii.gz"), "-o", str(tmp_path / "y.dcm"),
                  "--model", str(package)]) == 2
     assert "not DICOM" in capsys.readouterr().err
+
+
+def _oracle_engine(refuse: bool = False):
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    def predictor(x):
+        assert not refuse, "the network ran although the SEG output could not be written"
+        return oracle_predictor(x)
+
+    return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
+
+
+def test_uneven_slice_gaps_get_a_seg_with_each_files_own_position_and_a_warning(tmp_path):
+    """A series whose gaps vary a little (positions written to 0.1 mm, or jitter) is read on its mean spacing;
+    the SEG writer demanded every position within 0.01 voxel of that grid and failed after the whole run,
+    blaming the input. The reader's 'spacing varies' note also never reached the user."""
+    from LiverTumorSegLib.inference.api import segment_file
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom((6, 40, 44), (2.0, 2.5, 4.0), noise_hu=0.0, origin=(-40.0, 20.0, 100.0))
+    files = write_ct_series(tmp_path / "dicom", phantom.ct, uid_seed=7)
+    for k, shift in enumerate((0.0, 0.3, -0.2, 0.3, -0.2, 0.0)):  # gaps 3.5 .. 4.5 mm around 4 mm
+        ds = pydicom.dcmread(str(files[k]))
+        position = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [position[0], position[1], round(position[2] + shift, 1)]
+        ds.save_as(str(files[k]))
+    result = segment_file(tmp_path / "dicom", tmp_path / "result.dcm", engine=_oracle_engine())
+    assert any("spacing" in w for w in result.warnings)
+    nifti = segment_file(tmp_path / "dicom", tmp_path / "result.nii.gz", engine=_oracle_engine())
+    seg = pydicom.dcmread(str(tmp_path / "result.dcm"))
+    sources = {ds.SOPInstanceUID: [float(v) for v in ds.ImagePositionPatient]
+               for ds in (pydicom.dcmread(str(f), stop_before_pixels=True) for f in files)}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == pytest.approx(sources[uid])
+    back = read_label_map(tmp_path / "result.dcm", reference=read_volume(tmp_path / "dicom"))
+    assert np.array_equal(back.array, nifti.labels)
+    assert "ContentCreatorName" in seg and seg.ContentCreatorName == ""  # Type 2: present, may be empty
+
+
+def test_a_series_that_cannot_get_a_seg_is_refused_before_the_network(series, tmp_path):
+    from LiverTumorSegLib.inference.api import segment_file
+
+    folder, _, _ = series
+    _copy_series_without(folder, tmp_path / "nofor", ["FrameOfReferenceUID"])
+    with pytest.raises(InputError, match="lacks FrameOfReferenceUID"):
+        segment_file(tmp_path / "nofor", tmp_path / "x.dcm", engine=_oracle_engine(refuse=True))
+    assert not list(tmp_path.glob("x.dcm*"))
+
+
+def test_series_number_stays_an_integer_string_and_a_seg_beside_its_ct_is_not_a_second_series(series, tmp_path):
+    folder, ct, labels = series
+    copies = _copy_series_without(folder, tmp_path / "big", [])
+    for path in copies:
+        ds = pydicom.dcmread(str(path))
+        ds.SeriesNumber = 2147483000
+        ds.save_as(str(path))
+    write_dicom_seg(tmp_path / "big" / "seg.dcm", labels, ct.geometry, copies)
+    assert int(pydicom.dcmread(str(tmp_path / "big" / "seg.dcm")).SeriesNumber) == 2 ** 31 - 1
+    # the folder now holds the CT and its SEG: the CT is read without asking which series
+    again = read_volume(tmp_path / "big")
+    assert again.meta["modality"] == "CT" and np.array_equal(again.array, ct.array)

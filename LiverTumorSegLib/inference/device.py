@@ -32,8 +32,9 @@ class DeviceChoice:
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None) -> DeviceChoice:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a torch device.
 
-    ``auto`` picks CUDA when available. ``cuda`` without CUDA falls back to CPU and sets ``message``
-    (also logged as a warning). ``cuda_available`` overrides detection (tests).
+    ``auto`` picks CUDA when available. ``cuda`` without CUDA falls back to CPU (as TotalSegmentator does) and
+    sets ``message`` (logged as a warning; ``segment`` puts it into the report's ``warnings``).
+    ``cuda_available`` overrides detection (tests).
     """
     import torch
 
@@ -48,7 +49,7 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
     if not has_cuda:
         message = (f"CUDA was requested (--device {text}) but is not available in this PyTorch "
                    f"(torch {torch.__version__}); running on the CPU instead (slower).")
-        log.warning(message)
+        log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
     if text.startswith("cuda:"):
         index = int(text.split(":", 1)[1]) if text.split(":", 1)[1].isdigit() else -1

@@ -263,18 +263,22 @@ class SliceInferenceEngine:
         precision = check_precision(precision)
         if backend not in BACKENDS:
             raise InputError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
-        if batch_size is not None and int(batch_size) < 1:
-            raise InputError(f"--batch-size must be at least 1 (got {batch_size}).")
+        for name, flag, value in (("batch_size", "--batch-size", batch_size), ("threads", "--threads", threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or int(value) < 1):
+                raise InputError(f"{name} ({flag}) must be a whole number of at least 1, or None for the default "
+                                 f"(got {value!r}).")
         self.package = load_package(package)
         self.preprocessing = preprocessing_config(self.package)
         choice = resolve_device(device)
         if backend == "onnx" and choice.is_cuda:
             choice.message = "The ONNX backend runs on the CPU here; ignoring the CUDA device."
             choice.device = torch.device("cpu")
-            log.warning(choice.message)
+            log.warning("warning: %s", choice.message)
         self.device = choice.device
         self.device_message = choice.message
-        self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None)
+        # bf16 asked for: torch (ONNX Runtime runs fp32 here)
+        self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None or precision == "bf16")
         self._backend_auto = backend == "auto"
         self.tta_flip = bool(tta_flip)
         if self.tta_flip:
@@ -612,12 +616,13 @@ class SliceInferenceEngine:
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - export/runtime failure of an automatically chosen ONNX
+                reason = f"ONNX Runtime could not run this network ({type(exc).__name__}: {str(exc)[:200]})"
                 if not self._backend_auto:
-                    raise
+                    raise InputError(f"{reason}; run it with --backend torch.") from exc
                 self._onnx, self.backend = None, "torch"
-                self.device_message = (f"ONNX Runtime could not run this network ({type(exc).__name__}: {exc}); "
-                                       f"using torch on the CPU instead.")
-                log.warning(self.device_message)
+                self.device_message = f"{reason}; using torch on the CPU (fp32) instead."
+                self.last_precision["note"] = "torch fp32 after ONNX Runtime failed"
+                log.warning("warning: %s", self.device_message)
         if self.device.type == "cuda":
             return self._submit_cuda_with_backoff(indices, x, prepared)
         return _Pending(indices, self._torch_probabilities(x).numpy())

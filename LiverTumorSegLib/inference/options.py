@@ -19,6 +19,7 @@ dataclasses.replace(options, tta=True)                                      # va
 import copy
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -208,6 +209,9 @@ class SegmentationOptions:
         except InputError:
             raise InputError(f"precision (--precision): unknown precision {self.precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}.") from None
+        if self.backend == "onnx" and self.precision == "bf16":
+            raise InputError("precision bf16 (--precision bf16) runs on the torch backend only (ONNX Runtime runs "
+                             "fp32 here); use --backend torch or auto, or --precision fp32.")
         self._check_window()
 
     def _check_window(self) -> None:
@@ -217,8 +221,9 @@ class SegmentationOptions:
                              "both or neither.")
         if level is None:
             return
-        if not _is_number(level) or not _is_number(width) or level != level or width != width:
-            raise InputError(f"window_level / window_width must be numbers in HU (got {level!r}, {width!r}).")
+        if not _is_number(level) or not _is_number(width) or not math.isfinite(level) or not math.isfinite(width):
+            raise InputError(f"window_level / window_width (--window-level, --window-width) must be finite numbers "
+                             f"in HU (got {level!r}, {width!r}).")
         if width <= 0:
             raise InputError(f"window_width (--window-width) must be positive (got {width} HU).")
         object.__setattr__(self, "window_level", float(level))
@@ -358,8 +363,6 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off)."""
     if args.min_lesion_ml < 0:
         raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
-    if args.no_postprocess:
-        return PostprocessingOptions.disabled()
     values = {}  # type: Dict[str, Any]
     for switch in POSTPROCESSING_SWITCHES:
         attr = switch.flag.lstrip("-").replace("-", "_")
@@ -367,7 +370,8 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
         if given is None:  # a parser without this switch (older callers): keep the default
             continue
         values[switch.field] = (not given) if switch.kind == "off" else float(given)
-    return PostprocessingOptions(**values)
+    chosen = _checked_postprocessing(PostprocessingOptions(**values))  # checked also when all is switched off
+    return PostprocessingOptions.disabled() if args.no_postprocess else chosen
 
 
 def options_from_args(args: Any) -> SegmentationOptions:

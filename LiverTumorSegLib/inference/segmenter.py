@@ -317,6 +317,9 @@ class Segmenter:
         if not self.options.probabilities:
             probability = None
         warnings = liver_volume_warnings(report["liver_volume_ml"])  # returned here; segment_file also logs them
+        device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
+        if device_message:
+            warnings = [device_message] + warnings
         report["warnings"] = list(warnings)
         timings["report"] = time.perf_counter() - stage_start
         report["timings_s"] = rounded_timings(timings)
@@ -406,7 +409,8 @@ class Segmenter:
         result = segmenter.segment_volume(
             volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel)
         for message in result.warnings:
-            log.warning("warning: %s", message)
+            if message != getattr(self.engine, "device_message", None):  # the engine has said that one already
+                log.warning("warning: %s", message)
         result.warnings = input_warnings + result.warnings
         result.report["warnings"] = list(result.warnings)
         if cancel is not None:

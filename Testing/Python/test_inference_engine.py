@@ -277,9 +277,14 @@ def test_auto_backend_uses_onnx_and_falls_back_to_torch_when_export_fails(tmp_pa
         probs = auto.predict_batch_probabilities(x)
     np.testing.assert_allclose(probs, torch_probs, atol=1e-6)
     assert auto.backend == "torch" and "using torch" in caplog.text
+    assert "using torch on the CPU (fp32)" in auto.device_message
+    assert auto.last_precision.get("note") == "torch fp32 after ONNX Runtime failed"
+    # asked for by name: the user's to change (one line, exit 2), not an internal error
     explicit = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
-    with pytest.raises(RuntimeError, match="unsupported operator"):
+    with pytest.raises(InputError, match="unsupported operator.*run it with --backend torch"):
         explicit.predict_batch_probabilities(x)
+    # bf16 asked for: auto means torch (ONNX Runtime runs fp32), and onnx + bf16 is refused before any work
+    assert SliceInferenceEngine(package, device="cpu", threads=1, backend="auto", precision="bf16").backend == "torch"
 
 
 def soft_oracle_predictor(x_nchw):

@@ -160,3 +160,46 @@ def test_segment_command_args_for_a_child_process():
     assert options_from_args(args) == NON_DEFAULT
     plain = build_parser().parse_args(segment_command_args("ct.nii.gz", "s.nii.gz", SegmentationOptions()))
     assert options_from_args(plain) == SegmentationOptions() and not plain.overwrite
+
+
+def test_options_that_can_only_fail_later_are_refused_at_once():
+    """From an options audit: each of these passed construction and failed only after the CT was read and the
+    model loaded (about 7 s), or never: an infinite window, ONNX with bf16, an invalid switch beside
+    --no-postprocess."""
+    with pytest.raises(InputError, match="finite numbers in HU"):
+        SegmentationOptions(window_level=float("inf"), window_width=400.0)
+    with pytest.raises(InputError, match="finite numbers in HU"):
+        SegmentationOptions(window_level=40.0, window_width=float("inf"))
+    with pytest.raises(InputError, match="bf16.*torch backend only"):
+        SegmentationOptions(backend="onnx", precision="bf16")
+    SegmentationOptions(backend="auto", precision="bf16")  # auto picks torch for bf16
+    with pytest.raises(InputError, match="min_lesion_probability"):
+        options_from_args(parse_segment(["--no-postprocess", "--min-lesion-probability", "5"]))
+    assert options_from_args(parse_segment(["--no-postprocess"])).postprocessing == PostprocessingOptions.disabled()
+
+
+@pytest.mark.parametrize("kwargs, words", [({"threads": -1}, "threads"), ({"threads": 0}, "threads"),
+                                           ({"batch_size": 2.7}, "batch_size"), ({"batch_size": True}, "batch_size")])
+def test_engine_refuses_what_the_options_refuse(kwargs, words):
+    """Through the engine directly, threads=-1 was a torch RuntimeError, 0 meant all cores, 2.7 became 2."""
+    pytest.importorskip("torch")
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    from inference_helpers import oracle_package, oracle_predictor
+
+    with pytest.raises(InputError, match=words):
+        SliceInferenceEngine(oracle_package(), device="cpu", batch_predictor=oracle_predictor, **kwargs)
+
+
+def test_a_cuda_request_that_runs_on_the_cpu_is_in_the_report(monkeypatch):
+    """--device cuda without a GPU falls back to the CPU (as TotalSegmentator does); the report's warnings say so."""
+    torch = pytest.importorskip("torch")
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    from inference_helpers import corner_phantom, oracle_package, oracle_predictor
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine = SliceInferenceEngine(oracle_package(), device="cuda", threads=1, batch_predictor=oracle_predictor)
+    result = Segmenter(engine=engine).segment_volume(corner_phantom().ct)
+    assert any("CUDA was requested" in w and "running on the CPU" in w for w in result.report["warnings"])

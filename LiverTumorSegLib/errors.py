@@ -69,6 +69,7 @@ def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     else:
         return None
-    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free "
-                         f"memory, or use a machine with more memory or a GPU; {option_hint('--batch-size 1', 'batch_size=1')} "
-                         f"lowers what the network needs, not what the whole CT needs.")
+    smaller_batch = option_hint("--batch-size 1", "batch_size=1")
+    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free memory, or use a "
+                         f"machine with more memory or a GPU; {smaller_batch} lowers what the network needs, not "
+                         f"what the whole CT needs.")

@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
-CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label", "volume-": "image", "prediction-": "label", "pred-": "label",
-                 "pred_": "label", "label-": "label", "label_": "label", "labels-": "label", "seg-": "label",
-                 "seg_": "label", "prob-": "prob", "prob_": "prob", "ct-": "image", "ct_": "image"}
+CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label",
+                 "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",
+                 "label_": "label", "labels-": "label", "seg-": "label", "seg_": "label", "prob-": "prob",
+                 "prob_": "prob", "ct-": "image", "ct_": "image"}
 CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
                  "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
                  "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}

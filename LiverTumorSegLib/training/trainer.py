@@ -225,7 +225,8 @@ class Trainer:
         self.command = command
         self._log = log
         self.t0 = time.time()
-        self.epoch_t0, self.epoch_elapsed_before = self.t0, 0.0  # the epoch in progress: its start, time before a resume
+        # the epoch in progress: when it started here, and how long it ran before a resume
+        self.epoch_t0, self.epoch_elapsed_before = self.t0, 0.0
 
     # -- small helpers
     def log(self, text: str) -> None:

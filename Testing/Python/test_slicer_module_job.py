@@ -66,8 +66,8 @@ def test_child_prints_a_non_ascii_path_in_utf8_whatever_the_consoles_code_page(t
     folder.mkdir()
     base = dict(os.environ, PYTHONIOENCODING="cp1252")
     base.pop("PYTHONUTF8", None)
-    argv = [sys.executable, "-m", "LiverTumorSegLib", "preprocess", str(repo / "Resources" / "Sample" / "sample_ct.nii.gz"),
-            "-o", str(folder / "p.png")]
+    sample = repo / "Resources" / "Sample" / "sample_ct.nii.gz"
+    argv = [sys.executable, "-m", "LiverTumorSegLib", "preprocess", str(sample), "-o", str(folder / "p.png")]
     proc = subprocess.run(argv, env=childprocess.child_environment(str(repo), base), capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {folder / 'p.png'}" in proc.stdout.decode("utf-8")

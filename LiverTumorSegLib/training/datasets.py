@@ -284,11 +284,13 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
         return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor. "
                 "Check the label values (--label-map)."]
     if counts[2]:
-        tumors, n = ndimage.label(labels == 2)
-        box = ndimage.find_objects((tumors > 0).astype(np.uint8))[0]
-        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        near_liver = ndimage.binary_dilation(labels[box] == 1)
-        touching = np.unique(tumors[box][near_liver & (tumors[box] > 0)])
+        from ..metrics.surface import bounding_box
+
+        box = bounding_box(labels == 2, 1)  # the tumors' box (+1 voxel): labelled there, not in the whole CT
+        region = labels[box]
+        tumors, n = ndimage.label(region == 2)
+        near_liver = ndimage.binary_dilation(region == 1)
+        touching = np.unique(tumors[near_liver & (tumors > 0)])
         apart = n - int(np.count_nonzero(touching))
         if apart:
             warnings.append(f"{apart} of its {n} tumor components touch no liver voxel (tumor outside the liver); "

@@ -191,7 +191,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "'{\"1\": 1, \"2\": 2, \"5\": 1}'; values not listed become 0")
     p.add_argument("--pred-label-map", metavar="JSON",
                    help="the same for the predictions (another tool's label values)")
-    p.add_argument("--prob", help="probability map file or folder (float, same grid as the reference) for ROC")
+    p.add_argument("--prob", help="probability map file or folder (floats in [0, 1], or uint8 255 x p as segment "
+                                  "--probabilities writes; same grid as the reference) for ROC")
     p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
                    help="what --prob is the probability of (default: tumor)")
     p.add_argument("--images", help="CT file or folder, background of the overlay PNGs")

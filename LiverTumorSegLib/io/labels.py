@@ -104,7 +104,11 @@ def check_label_values(array: np.ndarray, source: str = "label map",
     allowed = sorted(int(v) for v in allowed_values)
     if allowed and (allowed[0] < 0 or allowed[-1] > 255):
         raise ValueError("allowed label values must lie in 0..255 (uint8)")
-    allowed_txt = ", ".join(str(v) for v in allowed)
+    if len(allowed) > 5 and allowed == list(range(allowed[0], allowed[-1] + 1)):
+        # any label value (mapped to 0/1/2 afterwards): named as a range, not as 256 numbers
+        allowed_txt = f"{allowed[0]}..{allowed[-1]} (0 background, 1 liver, 2 tumor, or values --label-map maps)"
+    else:
+        allowed_txt = ", ".join(str(v) for v in allowed)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():

@@ -373,7 +373,8 @@ def make_label_wrong_spacing(d: Path) -> Path:
 
 LABEL_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "label_values": (make_label_bad_values, ["values 5 outside", "--pred-label-map"], "label map with value 5"),
-    "label_probabilities": (make_label_probabilities, ["non-integer values", "probability map"],
+    "label_probabilities": (make_label_probabilities, ["non-integer values", "integers 0..255 (0 background",
+                                                       "probability map"],
                             "probability map (0.4, 0.8) given as label map"),
     "label_shape": (make_label_wrong_shape, ["does not match", "size (x, y, z) (40, 30, 6)"],
                     "label map of another size (40 x 30 x 6 vs 40 x 40 x 6)"),

@@ -5,6 +5,7 @@ output is kept unless ``overwrite=True``.
 """
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -138,6 +139,50 @@ def same_file_among(paths) -> bool:
     return False
 
 
+STALE_TEMPORARY_SECONDS = 600
+"""A temporary output file of a process that no longer runs, untouched this long, is left over from a kill (the
+system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written again."""
+
+_TEMPORARY_PID = re.compile(r"\.(\d+)-[^./]*\.tmp")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":  # no cheap check without a handle: only the age decides there
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or unknown: keep the file
+    return True
+
+
+def remove_stale_temporaries(folder: Path, prefix: str, suffix: str) -> None:
+    """Remove hidden temporary files ``{prefix}{pid}-{random}{suffix}`` in ``folder`` (as :func:`atomic_output`
+    names them; also one nested inside another, ``.{prefix}...``) whose writing processes have all ended and which
+    are older than :data:`STALE_TEMPORARY_SECONDS`. Never raises."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
+            continue
+        pids = [int(p) for p in _TEMPORARY_PID.findall(name)]
+        if not pids or any(_process_alive(pid) for pid in pids):
+            continue  # an older naming (no process id), or a writer still running
+        candidate = folder / name
+        try:
+            if now - candidate.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                candidate.unlink()
+        except OSError:
+            pass
+
+
 REPLACE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
 """Waits between tries of :func:`replace_file` on Windows, where a file another program holds open (a virus
 scanner for a moment, Excel or a viewer for longer) cannot be replaced."""
@@ -166,8 +211,10 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
     path = check_can_write(path, overwrite)
     suffix = full_suffix(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name[: max(1, len(path.name) - len(suffix))] + ".",
-                               suffix=".tmp" + suffix, dir=str(path.parent if str(path.parent) else "."))
+    stem = path.name[: max(1, len(path.name) - len(suffix))]
+    folder = path.parent if str(path.parent) else Path(".")
+    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
     os.close(fd)
     tmp_path = Path(tmp)
     apply_default_permissions(tmp_path)

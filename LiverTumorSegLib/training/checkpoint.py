@@ -15,7 +15,7 @@ from typing import Any, Dict, Union
 import torch
 
 from ..errors import InputError
-from ..fileutil import apply_default_permissions, replace_file
+from ..fileutil import apply_default_permissions, remove_stale_temporaries, replace_file
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -46,7 +46,8 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     (permissions ``0666 & ~umask`` like every other output)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
+    remove_stale_temporaries(path.parent, f".{path.name}.", ".tmp")  # left by a killed run
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

@@ -68,3 +68,34 @@ def test_missing_output_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         with atomic_output(tmp_path / "nope" / "x.nii"):
             pass
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_path):
+    """A SIGKILL (the out-of-memory killer) mid-write left hidden temporary files beside the output for good.
+    The next write of that output removes those whose writer has ended and which are older than 10 minutes; a
+    recent one, one of a running process and one of another output name stay."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from LiverTumorSegLib import fileutil
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"stale": f".seg.{dead}-abc123.tmp.nii.gz", "nested": f"..seg.{dead}-abc.tmp.{dead}-def.tmp.nii.gz",
+             "recent": f".seg.{dead}-xyz789.tmp.nii.gz", "running": f".seg.{os.getpid()}-q1w2e3.tmp.nii.gz",
+             "other": f".report.{dead}-abc123.tmp.json", "older_naming": ".seg.abc123.tmp.nii.gz"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"partial")
+        if key != "recent":
+            os.utime(tmp_path / name, (old, old))
+    with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
+        assert f".seg.{os.getpid()}-" in out.name  # this writer's own temporary names its process
+        out.write_bytes(b"done")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert names["stale"] not in left and names["nested"] not in left
+    for key in ("recent", "running", "other", "older_naming"):
+        assert names[key] in left, key
+    assert (tmp_path / "seg.nii.gz").read_bytes() == b"done"

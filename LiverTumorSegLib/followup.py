@@ -14,8 +14,9 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    being measured. ``method="none"`` uses the scanner coordinates as they are.
 2. **Matching** (:func:`match_lesions`): the follow-up lesion map is resampled onto the baseline grid
    (nearest neighbour) and a baseline and a follow-up lesion are linked when they share a voxel; a lesion
-   without any overlap is linked to the nearest lesion of the other scan whose centroid (after alignment)
-   is within max(5 mm, half the larger long axis). The connected groups of links give each lesion's status:
+   without any overlap is linked to the nearest lesion of the other scan that has no link yet whose centroid
+   (after alignment) is within max(5 mm, half the larger long axis): a lesion that moved. Merges and splits
+   need shared voxels. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only), ``new`` (follow-up only), ``merged`` (several baseline lesions -> one, or
    several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
@@ -23,7 +24,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    (at most 2 measurable liver lesions) are followed: their follow-up sum of diameters is the sum of the long
    axes of the follow-up lesions in their groups (0 when disappeared; the coalesced lesion once when merged;
    all fragments when split). A new lesion counts for PD when its long axis is at least
-   ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false``).
+   ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false`` and neither make PD
+   nor prevent CR). A target still present but under 5 mm counts 5 mm (RECIST's "too small to measure").
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
@@ -35,6 +37,7 @@ import numpy as np
 
 from .errors import InputError
 from .fileutil import atomic_output
+from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split")
@@ -246,17 +249,22 @@ def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_
         limit = max(5.0, 0.5 * max(base_by_id[base_id]["long_axis_mm"], follow_by_id[follow_id]["long_axis_mm"]))
         return distance if distance <= limit else np.inf
 
+    # without overlap only a lesion that moved is linked (each partner at most once): a merge or split needs
+    # shared voxels, else a new lesion beside a shrinking one (or a small one vanishing beside a large one) would
+    # be absorbed as a fragment, hiding a PD (or taking the large one's diameter)
     for i in sorted(set(base_by_id) - linked_base):
-        candidates = [(near(i, j), j) for j in follow_by_id]
+        candidates = [(near(i, j), j) for j in follow_by_id if j not in linked_follow]
         candidates = [c for c in candidates if np.isfinite(c[0])]
         if candidates:
             edges.append((i, min(candidates)[1]))
+            linked_base.add(i)
             linked_follow.add(min(candidates)[1])
     for j in sorted(set(follow_by_id) - linked_follow):
-        candidates = [(near(i, j), i) for i in base_by_id]
+        candidates = [(near(i, j), i) for i in base_by_id if i not in linked_base]
         candidates = [c for c in candidates if np.isfinite(c[0])]
         if candidates:
             edges.append((min(candidates)[1], j))
+            linked_base.add(min(candidates)[1])
     return _link_groups(edges, len(base_lesions), len(follow_lesions))
 
 
@@ -279,6 +287,13 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     if relative <= SHRUNK_CHANGE:
         return "shrunk"
     return "stable"
+
+
+def _recist_followup_mm(entry: Dict[str, Any]) -> float:
+    """A target group's follow-up diameter for the sum: 0 when it disappeared, at least 5 mm while present
+    (RECIST 1.1 assigns 5 mm to a target too small to measure)."""
+    measured = float(entry["followup_long_axis_mm"])
+    return max(measured, RECIST_TOO_SMALL_MM) if entry["followup_ids"] else 0.0
 
 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
@@ -310,6 +325,8 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     }
     if status == "new":
         entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm)
+    if entry["recist_target"] and follow and follow_long < RECIST_TOO_SMALL_MM:
+        entry["recist_too_small_counts_mm"] = RECIST_TOO_SMALL_MM
     return entry
 
 
@@ -343,16 +360,16 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids)
                for n, (b, f) in enumerate(groups, start=1)]
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
-    follow_sum = float(sum(e["followup_long_axis_mm"] for e in entries if e["recist_target"])) if targets else None
+    follow_sum = float(sum(_recist_followup_mm(e) for e in entries if e["recist_target"])) if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
-    response, reason = recist_response(base_sum, follow_sum, new_lesion, follow_report["lesion_count"],
-                                       base_report["lesion_count"])
+    followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
+    response, reason = recist_response(base_sum, follow_sum, new_lesion, followup_count, base_report["lesion_count"])
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
         "response": response, "response_reason": reason,
         "response_criteria": "RECIST 1.1 on the liver lesions of the label maps; the baseline is the reference "
-                             "(not the nadir); research use, not a medical device",
+                             "(not the nadir); " + RECIST_NOTE + "; not a medical device",
         "sum_of_diameters": {"target_lesion_ids": targets, "baseline_mm": base_sum, "followup_mm": follow_sum,
                              "change_mm": change,
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
@@ -445,7 +462,8 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     sod = change["sum_of_diameters"]
     sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} -> "
                                                        f"{sod['followup_mm']:.1f} mm")
-    fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}", fontsize=13)
+    fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"
+                 f"({RECIST_NOTE})", fontsize=13)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
@@ -456,7 +474,7 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
 def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     """Human-readable lines: response, sum of diameters, alignment and one line per lesion group."""
     sod = change["sum_of_diameters"]
-    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']})"]
+    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']}); {RECIST_NOTE}"]
     if sod["baseline_mm"] is not None:
         lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
                      f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")

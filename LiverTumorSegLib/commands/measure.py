@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..errors import InputError
+from ..metrics.recist import RECIST_NOTE
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     lines = [f"liver volume: {report['liver_volume_ml']:.1f} mL; tumors: {report['lesion_count']} "
              f"({report['tumor_volume_ml']:.2f} mL, burden {report['tumor_burden_percent']:.2f} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
-             f"(measurable from {recist['measurable_minimum_mm']:.0f} mm)"]
+             f"(measurable from {recist['measurable_minimum_mm']:.0f} mm; {RECIST_NOTE})"]
     for lesion in report["lesions"][:limit]:
         mark = " (target)" if lesion["recist_target"] else ""
         lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "

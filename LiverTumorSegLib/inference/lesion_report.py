@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix
-from ..metrics.recist import (axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
+from ..metrics.recist import (RECIST_NOTE, axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
                               measurable_minimum_mm, select_target_lesions, slice_thickness_mm)
 from ..volume import ImageGeometry
 
@@ -195,7 +195,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "tumor_burden_percent": 100.0 * tumor_ml / liver_ml if liver_ml > 0 else 0.0,
         "lesion_count": len(lesions),
         "voxel_volume_ml": voxel_ml,
-        "recist": {"target_lesion_ids": targets,
+        "recist": {"note": RECIST_NOTE, "target_lesion_ids": targets,
                    "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
                    "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness},
         "lesions": lesions,

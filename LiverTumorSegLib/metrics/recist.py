@@ -24,7 +24,8 @@ Definitions
   organ are at most 2 measurable lesions, largest long axis first; the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
   lesion; PR = SoD down >= 30 %; else SD (here the baseline is the reference; RECIST's PD uses the smallest
-  SoD so far, which a two-time-point comparison cannot know).
+  SoD so far, which a two-time-point comparison cannot know). A target still present but under 5 mm counts
+  5 mm (RECIST's "too small to measure"); without target lesions, persisting lesions are Non-CR/non-PD.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,7 +38,14 @@ RECIST_MAX_TARGETS_PER_ORGAN = 2
 RECIST_PR_CHANGE = -0.30
 RECIST_PD_CHANGE = 0.20
 RECIST_PD_ABSOLUTE_MM = 5.0
-RESPONSES = ("CR", "PR", "SD", "PD", "NE")
+RECIST_TOO_SMALL_MM = 5.0
+"""RECIST 1.1's default diameter of a target lesion still present but too small to measure."""
+RESPONSES = ("CR", "PR", "SD", "PD", "Non-CR/non-PD", "NE")
+NON_CR_NON_PD = "Non-CR/non-PD"
+RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver lesions; research use, not a "
+               "clinical read")
+"""Said wherever a measurement or response is printed (stdout, reports, the change picture)."""
+_BOUNDARY_TOLERANCE = 1e-9  # a change of exactly -30 % / +20 % / +5 mm meets the rule despite float rounding
 
 
 def axial_axis_zyx(geometry: ImageGeometry) -> int:
@@ -241,19 +249,23 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     """RECIST 1.1 category and a one-line reason (see module doc).
 
     ``baseline_sum_mm`` is None when the baseline has no target lesion; then the answer is PD (new lesion),
-    CR (baseline lesions all gone) or NE (not evaluable: nothing measurable to follow).
+    CR (baseline lesions all gone), Non-CR/non-PD (non-target lesions persist, RECIST 1.1 Table 2) or NE (no
+    lesion at either time point). ``followup_lesion_count`` counts the follow-up's lesions without the equivocal
+    new ones (which neither make PD nor prevent CR). Changes of exactly -30 %, +20 % and +5 mm meet their rules.
     """
     if new_lesion:
         return "PD", "new lesion"
     if followup_lesion_count == 0 and baseline_lesion_count > 0:
         return "CR", "all lesions disappeared"
     if baseline_sum_mm is None or baseline_sum_mm <= 0 or followup_sum_mm is None:
-        return "NE", "no measurable target lesion at baseline"
+        if baseline_lesion_count > 0:
+            return NON_CR_NON_PD, "no measurable target lesion at baseline; non-target lesions persist"
+        return "NE", "no lesion at baseline"
     change = followup_sum_mm - baseline_sum_mm
     relative = change / baseline_sum_mm
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
-    if relative >= RECIST_PD_CHANGE and change >= RECIST_PD_ABSOLUTE_MM:
+    if relative >= RECIST_PD_CHANGE - _BOUNDARY_TOLERANCE and change >= RECIST_PD_ABSOLUTE_MM - _BOUNDARY_TOLERANCE:
         return "PD", text
-    if relative <= RECIST_PR_CHANGE:
+    if relative <= RECIST_PR_CHANGE + _BOUNDARY_TOLERANCE:
         return "PR", text
     return "SD", text

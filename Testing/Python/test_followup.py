@@ -228,3 +228,39 @@ def test_tiny_new_lesion_is_listed_but_not_progression():
     assert new["unequivocal"] is False and change["response"] == "SD"
     strict = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", min_new_lesion_mm=0.5)
     assert strict["response"] == "PD"
+
+
+def test_recist_rules_a_radiologist_applies_at_follow_up():
+    """From a RECIST audit: a target shrunk to a 3 mm focus counts 5 mm ('too small to measure'), so 20 + 14 mm
+    -> 20 + 3 mm is SD, not PR; an equivocal new focus does not keep all-gone disease from CR; a new lesion beside
+    a shrinking target (no shared voxel) is new, PD, not a 'split' fragment of it."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 60, 60), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm long
+    base[2:4, 35:49, 40:45] = 2                  # target 2: 14 mm long
+    follow = np.ones_like(base)
+    follow[2:4, 5:25, 5:10] = 2                  # unchanged
+    follow[3, 40:43, 41:43] = 2                  # target 2 became a 3 mm focus
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    shrunk = next(e for e in change["lesions"] if 2 in e["baseline_ids"])
+    assert shrunk["followup_long_axis_mm"] < 5.0 and shrunk["recist_too_small_counts_mm"] == 5.0
+    sod = change["sum_of_diameters"]
+    kept = next(e for e in change["lesions"] if 1 in e["baseline_ids"])
+    assert sod["followup_mm"] == pytest.approx(kept["followup_long_axis_mm"] + 5.0)
+    assert -30.0 < sod["change_percent"] < -20.0  # with the measured 3 mm it read about -33 %: PR
+    assert change["response"] == "SD"
+
+    gone = np.ones_like(base)
+    gone[3, 55, 55] = 2                          # all lesions gone; one 1-voxel new focus (equivocal)
+    change = compare_followup(CTVolume(base, g), CTVolume(gone, g), alignment="none")
+    assert [e["unequivocal"] for e in change["lesions"] if e["status"] == "new"] == [False]
+    assert change["response"] == "CR"
+
+    satellite = np.ones_like(base)
+    satellite[2:4, 5:19, 5:9] = 2                # target 1 shrinks to 14 x 4 mm ...
+    satellite[2:4, 35:49, 40:45] = 2
+    satellite[2:4, 6:14, 13:21] = 2              # ... and an 8 mm lesion appears 4 mm beside it, not touching
+    change = compare_followup(CTVolume(base, g), CTVolume(satellite, g), alignment="none")
+    assert "split" not in statuses(change) and "new" in statuses(change)
+    assert change["response"] == "PD"
+    assert "research use, not a clinical read" in change["response_criteria"]

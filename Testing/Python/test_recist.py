@@ -124,10 +124,26 @@ def test_measurable_minimum_and_target_choice():
     (20.0, 24.0, False, 2, "SD"),    # +20 % but only +4 mm
     (50.0, 40.0, True, 3, "PD"),     # any new lesion
     (50.0, 0.0, False, 0, "CR"),
-    (None, None, False, 1, "NE"),
+    (None, None, False, 1, "Non-CR/non-PD"),  # only non-target lesions, still there (RECIST 1.1 Table 2)
+    # exactly on the thresholds: 14 -> 9.8 is -30 %, 26 -> 31.2 is +20 % with +5.2 mm, 11.4 -> 16.4 is +5 mm;
+    # float rounding made each of them SD
+    (14.0, 9.8, False, 2, "PR"),
+    (26.0, 31.2, False, 2, "PD"),
+    (11.4, 16.4, False, 2, "PD"),
 ])
 def test_recist_response_categories(base, follow, new, n_follow, expected):
     assert recist_response(base, follow, new, n_follow, 2)[0] == expected
+
+
+def test_recist_response_boundaries_hold_for_every_sum():
+    """Every sum from 10 to 300 mm in 0.1 mm steps: exactly -30 % is PR, exactly +20 % with >= +5 mm is PD
+    (the audit found 43 and 220 such pairs misclassified)."""
+    for tenths in range(100, 3001):
+        base = tenths / 10
+        assert recist_response(base, base * 0.7, False, 2, 2)[0] == "PR", base
+        if base * 0.2 >= 5.0:
+            assert recist_response(base, base * 1.2, False, 2, 2)[0] == "PD", base
+    assert recist_response(None, None, False, 0, 0)[0] == "NE"  # no lesion at either time point
 
 
 def labels_with_two_ellipsoids():

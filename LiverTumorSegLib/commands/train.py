@@ -35,7 +35,8 @@ HELP = {
     "warmup": "linear warmup steps",
     "iterations_per_epoch": "batches per epoch (epochs are sampled, not passes over the data)",
     "patch_size": "square training crop in pixels of the preprocessed grid",
-    "liver_slice_fraction": "fraction of samples centred on liver slices",
+    "liver_slice_fraction": ("chance that a sample is drawn from the liver slices (the other draws are uniform "
+                             "over all slices, liver ones included)"),
     "every_other_slice": "sample only even slice indices (as Kulkarni et al. do)",
     "val_fraction": "patient-level validation fraction when --folds is 0",
     "folds": "k for k-fold cross-validation (0 = hold-out split)",

@@ -6,7 +6,7 @@ max-pool between levels. Decoder, deepest first: 2x2 transposed conv up -> an ad
 decoder features as gating signal -> concat [gated skip, upsampled] -> double conv. 1x1 classifier.
 
 ``deep_supervision=True`` adds a 1x1 conv head on every decoder level except the last; in **training
-mode** the forward returns ``(logits, [aux, ...])`` (aux deepest first, each bilinearly resized to
+mode** the forward returns ``(logits, [aux, ...])`` (aux finest first, each bilinearly resized to
 (N, K, H, W)); in eval mode only ``logits``. ``len(channels) - 1`` pools -> H, W multiple of
 ``2 ** (len(channels) - 1)`` (16 by default) avoids the internal padding.
 """
@@ -53,8 +53,9 @@ class AttentionDecoder(nn.Module):
     """Attention-gated U-Net decoder with optional deep-supervision heads.
 
     ``forward(feats)`` with ``feats`` finest first (as :class:`UNetEncoder` returns) -> ``(logits, aux)``,
-    ``aux`` = per-level logits of the coarser decoder levels (deepest first, at their own resolution;
-    empty without deep supervision).
+    ``aux`` = per-level logits of the coarser decoder levels (finest first, at their own resolution, so that
+    :class:`~LiverTumorSegLib.training.losses.DeepSupervisionLoss`'s halving weights fall with resolution as in
+    nnU-Net; empty without deep supervision).
     """
 
     def __init__(self, channels: Sequence[int], num_classes: int, norm: str = "batch",
@@ -82,7 +83,7 @@ class AttentionDecoder(nn.Module):
             y = block(torch.cat([gated, up(y)], dim=1))
             if i < len(self.aux_heads):
                 aux.append(self.aux_heads[i](y))
-        return self.classifier(y), aux
+        return self.classifier(y), aux[::-1]  # finest first: the loss weights halve with each level down
 
 
 class AttentionUNet(nn.Module):

@@ -30,6 +30,8 @@ class TrainConfig:
     ``tumor_slice_fraction``: of the liver-slice draws, fraction taken from tumor slices when any exist.
     ``synthetic_lesions``: "auto" (on when the training data has no tumor label), true or false.
     ``label_map``: remap raw label values, e.g. ``{"5": 1}``; values not listed become 0. Empty = no remap.
+    ``deep_supervision_weights``: main output first, then the auxiliary outputs finest first (default 1, 1/2,
+    1/4, ...; normalised to sum 1).
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
     ``amp``: "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off".
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.

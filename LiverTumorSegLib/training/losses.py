@@ -2,7 +2,8 @@
 
 * ``ce``: cross-entropy, optionally class-weighted (``class_weights`` length K);
 * ``dice``: soft Dice over the foreground classes (1..K-1), computed over the whole batch;
-* ``dice_ce``: ``dice + ce``; ``focal``: focal loss (gamma 2), class-weighted like CE; ``dice_focal``.
+* ``dice_ce``: ``dice + ce``; ``focal``: focal loss (gamma 2), class weights as MONAI's FocalLoss applies them
+  (the mean of weight x loss, not CE's weighted mean); ``dice_focal``.
 :class:`DeepSupervisionLoss` applies a loss to the main output and to auxiliary outputs (upsampled to the
 target size), with weights halving per level by default.
 """
@@ -79,7 +80,9 @@ class SegmentationLoss(nn.Module):
 class DeepSupervisionLoss(nn.Module):
     """``w0 * loss(main) + sum_i w_i * loss(upsample(aux_i))``, weights normalised to sum 1.
 
-    Default weights: ``1, 1/2, 1/4, ...``. Auxiliary logits are bilinearly upsampled to the target size.
+    Default weights: ``1, 1/2, 1/4, ...`` for the main output and then the auxiliary ones in the order the model
+    gives them: finest first for this library's models (nnU-Net's weighting: the coarser, the less). Auxiliary
+    logits are bilinearly upsampled to the target size.
     """
 
     def __init__(self, base: nn.Module, weights: Optional[Sequence[float]] = None) -> None:

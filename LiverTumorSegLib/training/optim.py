@@ -1,8 +1,10 @@
 """Optimisers and learning-rate schedules.
 
-Schedules (``build_scheduler``): ``cosine`` (per step, to 0 at the last step), ``step`` (x ``gamma`` every
-``step_size`` epochs), ``none`` (constant) -- all with an optional linear ``warmup`` over the first steps --
-and ``plateau`` (``ReduceLROnPlateau`` on the validation loss, stepped once per epoch; no warmup).
+Schedules (``build_scheduler``): ``cosine`` (per step; the last step uses a small rate, 0 is reached after it),
+``step`` (x ``gamma`` every ``step_size`` epochs), ``none`` (constant) -- all with an optional linear ``warmup``
+over the first steps --
+and ``plateau`` (``ReduceLROnPlateau`` on the validation loss, stepped after each validation, or on the training
+loss each epoch when the run has no validation data; no warmup).
 """
 import math
 from typing import Any, Optional

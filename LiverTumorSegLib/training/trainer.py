@@ -465,7 +465,8 @@ class Trainer:
                 row = self._end_epoch(epoch, self.epoch_elapsed_before + time.time() - self.epoch_t0, csv_log, tb)
                 if row.get("stop"):
                     stop_reason = "early_stopping"
-                    self.log(f"early stopping: no validation improvement for {cfg.early_stopping_patience} epochs")
+                    self.log(f"early stopping: no validation improvement in {cfg.early_stopping_patience} "
+                             f"validation(s) (every {cfg.val_every} epoch(s))")
                     break
                 if self._time_up():
                     stop_reason = "time_limit"
@@ -584,7 +585,10 @@ class Trainer:
             stop = self.early.update(improved)
             if not getattr(self.scheduler, "per_step", True) and not math.isnan(val_loss):
                 self.scheduler.step(val_loss)
-        elif not getattr(self.scheduler, "per_step", True):
+        elif not getattr(self.scheduler, "per_step", True) and not self.val_cases:
+            # plateau without any validation data: on the training loss. With validation it follows the
+            # validation loss only; stepping on the training loss between validations made a training loss
+            # its "best" and halved the rate although the validation loss fell.
             self.scheduler.step(train_loss)
         row = {"epoch": epoch + 1, "global_step": self.global_step, "train_loss": train_loss,
                "val_loss": val_loss, "val_liver_dice": liver, "val_tumor_dice": tumor,

@@ -464,3 +464,15 @@ def test_cuda_forward_matches_cpu(name):
         gpu = model.to("cuda")(x.to("cuda")).cpu()
     assert gpu.shape == cpu.shape
     assert torch.allclose(cpu, gpu, atol=1e-3, rtol=1e-3)
+
+
+def test_deep_supervision_outputs_come_finest_first():
+    """The loss halves the weight per auxiliary output in the order given; the decoder gave the deepest (8 px of a
+    32 px input) first, so it weighed more than the 16 px one: the reverse of nnU-Net's weighting."""
+    from LiverTumorSegLib.models.attention_unet import AttentionDecoder, UNetEncoder
+
+    torch.manual_seed(0)
+    channels = (4, 8, 16, 32)
+    encoder, decoder = UNetEncoder(3, channels), AttentionDecoder(channels, 3, deep_supervision=True)
+    logits, aux = decoder(encoder(torch.rand(1, 3, 32, 32)))
+    assert logits.shape[-1] == 32 and [a.shape[-1] for a in aux] == [16, 8]

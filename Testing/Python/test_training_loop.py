@@ -290,3 +290,17 @@ def test_cuda_training_with_bf16_autocast_and_deep_supervision(data_csv, tmp_pat
     package = load_model_package(result.package_path, device="cpu")
     in_channels = int(package.metadata["architecture"]["in_channels"])
     assert package.model(torch.zeros(1, in_channels, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_plateau_schedule_follows_the_validation_loss_only(data_csv, tmp_path):
+    """With validation every 2nd epoch, the epochs between stepped the plateau scheduler on the training loss, so a
+    training loss became its 'best' and the rate was halved although the validation loss fell."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path, epochs=4, iterations_per_epoch=2, schedule="plateau",
+                      plateau_patience=0, val_every=2)
+    trainer = Trainer(cfg, log=lambda s: None)
+    trainer.setup()
+    result = trainer.fit()
+    val_losses = [row["val_loss"] for row in result.history if not np.isnan(row["val_loss"])]
+    assert len(val_losses) == 2
+    assert trainer.scheduler.best == pytest.approx(min(val_losses))

@@ -672,8 +672,12 @@ class Trainer:
         from .datasets import load_case
 
         threads = torch.get_num_threads()  # the inference engine sets its own CPU thread count
+        # fp32 on the CPU, the arithmetic training used there (segment's automatic bf16 would check itself and
+        # print its verdict here, and could make the stored numbers depend on the CPU model)
+        precision = "fp32" if self.device.type == "cpu" else "auto"
         try:
-            segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device))).load()
+            segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device),
+                                                      precision=precision)).load()
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
                 volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
@@ -685,7 +689,7 @@ class Trainer:
         finally:
             torch.set_num_threads(threads)
         tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
-        return {"method": "whole validation volumes through inference.Segmenter",
+        return {"method": "whole validation volumes through inference.Segmenter", "precision": precision,
                 "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),
                 "tumor_dice": float(np.mean(tumor)) if tumor else float("nan"), "cases": rows}
 

@@ -74,6 +74,7 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert 0.0 <= meta["validation"]["liver_dice"] <= 1.0
     whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
     assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
+    assert whole["precision"] == "fp32"  # as trained on the CPU; not bf16 on CPUs that have it
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
     reference = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])

@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -93,17 +94,27 @@ def case_name(path: Path) -> Optional[str]:
     return None if key is None else key[0]
 
 
-def _image_files(folder: Path) -> List[Path]:
-    """The image files in ``folder`` itself; when it holds none, those in its subfolders at any depth (LiTS's
-    "Training Batch 1" / "Training Batch 2"). Hidden files and folders and ``__MACOSX`` copies are skipped."""
-    def visible(path: Path) -> bool:
-        parts = path.relative_to(folder).parts
-        return path.is_file() and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+MAX_SUBFOLDER_DEPTH = 3
+"""How deep :func:`_image_files` looks below a folder without label files of its own (LiTS: one level)."""
 
-    own = [p for p in sorted(folder.iterdir()) if visible(p) and case_key(p) is not None]
+
+def _image_files(folder: Path) -> List[Path]:
+    """The image files in ``folder`` itself; when it holds none, those in its subfolders up to
+    :data:`MAX_SUBFOLDER_DEPTH` levels down (LiTS's "Training Batch 1" / "Training Batch 2"; a folder given by
+    mistake, such as a home folder, is not walked whole). Hidden files and folders and ``__MACOSX`` copies are
+    skipped."""
+    def hidden(name: str) -> bool:
+        return name.startswith(".") or name == "__MACOSX"
+
+    own = [p for p in sorted(folder.iterdir()) if p.is_file() and not hidden(p.name) and case_key(p) is not None]
     if own:
         return own
-    return [p for p in sorted(folder.rglob("*")) if visible(p) and case_key(p) is not None]
+    found = []
+    for root, dirs, files in os.walk(folder):
+        depth = len(Path(root).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not hidden(d)) if depth < MAX_SUBFOLDER_DEPTH else []
+        found.extend(Path(root) / f for f in files if not hidden(f) and case_key(Path(f)) is not None)
+    return sorted(found)
 
 
 def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":

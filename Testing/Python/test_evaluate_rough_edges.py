@@ -172,6 +172,12 @@ def test_lits_batches_in_subfolders_and_255_references_with_label_map(tmp_path, 
     liver = phantoms[1].labels >= 1
     expected = 2 * np.count_nonzero(liver & (shrunk >= 1)) / (np.count_nonzero(liver) + np.count_nonzero(shrunk))
     assert sorted(rows) == ["0", "1"] and float(rows["0"]["dice_liver"]) == 1.0
+    from LiverTumorSegLib.commands.evaluate import list_cases
+
+    deep = ref / "a" / "b" / "c" / "d"  # deeper than the 3 levels searched (a home folder given by mistake)
+    deep.mkdir(parents=True)
+    write_label_map(deep / "segmentation-9.nii", phantoms[0].labels, phantoms[0].ct.geometry)
+    assert sorted(list_cases(ref, "--ref")) == ["0", "1"]
     assert abs(float(rows["1"]["dice_liver"]) - expected) < 1e-4
 
     masks = tmp_path / "masks255"

@@ -112,6 +112,12 @@ def apply_default_permissions(path: PathLike) -> None:
 _apply_default_permissions = apply_default_permissions  # older name
 
 
+def is_hidden_name(name: str) -> bool:
+    """A file or folder name that data discovery skips: hidden (``.x``, macOS ``._x`` resource files, our own
+    temporaries) or the ``__MACOSX`` copy of a tree that macOS zip archives carry."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def file_identities(path: PathLike) -> list:
     """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved; compared
     without case on Windows and macOS, whose usual file systems ignore it) and, when it exists, its (device,

@@ -103,8 +103,7 @@ def _image_files(folder: Path) -> List[Path]:
     :data:`MAX_SUBFOLDER_DEPTH` levels down (LiTS's "Training Batch 1" / "Training Batch 2"; a folder given by
     mistake, such as a home folder, is not walked whole). Hidden files and folders and ``__MACOSX`` copies are
     skipped."""
-    def hidden(name: str) -> bool:
-        return name.startswith(".") or name == "__MACOSX"
+    from ..fileutil import is_hidden_name as hidden
 
     own = [p for p in sorted(folder.iterdir()) if p.is_file() and not hidden(p.name) and case_key(p) is not None]
     if own:

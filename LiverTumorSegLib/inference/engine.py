@@ -116,12 +116,13 @@ def preprocessing_config(package: object) -> object:
     return cfg
 
 
-def resolve_backend(requested: str, device_type: str, custom_predictor: bool = False) -> str:
+def resolve_backend(requested: str, device_type: str, custom_predictor: bool = False, precision: str = "auto") -> str:
     """The backend that will run: ``auto`` -> ``onnx`` on the CPU when onnx + onnxruntime import (and no custom
-    batch predictor replaces the network), else ``torch``; ``torch``/``onnx`` are kept as given."""
+    batch predictor replaces the network, and bf16 is not asked for: ONNX Runtime runs fp32 here), else
+    ``torch``; ``torch``/``onnx`` are kept as given."""
     if requested != "auto":
         return requested
-    if device_type == "cpu" and not custom_predictor:
+    if device_type == "cpu" and not custom_predictor and precision != "bf16":
         from .onnx_backend import onnx_available
 
         if onnx_available():
@@ -277,8 +278,7 @@ class SliceInferenceEngine:
             log.warning("warning: %s", choice.message)
         self.device = choice.device
         self.device_message = choice.message
-        # bf16 asked for: torch (ONNX Runtime runs fp32 here)
-        self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None or precision == "bf16")
+        self.backend = resolve_backend(backend, self.device.type, batch_predictor is not None, precision)
         self._backend_auto = backend == "auto"
         self.tta_flip = bool(tta_flip)
         if self.tta_flip:

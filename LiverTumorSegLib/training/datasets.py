@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
+from ..fileutil import is_hidden_name
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..volume import CTVolume
 
@@ -108,7 +109,7 @@ def _in_visible_tree(path: Path, root: Path) -> bool:
         parts = path.relative_to(root).parts
     except ValueError:
         parts = path.parts
-    return not any(part.startswith(".") or part == "__MACOSX" for part in parts)
+    return not any(is_hidden_name(part) for part in parts)
 
 
 def _natural_key(text: str):

@@ -119,8 +119,8 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
         value = _postprocessing_from_dict(value)
     if not isinstance(value, PostprocessingOptions):
         raise InputError(f"postprocessing must be PostprocessingOptions or a dict (got {type(value).__name__}).")
-    value = copy.copy(value)  # the options object is frozen: nobody else holds this one
     defaults = PostprocessingOptions()
+    numbers = {}
     flags = {s.field: s.flag for s in POSTPROCESSING_SWITCHES}
     for f in dataclasses.fields(PostprocessingOptions):
         got, default = getattr(value, f.name), getattr(defaults, f.name)
@@ -133,8 +133,8 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
                 raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
             if f.name == "min_lesion_probability" and got > 1:
                 raise InputError(f"{where} is a probability: between 0 and 1 (got {got!r}).")
-            setattr(value, f.name, float(got))
-    return value
+            numbers[f.name] = float(got)
+    return dataclasses.replace(value, **numbers)
 
 
 def override_window(preprocessing: Dict[str, Any], level: float, width: float) -> Dict[str, Any]:

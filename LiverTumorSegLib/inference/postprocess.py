@@ -42,9 +42,10 @@ _CROSS_6 = np.zeros((3, 3, 3), dtype=bool)            # 6-connectivity (binary_f
 _CROSS_6[1, 1, 1] = _CROSS_6[0, 1, 1] = _CROSS_6[2, 1, 1] = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class PostprocessingOptions:
-    """Switches of :func:`postprocess_labels`. ``PostprocessingOptions.disabled()`` turns everything off."""
+    """Switches of :func:`postprocess_labels`. ``PostprocessingOptions.disabled()`` turns everything off.
+    Frozen, like :class:`~.options.SegmentationOptions` that holds it: change with ``dataclasses.replace``."""
 
     largest_liver_component: bool = True
     fill_liver_holes: bool = True

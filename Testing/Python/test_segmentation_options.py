@@ -82,11 +82,13 @@ def test_frozen_and_replace_validates_again():
     assert hash(NON_DEFAULT) == hash(SegmentationOptions.from_dict(NON_DEFAULT.to_dict()))
 
 
-def test_postprocessing_is_a_private_copy():
-    post = PostprocessingOptions()
-    options = SegmentationOptions(postprocessing=post)
-    post.min_lesion_ml = 5.0  # the caller changing its object later does not change the options
-    assert options.postprocessing.min_lesion_ml == 0.1
+def test_postprocessing_cannot_be_changed_past_validation():
+    options = SegmentationOptions(postprocessing=PostprocessingOptions(min_lesion_ml=1))
+    assert options.postprocessing.min_lesion_ml == 1.0  # converted to float by the check
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a mutable copy let -1 in after the check
+        options.postprocessing.min_lesion_ml = -1.0
+    with pytest.raises(InputError, match="min_lesion_ml"):
+        dataclasses.replace(options, postprocessing=dataclasses.replace(options.postprocessing, min_lesion_ml=-1))
 
 
 def test_every_postprocessing_field_has_a_cli_switch():

@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -315,9 +315,14 @@ def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
     return labels
 
 
+# (image path, warning) pairs already logged by load_case in this process: each is printed once
+_WARNED_CASES: Set[Tuple[str, str]] = set()
+
+
 def load_case(case: Case, label_map: Optional[Dict] = None,
               allow_non_hu: bool = False) -> Tuple[CTVolume, np.ndarray]:
     """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8).
+    Each CT warning is logged once per process and image, however often the case is read.
 
     The CT gets the checks ``segment`` makes (:func:`validation.check_ct`: NaN/Inf, constant, not HU, ...), so a
     model is never trained on a volume it would refuse to segment; ``allow_non_hu`` as there."""
@@ -327,7 +332,10 @@ def load_case(case: Case, label_map: Optional[Dict] = None,
 
     image = read_volume(case.image_path)
     for warning in check_ct(image, allow_non_hu=allow_non_hu):
-        log.warning("warning: %s", warning)
+        key = (str(case.image_path), warning)
+        if key not in _WARNED_CASES:  # a validation case is read for the slice cache and again at the end
+            _WARNED_CASES.add(key)
+            log.warning("warning: %s", warning)
     labels = read_case_labels(case, image, label_map)
     canonical, reorientation = canonicalize(image)
     return canonical, reorientation.to_canonical(labels)

@@ -286,3 +286,16 @@ def test_load_case_says_when_a_label_was_stored_in_another_axis_order(tmp_path, 
         _, labels = load_case(discover_cases(tmp_path)[0])
     assert "case ct: label map stored in another axis order; reoriented to the CT" in caplog.text
     assert np.count_nonzero(labels == 2) == np.count_nonzero(ph.labels == 2)
+
+
+def test_load_case_logs_each_ct_warning_once_however_often_the_case_is_read(tmp_path, caplog):
+    # training reads a validation case for its slice cache and again for the whole-volume validation at the end
+    ph = make_phantom(shape_zyx=(6, 24, 24), spacing_xyz=(4.0, 4.0, 8.0), seed=0)  # 8 mm: "thick slices"
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    write_label_map(tmp_path / "seg.nii.gz", ph.labels, ph.ct.geometry)
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    case = discover_cases(tmp_path)[0]
+    with caplog.at_level("WARNING"):
+        load_case(case)
+        load_case(case)
+    assert caplog.text.count("has thick slices (8 mm)") == 1

@@ -208,6 +208,28 @@ def replace_file(source: PathLike, target: PathLike) -> None:
     os.replace(source, target)
 
 
+WINDOWS_MAX_PATH = 260
+"""Characters in a whole Windows path (with its terminating NUL) unless long paths are enabled system-wide."""
+
+_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 8 + len(".tmp")  # ".{pid}-{random}.tmp" (pid up to 2**32)
+
+
+def _max_path() -> Union[int, None]:
+    """The platform's path length limit that temporary names must respect (None: no practical limit)."""
+    return WINDOWS_MAX_PATH if sys.platform == "win32" else None
+
+
+def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
+    """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{pid}-{random}.tmp{suffix}`` stays
+    within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
+    longer temporary name. The same output always gets the same stem, so stale temporaries are still found."""
+    limit = _max_path()
+    if limit is None:
+        return stem
+    room = limit - 1 - len(os.path.abspath(str(folder))) - 1 - 1 - _TEMPORARY_EXTRA - len(suffix)
+    return stem[: max(1, room)] if len(stem) > room else stem
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; renamed onto ``path`` on success.
@@ -219,6 +241,7 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     suffix = full_suffix(path)
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
+    stem = temporary_stem(folder, stem, suffix)
     remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
     os.close(fd)

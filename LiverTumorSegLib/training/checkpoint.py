@@ -15,7 +15,7 @@ from typing import Any, Dict, Union
 import torch
 
 from ..errors import InputError
-from ..fileutil import apply_default_permissions, remove_stale_temporaries, replace_file
+from ..fileutil import apply_default_permissions, remove_stale_temporaries, replace_file, temporary_stem
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -46,8 +46,9 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     (permissions ``0666 & ~umask`` like every other output)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, f".{path.name}.", ".tmp")  # left by a killed run
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=str(path.parent))
+    stem = temporary_stem(path.parent, path.name, "")
+    remove_stale_temporaries(path.parent, f".{stem}.", ".tmp")  # left by a killed run
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

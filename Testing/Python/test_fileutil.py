@@ -6,6 +6,7 @@ import pytest
 
 from LiverTumorSegLib.errors import InputError, OutputExistsError
 from LiverTumorSegLib.fileutil import atomic_output, full_suffix
+from LiverTumorSegLib import fileutil
 
 
 def test_full_suffix_keeps_compound_extensions():
@@ -99,3 +100,21 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
     for key in ("recent", "running", "other", "older_naming"):
         assert names[key] in left, key
     assert (tmp_path / "seg.nii.gz").read_bytes() == b"done"
+
+
+def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
+    # an output path that fits in Windows' 260 characters must not fail only because its temporary name is longer
+    monkeypatch.setattr(fileutil, "_max_path", lambda: fileutil.WINDOWS_MAX_PATH)
+    folder = tmp_path / ("d" * max(1, 200 - len(str(tmp_path))))
+    folder.mkdir()
+    out = folder / ("r" * (258 - len(str(folder)) - 1 - len(".nii.gz")) + ".nii.gz")
+    assert len(str(out)) == 258
+    seen = []
+    with fileutil.atomic_output(out) as tmp:
+        seen.append(str(tmp))
+        tmp.write_bytes(b"x")
+    assert out.read_bytes() == b"x"
+    assert len(seen[0]) <= fileutil.WINDOWS_MAX_PATH - 1 and seen[0].endswith(".tmp.nii.gz")
+    assert len(fileutil.temporary_stem(folder, "short", ".nii.gz")) == 5  # short names are kept whole
+    monkeypatch.setattr(fileutil, "_max_path", lambda: None)
+    assert fileutil.temporary_stem(folder, "r" * 300, ".nii.gz") == "r" * 300  # elsewhere: no limit

@@ -72,13 +72,30 @@ def hull_vertices_2d(points_2d: np.ndarray) -> np.ndarray:
 
 
 def farthest_pair(points: np.ndarray) -> Tuple[int, int, float]:
-    """``(a, b, distance)``: row indices of the two rows of ``points`` ``(n, d)`` farthest apart (n >= 1)."""
+    """``(a, b, distance)``: row indices of the two rows of ``points`` ``(n, d)`` farthest apart (n >= 1).
+
+    Equally long pairs (common on a voxel grid: a sphere has many) are decided by the points' coordinates,
+    not by their row order, and ``a`` is the end that sorts first (:func:`_point_key`): the same lesion
+    stored in another axis order gives the same pair in the same order."""
     if len(points) < 2:
         return 0, 0, 0.0
     diff = points[:, None, :] - points[None, :, :]
     d2 = (diff ** 2).sum(-1)
-    a, b = np.unravel_index(int(np.argmax(d2)), d2.shape)
-    return int(a), int(b), float(np.sqrt(d2[a, b]))
+    longest = float(d2.max())
+    rows, cols = np.nonzero(np.triu(d2 >= longest - 1e-9 * max(1.0, longest), k=1))
+    pairs = [tuple(sorted((int(r), int(c)), key=lambda i: _point_key(points[i]))) for r, c in zip(rows, cols)]
+    a, b = min(pairs, key=lambda pair: (_point_key(points[pair[0]]), _point_key(points[pair[1]])))
+    return a, b, float(np.sqrt(d2[a, b]))
+
+
+def _point_key(point: np.ndarray) -> Tuple[float, ...]:
+    """Sort key of a point (LPS mm) that float noise between storage orders does not change (0.1 um)."""
+    return tuple(float(x) for x in np.round(np.asarray(point, dtype=np.float64), 4))
+
+
+def _ordered_ends(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The two end points of an axis in :func:`_point_key` order (independent of how the array is stored)."""
+    return (a, b) if _point_key(a) <= _point_key(b) else (b, a)
 
 
 def _scaled_axes(geometry: ImageGeometry) -> np.ndarray:
@@ -149,12 +166,13 @@ def _short_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int, en
     spread = t_max - t_min
     centres = bins_sorted[starts].astype(np.float64) * width
     ties = np.flatnonzero(spread >= spread.max() - 1e-6)
-    best = int(ties[np.argmin(np.abs(centres[ties] - 0.5 * length))])  # ties: nearest the long axis' middle
+    # ties: nearest the long axis' middle, then nearer end_a (end_a is fixed by position, not storage order)
+    best = int(ties[np.lexsort((centres[ties], np.round(np.abs(centres[ties] - 0.5 * length), 6)))[0]])
     s_mid = float(bins_sorted[starts[best]]) * width
     s_mid = min(max(s_mid, 0.0), length)  # keep the short axis across the long one
     p_min = end_a + s_mid * u + float(t_min[best]) * v
     p_max = end_a + s_mid * u + float(t_max[best]) * v
-    return float(t_max[best] - t_min[best]), p_min, p_max
+    return (float(t_max[best] - t_min[best]),) + _ordered_ends(p_min, p_max)
 
 
 def _to_ras(lps: np.ndarray) -> List[float]:
@@ -185,11 +203,13 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
     kji_all = np.stack(indices, axis=1).astype(np.float64) + np.asarray(offset_zyx, dtype=np.float64)
     slice_values = kji_all[:, axis]
     centre = float(slice_values.mean())
+    superior = float(_scaled_axes(geometry)[2, 2 - axis])  # LPS S mm per index step along the axial axis
     best_key, best = None, None
     for value in np.unique(slice_values):
         kji = kji_all[slice_values == value]
         length, a, b = _long_axis_in_slice(kji, geometry, in_plane)
-        key = (round(length, 6), len(kji), -abs(value - centre))
+        # ties (equal length and area, as far from the centre): the more superior slice, whatever the storage
+        key = (round(length, 6), len(kji), round(-abs(value - centre), 6), round(value * superior, 6))
         if best_key is None or key > best_key:
             best_key, best = key, (value, kji, length, a, b)
     value, kji, centre_distance, a, b = best

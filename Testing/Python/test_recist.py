@@ -188,3 +188,34 @@ def test_csv_has_no_comment_lines_and_carries_case_facts():
     rows = list(csv.DictReader(io.StringIO(empty)))
     assert len(rows) == 1 and rows[0]["id"] == "" and rows[0]["lesion_count"] == "0"
     assert float(rows[0]["liver_volume_ml"]) == pytest.approx(0.018)
+
+
+def _stored_flipped(mask, geometry, array_axis):
+    """The same world mask stored with one array axis ``(z, y, x)`` reversed (geometry adjusted)."""
+    column = 2 - array_axis
+    corner = [0, 0, 0]
+    corner[column] = mask.shape[array_axis] - 1
+    flip = np.eye(3)
+    flip[column, column] = -1.0
+    stored = ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(tuple(corner))),
+                           direction=tuple((geometry.direction_matrix @ flip).ravel()))
+    return np.flip(mask, axis=array_axis).copy(), stored
+
+
+@pytest.mark.parametrize("grid", ["isotropic_1mm", "anisotropic", "oblique_25deg_flipped_z"])
+@pytest.mark.parametrize("semi_axes", [(12.0, 12.0, 12.0), (15.0, 10.0, 8.0)])
+def test_axes_do_not_depend_on_how_the_file_is_stored(grid, semi_axes):
+    # a sphere on a grid has many equally long diameters: the one reported was the first in scan order, and the
+    # short axis's bins started at that end, so the same lesion stored flipped read 24.75 vs 25.38 mm
+    spacing, direction = GRIDS[grid]
+    geometry, shape = grid_around_centre(spacing, direction)
+    mask = ellipsoid_on_grid(geometry, shape, semi_axes_mm=semi_axes, angle_deg=20.0)
+    reference = lesion_axes(mask, geometry)
+    for array_axis in range(3):
+        stored_mask, stored_geometry = _stored_flipped(mask, geometry, array_axis)
+        axes = lesion_axes(stored_mask, stored_geometry)
+        assert axes["long_axis_mm"] == pytest.approx(reference["long_axis_mm"], abs=1e-6)
+        assert axes["short_axis_mm"] == pytest.approx(reference["short_axis_mm"], abs=1e-6)
+        for name in ("long_axis", "short_axis"):
+            np.testing.assert_allclose(axes[name]["end_points_lps_mm"], reference[name]["end_points_lps_mm"],
+                                       atol=1e-6)

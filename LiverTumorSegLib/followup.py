@@ -346,8 +346,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                              f"size; give the CT the label map was made on.")
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None)
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None)
-    base_components, _ = lesion_components(baseline.array)
-    follow_components, _ = lesion_components(followup.array)
+    base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are
+    follow_components, _ = lesion_components(followup.array, followup.geometry)
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
     follow_on_base = resample_to_baseline(follow_components, followup.geometry, baseline, align.transform)
     follow_centroids = {d["id"]: align.map_followup_to_baseline(d["centroid_lps_mm"]) for d in follow_report["lesions"]}

@@ -8,8 +8,9 @@ on the same grid.
 
 Definitions
 -----------
-* Lesion: a 26-connected component of label 2. Lesions are numbered 1.. by decreasing volume
-  (:func:`lesion_components`).
+* Lesion: a 26-connected component of label 2. Lesions are numbered 1.. by decreasing volume, equal
+  volumes by position (superior first, then right, then anterior) (:func:`lesion_components`). RECIST
+  targets are chosen by long axis, so the longest lesion need not be lesion 1.
 * ``volume_ml``: voxel count x voxel volume.
 * ``long_axis_mm`` / ``short_axis_mm`` and their end points ``long_axis`` / ``short_axis``
   (``end_points_lps_mm``, ``end_points_ras_mm``): RECIST-style axes in the axial slice where the lesion is
@@ -90,20 +91,22 @@ def longest_axial_diameter_mm(mask_zyx: np.ndarray, geometry: ImageGeometry) -> 
     return best
 
 
-def lesion_components(labels_zyx: np.ndarray) -> Tuple[np.ndarray, int]:
+def lesion_components(labels_zyx: np.ndarray, geometry: Optional[ImageGeometry] = None) -> Tuple[np.ndarray, int]:
     """``(ids (z, y, x) int32, count)``: 26-connected components of label 2 numbered 1..count by decreasing
-    voxel count (ties: scan order), 0 elsewhere. The report's lesion ``id`` is this number."""
+    voxel count, 0 elsewhere. Equal sizes: with ``geometry``, by position (superior first, then patient right
+    first, then anterior first), so the numbers do not depend on how the file is stored; without it, scan
+    order. The report's lesion ``id`` is this number (:func:`lesion_report` passes its geometry)."""
     ids = np.zeros(np.shape(labels_zyx), dtype=np.int32)
-    box_ids, count, box = _lesion_components_in_box(labels_zyx)
+    box_ids, count, box = _lesion_components_in_box(labels_zyx, geometry)
     if box is not None:
         ids[box] = box_ids
     return ids, count
 
 
-def _lesion_components_in_box(labels_zyx: np.ndarray
+def _lesion_components_in_box(labels_zyx: np.ndarray, geometry: Optional[ImageGeometry] = None
                               ) -> Tuple[Optional[np.ndarray], int, Optional[Tuple[slice, ...]]]:
     """:func:`lesion_components` inside the tumors' bounding box only: ``(ids of the box, count, box)``, or
-    ``(None, 0, None)`` without tumor. The same components, numbered in the same scan order (a constant offset
+    ``(None, 0, None)`` without tumor. The same components, numbered in the same order (a constant offset
     keeps (z, y, x) order), without a pass over a whole 500 x 512 x 512 volume."""
     from scipy import ndimage
 
@@ -115,7 +118,14 @@ def _lesion_components_in_box(labels_zyx: np.ndarray
         return None, 0, None
     components, count = ndimage.label(tumor[box], structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
+    if geometry is None or count < 2:
+        order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
+    else:
+        centres = np.asarray(ndimage.center_of_mass(tumor[box], components, np.arange(1, count + 1)),
+                             dtype=np.float64).reshape(count, 3) + [b.start for b in box]
+        lps = np.round(np.asarray([geometry.index_to_lps(c[::-1]) for c in centres]), 3)
+        # last key first: size, then superior (S = LPS z, larger first), right (L smaller), anterior (P smaller)
+        order = np.lexsort((lps[:, 1], lps[:, 0], -lps[:, 2], -sizes))
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[order + 1] = np.arange(1, count + 1, dtype=np.int32)
     return relabel[components], int(count), box
@@ -150,7 +160,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
-    components, _, tumor_box = _lesion_components_in_box(labels_zyx)
+    components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)
     lesions = []  # type: List[Dict[str, Any]]
     inner_boxes = [] if components is None else ndimage.find_objects(components)
     for index, inner in enumerate(inner_boxes, start=1):

@@ -114,14 +114,21 @@ def test_longest_axial_diameter_of_a_collinear_row():
     assert abs(longest_axial_diameter_mm(mask, ImageGeometry(spacing=(0.7, 0.7, 3.0))) - 99 * 0.7) < 1e-9
 
 
-def _full_volume_components(labels):
+def _full_volume_components(labels, geometry=None):
     """The definition: 26-connected components of label 2 over the whole volume, numbered by decreasing size
-    (ties: scan order of the first voxel)."""
+    (ties: scan order of the first voxel; with ``geometry``: superior, then right, then anterior first)."""
     from scipy import ndimage
     components, count = ndimage.label(labels == 2, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    keys = [(-int(sizes[n]), n) for n in range(count)]
+    if geometry is not None:
+        for n in range(count):
+            kji = np.argwhere(components == n + 1).mean(axis=0)
+            lps = np.round(geometry.index_to_lps(kji[::-1]), 3)
+            keys[n] = (-int(sizes[n]), -lps[2], lps[0], lps[1])
+    order = sorted(range(count), key=lambda n: keys[n])
     relabel = np.zeros(count + 1, dtype=np.int32)
-    relabel[np.argsort(-sizes, kind="stable") + 1] = np.arange(1, count + 1, dtype=np.int32)
+    relabel[np.asarray(order, dtype=np.int64) + 1] = np.arange(1, count + 1, dtype=np.int32)
     return relabel[components], count
 
 
@@ -152,8 +159,9 @@ def test_report_lesions_match_whole_volume_components(seed):
     labels[3:9, 5:15, 6:20][rng.random((6, 10, 14)) < 0.08] = 2       # lesions away from the volume's faces
     hu = rng.integers(-100, 200, labels.shape).astype(np.int16)
     probability = rng.integers(0, 256, labels.shape).astype(np.uint8)
-    expected, count = _full_volume_components(labels)
-    report = lesion_report(labels, ImageGeometry(spacing=(0.8, 0.9, 2.5)), hu, tumor_probability_zyx=probability)
+    geometry = ImageGeometry(spacing=(0.8, 0.9, 2.5))
+    expected, count = _full_volume_components(labels, geometry)
+    report = lesion_report(labels, geometry, hu, tumor_probability_zyx=probability)
     assert report["lesion_count"] == count > 5
     for lesion, box in zip(report["lesions"], ndimage.find_objects(expected)):
         mask = expected[box] == lesion["id"]
@@ -167,3 +175,29 @@ def test_lesion_components_of_a_tumor_free_map():
     from LiverTumorSegLib.inference.lesion_report import lesion_components
     ids, n = lesion_components(np.ones((3, 4, 5), dtype=np.uint8))
     assert n == 0 and ids.shape == (3, 4, 5) and ids.dtype == np.int32 and not ids.any()
+
+
+def test_equal_lesions_are_numbered_by_position_not_by_storage_order():
+    # two identical lesions: "Lesion 1" was the first in the array's scan order, so the same CT stored LPS or RAS
+    # named a different lesion "Lesion 1"; now the superior one, then the patient's right one, comes first
+    from LiverTumorSegLib.inference.lesion_report import lesion_components
+
+    labels = np.zeros((12, 20, 40), dtype=np.uint8)
+    labels[4:7, 8:11, 5:8] = 2     # x index small
+    labels[4:7, 8:11, 30:33] = 2   # x index large, same size and height
+    labels[1:3, 2:4, 18:20] = 2    # a smaller one
+    for flip_x in (False, True):
+        direction = np.diag([-1.0 if flip_x else 1.0, 1.0, 1.0])  # flip_x: the x index runs toward the right
+        geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(direction.ravel()))
+        report = lesion_report(labels, geometry)
+        first = report["lesions"][0]
+        assert report["lesions"][0]["volume_ml"] == report["lesions"][1]["volume_ml"]
+        assert first["centroid_ras_mm"][0] > report["lesions"][1]["centroid_ras_mm"][0]  # the right one (R > 0)
+        ids, _ = lesion_components(labels, geometry)
+        assert ids[5, 9, 31 if not flip_x else 6] == 2 and ids[5, 9, 6 if not flip_x else 31] == 1
+        assert report["lesions"][2]["voxel_count"] == 8
+    z_order = np.zeros((12, 8, 8), dtype=np.uint8)
+    z_order[1:3, 2:4, 2:4] = 2
+    z_order[8:10, 2:4, 2:4] = 2
+    report = lesion_report(z_order, ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)))
+    assert report["lesions"][0]["centroid_ras_mm"][2] > report["lesions"][1]["centroid_ras_mm"][2]  # superior first

@@ -75,6 +75,9 @@ class AnatomyRules:
     thorax_air_fraction: float = 0.15   # enclosed air / body area that makes an axial slice thoracic
     lung_grid_mm: float = 4.0           # in-plane step of the coarse grid the lungs are found on
     min_lung_ml: float = 10.0           # smaller enclosed-air components are not lungs
+    lung_thorax_share: float = 0.5      # a lung has at least this share of its volume in thoracic slices
+    lung_min_median_hu: float = -900.0  # lung parenchyma (about -850 HU); gas (about -1000) has a lower median
+    gas_hu: float = -900.0              # below: gas rather than lung parenchyma (voxel values)
     tube_elongation: float = 3.0        # sqrt(l1 / l2) of a tube-like tumor component ...
     tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this
 
@@ -130,8 +133,12 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
     """Lungs on a coarse grid: ``(mask (z, y // s, x // s) bool or None, s)`` for a canonical HU volume.
 
     Enclosed air = air inside the body outline of its axial slice; lungs = 6-connected enclosed-air
-    components of at least ``min_lung_ml`` that reach a thoracic slice (enclosed air >=
-    ``thorax_air_fraction`` of the body area). None when there is no such slice (no chest in the scan).
+    components of at least ``min_lung_ml`` that lie mostly (``lung_thorax_share``) in thoracic slices
+    (enclosed air >= ``thorax_air_fraction`` of the body area) and have a lung's density (median >=
+    ``lung_min_median_hu``). None when there is no such component (no chest in the scan). Bowel or stomach
+    gas is not lung: a gas component reaching from the abdomen into a thoracic slice counted as lung, and
+    its lowest voxel then removed the true liver above it (304 mL of a real CT). A lung whose median is
+    below -900 HU (severe emphysema) is missed too; the step then removes nothing, which is the safe side.
     """
     from scipy import ndimage
 
@@ -149,14 +156,31 @@ def lung_mask(hu: np.ndarray, spacing_zyx: Sequence[float], options: Postprocess
     if count == 0:
         return None, step
     voxel_ml = float(spacing_zyx[0]) * float(spacing_zyx[1]) * float(spacing_zyx[2]) * step * step / 1000.0
-    sizes_ml = np.bincount(components.ravel(), minlength=count + 1) * voxel_ml
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[np.unique(components[thorax])] = True
-    keep &= sizes_ml >= RULES.min_lung_ml
+    voxels = np.bincount(components.ravel(), minlength=count + 1)
+    sizes_ml = voxels * voxel_ml
+    in_thorax = np.bincount(components[thorax].ravel(), minlength=count + 1)
+    keep = (in_thorax >= RULES.lung_thorax_share * voxels) & (sizes_ml >= RULES.min_lung_ml)
     keep[0] = False
+    candidates = np.flatnonzero(keep)
+    if candidates.size:
+        medians = np.atleast_1d(ndimage.median(coarse, components, candidates))
+        keep[candidates[np.asarray(medians, dtype=np.float64) < RULES.lung_min_median_hu]] = False
     if not keep.any():
         return None, step
     return keep[components], step
+
+
+def lung_parenchyma(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """The voxels of ``lungs`` (coarse grid, z superior) that set a column's diaphragm height: lung density
+    (>= ``gas_hu``) and no gas of ``lungs`` directly above. Gas touching a lung base through a thin diaphragm
+    (5 mm slices) joins the lung's air component, and its lowest voxel, under the liver, then set the
+    column's height and removed the liver above it; gas (about -1000 HU) does not count now, nor does the
+    partial-volume layer at a gas bubble's floor (gas above it). A lung under the heart's lateral bulge
+    still counts (the heart above it is what the step removes)."""
+    gas = lungs & (hu < RULES.gas_hu)
+    result = lungs & ~gas
+    result[:-1] &= ~gas[1:]
+    return result
 
 
 def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int, reach_mm: float) -> np.ndarray:
@@ -182,6 +206,9 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
         return 0
     lungs, step = lung_mask(hu, spacing_zyx, options)
     if lungs is None:
+        return 0
+    lungs = lung_parenchyma(lungs, hu[:, ::step, ::step])
+    if not lungs.any():
         return 0
     height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
     ny, nx = labels.shape[1:]

@@ -83,7 +83,7 @@ def test_lesion_on_liver_edge_is_kept_whole():
 # ---------------------------------------------------------------------------------------------------------
 # anatomy: lungs, heart, dome (a chest phantom with known answers); tube-like tumors
 
-from LiverTumorSegLib.inference.postprocess import clean_tumors, component_shape, remove_above_lungs  # noqa: E402
+from LiverTumorSegLib.inference.postprocess import clean_tumors, component_shape, lung_mask, remove_above_lungs  # noqa: E402
 from LiverTumorSegLib.volume import ImageGeometry  # noqa: E402
 
 CHEST_SPACING = (5.0, 4.0, 4.0)   # (z, y, x) mm; canonical: z superior, x toward patient left
@@ -161,6 +161,36 @@ def test_bowel_gas_below_the_liver_is_not_a_lung():
     labels = parts["liver"].astype(np.uint8)
     removed = remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions())
     assert removed == 0 and (labels[parts["liver"]] == 1).all()
+
+
+def test_gas_joined_to_a_lung_through_a_thin_diaphragm_does_not_remove_the_liver():
+    # with 5 mm slices, gas under the liver can touch a lung base through a diaphragm thinner than a slice and
+    # join its air component: its floor then set the liver columns' "diaphragm height" and the liver above it
+    # was removed (a real CT lost 304 mL this way, through bowel gas reaching a thoracic slice)
+    hu, parts = chest_phantom()
+    z, y, x = np.meshgrid(*(np.arange(n) for n in hu.shape), indexing="ij")
+    under_liver = (z >= 4) & (z <= 5) & parts["liver"].any(axis=0)[None] & ~parts["liver"]
+    channel = (x >= 4) & (x <= 5) & (y >= 30) & (y <= 34) & (z >= 4) & (z <= 20)
+    bridge = (z == 20) & (x >= 4) & (x <= 8) & (y >= 30) & (y <= 34) & ~parts["liver"]
+    gas = (under_liver | channel | bridge) & ~parts["liver"]
+    hu[gas] = -1000.0
+    assert gas.sum() > 100
+    labels = parts["liver"].astype(np.uint8)
+    lungs, step = lung_mask(hu, CHEST_SPACING, PostprocessingOptions())
+    assert lungs is not None and lungs[4].any()               # the gas did join the lung's air component
+    removed = remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions())
+    assert removed == 0 and (labels[parts["liver"]] == 1).all()
+
+
+def test_gas_reaching_up_into_one_thoracic_slice_is_not_a_lung():
+    hu, parts = chest_phantom()
+    hu[parts["lungs"]] = 40.0                                    # no lungs ...
+    tall_gas = np.zeros(hu.shape, dtype=bool)
+    tall_gas[0:40, 26:36, 44:56] = True                          # ... but a gas column from the bottom to the top
+    hu[tall_gas] = -1000.0
+    hu[39, 12:52, 20:44] = -850.0                                # a thoracic top slice (air >= 15 % of the body)
+    lungs, _ = lung_mask(hu, CHEST_SPACING, PostprocessingOptions())
+    assert lungs is None or not lungs[:30].any()                 # the gas column is mostly abdominal: no lung
 
 
 def test_anatomy_rule_works_in_any_orientation():

@@ -62,7 +62,8 @@ POSTPROCESSING_SWITCHES = (
     PostprocessingSwitch("tumor_inside_liver", "--allow-tumor-outside-liver", "off",
                          "keep tumor voxels far from the liver"),
     PostprocessingSwitch("liver_dilation_mm", "--tumor-liver-margin-mm", "value",
-                         "tumor components with no voxel within this distance (mm) of the liver are removed"),
+                         "tumor components with no voxel within this distance (mm) of the liver are removed "
+                         "(0: only those not touching it)"),
     PostprocessingSwitch("min_lesion_ml", "--min-lesion-ml", "value",
                          "lesions smaller than this (mL) become liver (0 keeps all)"),
     PostprocessingSwitch("below_lungs", "--keep-liver-above-lungs", "off",

@@ -266,6 +266,17 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
     return clean_tumors(labels, spacing_zyx, options)
 
 
+def touching_or_within(structure: np.ndarray) -> np.ndarray:
+    """``structure`` (odd shape, centred) joined with the 3 x 3 x 3 cube: a tumor component touching the liver
+    (26-neighbourhood) always counts as near it. A margin below the voxel size gave a 1 x 1 x 1 structure, and
+    ``--tumor-liver-margin-mm 0`` then removed every tumor, even one deep inside the liver."""
+    shape = tuple(max(int(n), 3) for n in structure.shape)
+    result = np.zeros(shape, dtype=bool)
+    result[tuple(slice((m - n) // 2, (m - n) // 2 + n) for m, n in zip(shape, structure.shape))] = structure
+    result[tuple(slice(m // 2 - 1, m // 2 + 2) for m in shape)] = True
+    return result
+
+
 def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, structure: np.ndarray
                           ) -> np.ndarray:
     """``near[k]``: tumor component ``k`` has a liver voxel (label 1 in ``region``) within ``structure``.
@@ -308,7 +319,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     uncertain = tumor_probability is not None and options.min_lesion_probability > 0
     if not (check_liver or small or options.tubular_lesions_to_liver or uncertain):
         return labels
-    structure = ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx)
+    structure = touching_or_within(ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx))
     margin = [s // 2 + 1 for s in structure.shape] if check_liver else [0, 0, 0]
     box = bounding_box(tumor, margin)
     region = labels[box]

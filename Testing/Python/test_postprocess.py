@@ -313,3 +313,16 @@ def test_lesion_confidence_in_any_orientation():
                              tumor_probability_zyx=np.ascontiguousarray(probability[flip]))
     np.testing.assert_array_equal(ras[flip], lps)
     assert (lps == 2).sum() == 6 * 6 * 6 + 12 * 22 * 22  # B and C stay tumor
+
+
+@pytest.mark.parametrize("margin_mm", [0.0, 0.5, 0.9])
+def test_a_margin_below_the_voxel_size_keeps_a_tumor_inside_the_liver(margin_mm):
+    # a margin under one voxel gave a 1 x 1 x 1 structure: no tumor "touched" the liver, and all were removed
+    labels = np.zeros((12, 30, 30), dtype=np.uint8)
+    labels[1:11, 3:27, 3:27] = 1
+    labels[4:8, 12:17, 12:17] = 2                                  # deep inside the liver
+    labels[4:6, 0:2, 28:30] = 2                                    # one voxel away from it: not touching
+    out = clean_tumors(labels.copy(), (2.0, 1.0, 1.0), PostprocessingOptions(liver_dilation_mm=margin_mm,
+                                                                              min_lesion_ml=0.0))
+    assert (out[4:8, 12:17, 12:17] == 2).all()
+    assert not (out[4:6, 0:2, 28:30] == 2).any()

@@ -266,6 +266,30 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
     return clean_tumors(labels, spacing_zyx, options)
 
 
+def _at_least_liver_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
+                            voxels: np.ndarray) -> np.ndarray:
+    """Per component ``0..count``: its mean HU is at least the median HU of the liver (label 1) in ``region``
+    (True for all when the region holds no liver to compare with)."""
+    liver = region == 1
+    if not liver.any():
+        return np.ones(count + 1, dtype=bool)
+    sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
+    mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
+    return mean >= float(np.median(hu[liver]))
+
+
+def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
+                          rule_of: np.ndarray, spacing_zyx: Sequence[float]) -> None:
+    """Append to ``changes["tumor_components"]`` one ``{"rule", "volume_ml"}`` per tumor component a rule
+    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver)."""
+    voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    record = changes.setdefault("tumor_components", [])
+    for k in np.flatnonzero(new_value[1:] != 2) + 1:
+        rule = "outside_liver" if new_value[k] == 0 else str(rule_of[k])
+        record.append({"rule": rule, "volume_ml": float(sizes[k] * voxel_ml)})
+
+
 def touching_or_within(structure: np.ndarray) -> np.ndarray:
     """``structure`` (odd shape, centred) joined with the 3 x 3 x 3 cube: a tumor component touching the liver
     (26-neighbourhood) always counts as near it. A margin below the voxel size gave a 1 x 1 x 1 structure, and
@@ -305,10 +329,14 @@ def component_mean_probability(components: np.ndarray, count: int, probability_u
 
 
 def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions,
-                 tumor_probability: Optional[np.ndarray] = None) -> np.ndarray:
+                 tumor_probability: Optional[np.ndarray] = None, hu: Optional[np.ndarray] = None,
+                 changes: Optional[Dict[str, Any]] = None) -> np.ndarray:
     """Steps 3-6 with one labelling of the tumor's bounding box, in place: components away from the liver
     -> 0; tube-like, smaller than ``min_lesion_ml``, or small and uncertain -> liver. ``tumor_probability``:
-    uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it)."""
+    uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
+    same grid): a tube-like component becomes liver only when it is at least as dense as the liver around it
+    (a contrast-filled vessel), so a hypodense elongated tumor stays a tumor; without ``hu`` shape alone
+    decides. ``changes``: a dict that receives what each rule did (:func:`postprocess_labels`)."""
     from scipy import ndimage
 
     tumor = labels == 2
@@ -325,23 +353,32 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
     new_value = np.full(count + 1, 2, dtype=np.uint8)
+    rule_of = np.full(count + 1, "", dtype=object)  # the first rule that turned a component into liver
     if options.tubular_lesions_to_liver or small or uncertain:
         voxels, elongation, width = component_shape(components, count, spacing_zyx)
         voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
         if options.tubular_lesions_to_liver:
             tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
+            if hu is not None and tube.any():
+                tube &= _at_least_liver_density(components, count, region, hu[box], voxels)
             new_value[tube] = 1
+            rule_of[tube] = "tubular"
         if small:
-            new_value[voxels * voxel_ml < float(options.min_lesion_ml)] = 1
+            tiny = voxels * voxel_ml < float(options.min_lesion_ml)
+            new_value[tiny] = 1
+            rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
             mean_p = component_mean_probability(components, count, tumor_probability[box], voxels)
             doubtful = (mean_p < float(options.min_lesion_probability)) & \
                 (voxels * voxel_ml < float(options.uncertain_lesion_max_ml))
             doubtful[0] = False
             new_value[doubtful] = 1
+            rule_of[doubtful & (rule_of == "")] = "uncertain"
     if check_liver:
         new_value[~near_liver_components(region, components, count, structure)] = 0
     new_value[0] = 0
+    if changes is not None and count:
+        _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx)
     changed = new_value != 2
     changed[0] = False
     if changed.any():
@@ -352,9 +389,11 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
 
 # ------------------------------------------------------------------------------------------ pipeline
 
-def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> Tuple[slice, ...]:
+def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
+                 removed: Optional[list] = None) -> Tuple[slice, ...]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
-    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty)."""
+    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty).
+    ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped."""
     from scipy import ndimage
 
     organ_any = labels >= 1
@@ -370,6 +409,10 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> Tuple[sl
             sizes = np.bincount(components.ravel())
             sizes[0] = 0
             largest = int(np.argmax(sizes))
+            if removed is not None:
+                tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
+                removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
+                               if k != largest and sizes[k])
             organ = components == largest
             region[~organ & (region >= 1)] = 0
             inner = ndimage.find_objects(components, max_label=largest)[largest - 1]
@@ -385,13 +428,20 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions) -> Tuple[sl
 
 def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
                        options: PostprocessingOptions = PostprocessingOptions(), hu_zyx: Optional[np.ndarray] = None,
-                       geometry: Any = None, tumor_probability_zyx: Optional[np.ndarray] = None) -> np.ndarray:
+                       geometry: Any = None, tumor_probability_zyx: Optional[np.ndarray] = None,
+                       changes: Optional[Dict[str, Any]] = None) -> np.ndarray:
     """Return a cleaned copy of ``labels_zyx`` (uint8, (z, y, x)); ``spacing_zyx`` in mm.
 
     ``hu_zyx`` (the CT in HU on the same grid) and ``geometry`` (its :class:`ImageGeometry`, for the
-    superior direction) enable ``below_lungs``; without them that step is skipped. ``tumor_probability_zyx``
-    (uint8 ``round(255 p)`` of the tumor class, same grid, before post-processing) enables
-    ``min_lesion_probability``.
+    superior direction) enable ``below_lungs``; without them that step is skipped. ``hu_zyx`` also lets the
+    tube rule check a vessel's density. ``tumor_probability_zyx`` (uint8 ``round(255 p)`` of the tumor
+    class, same grid, before post-processing) enables ``min_lesion_probability``.
+
+    ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
+    ``liver_above_lungs_ml`` (organ removed above the lung bases), ``liver_components_removed`` (list of
+    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the largest), ``tumor_components`` (list of
+    ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
+    (became liver)). Volumes in mL.
     """
     labels = np.array(labels_zyx, dtype=np.uint8, copy=True)
     if not (labels >= 1).any():
@@ -407,11 +457,15 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         else:
             labels = reorientation.to_canonical(labels)
             spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
-    if options.below_lungs and hu_zyx is not None and geometry is not None:
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    record = {"liver_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
+    hu = None
+    if hu_zyx is not None:
         hu = np.asarray(hu_zyx)
-        if reorientation is not None:  # a view: the lung step reads only a coarse subsample of it
+        if reorientation is not None:  # a view: the lung step reads a coarse subsample, the tube rule a box
             hu = reorientation.canonical_view(hu)
-        remove_above_lungs(labels, hu, spacing, options)
+    if options.below_lungs and hu is not None and geometry is not None:
+        record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options) * voxel_ml
     probability = None
     if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
         probability = np.asarray(tumor_probability_zyx)
@@ -420,8 +474,46 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
                              f"{probability.dtype} {probability.shape}")
         if reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
-    box = _clean_organ(labels, options)
-    clean_tumors(labels[box], spacing, options, None if probability is None else probability[box])
+    dropped = []  # type: list
+    box = _clean_organ(labels, options, dropped)
+    record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
+                                          for organ, tumor in sorted(dropped, reverse=True)]
+    clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
+                 None if hu is None or hu.shape != labels.shape else hu[box], record)
+    if changes is not None:
+        changes.update(record)
     if reorientation is not None:
         labels = reorientation.from_canonical(labels)
     return labels
+
+
+WARN_LIVER_REMOVED_ML = 5.0
+"""Liver (mL) taken out by one anatomical step above which :func:`postprocessing_warnings` tells the user."""
+WARN_TUMOR_CHANGED_ML = 0.5
+"""Tumor (mL, all components of one rule together) removed or relabelled above which the user is told."""
+
+
+def postprocessing_warnings(changes: Dict[str, Any]) -> list:
+    """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
+    the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
+    lines = []
+    above = float(changes.get("liver_above_lungs_ml", 0.0))
+    if above >= WARN_LIVER_REMOVED_ML:
+        lines.append(f"post-processing removed {above:.0f} mL labelled liver above the lung bases (heart or "
+                     f"chest); if it is liver, run with --keep-liver-above-lungs.")
+    parts = changes.get("liver_components_removed", [])
+    notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
+    if notable:
+        volume = sum(p["volume_ml"] for p in notable)
+        tumor = sum(p["tumor_ml"] for p in notable)
+        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
+                     f"({volume:.0f} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
+                     f"resection or a thin bridge), run with --keep-all-liver-components.")
+    for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
+                                "--allow-tumor-outside-liver"),
+                               ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",
+                                "--keep-tubular-lesions")):
+        hits = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == rule]
+        if sum(hits) >= WARN_TUMOR_CHANGED_ML:
+            lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); {switch} keeps them.")
+    return lines

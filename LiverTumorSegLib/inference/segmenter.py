@@ -301,13 +301,15 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         reporter(0.0, "post-processing")
         from .lesion_report import lesion_report
-        from .postprocess import postprocess_labels
+        from .postprocess import postprocess_labels, postprocessing_warnings
 
         timings, probability, facts = dict(output.timings), output.probability, output.facts
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
         # ... and the tumor probability lets it turn small uncertain lesions into liver
+        changes = {}  # type: Dict[str, Any]
         labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
-                                    hu_zyx=volume.array, geometry=volume.geometry, tumor_probability_zyx=probability)
+                                    hu_zyx=volume.array, geometry=volume.geometry, tumor_probability_zyx=probability,
+                                    changes=changes)
         timings["postprocess"] = time.perf_counter() - start
         reporter(0.5, "lesion report")
         stage_start = time.perf_counter()
@@ -316,7 +318,9 @@ class Segmenter:
                                tumor_probability_zyx=probability)
         if not self.options.probabilities:
             probability = None
-        warnings = liver_volume_warnings(report["liver_volume_ml"])  # returned here; segment_file also logs them
+        report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
+        # returned here; segment_file also logs them
+        warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings

@@ -245,6 +245,43 @@ def test_tube_like_tumor_becomes_liver_round_lesion_stays():
     assert (off[tube] == 2).all()
 
 
+def test_tube_rule_takes_only_vessel_dense_tubes_and_reports_them():
+    # an elongated hypodense tumor (14 x 14 x 45 mm, 4.6 mL) was relabelled liver by shape alone; with the CT, a
+    # tube becomes liver only when it is at least as dense as the liver (a contrast-filled vessel)
+    labels = np.zeros((30, 60, 60), dtype=np.uint8)
+    labels[2:28, 5:55, 5:55] = 1
+    z, y, x = np.meshgrid(np.arange(30), np.arange(60), np.arange(60), indexing="ij")
+    vessel = ((y - 42) ** 2 + (z - 15) ** 2 <= 4) & (x >= 10) & (x <= 50)
+    tumor = ((y - 18) ** 2 + (z - 15) ** 2 <= 9) & (x >= 10) & (x <= 50)   # 6 mm wide, 41 mm long, dark
+    labels[vessel | tumor] = 2
+    hu = np.full(labels.shape, 100.0, dtype=np.float32)                    # enhanced liver
+    hu[vessel] = 180.0
+    hu[tumor] = 40.0
+    changes = {}
+    out = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0), hu=hu, changes=changes)
+    assert (out[vessel] == 1).all() and (out[tumor] == 2).all()
+    assert changes["tumor_components"] == [{"rule": "tubular", "volume_ml": pytest.approx(vessel.sum() / 1000.0)}]
+    no_ct = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0))
+    assert (no_ct[tumor] == 1).all()                                        # shape alone: as before
+
+
+def test_a_separated_liver_part_is_reported_with_its_tumor():
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    labels = np.zeros((20, 40, 60), dtype=np.uint8)
+    labels[2:18, 5:35, 5:38] = 1                                            # right lobe, 15.84 mL at 1 mm
+    labels[2:18, 5:35, 40:55] = 1                                           # a left part, 2 mm apart: 7.2 mL
+    labels[8:12, 15:20, 45:50] = 2                                          # with a 0.1 mL tumor
+    changes = {}
+    out = postprocess_labels(labels, (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0), changes=changes)
+    assert not out[:, :, 40:].any()
+    assert changes["liver_components_removed"] == [{"volume_ml": pytest.approx(7.2), "tumor_ml": pytest.approx(0.1)}]
+    lines = postprocessing_warnings(changes)
+    assert len(lines) == 1 and "7 mL, 0.1 mL of it tumor" in lines[0] and "--keep-all-liver-components" in lines[0]
+    assert postprocessing_warnings({"liver_above_lungs_ml": 4.9, "tumor_components": [
+        {"rule": "uncertain", "volume_ml": 3.0}, {"rule": "outside_liver", "volume_ml": 0.4}]}) == []
+
+
 def test_enclosed_background_equals_scipy_fill_holes():
     from scipy import ndimage
 

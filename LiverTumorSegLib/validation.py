@@ -66,7 +66,9 @@ def _check_shape(volume: CTVolume, warnings: List[str]) -> None:
         warnings.append(f"'{name}' is a single axial slice: neighbouring-slice context is replaced by copies of "
                         f"it and 3D post-processing has nothing to work with; results may be poorer.")
     if min(ny, nx) < MIN_INPLANE_WARN_VOXELS:
-        warnings.append(f"'{name}' has very small axial slices ({ny} x {nx} voxels); is it cropped?")
+        hint = (" or an (x, y, z) array (nibabel's order) given as (z, y, x)? Pass array.T with the spacing "
+                "(x, y, z)" if nz > 4 * max(ny, nx) else "")
+        warnings.append(f"'{name}' has very small axial slices ({ny} x {nx} voxels); is it cropped{hint}?")
 
 
 def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:

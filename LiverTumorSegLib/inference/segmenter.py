@@ -173,6 +173,18 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     return dataclasses.replace(options, **actual)
 
 
+def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
+    """:func:`~LiverTumorSegLib.validation.check_ct`'s warnings for an in-memory CT (raises InputError for
+    what it refuses), after making sure it is a CTVolume at all."""
+    from ..validation import check_ct
+
+    if not isinstance(volume, CTVolume):
+        raise InputError(f"segment_volume needs a CTVolume (array (z, y, x) in HU with its ImageGeometry), not "
+                         f"{type(volume).__name__}; e.g. CTVolume(array_zyx, ImageGeometry(spacing=(sx, sy, sz))) "
+                         f"or LiverTumorSegLib.io.read_volume(path).")
+    return check_ct(volume, allow_non_hu=allow_non_hu)
+
+
 class Segmenter:
     """Segments CT volumes with one model package, loaded once.
 
@@ -195,6 +207,7 @@ class Segmenter:
         self.engine = engine
         self.options = options if engine is None else _engine_options(options, engine)
         self._load_lock = threading.Lock()
+        self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
 
     # ------------------------------------------------------------------ loading
     @property
@@ -258,24 +271,35 @@ class Segmenter:
 
     # ------------------------------------------------------------------ in memory
     def segment_volume(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
-                       cancel: Optional[CancellationToken] = None) -> SegmentationResult:
+                       cancel: Optional[CancellationToken] = None, checked: bool = False) -> SegmentationResult:
         """Segment a CT ``(z, y, x)`` (HU); labels come back in its geometry. Nothing is written or logged:
         plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``.
+
+        The CT first gets the checks ``segment`` makes (:func:`~LiverTumorSegLib.validation.check_ct`: not HU,
+        NaN, 2D/4D, a broken direction, ...; ``options.allow_non_hu`` as there), so an array scaled to 0..1 or
+        given in (x, y, z) order is refused or warned about instead of segmented into nonsense; its warnings
+        come first in ``result.warnings``. ``checked=True``: the caller has run them (``segment_file``).
 
         The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
         per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
         ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
+        input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu)
         reporter = ProgressReporter(progress)
         output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        return self.finish(volume, output, reporter.sub(0.9, 1.0))
+        result = self.finish(volume, output, reporter.sub(0.9, 1.0))
+        if input_warnings:
+            result.warnings = input_warnings + result.warnings
+            result.report["warnings"] = list(result.warnings)
+        return result
 
     def predict(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancellationToken] = None) -> "NetworkOutput":
         """The network part of :meth:`segment_volume`: raw labels and tumor probability in ``volume``'s
-        geometry, with the run facts and timings of this call. Uses the engine (not thread-safe: one at a
-        time); :meth:`finish` does not, so a batch can finish one CT on another thread while the next runs."""
+        geometry, with the run facts and timings of this call. Uses the engine, one call at a time (a lock:
+        threads sharing a Segmenter wait for each other); :meth:`finish` does not, so a batch can finish one CT
+        on another thread while the next runs."""
         start = time.perf_counter()
         reporter = ProgressReporter(progress)
         if not self.loaded:
@@ -289,9 +313,11 @@ class Segmenter:
             log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
-        labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True)
-        timings.update(getattr(self.engine, "last_timings", None) or {})
-        return NetworkOutput(labels=labels, probability=probability, facts=self._run_facts(), timings=timings,
+        with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
+            labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True)
+            timings.update(getattr(self.engine, "last_timings", None) or {})
+            facts = self._run_facts()
+        return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start)
 
     def finish(self, volume: CTVolume, output: "NetworkOutput", progress: Optional[ProgressCallback] = None
@@ -411,7 +437,8 @@ class Segmenter:
             self._load_seconds = 0.0  # the copy reports the load
             segmenter.options = dataclasses.replace(self.options, probabilities=True)
         result = segmenter.segment_volume(
-            volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel)
+            volume, progress=renamed_stages(reporter.sub(0.05, 0.95), {"done": "lesion report"}), cancel=cancel,
+            checked=True)
         for message in result.warnings:
             if message != getattr(self.engine, "device_message", None):  # the engine has said that one already
                 log.warning("warning: %s", message)

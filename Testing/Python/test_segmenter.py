@@ -212,3 +212,39 @@ def test_a_failed_background_load_is_raised_after_the_read(tmp_path):
     with pytest.raises(ModelPackageError, match="no_such_model"):
         Segmenter(missing).segment_file(ct, tmp_path / "seg.nii.gz")
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_in_memory_segmentation_gets_the_checks_segment_makes(tiny_path):
+    # segment_volume ran without any input check: an array scaled to 0..1 came back with half of it "liver"
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, batch_size=4))
+    volume = corner_phantom().ct
+    scaled = CTVolume((volume.array - volume.array.min()) / np.ptp(volume.array), volume.geometry)
+    with pytest.raises(InputError, match="allow.non.hu"):
+        segmenter.segment_volume(scaled)
+    with pytest.raises(InputError, match="CTVolume"):
+        segmenter.segment_volume(volume.array)
+    xyz = CTVolume(np.ascontiguousarray(np.broadcast_to(volume.array[:1, :6, :], (6, 6, volume.shape_zyx[2])).T),
+                   ImageGeometry(spacing=(1.0, 1.0, 1.0)))  # (x, y, z) given as (z, y, x): slices 6 x 6
+    result = segmenter.segment_volume(xyz)
+    assert any("(x, y, z) array" in w for w in result.warnings) and result.report["warnings"] == result.warnings
+    allowed = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, allow_non_hu=True))
+    assert any("non-HU" in w for w in allowed.segment_volume(scaled).warnings)
+
+
+def test_one_segmenter_shared_by_two_threads_gives_each_its_own_result(tiny_path):
+    # the engine keeps per-call buffers; two threads on one Segmenter mixed them up (shape errors, or an
+    # all-zero tumor probability for one of them)
+    import concurrent.futures
+
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, batch_size=4,
+                                              probabilities=True)).load()
+    volumes = two_volumes()
+    alone = [segmenter.segment_volume(v) for v in volumes]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(2):
+            together = list(pool.map(segmenter.segment_volume, volumes))
+            for a, b in zip(alone, together):
+                np.testing.assert_array_equal(a.labels, b.labels)
+                np.testing.assert_array_equal(a.tumor_probability, b.tumor_probability)

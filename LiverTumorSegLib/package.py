@@ -51,6 +51,8 @@ MAX_ACTIVATION_BYTES = 2 * 1024 ** 3  # sum of all layer outputs for one 256 x 2
 ACTIVATION_PROBE_HW = 256
 MAX_IN_CHANNELS = 256
 MAX_NUM_CLASSES = 32
+SEGMENTATION_CLASSES = 3
+"""Output classes of every usable package: 0 background, 1 liver, 2 tumor (a 4-class network wrote label 3)."""
 MAX_OPTION_INT = 65536                # channel counts and the like; keeps meta-device shapes far from int64 overflow
 MAX_OPTION_LIST = 16
 MAX_TEXT_CHARS = 65536
@@ -277,6 +279,11 @@ def _validate_architecture(arch: Any, where: str) -> None:
         if not _is_int(arch[key]) or not 1 <= arch[key] <= top:
             raise ModelPackageError(f"{where}: architecture {key} must be an integer 1..{top}, got "
                                     f"{repr(arch[key])[:80]}.")
+    if arch["num_classes"] != SEGMENTATION_CLASSES:
+        raise ModelPackageError(f"{where}: its network has {arch['num_classes']} output classes; LiverTumorSeg "
+                                f"models have {SEGMENTATION_CLASSES} (0 background, 1 liver, 2 tumor), and another "
+                                f"count would write labels the outputs do not define. Train it with livertumorseg "
+                                f"train, or export a 3-class network.")
     if not isinstance(arch["options"], dict):
         raise ModelPackageError(f"{where}: architecture options must be a JSON object, got "
                                 f"{type(arch['options']).__name__}.")
@@ -763,11 +770,20 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
 def check_input_channels(package: Any) -> None:
     """Refuse a package whose preprocessing makes another number of input channels than its network takes
     (``channels x (2 * context_slices + 1)`` vs ``architecture.in_channels``): it would fail inside the network."""
-    made = getattr(getattr(package, "preprocessing", None), "in_channels", None)
-    wanted = (getattr(package, "architecture", None) or {}).get("in_channels")
+    preprocessing = getattr(package, "preprocessing", None)
+    made = getattr(preprocessing, "in_channels", None)
+    architecture = getattr(package, "architecture", None) or {}
+    wanted = architecture.get("in_channels")
     if made is not None and wanted is not None and int(made) != int(wanted):
         raise ModelPackageError(f"Model package '{getattr(package, 'path', '?')}' is inconsistent: its preprocessing "
-                                f"makes {made} input channels per slice but its network takes {wanted}; re-export it.")
+                                f"makes {made} input channels in all but its network takes {wanted}; re-export it.")
+    slices = getattr(preprocessing, "num_context", None)
+    if slices is not None and architecture.get("name"):
+        from .models import slice_grouping_problem
+
+        problem = slice_grouping_problem(str(architecture["name"]), architecture.get("options") or {}, int(slices))
+        if problem:
+            raise ModelPackageError(f"Model package '{getattr(package, 'path', '?')}' is inconsistent: {problem}")
 
 
 def refusal_reason(exc: BaseException) -> str:

@@ -77,6 +77,21 @@ def _json_able(value: Any) -> Any:
     return value
 
 
+def slice_grouping_problem(name: str, options: Dict[str, Any], slices_per_input: int) -> str:
+    """Why a network that splits its input channels into slices (DALU-Net's ``num_slices``: a ConvLSTM over
+    neighbouring slices) cannot take what the preprocessing stacks (``2 * context_slices + 1`` slices), or
+    "" when it can or the network takes its channels flat. Without this check, ``context_slices 0`` made the
+    ConvLSTM run over the three HU windows of one slice and ``2`` cut five slices into three groups."""
+    if name not in _ARCHITECTURES or "num_slices" not in _module(name).DEFAULT_OPTIONS:
+        return ""
+    wanted = int((options or {}).get("num_slices", _module(name).DEFAULT_OPTIONS["num_slices"]))
+    if wanted == int(slices_per_input):
+        return ""
+    return (f"{name} runs over num_slices={wanted} neighbouring slices, but the preprocessing stacks "
+            f"{slices_per_input} (context_slices {(slices_per_input - 1) // 2}); set the model option num_slices to "
+            f"{slices_per_input} or context_slices to {(wanted - 1) // 2}.")
+
+
 def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any):
     """Build architecture ``name`` for ``in_channels`` input channels and ``num_classes`` output classes.
 

@@ -121,12 +121,17 @@ def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
     return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
 
 
-def check_model_spec(name: str, in_channels: int, options: Dict[str, Any]) -> None:
+def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slices_per_input: int = 0) -> None:
     """Build the architecture on the meta device (no memory, no weights) so an unknown model name or option
-    fails in a second, before any data is read or cached. Raises :class:`InputError`."""
+    fails in a second, before any data is read or cached; ``slices_per_input`` (the preprocessing's
+    ``num_context``) must match a slice-grouping network's. Raises :class:`InputError`."""
     import warnings
 
-    from ..models import build_model
+    from ..models import build_model, slice_grouping_problem
+
+    problem = slice_grouping_problem(name, options, slices_per_input) if slices_per_input else ""
+    if problem:
+        raise InputError(problem)
 
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
@@ -254,7 +259,7 @@ class Trainer:
         self.output = Path(cfg.output) if cfg.output else None
         self._check_outputs()
         self.pre_config = build_preprocessing(cfg.preprocessing)
-        check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options)
+        check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold, cfg.seed)
         if self.dist.is_main:

@@ -260,6 +260,40 @@ def test_refuses_unknown_architecture(package_path, tmp_path):
         load_model_package(bad)
 
 
+def test_refuses_a_network_with_another_class_count(package_path, tmp_path):
+    # a 4-class network wrote label 3 into maps documented as 0/1/2; a 1-class one failed every segment later
+    bad = _rewrite_metadata(package_path, tmp_path / "classes.safetensors",
+                            lambda m: m["architecture"].update(num_classes=4))
+    with pytest.raises(ModelPackageError, match="4 output classes.*0 background, 1 liver, 2 tumor"):
+        load_model_package(bad)
+
+
+def test_refuses_a_slice_grouping_network_whose_slices_differ_from_the_preprocessing(tmp_path):
+    # DALU-Net's ConvLSTM runs over num_slices neighbouring slices; with context_slices 0 it ran over the three HU
+    # windows of one slice, and with 2 it cut five slices into three groups, without a word
+    from LiverTumorSegLib.models import build_model, slice_grouping_problem
+    from LiverTumorSegLib.training.trainer import check_model_spec
+
+    assert slice_grouping_problem("dalunet", {}, 3) == "" and slice_grouping_problem("unet", {}, 1) == ""
+    assert "num_slices=3" in slice_grouping_problem("dalunet", {}, 1)
+    assert slice_grouping_problem("dalunet", {"num_slices": 5}, 5) == ""
+    with pytest.raises(InputError, match="context_slices 0"):
+        check_model_spec("dalunet", 3, {"channels": [4, 8]}, slices_per_input=1)
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    one_slice = PreprocessingConfig.from_dict(dict(PREP.to_dict(), context_slices=0))
+    model = build_model("dalunet", in_channels=one_slice.in_channels, num_classes=3, channels=[4, 8], num_slices=1)
+    saved = save_model_package(tmp_path / "dalu.safetensors", model, one_slice)
+    assert load_model_package(saved).architecture["name"] == "dalunet"        # consistent: loads
+    grouped = build_model("dalunet", in_channels=one_slice.in_channels, num_classes=3, channels=[4, 8], num_slices=3)
+    from LiverTumorSegLib.package import check_input_channels
+
+    check_input_channels(load_model_package(saved))
+    bad = load_model_package(save_model_package(tmp_path / "dalu_bad.safetensors", grouped, one_slice))
+    with pytest.raises(ModelPackageError, match="num_slices=3"):   # the audit's package: three windows as slices
+        check_input_channels(bad)                                  # (what segment runs on every package it loads)
+
+
 def test_refuses_option_mismatch(package_path, tmp_path):
     bad = _rewrite_metadata(package_path, tmp_path / "opts.safetensors",
                             lambda m: m["architecture"]["options"].update(channels=[4, 16]))

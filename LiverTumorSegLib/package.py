@@ -925,9 +925,15 @@ def resolve_model(name_or_path: PathLike) -> Path:
                                 f"Pass a model package path with --model, or install one into "
                                 f"'{user_models_dir()}'.")
     usable = [e for e in list_installed_models() if e["error"] is None]
+    matches = []  # type: List[str]
     for entry in usable:
-        if entry["name"] == text or Path(entry["path"]).stem == text:
-            return Path(entry["path"])
+        if (entry["name"] == text or Path(entry["path"]).stem == text) and entry["path"] not in matches:
+            matches.append(entry["path"])
+    if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently
+        raise ModelPackageError(f"The model name '{text}' matches {len(matches)} installed packages "
+                                f"({'; '.join(matches)}); give the package's path with --model, or rename one.")
+    if matches:
+        return Path(matches[0])
     names = sorted({e["name"] for e in usable})
     hint = ""
     if Path(text).is_dir():

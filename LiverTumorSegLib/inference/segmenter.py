@@ -173,6 +173,12 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     return dataclasses.replace(options, **actual)
 
 
+def _library_version() -> str:
+    from .. import __version__
+
+    return str(__version__)
+
+
 def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
     """:func:`~LiverTumorSegLib.validation.check_ct`'s warnings for an in-memory CT (raises InputError for
     what it refuses), after making sure it is a CTVolume at all."""
@@ -260,7 +266,11 @@ class Segmenter:
         """Report entries saying what actually ran."""
         engine, package = self.engine, self.package
         options = dataclasses.replace(self.options, **_engine_settings(self.options, engine))  # e.g. "auto" resolved
+        metadata = getattr(package, "metadata", None) or {}
         return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
+                "model_path": str(getattr(package, "path", "") or ""),  # which file ran (names can repeat)
+                "model_weights_sha256": str(metadata.get("weights_sha256", "")),
+                "library_version": _library_version(),
                 "device": self.device_description,
                 "backend": options.backend,
                 "postprocessing": options.postprocessing.to_dict(),

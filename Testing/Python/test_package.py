@@ -605,3 +605,17 @@ def test_cached_activation_estimate_is_still_held_to_the_limit(tmp_path, monkeyp
     monkeypatch.setattr(package_module, "MAX_ACTIVATION_BYTES", 1024)
     with pytest.raises(ModelPackageError, match="activations"):
         load_model_package(path)
+
+
+def test_a_name_shared_by_two_installed_packages_is_refused_not_picked(package_path, tmp_path, monkeypatch):
+    # a user file named like a bundled model was ignored without a word: --model segnet_v2 ran the bundled one
+    from LiverTumorSegLib.package import resolve_model
+
+    models = tmp_path / "user_models"
+    models.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    bundled = resolve_model("segnet_v2")
+    (models / "segnet_v2.safetensors").write_bytes(package_path.read_bytes())
+    with pytest.raises(ModelPackageError, match="matches 2 installed packages"):
+        resolve_model("segnet_v2")
+    assert resolve_model(str(bundled)) == bundled                     # a path still says which one

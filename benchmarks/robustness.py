@@ -47,7 +47,15 @@ on a CT it knows?), not generalization to unseen patients. ``example_ct_sm`` hol
 slices 82-111 of ``example_ct_full112`` (only its label differs). Tumor Dice is on *synthetic* tumors.
 
 ``--store-in-package`` writes each package's rows into its metadata under ``robustness`` (a JSON list of
-flat rows; the weights and their SHA-256 are unchanged) so ``livertumorseg models`` shows them.
+flat rows; the weights and their SHA-256 are unchanged) so ``livertumorseg models`` shows them, and how they
+were made under ``robustness_settings``. A stored table with cases or perturbations this run does not cover is
+kept (the run stops before any work) unless ``--replace-stored``.
+
+The summary gives, per perturbation, the number of cases it applied to and its mean change against
+``baseline`` on those same cases: a mean over fewer cases is not comparable with the baseline's. Tumor Dice
+depends on the synthetic-tumor draw (seeded by case id and ``--seed``): on two cases, the baseline's mean
+tumor Dice ranged 0.52-0.92 over seeds 0-5, so compare packages on the same cases and seed, and treat tumor
+differences of a few hundredths as noise.
 ``--max-slices N`` keeps at most N slices around the liver's centre per case (faster on a CPU).
 """
 import argparse
@@ -133,7 +141,24 @@ def paired_cases(folder: Path) -> List[Any]:
         candidates = sorted(candidates, key=lambda p: [i for i, k in enumerate(LABEL_PREFERENCE)
                                                        if k in p.name][:1] or [99])
         cases.append(Case(stem, stem, str(path), str(candidates[0]), "csv"))
-    return cases
+    return unique_case_ids(cases, folder)
+
+
+def unique_case_ids(cases: List[Any], folder: Path) -> List[Any]:
+    """Cases whose file stems repeat (``patient01/ct.nii.gz``, ``patient02/ct.nii.gz``) get their path below
+    ``folder`` as id and patient: with the stem as id they shared one synthetic-tumor seed and the summary
+    kept only the last of them."""
+    from collections import Counter
+
+    counts = Counter(c.case_id for c in cases)
+    out = []
+    for case in cases:
+        if counts[case.case_id] > 1:
+            relative = Path(case.image_path).relative_to(folder).as_posix()
+            name = re.sub(r"\.nii(\.gz)?$", "", relative)
+            case = replace(case, case_id=name, patient_id=name)
+        out.append(case)
+    return out
 
 
 def find_cases(data: Any) -> List[Any]:
@@ -243,6 +268,16 @@ def crop_to_liver(sample: Sample, margin_mm: float) -> Optional[Sample]:
 
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
+SKIP_REASONS = {
+    "thick": "the scan's slices are already that thick, or fewer than two thick slabs fit",
+    "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
+}
+
+
+def skip_reason(name: str) -> str:
+    """Why perturbation ``name`` gave no sample for a case."""
+    return next((text for prefix, text in SKIP_REASONS.items() if name.startswith(prefix)), "it does not apply")
+
 PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "original": ("real CT, no synthetic tumor", lambda c, s: c.original),
     "baseline": ("synthetic tumors, full scan", lambda c, s: c.sample),
@@ -320,6 +355,8 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
             _, make = PERTURBATIONS[name]
             sample = make(case, case_seed(case.case_id + name, seed))
             if sample is None:
+                if log:
+                    log(f"  {case.case_id:<22} {name:<12} skipped: {skip_reason(name)}")
                 continue
             start = time.perf_counter()
             out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
@@ -341,12 +378,25 @@ def fmt(value: Optional[float]) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
 
+def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference: str = "baseline"
+                  ) -> Optional[float]:
+    """Mean of ``row[key]`` minus the ``reference`` row's over the cases that have both (None when none do).
+    A perturbation that does not apply to every case (thick slices on a thick scan, a field of view already
+    as small) has its mean over fewer cases, so only this paired change is comparable with the reference."""
+    ref = {r["case"]: r.get(key) for r in rows if r["perturbation"] == reference}
+    pairs = [(r.get(key), ref.get(r["case"])) for r in rows if r["perturbation"] == name]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return float(np.mean([a - b for a, b in pairs])) if pairs else None
+
+
 def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) -> str:
-    """Text table: one line per perturbation, ``liver/tumor`` Dice per case, then the means."""
+    """Text table: one line per perturbation, ``liver/tumor`` Dice per case, the means, the number of cases
+    the perturbation applied to, and the mean change against ``baseline`` on those same cases."""
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by_key = {(r["case"], r["perturbation"]): r for r in rows}
     width = max(13, max((len(c) for c in cases), default=0))
-    head = f"  {'perturbation':<13}" + "".join(f" {c[-width:]:>{width}}" for c in cases) + "   mean liver  mean tumor"
+    head = (f"  {'perturbation':<13}" + "".join(f" {c[-width:]:>{width}}" for c in cases)
+            + "   mean liver  mean tumor   n   vs baseline (same cases)")
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name in perturbations:
         cells, livers, tumors = [], [], []
@@ -362,13 +412,22 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
                 tumors.append(r["tumor_dice"])
         mean_l = fmt(float(np.mean(livers))) if livers else "  n/a"
         mean_t = fmt(float(np.mean(tumors))) if tumors else "  n/a"
-        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}")
+        applied = sum(1 for c in cases if (c, name) in by_key)
+        change = ""
+        if name not in ("baseline", "original") and applied:
+            parts = [paired_change(rows, name, key) for key in ("liver_dice", "tumor_dice")]
+            change = "   " + " / ".join("n/a" if v is None else f"{v:+.3f}" for v in parts)
+        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}" + change)
     return "\n".join(lines)
 
 
-def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
-    """Rewrite package ``path`` with ``metadata["robustness"] = rows`` (tensors and their hash unchanged; the
-    metadata's own hash recomputed)."""
+def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
+                     replace_stored: bool = False) -> Path:
+    """Rewrite package ``path`` with ``metadata["robustness"] = rows`` and ``metadata["robustness_settings"] =
+    settings`` (how the rows were made: data, cases, perturbations, seed, slices, post-processing, library
+    version, date), tensors and their hash unchanged, the metadata's own hash recomputed. A stored table with
+    cases or perturbations the new rows lack is kept (InputError) unless ``replace_stored``: a quick check
+    run replaced a 43-row table by 2 rows without a word."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -381,13 +440,39 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]]) -> Path:
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    old_rows = meta.get("robustness") if isinstance(meta.get("robustness"), list) else []
+    lost = _covered(old_rows) - _covered(rows)
+    if lost and not replace_stored:
+        raise InputError(f"'{path}' holds robustness rows this run does not repeat ({len(lost)} case/perturbation "
+                         f"pairs, e.g. {sorted(lost)[0]}); run the same cases and perturbations, or pass "
+                         f"--replace-stored to replace the table.")
     meta["robustness"] = [dict(r) for r in rows]
+    if settings is not None:
+        meta["robustness_settings"] = dict(settings)
     header[METADATA_KEY] = sealed_metadata_json(meta)
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     record_bundled_checksum(path)
     load_model_package(path)  # verifies the weights hash and the architecture again
     return path
+
+
+def _covered(rows: Sequence[Any]) -> set:
+    return {(str(r.get("case")), str(r.get("perturbation"))) for r in rows if isinstance(r, dict)}
+
+
+def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str]
+                 ) -> Dict[str, Any]:
+    """What a stored table was made with, so two packages' tables can be compared (or found not comparable)."""
+    import datetime
+
+    from LiverTumorSegLib import __version__
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+    return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
+            "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
+            "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
+            "library_version": __version__, "date": datetime.date.today().isoformat()}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -398,6 +483,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--json", help="write all rows and settings to this JSON file")
     p.add_argument("--store-in-package", action="store_true",
                    help="write each package's rows into its metadata (key 'robustness')")
+    p.add_argument("--replace-stored", action="store_true",
+                   help="with --store-in-package: replace a stored table even if it covers cases or "
+                        "perturbations this run does not")
     p.add_argument("--perturbations", default=",".join(PERTURBATIONS),
                    help="comma-separated subset of: " + ", ".join(PERTURBATIONS))
     p.add_argument("--max-slices", type=int, default=0, help="at most N slices around the liver per case")
@@ -423,7 +511,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.inference.api import make_engine
     from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
-    from LiverTumorSegLib.package import load_model_package, resolve_model
+    from LiverTumorSegLib.package import load_model_package, read_package_metadata, resolve_model
 
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
@@ -436,7 +524,17 @@ def run(args: argparse.Namespace) -> int:
                          "and --no-postprocessing.")
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in find_cases(args.data)]
+    found = find_cases(args.data)
+    if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
+        planned = {(c.case_id, p) for c in found for p in perturbations}
+        for path in paths:
+            stored = read_package_metadata(path).get("robustness")
+            lost = _covered(stored if isinstance(stored, list) else []) - planned
+            if lost:
+                raise InputError(f"'{path}' holds robustness rows this run would not repeat ({len(lost)} "
+                                 f"case/perturbation pairs, e.g. {sorted(lost)[0]}); run the same cases and "
+                                 f"perturbations, or pass --replace-stored to replace the table.")
+    cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in found]
     say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
     post = PostprocessingOptions.disabled() if args.no_postprocessing else None
     results = []
@@ -453,7 +551,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
         if trained:
-            print(f"  training cases of this package: {', '.join(trained)} (invariance, not generalization)")
+            print(f"  training cases of this package: {', '.join(trained)} (invariance, not generalization; "
+                  f"matched by case name, so a copy under another name is not caught)")
     print("\n" + NOTE)
     if args.json:
         from LiverTumorSegLib.fileutil import atomic_output
@@ -465,8 +564,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output(args.json, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
+        settings = run_settings(args, cases, perturbations)
         for result in results:
-            store_robustness(result["package"], result["rows"])
+            store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")
     return 0
 

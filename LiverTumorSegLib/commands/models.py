@@ -72,12 +72,13 @@ def robustness_lines(rows: Any, per_line: int = 4) -> List[str]:
     if not means:
         return []
 
+    cases = max(m["cases"] for m in means)
+
     def cell(m: Dict[str, Any]) -> str:
         liver = "-" if m["liver_dice"] is None else f"{m['liver_dice']:.3f}"
         tumor = "-" if m["tumor_dice"] is None else f"{m['tumor_dice']:.3f}"
-        return f"{m['perturbation']} {liver}/{tumor}"
-
-    cases = max(m["cases"] for m in means)
+        fewer = f" ({m['cases']} case{'s' if m['cases'] != 1 else ''})" if m["cases"] < cases else ""
+        return f"{m['perturbation']} {liver}/{tumor}{fewer}"  # a mean over fewer cases: not comparable
     trained = any(isinstance(r, dict) and r.get("training_case") for r in rows)
     lines = [f"robustness (benchmarks/robustness.py; mean liver/synthetic-tumor Dice over {cases} case(s)"
              + ("; includes training cases: invariance, not generalization" if trained else "") + "):"]

@@ -143,6 +143,32 @@ def test_cli_runs_stores_in_package_and_models_shows_it(tmp_path, monkeypatch, c
     models_cmd.run(argparse.Namespace(json=True))
     listed = [e for e in json.loads(capsys.readouterr().out)["installed"] if e["path"] == str(package.path)]
     assert listed and listed[0]["robustness"] == rows
+    settings = stored["robustness_settings"]                   # how the table was made, stored beside it
+    assert settings["cases"] == ["case1_ct"] and settings["perturbations"] == [r["perturbation"] for r in rows]
+    assert settings["seed"] == 0 and settings["postprocessing"]["min_lesion_probability"] == 0.65
+    # a quick check run would replace the stored table by fewer rows: refused before any work
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--store-in-package",
+                    "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 2
+    assert "--replace-stored" in capsys.readouterr().err
+    assert read_package_metadata(package.path)["robustness"] == rows
+
+
+def test_summary_gives_case_counts_and_the_change_on_the_same_cases():
+    # thick5mm applied to one case of two: its mean is over that case only, the change is paired
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.80},
+            {"case": "b", "perturbation": "baseline", "liver_dice": 0.96, "tumor_dice": 0.60},
+            {"case": "b", "perturbation": "thick5mm", "liver_dice": 0.95, "tumor_dice": 0.59}]
+    assert rb.paired_change(rows, "thick5mm", "tumor_dice") == pytest.approx(-0.01)
+    line = [t for t in rb.summary_table(rows, ["baseline", "thick5mm"]).splitlines() if t.strip().startswith("thick")]
+    assert line and line[0].split()[-4:] == ["1", "-0.010", "/", "-0.010"]
+
+
+def test_cases_with_the_same_file_name_keep_apart(tmp_path):
+    # patient01/ct.nii.gz and patient02/ct.nii.gz both had the id "ct": one lesion seed, one column in the summary
+    write_case(tmp_path / "patient01", "ct_ct")
+    write_case(tmp_path / "patient02", "ct_ct")
+    ids = [c.case_id for c in rb.find_cases(tmp_path)]
+    assert ids == ["patient01/ct_ct", "patient02/ct_ct"]
 
 
 def test_cli_rejects_unknown_perturbation(tmp_path, capsys):

@@ -472,21 +472,29 @@ LESION_TABLE_COLUMNS = (
     ("Short axis", "short_axis_mm", "mm", "Longest diameter perpendicular to the long axis, same slice"),
     ("RECIST target", "recist_target", "", "1 = one of the (at most 2) RECIST 1.1 target lesions of the liver"),
     ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),
+    ("Confidence", "mean_tumor_probability", "",
+     "Mean tumor probability of the network inside the lesion (0-1; sort by it to review the least certain)"),
     ("Centroid R", "centroid_ras_mm", "mm", "Centroid, RAS right coordinate"),
     ("Centroid A", "centroid_ras_mm", "mm", "Centroid, RAS anterior coordinate"),
     ("Centroid S", "centroid_ras_mm", "mm", "Centroid, RAS superior coordinate"),
-    ("Location", "location", "", "Where the lesion lies (from the lesion report)"),
+    ("Location", "location", "",
+     "Axial slice of the long axis (S in mm, as on the axial slice slider); flags a lesion cut by the scan's "
+     "edge, whose size is then a lower bound"),
 )
 
 
 def lesion_location_text(lesion: Dict[str, Any]) -> str:
-    """Human-readable location: the report's ``location`` if given, else the RAS centroid in mm."""
+    """Where to find the lesion: the report's ``location`` if given, else the axial slice of its long axis
+    (``axial S ... mm``, or the centroid's S for older reports), and a note when the scan's edge cuts it."""
     if lesion.get("location"):
         return str(lesion["location"])
-    ras = lesion.get("centroid_ras_mm")
-    if ras is None:
-        return ""
-    return "R {:.1f}, A {:.1f}, S {:.1f} mm".format(*[float(v) for v in ras])
+    s_mm = lesion.get("axial_position_s_mm")
+    if s_mm is None and lesion.get("centroid_ras_mm") is not None:
+        s_mm = lesion["centroid_ras_mm"][2]
+    text = "" if s_mm is None else "axial S {:.1f} mm".format(float(s_mm))
+    if lesion.get("touches_scan_edge"):
+        text += ("; " if text else "") + "cut by the scan's edge (size is a lower bound)"
+    return text
 
 
 def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:

@@ -129,15 +129,20 @@ def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: s
 
 
 def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
-    """``Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)`` from a lesion report, then one
-    ``Warning: ...`` line per warning."""
+    """``Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s), RECIST sum of diameters 46.5 mm`` from a
+    lesion report (tumor to 0.01 mL: a 0.04 mL lesion read "tumor 0.0 mL, 1 lesion(s)"; the sum only when
+    there are target lesions), then one ``Warning: ...`` line per warning."""
     liver = _number(report.get("liver_volume_ml"))
     tumor = _number(report.get("tumor_volume_ml"))
     burden = _number(report.get("tumor_burden_percent"))
     count = len(report.get("lesions", []))
     if math.isnan(liver):
         return "No result yet."
-    lines = [f"Liver {liver:.1f} mL, tumor {tumor:.1f} mL (burden {burden:.2f} %), {count} lesion(s)"]
+    line = f"Liver {liver:.1f} mL, tumor {tumor:.2f} mL (burden {burden:.2f} %), {count} lesion(s)"
+    diameters = _number((report.get("recist") or {}).get("sum_of_diameters_mm"))
+    if not math.isnan(diameters) and diameters > 0:
+        line += f", RECIST sum of diameters {diameters:.1f} mm"
+    lines = [line]
     return "\n".join(lines + [f"Warning: {w}" for w in warnings])
 
 

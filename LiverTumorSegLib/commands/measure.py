@@ -37,10 +37,10 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
              f"({report['tumor_volume_ml']:.2f} mL, burden {report['tumor_burden_percent']:.2f} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
              f"(measurable from {recist['measurable_minimum_mm']:.0f} mm; {RECIST_NOTE})"]
+    from ..inference.lesion_report import lesion_summary_line
+
     for lesion in report["lesions"][:limit]:
-        mark = " (target)" if lesion["recist_target"] else ""
-        lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
-                     f"short axis {lesion['short_axis_mm']:.1f} mm{mark}")
+        lines.append("  " + lesion_summary_line(lesion))
     if len(report["lesions"]) > limit:
         lines.append(f"  ... {len(report['lesions']) - limit} more in the report")
     return lines

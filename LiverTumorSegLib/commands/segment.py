@@ -169,10 +169,10 @@ def format_summary(result: Any) -> str:
     lines = [f"wrote {result.output_path} ({result.seconds:.1f} s on {result.device})",
              f"liver volume: {r['liver_volume_ml']:.1f} mL; tumors: {r['lesion_count']} "
              f"({r['tumor_volume_ml']:.2f} mL, burden {r['tumor_burden_percent']:.2f} %)"]
+    from ..inference.lesion_report import lesion_summary_line
+
     for lesion in r["lesions"][:10]:
-        ras = ", ".join(f"{v:.1f}" for v in lesion["centroid_ras_mm"])
-        lines.append(f"  lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
-                     f"short axis {lesion['short_axis_mm']:.1f} mm, centroid RAS ({ras}) mm")
+        lines.append("  " + lesion_summary_line(lesion, centroid=True))
     if len(r["lesions"]) > 10:
         lines.append(f"  ... {len(r['lesions']) - 10} more in the report")
     if result.report_path:

@@ -22,6 +22,10 @@ Definitions
   holds ``target_lesion_ids``, ``sum_of_diameters_mm``, ``measurable_minimum_mm`` and ``slice_thickness_mm``.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.
+* ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
+  measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it.
+* ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis (cut by the
+  field of view): its volume and axes are lower bounds.
 * ``mean_hu``: mean CT value in the lesion (None without a CT); ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
   255 x probability as ``segment --probabilities`` writes).
@@ -48,13 +52,15 @@ from ..metrics.recist import (RECIST_NOTE, axial_axis_zyx, farthest_pair, hull_v
 from ..volume import ImageGeometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
-                  "mean_tumor_probability",
+                  "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge",
                   "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
                   "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
                   "long_axis_ras_b_x_mm", "long_axis_ras_b_y_mm", "long_axis_ras_b_z_mm",
                   "short_axis_ras_a_x_mm", "short_axis_ras_a_y_mm", "short_axis_ras_a_z_mm",
                   "short_axis_ras_b_x_mm", "short_axis_ras_b_y_mm", "short_axis_ras_b_z_mm"]
+REPORT_VERSION = 2
+"""Version of the report's layout (docs/report_format.md): raised when a key changes meaning or goes away."""
 CASE_COLUMNS = ["liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesion_count",
                 "recist_sum_of_diameters_mm"]
 CSV_COLUMNS = LESION_COLUMNS + CASE_COLUMNS  # then one column per scalar run fact (input, model, ...)
@@ -187,6 +193,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(centroid_ijk)],
             "mean_hu": float(hu_zyx[box][mask].astype(np.float64).mean()) if hu_zyx is not None else None,
             "bounding_box_zyx": [[int(b.start), int(b.stop)] for b in box],
+            "axial_position_s_mm": float(np.mean([p[2] for p in axes["long_axis"]["end_points_ras_mm"]])),
+            "touches_scan_edge": any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape)),
         }
         if tumor_probability_zyx is not None:
             lesion["mean_tumor_probability"] = float(_probability_as_fraction(tumor_probability_zyx[box][mask]).mean())
@@ -200,6 +208,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     tumor_ml = float(sum(d["volume_ml"] for d in lesions))
     liver_ml = liver_voxels * voxel_ml
     report = {
+        "report_version": REPORT_VERSION,
         "liver_volume_ml": liver_ml,
         "tumor_volume_ml": tumor_ml,
         "tumor_burden_percent": 100.0 * tumor_ml / liver_ml if liver_ml > 0 else 0.0,
@@ -226,14 +235,32 @@ def _lesion_cells(d: Dict[str, Any]) -> List[str]:
             axes += [f"{v:.2f}" for v in point]
     return ([str(d["id"]), f"{d['volume_ml']:.4f}", str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
-             _number(d.get("mean_tumor_probability"), 4)]
+             _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
+             "1" if d.get("touches_scan_edge") else "0"]
             + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
+
+
+def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
+    """``lesion 1: 5.73 mL, long axis 26.6 mm, short axis 24.7 mm, axial S -770.5 mm (target; cut by the
+    scan's edge)`` for the console (``centroid``: also the RAS centroid)."""
+    text = (f"lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
+            f"short axis {lesion['short_axis_mm']:.1f} mm")
+    if lesion.get("axial_position_s_mm") is not None:
+        text += f", axial S {lesion['axial_position_s_mm']:.1f} mm"
+    if centroid:
+        text += ", centroid RAS ({}) mm".format(", ".join(f"{v:.1f}" for v in lesion["centroid_ras_mm"]))
+    notes = (["target"] if lesion.get("recist_target") else []) + \
+        (["cut by the scan's edge: a lower bound"] if lesion.get("touches_scan_edge") else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _run_fact_columns(report: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(column, text) for the report's extra facts (input, model, ...): scalars as text, others as JSON."""
     known = set(CASE_COLUMNS) | {"lesions", "voxel_volume_ml", "recist"}
     facts = []
+    note = (report.get("recist") or {}).get("note")
+    if note:  # the JSON's disclaimer travels with the spreadsheet too
+        facts.append(("note", str(note)))
     for key, value in report.items():
         if key in known:
             continue

@@ -1,7 +1,8 @@
 """Preview PNG of a segmentation: an axial and a coronal CT slice with liver (green) and tumor (red) overlays.
 
 The slices are shown in radiological convention (canonical orientation: image left = patient right); the
-axial slice is the one with the most tumor (else the most liver), the coronal one through its centre.
+axial slice is the one with the most tumor (else the most liver), the coronal one through its centre. Each
+lesion on a panel carries its number from the report; the axial title says how many of them that slice shows.
 """
 from pathlib import Path
 from typing import Any, Tuple
@@ -50,8 +51,12 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
 
     from ..orientation import canonicalize
 
+    from .lesion_report import lesion_components
+
     canonical, reorientation = canonicalize(volume)
     labels = reorientation.to_canonical(labels_zyx)
+    ids, count = lesion_components(labels_zyx, volume.geometry)  # numbered as in the report
+    ids = reorientation.to_canonical(ids) if count else ids
     z, y = pick_preview_slices(labels)
     sz, sy, sx = canonical.spacing_zyx
     axial = overlay_rgb(canonical.array[z], labels[z])
@@ -59,14 +64,22 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     coronal_aspect, stretch = coronal_display_aspect(canonical.shape_zyx, canonical.spacing_zyx)
     coronal_title = f"coronal (canonical row {y})"
     if stretch > 1.0:
-        coronal_title += f"\n{canonical.shape_zyx[0]} slices, z stretched x{stretch:.0f} to be visible"
+        coronal_title += f"\n{canonical.shape_zyx[0]} slices, z stretched x{stretch:.1f} to be visible"
+    axial_ids, coronal_ids = ids[z], ids[:, y, :][::-1]
+    axial_title = f"axial (canonical slice {z})"
+    if count:
+        shown = len(np.setdiff1d(np.unique(axial_ids), [0]))
+        axial_title += f"\nlesions numbered as in the report; {shown} of {count} on this slice"
     fig = Figure(figsize=(10, 5.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    panels = ((axial, sy / sx, f"axial (canonical slice {z})", ("A", "P", "R", "L")),
-              (coronal, coronal_aspect, coronal_title, ("S", "I", "R", "L")))
-    for ax, (image, aspect, title, (top, bottom, left, right)) in zip(axes, panels):
+    panels = ((axial, sy / sx, axial_title, ("A", "P", "R", "L"), axial_ids),
+              (coronal, coronal_aspect, coronal_title, ("S", "I", "R", "L"), coronal_ids))
+    for ax, (image, aspect, title, (top, bottom, left, right), panel_ids) in zip(axes, panels):
         ax.imshow(image, aspect=aspect, interpolation="nearest")
+        for number, (row, col) in lesion_label_positions(panel_ids):
+            ax.text(col, row, str(number), color="white", fontsize=10, fontweight="bold", ha="center",
+                    va="center", bbox=dict(boxstyle="round,pad=0.1", facecolor="black", alpha=0.5, lw=0))
         ax.set_title(title)
         ax.axis("off")
         style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold")
@@ -83,6 +96,18 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
         # bbox "tight": titles and legend are never cut off, whatever the panels' shapes
         fig.savefig(str(tmp), format="png", dpi=80, bbox_inches="tight", pad_inches=0.1)
     return path
+
+
+def lesion_label_positions(ids_2d: np.ndarray) -> list:
+    """``[(lesion number, (row, col))]``: where to write each lesion's number on a 2D slice of lesion ids, the
+    pixel of the lesion nearest its centroid on that slice (inside the lesion even when it is curved)."""
+    out = []
+    for number in np.setdiff1d(np.unique(ids_2d), [0]):
+        rows, cols = np.nonzero(ids_2d == number)
+        centre = np.array([rows.mean(), cols.mean()])
+        nearest = int(np.argmin((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2))
+        out.append((int(number), (int(rows[nearest]), int(cols[nearest]))))
+    return out
 
 
 MIN_CORONAL_HEIGHT = 0.25  # a coronal panel is shown at least this tall relative to its width

@@ -79,3 +79,17 @@ def test_thin_volume_preview_keeps_titles_and_a_visible_coronal_panel(tmp_path):
     right = ink[:, ink.shape[1] // 2 + 10:]
     image_rows = np.nonzero(right.sum(axis=1) > 0.5 * right.shape[1])[0]   # rows filled by the coronal image
     assert image_rows.size > 0.2 * right.shape[1] * 0.8
+
+
+def test_lesion_numbers_sit_inside_their_lesions():
+    from LiverTumorSegLib.inference.preview import lesion_label_positions
+
+    ids = np.zeros((20, 20), dtype=np.int32)
+    ids[2:6, 2:6] = 2
+    ids[10:18, 10:12] = 1
+    ids[10:12, 10:18] = 1                     # an L shape: its centroid lies outside it
+    positions = dict(lesion_label_positions(ids))
+    assert sorted(positions) == [1, 2]
+    for number, (row, col) in positions.items():
+        assert ids[row, col] == number
+    assert positions[2] in ((3, 3), (3, 4), (4, 3), (4, 4))

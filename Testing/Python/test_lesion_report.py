@@ -201,3 +201,26 @@ def test_equal_lesions_are_numbered_by_position_not_by_storage_order():
     z_order[8:10, 2:4, 2:4] = 2
     report = lesion_report(z_order, ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)))
     assert report["lesions"][0]["centroid_ras_mm"][2] > report["lesions"][1]["centroid_ras_mm"][2]  # superior first
+
+
+def test_each_lesion_says_its_axial_slice_and_whether_the_scan_cuts_it():
+    # a reader goes to a lesion by its slice position (the S on Slicer's slice slider), and a lesion cut by the
+    # first or last slice has a size that is only a lower bound
+    import csv
+    import io
+
+    from LiverTumorSegLib.inference.lesion_report import report_to_csv_text
+
+    labels = np.zeros((12, 30, 30), dtype=np.uint8)
+    labels[:, 2:28, 2:28] = 1
+    labels[4:7, 5:12, 5:12] = 2          # slices 4-6, equal in every slice: measured on the middle one (index 5)
+    labels[0:2, 18:22, 18:22] = 2        # starts at the scan's first slice
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 10.0))
+    report = lesion_report(labels, geometry)
+    inner, cut = sorted(report["lesions"], key=lambda d: d["touches_scan_edge"])
+    assert inner["axial_position_s_mm"] == pytest.approx(10.0 + 5 * 2.0) and not inner["touches_scan_edge"]
+    assert cut["touches_scan_edge"] and cut["axial_position_s_mm"] in (pytest.approx(10.0), pytest.approx(12.0))
+    rows = list(csv.DictReader(io.StringIO(report_to_csv_text(report))))
+    assert {r["touches_scan_edge"] for r in rows} == {"0", "1"}
+    assert {r["axial_position_s_mm"] for r in rows} >= {"20.0"}
+    assert "research use" in rows[0]["note"]              # the JSON's disclaimer is in the spreadsheet too

@@ -38,7 +38,12 @@ def test_module_imports_without_slicer_or_vtk():
 
 def test_location_text_prefers_report_location():
     assert mrml.lesion_location_text({"location": "segment VII"}) == "segment VII"
-    assert mrml.lesion_location_text({"centroid_ras_mm": [1, -2.25, 3]}) == "R 1.0, A -2.2, S 3.0 mm"
+    # where to go: the axial slice of the long axis (S, as on the slice slider); older reports: the centroid's S
+    assert mrml.lesion_location_text({"axial_position_s_mm": 12.34, "centroid_ras_mm": [1, -2.25, 3]}) == \
+        "axial S 12.3 mm"
+    assert mrml.lesion_location_text({"centroid_ras_mm": [1, -2.25, 3]}) == "axial S 3.0 mm"
+    assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "touches_scan_edge": True}) == \
+        "axial S -40.0 mm; cut by the scan's edge (size is a lower bound)"
     assert mrml.lesion_location_text({}) == ""
 
 
@@ -288,7 +293,7 @@ REPORT = {
     "lesions": [
         {"id": 1, "volume_ml": 10.0, "long_axis_mm": 31.5, "short_axis_mm": 20.0, "recist_target": True,
          "centroid_ras_mm": [1.0, 2.0, 3.0],
-         "centroid_lps_mm": [-1.0, -2.0, 3.0], "mean_hu": 61.0},
+         "centroid_lps_mm": [-1.0, -2.0, 3.0], "mean_hu": 61.0, "mean_tumor_probability": 0.91},
         {"id": 2, "volume_ml": 2.5, "long_axis_mm": 15.0, "short_axis_mm": 9.5, "recist_target": False,
          "centroid_ras_mm": [-4.0, 5.5, 60.0],
          "centroid_lps_mm": [4.0, -5.5, 60.0], "mean_hu": 48.5, "location": "right lobe"},
@@ -307,7 +312,8 @@ def test_lesion_table_has_one_row_per_lesion(scene):
     assert [r["RECIST target"] for r in rows] == [1, 0]
     assert [r["Mean HU"] for r in rows] == [61.0, 48.5]
     assert (rows[1]["Centroid R"], rows[1]["Centroid A"], rows[1]["Centroid S"]) == (-4.0, 5.5, 60.0)
-    assert [r["Location"] for r in rows] == ["R 1.0, A 2.0, S 3.0 mm", "right lobe"]
+    assert [r["Location"] for r in rows] == ["axial S 3.0 mm", "right lobe"]
+    assert rows[0]["Confidence"] == pytest.approx(0.91) and np.isnan(rows[1]["Confidence"])  # not in the report
     assert table.GetColumnUnitLabel("Volume") == "mL"
     assert table.GetColumnUnitLabel("Long axis") == "mm" and table.GetColumnUnitLabel("Short axis") == "mm"
     assert float(table.GetAttribute("LiverTumorSeg.liver_volume_ml")) == 1520.0

@@ -173,7 +173,10 @@ def test_describe_gpu_and_preprocessing_and_summary():
         "histogram-scaled, window L60/W200 HU, window L0/W2000 HU; 2.5D context +/-1 slice(s); 1.5 mm pixels")
     assert panel_text.summary_text({"liver_volume_ml": 1520.04, "tumor_volume_ml": 12.5,
                                     "tumor_burden_percent": 0.8224, "lesions": [{}, {}]}) == \
-        "Liver 1520.0 mL, tumor 12.5 mL (burden 0.82 %), 2 lesion(s)"
+        "Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s)"
+    assert panel_text.summary_text({"liver_volume_ml": 900.0, "tumor_volume_ml": 0.04, "tumor_burden_percent": 0.0,
+                                    "lesions": [{}], "recist": {"sum_of_diameters_mm": 46.54}}) == \
+        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion(s), RECIST sum of diameters 46.5 mm"
     assert panel_text.summary_text({}) == "No result yet."
     report = {"liver_volume_ml": 1520.04, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": [],
               "warnings": ["'/tmp/LiverTumorSeg-x/ct.nrrd' is stored on a grid tilted 30 degrees from the patient "
@@ -182,7 +185,7 @@ def test_describe_gpu_and_preprocessing_and_summary():
     assert warnings == ["Volume 'CT chest' is stored on a grid tilted 30 degrees from the patient axes",
                         "liver volume 6100 mL is implausible (CT chest)"]
     assert panel_text.summary_text(report, warnings).splitlines() == [
-        "Liver 1520.0 mL, tumor 0.0 mL (burden 0.00 %), 0 lesion(s)", "Warning: " + warnings[0],
+        "Liver 1520.0 mL, tumor 0.00 mL (burden 0.00 %), 0 lesion(s)", "Warning: " + warnings[0],
         "Warning: " + warnings[1]]
     assert panel_text.result_warnings({"warnings": None}) == []
     # Windows: Qt's temporary path has forward slashes, the child prints the path with backslashes

@@ -51,10 +51,13 @@ def structure_mask(labels: np.ndarray, structure: str) -> np.ndarray:
 
 
 def check_label_values(labels: np.ndarray, name: str) -> None:
-    """Raise :class:`LabelError` if the label map holds values other than 0, 1, 2."""
+    """Raise :class:`LabelError` if the label map holds values other than 0, 1, 2 (a float map's 0.4 counted
+    as background and 1.5 as liver)."""
     if labels.dtype == bool:
         return
-    if labels.size and (labels.min() < 0 or labels.max() > 2):
+    fractional = np.issubdtype(labels.dtype, np.floating) and labels.size and \
+        bool(np.any(labels != np.round(labels)))
+    if labels.size and (fractional or labels.min() < 0 or labels.max() > 2):
         values = np.unique(labels)
         raise LabelError(f"{name} holds label values {values[:10].tolist()}; expected 0 (background), "
                          f"1 (liver), 2 (tumor). Convert the labels first.")
@@ -90,6 +93,8 @@ class LesionDetection:
 def _structure(connectivity: int, ndim: int) -> np.ndarray:
     from scipy import ndimage
 
+    if ndim not in (2, 3):
+        raise ValueError(f"lesion masks must be 2-D or 3-D (z, y, x), got {ndim}-D")
     rank = {6: 1, 18: 2, 26: 3} if ndim == 3 else {4: 1, 8: 2}
     if connectivity not in rank:
         raise ValueError(f"connectivity must be one of {sorted(rank)} for {ndim}-D masks, got {connectivity}")
@@ -211,11 +216,20 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     """
     pred_labels = np.asarray(pred_labels)
     ref_labels = np.asarray(ref_labels)
+    if pred_labels.ndim != 3:
+        raise LabelError(f"case '{case}': label maps must be 3-D (z, y, x); the prediction has "
+                         f"{pred_labels.ndim} axes {tuple(pred_labels.shape)}.")
     if pred_labels.shape != ref_labels.shape:
         raise LabelError(f"case '{case}': prediction shape {pred_labels.shape} differs from reference shape "
                          f"{ref_labels.shape} (z, y, x); both must be on the same voxel grid.")
     check_label_values(pred_labels, f"case '{case}' prediction")
     check_label_values(ref_labels, f"case '{case}' reference")
+    from .surface import _check_spacing
+
+    try:
+        spacing_zyx = _check_spacing(np.atleast_1d(np.asarray(spacing_zyx, dtype=float)), 3)
+    except (TypeError, ValueError) as exc:
+        raise LabelError(f"case '{case}': {exc} (three positive numbers, (z, y, x) mm).") from None
     row: "OrderedDict[str, Any]" = OrderedDict(case=case)
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),

@@ -267,3 +267,23 @@ def test_overlay_slice_prefers_tumor():
     labels[3] = 0
     assert report.overlay_slice_index(labels, np.zeros_like(labels)) == 1
     assert report.overlay_slice_index(np.zeros_like(labels), np.zeros_like(labels)) == 2
+
+
+def test_evaluate_case_refuses_what_it_cannot_score_in_its_own_words():
+    import numpy as np
+    import pytest
+
+    from LiverTumorSegLib.errors import LabelError
+    from LiverTumorSegLib.metrics.lits import evaluate_case
+
+    ref = np.zeros((4, 6, 6), dtype=np.uint8)
+    ref[1:3, 1:5, 1:5] = 1
+    fractional = ref.astype(np.float32) * 0.4                     # 0.4 counted as background, 1.5 as liver
+    with pytest.raises(LabelError, match="label values"):
+        evaluate_case(fractional, ref, (2.0, 1.0, 1.0))
+    with pytest.raises(LabelError, match="3-D"):
+        evaluate_case(ref[0], ref[0], (1.0, 1.0))                  # was: "connectivity ... for 2-D masks"
+    for spacing in (1.0, (1.0, 1.0), (2.0, -1.0, 1.0)):           # a scalar was a TypeError from deep inside
+        with pytest.raises(LabelError, match="positive"):
+            evaluate_case(ref, ref, spacing, surface=False)
+    assert evaluate_case(ref.astype(np.float64), ref, (2.0, 1.0, 1.0), surface=False)["dice_liver"] == 1.0

@@ -1,7 +1,8 @@
 """U-Net (seeds 000, 001): MONAI's residual U-Net, 2D, with internal padding to any H, W.
 
 Default: channels (16, 32, 64, 128, 256), strides None = (2, 2, 2, 2) (2 per level) -> H, W multiple of 16 avoids padding.
-``num_res_units=0`` gives the plain (non-residual) two-conv U-Net blocks.
+``num_res_units=0`` gives plain (non-residual) blocks; either way MONAI's U-Net downsamples with strided
+convolutions (no max-pooling) and has no extra convolution at full resolution, unlike the original U-Net.
 """
 from typing import Optional, Sequence
 

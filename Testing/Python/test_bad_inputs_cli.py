@@ -1188,7 +1188,7 @@ def test_package_whose_preprocessing_disagrees_with_its_network_is_refused(tmp_p
                            lambda m: m["preprocessing"].update(context_slices=3))
     ct = _tiny_ct(tmp_path)
     code, out, err = run_cli(["segment", ct, "-o", tmp_path / "seg.nii.gz", "--model", bad, "--no-progress"], capsys)
-    line = assert_clean_error(code, err, ["makes 21 input channels per slice but its network takes 9"])
+    line = assert_clean_error(code, err, ["makes 21 input channels in all but its network takes 9"])
     assert not (tmp_path / "seg.nii.gz").exists()
     record15("package whose preprocessing makes 21 channels for a 9-channel network", line, tmp_path)
 

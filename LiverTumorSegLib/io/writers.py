@@ -76,9 +76,28 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     return _write_array(path, labels_zyx, geometry, overwrite)
 
 
+def storable_array(array: np.ndarray) -> np.ndarray:
+    """``array`` in a dtype every output format stores: bool -> uint8, float16/float64 -> float32, 64-bit
+    integers -> int32/uint32 when their values fit (else float64); complex data is refused (InputError).
+    nibabel refused bool and float16 and wanted an explicit header for 64-bit integers."""
+    array = np.asarray(array)
+    kind = array.dtype
+    if np.issubdtype(kind, np.complexfloating):
+        raise InputError(f"Cannot write a {kind} (complex) volume; CT and label maps are real-valued.")
+    if kind == np.bool_:
+        return array.astype(np.uint8)
+    if kind in (np.float16, np.float64):
+        return array.astype(np.float32)
+    if kind in (np.int64, np.uint64):
+        for target in (np.int32, np.uint32):
+            info = np.iinfo(target)
+            if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+                return array.astype(target)
+        return array.astype(np.float64)
+    return array
+
+
 def write_volume(path: PathLike, volume: CTVolume, overwrite: bool = False) -> Path:
-    """Write ``volume`` (its dtype kept, ``(z, y, x)``) to .nii/.nii.gz/.nrrd/.mha with exact geometry."""
-    array = volume.array
-    if array.dtype == np.float64:
-        array = array.astype(np.float32)
-    return _write_array(path, array, volume.geometry, overwrite)
+    """Write ``volume`` (``(z, y, x)``; dtype kept where every format stores it, see :func:`storable_array`)
+    to .nii/.nii.gz/.nrrd/.mha with exact geometry."""
+    return _write_array(path, storable_array(volume.array), volume.geometry, overwrite)

@@ -576,3 +576,21 @@ def test_uncompressed_nifti_is_read_into_memory_not_mapped(tmp_path):
         assert not isinstance(base, (np.memmap, mmap.mmap)), type(base)
         base = getattr(base, "base", None)
     assert array.dtype == np.int16 and sorted(array.ravel().tolist()) == sorted(data.ravel().tolist())
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_volumes_of_any_real_dtype_are_written(tmp_path, suffix):
+    # nibabel refused bool and float16 and wanted a header for 64-bit integers: raw HeaderDataError/ValueError
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    values = np.arange(60).reshape(3, 4, 5)
+    for array in (values % 2 == 0, values.astype(np.int64) - 30, values.astype(np.float16), values.astype(np.uint64)):
+        path = write_volume(tmp_path / f"v_{array.dtype.name}{suffix}", CTVolume(array, geometry))
+        np.testing.assert_array_equal(read_volume(path).array, array.astype(np.float64))
+    big = values.astype(np.int64) * 2 ** 40                            # does not fit 32 bits: kept as float64
+    assert read_volume(write_volume(tmp_path / f"big{suffix}", CTVolume(big, geometry))).array.max() == big.max()
+    with pytest.raises(InputError, match="complex"):
+        write_volume(tmp_path / f"c{suffix}", CTVolume(values.astype(np.complex64), geometry))

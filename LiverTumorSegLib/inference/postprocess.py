@@ -212,7 +212,12 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
         return 0
     height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
     ny, nx = labels.shape[1:]
-    full = height[np.arange(ny) // step][:, np.arange(nx) // step]           # (y, x) slice index
+    # (y, x) slice index: each full-resolution column takes the highest height of the coarse samples around it
+    # (the sample at its block's corner alone could lie up to 3 mm across a diaphragm step and remove liver)
+    below_y, below_x = np.arange(ny) // step, np.arange(nx) // step
+    above_y = np.minimum(below_y + (np.arange(ny) % step > 0), height.shape[0] - 1)
+    above_x = np.minimum(below_x + (np.arange(nx) % step > 0), height.shape[1] - 1)
+    full = np.maximum.reduce([height[ys][:, xs] for ys in (below_y, above_y) for xs in (below_x, above_x)])
     margin = RULES.lung_margin_mm / float(spacing_zyx[0])
     box = bounding_box(labels >= 1)  # not None: the organ is present (checked above)
     z = np.arange(box[0].start, box[0].stop, dtype=np.float32)[:, None, None]

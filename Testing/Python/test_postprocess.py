@@ -363,3 +363,28 @@ def test_a_margin_below_the_voxel_size_keeps_a_tumor_inside_the_liver(margin_mm)
                                                                               min_lesion_ml=0.0))
     assert (out[4:8, 12:17, 12:17] == 2).all()
     assert not (out[4:6, 0:2, 28:30] == 2).any()
+
+
+def test_liver_beside_a_diaphragm_step_is_kept_whatever_the_coarse_grid():
+    # lungs are found on a 4 mm grid; a column took the height of the sample at its block's corner, up to 3 mm
+    # across a step in the diaphragm, so liver right beside the step was removed
+    nz, ny, nx = 40, 48, 48
+    spacing = (2.0, 1.0, 1.0)
+    hu = np.full((nz, ny, nx), -1000.0, dtype=np.float32)
+    hu[:, 2:46, 2:46] = 40.0                                        # body
+    z = np.arange(nz)[:, None, None]
+    x = np.arange(nx)[None, None, :]
+    dome = np.where(x < 22, 14, 30)                                 # a step between x = 21 and 22
+    lung = np.broadcast_to((z > dome + 1) & (z < 38), (nz, ny, nx)).copy()
+    lung[:, :10] = lung[:, 38:] = False                             # well inside the body on the 4 mm grid
+    lung[:, :, :10] = lung[:, :, 38:] = False
+    hu[lung] = -850.0
+    liver = np.broadcast_to((z <= dome) & (z >= 4), (nz, ny, nx)).copy()
+    liver[:, :10] = liver[:, 38:] = False
+    liver[:, :, :10] = liver[:, :, 38:] = False
+    labels = liver.astype(np.uint8)
+    for offset in range(4):                                         # the step at every phase of the 4 mm grid
+        shifted_hu, shifted = np.roll(hu, offset, axis=2), np.roll(labels, offset, axis=2)
+        assert lung_mask(shifted_hu, spacing, PostprocessingOptions())[0] is not None
+        out = shifted.copy()
+        assert remove_above_lungs(out, shifted_hu, spacing, PostprocessingOptions()) == 0, offset

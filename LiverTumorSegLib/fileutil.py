@@ -222,7 +222,9 @@ def _max_path() -> Union[int, None]:
 def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{pid}-{random}.tmp{suffix}`` stays
     within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
-    longer temporary name. The same output always gets the same stem, so stale temporaries are still found."""
+    longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
+    This helps an output whose own name is long; a short name in a folder within ~25 characters of the limit
+    still fails (the process id and random part cannot be shortened): a shorter folder is the way there."""
     limit = _max_path()
     if limit is None:
         return stem

@@ -56,7 +56,7 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     canonical, reorientation = canonicalize(volume)
     labels = reorientation.to_canonical(labels_zyx)
     ids, count = lesion_components(labels_zyx, volume.geometry)  # numbered as in the report
-    ids = reorientation.to_canonical(ids) if count else ids
+    ids = reorientation.to_canonical(ids)  # also without lesions: indexed below on the canonical grid
     z, y = pick_preview_slices(labels)
     sz, sy, sx = canonical.spacing_zyx
     axial = overlay_rgb(canonical.array[z], labels[z])

@@ -682,11 +682,12 @@ class Trainer:
         precision = "fp32" if self.device.type == "cpu" else "auto"
         try:
             segmenter = Segmenter(SegmentationOptions(model=str(package_path), device=str(self.device),
-                                                      precision=precision)).load()
+                                                      precision=precision,
+                                                      allow_non_hu=bool(self.config.allow_non_hu))).load()
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
                 volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
-                pred = segmenter.segment_volume(volume).labels
+                pred = segmenter.segment_volume(volume, checked=True).labels  # load_case checked it
                 rows.append(whole_volume_row(case.case_id, pred, labels))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")

@@ -93,3 +93,19 @@ def test_lesion_numbers_sit_inside_their_lesions():
     for number, (row, col) in positions.items():
         assert ids[row, col] == number
     assert positions[2] in ((3, 3), (3, 4), (4, 3), (4, 4))
+
+
+@pytest.mark.parametrize("with_tumor", [False, True])
+def test_preview_of_a_volume_stored_in_another_axis_order(tmp_path, with_tumor):
+    # a tumor-free CT stored sagittally crashed the preview (lesion ids were left in the stored layout) and with it
+    # the whole segment run
+    shape = (30, 10, 24)                                   # stored (z, y, x) with the axial axis along x
+    ct = np.full(shape, -1000, np.int16)
+    ct[5:25, :, 4:20] = 60
+    labels = np.zeros(shape, np.uint8)
+    labels[5:25, :, 4:20] = 1
+    if with_tumor:
+        labels[12:16, 3:6, 8:12] = 2
+    sagittal = (0, 0, 1, 1, 0, 0, 0, 1, 0)                 # i -> S, j -> L, k -> P
+    volume = CTVolume(ct, ImageGeometry(spacing=(3.0, 1.0, 1.0), direction=sagittal))
+    assert save_overlay_preview(tmp_path / "p.png", volume, labels).stat().st_size > 1000

@@ -305,3 +305,30 @@ def test_plateau_schedule_follows_the_validation_loss_only(data_csv, tmp_path):
     val_losses = [row["val_loss"] for row in result.history if not np.isnan(row["val_loss"])]
     assert len(val_losses) == 2
     assert trainer.scheduler.best == pytest.approx(min(val_losses))
+
+
+def test_whole_volume_validation_runs_on_non_hu_data_trained_with_allow_non_hu(data_csv, tmp_path):
+    # segment_volume checks its input now; the validation Segmenter was built without allow_non_hu, so a model
+    # trained on normalised data lost its whole-volume validation ("skipped (InputError ...)")
+    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.volume import CTVolume
+
+    torch.set_num_threads(1)
+    root = tmp_path / "normalised"
+    root.mkdir()
+    rows = data_csv.read_text().splitlines()
+    for row in rows[1:]:
+        image, label, _ = row.split(",")
+        volume = read_volume(data_csv.parent / image)
+        scaled = (volume.array.astype(np.float32) + 1024.0) / 4096.0      # 0..1: refused as not HU
+        write_volume(root / image, CTVolume(scaled, volume.geometry))
+        (root / label).write_bytes((data_csv.parent / label).read_bytes())
+    (root / "cases.csv").write_text("\n".join(rows) + "\n")
+    preprocessing = dict(PREPROCESSING, channels=[{"kind": "zscore"}])
+    cfg = tiny_config(root / "cases.csv", tmp_path / "run", epochs=1, iterations_per_epoch=2, allow_non_hu=True,
+                      preprocessing=preprocessing, augmentation={"enabled": False})
+    (tmp_path / "run").mkdir()
+    result = train(cfg, command="test", log=lambda s: None)
+    whole = read_package_metadata(result.package_path)["validation"].get("whole_volume")
+    assert whole and len(whole["cases"]) == len(result.val_cases)

@@ -69,8 +69,8 @@ POSTPROCESSING_SWITCHES = (
     PostprocessingSwitch("below_lungs", "--keep-liver-above-lungs", "off",
                          "keep liver labels above the lung bases and in the heart (found from the CT's own lungs)"),
     PostprocessingSwitch("tubular_lesions_to_liver", "--keep-tubular-lesions", "off",
-                         "keep tube-shaped tumor components as tumor (by default those at least as dense as "
-                         "the liver, i.e. contrast-filled vessels, become liver; darker tubes stay tumor)"),
+                         "keep tube-shaped tumor components as tumor (by default those no more than 15 HU darker "
+                         "than the liver, i.e. vessels, become liver; clearly darker tubes stay tumor)"),
     PostprocessingSwitch("min_lesion_probability", "--min-lesion-probability", "value",
                          "lesions smaller than --uncertain-lesion-max-ml whose mean tumor probability is below "
                          "this (0..1) become liver (0 keeps all)"),

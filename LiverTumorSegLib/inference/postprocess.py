@@ -79,7 +79,8 @@ class AnatomyRules:
     lung_min_median_hu: float = -900.0  # lung parenchyma (about -850 HU); gas (about -1000) has a lower median
     gas_hu: float = -900.0              # below: gas rather than lung parenchyma (voxel values)
     tube_elongation: float = 3.0        # sqrt(l1 / l2) of a tube-like tumor component ...
-    tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this
+    tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this ...
+    tube_darker_hu: float = 15.0        # ... and whose mean HU is at most this below the liver's: a vessel
 
 
 RULES = AnatomyRules()
@@ -274,13 +275,14 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
 def _at_least_liver_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
                             voxels: np.ndarray) -> np.ndarray:
     """Per component ``0..count``: its mean HU is at least the median HU of the liver (label 1) in ``region``
-    (True for all when the region holds no liver to compare with)."""
+    minus ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are
+    typically 20-70 HU darker). True for all when the region holds no liver to compare with."""
     liver = region == 1
     if not liver.any():
         return np.ones(count + 1, dtype=bool)
     sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
     mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
-    return mean >= float(np.median(hu[liver]))
+    return mean >= float(np.median(hu[liver])) - RULES.tube_darker_hu
 
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
@@ -339,9 +341,9 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     """Steps 3-6 with one labelling of the tumor's bounding box, in place: components away from the liver
     -> 0; tube-like, smaller than ``min_lesion_ml``, or small and uncertain -> liver. ``tumor_probability``:
     uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
-    same grid): a tube-like component becomes liver only when it is at least as dense as the liver around it
-    (a contrast-filled vessel), so a hypodense elongated tumor stays a tumor; without ``hu`` shape alone
-    decides. ``changes``: a dict that receives what each rule did (:func:`postprocess_labels`)."""
+    same grid): a tube-like component becomes liver only when it is at most ``tube_darker_hu`` (15 HU) darker
+    than the liver around it (a vessel, with or without contrast), so a clearly hypodense elongated tumor stays
+    a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did (:func:`postprocess_labels`)."""
     from scipy import ndimage
 
     tumor = labels == 2

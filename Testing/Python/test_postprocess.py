@@ -247,7 +247,7 @@ def test_tube_like_tumor_becomes_liver_round_lesion_stays():
 
 def test_tube_rule_takes_only_vessel_dense_tubes_and_reports_them():
     # an elongated hypodense tumor (14 x 14 x 45 mm, 4.6 mL) was relabelled liver by shape alone; with the CT, a
-    # tube becomes liver only when it is at least as dense as the liver (a contrast-filled vessel)
+    # tube becomes liver only when it is at most 15 HU darker than the liver (a vessel, with or without contrast)
     labels = np.zeros((30, 60, 60), dtype=np.uint8)
     labels[2:28, 5:55, 5:55] = 1
     z, y, x = np.meshgrid(np.arange(30), np.arange(60), np.arange(60), indexing="ij")
@@ -255,8 +255,8 @@ def test_tube_rule_takes_only_vessel_dense_tubes_and_reports_them():
     tumor = ((y - 18) ** 2 + (z - 15) ** 2 <= 9) & (x >= 10) & (x <= 50)   # 6 mm wide, 41 mm long, dark
     labels[vessel | tumor] = 2
     hu = np.full(labels.shape, 100.0, dtype=np.float32)                    # enhanced liver
-    hu[vessel] = 180.0
-    hu[tumor] = 40.0
+    hu[vessel] = 90.0                                                       # 10 HU darker: a vessel (no contrast)
+    hu[tumor] = 40.0                                                        # 60 HU darker: a tumor
     changes = {}
     out = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0), hu=hu, changes=changes)
     assert (out[vessel] == 1).all() and (out[tumor] == 2).all()

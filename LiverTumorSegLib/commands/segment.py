@@ -292,8 +292,6 @@ def _run_batch(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
     if args.progress == "json":
         raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
-    if args.two_stage:
-        raise InputError("--two-stage is for one CT at a time; run the batch without it.")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     out = Path(args.output)

@@ -327,6 +327,8 @@ class Segmenter:
             labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True)
             timings.update(getattr(self.engine, "last_timings", None) or {})
             facts = self._run_facts()
+            if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
+                facts["two_stage_record"] = dict(getattr(self, "_two_stage_record", {}))
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start)
 
@@ -357,6 +359,9 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
+        fallback = (facts.get("two_stage_record") or {}).get("fallback")
+        if fallback:
+            warnings = [f"two-stage: {fallback}."] + warnings
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings
@@ -385,9 +390,10 @@ class Segmenter:
             from .twostage import segment_two_stage
 
             self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
+            self._two_stage_record = {}
             try:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
-                                        with_probability=keep_probability)
+                                        with_probability=keep_probability, record=self._two_stage_record)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)

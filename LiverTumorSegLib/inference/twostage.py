@@ -1,10 +1,14 @@
 """Two-stage segmentation: find the liver on a coarse pass, crop to it, segment the crop at full resolution.
 
 Stage 1 runs an engine on the volume decimated by an integer factor per axis (every f-th voxel; geometry
-spacing x f, same first-voxel centre) and keeps the largest organ component (label >= 1). Stage 2 crops the
-*input* volume to that component's bounding box plus a margin (mm) and runs the fine engine there; labels are
-pasted back into a full-size ``(z, y, x)`` uint8 volume (zero outside the crop). No liver found on the coarse
-pass -> the fine engine runs on the whole volume.
+spacing x f, same first-voxel centre) and keeps the largest organ component (label >= 1). Stage 2 keeps the
+*input* volume's axial slices that hold that component plus a margin (mm), whole slices, and runs the fine
+engine there; labels are pasted back into a full-size ``(z, y, x)`` uint8 volume (zero outside the crop). No
+liver found on the coarse pass -> the fine engine runs on the whole volume (and the record says so).
+
+Only the axial range is cropped: a crop in-plane too (a 60 x 96 mm island padded with air) is unlike anything
+the slice network was trained on, and with only the liver's tip in the scan the fine pass lost the liver
+(Dice 0.00-0.60 against 0.72-0.94 single-stage); the time saved comes from the skipped slices anyway.
 """
 import logging
 from typing import Optional, Sequence, Tuple
@@ -46,14 +50,18 @@ def crop_volume(volume: CTVolume, box_zyx: Box) -> CTVolume:
 
 
 def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_zyx: Sequence[int],
-              spacing_zyx: Sequence[float], margin_mm: float) -> Optional[Box]:
-    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component, or None."""
+              spacing_zyx: Sequence[float], margin_mm: float, axial_axis: Optional[int] = None) -> Optional[Box]:
+    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component, or None.
+    ``axial_axis`` (array axis of the slices): crop only along it, keeping whole slices."""
     organ = largest_component(coarse_labels >= 1)
     if not organ.any():
         return None
     where = np.nonzero(organ)
     box = []
     for axis, w in enumerate(where):
+        if axial_axis is not None and axis != axial_axis:
+            box.append(slice(0, int(full_shape_zyx[axis])))
+            continue
         f = int(factors_zyx[axis])
         margin = int(np.ceil(margin_mm / float(spacing_zyx[axis]))) + f
         lo = max(0, int(w.min()) * f - margin)
@@ -64,26 +72,34 @@ def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_
 
 def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Optional[object] = None,
                       factor: int = 2, margin_mm: float = 15.0, progress: Optional[ProgressCallback] = None,
-                      cancel: Optional[CancellationToken] = None, with_probability: bool = False) -> object:
+                      cancel: Optional[CancellationToken] = None, with_probability: bool = False,
+                      record: Optional[dict] = None) -> object:
     """Labels ``(z, y, x)`` uint8 on ``volume``'s grid via coarse localisation + fine crop segmentation.
 
     ``fine_engine`` / ``coarse_engine``: objects with ``predict(volume, progress, cancel)`` (normally
     :class:`SliceInferenceEngine`; the coarse one defaults to the fine one).
     ``with_probability``: return ``(labels, tumor probability uint8 0..255)`` from the fine engine's
     ``predict_with_probability`` (0 outside the crop) instead of labels alone.
+    ``record``: a dict that receives ``crop_zyx`` (``[[start, stop]]`` per array axis) or ``fallback``.
     """
+    from ..metrics.recist import axial_axis_zyx
+
+    record = {} if record is None else record
     reporter = ProgressReporter(progress)
     coarse_engine = coarse_engine or fine_engine
     factors = decimation_factors(volume.spacing_zyx, factor)
     coarse = decimate_volume(volume, factors)
     coarse_labels = coarse_engine.predict(coarse, progress=reporter.sub(0.0, 0.3), cancel=cancel)
-    box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm)
+    box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm,
+                    axial_axis=axial_axis_zyx(volume.geometry))
     if box is None:
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
+        record["fallback"] = "no liver on the coarse pass: the whole volume was segmented"
         if with_probability:
             return fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
         return fine_engine.predict(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
     log.debug("Two-stage crop (z, y, x): %s", [(b.start, b.stop) for b in box])
+    record["crop_zyx"] = [[int(b.start), int(b.stop)] for b in box]
     labels = np.zeros(volume.shape_zyx, dtype=np.uint8)
     if with_probability:
         crop_labels, crop_probability = fine_engine.predict_with_probability(

@@ -44,17 +44,47 @@ def test_organ_box_scales_and_adds_margin():
     box = organ_box(coarse, (1, 2, 2), (5, 20, 20), (4.0, 1.0, 1.0), margin_mm=2.0)
     assert box == (slice(0, 5), slice(0, 14), slice(2, 12))
     assert organ_box(np.zeros((2, 2, 2), np.uint8), (1, 1, 1), (2, 2, 2), (1, 1, 1), 1.0) is None
+    # two-stage crops only along the slices: whole slices in-plane (an in-plane island lost the liver's tip)
+    assert organ_box(coarse, (1, 2, 2), (9, 20, 20), (4.0, 1.0, 1.0), 2.0, axial_axis=0) == \
+        (slice(0, 5), slice(0, 20), slice(0, 20))
 
 
 @pytest.mark.parametrize("orientation", ["LPS", "permuted"])
 def test_two_stage_oracle_equals_single_stage_and_crops(orientation):
+    from LiverTumorSegLib.metrics.recist import axial_axis_zyx
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
     ph = corner_phantom(shape_zyx=(12, 60, 64))
-    volume, expected = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    pad = 10  # air slices above and below: the fine pass skips them
+    g = ph.ct.geometry
+    padded = CTVolume(np.pad(ph.ct.array, ((pad, pad), (0, 0), (0, 0)), constant_values=-1000),
+                      ImageGeometry(spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, -pad))),
+                                    direction=g.direction))
+    volume, expected = reoriented(padded, np.pad(ph.labels, ((pad, pad), (0, 0), (0, 0))),
+                                  *ORIENTATIONS[orientation])
     engine = CountingEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
                                                  batch_predictor=oracle_predictor))
-    seen = []
-    labels = segment_two_stage(volume, engine, margin_mm=6.0, progress=lambda f, s: seen.append(f))
+    seen, record = [], {}
+    labels = segment_two_stage(volume, engine, margin_mm=6.0, progress=lambda f, s: seen.append(f), record=record)
     np.testing.assert_array_equal(labels, expected)
     assert len(engine.shapes) == 2
-    assert np.prod(engine.shapes[1]) < np.prod(volume.shape_zyx)  # the fine pass ran on a crop
+    axial = axial_axis_zyx(volume.geometry)
+    fine = engine.shapes[1]
+    assert fine[axial] < volume.shape_zyx[axial]                  # the fine pass skipped slices ...
+    assert [fine[a] for a in range(3) if a != axial] == [volume.shape_zyx[a] for a in range(3) if a != axial]
+    assert record["crop_zyx"][axial][1] - record["crop_zyx"][axial][0] == fine[axial]
     assert seen[-1] == 1.0 and all(b >= a for a, b in zip(seen, seen[1:]))
+
+
+def test_two_stage_records_a_fallback_to_the_whole_volume():
+    # the report said "two_stage": true with nothing about the crop or that the coarse pass found no liver
+    from LiverTumorSegLib.volume import CTVolume
+
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    air = CTVolume(np.full(ph.ct.shape_zyx, -1000, np.int16), ph.ct.geometry)
+    engine = CountingEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
+                                                 batch_predictor=oracle_predictor))
+    record = {}
+    labels = segment_two_stage(air, engine, record=record)
+    assert not labels.any() and "no liver on the coarse pass" in record["fallback"] and "crop_zyx" not in record
+    assert engine.shapes[1] == air.shape_zyx

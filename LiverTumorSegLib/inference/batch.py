@@ -62,6 +62,22 @@ class CaseStatus:
                 "precision": self.precision, "message": self.message}
 
 
+def _skipped_status(case: "BatchCase") -> CaseStatus:
+    """The status of a case segmented by an earlier run: its liver volume, lesion count and precision come
+    from its report when that is there and readable (a resumed batch's table kept only blanks)."""
+    import json
+
+    status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
+    try:
+        report = json.loads(Path(case.report_path).read_text(encoding="utf-8"))
+        status.liver_ml = float(report["liver_volume_ml"])
+        status.lesion_count = int(report["lesion_count"])
+        status.precision = str((report.get("precision") or {}).get("used") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return status
+
+
 def is_batch_input(input_path: Any) -> bool:
     """True for a ``.csv`` case list, or a folder holding CT files (a DICOM folder holds none of these)."""
     path = Path(input_path)
@@ -210,7 +226,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     todo = []
     for case in cases:
         if case.output_path.exists() and not overwrite:
-            statuses[case.case_id] = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
+            statuses[case.case_id] = _skipped_status(case)
             if on_case:
                 on_case(statuses[case.case_id])
         else:

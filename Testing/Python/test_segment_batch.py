@@ -137,6 +137,9 @@ def test_batch_equals_single_runs_resumes_and_survives_a_bad_case(tmp_path):
                           oracle_segmenter(lambda x: calls.append(len(x)) or oracle_predictor(x)))
     assert [s.status for s in again] == ["failed", "skipped", "skipped", "skipped"] and calls == []
     assert (tmp_path / "out" / "ct_0.nii.gz").stat().st_mtime_ns == before
+    # a resumed batch's table keeps the earlier run's numbers (from the reports), not blanks
+    assert [(s.liver_ml, s.lesion_count) for s in again[1:]] == [(s.liver_ml, s.lesion_count) for s in statuses[1:]]
+    assert all(s.liver_ml > 0 and s.precision for s in again[1:])
 
 
 def test_next_ct_is_read_while_the_network_runs(tmp_path, monkeypatch):

@@ -472,8 +472,9 @@ LESION_TABLE_COLUMNS = (
     ("Short axis", "short_axis_mm", "mm", "Longest diameter perpendicular to the long axis, same slice"),
     ("RECIST target", "recist_target", "", "1 = one of the (at most 2) RECIST 1.1 target lesions of the liver"),
     ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),
-    ("Confidence", "mean_tumor_probability", "",
-     "Mean tumor probability of the network inside the lesion (0-1; sort by it to review the least certain)"),
+    ("Tumor probability", "mean_tumor_probability", "",
+     "Mean tumor probability the network gave the lesion's voxels (0-1, before post-processing): low values are "
+     "the least certain lesions; not a calibrated likelihood of malignancy. Empty when the report has none"),
     ("Centroid R", "centroid_ras_mm", "mm", "Centroid, RAS right coordinate"),
     ("Centroid A", "centroid_ras_mm", "mm", "Centroid, RAS anterior coordinate"),
     ("Centroid S", "centroid_ras_mm", "mm", "Centroid, RAS superior coordinate"),
@@ -483,17 +484,24 @@ LESION_TABLE_COLUMNS = (
 )
 
 
+# Displayed digits per numeric column (the report keeps full precision): no false precision in the panel
+TABLE_DECIMALS = {"Volume": 2, "Long axis": 1, "Short axis": 1, "Mean HU": 1, "Tumor probability": 2,
+                  "Centroid R": 1, "Centroid A": 1, "Centroid S": 1}
+TEXT_COLUMNS = ("Location", "Tumor probability")  # shown as text: an absent value is empty, not "nan"
+
+
 def lesion_location_text(lesion: Dict[str, Any]) -> str:
     """Where to find the lesion: the report's ``location`` if given, else the axial slice of its long axis
-    (``axial S ... mm``, or the centroid's S for older reports), and a note when the scan's edge cuts it."""
+    (``axial S ... mm``: where the views centre when the row is selected; older reports: the long axis' middle,
+    else the centroid's S), and a note when the scan's edge cuts it (its size is then a lower bound)."""
     if lesion.get("location"):
         return str(lesion["location"])
     s_mm = lesion.get("axial_position_s_mm")
-    if s_mm is None and lesion.get("centroid_ras_mm") is not None:
-        s_mm = lesion["centroid_ras_mm"][2]
+    if s_mm is None and (lesion.get("long_axis") or lesion.get("centroid_ras_mm") is not None):
+        s_mm = lesion_focus_ras(lesion)[2]
     text = "" if s_mm is None else "axial S {:.1f} mm".format(float(s_mm))
     if lesion.get("touches_scan_edge"):
-        text += ("; " if text else "") + "cut by the scan's edge (size is a lower bound)"
+        text += (", " if text else "") + "cut by scan edge"
     return text
 
 
@@ -502,10 +510,12 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
         return lesion_location_text(lesion)
     value = lesion.get(key)
     if name.startswith("Centroid "):
-        return float("nan") if value is None else float(value["RAS".index(name[-1])])
+        value = None if value is None else value["RAS".index(name[-1])]
     if name in ("Lesion", "RECIST target"):
         return int(value or 0)
-    return float("nan") if value is None else float(value)
+    if name in TEXT_COLUMNS:
+        return "" if value is None else "{:.{}f}".format(float(value), TABLE_DECIMALS[name])
+    return float("nan") if value is None else round(float(value), TABLE_DECIMALS.get(name, 3))
 
 
 def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):
@@ -523,7 +533,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     for col_name, key, unit, description in LESION_TABLE_COLUMNS:
         if col_name in ("Lesion", "RECIST target"):
             column = vtk.vtkIntArray()
-        elif col_name == "Location":
+        elif col_name in TEXT_COLUMNS:
             column = vtk.vtkStringArray()
         else:
             column = vtk.vtkDoubleArray()
@@ -538,6 +548,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
             table_node.SetColumnUnitLabel(col_name, unit)
         table_node.SetColumnDescription(col_name, description)
     table_node.SetUseColumnTitleAsColumnHeader(True)
+    table_node.SetLocked(True)  # read-only cells: an edited "Lesion" number would break row selection
     summary = report_summary(report)
     for key, value in summary.items():
         table_node.SetAttribute(TABLE_ATTRIBUTE_PREFIX + key, repr(value))
@@ -559,7 +570,7 @@ def lesion_table_rows(table_node) -> List[Dict[str, Any]]:
     rows = []
     for r in range(table.GetNumberOfRows()):
         rows.append({table.GetColumn(c).GetName(): table.GetValue(r, c).ToString()
-                     if table.GetColumn(c).GetName() == "Location" else table.GetValue(r, c).ToDouble()
+                     if table.GetColumn(c).GetName() in TEXT_COLUMNS else table.GetValue(r, c).ToDouble()
                      for c in range(table.GetNumberOfColumns())})
     return rows
 

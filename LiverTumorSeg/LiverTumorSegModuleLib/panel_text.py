@@ -112,15 +112,33 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
+PANEL_SWITCHES = {
+    "--keep-liver-above-lungs": "Remove liver above the lung bases (heart, chest)",
+    "--keep-all-liver-components": "Keep only the largest liver component",
+    "--allow-tumor-outside-liver": "Remove tumor outside the liver",
+    "--keep-tubular-lesions": "Tube-shaped tumors become liver (vessels)",
+}
+"""The command-line switch a post-processing warning names (``run again with --flag``) -> the Advanced
+checkbox that does the same in the panel, unticked (the labels are the .ui's)."""
+
+
+def _panel_wording(text: str) -> str:
+    for flag, label in PANEL_SWITCHES.items():
+        text = text.replace(f"run again with {flag}",
+                            f'segment again with "{label}" unticked (under Preprocessing and post-processing)')
+    return text
+
+
 def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: str = "") -> List[str]:
     """The report's ``warnings`` (input checks such as a tilted grid or thick slices, an implausible liver
-    volume) with the file the child read (``input_path``, often a temporary NIfTI) named as the volume."""
+    volume, what post-processing took out) with the file the child read (``input_path``, often a temporary
+    NIfTI) named as the volume and command-line switches named as the panel's checkboxes."""
     # the child prints the path as pathlib writes it: on Windows with backslashes, where Qt gave C:/... forms
     forms = sorted({input_path, input_path.replace("/", "\\"), input_path.replace("\\", "/")} - {""}, key=len,
                    reverse=True)
     warnings = []
     for warning in report.get("warnings") or []:
-        text = str(warning)
+        text = _panel_wording(str(warning))
         if volume_name:
             for form in forms:
                 text = text.replace(f"'{form}'", f"Volume '{volume_name}'").replace(form, volume_name)

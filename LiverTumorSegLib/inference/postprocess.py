@@ -500,6 +500,11 @@ WARN_TUMOR_CHANGED_ML = 0.5
 """Tumor (mL, all components of one rule together) removed or relabelled above which the user is told."""
 
 
+KEEP_HINT = "run again with {}"
+"""How every post-processing warning ends: ``run again with --flag``. The Slicer panel replaces the flag by its
+checkbox (``panel_text``), so one wording serves both."""
+
+
 def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
@@ -507,7 +512,7 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     above = float(changes.get("liver_above_lungs_ml", 0.0))
     if above >= WARN_LIVER_REMOVED_ML:
         lines.append(f"post-processing removed {above:.0f} mL labelled liver above the lung bases (heart or "
-                     f"chest); if it is liver, run with --keep-liver-above-lungs.")
+                     f"chest); if it is liver, {KEEP_HINT.format('--keep-liver-above-lungs')}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:
@@ -515,12 +520,13 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
         tumor = sum(p["tumor_ml"] for p in notable)
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
                      f"({volume:.0f} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
-                     f"resection or a thin bridge), run with --keep-all-liver-components.")
+                     f"resection or a thin bridge), {KEEP_HINT.format('--keep-all-liver-components')}.")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 "--allow-tumor-outside-liver"),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",
                                 "--keep-tubular-lesions")):
         hits = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == rule]
         if sum(hits) >= WARN_TUMOR_CHANGED_ML:
-            lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); {switch} keeps them.")
+            lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); to keep them, "
+                         f"{KEEP_HINT.format(switch)}.")
     return lines

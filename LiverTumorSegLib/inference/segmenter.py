@@ -359,9 +359,9 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
-        fallback = (facts.get("two_stage_record") or {}).get("fallback")
-        if fallback:
-            warnings = [f"two-stage: {fallback}."] + warnings
+        if (facts.get("two_stage_record") or {}).get("fallback"):
+            warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
+                + warnings
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings

@@ -43,7 +43,11 @@ def test_location_text_prefers_report_location():
         "axial S 12.3 mm"
     assert mrml.lesion_location_text({"centroid_ras_mm": [1, -2.25, 3]}) == "axial S 3.0 mm"
     assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "touches_scan_edge": True}) == \
-        "axial S -40.0 mm; cut by the scan's edge (size is a lower bound)"
+        "axial S -40.0 mm, cut by scan edge"
+    # an older report without the field: the slice the views centre on (the long axis' middle), not the centroid
+    older = {"centroid_ras_mm": [1, -2.25, 3],
+             "long_axis": {"end_points_ras_mm": [[0.0, 0.0, 5.0], [10.0, 0.0, 5.0]]}}
+    assert mrml.lesion_location_text(older) == "axial S 5.0 mm"
     assert mrml.lesion_location_text({}) == ""
 
 
@@ -313,7 +317,8 @@ def test_lesion_table_has_one_row_per_lesion(scene):
     assert [r["Mean HU"] for r in rows] == [61.0, 48.5]
     assert (rows[1]["Centroid R"], rows[1]["Centroid A"], rows[1]["Centroid S"]) == (-4.0, 5.5, 60.0)
     assert [r["Location"] for r in rows] == ["axial S 3.0 mm", "right lobe"]
-    assert rows[0]["Confidence"] == pytest.approx(0.91) and np.isnan(rows[1]["Confidence"])  # not in the report
+    assert [r["Tumor probability"] for r in rows] == ["0.91", ""]     # empty, not "nan", when the report has none
+    assert table.GetLocked()                                           # read-only: row selection reads "Lesion"
     assert table.GetColumnUnitLabel("Volume") == "mL"
     assert table.GetColumnUnitLabel("Long axis") == "mm" and table.GetColumnUnitLabel("Short axis") == "mm"
     assert float(table.GetAttribute("LiverTumorSeg.liver_volume_ml")) == 1520.0

@@ -73,7 +73,7 @@ def test_ui_parameter_bindings_match_parameter_node_fields():
     bound = {props["SlicerParameterName"] for _, props in _ui_widgets().values() if "SlicerParameterName" in props}
     assert bound == {"inputVolume", "outputSegmentation", "overrideWindow", "windowLevel", "windowWidth",
                      "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl",
-                     "minLesionProbability", "showTumorProbability"}
+                     "minLesionProbability", "removeLiverAboveLungs", "tubularLesionsToLiver", "showTumorProbability"}
     assert bound <= fields, f"SlicerParameterName values without a parameter node field: {sorted(bound - fields)}"
 
 
@@ -261,7 +261,7 @@ def test_ui_defaults_equal_parameter_node_defaults():
         elif cls == "QDoubleSpinBox":
             assert float(props.get("value", "0")) == pytest.approx(defaults[name]), name
             checked += 1
-    assert checked == 9  # overrideWindow, three post-processing switches, level, width, smallest lesion,
+    assert checked == 11  # overrideWindow, five post-processing switches, level, width, smallest lesion,
     # lowest lesion confidence, probability map
 
 
@@ -280,3 +280,27 @@ def test_panel_post_processing_defaults_are_the_library_defaults():
     assert defaults["tumorInsideLiver"] == library.tumor_inside_liver
     assert defaults["minLesionMl"] == library.min_lesion_ml
     assert defaults["minLesionProbability"] == library.min_lesion_probability
+    assert defaults["removeLiverAboveLungs"] == library.below_lungs                 # the anatomical rules: the
+    assert defaults["tubularLesionsToLiver"] == library.tubular_lesions_to_liver    # panel's warnings name them
+
+
+def test_post_processing_warnings_name_the_panels_checkboxes():
+    # the panel showed "run with --keep-liver-above-lungs" to users without a command line, for two rules the
+    # panel had no control for
+    import sys
+
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from LiverTumorSegModuleLib import panel_text
+
+    labels = {props.get("text") for _, props in _ui_widgets().values()}
+    assert set(panel_text.PANEL_SWITCHES.values()) <= labels          # each named checkbox exists in the .ui
+    changes = {"liver_above_lungs_ml": 42.0, "liver_components_removed": [{"volume_ml": 200.0, "tumor_ml": 4.0}],
+               "tumor_components": [{"rule": "outside_liver", "volume_ml": 2.0}, {"rule": "tubular", "volume_ml": 3.0}]}
+    cli = postprocessing_warnings(changes)
+    assert len(cli) == 4 and all("run again with --" in line for line in cli)
+    panel = panel_text.result_warnings({"warnings": cli})
+    assert all("--" not in line and "unticked (under Preprocessing and post-processing)" in line for line in panel)
+    section = _ui_widgets()["advancedCollapsibleButton"][1]["text"]
+    assert section == "Preprocessing and post-processing"                # the section the warnings name

@@ -343,7 +343,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
     same grid): a tube-like component becomes liver only when it is at most ``tube_darker_hu`` (15 HU) darker
     than the liver around it (a vessel, with or without contrast), so a clearly hypodense elongated tumor stays
-    a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did (:func:`postprocess_labels`)."""
+    a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did
+    (:func:`postprocess_labels`)."""
     from scipy import ndimage
 
     tumor = labels == 2

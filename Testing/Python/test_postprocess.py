@@ -83,7 +83,8 @@ def test_lesion_on_liver_edge_is_kept_whole():
 # ---------------------------------------------------------------------------------------------------------
 # anatomy: lungs, heart, dome (a chest phantom with known answers); tube-like tumors
 
-from LiverTumorSegLib.inference.postprocess import clean_tumors, component_shape, lung_mask, remove_above_lungs  # noqa: E402
+from LiverTumorSegLib.inference.postprocess import (clean_tumors, component_shape, lung_mask,  # noqa: E402
+                                                    remove_above_lungs)
 from LiverTumorSegLib.volume import ImageGeometry  # noqa: E402
 
 CHEST_SPACING = (5.0, 4.0, 4.0)   # (z, y, x) mm; canonical: z superior, x toward patient left

@@ -497,7 +497,7 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     if lesion.get("location"):
         return str(lesion["location"])
     s_mm = lesion.get("axial_position_s_mm")
-    if s_mm is None and (lesion.get("long_axis") or lesion.get("centroid_ras_mm") is not None):
+    if s_mm is None and (lesion_axis_end_points_ras(lesion).get("long") or lesion.get("centroid_ras_mm") is not None):
         s_mm = lesion_focus_ras(lesion)[2]
     text = "" if s_mm is None else "axial S {:.1f} mm".format(float(s_mm))
     if lesion.get("touches_scan_edge"):

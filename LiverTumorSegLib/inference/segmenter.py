@@ -345,8 +345,11 @@ class Segmenter:
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
         # ... and the tumor probability lets it turn small uncertain lesions into liver
         changes = {}  # type: Dict[str, Any]
+        # ... both anatomical rules read Hounsfield units (air, lung density, a vessel within 15 HU of the
+        # liver), so a CT passed with allow_non_hu gets the shape-only rules instead of HU thresholds on 0..1
+        hu = None if self.options.allow_non_hu else volume.array
         labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
-                                    hu_zyx=volume.array, geometry=volume.geometry, tumor_probability_zyx=probability,
+                                    hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
                                     changes=changes)
         timings["postprocess"] = time.perf_counter() - start
         reporter(0.5, "lesion report")

@@ -88,3 +88,23 @@ def test_two_stage_records_a_fallback_to_the_whole_volume():
     labels = segment_two_stage(air, engine, record=record)
     assert not labels.any() and "no liver on the coarse pass" in record["fallback"] and "crop_zyx" not in record
     assert engine.shapes[1] == air.shape_zyx
+
+
+def test_the_report_says_where_two_stage_ran_or_that_it_fell_back():
+    # the report said "two_stage": true and nothing else; a fallback to the whole volume was a log line only
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_predictor=oracle_predictor)
+    segmenter = Segmenter(SegmentationOptions(two_stage=True, device="cpu"), engine=engine)
+    report = segmenter.segment_volume(ph.ct).report
+    assert report["two_stage"] is True and set(report["two_stage_record"]) == {"crop_zyx"}
+    assert not any("Two-stage" in w for w in report["warnings"])
+    noise = np.random.default_rng(0).normal(-950.0, 20.0, ph.ct.shape_zyx).astype(np.float32)  # air, not constant
+    noise[:, 20:40, 20:40] = 40.0                                                                # some soft tissue
+    result = segmenter.segment_volume(CTVolume(noise, ph.ct.geometry))
+    assert "fallback" in result.report["two_stage_record"]
+    assert result.warnings[0].startswith("Two-stage mode found no liver")
+    single = Segmenter(SegmentationOptions(device="cpu"), engine=engine).segment_volume(ph.ct).report
+    assert "two_stage_record" not in single

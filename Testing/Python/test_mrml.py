@@ -48,6 +48,7 @@ def test_location_text_prefers_report_location():
     older = {"centroid_ras_mm": [1, -2.25, 3],
              "long_axis": {"end_points_ras_mm": [[0.0, 0.0, 5.0], [10.0, 0.0, 5.0]]}}
     assert mrml.lesion_location_text(older) == "axial S 5.0 mm"
+    assert mrml.lesion_location_text({"long_axis": {"length_mm": 5.0}}) == ""     # no end points, no centroid
     assert mrml.lesion_location_text({}) == ""
 
 

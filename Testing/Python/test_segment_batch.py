@@ -279,3 +279,18 @@ def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_
     assert [s.status for s in statuses] == ["failed", "done"]
     assert statuses[0].message.startswith("Ran out of memory (Unable to allocate 150. MiB") and "Close other" in \
         statuses[0].message
+
+
+def test_cli_batch_takes_two_stage(tmp_path, capsys):
+    # --two-stage was refused in batch mode although the batch code handles it
+    import json
+
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 2)
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path), "--two-stage",
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    assert code == 0 and "2 done" in capsys.readouterr().out
+    for case in ("ct_0", "ct_1"):
+        report = json.loads((out / "reports" / f"{case}.json").read_text())
+        assert report["two_stage"] is True and "two_stage_record" in report

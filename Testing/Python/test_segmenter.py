@@ -248,3 +248,25 @@ def test_one_segmenter_shared_by_two_threads_gives_each_its_own_result(tiny_path
             for a, b in zip(alone, together):
                 np.testing.assert_array_equal(a.labels, b.labels)
                 np.testing.assert_array_equal(a.tumor_probability, b.tumor_probability)
+
+
+def test_non_hu_input_gets_no_hu_thresholds_in_post_processing(monkeypatch):
+    # the anatomical rules compare Hounsfield units (a vessel within 15 HU of the liver, lung density): on data
+    # scaled to 0..1 the tube rule turned every tube into liver; a non-HU CT now gets the shape-only rules
+    from LiverTumorSegLib.inference import postprocess
+    from LiverTumorSegLib.volume import CTVolume
+
+    seen = []
+    real = postprocess.postprocess_labels
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("hu_zyx") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(postprocess, "postprocess_labels", spy)
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_predictor=oracle_predictor)
+    volume = corner_phantom().ct
+    Segmenter(SegmentationOptions(device="cpu"), engine=engine).segment_volume(volume)
+    scaled = CTVolume((volume.array - volume.array.min()) / np.ptp(volume.array), volume.geometry)
+    Segmenter(SegmentationOptions(device="cpu", allow_non_hu=True), engine=engine).segment_volume(scaled)
+    assert seen == [True, False]

@@ -41,9 +41,14 @@ def architecture_rows(in_channels: int = COUNT_IN_CHANNELS) -> List[Dict[str, An
 
 
 def dice_summary(validation: Dict[str, Any]) -> str:
-    """``"dice_liver=0.950 dice_tumor=0.610"`` from the numeric top-level validation keys naming Dice."""
+    """``"dice_liver=0.950 dice_tumor=0.610"`` from the numeric top-level validation keys naming Dice (slice
+    level, on the network's grid, tumors synthetic), then ``whole-volume liver_dice=...`` when the package
+    holds the whole-volume validation through segment (the figure crossval and evaluate report)."""
     parts = [f"{k}={float(v):.3f}" for k, v in sorted(validation.items())
              if "dice" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    whole = validation.get("whole_volume")
+    if isinstance(whole, dict) and isinstance(whole.get("liver_dice"), (int, float)):
+        parts.append(f"whole-volume liver_dice={float(whole['liver_dice']):.3f}")
     return " ".join(parts) or "-"
 
 

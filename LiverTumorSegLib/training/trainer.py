@@ -121,6 +121,51 @@ def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
     return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
 
 
+def data_files(cases: Sequence[Any]) -> List[Dict[str, Any]]:
+    """Per case: id, the image and label file as absolute paths, and their sizes in bytes (a changed file is
+    seen without hashing gigabytes; None where a path is a folder or gone)."""
+    def size(path: str) -> Optional[int]:
+        try:
+            return int(os.path.getsize(path)) if os.path.isfile(path) else None
+        except OSError:
+            return None
+
+    return [{"case": c.case_id, "image": os.path.abspath(c.image_path), "image_bytes": size(c.image_path),
+             "label": os.path.abspath(c.label_path), "label_bytes": size(c.label_path)} for c in cases]
+
+
+def software_environment() -> Dict[str, Any]:
+    """Python, numpy, torch and MONAI versions and, in a git checkout, the library's commit (read from the
+    files under .git: no process is started; None elsewhere): library_version alone names no code state."""
+    import platform
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
+    try:
+        import monai
+
+        versions["monai"] = monai.__version__
+    except ImportError:
+        versions["monai"] = None
+    versions["git_commit"] = _git_commit(Path(__file__).resolve().parents[2])
+    return versions
+
+
+def _git_commit(root: Path) -> Optional[str]:
+    """The commit checked out in ``root`` (HEAD, following one ref), or None when it is not a git checkout."""
+    try:
+        head = (root / ".git" / "HEAD").read_text(encoding="utf-8").strip()
+        if head.startswith("ref: "):
+            ref = head[5:].strip()
+            path = root / ".git" / ref
+            if path.is_file():
+                return path.read_text(encoding="utf-8").strip()
+            packed = (root / ".git" / "packed-refs").read_text(encoding="utf-8")
+            return next((line.split()[0] for line in packed.splitlines() if line.endswith(" " + ref)), None)
+        return head or None
+    except OSError:
+        return None
+
+
 def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slices_per_input: int = 0) -> None:
     """Build the architecture on the meta device (no memory, no weights) so an unknown model name or option
     fails in a second, before any data is read or cached; ``slices_per_input`` (the preprocessing's
@@ -653,7 +698,13 @@ class Trainer:
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
                     "global_step": self.global_step, "stop_reason": stop_reason,
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
-                    "world_size": self.dist.world_size, "device": str(self.device)}
+                    "world_size": self.dist.world_size, "device": str(self.device),
+                    # what config.augmentation / config.lesions (user overrides only) resolved to, the files read
+                    # and the software: a later change of defaults or data stays visible
+                    "augmentation_resolved": None if self.augmenter is None else self.augmenter.config.to_dict(),
+                    "lesions_resolved": None if self.lesion_inserter is None else self.lesion_inserter.config.to_dict(),
+                    "data_files": data_files(list(self.train_cases) + list(self.val_cases)),
+                    "environment": software_environment()}
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:
             meta["name"] = cfg.name

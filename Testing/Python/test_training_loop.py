@@ -72,6 +72,16 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert meta["training"]["cases"] == result.train_cases and meta["training"]["command"] == "livertumorseg train test"
     assert meta["training"]["spacing_zyx_min_mm"] == [5.0, 3.0, 3.0]
     assert 0.0 <= meta["validation"]["liver_dice"] <= 1.0
+    env = meta["training"]["environment"]       # enough to reproduce the run: software, resolved settings, files
+    assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__ and "git_commit" in env
+    assert meta["training"]["augmentation_resolved"] is None                      # augmentation disabled here
+    lesions = meta["training"]["lesions_resolved"]                                # the settings used, written out
+    assert (lesions is None) == (not meta["training"]["synthetic_lesions"])
+    if lesions is not None:
+        assert list(lesions["count_range"]) == [1, 6]
+    files = meta["training"]["data_files"]
+    assert [f["case"] for f in files] == result.train_cases + result.val_cases
+    assert all(Path(f["image"]).is_absolute() and f["image_bytes"] > 0 for f in files)
     whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
     assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
     assert whole["precision"] == "fp32"  # as trained on the CPU; not bf16 on CPUs that have it

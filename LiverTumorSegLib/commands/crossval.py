@@ -34,5 +34,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
     for row in table:
         print(f"{row['fold']!s:<8} {row['liver_dice']:>10.3f} {row['tumor_dice']:>10.3f}")
+    if table and table[-1].get("tumor_ref_cases") == 0:
+        print("no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted "
+              "(1 = none, 0 = some), not how well it was outlined")
     print(f"table written to {Path(out_dir) / 'crossval.csv'}")
     return 0

@@ -4,7 +4,9 @@ Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), 
 ``fold``: one row per fold 0..k-1 with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows +
 ``metrics.report.summarize_cases``).
 All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
-case where neither prediction nor reference holds tumor, 0.0 where only one does.
+case where neither prediction nor reference holds tumor, 0.0 where only one does; ``tumor_ref_cases`` counts
+the fold's validation cases whose reference has tumor: with none, tumor Dice only says whether tumor was
+predicted at all, not how well it was outlined (slice-level synthetic-tumor Dice is in the training log).
 """
 import json
 import math
@@ -30,9 +32,12 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     """Table row of one fold (``fold`` = its index), whole-volume metrics when they exist."""
     v = result.validation or {}
     metrics = v.get("whole_volume") or v
+    cases = (v.get("whole_volume") or {}).get("cases") or []
+    with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
     return {"fold": fold, "liver_dice": _num(metrics.get("liver_dice")),
-            "tumor_dice": _num(metrics.get("tumor_dice")), "val_cases": " ".join(result.val_cases),
-            "epochs": result.epochs_completed}
+            "tumor_dice": _num(metrics.get("tumor_dice")),
+            "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
+            "val_cases": " ".join(result.val_cases), "epochs": result.epochs_completed}
 
 
 def _num(value: Any) -> float:
@@ -48,6 +53,8 @@ def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     for key in ("liver_dice", "tumor_dice"):
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
+    counts = [r.get("tumor_ref_cases", float("nan")) for r in rows]
+    out["tumor_ref_cases"] = sum(counts) if counts and not any(math.isnan(c) for c in counts) else float("nan")
     return out
 
 

@@ -752,10 +752,12 @@ class Trainer:
 
 
 def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
-    """``{"case", "liver_dice", "tumor_dice"}`` of one validation volume (label maps ``(z, y, x)``), with
-    ``evaluate``'s rules (LiTS per case): liver = label >= 1, tumor = label 2; Dice 1.0 when neither map holds
-    the structure, 0.0 when only one does."""
-    return {"case": case_id, "liver_dice": _dice(pred >= 1, labels >= 1), "tumor_dice": _dice(pred == 2, labels == 2)}
+    """``{"case", "liver_dice", "tumor_dice", "reference_has_tumor"}`` of one validation volume (label maps
+    ``(z, y, x)``), with ``evaluate``'s rules (LiTS per case): liver = label >= 1, tumor = label 2; Dice 1.0 when
+    neither map holds the structure, 0.0 when only one does. Without a reference tumor the tumor Dice only says
+    whether any tumor was predicted, which ``reference_has_tumor`` makes visible."""
+    return {"case": case_id, "liver_dice": _dice(pred >= 1, labels >= 1), "tumor_dice": _dice(pred == 2, labels == 2),
+            "reference_has_tumor": bool((labels == 2).any())}
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

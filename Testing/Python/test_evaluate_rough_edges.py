@@ -68,6 +68,15 @@ def test_tumor_dice_of_tumor_free_case_is_one_in_evaluate_and_crossval(tmp_path,
     false_positive = labels.copy()
     false_positive[labels == 1] = 2
     assert whole_volume_row("a", false_positive, labels)["tumor_dice"] == 0.0
+    # ... and the row says the reference had no tumor, so the 0.0 reads as "tumor predicted", not outlining
+    assert whole_volume_row("a", false_positive, labels)["reference_has_tumor"] is False
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row
+
+    whole = {"liver_dice": 0.9, "tumor_dice": 0.0, "cases": [whole_volume_row("a", false_positive, labels)]}
+    fold = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=["a"], epochs_completed=1))
+    assert fold["tumor_ref_cases"] == 0 and mean_row([fold])["tumor_ref_cases"] == 0
 
 
 def test_crossval_table_first_column_is_fold(tmp_path):

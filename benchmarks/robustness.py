@@ -440,12 +440,8 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    old_rows = meta.get("robustness") if isinstance(meta.get("robustness"), list) else []
-    lost = _covered(old_rows) - _covered(rows)
-    if lost and not replace_stored:
-        raise InputError(f"'{path}' holds robustness rows this run does not repeat ({len(lost)} case/perturbation "
-                         f"pairs, e.g. {sorted(lost)[0]}); run the same cases and perturbations, or pass "
-                         f"--replace-stored to replace the table.")
+    if not replace_stored:
+        check_table_kept(path, meta, _covered(rows))
     meta["robustness"] = [dict(r) for r in rows]
     if settings is not None:
         meta["robustness_settings"] = dict(settings)
@@ -459,6 +455,17 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
 
 def _covered(rows: Sequence[Any]) -> set:
     return {(str(r.get("case")), str(r.get("perturbation"))) for r in rows if isinstance(r, dict)}
+
+
+def check_table_kept(path: Any, metadata: Dict[str, Any], covered: set) -> None:
+    """InputError when the package's stored robustness rows hold (case, perturbation) pairs that ``covered``
+    (the new run's) lacks: storing would lose them."""
+    stored = metadata.get("robustness")
+    lost = _covered(stored if isinstance(stored, list) else []) - covered
+    if lost:
+        raise InputError(f"'{path}' holds robustness rows this run does not repeat ({len(lost)} case/perturbation "
+                         f"pairs, e.g. {sorted(lost)[0]}); run the same cases and perturbations, or pass "
+                         f"--replace-stored to replace the table.")
 
 
 def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str]
@@ -528,12 +535,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
         planned = {(c.case_id, p) for c in found for p in perturbations}
         for path in paths:
-            stored = read_package_metadata(path).get("robustness")
-            lost = _covered(stored if isinstance(stored, list) else []) - planned
-            if lost:
-                raise InputError(f"'{path}' holds robustness rows this run would not repeat ({len(lost)} "
-                                 f"case/perturbation pairs, e.g. {sorted(lost)[0]}); run the same cases and "
-                                 f"perturbations, or pass --replace-stored to replace the table.")
+            check_table_kept(path, read_package_metadata(path), planned)
     cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in found]
     say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
     post = PostprocessingOptions.disabled() if args.no_postprocessing else None

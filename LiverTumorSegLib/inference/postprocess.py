@@ -272,7 +272,7 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
     return clean_tumors(labels, spacing_zyx, options)
 
 
-def _at_least_liver_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
+def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
                             voxels: np.ndarray) -> np.ndarray:
     """Per component ``0..count``: its mean HU is at least the median HU of the liver (label 1) in ``region``
     minus ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are
@@ -368,7 +368,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         if options.tubular_lesions_to_liver:
             tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
             if hu is not None and tube.any():
-                tube &= _at_least_liver_density(components, count, region, hu[box], voxels)
+                tube &= _vessel_like_density(components, count, region, hu[box], voxels)
             new_value[tube] = 1
             rule_of[tube] = "tubular"
         if small:

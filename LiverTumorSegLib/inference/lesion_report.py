@@ -127,8 +127,10 @@ def _lesion_components_in_box(labels_zyx: np.ndarray, geometry: Optional[ImageGe
     if geometry is None or count < 2:
         order = np.argsort(-sizes, kind="stable")  # old number order[n] becomes n + 1
     else:
-        centres = np.asarray(ndimage.center_of_mass(tumor[box], components, np.arange(1, count + 1)),
-                             dtype=np.float64).reshape(count, 3) + [b.start for b in box]
+        where = np.nonzero(components)  # the tumor voxels only (center_of_mass walked the whole box: 1.8 s)
+        ids = components[where]
+        centres = np.stack([np.bincount(ids, weights=w.astype(np.float64), minlength=count + 1)[1:] for w in where],
+                           axis=1) / np.maximum(sizes, 1)[:, None] + [b.start for b in box]
         lps = np.round(np.asarray([geometry.index_to_lps(c[::-1]) for c in centres]), 3)
         # last key first: size, then superior (S = LPS z, larger first), right (L smaller), anterior (P smaller)
         order = np.lexsort((lps[:, 1], lps[:, 0], -lps[:, 2], -sizes))

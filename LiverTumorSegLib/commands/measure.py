@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                              f"written with this segmentation (segment --probabilities).")
         probability = probability.array
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
-                           extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None},
+                           extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
+                                  "probabilities": str(args.probabilities) if args.probabilities else None},
                            tumor_probability_zyx=probability)
     write_report(report, output, overwrite=args.overwrite)
     print("\n".join(summary_lines(report)))

@@ -198,8 +198,9 @@ def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x.json")]) == 2
     prob = write_label_map(tmp_path / "prob.nii.gz", np.where(labels == 2, 204, 10).astype(np.uint8), g)
     assert main(["measure", str(path), "--probabilities", str(prob), "-o", str(tmp_path / "p.json")]) == 0
-    lesion = json.loads((tmp_path / "p.json").read_text())["lesions"][0]
-    assert lesion["mean_tumor_probability"] == pytest.approx(0.8)
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert written["lesions"][0]["mean_tumor_probability"] == pytest.approx(0.8)
+    assert written["probabilities"] == str(prob)                  # which map the numbers came from
     other_grid = write_label_map(tmp_path / "prob2.nii.gz", np.zeros((4, 4, 4), np.uint8), g)
     assert main(["measure", str(path), "--probabilities", str(other_grid), "-o", str(tmp_path / "q.json")]) == 2
     assert "not on the label map's grid" in capsys.readouterr().err

@@ -173,12 +173,6 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     return dataclasses.replace(options, **actual)
 
 
-def _library_version() -> str:
-    from .. import __version__
-
-    return str(__version__)
-
-
 def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
     """:func:`~LiverTumorSegLib.validation.check_ct`'s warnings for an in-memory CT (raises InputError for
     what it refuses), after making sure it is a CTVolume at all."""
@@ -264,13 +258,15 @@ class Segmenter:
 
     def _run_facts(self) -> Dict[str, Any]:
         """Report entries saying what actually ran."""
+        from .. import __version__
+
         engine, package = self.engine, self.package
         options = dataclasses.replace(self.options, **_engine_settings(self.options, engine))  # e.g. "auto" resolved
         metadata = getattr(package, "metadata", None) or {}
         return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
                 "model_path": str(getattr(package, "path", "") or ""),  # which file ran (names can repeat)
                 "model_weights_sha256": str(metadata.get("weights_sha256", "")),
-                "library_version": _library_version(),
+                "library_version": str(__version__),
                 "device": self.device_description,
                 "backend": options.backend,
                 "postprocessing": options.postprocessing.to_dict(),
@@ -324,11 +320,13 @@ class Segmenter:
         if cancel is not None:
             cancel.raise_if_cancelled()
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
-            labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True)
+            two_stage_record = {}  # type: Dict[str, Any]
+            labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True,
+                                                two_stage_record=two_stage_record)
             timings.update(getattr(self.engine, "last_timings", None) or {})
             facts = self._run_facts()
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
-                facts["two_stage_record"] = dict(getattr(self, "_two_stage_record", {}))
+                facts["two_stage_record"] = two_stage_record
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start)
 
@@ -380,9 +378,10 @@ class Segmenter:
                                   tumor_probability=probability)
 
     def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
-                 keep_probability: Optional[bool] = None) -> Any:
+                 keep_probability: Optional[bool] = None, two_stage_record: Optional[Dict[str, Any]] = None) -> Any:
         """``(labels, tumor probability or None)`` from the engine, one or two stages. ``keep_probability``:
-        None = as the options say; an engine without ``predict_with_probability`` gives None."""
+        None = as the options say; an engine without ``predict_with_probability`` gives None.
+        ``two_stage_record``: a dict that receives where two-stage's fine pass ran (or its fallback)."""
         if keep_probability is None:
             keep_probability = self.options.probabilities
         if not self.options.two_stage and not hasattr(self.engine, "predict_with_probability"):
@@ -393,10 +392,9 @@ class Segmenter:
             from .twostage import segment_two_stage
 
             self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
-            self._two_stage_record = {}
             try:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
-                                        with_probability=keep_probability, record=self._two_stage_record)
+                                        with_probability=keep_probability, record=two_stage_record)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)

@@ -43,7 +43,9 @@ from LiverTumorSegLib import followup, mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
 from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, panel_text  # noqa: E402
 
-DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "cuda", "CPU": "cpu"}
+DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "gpu", "CPU": "cpu"}  # "gpu": CUDA, else an Apple-silicon GPU (MPS)
+# device values the panel shows as "GPU" though it no longer writes them (scenes saved by earlier versions)
+DEVICE_TEXT_BY_VALUE = dict({v: k for k, v in DEVICE_BY_TEXT.items()}, cuda="GPU", mps="GPU")
 POLL_INTERVAL_MS = 100
 # Python packages the module consists of; "Reload" drops them from sys.modules so edits take effect.
 RELOADED_PACKAGES = ("LiverTumorSegModuleLib", "LiverTumorSegLib")
@@ -109,7 +111,8 @@ class LiverTumorSegParameterNode:
     """Everything the panel sets, saved with the scene.
 
     inputVolume - the CT; outputSegmentation - None = create a new node; lesionTable - last lesion table;
-    modelPath - model package file; device - auto | cuda | cpu; overrideWindow, windowLevel, windowWidth (HU);
+    modelPath - model package file; device - auto | gpu | cpu (also cuda, mps); overrideWindow, windowLevel,
+    windowWidth (HU);
     post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver),
     removeLiverAboveLungs and tubularLesionsToLiver (the anatomical rules);
     showTumorProbability - also load the tumor probability map.
@@ -243,7 +246,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         index = self.ui.modelComboBox.findData(p.modelPath)
         if index >= 0 and index != self.ui.modelComboBox.currentIndex:
             self.ui.modelComboBox.currentIndex = index
-        deviceText = {v: k for k, v in DEVICE_BY_TEXT.items()}.get(p.device, "Auto")
+        deviceText = DEVICE_TEXT_BY_VALUE.get(p.device, "Auto")
         if self.ui.deviceComboBox.currentText != deviceText:
             self.ui.deviceComboBox.currentText = deviceText
         self.ui.windowLevelSpinBox.enabled = p.overrideWindow

@@ -1,6 +1,6 @@
 """``livertumorseg segment``: segment liver and liver tumors in a CT (file or DICOM folder).
 
-    livertumorseg segment INPUT -o OUTPUT [--model NAME|PATH] [--device auto|cpu|cuda] [--report r.json]
+    livertumorseg segment INPUT -o OUTPUT [--model NAME|PATH] [--device auto|cpu|cuda|mps|gpu] [--report r.json]
     livertumorseg segment --sample -o out.nii.gz     # bundled sample CT + bundled model, prints liver Dice
     livertumorseg segment CT_FOLDER_OR_LIST.csv -o OUT_FOLDER   # many CTs, one model load, resumable
 

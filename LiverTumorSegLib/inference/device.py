@@ -1,7 +1,7 @@
 """Choosing where inference runs: device selection with CPU fallback, GPU facts, batch size from memory.
 
-Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:N]`` into a
-``torch.device`` (falling back to CPU with a message, never crashing, when CUDA is asked for but absent);
+Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:N]|mps|gpu`` into a
+``torch.device`` (falling back to CPU with a message, never crashing, when a GPU is asked for but absent);
 ``choose_batch_size`` is the pure arithmetic that turns free memory into a batch size.
 """
 import logging
@@ -13,7 +13,8 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps", "gpu")
+"""``mps``: Apple-silicon GPUs (Metal); ``gpu``: CUDA when present, else MPS (the Slicer panel's "GPU")."""
 
 
 @dataclass
@@ -29,23 +30,48 @@ class DeviceChoice:
         return getattr(self.device, "type", "") == "cuda"
 
 
-def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None) -> DeviceChoice:
-    """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a torch device.
+def mps_is_available() -> bool:
+    """True when this PyTorch can run on an Apple-silicon GPU (Metal Performance Shaders)."""
+    import torch
 
-    ``auto`` picks CUDA when available. ``cuda`` without CUDA falls back to CPU (as TotalSegmentator does) and
-    sets ``message`` (logged as a warning; ``segment`` puts it into the report's ``warnings``).
-    ``cuda_available`` overrides detection (tests).
+    backend = getattr(getattr(torch, "backends", None), "mps", None)
+    try:
+        return bool(backend is not None and backend.is_available())
+    except Exception:  # noqa: BLE001 - an old or odd build: no MPS
+        return False
+
+
+def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,
+                   mps_available: Optional[bool] = None) -> DeviceChoice:
+    """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` / ``gpu`` to a torch device.
+
+    ``auto`` and ``gpu`` pick CUDA when available, else an Apple-silicon GPU (MPS), else the CPU (``gpu``
+    with a message). ``cuda`` or ``mps`` that is not there falls back to CPU (as TotalSegmentator does) and sets
+    ``message`` (logged as a warning; ``segment`` puts it into the report's ``warnings``). An MPS choice is
+    checked against the CPU on the first batch by the engine, which falls back to the CPU when they disagree.
+    ``cuda_available`` / ``mps_available`` override detection (tests).
     """
     import torch
 
     text = str(requested or "auto").strip().lower()
     if text not in DEVICE_CHOICES and not text.startswith("cuda:"):
-        raise InputError(f"Unknown device '{requested}'; use one of auto, cpu, cuda (or cuda:N).")
+        raise InputError(f"Unknown device '{requested}'; use one of {', '.join(DEVICE_CHOICES)} (or cuda:N).")
     has_cuda = torch.cuda.is_available() if cuda_available is None else bool(cuda_available)
+    has_mps = mps_is_available() if mps_available is None else bool(mps_available)
     if text == "cpu":
         return DeviceChoice(torch.device("cpu"), text)
+    if text in ("auto", "gpu") and (has_cuda or has_mps):
+        return DeviceChoice(torch.device("cuda" if has_cuda else "mps"), text)
     if text == "auto":
-        return DeviceChoice(torch.device("cuda" if has_cuda else "cpu"), text)
+        return DeviceChoice(torch.device("cpu"), text)
+    if text in ("gpu", "mps") and not (has_mps and text == "mps"):
+        what = "A GPU (CUDA or Apple MPS)" if text == "gpu" else "An Apple-silicon GPU (MPS)"
+        message = (f"{what} was requested (--device {text}) but this PyTorch (torch {torch.__version__}) sees "
+                   f"none; running on the CPU instead (slower).")
+        log.warning("warning: %s", message)
+        return DeviceChoice(torch.device("cpu"), text, message)
+    if text == "mps":
+        return DeviceChoice(torch.device("mps"), text)
     if not has_cuda:
         message = (f"CUDA was requested (--device {text}) but is not available in this PyTorch "
                    f"(torch {torch.__version__}); running on the CPU instead (slower).")

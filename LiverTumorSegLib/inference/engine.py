@@ -19,7 +19,10 @@ size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, 
 and with ``precision="auto"`` bf16 autocast (channels-last) on CPUs that compute bf16 natively
 (AVX512-BF16 / AMX-BF16): verified on one batch of the engine's first volume against fp32 (see
 :data:`BF16_MAX_DISAGREEMENT`); whether bf16 suits a network is a property of the network and the CPU, so
-later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each.
+later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each. On an Apple-silicon GPU
+(MPS): fp32, checked in the same way on one batch of the first volume against the CPU (see
+:data:`DEVICE_MAX_DISAGREEMENT`); an error or a disagreement there, or an error on a later batch, moves the
+engine to the CPU for good, with a warning (``device_message``) that the report carries.
 
 ``engine.last_timings`` holds the seconds spent per stage of the last ``predict*`` call and
 ``engine.last_precision`` what precision ran (and the check's numbers).
@@ -48,6 +51,11 @@ before ``precision="auto"`` falls back to fp32. Why 0.1 %: the liver fills rough
 slice, so 0.1 % of all voxels is at most ~1-2 % of the liver's voxels in those slices; the bundled model's
 bf16-vs-fp32 difference on real CT slices measured 0.002-0.003 % (boundary voxels), far below it, while a
 network that bf16 actually breaks (overflow, saturated activations) disagrees on whole regions, far above."""
+
+DEVICE_MAX_DISAGREEMENT = BF16_MAX_DISAGREEMENT
+"""Largest fraction of the check batch's voxels whose label on an Apple GPU (MPS, fp32) may differ from the CPU's
+before the engine moves to the CPU. Both compute fp32, so a working device differs only where rounding order
+tips a boundary voxel; an operator Metal computes wrongly differs on whole regions."""
 
 
 def softmax_channels(logits: np.ndarray) -> np.ndarray:
@@ -137,6 +145,23 @@ def _batches(count: int, size_getter: Callable[[], int]) -> Iterator[List[int]]:
         size = max(1, int(size_getter()))
         yield list(range(start, min(count, start + size)))
         start += size
+
+
+def _short_error(exc: BaseException) -> str:
+    """``Type: message`` of an exception, at most about 200 characters (for a warning line)."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _label_disagreement(reference: np.ndarray, candidate: np.ndarray) -> Tuple[int, float]:
+    """Voxels (and their fraction of one class map's voxels) whose argmax label differs between two
+    probability batches ``(n, K, H, W)``."""
+    differing = int(np.count_nonzero(argmax_channels(reference) != argmax_channels(candidate)))
+    return differing, differing / float(max(1, reference[:, 0].size))
+
+
+def _to_device(tensor: "object", device: "object") -> "object":
+    """``tensor`` on ``device`` (no copy when it is there already); one place, so tests can stand in for MPS."""
+    return tensor if tensor.device == device else tensor.to(device)
 
 
 def _model_on_device(model: "object", device: "object") -> "object":
@@ -272,8 +297,8 @@ class SliceInferenceEngine:
         self.package = load_package(package)
         self.preprocessing = preprocessing_config(self.package)
         choice = resolve_device(device)
-        if backend == "onnx" and choice.is_cuda:
-            choice.message = "The ONNX backend runs on the CPU here; ignoring the CUDA device."
+        if backend == "onnx" and choice.device.type != "cpu":
+            choice.message = f"The ONNX backend runs on the CPU here; ignoring the {choice.device.type.upper()} device."
             choice.device = torch.device("cpu")
             log.warning("warning: %s", choice.message)
         self.device = choice.device
@@ -294,6 +319,9 @@ class SliceInferenceEngine:
         self.cpu_dtype = None  # torch.bfloat16 while CPU bf16 autocast is on
         self._verify_cpu_dtype = False
         self._precision_check = None  # type: Optional[Dict[str, object]]
+        self._verify_device = False  # MPS: check the first volume's middle batch against the CPU
+        self._device_check = None  # type: Optional[Dict[str, object]]
+        self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
@@ -304,7 +332,13 @@ class SliceInferenceEngine:
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
-            self.model = _model_on_device(self.model, self.device)
+            self._cpu_model = self.model if self.device.type == "mps" else None
+            try:
+                self.model = _model_on_device(self.model, self.device)
+            except Exception as exc:  # noqa: BLE001 - MPS: a PyTorch without Metal, or a network it cannot hold
+                if self.device.type != "mps":
+                    raise
+                self._fall_back_to_cpu(f"The Apple GPU (MPS) could not take the network ({_short_error(exc)})")
             if self.device.type == "cuda":
                 self.model = self.model.to(memory_format=torch.channels_last)
                 # no cuDNN autotuning: each CT has its own network grid and a last, shorter batch, so the tuning
@@ -312,6 +346,11 @@ class SliceInferenceEngine:
                 # without, and a tuned second pass was no faster (0.14 s both)
                 torch.backends.cudnn.benchmark = False
                 self.amp_dtype = _cuda_amp_dtype(precision, amp)
+            elif self.device.type == "mps":
+                if precision == "bf16":
+                    raise InputError("--precision bf16 is not offered on an Apple GPU (MPS), which runs fp32 here; "
+                                     "use --precision auto or fp32 (or --device cpu for bf16 on the CPU).")
+                self._verify_device = True
             else:
                 self._choose_cpu_precision(precision)
             if self.backend == "onnx":
@@ -327,6 +366,8 @@ class SliceInferenceEngine:
         if self.device.type == "cuda":
             info = gpu_info(self.device)
             return f"cuda ({info['name']}, {info['free_bytes'] / 2 ** 30:.1f} GiB free)"
+        if self.device.type == "mps":
+            return "mps (Apple GPU, torch, fp32)"
         return f"cpu ({self.threads} threads, {self.backend}, {self.precision_used})"
 
     @property
@@ -448,6 +489,8 @@ class SliceInferenceEngine:
             self.batch_size = self._auto_batch_size(prepared)
         self._start_precision_record()
         self._cached = None  # never a stale batch from a cancelled or failed earlier volume
+        if self._verify_device and self.device.type == "mps":
+            self._check_device_against_cpu(prepared, count)
         if self._verify_cpu_dtype and self.cpu_dtype is not None:
             self._check_cpu_precision(prepared, count)
         done = 0
@@ -519,21 +562,72 @@ class SliceInferenceEngine:
     def _start_precision_record(self) -> None:
         check = None if self._precision_check is None else dict(self._precision_check, this_volume=False)
         self.last_precision = {"requested": self.precision, "used": self.precision_used, "check": check}
+        if self._device_check is not None:
+            self.last_precision["device_check"] = dict(self._device_check, this_volume=False)
         if self.backend == "onnx" or self._batch_predictor is not None:
             self.last_precision["note"] = ("custom batch predictor" if self._batch_predictor is not None
                                            else "ONNX Runtime runs fp32")
 
-    def _check_cpu_precision(self, prepared: object, count: int) -> None:
-        """Run one batch from the middle of the volume (likely abdomen, not an empty end slice) in fp32 and bf16;
-        keep bf16 when their labels differ on at most :data:`BF16_MAX_DISAGREEMENT` of the voxels, else switch
-        this engine to fp32 for good. Once per engine. The kept result is reused for that batch (nothing is
-        computed twice)."""
+    def _check_batch(self, prepared: object, count: int) -> Tuple[List[int], np.ndarray]:
+        """The slices and input ``(n, C, H, W)`` of the checks' batch: one batch from the middle of the volume
+        (likely abdomen, not an empty end slice)."""
         size = int(self.batch_size)
         first = ((count - 1) // size // 2) * size
         indices = list(range(first, min(count, first + size)))
         start = time.perf_counter()
         x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
         self._add_time("preprocess", time.perf_counter() - start)
+        return indices, x
+
+    def _check_device_against_cpu(self, prepared: object, count: int) -> None:
+        """Run the check batch on the Apple GPU (MPS) and on the CPU, both fp32; keep MPS when it ran and the
+        labels differ on at most :data:`DEVICE_MAX_DISAGREEMENT` of the voxels, else move this engine to the CPU
+        for good. Once per engine. The kept result is reused for that batch (nothing is computed twice)."""
+        indices, x = self._check_batch(prepared, count)
+        self._verify_device = False
+        start = time.perf_counter()
+        try:
+            on_device, error = self._torch_probabilities(x).numpy(), ""
+        except Exception as exc:  # noqa: BLE001 - an operator Metal lacks, or its memory: the CPU takes over
+            on_device, error = None, _short_error(exc)
+        seconds_device = time.perf_counter() - start
+        start = time.perf_counter()
+        on_cpu = self._torch_probabilities(x, on_cpu=True).numpy()
+        seconds_cpu = time.perf_counter() - start
+        self._add_time("network", seconds_device + seconds_cpu)
+        differing, fraction = (-1, 1.0) if on_device is None else _label_disagreement(on_cpu, on_device)
+        passed = on_device is not None and fraction <= DEVICE_MAX_DISAGREEMENT
+        self._device_check = {
+            "device": "mps", "slices": [indices[0], indices[-1]], "voxels": int(on_cpu[:, 0].size),
+            "differing_voxels": differing, "differing_fraction": fraction, "max_fraction": DEVICE_MAX_DISAGREEMENT,
+            "error": error, "passed": passed, "device_seconds": round(seconds_device, 4),
+            "cpu_seconds": round(seconds_cpu, 4)}
+        self.last_precision["device_check"] = dict(self._device_check, this_volume=True)
+        if passed:
+            self._cached = (indices, on_device)
+            return
+        self._cached = (indices, on_cpu)
+        self._fall_back_to_cpu(f"The Apple GPU (MPS) failed its check against the CPU ({error})" if error else
+                               f"The Apple GPU (MPS) gave labels that differ from the CPU's on {100 * fraction:.3f} % "
+                               f"of the check slices' voxels (more than {100 * DEVICE_MAX_DISAGREEMENT:.1f} %)")
+
+    def _fall_back_to_cpu(self, reason: str) -> None:
+        """Run the rest on the CPU (fp32, all threads) because of ``reason``, which becomes ``device_message``."""
+        import torch
+
+        self.device = torch.device("cpu")
+        if self._cpu_model is not None:
+            self.model = _model_on_device(self._cpu_model, self.device)
+        self._verify_device = False
+        torch.set_num_threads(self.threads)
+        self.device_message = f"{reason}; running on the CPU instead (slower)."
+        log.warning("warning: %s", self.device_message)
+
+    def _check_cpu_precision(self, prepared: object, count: int) -> None:
+        """Run the check batch (:meth:`_check_batch`) in fp32 and bf16; keep bf16 when their labels differ on at
+        most :data:`BF16_MAX_DISAGREEMENT` of the voxels, else switch this engine to fp32 for good. Once per
+        engine. The kept result is reused for that batch (nothing is computed twice)."""
+        indices, x = self._check_batch(prepared, count)
         start = time.perf_counter()
         reduced = self._torch_probabilities(x).numpy()
         seconds_reduced = time.perf_counter() - start
@@ -542,8 +636,7 @@ class SliceInferenceEngine:
         full = self._torch_probabilities(x).numpy()
         seconds_full = time.perf_counter() - start
         self._add_time("network", seconds_reduced + seconds_full)
-        differing = int(np.count_nonzero(argmax_channels(full) != argmax_channels(reduced)))
-        fraction = differing / float(max(1, full[:, 0].size))
+        differing, fraction = _label_disagreement(full, reduced)
         passed = fraction <= BF16_MAX_DISAGREEMENT
         self._verify_cpu_dtype = False
         self._precision_check = {
@@ -625,6 +718,11 @@ class SliceInferenceEngine:
                 log.warning("warning: %s", self.device_message)
         if self.device.type == "cuda":
             return self._submit_cuda_with_backoff(indices, x, prepared)
+        if self.device.type == "mps":
+            try:
+                return _Pending(indices, self._torch_probabilities(x).numpy())
+            except Exception as exc:  # noqa: BLE001 - e.g. Metal out of memory on a larger CT: the CPU takes over
+                self._fall_back_to_cpu(f"The Apple GPU (MPS) failed on a batch ({_short_error(exc)})")
         return _Pending(indices, self._torch_probabilities(x).numpy())
 
     def _probabilities_numpy(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
@@ -639,26 +737,29 @@ class SliceInferenceEngine:
             probs = 0.5 * (probs + flipped[..., ::-1])
         return np.ascontiguousarray(probs, dtype=np.float32)
 
-    def _forward_logits(self, xt: "object") -> "object":
-        out = self.model(xt)
+    def _forward_logits(self, xt: "object", model: "object" = None) -> "object":
+        out = (model if model is not None else self.model)(xt)
         if isinstance(out, (tuple, list)):  # deep supervision outputs: main logits first
             out = out[0]
         return out
 
-    def _torch_probabilities(self, x: np.ndarray) -> "object":
-        """CPU torch path: float32 probabilities tensor ``(n, K, H, W)``."""
+    def _torch_probabilities(self, x: np.ndarray, on_cpu: bool = False) -> "object":
+        """CPU or MPS torch path: float32 probabilities tensor ``(n, K, H, W)`` on the CPU. ``on_cpu``: the CPU
+        network in fp32 (the MPS check's reference)."""
         import torch
 
-        dtype = self.cpu_dtype
+        model = self._cpu_model if on_cpu else self.model
+        device = torch.device("cpu") if on_cpu else self.device
+        dtype = None if on_cpu else self.cpu_dtype
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            xt = torch.from_numpy(x)
+            xt = _to_device(torch.from_numpy(x), device)
             if dtype is not None:
                 xt = xt.contiguous(memory_format=torch.channels_last)
-            probs = torch.softmax(self._forward_logits(xt).float(), dim=1)
+            probs = torch.softmax(self._forward_logits(xt, model).float(), dim=1)
             if self.tta_flip:
-                flipped = torch.softmax(self._forward_logits(torch.flip(xt, dims=[3])).float(), dim=1)
+                flipped = torch.softmax(self._forward_logits(torch.flip(xt, dims=[3]), model).float(), dim=1)
                 probs = 0.5 * (probs + torch.flip(flipped, dims=[3]))
-        return probs.contiguous()
+        return probs.cpu().contiguous()
 
     def _submit_cuda(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
         """Queue one batch on the GPU. With ``prepared``, the probabilities are also restored to the native grid

@@ -80,7 +80,7 @@ POSTPROCESSING_SWITCHES = (
 
 
 def check_device_name(device: Any) -> str:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (lower-cased, stripped), else InputError."""
+    """One of :data:`DEVICE_CHOICES` or ``cuda:N`` (lower-cased, stripped), else InputError."""
     text = str(device if device is not None else "auto").strip().lower()
     if text in DEVICE_CHOICES or (text.startswith("cuda:") and text[5:].isdigit()):
         return text

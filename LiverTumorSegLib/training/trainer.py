@@ -57,7 +57,13 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------------------- setup helpers
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Raises :class:`InputError` for CUDA without a GPU."""
+    """``auto`` -> CUDA when available, else CPU; ``gpu`` -> CUDA. Raises :class:`InputError` for CUDA without a
+    GPU, and for Apple GPUs (MPS), which inference uses but training has not been tested on."""
+    if name in ("mps", "gpu") and not (name == "gpu" and torch.cuda.is_available()):
+        raise InputError(f"Training runs on a CUDA GPU or the CPU; --device {name} (an Apple-silicon GPU, MPS) is "
+                         f"not supported for training (segment uses it). Use --device cpu.")
+    if name == "gpu":
+        name = "cuda"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -304,3 +304,20 @@ def test_post_processing_warnings_name_the_panels_checkboxes():
     assert all("--" not in line and "unticked (under Preprocessing and post-processing)" in line for line in panel)
     section = _ui_widgets()["advancedCollapsibleButton"][1]["text"]
     assert section == "Preprocessing and post-processing"                # the section the warnings name
+
+
+def test_panel_device_choices_are_library_devices_and_the_ui_items():
+    """The panel's GPU choice must reach the child as a device the command line accepts ("gpu": CUDA, else an
+    Apple GPU); its texts must be the .ui's combo box items."""
+    from LiverTumorSegLib.inference.options import check_device_name
+
+    assignment = next(n for n in _module_tree().body if isinstance(n, ast.Assign)
+                      and getattr(n.targets[0], "id", "") == "DEVICE_BY_TEXT")
+    device_by_text = ast.literal_eval(assignment.value)
+    assert device_by_text["GPU"] == "gpu"
+    assert all(check_device_name(value) == value for value in device_by_text.values())
+    combo = next(e for e in ET.parse(UI_FILE).getroot().iter("widget") if e.get("name") == "deviceComboBox")
+    items = ["".join(i.itertext()).strip() for i in combo.findall("item")]
+    assert items == list(device_by_text)
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert 'cuda="GPU", mps="GPU"' in source  # scenes saved with "cuda" still show GPU

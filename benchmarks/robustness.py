@@ -39,7 +39,8 @@ Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there
 ``liver_outside_ml`` (predicted liver outside the true liver, mL of true voxel size),
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
-``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata).
+``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata as a
+training or validation case: validation cases chose the best epoch, so neither kind is unseen).
 
 **What this measures.** On the team's shared cases, every patient was in the bundled model's training
 set: the table measures *invariance* (does a perturbation the model must be robust to change its output
@@ -341,6 +342,14 @@ def training_names(metadata: Dict[str, Any]) -> set:
     return names
 
 
+def validation_only_names(metadata: Dict[str, Any]) -> set:
+    """Names listed as validation cases and not as training cases or patients in a package's metadata."""
+    training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
+    listed = {key: {str(v) for v in (training.get(key) or []) if isinstance(training.get(key), list)}
+              for key in ("cases", "patients", "validation_cases")}
+    return listed["validation_cases"] - listed["cases"] - listed["patients"]
+
+
 def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
              postprocessing: Any = None, trained_on: Optional[set] = None,
              log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
@@ -552,9 +561,13 @@ def run(args: argparse.Namespace) -> int:
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
+        validated = validation_only_names(package.metadata)
         if trained:
-            print(f"  training cases of this package: {', '.join(trained)} (invariance, not generalization; "
-                  f"matched by case name, so a copy under another name is not caught)")
+            print(f"  cases this package was trained or validated on: {', '.join(trained)} (invariance, not "
+                  f"generalization; matched by case name, so a copy under another name is not caught)")
+        for name in sorted(set(trained) & validated):
+            print(f"  {name} was only its validation case (not trained on, but it chose the best epoch; a "
+                  f"leave-one-patient-out fold's held-out patient)")
     print("\n" + NOTE)
     if args.json:
         from LiverTumorSegLib.fileutil import atomic_output

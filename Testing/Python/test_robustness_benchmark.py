@@ -206,3 +206,12 @@ def test_cli_does_not_store_a_tta_or_raw_table_in_the_package(tmp_path, capsys):
         assert rb.main([str(package.path), "--data", str(tmp_path), "--store-in-package", flag]) == 2
         assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err
     assert package.path.read_bytes() == before
+
+
+def test_a_validation_only_case_is_named_as_such():
+    # a leave-one-patient-out fold's held-out patient is its validation case: the table flags it (it chose the
+    # best epoch) and says it was not trained on, instead of calling it a training case
+    metadata = {"training": {"cases": ["a", "b"], "patients": ["pa", "pb"], "validation_cases": ["c", "a"]}}
+    assert rb.validation_only_names(metadata) == {"c"}
+    assert rb.validation_only_names({"training": {"validation_cases": "c"}}) == set()  # not a list: ignored
+    assert rb.validation_only_names({}) == set()

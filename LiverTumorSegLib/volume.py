@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import InputError
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -29,6 +31,13 @@ class ImageGeometry:
         object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
         d = np.asarray(self.direction, dtype=float).reshape(3, 3)
         object.__setattr__(self, "direction", tuple(d.ravel().tolist()))
+        if len(self.spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in self.spacing):
+            # a zero spacing made every volume 0 mL and every distance 0 mm without a word
+            raise InputError(f"Voxel spacing must be three positive, finite sizes in mm (x, y, z); got "
+                             f"{self.spacing}. Check the image header.")
+        if len(self.origin) != 3 or not np.all(np.isfinite(self.origin)) or not np.all(np.isfinite(d)):
+            raise InputError(f"The image origin {self.origin} or direction {self.direction} is not finite; check "
+                             f"the image header.")
 
     @property
     def direction_matrix(self) -> np.ndarray:

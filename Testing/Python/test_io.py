@@ -594,3 +594,19 @@ def test_volumes_of_any_real_dtype_are_written(tmp_path, suffix):
     assert read_volume(write_volume(tmp_path / f"big{suffix}", CTVolume(big, geometry))).array.max() == big.max()
     with pytest.raises(InputError, match="complex"):
         write_volume(tmp_path / f"c{suffix}", CTVolume(values.astype(np.complex64), geometry))
+
+
+@pytest.mark.parametrize("spacing", [(0.0, 1.0, 1.0), (1.0, -0.5, 1.0), (1.0, 1.0, float("nan")),
+                                     (1.0, float("inf"), 1.0), (1.0, 1.0)])
+def test_image_geometry_refuses_a_spacing_that_is_not_three_positive_sizes(spacing):
+    # a zero spacing gave 0 mL volumes and 0 mm diameters without a word when built in code (readers refuse it)
+    with pytest.raises(InputError, match="Voxel spacing must be three positive, finite sizes in mm"):
+        ImageGeometry(spacing)
+
+
+def test_image_geometry_refuses_a_non_finite_origin_or_direction():
+    with pytest.raises(InputError, match="not finite"):
+        ImageGeometry((1.0, 1.0, 1.0), origin=(0.0, float("nan"), 0.0))
+    with pytest.raises(InputError, match="not finite"):
+        ImageGeometry((1.0, 1.0, 1.0), direction=(float("inf"),) + (0.0,) * 8)
+    assert ImageGeometry((0.7, 0.7, 5.0)).voxel_volume_ml == pytest.approx(0.7 * 0.7 * 5.0 / 1000)

@@ -452,6 +452,22 @@ def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
+def held_out_lines(summary: Dict[str, object]) -> List[str]:
+    """Two lines with the numbers a held-out test of a model quotes: liver Dice mean and worst case, tumor Dice
+    mean; predicted lesions sharing no voxel with a reference lesion and mL labelled liver (label >= 1) outside
+    the reference liver, both summed over cases. Empty when the summary lacks them."""
+    metrics = summary.get("metrics") or {}
+    liver, tumor = metrics.get("dice_liver"), metrics.get("dice_tumor")
+    detection = summary.get("lesion_detection") or {}
+    outside = (summary.get("volume_outside_ref_total_ml") or {}).get("liver")
+    if not liver or outside is None:
+        return []
+    tumor_text = f"tumor Dice mean {_fmt(tumor['mean'])}" if tumor else "no tumor Dice"
+    return [f"over all cases: liver Dice mean {_fmt(liver['mean'])}, worst case {_fmt(liver['min'])}; {tumor_text}",
+            f"summed over cases: {detection.get('pred_no_overlap', 0)} predicted lesion(s) sharing no voxel with a "
+            f"reference lesion; {outside:.1f} mL labelled liver outside the reference liver"]
+
+
 def run(args) -> int:
     result = evaluate_folders(args)
     summary = result["summary"]
@@ -469,6 +485,8 @@ def run(args) -> int:
         print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
               f"recall {_fmt(detection['recall'])}")
+    for line in held_out_lines(summary):
+        print(f"  {line}")
     roc = summary.get("roc_pooled")
     if roc:
         print(f"  pooled ROC AUC ({roc['structure']} voxels): {_fmt(roc['auc'])}")

@@ -18,7 +18,13 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
    negatives) = the other reference lesions; ``false_positive`` = predicted lesions that are not in a
    detected group (touching no reference lesion, or only in a group that failed the IoU test).
    Lesion precision = TP / (TP + FP), recall = TP / (TP + FN); both are pooled over cases in the
-   summary (sum the counts, then divide).
+   summary (sum the counts, then divide);
+5. ``pred_no_overlap``: predicted lesions that share no voxel with any reference lesion, the plainest count
+   of false lesions (those overlapping a reference lesion with IoU <= 0.5 are LiTS false positives, but not
+   these).
+
+Each structure also gets ``volume_outside_ref_<s>_ml``: predicted voxels outside the reference structure
+(false-positive volume, mL), e.g. "liver" labelled outside the real liver.
 
 Tumor burden = tumor volume / liver volume (label 2 voxels / label >= 1 voxels, LiTS); the row's
 ``tumor_burden_error`` = predicted - reference burden (signed, positive = overestimate); NaN when the
@@ -74,6 +80,7 @@ class LesionDetection:
     missed: int
     false_positive: int
     lesions: List[Dict[str, Any]] = field(default_factory=list)  # per reference lesion: id, voxels, iou, detected
+    pred_no_overlap: int = 0  # predicted lesions sharing no voxel with any reference lesion
 
     @property
     def precision(self) -> float:
@@ -169,8 +176,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
                 "detected": int(ref_group[j]) in detected_groups} for j in range(n_ref)]
     detected = sum(1 for lesion in lesions if lesion["detected"])
     false_positive = int(sum(1 for g in pred_group if int(g) not in detected_groups))
+    no_overlap = int(np.count_nonzero(inter.sum(axis=1) == 0)) if n_ref else int(n_pred)
     return LesionDetection(ref_lesions=int(n_ref), pred_lesions=int(n_pred), detected=detected,
-                           missed=int(n_ref) - detected, false_positive=false_positive, lesions=lesions)
+                           missed=int(n_ref) - detected, false_positive=false_positive, lesions=lesions,
+                           pred_no_overlap=no_overlap)
 
 
 def tumor_burden(labels: np.ndarray) -> float:
@@ -183,7 +192,8 @@ def tumor_burden(labels: np.ndarray) -> float:
 def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float], structure: str,
                   surface: bool = True) -> "OrderedDict[str, float]":
     """Metrics of one structure's binary masks, keyed ``<metric>_<structure>[_unit]``:
-    overlap metrics, ``assd/hd/hd95/rmsd_<s>_mm``, ``volume_pred/ref_<s>_ml`` and the voxel counts
+    overlap metrics, ``assd/hd/hd95/rmsd_<s>_mm``, ``volume_pred/ref_<s>_ml``, ``volume_outside_ref_<s>_ml``
+    (predicted outside the reference) and the voxel counts
     ``voxels_tp/pred/ref_<s>`` that global (pooled) Dice needs."""
     counts = confusion_counts(pred, ref)
     row: "OrderedDict[str, float]" = OrderedDict()
@@ -195,6 +205,7 @@ def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     row[f"volume_pred_{structure}_ml"] = counts.pred_count * voxel_ml
     row[f"volume_ref_{structure}_ml"] = counts.ref_count * voxel_ml
+    row[f"volume_outside_ref_{structure}_ml"] = (counts.pred_count - counts.tp) * voxel_ml
     row[f"voxels_tp_{structure}"] = counts.tp
     row[f"voxels_pred_{structure}"] = counts.pred_count
     row[f"voxels_ref_{structure}"] = counts.ref_count
@@ -209,7 +220,7 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
 
     Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row`,
     then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
-    ``lesions_false_positive``, ``lesion_precision``, ``lesion_recall``), tumor burden
+    ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesion_precision``, ``lesion_recall``), tumor burden
     (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
     (float ``(z, y, x)``, probability of ``prob_structure``) are given, ``roc_auc_<prob_structure>``.
     ``surface=False`` skips the surface distances (faster).
@@ -240,6 +251,7 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     row["lesions_detected"] = detection.detected
     row["lesions_missed"] = detection.missed
     row["lesions_false_positive"] = detection.false_positive
+    row["lesions_pred_no_overlap"] = detection.pred_no_overlap
     row["lesion_precision"] = detection.precision
     row["lesion_recall"] = detection.recall
     burden_pred, burden_ref = tumor_burden(pred_labels), tumor_burden(ref_labels)

@@ -90,12 +90,12 @@ def _stats(values: np.ndarray) -> Dict[str, Any]:
 
 def _lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     totals = {}
-    for key in ("ref", "pred", "detected", "missed", "false_positive"):
+    for key in ("ref", "pred", "detected", "missed", "false_positive", "pred_no_overlap"):
         values = metric_values(rows, f"lesions_{key}")
         totals[key] = int(np.nansum(values)) if values.size else 0
     tp, fp, fn = totals["detected"], totals["false_positive"], totals["missed"]
     return {"ref_lesions": totals["ref"], "pred_lesions": totals["pred"], "detected": tp, "missed": fn,
-            "false_positive": fp, "precision": tp / (tp + fp) if tp + fp else None,
+            "false_positive": fp, "pred_no_overlap": totals["pred_no_overlap"], "precision": tp / (tp + fp) if tp + fp else None,
             "recall": tp / (tp + fn) if tp + fn else None}
 
 
@@ -115,8 +115,9 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
     values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
     voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
-    ``recall`` = TP / (TP + FN); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of
-    ``tumor_burden_error`` (LiTS reports both).
+    ``recall`` = TP / (TP + FN), and ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
+    lesion); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
+    ``volume_outside_ref_total_ml``: per structure, predicted mL outside the reference, summed over cases.
     """
     rows = list(rows)
     metrics: "OrderedDict[str, Any]" = OrderedDict()
@@ -133,6 +134,10 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         summary["lesion_detection"] = _lesion_summary(rows)
     if any("tumor_burden_error" in row for row in rows):
         summary["tumor_burden"] = _burden_summary(rows)
+    outside = [c for c in table_columns(rows) if c.startswith("volume_outside_ref_") and c in metrics]
+    if outside:  # totals over cases, mL: how much was labelled outside the reference, all cases together
+        summary["volume_outside_ref_total_ml"] = OrderedDict(
+            (c[len("volume_outside_ref_"):-len("_ml")], float(np.nansum(metric_values(rows, c)))) for c in outside)
     return _json_ready(summary)
 
 

@@ -287,3 +287,34 @@ def test_evaluate_case_refuses_what_it_cannot_score_in_its_own_words():
         with pytest.raises(LabelError, match="positive"):
             evaluate_case(ref, ref, spacing, surface=False)
     assert evaluate_case(ref.astype(np.float64), ref, (2.0, 1.0, 1.0), surface=False)["dice_liver"] == 1.0
+
+
+def test_lesions_sharing_no_voxel_and_volume_outside_the_reference_by_hand():
+    """The numbers a held-out test quotes: D shares no voxel with a reference lesion (counted); E overlaps the
+    missed reference lesion A weakly (a LiTS false positive, but it touches a real lesion: not counted); a
+    3-voxel-thick slab of liver beyond the reference liver is 26 x 3 x 50 voxels of 2 mm^3 = 7.8 mL."""
+    pred, ref = lesion_phantom()
+    e = ball(SHAPE, (15, 15, 21), 4)
+    assert (e & (ref == 2)).sum() > 0 and not (e & (pred == 2)).any()
+    pred[e] = 2
+    pred[2:28, 55:58, 5:55] = 1
+    row = lits.evaluate_case(pred, ref, (2.0, 1.0, 1.0), case="p1", surface=False)
+    assert row["lesions_false_positive"] == 2 and row["lesions_pred_no_overlap"] == 1
+    assert row["volume_outside_ref_liver_ml"] == pytest.approx(26 * 3 * 50 * 2.0 / 1000)
+    outside_tumor = np.count_nonzero((pred == 2) & (ref != 2))
+    assert row["volume_outside_ref_tumor_ml"] == pytest.approx(outside_tumor * 2.0 / 1000)
+    perfect = lits.evaluate_case(ref, ref, (2.0, 1.0, 1.0), case="p2", surface=False)
+    assert perfect["lesions_pred_no_overlap"] == 0 and perfect["volume_outside_ref_liver_ml"] == 0.0
+    no_reference = lits.evaluate_case(pred, np.where(ref == 2, 1, ref).astype(np.uint8), (2.0, 1.0, 1.0))
+    assert no_reference["lesions_pred_no_overlap"] == no_reference["lesions_pred"] == 5  # b's halves, c, d, e
+
+    summary = report.summarize_cases([row, perfect])
+    assert summary["lesion_detection"]["pred_no_overlap"] == 1
+    assert summary["volume_outside_ref_total_ml"]["liver"] == pytest.approx(7.8)
+    from LiverTumorSegLib.commands.evaluate import held_out_lines
+
+    first, second = held_out_lines(summary)
+    mean = summary["metrics"]["dice_liver"]["mean"]
+    assert f"liver Dice mean {mean:.4f}, worst case {row['dice_liver']:.4f}" in first
+    assert "1 predicted lesion(s) sharing no voxel with a reference lesion; 7.8 mL labelled liver outside" in second
+    assert held_out_lines({"metrics": {}}) == []

@@ -43,9 +43,15 @@ from LiverTumorSegLib import followup, mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
 from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, panel_text  # noqa: E402
 
-DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "gpu", "CPU": "cpu"}  # "gpu": CUDA, else an Apple-silicon GPU (MPS)
+DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "gpu", "CPU": "cpu"}  # "gpu": CUDA, else an Apple GPU (MPS)
 # device values the panel shows as "GPU" though it no longer writes them (scenes saved by earlier versions)
 DEVICE_TEXT_BY_VALUE = dict({v: k for k, v in DEVICE_BY_TEXT.items()}, cuda="GPU", mps="GPU")
+
+
+def panelDevice(value: str) -> str:
+    """The device the panel runs for a parameter-node value: what its combo box shows (an old scene's "cuda" is
+    "GPU", which means CUDA else an Apple GPU; anything unknown is "Auto")."""
+    return DEVICE_BY_TEXT[DEVICE_TEXT_BY_VALUE.get(value, "Auto")]
 POLL_INTERVAL_MS = 100
 # Python packages the module consists of; "Reload" drops them from sys.modules so edits take effect.
 RELOADED_PACKAGES = ("LiverTumorSegModuleLib", "LiverTumorSegLib")
@@ -139,7 +145,7 @@ class LiverTumorSegParameterNode:
 def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.SegmentationOptions:
     """The library's SegmentationOptions (validated, frozen) the parameter node describes."""
     return job.SegmentationOptions(
-        model=p.modelPath, device=p.device,
+        model=p.modelPath, device=panelDevice(p.device),
         postprocessing={"largest_liver_component": p.keepLargestLiverComponent,
                         "fill_liver_holes": p.fillLiverHoles, "tumor_inside_liver": p.tumorInsideLiver,
                         "min_lesion_ml": p.minLesionMl, "min_lesion_probability": p.minLesionProbability,
@@ -332,7 +338,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = "Starting..."
         try:
             self._task = self.logic.process(
-                p.inputVolume, p.outputSegmentation, p.modelPath, p.device,
+                p.inputVolume, p.outputSegmentation, p.modelPath, panelDevice(p.device),
                 options=segmentationOptionsFromParameters(p), progress=self.onProgress,
                 waitForCompletion=False, onFinished=self.onFinished, tableNode=p.lesionTable)
         except Exception as exc:  # noqa: BLE001 - any failure to start resets the panel and is shown

@@ -189,5 +189,5 @@ def device_text(last_device: str = "") -> str:
     run the line says how the device is chosen, and after one which device the child used."""
     if last_device:
         return f"Last run used: {last_device} (PyTorch runs in a separate process, not inside Slicer)."
-    return ("The device is chosen by the segmentation process: Auto uses the GPU (NVIDIA CUDA, or Apple silicon) "
+    return ("The device is chosen by the segmentation process: Auto uses the GPU (NVIDIA CUDA, or a Mac's GPU) "
             "when PyTorch sees one, else the CPU.")

@@ -41,7 +41,7 @@ HELP = {
     "val_fraction": "patient-level validation fraction when --folds is 0",
     "folds": "k for k-fold cross-validation (0 = hold-out split)",
     "fold": "which fold to train (0-based)",
-    "device": "auto (CUDA when available), cpu, cuda, cuda:N (Apple GPUs, mps: inference only)",
+    "device": "auto (CUDA when available), cpu, cuda, cuda:N, gpu (= cuda); mps (Apple GPUs) is for segment only",
     "amp": "auto (bf16 on CUDA), bf16, fp16 or off",
     "num_workers": "DataLoader worker processes (0 = in the main process)",
     "early_stopping_patience": "stop after this many validations without improvement (0 = never)",

@@ -14,7 +14,8 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps", "gpu")
-"""``mps``: Apple-silicon GPUs (Metal); ``gpu``: CUDA when present, else MPS (the Slicer panel's "GPU")."""
+"""``mps``: Apple GPUs (Metal: Apple silicon, or an AMD GPU in an Intel Mac); ``gpu``: CUDA when present, else
+MPS (the Slicer panel's "GPU")."""
 
 
 @dataclass
@@ -31,7 +32,7 @@ class DeviceChoice:
 
 
 def mps_is_available() -> bool:
-    """True when this PyTorch can run on an Apple-silicon GPU (Metal Performance Shaders)."""
+    """True when this PyTorch can run on an Apple GPU (Metal Performance Shaders)."""
     import torch
 
     backend = getattr(getattr(torch, "backends", None), "mps", None)
@@ -45,7 +46,7 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
                    mps_available: Optional[bool] = None) -> DeviceChoice:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` / ``gpu`` to a torch device.
 
-    ``auto`` and ``gpu`` pick CUDA when available, else an Apple-silicon GPU (MPS), else the CPU (``gpu``
+    ``auto`` and ``gpu`` pick CUDA when available, else an Apple GPU (MPS), else the CPU (``gpu``
     with a message). ``cuda`` or ``mps`` that is not there falls back to CPU (as TotalSegmentator does) and sets
     ``message`` (logged as a warning; ``segment`` puts it into the report's ``warnings``). An MPS choice is
     checked against the CPU on the first batch by the engine, which falls back to the CPU when they disagree.
@@ -65,7 +66,7 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
     if text == "auto":
         return DeviceChoice(torch.device("cpu"), text)
     if text in ("gpu", "mps") and not (has_mps and text == "mps"):
-        what = "A GPU (CUDA or Apple MPS)" if text == "gpu" else "An Apple-silicon GPU (MPS)"
+        what = "A GPU (CUDA or Apple MPS)" if text == "gpu" else "An Apple GPU (MPS)"
         message = (f"{what} was requested (--device {text}) but this PyTorch (torch {torch.__version__}) sees "
                    f"none; running on the CPU instead (slower).")
         log.warning("warning: %s", message)

@@ -19,7 +19,7 @@ size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, 
 and with ``precision="auto"`` bf16 autocast (channels-last) on CPUs that compute bf16 natively
 (AVX512-BF16 / AMX-BF16): verified on one batch of the engine's first volume against fp32 (see
 :data:`BF16_MAX_DISAGREEMENT`); whether bf16 suits a network is a property of the network and the CPU, so
-later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each. On an Apple-silicon GPU
+later volumes (batch runs) reuse that verdict instead of paying an fp32 batch each. On an Apple GPU
 (MPS): fp32, checked in the same way on one batch of the first volume against the CPU (see
 :data:`DEVICE_MAX_DISAGREEMENT`); an error or a disagreement there, or an error on a later batch, moves the
 engine to the CPU for good, with a warning (``device_message``) that the report carries.
@@ -332,7 +332,7 @@ class SliceInferenceEngine:
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
-            self._cpu_model = self.model if self.device.type == "mps" else None
+            self._cpu_model = self.model.eval() if self.device.type == "mps" else None
             try:
                 self.model = _model_on_device(self.model, self.device)
             except Exception as exc:  # noqa: BLE001 - MPS: a PyTorch without Metal, or a network it cannot hold
@@ -584,7 +584,6 @@ class SliceInferenceEngine:
         labels differ on at most :data:`DEVICE_MAX_DISAGREEMENT` of the voxels, else move this engine to the CPU
         for good. Once per engine. The kept result is reused for that batch (nothing is computed twice)."""
         indices, x = self._check_batch(prepared, count)
-        self._verify_device = False
         start = time.perf_counter()
         try:
             on_device, error = self._torch_probabilities(x).numpy(), ""
@@ -597,6 +596,7 @@ class SliceInferenceEngine:
         self._add_time("network", seconds_device + seconds_cpu)
         differing, fraction = (-1, 1.0) if on_device is None else _label_disagreement(on_cpu, on_device)
         passed = on_device is not None and fraction <= DEVICE_MAX_DISAGREEMENT
+        self._verify_device = False  # only now: a check that could not finish (the CPU failing too) runs again
         self._device_check = {
             "device": "mps", "slices": [indices[0], indices[-1]], "voxels": int(on_cpu[:, 0].size),
             "differing_voxels": differing, "differing_fraction": fraction, "max_fraction": DEVICE_MAX_DISAGREEMENT,
@@ -759,7 +759,7 @@ class SliceInferenceEngine:
             if self.tta_flip:
                 flipped = torch.softmax(self._forward_logits(torch.flip(xt, dims=[3]), model).float(), dim=1)
                 probs = 0.5 * (probs + torch.flip(flipped, dims=[3]))
-        return probs.cpu().contiguous()
+        return _to_device(probs, torch.device("cpu")).contiguous()
 
     def _submit_cuda(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
         """Queue one batch on the GPU. With ``prepared``, the probabilities are also restored to the native grid

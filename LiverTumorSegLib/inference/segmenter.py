@@ -166,7 +166,9 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
         log.warning("The engine given runs with%s TTA; ignoring tta=%s.", "" if actual["tta"] else "out", options.tta)
     if options.backend not in ("auto", actual["backend"]):
         log.warning("The engine given runs the %s backend; ignoring backend=%r.", actual["backend"], options.backend)
-    if options.device != "auto" and not actual["device"].startswith(options.device.split(":")[0]):
+    asked = options.device.split(":")[0]
+    if asked not in ("auto", "gpu") and not actual["device"].startswith(asked) or (
+            asked == "gpu" and not actual["device"].startswith(("cuda", "mps"))):
         log.warning("The engine given runs on %s; ignoring device=%r.", actual["device"], options.device)
     if options.window_level is not None:
         raise InputError("A window override needs the Segmenter to build its own engine; do not pass an engine.")

@@ -59,15 +59,14 @@ class TrainResult:
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``gpu`` -> CUDA. Raises :class:`InputError` for CUDA without a
     GPU, and for Apple GPUs (MPS), which inference uses but training has not been tested on."""
-    if name in ("mps", "gpu") and not (name == "gpu" and torch.cuda.is_available()):
-        raise InputError(f"Training runs on a CUDA GPU or the CPU; --device {name} (an Apple-silicon GPU, MPS) is "
-                         f"not supported for training (segment uses it). Use --device cpu.")
-    if name == "gpu":
-        name = "cuda"
+    if name == "mps":
+        raise InputError("Training runs on a CUDA GPU or the CPU; --device mps (an Apple GPU) is not supported for "
+                         "training (segment uses it). Use --device cpu.")
+    requested, name = name, "cuda" if name == "gpu" else name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device '{name}' requested but this torch has no usable CUDA GPU; use --device cpu.")
+        raise InputError(f"device '{requested}' requested but this torch has no usable CUDA GPU; use --device cpu.")
     return torch.device(name)
 
 

@@ -319,5 +319,14 @@ def test_panel_device_choices_are_library_devices_and_the_ui_items():
     combo = next(e for e in ET.parse(UI_FILE).getroot().iter("widget") if e.get("name") == "deviceComboBox")
     items = ["".join(i.itertext()).strip() for i in combo.findall("item")]
     assert items == list(device_by_text)
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    assert 'cuda="GPU", mps="GPU"' in source  # scenes saved with "cuda" still show GPU
+    # run the module's own mapping (parsed out of the file: the module imports Slicer): a scene saved with
+    # "cuda" by an earlier version shows GPU and runs "gpu" (CUDA, else an Apple GPU), not CUDA-only
+    names = ("DEVICE_BY_TEXT", "DEVICE_TEXT_BY_VALUE", "panelDevice")
+    nodes = [n for n in _module_tree().body if getattr(n, "name", None) in names
+             or (isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") in names)]
+    namespace = {}
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(MODULE_FILE), "exec"), namespace)
+    panel_device = namespace["panelDevice"]
+    assert [panel_device(v) for v in ("cuda", "mps", "gpu", "cpu", "auto", "tpu")] == \
+        ["gpu", "gpu", "gpu", "cpu", "auto", "auto"]
+    assert namespace["DEVICE_TEXT_BY_VALUE"]["cuda"] == "GPU"

@@ -8,6 +8,11 @@ with labels ``(T, H, W)`` or ``(H, W)`` (uint8, 0/1/2). :class:`SliceAugmenter` 
    as tumors enhance less than liver), the liver's outermost pixel ring by half of it; background untouched.
    ``d`` is clipped so the median liver HU stays in ``liver_target_hu_range`` (non-contrast ~40 HU to
    late-arterial ~130 HU), so a liver that is already dark is not pushed to 0 HU.
+   Optionally (``liver_field_probability``, off by default) a **smooth liver HU field**: a random in-plane
+   field of ``liver_field_amplitude_hu`` at most, varying over ``liver_field_scale_mm``, added to the liver
+   and its tumors alike (uneven enhancement, perfusion differences, beam hardening: liver that is darker over
+   a wide, soft-edged region, which a network may take for tumor). It stays liver; tumors keep their contrast
+   to the liver around them.
 2. **one spatial transform**, identical on all T slices and on the labels: rotation, shift, shear,
    anisotropic zoom, optional flips and an elastic displacement are composed into a single sampling grid
    and resampled **once** with ``torch.nn.functional.grid_sample`` (image bilinear, labels nearest;
@@ -59,6 +64,9 @@ class AugmentationConfig(JsonDataclassMixin):
     liver_shift_range_hu: Tuple[float, float] = (-40.0, 60.0)
     liver_target_hu_range: Optional[Tuple[float, float]] = (35.0, 135.0)  # None: no clipping
     tumor_shift_fraction: Tuple[float, float] = (0.5, 1.0)
+    liver_field_probability: float = 0.0                       # off: existing recipes draw the same numbers
+    liver_field_amplitude_hu: Tuple[float, float] = (10.0, 30.0)   # largest |field| in the liver, HU
+    liver_field_scale_mm: Tuple[float, float] = (40.0, 100.0)      # control-point spacing of the field
     hu_scale_probability: float = 0.3
     hu_scale_range: Tuple[float, float] = (0.95, 1.05)
     hu_shift_probability: float = 0.3
@@ -81,7 +89,7 @@ class AugmentationConfig(JsonDataclassMixin):
             if isinstance(value, tuple) and (len(value) != 2 or float(value[0]) > float(value[1])):
                 raise InputError("AugmentationConfig.%s = %r must be a (low, high) pair with low <= high."
                                  % (f.name, value))
-        for name in ("zoom_range", "gamma_range", "hu_scale_range"):
+        for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
         if self.zoom_anisotropy < 1.0 or self.elastic_grid_mm <= 0:
@@ -109,16 +117,39 @@ def liver_hu_shift(hu: np.ndarray, labels: np.ndarray, shift_hu: float, tumor_fr
     in-plane ring of the liver (label >= 1) gets half the shift (partial-volume edge); label 0 is never
     changed. Returns a new float32 array.
     """
-    from scipy.ndimage import binary_erosion
+    lab = np.broadcast_to(labels, hu.shape)
+    weight = _organ_weight(lab >= 1)
+    per_voxel = np.where(lab == 2, np.float32(shift_hu * tumor_fraction), np.float32(shift_hu))
+    return (np.asarray(hu, dtype=np.float32) + weight * per_voxel).astype(np.float32)
 
+
+def smooth_liver_field(hu: np.ndarray, labels: np.ndarray, amplitude_hu: float, scale_px: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Add a smooth random in-plane field to the liver and its tumors (label >= 1), the same on every slice.
+
+    ``hu`` ``(T, H, W)``; ``labels`` ``(T, H, W)`` or ``(H, W)``. The field is Gaussian control points every
+    ``scale_px`` pixels, interpolated bicubically; the liver's outermost in-plane ring gets half of it (as
+    :func:`liver_hu_shift`), and it is scaled so the largest change of any voxel is ``amplitude_hu``.
+    Background (label 0) is never changed. Returns a new float32 array."""
     lab = np.broadcast_to(labels, hu.shape)
     organ = lab >= 1
+    out = np.asarray(hu, dtype=np.float32).copy()
+    if not organ.any():
+        return out
+    field = smooth_displacement(hu.shape[1:], 1.0, max(2.0, float(scale_px)), rng)[0]
+    change = _organ_weight(organ) * field[None]
+    peak = float(np.abs(change).max())
+    return out + change * np.float32(amplitude_hu / peak) if peak > 0 else out
+
+
+def _organ_weight(organ: np.ndarray) -> np.ndarray:
+    """1 inside the organ mask ``(T, H, W)``, 0.5 on its outermost in-plane ring, 0 outside (float32)."""
+    from scipy.ndimage import binary_erosion
+
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]      # in-plane 4-neighbourhood
     core = binary_erosion(organ, structure=structure, border_value=1)
-    weight = 0.5 * organ.astype(np.float32) + 0.5 * core.astype(np.float32)
-    per_voxel = np.where(lab == 2, np.float32(shift_hu * tumor_fraction), np.float32(shift_hu))
-    return (np.asarray(hu, dtype=np.float32) + weight * per_voxel).astype(np.float32)
+    return 0.5 * organ.astype(np.float32) + 0.5 * core.astype(np.float32)
 
 
 def gamma_in_window(hu: np.ndarray, gamma: float, window_hu: Tuple[float, float]) -> np.ndarray:
@@ -288,6 +319,12 @@ class SliceAugmenter:
             fraction = float(rng.uniform(*cfg.tumor_shift_fraction))
             out_hu = liver_hu_shift(out_hu, out_lab, shift, fraction)
             params["liver_shift_hu"], params["tumor_shift_fraction"] = shift, fraction
+        # drawn only when switched on, so recipes without it keep their random stream (and weights)
+        if cfg.liver_field_probability > 0 and rng.random() < cfg.liver_field_probability and (out_lab >= 1).any():
+            amplitude = float(rng.uniform(*cfg.liver_field_amplitude_hu))
+            scale_mm = float(rng.uniform(*cfg.liver_field_scale_mm))
+            out_hu = smooth_liver_field(out_hu, out_lab, amplitude, scale_mm / self.pixel_spacing_mm, rng)
+            params["liver_field_amplitude_hu"], params["liver_field_scale_mm"] = amplitude, scale_mm
 
         if spatial is None:
             spatial = self.draw_spatial(rng, out_hu.shape[1:])

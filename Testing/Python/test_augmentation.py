@@ -7,7 +7,7 @@ import pytest
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.training.augmentation import (AugmentationConfig, SliceAugmenter, affine_source_matrix,
                                                     gamma_in_window, gaussian_blur_in_plane, liver_hu_shift,
-                                                    resample_slices, smooth_displacement)
+                                                    resample_slices, smooth_displacement, smooth_liver_field)
 import seeding
 from seeding import test_seed
 
@@ -186,3 +186,36 @@ def test_config_json_round_trip_and_validation():
         AugmentationConfig.from_dict({"rotate": 1})
     with pytest.raises(InputError, match="shape"):
         SliceAugmenter()(np.zeros((3, 8, 8), np.float32), np.zeros((3, 9, 8), np.uint8), 0)
+
+
+def test_smooth_liver_field_is_wide_soft_liver_only_and_the_same_on_every_slice():
+    """Uneven enhancement, not a lesion: background untouched, the largest change in the liver equals the
+    amplitude, no step between neighbouring pixels of 4 HU (300 draws: at most 2.8), every
+    slice shifted alike, tumor voxels shifted with the liver around them."""
+    size = 128
+    hu = np.full((3, size, size), 40.0, dtype=np.float32)
+    labels = np.zeros((3, size, size), dtype=np.uint8)
+    labels[:, 10:118, 10:118] = 1
+    labels[:, 60:70, 60:70] = 2
+    hu[labels == 1], hu[labels == 2] = 100.0, 60.0
+    rng = np.random.default_rng(test_seed(21))
+    out = smooth_liver_field(hu, labels, amplitude_hu=30.0, scale_px=40.0, rng=rng)
+    delta = out - hu
+    assert out.dtype == np.float32 and np.array_equal(out[labels == 0], hu[labels == 0])
+    assert np.abs(delta).max() == pytest.approx(30.0, abs=1e-3)
+    core = delta[1, 11:117, 11:117]
+    assert np.abs(np.diff(core, axis=0)).max() < 4.0 and np.abs(np.diff(core, axis=1)).max() < 4.0  # 2.8 in 300 draws
+    assert np.allclose(delta[0], delta[2]) and np.allclose(delta[0], delta[1])
+    assert np.abs(core).mean() > 3.0  # it does change the liver
+
+
+def test_liver_field_in_the_augmenter_keeps_labels_and_reports_what_it_drew():
+    hu, labels = _square_sample()
+    cfg = _only(liver_field_probability=1.0, liver_field_amplitude_hu=(20.0, 20.0), liver_field_scale_mm=(60.0, 60.0))
+    augmenter = SliceAugmenter(cfg, pixel_spacing_mm=1.5)
+    out_hu, out_lab = augmenter(hu, labels, np.random.default_rng(test_seed(3)))
+    assert np.array_equal(out_lab, labels) and np.array_equal(out_hu[labels == 0], hu[labels == 0])
+    assert augmenter.last_params == {"liver_field_amplitude_hu": 20.0, "liver_field_scale_mm": 60.0}
+    assert 0 < np.abs(out_hu - hu).max() <= 20.0 + 1e-3
+    with pytest.raises(InputError, match="liver_field_scale_mm"):
+        _only(liver_field_scale_mm=(0.0, 10.0))

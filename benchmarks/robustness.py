@@ -342,12 +342,15 @@ def training_names(metadata: Dict[str, Any]) -> set:
     return names
 
 
-def validation_only_names(metadata: Dict[str, Any]) -> set:
-    """Names listed as validation cases and not as training cases or patients in a package's metadata."""
+def validation_only_names(metadata: Dict[str, Any], patient_of: Optional[Dict[str, str]] = None) -> set:
+    """Names listed as validation cases and not as training cases or patients in a package's metadata, nor a
+    scan of a training patient (``patient_of``: case name -> patient id, where known)."""
     training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
+    training = training if isinstance(training, dict) else {}
     listed = {key: {str(v) for v in (training.get(key) or []) if isinstance(training.get(key), list)}
               for key in ("cases", "patients", "validation_cases")}
-    return listed["validation_cases"] - listed["cases"] - listed["patients"]
+    names = listed["validation_cases"] - listed["cases"] - listed["patients"]
+    return {n for n in names if str((patient_of or {}).get(n, n)) not in listed["patients"]}
 
 
 def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
@@ -561,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
-        validated = validation_only_names(package.metadata)
+        validated = validation_only_names(package.metadata, {c.case_id: c.patient_id for c in cases})
         if trained:
             print(f"  cases this package was trained or validated on: {', '.join(trained)} (invariance, not "
                   f"generalization; matched by case name, so a copy under another name is not caught)")

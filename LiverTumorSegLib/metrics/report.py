@@ -27,6 +27,8 @@ from ..fileutil import atomic_output
 from .lits import STRUCTURES, global_dice
 
 PathLike = Union[str, Path]
+LOWER_IS_BETTER_PREFIXES = ("voe", "rvd", "tumor_burden_error", "volume_outside_ref_", "lesions_pred_no_overlap",
+                            "lesions_false_positive", "lesions_missed")
 NOT_SUMMARIZED_PREFIXES = ("voxels_",)  # raw counts: used for global Dice, not averaged
 DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver", "assd_liver_mm",
                            "hd95_liver_mm", "assd_tumor_mm", "hd95_tumor_mm")
@@ -93,6 +95,8 @@ def _lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     for key in ("ref", "pred", "detected", "missed", "false_positive", "pred_no_overlap"):
         values = metric_values(rows, f"lesions_{key}")
         totals[key] = int(np.nansum(values)) if values.size else 0
+    if not any(row.get("lesions_pred_no_overlap") not in (None, "") for row in rows):
+        totals["pred_no_overlap"] = None  # a table written before the column existed: unknown, not 0
     tp, fp, fn = totals["detected"], totals["false_positive"], totals["missed"]
     return {"ref_lesions": totals["ref"], "pred_lesions": totals["pred"], "detected": tp, "missed": fn,
             "false_positive": fp, "pred_no_overlap": totals["pred_no_overlap"], "precision": tp / (tp + fp) if tp + fp else None,
@@ -201,10 +205,11 @@ def write_json(data: Dict[str, Any], path: PathLike, overwrite: bool = False) ->
 
 def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tuple[Optional[str], Optional[str]]:
     """``(best_case, worst_case)`` by ``metric`` (higher is better for Dice-like metrics; for metrics
-    ending in ``_mm`` or starting with ``voe``/``rvd`` lower absolute value is better). Cases with NaN
-    are ignored; ``(None, None)`` when no case has a value."""
+    ending in ``_mm``, starting with ``voe``/``rvd``/``tumor_burden_error``, and for counts and volumes of
+    errors (false or missed lesions, volume outside the reference) lower absolute value is better). Cases with
+    NaN are ignored; ``(None, None)`` when no case has a value."""
     values = metric_values(rows, metric)
-    if metric.endswith("_mm") or metric.startswith(("voe", "rvd", "tumor_burden_error")):
+    if metric.endswith("_mm") or metric.startswith(LOWER_IS_BETTER_PREFIXES):
         values = -np.abs(values)
     valid = np.flatnonzero(~np.isnan(values))
     if valid.size == 0:

@@ -86,9 +86,13 @@ class AugmentationConfig(JsonDataclassMixin):
             value = getattr(self, f.name)
             if f.name.endswith("_probability") and not 0.0 <= float(value) <= 1.0:
                 raise InputError("AugmentationConfig.%s = %r must be a probability in [0, 1]." % (f.name, value))
-            if isinstance(value, tuple) and (len(value) != 2 or float(value[0]) > float(value[1])):
-                raise InputError("AugmentationConfig.%s = %r must be a (low, high) pair with low <= high."
-                                 % (f.name, value))
+            if isinstance(value, tuple) and (len(value) != 2 or not np.all(np.isfinite(np.asarray(value, float)))
+                                             or float(value[0]) > float(value[1])):
+                raise InputError("AugmentationConfig.%s = %r must be a (low, high) pair of finite numbers with "
+                                 "low <= high." % (f.name, value))
+        if self.liver_field_amplitude_hu[0] < 0:
+            raise InputError("AugmentationConfig.liver_field_amplitude_hu = %r: the largest change is a size in HU, "
+                             ">= 0 (the field takes both signs)." % (self.liver_field_amplitude_hu,))
         for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))

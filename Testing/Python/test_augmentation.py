@@ -219,3 +219,14 @@ def test_liver_field_in_the_augmenter_keeps_labels_and_reports_what_it_drew():
     assert 0 < np.abs(out_hu - hu).max() <= 20.0 + 1e-3
     with pytest.raises(InputError, match="liver_field_scale_mm"):
         _only(liver_field_scale_mm=(0.0, 10.0))
+
+
+@pytest.mark.parametrize("field,value", [("liver_field_amplitude_hu", (10.0, float("inf"))),
+                                         ("liver_field_amplitude_hu", (float("nan"), 30.0)),
+                                         ("liver_field_scale_mm", (40.0, float("nan"))),
+                                         ("liver_shift_range_hu", (0.0, float("inf"))),
+                                         ("liver_field_amplitude_hu", (-30.0, -10.0))])
+def test_ranges_must_be_finite_and_the_field_amplitude_a_size(field, value):
+    # these passed validate() and crashed the first sample (OverflowError) or drew negative 'amplitudes'
+    with pytest.raises(InputError, match=field):
+        _only(**{field: value})

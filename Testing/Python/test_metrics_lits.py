@@ -318,3 +318,15 @@ def test_lesions_sharing_no_voxel_and_volume_outside_the_reference_by_hand():
     assert f"liver Dice mean {mean:.4f}, worst case {row['dice_liver']:.4f}" in first
     assert "1 predicted lesion(s) sharing no voxel with a reference lesion; 7.8 mL labelled liver outside" in second
     assert held_out_lines({"metrics": {}}) == []
+
+
+def test_error_volumes_and_counts_rank_lower_as_better_and_old_tables_say_unknown():
+    rows = [{"case": "clean", "volume_outside_ref_liver_ml": 0.0, "lesions_pred_no_overlap": 0, "lesions_ref": 1,
+             "lesions_pred": 1, "lesions_detected": 1, "lesions_missed": 0, "lesions_false_positive": 0},
+            {"case": "leaky", "volume_outside_ref_liver_ml": 98.0, "lesions_pred_no_overlap": 4, "lesions_ref": 1,
+             "lesions_pred": 5, "lesions_detected": 1, "lesions_missed": 0, "lesions_false_positive": 4}]
+    for metric in ("volume_outside_ref_liver_ml", "lesions_pred_no_overlap", "lesions_false_positive"):
+        assert report.rank_cases(rows, metric) == ("clean", "leaky"), metric
+    assert report.summarize_cases(rows)["lesion_detection"]["pred_no_overlap"] == 4
+    old = [{k: v for k, v in row.items() if k != "lesions_pred_no_overlap"} for row in rows]
+    assert report.summarize_cases(old)["lesion_detection"]["pred_no_overlap"] is None  # unknown, not 0

@@ -215,3 +215,6 @@ def test_a_validation_only_case_is_named_as_such():
     assert rb.validation_only_names(metadata) == {"c"}
     assert rb.validation_only_names({"training": {"validation_cases": "c"}}) == set()  # not a list: ignored
     assert rb.validation_only_names({}) == set()
+    # a second scan of a training patient is not unseen, whatever its case name
+    assert rb.validation_only_names(metadata, {"c": "pa"}) == set()
+    assert rb.validation_only_names(metadata, {"c": "pc"}) == {"c"}

@@ -270,3 +270,18 @@ def test_non_hu_input_gets_no_hu_thresholds_in_post_processing(monkeypatch):
     scaled = CTVolume((volume.array - volume.array.min()) / np.ptp(volume.array), volume.geometry)
     Segmenter(SegmentationOptions(device="cpu", allow_non_hu=True), engine=engine).segment_volume(scaled)
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("asked,runs,warned", [("gpu", "mps", False), ("gpu", "cuda:0", False), ("gpu", "cpu", True),
+                                               ("cuda", "mps", True), ("mps", "mps", False), ("auto", "cpu", False)])
+def test_a_given_engine_on_the_device_asked_for_draws_no_warning(asked, runs, warned, caplog):
+    # "gpu" means CUDA or a Mac's GPU: an engine on MPS given with device="gpu" warned that it ignored the device
+    import types
+
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+
+    engine = types.SimpleNamespace(device=runs, tta_flip=False, backend="torch", batch_size=8, threads=2,
+                                   precision="auto")
+    options = segmenter_module._engine_options(SegmentationOptions(device=asked), engine)
+    assert options.device == runs
+    assert any("ignoring device" in r.getMessage() for r in caplog.records) is warned

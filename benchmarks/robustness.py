@@ -332,23 +332,24 @@ def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- running
 
-def training_names(metadata: Dict[str, Any]) -> set:
+def _listed_names(metadata: Dict[str, Any]) -> Dict[str, set]:
+    """The package metadata's training ``cases``, ``patients`` and ``validation_cases`` as sets of names
+    (empty where missing or not a list)."""
     training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
-    names = set()
-    for key in ("cases", "patients", "validation_cases"):
-        values = training.get(key) or []
-        if isinstance(values, list):
-            names.update(str(v) for v in values)
-    return names
+    training = training if isinstance(training, dict) else {}
+    return {key: {str(v) for v in training.get(key)} if isinstance(training.get(key), list) else set()
+            for key in ("cases", "patients", "validation_cases")}
+
+
+def training_names(metadata: Dict[str, Any]) -> set:
+    """Every case or patient name a package was trained or validated on."""
+    return set().union(*_listed_names(metadata).values())
 
 
 def validation_only_names(metadata: Dict[str, Any], patient_of: Optional[Dict[str, str]] = None) -> set:
     """Names listed as validation cases and not as training cases or patients in a package's metadata, nor a
     scan of a training patient (``patient_of``: case name -> patient id, where known)."""
-    training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
-    training = training if isinstance(training, dict) else {}
-    listed = {key: {str(v) for v in (training.get(key) or []) if isinstance(training.get(key), list)}
-              for key in ("cases", "patients", "validation_cases")}
+    listed = _listed_names(metadata)
     names = listed["validation_cases"] - listed["cases"] - listed["patients"]
     return {n for n in names if str((patient_of or {}).get(n, n)) not in listed["patients"]}
 

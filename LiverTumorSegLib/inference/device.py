@@ -65,14 +65,14 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
         return DeviceChoice(torch.device("cuda" if has_cuda else "mps"), text)
     if text == "auto":
         return DeviceChoice(torch.device("cpu"), text)
-    if text in ("gpu", "mps") and not (has_mps and text == "mps"):
+    if text == "mps" and has_mps:
+        return DeviceChoice(torch.device("mps"), text)
+    if text in ("gpu", "mps"):
         what = "A GPU (CUDA or Apple MPS)" if text == "gpu" else "An Apple GPU (MPS)"
         message = (f"{what} was requested (--device {text}) but this PyTorch (torch {torch.__version__}) sees "
                    f"none; running on the CPU instead (slower).")
         log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
-    if text == "mps":
-        return DeviceChoice(torch.device("mps"), text)
     if not has_cuda:
         message = (f"CUDA was requested (--device {text}) but is not available in this PyTorch "
                    f"(torch {torch.__version__}); running on the CPU instead (slower).")

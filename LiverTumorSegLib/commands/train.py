@@ -4,7 +4,8 @@
                         [--folds K --fold I] [--epochs N] [--config train.yaml] [--resume] [...]
 
 Every option of :class:`~LiverTumorSegLib.training.config.TrainConfig` is available as ``--option-name``
-and in the YAML/JSON config file; command-line values override the file. Dict/list options
+and in the YAML/JSON config file; command-line values override the file (``--augmentation``, ``--lesions``
+and, for the file's architecture, ``--model-options`` key by key: the file's other keys stay). Dict/list options
 (``--model-options``, ``--augmentation``, ``--lesions``, ``--label-map``, ``--class-weights``) take JSON,
 e.g. ``--label-map '{"5": 1}'``. Multi-GPU / multi-node: launch with
 ``torchrun --nproc_per_node N -m LiverTumorSegLib train ...``.
@@ -23,10 +24,12 @@ HELP = {
     "format": "data layout (default auto)",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
     "model": "architecture (livertumorseg models lists them; default unet)",
-    "model_options": "JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}'",
+    "model_options": ("JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}' (merged "
+                      "key by key into --config's while --model is the file's)"),
     "preprocessing": "preprocessing preset name, JSON file, or JSON dict (default: 'default')",
-    "augmentation": "JSON AugmentationConfig overrides; '{\"enabled\": false}' turns augmentation off",
-    "lesions": "JSON LesionConfig overrides for synthetic lesions",
+    "augmentation": ("JSON AugmentationConfig overrides, merged key by key into --config's; "
+                     "'{\"enabled\": false}' turns augmentation off"),
+    "lesions": "JSON LesionConfig overrides for synthetic lesions, merged key by key into --config's",
     "synthetic_lesions": "auto (on when the data has no tumor label), true or false",
     "loss": "ce, dice, dice_ce (default), focal or dice_focal",
     "class_weights": "JSON list of 3 cross-entropy/focal class weights",
@@ -107,15 +110,37 @@ def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_
                         help="show the progress bar (the default)")
 
 
+MERGED_OPTIONS = ("augmentation", "lesions", "model_options")
+"""Dict options that the command line merges key by key into the ``--config`` file's (the command line's keys
+win; ``model_options`` only while the architecture stays the file's). Other options, ``label_map`` included,
+replace the file's value whole."""
+
+
+def merge_options(file_values: Dict[str, Any], cli: Dict[str, Any]) -> Dict[str, Any]:
+    """``--config`` values updated by command-line values; see :data:`MERGED_OPTIONS`.
+
+    ``train --config v2.yaml --augmentation '{"liver_field_probability": 0.5}'`` keeps every other augmentation
+    setting of the file: replacing the whole dict dropped them for the library defaults without a word."""
+    from ..training.config import TrainConfig
+
+    values = dict(file_values)
+    default_model = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "model")
+    file_model = values.get("model", default_model)
+    same_model = cli.get("model", file_model) == file_model
+    for key, value in cli.items():
+        base = values.get(key)
+        mergeable = key in MERGED_OPTIONS and (key != "model_options" or same_model)
+        values[key] = {**base, **value} if mergeable and isinstance(base, dict) and isinstance(value, dict) else value
+    return values
+
+
 def config_from_args(args: argparse.Namespace):
-    """TrainConfig = defaults < ``--config`` file < command-line options."""
+    """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`)."""
     from ..training.config import TrainConfig, load_config_file
 
-    values: Dict[str, Any] = {}
-    if getattr(args, "config_file", None):
-        values.update(load_config_file(args.config_file))
+    file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
-    values.update(cli)
+    values = merge_options(file_values, cli)
     config = TrainConfig.from_dict(values, source=args.config_file or "command line")
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")

@@ -32,6 +32,35 @@ def test_config_file_then_cli_override(tmp_path):
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_cli_dict_options_merge_into_the_config_file_key_by_key(tmp_path):
+    # `train --config v2.yaml --augmentation '{...one key...}'` replaced the file's whole augmentation dict with
+    # that one key: every other setting of the recipe fell back to the library default without a word
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    (tmp_path / "t.yaml").write_text("data: d.csv\nmodel: unet\nmodel_options:\n  channels: [4, 8, 16]\n"
+                                     "  strides: [2, 2]\naugmentation:\n  zoom_range: [0.6, 1.6]\n"
+                                     "  zoom_probability: 0.8\nlesions:\n  diameter_range_mm: [5.0, 80.0]\n"
+                                     "label_map: {'5': 1, '6': 2}\n")
+
+    def config(*extra):
+        return config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "t.yaml"), *extra]))
+
+    cfg = config("--augmentation", '{"liver_field_probability": 0.5, "zoom_probability": 0.3}',
+                 "--lesions", '{"cluster_probability": 0.3}', "--model-options", '{"dropout": 0.2}',
+                 "--label-map", '{"5": 1}')
+    assert cfg.augmentation == {"zoom_range": [0.6, 1.6], "zoom_probability": 0.3, "liver_field_probability": 0.5}
+    assert cfg.lesions == {"diameter_range_mm": [5.0, 80.0], "cluster_probability": 0.3}
+    assert cfg.model_options == {"channels": [4, 8, 16], "strides": [2, 2], "dropout": 0.2}
+    assert cfg.label_map == {"5": 1}                          # a label map is replaced whole
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig
+    assert tuple(AugmentationConfig.from_dict(cfg.augmentation).zoom_range) == (0.6, 1.6)
+    # another architecture: the file's U-Net options do not apply to it, the command line's replace them
+    assert config("--model", "segnet", "--model-options", '{"width": 0.35}').model_options == {"width": 0.35}
+    assert config("--model", "unet", "--model-options", '{"dropout": 0.2}').model_options["channels"] == [4, 8, 16]
+    assert config("--augmentation", '{"enabled": false}').augmentation["enabled"] is False
+
+
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(InputError, match="Unknown training option.*epoch\\b"):
         TrainConfig.from_dict({"epoch": 3})

@@ -31,6 +31,10 @@ KEEP = ["dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm", "rvd_liver"
 
 def evaluate_fold(package_path: Path, case) -> dict:
     package = load_model_package(package_path)
+    listed = (package.metadata.get("training") or {}).get("validation_cases")
+    if isinstance(listed, list) and case.case_id not in listed:
+        raise SystemExit(f"{package_path} held out {listed}, not {case.case_id}: its fold was split with another "
+                         f"seed than --config's split_seed (or seed). Train the folds with that split seed.")
     ct = read_volume(case.image_path)
     ref = read_label_map(case.label_path, reference=ct)
     ref_labels = (ref.array > 0).astype(np.uint8)  # liver-only reference (0/1)
@@ -65,7 +69,7 @@ def main() -> int:
     parser.add_argument("--description", default=None, help="replace the package's description (text)")
     args = parser.parse_args()
 
-    seed = TrainConfig.from_file(args.config).seed
+    seed = TrainConfig.from_file(args.config).data_split_seed
     cases = discover_cases(args.cases, "csv")
     rows = []
     for fold, (_, held_out) in enumerate(kfold_splits(cases, 3, seed)):

@@ -42,6 +42,8 @@ HELP = {
                              "over all slices, liver ones included)"),
     "every_other_slice": "sample only even slice indices (as Kulkarni et al. do)",
     "val_fraction": "patient-level validation fraction when --folds is 0",
+    "split_seed": ("seed of the patient split (validation hold-out and folds); default: --seed. Give the same "
+                   "value to runs with different --seed that must hold out the same patients"),
     "folds": "k for k-fold cross-validation (0 = hold-out split)",
     "fold": "which fold to train (0-based)",
     "device": "auto (CUDA when available), cpu, cuda, cuda:N, gpu (= cuda); mps (Apple GPUs) is for segment only",
@@ -87,6 +89,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             add_progress_options(parser, dest=f.name)
         elif f.name == "preprocessing":
             parser.add_argument(*names, dest=f.name, type=_preprocessing_value, default=None, help=help_text)
+        elif f.name == "split_seed":
+            parser.add_argument(*names, dest=f.name, type=int, default=None, metavar="SEED", help=help_text)
         elif isinstance(value, bool):
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)

@@ -74,6 +74,7 @@ class TrainConfig:
     val_every: int = 1
     val_max_slices: int = 0
     seed: int = 1234
+    split_seed: Optional[int] = None   # seed of the patient split; None: ``seed`` (see ``data_split_seed``)
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = False
@@ -147,6 +148,9 @@ class TrainConfig:
             raise InputError(f"liver_slice_fraction must be in [0, 1] (got {self.liver_slice_fraction}).")
         if self.folds and not 0 <= int(self.fold) < int(self.folds):
             raise InputError(f"fold {self.fold} is outside 0..{int(self.folds) - 1} for folds={self.folds}.")
+        if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int)
+                                            or self.split_seed < 0):
+            raise InputError(f"split_seed must be a whole number >= 0 or left out (got {self.split_seed!r}).")
         if self.folds == 1 or self.folds < 0:
             raise InputError(f"folds must be 0 (hold-out split) or at least 2 (got {self.folds}).")
         if not self.folds and not 0.0 <= float(self.val_fraction) < 1.0:
@@ -167,6 +171,14 @@ class TrainConfig:
             _check_weights(name, getattr(self, name))
 
     # ----------------------------------------------------------------- derived values
+    @property
+    def data_split_seed(self) -> int:
+        """Seed of the patient split (hold-out and k-fold): ``split_seed`` when given, else ``seed``.
+
+        With only ``seed``, two training seeds of "fold 0" hold out different patients; runs that compare
+        training seeds or recipes on the same folds must share a ``split_seed``."""
+        return int(self.seed if self.split_seed is None else self.split_seed)
+
     @property
     def use_synthetic_lesions(self) -> Optional[bool]:
         """True/False when forced, None for "auto" (decided from the data)."""

@@ -311,7 +311,8 @@ class Trainer:
         self.pre_config = build_preprocessing(cfg.preprocessing)
         check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
-        self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold, cfg.seed)
+        self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
+                                                        cfg.data_split_seed)
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -320,7 +321,9 @@ class Trainer:
         self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients, {self.layout} layout) "
                  f"from {cfg.data}; "
                  f"train {len(self.train_cases)}, validation {len(self.val_cases)}"
-                 + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else ""))
+                 + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else "")
+                 + (f"; validation patients: {', '.join(sorted({c.patient_id for c in self.val_cases}))}"
+                    f" (split seed {cfg.data_split_seed})" if self.val_cases else ""))
 
         from ..preprocessing import SlicePreprocessor
 

@@ -192,6 +192,31 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
 
 
+def test_split_seed_holds_out_the_same_patients_for_every_training_seed(data_csv, tmp_path):
+    # "fold 0" with --seed 2027 and with --seed 7 held out different patients, so a comparison of training seeds
+    # measured one of them on a patient it had trained on (issue 11's lever check in stop 25 did)
+    logs = []
+
+    def held_out(seed, **extra):
+        out = tmp_path / f"s{seed}_{len(logs)}"
+        out.mkdir()
+        cfg = tiny_config(data_csv, out, seed=seed, folds=3, fold=0, **extra)
+        trainer = Trainer(cfg, log=logs.append)
+        trainer.setup()
+        return sorted(c.patient_id for c in trainer.val_cases)
+
+    by_seed = {seed: held_out(seed) for seed in range(6)}
+    assert len({tuple(v) for v in by_seed.values()}) > 1          # the split follows --seed when no split seed
+    assert any("validation patients: " + ", ".join(by_seed[5]) + " (split seed 5)" in line for line in logs)
+    with_split = {seed: held_out(seed, split_seed=0) for seed in range(6)}
+    assert all(v == by_seed[0] for v in with_split.values())
+    assert TrainConfig.from_dict({"seed": 7}).data_split_seed == 7
+    assert TrainConfig.from_dict({"seed": 7, "split_seed": 2027}).data_split_seed == 2027
+    for bad in (-1, True, 1.5, "3"):
+        with pytest.raises(Exception, match="split_seed"):
+            TrainConfig.from_dict({"split_seed": bad})
+
+
 def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(data_csv, tmp_path):
     """crossval --resume stopped at the first finished fold ('nothing to resume'), so the only way on was
     --overwrite, training every fold again. Finished folds are taken from their packages now."""

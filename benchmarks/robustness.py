@@ -37,6 +37,7 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there is no tumor in the truth),
 ``liver_outside_ml`` (predicted liver outside the true liver, mL of true voxel size),
+``tumor_outside_ml`` (predicted tumor outside the true tumor, mL: on a tumor-free real CT, all predicted tumor),
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
 ``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata as a
@@ -327,6 +328,7 @@ def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
     return {"liver_dice": None if liver is None else round(liver, 4),
             "tumor_dice": round(dice(truth_tumor, pred_tumor) or 0.0, 4) if truth_tumor.any() else None,
             "liver_outside_ml": round(float(np.count_nonzero(pred_liver & ~truth_liver)) * voxel_ml, 2),
+            "tumor_outside_ml": round(float(np.count_nonzero(pred_tumor & ~truth_tumor)) * voxel_ml, 2),
             "true_lesions": n_true, "detected_lesions": detected, "false_lesions": false}
 
 

@@ -18,6 +18,14 @@
 #           fresh process three times (stages and the model load's parts) and once after loading the model
 #           (read alone); a batch of 5 x 100-slice CTs against 5 x (read + network + write) + one model load;
 #           the cost of each further 500-slice CT in a batch. DEVICE=cpu SLICES=40 BATCH_SLICES=20 tries it on a CPU.
+#   levers: issue 11's next lever measured, nothing shipped: the v2 recipe as it is now (with the stop-22 sampler
+#           fix the shipped models predate) against v2 + the smooth liver field, each over 3 leave-one-patient-out
+#           folds x 2 training seeds (12 trainings of 1,200 steps at once, ~9 min); then levers_eval (next call,
+#           ~3 min): benchmarks/compare_recipes.py on the held-out patients, table and JSON to $OUT.
+#           LEVER_EPOCHS (100-step epochs, 12), LEVER_SEEDS ("2027 7"), LEVER_AUGMENTATION (the second arm's
+#           --augmentation keys), DEVICE (cuda), LEVER_MINUTES (8.5), LEVER_ITERATIONS (steps per epoch, 100),
+#           LEVER_EVAL_ARGS (more compare_recipes options). A CPU dry run of both: DEVICE=cpu LEVER_EPOCHS=1
+#           LEVER_ITERATIONS=2 LEVER_SEEDS=1 LEVER_EVAL_ARGS="--seeds 0 --perturbations baseline --max-slices 12".
 #
 # Data: .gpudata/cases.csv (the team's 3 shared CT patients, copied into an ignored folder that travels
 # with the working tree). Python packages missing on the machine (monai, nibabel) travel as wheels (.whl).
@@ -32,7 +40,7 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASE=${1:?phase1 or phase2}
+PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers or levers_eval}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -229,6 +237,39 @@ PYEOF
     done
     tar czf "$OUT/phase3_logs.tgz" -C "$W" lopoL0.log lopoL1.log lopoL2.log 2>/dev/null
     echo "phase3 done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = levers ]; then   # 2 arms x 3 folds x 2 training seeds, all at once, in the background
+    E=${LEVER_EPOCHS:-12}; FIELD=${LEVER_AUGMENTATION:-'{"liver_field_probability": 0.5}'}
+    for arm in v2 field; do
+        extra=(); [ "$arm" = field ] && extra=(--augmentation "$FIELD")
+        mkdir -p "$W/levers/$arm"
+        for seed in ${LEVER_SEEDS:-2027 7}; do
+            for k in 0 1 2; do
+                n="lever_${arm}_s${seed}_f$k"
+                # --split-seed: every training seed holds out the same patient in fold k
+                train "$n" "$W/$n.log" --model-options "$UNET24" --folds 3 --fold "$k" --seed "$seed" --split-seed 2027 \
+                    ${extra[@]+"${extra[@]}"} --device "${DEVICE:-cuda}" --val-every "$E" --num-workers 1 --epochs "$E" \
+                    --iterations-per-epoch "${LEVER_ITERATIONS:-100}" --max-time-minutes "${LEVER_MINUTES:-8.5}" \
+                    -o "$W/levers/$arm/s${seed}_f$k.safetensors" --log-dir "$W/$n" --cache-dir "$W/cache_$n"
+            done
+        done
+    done
+    sleep 30; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+    wait_for 570 "name lever_"
+    for f in "$W"/lever_*.log; do echo "--- $(basename "$f"): $(grep -cE '^epoch' "$f") epochs; $(tail -n 1 "$f")"; done
+    tar czf "$OUT/levers_logs.tgz" -C "$W" $(cd "$W" && ls lever_*.log) 2>/dev/null
+    echo "levers trained at $(elapsed) s; next: levers_eval"
+    exit 0
+fi
+
+if [ "$PHASE" = levers_eval ]; then   # the held-out patients of the lever models (after phase levers)
+    wait_for 300 "name lever_"
+    python3 benchmarks/compare_recipes.py --arm "v2=$W/levers/v2" --arm "field=$W/levers/field" --data "$DATA" \
+        --device "${DEVICE:-cuda}" --json "$OUT/levers.json" ${LEVER_EVAL_ARGS:-} 2>"$OUT/levers_eval.log" \
+        | tee "$OUT/levers_table.txt"
+    echo "levers_eval done at $(elapsed) s"
     exit 0
 fi
 

@@ -1,0 +1,285 @@
+"""Compare training recipes on leave-one-patient-out fold models, with the training seed's noise beside them.
+
+    python benchmarks/compare_recipes.py --arm v2=RUNS/v2 --arm field=RUNS/field --data CASES.csv
+        [--seeds 0,1,2] [--perturbations baseline,liver_hu-40] [--max-slices N] [--device cpu] [--json out.json]
+
+``--arm NAME=WHERE`` (two or more): WHERE is a folder of ``.safetensors`` packages, a glob, or a comma-separated
+list of packages; every package is a fold model trained by one recipe (``train --folds K --fold I``, or
+``crossval``). Its held-out case is what its metadata lists as a validation case and not as a training case or
+patient (``robustness.validation_only_names``); a package with no such case among ``--data`` is refused.
+
+Each package's held-out CT goes once, as it is, through the normal inference path (network + default
+post-processing; robustness row ``original``), and once per ``--seeds`` value per perturbation with the robustness
+benchmark's synthetic tumors (row ``baseline``: tumors only; ``liver_hu-40``: and a darker liver). Per package:
+
+- ``liver``: whole-CT liver Dice (label >= 1) of the real CT;
+- ``outside_ml``: liver predicted outside the true liver (mL);
+- ``false_ml`` / ``false_n``: tumor predicted outside the real CT's labelled tumor (mL), and predicted tumor
+  components touching no labelled tumor (on the team's tumor-free cases: all predicted tumor);
+- per perturbation, synthetic-tumor Dice: the mean over the benchmark seeds (with min..max).
+
+Packages pair across arms by (held-out cases, training seed, ``train --seed``): the same fold and draw. The
+summary gives each arm's means and, against the first arm, the paired differences (mean, min..max, how many
+pairs improved). **It also gives the spread that the training seed alone causes** within the first arm (the
+range over training seeds of one fold, averaged over folds): an arm difference smaller than that spread is not
+evidence. Issue 11's 2-seed fold-0 run (docs/synthetic_lesions.md) showed why: the seed moved false tumor from
+81 mL to 0 mL, as much as the augmentation being tested.
+
+Tumor Dice here is on synthetic tumors and liver Dice on the team's few patients: the table ranks recipes on
+those cases; it does not predict a held-out hospital's numbers.
+"""
+import argparse
+import glob
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import robustness as rb  # noqa: E402  (the benchmark's cases, perturbations and scores)
+
+from LiverTumorSegLib.errors import InputError, LiverTumorSegError  # noqa: E402
+
+SCALAR_KEYS = ("liver", "outside_ml", "false_ml", "false_n")
+HIGHER_IS_BETTER = {"liver": True, "outside_ml": False, "false_ml": False, "false_n": False}
+
+
+def parse_arm(text: str) -> Tuple[str, List[Path]]:
+    """``NAME=WHERE`` -> (name, sorted package paths); WHERE: folder, glob or comma-separated list."""
+    name, sep, where = text.partition("=")
+    if not sep or not name.strip() or not where.strip():
+        raise InputError(f"--arm '{text}': write NAME=FOLDER (or NAME=GLOB, NAME=A.safetensors,B.safetensors).")
+    paths: List[Path] = []
+    for part in where.split(","):
+        part = part.strip()
+        if Path(part).is_dir():
+            paths.extend(sorted(Path(part).glob("*.safetensors")))
+        elif any(ch in part for ch in "*?["):
+            paths.extend(sorted(Path(p) for p in glob.glob(part)))
+        elif part:
+            paths.append(Path(part))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"--arm {name}: no such package file(s): {', '.join(missing)}.")
+    if not paths:
+        raise InputError(f"--arm {name}: '{where}' holds no .safetensors package.")
+    return name.strip(), paths
+
+
+def held_out_cases(metadata: Dict[str, Any], cases: Sequence[Any]) -> List[Any]:
+    """The cases of ``cases`` (training.datasets.Case) that ``metadata`` lists as validation only."""
+    patient_of = {c.case_id: c.patient_id for c in cases}
+    names = rb.validation_only_names(metadata, patient_of)
+    return [c for c in cases if c.case_id in names]
+
+
+def training_seed(metadata: Dict[str, Any]) -> Optional[int]:
+    config = (metadata.get("training") or {}).get("config") if isinstance(metadata, dict) else None
+    seed = config.get("seed") if isinstance(config, dict) else None
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+
+def package_summary(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) -> Dict[str, Any]:
+    """Per-package numbers from robustness rows (``original`` once, each perturbation once per seed, each row
+    tagged with ``bench_seed``): the real-CT scalars averaged over held-out cases, and per perturbation the
+    synthetic-tumor Dice averaged over cases for each seed, then over seeds (with min and max)."""
+    original = [r for r in rows if r["perturbation"] == "original"]
+    if not original:
+        raise InputError("no 'original' row: the held-out CT was not run.")
+    out: Dict[str, Any] = {
+        "liver": _mean(r["liver_dice"] for r in original),
+        "outside_ml": _mean(r["liver_outside_ml"] for r in original),
+        "false_ml": _mean(r["tumor_outside_ml"] for r in original),
+        "false_n": _mean(r["false_lesions"] for r in original),
+        "tumor": {},
+    }
+    for name in perturbations:
+        per_seed = {}
+        for r in rows:
+            if r["perturbation"] == name and r.get("tumor_dice") is not None:
+                per_seed.setdefault(r["bench_seed"], []).append(r["tumor_dice"])
+        values = [float(np.mean(v)) for _, v in sorted(per_seed.items())]
+        out["tumor"][name] = {"mean": _mean(values), "min": min(values) if values else None,
+                              "max": max(values) if values else None, "per_seed": values}
+    return out
+
+
+def _mean(values) -> Optional[float]:
+    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else None
+
+
+def metric_values(summary: Dict[str, Any], perturbations: Sequence[str]) -> Dict[str, Optional[float]]:
+    """Flat metric name -> value: the scalars and ``tumor:<perturbation>`` (mean over seeds)."""
+    flat = {k: summary[k] for k in SCALAR_KEYS}
+    flat.update({f"tumor:{p}": summary["tumor"][p]["mean"] for p in perturbations})
+    return flat
+
+
+def seed_spread(entries: Sequence[Dict[str, Any]], metric: str) -> Optional[float]:
+    """Mean over folds (held-out keys) with >= 2 training seeds of the metric's range (max - min) over seeds."""
+    by_fold: Dict[Any, List[float]] = {}
+    for e in entries:
+        v = e["metrics"].get(metric)
+        if v is not None:
+            by_fold.setdefault(e["held_out"], []).append(v)
+    ranges = [max(v) - min(v) for v in by_fold.values() if len(v) >= 2]
+    return float(np.mean(ranges)) if ranges else None
+
+
+def paired_differences(base: Sequence[Dict[str, Any]], other: Sequence[Dict[str, Any]], metric: str
+                       ) -> List[float]:
+    """``other - base`` of the metric for every pair with the same (held-out cases, training seed)."""
+    base_by_key = {e["pair_key"]: e["metrics"].get(metric) for e in base}
+    diffs = []
+    for e in other:
+        a, b = base_by_key.get(e["pair_key"]), e["metrics"].get(metric)
+        if a is not None and b is not None:
+            diffs.append(b - a)
+    return diffs
+
+
+def improved(diff: float, metric: str) -> bool:
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    return diff > 0 if higher else diff < 0
+
+
+def summary_lines(arms: Sequence[Tuple[str, List[Dict[str, Any]]]], perturbations: Sequence[str]) -> List[str]:
+    """The printed comparison: one line per metric with each arm's mean, the first arm's seed spread and, for
+    every other arm, the paired change against the first."""
+    metrics = list(SCALAR_KEYS) + [f"tumor:{p}" for p in perturbations]
+    base_name, base = arms[0]
+    head = f"  {'metric':<22}" + "".join(f" {name[:14]:>14}" for name, _ in arms) + f"  {'seed spread':>11}"
+    head += "".join(f"  {name[:10] + ' - ' + base_name[:10]:>36}" for name, _ in arms[1:])
+    lines = [head, "  " + "-" * (len(head) - 2)]
+    for metric in metrics:
+        cells = []
+        for _, entries in arms:
+            m = _mean(e["metrics"].get(metric) for e in entries)
+            cells.append(f" {_fmt(m):>14}")
+        spread = seed_spread(base, metric)
+        line = f"  {metric:<22}" + "".join(cells) + f"  {_fmt(spread):>11}"
+        for _, entries in arms[1:]:
+            diffs = paired_differences(base, entries, metric)
+            if diffs:
+                wins = sum(1 for d in diffs if improved(d, metric))
+                text = f"{np.mean(diffs):+.3f} [{min(diffs):+.3f}..{max(diffs):+.3f}] {wins}/{len(diffs)} better"
+            else:
+                text = "no pairs"
+            line += f"  {text:>36}"
+        lines.append(line)
+    return lines
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def package_line(arm: str, entry: Dict[str, Any], perturbations: Sequence[str]) -> str:
+    s = entry["summary"]
+    tumors = "  ".join(f"{p} {_fmt(s['tumor'][p]['mean'])} [{_fmt(s['tumor'][p]['min'])}..{_fmt(s['tumor'][p]['max'])}]"
+                       for p in perturbations)
+    return (f"  {arm:<10} {Path(entry['package']).name:<28} held out {','.join(entry['held_out']):<20} "
+            f"seed {entry['training_seed']!s:<6} liver {_fmt(s['liver'])}  outside {s['outside_ml']:.1f} mL  "
+            f"false tumor {s['false_ml']:.1f} mL ({s['false_n']:.0f})  {tumors}")
+
+
+def evaluate_package(path: Path, cases: Sequence[Any], perturbations: Sequence[str], seeds: Sequence[int],
+                     max_slices: Optional[int], device: str, threads: Optional[int]) -> Dict[str, Any]:
+    """Run one fold package on its held-out cases: the real CT once, the perturbations once per seed."""
+    from LiverTumorSegLib.inference.api import make_engine
+    from LiverTumorSegLib.package import load_model_package
+
+    package = load_model_package(path)
+    held = held_out_cases(package.metadata, cases)
+    if not held:
+        raise InputError(f"{path}: its metadata lists no validation-only case among --data "
+                         f"({', '.join(c.case_id for c in cases)}); compare_recipes compares leave-one-patient-out "
+                         f"fold models (train --folds K --fold I, or crossval).")
+    engine = make_engine(package, device, threads=threads)
+    rows: List[Dict[str, Any]] = []
+    for k, seed in enumerate(seeds):
+        loaded = [rb.load_bench_case(c, seed, max_slices) for c in held]
+        names = (["original"] if k == 0 else []) + list(perturbations)
+        for row in rb.evaluate(engine, loaded, names, seed):
+            row["bench_seed"] = int(seed)
+            rows.append(row)
+    seed = training_seed(package.metadata)
+    held_ids = tuple(sorted(c.case_id for c in held))
+    summary = package_summary(rows, perturbations)
+    return {"package": str(path), "held_out": held_ids, "training_seed": seed, "pair_key": (held_ids, seed),
+            "rows": rows, "summary": summary, "metrics": metric_values(summary, perturbations)}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arm", action="append", required=True, metavar="NAME=WHERE",
+                   help="a recipe's fold packages: folder, glob or comma-separated list (give two or more)")
+    p.add_argument("--data", required=True, help="CSV (image,label[,patient]) or folder of cases")
+    p.add_argument("--seeds", default="0,1,2", help="benchmark seeds of the synthetic tumors (default 0,1,2)")
+    p.add_argument("--perturbations", default="baseline,liver_hu-40",
+                   help="robustness perturbations with synthetic tumors (default baseline,liver_hu-40)")
+    p.add_argument("--max-slices", type=int, default=0, help="at most N slices around the liver per case")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    p.add_argument("--json", help="write every row and summary to this JSON file")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    arms = [parse_arm(a) for a in args.arm]
+    if len(arms) < 2 or len({name for name, _ in arms}) != len(arms):
+        raise InputError("Give two or more --arm options with different names (the first is the reference).")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds '{args.seeds}': comma-separated integers, e.g. 0,1,2.") from None
+    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    bad = [p for p in perturbations if p not in rb.PERTURBATIONS or p == "original"]
+    if bad or not seeds:
+        raise InputError(f"--perturbations {bad}: choose from {', '.join(k for k in rb.PERTURBATIONS if k != 'original')}"
+                         if bad else "--seeds: give at least one seed.")
+    if args.max_slices < 0:
+        raise InputError("--max-slices must be >= 0 (0 = all slices).")
+    cases = rb.find_cases(args.data)
+    results = []
+    for name, paths in arms:
+        entries = []
+        for path in paths:
+            print(f"{name}: {path}", file=sys.stderr, flush=True)
+            entry = evaluate_package(path, cases, perturbations, seeds, args.max_slices or None, args.device,
+                                     args.threads)
+            entries.append(entry)
+            print(package_line(name, entry, perturbations), flush=True)
+        results.append((name, entries))
+    print(f"\nHeld-out cases through the normal pipeline; synthetic-tumor Dice averaged over benchmark seeds "
+          f"{','.join(map(str, seeds))}. Paired by (held-out case, training seed); 'seed spread' = mean over folds "
+          f"of the range that the training seed alone gives in '{results[0][0]}':")
+    for line in summary_lines(results, perturbations):
+        print(line)
+    if args.json:
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        document = {"data": str(args.data), "seeds": seeds, "perturbations": perturbations,
+                    "arms": {name: [{k: v for k, v in e.items() if k != "pair_key"} for e in entries]
+                             for name, entries in results}}
+        with atomic_output(args.json, overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except LiverTumorSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Edge cases of LiverTumorSegLib.preprocessing.intensity: the body threshold, z-score fallbacks, histogram plateaus.
+The earlier tests let each of them through: every test here fails when one operator or constant of the code it
+covers is changed (checked by mutation in stop 26). Known inputs, known answers."""
+import numpy as np
+
+from LiverTumorSegLib.preprocessing.intensity import body_bbox_yx, body_mask, zscore
+
+
+def test_zscore_empty_mask_slice_falls_back_to_the_whole_slice():
+    """Per-slice z-score of 3 slices whose mask is empty on slice 1: slices 0 and 2 use the mask's voxels,
+    slice 1 uses all of its voxels (numpy reference computed independently)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(100, 40, size=(3, 8, 10)).astype(np.float32)
+    mask = np.zeros(x.shape, bool)
+    mask[0, 2:6, 3:8] = True
+    mask[2, 1:4, 1:9] = True
+    z = zscore(x, mask, axes=(-2, -1))
+    assert z.shape == x.shape and z.dtype == np.float32
+    for i in range(3):
+        sel = x[i][mask[i]] if mask[i].any() else x[i].ravel()
+        expected = (x[i].astype(np.float64) - sel.mean()) / sel.std()
+        np.testing.assert_allclose(z[i], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_body_threshold_is_strict():
+    """The body is HU > -500: a voxel of exactly -500 HU is outside (mask and bounding box)."""
+    hu = np.full((1, 10, 12), -1000, np.int16)
+    hu[0, 3:6, 4:8] = 40
+    hu[0, 6, 4:8] = -500  # exactly at the threshold: not body
+    m = body_mask(hu)
+    expected = np.zeros(hu.shape, bool)
+    expected[0, 3:6, 4:8] = True
+    np.testing.assert_array_equal(m, expected)
+    assert body_bbox_yx(hu) == (3, 6, 4, 8)
+    assert body_bbox_yx(np.full((2, 4, 4), -500, np.int16)) is None
+
+
+def test_hist_scaled_per_slice_with_a_plateau_in_the_middle_matches_np_interp():
+    """A third of the slice is exactly 40 HU (liver-like plateau) between lower and higher values: the repeated
+    break points sit in the middle of the list, not at its start; they share one target, as fastai's
+    np.unique + linspace + np.interp does."""
+    from LiverTumorSegLib.preprocessing.intensity import freqhist_bins, hist_scaled
+
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-200, 300, size=(2, 30, 30)).astype(np.float32)
+    x[:, 10:20] = 40.0
+    out = hist_scaled(x, n_bins=20)
+    for i in range(2):
+        bins = freqhist_bins(x[i], n_bins=20)
+        assert len(bins) < 22  # duplicates were dropped from the middle
+        ref = np.clip(np.interp(x[i], bins, np.linspace(0, 1, len(bins))), 0, 1)
+        np.testing.assert_allclose(out[i], ref, atol=1e-5)
+
+
+def test_body_mask_single_slice_and_3d_keep_the_largest_component():
+    """The 2D path and per_slice=False keep the largest component (the body), not everything else."""
+    hu = np.full((20, 20), -1000, np.int16)
+    hu[2:12, 2:18] = 40      # body, 160 px
+    hu[15:17, 1:19] = 300    # table, 36 px, separate
+    expected = np.zeros(hu.shape, bool)
+    expected[2:12, 2:18] = True
+    np.testing.assert_array_equal(body_mask(hu), expected)
+    vol = np.stack([hu, hu])
+    np.testing.assert_array_equal(body_mask(vol, per_slice=False), np.stack([expected, expected]))
+
+
+def test_zscore_of_a_low_variance_slice_is_unit_variance():
+    """Values +-0.05 (std 0.05): the output is exactly +-1; eps only guards a zero variance (constant -> 0)."""
+    x = np.tile(np.array([-0.05, 0.05], np.float32), (1, 4, 2))  # (1, 4, 4)
+    np.testing.assert_allclose(zscore(x, axes=(-2, -1)), x / 0.05, rtol=1e-4)
+    np.testing.assert_array_equal(zscore(np.full((1, 3, 3), 7.0, np.float32), axes=(-2, -1)), 0.0)

@@ -1,0 +1,70 @@
+"""Lesion report: known answers for the cases mutation testing found unchecked (RECIST target flags, an empty
+label map, the anterior-first tie-break, the longest axial diameter of a single voxel and of a cross)."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.lesion_report import lesion_components, lesion_report, longest_axial_diameter_mm
+from LiverTumorSegLib.volume import ImageGeometry
+
+
+def test_each_lesion_says_whether_it_is_a_recist_target():
+    # 2 mm slices: lesions from 10 mm long axis are measurable; A (20 x 20 voxels of 1 mm) is, B (3 x 3) is not
+    labels = np.zeros((10, 60, 60), dtype=np.uint8)
+    labels[1:9, 2:58, 2:58] = 1
+    labels[3:6, 10:30, 10:30] = 2                 # A: 1200 voxels
+    labels[3:6, 40:43, 40:43] = 2                 # B: 27 voxels
+    report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    a, b = report["lesions"]
+    assert (a["voxel_count"], b["voxel_count"]) == (1200, 27)
+    assert a["long_axis_mm"] >= 19.0 and b["long_axis_mm"] < 10.0
+    assert a["recist_target"] is True and b["recist_target"] is False
+    assert report["recist"]["target_lesion_ids"] == [a["id"]]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(a["long_axis_mm"])
+
+
+def test_report_of_an_empty_label_map_is_all_zero():
+    report = lesion_report(np.zeros((4, 5, 6), dtype=np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    assert report["lesion_count"] == 0 and report["lesions"] == []
+    assert report["liver_volume_ml"] == 0.0 and report["tumor_volume_ml"] == 0.0
+    assert report["tumor_burden_percent"] == 0.0
+    assert report["recist"]["target_lesion_ids"] == [] and report["recist"]["sum_of_diameters_mm"] == 0.0
+
+
+@pytest.mark.parametrize("flip_y", [False, True])
+def test_equal_lesions_at_the_same_height_and_side_are_numbered_anterior_first(flip_y):
+    labels = np.zeros((8, 24, 12), dtype=np.uint8)
+    labels[3:5, 3:6, 4:7] = 2                     # y index small
+    labels[3:5, 15:18, 4:7] = 2                   # y index large; same size, height (z) and x
+    direction = np.diag([1.0, -1.0 if flip_y else 1.0, 1.0])   # flip_y: the y index runs toward anterior
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(direction.ravel()))
+    report = lesion_report(labels, geometry)
+    first, second = report["lesions"]
+    assert first["centroid_lps_mm"][1] < second["centroid_lps_mm"][1]       # LPS y: posterior positive
+    ids, _ = lesion_components(labels, geometry)
+    assert ids[3, 4, 5] == (2 if flip_y else 1) and ids[3, 16, 5] == (1 if flip_y else 2)
+
+
+def test_longest_axial_diameter_of_a_single_voxel_is_zero():
+    mask = np.zeros((3, 4, 4), dtype=bool)
+    mask[1, 2, 2] = True
+    assert longest_axial_diameter_mm(mask, ImageGeometry(spacing=(0.5, 0.5, 3.0))) == 0.0
+    mask[1, 2, 3] = True                           # two voxels 0.5 mm apart
+    assert longest_axial_diameter_mm(mask, ImageGeometry(spacing=(0.5, 0.5, 3.0))) == pytest.approx(0.5)
+
+
+def test_longest_axial_diameter_of_a_cross_is_its_long_bar():
+    # > 64 voxels in one slice (the convex-hull path); the first and last voxels in scan order (the vertical
+    # bar's ends, 10 voxels apart) are not the farthest pair (the horizontal bar's ends, 39 voxels apart)
+    mask = np.zeros((3, 20, 50), dtype=bool)
+    mask[1, 5:16, 20] = True                       # vertical bar: 11 voxels
+    mask[1, 10, 1:41] = True                       # horizontal bar: 40 voxels
+    mask[1, 6:9, 2:8] = True                       # a block: 18 voxels (68 in the slice)
+    mask[2, 10, 1:21] = True                       # another slice: a shorter bar (15.2 mm)
+    spacing = (0.8, 0.6, 2.0)                      # x, y, z mm
+    kji = np.argwhere(mask)
+    best = 0.0
+    for z in np.unique(kji[:, 0]):                 # brute force over all in-slice pairs
+        pts = kji[kji[:, 0] == z][:, 1:] * np.array([spacing[1], spacing[0]])
+        best = max(best, float(np.max(np.linalg.norm(pts[:, None] - pts[None], axis=-1))))
+    assert best == pytest.approx(39 * 0.8)
+    assert longest_axial_diameter_mm(mask, ImageGeometry(spacing=spacing)) == pytest.approx(best)

@@ -1,0 +1,226 @@
+"""Post-processing: known answers for the cases mutation testing found unchecked (tumor-to-liver margin at its
+limit and on a diagonal, a lesion on the scan's first slice, PCA shape in mm, single-voxel lesion confidence,
+the rule names of ``changes``, the tube width limit)."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.postprocess import (PostprocessingOptions, clean_tumors, component_mean_probability,
+                                                    component_shape, postprocess_labels, restrict_tumor_to_liver)
+
+
+def _liver_slab():
+    labels = np.zeros((5, 40, 40), dtype=np.uint8)
+    labels[:, 5:15, 5:15] = 1                     # liver edge at x = 14
+    return labels
+
+
+@pytest.mark.parametrize("x, kept", [(19, True), (20, False)])
+def test_tumor_exactly_at_the_margin_is_kept_one_voxel_beyond_is_removed(x, kept):
+    # 1 mm in-plane: x = 19 is 5 mm from the liver voxel x = 14 (within a 5 mm margin), x = 20 is 6 mm
+    labels = _liver_slab()
+    labels[2, 10, x] = 2
+    out = restrict_tumor_to_liver(labels.copy(), (2.0, 1.0, 1.0), 5.0)
+    assert out[2, 10, x] == (2 if kept else 0)
+
+
+def test_margin_is_a_distance_in_mm_not_a_box_diagonal_liver_beyond_it_is_not_near():
+    # the only liver voxels lie at (+-2, +-2, +-2) voxels = 3.46 mm from the tumor voxel: beyond a 2 mm margin,
+    # although inside the margin's bounding box; one at (0, 0, 2) = 2 mm is near
+    spacing = (1.0, 1.0, 1.0)
+    labels = np.zeros((11, 11, 11), dtype=np.uint8)
+    labels[5, 5, 5] = 2
+    labels[7, 7, 7] = labels[3, 3, 3] = 1
+    labels[7, 3, 7] = labels[3, 7, 3] = 1
+    out = clean_tumors(labels.copy(), spacing, PostprocessingOptions(liver_dilation_mm=2.0, min_lesion_ml=0.0))
+    assert out[5, 5, 5] == 0
+    near = np.zeros_like(labels)
+    near[5, 5, 5] = 2
+    near[5, 5, 7] = 1
+    out = clean_tumors(near.copy(), spacing, PostprocessingOptions(liver_dilation_mm=2.0, min_lesion_ml=0.0))
+    assert out[5, 5, 5] == 2
+
+
+@pytest.mark.parametrize("edge", ["first", "last"])
+def test_a_lesion_on_the_scans_first_or_last_slice_touching_the_liver_is_kept(edge):
+    labels = np.zeros((6, 20, 20), dtype=np.uint8)
+    labels[:, 2:10, 2:18] = 1
+    z = 0 if edge == "first" else 5
+    labels[z, 10:13, 5:9] = 2                     # one slice thick, on the scan's edge, touching the liver at y = 9
+    out = clean_tumors(labels.copy(), (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0))
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_component_shape_uses_positions_in_mm():
+    # independent: eigenvalues of numpy's covariance of the voxel positions in mm
+    rng = np.random.default_rng(3)
+    spacing = (2.5, 0.7, 0.9)
+    components = np.zeros((8, 20, 20), dtype=np.int32)
+    components[2:6, 3:17, 8:11] = 1
+    components[rng.random(components.shape) < 0.15] = 0
+    components[1:3, 1:3, 1:3] = 2
+    components[1:3, 1:3, 1:3][rng.random((2, 2, 2)) < 0.3] = 0
+    voxels, elongation, width = component_shape(components, 2, spacing)
+    for k in (1, 2):
+        points = np.argwhere(components == k) * np.asarray(spacing)
+        eig = np.sort(np.linalg.eigvalsh(np.cov(points.T, bias=True)))[::-1]
+        assert voxels[k] == len(points)
+        assert elongation[k] == pytest.approx(np.sqrt(eig[0] / eig[1]), rel=1e-9)
+        assert width[k] == pytest.approx(4.0 * np.sqrt(eig[1]), rel=1e-9)
+
+
+@pytest.mark.parametrize("p_u8, kept", [(230, True), (128, False)])
+def test_single_voxel_lesion_confidence_is_its_own_probability(p_u8, kept):
+    # 5 mm voxels: one voxel is 0.125 mL (above min_lesion_ml 0.1, below uncertain_lesion_max_ml 5): only its
+    # probability decides: 230/255 = 0.90 >= 0.65 stays tumor, 128/255 = 0.50 becomes liver
+    labels = np.zeros((6, 6, 6), dtype=np.uint8)
+    labels[1:5, 1:5, 1:5] = 1
+    labels[2, 2, 2] = 2
+    probability = np.zeros(labels.shape, dtype=np.uint8)
+    probability[2, 2, 2] = p_u8
+    out = postprocess_labels(labels, (5.0, 5.0, 5.0), PostprocessingOptions(), tumor_probability_zyx=probability)
+    assert out[2, 2, 2] == (2 if kept else 1)
+    components = (labels == 2).astype(np.int32)
+    mean = component_mean_probability(components, 1, probability, np.array([components.size - 1, 1]))
+    assert mean[1] == pytest.approx(p_u8 / 255.0)
+
+
+def test_changes_name_the_rule_of_each_tumor_component():
+    spacing = (2.0, 1.0, 1.0)                     # 2 mm^3 voxels
+    labels = np.zeros((10, 40, 40), dtype=np.uint8)
+    labels[1:9, 2:30, 2:30] = 1
+    labels[3:5, 6:8, 6:8] = 2                     # 8 voxels = 0.016 mL: small
+    labels[3:6, 15:20, 15:20] = 2                 # 75 voxels = 0.15 mL, p 0.5: uncertain
+    labels[4, 36:38, 36:38] = 2                   # 4 voxels, 6 mm from the liver: outside
+    probability = np.full(labels.shape, 255, dtype=np.uint8)
+    probability[3:6, 15:20, 15:20] = 128
+    changes = {}
+    out = clean_tumors(labels.copy(), spacing, PostprocessingOptions(), tumor_probability=probability,
+                       changes=changes)
+    assert (out[3:5, 6:8, 6:8] == 1).all() and (out[3:6, 15:20, 15:20] == 1).all() and not out[4, 36:38, 36:38].any()
+    got = sorted((c["rule"], round(c["volume_ml"], 6)) for c in changes["tumor_components"])
+    assert got == [("outside_liver", 0.008), ("small", 0.016), ("uncertain", 0.15)]
+
+
+def test_tube_exactly_at_the_width_limit_becomes_liver():
+    # two rows of voxels 7.5 mm apart (y) and 100 mm long (x): cross-section 4 sqrt(l2) = 4 * 3.75 = 15.0 mm
+    # exactly, the limit (tube_max_width_mm, inclusive); elongation sqrt(833.25 / 14.0625) = 7.7
+    spacing = (1.0, 7.5, 1.0)
+    labels = np.zeros((3, 4, 102), dtype=np.uint8)
+    labels[1, 1:3, 1:101] = 2
+    _, elongation, width = component_shape((labels == 2).astype(np.int32), 1, spacing)
+    assert width[1] == 15.0 and elongation[1] > 3.0
+    options = PostprocessingOptions(min_lesion_ml=0.0, tumor_inside_liver=False)
+    out = clean_tumors(labels.copy(), spacing, options)
+    assert (out[1, 1:3, 1:101] == 1).all()
+    wider = (1.0, 7.6, 1.0)                        # 15.2 mm: a lesion, not a vessel
+    out = clean_tumors(labels.copy(), wider, options)
+    assert (out[1, 1:3, 1:101] == 2).all()
+
+
+@pytest.mark.parametrize("corner", [1, -1])
+def test_a_tumor_touching_the_liver_only_at_a_corner_is_kept_whatever_the_margin(corner):
+    # 2 x 1 x 1 mm voxels, 2 mm margin: the corner neighbour (+-1, +-1, +-1) is sqrt(6) = 2.45 mm away, outside
+    # the margin's ellipsoid, but a tumor touching the liver (26-neighbourhood) always counts as near
+    labels = np.zeros((7, 11, 11), dtype=np.uint8)
+    labels[3, 5, 5] = 2
+    labels[3 + corner, 5 + corner, 5 + corner] = 1
+    out = clean_tumors(labels.copy(), (2.0, 1.0, 1.0), PostprocessingOptions(liver_dilation_mm=2.0, min_lesion_ml=0.0))
+    assert out[3, 5, 5] == 2
+
+
+def test_ellipsoid_structure_equals_its_definition():
+    from LiverTumorSegLib.inference.postprocess import ellipsoid_structure
+
+    spacing, radius = (2.5, 0.8, 1.3), 5.0
+    s = ellipsoid_structure(radius, spacing)
+    assert s.shape == (2 * 2 + 1, 2 * 6 + 1, 2 * 3 + 1)      # floor(5 / 2.5), floor(5 / 0.8), floor(5 / 1.3)
+    z, y, x = np.meshgrid(*(np.arange(n) - n // 2 for n in s.shape), indexing="ij")
+    expected = (z * 2.5) ** 2 + (y * 0.8) ** 2 + (x * 1.3) ** 2 <= 25.0 + 1e-9
+    np.testing.assert_array_equal(s, expected)
+
+
+def _small_chest(air_slices, step):
+    """HU (z, y, x): a 16 x 16 body on the lung grid (blocks of ``step`` voxels) with one enclosed 7 x 7 lung block
+    (-850 HU, 49 / 256 of the body: thoracic slices) in ``air_slices`` slices."""
+    coarse = np.full((8, 20, 20), -1000.0, dtype=np.float32)
+    coarse[:, 2:18, 2:18] = 40.0
+    coarse[2:2 + air_slices, 6:13, 6:13] = -850.0
+    return np.repeat(np.repeat(coarse, step, axis=1), step, axis=2)
+
+
+# (y, x) spacing, lung grid step, mL per grid voxel (5 mm slices): 3 slices x 49 voxels are a lung (>= 10 mL),
+# 2 slices are not: 0.08 mL -> 11.76 / 7.84 mL; 0.1 mL -> 14.7 / 9.8 mL
+@pytest.mark.parametrize("spacing_yx, step", [((4.0, 4.0), 1), ((2.0, 2.0), 2), ((2.0, 2.5), 2)])
+@pytest.mark.parametrize("air_slices, is_lung", [(3, True), (2, False)])
+def test_enclosed_air_is_a_lung_from_10_ml(spacing_yx, step, air_slices, is_lung):
+    from LiverTumorSegLib.inference.postprocess import lung_mask
+
+    hu = _small_chest(air_slices, step)
+    lungs, got_step = lung_mask(hu, (5.0,) + spacing_yx, PostprocessingOptions())
+    assert got_step == step
+    assert (lungs is not None) == is_lung
+    if is_lung:
+        assert lungs.shape == (8, 20, 20) and lungs.sum() == 3 * 49
+
+
+@pytest.mark.parametrize("spacing_yx, step", [(4.0, 1), (5.0, 1), (2.0, 2), (0.8, 5), (0.7, 6)])
+def test_lung_grid_step_is_about_4_mm(spacing_yx, step):
+    from LiverTumorSegLib.inference.postprocess import lung_mask
+
+    hu = np.full((4, 30, 30), 40.0, dtype=np.float32)          # no air: no lungs, but the step is reported
+    assert lung_mask(hu, (5.0, spacing_yx, spacing_yx), PostprocessingOptions()) == (None, step)
+
+
+def test_liver_beside_a_diaphragm_step_along_y_is_kept_whatever_the_coarse_grid():
+    # test_postprocess's diaphragm-step test with the step between two rows (y) instead of two columns (x), on a
+    # non-square grid (46 x 50 voxels: 12 x 13 coarse samples)
+    from LiverTumorSegLib.inference.postprocess import lung_mask, remove_above_lungs
+
+    nz, ny, nx = 40, 46, 50
+    spacing = (2.0, 1.0, 1.0)
+    hu = np.full((nz, ny, nx), -1000.0, dtype=np.float32)
+    hu[:, 2:44, 2:48] = 40.0
+    z = np.arange(nz)[:, None, None]
+    y = np.arange(ny)[None, :, None]
+    dome = np.where(y < 22, 14, 30)
+    inside = np.zeros((ny, nx), dtype=bool)
+    inside[10:36, 10:40] = True
+    lung = (z > dome + 1) & (z < 38) & inside
+    hu[lung] = -850.0
+    labels = ((z <= dome) & (z >= 4) & inside).astype(np.uint8)
+    for offset in range(4):
+        shifted_hu, shifted = np.roll(hu, offset, axis=1), np.roll(labels, offset, axis=1)
+        assert lung_mask(shifted_hu, spacing, PostprocessingOptions())[0] is not None
+        assert remove_above_lungs(shifted.copy(), shifted_hu, spacing, PostprocessingOptions()) == 0, offset
+
+
+def test_enclosed_air_under_15_percent_of_the_body_is_not_thoracic():
+    from LiverTumorSegLib.inference.postprocess import lung_mask
+
+    hu = np.full((8, 20, 20), -1000.0, dtype=np.float32)      # 4 mm voxels: the lung grid itself
+    hu[:, 2:18, 2:18] = 40.0
+    hu[1:7, 6:11, 6:11] = -850.0                               # 25 / 256 = 9.8 % of the body, 6 x 25 x 0.08 = 12 mL
+    assert lung_mask(hu, (5.0, 4.0, 4.0), PostprocessingOptions()) == (None, 1)
+    hu[1:7, 6:13, 6:13] = -850.0                               # 49 / 256 = 19 %: thoracic, a lung
+    assert lung_mask(hu, (5.0, 4.0, 4.0), PostprocessingOptions())[0] is not None
+
+
+def test_lung_grid_step_follows_the_finer_in_plane_spacing():
+    from LiverTumorSegLib.inference.postprocess import lung_mask
+
+    hu = np.full((4, 30, 30), 40.0, dtype=np.float32)
+    assert lung_mask(hu, (5.0, 1.0, 2.0), PostprocessingOptions()) == (None, 4)
+    assert lung_mask(hu, (5.0, 2.0, 1.0), PostprocessingOptions()) == (None, 4)
+
+
+def test_heart_reach_is_measured_in_mm_per_axis():
+    # one lung column at (0, 0) whose lowest lung slice is 3; 2 mm rows, 4 mm columns, 60 mm reach: rows up to
+    # 30 and columns up to 15 away take its height, farther ones none (inf)
+    from LiverTumorSegLib.inference.postprocess import diaphragm_height
+
+    lungs = np.zeros((8, 40, 20), dtype=bool)
+    lungs[3:6, 0, 0] = True
+    height = diaphragm_height(lungs, (5.0, 2.0, 4.0), 1, 60.0)
+    assert height[0, 0] == 3 and height[30, 0] == 3 and height[0, 15] == 3
+    assert np.isinf(height[31, 0]) and np.isinf(height[0, 16]) and np.isinf(height[22, 11])   # 44 x 44 mm: 62 mm
+    assert height[21, 10] == 3                                                                   # 42 x 40 mm: 58 mm

@@ -1,0 +1,71 @@
+"""Edge cases of LiverTumorSegLib.metrics.recist that the earlier tests let through: each test fails when one
+operator or constant of the code it covers is changed (checked by mutation in stop 26). Known inputs, known answers."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.metrics.recist import lesion_axes, recist_response, select_target_lesions
+from LiverTumorSegLib.volume import ImageGeometry
+
+
+def test_a_lesion_of_exactly_10_mm_is_measurable():
+    # RECIST 1.1: measurable when the long axis is >= 10 mm (and >= twice a slice thickness above 5 mm)
+    lesions = [{"id": 1, "long_axis_mm": 10.0}, {"id": 2, "long_axis_mm": 9.999}]
+    assert select_target_lesions(lesions) == [1]
+    assert select_target_lesions([{"id": 5, "long_axis_mm": 14.0}], minimum_mm=14.0) == [5]
+
+
+def test_one_baseline_lesion_gone_is_cr_and_one_persisting_non_target_is_non_cr_non_pd():
+    # baseline with exactly one lesion (the earlier tests always had two)
+    assert recist_response(20.0, 0.0, False, 0, 1)[0] == "CR"
+    assert recist_response(None, None, False, 0, 1)[0] == "CR"
+    assert recist_response(None, None, False, 1, 1)[0] == "Non-CR/non-PD"
+    assert recist_response(None, None, False, 0, 0)[0] == "NE"
+
+
+def test_single_voxel_lesion_end_points_are_the_voxel_sides():
+    g = ImageGeometry(spacing=(0.8, 1.2, 3.0))   # identity direction, origin 0: LPS = (0.8 i, 1.2 j, 3 k)
+    mask = np.zeros((3, 5, 5), bool)
+    mask[1, 2, 2] = True                          # centre LPS (1.6, 2.4, 3.0)
+    axes = lesion_axes(mask, g)
+    assert axes["long_axis_voxel_centres_mm"] == 0.0
+    ends = sorted(map(tuple, axes["long_axis"]["end_points_lps_mm"]))
+    np.testing.assert_allclose(ends, [(1.6, 1.8, 3.0), (1.6, 3.0, 3.0)], atol=1e-9)   # along y, 1.2 mm
+    ends = sorted(map(tuple, axes["short_axis"]["end_points_lps_mm"]))
+    np.testing.assert_allclose(ends, [(1.2, 2.4, 3.0), (2.0, 2.4, 3.0)], atol=1e-9)   # along x, 0.8 mm
+
+
+def test_single_voxel_slice_does_not_outrank_a_two_voxel_slice():
+    # slice 1: one voxel (no diameter between voxel centres); slice 2: two voxels 0.8 mm apart -> slice 2,
+    # long axis 2 x 0.8 = 1.6 mm edge to edge, short axis one voxel across (1.2 mm)
+    g = ImageGeometry(spacing=(0.8, 1.2, 3.0))
+    mask = np.zeros((4, 5, 5), bool)
+    mask[1, 2, 2] = True
+    mask[2, 2, 2:4] = True
+    axes = lesion_axes(mask, g)
+    assert axes["measurement_slice"] == {"axis_zyx": 0, "index": 2}
+    assert axes["long_axis_voxel_centres_mm"] == pytest.approx(0.8)
+    assert axes["long_axis_mm"] == pytest.approx(1.6) and axes["short_axis_mm"] == pytest.approx(1.2)
+
+
+def test_one_voxel_wide_lesion_in_a_coronally_stored_volume():
+    # array axis 1 (j) points to patient S: the axial slices are mask[:, y, :]; a row of 3 voxels along x is
+    # 3 x 0.7 mm long and one voxel across, which in that slice is along k (array axis 0, 2.5 mm)
+    g = ImageGeometry(spacing=(0.7, 1.1, 2.5), direction=(1, 0, 0, 0, 0, 1, 0, 1, 0))
+    mask = np.zeros((5, 4, 6), bool)
+    mask[2, 1, 1:4] = True
+    axes = lesion_axes(mask, g)
+    assert axes["measurement_slice"] == {"axis_zyx": 1, "index": 1}
+    assert axes["long_axis_mm"] == pytest.approx(2.1) and axes["short_axis_mm"] == pytest.approx(2.5)
+
+
+def test_a_long_straight_one_voxel_line_keeps_its_full_length():
+    # 70 collinear voxel centres (> 64: the convex hull is tried and fails on collinear points)
+    g = ImageGeometry(spacing=(0.5, 0.7, 2.0))
+    mask = np.zeros((3, 4, 80), bool)
+    mask[1, 2, 5:75] = True
+    axes = lesion_axes(mask, g)
+    assert axes["long_axis_voxel_centres_mm"] == pytest.approx(69 * 0.5)
+    assert axes["long_axis_mm"] == pytest.approx(70 * 0.5) and axes["short_axis_mm"] == pytest.approx(0.7)
+    xs = sorted(p[0] for p in axes["long_axis"]["end_points_lps_mm"])
+    assert xs == [pytest.approx(2.25), pytest.approx(37.25)]   # 5 x 0.5 - 0.25, 74 x 0.5 + 0.25
+

@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import robustness as rb  # noqa: E402  (the benchmark's cases, perturbations and scores)
 
-from LiverTumorSegLib.errors import InputError, LiverTumorSegError  # noqa: E402
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 
 SCALAR_KEYS = ("liver", "outside_ml", "false_ml", "false_n")
 HIGHER_IS_BETTER = {"liver": True, "outside_ml": False, "false_ml": False, "false_n": False}
@@ -275,12 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except LiverTumorSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return rb.run_with_error_line(run, parse_args(argv))
 
 
 if __name__ == "__main__":

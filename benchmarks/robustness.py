@@ -522,9 +522,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    return run_with_error_line(run, parse_args(argv))
+
+
+def run_with_error_line(run_fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run_fn(args)``; a LiverTumorSegError becomes one ``error:`` line on stderr and exit code 2."""
     try:
-        return run(args)
+        return run_fn(args)
     except LiverTumorSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

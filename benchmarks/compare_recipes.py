@@ -22,8 +22,9 @@ Packages pair across arms by (held-out cases, training seed, ``train --seed``): 
 summary gives each arm's means and, against the first arm, the paired differences (mean, min..max, how many
 pairs improved). **It also gives the spread that the training seed alone causes** within the first arm (the
 range over training seeds of one fold, averaged over folds): an arm difference smaller than that spread is not
-evidence. Issue 11's 2-seed fold-0 run (docs/synthetic_lesions.md) showed why: the seed moved false tumor from
-81 mL to 0 mL, as much as the augmentation being tested.
+evidence. On issue 11's fold 0 (docs/synthetic_lesions.md) the training seed alone moved the false tumor by 12 mL
+(81 vs 93 mL) while the liver field moved it by 71-80 mL; with one seed per arm a difference of that seed's size
+could not have been told from the lever.
 
 Tumor Dice here is on synthetic tumors and liver Dice on the team's few patients: the table ranks recipes on
 those cases; it does not predict a held-out hospital's numbers.

@@ -1,0 +1,86 @@
+"""scripts/finalize_default_model.py: validating only the folds that were trained (``--folds 0``) records the
+others as not run and does not call the one-fold mean a mean over all patients; a fold model that held out
+another patient than the split says is refused."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_helpers import load_script  # noqa: E402
+from test_robustness_benchmark import write_case  # noqa: E402
+
+from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
+from LiverTumorSegLib.training.splits import kfold_splits  # noqa: E402
+
+fin = load_script("scripts/finalize_default_model.py", "finalize_default_model_script")
+
+
+def _package(path: Path, held_out, seed=0):
+    import torch
+
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    torch.manual_seed(seed)
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
+                              target_spacing_mm=3.0, size_multiple=8, crop_to_body=True)
+    model = build_model("unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
+    training = {"validation_cases": list(held_out), "config": {"seed": seed}}
+    return save_model_package(path, model, cfg, metadata={"name": path.stem, "training": training})
+
+
+@pytest.fixture()
+def three_cases(tmp_path):
+    rows = ["image,label,patient"]
+    for k in range(3):
+        write_case(tmp_path / "data", f"case{k}_ct", shape=(8, 40, 40))
+        rows.append(f"{tmp_path / 'data' / f'case{k}_ct.nii.gz'},{tmp_path / 'data' / f'case{k}_liver_seg.nii.gz'},p{k}")
+    csv = tmp_path / "cases.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model: unet\nsplit_seed: 2027\n")
+    splits = kfold_splits(discover_cases(csv, "csv"), 3, 2027)
+    return csv, config, [[c.case_id for c in held] for _, held in splits]
+
+
+def _run(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["finalize_default_model.py", *map(str, argv)])
+    return fin.main()
+
+
+def test_only_the_trained_fold_is_validated_and_the_rest_are_recorded_as_not_run(tmp_path, three_cases, monkeypatch):
+    from LiverTumorSegLib.package import load_model_package
+
+    csv, config, held = three_cases
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "fold0.safetensors", held[0])
+    _package(models / "default.safetensors", [])
+    out = tmp_path / "final.safetensors"
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0",
+                "-o", out) == 0
+    validation = load_model_package(out).metadata["validation"]
+    assert [r["case"] for r in validation["cases"]] == held[0] and validation["cases"][0]["fold"] == 0
+    assert validation["folds_not_run"] == [1, 2]
+    assert "not run: 1, 2" in validation["method"]
+    assert "dice_liver_mean" not in validation and "dice_liver_median" not in validation
+    assert validation["dice_liver_mean_of_folds_run"] == pytest.approx(validation["cases"][0]["dice_liver"])
+
+
+def test_bad_folds_and_a_mismatched_fold_model_are_refused(tmp_path, three_cases, monkeypatch, capsys):
+    csv, config, held = three_cases
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "fold0.safetensors", held[1])              # held out fold 1's patient, not fold 0's
+    _package(models / "default.safetensors", [])
+    for bad in ("3", "x", ""):
+        with pytest.raises(SystemExit) as stop:
+            _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", bad)
+        assert stop.value.code == 2
+        assert "--folds" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="held out"):
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0",
+             "-o", tmp_path / "final.safetensors")
+    assert not (tmp_path / "final.safetensors").exists()

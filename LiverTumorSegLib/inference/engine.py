@@ -8,7 +8,8 @@ Pipeline for one volume (array axes ``(z, y, x)`` throughout, batches ``(N, C, H
 3. batches of slices -> softmax probabilities ``(n, K, H, W)`` float32 (optional left-right flip TTA,
    averaged in probability space) -> ``prepared.restore_argmax``: back to the canonical native grid and
    argmax, into a uint8 canonical label volume (slices that hold only background skip it:
-   :func:`background_only_slices`);
+   :func:`background_only_slices`; with a probability that is read only inside the labels, as ``segment``
+   reads it, whatever that slice's probability);
 4. ``Reorientation.from_canonical`` -> labels ``(z, y, x)`` in the *input* geometry.
 
 Only the uint8 label volume is held for the whole volume; probabilities exist one batch at a time.
@@ -80,8 +81,13 @@ def argmax_channels(probs: np.ndarray) -> np.ndarray:
 
 RESTORE_SKIP_MARGIN = 1e-4
 """A slice skips the restore when background beats every other class by this much at every pixel (float32
-rounding of the interpolation is far smaller), and the written class's probability stays below a quarter of the
-0..255 scale's half step."""
+rounding of the interpolation is far smaller), and, where the probability is kept everywhere, the kept class's
+probability stays below :data:`RESTORE_SKIP_PROBABILITY`."""
+
+RESTORE_SKIP_PROBABILITY = 0.45 / 255.0
+"""A probability below this stays below ``0.5 / 255`` through the restore's convex interpolation (float32 error
+is about 1e-7 relative, far under the 10 % margin), so ``round(255 * p)`` is 0 there. A bundled model's
+floor outside the body is about 0.9-1.9e-3 (v2, v3 on the sample), close to this; hence the labels-only skip."""
 
 
 def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = None) -> np.ndarray:
@@ -91,8 +97,9 @@ def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = 
 
     Why it is exact: the restore interpolates (bilinear, or antialiased bilinear when shrinking) with
     non-negative weights that sum to 1, so every restored pixel is a convex combination of network pixels. If
-    ``p0 > pk`` at each of them, the combination keeps ``p0 > pk`` (label 0), and values below ``0.25 / 255``
-    stay below it (rounds to 0). NaN anywhere fails the test (the slice is restored as before).
+    ``p0 > pk`` at each of them, the combination keeps ``p0 > pk`` (label 0), and values below
+    :data:`RESTORE_SKIP_PROBABILITY` stay below ``0.5 / 255`` (round to 0). Without ``class_index`` only the
+    labels are tested. NaN anywhere fails the test (the slice is restored as before).
     """
     probs = np.asarray(probs_nkhw)
     n, k = probs.shape[:2]
@@ -101,7 +108,7 @@ def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = 
         others = probs[:, 1:].max(axis=1)
         skip &= (others < probs[:, 0] - RESTORE_SKIP_MARGIN).reshape(n, -1).all(axis=1)
     if class_index is not None:
-        skip &= (probs[:, class_index] < 0.25 / 255.0).reshape(n, -1).all(axis=1)
+        skip &= (probs[:, class_index] < RESTORE_SKIP_PROBABILITY).reshape(n, -1).all(axis=1)
     return skip
 
 
@@ -312,6 +319,7 @@ class SliceInferenceEngine:
         self.threads = int(threads) if threads else cpu_thread_count()
         self._batch_predictor = batch_predictor
         self._probability_out = None  # type: Optional[np.ndarray]
+        self._probability_everywhere = True
         self._class_index = 2
         self._onnx = None
         self.amp_dtype = None
@@ -420,11 +428,15 @@ class SliceInferenceEngine:
 
     def predict_with_probability(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                                  cancel: Optional[CancellationToken] = None, class_index: int = 2,
-                                 ) -> Tuple[np.ndarray, np.ndarray]:
+                                 probability_everywhere: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """``(labels, probability)``, both ``(z, y, x)`` uint8 on ``volume``'s grid and orientation.
 
         ``probability`` is the network's softmax probability of class ``class_index`` (2 = tumor), before
         post-processing, scaled to 0..255 (``round(255 * p)``): one byte per voxel instead of a float copy.
+        ``probability_everywhere=False``: the caller reads the probability only where ``labels`` is not
+        background (post-processing and the lesion report read it inside tumor labels), so a slice whose
+        labels are all background gets probability 0 without a restore, whatever its network probability
+        (exact elsewhere). ``True`` (a probability map that is written out): exact in every voxel.
         """
         from ..orientation import canonicalize
 
@@ -435,8 +447,12 @@ class SliceInferenceEngine:
         canonical, reorientation = canonicalize(volume)
         probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
         seconds = time.perf_counter() - start
-        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel,
-                                         probability_out=probability, class_index=class_index)
+        self._probability_everywhere = bool(probability_everywhere)
+        try:
+            labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel,
+                                             probability_out=probability, class_index=class_index)
+        finally:
+            self._probability_everywhere = True
         if cancel is not None:
             cancel.raise_if_cancelled()
         start = time.perf_counter()
@@ -681,8 +697,9 @@ class SliceInferenceEngine:
             return len(pending.indices)
         probs = result  # type: np.ndarray  # type: ignore[assignment]
         class_index = self._kept_probability_class(probs.shape[1])
-        # slices with nothing but background (above and below the liver) are zeros without a restore
-        skip = background_only_slices(probs, class_index)
+        # slices with nothing but background (above and below the liver) are zeros without a restore; their
+        # probability counts only when it is kept everywhere (a written map), not when read inside the labels
+        skip = background_only_slices(probs, class_index if self._probability_everywhere else None)
         all_indices = np.asarray(pending.indices)
         indices = all_indices[~skip]
         if skip.any():

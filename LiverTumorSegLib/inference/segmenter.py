@@ -397,12 +397,14 @@ class Segmenter:
             self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
             try:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
-                                        with_probability=keep_probability, record=two_stage_record)
+                                        with_probability=keep_probability, record=two_stage_record,
+                                        probability_everywhere=self.options.probabilities)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)
-        if keep_probability:
-            return self.engine.predict_with_probability(volume, progress=network_progress, cancel=cancel)
+        if keep_probability:  # a probability not asked for is read only inside the labels (lesion confidence)
+            return self.engine.predict_with_probability(volume, progress=network_progress, cancel=cancel,
+                                                        probability_everywhere=self.options.probabilities)
         return self.engine.predict(volume, progress=network_progress, cancel=cancel), None
 
     # ------------------------------------------------------------------ files

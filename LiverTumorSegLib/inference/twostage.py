@@ -73,13 +73,14 @@ def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_
 def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Optional[object] = None,
                       factor: int = 2, margin_mm: float = 15.0, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancellationToken] = None, with_probability: bool = False,
-                      record: Optional[dict] = None) -> object:
+                      record: Optional[dict] = None, probability_everywhere: bool = True) -> object:
     """Labels ``(z, y, x)`` uint8 on ``volume``'s grid via coarse localisation + fine crop segmentation.
 
     ``fine_engine`` / ``coarse_engine``: objects with ``predict(volume, progress, cancel)`` (normally
     :class:`SliceInferenceEngine`; the coarse one defaults to the fine one).
     ``with_probability``: return ``(labels, tumor probability uint8 0..255)`` from the fine engine's
-    ``predict_with_probability`` (0 outside the crop) instead of labels alone.
+    ``predict_with_probability`` (0 outside the crop) instead of labels alone; ``probability_everywhere``
+    is passed to it (False: the probability is read only where the labels are not background).
     ``record``: a dict that receives ``crop_zyx`` (``[[start, stop]]`` per array axis) or ``fallback``.
     """
     from ..metrics.recist import axial_axis_zyx
@@ -96,14 +97,16 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
         record["fallback"] = "no liver on the coarse pass: the whole volume was segmented"
         if with_probability:
-            return fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
+            return fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel,
+                                                        probability_everywhere=probability_everywhere)
         return fine_engine.predict(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
     log.debug("Two-stage crop (z, y, x): %s", [(b.start, b.stop) for b in box])
     record["crop_zyx"] = [[int(b.start), int(b.stop)] for b in box]
     labels = np.zeros(volume.shape_zyx, dtype=np.uint8)
     if with_probability:
         crop_labels, crop_probability = fine_engine.predict_with_probability(
-            crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel)
+            crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel,
+            probability_everywhere=probability_everywhere)
         probability = np.zeros(volume.shape_zyx, dtype=np.uint8)
         probability[box] = crop_probability
     else:

@@ -375,37 +375,79 @@ def test_background_only_slices_by_hand():
     probs[3, 0, 0, 0] = probs[3, 1, 0, 0] = 0.5                  # slice 3: a tie (kept: no margin)
     np.testing.assert_array_equal(background_only_slices(probs), [True, False, True, False])
     np.testing.assert_array_equal(background_only_slices(probs, class_index=2), [True, False, False, False])
+    probs[0, 2, 0, 1] = 0.44 / 255.0                            # below 0.45/255: restores to round(255 p) = 0
+    assert background_only_slices(probs, class_index=2)[0]
+    probs[0, 2, 0, 1] = 0.46 / 255.0                            # not below it: restored
+    assert not background_only_slices(probs, class_index=2)[0]
+    assert background_only_slices(probs)[0]                     # labels only: the probability does not count
     probs[0, 2, 0, 0] = np.nan
     assert not background_only_slices(probs)[0]  # NaN: restore as before
     assert background_only_slices(probs[:, :1]).all()  # one class: always background
 
 
+def test_probability_read_inside_labels_skips_background_slices_whatever_their_probability():
+    """A network whose every class keeps a 1 % floor (tumor p = 0.01 -> round(2.55) = 3 everywhere): the exact
+    run restores every slice; ``probability_everywhere=False`` leaves the two slices without liver (z 0 and 15
+    of this phantom) at 0 and matches the exact run in every other slice, labels included."""
+    ph = corner_phantom(shape_zyx=(16, 40, 44))
+
+    def floored(x_nchw):
+        return oracle_predictor(x_nchw) * np.float32(0.97) + np.float32(0.01)
+
+    def engine():
+        return SliceInferenceEngine(oracle_package(), batch_predictor=floored, device="cpu", threads=1, batch_size=4)
+
+    labels, probability = engine().predict_with_probability(ph.ct)
+    labels_inside, probability_inside = engine().predict_with_probability(ph.ct, probability_everywhere=False)
+    empty = ~(ph.labels > 0).reshape(16, -1).any(axis=1)
+    assert empty.tolist() == [True] + [False] * 14 + [True]  # the phantom this test reads
+    np.testing.assert_array_equal(labels, labels_inside)
+    np.testing.assert_array_equal(labels > 0, ph.labels > 0)  # the oracle is right, floor or not
+    assert (probability[empty] == 3).all() and not probability_inside[empty].any()
+    np.testing.assert_array_equal(probability_inside[~empty], probability[~empty])
+    assert (probability[ph.labels == 2] >= 250).all()
+
+
 def test_skipping_background_slices_changes_no_voxel(monkeypatch):
     """The bundled model on the bundled abdomen-pelvis sample (most slices hold no liver): labels and tumor
-    probability are identical with and without skipping the restore of background-only slices."""
+    probability are identical with and without skipping the restore of background-only slices; with
+    ``probability_everywhere=False`` (how ``segment`` reads it: inside the labels only) the labels and the
+    probability wherever a label is not background are identical too."""
     from LiverTumorSegLib import resources
     from LiverTumorSegLib.io import read_volume
     from LiverTumorSegLib.package import load_model_package
 
     volume = read_volume(resources.sample_ct_path())
     engine = SliceInferenceEngine(load_model_package("default"), device="cpu", precision="fp32")
-    skipped = []
     real = engine_module.background_only_slices
 
-    def counting(probs, class_index=None):
-        out = real(probs, class_index)
-        skipped.append(int(out.sum()))
-        return out
+    def run_counting(**kwargs):
+        skipped = []
 
-    monkeypatch.setattr(engine_module, "background_only_slices", counting)
-    labels, probability = engine.predict_with_probability(volume)
+        def counting(probs, class_index=None):
+            out = real(probs, class_index)
+            skipped.append(int(out.sum()))
+            return out
+
+        monkeypatch.setattr(engine_module, "background_only_slices", counting)
+        return engine.predict_with_probability(volume, **kwargs) + (sum(skipped),)
+
+    labels, probability, skipped = run_counting()
+    labels_inside, probability_inside, skipped_inside = run_counting(probability_everywhere=False)
     monkeypatch.setattr(engine_module, "background_only_slices",
                         lambda probs, class_index=None: np.zeros(len(probs), dtype=bool))
     labels_all, probability_all = engine.predict_with_probability(volume)
-    assert sum(skipped) >= 20  # the check is not vacuous: many slices skipped the restore
+    # not vacuous: 112 slices, the liver on about 40; the exact test depends on the model's probability floor
+    # outside the body (default v3: 0.0011-0.0019, against 0.0018), the labels-only test does not
+    assert skipped >= 20 and skipped_inside >= 60 and skipped_inside >= skipped
     assert (labels == 1).sum() > 10000 and probability.max() > 0  # and the liver is there
     np.testing.assert_array_equal(labels, labels_all)
     np.testing.assert_array_equal(probability, probability_all)
+    np.testing.assert_array_equal(labels_inside, labels_all)
+    inside = labels_all > 0
+    np.testing.assert_array_equal(probability_inside[inside], probability_all[inside])
+    outside_inside_run, outside_all = probability_inside[~inside], probability_all[~inside]
+    assert ((outside_inside_run == 0) | (outside_inside_run == outside_all)).all()  # skipped: 0; else exact
 
 
 def test_pieces_of_a_restored_batch_are_joined_in_order():

@@ -74,6 +74,27 @@ def test_segment_file_many_times_with_one_engine(tiny_path, tmp_path):
     assert segmenter.engine is engine and not segmenter.options.probabilities  # unchanged by the calls
 
 
+def test_probability_is_exact_everywhere_only_when_it_is_an_output(tiny_path, tmp_path, monkeypatch):
+    # segment reads the tumor probability inside the labels only (lesion confidence, the lesion report), so
+    # the engine may leave all-background slices at 0; a probability map that is written must be exact
+    seen = []
+    real = SliceInferenceEngine.predict_with_probability
+
+    def recording(self, volume, *args, **kwargs):
+        seen.append(kwargs.get("probability_everywhere", True))
+        return real(self, volume, *args, **kwargs)
+
+    monkeypatch.setattr(SliceInferenceEngine, "predict_with_probability", recording)
+    volume = two_volumes()[0]
+    plain = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).load()
+    plain.segment_volume(volume)
+    Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1, probabilities=True)
+              ).load().segment_volume(volume)
+    ct = write_volume(tmp_path / "ct.nii.gz", volume)
+    plain.segment_file(ct, tmp_path / "seg.nii.gz", probability_path=tmp_path / "p.nii.gz")
+    assert seen == [False, True, True]
+
+
 def test_given_engine_wins_and_the_report_says_what_ran(caplog):
     engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
                                   batch_predictor=oracle_predictor)

@@ -156,19 +156,53 @@ def software_environment() -> Dict[str, Any]:
 
 
 def _git_commit(root: Path) -> Optional[str]:
-    """The commit checked out in ``root`` (HEAD, following one ref), or None when it is not a git checkout."""
+    """The commit checked out in ``root`` (HEAD, following one ref), or None when it is not a git checkout.
+    A linked worktree (``git worktree add``) or a submodule has a ``.git`` *file* naming its git directory;
+    branch refs then live in the shared directory that its ``commondir`` names."""
     try:
-        head = (root / ".git" / "HEAD").read_text(encoding="utf-8").strip()
-        if head.startswith("ref: "):
-            ref = head[5:].strip()
-            path = root / ".git" / ref
+        git_dir = _git_dir(root)
+        if git_dir is None:
+            return None
+        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:].strip()
+        for directory in (git_dir, _git_common_dir(git_dir)):
+            path = directory / ref
             if path.is_file():
                 return path.read_text(encoding="utf-8").strip()
-            packed = (root / ".git" / "packed-refs").read_text(encoding="utf-8")
-            return next((line.split()[0] for line in packed.splitlines() if line.endswith(" " + ref)), None)
-        return head or None
+        packed = _git_common_dir(git_dir) / "packed-refs"
+        if not packed.is_file():
+            return None
+        lines = packed.read_text(encoding="utf-8").splitlines()
+        return next((line.split()[0] for line in lines if line.endswith(" " + ref)), None)
     except OSError:
         return None
+
+
+def _git_dir(root: Path) -> Optional[Path]:
+    """``root/.git`` when it is a directory; the directory a ``.git`` file's ``gitdir:`` line names (relative
+    to ``root``); else None."""
+    dot_git = root / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    if not dot_git.is_file():
+        return None
+    text = dot_git.read_text(encoding="utf-8").strip()
+    if not text.startswith("gitdir:"):
+        return None
+    named = Path(text[len("gitdir:"):].strip())
+    return named if named.is_absolute() else (root / named).resolve()
+
+
+def _git_common_dir(git_dir: Path) -> Path:
+    """The directory that holds the shared refs: the one ``git_dir/commondir`` names (relative to
+    ``git_dir``), else ``git_dir`` itself."""
+    common = git_dir / "commondir"
+    if not common.is_file():
+        return git_dir
+    named = Path(common.read_text(encoding="utf-8").strip())
+    return named if named.is_absolute() else (git_dir / named).resolve()
 
 
 def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slices_per_input: int = 0) -> None:

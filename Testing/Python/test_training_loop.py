@@ -367,3 +367,34 @@ def test_whole_volume_validation_runs_on_non_hu_data_trained_with_allow_non_hu(d
     result = train(cfg, command="test", log=lambda s: None)
     whole = read_package_metadata(result.package_path)["validation"].get("whole_volume")
     assert whole and len(whole["cases"]) == len(result.val_cases)
+
+
+def test_git_commit_is_read_from_a_checkout_a_linked_worktree_and_packed_refs(tmp_path):
+    # the package records the library's commit; a run from a `git worktree add` checkout (a .git *file*)
+    # recorded none (default model v3 was trained so), and neither did a branch whose ref was only packed
+    from LiverTumorSegLib.training.trainer import _git_commit
+
+    main_sha, packed_sha, detached_sha = "a" * 40, "b" * 40, "c" * 40
+    repo = tmp_path / "repo"
+    (repo / ".git" / "refs" / "heads").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / ".git" / "refs" / "heads" / "main").write_text(main_sha + "\n")
+    (repo / ".git" / "packed-refs").write_text(f"# pack-refs with: peeled\n{packed_sha} refs/heads/old\n")
+    assert _git_commit(repo) == main_sha
+    worktree_git = repo / ".git" / "worktrees" / "wt"
+    worktree_git.mkdir(parents=True)
+    (worktree_git / "commondir").write_text("../..\n")
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    (tree / ".git").write_text(f"gitdir: {worktree_git}\n")
+    (worktree_git / "HEAD").write_text(detached_sha + "\n")
+    assert _git_commit(tree) == detached_sha                    # detached worktree
+    (worktree_git / "HEAD").write_text("ref: refs/heads/main\n")
+    assert _git_commit(tree) == main_sha                        # branch ref in the shared directory
+    (worktree_git / "HEAD").write_text("ref: refs/heads/old\n")
+    assert _git_commit(tree) == packed_sha                      # packed in the shared directory
+    (tree / ".git").write_text("gitdir: ../repo/.git/worktrees/wt\n")
+    assert _git_commit(tree) == packed_sha                      # a relative gitdir
+    (worktree_git / "HEAD").write_text("ref: refs/heads/gone\n")
+    assert _git_commit(tree) is None
+    assert _git_commit(tmp_path / "not_a_checkout") is None

@@ -447,12 +447,8 @@ class SliceInferenceEngine:
         canonical, reorientation = canonicalize(volume)
         probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
         seconds = time.perf_counter() - start
-        self._probability_everywhere = bool(probability_everywhere)
-        try:
-            labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel,
-                                             probability_out=probability, class_index=class_index)
-        finally:
-            self._probability_everywhere = True
+        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, probability_out=probability,
+                                         class_index=class_index, probability_everywhere=probability_everywhere)
         if cancel is not None:
             cancel.raise_if_cancelled()
         start = time.perf_counter()
@@ -475,17 +471,18 @@ class SliceInferenceEngine:
 
     def _predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                            cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray] = None,
-                           class_index: int = 2) -> np.ndarray:
+                           class_index: int = 2, probability_everywhere: bool = True) -> np.ndarray:
         """:meth:`predict_canonical` adding to ``last_timings`` (not reset here). The engine lets go of
         ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next)."""
         try:
-            return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index)
+            return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index,
+                                                probability_everywhere)
         finally:
             self._probability_out = None
 
     def _predict_canonical_into(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                                 cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray],
-                                class_index: int) -> np.ndarray:
+                                class_index: int, probability_everywhere: bool = True) -> np.ndarray:
         from ..preprocessing import SlicePreprocessor
 
         reporter = progress if isinstance(progress, ProgressReporter) else ProgressReporter(progress)
@@ -497,6 +494,7 @@ class SliceInferenceEngine:
         if probability_out is not None and probability_out.shape != tuple(canonical.shape_zyx):
             raise ValueError(f"probability_out has shape {probability_out.shape}, expected {canonical.shape_zyx}")
         self._probability_out, self._class_index = probability_out, int(class_index)
+        self._probability_everywhere = bool(probability_everywhere)
         labels = np.zeros(canonical.shape_zyx, dtype=np.uint8)
         if count == 0:
             reporter(1.0, "segmenting")

@@ -167,11 +167,12 @@ def _git_commit(root: Path) -> Optional[str]:
         if not head.startswith("ref: "):
             return head or None
         ref = head[5:].strip()
-        for directory in (git_dir, _git_common_dir(git_dir)):
+        common_dir = _git_common_dir(git_dir)
+        for directory in dict.fromkeys((git_dir, common_dir)):  # the same directory once in a plain checkout
             path = directory / ref
             if path.is_file():
                 return path.read_text(encoding="utf-8").strip()
-        packed = _git_common_dir(git_dir) / "packed-refs"
+        packed = common_dir / "packed-refs"
         if not packed.is_file():
             return None
         lines = packed.read_text(encoding="utf-8").splitlines()
@@ -191,8 +192,7 @@ def _git_dir(root: Path) -> Optional[Path]:
     text = dot_git.read_text(encoding="utf-8").strip()
     if not text.startswith("gitdir:"):
         return None
-    named = Path(text[len("gitdir:"):].strip())
-    return named if named.is_absolute() else (root / named).resolve()
+    return _resolved(text[len("gitdir:"):].strip(), root)
 
 
 def _git_common_dir(git_dir: Path) -> Path:
@@ -201,8 +201,13 @@ def _git_common_dir(git_dir: Path) -> Path:
     common = git_dir / "commondir"
     if not common.is_file():
         return git_dir
-    named = Path(common.read_text(encoding="utf-8").strip())
-    return named if named.is_absolute() else (git_dir / named).resolve()
+    return _resolved(common.read_text(encoding="utf-8").strip(), git_dir)
+
+
+def _resolved(named: str, base: Path) -> Path:
+    """A path that git wrote in a file: absolute as it is, else relative to ``base``."""
+    path = Path(named)
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slices_per_input: int = 0) -> None:

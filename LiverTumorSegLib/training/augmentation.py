@@ -17,7 +17,9 @@ with labels ``(T, H, W)`` or ``(H, W)`` (uint8, 0/1/2). :class:`SliceAugmenter` 
    anisotropic zoom, optional flips and an elastic displacement are composed into a single sampling grid
    and resampled **once** with ``torch.nn.functional.grid_sample`` (image bilinear, labels nearest;
    outside the image: ``fill_hu`` = -1024 HU air, label 0).
-3. intensity ops in HU: global scale/shift, gamma inside an HU window, Gaussian blur, Gaussian noise.
+3. intensity ops in HU: global scale/shift, gamma inside an HU window, Gaussian blur, Gaussian noise
+   (optionally, ``noise_grain_probability``, off by default, with an in-plane grain of ``noise_grain_px``:
+   :func:`grained_noise`).
 
 Flips are **off by default**: canonical slices have anatomical handedness (the liver is on the image
 left); flipped samples would teach the network that a liver may lie on the patient's left, a prior it
@@ -78,6 +80,8 @@ class AugmentationConfig(JsonDataclassMixin):
     blur_sigma_px: Tuple[float, float] = (0.3, 1.0)
     noise_probability: float = 0.3
     noise_std_hu: Tuple[float, float] = (2.0, 12.0)
+    noise_grain_probability: float = 0.0                       # off: existing recipes draw the same numbers
+    noise_grain_px: Tuple[float, float] = (0.5, 1.5)           # in-plane Gaussian sigma of the noise's grain, px
     fill_hu: float = -1024.0
 
     def validate(self) -> None:
@@ -93,7 +97,7 @@ class AugmentationConfig(JsonDataclassMixin):
         if self.liver_field_amplitude_hu[0] < 0:
             raise InputError("AugmentationConfig.liver_field_amplitude_hu = %r: the largest change is a size in HU, "
                              ">= 0 (the field takes both signs)." % (self.liver_field_amplitude_hu,))
-        for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm"):
+        for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
         if self.zoom_anisotropy < 1.0 or self.elastic_grid_mm <= 0:
@@ -171,6 +175,26 @@ def gaussian_blur_in_plane(hu: np.ndarray, sigma_px: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     return gaussian_filter(np.asarray(hu, dtype=np.float32), (0.0, sigma_px, sigma_px), mode="nearest")
+
+
+def grain_gain(sigma_px: float, truncate: float = 4.0) -> float:
+    """Standard deviation of unit white noise after an in-plane 2D Gaussian filter of ``sigma_px`` pixels
+    (scipy's kernel: radius ``int(truncate * sigma + 0.5)``, normalised to sum 1): the kernel's L2 norm, which for
+    the separable filter is ``sum(k1 ** 2)``. About ``1 / (2 * sqrt(pi) * sigma)`` for sigma >= 1 px."""
+    radius = int(truncate * float(sigma_px) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k1 = np.exp(-0.5 * (x / float(sigma_px)) ** 2)
+    k1 /= k1.sum()
+    return float(np.sum(k1 ** 2))
+
+
+def grained_noise(white: np.ndarray, grain_px: float) -> np.ndarray:
+    """Noise ``(T, H, W)`` with CT-like grain: ``white`` (Gaussian, any std) filtered in-plane by a Gaussian of
+    ``grain_px`` pixels, slice by slice (no correlation across slices), and rescaled by the filter's exact gain
+    (:func:`grain_gain`) so its standard deviation stays that of ``white``. Real CT noise is correlated over
+    about a millimetre (the reconstruction kernel), and on the network grid more so where a coarse CT
+    (3 mm voxels) is upsampled to 1.5 mm pixels; white noise alone never shows a model that texture."""
+    return gaussian_blur_in_plane(white, grain_px) * np.float32(1.0 / grain_gain(grain_px))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -355,6 +379,11 @@ class SliceAugmenter:
             out_hu = gaussian_blur_in_plane(out_hu, params["blur_sigma_px"])
         if rng.random() < cfg.noise_probability:
             params["noise_std_hu"] = float(rng.uniform(*cfg.noise_std_hu))
-            out_hu = out_hu + rng.normal(0.0, params["noise_std_hu"], size=out_hu.shape).astype(np.float32)
+            if cfg.noise_grain_probability > 0 and rng.random() < cfg.noise_grain_probability:
+                params["noise_grain_px"] = float(rng.uniform(*cfg.noise_grain_px))
+            noise = rng.normal(0.0, params["noise_std_hu"], size=out_hu.shape).astype(np.float32)
+            if "noise_grain_px" in params:
+                noise = grained_noise(noise, params["noise_grain_px"])
+            out_hu = out_hu + noise
         self.last_params = params
         return out_hu.astype(np.float32, copy=False), out_lab

@@ -6,7 +6,8 @@ import pytest
 
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.training.augmentation import (AugmentationConfig, SliceAugmenter, affine_source_matrix,
-                                                    gamma_in_window, gaussian_blur_in_plane, liver_hu_shift,
+                                                    gamma_in_window, gaussian_blur_in_plane, grain_gain, grained_noise,
+                                                    liver_hu_shift,
                                                     resample_slices, smooth_displacement, smooth_liver_field)
 import seeding
 from seeding import test_seed
@@ -230,3 +231,47 @@ def test_ranges_must_be_finite_and_the_field_amplitude_a_size(field, value):
     # these passed validate() and crashed the first sample (OverflowError) or drew negative 'amplitudes'
     with pytest.raises(InputError, match=field):
         _only(**{field: value})
+
+
+def _lag1_correlation(noise, axis):
+    a = np.moveaxis(noise, axis, -1)
+    x, y = a[..., :-1].ravel().astype(np.float64), a[..., 1:].ravel().astype(np.float64)
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.5])
+def test_grain_gain_is_the_std_of_filtered_unit_white_noise(sigma):
+    white = np.random.default_rng(test_seed(41)).standard_normal((1, 512, 512)).astype(np.float32)
+    filtered = gaussian_blur_in_plane(white, sigma)[:, 16:-16, 16:-16]  # away from the 'nearest' edges
+    assert filtered.std() == pytest.approx(grain_gain(sigma), rel=0.03)
+    if sigma >= 1.0:  # the continuous limit 1 / (2 sqrt(pi) sigma)
+        assert grain_gain(sigma) == pytest.approx(1.0 / (2.0 * np.sqrt(np.pi) * sigma), rel=0.03)
+
+
+def test_grained_noise_keeps_the_std_and_correlates_in_plane_only():
+    white = np.random.default_rng(test_seed(42)).normal(0.0, 20.0, (4, 256, 256)).astype(np.float32)
+    grained = grained_noise(white, 1.0)
+    assert grained.dtype == np.float32 and grained.shape == white.shape
+    assert grained.std() == pytest.approx(20.0, rel=0.05)
+    # Gaussian-filtered white noise has a Gaussian autocorrelation: lag 1 px -> exp(-1 / (4 sigma^2)) = 0.78
+    for axis in (1, 2):
+        assert 0.72 < _lag1_correlation(grained, axis) < 0.84
+        assert abs(_lag1_correlation(white, axis)) < 0.02
+    assert abs(_lag1_correlation(grained, 0)) < 0.03  # slices stay independent
+
+
+def test_noise_grain_in_the_augmenter_is_drawn_only_when_asked():
+    hu = np.full((3, 128, 128), 50.0, dtype=np.float32)
+    labels = np.zeros((3, 128, 128), dtype=np.uint8)
+    grainy = SliceAugmenter(_only(noise_probability=1.0, noise_std_hu=(25.0, 25.0), noise_grain_probability=1.0,
+                                  noise_grain_px=(1.5, 1.5)))
+    out, _ = grainy(hu, labels, np.random.default_rng(test_seed(43)))
+    assert grainy.last_params == {"noise_std_hu": 25.0, "noise_grain_px": 1.5}
+    assert (out - 50.0).std() == pytest.approx(25.0, rel=0.1)
+    assert 0.8 < _lag1_correlation(out - 50.0, 2) < 0.95  # exp(-1 / 9) = 0.89
+    white = SliceAugmenter(_only(noise_probability=1.0, noise_std_hu=(25.0, 25.0)))
+    out, _ = white(hu, labels, np.random.default_rng(test_seed(43)))
+    assert white.last_params == {"noise_std_hu": 25.0}
+    assert abs(_lag1_correlation(out - 50.0, 2)) < 0.03
+    with pytest.raises(InputError, match="noise_grain_px"):
+        _only(noise_grain_px=(0.0, 1.0))

@@ -80,7 +80,7 @@ class AugmentationConfig(JsonDataclassMixin):
     blur_sigma_px: Tuple[float, float] = (0.3, 1.0)
     noise_probability: float = 0.3
     noise_std_hu: Tuple[float, float] = (2.0, 12.0)
-    noise_grain_probability: float = 0.0                       # off: existing recipes draw the same numbers
+    noise_grain_probability: float = 0.0                       # off (measured, not adopted: docs/synthetic_lesions.md)
     noise_grain_px: Tuple[float, float] = (0.5, 1.5)           # in-plane Gaussian sigma of the noise's grain, px
     fill_hu: float = -1024.0
 

@@ -177,15 +177,14 @@ def gaussian_blur_in_plane(hu: np.ndarray, sigma_px: float) -> np.ndarray:
     return gaussian_filter(np.asarray(hu, dtype=np.float32), (0.0, sigma_px, sigma_px), mode="nearest")
 
 
-def grain_gain(sigma_px: float, truncate: float = 4.0) -> float:
-    """Standard deviation of unit white noise after an in-plane 2D Gaussian filter of ``sigma_px`` pixels
-    (scipy's kernel: radius ``int(truncate * sigma + 0.5)``, normalised to sum 1): the kernel's L2 norm, which for
-    the separable filter is ``sum(k1 ** 2)``. About ``1 / (2 * sqrt(pi) * sigma)`` for sigma >= 1 px."""
-    radius = int(truncate * float(sigma_px) + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k1 = np.exp(-0.5 * (x / float(sigma_px)) ** 2)
-    k1 /= k1.sum()
-    return float(np.sum(k1 ** 2))
+def grain_gain(sigma_px: float) -> float:
+    """Standard deviation of unit white noise after :func:`gaussian_blur_in_plane` with ``sigma_px`` pixels: the
+    L2 norm of that filter's own impulse response (so it follows the filter's kernel and truncation). About
+    ``1 / (2 * sqrt(pi) * sigma)`` for sigma >= 1 px."""
+    size = 2 * int(4.0 * float(sigma_px) + 2.0) + 1  # wider than scipy's kernel (radius int(4 sigma + 0.5))
+    impulse = np.zeros((1, size, size), dtype=np.float32)
+    impulse[0, size // 2, size // 2] = 1.0
+    return float(np.sqrt(np.sum(gaussian_blur_in_plane(impulse, sigma_px).astype(np.float64) ** 2)))
 
 
 def grained_noise(white: np.ndarray, grain_px: float) -> np.ndarray:
@@ -379,11 +378,12 @@ class SliceAugmenter:
             out_hu = gaussian_blur_in_plane(out_hu, params["blur_sigma_px"])
         if rng.random() < cfg.noise_probability:
             params["noise_std_hu"] = float(rng.uniform(*cfg.noise_std_hu))
+            grain_px = None
             if cfg.noise_grain_probability > 0 and rng.random() < cfg.noise_grain_probability:
-                params["noise_grain_px"] = float(rng.uniform(*cfg.noise_grain_px))
+                grain_px = params["noise_grain_px"] = float(rng.uniform(*cfg.noise_grain_px))
             noise = rng.normal(0.0, params["noise_std_hu"], size=out_hu.shape).astype(np.float32)
-            if "noise_grain_px" in params:
-                noise = grained_noise(noise, params["noise_grain_px"])
+            if grain_px is not None:
+                noise = grained_noise(noise, grain_px)
             out_hu = out_hu + noise
         self.last_params = params
         return out_hu.astype(np.float32, copy=False), out_lab

@@ -82,6 +82,38 @@ def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[flo
     if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
         raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "
                          f"the header (e.g. re-export from the scanner/PACS).")
+    check_orthogonal_axes(cosines.reshape(3, 3), source)
+
+
+ORTHOGONALITY_TOLERANCE = 1e-4
+"""Largest accepted deviation of ``D^T D`` from the identity for a direction matrix ``D`` (unit columns):
+1e-4 is an angle of about 0.006 degrees between two axes, far above the rounding of any header."""
+
+
+def axes_angles_deg(direction: np.ndarray) -> Tuple[float, float, float]:
+    """Angles (degrees) between the voxel axes i-j, i-k and j-k of a 3 x 3 direction matrix (columns = axes)."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    d = d / np.linalg.norm(d, axis=0, keepdims=True)
+    pairs = ((0, 1), (0, 2), (1, 2))
+    return tuple(float(np.degrees(np.arccos(np.clip(np.dot(d[:, a], d[:, b]), -1.0, 1.0)))) for a, b in pairs)
+
+
+def check_orthogonal_axes(direction: np.ndarray, source: str) -> None:
+    """Refuse a sheared grid: voxel axes (columns of ``direction``) that are not at right angles.
+
+    Everything downstream (reorientation to RAS, voxel volume = product of the spacings, the writers) assumes
+    orthogonal axes, so a sheared grid would give wrong volumes and misplaced labels. Sheared headers come from
+    gantry-tilted CT saved without correction."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    d = d / np.linalg.norm(d, axis=0, keepdims=True)
+    if np.allclose(d.T @ d, np.eye(3), atol=ORTHOGONALITY_TOLERANCE):
+        return
+    worst = max(abs(90.0 - a) for a in axes_angles_deg(d))
+    raise InputError(f"'{source}' has a sheared (non-orthogonal) grid: its voxel axes are up to {worst:.3g} degrees "
+                     f"off a right angle (typical of a gantry-tilted CT saved without correction). Volumes and "
+                     f"positions on such a grid would be wrong. Resample it to an orthogonal grid first (dcm2niix "
+                     f"corrects gantry tilt; in 3D Slicer, load the DICOM series with acquisition geometry "
+                     f"regularization and harden the transform), and use the resampled file.")
 
 
 def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:

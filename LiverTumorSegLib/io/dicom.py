@@ -196,9 +196,12 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
 def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
     """Refuse a multi-file series whose slices share positions (ImagePositionPatient along the slice normal):
     ITK would invent a 1 mm slice spacing for it. Such a series usually mixes several acquisitions (phases,
-    echoes, a repeated scan). Slices without a position tag are left to ITK's own checks."""
-    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    echoes, a repeated scan). Also refuse a gantry-tilted series (:func:`_check_no_gantry_tilt`). Slices without a
+    position tag are left to ITK's own checks."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    normal = direction[:, 2]
     positions = []
+    points = []
     for index in range(len(series.files)):
         try:
             text = reader.GetMetaData(index, "0020|0032")
@@ -210,12 +213,38 @@ def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Pa
                              f"({text.strip()[:60]!r}) in file '{Path(series.files[index]).name}'; the slice geometry "
                              f"cannot be built. Re-export the series from the scanner/PACS.")
         positions.append(float(np.dot(xyz, normal)))
+        points.append(xyz)
     distinct = len(np.unique(np.round(positions, 3)))
     if distinct < len(positions):
         raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(positions)} slices but only {distinct} "
                          f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
                          f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
                          f"acquisition as its own series.")
+    _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
+
+
+def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direction: np.ndarray,
+                          spacing_xyz: Sequence[float], folder: Path) -> None:
+    """Refuse a series whose slice origins (ImagePositionPatient, ``(n, 3)`` mm) move within the image plane from
+    slice to slice, i.e. a gantry-tilted acquisition: ITK builds an orthogonal grid from the first slice's
+    orientation, so every later slice would be placed off by its in-plane drift (a silent shift of anatomy and
+    wrong volumes). A drift of up to half the smaller pixel over the whole series is tolerated (header rounding).
+    ``direction``: ITK's 3 x 3 direction (columns: rows' direction, columns' direction, slice normal)."""
+    if len(points_xyz) < 2:
+        return
+    in_plane = points_xyz @ direction[:, :2]  # (n, 2) mm along the row and column directions
+    drift = float(np.max(np.ptp(in_plane, axis=0)))
+    if drift <= 0.5 * min(float(spacing_xyz[0]), float(spacing_xyz[1])):
+        return
+    along = points_xyz @ direction[:, 2]
+    span = float(np.ptp(along))
+    tilt = float(np.degrees(np.arctan2(drift, span))) if span > 0 else 90.0
+    raise InputError(f"DICOM series {series.uid} in '{folder}' is gantry-tilted: its slices shift by up to "
+                     f"{drift:.3g} mm within the image plane over {span:.3g} mm of scan (a tilt of about {tilt:.2g} "
+                     f"degrees), so it does not form an orthogonal 3D grid and every slice would be misplaced. "
+                     f"Convert it with a tool that corrects gantry tilt (dcm2niix; or 3D Slicer's DICOM module with "
+                     f"acquisition geometry regularization, then harden the transform and save as NRRD/NIfTI) and "
+                     f"segment that file.")
 
 
 def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:

@@ -66,10 +66,7 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
     else:
         warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
         geometry = ImageGeometry.from_ijk_to_ras(header.get_base_affine())
-    check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)
-    if not _orthonormal(geometry.direction_matrix):
-        raise InputError(f"'{source}' has a sheared (non-orthogonal) voxel-to-world affine; CT volumes have "
-                         f"orthogonal axes. Resample it to an orthogonal grid first.")
+    check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)  # refuses a sheared grid
     return geometry, warnings
 
 

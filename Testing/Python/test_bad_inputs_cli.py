@@ -56,15 +56,17 @@ def _ct_like(path: Path, array_zyx: np.ndarray, spacing_xyz=(2.0, 2.0, 4.0)) -> 
 
 
 def _dicom_series(folder: Path, hu_zyx: np.ndarray, uid: str, description: str, spacing_xyz=(2.0, 2.0, 4.0),
-                  origin=(-40.0, -30.0, 100.0), prefix: str = "s", modality: str = "CT") -> Path:
-    """Write ``hu_zyx`` (int16 HU) as an axial CT series (LPS, identity direction), one file per slice."""
+                  origin=(-40.0, -30.0, 100.0), prefix: str = "s", modality: str = "CT",
+                  posterior_shift_per_slice: float = 0.0) -> Path:
+    """Write ``hu_zyx`` (int16 HU) as an axial CT series (LPS, identity direction), one file per slice; each
+    slice ``posterior_shift_per_slice`` mm further posterior than the one before (a gantry tilt)."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(hu_zyx.shape[0]):
         sl = sitk.GetImageFromArray(hu_zyx[k].astype(np.int16))
         sl.SetSpacing(tuple(float(s) for s in spacing_xyz[:2]))
-        position = (origin[0], origin[1], origin[2] + k * spacing_xyz[2])
+        position = (origin[0], origin[1] + k * posterior_shift_per_slice, origin[2] + k * spacing_xyz[2])
         tags = {"0008|0060": modality, "0020|000d": "1.2.826.0.1.3680043.2.1125.7", "0020|000e": uid,
                 "0008|103e": description, "0020|0011": "1",
                 "0020|0032": "\\".join(f"{v:.6f}" for v in position),
@@ -216,6 +218,22 @@ def make_dicom_same_position(d: Path) -> Path:
                          spacing_xyz=(2.0, 2.0, 0.0))
 
 
+def make_dicom_tilted(d: Path) -> Path:
+    """A gantry-tilted series: 4 mm slices, each 1.07 mm further posterior (15 degrees)."""
+    return _dicom_series(d / "tilted", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.7", "tilted",
+                         posterior_shift_per_slice=1.0718)
+
+
+def make_sheared_nrrd(d: Path) -> Path:
+    """An NRRD whose slice axis leans 15 degrees against the image plane (a tilted CT saved uncorrected)."""
+    path = write_volume(d / "sheared.nrrd", _phantom().ct)
+    text = path.read_bytes().replace(b"space directions: (2,0,0) (0,2,0) (0,0,4)",
+                                     b"space directions: (2,0,0) (0,2,0) (0,1.0718,4)")
+    assert b"1.0718" in text, "NRRD header layout changed; update this test"
+    path.write_bytes(text)
+    return path
+
+
 def make_dicom_mr(d: Path) -> Path:
     """A DICOM series with Modality MR whose values happen to look like HU."""
     return _dicom_series(d / "mr_series", _phantom().ct.array, "1.2.826.0.1.3680043.2.1125.7.6", "t1 vibe",
@@ -247,12 +265,16 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "inf_origin": (make_inf_origin, ["non-finite", "qform", "origin"], "NIfTI qform with an infinite origin"),
     "dicom_same_position": (make_dicom_same_position, ["6 slices but only 1 distinct slice position"],
                             "DICOM series whose 6 slices share one position"),
+    "sheared": (make_sheared_nrrd, ["sheared (non-orthogonal) grid", "15 degrees", "dcm2niix"],
+                "NRRD with a sheared grid (slice axis 15 degrees off the normal)"),
+    "dicom_tilted": (make_dicom_tilted, ["gantry-tilted", "tilt of about 15 degrees", "dcm2niix"],
+                     "gantry-tilted DICOM series (each slice 1.07 mm further posterior)"),
     "dicom_mr": (make_dicom_mr, ["series of Modality MR", "--allow-non-hu"], "DICOM series with Modality MR (HU-like values)"),
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
 CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "absurd_spacing", "zero_spacing",
-           "no_dicom", "two_series", "dicom_same_position", "dicom_mr"}
+           "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -208,11 +208,12 @@ def test_write_refuses_existing_file_and_unknown_suffix(tmp_path):
 def write_dicom_series(folder: Path, stored_zyx: np.ndarray, uid: str, description: str,
                        origin=(-10.5, 20.25, 100.0), pixel_spacing_xy=(0.6, 0.75), thickness=2.5,
                        row_dir=(1.0, 0.0, 0.0), col_dir=(0.0, 1.0, 0.0), slope=2, intercept=-1024,
-                       prefix="s") -> None:
+                       prefix="s", shift_per_slice=(0.0, 0.0, 0.0)) -> None:
     """Write int16 stored values as a CT series with RescaleSlope/Intercept tags (LPS geometry).
 
     SimpleITK's writer divides by the rescale tags, so it is given HU = stored * slope + intercept and
-    stores exactly ``stored``.
+    stores exactly ``stored``. ``shift_per_slice`` (LPS mm) is added to each slice's position once per slice
+    index (a gantry tilt when it lies in the image plane).
     """
     folder.mkdir(parents=True, exist_ok=True)
     normal = np.cross(row_dir, col_dir)
@@ -220,7 +221,7 @@ def write_dicom_series(folder: Path, stored_zyx: np.ndarray, uid: str, descripti
     writer.KeepOriginalImageUIDOn()
     hu = stored_zyx.astype(np.int32) * slope + intercept
     for k in range(stored_zyx.shape[0]):
-        position = np.asarray(origin) + k * thickness * normal
+        position = np.asarray(origin) + k * thickness * normal + k * np.asarray(shift_per_slice, dtype=float)
         sl = sitk.GetImageFromArray(hu[k].astype(np.int16))
         sl.SetSpacing(pixel_spacing_xy)
         tags = {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": uid,
@@ -300,6 +301,46 @@ def test_dicom_missing_slice_is_refused_and_small_jitter_is_a_warning(tmp_path):
     vol = read_volume(tmp_path / "jitter")
     assert vol.shape_zyx == (5, 4, 4)
     assert any("slice spacing varies by up to 0.1 mm" in w for w in vol.meta["warnings"])
+
+
+def test_gantry_tilted_dicom_series_is_refused_and_header_rounding_is_not(tmp_path):
+    # 6 slices 3 mm apart along the normal, each 0.8 mm further posterior: a 15 degree tilt (atan(0.8 / 3))
+    write_dicom_series(tmp_path / "tilt", np.zeros((6, 8, 8), np.int16), UID_A, "tilted", thickness=3.0,
+                       shift_per_slice=(0.0, 0.8038, 0.0))
+    with pytest.raises(InputError, match=r"gantry-tilted: its slices shift by up to 4.02 mm within the image plane "
+                                         r"over 15 mm of scan \(a tilt of about 15 degrees\).*dcm2niix"):
+        read_volume(tmp_path / "tilt")
+    # in-plane positions that wander by 0.2 mm in all (under half the 0.6 mm pixel) are header rounding: read
+    write_dicom_series(tmp_path / "round", np.zeros((6, 8, 8), np.int16), UID_A, "rounded", thickness=3.0,
+                       shift_per_slice=(0.04, 0.0, 0.0))
+    vol = read_volume(tmp_path / "round")
+    assert vol.shape_zyx == (6, 8, 8)
+    np.testing.assert_allclose(vol.geometry.spacing[2], 3.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_sheared_grid_is_refused_in_every_format(tmp_path, suffix):
+    """A grid whose slice axis leans 15 degrees against the image plane (an uncorrected gantry tilt) would give
+    wrong volumes (voxel volume != product of the spacings) and misplaced labels: refused, as for NIfTI."""
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    tilt = np.radians(15)
+    direction = np.eye(3)
+    direction[:, 2] = (0.0, np.sin(tilt), np.cos(tilt))
+    image.SetSpacing((1.0, 1.0, 3.0 / np.cos(tilt)))
+    path = tmp_path / f"shear{suffix}"
+    if suffix == ".nii.gz":  # sform only (a qform cannot hold a shear): ITK's writer would drop it
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.block([[direction * np.array([1.0, 1.0, 3.0 / np.cos(tilt)]),
+                                                               np.zeros((3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+        img = nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), None)
+        img.set_sform(affine, code=1)
+        img.set_qform(None, code=0)
+        nib.save(img, str(path))
+    else:
+        image.SetDirection(tuple(direction.ravel()))
+        sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match=r"sheared \(non-orthogonal\) grid: its voxel axes are up to 15 degrees off "
+                                         r"a right angle"):
+        read_volume(path)
 
 
 def test_two_series_in_one_folder_list_and_select(tmp_path):

@@ -161,21 +161,44 @@ def world_ijk_to_ras(volume_node) -> np.ndarray:
     import vtk
     m = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(m)
-    ijk_to_ras = _matrix_to_numpy(m)
-    transform_node = volume_node.GetParentTransformNode()
-    if transform_node is not None:
-        if not transform_node.IsTransformToWorldLinear():
-            raise InputError(f"Volume '{volume_node.GetName()}' is under the non-linear transform "
-                             f"'{transform_node.GetName()}'. Harden the transform (Data module, right-click "
-                             f"-> Harden transform) or remove it, then run again.")
-        to_world = vtk.vtkMatrix4x4()
-        transform_node.GetMatrixTransformToWorld(to_world)
-        ijk_to_ras = _matrix_to_numpy(to_world) @ ijk_to_ras
+    ijk_to_ras = node_to_world(volume_node) @ _matrix_to_numpy(m)
     axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
     if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
         raise InputError(f"Volume '{volume_node.GetName()}' is sheared by its parent transform; its voxel "
                          f"axes are not perpendicular. Resample it (Resample Scalar/Vector/DWI Volume) first.")
     return ijk_to_ras
+
+
+def node_to_world(node) -> np.ndarray:
+    """4x4 matrix from ``node``'s own (local) coordinates to world (RAS); the identity without a parent
+    transform. Raises :class:`InputError` for a non-linear (warping) parent transform."""
+    import vtk
+    transform_node = node.GetParentTransformNode()
+    if transform_node is None:
+        return np.eye(4)
+    if not transform_node.IsTransformToWorldLinear():
+        raise InputError(f"'{node.GetName()}' is under the non-linear transform '{transform_node.GetName()}'. "
+                         f"Harden the transform (Data module, right-click -> Harden transform) or remove it, then "
+                         f"run again.")
+    to_world = vtk.vtkMatrix4x4()
+    transform_node.GetMatrixTransformToWorld(to_world)
+    return _matrix_to_numpy(to_world)
+
+
+def geometry_in_node_frame(geometry: ImageGeometry, node) -> ImageGeometry:
+    """``geometry`` (a grid in world coordinates) expressed in ``node``'s own coordinates, i.e. under the
+    inverse of its parent transforms: what a segmentation node under a transform must store so that the
+    grid shows where it lies in the world. Raises :class:`InputError` when the transform would shear the grid
+    (its voxel axes would not stay perpendicular)."""
+    to_world = node_to_world(node)
+    if np.allclose(to_world, np.eye(4)):
+        return geometry
+    local = np.linalg.inv(to_world) @ geometry.ijk_to_ras()
+    axes = local[:3, :3] / np.linalg.norm(local[:3, :3], axis=0)
+    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
+        raise InputError(f"'{node.GetName()}' is under a shearing transform; the CT's voxel grid cannot be stored in "
+                         f"it. Choose an output segmentation without that transform (or 'Create new').")
+    return ImageGeometry.from_ijk_to_ras(local)
 
 
 def ctvolume_from_volume_node(volume_node) -> CTVolume:
@@ -289,40 +312,56 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     """Write a 0/1/2 label map into a segmentation node as the segments "Liver" and "Liver tumor".
 
     ``labels_zyx``: ``(z, y, x)`` integer array on ``geometry``'s grid (LPS geometry, world coordinates).
-    ``segmentation_node``: ``None`` creates a new node called ``name`` with display nodes; an existing node
-    keeps its other segments, and only this tool's two segments (fixed IDs, see :data:`SEGMENTS`) are
-    replaced; with ``replace_existing=False`` existing ones raise :class:`OutputExistsError`.
+    ``segmentation_node``: ``None`` creates a new node called ``name`` with display nodes (under the
+    reference volume's linear parent transform, if any, so that it follows the CT); an existing node keeps
+    its other segments untouched, voxel for voxel, and only this tool's two segments (fixed IDs, see
+    :data:`SEGMENTS`) are replaced; with ``replace_existing=False`` existing ones raise
+    :class:`OutputExistsError`. A node under a parent transform gets the labels in its own coordinates, so
+    they show where the CT is.
     ``reference_volume_node``: recorded as the segmentation's source volume (Segment Editor uses it).
-    Both segments are always created (possibly empty) with Slicer's colors and SNOMED CT terminology.
+    Both segments are always created (possibly empty) with Slicer's colors and SNOMED CT terminology, each
+    in its own labelmap layer: written into a layer shared with the user's segments, Slicer would resample
+    that whole layer onto the CT's grid (erasing segments drawn on a finer grid).
     Returns the segmentation node.
     """
     import slicer
     labels = _check_labels(labels_zyx)
-    if segmentation_node is None:
+    created = segmentation_node is None
+    if created:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentation_node.CreateDefaultDisplayNodes()
-    present = existing_output_segment_ids(segmentation_node)
-    if present and not replace_existing:
-        raise OutputExistsError(f"Segmentation '{segmentation_node.GetName()}' already has the segments "
-                                f"{present}; allow replacing them or choose a new output segmentation.")
+    try:
+        present = existing_output_segment_ids(segmentation_node)
+        if present and not replace_existing:
+            raise OutputExistsError(f"Segmentation '{segmentation_node.GetName()}' already has the segments "
+                                    f"{present}; allow replacing them or choose a new output segmentation.")
+        if created and reference_volume_node is not None and reference_volume_node.GetParentTransformNode():
+            node_to_world(reference_volume_node)  # refuses a non-linear transform
+            segmentation_node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
+        local = geometry_in_node_frame(geometry, segmentation_node)
+    except Exception:
+        if created:
+            scene.RemoveNode(segmentation_node)
+        raise
     segmentation = segmentation_node.GetSegmentation()
     if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid
-        _set_reference_geometry(segmentation_node, geometry, labels.shape)
+        _set_reference_geometry(segmentation_node, local, labels.shape)
     if reference_volume_node is not None:
         segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
                                              reference_volume_node.GetID())
-    logic_class = slicer.vtkSlicerSegmentationsModuleLogic
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     organ_box = _box_of(labels >= 1)
     for spec in SEGMENTS:
-        segment = segmentation.GetSegment(spec.segment_id)
-        if segment is None:
-            segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
-            segment = segmentation.GetSegment(spec.segment_id)
+        index = segmentation.GetSegmentIndex(spec.segment_id)  # keep our segments where they were in the list
+        if segmentation.GetSegment(spec.segment_id) is not None:
+            segmentation.RemoveSegment(spec.segment_id)
+        segment = slicer.vtkSegment()
         _apply_segment_spec(segment, spec)
-        mask = _segment_mask_in_its_box(labels, organ_box, spec.label, geometry)
-        if not logic_class.SetBinaryLabelmapToSegment(mask, segmentation_node, spec.segment_id,
-                                                      logic_class.MODE_REPLACE):
+        segment.AddRepresentation(labelmap_name, _segment_mask_in_its_box(labels, organ_box, spec.label, local))
+        if not segmentation.AddSegment(segment, spec.segment_id):
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
+        if 0 <= index < segmentation.GetNumberOfSegments() - 1:
+            segmentation.SetSegmentIndex(spec.segment_id, index)
     return segmentation_node
 
 
@@ -330,14 +369,15 @@ def segment_mask(segmentation_node, segment_id: str, geometry: ImageGeometry,
                  shape_zyx: Tuple[int, int, int]) -> np.ndarray:
     """A segment's voxels resampled (nearest neighbour) onto a grid: ``(z, y, x)`` uint8 0/1.
 
-    ``geometry`` (LPS) and ``shape_zyx`` describe the grid. An empty segment gives all zeros.
+    ``geometry`` (LPS, world coordinates) and ``shape_zyx`` describe the grid; a segmentation under a linear
+    parent transform is read where it shows in the world. An empty segment gives all zeros.
     """
     import slicer
     from vtk.util import numpy_support
     grid = oriented_image_from_array(np.zeros(shape_zyx, np.uint8), geometry)
     out = slicer.vtkOrientedImageData()
     ok = slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
-        segmentation_node, segment_id, out)
+        segmentation_node, segment_id, out, True)  # True: in world coordinates (parent transforms applied)
     if not ok:
         raise KeyError(f"segment '{segment_id}' has no binary labelmap")
     resampled = slicer.vtkOrientedImageData()

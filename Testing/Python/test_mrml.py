@@ -220,6 +220,105 @@ def test_rerun_replaces_only_our_segments(scene):
     assert segmentation.GetSegment("user").GetName() == "My notes"
 
 
+def _native_segment_voxels(seg, segment_id):
+    """(spacing, voxel count) of a segment's own stored labelmap, without any resampling."""
+    from vtk.util import numpy_support
+    image = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(seg, segment_id, image)
+    value = seg.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return tuple(image.GetSpacing()), int((numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()) == value).sum())
+
+
+@needs_slicer
+def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene):
+    """The user's segments, drawn with Segment Editor's oversampling (0.5 mm on a 1 mm CT) and overlapping the
+    liver, must survive writing our segments into their segmentation: written into their shared labelmap layer,
+    Slicer resampled the layer onto the CT grid and erased the small ones."""
+    ct_geometry = ImageGeometry.from_ijk_to_ras(np.eye(4))
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[3:17, 3:17, 3:17] = 1
+    labels[8:11, 8:11, 8:11] = 2
+    fine = np.diag([0.5, 0.5, 0.5, 1.0])
+    fine[:3, 3] = -0.25
+    fine_geometry = ImageGeometry.from_ijk_to_ras(fine)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My work")
+    seg.CreateDefaultDisplayNodes()
+    zz, yy, xx = np.mgrid[0:40, 0:40, 0:40] * 0.5
+    before = {}
+    for sid, centre, radius in (("vessel", (10, 10, 5), 0.7), ("nodule", (12, 12, 12), 1.2),
+                                ("outside", (18.5, 18.5, 18.5), 1.0)):
+        mask = (((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= radius ** 2)
+        seg.GetSegmentation().AddEmptySegment(sid, sid, [1, 0, 0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mrml.oriented_image_from_array(mask.astype(np.uint8), fine_geometry), seg, sid,
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        before[sid] = _native_segment_voxels(seg, sid)
+        assert before[sid][0] == (0.5, 0.5, 0.5) and before[sid][1] > 0
+    for _ in range(2):  # a first run and a re-run
+        mrml.labels_to_segmentation_node(scene, labels, ct_geometry, segmentation_node=seg)
+        assert {sid: _native_segment_voxels(seg, sid) for sid in before} == before
+        np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, ct_geometry, labels.shape), labels)
+    assert list(seg.GetSegmentation().GetSegmentIDs()) == ["vessel", "nodule", "outside", "livertumorseg_liver",
+                                                            "livertumorseg_tumor"]
+
+
+def _sorted_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort(np.round(points, 4).T[::-1])]
+
+
+def _segment_voxels_in_world(seg, segment_id) -> np.ndarray:
+    """World (RAS, parent transforms applied) centres of a segment's stored voxels, rows sorted."""
+    from vtk.util import numpy_support
+    image = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(seg, segment_id, image, False)
+    x0, _, y0, _, z0, _ = image.GetExtent()
+    nx, ny, nz = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx)
+    ijk = np.argwhere(values == seg.GetSegmentation().GetSegment(segment_id).GetLabelValue())[:, ::-1] + [x0, y0, z0]
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    to_world = mrml.node_to_world(seg) @ mrml._matrix_to_numpy(matrix)
+    return _sorted_rows((to_world[:3, :3] @ ijk.T).T + to_world[:3, 3])
+
+
+@needs_slicer
+def test_segmentation_under_a_transform_shows_the_labels_where_the_ct_is(scene):
+    """CT and output segmentation under the same registration transform (50 mm right, rotated): the liver must
+    show in the world where the CT shows it, not with the transform applied twice; reading back gives the
+    labels; a new segmentation of a transformed CT is put under the CT's transform (it follows the CT)."""
+    geometry = _oblique_geometry()
+    ct = _add_volume_node(scene, np.zeros((7, 9, 11), np.int16), geometry, name="registered CT")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    to_parent = np.eye(4)
+    c, s = np.cos(0.4), np.sin(0.4)
+    to_parent[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    to_parent[:3, 3] = [50.0, 0.0, -5.0]
+    transform.SetMatrixTransformToParent(mrml._numpy_to_matrix(to_parent))
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    world = mrml.ctvolume_from_volume_node(ct).geometry  # what the job segments on
+    labels = _labels()
+    liver_voxels_ijk = np.argwhere(labels == 1)[:, ::-1]
+    expected_world = (world.ijk_to_ras()[:3, :3] @ liver_voxels_ijk.T).T + world.ijk_to_ras()[:3, 3]
+
+    existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "follows the CT")
+    existing.SetAndObserveTransformNodeID(transform.GetID())
+    new = mrml.labels_to_segmentation_node(scene, labels, world, reference_volume_node=ct)
+    assert new.GetTransformNodeID() == transform.GetID()
+    for seg in (mrml.labels_to_segmentation_node(scene, labels, world, segmentation_node=existing), new):
+        np.testing.assert_allclose(_segment_voxels_in_world(seg, "livertumorseg_liver"), _sorted_rows(expected_world),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, world, labels.shape), labels)
+
+    sheared = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shear")
+    m = np.eye(4)
+    m[0, 1] = 0.5
+    sheared.SetMatrixTransformToParent(mrml._numpy_to_matrix(m))
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "sheared")
+    other.SetAndObserveTransformNodeID(sheared.GetID())
+    with pytest.raises(InputError, match="shearing transform"):
+        mrml.labels_to_segmentation_node(scene, labels, world, segmentation_node=other)
+
+
 @needs_slicer
 def test_bad_label_maps_are_refused(scene):
     geometry = _oblique_geometry()

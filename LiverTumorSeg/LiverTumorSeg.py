@@ -166,6 +166,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._lastInputVolume = None  # the input CT updateGUI saw last (to reset the output when it changes)
         self._task = None
         self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
@@ -217,6 +218,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._comparison is not None:  # its table would otherwise land in the next scene
+            self._comparison.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -257,6 +260,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceComboBox.currentText = deviceText
         self.ui.windowLevelSpinBox.enabled = p.overrideWindow
         self.ui.windowWidthSpinBox.enabled = p.overrideWindow
+        if p.inputVolume is not self._lastInputVolume:
+            self._lastInputVolume = p.inputVolume
+            if job.output_for_input(p.inputVolume, p.outputSegmentation) is not p.outputSegmentation:
+                p.outputSegmentation = None  # another CT: "Create new", not the previous CT's result
+                return  # this change calls updateGUI again
         if p.lesionTable:
             self.ui.lesionTableView.setMRMLTableNode(p.lesionTable)
         running = self._task is not None
@@ -441,6 +449,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                "followupVolume")]
         if not all(nodes):
             slicer.util.errorDisplay("Select the baseline and follow-up segmentations and their CTs.")
+            return
+        try:  # the hand-over writes label maps with nibabel in Slicer's process
+            self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
+        except dependencies.DependencyDeclinedError as exc:
+            slicer.util.warningDisplay(str(exc), windowTitle="Liver Tumor Segmentation")
+            return
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            slicer.util.errorDisplay(f"The required Python packages are not ready: {exc}")
             return
         reuse = self._changeTable if self._changeTable and slicer.mrmlScene.IsNodePresent(self._changeTable) else None
         try:

@@ -558,6 +558,23 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
     return float("nan") if value is None else round(float(value), TABLE_DECIMALS.get(name, 3))
 
 
+LESION_TABLE_SEGMENTATION_ROLE = "LiverTumorSegSegmentation"
+"""Node reference role from a lesion table to the segmentation node whose lesions it lists."""
+
+
+def link_lesion_table(table_node, segmentation_node) -> None:
+    """Record on ``table_node`` that it lists the lesions of ``segmentation_node``."""
+    table_node.SetNodeReferenceID(LESION_TABLE_SEGMENTATION_ROLE, segmentation_node.GetID())
+
+
+def lesion_table_describes(table_node, segmentation_node) -> bool:
+    """True when ``table_node`` is the lesion table made for ``segmentation_node`` (see
+    :func:`link_lesion_table`): only then may a new result for that segmentation refill it."""
+    if table_node is None or segmentation_node is None:
+        return False
+    return table_node.GetNodeReferenceID(LESION_TABLE_SEGMENTATION_ROLE) == segmentation_node.GetID()
+
+
 def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):
     """A ``vtkMRMLTableNode`` with one row per lesion of a lesion ``report`` (see the inference contract).
 

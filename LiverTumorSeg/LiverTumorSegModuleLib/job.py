@@ -138,18 +138,32 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     """Main thread: write ``labels`` ((z, y, x) 0/1/2 on ``geometry``, LPS world) into a segmentation node and
     ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``.
 
-    ``table_node`` is refilled only together with the ``segmentation_node`` it describes: a run that makes a
-    new segmentation makes a new table too, so an earlier CT's lesion table is never overwritten."""
+    ``table_node`` is refilled only when it is the table made for ``segmentation_node``
+    (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise a new table is made, so another
+    segmentation's (another CT's) lesion table is never overwritten."""
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
-    if segmentation_node is None:
+    if not mrml.lesion_table_describes(table_node, segmentation_node):
         table_node = None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
         replace_existing=replace_existing, name=f"{base} liver segmentation")
     table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node, name=f"{base} liver lesions")
+    mrml.link_lesion_table(table_node, segmentation_node)
     if show_3d:
         mrml.show_segmentation_in_3d(segmentation_node)
     return segmentation_node, table_node
+
+
+def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
+    """The output segmentation to keep selected when the panel's input CT becomes ``input_volume_node``:
+    ``segmentation_node`` if it was made from (or has no recorded source volume other than) that CT, else None
+    ("Create new"), so that a second CT does not by default overwrite the first CT's result."""
+    if segmentation_node is None or input_volume_node is None:
+        return segmentation_node
+    source = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+    if source is None or source.GetID() == input_volume_node.GetID():
+        return segmentation_node
+    return None
 
 
 # --- the job -----------------------------------------------------------------------------------------

@@ -286,6 +286,27 @@ def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake
     assert first.table_node.GetNumberOfRows() == rows_before
     again = fake.job(segmentation_node=second.segmentation_node, table_node=second.table_node).start().wait(60)
     assert again.kind == job.DONE and again.table_node is second.table_node  # same segmentation: same table
+    # another existing segmentation (another CT's) with the last table passed: that table is not refilled
+    other = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CT2 segmentation")
+    third = fake.job(segmentation_node=other, table_node=again.table_node).start().wait(60)
+    assert third.kind == job.DONE and third.segmentation_node is other
+    assert third.table_node is not again.table_node and again.table_node.GetNumberOfRows() == rows_before
+    assert fake.mrml.lesion_table_describes(third.table_node, other)
+    assert not fake.mrml.lesion_table_describes(again.table_node, other)
+
+
+def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
+    """The panel keeps the last result selected as the output; choosing another CT must not make the first
+    CT's segmentation the default target of the next run."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    seg = first.segmentation_node
+    assert job.output_for_input(fake.node, seg) is seg
+    other_ct = _volume_node(fake.scene, _ct_array(), fake.geometry, name="CT2")
+    assert job.output_for_input(other_ct, seg) is None
+    user_made = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty, no source volume")
+    assert job.output_for_input(other_ct, user_made) is user_made
+    assert job.output_for_input(other_ct, None) is None and job.output_for_input(None, seg) is seg
 
 
 def test_on_windows_a_non_ascii_path_is_handed_over_only_as_nifti(fake, tmp_path, monkeypatch):

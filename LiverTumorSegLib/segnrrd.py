@@ -11,8 +11,9 @@ Segments become labels by ID or name (case-insensitive): ``livertumorseg_liver``
 segments are left out with a warning; a file with neither raises :class:`~LiverTumorSegLib.errors.LabelError`
 naming the segments it holds.
 
-Slicer usually crops a segmentation to the segments' extent; :func:`embed_in_reference` puts such a
-cropped grid back into its CT's grid (same spacing and direction, whole-voxel offset).
+Slicer may save a segmentation cropped to the segments' extent; :func:`embed_in_reference` puts such a
+cropped grid back into its CT's grid (same spacing and direction, whole-voxel offset): the grid the header
+records (:func:`stored_reference_grid`) when the file is read alone, or the CT given with it.
 """
 import logging
 import re
@@ -84,12 +85,45 @@ def _read_image(path: Path):
     return image, metadata
 
 
-def read_seg_nrrd_labels(path) -> CTVolume:
-    """Read a ``.seg.nrrd`` as a uint8 ``(z, y, x)`` label map (0 background, 1 liver, 2 tumor) on its own grid.
+REFERENCE_GEOMETRY_PARAMETER = "Reference image geometry"
+"""Slicer's conversion parameter holding the grid a segmentation was made on (``Segmentation_ConversionParameters``
+in the header): the 16 row-major IJK-to-RAS values, then the extent ``i0 i1 j0 j1 k0 k1``, ';'-separated."""
 
-    Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
+
+def stored_reference_grid(metadata: Dict[str, str]) -> Optional[Tuple[ImageGeometry, Tuple[int, int, int]]]:
+    """``(geometry, shape_zyx)`` of the full grid a ``.seg.nrrd`` was made on (its source CT's, as Slicer and
+    ``segment`` record it in :data:`REFERENCE_GEOMETRY_PARAMETER`), or None when absent or unreadable."""
+    for item in metadata.get("Segmentation_ConversionParameters", "").split("&"):
+        parts = item.split("|")
+        if parts[0].strip() != REFERENCE_GEOMETRY_PARAMETER or len(parts) < 2:
+            continue
+        try:
+            numbers = [float(v) for v in parts[1].split(";") if v.strip()]
+        except ValueError:
+            return None
+        if len(numbers) != 22 or not np.all(np.isfinite(numbers)):
+            return None
+        matrix = np.asarray(numbers[:16]).reshape(4, 4)
+        i0, i1, j0, j1, k0, k1 = (int(round(v)) for v in numbers[16:])
+        shape_zyx = (k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
+        if min(shape_zyx) < 1 or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
+            return None
+        matrix[:3, 3] = matrix[:3, :3] @ np.array([i0, j0, k0], dtype=float) + matrix[:3, 3]
+        return ImageGeometry.from_ijk_to_ras(matrix), shape_zyx
+    return None
+
+
+def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolume:
+    """Read a ``.seg.nrrd`` as a uint8 ``(z, y, x)`` label map (0 background, 1 liver, 2 tumor).
+
+    A file cropped to its segments' extent (as Slicer may save it) is put back into the full grid it was made
+    on, when ``embed_in_stored_reference`` and the header records that grid (:func:`stored_reference_grid`) on
+    the same voxel lattice; else the label map is on the file's own grid. Without this, a cropped file's edge
+    would pass for the scan's edge (lesions "cut by the scan's edge") and could not be compared with a
+    full-size label map. Raises InputError for a missing or unreadable file and LabelError when no segment
+    is liver or tumor.
     """
-    from .io.conversions import _check_3d_shape, _check_header_spacing
+    from .io.conversions import _check_3d_shape, check_geometry_values
     from .io.itk import _sitk
 
     path = Path(path)
@@ -101,7 +135,7 @@ def read_seg_nrrd_labels(path) -> CTVolume:
         raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
                          f"give a plain label map (.nrrd, .nii.gz) instead.")
     _check_3d_shape(tuple(image.GetSize()), str(path))
-    _check_header_spacing(image.GetSpacing(), str(path))
+    check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), str(path))
     layers = image.GetNumberOfComponentsPerPixel()
     array = _sitk().GetArrayViewFromImage(image)  # (z, y, x) or (z, y, x, layers)
     if layers == 1:
@@ -132,6 +166,10 @@ def read_seg_nrrd_labels(path) -> CTVolume:
     volume = CTVolume(array=labels, geometry=geometry, source=str(path))
     volume.meta["format"] = "seg.nrrd"
     volume.meta["segments"] = [s.get("Name", "") for s in segments]
+    grid = stored_reference_grid(metadata) if embed_in_stored_reference else None
+    if grid is not None:
+        full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))
+        volume = embed_in_reference(volume, full_grid)
     return volume
 
 

@@ -17,8 +17,10 @@ from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 
 def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segments: List[Dict[str, str]],
-                           spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 40.0)) -> Path:
-    """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, raw encoding."""
+                           spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 40.0),
+                           conversion_parameters: str = "") -> Path:
+    """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, raw encoding;
+    ``conversion_parameters``: the ``Segmentation_ConversionParameters`` header value, if any."""
     layers = [np.asarray(a, np.uint8) for a in layers_zyx]
     nz, ny, nx = layers[0].shape
     if len(layers) == 1:
@@ -34,6 +36,8 @@ def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segment
              "encoding: raw", f"space origin: ({origin[0]},{origin[1]},{origin[2]})",
              "Segmentation_MasterRepresentation:=Binary labelmap",
              "Segmentation_ContainedRepresentationNames:=Binary labelmap|"]
+    if conversion_parameters:
+        lines.append(f"Segmentation_ConversionParameters:={conversion_parameters}")
     for i, segment in enumerate(segments):
         lines += [f"Segment{i}_{key}:={value}" for key, value in segment.items()]
     path.write_bytes(("\n".join(lines) + "\n\n").encode("ascii") + np.ascontiguousarray(data).tobytes())
@@ -99,6 +103,50 @@ def test_cropped_segmentation_is_placed_into_the_reference_grid(tmp_path):
     labels = read_label_map(path, reference=reference)
     assert labels.shape_zyx == (5, 10, 12) and int(labels.array.sum()) == crop.size
     assert labels.array[2:4, 4:7, 5:9].all()
+
+
+def _reference_geometry_parameter(spacing, origin_lps, shape_zyx) -> str:
+    """Slicer's 'Reference image geometry' conversion parameter of an axis-aligned LPS grid (RAS matrix)."""
+    sx, sy, sz = spacing
+    matrix = [-sx, 0, 0, -origin_lps[0], 0, -sy, 0, -origin_lps[1], 0, 0, sz, origin_lps[2], 0, 0, 0, 1]
+    extent = [0, shape_zyx[2] - 1, 0, shape_zyx[1] - 1, 0, shape_zyx[0] - 1]
+    values = ";".join(f"{v:g}" for v in matrix + extent) + ";"
+    return (f"Smoothing factor|0.5|Smoothing factor.&Reference image geometry|{values}|Image geometry description "
+            f"string determining the geometry of the labelmap.&Oversampling factor|1|Oversampling.")
+
+
+def test_cropped_segmentation_is_put_back_into_the_grid_its_header_records(tmp_path, capsys):
+    """Slicer may save a segmentation cropped to its segments, with the source CT's grid in its header. Read
+    alone (measure, evaluate's reference) it goes back into that grid: a cropped file was refused as evaluate's
+    --ref against a full-size prediction, and measure called the crop's edge the scan's edge."""
+    spacing, origin, shape = (1.0, 1.0, 2.0), (10.0, 20.0, 30.0), (5, 10, 12)
+    full = np.zeros(shape, np.uint8)
+    full[2:4, 4:7, 5:9] = 1
+    full[3, 5:7, 6:8] = 2
+    crop_origin = (origin[0] + 5 * 1.0, origin[1] + 4 * 1.0, origin[2] + 2 * 2.0)  # voxel (x5, y4, z2)
+    parameters = _reference_geometry_parameter(spacing, origin, shape)
+    path = write_seg_nrrd_by_hand(tmp_path / "crop.seg.nrrd", [full[2:4, 4:7, 5:9]], [LIVER, TUMOR],
+                                  spacing=spacing, origin=crop_origin, conversion_parameters=parameters)
+    labels = read_seg_nrrd_labels(path)
+    assert labels.shape_zyx == shape and np.array_equal(labels.array, full)
+    assert labels.geometry.almost_equal(ImageGeometry(spacing=spacing, origin=origin), tol=1e-6)
+    assert read_seg_nrrd_labels(path, embed_in_stored_reference=False).shape_zyx == (2, 3, 4)
+    # without the recorded grid the file stays as it is
+    bare = write_seg_nrrd_by_hand(tmp_path / "bare.seg.nrrd", [full[2:4, 4:7, 5:9]], [LIVER, TUMOR],
+                                  spacing=spacing, origin=crop_origin)
+    assert read_seg_nrrd_labels(bare).shape_zyx == (2, 3, 4)
+
+    ref = tmp_path / "pred.nii.gz"
+    write_label_map(ref, full, ImageGeometry(spacing=spacing, origin=origin))
+    code = main(["evaluate", "--pred", str(ref), "--ref", str(path), "-o", str(tmp_path / "ev"), "--no-plots",
+                 "--no-surface"])
+    assert code == 0, capsys.readouterr().err
+    row = next(csv.DictReader(open(tmp_path / "ev" / "cases.csv", newline="")))
+    assert float(row["dice_liver"]) == 1.0 and float(row["dice_tumor"]) == 1.0
+    assert main(["measure", str(path), "-o", str(tmp_path / "m.json")]) == 0
+    import json
+    lesions = json.loads((tmp_path / "m.json").read_text())["lesions"]
+    assert len(lesions) == 1 and lesions[0]["touches_scan_edge"] is False
 
 
 def test_evaluate_reads_seg_nrrd_predictions_paired_with_nifti_references(tmp_path, capsys):

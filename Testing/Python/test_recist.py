@@ -75,6 +75,17 @@ def test_ellipsoid_30_by_20_mm_axes(grid, angle_deg):
     np.testing.assert_allclose(np.array(axes["long_axis"]["end_points_ras_mm"]), long_pts * [-1, -1, 1])
 
 
+@pytest.mark.parametrize("spacing_xy", [(0.6, 1.5), (1.5, 0.6)])
+@pytest.mark.parametrize("angle_deg", [0.0, 45.0, 90.0])
+def test_short_axis_with_non_square_pixels(spacing_xy, angle_deg):
+    """Binning voxel centres in strips of the *smaller* pixel split a chord's row of 1.5 mm pixels over several
+    strips: the short axis of a 30 x 20 mm ellipse read 18.9 mm at 0.6 x 1.5 mm (an audit's caliper: 20.2)."""
+    geometry, shape = grid_around_centre(spacing_xy + (2.5,), np.eye(3))
+    axes = lesion_axes(ellipsoid_on_grid(geometry, shape, angle_deg=angle_deg), geometry)
+    assert axes["short_axis_mm"] == pytest.approx(20.0, abs=1.0)
+    assert axes["long_axis_mm"] == pytest.approx(30.0, abs=1.6)
+
+
 def test_voxel_length_along_axes_and_diagonal():
     g = ImageGeometry(spacing=(0.5, 2.0, 3.0))
     assert voxel_length_along(np.array([1.0, 0, 0]), g, axis=0) == pytest.approx(0.5)

@@ -229,7 +229,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            # the first CT-like volume: GetFirstNodeByClass would also return a labelmap, which the input selector
+            # hides (it would show nothing while Segment is enabled)
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            first = next((v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")), None)
             if first:
                 self._parameterNode.inputVolume = first
         if not self._parameterNode.modelPath and self.ui.modelComboBox.count:

@@ -78,8 +78,9 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
     """The node's own file when the child may read it instead of a copy, else ``None``.
 
     Usable: a single file the library reads (NIfTI, NRRD, MetaImage), the node not modified since it was
-    read, no parent transform, and read with the file's own origin and orientation (not "Center volume", not
-    orientation ignored): then the file holds the node's voxels in the node's own world frame. Otherwise the
+    read, no parent transform, read with the file's own origin and orientation (not "Center volume", not
+    orientation ignored), and the file's header, read as the child will read it, giving the node's grid: then
+    the file holds the node's voxels in the node's own world frame. Otherwise the
     labels would still map back voxel for voxel, but the report's RAS points (lesion centroids, axes, the
     view jump) would be in the file's frame, once 300 mm off for a centered volume."""
     from LiverTumorSegLib.fileutil import full_suffix
@@ -96,6 +97,18 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
     if sys.platform == "win32" and not path.isascii() and full_suffix(path).lower() not in (".nii", ".nii.gz"):
         return None  # the child would read it with SimpleITK, which cannot open such a path on Windows
     if volume_node.GetModifiedSinceRead():
+        return None
+    # a geometry changed from Python (SetIJKToRASDirectionMatrix, ...) does not count as modified, and Slicer
+    # (ITK) and the child (nibabel) may read a NIfTI whose sform and qform disagree differently: hand over the
+    # file only when the child will read the node's own grid from it
+    from LiverTumorSegLib.errors import LiverTumorSegError
+    from LiverTumorSegLib.io import read_header_geometry
+    try:
+        file_geometry, file_shape = read_header_geometry(path)
+        node_geometry, node_shape = volume_grid(volume_node)
+    except (LiverTumorSegError, ImportError):
+        return None
+    if tuple(file_shape) != tuple(node_shape) or not file_geometry.almost_equal(node_geometry, tol=1e-3):
         return None
     return str(path)
 

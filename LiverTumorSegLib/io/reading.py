@@ -1,9 +1,9 @@
 """The public CT read: :func:`read_volume` picks the reader (DICOM folder or file, NIfTI, NRRD/MetaImage)."""
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import InputError
 from ..fileutil import check_path_encoding, full_suffix
-from ..volume import CTVolume
+from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import _SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike
 from .itk import _read_itk_file
@@ -38,3 +38,36 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
     if suffix in ITK_SUFFIXES:
         return _read_itk_file(path)
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
+
+
+def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int]]:
+    """``(geometry, shape_zyx)`` of a NIfTI, NRRD or MetaImage file from its header alone (no voxels read), as
+    :func:`read_volume` would build them (NIfTI: sform before qform, as nibabel). Raises InputError when the
+    file is not one of those or its header is unreadable."""
+    path = check_path_encoding(path, "Input")
+    suffix = full_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        from .nifti import _nifti_geometry
+        try:
+            image = nib.load(str(path), mmap=False)
+        except Exception:  # noqa: BLE001 - nibabel raises many types for bad files
+            raise InputError(f"Cannot read the NIfTI header of '{path}'.") from None
+        geometry, _ = _nifti_geometry(image.header, str(path))
+        shape_xyz = tuple(int(n) for n in image.shape[:3])
+    elif suffix in ITK_SUFFIXES:
+        from .itk import _direction_3d, _quiet_itk, _sitk
+        reader = _sitk().ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            with _quiet_itk():
+                reader.ReadImageInformation()
+        except RuntimeError:
+            raise InputError(f"Cannot read the header of '{path}'.") from None
+        geometry = ImageGeometry(spacing=tuple(reader.GetSpacing())[:3], origin=tuple(reader.GetOrigin())[:3],
+                                 direction=_direction_3d(reader))
+        shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
+    else:
+        raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")
+    return geometry, (shape_xyz[2], shape_xyz[1], shape_xyz[0])

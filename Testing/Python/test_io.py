@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
-from LiverTumorSegLib.io import (DicomSeriesInfo, list_dicom_series, read_label_map, read_volume, to_hu_dtype,
-                                 write_label_map, write_volume)
+from LiverTumorSegLib.io import (DicomSeriesInfo, list_dicom_series, read_header_geometry, read_label_map, read_volume,
+                                 to_hu_dtype, write_label_map, write_volume)
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
@@ -651,3 +651,20 @@ def test_image_geometry_refuses_a_non_finite_origin_or_direction():
     with pytest.raises(InputError, match="not finite"):
         ImageGeometry((1.0, 1.0, 1.0), direction=(float("inf"),) + (0.0,) * 8)
     assert ImageGeometry((0.7, 0.7, 5.0)).voxel_volume_ml == pytest.approx(0.7 * 0.7 * 5.0 / 1000)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_header_geometry_is_what_read_volume_builds(tmp_path, suffix):
+    """read_header_geometry (no voxels read) gives the grid read_volume gives, oblique and flipped included."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, -1.0]])
+    volume = CTVolume(array=np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5),
+                      geometry=ImageGeometry(spacing=(0.7, 0.9, 2.5), origin=(-10.0, 20.0, 35.0),
+                                             direction=tuple(direction.ravel())))
+    path = write_volume(tmp_path / f"ct{suffix}", volume)
+    geometry, shape = read_header_geometry(path)
+    assert shape == (3, 4, 5)
+    assert geometry.almost_equal(read_volume(path).geometry, tol=1e-5)
+    assert geometry.almost_equal(volume.geometry, tol=1e-4)
+    with pytest.raises(InputError, match="not a NIfTI, NRRD or MetaImage"):
+        read_header_geometry(tmp_path / "folder")

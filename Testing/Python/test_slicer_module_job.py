@@ -354,6 +354,15 @@ def test_job_hands_over_the_nodes_own_file_when_unchanged(fake, tmp_path):
     centered = read_volume_node(fake.scene, path, "centered", center=True)  # Add Data's "Center volume"
     assert not np.allclose(fake.mrml.world_ijk_to_ras(centered), fake.mrml.world_ijk_to_ras(node))
     assert not centered.GetModifiedSinceRead() and job.usable_storage_file(centered) is None
+    # a NIfTI without orientation codes: Slicer (ITK) reads an LPS identity grid, the child (nibabel) the base
+    # affine with y flipped; the file is not the node's grid, so a copy is written
+    nib = pytest.importorskip("nibabel")
+    bare = nib.Nifti1Image(_ct_array().transpose(2, 1, 0), np.diag([0.8, 0.9, 2.5, 1.0]))
+    bare.set_qform(None, code=0)
+    bare.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "no_orientation.nii.gz"))
+    unoriented = read_volume_node(fake.scene, tmp_path / "no_orientation.nii.gz", "unoriented")
+    assert not unoriented.GetModifiedSinceRead() and job.usable_storage_file(unoriented) is None
 
 
 def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):

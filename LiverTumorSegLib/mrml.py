@@ -466,12 +466,14 @@ PROBABILITY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 
 
 def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageGeometry,
-                            name: str = "Tumor probability", colors_logic=None, threshold: float = 0.05):
+                            name: str = "Tumor probability", colors_logic=None, threshold: float = 0.05,
+                            node=None):
     """A scalar volume node showing a tumor probability map (0..1) as a heat map.
 
     ``probability_zyx``: ``(z, y, x)`` float on ``geometry``'s grid (LPS, world). Display: colour table
     :data:`PROBABILITY_COLOR_NODE_ID`, window 0..1, voxels below ``threshold`` transparent in slice views.
     ``colors_logic`` (Slicer's color logic): adds a colour bar ("color legend") titled ``name``.
+    ``node``: an earlier probability volume to refill (voxels, geometry, name) instead of adding one.
     Returns the node."""
     from vtk.util import numpy_support
     import vtk
@@ -481,7 +483,11 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
     image.SetDimensions(nx, ny, nz)
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True,
                                                                array_type=vtk.VTK_FLOAT))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    else:
+        node.SetName(name)
+        node.SetAndObserveTransformNodeID(None)  # the geometry below is in world coordinates
     node.SetAndObserveImageData(image)
     node.SetIJKToRASMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
     node.CreateDefaultDisplayNodes()
@@ -556,6 +562,31 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
     if name in TEXT_COLUMNS:
         return "" if value is None else "{:.{}f}".format(float(value), TABLE_DECIMALS[name])
     return float("nan") if value is None else round(float(value), TABLE_DECIMALS.get(name, 3))
+
+
+PROBABILITY_VOLUME_ROLE = "LiverTumorSegProbability"
+"""Node reference role from a segmentation to the tumor probability volume of its last run."""
+
+
+def place_beside(scene, node, reference_node) -> None:
+    """Put ``node`` in the subject hierarchy folder (study) that holds ``reference_node`` (its CT), so that Data
+    module and DICOM export (a DICOM SEG belongs to its CT's study) find them together. Nothing happens when
+    there is no subject hierarchy or the CT lies directly under the scene."""
+    import slicer
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is None or node is None or reference_node is None:
+        return
+    reference_item = hierarchy.GetItemByDataNode(reference_node)
+    if not reference_item:
+        return
+    parent = hierarchy.GetItemParent(reference_item)
+    if not parent or parent == hierarchy.GetSceneItemID():
+        return
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:
+        hierarchy.CreateItem(parent, node)
 
 
 LESION_TABLE_SEGMENTATION_ROLE = "LiverTumorSegSegmentation"

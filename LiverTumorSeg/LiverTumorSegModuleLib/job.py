@@ -157,11 +157,15 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
     if not mrml.lesion_table_describes(table_node, segmentation_node):
         table_node = None
+    new_segmentation, new_table = segmentation_node is None, table_node is None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
         replace_existing=replace_existing, name=f"{base} liver segmentation")
     table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node, name=f"{base} liver lesions")
     mrml.link_lesion_table(table_node, segmentation_node)
+    for node, new in ((segmentation_node, new_segmentation), (table_node, new_table)):
+        if new:  # a node the user chose stays where the user keeps it
+            mrml.place_beside(scene, node, input_volume_node)
     if show_3d:
         mrml.show_segmentation_in_3d(segmentation_node)
     return segmentation_node, table_node
@@ -308,9 +312,14 @@ class SegmentationJob(ChildJob):
             self._table_node, self._replace_existing, self._show_3d)
         probability_node = None
         if probabilities is not None:
+            earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it
             probability_node = mrml.probability_volume_node(
                 self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,
-                name=f"{self._input.GetName()} tumor probability", colors_logic=self._colors_logic)
+                name=f"{self._input.GetName()} tumor probability",
+                colors_logic=self._colors_logic if earlier is None else None, node=earlier)
+            segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())
+            if earlier is None:
+                mrml.place_beside(self._scene, probability_node, self._input)
         warnings = panel_text.result_warnings(report, self.input_path or "", self._input.GetName())
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)

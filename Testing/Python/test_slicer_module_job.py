@@ -295,6 +295,28 @@ def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake
     assert not fake.mrml.lesion_table_describes(again.table_node, other)
 
 
+def test_results_join_the_cts_study_and_a_rerun_refills_its_probability_volume(fake):
+    """New nodes go into the CT's subject hierarchy study (where Data module and DICOM SEG export look); a re-run
+    with 'Show tumor probability' refills its volume instead of adding one per run."""
+    import slicer
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(fake.scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
+    study = hierarchy.CreateStudyItem(patient, "CT study")
+    ct_item = hierarchy.GetItemByDataNode(fake.node) or hierarchy.CreateItem(study, fake.node)
+    hierarchy.SetItemParent(ct_item, study)
+    options = job.SegmentationOptions(model="m.safetensors", probabilities=True)
+    first = fake.job(options=options).start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    for node in (first.segmentation_node, first.table_node, first.probability_node):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study, node.GetName()
+    volumes = fake.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    again = fake.job(options=options, segmentation_node=first.segmentation_node,
+                     table_node=first.table_node).start().wait(timeout_s=60)
+    assert again.kind == job.DONE, again.details
+    assert again.probability_node is first.probability_node
+    assert fake.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
+
+
 def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
     """The panel keeps the last result selected as the output; choosing another CT must not make the first
     CT's segmentation the default target of the next run."""

@@ -64,10 +64,12 @@ FINISHED_STOP_REASONS = ("completed", "early_stopping")
 def finished_fold(fold_cfg: TrainConfig):
     """The result of a fold whose package an earlier run wrote after finishing its training (completed or
     early-stopped: not a time-limited stop, which --resume continues), read from the package's metadata; None
-    when the fold still has to be trained."""
+    when the fold still has to be trained (also when it was trained for another number of epochs: its
+    checkpoint then continues or the fold is refused as finished). A package trained under other settings
+    (data, split, seeds, model, ...: :func:`~.trainer.check_resume_config`) raises InputError."""
     from ..errors import ModelPackageError
     from ..package import read_package_metadata
-    from .trainer import TrainResult
+    from .trainer import TrainResult, check_resume_config
 
     path = Path(fold_cfg.output)
     if not path.is_file():
@@ -78,6 +80,10 @@ def finished_fold(fold_cfg: TrainConfig):
         return None  # unreadable: the fold is trained again (with --resume from its checkpoint)
     training = meta.get("training") or {}
     if training.get("stop_reason") not in FINISHED_STOP_REASONS:
+        return None
+    saved = training.get("config") or {}
+    check_resume_config(saved, fold_cfg, path, what=f"Fold {fold_cfg.fold}'s package")
+    if saved and int(saved.get("epochs", fold_cfg.epochs)) != int(fold_cfg.epochs):
         return None
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
                        epochs_completed=int(training.get("epochs_completed", 0)),

@@ -40,6 +40,45 @@ NUM_CLASSES = 3
 LABEL_NAMES = {"0": "background", "1": "liver", "2": "tumor"}
 
 
+RESUME_MAY_CHANGE = frozenset({
+    "epochs", "device", "amp", "channels_last", "num_workers", "output", "log_dir", "cache_dir", "resume",
+    "overwrite", "allow_non_hu", "max_time_minutes", "checkpoint_every_steps", "progress_bar", "tensorboard",
+    "name", "description", "val_every", "val_max_slices", "early_stopping_patience"})
+"""TrainConfig fields a resumed run may set differently from the interrupted one: where and how it runs, how
+long, and how it reports. Every other field (data, split, seeds, model, loss, optimiser, schedule, sampling,
+augmentation) defines the experiment: a checkpoint trained under other values is refused on resume."""
+
+
+def _comparable(name: str, value: Any) -> Any:
+    if name == "data" and value:
+        return str(Path(str(value)).expanduser().resolve())
+    return value
+
+
+def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint") -> None:
+    """Raise InputError when the stored configuration of an earlier run (``saved_config``: JSON text or a dict,
+    from a checkpoint or a package's ``training.config``) differs from ``config`` in a field outside
+    :data:`RESUME_MAY_CHANGE`: resuming fold 2 from fold 0's checkpoint would have trained on fold 2's
+    validation patients, and the package would record settings that were not the ones trained with.
+    Nothing stored (older versions) is not checked."""
+    if not saved_config:
+        return
+    try:
+        loaded = TrainConfig.from_json(saved_config) if isinstance(saved_config, str) else \
+            TrainConfig.from_dict(dict(saved_config), source=str(source))
+        saved = loaded.to_dict()
+    except (InputError, ValueError, TypeError):
+        return
+    now = config.to_dict()
+    differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE
+                 and _comparable(name, saved.get(name)) != _comparable(name, now.get(name))]
+    if differing:
+        listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
+        more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
+        raise InputError(f"{what} '{source}' is from a run with other settings: {listed}{more}. Resume with "
+                         f"the interrupted run's settings, or pass --overwrite (without --resume) to start over.")
+
+
 @dataclass
 class TrainResult:
     """What a finished (or time-limited / early-stopped) run produced."""
@@ -399,14 +438,18 @@ class Trainer:
         if self.output is not None:
             if not self.output.name.endswith(".safetensors"):
                 raise InputError(f"Output '{self.output}' must end in .safetensors (a model package).")
-            if self.output.exists() and not (cfg.overwrite or cfg.resume):
-                raise OutputExistsError(f"Output '{self.output}' already exists; pass --overwrite or choose "
+            if self.output.exists() and not cfg.overwrite and not (cfg.resume and self.last_path.is_file()):
+                hint = (f" (--resume found no checkpoint of an interrupted run in '{self.ckpt_dir}', so it would "
+                        f"train from scratch and replace it)" if cfg.resume else "")
+                raise OutputExistsError(f"Output '{self.output}' already exists{hint}; pass --overwrite or choose "
                                         f"another -o.")
             if not self.output.parent.exists():
                 raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
             check_can_write(self.output, overwrite=True)  # UTF-8 name, writable folder: before any work
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
-            done = int(load_checkpoint(self.last_path, map_location="cpu")["epoch"])
+            payload = load_checkpoint(self.last_path, map_location="cpu")
+            check_resume_config(payload.get("config"), cfg, self.last_path)
+            done = int(payload["epoch"])
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "

@@ -3,6 +3,7 @@ crash or Ctrl-C, time limit, cross-validation table, and a 2-process DDP (gloo) 
 import csv
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -132,7 +133,20 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
     from LiverTumorSegLib.errors import OutputExistsError
     with pytest.raises(OutputExistsError, match="--resume"):
         train(ctrlc_cfg, **quiet)
-    train(ctrlc_cfg.updated({"resume": True}), **quiet)
+    # resuming under other experiment settings (another fold's split, another lr) is refused before any work:
+    # fold 2 continued from fold 0's steps would have trained on its own validation patients
+    from LiverTumorSegLib.errors import InputError
+    seed = ctrlc_cfg.seed
+    with pytest.raises(InputError, match=rf"other settings: lr 0.003 \(now 0.05\); seed {seed} \(now {seed + 1}\)"):
+        train(ctrlc_cfg.updated({"resume": True, "lr": 0.05, "seed": seed + 1}), **quiet)
+    assert load_checkpoint(dirs["ctrlc"] / "model_train" / "checkpoints" / "last.pt")["global_step"] == 2
+    train(ctrlc_cfg.updated({"resume": True, "num_workers": 0, "tensorboard": False}), **quiet)  # run settings
+    # --resume with no checkpoint would train from scratch: it must not replace an existing package
+    shutil.rmtree(dirs["full"] / "model_train")
+    package = (dirs["full"] / "model.safetensors").read_bytes()
+    with pytest.raises(OutputExistsError, match="found no checkpoint"):
+        train(config(dirs["full"]).updated({"resume": True}), **quiet)
+    assert (dirs["full"] / "model.safetensors").read_bytes() == package
 
     from LiverTumorSegLib.training.logs import read_log
     times = [float(r["epoch_time_s"]) for r in read_log(dirs["ctrlc"] / "model_train" / "log.csv")]
@@ -247,6 +261,10 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
     for got, want in zip(table, full):  # the same folds and numbers as the uninterrupted run
         assert got["fold"] == want["fold"] and got.get("val_cases") == want.get("val_cases")
         assert got["liver_dice"] == pytest.approx(want["liver_dice"], abs=1e-6)
+    # a finished fold trained under other settings (another split seed) is not taken as this run's fold
+    from LiverTumorSegLib.errors import InputError
+    with pytest.raises(InputError, match=r"Fold 0's package .* other settings: split_seed None \(now 99\)"):
+        run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
 
 
 # ----------------------------------------------------------------------------------------------- DDP

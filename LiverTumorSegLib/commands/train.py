@@ -20,7 +20,8 @@ from typing import Any, Dict
 from ..errors import InputError
 
 HELP = {
-    "data": "data folder (LiTS, MSD Task03_Liver, 3D-IRCADb-01) or CSV with columns image,label[,patient]",
+    "data": ("data folder (LiTS, MSD Task03_Liver or an nnU-Net v2 raw data set, 3D-IRCADb-01) or CSV with "
+             "columns image,label[,patient]"),
     "format": "data layout (default auto)",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
     "model": "architecture (livertumorseg models lists them; default unet)",

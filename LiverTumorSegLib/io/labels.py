@@ -124,8 +124,13 @@ def check_label_values(array: np.ndarray, source: str = "label map",
     bad = sorted(v for v in label_value_counts(array) if v not in set(allowed))
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt} "
-                         f"(0 background, 1 liver, 2 tumor); remap them first.")
+        if bad[-1] > 255:
+            raise LabelError(f"Label map '{source}' has values {shown}; label values must lie in 0..255 (also for "
+                             f"--label-map, which maps values 0..255). Convert the file to 0 background, 1 liver, "
+                             f"2 tumor first (e.g. in 3D Slicer or with SimpleITK's ChangeLabel).")
+        meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
+        raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
+                         f"remap them first.")
     return array.astype(np.uint8, copy=False)
 
 
@@ -145,9 +150,12 @@ def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, 
         raise InputError(f"{option} must be a non-empty JSON object like '{{\"255\": 1}}', got {text[:60]!r}.")
     for key, value in mapping.items():
         try:
-            int(key)
+            number = int(key)
         except ValueError:
             raise InputError(f"{option} key {key!r} is not an integer label value.") from None
+        if not 0 <= number <= 255:
+            raise InputError(f"{option} key {key} is outside 0..255; label maps are read as values 0..255, so "
+                             f"convert a file holding {key} to 0/1/2 first.")
         if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
             raise InputError(f"{option} maps {key} to {value!r}; targets must be 0, 1 or 2.")
     return mapping

@@ -146,6 +146,9 @@ class TrainConfig:
                 raise InputError(f"Option {name} must be at least 1 (got {getattr(self, name)}).")
         if not 0.0 <= float(self.liver_slice_fraction) <= 1.0:
             raise InputError(f"liver_slice_fraction must be in [0, 1] (got {self.liver_slice_fraction}).")
+        if not self.folds and int(self.fold) != 0:
+            raise InputError(f"fold {self.fold} needs folds K (--folds K: K-fold cross-validation, fold 0..K-1); "
+                             f"without it the split is a hold-out of val_fraction and a fold number means nothing.")
         if self.folds and not 0 <= int(self.fold) < int(self.folds):
             raise InputError(f"fold {self.fold} is outside 0..{int(self.folds) - 1} for folds={self.folds}.")
         if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int)

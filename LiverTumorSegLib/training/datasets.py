@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -140,6 +140,10 @@ def _discover_lits(root: Path) -> List[Case]:
     return [Case(f"lits-{n}", f"lits-{n}", str(volumes[n]), str(labels[n]), "lits") for n in volumes]
 
 
+NNUNET_CHANNEL_RE = r"_(\d{4})(\.nii(?:\.gz)?)$"
+"""nnU-Net v2's image naming in imagesTr: ``CASE_XXXX.nii.gz`` with XXXX the channel (0000 for CT)."""
+
+
 def _discover_msd(root: Path) -> List[Case]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir() or not labels_dir.is_dir():
@@ -147,11 +151,15 @@ def _discover_msd(root: Path) -> List[Case]:
                          f"(found imagesTr: {images_dir.is_dir()}, labelsTr: {labels_dir.is_dir()}).")
     pairs: List[Tuple[Path, Path]] = []
     manifest = root / "dataset.json"
+    info: Dict[str, Any] = {}
     if manifest.is_file():
         try:
             info = json.loads(manifest.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
+        if not isinstance(info, dict):
+            raise InputError(f"'{manifest}' must hold a JSON object (MSD / nnU-Net dataset.json).")
+    if "training" in info:  # MSD: the manifest lists the pairs (nnU-Net v2's dataset.json has no such list)
         for item in info.get("training", []):
             pairs.append(((root / item["image"]).resolve(), (root / item["label"]).resolve()))
         listed = {image for image, _ in pairs}
@@ -163,17 +171,30 @@ def _discover_msd(root: Path) -> List[Case]:
                         "imagesTr/labelsTr pair).", len(unlisted), images_dir, ", ".join(unlisted[:10]),
                         " ..." if len(unlisted) > 10 else "")
     else:
+        other_channels = []
         for image in sorted(images_dir.iterdir()):
-            if _visible(image) and re.search(NIFTI_RE, image.name):
+            if not (_visible(image) and re.search(NIFTI_RE, image.name)):
+                continue
+            channel = re.search(NNUNET_CHANNEL_RE, image.name)
+            if channel is None or (labels_dir / image.name).is_file():  # MSD: the label has the image's name
                 pairs.append((image, labels_dir / image.name))
+            elif channel.group(1) == "0000":  # nnU-Net v2: CASE_0000.nii.gz -> labelsTr/CASE.nii.gz
+                pairs.append((image, labels_dir / re.sub(NNUNET_CHANNEL_RE, r"\2", image.name)))
+            else:
+                other_channels.append(image.name)
+        if other_channels:
+            log.warning("warning: %d nnU-Net channel file(s) other than _0000 in '%s' are not used (the networks "
+                        "take one CT channel): %s%s", len(other_channels), images_dir, ", ".join(other_channels[:5]),
+                        " ..." if len(other_channels) > 5 else "")
     cases = []
     for image, label in pairs:
         if not image.is_file():
             raise InputError(f"MSD image '{image}' listed in dataset.json is missing. Restore it, or remove its "
                              f"entry from dataset.json's \"training\" list.")
         if not label.is_file():
-            raise InputError(f"MSD label '{label}' for image '{image.name}' is missing in labelsTr/.")
-        case_id = re.sub(NIFTI_RE, "", image.name)
+            raise InputError(f"MSD label '{label}' for image '{image.name}' is missing in labelsTr/ (MSD: the "
+                             f"image's own name; nnU-Net v2: CASE.nii.gz for CASE_0000.nii.gz).")
+        case_id = re.sub(NIFTI_RE, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
         cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
     return cases
 

@@ -61,12 +61,11 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
     :data:`RESUME_MAY_CHANGE`: resuming fold 2 from fold 0's checkpoint would have trained on fold 2's
     validation patients, and the package would record settings that were not the ones trained with.
     Nothing stored (older versions) is not checked."""
-    if not saved_config:
-        return
     try:
-        loaded = TrainConfig.from_json(saved_config) if isinstance(saved_config, str) else \
-            TrainConfig.from_dict(dict(saved_config), source=str(source))
-        saved = loaded.to_dict()
+        stored = json.loads(saved_config) if isinstance(saved_config, str) else saved_config
+        if not stored or not isinstance(stored, dict):
+            return
+        saved = TrainConfig.from_dict(dict(stored), source=str(source)).to_dict()
     except (InputError, ValueError, TypeError):
         return
     now = config.to_dict()

@@ -68,6 +68,25 @@ def test_msd_images_missing_from_dataset_json_are_named(tmp_path, caplog):
         discover_cases(tmp_path)
 
 
+def test_nnunet_v2_raw_layout_pairs_channel_0000_with_its_case_label(tmp_path, caplog):
+    """nnU-Net v2: imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz, a dataset.json without a "training" list.
+    It was read as MSD (label = the image's name) and refused with a hint that led to another error."""
+    for case in ("liver_000", "liver_001"):
+        _write_pair(tmp_path / "imagesTr" / f"{case}_0000.nii.gz", tmp_path / "labelsTr" / f"{case}.nii.gz")
+    _write_pair(tmp_path / "imagesTr" / "liver_001_0001.nii.gz", tmp_path / "unused" / "x.nii.gz")  # a 2nd channel
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "numTraining": 2,
+                                                       "labels": {"background": 0, "liver": 1, "tumor": 2},
+                                                       "file_ending": ".nii.gz"}))
+    with caplog.at_level("WARNING"):
+        cases = discover_cases(tmp_path)
+    assert [(c.case_id, Path(c.label_path).name) for c in cases] == [("liver_000", "liver_000.nii.gz"),
+                                                                     ("liver_001", "liver_001.nii.gz")]
+    assert "liver_001_0001.nii.gz" in caplog.text and "not used" in caplog.text
+    # an MSD-style name that merely ends in four digits keeps its same-named label
+    _write_pair(tmp_path / "msd" / "imagesTr" / "case_0001.nii.gz", tmp_path / "msd" / "labelsTr" / "case_0001.nii.gz")
+    assert [c.case_id for c in discover_cases(tmp_path / "msd", "msd")] == ["case_0001"]
+
+
 def test_msd_missing_label_names_the_file(tmp_path):
     _write_pair(tmp_path / "imagesTr" / "liver_2.nii.gz", tmp_path / "other" / "x.nii.gz")
     (tmp_path / "labelsTr").mkdir()

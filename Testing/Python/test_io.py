@@ -428,6 +428,18 @@ def test_label_values_are_checked(tmp_path):
     with pytest.raises(LabelError, match=r"values 3, 7 outside the allowed 0, 1, 2"):
         read_label_map(bad)
     assert read_label_map(bad, allowed_values=(0, 1, 3, 7)).array.max() == 7
+    # values beyond uint8 cannot be mapped: said once, plainly (the message read "(0 background, ...)" twice and
+    # suggested --label-map, which cannot map them)
+    from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, parse_label_map_option
+    big = _write_nifti(tmp_path / "big.nii.gz", np.array([[[0, 1000], [1000, 0]]], np.uint16))
+    with pytest.raises(LabelError, match=r"values 1000; label values must lie in 0..255") as err:
+        read_label_map(big, allowed_values=ANY_LABEL_VALUE)
+    assert str(err.value).count("0 background") == 1
+    with pytest.raises(LabelError) as err:
+        read_label_map(_write_nifti(tmp_path / "b255.nii.gz", np.array([[[0, 255]]], np.uint8)))
+    assert str(err.value).count("0 background") == 1
+    with pytest.raises(InputError, match="key 1000 is outside 0..255"):
+        parse_label_map_option('{"1000": 1}')
 
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):

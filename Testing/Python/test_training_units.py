@@ -68,6 +68,9 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         TrainConfig.from_dict({"optimizer": "lbfgs"})
     with pytest.raises(InputError, match="fold 4 is outside"):
         TrainConfig.from_dict({"folds": 4, "fold": 4})
+    # a fold number without folds trained a hold-out split and recorded "fold 2" in the package
+    with pytest.raises(InputError, match="fold 2 needs folds K"):
+        TrainConfig.from_dict({"fold": 2})
     (tmp_path / "x.yaml").write_text("- a\n- b\n")
     with pytest.raises(InputError, match="mapping"):
         TrainConfig.from_file(tmp_path / "x.yaml")

@@ -72,6 +72,10 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
     file and attribute) and add any missing :data:`PATIENT_STUDY_TYPE2` attribute as empty, in memory only (the
     source files are not changed)."""
     for ds, name in zip(datasets, files):
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            raise InputError(f"{name} is a multi-frame (enhanced) image; DICOM SEG output is written for series of "
+                             f"single-frame slices only. Write the result as NIfTI, NRRD or .seg.nrrd instead (e.g. "
+                             f"-o result.seg.nrrd).")
         missing = [a for a in REQUIRED_SOURCE_ATTRIBUTES if not str(getattr(ds, a, "") or "").strip()]
         if missing:
             raise InputError(f"{name} lacks {', '.join(missing)}, which a DICOM SEG must reference; write the "

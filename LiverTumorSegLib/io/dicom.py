@@ -170,8 +170,11 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         with _quiet_itk():
             image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}. "
-                         f"Check that all its files are complete.") from None
+        reason = _itk_reason(exc)
+        fix = ("Its images have different sizes: a localizer/scout image or another series is probably mixed in; "
+               "remove the odd file (or export the axial series alone)." if "Size mismatch" in reason else
+               "Check that all its files are complete.")
+        raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     if len(chosen.files) > 1:
         _check_distinct_positions(chosen, reader, image, folder)
     notes = []
@@ -180,7 +183,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         if thickness:
             image.SetSpacing(tuple(image.GetSpacing()[:2]) + (thickness,))
     if image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
-        notes.append(_check_slice_positions(chosen, image, folder))
+        note = _check_slice_positions(chosen, image, folder)
+        if note:
+            notes.append(note)
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
@@ -194,24 +199,47 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
 
 
 def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
-    """Refuse a multi-file series whose slices share positions (ImagePositionPatient along the slice normal):
-    ITK would invent a 1 mm slice spacing for it. Such a series usually mixes several acquisitions (phases,
-    echoes, a repeated scan). Also refuse a gantry-tilted series (:func:`_check_no_gantry_tilt`). Slices without a
-    position tag are left to ITK's own checks."""
+    """Check the per-slice geometry tags of a multi-file series before ITK's grid is trusted (ITK builds it from
+    the first file and fills in what is missing): every slice must have an ImagePositionPatient (ITK would
+    invent 1 mm slices at the origin), the same ImageOrientationPatient (else a localizer/scout or another
+    reconstruction is mixed in) and the same PixelSpacing (ITK would use the first file's for all), and distinct
+    positions along the slice normal (else several acquisitions are mixed). Also refuse a gantry-tilted series
+    (:func:`_check_no_gantry_tilt`)."""
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     normal = direction[:, 2]
     positions = []
     points = []
+    first_tags: dict = {}
     for index in range(len(series.files)):
+        name = Path(series.files[index]).name
         try:
             text = reader.GetMetaData(index, "0020|0032")
+        except RuntimeError:
+            raise InputError(f"DICOM series {series.uid} in '{folder}': file '{name}' has no ImagePositionPatient, so "
+                             f"the slice positions and spacing cannot be known. Re-export the series from the "
+                             f"scanner/PACS with its position tags.") from None
+        try:
             xyz = [float(v) for v in text.strip().split("\\")[:3]]
-        except (RuntimeError, ValueError, IndexError):
-            return
+        except ValueError:
+            xyz = []
         if len(xyz) != 3 or not all(np.isfinite(v) for v in xyz):
             raise InputError(f"DICOM series {series.uid} in '{folder}' has an invalid ImagePositionPatient "
-                             f"({text.strip()[:60]!r}) in file '{Path(series.files[index]).name}'; the slice geometry "
+                             f"({text.strip()[:60]!r}) in file '{name}'; the slice geometry "
                              f"cannot be built. Re-export the series from the scanner/PACS.")
+        for tag, what, fix in (("0020|0037", "orientation (ImageOrientationPatient)",
+                                "a localizer/scout image or another reconstruction is mixed into the series; "
+                                "remove that file (or export the axial series alone)"),
+                               ("0028|0030", "pixel spacing (PixelSpacing)",
+                                "ITK would use the first file's spacing for every slice; export a series whose "
+                                "slices share one pixel spacing")):
+            values = _tag_numbers(reader, index, tag)
+            if values is None:
+                continue
+            reference = first_tags.setdefault(tag, (values, name))
+            if len(values) != len(reference[0]) or np.max(np.abs(np.subtract(values, reference[0]))) > 1e-4:
+                raise InputError(f"DICOM series {series.uid} in '{folder}': file '{name}' has another {what} "
+                                 f"({_format_numbers(values)}) than '{reference[1]}' ({_format_numbers(reference[0])}): "
+                                 f"{fix}.")
         positions.append(float(np.dot(xyz, normal)))
         points.append(xyz)
     distinct = len(np.unique(np.round(positions, 3)))
@@ -221,6 +249,19 @@ def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Pa
                          f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
                          f"acquisition as its own series.")
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
+
+
+def _tag_numbers(reader, index: int, tag: str) -> Optional[List[float]]:
+    """A multi-valued numeric tag of file ``index`` of a series reader as floats; None when absent or unreadable."""
+    try:
+        values = [float(v) for v in reader.GetMetaData(index, tag).strip().split("\\")]
+    except (RuntimeError, ValueError):
+        return None
+    return values if values and all(np.isfinite(v) for v in values) else None
+
+
+def _format_numbers(values: Sequence[float]) -> str:
+    return "\\".join(f"{v:.6g}" for v in values)
 
 
 def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direction: np.ndarray,
@@ -279,10 +320,12 @@ def _single_slice_thickness(file_name: str) -> Optional[float]:
     return None
 
 
-def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> str:
-    """Measure the slice gaps of a series ITK flagged as non-uniform; raise when slices are missing.
+def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> Optional[str]:
+    """Measure the slice gaps of a series ITK flagged as non-uniform; raise when slices are missing or the
+    regular grid would put a slice more than half a slice from its recorded position.
 
-    Returns a warning text for small irregularities (the grid then uses the mean slice spacing).
+    Returns a warning text for small irregularities (the grid then uses the mean slice spacing); None when the
+    slices lie within 1 % of a slice of the grid (header rounding).
     """
     sitk = _sitk()
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
@@ -300,8 +343,21 @@ def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> str:
         raise InputError(f"DICOM series {series.uid} in '{folder}' has missing slices or uneven slice spacing "
                          f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm, typical {median:.3g} mm); a regular 3D grid "
                          f"cannot be built. Export the complete series (or resample it to even spacing) first.")
+    # each gap may be near the median while the gaps add up: slice k is placed at origin + k * spacing
+    spacing = float(image.GetSpacing()[2])
+    placed = float(np.dot(image.GetOrigin(), normal)) + spacing * np.arange(len(positions))
+    misplaced = float(np.max(np.abs(np.sort(positions) - placed)))
+    if misplaced > 0.5 * spacing:
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has uneven slice spacing (gaps "
+                         f"{gaps.min():.3g}..{gaps.max():.3g} mm) that adds up: on a regular grid of {spacing:.4g} mm "
+                         f"some slices would lie {misplaced:.3g} mm from their recorded positions. Resample the "
+                         f"series to even spacing (e.g. in 3D Slicer: load it with acquisition geometry "
+                         f"regularization, harden the transform, save as NRRD/NIfTI) and segment that file.")
+    if misplaced <= 0.01 * spacing:
+        return None  # header rounding
     return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
-            f"{image.GetSpacing()[2]:.4g} mm was used")
+            f"{spacing:.4g} mm was used, which places some slices up to {misplaced:.2g} mm from their recorded "
+            f"positions")
 
 
 def _dicom_series_of_file(path: Path) -> str:

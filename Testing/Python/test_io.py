@@ -343,6 +343,59 @@ def test_sheared_grid_is_refused_in_every_format(tmp_path, suffix):
         read_volume(path)
 
 
+def _retag(path: Path, **attributes) -> None:
+    """Rewrite one DICOM file with some attributes (pydicom keywords) changed, or removed when None."""
+    import pydicom
+    ds = pydicom.dcmread(str(path))
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(str(path))
+
+
+def test_dicom_slices_must_agree_on_position_orientation_and_pixel_spacing(tmp_path):
+    """ITK builds the grid from the first file and fills in what is missing: without positions it invented 1 mm
+    slices at the origin (a third of the liver volume), another pixel spacing in the first file was used for all
+    slices, and a scout image mixed into the series was called a gantry tilt."""
+    stored = np.zeros((5, 4, 4), np.int16)
+    write_dicom_series(tmp_path / "nopos", stored, UID_A, "no positions")
+    _retag(tmp_path / "nopos" / "s002.dcm", ImagePositionPatient=None)
+    with pytest.raises(InputError, match=r"file 's002.dcm' has no ImagePositionPatient"):
+        read_volume(tmp_path / "nopos")
+    write_dicom_series(tmp_path / "spacing", stored, UID_A, "odd spacing")
+    _retag(tmp_path / "spacing" / "s003.dcm", PixelSpacing=[0.8, 0.8])
+    with pytest.raises(InputError, match=r"another pixel spacing \(PixelSpacing\) \(0.8\\0.8\)"):
+        read_volume(tmp_path / "spacing")
+    write_dicom_series(tmp_path / "scout", stored, UID_A, "with a scout")
+    _retag(tmp_path / "scout" / "s004.dcm", ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    with pytest.raises(InputError, match=r"'s004.dcm' has another orientation .* a localizer/scout image"):
+        read_volume(tmp_path / "scout")
+
+
+def test_dicom_uneven_gaps_that_add_up_are_refused(tmp_path):
+    """Every gap within 20 % of the median (2.8 and 3.3 mm), but on the mean-spacing grid the middle slices lie
+    more than half a slice from their recorded positions."""
+    folder = tmp_path / "uneven"
+    write_dicom_series(folder, np.zeros((24, 4, 4), np.int16), UID_A, "uneven", thickness=2.8)
+    for k in range(24):
+        z = 100.0 + (3.3 * k if k <= 12 else 3.3 * 12 + 2.8 * (k - 12))
+        _retag(folder / f"s{k:03d}.dcm", ImagePositionPatient=[-10.5, 20.25, round(z, 6)])
+    with pytest.raises(InputError, match=r"uneven slice spacing \(gaps 2.8..3.3 mm\) that adds up: .* would lie"):
+        read_volume(folder)
+
+
+def test_dicom_seg_of_a_multiframe_source_is_refused_plainly():
+    from pydicom.dataset import Dataset
+
+    from LiverTumorSegLib.dicom_seg import _prepare_source_datasets
+    enhanced = Dataset()
+    enhanced.NumberOfFrames = 30
+    with pytest.raises(InputError, match="multi-frame \\(enhanced\\) image; DICOM SEG output is written for series"):
+        _prepare_source_datasets([enhanced], ["mf.dcm"])
+
+
 def test_two_series_in_one_folder_list_and_select(tmp_path):
     folder = tmp_path / "mixed"
     a = np.full((3, 6, 7), 600, np.int16)

@@ -122,20 +122,41 @@ def _not_hu_reason(lo: float, hi: float) -> Optional[str]:
     return None
 
 
-def _shifted_by_intercept_reason(arr: np.ndarray) -> Optional[str]:
-    """Why a CT without air voxels looks stored without its rescale intercept (air near 0 instead of -1000,
-    soft tissue near +1050 instead of +50; scanner padding such as -3024 + 1024 keeps the minimum negative, so
-    the value range alone does not show it), or None. Read on every 4th voxel along each axis."""
+SOFT_TISSUE_HU_RANGE = (-200.0, 250.0)  # fat, muscle, organs, blood (contrast-enhanced too)
+DOUBLE_SHIFT_SOFT_FRACTION = 0.02
+DOUBLE_SHIFT_AIR_FRACTION = 0.5
+
+
+def _shifted_by_intercept_reason(arr: np.ndarray, maximum: float) -> Optional[str]:
+    """Why a CT looks stored with its values shifted by about 1024, or None. Read on every 4th voxel along each
+    axis, scanner padding (below :data:`PADDING_BELOW_HU`) left out.
+
+    * +1024 (stored without the rescale intercept): air near 0 instead of -1000, soft tissue near +1050; at least
+      :data:`SHIFTED_TISSUE_FRACTION` of the voxels lie over :data:`SHIFTED_TISSUE_HU`, where only bone and metal
+      lie (real abdominal CTs: 0.2-0.4 %; raw ones 55-87 %). Checked whether or not some voxels look like air:
+      a resampled raw CT has interpolated padding edges between -1200 and -500.
+    * -1024 (the intercept applied twice): soft tissue near -970 reads as air; under
+      :data:`DOUBLE_SHIFT_SOFT_FRACTION` of the voxels in :data:`SOFT_TISSUE_HU_RANGE` while more than
+      :data:`DOUBLE_SHIFT_AIR_FRACTION` lie in :data:`AIR_HU_RANGE` (real CTs: 11-85 % soft tissue), and
+      something dense (``maximum``, the volume's largest value, above -200: bone, which a shift keeps above
+      soft tissue) shows it is not a volume of air alone."""
     sample = np.asarray(arr[::4, ::4, ::4], dtype=np.float32)
     sample = sample[sample > PADDING_BELOW_HU]
     if sample.size == 0:
         return None
     above = float(np.count_nonzero(sample > SHIFTED_TISSUE_HU)) / sample.size
-    if above < SHIFTED_TISSUE_FRACTION:
-        return None
-    return (f"no air near -1000 HU, and {100 * above:.0f} % of the voxels above the padding are over "
-            f"{SHIFTED_TISSUE_HU:g}, where only bone and metal lie: the values look shifted by about +1024, i.e. "
-            f"stored without the rescale intercept")
+    if above >= SHIFTED_TISSUE_FRACTION:
+        return (f"{100 * above:.0f} % of the voxels above the padding are over {SHIFTED_TISSUE_HU:g}, where only bone "
+                f"and metal lie: the values look shifted by about +1024, i.e. stored without the rescale intercept")
+    soft_lo, soft_hi = SOFT_TISSUE_HU_RANGE
+    air_lo, air_hi = AIR_HU_RANGE
+    soft = float(np.count_nonzero((sample >= soft_lo) & (sample <= soft_hi))) / sample.size
+    air = float(np.count_nonzero((sample >= air_lo) & (sample <= air_hi))) / sample.size
+    if soft < DOUBLE_SHIFT_SOFT_FRACTION and air > DOUBLE_SHIFT_AIR_FRACTION and maximum > -200:
+        return (f"only {100 * soft:.1f} % of the voxels above the padding are soft tissue ({soft_lo:g}..{soft_hi:g}) "
+                f"while {100 * air:.0f} % read as air: the values look shifted by about -1024, i.e. the rescale "
+                f"intercept was applied twice")
+    return None
 
 
 def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
@@ -180,16 +201,15 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     air_lo, air_hi = AIR_HU_RANGE
-    has_air = _has_values_in(arr, air_lo, air_hi)
-    shifted = None if has_air else _shifted_by_intercept_reason(arr)
+    shifted = _shifted_by_intercept_reason(arr, hi)
     if shifted is not None:
         what = f"'{name}' does not look like CT in Hounsfield units ({shifted})"
         if not allow_non_hu:
-            raise InputError(f"{what}: re-export it with its rescale intercept (-1024), or pass --allow-non-hu "
-                             f"to proceed.")
+            raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
+                             f"x slope + intercept), or pass --allow-non-hu to proceed.")
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
-    if not has_air:
+    if not _has_values_in(arr, air_lo, air_hi):
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
                         f"tightly cropped, or not in Hounsfield units?")
     if hi < -200:

@@ -91,6 +91,24 @@ def test_real_ct_stored_without_its_rescale_intercept_is_refused_unless_allowed(
     assert len(warnings) == 1 and "going on because non-HU input was allowed" in warnings[0]
 
 
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+def test_a_raw_ct_with_some_air_like_voxels_and_a_doubly_shifted_ct_are_refused(name):
+    """A raw (+1024) CT passed once a single voxel lay between -1200 and -500 (the interpolated edge of its
+    padding after a resample): it got a 4.6 L 'liver' with 7 'tumors'. A CT with the intercept applied twice
+    (-1024: soft tissue near -970) was not caught at all (a 29 mL 'liver')."""
+    real = read_volume(DATA / name)
+    raw = real.array.astype(np.int32) + 1024
+    raw[:, 0, :] = -800  # a row of interpolated padding edge
+    with pytest.raises(InputError, match=r"shifted by about \+1024"):
+        check_ct(with_array(real, raw))
+    twice = np.maximum(real.array.astype(np.int32) - 1024, -2048)
+    with pytest.raises(InputError, match=r"soft tissue .* shifted by about -1024, i.e. the rescale intercept was "
+                                         r"applied twice.*--allow-non-hu"):
+        check_ct(with_array(real, twice))
+    assert len(check_ct(with_array(real, twice), allow_non_hu=True)) == 1
+    assert not any("shifted" in w for w in check_ct(real))  # the real CT itself passes
+
+
 def test_a_tight_crop_without_air_only_warns():
     real = read_volume(DATA / "ct3slice_ct.nii.gz")
     z, y, x = real.array.shape

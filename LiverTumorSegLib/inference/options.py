@@ -135,8 +135,20 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
                 raise InputError(f"{where} must be a number >= 0 (got {got!r}).")
             if f.name == "min_lesion_probability" and got > 1:
                 raise InputError(f"{where} is a probability: between 0 and 1 (got {got!r}).")
+            if f.name == "liver_dilation_mm" and got > MAX_TUMOR_LIVER_MARGIN_MM:
+                raise InputError(f"{where} must be at most {MAX_TUMOR_LIVER_MARGIN_MM:g} mm (got {got!r}): the margin "
+                                 f"is a distance around the liver, and larger ones would only cost memory.")
             numbers[f.name] = float(got)
     return dataclasses.replace(value, **numbers)
+
+
+WINDOW_LEVEL_RANGE_HU = (-1500.0, 3000.0)
+WINDOW_WIDTH_RANGE_HU = (1.0, 10000.0)
+"""Accepted --window-level / --window-width (HU): anything a CT can show; huge values overflowed float32 and
+gave NaN network input (a run that 'found no liver'), a width of 1e-300 divided by zero."""
+
+MAX_TUMOR_LIVER_MARGIN_MM = 100.0
+"""Largest --tumor-liver-margin-mm: 1e9 mm made a dilation that took 24 GB before the kernel killed it."""
 
 
 def override_window(preprocessing: Dict[str, Any], level: float, width: float) -> Dict[str, Any]:
@@ -228,6 +240,12 @@ class SegmentationOptions:
                              f"in HU (got {level!r}, {width!r}).")
         if width <= 0:
             raise InputError(f"window_width (--window-width) must be positive (got {width} HU).")
+        low, high = WINDOW_LEVEL_RANGE_HU
+        if not low <= level <= high or not WINDOW_WIDTH_RANGE_HU[0] <= width <= WINDOW_WIDTH_RANGE_HU[1]:
+            raise InputError(f"window_level / window_width (--window-level, --window-width) must lie in "
+                             f"{low:g}..{high:g} HU and {WINDOW_WIDTH_RANGE_HU[0]:g}..{WINDOW_WIDTH_RANGE_HU[1]:g} HU "
+                             f"(CT values span about -1024..3071; got level {level:g}, width {width:g}). The bundled "
+                             f"model reads level 40 / width 400.")
         object.__setattr__(self, "window_level", float(level))
         object.__setattr__(self, "window_width", float(width))
 

@@ -66,6 +66,12 @@ def test_dict_round_trip_through_json():
     ({"postprocessing": {"uncertain_lesion_max_ml": -1}}, "uncertain_lesion_max_ml"),
     ({"window_level": 40}, "window_width"),
     ({"window_level": 40, "window_width": 0}, "window_width"),
+    # huge or tiny windows overflowed float32 into NaN network input (exit 0, "no liver was found")
+    ({"window_level": 1e308, "window_width": 1e308}, r"window_level / window_width .* must lie in -1500..3000 HU"),
+    ({"window_level": 40, "window_width": 1e-300}, r"and 1..10000 HU"),
+    # a margin of 1e9 mm took 24 GB in a dilation; inf crashed with OverflowError after the network
+    ({"postprocessing": {"liver_dilation_mm": 1e9}}, r"--tumor-liver-margin-mm\) must be at most 100 mm"),
+    ({"postprocessing": {"liver_dilation_mm": float("inf")}}, r"must be at most 100 mm"),
 ])
 def test_bad_values_and_unknown_keys_name_the_field(data, field_named):
     with pytest.raises(InputError, match=field_named):

@@ -363,6 +363,9 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
+        if hu is not None:  # the body is found by its HU
+            from .plausibility import liver_side_warnings
+            warnings += liver_side_warnings(labels, hu, volume.geometry)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings

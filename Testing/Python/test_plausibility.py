@@ -1,0 +1,54 @@
+"""Where the liver lies (LiverTumorSegLib.inference.plausibility): known geometry, known answers."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.plausibility import liver_side_mm, liver_side_warnings
+from LiverTumorSegLib.io import read_label_map, read_volume
+from LiverTumorSegLib.volume import ImageGeometry
+
+DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+
+
+def _body_and_liver(liver_x_range):
+    """A 300 mm wide body (40 HU in -1000 HU air) on a 2 mm LPS grid, and a liver box over the index range
+    ``liver_x_range``. LPS x grows to the patient's left, so low x indices are on the patient's right."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=(-200.0, -150.0, 0.0))
+    hu = np.full((6, 150, 200), -1000, np.int16)
+    hu[:, 25:125, 25:175] = 40  # x indices 25..174: LPS x -150..148 mm, centre at -1 mm
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 50:100, liver_x_range[0]:liver_x_range[1]] = 1
+    return labels, hu, geometry
+
+
+def test_a_liver_on_the_right_passes_and_one_on_the_left_or_midline_warns():
+    labels, hu, geometry = _body_and_liver((30, 80))  # LPS x -140..-42 mm: the patient's right
+    offset, body_width, liver_width = liver_side_mm(labels, hu, geometry)
+    # liver centre at LPS x -91 mm, body centre at -1 mm (sampled every 4th column: -2 mm): 89-90 mm right
+    assert offset == pytest.approx(90.0, abs=2.0)
+    assert body_width == pytest.approx(296.0, abs=8.0) and liver_width == pytest.approx(98.0, abs=2.0)
+    assert liver_side_warnings(labels, hu, geometry) == []
+    mirrored = labels[:, :, ::-1].copy()  # the same liver on the patient's left
+    warning = liver_side_warnings(mirrored, hu[:, :, ::-1].copy(), geometry)
+    assert len(warning) == 1 and "mm to the patient's left of the body's centre" in warning[0]
+    assert "left-right orientation" in warning[0]
+    midline, hu, geometry = _body_and_liver((75, 125))
+    assert "only" in liver_side_warnings(midline, hu, geometry)[0]
+
+
+def test_a_scan_cropped_to_the_liver_or_without_liver_is_not_judged():
+    labels, hu, geometry = _body_and_liver((75, 125))
+    cropped = (labels[:, :, 70:130], hu[:, :, 70:130])  # body barely wider than the liver
+    assert liver_side_warnings(*cropped, geometry) == []
+    assert liver_side_mm(np.zeros_like(labels), hu, geometry) is None
+
+
+def test_the_real_sample_passes_and_its_left_right_flipped_header_warns():
+    ct = read_volume(DATA / "example_ct_sm.nii.gz")
+    liver = read_label_map(DATA / "example_ct_sm_liver.nii.gz", reference=ct)
+    assert liver_side_mm(liver.array, ct.array, ct.geometry)[0] == pytest.approx(69.0, abs=3.0)
+    assert liver_side_warnings(liver.array, ct.array, ct.geometry) == []
+    flipped = np.ascontiguousarray(ct.array[:, :, ::-1])  # voxels mirrored, header unchanged: a wrong header
+    warning = liver_side_warnings(np.ascontiguousarray(liver.array[:, :, ::-1]), flipped, ct.geometry)
+    assert len(warning) == 1 and "patient's left" in warning[0]

@@ -297,6 +297,11 @@ def _run_batch(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
+    from ..fileutil import full_suffix
+    from ..io import WRITE_SUFFIXES
+    if not out.exists() and (full_suffix(out) in WRITE_SUFFIXES + (".dcm",) or out.name.endswith(".seg.nrrd")):
+        raise InputError(f"'{args.input}' is a folder or list of CTs (a batch), which writes an output folder, but -o "
+                         f"'{out}' names a {full_suffix(out)} file; give a folder name (e.g. -o preds/).")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
     _make_output_folder(out)

@@ -79,11 +79,42 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
 
 
 def is_batch_input(input_path: Any) -> bool:
-    """True for a ``.csv`` case list, or a folder holding CT files (a DICOM folder holds none of these)."""
+    """True for a ``.csv`` case list, or a folder holding CT files (a DICOM folder holds none of these).
+
+    A folder holding both CT files and DICOM files is ambiguous (a DICOM series with a stray mask beside it, or
+    a batch folder with DICOM files in it) and raises InputError saying how to make it one or the other."""
     path = Path(input_path)
     if path.is_file():
         return full_suffix(path) == ".csv"
-    return path.is_dir() and bool(_ct_files(path))
+    if not path.is_dir():
+        return False
+    ct_files = _ct_files(path)
+    if ct_files and _holds_dicom_files(path):
+        names = ", ".join(p.name for p in ct_files[:3]) + (" ..." if len(ct_files) > 3 else "")
+        raise InputError(f"Folder '{path}' holds DICOM files and also {len(ct_files)} CT file(s) ({names}), so it is "
+                         f"neither one DICOM series nor a batch folder of CT files. To segment the DICOM series, move "
+                         f"the other files out; for a batch, put each DICOM series in a subfolder and list it in a "
+                         f"case CSV (column 'image').")
+    return bool(ct_files)
+
+
+def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
+    """Whether a folder's own files include a DICOM file (the 'DICM' preamble), looking at up to ``max_files``
+    files that are not CT files."""
+    looked = 0
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or full_suffix(p) in CT_SUFFIXES:
+            continue
+        looked += 1
+        try:
+            with open(p, "rb") as handle:
+                if handle.read(132)[128:132] == b"DICM":
+                    return True
+        except OSError:
+            continue
+        if looked >= max_files:
+            break
+    return False
 
 
 def _ct_files(folder: Path) -> List[Path]:

@@ -99,6 +99,23 @@ def test_outputs_that_are_inputs_are_refused_before_any_work(tmp_path):
     assert code == 2 and [p.read_bytes() for p in paths] == before
 
 
+def test_a_dicom_folder_with_a_stray_ct_file_and_a_file_name_as_batch_output_are_refused(tmp_path, capsys):
+    """A DICOM series folder with a mask copied beside it ran as a batch of that one mask (the series ignored)
+    and made the -o 'seg.nii.gz' a folder."""
+    write_phantoms(tmp_path / "series", 1)
+    dicom_like = tmp_path / "series" / "IM0001"
+    dicom_like.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    with pytest.raises(InputError, match="holds DICOM files and also 1 CT file.*neither one DICOM series nor a "
+                                         "batch folder"):
+        is_batch_input(tmp_path / "series")
+    dicom_like.unlink()
+    assert is_batch_input(tmp_path / "series")
+    for name in ("seg.nii.gz", "seg.seg.nrrd", "seg.dcm"):
+        code = cli.main(["segment", str(tmp_path / "series"), "-o", str(tmp_path / name), "--no-progress"])
+        assert code == 2 and "writes an output folder, but -o" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+
+
 def test_batch_csv_that_is_not_utf8_and_an_unwritable_output_folder_are_user_errors(tmp_path, capsys):
     write_phantoms(tmp_path / "cts", 1)
     listing = tmp_path / "list.csv"

@@ -397,8 +397,10 @@ class SliceInferenceEngine:
         if precision == "auto" and not cpu_has_native_bf16():
             return
         if precision == "bf16" and not cpu_has_native_bf16():
-            log.warning("This CPU has no native bf16 (AVX512-BF16 / AMX-BF16); bf16 runs emulated and is slower "
-                        "than fp32.")
+            message = ("This CPU has no native bf16 (AVX512-BF16 / AMX-BF16); bf16 runs emulated and is slower than "
+                       "fp32 (--precision auto or fp32 avoids it).")
+            self.device_message = f"{self.device_message} {message}".strip() if self.device_message else message
+            log.warning("warning: %s", message)
         import copy
 
         # channels-last lets oneDNN's bf16 convolutions skip reorders (measured 1.2x); copy, never change the package

@@ -78,6 +78,16 @@ def test_auto_keeps_fp32_on_a_cpu_without_bf16(monkeypatch):
     assert set(engine.model.calls) == {torch.float32}
 
 
+def test_asked_for_bf16_on_a_cpu_without_it_warns_into_the_report(monkeypatch):
+    """The 'runs emulated' note was only logged, without the 'warning:' prefix and not in the report."""
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    engine = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, precision="bf16")
+    assert "no native bf16" in engine.device_message and "emulated" in engine.device_message
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    assert not SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1,
+                                    precision="bf16").device_message
+
+
 def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monkeypatch):
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
     ph = corner_phantom()  # 12 slices -> batches of 4: [0-3], [4-7], [8-11]; the check takes the middle one

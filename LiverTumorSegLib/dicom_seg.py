@@ -336,8 +336,10 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         stacked, geometry = _geometry_from_hd_volume(volume)
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
         if reference is None or not reference.meta.get("files"):
-            raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}); "
-                             f"read it with its CT series as the reference.") from None
+            raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}), "
+                             f"e.g. made from a series with slightly uneven slice gaps; it can be read only with its "
+                             f"CT series as the reference (measure SEG --ct DICOM_FOLDER). To evaluate it, segment "
+                             f"the series to .nii.gz (or .seg.nrrd) and compare that file.") from None
         stacked, geometry = _frames_by_source_slice(seg, numbers, reference, path), reference.geometry
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins

@@ -265,6 +265,10 @@ def test_uneven_slice_gaps_get_a_seg_with_each_files_own_position_and_a_warning(
     back = read_label_map(tmp_path / "result.dcm", reference=read_volume(tmp_path / "dicom"))
     assert np.array_equal(back.array, nifti.labels)
     assert "ContentCreatorName" in seg and seg.ContentCreatorName == ""  # Type 2: present, may be empty
+    # without the series (evaluate against a label map) the uneven frames cannot be placed: the message says
+    # what can be done (it said 'read it with its CT series as the reference', which evaluate cannot)
+    with pytest.raises(InputError, match=r"not a regular 3D volume .*measure SEG --ct DICOM_FOLDER.*To evaluate it"):
+        read_label_map(tmp_path / "result.dcm", reference=read_label_map(tmp_path / "result.nii.gz"))
 
 
 def test_a_series_that_cannot_get_a_seg_is_refused_before_the_network(series, tmp_path):

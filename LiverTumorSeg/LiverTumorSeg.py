@@ -372,7 +372,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setVisible(False)
         p = self._parameterNode
         if outcome.kind == job.DONE:
-            if p:
+            # keep the result selected only while its CT is still the input: after a switch to another CT during
+            # the run, the finished CT's segmentation must not become the next run's target
+            if p and job.output_for_input(p.inputVolume, outcome.segmentation_node) is outcome.segmentation_node:
                 p.outputSegmentation = outcome.segmentation_node
                 p.lesionTable = outcome.table_node
             self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report, outcome.warnings)

@@ -606,6 +606,25 @@ def lesion_table_describes(table_node, segmentation_node) -> bool:
     return table_node.GetNodeReferenceID(LESION_TABLE_SEGMENTATION_ROLE) == segmentation_node.GetID()
 
 
+CHANGE_TABLE_SEGMENTATION_ROLES = ("LiverTumorSegBaselineSegmentation", "LiverTumorSegFollowupSegmentation")
+"""Node reference roles from a follow-up change table to the two segmentations it compares."""
+
+
+def link_change_table(table_node, baseline_segmentation, followup_segmentation) -> None:
+    """Record on ``table_node`` which baseline and follow-up segmentations it compares."""
+    for role, node in zip(CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation)):
+        table_node.SetNodeReferenceID(role, node.GetID())
+
+
+def change_table_describes(table_node, baseline_segmentation, followup_segmentation) -> bool:
+    """True when ``table_node`` is the change table made for this baseline / follow-up pair (only then may a new
+    comparison of the same pair refill it)."""
+    if table_node is None or baseline_segmentation is None or followup_segmentation is None:
+        return False
+    return all(table_node.GetNodeReferenceID(role) == node.GetID() for role, node in
+               zip(CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation)))
+
+
 def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):
     """A ``vtkMRMLTableNode`` with one row per lesion of a lesion ``report`` (see the inference contract).
 

@@ -39,7 +39,8 @@ class FollowupOutcome:
 class FollowupJob(ChildJob):
     """Compare ``followup_segmentation`` (on ``followup_volume``) with ``baseline_segmentation`` (on
     ``baseline_volume``): RECIST 1.1 response and lesion matching. ``align_on_ct``: register the CTs (else the
-    liver masks). ``table_node``: the change table to refill (None: a new one). Runner, python, library root,
+    liver masks). ``table_node``: the change table to refill when it was made for the same two segmentations
+    (else, or None: a new one, so another patient's comparison is never overwritten). Runner, python, library root,
     temp root and env as for :class:`~.childjob.ChildJob`."""
 
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
@@ -88,5 +89,11 @@ class FollowupJob(ChildJob):
             return self.failed_outcome(error, stderr[-4000:])
         with open(path, encoding="utf-8") as handle:
             change = json.load(handle)
-        table_node = mrml.create_change_table_node(self._scene, change, table_node=self._table_node)
+        baseline, followup = self._nodes[0], self._nodes[2]
+        reuse = self._table_node  # refilled only for the same pair and while it is in the scene
+        if reuse is not None and not (self._scene.IsNodePresent(reuse)
+                                      and mrml.change_table_describes(reuse, baseline, followup)):
+            reuse = None
+        table_node = mrml.create_change_table_node(self._scene, change, table_node=reuse)
+        mrml.link_change_table(table_node, baseline, followup)
         return FollowupOutcome(DONE, change, table_node, seconds=self.elapsed_seconds())

@@ -306,10 +306,16 @@ class SegmentationJob(ChildJob):
             if tuple(probabilities.shape) != tuple(self.shape_zyx):
                 raise RuntimeError(f"The tumor probability map has shape {probabilities.shape}, the CT "
                                    f"{self.shape_zyx}.")
-        # Everything is read and checked: only now is the user's scene changed.
+        # Everything is read and checked: only now is the user's scene changed. Nodes deleted while the child ran
+        # are not written into (a result put in a node outside the scene would be lost without a word).
+        if not self._scene.IsNodePresent(self._input):
+            raise InputError(f"The CT '{self._input.GetName()}' was removed from the scene while it was segmented; "
+                             f"the result was not loaded. Load the CT and segment it again.")
+        present = [node if node is not None and self._scene.IsNodePresent(node) else None
+                   for node in (self._segmentation_node, self._table_node)]
         segmentation_node, table_node = apply_result(
-            self._scene, labels.astype(np.uint8), report, self.geometry, self._input, self._segmentation_node,
-            self._table_node, self._replace_existing, self._show_3d)
+            self._scene, labels.astype(np.uint8), report, self.geometry, self._input, present[0],
+            present[1], self._replace_existing, self._show_3d)
         probability_node = None
         if probabilities is not None:
             earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it

@@ -40,6 +40,13 @@ def test_logic_compare_with_baseline_fills_the_change_table(module):
     again, same = logic.compareWithBaseline(
         base_nodes[1], base_nodes[0], follow_nodes[1], follow_nodes[0], alignOnCT=False, tableNode=table)
     assert same is table and again["alignment"]["method"] == "liver"
+    # another pair (here: the follow-up against itself) with the last table passed gets its own table; the
+    # earlier comparison's table keeps its rows
+    rows_before = module.mrml.change_table_rows(table)
+    _, other = logic.compareWithBaseline(
+        follow_nodes[1], follow_nodes[0], follow_nodes[1], follow_nodes[0], alignOnCT=False, tableNode=table)
+    assert other is not table and str(module.mrml.change_table_rows(table)) == str(rows_before)  # NaN-safe
+    assert module.mrml.change_table_describes(other, follow_nodes[1], follow_nodes[1])
     assert list(module.temp.iterdir()) == []  # the child's files are gone
 
 

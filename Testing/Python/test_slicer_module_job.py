@@ -317,6 +317,27 @@ def test_results_join_the_cts_study_and_a_rerun_refills_its_probability_volume(f
     assert fake.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
 
 
+def test_nodes_deleted_while_the_child_runs_are_not_written_into(fake):
+    """The result was written into a segmentation (and table) the user deleted during the run: 'Done', and
+    nothing in the scene. A deleted output now means a new one; a deleted CT means no result, said plainly."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    running = fake.job(segmentation_node=first.segmentation_node, table_node=first.table_node).start()
+    fake.scene.RemoveNode(first.segmentation_node)
+    fake.scene.RemoveNode(first.table_node)
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert fake.scene.IsNodePresent(outcome.segmentation_node) and fake.scene.IsNodePresent(outcome.table_node)
+    assert fake.mrml.lesion_table_describes(outcome.table_node, outcome.segmentation_node)
+    doomed = _volume_node(fake.scene, _ct_array(), fake.geometry, name="CT to delete")
+    running = fake.job(node=doomed).start()
+    before = _scene_counts(fake.scene)
+    fake.scene.RemoveNode(doomed)
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.FAILED and "was removed from the scene while it was segmented" in str(outcome.error)
+    assert fake.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before["vtkMRMLSegmentationNode"]
+
+
 def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
     """The panel keeps the last result selected as the output; choosing another CT must not make the first
     CT's segmentation the default target of the next run."""

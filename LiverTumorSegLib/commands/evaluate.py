@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, OutputExistsError
+from ..io.probability import probability_scores  # noqa: F401 - imported from here by older callers
 
 log = logging.getLogger(__name__)
 
@@ -274,27 +275,6 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
                              f"(segment --probabilities).")
         prob = probability_scores(prob_volume.array, prob_path)
     return pred, ref, prob
-
-
-def probability_scores(array, path) -> "object":
-    """Probabilities in [0, 1] as float32 from a ``--prob`` map: floats are taken as they are; integer maps
-    with values above 1 are taken as ``255 * p`` (what ``segment --probabilities`` writes) and divided by 255.
-    Values outside those ranges raise InputError."""
-    import numpy as np
-
-    array = np.asarray(array)
-    if array.size == 0:
-        return array.astype(np.float32)
-    low, high = float(array.min()), float(array.max())
-    if np.issubdtype(array.dtype, np.integer):
-        if low < 0 or high > 255:
-            raise InputError(f"Probability map '{path}' holds integers {low:g}..{high:g}; expected 0..1 floats "
-                             f"or 0..255 (255 x probability, as `segment --probabilities` writes).")
-        return array.astype(np.float32) / (255.0 if high > 1 else 1.0)
-    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1.0 + 1e-6:
-        raise InputError(f"Probability map '{path}' holds values {low:g}..{high:g}; probabilities must lie in "
-                         f"[0, 1] (a softmax output, not logits or a label map).")
-    return array.astype(np.float32, copy=False)
 
 
 def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,

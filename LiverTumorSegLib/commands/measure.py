@@ -57,19 +57,23 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.labels).exists():
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
     # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
-    ct = read_checked_ct(args.ct, args.series, allow_non_hu=True) if args.ct else None
+    warnings: List[str] = []
+    ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings) if args.ct else None
     labels = read_label_map(args.labels, reference=ct)
+    warnings += [str(w) for w in labels.meta.get("warnings", [])]
     probability = None
     if args.probabilities:
+        from ..io.probability import probability_scores
         probability = read_volume(args.probabilities)
         if tuple(probability.shape_zyx) != tuple(labels.shape_zyx) or \
                 not probability.geometry.almost_equal(labels.geometry, tol=1e-3):
             raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid; give the map "
                              f"written with this segmentation (segment --probabilities).")
-        probability = probability.array
+        probability = probability_scores(probability.array, args.probabilities)  # floats 0..1 or 255 x p
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
-                                  "probabilities": str(args.probabilities) if args.probabilities else None},
+                                  "probabilities": str(args.probabilities) if args.probabilities else None,
+                                  "warnings": warnings},
                            tumor_probability_zyx=probability)
     write_report(report, output, overwrite=args.overwrite)
     print("\n".join(summary_lines(report)))

@@ -227,7 +227,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
 
 
 def _number(value: Any, digits: int) -> str:
-    return "" if value is None else f"{float(value):.{digits}f}"
+    """A CSV cell: empty for a missing or non-finite number (the JSON report has null there)."""
+    return "" if value is None or not np.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
 def _lesion_cells(d: Dict[str, Any]) -> List[str]:

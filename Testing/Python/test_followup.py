@@ -204,6 +204,35 @@ def test_measure_command_ellipsoid_30_by_20(tmp_path, capsys):
     other_grid = write_label_map(tmp_path / "prob2.nii.gz", np.zeros((4, 4, 4), np.uint8), g)
     assert main(["measure", str(path), "--probabilities", str(other_grid), "-o", str(tmp_path / "q.json")]) == 2
     assert "not on the label map's grid" in capsys.readouterr().err
+    # a hard float map (1.0 in the lesion) was stored as integers by the reader and divided by 255 (0.0039);
+    # values outside 0..1 and NaN went into the report (a 'probability' of 230.5, 'nan' in the CSV)
+    import nibabel as nib
+    affine = g.ijk_to_ras()
+    hard = tmp_path / "hard.nii.gz"
+    nib.save(nib.Nifti1Image((labels == 2).astype(np.float32).transpose(2, 1, 0), affine), str(hard))
+    assert main(["measure", str(path), "--probabilities", str(hard), "-o", str(tmp_path / "h.json")]) == 0
+    assert json.loads((tmp_path / "h.json").read_text())["lesions"][0]["mean_tumor_probability"] == pytest.approx(1.0)
+    for name, values in (("big", np.where(labels == 2, 230.5, 0.0)), ("nan", np.where(labels == 2, np.nan, 0.5))):
+        bad = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(values.astype(np.float32).transpose(2, 1, 0), affine), str(bad))
+        assert main(["measure", str(path), "--probabilities", str(bad), "-o", str(tmp_path / f"{name}.json")]) == 2
+        assert "probabilities must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_measure_report_carries_the_runs_warnings(tmp_path):
+    """docs/report_format.md lists 'warnings' for every report; measure printed them but left them out."""
+    g = ImageGeometry(spacing=(0.8, 0.8, 8.0), origin=(0.0, 0.0, 0.0))
+    ct = np.full((6, 40, 40), -1000, np.int16)
+    ct[:, 5:35, 5:35] = 50
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1:5, 10:30, 10:30] = 1
+    write_volume(tmp_path / "ct.nii.gz", CTVolume(array=ct, geometry=g))
+    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    assert main(["measure", str(path), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert any("thick slices (8 mm)" in w for w in report["warnings"])
+    assert main(["measure", str(path), "-o", str(tmp_path / "alone.json")]) == 0
+    assert json.loads((tmp_path / "alone.json").read_text())["warnings"] == []
 
 
 def test_measure_reads_a_slicer_seg_nrrd(tmp_path):

@@ -224,3 +224,10 @@ def test_each_lesion_says_its_axial_slice_and_whether_the_scan_cuts_it():
     assert {r["touches_scan_edge"] for r in rows} == {"0", "1"}
     assert {r["axial_position_s_mm"] for r in rows} >= {"20.0"}
     assert "research use" in rows[0]["note"]              # the JSON's disclaimer is in the spreadsheet too
+
+
+def test_csv_cells_of_missing_or_non_finite_numbers_are_empty():
+    """The JSON report writes null for a non-finite number; the CSV wrote the text 'nan'."""
+    from LiverTumorSegLib.inference.lesion_report import _number
+    assert _number(float("nan"), 3) == "" and _number(None, 3) == "" and _number(float("inf"), 1) == ""
+    assert _number(1.23456, 3) == "1.235"

@@ -44,7 +44,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 # Limits on what a package's metadata may ask for, checked before anything is built (issue 15). The largest
 # built-in architecture at default options has 58 M parameters (alexnet_fcn) and the largest activation sum
 # for one 256 x 256 slice is 0.42 GiB (dalunet); the limits leave 3-5x headroom for wider trained variants.
-MAX_METADATA_BYTES = 4 * 1024 * 1024  # the whole metadata JSON; the bundled model's is 6 KB
+MAX_METADATA_BYTES = 4 * 1024 * 1024  # the whole metadata JSON; the bundled v3 model's is about 22 KB
 MAX_METADATA_DEPTH = 32               # nesting of JSON objects/lists (a robustness table needs 3-4)
 MAX_PARAMETERS = 200_000_000          # 0.8 GB of float32 weights
 MAX_ACTIVATION_BYTES = 2 * 1024 ** 3  # sum of all layer outputs for one 256 x 256 slice, float32

@@ -8,8 +8,9 @@ are given, else on the liver masks), lesions are matched by overlap after alignm
 allowed) and each gets a status: new, disappeared, grown (long axis >= +20 %), shrunk (<= -30 %), stable,
 merged or split, with volume and long/short-axis change. ``response`` is the RECIST 1.1 category from the
 baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left), PR (sum of diameters
-<= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else SD; NE when the
-baseline has no measurable lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+<= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else SD; with lesions but no
+measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE when neither time point
+has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON. Research use only: not a medical device.
 """
 import argparse

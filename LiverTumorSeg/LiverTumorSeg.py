@@ -325,19 +325,26 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- running ------------------------------------------------------------------------------------
 
+    def dependenciesReady(self) -> bool:
+        """Check (and offer to install) the Python packages the work needs; False, after telling the user why,
+        when they are not ready."""
+        try:
+            self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
+        except dependencies.DependencyDeclinedError as exc:
+            slicer.util.warningDisplay(str(exc), windowTitle="Liver Tumor Segmentation")
+            return False
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            slicer.util.errorDisplay(f"The required Python packages are not ready: {exc}")
+            return False
+        return True
+
     def onSegmentButton(self) -> None:
         if self._task is not None:
             self.ui.statusLabel.text = "Cancelling..."
             self._task.cancel()
             return
         p = self._parameterNode
-        try:
-            self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
-        except dependencies.DependencyDeclinedError as exc:
-            slicer.util.warningDisplay(str(exc), windowTitle="Liver Tumor Segmentation")
-            return
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            slicer.util.errorDisplay(f"The required Python packages are not ready: {exc}")
+        if not self.dependenciesReady():
             return
         present = mrml.existing_output_segment_ids(p.outputSegmentation)
         if present and not slicer.util.confirmOkCancelDisplay(
@@ -455,13 +462,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not all(nodes):
             slicer.util.errorDisplay("Select the baseline and follow-up segmentations and their CTs.")
             return
-        try:  # the hand-over writes label maps with nibabel in Slicer's process
-            self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
-        except dependencies.DependencyDeclinedError as exc:
-            slicer.util.warningDisplay(str(exc), windowTitle="Liver Tumor Segmentation")
-            return
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            slicer.util.errorDisplay(f"The required Python packages are not ready: {exc}")
+        if not self.dependenciesReady():  # the hand-over writes label maps with nibabel in Slicer's process
             return
         reuse = self._changeTable if self._changeTable and slicer.mrmlScene.IsNodePresent(self._changeTable) else None
         try:

@@ -100,6 +100,11 @@ def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     assert "self.setupCompareSection()" in methods["setup"]
     assert "mrml.focus_on_table_lesion(" in methods["onLesionSelectionChanged"]
     assert "self.logic.compareWithBaseline(" in methods["onCompareButton"]
+    # Compare writes label maps with nibabel in Slicer's process: it checks the packages as Segment does (it
+    # failed with "No module named 'nibabel'" in a fresh Slicer)
+    for handler in ("onCompareButton", "onSegmentButton"):
+        assert "if not self.dependenciesReady():" in methods[handler]
+    assert "self.logic.ensureDependencies(" in methods["dependenciesReady"]
     assert "waitForCompletion=False" in methods["onCompareButton"]  # never blocks Slicer's main thread
     assert "onFinished=self.onCompareFinished" in methods["onCompareButton"]
     assert re.search(r"followup\.change_summary_lines\(", methods["onCompareFinished"])

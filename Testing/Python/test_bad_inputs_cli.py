@@ -167,13 +167,17 @@ def make_absurd_spacing(d: Path) -> Path:
     return _ct_like(d / "spacing_50mm.nii.gz", _phantom().ct.array, spacing_xyz=(50.0, 50.0, 4.0))
 
 
-def make_zero_spacing(d: Path) -> Path:
-    path = write_volume(d / "spacing_0.nrrd", _phantom().ct)
-    text = path.read_bytes().replace(b"space directions: (2,0,0) (0,2,0) (0,0,4)",
-                                     b"space directions: (0,0,0) (0,2,0) (0,0,4)")
-    assert b"(0,0,0)" in text, "NRRD header layout changed; update this test"
+def _nrrd_with_space_directions(path: Path, directions: bytes) -> Path:
+    """The phantom CT as NRRD with its 'space directions' header line replaced by ``directions``."""
+    write_volume(path, _phantom().ct)
+    text = path.read_bytes().replace(b"space directions: (2,0,0) (0,2,0) (0,0,4)", b"space directions: " + directions)
+    assert directions in text, "NRRD header layout changed; update this test"
     path.write_bytes(text)
     return path
+
+
+def make_zero_spacing(d: Path) -> Path:
+    return _nrrd_with_space_directions(d / "spacing_0.nrrd", b"(0,0,0) (0,2,0) (0,0,4)")
 
 
 def make_pixdim_zero(d: Path) -> Path:
@@ -226,12 +230,7 @@ def make_dicom_tilted(d: Path) -> Path:
 
 def make_sheared_nrrd(d: Path) -> Path:
     """An NRRD whose slice axis leans 15 degrees against the image plane (a tilted CT saved uncorrected)."""
-    path = write_volume(d / "sheared.nrrd", _phantom().ct)
-    text = path.read_bytes().replace(b"space directions: (2,0,0) (0,2,0) (0,0,4)",
-                                     b"space directions: (2,0,0) (0,2,0) (0,1.0718,4)")
-    assert b"1.0718" in text, "NRRD header layout changed; update this test"
-    path.write_bytes(text)
-    return path
+    return _nrrd_with_space_directions(d / "sheared.nrrd", b"(2,0,0) (0,2,0) (0,1.0718,4)")
 
 
 def make_dicom_mr(d: Path) -> Path:

@@ -51,7 +51,8 @@ class LesionConfig(JsonDataclassMixin):
     hypodense_probability: float = 0.85
     hypo_contrast_hu: Tuple[float, float] = (15.0, 80.0)   # HU below local liver
     hyper_contrast_hu: Tuple[float, float] = (15.0, 60.0)  # HU above local liver
-    min_lesion_hu: float = -10.0                 # hypodense core never darker than this (cyst/fat floor)
+    min_lesion_hu: float = -10.0                 # a hypodense lesion's base HU never darker than this (cyst/fat
+    # floor); a necrotic centre is darker still by necrosis_extra_hu
     margin_softness_mm: Tuple[float, float] = (0.5, 2.5)   # sigmoid width of the edge
     necrosis_probability: float = 0.3            # only lesions >= necrosis_min_diameter_mm
     necrosis_min_diameter_mm: float = 20.0
@@ -65,7 +66,8 @@ class LesionConfig(JsonDataclassMixin):
     heterogeneity_scale_mm: Tuple[float, float] = (2.0, 5.0)
     edge_probability: float = 0.3                # centre drawn within one radius of the liver edge
     cluster_probability: float = 0.2             # all lesions of the sample touch the first: confluent mass
-    allow_boundary_touching: bool = True         # False: lesion shrinks/moves to stay inside the liver
+    allow_boundary_touching: bool = True         # False: centre and base radius chosen to stay inside the liver
+    # on the anchor slice (stretched or irregular outlines and other slices can still reach the edge)
     anchor: str = "middle_slice"                 # "middle_slice": centre (y, x) on the middle slice; "any"
     z_offset_fraction: float = 0.6               # centre z moved by U(-f, f) * z radius (anchor middle_slice)
     local_radius_mm: float = 25.0                # neighbourhood for local liver HU / noise
@@ -210,6 +212,12 @@ class _Shape:
         return float(self.radii_mm.max() * (1.0 + np.abs(self.wave_amps).sum()))
 
 
+MIN_VISIBLE_CONTRAST_HU = 5.0
+"""A lesion whose contrast to the local liver would be smaller than this (HU) is not inserted: in a liver already
+at or below ``min_lesion_hu`` (very fatty) a hypodense lesion would get no contrast, i.e. a tumor label on
+tissue that looks like liver."""
+
+
 def _draw_shape(center_mm: np.ndarray, diameter_mm: float, config: LesionConfig,
                 rng: np.random.Generator, sphere: bool) -> _Shape:
     r = 0.5 * diameter_mm
@@ -229,6 +237,8 @@ def _draw_shape(center_mm: np.ndarray, diameter_mm: float, config: LesionConfig,
     freqs = rng.uniform(1.0, 3.0, size=k)
     phases = rng.uniform(0, 2 * np.pi, size=k)
     amps = irregularity * rng.uniform(0.5, 1.0, size=k) / np.sqrt(k)
+    if sphere:  # drawn all the same, so that a sphere call consumes the random numbers it always did
+        amps = np.zeros_like(amps)
     return _Shape(center_mm=np.asarray(center_mm, dtype=float), radii_mm=radii, rotation=rotation,
                   wave_dirs=dirs, wave_freqs=freqs, wave_phases=phases, wave_amps=amps)
 
@@ -367,6 +377,8 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
         contrast = max(contrast, min(0.0, config.min_lesion_hu - local_hu))
     else:
         contrast = float(rng.uniform(*config.hyper_contrast_hu))
+    if abs(contrast) < MIN_VISIBLE_CONTRAST_HU:  # a liver at or below the floor: a 'tumor' the CT cannot show
+        return None
 
     sd = _signed_distance_mm(shape, box, spacing)                    # mm, negative inside
     weight = _sigmoid(-sd / np.float32(softness / 4.0)) * liver_box   # 10-90 % over ~softness mm

@@ -239,3 +239,27 @@ def test_synthetic_vessels_are_bright_tubes_labelled_liver(phantom):
     assert lesions == [] and np.array_equal(lab_v, labels) and np.abs(hu_v - hu).max() > 20
     hu_0, _, _ = insert_lesions(hu, labels, spacing, 7, LesionConfig(probability=0.0))
     assert np.array_equal(hu_0, hu.astype(np.float32))
+
+
+def test_sphere_means_no_outline_noise_even_with_the_default_irregularity(phantom):
+    """sphere=True promised round lesions, but the outline noise of irregularity_range was still drawn: a 30 mm
+    'sphere' came out 33 x 20 x 30 mm (an audit). Its labelled volume is now that of a 30 mm ball."""
+    hu, labels, spacing = phantom
+    cfg = _fixed(diameter_range_mm=(30.0, 30.0), irregularity_range=(0.3, 0.3))  # the default's upper end
+    _, lab_new, (info,) = insert_lesions(hu, labels, spacing, 5, cfg, sphere=True)
+    ball_ml = 4.0 / 3.0 * np.pi * 15.0 ** 3 / 1000.0  # 14.1 mL
+    assert info["volume_ml"] == pytest.approx(ball_ml, rel=0.08)
+    assert np.allclose(info["radii_mm"], 15.0)
+
+
+def test_no_tumor_label_without_visible_contrast_in_a_very_fatty_liver():
+    """In a liver at -15 HU the -10 HU floor left a hypodense lesion no contrast at all: a tumor label on tissue
+    that looks like liver. Such lesions are not inserted; hyperdense ones still are."""
+    fatty = make_phantom(lesions=[], noise_hu=2.0, liver_hu=-15.0)
+    hu = fatty.ct.array.astype(np.float32)
+    spacing = tuple(reversed(fatty.ct.geometry.spacing))
+    _, lab_new, infos = insert_lesions(hu, fatty.labels, spacing, 4, _fixed(diameter_range_mm=(20.0, 20.0)))
+    assert infos == [] and not (lab_new == 2).any()
+    _, lab_new, infos = insert_lesions(hu, fatty.labels, spacing, 4,
+                                       _fixed(diameter_range_mm=(20.0, 20.0), hypodense_probability=0.0))
+    assert len(infos) == 1 and infos[0]["contrast_hu"] >= 15.0 and (lab_new == 2).any()

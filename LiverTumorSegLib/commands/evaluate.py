@@ -122,8 +122,11 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     when it has none of its own; hidden files skipped).
 
     Two files with one case name are resolved by their names' role when exactly one of them is what ``what``
-    asks for (``ct3slice_ct`` is the CT for --images, ``ct3slice_liver_seg`` the label map for --ref);
-    otherwise the pair is ambiguous and InputError names both files.
+    asks for (``ct3slice_ct`` is the CT for --images, ``ct3slice_liver_seg`` the label map for --ref), or, when
+    none is, by the one file whose name says nothing (``case.nii.gz`` is the CT beside ``case_liver.nii.gz``);
+    otherwise the pair is ambiguous and InputError names both files. For --pred, a file named like a label map
+    (``segmentation-1``, ``1_seg``) beside an unmarked one (``1``) is ambiguous too: references are named that
+    way, and taking the wrong one would score a copied reference instead of the prediction.
     """
     wanted = ROLE_OF_OPTION.get(what)
     found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
@@ -134,12 +137,18 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     for name, files in found.items():
         if len(files) > 1:
             fitting = [p for p, role in files if role == wanted]
+            unmarked = [p for p, role in files if role is None]
+            if what == "--pred" and fitting and unmarked:
+                fitting = []  # a prediction and something named like a reference: which is which?
+            elif not fitting and len(unmarked) == 1:
+                fitting = unmarked  # the others' names say they are something else
             if len(fitting) != 1:
                 shown = "', '".join(str(p.relative_to(folder)) for p, _ in files)
                 raise InputError(f"{what} folder '{folder}' holds {len(files)} files for case '{name}' ('{shown}'), "
                                  f"and their names do not say which one is the {ROLE_WORDS.get(wanted, 'input')} "
                                  f"(case names drop "
-                                 f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder.")
+                                 f"affixes such as _ct, _seg, _liver, _label); keep one of them in this folder, "
+                                 f"or rename them so that their names say it (e.g. CASE_ct.nii.gz, CASE_seg.nii.gz).")
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]
     return cases
@@ -453,6 +462,11 @@ def run(args) -> int:
     summary = result["summary"]
     metrics = summary["metrics"]
     print(f"evaluated {summary['n_cases']} case(s)")
+    missing = (summary.get("unmatched") or {}).get("references_without_prediction") or []
+    if missing:  # a failed or misnamed case must not vanish from a held-out result
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        print(f"  NOT IN THESE NUMBERS: {len(missing)} reference case(s) without a prediction ({shown}); count them as "
+              f"failures when quoting a result")
     for key in ("dice_liver", "dice_tumor", "assd_liver_mm", "hd95_liver_mm"):
         if key in metrics:
             m = metrics[key]

@@ -44,6 +44,37 @@ def test_repo_test_data_pairs_ct_and_liver_seg_in_one_folder(tmp_path, capsys):
     assert (tmp_path / "out" / "plots" / "overlay_best_ct3slice.png").is_file()
 
 
+def test_an_unmarked_file_beside_a_marked_one_is_the_other_role_but_never_the_prediction(tmp_path, capsys):
+    """Testing/Data holds example_ct_sm.nii.gz (CT, unmarked) beside example_ct_sm_liver.nii.gz: --images refused
+    it. A --pred folder with the real prediction '1.nii.gz' beside a stray copied reference 'segmentation-1.nii'
+    scored the reference (Dice 1.0) without a word; that is ambiguous now."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("example_ct_sm.nii.gz", "example_ct_sm_liver.nii.gz"):
+        shutil.copy(DATA / name, data / name)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    shutil.copy(DATA / "example_ct_sm_liver.nii.gz", pred / "example_ct_sm.nii.gz")
+    code = _evaluate("--pred", pred, "--ref", data, "--images", data, "-o", tmp_path / "out", "--no-surface")
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "plots" / "overlay_best_example_ct_sm.png").is_file()
+    shutil.copy(DATA / "example_ct_sm_liver.nii.gz", pred / "segmentation-example_ct_sm.nii")
+    assert _evaluate("--pred", pred, "--ref", data, "-o", tmp_path / "out2", "--no-surface") == 2
+    err = capsys.readouterr().err
+    assert "holds 2 files for case 'example_ct_sm'" in err and "segmentation-example_ct_sm.nii" in err
+
+
+def test_references_without_a_prediction_are_named_beside_the_numbers(tmp_path, capsys):
+    """A case segment failed on vanished from the printed held-out numbers (stderr only)."""
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
+        _case(tmp_path / "ref", name)
+    _case(tmp_path / "pred", "a.nii.gz")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-plots", "--no-surface") == 0
+    out = capsys.readouterr().out
+    assert "NOT IN THESE NUMBERS: 2 reference case(s) without a prediction (b, c)" in out
+
+
 def test_two_label_maps_of_one_case_are_refused_naming_both(tmp_path, capsys):
     _case(tmp_path / "ref", "case1_seg.nii.gz")
     _case(tmp_path / "ref", "case1_label.nii.gz")

@@ -285,14 +285,21 @@ class Segmenter:
         plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``.
 
         The CT first gets the checks ``segment`` makes (:func:`~LiverTumorSegLib.validation.check_ct`: not HU,
-        NaN, 2D/4D, a broken direction, ...; ``options.allow_non_hu`` as there), so an array scaled to 0..1 or
-        given in (x, y, z) order is refused or warned about instead of segmented into nonsense; its warnings
-        come first in ``result.warnings``. ``checked=True``: the caller has run them (``segment_file``).
+        NaN, 2D/4D, a broken direction, ...; ``options.allow_non_hu`` as there), so an array scaled to 0..1 is
+        refused instead of segmented into nonsense (an array in (x, y, z) order is caught only when its shape
+        gives it away: thin "slices" of a tall stack; a full CT transposed is not, so give the ``(z, y, x)`` array
+        :func:`~LiverTumorSegLib.io.read_volume` returns); its warnings come first in ``result.warnings``.
+        ``checked=True``: the caller has run them (``segment_file``). A package whose preprocessing makes another
+        number of channels than its network takes is refused here too, not only in ``segment_file``.
 
         The report records ``precision`` (what arithmetic ran and the bf16 check) and ``timings_s``: seconds
         per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
         ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
         input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu)
+        self.load()
+        if getattr(self.engine, "_batch_predictor", None) is None:  # a stand-in predictor has no network to feed
+            from ..package import check_input_channels
+            check_input_channels(self.package)
         reporter = ProgressReporter(progress)
         output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
         if cancel is not None:

@@ -306,3 +306,19 @@ def test_a_given_engine_on_the_device_asked_for_draws_no_warning(asked, runs, wa
     options = segmenter_module._engine_options(SegmentationOptions(device=asked), engine)
     assert options.device == runs
     assert any("ignoring device" in r.getMessage() for r in caplog.records) is warned
+
+
+def test_segment_volume_refuses_a_package_whose_network_does_not_take_its_input(tmp_path):
+    """Only segment_file checked the package's channels; segment_volume failed inside torch ('expected input
+    ... to have 1 channels')."""
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    config = PreprocessingConfig.preset("default")  # 9 channels: 3 windows x 3 slices
+    path = package_module.save_model_package(tmp_path / "mismatch.safetensors",
+                                             build_model("unet", 1, 3, channels=(4, 8), strides=(2,)), config)
+    segmenter = Segmenter(SegmentationOptions(device="cpu", precision="fp32"),
+                          package=package_module.load_model_package(path))
+    with pytest.raises(ModelPackageError, match="makes 9 input channels in all but its network takes 1"):
+        segmenter.segment_volume(make_phantom(seed=0).ct)

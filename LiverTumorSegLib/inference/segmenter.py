@@ -296,10 +296,6 @@ class Segmenter:
         per stage (``model_load`` on the call that loaded it, the engine's ``reorient``, ``preprocess``,
         ``network``, ``restore``, then ``postprocess`` and ``report``). Same as :meth:`finish` of :meth:`predict`."""
         input_warnings = [] if checked else _checked_in_memory(volume, self.options.allow_non_hu)
-        self.load()
-        if getattr(self.engine, "_batch_predictor", None) is None:  # a stand-in predictor has no network to feed
-            from ..package import check_input_channels
-            check_input_channels(self.package)
         reporter = ProgressReporter(progress)
         output = self.predict(volume, reporter.sub(0.0, 0.9), cancel)
         if cancel is not None:
@@ -320,6 +316,9 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         if not self.loaded:
             self.load(reporter.sub(0.0, 0.02))
+        if getattr(self.engine, "_batch_predictor", None) is None:  # a stand-in predictor has no network to feed
+            from ..package import check_input_channels
+            check_input_channels(self.package)  # segment_file checks it too, with the memory estimate
         timings = {}  # type: Dict[str, float]
         load_parts = None
         if self._load_seconds:

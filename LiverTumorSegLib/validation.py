@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError, ResourceError
+from .errors import InputError, ResourceError, option_hint
 from .volume import CTVolume
 
 MAX_SPACING_MM = 20.0
@@ -36,7 +36,9 @@ SHIFTED_TISSUE_HU = 700.0
 SHIFTED_TISSUE_FRACTION = 0.2
 """A CT without air whose voxels above the padding are at least 20 % over 700 is taken as shifted by +1024: in HU
 that much of a volume is bone or metal only in a crop of bone; in a shifted CT every soft tissue lies there."""
-ALLOW_NON_HU_HINT = "provide the original HU CT, or pass --allow-non-hu to proceed"
+def allow_non_hu_hint() -> str:
+    """The way on for a CT that does not look like HU, named for the caller (flag or argument)."""
+    return f"provide the original HU CT, or pass {option_hint('--allow-non-hu', 'allow_non_hu=True')} to proceed"
 GIB = float(1 << 30)
 
 
@@ -166,7 +168,7 @@ def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -
         return
     what = f"'{_source(volume)}' is a DICOM series of Modality {modality}, not CT in Hounsfield units"
     if not allow_non_hu:
-        raise InputError(f"{what}; the models are trained on CT only: {ALLOW_NON_HU_HINT}.")
+        raise InputError(f"{what}; the models are trained on CT only: {allow_non_hu_hint()}.")
     warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
 
 
@@ -197,7 +199,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
     if reason is not None:
         what = f"'{name}' does not look like CT in Hounsfield units ({reason})"
         if not allow_non_hu:
-            raise InputError(f"{what}; it looks pre-normalised/not CT: {ALLOW_NON_HU_HINT}.")
+            raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     air_lo, air_hi = AIR_HU_RANGE
@@ -206,7 +208,8 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         what = f"'{name}' does not look like CT in Hounsfield units ({shifted})"
         if not allow_non_hu:
             raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
-                             f"x slope + intercept), or pass --allow-non-hu to proceed.")
+                             f"x slope + intercept), or pass {option_hint('--allow-non-hu', 'allow_non_hu=True')} "
+                             f"to proceed.")
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return
     if not _has_values_in(arr, air_lo, air_hi):

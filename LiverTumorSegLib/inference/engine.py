@@ -34,7 +34,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, ResourceError
+from ..errors import InputError, ResourceError, option_hint
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from .device import (DEFAULT_CPU_BATCH, bytes_per_slice, check_precision, choose_batch_size, cpu_has_native_bf16,
@@ -248,10 +248,11 @@ def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
     """
     flips = trained_with_lr_flips(metadata)
     if flips is False:
-        raise InputError("--tta averages in the prediction of the left-right mirrored CT, but this model was "
-                         "trained without mirroring (the liver is on the patient's right), so mirrored slices "
-                         "are unlike anything it saw and TTA would lower accuracy. Run without --tta, or use a "
-                         "model trained with augmentation flip_lr_probability > 0.")
+        tta = option_hint("--tta", "tta=True")
+        raise InputError(f"{tta} averages in the prediction of the left-right mirrored CT, but this model was "
+                         f"trained without mirroring (the liver is on the patient's right), so mirrored slices "
+                         f"are unlike anything it saw and TTA would lower accuracy. Run without {tta}, or use a "
+                         f"model trained with augmentation flip_lr_probability > 0.")
     if flips is None:
         log.warning("The model package does not say whether it was trained with left-right flips; flip TTA "
                     "only helps models that were.")

@@ -503,7 +503,14 @@ WARN_TUMOR_CHANGED_ML = 0.5
 
 KEEP_HINT = "run again with {}"
 """How every post-processing warning ends: ``run again with --flag``. The Slicer panel replaces the flag by its
-checkbox (``panel_text``), so one wording serves both."""
+checkbox (``panel_text``), so one wording serves both; library calls name the option field instead."""
+
+
+def _switch(cli_flag: str, field: str) -> str:
+    """A post-processing switch as the caller knows it: the flag for the command line, else the
+    PostprocessingOptions field that turns the step off."""
+    from ..errors import option_hint
+    return option_hint(cli_flag, f"postprocessing {field}=False")
 
 
 def postprocessing_warnings(changes: Dict[str, Any]) -> list:
@@ -513,7 +520,7 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     above = float(changes.get("liver_above_lungs_ml", 0.0))
     if above >= WARN_LIVER_REMOVED_ML:
         lines.append(f"post-processing removed {above:.0f} mL labelled liver above the lung bases (heart or "
-                     f"chest); if it is liver, {KEEP_HINT.format('--keep-liver-above-lungs')}.")
+                     f"chest); if it is liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:
@@ -521,11 +528,11 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
         tumor = sum(p["tumor_ml"] for p in notable)
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
                      f"({volume:.0f} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
-                     f"resection or a thin bridge), {KEEP_HINT.format('--keep-all-liver-components')}.")
+                     f"resection or a thin bridge), {KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
-                                "--allow-tumor-outside-liver"),
+                                _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",
-                                "--keep-tubular-lesions")):
+                                _switch("--keep-tubular-lesions", "tubular_lesions_to_liver"))):
         hits = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == rule]
         if sum(hits) >= WARN_TUMOR_CHANGED_ML:
             lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); to keep them, "

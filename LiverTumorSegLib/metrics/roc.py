@@ -53,10 +53,11 @@ def _curve_from_counts(thresholds: np.ndarray, pos_at: np.ndarray, neg_at: np.nd
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     """Exact ROC curve: one point per distinct score value, in order of decreasing threshold."""
-    scores = np.asarray(scores).ravel()
-    labels = np.asarray(labels).ravel() != 0
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores has {scores.size} values, labels {labels.size}")
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.shape != labels.shape:  # before flattening: a transposed map has the same size, not the same shape
+        raise ValueError(f"scores has shape {scores.shape}, labels {labels.shape}; give them on one grid")
+    scores = scores.ravel()
+    labels = labels.ravel() != 0
     if scores.size and not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or infinite values")
     order = np.argsort(-scores, kind="stable")
@@ -97,10 +98,11 @@ class RocAccumulator:
 
     def add(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         """Add one case (any shape, same shape for both)."""
-        p = np.asarray(probabilities, dtype=np.float32).ravel()
-        y = np.asarray(labels).ravel() != 0
-        if p.shape != y.shape:
-            raise ValueError(f"probabilities has {p.size} values, labels {y.size}")
+        p, y = np.asarray(probabilities, dtype=np.float32), np.asarray(labels)
+        if p.shape != y.shape:  # before flattening: a transposed map has the same size, not the same shape
+            raise ValueError(f"probabilities has shape {p.shape}, labels {y.shape}; give them on one grid")
+        p = p.ravel()
+        y = y.ravel() != 0
         bins = np.clip((np.clip(p, 0.0, 1.0) * self.n_bins).astype(np.int64), 0, self.n_bins - 1)
         self.positives += np.bincount(bins[y], minlength=self.n_bins)
         self.negatives += np.bincount(bins[~y], minlength=self.n_bins)

@@ -311,3 +311,17 @@ def test_roc_rejects_bad_input():
         roc.roc_curve(np.array([0.1, 0.2]), np.array([0, 1, 1]))
     with pytest.raises(ValueError):
         roc.RocAccumulator(n_bins=0)
+
+
+def test_roc_refuses_maps_of_the_same_size_but_another_shape():
+    """A transposed probability map (same size) was flattened and scored against the labels: AUC 0.499
+    instead of 1.0, without a word."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator, roc_auc
+    labels = np.zeros((4, 6, 8), np.uint8)
+    labels[1:3, 2:4, 3:6] = 1
+    prob = labels.astype(np.float32)
+    assert roc_auc(prob, labels) == 1.0
+    with pytest.raises(ValueError, match=r"shape \(8, 6, 4\), labels \(4, 6, 8\)"):
+        roc_auc(prob.T, labels)
+    with pytest.raises(ValueError, match="give them on one grid"):
+        RocAccumulator().add(prob.T, labels)

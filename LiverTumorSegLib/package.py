@@ -348,7 +348,7 @@ def _read_header_and_metadata(path: PathLike):
         raise ModelPackageError(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
                                 f"{MAX_METADATA_BYTES / 2 ** 20:.0f} MiB); the file is corrupt or hostile.")
     try:
-        meta = json.loads(text)
+        meta = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
     except ValueError as exc:
         raise ModelPackageError(f"Model package '{path}' has corrupt metadata JSON ({exc}).")
     except RecursionError:
@@ -357,6 +357,27 @@ def _read_header_and_metadata(path: PathLike):
     validate_package_metadata(meta, path)
     _check_metadata_hash(meta, path)
     return header, meta
+
+
+MAX_METADATA_INT = 2 ** 53
+"""Largest integer accepted in package metadata (exact as a float64; counts and sizes are far below)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (save_model_package writes none)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or abs(int(text)) > MAX_METADATA_INT:
+        raise ValueError(f"integer {text[:20]}... is out of range")
+    return int(text)
 
 
 def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
@@ -438,6 +459,10 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         if key in RESERVED_METADATA_KEYS:
             raise InputError(f"metadata key '{key}' is set by save_model_package; remove it.")
         meta[key] = value
+    for key in ("architecture", "preprocessing"):  # numbers the network computes with: null would not load
+        if not _all_finite(meta[key]):
+            raise InputError(f"The package's {key} holds a non-finite number (NaN or infinity); it could never be "
+                             f"loaded. Fix the {key} before saving.")
     meta["weights_sha256"] = weights_sha256(tensors)
     try:
         meta_json = sealed_metadata_json(meta)
@@ -447,6 +472,17 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)
     return path
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a JSON-like value (dicts, lists, numbers, strings)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 BUNDLED_CHECKSUMS = "SHA256SUMS"
@@ -465,7 +501,10 @@ def file_sha256(path: PathLike) -> str:
 
 
 def _in_bundled_folder(path: Path) -> bool:
-    return Path(path).resolve().parent == bundled_models_dir().resolve()
+    """Whether ``path`` lies in the bundled folder, also as a symbolic link placed there (resolving the link
+    first would take a link to an edited file outside the folder past :data:`BUNDLED_CHECKSUMS`)."""
+    folder = bundled_models_dir().resolve()
+    return Path(path).absolute().parent.resolve() == folder or Path(path).resolve().parent == folder
 
 
 def read_bundled_checksums() -> Dict[str, str]:

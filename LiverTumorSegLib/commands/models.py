@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     rows = architecture_rows()
     installed = with_robustness(list_installed_models(warn=False))  # unusable ones are shown below with the reason
     if args.json:
-        print(json.dumps({"architectures": rows, "installed": installed,
-                          "bundled_models_dir": str(bundled_models_dir()),
-                          "user_models_dir": str(user_models_dir())}, indent=2))
+        from ..fileutil import finite_json  # strict JSON: a non-finite number becomes null
+        print(json.dumps(finite_json({"architectures": rows, "installed": installed,
+                                      "bundled_models_dir": str(bundled_models_dir()),
+                                      "user_models_dir": str(user_models_dir())}), indent=2, allow_nan=False))
         return 0
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
     print(f"  {'name':<16} {'parameters':>11} {'HxW multiple':>12}  description")

@@ -622,3 +622,50 @@ def test_a_name_shared_by_two_installed_packages_is_refused_not_picked(package_p
     with pytest.raises(ModelPackageError, match="matches 2 installed packages"):
         resolve_model("segnet_v2")
     assert resolve_model(str(bundled)) == bundled                     # a path still says which one
+
+
+def test_metadata_with_non_finite_or_huge_numbers_is_refused_as_a_package_error(tmp_path):
+    """An audit's hand-made metadata with NaN (and a recomputed metadata hash) crashed loading with an internal
+    ValueError; 10**400 in the validation crashed 'models' with an OverflowError; NaN got into 'models --json'
+    as invalid JSON. Such metadata is now a ModelPackageError wherever it is read; save_model_package refuses
+    non-finite numbers where the network computes with them."""
+    import json as json_module
+    import struct
+
+    from LiverTumorSegLib.errors import InputError, ModelPackageError
+    from LiverTumorSegLib.package import METADATA_KEY, read_package_metadata, save_model_package
+
+    good = save_model_package(tmp_path / "good.safetensors", _tiny_model(), PREP)
+    raw = good.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json_module.loads(raw[8:8 + n])
+    for name, number in (("nan", "NaN"), ("inf", "1e999"), ("huge", "1" + "0" * 400)):
+        meta_text = header["__metadata__"][METADATA_KEY].replace('"validation": {}', f'"validation": {{"dice_liver": '
+                                                                                     f'{number}}}')
+        assert meta_text != header["__metadata__"][METADATA_KEY]
+        edited = dict(header, __metadata__=dict(header["__metadata__"], **{METADATA_KEY: meta_text}))
+        text = json_module.dumps(edited).encode()
+        text += b" " * (-len(text) % 8)
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+        with pytest.raises(ModelPackageError, match="corrupt metadata JSON .*(allows|out of range)"):
+            read_package_metadata(path)
+    bad = _as_dict(PREP)
+    bad["channels"] = [dict(bad["channels"][0], level=float("nan"))] + list(bad["channels"][1:])
+    with pytest.raises(InputError, match="(preprocessing holds a non-finite number|level)"):
+        save_model_package(tmp_path / "nan_window.safetensors", _tiny_model(), bad)
+    assert not (tmp_path / "nan_window.safetensors").exists()
+
+
+def test_a_symbolic_link_in_the_bundled_folder_counts_as_bundled(tmp_path, monkeypatch):
+    """A link placed in the bundled folder pointing at an edited file elsewhere was resolved first, so the file
+    was not 'bundled' and skipped SHA256SUMS."""
+    from LiverTumorSegLib import package as package_module
+    bundled = tmp_path / "Models"
+    bundled.mkdir()
+    monkeypatch.setattr(package_module, "bundled_models_dir", lambda: bundled)
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(b"x")
+    link = bundled / "segnet_v2.safetensors"
+    link.symlink_to(outside)
+    assert package_module._in_bundled_folder(link) and not package_module._in_bundled_folder(outside)

@@ -666,6 +666,10 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / os.path.basename(path)
         if os.path.abspath(path) != os.path.abspath(str(target)):
+            from LiverTumorSegLib.package import file_sha256
+            if target.exists() and file_sha256(target) != file_sha256(path):
+                raise LiverTumorSegError(f"Another model file named '{target.name}' is already installed in "
+                                         f"'{folder}'; rename the new file (or remove the installed one) first.")
             shutil.copy2(path, str(target))
         return str(target)
 

@@ -263,3 +263,22 @@ def test_logic_cancel_in_the_network_stage_ends_the_real_child_within_two_second
     assert time.monotonic() - started < 2.0 and not childprocess.pid_alive(pid)
     assert [o.kind for o in outcomes] == ["cancelled"]
     assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []
+
+
+def test_add_model_never_replaces_another_installed_file_of_the_same_name(module, tmp_path, monkeypatch):
+    """'Add model file...' copied over a different user package with the same file name without a word."""
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    users = tmp_path / "user models"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", a / "mine.safetensors")
+    shutil_module.copy(bundled_models_dir() / "alexnet_fcn_v2.safetensors", b / "mine.safetensors")
+    logic = module.m.LiverTumorSegLogic
+    target = logic.addUserModel(str(a / "mine.safetensors"))
+    assert logic.addUserModel(str(a / "mine.safetensors")) == target  # the same file again: fine
+    with pytest.raises(module.m.LiverTumorSegError, match="Another model file named 'mine.safetensors'"):
+        logic.addUserModel(str(b / "mine.safetensors"))
+    assert (users / "mine.safetensors").read_bytes() == (a / "mine.safetensors").read_bytes()

@@ -298,7 +298,9 @@ def test_post_processing_warnings_name_the_panels_checkboxes():
     assert set(panel_text.PANEL_SWITCHES.values()) <= labels          # each named checkbox exists in the .ui
     changes = {"liver_above_lungs_ml": 42.0, "liver_components_removed": [{"volume_ml": 200.0, "tumor_ml": 4.0}],
                "tumor_components": [{"rule": "outside_liver", "volume_ml": 2.0}, {"rule": "tubular", "volume_ml": 3.0}]}
-    cli = postprocessing_warnings(changes)
+    from LiverTumorSegLib.errors import cli_wording
+    with cli_wording():  # the child process the panel runs is the command line: its lines name the flags
+        cli = postprocessing_warnings(changes)
     assert len(cli) == 4 and all("run again with --" in line for line in cli)
     panel = panel_text.result_warnings({"warnings": cli})
     assert all("--" not in line and "unticked (under Preprocessing and post-processing)" in line for line in panel)

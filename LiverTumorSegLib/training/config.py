@@ -18,6 +18,39 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 
 
+_FREE_TYPED_FIELDS = {"preprocessing", "synthetic_lesions", "split_seed", "class_weights", "deep_supervision_weights"}
+"""Fields that take more than one type (or None); validate() checks them."""
+
+
+def _typed_value(name: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` for the option ``name`` as the type of its default: booleans must be true/false (a quoted
+    'false' is text, and text is true), whole numbers must be whole, numbers may come as text that reads as a
+    number (YAML 1.1 reads ``1e-3`` as text), text must be text. InputError naming the option otherwise."""
+    if name in _FREE_TYPED_FIELDS or isinstance(default, (dict, list, tuple)) or default is None:
+        return value
+    shown = f"{value!r}" if not isinstance(value, str) else f"'{value}' (text)"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"Option {name} in {source} must be true or false, got {shown}; write it without quotes.")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise InputError(f"Option {name} in {source} must be a whole number, got {shown}.")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"Option {name} in {source} must be a number, got {shown}.")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise InputError(f"Option {name} in {source} must be text, got {shown}.")
+    return value
+
+
 @dataclass
 class TrainConfig:
     """All options of a training run. Units: lr per step, times in minutes, sizes in pixels.
@@ -120,7 +153,7 @@ class TrainConfig:
                 unknown.append(str(key))
                 continue
             if value is not None:
-                current[name] = value
+                current[name] = _typed_value(name, value, current[name], source)
         if unknown:
             raise InputError(f"Unknown training option(s) {', '.join(sorted(unknown))} in {source}. "
                              f"Valid options: {', '.join(sorted(known))}.")

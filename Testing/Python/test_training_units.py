@@ -68,6 +68,15 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         TrainConfig.from_dict({"optimizer": "lbfgs"})
     with pytest.raises(InputError, match="fold 4 is outside"):
         TrainConfig.from_dict({"folds": 4, "fold": 4})
+    # YAML values of the wrong type: '1e-3' is text in YAML 1.1 (crashed training after caching the data);
+    # a quoted 'false' is text, and text is true (every_other_slice: 'false' sampled every other slice)
+    assert TrainConfig.from_dict({"lr": "1e-3"}).lr == pytest.approx(0.001)
+    for values, words in (({"epochs": 2.5}, "epochs .* must be a whole number, got 2.5"),
+                          ({"every_other_slice": "false"}, "every_other_slice .* must be true or false, got 'false'"),
+                          ({"folds": "3"}, "folds .* whole number"), ({"lr": "abc"}, "lr .* must be a number"),
+                          ({"device": 3}, "device .* must be text")):
+        with pytest.raises(InputError, match=words):
+            TrainConfig.from_dict(values)
     # a fold number without folds trained a hold-out split and recorded "fold 2" in the package
     with pytest.raises(InputError, match="fold 2 needs folds K"):
         TrainConfig.from_dict({"fold": 2})

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Dict, Iterator, Union
 
 from .errors import OutputExistsError, InputError, option_hint
 
@@ -230,6 +230,66 @@ def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
         return stem
     room = limit - 1 - len(os.path.abspath(str(folder))) - 1 - 1 - _TEMPORARY_EXTRA - len(suffix)
     return stem[: max(1, room)] if len(stem) > room else stem
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Iterator[Dict[str, Path]]:
+    """Several outputs written as one: yields ``{key: temporary path}`` (each beside its output, as
+    :func:`atomic_output`); on success all are put in place, on any failure (an exception, Ctrl-C, a rename
+    that fails halfway) none is: outputs already moved are taken back and the files they replaced restored,
+    so a run never leaves this run's report beside another run's label map."""
+    with contextlib.ExitStack() as stack:
+        temporaries = {key: stack.enter_context(_temporary_beside(Path(path), overwrite))
+                       for key, path in paths.items()}
+        yield temporaries
+        targets = {key: Path(paths[key]) for key in paths}
+        if not overwrite:
+            for target in targets.values():
+                if target.exists():
+                    raise OutputExistsError(f"Output '{target}' appeared while writing; not overwriting it.")
+        moved, placed = [], []  # (target, backup) of replaced files; targets put in place
+        try:
+            for key, target in targets.items():
+                if target.exists():
+                    backup = temporaries[key].with_name(temporaries[key].name + ".old")
+                    replace_file(target, backup)
+                    moved.append((target, backup))
+            for key, target in targets.items():
+                if temporaries[key].is_file():
+                    apply_default_permissions(temporaries[key])
+                replace_file(temporaries[key], target)
+                placed.append(target)
+        except BaseException:
+            for target in placed:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            for target, backup in moved:
+                with contextlib.suppress(OSError):
+                    replace_file(backup, target)
+            raise
+        for _, backup in moved:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary file beside ``path`` (see :func:`atomic_output`), removed on exit unless renamed away."""
+    path = check_can_write(path, overwrite)
+    suffix = full_suffix(path)
+    stem = path.name[: max(1, len(path.name) - len(suffix))]
+    folder = path.parent if str(path.parent) else Path(".")
+    stem = temporary_stem(folder, stem, suffix)
+    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
+    os.close(fd)
+    tmp_path = Path(tmp)
+    apply_default_permissions(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
 
 
 @contextlib.contextmanager

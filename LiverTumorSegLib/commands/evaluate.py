@@ -332,6 +332,43 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
+def _move_all_or_none(stage: Path, out_dir: Path) -> None:
+    """Move every file of ``stage`` to the same place under ``out_dir``; when a move fails (a plot held open,
+    Ctrl-C), the files already moved are taken back out and the previous run's files they replaced are restored,
+    so ``out_dir`` never mixes two runs' results."""
+    from ..fileutil import replace_file
+
+    backups = stage.parent / (stage.name + ".old")
+    moved, placed = [], []
+    try:
+        for source in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out_dir / source.relative_to(stage)
+            target.parent.mkdir(exist_ok=True)
+            if target.exists():
+                backup = backups / source.relative_to(stage)
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                replace_file(target, backup)
+                moved.append((target, backup))
+            replace_file(source, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        restored = True
+        for target, backup in moved:
+            try:
+                replace_file(backup, target)
+            except OSError:
+                restored = False  # the previous file stays in the hidden backup folder: never deleted
+        if restored:
+            import shutil
+            shutil.rmtree(backups, ignore_errors=True)
+        raise
+    import shutil
+    shutil.rmtree(backups, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
@@ -341,8 +378,6 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     import shutil
     import tempfile
 
-    from ..fileutil import replace_file
-
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=str(out_dir)))
@@ -350,10 +385,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         staged = _output_paths(stage)
         staged["plots"].mkdir()
         yield staged
-        for source in sorted(p for p in stage.rglob("*") if p.is_file()):
-            target = out_dir / source.relative_to(stage)
-            target.parent.mkdir(exist_ok=True)
-            replace_file(source, target)
+        _move_all_or_none(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if created:

@@ -18,7 +18,6 @@ Progress stages, in order: ``reading``, ``loading model`` (first call only), ``p
 ``post-processing``, ``lesion report``, ``writing`` (files only), ``done`` (only at 1.0).
 """
 import concurrent.futures
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
-from ..fileutil import atomic_output, check_can_write, full_suffix, same_file_among
+from ..fileutil import atomic_outputs, check_can_write, full_suffix, same_file_among
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
@@ -525,7 +524,34 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
         outputs["probabilities"] = check_can_write(probability_path, overwrite)
     if same_file_among([Path(input_path)] + list(outputs.values())):  # also 'ct.nii.gz' vs 'CT.nii.gz' on Windows
         raise InputError("The input, output, report, preview and probability paths must all be different files.")
+    _refuse_replacing_input_dicom(Path(input_path), [p for p in outputs.values() if p is not None])
     return outputs
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None:
+    """An output that is an existing DICOM image in the input's DICOM folder (or beside an input DICOM file) could
+    be a slice of the series being read: ``--overwrite`` would destroy it. Refused whatever ``overwrite`` says.
+    An existing DICOM SEG there (an earlier result) may be replaced as usual."""
+    if input_path.is_dir():
+        folder = input_path.resolve()
+    elif _is_dicom_file(input_path):
+        folder = input_path.resolve().parent
+    else:
+        return
+    from ..dicom_seg import is_dicom_seg
+    for path in outputs:
+        if path.is_file() and folder in path.resolve().parents and _is_dicom_file(path) and not is_dicom_seg(path):
+            raise InputError(f"Output '{path}' is an existing DICOM file in the input's folder, possibly a slice of "
+                             f"the series being segmented; write the result elsewhere (e.g. -o result.dcm beside "
+                             f"the folder).")
 
 
 def _estimate_and_check_memory(volume: CTVolume, package: Any = None, batch_size: Optional[int] = None) -> Optional[int]:
@@ -568,25 +594,26 @@ def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
 def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result: SegmentationResult,
                    overwrite: bool, cancel: Optional[CancellationToken], timings: Optional[Dict[str, float]] = None,
                    start: Optional[float] = None) -> None:
-    """Every file to a temporary name first; all renamed together at the end (none when anything fails).
-    The report goes last so that ``timings`` (completed with ``write`` and ``total`` since ``start``) can
-    go into ``result.report["timings_s"]``."""
+    """Every file to a temporary name first; all put in place together at the end (none when anything fails,
+    a rename halfway or Ctrl-C included: :func:`~LiverTumorSegLib.fileutil.atomic_outputs`). The report is
+    written last so that ``timings`` (completed with ``write`` and ``total`` since ``start``) can go into
+    ``result.report["timings_s"]``."""
     write_start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
+    wanted = {key: path for key, path in outputs.items()
+              if key in ("labels", "preview", "probabilities", "report") and path is not None}
+    with atomic_outputs(wanted, overwrite) as temporaries:
         labels_path = outputs["labels"]
-        tmp_labels = stack.enter_context(atomic_output(labels_path, overwrite))
-        _write_labels(tmp_labels, result.labels, volume.geometry, full_suffix(labels_path), volume,
+        _write_labels(temporaries["labels"], result.labels, volume.geometry, full_suffix(labels_path), volume,
                       str(result.report.get("model", "")))
         if outputs["preview"] is not None:
             from .preview import save_overlay_preview
 
-            tmp_preview = stack.enter_context(atomic_output(outputs["preview"], overwrite))
-            save_overlay_preview(tmp_preview, volume, result.labels, overwrite=True)
+            save_overlay_preview(temporaries["preview"], volume, result.labels, overwrite=True)
         if outputs["probabilities"] is not None:
             from ..io import write_volume
 
-            tmp_probability = stack.enter_context(atomic_output(outputs["probabilities"], overwrite))
-            write_volume(tmp_probability, CTVolume(result.tumor_probability, volume.geometry), overwrite=True)
+            write_volume(temporaries["probabilities"], CTVolume(result.tumor_probability, volume.geometry),
+                         overwrite=True)
         if timings is not None:
             timings["write"] = time.perf_counter() - write_start
             if start is not None:
@@ -596,7 +623,6 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
         if outputs["report"] is not None:
             from .lesion_report import write_report
 
-            tmp_report = stack.enter_context(atomic_output(outputs["report"], overwrite))
-            write_report(result.report, tmp_report, overwrite=True)
+            write_report(result.report, temporaries["report"], overwrite=True)
         if cancel is not None:
             cancel.raise_if_cancelled()

@@ -293,3 +293,19 @@ def test_series_number_stays_an_integer_string_and_a_seg_beside_its_ct_is_not_a_
     # the folder now holds the CT and its SEG: the CT is read without asking which series
     again = read_volume(tmp_path / "big")
     assert again.meta["modality"] == "CT" and np.array_equal(again.array, ct.array)
+
+
+def test_an_output_that_is_a_slice_of_the_input_series_is_refused_even_with_overwrite(series, tmp_path):
+    """'segment DICOM_FOLDER -o DICOM_FOLDER/<a slice>.dcm --overwrite' replaced a slice of the series with the SEG
+    (the outputs were compared with the folder only); re-running into an earlier result.dcm there still works."""
+    from LiverTumorSegLib.inference.api import segment_file
+
+    folder, _, _ = series
+    copies = _copy_series_without(folder, tmp_path / "ct", [])
+    victim = copies[len(copies) // 2]
+    before = victim.read_bytes()
+    with pytest.raises(InputError, match="existing DICOM file in the input's folder, possibly a slice"):
+        segment_file(tmp_path / "ct", victim, overwrite=True, engine=_oracle_engine())
+    assert victim.read_bytes() == before
+    segment_file(tmp_path / "ct", tmp_path / "ct" / "result.dcm", engine=_oracle_engine())
+    segment_file(tmp_path / "ct", tmp_path / "ct" / "result.dcm", overwrite=True, engine=_oracle_engine())

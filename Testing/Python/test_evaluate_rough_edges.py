@@ -271,3 +271,30 @@ def test_interrupted_overwrite_keeps_the_previous_results(tmp_path, capsys, monk
     assert _evaluate(*args, "--overwrite") == 0
     assert (out / "cases.csv").read_bytes() != before[Path("cases.csv")]
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "plots", "summary.json"]
+
+
+def test_a_move_failing_halfway_leaves_the_previous_results_whole(tmp_path, capsys, monkeypatch):
+    """With --overwrite the staged files were moved one by one: a plot held open (or Ctrl-C) left the new
+    cases.csv beside the previous run's summary.json."""
+    from LiverTumorSegLib import fileutil
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "ref", "b.nii.gz", seed=1)
+    _case(tmp_path / "pred", "a.nii.gz")
+    _case(tmp_path / "pred", "b.nii.gz", seed=2)
+    out = tmp_path / "out"
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = fileutil.replace_file
+
+    def summary_held_open(source, target):
+        if Path(target) == out / "summary.json" and ".old" not in str(source):  # the final move, not a restore
+            raise PermissionError(13, "Permission denied", str(target))
+        real(source, target)
+
+    monkeypatch.setattr(fileutil, "replace_file", summary_held_open)
+    (tmp_path / "pred" / "b.nii.gz").unlink()
+    _case(tmp_path / "pred", "b.nii.gz", tumor=False)  # another prediction: other numbers
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
+                     "--overwrite") == 2
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # every file of the first run, unchanged; nothing of the second

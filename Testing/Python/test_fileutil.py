@@ -1,6 +1,7 @@
 """atomic_output: rename on success, previous file intact on failure, no overwrite unless asked."""
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,37 @@ def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
     assert len(fileutil.temporary_stem(folder, "short", ".nii.gz")) == 5  # short names are kept whole
     monkeypatch.setattr(fileutil, "_max_path", lambda: None)
     assert fileutil.temporary_stem(folder, "r" * 300, ".nii.gz") == "r" * 300  # elsewhere: no limit
+
+
+def test_atomic_outputs_are_put_in_place_all_or_none(tmp_path, monkeypatch):
+    """segment renamed its outputs one by one: a rename failing (or Ctrl-C) halfway left this run's report
+    beside no label map, or beside an older run's; with --overwrite the old report was replaced and the old
+    labels kept. Now a failure halfway takes back what was moved and restores what it replaced."""
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.fileutil import atomic_outputs
+
+    labels, report = tmp_path / "seg.nii.gz", tmp_path / "r.json"
+    with atomic_outputs({"labels": labels, "report": report}) as tmp:
+        tmp["labels"].write_text("labels 1")
+        tmp["report"].write_text("report 1")
+    assert labels.read_text() == "labels 1" and report.read_text() == "report 1"
+
+    real_replace = fileutil.replace_file
+
+    def failing_on_report(source, target):  # the second output's rename fails
+        if Path(target) == report and Path(source).name.endswith(".tmp.json"):
+            raise PermissionError(13, "Permission denied", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(fileutil, "replace_file", failing_on_report)
+    with pytest.raises(PermissionError):
+        with atomic_outputs({"labels": labels, "report": report}, overwrite=True) as tmp:
+            tmp["labels"].write_text("labels 2")
+            tmp["report"].write_text("report 2")
+    assert labels.read_text() == "labels 1" and report.read_text() == "report 1"  # the first run's pair, whole
+    monkeypatch.setattr(fileutil, "replace_file", real_replace)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while writing: nothing placed, nothing left
+        with atomic_outputs({"labels": tmp_path / "new.nii.gz", "report": tmp_path / "new.json"}) as tmp:
+            tmp["labels"].write_text("x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "seg.nii.gz"]

@@ -407,6 +407,11 @@ def evaluate_folders(args) -> Dict[str, object]:
     out_dir = Path(args.output_dir)
     paths = _output_paths(out_dir)
     _check_outputs(paths, args.overwrite)
+    from ..fileutil import check_folder_writable
+    # before the work: a read-only -o was found only when the results were written (naming a hidden stage folder)
+    existing = next(p for p in [out_dir] + list(out_dir.absolute().parents) if p.exists())
+    if existing.is_dir():  # a file in the way is reported, with its path, when the folder is made
+        check_folder_writable(existing)
     from ..io.labels import parse_label_map_option
 
     label_maps = tuple(parse_label_map_option(text, option) if text else None

@@ -298,3 +298,12 @@ def test_a_move_failing_halfway_leaves_the_previous_results_whole(tmp_path, caps
                      "--overwrite") == 2
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # every file of the first run, unchanged; nothing of the second
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys):
+    """evaluate -o READ_ONLY evaluated every case, then failed naming its hidden staging folder."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", Path("/sys/eval_out"))
+    err = capsys.readouterr().err
+    assert code == 2 and "'/sys' is not writable" in err and ".evaluate." not in err

@@ -241,7 +241,8 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
     with contextlib.ExitStack() as stack:
         temporaries = {key: stack.enter_context(_temporary_beside(Path(path), overwrite))
                        for key, path in paths.items()}
-        yield temporaries
+        with _named_for_the_user(temporaries, paths):
+            yield temporaries
         targets = {key: Path(paths[key]) for key in paths}
         if not overwrite:
             for target in targets.values():
@@ -270,6 +271,27 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         for _, backup in moved:
             with contextlib.suppress(OSError):
                 backup.unlink()
+
+
+@contextlib.contextmanager
+def _named_for_the_user(temporaries: Dict[str, Path], paths: Dict[str, PathLike]) -> Iterator[None]:
+    """Errors of the writers name the output the user asked for, not its hidden temporary file (a full disk
+    said "Cannot write '.../.seg.31600-3be3vrbn.tmp.mha'")."""
+    from .errors import LiverTumorSegError
+    names = {str(temporaries[key]): str(paths[key]) for key in temporaries}
+    try:
+        yield
+    except LiverTumorSegError as exc:
+        text = str(exc)
+        for tmp, target in names.items():
+            text = text.replace(tmp, target)
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None
+    except OSError as exc:
+        if exc.filename is not None and str(exc.filename) in names:
+            exc.filename = names[str(exc.filename)]
+        raise
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .formats import NIFTI_SUFFIXES, WRITE_SUFFIXES, PathLike
-from .itk import _itk_reason, _sitk
+from .itk import _itk_reason, _quiet_itk, _sitk
 
 
 def _check_write_suffix(path: Path) -> str:
@@ -39,7 +39,8 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> Non
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    sitk.WriteImage(image, str(tmp), True)
+    with _quiet_itk():  # ITK's own lines on stderr would come before our one-line error
+        sitk.WriteImage(image, str(tmp), True)
 
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool) -> Path:

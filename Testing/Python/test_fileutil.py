@@ -153,3 +153,18 @@ def test_atomic_outputs_are_put_in_place_all_or_none(tmp_path, monkeypatch):
             tmp["labels"].write_text("x")
             raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "seg.nii.gz"]
+
+
+def test_errors_inside_atomic_outputs_name_the_users_paths(tmp_path):
+    """A full disk said "Cannot write '.../.seg.31600-3be3vrbn.tmp.mha'": the hidden temporary, not the output."""
+    from LiverTumorSegLib.fileutil import atomic_outputs
+
+    target = tmp_path / "seg.mha"
+    with pytest.raises(InputError) as err:
+        with atomic_outputs({"labels": target}) as tmp:
+            raise InputError(f"Cannot write '{tmp['labels']}': No space left on device.")
+    assert str(err.value) == f"Cannot write '{target}': No space left on device."
+    with pytest.raises(OSError) as err:
+        with atomic_outputs({"labels": target}) as tmp:
+            raise OSError(28, "No space left on device", str(tmp["labels"]))
+    assert err.value.filename == str(target) and list(tmp_path.iterdir()) == []

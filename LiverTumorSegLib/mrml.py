@@ -344,24 +344,35 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
             scene.RemoveNode(segmentation_node)
         raise
     segmentation = segmentation_node.GetSegmentation()
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    source_name = (segmentation.GetSourceRepresentationName() if hasattr(segmentation, "GetSourceRepresentationName")
+                   else segmentation.GetMasterRepresentationName())  # Slicer < 5.4 calls it master
+    if segmentation.GetNumberOfSegments() and source_name != labelmap_name:
+        raise InputError(f"Segmentation '{segmentation_node.GetName()}' stores its segments as '{source_name}', not as "
+                         f"labelmaps; writing voxel labels into it would convert them (small lesions would be lost). "
+                         f"Choose 'Create new' or a labelmap-based segmentation as the output.")
     if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid
         _set_reference_geometry(segmentation_node, local, labels.shape)
     if reference_volume_node is not None:
         segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
                                              reference_volume_node.GetID())
-    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     organ_box = _box_of(labels >= 1)
     for spec in SEGMENTS:
-        index = segmentation.GetSegmentIndex(spec.segment_id)  # keep our segments where they were in the list
-        if segmentation.GetSegment(spec.segment_id) is not None:
-            segmentation.RemoveSegment(spec.segment_id)
+        mask = _segment_mask_in_its_box(labels, organ_box, spec.label, local)
+        segment = segmentation.GetSegment(spec.segment_id)
+        if segment is not None:
+            # the segment object stays (its display settings and tags with it), moved out of any layer it shares
+            # with the user's segments, and its own labelmap replaced
+            segmentation.SeparateSegmentLabelmap(spec.segment_id)
+            _apply_segment_spec(segment, spec)
+            segment.AddRepresentation(labelmap_name, mask)
+            segmentation.Modified()
+            continue
         segment = slicer.vtkSegment()
         _apply_segment_spec(segment, spec)
-        segment.AddRepresentation(labelmap_name, _segment_mask_in_its_box(labels, organ_box, spec.label, local))
+        segment.AddRepresentation(labelmap_name, mask)
         if not segmentation.AddSegment(segment, spec.segment_id):
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
-        if 0 <= index < segmentation.GetNumberOfSegments() - 1:
-            segmentation.SetSegmentIndex(spec.segment_id, index)
     return segmentation_node
 
 

@@ -493,3 +493,31 @@ def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
     assert display.GetColorNodeID() == mrml.PROBABILITY_COLOR_NODE_ID
     legend = colors.GetColorLegendDisplayNode(node)
     assert legend is not None and legend.GetTitleText() == "p"
+
+
+@needs_slicer
+def test_a_rerun_keeps_the_users_display_settings_and_a_surface_segmentation_is_refused(scene):
+    """Removing and re-adding our segments reset what users set on them (a hidden liver showed again); writing
+    into a segmentation stored as closed surfaces converted the labels and lost small lesions silently."""
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    display = seg.GetDisplayNode()
+    display.SetSegmentVisibility("livertumorseg_liver", False)
+    display.SetSegmentOpacity2DFill("livertumorseg_tumor", 0.2)
+    seg.GetSegmentation().GetSegment("livertumorseg_tumor").SetTag("reader", "checked")
+    mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg)
+    assert not display.GetSegmentVisibility("livertumorseg_liver")
+    assert display.GetSegmentOpacity2DFill("livertumorseg_tumor") == pytest.approx(0.2)
+    tag = vtk.mutable("")
+    assert seg.GetSegmentation().GetSegment("livertumorseg_tumor").GetTag("reader", tag) and str(tag) == "checked"
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, labels.shape), labels)
+
+    surfaces = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "from a model")
+    surfaces.GetSegmentation().SetSourceRepresentationName(
+        slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())  # as when built from a model
+    sphere = vtk.vtkSphereSource()
+    sphere.Update()
+    surfaces.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "organ", [1.0, 0.0, 0.0])
+    with pytest.raises(InputError, match="stores its segments as 'Closed surface'.*Create new"):
+        mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=surfaces)

@@ -359,8 +359,9 @@ def _read_header_and_metadata(path: PathLike):
     return header, meta
 
 
-MAX_METADATA_INT = 2 ** 53
-"""Largest integer accepted in package metadata (exact as a float64; counts and sizes are far below)."""
+MAX_METADATA_INT = 2 ** 64
+"""Largest integer accepted in package metadata: any 64-bit value (a training seed may be one); counts and
+sizes are far below."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -375,7 +376,7 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text) > 20 or abs(int(text)) > MAX_METADATA_INT:
+    if len(text) > 21 or abs(int(text)) > MAX_METADATA_INT:
         raise ValueError(f"integer {text[:20]}... is out of range")
     return int(text)
 

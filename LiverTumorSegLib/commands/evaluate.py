@@ -117,6 +117,10 @@ def _image_files(folder: Path) -> List[Path]:
     return sorted(found)
 
 
+REFERENCE_PREFIX = "segmentation-"
+"""How LiTS names its reference label maps; in a --pred folder, such a file beside an unmarked one is ambiguous."""
+
+
 def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     """Case name -> file for the image files in ``folder`` (:func:`_image_files`: its own, or its subfolders'
     when it has none of its own; hidden files skipped).
@@ -125,8 +129,9 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     asks for (``ct3slice_ct`` is the CT for --images, ``ct3slice_liver_seg`` the label map for --ref), or, when
     none is, by the one file whose name says nothing (``case.nii.gz`` is the CT beside ``case_liver.nii.gz``);
     otherwise the pair is ambiguous and InputError names both files. For --pred, a file named like a label map
-    (``segmentation-1``, ``1_seg``) beside an unmarked one (``1``) is ambiguous too: references are named that
-    way, and taking the wrong one would score a copied reference instead of the prediction.
+    the way LiTS names its references (``segmentation-1``) beside an unmarked one (``1``) is ambiguous: taking the
+    wrong one would score a copied reference instead of the prediction. (``case1_seg`` beside the CT
+    ``case1``, what ``segment case1.nii.gz -o case1_seg.nii.gz`` makes, is the prediction.)
     """
     wanted = ROLE_OF_OPTION.get(what)
     found: "OrderedDict[str, List[Tuple[Path, Optional[str]]]]" = OrderedDict()
@@ -138,8 +143,8 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
         if len(files) > 1:
             fitting = [p for p, role in files if role == wanted]
             unmarked = [p for p, role in files if role is None]
-            if what == "--pred" and fitting and unmarked:
-                fitting = []  # a prediction and something named like a reference: which is which?
+            if what == "--pred" and unmarked and any(p.name.lower().startswith(REFERENCE_PREFIX) for p in fitting):
+                fitting = []  # a prediction beside a file named like a LiTS reference: which is which?
             elif not fitting and len(unmarked) == 1:
                 fitting = unmarked  # the others' names say they are something else
             if len(fitting) != 1:

@@ -99,11 +99,14 @@ def is_batch_input(input_path: Any) -> bool:
 
 
 def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
-    """Whether a folder's own files include a DICOM file (the 'DICM' preamble), looking at up to ``max_files``
-    files that are not CT files."""
+    """Whether a folder's own files include a DICOM image (the 'DICM' preamble; a DICOMDIR index and a DICOM SEG
+    are not images), looking at up to ``max_files`` files that are not CT files."""
+    from ..dicom_seg import is_dicom_seg
     looked = 0
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith(".") or full_suffix(p) in CT_SUFFIXES:
+        if not p.is_file() or p.name.startswith(".") or full_suffix(p) in CT_SUFFIXES or p.name.upper() == "DICOMDIR":
+            continue  # a DICOMDIR (a medium's index) is not an image
+        if is_dicom_seg(p):
             continue
         looked += 1
         try:

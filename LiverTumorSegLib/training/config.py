@@ -18,6 +18,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 
 
+FREE_TEXT_FIELDS = {"name", "description"}
+"""Text options where a number (YAML reads ``name: 2024`` as one) is taken as its text."""
+
 _FREE_TYPED_FIELDS = {"preprocessing", "synthetic_lesions", "split_seed", "class_weights", "deep_supervision_weights"}
 """Fields that take more than one type (or None); validate() checks them."""
 
@@ -34,19 +37,24 @@ def _typed_value(name: str, value: Any, default: Any, source: str) -> Any:
             return value
         raise InputError(f"Option {name} in {source} must be true or false, got {shown}; write it without quotes.")
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value != int(value):
             raise InputError(f"Option {name} in {source} must be a whole number, got {shown}.")
         return int(value)
     if isinstance(default, float):
         if isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text
+                number = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text
             except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"Option {name} in {source} must be a number, got {shown}.")
+                number = None
+            if number is not None and math.isfinite(number):
+                return number
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise InputError(f"Option {name} in {source} must be a finite number, got {shown}.")
         return float(value)
     if isinstance(default, str) and not isinstance(value, str):
+        if name in FREE_TEXT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # 'name: 2024' in YAML is a number: it was always stored as text
         raise InputError(f"Option {name} in {source} must be text, got {shown}.")
     return value
 

@@ -213,9 +213,9 @@ class _Shape:
 
 
 MIN_VISIBLE_CONTRAST_HU = 5.0
-"""A lesion whose contrast to the local liver would be smaller than this (HU) is not inserted: in a liver already
-at or below ``min_lesion_hu`` (very fatty) a hypodense lesion would get no contrast, i.e. a tumor label on
-tissue that looks like liver."""
+"""A hypodense lesion whose contrast the ``min_lesion_hu`` floor cuts below this (HU) is not inserted: in a liver
+already at or near the floor (very fatty) it would get (almost) no contrast, i.e. a tumor label on tissue that
+looks like liver. A contrast the user's ``hypo_contrast_hu`` asks for is kept however small."""
 
 
 def _draw_shape(center_mm: np.ndarray, diameter_mm: float, config: LesionConfig,
@@ -373,12 +373,12 @@ def _insert_one(hu: np.ndarray, labels: np.ndarray, liver: np.ndarray, center_vo
 
     hypodense = rng.random() < config.hypodense_probability
     if hypodense:
-        contrast = -float(rng.uniform(*config.hypo_contrast_hu))
-        contrast = max(contrast, min(0.0, config.min_lesion_hu - local_hu))
+        drawn = -float(rng.uniform(*config.hypo_contrast_hu))
+        contrast = max(drawn, min(0.0, config.min_lesion_hu - local_hu))
+        if contrast != drawn and abs(contrast) < MIN_VISIBLE_CONTRAST_HU:  # the floor left a liver-looking 'tumor'
+            return None
     else:
         contrast = float(rng.uniform(*config.hyper_contrast_hu))
-    if abs(contrast) < MIN_VISIBLE_CONTRAST_HU:  # a liver at or below the floor: a 'tumor' the CT cannot show
-        return None
 
     sd = _signed_distance_mm(shape, box, spacing)                    # mm, negative inside
     weight = _sigmoid(-sd / np.float32(softness / 4.0)) * liver_box   # 10-90 % over ~softness mm

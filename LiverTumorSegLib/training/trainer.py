@@ -50,9 +50,19 @@ augmentation) defines the experiment: a checkpoint trained under other values is
 
 
 def _comparable(name: str, value: Any) -> Any:
-    if name == "data" and value:
-        return str(Path(str(value)).expanduser().resolve())
+    """A config value as compared on resume: mappings with their keys as text (a YAML ``label_map: {5: 1}`` is
+    stored as ``{"5": 1}`` in the checkpoint's JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _comparable(name, v) for k, v in value.items()}
     return value
+
+
+def _same_data(saved: Any, now: Any) -> bool:
+    """The same training data: the same text as given (run from the same folder), or the same path resolved from
+    here (an absolute path, or a relative one that still points there)."""
+    if saved == now or not saved or not now:
+        return saved == now
+    return Path(str(saved)).expanduser().resolve() == Path(str(now)).expanduser().resolve()
 
 
 def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint") -> None:
@@ -69,8 +79,9 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
     except (InputError, ValueError, TypeError):
         return
     now = config.to_dict()
-    differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE
-                 and _comparable(name, saved.get(name)) != _comparable(name, now.get(name))]
+    differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
+        not _same_data(saved.get(name), now.get(name)) if name == "data"
+        else _comparable(name, saved.get(name)) != _comparable(name, now.get(name)))]
     if differing:
         listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""

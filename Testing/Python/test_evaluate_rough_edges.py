@@ -62,6 +62,13 @@ def test_an_unmarked_file_beside_a_marked_one_is_the_other_role_but_never_the_pr
     assert _evaluate("--pred", pred, "--ref", data, "-o", tmp_path / "out2", "--no-surface") == 2
     err = capsys.readouterr().err
     assert "holds 2 files for case 'example_ct_sm'" in err and "segmentation-example_ct_sm.nii" in err
+    # what 'segment case.nii.gz -o case_seg.nii.gz' leaves beside the CT: the _seg file is the prediction
+    from LiverTumorSegLib.commands.evaluate import list_cases
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    shutil.copy(DATA / "example_ct_sm.nii.gz", beside / "case1.nii.gz")
+    shutil.copy(DATA / "example_ct_sm_liver.nii.gz", beside / "case1_seg.nii.gz")
+    assert list_cases(beside, "--pred")["case1"].name == "case1_seg.nii.gz"
 
 
 def test_references_without_a_prediction_are_named_beside_the_numbers(tmp_path, capsys):

@@ -318,6 +318,17 @@ def test_gantry_tilted_dicom_series_is_refused_and_header_rounding_is_not(tmp_pa
     np.testing.assert_allclose(vol.geometry.spacing[2], 3.0, atol=1e-3)
 
 
+def test_an_oblique_nrrd_with_3_decimal_directions_is_not_called_sheared(tmp_path):
+    """Headers written with 3 decimals round a 20 degree rotation's cosines by up to 5e-4."""
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    header = (f"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 4 4 4\n"
+              f"space directions: ({c:.3f},{s:.3f},0) ({-s:.3f},{c:.3f},0) (0,0,2)\nkinds: domain domain domain\n"
+              f"endian: little\nencoding: raw\nspace origin: (0,0,0)\n\n")
+    path = tmp_path / "oblique.nrrd"
+    path.write_bytes(header.encode("ascii") + np.zeros(64, "<i2").tobytes())
+    assert read_volume(path).shape_zyx == (4, 4, 4)
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
 def test_sheared_grid_is_refused_in_every_format(tmp_path, suffix):
     """A grid whose slice axis leans 15 degrees against the image plane (an uncorrected gantry tilt) would give

@@ -110,6 +110,8 @@ def test_a_dicom_folder_with_a_stray_ct_file_and_a_file_name_as_batch_output_are
         is_batch_input(tmp_path / "series")
     dicom_like.unlink()
     assert is_batch_input(tmp_path / "series")
+    (tmp_path / "series" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # a medium's index
+    assert is_batch_input(tmp_path / "series")
     for name in ("seg.nii.gz", "seg.seg.nrrd", "seg.dcm"):
         code = cli.main(["segment", str(tmp_path / "series"), "-o", str(tmp_path / name), "--no-progress"])
         assert code == 2 and "writes an output folder, but -o" in capsys.readouterr().err

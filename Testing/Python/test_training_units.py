@@ -71,9 +71,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     # YAML values of the wrong type: '1e-3' is text in YAML 1.1 (crashed training after caching the data);
     # a quoted 'false' is text, and text is true (every_other_slice: 'false' sampled every other slice)
     assert TrainConfig.from_dict({"lr": "1e-3"}).lr == pytest.approx(0.001)
+    assert TrainConfig.from_dict({"name": 2024}).name == "2024"  # a number in a text field was always kept
     for values, words in (({"epochs": 2.5}, "epochs .* must be a whole number, got 2.5"),
                           ({"every_other_slice": "false"}, "every_other_slice .* must be true or false, got 'false'"),
-                          ({"folds": "3"}, "folds .* whole number"), ({"lr": "abc"}, "lr .* must be a number"),
+                          ({"folds": "3"}, "folds .* whole number"), ({"lr": "abc"}, "lr .* must be a finite number"),
+                          ({"warmup": float("nan")}, "warmup .* whole number"), ({"lr": float("inf")}, "finite"),
                           ({"device": 3}, "device .* must be text")):
         with pytest.raises(InputError, match=words):
             TrainConfig.from_dict(values)

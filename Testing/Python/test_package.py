@@ -669,3 +669,11 @@ def test_a_symbolic_link_in_the_bundled_folder_counts_as_bundled(tmp_path, monke
     link = bundled / "segnet_v2.safetensors"
     link.symlink_to(outside)
     assert package_module._in_bundled_folder(link) and not package_module._in_bundled_folder(outside)
+
+
+def test_any_64_bit_integer_in_metadata_is_read():
+    """A training seed may be a 64-bit value; the integer bound refused it (the package could not be read)."""
+    from LiverTumorSegLib.package import _bounded_int
+    assert _bounded_int(str(2 ** 64 - 1)) == 2 ** 64 - 1 and _bounded_int("-9223372036854775808") == -2 ** 63
+    with pytest.raises(ValueError, match="out of range"):
+        _bounded_int("1" + "0" * 30)

@@ -263,3 +263,11 @@ def test_no_tumor_label_without_visible_contrast_in_a_very_fatty_liver():
     _, lab_new, infos = insert_lesions(hu, fatty.labels, spacing, 4,
                                        _fixed(diameter_range_mm=(20.0, 20.0), hypodense_probability=0.0))
     assert len(infos) == 1 and infos[0]["contrast_hu"] >= 15.0 and (lab_new == 2).any()
+
+
+def test_faint_lesions_the_user_asks_for_are_inserted(phantom):
+    """Only lesions whose contrast the min_lesion_hu floor cuts are dropped, not faint ones asked for."""
+    hu, labels, spacing = phantom
+    _, lab_new, infos = insert_lesions(hu, labels, spacing, 4,
+                                       _fixed(diameter_range_mm=(20.0, 20.0), hypo_contrast_hu=(2.0, 4.0)))
+    assert len(infos) == 1 and -4.0 <= infos[0]["contrast_hu"] <= -2.0 and (lab_new == 2).any()

@@ -367,3 +367,15 @@ def test_distributed_cuda_training_uses_gloo_where_pytorch_has_no_nccl(monkeypat
         assert chosen[-1] == expected
     distributed.init_distributed("cpu")
     assert chosen[-1] == "gloo"
+
+
+def test_resume_check_takes_yaml_int_keys_as_the_checkpoints_text_keys(tmp_path):
+    """A YAML label_map {5: 1} is stored as {"5": 1} in the checkpoint's JSON: resuming with the same YAML was
+    refused; a real difference still is."""
+    import json
+
+    from LiverTumorSegLib.training.trainer import check_resume_config
+    saved = json.dumps(TrainConfig.from_dict({"label_map": {5: 1}}).to_dict())
+    check_resume_config(saved, TrainConfig.from_dict({"label_map": {5: 1}}), tmp_path / "last.pt")
+    with pytest.raises(InputError, match="label_map"):
+        check_resume_config(saved, TrainConfig.from_dict({"label_map": {5: 2}}), tmp_path / "last.pt")

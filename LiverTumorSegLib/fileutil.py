@@ -322,22 +322,10 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = check_can_write(path, overwrite)
-    suffix = full_suffix(path)
-    stem = path.name[: max(1, len(path.name) - len(suffix))]
-    folder = path.parent if str(path.parent) else Path(".")
-    stem = temporary_stem(folder, stem, suffix)
-    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
-    os.close(fd)
-    tmp_path = Path(tmp)
-    apply_default_permissions(tmp_path)
-    try:
+    with _temporary_beside(path, overwrite) as tmp_path:
         yield tmp_path
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
         if tmp_path.is_file():
             apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
         replace_file(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()

@@ -22,6 +22,18 @@ def _case(folder: Path, name: str, seed: int = 0, tumor: bool = True):
     return phantom
 
 
+def _ct_label_and_prediction(tmp_path: Path, ct: str, label: str, prediction: str):
+    """``(data, pred)`` folders: Testing/Data's ``ct`` and ``label`` in one folder, the label copied as the
+    prediction ``prediction`` into the other."""
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    data.mkdir()
+    pred.mkdir()
+    for name in (ct, label):
+        shutil.copy(DATA / name, data / name)
+    shutil.copy(DATA / label, pred / prediction)
+    return data, pred
+
+
 def _evaluate(*args) -> int:
     return main(["evaluate"] + [str(a) for a in args])
 
@@ -29,13 +41,8 @@ def _evaluate(*args) -> int:
 def test_repo_test_data_pairs_ct_and_liver_seg_in_one_folder(tmp_path, capsys):
     """ct3slice_ct (CT) and ct3slice_liver_seg (label map) share the case name 'ct3slice'; the names tell
     --ref the label map and --images the CT, even when both lie in one folder (as in Testing/Data)."""
-    both = tmp_path / "data"
-    both.mkdir()
-    for name in ("ct3slice_ct.nii.gz", "ct3slice_liver_seg.nii.gz"):
-        shutil.copy(DATA / name, both / name)
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    shutil.copy(DATA / "ct3slice_liver_seg.nii.gz", pred / "ct3slice_pred.nii.gz")
+    both, pred = _ct_label_and_prediction(tmp_path, "ct3slice_ct.nii.gz", "ct3slice_liver_seg.nii.gz",
+                                          "ct3slice_pred.nii.gz")
     code = _evaluate("--pred", pred, "--ref", both, "--images", both, "-o", tmp_path / "out", "--no-surface")
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -48,13 +55,8 @@ def test_an_unmarked_file_beside_a_marked_one_is_the_other_role_but_never_the_pr
     """Testing/Data holds example_ct_sm.nii.gz (CT, unmarked) beside example_ct_sm_liver.nii.gz: --images refused
     it. A --pred folder with the real prediction '1.nii.gz' beside a stray copied reference 'segmentation-1.nii'
     scored the reference (Dice 1.0) without a word; that is ambiguous now."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("example_ct_sm.nii.gz", "example_ct_sm_liver.nii.gz"):
-        shutil.copy(DATA / name, data / name)
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    shutil.copy(DATA / "example_ct_sm_liver.nii.gz", pred / "example_ct_sm.nii.gz")
+    data, pred = _ct_label_and_prediction(tmp_path, "example_ct_sm.nii.gz", "example_ct_sm_liver.nii.gz",
+                                          "example_ct_sm.nii.gz")
     code = _evaluate("--pred", pred, "--ref", data, "--images", data, "-o", tmp_path / "out", "--no-surface")
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "plots" / "overlay_best_example_ct_sm.png").is_file()

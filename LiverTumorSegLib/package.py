@@ -961,9 +961,11 @@ def resolve_model(name_or_path: PathLike) -> Path:
         for group in (flagged, named):
             if group:
                 return Path(group[0]["path"])
-        raise ModelPackageError(f"No default model is installed (looked in '{bundled_models_dir()}'). "
-                                f"Pass a model package path with --model, or install one into "
-                                f"'{user_models_dir()}'.")
+        raise ModelPackageError(f"No default model is installed in '{bundled_models_dir()}' (the bundled models "
+                                f"folder; a package there that cannot be used is named in a warning above). Restore "
+                                f"it from a full "
+                                f"clone (or set LIVERTUMORSEG_RESOURCES to a Resources/ folder holding Models/), or "
+                                f"pass a model package path or an installed model's name with --model.")
     usable = [e for e in list_installed_models() if e["error"] is None]
     matches = []  # type: List[str]
     for entry in usable:

@@ -337,10 +337,10 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
-def _move_all_or_none(stage: Path, out_dir: Path) -> None:
+def _move_all_or_none(stage: Path, out_dir: Path) -> List[Path]:
     """Move every file of ``stage`` to the same place under ``out_dir``; when a move fails (a plot held open,
     Ctrl-C), the files already moved are taken back out and the previous run's files they replaced are restored,
-    so ``out_dir`` never mixes two runs' results."""
+    so ``out_dir`` never mixes two runs' results. Returns the paths placed."""
     from ..fileutil import replace_file
 
     backups = stage.parent / (stage.name + ".old")
@@ -372,6 +372,7 @@ def _move_all_or_none(stage: Path, out_dir: Path) -> None:
         raise
     import shutil
     shutil.rmtree(backups, ignore_errors=True)
+    return placed
 
 
 @contextlib.contextmanager
@@ -390,7 +391,11 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         staged = _output_paths(stage)
         staged["plots"].mkdir()
         yield staged
-        _move_all_or_none(stage, out_dir)
+        placed = set(_move_all_or_none(stage, out_dir))
+        plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
+        for old in (plots.glob("*.png") if plots.is_dir() else []):
+            if old not in placed:
+                old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if created:

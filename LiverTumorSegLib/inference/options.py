@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -102,9 +103,9 @@ def _check_count(name: str, flag: str, value: Any) -> Optional[int]:
     """None or a whole number >= 1."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InputError(f"{name} ({flag}) must be a whole number of at least 1, or unset (got {value!r}).")
-    return int(value)
+    return int(value)  # numpy integers too
 
 
 def _postprocessing_from_dict(data: Dict[str, Any]) -> PostprocessingOptions:

@@ -307,6 +307,12 @@ def test_a_move_failing_halfway_leaves_the_previous_results_whole(tmp_path, caps
                      "--overwrite") == 2
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # every file of the first run, unchanged; nothing of the second
+    # a later run over one case replaces the results whole: no plot of the earlier two-case run stays behind
+    monkeypatch.setattr(fileutil, "replace_file", real)
+    (tmp_path / "pred" / "b.nii.gz").unlink()
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
+                     "--overwrite") == 0
+    assert not (out / "plots" / "boxplots.png").exists()  # box plots need 2 cases: this run drew none
 
 
 def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys):

@@ -68,3 +68,16 @@ def test_longest_axial_diameter_of_a_cross_is_its_long_bar():
         best = max(best, float(np.max(np.linalg.norm(pts[:, None] - pts[None], axis=-1))))
     assert best == pytest.approx(39 * 0.8)
     assert longest_axial_diameter_mm(mask, ImageGeometry(spacing=spacing)) == pytest.approx(best)
+
+
+def test_lesion_report_refuses_label_values_it_cannot_read():
+    """Labels {1, 3, 5} or fractional values were reported as 0 lesions without a word (an API audit)."""
+    from LiverTumorSegLib.errors import LabelError
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1:3, 1:3] = 5
+    with pytest.raises(LabelError, match="5"):
+        lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    with pytest.raises(LabelError, match="non-integer"):
+        lesion_report(np.full((3, 4, 5), 0.5), ImageGeometry(spacing=(1.0, 1.0, 1.0)))

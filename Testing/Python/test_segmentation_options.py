@@ -211,3 +211,9 @@ def test_a_cuda_request_that_runs_on_the_cpu_is_in_the_report(monkeypatch):
     engine = SliceInferenceEngine(oracle_package(), device="cuda", threads=1, batch_predictor=oracle_predictor)
     result = Segmenter(engine=engine).segment_volume(corner_phantom().ct)
     assert any("CUDA was requested" in w and "running on the CPU" in w for w in result.report["warnings"])
+
+
+def test_numpy_integers_are_whole_numbers_for_counts():
+    """SegmentationOptions(batch_size=np.int64(4)) was refused (an API audit): a count from numpy is a count."""
+    import numpy as np
+    assert SegmentationOptions(batch_size=np.int64(4), threads=np.int32(2)).batch_size == 4

@@ -87,12 +87,9 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
 
 def is_dicom_seg(path: Any) -> bool:
     """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4)."""
+    from .fileutil import has_dicom_preamble
     path = Path(path)
-    if not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    if head[128:132] != b"DICM":
+    if not path.is_file() or not has_dicom_preamble(path):
         return False
     try:
         import pydicom
@@ -137,11 +134,9 @@ def check_dicom_seg_input(input_path: Any) -> None:
     """Before any work: a DICOM SEG output needs highdicom and a DICOM input (folder or file); else InputError."""
     _highdicom()
     path = Path(input_path)
-    if path.is_dir():
+    from .fileutil import has_dicom_preamble
+    if path.is_dir() or has_dicom_preamble(path):
         return
-    with open(path, "rb") as handle:
-        if handle.read(132)[128:132] == b"DICM":
-            return
     raise InputError(f"A DICOM SEG output (.dcm) references the source DICOM series, but the input '{path}' is "
                      f"not DICOM; segment the DICOM folder, or write .nii.gz / .nrrd / .seg.nrrd instead.")
 

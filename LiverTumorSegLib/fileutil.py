@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 from .errors import OutputExistsError, InputError, option_hint
 
@@ -248,29 +248,48 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
             for target in targets.values():
                 if target.exists():
                     raise OutputExistsError(f"Output '{target}' appeared while writing; not overwriting it.")
-        moved, placed = [], []  # (target, backup) of replaced files; targets put in place
-        try:
-            for key, target in targets.items():
-                if target.exists():
-                    backup = temporaries[key].with_name(temporaries[key].name + ".old")
-                    replace_file(target, backup)
-                    moved.append((target, backup))
-            for key, target in targets.items():
-                if temporaries[key].is_file():
-                    apply_default_permissions(temporaries[key])
-                replace_file(temporaries[key], target)
-                placed.append(target)
-        except BaseException:
-            for target in placed:
-                with contextlib.suppress(OSError):
-                    target.unlink()
-            for target, backup in moved:
-                with contextlib.suppress(OSError):
-                    replace_file(backup, target)
-            raise
-        for _, backup in moved:
+        for tmp in temporaries.values():
+            if tmp.is_file():
+                apply_default_permissions(tmp)  # the writer may have replaced the file (safetensors does)
+        move_all_or_none([(temporaries[key], targets[key]) for key in targets])
+
+
+def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
+    """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself; when a move
+    fails (an error, a file held open, Ctrl-C), the targets already placed are removed and the files they
+    replaced put back, so the targets are all new or all as they were. A file that cannot be put back stays in
+    its hidden ``.<name>.<pid>.old`` beside the target (never deleted). Returns the targets placed."""
+    moved, placed = [], []  # (target, backup) of replaced files; targets put in place
+    try:
+        for source, target in moves:
+            target = Path(target)
+            if target.exists():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.old")
+                replace_file(target, backup)
+                moved.append((target, backup))
+            replace_file(source, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
             with contextlib.suppress(OSError):
-                backup.unlink()
+                target.unlink()
+        for target, backup in moved:
+            with contextlib.suppress(OSError):
+                replace_file(backup, target)
+        raise
+    for _, backup in moved:
+        with contextlib.suppress(OSError):
+            backup.unlink()
+    return placed
+
+
+def has_dicom_preamble(path: PathLike) -> bool:
+    """Whether ``path`` is a readable file with the DICOM Part 10 preamble ('DICM' at byte 128)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

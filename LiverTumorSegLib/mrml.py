@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError, LabelError, OutputExistsError
+from .io.conversions import axes_are_orthogonal
 from .fileutil import atomic_output, full_suffix
 from .volume import CTVolume, ImageGeometry
 
@@ -162,11 +163,14 @@ def world_ijk_to_ras(volume_node) -> np.ndarray:
     m = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(m)
     ijk_to_ras = node_to_world(volume_node) @ _matrix_to_numpy(m)
-    axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
-    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
+    if not axes_are_orthogonal(ijk_to_ras[:3, :3], SHEAR_TOLERANCE):
         raise InputError(f"Volume '{volume_node.GetName()}' is sheared by its parent transform; its voxel "
                          f"axes are not perpendicular. Resample it (Resample Scalar/Vector/DWI Volume) first.")
     return ijk_to_ras
+
+
+SHEAR_TOLERANCE = 1e-4
+"""How far from right angles (``D^T D`` vs the identity) a transformed grid may be before it counts as sheared."""
 
 
 def node_to_world(node) -> np.ndarray:
@@ -194,8 +198,7 @@ def geometry_in_node_frame(geometry: ImageGeometry, node) -> ImageGeometry:
     if np.allclose(to_world, np.eye(4)):
         return geometry
     local = np.linalg.inv(to_world) @ geometry.ijk_to_ras()
-    axes = local[:3, :3] / np.linalg.norm(local[:3, :3], axis=0)
-    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
+    if not axes_are_orthogonal(local[:3, :3], SHEAR_TOLERANCE):
         raise InputError(f"'{node.GetName()}' is under a shearing transform; the CT's voxel grid cannot be stored in "
                          f"it. Choose an output segmentation without that transform (or 'Create new').")
     return ImageGeometry.from_ijk_to_ras(local)
@@ -603,37 +606,42 @@ def place_beside(scene, node, reference_node) -> None:
 LESION_TABLE_SEGMENTATION_ROLE = "LiverTumorSegSegmentation"
 """Node reference role from a lesion table to the segmentation node whose lesions it lists."""
 
-
-def link_lesion_table(table_node, segmentation_node) -> None:
-    """Record on ``table_node`` that it lists the lesions of ``segmentation_node``."""
-    table_node.SetNodeReferenceID(LESION_TABLE_SEGMENTATION_ROLE, segmentation_node.GetID())
-
-
-def lesion_table_describes(table_node, segmentation_node) -> bool:
-    """True when ``table_node`` is the lesion table made for ``segmentation_node`` (see
-    :func:`link_lesion_table`): only then may a new result for that segmentation refill it."""
-    if table_node is None or segmentation_node is None:
-        return False
-    return table_node.GetNodeReferenceID(LESION_TABLE_SEGMENTATION_ROLE) == segmentation_node.GetID()
-
-
 CHANGE_TABLE_SEGMENTATION_ROLES = ("LiverTumorSegBaselineSegmentation", "LiverTumorSegFollowupSegmentation")
 """Node reference roles from a follow-up change table to the two segmentations it compares."""
 
 
-def link_change_table(table_node, baseline_segmentation, followup_segmentation) -> None:
-    """Record on ``table_node`` which baseline and follow-up segmentations it compares."""
-    for role, node in zip(CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation)):
+def _link_table(table_node, roles: Sequence[str], nodes: Sequence[Any]) -> None:
+    """Record on ``table_node``, one node reference per role, the nodes its rows were made from."""
+    for role, node in zip(roles, nodes):
         table_node.SetNodeReferenceID(role, node.GetID())
 
 
-def change_table_describes(table_node, baseline_segmentation, followup_segmentation) -> bool:
-    """True when ``table_node`` is the change table made for this baseline / follow-up pair (only then may a new
-    comparison of the same pair refill it)."""
-    if table_node is None or baseline_segmentation is None or followup_segmentation is None:
+def _table_describes(table_node, roles: Sequence[str], nodes: Sequence[Any]) -> bool:
+    """True when ``table_node`` was made from exactly these nodes (see :func:`_link_table`): only then may a new
+    result for them refill it."""
+    if table_node is None or any(node is None for node in nodes):
         return False
-    return all(table_node.GetNodeReferenceID(role) == node.GetID() for role, node in
-               zip(CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation)))
+    return all(table_node.GetNodeReferenceID(role) == node.GetID() for role, node in zip(roles, nodes))
+
+
+def link_lesion_table(table_node, segmentation_node) -> None:
+    """Record on ``table_node`` that it lists the lesions of ``segmentation_node``."""
+    _link_table(table_node, (LESION_TABLE_SEGMENTATION_ROLE,), (segmentation_node,))
+
+
+def lesion_table_describes(table_node, segmentation_node) -> bool:
+    """True when ``table_node`` is the lesion table made for ``segmentation_node``."""
+    return _table_describes(table_node, (LESION_TABLE_SEGMENTATION_ROLE,), (segmentation_node,))
+
+
+def link_change_table(table_node, baseline_segmentation, followup_segmentation) -> None:
+    """Record on ``table_node`` which baseline and follow-up segmentations it compares."""
+    _link_table(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
+
+
+def change_table_describes(table_node, baseline_segmentation, followup_segmentation) -> bool:
+    """True when ``table_node`` is the change table made for this baseline / follow-up pair."""
+    return _table_describes(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
 
 
 def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):

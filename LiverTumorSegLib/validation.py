@@ -34,12 +34,19 @@ MAX_PLAUSIBLE_VALUE = 70000.0
 PADDING_BELOW_HU = -1500.0  # scanner padding (-3024, -2048, -2000, and those + 1024) lies below this
 SHIFTED_TISSUE_HU = 700.0
 SHIFTED_TISSUE_FRACTION = 0.2
-"""A CT without air whose voxels above the padding are at least 20 % over 700 is taken as shifted by +1024: in HU
-that much of a volume is bone or metal only in a crop of bone; in a shifted CT every soft tissue lies there."""
+"""A CT whose voxels above the padding are at least 20 % over 700 is taken as shifted by +1024: in HU that much
+of a volume is bone or metal only in a crop of bone; in a shifted CT every soft tissue lies there."""
+GIB = float(1 << 30)
+
+
+def _allow_non_hu() -> str:
+    """The switch that lets a non-HU CT through, named for the caller (flag or argument)."""
+    return option_hint("--allow-non-hu", "allow_non_hu=True")
+
+
 def allow_non_hu_hint() -> str:
     """The way on for a CT that does not look like HU, named for the caller (flag or argument)."""
-    return f"provide the original HU CT, or pass {option_hint('--allow-non-hu', 'allow_non_hu=True')} to proceed"
-GIB = float(1 << 30)
+    return f"provide the original HU CT, or pass {_allow_non_hu()} to proceed"
 
 
 def _source(volume: CTVolume) -> str:
@@ -208,7 +215,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         what = f"'{name}' does not look like CT in Hounsfield units ({shifted})"
         if not allow_non_hu:
             raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
-                             f"x slope + intercept), or pass {option_hint('--allow-non-hu', 'allow_non_hu=True')} "
+                             f"x slope + intercept), or pass {_allow_non_hu()} "
                              f"to proceed.")
         warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
         return

@@ -337,44 +337,6 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
-def _move_all_or_none(stage: Path, out_dir: Path) -> List[Path]:
-    """Move every file of ``stage`` to the same place under ``out_dir``; when a move fails (a plot held open,
-    Ctrl-C), the files already moved are taken back out and the previous run's files they replaced are restored,
-    so ``out_dir`` never mixes two runs' results. Returns the paths placed."""
-    from ..fileutil import replace_file
-
-    backups = stage.parent / (stage.name + ".old")
-    moved, placed = [], []
-    try:
-        for source in sorted(p for p in stage.rglob("*") if p.is_file()):
-            target = out_dir / source.relative_to(stage)
-            target.parent.mkdir(exist_ok=True)
-            if target.exists():
-                backup = backups / source.relative_to(stage)
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                replace_file(target, backup)
-                moved.append((target, backup))
-            replace_file(source, target)
-            placed.append(target)
-    except BaseException:
-        for target in placed:
-            with contextlib.suppress(OSError):
-                target.unlink()
-        restored = True
-        for target, backup in moved:
-            try:
-                replace_file(backup, target)
-            except OSError:
-                restored = False  # the previous file stays in the hidden backup folder: never deleted
-        if restored:
-            import shutil
-            shutil.rmtree(backups, ignore_errors=True)
-        raise
-    import shutil
-    shutil.rmtree(backups, ignore_errors=True)
-    return placed
-
-
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
@@ -391,7 +353,13 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         staged = _output_paths(stage)
         staged["plots"].mkdir()
         yield staged
-        placed = set(_move_all_or_none(stage, out_dir))
+        from ..fileutil import move_all_or_none
+        moves = [(source, out_dir / source.relative_to(stage))
+                 for source in sorted(p for p in stage.rglob("*") if p.is_file())]
+        for _, target in moves:
+            target.parent.mkdir(exist_ok=True)
+        # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
+        placed = set(move_all_or_none(moves))
         plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
         for old in (plots.glob("*.png") if plots.is_dir() else []):
             if old not in placed:

@@ -102,19 +102,14 @@ def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
     """Whether a folder's own files include a DICOM image (the 'DICM' preamble; a DICOMDIR index and a DICOM SEG
     are not images), looking at up to ``max_files`` files that are not CT files."""
     from ..dicom_seg import is_dicom_seg
+    from ..fileutil import has_dicom_preamble
     looked = 0
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith(".") or full_suffix(p) in CT_SUFFIXES or p.name.upper() == "DICOMDIR":
             continue  # a DICOMDIR (a medium's index) is not an image
-        if is_dicom_seg(p):
-            continue
+        if has_dicom_preamble(p) and not is_dicom_seg(p):
+            return True
         looked += 1
-        try:
-            with open(p, "rb") as handle:
-                if handle.read(132)[128:132] == b"DICM":
-                    return True
-        except OSError:
-            continue
         if looked >= max_files:
             break
     return False

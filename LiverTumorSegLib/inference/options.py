@@ -123,7 +123,7 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
     if not isinstance(value, PostprocessingOptions):
         raise InputError(f"postprocessing must be PostprocessingOptions or a dict (got {type(value).__name__}).")
     defaults = PostprocessingOptions()
-    numbers = {}
+    values = {}
     flags = {s.field: s.flag for s in POSTPROCESSING_SWITCHES}
     for f in dataclasses.fields(PostprocessingOptions):
         got, default = getattr(value, f.name), getattr(defaults, f.name)
@@ -139,8 +139,8 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
             if f.name == "liver_dilation_mm" and got > MAX_TUMOR_LIVER_MARGIN_MM:
                 raise InputError(f"{where} must be at most {MAX_TUMOR_LIVER_MARGIN_MM:g} mm (got {got!r}): the margin "
                                  f"is a distance around the liver, and larger ones would only cost memory.")
-            numbers[f.name] = float(got)
-    return dataclasses.replace(value, **numbers)
+            values[f.name] = float(got)
+    return dataclasses.replace(value, **values)
 
 
 WINDOW_LEVEL_RANGE_HU = (-1500.0, 3000.0)

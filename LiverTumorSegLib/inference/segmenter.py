@@ -317,7 +317,7 @@ class Segmenter:
             self.load(reporter.sub(0.0, 0.02))
         if getattr(self.engine, "_batch_predictor", None) is None:  # a stand-in predictor has no network to feed
             from ..package import check_input_channels
-            check_input_channels(self.package)  # segment_file checks it too, with the memory estimate
+            check_input_channels(self.package)  # segment_volume and segment_file both come here
         timings = {}  # type: Dict[str, float]
         load_parts = None
         if self._load_seconds:
@@ -528,27 +528,20 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     return outputs
 
 
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None:
     """An output that is an existing DICOM image in the input's DICOM folder (or beside an input DICOM file) could
     be a slice of the series being read: ``--overwrite`` would destroy it. Refused whatever ``overwrite`` says.
     An existing DICOM SEG there (an earlier result) may be replaced as usual."""
+    from ..dicom_seg import is_dicom_seg
+    from ..fileutil import has_dicom_preamble
     if input_path.is_dir():
         folder = input_path.resolve()
-    elif _is_dicom_file(input_path):
+    elif has_dicom_preamble(input_path):
         folder = input_path.resolve().parent
     else:
         return
-    from ..dicom_seg import is_dicom_seg
     for path in outputs:
-        if path.is_file() and folder in path.resolve().parents and _is_dicom_file(path) and not is_dicom_seg(path):
+        if path.is_file() and folder in path.resolve().parents and has_dicom_preamble(path) and not is_dicom_seg(path):
             raise InputError(f"Output '{path}' is an existing DICOM file in the input's folder, possibly a slice of "
                              f"the series being segmented; write the result elsewhere (e.g. -o result.dcm beside "
                              f"the folder).")

@@ -99,17 +99,23 @@ def axes_angles_deg(direction: np.ndarray) -> Tuple[float, float, float]:
     return tuple(float(np.degrees(np.arccos(np.clip(np.dot(d[:, a], d[:, b]), -1.0, 1.0)))) for a, b in pairs)
 
 
+def axes_are_orthogonal(matrix: np.ndarray, tolerance: float = ORTHOGONALITY_TOLERANCE) -> bool:
+    """Whether the columns of a 3 x 3 matrix (voxel axes, any lengths: a direction, or spacing x direction) are at
+    right angles: ``D^T D`` of the unit columns within ``tolerance`` of the identity."""
+    d = np.asarray(matrix, dtype=float).reshape(3, 3)
+    d = d / np.linalg.norm(d, axis=0, keepdims=True)
+    return bool(np.allclose(d.T @ d, np.eye(3), atol=tolerance))
+
+
 def check_orthogonal_axes(direction: np.ndarray, source: str) -> None:
     """Refuse a sheared grid: voxel axes (columns of ``direction``) that are not at right angles.
 
     Everything downstream (reorientation to RAS, voxel volume = product of the spacings, the writers) assumes
     orthogonal axes, so a sheared grid would give wrong volumes and misplaced labels. Sheared headers come from
     gantry-tilted CT saved without correction."""
-    d = np.asarray(direction, dtype=float).reshape(3, 3)
-    d = d / np.linalg.norm(d, axis=0, keepdims=True)
-    if np.allclose(d.T @ d, np.eye(3), atol=ORTHOGONALITY_TOLERANCE):
+    if axes_are_orthogonal(direction):
         return
-    worst = max(abs(90.0 - a) for a in axes_angles_deg(d))
+    worst = max(abs(90.0 - a) for a in axes_angles_deg(direction))
     raise InputError(f"'{source}' has a sheared (non-orthogonal) grid: its voxel axes are up to {worst:.3g} degrees "
                      f"off a right angle (typical of a gantry-tilted CT saved without correction). Volumes and "
                      f"positions on such a grid would be wrong. Resample it to an orthogonal grid first (dcm2niix "

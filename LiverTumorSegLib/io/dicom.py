@@ -175,15 +175,14 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                "remove the odd file (or export the axial series alone)." if "Size mismatch" in reason else
                "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
-    if len(chosen.files) > 1:
-        _check_distinct_positions(chosen, reader, image, folder)
+    positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
     notes = []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         thickness = _single_slice_thickness(chosen.files[0])
         if thickness:
             image.SetSpacing(tuple(image.GetSpacing()[:2]) + (thickness,))
-    if image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
-        note = _check_slice_positions(chosen, image, folder)
+    if positions is not None and image.HasMetaDataKey("ITK_non_uniform_sampling_deviation"):
+        note = _check_slice_positions(chosen, image, folder, positions)
         if note:
             notes.append(note)
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
@@ -198,9 +197,11 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     return volume
 
 
-def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> None:
-    """Check the per-slice geometry tags of a multi-file series before ITK's grid is trusted (ITK builds it from
-    the first file and fills in what is missing): every slice must have an ImagePositionPatient (ITK would
+def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> np.ndarray:
+    """Each file's position along the slice normal (mm, file order, from the tags the series read already holds:
+    no file is read again), after checking the per-slice geometry tags of a multi-file series before ITK's grid
+    is trusted (ITK builds it from the first file and fills in what is missing): every slice must have an
+    ImagePositionPatient (ITK would
     invent 1 mm slices at the origin), the same ImageOrientationPatient (else a localizer/scout or another
     reconstruction is mixed in) and the same PixelSpacing (ITK would use the first file's for all), and distinct
     positions along the slice normal (else several acquisitions are mixed). Also refuse a gantry-tilted series
@@ -249,6 +250,7 @@ def _check_distinct_positions(series: DicomSeriesInfo, reader, image, folder: Pa
                          f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
                          f"acquisition as its own series.")
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
+    return np.asarray(positions)
 
 
 def _tag_numbers(reader, index: int, tag: str) -> Optional[List[float]]:
@@ -320,22 +322,15 @@ def _single_slice_thickness(file_name: str) -> Optional[float]:
     return None
 
 
-def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path) -> Optional[str]:
-    """Measure the slice gaps of a series ITK flagged as non-uniform; raise when slices are missing or the
-    regular grid would put a slice more than half a slice from its recorded position.
+def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path, positions: np.ndarray) -> Optional[str]:
+    """Measure the slice gaps of a series ITK flagged as non-uniform (``positions``: each file's position along the
+    slice normal, mm, from :func:`_checked_slice_positions`); raise when slices are missing or the regular grid
+    would put a slice more than half a slice from its recorded position.
 
     Returns a warning text for small irregularities (the grid then uses the mean slice spacing); None when the
     slices lie within 1 % of a slice of the grid (header rounding).
     """
-    sitk = _sitk()
     normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    positions = []
-    reader = sitk.ImageFileReader()
-    with _quiet_itk():
-        for name in series.files:
-            reader.SetFileName(name)
-            reader.ReadImageInformation()
-            positions.append(float(np.dot(reader.GetOrigin(), normal)))
     gaps = np.diff(np.sort(positions))
     median = float(np.median(gaps)) if gaps.size else 0.0
     worst = float(np.max(np.abs(gaps - median))) if gaps.size else 0.0

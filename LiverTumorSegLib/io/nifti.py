@@ -8,13 +8,9 @@ import numpy as np
 from ..errors import InputError
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
-from .conversions import (_check_3d_shape, _check_header_spacing, check_geometry_values, check_memory_for_read,
-                          to_hu_dtype)
+from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
+                          check_memory_for_read, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
-
-
-def _orthonormal(direction: np.ndarray, tol: float = 1e-4) -> bool:
-    return bool(np.allclose(direction.T @ direction, np.eye(3), atol=tol))
 
 
 def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
@@ -58,7 +54,7 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
         if qform_code > 0 and not np.allclose(affine, header.get_qform(), atol=1e-3):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
-        if not _orthonormal(geometry.direction_matrix) and qform_code > 0:
+        if not axes_are_orthogonal(geometry.direction_matrix, 1e-4) and qform_code > 0:
             warnings.append("NIfTI sform is sheared; the qform was used instead")
             geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
     elif qform_code > 0:

@@ -49,11 +49,11 @@ long, and how it reports. Every other field (data, split, seeds, model, loss, op
 augmentation) defines the experiment: a checkpoint trained under other values is refused on resume."""
 
 
-def _comparable(name: str, value: Any) -> Any:
+def _comparable(value: Any) -> Any:
     """A config value as compared on resume: mappings with their keys as text (a YAML ``label_map: {5: 1}`` is
     stored as ``{"5": 1}`` in the checkpoint's JSON)."""
     if isinstance(value, dict):
-        return {str(k): _comparable(name, v) for k, v in value.items()}
+        return {str(k): _comparable(v) for k, v in value.items()}
     return value
 
 
@@ -81,7 +81,7 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name)) if name == "data"
-        else _comparable(name, saved.get(name)) != _comparable(name, now.get(name)))]
+        else _comparable(saved.get(name)) != _comparable(now.get(name)))]
     if differing:
         listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""

@@ -19,10 +19,12 @@ BODY_WIDER_THAN_LIVER = 1.5
 has its body centre near the liver's."""
 
 
-def _ras_x_of(mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int]) -> np.ndarray:
-    """RAS x (mm; + = the patient's right) of the voxels of a mask sampled every ``step_zyx`` voxels."""
-    sampled = mask_zyx[::step_zyx[0], ::step_zyx[1], ::step_zyx[2]]
-    k, j, i = np.nonzero(sampled)
+def _ras_x_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int]
+              ) -> np.ndarray:
+    """RAS x (mm; + = the patient's right) of the voxels of a mask already sampled every ``step_zyx`` voxels
+    (``mask[::sz, ::sy, ::sx]``). Thresholding the sample, not the whole volume, keeps the check cheap: whole-volume
+    thresholds of a 512 x 512 x 300 CT took 0.2-0.4 s."""
+    k, j, i = np.nonzero(sampled_mask_zyx)
     ijk = np.stack([i * step_zyx[2], j * step_zyx[1], k * step_zyx[0]], axis=1).astype(np.float64)
     ijk_to_ras = geometry.ijk_to_ras()
     return ijk @ ijk_to_ras[0, :3] + ijk_to_ras[0, 3]
@@ -32,16 +34,21 @@ def liver_side_mm(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeo
                   ) -> Optional[Tuple[float, float, float]]:
     """``(offset, body width, liver width)`` in mm: how far the liver's centre lies to the patient's right of the
     body's centre (negative: to the left), and the left-right extents of body and liver. None without liver or
-    body voxels. ``labels_zyx`` (liver = label >= 1) and ``hu_zyx`` are ``(z, y, x)`` on ``geometry``."""
-    liver = np.asarray(labels_zyx) >= 1
-    if not liver.any():
+    body voxels. ``labels_zyx`` (liver = label >= 1) and ``hu_zyx`` are ``(z, y, x)`` on ``geometry``. The liver
+    is read at every slice and every second row and column, the body at every (2, 4, 4) voxels."""
+    liver_step, body_step = (1, 2, 2), (2, 4, 4)
+    liver_x = _ras_x_of(_sampled(labels_zyx, liver_step) >= 1, geometry, liver_step)
+    if liver_x.size == 0:
         return None
-    body = np.asarray(hu_zyx) > BODY_HU
-    liver_x = _ras_x_of(liver, geometry, (1, 2, 2))
-    body_x = _ras_x_of(body, geometry, (2, 4, 4))
-    if liver_x.size == 0 or body_x.size == 0:
+    body_x = _ras_x_of(_sampled(hu_zyx, body_step) > BODY_HU, geometry, body_step)
+    if body_x.size == 0:
         return None
     return (float(liver_x.mean() - body_x.mean()), float(np.ptp(body_x)), float(np.ptp(liver_x)))
+
+
+def _sampled(array_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarray:
+    """Every ``step_zyx`` voxels of ``array_zyx`` (a view)."""
+    return np.asarray(array_zyx)[::step_zyx[0], ::step_zyx[1], ::step_zyx[2]]
 
 
 def liver_side_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry) -> List[str]:

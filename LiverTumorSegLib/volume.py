@@ -109,6 +109,15 @@ class CTVolume:
     source: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a nested list or another array-like becomes numpy here, so every later step finds .shape and .dtype
+        # (before, a list got as far as preprocessing and failed there with an AttributeError)
+        if not isinstance(self.array, np.ndarray):
+            self.array = np.asarray(self.array)
+        if not isinstance(self.geometry, ImageGeometry):
+            raise TypeError(f"CTVolume.geometry must be an ImageGeometry (spacing, origin, direction), got "
+                            f"{type(self.geometry).__name__}; read files with LiverTumorSegLib.io.read_volume.")
+
     @property
     def shape_zyx(self) -> Tuple[int, int, int]:
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]

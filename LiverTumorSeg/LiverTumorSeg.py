@@ -267,9 +267,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._lastInputVolume = p.inputVolume
             if job.output_for_input(p.inputVolume, p.outputSegmentation) is not p.outputSegmentation:
                 p.outputSegmentation = None  # another CT: "Create new", not the previous CT's result
+                self.ui.resultsSummaryLabel.text = ""  # ... nor its summary
                 return  # this change calls updateGUI again
-        if p.lesionTable:
-            self.ui.lesionTableView.setMRMLTableNode(p.lesionTable)
+        # only the selected output's own lesions: after a switch to another CT the table view is empty
+        shownTable = job.lesion_table_to_show(p.lesionTable, p.outputSegmentation)
+        if self.ui.lesionTableView.mrmlTableNode() is not shownTable:
+            self.ui.lesionTableView.setMRMLTableNode(shownTable)
         running = self._task is not None
         ready = bool(p.inputVolume and p.modelPath)
         self.ui.segmentButton.enabled = running or ready

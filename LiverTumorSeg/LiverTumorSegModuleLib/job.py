@@ -183,6 +183,17 @@ def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
     return None
 
 
+def lesion_table_to_show(table_node: Any, segmentation_node: Any) -> Any:
+    """The lesion table the panel shows beside the selected output ``segmentation_node``: ``table_node`` when
+    it lists that segmentation's lesions (or records no segmentation, a table made before tables were linked),
+    else None, so that after a switch to another CT the panel does not show the previous CT's lesions."""
+    if table_node is None or segmentation_node is None:
+        return None
+    if table_node.GetNodeReferenceID(mrml.LESION_TABLE_SEGMENTATION_ROLE) is None:
+        return table_node
+    return table_node if mrml.lesion_table_describes(table_node, segmentation_node) else None
+
+
 # --- the job -----------------------------------------------------------------------------------------
 
 def volume_grid(node: Any) -> tuple:

@@ -352,6 +352,21 @@ def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
     assert job.output_for_input(other_ct, None) is None and job.output_for_input(None, seg) is seg
 
 
+def test_panel_shows_a_lesion_table_only_beside_the_segmentation_it_lists(fake):
+    """After a switch to another CT the output becomes "Create new" (None); the lesion table of the first CT's
+    result must then leave the panel, and it must not appear beside another segmentation either."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    table, seg = first.table_node, first.segmentation_node
+    assert job.lesion_table_to_show(table, seg) is table
+    assert job.lesion_table_to_show(table, None) is None
+    other = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "another CT's result")
+    assert job.lesion_table_to_show(table, other) is None
+    assert job.lesion_table_to_show(None, seg) is None
+    unlinked = fake.scene.AddNewNodeByClass("vtkMRMLTableNode", "table from a scene saved before tables were linked")
+    assert job.lesion_table_to_show(unlinked, other) is unlinked
+
+
 def test_on_windows_a_non_ascii_path_is_handed_over_only_as_nifti(fake, tmp_path, monkeypatch):
     """The child reads NRRD/MetaImage with SimpleITK, which cannot open a non-ASCII path on Windows; NIfTI it
     reads with nibabel. So there a node's own .nrrd under such a path is copied (to a NIfTI), its .nii.gz is not."""

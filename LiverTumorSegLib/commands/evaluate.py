@@ -337,6 +337,17 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
+def _first_missing_folder(folder: Path) -> Optional[Path]:
+    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir(parents=True)`` will
+    create first), or None when ``folder`` exists."""
+    missing = None
+    for candidate in [folder] + list(folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
@@ -346,7 +357,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     import shutil
     import tempfile
 
-    created = not out_dir.exists()
+    created = _first_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=str(out_dir)))
     try:
@@ -366,8 +377,8 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
                 old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)  # made by this run; holds nothing but the stage
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)  # made by this run; holds nothing but the stage
         raise
     shutil.rmtree(stage, ignore_errors=True)
 

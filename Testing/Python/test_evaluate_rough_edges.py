@@ -315,6 +315,28 @@ def test_a_move_failing_halfway_leaves_the_previous_results_whole(tmp_path, caps
     assert not (out / "plots" / "boxplots.png").exists()  # box plots need 2 cases: this run drew none
 
 
+def test_a_failed_run_removes_every_folder_it_made_for_a_nested_output(tmp_path, capsys, monkeypatch):
+    """-o new/deeper/out with only tmp_path there: a run failing while its results were put in place removed
+    out/ but left new/deeper/ behind (a stop-31 known limit)."""
+    from LiverTumorSegLib import fileutil
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+
+    def refused(source, target):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(fileutil, "replace_file", refused)
+    out = tmp_path / "new" / "deeper" / "out"
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 2
+    assert "Permission denied" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()                          # a folder that was there stays, with its files
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "kept" / "a" / "b",
+                     "--no-surface") == 2
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]
+
+
 def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys):
     """evaluate -o READ_ONLY evaluated every case, then failed naming its hidden staging folder."""
     _case(tmp_path / "ref", "a.nii.gz")

@@ -168,7 +168,12 @@ def _shifted_by_intercept_reason(arr: np.ndarray, maximum: float) -> Optional[st
     return None
 
 
-def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
+NON_HU_GOING_ON = "going on because non-HU input was allowed: results may be meaningless"
+"""How a check_ct warning ends when ``allow_non_hu`` let a CT that does not look like HU through."""
+
+
+def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
+                    going_on: str = NON_HU_GOING_ON) -> None:
     """A DICOM series whose Modality is not CT (MR, PT, ...) is refused unless ``allow_non_hu``."""
     modality = str(volume.meta.get("modality") or "").strip().upper()
     if not modality or modality == "CT":
@@ -176,7 +181,7 @@ def _check_modality(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -
     what = f"'{_source(volume)}' is a DICOM series of Modality {modality}, not CT in Hounsfield units"
     if not allow_non_hu:
         raise InputError(f"{what}; the models are trained on CT only: {allow_non_hu_hint()}.")
-    warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
+    warnings.append(f"{what}; {going_on}.")
 
 
 def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:
@@ -189,7 +194,8 @@ def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8)
     return False
 
 
-def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]) -> None:
+def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
+                       going_on: str = NON_HU_GOING_ON) -> None:
     arr = volume.array
     name = _source(volume)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
@@ -207,7 +213,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         what = f"'{name}' does not look like CT in Hounsfield units ({reason})"
         if not allow_non_hu:
             raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
-        warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
+        warnings.append(f"{what}; {going_on}.")
         return
     air_lo, air_hi = AIR_HU_RANGE
     shifted = _shifted_by_intercept_reason(arr, hi)
@@ -217,7 +223,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
             raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
                              f"x slope + intercept), or pass {_allow_non_hu()} "
                              f"to proceed.")
-        warnings.append(f"{what}; going on because non-HU input was allowed: results may be meaningless.")
+        warnings.append(f"{what}; {going_on}.")
         return
     if not _has_values_in(arr, air_lo, air_hi):
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
@@ -226,7 +232,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         warnings.append(f"'{name}' has no soft tissue (maximum {hi:g} HU); is this the right volume?")
 
 
-def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
+def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str = NON_HU_GOING_ON) -> List[str]:
     """Check that ``volume`` (``(z, y, x)``, HU) is a usable CT. Returns warnings (may be empty).
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
@@ -234,13 +240,15 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False) -> List[str]:
     intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
     A single axial slice is accepted with a warning. The reader's own notes (``volume.meta["warnings"]``: uneven
     slice gaps put on the mean spacing, NIfTI sform/qform disagreeing or missing, fewer slices than files) come
-    first: they were kept in the volume but reached neither the user nor the report.
+    first: they were kept in the volume but reached neither the user nor the report. ``non_hu_going_on``: how a
+    warning about values that do not look like HU ends when ``allow_non_hu`` lets them through (what the caller
+    does with them).
     """
     warnings: List[str] = [str(note) for note in volume.meta.get("warnings", [])]
     _check_shape(volume, warnings)
     _check_geometry(volume, warnings)
-    _check_modality(volume, allow_non_hu, warnings)
-    _check_intensities(volume, allow_non_hu, warnings)
+    _check_modality(volume, allow_non_hu, warnings, non_hu_going_on)
+    _check_intensities(volume, allow_non_hu, warnings, non_hu_going_on)
     return warnings
 
 

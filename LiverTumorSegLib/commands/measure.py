@@ -13,6 +13,10 @@ from typing import Any, Dict, List
 from ..errors import InputError
 from ..metrics.recist import RECIST_NOTE
 
+MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu in this report are this file's values, not Hounsfield "
+                  "units (volumes and diameters do not depend on them)")
+"""How measure's warning ends for a --ct that does not look like HU: measure reads it only for the mean HU."""
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("measure", help="lesion report (volumes, RECIST axes) of an existing label map",
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
     # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
     warnings: List[str] = []
-    ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings) if args.ct else None
+    ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings,
+                         non_hu_going_on=MEAN_HU_NOT_HU) if args.ct else None
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
     probability = None

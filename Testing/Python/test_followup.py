@@ -235,6 +235,26 @@ def test_measure_report_carries_the_runs_warnings(tmp_path):
     assert json.loads((tmp_path / "alone.json").read_text())["warnings"] == []
 
 
+def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path):
+    """measure has no --allow-non-hu switch: it reads the CT only for each lesion's mean HU. Its warning said
+    'non-HU input was allowed', naming a switch the user never passed; it now says what the numbers mean."""
+    g = ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(0.0, 0.0, 0.0))
+    scaled = np.zeros((6, 40, 40), np.float32)                 # a 0..1 normalised CT
+    scaled[:, 5:35, 5:35] = 0.55
+    scaled[:, 12:20, 12:20] = 0.45
+    labels = np.zeros(scaled.shape, np.uint8)
+    labels[1:5, 8:32, 8:32] = 1
+    labels[1:5, 12:20, 12:20] = 2
+    write_volume(tmp_path / "ct.nii.gz", CTVolume(array=scaled, geometry=g))
+    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    assert main(["measure", str(path), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lesions"][0]["mean_hu"] == pytest.approx(0.45, abs=1e-6)
+    warning = next(w for w in report["warnings"] if "does not look like CT in Hounsfield units" in w)
+    assert "mean_hu in this report are this file's values, not Hounsfield units" in warning
+    assert "was allowed" not in warning
+
+
 def test_measure_reads_a_slicer_seg_nrrd(tmp_path):
     pytest.importorskip("slicer")
     from LiverTumorSegLib.mrml import write_seg_nrrd

@@ -545,11 +545,32 @@ def _expected_bundled_checksum(path: Path) -> Optional[str]:
     return read_bundled_checksums().get(path.name) if _in_bundled_folder(path) else None
 
 
+def _warn_unlisted_bundled(path: Path) -> None:
+    """Warn (once per file and process) when ``path`` lies in the bundled folder, which has a
+    :data:`BUNDLED_CHECKSUMS` list, but the list does not name it: the release's whole-file check cannot vouch
+    for it (before, it loaded without a word; only its own weights and metadata hashes were checked)."""
+    if not _in_bundled_folder(path) or not (bundled_models_dir() / BUNDLED_CHECKSUMS).is_file():
+        return
+    key = str(Path(path).absolute())
+    if key in _UNLISTED_WARNED:
+        return
+    _UNLISTED_WARNED.add(key)
+    log.warning("warning: model package '%s' lies in the bundled models folder but %s there does not list it, so "
+                "the release's integrity check cannot vouch for it. If you added it yourself, install it in the "
+                "user model folder (%s) instead; otherwise restore the folder from the release.", path,
+                BUNDLED_CHECKSUMS, user_models_dir())
+
+
+_UNLISTED_WARNED = set()  # type: set
+
+
 def _verified_bundled_bytes(path: Path) -> Optional[bytes]:
     """A listed bundled package's bytes, checked against :data:`BUNDLED_CHECKSUMS` (read once: the tensors
-    are parsed from these same bytes); None for any other package."""
+    are parsed from these same bytes); None for any other package. A package in the bundled folder that the list
+    does not name gets a warning (:func:`_warn_unlisted_bundled`)."""
     expected = _expected_bundled_checksum(path)
     if expected is None:
+        _warn_unlisted_bundled(path)
         return None
     data = path.read_bytes()
     found = hashlib.sha256(data).hexdigest()

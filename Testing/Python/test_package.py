@@ -671,6 +671,30 @@ def test_a_symbolic_link_in_the_bundled_folder_counts_as_bundled(tmp_path, monke
     assert package_module._in_bundled_folder(link) and not package_module._in_bundled_folder(outside)
 
 
+def test_a_package_dropped_into_the_bundled_folder_unlisted_loads_with_a_warning(package_path, tmp_path, monkeypatch,
+                                                                                  caplog):
+    """SHA256SUMS vouches for the release's packages; a file placed there by hand, not in the list, loaded
+    without a word (a stop-31 known limit). It still loads (its own hashes are checked) but says so, once."""
+    import logging
+    import shutil
+
+    from LiverTumorSegLib import package as package_module
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    save_model_package(models / "listed.safetensors", _tiny_model(), PREP)
+    shutil.copy(models / "listed.safetensors", models / "dropped.safetensors")
+    monkeypatch.setattr(package_module, "_UNLISTED_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        load_model_package(models / "listed.safetensors")
+        assert "does not list it" not in caplog.text
+        load_model_package(models / "dropped.safetensors")
+        load_model_package(models / "dropped.safetensors")
+    assert caplog.text.count("does not list it") == 1
+    assert "dropped.safetensors" in caplog.text and "user model folder" in caplog.text
+
+
 def test_any_64_bit_integer_in_metadata_is_read():
     """A training seed may be a 64-bit value; the integer bound refused it (the package could not be read)."""
     from LiverTumorSegLib.package import _bounded_int

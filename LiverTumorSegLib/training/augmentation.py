@@ -253,7 +253,9 @@ class SliceAugmenter:
     """Random augmentation of one 2.5D sample; ``__call__(hu, labels, rng) -> (hu, labels)``.
 
     ``hu``: ``(T, H, W)`` HU; ``labels``: ``(T, H, W)`` or ``(H, W)`` uint8 (0/1/2), returned in the same
-    shape. ``pixel_spacing_mm``: in-plane pixel size of the network grid (for mm-valued ranges).
+    shape. ``pixel_spacing_mm``: in-plane pixel size of the network grid (for mm-valued ranges); a call may give
+    its own sample's (``pixel_spacing_mm=`` of :meth:`__call__` and :meth:`source_reach_px`), which matters for
+    configs without a fixed network spacing, where every case has its own.
     ``last_params`` holds what was drawn in the latest call (for logging and tests).
     """
 
@@ -287,7 +289,16 @@ class SliceAugmenter:
             p["elastic_magnitude_mm"] = float(rng.uniform(*cfg.elastic_magnitude_mm))
         return p
 
-    def source_reach_px(self, params: Dict[str, Any], half_extent_px: float) -> float:
+    def _pixel_mm(self, pixel_spacing_mm: Optional[float]) -> float:
+        """This call's in-plane pixel size (mm): the given one, else the augmenter's."""
+        if pixel_spacing_mm is None:
+            return self.pixel_spacing_mm
+        if not float(pixel_spacing_mm) > 0:
+            raise InputError("pixel_spacing_mm must be > 0 mm; got %r." % pixel_spacing_mm)
+        return float(pixel_spacing_mm)
+
+    def source_reach_px(self, params: Dict[str, Any], half_extent_px: float,
+                        pixel_spacing_mm: Optional[float] = None) -> float:
         """How far (pixels, per axis) from the image centre the sampling of output pixels within
         ``half_extent_px`` of the centre reads, for ``params`` from :meth:`draw_spatial`: the affine part exactly
         (corners of the output square), plus four standard deviations of the elastic displacement."""
@@ -298,11 +309,11 @@ class SliceAugmenter:
         corners = np.array([[sy, sx] for sy in (-1.0, 1.0) for sx in (-1.0, 1.0)]) * float(half_extent_px)
         reach = float(np.abs((corners - shift) @ matrix.T).max())
         if "elastic_magnitude_mm" in params:
-            reach += 4.0 * params["elastic_magnitude_mm"] / self.pixel_spacing_mm
+            reach += 4.0 * params["elastic_magnitude_mm"] / self._pixel_mm(pixel_spacing_mm)
         return reach
 
     def _source_grid(self, params: Dict[str, Any], shape_hw: Tuple[int, int],
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, pixel_mm: float) -> np.ndarray:
         """Pixel coordinates ``(2, H, W)`` to sample for each output pixel: affine then elastic, composed."""
         h, w = shape_hw
         matrix = affine_source_matrix(params.get("rotation_deg", 0.0), params.get("shear", 0.0),
@@ -316,14 +327,17 @@ class SliceAugmenter:
         source[0] = matrix[0, 0] * dy + matrix[0, 1] * dx + np.float32(cy)
         source[1] = matrix[1, 0] * dy + matrix[1, 1] * dx + np.float32(cx)
         if "elastic_magnitude_mm" in params:
-            source += smooth_displacement((h, w), params["elastic_magnitude_mm"] / self.pixel_spacing_mm,
-                                          self.config.elastic_grid_mm / self.pixel_spacing_mm, rng)
+            source += smooth_displacement((h, w), params["elastic_magnitude_mm"] / pixel_mm,
+                                          self.config.elastic_grid_mm / pixel_mm, rng)
         return source
 
     def __call__(self, hu: np.ndarray, labels: np.ndarray, rng: RngLike = None,
-                 spatial: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``spatial``: parameters drawn beforehand by :meth:`draw_spatial` (else drawn here)."""
+                 spatial: Optional[Dict[str, Any]] = None, pixel_spacing_mm: Optional[float] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """``spatial``: parameters drawn beforehand by :meth:`draw_spatial` (else drawn here);
+        ``pixel_spacing_mm``: this sample's in-plane pixel size (else the augmenter's)."""
         cfg = self.config
+        pixel_mm = self._pixel_mm(pixel_spacing_mm)
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         hu_arr = np.asarray(hu, dtype=np.float32)
         lab_arr = np.asarray(labels)
@@ -350,13 +364,13 @@ class SliceAugmenter:
         if cfg.liver_field_probability > 0 and rng.random() < cfg.liver_field_probability and (out_lab >= 1).any():
             amplitude = float(rng.uniform(*cfg.liver_field_amplitude_hu))
             scale_mm = float(rng.uniform(*cfg.liver_field_scale_mm))
-            out_hu = smooth_liver_field(out_hu, out_lab, amplitude, scale_mm / self.pixel_spacing_mm, rng)
+            out_hu = smooth_liver_field(out_hu, out_lab, amplitude, scale_mm / pixel_mm, rng)
             params["liver_field_amplitude_hu"], params["liver_field_scale_mm"] = amplitude, scale_mm
 
         if spatial is None:
             spatial = self.draw_spatial(rng, out_hu.shape[1:])
         if spatial:
-            source = self._source_grid(spatial, out_hu.shape[1:], rng)
+            source = self._source_grid(spatial, out_hu.shape[1:], rng, pixel_mm)
             out_hu = resample_slices(out_hu, source, "bilinear", cfg.fill_hu)
             lab3 = out_lab if out_lab.ndim == 3 else out_lab[None]
             out_lab = np.rint(resample_slices(lab3.astype(np.float32), source, "nearest", 0.0)).astype(np.uint8)

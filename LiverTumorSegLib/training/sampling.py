@@ -127,9 +127,12 @@ class PatchDataset:
         base = int(np.ceil(1.75 * self.patch_size))
         jitter = (base - self.patch_size) // 4
         region, spatial = base, None
+        # mm-valued augmentation (elastic warp, liver field) in this case's pixels: without a fixed network
+        # spacing every case has its own, and the first case's was used for all
+        pixel_mm = float(np.mean(case.spacing_zyx[1:]))
         if self.augmenter is not None and hasattr(self.augmenter, "draw_spatial"):
             spatial = self.augmenter.draw_spatial(rng, (base, base))
-            reach = self.augmenter.source_reach_px(spatial, 0.5 * self.patch_size + jitter)
+            reach = self.augmenter.source_reach_px(spatial, 0.5 * self.patch_size + jitter, pixel_spacing_mm=pixel_mm)
             region = max(base, 2 * int(np.ceil(reach)) + 3)
         y0, x0 = crop_box(labels[self.context], base, rng, self.liver_slice_fraction)
         y0, x0 = y0 - (region - base) // 2, x0 - (region - base) // 2  # the same centre, a larger extent
@@ -138,8 +141,8 @@ class PatchDataset:
         if self.lesion_inserter is not None:
             hu, labels = self.lesion_inserter(hu, labels, case.spacing_zyx, rng)
         if self.augmenter is not None:
-            hu, labels = self.augmenter(hu, labels, rng, spatial=spatial) if spatial is not None else \
-                self.augmenter(hu, labels, rng)
+            hu, labels = self.augmenter(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_mm) \
+                if spatial is not None else self.augmenter(hu, labels, rng)
         oy, ox = ((region - self.patch_size) // 2 + rng.integers(-jitter, jitter + 1, size=2)) if jitter else (
             (region - self.patch_size) // 2, (region - self.patch_size) // 2)
         hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)

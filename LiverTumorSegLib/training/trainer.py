@@ -429,6 +429,7 @@ class Trainer:
             use_lesions = not any(c.tumor_slices for c in self.train_cached)
         self.synthetic_lesions = bool(use_lesions)
         self.lesion_inserter = LesionInserter(cfg.lesions) if self.synthetic_lesions else None
+        # the augmenter's default pixel size; PatchDataset gives each sample its own case's
         pixel_mm = float(np.mean(self.train_cached[0].spacing_zyx[1:]))
         self.augmenter = build_augmenter(cfg.augmentation, pixel_mm)
         self.log(f"synthetic lesions: {'on' if self.synthetic_lesions else 'off'}; augmentation: "

@@ -325,6 +325,44 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
     assert hu.shape == (3, patch, patch) and label.shape == (patch, patch)
 
 
+def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
+    """Without a fixed network spacing every case keeps its own pixel size, but mm-valued augmentation (an elastic
+    warp of 4 mm, a liver field over 40-100 mm) was converted to pixels with the first case's for all (a stop-31
+    known limit): a 0.7 mm case then got half the warp it should in mm."""
+    from LiverTumorSegLib.training.augmentation import AugmentationConfig, SliceAugmenter
+    from LiverTumorSegLib.training.sampling import PatchDataset
+
+    cases = []
+    for name, pixel in (("fine", 0.7), ("coarse", 1.4)):
+        np.save(tmp_path / f"{name}_hu.npy", np.full((3, 64, 64), 40.0, np.float32))
+        labels = np.zeros((3, 64, 64), np.uint8)
+        labels[:, 20:44, 20:44] = 1
+        np.save(tmp_path / f"{name}_lab.npy", labels)
+        cases.append(CachedCase(name, name, str(tmp_path / f"{name}_hu.npy"), str(tmp_path / f"{name}_lab.npy"),
+                                (3.0, pixel, pixel), (3.0, pixel, pixel), [0, 1, 2], [], 3))
+    config = AugmentationConfig(elastic_probability=1.0, elastic_magnitude_mm=(4.0, 4.0), rotation_probability=0.0,
+                                zoom_probability=0.0, shift_probability=0.0, shear_probability=0.0)
+    seen = []
+
+    class Recording(SliceAugmenter):
+        def __call__(self, hu, labels, rng=None, spatial=None, pixel_spacing_mm=None):
+            seen.append(pixel_spacing_mm)
+            return super().__call__(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_spacing_mm)
+
+    class Preprocessor:  # only the context size is read by the sampler
+        config = type("C", (), {"context_slices": 1})()
+
+    augmenter = Recording(config, pixel_spacing_mm=0.7)   # the trainer's default: the first case's
+    dataset = PatchDataset(cases, Preprocessor(), patch_size=32, seed=0, augmenter=augmenter)
+    drawn = [dataset._sample(i)[2].spacing_zyx[1] for i in range(12)]
+    assert seen == drawn and set(seen) == {0.7, 1.4}       # both cases drawn, each in its own pixel size
+    elastic = {"elastic_magnitude_mm": 4.0}
+    assert augmenter.source_reach_px(elastic, 0.0) == pytest.approx(4.0 * 4.0 / 0.7)
+    assert augmenter.source_reach_px(elastic, 0.0, pixel_spacing_mm=1.4) == pytest.approx(4.0 * 4.0 / 1.4)
+    with pytest.raises(InputError, match="pixel_spacing_mm must be > 0"):
+        augmenter(np.zeros((3, 8, 8), np.float32), np.zeros((8, 8), np.uint8), 0, pixel_spacing_mm=0.0)
+
+
 def test_case_ids_differing_in_case_or_a_replaced_character_get_their_own_cache(tmp_path):
     """'Case1' and 'case1' were one cache file on Windows and macOS (case-insensitive file systems), and 'a/b' and
     'a_b' one everywhere: the second case overwrote the first one's cached slices."""

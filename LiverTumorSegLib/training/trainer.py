@@ -457,8 +457,10 @@ class Trainer:
             if not self.output.parent.exists():
                 raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
             check_can_write(self.output, overwrite=True)  # UTF-8 name, writable folder: before any work
+        self._resume_payload = None  # type: Optional[Dict[str, Any]]
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
+            self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path)
             done = int(payload["epoch"])
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
@@ -547,8 +549,11 @@ class Trainer:
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json()})
 
     def restore(self) -> Tuple[int, int]:
-        """Load ``last.pt`` (all ranks) -> (epoch, step_in_epoch) to continue from."""
-        payload = load_checkpoint(self.last_path, map_location="cpu")
+        """Load ``last.pt`` (all ranks; the payload the constructor checked, when it read one) -> (epoch,
+        step_in_epoch) to continue from."""
+        payload, self._resume_payload = self._resume_payload, None
+        if payload is None:
+            payload = load_checkpoint(self.last_path, map_location="cpu")
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])

@@ -97,7 +97,7 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_path, dropout):
+def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_path, dropout, monkeypatch):
     """With dropout the resumed run once drew other masks: making the data loader's iterator took a number from
     torch's global generator after the checkpoint's state was restored (the loader now has its own)."""
     torch.set_num_threads(1)
@@ -119,8 +119,18 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
         train(crash_cfg, callbacks=[RaiseAt(5, RuntimeError("killed"))], **quiet)
     last = load_checkpoint(dirs["crash"] / "model_train" / "checkpoints" / "last.pt")
     assert (last["epoch"], last["step_in_epoch"], last["global_step"]) == (1, 0, 3)
+    from LiverTumorSegLib.training import trainer as trainer_module
+    reads = []
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return load_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "load_checkpoint", counted)
     resumed = train(crash_cfg.updated({"resume": True}), **quiet)
     assert resumed.global_step == 6 and [r["epoch"] for r in resumed.history] == [1, 2]
+    assert reads.count("last.pt") == 1  # checked and continued from one read (it was read twice)
+    monkeypatch.undo()
 
     # Ctrl-C mid epoch 1: checkpoint at the exact step
     ctrlc_cfg = config(dirs["ctrlc"])

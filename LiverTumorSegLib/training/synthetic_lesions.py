@@ -25,6 +25,7 @@ cross-section is a bright round spot, and the network must learn it is not a tum
 vessels called tumors). Vessels are inserted before the lesions, so a lesion drawn over a vessel covers it.
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
+import functools
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -160,12 +161,54 @@ def local_liver_stats(hu: np.ndarray, liver: np.ndarray, center_zyx: Sequence[fl
     return median, noise, (rhos[0], rhos[1], rhos[2])
 
 
-def correlated_noise(shape: Sequence[int], rho_zyx: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Unit-variance Gaussian noise ``shape`` (z, y, x) with lag-1 correlation ~``rho`` per axis.
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """The discrete kernel ``scipy.ndimage.gaussian_filter1d`` applies for ``sigma`` (pixels; truncate 4)."""
+    from scipy.ndimage import gaussian_filter1d
 
-    A Gaussian filter of width ``s`` gives lag-1 correlation ``exp(-1 / (4 s^2))``, so
-    ``s = sqrt(-1 / (4 ln rho))``; the result is renormalised by the kernel's energy (exact for the
-    discrete kernel, so small boxes keep unit variance). float32.
+    radius = int(np.ceil(4.0 * sigma))
+    delta = np.zeros(2 * radius + 1, dtype=np.float64)
+    delta[radius] = 1.0
+    return gaussian_filter1d(delta, sigma, mode="constant")
+
+
+def _kernel_lag1(kernel: np.ndarray) -> float:
+    """Lag-1 correlation of white noise filtered with ``kernel``."""
+    return float(np.sum(kernel[1:] * kernel[:-1]) / np.sum(kernel ** 2))
+
+
+MAX_NOISE_SIGMA_PX = 2.0
+"""Widest filter :func:`correlated_noise` uses (lag-1 correlation about 0.94)."""
+
+
+def noise_sigma_for_lag1(rho: float) -> float:
+    """The Gaussian width (pixels) whose discrete kernel gives white noise a lag-1 correlation of ``rho``.
+    The continuous formula ``sqrt(-1 / (4 ln rho))`` holds only for wide kernels: the sampled kernel of a narrow
+    one is nearly a delta, and asked for 0.2 or 0.3 it gave 0.08 or 0.18 (texture whiter than the liver's)."""
+    return _sigma_for_lag1_milli(int(round(1000.0 * float(rho))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sigma_for_lag1_milli(rho_milli: int) -> float:
+    target = rho_milli / 1000.0
+    low, high = 0.05, MAX_NOISE_SIGMA_PX
+    if _kernel_lag1(_gaussian_kernel(high)) <= target:
+        return high
+    for _ in range(40):  # the lag-1 correlation grows with the width
+        middle = 0.5 * (low + high)
+        if _kernel_lag1(_gaussian_kernel(middle)) < target:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
+def correlated_noise(shape: Sequence[int], rho_zyx: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance Gaussian noise ``shape`` (z, y, x) with lag-1 correlation ``rho`` per axis (up to about
+    0.94; at most 0.02 means white along that axis).
+
+    Each axis is filtered with the Gaussian whose discrete kernel gives that correlation
+    (:func:`noise_sigma_for_lag1`) and renormalised by the kernel's energy (exact for the discrete kernel, so
+    small boxes keep unit variance). float32.
     """
     from scipy.ndimage import gaussian_filter1d
 
@@ -173,11 +216,8 @@ def correlated_noise(shape: Sequence[int], rho_zyx: Sequence[float], rng: np.ran
     for axis, rho in enumerate(rho_zyx):
         if rho <= 0.02 or noise.shape[axis] < 2:
             continue
-        sigma = float(min(np.sqrt(-1.0 / (4.0 * np.log(rho))), 2.0))
-        radius = int(np.ceil(4.0 * sigma))
-        delta = np.zeros(2 * radius + 1, dtype=np.float64)
-        delta[radius] = 1.0
-        kernel = gaussian_filter1d(delta, sigma, mode="constant")
+        sigma = noise_sigma_for_lag1(rho)
+        kernel = _gaussian_kernel(sigma)
         noise = gaussian_filter1d(noise, sigma, axis=axis, mode="reflect")
         noise /= np.float32(np.sqrt(np.sum(kernel ** 2)))
     return noise

@@ -82,7 +82,8 @@ def finished_fold(fold_cfg: TrainConfig):
     if training.get("stop_reason") not in FINISHED_STOP_REASONS:
         return None
     saved = training.get("config") or {}
-    check_resume_config(saved, fold_cfg, path, what=f"Fold {fold_cfg.fold}'s package")
+    check_resume_config(saved, fold_cfg, path, what=f"Fold {fold_cfg.fold}'s package",
+                        saved_data_path=training.get("data_path"))
     if saved and int(saved.get("epochs", fold_cfg.epochs)) != int(fold_cfg.epochs):
         return None
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),

@@ -57,20 +57,33 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def _same_data(saved: Any, now: Any) -> bool:
-    """The same training data: the same text as given (run from the same folder), or the same path resolved from
-    here (an absolute path, or a relative one that still points there)."""
+def _same_data(saved: Any, now: Any, saved_resolved: Any = None) -> bool:
+    """The same training data: the same text as given (run from the same folder), the same path resolved from
+    here (an absolute path, or a relative one that still points there), or ``now`` resolving to the path the
+    earlier run resolved its text to (``saved_resolved``, :func:`resolved_data_path`; a relative path given from
+    another folder)."""
     if saved == now or not saved or not now:
         return saved == now
-    return Path(str(saved)).expanduser().resolve() == Path(str(now)).expanduser().resolve()
+    here = Path(str(now)).expanduser().resolve()
+    if saved_resolved and here == Path(str(saved_resolved)):
+        return True
+    return Path(str(saved)).expanduser().resolve() == here
 
 
-def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint") -> None:
+def resolved_data_path(data: Any) -> Optional[str]:
+    """The absolute path ``data`` (the training config's text) points to from this folder, stored beside the
+    config so that a resume from another folder can tell the same data from other data."""
+    return str(Path(str(data)).expanduser().resolve()) if data else None
+
+
+def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, what: str = "Checkpoint",
+                        saved_data_path: Any = None) -> None:
     """Raise InputError when the stored configuration of an earlier run (``saved_config``: JSON text or a dict,
     from a checkpoint or a package's ``training.config``) differs from ``config`` in a field outside
     :data:`RESUME_MAY_CHANGE`: resuming fold 2 from fold 0's checkpoint would have trained on fold 2's
     validation patients, and the package would record settings that were not the ones trained with.
-    Nothing stored (older versions) is not checked."""
+    Nothing stored (older versions) is not checked. ``saved_data_path``: where the earlier run's data text
+    pointed (:func:`resolved_data_path`; None in older checkpoints and packages)."""
     try:
         stored = json.loads(saved_config) if isinstance(saved_config, str) else saved_config
         if not stored or not isinstance(stored, dict):
@@ -80,7 +93,7 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
         return
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
-        not _same_data(saved.get(name), now.get(name)) if name == "data"
+        not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
         else _comparable(saved.get(name)) != _comparable(now.get(name)))]
     if differing:
         listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
@@ -461,7 +474,7 @@ class Trainer:
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
-            check_resume_config(payload.get("config"), cfg, self.last_path)
+            check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             done = int(payload["epoch"])
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
@@ -546,7 +559,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
-            "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json()})
+            "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
+            "data_path": resolved_data_path(self.config.data)})
 
     def restore(self) -> Tuple[int, int]:
         """Load ``last.pt`` (all ranks; the payload the constructor checked, when it read one) -> (epoch,
@@ -798,7 +812,7 @@ class Trainer:
                     "patients": sorted({c.patient_id for c in self.train_cases}),
                     "validation_cases": [c.case_id for c in self.val_cases],
                     "num_train_cases": len(self.train_cases), "num_val_cases": len(self.val_cases),
-                    "data": str(cfg.data), "format": self.layout,
+                    "data": str(cfg.data), "data_path": resolved_data_path(cfg.data), "format": self.layout,
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),

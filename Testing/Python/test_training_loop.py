@@ -119,6 +119,7 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
         train(crash_cfg, callbacks=[RaiseAt(5, RuntimeError("killed"))], **quiet)
     last = load_checkpoint(dirs["crash"] / "model_train" / "checkpoints" / "last.pt")
     assert (last["epoch"], last["step_in_epoch"], last["global_step"]) == (1, 0, 3)
+    assert last["data_path"] == str(Path(data_csv).resolve())  # what a resume from another folder compares
     from LiverTumorSegLib.training import trainer as trainer_module
     reads = []
 

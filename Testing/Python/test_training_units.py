@@ -407,6 +407,31 @@ def test_distributed_cuda_training_uses_gloo_where_pytorch_has_no_nccl(monkeypat
     assert chosen[-1] == "gloo"
 
 
+def test_resume_from_another_folder_with_a_relative_data_path_is_the_same_data(tmp_path, monkeypatch):
+    """A run started in runs/ with --data ../data/cases.csv and resumed from the project folder with
+    --data data/cases.csv trains on the same file, but was refused as 'other settings' (a stop-31 known limit).
+    The checkpoint now records where the text pointed; other data is still refused."""
+    import json
+
+    from LiverTumorSegLib.training.trainer import check_resume_config, resolved_data_path
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cases.csv").write_text("image,label\n")
+    (tmp_path / "data" / "other.csv").write_text("image,label\n")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "runs")
+    started = TrainConfig.from_dict({"data": "../data/cases.csv"})
+    saved, saved_path = json.dumps(started.to_dict()), resolved_data_path(started.data)
+    assert saved_path == str((tmp_path / "data" / "cases.csv").resolve())
+    monkeypatch.chdir(tmp_path)
+    same = TrainConfig.from_dict({"data": "data/cases.csv"})
+    check_resume_config(saved, same, tmp_path / "last.pt", saved_data_path=saved_path)
+    with pytest.raises(InputError, match="data"):  # an older checkpoint without the resolved path: refused as before
+        check_resume_config(saved, same, tmp_path / "last.pt")
+    with pytest.raises(InputError, match="data"):
+        check_resume_config(saved, TrainConfig.from_dict({"data": "data/other.csv"}), tmp_path / "last.pt",
+                            saved_data_path=saved_path)
+
+
 def test_resume_check_takes_yaml_int_keys_as_the_checkpoints_text_keys(tmp_path):
     """A YAML label_map {5: 1} is stored as {"5": 1} in the checkpoint's JSON: resuming with the same YAML was
     refused; a real difference still is."""

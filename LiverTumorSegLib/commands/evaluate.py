@@ -287,7 +287,7 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
             raise LabelError(f"case '{case}': probability map '{prob_path}' is not on the reference's grid: "
                              f"{'; '.join(problems)}. Give the map written with this prediction "
                              f"(segment --probabilities).")
-        prob = probability_scores(prob_volume.array, prob_path)
+        prob = probability_scores(prob_volume.array, prob_path, prob_volume.meta.get("content", ""))
     return pred, ref, prob
 
 

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 not probability.geometry.almost_equal(labels.geometry, tol=1e-3):
             raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid; give the map "
                              f"written with this segmentation (segment --probabilities).")
-        probability = probability_scores(probability.array, args.probabilities)  # floats 0..1 or 255 x p
+        probability = probability_scores(probability.array, args.probabilities,  # floats 0..1 or 255 x p
+                                         probability.meta.get("content", ""))
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,

@@ -603,10 +603,10 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
 
             save_overlay_preview(temporaries["preview"], volume, result.labels, overwrite=True)
         if outputs["probabilities"] is not None:
-            from ..io import write_volume
+            from ..io import write_probability_map
 
-            write_volume(temporaries["probabilities"], CTVolume(result.tumor_probability, volume.geometry),
-                         overwrite=True)
+            write_probability_map(temporaries["probabilities"], result.tumor_probability, volume.geometry,
+                                  overwrite=True)
         if timings is not None:
             timings["write"] = time.perf_counter() - write_start
             if start is not None:

@@ -22,12 +22,12 @@ from .formats import (DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFT
                       WRITE_SUFFIXES, PathLike)
 from .labels import GEOMETRY_TOLERANCE, LABEL_VALUES, check_label_values, read_label_map
 from .reading import read_header_geometry, read_volume
-from .writers import write_label_map, write_volume
+from .writers import write_label_map, write_probability_map, write_volume
 
 __all__ = [
     "DICOM_FILE_SUFFIXES", "GEOMETRY_TOLERANCE", "IMAGE_2D_SUFFIXES", "ITK_SUFFIXES", "LABEL_VALUES",
     "NIFTI_SUFFIXES", "READ_SUFFIXES", "SERIES_CHOICES_TEXT", "WRITE_SUFFIXES", "DicomSeriesInfo", "PathLike",
     "check_geometry_values", "check_label_values", "check_memory_for_read", "list_dicom_series",
     "read_header_geometry", "read_label_map", "read_volume", "select_dicom_series", "to_hu_dtype",
-    "write_label_map", "write_volume",
+    "write_label_map", "write_probability_map", "write_volume",
 ]

@@ -10,5 +10,11 @@ READ_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
+CONTENT_KEY = "LiverTumorSeg_content"
+"""Header field (NRRD/MetaImage key; NIfTI: ``descrip``) in which a file written by this library says what its
+voxels hold, when that cannot be told from the values (:data:`PROBABILITY_255_CONTENT`). Readers put it in
+``CTVolume.meta["content"]``."""
+PROBABILITY_255_CONTENT = "LiverTumorSeg tumor probability, uint8, 255 = 1.0"
+"""The content tag of ``segment --probabilities`` maps: a map whose largest value is 1 is 1/255, not 1.0."""
 _FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
 _SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"

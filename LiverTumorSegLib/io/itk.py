@@ -101,4 +101,8 @@ def _read_itk_file(path: Path) -> CTVolume:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
     volume = _volume_from_sitk(image, str(path))
     volume.meta["format"] = full_suffix(path).lstrip(".")
+    from .formats import CONTENT_KEY
+
+    if image.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
+        volume.meta["content"] = image.GetMetaData(CONTENT_KEY).strip()
     return volume

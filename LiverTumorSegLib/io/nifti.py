@@ -123,9 +123,24 @@ def _read_nifti(path: Path) -> CTVolume:
         data += np.float32(inter)
     array = to_hu_dtype(data)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    content = _nifti_content(header)
+    if content:
+        volume.meta["content"] = content
     if warnings:
         volume.meta["warnings"] = warnings
     return volume
+
+
+def _nifti_content(header: object) -> str:
+    """This library's content tag (:data:`~.formats.PROBABILITY_255_CONTENT`) when the header's ``descrip``
+    holds it, else ""."""
+    from .formats import PROBABILITY_255_CONTENT
+
+    try:
+        text = bytes(header["descrip"].item()).split(b"\0")[0].decode("ascii", "replace").strip()
+    except (KeyError, ValueError, AttributeError):
+        return ""
+    return text if text == PROBABILITY_255_CONTENT else ""
 
 
 def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...]) -> np.ndarray:

@@ -3,13 +3,18 @@ writes them (:func:`probability_scores`)."""
 from ..errors import InputError
 
 
-def probability_scores(array, path) -> "object":
+def probability_scores(array, path, content: str = "") -> "object":
     """Probabilities in [0, 1] as float32 from a probability map (``evaluate --prob``, ``measure
-    --probabilities``): floats are taken as they are; integer maps with values above 1 are taken as ``255 * p``
-    (what ``segment --probabilities`` writes) and divided by 255, integer maps of 0 and 1 (a hard map, or a float
-    map of whole numbers that the reader stored as integers) as they are. Values outside those ranges, NaN or
-    Inf raise InputError."""
+    --probabilities``): floats are taken as they are; integer maps tagged as ``segment --probabilities`` writes
+    them (``content`` = the file's ``meta["content"]``, :data:`~.formats.PROBABILITY_255_CONTENT`) and untagged
+    integer maps with values above 1 are taken as ``255 * p`` and divided by 255; untagged integer maps of 0 and 1
+    (a hard map, or a float map of whole numbers that the reader stored as integers) as they are. A tagged map
+    whose largest value is 1 (a confident tumor-free case) was read as probability 1.0 there, which put its
+    background above every tumor of the other cases in a pooled ROC. Values outside those ranges, NaN or Inf
+    raise InputError."""
     import numpy as np
+
+    from .formats import PROBABILITY_255_CONTENT
 
     array = np.asarray(array)
     if array.size == 0:
@@ -19,7 +24,7 @@ def probability_scores(array, path) -> "object":
         if low < 0 or high > 255:
             raise InputError(f"Probability map '{path}' holds integers {low:g}..{high:g}; expected 0..1 floats "
                              f"or 0..255 (255 x probability, as `segment --probabilities` writes).")
-        return array.astype(np.float32) / (255.0 if high > 1 else 1.0)
+        return array.astype(np.float32) / (255.0 if high > 1 or content == PROBABILITY_255_CONTENT else 1.0)
     if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1.0 + 1e-6:
         raise InputError(f"Probability map '{path}' holds values {low:g}..{high:g}; probabilities must lie in "
                          f"[0, 1] (a softmax output, not logits or a label map).")

@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
 from ..volume import CTVolume, ImageGeometry
-from .formats import NIFTI_SUFFIXES, WRITE_SUFFIXES, PathLike
+from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
 from .itk import _itk_reason, _quiet_itk, _sitk
 
 
@@ -21,7 +21,7 @@ def _check_write_suffix(path: Path) -> str:
     return suffix
 
 
-def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "") -> None:
     import nibabel as nib
 
     affine = geometry.ijk_to_ras()
@@ -30,20 +30,26 @@ def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> N
     image.set_sform(affine, code=1)  # scanner anatomical
     image.set_qform(affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
+    if content:
+        image.header["descrip"] = content.encode("ascii")[:79]
     nib.save(image, str(tmp))
 
 
-def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry) -> None:
+def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "") -> None:
     sitk = _sitk()
     image = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
+    if content:
+        image.SetMetaData(CONTENT_KEY, content)
     with _quiet_itk():  # ITK's own lines on stderr would come before our one-line error
         sitk.WriteImage(image, str(tmp), True)
 
 
-def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool) -> Path:
+def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
+                 content: str = "") -> Path:
+    """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none."""
     path = Path(path)
     suffix = _check_write_suffix(path)
     if array_zyx.ndim != 3:
@@ -51,9 +57,9 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:
-                _write_nifti(tmp, array_zyx, geometry)
+                _write_nifti(tmp, array_zyx, geometry, content)
             else:
-                _write_itk(tmp, array_zyx, geometry)
+                _write_itk(tmp, array_zyx, geometry, content)
         except (RuntimeError, OSError) as exc:
             raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?).") from None
     return path
@@ -75,6 +81,17 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
     return _write_array(path, labels_zyx, geometry, overwrite)
+
+
+def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,
+                          overwrite: bool = False) -> Path:
+    """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
+    .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
+    255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map)."""
+    probability_zyx = np.asarray(probability_zyx)
+    if probability_zyx.dtype != np.uint8:
+        raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
+    return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT)
 
 
 def storable_array(array: np.ndarray) -> np.ndarray:

@@ -110,6 +110,62 @@ def test_evaluate_user_errors(dataset, tmp_path, capsys):
                  "--detection-iou", "1.5"]) == 2
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_a_written_probability_map_says_it_is_255_times_p(tmp_path, suffix):
+    """segment --probabilities writes round(255 p). On a confident tumor-free case its largest value is 0 or 1;
+    read back it was taken as a hard 0/1 map (probability 1.0), in evaluate and measure alike. The file now
+    carries a tag in its header, and 1 reads as 1/255 in every output format."""
+    from LiverTumorSegLib.io import read_volume, write_probability_map
+    from LiverTumorSegLib.io.formats import PROBABILITY_255_CONTENT
+    from LiverTumorSegLib.io.probability import probability_scores
+
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.5), origin=(5.0, -3.0, 40.0))
+    values = np.zeros((3, 4, 5), np.uint8)
+    values[1, 2, 3] = 1
+    path = write_probability_map(tmp_path / f"p{suffix}", values, geometry)
+    volume = read_volume(path)
+    assert volume.meta.get("content") == PROBABILITY_255_CONTENT
+    np.testing.assert_allclose(probability_scores(volume.array, path, volume.meta["content"]).max(), 1.0 / 255)
+    plain = write_label_map(tmp_path / f"mask{suffix}", values, geometry)  # an untagged 0/1 map: a hard map
+    assert "content" not in read_volume(plain).meta
+    assert probability_scores(read_volume(plain).array, plain).max() == 1.0
+
+
+def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
+    """A tumor-free case whose written map holds only 0 and 1 pushed its background above the other case's
+    tumor in the pooled ROC (AUC 0.89 instead of 0.99 in the audit's example)."""
+    from LiverTumorSegLib.io import write_probability_map
+    from LiverTumorSegLib.metrics.roc import RocAccumulator
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    for folder in ("ref", "pred", "prob"):
+        (tmp_path / folder).mkdir()
+    shape = (6, 24, 24)
+    ref_a = np.ones(shape, np.uint8)
+    ref_a[2:4, 8:14, 8:14] = 2
+    prob_a = np.full(shape, 2, np.uint8)
+    prob_a[2:4, 8:14, 8:14] = 200
+    prob_a[2:4, 8:10, 8:10] = 1           # a few tumor voxels the model missed, just above the floor
+    ref_b = np.ones(shape, np.uint8)
+    prob_b = np.zeros(shape, np.uint8)
+    prob_b[:, :, :12] = 1                  # half of the tumor-free liver at 1/255
+    for case, ref, prob in (("a", ref_a, prob_a), ("b", ref_b, prob_b)):
+        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", ref, geometry)
+        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", ref, geometry)
+        write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", prob, geometry)
+    expected = RocAccumulator()
+    for ref, prob in ((ref_a, prob_a), (ref_b, prob_b)):
+        expected.add(prob / 255.0, ref == 2)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
+                 str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["roc_pooled"]["auc"] == pytest.approx(expected.curve().auc, abs=1e-9)
+    misread = RocAccumulator()  # case b's 1 taken as probability 1.0, as before
+    misread.add(prob_a / 255.0, ref_a == 2)
+    misread.add(prob_b.astype(np.float32), ref_b == 2)
+    assert summary["roc_pooled"]["auc"] > misread.curve().auc + 0.1
+
+
 def test_probability_scores_scaling_and_range_errors():
     from LiverTumorSegLib.commands.evaluate import probability_scores
     from LiverTumorSegLib.errors import InputError

@@ -433,7 +433,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
                            "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2",
-                           "tumor_dice_both_empty": "1.0 (LiTS per-case convention)"}
+                           "tumor_dice_both_empty": "1.0 (LiTS per-case convention)",
+                           "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
     curve = roc.curve() if roc is not None else None

@@ -29,11 +29,12 @@ Definitions
   reports no HD95).
 * ``rmsd_mm``: root mean square of the pooled distances of both directions (LiTS "RMSD").
 
-Empty masks: both empty -> all four are 0.0; exactly one empty -> all four are NaN (undefined; reported
-as NaN in tables and left out of means, with the count of NaN cases in the summary). The LiTS
-evaluation scripts differ from each other here (the first challenge script wrote 0, the later
-``lits`` evaluation code a large penalty 9001); NaN keeps an empty prediction from looking perfect
-or from swamping a mean.
+Empty masks: when either mask is empty all four are NaN (no surface to measure; reported as NaN in
+tables and left out of means, with the count of NaN cases in the summary), as in MONAI for two empty masks.
+The LiTS evaluation scripts differ from each other here (the first challenge script wrote 0, the later
+``lits`` evaluation code a large penalty 9001); NaN keeps an empty prediction from looking perfect or from
+swamping a mean. Two empty masks gave 0.0 before: tumor-free cases then pulled a tumor ASSD/HD95 mean to 0
+mm, down to a mean of 0.0 over a model that missed every tumor (its misses are NaN).
 """
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -135,12 +136,11 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
 
 
 def surface_metrics_from_distances(d: SurfaceDistances) -> Dict[str, float]:
-    """``assd_mm``, ``hd_mm``, ``hd95_mm``, ``rmsd_mm`` from directed distances (NaN if undefined)."""
-    if not d.defined:
-        return {"assd_mm": NAN, "hd_mm": NAN, "hd95_mm": NAN, "rmsd_mm": NAN}
+    """``assd_mm``, ``hd_mm``, ``hd95_mm``, ``rmsd_mm`` from directed distances (NaN if undefined or if both
+    masks are empty)."""
     pooled = d.pooled
-    if pooled.size == 0:
-        return {"assd_mm": 0.0, "hd_mm": 0.0, "hd95_mm": 0.0, "rmsd_mm": 0.0}
+    if not d.defined or pooled.size == 0:
+        return {"assd_mm": NAN, "hd_mm": NAN, "hd95_mm": NAN, "rmsd_mm": NAN}
     return {
         "assd_mm": float(pooled.mean()),
         "hd_mm": float(pooled.max()),

@@ -330,3 +330,19 @@ def test_error_volumes_and_counts_rank_lower_as_better_and_old_tables_say_unknow
     assert report.summarize_cases(rows)["lesion_detection"]["pred_no_overlap"] == 4
     old = [{k: v for k, v in row.items() if k != "lesions_pred_no_overlap"} for row in rows]
     assert report.summarize_cases(old)["lesion_detection"]["pred_no_overlap"] is None  # unknown, not 0
+
+
+def test_a_model_that_misses_every_tumor_gets_no_tumor_surface_mean():
+    """One case whose only tumor is missed (surface distances NaN) and one tumor-free case: the tumor ASSD and
+    HD95 means were 0.0 mm, from the tumor-free case's two empty masks; now there is no mean to print."""
+    liver = np.zeros((8, 20, 20), np.uint8)
+    liver[2:6, 4:16, 4:16] = 1
+    with_tumor = liver.copy()
+    with_tumor[3:5, 8:12, 8:12] = 2
+    rows = [lits.evaluate_case(liver, with_tumor, (2.0, 1.0, 1.0), case="missed"),
+            lits.evaluate_case(liver, liver, (2.0, 1.0, 1.0), case="tumor-free")]
+    summary = report.summarize_cases(rows)
+    for column in ("assd_tumor_mm", "hd95_tumor_mm"):
+        assert summary["metrics"][column]["mean"] is None
+        assert summary["metrics"][column]["n"] == 0 and summary["metrics"][column]["n_nan"] == 2
+    assert summary["metrics"]["hd95_liver_mm"]["mean"] == 0.0  # the liver, in both, is still measured

@@ -224,7 +224,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--detection-iou", type=float, default=0.5,
                    help="a lesion is detected when IoU > this (default 0.5, LiTS)")
     p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
-                   help="voxel connectivity of lesions (default 26)")
+                   help="voxel connectivity of lesions (default 26, as segment's lesion report counts them; "
+                        "the LiTS challenge script used 6, scipy's default: pass 6 to compare with LiTS numbers)")
     p.add_argument("--rank-metric", default="dice_liver",
                    help="metric choosing the best and worst case overlays (default dice_liver)")
     p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")

@@ -7,7 +7,9 @@ Label maps are ``(z, y, x)`` uint8 arrays with 0 background, 1 liver, 2 tumor. A
 Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic et al. 2023):
 
 1. lesions are the connected components of each tumor mask (26-connectivity by default:
-   voxels touching by a face, edge or corner belong to one lesion; ``connectivity=6`` for faces only);
+   voxels touching by a face, edge or corner belong to one lesion, as the lesion report counts them;
+   ``connectivity=6`` for faces only, which is what the LiTS challenge script used: ``scipy.ndimage.label``'s
+   default. Compare lesion counts with LiTS numbers only at 6);
 2. every reference lesion overlapped by a predicted lesion is grouped with the predicted lesion that
    overlaps it most; reference lesions sharing that predicted lesion form one group (a prediction
    spanning two reference lesions), and every other overlapping predicted lesion joins the group of the

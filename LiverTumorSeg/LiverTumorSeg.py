@@ -181,6 +181,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -222,6 +223,15 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._comparison.cancel()
         self.setParameterNode(None)
 
+    def onSceneEndBatchProcess(self, caller, event) -> None:
+        """A table view given the scene but no table view node empties itself at the end of every scene batch
+        (qMRMLTableView's updateWidgetFromViewNode: a scene import, a DICOM load): put both tables back."""
+        if self._parameterNode:
+            self.updateGUI()
+        if self._changeTable is not None and slicer.mrmlScene.IsNodePresent(self._changeTable):
+            if self.compare["table"].mrmlTableNode() is not self._changeTable:
+                self.compare["table"].setMRMLTableNode(self._changeTable)
+
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
@@ -229,10 +239,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            # the first CT-like volume: GetFirstNodeByClass would also return a labelmap, which the input selector
-            # hides (it would show nothing while Segment is enabled)
-            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            first = next((v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")), None)
+            # the first CT-like volume: GetFirstNodeByClass would also return a labelmap or a vector volume, which
+            # the input selector hides (it would show nothing while Segment is enabled)
+            first = job.first_plain_scalar_volume(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
             if first:
                 self._parameterNode.inputVolume = first
         if not self._parameterNode.modelPath and self.ui.modelComboBox.count:
@@ -578,6 +587,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         self.runnerFactory = runnerFactory or QProcessRunner
         self.python = python
         self._runs = {}  # "segment" / "compare" -> (child job, its poll timer or None): one of each at a time
+        # a stopped poll timer is kept until its kind's next stop: a run ends inside the timer's own timeout(), and
+        # dropping the last reference there would make PythonQt delete the QTimer while its slot still runs
+        self._stoppedTimers = {}
 
     def getParameterNode(self) -> LiverTumorSegParameterNode:
         return LiverTumorSegParameterNode(super().getParameterNode())
@@ -592,6 +604,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         childJob, timer = self._runs.pop(kind, (None, None))
         if timer is not None:
             timer.stop()
+            self._stoppedTimers[kind] = timer
         if childJob is not None and not childJob.finished:
             childJob.cancel()
 

@@ -183,6 +183,12 @@ def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
     return None
 
 
+def first_plain_scalar_volume(volume_nodes: Any) -> Any:
+    """The first node of ``volume_nodes`` whose class is exactly vtkMRMLScalarVolumeNode (what the input selector
+    lists: its showChildNodeTypes is off), not a label map, vector, DTI or DWI volume; None if there is none."""
+    return next((node for node in volume_nodes if node.GetClassName() == "vtkMRMLScalarVolumeNode"), None)
+
+
 def lesion_table_to_show(table_node: Any, segmentation_node: Any) -> Any:
     """The lesion table the panel shows beside the selected output ``segmentation_node``: ``table_node`` when
     it lists that segmentation's lesions (or records no segmentation, a table made before tables were linked),

@@ -352,6 +352,17 @@ def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
     assert job.output_for_input(other_ct, None) is None and job.output_for_input(None, seg) is seg
 
 
+def test_the_default_input_is_a_volume_the_input_selector_can_show(fake):
+    """The selector lists only plain scalar volumes (showChildNodeTypes off); label maps were skipped, but a
+    vector (colour) volume loaded first became the hidden default input."""
+    scene = fake.scene
+    nodes = [scene.AddNewNodeByClass(name) for name in ("vtkMRMLVectorVolumeNode", "vtkMRMLLabelMapVolumeNode",
+                                                         "vtkMRMLDiffusionWeightedVolumeNode")]
+    assert job.first_plain_scalar_volume(nodes) is None
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    assert job.first_plain_scalar_volume(nodes + [ct]) is ct
+
+
 def test_panel_shows_a_lesion_table_only_beside_the_segmentation_it_lists(fake):
     """After a switch to another CT the output becomes "Create new" (None); the lesion table of the first CT's
     result must then leave the panel, and it must not appear beside another segmentation either."""

@@ -156,6 +156,9 @@ def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_pa
     running.cancel()  # the panel's Cancel button
     timer.fire()
     assert [o.kind for o in outcomes] == ["cancelled"] and not timer.active
+    # the run ended inside the timer's own timeout(): the logic still holds the timer, so PythonQt does not
+    # delete the QTimer while its slot runs
+    assert logic._stoppedTimers["segment"] is timer
     from LiverTumorSegModuleLib import childprocess
     assert not childprocess.pid_alive(pid)
     assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []

@@ -1005,8 +1005,8 @@ import os, signal, sys, time
 from LiverTumorSegLib.io import writers
 original = writers._write_nifti
 
-def write_then_sigterm(tmp, array, geometry):
-    original(tmp, array, geometry)
+def write_then_sigterm(tmp, array, geometry, *rest):
+    original(tmp, array, geometry, *rest)
     os.kill(os.getpid(), signal.SIGTERM)   # arrives while the temporary output exists
     time.sleep(5)
 

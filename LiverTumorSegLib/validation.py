@@ -105,6 +105,17 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
     direction = volume.geometry.direction_matrix
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
+    lengths = np.linalg.norm(direction, axis=0)
+    if np.any(np.abs(lengths - 1.0) > DIRECTION_UNIT_TOLERANCE):
+        # the readers make unit axes; an ImageGeometry built by hand with the spacing folded into the direction
+        # put every lesion centroid and diameter off by that factor (a 3 mm grid: centroids 3x too far out)
+        raise InputError(f"'{name}' has a direction matrix whose axes are not unit vectors (lengths "
+                         f"{', '.join(f'{v:.4g}' for v in lengths)}): give the voxel size in ImageGeometry.spacing "
+                         f"(mm) and unit axis directions in ImageGeometry.direction (ImageGeometry.from_ijk_to_ras "
+                         f"splits a 4 x 4 voxel-to-RAS affine that way).")
+    from .io.conversions import check_orthogonal_axes
+
+    check_orthogonal_axes(direction, name)  # the readers refuse a sheared grid; so does an in-memory volume
     from .orientation import obliquity_degrees
 
     tilt = obliquity_degrees(direction)
@@ -112,6 +123,10 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
         warnings.append(f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model "
                         f"reads the grid's slices as axial slices, so the result may be wrong. Resample it onto an "
                         f"axial, patient-aligned grid first.")
+
+
+DIRECTION_UNIT_TOLERANCE = 1e-3
+"""How far from 1 the length of a direction matrix column may be (header rounding) before it is refused."""
 
 
 def _not_hu_reason(lo: float, hi: float) -> Optional[str]:

@@ -134,6 +134,23 @@ def test_absurd_spacing_is_fatal(spacing):
         check_ct(with_spacing(phantom_ct(), spacing))
 
 
+def test_an_in_memory_direction_must_be_unit_perpendicular_axes():
+    """The readers make unit, perpendicular axes; an ImageGeometry built by hand with the spacing folded into the
+    direction, or with sheared axes, went through the API's checks (centroids 3x too far out on a 3 mm grid;
+    a 20-degree shear moved a centroid 51 mm) while the same grid in a file is refused."""
+    ct = make_phantom(shape_zyx=(6, 24, 24), seed=0).ct
+    folded = ImageGeometry(spacing=(3.0, 3.0, 3.0), direction=(3.0, 0, 0, 0, 3.0, 0, 0, 0, 3.0))
+    with pytest.raises(InputError, match="not unit vectors.*ImageGeometry.spacing"):
+        check_ct(CTVolume(ct.array, folded, "folded"))
+    shear = np.radians(20.0)
+    sheared = ImageGeometry(spacing=(1.0, 1.0, 2.0), direction=(1, np.sin(shear), 0, 0, np.cos(shear), 0, 0, 0, 1))
+    with pytest.raises(InputError, match="sheared"):
+        check_ct(CTVolume(ct.array, sheared, "sheared"))
+    rotated = ImageGeometry(spacing=(1.0, 1.0, 2.0), direction=(np.cos(0.3), -np.sin(0.3), 0, np.sin(0.3),
+                                                                np.cos(0.3), 0, 0, 0, 1))
+    check_ct(CTVolume(ct.array, rotated, "rotated"))  # an oblique but orthogonal grid is fine
+
+
 def test_unusual_spacing_and_size_give_warnings():
     small = check_ct(with_spacing(phantom_ct(), (0.1, 0.1, 1.0)))
     assert len(small) == 1 and "very small voxel spacing" in small[0]

@@ -32,9 +32,35 @@ def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
     return None
 
 
+NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+"""The header's spatial unit (``xyzt_units``) in mm; unknown is taken as mm, as ITK and Slicer do."""
+
+
+def _unit_scale(header) -> Tuple[float, List[str]]:
+    """``(mm per header unit, notes)``: ITK (so Slicer) reads a NIfTI in metres or microns in mm; nibabel does
+    not convert, so a metre-valued affine read as mm gave 0.003 mm voxels and a 0 mL liver."""
+    try:
+        unit = header.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - a unit code nibabel does not know: take mm, as for 'unknown'
+        return 1.0, []
+    scale = NIFTI_UNIT_TO_MM.get(unit, 1.0)
+    if scale == 1.0:
+        return 1.0, []
+    return scale, [f"NIfTI spatial unit is {unit}s; spacing and origin were converted to mm (as ITK and 3D Slicer "
+                   f"read it)"]
+
+
+def _scaled_affine(affine: np.ndarray, scale: float) -> np.ndarray:
+    """``affine`` with its linear part and translation in mm (``scale`` mm per header unit)."""
+    out = np.array(affine, dtype=np.float64, copy=True)
+    out[:3, :] *= scale
+    return out
+
+
 def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
-    """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``."""
-    warnings = []
+    """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``, in mm (a
+    header in metres or microns is converted, :func:`_unit_scale`)."""
+    scale, warnings = _unit_scale(header)
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
     if sform_code <= 0:  # qform and base affine use pixdim, which nibabel silently turns from 0 into 1 mm
         raw = _raw_nifti_pixdim(Path(source))
@@ -45,23 +71,23 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
             raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
                              f"header (e.g. re-export from the scanner/PACS).")
     if sform_code > 0:
-        affine = header.get_sform()
+        affine = _scaled_affine(header.get_sform(), scale)
         if not np.all(np.isfinite(affine)):
             raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its voxel-to-world affine (sform: "
                              f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         _check_header_spacing(spacing, source)
-        if qform_code > 0 and not np.allclose(affine, header.get_qform(), atol=1e-3):
+        if qform_code > 0 and not np.allclose(affine, _scaled_affine(header.get_qform(), scale), atol=1e-3):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
         if not axes_are_orthogonal(geometry.direction_matrix, 1e-4) and qform_code > 0:
             warnings.append("NIfTI sform is sheared; the qform was used instead")
-            geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+            geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_qform(), scale))
     elif qform_code > 0:
-        geometry = ImageGeometry.from_ijk_to_ras(header.get_qform())
+        geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_qform(), scale))
     else:
         warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
-        geometry = ImageGeometry.from_ijk_to_ras(header.get_base_affine())
+        geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_base_affine(), scale))
     check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)  # refuses a sheared grid
     return geometry, warnings
 

@@ -744,3 +744,30 @@ def test_header_geometry_is_what_read_volume_builds(tmp_path, suffix):
     assert geometry.almost_equal(volume.geometry, tol=1e-4)
     with pytest.raises(InputError, match="not a NIfTI, NRRD or MetaImage"):
         read_header_geometry(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("unit, per_mm", [("meter", 0.001), ("micron", 1000.0), ("mm", 1.0)])
+def test_a_nifti_in_metres_or_microns_is_read_in_mm_as_itk_reads_it(tmp_path, unit, per_mm):
+    """nibabel does not convert the header's spatial unit; ITK (so Slicer) does. A CT stored in metres was read
+    with 0.003 mm voxels (a 0 mL liver) and in microns refused as 3000 mm voxels."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    affine[:3, 3] = (-100.0, 50.0, 20.0)
+    affine[:3, :] *= per_mm
+    data = np.zeros((6, 5, 4), np.int16)
+    data[1, 2, 3] = 7
+    image = nib.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units(unit, "sec")
+    path = tmp_path / f"ct_{unit}.nii.gz"
+    nib.save(image, str(path))
+    volume = read_volume(path)
+    np.testing.assert_allclose(volume.geometry.spacing, (0.8, 0.8, 3.0), rtol=1e-5)
+    np.testing.assert_allclose(volume.geometry.index_to_ras((1, 2, 3)), (-99.2, 51.6, 29.0), atol=1e-3)
+    itk = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(itk.GetSpacing(), volume.geometry.spacing, rtol=1e-5)
+    np.testing.assert_allclose(itk.GetOrigin(), volume.geometry.origin, atol=1e-3)
+    assert any("converted to mm" in w for w in volume.meta.get("warnings", [])) == (unit != "mm")

@@ -200,6 +200,10 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=reference is None)
         if reference is not None:
             volume = segnrrd.embed_in_reference(volume, reference, tolerance)
+            if tuple(volume.shape_zyx) != tuple(reference.shape_zyx):
+                # a crop that cannot go straight into the reference (stored in another axis order, e.g. LPS
+                # against an RAS CT): the full grid its header records first; the reorientation below follows
+                volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=True)
     elif is_dicom_seg(path):
         volume = read_dicom_seg(path, reference)
     else:

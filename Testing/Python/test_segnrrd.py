@@ -147,6 +147,13 @@ def test_cropped_segmentation_is_put_back_into_the_grid_its_header_records(tmp_p
     import json
     lesions = json.loads((tmp_path / "m.json").read_text())["lesions"]
     assert len(lesions) == 1 and lesions[0]["touches_scan_edge"] is False
+    # the same CT stored with x reversed (another axis order): the crop goes into its recorded grid, then is
+    # reoriented onto the CT's (it was refused: 'size (2, 3, 4) vs (5, 10, 12)')
+    reversed_x = ImageGeometry(spacing=spacing, origin=(origin[0] + (shape[2] - 1) * spacing[0], origin[1], origin[2]),
+                               direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    ct_reversed = CTVolume(np.zeros(shape, np.int16), reversed_x)
+    placed = read_label_map(path, reference=ct_reversed)
+    assert placed.shape_zyx == shape and np.array_equal(placed.array, full[:, :, ::-1])
 
 
 def test_evaluate_reads_seg_nrrd_predictions_paired_with_nifti_references(tmp_path, capsys):

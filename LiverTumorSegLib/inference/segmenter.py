@@ -576,7 +576,12 @@ def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix
     else:
         from ..io import write_label_map
 
-        write_label_map(tmp, labels, geometry, overwrite=True)
+        write_label_map(tmp, labels, geometry, overwrite=True, orientation_unknown=_orientation_unknown(volume))
+
+
+def _orientation_unknown(volume: Any) -> bool:
+    """Whether ``volume`` came from a NIfTI without orientation (its NIfTI outputs then have none either)."""
+    return bool(getattr(volume, "meta", {}).get("nifti_orientation_unknown"))
 
 
 def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
@@ -606,7 +611,7 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
             from ..io import write_probability_map
 
             write_probability_map(temporaries["probabilities"], result.tumor_probability, volume.geometry,
-                                  overwrite=True)
+                                  overwrite=True, orientation_unknown=_orientation_unknown(volume))
         if timings is not None:
             timings["write"] = time.perf_counter() - write_start
             if start is not None:

@@ -86,7 +86,10 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
     elif qform_code > 0:
         geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_qform(), scale))
     else:
-        warnings.append("NIfTI file has no sform/qform orientation; the default (nibabel base) affine was used")
+        warnings.append("NIfTI file has no sform/qform orientation, so tools place it differently (nibabel and this "
+                        "tool: its base affine; ITK and 3D Slicer: identity directions at origin 0). NIfTI outputs "
+                        "keep the missing orientation, so each tool lays them over this file; other output formats "
+                        "get the base affine. Re-export the CT with its orientation to be sure of left and right")
         geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_base_affine(), scale))
     check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)  # refuses a sheared grid
     return geometry, warnings
@@ -149,6 +152,8 @@ def _read_nifti(path: Path) -> CTVolume:
         data += np.float32(inter)
     array = to_hu_dtype(data)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
+    if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
+        volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
     content = _nifti_content(header)
     if content:
         volume.meta["content"] = content

@@ -21,14 +21,20 @@ def _check_write_suffix(path: Path) -> str:
     return suffix
 
 
-def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "") -> None:
+def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "",
+                 orientation_unknown: bool = False) -> None:
     import nibabel as nib
 
     affine = geometry.ijk_to_ras()
     image = nib.Nifti1Image(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
     image.set_data_dtype(array_zyx.dtype)
-    image.set_sform(affine, code=1)  # scanner anatomical
-    image.set_qform(affine, code=1)
+    if orientation_unknown:  # like the input: no sform/qform, so every tool places it as it placed the input
+        image.set_sform(None, code=0)
+        image.set_qform(None, code=0)
+        image.header.set_zooms(tuple(float(s) for s in geometry.spacing))
+    else:
+        image.set_sform(affine, code=1)  # scanner anatomical
+        image.set_qform(affine, code=1)
     image.header.set_xyzt_units("mm", "sec")
     if content:
         image.header["descrip"] = content.encode("ascii")[:79]
@@ -48,8 +54,10 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, conten
 
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
-                 content: str = "") -> Path:
-    """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none."""
+                 content: str = "", orientation_unknown: bool = False) -> Path:
+    """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none.
+    ``orientation_unknown``: a NIfTI output gets no sform/qform, like an input that had none (``geometry`` must
+    then be that input's nibabel base affine); other formats ignore it."""
     path = Path(path)
     suffix = _check_write_suffix(path)
     if array_zyx.ndim != 3:
@@ -57,7 +65,7 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:
-                _write_nifti(tmp, array_zyx, geometry, content)
+                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown)
             else:
                 _write_itk(tmp, array_zyx, geometry, content)
         except (RuntimeError, OSError) as exc:
@@ -66,11 +74,13 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
 
 
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, orientation_unknown: bool = False) -> Path:
     """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
-    codes 1). Written atomically; an existing file is kept unless ``overwrite``.
+    codes 1). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
+    the label map of a NIfTI CT without orientation (its ``meta["nifti_orientation_unknown"]``), a NIfTI output
+    keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
     """
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.dtype != np.uint8:
@@ -80,18 +90,19 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
         if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
-    return _write_array(path, labels_zyx, geometry, overwrite)
+    return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown)
 
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, orientation_unknown: bool = False) -> Path:
     """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
-    255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map)."""
+    255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
+    ``orientation_unknown`` as in :func:`write_label_map`."""
     probability_zyx = np.asarray(probability_zyx)
     if probability_zyx.dtype != np.uint8:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
-    return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT)
+    return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown)
 
 
 def storable_array(array: np.ndarray) -> np.ndarray:

@@ -163,6 +163,35 @@ def test_cli_segments_with_package_and_cpu_fallback(tmp_path, tiny_package, caps
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_a_nifti_without_orientation_gets_outputs_without_one(tmp_path, tiny_package):
+    """A NIfTI whose sform and qform codes are 0 is placed one way by nibabel (its base affine) and another by ITK
+    and 3D Slicer (identity at origin 0). The label map was written with the base affine and code 1, so in Slicer
+    it lay elsewhere than the CT (Dice 0 in the audit). NIfTI outputs now have no orientation either: every tool
+    places them as it places the CT."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    image = nib.load(str(ct_path))
+    bare = nib.Nifti1Image(np.asanyarray(image.dataobj), None, image.header.copy())
+    bare.set_sform(None, code=0)
+    bare.set_qform(None, code=0)
+    bare_path = tmp_path / "bare.nii.gz"
+    nib.save(bare, str(bare_path))
+    out, prob = tmp_path / "seg.nii.gz", tmp_path / "p.nii"
+    assert run_cli(bare_path, "-o", out, "--model", tiny_package, "--probabilities", prob) == 0
+    for written in (out, prob):
+        header = nib.load(str(written)).header
+        assert int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0
+        np.testing.assert_allclose(nib.load(str(written)).affine, nib.load(str(bare_path)).affine, atol=1e-5)
+        ct_itk, out_itk = sitk.ReadImage(str(bare_path)), sitk.ReadImage(str(written))
+        np.testing.assert_allclose(out_itk.GetOrigin(), ct_itk.GetOrigin(), atol=1e-5)
+        np.testing.assert_allclose(out_itk.GetDirection(), ct_itk.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(out_itk.GetSpacing(), ct_itk.GetSpacing(), rtol=1e-6)
+    # the tool reads its own output back on the CT's grid
+    assert read_label_map(out, reference=read_volume(bare_path)).shape_zyx == read_volume(bare_path).shape_zyx
+
+
 @pytest.mark.parametrize("case", ["missing", "corrupt", "non_hu", "bad_model"])
 def test_cli_bad_inputs_give_one_line_error_and_write_nothing(tmp_path, tiny_package, capsys, case):
     ct_path, _ = write_phantom(tmp_path, "LPS")

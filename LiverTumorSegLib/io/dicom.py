@@ -38,6 +38,31 @@ def _dicom_tag(reader, tag: str) -> str:
     return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
 
 
+CHARSET_ENCODINGS = {"ISO_IR 100": "latin_1", "ISO_IR 101": "iso8859_2", "ISO_IR 109": "iso8859_3",
+                     "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5", "ISO_IR 127": "iso8859_6",
+                     "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9",
+                     "ISO_IR 192": "utf_8", "GB18030": "gb18030", "GBK": "gbk", "ISO_IR 13": "shift_jis",
+                     "ISO_IR 166": "tis_620"}
+"""Python codecs of the single-byte and Unicode DICOM character sets (SpecificCharacterSet, 0008,0005)."""
+
+
+def _dicom_text(reader, tag: str) -> str:
+    """A text tag decoded with the file's SpecificCharacterSet: GDCM hands over the raw bytes, which Python saw
+    as UTF-8, so a Latin-1 'portalvenös' became 'portalven\\udcf6s' and could not be matched by --series."""
+    text = _dicom_tag(reader, tag)
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    charset = _dicom_tag(reader, "0008|0005").split("\\")[-1].strip().upper()
+    for encoding in (CHARSET_ENCODINGS.get(charset), "latin_1"):
+        if encoding:
+            try:
+                return raw.decode(encoding).strip()
+            except (UnicodeDecodeError, LookupError):
+                continue
+    return text
+
+
 MAX_SUBFOLDER_DEPTH = 6
 MAX_SUBFOLDERS = 5000
 """How far :func:`find_dicom_series` looks below a folder without DICOM files of its own (PACS exports and DICOMDIR
@@ -87,7 +112,7 @@ def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSe
             reader.SetFileName(files[0])
             try:
                 reader.ReadImageInformation()
-                info.description = _dicom_tag(reader, "0008|103e")
+                info.description = _dicom_text(reader, "0008|103e")
                 info.modality = _dicom_tag(reader, "0008|0060")
                 info.series_number = _dicom_tag(reader, "0020|0011")
             except RuntimeError:
@@ -96,8 +121,10 @@ def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSe
     return series
 
 
-def _series_listing(series: Sequence[DicomSeriesInfo]) -> str:
-    return "\n".join(f"  {n}. {s.summary()}" for n, s in enumerate(series, start=1))
+def _series_listing(series: Sequence[DicomSeriesInfo], shown: Optional[Sequence[DicomSeriesInfo]] = None) -> str:
+    """The series ``shown`` (default: all), each numbered by its place in ``series``: the number --series takes."""
+    numbers = {id(s): n for n, s in enumerate(series, start=1)}
+    return "\n".join(f"  {numbers[id(s)]}. {s.summary()}" for s in (series if shown is None else shown))
 
 
 SERIES_CHOICES_TEXT = "SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list"
@@ -128,7 +155,7 @@ def select_dicom_series(series: Sequence[DicomSeriesInfo], wanted: str, folder: 
             return matches[0]
         if len(matches) > 1:
             raise InputError(f"{_series_option(wanted)} matches {len(matches)} series in '{folder}'; give more "
-                             f"of the UID, or the number from this list:\n{_series_listing(matches)}")
+                             f"of the UID, or the series' number:\n{_series_listing(series, matches)}")
     raise InputError(f"No DICOM series matching {_series_option(wanted)} in '{folder}'; give its "
                      f"{SERIES_CHOICES_TEXT}. It holds:\n{_series_listing(series)}")
 
@@ -138,11 +165,20 @@ DERIVED_OBJECT_MODALITIES = ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", 
 folder holds exactly one other series, that one is read without asking."""
 
 
+def _is_image_series(series: DicomSeriesInfo) -> bool:
+    return (series.modality or "").upper() not in DERIVED_OBJECT_MODALITIES
+
+
 def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
-    """The DICOM series of ``folder``: those directly in it, or, when it holds none itself, those in its
-    subfolders, each gathered from all of them (a series split over several folders is read whole; choosing
-    one of those folders would have given part of the series without a word)."""
-    return list_dicom_series(folder) or list_dicom_series(folder, recursive=True)
+    """The DICOM series of ``folder``: those directly in it, or, when it holds no image series itself, also
+    those in its subfolders, each gathered from all of them (a series split over several folders is read whole;
+    choosing one of those folders would have given part of the series without a word). A DICOM SEG written into
+    a study folder (``segment study -o study/result.dcm``) therefore does not hide the CT below it."""
+    top = list_dicom_series(folder)
+    if any(_is_image_series(s) for s in top):
+        return top
+    below = list_dicom_series(folder, recursive=True)
+    return below if below else top
 
 
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
@@ -150,7 +186,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     if not all_series:
         raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders. Give a folder of DICOM "
                          f"files, or a {_FILE_FORMATS_TEXT} file.")
-    images = [s for s in all_series if (s.modality or "").upper() not in DERIVED_OBJECT_MODALITIES]
+    images = [s for s in all_series if _is_image_series(s)]
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)
     elif len(all_series) == 1:
@@ -161,6 +197,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
                          f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
                          f"{_series_listing(all_series)}")
+    if not _is_image_series(chosen):  # --allow-non-hu would have segmented a binary mask as a CT
+        raise InputError(f"DICOM series {chosen.uid} in '{folder}' is a {chosen.modality.upper()} object (a "
+                         f"segmentation, contours, a report or a presentation state), not an image. Give the CT "
+                         f"series{' (choose it with ' + option_hint('--series', 'series=') + ')' if images else ''}.")
     _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
@@ -171,10 +211,19 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
             image = reader.Execute()
     except RuntimeError as exc:
         reason = _itk_reason(exc)
-        fix = ("Its images have different sizes: a localizer/scout image or another series is probably mixed in; "
-               "remove the odd file (or export the axial series alone)." if "Size mismatch" in reason else
-               "Check that all its files are complete.")
+        odd = _files_of_another_size(chosen.files)
+        if odd:
+            fix = (f"Its images have different sizes ({odd}): a localizer/scout image or another series is "
+                   f"probably mixed in; remove the odd file(s) (or export the axial series alone).")
+        elif "Size mismatch" in reason:
+            fix = ("Its images have different sizes: a localizer/scout image or another series is probably mixed "
+                   "in; remove the odd file (or export the axial series alone).")
+        else:
+            fix = "Check that all its files are complete."
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
+    _refuse_inverted_grey_scale(chosen, reader, folder)
+    if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
+        _check_multiframe(chosen, image, folder)
     positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
     notes = []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
@@ -353,6 +402,99 @@ def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path, positio
     return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
             f"{spacing:.4g} mm was used, which places some slices up to {misplaced:.2g} mm from their recorded "
             f"positions")
+
+
+def _files_of_another_size(files: Sequence[str]) -> str:
+    """After a failed series read: the files whose Rows x Columns differ from most files' (named, at most 3),
+    or "" when all agree or the headers cannot be read. ITK words a size mismatch differently by case."""
+    sitk = _sitk()
+    sizes = {}
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
+        try:
+            with _quiet_itk():
+                reader.ReadImageInformation()
+        except RuntimeError:
+            return ""
+        sizes[str(name)] = tuple(reader.GetSize()[:2])
+    if len(set(sizes.values())) < 2:
+        return ""
+    values = list(sizes.values())
+    common = max(set(values), key=values.count)
+    odd = [f"'{Path(n).name}' {s[0]} x {s[1]}" for n, s in sizes.items() if s != common]
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return f"{', '.join(odd[:3])}{more}, against {common[0]} x {common[1]} for the others"
+
+
+def _refuse_inverted_grey_scale(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """Refuse a MONOCHROME1 series: GDCM inverts its stored values before the rescale, so every HU comes out
+    mirrored (air at about +1000, soft tissue below -1000), and the CT's own HU are stored, not inverted."""
+    try:
+        photometric = reader.GetMetaData(0, "0028|0004").strip().upper()
+    except RuntimeError:
+        return
+    if photometric == "MONOCHROME1":
+        raise InputError(f"DICOM series {series.uid} in '{folder}' is stored as MONOCHROME1 (inverted grey scale); "
+                         f"the DICOM reader would invert its values, so the Hounsfield units would come out "
+                         f"mirrored. Convert it to MONOCHROME2 or to NIfTI with a tool that applies only the rescale "
+                         f"slope and intercept (air should read about -1000 HU, the liver 40-150 HU afterwards).")
+
+
+def _functional_item(frame, shared, sequence: str):
+    """The first item of a functional group ``sequence`` for one frame: its per-frame item, else the shared one."""
+    for group in (frame, shared):
+        items = getattr(group, sequence, None) if group is not None else None
+        if items:
+            return items[0]
+    return None
+
+
+def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
+    """Refuse a multi-frame (enhanced) CT file whose frames the reader would misplace or mis-scale: it builds the
+    grid from the first frames and applies one rescale to all, so frames out of order, a missing frame or a
+    rescale intercept set per frame came out silently wrong (1 mm slices, a 0 mL liver; every other slice
+    1024 HU off). Frames in order on an even grid with one rescale pass. Needs pydicom to see the frames."""
+    path = series.files[0]
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(f"'{path}' is a multi-frame (enhanced) DICOM file; checking its frames' positions needs "
+                         f"pydicom (pip install pydicom), or convert it to NIfTI first (e.g. dcm2niix).") from None
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
+        raise InputError(f"Cannot read the frame headers of '{path}': {exc}.") from None
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    frames = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)
+    shared = getattr(dataset, "SharedFunctionalGroupsSequence", None)
+    shared = shared[0] if shared else None
+    positions, rescales = [], []
+    for index in range(count):
+        frame = frames[index] if frames is not None and len(frames) > index else None
+        plane = _functional_item(frame, shared, "PlanePositionSequence")
+        if plane is not None and "ImagePositionPatient" in plane:
+            positions.append([float(v) for v in plane.ImagePositionPatient])
+        transform = _functional_item(frame, shared, "PixelValueTransformationSequence")
+        if transform is not None:
+            rescales.append((float(transform.get("RescaleSlope", 1) or 1),
+                             float(transform.get("RescaleIntercept", 0) or 0)))
+    fix = "Convert it to NIfTI with a tool that reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that."
+    if len(set(rescales)) > 1:
+        shown = ", ".join(f"{s:g} x + {i:g}" for s, i in sorted(set(rescales))[:4])
+        raise InputError(f"'{path}' (series {series.uid}) sets its rescale per frame ({shown}); the DICOM reader "
+                         f"applies one rescale to every frame, so some slices would be off in HU. {fix}")
+    if len(positions) != count or count != image.GetSize()[2]:
+        raise InputError(f"'{path}' (series {series.uid}) has {count} frames but {len(positions)} frame positions "
+                         f"and {image.GetSize()[2]} slices were read; its slice geometry cannot be trusted. {fix}")
+    rest = (0,) * (image.GetDimension() - 3)  # ITK reads a multi-frame file as (x, y, frames, 1)
+    expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k) + rest)[:3] for k in range(count)],
+                        dtype=float)
+    off = float(np.max(np.linalg.norm(np.asarray(positions) - expected, axis=1)))
+    if off > 0.25 * float(image.GetSpacing()[2]):
+        raise InputError(f"'{path}' (series {series.uid}): its frames are not on the grid the DICOM reader builds "
+                         f"(a frame lies {off:.3g} mm from where the reader puts it: frames out of order, a missing "
+                         f"frame or uneven spacing). {fix}")
 
 
 def _dicom_series_of_file(path: Path) -> str:

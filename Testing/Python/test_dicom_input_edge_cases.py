@@ -1,0 +1,105 @@
+"""DICOM CT input the reader must not get silently wrong (an audit's reproductions, made small): an inverted grey
+scale, multi-frame files whose frames the reader would misplace or mis-scale, series choice, a DICOM SEG beside
+the study, a scout of another size, Latin-1 descriptions."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+from dicom_helpers import write_ct_series, write_enhanced_ct  # noqa: E402
+
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.io import read_volume  # noqa: E402
+from LiverTumorSegLib.io.dicom import find_dicom_series  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ct():
+    """A small phantom CT in HU, axial, 2 mm slices."""
+    phantom = make_phantom(shape_zyx=(8, 32, 32), seed=3)
+    geometry = ImageGeometry(spacing=(3.0, 3.0, 2.0), origin=(-48.0, -60.0, -100.0))
+    return CTVolume(np.asarray(phantom.ct.array, dtype=np.int16), geometry)
+
+
+def test_a_monochrome1_series_is_refused_not_read_mirrored(tmp_path, ct):
+    """GDCM inverts MONOCHROME1 values before the rescale: 103 HU read as -2152, and the run went on with a
+    'no soft tissue' warning and a Dice-0 liver."""
+    write_ct_series(tmp_path / "mono1", ct, photometric="MONOCHROME1")
+    with pytest.raises(InputError, match="MONOCHROME1.*mirrored"):
+        read_volume(tmp_path / "mono1")
+
+
+def test_an_enhanced_ct_in_order_is_read_and_one_the_reader_would_misplace_is_refused(tmp_path, ct):
+    """One multi-frame file: frames in order read right; shuffled frames gave 1 mm slices (a 0 mL liver),
+    a rescale intercept set per frame put every other slice 1024 HU off, both without a word."""
+    good = read_volume(write_enhanced_ct(tmp_path / "in_order.dcm", ct))
+    np.testing.assert_allclose(good.geometry.spacing, (3.0, 3.0, 2.0), atol=1e-4)
+    np.testing.assert_allclose(good.geometry.origin, ct.geometry.origin, atol=1e-3)
+    np.testing.assert_array_equal(good.array, ct.array)
+    shuffled = [3, 0, 7, 1, 6, 2, 5, 4]
+    with pytest.raises(InputError, match="not on the grid the DICOM reader builds"):
+        read_volume(write_enhanced_ct(tmp_path / "shuffled.dcm", ct, order=shuffled, uid_seed=2))
+    intercepts = [-1024.0 if k % 2 else 0.0 for k in range(ct.shape_zyx[0])]
+    with pytest.raises(InputError, match="rescale per frame"):
+        read_volume(write_enhanced_ct(tmp_path / "per_frame.dcm", ct, intercepts=intercepts, uid_seed=3))
+
+
+def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
+    """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
+    then took the first series of the folder, 'Non contrast'."""
+    folder = tmp_path / "study"
+    for seed, (number, description) in enumerate(((2, "Non contrast"), (1, "Abdomen venous"),
+                                                  (3, "Abdomen arterial")), start=1):
+        write_ct_series(folder, ct, uid_seed=seed, description=description, series_number=number,
+                        name_prefix=f"s{seed}_")
+    listed = [s.description for s in find_dicom_series(folder)]
+    with pytest.raises(InputError) as refused:
+        read_volume(folder, series="Abdomen")
+    venous = listed.index("Abdomen venous") + 1
+    assert f"  {venous}. " in str(refused.value) and "Non contrast" not in str(refused.value)
+    assert read_volume(folder, series=str(venous)).meta["series_description"] == "Abdomen venous"
+
+
+def test_a_dicom_seg_written_into_the_study_folder_does_not_hide_the_ct_below(tmp_path, ct):
+    """segment study -o study/result.dcm: the next run on study/ read the SEG as the CT ('Modality SEG ... pass
+    --allow-non-hu'), and with that option segmented the binary mask."""
+    write_ct_series(tmp_path / "study" / "series1", ct)
+    write_ct_series(tmp_path / "study", CTVolume(np.zeros((1, 32, 32), np.int16), ct.geometry), uid_seed=9,
+                    modality="SEG", description="a segmentation", name_prefix="seg")
+    volume = read_volume(tmp_path / "study")
+    assert volume.meta["modality"] == "CT" and volume.shape_zyx == ct.shape_zyx
+    write_ct_series(tmp_path / "seg_alone", CTVolume(np.zeros((1, 32, 32), np.int16), ct.geometry), uid_seed=9,
+                    modality="SEG")
+    with pytest.raises(InputError, match="is a SEG object.*not an image"):
+        read_volume(tmp_path / "seg_alone", series="1")
+
+
+def test_a_smaller_scout_in_the_series_is_named(tmp_path, ct):
+    """A scout smaller than the slices gave ITK's 'Size: [128, 20, 1]. Check that all its files are complete.'"""
+    import pydicom
+
+    files = write_ct_series(tmp_path / "scout", ct)
+    scout = pydicom.dcmread(str(files[3]))
+    scout.Rows = 20
+    scout.PixelData = np.zeros((20, 32), np.int16).tobytes()
+    scout.ImagePositionPatient = [f"{v:.6f}" for v in (-48.0, -60.0, 100.0)]
+    scout.save_as(str(tmp_path / "scout" / "scout.dcm"))
+    Path(files[3]).unlink()
+    with pytest.raises(InputError, match="'scout.dcm' 32 x 20, against 32 x 32"):
+        read_volume(tmp_path / "scout")
+
+
+def test_a_latin1_series_description_is_listed_and_chosen_as_written(tmp_path, ct):
+    """GDCM hands over the raw bytes: 'portalvenös' in ISO_IR 100 became 'portalven\\udcf6s' and
+    --series 'portalvenös' found nothing."""
+    write_ct_series(tmp_path / "study", ct, uid_seed=1, description="Abdomen portalvenös", charset="ISO_IR 100",
+                    name_prefix="a")
+    write_ct_series(tmp_path / "study", ct, uid_seed=2, description="Thorax nativ", charset="ISO_IR 100",
+                    name_prefix="b")
+    assert "Abdomen portalvenös" in [s.description for s in find_dicom_series(tmp_path / "study")]
+    chosen = read_volume(tmp_path / "study", series="portalvenös")
+    assert chosen.meta["series_description"] == "Abdomen portalvenös"

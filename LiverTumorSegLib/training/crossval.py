@@ -22,9 +22,11 @@ TABLE_NAMES = ("crossval.csv", "crossval.json")
 
 
 def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
-    """The TrainConfig for fold ``fold``: its own package and log folder, the shared cache."""
+    """The TrainConfig for fold ``fold``: its own package and log folder (``fold_<i>_train`` in ``config.log_dir``
+    when one is given, else in ``out_dir``; a given --log-dir was ignored before), the shared cache."""
+    logs = Path(config.log_dir) if config.log_dir else Path(out_dir)
     return config.updated({"fold": fold, "output": str(out_dir / f"fold_{fold}.safetensors"),
-                           "log_dir": str(out_dir / f"fold_{fold}_train"),
+                           "log_dir": str(logs / f"fold_{fold}_train"),
                            "cache_dir": config.cache_dir or str(out_dir / "cache")})
 
 

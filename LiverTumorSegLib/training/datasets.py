@@ -17,6 +17,7 @@ after checking the label's shape, geometry and values against the image.
 import csv
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,21 @@ def discover_cases(root: PathLike, fmt: str = "auto") -> List[Case]:
     if duplicates:
         raise InputError(f"Case ids {duplicates} occur more than once in '{root}'; give each case a unique id "
                          f"(CSV: a 'case' column).")
+    _refuse_repeated_images(cases, root)
     return sorted(cases, key=lambda c: _natural_key(c.case_id))
+
+
+def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
+    """Refuse one CT listed as two cases: with other case ids (or patients) it could be trained on and validated
+    on at once, and the validation would measure a training case."""
+    seen: Dict[str, str] = {}
+    for case in cases:
+        key = os.path.normcase(str(Path(case.image_path).resolve()))
+        if key in seen:
+            raise InputError(f"Image '{case.image_path}' is listed as case '{seen[key]}' and as case "
+                             f"'{case.case_id}' in '{root}'; list each CT once (it could otherwise be trained on and "
+                             f"validated on at the same time).")
+        seen[key] = case.case_id
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

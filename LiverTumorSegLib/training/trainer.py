@@ -437,6 +437,10 @@ class Trainer:
         if not self.dist.is_main:
             self._build_caches(cache_dir)
 
+        if not any(c.liver_slices for c in self.train_cached):  # each case warned; all of them is no task at all
+            raise InputError(f"No training case's label holds any liver or tumor voxel ({len(self.train_cached)} "
+                             f"training cases), so the network would only learn to call every CT background. Check "
+                             f"--label-map (values not in it become 0) and that the label files belong to the CTs.")
         use_lesions = cfg.use_synthetic_lesions
         if use_lesions is None:
             use_lesions = not any(c.tumor_slices for c in self.train_cached)

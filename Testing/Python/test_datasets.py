@@ -185,6 +185,15 @@ def test_csv_relative_paths_patient_column_and_label_map(tmp_path):
     assert labels[0, 0, 0] == 0 and np.count_nonzero(labels) == np.count_nonzero(ph.labels >= 1)
 
 
+def test_one_ct_listed_as_two_cases_is_refused(tmp_path):
+    """ct0 listed twice with other case ids and patients was put in training and in validation at once."""
+    _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
+    (tmp_path / "list.csv").write_text("image,label,case,patient\nct0.nii.gz,lab0.nii.gz,c0,P0\n"
+                                       "./ct0.nii.gz,lab0.nii.gz,c_again,P9\n")
+    with pytest.raises(InputError, match="listed as case 'c0' and as case 'c_again'"):
+        discover_cases(tmp_path / "list.csv")
+
+
 def test_csv_missing_file_and_missing_column(tmp_path):
     (tmp_path / "a.csv").write_text("image,label\nnope.nii.gz,nope_seg.nii.gz\n")
     with pytest.raises(InputError, match="line 2: image"):

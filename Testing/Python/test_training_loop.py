@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.io import read_volume, write_label_map
 from LiverTumorSegLib.training.checkpoint import load_checkpoint
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.trainer import Trainer, train
@@ -209,12 +211,32 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     from LiverTumorSegLib.training.crossval import run_crossval
 
     torch.set_num_threads(1)
-    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=3, output="")
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=3, output="",
+                      log_dir=str(tmp_path / "logs"))
     table = run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
     assert [r["fold"] for r in table] == [0, 1, 2, "mean"]
+    # a given --log-dir holds the folds' logs (it was ignored: they went to OUT_DIR/fold_<i>_train)
+    assert (tmp_path / "logs" / "fold_2_train" / "log.csv").is_file()
+    assert not (tmp_path / "cv" / "fold_0_train").exists()
     assert sorted(" ".join(r["val_cases"] for r in table[:3]).split()) == ["ct0", "ct1", "ct2"]
     assert table[3]["liver_dice"] == pytest.approx(np.mean([r["liver_dice"] for r in table[:3]]))
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
+
+
+def test_labels_without_any_liver_are_refused_before_training(tmp_path):
+    """Every label empty (e.g. a --label-map that dropped the liver value): training ran to the end and wrote a
+    package with validation liver Dice 0.000, exit 0, after one warning per case."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    for i in range(3):
+        label = tmp_path / "data" / f"lab{i}.nii.gz"
+        empty = read_volume(label)
+        write_label_map(label, np.zeros(empty.shape_zyx, np.uint8), empty.geometry, overwrite=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="No training case's label holds any liver or tumor voxel"):
+        Trainer(tiny_config(data, out), log=lambda s: None).setup()
+    assert not (out / "model.safetensors").exists()
 
 
 def test_split_seed_holds_out_the_same_patients_for_every_training_seed(data_csv, tmp_path):

@@ -88,11 +88,33 @@ def finished_fold(fold_cfg: TrainConfig):
                         saved_data_path=training.get("data_path"))
     if saved and int(saved.get("epochs", fold_cfg.epochs)) != int(fold_cfg.epochs):
         return None
+    _check_same_validation_cases(fold_cfg, training, path)
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
                        epochs_completed=int(training.get("epochs_completed", 0)),
                        global_step=int(training.get("global_step", 0)), validation=meta.get("validation") or {},
                        stop_reason=str(training["stop_reason"]), train_cases=list(training.get("cases", [])),
                        val_cases=list(training.get("validation_cases", [])))
+
+
+def _check_same_validation_cases(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path) -> None:
+    """Refuse a finished fold whose package was validated on other cases than this split gives that fold: the
+    data list or its patient column changed between the runs, and the table would validate some cases twice
+    and others never (the options' text alone cannot show it)."""
+    recorded = training.get("validation_cases")
+    if not isinstance(recorded, list):
+        return  # older packages do not record them
+    from .datasets import discover_cases
+    from .splits import select_split
+
+    cases = discover_cases(fold_cfg.data, fold_cfg.format)
+    _, validation = select_split(cases, fold_cfg.val_fraction, fold_cfg.folds, fold_cfg.fold,
+                                 fold_cfg.data_split_seed)
+    now = sorted(c.case_id for c in validation)
+    if sorted(str(c) for c in recorded) != now:
+        raise InputError(f"Fold {fold_cfg.fold}'s package '{path}' was validated on {', '.join(sorted(recorded))}, "
+                         f"but this split gives the fold {', '.join(now)}: the data list or its patient column "
+                         f"changed since. Resume with the data of the interrupted run, or start the "
+                         f"cross-validation over in a new folder.")
 
 
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,

@@ -70,6 +70,27 @@ def _same_data(saved: Any, now: Any, saved_resolved: Any = None) -> bool:
     return Path(str(saved)).expanduser().resolve() == here
 
 
+def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], preprocessing: Dict[str, Any],
+                          source: Path) -> None:
+    """Raise InputError when the checkpoint ``payload`` was trained on another split of the cases or with other
+    preprocessing than this run resolves now: the options' text can stay the same while the files they name
+    change (an edited patient column moved cases into validation that had been trained on; an edited
+    preprocessing file made the package record a window 4 of its 6 steps never saw). Older checkpoints, which
+    record neither, are not checked."""
+    saved_split = payload.get("split")
+    if isinstance(saved_split, dict) and saved_split != split:
+        moved = sorted(set(saved_split.get("train", [])) & set(split.get("validation", [])))
+        detail = f" (now validated, trained on before: {', '.join(moved[:6])})" if moved else ""
+        raise InputError(f"Checkpoint '{source}' was trained on another split of the cases{detail}: the data list "
+                         f"or its patient column changed since. Resume with the data of the interrupted run, or "
+                         f"pass --overwrite (without --resume) to start over.")
+    saved_preprocessing = payload.get("preprocessing_resolved")
+    if saved_preprocessing and json.loads(saved_preprocessing) != json.loads(json.dumps(preprocessing, sort_keys=True)):
+        raise InputError(f"Checkpoint '{source}' was trained with other preprocessing (the preprocessing file or "
+                         f"preset changed since). Resume with the interrupted run's preprocessing, or pass "
+                         f"--overwrite (without --resume) to start over.")
+
+
 def resolved_data_path(data: Any) -> Optional[str]:
     """The absolute path ``data`` (the training config's text) points to from this folder, stored beside the
     config so that a resume from another folder can tell the same data from other data."""
@@ -414,6 +435,9 @@ class Trainer:
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
+        if self._resume_payload is not None:  # what the options name may have changed under the same text
+            check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
+                                  self.last_path)
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -564,7 +588,13 @@ class Trainer:
             "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
-            "data_path": resolved_data_path(self.config.data)})
+            "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
+            "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True)})
+
+    def _split_record(self) -> Dict[str, List[str]]:
+        """The case ids this run trains and validates on (checked on resume)."""
+        return {"train": sorted(c.case_id for c in self.train_cases),
+                "validation": sorted(c.case_id for c in self.val_cases)}
 
     def restore(self) -> Tuple[int, int]:
         """Load ``last.pt`` (all ranks; the payload the constructor checked, when it read one) -> (epoch,

@@ -223,6 +223,30 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
 
 
+def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
+    """--resume compared the options' text only: an edited patient column moved a trained-on case into
+    validation, and an edited preprocessing file gave a package whose recorded window most steps never saw."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    prep = tmp_path / "prep.json"
+    prep.write_text(json.dumps(PREPROCESSING))
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tiny_config(data, out, preprocessing=str(prep), val_fraction=0.34)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], log=lambda s: None)
+    original = data.read_text()
+    data.write_text(original.replace(",p0", ",p1").replace(",p2", ",p0"))  # other patients: another split
+    with pytest.raises(InputError, match="another split of the cases"):
+        train(cfg.updated({"resume": True}), log=lambda s: None)
+    data.write_text(original)
+    prep.write_text(json.dumps(dict(PREPROCESSING, channels=[{"kind": "window", "level": 300, "width": 100}])))
+    with pytest.raises(InputError, match="other preprocessing"):
+        train(cfg.updated({"resume": True}), log=lambda s: None)
+    prep.write_text(json.dumps(PREPROCESSING))
+    assert train(cfg.updated({"resume": True}), log=lambda s: None).global_step == 6  # as it was: resumes
+
+
 def test_labels_without_any_liver_are_refused_before_training(tmp_path):
     """Every label empty (e.g. a --label-map that dropped the liver value): training ran to the end and wrote a
     package with validation liver Dice 0.000, exit 0, after one warning per case."""
@@ -298,6 +322,21 @@ def test_crossval_resume_keeps_finished_folds_and_continues_the_interrupted_one(
     from LiverTumorSegLib.errors import InputError
     with pytest.raises(InputError, match=r"Fold 0's package .* other settings: split_seed None \(now 99\)"):
         run_crossval(cfg.updated({"resume": True, "split_seed": 99}), tmp_path / "cv", log=lambda s: None)
+
+
+def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
+    """An edited patient column between two crossval runs: --resume took the finished folds as they were, so the
+    table validated some cases twice and one never (the options' text had not changed)."""
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    cfg = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=1, folds=3, output="")
+    run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
+    data.write_text(data.read_text().replace(",p0", ",px").replace(",p1", ",p0").replace(",px", ",p1"))
+    with pytest.raises(InputError, match="was validated on .* but this split gives the fold"):
+        run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lambda s: None)
 
 
 # ----------------------------------------------------------------------------------------------- DDP

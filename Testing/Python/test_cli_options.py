@@ -68,3 +68,18 @@ def test_train_says_how_to_get_tensorboard_when_it_is_missing(tmp_path, monkeypa
     assert log.writer is None and len(notices) == 1
     assert '".[train]"' in notices[0] and "--no-tensorboard" in notices[0]
     log.scalars({"loss": 1.0}, 1)  # a no-op, not an error
+
+
+def test_train_ends_with_the_whole_volume_numbers_evaluate_gives():
+    """train printed the slice-level Dice on the network grid (0.152) where crossval and evaluate gave the same
+    model 0.164 on whole volumes; it now prints the whole-volume numbers, and says which kind it prints."""
+    from LiverTumorSegLib.commands.train import validation_summary
+
+    slices = {"liver_dice": 0.152, "tumor_dice": float("nan")}
+    assert validation_summary(slices) == "validation (slices on the network grid) liver Dice 0.152, tumor Dice n/a"
+    whole = dict(slices, whole_volume={"liver_dice": 0.1638, "tumor_dice": 0.5,
+                                       "cases": [{"reference_has_tumor": True}, {"reference_has_tumor": False}]})
+    assert validation_summary(whole) == "validation (whole volumes, CT grid) liver Dice 0.164, tumor Dice 0.500"
+    tumor_free = dict(slices, whole_volume={"liver_dice": 0.2, "tumor_dice": 1.0,
+                                            "cases": [{"reference_has_tumor": False}]})
+    assert "only says none was predicted" in validation_summary(tumor_free)

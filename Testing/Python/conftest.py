@@ -17,11 +17,26 @@ def pytest_addoption(parser):
                      help=f"base seed for the tests' random generators (default: ${seeding.ENV_VAR} or 0)")
 
 
+_CACHE_DIR_MADE = []  # the plan-cache folder this run made (removed at the end of the run)
+
+
 def pytest_configure(config):
     seeding.set_base_seed(config.getoption("--test-seed"))
     # the library's plan cache (plan_cache.py) goes to a folder of this run, never the user's home
     if "LIVERTUMORSEG_CACHE_DIR" not in os.environ:
         os.environ["LIVERTUMORSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-cache-")
+        _CACHE_DIR_MADE.append(os.environ["LIVERTUMORSEG_CACHE_DIR"])
+
+
+def pytest_unconfigure(config):
+    """Remove the run's plan-cache folder: every run used to leave one in the temporary folder."""
+    import shutil
+
+    for folder in _CACHE_DIR_MADE:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("LIVERTUMORSEG_CACHE_DIR") == folder:
+            del os.environ["LIVERTUMORSEG_CACHE_DIR"]
+    _CACHE_DIR_MADE.clear()
 
 
 def pytest_collection_modifyitems(config, items):

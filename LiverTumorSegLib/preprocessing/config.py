@@ -205,6 +205,20 @@ class PreprocessingConfig:
         return 2 * self.context_slices + 1
 
     @property
+    def slice_adaptive_steps(self) -> List[str]:
+        """The intensity steps whose output depends on the whole slice they are computed on (its histogram, its
+        body statistics, its edges): histogram-scaled or z-score channels, equalization, median and Gaussian
+        filters. Training computes them on each patch, inference on the whole slice."""
+        steps = [str(c.get("kind")) for c in self.channels if c.get("kind") in ("hist_scaled", "zscore")]
+        if self.equalize:
+            steps.append(f"{self.equalize} equalization")
+        if self.median_size > 1:
+            steps.append("median filter")
+        if self.gaussian_sigma_mm > 0:
+            steps.append("Gaussian filter")
+        return steps
+
+    @property
     def in_channels(self) -> int:
         """Network input channels ``C = C0 * (2c + 1)``."""
         return self.channels_per_slice * self.num_context

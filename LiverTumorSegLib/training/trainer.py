@@ -477,6 +477,7 @@ class Trainer:
                  f"{'on' if self.augmenter is not None else 'off'}; device {self.device}"
                  f"{' x ' + str(self.dist.world_size) + ' processes' if self.dist.enabled else ''}; "
                  f"AMP {self.amp_dtype if self.amp_dtype is not None else 'off'}")
+        self._warn_patch_adaptive_preprocessing()
         self.val_eval_cases: List[Any] = list(self.val_cached)
         if self.synthetic_lesions and self.dist.is_main:
             self.val_eval_cases = [c if c.tumor_slices else SyntheticValidationCase(c, self.lesion_inserter, cfg.seed)
@@ -484,6 +485,21 @@ class Trainer:
 
         self._build_model()
         self._build_data()
+
+    def _warn_patch_adaptive_preprocessing(self) -> None:
+        """Say so when the preprocessing has steps computed from the whole slice (histogram scaling, z-score,
+        equalization, filters' edges) and the training patches are smaller than the slices: training then
+        computes them on each patch and inference on the whole slice, so the network sees other inputs (up to
+        0.96 apart for two_windows_histscaled, 8.7 for zscore_body in an audit; window-only presets, like every
+        bundled model's, are the same in both)."""
+        steps = self.pre_config.slice_adaptive_steps
+        smallest = min((int(min(c.hu.shape[1:])) for c in self.train_cached), default=0)  # (z, H, W) memory maps
+        if not steps or self.config.patch_size >= smallest:
+            return
+        self.log(f"warning: the preprocessing's {', '.join(steps)} depend(s) on the whole slice; training computes "
+                 f"them on {self.config.patch_size}-pixel patches, inference on whole slices (at least {smallest} "
+                 f"pixels here), so the network is trained on other inputs than it will see. Set --patch-size to "
+                 f"the slice size (or use a window-only preset) for a model you will deploy.")
 
     def _check_outputs(self) -> None:
         cfg = self.config

@@ -528,9 +528,7 @@ class Trainer:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
         if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
-            # the cache a failed run left (remove_if_no_checkpoint) is reused: its entries are checked per case
-            entries = sorted(p.name for p in self.log_dir.iterdir()
-                             if not (p.name == CACHE_FOLDER and _holds_cached_cases(self.log_dir)))
+            entries = sorted(p.name for p in self.log_dir.iterdir())
             if entries:  # a folder of the user's: the run would replace its log.csv and add its own files
                 raise OutputExistsError(f"Training folder '{self.log_dir}' already exists and holds {len(entries)} "
                                         f"item(s) (e.g. '{entries[0]}'); train writes log.csv, checkpoints and a "
@@ -969,22 +967,12 @@ CACHE_FOLDER = "cache"
 """The default slice cache's folder name inside a training folder (``<log_dir>/cache``)."""
 
 
-def _holds_cached_cases(folder: Path) -> bool:
-    return (folder / CACHE_FOLDER).is_dir() and any((folder / CACHE_FOLDER).rglob("*.npy"))
-
-
 def remove_if_no_checkpoint(folder: Path) -> bool:
     """Delete ``folder`` (made by a run that then failed) unless it holds a checkpoint or package worth keeping
-    for --resume; returns True when it was removed. Cached cases in its ``cache`` folder are kept (everything
-    else goes): a bad label found at the last of many cases used to throw away the caching of all the others,
-    which the next run then redid."""
+    for --resume; returns True when it was removed. Its default cache goes too: a failed run leaves nothing
+    behind (a data error found late costs the caching of the cases before it again; see docs/bad_inputs.md)."""
     folder = Path(folder)
     if not folder.is_dir() or any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")):
-        return False
-    if _holds_cached_cases(folder):
-        for entry in folder.iterdir():
-            if entry.name != CACHE_FOLDER:
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return True

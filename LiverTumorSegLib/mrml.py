@@ -283,12 +283,27 @@ def _segment_mask_in_its_box(labels: np.ndarray, organ_box: Tuple[slice, ...], l
     return oriented_image_from_array(region[box].astype(np.uint8), geometry, start)
 
 
+def _existing_segment_id(segmentation, spec: "SegmentSpec") -> Optional[str]:
+    """The ID of the segment that is ``spec``'s in ``segmentation``: ours (``spec.segment_id``), else one the user
+    named like it ("Liver" drawn by hand has ID Segment_1); None if there is none."""
+    if segmentation.GetSegment(spec.segment_id) is not None:
+        return spec.segment_id
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        if segmentation.GetSegment(segment_id).GetName() == spec.name:
+            return segment_id
+    return None
+
+
 def existing_output_segment_ids(segmentation_node) -> List[str]:
-    """IDs of this tool's segments ("Liver", "Liver tumor") already in ``segmentation_node``."""
+    """IDs of the segments in ``segmentation_node`` that this tool's "Liver" and "Liver tumor" would replace:
+    its own (fixed IDs), or a user's segment of the same name. A same-named segment kept beside ours gave two
+    "Liver" segments, which readers that go by name merged."""
     if segmentation_node is None:
         return []
     segmentation = segmentation_node.GetSegmentation()
-    return [s.segment_id for s in SEGMENTS if segmentation.GetSegment(s.segment_id) is not None]
+    found = [_existing_segment_id(segmentation, spec) for spec in SEGMENTS]
+    return [segment_id for segment_id in found if segment_id is not None]
 
 
 def _set_reference_geometry(segmentation_node, geometry: ImageGeometry, shape_zyx: Sequence[int]) -> None:
@@ -362,14 +377,20 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     organ_box = _box_of(labels >= 1)
     for spec in SEGMENTS:
         mask = _segment_mask_in_its_box(labels, organ_box, spec.label, local)
+        existing_id = _existing_segment_id(segmentation, spec)
+        if existing_id is not None and existing_id != spec.segment_id:
+            segmentation.RemoveSegment(existing_id)  # a user's "Liver": replaced by ours (the panel asked first)
         segment = segmentation.GetSegment(spec.segment_id)
         if segment is not None:
             # the segment object stays (its display settings and tags with it), moved out of any layer it shares
-            # with the user's segments, and its own labelmap replaced
+            # with the user's segments, and its own labelmap replaced. Its label value becomes 1, the mask's:
+            # a segment read from a .seg.nrrd shares a layer, where the tumor is 2, and the separated layer kept
+            # 2, so the new 0/1 mask showed no tumor at all
             segmentation.SeparateSegmentLabelmap(spec.segment_id)
             _apply_segment_spec(segment, spec)
             segment.AddRepresentation(labelmap_name, mask)
-            segmentation.Modified()
+            segment.SetLabelValue(1)
+            _invalidate_derived_representations(segmentation)
             continue
         segment = slicer.vtkSegment()
         _apply_segment_spec(segment, spec)
@@ -377,6 +398,15 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         if not segmentation.AddSegment(segment, spec.segment_id):
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
     return segmentation_node
+
+
+def _invalidate_derived_representations(segmentation) -> None:
+    """Drop representations converted from the labelmaps (closed surfaces), so that they are made again from the
+    new labels: replacing a segment's labelmap object left the previous run's 3D surface on show."""
+    invalidate = getattr(segmentation, "InvalidateNonSourceRepresentations", None) or \
+        getattr(segmentation, "InvalidateNonMasterRepresentations")  # Slicer < 5.4 calls it master
+    invalidate()
+    segmentation.Modified()
 
 
 def segment_mask(segmentation_node, segment_id: str, geometry: ImageGeometry,
@@ -481,14 +511,16 @@ PROBABILITY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 
 def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageGeometry,
                             name: str = "Tumor probability", colors_logic=None, threshold: float = 0.05,
-                            node=None):
+                            node=None, follow=None):
     """A scalar volume node showing a tumor probability map (0..1) as a heat map.
 
     ``probability_zyx``: ``(z, y, x)`` float on ``geometry``'s grid (LPS, world). Display: colour table
     :data:`PROBABILITY_COLOR_NODE_ID`, window 0..1, voxels below ``threshold`` transparent in slice views.
     ``colors_logic`` (Slicer's color logic): adds a colour bar ("color legend") titled ``name``.
     ``node``: an earlier probability volume to refill (voxels, geometry, name) instead of adding one.
-    Returns the node."""
+    ``follow``: the CT node; the map goes under the CT's linear parent transform (its grid stored in the
+    transform's frame), so that it moves with the CT, as the segmentation does (it stayed behind, 50 mm off after
+    the CT's transform changed). Returns the node."""
     from vtk.util import numpy_support
     import vtk
     array = np.ascontiguousarray(probability_zyx, dtype=np.float32)
@@ -501,9 +533,13 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     else:
         node.SetName(name)
-        node.SetAndObserveTransformNodeID(None)  # the geometry below is in world coordinates
+    transform_id = None
+    if follow is not None and follow.GetParentTransformNode() is not None:
+        node_to_world(follow)  # refuses a non-linear transform
+        transform_id = follow.GetTransformNodeID()
+    node.SetAndObserveTransformNodeID(transform_id)
     node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
+    node.SetIJKToRASMatrix(_numpy_to_matrix(geometry_in_node_frame(geometry, node).ijk_to_ras()))
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     if scene.GetNodeByID(PROBABILITY_COLOR_NODE_ID) is not None:

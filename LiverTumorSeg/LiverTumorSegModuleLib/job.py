@@ -339,7 +339,7 @@ class SegmentationJob(ChildJob):
             probability_node = mrml.probability_volume_node(
                 self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,
                 name=f"{self._input.GetName()} tumor probability",
-                colors_logic=self._colors_logic if earlier is None else None, node=earlier)
+                colors_logic=self._colors_logic if earlier is None else None, node=earlier, follow=self._input)
             segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())
             if earlier is None:
                 mrml.place_beside(self._scene, probability_node, self._input)

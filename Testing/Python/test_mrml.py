@@ -521,3 +521,75 @@ def test_a_rerun_keeps_the_users_display_settings_and_a_surface_segmentation_is_
     surfaces.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "organ", [1.0, 0.0, 0.0])
     with pytest.raises(InputError, match="stores its segments as 'Closed surface'.*Create new"):
         mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=surfaces)
+
+
+@needs_slicer
+def test_a_rerun_into_a_reloaded_seg_nrrd_writes_the_tumor_and_fresh_surfaces(tmp_path):
+    """A .seg.nrrd keeps Liver and Liver tumor in one layer (values 1 and 2). Re-running into it left the separated
+    tumor layer at label value 2 while the new mask holds 1s: the tumor segment read back empty (468 tumor voxels
+    became 0 in an audit), and the 3D surfaces kept showing the previous result."""
+    geometry = _oblique_geometry()
+    first = _labels()
+    path = mrml.write_seg_nrrd(tmp_path / "result.seg.nrrd", first, geometry)
+    reloaded = mrml.read_seg_nrrd(mrml.make_headless_scene(), path)
+    segmentation = reloaded.GetSegmentation()
+    mrml.show_segmentation_in_3d(reloaded)
+    old_bounds = np.array(segmentation.GetSegment("livertumorseg_liver").GetRepresentation("Closed surface")
+                          .GetBounds())
+    second = np.zeros_like(first)
+    second[4:7, 1:4, 6:11] = 1
+    second[5, 2, 7:9] = 2
+    mrml.labels_to_segmentation_node(reloaded.GetScene(), second, geometry, segmentation_node=reloaded)
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(reloaded, geometry, first.shape), second)
+    mrml.show_segmentation_in_3d(reloaded)
+    surface = segmentation.GetSegment("livertumorseg_liver").GetRepresentation("Closed surface")
+    new_bounds = np.array(surface.GetBounds())
+    assert surface.GetNumberOfPoints() > 0 and not np.allclose(new_bounds, old_bounds, atol=1.0)
+    # the surface lies around the new labels: its centre near the new liver's centre in world coordinates
+    k, j, i = np.nonzero(second >= 1)
+    centre = (geometry.ijk_to_ras() @ np.array([i.mean(), j.mean(), k.mean(), 1.0]))[:3]
+    np.testing.assert_allclose((new_bounds[0::2] + new_bounds[1::2]) / 2, centre, atol=3.0)
+
+
+@needs_slicer
+def test_a_users_segment_named_liver_is_replaced_by_ours_not_kept_beside_it(scene):
+    """A hand-drawn 'Liver' (ID Segment_1) was not counted as ours: no confirmation, and a second 'Liver' beside
+    it, which readers that go by name merged (2205 liver voxels read where ours had 1413)."""
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user's")
+    seg.GetSegmentation().AddEmptySegment("Segment_1", "Liver", [1, 0, 0])
+    assert mrml.existing_output_segment_ids(seg) == ["Segment_1"]
+    with pytest.raises(OutputExistsError, match="already has the segments"):
+        mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg, replace_existing=False)
+    mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg)
+    segmentation = seg.GetSegmentation()
+    names = [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()]
+    assert sorted(names) == ["Liver", "Liver tumor"] and segmentation.GetSegment("Segment_1") is None
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, labels.shape), labels)
+
+
+@needs_slicer
+def test_the_probability_volume_moves_with_its_ct_like_the_segmentation(scene):
+    """The probability map got world geometry and no transform: when the CT's transform changed after the run,
+    the segmentation followed the CT and the map stayed behind (50 mm off in an audit)."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(5.0, -3.0, 10.0))
+    probability = np.linspace(0, 1, 60, dtype=np.float32).reshape(3, 4, 5)
+    ct = _add_volume_node(scene, np.zeros((3, 4, 5), np.int16), ImageGeometry(spacing=(1.0, 1.0, 2.0)), "moved CT")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 10.0)
+    transform.SetMatrixTransformToParent(shift)
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    node = mrml.probability_volume_node(scene, probability, geometry, follow=ct)
+    assert node.GetTransformNodeID() == transform.GetID()
+
+    def world_ijk_to_ras():
+        return mrml.world_ijk_to_ras(node)
+
+    np.testing.assert_allclose(world_ijk_to_ras(), geometry.ijk_to_ras(), atol=1e-6)  # shows where it was made
+    shift.SetElement(0, 3, 60.0)
+    transform.SetMatrixTransformToParent(shift)
+    moved = geometry.ijk_to_ras().copy()
+    moved[0, 3] += 50.0
+    np.testing.assert_allclose(world_ijk_to_ras(), moved, atol=1e-6)  # and moves with the CT

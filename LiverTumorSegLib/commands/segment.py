@@ -290,8 +290,6 @@ def _run_batch(args: argparse.Namespace) -> int:
                         ("--probabilities", args.probabilities)):
         if value is not None:
             raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
-    if args.progress == "json":
-        raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     out = Path(args.output)
@@ -328,10 +326,16 @@ def run(args: argparse.Namespace) -> int:
 
     hide_optional_packages_while_importing_monai()  # this process only segments: about 1 s less to load MONAI
 
+    if args.progress == "json":
+        try:  # a refusal before the run (a folder of CTs, a folder mixing DICOM and CT files) ends the protocol too
+            if args.input and not args.sample and is_batch_input(args.input):
+                raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
+        except LiverTumorSegError as exc:
+            JsonLines(sys.stdout).error(exc)
+            raise
+        return _run_json(args)
     if args.input and not args.sample and is_batch_input(args.input):
         return _run_batch(args)
-    if args.progress == "json":
-        return _run_json(args)
     progress = _TqdmProgress(enabled=args.progress == "bar")
     try:
         result = _segment(args, progress=progress)

@@ -140,14 +140,15 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
 def _cases_from_csv(csv_path: Path) -> List[tuple]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows = [(reader.line_num, row) for row in reader]  # the file's line (blank lines are skipped)
     except UnicodeDecodeError as exc:
         raise InputError(f"Case list '{csv_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
-    if not rows or "image" not in rows[0]:
+    if not rows or "image" not in rows[0][1]:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
                          f"'case_id'), one CT per row.")
     out = []
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         image = (row.get("image") or "").strip()
         if not image:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
@@ -190,12 +191,15 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
         pairs = [(case_id_of(p), p) for p in _ct_files(input_path)]
     if not pairs:
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
-    seen = {}  # type: Dict[str, Path]
+    seen = {}  # type: Dict[str, tuple]
     for case_id, path in pairs:
-        if case_id in seen:
-            raise InputError(f"Two cases are both named '{case_id}' ({seen[case_id]} and {path}); give them "
-                             f"distinct case_id values in a CSV.")
-        seen[case_id] = path
+        key = case_id.casefold()  # 'CT' and 'ct' are one file name on Windows and macOS disks
+        if key in seen:
+            other_id, other_path = seen[key]
+            named = f"both named '{case_id}'" if other_id == case_id else f"named '{other_id}' and '{case_id}'"
+            raise InputError(f"Two cases are {named} ({other_path} and {path}), which name the same output files "
+                             f"on disks that ignore letter case; give them distinct case_id values in a CSV.")
+        seen[key] = (case_id, path)
     reports = output_folder / REPORTS_FOLDER
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")
              for case_id, path in pairs]
@@ -226,11 +230,14 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
     with share.busy():
         start = time.perf_counter()
         result = segmenter.finish(volume, output)
+        for message in result.warnings:  # plausibility and post-processing warnings, as a single run prints them
+            log.warning("warning: %s: %s", case.case_id, message)
         result.report["warnings"] = warnings + list(result.warnings)
         result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(result.report, case.report_path, overwrite=True)
-        write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite)
+        write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite,
+                        orientation_unknown=bool(volume.meta.get("nifti_orientation_unknown")))
         return result, time.perf_counter() - start
 
 
@@ -274,6 +281,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             status.seconds += seconds
             status.liver_ml = float(result.report.get("liver_volume_ml", 0.0))
             status.lesion_count = int(result.report.get("lesion_count", 0))
+            if result.warnings:
+                status.message = f"{len(result.warnings)} warning(s); see its report"
         except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)
@@ -283,11 +292,12 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
         next_read = reader.submit(_read_case, todo[0], allow_non_hu, share) if todo else None
-        segmenter.load()  # beside the first read (does nothing when already loaded)
-        if on_loaded:
-            on_loaded()
+        if todo:  # every case already done: nothing to load the model for
+            segmenter.load()  # beside the first read (does nothing when already loaded)
+            if on_loaded:
+                on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):
-            finishing = []  # type: List[concurrent.futures.Future]
+            finishing = None  # type: Optional[concurrent.futures.Future]
             for index, case in enumerate(todo):
                 current, next_read = next_read, None
                 if index + 1 < len(todo):  # read the next CT while the network runs on this one
@@ -309,13 +319,17 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                                     precision=str(output.facts.get("precision", {}).get("used", "")))
                 # post-processing, report and writing overlap the next case's network; at most one case waits to
                 # be finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
-                if finishing:
-                    concurrent.futures.wait([finishing[-1]])
+                if finishing is not None:
+                    concurrent.futures.wait([finishing])
                 future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings,
                                          read_seconds, overwrite, share)
                 future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
-                finishing.append(future)
-            concurrent.futures.wait(finishing)
+                # only this one is kept: a list of every finished future held each case's label map (and CT) to
+                # the end of the batch, about 50 MB per 512 x 512 x 200 case
+                finishing = future
+                del volume, output, current
+            if finishing is not None:
+                concurrent.futures.wait([finishing])
     return [statuses[case.case_id] for case in cases]
 
 

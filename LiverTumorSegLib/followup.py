@@ -17,7 +17,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    without any overlap is linked to the nearest lesion of the other scan that has no link yet whose centroid
    (after alignment) is within max(5 mm, half the larger long axis): a lesion that moved. Merges and splits
    need shared voxels. The connected groups of links give each lesion's status:
-   ``disappeared`` (baseline only), ``new`` (follow-up only), ``merged`` (several baseline lesions -> one, or
+   ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (baseline only, partly
+   or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged`` (several baseline lesions -> one, or
    several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
@@ -25,7 +26,9 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    axes of the follow-up lesions in their groups (0 when disappeared; the coalesced lesion once when merged;
    all fragments when split). A new lesion counts for PD when its long axis is at least
    ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false`` and neither make PD
-   nor prevent CR). A target still present but under 5 mm counts 5 mm (RECIST's "too small to measure").
+   nor prevent CR). A target still present but under 5 mm counts 5 mm (RECIST's "too small to measure"). A
+   target not assessed (outside the follow-up scan) makes the response NE unless a new lesion or the measured
+   targets show PD; any lesion not assessed prevents CR (it was counted as gone, giving CR or PR before).
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
@@ -40,7 +43,10 @@ from .fileutil import atomic_output
 from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM
 from .volume import CTVolume, ImageGeometry
 
-STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split")
+STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split", "not_assessed")
+"""``not_assessed``: a baseline lesion that lies partly or wholly outside the follow-up scan's field of view: it may
+be there unseen, or be cut by the scan's edge, so it is neither counted as disappeared nor measured (RECIST 1.1:
+a target not assessed makes the response NE unless progression is shown otherwise)."""
 GROWN_CHANGE = 0.20
 SHRUNK_CHANGE = -0.30
 DEFAULT_MIN_NEW_LESION_MM = 5.0
@@ -338,7 +344,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``, ``followup``).
     Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
     from .inference.lesion_report import lesion_components, lesion_report
-    from .metrics.recist import recist_response
+    from .metrics.recist import NON_CR_NON_PD, recist_response
 
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
@@ -359,11 +365,24 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     targets = base_report["recist"]["target_lesion_ids"]
     entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids)
                for n, (b, f) in enumerate(groups, start=1)]
+    covered = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline,
+                                   align.transform) > 0  # the follow-up's field of view on the baseline grid
+    for entry in entries:  # a baseline lesion the follow-up scan does not wholly cover: gone or cut, unknown
+        if entry["baseline_ids"] and not all(covered[base_components == i].all() for i in entry["baseline_ids"]):
+            entry["status"] = "not_assessed"
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     follow_sum = float(sum(_recist_followup_mm(e) for e in entries if e["recist_target"])) if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
     response, reason = recist_response(base_sum, follow_sum, new_lesion, followup_count, base_report["lesion_count"])
+    unseen = [e["number"] for e in entries if e["status"] == "not_assessed"]
+    unseen_targets = [e["number"] for e in entries if e["status"] == "not_assessed" and e["recist_target"]]
+    if unseen and response in ("CR", "PR", "SD", NON_CR_NON_PD) and (unseen_targets or response == "CR"):
+        # a target (or, for CR, any lesion) outside the follow-up's field of view was not assessed: only
+        # progression shown by what was seen can be called (RECIST 1.1)
+        which = "target lesion(s)" if unseen_targets else "lesion(s)"
+        response, reason = "NE", (f"{which} {', '.join(str(n) for n in unseen_targets or unseen)} lie outside the "
+                                  f"follow-up scan's field of view (not assessed); {reason}")
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
@@ -388,7 +407,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
 
 
 STATUS_COLORS = {"new": "#ff3b30", "disappeared": "#34c759", "grown": "#ff9500", "shrunk": "#30b0ff",
-                 "stable": "#ffd60a", "merged": "#bf5af2", "split": "#ff2d95"}
+                 "stable": "#ffd60a", "merged": "#bf5af2", "split": "#ff2d95", "not_assessed": "#8e8e93"}
 
 
 def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:

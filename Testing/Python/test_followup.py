@@ -314,3 +314,30 @@ def test_recist_rules_a_radiologist_applies_at_follow_up():
     assert "split" not in statuses(change) and "new" in statuses(change)
     assert change["response"] == "PD"
     assert "research use, not a clinical read" in change["response_criteria"]
+
+
+def _cropped_in_z(volume, z0, z1):
+    """``volume`` cut to slices z0..z1-1 with its origin moved there: the same anatomy, a shorter scan."""
+    g = volume.geometry
+    origin = tuple(float(v) for v in g.index_to_lps((0.0, 0.0, float(z0))))
+    return CTVolume(np.ascontiguousarray(volume.array[z0:z1]), ImageGeometry(g.spacing, origin, g.direction))
+
+
+def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
+    """A follow-up that does not reach a target lesion reported it as disappeared: PR (-55 %) with one target out
+    of view, CR with all of them (audit). RECIST 1.1: not assessed, the response NE unless PD is shown."""
+    base = make_phantom((24, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((5, 22, 18), 7.0, 15.0),
+                                                                   PhantomLesion((15, 22, 18), 7.0, 20.0)],
+                        noise_hu=0.0, seed=0)
+    baseline = labels_of(base)
+    upper = compare_followup(baseline, _cropped_in_z(baseline, 11, 24), alignment="none")
+    by_status = {e["status"]: e for e in upper["lesions"]}
+    assert sorted(by_status) == ["not_assessed", "stable"]
+    assert by_status["not_assessed"]["recist_target"] and upper["response"] == "NE"
+    assert "outside the follow-up scan's field of view" in upper["response_reason"]
+    none_in_view = compare_followup(baseline, _cropped_in_z(baseline, 9, 12), alignment="none")
+    assert statuses(none_in_view) == ["not_assessed", "not_assessed"] and none_in_view["response"] == "NE"
+    cut = compare_followup(baseline, _cropped_in_z(baseline, 9, 15), alignment="none")  # lesion 2 half in view
+    assert statuses(cut) == ["not_assessed", "not_assessed"] and cut["response"] == "NE"  # was 'shrunk', PR
+    whole = compare_followup(baseline, baseline, alignment="none")
+    assert statuses(whole) == ["stable", "stable"] and whole["response"] == "SD"

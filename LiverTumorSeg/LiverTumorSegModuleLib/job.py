@@ -289,7 +289,8 @@ class SegmentationJob(ChildJob):
         stderr = self._runner.read_stderr()
         details = "\n".join(self.other_output[-20:] + ([stderr[-4000:]] if stderr else []))
         if self._error is not None:
-            return SegmentationOutcome(FAILED, error=SegmentationProcessError(self._error.error), details=details,
+            message = panel_text.error_text(self._error.error, self.input_path or "", self._input.GetName())
+            return SegmentationOutcome(FAILED, error=SegmentationProcessError(message), details=details,
                                        seconds=seconds)
         if code != 0 or self._done is None:
             last = stderr.strip().splitlines()[-1] if stderr.strip() else ""

@@ -129,21 +129,33 @@ def _panel_wording(text: str) -> str:
     return text
 
 
+def _named_as_volume(text: str, input_path: str, volume_name: str) -> str:
+    """``text`` with the file the child read (often a temporary NIfTI, gone by now) named as the volume."""
+    if not volume_name:
+        return text
+    # the child prints the path as pathlib writes it: on Windows with backslashes, where Qt gave C:/... forms
+    forms = sorted({input_path, input_path.replace("/", "\\"), input_path.replace("\\", "/")} - {""}, key=len,
+                   reverse=True)
+    for form in forms:
+        text = text.replace(f"'{form}'", f"Volume '{volume_name}'").replace(form, volume_name)
+    return text
+
+
+def error_text(text: str, input_path: str = "", volume_name: str = "") -> str:
+    """A child's error as the panel shows it: the volume's name instead of the temporary file it was handed over
+    as, and no command-line switch the panel does not have (it segments CT in Hounsfield units only)."""
+    import re
+
+    text = re.sub(r",? or pass --allow-non-hu to proceed", "", _named_as_volume(str(text), input_path, volume_name))
+    return _panel_wording(text)
+
+
 def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: str = "") -> List[str]:
     """The report's ``warnings`` (input checks such as a tilted grid or thick slices, an implausible liver
     volume, what post-processing took out) with the file the child read (``input_path``, often a temporary
     NIfTI) named as the volume and command-line switches named as the panel's checkboxes."""
-    # the child prints the path as pathlib writes it: on Windows with backslashes, where Qt gave C:/... forms
-    forms = sorted({input_path, input_path.replace("/", "\\"), input_path.replace("\\", "/")} - {""}, key=len,
-                   reverse=True)
-    warnings = []
-    for warning in report.get("warnings") or []:
-        text = _panel_wording(str(warning))
-        if volume_name:
-            for form in forms:
-                text = text.replace(f"'{form}'", f"Volume '{volume_name}'").replace(form, volume_name)
-        warnings.append(text)
-    return warnings
+    return [_named_as_volume(_panel_wording(str(warning)), input_path, volume_name)
+            for warning in report.get("warnings") or []]
 
 
 def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:

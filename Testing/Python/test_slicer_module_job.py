@@ -168,7 +168,9 @@ FAKE_CHILD = textwrap.dedent('''
     say = lambda obj: print(json.dumps(obj), flush=True)
     say({"progress": 0.0, "stage": "reading"})
     if mode == "error":
-        say({"error": "This CT does not look like Hounsfield units; pass --allow-non-hu."})
+        say({"error": "'" + args[0] + "' does not look like CT in Hounsfield units "
+                      "(values lie within 0..255: 0..255); provide the original HU CT, or pass --allow-non-hu to "
+                      "proceed."})
         sys.exit(2)
     if mode == "crash":
         sys.stderr.write("Traceback ...\\nMemoryError: out of memory\\n")
@@ -438,7 +440,9 @@ def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
     before = _scene_counts(fake.scene)
     outcome = fake.job("error").start().wait(timeout_s=60)
     assert outcome.kind == job.FAILED and isinstance(outcome.error, job.SegmentationProcessError)
-    assert str(outcome.error) == "This CT does not look like Hounsfield units; pass --allow-non-hu."
+    # named as the volume, not the temporary file it was handed over as; no switch the panel does not have
+    assert str(outcome.error) == ("Volume 'CT' does not look like CT in Hounsfield units (values lie within 0..255: "
+                                  "0..255); provide the original HU CT.")
     outcome = fake.job("crash").start().wait(timeout_s=60)
     assert outcome.kind == job.FAILED and "exit code 1 (MemoryError: out of memory)" in str(outcome.error)
     assert "Traceback" in outcome.details

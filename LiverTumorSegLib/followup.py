@@ -369,7 +369,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
     for entry in entries:  # a baseline lesion the follow-up scan does not wholly cover: gone or cut, unknown
         if entry["baseline_ids"] and not all(covered[base_components == i].all() for i in entry["baseline_ids"]):
-            entry["status"] = "not_assessed"
+            entry["status"] = "not_assessed"  # what the follow-up shows of it (0 or a cut part) is not a change
+            for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm", "long_axis_change_percent"):
+                entry[key] = None
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     follow_sum = float(sum(_recist_followup_mm(e) for e in entries if e["recist_target"])) if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
@@ -504,6 +506,10 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
                  + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
     for e in change["lesions"]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
+        if e["status"] == "not_assessed":
+            lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
+                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in the follow-up scan: not measured")
+            continue
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
                      f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
                      f"{e['followup_volume_ml']:.2f} mL")

@@ -281,8 +281,9 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             status.seconds += seconds
             status.liver_ml = float(result.report.get("liver_volume_ml", 0.0))
             status.lesion_count = int(result.report.get("lesion_count", 0))
-            if result.warnings:
-                status.message = f"{len(result.warnings)} warning(s); see its report"
+            count = len(result.report.get("warnings") or [])  # the input checks' and the result's
+            if count:
+                status.message = f"{count} warning(s); see its report"
         except Exception as exc:  # noqa: BLE001 - one case's failure must not stop the batch
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)

@@ -138,6 +138,10 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                                 f"run) or choose another -o folder.")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    logs = Path(config.log_dir) if config.log_dir else None  # the folds' log folders go there when given
+    while logs is not None and not logs.parent.exists():  # the outermost folder this run will make for them
+        logs = logs.parent
+    logs_created = logs is not None and not logs.exists()
     rows = []
     try:
         for fold in range(config.folds):
@@ -153,6 +157,8 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     except Exception:
         if created:  # a failed crossval leaves no empty (or cache-only) output folder behind
             remove_if_no_checkpoint(out_dir)
+        if logs_created:  # ... nor the --log-dir it made for the folds' logs
+            remove_if_no_checkpoint(logs)
         raise
     table = rows + [mean_row(rows)]
     write_table(table, out_dir)

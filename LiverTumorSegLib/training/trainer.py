@@ -493,12 +493,12 @@ class Trainer:
         0.96 apart for two_windows_histscaled, 8.7 for zscore_body in an audit; window-only presets, like every
         bundled model's, are the same in both)."""
         steps = self.pre_config.slice_adaptive_steps
-        smallest = min((int(min(c.hu.shape[1:])) for c in self.train_cached), default=0)  # (z, H, W) memory maps
-        if not steps or self.config.patch_size >= smallest:
+        largest = max((int(max(c.hu.shape[1:])) for c in self.train_cached), default=0)  # (z, H, W) memory maps
+        if not steps or self.config.patch_size >= largest:
             return
         self.log(f"warning: the preprocessing's {', '.join(steps)} depend(s) on the whole slice; training computes "
-                 f"them on {self.config.patch_size}-pixel patches, inference on whole slices (at least {smallest} "
-                 f"pixels here), so the network is trained on other inputs than it will see. Set --patch-size to "
+                 f"them on {self.config.patch_size}-pixel patches, inference on whole slices (up to {largest} pixels "
+                 f"across here), so the network is trained on other inputs than it will see. Set --patch-size to "
                  f"the slice size (or use a window-only preset) for a model you will deploy.")
 
     def _check_outputs(self) -> None:

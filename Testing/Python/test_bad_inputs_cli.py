@@ -1148,19 +1148,25 @@ def test_crossval_into_a_folder_with_results_is_refused(tmp_path, capsys, train_
     record15("`crossval -o cv` where `cv/crossval.csv` exists", line, tmp_path)
 
 
-@pytest.mark.parametrize("command", ["train", "crossval"])
+@pytest.mark.parametrize("command", ["train", "crossval", "crossval --log-dir"])
 def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
-    """A case that cannot be read (found while building the slice cache, after the run's folders were made)."""
+    """A case that cannot be read (found while building the slice cache, after the run's folders were made).
+    crossval with --log-dir deep/logs left deep/logs behind."""
     (train_csv.parent / "ct1.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
+    log_dir = command.endswith("--log-dir")
+    command = command.split()[0]
     out = tmp_path / ("model.safetensors" if command == "train" else "cv")
     argv = _train_argv(train_csv, out, epochs=1, command=command) + (["--folds", "2"] if command == "crossval" else [])
+    if log_dir:
+        argv += ["--log-dir", str(tmp_path / "deep" / "logs")]
     if command == "crossval":
         argv.remove("--val-fraction"), argv.remove("0.5")
     before = sorted(p.name for p in tmp_path.iterdir())
     code, text, err = run_cli(argv, capsys)
     line = assert_clean_error(code, err, ["ct1.nii.gz"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model_train/ or cv/
-    record15(f"`{command}` with an unreadable case (nothing left behind)", line, tmp_path)
+    if not log_dir:
+        record15(f"`{command}` with an unreadable case (nothing left behind)", line, tmp_path)
 
 
 def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv):

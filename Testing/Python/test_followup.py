@@ -335,6 +335,9 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert sorted(by_status) == ["not_assessed", "stable"]
     assert by_status["not_assessed"]["recist_target"] and upper["response"] == "NE"
     assert "outside the follow-up scan's field of view" in upper["response_reason"]
+    assert by_status["not_assessed"]["long_axis_change_percent"] is None  # not a -100 % "change"
+    from LiverTumorSegLib.followup import change_summary_lines
+    assert any("not wholly in the follow-up scan: not measured" in line for line in change_summary_lines(upper))
     none_in_view = compare_followup(baseline, _cropped_in_z(baseline, 9, 12), alignment="none")
     assert statuses(none_in_view) == ["not_assessed", "not_assessed"] and none_in_view["response"] == "NE"
     cut = compare_followup(baseline, _cropped_in_z(baseline, 9, 15), alignment="none")  # lesion 2 half in view

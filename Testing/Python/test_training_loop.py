@@ -247,6 +247,19 @@ def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_opt
     assert train(cfg.updated({"resume": True}), log=lambda s: None).global_step == 6  # as it was: resumes
 
 
+def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(data_csv, tmp_path):
+    """A z-score (or histogram-scaled, equalized) channel is computed on each training patch but on the whole
+    slice at inference: an audit found inputs 8.7 apart for zscore_body. Training now says so."""
+    zscore = {"channels": [{"kind": "zscore", "mask": "body"}], "context_slices": 1, "target_spacing_mm": 3.0,
+              "size_multiple": 16, "crop_to_body": True}
+    for preprocessing, warned in ((zscore, True), (PREPROCESSING, False)):
+        out = tmp_path / str(warned)
+        out.mkdir()
+        lines = []
+        Trainer(tiny_config(data_csv, out, preprocessing=preprocessing), log=lines.append).setup()
+        assert any("zscore depend(s) on the whole slice" in line for line in lines) == warned
+
+
 def test_labels_without_any_liver_are_refused_before_training(tmp_path):
     """Every label empty (e.g. a --label-map that dropped the liver value): training ran to the end and wrote a
     package with validation liver Dice 0.000, exit 0, after one warning per case."""

@@ -91,3 +91,16 @@ def tiny_unet_package(tmp_path, context_slices=0, name="tiny.safetensors"):
     model = build_model("unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
     path = save_model_package(tmp_path / name, model, cfg, metadata={"name": "tiny"})
     return load_model_package(path)
+
+
+def without_nifti_orientation(source, target):
+    """Copy the NIfTI ``source`` to ``target`` with sform and qform codes 0 (no orientation: tools disagree on
+    where to place it); returns ``target``."""
+    import nibabel as nib
+
+    image = nib.load(str(source))
+    bare = nib.Nifti1Image(np.asanyarray(image.dataobj), None, image.header.copy())
+    bare.set_sform(None, code=0)
+    bare.set_qform(None, code=0)
+    nib.save(bare, str(target))
+    return target

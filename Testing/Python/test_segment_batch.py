@@ -61,12 +61,15 @@ def test_find_cases_from_folder_and_csv(tmp_path):
     assert [(c.case_id, c.input_path, c.output_path.name) for c in cases] == [
         ("patientA", tmp_path / "cts" / "ct_1.nii.gz", "patientA.nrrd"), ("ct_0", tmp_path / "cts" / "ct_0.nii.gz",
                                                                          "ct_0.nrrd")]
-    listing.write_text("case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n")
-    with pytest.raises(InputError, match="both named 'same'"):
-        find_cases(listing, tmp_path / "out")
-    listing.write_text("path\ncts/ct_1.nii.gz\n")
-    with pytest.raises(InputError, match="'image' column"):
-        find_cases(listing, tmp_path / "out")
+    _csv_refused(listing, "case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n", "both named 'same'")
+    _csv_refused(listing, "path\ncts/ct_1.nii.gz\n", "'image' column")
+
+
+def _csv_refused(listing, text, match):
+    """A case list with ``text`` is refused by find_cases with an InputError matching ``match``."""
+    listing.write_text(text)
+    with pytest.raises(InputError, match=match):
+        find_cases(listing, listing.parent / "out_refused")
 
 
 @pytest.mark.parametrize("case_id", ["../victim/important", "/abs/keep", "sub/x", "..", ".hidden", "a\\b",
@@ -346,12 +349,10 @@ def test_batch_warnings_orientation_and_case_ids_like_single_runs(tmp_path, capl
 
     import nibabel as nib
 
+    from inference_helpers import without_nifti_orientation
+
     (path,) = write_phantoms(tmp_path / "cts", 1)
-    image = nib.load(str(path))
-    bare = nib.Nifti1Image(np.asanyarray(image.dataobj), None, image.header.copy())
-    bare.set_sform(None, code=0)
-    bare.set_qform(None, code=0)
-    nib.save(bare, str(path))
+    without_nifti_orientation(path, path)
     with caplog.at_level(logging.WARNING):
         statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter())
     header = nib.load(str(tmp_path / "out" / "ct_0.nii.gz")).header
@@ -364,12 +365,10 @@ def test_batch_warnings_orientation_and_case_ids_like_single_runs(tmp_path, capl
     assert [s.status for s in segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), done_again)] == ["skipped"]
     assert loads == []
     listing = tmp_path / "list.csv"
-    listing.write_text("case_id,image\n\nfirst,cts/ct_0.nii.gz\n\nbad/id,cts/ct_0.nii.gz\n")
-    with pytest.raises(InputError, match="line 5: case_id 'bad/id'"):
-        find_cases(listing, tmp_path / "out2")
-    listing.write_text("case_id,image\nCT,cts/ct_0.nii.gz\nct,cts/ct_0.nii.gz\n")
-    with pytest.raises(InputError, match="named 'CT' and 'ct'.*ignore letter case"):
-        find_cases(listing, tmp_path / "out2")
+    _csv_refused(listing, "case_id,image\n\nfirst,cts/ct_0.nii.gz\n\nbad/id,cts/ct_0.nii.gz\n",
+                 "line 5: case_id 'bad/id'")
+    _csv_refused(listing, "case_id,image\nCT,cts/ct_0.nii.gz\nct,cts/ct_0.nii.gz\n",
+                 "named 'CT' and 'ct'.*ignore letter case")
 
 
 def test_progress_json_with_a_folder_of_cts_ends_with_an_error_line(tmp_path, capsys):

@@ -171,13 +171,10 @@ def test_a_nifti_without_orientation_gets_outputs_without_one(tmp_path, tiny_pac
     import nibabel as nib
     import SimpleITK as sitk
 
+    from inference_helpers import without_nifti_orientation
+
     ct_path, _ = write_phantom(tmp_path, "RAS")
-    image = nib.load(str(ct_path))
-    bare = nib.Nifti1Image(np.asanyarray(image.dataobj), None, image.header.copy())
-    bare.set_sform(None, code=0)
-    bare.set_qform(None, code=0)
-    bare_path = tmp_path / "bare.nii.gz"
-    nib.save(bare, str(bare_path))
+    bare_path = without_nifti_orientation(ct_path, tmp_path / "bare.nii.gz")
     out, prob = tmp_path / "seg.nii.gz", tmp_path / "p.nii"
     assert run_cli(bare_path, "-o", out, "--model", tiny_package, "--probabilities", prob) == 0
     for written in (out, prob):

@@ -18,7 +18,8 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    (after alignment) is within max(5 mm, half the larger long axis): a lesion that moved. Merges and splits
    need shared voxels. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (baseline only, partly
-   or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged`` (several baseline lesions -> one, or
+   or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged``
+   (several baseline lesions -> one, or
    several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
@@ -370,7 +371,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     for entry in entries:  # a baseline lesion the follow-up scan does not wholly cover: gone or cut, unknown
         if entry["baseline_ids"] and not all(covered[base_components == i].all() for i in entry["baseline_ids"]):
             entry["status"] = "not_assessed"  # what the follow-up shows of it (0 or a cut part) is not a change
-            for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm", "long_axis_change_percent"):
+            for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm",
+                        "long_axis_change_percent"):
                 entry[key] = None
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     follow_sum = float(sum(_recist_followup_mm(e) for e in entries if e["recist_target"])) if targets else None

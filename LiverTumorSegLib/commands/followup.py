@@ -6,7 +6,8 @@ A and B are label maps (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage o
 its own scan's grid. The follow-up is aligned to the baseline by a rigid registration (on the CTs when both
 are given, else on the liver masks), lesions are matched by overlap after alignment (merges and splits
 allowed) and each gets a status: new, disappeared, grown (long axis >= +20 %), shrunk (<= -30 %), stable,
-merged, split or not_assessed (a baseline lesion outside the follow-up scan's field of view), with volume and long/short-axis change. ``response`` is the RECIST 1.1 category from the
+merged, split or not_assessed (a baseline lesion outside the follow-up scan's field of view), with volume and
+long/short-axis change. ``response`` is the RECIST 1.1 category from the
 baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left), PR (sum of diameters
 <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else SD; with lesions but no
 measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE when neither time point

@@ -19,8 +19,7 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    need shared voxels. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (baseline only, partly
    or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged``
-   (several baseline lesions -> one, or
-   several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
+   (several baseline lesions -> one, or several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
    (at most 2 measurable liver lesions) are followed: their follow-up sum of diameters is the sum of the long

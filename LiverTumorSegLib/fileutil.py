@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import OutputExistsError, InputError, option_hint
 
@@ -74,6 +74,24 @@ def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path
     os.close(fd)
     os.unlink(probe)
     return folder
+
+
+def nearest_existing_folder(path: PathLike) -> Path:
+    """``path`` or its nearest parent that exists (what a run that makes ``path`` writes into first)."""
+    path = Path(path)
+    return next(p for p in [path] + list(path.absolute().parents) if p.exists())
+
+
+def outermost_missing_folder(path: PathLike) -> Optional[Path]:
+    """The outermost of ``path`` and its parents that does not exist yet: what ``mkdir(parents=True)`` creates
+    first, and what a failed run removes to leave nothing behind; None when ``path`` exists."""
+    path = Path(path)
+    missing = None
+    for candidate in [path] + list(path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
 
 
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:

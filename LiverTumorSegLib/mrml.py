@@ -288,11 +288,7 @@ def _existing_segment_id(segmentation, spec: "SegmentSpec") -> Optional[str]:
     named like it ("Liver" drawn by hand has ID Segment_1); None if there is none."""
     if segmentation.GetSegment(spec.segment_id) is not None:
         return spec.segment_id
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment_id = segmentation.GetNthSegmentID(index)
-        if segmentation.GetSegment(segment_id).GetName() == spec.name:
-            return segment_id
-    return None
+    return segmentation.GetSegmentIdBySegmentName(spec.name) or None  # "" when there is none
 
 
 def existing_output_segment_ids(segmentation_node) -> List[str]:
@@ -375,6 +371,7 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
                                              reference_volume_node.GetID())
     organ_box = _box_of(labels >= 1)
+    replaced = False
     for spec in SEGMENTS:
         mask = _segment_mask_in_its_box(labels, organ_box, spec.label, local)
         existing_id = _existing_segment_id(segmentation, spec)
@@ -390,13 +387,15 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
             _apply_segment_spec(segment, spec)
             segment.AddRepresentation(labelmap_name, mask)
             segment.SetLabelValue(1)
-            _invalidate_derived_representations(segmentation)
+            replaced = True
             continue
         segment = slicer.vtkSegment()
         _apply_segment_spec(segment, spec)
         segment.AddRepresentation(labelmap_name, mask)
         if not segmentation.AddSegment(segment, spec.segment_id):
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
+    if replaced:
+        _invalidate_derived_representations(segmentation)
     return segmentation_node
 
 

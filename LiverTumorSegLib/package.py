@@ -540,17 +540,10 @@ def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPacka
                              f"(in a clone: git checkout -- Resources/Models/{path.name}).")
 
 
-def _expected_bundled_checksum(path: Path) -> Optional[str]:
-    """The :data:`BUNDLED_CHECKSUMS` entry of a package in the bundled folder; None elsewhere or when unlisted."""
-    return read_bundled_checksums().get(path.name) if _in_bundled_folder(path) else None
-
-
 def _warn_unlisted_bundled(path: Path) -> None:
-    """Warn (once per file and process) when ``path`` lies in the bundled folder, which has a
-    :data:`BUNDLED_CHECKSUMS` list, but the list does not name it: the release's whole-file check cannot vouch
-    for it (before, it loaded without a word; only its own weights and metadata hashes were checked)."""
-    if not _in_bundled_folder(path) or not (bundled_models_dir() / BUNDLED_CHECKSUMS).is_file():
-        return
+    """Warn (once per file and process) that ``path``, in the bundled folder, is not in its
+    :data:`BUNDLED_CHECKSUMS` list: the release's whole-file check cannot vouch for it (before, it loaded without a
+    word; only its own weights and metadata hashes were checked)."""
     key = str(Path(path).absolute())
     if key in _UNLISTED_WARNED:
         return
@@ -568,9 +561,13 @@ def _verified_bundled_bytes(path: Path) -> Optional[bytes]:
     """A listed bundled package's bytes, checked against :data:`BUNDLED_CHECKSUMS` (read once: the tensors
     are parsed from these same bytes); None for any other package. A package in the bundled folder that the list
     does not name gets a warning (:func:`_warn_unlisted_bundled`)."""
-    expected = _expected_bundled_checksum(path)
+    if not _in_bundled_folder(path):
+        return None
+    sums = read_bundled_checksums()  # {} when the folder has no list
+    expected = sums.get(path.name)
     if expected is None:
-        _warn_unlisted_bundled(path)
+        if (bundled_models_dir() / BUNDLED_CHECKSUMS).is_file():
+            _warn_unlisted_bundled(path)
         return None
     data = path.read_bytes()
     found = hashlib.sha256(data).hexdigest()

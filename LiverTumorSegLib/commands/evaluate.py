@@ -338,17 +338,6 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
-def _first_missing_folder(folder: Path) -> Optional[Path]:
-    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir(parents=True)`` will
-    create first), or None when ``folder`` exists."""
-    missing = None
-    for candidate in [folder] + list(folder.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
@@ -358,7 +347,9 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     import shutil
     import tempfile
 
-    created = _first_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
+    from ..fileutil import outermost_missing_folder
+
+    created = outermost_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=str(out_dir)))
     try:
@@ -397,9 +388,9 @@ def evaluate_folders(args) -> Dict[str, object]:
     out_dir = Path(args.output_dir)
     paths = _output_paths(out_dir)
     _check_outputs(paths, args.overwrite)
-    from ..fileutil import check_folder_writable
+    from ..fileutil import check_folder_writable, nearest_existing_folder
     # before the work: a read-only -o was found only when the results were written (naming a hidden stage folder)
-    existing = next(p for p in [out_dir] + list(out_dir.absolute().parents) if p.exists())
+    existing = nearest_existing_folder(out_dir)
     if existing.is_dir():  # a file in the way is reported, with its path, when the folder is made
         check_folder_writable(existing)
     from ..io.labels import parse_label_map_option

@@ -224,7 +224,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
     """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
     label map (its existence marks the case done); returns ``(result, seconds)``. Runs on the finishing
     thread while the next case's network runs."""
-    from ..io import write_label_map
+    from ..io import has_unknown_orientation, write_label_map
     from .lesion_report import write_report
 
     with share.busy():
@@ -237,7 +237,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(result.report, case.report_path, overwrite=True)
         write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite,
-                        orientation_unknown=bool(volume.meta.get("nifti_orientation_unknown")))
+                        orientation_unknown=has_unknown_orientation(volume))
         return result, time.perf_counter() - start
 
 

@@ -574,14 +574,9 @@ def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix
 
         write_seg_nrrd(tmp, labels, geometry, overwrite=True)
     else:
-        from ..io import write_label_map
+        from ..io import has_unknown_orientation, write_label_map
 
-        write_label_map(tmp, labels, geometry, overwrite=True, orientation_unknown=_orientation_unknown(volume))
-
-
-def _orientation_unknown(volume: Any) -> bool:
-    """Whether ``volume`` came from a NIfTI without orientation (its NIfTI outputs then have none either)."""
-    return bool(getattr(volume, "meta", {}).get("nifti_orientation_unknown"))
+        write_label_map(tmp, labels, geometry, overwrite=True, orientation_unknown=has_unknown_orientation(volume))
 
 
 def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
@@ -608,10 +603,10 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
 
             save_overlay_preview(temporaries["preview"], volume, result.labels, overwrite=True)
         if outputs["probabilities"] is not None:
-            from ..io import write_probability_map
+            from ..io import has_unknown_orientation, write_probability_map
 
             write_probability_map(temporaries["probabilities"], result.tumor_probability, volume.geometry,
-                                  overwrite=True, orientation_unknown=_orientation_unknown(volume))
+                                  overwrite=True, orientation_unknown=has_unknown_orientation(volume))
         if timings is not None:
             timings["write"] = time.perf_counter() - write_start
             if start is not None:

@@ -211,15 +211,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
             image = reader.Execute()
     except RuntimeError as exc:
         reason = _itk_reason(exc)
-        odd = _files_of_another_size(chosen.files)
-        if odd:
-            fix = (f"Its images have different sizes ({odd}): a localizer/scout image or another series is "
-                   f"probably mixed in; remove the odd file(s) (or export the axial series alone).")
-        elif "Size mismatch" in reason:
-            fix = ("Its images have different sizes: a localizer/scout image or another series is probably mixed "
-                   "in; remove the odd file (or export the axial series alone).")
-        else:
-            fix = "Check that all its files are complete."
+        odd = _files_of_another_size(chosen.files)  # ITK words a size mismatch differently by case
+        fix = (f"Its images have different sizes ({odd}): a localizer/scout image or another series is probably "
+               f"mixed in; remove the odd file(s) (or export the axial series alone)." if odd else
+               "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_inverted_grey_scale(chosen, reader, folder)
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file

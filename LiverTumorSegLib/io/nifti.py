@@ -162,6 +162,13 @@ def _read_nifti(path: Path) -> CTVolume:
     return volume
 
 
+def has_unknown_orientation(volume: CTVolume) -> bool:
+    """Whether ``volume`` was read from a NIfTI without orientation (sform and qform codes 0): its NIfTI outputs
+    are then written without one too (``orientation_unknown=`` of the writers), so every tool places them as it
+    places the CT."""
+    return bool(getattr(volume, "meta", {}).get("nifti_orientation_unknown"))
+
+
 def _nifti_content(header: object) -> str:
     """This library's content tag (:data:`~.formats.PROBABILITY_255_CONTENT`) when the header's ``descrip``
     holds it, else ""."""

@@ -79,7 +79,7 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
     codes 1). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
-    the label map of a NIfTI CT without orientation (its ``meta["nifti_orientation_unknown"]``), a NIfTI output
+    the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
     """
     labels_zyx = np.asarray(labels_zyx)

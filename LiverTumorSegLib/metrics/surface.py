@@ -49,8 +49,8 @@ class SurfaceDistances:
     """Directed surface distances in mm (1-D float64 arrays, one entry per surface voxel of the source).
 
     ``pred_to_ref``: from each surface voxel of pred to the nearest surface voxel of ref;
-    ``ref_to_pred``: the other direction. Both are empty when both masks are empty; when exactly one
-    mask is empty, ``defined`` is False and both arrays are empty.
+    ``ref_to_pred``: the other direction. When either mask is empty (no surface), ``defined`` is False and both
+    arrays are empty.
     """
 
     pred_to_ref: np.ndarray
@@ -115,9 +115,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
     ref = ref if ref.dtype == bool else ref != 0
     has_pred, has_ref = bool(pred.any()), bool(ref.any())
     empty = np.zeros(0, dtype=np.float64)
-    if not has_pred and not has_ref:
-        return SurfaceDistances(empty, empty, defined=True)
-    if has_pred != has_ref:
+    if not (has_pred and has_ref):
         return SurfaceDistances(empty, empty, defined=False)
 
     box = bounding_box(pred | ref)
@@ -136,10 +134,10 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
 
 
 def surface_metrics_from_distances(d: SurfaceDistances) -> Dict[str, float]:
-    """``assd_mm``, ``hd_mm``, ``hd95_mm``, ``rmsd_mm`` from directed distances (NaN if undefined or if both
-    masks are empty)."""
+    """``assd_mm``, ``hd_mm``, ``hd95_mm``, ``rmsd_mm`` from directed distances (NaN if undefined: a mask was
+    empty)."""
     pooled = d.pooled
-    if not d.defined or pooled.size == 0:
+    if not d.defined:
         return {"assd_mm": NAN, "hd_mm": NAN, "hd95_mm": NAN, "rmsd_mm": NAN}
     return {
         "assd_mm": float(pooled.mean()),

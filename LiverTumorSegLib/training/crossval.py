@@ -11,10 +11,11 @@ predicted at all, not how well it was outlined (slice-level synthetic-tumor Dice
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import InputError, OutputExistsError
-from ..fileutil import atomic_output, check_folder_writable, check_path_encoding
+from ..fileutil import (atomic_output, check_folder_writable, check_path_encoding, nearest_existing_folder,
+                        outermost_missing_folder)
 from .config import TrainConfig
 
 
@@ -63,7 +64,7 @@ def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 FINISHED_STOP_REASONS = ("completed", "early_stopping")
 
 
-def finished_fold(fold_cfg: TrainConfig):
+def finished_fold(fold_cfg: TrainConfig, cases: Optional[Sequence[Any]] = None):
     """The result of a fold whose package an earlier run wrote after finishing its training (completed or
     early-stopped: not a time-limited stop, which --resume continues), read from the package's metadata; None
     when the fold still has to be trained (also when it was trained for another number of epochs: its
@@ -88,7 +89,7 @@ def finished_fold(fold_cfg: TrainConfig):
                         saved_data_path=training.get("data_path"))
     if saved and int(saved.get("epochs", fold_cfg.epochs)) != int(fold_cfg.epochs):
         return None
-    _check_same_validation_cases(fold_cfg, training, path)
+    _check_same_validation_cases(fold_cfg, training, path, cases)
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
                        epochs_completed=int(training.get("epochs_completed", 0)),
                        global_step=int(training.get("global_step", 0)), validation=meta.get("validation") or {},
@@ -96,17 +97,21 @@ def finished_fold(fold_cfg: TrainConfig):
                        val_cases=list(training.get("validation_cases", [])))
 
 
-def _check_same_validation_cases(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path) -> None:
+def _check_same_validation_cases(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path,
+                                 cases: Optional[Sequence[Any]] = None) -> None:
     """Refuse a finished fold whose package was validated on other cases than this split gives that fold: the
     data list or its patient column changed between the runs, and the table would validate some cases twice
-    and others never (the options' text alone cannot show it)."""
+    and others never (the options' text alone cannot show it). ``cases``: the data's cases, when the caller has
+    listed them already (else they are listed here)."""
     recorded = training.get("validation_cases")
     if not isinstance(recorded, list):
         return  # older packages do not record them
-    from .datasets import discover_cases
     from .splits import select_split
 
-    cases = discover_cases(fold_cfg.data, fold_cfg.format)
+    if cases is None:
+        from .datasets import discover_cases
+
+        cases = discover_cases(fold_cfg.data, fold_cfg.format)
     _, validation = select_split(cases, fold_cfg.val_fraction, fold_cfg.folds, fold_cfg.fold,
                                  fold_cfg.data_split_seed)
     now = sorted(c.case_id for c in validation)
@@ -127,27 +132,26 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     train_fn = train_fn or train
     if config.folds < 2:
         raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
+    from .datasets import discover_cases
     from .trainer import remove_if_no_checkpoint
 
     out_dir = check_path_encoding(out_dir, "Output folder")
-    existing = next(p for p in [out_dir] + list(out_dir.absolute().parents) if p.exists())
-    check_folder_writable(existing)  # before any fold trains
+    check_folder_writable(nearest_existing_folder(out_dir))  # before any fold trains
     tables = [out_dir / name for name in TABLE_NAMES if (out_dir / name).exists()]
     if tables and not (config.overwrite or config.resume):
         raise OutputExistsError(f"'{tables[0]}' already exists; pass --overwrite (or --resume to finish that "
                                 f"run) or choose another -o folder.")
-    created = not out_dir.exists()
+    # what this run makes, and removes when it fails: the output folder, and the folds' --log-dir when given
+    made = [outermost_missing_folder(folder) for folder in (out_dir, config.log_dir) if folder]
     out_dir.mkdir(parents=True, exist_ok=True)
-    logs = Path(config.log_dir) if config.log_dir else None  # the folds' log folders go there when given
-    while logs is not None and not logs.parent.exists():  # the outermost folder this run will make for them
-        logs = logs.parent
-    logs_created = logs is not None and not logs.exists()
     rows = []
+    resuming = config.resume and not config.overwrite
     try:
+        listed = discover_cases(config.data, config.format) if resuming else None  # for finished folds' splits
         for fold in range(config.folds):
             log(f"=== fold {fold + 1}/{config.folds} ===")
             fold_cfg = fold_config(config, out_dir, fold)
-            result = finished_fold(fold_cfg) if config.resume and not config.overwrite else None
+            result = finished_fold(fold_cfg, listed) if resuming else None
             if result is not None:
                 log(f"fold {fold} already finished ({result.epochs_completed} epochs, {result.stop_reason}): "
                     f"taking {fold_cfg.output} as it is")
@@ -155,10 +159,9 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                 result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
     except Exception:
-        if created:  # a failed crossval leaves no empty (or cache-only) output folder behind
-            remove_if_no_checkpoint(out_dir)
-        if logs_created:  # ... nor the --log-dir it made for the folds' logs
-            remove_if_no_checkpoint(logs)
+        for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
+            if folder is not None:
+                remove_if_no_checkpoint(folder)
         raise
     table = rows + [mean_row(rows)]
     write_table(table, out_dir)

@@ -41,7 +41,7 @@ _addLibraryToPath()
 import LiverTumorSegLib  # noqa: E402
 from LiverTumorSegLib import followup, mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
-from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, panel_text  # noqa: E402
+from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, measure_job, panel_text  # noqa: E402
 
 DEVICE_BY_TEXT = {"Auto": "auto", "GPU": "gpu", "CPU": "cpu"}  # "gpu": CUDA, else an Apple GPU (MPS)
 # device values the panel shows as "GPU" though it no longer writes them (scenes saved by earlier versions)
@@ -170,6 +170,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
+        self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -187,6 +188,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.lesionTableView.connect("selectionChanged()", self.onLesionSelectionChanged)
+        self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.setupCompareSection()
         self.ui.progressBar.setVisible(False)
         self.populateModels()
@@ -219,8 +221,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self._comparison is not None:  # its table would otherwise land in the next scene
-            self._comparison.cancel()
+        for childJob in (self._comparison, self._measuring):  # its table would otherwise land in the next scene
+            if childJob is not None:
+                childJob.cancel()
         self.setParameterNode(None)
 
     def onSceneEndBatchProcess(self, caller, event) -> None:
@@ -283,11 +286,15 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui.lesionTableView.mrmlTableNode() is not shownTable:
             self.ui.lesionTableView.setMRMLTableNode(shownTable)
         running = self._task is not None
+        measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
         ready = bool(p.inputVolume and p.modelPath)
-        self.ui.segmentButton.enabled = running or ready
+        self.ui.segmentButton.enabled = running or (ready and not measuring)
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         self.ui.segmentButton.toolTip = ("Stop the running segmentation" if running else
                                          "Segment liver and tumors" if ready else "Select a CT volume and a model")
+        measurable = bool(p.inputVolume and mrml.existing_output_segment_ids(p.outputSegmentation))
+        self.ui.measureButton.enabled = measuring or (measurable and not running)
+        self.ui.measureButton.text = "Cancel" if measuring else "Update lesion table from segments"
 
     def populateModels(self, selectPath: str = "") -> None:
         from LiverTumorSegLib.package import list_installed_models
@@ -409,6 +416,44 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(str(outcome.error))
             else:
                 slicer.util.errorDisplay(f"Segmentation failed: {outcome.error}", detailedText=outcome.details)
+        self.updateGUI()
+
+    def onMeasureButton(self) -> None:
+        """Measure the output segmentation's (edited) segments again in a child process; Cancel while it runs."""
+        if self._measuring is not None:
+            self._measuring.cancel()
+            return
+        p = self._parameterNode
+        if not self.dependenciesReady():  # the hand-over writes the label map with nibabel in Slicer's process
+            return
+        try:
+            self._measuring = self.logic.measureSegmentation(
+                p.outputSegmentation, p.inputVolume, tableNode=p.lesionTable, waitForCompletion=False,
+                onFinished=self.onMeasureFinished)
+        except Exception as exc:  # noqa: BLE001 - a failure to start is shown, the panel stays usable
+            self._measuring = None
+            self.ui.statusLabel.text = f"Could not measure: {exc}"
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.ui.statusLabel.text = "Measuring the segments in a separate process..."
+        self.updateGUI()
+
+    def onMeasureFinished(self, outcome: job.SegmentationOutcome) -> None:
+        self._measuring = None
+        p = self._parameterNode
+        if outcome.kind == job.DONE:
+            if p and p.outputSegmentation is outcome.segmentation_node:
+                p.lesionTable = outcome.table_node
+            self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report, outcome.warnings)
+            self.ui.statusLabel.text = f"Lesion table updated from the segments in {outcome.seconds:.0f} s."
+        elif outcome.kind == job.CANCELLED:
+            self.ui.statusLabel.text = "Cancelled; the lesion table was not changed."
+        else:
+            self.ui.statusLabel.text = f"Failed: {outcome.error}"
+            if isinstance(outcome.error, LiverTumorSegError):
+                slicer.util.errorDisplay(str(outcome.error))
+            else:
+                slicer.util.errorDisplay(f"Measuring failed: {outcome.error}", detailedText=outcome.details)
         self.updateGUI()
 
     # --- lesion axes and follow-up comparison (issue 16) -------------------------------------------
@@ -744,6 +789,23 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             display.SetVisibility(True)
             display.SetVisibility3D(True)
 
+    def measureSegmentation(self, segmentationNode, volumeNode, tableNode=None, waitForCompletion: bool = True,
+                            onFinished: Optional[Callable[[Any], None]] = None):
+        """Measure ``segmentationNode``'s Liver / Liver tumor segments (e.g. after editing them) on ``volumeNode``
+        in a child process (``LiverTumorSegLib measure``) and refill its lesion table (``tableNode`` when it is that
+        segmentation's table, else a new one). ``waitForCompletion=True``: blocks and returns a
+        ``job.SegmentationOutcome`` (raises on failure). ``False``: returns the running ``measure_job.MeasureJob``
+        (``.cancel()``); ``onFinished(outcome)`` is called on the main thread."""
+        env = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+        measuring = measure_job.MeasureJob(
+            slicer.mrmlScene, segmentationNode, volumeNode, self.runnerFactory(),
+            self.python or pythonSlicerExecutable(), libraryRoot(), table_node=tableNode,
+            temp_root=slicer.app.temporaryPath, env=env)
+        result = self._runChild("measure", measuring, waitForCompletion, onFinished or (lambda outcome: None))
+        if not waitForCompletion:
+            return result
+        return self._doneOrRaise(result)
+
     def compareWithBaseline(self, baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
                             alignOnCT: bool = True, tableNode=None, waitForCompletion: bool = True,
                             onFinished: Optional[Callable[[Any], None]] = None):
@@ -789,7 +851,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             lambda: LiverTumorSegLogic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay))
 
     def runTest(self):
-        for test in (self.test_SegmentSampleCT, self.test_Cancel):
+        for test in (self.test_SegmentSampleCT, self.test_Cancel, self.test_UpdateLesionTable):
             try:
                 self.setUp()
             except unittest.SkipTest as skip:
@@ -849,6 +911,27 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             mrml.LIVER_SEGMENT.segment_id).GetRepresentation(
             slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()))  # shown in 3D
         self.delayDisplay("Sample CT segmented")
+
+    def test_UpdateLesionTable(self):
+        """*Update lesion table from segments* after an edit: the reference liver with a drawn 5 x 5 x 5 voxel tumor
+        box is measured in the child process (QProcess); the table gets that one lesion with its volume."""
+        import numpy as np
+        from LiverTumorSegLib.resources import sample_reference_path
+
+        ctNode = self._loadSample()
+        volume = mrml.ctvolume_from_volume_node(ctNode)
+        referenceNode = slicer.util.loadLabelVolume(str(sample_reference_path()))
+        labels = (slicer.util.arrayFromVolume(referenceNode) > 0).astype(np.uint8)
+        z, y, x = (int(round(float(c))) for c in np.argwhere(labels).mean(axis=0))
+        labels[z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 2  # the "edit": a tumor box inside the liver
+        segmentationNode = mrml.labels_to_segmentation_node(slicer.mrmlScene, labels, volume.geometry,
+                                                            reference_volume_node=ctNode)
+        outcome = LiverTumorSegLogic().measureSegmentation(segmentationNode, ctNode)
+        rows = mrml.lesion_table_rows(outcome.table_node)
+        self.assertEqual(len(rows), 1)
+        self.assertAlmostEqual(rows[0]["Volume"], 125 * volume.geometry.voxel_volume_ml, delta=0.006)  # to 0.01 mL
+        self.assertTrue(mrml.lesion_table_describes(outcome.table_node, segmentationNode))
+        self.delayDisplay("Lesion table updated from edited segments")
 
     def test_Cancel(self):
         """Cancel during the network stage: the child ends within 2 s, no node is added, no temporary files."""

@@ -15,7 +15,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from .childjob import ChildJob, ended_text, last_error_line
-from .job import CANCELLED, DONE, FAILED, usable_storage_file, volume_grid, write_temporary_ct
+from .job import CANCELLED, DONE, FAILED, hand_over_segmentation
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -57,13 +57,8 @@ class FollowupJob(ChildJob):
 
     def _hand_over(self, segmentation: Any, volume: Any, tag: str) -> List[str]:
         """``[labels path, CT path]`` of one time point, written into the temporary folder (main thread)."""
-        from LiverTumorSegLib.io import write_label_map
-
-        geometry, shape_zyx = volume_grid(volume)
-        labels = mrml.segmentation_to_labels(segmentation, geometry, shape_zyx)
-        labels_path = write_label_map(self._path(f"{tag}_labels.nii"), labels, geometry)
-        ct_path = usable_storage_file(volume) or write_temporary_ct(volume, self._path(f"{tag}_ct.nii"))
-        return [str(labels_path), ct_path]
+        return hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),
+                                      self._path(f"{tag}_ct.nii"))
 
     def _prepare(self) -> List[str]:
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")

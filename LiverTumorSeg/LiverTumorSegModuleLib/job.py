@@ -145,6 +145,18 @@ def write_temporary_ct(volume_node: Any, path: str) -> str:
     return str(path)
 
 
+def hand_over_segmentation(segmentation_node: Any, volume_node: Any, labels_path: str, ct_path: str) -> List[str]:
+    """Main thread: ``[labels path, CT path]`` for a child that reads a segmentation with its CT. The Liver / Liver
+    tumor segments become a 0/1/2 label map on the CT node's grid (world geometry; tumor over liver where they
+    overlap) written to ``labels_path``; the CT is the node's own file when usable, else written to ``ct_path``."""
+    from LiverTumorSegLib.io import write_label_map
+
+    geometry, shape_zyx = volume_grid(volume_node)
+    labels = mrml.segmentation_to_labels(segmentation_node, geometry, shape_zyx)
+    written = write_label_map(labels_path, labels, geometry)
+    return [str(written), usable_storage_file(volume_node) or write_temporary_ct(volume_node, ct_path)]
+
+
 def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometry: Any,
                  input_volume_node: Any = None, segmentation_node: Any = None, table_node: Any = None,
                  replace_existing: bool = True, show_3d: bool = True, name: str = "") -> Any:

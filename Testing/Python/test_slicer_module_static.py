@@ -56,7 +56,9 @@ def test_module_has_slicer_module_classes():
     decorators = [ast.unparse(d) for d in classes["LiverTumorSegParameterNode"].decorator_list]
     assert decorators == ["parameterNodeWrapper"]
     tests = [f.name for f in classes["LiverTumorSegTest"].body if isinstance(f, ast.FunctionDef)]
-    assert {"runTest", "test_SegmentSampleCT", "test_Cancel"} <= set(tests)
+    assert {"runTest", "test_SegmentSampleCT", "test_Cancel", "test_UpdateLesionTable"} <= set(tests)
+    run_test = ast.unparse(next(f for f in classes["LiverTumorSegTest"].body if getattr(f, "name", "") == "runTest"))
+    assert all(f"self.{name}" in run_test for name in tests if name.startswith("test_"))  # each one runs
 
 
 def test_every_ui_name_used_by_the_module_exists_in_the_ui_file():

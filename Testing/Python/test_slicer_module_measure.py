@@ -1,0 +1,136 @@
+"""The Slicer module's *Update lesion table from segments* (LiverTumorSegLogic.measureSegmentation): after a reader
+edits the segments, the lesion table is measured again from them in a child process. Headless, with the stand-ins
+of Testing/Python/test_slicer_module_logic.py and real MRML from slicer-core."""
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_slicer_module_logic import module  # noqa: F401 - the module-under-test fixture
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+from LiverTumorSegLib.volume import ImageGeometry
+from mrml_helpers import add_volume_node
+
+MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumorSeg.py"
+# 2 x 2 x 4 mm voxels, origin off zero, so that volumes and RAS positions have one right answer
+GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 4.0), origin=(-60.0, -40.0, 90.0))
+
+
+def _logic(module):
+    return module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+
+
+def _scene_with_result(module):
+    """A phantom CT node and the module's segmentation of it (one lesion), as a run leaves them."""
+    phantom = make_phantom((20, 64, 64), (2.0, 2.0, 4.0), lesions=[PhantomLesion((10, 30, 30), 9.0, 15.0)],
+                           noise_hu=5.0, origin=(-60.0, -40.0, 90.0))
+    assert phantom.ct.geometry.almost_equal(GEOMETRY)
+    volume = add_volume_node(module.scene, phantom.ct.array, phantom.ct.geometry, "phantom CT")
+    segmentation = module.mrml.labels_to_segmentation_node(module.scene, phantom.labels, phantom.ct.geometry)
+    return phantom, volume, segmentation
+
+
+def _edited(labels):
+    """The reader's correction: the network's lesion erased (liver again), a 4 x 6 x 5 voxel box drawn as tumor
+    (z 4..7, y 20..25, x 14..18) inside the liver: 120 voxels of 16 mm^3 = 1.92 mL."""
+    edited = labels.copy()
+    edited[edited == 2] = 1
+    box = (slice(4, 8), slice(20, 26), slice(14, 19))
+    assert (edited[box] == 1).all()
+    edited[box] = 2
+    return edited
+
+
+def test_update_lesion_table_measures_the_edited_segments_into_the_same_table(module):
+    phantom, volume, segmentation = _scene_with_result(module)
+    logic = _logic(module)
+    first = logic.measureSegmentation(segmentation, volume)
+    (row,) = module.mrml.lesion_table_rows(first.table_node)
+    assert row["Volume"] == pytest.approx(phantom.lesions[0].volume_ml, abs=0.0051)  # the report gives 0.01 mL
+    assert module.mrml.lesion_table_describes(first.table_node, segmentation)
+
+    # the reader erases the lesion and draws another (the segments change; the table does not, until measured)
+    module.mrml.labels_to_segmentation_node(module.scene, _edited(phantom.labels), GEOMETRY,
+                                            segmentation_node=segmentation)
+    tables_before = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    again = logic.measureSegmentation(segmentation, volume, tableNode=first.table_node)
+    assert again.table_node is first.table_node  # refilled, not a second table
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
+    (row,) = module.mrml.lesion_table_rows(again.table_node)
+    assert row["Volume"] == pytest.approx(1.92, abs=0.0051)
+    # the box's in-plane diagonal between voxel centres (5 x 4 steps of 2 mm) plus one 2 mm pixel (edge to edge,
+    # as metrics/recist.py defines it)
+    assert row["Long axis"] == pytest.approx(np.hypot(5 * 2.0, 4 * 2.0) + 2.0, abs=0.01)
+    # centroid voxel (5.5, 22.5, 16) (z, y, x) -> LPS (-60 + 32, -40 + 45, 90 + 22) -> RAS (28, -5, 112)
+    assert [row["Centroid R"], row["Centroid A"], row["Centroid S"]] == pytest.approx([28.0, -5.0, 112.0])
+    assert row["Mean HU"] == pytest.approx(float(phantom.ct.array[4:8, 20:26, 14:19].mean()), abs=0.051)  # to 0.1 HU
+    liver_ml = float((_edited(phantom.labels) >= 1).sum()) * 0.016
+    assert again.report["liver_volume_ml"] == pytest.approx(liver_ml, rel=1e-6)
+    assert float(again.table_node.GetAttribute("LiverTumorSeg.tumor_volume_ml")) == pytest.approx(1.92)
+    assert list(module.temp.iterdir()) == []  # the child's files are gone
+
+
+def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(module):
+    """The segmentation's tumor probability volume goes to the child: an edited lesion gets the network's mean
+    probability over its new voxels."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    edited = _edited(phantom.labels)
+    module.mrml.labels_to_segmentation_node(module.scene, edited, GEOMETRY, segmentation_node=segmentation)
+    probability = np.zeros(edited.shape, np.float32)
+    probability[4:8, 20:26, 14:19] = 0.25
+    probability[4:6, 20:26, 14:19] = 0.75  # half the box: mean 0.5
+    node = module.mrml.probability_volume_node(module.scene, probability, GEOMETRY, follow=volume)
+    segmentation.SetNodeReferenceID(module.mrml.PROBABILITY_VOLUME_ROLE, node.GetID())
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    (row,) = module.mrml.lesion_table_rows(outcome.table_node)
+    assert float(row["Tumor probability"]) == pytest.approx(0.5, abs=0.005)  # a text column, 2 decimals
+
+
+def test_update_lesion_table_refuses_a_segmentation_without_the_modules_segments(module):
+    _, volume, _ = _scene_with_result(module)
+    other = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "someone else's")
+    other.GetSegmentation().AddEmptySegment("kidney", "Kidney")
+    with pytest.raises(InputError, match="has no Liver or Liver tumor segment"):
+        _logic(module).measureSegmentation(other, volume)
+    assert list(module.temp.iterdir()) == []
+
+
+def test_cancelled_update_leaves_the_table_as_it_was(module):
+    from test_slicer_module_logic import FakeTimer
+
+    phantom, volume, segmentation = _scene_with_result(module)
+    logic = _logic(module)
+    table = logic.measureSegmentation(segmentation, volume).table_node
+    rows_before = str(module.mrml.lesion_table_rows(table))
+    module.mrml.labels_to_segmentation_node(module.scene, _edited(phantom.labels), GEOMETRY,
+                                            segmentation_node=segmentation)
+    outcomes = []
+    running = logic.measureSegmentation(segmentation, volume, tableNode=table, waitForCompletion=False,
+                                        onFinished=outcomes.append)
+    assert isinstance(running, module.m.measure_job.MeasureJob) and running.child_pid
+    running.cancel()
+    FakeTimer.instances[-1].fire()
+    assert [o.kind for o in outcomes] == ["cancelled"]
+    assert str(module.mrml.lesion_table_rows(table)) == rows_before
+    assert list(module.temp.iterdir()) == []
+
+
+def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
+    """Static: the button is connected, runs the Logic's child-process measure without blocking, checks the
+    packages first, and a running measure and a running segmentation exclude each other."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    widget = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget")
+    methods = {f.name: ast.get_source_segment(text, f) for f in widget.body if isinstance(f, ast.FunctionDef)}
+    assert 'self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)' in methods["setup"]
+    handler = methods["onMeasureButton"]
+    assert "if not self.dependenciesReady():" in handler
+    assert "self.logic.measureSegmentation(" in handler and "waitForCompletion=False" in handler
+    assert "onFinished=self.onMeasureFinished" in handler
+    assert "panel_text.summary_text(" in methods["onMeasureFinished"]
+    gui = methods["updateGUI"]
+    assert "self.ui.segmentButton.enabled = running or (ready and not measuring)" in gui
+    assert "self.ui.measureButton.enabled = measuring or (measurable and not running)" in gui

@@ -40,7 +40,7 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     lines = [f"liver volume: {report['liver_volume_ml']:.1f} mL; tumors: {report['lesion_count']} "
              f"({report['tumor_volume_ml']:.2f} mL, burden {report['tumor_burden_percent']:.2f} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
-             f"(measurable from {recist['measurable_minimum_mm']:.0f} mm; {RECIST_NOTE})"]
+             f"(measurable from {recist['measurable_minimum_mm']:g} mm; {RECIST_NOTE})"]
     from ..inference.lesion_report import lesion_summary_line
 
     for lesion in report["lesions"][:limit]:

@@ -178,7 +178,8 @@ def _short_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int, en
 
 
 def _to_ras(lps: np.ndarray) -> List[float]:
-    return [float(-lps[0]), float(-lps[1]), float(lps[2])]
+    """LPS -> RAS mm (x and y negated; ``0.0 - v``, not ``-v``, so that 0 stays 0.0 and is not written -0.0)."""
+    return [0.0 - float(lps[0]), 0.0 - float(lps[1]), float(lps[2])]
 
 
 def _segment_dict(length: float, a: np.ndarray, b: np.ndarray) -> Dict[str, Any]:

@@ -81,3 +81,14 @@ def test_lesion_report_refuses_label_values_it_cannot_read():
         lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
     with pytest.raises(LabelError, match="non-integer"):
         lesion_report(np.full((3, 4, 5), 0.5), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+
+
+def test_measure_prints_a_fractional_recist_minimum_as_it_is():
+    """With 6.25 mm slices RECIST's minimum is 12.5 mm (twice the slice thickness); the console said '12 mm',
+    beside a 12.2 mm lesion that is (rightly) not a target."""
+    from LiverTumorSegLib.commands.measure import summary_lines
+
+    report = {"liver_volume_ml": 1500.0, "lesion_count": 0, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0,
+              "lesions": [], "recist": {"target_lesion_ids": [], "sum_of_diameters_mm": 0.0,
+                                        "measurable_minimum_mm": 12.5, "slice_thickness_mm": 6.25}}
+    assert "measurable from 12.5 mm" in summary_lines(report)[1]

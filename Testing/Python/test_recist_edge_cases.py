@@ -69,3 +69,15 @@ def test_a_long_straight_one_voxel_line_keeps_its_full_length():
     xs = sorted(p[0] for p in axes["long_axis"]["end_points_lps_mm"])
     assert xs == [pytest.approx(2.25), pytest.approx(37.25)]   # 5 x 0.5 - 0.25, 74 x 0.5 + 0.25
 
+
+
+def test_ras_end_points_have_no_negative_zero():
+    """RAS = LPS with x, y negated: an LPS coordinate of exactly 0 was written -0.0 (JSON) and -0.00 (CSV), beside
+    the centroid's 0.0 for the same coordinate."""
+    import math
+
+    mask = np.zeros((4, 10, 10), bool)
+    mask[1, 0:3, 0] = True  # a column at x index 0 and origin 0: LPS x = 0 at both ends
+    axes = lesion_axes(mask, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    for point in axes["long_axis"]["end_points_ras_mm"]:
+        assert point[0] == 0.0 and math.copysign(1.0, point[0]) == 1.0

@@ -343,7 +343,15 @@ def _read_header_and_metadata(path: PathLike):
     if METADATA_KEY not in meta_strings:
         raise ModelPackageError(f"'{path}' is a safetensors file but not a LiverTumorSeg model package "
                                 f"(no '{METADATA_KEY}' metadata). Create packages with save_model_package.")
-    text = meta_strings[METADATA_KEY]
+    meta = parse_package_metadata(meta_strings[METADATA_KEY], path)
+    _check_metadata_hash(meta, path)
+    return header, meta
+
+
+def parse_package_metadata(text: str, path: PathLike = "package") -> Dict[str, Any]:
+    """The ``livertumorseg`` metadata JSON text of a package, parsed and checked as loading checks it (size, finite
+    numbers, bounded integers, nesting, every field: :func:`validate_package_metadata`); ModelPackageError names
+    what is wrong."""
     if len(text) > MAX_METADATA_BYTES:
         raise ModelPackageError(f"Model package '{path}' has {len(text) / 2 ** 20:.1f} MiB of metadata (at most "
                                 f"{MAX_METADATA_BYTES / 2 ** 20:.0f} MiB); the file is corrupt or hostile.")
@@ -354,9 +362,7 @@ def _read_header_and_metadata(path: PathLike):
     except RecursionError:
         raise ModelPackageError(f"Model package '{path}' has metadata nested too deeply; the file is corrupt or "
                                 f"hostile.") from None
-    validate_package_metadata(meta, path)
-    _check_metadata_hash(meta, path)
-    return header, meta
+    return validate_package_metadata(meta, path)
 
 
 MAX_METADATA_INT = 2 ** 64
@@ -469,6 +475,11 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         meta_json = sealed_metadata_json(meta)
     except (TypeError, ValueError) as exc:
         raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
+    try:  # what loading would refuse is refused now, before a training run's result is written unloadable
+        parse_package_metadata(meta_json, path)
+    except ModelPackageError as exc:
+        raise InputError(f"Not saved: loading would refuse this package's metadata: {exc} Fix the metadata "
+                         f"passed to save_model_package.") from exc
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)

@@ -166,11 +166,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.ndim != 3:
         raise InputError(f"The label map must be 3D (z, y, x); got shape {labels_zyx.shape}.")
-    kind = labels_zyx.dtype.kind  # unsigned (segment's own uint8 maps): one pass over the volume, not three
-    if labels_zyx.size and kind != "b" and (labels_zyx.max() > 2 or (kind != "u" and labels_zyx.min() < 0)
-                                            or (kind == "f" and np.any(labels_zyx != np.round(labels_zyx)))):
-        from ..io.labels import check_label_values
-        check_label_values(labels_zyx, "label map")  # raises LabelError naming the values
+    from ..io.labels import require_label_values
+    require_label_values(labels_zyx, "label map")  # raises LabelError naming the values
     _check_same_shape(hu_zyx, labels_zyx, "CT")
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     voxel_ml = geometry.voxel_volume_ml

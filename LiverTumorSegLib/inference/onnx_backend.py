@@ -4,10 +4,12 @@
 ``(N, K, H, W)`` float32. The graph is exported per slice size (dynamic batch N), on first use.
 Needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install livertumorseg[onnx]``).
 """
+import inspect
 import logging
 import os
 import tempfile
 import warnings
+from collections import OrderedDict
 from typing import Optional, Tuple
 
 import numpy as np
@@ -15,6 +17,11 @@ import numpy as np
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 2
+"""ONNX Runtime sessions an :class:`OnnxSlicePredictor` keeps (least recently used dropped). Every CT has its own
+network slice size (pixel size, body crop), so a batch run kept one session per CT: 8 CTs held 8 sessions and
+438 MiB more than the torch backend, growing with every case."""
 
 
 def onnx_available() -> bool:
@@ -39,11 +46,14 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:
+        # the TorchScript exporter: newer torch defaults to the dynamo one (and has the keyword), torch < 2.5 has
+        # only the TorchScript one and refuses the keyword
+        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
                               dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},
-                              opset_version=opset, dynamo=False)
+                              opset_version=opset, **legacy)
         with open(path, "rb") as handle:
             return handle.read()
     finally:
@@ -53,7 +63,8 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
 class OnnxSlicePredictor:
     """Callable ``(N, C, H, W) float32 -> logits (N, K, H, W) float32`` running on ONNX Runtime (CPU).
 
-    One ONNX session per slice size ``(C, H, W)``, exported on first use (a volume has one size).
+    One ONNX session per slice size ``(C, H, W)``, exported on first use (a volume has one size); the last
+    :data:`MAX_SESSIONS` sizes are kept.
     """
 
     def __init__(self, model: "object", in_channels: int, threads: Optional[int] = None) -> None:
@@ -63,13 +74,15 @@ class OnnxSlicePredictor:
         self.model = model
         self.in_channels = int(in_channels)
         self.threads = threads
-        self._sessions = {}  # type: Dict[Tuple[int, int, int], object]
+        self._sessions = OrderedDict()  # (C, H, W) -> session, least recently used first
 
     def session_for(self, shape_chw: Tuple[int, int, int]) -> "object":
         """The ORT session for slices of ``shape_chw`` (exported and cached on first use)."""
         import onnxruntime as ort
 
-        if shape_chw not in self._sessions:
+        if shape_chw in self._sessions:
+            self._sessions.move_to_end(shape_chw)
+        else:
             if shape_chw[0] != self.in_channels:
                 raise InputError(f"The network expects {self.in_channels} input channels, got {shape_chw[0]}.")
             options = ort.SessionOptions()
@@ -77,8 +90,11 @@ class OnnxSlicePredictor:
                 options.intra_op_num_threads = int(self.threads)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             log.debug("exporting the network to ONNX for slices %s", shape_chw)
-            self._sessions[shape_chw] = ort.InferenceSession(export_onnx_bytes(self.model, shape_chw), options,
-                                                             providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(export_onnx_bytes(self.model, shape_chw), options,
+                                           providers=["CPUExecutionProvider"])
+            while len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+            self._sessions[shape_chw] = session
         return self._sessions[shape_chw]
 
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:

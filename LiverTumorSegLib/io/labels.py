@@ -94,6 +94,16 @@ NEAR_INTEGER_TOLERANCE = 1e-3
 """A float label value this close to an integer is that integer (labels saved as float32 by a scaling step)."""
 
 
+def require_label_values(array: np.ndarray, source: str = "label map") -> None:
+    """Raise LabelError (naming the values) unless ``array`` holds only 0, 1 and 2 (bool, integers, or floats that
+    are those integers). Quick for the uint8 maps ``segment`` makes: one pass (their maximum) over the volume."""
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if array.size and kind != "b" and (array.max() > 2 or (kind != "u" and array.min() < 0)
+                                       or (kind == "f" and np.any(array != np.round(array)))):
+        check_label_values(array, source)
+
+
 def check_label_values(array: np.ndarray, source: str = "label map",
                        allowed_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
     """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values`` (floats within

@@ -107,9 +107,12 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
 
 def storable_array(array: np.ndarray) -> np.ndarray:
     """``array`` in a dtype every output format stores: bool -> uint8, float16/float64 -> float32, 64-bit
-    integers -> int32/uint32 when their values fit (else float64); complex data is refused (InputError).
+    integers -> int32/uint32 when their values fit (else float64); complex data is refused (InputError); a
+    big-endian array -> native byte order (SimpleITK, which writes NRRD and MetaImage, refused ``>i2``).
     nibabel refused bool and float16 and wanted an explicit header for 64-bit integers."""
     array = np.asarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     kind = array.dtype
     if np.issubdtype(kind, np.complexfloating):
         raise InputError(f"Cannot write a {kind} (complex) volume; CT and label maps are real-valued.")

@@ -134,6 +134,31 @@ def test_onnx_backend_matches_torch(tmp_path):
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
 
 
+def test_onnx_backend_keeps_a_bounded_number_of_sessions(tmp_path, monkeypatch):
+    """Every CT has its own network slice size; one engine serving a batch kept a session per CT (8 CTs: 8
+    sessions, memory rising with every case). The last MAX_SESSIONS sizes are kept, and each still answers."""
+    pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.inference import onnx_backend
+
+    package = tiny_unet_package(tmp_path)
+    engine = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
+    exports = []
+    real_export = onnx_backend.export_onnx_bytes
+    monkeypatch.setattr(onnx_backend, "export_onnx_bytes", lambda *a, **k: exports.append(a[1]) or real_export(*a, **k))
+    rng = np.random.default_rng(2)
+    sizes = [(16, 20), (18, 20), (16, 20), (20, 24), (22, 26), (16, 20)]
+    for h, w in sizes:
+        x = rng.random((1, 1, h, w), dtype=np.float32)
+        reference = SliceInferenceEngine(package, device="cpu", threads=1,
+                                         precision="fp32").predict_batch_probabilities(x)
+        np.testing.assert_allclose(engine.predict_batch_probabilities(x), reference, atol=1e-4)
+    predictor = next(v for v in vars(engine).values() if isinstance(v, onnx_backend.OnnxSlicePredictor))
+    assert len(predictor._sessions) == onnx_backend.MAX_SESSIONS == 2
+    assert list(predictor._sessions) == [(1, 22, 26), (1, 16, 20)]
+    # the third (16, 20) came after two other sizes: exported again; the second one was still kept
+    assert [tuple(s[1:]) for s in exports] == [(16, 20), (18, 20), (20, 24), (22, 26), (16, 20)]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_engine_matches_cpu(tmp_path):

@@ -701,3 +701,19 @@ def test_any_64_bit_integer_in_metadata_is_read():
     assert _bounded_int(str(2 ** 64 - 1)) == 2 ** 64 - 1 and _bounded_int("-9223372036854775808") == -2 ** 63
     with pytest.raises(ValueError, match="out of range"):
         _bounded_int("1" + "0" * 30)
+
+
+@pytest.mark.parametrize("metadata, named", [
+    ({"description": "x" * 70_000}, "'description' must be a text of at most"),
+    ({"training": {"seed": 2 ** 70}}, "integer"),
+    ({"labels": {str(i): f"class {i}" for i in range(40)}}, "'labels' must map class numbers"),
+    ({"deep": json.loads("[" * 40 + "]" * 40)}, "nested more than"),
+    ({"default": "yes"}, "'default' must be true or false"),
+], ids=["long description", "huge integer", "40 labels", "deep nesting", "default not bool"])
+def test_save_refuses_metadata_that_loading_would_refuse(tmp_path, metadata, named):
+    """Each of these saved without a word and then never loaded: a training run could end holding a package
+    nobody can open. Saving now runs the loader's checks and writes nothing."""
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(InputError, match=f"Not saved: loading would refuse.*{named}"):
+        save_model_package(target, _tiny_model(), PREP, metadata=metadata)
+    assert list(tmp_path.iterdir()) == []

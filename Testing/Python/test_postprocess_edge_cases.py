@@ -224,3 +224,18 @@ def test_heart_reach_is_measured_in_mm_per_axis():
     assert height[0, 0] == 3 and height[30, 0] == 3 and height[0, 15] == 3
     assert np.isinf(height[31, 0]) and np.isinf(height[0, 16]) and np.isinf(height[22, 11])   # 44 x 44 mm: 62 mm
     assert height[21, 10] == 3                                                                   # 42 x 40 mm: 58 mm
+
+
+@pytest.mark.parametrize("value", [258, -1, 1.6])
+def test_postprocess_refuses_labels_other_than_0_1_2(value):
+    """uint8 conversion wrapped them: 258 became 2 (400 voxels of 'tumor'), -1 became 255, 1.6 became 1, where
+    lesion_report and write_label_map refuse the same arrays."""
+    from LiverTumorSegLib.errors import LabelError
+
+    labels = np.zeros((6, 20, 20), np.float64 if isinstance(value, float) else np.int32)
+    labels[1:5, 2:18, 2:18] = 1
+    labels[2:4, 5:15, 5:15] = value
+    with pytest.raises(LabelError, match=f"has values {value}|0, 1, 2"):
+        postprocess_labels(labels, (2.0, 1.0, 1.0))
+    labels[2:4, 5:15, 5:15] = 2
+    assert set(np.unique(postprocess_labels(labels, (2.0, 1.0, 1.0)))) == {0, 1, 2}

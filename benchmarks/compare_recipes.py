@@ -121,14 +121,52 @@ def metric_values(summary: Dict[str, Any], perturbations: Sequence[str]) -> Dict
 
 
 def seed_spread(entries: Sequence[Dict[str, Any]], metric: str) -> Optional[float]:
-    """Mean over folds (held-out keys) with >= 2 training seeds of the metric's range (max - min) over seeds."""
-    by_fold: Dict[Any, List[float]] = {}
+    """Mean over folds (held-out keys) with >= 2 different known training seeds of the metric's range
+    (max - min) over those seeds. Packages of one seed (or of an unrecorded one) are not a seed's spread."""
+    by_fold: Dict[Any, Dict[int, float]] = {}
     for e in entries:
         v = e["metrics"].get(metric)
-        if v is not None:
-            by_fold.setdefault(e["held_out"], []).append(v)
-    ranges = [max(v) - min(v) for v in by_fold.values() if len(v) >= 2]
+        if v is not None and e.get("training_seed") is not None:
+            by_fold.setdefault(e["held_out"], {}).setdefault(e["training_seed"], v)
+    ranges = [max(v.values()) - min(v.values()) for v in by_fold.values() if len(v) >= 2]
     return float(np.mean(ranges)) if ranges else None
+
+
+def check_unique_pair_keys(name: str, keyed: Sequence[Tuple[Any, Any]]) -> None:
+    """InputError when two packages of arm ``name`` share a pairing key (held-out cases, training seed): only
+    one of them could be paired, and the other was dropped without a word (two checkpoints of one fold, a
+    package listed twice, packages without a recorded seed). ``keyed``: ``(package path, key)``."""
+    seen: Dict[Any, Any] = {}
+    for path, key in keyed:
+        if not key[0]:
+            continue  # no held-out case: evaluate_package refuses it with its own message
+        if key in seen:
+            raise InputError(f"--arm {name}: '{seen[key]}' and '{path}' are both fold {', '.join(key[0])} with "
+                             f"training seed {key[1]}; an arm holds one package per fold and seed. Leave one out "
+                             f"(or give them different --seed when training).")
+        seen[key] = path
+
+
+def common_pair_keys(arms: Sequence[Tuple[str, List[Dict[str, Any]]]]) -> set:
+    """The pairing keys every arm has: the arms' means are taken over these, so they compare like with like."""
+    keys = [{e["pair_key"] for e in entries} for _, entries in arms]
+    return set.intersection(*keys) if keys else set()
+
+
+def training_differences(base: Sequence[Dict[str, Any]], other: Sequence[Dict[str, Any]]) -> List[str]:
+    """Lines naming paired packages trained for other step counts or on other cases than their partner: their
+    difference is not the recipe's alone."""
+    base_by_key = {e["pair_key"]: e for e in base}
+    lines = []
+    for e in other:
+        partner = base_by_key.get(e["pair_key"])
+        if partner is None:
+            continue
+        for key, what in (("training_steps", "steps"), ("training_cases", "training cases")):
+            if e.get(key) != partner.get(key):
+                lines.append(f"  note: {Path(e['package']).name} and {Path(partner['package']).name} were trained "
+                             f"with other {what} ({e.get(key)} vs {partner.get(key)})")
+    return lines
 
 
 def paired_differences(base: Sequence[Dict[str, Any]], other: Sequence[Dict[str, Any]], metric: str
@@ -153,13 +191,14 @@ def summary_lines(arms: Sequence[Tuple[str, List[Dict[str, Any]]]], perturbation
     every other arm, the paired change against the first."""
     metrics = list(SCALAR_KEYS) + [f"tumor:{p}" for p in perturbations]
     base_name, base = arms[0]
+    common = common_pair_keys(arms)
     head = f"  {'metric':<22}" + "".join(f" {name[:14]:>14}" for name, _ in arms) + f"  {'seed spread':>11}"
     head += "".join(f"  {name[:10] + ' - ' + base_name[:10]:>36}" for name, _ in arms[1:])
     lines = [head, "  " + "-" * (len(head) - 2)]
     for metric in metrics:
         cells = []
-        for _, entries in arms:
-            m = _mean(e["metrics"].get(metric) for e in entries)
+        for _, entries in arms:  # over the folds and seeds every arm has: other folds are not comparable
+            m = _mean(e["metrics"].get(metric) for e in entries if e["pair_key"] in common)
             cells.append(f" {_fmt(m):>14}")
         spread = seed_spread(base, metric)
         line = f"  {metric:<22}" + "".join(cells) + f"  {_fmt(spread):>11}"
@@ -172,6 +211,12 @@ def summary_lines(arms: Sequence[Tuple[str, List[Dict[str, Any]]]], perturbation
                 text = "no pairs"
             line += f"  {text:>36}"
         lines.append(line)
+    left_out = {name: sum(1 for e in entries if e["pair_key"] not in common) for name, entries in arms}
+    lines.append(f"  arm means over the {len(common)} fold/seed pair(s) every arm has"
+                 + ("" if not any(left_out.values()) else "; left out of them (no partner in some arm): "
+                    + ", ".join(f"{name} {n}" for name, n in left_out.items() if n)))
+    for _, entries in arms[1:]:
+        lines.extend(training_differences(base, entries))
     return lines
 
 
@@ -208,11 +253,17 @@ def evaluate_package(path: Path, cases: Sequence[Any], perturbations: Sequence[s
         for row in rb.evaluate(engine, loaded, names, seed):
             row["bench_seed"] = int(seed)
             rows.append(row)
-    seed = training_seed(package.metadata)
-    held_ids = tuple(sorted(c.case_id for c in held))
+    held_ids, seed = pair_key(package.metadata, cases)
     summary = package_summary(rows, perturbations)
+    training = package.metadata.get("training") or {}
     return {"package": str(path), "held_out": held_ids, "training_seed": seed, "pair_key": (held_ids, seed),
+            "training_steps": training.get("global_step"), "training_cases": sorted(training.get("cases") or []),
             "rows": rows, "summary": summary, "metrics": metric_values(summary, perturbations)}
+
+
+def pair_key(metadata: Dict[str, Any], cases: Sequence[Any]) -> Tuple[Tuple[str, ...], Optional[int]]:
+    """``(held-out case ids, training seed)``: what pairs a package with its partner in another arm."""
+    return tuple(sorted(c.case_id for c in held_out_cases(metadata, cases))), training_seed(metadata)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -249,6 +300,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     cases = rb.find_cases(args.data)
+    from LiverTumorSegLib.package import read_package_metadata
+
+    for name, paths in arms:  # before any inference
+        check_unique_pair_keys(name, [(path, pair_key(read_package_metadata(path), cases)) for path in paths])
     results = []
     for name, paths in arms:
         entries = []

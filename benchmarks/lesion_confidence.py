@@ -102,17 +102,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in robustness.find_cases(args.data))}
+    if not args.pair and not args.all_cases:
+        parser.error("give --pair PACKAGE=CASE or --all-cases PACKAGE (nothing to run)")
+    return robustness.run_with_error_line(run, args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every input before any inference, then run the packages and print the threshold tables."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.package import read_package_metadata, resolve_model
+
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
-    thresholds = [float(t) for t in args.thresholds.split(",")]
-    groups = {}  # type: Dict[str, List[Dict[str, Any]]]
-    for pair in args.pair:
-        path, _, case_id = pair.partition("=")
+    unknown = [p for p in perturbations if p not in robustness.PERTURBATIONS]
+    if unknown or not perturbations:
+        raise InputError(f"--perturbations {unknown or args.perturbations!r}: choose from "
+                         f"{', '.join(robustness.PERTURBATIONS)}.")
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",")]
+    except ValueError:
+        raise InputError(f"--thresholds '{args.thresholds}': comma-separated numbers, e.g. 0.5,0.65.") from None
+    pairs = [(resolve_model(pair.partition("=")[0]), pair.partition("=")[2]) for pair in args.pair]
+    every = [(name, resolve_model(name)) for name in args.all_cases]  # 'default' or a path
+    for path in [p for p, _ in pairs] + [p for _, p in every]:
+        read_package_metadata(path)  # a missing or broken package: one line naming it, not a traceback
+    cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in robustness.find_cases(args.data))}
+    for (_, case_id), pair in zip(pairs, args.pair):
         if case_id not in cases:
-            raise SystemExit(f"--pair {pair}: no case '{case_id}' in {args.data} (have {', '.join(cases)})")
+            raise InputError(f"--pair {pair}: no case '{case_id}' in {args.data} (have {', '.join(cases)})")
+    groups = {}  # type: Dict[str, List[Dict[str, Any]]]
+    for path, case_id in pairs:
         groups.setdefault("pairs", []).extend(run_package(path, [cases[case_id]], perturbations, args.device))
-    for path in args.all_cases:
-        groups.setdefault(f"{path} on every case", []).extend(
+    for name, path in every:
+        groups.setdefault(f"{name} on every case", []).extend(
             run_package(path, list(cases.values()), perturbations, args.device))
     for name, rows in groups.items():
         print(f"{name} (lesions smaller than {args.max_ml:g} mL with mean tumor probability < threshold):")

@@ -109,10 +109,23 @@ class Sample:
 
 @dataclass
 class BenchCase:
+    """One benchmark case: ``sample`` (with synthetic tumors) and ``original`` (the real CT), both limited to
+    ``--max-slices`` around the liver; ``source`` and ``seed`` rebuild the whole scan for the field-of-view rows
+    (:meth:`whole_sample`; read again when needed, so a batch of large CTs is not held twice in memory)."""
     case_id: str
     patient_id: str
     sample: Sample          # with synthetic tumors
     original: Sample        # the real CT (no synthetic tumors)
+    source: Any = None      # the training.datasets.Case it was read from
+    seed: int = 0
+    lesions: Any = None     # the LesionConfig of the synthetic tumors
+    cropped: bool = False   # sample and original are a part of the scan (--max-slices)
+
+    def whole_sample(self) -> Sample:
+        """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped)."""
+        if not self.cropped:
+            return self.sample
+        return _whole_scan_samples(self.source, self.seed, self.lesions)[1]
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -121,8 +134,10 @@ PAIR_RE = re.compile(r"^(?P<stem>.+?)_liver(_seg|_tsv\d+)?\.nii(\.gz)?$")
 LABEL_PREFERENCE = ("_liver.", "_liver_seg.", "_liver_tsv")
 
 
-def paired_cases(folder: Path) -> List[Any]:
-    """Cases (``training.datasets.Case``) found below ``folder`` by the ``<stem>`` + ``<stem>_liver*`` rule."""
+def paired_cases(folder: Path, unpaired: Optional[List[str]] = None) -> List[Any]:
+    """Cases (``training.datasets.Case``) found below ``folder`` by the ``<stem>`` + ``<stem>_liver*`` rule.
+    ``unpaired`` (a list) receives the other ``.nii*`` files' paths below ``folder``: images without such a
+    label, or labels named otherwise (``x_seg.nii.gz``), left out without a word before."""
     from LiverTumorSegLib.training.datasets import Case
 
     files = sorted(p for p in folder.rglob("*.nii*") if p.is_file() and not p.name.startswith("."))
@@ -139,6 +154,8 @@ def paired_cases(folder: Path) -> List[Any]:
         stem = re.sub(r"\.nii(\.gz)?$", "", path.name)
         candidates = labels.get((path.parent, stem)) or labels.get((path.parent, re.sub(r"_ct$", "", stem)))
         if not candidates:
+            if unpaired is not None:
+                unpaired.append(path.relative_to(folder).as_posix())
             continue
         candidates = sorted(candidates, key=lambda p: [i for i, k in enumerate(LABEL_PREFERENCE)
                                                        if k in p.name][:1] or [99])
@@ -163,8 +180,9 @@ def unique_case_ids(cases: List[Any], folder: Path) -> List[Any]:
     return out
 
 
-def find_cases(data: Any) -> List[Any]:
-    """Cases of ``data`` (CSV, folder with one CSV, pairing-rule folder, or a public layout)."""
+def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[Any]:
+    """Cases of ``data`` (CSV, folder with one CSV, pairing-rule folder, or a public layout). ``log`` is told
+    which files of a pairing-rule folder were left out."""
     from LiverTumorSegLib.training.datasets import discover_cases
 
     root = Path(data)
@@ -172,7 +190,11 @@ def find_cases(data: Any) -> List[Any]:
         raise InputError(f"--data '{root}' does not exist; pass a folder of cases or a CSV (image,label).")
     if root.is_file() or any(p.suffix.lower() == ".csv" for p in root.glob("*.csv")):
         return discover_cases(root, "csv")
-    cases = paired_cases(root)
+    unpaired: List[str] = []
+    cases = paired_cases(root, unpaired)
+    if cases and unpaired and log:
+        log(f"not used ({len(unpaired)} file(s) without a '<stem>_liver*.nii*' label beside them): "
+            + ", ".join(unpaired[:10]) + (" ..." if len(unpaired) > 10 else ""))
     return cases if cases else discover_cases(root)
 
 
@@ -181,33 +203,50 @@ def crop_z(sample: Sample, z0: int, z1: int) -> Sample:
                    labels=np.ascontiguousarray(sample.labels[z0:z1]))
 
 
-def center_crop_on_liver(sample: Sample, max_slices: Optional[int]) -> Sample:
-    """At most ``max_slices`` slices centred on the liver's z centre (all when None or enough)."""
-    nz = sample.hu.shape[0]
+def liver_centred_window(labels_zyx: np.ndarray, max_slices: Optional[int]) -> Tuple[int, int]:
+    """Slice range ``(z0, z1)`` of at most ``max_slices`` slices centred on the liver's z centre (all slices
+    when None or enough)."""
+    nz = labels_zyx.shape[0]
     if not max_slices or nz <= max_slices:
-        return sample
-    zs = np.nonzero((sample.labels >= 1).any(axis=(1, 2)))[0]
+        return 0, nz
+    zs = np.nonzero((labels_zyx >= 1).any(axis=(1, 2)))[0]
     centre = int(round(zs.mean())) if zs.size else nz // 2
     z0 = int(np.clip(centre - max_slices // 2, 0, nz - max_slices))
-    return crop_z(sample, z0, z0 + max_slices)
+    return z0, z0 + max_slices
 
 
 def case_seed(case_id: str, seed: int) -> int:
     return (zlib.crc32(case_id.encode("utf-8")) + 7919 * int(seed)) % (2 ** 32)
 
 
-def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
-                    lesions: LesionConfig = BENCHMARK_LESIONS) -> BenchCase:
-    """Read and canonicalize one case and insert the benchmark's synthetic tumors (seeded by case id)."""
+def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_LESIONS
+                        ) -> Tuple[Sample, Sample]:
+    """``(original, with synthetic tumors)`` of a case's whole scan, read and canonicalized; the tumors are
+    seeded by the case id and ``seed``, so every call gives the same ones."""
     from LiverTumorSegLib.training.datasets import load_case
 
     volume, labels = load_case(case)
+    if not (labels >= 1).any():
+        raise InputError(f"Case '{case.case_id}': its label map '{case.label_path}' has no liver voxel; the "
+                         f"benchmark scores the liver and inserts its tumors into it. Give the case's liver label, "
+                         f"or leave the case out.")
     spacing = tuple(float(s) for s in volume.spacing_zyx)
     original = Sample(np.asarray(volume.array, dtype=np.float32), labels.astype(np.uint8), spacing, spacing)
-    original = center_crop_on_liver(original, max_slices)
     hu, lab, _ = insert_lesions(original.hu, original.labels, spacing, rng=case_seed(case.case_id, seed),
                                 config=lesions)
-    return BenchCase(case.case_id, case.patient_id, Sample(hu, lab, spacing, spacing), original)
+    return original, Sample(hu, lab, spacing, spacing)
+
+
+def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
+                    lesions: LesionConfig = BENCHMARK_LESIONS) -> BenchCase:
+    """Read and canonicalize one case, insert the benchmark's synthetic tumors into the whole scan (seeded by
+    case id), then keep at most ``max_slices`` slices around the liver."""
+    original, sample = _whole_scan_samples(case, seed, lesions)
+    z0, z1 = liver_centred_window(original.labels, max_slices)
+    cropped = (z0, z1) != (0, original.hu.shape[0])
+    if cropped:
+        original, sample = crop_z(original, z0, z1), crop_z(sample, z0, z1)
+    return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped)
 
 
 # ------------------------------------------------------------------------------------------- perturbations
@@ -292,8 +331,9 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "noise10": ("noise 10 HU std", lambda c, s: add_noise(c.sample, 10.0, s)),
     "noise25": ("noise 25 HU std", lambda c, s: add_noise(c.sample, 25.0, s)),
     "thick5mm": ("5 mm thick slices", lambda c, s: thick_slices(c.sample, 5.0)),
-    "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.sample, 20.0)),
-    "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.sample, 60.0)),
+    # from the whole scan: with --max-slices the kept slices were always within the liver +- the margin
+    "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.whole_sample(), 20.0)),
+    "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.whole_sample(), 60.0)),
 }
 
 
@@ -439,10 +479,12 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
 def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
                      replace_stored: bool = False) -> Path:
     """Rewrite package ``path`` with ``metadata["robustness"] = rows`` and ``metadata["robustness_settings"] =
-    settings`` (how the rows were made: data, cases, perturbations, seed, slices, post-processing, library
-    version, date), tensors and their hash unchanged, the metadata's own hash recomputed. A stored table with
-    cases or perturbations the new rows lack is kept (InputError) unless ``replace_stored``: a quick check
-    run replaced a 43-row table by 2 rows without a word."""
+    settings`` (how the rows were made: data, cases, perturbations, seed, slices, post-processing, code
+    version, the weights' SHA-256, date), tensors and their hash unchanged, the metadata's own hash
+    recomputed. A stored table with cases or perturbations the new rows lack is kept (InputError) unless
+    ``replace_stored``: a quick check run replaced a 43-row table by 2 rows without a word. When ``settings``
+    name the weights they measured (``weights_sha256``), a file whose weights differ now is refused: it was
+    replaced after the run, and the rows would describe another network."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -455,6 +497,11 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    measured = (settings or {}).get("weights_sha256")
+    if measured and meta.get("weights_sha256") != measured:
+        raise InputError(f"'{path}' holds other weights (SHA-256 {str(meta.get('weights_sha256'))[:12]}...) than the "
+                         f"package this run measured ({str(measured)[:12]}...): the file was replaced during the "
+                         f"run. Run the benchmark again on it.")
     if not replace_stored:
         check_table_kept(path, meta, _covered(rows))
     meta["robustness"] = [dict(r) for r in rows]
@@ -483,9 +530,28 @@ def check_table_kept(path: Any, metadata: Dict[str, Any], covered: set) -> None:
                          f"--replace-stored to replace the table.")
 
 
-def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str]
-                 ) -> Dict[str, Any]:
-    """What a stored table was made with, so two packages' tables can be compared (or found not comparable)."""
+def code_version() -> Dict[str, Any]:
+    """The git commit of this checkout and whether files differ from it (``{}`` outside a git clone): the
+    library version stayed 0.1.0 while a change to the synthetic-lesion code moved stored tumor Dice by 0.005."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=str(ROOT), capture_output=True, text=True,
+                                timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=str(ROOT),
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if commit.returncode != 0 or status.returncode != 0:
+        return {}
+    return {"git_commit": commit.stdout.strip(), "git_modified": bool(status.stdout.strip())}
+
+
+def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str],
+                 weights_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """What a stored table was made with, so two packages' tables can be compared (or found not comparable):
+    also the synthetic tumors' settings, the code's git commit and the SHA-256 of the weights measured
+    (``livertumorseg models`` flags a table whose weights differ from the package's)."""
     import datetime
 
     from LiverTumorSegLib import __version__
@@ -494,7 +560,20 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
     return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
-            "library_version": __version__, "date": datetime.date.today().isoformat()}
+            "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
+            "code": code_version(), "weights_sha256": weights_sha256, "date": datetime.date.today().isoformat()}
+
+
+def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int) -> set:
+    """The (case, perturbation) pairs a run will score: the perturbations that can skip a case (thick slices,
+    field of view) are tried, as :func:`evaluate` will."""
+    pairs = set()
+    for case in cases:
+        for name in perturbations:
+            may_skip = any(name.startswith(prefix) for prefix in SKIP_REASONS)
+            if not may_skip or PERTURBATIONS[name][1](case, case_seed(case.case_id + name, seed)) is not None:
+                pairs.add((case.case_id, name))
+    return pairs
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -515,6 +594,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic tumors and the noise")
     p.add_argument("--no-postprocessing", action="store_true", help="score the raw network output")
+    p.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
+                   help="the post-processing's lesion-confidence threshold (segment --min-lesion-probability; "
+                        "0 turns the step off) instead of the default 0.65")
     p.add_argument("--tta", action="store_true",
                    help="left-right flip test-time augmentation (segment --tta): does it pay for its time?")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
@@ -545,19 +627,27 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
-    if args.store_in_package and (args.tta or args.no_postprocessing):
-        raise InputError("--store-in-package stores the table of the default inference; run it without --tta "
-                         "and --no-postprocessing.")
+    if args.store_in_package and (args.tta or args.no_postprocessing or args.min_lesion_probability is not None):
+        raise InputError("--store-in-package stores the table of the default inference; run it without --tta, "
+                         "--no-postprocessing and --min-lesion-probability.")
+    if args.min_lesion_probability is not None and args.no_postprocessing:
+        raise InputError("--min-lesion-probability sets a post-processing step; --no-postprocessing turns them all "
+                         "off. Give one of the two.")
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    found = find_cases(args.data)
-    if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
-        planned = {(c.case_id, p) for c in found for p in perturbations}
-        for path in paths:
-            check_table_kept(path, read_package_metadata(path), planned)
+    found = find_cases(args.data, say)
     cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in found]
     say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
+    if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
+        planned = planned_pairs(cases, perturbations, args.seed)
+        for path in paths:
+            check_table_kept(path, read_package_metadata(path), planned)
     post = PostprocessingOptions.disabled() if args.no_postprocessing else None
+    if args.min_lesion_probability is not None:
+        from LiverTumorSegLib.inference.options import SegmentationOptions
+        # checked as segment checks it (0..1, a number)
+        post = SegmentationOptions(postprocessing=PostprocessingOptions(
+            min_lesion_probability=args.min_lesion_probability)).postprocessing
     results = []
     for path in paths:
         package = load_model_package(path)
@@ -565,9 +655,10 @@ def run(args: argparse.Namespace) -> int:
         trained_on = training_names(package.metadata)
         say(f"{package.name} ({path}):")
         rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say)
-        results.append({"package": str(path), "name": package.name, "rows": rows})
+        results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256})
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
+              f"{'' if args.min_lesion_probability is None else f' (min lesion probability {args.min_lesion_probability:g})'}"
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
@@ -584,13 +675,14 @@ def run(args: argparse.Namespace) -> int:
 
         document = {"data": str(args.data), "perturbations": {k: PERTURBATIONS[k][0] for k in perturbations},
                     "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
+                    "min_lesion_probability": args.min_lesion_probability,
                     "tta": bool(args.tta),
                     "note": NOTE, "packages": results}
         with atomic_output(args.json, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
-        settings = run_settings(args, cases, perturbations)
         for result in results:
+            settings = run_settings(args, cases, perturbations, result["weights_sha256"])
             store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")
     return 0

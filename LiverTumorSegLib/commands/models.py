@@ -9,7 +9,7 @@ folder and in the user folder (``LIVERTUMORSEG_MODELS_DIR``, default ``~/.livert
 """
 import argparse
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 COUNT_IN_CHANNELS = 3
 
@@ -64,15 +64,40 @@ def robustness_means(rows: Any) -> List[Dict[str, Any]]:
 
     def mean(values: List[Any]) -> Any:
         numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return round(sum(numbers) / len(numbers), 4) if numbers else None
+        return sum(numbers) / len(numbers) if numbers else None  # rounded once, where printed (0.78655 was 0.786)
 
     return [{"perturbation": name, "cases": len(group),
              "liver_dice": mean([r.get("liver_dice") for r in group]),
              "tumor_dice": mean([r.get("tumor_dice") for r in group])} for name, group in groups.items()]
 
 
-def robustness_lines(rows: Any, per_line: int = 4) -> List[str]:
-    """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line."""
+def robustness_weights_status(metadata: Dict[str, Any]) -> str:
+    """Whether a package's stored robustness table was measured on its weights: ``"these weights"`` (its
+    ``robustness_settings`` record the package's weights SHA-256), ``"other weights"`` (they record another:
+    the package was re-saved with other weights, e.g. through ``carried_metadata``), ``"not recorded"``
+    (stored before the settings recorded it) or ``""`` (no table)."""
+    if not metadata.get("robustness"):
+        return ""
+    settings = metadata.get("robustness_settings")
+    measured = settings.get("weights_sha256") if isinstance(settings, dict) else None
+    if not measured:
+        return "not recorded"
+    return "these weights" if measured == metadata.get("weights_sha256") else "other weights"
+
+
+def missing_perturbations(rows: Any, settings: Any) -> List[str]:
+    """The perturbations a stored table's settings asked for that gave no row on any case (e.g. the field-of-view
+    crops when the run kept only slices around the liver)."""
+    asked = settings.get("perturbations") if isinstance(settings, dict) else None
+    if not isinstance(asked, list):
+        return []
+    present = {str(r.get("perturbation")) for r in rows if isinstance(r, dict)} if isinstance(rows, list) else set()
+    return [str(name) for name in asked if str(name) not in present]
+
+
+def robustness_lines(rows: Any, per_line: int = 4, weights: str = "", missing: Sequence[str] = ()) -> List[str]:
+    """Text lines ``name liver/tumor`` (mean Dice over the benchmark's cases), ``per_line`` per line; then what
+    :func:`robustness_weights_status` (``weights``) and :func:`missing_perturbations` (``missing``) found."""
     means = robustness_means(rows)
     if not means:
         return []
@@ -89,22 +114,35 @@ def robustness_lines(rows: Any, per_line: int = 4) -> List[str]:
              + ("; includes training cases: invariance, not generalization" if trained else "") + "):"]
     for start in range(0, len(means), per_line):
         lines.append("  " + ", ".join(cell(m) for m in means[start:start + per_line]))
+    if missing:
+        lines.append(f"  no row (skipped on every case): {', '.join(missing)}")
+    if weights == "other weights":
+        lines.append("  STALE: measured on other weights than this file holds (the package was re-saved); run "
+                     "benchmarks/robustness.py on it again")
+    elif weights == "not recorded":
+        lines.append("  (the table does not record the weights it was measured on: stored before tables did)")
     return lines
 
 
 def with_robustness(installed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """``installed`` entries with ``robustness`` (the package's stored rows, [] when none) added."""
+    """``installed`` entries with ``robustness`` (the package's stored rows, [] when none),
+    ``robustness_settings`` (how they were made, {} when not recorded) and ``robustness_weights``
+    (:func:`robustness_weights_status`) added."""
     from ..errors import ModelPackageError
     from ..package import read_package_metadata
 
     for entry in installed:
-        rows: Any = []
+        metadata: Dict[str, Any] = {}
         if not entry.get("error"):
             try:
-                rows = read_package_metadata(entry["path"]).get("robustness") or []
+                metadata = read_package_metadata(entry["path"])
             except ModelPackageError:
-                rows = []
+                metadata = {}
+        rows = metadata.get("robustness") or []
+        settings = metadata.get("robustness_settings")
         entry["robustness"] = rows if isinstance(rows, list) else []
+        entry["robustness_settings"] = settings if isinstance(settings, dict) else {}
+        entry["robustness_weights"] = robustness_weights_status(metadata) if entry["robustness"] else ""
     return installed
 
 
@@ -144,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         name = entry["name"] + (" (default)" if entry["default"] else "")
         print(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
               f"{dice_summary(entry['validation']):<32} {entry['path']}")
-        for line in robustness_lines(entry.get("robustness")):
+        for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
+                                     missing=missing_perturbations(entry.get("robustness"),
+                                                                   entry.get("robustness_settings"))):
             print("      " + line)
     return 0

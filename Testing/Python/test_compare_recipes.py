@@ -165,3 +165,31 @@ def test_cli_refuses_a_package_without_a_held_out_case(tmp_path, capsys):
     assert "no validation-only case" in capsys.readouterr().err
     assert cr.main(["--arm", f"a={package.path}", "--data", str(tmp_path / "data")]) == 2
     assert "two or more --arm" in capsys.readouterr().err
+
+
+def test_repeated_pairing_keys_are_refused_and_spread_needs_different_seeds():
+    """Two packages of one arm with the same fold and seed: the pairing kept the last and dropped the other
+    without a word (+0.014 against one checkpoint, -0.002 against the other), and their difference was called
+    the training seed's spread."""
+    with pytest.raises(InputError, match="'a.safetensors' and 'b.safetensors' are both fold p0 with training seed 1"):
+        cr.check_unique_pair_keys("v2", [("a.safetensors", (("p0",), 1)), ("b.safetensors", (("p0",), 1))])
+    cr.check_unique_pair_keys("v2", [("a.safetensors", (("p0",), 1)), ("b.safetensors", (("p0",), 2))])
+    same_seed = [entry(("p0",), 1, liver=0.973), entry(("p0",), None, liver=0.956)]
+    assert cr.seed_spread(same_seed, "liver") is None
+
+
+def test_arm_means_cover_only_the_folds_every_arm_has_and_training_differences_are_named():
+    """Reference f0 = 0.90 and f1 = 0.50, the other arm only f0 = 0.85: the means read 0.700 vs 0.850 beside a
+    paired change of -0.050. The means are now over f0 alone, and the left-out package is counted."""
+    base = [dict(entry(("f0",), 1, liver=0.90), package="r0.safetensors", training_steps=100),
+            dict(entry(("f1",), 1, liver=0.50), package="r1.safetensors", training_steps=100)]
+    other = [dict(entry(("f0",), 1, liver=0.85), package="n0.safetensors", training_steps=200)]
+    for e in base + other:
+        e["metrics"].update(outside_ml=0.0, false_ml=0.0, false_n=0.0)
+    lines = cr.summary_lines([("ref", base), ("new", other)], [])
+    liver = next(line for line in lines if line.split()[0] == "liver")
+    assert liver.split()[1:3] == ["0.900", "0.850"] and "-0.050 [-0.050..-0.050] 0/1 better" in liver
+    assert "  arm means over the 1 fold/seed pair(s) every arm has; left out of them (no partner in some arm): ref 1" \
+        in lines
+    assert any("n0.safetensors and r0.safetensors were trained with other steps (200 vs 100)" in line
+               for line in lines)

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from script_helpers import ROOT, load_script  # noqa: E402
@@ -36,3 +37,21 @@ def test_threshold_table_counts_what_the_step_would_remove():
     assert "2 true and 3 false lesions; lowest true mean p: 0.680" in lines[0]
     assert lines[2].split() == ["0.60", "1", "of", "3", "0", "of", "2", "0.00"]
     assert lines[3].split() == ["0.70", "2", "of", "3", "1", "of", "2", "1.00"]
+
+
+def test_bad_inputs_are_one_line_errors_before_any_inference(tmp_path, capsys, monkeypatch):
+    """An unknown perturbation raised a KeyError traceback after the earlier ones had run; a missing package a
+    raw traceback; no --pair and no --all-cases printed nothing and exited 0."""
+    from test_robustness_benchmark import write_case
+
+    write_case(tmp_path)
+    monkeypatch.setattr(lc, "run_package", lambda *a, **k: pytest.fail("inference ran before the refusal"))
+    with pytest.raises(SystemExit) as exit_info:
+        lc.main(["--data", str(tmp_path)])
+    assert exit_info.value.code == 2 and "nothing to run" in capsys.readouterr().err
+    assert lc.main(["--data", str(tmp_path), "--all-cases", "default", "--perturbations", "baseline,zoom9"]) == 2
+    assert "--perturbations ['zoom9']" in capsys.readouterr().err
+    assert lc.main(["--data", str(tmp_path), "--all-cases", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    assert lc.main(["--data", str(tmp_path), "--pair", "default=nope"]) == 2
+    assert "no case 'nope'" in capsys.readouterr().err

@@ -218,3 +218,142 @@ def test_a_validation_only_case_is_named_as_such():
     # a second scan of a training patient is not unseen, whatever its case name
     assert rb.validation_only_names(metadata, {"c": "pa"}) == set()
     assert rb.validation_only_names(metadata, {"c": "pc"}) == {"c"}
+
+
+def _carried_resave(package, target, scale=0.0):
+    """``package`` re-saved through carried_metadata with its weights multiplied by ``scale`` (another network)."""
+    import torch
+
+    from LiverTumorSegLib.package import carried_metadata, save_model_package
+
+    model = package.model
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(scale)
+    return save_model_package(target, model, package.metadata["preprocessing"],
+                              metadata=carried_metadata(package.metadata))
+
+
+def test_stored_table_records_its_weights_and_models_flags_a_resaved_package(tmp_path, monkeypatch, capsys):
+    """A table re-saved with other weights (carried_metadata keeps it) was shown as that package's; and a file
+    replaced between the run and the store got the measured network's rows. The settings now name the
+    weights measured and the code's commit; models says 'STALE', and the store refuses a replaced file."""
+    import torch
+
+    from LiverTumorSegLib.commands import models as models_cmd
+    from LiverTumorSegLib.package import load_model_package, read_package_metadata
+
+    torch.manual_seed(0)
+    write_case(tmp_path / "data")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    package = tiny_unet_package(models_dir)
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--store-in-package",
+                    "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
+    stored = read_package_metadata(package.path)
+    settings = stored["robustness_settings"]
+    assert settings["weights_sha256"] == stored["weights_sha256"] == package.sha256
+    assert settings["benchmark_lesions"] == rb.BENCHMARK_LESIONS.to_dict()
+    assert set(settings["code"]) <= {"git_commit", "git_modified"}  # {} outside a git clone
+    assert models_cmd.robustness_weights_status(stored) == "these weights"
+
+    resaved = _carried_resave(load_model_package(package.path), models_dir / "resaved.safetensors")
+    assert models_cmd.robustness_weights_status(read_package_metadata(resaved)) == "other weights"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models_dir))
+    capsys.readouterr()
+    models_cmd.run(argparse.Namespace(json=False))
+    text = capsys.readouterr().out
+    assert text.count("STALE: measured on other weights") == 1
+    models_cmd.run(argparse.Namespace(json=True))
+    listed = {Path(e["path"]).name: e for e in json.loads(capsys.readouterr().out)["installed"]}
+    assert listed["resaved.safetensors"]["robustness_weights"] == "other weights"
+    assert listed["tiny.safetensors"]["robustness_settings"]["weights_sha256"] == package.sha256
+
+    # the file is replaced after the run measured it: the store refuses, the file keeps its own (empty) table
+    rows = [{"case": "case1_ct", "perturbation": "baseline", "liver_dice": 0.9, "tumor_dice": 0.5}]
+    before = resaved.read_bytes()
+    with pytest.raises(rb.InputError, match="file was replaced during the run"):
+        rb.store_robustness(resaved, rows, dict(settings), replace_stored=True)
+    assert resaved.read_bytes() == before
+
+
+def test_models_prints_means_rounded_once_and_names_perturbations_without_rows():
+    from LiverTumorSegLib.commands import models as models_cmd
+
+    # 0.8634, 0.8502, 0.9138, 0.5188 average 0.78655 -> 0.787; rounding to 4 places first gave 0.786
+    rows = [{"case": c, "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": t}
+            for c, t in zip("abcd", (0.8634, 0.8502, 0.9138, 0.5188))]
+    lines = models_cmd.robustness_lines(rows, missing=models_cmd.missing_perturbations(
+        rows, {"perturbations": ["baseline", "fov_liver20"]}))
+    assert "baseline 0.980/0.787" in lines[1]
+    assert lines[2].strip() == "no row (skipped on every case): fov_liver20"
+
+
+def test_field_of_view_rows_crop_the_whole_scan_not_the_kept_slices(tmp_path):
+    """With --max-slices the kept slices lay within the liver +- 20 mm on every case, so the field-of-view rows
+    were skipped everywhere (the stored table had none). They now crop the whole scan, with the same tumors."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.volume import CTVolume
+
+    phantom = write_case(tmp_path, shape=(20, 48, 48), spacing=(3.0, 3.0, 2.5))
+    # 30 slices (75 mm) of liver-free body above and below: a scan reaching well beyond the liver
+    ct = np.pad(phantom.ct.array, ((30, 30), (0, 0), (0, 0)), mode="edge")
+    write_volume(tmp_path / "case1_ct.nii.gz", CTVolume(ct, phantom.ct.geometry), overwrite=True)
+    write_label_map(tmp_path / "case1_liver_seg.nii.gz", np.pad(phantom.labels, ((30, 30), (0, 0), (0, 0))),
+                    phantom.ct.geometry, overwrite=True)
+    (found,) = rb.find_cases(tmp_path)
+    case = rb.load_bench_case(found, seed=0, max_slices=8)
+    whole = rb.load_bench_case(found, seed=0)
+    assert case.sample.hu.shape[0] == 8 and case.cropped and not whole.cropped
+    z0, z1 = rb.liver_centred_window(whole.original.labels, 8)
+    np.testing.assert_array_equal(case.sample.labels, whole.sample.labels[z0:z1])  # the same tumors, cut
+    np.testing.assert_array_equal(case.whole_sample().hu, whole.sample.hu)
+    fov = rb.PERTURBATIONS["fov_liver20"][1](case, 0)
+    liver_z = np.nonzero((whole.original.labels >= 1).any(axis=(1, 2)))[0]
+    margin = int(np.ceil(20.0 / 2.5))
+    assert fov.hu.shape[0] == liver_z.max() - liver_z.min() + 1 + 2 * margin > 8
+    assert rb.planned_pairs([case], ["baseline", "fov_liver20", "thick5mm"], 0) == {
+        ("case1_ct", "baseline"), ("case1_ct", "fov_liver20"), ("case1_ct", "thick5mm")}
+
+
+def test_a_case_without_liver_is_refused_and_unpaired_files_are_named(tmp_path, capsys):
+    from LiverTumorSegLib.io import write_label_map
+
+    phantom = write_case(tmp_path / "data")
+    write_label_map(tmp_path / "data" / "case1_liver_seg.nii.gz", np.zeros_like(phantom.labels),
+                    phantom.ct.geometry, overwrite=True)
+    (tmp_path / "data" / "lonely_ct.nii.gz").write_bytes((tmp_path / "data" / "case1_ct.nii.gz").read_bytes())
+    assert rb.main(["default", "--data", str(tmp_path / "data"), "--perturbations", "baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "not used (1 file(s) without a '<stem>_liver*.nii*' label beside them): lonely_ct.nii.gz" in err
+    assert "error: Case 'case1_ct': its label map" in err and "has no liver voxel" in err
+
+
+def test_store_refusal_comes_before_any_inference_also_for_rows_the_run_will_skip(tmp_path, capsys, monkeypatch):
+    """The early check planned every (case, perturbation) pair, also those the run skips (5 mm slices on a
+    5 mm scan), so a stored row for such a pair was found lost only after the whole run."""
+    write_case(tmp_path / "data", spacing=(3.0, 3.0, 5.0))   # already 5 mm: thick5mm will be skipped
+    package = tiny_unet_package(tmp_path)
+    rows = [{"case": "case1_ct", "perturbation": "thick5mm", "liver_dice": 0.9, "tumor_dice": 0.5}]
+    rb.store_robustness(package.path, rows, replace_stored=True)
+    monkeypatch.setattr(rb, "evaluate", lambda *a, **k: pytest.fail("inference ran before the refusal"))
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--store-in-package",
+                    "--perturbations", "baseline,thick5mm", "--quiet"]) == 2
+    assert "('case1_ct', 'thick5mm')" in capsys.readouterr().err
+
+
+def test_min_lesion_probability_option_reaches_the_post_processing(tmp_path, capsys, monkeypatch):
+    """README told users to compare with --min-lesion-probability 0, which the benchmark did not have."""
+    write_case(tmp_path / "data")
+    package = tiny_unet_package(tmp_path)
+    seen = []
+    monkeypatch.setattr(rb, "evaluate", lambda engine, cases, names, seed, post, *a, **k: seen.append(post) or [])
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--perturbations", "baseline",
+                    "--min-lesion-probability", "0", "--quiet"]) == 0
+    assert seen[0].min_lesion_probability == 0.0 and seen[0].tubular_lesions_to_liver  # the rest as default
+    assert "(min lesion probability 0)" in capsys.readouterr().out
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "0",
+                    "--store-in-package"]) == 2
+    assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err

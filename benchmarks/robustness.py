@@ -548,10 +548,11 @@ def code_version() -> Dict[str, Any]:
 
 
 def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbations: Sequence[str],
-                 weights_sha256: Optional[str] = None) -> Dict[str, Any]:
+                 weights_sha256: Optional[str] = None, code: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What a stored table was made with, so two packages' tables can be compared (or found not comparable):
     also the synthetic tumors' settings, the code's git commit and the SHA-256 of the weights measured
-    (``livertumorseg models`` flags a table whose weights differ from the package's)."""
+    (``livertumorseg models`` flags a table whose weights differ from the package's). ``code``: the
+    :func:`code_version` taken when the run started (files edited during a run do not count)."""
     import datetime
 
     from LiverTumorSegLib import __version__
@@ -561,7 +562,7 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
-            "code": code_version(), "weights_sha256": weights_sha256, "date": datetime.date.today().isoformat()}
+            "code": code_version() if code is None else code, "weights_sha256": weights_sha256, "date": datetime.date.today().isoformat()}
 
 
 def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int) -> set:
@@ -621,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
     from LiverTumorSegLib.package import load_model_package, read_package_metadata, resolve_model
 
+    code = code_version()  # the code this run imports, before anything can be edited
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
@@ -682,7 +684,7 @@ def run(args: argparse.Namespace) -> int:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
         for result in results:
-            settings = run_settings(args, cases, perturbations, result["weights_sha256"])
+            settings = run_settings(args, cases, perturbations, result["weights_sha256"], code)
             store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")
     return 0

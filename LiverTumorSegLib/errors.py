@@ -27,6 +27,13 @@ def cli_wording() -> Iterator[None]:
         _CLI_WORDING.reset(token)
 
 
+def submit_in_caller_context(executor, function, *args, **kwargs):
+    """``executor.submit(function, ...)`` run in a copy of the caller's context: a worker thread does not inherit
+    context variables, so a model load or a batch case finished there named ``tta=True`` to a command-line user
+    instead of ``--tta``."""
+    return executor.submit(contextvars.copy_context().run, function, *args, **kwargs)
+
+
 class LiverTumorSegError(Exception):
     """Base class of all errors that are the user's input, not a bug."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from ..errors import InputError, LiverTumorSegError, out_of_memory_error
+from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import file_identities, full_suffix
 from .core_share import CoreShare
 
@@ -292,7 +292,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
-        next_read = reader.submit(_read_case, todo[0], allow_non_hu, share) if todo else None
+        next_read = submit_in_caller_context(reader, _read_case, todo[0], allow_non_hu, share) if todo else None
         if todo:  # every case already done: nothing to load the model for
             segmenter.load()  # beside the first read (does nothing when already loaded)
             if on_loaded:
@@ -302,7 +302,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             for index, case in enumerate(todo):
                 current, next_read = next_read, None
                 if index + 1 < len(todo):  # read the next CT while the network runs on this one
-                    next_read = reader.submit(_read_case, todo[index + 1], allow_non_hu, share)
+                    next_read = submit_in_caller_context(reader, _read_case, todo[index + 1], allow_non_hu, share)
                 start = time.perf_counter()
                 try:
                     volume, warnings, read_seconds = current.result()
@@ -322,8 +322,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 # be finished, so a fast GPU cannot pile up CTs in memory behind a slower finishing thread
                 if finishing is not None:
                     concurrent.futures.wait([finishing])
-                future = finisher.submit(_finish_and_write_case, case, segmenter, volume, output, warnings,
-                                         read_seconds, overwrite, share)
+                future = submit_in_caller_context(finisher, _finish_and_write_case, case, segmenter, volume, output,
+                                                  warnings, read_seconds, overwrite, share)
                 future.add_done_callback(lambda f, c=case, s=status: finish_done(c, s, f))
                 # only this one is kept: a list of every finished future held each case's label map (and CT) to
                 # the end of the batch, about 50 MB per 512 x 512 x 200 case

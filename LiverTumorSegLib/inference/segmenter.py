@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, submit_in_caller_context
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
 from ..fileutil import atomic_outputs, check_can_write, full_suffix, same_file_among
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
@@ -495,7 +495,7 @@ def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":
     import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together
 
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-load")
-    future = executor.submit(segmenter.load)
+    future = submit_in_caller_context(executor, segmenter.load)
     executor.shutdown(wait=False)
     return future
 

@@ -299,3 +299,21 @@ def test_segment_file_progress_is_monotone_through_all_stages_and_ends_at_one(tm
     assert [f for f, s in seen if s == "done"] == [1.0]  # "done" only at the very end (issue 14)
     order = ["reading", "preprocessing", "network", "post-processing", "lesion report", "writing", "done"]
     assert [order.index(s) for s in stages] == sorted(order.index(s) for s in stages)  # stages never go back
+
+
+def test_messages_from_the_model_load_and_batch_threads_name_command_line_flags(tmp_path, capsys):
+    """The model loads on a worker thread (beside the read), which did not inherit the CLI's wording: the --tta
+    refusal told a command-line user to 'Run without tta=True'. Batch cases are read and finished on threads too."""
+    sample = Path(resources.sample_ct_path())
+    assert main(["segment", str(sample), "-o", str(tmp_path / "x.nii.gz"), "--tta", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Run without --tta" in err and "tta=True" not in err
+    assert not (tmp_path / "x.nii.gz").exists()
+    # the batch's reader and finisher threads are submitted the same way
+    import concurrent.futures
+
+    from LiverTumorSegLib.errors import cli_wording, option_hint, submit_in_caller_context
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, cli_wording():
+        assert submit_in_caller_context(pool, option_hint, "--keep-tubular-lesions", "x=False").result() == \
+            "--keep-tubular-lesions"
+        assert pool.submit(option_hint, "--keep-tubular-lesions", "x=False").result() == "x=False"  # the defect

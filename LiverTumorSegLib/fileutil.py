@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from .errors import OutputExistsError, InputError, option_hint
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -96,7 +98,10 @@ def outermost_missing_folder(path: PathLike) -> Optional[Path]:
 
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
-    or its name holds bytes that are not UTF-8."""
+    or its name holds bytes that are not UTF-8. ``overwrite`` must be a bool: ``overwrite="no"`` is truthy, and
+    replaced the user's file."""
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise InputError(f"overwrite must be True or False (got {overwrite!r}).")
     path = check_path_encoding(path, "Output")
     if path.is_symlink() and not path.exists() and not overwrite:  # a dangling link is the user's too
         raise OutputExistsError(f"Output '{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "

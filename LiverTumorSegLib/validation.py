@@ -183,6 +183,18 @@ def _shifted_by_intercept_reason(arr: np.ndarray, maximum: float) -> Optional[st
     return None
 
 
+def not_hu_reason(volume: CTVolume) -> Optional[str]:
+    """Why ``volume``'s values are not CT in Hounsfield units (a DICOM Modality other than CT, a value range no CT
+    has, values shifted by about 1024), or None when they look like HU: the test :func:`check_ct` refuses by unless
+    ``allow_non_hu``. One pass over the volume (its minimum and maximum) and a sample of it."""
+    modality = str(volume.meta.get("modality") or "").strip().upper()
+    if modality and modality != "CT":
+        return f"a DICOM series of Modality {modality}"
+    arr = volume.array
+    lo, hi = float(arr.min()), float(arr.max())
+    return _not_hu_reason(lo, hi) or _shifted_by_intercept_reason(arr, hi)
+
+
 NON_HU_GOING_ON = "going on because non-HU input was allowed: results may be meaningless"
 """How a check_ct warning ends when ``allow_non_hu`` let a CT that does not look like HU through."""
 

@@ -144,8 +144,11 @@ class _SignalsCancel:
     def __init__(self, token: Any) -> None:
         self.token = token
         self.previous = {}  # type: Dict[int, Any]
+        self.committed = False  # set once the outputs are in place: a signal then changes nothing
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.committed:  # the run is done and its files written: it ends with "done", not "cancelled"
+            return
         if self.token.is_cancelled:
             raise KeyboardInterrupt
         self.token.cancel()
@@ -239,15 +242,18 @@ def _run_json(args: argparse.Namespace) -> int:
     token = CancellationToken()
     sys.stdout = sys.stderr  # any stray print of a library goes to stderr, never into the protocol
     try:
-        with _SignalsCancel(token):
+        with _SignalsCancel(token) as signals:
             result = _segment(args, progress=lines, cancel=token)
+            # the outputs are written: a signal from here on was reported as "cancelled; no output was written"
+            # (exit 130) beside the files it had just written
+            signals.committed = True
             _print_summary(args, result, sys.stderr)
-        lines.finish()
-        lines.emit({"done": True,
-                    "outputs": {"labels": str(result.output_path), "report": _optional_path(result.report_path),
-                                "probabilities": _optional_path(result.probability_path),
-                                "preview": _optional_path(result.preview_path)},
-                    "seconds": round(float(result.seconds), 3), "device": str(result.device)})
+            lines.finish()
+            lines.emit({"done": True,
+                        "outputs": {"labels": str(result.output_path), "report": _optional_path(result.report_path),
+                                    "probabilities": _optional_path(result.probability_path),
+                                    "preview": _optional_path(result.preview_path)},
+                        "seconds": round(float(result.seconds), 3), "device": str(result.device)})
         return 0
     except (CancelledError, KeyboardInterrupt):
         lines.emit({"error": "cancelled"})

@@ -5,9 +5,10 @@ Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:
 ``choose_batch_size`` is the pure arithmetic that turns free memory into a batch size.
 """
 import logging
+import numbers
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 
@@ -96,6 +97,23 @@ def gpu_info(device: "object") -> Dict[str, object]:
     free, total = torch.cuda.mem_get_info(index)
     return {"name": torch.cuda.get_device_name(index), "total_bytes": int(total), "free_bytes": int(free),
             "bf16": bool(torch.cuda.is_bf16_supported())}
+
+
+MAX_THREADS = 1024
+"""The most CPU threads ``--threads`` takes: torch refused 3,000,000,000 with an internal OverflowError, and a
+count far above the cores only slows the network (2,000 on 2 cores: 7x slower)."""
+
+
+def check_count(name: str, flag: str, value: Any, maximum: Optional[int] = None) -> Optional[int]:
+    """``value`` as an int: None (the default) or a whole number from 1 to ``maximum``; InputError naming ``name``
+    and ``flag`` otherwise (bools, floats, text, 0, negatives)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or (
+            maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise InputError(f"{name} ({flag}) must be a whole number of at least 1{upper}, or unset (got {value!r}).")
+    return int(value)  # numpy integers too
 
 
 def cpu_thread_count() -> int:

@@ -37,8 +37,8 @@ import numpy as np
 from ..errors import InputError, ResourceError, option_hint
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
-from .device import (DEFAULT_CPU_BATCH, bytes_per_slice, check_precision, choose_batch_size, cpu_has_native_bf16,
-                     cpu_thread_count, gpu_info, resolve_device)
+from .device import (DEFAULT_CPU_BATCH, MAX_THREADS, bytes_per_slice, check_count, check_precision, choose_batch_size,
+                     cpu_has_native_bf16, cpu_thread_count, gpu_info, resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +297,8 @@ class SliceInferenceEngine:
         precision = check_precision(precision)
         if backend not in BACKENDS:
             raise InputError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
-        for name, flag, value in (("batch_size", "--batch-size", batch_size), ("threads", "--threads", threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or int(value) < 1):
-                raise InputError(f"{name} ({flag}) must be a whole number of at least 1, or None for the default "
-                                 f"(got {value!r}).")
+        batch_size = check_count("batch_size", "--batch-size", batch_size)
+        threads = check_count("threads", "--threads", threads, MAX_THREADS)
         self.package = load_package(package)
         self.preprocessing = preprocessing_config(self.package)
         choice = resolve_device(device)

@@ -20,13 +20,12 @@ import copy
 import dataclasses
 import json
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
-from .device import DEVICE_CHOICES, PRECISIONS, check_precision
+from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision
 from .engine import BACKENDS
 from .postprocess import PostprocessingOptions
 
@@ -99,15 +98,6 @@ def _check_bool(name: str, flag: str, value: Any) -> bool:
     return value
 
 
-def _check_count(name: str, flag: str, value: Any) -> Optional[int]:
-    """None or a whole number >= 1."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} ({flag}) must be a whole number of at least 1, or unset (got {value!r}).")
-    return int(value)  # numpy integers too
-
-
 def _postprocessing_from_dict(data: Dict[str, Any]) -> PostprocessingOptions:
     known = {f.name for f in dataclasses.fields(PostprocessingOptions)}
     unknown = sorted(set(data) - known)
@@ -139,6 +129,8 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
             if f.name == "liver_dilation_mm" and got > MAX_TUMOR_LIVER_MARGIN_MM:
                 raise InputError(f"{where} must be at most {MAX_TUMOR_LIVER_MARGIN_MM:g} mm (got {got!r}): the margin "
                                  f"is a distance around the liver, and larger ones would only cost memory.")
+            if not math.isfinite(got):  # infinity was written null in the strict-JSON report, which then did not load
+                raise InputError(f"{where} must be a finite number >= 0 (got {got!r}); a large number does the same.")
             values[f.name] = float(got)
     return dataclasses.replace(value, **values)
 
@@ -214,8 +206,8 @@ class SegmentationOptions:
         if self.backend not in BACKENDS:
             raise InputError(f"backend (--backend): unknown backend {self.backend!r}; use one of "
                              f"{', '.join(BACKENDS)}.")
-        set_("batch_size", _check_count("batch_size", "--batch-size", self.batch_size))
-        set_("threads", _check_count("threads", "--threads", self.threads))
+        set_("batch_size", check_count("batch_size", "--batch-size", self.batch_size))
+        set_("threads", check_count("threads", "--threads", self.threads, MAX_THREADS))
         for name in ("tta", "two_stage", "probabilities", "allow_non_hu"):
             _check_bool(name, _FLAGS[name], getattr(self, name))
         set_("postprocessing", _checked_postprocessing(self.postprocessing))
@@ -385,13 +377,20 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     if args.min_lesion_ml < 0:
         raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
     values = {}  # type: Dict[str, Any]
+    defaults = PostprocessingOptions()
+    set_explicitly = []
     for switch in POSTPROCESSING_SWITCHES:
         attr = switch.flag.lstrip("-").replace("-", "_")
         given = getattr(args, attr, None)
         if given is None:  # a parser without this switch (older callers): keep the default
             continue
         values[switch.field] = (not given) if switch.kind == "off" else float(given)
+        if values[switch.field] != getattr(defaults, switch.field):
+            set_explicitly.append(switch.flag)
     chosen = _checked_postprocessing(PostprocessingOptions(**values))  # checked also when all is switched off
+    if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0
+        raise InputError(f"--no-postprocess turns every post-processing step off, so {', '.join(set_explicitly)} "
+                         f"would have no effect; give one or the other.")
     return PostprocessingOptions.disabled() if args.no_postprocess else chosen
 
 

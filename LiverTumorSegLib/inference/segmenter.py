@@ -352,8 +352,15 @@ class Segmenter:
         # ... and the tumor probability lets it turn small uncertain lesions into liver
         changes = {}  # type: Dict[str, Any]
         # ... both anatomical rules read Hounsfield units (air, lung density, a vessel within 15 HU of the
-        # liver), so a CT passed with allow_non_hu gets the shape-only rules instead of HU thresholds on 0..1
-        hu = None if self.options.allow_non_hu else volume.array
+        # liver), so a CT that does not look like HU (let through by allow_non_hu) gets the shape-only rules
+        # instead of HU thresholds on 0..1; a CT in HU keeps them, allow_non_hu or not
+        hu = volume.array
+        hu_rules_skipped = ""
+        if self.options.allow_non_hu:
+            from ..validation import not_hu_reason
+            reason = not_hu_reason(volume)
+            if reason is not None:
+                hu, hu_rules_skipped = None, reason
         labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
                                     hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
                                     changes=changes)
@@ -368,6 +375,10 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
+        if hu_rules_skipped:
+            warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
+                            f"({hu_rules_skipped}): liver above the lung bases kept, tube-shaped tumors judged by "
+                            f"shape alone, the liver's side not checked.")
         if hu is not None:  # the body is found by its HU
             from .plausibility import liver_side_warnings
             warnings += liver_side_warnings(labels, hu, volume.geometry)

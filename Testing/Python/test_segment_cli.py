@@ -128,8 +128,12 @@ def test_postprocessing_from_args():
                             allow_tumor_outside_liver=False, min_lesion_ml=0.5)
     opts = postprocessing_from_args(ns)
     assert not opts.largest_liver_component and opts.fill_liver_holes and opts.min_lesion_ml == 0.5
-    ns.no_postprocess = True
-    assert postprocessing_from_args(ns) == PostprocessingOptions.disabled()
+    ns.no_postprocess = True  # with settings given beside it: refused (they were dropped without a word)
+    with pytest.raises(InputError, match="--no-postprocess turns every post-processing step off"):
+        postprocessing_from_args(ns)
+    bare = argparse.Namespace(no_postprocess=True, keep_all_liver_components=False, no_fill_holes=False,
+                              allow_tumor_outside_liver=False, min_lesion_ml=PostprocessingOptions().min_lesion_ml)
+    assert postprocessing_from_args(bare) == PostprocessingOptions.disabled()
     ns.min_lesion_ml = -1
     with pytest.raises(InputError):
         postprocessing_from_args(ns)
@@ -317,3 +321,14 @@ def test_messages_from_the_model_load_and_batch_threads_name_command_line_flags(
         assert submit_in_caller_context(pool, option_hint, "--keep-tubular-lesions", "x=False").result() == \
             "--keep-tubular-lesions"
         assert pool.submit(option_hint, "--keep-tubular-lesions", "x=False").result() == "x=False"  # the defect
+
+
+@pytest.mark.parametrize("overwrite", ["no", "false", 0, None])
+def test_api_overwrite_must_be_a_bool_and_never_replaces_a_file_otherwise(tmp_path, tiny_package, overwrite):
+    """overwrite='no' is truthy: segment_file replaced the user's file with a label map."""
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    precious = tmp_path / "seg.nii.gz"
+    precious.write_bytes(b"precious")
+    with pytest.raises(InputError, match="overwrite must be True or False"):
+        segment_file(ct_path, precious, model=str(tiny_package), device="cpu", overwrite=overwrite)
+    assert precious.read_bytes() == b"precious"

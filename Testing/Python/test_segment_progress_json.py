@@ -165,3 +165,23 @@ def test_sigterm_cancels_with_json_error_and_writes_nothing(tmp_path, tiny_packa
     fractions = [o["progress"] for o in lines[:-1]]
     assert fractions == sorted(fractions) and fractions[-1] < 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary file
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_outputs_are_written_ends_with_done(tmp_path, tiny_package, capsys, monkeypatch, signum):
+    """A signal between writing the files and the 'done' line gave {"error": "cancelled"}, 'no output was
+    written' and exit 130, with the files written (and, with --overwrite, older results replaced)."""
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    real_finish = JsonLines.finish
+
+    def finish_with_a_signal(self):
+        os.kill(os.getpid(), signum)  # delivered here, in the main thread, before finish goes on
+        return real_finish(self)
+
+    monkeypatch.setattr(JsonLines, "finish", finish_with_a_signal)
+    code = main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package),
+                 "--progress", "json"])
+    captured = capsys.readouterr()
+    _, final = parse_protocol(captured.out)
+    assert code == 0 and final["done"] is True, captured.err
+    assert "no output was written" not in captured.err and (tmp_path / "seg.nii.gz").exists()

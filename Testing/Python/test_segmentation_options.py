@@ -72,6 +72,12 @@ def test_dict_round_trip_through_json():
     # a margin of 1e9 mm took 24 GB in a dilation; inf crashed with OverflowError after the network
     ({"postprocessing": {"liver_dilation_mm": 1e9}}, r"--tumor-liver-margin-mm\) must be at most 100 mm"),
     ({"postprocessing": {"liver_dilation_mm": float("inf")}}, r"must be at most 100 mm"),
+    # torch overflowed (an 'internal error') on 3,000,000,000 threads
+    ({"threads": 3_000_000_000}, r"threads \(--threads\) must be a whole number of at least 1 and at most 1024"),
+    ({"threads": 10 ** 20}, r"at most 1024"),
+    # accepted, then written null in the strict-JSON report, which then did not load back
+    ({"postprocessing": {"min_lesion_ml": float("inf")}}, r"min_lesion_ml \(--min-lesion-ml\) must be a finite"),
+    ({"postprocessing": {"uncertain_lesion_max_ml": float("inf")}}, r"uncertain_lesion_max_ml .* finite"),
 ])
 def test_bad_values_and_unknown_keys_name_the_field(data, field_named):
     with pytest.raises(InputError, match=field_named):
@@ -115,6 +121,16 @@ def test_lesion_confidence_switches_on_the_command_line():
 
 def test_no_postprocess_flag_turns_everything_off():
     assert options_from_args(parse_segment(["--no-postprocess"])).postprocessing == PostprocessingOptions.disabled()
+
+
+def test_no_postprocess_with_a_post_processing_setting_is_refused():
+    """--no-postprocess --min-lesion-ml 5 --keep-tubular-lesions ran with min_lesion_ml 0 recorded, no word said."""
+    with pytest.raises(InputError, match="--no-postprocess turns every post-processing step off, so --min-lesion-ml, "
+                                         "--keep-tubular-lesions would have no effect"):
+        options_from_args(parse_segment(["--no-postprocess", "--min-lesion-ml", "5", "--keep-tubular-lesions"]))
+    default_value = str(PostprocessingOptions().min_lesion_ml)  # the default given again is no contradiction
+    assert options_from_args(parse_segment(["--no-postprocess", "--min-lesion-ml", default_value])
+                             ).postprocessing == PostprocessingOptions.disabled()
 
 
 def test_probabilities_need_a_path_on_the_command_line():

@@ -289,8 +289,15 @@ def test_non_hu_input_gets_no_hu_thresholds_in_post_processing(monkeypatch):
     volume = corner_phantom().ct
     Segmenter(SegmentationOptions(device="cpu"), engine=engine).segment_volume(volume)
     scaled = CTVolume((volume.array - volume.array.min()) / np.ptp(volume.array), volume.geometry)
-    Segmenter(SegmentationOptions(device="cpu", allow_non_hu=True), engine=engine).segment_volume(scaled)
+    result = Segmenter(SegmentationOptions(device="cpu", allow_non_hu=True), engine=engine).segment_volume(scaled)
     assert seen == [True, False]
+    assert any("rules that read Hounsfield units were skipped" in w and "values lie within 0..1" in w
+               for w in result.report["warnings"])
+    # ... but allow_non_hu on a CT that is in HU changed its result: the rules were skipped by the flag, not
+    # by the values (a darker tube made liver, the left-right check gone)
+    in_hu = Segmenter(SegmentationOptions(device="cpu", allow_non_hu=True), engine=engine).segment_volume(volume)
+    assert seen == [True, False, True]
+    assert not any("Hounsfield units were skipped" in w for w in in_hu.report["warnings"])
 
 
 @pytest.mark.parametrize("asked,runs,warned", [("gpu", "mps", False), ("gpu", "cuda:0", False), ("gpu", "cpu", True),

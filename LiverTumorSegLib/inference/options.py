@@ -20,9 +20,12 @@ import copy
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 from ..errors import InputError
 from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision
@@ -89,7 +92,8 @@ def check_device_name(device: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number, numpy's too (np.float32 was refused as a window level while np.float64 passed); not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_bool(name: str, flag: str, value: Any) -> bool:

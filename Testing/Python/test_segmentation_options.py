@@ -233,3 +233,16 @@ def test_numpy_integers_are_whole_numbers_for_counts():
     """SegmentationOptions(batch_size=np.int64(4)) was refused (an API audit): a count from numpy is a count."""
     import numpy as np
     assert SegmentationOptions(batch_size=np.int64(4), threads=np.int32(2)).batch_size == 4
+
+
+def test_numpy_numbers_are_numbers_and_stored_as_python_floats():
+    """np.float32(40) was refused as 'must be finite numbers' while np.float64 and numpy integers passed."""
+    import numpy as np
+
+    options = SegmentationOptions(window_level=np.float32(40), window_width=np.float32(400), batch_size=np.int64(4),
+                                  postprocessing=PostprocessingOptions(min_lesion_ml=np.float32(0.5)))
+    assert (options.window_level, options.window_width, options.batch_size) == (40.0, 400.0, 4)
+    assert type(options.window_level) is float and type(options.postprocessing.min_lesion_ml) is float
+    assert json.loads(json.dumps(options.to_dict())) == options.to_dict()
+    with pytest.raises(InputError, match="must be true or false"):
+        SegmentationOptions(postprocessing=PostprocessingOptions(fill_liver_holes=np.float32(1)))

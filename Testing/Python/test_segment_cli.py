@@ -332,3 +332,25 @@ def test_api_overwrite_must_be_a_bool_and_never_replaces_a_file_otherwise(tmp_pa
     with pytest.raises(InputError, match="overwrite must be True or False"):
         segment_file(ct_path, precious, model=str(tiny_package), device="cpu", overwrite=overwrite)
     assert precious.read_bytes() == b"precious"
+
+
+def test_segment_file_seconds_cover_the_whole_run(tmp_path, tiny_package, monkeypatch):
+    """'wrote seg.nii.gz (0.6 s ...)' and the JSON done line's seconds left out the read and the model load
+    (3.5 s in all): the file run's seconds are now its whole wall time."""
+    import time as time_module
+
+    import LiverTumorSegLib.io as io_package  # segment_file imports read_volume from here when it runs
+
+    ct_path, _ = write_phantom(tmp_path, "RAS")
+    real_read = io_package.read_volume
+
+    def slow_read(*args, **kwargs):
+        time_module.sleep(0.5)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(io_package, "read_volume", slow_read)
+    start = time_module.perf_counter()
+    result = segment_file(ct_path, tmp_path / "seg.nii.gz", model=str(tiny_package), device="cpu")
+    wall = time_module.perf_counter() - start
+    assert 0.5 <= result.seconds <= wall
+    assert result.seconds >= result.report["timings_s"]["read"]

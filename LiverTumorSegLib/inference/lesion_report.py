@@ -18,7 +18,8 @@ Definitions
   ``longest_axial_diameter_mm`` (kept for older readers) is the long axis between voxel centres, i.e.
   ``long_axis_mm`` less one voxel length (a sphere of radius r gives about 2r minus up to one voxel).
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
-  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first); report-level ``recist``
+  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge);
+  report-level ``recist``
   holds ``target_lesion_ids``, ``sum_of_diameters_mm``, ``measurable_minimum_mm`` and ``slice_thickness_mm``.
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.

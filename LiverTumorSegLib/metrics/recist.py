@@ -23,7 +23,8 @@ Definitions
   With bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm.
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
   10 mm (at least twice the slice thickness when slices are thicker than 5 mm); the target lesions of one
-  organ are at most 2 measurable lesions, largest long axis first; the sum of diameters (SoD) is the sum of
+  organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for
+  lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
   lesion; PR = SoD down >= 30 %; else SD (here the baseline is the reference; RECIST's PD uses the smallest
   SoD so far, which a two-time-point comparison cannot know). A target still present but under 5 mm counts
@@ -261,8 +262,10 @@ def slice_thickness_mm(geometry: ImageGeometry) -> float:
 def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM,
                           max_targets: int = RECIST_MAX_TARGETS_PER_ORGAN) -> List[int]:
     """Ids of the RECIST 1.1 target lesions of one organ: up to ``max_targets`` lesions (dicts with ``id`` and
-    ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id)."""
-    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm]
+    ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id). A lesion cut
+    by the scan's edge (``touches_scan_edge``) is not chosen: its axes are lower bounds that move with the scan
+    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement."""
+    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm and not d.get("touches_scan_edge")]
     measurable.sort(key=lambda d: (-d["long_axis_mm"], d["id"]))
     return [int(d["id"]) for d in measurable[:max_targets]]
 

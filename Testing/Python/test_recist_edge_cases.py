@@ -81,3 +81,12 @@ def test_ras_end_points_have_no_negative_zero():
     axes = lesion_axes(mask, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
     for point in axes["long_axis"]["end_points_ras_mm"]:
         assert point[0] == 0.0 and math.copysign(1.0, point[0]) == 1.0
+
+
+def test_a_lesion_cut_by_the_scans_edge_is_not_a_target():
+    """A lesion the scan's edge cuts has lower-bound axes that move with the scan range; it was chosen as a target
+    (largest first). The next measurable lesion is chosen instead."""
+    lesions = [{"id": 1, "long_axis_mm": 40.0, "touches_scan_edge": True},
+               {"id": 2, "long_axis_mm": 25.0, "touches_scan_edge": False},
+               {"id": 3, "long_axis_mm": 12.0}]  # older reports without the flag: not cut
+    assert select_target_lesions(lesions) == [2, 3]

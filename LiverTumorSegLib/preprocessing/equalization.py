@@ -45,28 +45,44 @@ def equalize_histogram(x: np.ndarray, n_bins: int = 256,
     slice's own min..max), interpolated linearly between bin centres and rescaled so the darkest
     occupied bin maps to 0 and the brightest to 1 (OpenCV's normalisation). A constant slice maps to 0.
     """
-    import torch
-    from .intensity import _interp_rows
+    rows, shape = _as_rows(x)
+    if rows.shape[1] == 0:
+        if n_bins < 2:
+            raise InputError(f"n_bins must be >= 2, got {n_bins}.")
+        return np.zeros(shape, np.float32)
+    return apply_equalization(x, equalization_of(x, n_bins, value_range))
+
+
+def equalization_of(x: np.ndarray, n_bins: int = 256, value_range: Optional[Tuple[float, float]] = None
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """The per-slice map of :func:`equalize_histogram` of slices ``x`` ``(n, H, W)`` (or one ``(H, W)``):
+    ``(bin centres, mapped values)``, float32 ``(n, n_bins)``. :func:`apply_equalization` applies it to other
+    pixels, e.g. a training patch equalized by its whole slice's histogram, as inference equalizes it."""
     if n_bins < 2:
         raise InputError(f"n_bins must be >= 2, got {n_bins}.")
-    rows, shape = _as_rows(x)
+    rows, _ = _as_rows(x)
     n, p = rows.shape
-    if p == 0:
-        return np.zeros(shape, np.float32)
     lo, hi = _row_range(rows, value_range)
     idx = _bin_index(rows, lo, hi, n_bins)
     idx += (np.arange(n, dtype=np.int32) * n_bins)[:, None]
     counts = np.bincount(idx.ravel(), minlength=n * n_bins).reshape(n, n_bins).astype(np.float64)
-    cdf = np.cumsum(counts, axis=1) / p
+    cdf = np.cumsum(counts, axis=1) / max(p, 1)
     first = np.argmax(counts > 0, axis=1)
     cdf_min = cdf[np.arange(n), first][:, None]
     denom = 1.0 - cdf_min
     mapped = np.where(denom > 0, (cdf - cdf_min) / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
     span = np.where(hi > lo, hi - lo, np.float32(1.0))
     centres = lo + (np.arange(n_bins, dtype=np.float32) + 0.5)[None, :] * (span / n_bins)
-    out = _interp_rows(torch.from_numpy(np.ascontiguousarray(rows)), torch.from_numpy(centres.astype(np.float32)),
-                       torch.from_numpy(mapped)).numpy()
-    return out.reshape(shape)
+    return centres.astype(np.float32), mapped
+
+
+def apply_equalization(x: np.ndarray, equalization: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Slices ``x`` ``(n, H, W)`` (or ``(H, W)``) through the per-slice map of :func:`equalization_of` (one row
+    per slice), float32 in [0, 1], same shape."""
+    from .intensity import _interp_rows, torch_from
+    rows, shape = _as_rows(x)
+    centres, mapped = equalization
+    return _interp_rows(torch_from(rows), torch_from(centres), torch_from(mapped)).numpy().reshape(shape)
 
 
 def clahe(x: np.ndarray, clip_limit: float = 0.01, tiles: int = 8, n_bins: int = 256,

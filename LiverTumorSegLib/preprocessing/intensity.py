@@ -169,9 +169,32 @@ def hist_scaled(x: np.ndarray, bins: Optional[np.ndarray] = None, n_bins: int = 
     rows = x.reshape(1 if x.ndim == 2 else shape[0], -1)
     if rows.shape[1] == 0:
         return np.zeros(shape, dtype=np.float32)
-    xt = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-    breaks, targets = _batched_breaks(xt, n_bins)
-    return _interp_rows(xt, breaks, targets).numpy().reshape(shape)
+    return apply_hist_scaling(x, hist_scaling_of(x, n_bins))
+
+
+def hist_scaling_of(x: np.ndarray, n_bins: int = 100) -> Tuple[np.ndarray, np.ndarray]:
+    """The per-slice map of :func:`hist_scaled` (``bins=None``) of slices ``x`` ``(n, H, W)`` (or one ``(H, W)``):
+    ``(break points, target values)``, float32 ``(n, m)``. :func:`apply_hist_scaling` applies it to other pixels,
+    e.g. a training patch scaled by its whole slice's histogram, as inference scales it."""
+    x = np.asarray(x, dtype=np.float32)
+    rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
+    breaks, targets = _batched_breaks(torch_from(rows), n_bins)
+    return breaks.numpy(), targets.numpy()
+
+
+def apply_hist_scaling(x: np.ndarray, scaling: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Slices ``x`` ``(n, H, W)`` (or ``(H, W)``) through the per-slice map ``scaling`` of :func:`hist_scaling_of`
+    (one row per slice), float32 in [0, 1], same shape."""
+    x = np.asarray(x, dtype=np.float32)
+    rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
+    breaks, targets = (torch_from(np.asarray(a, dtype=np.float32)) for a in scaling)
+    return _interp_rows(torch_from(rows), breaks, targets).numpy().reshape(x.shape)
+
+
+def torch_from(array: np.ndarray) -> "object":
+    """A CPU torch tensor sharing a contiguous float32 copy of ``array``."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def zscore(x: np.ndarray, mask: Optional[np.ndarray] = None,
@@ -182,6 +205,18 @@ def zscore(x: np.ndarray, mask: Optional[np.ndarray] = None,
     slice of an ``(n, H, W)`` batch) and, if ``mask`` (bool, same shape) is given, only over voxels inside
     it; the transform is applied to every voxel. Where the mask is empty the whole slice is used.
     """
+    xf = np.asarray(x, dtype=np.float32)
+    mean, scale = zscore_parameters(xf, mask, axes, eps)
+    centred = xf - mean
+    centred *= scale
+    return centred
+
+
+def zscore_parameters(x: np.ndarray, mask: Optional[np.ndarray] = None, axes: Optional[Sequence[int]] = None,
+                      eps: float = 1e-6) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mean, 1 / std)`` of :func:`zscore` (float32, ``x``'s shape with ``axes`` of size 1), so that the same
+    transform ``(v - mean) * scale`` can be applied to other pixels: a training patch normalised by its whole
+    slice's statistics, as inference normalises it."""
     xf = np.asarray(x, dtype=np.float32)
     ax = tuple(range(xf.ndim)) if axes is None else tuple(int(a) % xf.ndim for a in axes)
     if mask is None:
@@ -204,8 +239,7 @@ def zscore(x: np.ndarray, mask: Optional[np.ndarray] = None,
         mean = np.mean(xf, axis=ax, keepdims=True, dtype=np.float64)
         centred = xf - mean.astype(np.float32)
         var = np.mean(centred * centred, axis=ax, keepdims=True, dtype=np.float64)
-    centred *= (1.0 / np.sqrt(var + eps * eps)).astype(np.float32)
-    return centred
+    return mean.astype(np.float32), (1.0 / np.sqrt(var + eps * eps)).astype(np.float32)
 
 
 def _inplane_structure(ndim: int) -> np.ndarray:

@@ -5,7 +5,7 @@ Order (docs/ARCHITECTURE.md "Preprocessing contract"): canonical HU ``(z, y, x)`
 ``(n, C0 * (2c + 1), H, W)`` with channel index ``offset_index * C0 + channel`` (offset_index 0 is
 slice ``z - c``), edge slices replicated. Inverse: ``(n, K, H, W)`` -> ``(n, K, y, x)`` native canonical.
 """
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,9 +14,10 @@ from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from . import spatial
 from .config import PreprocessingConfig
-from .equalization import clahe, equalize_histogram
+from .equalization import apply_equalization, clahe, equalization_of, equalize_histogram
 from .filters import gaussian_smooth, median_smooth
-from .intensity import body_bbox_yx, body_mask, hist_scaled, window_hu, zscore
+from .intensity import (apply_hist_scaling, body_bbox_yx, body_mask, hist_scaled, hist_scaling_of, window_hu,
+                        zscore, zscore_parameters)
 from .spatial import SpatialInfo
 
 ChannelSource = Union[np.ndarray, Callable[[np.ndarray], np.ndarray]]
@@ -75,15 +76,9 @@ class SlicePreprocessor:
             return (self.config.target_spacing_mm, self.config.target_spacing_mm)
         return (1.0, 1.0)
 
-    def intensity_channels(self, hu_slices: np.ndarray, info: Optional[SpatialInfo] = None,
-                           spacing_yx: Optional[Tuple[float, float]] = None) -> np.ndarray:
-        """HU slices ``(n, H, W)`` (network grid) -> ``(n, C0, H, W)`` float32.
-
-        ``info`` (inference) or ``spacing_yx`` (mm; training: the cached case's network-grid spacing) gives the
-        pixel size for ``gaussian_sigma_mm``; without either ``target_spacing_mm`` (or 1 mm) is assumed, which
-        is wrong for ``target_size`` or native-resolution configs. A single slice ``(H, W)`` gives
-        ``(1, C0, H, W)``.
-        """
+    def _filtered(self, hu_slices: np.ndarray, info: Optional[SpatialInfo],
+                  spacing_yx: Optional[Tuple[float, float]]) -> np.ndarray:
+        """HU slices ``(n, H, W)`` float32 after the configured median and Gaussian filters."""
         cfg = self.config
         x = np.asarray(hu_slices, dtype=np.float32)
         if x.ndim == 2:
@@ -94,18 +89,70 @@ class SlicePreprocessor:
             x = median_smooth(x, cfg.median_size)
         if cfg.gaussian_sigma_mm > 0:
             x = gaussian_smooth(x, cfg.gaussian_sigma_mm, self._net_spacing(info, spacing_yx))
+        return x
+
+    def slice_statistics(self, hu_slices: np.ndarray, spacing_yx: Optional[Tuple[float, float]] = None
+                         ) -> Optional[Dict[int, Any]]:
+        """What the pointwise whole-slice steps take from each of the slices ``(n, H, W)`` (network grid, HU):
+        per channel index, the histogram scaling's break points, the z-score's mean and scale, or the
+        equalization's map (see :meth:`intensity_channels`). None when the preprocessing has no such step.
+
+        Training cuts patches from slices, and these steps computed on a patch differ from the same steps on the
+        whole slice, which inference uses (up to 8.7 apart for zscore_body): a patch given its whole slices'
+        statistics gets inference's values wherever augmentation left its pixels unchanged. CLAHE (local tiles)
+        and the filters are computed on the patch still (see ``PreprocessingConfig.patch_computed_steps``)."""
+        cfg = self.config
+        pointwise = {c for c, spec in enumerate(cfg.channels)
+                     if (spec["kind"] == "window" and cfg.equalize == "histogram")
+                     or (spec["kind"] == "hist_scaled" and spec.get("bins") is None) or spec["kind"] == "zscore"}
+        if not pointwise:
+            return None
+        x = self._filtered(hu_slices, None, spacing_yx)
+        statistics: Dict[int, Any] = {}
+        mask = None
+        for c in sorted(pointwise):
+            spec = cfg.channels[c]
+            if spec["kind"] == "window":
+                statistics[c] = equalization_of(window_hu(x, spec["level"], spec["width"]), value_range=(0.0, 1.0))
+            elif spec["kind"] == "hist_scaled":
+                statistics[c] = hist_scaling_of(x, spec["n_bins"])
+            else:
+                if spec["mask"] == "body" and mask is None:
+                    mask = body_mask(x, cfg.body_threshold_hu, per_slice=True)
+                statistics[c] = zscore_parameters(x, mask if spec["mask"] == "body" else None, axes=(-2, -1))
+        return statistics
+
+    def intensity_channels(self, hu_slices: np.ndarray, info: Optional[SpatialInfo] = None,
+                           spacing_yx: Optional[Tuple[float, float]] = None,
+                           statistics: Optional[Dict[int, Any]] = None) -> np.ndarray:
+        """HU slices ``(n, H, W)`` (network grid) -> ``(n, C0, H, W)`` float32.
+
+        ``info`` (inference) or ``spacing_yx`` (mm; training: the cached case's network-grid spacing) gives the
+        pixel size for ``gaussian_sigma_mm``; without either ``target_spacing_mm`` (or 1 mm) is assumed, which
+        is wrong for ``target_size`` or native-resolution configs. A single slice ``(H, W)`` gives
+        ``(1, C0, H, W)``. ``statistics`` (:meth:`slice_statistics` of the whole slices these are cut from, one
+        per slice): the pointwise whole-slice steps use them instead of these pixels' own histogram and mean.
+        """
+        cfg = self.config
+        x = self._filtered(hu_slices, info, spacing_yx)
+        statistics = statistics or {}
         out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
         mask = None
         for c, spec in enumerate(cfg.channels):
             kind = spec["kind"]
+            given = statistics.get(c)
             if kind == "window":
                 ch = window_hu(x, spec["level"], spec["width"])
                 if cfg.equalize == "histogram":
-                    ch = equalize_histogram(ch, value_range=(0.0, 1.0))
+                    ch = apply_equalization(ch, given) if given is not None else equalize_histogram(
+                        ch, value_range=(0.0, 1.0))
                 elif cfg.equalize == "clahe":
                     ch = clahe(ch, cfg.clahe_clip_limit, cfg.clahe_tiles, value_range=(0.0, 1.0))
             elif kind == "hist_scaled":
-                ch = hist_scaled(x, bins=spec.get("bins"), n_bins=spec["n_bins"])
+                ch = apply_hist_scaling(x, given) if given is not None else hist_scaled(
+                    x, bins=spec.get("bins"), n_bins=spec["n_bins"])
+            elif given is not None:  # zscore with its whole slice's mean and scale
+                ch = (x - given[0]) * given[1]
             else:  # zscore
                 if spec["mask"] == "body" and mask is None:
                     mask = body_mask(x, cfg.body_threshold_hu, per_slice=True)
@@ -148,12 +195,13 @@ class SlicePreprocessor:
         return np.ascontiguousarray(stacked.reshape(n, s * c0, h, w))
 
     def stack_input(self, hu_stack: np.ndarray, info: Optional[SpatialInfo] = None,
-                    spacing_yx: Optional[Tuple[float, float]] = None) -> np.ndarray:
+                    spacing_yx: Optional[Tuple[float, float]] = None,
+                    statistics: Optional[Dict[int, Any]] = None) -> np.ndarray:
         """HU context stack(s) ``(2c + 1, H, W)`` or ``(n, 2c + 1, H, W)`` -> ``(C, H, W)`` / ``(n, C, H, W)``.
 
         For training: the stack (slices ``z - c .. z + c``, already augmented) becomes one network
-        input with exactly the channel layout of :meth:`stack_context`; ``info`` / ``spacing_yx`` as in
-        :meth:`intensity_channels`.
+        input with exactly the channel layout of :meth:`stack_context`; ``info`` / ``spacing_yx`` /
+        ``statistics`` (one per slice of the stack(s), in order) as in :meth:`intensity_channels`.
         """
         x = np.asarray(hu_stack, dtype=np.float32)
         single = x.ndim == 3
@@ -164,7 +212,7 @@ class SlicePreprocessor:
             raise InputError(f"Expected HU stacks (n, {s}, H, W) for context_slices={self.config.context_slices}, "
                              f"got shape {np.asarray(hu_stack).shape}.")
         n, _, h, w = x.shape
-        chans = self.intensity_channels(x.reshape(n * s, h, w), info, spacing_yx)  # (n*S, C0, H, W)
+        chans = self.intensity_channels(x.reshape(n * s, h, w), info, spacing_yx, statistics)  # (n*S, C0, H, W)
         out = chans.reshape(n, s * chans.shape[1], h, w)
         return out[0] if single else out
 

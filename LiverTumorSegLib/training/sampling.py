@@ -8,7 +8,7 @@ centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`
 Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches
 with any number of DataLoader workers, and a resumed run continues with exactly the batches it missed.
 """
-from typing import Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -108,11 +108,12 @@ class PatchDataset:
 
     def sample_arrays(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """HU patch stack ``(T, P, P)`` float32 and centre label ``(P, P)`` uint8 for global ``index``."""
-        hu, label, _ = self._sample(index)
+        hu, label, _, _ = self._sample(index)
         return hu, label
 
-    def _sample(self, index: int) -> Tuple[np.ndarray, np.ndarray, CachedCase]:
-        """:meth:`sample_arrays` and the case the patch came from."""
+    def _sample(self, index: int) -> Tuple[np.ndarray, np.ndarray, CachedCase, Any]:
+        """:meth:`sample_arrays`, the case the patch came from and the whole slices' statistics for the
+        preprocessing's pointwise whole-slice steps (``SlicePreprocessor.slice_statistics``; None without)."""
         rng = self.rng_for(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
         center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
@@ -120,6 +121,9 @@ class PatchDataset:
         idx = context_indices(center, self.context, case.num_slices)
         hu = np.asarray(case.hu[idx], dtype=np.float32)
         labels = np.asarray(case.labels[idx], dtype=np.uint8)
+        # histogram scaling, z-score and equalization from the whole slices, as inference computes them: on the
+        # patch alone the network saw inputs up to 8.7 apart from inference's (zscore_body)
+        statistics = self.preprocessor.slice_statistics(hu, case.spacing_zyx[1:])
         # work region around a liver-biased centre: lesions and augmentation only touch it. At least 1.75 x the
         # patch, and large enough that the drawn rotation/zoom/shift read only real pixels for the final patch
         # (a zoom of 0.6 with rotation reads up to ~1.8 x as far out: with a fixed 1.75 x region about 22 % of the
@@ -148,13 +152,14 @@ class PatchDataset:
         hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)
         label = np.ascontiguousarray(labels[self.context, oy:oy + self.patch_size, ox:ox + self.patch_size],
                                      dtype=np.uint8)
-        return hu, label, case
+        return hu, label, case, statistics
 
     def __getitem__(self, index: int):
         import torch
 
-        hu, label, case = self._sample(index)
-        x = self.preprocessor.stack_input(hu, spacing_yx=case.spacing_zyx[1:])  # (C, P, P), slice-major channels
+        hu, label, case, statistics = self._sample(index)
+        x = self.preprocessor.stack_input(hu, spacing_yx=case.spacing_zyx[1:],  # (C, P, P), slice-major channels
+                                          statistics=statistics)
         return torch.from_numpy(x), torch.from_numpy(label.astype(np.int64))
 
 

@@ -487,12 +487,12 @@ class Trainer:
         self._build_data()
 
     def _warn_patch_adaptive_preprocessing(self) -> None:
-        """Say so when the preprocessing has steps computed from the whole slice (histogram scaling, z-score,
-        equalization, filters' edges) and the training patches are smaller than the slices: training then
-        computes them on each patch and inference on the whole slice, so the network sees other inputs (up to
-        0.96 apart for two_windows_histscaled, 8.7 for zscore_body in an audit; window-only presets, like every
-        bundled model's, are the same in both)."""
-        steps = self.pre_config.slice_adaptive_steps
+        """Say so when the preprocessing has whole-slice steps that training still computes on each patch (CLAHE,
+        the filters' edges: ``PreprocessingConfig.patch_computed_steps``) and the patches are smaller than the
+        slices. Histogram scaling, z-score and global equalization take their whole slice's statistics in
+        training too (``SlicePreprocessor.slice_statistics``; computed on the patch, zscore_body inputs were up
+        to 8.7 apart from inference's)."""
+        steps = self.pre_config.patch_computed_steps
         largest = max((int(max(c.hu.shape[1:])) for c in self.train_cached), default=0)  # (z, H, W) memory maps
         if not steps or self.config.patch_size >= largest:
             return

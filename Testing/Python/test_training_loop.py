@@ -248,16 +248,20 @@ def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_opt
 
 
 def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(data_csv, tmp_path):
-    """A z-score (or histogram-scaled, equalized) channel is computed on each training patch but on the whole
-    slice at inference: an audit found inputs 8.7 apart for zscore_body. Training now says so."""
+    """CLAHE is computed on each training patch but on the whole slice at inference: training says so. A z-score
+    (or histogram-scaled, globally equalized) channel, computed on the patch until an audit found inputs 8.7
+    apart for zscore_body, now takes its whole slice's statistics in training: no warning."""
     zscore = {"channels": [{"kind": "zscore", "mask": "body"}], "context_slices": 1, "target_spacing_mm": 3.0,
               "size_multiple": 16, "crop_to_body": True}
-    for preprocessing, warned in ((zscore, True), (PREPROCESSING, False)):
-        out = tmp_path / str(warned)
+    clahe = dict(PREPROCESSING, equalize="clahe")
+    for name, preprocessing, warned in (("zscore", zscore, False), ("clahe", clahe, True),
+                                        ("window", PREPROCESSING, False)):
+        out = tmp_path / name
         out.mkdir()
         lines = []
         Trainer(tiny_config(data_csv, out, preprocessing=preprocessing), log=lines.append).setup()
-        assert any("zscore depend(s) on the whole slice" in line for line in lines) == warned
+        assert any("depend(s) on the whole slice" in line for line in lines) == warned, name
+        assert any("clahe equalization depend(s) on the whole slice" in line for line in lines) == warned
 
 
 def test_labels_without_any_liver_are_refused_before_training(tmp_path):

@@ -287,8 +287,8 @@ def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_d
                                atol=1e-5)
     seen = []
     original = preprocessor.stack_input
-    preprocessor.stack_input = lambda hu, info=None, spacing_yx=None: seen.append(spacing_yx) or original(
-        hu, info, spacing_yx)
+    preprocessor.stack_input = lambda hu, info=None, spacing_yx=None, statistics=None: seen.append(
+        spacing_yx) or original(hu, info, spacing_yx, statistics)
     PatchDataset([cached], preprocessor, patch_size=16, seed=0)[0]
     assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]
 
@@ -313,8 +313,11 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
                                 hu_scale_probability=0.0, hu_shift_probability=0.0, gamma_probability=0.0,
                                 blur_probability=0.0, noise_probability=0.0)
 
-    class Preprocessor:  # only the context size is read by the sampler
+    class Preprocessor:  # only the context size (and the whole slices' statistics: none here) is read
         config = type("C", (), {"context_slices": 1})()
+
+        def slice_statistics(self, hu, spacing_yx):
+            return None
 
     dataset = PatchDataset([case], Preprocessor(), patch_size=patch, seed=0, augmenter=SliceAugmenter(config),
                            liver_slice_fraction=1.0)
@@ -349,8 +352,11 @@ def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
             seen.append(pixel_spacing_mm)
             return super().__call__(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_spacing_mm)
 
-    class Preprocessor:  # only the context size is read by the sampler
+    class Preprocessor:  # only the context size (and the whole slices' statistics: none here) is read
         config = type("C", (), {"context_slices": 1})()
+
+        def slice_statistics(self, hu, spacing_yx):
+            return None
 
     augmenter = Recording(config, pixel_spacing_mm=0.7)   # the trainer's default: the first case's
     dataset = PatchDataset(cases, Preprocessor(), patch_size=32, seed=0, augmenter=augmenter)
@@ -442,3 +448,43 @@ def test_resume_check_takes_yaml_int_keys_as_the_checkpoints_text_keys(tmp_path)
     check_resume_config(saved, TrainConfig.from_dict({"label_map": {5: 1}}), tmp_path / "last.pt")
     with pytest.raises(InputError, match="label_map"):
         check_resume_config(saved, TrainConfig.from_dict({"label_map": {5: 2}}), tmp_path / "last.pt")
+
+
+@pytest.mark.parametrize("channel, equalize", [
+    ({"kind": "zscore", "mask": "body"}, None),
+    ({"kind": "hist_scaled", "n_bins": 50}, None),
+    ({"kind": "window", "level": 40.0, "width": 400.0}, "histogram"),
+])
+def test_training_patches_get_their_whole_slices_statistics_as_inference_does(tmp_path, channel, equalize):
+    """A z-score, histogram-scaled or globally equalized channel was computed on each training patch but on the
+    whole slice at inference (zscore_body inputs up to 8.7 apart). A patch's input now equals the same pixels of
+    the whole slice's input, as validation and inference compute it."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.preprocessing.preprocessor import SlicePreprocessor
+    from LiverTumorSegLib.training.sampling import PatchDataset, full_slice_inputs
+
+    rng = np.random.default_rng(0)
+    size, patch = 160, 48
+    yy, xx = np.mgrid[:size, :size]
+    body = (yy - 80) ** 2 + (xx - 80) ** 2 < 70 ** 2
+    hu = np.where(body, 40.0 + 0.5 * (yy - 80) + 2.0 * (xx - 80) + rng.normal(0, 20, (size, size)), -1000.0)
+    hu = np.round(hu).astype(np.float32)[None]  # one slice, noisy: the patch's place is found from its values
+    np.save(tmp_path / "hu.npy", hu)
+    labels = np.zeros((1, size, size), np.uint8)
+    labels[0, 60:100, 60:100] = 1
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (3.0, 1.5, 1.5),
+                      (3.0, 1.5, 1.5), [0], [], 1)
+    config = PreprocessingConfig(channels=[channel], context_slices=0, equalize=equalize, target_spacing_mm=1.5)
+    preprocessor = SlicePreprocessor(config)
+    whole = full_slice_inputs(case, preprocessor, [0])[0]  # (C, H, W): what inference gives these pixels
+    dataset = PatchDataset([case], preprocessor, patch_size=patch, seed=0, liver_slice_fraction=1.0)
+    for index in range(5):
+        x, _ = dataset[index]
+        hu_patch, _ = dataset.sample_arrays(index)
+        windows = np.lib.stride_tricks.sliding_window_view(hu[0], (patch, patch))  # where the patch was cut
+        (oy,), (ox,) = np.nonzero((windows == hu_patch[0]).all(axis=(-2, -1)))
+        np.testing.assert_allclose(x.numpy(), whole[:, oy:oy + patch, ox:ox + patch], atol=1e-5)
+    # computed on the patch alone the inputs differed: the defect this test guards against
+    alone = preprocessor.stack_input(hu_patch, spacing_yx=(1.5, 1.5))
+    assert np.abs(alone - whole[:, oy:oy + patch, ox:ox + patch]).max() > 0.05

@@ -13,14 +13,17 @@ Channel specs (a list of dicts; order = network channel order inside one slice):
 * ``{"kind": "zscore", "mask": "body" | "none"}`` -> zero mean, unit variance per slice (seed 000).
 
 Any spec may carry ``"name"`` (used in previews). Per-slice adaptive channels (hist_scaled without
-fixed bins, zscore, equalization) depend on the field of view; training that crops slices should crop
-generously or use fixed ``bins``.
+fixed bins, zscore, equalization) depend on the field of view: training gives each patch its whole slice's
+statistics (``SlicePreprocessor.slice_statistics``), except for CLAHE.
 """
 import copy
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
 
 from ..errors import InputError
 from .intensity import BODY_THRESHOLD_HU, WINDOW_PRESETS, resolve_window, window_preset_name
@@ -48,7 +51,7 @@ def _default_channels() -> List[Dict[str, Any]]:
 def _number(value: Any, what: str) -> float:
     """``value`` as a float; a bool, a non-number, NaN or +-Inf is refused (a NaN window level once gave an
     all-background result, a NaN crop margin an internal error)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):  # numpy's numbers too
         raise PreprocessingConfigError(f"{what} must be a number, got {value!r}.")
     if not math.isfinite(value):
         raise PreprocessingConfigError(f"{what} must be a finite number, got {value!r}.")
@@ -56,7 +59,7 @@ def _number(value: Any, what: str) -> float:
 
 
 def _integer(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
         raise PreprocessingConfigError(f"{what} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 

@@ -454,3 +454,21 @@ def test_forward_image_fills_one_padded_volume_exactly_as_pad_after_resample(cro
     assert new.dtype == np.float32 and new.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(new, old)
     np.testing.assert_array_equal(forward_image(hu[None], info, pad_value=-1000.0)[0], old)  # (c, z, H, W) too
+
+
+def test_config_takes_numpy_numbers_and_stores_python_ones():
+    """np.float32(1.5) was refused as 'must be a number' while np.float64 passed."""
+    import json
+
+    import numpy as np
+
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    config = PreprocessingConfig(target_spacing_mm=np.float32(1.5), size_multiple=np.int64(32),
+                                 channels=[{"kind": "window", "level": np.float32(40), "width": np.int16(400)}])
+    data = config.to_dict()
+    assert data["target_spacing_mm"] == 1.5 and type(data["target_spacing_mm"]) is float
+    assert data["size_multiple"] == 32 and type(data["size_multiple"]) is int
+    assert json.loads(json.dumps(data)) == data
+    sized = PreprocessingConfig(target_spacing_mm=None, target_size=(np.int64(256), 256))
+    assert json.loads(json.dumps(sized.to_dict()))["target_size"] == [256, 256]

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Sequence, Union
 
 import torch
 
@@ -62,8 +62,13 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load with ``weights_only=True``. Raises :class:`InputError` for a missing or unreadable file."""
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "global_step", "config")
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: Sequence[str] = CHECKPOINT_KEYS
+                    ) -> Dict[str, Any]:
+    """Load with ``weights_only=True``. Raises :class:`InputError` for a missing or unreadable file, or one
+    without the ``required`` keys (a training checkpoint's by default)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"No checkpoint at '{path}' to resume from; start without --resume, or point "
@@ -76,7 +81,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     if not isinstance(payload, dict):
         raise InputError(f"Checkpoint '{path}' holds a {type(payload).__name__}, not a training checkpoint; it was "
                          f"not written by livertumorseg train. Delete it to start over.")
-    for key in ("model", "optimizer", "epoch", "global_step", "config"):
+    for key in required:
         if key not in payload:
             raise InputError(f"Checkpoint '{path}' lacks '{key}'; it was not written by livertumorseg train.")
     return payload

@@ -595,9 +595,16 @@ class Trainer:
                            "elapsed_s": self.elapsed_before + (time.time() - self.t0),
                            "epoch_elapsed_s": self.epoch_elapsed_before + (time.time() - self.epoch_t0)})
 
+    def _rank_rng_path(self) -> Path:
+        """Where a rank > 0 keeps its random state beside ``last.pt`` (rank 0's is in ``last.pt``)."""
+        return self.ckpt_dir / f"last_rng_rank{self.dist.rank}.pt"
+
     def save_last(self, epoch: int, step_in_epoch: int) -> None:
-        """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress."""
+        """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress.
+        Every other rank saves its own random state (no collective call: a rank may be interrupted alone): it
+        draws its own dropout masks, and a resumed DDP run with dropout was not bit for bit without them."""
         if not self.dist.is_main:
+            save_checkpoint(self._rank_rng_path(), {"rng": rng_state(), "global_step": int(self.global_step)})
             return
         save_checkpoint(self.last_path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -630,7 +637,12 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         set_rng_state(payload.get("rng", {}))
         if self.dist.rank:
-            torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
+            own = self._rank_rng_path()
+            saved = load_checkpoint(own, map_location="cpu", required=("rng", "global_step")) if own.is_file() else {}
+            if int(saved.get("global_step", -1)) == int(payload["global_step"]):  # saved at the same step
+                set_rng_state(saved["rng"])
+            else:  # a checkpoint from before ranks saved theirs, or one rank stopped elsewhere: not bit for bit
+                torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
         state = decode_json(payload, "state") or {}
         self.history = list(state.get("history", []))
         self.best.load(state.get("best", {}))

@@ -7,8 +7,9 @@
 # Output: LIVERTUMORSEG_MODULE_SCRIPTS    module script + widget-side helpers (relative to LiverTumorSeg/)
 #         LIVERTUMORSEG_MODULE_RESOURCES  .ui and icon (relative to LiverTumorSeg/)
 #         LIVERTUMORSEG_LIB_SCRIPTS       every LiverTumorSegLib/**/*.py (relative to the root)
-#         LIVERTUMORSEG_SHARED_RESOURCES  Resources/Models/*, Resources/Sample/* and docs/slicer.md (the module's
-#                                         help links this installed copy) (relative to the root)
+#         LIVERTUMORSEG_SHARED_RESOURCES  Resources/Models/*, Resources/Sample/*, docs/slicer.md (the module's
+#                                         help links this installed copy) with the panel picture it shows, and
+#                                         the licences (LICENSE, LICENSES/*) (relative to the root)
 
 set(_module_dir ${LIVERTUMORSEG_SOURCE_ROOT}/LiverTumorSeg)
 
@@ -36,6 +37,9 @@ list(SORT LIVERTUMORSEG_LIB_SCRIPTS)
 file(GLOB_RECURSE LIVERTUMORSEG_SHARED_RESOURCES RELATIVE ${LIVERTUMORSEG_SOURCE_ROOT} ${_configure_depends}
   ${LIVERTUMORSEG_SOURCE_ROOT}/Resources/Models/*
   ${LIVERTUMORSEG_SOURCE_ROOT}/Resources/Sample/*
-  ${LIVERTUMORSEG_SOURCE_ROOT}/docs/slicer.md)
+  ${LIVERTUMORSEG_SOURCE_ROOT}/docs/slicer.md
+  ${LIVERTUMORSEG_SOURCE_ROOT}/docs/images/panel_layout.png
+  ${LIVERTUMORSEG_SOURCE_ROOT}/LICENSE
+  ${LIVERTUMORSEG_SOURCE_ROOT}/LICENSES/*)
 list(FILTER LIVERTUMORSEG_SHARED_RESOURCES EXCLUDE REGEX "(^|/)\\.")
 list(SORT LIVERTUMORSEG_SHARED_RESOURCES)

@@ -112,6 +112,19 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
     return None
 
 
+def missing_package_text(exc: BaseException) -> Optional[str]:
+    """The user's words for a third-party Python package a command needs but the environment lacks (matplotlib in
+    Slicer's Python, which the module does not install: 'segment --preview' was an 'internal error'); None for
+    anything else, a module of this library included (a bug to report)."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not name or name.split(".")[0] == "LiverTumorSegLib":
+        return None
+    package = name.split(".")[0]
+    return (f"this command needs the Python package '{package}', which is not installed here: install it "
+            f"(pip install {package}; in 3D Slicer's Python console: slicer.util.pip_install('{package}')) and "
+            f"run again.")
+
+
 def console_main() -> None:
     """The ``livertumorseg`` executable: :func:`main`, then exit. After Ctrl-C or SIGTERM (whose cleanup has run
     by then), a model load still running in the background (``segmenter._load_in_background``: importing torch
@@ -188,6 +201,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         with cli_wording():
             memory = out_of_memory_error(exc)
         text = file_system_error_text(exc) if memory is None else str(memory)
+        text = text or missing_package_text(exc)
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2

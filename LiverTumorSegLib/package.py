@@ -990,11 +990,11 @@ def resolve_model(name_or_path: PathLike) -> Path:
         for group in (flagged, named):
             if group:
                 return Path(group[0]["path"])
+        from .resources import MISSING_RESOURCES_HINT
         raise ModelPackageError(f"No default model is installed in '{bundled_models_dir()}' (the bundled models "
-                                f"folder; a package there that cannot be used is named in a warning above). Restore "
-                                f"it from a full "
-                                f"clone (or set LIVERTUMORSEG_RESOURCES to a Resources/ folder holding Models/), or "
-                                f"pass a model package path or an installed model's name with --model.")
+                                f"folder; a package there that cannot be used is named in a warning above). "
+                                f"{MISSING_RESOURCES_HINT} Or pass a model package path or an installed model's "
+                                f"name with --model.")
     usable = [e for e in list_installed_models() if e["error"] is None]
     matches = []  # type: List[str]
     for entry in usable:

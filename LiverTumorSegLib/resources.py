@@ -18,6 +18,12 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "Resources"
 
 
+MISSING_RESOURCES_HINT = ("A non-editable install (pip install . or a wheel) copies only the Python code: install "
+                          "from a clone with 'pip install -e .', or set LIVERTUMORSEG_RESOURCES to a clone's "
+                          "Resources/ folder (it holds Models/ and Sample/).")
+"""What to do when the bundled models or sample are not beside the package (said wherever they are missing)."""
+
+
 def bundled_models_dir() -> Path:
     return resources_dir() / "Models"
 
@@ -30,8 +36,7 @@ def sample_ct_path() -> Path:
     """The bundled sample CT (NIfTI, RAS, 3 mm, (x, y, z) = 122 x 101 x 112 voxels)."""
     path = resources_dir() / "Sample" / "sample_ct.nii.gz"
     if not path.exists():
-        raise InputError(f"The bundled sample CT is missing at '{path}'. Reinstall from a full clone, or "
-                         f"set LIVERTUMORSEG_RESOURCES to the folder holding Sample/ and Models/.")
+        raise InputError(f"The bundled sample CT is missing at '{path}'. {MISSING_RESOURCES_HINT}")
     return path
 
 

@@ -46,7 +46,7 @@ REQUIREMENTS = (
     TORCH,
     Requirement("monai", "monai", "1.3"),
     Requirement("safetensors", "safetensors", "0.4"),
-    Requirement("nibabel", "nibabel", "5.0"),
+    Requirement("nibabel", "nibabel", "5.2"),  # 5.0 and 5.1 use np.sctypes, removed in numpy 2
     Requirement("scipy", "scipy", "1.9"),
     Requirement("SimpleITK", "SimpleITK", "2.2"),
     Requirement("yaml", "pyyaml", "6.0"),

@@ -79,10 +79,15 @@ def run(args: argparse.Namespace) -> int:
                               min_new_lesion_mm=args.min_new_lesion_mm)
     change["inputs"] = {"baseline": str(args.baseline), "followup": str(args.followup),
                         "baseline_ct": args.baseline_ct, "followup_ct": args.followup_ct}
-    write_change_report(change, output, overwrite=args.overwrite)
+    from ..fileutil import atomic_outputs
+
+    outputs = {"report": output} if picture is None else {"report": output, "picture": picture}
+    with atomic_outputs(outputs, overwrite=args.overwrite) as temporary:  # both or neither: a failed picture
+        write_change_report(change, temporary["report"], overwrite=True)  # left the report behind
+        if picture is not None:
+            save_change_picture(temporary["picture"], change, overwrite=True, title=args.title)
     print("\n".join(change_summary_lines(change)))
     print(f"change report: {output}")
     if picture is not None:
-        save_change_picture(picture, change, overwrite=args.overwrite, title=args.title)
         print(f"picture: {picture}")
     return 0

@@ -171,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}):")
     if not installed:
+        from ..resources import MISSING_RESOURCES_HINT
         print("  none. Train one with 'livertumorseg train' or copy a .safetensors package into the user folder.")
+        if not bundled_models_dir().is_dir():
+            print(f"  (no bundled models folder: {MISSING_RESOURCES_HINT})")
         return 0
     print(f"  {'name':<24} {'architecture':<16} {'source':<8} {'validation':<32} file")
     for entry in installed:

@@ -571,7 +571,7 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.epochs * self.steps_per_epoch,
                                          self.steps_per_epoch, cfg.warmup, cfg.step_size, cfg.gamma,
                                          cfg.plateau_patience, cfg.plateau_factor)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = grad_scaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def _build_data(self) -> None:
         cfg = self.config
@@ -954,6 +954,14 @@ def _f(value: float) -> str:
 
 def load_checkpoint_weights(path) -> Dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
+
+
+def grad_scaler(device_type: str, enabled: bool) -> "torch.amp.GradScaler":
+    """fp16's gradient scaler: ``torch.amp.GradScaler`` (torch >= 2.3), else ``torch.cuda.amp.GradScaler`` (2.1
+    and 2.2, where only CUDA had one; the package allows torch>=2.1, and every Trainer made one)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device_type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device_type == "cuda")
 
 
 def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",

@@ -344,3 +344,25 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert statuses(cut) == ["not_assessed", "not_assessed"] and cut["response"] == "NE"  # was 'shrunk', PR
     whole = compare_followup(baseline, baseline, alignment="none")
     assert statuses(whole) == ["stable", "stable"] and whole["response"] == "SD"
+
+
+def test_followup_without_matplotlib_is_a_clear_error_and_leaves_no_report(tmp_path, capsys, monkeypatch):
+    """In Slicer's Python (no matplotlib: the module does not install it) followup's picture was an 'internal
+    error', and the change report written before it stayed behind."""
+    import sys
+
+    base, follow = shifted_pair()
+    paths = {}
+    for name, phantom in (("base", base), ("follow", follow)):
+        paths[name] = write_label_map(tmp_path / f"{name}_seg.nii.gz", phantom.labels, phantom.ct.geometry)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for module in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib... raises ModuleNotFoundError
+    code = main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]),
+                 "--alignment", "liver", "-o", str(tmp_path / "change.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs the Python package 'matplotlib'" in err and "internal error" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # neither the report nor the picture
+    assert main(["followup", "--baseline", str(paths["base"]), "--followup", str(paths["follow"]),
+                 "--alignment", "liver", "--no-picture", "-o", str(tmp_path / "change.json")]) == 0

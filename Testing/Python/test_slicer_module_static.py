@@ -199,6 +199,8 @@ def test_cmake_lists_every_module_file_and_resource():
     shared = set(lists["LIVERTUMORSEG_SHARED_RESOURCES"])
     assert {"Resources/Sample/sample_ct.nii.gz", "Resources/Sample/sample_liver_reference.nii.gz",
             "docs/slicer.md"} <= shared
+    # the installed help page shows the panel picture, and the licences travel with the data they cover
+    assert {"docs/images/panel_layout.png", "LICENSE", "LICENSES/README.md", "Resources/Models/README.md"} <= shared
     models = {p.relative_to(ROOT).as_posix() for p in (ROOT / "Resources" / "Models").rglob("*")
               if p.is_file() and not p.name.startswith(".")}
     assert models <= shared, f"model files CMake would not install: {sorted(models - shared)}"

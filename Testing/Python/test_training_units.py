@@ -488,3 +488,18 @@ def test_training_patches_get_their_whole_slices_statistics_as_inference_does(tm
     # computed on the patch alone the inputs differed: the defect this test guards against
     alone = preprocessor.stack_input(hu_patch, spacing_yx=(1.5, 1.5))
     assert np.abs(alone - whole[:, oy:oy + patch, ox:ox + patch]).max() > 0.05
+
+
+def test_grad_scaler_on_a_torch_without_torch_amp_grad_scaler(monkeypatch):
+    """torch.amp.GradScaler appeared in torch 2.3; the package allows torch>=2.1, where every Trainer failed with
+    an AttributeError ('internal error'). Without it the CUDA scaler is used (enabled only on CUDA)."""
+    import warnings
+
+    from LiverTumorSegLib.training.trainer import grad_scaler
+
+    assert isinstance(grad_scaler("cpu", enabled=False), torch.amp.GradScaler)
+    monkeypatch.delattr(torch.amp, "GradScaler")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch calls torch.cuda.amp.GradScaler deprecated
+        scaler = grad_scaler("cpu", enabled=True)
+    assert not scaler.is_enabled()  # fp16 on the CPU: nothing to scale

@@ -134,7 +134,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
     bad = sorted(v for v in label_value_counts(array) if v not in set(allowed))
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        if bad[-1] > 255:
+        if bad[-1] > 255 and len(allowed) > 5:  # any value allowed, to be mapped with --label-map
             raise LabelError(f"Label map '{source}' has values {shown}; label values must lie in 0..255 (also for "
                              f"--label-map, which maps values 0..255). Convert the file to 0 background, 1 liver, "
                              f"2 tumor first (e.g. in 3D Slicer or with SimpleITK's ChangeLabel).")

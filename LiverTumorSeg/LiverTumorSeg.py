@@ -411,12 +411,17 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif outcome.kind == job.CANCELLED:
             self.ui.statusLabel.text = "Cancelled; the scene was not changed."
         else:
-            self.ui.statusLabel.text = f"Failed: {outcome.error}"
-            if isinstance(outcome.error, LiverTumorSegError):
-                slicer.util.errorDisplay(str(outcome.error))
-            else:
-                slicer.util.errorDisplay(f"Segmentation failed: {outcome.error}", detailedText=outcome.details)
+            self.showFailure(self.ui.statusLabel, outcome, "Segmentation")
         self.updateGUI()
+
+    @staticmethod
+    def showFailure(label, outcome, what: str) -> None:
+        """A failed child run: ``Failed: ...`` in ``label`` and a dialog (with the child's details for a bug)."""
+        label.text = f"Failed: {outcome.error}"
+        if isinstance(outcome.error, LiverTumorSegError):
+            slicer.util.errorDisplay(str(outcome.error))
+        else:
+            slicer.util.errorDisplay(f"{what} failed: {outcome.error}", detailedText=outcome.details)
 
     def onMeasureButton(self) -> None:
         """Measure the output segmentation's (edited) segments again in a child process; Cancel while it runs."""
@@ -449,11 +454,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif outcome.kind == job.CANCELLED:
             self.ui.statusLabel.text = "Cancelled; the lesion table was not changed."
         else:
-            self.ui.statusLabel.text = f"Failed: {outcome.error}"
-            if isinstance(outcome.error, LiverTumorSegError):
-                slicer.util.errorDisplay(str(outcome.error))
-            else:
-                slicer.util.errorDisplay(f"Measuring failed: {outcome.error}", detailedText=outcome.details)
+            self.showFailure(self.ui.statusLabel, outcome, "Measuring")
         self.updateGUI()
 
     # --- lesion axes and follow-up comparison (issue 16) -------------------------------------------
@@ -545,11 +546,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif outcome.kind == job.CANCELLED:
             c["result"].text = "Cancelled; the scene was not changed."
         else:
-            c["result"].text = f"Failed: {outcome.error}"
-            if isinstance(outcome.error, LiverTumorSegError):
-                slicer.util.errorDisplay(str(outcome.error))
-            else:
-                slicer.util.errorDisplay(f"Comparison failed: {outcome.error}", detailedText=outcome.details)
+            self.showFailure(c["result"], outcome, "Comparison")
 
 
 #

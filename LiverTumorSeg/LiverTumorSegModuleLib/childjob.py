@@ -96,6 +96,15 @@ class ChildJob:
         raise NotImplementedError
 
     # -- shared --
+    def _exit_failure(self, code: Optional[int], stderr: str, error_class: type, what: str,
+                      message: Optional[str] = None) -> Any:
+        """The failed outcome of a child that ended without its result: its one-line message (``message``, else
+        its last ``error:`` line) as ``error_class`` when it exited 2 (an error the user can fix), else what
+        ended it (:func:`ended_text`), with the stderr tail as details."""
+        message = last_error_line(stderr) if message is None else message
+        error = error_class(message or "no message") if code == 2 else RuntimeError(ended_text(code, what, message))
+        return self.failed_outcome(error, stderr[-4000:])
+
     def _path(self, name: str) -> str:
         return os.path.join(self.temp_dir, name)
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
-from .childjob import ChildJob, ended_text, last_error_line
+from .childjob import ChildJob
 from .job import CANCELLED, DONE, FAILED, hand_over_segmentation
 
 
@@ -78,10 +78,7 @@ class FollowupJob(ChildJob):
         stderr = self._runner.read_stderr()
         path = self._path("change.json")
         if code != 0 or not os.path.isfile(path):
-            message = last_error_line(stderr)
-            error = FollowupProcessError(message or "no message") if code == 2 else RuntimeError(
-                ended_text(code, "The follow-up process", message))
-            return self.failed_outcome(error, stderr[-4000:])
+            return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process")
         with open(path, encoding="utf-8") as handle:
             change = json.load(handle)
         baseline, followup = self._nodes[0], self._nodes[2]

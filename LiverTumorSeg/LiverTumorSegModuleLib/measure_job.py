@@ -16,7 +16,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import ChildJob, ended_text, last_error_line
+from .childjob import ChildJob, last_error_line
 from .job import (CANCELLED, DONE, FAILED, SegmentationOutcome, hand_over_segmentation, volume_grid,
                   write_temporary_ct)
 
@@ -79,9 +79,7 @@ class MeasureJob(ChildJob):
         path = self._path("report.json")
         if code != 0 or not os.path.isfile(path):
             message = panel_text.error_text(last_error_line(stderr), self.ct_path, self._volume.GetName())
-            error = MeasureProcessError(message or "no message") if code == 2 else RuntimeError(
-                ended_text(code, "The measuring process", message))
-            return self.failed_outcome(error, stderr[-4000:])
+            return self._exit_failure(code, stderr, MeasureProcessError, "The measuring process", message)
         with open(path, encoding="utf-8") as handle:
             report = json.load(handle)
         if not (self._scene.IsNodePresent(self._segmentation) and self._scene.IsNodePresent(self._volume)):

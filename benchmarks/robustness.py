@@ -562,7 +562,8 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
-            "code": code_version() if code is None else code, "weights_sha256": weights_sha256, "date": datetime.date.today().isoformat()}
+            "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
+            "date": datetime.date.today().isoformat()}
 
 
 def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int) -> set:
@@ -658,9 +659,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"{package.name} ({path}):")
         rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say)
         results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256})
+        threshold = args.min_lesion_probability
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
-              f"{'' if args.min_lesion_probability is None else f' (min lesion probability {args.min_lesion_probability:g})'}"
+              f"{'' if threshold is None else f' (min lesion probability {threshold:g})'}"
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})

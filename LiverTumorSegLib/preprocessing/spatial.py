@@ -162,8 +162,9 @@ def forward_labels(labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
 
     Enlarged slices take the nearest label (pixel centre to pixel centre, exact). Shrunk slices take, per pixel,
     the label with the largest share under the same antialiased bilinear filter the HU get (exact ties, where
-    a boundary passes through a pixel's centre, split evenly in a checkerboard), so labels and HU stay registered: the nearest label of an exact 2:1 shrink came always from the
-    second of the two pixels each network pixel covers, half a native pixel off the HU in y and x."""
+    a boundary passes through a pixel's centre, split evenly in a checkerboard), so labels and HU stay registered:
+    the nearest label of an exact 2:1 shrink came always from the second of the two pixels each network pixel
+    covers, half a native pixel off the HU in y and x."""
     y0, y1, x0, x1 = info.crop_yx
     crop = np.asarray(labels_zyx)[..., y0:y1, x0:x1]
     if not info.is_resampled:

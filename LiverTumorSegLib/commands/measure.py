@@ -33,6 +33,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def tilted_grid_warnings(geometry: Any, name: str) -> List[str]:
+    """A warning when the label map's grid is tilted from the patient axes (more than the CT check's
+    ``OBLIQUE_WARN_DEGREES``): RECIST axes are measured in the grid's slices nearest to axial, not in true axial
+    planes. Without --ct no CT check ran, so the report said nothing of it."""
+    from ..orientation import obliquity_degrees
+    from ..validation import OBLIQUE_WARN_DEGREES
+
+    tilt = obliquity_degrees(geometry.direction_matrix)
+    if tilt <= OBLIQUE_WARN_DEGREES:
+        return []
+    return [f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes: the long and short axes "
+            f"are measured in its slices nearest to axial, not in true axial planes."]
+
+
 def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``)."""
     recist = report["recist"]
@@ -66,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                          non_hu_going_on=MEAN_HU_NOT_HU) if args.ct else None
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
+    if ct is None:  # with --ct, the CT's own check has said it
+        warnings += tilted_grid_warnings(labels.geometry, str(args.labels))
     probability = None
     if args.probabilities:
         from ..io.probability import probability_scores

@@ -18,12 +18,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                               description="Train all folds of a patient-level k-fold split and write per-fold "
                                           "and mean Dice tables. -o names the output folder.")
     add_config_options(p)
+    for action in p._actions:  # train's help for these two did not fit crossval (0 = hold-out; one fold)
+        if action.dest == "folds":
+            action.help = "number of patient-level folds (fewer than 2, the default: 4)"
+        elif action.dest == "fold":
+            action.help = argparse.SUPPRESS  # crossval trains every fold
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.crossval import run_crossval
 
+    if getattr(args, "fold", None) not in (None, 0):
+        raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
     config = config_from_args(args)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")

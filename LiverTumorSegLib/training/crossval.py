@@ -32,15 +32,20 @@ def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
 
 
 def fold_row(fold: int, result) -> Dict[str, Any]:
-    """Table row of one fold (``fold`` = its index), whole-volume metrics when they exist."""
+    """Table row of one fold (``fold`` = its index): the whole-volume metrics, as ``evaluate`` computes them.
+    When the fold's whole-volume validation failed (e.g. out of memory on a large CT), its Dice are NaN (left
+    out of the mean) and ``validation`` says so: the slice-level numbers put in their place leave tumor-free
+    cases out of tumor Dice (2.8x too high in an audit) and were averaged with the other folds' without a word."""
     v = result.validation or {}
-    metrics = v.get("whole_volume") or v
-    cases = (v.get("whole_volume") or {}).get("cases") or []
+    whole = v.get("whole_volume") or {}
+    cases = whole.get("cases") or []
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
-    return {"fold": fold, "liver_dice": _num(metrics.get("liver_dice")),
-            "tumor_dice": _num(metrics.get("tumor_dice")),
+    return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
             "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
-            "val_cases": " ".join(result.val_cases), "epochs": result.epochs_completed}
+            "val_cases": " ".join(result.val_cases), "epochs": result.epochs_completed,
+            "validation": "whole volume" if whole else (
+                f"whole-volume validation failed (see the fold's log); slice-level liver "
+                f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable")}
 
 
 def _num(value: Any) -> float:

@@ -83,3 +83,16 @@ def test_train_ends_with_the_whole_volume_numbers_evaluate_gives():
     tumor_free = dict(slices, whole_volume={"liver_dice": 0.2, "tumor_dice": 1.0,
                                             "cases": [{"reference_has_tumor": False}]})
     assert "only says none was predicted" in validation_summary(tumor_free)
+
+
+def test_crossval_help_describes_its_folds_and_refuses_fold(capsys):
+    """crossval reused train's help: '--folds ... (0 = hold-out split)' although 0 runs 4 folds, and '--fold
+    which fold to train' although crossval trains every fold."""
+    from LiverTumorSegLib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["crossval", "--help"])
+    text = capsys.readouterr().out
+    assert "fewer than 2, the default: 4" in text and "hold-out split" not in text and "--fold " not in text
+    assert main(["crossval", "--data", "cases.csv", "-o", "cv", "--fold", "2"]) == 2
+    assert "crossval trains every fold" in capsys.readouterr().err

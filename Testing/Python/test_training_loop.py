@@ -547,3 +547,23 @@ def test_git_commit_is_read_from_a_checkout_a_linked_worktree_and_packed_refs(tm
     (worktree_git / "HEAD").write_text("ref: refs/heads/gone\n")
     assert _git_commit(tree) is None
     assert _git_commit(tmp_path / "not_a_checkout") is None
+
+
+def test_a_fold_whose_whole_volume_validation_failed_is_named_and_left_out_of_the_mean():
+    """The fold's slice-level numbers stood in its row (tumor-free cases left out of tumor Dice: 2.8x too high in
+    an audit) and were averaged with the other folds' whole-volume ones, without a word."""
+    import types
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row
+
+    whole = types.SimpleNamespace(val_cases=["a"], epochs_completed=1, validation={
+        "liver_dice": 0.5, "tumor_dice": 0.5,
+        "whole_volume": {"liver_dice": 0.9, "tumor_dice": 0.2, "cases": [{"reference_has_tumor": True}]}})
+    failed = types.SimpleNamespace(val_cases=["b"], epochs_completed=1,
+                                   validation={"liver_dice": 0.8, "tumor_dice": 0.6})
+    rows = [fold_row(0, whole), fold_row(1, failed)]
+    assert rows[0]["validation"] == "whole volume" and rows[0]["liver_dice"] == 0.9
+    assert np.isnan(rows[1]["liver_dice"]) and np.isnan(rows[1]["tumor_dice"])
+    assert rows[1]["validation"].startswith("whole-volume validation failed") and "liver 0.800" in rows[1]["validation"]
+    mean = mean_row(rows)
+    assert mean["liver_dice"] == pytest.approx(0.9) and mean["tumor_dice"] == pytest.approx(0.2)

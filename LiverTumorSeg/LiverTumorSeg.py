@@ -171,6 +171,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
+        self._defaultModelPath = ""  # the model list's default package (populateModels)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -182,7 +183,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -190,6 +190,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionTableView.connect("selectionChanged()", self.onLesionSelectionChanged)
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.setupCompareSection()
+        # after both table views have the scene: VTK calls observers of one priority in the order they were
+        # added, so ours runs after the views have emptied themselves at the end of a batch (added before the
+        # compare section, it ran before the compare view's, and the change table stayed blank)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
         self.ui.progressBar.setVisible(False)
         self.populateModels()
         self.updateDeviceInfo()
@@ -224,6 +228,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for childJob in (self._comparison, self._measuring):  # its table would otherwise land in the next scene
             if childJob is not None:
                 childJob.cancel()
+        self.ui.resultsSummaryLabel.text = "No result yet."  # the closed scene's numbers are not the next one's
+        self.ui.statusLabel.text = ""
         self.setParameterNode(None)
 
     def onSceneEndBatchProcess(self, caller, event) -> None:
@@ -247,8 +253,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             first = job.first_plain_scalar_volume(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
             if first:
                 self._parameterNode.inputVolume = first
-        if not self._parameterNode.modelPath and self.ui.modelComboBox.count:
-            self._parameterNode.modelPath = self.ui.modelComboBox.itemData(0)
+        if self.ui.modelComboBox.findData(self._parameterNode.modelPath) < 0 and self._defaultModelPath:
+            # none yet, or one this installation lacks (a scene saved elsewhere or before an update)
+            self._parameterNode.modelPath = self._defaultModelPath
 
     def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
         if self._parameterNode:
@@ -268,6 +275,13 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p is None:
             return
         index = self.ui.modelComboBox.findData(p.modelPath)
+        if index < 0 and self._defaultModelPath:
+            # a model path the list lacks (a scene from another installation) ran while the list showed another
+            # model: take the default, which the list shows (this change calls updateGUI again)
+            if p.modelPath:
+                logging.warning(f"LiverTumorSeg: model '{p.modelPath}' is not installed here; using the default")
+            p.modelPath = self._defaultModelPath
+            return
         if index >= 0 and index != self.ui.modelComboBox.currentIndex:
             self.ui.modelComboBox.currentIndex = index
         deviceText = DEVICE_TEXT_BY_VALUE.get(p.device, "Auto")
@@ -292,7 +306,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         self.ui.segmentButton.toolTip = ("Stop the running segmentation" if running else
                                          "Segment liver and tumors" if ready else "Select a CT volume and a model")
-        measurable = bool(p.inputVolume and mrml.existing_output_segment_ids(p.outputSegmentation))
+        # only the output made on (or for) the selected CT: measured on another CT it got that CT's HU, or failed
+        measurable = bool(p.inputVolume and mrml.existing_output_segment_ids(p.outputSegmentation)
+                          and job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation)
         self.ui.measureButton.enabled = measuring or (measurable and not running)
         self.ui.measureButton.text = "Cancel" if measuring else "Update lesion table from segments"
 
@@ -300,8 +316,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from LiverTumorSegLib.package import list_installed_models
         self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
-        for item in panel_text.model_choices(list_installed_models()):
+        items = panel_text.model_choices(list_installed_models())
+        for item in items:
             self.ui.modelComboBox.addItem(item["text"], item["path"])
+        self._defaultModelPath = panel_text.default_model_path(items)
         self.ui.modelComboBox.blockSignals(False)
         if selectPath and self._parameterNode:
             self._parameterNode.modelPath = selectPath

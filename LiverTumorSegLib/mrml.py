@@ -424,9 +424,13 @@ def segment_mask(segmentation_node, segment_id: str, geometry: ImageGeometry,
     if not ok:
         raise KeyError(f"segment '{segment_id}' has no binary labelmap")
     resampled = slicer.vtkOrientedImageData()
+    # nearest neighbour; padImage=False: the output takes the reference grid's extent (with True it is the union of
+    # both extents, so a segment under a transform that moved it partly off the grid could not be reshaped)
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        out, grid, resampled, False, True)  # nearest neighbour, pad with 0 to the reference extent
+        out, grid, resampled, False, False)
     scalars = resampled.GetPointData().GetScalars()
+    if scalars is None:  # nothing of the segment on the grid
+        return np.zeros(shape_zyx, np.uint8)
     arr = numpy_support.vtk_to_numpy(scalars).reshape(shape_zyx)
     # shared labelmaps hold the segment's label value, not 1: compare against it
     label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()

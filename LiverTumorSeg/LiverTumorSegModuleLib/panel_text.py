@@ -183,8 +183,9 @@ def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     return f"Done in {seconds:.0f} s, with {len(warnings)} warning{'s' if len(warnings) > 1 else ''} (below)."
 
 
-def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:
-    """Combo-box items ``{"text", "path"}`` from ``list_installed_models()`` entries; unusable ones marked."""
+def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Combo-box items ``{"text", "path", "default"}`` from ``list_installed_models()`` entries (sorted by file
+    name); unusable ones marked."""
     items = []
     for entry in entries:
         text = f"{entry['name']} ({entry.get('source', 'file')})"
@@ -192,8 +193,16 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, str]]:
             text += " - default"
         if entry.get("error"):
             text += " - unusable"
-        items.append({"text": text, "path": str(entry["path"])})
+        items.append({"text": text, "path": str(entry["path"]), "default": bool(entry.get("default"))
+                      and not entry.get("error")})
     return items
+
+
+def default_model_path(items: Sequence[Dict[str, Any]]) -> str:
+    """The path the panel selects for a new scene: the usable package flagged default, else the first item ('' when
+    there is none). The list is sorted by file name, so its first item was alexnet_fcn_v2, not the default."""
+    flagged = [item["path"] for item in items if item.get("default")]
+    return flagged[0] if flagged else (items[0]["path"] if items else "")
 
 
 def device_text(last_device: str = "") -> str:

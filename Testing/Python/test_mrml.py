@@ -593,3 +593,26 @@ def test_the_probability_volume_moves_with_its_ct_like_the_segmentation(scene):
     moved = geometry.ijk_to_ras().copy()
     moved[0, 3] += 50.0
     np.testing.assert_allclose(world_ijk_to_ras(), moved, atol=1e-6)  # and moves with the CT
+
+
+def test_a_segmentation_moved_partly_off_the_ct_grid_is_read_on_that_grid(scene):
+    """A segmentation nudged 8 mm (two slices) superior with a parent transform, its liver touching the CT's last
+    slice: the resample padded to the union of both extents, so reading it on the CT's grid (Update lesion table,
+    Compare) failed with 'cannot reshape array'. It now gives the labels moved two slices up, the part past the
+    CT's last slice cut off."""
+    import vtk
+
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 4.0), origin=(-10.0, -10.0, 20.0))
+    ct = _add_volume_node(scene, np.zeros((6, 10, 10), np.int16), geometry, name="CT")
+    labels = np.zeros((6, 10, 10), np.uint8)
+    labels[2:6, 3:7, 3:7] = 1
+    labels[3:5, 4:6, 4:6] = 2
+    segmentation = mrml.labels_to_segmentation_node(scene, labels, geometry, reference_volume_node=ct)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(2, 3, 8.0)  # S (RAS z) + 8 mm = two 4 mm slices up
+    transform.SetMatrixTransformToParent(matrix)
+    segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    expected = np.zeros_like(labels)
+    expected[4:6] = labels[2:4]  # slices 2..5 move to 4..7; 6 and 7 lie past the CT
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(segmentation, geometry, labels.shape), expected)

@@ -108,3 +108,14 @@ def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     assert "waitForCompletion=False" in methods["onCompareButton"]  # never blocks Slicer's main thread
     assert "onFinished=self.onCompareFinished" in methods["onCompareButton"]
     assert re.search(r"followup\.change_summary_lines\(", methods["onCompareFinished"])
+
+
+def test_the_batch_observer_is_added_after_both_table_views_have_the_scene():
+    """VTK calls observers of one priority in the order they were added: added before the compare section's
+    table view, the module's restore ran before that view emptied itself at the end of a scene batch, and the
+    change table stayed blank after a DICOM load or a scene import."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    widget = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget")
+    setup = next(ast.get_source_segment(text, f) for f in widget.body
+                 if isinstance(f, ast.FunctionDef) and f.name == "setup")
+    assert setup.index("self.setupCompareSection()") < setup.index("slicer.mrmlScene.EndBatchProcessEvent")

@@ -202,8 +202,20 @@ def test_model_choices_mark_default_and_unusable():
     items = panel_text.model_choices([
         {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True, "error": None},
         {"name": "broken", "path": "/b/broken.safetensors", "source": "user", "error": "truncated"}])
-    assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors"},
-                     {"text": "broken (user) - unusable", "path": "/b/broken.safetensors"}]
+    assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors", "default": True},
+                     {"text": "broken (user) - unusable", "path": "/b/broken.safetensors", "default": False}]
+
+
+def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():
+    """The list is sorted by file name: its first item, which a new scene got, was alexnet_fcn_v2 (robustness
+    tumor Dice 0.34 against the default's 0.74)."""
+    from LiverTumorSegLib.package import list_installed_models
+
+    items = panel_text.model_choices(list_installed_models())
+    assert items[0]["path"].endswith("alexnet_fcn_v2.safetensors")  # the bundled packages, sorted by name
+    assert panel_text.default_model_path(items).endswith("default.safetensors")
+    assert panel_text.default_model_path([{"path": "/x.safetensors", "default": False}]) == "/x.safetensors"
+    assert panel_text.default_model_path([]) == ""
 
 
 def test_training_data_text_prefers_description_and_hides_build_machine_paths():

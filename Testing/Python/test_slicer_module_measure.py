@@ -134,3 +134,13 @@ def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
     gui = methods["updateGUI"]
     assert "self.ui.segmentButton.enabled = running or (ready and not measuring)" in gui
     assert "self.ui.measureButton.enabled = measuring or (measurable and not running)" in gui
+
+
+def test_update_lesion_table_needs_the_output_made_for_the_selected_ct():
+    """Static: picking another CT's segmentation as output enabled the button, which then measured it on the
+    selected CT (another phase's HU in the table, or a reshape error on another grid)."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    widget = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget")
+    gui = next(ast.get_source_segment(text, f) for f in widget.body
+               if isinstance(f, ast.FunctionDef) and f.name == "updateGUI")
+    assert "job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation" in gui

@@ -208,25 +208,12 @@ class PreprocessingConfig:
         return 2 * self.context_slices + 1
 
     @property
-    def slice_adaptive_steps(self) -> List[str]:
-        """The intensity steps whose output depends on the whole slice they are computed on (its histogram, its
-        body statistics, its edges): histogram-scaled or z-score channels, equalization, median and Gaussian
-        filters. Inference computes them on the whole slice; training too, except :attr:`patch_computed_steps`."""
-        steps = [str(c.get("kind")) for c in self.channels if c.get("kind") in ("hist_scaled", "zscore")]
-        if self.equalize:
-            steps.append(f"{self.equalize} equalization")
-        if self.median_size > 1:
-            steps.append("median filter")
-        if self.gaussian_sigma_mm > 0:
-            steps.append("Gaussian filter")
-        return steps
-
-    @property
     def patch_computed_steps(self) -> List[str]:
-        """The whole-slice steps that training still computes on each patch: CLAHE (its tiles lie where the patch
-        is) and the median and Gaussian filters (different only at the patch's edges). The pointwise ones
-        (histogram scaling, z-score, global equalization) take their whole slice's statistics in training
-        (``SlicePreprocessor.slice_statistics``), as inference does."""
+        """The steps depending on the whole slice that training still computes on each patch, while inference
+        computes them on the whole slice: CLAHE (its tiles lie where the patch is) and the median and Gaussian
+        filters (different only at the patch's edges). The pointwise ones (histogram scaling, z-score, global
+        equalization) take their whole slice's statistics in training (``SlicePreprocessor.slice_statistics``),
+        as inference does."""
         steps = ["clahe equalization"] if self.equalize == "clahe" else []
         if self.median_size > 1:
             steps.append("median filter (at the patch's edges)")

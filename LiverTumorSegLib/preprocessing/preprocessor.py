@@ -5,7 +5,7 @@ Order (docs/ARCHITECTURE.md "Preprocessing contract"): canonical HU ``(z, y, x)`
 ``(n, C0 * (2c + 1), H, W)`` with channel index ``offset_index * C0 + channel`` (offset_index 0 is
 slice ``z - c``), edge slices replicated. Inverse: ``(n, K, H, W)`` -> ``(n, K, y, x)`` native canonical.
 """
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,10 +14,10 @@ from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from . import spatial
 from .config import PreprocessingConfig
-from .equalization import apply_equalization, clahe, equalization_of, equalize_histogram
+from .equalization import apply_equalization, clahe, equalization_of
 from .filters import gaussian_smooth, median_smooth
 from .intensity import (apply_hist_scaling, body_bbox_yx, body_mask, hist_scaled, hist_scaling_of, window_hu,
-                        zscore, zscore_parameters)
+                        zscore_parameters)
 from .spatial import SpatialInfo
 
 ChannelSource = Union[np.ndarray, Callable[[np.ndarray], np.ndarray]]
@@ -101,16 +101,24 @@ class SlicePreprocessor:
         whole slice, which inference uses (up to 8.7 apart for zscore_body): a patch given its whole slices'
         statistics gets inference's values wherever augmentation left its pixels unchanged. CLAHE (local tiles)
         and the filters are computed on the patch still (see ``PreprocessingConfig.patch_computed_steps``)."""
-        cfg = self.config
-        pointwise = {c for c, spec in enumerate(cfg.channels)
-                     if (spec["kind"] == "window" and cfg.equalize == "histogram")
-                     or (spec["kind"] == "hist_scaled" and spec.get("bins") is None) or spec["kind"] == "zscore"}
-        if not pointwise:
+        if not self._pointwise_channels():
             return None
-        x = self._filtered(hu_slices, None, spacing_yx)
+        return self._statistics_of(self._filtered(hu_slices, None, spacing_yx))
+
+    def _pointwise_channels(self) -> List[int]:
+        """Indices of the channels made by a pointwise map whose parameters come from the whole slice: globally
+        equalized windows, histogram scaling without fixed bins, z-scores."""
+        cfg = self.config
+        return [c for c, spec in enumerate(cfg.channels)
+                if (spec["kind"] == "window" and cfg.equalize == "histogram")
+                or (spec["kind"] == "hist_scaled" and spec.get("bins") is None) or spec["kind"] == "zscore"]
+
+    def _statistics_of(self, x: np.ndarray) -> Dict[int, Any]:
+        """:meth:`slice_statistics` of filtered slices ``x`` ``(n, H, W)``."""
+        cfg = self.config
         statistics: Dict[int, Any] = {}
         mask = None
-        for c in sorted(pointwise):
+        for c in self._pointwise_channels():
             spec = cfg.channels[c]
             if spec["kind"] == "window":
                 statistics[c] = equalization_of(window_hu(x, spec["level"], spec["width"]), value_range=(0.0, 1.0))
@@ -135,28 +143,20 @@ class SlicePreprocessor:
         """
         cfg = self.config
         x = self._filtered(hu_slices, info, spacing_yx)
-        statistics = statistics or {}
+        statistics = statistics or self._statistics_of(x)  # the slices' own, as inference computes them
         out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
-        mask = None
         for c, spec in enumerate(cfg.channels):
-            kind = spec["kind"]
-            given = statistics.get(c)
+            kind, given = spec["kind"], statistics.get(c)
             if kind == "window":
                 ch = window_hu(x, spec["level"], spec["width"])
                 if cfg.equalize == "histogram":
-                    ch = apply_equalization(ch, given) if given is not None else equalize_histogram(
-                        ch, value_range=(0.0, 1.0))
+                    ch = apply_equalization(ch, given)
                 elif cfg.equalize == "clahe":
                     ch = clahe(ch, cfg.clahe_clip_limit, cfg.clahe_tiles, value_range=(0.0, 1.0))
-            elif kind == "hist_scaled":
-                ch = apply_hist_scaling(x, given) if given is not None else hist_scaled(
-                    x, bins=spec.get("bins"), n_bins=spec["n_bins"])
-            elif given is not None:  # zscore with its whole slice's mean and scale
-                ch = (x - given[0]) * given[1]
+            elif kind == "hist_scaled":  # fixed bins: the same map for every slice
+                ch = apply_hist_scaling(x, given) if given is not None else hist_scaled(x, bins=spec["bins"])
             else:  # zscore
-                if spec["mask"] == "body" and mask is None:
-                    mask = body_mask(x, cfg.body_threshold_hu, per_slice=True)
-                ch = zscore(x, mask if spec["mask"] == "body" else None, axes=(-2, -1))
+                ch = (x - given[0]) * given[1]
             out[:, c] = ch
         return out
 

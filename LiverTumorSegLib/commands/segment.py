@@ -309,7 +309,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
     _make_output_folder(out)
-    segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first CT
+    segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
 
     def on_loaded() -> None:
         print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)

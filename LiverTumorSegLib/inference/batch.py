@@ -252,7 +252,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                   on_loaded: Optional[Callable[[], None]] = None, share_cores: bool = True) -> List[CaseStatus]:
     """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
     apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
-    case finishes (written or failed). A segmenter not loaded yet is loaded while the first CT is read;
+    case finishes (written or failed). A segmenter not loaded yet is loaded while the first two CTs are read;
     ``on_loaded`` is called once it is (a load error is raised, not recorded as a case's failure).
     ``share_cores=False`` lets the CPU network keep all its threads while the helpers work (for comparison)."""
     allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
@@ -292,17 +292,30 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
-        next_read = submit_in_caller_context(reader, _read_case, todo[0], allow_non_hu, share) if todo else None
+        reads = {}  # type: Dict[int, concurrent.futures.Future]
+
+        def start_read(index: int) -> None:
+            if index < len(todo) and index not in reads:
+                reads[index] = submit_in_caller_context(reader, _read_case, todo[index], allow_non_hu, share)
+
+        # the first two CTs are read while the model loads: the load (imports, mostly one thread) leaves a core
+        # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before
+        start_read(0)
+        start_read(1)
         if todo:  # every case already done: nothing to load the model for
-            segmenter.load()  # beside the first read (does nothing when already loaded)
+            try:
+                segmenter.load()  # beside the first reads (does nothing when already loaded)
+            except BaseException:
+                for future in reads.values():
+                    future.cancel()
+                raise
             if on_loaded:
                 on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):
             finishing = None  # type: Optional[concurrent.futures.Future]
             for index, case in enumerate(todo):
-                current, next_read = next_read, None
-                if index + 1 < len(todo):  # read the next CT while the network runs on this one
-                    next_read = submit_in_caller_context(reader, _read_case, todo[index + 1], allow_non_hu, share)
+                current = reads.pop(index)
+                start_read(index + 1)  # read the next CT while the network runs on this one
                 start = time.perf_counter()
                 try:
                     volume, warnings, read_seconds = current.result()

@@ -272,6 +272,52 @@ def test_an_unloaded_segmenter_loads_once_beside_the_first_read(tmp_path, monkey
     assert not (tmp_path / "out2" / "ct_0.nii.gz").exists()
 
 
+def test_the_second_ct_is_read_while_the_model_loads_and_a_load_error_cancels_later_reads(tmp_path, monkeypatch):
+    """The load (imports, mostly one thread) leaves a core free for longer than one read: the reader goes on to
+    the second CT before the load ends (it waited for the first case's network before). A load that fails
+    leaves the third CT unread and writes nothing."""
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference import segmenter as segmenter_module
+
+    write_phantoms(tmp_path / "cts", 3)
+    package = tiny_unet_package(tmp_path)
+    second_read_started = threading.Event()
+    original_read = batch_module._read_case
+    read_ids = []
+
+    def read(case, allow_non_hu, share):
+        read_ids.append(case.case_id)
+        if case.case_id == "ct_1":
+            second_read_started.set()
+        return original_read(case, allow_non_hu, share)
+
+    seen_during_load = []
+    original_load = segmenter_module.Segmenter._load
+
+    def load(self, progress):
+        seen_during_load.append(second_read_started.wait(timeout=20.0))
+        original_load(self, progress)
+
+    monkeypatch.setattr(batch_module, "_read_case", read)
+    monkeypatch.setattr(segmenter_module.Segmenter, "_load", load)
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert seen_during_load == [True] and [s.status for s in statuses] == ["done"] * 3
+    assert read_ids == ["ct_0", "ct_1", "ct_2"]  # each CT read once, in order
+
+    def failing_load(self, progress):
+        second_read_started.wait(timeout=20.0)
+        raise RuntimeError("broken model")
+
+    read_ids.clear()
+    second_read_started.clear()
+    monkeypatch.setattr(segmenter_module.Segmenter, "_load", failing_load)
+    broken = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    with pytest.raises(RuntimeError, match="broken model"):
+        segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), broken)
+    assert "ct_2" not in read_ids and not list((tmp_path / "out2").glob("*.nii.gz"))
+
+
 def test_memory_check_uses_the_models_grid_and_a_memory_failure_is_one_line(tmp_path, monkeypatch):
     """The batch's memory check ran on the reader thread before the model was loaded, so it estimated the CT's
     own grid with one channel; it runs with the loaded package now. A case that runs out of memory is marked

@@ -10,7 +10,8 @@
    the same columns) stays.
 1. ``largest_liver_component``: keep only the largest 3D connected component of the organ (label >= 1,
    i.e. liver with its tumors, 26-connectivity); far-away blobs of either label are removed.
-2. ``fill_liver_holes``: background cavities fully enclosed by the organ become liver (3D fill).
+2. ``fill_liver_holes``: background cavities fully enclosed by the organ (3D fill; per slice on the scan's
+   first and last slices) take the label around them: liver, or tumor for a core inside a tumor.
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
 4. ``tubular_lesions_to_liver``: tumor components that are tube-like (PCA of the component's voxel
    positions in mm: ``sqrt(l1 / l2) >= tube_elongation`` and cross-section ``4 sqrt(l2) <= tube_max_width_mm``,
@@ -81,6 +82,7 @@ class AnatomyRules:
     tube_elongation: float = 3.0        # sqrt(l1 / l2) of a tube-like tumor component ...
     tube_max_width_mm: float = 15.0     # ... whose cross-section 4 sqrt(l2) is at most this ...
     tube_darker_hu: float = 15.0        # ... and whose mean HU is at most this below the liver's: a vessel
+    tube_liver_reach_mm: float = 5.0    # the liver within this of the tumors is what a tube is compared with
 
 
 RULES = AnatomyRules()
@@ -199,9 +201,10 @@ def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int,
 
 
 def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
-                       options: PostprocessingOptions) -> int:
+                       options: PostprocessingOptions, removed_tumor: Optional[list] = None) -> int:
     """Canonical ``labels`` (z up): organ voxels more than ``lung_margin_mm`` above the diaphragm height of
-    their column -> 0, in place. Returns the number of voxels removed."""
+    their column -> 0, in place. Returns the number of voxels removed; ``removed_tumor`` (a list) receives
+    how many of them were tumor (label 2)."""
     organ_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
     if organ_z.size == 0:
         return 0
@@ -227,6 +230,8 @@ def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence
     remove = above & (region >= 1)
     count = int(np.count_nonzero(remove))
     if count:
+        if removed_tumor is not None:
+            removed_tumor.append(int(np.count_nonzero(remove & (region == 2))))
         region[remove] = 0
     return count
 
@@ -273,16 +278,23 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
 
 
 def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
-                            voxels: np.ndarray) -> np.ndarray:
+                         voxels: np.ndarray, labels: Optional[np.ndarray] = None,
+                         all_hu: Optional[np.ndarray] = None) -> np.ndarray:
     """Per component ``0..count``: its mean HU is at least the median HU of the liver (label 1) in ``region``
     minus ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are
-    typically 20-70 HU darker). True for all when the region holds no liver to compare with."""
+    typically 20-70 HU darker). When ``region`` holds no liver, the liver of the whole ``labels`` (with
+    ``all_hu`` on its grid) is the reference; True for all only when there is no liver at all to compare with
+    (shape alone decides, as without a CT)."""
     liver = region == 1
-    if not liver.any():
+    if liver.any():
+        reference = float(np.median(hu[liver]))
+    elif labels is not None and all_hu is not None and (labels == 1).any():
+        reference = float(np.median(all_hu[labels == 1]))
+    else:
         return np.ones(count + 1, dtype=bool)
     sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
     mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
-    return mean >= float(np.median(hu[liver])) - RULES.tube_darker_hu
+    return mean >= reference - RULES.tube_darker_hu
 
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
@@ -308,22 +320,39 @@ def touching_or_within(structure: np.ndarray) -> np.ndarray:
     return result
 
 
-def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, structure: np.ndarray
+def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, structure: np.ndarray,
+                          spacing_zyx: Optional[Sequence[float]] = None, margin_mm: Optional[float] = None
                           ) -> np.ndarray:
     """``near[k]``: tumor component ``k`` has a liver voxel (label 1 in ``region``) within ``structure``.
 
-    Each component is dilated inside its own small box (``find_objects``), never the whole liver: the cost
-    follows the tumors' size, not the volume's."""
+    Each component is handled inside its own small box (``find_objects``) grown by the structure's half size,
+    never the whole liver: the cost follows the tumors' size, not the volume's. With ``spacing_zyx`` and
+    ``margin_mm`` (the ellipsoid ``structure`` was made from, :func:`ellipsoid_structure`), "within" is the
+    Euclidean distance in mm between voxel centres (one distance transform per box), which gives the same
+    answer as dilating by the ellipsoid but in memory that does not grow with the margin times the box: a
+    100 mm margin at 0.7 mm spacing made a 41 x 285 x 285 structure whose dilation ran out of memory.
+    Touching (the 26-neighbourhood) always counts, as in :func:`touching_or_within`."""
     from scipy import ndimage
 
     near = np.zeros(count + 1, dtype=bool)
     half = [s // 2 for s in structure.shape]
+    by_distance = spacing_zyx is not None and margin_mm is not None
     for k, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
         grown = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, region.shape))
+        liver = region[grown] == 1
+        if not liver.any():
+            continue
         mine = components[grown] == k
-        near[k] = bool((ndimage.binary_dilation(mine, structure=structure) & (region[grown] == 1)).any())
+        if not by_distance:
+            near[k] = bool((ndimage.binary_dilation(mine, structure=structure) & liver).any())
+            continue
+        if (ndimage.binary_dilation(mine, structure=CONNECTIVITY_26) & liver).any():
+            near[k] = True
+            continue
+        distance = ndimage.distance_transform_edt(~liver, sampling=[float(v) for v in spacing_zyx])
+        near[k] = bool(distance[mine].min() <= float(margin_mm) + 1e-6)
     return near
 
 
@@ -357,6 +386,10 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         return labels
     structure = touching_or_within(ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx))
     margin = [s // 2 + 1 for s in structure.shape] if check_liver else [0, 0, 0]
+    if options.tubular_lesions_to_liver and hu is not None:
+        # a tube is compared with the liver around it, so the box takes that liver in, liver check or not
+        reach = touching_or_within(ellipsoid_structure(RULES.tube_liver_reach_mm, spacing_zyx))
+        margin = [max(m, s // 2 + 1) for m, s in zip(margin, reach.shape)]
     box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
@@ -368,7 +401,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         if options.tubular_lesions_to_liver:
             tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
             if hu is not None and tube.any():
-                tube &= _vessel_like_density(components, count, region, hu[box], voxels)
+                tube &= _vessel_like_density(components, count, region, hu[box], voxels, labels, hu)
             new_value[tube] = 1
             rule_of[tube] = "tubular"
         if small:
@@ -383,7 +416,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[doubtful] = 1
             rule_of[doubtful & (rule_of == "")] = "uncertain"
     if check_liver:
-        new_value[~near_liver_components(region, components, count, structure)] = 0
+        margin_mm = max(float(options.liver_dilation_mm), 0.0)
+        new_value[~near_liver_components(region, components, count, structure, spacing_zyx, margin_mm)] = 0
     new_value[0] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx)
@@ -430,8 +464,32 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = organ[tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))]
             region = labels[box]
     if options.fill_liver_holes and organ.any():
-        region[enclosed_background(organ, IN_PLANE_4.copy() | _CROSS_6)] = 1
+        fill_cavities(region, enclosed_background(organ, _CROSS_6), _CROSS_6)
+        # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
+        # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
+        for z in sorted({0, region.shape[0] - 1}):
+            if box[0].start + z in (0, labels.shape[0] - 1):
+                edge = region[z:z + 1]
+                fill_cavities(edge, enclosed_background(edge >= 1, IN_PLANE_4), IN_PLANE_4)
     return box
+
+
+def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> None:
+    """Each connected cavity (``structure``) of ``region`` ``(z, y, x)`` takes the label most of the voxels
+    around it carry, in place: a hole in the liver becomes liver, an unlabelled core inside a tumor (necrosis)
+    becomes tumor (ties: liver)."""
+    from scipy import ndimage
+
+    if not cavities.any():
+        return
+    box = bounding_box(cavities, 1)
+    cavities, labels = cavities[box], region[box]
+    ids, count = ndimage.label(cavities, structure=structure)
+    around = ndimage.grey_dilation(ids, footprint=structure) * ~cavities  # the cavity a border voxel touches
+    tumor = np.bincount(around[labels == 2], minlength=count + 1)
+    total = np.bincount(around.ravel(), minlength=count + 1)
+    value = np.where(2 * tumor[:count + 1] > total[:count + 1], 2, 1).astype(np.uint8)
+    labels[cavities] = value[ids[cavities]]
 
 
 def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
@@ -446,7 +504,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     class, same grid, before post-processing) enables ``min_lesion_probability``.
 
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
-    ``liver_above_lungs_ml`` (organ removed above the lung bases), ``liver_components_removed`` (list of
+    ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``
+    (the tumor part of it), ``liver_components_removed`` (list of
     ``{"volume_ml", "tumor_ml"}``: organ parts apart from the largest), ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
     (became liver)). Volumes in mL.
@@ -468,14 +527,17 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             labels = reorientation.to_canonical(labels)
             spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    record = {"liver_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
+    record = {"liver_above_lungs_ml": 0.0, "tumor_above_lungs_ml": 0.0, "liver_components_removed": [],
+              "tumor_components": []}
     hu = None
     if hu_zyx is not None:
         hu = np.asarray(hu_zyx)
         if reorientation is not None:  # a view: the lung step reads a coarse subsample, the tube rule a box
             hu = reorientation.canonical_view(hu)
     if options.below_lungs and hu is not None and geometry is not None:
-        record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options) * voxel_ml
+        tumor_above = []  # type: list
+        record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above) * voxel_ml
+        record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
     probability = None
     if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
         probability = np.asarray(tumor_probability_zyx)
@@ -520,9 +582,12 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
     lines = []
     above = float(changes.get("liver_above_lungs_ml", 0.0))
-    if above >= WARN_LIVER_REMOVED_ML:
-        lines.append(f"post-processing removed {above:.0f} mL labelled liver above the lung bases (heart or "
-                     f"chest); if it is liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
+    tumor_above = float(changes.get("tumor_above_lungs_ml", 0.0))
+    if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
+        what = f"{above:.0f} mL labelled liver" if not tumor_above else \
+            f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
+        lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the liver, "
+                     f"{KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:

@@ -84,7 +84,7 @@ def test_lesion_on_liver_edge_is_kept_whole():
 # anatomy: lungs, heart, dome (a chest phantom with known answers); tube-like tumors
 
 from LiverTumorSegLib.inference.postprocess import (clean_tumors, component_shape, lung_mask,  # noqa: E402
-                                                    remove_above_lungs)
+                                                    postprocessing_warnings, remove_above_lungs)
 from LiverTumorSegLib.volume import ImageGeometry  # noqa: E402
 
 CHEST_SPACING = (5.0, 4.0, 4.0)   # (z, y, x) mm; canonical: z superior, x toward patient left
@@ -140,6 +140,23 @@ def test_heart_called_liver_is_removed_and_the_dome_kept():
     assert expected_removed.sum() > 0.3 * parts["heart"].sum()
     assert (out[expected_removed] == 0).all()
     assert (out[parts["heart"] & ~expected_removed] == 1).all()   # heart under lung in its column: kept
+
+
+def test_tumor_removed_above_the_lung_bases_is_recorded_and_warned_from_half_a_millilitre():
+    """The heart called *tumor*: the lung step recorded only ``liver_above_lungs_ml`` and warned from 5 mL as
+    "labelled liver", so 4.6 mL of tumor went without a word (tumor changes are told from 0.5 mL)."""
+    hu, parts = chest_phantom()
+    predicted = parts["liver"].astype(np.uint8)
+    predicted[parts["heart"] & (np.arange(40)[:, None, None] <= 23)] = 2   # only the heart's lower part
+    changes = {}
+    out = postprocess_labels(predicted, CHEST_SPACING, PostprocessingOptions(min_lesion_probability=0),
+                             hu_zyx=hu, geometry=ImageGeometry(spacing=CHEST_SPACING[::-1]), changes=changes)
+    removed_ml = np.count_nonzero((predicted == 2) & (out == 0)) * np.prod(CHEST_SPACING) / 1000.0
+    assert 0.5 <= removed_ml < 5.0
+    assert changes["tumor_above_lungs_ml"] == pytest.approx(removed_ml)
+    assert changes["liver_above_lungs_ml"] == pytest.approx(removed_ml)   # the organ removed, tumor included
+    lines = postprocessing_warnings(changes)
+    assert len(lines) == 1 and f"({removed_ml:.1f} mL of it tumor)" in lines[0], lines
 
 
 def test_without_chest_or_hu_nothing_anatomical_happens():

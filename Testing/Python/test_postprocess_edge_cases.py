@@ -239,3 +239,65 @@ def test_postprocess_refuses_labels_other_than_0_1_2(value):
         postprocess_labels(labels, (2.0, 1.0, 1.0))
     labels[2:4, 5:15, 5:15] = 2
     assert set(np.unique(postprocess_labels(labels, (2.0, 1.0, 1.0)))) == {0, 1, 2}
+
+
+def test_a_100_mm_tumor_margin_on_a_fine_grid_runs_in_bounded_memory_and_measures_mm():
+    """The margin check dilated each lesion by the margin's ellipsoid: at 100 mm on a 5 x 0.7 x 0.7 mm grid a
+    41 x 285 x 285 structure, whose dilation raised MemoryError even on a 6 x 30 x 30 label map. It is a distance
+    in mm now: a lesion 60.2 mm from the liver is kept with a 100 mm or 61 mm margin, removed with 60 mm."""
+    spacing = (5.0, 0.7, 0.7)
+    labels = np.zeros((6, 30, 100), dtype=np.uint8)
+    labels[:, :, :5] = 1                           # liver up to x = 4
+    labels[2, 15, 90] = 2                          # 86 voxels = 60.2 mm beyond it in x
+    for margin, kept in ((100.0, True), (61.0, True), (60.0, False)):
+        out = restrict_tumor_to_liver(labels.copy(), spacing, margin)
+        assert out[2, 15, 90] == (2 if kept else 0), margin
+
+
+def test_a_core_inside_a_tumor_becomes_tumor_a_hole_in_the_liver_liver():
+    """Hole filling made every enclosed cavity liver: a necrotic core the network left unlabelled inside a tumor
+    became 256 voxels of "liver" in the tumor. A cavity takes the label most of its border carries."""
+    labels = np.zeros((20, 50, 50), dtype=np.uint8)
+    labels[2:18, 5:45, 5:45] = 1
+    labels[5:15, 15:35, 15:35] = 2
+    labels[8:12, 21:29, 21:29] = 0                 # the core, enclosed by tumor
+    labels[8:10, 8:10, 8:10] = 0                   # a hole enclosed by liver
+    out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_probability=0))
+    assert (out[8:12, 21:29, 21:29] == 2).all() and (out[8:10, 8:10, 8:10] == 1).all()
+
+
+def test_holes_on_a_one_slice_scan_and_on_the_scans_last_slice_are_filled():
+    """A hole on the scan's first or last slice touched the array's z face and was never filled (on a one-slice
+    scan the fill did nothing); those slices' holes are filled per slice now, and a notch open to the side is
+    not."""
+    options = PostprocessingOptions(min_lesion_probability=0)
+    one = np.zeros((1, 30, 30), dtype=np.uint8)
+    one[0, 5:25, 5:25] = 1
+    one[0, 12:14, 12:14] = 0
+    one[0, 18:25, 10] = 0                          # a notch from the edge: not a hole
+    out = postprocess_labels(one, (2.0, 1.0, 1.0), options)
+    assert (out[0, 12:14, 12:14] == 1).all() and (out[0, 18:25, 10] == 0).all()
+    five = np.zeros((5, 30, 30), dtype=np.uint8)
+    five[:, 5:25, 5:25] = 1
+    five[4, 12:14, 12:14] = five[2, 12:14, 12:14] = 0
+    out = postprocess_labels(five, (2.0, 1.0, 1.0), options)
+    assert (out[4, 12:14, 12:14] == 1).all() and (out[2, 12:14, 12:14] == 1).all()
+
+
+def test_a_dark_tube_stays_tumor_whether_or_not_tumors_must_touch_the_liver():
+    """The tube rule compares a tube's HU with the liver around it; with the liver check off the box held only
+    the tumor, so no liver was found and a tube 40 HU darker than the liver became "vessel" liver."""
+    labels = np.zeros((20, 40, 60), dtype=np.uint8)
+    labels[2:18, 5:35, 5:55] = 1
+    hu = np.full(labels.shape, -1000.0, dtype=np.float32)
+    hu[labels == 1] = 60.0
+    tube = (slice(9, 12), slice(19, 22), slice(10, 50))    # 3 x 3 mm, 40 mm long
+    labels[tube] = 2
+    hu[tube] = 20.0
+    for inside in (True, False):
+        options = PostprocessingOptions(tumor_inside_liver=inside, min_lesion_probability=0)
+        assert (postprocess_labels(labels, (1.0, 1.0, 1.0), options, hu_zyx=hu)[tube] == 2).all(), inside
+    hu[tube] = 70.0                                # as bright as the liver: a vessel, both ways
+    for inside in (True, False):
+        options = PostprocessingOptions(tumor_inside_liver=inside, min_lesion_probability=0)
+        assert (postprocess_labels(labels, (1.0, 1.0, 1.0), options, hu_zyx=hu)[tube] == 1).all(), inside

@@ -7,9 +7,14 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
 1. **Alignment** (:func:`align_followup`): a rigid (rotation + translation, SimpleITK ``Euler3DTransform``)
    registration that maps baseline LPS points to follow-up LPS points, on images block-averaged to about
    3 mm voxels (2 pyramid levels, 30,000 random samples with a fixed seed). With both CTs: Mattes mutual
-   information on the CTs (HU clipped to -200..400), sampled inside the baseline liver dilated by 20 mm;
-   without CTs: mean squares between the two liver masks (label >= 1) smoothed with a 2 mm Gaussian,
-   started from the masks' centres of mass and principal axes. Rigid on
+   information on the CTs (HU clipped to -200..400), sampled inside the baseline liver dilated by 20 mm,
+   started from the liver masks' alignment when both scans hold a liver (from the grids' centres otherwise: a
+   patient shifted inside a large field of view, or a follow-up with another field of view, sent the CT
+   registration from the grid centres into a wrong minimum); a CT result that overlaps the livers clearly less
+   than the masks' alignment did is replaced by it, with a warning. Without CTs: mean squares between the two
+   liver masks (label >= 1) smoothed with a 2 mm Gaussian, started from the masks' centres of mass (a
+   translation; no rotation is guessed). A liver Dice after alignment under ``LOW_LIVER_DICE`` is warned
+   about (``warnings`` of the change report): the lesion matching is then unreliable. Rigid on
    purpose: a scaling or deformable transform would absorb the lesion and liver size changes that are
    being measured. ``method="none"`` uses the scanner coordinates as they are.
 2. **Matching** (:func:`match_lesions`): the follow-up lesion map is resampled onto the baseline grid
@@ -32,7 +37,7 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -78,6 +83,7 @@ class Alignment:
     transform: Any  # SimpleITK Transform
     metric_value: Optional[float] = None
     liver_dice: Optional[float] = None  # after alignment, on the baseline grid
+    warnings: List[str] = field(default_factory=list)
 
     def map_baseline_to_followup(self, lps: Sequence[float]) -> np.ndarray:
         return np.asarray(self.transform.TransformPoint(tuple(float(v) for v in lps)))
@@ -92,6 +98,7 @@ class Alignment:
         return {"method": self.method, "rotation_deg_xyz": rotation, "translation_lps_mm": translation,
                 "center_lps_mm": [float(v) for v in getattr(self.transform, "GetCenter", lambda: (0, 0, 0))()],
                 "metric_value": self.metric_value, "liver_dice_after_alignment": self.liver_dice,
+                "warnings": list(self.warnings),
                 "meaning": "maps baseline LPS points to follow-up LPS points (rotation about the center, then "
                            "translation)"}
 
@@ -101,15 +108,24 @@ SHRINK_FACTORS = (2, 1)  # pyramid levels on top of that
 METRIC_SAMPLES = 30000  # random samples per metric evaluation (fixed seed: repeatable)
 
 
+MIN_REGISTRATION_VOXELS = 4  # per axis after block-averaging (the Gaussian smoothing needs 4)
+LOW_LIVER_DICE = 0.7  # liver Dice after alignment under this: the alignment is doubtful, said so
+CT_WORSE_THAN_LIVER = 0.1  # a CT registration whose liver Dice is this much under the masks' alignment is not used
+
+
 def _coarse(image):
-    """Block-average (``BinShrink``) a SimpleITK image to voxels of about REGISTRATION_SPACING_MM."""
+    """Block-average (``BinShrink``) a SimpleITK image to voxels of about REGISTRATION_SPACING_MM, keeping at
+    least ``MIN_REGISTRATION_VOXELS`` per axis where the image has them (a 3-slice scan is not shrunk in z)."""
     sitk = _sitk()
-    factors = [max(1, int(round(REGISTRATION_SPACING_MM / s))) for s in image.GetSpacing()]
+    factors = [max(1, min(int(round(REGISTRATION_SPACING_MM / s)), n // MIN_REGISTRATION_VOXELS))
+               for s, n in zip(image.GetSpacing(), image.GetSize())]
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
-def _registration_method(metric: str, fixed_voxels: int, fixed_mask=None):
-    """Rigid multi-resolution registration set-up; ``fixed_voxels``: voxel count of the (coarse) fixed image."""
+def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None):
+    """Rigid multi-resolution registration set-up; ``fixed_size``: ``(x, y, z)`` voxels of the (coarse) fixed
+    image."""
+    fixed_voxels = int(np.prod([int(n) for n in fixed_size]))
     sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
     if metric == "mattes":
@@ -126,7 +142,13 @@ def _registration_method(metric: str, fixed_voxels: int, fixed_mask=None):
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    # ITK's recursive Gaussians (the pyramid's smoothing, the metric's image gradients) need 4 voxels per axis: a
+    # thinner scan (a few slices) is registered unsmoothed, with central-difference gradients
+    thick = min(int(n) for n in fixed_size) >= MIN_REGISTRATION_VOXELS
+    reg.SetSmoothingSigmasPerLevel([1.0 if thick else 0.0, 0.0])
+    if not thick:
+        reg.MetricUseFixedImageGradientFilterOff()
+        reg.MetricUseMovingImageGradientFilterOff()
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return reg
 
@@ -135,7 +157,10 @@ def _smoothed_mask(labels: CTVolume):
     """Liver mask (label >= 1) as float, block-averaged to the registration voxel size, 2 mm Gaussian."""
     sitk = _sitk()
     image = _coarse(to_sitk((labels.array >= 1).astype(np.float32), labels.geometry))
-    return sitk.SmoothingRecursiveGaussian(image, 2.0)
+    for axis, size in enumerate(image.GetSize()):  # axes too short for the recursive filter stay unsmoothed
+        if size >= MIN_REGISTRATION_VOXELS:
+            image = sitk.RecursiveGaussian(image, 2.0, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    return image
 
 
 def _clamped_ct(ct: CTVolume):
@@ -179,26 +204,61 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
                          "(--baseline-ct, --followup-ct) or --alignment none.")
     if method == "none":
         transform = sitk.Euler3DTransform()
-        return Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform))
-    if method == "ct":
+        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform)))
+    try:
+        if method == "liver":
+            transform, metric = _align_livers(baseline, followup)
+            return _checked(Alignment("liver", transform, metric, _liver_dice_after(baseline, followup, transform)))
         fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
         mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
-        initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        reg = _registration_method("mattes", fixed.GetNumberOfPixels(), mask)
-    else:
-        fixed, moving = _smoothed_mask(baseline), _smoothed_mask(followup)
-        initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                    sitk.CenteredTransformInitializerFilter.MOMENTS)
-        reg = _registration_method("meansquares", fixed.GetNumberOfPixels())
-    reg.SetInitialTransform(initial, inPlace=False)
-    try:
-        found = reg.Execute(fixed, moving)
+        livers = None
+        if has_liver:  # start where the livers overlap, not from the grids' centres
+            livers = _align_livers(baseline, followup)[0]
+            initial = sitk.Euler3DTransform(livers)
+        else:
+            initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                        sitk.CenteredTransformInitializerFilter.GEOMETRY)
+        transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(), mask))
     except RuntimeError as exc:
-        raise InputError(f"Alignment of the follow-up to the baseline failed ({str(exc).splitlines()[-1][:160]}); "
+        raise InputError(f"Alignment of the follow-up to the baseline failed ({str(exc).strip().splitlines()[-1][:160]}); "
                          f"check that both scans show the same region, or use --alignment none.") from None
+    aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform))
+    if livers is not None:
+        by_livers = _liver_dice_after(baseline, followup, livers)
+        if aligned.liver_dice is not None and by_livers is not None and \
+                aligned.liver_dice < by_livers - CT_WORSE_THAN_LIVER:
+            aligned = Alignment("liver", livers, None, by_livers, [
+                f"the CT registration overlapped the livers less (liver Dice {aligned.liver_dice:.3f}) than the liver "
+                f"masks' alignment ({by_livers:.3f}); the liver alignment is used"])
+    return _checked(aligned)
+
+
+def _register(fixed, moving, initial, reg) -> Tuple[Any, float]:
+    """Run the registration ``reg`` from ``initial``; returns ``(Euler3DTransform, final metric value)``."""
+    sitk = _sitk()
+    reg.SetInitialTransform(initial, inPlace=False)
+    found = reg.Execute(fixed, moving)
     transform = sitk.Euler3DTransform(found.GetNthTransform(0) if hasattr(found, "GetNthTransform") else found)
-    return Alignment(method, transform, float(reg.GetMetricValue()), _liver_dice_after(baseline, followup, transform))
+    return transform, float(reg.GetMetricValue())
+
+
+def _align_livers(baseline: CTVolume, followup: CTVolume) -> Tuple[Any, float]:
+    """Mean squares between the smoothed liver masks, started from their centres of mass."""
+    sitk = _sitk()
+    fixed, moving = _smoothed_mask(baseline), _smoothed_mask(followup)
+    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    return _register(fixed, moving, initial, _registration_method("meansquares", fixed.GetSize()))
+
+
+def _checked(alignment: Alignment) -> Alignment:
+    """``alignment`` with a warning when its livers overlap little (the lesion matching is then unreliable)."""
+    if alignment.liver_dice is not None and alignment.liver_dice < LOW_LIVER_DICE:
+        alignment.warnings.append(
+            f"the livers overlap little after alignment (liver Dice {alignment.liver_dice:.3f} < {LOW_LIVER_DICE}): "
+            f"the lesion matching and the response may be wrong; check that both scans show the same patient and "
+            f"region, or try another --alignment (ct, liver, none)")
+    return alignment
 
 
 def resample_to_baseline(array_zyx: np.ndarray, followup_geometry: ImageGeometry, baseline: CTVolume,
@@ -343,9 +403,14 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     follow-up, change mm and %), ``lesions`` (one entry per matched group, numbered 1.. by baseline lesion id,
     new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``, ``followup``).
     Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
+    import math
+
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
+    if not isinstance(min_new_lesion_mm, (int, float, np.integer, np.floating)) or isinstance(min_new_lesion_mm, bool) \
+            or not math.isfinite(float(min_new_lesion_mm)) or min_new_lesion_mm < 0:
+        raise InputError(f"min_new_lesion_mm must be a finite number >= 0 (mm), got {min_new_lesion_mm!r}.")
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
             raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "
@@ -397,6 +462,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
         "status_counts": counts,
         "min_new_lesion_mm": float(min_new_lesion_mm),
+        "warnings": list(align.warnings),
         "lesions": entries,
         "alignment": align.to_dict(),
         "baseline": base_report,
@@ -497,6 +563,7 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     """Human-readable lines: response, sum of diameters, alignment and one line per lesion group."""
     sod = change["sum_of_diameters"]
     lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']}); {RECIST_NOTE}"]
+    lines += [f"warning: {text}" for text in change.get("warnings", [])]
     if sod["baseline_mm"] is not None:
         lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
                      f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
@@ -521,7 +588,10 @@ def change_to_json(change: Dict[str, Any]) -> str:
     """The change report as JSON text (without the ``_arrays``)."""
     import json
 
-    return json.dumps({k: v for k, v in change.items() if not k.startswith("_")}, indent=2) + "\n"
+    from .fileutil import finite_json
+
+    return json.dumps(finite_json({k: v for k, v in change.items() if not k.startswith("_")}), indent=2,
+                      allow_nan=False) + "\n"
 
 
 def write_change_report(change: Dict[str, Any], path: Any, overwrite: bool = False) -> Path:

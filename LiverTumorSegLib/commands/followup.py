@@ -15,6 +15,7 @@ has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions n
 as in the JSON. Research use only: not a medical device.
 """
 import argparse
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Picture '{picture}' must end in .png.")
     if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
-    if args.min_new_lesion_mm < 0:
-        raise InputError(f"--min-new-lesion-mm must be >= 0 (got {args.min_new_lesion_mm}).")
+    if not math.isfinite(args.min_new_lesion_mm) or args.min_new_lesion_mm < 0:
+        raise InputError(f"--min-new-lesion-mm must be a finite number >= 0 (mm), got {args.min_new_lesion_mm}.")
     for path in (output, picture):
         if path is not None:
             check_can_write(path, args.overwrite)

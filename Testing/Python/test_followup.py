@@ -381,3 +381,72 @@ def test_measure_without_a_ct_says_when_the_label_grid_is_tilted(tmp_path):
     assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
     warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
     assert len(warnings) == 1 and "tilted 30 degrees" in warnings[0] and "not in true axial planes" in warnings[0]
+
+
+def _padded_pair(shift_yx_voxels):
+    """Baseline: the phantom (2 lesions) in a field of view padded by 20 voxels around it; follow-up: the same
+    patient, lesions unchanged, lying ``shift_yx_voxels`` (2 mm voxels) off inside the same field of view."""
+    base = make_phantom((40, 96, 96), (2.0, 2.0, 4.0), lesions=[PhantomLesion((14, 30, 24), 7.0, 15.0),
+                                                                 PhantomLesion((22, 38, 32), 7.0, 20.0)],
+                        noise_hu=5.0, seed=0)
+    pad = ((0, 0), (20, 20), (20, 20))
+    ct, labels = np.pad(base.ct.array, pad, constant_values=-1000), np.pad(base.labels, pad)
+    geometry = base.ct.geometry
+
+    def moved(a):  # the shift is smaller than the padding: only padding wraps around
+        return np.roll(a, tuple(shift_yx_voxels), axis=(1, 2))
+
+    return (CTVolume(labels, geometry), CTVolume(moved(labels), geometry),
+            CTVolume(ct.astype(np.float32), geometry), CTVolume(moved(ct).astype(np.float32), geometry))
+
+
+def test_ct_alignment_starts_where_the_livers_overlap_a_patient_moved_in_a_large_field_of_view():
+    """With both CTs the registration started from the grids' centres: a patient lying (-24, -16, 0) mm off in a
+    large field of view ended at (21, 7.5, 3) mm with liver Dice 0.15, both lesions 'disappeared', two 'new', PD,
+    and no warning. It starts from the liver masks' alignment now."""
+    base, follow, base_ct, follow_ct = _padded_pair((-8, -12))   # -16 mm in y, -24 mm in x (2 mm voxels)
+    change = compare_followup(base, follow, base_ct, follow_ct)
+    align = change["alignment"]
+    assert align["method"] == "ct" and align["liver_dice_after_alignment"] > 0.95
+    np.testing.assert_allclose(align["translation_lps_mm"], [-24.0, -16.0, 0.0], atol=1.0)
+    assert statuses(change) == ["stable", "stable"] and change["response"] == "SD" and change["warnings"] == []
+
+
+def test_a_doubtful_alignment_is_warned_and_a_thin_scan_aligns():
+    """A liver Dice under 0.7 after alignment is told in the report and the summary (the matching is then
+    unreliable); a 3-slice scan, like Testing/Data's ct3slice, stopped with an ITK error about 4 pixels."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    base, follow, _, _ = _padded_pair((0, 0))
+    far = CTVolume(np.roll(follow.array, 30, axis=2), follow.geometry)     # 120 mm off, not aligned: none
+    change = compare_followup(base, far, alignment="none")
+    assert change["alignment"]["liver_dice_after_alignment"] < 0.7 and len(change["warnings"]) == 1
+    assert "livers overlap little" in change["warnings"][0]
+    assert change_summary_lines(change)[1] == f"warning: {change['warnings'][0]}"
+    thin = CTVolume(base.array[10:13], base.geometry)
+    for ct in (None, CTVolume(_thin_ct(base), base.geometry)):
+        change = compare_followup(thin, thin, ct, ct)
+        assert change["alignment"]["liver_dice_after_alignment"] == pytest.approx(1.0)
+        np.testing.assert_allclose(change["alignment"]["translation_lps_mm"], 0.0, atol=0.5)
+
+
+def _thin_ct(labels):
+    """A 3-slice CT for ``labels[10:13]`` of :func:`_padded_pair`: liver 60 HU, rest soft tissue or air."""
+    array = np.where(labels.array[10:13] >= 1, 60.0, 0.0).astype(np.float32)
+    array[:, :10] = -1000.0
+    return array
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_min_new_lesion_mm_must_be_finite(tmp_path, capsys, value):
+    """``--min-new-lesion-mm nan`` passed (nan < 0 is False): no new lesion could make PD, and the report held
+    NaN, which strict JSON rejects."""
+    base, follow = shifted_pair()
+    paths = [write_label_map(tmp_path / f"{n}.nii.gz", p.labels, p.ct.geometry)
+             for n, p in (("base", base), ("follow", follow))]
+    code = main(["followup", "--baseline", str(paths[0]), "--followup", str(paths[1]), "--min-new-lesion-mm", value,
+                 "--no-picture", "-o", str(tmp_path / "change.json")])
+    assert code == 2 and "finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "change.json").exists()
+    with pytest.raises(Exception, match="finite number >= 0"):
+        compare_followup(labels_of(base), labels_of(follow), min_new_lesion_mm=float(value))

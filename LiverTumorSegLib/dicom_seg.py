@@ -12,10 +12,13 @@ segments, coded in SNOMED CT as Slicer's terminology codes them:
 Segment algorithm type AUTOMATIC, algorithm "LiverTumorSeg" with the model name. The SEG takes the patient,
 study and frame of reference of the source series (new series and instance UIDs).
 
-Reading accepts any SEG whose segments can be told apart by their codes: type Liver -> 1, type Neoplasm (or
-a segment label containing "tumor"/"tumour"/"lesion") -> 2 (tumor wins where they overlap); other segments
-are ignored with a warning in ``volume.meta["warnings"]``. With a ``reference`` CT the frames are placed on
-its grid (SEGs that omit empty frames are filled with 0).
+Reading accepts any SEG whose segments can be told apart by their codes: type Liver -> 1 (whatever its
+label), type Neoplasm (or, for a segment of neither type, a label containing "tumor"/"tumour"/"lesion") -> 2
+unless its anatomic region is another organ (tumor wins where they overlap); other segments are ignored with a
+warning in ``volume.meta["warnings"]``. A SEG read against a DICOM series must share its frame of reference;
+with a ``reference`` CT the frames are placed on its grid when the SEG's grid is part of it (SEGs that omit
+empty frames are filled with 0); a SEG on another grid is refused. BINARY, LABELMAP and FRACTIONAL (read at
+0.5) SEGs are read.
 
 Needs ``highdicom`` (and ``pydicom``), Python >= 3.10: ``pip install highdicom``.
 """
@@ -57,9 +60,10 @@ def _highdicom():
 
 
 PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                       "StudyDate", "StudyTime", "ReferringPhysicianName")
-"""Patient and study attributes a SEG copies from its source (DICOM Type 2: present, possibly empty). De-identified
-series often drop them; highdicom then fails with an AttributeError, so missing ones are added empty."""
+                       "StudyDate", "StudyTime", "ReferringPhysicianName", "SliceThickness")
+"""Patient, study and image-plane attributes a SEG copies from its source (DICOM Type 2: present, possibly empty).
+De-identified series often drop them, and series written by SimpleITK have no SliceThickness; highdicom then fails
+with an AttributeError after the whole run, so missing ones are added empty."""
 
 REQUIRED_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
                               "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
@@ -83,6 +87,14 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
         for attribute in PATIENT_STUDY_TYPE2:
             if attribute not in ds:
                 setattr(ds, attribute, "")
+    for attribute in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        # one SEG references one series in one frame of reference (highdicom refuses otherwise, after the network)
+        first = str(getattr(datasets[0], attribute, ""))
+        odd = next((name for ds, name in zip(datasets, files) if str(getattr(ds, attribute, "")) != first), None)
+        if odd is not None:
+            raise InputError(f"The DICOM series' files differ in {attribute} ({files[0]} and {odd}); a DICOM SEG "
+                             f"references one series of one frame of reference. Write the result as NIfTI, NRRD or "
+                             f".seg.nrrd instead (e.g. -o result.seg.nrrd), or fix the series.")
 
 
 def is_dicom_seg(path: Any) -> bool:
@@ -176,9 +188,12 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
     position = np.asarray([float(v) for v in dataset.ImagePositionPatient])
     ijk = np.linalg.solve(geometry.ijk_to_lps()[:3, :3], position - np.asarray(geometry.origin))
     k = int(round(ijk[2]))
-    # in-plane exact; along z the nearest slice: the reader puts a series with slightly uneven gaps (<= 20 %) on
-    # its mean spacing, slice k holding file k's pixels, and the SEG frame keeps that file's own position
-    if np.abs(ijk[:2]).max() > 0.01 or abs(ijk[2] - k) >= 0.5 or not 0 <= k < int(shape_zyx[0]):
+    # in-plane within the reader's tolerance (header rounding of an oblique series: up to half the smaller pixel,
+    # io.dicom._check_no_gantry_tilt); along z the nearest slice: the reader puts a series with slightly uneven
+    # gaps (<= 20 %) on its mean spacing, slice k holding file k's pixels, and the SEG frame keeps that file's own
+    # position
+    in_plane_mm = np.abs(ijk[:2] * np.asarray(geometry.spacing[:2], dtype=float)).max()
+    if in_plane_mm > 0.5 * min(geometry.spacing[:2]) or abs(ijk[2] - k) >= 0.5 or not 0 <= k < int(shape_zyx[0]):
         raise InputError(f"DICOM file '{source}' lies outside the label map's grid (index {np.round(ijk, 2)}); give "
                          f"the series the label map was made from.")
     return k
@@ -195,7 +210,14 @@ def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
     reading, before the network, so such a series is refused at once instead of after the whole run."""
     import pydicom
 
-    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    datasets = []
+    for name in source_files:
+        try:  # force: files without the Part 10 preamble ("DICM"), which the series reader accepts too
+            datasets.append(pydicom.dcmread(str(name), stop_before_pixels=True, force=True))
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
+            raise InputError(f"Cannot read the DICOM header of '{name}' for the SEG's references "
+                             f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); write the "
+                             f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).") from None
     _prepare_source_datasets(datasets, source_files)
     if len(datasets) != int(shape_zyx[0]):
         raise InputError(f"The DICOM series has {len(datasets)} files but the label map {shape_zyx[0]} slices; "
@@ -244,13 +266,18 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
 
 
 def _label_of_segment(description: Any) -> Optional[int]:
-    """1 (liver), 2 (tumor) or None for a highdicom SegmentDescription (see module doc)."""
+    """1 (liver), 2 (tumor) or None for a highdicom SegmentDescription (see module doc). The type code decides
+    first: Liver is liver whatever the label says ("Liver without tumor" was read as tumor); Neoplasm is liver
+    tumor unless its anatomic region names another organ (a renal tumor was merged into the liver tumors). Label
+    words decide only for segments of neither code, with the same region rule."""
     value = str(description.segmented_property_type.value)
     label = str(getattr(description, "SegmentLabel", "")).lower()
-    if value == TUMOR_TYPE_CODE[1] or any(word in label for word in TUMOR_WORDS):
-        return 2
+    regions = [str(getattr(code, "value", "")) for code in (getattr(description, "anatomic_regions", None) or [])]
+    elsewhere = bool(regions) and LIVER_CODE[1] not in regions
     if value == LIVER_CODE[1]:
         return 1
+    if value == TUMOR_TYPE_CODE[1] or any(word in label for word in TUMOR_WORDS):
+        return None if elsewhere else 2
     return None
 
 
@@ -271,22 +298,56 @@ def _geometry_from_hd_volume(volume: Any) -> Tuple[np.ndarray, ImageGeometry]:
                                                       direction=tuple(direction.ravel()))
 
 
-def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVolume) -> np.ndarray:
-    """Nearest-neighbour placement of a SEG volume on the reference CT grid (0 where the SEG has no frame)."""
+def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVolume, path: Any) -> np.ndarray:
+    """A SEG volume placed on the reference CT grid (0 where the SEG has no frame): allowed only when its grid is
+    part of the reference's (same spacing and direction, origin on a reference voxel), as for a SEG that omits
+    empty frames. Any other grid is a SEG made for another image: refused like a label map on another grid
+    (:func:`io.labels._match_reference`), not resampled."""
     import SimpleITK as sitk  # noqa: N813
 
     from .followup import to_sitk
 
+    ref = reference.geometry
+    index = np.linalg.solve(ref.ijk_to_lps()[:3, :3], np.asarray(geometry.origin) - np.asarray(ref.origin))
+    fits = (np.allclose(geometry.spacing, ref.spacing, rtol=1e-3, atol=1e-4)
+            and np.allclose(geometry.direction, ref.direction, atol=1e-3)
+            and np.abs(index - np.round(index)).max() <= 0.05)
+    if not fits:
+        raise LabelError(f"DICOM SEG '{path}' does not match its reference '{reference.source}': its grid (spacing "
+                         f"{tuple(round(float(v), 3) for v in geometry.spacing)} mm, origin "
+                         f"{tuple(round(float(v), 1) for v in geometry.origin)}) is not the reference's (spacing "
+                         f"{tuple(round(float(v), 3) for v in ref.spacing)} mm, origin "
+                         f"{tuple(round(float(v), 1) for v in ref.origin)}). Use the SEG made for this image.")
     moving = to_sitk(array.astype(np.uint8), geometry)
     fixed = sitk.Image(list(reversed(reference.shape_zyx)), sitk.sitkUInt8)
-    fixed.SetSpacing(reference.geometry.spacing)
-    fixed.SetOrigin(reference.geometry.origin)
-    fixed.SetDirection(reference.geometry.direction)
+    fixed.SetSpacing(ref.spacing)
+    fixed.SetOrigin(ref.origin)
+    fixed.SetDirection(ref.direction)
     out = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(out)
 
 
-def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolume, path: Any) -> np.ndarray:
+def _check_frame_of_reference(seg: Any, reference: Optional[CTVolume], path: Any) -> None:
+    """A SEG read against a DICOM series must share its FrameOfReferenceUID (the same patient position in the
+    same scanner session); a SEG of another series was placed on it without a word."""
+    files = (reference.meta or {}).get("files") if reference is not None else None
+    theirs = str(getattr(seg, "FrameOfReferenceUID", "") or "")
+    if not files or not theirs:
+        return
+    import pydicom
+
+    try:
+        ours = str(getattr(pydicom.dcmread(str(files[0]), stop_before_pixels=True, force=True,
+                                           specific_tags=["FrameOfReferenceUID"]), "FrameOfReferenceUID", "") or "")
+    except Exception:  # noqa: BLE001 - unreadable header: the grid check still applies
+        return
+    if ours and ours != theirs:
+        raise LabelError(f"DICOM SEG '{path}' was made for another scan (its FrameOfReferenceUID {theirs} is not the "
+                         f"series' {ours}); use the SEG made for this series.")
+
+
+def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolume, path: Any,
+                            dtype: Any = np.uint8) -> np.ndarray:
     """``(z, y, x, segments)`` of a SEG whose frames are not evenly spaced (a series with slightly uneven gaps, read
     on its mean spacing): each frame placed on the reference CT's slice it was derived from (by SOP Instance
     UID), as the writer placed it."""
@@ -295,7 +356,7 @@ def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolum
     uids = [str(datasets[i].SOPInstanceUID) for i in order]
     try:
         pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=list(numbers), combine_segments=False,
-                                                   dtype=np.uint8)
+                                                   dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - a SEG of another series
         raise InputError(f"DICOM SEG '{path}' does not fit the reference series "
                          f"({str(exc).splitlines()[0][:160]}).") from None
@@ -326,8 +387,11 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         raise LabelError(f"DICOM SEG '{path}' has no liver or liver-tumor segment (segments: {names}); its segment "
                          f"types must be SNOMED CT Liver (10200004) or Neoplasm (108369006).")
     numbers = sorted(mapping)
+    _check_frame_of_reference(seg, reference, path)
+    # FRACTIONAL: probability or occupancy per voxel (highdicom refuses uint8 for it); a voxel belongs at >= 0.5
+    dtype = np.float32 if str(getattr(seg, "SegmentationType", "")).upper() == "FRACTIONAL" else np.uint8
     try:
-        volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=np.uint8)
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=dtype)
         stacked, geometry = _geometry_from_hd_volume(volume)
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
         if reference is None or not reference.meta.get("files"):
@@ -335,13 +399,14 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
                              f"e.g. made from a series with slightly uneven slice gaps; it can be read only with its "
                              f"CT series as the reference (measure SEG --ct DICOM_FOLDER). To evaluate it, segment "
                              f"the series to .nii.gz (or .seg.nrrd) and compare that file.") from None
-        stacked, geometry = _frames_by_source_slice(seg, numbers, reference, path), reference.geometry
+        stacked, geometry = _frames_by_source_slice(seg, numbers, reference, path, dtype), reference.geometry
+    inside = 0.5 if dtype == np.float32 else 0
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
-        labels[stacked[..., channel] > 0] = mapping[number]
+        labels[(stacked[..., channel] >= inside) if inside else (stacked[..., channel] > 0)] = mapping[number]
     if reference is not None and not (tuple(labels.shape) == tuple(reference.shape_zyx)
                                       and geometry.almost_equal(reference.geometry, tol=1e-3)):
-        labels = _onto_reference(labels, geometry, reference)
+        labels = _onto_reference(labels, geometry, reference, path)
         geometry = reference.geometry
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})

@@ -315,6 +315,20 @@ def has_dicom_preamble(path: PathLike) -> bool:
         return False
 
 
+def is_dicom_file(path: PathLike) -> bool:
+    """Whether ``path`` is a DICOM file: with the Part 10 preamble, or without it (older exports write bare data
+    sets, which the series reader accepts) a header pydicom reads with a SOP Instance UID."""
+    if has_dicom_preamble(path):
+        return True
+    try:
+        import pydicom
+
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, force=True, specific_tags=["SOPInstanceUID"])
+    except Exception:  # noqa: BLE001 - not DICOM, unreadable, or pydicom missing
+        return False
+    return bool(str(getattr(dataset, "SOPInstanceUID", "") or "").strip())
+
+
 @contextlib.contextmanager
 def _named_for_the_user(temporaries: Dict[str, Path], paths: Dict[str, PathLike]) -> Iterator[None]:
     """Errors of the writers name the output the user asked for, not its hidden temporary file (a full disk

@@ -548,15 +548,15 @@ def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None
     be a slice of the series being read: ``--overwrite`` would destroy it. Refused whatever ``overwrite`` says.
     An existing DICOM SEG there (an earlier result) may be replaced as usual."""
     from ..dicom_seg import is_dicom_seg
-    from ..fileutil import has_dicom_preamble
+    from ..fileutil import is_dicom_file
     if input_path.is_dir():
         folder = input_path.resolve()
-    elif has_dicom_preamble(input_path):
+    elif input_path.is_file() and is_dicom_file(input_path):
         folder = input_path.resolve().parent
     else:
         return
     for path in outputs:
-        if path.is_file() and folder in path.resolve().parents and has_dicom_preamble(path) and not is_dicom_seg(path):
+        if path.is_file() and folder in path.resolve().parents and is_dicom_file(path) and not is_dicom_seg(path):
             raise InputError(f"Output '{path}' is an existing DICOM file in the input's folder, possibly a slice of "
                              f"the series being segmented; write the result elsewhere (e.g. -o result.dcm beside "
                              f"the folder).")

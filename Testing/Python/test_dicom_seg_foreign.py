@@ -1,0 +1,143 @@
+"""DICOM SEG against other series and other tools (an audit's reproductions, each failing before its fix): a SEG
+of another frame of reference or grid is refused, not placed; segments are mapped by their codes first (a Liver
+segment labelled "Liver without tumor", a Neoplasm of the kidney); FRACTIONAL SEGs are read at 0.5; series without
+the Part 10 preamble, with mixed frame-of-reference UIDs, or with positions rounded on an oblique grid."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+hd = pytest.importorskip("highdicom")
+pydicom = pytest.importorskip("pydicom")
+
+from LiverTumorSegLib.cli import main  # noqa: E402
+from LiverTumorSegLib.dicom_seg import dicom_series_files, read_dicom_seg, write_dicom_seg  # noqa: E402
+from LiverTumorSegLib.errors import LabelError  # noqa: E402
+from LiverTumorSegLib.io import read_volume, write_label_map  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
+
+from dicom_helpers import write_ct_series  # noqa: E402
+
+C = hd.sr.CodedConcept
+
+
+def small_ct(origin=(-10.0, 20.0, 100.0), spacing=(1.5, 2.0, 3.0), shape=(5, 20, 24), direction=np.eye(3), seed=0):
+    rng = np.random.default_rng(seed)
+    return CTVolume(rng.integers(-200, 200, size=shape).astype(np.int16),
+                    ImageGeometry(spacing=spacing, origin=origin, direction=tuple(np.asarray(direction).ravel())))
+
+
+def small_labels(shape):
+    labels = np.zeros(shape, np.uint8)
+    labels[1, 2:9, 3:15] = 1
+    labels[1, 4:6, 5:8] = 2
+    labels[3, 10:12, 1:4] = 2
+    return labels
+
+
+@pytest.fixture()
+def series_a(tmp_path):
+    write_ct_series(tmp_path / "A", small_ct(), uid_seed=1)
+    ct = read_volume(tmp_path / "A")
+    labels = small_labels(ct.shape_zyx)
+    seg = write_dicom_seg(tmp_path / "segA.dcm", labels, ct.geometry, dicom_series_files(tmp_path / "A"))
+    return ct, labels, seg
+
+
+def test_a_seg_of_another_series_or_grid_is_refused_not_placed(series_a, tmp_path, capsys):
+    ct, labels, seg = series_a
+    write_ct_series(tmp_path / "B", small_ct(origin=(-10.0, 20.0, 400.0), seed=1), uid_seed=2)
+    with pytest.raises(LabelError, match="made for another scan"):
+        read_dicom_seg(seg, reference=read_volume(tmp_path / "B"))
+    code = main(["measure", str(seg), "--ct", str(tmp_path / "B"), "-o", str(tmp_path / "r.json")])
+    assert code == 2 and "FrameOfReferenceUID" in capsys.readouterr().err  # was: exit 0, "liver 0.0 mL"
+    finer = small_ct(spacing=(0.75, 1.0, 3.0), shape=(5, 40, 48), seed=2)  # same place, finer grid
+    write_label_map(tmp_path / "ref.nii.gz", np.zeros(finer.shape_zyx, np.uint8), finer.geometry)
+    code = main(["evaluate", "--pred", str(seg), "--ref", str(tmp_path / "ref.nii.gz"), "-o", str(tmp_path / "e"),
+                 "--no-progress"])
+    assert code == 2 and "is not the reference's" in capsys.readouterr().err  # was: resampled, Dice 0.75
+    np.testing.assert_array_equal(read_dicom_seg(seg, reference=ct).array, labels)  # its own series: as written
+
+
+def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
+    ct, labels, _ = series_a
+    kidney = np.zeros(ct.shape_zyx, bool)
+    kidney[3, 14:18, 16:22] = True
+    datasets = sorted((pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")),
+                      key=lambda d: int(d.InstanceNumber))
+    neoplasm = dict(segmented_property_category=C("49755003", "SCT", "Morphologically Altered Structure"),
+                    segmented_property_type=C("108369006", "SCT", "Neoplasm"), algorithm_type="MANUAL")
+    descriptions = [
+        hd.seg.SegmentDescription(segment_number=1, segment_label="Liver without tumor", algorithm_type="MANUAL",
+                                  segmented_property_category=C("123037004", "SCT", "Anatomical Structure"),
+                                  segmented_property_type=C("10200004", "SCT", "Liver")),
+        hd.seg.SegmentDescription(segment_number=2, segment_label="Liver tumor",
+                                  anatomic_regions=[C("10200004", "SCT", "Liver")], **neoplasm),
+        hd.seg.SegmentDescription(segment_number=3, segment_label="Renal tumor",
+                                  anatomic_regions=[C("64033007", "SCT", "Kidney")], **neoplasm)]
+    pixels = np.stack([labels == 1, labels == 2, kidney], axis=-1).astype(np.uint8)
+    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
+                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
+                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="other tool",
+                              manufacturer_model_name="x", software_versions="1", device_serial_number="1")
+    seg.save_as(str(tmp_path / "other.dcm"))
+    read = read_dicom_seg(tmp_path / "other.dcm", reference=ct)
+    np.testing.assert_array_equal(read.array, labels)  # liver 1 (was 0: 'tumor' in its label), no kidney tumor
+    assert [s["value"] for s in read.meta["segments"]] == [1, 2, None]
+
+    fractional = hd.seg.Segmentation(source_images=datasets, pixel_array=(pixels[..., :2] * 0.7).astype(np.float32),
+                                     segmentation_type="FRACTIONAL", segment_descriptions=descriptions[:2],
+                                     series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
+                                     instance_number=1, manufacturer="other tool", manufacturer_model_name="x",
+                                     software_versions="1", device_serial_number="1", max_fractional_value=255,
+                                     omit_empty_frames=False)
+    fractional.save_as(str(tmp_path / "fractional.dcm"))
+    for reference in (None, ct):  # was refused: 'not a regular 3D volume' / 'database table is locked'
+        np.testing.assert_array_equal(read_dicom_seg(tmp_path / "fractional.dcm", reference=reference).array, labels)
+
+
+def _segment_to_seg(folder: Path, out: Path, capsys) -> tuple:
+    code = main(["segment", str(folder), "-o", str(out), "--no-progress", "--no-postprocess"])
+    return code, capsys.readouterr().err
+
+
+def test_series_without_preamble_or_slice_thickness_gets_a_seg_and_its_slices_are_not_overwritten(tmp_path, capsys):
+    phantom = make_phantom((4, 32, 32), (3.0, 3.0, 5.0), noise_hu=0.0)
+    files = write_ct_series(tmp_path / "ct", phantom.ct)
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        del ds.file_meta
+        ds.preamble = None
+        del ds.SliceThickness  # SimpleITK writes none; highdicom read it after the whole run (AttributeError)
+        pydicom.dcmwrite(str(name), ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    code, err = _segment_to_seg(tmp_path / "ct", tmp_path / "result.dcm", capsys)
+    assert code == 0 and "internal error" not in err  # was: exit 1, InvalidDicomError
+    assert str(pydicom.dcmread(str(tmp_path / "result.dcm")).SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.4"
+    slice_file = sorted(files)[1]
+    before = Path(slice_file).read_bytes()
+    code = main(["segment", str(tmp_path / "ct"), "-o", str(slice_file), "--overwrite", "--no-progress"])
+    assert code == 2 and "possibly a slice" in capsys.readouterr().err and Path(slice_file).read_bytes() == before
+
+
+def test_mixed_frame_of_reference_is_refused_before_the_network_and_rounded_oblique_positions_fit(tmp_path, capsys):
+    phantom = make_phantom((4, 32, 32), (3.0, 3.0, 5.0), noise_hu=0.0)
+    files = sorted(write_ct_series(tmp_path / "ct", phantom.ct))
+    ds = pydicom.dcmread(str(files[2]))
+    ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+    ds.save_as(str(files[2]))
+    code, err = _segment_to_seg(tmp_path / "ct", tmp_path / "result.dcm", capsys)
+    assert code == 2 and "differ in FrameOfReferenceUID" in err and "internal error" not in err
+    assert not (tmp_path / "result.dcm").exists()
+
+    angle = np.radians(20.0)
+    tilted = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    ct = CTVolume(phantom.ct.array, ImageGeometry(spacing=(3.0, 3.0, 5.0), origin=(-40.0, -30.0, 10.0),
+                                                  direction=tuple(tilted.ravel())))
+    files = write_ct_series(tmp_path / "oblique", ct)
+    for name in files:  # positions rounded to 0.1 mm, as many scanners write them
+        ds = pydicom.dcmread(str(name))
+        ds.ImagePositionPatient = [round(float(v), 1) for v in ds.ImagePositionPatient]
+        ds.save_as(str(name))
+    code, err = _segment_to_seg(tmp_path / "oblique", tmp_path / "oblique.dcm", capsys)
+    assert code == 0 and (tmp_path / "oblique.dcm").exists(), err  # was: "lies outside the label map's grid"

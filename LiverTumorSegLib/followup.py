@@ -220,7 +220,8 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
                                                         sitk.CenteredTransformInitializerFilter.GEOMETRY)
         transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(), mask))
     except RuntimeError as exc:
-        raise InputError(f"Alignment of the follow-up to the baseline failed ({str(exc).strip().splitlines()[-1][:160]}); "
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
                          f"check that both scans show the same region, or use --alignment none.") from None
     aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform))
     if livers is not None:

@@ -586,8 +586,8 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
         what = f"{above:.0f} mL labelled liver" if not tumor_above else \
             f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
-        lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the liver, "
-                     f"{KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
+        lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the "
+                     f"liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:

@@ -94,5 +94,8 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys):
         main(["crossval", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
     assert "fewer than 2, the default: 4" in text and "hold-out split" not in text and "--fold " not in text
+    # -o is a folder and the logs go to <output>/fold_<i>_train, not "a .safetensors package" and "<output>_train/"
+    assert "output folder: fold_<i>.safetensors, crossval.csv" in text and "(.safetensors)" not in text
+    assert "<output>_train/" not in text
     assert main(["crossval", "--data", "cases.csv", "-o", "cv", "--fold", "2"]) == 2
     assert "crossval trains every fold" in capsys.readouterr().err

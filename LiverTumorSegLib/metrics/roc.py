@@ -57,6 +57,8 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     if scores.shape != labels.shape:  # before flattening: a transposed map has the same size, not the same shape
         raise ValueError(f"scores has shape {scores.shape}, labels {labels.shape}; give them on one grid")
     scores = scores.ravel()
+    if not np.issubdtype(scores.dtype, np.floating):  # -scores wraps for uint8/uint16 (and int8 -128), fails for bool
+        scores = scores.astype(np.float64)
     labels = labels.ravel() != 0
     if scores.size and not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or infinite values")
@@ -97,8 +99,14 @@ class RocAccumulator:
         self.negatives = np.zeros(self.n_bins, dtype=np.int64)
 
     def add(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
-        """Add one case (any shape, same shape for both)."""
-        p, y = np.asarray(probabilities, dtype=np.float32), np.asarray(labels)
+        """Add one case (any shape, same shape for both); probabilities in 0..1 (values outside are clipped, but an
+        integer map with values above 1, such as a uint8 map where 255 = 1.0, is refused: clipped, every nonzero
+        voxel would fall in the top bin)."""
+        raw = np.asarray(probabilities)
+        if not np.issubdtype(raw.dtype, np.floating) and raw.size and raw.max() > 1:
+            raise ValueError(f"probabilities are {raw.dtype} with values up to {raw.max()}; give them in 0..1 "
+                             f"(a uint8 map where 255 = 1.0: divide by 255)")
+        p, y = raw.astype(np.float32, copy=False), np.asarray(labels)
         if p.shape != y.shape:  # before flattening: a transposed map has the same size, not the same shape
             raise ValueError(f"probabilities has shape {p.shape}, labels {y.shape}; give them on one grid")
         p = p.ravel()

@@ -325,3 +325,21 @@ def test_roc_refuses_maps_of_the_same_size_but_another_shape():
         roc_auc(prob.T, labels)
     with pytest.raises(ValueError, match="give them on one grid"):
         RocAccumulator().add(prob.T, labels)
+
+
+def test_roc_of_integer_and_boolean_scores_ranks_them_by_value():
+    """roc_curve sorted by -scores: for uint8/uint16 that wraps (-255 -> 1) and for int8 -(-128) is -128, so a
+    perfect ranking gave AUC 0.5; bool scores raised TypeError. The accumulator clipped a raw uint8 map into its
+    top bin (AUC 0.75 here) and refuses it now."""
+    from LiverTumorSegLib.metrics.roc import RocAccumulator, roc_auc
+
+    labels = np.array([0, 0, 1, 1])
+    for scores in (np.array([0, 100, 255, 200], np.uint8), np.array([0, 100, 255, 200], np.uint16),
+                   np.array([-128, 0, 127, 5], np.int8), np.array([False, False, True, True])):
+        assert roc_auc(scores, labels) == 1.0, scores.dtype
+    assert roc_auc(np.array([0, 200, 255, 100], np.uint8), labels) == 0.75
+    with pytest.raises(ValueError, match="divide by 255"):
+        RocAccumulator().add(np.array([0, 100, 255, 200], np.uint8), labels)
+    accumulator = RocAccumulator()
+    accumulator.add(np.array([False, False, True, True]), labels)
+    assert accumulator.curve().auc == 1.0

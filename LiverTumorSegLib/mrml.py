@@ -354,8 +354,11 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
             segmentation_node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
         local = geometry_in_node_frame(geometry, segmentation_node)
     except Exception:
-        if created:
+        if created:  # with its display node: removing the segmentation alone left that in the scene
+            display = segmentation_node.GetDisplayNode()
             scene.RemoveNode(segmentation_node)
+            if display is not None and scene.IsNodePresent(display):
+                scene.RemoveNode(display)
         raise
     segmentation = segmentation_node.GetSegmentation()
     labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
@@ -439,12 +442,16 @@ def segment_mask(segmentation_node, segment_id: str, geometry: ImageGeometry,
 
 def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
                            shape_zyx: Tuple[int, int, int]) -> np.ndarray:
-    """Inverse of :func:`labels_to_segmentation_node`: a ``(z, y, x)`` uint8 0/1/2 map on the given grid."""
+    """Inverse of :func:`labels_to_segmentation_node`: a ``(z, y, x)`` uint8 0/1/2 map on the given grid. A
+    segment is ours by its fixed ID or, as :func:`existing_output_segment_ids` and the ``.seg.nrrd`` reader take
+    it, by its name ("Liver" drawn in the Segment Editor has ID Segment_1: it was accepted for measuring, then
+    read as empty)."""
     labels = np.zeros(shape_zyx, np.uint8)
     for spec in SEGMENTS:
-        if segmentation_node.GetSegmentation().GetSegment(spec.segment_id) is None:
+        segment_id = _existing_segment_id(segmentation_node.GetSegmentation(), spec)
+        if segment_id is None:
             continue
-        labels[segment_mask(segmentation_node, spec.segment_id, geometry, shape_zyx) > 0] = spec.label
+        labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
     return labels
 
 

@@ -49,6 +49,10 @@ class FollowupJob(ChildJob):
         nodes = (baseline_segmentation, baseline_volume, followup_segmentation, followup_volume)
         if not all(nodes):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
+        for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
+            if not mrml.existing_output_segment_ids(segmentation):
+                raise InputError(f"'{segmentation.GetName()}' has no Liver or Liver tumor segment; segment its CT "
+                                 f"first (or name its segments 'Liver' and 'Liver tumor').")
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._nodes = nodes

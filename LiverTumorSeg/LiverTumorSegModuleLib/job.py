@@ -319,23 +319,32 @@ class SegmentationJob(ChildJob):
         path = outputs.get(name) or default
         return path if path and os.path.isfile(path) else None
 
+    def _read_child_volume(self, path: str, what: str) -> np.ndarray:
+        """``(z, y, x)`` voxels of a file the child wrote, read by the library's reader (the one that wrote it) and
+        checked to lie on the CT's grid. Slicer's storage node reverses the k axis of a left-handed file (a CT
+        with descending slices, or under a mirroring transform), so its array, placed on the CT's grid, put the
+        tumor in the mirrored slices."""
+        from LiverTumorSegLib.io import read_volume
+
+        volume = read_volume(path)
+        if tuple(volume.shape_zyx) != tuple(self.shape_zyx) or not volume.geometry.almost_equal(self.geometry,
+                                                                                                  tol=1e-3):
+            raise RuntimeError(f"The segmentation process wrote a {what} on another grid ({volume.shape_zyx} (z, y, "
+                               f"x), {volume.geometry.to_dict()}) than the CT's ({self.shape_zyx}, "
+                               f"{self.geometry.to_dict()}).")
+        return volume.array
+
     def _load_results(self, seconds: float) -> SegmentationOutcome:
         labels_path = self._output_path("labels", self._path("labels.nii.gz"))
         if labels_path is None:
             raise RuntimeError("The segmentation process reported success but wrote no label map.")
-        labels = mrml.read_volume_array(labels_path)
-        if tuple(labels.shape) != tuple(self.shape_zyx):
-            raise RuntimeError(f"The segmentation process wrote labels of shape {labels.shape} (z, y, x); the CT "
-                               f"has {self.shape_zyx}.")
+        labels = self._read_child_volume(labels_path, "label map")
         report_path = self._output_path("report", self._path("report.json"))
         report = json.loads(open(report_path, encoding="utf-8").read()) if report_path else {}
         probabilities = None
         probability_path = self._output_path("probabilities", self._path("probabilities.nii.gz"))
         if self.options.probabilities and probability_path:
-            probabilities = mrml.read_volume_array(probability_path)
-            if tuple(probabilities.shape) != tuple(self.shape_zyx):
-                raise RuntimeError(f"The tumor probability map has shape {probabilities.shape}, the CT "
-                                   f"{self.shape_zyx}.")
+            probabilities = self._read_child_volume(probability_path, "tumor probability map")
         # Everything is read and checked: only now is the user's scene changed. Nodes deleted while the child ran
         # are not written into (a result put in a node outside the scene would be lost without a word).
         if not self._scene.IsNodePresent(self._input):
@@ -347,7 +356,9 @@ class SegmentationJob(ChildJob):
             self._scene, labels.astype(np.uint8), report, self.geometry, self._input, present[0],
             present[1], self._replace_existing, self._show_3d)
         probability_node = None
-        if probabilities is not None:
+        if probabilities is None:  # an earlier run's map no longer describes these segments ("Update lesion
+            segmentation_node.RemoveNodeReferenceIDs(mrml.PROBABILITY_VOLUME_ROLE)  # table" read it as theirs)
+        else:
             earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it
             probability_node = mrml.probability_volume_node(
                 self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,

@@ -89,6 +89,18 @@ def test_a_comparison_the_child_refuses_is_a_one_line_error(module):
         logic.compareWithBaseline(segmentation, volume, segmentation, nan_ct)
 
 
+def test_a_segmentation_without_liver_segments_is_refused_before_the_comparison(module):
+    """A segmentation with no Liver / Liver tumor segment was handed over as an empty label map and compared."""
+    from LiverTumorSegLib.errors import InputError
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[], noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "spleen only")
+    other.GetSegmentation().AddEmptySegment("Segment_1", "Spleen", [0.5, 0.5, 0.5])
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    with pytest.raises(InputError, match="'spleen only' has no Liver or Liver tumor segment"):
+        logic.compareWithBaseline(segmentation, volume, other, volume)
+
+
 def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     """Static: the widget's setup connects the lesion table's selection to the axis drawing and builds the
     compare section; the handlers call the tested MRML helpers (the widget itself needs a real Slicer)."""

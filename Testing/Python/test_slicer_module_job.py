@@ -543,3 +543,55 @@ def test_temporary_folder_removal_is_retried_while_a_killed_child_still_holds_a_
     segmentation_job.cancel()
     assert len(calls) == 2 and not os.path.isdir(segmentation_job.temp_dir)
     assert segmentation_job.poll().kind == job.CANCELLED
+
+
+def test_a_left_handed_ct_gets_its_segments_in_the_right_slices(fake):
+    """The module read the child's labels with Slicer's storage node, which reverses the k axis of a left-handed
+    file (a CT with descending slices, or under a mirroring transform), and placed them on the CT's grid: the
+    tumor landed in the mirrored slice. The library's reader (the child's writer) reads them as written."""
+    from LiverTumorSegLib.volume import ImageGeometry
+    flipped = ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(10.0, -5.0, 3.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    node = _volume_node(fake.scene, _ct_array(), flipped, name="CT descending")
+    outcome = fake.job(node=node, options=job.SegmentationOptions(model="m.safetensors",
+                                                                  probabilities=True)).start().wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)   # the tumor in slice 2 of 4: not symmetric
+    labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, flipped, expected.shape)
+    np.testing.assert_array_equal(labels, expected)
+    import slicer
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(outcome.probability_node),
+                               np.clip(_ct_array(), 0, 255) / 255.0, atol=1e-6)
+
+
+def test_a_rerun_without_probabilities_unlinks_the_earlier_map(fake):
+    """Re-running without 'Show tumor probability' left the segmentation pointing at the earlier run's map, and
+    'Update lesion table' then gave the new lesions the old run's probabilities."""
+    first = fake.job(options=job.SegmentationOptions(model="m.safetensors", probabilities=True)).start().wait(60)
+    assert first.kind == job.DONE and first.segmentation_node.GetNodeReference(fake.mrml.PROBABILITY_VOLUME_ROLE)
+    again = fake.job(segmentation_node=first.segmentation_node, table_node=first.table_node).start().wait(60)
+    assert again.kind == job.DONE, again.details
+    assert again.segmentation_node.GetNodeReference(fake.mrml.PROBABILITY_VOLUME_ROLE) is None
+    assert first.probability_node.GetScene() is fake.scene  # the earlier map itself is left to the user
+
+
+def test_segments_named_liver_by_the_user_are_read_and_a_refused_segmentation_leaves_no_node(fake):
+    """Segments named "Liver" / "Liver tumor" with Segment Editor IDs were accepted for measuring and comparing,
+    then read as empty (liver 0.0 mL, no lesion). A new segmentation refused (a CT under a non-linear transform)
+    left its display node in the scene."""
+    import slicer
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    drawn = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn by hand")
+    for segment_id, name, value in (("Segment_1", "Liver", 1), ("Segment_2", "Liver tumor", 2)):
+        drawn.GetSegmentation().AddEmptySegment(segment_id, name, [1.0, 0.0, 0.0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            fake.mrml.oriented_image_from_array((expected == value).astype(np.uint8), fake.geometry), drawn,
+            segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    np.testing.assert_array_equal(fake.mrml.segmentation_to_labels(drawn, fake.geometry, expected.shape), expected)
+
+    from LiverTumorSegLib.errors import InputError
+    warped = _volume_node(fake.scene, _ct_array(), fake.geometry, name="CT warped")
+    warped.SetAndObserveTransformNodeID(fake.scene.AddNewNodeByClass("vtkMRMLGridTransformNode").GetID())
+    before = _scene_counts(fake.scene)
+    with pytest.raises(InputError, match="non-linear"):
+        fake.mrml.labels_to_segmentation_node(fake.scene, expected, fake.geometry, reference_volume_node=warped)
+    assert _scene_counts(fake.scene) == before

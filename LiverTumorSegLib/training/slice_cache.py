@@ -4,11 +4,16 @@ Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (af
 ``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
 ``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices).
 Entries are keyed by the spatial preprocessing settings and the label map, and rebuilt when the source
-files change (size or modification time). Files are written to a temporary name and renamed, so an
-interrupted build never leaves a half-written entry.
+files change (size, modification and status-change time, inode; for a DICOM folder, every file's), when the
+entry was made with ``allow_non_hu`` and the current run is stricter (the CT check runs again), and when an
+entry is damaged (an unreadable sidecar, arrays of another shape or type). Files are written to a temporary name
+unique to the writer and renamed, so an interrupted build never leaves a half-written entry and two runs filling
+one cache do not take each other's temporary files.
 """
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -64,14 +69,22 @@ def cache_key(spatial_settings: Dict[str, Any], label_map: Optional[Dict]) -> st
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
+def _file_signature(path: Path) -> List[int]:
+    """Size, modification and status-change times (ns) and inode of a file: ``cp -p`` or an editor restoring
+    an older modification time still changes the status-change time or the inode."""
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
+
+
 def _source_signature(case: Case) -> Dict[str, Any]:
-    def sig(path: str) -> List[float]:
+    def sig(path: str) -> Any:
         p = Path(path)
-        if p.is_dir():  # DICOM folder: number of files and newest modification time
-            files = [f for f in p.rglob("*") if f.is_file()]
-            return [len(files), max((f.stat().st_mtime for f in files), default=0.0)]
-        st = p.stat()
-        return [st.st_size, st.st_mtime]
+        if p.is_dir():  # DICOM folder: every file's signature (one slice replaced by an older copy was missed)
+            digest = hashlib.sha1()
+            for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                digest.update(json.dumps([str(f.relative_to(p))] + _file_signature(f)).encode("utf-8"))
+            return digest.hexdigest()
+        return _file_signature(p)
     return {"image": case.image_path, "label": case.label_path, "image_sig": sig(case.image_path),
             "label_sig": sig(case.label_path)}
 
@@ -84,10 +97,42 @@ def _safe_name(case_id: str) -> str:
     return f"{readable}-{hashlib.sha1(case_id.encode('utf-8')).hexdigest()[:8]}"
 
 
+def _unique_temporary(path: Path, suffix: str) -> Path:
+    """A temporary name beside ``path`` that no other writer uses (process id and a random part)."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(str(tmp), array)
-    replace_file(str(tmp), str(path))
+    tmp = _unique_temporary(path, ".npy")
+    try:
+        np.save(str(tmp), array)
+        replace_file(str(tmp), str(path))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dict[str, Any],
+                  allow_non_hu: bool) -> Optional[Dict[str, Any]]:
+    """The sidecar of a cache entry that can be used as it is, else None (rebuild): same source, made at least as
+    strictly (an entry made with ``allow_non_hu`` skipped the CT check a stricter run must make), readable, with
+    arrays of the recorded shape and type (a half-written or truncated file is rebuilt, not an error)."""
+    if not (meta_path.is_file() and hu_path.is_file() and lab_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("source") != signature or (meta.get("allow_non_hu", True) and not allow_non_hu):
+            return None
+        shape = tuple(int(n) for n in meta["shape_zhw"])
+        for path, dtype in ((hu_path, np.float32), (lab_path, np.uint8)):
+            array = np.load(str(path), mmap_mode="r")
+            if array.shape != shape or array.dtype != dtype:
+                return None
+        for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id"):
+            meta[key]  # noqa: B018 - a missing key: rebuild
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def slice_indices(labels_zhw: np.ndarray) -> Tuple[List[int], List[int]]:
@@ -123,10 +168,9 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     meta_path = folder / f"{name}.json"
     hu_path, lab_path = folder / f"{name}.hu.npy", folder / f"{name}.labels.npy"
     signature = _source_signature(case)
-    if meta_path.is_file() and hu_path.is_file() and lab_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("source") == signature:
-            return _record(case, meta, hu_path, lab_path)
+    meta = _usable_entry(meta_path, hu_path, lab_path, signature, allow_non_hu)
+    if meta is not None:
+        return _record(case, meta, hu_path, lab_path)
     if log:
         log(f"caching {case.case_id} ({Path(case.image_path).name})")
     volume, labels = load_case(case, label_map, allow_non_hu)
@@ -137,12 +181,17 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     liver, tumor = slice_indices(lab_net)
     meta = {"source": signature, "case_id": case.case_id, "patient_id": case.patient_id,
             "shape_zhw": list(hu_net.shape), "spacing_zyx": list(network_spacing(info, volume, hu_net.shape)),
-            "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor}
+            "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor,
+            "allow_non_hu": bool(allow_non_hu)}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    replace_file(str(tmp), str(meta_path))
+    tmp = _unique_temporary(meta_path, "")
+    try:
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        replace_file(str(tmp), str(meta_path))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return _record(case, meta, hu_path, lab_path)
 
 

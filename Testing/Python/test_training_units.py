@@ -1,6 +1,7 @@
 """Unit tests of the training pieces with known answers: config, losses, schedules, sampling, checkpoints."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -503,3 +504,67 @@ def test_grad_scaler_on_a_torch_without_torch_amp_grad_scaler(monkeypatch):
         warnings.simplefilter("ignore")  # newer torch calls torch.cuda.amp.GradScaler deprecated
         scaler = grad_scaler("cpu", enabled=True)
     assert not scaler.is_enabled()  # fp16 on the CPU: nothing to scale
+
+
+def _cache_fixture(tmp_path, seed=0):
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+
+    phantom = make_phantom((4, 32, 32), (2.0, 2.0, 4.0), noise_hu=20.0, seed=seed)
+    image = write_volume(tmp_path / "ct.nii", phantom.ct)
+    label = write_label_map(tmp_path / "ct_lab.nii", phantom.labels, phantom.ct.geometry)
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
+                                 crop_to_body=False, size_multiple=8)
+    return Case("c1", "p1", str(image), str(label), "csv"), SlicePreprocessor(config)
+
+
+def test_a_damaged_slice_cache_entry_is_rebuilt_not_an_error(tmp_path):
+    """A half-written sidecar ended training with JSONDecodeError, a truncated .hu.npy with 'mmap length is
+    greater than file size'; both are rebuilt now."""
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    case, preprocessor = _cache_fixture(tmp_path)
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    expected = np.array(entry.hu)
+    sidecar = Path(entry.hu_path.replace(".hu.npy", ".json"))
+    text = sidecar.read_text()
+    sidecar.write_text(text[: len(text) // 2])
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    np.testing.assert_array_equal(entry.hu, expected)
+    data = Path(entry.hu_path).read_bytes()
+    Path(entry.hu_path).write_bytes(data[: len(data) // 2])
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    np.testing.assert_array_equal(entry.hu, expected)
+    assert not [p.name for p in (tmp_path / "cache").rglob("*tmp*")]  # no temporary left
+
+
+def test_a_slice_cache_entry_is_rebuilt_for_new_content_and_for_a_stricter_run(tmp_path):
+    """Same size and modification time served the old content; an entry made with allow_non_hu let a later run
+    without it skip the non-HU refusal."""
+    import os
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    case, preprocessor = _cache_fixture(tmp_path)
+    build_slice_cache([case], preprocessor, tmp_path / "cache")
+    image = Path(case.image_path)
+    stat = image.stat()
+    volume = read_volume(image)
+    volume.array[:] = volume.array + 50                       # new content, same size (uncompressed NIfTI)
+    write_volume(image, volume, overwrite=True)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old modification time
+    assert image.stat().st_size == stat.st_size
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    fresh = preprocessor.spatial_forward(read_volume(image).array, volume.spacing_zyx)[0]
+    np.testing.assert_allclose(entry.hu, fresh, atol=1e-4)
+
+    normalised = read_volume(image)
+    normalised.array = ((normalised.array.astype(np.float32) + 1024) / 4000).astype(np.float32)  # 0..1, not HU
+    write_volume(image, normalised, overwrite=True)
+    build_slice_cache([case], preprocessor, tmp_path / "cache", allow_non_hu=True)
+    with pytest.raises(InputError, match="Hounsfield"):
+        build_slice_cache([case], preprocessor, tmp_path / "cache")

@@ -39,8 +39,8 @@ CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 AIR_HU = -400.0                                       # below: air (lung parenchyma is about -850 HU)
 IN_PLANE_4 = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE_4[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]   # per-slice 2D operations in one 3D call
-_CROSS_6 = np.zeros((3, 3, 3), dtype=bool)            # 6-connectivity (binary_fill_holes' default)
-_CROSS_6[1, 1, 1] = _CROSS_6[0, 1, 1] = _CROSS_6[2, 1, 1] = True
+CROSS_6 = IN_PLANE_4.copy()                            # 6-connectivity (binary_fill_holes' default)
+CROSS_6[0, 1, 1] = CROSS_6[2, 1, 1] = True
 
 
 @dataclass(frozen=True)
@@ -464,7 +464,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = organ[tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))]
             region = labels[box]
     if options.fill_liver_holes and organ.any():
-        fill_cavities(region, enclosed_background(organ, _CROSS_6), _CROSS_6)
+        fill_cavities(region, enclosed_background(organ, CROSS_6), CROSS_6)
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
         # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
         for z in sorted({0, region.shape[0] - 1}):

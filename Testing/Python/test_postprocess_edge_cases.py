@@ -301,3 +301,18 @@ def test_a_dark_tube_stays_tumor_whether_or_not_tumors_must_touch_the_liver():
     for inside in (True, False):
         options = PostprocessingOptions(tumor_inside_liver=inside, min_lesion_probability=0)
         assert (postprocess_labels(labels, (1.0, 1.0, 1.0), options, hu_zyx=hu)[tube] == 1).all(), inside
+
+
+def test_a_gap_open_to_the_side_between_liver_slices_is_not_a_hole():
+    """Background between two liver slices that opens to the side in-plane (the gallbladder fossa, a fissure)
+    is connected to the outside: 6-connectivity, as scipy's binary_fill_holes. A fill with z-only connectivity
+    filled it (the sample CT's liver grew by 27 mL, liver Dice 0.981 -> 0.970)."""
+    labels = np.zeros((5, 20, 20), dtype=np.uint8)
+    labels[:, 4:16, 4:16] = 1
+    labels[2, 8:12, 8:16] = 0                      # a channel in slice 2, open at x = 15 (the organ's edge)
+    labels[2, 8:12, 16:] = 0
+    out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_probability=0))
+    assert (out[2, 8:12, 8:16] == 0).all()
+    labels[2, 8:12, 15] = 1                        # closed at the edge: now a hole, filled
+    out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_probability=0))
+    assert (out[2, 8:12, 8:15] == 1).all()

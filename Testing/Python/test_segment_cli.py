@@ -244,7 +244,9 @@ def test_cli_sample_prints_liver_dice(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "liver Dice" in text
     dice = float(text.split("liver Dice vs bundled reference:")[1].split()[0])
-    assert dice > 0.9  # 0.980 with the bundled model
+    # 0.981 (bf16 and fp32); issues 11 and 13 ask >= 0.97 / 0.975. A hole-filling slip that gave 0.970 passed
+    # the earlier '> 0.9'
+    assert dice >= 0.975
     assert read_label_map(out, reference=read_volume(resources.sample_ct_path())).array.max() >= 1
 
 

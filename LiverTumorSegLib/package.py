@@ -995,7 +995,13 @@ def resolve_model(name_or_path: PathLike) -> Path:
                                 f"folder; a package there that cannot be used is named in a warning above). "
                                 f"{MISSING_RESOURCES_HINT} Or pass a model package path or an installed model's "
                                 f"name with --model.")
-    usable = [e for e in list_installed_models() if e["error"] is None]
+    entries = list_installed_models()
+    broken = [e for e in entries if e["error"] is not None and (e["name"] == text or Path(e["path"]).stem == text)]
+    if broken:  # a damaged user package must not quietly give way to a bundled one of the same name
+        raise ModelPackageError(f"The installed package '{broken[0]['path']}' named '{text}' cannot be used "
+                                f"({broken[0]['error']}); replace or remove it, or give another package's path "
+                                f"with --model.")
+    usable = [e for e in entries if e["error"] is None]
     matches = []  # type: List[str]
     for entry in usable:
         if (entry["name"] == text or Path(entry["path"]).stem == text) and entry["path"] not in matches:

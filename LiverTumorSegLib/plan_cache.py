@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 CACHE_FILE = "activation_bytes.json"
+MAX_CACHE_BYTES = 1 << 20  # a larger file is not ours: ignored (the estimate is computed again)
 MAX_ENTRIES = 256
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LIVERTUMORSEG_CACHE_DIR", str(Path.home() / ".livertumorseg" / "cache")))
+    """``LIVERTUMORSEG_CACHE_DIR``, else ``~/.livertumorseg/cache`` (see :func:`resources.home_folder`)."""
+    folder = os.environ.get("LIVERTUMORSEG_CACHE_DIR")
+    if folder:
+        return Path(folder)
+    from .resources import home_folder
+
+    return home_folder() / ".livertumorseg" / "cache"
 
 
 def plan_key(architecture: Mapping[str, Any], probe_hw: int) -> str:
@@ -38,8 +45,11 @@ def plan_key(architecture: Mapping[str, Any], probe_hw: int) -> str:
 
 def _read() -> Dict[str, int]:
     try:
-        data = json.loads((cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        path = cache_dir() / CACHE_FILE
+        if path.stat().st_size > MAX_CACHE_BYTES:  # ours holds one small number per architecture
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, MemoryError):  # deeply nested JSON raises RecursionError
         return {}
     if not isinstance(data, dict):
         return {}

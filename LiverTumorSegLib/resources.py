@@ -28,8 +28,22 @@ def bundled_models_dir() -> Path:
     return resources_dir() / "Models"
 
 
+def home_folder() -> Path:
+    """The user's home folder, or, where there is none (a container run as a user id without a passwd entry and
+    without HOME: ``Path.home()`` raises), a per-user folder in the temporary directory."""
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError):
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"livertumorseg-home-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
 def user_models_dir() -> Path:
-    return Path(os.environ.get("LIVERTUMORSEG_MODELS_DIR", str(Path.home() / ".livertumorseg" / "models")))
+    """``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models`` (the environment is read first: without a
+    home folder the default was computed, and failed, even when the variable was set)."""
+    folder = os.environ.get("LIVERTUMORSEG_MODELS_DIR")
+    return Path(folder) if folder else home_folder() / ".livertumorseg" / "models"
 
 
 def sample_ct_path() -> Path:

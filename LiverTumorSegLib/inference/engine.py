@@ -118,7 +118,8 @@ def load_package(package_or_name: object) -> object:
         return package_or_name
     from ..package import load_model_package
 
-    return load_model_package(str(package_or_name), device="cpu")
+    # as given: a Path is always a file, while the text 'default' names the bundled model
+    return load_model_package(package_or_name, device="cpu")
 
 
 def preprocessing_config(package: object) -> object:

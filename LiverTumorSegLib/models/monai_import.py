@@ -78,9 +78,23 @@ def monai_unet_class():
     return UNet
 
 
+def _give_monai_a_user_name() -> None:
+    """MONAI's import calls ``getpass.getuser()``, which raises KeyError for a user id without a passwd entry and
+    without LOGNAME/USER (``docker run --user 54321``): every model then failed to build. Such a process gets
+    ``USER=uid<N>``; nothing else in it reads the name."""
+    import getpass
+    import os
+
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ.setdefault("USER", f"uid{os.getuid() if hasattr(os, 'getuid') else 0}")
+
+
 def import_monai_hiding(names: Sequence[str]) -> bool:
     """Import ``monai`` while the modules ``names`` that are not imported yet are hidden; returns True, or False
     when that import failed and MONAI was imported normally instead (after discarding the partial import)."""
+    _give_monai_a_user_name()
     hidden = [name for name in names if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` now raises ImportError

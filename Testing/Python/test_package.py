@@ -717,3 +717,69 @@ def test_save_refuses_metadata_that_loading_would_refuse(tmp_path, metadata, nam
     with pytest.raises(InputError, match=f"Not saved: loading would refuse.*{named}"):
         save_model_package(target, _tiny_model(), PREP, metadata=metadata)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_user_package_named_like_a_bundled_one_is_refused_not_replaced(tmp_path, monkeypatch):
+    """A truncated user package 'other' gave a warning and then the *bundled* 'other' ran (exit 0): the user
+    believed their model segmented. An intact copy of the same name is refused as ambiguous; so is this now."""
+    bundled, user = tmp_path / "res" / "Models", tmp_path / "user"
+    bundled.mkdir(parents=True)
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    save_model_package(bundled / "other.safetensors", _tiny_model(1), PREP)
+    data = (bundled / "other.safetensors").read_bytes()
+    (user / "other.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelPackageError, match=r"user.other\.safetensors' named 'other' cannot be used"):
+        resolve_model("other")
+
+
+def test_a_path_object_is_a_file_at_inference_too(tmp_path, monkeypatch):
+    """engine.load_package turned Path('default') into the text 'default', which names the bundled model:
+    load_model_package(Path('default')) read the file ./default, the engine another model."""
+    from LiverTumorSegLib.inference.engine import load_package
+
+    monkeypatch.chdir(tmp_path)
+    for load in (load_model_package, load_package):
+        with pytest.raises(ModelPackageError, match="does not exist"):
+            load(Path("default"))
+
+
+def test_without_a_home_folder_the_environment_and_a_temporary_folder_serve(tmp_path, monkeypatch):
+    """Path.home() raises for a user id without a passwd entry and without HOME (docker run --user N); it was
+    called even when LIVERTUMORSEG_MODELS_DIR / LIVERTUMORSEG_CACHE_DIR were set, and 'segment' failed."""
+    import getpass
+    import os
+
+    from LiverTumorSegLib import plan_cache, resources
+    from LiverTumorSegLib.models import monai_import
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(tmp_path / "c"))
+    assert resources.user_models_dir() == tmp_path / "m" and plan_cache.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("LIVERTUMORSEG_MODELS_DIR")
+    monkeypatch.delenv("LIVERTUMORSEG_CACHE_DIR")
+    assert "livertumorseg-home-" in str(resources.user_models_dir()) and plan_cache.cache_dir().name == "cache"
+
+    def no_user():
+        raise KeyError("getpwuid(): uid not found: 54321")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)  # MONAI's import calls it
+    monkeypatch.delenv("USER", raising=False)
+    monai_import._give_monai_a_user_name()
+    assert os.environ["USER"].startswith("uid")
+
+
+def test_a_deeply_nested_plan_cache_is_ignored(tmp_path, monkeypatch):
+    """json.loads of deeply nested brackets raises RecursionError, which the reader did not catch."""
+    from LiverTumorSegLib import plan_cache
+
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(tmp_path))
+    (tmp_path / plan_cache.CACHE_FILE).write_text("[" * 200000 + "]" * 200000)
+    assert plan_cache.cached_activation_bytes("anything") is None
+    (tmp_path / plan_cache.CACHE_FILE).write_text('{"k": 5}')
+    assert plan_cache.cached_activation_bytes("k") == 5

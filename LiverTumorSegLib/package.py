@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+from types import SimpleNamespace
 import os
 import struct
 from dataclasses import dataclass
@@ -387,10 +388,20 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+_WARNED_UNSEALED = set()  # type: set
+
+
 def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
     """Refuse metadata that differs from the ``metadata_sha256`` it was saved with (packages without one,
-    written before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`)."""
+    written before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`, with
+    a warning once per file: an edited window level with the hash key deleted loaded without a word)."""
     if "metadata_sha256" not in meta:
+        if str(path) not in _WARNED_UNSEALED:
+            _WARNED_UNSEALED.add(str(path))
+            log.warning("Model package '%s' records no metadata SHA-256 (saved by an earlier version of "
+                        "LiverTumorSeg, or the record was removed): a changed window, spacing or label map cannot be "
+                        "detected. Re-save it with LiverTumorSegLib.package.save_model_package, or use a fresh "
+                        "copy.", path)
         return
     found = metadata_sha256(meta)
     if found != meta["metadata_sha256"]:
@@ -477,9 +488,15 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         raise InputError(f"Package metadata must be JSON-serialisable: {exc}") from exc
     try:  # what loading would refuse is refused now, before a training run's result is written unloadable
         parse_package_metadata(meta_json, path)
+        preprocessing_config = _preprocessing_from_dict(meta["preprocessing"], Path(path))  # unknown keys, ranges
     except ModelPackageError as exc:
-        raise InputError(f"Not saved: loading would refuse this package's metadata: {exc} Fix the metadata "
+        raise InputError(f"Not saved: loading would refuse this package: {exc} Fix the metadata or preprocessing "
                          f"passed to save_model_package.") from exc
+    try:  # loads (a package is also a weights container), but segment refuses it: said now, not at inference
+        check_input_channels(SimpleNamespace(preprocessing=preprocessing_config, architecture=architecture,
+                                             path=path))
+    except ModelPackageError as exc:
+        log.warning("%s segment and evaluate will refuse it.", exc)
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)

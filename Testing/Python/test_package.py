@@ -783,3 +783,19 @@ def test_a_deeply_nested_plan_cache_is_ignored(tmp_path, monkeypatch):
     assert plan_cache.cached_activation_bytes("anything") is None
     (tmp_path / plan_cache.CACHE_FILE).write_text('{"k": 5}')
     assert plan_cache.cached_activation_bytes("k") == 5
+
+
+def test_an_unsealed_package_loads_with_a_warning_and_save_refuses_what_loading_refuses(package_path, tmp_path,
+                                                                                          caplog):
+    """A package whose metadata hash was deleted (and its window edited) loaded without a word; save_model_package
+    wrote packages with unknown preprocessing keys or a negative spacing that loading then refused."""
+    edited = _rewrite_metadata(package_path, tmp_path / "edited.safetensors",
+                               lambda meta: meta["preprocessing"].update(target_spacing_mm=2.5))
+    with caplog.at_level("WARNING", logger="LiverTumorSegLib.package"):
+        load_model_package(edited)
+        load_model_package(edited)
+    assert sum("records no metadata SHA-256" in r.getMessage() for r in caplog.records) == 1  # once per file
+    for change in ({"no_such_step": True}, {"target_spacing_mm": -1.5}):
+        with pytest.raises(InputError, match="Not saved: loading would refuse"):
+            save_model_package(tmp_path / "bad.safetensors", _tiny_model(), dict(PREP.to_dict(), **change))
+    assert not (tmp_path / "bad.safetensors").exists()

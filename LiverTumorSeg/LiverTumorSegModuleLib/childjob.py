@@ -7,6 +7,7 @@ child and its children at once) and :meth:`~ChildJob.wait` (blocking, for script
 the child's inputs and returns its arguments (:meth:`~ChildJob._prepare`), reads the child's stdout while it runs
 (:meth:`~ChildJob._read_messages`) and turns the ended child into an outcome (:meth:`~ChildJob._finish`).
 """
+import json
 import os
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from . import childprocess
+
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"  # an outcome's ``kind``
 
 
 def last_error_line(stderr: str) -> str:
@@ -88,14 +91,26 @@ class ChildJob:
         """The outcome of the ended child (its exit code, stderr and files are there to read)."""
         raise NotImplementedError
 
+    outcome_class: Any = None
+    """The subclass's outcome type, called as ``outcome_class(kind, ..., error=, details=, seconds=)``."""
+
+    # -- shared --
     def _cancelled_outcome(self) -> Any:
-        raise NotImplementedError
+        return self.outcome_class(CANCELLED, seconds=self.elapsed_seconds())
 
     def failed_outcome(self, error: BaseException, details: str = "") -> Any:
         """The outcome reporting ``error`` (used by the caller when polling itself raised)."""
-        raise NotImplementedError
+        return self.outcome_class(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
 
-    # -- shared --
+    def _result_json(self, code: Optional[int], name: str) -> Optional[Dict[str, Any]]:
+        """The JSON file ``name`` the child wrote into :attr:`temp_dir`, when it exited 0 and wrote it; else None
+        (then :meth:`_exit_failure` says why)."""
+        path = self._path(name)
+        if code != 0 or not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
     def _exit_failure(self, code: Optional[int], stderr: str, error_class: type, what: str,
                       message: Optional[str] = None) -> Any:
         """The failed outcome of a child that ended without its result: its one-line message (``message``, else

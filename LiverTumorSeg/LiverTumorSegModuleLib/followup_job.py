@@ -7,15 +7,13 @@ node's own file when usable, else a temporary NIfTI, as for segmenting); the chi
 :meth:`~.childjob.ChildJob.poll` then fills the change table on the main thread. Cancel kills the child; the
 scene is changed only after a successful run.
 """
-import json
-import os
 from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from .childjob import ChildJob
-from .job import CANCELLED, DONE, FAILED, hand_over_segmentation
+from .job import DONE, hand_over_segmentation
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -42,6 +40,8 @@ class FollowupJob(ChildJob):
     liver masks). ``table_node``: the change table to refill when it was made for the same two segmentations
     (else, or None: a new one, so another patient's comparison is never overwritten). Runner, python, library root,
     temp root and env as for :class:`~.childjob.ChildJob`."""
+
+    outcome_class = FollowupOutcome
 
     def __init__(self, scene: Any, baseline_segmentation: Any, baseline_volume: Any, followup_segmentation: Any,
                  followup_volume: Any, runner: Any, python: str, library_root: str, align_on_ct: bool = True,
@@ -71,20 +71,12 @@ class FollowupJob(ChildJob):
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
                 "ct" if self._align_on_ct else "liver", "--no-picture", "-o", self._path("change.json")]
 
-    def _cancelled_outcome(self) -> FollowupOutcome:
-        return FollowupOutcome(CANCELLED, seconds=self.elapsed_seconds())
-
-    def failed_outcome(self, error: BaseException, details: str = "") -> FollowupOutcome:
-        return FollowupOutcome(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
-
     def _finish(self) -> FollowupOutcome:
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
-        path = self._path("change.json")
-        if code != 0 or not os.path.isfile(path):
+        change = self._result_json(code, "change.json")
+        if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process")
-        with open(path, encoding="utf-8") as handle:
-            change = json.load(handle)
         baseline, followup = self._nodes[0], self._nodes[2]
         reuse = self._table_node  # refilled only for the same pair and while it is in the scene
         if reuse is not None and not (self._scene.IsNodePresent(reuse)

@@ -27,13 +27,12 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import childprocess, panel_text
-from .childjob import ChildJob, ended_text
+from .childjob import CANCELLED, DONE, FAILED, ChildJob, ended_text  # noqa: F401 - kinds re-exported
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
 from LiverTumorSegLib.inference.options import override_window  # noqa: F401 - re-exported for scripts
 
-DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 
 
 class SegmentationProcessError(LiverTumorSegError):
@@ -238,6 +237,8 @@ class SegmentationJob(ChildJob):
     ``colors_logic``: Slicer's color logic, for the probability map's colour bar (optional).
     """
 
+    outcome_class = SegmentationOutcome
+
     def __init__(self, scene: Any, input_volume_node: Any, options: SegmentationOptions, runner: Any,
                  python: str, library_root: str, temp_root: Optional[str] = None, segmentation_node: Any = None,
                  table_node: Any = None, replace_existing: bool = True, show_3d: bool = True,
@@ -272,12 +273,6 @@ class SegmentationJob(ChildJob):
         self.input_path = storage_file or write_temporary_ct(self._input, self._path(HANDOVER_CT_NAME))
         return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
                                self._path("probabilities.nii.gz"), self.options)
-
-    def _cancelled_outcome(self) -> SegmentationOutcome:
-        return SegmentationOutcome(CANCELLED, seconds=self.elapsed_seconds())
-
-    def failed_outcome(self, error: BaseException, details: str = "") -> SegmentationOutcome:
-        return SegmentationOutcome(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
 
     def _read_messages(self) -> None:
         for line in self._runner.read_stdout_lines():

@@ -8,8 +8,6 @@ HU, mean tumor probability), and :meth:`~.childjob.ChildJob.poll` refills the se
 main thread. Measuring a 300-slice CT takes about a second of numpy and scipy, which in Slicer's process would
 freeze the GUI for that long and more; Cancel kills the child and the scene is changed only after a successful run.
 """
-import json
-import os
 from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
@@ -17,7 +15,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line
-from .job import (CANCELLED, DONE, FAILED, SegmentationOutcome, hand_over_segmentation, volume_grid,
+from .job import (DONE, SegmentationOutcome, hand_over_segmentation, volume_grid,
                   write_temporary_ct)
 
 
@@ -31,6 +29,8 @@ class MeasureJob(ChildJob):
     segmentation (else, or None: a new one, so another segmentation's table is never overwritten). Runner,
     python, library root, temp root and env as for :class:`~.childjob.ChildJob`. The outcome is a
     :class:`~.job.SegmentationOutcome` (segmentation node, table node, report, warnings)."""
+
+    outcome_class = SegmentationOutcome
 
     def __init__(self, scene: Any, segmentation_node: Any, volume_node: Any, runner: Any, python: str,
                  library_root: str, table_node: Any = None, temp_root: Optional[str] = None,
@@ -67,21 +67,13 @@ class MeasureJob(ChildJob):
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]
                 + self._probability_arguments() + ["-o", self._path("report.json")])
 
-    def _cancelled_outcome(self) -> SegmentationOutcome:
-        return SegmentationOutcome(CANCELLED, seconds=self.elapsed_seconds())
-
-    def failed_outcome(self, error: BaseException, details: str = "") -> SegmentationOutcome:
-        return SegmentationOutcome(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
-
     def _finish(self) -> SegmentationOutcome:
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
-        path = self._path("report.json")
-        if code != 0 or not os.path.isfile(path):
+        report = self._result_json(code, "report.json")
+        if report is None:
             message = panel_text.error_text(last_error_line(stderr), self.ct_path, self._volume.GetName())
             return self._exit_failure(code, stderr, MeasureProcessError, "The measuring process", message)
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
         if not (self._scene.IsNodePresent(self._segmentation) and self._scene.IsNodePresent(self._volume)):
             raise InputError("The segmentation or its CT was removed from the scene while it was measured; the "
                              "lesion table was not changed.")

@@ -165,7 +165,6 @@ def _smoothed_mask(labels: CTVolume):
 
 def _clamped_ct(ct: CTVolume):
     """CT clipped to -200..400 HU (soft tissue, contrast; no air/bone extremes), block-averaged, float32."""
-    sitk = _sitk()
     image = to_sitk(np.clip(ct.array, -200, 400).astype(np.float32), ct.geometry)
     return _coarse(image)
 
@@ -397,6 +396,17 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     return entry
 
 
+def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
+    """``value`` as a float when it is a finite number >= 0 (mm), else InputError naming ``name`` (``nan < 0`` is
+    False: a NaN threshold let no new lesion make PD)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or value < 0:
+        raise InputError(f"{name} must be a finite number >= 0 (mm), got {value!r}.")
+    return float(value)
+
+
 def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional[CTVolume] = None,
                      followup_ct: Optional[CTVolume] = None, alignment: str = "auto",
                      min_new_lesion_mm: float = DEFAULT_MIN_NEW_LESION_MM) -> Dict[str, Any]:
@@ -404,14 +414,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     follow-up, change mm and %), ``lesions`` (one entry per matched group, numbered 1.. by baseline lesion id,
     new lesions last), ``alignment``, and both scans' full lesion reports (``baseline``, ``followup``).
     Also returns, under the key ``_arrays`` (not serialised), the component maps for the picture."""
-    import math
-
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
-    if not isinstance(min_new_lesion_mm, (int, float, np.integer, np.floating)) or isinstance(min_new_lesion_mm, bool) \
-            or not math.isfinite(float(min_new_lesion_mm)) or min_new_lesion_mm < 0:
-        raise InputError(f"min_new_lesion_mm must be a finite number >= 0 (mm), got {min_new_lesion_mm!r}.")
+    check_min_new_lesion_mm(min_new_lesion_mm)
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
             raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "
@@ -433,8 +439,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                for n, (b, f) in enumerate(groups, start=1)]
     covered = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline,
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
+    uncovered = set(np.unique(base_components[~covered]).tolist())  # lesions with a voxel outside it (one pass)
     for entry in entries:  # a baseline lesion the follow-up scan does not wholly cover: gone or cut, unknown
-        if entry["baseline_ids"] and not all(covered[base_components == i].all() for i in entry["baseline_ids"]):
+        if uncovered.intersection(entry["baseline_ids"]):
             entry["status"] = "not_assessed"  # what the follow-up shows of it (0 or a cut part) is not a change
             for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm",
                         "long_axis_change_percent"):

@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 OK, MISSING, TOO_OLD, INCOMPATIBLE = "ok", "missing", "too old", "incompatible with the installed torch"
 

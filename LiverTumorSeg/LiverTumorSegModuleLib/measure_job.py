@@ -46,7 +46,6 @@ class MeasureJob(ChildJob):
         self._volume = volume_node
         self._table_node = table_node
         self.ct_path = ""
-        self.probability_handed_over = False
 
     def _probability_arguments(self) -> List[str]:
         """``--probabilities PATH`` when the segmentation has its tumor probability volume on the CT's grid (the
@@ -58,7 +57,6 @@ class MeasureJob(ChildJob):
         geometry, shape = volume_grid(probability)
         if tuple(shape) != tuple(ct_shape) or not geometry.almost_equal(ct_geometry, tol=1e-3):
             return []
-        self.probability_handed_over = True
         return ["--probabilities", write_temporary_ct(probability, self._path("probabilities.nii"))]
 
     def _prepare(self) -> List[str]:

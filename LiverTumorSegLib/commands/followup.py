@@ -15,7 +15,6 @@ has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions n
 as in the JSON. Research use only: not a medical device.
 """
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,7 +52,8 @@ def _read_ct(path: Optional[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
-    from ..followup import change_summary_lines, compare_followup, save_change_picture, write_change_report
+    from ..followup import (change_summary_lines, check_min_new_lesion_mm, compare_followup, save_change_picture,
+                            write_change_report)
     from ..io import read_label_map
 
     output = Path(args.output)
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Picture '{picture}' must end in .png.")
     if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
-    if not math.isfinite(args.min_new_lesion_mm) or args.min_new_lesion_mm < 0:
-        raise InputError(f"--min-new-lesion-mm must be a finite number >= 0 (mm), got {args.min_new_lesion_mm}.")
+    check_min_new_lesion_mm(args.min_new_lesion_mm, "--min-new-lesion-mm")
     for path in (output, picture):
         if path is not None:
             check_can_write(path, args.overwrite)

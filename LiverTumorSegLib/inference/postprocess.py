@@ -29,7 +29,7 @@ of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float vo
 thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -309,34 +309,27 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
         record.append({"rule": rule, "volume_ml": float(sizes[k] * voxel_ml)})
 
 
-def touching_or_within(structure: np.ndarray) -> np.ndarray:
-    """``structure`` (odd shape, centred) joined with the 3 x 3 x 3 cube: a tumor component touching the liver
-    (26-neighbourhood) always counts as near it. A margin below the voxel size gave a 1 x 1 x 1 structure, and
-    ``--tumor-liver-margin-mm 0`` then removed every tumor, even one deep inside the liver."""
-    shape = tuple(max(int(n), 3) for n in structure.shape)
-    result = np.zeros(shape, dtype=bool)
-    result[tuple(slice((m - n) // 2, (m - n) // 2 + n) for m, n in zip(shape, structure.shape))] = structure
-    result[tuple(slice(m // 2 - 1, m // 2 + 2) for m in shape)] = True
-    return result
+def reach_voxels(radius_mm: float, spacing_zyx: Sequence[float]) -> List[int]:
+    """Per axis ``(z, y, x)``, the voxels a distance of ``radius_mm`` spans (``floor(r / s)``, as
+    :func:`ellipsoid_structure`), at least 1: a tumor component touching the liver (26-neighbourhood) always
+    counts as near it (a margin below the voxel size once made ``--tumor-liver-margin-mm 0`` remove every tumor,
+    even one deep inside the liver)."""
+    return [max(1, int(np.floor(max(float(radius_mm), 0.0) / float(s)))) for s in spacing_zyx]
 
 
-def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, structure: np.ndarray,
-                          spacing_zyx: Optional[Sequence[float]] = None, margin_mm: Optional[float] = None
-                          ) -> np.ndarray:
-    """``near[k]``: tumor component ``k`` has a liver voxel (label 1 in ``region``) within ``structure``.
+def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, spacing_zyx: Sequence[float],
+                          margin_mm: float) -> np.ndarray:
+    """``near[k]``: tumor component ``k`` touches a liver voxel (label 1 in ``region``; 26-neighbourhood) or has
+    one within ``margin_mm`` (Euclidean distance between voxel centres, mm).
 
-    Each component is handled inside its own small box (``find_objects``) grown by the structure's half size,
-    never the whole liver: the cost follows the tumors' size, not the volume's. With ``spacing_zyx`` and
-    ``margin_mm`` (the ellipsoid ``structure`` was made from, :func:`ellipsoid_structure`), "within" is the
-    Euclidean distance in mm between voxel centres (one distance transform per box), which gives the same
-    answer as dilating by the ellipsoid but in memory that does not grow with the margin times the box: a
-    100 mm margin at 0.7 mm spacing made a 41 x 285 x 285 structure whose dilation ran out of memory.
-    Touching (the 26-neighbourhood) always counts, as in :func:`touching_or_within`."""
+    Each component is handled inside its own small box (``find_objects``) grown by :func:`reach_voxels`, never
+    the whole liver: the cost follows the tumors' size, not the volume's, and the memory does not grow with the
+    margin times the box (a dilation by a 100 mm ellipsoid at 0.7 mm spacing, a 41 x 285 x 285 structure, ran out
+    of memory)."""
     from scipy import ndimage
 
     near = np.zeros(count + 1, dtype=bool)
-    half = [s // 2 for s in structure.shape]
-    by_distance = spacing_zyx is not None and margin_mm is not None
+    half = reach_voxels(margin_mm, spacing_zyx)
     for k, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
@@ -345,9 +338,6 @@ def near_liver_components(region: np.ndarray, components: np.ndarray, count: int
         if not liver.any():
             continue
         mine = components[grown] == k
-        if not by_distance:
-            near[k] = bool((ndimage.binary_dilation(mine, structure=structure) & liver).any())
-            continue
         if (ndimage.binary_dilation(mine, structure=CONNECTIVITY_26) & liver).any():
             near[k] = True
             continue
@@ -384,12 +374,11 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     uncertain = tumor_probability is not None and options.min_lesion_probability > 0
     if not (check_liver or small or options.tubular_lesions_to_liver or uncertain):
         return labels
-    structure = touching_or_within(ellipsoid_structure(max(float(options.liver_dilation_mm), 0.0), spacing_zyx))
-    margin = [s // 2 + 1 for s in structure.shape] if check_liver else [0, 0, 0]
+    margin_mm = max(float(options.liver_dilation_mm), 0.0)
+    margin = [h + 1 for h in reach_voxels(margin_mm, spacing_zyx)] if check_liver else [0, 0, 0]
     if options.tubular_lesions_to_liver and hu is not None:
         # a tube is compared with the liver around it, so the box takes that liver in, liver check or not
-        reach = touching_or_within(ellipsoid_structure(RULES.tube_liver_reach_mm, spacing_zyx))
-        margin = [max(m, s // 2 + 1) for m, s in zip(margin, reach.shape)]
+        margin = [max(m, h + 1) for m, h in zip(margin, reach_voxels(RULES.tube_liver_reach_mm, spacing_zyx))]
     box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
@@ -416,8 +405,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[doubtful] = 1
             rule_of[doubtful & (rule_of == "")] = "uncertain"
     if check_liver:
-        margin_mm = max(float(options.liver_dilation_mm), 0.0)
-        new_value[~near_liver_components(region, components, count, structure, spacing_zyx, margin_mm)] = 0
+        new_value[~near_liver_components(region, components, count, spacing_zyx, margin_mm)] = 0
     new_value[0] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx)

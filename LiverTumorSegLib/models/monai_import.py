@@ -66,6 +66,7 @@ def monai_unet_class():
     """``monai.networks.nets.UNet``; imports MONAI first (see the module docstring) when it is not loaded yet."""
     with _IMPORT_LOCK:
         if "monai" not in sys.modules:
+            give_monai_a_user_name()  # every import path, not only segment's hidden one (train, evaluate, API)
             start = time.perf_counter()
             if _state["hide"]:
                 _state["hidden_import"] = import_monai_hiding(OPTIONAL_PACKAGES_HIDDEN)
@@ -78,10 +79,10 @@ def monai_unet_class():
     return UNet
 
 
-def _give_monai_a_user_name() -> None:
+def give_monai_a_user_name() -> None:
     """MONAI's import calls ``getpass.getuser()``, which raises KeyError for a user id without a passwd entry and
     without LOGNAME/USER (``docker run --user 54321``): every model then failed to build. Such a process gets
-    ``USER=uid<N>``; nothing else in it reads the name."""
+    ``USER=uid<N>``; nothing else in it reads the name. Called before any import of MONAI by this library."""
     import getpass
     import os
 
@@ -94,7 +95,6 @@ def _give_monai_a_user_name() -> None:
 def import_monai_hiding(names: Sequence[str]) -> bool:
     """Import ``monai`` while the modules ``names`` that are not imported yet are hidden; returns True, or False
     when that import failed and MONAI was imported normally instead (after discarding the partial import)."""
-    _give_monai_a_user_name()
     hidden = [name for name in names if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` now raises ImportError

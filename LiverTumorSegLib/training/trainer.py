@@ -229,6 +229,9 @@ def software_environment() -> Dict[str, Any]:
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
     try:
+        from ..models.monai_import import give_monai_a_user_name
+
+        give_monai_a_user_name()
         import monai
 
         versions["monai"] = monai.__version__

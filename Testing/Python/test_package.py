@@ -770,7 +770,7 @@ def test_without_a_home_folder_the_environment_and_a_temporary_folder_serve(tmp_
 
     monkeypatch.setattr(getpass, "getuser", no_user)  # MONAI's import calls it
     monkeypatch.delenv("USER", raising=False)
-    monai_import._give_monai_a_user_name()
+    monai_import.give_monai_a_user_name()
     assert os.environ["USER"].startswith("uid")
 
 

@@ -2,13 +2,13 @@
 applied, values are HU), with slice-position and memory checks."""
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError, option_hint
 from ..volume import CTVolume
-from .conversions import check_memory_for_read
+from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
 from .itk import _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
 
@@ -230,6 +230,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         if note:
             notes.append(note)
     volume = _volume_from_sitk(image, f"{folder} (series {chosen.uid})")
+    padded = _apply_pixel_padding(volume, reader, len(chosen.files))
+    if padded:
+        volume.meta["padding_voxels"] = padded
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
@@ -295,6 +298,54 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
                          f"acquisition as its own series.")
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
     return np.asarray(positions)
+
+
+PADDING_AIR_HU = -1024
+"""The value (HU) given to voxels that a series marks as padding (outside the reconstruction circle)."""
+PHYSICAL_HU_RANGE = (-1024.5, 3071.5)
+"""Padding that maps into this range (HU) is left alone: it cannot be told from tissue, and it is plausible CT."""
+
+
+def _padding_hu_interval(reader, index: int) -> Optional[Tuple[float, float]]:
+    """The HU interval that file ``index`` marks as padding (PixelPaddingValue, 0028,0120, and
+    PixelPaddingRangeLimit, 0028,0121, are *stored* values, before the rescale slope and intercept), or None.
+
+    A signed series (PixelRepresentation 1) whose padding was written unsigned (63536 for -2000) is read as the
+    two's complement of its BitsStored."""
+    padding = _tag_numbers(reader, index, "0028|0120")
+    if not padding:
+        return None
+    stored = [padding[0]] + (_tag_numbers(reader, index, "0028|0121") or [])[:1]
+    signed = (_tag_numbers(reader, index, "0028|0103") or [0])[0] == 1
+    bits = int((_tag_numbers(reader, index, "0028|0101") or [16])[0])
+    if signed and 0 < bits <= 32:
+        stored = [v - 2 ** bits if v >= 2 ** (bits - 1) else v for v in stored]
+    slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
+    intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
+    hu = [v * slope + intercept for v in stored]
+    margin = 0.5 * abs(slope)  # stored values are integers: half a step either side
+    return min(hu) - margin, max(hu) + margin
+
+
+def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:
+    """Set the voxels that the series marks as padding to air (:data:`PADDING_AIR_HU`), in place; returns how many.
+
+    ITK/GDCM apply the rescale but not the padding, so an unsigned series padded with 63536 read its corners as
+    +62512 HU (and was refused as "shifted by +1024"). Padding that maps into :data:`PHYSICAL_HU_RANGE` is left as
+    it is. ``volume.array`` is ``(z, y, x)`` with slice k read from file k (one file: every frame uses its tags)."""
+    padded = 0
+    array = volume.array
+    for k in range(array.shape[0]):
+        interval = _padding_hu_interval(reader, k if num_files > 1 else 0)
+        if interval is None or (PHYSICAL_HU_RANGE[0] <= interval[0] and interval[1] <= PHYSICAL_HU_RANGE[1]):
+            continue
+        mask = (array[k] >= interval[0]) & (array[k] <= interval[1])
+        if mask.any():
+            array[k][mask] = PADDING_AIR_HU
+            padded += int(mask.sum())
+    if padded:
+        volume.array = to_hu_dtype(array)
+    return padded
 
 
 def _tag_numbers(reader, index: int, tag: str) -> Optional[List[float]]:

@@ -103,3 +103,47 @@ def test_a_latin1_series_description_is_listed_and_chosen_as_written(tmp_path, c
     assert "Abdomen portalvenös" in [s.description for s in find_dicom_series(tmp_path / "study")]
     chosen = read_volume(tmp_path / "study", series="portalvenös")
     assert chosen.meta["series_description"] == "Abdomen portalvenös"
+
+
+def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0):
+    """Rewrite each file: stored = HU - intercept, with PixelPaddingValue ``padding`` outside the circle."""
+    import pydicom
+    for f in files:
+        ds = pydicom.dcmread(str(f))
+        hu = ds.pixel_array.astype(np.int32)
+        stored = hu - int(intercept)
+        stored[outside] = padding
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.RescaleIntercept = f"{intercept:g}"
+        ds.PixelPaddingValue = padding if not signed or padding >= 0 or vr == "SS" else padding & 0xFFFF
+        ds["PixelPaddingValue"].VR = vr
+        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+        ds.save_as(str(f))
+
+
+@pytest.mark.parametrize("padding, signed, vr", [(63536, False, "US"), (-2000, True, "SS"), (-2000, True, "US")],
+                         ids=["unsigned-63536", "signed-minus2000", "signed-written-unsigned"])
+def test_pixel_padding_reads_as_air_not_as_bone(tmp_path, ct, padding, signed, vr):
+    """ITK applies the rescale but not PixelPaddingValue: an unsigned series padded with 63536 (intercept -1024)
+    read its corners as +62512 HU and was refused as 'shifted by +1024'; a signed one read -3024 HU there."""
+    files = write_ct_series(tmp_path / "padded", ct)
+    yy, xx = np.mgrid[:32, :32]
+    outside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 > 16 ** 2
+    _pad_series(files, outside, padding, signed, vr)
+    volume = read_volume(tmp_path / "padded")
+    assert volume.meta["padding_voxels"] == int(outside.sum()) * ct.shape_zyx[0]
+    assert np.all(volume.array[:, outside] == -1024)
+    np.testing.assert_array_equal(volume.array[:, ~outside], np.asarray(ct.array)[:, ~outside])
+    assert volume.array.dtype == np.int16
+
+
+def test_padding_inside_the_hu_range_is_left_as_it_is(tmp_path, ct):
+    """Padding that maps to a plausible HU (stored 1024 with intercept -1024 is 0 HU, water) cannot be told from
+    tissue: every 0 HU voxel inside the body would turn to air. It is left alone."""
+    files = write_ct_series(tmp_path / "water_padding", ct)
+    outside = np.zeros((32, 32), bool)
+    outside[:2, :2] = True
+    _pad_series(files, outside, 1024, signed=False, vr="US")
+    volume = read_volume(tmp_path / "water_padding")
+    assert "padding_voxels" not in volume.meta
+    assert np.all(volume.array[:, outside] == 0)

@@ -31,15 +31,36 @@ def cache_dir() -> Path:
     return home_folder() / ".livertumorseg" / "cache"
 
 
+_MODELS_SOURCE_HASH: Optional[str] = None
+
+
+def models_source_hash() -> str:
+    """SHA-256 of the source of ``LiverTumorSegLib/models/*.py`` (computed once per process). The library's
+    version string does not change between commits of a clone, while an edited layer changes the estimate."""
+    global _MODELS_SOURCE_HASH
+    if _MODELS_SOURCE_HASH is None:
+        digest = hashlib.sha256()
+        for path in sorted((Path(__file__).parent / "models").glob("*.py")):
+            digest.update(path.name.encode("utf-8") + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"unreadable")
+        _MODELS_SOURCE_HASH = digest.hexdigest()
+    return _MODELS_SOURCE_HASH
+
+
 def plan_key(architecture: Mapping[str, Any], probe_hw: int) -> str:
-    """SHA-256 of everything the estimate depends on: the architecture block, the probe size, and the
-    library and torch versions (a new layer implementation may change the layer outputs)."""
+    """SHA-256 of everything the estimate depends on: the architecture block, the probe size, the library and
+    torch versions, and the model source (:func:`models_source_hash`: a new layer implementation may change the
+    layer outputs)."""
     import torch
 
     from . import __version__
 
     text = json.dumps({"architecture": architecture, "probe_hw": int(probe_hw), "library": __version__,
-                       "torch": torch.__version__}, sort_keys=True, default=str)
+                       "models_source": models_source_hash(), "torch": torch.__version__},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

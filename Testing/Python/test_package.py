@@ -579,6 +579,24 @@ def test_activation_estimate_is_computed_once_per_architecture(tmp_path, monkeyp
     assert len(calls) == 2                                             # other options: another key
 
 
+def test_activation_cache_key_changes_when_the_model_source_changes(tmp_path, monkeypatch):
+    """The key held the library version, which stays 0.1.0 between commits of a clone: an edited layer kept the
+    estimate of the old code."""
+    from LiverTumorSegLib import plan_cache
+    arch = {"name": "unet", "channels": [4, 8]}
+    monkeypatch.setattr(plan_cache, "_MODELS_SOURCE_HASH", None)
+    before = plan_cache.plan_key(arch, 64)
+    assert plan_cache.plan_key(arch, 64) == before                     # stable within one source
+    models = tmp_path / "LiverTumorSegLib" / "models"
+    models.mkdir(parents=True)
+    for path in (Path(plan_cache.__file__).parent / "models").glob("*.py"):
+        (models / path.name).write_bytes(path.read_bytes())
+    (models / "unet.py").write_text((models / "unet.py").read_text() + "\n# an edited layer\n")
+    monkeypatch.setattr(plan_cache, "__file__", str(models.parent / "plan_cache.py"))
+    monkeypatch.setattr(plan_cache, "_MODELS_SOURCE_HASH", None)
+    assert plan_cache.plan_key(arch, 64) != before
+
+
 def test_activation_cache_that_is_corrupt_or_unwritable_changes_nothing(tmp_path, monkeypatch):
     from LiverTumorSegLib import plan_cache
     cache = tmp_path / "cache"

@@ -568,14 +568,20 @@ def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPacka
                              f"(in a clone: git checkout -- Resources/Models/{path.name}).")
 
 
-def _warn_unlisted_bundled(path: Path) -> None:
+def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
     """Warn (once per file and process) that ``path``, in the bundled folder, is not in its
-    :data:`BUNDLED_CHECKSUMS` list: the release's whole-file check cannot vouch for it (before, it loaded without a
-    word; only its own weights and metadata hashes were checked)."""
+    :data:`BUNDLED_CHECKSUMS` list, or that the folder has no such list (``listed`` False): the release's whole-file
+    check cannot vouch for it (before, it loaded without a word; only its own weights and metadata hashes were
+    checked; a deleted list switched the check off for every bundled package)."""
     key = str(Path(path).absolute())
     if key in _UNLISTED_WARNED:
         return
     _UNLISTED_WARNED.add(key)
+    if not listed:
+        log.warning("warning: the bundled models folder (%s) has no %s, so the release's integrity check cannot "
+                    "vouch for model package '%s'. Restore the folder from the release (in a clone: git checkout -- "
+                    "Resources/Models).", bundled_models_dir(), BUNDLED_CHECKSUMS, path.name)
+        return
     log.warning("warning: model package '%s' lies in the bundled models folder but %s there does not list it, so "
                 "the release's integrity check cannot vouch for it. If you added it yourself, install it in the "
                 "user model folder (%s) instead; otherwise restore the folder from the release.", path,
@@ -594,8 +600,7 @@ def _verified_bundled_bytes(path: Path) -> Optional[bytes]:
     sums = read_bundled_checksums()  # {} when the folder has no list
     expected = sums.get(path.name)
     if expected is None:
-        if (bundled_models_dir() / BUNDLED_CHECKSUMS).is_file():
-            _warn_unlisted_bundled(path)
+        _warn_unlisted_bundled(path, listed=(bundled_models_dir() / BUNDLED_CHECKSUMS).is_file())
         return None
     data = path.read_bytes()
     found = hashlib.sha256(data).hexdigest()

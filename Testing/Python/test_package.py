@@ -713,6 +713,25 @@ def test_a_package_dropped_into_the_bundled_folder_unlisted_loads_with_a_warning
     assert "dropped.safetensors" in caplog.text and "user model folder" in caplog.text
 
 
+def test_a_bundled_folder_without_its_checksum_list_is_warned_about(tmp_path, monkeypatch, caplog):
+    """A deleted SHA256SUMS switched the whole-file check off for every bundled package without a word (a stop-34
+    known limit): an edited window level in the default would then run silently."""
+    import logging
+
+    from LiverTumorSegLib import package as package_module
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    save_model_package(models / "default.safetensors", _tiny_model(), PREP)
+    (models / package_module.BUNDLED_CHECKSUMS).unlink()
+    monkeypatch.setattr(package_module, "_UNLISTED_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.package"):
+        load_model_package(models / "default.safetensors")
+        load_model_package(models / "default.safetensors")
+    assert caplog.text.count("has no SHA256SUMS") == 1 and "default.safetensors" in caplog.text
+
+
 def test_any_64_bit_integer_in_metadata_is_read():
     """A training seed may be a 64-bit value; the integer bound refused it (the package could not be read)."""
     from LiverTumorSegLib.package import _bounded_int

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option_hint
 from .fileutil import atomic_output
 from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM
 from .volume import CTVolume, ImageGeometry
@@ -196,11 +196,11 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     if method == "auto":
         method = "ct" if has_ct else "liver"
     if method == "ct" and not has_ct:
-        raise InputError("Alignment 'ct' needs both --baseline-ct and --followup-ct.")
+        raise InputError(f"Alignment 'ct' needs both CTs ({_ct_options()}).")
     has_liver = bool((baseline.array >= 1).any() and (followup.array >= 1).any())
     if method == "liver" and not has_liver:
-        raise InputError("Cannot align on the liver: a label map has no liver (label 1 or 2); give both CTs "
-                         "(--baseline-ct, --followup-ct) or --alignment none.")
+        raise InputError(f"Cannot align on the liver: a label map has no liver (label 1 or 2); give both CTs "
+                         f"({_ct_options()}) or {_alignment_option('none')}.")
     if method == "none":
         transform = sitk.Euler3DTransform()
         return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform)))
@@ -221,7 +221,7 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
-                         f"check that both scans show the same region, or use --alignment none.") from None
+                         f"check that both scans show the same region, or use {_alignment_option('none')}.") from None
     aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform))
     if livers is not None:
         by_livers = _liver_dice_after(baseline, followup, livers)
@@ -251,13 +251,23 @@ def _align_livers(baseline: CTVolume, followup: CTVolume) -> Tuple[Any, float]:
     return _register(fixed, moving, initial, _registration_method("meansquares", fixed.GetSize()))
 
 
+def _ct_options() -> str:
+    return option_hint("--baseline-ct, --followup-ct", "baseline_ct=, followup_ct=")
+
+
+def _alignment_option(value: str) -> str:
+    """``--alignment VALUE`` for the command line, ``alignment='VALUE'`` for library calls (and the Slicer panel's
+    jobs, which call the library)."""
+    return option_hint(f"--alignment {value}", f"alignment='{value}'")
+
+
 def _checked(alignment: Alignment) -> Alignment:
     """``alignment`` with a warning when its livers overlap little (the lesion matching is then unreliable)."""
     if alignment.liver_dice is not None and alignment.liver_dice < LOW_LIVER_DICE:
         alignment.warnings.append(
             f"the livers overlap little after alignment (liver Dice {alignment.liver_dice:.3f} < {LOW_LIVER_DICE}): "
             f"the lesion matching and the response may be wrong; check that both scans show the same patient and "
-            f"region, or try another --alignment (ct, liver, none)")
+            f"region, or try another alignment ({_alignment_option('ct|liver|none')})")
     return alignment
 
 

@@ -450,3 +450,14 @@ def test_min_new_lesion_mm_must_be_finite(tmp_path, capsys, value):
     assert not (tmp_path / "change.json").exists()
     with pytest.raises(Exception, match="finite number >= 0"):
         compare_followup(labels_of(base), labels_of(follow), min_new_lesion_mm=float(value))
+
+
+def test_alignment_errors_name_the_library_argument_in_a_library_call():
+    """Library callers (and the Slicer panel) were told to use '--alignment none', a flag they do not have."""
+    from LiverTumorSegLib.errors import InputError, cli_wording
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    empty = CTVolume(np.zeros((4, 8, 8), np.uint8), geometry)
+    with pytest.raises(InputError, match=r"baseline_ct=, followup_ct=\) or alignment='none'"):
+        compare_followup(empty, empty, alignment="liver")
+    with cli_wording(), pytest.raises(InputError, match=r"--baseline-ct, --followup-ct\) or --alignment none"):
+        compare_followup(empty, empty, alignment="liver")

@@ -15,6 +15,11 @@ Channel specs (a list of dicts; order = network channel order inside one slice):
 Any spec may carry ``"name"`` (used in previews). Per-slice adaptive channels (hist_scaled without
 fixed bins, zscore, equalization) depend on the field of view: training gives each patch its whole slice's
 statistics (``SlicePreprocessor.slice_statistics``), except for CLAHE.
+
+Settings beyond any use are refused when read (a package, a ``--config`` file, a training preprocessing file),
+not found out as a hang or an out-of-memory hours later: window width >= 1 HU, ``n_bins`` <= 65536,
+``median_size`` <= 15 px, ``gaussian_sigma_mm`` <= 20 mm, ``clahe_tiles`` <= 64, ``crop_margin_mm`` <= 1000 mm,
+``pad_hu`` and ``body_threshold_hu`` within +-10000 HU (the ``MAX_*`` constants below).
 """
 import copy
 import json
@@ -58,10 +63,21 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def _integer(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise PreprocessingConfigError(f"{what} must be an integer >= {minimum}, got {value!r}.")
+def _integer(value: Any, what: str, minimum: int, maximum: Optional[int] = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise PreprocessingConfigError(f"{what} must be an integer {bound}, got {value!r}.")
     return int(value)
+
+
+MAX_HIST_BINS = 65536          # more bins than one slice has distinct HU values add nothing
+MAX_MEDIAN_SIZE = 15           # pixels; the papers use 3-5; 1001 took ~2 h per 512 x 512 slice
+MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: days per CT, a constant channel)
+MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
+MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
+MAX_CROP_MARGIN_MM = 1000.0
+HU_SETTING_RANGE = (-10000.0, 10000.0)  # pad_hu, body_threshold_hu: beyond any CT value, and float32-safe
 
 
 def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
@@ -70,7 +86,7 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
     if not isinstance(spec, dict):
         raise PreprocessingConfigError(f"{where} must be an object like {{\"kind\": \"window\", ...}}, got {spec!r}.")
     kind = spec.get("kind")
-    if kind not in CHANNEL_KEYS:
+    if not isinstance(kind, str) or kind not in CHANNEL_KEYS:
         raise PreprocessingConfigError(f"{where} has unknown kind {kind!r}; use one of {sorted(CHANNEL_KEYS)}.")
     unknown = set(spec) - CHANNEL_KEYS[kind]
     if unknown:
@@ -85,7 +101,7 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
         preset = spec.get("preset")
         if isinstance(preset, str):
             preset = window_preset_name(preset)
-        if preset is not None and preset not in WINDOW_PRESETS:
+        if preset is not None and (not isinstance(preset, str) or preset not in WINDOW_PRESETS):
             raise PreprocessingConfigError(f"{where} has unknown window preset {preset!r}; "
                                            f"use one of {sorted(WINDOW_PRESETS)}.")
         level = None if spec.get("level") is None else _number(spec["level"], f"{where} level")
@@ -94,13 +110,13 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
             level, width = resolve_window(preset, level, width)
         except InputError as exc:
             raise PreprocessingConfigError(f"{where}: {exc}") from None
-        if not width > 0:
-            raise PreprocessingConfigError(f"{where} width must be > 0 HU, got {width}.")
+        if not width >= MIN_WINDOW_WIDTH_HU:
+            raise PreprocessingConfigError(f"{where} width must be >= {MIN_WINDOW_WIDTH_HU:g} HU, got {width}.")
         if preset is not None:
             out["preset"] = preset
         out["level"], out["width"] = level, width
     elif kind == "hist_scaled":
-        out["n_bins"] = _integer(spec.get("n_bins", 100), f"{where} n_bins", 1)
+        out["n_bins"] = _integer(spec.get("n_bins", 100), f"{where} n_bins", 1, MAX_HIST_BINS)
         if spec.get("bins") is not None:
             bins = spec["bins"]
             if not isinstance(bins, (list, tuple)) or not bins:
@@ -179,22 +195,28 @@ class PreprocessingConfig:
         if not isinstance(self.crop_to_body, bool):
             raise PreprocessingConfigError(f"crop_to_body must be true or false, got {self.crop_to_body!r}.")
         self.crop_margin_mm = _number(self.crop_margin_mm, "crop_margin_mm")
-        if self.crop_margin_mm < 0:
-            raise PreprocessingConfigError("crop_margin_mm must be >= 0.")
-        self.body_threshold_hu = _number(self.body_threshold_hu, "body_threshold_hu")
-        self.pad_hu = _number(self.pad_hu, "pad_hu")
-        self.median_size = _integer(self.median_size, "median_size", 0)
+        if not 0 <= self.crop_margin_mm <= MAX_CROP_MARGIN_MM:
+            raise PreprocessingConfigError(f"crop_margin_mm must be from 0 to {MAX_CROP_MARGIN_MM:g} mm, got "
+                                           f"{self.crop_margin_mm}.")
+        for name in ("body_threshold_hu", "pad_hu"):
+            value = _number(getattr(self, name), name)
+            if not HU_SETTING_RANGE[0] <= value <= HU_SETTING_RANGE[1]:
+                raise PreprocessingConfigError(f"{name} must be from {HU_SETTING_RANGE[0]:g} to "
+                                               f"{HU_SETTING_RANGE[1]:g} HU, got {value}.")
+            setattr(self, name, value)
+        self.median_size = _integer(self.median_size, "median_size", 0, MAX_MEDIAN_SIZE)
         if self.median_size > 1 and self.median_size % 2 == 0:
             raise PreprocessingConfigError(f"median_size must be odd (3, 5, ...) or 0 for off, got {self.median_size}.")
         self.gaussian_sigma_mm = _number(self.gaussian_sigma_mm, "gaussian_sigma_mm")
-        if self.gaussian_sigma_mm < 0:
-            raise PreprocessingConfigError("gaussian_sigma_mm must be >= 0 (0 = off).")
+        if not 0 <= self.gaussian_sigma_mm <= MAX_GAUSSIAN_SIGMA_MM:
+            raise PreprocessingConfigError(f"gaussian_sigma_mm must be from 0 (off) to {MAX_GAUSSIAN_SIGMA_MM:g} mm, "
+                                           f"got {self.gaussian_sigma_mm}.")
         if self.equalize not in EQUALIZE_KINDS:
             raise PreprocessingConfigError(f"equalize must be null, \"histogram\" or \"clahe\", got {self.equalize!r}.")
         self.clahe_clip_limit = _number(self.clahe_clip_limit, "clahe_clip_limit")
         if not self.clahe_clip_limit > 0:
             raise PreprocessingConfigError("clahe_clip_limit must be > 0.")
-        self.clahe_tiles = _integer(self.clahe_tiles, "clahe_tiles", 1)
+        self.clahe_tiles = _integer(self.clahe_tiles, "clahe_tiles", 1, MAX_CLAHE_TILES)
 
     # ---- derived -----------------------------------------------------------------------------
     @property

@@ -85,11 +85,17 @@ def apply_equalization(x: np.ndarray, equalization: Tuple[np.ndarray, np.ndarray
     return _interp_rows(torch_from(rows), torch_from(centres), torch_from(mapped)).numpy().reshape(shape)
 
 
+CLAHE_MIN_TILE_PX = 8
+"""Fewer pixels per tile side than this and the tile count is lowered: a tile of a pixel or two has a histogram of
+one or two counts, which maps every pixel to 1.0 (a constant, white channel)."""
+
+
 def clahe(x: np.ndarray, clip_limit: float = 0.01, tiles: int = 8, n_bins: int = 256,
           value_range: Optional[Tuple[float, float]] = (0.0, 1.0)) -> np.ndarray:
     """Contrast-limited adaptive histogram equalization per slice -> [0, 1] float32, same shape.
 
-    ``tiles``: the slice is split into ``tiles x tiles`` regions; each gets its own equalization mapping
+    ``tiles``: the slice is split into ``tiles x tiles`` regions (fewer when a tile side would be under
+    :data:`CLAHE_MIN_TILE_PX` pixels); each gets its own equalization mapping
     whose histogram is clipped at ``clip_limit`` (fraction of the tile's pixels per bin, like skimage;
     larger = more contrast) with the excess spread evenly over all bins. Each pixel's output is the
     bilinear blend of the mappings of the four nearest tile centres (no tile seams).
@@ -105,6 +111,7 @@ def clahe(x: np.ndarray, clip_limit: float = 0.01, tiles: int = 8, n_bins: int =
         return np.zeros(shape, np.float32)
     lo, hi = _row_range(rows, value_range)
     idx = _bin_index(rows, lo, hi, n_bins).reshape(n, h, w)
+    tiles = max(1, min(tiles, min(h, w) // CLAHE_MIN_TILE_PX))  # 1-pixel tiles equalize every pixel to 1.0
     th, tw = -(-h // tiles), -(-w // tiles)
     ty, tx = -(-h // th), -(-w // tw)
     padded = np.pad(idx, ((0, 0), (0, ty * th - h), (0, tx * tw - w)), mode="edge")

@@ -57,8 +57,8 @@ def window_hu(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     ``level`` and ``width`` in HU; ``width`` must be > 0. Any array shape (e.g. ``(z, y, x)``).
     """
     width = float(width)
-    if not np.isfinite(width) or width <= 0:
-        raise InputError(f"Window width must be a positive number of HU, got {width}.")
+    if not np.isfinite(width) or width <= 0 or 1.0 / width > float(np.finfo(np.float32).max):
+        raise InputError(f"Window width must be a positive number of HU (at least 1e-38), got {width}.")
     low = float(level) - width / 2.0
     out = np.array(hu, dtype=np.float32, copy=True)
     out -= np.float32(low)

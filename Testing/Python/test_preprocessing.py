@@ -472,3 +472,37 @@ def test_config_takes_numpy_numbers_and_stores_python_ones():
     assert json.loads(json.dumps(data)) == data
     sized = PreprocessingConfig(target_spacing_mm=None, target_size=(np.int64(256), 256))
     assert json.loads(json.dumps(sized.to_dict()))["target_size"] == [256, 256]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"channels": [{"kind": ["window"]}]}, "unknown kind"),
+    ({"channels": [{"kind": "window", "preset": ["liver"]}]}, "unknown window preset"),
+    ({"channels": [{"kind": "hist_scaled", "n_bins": 10 ** 9}]}, "n_bins must be an integer from 1 to 65536"),
+    ({"median_size": 1001}, "median_size must be an integer from 0 to 15"),
+    ({"gaussian_sigma_mm": 1e6}, "gaussian_sigma_mm must be from 0"),
+    ({"clahe_tiles": 100000, "equalize": "clahe"}, "clahe_tiles must be an integer from 1 to 64"),
+    ({"channels": [{"kind": "window", "level": 40, "width": 1e-300}]}, "width must be >= 1 HU"),
+    ({"crop_margin_mm": 1e308}, "crop_margin_mm must be from 0 to 1000"),
+    ({"pad_hu": 1e39}, "pad_hu must be from -10000 to 10000"),
+], ids=["list-kind", "list-preset", "huge-bins", "huge-median", "huge-sigma", "huge-tiles", "tiny-width",
+        "huge-margin", "huge-pad"])
+def test_settings_beyond_any_use_are_refused_when_read(settings, message):
+    """An audit's reproductions: a list as kind/preset was an internal TypeError; n_bins 1e9 an out-of-memory
+    message blaming the machine; median 1001 ~2 h and sigma 1e6 mm days per CT; 1e5 CLAHE tiles a constant white
+    channel; width 1e-300 NaN at the window's edge; a 1e308 mm margin an internal error."""
+    with pytest.raises(PreprocessingConfigError, match=message):
+        PreprocessingConfig.from_dict(settings)
+
+
+def test_clahe_keeps_tiles_of_several_pixels():
+    """64 tiles on a 64 x 64 slice made 1-pixel tiles, each mapping its pixel to 1.0: a constant channel."""
+    rng = np.random.default_rng(5)
+    x = rng.random((64, 64)).astype(np.float32)
+    many = clahe(x, tiles=64)
+    assert many.std() > 0.1 and 0 <= many.min() and many.max() <= 1
+    np.testing.assert_array_equal(many, clahe(x, tiles=8))        # 64 // 8 px per tile side at most 8 tiles
+
+
+def test_window_hu_refuses_a_width_whose_scale_overflows():
+    with pytest.raises(InputError, match="Window width"):
+        window_hu(np.array([-10.0, 40.0, 100.0]), 40.0, 1e-300)

@@ -498,9 +498,9 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
     (became liver)). Volumes in mL.
     """
-    from ..io.labels import require_label_values
-    require_label_values(labels_zyx, "labels given to postprocess_labels")  # 258 became 2 (tumor), -1 255
-    labels = np.array(labels_zyx, dtype=np.uint8, copy=True)
+    from ..io.labels import as_label_array
+    # 258 became 2 (tumor), -1 255, 1.9999 liver
+    labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True)
     if not (labels >= 1).any():
         return labels
     reorientation = None

@@ -104,6 +104,17 @@ def require_label_values(array: np.ndarray, source: str = "label map") -> None:
         check_label_values(array, source)
 
 
+def as_label_array(array: np.ndarray, source: str = "label map") -> np.ndarray:
+    """``array`` as a uint8 0/1/2 map after :func:`require_label_values` (itself when it already is uint8):
+    floats within :data:`NEAR_INTEGER_TOLERANCE` of 1 and 2 are rounded, not tested as they are (1.9999 >= 1 but
+    != 2 made a tumor voxel liver, and uint8 casting truncated it to 1)."""
+    array = np.asarray(array)
+    require_label_values(array, source)
+    if array.dtype == np.uint8:
+        return array
+    return check_label_values(array, source) if array.dtype.kind == "f" else array.astype(np.uint8)
+
+
 def check_label_values(array: np.ndarray, source: str = "label map",
                        allowed_values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
     """Return ``array`` as uint8 after checking it holds only integers in ``allowed_values`` (floats within

@@ -83,6 +83,28 @@ def test_lesion_report_refuses_label_values_it_cannot_read():
         lesion_report(np.full((3, 4, 5), 0.5), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
 
 
+def test_near_integer_float_labels_are_read_as_the_integers_they_round_to():
+    """The value check accepts 1.9999 as 2 (within 1e-3), but the report then tested the floats as they were:
+    '== 2' found no tumor and '>= 1' no liver at 0.9999, so a 0.064 mL lesion became 0 lesions; post-processing
+    truncated 1.9999 to liver."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_components, lesion_report
+    from LiverTumorSegLib.inference.postprocess import postprocess_labels
+    from LiverTumorSegLib.volume import ImageGeometry
+    labels = np.zeros((8, 8, 8), np.float32)
+    labels[:, :, :] = 0.0
+    labels[0:8, 0:8, 0:1] = 0.9999                       # 64 liver voxels
+    labels[2:6, 2:6, 2:6] = 0.9999
+    labels[3:5, 3:5, 3:5] = 1.9999                       # 8 tumor voxels
+    exact = np.round(labels).astype(np.uint8)
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.0))
+    report = lesion_report(labels, geometry)
+    assert report["lesion_count"] == 1 and report == lesion_report(exact, geometry)
+    assert report["tumor_volume_ml"] == pytest.approx(8 * 0.008)
+    assert lesion_components(labels, geometry)[1] == 1
+    np.testing.assert_array_equal(postprocess_labels(labels, (2.0, 2.0, 2.0)),
+                                  postprocess_labels(exact, (2.0, 2.0, 2.0)))
+
+
 def test_measure_prints_a_fractional_recist_minimum_as_it_is():
     """With 6.25 mm slices RECIST's minimum is 12.5 mm (twice the slice thickness); the console said '12 mm',
     beside a 12.2 mm lesion that is (rightly) not a target."""

@@ -85,6 +85,20 @@ def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[flo
     check_orthogonal_axes(cosines.reshape(3, 3), source)
 
 
+def unit_direction(spacing_xyz: Sequence[float], direction: Sequence[float]
+                   ) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """``(spacing, direction)`` with each direction column scaled to unit length and its length moved into the
+    spacing: ITK's physical step of axis k is ``D[:, k] * spacing[k]``, so a MetaImage ``TransformMatrix`` of
+    ``2 0 0 ...`` steps 2 mm along x. Kept as read, positions and diameters used 2 mm while volumes (the product
+    of the spacings) used 1 mm. Spacing ``(x, y, z)`` mm, direction the 9 row-major cosines."""
+    d = np.asarray([float(v) for v in direction], dtype=float).reshape(3, 3)
+    norms = np.linalg.norm(d, axis=0)
+    if np.allclose(norms, 1.0, rtol=0, atol=1e-6) or not np.all(norms > 0):
+        return tuple(float(v) for v in spacing_xyz[:3]), tuple(float(v) for v in d.ravel())
+    spacing = tuple(float(s) * float(n) for s, n in zip(spacing_xyz[:3], norms))
+    return spacing, tuple(float(v) for v in (d / norms).ravel())
+
+
 ORTHOGONALITY_TOLERANCE = 1e-3
 """Largest accepted deviation of ``D^T D`` from the identity for a direction matrix ``D`` (unit columns):
 1e-3 is an angle of about 0.06 degrees between two axes (a volume error of 0.1 %), above the rounding of

@@ -8,7 +8,7 @@ from typing import Iterator, Tuple
 from ..errors import InputError
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
-from .conversions import _check_3d_shape, check_geometry_values, check_memory_for_read, to_hu_dtype
+from .conversions import _check_3d_shape, check_geometry_values, check_memory_for_read, to_hu_dtype, unit_direction
 
 
 def _sitk():
@@ -62,7 +62,8 @@ def _volume_from_sitk(image, source: str) -> CTVolume:
         image = sitk.Extract(image, extract, index)
     check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
     array = to_hu_dtype(sitk.GetArrayFromImage(image))
-    geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+    spacing, direction = unit_direction(image.GetSpacing(), image.GetDirection())
+    geometry = ImageGeometry(spacing=spacing, origin=image.GetOrigin(), direction=direction)
     return CTVolume(array=array, geometry=geometry, source=source)
 
 

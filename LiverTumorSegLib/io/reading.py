@@ -6,6 +6,7 @@ from ..fileutil import check_path_encoding, full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import _SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike
+from .conversions import unit_direction
 from .itk import _read_itk_file
 from .nifti import _read_nifti
 
@@ -65,8 +66,8 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
                 reader.ReadImageInformation()
         except RuntimeError:
             raise InputError(f"Cannot read the header of '{path}'.") from None
-        geometry = ImageGeometry(spacing=tuple(reader.GetSpacing())[:3], origin=tuple(reader.GetOrigin())[:3],
-                                 direction=_direction_3d(reader))
+        spacing, direction = unit_direction(tuple(reader.GetSpacing())[:3], _direction_3d(reader))
+        geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])
     else:
         raise InputError(f"'{path}' is not a NIfTI, NRRD or MetaImage file.")

@@ -784,3 +784,25 @@ def test_write_volume_stores_big_endian_arrays(tmp_path, suffix, dtype):
     back = read_volume(path)
     np.testing.assert_array_equal(back.array, values.astype(values.dtype.newbyteorder("=")))
     assert back.geometry.almost_equal(geometry)
+
+
+def test_a_metaimage_direction_with_non_unit_columns_moves_its_length_into_the_spacing(tmp_path):
+    """ITK steps D[:, k] * spacing[k]: 'TransformMatrix = 2 0 0 ...' with 1 mm spacing is a 2 mm x step. The
+    geometry kept the non-unit column, so diameters used 2 mm and volumes 1 mm (a 2 mL lesion reported 1 mL)."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+    n = 20
+    labels = np.ones((n, n, n), np.uint8)
+    labels[5:15, 5:15, 5:15] = 2                                   # 10 x 10 x 10 voxels
+    header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+              "CompressedData = False\nTransformMatrix = 2 0 0 0 1 0 0 0 1\nOffset = 0 0 0\n"
+              f"ElementSpacing = 1 1 1\nDimSize = {n} {n} {n}\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n")
+    path = tmp_path / "labels.mha"
+    path.write_bytes(header.encode() + labels.tobytes())
+    volume = read_label_map(path)
+    np.testing.assert_allclose(volume.geometry.spacing, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(volume.geometry.direction_matrix, np.eye(3))
+    geometry, shape = read_header_geometry(path)
+    np.testing.assert_allclose(geometry.spacing, (2.0, 1.0, 1.0))
+    report = lesion_report(volume.array, volume.geometry)
+    assert report["lesions"][0]["volume_ml"] == pytest.approx(2.0)     # a 20 x 10 x 10 mm box

@@ -280,15 +280,15 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
     if prob_path is not None:
         from ..errors import LabelError
         from ..io import read_volume
-        from ..io.labels import describe_grid_mismatch
+        from ..io.labels import describe_grid_mismatch, onto_reference_grid
 
-        prob_volume = read_volume(prob_path)
-        problems = describe_grid_mismatch(prob_volume, ref, 1e-3)
-        if problems:
+        read = read_volume(prob_path)
+        prob_volume = onto_reference_grid(read, ref, 1e-3)  # the prediction's grid in another axis order is fine
+        if prob_volume is None:
             raise LabelError(f"case '{case}': probability map '{prob_path}' is not on the reference's grid: "
-                             f"{'; '.join(problems)}. Give the map written with this prediction "
-                             f"(segment --probabilities).")
-        prob = probability_scores(prob_volume.array, prob_path, prob_volume.meta.get("content", ""))
+                             f"{'; '.join(describe_grid_mismatch(read, ref, 1e-3))}. Give the map written with "
+                             f"this prediction (segment --probabilities).")
+        prob = probability_scores(prob_volume.array, prob_path, read.meta.get("content", ""))
     return pred, ref, prob
 
 
@@ -298,6 +298,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     written, so an unreadable CT stops the run with nothing left behind. Returns one dict per overlay:
     ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
     from ..io import read_volume
+    from ..io.labels import onto_reference_grid
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
 
@@ -314,8 +315,8 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         ref_c, reorientation = canonicalize(ref)
         image = None
         if case in images:
-            ct = read_volume(images[case])
-            if ct.shape_zyx == ref.shape_zyx and ct.geometry.almost_equal(ref.geometry, tol=1e-3):
+            ct = onto_reference_grid(read_volume(images[case]), ref, 1e-3)  # also in another axis order
+            if ct is not None:
                 image = reorientation.to_canonical(ct.array)
             else:
                 log.warning("warning: CT '%s' is not on the label grid of case '%s'; overlay without CT",

@@ -42,25 +42,38 @@ def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
-def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
-    """Return ``label`` on the reference's grid; same grid in another axis order is reoriented."""
-    problems = describe_grid_mismatch(label, reference, tolerance)
-    if not problems:
-        return label
+def onto_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
+                        note: str = "stored in another axis order than its reference; reoriented onto it"
+                        ) -> Optional[CTVolume]:
+    """``volume`` on the reference's grid: itself when the grids match, reoriented when it is the same grid
+    stored in another axis order (e.g. LPS vs RAS, a flipped or permuted file), None when the grids differ.
+    Any voxel type (labels, a CT, a probability map)."""
+    if not describe_grid_mismatch(volume, reference, tolerance):
+        return volume
     from ..orientation import plan_reorientation
 
-    lab_reo = plan_reorientation(label.geometry, label.shape_zyx)
+    vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx)
     ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
-    lab_canon = CTVolume(array=lab_reo.to_canonical(label.array), geometry=lab_reo.canonical_geometry,
-                         source=label.source)
+    vol_canon = CTVolume(array=vol_reo.to_canonical(volume.array), geometry=vol_reo.canonical_geometry,
+                         source=volume.source)
     ref_canon = CTVolume(array=np.zeros((1, 1, 1), np.uint8), geometry=ref_reo.canonical_geometry,
                          source=reference.source)
-    if tuple(lab_canon.shape_zyx) == tuple(ref_reo.canonical_shape) and \
-            not describe_grid_mismatch(lab_canon, ref_canon, tolerance, compare_shape=False):
-        arr = ref_reo.from_canonical(lab_canon.array)
-        out = CTVolume(array=arr, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
-        out.meta.setdefault("warnings", []).append("label map stored in another axis order; reoriented to the CT")
-        return out
+    if tuple(vol_canon.shape_zyx) != tuple(ref_reo.canonical_shape) or \
+            describe_grid_mismatch(vol_canon, ref_canon, tolerance, compare_shape=False):
+        return None
+    out = CTVolume(array=ref_reo.from_canonical(vol_canon.array), geometry=reference.geometry,
+                   source=volume.source, meta=dict(volume.meta))
+    out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
+    return out
+
+
+def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
+    """Return ``label`` on the reference's grid (:func:`onto_reference_grid`), else raise LabelError."""
+    matched = onto_reference_grid(label, reference, tolerance,
+                                  "label map stored in another axis order; reoriented to the CT")
+    if matched is not None:
+        return matched
+    problems = describe_grid_mismatch(label, reference, tolerance)
     raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
                      + "; ".join(problems) + ". Use the label map made for this image (same grid), or resample it "
                      "onto the reference grid first.")

@@ -344,3 +344,39 @@ def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, capsys
     code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", Path("/sys/eval_out"))
     err = capsys.readouterr().err
     assert code == 2 and "'/sys' is not writable" in err and ".evaluate." not in err
+
+
+def test_a_probability_map_and_ct_on_the_predictions_axis_order_are_reoriented_like_the_prediction(tmp_path,
+                                                                                                      capsys, caplog):
+    """The reference stores the grid with x reversed; the prediction was reoriented onto it, but its probability
+    map (same file layout as the prediction) was refused ('Give the map written with this prediction', which it
+    was), and an --images CT in that layout was drawn as a black overlay. Known answer: the map is 0.9 on tumor
+    and 0.2 on liver, so the tumor ROC AUC is exactly 1."""
+    import logging
+
+    import nibabel as nib
+    spacing = (0.7, 0.8, 2.5)
+    shape = (20, 21, 22)                                            # (x, y, z) as nibabel stores it
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    affine[:3, 3] = [10, 20, -30]
+    labels = np.zeros(shape, np.uint8)
+    labels[5:15, 5:15, 5:15] = 1
+    labels[7:10, 7:10, 7:10] = 2
+    prob = np.where(labels == 2, 0.9, np.where(labels == 1, 0.2, 0.0)).astype(np.float32)
+    ct = np.where(labels >= 1, 60, -1000).astype(np.int16)
+    flipped = affine.copy()
+    flipped[0, 0] = spacing[0]
+    flipped[0, 3] = affine[0, 3] + affine[0, 0] * (shape[0] - 1)
+    for folder in ("pred", "ref", "prob", "ct"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(labels[::-1].copy(), flipped), tmp_path / "ref" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "pred" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(prob, affine), tmp_path / "prob" / "a.nii.gz")
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct" / "a.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--prob", tmp_path / "prob",
+                         "--images", tmp_path / "ct", "-o", tmp_path / "out", "--no-surface")
+    assert code == 0, capsys.readouterr().err
+    row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert float(row["roc_auc_tumor"]) == pytest.approx(1.0) and float(row["dice_tumor"]) == 1.0
+    assert "overlay without CT" not in caplog.text

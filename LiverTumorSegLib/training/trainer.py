@@ -527,6 +527,13 @@ class Trainer:
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
                                         f"--overwrite to write the package again.")
+            bad = int(((decode_json(payload, "state") or {}).get("early") or {}).get("bad_epochs", 0))
+            if 0 < cfg.early_stopping_patience <= bad and not cfg.overwrite:
+                # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
+                raise OutputExistsError(f"The run in '{self.log_dir}' stopped early after {done} epochs ({bad} "
+                                        f"validation(s) without improvement, patience "
+                                        f"{cfg.early_stopping_patience}); nothing to resume. Pass a larger "
+                                        f"--early-stopping-patience to train on, or --overwrite to start over.")
         if self.last_path.exists() and not cfg.resume and not cfg.overwrite:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
@@ -655,9 +662,30 @@ class Trainer:
         if int(payload.get("step_in_epoch", 0)):  # the interrupted epoch's time so far counts in its epoch_time_s
             self.epoch_elapsed_before = float(state.get("epoch_elapsed_s", 0.0))
         self.global_step = int(payload["global_step"])
-        if self.best_path.is_file():
-            self.best_state = load_checkpoint_weights(self.best_path)
+        self.best_state = self._restored_best_state()
         return int(payload["epoch"]), int(payload.get("step_in_epoch", 0))
+
+    def _restored_best_state(self) -> Optional[Dict[str, torch.Tensor]]:
+        """The weights of this run's best validation, from best.pt: only when the restored tracker found a best
+        and best.pt records that epoch. A run restarted with --overwrite (e.g. the recipe's final run on all
+        data, without validation) found the earlier run's best.pt and packaged those weights instead of its
+        own."""
+        if self.best.best_epoch < 1 or not self.best_path.is_file():
+            return None
+        saved = load_checkpoint(self.best_path, map_location="cpu", required=("model", "epoch"))
+        if int(saved["epoch"]) != self.best.best_epoch:
+            self.log(f"warning: '{self.best_path}' holds epoch {saved['epoch']}, not this run's best epoch "
+                     f"{self.best.best_epoch}; it is not used")
+            return None
+        return saved["model"]
+
+    def _clear_earlier_run(self) -> None:
+        """A fresh start (no --resume) in a folder of an earlier run: remove that run's checkpoints, so neither a
+        later --resume nor the package can pick them up."""
+        if not self.dist.is_main:
+            return
+        for path in [self.last_path, self.best_path] + sorted(self.ckpt_dir.glob("last_rng_rank*.pt")):
+            path.unlink(missing_ok=True)
 
     # -- the loop
     def fit(self) -> TrainResult:
@@ -673,8 +701,10 @@ class Trainer:
                 start_epoch, start_step = int(self.history[-1]["epoch"]), 0  # checkpoints of older versions
                 self.loss_sum, self.loss_count = 0.0, 0
             self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1}, step {self.global_step}")
-        elif cfg.resume:
-            self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")
+        else:
+            if cfg.resume:
+                self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")
+            self._clear_earlier_run()
         csv_log = CsvLog(self.log_dir / "log.csv")
         if self.dist.is_main:
             if start_epoch == 0 and start_step == 0 and (self.log_dir / "log.csv").exists():
@@ -953,10 +983,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def _f(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def load_checkpoint_weights(path) -> Dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
 
 
 def grad_scaler(device_type: str, enabled: bool) -> "torch.amp.GradScaler":

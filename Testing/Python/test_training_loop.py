@@ -247,6 +247,48 @@ def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_opt
     assert train(cfg.updated({"resume": True}), log=lambda s: None).global_step == 6  # as it was: resumes
 
 
+def test_a_run_restarted_with_overwrite_and_resumed_packages_its_own_weights(data_csv, tmp_path):
+    """The recipe's final run on all data (--overwrite, no validation) in the folder of a validated run, killed
+    and resumed: restore() loaded the earlier run's best.pt, so the package held run A's weights, not B's."""
+    from safetensors.torch import load_file
+    out = tmp_path / "out"
+    out.mkdir()
+    quiet = dict(log=lambda s: None)
+    train(tiny_config(data_csv, out, val_fraction=0.34), **quiet)
+    best = out / "model_train" / "checkpoints" / "best.pt"
+    best_a = _weights(best)
+    cfg_b = tiny_config(data_csv, out, val_fraction=0.0, lr=1e-2, overwrite=True)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg_b, callbacks=[RaiseAt(4, RuntimeError("killed"))], **quiet)
+    assert not best.exists()                       # a fresh start clears the earlier run's checkpoints
+    result = train(cfg_b.updated({"resume": True, "overwrite": False}), **quiet)
+    last_b = _weights(out / "model_train" / "checkpoints" / "last.pt")
+    package = load_file(str(result.package_path))
+
+    def matches(state):
+        return sum(1 for k, v in package.items() for name, w in state.items()
+                   if w.is_floating_point() and k.endswith(name) and v.shape == w.shape and torch.equal(v.float(),
+                                                                                                       w.float()))
+    assert matches(last_b) > 0 and matches(best_a) == 0
+
+
+def test_resume_of_a_run_that_stopped_early_is_refused_as_finished(data_csv, tmp_path):
+    """--resume trained on past an early stop and replaced the package (crossval --resume treats such a run as
+    finished). A larger patience may still continue it."""
+    from LiverTumorSegLib.errors import OutputExistsError
+    out = tmp_path / "out"
+    out.mkdir()
+    quiet = dict(log=lambda s: None)
+    # a learning rate of 1e-12 cannot move any voxel's argmax: the score never improves after epoch 1
+    cfg = tiny_config(data_csv, out, epochs=6, lr=1e-12, weight_decay=0.0, early_stopping_patience=1,
+                      augmentation={"enabled": False})
+    first = train(cfg, **quiet)
+    assert first.stop_reason == "early_stopping" and first.epochs_completed == 2
+    with pytest.raises(OutputExistsError, match="stopped early after 2 epochs"):
+        train(cfg.updated({"resume": True}), **quiet)
+    assert train(cfg.updated({"resume": True, "early_stopping_patience": 2}), **quiet).epochs_completed == 3
+
+
 def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(data_csv, tmp_path):
     """CLAHE is computed on each training patch but on the whole slice at inference: training says so. A z-score
     (or histogram-scaled, globally equalized) channel, computed on the patch until an audit found inputs 8.7

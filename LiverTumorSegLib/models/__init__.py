@@ -20,7 +20,7 @@ Use :func:`split_deep_supervision` to handle both.
 """
 import copy
 import importlib
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 
@@ -66,6 +66,15 @@ def _module(name: str):
 def default_options(name: str) -> Dict[str, Any]:
     """The options (with their defaults) architecture ``name`` accepts."""
     return _json_able(copy.deepcopy(_module(name).DEFAULT_OPTIONS))
+
+
+def training_output_count(name: str, options: Optional[Dict[str, Any]] = None) -> int:
+    """Outputs architecture ``name`` gives in training mode: 1, or with ``deep_supervision`` the main output plus
+    one auxiliary head per decoder level but the last (``len(channels) - 1`` in all)."""
+    resolved = dict(default_options(name), **(options or {}))
+    if resolved.get("deep_supervision"):
+        return max(1, len(resolved.get("channels") or ()) - 1)
+    return 1
 
 
 def _json_able(value: Any) -> Any:

@@ -213,6 +213,50 @@ class TrainConfig:
                 raise InputError(f"label_map maps {key} to {value!r}; targets must be 0, 1 or 2.")
         for name in ("class_weights", "deep_supervision_weights"):
             _check_weights(name, getattr(self, name))
+        self._check_numeric_ranges()
+        self._check_nested_options()
+
+    # (option, low, high, low inclusive, high inclusive): a value outside was an internal error after every case
+    # was cached (seed -1, lr -1, plateau_factor 1.5) or trained silently (tumor_slice_fraction 7)
+    _RANGES = (("lr", 0.0, 10.0, False, True),
+               ("weight_decay", 0.0, 10.0, True, True), ("momentum", 0.0, 1.0, True, False),
+               ("plateau_factor", 0.0, 1.0, False, False), ("gamma", 0.0, 1.0, False, True),
+               ("tumor_slice_fraction", 0.0, 1.0, True, True), ("grad_clip", 0.0, math.inf, True, False),
+               ("max_time_minutes", 0.0, math.inf, True, False))
+    _NON_NEGATIVE_INTEGERS = ("warmup", "plateau_patience", "val_max_slices", "num_workers",
+                              "early_stopping_patience", "checkpoint_every_steps")
+    _POSITIVE_INTEGERS = ("step_size", "val_every")
+
+    def _check_numeric_ranges(self) -> None:
+        for name, low, high, low_in, high_in in self._RANGES:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+                (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+            if not ok:
+                span = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+                raise InputError(f"Option {name} must be a finite number in {span} (got {value!r}).")
+        for names, minimum in ((self._NON_NEGATIVE_INTEGERS, 0), (self._POSITIVE_INTEGERS, 1)):
+            for name in names:
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                    raise InputError(f"Option {name} must be a whole number >= {minimum} (got {value!r}).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 32:
+            raise InputError(f"Option seed must be a whole number from 0 to {2 ** 32 - 1} (numpy's seed range; got "
+                             f"{self.seed!r}).")
+
+    def _check_nested_options(self) -> None:
+        """Build the augmentation and synthetic-lesion settings now, so a typo is refused before any case is
+        cached (hours on LiTS), also when 'auto' later turns synthetic lesions off; ``enabled`` must be a real
+        true/false (the text "false" turned augmentation on)."""
+        from .augmentation import AugmentationConfig
+        from .synthetic_lesions import LesionConfig
+
+        augmentation = dict(self.augmentation or {})
+        enabled = augmentation.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise InputError(f"augmentation 'enabled' must be true or false (JSON), got {enabled!r}.")
+        AugmentationConfig.from_dict(augmentation)
+        LesionConfig.from_dict(dict(self.lesions or {}))
 
     # ----------------------------------------------------------------- derived values
     @property

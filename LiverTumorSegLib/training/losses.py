@@ -102,6 +102,12 @@ class DeepSupervisionLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, aux: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         outputs = [logits] + list(aux)
+        if self.weights is not None and len(self.weights) != len(outputs):
+            # [0, 1] for a network without auxiliary heads trained the main output with weight 1; extra weights
+            # were dropped without a word
+            raise InputError(f"deep_supervision_weights has {len(self.weights)} value(s) but the network gives "
+                             f"{len(outputs)} output(s) (the main one first, then its auxiliary heads); give one "
+                             f"weight per output, or leave it out for the default 1, 1/2, 1/4, ...")
         weights = self.level_weights(len(outputs))
         total = logits.new_zeros((), dtype=torch.float32)
         for w, out in zip(weights, outputs):

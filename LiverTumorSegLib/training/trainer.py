@@ -435,6 +435,7 @@ class Trainer:
         self._check_outputs()
         self.pre_config = build_preprocessing(cfg.preprocessing)
         check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
+        _check_deep_supervision_weights(cfg)
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
@@ -983,6 +984,20 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def _f(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _check_deep_supervision_weights(cfg: TrainConfig) -> None:
+    """One weight per training output, refused before any case is cached (the loss checks it again per step)."""
+    if cfg.deep_supervision_weights is None:
+        return
+    from ..models import training_output_count
+
+    count = training_output_count(cfg.model, cfg.model_options)
+    if len(cfg.deep_supervision_weights) != count:
+        hint = (" (it has no auxiliary heads: model_options deep_supervision is off)" if count == 1 else "")
+        raise InputError(f"deep_supervision_weights has {len(cfg.deep_supervision_weights)} value(s) but model "
+                         f"'{cfg.model}' gives {count} output(s) in training{hint}; give one weight per output "
+                         f"(main first), or leave it out.")
 
 
 def grad_scaler(device_type: str, enabled: bool) -> "torch.amp.GradScaler":

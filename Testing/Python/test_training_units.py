@@ -97,6 +97,19 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     ({"class_weights": [1, -1, 1]}, "finite numbers >= 0"),
     ({"class_weights": [0, 0, 0]}, "at least one weight above 0"),
     ({"deep_supervision_weights": "1,0.5"}, "finite numbers >= 0"),
+    # an audit's reproductions: internal errors after every case was cached, or silently used
+    ({"seed": -1}, "seed must be a whole number from 0"),
+    ({"lr": -1.0}, r"lr must be a finite number in \(0, 10\]"),
+    ({"lr": float("nan")}, "lr .*must be a finite number"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"momentum": -0.5}, "momentum"),
+    ({"plateau_factor": 1.5}, r"plateau_factor must be a finite number in \(0, 1\)"),
+    ({"tumor_slice_fraction": 7.0}, "tumor_slice_fraction"),
+    ({"tumor_slice_fraction": -0.5}, "tumor_slice_fraction"),
+    ({"val_every": 0}, "val_every must be a whole number >= 1"),
+    ({"augmentation": {"enabled": "false"}}, "'enabled' must be true or false"),
+    ({"augmentation": {"rotation_probabilty": 0.5}}, "Unknown AugmentationConfig keys"),
+    ({"lesions": {"bogus_key": 1}}, "Unknown LesionConfig keys"),
 ])
 def test_config_refuses_options_of_the_wrong_type_in_one_line(values, words):
     """These were internal errors (AttributeError, ValueError) or, for NaN class weights, a failure after
@@ -155,6 +168,24 @@ def test_deep_supervision_weights_and_upsampling():
     ds = DeepSupervisionLoss(base)
     assert ds.level_weights(2) == pytest.approx([2 / 3, 1 / 3])
     assert float(ds(main, [aux], target)) == pytest.approx(math.log(3) / 3, rel=1e-3)
+
+
+def test_deep_supervision_weights_must_name_one_weight_per_output(tmp_path):
+    """[0, 1] for a network without auxiliary heads trained the main output with weight 1, and a third weight
+    for two outputs was dropped, both without a word. The count is checked before caching and at every step."""
+    from LiverTumorSegLib.models import training_output_count
+    from LiverTumorSegLib.training.trainer import _check_deep_supervision_weights
+    assert training_output_count("unet") == 1 and training_output_count("attention_unet") == 1
+    assert training_output_count("attention_unet", {"channels": [4, 8, 16, 32], "deep_supervision": True}) == 3
+    with pytest.raises(InputError, match="2 value.*gives 1 output.*deep_supervision is off"):
+        _check_deep_supervision_weights(TrainConfig.from_dict({"model": "attention_unet",
+                                                               "deep_supervision_weights": [0.0, 1.0]}))
+    _check_deep_supervision_weights(TrainConfig.from_dict({"model": "dalunet", "model_options": {
+        "channels": [4, 8, 16]}, "deep_supervision_weights": [1.0, 0.5]}))  # 2 outputs: accepted
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    with pytest.raises(InputError, match="3 value.*2 output"):
+        DeepSupervisionLoss(SegmentationLoss("ce"), [0.2, 0.3, 0.5])(_onehot_logits(target),
+                                                                     [torch.zeros(1, 3, 4, 4)], target)
 
 
 # ----------------------------------------------------------------------------------------------- optim

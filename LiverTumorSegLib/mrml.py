@@ -320,6 +320,23 @@ def _apply_segment_spec(segment, spec: SegmentSpec) -> None:
     segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology_tag())
 
 
+def check_labelmap_output(segmentation_node) -> None:
+    """Refuse an output segmentation whose segments are stored as another representation (closed surfaces from
+    an STL, planar contours): writing voxel labels into it would convert them (small lesions would be lost). The
+    panel calls it before a run starts; before, the refusal came after the whole run."""
+    import slicer
+    if segmentation_node is None:
+        return
+    segmentation = segmentation_node.GetSegmentation()
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    source_name = (segmentation.GetSourceRepresentationName() if hasattr(segmentation, "GetSourceRepresentationName")
+                   else segmentation.GetMasterRepresentationName())  # Slicer < 5.4 calls it master
+    if segmentation.GetNumberOfSegments() and source_name != labelmap_name:
+        raise InputError(f"Segmentation '{segmentation_node.GetName()}' stores its segments as '{source_name}', not as "
+                         f"labelmaps; writing voxel labels into it would convert them (small lesions would be lost). "
+                         f"Choose 'Create new' or a labelmap-based segmentation as the output.")
+
+
 def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGeometry,
                                 segmentation_node=None, reference_volume_node=None,
                                 replace_existing: bool = True, name: str = "Liver segmentation"):
@@ -361,13 +378,8 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
                 scene.RemoveNode(display)
         raise
     segmentation = segmentation_node.GetSegmentation()
+    check_labelmap_output(segmentation_node)
     labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-    source_name = (segmentation.GetSourceRepresentationName() if hasattr(segmentation, "GetSourceRepresentationName")
-                   else segmentation.GetMasterRepresentationName())  # Slicer < 5.4 calls it master
-    if segmentation.GetNumberOfSegments() and source_name != labelmap_name:
-        raise InputError(f"Segmentation '{segmentation_node.GetName()}' stores its segments as '{source_name}', not as "
-                         f"labelmaps; writing voxel labels into it would convert them (small lesions would be lost). "
-                         f"Choose 'Create new' or a labelmap-based segmentation as the output.")
     if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid
         _set_reference_geometry(segmentation_node, local, labels.shape)
     if reference_volume_node is not None:

@@ -77,6 +77,9 @@ class FollowupJob(ChildJob):
         change = self._result_json(code, "change.json")
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process")
+        if not all(self._scene.IsNodePresent(node) for node in self._nodes):
+            raise InputError("A segmentation or CT was removed from the scene while it was compared; no change table "
+                             "was made.")
         baseline, followup = self._nodes[0], self._nodes[2]
         reuse = self._table_node  # refilled only for the same pair and while it is in the scene
         if reuse is not None and not (self._scene.IsNodePresent(reuse)

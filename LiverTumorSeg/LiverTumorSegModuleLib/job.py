@@ -248,6 +248,7 @@ class SegmentationJob(ChildJob):
             raise InputError("No input volume selected; choose a CT volume.")
         if not isinstance(options, SegmentationOptions):
             raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")
+        mrml.check_labelmap_output(segmentation_node)  # before the run, not after it
         super().__init__(runner, python, library_root, temp_root, env)
         self.options = options  # validated when it was made (frozen)
         self._scene = scene

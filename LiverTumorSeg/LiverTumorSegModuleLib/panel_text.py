@@ -147,6 +147,7 @@ def error_text(text: str, input_path: str = "", volume_name: str = "") -> str:
     import re
 
     text = re.sub(r",? or pass --allow-non-hu to proceed", "", _named_as_volume(str(text), input_path, volume_name))
+    text = text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
     return _panel_wording(text)
 
 

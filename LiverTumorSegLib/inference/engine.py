@@ -820,8 +820,9 @@ class SliceInferenceEngine:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(indices) <= 1:
-                raise ResourceError("The GPU ran out of memory even with one slice per batch; use "
-                                    "--device cpu or free GPU memory (close other GPU programs).")
+                cpu = option_hint("--device cpu", "device='cpu'")
+                raise ResourceError(f"The GPU ran out of memory even with one slice per batch; use {cpu} or free "
+                                    f"GPU memory (close other GPU programs).")
             step = max(1, len(indices) // 2)
             self.batch_size = step
             log.warning("GPU out of memory; retrying with batch size %d", step)

@@ -101,6 +101,28 @@ def test_a_segmentation_without_liver_segments_is_refused_before_the_comparison(
         logic.compareWithBaseline(segmentation, volume, other, volume)
 
 
+def test_a_node_removed_while_it_was_compared_leaves_no_change_table(module):
+    """The user deleted the baseline segmentation while the child ran: the comparison still ended 'done' and added
+    a change table pointing at the removed node (measuring and segmenting refused this already)."""
+    from test_slicer_module_logic import FakeTimer
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    outcomes = []
+    running = logic.compareWithBaseline(segmentation, volume, other, other_volume, waitForCompletion=False,
+                                        onFinished=outcomes.append)
+    timer = FakeTimer.instances[-1]
+    module.scene.RemoveNode(segmentation)
+    tables_before = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    while not outcomes:
+        running._runner.wait(0.2)
+        timer.fire()
+    assert outcomes[0].kind == "failed" and "removed from the scene" in str(outcomes[0].error)
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
+
+
 def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     """Static: the widget's setup connects the lesion table's selection to the axis drawing and builds the
     compare section; the handlers call the tested MRML helpers (the widget itself needs a real Slicer)."""

@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
 
-from LiverTumorSegModuleLib import childprocess, job  # noqa: E402
+from LiverTumorSegModuleLib import childprocess, job, panel_text  # noqa: E402
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 from mrml_helpers import add_volume_node, read_volume_node
 
 posix_only = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
@@ -447,6 +448,30 @@ def test_job_reports_a_user_error_and_a_crash_and_changes_nothing(fake):
     assert outcome.kind == job.FAILED and "exit code 1 (MemoryError: out of memory)" in str(outcome.error)
     assert "Traceback" in outcome.details
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_a_surface_segmentation_as_the_output_is_refused_before_the_child_starts(fake):
+    """A segmentation stored as closed surfaces (built from an STL) was refused only after the whole run (minutes
+    of network on a CPU); the job now refuses it when it is made, with nothing started or changed."""
+    import slicer
+    import vtk
+    surfaces = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Organs from STL")
+    surfaces.GetSegmentation().SetSourceRepresentationName(
+        slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
+    sphere = vtk.vtkSphereSource()
+    sphere.Update()
+    surfaces.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "Gallbladder", [1.0, 0.0, 0.0])
+    before = _scene_counts(fake.scene)
+    with pytest.raises(InputError, match="stores its segments as 'Closed surface'.*Create new"):
+        fake.job(segmentation_node=surfaces)
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_the_gpu_out_of_memory_advice_names_the_panels_device_choice():
+    """The child's 'use --device cpu' reached the panel, which has no such flag but a Device list."""
+    text = panel_text.error_text("The GPU ran out of memory even with one slice per batch; use --device cpu or free "
+                                 "GPU memory (close other GPU programs).")
+    assert "--device" not in text and 'choose "CPU" as the Device' in text
 
 
 @pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX signals")

@@ -366,7 +366,7 @@ def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
         raise torch.cuda.OutOfMemoryError("fake OOM")
 
     monkeypatch.setattr(engine, "_submit_cuda", always_oom)
-    with pytest.raises(ResourceError, match="--device cpu"):
+    with pytest.raises(ResourceError, match="device='cpu'"):
         engine._submit_cuda_with_backoff([0, 1], x[:2])
 
 

@@ -300,17 +300,22 @@ def _geometry_from_hd_volume(volume: Any) -> Tuple[np.ndarray, ImageGeometry]:
 
 def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVolume, path: Any) -> np.ndarray:
     """A SEG volume placed on the reference CT grid (0 where the SEG has no frame): allowed only when its grid is
-    part of the reference's (same spacing and direction, origin on a reference voxel), as for a SEG that omits
-    empty frames. Any other grid is a SEG made for another image: refused like a label map on another grid
-    (:func:`io.labels._match_reference`), not resampled."""
+    part of the reference's (the same voxel centres, also in another axis order, origin on a reference voxel),
+    as for a SEG that omits empty frames or a reference stored with its rows reversed. Any other grid is a SEG
+    made for another image: refused like a label map on another grid (:func:`io.labels._match_reference`), not
+    resampled."""
     import SimpleITK as sitk  # noqa: N813
 
     from .followup import to_sitk
 
     ref = reference.geometry
     index = np.linalg.solve(ref.ijk_to_lps()[:3, :3], np.asarray(geometry.origin) - np.asarray(ref.origin))
-    fits = (np.allclose(geometry.spacing, ref.spacing, rtol=1e-3, atol=1e-4)
-            and np.allclose(geometry.direction, ref.direction, atol=1e-3)
+    # one SEG voxel step in reference voxel steps: a signed permutation when both grids share their voxel centres,
+    # also when the reference stores them in another axis order (the dcm2niix NIfTI of the series: rows reversed)
+    steps = np.linalg.solve(ref.ijk_to_lps()[:3, :3], geometry.ijk_to_lps()[:3, :3])
+    permutation = np.round(np.abs(steps))
+    fits = (np.allclose(np.abs(steps), permutation, atol=2e-3)
+            and np.all(permutation.sum(axis=0) == 1) and np.all(permutation.sum(axis=1) == 1)
             and np.abs(index - np.round(index)).max() <= 0.05)
     if not fits:
         raise LabelError(f"DICOM SEG '{path}' does not match its reference '{reference.source}': its grid (spacing "

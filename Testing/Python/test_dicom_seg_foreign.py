@@ -60,6 +60,21 @@ def test_a_seg_of_another_series_or_grid_is_refused_not_placed(series_a, tmp_pat
     np.testing.assert_array_equal(read_dicom_seg(seg, reference=ct).array, labels)  # its own series: as written
 
 
+def test_a_seg_is_placed_on_its_ct_stored_in_another_axis_order(series_a):
+    """The dcm2niix NIfTI of a series stores its rows reversed: the same voxel centres. A label map file on that
+    grid was reoriented, but a SEG was refused as 'not the reference's' grid (measure SEG --ct ct.nii.gz)."""
+    ct, labels, seg = series_a
+    g = ct.geometry
+    flipped = CTVolume(np.asarray(ct.array)[:, ::-1].copy(), ImageGeometry(
+        spacing=g.spacing, origin=tuple(g.index_to_lps((0, ct.shape_zyx[1] - 1, 0))),
+        direction=tuple((g.direction_matrix @ np.diag([1.0, -1.0, 1.0])).ravel())))
+    np.testing.assert_array_equal(read_dicom_seg(seg, reference=flipped).array, labels[:, ::-1])
+    shifted = CTVolume(flipped.array, ImageGeometry(spacing=g.spacing, origin=tuple(
+        np.add(flipped.geometry.origin, (0.5 * g.spacing[0], 0.0, 0.0))), direction=flipped.geometry.direction))
+    with pytest.raises(LabelError, match="is not the reference's"):  # half a voxel off: another grid
+        read_dicom_seg(seg, reference=shifted)
+
+
 def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
     ct, labels, _ = series_a
     kidney = np.zeros(ct.shape_zyx, bool)

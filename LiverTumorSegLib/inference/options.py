@@ -79,6 +79,9 @@ POSTPROCESSING_SWITCHES = (
                          "this (0..1) become liver (0 keeps all)"),
     PostprocessingSwitch("uncertain_lesion_max_ml", "--uncertain-lesion-max-ml", "value",
                          "larger lesions (mL) are never removed for a low tumor probability"),
+    PostprocessingSwitch("air_to_background", "--keep-liver-in-air", "off",
+                         "keep liver and tumor labels on voxels below -800 HU (air, gas, lung); by default they "
+                         "become background"),
 )
 
 

@@ -108,3 +108,39 @@ def test_the_report_says_where_two_stage_ran_or_that_it_fell_back():
     assert result.warnings[0].startswith("Two-stage mode found no liver")
     single = Segmenter(SegmentationOptions(device="cpu"), engine=engine).segment_volume(ph.ct).report
     assert "two_stage_record" not in single
+
+
+class AirIsLiverEngine:
+    """The bundled network's failure on pure-air slices, as a stand-in: labels the oracle's answer, plus liver on
+    every slice without a body."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def predict(self, volume, progress=None, cancel=None):
+        labels = self.engine.predict(volume, progress=progress, cancel=cancel)
+        air_slices = (np.asarray(volume.array) < -500).all(axis=(1, 2))
+        labels[air_slices] = 1
+        return labels
+
+
+def test_two_stage_crop_does_not_follow_liver_labelled_on_air_slices():
+    """40 air slices in front of a CT: the coarse pass's largest 'liver' was the air block, the crop covered it
+    and the fine pass saw 5 % of the real liver. With the air gate the crop covers the real liver."""
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    pad = 40
+    g = ph.ct.geometry
+    padded = CTVolume(np.pad(ph.ct.array, ((pad, 0), (0, 0), (0, 0)), constant_values=-1000),
+                      ImageGeometry(spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, -pad))),
+                                    direction=g.direction))
+    engine = AirIsLiverEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
+                                                   batch_predictor=oracle_predictor))
+    record = {}
+    segment_two_stage(padded, engine, margin_mm=6.0, record=record, air_hu=-800.0)
+    liver_slices = np.flatnonzero(ph.labels.any(axis=(1, 2))) + pad
+    start, stop = record["crop_zyx"][0]
+    assert start <= liver_slices.min() and stop > liver_slices.max() and start >= pad - 3
+    ungated = {}
+    segment_two_stage(padded, engine, margin_mm=6.0, record=ungated)
+    assert ungated["crop_zyx"][0][0] == 0                         # without it: the air block

@@ -316,3 +316,27 @@ def test_a_gap_open_to_the_side_between_liver_slices_is_not_a_hole():
     labels[2, 8:12, 15] = 1                        # closed at the edge: now a hole, filled
     out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(min_lesion_probability=0))
     assert (out[2, 8:12, 8:15] == 1).all()
+
+
+def test_liver_and_tumor_at_air_density_become_background_and_are_reported():
+    """The bundled network labels slices of pure air liver (p up to 0.98): 15 air slices padded above and below
+    a CT added 604 mL that touched the real liver, so the largest-component step kept it."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+    hu = np.full((12, 30, 30), -1000, np.int16)
+    hu[4:12, 5:25, 5:25] = 60                       # the liver's slices: soft tissue
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 5:25, 5:25] = 1                       # the network's liver, slices 0-3 in air
+    labels[1, 10:14, 10:14] = 2                     # and a "tumor" in the air
+    labels[6:10, 8:16, 8:16] = 2                    # a real one (0.5 mL)
+    hu[4, 5:25, 5:25] = -750                        # partial volume at the dome: kept
+    changes = {}
+    out = postprocess_labels(labels, (2.0, 2.0, 2.0), hu_zyx=hu, changes=changes)
+    assert not out[:4].any() and np.array_equal(out[4:], labels[4:])
+    assert changes["liver_in_air_ml"] == pytest.approx(4 * 400 * 0.008)           # 12.8 mL, tumor included
+    assert changes["tumor_in_air_ml"] == pytest.approx(16 * 0.008)
+    assert any("12.8 mL" not in w and "13 mL labelled liver or tumor at air density" in w
+               and "air_to_background=False" in w for w in postprocessing_warnings(changes))
+    kept = postprocess_labels(labels, (2.0, 2.0, 2.0), PostprocessingOptions(air_to_background=False), hu_zyx=hu)
+    assert kept[:4].any()
+    assert np.array_equal(postprocess_labels(labels, (2.0, 2.0, 2.0), PostprocessingOptions.disabled(),
+                                             hu_zyx=hu), labels)

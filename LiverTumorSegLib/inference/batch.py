@@ -45,7 +45,8 @@ class BatchCase:
 
 @dataclass
 class CaseStatus:
-    """What happened to one case: ``status`` is ``done``, ``skipped`` (output existed) or ``failed``."""
+    """What happened to one case: ``status`` is ``done``, ``skipped`` (output existed), ``failed`` or, in the table
+    of an interrupted run, ``not run``."""
 
     case_id: str
     status: str
@@ -121,10 +122,14 @@ def _ct_files(folder: Path) -> List[Path]:
 
 
 def case_id_of(path: Path) -> str:
-    """File name without its (compound) extension: ``a/ct_01.nii.gz`` -> ``ct_01``."""
+    """File name without its CT extension: ``a/ct_01.nii.gz`` -> ``ct_01``; a DICOM folder or file keeps its
+    whole name (the series folders ``1.2.840.1136.1`` and ``1.2.840.1136.2`` were both ``1.2.840.1136``, and the
+    batch was refused as two cases with one output)."""
     name = path.name
     suffix = full_suffix(path)
-    return name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
+    if suffix in CT_SUFFIXES and not path.is_dir() and name.lower().endswith(suffix):
+        return name[: len(name) - len(suffix)]
+    return name
 
 
 def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
@@ -141,6 +146,8 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
+            if reader.fieldnames:  # 'image, case_id' (a space after the comma) lost its case_id column silently
+                reader.fieldnames = [str(name).strip() for name in reader.fieldnames]
             rows = [(reader.line_num, row) for row in reader]  # the file's line (blank lines are skipped)
     except UnicodeDecodeError as exc:
         raise InputError(f"Case list '{csv_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
@@ -166,6 +173,12 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
                          f"(e.g. '{output_folder.name or 'out'}_seg').")
+    identities_out = set(file_identities(output_folder))
+    for case in cases:  # a CSV case's DICOM folder as -o: the results would be mixed into the series
+        if case.input_path.is_dir() and identities_out & set(file_identities(case.input_path)):
+            raise InputError(f"-o '{output_folder}' is the input folder of case '{case.case_id}' (a DICOM series): "
+                             f"label maps written there would be mixed into the series. Choose another output "
+                             f"folder.")
     inputs = {identity: case.input_path for case in cases for identity in file_identities(case.input_path)}
     for case in cases:
         for output in (case.output_path, case.report_path):
@@ -372,8 +385,9 @@ def format_status_table(statuses: List[CaseStatus]) -> str:
     for row in [header] + rows:
         cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
-    counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed")}
-    lines.append(f"{counts['done']} done, {counts['skipped']} skipped (already segmented), {counts['failed']} failed")
+    counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed", "not run")}
+    lines.append(f"{counts['done']} done, {counts['skipped']} skipped (already segmented), {counts['failed']} failed"
+                 + (f", {counts['not run']} not run (interrupted; rerun to resume)" if counts["not run"] else ""))
     return "\n".join(lines)
 
 

@@ -34,6 +34,10 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
     if suffix in DICOM_FILE_SUFFIXES:
         uid = _dicom_series_of_file(path)
         return _read_dicom_folder(path.parent, series if series is not None else uid)
+    if series is not None and suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:  # was dropped without a word
+        from ..errors import option_hint
+        raise InputError(f"{option_hint('--series', 'series=')} picks a series in a DICOM folder, but '{path}' is a "
+                         f"{suffix} file holding one volume; leave it out, or give the DICOM folder.")
     if suffix in NIFTI_SUFFIXES:
         return _read_nifti(path)
     if suffix in ITK_SUFFIXES:

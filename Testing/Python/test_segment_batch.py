@@ -426,3 +426,52 @@ def test_progress_json_with_a_folder_of_cts_ends_with_an_error_line(tmp_path, ca
     code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--progress", "json"])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 2 and "--progress json is for one CT" in json.loads(out[-1])["error"]
+
+
+def test_csv_case_ids_of_dicom_folders_and_spaced_headers(tmp_path):
+    """An audit's reproductions: DICOM series folders '1.2.840.1136.1' and '.2' were both case '1.2.840.1136' (the
+    batch refused as two cases with one output); 'image, case_id' (a space after the comma) lost its case_id
+    column without a word."""
+    for name in ("1.2.840.113619.2.55.3.1", "1.2.840.113619.2.55.3.2", "CT.Abdomen"):
+        (tmp_path / name).mkdir()
+    listing = tmp_path / "list.csv"
+    listing.write_text("image\n1.2.840.113619.2.55.3.1\n1.2.840.113619.2.55.3.2\nCT.Abdomen\n")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == [
+        "1.2.840.113619.2.55.3.1", "1.2.840.113619.2.55.3.2", "CT.Abdomen"]
+    write_phantoms(tmp_path / "cts", 2)
+    listing.write_text("image, case_id\ncts/ct_0.nii.gz, patientA\ncts/ct_1.nii.gz,patientB\n")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["patientA", "patientB"]
+
+
+def test_a_csv_batch_writing_into_a_cases_dicom_folder_is_refused(tmp_path):
+    """-o naming a listed DICOM series folder wrote label maps, reports and batch_status.csv into the series (the
+    README promises an output equal to the input folder is refused); the series then could not be read alone."""
+    (tmp_path / "series1").mkdir()
+    listing = tmp_path / "list.csv"
+    listing.write_text("image\nseries1\n")
+    with pytest.raises(InputError, match="is the input folder of case 'series1'"):
+        find_cases(listing, tmp_path / "series1")
+
+
+def test_an_interrupted_batch_writes_its_table_and_status_file(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first case: the finished case was on disk, but no table was printed and batch_status.csv
+    was not written (an earlier run's was left, contradicting the folder)."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 3)
+    out = tmp_path / "out"
+    real = Segmenter.predict
+    calls = []
+
+    def ctrl_c_on_the_second_network(self, *args, **kwargs):  # in the main thread, as Ctrl-C arrives
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Segmenter, "predict", ctrl_c_on_the_second_network)
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 130
+    rows = (out / "batch_status.csv").read_text().splitlines()
+    assert rows[1].startswith("ct_0,done") and rows[2].startswith("ct_1,not run") and rows[3].startswith("ct_2,not run")
+    assert "1 done, 0 skipped (already segmented), 0 failed, 2 not run (interrupted; rerun to resume)" in printed

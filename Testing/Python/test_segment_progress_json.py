@@ -185,3 +185,25 @@ def test_a_signal_after_the_outputs_are_written_ends_with_done(tmp_path, tiny_pa
     _, final = parse_protocol(captured.out)
     assert code == 0 and final["done"] is True, captured.err
     assert "no output was written" not in captured.err and (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_file_system_error_the_user_can_fix_is_not_called_internal_on_the_json_line(tmp_path, tiny_package,
+                                                                                        capsys):
+    """A name too long for the disk: exit 2 and a user's 'error:' on stderr, but the JSON line, which the Slicer
+    panel shows, said 'internal error: OSError ...'."""
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    code = main(["segment", str(ct), "-o", str(tmp_path / ("a" * 300 + ".nii.gz")), "--model", str(tiny_package),
+                 "--device", "cpu", "--progress", "json"])
+    captured = capsys.readouterr()
+    final = json.loads(captured.out.strip().splitlines()[-1])
+    assert code == 2 and not final["error"].startswith("internal error")
+    assert "check the path" in final["error"]
+
+
+def test_series_given_for_a_single_volume_file_is_refused(tmp_path, tiny_package, capsys):
+    """--series picks a series in a DICOM folder; for a NIfTI file it was dropped without a word."""
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    code = main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(tiny_package),
+                 "--series", "7", "--no-progress"])
+    assert code == 2 and "--series picks a series in a DICOM folder" in capsys.readouterr().err
+    assert not (tmp_path / "seg.nii.gz").exists()

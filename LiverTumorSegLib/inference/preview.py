@@ -63,7 +63,7 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     coronal = overlay_rgb(canonical.array[:, y, :][::-1], labels[:, y, :][::-1])  # superior at the top
     coronal_aspect, stretch = coronal_display_aspect(canonical.shape_zyx, canonical.spacing_zyx)
     coronal_title = f"coronal (canonical row {y})"
-    if stretch > 1.0:
+    if round(stretch, 1) > 1.0:  # a stretch of 1.02 was announced as "stretched x1.0"
         coronal_title += f"\n{canonical.shape_zyx[0]} slices, z stretched x{stretch:.1f} to be visible"
     axial_ids, coronal_ids = ids[z], ids[:, y, :][::-1]
     axial_title = f"axial (canonical slice {z})"

@@ -24,7 +24,7 @@ Needs ``highdicom`` (and ``pydicom``), Python >= 3.10: ``pip install highdicom``
 """
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 

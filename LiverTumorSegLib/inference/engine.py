@@ -30,7 +30,7 @@ engine to the CPU for good, with a warning (``device_message``) that the report 
 """
 import logging
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 

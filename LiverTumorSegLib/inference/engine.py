@@ -375,7 +375,10 @@ class SliceInferenceEngine:
             return f"cuda ({info['name']}, {info['free_bytes'] / 2 ** 30:.1f} GiB free)"
         if self.device.type == "mps":
             return "mps (Apple GPU, torch, fp32)"
-        return f"cpu ({self.threads} threads, {self.backend}, {self.precision_used})"
+        # before the first volume's check, "bf16" is only the plan (a batch run's first line said bf16, and its
+        # cases then ran fp32 after the check)
+        pending = " if it passes its check on the first CT" if self._verify_cpu_dtype and self.cpu_dtype else ""
+        return f"cpu ({self.threads} threads, {self.backend}, {self.precision_used}{pending})"
 
     @property
     def precision_used(self) -> str:

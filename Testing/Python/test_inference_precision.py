@@ -113,8 +113,11 @@ def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     ph = corner_phantom()
     expected = fp32_labels(ph.ct, MarginNet())
     engine = SliceInferenceEngine(package_with(BrokenUnderBf16Net()), device="cpu", threads=1, batch_size=4)
+    # a batch run prints this before its first CT: bf16 is only the plan until the check (it said plain "bf16")
+    assert engine.device_description.endswith("bf16 if it passes its check on the first CT)")
     with caplog.at_level("WARNING"):
         labels = engine.predict(ph.ct)
+    assert engine.device_description.endswith(", fp32)")
     np.testing.assert_array_equal(labels, expected)
     check = engine.last_precision["check"]
     assert not check["passed"] and check["differing_fraction"] > engine_module.BF16_MAX_DISAGREEMENT

@@ -38,7 +38,8 @@ def segment_volume(volume: Any, package: Any, device: str = "auto",
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancellationToken] = None,
                    tta_flip: bool = False, two_stage: bool = False, backend: str = "torch",
                    batch_size: Optional[int] = None, threads: Optional[int] = None, engine: Any = None,
-                   tumor_probability: bool = False, precision: str = "auto") -> SegmentationResult:
+                   tumor_probability: bool = False, precision: str = "auto",
+                   allow_non_hu: bool = False) -> SegmentationResult:
     """Segment a CT volume ``(z, y, x)`` (HU) with a model package (loaded, or a name/path); labels come back
     in its geometry. ``postprocessing``: None = defaults; ``PostprocessingOptions.disabled()`` for raw network
     output. ``engine``: reuse an existing engine (its device/TTA/backend win; a warning names any setting
@@ -50,7 +51,7 @@ def segment_volume(volume: Any, package: Any, device: str = "auto",
     if loaded:
         model = getattr(package, "path", None) or getattr(package, "name", None) or "loaded package"
     options = _options(model or "default", device, postprocessing, tta_flip, two_stage, backend, batch_size, threads,
-                       probabilities=tumor_probability, precision=precision)
+                       probabilities=tumor_probability, precision=precision, allow_non_hu=allow_non_hu)
     package = package if loaded else None  # a name/path: options.model loads it
     return Segmenter(options, package=package, engine=engine).segment_volume(volume, progress=progress, cancel=cancel)
 

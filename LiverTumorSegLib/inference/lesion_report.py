@@ -147,7 +147,12 @@ def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if np.issubdtype(values.dtype, np.integer):
         return values.astype(np.float64) / 255.0
-    return values.astype(np.float64)
+    out = values.astype(np.float64)
+    if out.size and not (np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0):
+        # a float copy of the 0..255 map reported a mean probability of 255.0
+        raise InputError(f"A float tumor probability map must hold finite values in 0..1 (got {out.min():g}.."
+                         f"{out.max():g}); give the uint8 map (255 = 1.0) as it is, or divide it by 255.")
+    return out
 
 
 def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics.surface import bounding_box
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -501,8 +502,16 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     (became liver)). Volumes in mL.
     """
     from ..io.labels import as_label_array
+    from ..volume import checked_spacing
     # 258 became 2 (tumor), -1 255, 1.9999 liver
     labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True)
+    if labels.ndim != 3:
+        raise InputError(f"postprocess_labels needs a 3-D (z, y, x) label map, got shape {labels.shape}.")
+    checked_spacing(spacing_zyx, 3)
+    for array, what in ((hu_zyx, "hu_zyx (the CT)"), (tumor_probability_zyx, "tumor_probability_zyx")):
+        if array is not None and tuple(np.shape(array)) != labels.shape:  # a CT on another grid was dropped silently
+            raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
+                             f"it on the labels' grid.")
     if not (labels >= 1).any():
         return labels
     reorientation = None
@@ -524,7 +533,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         hu = np.asarray(hu_zyx)
         if reorientation is not None:  # a view: the lung step reads a coarse subsample, the tube rule a box
             hu = reorientation.canonical_view(hu)
-    if options.air_to_background and hu is not None and hu.shape == labels.shape:
+    if options.air_to_background and hu is not None:
         # first: the air must not join the liver's component
         organ, tumor = remove_organ_in_air(labels, hu)
         record["liver_in_air_ml"], record["tumor_in_air_ml"] = organ * voxel_ml, tumor * voxel_ml

@@ -235,6 +235,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     if pred_labels.shape != ref_labels.shape:
         raise LabelError(f"case '{case}': prediction shape {pred_labels.shape} differs from reference shape "
                          f"{ref_labels.shape} (z, y, x); both must be on the same voxel grid.")
+    if pred_labels.size == 0:  # scored Dice 1.0 for everything, inflating a summary
+        raise LabelError(f"case '{case}': the label maps hold no voxels (shape {pred_labels.shape}); give the "
+                         f"case's label maps.")
     check_label_values(pred_labels, f"case '{case}' prediction")
     check_label_values(ref_labels, f"case '{case}' reference")
     from .surface import _check_spacing

@@ -219,5 +219,7 @@ def overlap_metrics(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
 
 
 def volume_ml(mask: np.ndarray, spacing_zyx) -> float:
-    """Volume of a mask in millilitres; ``spacing_zyx`` in mm (any axis order works: only the product)."""
-    return float(np.count_nonzero(mask)) * float(np.prod(spacing_zyx)) / 1000.0
+    """Volume of a mask in millilitres; ``spacing_zyx`` in mm, one positive size per axis of ``mask`` (any axis
+    order works: only the product). A negative spacing gave -1.0 mL, a 2-value one half the volume."""
+    from .surface import _check_spacing
+    return float(np.count_nonzero(mask)) * float(np.prod(_check_spacing(spacing_zyx, np.ndim(mask)))) / 1000.0

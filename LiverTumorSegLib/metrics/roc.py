@@ -110,6 +110,8 @@ class RocAccumulator:
         if p.shape != y.shape:  # before flattening: a transposed map has the same size, not the same shape
             raise ValueError(f"probabilities has shape {p.shape}, labels {y.shape}; give them on one grid")
         p = p.ravel()
+        if p.size and not np.isfinite(p).all():  # NaN was binned as p = 0 (roc_auc refuses it)
+            raise ValueError("probabilities contain NaN or Inf; give finite values in 0..1")
         y = y.ravel() != 0
         bins = np.clip((np.clip(p, 0.0, 1.0) * self.n_bins).astype(np.int64), 0, self.n_bins - 1)
         self.positives += np.bincount(bins[y], minlength=self.n_bins)

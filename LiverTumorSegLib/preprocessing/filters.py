@@ -39,9 +39,8 @@ def gaussian_smooth(x: np.ndarray, sigma_mm: float, spacing_yx: Sequence[float])
     sigma_mm = float(sigma_mm)
     if not np.isfinite(sigma_mm) or sigma_mm < 0:
         raise InputError(f"Gaussian sigma must be >= 0 mm, got {sigma_mm}.")
-    sy, sx = (float(s) for s in spacing_yx)
-    if sy <= 0 or sx <= 0:
-        raise InputError(f"Pixel spacing must be positive, got {(sy, sx)} mm.")
+    from ..volume import checked_spacing
+    sy, sx = checked_spacing(spacing_yx, 2, "Pixel spacing (y, x)")  # NaN skipped the smoothing silently
     x = np.asarray(x, dtype=np.float32)
     if sigma_mm == 0:
         return x.copy()

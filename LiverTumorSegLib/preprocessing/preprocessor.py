@@ -36,7 +36,8 @@ class SlicePreprocessor:
         hu_zyx = np.asarray(hu_zyx)
         if hu_zyx.ndim != 3 or min(hu_zyx.shape) < 1:
             raise InputError(f"Expected a CT volume (z, y, x) with at least one voxel per axis, got shape {hu_zyx.shape}.")
-        sy, sx = float(spacing_zyx[1]), float(spacing_zyx[2])
+        from ..volume import checked_spacing
+        _, sy, sx = checked_spacing(spacing_zyx, 3)
         crop = None
         if cfg.crop_to_body:
             margin = (int(np.ceil(cfg.crop_margin_mm / sy)), int(np.ceil(cfg.crop_margin_mm / sx)))

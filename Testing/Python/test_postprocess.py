@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference.postprocess import (PostprocessingOptions, ellipsoid_structure, largest_component,
                                                     postprocess_labels, remove_small_lesions,
                                                     restrict_tumor_to_liver)
@@ -359,8 +360,11 @@ def test_small_uncertain_lesions_become_liver():
     stricter = postprocess_labels(labels, spacing, PostprocessingOptions(min_lesion_probability=0.95),
                                   tumor_probability_zyx=probability)
     assert (stricter[boxes["B"]] == 1).all()  # 0.90 < 0.95
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(InputError, match="tumor_probability_zyx has shape"):
         postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability[1:])
+    with pytest.raises(ValueError, match="uint8"):
+        postprocess_labels(labels, spacing, PostprocessingOptions(),
+                           tumor_probability_zyx=probability.astype(np.float32))
 
 
 def test_lesion_confidence_in_any_orientation():

@@ -33,6 +33,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     label taken from the original slice at each slab centre (skipped when the scan is
                     thinner than 10 mm)
 ``fov_liver20/60``  field of view cut along z to the liver's extent +-20 / +-60 mm (liver-only scans)
+``air_pad15``       15 slices of air (-1000 HU, no label) added above and below the scan: a reconstruction
+                    range reaching beyond the body (the bundled network labelled such slices liver)
 ==================  =====================================================================================
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there is no tumor in the truth),
@@ -307,6 +309,13 @@ def crop_to_liver(sample: Sample, margin_mm: float) -> Optional[Sample]:
     return crop_z(sample, z0, z1)
 
 
+def pad_with_air(sample: Sample, slices: int, hu: float = -1000.0) -> Sample:
+    """``slices`` slices of air (``hu``, label 0) added above and below ``sample``."""
+    pad = ((slices, slices), (0, 0), (0, 0))
+    return Sample(np.pad(sample.hu, pad, constant_values=hu), np.pad(sample.labels, pad),
+                  sample.spacing_zyx, sample.true_spacing_zyx)
+
+
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
@@ -334,6 +343,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     # from the whole scan: with --max-slices the kept slices were always within the liver +- the margin
     "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.whole_sample(), 20.0)),
     "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.whole_sample(), 60.0)),
+    "air_pad15": ("15 air slices above and below", lambda c, s: pad_with_air(c.sample, 15)),
 }
 
 
@@ -599,6 +609,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--min-lesion-probability", type=float, default=None, metavar="P",
                    help="the post-processing's lesion-confidence threshold (segment --min-lesion-probability; "
                         "0 turns the step off) instead of the default 0.65")
+    p.add_argument("--keep-liver-in-air", action="store_true",
+                   help="turn off the post-processing step that makes voxels below -800 HU background (segment "
+                        "--keep-liver-in-air): what does the step change?")
     p.add_argument("--tta", action="store_true",
                    help="left-right flip test-time augmentation (segment --tta): does it pay for its time?")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
@@ -630,12 +643,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
-    if args.store_in_package and (args.tta or args.no_postprocessing or args.min_lesion_probability is not None):
+    changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air
+    if args.store_in_package and (args.tta or args.no_postprocessing or changed_post):
         raise InputError("--store-in-package stores the table of the default inference; run it without --tta, "
-                         "--no-postprocessing and --min-lesion-probability.")
-    if args.min_lesion_probability is not None and args.no_postprocessing:
-        raise InputError("--min-lesion-probability sets a post-processing step; --no-postprocessing turns them all "
-                         "off. Give one of the two.")
+                         "--no-postprocessing, --min-lesion-probability and --keep-liver-in-air.")
+    if changed_post and args.no_postprocessing:
+        raise InputError("--min-lesion-probability and --keep-liver-in-air set post-processing steps; "
+                         "--no-postprocessing turns them all off. Give one or the other.")
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     found = find_cases(args.data, say)
@@ -646,11 +660,13 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:
             check_table_kept(path, read_package_metadata(path), planned)
     post = PostprocessingOptions.disabled() if args.no_postprocessing else None
-    if args.min_lesion_probability is not None:
+    if changed_post:
         from LiverTumorSegLib.inference.options import SegmentationOptions
+        changes = {"air_to_background": not args.keep_liver_in_air}
+        if args.min_lesion_probability is not None:
+            changes["min_lesion_probability"] = args.min_lesion_probability
         # checked as segment checks it (0..1, a number)
-        post = SegmentationOptions(postprocessing=PostprocessingOptions(
-            min_lesion_probability=args.min_lesion_probability)).postprocessing
+        post = SegmentationOptions(postprocessing=PostprocessingOptions(**changes)).postprocessing
     results = []
     for path in paths:
         package = load_model_package(path)
@@ -663,7 +679,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
               f"{'' if threshold is None else f' (min lesion probability {threshold:g})'}"
-              f"{' (left-right flip test-time augmentation)' if args.tta else ''}:")
+              f"{' (left-right flip test-time augmentation)' if args.tta else ''}"
+              f"{' (air step off: --keep-liver-in-air)' if args.keep_liver_in_air else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
         validated = validation_only_names(package.metadata, {c.case_id: c.patient_id for c in cases})
@@ -680,6 +697,7 @@ def run(args: argparse.Namespace) -> int:
         document = {"data": str(args.data), "perturbations": {k: PERTURBATIONS[k][0] for k in perturbations},
                     "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
                     "min_lesion_probability": args.min_lesion_probability,
+                    "keep_liver_in_air": bool(args.keep_liver_in_air),
                     "tta": bool(args.tta),
                     "note": NOTE, "packages": results}
         with atomic_output(args.json, overwrite=True) as tmp:

@@ -75,6 +75,28 @@ def test_field_of_view_crop_to_liver_margin():
     assert rb.crop_to_liver(s, 100.0) is None  # the whole scan already
 
 
+def test_air_padding_adds_unlabelled_air_slices_on_both_sides():
+    s = sample_with_liver(nz=12)
+    out = rb.pad_with_air(s, 15)
+    assert out.hu.shape[0] == 42 and (out.hu[:15] == -1000).all() and (out.hu[-15:] == -1000).all()
+    assert not out.labels[:15].any() and not out.labels[-15:].any()
+    np.testing.assert_array_equal(out.labels[15:27], s.labels)
+    assert out.spacing_zyx == s.spacing_zyx
+
+
+def test_the_air_step_can_be_turned_off_for_a_comparison_but_not_stored(tmp_path, capsys):
+    package = tiny_unet_package(tmp_path)
+    before = package.path.read_bytes()
+    assert rb.main([str(package.path), "--data", str(tmp_path), "--store-in-package", "--keep-liver-in-air"]) == 2
+    assert "--keep-liver-in-air" in capsys.readouterr().err and package.path.read_bytes() == before
+    write_case(tmp_path / "data")
+    out_json = tmp_path / "rob.json"
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json),
+                    "--keep-liver-in-air", "--perturbations", "air_pad15", "--threads", "1", "--quiet"]) == 0
+    assert json.loads(out_json.read_text())["keep_liver_in_air"] is True
+    assert "air step off" in capsys.readouterr().out
+
+
 def test_liver_hu_shift_moves_liver_not_background():
     s = sample_with_liver(nz=12)
     out = rb.shift_liver_hu(s, 40.0)

@@ -538,7 +538,11 @@ def _in_bundled_folder(path: Path) -> bool:
 
 def read_bundled_checksums() -> Dict[str, str]:
     """``{file name: SHA-256}`` from the bundled folder's :data:`BUNDLED_CHECKSUMS` (empty when it is missing)."""
-    listing = bundled_models_dir() / BUNDLED_CHECKSUMS
+    return _read_checksum_file(bundled_models_dir() / BUNDLED_CHECKSUMS)
+
+
+def _read_checksum_file(listing: Path) -> Dict[str, str]:
+    """``{file name: SHA-256}`` of a ``sha256sum``-format list (empty when it is missing)."""
     if not listing.is_file():
         return {}
     sums = {}
@@ -550,14 +554,18 @@ def read_bundled_checksums() -> Dict[str, str]:
 
 
 def record_bundled_checksum(path: PathLike) -> None:
-    """After a package is written into the bundled folder, put its SHA-256 into :data:`BUNDLED_CHECKSUMS`
-    (elsewhere: nothing to do)."""
+    """After a package is written into the bundled folder, or into any folder holding a :data:`BUNDLED_CHECKSUMS`
+    list (a clone's Resources/Models written while LIVERTUMORSEG_RESOURCES points elsewhere), put its SHA-256
+    into that list: a stale list made every later load from that folder fail its integrity check."""
     path = Path(path)
-    if not _in_bundled_folder(path):
+    listing = path.absolute().parent / BUNDLED_CHECKSUMS
+    if _in_bundled_folder(path):
+        listing = bundled_models_dir() / BUNDLED_CHECKSUMS
+    elif not listing.is_file():
         return
-    sums = read_bundled_checksums()
+    sums = _read_checksum_file(listing)
     sums[path.name] = file_sha256(path)
-    with atomic_output(bundled_models_dir() / BUNDLED_CHECKSUMS, overwrite=True) as tmp:
+    with atomic_output(listing, overwrite=True) as tmp:
         tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
 
 
@@ -958,7 +966,10 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     packages, else the reason it cannot be used). A file that is not a usable package never raises: it
     gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line."""
     entries = []
-    for source, folder in (("bundled", bundled_models_dir()), ("user", user_models_dir())):
+    folders = [("bundled", bundled_models_dir())]
+    if os.path.realpath(user_models_dir()) != os.path.realpath(bundled_models_dir()):  # listed once, not twice
+        folders.append(("user", user_models_dir()))
+    for source, folder in folders:
         for file in _package_files(Path(folder)):
             entry: Dict[str, Any] = {"name": file.stem, "path": str(file), "source": source, "default": False,
                                      "architecture": None, "in_channels": None, "description": "",
@@ -969,7 +980,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
                 if warn:
                     log.warning("warning: skipping unusable model package '%s': %s", file, reason)
             else:
-                entry.update(name=str(meta["name"]), default=bool(meta.get("default", False)),
+                # only a bundled package can be what --model default runs (a re-saved copy keeps the flag)
+                entry.update(name=str(meta["name"]), default=source == "bundled" and bool(meta.get("default", False)),
                              architecture=meta["architecture"]["name"],
                              in_channels=meta["architecture"]["in_channels"],
                              description=str(meta.get("description", "")),
@@ -1008,6 +1020,10 @@ def resolve_model(name_or_path: PathLike) -> Path:
     if text == "default":
         bundled = [e for e in list_installed_models() if e["source"] == "bundled" and e["error"] is None]
         flagged = [e for e in bundled if e["default"]]
+        if len(flagged) > 1:  # e.g. a new default finalized beside the old one: never pick one silently
+            raise ModelPackageError(f"{len(flagged)} bundled packages are flagged as the default "
+                                    f"({'; '.join(e['path'] for e in flagged)}); remove or replace the old one, or "
+                                    f"give the package's path with --model.")
         named = [e for e in bundled if Path(e["path"]).name.lower().startswith("default")]
         for group in (flagged, named):
             if group:
@@ -1026,7 +1042,8 @@ def resolve_model(name_or_path: PathLike) -> Path:
     usable = [e for e in entries if e["error"] is None]
     matches = []  # type: List[str]
     for entry in usable:
-        if (entry["name"] == text or Path(entry["path"]).stem == text) and entry["path"] not in matches:
+        same_file = [m for m in matches if os.path.realpath(m) == os.path.realpath(entry["path"])]
+        if (entry["name"] == text or Path(entry["path"]).stem == text) and not same_file:
             matches.append(entry["path"])
     if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently
         raise ModelPackageError(f"The model name '{text}' matches {len(matches)} installed packages "

@@ -14,7 +14,7 @@ from .errors import InputError
 def resources_dir() -> Path:
     env = os.environ.get("LIVERTUMORSEG_RESOURCES")
     if env:
-        return Path(env)
+        return Path(env).expanduser()  # '~/clone/Resources' was read as ./~/clone/Resources
     return Path(__file__).resolve().parent.parent / "Resources"
 
 
@@ -43,7 +43,7 @@ def user_models_dir() -> Path:
     """``LIVERTUMORSEG_MODELS_DIR``, else ``~/.livertumorseg/models`` (the environment is read first: without a
     home folder the default was computed, and failed, even when the variable was set)."""
     folder = os.environ.get("LIVERTUMORSEG_MODELS_DIR")
-    return Path(folder) if folder else home_folder() / ".livertumorseg" / "models"
+    return Path(folder).expanduser() if folder else home_folder() / ".livertumorseg" / "models"
 
 
 def sample_ct_path() -> Path:

@@ -18,6 +18,7 @@ for the mean over all patients.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ import numpy as np
 from LiverTumorSegLib.inference.api import segment_volume
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.metrics.lits import evaluate_case
-from LiverTumorSegLib.package import carried_metadata, load_model_package, save_model_package
+from LiverTumorSegLib.package import carried_metadata, list_installed_models, load_model_package, save_model_package
+from LiverTumorSegLib.resources import bundled_models_dir
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.datasets import discover_cases
 from LiverTumorSegLib.training.splits import kfold_splits
@@ -76,6 +78,18 @@ def main() -> int:
                         help="comma-separated folds that were trained (default all three); the rest are recorded "
                              "as not run")
     args = parser.parse_args()
+    from LiverTumorSegLib.errors import LiverTumorSegError, cli_wording
+    from LiverTumorSegLib.fileutil import check_can_write
+    try:  # before the folds' evaluations (minutes each), not after them
+        with cli_wording():
+            check_can_write(Path(args.output), overwrite=args.overwrite)
+    except LiverTumorSegError as exc:
+        parser.error(str(exc))
+    other_defaults = [e["path"] for e in list_installed_models(warn=False) if e["default"]
+                      and os.path.realpath(e["path"]) != os.path.realpath(args.output)]
+    if other_defaults and Path(args.output).absolute().parent.resolve() == bundled_models_dir().resolve():
+        parser.error(f"{', '.join(other_defaults)} is flagged as the default already; write over it (-o that "
+                     f"file --overwrite) or remove it first: two defaults are refused at --model default")
     try:
         folds = sorted({int(f) for f in args.folds.split(",") if f.strip()})
     except ValueError:

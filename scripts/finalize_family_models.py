@@ -26,7 +26,10 @@ FAMILIES = {
                    "convolutions, transposed-convolution decoder; Elmenabawy et al.)",
     "attention_unet": "Attention U-Net (16-256 channels, attention gates on the skips; as in Li et al.)",
 }
-DONE_LINE = re.compile(r"done: (\d+) epochs, (\d+) steps .*validation liver Dice ([0-9.]+), tumor Dice ([0-9.]+)")
+# train's last line: "validation liver Dice" in older versions, now "validation (slices on the network grid) liver
+# Dice" or "validation (whole volumes, CT grid) liver Dice"; the old pattern matched none of today's lines
+DONE_LINE = re.compile(r"done: (\d+) epochs, (\d+) steps .*?validation(?: \([^)]*\))? liver Dice ([0-9.]+), "
+                       r"tumor Dice ([0-9.]+)")
 
 
 def comparison(log_dir: Path) -> dict:
@@ -47,7 +50,13 @@ def main() -> int:
     parser.add_argument("-o", "--output-dir", default="Resources/Models")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
+    if not Path(args.comparison_logs).is_dir():
+        parser.error(f"--comparison-logs '{args.comparison_logs}' is not a folder (it holds the arch_*.log files)")
     table = comparison(Path(args.comparison_logs))
+    missing = [arch for arch in FAMILIES if arch not in table]
+    if missing:  # the packages would claim a comparison their metadata does not hold
+        parser.error(f"no 'done: ... liver Dice ..., tumor Dice ...' line for {', '.join(missing)} in "
+                     f"'{args.comparison_logs}' (arch_<architecture>.log)")
     for arch, text in FAMILIES.items():
         package = load_model_package(Path(args.models) / f"{arch}.safetensors")
         meta = carried_metadata(package.metadata)

@@ -84,3 +84,39 @@ def test_bad_folds_and_a_mismatched_fold_model_are_refused(tmp_path, three_cases
         _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0",
              "-o", tmp_path / "final.safetensors")
     assert not (tmp_path / "final.safetensors").exists()
+
+
+def test_an_existing_output_is_refused_before_any_fold_is_evaluated(tmp_path, three_cases, monkeypatch, capsys):
+    """The check came from save_model_package at the very end, after every fold's whole-CT evaluation."""
+    csv, config, held = three_cases
+    out = tmp_path / "existing.safetensors"
+    out.write_bytes(b"the user's package")
+    calls = []
+    monkeypatch.setattr(fin, "evaluate_fold", lambda *a: calls.append(a))
+    with pytest.raises(SystemExit):
+        _run(monkeypatch, "--cases", csv, "--models", tmp_path, "--config", config, "-o", out)
+    assert calls == [] and "already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's package"
+
+
+def test_the_family_script_reads_what_train_prints_and_refuses_missing_logs(tmp_path, monkeypatch, capsys):
+    """Its pattern wanted 'validation liver Dice'; train prints 'validation (slices on the network grid) liver
+    Dice ...', so every package was written without the comparison its description claims."""
+    from LiverTumorSegLib.commands.train import validation_summary
+    family = load_script("scripts/finalize_family_models.py", "finalize_family_models_script")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for arch, validation in (("segnet", {"liver_dice": 0.852, "tumor_dice": 0.169}),
+                             ("unet", {"liver_dice": 0.9, "tumor_dice": 0.2,
+                                       "whole_volume": {"liver_dice": 0.91, "tumor_dice": 0.21}})):
+        (logs / f"arch_{arch}.log").write_text(f"step 1\ndone: 2 epochs, 800 steps (completed); "
+                                               f"{validation_summary(validation)}; package x\n")
+    table = family.comparison(logs)
+    assert table["segnet"] == {"steps": 800, "dice_liver": 0.852, "dice_tumor_synthetic": 0.169}
+    assert table["unet"]["dice_liver"] == 0.91                          # the whole-volume numbers when printed
+    monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path), "--comparison-logs",
+                                      str(logs)])
+    with pytest.raises(SystemExit):
+        family.main()
+    err = capsys.readouterr().err
+    assert "no 'done: ... liver Dice" in err and "resnet18_fcn" in err and "segnet" not in err.split("for ")[-1]

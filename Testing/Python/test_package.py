@@ -732,6 +732,57 @@ def test_a_bundled_folder_without_its_checksum_list_is_warned_about(tmp_path, mo
     assert caplog.text.count("has no SHA256SUMS") == 1 and "default.safetensors" in caplog.text
 
 
+def test_defaults_and_folders_as_the_listing_and_lookup_see_them(tmp_path, monkeypatch):
+    """An audit's reproductions: a re-saved default in the user folder was listed '(default)' too; two bundled
+    packages flagged default made --model default take the first by file name without a word; a user folder
+    equal to the bundled one listed every package twice and refused every name; '~' in the folder variables
+    was read as a folder named '~'."""
+    from LiverTumorSegLib import resources
+    from LiverTumorSegLib.package import list_installed_models, resolve_model
+    bundled = tmp_path / "res" / "Models"
+    bundled.mkdir(parents=True)
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    save_model_package(bundled / "default.safetensors", _tiny_model(), PREP, {"name": "default", "default": True})
+    save_model_package(bundled / "segnet_v2.safetensors", _tiny_model(1), PREP, {"name": "segnet_v2"})
+    save_model_package(tmp_path / "user" / "mine.safetensors", _tiny_model(2), PREP,
+                       {"name": "my_retrained", "default": True})
+    flagged = [e["name"] for e in list_installed_models() if e["default"]]
+    assert flagged == ["default"] and resolve_model("default") == bundled / "default.safetensors"
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "res" / ".." / "res" / "Models"))
+    assert len(list_installed_models()) == 2 and resolve_model("segnet_v2") == bundled / "segnet_v2.safetensors"
+    save_model_package(bundled / "default_v4.safetensors", _tiny_model(3), PREP, {"name": "default_v4",
+                                                                                  "default": True})
+    with pytest.raises(ModelPackageError, match="2 bundled packages are flagged as the default"):
+        resolve_model("default")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", "~/user")
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", "~/res")
+    assert resources.user_models_dir() == tmp_path / "user" and resources.resources_dir() == tmp_path / "res"
+
+
+def test_a_package_written_beside_a_checksum_list_updates_it(tmp_path, monkeypatch):
+    """A finalize script writing into a clone's Resources/Models while LIVERTUMORSEG_RESOURCES pointed elsewhere
+    left that folder's SHA256SUMS stale: every later load from it failed its integrity check."""
+    from LiverTumorSegLib import package as package_module
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "elsewhere"))
+    clone = tmp_path / "clone" / "Models"
+    clone.mkdir(parents=True)
+    save_model_package(clone / "segnet_v2.safetensors", _tiny_model(), PREP, {"name": "segnet_v2"})
+    listing = clone / package_module.BUNDLED_CHECKSUMS
+    listing.write_text(f"{'0' * 64}  segnet_v2.safetensors\n")            # the release's, before the rewrite
+    save_model_package(clone / "segnet_v2.safetensors", _tiny_model(1), PREP, {"name": "segnet_v2"},
+                       overwrite=True)
+    assert listing.read_text().split()[0] == package_module.file_sha256(clone / "segnet_v2.safetensors")
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "clone"))
+    load_model_package(clone / "segnet_v2.safetensors")                     # passes the whole-file check
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    save_model_package(plain / "x.safetensors", _tiny_model(), PREP)
+    assert not (plain / package_module.BUNDLED_CHECKSUMS).exists()          # no list is made where none was
+
+
 def test_any_64_bit_integer_in_metadata_is_read():
     """A training seed may be a 64-bit value; the integer bound refused it (the package could not be read)."""
     from LiverTumorSegLib.package import _bounded_int

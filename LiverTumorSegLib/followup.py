@@ -197,10 +197,14 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         method = "ct" if has_ct else "liver"
     if method == "ct" and not has_ct:
         raise InputError(f"Alignment 'ct' needs both CTs ({_ct_options()}).")
-    has_liver = bool((baseline.array >= 1).any() and (followup.array >= 1).any())
+    # label 1 in both: a map holding only tumor (a reader's Liver segment left empty) was "aligned" by moving its
+    # tumor onto the other liver's centre, which gave a false PD
+    has_liver = bool((baseline.array == 1).any() and (followup.array == 1).any())
     if method == "liver" and not has_liver:
-        raise InputError(f"Cannot align on the liver: a label map has no liver (label 1 or 2); give both CTs "
-                         f"({_ct_options()}) or {_alignment_option('none')}.")
+        which = " and ".join(name for name, v in (("the baseline", baseline), ("the follow-up", followup))
+                             if not (v.array == 1).any())
+        raise InputError(f"Cannot align on the liver: {which} label map has no liver label (1), only tumor or "
+                         f"nothing; give both CTs ({_ct_options()}) or {_alignment_option('none')}.")
     if method == "none":
         transform = sitk.Euler3DTransform()
         return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform)))
@@ -480,7 +484,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                              "change_percent": None if change is None or not base_sum else 100.0 * change / base_sum},
         "status_counts": counts,
         "min_new_lesion_mm": float(min_new_lesion_mm),
-        "warnings": list(align.warnings),
+        # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
+        "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
+                     for w in v.meta.get("warnings", [])] + list(align.warnings),
         "lesions": entries,
         "alignment": align.to_dict(),
         "baseline": base_report,

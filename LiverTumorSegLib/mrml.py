@@ -458,12 +458,24 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
     segment is ours by its fixed ID or, as :func:`existing_output_segment_ids` and the ``.seg.nrrd`` reader take
     it, by its name ("Liver" drawn in the Segment Editor has ID Segment_1: it was accepted for measuring, then
     read as empty)."""
+    from .segnrrd import label_of_segment
+
     labels = np.zeros(shape_zyx, np.uint8)
+    segmentation = segmentation_node.GetSegmentation()
+    used = set()
     for spec in SEGMENTS:
-        segment_id = _existing_segment_id(segmentation_node.GetSegmentation(), spec)
+        segment_id = _existing_segment_id(segmentation, spec)
         if segment_id is None:
             continue
+        used.add(segment_id)
         labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
+    # more tumor segments, named as the .seg.nrrd reader takes them ('Liver tumor -_1' from Split islands,
+    # 'Metastasis'): the panel's lesion table and follow-up count what measure counts
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName() or ""
+        if segment_id not in used and label_of_segment({"ID": segment_id, "Name": name}) == 2:
+            labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = 2
     return labels
 
 

@@ -49,14 +49,26 @@ def segment_table(metadata: Dict[str, str]) -> List[Dict[str, str]]:
     return [segments[i] for i in sorted(segments)]
 
 
+TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta")
+"""A segment whose name holds one of these is a liver tumor (as for DICOM SEG labels): Segment Editor's "Split
+islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2' or 'Metastasis'."""
+NEGATIONS = ("without", "non-", "non ", "no ", "free", "excluding")
+"""... unless the name also holds one of these ('Liver without tumor', 'tumor-free liver')."""
+
+
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
-    """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name."""
-    for text in (segment.get("ID", ""), segment.get("Name", "")):
-        text = text.strip().lower()
+    """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name: the exact names first
+    (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word and no
+    :data:`NEGATIONS` word. 'Liver segment 7' or 'Portal vein' is neither."""
+    texts = [t.strip().lower() for t in (segment.get("ID", ""), segment.get("Name", ""))]
+    for text in texts:
         if text in LIVER_NAMES:
             return 1
         if text in TUMOR_NAMES:
             return 2
+    name = texts[1] or texts[0]
+    if any(word in name for word in TUMOR_WORDS) and not any(word in name for word in NEGATIONS):
+        return 2
     return None
 
 
@@ -157,15 +169,19 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolu
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
                          f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")
-    if ignored:
-        log.warning("warning: '%s': segments %s are neither liver nor tumor and are left out", path,
-                    ", ".join(repr(n) for n in ignored))
+    left_out = ""
+    if ignored:  # in the report too, not only on stderr
+        left_out = (f"segment(s) {', '.join(repr(n) for n in ignored)} of '{Path(path).name}' are neither liver nor tumor "
+                    f"by name and are left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
+        log.warning("warning: %s", left_out)
     labels[masks[1]] = 1
     labels[masks[2]] = 2
     geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
     volume = CTVolume(array=labels, geometry=geometry, source=str(path))
     volume.meta["format"] = "seg.nrrd"
     volume.meta["segments"] = [s.get("Name", "") for s in segments]
+    if left_out:
+        volume.meta["warnings"] = [left_out]
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None
     if grid is not None:
         full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))

@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
     if ct is None:  # with --ct, the CT's own check has said it
         warnings += tilted_grid_warnings(labels.geometry, str(args.labels))
+    if (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
+        warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
+                        "volume counts the tumor alone and the tumor burden (100 %) means nothing")
     probability = None
     if args.probabilities:
         from ..io.probability import probability_scores

@@ -461,3 +461,26 @@ def test_alignment_errors_name_the_library_argument_in_a_library_call():
         compare_followup(empty, empty, alignment="liver")
     with cli_wording(), pytest.raises(InputError, match=r"--baseline-ct, --followup-ct\) or --alignment none"):
         compare_followup(empty, empty, alignment="liver")
+
+
+def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():
+    """A follow-up whose Liver segment was left empty: liver alignment moved its tumor onto the baseline liver's
+    centre (15 mm off), so the unchanged lesion was 'disappeared' + 'new', a false PD."""
+    from LiverTumorSegLib.errors import InputError
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.0))
+    baseline = np.zeros((12, 24, 24), np.uint8)
+    baseline[2:10, 2:22, 2:22] = 1
+    baseline[3:9, 6:13, 6:13] = 2                  # 12-14 mm: a measurable target
+    followup = np.where(baseline == 2, 2, 0).astype(np.uint8)
+    with pytest.raises(InputError, match="the follow-up label map has no liver label"):
+        compare_followup(CTVolume(baseline, geometry), CTVolume(followup, geometry), alignment="liver")
+    same = compare_followup(CTVolume(baseline, geometry), CTVolume(followup, geometry), alignment="none")
+    assert same["response"] == "SD" and statuses(same) == ["stable"]
+
+
+def test_what_reading_the_label_maps_left_out_is_in_the_change_report():
+    base = CTVolume(np.ones((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    follow = CTVolume(np.ones((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 1.0)),
+                      meta={"warnings": ["segment(s) 'Portal vein' of 'f.seg.nrrd' are neither ... left out"]})
+    change = compare_followup(base, follow, alignment="none")
+    assert change["warnings"][0].startswith("follow-up: segment(s) 'Portal vein'")

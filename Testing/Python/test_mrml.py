@@ -616,3 +616,26 @@ def test_a_segmentation_moved_partly_off_the_ct_grid_is_read_on_that_grid(scene)
     expected = np.zeros_like(labels)
     expected[4:6] = labels[2:4]  # slices 2..5 move to 4..7; 6 and 7 lie past the CT
     np.testing.assert_array_equal(mrml.segmentation_to_labels(segmentation, geometry, labels.shape), expected)
+
+
+@needs_slicer
+def test_tumor_segments_added_by_a_reader_are_read_as_tumor(scene):
+    """Segment Editor's 'Split islands to segments' makes 'Liver tumor -_1'; the panel's lesion table read only
+    'Liver tumor' while `measure` of the saved .seg.nrrd counts both."""
+    import slicer
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    extra = np.zeros(labels.shape, np.uint8)
+    extra[1, 6, 8] = 1                                            # a lesion the reader drew in its own segment
+    other = np.zeros(labels.shape, np.uint8)
+    other[5, 2, 1] = 1
+    for name, mask in (("Liver tumor -_1", extra), ("Portal vein", other)):
+        segment_id = seg.GetSegmentation().AddEmptySegment("", name)
+        image = mrml.oriented_image_from_array(mask, geometry, [0, 0, 0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, image.GetExtent())
+    read = mrml.segmentation_to_labels(seg, geometry, labels.shape)
+    expected = labels.copy()
+    expected[1, 6, 8] = 2
+    np.testing.assert_array_equal(read, expected)                 # the portal vein stays what it was (liver)

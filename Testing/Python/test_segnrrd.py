@@ -184,3 +184,40 @@ def test_seg_nrrd_written_by_slicer_core_reads_back(tmp_path):
     alone = read_label_map(path)
     assert alone.array.shape == phantom.labels.shape and alone.geometry.almost_equal(phantom.ct.geometry, tol=1e-6)
     assert np.count_nonzero(phantom.labels[0]) == 0 or np.count_nonzero(phantom.labels[:, 0]) == 0
+
+
+def test_tumor_segments_named_by_readers_or_split_islands_are_tumor(tmp_path, capsys):
+    """'Liver tumor -_1' (Segment Editor's Split islands), 'Liver tumor 2' and 'Metastasis' were left out with a
+    line on stderr only: measure reported 1 lesion of 2, and followup answered SD where a new lesion made it PD.
+    A name that negates ('Liver without tumor') is not tumor; what is left out is in the report's warnings."""
+    arr = np.zeros((3, 6, 8), np.uint8)
+    arr[:, :, :4] = 1
+    arr[1, 1, 1] = 2
+    arr[1, 4, 6] = 3
+    arr[0, 0, 7] = 4
+    arr[2, 5, 7] = 5
+    segments = [LIVER, TUMOR] + [{"ID": f"Segment_{v}", "Name": name, "Layer": "0", "LabelValue": str(v)}
+                                 for v, name in ((3, "Liver tumor -_1"), (4, "Metastasis"), (5, "Portal vein"))]
+    path = write_seg_nrrd_by_hand(tmp_path / "edited.seg.nrrd", [arr], segments)
+    volume = read_seg_nrrd_labels(path)
+    assert volume.array[1, 4, 6] == 2 and volume.array[0, 0, 7] == 2 and volume.array[2, 5, 7] == 0
+    assert any("'Portal vein'" in w and "left out" in w for w in volume.meta["warnings"])
+    from LiverTumorSegLib.segnrrd import label_of_segment
+    assert label_of_segment({"Name": "Liver without tumor"}) is None
+    assert label_of_segment({"Name": "Liver segment 7"}) is None and label_of_segment({"Name": "Tumour 2"}) == 2
+    out = tmp_path / "r.json"
+    assert main(["measure", str(path), "-o", str(out)]) == 0
+    import json
+    report = json.loads(out.read_text())
+    assert report["lesion_count"] == 3 and any("'Portal vein'" in w for w in report["warnings"])
+
+
+def test_measure_warns_when_a_map_holds_tumor_but_no_liver(tmp_path):
+    """An empty Liver segment: the 'liver' was the tumor alone and the burden 100 %, without a word."""
+    import json
+    arr = np.zeros((3, 6, 8), np.uint8)
+    arr[1, 1:3, 1:3] = 2
+    path = write_seg_nrrd_by_hand(tmp_path / "no_liver.seg.nrrd", [arr], [LIVER, TUMOR])
+    out = tmp_path / "r.json"
+    assert main(["measure", str(path), "-o", str(out)]) == 0
+    assert any("no liver label (1)" in w for w in json.loads(out.read_text())["warnings"])

@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import InputError, LabelError
 from .fileutil import atomic_output
+from .segnrrd import TUMOR_WORDS  # one list of tumor words for .seg.nrrd names and DICOM SEG labels
 from .volume import CTVolume, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ LIVER_CODE = ("SCT", "10200004", "Liver")
 TUMOR_TYPE_CODE = ("SCT", "108369006", "Neoplasm")
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 MORPHOLOGICALLY_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
-TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta")
 # display colours (sRGB, stored as CIELab): Slicer's GenericAnatomyColors liver and tumor
 SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
 

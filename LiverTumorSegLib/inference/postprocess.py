@@ -562,14 +562,14 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     return labels
 
 
-AIR_HU = -800.0
+ORGAN_AIR_HU = -800.0
 """Voxels below this (HU) are air, gas or lung parenchyma (about -850), never liver or tumor. Not the body
 threshold (-500): partial-volume voxels at the dome, where the liver meets the lung, reach -700 HU in expert labels
 (132 voxels of the dcmqi 3-slice reference lie below -500, none below -800)."""
 
 
 def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16) -> Tuple[int, int]:
-    """Set liver and tumor voxels below :data:`AIR_HU` to background, in place; returns ``(organ, tumor)`` voxel
+    """Set liver and tumor voxels below :data:`ORGAN_AIR_HU` to background, in place; returns ``(organ, tumor)`` voxel
     counts removed. The bundled network labels slices of pure air liver (about 1,550 voxels per 512 x 512 slice,
     at p up to 0.98): 15 air slices padded above and below a CT added 604 mL of "liver" that touched the real
     one, so the largest-component step kept it, and the two-stage crop followed it. ``(z, y, x)``, any layout;
@@ -577,7 +577,7 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16) -> 
     organ = tumor = 0
     for start in range(0, labels.shape[0], chunk):
         block = labels[start:start + chunk]
-        air = (block >= 1) & (np.asarray(hu[start:start + chunk]) < AIR_HU)
+        air = (block >= 1) & (np.asarray(hu[start:start + chunk]) < ORGAN_AIR_HU)
         if air.any():
             tumor += int(np.count_nonzero(block[air] == 2))
             organ += int(np.count_nonzero(air))
@@ -610,7 +610,7 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     if in_air >= WARN_LIVER_REMOVED_ML or float(changes.get("tumor_in_air_ml", 0.0)) >= WARN_TUMOR_CHANGED_ML:
         lines.append(f"post-processing removed {in_air:.0f} mL labelled liver or tumor at air density (below "
-                     f"{AIR_HU:.0f} HU: air slices or gas the network mistook for liver); to keep it, "
+                     f"{ORGAN_AIR_HU:.0f} HU: air slices or gas the network mistook for liver); to keep it, "
                      f"{KEEP_HINT.format(_switch('--keep-liver-in-air', 'air_to_background'))}.")
     above = float(changes.get("liver_above_lungs_ml", 0.0))
     tumor_above = float(changes.get("tumor_above_lungs_ml", 0.0))

@@ -414,7 +414,7 @@ class Segmenter:
         # two-stage runs the engine twice: both passes are "network", so stage names never go back
         network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
         if self.options.two_stage:
-            from .postprocess import AIR_HU
+            from .postprocess import ORGAN_AIR_HU
             from .twostage import segment_two_stage
 
             air_gate = self.options.postprocessing.air_to_background and not self.options.allow_non_hu
@@ -423,7 +423,7 @@ class Segmenter:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
                                         with_probability=keep_probability, record=two_stage_record,
                                         probability_everywhere=self.options.probabilities,
-                                        air_hu=AIR_HU if air_gate else None)
+                                        air_hu=ORGAN_AIR_HU if air_gate else None)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)

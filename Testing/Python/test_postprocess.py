@@ -417,3 +417,15 @@ def test_liver_beside_a_diaphragm_step_is_kept_whatever_the_coarse_grid():
         assert lung_mask(shifted_hu, spacing, PostprocessingOptions())[0] is not None
         out = shifted.copy()
         assert remove_above_lungs(out, shifted_hu, spacing, PostprocessingOptions()) == 0, offset
+
+
+def test_dense_lungs_of_minus_700_hu_are_still_lungs():
+    """Lungs in expiration read about -700 HU. A second module constant of the same name (the air step's -800)
+    once replaced the lung step's -400 air threshold, and such lungs were no longer found."""
+    hu, parts = chest_phantom()
+    hu[parts["lungs"]] = -700.0
+    lungs, step = lung_mask(hu, CHEST_SPACING, PostprocessingOptions())
+    assert lungs is not None and lungs.any()
+    labels = (parts["liver"] | parts["heart"]).astype(np.uint8)
+    assert remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions()) > 0   # the heart goes
+    assert (labels[parts["liver"]] == 1).all()

@@ -302,6 +302,14 @@ def existing_output_segment_ids(segmentation_node) -> List[str]:
     return [segment_id for segment_id in found if segment_id is not None]
 
 
+def require_output_segments(segmentation_node) -> None:
+    """Refuse a segmentation with neither a "Liver" nor a "Liver tumor" segment (this tool's or the user's, by
+    name): measured or compared, it was read as an empty map."""
+    if not existing_output_segment_ids(segmentation_node):
+        raise InputError(f"'{segmentation_node.GetName()}' has no Liver or Liver tumor segment; segment its CT first "
+                         f"(or name its segments 'Liver' and 'Liver tumor').")
+
+
 def _set_reference_geometry(segmentation_node, geometry: ImageGeometry, shape_zyx: Sequence[int]) -> None:
     """Make ``geometry`` with extent ``shape_zyx`` the segmentation's reference grid (no voxels allocated)."""
     import slicer
@@ -514,31 +522,7 @@ def segment_terminology_tag(segment) -> str:
     return str(value)
 
 
-# --- volume files and the tumor probability volume --------------------------------------------------
-
-def read_volume_array(path: Union[str, Path]) -> np.ndarray:
-    """Voxels of a volume file (NIfTI, NRRD, MetaImage) as Slicer reads them: ``(z, y, x)`` numpy copy.
-
-    Uses a volume storage node in a private scene (the user's scene is not touched), so the voxel order is
-    the one a volume node loaded from the same file has."""
-    import slicer
-    from vtk.util import numpy_support
-    scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLScalarVolumeNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    storage.SetSingleFile(True)
-    try:
-        if not storage.ReadData(node):
-            raise InputError(f"Could not read the volume file '{path}'.")
-        image = node.GetImageData()
-        nx, ny, nz = image.GetDimensions()
-        return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(nz, ny, nx).copy()
-    finally:
-        scene.Clear(1)
-
+# --- the tumor probability volume ---------------------------------------------------------------------
 
 PROBABILITY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 

@@ -19,6 +19,22 @@ from . import childprocess
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"  # an outcome's ``kind``
 
 
+def require_in_scene(scene: Any, nodes: Any, message: str) -> None:
+    """Raise InputError(``message``) when any of ``nodes`` left ``scene`` while the child ran: a result linked to a
+    removed node would be lost without a word."""
+    if not all(scene.IsNodePresent(node) for node in nodes):
+        from LiverTumorSegLib.errors import InputError
+        raise InputError(message)
+
+
+def reusable_table(scene: Any, table_node: Any, describes: Any) -> Any:
+    """``table_node`` when it is still in ``scene`` and ``describes(table_node)`` (it lists what is measured
+    again), else None: a new table is made and the earlier one kept."""
+    if table_node is not None and scene.IsNodePresent(table_node) and describes(table_node):
+        return table_node
+    return None
+
+
 def last_error_line(stderr: str) -> str:
     """The child's one-line ``error: ...`` message without the prefix, else its last stderr line, else ''."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
-from .childjob import ChildJob
-from .job import DONE, hand_over_segmentation
+from .childjob import DONE, ChildJob, require_in_scene, reusable_table
+from .job import hand_over_segmentation
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -50,9 +50,7 @@ class FollowupJob(ChildJob):
         if not all(nodes):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
-            if not mrml.existing_output_segment_ids(segmentation):
-                raise InputError(f"'{segmentation.GetName()}' has no Liver or Liver tumor segment; segment its CT "
-                                 f"first (or name its segments 'Liver' and 'Liver tumor').")
+            mrml.require_output_segments(segmentation)
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._nodes = nodes
@@ -77,14 +75,12 @@ class FollowupJob(ChildJob):
         change = self._result_json(code, "change.json")
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process")
-        if not all(self._scene.IsNodePresent(node) for node in self._nodes):
-            raise InputError("A segmentation or CT was removed from the scene while it was compared; no change table "
-                             "was made.")
+        require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
+                         "compared; no change table was made.")
         baseline, followup = self._nodes[0], self._nodes[2]
-        reuse = self._table_node  # refilled only for the same pair and while it is in the scene
-        if reuse is not None and not (self._scene.IsNodePresent(reuse)
-                                      and mrml.change_table_describes(reuse, baseline, followup)):
-            reuse = None
+        # refilled only for the same pair and while it is in the scene
+        reuse = reusable_table(self._scene, self._table_node,
+                               lambda table: mrml.change_table_describes(table, baseline, followup))
         table_node = mrml.create_change_table_node(self._scene, change, table_node=reuse)
         mrml.link_change_table(table_node, baseline, followup)
         return FollowupOutcome(DONE, change, table_node, seconds=self.elapsed_seconds())

@@ -14,7 +14,7 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import ChildJob, last_error_line
+from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
 from .job import (DONE, SegmentationOutcome, hand_over_segmentation, volume_grid,
                   write_temporary_ct)
 
@@ -37,9 +37,7 @@ class MeasureJob(ChildJob):
                  env: Optional[Dict[str, str]] = None) -> None:
         if segmentation_node is None or volume_node is None:
             raise InputError("Select the CT and its liver segmentation to measure.")
-        if not mrml.existing_output_segment_ids(segmentation_node):
-            raise InputError(f"'{segmentation_node.GetName()}' has no Liver or Liver tumor segment of this module; "
-                             f"segment the CT first (or pick the segmentation this module made).")
+        mrml.require_output_segments(segmentation_node)
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._segmentation = segmentation_node
@@ -72,13 +70,10 @@ class MeasureJob(ChildJob):
         if report is None:
             message = panel_text.error_text(last_error_line(stderr), self.ct_path, self._volume.GetName())
             return self._exit_failure(code, stderr, MeasureProcessError, "The measuring process", message)
-        if not (self._scene.IsNodePresent(self._segmentation) and self._scene.IsNodePresent(self._volume)):
-            raise InputError("The segmentation or its CT was removed from the scene while it was measured; the "
-                             "lesion table was not changed.")
-        reuse = self._table_node
-        if reuse is not None and not (self._scene.IsNodePresent(reuse)
-                                      and mrml.lesion_table_describes(reuse, self._segmentation)):
-            reuse = None
+        require_in_scene(self._scene, (self._segmentation, self._volume), "The segmentation or its CT was removed "
+                         "from the scene while it was measured; the lesion table was not changed.")
+        reuse = reusable_table(self._scene, self._table_node,
+                               lambda table: mrml.lesion_table_describes(table, self._segmentation))
         table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse,
                                                    name=f"{self._volume.GetName()} liver lesions")
         mrml.link_lesion_table(table_node, self._segmentation)

@@ -125,6 +125,16 @@ def missing_package_text(exc: BaseException) -> Optional[str]:
             f"run again.")
 
 
+def user_error_text(exc: BaseException) -> Optional[str]:
+    """The one-line message for an exception that is the user's to fix (out of memory, a file-system error, a
+    missing package: exit 2), or None for a bug (exit 1). The CLI and ``segment --progress json`` share it."""
+    with cli_wording():
+        memory = out_of_memory_error(exc)
+    if memory is not None:
+        return str(memory)
+    return file_system_error_text(exc) or missing_package_text(exc)
+
+
 def console_main() -> None:
     """The ``livertumorseg`` executable: :func:`main`, then exit. After Ctrl-C or SIGTERM (whose cleanup has run
     by then), a model load still running in the background (``segmenter._load_in_background``: importing torch
@@ -198,10 +208,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         if args.debug:
             raise
-        with cli_wording():
-            memory = out_of_memory_error(exc)
-        text = file_system_error_text(exc) if memory is None else str(memory)
-        text = text or missing_package_text(exc)
+        text = user_error_text(exc)
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2

@@ -376,7 +376,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
         raise InputError(f"Cannot read DICOM SEG '{path}': {str(exc).splitlines()[0][:160]}.") from None
-    mapping = {}  # type: Dict[int, int]
+    mapping = {}  # type: dict
     warnings = []
     segments = []
     for number in seg.segment_numbers:

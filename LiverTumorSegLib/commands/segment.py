@@ -267,9 +267,9 @@ def _run_json(args: argparse.Namespace) -> int:
         if memory is not None:  # the user's to fix: a one-line error, exit 2
             lines.error(memory)
             raise memory from exc
-        from ..cli import file_system_error_text, missing_package_text
+        from ..cli import user_error_text
 
-        users = file_system_error_text(exc) or missing_package_text(exc)  # the CLI's exit 2: the same words here
+        users = user_error_text(exc)  # the CLI's exit 2: the same words here
         lines.error(RuntimeError(users) if users else RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
         raise
     finally:
@@ -325,21 +325,21 @@ def _run_batch(args: argparse.Namespace) -> int:
             print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
                   file=sys.stderr)
 
+    interrupted = None  # type: Optional[BaseException]
     try:
         statuses = segment_batch(cases, segmenter, overwrite=args.overwrite, on_case=on_case, on_loaded=on_loaded)
-    except (KeyboardInterrupt, CancelledError):
+    except (KeyboardInterrupt, CancelledError) as exc:
         # the cases finished so far are on disk: say so in the table and batch_status.csv, as after a full run
         # (before, an interrupted batch left no table and kept an earlier run's batch_status.csv)
         from ..inference.batch import CaseStatus
         statuses = [finished.get(c.case_id) or CaseStatus(c.case_id, "not run", message="interrupted")
                     for c in cases]
-        if out.is_dir():
-            write_status_csv(statuses, out / "batch_status.csv")
-        print(format_status_table(statuses))
-        raise
+        interrupted = exc
     out.mkdir(parents=True, exist_ok=True)
     write_status_csv(statuses, out / "batch_status.csv")
     print(format_status_table(statuses))
+    if interrupted is not None:
+        raise interrupted
     return 2 if any(s.status == "failed" for s in statuses) else 0
 
 

@@ -169,11 +169,11 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
 def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: List["BatchCase"]) -> None:
     """Refuse, before any work, an output folder that is the input folder (label maps would replace CTs of the
     same name and be taken for CTs by the next run) and any case output that is some case's input CT."""
-    if input_path.is_dir() and set(file_identities(input_path)) & set(file_identities(output_folder)):
+    identities_out = set(file_identities(output_folder))
+    if input_path.is_dir() and set(file_identities(input_path)) & identities_out:
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
                          f"(e.g. '{output_folder.name or 'out'}_seg').")
-    identities_out = set(file_identities(output_folder))
     for case in cases:  # a CSV case's DICOM folder as -o: the results would be mixed into the series
         if case.input_path.is_dir() and identities_out & set(file_identities(case.input_path)):
             raise InputError(f"-o '{output_folder}' is the input folder of case '{case.case_id}' (a DICOM series): "

@@ -147,12 +147,18 @@ def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if np.issubdtype(values.dtype, np.integer):
         return values.astype(np.float64) / 255.0
-    out = values.astype(np.float64)
-    if out.size and not (np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0):
-        # a float copy of the 0..255 map reported a mean probability of 255.0
-        raise InputError(f"A float tumor probability map must hold finite values in 0..1 (got {out.min():g}.."
-                         f"{out.max():g}); give the uint8 map (255 = 1.0) as it is, or divide it by 255.")
-    return out
+    return np.clip(values.astype(np.float64), 0.0, 1.0)  # the map's range was checked (_check_probability_range)
+
+
+def _check_probability_range(probability: Optional[np.ndarray]) -> None:
+    """Refuse a float map outside 0..1 (+-1e-6, as ``io.probability.probability_scores`` reads maps) or with
+    NaN/Inf, once for the whole map: a float copy of the 0..255 map reported a mean probability of 255.0."""
+    if probability is None or np.issubdtype(np.asarray(probability).dtype, np.integer) or not np.size(probability):
+        return
+    low, high = float(np.min(probability)), float(np.max(probability))
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1.0 + 1e-6:
+        raise InputError(f"A float tumor probability map must hold finite values in 0..1 (got {low:g}..{high:g}); "
+                         f"give the uint8 map (255 = 1.0) as it is, or divide it by 255.")
 
 
 def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what: str) -> None:
@@ -178,6 +184,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     labels_zyx = as_label_array(labels_zyx, "label map")  # raises LabelError naming the values
     _check_same_shape(hu_zyx, labels_zyx, "CT")
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
+    _check_probability_range(tumor_probability_zyx)
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
     components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)

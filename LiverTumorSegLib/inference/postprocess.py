@@ -544,7 +544,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     probability = None
     if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
         probability = np.asarray(tumor_probability_zyx)
-        if probability.shape != tuple(labels_zyx.shape) or probability.dtype != np.uint8:
+        if probability.dtype != np.uint8:  # its shape was checked with the CT's above
             raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
                              f"{probability.dtype} {probability.shape}")
         if reorientation is not None:  # a view: only the tumors' box is read
@@ -554,7 +554,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
-                 None if hu is None or hu.shape != labels.shape else hu[box], record)
+                 None if hu is None else hu[box], record)
     if changes is not None:
         changes.update(record)
     if reorientation is not None:

@@ -122,10 +122,10 @@ def as_label_array(array: np.ndarray, source: str = "label map") -> np.ndarray:
     floats within :data:`NEAR_INTEGER_TOLERANCE` of 1 and 2 are rounded, not tested as they are (1.9999 >= 1 but
     != 2 made a tumor voxel liver, and uint8 casting truncated it to 1)."""
     array = np.asarray(array)
+    if array.dtype.kind == "f":  # one full check that also rounds (the quick check would hand over to it anyway)
+        return check_label_values(array, source)
     require_label_values(array, source)
-    if array.dtype == np.uint8:
-        return array
-    return check_label_values(array, source) if array.dtype.kind == "f" else array.astype(np.uint8)
+    return array if array.dtype == np.uint8 else array.astype(np.uint8)
 
 
 def check_label_values(array: np.ndarray, source: str = "label map",

@@ -94,12 +94,14 @@ def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Opt
 
 
 def _check_spacing(spacing_zyx: Sequence[float], ndim: int) -> Tuple[float, ...]:
-    spacing = tuple(float(s) for s in spacing_zyx)
-    if len(spacing) != ndim:
-        raise ValueError(f"spacing_zyx has {len(spacing)} values, the masks have {ndim} axes")
-    if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing_zyx must be positive finite millimetres, got {spacing}")
-    return spacing
+    """:func:`~LiverTumorSegLib.volume.checked_spacing` (one positive, finite mm per mask axis), raising ValueError
+    as the metrics do."""
+    from ..errors import InputError
+    from ..volume import checked_spacing
+    try:
+        return checked_spacing(spacing_zyx, ndim)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> SurfaceDistances:

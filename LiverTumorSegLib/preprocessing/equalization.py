@@ -78,11 +78,10 @@ def equalization_of(x: np.ndarray, n_bins: int = 256, value_range: Optional[Tupl
 
 def apply_equalization(x: np.ndarray, equalization: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Slices ``x`` ``(n, H, W)`` (or ``(H, W)``) through the per-slice map of :func:`equalization_of` (one row
-    per slice), float32 in [0, 1], same shape."""
-    from .intensity import _interp_rows, torch_from
-    rows, shape = _as_rows(x)
-    centres, mapped = equalization
-    return _interp_rows(torch_from(rows), torch_from(centres), torch_from(mapped)).numpy().reshape(shape)
+    per slice), float32 in [0, 1], same shape (``intensity.apply_row_map``)."""
+    from .intensity import apply_row_map
+    _as_rows(x)  # the shape check: a slice or slices
+    return apply_row_map(x, equalization)
 
 
 CLAHE_MIN_TILE_PX = 8

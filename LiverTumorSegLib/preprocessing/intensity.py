@@ -182,13 +182,17 @@ def hist_scaling_of(x: np.ndarray, n_bins: int = 100) -> Tuple[np.ndarray, np.nd
     return breaks.numpy(), targets.numpy()
 
 
-def apply_hist_scaling(x: np.ndarray, scaling: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Slices ``x`` ``(n, H, W)`` (or ``(H, W)``) through the per-slice map ``scaling`` of :func:`hist_scaling_of`
-    (one row per slice), float32 in [0, 1], same shape."""
+def apply_row_map(x: np.ndarray, row_map: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Slices ``x`` ``(n, H, W)`` (or ``(H, W)``) through a per-slice piecewise-linear map ``(knots, values)``, one
+    row per slice (:func:`hist_scaling_of`, ``equalization.equalization_of``), float32, same shape: a training
+    patch mapped by its whole slice's statistics, as inference maps it."""
     x = np.asarray(x, dtype=np.float32)
     rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
-    breaks, targets = (torch_from(np.asarray(a, dtype=np.float32)) for a in scaling)
-    return _interp_rows(torch_from(rows), breaks, targets).numpy().reshape(x.shape)
+    knots, values = (torch_from(a) for a in row_map)
+    return _interp_rows(torch_from(rows), knots, values).numpy().reshape(x.shape)
+
+
+apply_hist_scaling = apply_row_map  # the map of hist_scaling_of
 
 
 def torch_from(array: np.ndarray) -> "object":

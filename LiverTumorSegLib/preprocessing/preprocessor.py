@@ -114,13 +114,16 @@ class SlicePreprocessor:
                 if (spec["kind"] == "window" and cfg.equalize == "histogram")
                 or (spec["kind"] == "hist_scaled" and spec.get("bins") is None) or spec["kind"] == "zscore"]
 
-    def _statistics_of(self, x: np.ndarray) -> Dict[int, Any]:
-        """:meth:`slice_statistics` of filtered slices ``x`` ``(n, H, W)``."""
+    def _statistics_of(self, x: np.ndarray, windows: bool = True) -> Dict[int, Any]:
+        """:meth:`slice_statistics` of filtered slices ``x`` ``(n, H, W)``; ``windows=False`` leaves out the
+        equalized windows (:meth:`intensity_channels` maps those from the window it makes anyway)."""
         cfg = self.config
         statistics: Dict[int, Any] = {}
         mask = None
         for c in self._pointwise_channels():
             spec = cfg.channels[c]
+            if spec["kind"] == "window" and not windows:
+                continue
             if spec["kind"] == "window":
                 statistics[c] = equalization_of(window_hu(x, spec["level"], spec["width"]), value_range=(0.0, 1.0))
             elif spec["kind"] == "hist_scaled":
@@ -144,13 +147,15 @@ class SlicePreprocessor:
         """
         cfg = self.config
         x = self._filtered(hu_slices, info, spacing_yx)
-        statistics = statistics or self._statistics_of(x)  # the slices' own, as inference computes them
+        statistics = statistics or self._statistics_of(x, windows=False)  # the slices' own, as at inference
         out = np.empty((x.shape[0], len(cfg.channels)) + x.shape[1:], dtype=np.float32)
         for c, spec in enumerate(cfg.channels):
             kind, given = spec["kind"], statistics.get(c)
             if kind == "window":
                 ch = window_hu(x, spec["level"], spec["width"])
-                if cfg.equalize == "histogram":
+                if cfg.equalize == "histogram":  # the whole slices' map, else this window's own
+                    if given is None:
+                        given = equalization_of(ch, value_range=(0.0, 1.0))
                     ch = apply_equalization(ch, given)
                 elif cfg.equalize == "clahe":
                     ch = clahe(ch, cfg.clahe_clip_limit, cfg.clahe_tiles, value_range=(0.0, 1.0))

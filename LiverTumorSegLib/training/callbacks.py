@@ -37,6 +37,11 @@ class EarlyStopping:
     def update(self, improved: bool) -> bool:
         """Record one validation; True when training should stop."""
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the recorded validations call for a stop (also for a state loaded from a checkpoint)."""
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state(self) -> Dict[str, Any]:

@@ -12,15 +12,13 @@ one cache do not take each other's temporary files.
 """
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..fileutil import replace_file
+from ..fileutil import atomic_output
 from .datasets import Case, load_case
 
 CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1)
@@ -97,19 +95,11 @@ def _safe_name(case_id: str) -> str:
     return f"{readable}-{hashlib.sha1(case_id.encode('utf-8')).hexdigest()[:8]}"
 
 
-def _unique_temporary(path: Path, suffix: str) -> Path:
-    """A temporary name beside ``path`` that no other writer uses (process id and a random part)."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
-
-
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = _unique_temporary(path, ".npy")
-    try:
+    """``array`` saved to ``path`` through :func:`fileutil.atomic_output` (a temporary name no other writer uses;
+    a killed writer's leftovers are removed by a later run)."""
+    with atomic_output(path, overwrite=True) as tmp:
         np.save(str(tmp), array)
-        replace_file(str(tmp), str(path))
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dict[str, Any],
@@ -185,13 +175,8 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
             "allow_non_hu": bool(allow_non_hu)}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
-    tmp = _unique_temporary(meta_path, "")
-    try:
+    with atomic_output(meta_path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta), encoding="utf-8")
-        replace_file(str(tmp), str(meta_path))
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return _record(case, meta, hu_path, lab_path)
 
 

@@ -528,8 +528,10 @@ class Trainer:
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
                                         f"--overwrite to write the package again.")
-            bad = int(((decode_json(payload, "state") or {}).get("early") or {}).get("bad_epochs", 0))
-            if 0 < cfg.early_stopping_patience <= bad and not cfg.overwrite:
+            early = EarlyStopping(cfg.early_stopping_patience)
+            early.load((decode_json(payload, "state") or {}).get("early") or {})
+            bad = early.bad_epochs
+            if early.stopped and not cfg.overwrite:
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
                 raise OutputExistsError(f"The run in '{self.log_dir}' stopped early after {done} epochs ({bad} "
                                         f"validation(s) without improvement, patience "

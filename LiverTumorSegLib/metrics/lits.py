@@ -29,8 +29,9 @@ Each structure also gets ``volume_outside_ref_<s>_ml``: predicted voxels outside
 (false-positive volume, mL), e.g. "liver" labelled outside the real liver.
 
 Tumor burden = tumor volume / liver volume (label 2 voxels / label >= 1 voxels, LiTS); the row's
-``tumor_burden_error`` = predicted - reference burden (signed, positive = overestimate); NaN when the
-liver of either map is empty.
+``tumor_burden_error`` = predicted - reference burden (signed, positive = overestimate). A map without
+liver has burden 0 (it has no tumor: label 2 is part of the liver), as in the lesion report, so a prediction
+that finds no liver counts in the burden RMSE with its full error instead of dropping out of it.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -185,9 +186,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
 
 
 def tumor_burden(labels: np.ndarray) -> float:
-    """Tumor voxels / liver voxels (label 2 / label >= 1) of a 0/1/2 map; NaN without liver."""
+    """Tumor voxels / liver voxels (label 2 / label >= 1) of a 0/1/2 map (a fraction, 0-1); 0.0 without
+    liver (no tumor either), as the lesion report's ``tumor_burden_percent``."""
     liver = int(np.count_nonzero(labels >= 1))
-    return NAN if liver == 0 else int(np.count_nonzero(labels == 2)) / liver
+    return 0.0 if liver == 0 else int(np.count_nonzero(labels == 2)) / liver
 
 
 # ------------------------------------------------------------------------------------------------ cases

@@ -112,7 +112,17 @@ def test_tumor_burden_hand_computed():
     labels[0, 0, :4] = 1
     labels[0, 0, 4] = 2                      # 1 tumor voxel of 5 liver voxels
     assert lits.tumor_burden(labels) == pytest.approx(0.2)
-    assert math.isnan(lits.tumor_burden(np.zeros((2, 2, 2), np.uint8)))
+    assert lits.tumor_burden(np.zeros((2, 2, 2), np.uint8)) == 0.0   # no liver, so no tumor
+
+
+def test_burden_error_of_a_prediction_without_liver_counts_in_the_rmse():
+    ref = np.zeros((4, 6, 6), np.uint8)
+    ref[1:3, 1:5, 1:5] = 1
+    ref[1, 1:3, 1:3] = 2                     # 4 tumor voxels of 32 liver voxels: burden 0.125
+    row = lits.evaluate_case(np.zeros_like(ref), ref, (1.0, 1.0, 1.0), surface=False)
+    assert row["tumor_burden_error"] == pytest.approx(-0.125)
+    burden = report.summarize_cases([row])["tumor_burden"]
+    assert (burden["n"], burden["n_nan"]) == (1, 0) and burden["rmse"] == pytest.approx(0.125)
 
 
 def test_evaluate_case_keys_values_and_spacing():

@@ -136,11 +136,16 @@ def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
     assert "self.ui.measureButton.enabled = measuring or (measurable and not running)" in gui
 
 
-def test_update_lesion_table_needs_the_output_made_for_the_selected_ct():
-    """Static: picking another CT's segmentation as output enabled the button, which then measured it on the
-    selected CT (another phase's HU in the table, or a reshape error on another grid)."""
-    text = MODULE_FILE.read_text(encoding="utf-8")
-    widget = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget")
-    gui = next(ast.get_source_segment(text, f) for f in widget.body
-               if isinstance(f, ast.FunctionDef) and f.name == "updateGUI")
-    assert "job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation" in gui
+def test_update_lesion_table_refuses_another_cts_segmentation(module):
+    """Measured on another CT, a segmentation's lesions got that CT's HU (another phase), or failed on another
+    grid. The button was greyed out for it, but the logic call measured it; now the job refuses it."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    segmentation.SetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole(), volume.GetID())
+    arterial = add_volume_node(module.scene, phantom.ct.array + 60, phantom.ct.geometry, "arterial CT")
+    tables = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    with pytest.raises(InputError, match="was made on the CT 'phantom CT', not on 'arterial CT'"):
+        _logic(module).measureSegmentation(segmentation, arterial)
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
+    assert list(module.temp.iterdir()) == []
+    outcome = _logic(module).measureSegmentation(segmentation, volume)  # its own CT is measured
+    assert len(module.mrml.lesion_table_rows(outcome.table_node)) == 1

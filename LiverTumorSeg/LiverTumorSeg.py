@@ -253,9 +253,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             first = job.first_plain_scalar_volume(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
             if first:
                 self._parameterNode.inputVolume = first
-        if self.ui.modelComboBox.findData(self._parameterNode.modelPath) < 0 and self._defaultModelPath:
-            # none yet, or one this installation lacks (a scene saved elsewhere or before an update)
-            self._parameterNode.modelPath = self._defaultModelPath
 
     def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
         if self._parameterNode:
@@ -276,8 +273,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         index = self.ui.modelComboBox.findData(p.modelPath)
         if index < 0 and self._defaultModelPath:
-            # a model path the list lacks (a scene from another installation) ran while the list showed another
-            # model: take the default, which the list shows (this change calls updateGUI again)
+            # none yet (a new scene), or a model path the list lacks (a scene from another installation) ran while
+            # the list showed another model: take the default, which the list shows (this calls updateGUI again).
+            # The one place the default is chosen: setParameterNode calls this.
             if p.modelPath:
                 logging.warning(f"LiverTumorSeg: model '{p.modelPath}' is not installed here; using the default")
             p.modelPath = self._defaultModelPath

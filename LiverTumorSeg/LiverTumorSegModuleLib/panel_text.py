@@ -185,8 +185,8 @@ def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
 
 
 def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Combo-box items ``{"text", "path", "default"}`` from ``list_installed_models()`` entries (sorted by file
-    name); unusable ones marked."""
+    """Combo-box items ``{"text", "path", "default", "usable"}`` from ``list_installed_models()`` entries (sorted by
+    file name); unusable ones marked in the text and ``usable`` False."""
     items = []
     for entry in entries:
         text = f"{entry['name']} ({entry.get('source', 'file')})"
@@ -195,15 +195,17 @@ def model_choices(entries: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if entry.get("error"):
             text += " - unusable"
         items.append({"text": text, "path": str(entry["path"]), "default": bool(entry.get("default"))
-                      and not entry.get("error")})
+                      and not entry.get("error"), "usable": not entry.get("error")})
     return items
 
 
 def default_model_path(items: Sequence[Dict[str, Any]]) -> str:
-    """The path the panel selects for a new scene: the usable package flagged default, else the first item ('' when
-    there is none). The list is sorted by file name, so its first item was alexnet_fcn_v2, not the default."""
-    flagged = [item["path"] for item in items if item.get("default")]
-    return flagged[0] if flagged else (items[0]["path"] if items else "")
+    """The path the panel selects for a new scene: the usable package flagged default, else the first usable item
+    ('' when none is usable: a new scene then selects nothing rather than a package that cannot run). The list is
+    sorted by file name, so its first item was alexnet_fcn_v2, not the default."""
+    usable = [item for item in items if item.get("usable", True)]
+    flagged = [item["path"] for item in usable if item.get("default")]
+    return flagged[0] if flagged else (usable[0]["path"] if usable else "")
 
 
 def device_text(last_device: str = "") -> str:

@@ -202,8 +202,10 @@ def test_model_choices_mark_default_and_unusable():
     items = panel_text.model_choices([
         {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True, "error": None},
         {"name": "broken", "path": "/b/broken.safetensors", "source": "user", "error": "truncated"}])
-    assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors", "default": True},
-                     {"text": "broken (user) - unusable", "path": "/b/broken.safetensors", "default": False}]
+    assert items == [{"text": "default (bundled) - default", "path": "/a/default.safetensors", "default": True,
+                      "usable": True},
+                     {"text": "broken (user) - unusable", "path": "/b/broken.safetensors", "default": False,
+                      "usable": False}]
 
 
 def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():
@@ -216,6 +218,16 @@ def test_a_new_scene_gets_the_default_model_not_the_first_in_the_list():
     assert panel_text.default_model_path(items).endswith("default.safetensors")
     assert panel_text.default_model_path([{"path": "/x.safetensors", "default": False}]) == "/x.safetensors"
     assert panel_text.default_model_path([]) == ""
+
+
+def test_without_a_usable_default_a_new_scene_gets_the_first_usable_package_not_a_broken_one():
+    items = panel_text.model_choices([
+        {"name": "a_broken", "path": "/b/a_broken.safetensors", "source": "user", "error": "truncated"},
+        {"name": "default", "path": "/a/default.safetensors", "source": "bundled", "default": True,
+         "error": "hash mismatch"},
+        {"name": "unet", "path": "/a/unet.safetensors", "source": "bundled", "error": None}])
+    assert panel_text.default_model_path(items) == "/a/unet.safetensors"
+    assert panel_text.default_model_path(items[:2]) == ""
 
 
 def test_training_data_text_prefers_description_and_hides_build_machine_paths():

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import InputError, LabelError
 from .fileutil import atomic_output
-from .segnrrd import TUMOR_WORDS  # one list of tumor words for .seg.nrrd names and DICOM SEG labels
+from .segnrrd import names_tumor  # one rule of tumor words for .seg.nrrd names and DICOM SEG labels
 from .volume import CTVolume, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -269,14 +269,15 @@ def _label_of_segment(description: Any) -> Optional[int]:
     """1 (liver), 2 (tumor) or None for a highdicom SegmentDescription (see module doc). The type code decides
     first: Liver is liver whatever the label says ("Liver without tumor" was read as tumor); Neoplasm is liver
     tumor unless its anatomic region names another organ (a renal tumor was merged into the liver tumors). Label
-    words decide only for segments of neither code, with the same region rule."""
+    words (:func:`~.segnrrd.names_tumor`, negations included, as for .seg.nrrd names) decide only for segments
+    of neither code, with the same region rule."""
     value = str(description.segmented_property_type.value)
-    label = str(getattr(description, "SegmentLabel", "")).lower()
+    label = str(getattr(description, "SegmentLabel", ""))
     regions = [str(getattr(code, "value", "")) for code in (getattr(description, "anatomic_regions", None) or [])]
     elsewhere = bool(regions) and LIVER_CODE[1] not in regions
     if value == LIVER_CODE[1]:
         return 1
-    if value == TUMOR_TYPE_CODE[1] or any(word in label for word in TUMOR_WORDS):
+    if value == TUMOR_TYPE_CODE[1] or names_tumor(label):
         return None if elsewhere else 2
     return None
 

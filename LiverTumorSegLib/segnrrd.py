@@ -56,6 +56,13 @@ NEGATIONS = ("without", "non-", "non ", "no ", "free", "excluding")
 """... unless the name also holds one of these ('Liver without tumor', 'tumor-free liver')."""
 
 
+def names_tumor(name: str) -> bool:
+    """Whether a segment name or DICOM SEG label (any case) names a liver tumor by its words: one of
+    :data:`TUMOR_WORDS` and none of :data:`NEGATIONS`."""
+    name = name.strip().lower()
+    return any(word in name for word in TUMOR_WORDS) and not any(word in name for word in NEGATIONS)
+
+
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name: the exact names first
     (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word and no
@@ -66,10 +73,7 @@ def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
             return 1
         if text in TUMOR_NAMES:
             return 2
-    name = texts[1] or texts[0]
-    if any(word in name for word in TUMOR_WORDS) and not any(word in name for word in NEGATIONS):
-        return 2
-    return None
+    return 2 if names_tumor(texts[1] or texts[0]) else None
 
 
 def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> int:

@@ -156,3 +156,20 @@ def test_mixed_frame_of_reference_is_refused_before_the_network_and_rounded_obli
         ds.save_as(str(name))
     code, err = _segment_to_seg(tmp_path / "oblique", tmp_path / "oblique.dcm", capsys)
     assert code == 0 and (tmp_path / "oblique.dcm").exists(), err  # was: "lies outside the label map's grid"
+
+
+def test_segment_label_words_follow_the_seg_nrrd_rule_negations_included():
+    """A SEG segment of neither the Liver nor the Neoplasm code is read by its label's words. 'Tumor-free
+    parenchyma' was read as tumor (the words had no negations there, unlike .seg.nrrd names)."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.dicom_seg import _label_of_segment
+
+    def described(label):
+        return SimpleNamespace(segmented_property_type=SimpleNamespace(value="85756007"),  # SCT Tissue
+                               SegmentLabel=label, anatomic_regions=None)
+
+    assert _label_of_segment(described("Tumor-free parenchyma")) is None
+    assert _label_of_segment(described("Liver without lesion")) is None
+    assert _label_of_segment(described("Metastasis 2")) == 2
+    assert _label_of_segment(described("LIVER TUMOR -_1")) == 2

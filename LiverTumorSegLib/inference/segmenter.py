@@ -178,6 +178,17 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     return dataclasses.replace(options, **actual)
 
 
+def _why_not_hu(volume: CTVolume, allow_non_hu: bool) -> Optional[str]:
+    """Why the rules that read Hounsfield units (the two-stage crop's air gate, the anatomical post-processing)
+    must not run on ``volume``, or None when they may. Without ``allow_non_hu`` the input checks have refused
+    any CT not in HU, so it is in HU; with it, :func:`~LiverTumorSegLib.validation.not_hu_reason` decides, so a
+    CT in HU let through with ``--allow-non-hu`` (e.g. another Modality tag) keeps every HU rule."""
+    if not allow_non_hu:
+        return None
+    from ..validation import not_hu_reason
+    return not_hu_reason(volume)
+
+
 def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
     """:func:`~LiverTumorSegLib.validation.check_ct`'s warnings for an in-memory CT (raises InputError for
     what it refuses), after making sure it is a CTVolume at all."""
@@ -357,13 +368,8 @@ class Segmenter:
         # ... both anatomical rules read Hounsfield units (air, lung density, a vessel within 15 HU of the
         # liver), so a CT that does not look like HU (let through by allow_non_hu) gets the shape-only rules
         # instead of HU thresholds on 0..1; a CT in HU keeps them, allow_non_hu or not
-        hu = volume.array
-        hu_rules_skipped = ""
-        if self.options.allow_non_hu:
-            from ..validation import not_hu_reason
-            reason = not_hu_reason(volume)
-            if reason is not None:
-                hu, hu_rules_skipped = None, reason
+        hu_rules_skipped = _why_not_hu(volume, self.options.allow_non_hu) or ""
+        hu = None if hu_rules_skipped else volume.array
         labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
                                     hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
                                     changes=changes)
@@ -417,7 +423,9 @@ class Segmenter:
             from .postprocess import ORGAN_AIR_HU
             from .twostage import segment_two_stage
 
-            air_gate = self.options.postprocessing.air_to_background and not self.options.allow_non_hu
+            # the post-processing's air step decides the same way (finish): only on a CT in HU
+            air_gate = (self.options.postprocessing.air_to_background
+                        and _why_not_hu(volume, self.options.allow_non_hu) is None)
             self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
             try:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,

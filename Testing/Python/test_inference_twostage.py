@@ -123,6 +123,12 @@ class AirIsLiverEngine:
         labels[air_slices] = 1
         return labels
 
+    def predict_with_probability(self, volume, progress=None, cancel=None, probability_everywhere=True):
+        labels, probability = self.engine.predict_with_probability(
+            volume, progress=progress, cancel=cancel, probability_everywhere=probability_everywhere)
+        labels[(np.asarray(volume.array) < -500).all(axis=(1, 2))] = 1
+        return labels, probability
+
 
 def test_two_stage_crop_does_not_follow_liver_labelled_on_air_slices():
     """40 air slices in front of a CT: the coarse pass's largest 'liver' was the air block, the crop covered it
@@ -144,3 +150,25 @@ def test_two_stage_crop_does_not_follow_liver_labelled_on_air_slices():
     ungated = {}
     segment_two_stage(padded, engine, margin_mm=6.0, record=ungated)
     assert ungated["crop_zyx"][0][0] == 0                         # without it: the air block
+
+
+def test_allow_non_hu_on_a_ct_in_hu_keeps_the_two_stage_air_gate():
+    """With --allow-non-hu (e.g. a series tagged with another Modality's values in HU) the post-processing still
+    applied its air step on a CT in HU, but the two-stage crop turned its air gate off: the crop followed
+    the air block. Both now ask the same question: are these values HU?"""
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+    ph = corner_phantom(shape_zyx=(12, 60, 64))
+    pad = 40
+    g = ph.ct.geometry
+    padded = CTVolume(np.pad(ph.ct.array, ((pad, 0), (0, 0), (0, 0)), constant_values=-1000),
+                      ImageGeometry(spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, -pad))),
+                                    direction=g.direction))
+    engine = AirIsLiverEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
+                                                   batch_predictor=oracle_predictor))
+    report = Segmenter(SegmentationOptions(two_stage=True, allow_non_hu=True, device="cpu"),
+                       engine=engine).segment_volume(padded).report
+    start, stop = report["two_stage_record"]["crop_zyx"][0]
+    liver_slices = np.flatnonzero(ph.labels.any(axis=(1, 2))) + pad
+    assert pad - 6 <= start <= liver_slices.min() and stop > liver_slices.max()  # not the air block (start 0)

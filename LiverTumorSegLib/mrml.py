@@ -678,9 +678,24 @@ def _table_describes(table_node, roles: Sequence[str], nodes: Sequence[Any]) -> 
     return all(table_node.GetNodeReferenceID(role) == node.GetID() for role, node in zip(roles, nodes))
 
 
+LESION_FRAME_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "lesionFrameToWorld"
+"""On a lesion table: JSON 4x4 (row-major) from the segmentation's own coordinates to world RAS when its lesions
+were measured. The report's points are world RAS of that moment; with it, a row selected after the CT's
+transform changed (a registration) is shown where the lesion now is, not where it was."""
+
+
 def link_lesion_table(table_node, segmentation_node) -> None:
-    """Record on ``table_node`` that it lists the lesions of ``segmentation_node``."""
+    """Record on ``table_node`` that it lists the lesions of ``segmentation_node``, and the segmentation's frame
+    (:data:`LESION_FRAME_ATTRIBUTE`) the report's world points were measured in."""
+    import json
+
     _link_table(table_node, (LESION_TABLE_SEGMENTATION_ROLE,), (segmentation_node,))
+    try:
+        frame = node_to_world(segmentation_node)
+    except InputError:  # a non-linear transform: the points stay world points (the run refused such nodes)
+        frame = None
+    table_node.SetAttribute(LESION_FRAME_ATTRIBUTE,
+                            json.dumps([float(v) for v in frame.ravel()]) if frame is not None else "")
 
 
 def lesion_table_describes(table_node, segmentation_node) -> bool:
@@ -844,11 +859,45 @@ def lesion_axes_json(report: Dict[str, Any]) -> str:
 
 def focus_on_table_lesion(scene, table_node, lesion_id: int) -> List[Any]:
     """Centre the slice views on lesion ``lesion_id`` of a lesion table made by :func:`create_lesion_table_node`
-    (its "Lesion" number) and draw its axes; returns the line markups. InputError for an unknown lesion."""
+    (its "Lesion" number) and draw its axes; returns the line markups. InputError for an unknown lesion.
+
+    A table linked to its segmentation (:func:`link_lesion_table`) shows the lesion where the segmentation is
+    now: the axes go under the segmentation's parent transform, in its own coordinates, so they also follow
+    later changes of that transform. The table's Centroid R/A/S columns stay the world points of the run."""
     import json
 
     lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
-    return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id))
+    lesion = _lesion_of(lesions, lesion_id)
+    segmentation = table_node.GetNodeReference(LESION_TABLE_SEGMENTATION_ROLE)
+    frame = table_node.GetAttribute(LESION_FRAME_ATTRIBUTE)
+    if segmentation is None or not scene.IsNodePresent(segmentation) or not frame:
+        return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id))
+    measured_to_world = np.asarray(json.loads(frame), dtype=np.float64).reshape(4, 4)
+    local = _lesion_points_mapped(lesion, np.linalg.inv(measured_to_world))
+    center_slice_views_on(scene, _mapped_point(node_to_world(segmentation), lesion_focus_ras(local)))
+    return show_lesion_axes(scene, local, transform_node_id=segmentation.GetTransformNodeID())
+
+
+def _lesion_of(lesions: Sequence[Dict[str, Any]], lesion_id: int) -> Dict[str, Any]:
+    lesion = next((d for d in lesions if int(d.get("id", -1)) == int(lesion_id)), None)
+    if lesion is None:
+        raise InputError(f"The lesion report has no lesion {lesion_id}.")
+    return lesion
+
+
+def _mapped_point(matrix: np.ndarray, point: Sequence[float]) -> List[float]:
+    return [float(v) for v in (matrix @ np.append(np.asarray(point, dtype=np.float64), 1.0))[:3]]
+
+
+def _lesion_points_mapped(lesion: Dict[str, Any], matrix: np.ndarray) -> Dict[str, Any]:
+    """A copy of a report lesion with its centroid and axis end points mapped by the 4x4 ``matrix`` (RAS mm)."""
+    out = dict(lesion)
+    if "centroid_ras_mm" in lesion:
+        out["centroid_ras_mm"] = _mapped_point(matrix, lesion["centroid_ras_mm"])
+    for which, (p, q) in lesion_axis_end_points_ras(lesion).items():
+        out[f"{which}_axis"] = dict(lesion.get(f"{which}_axis") or {},
+                                    end_points_ras_mm=[_mapped_point(matrix, p), _mapped_point(matrix, q)])
+    return out
 
 
 def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
@@ -870,15 +919,17 @@ def remove_lesion_axis_markups(scene) -> int:
     return len(ours)
 
 
-def show_lesion_axes(scene, lesion: Dict[str, Any]) -> List[Any]:
+def show_lesion_axes(scene, lesion: Dict[str, Any], transform_node_id: Optional[str] = None) -> List[Any]:
     """Replace any previous axis markups by two locked ``vtkMRMLMarkupsLineNode`` (long, short) drawn from the
-    lesion's RAS end points, named "Lesion N long axis" / "Lesion N short axis"; returns the new nodes."""
+    lesion's RAS end points, named "Lesion N long axis" / "Lesion N short axis"; returns the new nodes.
+    ``transform_node_id``: the points are in that transform's local frame and the markups go under it."""
     import vtk
 
     remove_lesion_axis_markups(scene)
     nodes = []
     for which, (p, q) in lesion_axis_end_points_ras(lesion).items():
         node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", f"Lesion {lesion.get('id', '')} {which} axis")
+        node.SetAndObserveTransformNodeID(transform_node_id)
         node.AddControlPoint(vtk.vtkVector3d(*p))  # the overload every Slicer 5.x declares (not x, y, z)
         node.AddControlPoint(vtk.vtkVector3d(*q))
         node.SetLocked(True)
@@ -905,9 +956,7 @@ def center_slice_views_on(scene, ras: Sequence[float]) -> int:
 def focus_on_lesion(scene, report: Dict[str, Any], lesion_id: int) -> List[Any]:
     """Centre the slice views on lesion ``lesion_id`` of ``report`` and draw its two axes; returns the markups.
     Raises InputError when the report has no such lesion."""
-    lesion = next((d for d in report.get("lesions", []) if int(d.get("id", -1)) == int(lesion_id)), None)
-    if lesion is None:
-        raise InputError(f"The lesion report has no lesion {lesion_id}.")
+    lesion = _lesion_of(report.get("lesions", []), lesion_id)
     center_slice_views_on(scene, lesion_focus_ras(lesion))
     return show_lesion_axes(scene, lesion)
 

@@ -120,3 +120,47 @@ def test_compare_two_segmentations_in_the_scene_and_fill_the_change_table(scene)
     assert table.GetColumnUnitLabel("Baseline volume") == "mL"
     same = mrml.create_change_table_node(scene, {"lesions": [], "response": "NE"}, table_node=table)
     assert same is table and mrml.change_table_rows(table) == []
+
+
+def _translation(scene, name, shift_ras):
+    import vtk
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    matrix = vtk.vtkMatrix4x4()
+    for axis, value in enumerate(shift_ras):
+        matrix.SetElement(axis, 3, float(value))
+    node.SetMatrixTransformToParent(matrix)
+    return node
+
+
+def test_a_table_row_shows_the_lesion_where_its_segmentation_is_now_after_a_transform_change(scene):
+    """The table keeps the report's world points of the run. After the CT (and its segmentation) were moved by a
+    registration, selecting a row centred the views and drew the axes 40 mm from the lesion."""
+    transform = _translation(scene, "registration", (10.0, 0.0, 0.0))
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "moved segmentation")
+    segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    table = mrml.create_lesion_table_node(scene, {"lesions": [LESION], "liver_volume_ml": 1.0})
+    mrml.link_lesion_table(table, segmentation)          # LESION's points: world RAS with the 10 mm shift
+    view = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    view.SetLayoutName("Red")
+    view.SetOrientation("Axial")
+
+    def centre():
+        slice_to_ras = view.GetSliceToRAS()
+        return [slice_to_ras.GetElement(r, 3) for r in range(3)]
+
+    long_axis, _ = mrml.focus_on_table_lesion(scene, table, 3)   # unchanged: exactly the report's points
+    np.testing.assert_allclose(_line_points(long_axis), [[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]], atol=1e-9)
+    np.testing.assert_allclose(centre(), [25.0, 20.0, 30.0], atol=1e-6)
+
+    import vtk
+    moved = vtk.vtkMatrix4x4()
+    moved.SetElement(0, 3, 50.0)                              # the registration is redone: 40 mm further right
+    transform.SetMatrixTransformToParent(moved)
+    long_axis, short_axis = mrml.focus_on_table_lesion(scene, table, 3)
+    np.testing.assert_allclose(_line_points(long_axis), [[50.0, 20.0, 30.0], [80.0, 20.0, 30.0]], atol=1e-9)
+    np.testing.assert_allclose(centre(), [65.0, 20.0, 30.0], atol=1e-6)
+    assert long_axis.GetLineLengthWorld() == pytest.approx(30.0)
+    moved.SetElement(1, 3, -5.0)                              # the axes drawn follow later changes too
+    transform.SetMatrixTransformToParent(moved)
+    np.testing.assert_allclose(_line_points(short_axis), [[65.0, 5.0, 30.0], [65.0, 25.0, 30.0]], atol=1e-9)
+    mrml.remove_lesion_axis_markups(scene)

@@ -299,38 +299,30 @@ def _geometry_from_hd_volume(volume: Any) -> Tuple[np.ndarray, ImageGeometry]:
                                                       direction=tuple(direction.ravel()))
 
 
+SEG_GRID_TOLERANCE = 1e-2
+"""mm (spacing, origin offset) and direction cosines: how far a SEG's grid, computed by highdicom from its frames'
+positions, may be from its CT series' grid, computed by SimpleITK from the slices' (positions rounded in the
+files, e.g. of an oblique series), and still be that grid."""
+
+
 def _onto_reference(array: np.ndarray, geometry: ImageGeometry, reference: CTVolume, path: Any) -> np.ndarray:
     """A SEG volume placed on the reference CT grid (0 where the SEG has no frame): allowed only when its grid is
-    part of the reference's (the same voxel centres, also in another axis order, origin on a reference voxel),
-    as for a SEG that omits empty frames or a reference stored with its rows reversed. Any other grid is a SEG
-    made for another image: refused like a label map on another grid (:func:`io.labels._match_reference`), not
-    resampled."""
-    import SimpleITK as sitk  # noqa: N813
+    part of the reference's (:func:`~LiverTumorSegLib.io.labels.place_on_reference_grid`: the same voxel centres,
+    also in another axis order, inside it), as for a SEG that omits empty frames or a reference stored with its
+    rows reversed. Any other grid is a SEG made for another image: refused like a label map on another grid,
+    not resampled."""
+    from .io.labels import place_on_reference_grid
 
-    from .followup import to_sitk
-
+    placed = place_on_reference_grid(CTVolume(array=array, geometry=geometry, source=str(path)), reference,
+                                     SEG_GRID_TOLERANCE)
+    if placed is not None:
+        return placed.array
     ref = reference.geometry
-    index = np.linalg.solve(ref.ijk_to_lps()[:3, :3], np.asarray(geometry.origin) - np.asarray(ref.origin))
-    # one SEG voxel step in reference voxel steps: a signed permutation when both grids share their voxel centres,
-    # also when the reference stores them in another axis order (the dcm2niix NIfTI of the series: rows reversed)
-    steps = np.linalg.solve(ref.ijk_to_lps()[:3, :3], geometry.ijk_to_lps()[:3, :3])
-    permutation = np.round(np.abs(steps))
-    fits = (np.allclose(np.abs(steps), permutation, atol=2e-3)
-            and np.all(permutation.sum(axis=0) == 1) and np.all(permutation.sum(axis=1) == 1)
-            and np.abs(index - np.round(index)).max() <= 0.05)
-    if not fits:
-        raise LabelError(f"DICOM SEG '{path}' does not match its reference '{reference.source}': its grid (spacing "
-                         f"{tuple(round(float(v), 3) for v in geometry.spacing)} mm, origin "
-                         f"{tuple(round(float(v), 1) for v in geometry.origin)}) is not the reference's (spacing "
-                         f"{tuple(round(float(v), 3) for v in ref.spacing)} mm, origin "
-                         f"{tuple(round(float(v), 1) for v in ref.origin)}). Use the SEG made for this image.")
-    moving = to_sitk(array.astype(np.uint8), geometry)
-    fixed = sitk.Image(list(reversed(reference.shape_zyx)), sitk.sitkUInt8)
-    fixed.SetSpacing(ref.spacing)
-    fixed.SetOrigin(ref.origin)
-    fixed.SetDirection(ref.direction)
-    out = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out)
+    raise LabelError(f"DICOM SEG '{path}' does not match its reference '{reference.source}': its grid (spacing "
+                     f"{tuple(round(float(v), 3) for v in geometry.spacing)} mm, origin "
+                     f"{tuple(round(float(v), 1) for v in geometry.origin)}) is not the reference's (spacing "
+                     f"{tuple(round(float(v), 3) for v in ref.spacing)} mm, origin "
+                     f"{tuple(round(float(v), 1) for v in ref.origin)}). Use the SEG made for this image.")
 
 
 def _check_frame_of_reference(seg: Any, reference: Optional[CTVolume], path: Any) -> None:

@@ -193,36 +193,14 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolu
     return volume
 
 
-def _voxel_offset(label: CTVolume, reference: CTVolume, tolerance: float) -> Optional[Tuple[int, int, int]]:
-    """Whole-voxel (z, y, x) offset of ``label``'s grid inside ``reference``'s, or None when the lattices differ."""
-    lg, rg = label.geometry, reference.geometry
-    if np.abs(np.subtract(lg.spacing, rg.spacing)).max() > tolerance or \
-            np.abs(np.subtract(lg.direction, rg.direction)).max() > tolerance:
-        return None
-    direction = np.asarray(rg.direction, dtype=np.float64).reshape(3, 3)
-    ijk = np.linalg.solve(direction * np.asarray(rg.spacing, dtype=np.float64)[None, :],
-                          np.subtract(lg.origin, rg.origin))
-    rounded = np.rint(ijk)
-    if np.abs((ijk - rounded) * np.asarray(rg.spacing)).max() > tolerance:
-        return None
-    return int(rounded[2]), int(rounded[1]), int(rounded[0])
-
-
 def embed_in_reference(label: CTVolume, reference: CTVolume, tolerance: float = 1e-3) -> CTVolume:
-    """``label`` (a cropped segmentation) padded with background onto ``reference``'s grid, when both share
-    spacing and direction, the offset is whole voxels and ``label`` lies inside; else ``label`` unchanged
-    (the caller's geometry check then says what differs)."""
+    """``label`` (a cropped segmentation) padded with background onto ``reference``'s grid when its grid is a part
+    of the reference's (:func:`~LiverTumorSegLib.io.labels.place_on_reference_grid`: same voxel centres, any axis
+    order, inside it); else ``label`` unchanged (the caller's geometry check then says what differs)."""
     if tuple(label.shape_zyx) == tuple(reference.shape_zyx):
         return label
-    offset = _voxel_offset(label, reference, tolerance)
-    if offset is None:
-        return label
-    start = np.asarray(offset)
-    stop = start + np.asarray(label.shape_zyx)
-    if (start < 0).any() or (stop > np.asarray(reference.shape_zyx)).any():
-        return label
-    full = np.zeros(reference.shape_zyx, dtype=np.uint8)
-    full[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = label.array
-    out = CTVolume(array=full, geometry=reference.geometry, source=label.source, meta=dict(label.meta))
-    out.meta.setdefault("warnings", []).append("cropped segmentation placed into the reference grid")
-    return out
+    from .io.labels import place_on_reference_grid
+
+    placed = place_on_reference_grid(label, reference, tolerance,
+                                     "cropped segmentation placed into the reference grid")
+    return label if placed is None else placed

@@ -5,7 +5,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError, LabelError
-from ..volume import CTVolume
+from ..volume import CTVolume, ImageGeometry
 from .formats import PathLike
 from .reading import read_volume
 
@@ -65,6 +65,50 @@ def onto_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
                    source=volume.source, meta=dict(volume.meta))
     out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
     return out
+
+
+def place_on_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
+                            note: str = "placed into the reference grid") -> Optional[CTVolume]:
+    """``volume`` on the reference's grid as :func:`onto_reference_grid` gives it, or, when its grid is a part of
+    the reference's (the same voxel centres, in any axis order, a whole-voxel offset, inside it: a
+    segmentation cropped to its segments' extent, a DICOM SEG that omits empty frames), padded with zeros
+    (``note`` added to its warnings); None for any other grid. ``tolerance``: mm (spacing, the offset) and
+    direction cosines. Any voxel type."""
+    whole = onto_reference_grid(volume, reference, tolerance)
+    if whole is not None:
+        return whole
+    from ..orientation import plan_reorientation
+
+    vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx)
+    ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
+    start = _whole_voxel_offset(vol_reo.canonical_geometry, ref_reo.canonical_geometry, tolerance)
+    if start is None:
+        return None
+    part = vol_reo.to_canonical(volume.array)
+    stop = start + np.asarray(part.shape)
+    if (start < 0).any() or (stop > np.asarray(ref_reo.canonical_shape)).any():
+        return None
+    canonical = np.zeros(tuple(ref_reo.canonical_shape), dtype=volume.array.dtype)
+    canonical[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = part
+    out = CTVolume(array=ref_reo.from_canonical(canonical), geometry=reference.geometry, source=volume.source,
+                   meta=dict(volume.meta))
+    out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
+    return out
+
+
+def _whole_voxel_offset(part: ImageGeometry, whole: ImageGeometry, tolerance: float) -> Optional[np.ndarray]:
+    """``(z, y, x)`` index in ``whole`` of ``part``'s first voxel, when both grids share spacing and direction and
+    ``part``'s origin lies on a voxel centre of ``whole`` (within ``tolerance`` mm); else None."""
+    if np.abs(np.subtract(part.spacing, whole.spacing)).max() > tolerance or \
+            np.abs(np.subtract(part.direction, whole.direction)).max() > tolerance:
+        return None
+    direction = np.asarray(whole.direction, dtype=np.float64).reshape(3, 3)
+    ijk = np.linalg.solve(direction * np.asarray(whole.spacing, dtype=np.float64)[None, :],
+                          np.subtract(part.origin, whole.origin))
+    rounded = np.rint(ijk)
+    if np.abs((ijk - rounded) * np.asarray(whole.spacing)).max() > tolerance:
+        return None
+    return rounded[::-1].astype(int)
 
 
 def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
@@ -232,12 +276,8 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
 
     if segnrrd.is_seg_nrrd(path):
         volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=reference is None)
-        if reference is not None:
+        if reference is not None:  # a crop of the CT's grid (any axis order) goes into it; else refused below
             volume = segnrrd.embed_in_reference(volume, reference, tolerance)
-            if tuple(volume.shape_zyx) != tuple(reference.shape_zyx):
-                # a crop that cannot go straight into the reference (stored in another axis order, e.g. LPS
-                # against an RAS CT): the full grid its header records first; the reorientation below follows
-                volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=True)
     elif is_dicom_seg(path):
         volume = read_dicom_seg(path, reference)
     else:

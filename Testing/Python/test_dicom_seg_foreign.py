@@ -75,6 +75,17 @@ def test_a_seg_is_placed_on_its_ct_stored_in_another_axis_order(series_a):
         read_dicom_seg(seg, reference=shifted)
 
 
+def test_a_seg_reaching_outside_its_reference_is_refused_not_cut(series_a):
+    """A reference holding only some of the SEG's slices (a NIfTI cut from the series): the SEG was resampled
+    onto it and its other slices dropped without a word."""
+    ct, labels, seg = series_a
+    g = ct.geometry
+    cut = CTVolume(np.asarray(ct.array)[1:].copy(), ImageGeometry(
+        spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, 1))), direction=g.direction))
+    with pytest.raises(LabelError, match="is not the reference's"):
+        read_dicom_seg(seg, reference=cut)
+
+
 def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
     ct, labels, _ = series_a
     kidney = np.zeros(ct.shape_zyx, bool)

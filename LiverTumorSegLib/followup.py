@@ -31,9 +31,15 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    axes of the follow-up lesions in their groups (0 when disappeared; the coalesced lesion once when merged;
    all fragments when split). A new lesion counts for PD when its long axis is at least
    ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false`` and neither make PD
-   nor prevent CR). A target still present but under 5 mm counts 5 mm (RECIST's "too small to measure"). A
-   target not assessed (outside the follow-up scan) makes the response NE unless a new lesion or the measured
-   targets show PD; any lesion not assessed prevents CR (it was counted as gone, giving CR or PR before).
+   nor prevent CR). A target still present counts its measured long axis, also under 5 mm (RECIST 1.1 4.3.2:
+   "actual measurements ... even when very small"; a segmentation always gives one); when counting such a
+   target as 5 mm (the default for a lesion a reader judges "too small to measure") would give another
+   category, the reason says so. A target not assessed (outside the follow-up scan) makes the response NE
+   unless a new lesion or the measured targets show PD, and leaves the follow-up sum unknown (None); a non-target
+   lesion not assessed turns CR into PR (RECIST 1.1 Table 1: target CR, non-target not evaluated), and, without
+   targets, makes the response NE (Table 2). Non-target lesions whose long axis grew by >= 20 % and >= 5 mm are
+   named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a reader's
+   judgement this program does not make.
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
@@ -369,11 +375,14 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     return "stable"
 
 
-def _recist_followup_mm(entry: Dict[str, Any]) -> float:
-    """A target group's follow-up diameter for the sum: 0 when it disappeared, at least 5 mm while present
-    (RECIST 1.1 assigns 5 mm to a target too small to measure)."""
+def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False) -> float:
+    """A target group's follow-up diameter for the sum: 0 when it disappeared, else its measured long axis (RECIST
+    1.1 records actual measurements, even when very small); ``too_small_default``: at least 5 mm while present,
+    the value RECIST assigns a target a reader judges too small to measure."""
     measured = float(entry["followup_long_axis_mm"])
-    return max(measured, RECIST_TOO_SMALL_MM) if entry["followup_ids"] else 0.0
+    if not entry["followup_ids"]:
+        return 0.0
+    return max(measured, RECIST_TOO_SMALL_MM) if too_small_default else measured
 
 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
@@ -406,8 +415,24 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     if status == "new":
         entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm)
     if entry["recist_target"] and follow and follow_long < RECIST_TOO_SMALL_MM:
-        entry["recist_too_small_counts_mm"] = RECIST_TOO_SMALL_MM
+        entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
     return entry
+
+
+def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Non-target groups (seen at both time points) whose long axis grew by >= 20 % and >= 5 mm: candidates for
+    RECIST's unequivocal non-target progression, which is a reader's call."""
+    from .metrics.recist import RECIST_PD_ABSOLUTE_MM, RECIST_PD_CHANGE
+
+    grown = []
+    for e in entries:
+        if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed") or not e["baseline_ids"]:
+            continue
+        change = e["followup_long_axis_mm"] - e["baseline_long_axis_mm"]
+        if e["baseline_long_axis_mm"] > 0 and change >= RECIST_PD_ABSOLUTE_MM \
+                and change / e["baseline_long_axis_mm"] >= RECIST_PD_CHANGE:
+            grown.append(e)
+    return grown
 
 
 def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
@@ -461,18 +486,45 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                         "long_axis_change_percent"):
                 entry[key] = None
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
-    follow_sum = float(sum(_recist_followup_mm(e) for e in entries if e["recist_target"])) if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
-    response, reason = recist_response(base_sum, follow_sum, new_lesion, followup_count, base_report["lesion_count"])
+
+    def response_for(too_small_default: bool) -> Tuple[str, str, Optional[float]]:
+        total = float(sum(_recist_followup_mm(e, too_small_default) for e in entries if e["recist_target"])) \
+            if targets else None
+        return recist_response(base_sum, total, new_lesion, followup_count, base_report["lesion_count"]) + (total,)
+
+    response, reason, follow_sum = response_for(False)
+    small = [e["number"] for e in entries if e.get("recist_under_5_mm")]
+    if small:
+        default_response = response_for(True)[0]
+        if default_response != response:
+            reason += (f"; target lesion(s) {', '.join(map(str, small))} measure under 5 mm: counted as measured "
+                       f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm, which "
+                       f"gives {default_response}")
+    warnings = []  # type: List[str]
     unseen = [e["number"] for e in entries if e["status"] == "not_assessed"]
     unseen_targets = [e["number"] for e in entries if e["status"] == "not_assessed" and e["recist_target"]]
-    if unseen and response in ("CR", "PR", "SD", NON_CR_NON_PD) and (unseen_targets or response == "CR"):
-        # a target (or, for CR, any lesion) outside the follow-up's field of view was not assessed: only
-        # progression shown by what was seen can be called (RECIST 1.1)
-        which = "target lesion(s)" if unseen_targets else "lesion(s)"
-        response, reason = "NE", (f"{which} {', '.join(str(n) for n in unseen_targets or unseen)} lie outside the "
-                                  f"follow-up scan's field of view (not assessed); {reason}")
+    if unseen_targets:  # their follow-up size is unknown, so is the sum (the seen targets' part is a lower bound)
+        if response != "PD":  # only progression shown by what was seen can be called (RECIST 1.1)
+            response, reason = "NE", (f"target lesion(s) {', '.join(map(str, unseen_targets))} lie outside the "
+                                      f"follow-up scan's field of view (not assessed), so the follow-up sum of "
+                                      f"diameters is unknown (the targets seen sum to {follow_sum:.1f} mm, "
+                                      f"baseline {base_sum:.1f} mm)")
+        follow_sum = None
+    elif unseen and targets and response == "CR":  # Table 1: target CR, non-target not evaluated, no new -> PR
+        response, reason = "PR", (f"all target lesions disappeared; non-target lesion(s) "
+                                  f"{', '.join(map(str, unseen))} lie outside the follow-up scan's field of view "
+                                  f"(not evaluated), so not CR (RECIST 1.1 Table 1)")
+    elif unseen and not targets and response in ("CR", NON_CR_NON_PD):  # Table 2: not all evaluated -> NE
+        response, reason = "NE", (f"lesion(s) {', '.join(map(str, unseen))} lie outside the follow-up scan's field "
+                                  f"of view (not evaluated); {reason}")
+    grown = _non_target_growth(entries)
+    if grown:
+        warnings.append("non-target lesion(s) " + ", ".join(
+            f"{e['number']} ({e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm)" for e in grown)
+            + " grew by 20 % and 5 mm or more: RECIST 1.1 calls PD for unequivocal progression of non-target "
+              "lesions, a reader's judgement this program does not make; the response above does not include it")
     counts = {s: sum(1 for e in entries if e["status"] == s) for s in STATUSES}
     change = None if base_sum is None or follow_sum is None else follow_sum - base_sum
     return {
@@ -486,7 +538,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         "min_new_lesion_mm": float(min_new_lesion_mm),
         # what reading the label maps said first (e.g. a .seg.nrrd segment not named as liver or tumor, left out)
         "warnings": [f"{which}: {w}" for which, v in (("baseline", baseline), ("follow-up", followup))
-                     for w in v.meta.get("warnings", [])] + list(align.warnings),
+                     for w in v.meta.get("warnings", [])] + list(align.warnings) + warnings,
         "lesions": entries,
         "alignment": align.to_dict(),
         "baseline": base_report,
@@ -572,8 +624,9 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     fig.legend(handles=[Patch(color=STATUS_COLORS[s], label=s) for s in present], loc="lower center",
                ncol=max(1, len(present)), frameon=False)
     sod = change["sum_of_diameters"]
-    sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} -> "
-                                                       f"{sod['followup_mm']:.1f} mm")
+    follow_text = "unknown" if sod["followup_mm"] is None else f"{sod['followup_mm']:.1f} mm"
+    sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} mm -> "
+                                                       f"{follow_text}")
     fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"
                  f"({RECIST_NOTE})", fontsize=13)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
@@ -588,7 +641,10 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     sod = change["sum_of_diameters"]
     lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']}); {RECIST_NOTE}"]
     lines += [f"warning: {text}" for text in change.get("warnings", [])]
-    if sod["baseline_mm"] is not None:
+    if sod["baseline_mm"] is not None and sod["followup_mm"] is None:
+        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
+                     f"unknown (a target lies outside the follow-up scan)")
+    elif sod["baseline_mm"] is not None:
         lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
                      f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
     align = change["alignment"]

@@ -27,8 +27,10 @@ Definitions
   lesions suited to reproducible repeated measurement); the sum of diameters (SoD) is the sum of
   their long axes. Response vs. baseline: CR = no lesion left; PD = SoD up >= 20 % and >= 5 mm, or a new
   lesion; PR = SoD down >= 30 %; else SD (here the baseline is the reference; RECIST's PD uses the smallest
-  SoD so far, which a two-time-point comparison cannot know). A target still present but under 5 mm counts
-  5 mm (RECIST's "too small to measure"); without target lesions, persisting lesions are Non-CR/non-PD.
+  SoD so far, which a two-time-point comparison cannot know). A target still present counts its measured long
+  axis, also under 5 mm (RECIST 1.1 4.3.2: actual measurements "even when very small"; :data:`RECIST_TOO_SMALL_MM`
+  is the default for a lesion a reader judges too small to measure, which :mod:`~LiverTumorSegLib.followup`
+  reports when it would change the category); without target lesions, persisting lesions are Non-CR/non-PD.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -42,7 +44,8 @@ RECIST_PR_CHANGE = -0.30
 RECIST_PD_CHANGE = 0.20
 RECIST_PD_ABSOLUTE_MM = 5.0
 RECIST_TOO_SMALL_MM = 5.0
-"""RECIST 1.1's default diameter of a target lesion still present but too small to measure."""
+"""RECIST 1.1's default diameter of a target lesion a reader judges present but too small to measure (a measured
+lesion counts its measurement, even under 5 mm)."""
 RESPONSES = ("CR", "PR", "SD", "PD", "Non-CR/non-PD", "NE")
 NON_CR_NON_PD = "Non-CR/non-PD"
 RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver lesions; research use, not a "

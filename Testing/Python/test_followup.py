@@ -281,9 +281,11 @@ def test_tiny_new_lesion_is_listed_but_not_progression():
 
 
 def test_recist_rules_a_radiologist_applies_at_follow_up():
-    """From a RECIST audit: a target shrunk to a 3 mm focus counts 5 mm ('too small to measure'), so 20 + 14 mm
-    -> 20 + 3 mm is SD, not PR; an equivocal new focus does not keep all-gone disease from CR; a new lesion beside
-    a shrinking target (no shared voxel) is new, PD, not a 'split' fragment of it."""
+    """A target shrunk to a 3 mm focus counts its measured 3 mm (RECIST 1.1 4.3.2: actual measurements are
+    recorded "even when very small (e.g. 2 mm)"; 5 mm is the default only for a lesion a reader cannot measure),
+    so 20 + 14 mm -> 20 + 3 mm is PR, and the reason says that the 5 mm default would give SD; an equivocal new
+    focus does not keep all-gone disease from CR; a new lesion beside a shrinking target (no shared voxel) is new,
+    PD, not a 'split' fragment of it."""
     g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     base = np.ones((6, 60, 60), np.uint8)
     base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm long
@@ -293,12 +295,13 @@ def test_recist_rules_a_radiologist_applies_at_follow_up():
     follow[3, 40:43, 41:43] = 2                  # target 2 became a 3 mm focus
     change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
     shrunk = next(e for e in change["lesions"] if 2 in e["baseline_ids"])
-    assert shrunk["followup_long_axis_mm"] < 5.0 and shrunk["recist_too_small_counts_mm"] == 5.0
+    assert shrunk["followup_long_axis_mm"] < 5.0 and shrunk["recist_under_5_mm"] is True
     sod = change["sum_of_diameters"]
     kept = next(e for e in change["lesions"] if 1 in e["baseline_ids"])
-    assert sod["followup_mm"] == pytest.approx(kept["followup_long_axis_mm"] + 5.0)
-    assert -30.0 < sod["change_percent"] < -20.0  # with the measured 3 mm it read about -33 %: PR
-    assert change["response"] == "SD"
+    assert sod["followup_mm"] == pytest.approx(kept["followup_long_axis_mm"] + shrunk["followup_long_axis_mm"])
+    assert sod["change_percent"] <= -30.0       # with 5 mm counted it reads between -30 and -20 %: SD
+    assert change["response"] == "PR"
+    assert "under 5 mm" in change["response_reason"] and change["response_reason"].endswith("gives SD")
 
     gone = np.ones_like(base)
     gone[3, 55, 55] = 2                          # all lesions gone; one 1-voxel new focus (equivocal)
@@ -344,6 +347,51 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert statuses(cut) == ["not_assessed", "not_assessed"] and cut["response"] == "NE"  # was 'shrunk', PR
     whole = compare_followup(baseline, baseline, alignment="none")
     assert statuses(whole) == ["stable", "stable"] and whole["response"] == "SD"
+    # the follow-up sum with a target not assessed is unknown, not the seen targets' part (it read -100 %)
+    assert upper["sum_of_diameters"]["followup_mm"] is None and upper["sum_of_diameters"]["change_percent"] is None
+    assert any("-> unknown" in line for line in change_summary_lines(upper))
+
+
+def test_targets_gone_with_a_non_target_outside_the_followup_scan_is_pr_not_ne():
+    """RECIST 1.1 Table 1: target CR, non-target not evaluated, no new lesion -> PR (it said NE). Two 20 mm
+    targets and a 6 mm non-target at the top; the follow-up covers the targets' slices only, both gone."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 3.0))
+    base = np.ones((12, 60, 60), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm
+    base[2:4, 35:55, 40:45] = 2                  # target 2: 20 mm
+    base[10, 30:36, 30:33] = 2                   # non-target: 6 mm, on slice 10
+    follow = np.ones_like(base)                  # the targets gone
+    baseline = CTVolume(base, g)
+    change = compare_followup(baseline, _cropped_in_z(CTVolume(follow, g), 0, 8), alignment="none")
+    assert statuses(change) == ["disappeared", "disappeared", "not_assessed"]
+    assert change["response"] == "PR" and "Table 1" in change["response_reason"]
+    assert change["sum_of_diameters"]["followup_mm"] == 0.0     # both targets were seen: their sum is known
+    only_non_targets = base.copy()
+    only_non_targets[base == 2] = 1
+    only_non_targets[10, 30:36, 30:33] = 2
+    only_non_targets[2, 30:36, 30:33] = 2        # two 6 mm non-targets, no target; the upper one unseen
+    change = compare_followup(CTVolume(only_non_targets, g), _cropped_in_z(CTVolume(follow, g), 0, 8),
+                              alignment="none")
+    assert change["response"] == "NE"            # Table 2: non-target lesions not all evaluated (it said CR)
+
+
+def test_a_growing_non_target_lesion_is_named_in_a_warning():
+    """Only two liver lesions can be targets: a third, measurable lesion growing 12 -> 38 mm left the response SD
+    without a word. Unequivocal non-target progression is a reader's call; the change report now names it."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 80, 80), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm
+    base[2:4, 35:53, 60:65] = 2                  # target 2: 18 mm
+    base[2:4, 60:71, 20:25] = 2                  # non-target: 11.8 mm (third largest)
+    follow = base.copy()
+    follow[2:4, 40:78, 20:25] = 2                # the non-target grows to 38.2 mm
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    assert change["response"] == "SD"
+    (warning,) = [w for w in change["warnings"] if "non-target" in w]
+    # 11 x 5 voxels of 1 mm: corner to corner sqrt(10^2 + 4^2) + 1 = 11.8 mm; 38 x 5: sqrt(37^2 + 4^2) + 1 = 38.2
+    assert "3 (11.8 -> 38.2 mm)" in warning and "a reader's judgement" in warning
+    assert not any("non-target" in w for w in compare_followup(CTVolume(base, g), CTVolume(base, g),
+                                                               alignment="none")["warnings"])
 
 
 def test_followup_without_matplotlib_is_a_clear_error_and_leaves_no_report(tmp_path, capsys, monkeypatch):

@@ -222,7 +222,9 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
     value, kji, centre_distance, a, b = best
     _, c, d = _short_axis_in_slice(kji, geometry, axis, a, b)
     if np.allclose(a, b):  # one voxel in the measurement slice: its in-plane sides are the axes
-        sides = sorted((_voxel_side(a, geometry, x) for x in in_plane), key=lambda side: -side[0])
+        # longer side first; square pixels: the side whose end points come first (not the storage order)
+        sides = sorted((_voxel_side(a, geometry, x) for x in in_plane),
+                       key=lambda side: (-round(side[0], 6), _point_key(side[1]), _point_key(side[2])))
         (long_mm, a, b), (short_mm, c, d) = sides
     else:
         if np.allclose(c, d):  # one voxel wide: one voxel across
@@ -239,7 +241,7 @@ def _voxel_side(centre: np.ndarray, geometry: ImageGeometry, array_axis: int) ->
     """The side of the voxel at ``centre`` along ``array_axis``: (spacing mm, LPS start, LPS end)."""
     column = 2 - array_axis
     half = 0.5 * geometry.spacing[column] * geometry.direction_matrix[:, column]
-    return float(geometry.spacing[column]), centre - half, centre + half
+    return (float(geometry.spacing[column]),) + _ordered_ends(centre - half, centre + half)
 
 
 def _perpendicular_voxel(point: np.ndarray, a: np.ndarray, b: np.ndarray, geometry: ImageGeometry, axis: int
@@ -249,7 +251,7 @@ def _perpendicular_voxel(point: np.ndarray, a: np.ndarray, b: np.ndarray, geomet
     normal = scaled[:, 2 - axis] / np.linalg.norm(scaled[:, 2 - axis])
     v = np.cross(normal, (b - a) / np.linalg.norm(b - a))
     half = 0.5 * voxel_length_along(v, geometry, axis)
-    return 2.0 * half, point - half * v, point + half * v
+    return (2.0 * half,) + _ordered_ends(point - half * v, point + half * v)
 
 
 def measurable_minimum_mm(slice_thickness_mm: float) -> float:

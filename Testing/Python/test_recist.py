@@ -230,3 +230,19 @@ def test_axes_do_not_depend_on_how_the_file_is_stored(grid, semi_axes):
         for name in ("long_axis", "short_axis"):
             np.testing.assert_allclose(axes[name]["end_points_lps_mm"], reference[name]["end_points_lps_mm"],
                                        atol=1e-6)
+
+
+@pytest.mark.parametrize("shape_zyx", [(1, 1, 1), (1, 1, 6), (1, 6, 1)], ids=["one_voxel", "row_x", "row_y"])
+def test_end_points_of_one_voxel_wide_lesions_do_not_depend_on_storage(shape_zyx):
+    """A lesion one voxel wide: its short axis (one voxel across) came out start-to-end in storage order, so
+    the file flipped listed the same two points reversed (audit; report_format.md promises a fixed order)."""
+    geometry = ImageGeometry(spacing=(0.7, 0.9, 2.5), origin=(-20.0, 10.0, 40.0))
+    mask = np.zeros((3, 8, 8), bool)
+    mask[1:1 + shape_zyx[0], 2:2 + shape_zyx[1], 1:1 + shape_zyx[2]] = True
+    reference = lesion_axes(mask, geometry)
+    for array_axis in range(3):
+        stored_mask, stored_geometry = _stored_flipped(mask, geometry, array_axis)
+        axes = lesion_axes(stored_mask, stored_geometry)
+        for name in ("long_axis", "short_axis"):
+            np.testing.assert_allclose(axes[name]["end_points_lps_mm"], reference[name]["end_points_lps_mm"],
+                                       atol=1e-6)

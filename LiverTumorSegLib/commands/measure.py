@@ -7,6 +7,7 @@ LABELS: a label map (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage, or 
 (and checks that the label map lies on the CT's grid); ``--probabilities`` adds the mean tumor probability.
 """
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -34,17 +35,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def tilted_grid_warnings(geometry: Any, name: str) -> List[str]:
-    """A warning when the label map's grid is tilted from the patient axes (more than the CT check's
-    ``OBLIQUE_WARN_DEGREES``): RECIST axes are measured in the grid's slices nearest to axial, not in true axial
-    planes. Without --ct no CT check ran, so the report said nothing of it."""
-    from ..orientation import obliquity_degrees
+    """A warning when the label map's slices nearest to axial are tilted from the axial plane (their normal
+    more than the CT check's ``OBLIQUE_WARN_DEGREES`` from S): RECIST axes are measured in those slices, not in
+    true axial planes. A grid turned only about S has true axial slices and gets none. Without --ct no CT
+    check ran, so the report said nothing of it."""
+    import numpy as np
+
+    from ..metrics.recist import axial_axis_zyx
     from ..validation import OBLIQUE_WARN_DEGREES
 
-    tilt = obliquity_degrees(geometry.direction_matrix)
+    direction = np.asarray(geometry.direction_matrix, dtype=float)
+    in_plane = [2 - a for a in range(3) if a != axial_axis_zyx(geometry)]  # columns of the slices' two axes
+    normal = np.cross(direction[:, in_plane[0]], direction[:, in_plane[1]])
+    tilt = float(np.degrees(np.arccos(np.clip(abs(normal[2]) / max(np.linalg.norm(normal), 1e-12), 0.0, 1.0))))
     if tilt <= OBLIQUE_WARN_DEGREES:
         return []
-    return [f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes: the long and short axes "
-            f"are measured in its slices nearest to axial, not in true axial planes."]
+    return [f"'{name}' is stored in slices tilted {tilt:.0f} degrees from the axial plane: the long and short axes "
+            f"are measured in those slices, not in true axial planes."]
 
 
 def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     warnings: List[str] = []
     ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings,
                          non_hu_going_on=MEAN_HU_NOT_HU) if args.ct else None
+    printed = len(warnings)  # the CT's warnings, printed as it was read
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
     if ct is None:  # with --ct, the CT's own check has said it
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
         warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
                         "volume counts the tumor alone and the tumor burden (100 %) means nothing")
+    for warning in warnings[printed:]:  # in the report too; a map with tumor but no liver ran without a word
+        print(f"warning: {warning}", file=sys.stderr)
     probability = None
     if args.probabilities:
         from ..io.probability import probability_scores

@@ -429,6 +429,21 @@ def test_measure_without_a_ct_says_when_the_label_grid_is_tilted(tmp_path):
     assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
     warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
     assert len(warnings) == 1 and "tilted 30 degrees" in warnings[0] and "not in true axial planes" in warnings[0]
+    turned = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    path = write_label_map(tmp_path / "turned.nii.gz", labels, ImageGeometry(
+        spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(turned.ravel())))
+    assert main(["measure", str(path), "-o", str(tmp_path / "t.json")]) == 0  # turned about S: true axial slices
+    assert json.loads((tmp_path / "t.json").read_text())["warnings"] == []
+
+
+def test_measure_prints_the_label_maps_warnings_on_stderr(tmp_path, capsys):
+    """A map with tumor but no liver: the report said its burden (100 %) means nothing, the console nothing."""
+    labels = np.zeros((6, 40, 40), np.uint8)
+    labels[2:4, 15:20, 15:20] = 2
+    path = write_label_map(tmp_path / "tumor_only.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    assert main(["measure", str(path), "-o", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "tumor but no liver" in err
 
 
 def _padded_pair(shift_yx_voxels):

@@ -49,9 +49,10 @@ def segment_table(metadata: Dict[str, str]) -> List[Dict[str, str]]:
     return [segments[i] for i in sorted(segments)]
 
 
-TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta")
+TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta", "cancer", "carcinoma")
 """A segment whose name holds one of these is a liver tumor (as for DICOM SEG labels): Segment Editor's "Split
-islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2' or 'Metastasis'."""
+islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2' or 'Metastasis'; MSD's Task03
+names label 2 'cancer'."""
 NEGATIONS = ("without", "non-", "non ", "no ", "free", "excluding")
 """... unless the name also holds one of these ('Liver without tumor', 'tumor-free liver')."""
 

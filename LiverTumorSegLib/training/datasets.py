@@ -81,6 +81,14 @@ def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
                              f"'{case.case_id}' in '{root}'; list each CT once (it could otherwise be trained on and "
                              f"validated on at the same time).")
         seen[key] = case.case_id
+    labels: Dict[str, str] = {}  # one label file for two CTs: a copy-paste slip that trains one CT on another's labels
+    for case in cases:
+        key = os.path.normcase(str(Path(case.label_path).resolve()))
+        if key in labels:
+            raise InputError(f"Label '{case.label_path}' is listed for case '{labels[key]}' and for case "
+                             f"'{case.case_id}' in '{root}'; each CT needs its own label file (one of the two "
+                             f"rows names the wrong file).")
+        labels[key] = case.case_id
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "
@@ -141,10 +149,11 @@ def _discover_lits(root: Path) -> List[Case]:
         if not m:
             continue
         target = volumes if m.group(1) == "volume" else labels
-        if m.group(2) in target:
-            raise InputError(f"LiTS case {m.group(2)} appears twice: '{target[m.group(2)]}' and '{path}'. "
+        number = str(int(m.group(2)))  # volume-1 and volume-01 are one case number
+        if number in target:
+            raise InputError(f"LiTS case {number} appears twice: '{target[number]}' and '{path}'. "
                              f"Remove the duplicate.")
-        target[m.group(2)] = path
+        target[number] = path
     missing = sorted(set(volumes) - set(labels), key=int)
     if missing:
         raise InputError(f"LiTS volumes without a segmentation-N.nii: cases {missing[:10]} in '{root}'. "
@@ -175,7 +184,16 @@ def _discover_msd(root: Path) -> List[Case]:
         if not isinstance(info, dict):
             raise InputError(f"'{manifest}' must hold a JSON object (MSD / nnU-Net dataset.json).")
     if "training" in info:  # MSD: the manifest lists the pairs (nnU-Net v2's dataset.json has no such list)
-        for item in info.get("training", []):
+        training = info.get("training")
+        if not isinstance(training, list):
+            raise InputError(f"'{manifest}': \"training\" must be a list of {{\"image\": ..., \"label\": ...}} "
+                             f"entries (MSD dataset.json); delete dataset.json to pair imagesTr/ with labelsTr/ by "
+                             f"file name.")
+        for number, item in enumerate(training, start=1):
+            if not (isinstance(item, dict) and isinstance(item.get("image"), str)
+                    and isinstance(item.get("label"), str)):
+                raise InputError(f"'{manifest}': entry {number} of \"training\" must be an object with the strings "
+                                 f"\"image\" and \"label\" (paths relative to the data set), got {str(item)[:120]}.")
             pairs.append(((root / item["image"]).resolve(), (root / item["label"]).resolve()))
         listed = {image for image, _ in pairs}
         unlisted = sorted(p.name for p in images_dir.iterdir()
@@ -201,9 +219,21 @@ def _discover_msd(root: Path) -> List[Case]:
             log.warning("warning: %d nnU-Net channel file(s) other than _0000 in '%s' are not used (the networks "
                         "take one CT channel): %s%s", len(other_channels), images_dir, ", ".join(other_channels[:5]),
                         " ..." if len(other_channels) > 5 else "")
+    if not pairs:
+        others = sorted(p.name for p in images_dir.iterdir() if _visible(p) and p.is_file()
+                        and not re.search(NIFTI_RE, p.name))
+        if others:
+            raise InputError(f"'{images_dir}' holds no .nii/.nii.gz image but {len(others)} other file(s) "
+                             f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); an MSD / nnU-Net folder is "
+                             f"read for NIfTI only. List the pairs in a CSV (columns image,label) and pass it as --data.")
     cases = []
     for image, label in pairs:
         if not image.is_file():
+            channel_file = image.with_name(re.sub(NIFTI_RE, r"_0000\g<0>", image.name))
+            if channel_file.is_file():  # nnU-Net v1: dataset.json names CASE, the file is CASE_0000
+                raise InputError(f"dataset.json lists '{image.name}', but imagesTr/ holds '{channel_file.name}': "
+                                 f"nnU-Net v1 naming. Rename or delete '{manifest}' so that CASE_0000 images pair with "
+                                 f"labelsTr/CASE labels by file name.")
             raise InputError(f"MSD image '{image}' listed in dataset.json is missing. Restore it, or remove its "
                              f"entry from dataset.json's \"training\" list.")
         if not label.is_file():
@@ -212,6 +242,48 @@ def _discover_msd(root: Path) -> List[Case]:
         case_id = re.sub(NIFTI_RE, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
         cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
     return cases
+
+
+def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[Dict[Any, Any]] = None) -> None:
+    """Refuse an MSD / nnU-Net data set whose ``dataset.json`` says its label values mean something other than
+    0 background, 1 liver, 2 liver tumor (e.g. nnU-Net's ``{"tumor": 1, "liver": 2}``, or MSD Task08's
+    ``{"1": "Vessel", "2": "Tumour"}``): trained as they are, a swapped data set teaches the liver as tumor
+    without any other check noticing. A ``label_map`` (``--label-map``) is the user's own reading and is not
+    second-guessed; a dataset.json without ``labels`` is not judged. Both MSD (``{"1": "liver"}``) and nnU-Net
+    v2 (``{"liver": 1}``, regions ``{"liver": [1, 2]}``) forms are read."""
+    root = Path(root)
+    if label_map or not root.is_dir() or (fmt not in ("auto", "msd")) or not (root / "dataset.json").is_file():
+        return
+    try:
+        info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return  # discover_cases says so
+    labels = info.get("labels") if isinstance(info, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        return
+    names: Dict[int, List[str]] = {}
+    for key, value in labels.items():
+        if isinstance(value, (str,)) and str(key).strip().lstrip("-").isdigit():  # MSD: {"1": "liver"}
+            names.setdefault(int(key), []).append(value)
+        else:  # nnU-Net v2: {"liver": 1} or a region {"liver": [1, 2]}
+            for number in (value if isinstance(value, list) else [value]):
+                if isinstance(number, int) and not isinstance(number, bool):
+                    names.setdefault(number, []).append(str(key))
+    from ..segnrrd import names_tumor
+
+    def said(number: int) -> str:
+        return " / ".join(names.get(number, [])) or "nothing"
+
+    liver_ok = all("liver" in n.lower() and not names_tumor(n) for n in names.get(1, ["liver"]))
+    tumor_ok = any(names_tumor(n) for n in names.get(2, ["tumor"]))
+    extra = sorted(n for n in names if n not in (0, 1, 2))
+    if liver_ok and tumor_ok and not extra:
+        return
+    meaning = ", ".join(f"{number} = {said(number)}" for number in sorted(names))
+    raise InputError(f"'{root / 'dataset.json'}' says its label values mean {meaning}; training needs 1 = liver "
+                     f"and 2 = liver tumor. Pass --label-map to say which values are liver and tumor (e.g. "
+                     f"'{{\"1\": 2, \"2\": 1}}' for a data set with 1 = tumor and 2 = liver; values left out "
+                     f"become background), or fix dataset.json's \"labels\" if they are wrong.")
 
 
 def _discover_ircadb(root: Path) -> List[Case]:

@@ -27,7 +27,7 @@ from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .datasets import discover_cases
+from .datasets import check_dataset_labels, discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .losses import DeepSupervisionLoss, SegmentationLoss
@@ -437,6 +437,7 @@ class Trainer:
         check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
         _check_deep_supervision_weights(cfg)
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
+        check_dataset_labels(cfg.data, cfg.format, cfg.label_map)  # a dataset.json saying 1 = tumor, 2 = liver
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
         if self._resume_payload is not None:  # what the options name may have changed under the same text

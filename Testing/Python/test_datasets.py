@@ -8,8 +8,8 @@ import pytest
 from LiverTumorSegLib.errors import InputError, LabelError
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import make_phantom
-from LiverTumorSegLib.training.datasets import (Case, detect_format, discover_cases, label_content_warnings, load_case,
-                                                remap_labels)
+from LiverTumorSegLib.training.datasets import (Case, check_dataset_labels, detect_format, discover_cases,
+                                                label_content_warnings, load_case, remap_labels)
 from LiverTumorSegLib.training.splits import holdout_split, kfold_splits, select_split
 
 
@@ -327,3 +327,83 @@ def test_load_case_logs_each_ct_warning_once_however_often_the_case_is_read(tmp_
         load_case(case)
         load_case(case)
     assert caplog.text.count("has thick slices (8 mm)") == 1
+
+
+def _msd_set(root: Path, labels=None, n_cases=2):
+    for n in range(n_cases):
+        _write_pair(root / "imagesTr" / f"case_{n}_0000.nii.gz", root / "labelsTr" / f"case_{n}.nii.gz", n)
+    if labels is not None:
+        (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": labels,
+                                                       "numTraining": n_cases, "file_ending": ".nii.gz"}))
+    return root
+
+
+@pytest.mark.parametrize("labels", [{"background": 0, "tumor": 1, "liver": 2},
+                                    {"0": "background", "1": "Vessel", "2": "Tumour"},
+                                    {"background": 0, "liver": 1, "tumor": 2, "vessel": 3}])
+def test_a_dataset_json_whose_labels_mean_something_else_is_refused(tmp_path, labels):
+    """nnU-Net's {"tumor": 1, "liver": 2} trained the liver as tumor and the tumor as liver with exit 0."""
+    root = _msd_set(tmp_path / "set", labels)
+    with pytest.raises(InputError, match="training needs 1 = liver and 2 = liver tumor.*--label-map"):
+        check_dataset_labels(root)
+    check_dataset_labels(root, label_map={"1": 2, "2": 1})  # the user's own reading is not second-guessed
+
+
+@pytest.mark.parametrize("labels", [{"0": "background", "1": "liver", "2": "cancer"},  # MSD Task03_Liver
+                                    {"background": 0, "liver": [1, 2], "tumor": 2},   # nnU-Net v2 regions
+                                    {"background": 0, "liver": 1},                    # liver only
+                                    None])                                            # no dataset.json
+def test_dataset_json_labels_that_mean_liver_and_tumor_are_accepted(tmp_path, labels):
+    check_dataset_labels(_msd_set(tmp_path / "set", labels))
+
+
+def test_one_label_file_listed_for_two_cts_is_refused(tmp_path):
+    """Rows a and b both named pat0's label: b trained on a's liver (Dice 0.22 with its own CT), exit 0."""
+    _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
+    _write_pair(tmp_path / "ct1.nii.gz", tmp_path / "lab1.nii.gz", 1)
+    (tmp_path / "list.csv").write_text("image,label,case\nct0.nii.gz,lab0.nii.gz,a\nct1.nii.gz,lab0.nii.gz,b\n")
+    with pytest.raises(InputError, match="listed for case 'a' and for case 'b'"):
+        discover_cases(tmp_path / "list.csv")
+
+
+@pytest.mark.parametrize("training", [[{"image": "./imagesTr/case_0_0000.nii.gz"}], ["./imagesTr/x.nii.gz"],
+                                      {"image": "x"}])
+def test_a_malformed_dataset_json_training_list_is_a_clear_error(tmp_path, training):
+    root = _msd_set(tmp_path / "set")
+    (root / "dataset.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(InputError, match="dataset.json.*\"training\""):
+        discover_cases(root)
+
+
+def test_nnunet_v1_and_non_nifti_folders_get_advice_that_fits(tmp_path):
+    v1 = _msd_set(tmp_path / "v1")
+    (v1 / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "./imagesTr/case_0.nii.gz", "label": "./labelsTr/case_0.nii.gz"}]}))
+    with pytest.raises(InputError, match="nnU-Net v1 naming"):
+        discover_cases(v1)
+    nrrd = tmp_path / "nrrd"
+    (nrrd / "imagesTr").mkdir(parents=True)
+    (nrrd / "labelsTr").mkdir()
+    (nrrd / "imagesTr" / "case_0_0000.nrrd").write_bytes(b"NRRD0004\n")
+    with pytest.raises(InputError, match="no .nii/.nii.gz image but 1 other file.*CSV"):
+        discover_cases(nrrd)
+
+
+def test_lits_zero_padded_copy_of_a_case_is_one_case_number(tmp_path):
+    """volume-1 and volume-01 became cases lits-1 and lits-01, two 'patients' that could be split apart."""
+    _write_pair(tmp_path / "volume-1.nii", tmp_path / "segmentation-1.nii")
+    _write_pair(tmp_path / "copy" / "volume-01.nii", tmp_path / "copy" / "segmentation-01.nii")
+    with pytest.raises(InputError, match="LiTS case 1 appears twice"):
+        discover_cases(tmp_path)
+
+
+def test_train_refuses_a_swapped_dataset_json_before_any_case_is_cached(tmp_path, capsys):
+    from LiverTumorSegLib.cli import main
+
+    root = _msd_set(tmp_path / "set", {"background": 0, "tumor": 1, "liver": 2})
+    out = tmp_path / "m.safetensors"
+    code = main(["train", "--data", str(root), "--model", "unet", "--epochs", "1", "--no-progress-bar",
+                 "--no-tensorboard", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1 = tumor, 2 = liver" in err and "--label-map" in err
+    assert not out.exists() and not (tmp_path / "m_train").exists()

@@ -1,7 +1,8 @@
 """k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
 
 Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
-``fold``: one row per fold 0..k-1 with liver/tumor Dice, then a ``mean`` row) and ``crossval.json`` (rows +
+``fold``: one row per fold 0..k-1 with liver/tumor Dice and ``val_cases``, its validation case ids joined by
+"; ", then a ``mean`` row) and ``crossval.json`` (rows +
 ``metrics.report.summarize_cases``).
 All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
 case where neither prediction nor reference holds tumor, 0.0 where only one does; ``tumor_ref_cases`` counts
@@ -20,6 +21,8 @@ from .config import TrainConfig
 
 
 TABLE_NAMES = ("crossval.csv", "crossval.json")
+VAL_CASES_SEPARATOR = "; "
+"""Between the case ids in a fold's ``val_cases`` cell: case ids may hold spaces (file names such as 'ct 0')."""
 
 
 def fold_config(config: TrainConfig, out_dir: Path, fold: int) -> TrainConfig:
@@ -42,7 +45,7 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
     return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
             "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
-            "val_cases": " ".join(result.val_cases), "epochs": result.epochs_completed,
+            "val_cases": VAL_CASES_SEPARATOR.join(result.val_cases), "epochs": result.epochs_completed,
             "validation": "whole volume" if whole else (
                 f"whole-volume validation failed (see the fold's log); slice-level liver "
                 f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable")}

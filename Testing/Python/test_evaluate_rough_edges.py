@@ -116,6 +116,9 @@ def test_tumor_dice_of_tumor_free_case_is_one_in_evaluate_and_crossval(tmp_path,
 
     whole = {"liver_dice": 0.9, "tumor_dice": 0.0, "cases": [whole_volume_row("a", false_positive, labels)]}
     fold = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=["a"], epochs_completed=1))
+    two = fold_row(1, SimpleNamespace(validation={"whole_volume": whole}, val_cases=["ct 0", "ct 1"],
+                                      epochs_completed=1))
+    assert two["val_cases"] == "ct 0; ct 1"  # 'ct 0 ct 1' read as four cases
     assert fold["tumor_ref_cases"] == 0 and mean_row([fold])["tumor_ref_cases"] == 0
 
 

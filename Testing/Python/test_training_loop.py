@@ -218,7 +218,7 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     # a given --log-dir holds the folds' logs (it was ignored: they went to OUT_DIR/fold_<i>_train)
     assert (tmp_path / "logs" / "fold_2_train" / "log.csv").is_file()
     assert not (tmp_path / "cv" / "fold_0_train").exists()
-    assert sorted(" ".join(r["val_cases"] for r in table[:3]).split()) == ["ct0", "ct1", "ct2"]
+    assert sorted("; ".join(r["val_cases"] for r in table[:3]).split("; ")) == ["ct0", "ct1", "ct2"]
     assert table[3]["liver_dice"] == pytest.approx(np.mean([r["liver_dice"] for r in table[:3]]))
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
 

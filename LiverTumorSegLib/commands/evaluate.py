@@ -159,12 +159,26 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
     return cases
 
 
+def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:
+    """Two files given explicitly are compared as given; when both case names carry numbers and the numbers
+    differ ('volume-3' against 'segmentation-2'), a warning says so: the pair may be a slip, and its numbers
+    would be another case's. Names without numbers ('pred', 'gt') say nothing either way."""
+    import re
+
+    numbers = [re.findall(r"\d+", case_name(path) or "") for path in (pred, ref)]
+    if all(numbers) and [int(n) for n in numbers[0]] != [int(n) for n in numbers[1]]:
+        log.warning("warning: --pred '%s' (case '%s') and --ref '%s' (case '%s') name different case numbers; they "
+                    "are compared as given. Check that the prediction belongs to this reference.",
+                    pred.name, case_name(pred), ref.name, case_name(ref))
+
+
 def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
             raise InputError(f"{what} '{path}' does not exist.")
     if pred.is_file() and ref.is_file():
+        _warn_if_other_case_numbers(pred, ref)
         return [(case_name(ref) or ref.name, pred, ref)], [], []
     if pred.is_dir() != ref.is_dir():
         raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.")

@@ -84,6 +84,24 @@ def test_references_without_a_prediction_are_named_beside_the_numbers(tmp_path, 
     assert "NOT IN THESE NUMBERS: 2 reference case(s) without a prediction (b, c)" in out
 
 
+def test_two_files_of_other_case_numbers_are_compared_with_a_warning(tmp_path, caplog):
+    """volume-3 against segmentation-2 was scored without a word; 'pred' against 'gt' names no case at all."""
+    _case(tmp_path, "volume-3.nii.gz")
+    _case(tmp_path, "segmentation-2.nii.gz")
+    assert _evaluate("--pred", tmp_path / "volume-3.nii.gz", "--ref", tmp_path / "segmentation-2.nii.gz",
+                     "-o", tmp_path / "out", "--no-plots", "--no-surface") == 0
+    err = caplog.text
+    assert err.count("name different case numbers") == 1 and "'3'" in err and "'2'" in err
+    _case(tmp_path, "pred.nii.gz")
+    _case(tmp_path, "segmentation-02.nii.gz")
+    for pred, ref in (("pred.nii.gz", "segmentation-2.nii.gz"), ("volume-3.nii.gz", "volume-3.nii.gz"),
+                      ("segmentation-02.nii.gz", "segmentation-2.nii.gz")):
+        caplog.clear()
+        assert _evaluate("--pred", tmp_path / pred, "--ref", tmp_path / ref, "-o", tmp_path / f"o_{pred}_{ref}",
+                         "--no-plots", "--no-surface") == 0
+        assert "different case numbers" not in caplog.text
+
+
 def test_two_label_maps_of_one_case_are_refused_naming_both(tmp_path, capsys):
     _case(tmp_path / "ref", "case1_seg.nii.gz")
     _case(tmp_path / "ref", "case1_label.nii.gz")

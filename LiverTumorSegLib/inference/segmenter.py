@@ -462,20 +462,29 @@ class Segmenter:
         outputs = _check_outputs(input_path, output_path, report_path, preview_path, probability_path, overwrite)
         reporter(0.0, "reading")
         loading = None if self.loaded else _load_in_background(self)  # model load overlaps the read
-        volume = read_volume(input_path, series=series)
-        timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
-        stage_start = time.perf_counter()
-        input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
-        for message in input_warnings:
-            log.warning("warning: %s", message)
-        if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:
-            from ..dicom_seg import prepare_seg_sources  # the SEG's references checked now, not after the network
+        try:
+            volume = read_volume(input_path, series=series)
+            timings = {"read": time.perf_counter() - start}  # type: Dict[str, float]
+            stage_start = time.perf_counter()
+            input_warnings = check_ct(volume, allow_non_hu=self.options.allow_non_hu)
+            for message in input_warnings:
+                log.warning("warning: %s", message)
+            if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:
+                from ..dicom_seg import prepare_seg_sources  # the SEG's references checked now, not after the network
 
-            volume.meta["dicom_seg_sources"] = prepare_seg_sources(volume.meta["files"], volume.geometry,
-                                                                   volume.shape_zyx)
-        timings["checks"] = time.perf_counter() - stage_start
-        if cancel is not None:
-            cancel.raise_if_cancelled()
+                volume.meta["dicom_seg_sources"] = prepare_seg_sources(volume.meta["files"], volume.geometry,
+                                                                       volume.shape_zyx)
+            timings["checks"] = time.perf_counter() - stage_start
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+        except BaseException:
+            # a bad input (or a cancel) before the load finished: let the load end before the error leaves, so
+            # that no import runs on behind the caller's back (a segment-only process hides some optional
+            # packages while MONAI imports: a caller's `import matplotlib` in that window failed). A CLI process
+            # waited for it at exit anyway.
+            if loading is not None:
+                concurrent.futures.wait([loading])
+            raise
         if loading is not None:
             reporter(0.02, "loading model")
             loading.result()
@@ -515,8 +524,7 @@ def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":
     """:meth:`Segmenter.load` on a worker thread, started before the input is read, so that importing torch and
     MONAI, reading the package and starting CUDA overlap reading the CT (zlib inflates without holding the
     GIL). The future's ``result()`` re-raises the load's error. If the read fails first, its error is raised
-    at once; the worker is joined at interpreter exit, so the load finishes (or fails) first, and a later load
-    call waits for it (the segmenter's load lock) instead of loading twice. In a segment-only process the load
+    when the load has ended (:meth:`Segmenter.segment_file`), so a later load call finds the model loaded. In a segment-only process the load
     hides some optional packages while MONAI imports (models.monai_import); the readers import none of them."""
     import nibabel  # noqa: F401 - imported here first, so the reader and the loader never import it together
 

@@ -109,3 +109,30 @@ def test_two_threads_importing_monai_at_once_both_get_the_unet(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, timeout=240, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_refused_input_returns_after_the_background_load_so_no_import_stays_hidden(tmp_path):
+    """segment on a NaN CT: the read's error came back while the model load (with plotting packages hidden
+    while MONAI imported) ran on, so the caller's next `import matplotlib.pyplot` in that window failed ('this
+    command needs matplotlib, which is not installed'); in-process tests ran into it."""
+    import numpy as np
+
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.volume import CTVolume
+
+    phantom = make_phantom((6, 32, 32))
+    array = phantom.ct.array.astype(np.float32)
+    array[:3] = np.nan
+    write_volume(tmp_path / "nan.nii.gz", CTVolume(array, phantom.ct.geometry))
+    code = f"""
+import json, sys
+from LiverTumorSegLib.cli import main
+from LiverTumorSegLib.models import monai_import
+code = main(["segment", {str(tmp_path / 'nan.nii.gz')!r}, "-o", {str(tmp_path / 'seg.nii.gz')!r}, "--no-progress",
+             "--device", "cpu"])
+blocked = sorted(n for n in monai_import.OPTIONAL_PACKAGES_HIDDEN if n in sys.modules and sys.modules[n] is None)
+import matplotlib.pyplot  # noqa: F401
+print(json.dumps({{"code": code, "blocked": blocked, "monai": "monai.networks.nets" in sys.modules}}))
+"""
+    assert _run(code) == {"code": 2, "blocked": [], "monai": True}

@@ -543,7 +543,10 @@ class Trainer:
                                     f"continue it or --overwrite to start over.")
         if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
             entries = sorted(p.name for p in self.log_dir.iterdir())
-            if entries:  # a folder of the user's: the run would replace its log.csv and add its own files
+            if entries and holds_only_slice_cache(self.log_dir):
+                self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "
+                         f"whose files changed are cached again)")
+            elif entries:  # a folder of the user's: the run would replace its log.csv and add its own files
                 raise OutputExistsError(f"Training folder '{self.log_dir}' already exists and holds {len(entries)} "
                                         f"item(s) (e.g. '{entries[0]}'); train writes log.csv, checkpoints and a "
                                         f"cache there. Choose another -o, move that folder, or pass --overwrite "
@@ -1019,7 +1022,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
     """
     trainer = Trainer(config, callbacks, command, log)
     log_dir = default_log_dir(config)
-    created = not log_dir.exists()
+    created = not log_dir.exists() or holds_only_slice_cache(log_dir)  # a failed run's cache: cleared again
     try:
         trainer.setup()
         return trainer.fit()
@@ -1035,11 +1038,47 @@ CACHE_FOLDER = "cache"
 
 
 def remove_if_no_checkpoint(folder: Path) -> bool:
-    """Delete ``folder`` (made by a run that then failed) unless it holds a checkpoint or package worth keeping
-    for --resume; returns True when it was removed. Its default cache goes too: a failed run leaves nothing
-    behind (a data error found late costs the caching of the cases before it again; see docs/bad_inputs.md)."""
+    """Clear ``folder`` (made by a run that then failed) unless it holds a checkpoint or package worth keeping
+    for --resume; returns True when it was cleared. Only its default slice cache stays, when it holds cached
+    cases: a data error found late (case 120 of 131) cost the caching of every case before it again. The next
+    run reuses the entries whose source files are unchanged (:func:`holds_only_slice_cache`)."""
     folder = Path(folder)
     if not folder.is_dir() or any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")):
         return False
-    shutil.rmtree(folder, ignore_errors=True)
+    if not _holds_cached_cases(folder / CACHE_FOLDER):
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    for entry in folder.iterdir():
+        if entry.name == CACHE_FOLDER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            remove_if_no_checkpoint(entry)  # a crossval fold's folder; the folds share the output folder's cache
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     return True
+
+
+def _holds_cached_cases(cache: Path) -> bool:
+    """Whether ``cache`` is a slice cache (``<key>/<case>.json`` with its ``.hu.npy`` and ``.labels.npy``) holding
+    at least one finished case, and nothing else."""
+    if not cache.is_dir() or cache.is_symlink():
+        return False
+    finished = False
+    for key_folder in cache.iterdir():
+        if not key_folder.is_dir():
+            return False
+        for entry in key_folder.iterdir():
+            if not entry.name.endswith((".json", ".hu.npy", ".labels.npy")):
+                return False
+            finished = finished or (entry.name.endswith(".json")
+                                    and entry.with_name(entry.name[:-5] + ".hu.npy").is_file()
+                                    and entry.with_name(entry.name[:-5] + ".labels.npy").is_file())
+    return finished
+
+
+def holds_only_slice_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but the slice cache a failed run left (:func:`remove_if_no_checkpoint`),
+    which a new run may use without --overwrite."""
+    entries = list(Path(folder).iterdir())
+    return len(entries) == 1 and entries[0].name == CACHE_FOLDER and _holds_cached_cases(entries[0])

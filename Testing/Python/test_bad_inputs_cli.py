@@ -1128,7 +1128,8 @@ def test_train_refuses_a_training_ct_that_segment_would_refuse(tmp_path, capsys,
     code, text, err = run_cli(_train_argv(train_csv, out, epochs=1), capsys)
     words = ["NaN/Inf voxels"] if kind == "nan" else ["Hounsfield", "--allow-non-hu"]
     line = assert_clean_error(code, err, ["ct1.nii.gz"] + words)
-    assert not out.exists() and not (tmp_path / "model_train").exists()
+    assert not out.exists()
+    assert [p.name for p in (tmp_path / "model_train").iterdir()] == ["cache"]  # ct0's cache, for the next run
     record15(f"`train` on a CT that is {'two thirds NaN' if kind == 'nan' else 'MR-like (0..2000)'}", line, tmp_path)
     if kind == "mr_like":
         code, text, err = run_cli(_train_argv(train_csv, out, epochs=1) + ["--allow-non-hu"], capsys)
@@ -1149,9 +1150,10 @@ def test_crossval_into_a_folder_with_results_is_refused(tmp_path, capsys, train_
 
 
 @pytest.mark.parametrize("command", ["train", "crossval", "crossval --log-dir"])
-def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
+def test_failed_run_leaves_only_the_slice_cache_of_the_cases_before_it(tmp_path, capsys, train_csv, command):
     """A case that cannot be read (found while building the slice cache, after the run's folders were made).
-    crossval with --log-dir deep/logs left deep/logs behind."""
+    crossval with --log-dir deep/logs left deep/logs behind. The cases cached before the bad one stay (a data
+    error found late in a large data set cost all their caching again), and the run after the fix reuses them."""
     (train_csv.parent / "ct1.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
     log_dir = command.endswith("--log-dir")
     command = command.split()[0]
@@ -1162,11 +1164,18 @@ def test_failed_run_leaves_no_folders(tmp_path, capsys, train_csv, command):
     if command == "crossval":
         argv.remove("--val-fraction"), argv.remove("0.5")
     before = sorted(p.name for p in tmp_path.iterdir())
+    good_ct1 = (train_csv.parent / "ct0.nii.gz").read_bytes()  # put back below: any CT of the phantom's grid
     code, text, err = run_cli(argv, capsys)
     line = assert_clean_error(code, err, ["ct1.nii.gz"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model_train/ or cv/
+    kept = tmp_path / ("model_train" if command == "train" else "cv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + [kept.name])  # deep/logs went
+    assert [p.name for p in kept.iterdir()] == ["cache"]
+    assert sorted(p.name.split("-")[0] for p in kept.rglob("*.json")) == ["ct0"]  # the case before the bad one
     if not log_dir:
-        record15(f"`{command}` with an unreadable case (nothing left behind)", line, tmp_path)
+        record15(f"`{command}` with an unreadable case (only the finished cases' slice cache left)", line, tmp_path)
+    (train_csv.parent / "ct1.nii.gz").write_bytes(good_ct1)
+    code, text, err = run_cli(argv, capsys)
+    assert code == 0 and "caching ct0" not in text + err and "caching ct1" in text + err
 
 
 def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv):

@@ -407,3 +407,22 @@ def test_train_refuses_a_swapped_dataset_json_before_any_case_is_cached(tmp_path
     err = capsys.readouterr().err
     assert code == 2 and "1 = tumor, 2 = liver" in err and "--label-map" in err
     assert not out.exists() and not (tmp_path / "m_train").exists()
+
+
+def test_only_a_slice_cache_of_finished_cases_counts_as_a_failed_runs_leftover(tmp_path):
+    """A training folder holding only our cache may be reused without --overwrite; a user's folder named 'cache'
+    holding anything else, or a cache without one finished case, may not."""
+    from LiverTumorSegLib.training.trainer import holds_only_slice_cache
+
+    entry = tmp_path / "run" / "cache" / "c53405de673d"
+    entry.mkdir(parents=True)
+    (entry / "ct0-1.json").write_text("{}")
+    (entry / "ct0-1.hu.npy").write_bytes(b"")
+    assert not holds_only_slice_cache(tmp_path / "run")               # no .labels.npy: not finished
+    (entry / "ct0-1.labels.npy").write_bytes(b"")
+    assert holds_only_slice_cache(tmp_path / "run")
+    (entry / "notes.txt").write_text("mine")
+    assert not holds_only_slice_cache(tmp_path / "run")               # something of the user's
+    (entry / "notes.txt").unlink()
+    (tmp_path / "run" / "log.csv").write_text("epoch\n")
+    assert not holds_only_slice_cache(tmp_path / "run")

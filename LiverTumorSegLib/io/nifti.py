@@ -77,6 +77,7 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
                              f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         _check_header_spacing(spacing, source)
+        warnings += _pixdim_against_sform(Path(source), spacing, scale)
         if qform_code > 0 and not np.allclose(affine, _scaled_affine(header.get_qform(), scale), atol=1e-3):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
@@ -93,6 +94,25 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
         geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_base_affine(), scale))
     check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)  # refuses a sheared grid
     return geometry, warnings
+
+
+def _pixdim_against_sform(path: Path, sform_spacing_mm: np.ndarray, scale: float) -> List[str]:
+    """A warning when the stored pixdim[1:4] are not the sform's voxel sizes (zero, negative or other values):
+    this tool, like nibabel, follows the sform, while ITK (3D Slicer's reader) takes its spacing from pixdim, so
+    there the CT lands elsewhere (a negative pixdim mirrors it) and the label map written here does not overlay
+    it. Nothing is changed: the sform is the NIfTI standard's answer."""
+    raw = _raw_nifti_pixdim(path)
+    if raw is None:
+        return []
+    stored = np.asarray(raw, dtype=np.float64) * scale
+    if np.all(stored > 0) and np.allclose(stored, sform_spacing_mm, rtol=1e-3, atol=1e-4):
+        return []
+    shown = ", ".join(f"{v:g}" for v in raw)
+    sizes = ", ".join(f"{v:.4g}" for v in sform_spacing_mm)
+    return [f"NIfTI pixdim ({shown}) is not the sform's voxel size ({sizes} mm): this tool follows the sform (as "
+            f"nibabel does), but ITK-based programs such as 3D Slicer take the spacing from pixdim and place this "
+            f"CT differently (mirrored where pixdim is negative), so the label map written here will not overlay "
+            f"it there. Fix the header: pixdim[1:4] = the sform's voxel sizes"]
 
 
 MAX_DEFLATE_RATIO = 1100

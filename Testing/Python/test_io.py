@@ -806,3 +806,27 @@ def test_a_metaimage_direction_with_non_unit_columns_moves_its_length_into_the_s
     np.testing.assert_allclose(geometry.spacing, (2.0, 1.0, 1.0))
     report = lesion_report(volume.array, volume.geometry)
     assert report["lesions"][0]["volume_ml"] == pytest.approx(2.0)     # a 20 x 10 x 10 mm box
+
+
+@pytest.mark.parametrize("pixdim_x", [-1.5, 0.0, 3.0])
+def test_nifti_pixdim_other_than_the_sform_voxel_size_is_warned(tmp_path, pixdim_x):
+    """sform at 1.5 mm but pixdim[1] -1.5, 0 or 3: read silently here (the sform), while ITK (3D Slicer) takes
+    pixdim as the spacing and places the CT elsewhere (mirrored for -1.5): the label map written here did not
+    overlay it there. Hand-edited headers do this."""
+    import struct
+
+    affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    img = nib.Nifti1Image(hu_data_xyz(), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    path = tmp_path / "ct.nii"
+    nib.save(img, str(path))
+    raw = bytearray(path.read_bytes())
+    raw[80:84] = struct.pack("<f", pixdim_x)                 # pixdim[1], as a header editor would leave it
+    path.write_bytes(bytes(raw))
+    vol = read_volume(path)
+    np.testing.assert_allclose(vol.geometry.ijk_to_ras(), affine, atol=1e-6)  # still the sform
+    (warning,) = [w for w in vol.meta["warnings"] if "pixdim" in w]
+    assert "not the sform's voxel size (1.5, 1.5, 2.5 mm)" in warning and "3D Slicer" in warning
+    nib.save(img, str(tmp_path / "fine.nii"))
+    assert not any("pixdim" in w for w in read_volume(tmp_path / "fine.nii").meta.get("warnings", []))

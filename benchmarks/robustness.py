@@ -588,12 +588,29 @@ def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed
     return pairs
 
 
+def check_json_output(path: Optional[str], overwrite: bool, inputs: Sequence[Any]) -> None:
+    """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is
+    none of the run's inputs (the data CSV, a package, a case's CT or label map). It was checked only after the
+    whole benchmark, and replaced any file, inputs included, without a word."""
+    if not path:
+        return
+    from LiverTumorSegLib.fileutil import check_can_write, same_file_among
+
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"--json '{path}' must end in .json.")
+    check_can_write(path, overwrite)
+    for item in inputs:
+        if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
+            raise InputError(f"--json '{path}' is one of the run's inputs ('{item}'); choose another file name.")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("packages", nargs="+", help="model package paths or installed names ('default')")
     p.add_argument("--data", required=True, help="CSV (image,label[,patient]) or folder of cases")
-    p.add_argument("--json", help="write all rows and settings to this JSON file")
+    p.add_argument("--json", help="write all rows and settings to this JSON file (checked before the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--store-in-package", action="store_true",
                    help="write each package's rows into its metadata (key 'robustness')")
     p.add_argument("--replace-stored", action="store_true",
@@ -653,6 +670,8 @@ def run(args: argparse.Namespace) -> int:
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     found = find_cases(args.data, say)
+    check_json_output(args.json, args.overwrite, [args.data] + list(paths)
+                      + [path for c in found for path in (c.image_path, c.label_path)])
     cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in found]
     say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
     if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
@@ -700,7 +719,7 @@ def run(args: argparse.Namespace) -> int:
                     "keep_liver_in_air": bool(args.keep_liver_in_air),
                     "tta": bool(args.tta),
                     "note": NOTE, "packages": results}
-        with atomic_output(args.json, overwrite=True) as tmp:
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     if args.store_in_package:
         for result in results:

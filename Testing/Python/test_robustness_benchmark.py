@@ -379,3 +379,27 @@ def test_min_lesion_probability_option_reaches_the_post_processing(tmp_path, cap
     assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--min-lesion-probability", "0",
                     "--store-in-package"]) == 2
     assert "--store-in-package stores the table of the default inference" in capsys.readouterr().err
+
+
+def test_json_output_is_checked_before_the_run_and_never_replaces_an_input(tmp_path, capsys, monkeypatch):
+    """--json replaced any file without a word, the CT, the data CSV and the package included, and was checked
+    only after the whole benchmark (hours on real data)."""
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+    ran = []
+    monkeypatch.setattr(rb, "evaluate", lambda *a, **k: ran.append(1) or [])
+    inputs = [package.path] + sorted((tmp_path / "data").iterdir())
+    before = {p: p.read_bytes() for p in inputs}
+    for target in inputs:
+        code = rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(target), "--quiet"])
+        assert code == 2 and "error:" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in inputs} == before and ran == []
+    existing = tmp_path / "old.json"
+    existing.write_text("{}")
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(existing), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err and existing.read_text() == "{}" and ran == []
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(tmp_path / "nowhere" / "r.json"),
+                    "--quiet"]) == 2 and ran == []
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(existing), "--overwrite",
+                    "--perturbations", next(iter(rb.PERTURBATIONS)), "--quiet"]) == 0 and ran == [1]
+    assert json.loads(existing.read_text())["packages"][0]["rows"] == []

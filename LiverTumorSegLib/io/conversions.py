@@ -2,7 +2,7 @@
 
 No SimpleITK or nibabel here: these work on numpy arrays and plain header values.
 """
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
@@ -135,6 +135,24 @@ def check_orthogonal_axes(direction: np.ndarray, source: str) -> None:
                      f"positions on such a grid would be wrong. Resample it to an orthogonal grid first (dcm2niix "
                      f"corrects gantry tilt; in 3D Slicer, load the DICOM series with acquisition geometry "
                      f"regularization and harden the transform), and use the resampled file.")
+
+
+MAX_DEFLATE_RATIO = 1100
+"""Deflate (gzip, zlib) expands at most 1032:1, so n compressed bytes hold at most about 1100 n bytes of voxels."""
+
+
+def check_data_fits_file(path: Any, shape_xyz: Sequence[int], itemsize: int, available_bytes: int,
+                         deflated: bool) -> None:
+    """Refuse a header whose voxels cannot be in the bytes the file holds for them (``available_bytes``; deflate
+    compressed: up to :data:`MAX_DEFLATE_RATIO` times as many): a truncated file, or a broken header claiming
+    e.g. 1000^3 voxels in 1 KB, found before reading allocates them or the memory check calls it a shortage."""
+    stored = int(np.prod([int(n) for n in shape_xyz], dtype=np.int64)) * int(itemsize)
+    if stored <= (MAX_DEFLATE_RATIO if deflated else 1) * max(int(available_bytes), 0):
+        return
+    dims = " x ".join(str(int(n)) for n in shape_xyz)
+    raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header describes "
+                     f"{dims} voxels, {stored / 2 ** 30:.3g} GiB of data, but the file holds {int(available_bytes)} "
+                     f"bytes for them). Check that the file is complete.")
 
 
 def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) -> None:

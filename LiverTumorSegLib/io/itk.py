@@ -3,12 +3,13 @@ files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) into a :class:`~LiverTumorSegLi
 import contextlib
 import re
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 from ..errors import InputError
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
-from .conversions import _check_3d_shape, check_geometry_values, check_memory_for_read, to_hu_dtype, unit_direction
+from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
+                          to_hu_dtype, unit_direction)
 
 
 def _sitk():
@@ -79,6 +80,74 @@ def _direction_3d(reader) -> Tuple[float, ...]:
     return tuple(d[r * n + c] for r in range(3) for c in range(3)) if n >= 3 else (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
 
 
+_NRRD_DEFLATED = {"gzip", "gz"}
+_NRRD_RAW = {"raw"}
+
+
+def _stored_data(path: Path) -> "Optional[Tuple[int, bool]]":
+    """``(bytes the file holds for its voxels, deflate-compressed)`` of a NRRD or MetaImage header, or None when
+    that cannot be told cheaply (ASCII or bzip2 encoding, a list of data files, an unreadable header): then the
+    reader finds any truncation itself. Reads the header text only (a few KB)."""
+    try:
+        with open(str(path), "rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return None
+    if head.startswith(b"NRRD"):
+        return _nrrd_stored(path, head)
+    if full_suffix(path) in (".mha", ".mhd"):
+        return _metaimage_stored(path, head)
+    return None
+
+
+def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool]]":
+    end = head.find(b"\n\n")
+    if end < 0:
+        return None
+    fields = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        if ":" in line and not line.startswith("#"):
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.lstrip("=").strip()
+    encoding = fields.get("encoding", "").lower()
+    if encoding not in _NRRD_RAW | _NRRD_DEFLATED or "line skip" in fields or "lineskip" in fields:
+        return None
+    data_file = fields.get("data file") or fields.get("datafile")
+    if data_file:  # detached: one file (a list or a pattern is not judged)
+        if data_file.upper().startswith("LIST") or "%" in data_file or " " in data_file:
+            return None
+        target = Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file
+        size = target.stat().st_size if target.is_file() else 0
+    else:
+        size = path.stat().st_size - (end + 2)
+    skip = fields.get("byte skip") or fields.get("byteskip") or "0"
+    if encoding in _NRRD_RAW and skip.lstrip("-").isdigit():
+        size -= max(int(skip), 0)
+    return size, encoding in _NRRD_DEFLATED
+
+
+def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool]]":
+    marker = re.search(rb"(?m)^\s*ElementDataFile\s*=\s*(\S[^\r\n]*)\r?\n?", head)
+    if marker is None:
+        return None
+    fields = {}
+    for line in head[:marker.start()].decode("latin-1").splitlines():
+        key, _, value = line.partition("=")
+        fields[key.strip().lower()] = value.strip().lower()
+    if fields.get("headersize", "0") not in ("0", ""):
+        return None
+    deflated = fields.get("compresseddata", "false") == "true"
+    name = marker.group(1).decode("latin-1").strip()
+    if name.upper() == "LOCAL":
+        size = path.stat().st_size - marker.end()
+    elif name.upper().startswith("LIST") or "%" in name or " " in name:
+        return None
+    else:
+        target = Path(name) if Path(name).is_absolute() else path.parent / name
+        size = target.stat().st_size if target.is_file() else 0
+    return size, deflated
+
+
 def _read_itk_file(path: Path) -> CTVolume:
     sitk = _sitk()
     reader = sitk.ImageFileReader()
@@ -94,6 +163,9 @@ def _read_itk_file(path: Path) -> CTVolume:
     shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
     check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
+    stored = _stored_data(path)
+    if stored is not None:
+        check_data_fits_file(path, shape, _itk_itemsize(reader.GetPixelID()), *stored)
     check_memory_for_read(shape, _itk_itemsize(reader.GetPixelID()), str(path))
     try:
         with _quiet_itk():

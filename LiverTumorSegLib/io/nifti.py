@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
-                          check_memory_for_read, to_hu_dtype)
+                          check_data_fits_file, check_memory_for_read, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
 
 
@@ -115,24 +115,12 @@ def _pixdim_against_sform(path: Path, sform_spacing_mm: np.ndarray, scale: float
             f"it there. Fix the header: pixdim[1:4] = the sform's voxel sizes"]
 
 
-MAX_DEFLATE_RATIO = 1100
-"""Deflate (gzip) expands at most 1032:1, so a .nii.gz of n bytes holds at most about 1100 n bytes of voxels."""
-
-
 def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any) -> None:
-    """Refuse a header whose voxels cannot be in the file (a truncated file, or a broken header claiming e.g.
-    32767^3 voxels in 400 bytes) before the memory check would call it a memory shortage."""
-    stored = int(np.prod([int(n) for n in shape_xyz], dtype=np.int64)) * header.get_data_dtype().itemsize
+    """Refuse a header whose voxels cannot be in the file (:func:`~.conversions.check_data_fits_file`)."""
     size = path.stat().st_size
-    if full_suffix(path) == ".nii.gz":
-        fits = stored <= MAX_DEFLATE_RATIO * size
-    else:
-        fits = int(header.get_data_offset()) + stored <= size
-    if not fits:
-        dims = " x ".join(str(int(n)) for n in shape_xyz)
-        raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header describes "
-                         f"{dims} voxels, {stored / 2 ** 30:.3g} GiB of data, but the file holds {size} bytes). "
-                         f"Check that the file is complete.")
+    deflated = full_suffix(path) == ".nii.gz"
+    check_data_fits_file(path, shape_xyz, header.get_data_dtype().itemsize,
+                         size if deflated else size - int(header.get_data_offset()), deflated)
 
 
 def _read_nifti(path: Path) -> CTVolume:

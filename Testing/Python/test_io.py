@@ -636,8 +636,8 @@ def _bad_inputs(tmp: Path):
         ("RGB NIfTI", rgb_nifti, ["RGB", "scalar 3D CT"]),
         ("vector MHA", vector_mha, ["3 components per voxel", "scalar 3D CT"]),
         ("truncated .nii.gz", truncated_nii_gz, ["truncated or corrupt"]),
-        ("truncated .nrrd", truncated_nrrd, ["truncated or corrupt"]),
-        ("truncated .mha", truncated_mha, ["truncated or corrupt"]),
+        ("truncated .nrrd", truncated_nrrd, ["truncated or its header is wrong", "10 x 10 x 10 voxels"]),
+        ("truncated .mha", truncated_mha, ["truncated or its header is wrong"]),
         ("not gzip .nii.gz", garbage_nii_gz, ["Cannot read", "as NIfTI"]),
         ("0-byte file", empty_file, ["empty file (0 bytes)"]),
         ("zero-size image", zero_size, ["zero size"]),
@@ -830,3 +830,34 @@ def test_nifti_pixdim_other_than_the_sform_voxel_size_is_warned(tmp_path, pixdim
     assert "not the sform's voxel size (1.5, 1.5, 2.5 mm)" in warning and "3D Slicer" in warning
     nib.save(img, str(tmp_path / "fine.nii"))
     assert not any("pixdim" in w for w in read_volume(tmp_path / "fine.nii").meta.get("warnings", []))
+
+
+@pytest.mark.parametrize("size", [1000, 100000])
+@pytest.mark.parametrize("kind", ["nrrd", "nrrd_gzip", "mha", "mhd_raw"])
+def test_a_tiny_nrrd_or_metaimage_with_a_huge_header_is_refused_before_any_allocation(tmp_path, kind, size):
+    """A 1 KB NRRD claiming 1000^3 shorts was refused only after ITK had allocated 2.3 GB; one claiming 10^15
+    voxels got 'needs 7450580 GiB of memory, close other programs'."""
+    payload = b"\0" * 512
+    if kind.startswith("nrrd"):
+        encoding = "gzip" if kind == "nrrd_gzip" else "raw"
+        path = tmp_path / "big.nrrd"
+        path.write_bytes(f"NRRD0004\ntype: short\ndimension: 3\nsizes: {size} {size} {size}\n"
+                         f"spacings: 1 1 1\nencoding: {encoding}\nendian: little\n\n".encode() + payload)
+    else:
+        path = tmp_path / f"big.{kind[:3]}"
+        local = kind == "mha"
+        header = (f"ObjectType = Image\nNDims = 3\nDimSize = {size} {size} {size}\nElementType = MET_SHORT\n"
+                  f"ElementSpacing = 1 1 1\nElementDataFile = {'LOCAL' if local else 'big.raw'}\n").encode()
+        path.write_bytes(header + (payload if local else b""))
+        if not local:
+            (tmp_path / "big.raw").write_bytes(payload)
+    with pytest.raises(InputError, match="truncated or its header is wrong"):
+        read_volume(path)
+
+
+def test_nrrd_and_metaimage_whose_data_fits_still_read(tmp_path):
+    ct = read_volume(write_volume(tmp_path / "a.nrrd", CTVolume(np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4),
+                                                                 ImageGeometry(spacing=(1.0, 1.0, 2.0)))))
+    for name in ("b.nrrd", "c.mha", "d.nii.gz"):
+        again = read_volume(write_volume(tmp_path / name, ct))
+        np.testing.assert_array_equal(again.array, ct.array)

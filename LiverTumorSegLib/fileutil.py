@@ -385,3 +385,18 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         if tmp_path.is_file():
             apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
         replace_file(tmp_path, path)
+
+
+@contextlib.contextmanager
+def quiet_missing_glyphs() -> Iterator[None]:
+    """Around drawing a matplotlib figure (a decorator on the plotting functions): drop its "Glyph ... missing
+    from font" warnings. A case or file name in Chinese, Japanese or Korean in a title printed a UserWarning per
+    character on stderr; the picture is written all the same (those characters as boxes), and the name is in
+    the report's text anyway."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
+        yield
+

@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError, option_hint
-from .fileutil import atomic_output
+from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM
 from .volume import CTVolume, ImageGeometry
 
@@ -567,6 +567,7 @@ def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:
             slice(max(0, cols.min() - margin), cols.max() + margin + 1))
 
 
+@quiet_missing_glyphs()
 def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = False, title: str = "") -> Path:
     """PNG: baseline (left) and follow-up aligned to the baseline (right), axial maximum projections of the
     liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``),

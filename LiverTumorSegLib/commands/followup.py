@@ -47,7 +47,13 @@ def _read_ct(path: Optional[str]):
     look like HU only warn: NaN/Inf, constant or broken volumes are refused (NaN once reached ITK's SVD)."""
     from . import read_checked_ct
 
-    return read_checked_ct(path, allow_non_hu=True) if path else None
+    return read_checked_ct(path, allow_non_hu=True, non_hu_going_on=CT_NOT_HU) if path else None
+
+
+CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans and for the lesions' mean HU, which "
+             "are then this file's values, not Hounsfield units (volumes, diameters and the response do not depend "
+             "on them)")
+"""How followup's warning ends for a CT that does not look like HU (it has no --allow-non-hu: none was given)."""
 
 
 def run(args: argparse.Namespace) -> int:

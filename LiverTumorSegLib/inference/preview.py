@@ -9,7 +9,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from ..fileutil import atomic_output
+from ..fileutil import atomic_output, quiet_missing_glyphs
 from ..volume import CTVolume
 
 LIVER_RGBA = (0.1, 0.85, 0.2, 0.35)
@@ -38,6 +38,7 @@ def overlay_rgb(hu_2d: np.ndarray, labels_2d: np.ndarray, level: float = 40.0, w
     return rgb
 
 
+@quiet_missing_glyphs()
 def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, overwrite: bool = False) -> Path:
     """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic.
 

@@ -25,7 +25,11 @@ def probability_scores(array, path, content: str = "") -> "object":
             raise InputError(f"Probability map '{path}' holds integers {low:g}..{high:g}; expected 0..1 floats "
                              f"or 0..255 (255 x probability, as `segment --probabilities` writes).")
         return array.astype(np.float32) / (255.0 if high > 1 or content == PROBABILITY_255_CONTENT else 1.0)
-    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1.0 + 1e-6:
+    if not (np.isfinite(low) and np.isfinite(high)):  # min/max of an array holding NaN is NaN: count them
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise InputError(f"Probability map '{path}' holds {bad} NaN/Inf voxel(s) of {array.size}; probabilities "
+                         f"must be finite numbers in [0, 1]. Write the map again (segment --probabilities).")
+    if low < -1e-6 or high > 1.0 + 1e-6:
         raise InputError(f"Probability map '{path}' holds values {low:g}..{high:g}; probabilities must lie in "
                          f"[0, 1] (a softmax output, not logits or a label map).")
     return array.astype(np.float32, copy=False)

@@ -255,6 +255,25 @@ def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path)
     assert "was allowed" not in warning
 
 
+def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch(tmp_path, capsys):
+    """followup has no --allow-non-hu either; its warning for an MR-like --baseline-ct said 'non-HU input was
+    allowed'."""
+    g = ImageGeometry(spacing=(0.8, 0.8, 2.0))
+    scaled = np.zeros((6, 40, 40), np.float32)
+    scaled[:, 5:35, 5:35] = 0.55
+    labels = np.zeros(scaled.shape, np.uint8)
+    labels[1:5, 8:32, 8:32] = 1
+    labels[1:5, 12:20, 12:20] = 2
+    write_volume(tmp_path / "ct.nii.gz", CTVolume(array=scaled, geometry=g))
+    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    assert main(["followup", "--baseline", str(path), "--followup", str(path), "--baseline-ct",
+                 str(tmp_path / "ct.nii.gz"), "--alignment", "none", "--no-picture", "-o",
+                 str(tmp_path / "c.json")]) == 0
+    err = capsys.readouterr().err
+    assert "does not look like CT in Hounsfield units" in err and "was allowed" not in err
+    assert "followup reads the CTs only to align the scans" in err
+
+
 def test_measure_reads_a_slicer_seg_nrrd(tmp_path):
     pytest.importorskip("slicer")
     from LiverTumorSegLib.mrml import write_seg_nrrd

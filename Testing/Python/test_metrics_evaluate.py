@@ -207,3 +207,31 @@ def test_prob_without_reference_tumor_warns_and_failed_read_leaves_no_folder(tmp
     err = capsys.readouterr().err
     assert code == 2 and "probability map" in err and "origin (LPS)" in err and "prediction and reference" not in err
     assert not (tmp_path / "out3").exists()
+
+
+def test_a_partly_nan_probability_map_is_refused_by_its_nan_count():
+    """It said 'holds values nan..nan; probabilities must lie in [0, 1]' (min/max of an array with NaN)."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io.probability import probability_scores
+
+    values = np.full((2, 3, 4), 0.25, np.float32)
+    values[0, 1, 2] = np.nan
+    values[1, 2, 3] = np.inf
+    with pytest.raises(InputError, match="holds 2 NaN/Inf voxel\\(s\\) of 24"):
+        probability_scores(values, "p.nii.gz")
+
+
+def test_a_case_name_in_chinese_draws_its_overlay_without_a_warning_per_glyph(tmp_path):
+    """evaluate with CJK case names printed matplotlib's 'Glyph ... missing from font' UserWarnings on stderr."""
+    import warnings
+
+    from LiverTumorSegLib.metrics.report import plot_case_overlay
+
+    labels = np.zeros((3, 16, 16), np.uint8)
+    labels[1, 4:12, 4:12] = 1
+    labels[1, 6:9, 6:9] = 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_case_overlay(labels, labels, tmp_path / "o.png", title="病例 3")
+    assert (tmp_path / "o.png").is_file()
+    assert not [w for w in caught if "Glyph" in str(w.message)]

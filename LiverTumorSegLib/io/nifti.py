@@ -115,12 +115,23 @@ def _pixdim_against_sform(path: Path, sform_spacing_mm: np.ndarray, scale: float
             f"it there. Fix the header: pixdim[1:4] = the sform's voxel sizes"]
 
 
-def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any) -> None:
-    """Refuse a header whose voxels cannot be in the file (:func:`~.conversions.check_data_fits_file`)."""
+def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset: int) -> List[str]:
+    """Refuse a header whose voxels cannot be in the file (:func:`~.conversions.check_data_fits_file`); a warning
+    when an uncompressed file holds a slice or more beyond them (a header edited to fewer slices: the rest of
+    the scan is not read). ``data_offset``: where the voxels start (the loaded image's ``dataobj.offset``; a
+    loaded header's own vox_offset reads 0)."""
     size = path.stat().st_size
     deflated = full_suffix(path) == ".nii.gz"
-    check_data_fits_file(path, shape_xyz, header.get_data_dtype().itemsize,
-                         size if deflated else size - int(header.get_data_offset()), deflated)
+    itemsize = header.get_data_dtype().itemsize
+    available = size if deflated else size - int(data_offset)
+    check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
+    slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
+    stored = slice_bytes * int(np.prod([int(n) for n in shape_xyz[2:]], dtype=np.int64))
+    if deflated or available - stored < slice_bytes:
+        return []
+    return [f"the file holds {available - stored} bytes after the {' x '.join(str(int(n)) for n in shape_xyz)} "
+            f"voxels its header describes (about {(available - stored) / slice_bytes:.3g} more slices); they are "
+            f"not read. If the header's slice count is wrong, export the CT again"]
 
 
 def _read_nifti(path: Path) -> CTVolume:
@@ -139,7 +150,7 @@ def _read_nifti(path: Path) -> CTVolume:
     geometry, warnings = _nifti_geometry(header, str(path))
     slope, inter = _nifti_scaling(image)
     scaled = (slope, inter) != (1.0, 0.0)
-    _check_data_fits_file(path, shape, header)
+    warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip

@@ -861,3 +861,20 @@ def test_nrrd_and_metaimage_whose_data_fits_still_read(tmp_path):
     for name in ("b.nrrd", "c.mha", "d.nii.gz"):
         again = read_volume(write_volume(tmp_path / name, ct))
         np.testing.assert_array_equal(again.array, ct.array)
+
+
+def test_an_uncompressed_nifti_holding_more_slices_than_its_header_says_is_warned(tmp_path):
+    """A header edited to 4 of its 8 slices: half the scan was read and segmented without a word."""
+    import struct
+
+    data = np.zeros((6, 5, 8), np.int16)
+    data[..., 4:] = 100
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), str(tmp_path / "ct.nii"))
+    raw = bytearray((tmp_path / "ct.nii").read_bytes())
+    raw[46:48] = struct.pack("<h", 4)                                  # dim[3]: 8 -> 4
+    (tmp_path / "cut.nii").write_bytes(bytes(raw))
+    vol = read_volume(tmp_path / "cut.nii")
+    assert vol.shape_zyx == (4, 5, 6)
+    (warning,) = [w for w in vol.meta["warnings"] if "not read" in w]
+    assert "240 bytes after the 6 x 5 x 4 voxels" in warning and "about 4 more slices" in warning
+    assert not [w for w in read_volume(tmp_path / "ct.nii").meta.get("warnings", []) if "not read" in w]

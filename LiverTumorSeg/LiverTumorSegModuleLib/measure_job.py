@@ -51,11 +51,12 @@ class MeasureJob(ChildJob):
         self.ct_path = ""
 
     def _probability_arguments(self) -> List[str]:
-        """``--probabilities PATH`` when the segmentation has its tumor probability volume on the CT's grid (the
-        report then gives each lesion's mean network probability), else nothing."""
+        """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
+        grid (the report then gives each lesion's mean network probability), else nothing: the probability is
+        optional, so a map whose file was missing when a saved scene was loaded does not stop the measuring."""
         probability = self._segmentation.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)
-        if probability is None or not self._scene.IsNodePresent(probability):
-            return []
+        if probability is None or not self._scene.IsNodePresent(probability) or probability.GetImageData() is None:
+            return []  # none, removed, or its file was missing when the scene loaded: the column stays empty
         ct_geometry, ct_shape = volume_grid(self._volume)
         geometry, shape = volume_grid(probability)
         if tuple(shape) != tuple(ct_shape) or not geometry.almost_equal(ct_geometry, tol=1e-3):

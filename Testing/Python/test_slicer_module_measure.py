@@ -88,6 +88,12 @@ def test_update_lesion_table_gives_each_lesion_the_networks_mean_probability(mod
     outcome = _logic(module).measureSegmentation(segmentation, volume)
     (row,) = module.mrml.lesion_table_rows(outcome.table_node)
     assert float(row["Tumor probability"]) == pytest.approx(0.5, abs=0.005)  # a text column, 2 decimals
+    # a saved scene whose probability file was missing at load: the node is there without voxels. Measuring
+    # was refused with "holds no image data; load a CT volume"; the probability is optional
+    node.SetAndObserveImageData(None)
+    outcome = _logic(module).measureSegmentation(segmentation, volume, tableNode=outcome.table_node)
+    (row,) = module.mrml.lesion_table_rows(outcome.table_node)
+    assert row["Volume"] == pytest.approx(1.92, abs=0.0051) and row["Tumor probability"] in ("", "nan", None)
 
 
 def test_update_lesion_table_refuses_a_segmentation_without_the_modules_segments(module):

@@ -27,11 +27,17 @@ def require_in_scene(scene: Any, nodes: Any, message: str) -> None:
         raise InputError(message)
 
 
-def reusable_table(scene: Any, table_node: Any, describes: Any) -> Any:
+def reusable_table(scene: Any, table_node: Any, describes: Any, search_scene: bool = False) -> Any:
     """``table_node`` when it is still in ``scene`` and ``describes(table_node)`` (it lists what is measured
-    again), else None: a new table is made and the earlier one kept."""
+    again); else, with ``search_scene``, the first table of the scene that ``describes`` (the panel keeps no
+    reference to it after a saved scene is loaded); else None: a new table is made and the earlier one kept."""
     if table_node is not None and scene.IsNodePresent(table_node) and describes(table_node):
         return table_node
+    if search_scene:
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+            candidate = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
+            if candidate is not None and describes(candidate):
+                return candidate
     return None
 
 

@@ -47,6 +47,11 @@ def test_logic_compare_with_baseline_fills_the_change_table(module):
         follow_nodes[1], follow_nodes[0], follow_nodes[1], follow_nodes[0], alignOnCT=False, tableNode=table)
     assert other is not table and str(module.mrml.change_table_rows(table)) == str(rows_before)  # NaN-safe
     assert module.mrml.change_table_describes(other, follow_nodes[1], follow_nodes[1])
+    # a saved scene loaded again: the panel holds no table, and Compare added a second table for the same pair
+    tables = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    _, reloaded = logic.compareWithBaseline(
+        base_nodes[1], base_nodes[0], follow_nodes[1], follow_nodes[0], alignOnCT=False, tableNode=None)
+    assert reloaded is table and module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
     assert list(module.temp.iterdir()) == []  # the child's files are gone
 
 

@@ -751,12 +751,13 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
     return table_node
 
 
-def report_summary(report: Dict[str, Any]) -> Dict[str, float]:
-    """The whole-organ numbers of a lesion report: liver/tumor volume (mL), tumor burden (%), lesion count."""
+def report_summary(report: Dict[str, Any]) -> Dict[str, Any]:
+    """The whole-organ numbers of a lesion report: liver/tumor volume (mL), tumor burden (%), lesion count (an
+    int: its attribute reads "2", which ``int()`` takes, not "2.0")."""
     return {"liver_volume_ml": float(report.get("liver_volume_ml", float("nan"))),
             "tumor_volume_ml": float(report.get("tumor_volume_ml", float("nan"))),
             "tumor_burden_percent": float(report.get("tumor_burden_percent", float("nan"))),
-            "lesion_count": float(len(report.get("lesions", [])))}
+            "lesion_count": int(len(report.get("lesions", [])))}
 
 
 def lesion_table_rows(table_node) -> List[Dict[str, Any]]:
@@ -979,6 +980,9 @@ CHANGE_TABLE_COLUMNS = (
     ("RECIST target", "recist_target", "", "1 = contains a RECIST 1.1 target lesion of the baseline"),
 )
 _CHANGE_TEXT_COLUMNS = ("Status", "Baseline lesions", "Follow-up lesions")
+CHANGE_TABLE_DECIMALS = {col_name: {"mm": 1, "mL": 2, "%": 1}[unit] for col_name, _, unit, _ in CHANGE_TABLE_COLUMNS
+                         if unit in ("mm", "mL", "%")}
+"""Displayed digits per numeric column of the change table (the change report keeps full precision)."""
 
 
 def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
@@ -989,7 +993,9 @@ def _change_value(entry: Dict[str, Any], name: str, key: str) -> Any:
         return str(value)
     if name in ("Lesion", "RECIST target"):
         return int(value or 0)
-    return float("nan") if value is None else float(value)
+    # as the lesion table: the digits a reader can use (a saved scene keeps about 6 significant digits, so
+    # unrounded values read 42.06102919801046 before and 42.061 after a reload)
+    return float("nan") if value is None else round(float(value), CHANGE_TABLE_DECIMALS.get(name, 3))
 
 
 def create_change_table_node(scene, change: Dict[str, Any], table_node=None, name: str = "Lesion follow-up"):

@@ -116,6 +116,9 @@ def test_compare_two_segmentations_in_the_scene_and_fill_the_change_table(scene)
     grown = next(r for r in rows if r["Status"] == "grown")
     assert grown["Baseline lesions"] and grown["Follow-up lesions"] == "1"
     assert grown["Follow-up long axis"] > grown["Baseline long axis"] and grown["Long axis change"] > 20
+    entry = next(e for e in change["lesions"] if e["status"] == "grown")  # shown to the digits a reader uses
+    assert grown["Long axis change"] == round(entry["long_axis_change_percent"], 1)
+    assert grown["Follow-up volume"] == round(entry["followup_volume_ml"], 2)
     assert table.GetAttribute("LiverTumorSeg.response") == change["response"]
     assert table.GetColumnUnitLabel("Baseline volume") == "mL"
     same = mrml.create_change_table_node(scene, {"lesions": [], "response": "NE"}, table_node=table)

@@ -297,6 +297,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         shownTable = job.lesion_table_to_show(p.lesionTable, p.outputSegmentation)
         if self.ui.lesionTableView.mrmlTableNode() is not shownTable:
             self.ui.lesionTableView.setMRMLTableNode(shownTable)
+            if shownTable is not None and self.ui.resultsSummaryLabel.text in ("", "No result yet."):
+                # a scene loaded from disk: no run outcome, but the table keeps its whole-organ numbers
+                self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
         ready = bool(p.inputVolume and p.modelPath)

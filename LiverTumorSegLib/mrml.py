@@ -753,11 +753,12 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
 
 def report_summary(report: Dict[str, Any]) -> Dict[str, Any]:
     """The whole-organ numbers of a lesion report: liver/tumor volume (mL), tumor burden (%), lesion count (an
-    int: its attribute reads "2", which ``int()`` takes, not "2.0")."""
+    int: its attribute reads "2", which ``int()`` takes, not "2.0"), RECIST sum of diameters (mm)."""
     return {"liver_volume_ml": float(report.get("liver_volume_ml", float("nan"))),
             "tumor_volume_ml": float(report.get("tumor_volume_ml", float("nan"))),
             "tumor_burden_percent": float(report.get("tumor_burden_percent", float("nan"))),
-            "lesion_count": int(len(report.get("lesions", [])))}
+            "lesion_count": int(len(report.get("lesions", []))),
+            "recist_sum_of_diameters_mm": float((report.get("recist") or {}).get("sum_of_diameters_mm", 0.0))}
 
 
 def lesion_table_rows(table_node) -> List[Dict[str, Any]]:

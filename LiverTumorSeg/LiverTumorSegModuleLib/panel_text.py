@@ -177,6 +177,21 @@ def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     return "\n".join(lines + [f"Warning: {w}" for w in warnings])
 
 
+def table_summary_text(table_node: Any) -> str:
+    """:func:`summary_text` from a lesion table's ``LiverTumorSeg.*`` attributes (``mrml.report_summary``): what
+    the panel shows beside a table of a scene loaded from disk, which has no run outcome ("No result yet." stood
+    beside a table full of lesions). Warnings are not kept with the table."""
+    def attribute(key: str) -> float:
+        return _number(table_node.GetAttribute(f"LiverTumorSeg.{key}") if table_node is not None else None)
+
+    count = attribute("lesion_count")
+    report = {"liver_volume_ml": attribute("liver_volume_ml"), "tumor_volume_ml": attribute("tumor_volume_ml"),
+              "tumor_burden_percent": attribute("tumor_burden_percent"),
+              "lesions": [None] * (int(count) if not math.isnan(count) else 0),
+              "recist": {"sum_of_diameters_mm": attribute("recist_sum_of_diameters_mm")}}
+    return summary_text(report)
+
+
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
     if not warnings:

@@ -306,3 +306,18 @@ def test_self_test_skips_or_offers_install_but_never_fails_for_missing_packages(
     ok = FakeEnvironment(ALL_OK)
     assert dependencies.self_test_skip_reason(dependencies.check_requirements(
         version_of=ok.version_of, requires_of=ok.requires_of, find_spec=ok.find_spec), True, declined) == ""
+
+
+def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
+    """After a saved scene was loaded the panel said "No result yet." beside a table full of lesions; the
+    table's attributes (as mrml.create_lesion_table_node writes them) now give the same summary line."""
+    slicer = pytest.importorskip("slicer")  # noqa: F841 - real MRML for the table node
+    from LiverTumorSegLib import mrml
+
+    scene = mrml.make_headless_scene()
+    report = {"liver_volume_ml": 900.0, "tumor_volume_ml": 0.04, "tumor_burden_percent": 0.0044,
+              "lesions": [{"id": 1, "volume_ml": 0.04}], "recist": {"sum_of_diameters_mm": 46.54}}
+    table = mrml.create_lesion_table_node(scene, report)
+    assert panel_text.table_summary_text(table) == panel_text.summary_text(report) == (
+        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion(s), RECIST sum of diameters 46.5 mm")
+    assert panel_text.table_summary_text(None) == "No result yet."

@@ -825,6 +825,26 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
     return activations
 
 
+def weights_problem(path: PathLike) -> Optional[str]:
+    """Why the package at ``path`` fails the weight checks :func:`load_model_package` makes (a bundled file
+    against SHA256SUMS, the tensors against the recorded ``weights_sha256``), or None when it passes. Reads the
+    whole file but builds no network (``models --verify``)."""
+    path = Path(path)
+    try:
+        _, meta = _read_header_and_metadata(path)
+        tensors = _load_tensors(path, _verified_bundled_bytes(path))
+        digest = weights_sha256(tensors)
+    except ModelPackageError as exc:
+        return str(exc)
+    return _weights_mismatch(path, digest, meta) if digest != meta["weights_sha256"] else None
+
+
+def _weights_mismatch(path: Path, digest: str, meta: Mapping[str, Any]) -> str:
+    return (f"Model package '{path}' failed its integrity check: the weights' SHA-256 is {digest[:16]}... but the "
+            f"package records {str(meta['weights_sha256'])[:16]}...; the file was modified or damaged. Obtain a "
+            f"fresh copy.")
+
+
 def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
     """Load and verify a package (a path, an installed model name, or ``"default"``).
 
@@ -847,9 +867,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     del bundled_bytes
     digest = weights_sha256(tensors)
     if digest != meta["weights_sha256"]:
-        raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 "
-                                f"is {digest[:16]}... but the package records {str(meta['weights_sha256'])[:16]}...; "
-                                f"the file was modified or damaged. Obtain a fresh copy.")
+        raise ModelPackageError(_weights_mismatch(path, digest, meta))
     tensors = _from_storage_dtype(tensors, meta)
     arch = meta["architecture"]
     try:

@@ -20,7 +20,37 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           f"default options, in_channels={COUNT_IN_CHANNELS}) and the "
                                           "installed trained model packages.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.add_argument("--verify", action="store_true",
+                   help="also check every package's weights now (reads each file whole; without it the weights "
+                        "are checked when a package is loaded)")
     return p
+
+
+def mark_damaged_weights(installed: List[Dict[str, Any]]) -> None:
+    """``--verify``: an entry whose weights fail the load's checks gets that ``error`` (listed as unusable)."""
+    from ..package import weights_problem
+
+    for entry in installed:
+        if not entry.get("error"):
+            entry["error"] = weights_problem(entry["path"])
+        entry["weights_verified"] = True
+
+
+def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
+    """path -> a note for a usable package that ``--model NAME`` will not reach by its name: a user package
+    called "default" (that name means the bundled default) or a name two usable packages share (refused as
+    ambiguous)."""
+    usable = [e for e in installed if not e.get("error")]
+    notes = {}
+    for entry in usable:
+        others = [o for o in usable if o is not entry and o["name"] == entry["name"]]
+        if entry["name"] == "default":  # the name always means the bundled default
+            if entry["source"] != "bundled":
+                notes[entry["path"]] = "'--model default' means the bundled default, not this package: give its path"
+        elif others:
+            notes[entry["path"]] = (f"its name is also that of {others[0]['path']}: '--model {entry['name']}' is "
+                                    f"refused as ambiguous; give the path")
+    return notes
 
 
 def architecture_rows(in_channels: int = COUNT_IN_CHANNELS) -> List[Dict[str, Any]]:
@@ -156,6 +186,13 @@ def run(args: argparse.Namespace) -> int:
 
     rows = architecture_rows()
     installed = with_robustness(list_installed_models(warn=False))  # unusable ones are shown below with the reason
+    verify = bool(getattr(args, "verify", False))  # a Namespace built by a script may lack it
+    if verify:
+        mark_damaged_weights(installed)
+    notes = name_notes(installed)
+    for entry in installed:
+        if entry["path"] in notes:
+            entry["name_note"] = notes[entry["path"]]
     if args.json:
         from ..fileutil import finite_json  # strict JSON: a non-finite number becomes null
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
@@ -185,8 +222,12 @@ def run(args: argparse.Namespace) -> int:
         name = entry["name"] + (" (default)" if entry["default"] else "")
         print(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
               f"{dice_summary(entry['validation']):<32} {entry['path']}")
+        if entry.get("name_note"):
+            print(f"      note: {entry['name_note']}")
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
                                                                    entry.get("robustness_settings"))):
             print("      " + line)
+    if not verify:
+        print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")
     return 0

@@ -887,3 +887,30 @@ def test_an_unsealed_package_loads_with_a_warning_and_save_refuses_what_loading_
         with pytest.raises(InputError, match="Not saved: loading would refuse"):
             save_model_package(tmp_path / "bad.safetensors", _tiny_model(), dict(PREP.to_dict(), **change))
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_models_verify_finds_a_flipped_weight_byte_and_names_a_shadowed_default(tmp_path, monkeypatch, capsys):
+    """A user package with one weight byte flipped was listed as usable (only its header was read); a user
+    package named 'default' was listed as if '--model default' reached it (it means the bundled default)."""
+    from LiverTumorSegLib.cli import main
+
+    models = tmp_path / "user_models"
+    models.mkdir()
+    good = save_model_package(models / "mine.safetensors", _tiny_model(), PREP, metadata={"name": "mine"})
+    data = bytearray(good.read_bytes())
+    data[-5] ^= 0x01                                          # inside the last tensor's bytes
+    (models / "flipped.safetensors").write_bytes(bytes(data))
+    save_model_package(models / "default.safetensors", _tiny_model(1), PREP, metadata={"name": "default"})
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "models --verify" in listed and "'--model default' means the bundled default" in listed
+    assert main(["models", "--verify"]) == 0
+    verified = capsys.readouterr().out
+    rows = {line.split()[-1]: line for line in verified.splitlines() if line.strip().endswith(".safetensors")}
+    assert rows[str(models / "flipped.safetensors")].split()[1] == "UNUSABLE" and "integrity check" in verified
+    assert "UNUSABLE" not in rows[str(good)]
+    # before --verify both files named 'mine' were usable, so the name was ambiguous; now only one is
+    assert "refused as ambiguous" in listed and "refused as ambiguous" not in verified
+    with pytest.raises(ModelPackageError, match="integrity check"):
+        load_model_package(models / "flipped.safetensors")

@@ -68,7 +68,7 @@ import re
 import sys
 import time
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -122,12 +122,13 @@ class BenchCase:
     seed: int = 0
     lesions: Any = None     # the LesionConfig of the synthetic tumors
     cropped: bool = False   # sample and original are a part of the scan (--max-slices)
+    read_options: Dict[str, Any] = field(default_factory=dict)  # label_map / allow_non_hu the case was read with
 
     def whole_sample(self) -> Sample:
         """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped)."""
         if not self.cropped:
             return self.sample
-        return _whole_scan_samples(self.source, self.seed, self.lesions)[1]
+        return _whole_scan_samples(self.source, self.seed, self.lesions, **self.read_options)[1]
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -221,13 +222,15 @@ def case_seed(case_id: str, seed: int) -> int:
     return (zlib.crc32(case_id.encode("utf-8")) + 7919 * int(seed)) % (2 ** 32)
 
 
-def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_LESIONS
+def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_LESIONS,
+                        label_map: Optional[Dict[str, int]] = None, allow_non_hu: bool = False
                         ) -> Tuple[Sample, Sample]:
-    """``(original, with synthetic tumors)`` of a case's whole scan, read and canonicalized; the tumors are
-    seeded by the case id and ``seed``, so every call gives the same ones."""
+    """``(original, with synthetic tumors)`` of a case's whole scan, read and canonicalized (``label_map``,
+    ``allow_non_hu``: as ``train``'s --label-map and --allow-non-hu); the tumors are seeded by the case id and
+    ``seed``, so every call gives the same ones."""
     from LiverTumorSegLib.training.datasets import load_case
 
-    volume, labels = load_case(case)
+    volume, labels = load_case(case, label_map or None, allow_non_hu)
     if not (labels >= 1).any():
         raise InputError(f"Case '{case.case_id}': its label map '{case.label_path}' has no liver voxel; the "
                          f"benchmark scores the liver and inserts its tumors into it. Give the case's liver label, "
@@ -240,15 +243,17 @@ def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_
 
 
 def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
-                    lesions: LesionConfig = BENCHMARK_LESIONS) -> BenchCase:
+                    lesions: LesionConfig = BENCHMARK_LESIONS, label_map: Optional[Dict[str, int]] = None,
+                    allow_non_hu: bool = False) -> BenchCase:
     """Read and canonicalize one case, insert the benchmark's synthetic tumors into the whole scan (seeded by
     case id), then keep at most ``max_slices`` slices around the liver."""
-    original, sample = _whole_scan_samples(case, seed, lesions)
+    read_options = {"label_map": label_map or None, "allow_non_hu": bool(allow_non_hu)}
+    original, sample = _whole_scan_samples(case, seed, lesions, **read_options)
     z0, z1 = liver_centred_window(original.labels, max_slices)
     cropped = (z0, z1) != (0, original.hu.shape[0])
     if cropped:
         original, sample = crop_z(original, z0, z1), crop_z(sample, z0, z1)
-    return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped)
+    return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped, read_options)
 
 
 # ------------------------------------------------------------------------------------------- perturbations
@@ -631,6 +636,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "--keep-liver-in-air): what does the step change?")
     p.add_argument("--tta", action="store_true",
                    help="left-right flip test-time augmentation (segment --tta): does it pay for its time?")
+    p.add_argument("--label-map", metavar="JSON", default=None,
+                   help="remap the label maps' values as train does, e.g. '{\"255\": 1}' (unlisted values -> 0)")
+    p.add_argument("--allow-non-hu", action="store_true",
+                   help="read CTs whose values do not look like Hounsfield units (as train --allow-non-hu)")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
     return p.parse_args(argv)
 
@@ -672,7 +681,11 @@ def run(args: argparse.Namespace) -> int:
     found = find_cases(args.data, say)
     check_json_output(args.json, args.overwrite, [args.data] + list(paths)
                       + [path for c in found for path in (c.image_path, c.label_path)])
-    cases = [load_bench_case(c, args.seed, args.max_slices or None) for c in found]
+    from LiverTumorSegLib.io.labels import parse_label_map_option
+
+    label_map = parse_label_map_option(args.label_map) if args.label_map else None
+    cases = [load_bench_case(c, args.seed, args.max_slices or None, label_map=label_map,
+                             allow_non_hu=args.allow_non_hu) for c in found]
     say(f"{len(cases)} cases from {args.data}: " + ", ".join(c.case_id for c in cases))
     if args.store_in_package and not args.replace_stored:  # refuse now, not after the whole run
         planned = planned_pairs(cases, perturbations, args.seed)

@@ -403,3 +403,23 @@ def test_json_output_is_checked_before_the_run_and_never_replaces_an_input(tmp_p
     assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(existing), "--overwrite",
                     "--perturbations", next(iter(rb.PERTURBATIONS)), "--quiet"]) == 0 and ran == [1]
     assert json.loads(existing.read_text())["packages"][0]["rows"] == []
+
+
+def test_label_map_and_allow_non_hu_that_its_messages_name_exist(tmp_path, capsys, monkeypatch):
+    """A 0/255 label was refused with 'Map them with --label-map', an option robustness.py did not have (and an
+    MR-like CT with 'allow_non_hu=True')."""
+    from LiverTumorSegLib.io import read_volume, write_label_map
+
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+    label_path = tmp_path / "data" / "case1_liver_seg.nii.gz"
+    label = read_volume(label_path)
+    write_label_map(label_path, (label.array >= 1).astype(np.uint8) * 255, label.geometry, overwrite=True)
+    seen = []
+    monkeypatch.setattr(rb, "evaluate", lambda engine, cases, *a, **k: seen.extend(cases) or [])
+    argv = [str(package.path), "--data", str(tmp_path / "data"), "--perturbations", next(iter(rb.PERTURBATIONS)),
+            "--quiet"]
+    assert rb.main(argv) == 2 and "--label-map" in capsys.readouterr().err
+    assert rb.main(argv + ["--label-map", '{"255": 1}']) == 0
+    (case,) = seen
+    assert set(np.unique(case.original.labels)) == {0, 1} and case.read_options["label_map"] == {"255": 1}

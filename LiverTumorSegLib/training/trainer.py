@@ -1051,8 +1051,7 @@ def remove_if_no_checkpoint(folder: Path) -> bool:
     for entry in folder.iterdir():
         if entry.name == CACHE_FOLDER:
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            remove_if_no_checkpoint(entry)  # a crossval fold's folder; the folds share the output folder's cache
+        if entry.is_dir() and not entry.is_symlink():  # e.g. a crossval fold's folder (the folds share this cache)
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
@@ -1080,5 +1079,7 @@ def _holds_cached_cases(cache: Path) -> bool:
 def holds_only_slice_cache(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but the slice cache a failed run left (:func:`remove_if_no_checkpoint`),
     which a new run may use without --overwrite."""
+    if not Path(folder).is_dir():
+        return False
     entries = list(Path(folder).iterdir())
     return len(entries) == 1 and entries[0].name == CACHE_FOLDER and _holds_cached_cases(entries[0])

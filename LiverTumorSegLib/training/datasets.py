@@ -81,14 +81,18 @@ def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
                              f"'{case.case_id}' in '{root}'; list each CT once (it could otherwise be trained on and "
                              f"validated on at the same time).")
         seen[key] = case.case_id
-    labels: Dict[str, str] = {}  # one label file for two CTs: a copy-paste slip that trains one CT on another's labels
+    # one label file for two CTs: a copy-paste slip that trains one CT on another's labels, unless both rows are
+    # one patient (phases of one examination on one grid share their labels; they stay in one split)
+    labels: Dict[str, Case] = {}
     for case in cases:
         key = os.path.normcase(str(Path(case.label_path).resolve()))
-        if key in labels:
-            raise InputError(f"Label '{case.label_path}' is listed for case '{labels[key]}' and for case "
-                             f"'{case.case_id}' in '{root}'; each CT needs its own label file (one of the two "
-                             f"rows names the wrong file).")
-        labels[key] = case.case_id
+        first = labels.setdefault(key, case)
+        if first is not case and first.patient_id != case.patient_id:
+            raise InputError(f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case "
+                             f"'{case.case_id}' in '{root}' (patients '{first.patient_id}' and "
+                             f"'{case.patient_id}'); each CT needs its own label file, so one of the two rows names "
+                             f"the wrong file. If both CTs are phases of one patient on one grid, give them the same "
+                             f"patient id (CSV column 'patient').")
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

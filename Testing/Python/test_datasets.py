@@ -364,6 +364,10 @@ def test_one_label_file_listed_for_two_cts_is_refused(tmp_path):
     (tmp_path / "list.csv").write_text("image,label,case\nct0.nii.gz,lab0.nii.gz,a\nct1.nii.gz,lab0.nii.gz,b\n")
     with pytest.raises(InputError, match="listed for case 'a' and for case 'b'"):
         discover_cases(tmp_path / "list.csv")
+    # two phases of one patient on one grid may share their labels (they stay in one split)
+    (tmp_path / "phases.csv").write_text("image,label,case,patient\nct0.nii.gz,lab0.nii.gz,a,P1\n"
+                                         "ct1.nii.gz,lab0.nii.gz,b,P1\n")
+    assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["a", "b"]
 
 
 @pytest.mark.parametrize("training", [[{"image": "./imagesTr/case_0_0000.nii.gz"}], ["./imagesTr/x.nii.gz"],

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError
-from .fileutil import atomic_output, finite_json
+from .fileutil import atomic_output, finite_json, same_file_among
 from .resources import bundled_models_dir, user_models_dir
 
 FORMAT_VERSION = 1
@@ -985,7 +985,7 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line."""
     entries = []
     folders = [("bundled", bundled_models_dir())]
-    if os.path.realpath(user_models_dir()) != os.path.realpath(bundled_models_dir()):  # listed once, not twice
+    if not same_file_among([user_models_dir(), bundled_models_dir()]):  # listed once, not twice
         folders.append(("user", user_models_dir()))
     for source, folder in folders:
         for file in _package_files(Path(folder)):
@@ -1060,7 +1060,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
     usable = [e for e in entries if e["error"] is None]
     matches = []  # type: List[str]
     for entry in usable:
-        same_file = [m for m in matches if os.path.realpath(m) == os.path.realpath(entry["path"])]
+        same_file = [m for m in matches if same_file_among([m, entry["path"]])]
         if (entry["name"] == text or Path(entry["path"]).stem == text) and not same_file:
             matches.append(entry["path"])
     if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently

@@ -227,15 +227,12 @@ def software_environment() -> Dict[str, Any]:
     files under .git: no process is started; None elsewhere): library_version alone names no code state."""
     import platform
 
+    from importlib import metadata
+
     versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
-    try:
-        from ..models.monai_import import give_monai_a_user_name
-
-        give_monai_a_user_name()
-        import monai
-
-        versions["monai"] = monai.__version__
-    except ImportError:
+    try:  # the installed distribution's version: importing MONAI (about 2 s) only to read it is not needed
+        versions["monai"] = metadata.version("monai")
+    except metadata.PackageNotFoundError:
         versions["monai"] = None
     versions["git_commit"] = _git_commit(Path(__file__).resolve().parents[2])
     return versions

@@ -17,17 +17,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("crossval", help="k-fold cross-validation: train all folds, write a metrics table",
                               description="Train all folds of a patient-level k-fold split and write per-fold "
                                           "and mean Dice tables. -o names the output folder.")
-    add_config_options(p)
-    for action in p._actions:  # train's help for these did not fit crossval (0 = hold-out; one fold; a file)
-        if action.dest == "folds":
-            action.help = "number of patient-level folds (fewer than 2, the default: 4)"
-        elif action.dest == "fold":
-            action.help = argparse.SUPPRESS  # crossval trains every fold
-        elif action.dest == "output":
-            action.help = "output folder: fold_<i>.safetensors, crossval.csv and crossval.json"
-        elif action.dest == "log_dir":
-            action.help = ("folder for each fold's checkpoints, logs and cache, fold_<i>_train/ in it (default: the "
-                           "output folder)")
+    # train's help for these does not fit crossval (0 = hold-out; one fold; a file)
+    add_config_options(p, help_for={
+        "folds": "number of patient-level folds (fewer than 2, the default: 4)",
+        "fold": argparse.SUPPRESS,  # crossval trains every fold
+        "output": "output folder: fold_<i>.safetensors, crossval.csv and crossval.json",
+        "log_dir": "folder for each fold's checkpoints, logs and cache, fold_<i>_train/ in it (default: the output "
+                   "folder)"})
     return p
 
 

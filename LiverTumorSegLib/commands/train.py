@@ -15,7 +15,7 @@ import dataclasses
 import json
 import shlex
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..errors import InputError
 
@@ -72,8 +72,9 @@ def _preprocessing_value(text: str) -> Any:
     return _json_value(text) if text.strip().startswith("{") else text
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--option-name`` per TrainConfig field (default None = not given, so the config file wins)."""
+def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[str, str]] = None) -> None:
+    """One ``--option-name`` per TrainConfig field (default None = not given, so the config file wins).
+    ``help_for``: field name -> help text replacing train's (``argparse.SUPPRESS`` hides the option)."""
     from ..training.config import TrainConfig
 
     parser.add_argument("--config", dest="config_file", default=None,
@@ -85,7 +86,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             names = ["-o", flag]
         default = TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
-        help_text = HELP.get(f.name, f.name.replace("_", " "))
+        help_text = (help_for or {}).get(f.name, HELP.get(f.name, f.name.replace("_", " ")))
         if f.name == "progress_bar":
             add_progress_options(parser, dest=f.name)
         elif f.name == "preprocessing":
@@ -102,8 +103,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=f.name, default=None, choices=["auto", "true", "false"],
                                 help=help_text)
         else:
-            parser.add_argument(*names, dest=f.name, type=type(value), default=None,
-                                help=f"{help_text} (default {value!r})")
+            shown = help_text if f.name in (help_for or {}) else f"{help_text} (default {value!r})"
+            parser.add_argument(*names, dest=f.name, type=type(value), default=None, help=shown)
 
 
 def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:

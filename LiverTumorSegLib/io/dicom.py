@@ -219,6 +219,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     _refuse_inverted_grey_scale(chosen, reader, folder)
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
         _check_multiframe(chosen, image, folder)
+    else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
+        _check_pixel_spacing(chosen, reader, folder)
     positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
     notes = []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
@@ -346,6 +348,28 @@ def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:
     if padded:
         volume.array = to_hu_dtype(array)
     return padded
+
+
+def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """PixelSpacing (0028,0030) of the first slice must be two positive, finite numbers (mm; Type 1, VM 2 in the
+    Image Plane Module, PS3.3 C.7.6.2). ITK makes a missing or zero value 1 mm and a negative one a positive
+    spacing with the axis flipped: the CT was segmented mirrored, or at the wrong scale, with exit 0. (The
+    other slices must match the first: :func:`_checked_slice_positions`.)"""
+    name = Path(series.files[0]).name
+    try:
+        text = reader.GetMetaData(0, "0028|0030").strip()
+    except RuntimeError:
+        text = ""
+    try:
+        values = [float(v) for v in text.split("\\")] if text else []
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+        found = f"'{text[:40]}'" if text else "missing"
+        raise InputError(f"DICOM series {series.uid} in '{folder}': the pixel spacing (PixelSpacing, 0028,0030) of "
+                         f"file '{name}' is {found}; a CT slice needs two positive pixel sizes in mm (row\\column). "
+                         f"Without them the image's size and left-right orientation are unknown. Re-export the "
+                         f"series from the scanner/PACS.")
 
 
 def _tag_numbers(reader, index: int, tag: str) -> Optional[List[float]]:

@@ -385,6 +385,19 @@ def test_dicom_slices_must_agree_on_position_orientation_and_pixel_spacing(tmp_p
         read_volume(tmp_path / "scout")
 
 
+@pytest.mark.parametrize("spacing", [[-3, -3], [0, 0], [3], None], ids=["negative", "zero", "one_value", "missing"])
+@pytest.mark.parametrize("slices", [5, 1])
+def test_dicom_pixel_spacing_must_be_two_positive_numbers(tmp_path, spacing, slices):
+    """ITK read -3\\-3 as 3 mm with the axes flipped (the CT segmented mirrored, exit 0), 0\\0 or a missing tag as
+    1 mm, and one value as square pixels (then DICOM SEG output failed after the network). PixelSpacing is Type 1
+    with two values (PS3.3 C.7.6.2)."""
+    write_dicom_series(tmp_path / "s", np.zeros((slices, 4, 4), np.int16), UID_A, "spacing")
+    for path in sorted((tmp_path / "s").iterdir()):
+        _retag(path, PixelSpacing=spacing)
+    with pytest.raises(InputError, match=r"pixel spacing \(PixelSpacing, 0028,0030\) of file .* two positive"):
+        read_volume(tmp_path / "s")
+
+
 def test_dicom_uneven_gaps_that_add_up_are_refused(tmp_path):
     """Every gap within 20 % of the median (2.8 and 3.3 mm), but on the mean-spacing grid the middle slices lie
     more than half a slice from their recorded positions."""

@@ -181,9 +181,40 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     return below if below else top
 
 
+FLOAT_PIXEL_TAGS = (0x7FE00008, 0x7FE00009)
+"""Float Pixel Data and Double Float Pixel Data (PS3.3 C.7.6.24): GDCM lists no series for files holding them."""
+
+
+def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
+    """The first of (up to ``limit``) files directly in ``folder`` that is DICOM with float pixel data, else None:
+    why a folder of such files lists no series ("holds no DICOM series" said nothing of them)."""
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))[:limit]
+    except OSError:
+        return None
+    for path in files:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=False, specific_tags=list(FLOAT_PIXEL_TAGS))
+        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            continue
+        if any(tag in ds for tag in FLOAT_PIXEL_TAGS):
+            return path
+    return None
+
+
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     all_series = find_dicom_series(folder)
     if not all_series:
+        float_file = _float_pixel_file(folder)
+        if float_file is not None:
+            raise InputError(f"Folder '{folder}' holds DICOM images whose pixels are floating point (Float Pixel "
+                             f"Data, e.g. '{float_file.name}'), which CT images do not use (they store integers with "
+                             f"a rescale to HU); they cannot be read as a CT. Export the series as a standard CT "
+                             f"Image series, or convert it to NIfTI/NRRD.")
         raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders. Give a folder of DICOM "
                          f"files, or a {_FILE_FORMATS_TEXT} file.")
     images = [s for s in all_series if _is_image_series(s)]

@@ -398,6 +398,24 @@ def test_dicom_pixel_spacing_must_be_two_positive_numbers(tmp_path, spacing, sli
         read_volume(tmp_path / "s")
 
 
+def test_dicom_float_pixel_data_is_named_not_called_no_series(tmp_path):
+    """A folder of slices holding Float Pixel Data (7FE0,0008) said 'holds no DICOM series' (GDCM lists none)."""
+    import pydicom
+
+    write_dicom_series(tmp_path / "f", np.zeros((3, 4, 4), np.int16), UID_A, "float")
+    for path in sorted((tmp_path / "f").iterdir()):
+        ds = pydicom.dcmread(str(path))
+        del ds.PixelData
+        ds.FloatPixelData = np.zeros((4, 4), np.float32).tobytes()
+        ds.BitsAllocated = 32
+        for keyword in ("BitsStored", "HighBit", "PixelRepresentation", "RescaleIntercept", "RescaleSlope"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(str(path))
+    with pytest.raises(InputError, match=r"pixels are floating point \(Float Pixel Data"):
+        read_volume(tmp_path / "f")
+
+
 def test_dicom_uneven_gaps_that_add_up_are_refused(tmp_path):
     """Every gap within 20 % of the median (2.8 and 3.3 mm), but on the mean-spacing grid the middle slices lie
     more than half a slice from their recorded positions."""

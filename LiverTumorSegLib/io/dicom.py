@@ -288,6 +288,7 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
     (:func:`_check_no_gantry_tilt`)."""
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     normal = direction[:, 2]
+    _refuse_mixed_in_localizer(series, reader, folder)
     positions = []
     points = []
     first_tags: dict = {}
@@ -379,6 +380,23 @@ def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:
     if padded:
         volume.array = to_hu_dtype(array)
     return padded
+
+
+def _refuse_mixed_in_localizer(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """A file whose ImageType (0008,0008) says LOCALIZER among slices that do not: a scout image in the series
+    folder. One with the axial orientation was refused as 'uneven slice spacing', which named neither it nor the
+    fix."""
+    kinds = []
+    for index in range(len(series.files)):
+        try:
+            kinds.append("LOCALIZER" in reader.GetMetaData(index, "0008|0008").upper())
+        except RuntimeError:
+            kinds.append(False)
+    if any(kinds) and not all(kinds):
+        scouts = [Path(series.files[i]).name for i, scout in enumerate(kinds) if scout]
+        raise InputError(f"DICOM series {series.uid} in '{folder}' holds {len(scouts)} localizer (scout) image(s) "
+                         f"among its slices ({', '.join(scouts[:3])}{' ...' if len(scouts) > 3 else ''}; ImageType "
+                         f"LOCALIZER); remove them, or export the axial series alone.")
 
 
 def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:

@@ -398,6 +398,15 @@ def test_dicom_pixel_spacing_must_be_two_positive_numbers(tmp_path, spacing, sli
         read_volume(tmp_path / "s")
 
 
+def test_dicom_localizer_with_the_axial_orientation_is_named(tmp_path):
+    """An axial scout among the slices was refused as 'uneven slice spacing', naming neither it nor the fix."""
+    write_dicom_series(tmp_path / "s", np.zeros((6, 4, 4), np.int16), UID_A, "with scout")
+    _retag(tmp_path / "s" / "s003.dcm", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+           ImagePositionPatient=[-10.5, 20.25, 101.0])
+    with pytest.raises(InputError, match=r"1 localizer \(scout\) image\(s\) among its slices \(s003.dcm"):
+        read_volume(tmp_path / "s")
+
+
 def test_dicom_float_pixel_data_is_named_not_called_no_series(tmp_path):
     """A folder of slices holding Float Pixel Data (7FE0,0008) said 'holds no DICOM series' (GDCM lists none)."""
     import pydicom

@@ -11,7 +11,11 @@ Rules:
   torchVersionRequirement=">=2.1")``, which picks the CUDA build matching the driver). A torch that is too
   old is reported, never replaced by pip.
 * Every pip install runs with a constraints file pinning the installed torch (``torch==<installed>``), so
-  pip's resolver picks a monai that fits that torch or fails; it cannot pull another torch from PyPI.
+  pip's resolver picks a monai that fits that torch or fails; it cannot pull another torch from PyPI. The file
+  also pins every other installed distribution except the ones being installed (Slicer's own numpy, VTK,
+  SimpleITK, ...): ``slicer.util.pip_install`` of Slicer 5.6-5.8 does not protect them, and a monai or nibabel
+  release asking for a newer numpy would have upgraded Slicer's. pip then fails with its reason rather than
+  break Slicer.
 * "Fits" is checked too: an installed monai whose own ``torch>=...`` requirement the installed torch does not
   meet counts as incompatible and is reinstalled (under the constraint) after confirmation.
 """
@@ -167,7 +171,8 @@ def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
     if any(s.requirement.module == "torch" for s in to_fix):
         text += ("\nPyTorch is installed by the PyTorch extension (PyTorchUtils), which picks the build that "
                  "matches your GPU driver.")
-    text += "\nYour installed PyTorch is never replaced: the other packages are installed to fit it."
+    text += ("\nYour installed PyTorch and the packages Slicer already has (numpy, VTK, ...) are never replaced: "
+             "the new packages are installed to fit them.")
     return text
 
 
@@ -175,13 +180,39 @@ DECLINED_MESSAGE = ("Segmentation needs the packages listed before. Nothing was 
                     "to install them, or install them from the Python console with slicer.util.pip_install().")
 
 
-def torch_constraint_file(torch_version: str, folder: Optional[str] = None) -> str:
-    """Write a pip constraints file pinning ``torch==<torch_version>`` (local build tag kept); returns its
-    path. The caller removes it."""
+def torch_constraint_file(torch_version: str, folder: Optional[str] = None,
+                          also_pinned: Sequence[Tuple[str, str]] = ()) -> str:
+    """Write a pip constraints file pinning ``torch==<torch_version>`` (local build tag kept) and each
+    ``(name, version)`` of ``also_pinned``; returns its path. The caller removes it."""
     handle, path = tempfile.mkstemp(prefix="livertumorseg-constraints-", suffix=".txt", dir=folder)
     with os.fdopen(handle, "w", encoding="utf-8") as f:
         f.write(f"torch=={torch_version}\n")
+        for name, version in also_pinned:
+            f.write(f"{name}=={version}\n")
     return path
+
+
+def installed_distributions() -> List[Tuple[str, str]]:
+    """``(name, version)`` of every distribution installed in this Python (Slicer's own included)."""
+    found = {}
+    for distribution in importlib.metadata.distributions():
+        name = (distribution.metadata["Name"] or "").strip()
+        if name and distribution.version and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            found.setdefault(_normalized(name), (name, distribution.version))
+    return sorted(found.values())
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503: case and runs of -_. do not matter)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins_besides(to_install: Sequence["RequirementStatus"], installed: Sequence[Tuple[str, str]]
+                 ) -> List[Tuple[str, str]]:
+    """The installed distributions to keep at their versions while ``to_install`` is installed: all but torch
+    (pinned on its own) and the ones being installed."""
+    changing = {_normalized(s.requirement.distribution) for s in to_install} | {"torch"}
+    return [(name, version) for name, version in installed if _normalized(name) not in changing]
 
 
 def pip_requirement(status: RequirementStatus) -> str:
@@ -204,12 +235,15 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
                         requirements: Sequence[Requirement] = REQUIREMENTS,
                         version_of: Callable[[str], Optional[str]] = installed_version,
                         requires_of: Callable[[str], List[str]] = distribution_requires,
-                        find_spec: Callable[[str], object] = importlib.util.find_spec) -> List[RequirementStatus]:
+                        find_spec: Callable[[str], object] = importlib.util.find_spec,
+                        installed: Callable[[], List[Tuple[str, str]]] = installed_distributions
+                        ) -> List[RequirementStatus]:
     """Check versions; after ``confirm(question)`` install what is missing, too old or incompatible.
 
     ``install_torch(version_requirement)`` installs torch (the PyTorch extension's ``installTorch`` with
     ``torchVersionRequirement``) and returns the module or ``None``; ``None`` as the callable means the
-    PyTorch extension is missing. ``pip_install(args)`` gets :func:`pip_arguments` (torch pinned).
+    PyTorch extension is missing. ``pip_install(args)`` gets :func:`pip_arguments` (torch pinned, and every
+    other distribution ``installed()`` lists that is not being installed).
     Returns the statuses that were fixed. Raises :class:`DependencyDeclinedError` when the user says no,
     :class:`DependencyError` when torch is missing/too old and cannot be installed here, or when a check after
     installing still fails.
@@ -237,7 +271,7 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         raise DependencyError("PyTorch is still not installed; install it in the PyTorch Utils module.")
     rest = [s for s in problems(check()) if s.requirement.module != "torch"]  # again: torch may be new
     if rest:
-        constraint = torch_constraint_file(torch_version)
+        constraint = torch_constraint_file(torch_version, also_pinned=pins_besides(rest, installed()))
         try:
             pip_install(pip_arguments(rest, constraint))
         finally:

@@ -58,11 +58,22 @@ class FakeEnvironment:
         return dependencies.ensure_requirements(
             lambda q: self.confirm(q, answer), self.pip_install,
             self.install_torch if install_torch == "default" else install_torch,
-            version_of=self.version_of, requires_of=self.requires_of, find_spec=self.find_spec)
+            version_of=self.version_of, requires_of=self.requires_of, find_spec=self.find_spec,
+            installed=lambda: sorted(self.installed.items()) + SLICER_OWN)
+
+
+SLICER_OWN = [("numpy", "1.26.4"), ("vtk", "9.2.20230607"), ("Pillow", "10.2.0")]
+"""Distributions Slicer's Python ships: a pip install must not replace them."""
 
 
 ALL_OK = {"torch": "2.3.1+cu121", "monai": "1.4.0", "safetensors": "0.4.3", "nibabel": "5.2.1", "scipy": "1.13.0",
           "SimpleITK": "2.3.1", "pyyaml": "6.0.1", "tqdm": "4.66.0"}
+
+
+def test_installed_distributions_lists_this_pythons_packages_by_name_and_version():
+    found = dict(dependencies.installed_distributions())
+    import numpy
+    assert found["numpy"] == numpy.__version__
 
 
 def test_versions_compare_on_their_numeric_release():
@@ -97,7 +108,11 @@ def test_install_pins_the_installed_torch_and_refits_monai():
     assert env.torch_calls == []  # torch is fine: never touched
     (args,) = env.pip_calls
     assert args[:2] == ["monai>=1.3,<1.6.1", "scipy>=1.9"] and args[2] == "-c"
-    assert env.constraints == ["torch==2.3.1+cu121\n"]  # pip cannot replace torch
+    (constraints,) = env.constraints
+    pins = constraints.splitlines()
+    assert pins[0] == "torch==2.3.1+cu121"  # pip cannot replace torch ...
+    assert {"numpy==1.26.4", "vtk==9.2.20230607", "Pillow==10.2.0", "nibabel==5.2.1"} <= set(pins)  # ... nor Slicer's
+    assert not any(p.startswith(("monai==", "scipy==")) for p in pins)  # what is installed may change
     assert not os.path.exists(args[3])  # the constraints file is removed again
     assert "never replaced" in env.questions[0]
 
@@ -110,7 +125,8 @@ def test_missing_torch_goes_through_the_pytorch_extension_with_a_version_require
     assert env.torch_calls == [">=2.1"]
     (args,) = env.pip_calls
     assert args[:1] == ["monai>=1.3"] and not any(a.startswith("torch") for a in args)
-    assert env.constraints == ["torch==2.3.1+cu121\n"]  # pinned to the torch PyTorchUtils just installed
+    assert env.constraints[0].splitlines()[0] == "torch==2.3.1+cu121"  # the torch PyTorchUtils just installed
+    assert "numpy==1.26.4" in env.constraints[0].splitlines()
     assert "PyTorchUtils" in env.questions[0]
 
 

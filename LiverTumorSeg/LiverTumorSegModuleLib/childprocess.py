@@ -272,3 +272,14 @@ class SubprocessRunner:
                     stream.close()
                 except OSError:
                     pass
+
+
+def qbytearray_bytes(array: Any) -> bytes:
+    """The bytes of a ``qt.QByteArray`` (e.g. ``QProcess.readAllStandardOutput()``). PythonQt's ``data()`` is not
+    documented to return ``bytes`` rather than ``str`` in every Slicer version (other modules handle both), and
+    ``bytes(str)`` raises TypeError, which would have turned every run into a failure: both are taken."""
+    raw = array.data()
+    if isinstance(raw, str):
+        return raw.encode("latin-1", "replace")
+    return bytes(raw)
+

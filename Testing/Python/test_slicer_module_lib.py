@@ -337,3 +337,19 @@ def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
     assert panel_text.table_summary_text(table) == panel_text.summary_text(report) == (
         "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion(s), RECIST sum of diameters 46.5 mm")
     assert panel_text.table_summary_text(None) == "No result yet."
+
+
+def test_qbytearray_bytes_takes_the_bytes_or_str_that_data_returns():
+    """PythonQt's QByteArray.data() may give str; bytes(str) raised TypeError in every poll of the child."""
+    from LiverTumorSegModuleLib.childprocess import qbytearray_bytes
+
+    class Array:
+        def __init__(self, raw):
+            self.raw = raw
+
+        def data(self):
+            return self.raw
+
+    assert qbytearray_bytes(Array(b'{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
+    assert qbytearray_bytes(Array('{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
+    assert qbytearray_bytes(Array(bytearray(b"\xc3\xa9"))).decode("utf-8") == "\u00e9"

@@ -537,6 +537,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addRow(self.compare["table"])
         self.compare["button"].connect("clicked(bool)", self.onCompareButton)
         self.layout.addWidget(section)
+        self.layout.addStretch(1)  # below every section (the .ui ends without a spacer, which had pushed this one down)
 
     def onCompareButton(self) -> None:
         c = self.compare

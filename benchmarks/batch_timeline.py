@@ -34,20 +34,23 @@ def _timed(events, kind, function, case_id_of):
 def batch_timeline(folder, model="default", device="cpu", output=None):
     """Run the batch on ``folder`` (one warm-up case first) and return ``{"events", "wall_s", "cpu_s",
     "cases"}`` with event times in seconds from the batch's start."""
+    from LiverTumorSegLib.errors import InputError
     from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
     from LiverTumorSegLib.inference import batch as batch_module
 
+    if not Path(folder).is_dir():
+        raise InputError(f"'{folder}' is not a folder of CT files; give the folder `segment FOLDER` would take.")
     segmenter = Segmenter(SegmentationOptions(model=model, device=device)).load()
     out = Path(output) if output else Path(tempfile.mkdtemp(prefix="batch_timeline_"))
-    cases = batch_module.find_cases(folder, out)
-    batch_module.segment_batch(cases[:1], segmenter, overwrite=True)  # warm: bf16 check, first-call costs
     events = []
     originals = (batch_module._read_case, batch_module._finish_and_write_case, segmenter.predict)
-    batch_module._read_case = _timed(events, "read", originals[0], lambda a, r: a[0].case_id)
-    batch_module._finish_and_write_case = _timed(events, "finish", originals[1], lambda a, r: a[0].case_id)
-    predicted = iter(case.case_id for case in cases)
-    segmenter.predict = _timed(events, "network", originals[2], lambda a, r: next(predicted))
-    try:
+    try:  # the temporary outputs go also when finding the cases fails
+        cases = batch_module.find_cases(folder, out)
+        batch_module.segment_batch(cases[:1], segmenter, overwrite=True)  # warm: bf16 check, first-call costs
+        batch_module._read_case = _timed(events, "read", originals[0], lambda a, r: a[0].case_id)
+        batch_module._finish_and_write_case = _timed(events, "finish", originals[1], lambda a, r: a[0].case_id)
+        predicted = iter(case.case_id for case in cases)
+        segmenter.predict = _timed(events, "network", originals[2], lambda a, r: next(predicted))
         start, cpu = time.perf_counter(), time.process_time()
         statuses = batch_module.segment_batch(cases, segmenter, overwrite=True)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -86,4 +89,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

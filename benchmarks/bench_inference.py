@@ -356,4 +356,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

@@ -7,6 +7,7 @@ few voxels, with one missed and one extra tumor, then prints the time of each st
 ``evaluate_case`` (overlap + surface distances + lesion detection). ``--roc`` also times the exact
 sort-based ROC AUC over all voxels. Prints numbers; asserts nothing (not a test).
 """
+import sys
 import argparse
 import time
 
@@ -69,4 +70,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

@@ -9,6 +9,7 @@ Prints, per model: parameters, then per device, size and batch the milliseconds 
 available. ``--quick``: 256 x 256, batch 1, one repeat, CPU only unless --devices says otherwise.
 Not a test.
 """
+import sys
 import argparse
 import statistics
 import time
@@ -83,4 +84,6 @@ def main(argv: List[str] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

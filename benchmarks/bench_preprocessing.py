@@ -6,6 +6,7 @@
 Prints seconds per stage for each config. The phantom is built with ``phantom.make_phantom`` at the
 requested shape (x/y spacing ``--spacing`` mm, 1.5 mm slices). Not a test.
 """
+import sys
 import argparse
 import time
 
@@ -57,4 +58,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

@@ -1,7 +1,7 @@
 """Compare training recipes on leave-one-patient-out fold models, with the training seed's noise beside them.
 
     python benchmarks/compare_recipes.py --arm v2=RUNS/v2 --arm field=RUNS/field --data CASES.csv
-        [--seeds 0,1,2] [--perturbations baseline,liver_hu-40] [--max-slices N] [--device cpu] [--json out.json]
+        [--seeds 0,1,2] [--perturbations baseline,liver_hu-40] [--max-slices N] [--device cpu] [--json out.json [--overwrite]]
 
 ``--arm NAME=WHERE`` (two or more): WHERE is a folder of ``.safetensors`` packages, a glob, or a comma-separated
 list of packages; every package is a fold model trained by one recipe (``train --folds K --fold I``, or
@@ -278,7 +278,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-slices", type=int, default=0, help="at most N slices around the liver per case")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
-    p.add_argument("--json", help="write every row and summary to this JSON file")
+    p.add_argument("--json", help="write every row and summary to this JSON file (checked before the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return p.parse_args(argv)
 
 
@@ -300,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     cases = rb.find_cases(args.data)
+    rb.check_json_output(args.json, args.overwrite, [args.data] + [path for _, paths in arms for path in paths]
+                         + [path for c in cases for path in (c.image_path, c.label_path)])
     from LiverTumorSegLib.package import read_package_metadata
 
     for name, paths in arms:  # before any inference
@@ -325,14 +328,18 @@ def run(args: argparse.Namespace) -> int:
         document = {"data": str(args.data), "seeds": seeds, "perturbations": perturbations,
                     "arms": {name: [{k: v for k, v in e.items() if k != "pair_key"} for e in entries]
                              for name, entries in results}}
-        with atomic_output(args.json, overwrite=True) as tmp:
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return rb.run_with_error_line(run, parse_args(argv))
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

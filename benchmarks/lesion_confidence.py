@@ -1,7 +1,7 @@
 """Lesion confidence: how the mean tumor probability of predicted lesions separates true from false lesions.
 
     python benchmarks/lesion_confidence.py --data DIR|CSV --pair PACKAGE=CASE [--pair ...] [--all-cases PACKAGE]
-        [--perturbations baseline,spacing-30,...] [--thresholds 0.5,0.6,0.65,0.7] [--max-ml 5] [--json out.json]
+        [--perturbations baseline,spacing-30,...] [--thresholds 0.5,0.6,0.65,0.7] [--max-ml 5] [--json out.json [--overwrite]]
 
 ``--pair PACKAGE=CASE`` runs one package on one case of ``--data`` (e.g. a leave-one-patient-out fold model on
 its held-out patient: ``--pair fold0.safetensors=example_ct_dicom20``); ``--all-cases PACKAGE`` runs it on every
@@ -100,11 +100,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--thresholds", default="0.5,0.55,0.6,0.65,0.7,0.75,0.8")
     parser.add_argument("--max-ml", type=float, default=5.0, help="only lesions smaller than this can be removed")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write the rows to this JSON file (checked before the run)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
     if not args.pair and not args.all_cases:
         parser.error("give --pair PACKAGE=CASE or --all-cases PACKAGE (nothing to run)")
-    return robustness.run_with_error_line(run, args)
+    from LiverTumorSegLib.cli import run_script
+
+    return run_script(run, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
     every = [(name, resolve_model(name)) for name in args.all_cases]  # 'default' or a path
     for path in [p for p, _ in pairs] + [p for _, p in every]:
         read_package_metadata(path)  # a missing or broken package: one line naming it, not a traceback
-    cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in robustness.find_cases(args.data))}
+    found = robustness.find_cases(args.data)
+    robustness.check_json_output(args.json, args.overwrite, [args.data] + [p for p, _ in pairs] + [p for _, p in every]
+                                 + [path for c in found for path in (c.image_path, c.label_path)])
+    cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in found)}
     for (_, case_id), pair in zip(pairs, args.pair):
         if case_id not in cases:
             raise InputError(f"--pair {pair}: no case '{case_id}' in {args.data} (have {', '.join(cases)})")
@@ -139,9 +145,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name} (lesions smaller than {args.max_ml:g} mL with mean tumor probability < threshold):")
         print(threshold_table(rows, thresholds, args.max_ml))
     if args.json:
-        Path(args.json).write_text(json.dumps({"perturbations": perturbations, "groups": groups}, indent=1))
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps({"perturbations": perturbations, "groups": groups}, indent=1),
+                                 encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

@@ -58,4 +58,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

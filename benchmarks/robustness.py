@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from LiverTumorSegLib.errors import InputError, LiverTumorSegError  # noqa: E402
+from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_lesions  # noqa: E402
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
 
@@ -645,16 +645,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_with_error_line(run, parse_args(argv))
+    """The benchmark; a user error is one ``error:`` line and exit 2 (:func:`LiverTumorSegLib.cli.run_script`,
+    as the other scripts), worded for the command line."""
+    from LiverTumorSegLib.cli import run_script
 
-
-def run_with_error_line(run_fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run_fn(args)``; a LiverTumorSegError becomes one ``error:`` line on stderr and exit code 2."""
-    try:
-        return run_fn(args)
-    except LiverTumorSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_script(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -743,4 +738,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

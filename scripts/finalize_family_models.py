@@ -95,4 +95,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

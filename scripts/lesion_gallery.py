@@ -117,4 +117,6 @@ def main(argv: Sequence[str] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

@@ -164,4 +164,14 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:  # this script runs without the project's packages (PySide6 only): its own one-line errors
+        sys.exit(main())
+    except FileNotFoundError as exc:
+        print(f"error: {exc.filename or exc}: not found; check --project (the repository folder) and "
+              f"--project-python.", file=sys.stderr)
+        sys.exit(2)
+    except subprocess.CalledProcessError as exc:
+        print(f"error: the project's Python ({exc.cmd[0] if exc.cmd else '?'}) failed (exit {exc.returncode}) "
+              f"computing the panel texts; check --project-python (it needs the project's packages).",
+              file=sys.stderr)
+        sys.exit(2)

@@ -165,6 +165,16 @@ def test_cli_refuses_a_package_without_a_held_out_case(tmp_path, capsys):
     assert "no validation-only case" in capsys.readouterr().err
     assert cr.main(["--arm", f"a={package.path}", "--data", str(tmp_path / "data")]) == 2
     assert "two or more --arm" in capsys.readouterr().err
+    # --json replaced any file (the data CSV in an audit) after the run, and was checked only then
+    data_file = next((tmp_path / "data").iterdir())
+    before = data_file.read_bytes()
+    existing = tmp_path / "old.json"
+    existing.write_text("{}")
+    for target, words in ((data_file, "must end in .json"), (existing, "already exists")):
+        code = cr.main(["--arm", f"a={package.path}", "--arm", f"b={package.path}", "--data",
+                        str(tmp_path / "data"), "--seeds", "0", "--json", str(target)])
+        assert code == 2 and words in capsys.readouterr().err
+    assert data_file.read_bytes() == before and existing.read_text() == "{}"
 
 
 def test_repeated_pairing_keys_are_refused_and_spread_needs_different_seeds():

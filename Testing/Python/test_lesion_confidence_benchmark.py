@@ -55,3 +55,12 @@ def test_bad_inputs_are_one_line_errors_before_any_inference(tmp_path, capsys, m
     assert "missing.safetensors" in capsys.readouterr().err
     assert lc.main(["--data", str(tmp_path), "--pair", "default=nope"]) == 2
     assert "no case 'nope'" in capsys.readouterr().err
+    # --json was written after the run with a bare write_text: it replaced the data (or any file) and a folder
+    # that did not exist ended in a traceback after the whole benchmark
+    ct = tmp_path / "case1_ct.nii.gz"
+    before = ct.read_bytes()
+    assert lc.main(["--data", str(tmp_path), "--all-cases", "default", "--json", str(ct)]) == 2
+    assert "must end in .json" in capsys.readouterr().err and ct.read_bytes() == before
+    assert lc.main(["--data", str(tmp_path), "--all-cases", "default", "--json",
+                    str(tmp_path / "nowhere" / "lc.json")]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -41,6 +41,11 @@
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
 PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers or levers_eval}
+case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
+    phase1|phase2|phase3|phase4|speed|levers|levers_eval) ;;
+    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers or levers_eval" >&2
+       exit 2 ;;
+esac
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

@@ -7,6 +7,13 @@
 # Runs the 3 folds and the final model (all 3 patients, no hold-out) concurrently, e.g. on one GPU.
 # Writes OUT_DIR/cases.csv, OUT_DIR/fold{0,1,2}.safetensors, OUT_DIR/default.safetensors and logs.
 set -euo pipefail
+if [ $# -lt 2 ] || [ ! -d "$1" ]; then
+    echo "usage: scripts/train_default_model.sh DATA_DIR OUT_DIR [MAX_MINUTES]  (DATA_DIR: a folder of the cases)" >&2
+    exit 2
+fi
+case "${3:-8}" in
+    ''|*[!0-9.]*) echo "MAX_MINUTES must be a number of minutes, got '${3}'" >&2; exit 2 ;;
+esac
 data=$(cd "$1" && pwd); out=$2; minutes=${3:-8}
 logs=${LOGS:-$out/logs}   # checkpoints, caches, CSV/TensorBoard logs, curves
 mkdir -p "$out" "$logs"

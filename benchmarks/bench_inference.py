@@ -25,7 +25,7 @@ engine = SliceInferenceEngine (float32 prepared volume, batches, inference_mode;
 monai  = MONAI sliding_window_inference with the same network: the windowed volume as a batch of slices
          (N = z, C = 1, H, W), roi = the whole slice, sw_batch_size 8 (how MONAI tutorials run 2D nets).
 
-    python benchmarks/bench_inference.py [--shape 64 256 256] [--device cpu|cuda] [--threads N] [--onnx]
+    python benchmarks/bench_inference.py [--shape 48 256 256] [--device cpu|cuda] [--threads N] [--onnx]
                                          [--monai] [--json out.json]
 
 
@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import resource
 import statistics
 import argparse
@@ -174,7 +175,7 @@ def label_agreement(probs_a, probs_b):
 
 
 def real_ct_benchmark(args):
-    from LiverTumorSegLib.io import read_volume, write_volume
+    from LiverTumorSegLib.io import read_volume
     from LiverTumorSegLib.orientation import canonicalize
     from LiverTumorSegLib.preprocessing import SlicePreprocessor
 
@@ -199,6 +200,16 @@ def real_ct_benchmark(args):
     fp32.predict_batch_probabilities(batches[0])  # warm-up (oneDNN primitive creation)
     bf16.predict_batch_probabilities(batches[0])
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    try:  # the stacked CT, outputs and batch copies (hundreds of MB for a 300-slice CT) are not left behind
+        return _measure_real_ct(args, volume, original, note, threads, env, fp32, bf16, batches, n, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure_real_ct(args, volume, original, note, threads, env, fp32, bf16, batches, n, tmp):
+    """The timed part of :func:`real_ct_benchmark`, in the temporary folder ``tmp``."""
+    from LiverTumorSegLib.io import write_volume
+
     ct_path = write_volume(tmp / "ct.nii.gz", volume)
     rows = []
     for repeat in range(args.repeats):
@@ -208,8 +219,8 @@ def real_ct_benchmark(args):
         del p32, p16
         report = tmp / f"report_{repeat}.json"
         wall, text, code, cpu = run_cli(["segment", ct_path, "-o", tmp / f"seg_{repeat}.nii.gz", "--report", report,
-                                         "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite"],
-                                        env)
+                                         "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite",
+                                         "--threads", str(threads)], env)  # as many threads as the network rows
         if code != 0:
             raise SystemExit(f"segment failed:\n{text}")
         data = json.loads(report.read_text())
@@ -232,19 +243,19 @@ def real_ct_benchmark(args):
     result = {"ct": note, "cpu": cpu_name(), "threads": threads, "model": args.model, "rows": rows}
     if args.batch_cases:
         result["batch"] = batch_benchmark(args, stacked_volume(original, args.batch_slices) if args.batch_slices
-                                          else original, tmp, env)
+                                          else original, tmp, env, threads)
     if args.sample_dice:
         result["sample_dice"] = {}
         for precision in ("fp32", "auto"):
             _, text, code, _ = run_cli(["segment", "--sample", "-o", tmp / f"sample_{precision}.nii.gz", "--no-progress",
-                                     "--precision", precision, "--overwrite"], env)
+                                     "--precision", precision, "--overwrite", "--threads", str(threads)], env)
             found = re.search(r"liver Dice vs bundled reference: ([0-9.]+)", text)
             result["sample_dice"][precision] = float(found.group(1)) if found else None
             print(f"sample liver Dice, --precision {precision}: {result['sample_dice'][precision]}")
     return result
 
 
-def batch_benchmark(args, volume, tmp, env):
+def batch_benchmark(args, volume, tmp, env, threads):
     """K copies of ``volume`` in one folder: one batch command vs K x (read + network + write) + model load of a
     single-CT run that loads the model before it reads (segment_sequential.py: each part alone). The bf16
     check's fp32 batch (``--precision auto`` on a bf16 CPU) is paid once per process, so it is taken out of the
@@ -262,7 +273,8 @@ def batch_benchmark(args, volume, tmp, env):
         report = tmp / f"single_{repeat}.json"  # the budget's parts, each alone (no load/read overlap)
         done = subprocess.run([sys.executable, str(Path(__file__).with_name("segment_sequential.py")),
                                folder / "case_0.nii.gz", tmp / f"single_{repeat}.nii.gz", report, "--model",
-                               args.model, "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               args.model, "--device", "cpu", "--threads", str(threads), "--overwrite"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"segment failed:\n{done.stdout}")
@@ -275,7 +287,7 @@ def batch_benchmark(args, volume, tmp, env):
         network = t["network"] - once
         budget = args.batch_cases * (t["read"] + network + t["write"]) + t["model_load"] + once
         wall, text, code, _ = run_cli(["segment", folder, "-o", tmp / f"batch_out_{repeat}", "--model", args.model,
-                                       "--device", "cpu", "--no-progress"], env)
+                                       "--device", "cpu", "--no-progress", "--threads", str(threads)], env)
         print(f"batch of {args.batch_cases} x {volume.shape_zyx} [{repeat}]: one command {wall:.1f} s (wall, "
               f"process start included); {args.batch_cases} x (read {t['read']:.2f} + network {network:.2f} + "
               f"write {t['write']:.2f}) + model load {t['model_load']:.2f} + bf16 check {once:.2f} = {budget:.1f} s"

@@ -97,6 +97,13 @@ def main() -> int:
     if not folds or any(f not in (0, 1, 2) for f in folds):
         parser.error(f"--folds takes fold numbers out of 0, 1, 2, not {args.folds!r}")
 
+    if not Path(args.cases).is_file():
+        parser.error(f"--cases '{args.cases}' does not exist; give the CSV train_default_model.sh wrote")
+    needed = [Path(args.models) / f"fold{fold}.safetensors" for fold in folds] + \
+        [Path(args.models) / "default.safetensors"]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:  # before the folds' evaluations, not after them
+        parser.error(f"missing package(s) in --models: {', '.join(missing)}")
     seed = TrainConfig.from_file(args.config).data_split_seed
     cases = discover_cases(args.cases, "csv")
     rows = []

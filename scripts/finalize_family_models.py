@@ -57,8 +57,24 @@ def main() -> int:
     if missing:  # the packages would claim a comparison their metadata does not hold
         parser.error(f"no 'done: ... liver Dice ..., tumor Dice ...' line for {', '.join(missing)} in "
                      f"'{args.comparison_logs}' (arch_<architecture>.log)")
+    # every input and output checked before the first package is written: a missing one stopped the run with
+    # some packages in the bundled folder rewritten and the rest not; a U-Net given as segnet.safetensors was
+    # saved as a "SegNet" package
+    from LiverTumorSegLib.fileutil import check_can_write
+    from LiverTumorSegLib.package import read_package_metadata
+
+    packages = {}
+    for arch in FAMILIES:
+        path = Path(args.models) / f"{arch}.safetensors"
+        if not path.is_file():
+            parser.error(f"missing package '{path}' (one per family: {', '.join(FAMILIES)})")
+        built = (read_package_metadata(path).get("architecture") or {}).get("name")
+        if built != arch:
+            parser.error(f"'{path}' holds a '{built}' network, not {arch}")
+        check_can_write(Path(args.output_dir) / f"{arch}_v2.safetensors", overwrite=args.overwrite)
+        packages[arch] = path
     for arch, text in FAMILIES.items():
-        package = load_model_package(Path(args.models) / f"{arch}.safetensors")
+        package = load_model_package(packages[arch])
         meta = carried_metadata(package.metadata)
         meta.pop("default", None)
         meta["name"] = f"{arch}_v2"

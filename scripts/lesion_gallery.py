@@ -58,7 +58,9 @@ def crop_box(labels2d: np.ndarray, margin: int = 25) -> Tuple[slice, slice]:
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", help="CT and liver label paths, alternating")
-    parser.add_argument("-o", "--output", default="docs/images/synthetic_lesions_gallery.png")
+    parser.add_argument("-o", "--output", required=True,
+                        help="PNG to write (docs/images/synthetic_lesions_gallery.png is the committed picture)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--panels", type=int, default=8, help="image pairs in total (default 8 -> 4x4 grid)")
     parser.add_argument("--pixel-mm", type=float, default=1.5, help="network grid pixel size (default 1.5)")
     parser.add_argument("--context", type=int, default=1, help="c: stack of 2c+1 slices (default 1)")
@@ -66,6 +68,9 @@ def main(argv: Sequence[str] = None) -> int:
     args = parser.parse_args(argv)
     if len(args.pairs) % 2:
         parser.error("give CT and liver label paths in pairs")
+    from LiverTumorSegLib.fileutil import check_can_write
+
+    check_can_write(args.output, overwrite=args.overwrite)  # it replaced the committed picture without a word
 
     import matplotlib
     matplotlib.use("Agg")
@@ -80,6 +85,10 @@ def main(argv: Sequence[str] = None) -> int:
     tiles = []
     for (ct_path, label_path), n in zip(cases, per_case):
         hu, labels, spacing = load_canonical(ct_path, label_path)
+        if not (labels >= 1).any():  # crop_box failed on an empty mask ("zero-size array")
+            from LiverTumorSegLib.errors import InputError
+            raise InputError(f"Label '{label_path}' has no liver voxel; the gallery inserts tumors into the liver. "
+                             f"Give the CT's liver label.")
         hu, labels, spacing = to_network_grid(hu, labels, spacing, args.pixel_mm)
         c = args.context
         for z in liver_slices(labels, n, rng):
@@ -110,8 +119,10 @@ def main(argv: Sequence[str] = None) -> int:
             a2.contour(lab[box] == 2, levels=[0.5], colors="red", linewidths=0.9)
         a2.set_title("liver (green), synthetic tumor (red)\nW 400 / L 40", fontsize=8)
     fig.tight_layout()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output)
+    from LiverTumorSegLib.fileutil import atomic_output
+
+    with atomic_output(args.output, overwrite=args.overwrite) as tmp:
+        fig.savefig(str(tmp), format="png")
     print("wrote %s (%d panels)" % (args.output, len(tiles)))
     return 0
 

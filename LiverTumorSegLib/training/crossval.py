@@ -140,9 +140,6 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     train_fn = train_fn or train
     if config.folds < 2:
         raise InputError("crossval needs --folds K with K >= 2 (4 is usual, as in Elmenabawy et al.).")
-    from .datasets import discover_cases
-    from .trainer import remove_if_no_checkpoint
-
     out_dir = check_path_encoding(out_dir, "Output folder")
     check_folder_writable(nearest_existing_folder(out_dir))  # before any fold trains
     tables = [out_dir / name for name in TABLE_NAMES if (out_dir / name).exists()]
@@ -151,6 +148,27 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                                 f"run) or choose another -o folder.")
     # what this run makes, and removes when it fails: the output folder, and the folds' --log-dir when given
     made = [outermost_missing_folder(folder) for folder in (out_dir, config.log_dir) if folder]
+    # under torchrun: one process group for all folds. Each fold's train() made and destroyed its own on the
+    # same store, and a rank sometimes hung in the next fold's init (seen with gloo on CPU)
+    from .distributed import cleanup, init_distributed
+    from .trainer import resolve_device
+
+    dist_info = init_distributed(resolve_device(config.device).type)
+    if not dist_info.is_main:
+        log = lambda text: None  # noqa: E731 - rank 0 says it once
+    try:
+        return _run_folds(config, out_dir, command, train_fn, log, made, dist_info.is_main)
+    finally:
+        cleanup(dist_info)
+
+
+def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Callable, log: Callable[[str], None],
+               made: List[Any], is_main: bool) -> List[Dict[str, Any]]:
+    """The folds of :func:`run_crossval`, and the tables (written by rank 0 alone: the other ranks' results
+    hold no validation, so their tables were all NaN, and whichever rank renamed its file last won)."""
+    from .datasets import discover_cases
+    from .trainer import remove_if_no_checkpoint
+
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     resuming = config.resume and not config.overwrite
@@ -167,12 +185,14 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                 result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
     except Exception:
-        for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
-            if folder is not None:
-                remove_if_no_checkpoint(folder)
+        if is_main:
+            for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
+                if folder is not None:
+                    remove_if_no_checkpoint(folder)
         raise
     table = rows + [mean_row(rows)]
-    write_table(table, out_dir)
+    if is_main:
+        write_table(table, out_dir)
     return table
 
 

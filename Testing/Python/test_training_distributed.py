@@ -1,0 +1,47 @@
+"""Training under ``torchrun`` with two CPU processes (the gloo backend: what README's multi-GPU launch does,
+without a GPU). Slow-ish (two interpreters each import torch), so one command covers what the audit found:
+crossval re-made the process group in every fold (a rank sometimes hung in the next fold's init), and every
+rank wrote crossval.csv (the other ranks' rows are all NaN: whichever renamed its file last won)."""
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform.startswith("win"),
+                                reason="needs torch.distributed with gloo (POSIX)")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _torchrun() -> list:
+    found = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def test_crossval_under_torchrun_writes_one_table_from_rank_0(tmp_path):
+    from training_helpers import write_phantom_cases
+
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 4, (6, 40, 40))
+    seed = os.environ.get("LIVERTUMORSEG_TEST_SEED", "7")
+    command = _torchrun() + ["--standalone", "--nproc_per_node=2", "-m", "LiverTumorSegLib", "crossval",
+                             "--data", str(data), "--model", "unet", "--model-options", '{"channels": [4, 8, 16]}',
+                             "--patch-size", "32", "--batch-size", "2", "--epochs", "1", "--iterations-per-epoch", "2",
+                             "--num-workers", "0", "--seed", seed, "--device", "cpu", "--no-progress", "--folds", "2",
+                             "--no-tensorboard", "-o", str(tmp_path / "cv")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run(command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert output.count("=== fold 2/2 ===") == 1 and output.count("table written to") == 1  # rank 0 alone
+    rows = {row["fold"]: row for row in csv.DictReader((tmp_path / "cv" / "crossval.csv").open())}
+    assert set(rows) == {"0", "1", "mean"}
+    assert all(math.isfinite(float(rows[fold]["liver_dice"])) for fold in rows)  # rank 1's rows were NaN
+    assert sorted(p.name for p in (tmp_path / "cv").glob("fold_*.safetensors")) == ["fold_0.safetensors",
+                                                                                    "fold_1.safetensors"]

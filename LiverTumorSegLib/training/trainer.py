@@ -617,8 +617,10 @@ class Trainer:
         """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress.
         Every other rank saves its own random state (no collective call: a rank may be interrupted alone): it
         draws its own dropout masks, and a resumed DDP run with dropout was not bit for bit without them."""
-        if not self.dist.is_main:
-            save_checkpoint(self._rank_rng_path(), {"rng": rng_state(), "global_step": int(self.global_step)})
+        if not self.dist.is_main:  # and its own running loss of the epoch (rank 0's is in last.pt)
+            save_checkpoint(self._rank_rng_path(), {"rng": rng_state(), "global_step": int(self.global_step),
+                                                    "loss_sum": float(self.loss_sum),
+                                                    "loss_count": int(self.loss_count)})
             return
         save_checkpoint(self.last_path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -650,18 +652,22 @@ class Trainer:
         if payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         set_rng_state(payload.get("rng", {}))
+        state = decode_json(payload, "state") or {}
+        self.loss_sum, self.loss_count = float(state.get("loss_sum", 0.0)), int(state.get("loss_count", 0))
         if self.dist.rank:
             own = self._rank_rng_path()
             saved = load_checkpoint(own, map_location="cpu", required=("rng", "global_step")) if own.is_file() else {}
             if int(saved.get("global_step", -1)) == int(payload["global_step"]):  # saved at the same step
                 set_rng_state(saved["rng"])
+                # this rank's own losses of the interrupted epoch: rank 0's (in last.pt) were counted twice in the
+                # epoch's mean over ranks
+                self.loss_sum = float(saved.get("loss_sum", self.loss_sum))
+                self.loss_count = int(saved.get("loss_count", self.loss_count))
             else:  # a checkpoint from before ranks saved theirs, or one rank stopped elsewhere: not bit for bit
                 torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
-        state = decode_json(payload, "state") or {}
         self.history = list(state.get("history", []))
         self.best.load(state.get("best", {}))
         self.early.load(state.get("early", {}))
-        self.loss_sum, self.loss_count = float(state.get("loss_sum", 0.0)), int(state.get("loss_count", 0))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if int(payload.get("step_in_epoch", 0)):  # the interrupted epoch's time so far counts in its epoch_time_s
             self.epoch_elapsed_before = float(state.get("epoch_elapsed_s", 0.0))

@@ -475,6 +475,29 @@ def test_two_process_ddp_resume_with_dropout_is_bit_for_bit(data_csv, tmp_path):
         assert torch.equal(results["whole"][1][key], results["resumed"][1][key]), key
 
 
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_two_process_ddp_resume_mid_epoch_logs_the_same_train_loss(data_csv, tmp_path):
+    """Killed mid-epoch and resumed, every rank took rank 0's running loss from last.pt, so the epoch's mean over
+    ranks counted rank 0's early steps twice (1.45827 against 1.45810 in an audit). Each rank now keeps its own."""
+    import torch.multiprocessing as mp
+
+    from LiverTumorSegLib.training.logs import read_log
+
+    losses = {}
+    for name, runs in (("whole", [(False, 0)]), ("resumed", [(False, 2), (True, 0)])):
+        out = tmp_path / name
+        out.mkdir()
+        for resume, kill_at in runs:
+            cfg = tiny_config(data_csv, out, epochs=1, iterations_per_epoch=4, batch_size=2, val_fraction=0.0,
+                              resume=resume, augmentation={"enabled": False}, synthetic_lesions=False)
+            mp.spawn(_ddp_kill_resume_worker, args=(2, _free_port(), cfg.to_json(), str(out), kill_at), nprocs=2,
+                     join=True)
+        (log_csv,) = out.rglob("log.csv")
+        losses[name] = [row["train_loss"] for row in read_log(log_csv)]
+    assert losses["resumed"] == losses["whole"] and len(losses["whole"]) == 1
+
+
 def test_bad_model_spec_fails_before_reading_data(tmp_path):
     """An unknown architecture or option is reported at once, before minutes of data caching, and leaves
     no training folder behind."""

@@ -135,6 +135,23 @@ def user_error_text(exc: BaseException) -> Optional[str]:
     return file_system_error_text(exc) or missing_package_text(exc)
 
 
+PEER_FAILURE_WORDS = ("Connection closed by peer", "Connection reset by peer", "remote worker crash",
+                      "NCCL communicator was aborted", "Broken pipe")
+"""What torch.distributed (gloo, NCCL) says on a rank whose peer process has exited."""
+
+
+def peer_process_failure_text(exc: BaseException) -> Optional[str]:
+    """Under ``torchrun`` (WORLD_SIZE > 1), the message for a collective call that failed because another rank
+    stopped (its own error, printed by that rank, is the one to read); None otherwise. Such a rank said
+    "internal error ... please report it" beside the real error."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not isinstance(exc, RuntimeError):
+        return None
+    if not any(words in str(exc) for words in PEER_FAILURE_WORDS):
+        return None
+    return (f"training process {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE')} stopped because "
+            f"another one did; that process's error (printed above) says why.")
+
+
 def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """The benchmark and maintenance scripts' entry (``sys.exit(run_script(main))``): ``function(...)`` under the
     CLI's error rules. A user error (:class:`LiverTumorSegError`, a file-system error such as a missing path, out
@@ -234,6 +251,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
         text = user_error_text(exc)
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
+            return 2
+        peer = peer_process_failure_text(exc)
+        if peer is not None:
+            print(f"error: {peer}", file=sys.stderr)
             return 2
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback; "
               f"please report it)", file=sys.stderr)

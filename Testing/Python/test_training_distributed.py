@@ -45,3 +45,19 @@ def test_crossval_under_torchrun_writes_one_table_from_rank_0(tmp_path):
     assert all(math.isfinite(float(rows[fold]["liver_dice"])) for fold in rows)  # rank 1's rows were NaN
     assert sorted(p.name for p in (tmp_path / "cv").glob("fold_*.safetensors")) == ["fold_0.safetensors",
                                                                                     "fold_1.safetensors"]
+
+
+def test_a_rank_whose_peer_stopped_says_so_instead_of_internal_error(monkeypatch):
+    """Under torchrun a data error on rank 0 made rank 1 print 'internal error: RuntimeError: [...gloo...]
+    Connection closed by peer ... please report it' beside the real error."""
+    from LiverTumorSegLib.cli import peer_process_failure_text
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                        "[127.0.0.1]:13714")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert peer_process_failure_text(gloo) is None          # one process: a real internal error
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert "training process 1 of 2 stopped because another one did" in peer_process_failure_text(gloo)
+    assert peer_process_failure_text(RuntimeError("shape mismatch")) is None
+    assert peer_process_failure_text(ValueError("Connection closed by peer")) is None

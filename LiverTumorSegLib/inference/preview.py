@@ -43,7 +43,8 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     """Write the two-panel preview PNG for ``volume`` and its ``labels_zyx`` (input geometry); atomic.
 
     Pixels are shown at their physical aspect ratio (from the spacing), with patient-side letters
-    (R/L, A/P, S/I) on the image edges and a legend naming the overlay colours. Rendered with a bare
+    (R/L, A/P, S/I) on the image edges (none, and a red note instead, for a NIfTI without orientation: its
+    sides are not known) and a legend naming the overlay colours. Rendered with a bare
     Agg ``Figure`` so it never switches pyplot's backend (the Slicer GUI keeps its own).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -71,6 +72,9 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     if count:
         shown = len(np.setdiff1d(np.unique(axial_ids), [0]))
         axial_title += f"\nlesions numbered as in the report; {shown} of {count} on this slice"
+    from ..io.nifti import has_unknown_orientation
+
+    unknown = has_unknown_orientation(volume)  # no side letters then: they would be a guess drawn as a fact
     fig = Figure(figsize=(10, 5.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -83,11 +87,16 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
                     va="center", bbox=dict(boxstyle="round,pad=0.1", facecolor="black", alpha=0.5, lw=0))
         ax.set_title(title)
         ax.axis("off")
+        if unknown:
+            continue
         style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold")
         ax.text(0.5, 0.99, top, ha="center", va="top", **style)
         ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
         ax.text(0.01, 0.5, left, ha="left", va="center", **style)
         ax.text(0.99, 0.5, right, ha="right", va="center", **style)
+    if unknown:
+        fig.suptitle("ORIENTATION UNKNOWN (NIfTI without sform/qform): left/right and front/back of this picture "
+                     "are not known", color="red", fontsize=11, fontweight="bold")
     fig.legend(handles=[Patch(color=LIVER_RGBA[:3], label="liver (label 1)"),
                         Patch(color=TUMOR_RGBA[:3], label="tumor (label 2)")],
                loc="lower center", ncol=2, frameon=False)

@@ -109,3 +109,28 @@ def test_preview_of_a_volume_stored_in_another_axis_order(tmp_path, with_tumor):
     sagittal = (0, 0, 1, 1, 0, 0, 0, 1, 0)                 # i -> S, j -> L, k -> P
     volume = CTVolume(ct, ImageGeometry(spacing=(3.0, 1.0, 1.0), direction=sagittal))
     assert save_overlay_preview(tmp_path / "p.png", volume, labels).stat().st_size > 1000
+
+
+def test_a_nifti_without_orientation_gets_no_side_letters_but_a_warning_on_the_picture(tmp_path):
+    """Its sides are a guess (ITK and nibabel place such a file differently): the preview drew R/L/A/P as facts,
+    and on the audit's file it showed the patient mirrored with 'R' on the liver's far side."""
+    import matplotlib.image as mpimg
+
+    shape = (10, 30, 30)
+    ct = np.full(shape, -1000, np.int16)
+    ct[:, 5:25, 5:25] = 60
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 5:25, 5:25] = 1
+
+    def letters_and_note(meta):
+        path = save_overlay_preview(tmp_path / f"p{len(meta)}.png",
+                                    CTVolume(ct, ImageGeometry(spacing=(1.0, 1.0, 3.0)), meta=meta), labels)
+        image = mpimg.imread(str(path))[..., :3]
+        yellow = (image[..., 0] > 0.8) & (image[..., 1] > 0.8) & (image[..., 2] < 0.3)
+        red = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)  # legend swatch, the note
+        return int(yellow.sum()), int(red.sum())
+
+    known_yellow, known_red = letters_and_note({})
+    unknown_yellow, unknown_red = letters_and_note({"nifti_orientation_unknown": True})
+    assert known_yellow > 20 and unknown_yellow == 0
+    assert unknown_red > known_red + 20                      # the red note above the panels

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] = None) -> int:
             hu_new, lab_new, infos = insert_lesions(hu[idx], labels[idx], spacing, rng, config)
             mid = c
             shown = [i for i in infos if abs(i["center_zyx"][0] - c) * spacing[0] < 0.5 * i["diameter_mm"]]
-            title = "%s z=%d: %d lesions in stack\n%s" % (
+            title = "%s network-grid slice %d: %d lesions in stack\n%s" % (
                 Path(ct_path).name.split(".")[0].replace("example_ct_", ""), z, len(infos),
                 ", ".join("%.0fmm %+.0fHU" % (i["diameter_mm"], i["contrast_hu"]) for i in shown[:4]))
             tiles.append((hu_new[mid], lab_new[mid], title))

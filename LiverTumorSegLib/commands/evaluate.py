@@ -339,7 +339,9 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         title = (f"{tag} case '{case}': liver Dice {row.get('dice_liver', float('nan')):.3f}, "
                  f"tumor Dice {row.get('dice_tumor', float('nan')):.3f}")
         overlays.append({"tag": tag, "case": case, "pred": reorientation.to_canonical(pred.array),
-                         "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title})
+                         "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title,
+                         "slice_s_mm": [float(ref_c.geometry.index_to_lps((0.0, 0.0, float(k)))[2])
+                                        for k in range(ref_c.shape_zyx[0])]})
         if best == worst:
             break
     return overlays
@@ -349,7 +351,8 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
     from ..metrics.report import plot_case_overlay
 
     return [plot_case_overlay(o["pred"], o["ref"], plots_dir / f"overlay_{o['tag']}_{o['case']}.png",
-                              image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite)
+                              image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite,
+                              slice_s_mm=o["slice_s_mm"])
             for o in overlays]
 
 

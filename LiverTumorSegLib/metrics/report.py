@@ -305,11 +305,14 @@ def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
 @quiet_missing_glyphs()
 def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: PathLike,
                       image: Optional[np.ndarray] = None, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
-                      title: str = "", overwrite: bool = False, reference_name: str = "reference") -> Path:
+                      title: str = "", overwrite: bool = False, reference_name: str = "reference",
+                      slice_s_mm: Optional[Sequence[float]] = None) -> Path:
     """PNG of one axial slice with reference (solid) and prediction (dashed) outlines of the liver
     (green / yellow) and tumor (blue / red), over the CT (``image`` in HU, window level 40 width 400) or
     a black background. Arrays ``(z, y, x)``; ``spacing_zyx`` (mm) sets the pixel aspect ratio.
-    ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is)."""
+    ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is).
+    ``slice_s_mm``: each slice's S position (mm), which the title then gives: the arrays are often a reoriented
+    copy, whose slice index is no slice number of the user's file."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -331,7 +334,9 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
         ("limegreen", "solid", f"liver, {reference_name}"), ("yellow", "dashed", "liver, prediction"),
         ("deepskyblue", "solid", f"tumor, {reference_name}"), ("red", "dashed", "tumor, prediction"))]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
-    ax.set_title(f"{title}\naxial slice {z}" if title else f"axial slice {z}", fontsize=10)
+    where = (f"axial slice at S {float(slice_s_mm[z]):.1f} mm" if slice_s_mm is not None
+             else f"axial slice {z} of these arrays")
+    ax.set_title(f"{title}\n{where}" if title else where, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()

@@ -79,16 +79,21 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
         ax = axes[r, 0]
         ax.imshow(window_hu(hu[z], level, width), cmap="gray", vmin=0, vmax=1, aspect=sy / sx,
                   interpolation="nearest")
-        ax.set_ylabel(f"slice z={z}", fontsize=8)
+        # the slice's S position: ``volume`` is often a reoriented copy, whose index is no slice of the user's file
+        s_mm = float(volume.geometry.index_to_lps((0.0, 0.0, float(z)))[2])
+        ax.set_ylabel(f"axial at S {s_mm:.1f} mm", fontsize=8)
         for c, spec in enumerate(config.channels):
             img = chans[r, c]
             vmin, vmax = (-3.0, 3.0) if spec["kind"] == "zscore" else (0.0, 1.0)
             axes[r, c + 1].imshow(img, cmap="gray", vmin=vmin, vmax=vmax, aspect=ny_ / nx_, interpolation="nearest")
-    axes[0, 0].set_title(f"original HU (W{width:g} L{level:g})\n{hu.shape[2]}x{hu.shape[1]} px, {sx:.2f} mm",
+    def pixel(x_mm: float, y_mm: float) -> str:  # "1.50 mm", or "1.50 x 2.00 mm" for non-square pixels (x by y)
+        return f"{x_mm:.2f} mm" if abs(x_mm - y_mm) < 5e-3 else f"{x_mm:.2f} x {y_mm:.2f} mm"
+
+    axes[0, 0].set_title(f"original HU (W{width:g} L{level:g})\n{hu.shape[2]}x{hu.shape[1]} px, {pixel(sx, sy)}",
                          fontsize=8)
     h, w = prepared.net_shape_yx
     for c, name in enumerate(names):
-        axes[0, c + 1].set_title(f"{name}\n{w}x{h} px, {nx_:.2f} mm", fontsize=8)
+        axes[0, c + 1].set_title(f"{name}\n{w}x{h} px, {pixel(nx_, ny_)}", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

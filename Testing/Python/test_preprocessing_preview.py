@@ -80,3 +80,37 @@ def test_preprocess_command_checks_output_before_reading(tmp_path, capsys):
     assert ".png" in capsys.readouterr().err
     assert main(["preprocess", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "q.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_preview_rows_say_the_slices_s_position_and_non_square_pixels(tmp_path, monkeypatch):
+    """Rows read 'slice z=5', an index of the reoriented copy (on a z-flipped file the superior marker was in
+    the file's slice 5 but shown in the row 'z=15'); the title said '1.50 mm' for 1.5 x 2.0 mm pixels."""
+    import matplotlib.axes
+
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    said = []
+    for method in ("set_ylabel", "set_title"):
+        original = getattr(matplotlib.axes.Axes, method)
+        monkeypatch.setattr(matplotlib.axes.Axes, method,
+                            lambda self, text, *a, _o=original, **k: said.append(text) or _o(self, text, *a, **k))
+    ph = make_phantom((6, 32, 32))
+    volume = CTVolume(ph.ct.array, ImageGeometry(spacing=(1.5, 2.0, 3.0), origin=(0.0, 0.0, -30.0)))
+    render_preview(volume, "default", tmp_path / "p.png", slices=[1, 4])
+    assert "axial at S -27.0 mm" in said and "axial at S -18.0 mm" in said   # -30 + 3 mm x slice
+    assert any("32x32 px, 1.50 x 2.00 mm" in text for text in said)
+
+
+def test_evaluate_overlay_title_gives_the_slice_s_position(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from LiverTumorSegLib.metrics.report import plot_case_overlay
+
+    said = []
+    original = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, text, *a, **k: said.append(text) or original(self, text, *a, **k))
+    labels = np.zeros((4, 16, 16), np.uint8)
+    labels[2, 4:12, 4:12] = 1
+    plot_case_overlay(labels, labels, tmp_path / "o.png", slice_s_mm=[10.0, 12.5, 15.0, 17.5], title="case a")
+    assert said[-1] == "case a\naxial slice at S 15.0 mm"

@@ -331,14 +331,20 @@ def _postprocessing_cli_args(options: PostprocessingOptions) -> List[str]:
     args = []  # type: List[str]
     for f in dataclasses.fields(PostprocessingOptions):
         value = getattr(options, f.name)
-        if value == getattr(defaults, f.name):
-            continue
+        if value == getattr(defaults, f.name) or _has_no_effect(options, f.name):
+            continue  # a value whose step is off would be refused by the command line (NO_EFFECT_PAIRS)
         switch = switches.get(f.name)
         if switch is None:
             raise InputError(f"postprocessing.{f.name} has no command-line switch; it cannot be passed to "
                              f"`livertumorseg segment`.")
         args += [switch.flag] if switch.kind == "off" else [switch.flag, _number_text(value)]
     return args
+
+
+def _has_no_effect(options: PostprocessingOptions, field: str) -> bool:
+    """Whether ``field``'s value is read by no step of ``options`` (:data:`NO_EFFECT_PAIRS`)."""
+    return ((field == "liver_dilation_mm" and not options.tumor_inside_liver)
+            or (field == "uncertain_lesion_max_ml" and options.min_lesion_probability == 0))
 
 
 # ------------------------------------------------------------------ the command line's half
@@ -357,7 +363,8 @@ def add_segmentation_arguments(parser: Any) -> None:
             default = getattr(post, switch.field)
             last = switch.field.rsplit("_", 1)[-1]
             unit = "P" if last == "probability" else last.upper()  # MM, ML, P
-            parser.add_argument(switch.flag, type=float, default=default, metavar=unit,
+            # default None: a value typed at its default is still "given" (refused beside --no-postprocess)
+            parser.add_argument(switch.flag, type=float, default=None, metavar=unit,
                                 help=f"{switch.help} (default {default:g})")
     parser.add_argument("--tta", action="store_true", help="test-time left-right flip augmentation (slower)")
     parser.add_argument("--two-stage", action="store_true", help="coarse liver localisation, then full-res crop")
@@ -379,25 +386,41 @@ def add_segmentation_arguments(parser: Any) -> None:
                         help="accept intensities that do not look like Hounsfield units")
 
 
+NO_EFFECT_PAIRS = (
+    # (the switch that turns a step off, or a value that does, the option that step alone reads)
+    ("--allow-tumor-outside-liver", "--tumor-liver-margin-mm"),
+    ("--min-lesion-probability 0", "--uncertain-lesion-max-ml"),
+)
+"""Flag pairs where the first makes the second have no effect: refused, as for --no-postprocess (the report
+recorded a margin or a size cap that never applied)."""
+
+
 def postprocessing_from_args(args: Any) -> PostprocessingOptions:
-    """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off)."""
-    if args.min_lesion_ml < 0:
-        raise InputError(f"--min-lesion-ml must be >= 0 (got {args.min_lesion_ml}).")
+    """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off). A value
+    switch counts as given when it was typed, also at its default value; a value switch of None (not typed, or
+    a parser without it) keeps the default."""
     values = {}  # type: Dict[str, Any]
-    defaults = PostprocessingOptions()
     set_explicitly = []
     for switch in POSTPROCESSING_SWITCHES:
         attr = switch.flag.lstrip("-").replace("-", "_")
         given = getattr(args, attr, None)
-        if given is None:  # a parser without this switch (older callers): keep the default
+        if given is None or (switch.kind == "off" and not given):
             continue
-        values[switch.field] = (not given) if switch.kind == "off" else float(given)
-        if values[switch.field] != getattr(defaults, switch.field):
-            set_explicitly.append(switch.flag)
+        values[switch.field] = False if switch.kind == "off" else float(given)
+        set_explicitly.append(switch.flag)
+    if values.get("min_lesion_ml", 0.0) < 0:
+        raise InputError(f"--min-lesion-ml must be >= 0 (got {values['min_lesion_ml']}).")
     chosen = _checked_postprocessing(PostprocessingOptions(**values))  # checked also when all is switched off
     if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0
         raise InputError(f"--no-postprocess turns every post-processing step off, so {', '.join(set_explicitly)} "
                          f"would have no effect; give one or the other.")
+    turned_off = {"--allow-tumor-outside-liver": "--allow-tumor-outside-liver" in set_explicitly,
+                  "--min-lesion-probability 0": "--min-lesion-probability" in set_explicitly
+                  and chosen.min_lesion_probability == 0}
+    for off, dependent in NO_EFFECT_PAIRS:
+        if turned_off[off] and dependent in set_explicitly:
+            raise InputError(f"{off} turns off the step that {dependent} sets, so {dependent} would have no "
+                             f"effect; give one or the other.")
     return PostprocessingOptions.disabled() if args.no_postprocess else chosen
 
 

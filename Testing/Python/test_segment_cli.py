@@ -132,7 +132,7 @@ def test_postprocessing_from_args():
     with pytest.raises(InputError, match="--no-postprocess turns every post-processing step off"):
         postprocessing_from_args(ns)
     bare = argparse.Namespace(no_postprocess=True, keep_all_liver_components=False, no_fill_holes=False,
-                              allow_tumor_outside_liver=False, min_lesion_ml=PostprocessingOptions().min_lesion_ml)
+                              allow_tumor_outside_liver=False, min_lesion_ml=None)  # not typed
     assert postprocessing_from_args(bare) == PostprocessingOptions.disabled()
     ns.min_lesion_ml = -1
     with pytest.raises(InputError):

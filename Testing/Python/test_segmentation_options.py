@@ -15,7 +15,7 @@ from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
 NON_DEFAULT = SegmentationOptions(
     model="/models/my model.safetensors", device="cuda:1", backend="onnx", batch_size=6, threads=3, tta=True,
     two_stage=True, postprocessing=PostprocessingOptions(largest_liver_component=False, fill_liver_holes=False,
-                                                         tumor_inside_liver=False, liver_dilation_mm=7.5,
+                                                         below_lungs=False, liver_dilation_mm=7.5,
                                                          min_lesion_ml=0.25),
     probabilities=True, allow_non_hu=True, window_level=55.0, window_width=350.0)
 
@@ -128,9 +128,27 @@ def test_no_postprocess_with_a_post_processing_setting_is_refused():
     with pytest.raises(InputError, match="--no-postprocess turns every post-processing step off, so --min-lesion-ml, "
                                          "--keep-tubular-lesions would have no effect"):
         options_from_args(parse_segment(["--no-postprocess", "--min-lesion-ml", "5", "--keep-tubular-lesions"]))
-    default_value = str(PostprocessingOptions().min_lesion_ml)  # the default given again is no contradiction
-    assert options_from_args(parse_segment(["--no-postprocess", "--min-lesion-ml", default_value])
-                             ).postprocessing == PostprocessingOptions.disabled()
+    # typed at its default value it is still dropped: a user asking for a 0.1 mL minimum got a 0.108 mL lesion kept
+    # and 0 recorded (it was accepted as "no contradiction")
+    default_value = str(PostprocessingOptions().min_lesion_ml)
+    with pytest.raises(InputError, match="--min-lesion-ml would have no effect"):
+        options_from_args(parse_segment(["--no-postprocess", "--min-lesion-ml", default_value]))
+    assert options_from_args(parse_segment(["--no-postprocess"])).postprocessing == PostprocessingOptions.disabled()
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--allow-tumor-outside-liver", "--tumor-liver-margin-mm", "3"], "--tumor-liver-margin-mm would have no effect"),
+    (["--min-lesion-probability", "0", "--uncertain-lesion-max-ml", "3"], "--uncertain-lesion-max-ml would have")])
+def test_a_setting_whose_step_another_flag_turns_off_is_refused(flags, words):
+    """The report recorded a 3 mm margin (or a 3 mL cap) that never applied."""
+    with pytest.raises(InputError, match=words):
+        options_from_args(parse_segment(flags))
+    # a library object with such a value gives child arguments without it (the command line would refuse them)
+    post = PostprocessingOptions(tumor_inside_liver=False, liver_dilation_mm=3.0, min_lesion_probability=0.0,
+                                 uncertain_lesion_max_ml=3.0)
+    args = SegmentationOptions(postprocessing=post).to_cli_args()
+    assert "--tumor-liver-margin-mm" not in args and "--uncertain-lesion-max-ml" not in args
+    options_from_args(parse_segment(args))
 
 
 def test_probabilities_need_a_path_on_the_command_line():

@@ -235,18 +235,23 @@ def test_measure_report_carries_the_runs_warnings(tmp_path):
     assert json.loads((tmp_path / "alone.json").read_text())["warnings"] == []
 
 
-def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path):
-    """measure has no --allow-non-hu switch: it reads the CT only for each lesion's mean HU. Its warning said
-    'non-HU input was allowed', naming a switch the user never passed; it now says what the numbers mean."""
+def _normalised_ct_and_labels(tmp_path):
+    """``tmp_path/ct.nii.gz``, a CT scaled to 0..1 (liver 0.55, a lesion 0.45), and its label map's path."""
     g = ImageGeometry(spacing=(0.8, 0.8, 2.0), origin=(0.0, 0.0, 0.0))
-    scaled = np.zeros((6, 40, 40), np.float32)                 # a 0..1 normalised CT
+    scaled = np.zeros((6, 40, 40), np.float32)
     scaled[:, 5:35, 5:35] = 0.55
     scaled[:, 12:20, 12:20] = 0.45
     labels = np.zeros(scaled.shape, np.uint8)
     labels[1:5, 8:32, 8:32] = 1
     labels[1:5, 12:20, 12:20] = 2
     write_volume(tmp_path / "ct.nii.gz", CTVolume(array=scaled, geometry=g))
-    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    return write_label_map(tmp_path / "labels.nii.gz", labels, g)
+
+
+def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path):
+    """measure has no --allow-non-hu switch: it reads the CT only for each lesion's mean HU. Its warning said
+    'non-HU input was allowed', naming a switch the user never passed; it now says what the numbers mean."""
+    path = _normalised_ct_and_labels(tmp_path)
     assert main(["measure", str(path), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["lesions"][0]["mean_hu"] == pytest.approx(0.45, abs=1e-6)
@@ -258,14 +263,7 @@ def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path)
 def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch(tmp_path, capsys):
     """followup has no --allow-non-hu either; its warning for an MR-like --baseline-ct said 'non-HU input was
     allowed'."""
-    g = ImageGeometry(spacing=(0.8, 0.8, 2.0))
-    scaled = np.zeros((6, 40, 40), np.float32)
-    scaled[:, 5:35, 5:35] = 0.55
-    labels = np.zeros(scaled.shape, np.uint8)
-    labels[1:5, 8:32, 8:32] = 1
-    labels[1:5, 12:20, 12:20] = 2
-    write_volume(tmp_path / "ct.nii.gz", CTVolume(array=scaled, geometry=g))
-    path = write_label_map(tmp_path / "labels.nii.gz", labels, g)
+    path = _normalised_ct_and_labels(tmp_path)
     assert main(["followup", "--baseline", str(path), "--followup", str(path), "--baseline-ct",
                  str(tmp_path / "ct.nii.gz"), "--alignment", "none", "--no-picture", "-o",
                  str(tmp_path / "c.json")]) == 0

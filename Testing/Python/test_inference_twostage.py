@@ -130,18 +130,24 @@ class AirIsLiverEngine:
         return labels, probability
 
 
-def test_two_stage_crop_does_not_follow_liver_labelled_on_air_slices():
-    """40 air slices in front of a CT: the coarse pass's largest 'liver' was the air block, the crop covered it
-    and the fine pass saw 5 % of the real liver. With the air gate the crop covers the real liver."""
+def _air_padded_phantom(pad: int = 40):
+    """``(phantom, the phantom's CT with pad air slices in front, an engine labelling air slices liver)``."""
     from LiverTumorSegLib.volume import CTVolume, ImageGeometry
     ph = corner_phantom(shape_zyx=(12, 60, 64))
-    pad = 40
     g = ph.ct.geometry
     padded = CTVolume(np.pad(ph.ct.array, ((pad, 0), (0, 0), (0, 0)), constant_values=-1000),
                       ImageGeometry(spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, -pad))),
                                     direction=g.direction))
     engine = AirIsLiverEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
                                                    batch_predictor=oracle_predictor))
+    return ph, padded, engine
+
+
+def test_two_stage_crop_does_not_follow_liver_labelled_on_air_slices():
+    """40 air slices in front of a CT: the coarse pass's largest 'liver' was the air block, the crop covered it
+    and the fine pass saw 5 % of the real liver. With the air gate the crop covers the real liver."""
+    pad = 40
+    ph, padded, engine = _air_padded_phantom(pad)
     record = {}
     segment_two_stage(padded, engine, margin_mm=6.0, record=record, air_hu=-800.0)
     liver_slices = np.flatnonzero(ph.labels.any(axis=(1, 2))) + pad
@@ -158,15 +164,8 @@ def test_allow_non_hu_on_a_ct_in_hu_keeps_the_two_stage_air_gate():
     the air block. Both now ask the same question: are these values HU?"""
     from LiverTumorSegLib.inference.segmenter import Segmenter
     from LiverTumorSegLib.inference.options import SegmentationOptions
-    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
-    ph = corner_phantom(shape_zyx=(12, 60, 64))
     pad = 40
-    g = ph.ct.geometry
-    padded = CTVolume(np.pad(ph.ct.array, ((pad, 0), (0, 0), (0, 0)), constant_values=-1000),
-                      ImageGeometry(spacing=g.spacing, origin=tuple(g.index_to_lps((0, 0, -pad))),
-                                    direction=g.direction))
-    engine = AirIsLiverEngine(SliceInferenceEngine(oracle_package(), device="cpu", threads=1,
-                                                   batch_predictor=oracle_predictor))
+    ph, padded, engine = _air_padded_phantom(pad)
     report = Segmenter(SegmentationOptions(two_stage=True, allow_non_hu=True, device="cpu"),
                        engine=engine).segment_volume(padded).report
     start, stop = report["two_stage_record"]["crop_zyx"][0]

@@ -450,25 +450,32 @@ def _ddp_kill_resume_worker(rank, world, port, config_json, out_dir, kill_at):
                os.path.join(out_dir, f"rank{rank}.pt"))
 
 
+def _ddp_whole_and_resumed(data_csv, tmp_path, kill_at, **config):
+    """Two-process runs in ``tmp_path/whole`` (uninterrupted) and ``tmp_path/resumed`` (both ranks interrupted
+    after ``kill_at`` steps, then ``--resume``) of the same tiny config; returns ``{name: folder}``."""
+    import torch.multiprocessing as mp
+
+    folders = {}
+    for name, runs in (("whole", [(False, 0)]), ("resumed", [(False, kill_at), (True, 0)])):
+        out = folders[name] = tmp_path / name
+        out.mkdir()
+        for resume, kill in runs:
+            cfg = tiny_config(data_csv, out, batch_size=2, val_fraction=0.0, resume=resume,
+                              augmentation={"enabled": False}, synthetic_lesions=False, **config)
+            mp.spawn(_ddp_kill_resume_worker, args=(2, _free_port(), cfg.to_json(), str(out), kill), nprocs=2,
+                     join=True)
+    return folders
+
+
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 def test_two_process_ddp_resume_with_dropout_is_bit_for_bit(data_csv, tmp_path):
     """Rank 1 was reseeded on resume while its uninterrupted twin kept drawing: with dropout the resumed run's
     weights differed (2.9e-4). Each rank now saves its own random state beside last.pt."""
-    import torch.multiprocessing as mp
-
     options = {"channels": [4, 8], "num_res_units": 0, "dropout": 0.3}
-    results = {}
-    for name, runs in (("whole", [(False, 0)]), ("resumed", [(False, 3), (True, 0)])):
-        out = tmp_path / name
-        out.mkdir()
-        for resume, kill_at in runs:
-            cfg = tiny_config(data_csv, out, epochs=2, iterations_per_epoch=3, batch_size=2, val_fraction=0.0,
-                              model_options=options, resume=resume, augmentation={"enabled": False},
-                              synthetic_lesions=False)
-            mp.spawn(_ddp_kill_resume_worker, args=(2, _free_port(), cfg.to_json(), str(out), kill_at), nprocs=2,
-                     join=True)
-        results[name] = [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    results = {name: [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+               for name, out in _ddp_whole_and_resumed(data_csv, tmp_path, 3, epochs=2, iterations_per_epoch=3,
+                                                       model_options=options).items()}
     assert any((tmp_path / "resumed").rglob("last_rng_rank1.pt"))  # beside last.pt, wherever the log dir is
     for key in results["whole"][0]:
         assert torch.equal(results["whole"][0][key], results["resumed"][0][key]), key
@@ -480,21 +487,11 @@ def test_two_process_ddp_resume_with_dropout_is_bit_for_bit(data_csv, tmp_path):
 def test_two_process_ddp_resume_mid_epoch_logs_the_same_train_loss(data_csv, tmp_path):
     """Killed mid-epoch and resumed, every rank took rank 0's running loss from last.pt, so the epoch's mean over
     ranks counted rank 0's early steps twice (1.45827 against 1.45810 in an audit). Each rank now keeps its own."""
-    import torch.multiprocessing as mp
-
     from LiverTumorSegLib.training.logs import read_log
 
-    losses = {}
-    for name, runs in (("whole", [(False, 0)]), ("resumed", [(False, 2), (True, 0)])):
-        out = tmp_path / name
-        out.mkdir()
-        for resume, kill_at in runs:
-            cfg = tiny_config(data_csv, out, epochs=1, iterations_per_epoch=4, batch_size=2, val_fraction=0.0,
-                              resume=resume, augmentation={"enabled": False}, synthetic_lesions=False)
-            mp.spawn(_ddp_kill_resume_worker, args=(2, _free_port(), cfg.to_json(), str(out), kill_at), nprocs=2,
-                     join=True)
-        (log_csv,) = out.rglob("log.csv")
-        losses[name] = [row["train_loss"] for row in read_log(log_csv)]
+    losses = {name: [row["train_loss"] for row in read_log(next(out.rglob("log.csv")))]
+              for name, out in _ddp_whole_and_resumed(data_csv, tmp_path, 2, epochs=1,
+                                                      iterations_per_epoch=4).items()}
     assert losses["resumed"] == losses["whole"] and len(losses["whole"]) == 1
 
 

@@ -123,10 +123,11 @@ checkbox that does the same in the panel, unticked (the labels are the .ui's).""
 
 
 def _panel_wording(text: str) -> str:
+    """A child's advice in the panel's words: its switches and controls instead of command-line flags."""
     for flag, label in PANEL_SWITCHES.items():
         text = text.replace(f"run again with {flag}",
                             f'segment again with "{label}" unticked (under Preprocessing and post-processing)')
-    return text
+    return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
 
 
 def _named_as_volume(text: str, input_path: str, volume_name: str) -> str:
@@ -147,7 +148,6 @@ def error_text(text: str, input_path: str = "", volume_name: str = "") -> str:
     import re
 
     text = re.sub(r",? or pass --allow-non-hu to proceed", "", _named_as_volume(str(text), input_path, volume_name))
-    text = text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
     return _panel_wording(text)
 
 
@@ -163,33 +163,33 @@ def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     """``Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s), RECIST sum of diameters 46.5 mm`` from a
     lesion report (tumor to 0.01 mL: a 0.04 mL lesion read "tumor 0.0 mL, 1 lesion(s)"; the sum only when
     there are target lesions), then one ``Warning: ...`` line per warning."""
-    liver = _number(report.get("liver_volume_ml"))
-    tumor = _number(report.get("tumor_volume_ml"))
-    burden = _number(report.get("tumor_burden_percent"))
-    count = len(report.get("lesions", []))
-    if math.isnan(liver):
-        return "No result yet."
-    line = f"Liver {liver:.1f} mL, tumor {tumor:.2f} mL (burden {burden:.2f} %), {count} lesion(s)"
-    diameters = _number((report.get("recist") or {}).get("sum_of_diameters_mm"))
-    if not math.isnan(diameters) and diameters > 0:
-        line += f", RECIST sum of diameters {diameters:.1f} mm"
-    lines = [line]
-    return "\n".join(lines + [f"Warning: {w}" for w in warnings])
+    from LiverTumorSegLib.mrml import report_summary
+
+    return _summary_text(report_summary(report), warnings)
 
 
 def table_summary_text(table_node: Any) -> str:
-    """:func:`summary_text` from a lesion table's ``LiverTumorSeg.*`` attributes (``mrml.report_summary``): what
-    the panel shows beside a table of a scene loaded from disk, which has no run outcome ("No result yet." stood
-    beside a table full of lesions). Warnings are not kept with the table."""
-    def attribute(key: str) -> float:
-        return _number(table_node.GetAttribute(f"LiverTumorSeg.{key}") if table_node is not None else None)
+    """:func:`summary_text` from a lesion table's ``LiverTumorSeg.*`` attributes (``mrml.report_summary``, which
+    ``create_lesion_table_node`` stores): what the panel shows beside a table of a scene loaded from disk, which
+    has no run outcome ("No result yet." stood beside a table full of lesions). Warnings are not kept with it."""
+    from LiverTumorSegLib.mrml import TABLE_ATTRIBUTE_PREFIX, report_summary
 
-    count = attribute("lesion_count")
-    report = {"liver_volume_ml": attribute("liver_volume_ml"), "tumor_volume_ml": attribute("tumor_volume_ml"),
-              "tumor_burden_percent": attribute("tumor_burden_percent"),
-              "lesions": [None] * (int(count) if not math.isnan(count) else 0),
-              "recist": {"sum_of_diameters_mm": attribute("recist_sum_of_diameters_mm")}}
-    return summary_text(report)
+    keys = report_summary({})
+    return _summary_text({key: table_node.GetAttribute(TABLE_ATTRIBUTE_PREFIX + key) if table_node is not None
+                          else None for key in keys})
+
+
+def _summary_text(numbers: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
+    """The summary line from :func:`LiverTumorSegLib.mrml.report_summary`'s numbers (or their attribute texts)."""
+    liver, tumor, burden, count, diameters = (_number(numbers.get(key)) for key in (
+        "liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesion_count", "recist_sum_of_diameters_mm"))
+    if math.isnan(liver):
+        return "No result yet."
+    line = (f"Liver {liver:.1f} mL, tumor {tumor:.2f} mL (burden {burden:.2f} %), "
+            f"{0 if math.isnan(count) else int(count)} lesion(s)")
+    if not math.isnan(diameters) and diameters > 0:
+        line += f", RECIST sum of diameters {diameters:.1f} mm"
+    return "\n".join([line] + [f"Warning: {w}" for w in warnings])
 
 
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:

@@ -341,10 +341,16 @@ def _postprocessing_cli_args(options: PostprocessingOptions) -> List[str]:
     return args
 
 
+NO_EFFECT_PAIRS = (("tumor_inside_liver", "liver_dilation_mm"),
+                   ("min_lesion_probability", "uncertain_lesion_max_ml"))
+"""``(field, dependent)``: when ``field`` is off (False, or 0) its step does not run, and ``dependent``, which only
+that step reads, has no effect. The command line refuses both typed together, as for --no-postprocess (the
+report recorded a margin or a size cap that never applied); child arguments leave such a value out."""
+
+
 def _has_no_effect(options: PostprocessingOptions, field: str) -> bool:
     """Whether ``field``'s value is read by no step of ``options`` (:data:`NO_EFFECT_PAIRS`)."""
-    return ((field == "liver_dilation_mm" and not options.tumor_inside_liver)
-            or (field == "uncertain_lesion_max_ml" and options.min_lesion_probability == 0))
+    return any(field == dependent and not getattr(options, step) for step, dependent in NO_EFFECT_PAIRS)
 
 
 # ------------------------------------------------------------------ the command line's half
@@ -386,15 +392,6 @@ def add_segmentation_arguments(parser: Any) -> None:
                         help="accept intensities that do not look like Hounsfield units")
 
 
-NO_EFFECT_PAIRS = (
-    # (the switch that turns a step off, or a value that does, the option that step alone reads)
-    ("--allow-tumor-outside-liver", "--tumor-liver-margin-mm"),
-    ("--min-lesion-probability 0", "--uncertain-lesion-max-ml"),
-)
-"""Flag pairs where the first makes the second have no effect: refused, as for --no-postprocess (the report
-recorded a margin or a size cap that never applied)."""
-
-
 def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     """PostprocessingOptions from the parsed switches (``--no-postprocess`` turns everything off). A value
     switch counts as given when it was typed, also at its default value; a value switch of None (not typed, or
@@ -414,12 +411,12 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0
         raise InputError(f"--no-postprocess turns every post-processing step off, so {', '.join(set_explicitly)} "
                          f"would have no effect; give one or the other.")
-    turned_off = {"--allow-tumor-outside-liver": "--allow-tumor-outside-liver" in set_explicitly,
-                  "--min-lesion-probability 0": "--min-lesion-probability" in set_explicitly
-                  and chosen.min_lesion_probability == 0}
-    for off, dependent in NO_EFFECT_PAIRS:
-        if turned_off[off] and dependent in set_explicitly:
-            raise InputError(f"{off} turns off the step that {dependent} sets, so {dependent} would have no "
+    flags = {switch.field: switch for switch in POSTPROCESSING_SWITCHES}
+    for step, dependent in NO_EFFECT_PAIRS:
+        off, needed = flags[step], flags[dependent]
+        if off.flag in set_explicitly and needed.flag in set_explicitly and not getattr(chosen, step):
+            said = off.flag if off.kind == "off" else f"{off.flag} 0"
+            raise InputError(f"{said} turns off the step that {needed.flag} sets, so {needed.flag} would have no "
                              f"effect; give one or the other.")
     return PostprocessingOptions.disabled() if args.no_postprocess else chosen
 

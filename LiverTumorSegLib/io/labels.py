@@ -42,29 +42,17 @@ def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
+REORIENTED_NOTE = "stored in another axis order than its reference; reoriented onto it"
+
+
 def onto_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
-                        note: str = "stored in another axis order than its reference; reoriented onto it"
-                        ) -> Optional[CTVolume]:
+                        note: str = REORIENTED_NOTE) -> Optional[CTVolume]:
     """``volume`` on the reference's grid: itself when the grids match, reoriented when it is the same grid
     stored in another axis order (e.g. LPS vs RAS, a flipped or permuted file), None when the grids differ.
     Any voxel type (labels, a CT, a probability map)."""
     if not describe_grid_mismatch(volume, reference, tolerance):
         return volume
-    from ..orientation import plan_reorientation
-
-    vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx)
-    ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
-    vol_canon = CTVolume(array=vol_reo.to_canonical(volume.array), geometry=vol_reo.canonical_geometry,
-                         source=volume.source)
-    ref_canon = CTVolume(array=np.zeros((1, 1, 1), np.uint8), geometry=ref_reo.canonical_geometry,
-                         source=reference.source)
-    if tuple(vol_canon.shape_zyx) != tuple(ref_reo.canonical_shape) or \
-            describe_grid_mismatch(vol_canon, ref_canon, tolerance, compare_shape=False):
-        return None
-    out = CTVolume(array=ref_reo.from_canonical(vol_canon.array), geometry=reference.geometry,
-                   source=volume.source, meta=dict(volume.meta))
-    out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
-    return out
+    return _reoriented_onto(volume, reference, tolerance, note)
 
 
 def place_on_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: float,
@@ -74,24 +62,40 @@ def place_on_reference_grid(volume: CTVolume, reference: CTVolume, tolerance: fl
     segmentation cropped to its segments' extent, a DICOM SEG that omits empty frames), padded with zeros
     (``note`` added to its warnings); None for any other grid. ``tolerance``: mm (spacing, the offset) and
     direction cosines. Any voxel type."""
-    whole = onto_reference_grid(volume, reference, tolerance)
-    if whole is not None:
-        return whole
+    if not describe_grid_mismatch(volume, reference, tolerance):
+        return volume
+    return _reoriented_onto(volume, reference, tolerance, REORIENTED_NOTE, part_note=note)
+
+
+def _reoriented_onto(volume: CTVolume, reference: CTVolume, tolerance: float, whole_note: str,
+                     part_note: Optional[str] = None) -> Optional[CTVolume]:
+    """``volume`` reoriented onto ``reference``'s grid when both are one grid in another axis order
+    (``whole_note``), or, with ``part_note``, padded into it when ``volume``'s grid is a part of it; else None.
+    The grids are compared before any voxel moves, and the voxels are copied once."""
     from ..orientation import plan_reorientation
 
     vol_reo = plan_reorientation(volume.geometry, volume.shape_zyx)
     ref_reo = plan_reorientation(reference.geometry, reference.shape_zyx)
-    start = _whole_voxel_offset(vol_reo.canonical_geometry, ref_reo.canonical_geometry, tolerance)
-    if start is None:
-        return None
-    part = vol_reo.to_canonical(volume.array)
-    stop = start + np.asarray(part.shape)
-    if (start < 0).any() or (stop > np.asarray(ref_reo.canonical_shape)).any():
-        return None
-    canonical = np.zeros(tuple(ref_reo.canonical_shape), dtype=volume.array.dtype)
-    canonical[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = part
-    out = CTVolume(array=ref_reo.from_canonical(canonical), geometry=reference.geometry, source=volume.source,
-                   meta=dict(volume.meta))
+    grid = np.zeros((1, 1, 1), np.uint8)  # geometries only: describe_grid_mismatch reads no voxel here
+    same_grid = tuple(vol_reo.canonical_shape) == tuple(ref_reo.canonical_shape) and not describe_grid_mismatch(
+        CTVolume(array=grid, geometry=vol_reo.canonical_geometry, source=volume.source),
+        CTVolume(array=grid, geometry=ref_reo.canonical_geometry, source=reference.source), tolerance,
+        compare_shape=False)
+    view = vol_reo.canonical_view(volume.array)
+    if same_grid:
+        array, note = ref_reo.from_canonical(view), whole_note
+    else:
+        start = _whole_voxel_offset(vol_reo.canonical_geometry, ref_reo.canonical_geometry, tolerance) \
+            if part_note is not None else None
+        if start is None:
+            return None
+        stop = start + np.asarray(view.shape)
+        if (start < 0).any() or (stop > np.asarray(ref_reo.canonical_shape)).any():
+            return None
+        canonical = np.zeros(tuple(ref_reo.canonical_shape), dtype=volume.array.dtype)
+        canonical[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]] = view
+        array, note = ref_reo.from_canonical(canonical), part_note
+    out = CTVolume(array=array, geometry=reference.geometry, source=volume.source, meta=dict(volume.meta))
     out.meta["warnings"] = list(volume.meta.get("warnings", [])) + [note]
     return out
 

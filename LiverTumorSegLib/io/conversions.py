@@ -142,13 +142,14 @@ MAX_DEFLATE_RATIO = 1100
 
 
 def check_data_fits_file(path: Any, shape_xyz: Sequence[int], itemsize: int, available_bytes: int,
-                         deflated: bool) -> None:
+                         deflated: bool) -> int:
     """Refuse a header whose voxels cannot be in the bytes the file holds for them (``available_bytes``; deflate
     compressed: up to :data:`MAX_DEFLATE_RATIO` times as many): a truncated file, or a broken header claiming
-    e.g. 1000^3 voxels in 1 KB, found before reading allocates them or the memory check calls it a shortage."""
+    e.g. 1000^3 voxels in 1 KB, found before reading allocates them or the memory check calls it a shortage.
+    Returns the bytes the header describes."""
     stored = int(np.prod([int(n) for n in shape_xyz], dtype=np.int64)) * int(itemsize)
     if stored <= (MAX_DEFLATE_RATIO if deflated else 1) * max(int(available_bytes), 0):
-        return
+        return stored
     dims = " x ".join(str(int(n)) for n in shape_xyz)
     raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header describes "
                      f"{dims} voxels, {stored / 2 ** 30:.3g} GiB of data, but the file holds {int(available_bytes)} "

@@ -404,16 +404,13 @@ def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:
     Image Plane Module, PS3.3 C.7.6.2). ITK makes a missing or zero value 1 mm and a negative one a positive
     spacing with the axis flipped: the CT was segmented mirrored, or at the wrong scale, with exit 0. (The
     other slices must match the first: :func:`_checked_slice_positions`.)"""
-    name = Path(series.files[0]).name
-    try:
-        text = reader.GetMetaData(0, "0028|0030").strip()
-    except RuntimeError:
-        text = ""
-    try:
-        values = [float(v) for v in text.split("\\")] if text else []
-    except ValueError:
-        values = []
-    if len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
+    values = _tag_numbers(reader, 0, "0028|0030")
+    if values is None or len(values) != 2 or min(values) <= 0:
+        name = Path(series.files[0]).name
+        try:
+            text = reader.GetMetaData(0, "0028|0030").strip()
+        except RuntimeError:
+            text = ""
         found = f"'{text[:40]}'" if text else "missing"
         raise InputError(f"DICOM series {series.uid} in '{folder}': the pixel spacing (PixelSpacing, 0028,0030) of "
                          f"file '{name}' is {found}; a CT slice needs two positive pixel sizes in mm (row\\column). "

@@ -113,11 +113,10 @@ def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool]]":
     if encoding not in _NRRD_RAW | _NRRD_DEFLATED or "line skip" in fields or "lineskip" in fields:
         return None
     data_file = fields.get("data file") or fields.get("datafile")
-    if data_file:  # detached: one file (a list or a pattern is not judged)
-        if data_file.upper().startswith("LIST") or "%" in data_file or " " in data_file:
+    if data_file:  # detached
+        size = _detached_size(path, data_file)
+        if size is None:
             return None
-        target = Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file
-        size = target.stat().st_size if target.is_file() else 0
     else:
         size = path.stat().st_size - (end + 2)
     skip = fields.get("byte skip") or fields.get("byteskip") or "0"
@@ -138,14 +137,17 @@ def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool]]":
         return None
     deflated = fields.get("compresseddata", "false") == "true"
     name = marker.group(1).decode("latin-1").strip()
-    if name.upper() == "LOCAL":
-        size = path.stat().st_size - marker.end()
-    elif name.upper().startswith("LIST") or "%" in name or " " in name:
+    size = path.stat().st_size - marker.end() if name.upper() == "LOCAL" else _detached_size(path, name)
+    return None if size is None else (size, deflated)
+
+
+def _detached_size(header: Path, name: str) -> "Optional[int]":
+    """Bytes of the data file ``name`` a header names (relative to the header's folder; 0 when it is missing), or
+    None for a list of files or a numbered pattern, which is not judged."""
+    if name.upper().startswith("LIST") or "%" in name or " " in name:
         return None
-    else:
-        target = Path(name) if Path(name).is_absolute() else path.parent / name
-        size = target.stat().st_size if target.is_file() else 0
-    return size, deflated
+    target = header.parent / name  # an absolute name stays absolute
+    return target.stat().st_size if target.is_file() else 0
 
 
 def _read_itk_file(path: Path) -> CTVolume:
@@ -163,10 +165,11 @@ def _read_itk_file(path: Path) -> CTVolume:
     shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
     check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
+    itemsize = _itk_itemsize(reader.GetPixelID())
     stored = _stored_data(path)
     if stored is not None:
-        check_data_fits_file(path, shape, _itk_itemsize(reader.GetPixelID()), *stored)
-    check_memory_for_read(shape, _itk_itemsize(reader.GetPixelID()), str(path))
+        check_data_fits_file(path, shape, itemsize, *stored)
+    check_memory_for_read(shape, itemsize, str(path))
     try:
         with _quiet_itk():
             image = reader.Execute()

@@ -57,7 +57,7 @@ def _scaled_affine(affine: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
+def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeometry, List[str]]:
     """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``, in mm (a
     header in metres or microns is converted, :func:`_unit_scale`)."""
     scale, warnings = _unit_scale(header)
@@ -77,7 +77,8 @@ def _nifti_geometry(header, source: str) -> Tuple[ImageGeometry, List[str]]:
                              f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         _check_header_spacing(spacing, source)
-        warnings += _pixdim_against_sform(Path(source), spacing, scale)
+        if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
+            warnings += _pixdim_against_sform(Path(source), spacing, scale)
         if qform_code > 0 and not np.allclose(affine, _scaled_affine(header.get_qform(), scale), atol=1e-3):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
@@ -124,9 +125,8 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     deflated = full_suffix(path) == ".nii.gz"
     itemsize = header.get_data_dtype().itemsize
     available = size if deflated else size - int(data_offset)
-    check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
+    stored = check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
     slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
-    stored = slice_bytes * int(np.prod([int(n) for n in shape_xyz[2:]], dtype=np.int64))
     if deflated or available - stored < slice_bytes:
         return []
     return [f"the file holds {available - stored} bytes after the {' x '.join(str(int(n)) for n in shape_xyz)} "

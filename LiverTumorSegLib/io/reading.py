@@ -59,7 +59,7 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
             image = nib.load(str(path), mmap=False)
         except Exception:  # noqa: BLE001 - nibabel raises many types for bad files
             raise InputError(f"Cannot read the NIfTI header of '{path}'.") from None
-        geometry, _ = _nifti_geometry(image.header, str(path))
+        geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
     elif suffix in ITK_SUFFIXES:
         from .itk import _direction_3d, _quiet_itk, _sitk

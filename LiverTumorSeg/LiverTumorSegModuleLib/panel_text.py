@@ -120,6 +120,9 @@ PANEL_SWITCHES = {
 }
 """The command-line switch a post-processing warning names (``run again with --flag``) -> the Advanced
 checkbox that does the same in the panel, unticked (the labels are the .ui's)."""
+NO_PANEL_CONTROL = ("--keep-liver-in-air",)
+"""Switches a post-processing warning may name that the panel has no control for: the panel says so instead of
+showing a flag its user cannot give."""
 
 
 def _panel_wording(text: str) -> str:
@@ -127,6 +130,10 @@ def _panel_wording(text: str) -> str:
     for flag, label in PANEL_SWITCHES.items():
         text = text.replace(f"run again with {flag}",
                             f'segment again with "{label}" unticked (under Preprocessing and post-processing)')
+    for flag in NO_PANEL_CONTROL:
+        text = text.replace(f"run again with {flag}", f"check the result: the panel has no control for this step "
+                                                      f"(the command line's `livertumorseg segment {flag}` turns it "
+                                                      f"off)")
     return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
 
 

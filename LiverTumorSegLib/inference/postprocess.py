@@ -507,7 +507,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     labels = np.array(as_label_array(labels_zyx, "labels given to postprocess_labels"), dtype=np.uint8, copy=True)
     if labels.ndim != 3:
         raise InputError(f"postprocess_labels needs a 3-D (z, y, x) label map, got shape {labels.shape}.")
-    checked_spacing(spacing_zyx, 3)
+    spacing = checked_spacing(spacing_zyx, 3)
     for array, what in ((hu_zyx, "hu_zyx (the CT)"), (tumor_probability_zyx, "tumor_probability_zyx")):
         if array is not None and tuple(np.shape(array)) != labels.shape:  # a CT on another grid was dropped silently
             raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
@@ -515,7 +515,6 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     if not (labels >= 1).any():
         return labels
     reorientation = None
-    spacing = tuple(float(s) for s in spacing_zyx)
     if geometry is not None:
         from ..orientation import plan_reorientation
 
@@ -568,8 +567,10 @@ threshold (-500): partial-volume voxels at the dome, where the liver meets the l
 (132 voxels of the dcmqi 3-slice reference lie below -500, none below -800)."""
 
 
-def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16) -> Tuple[int, int]:
-    """Set liver and tumor voxels below :data:`ORGAN_AIR_HU` to background, in place; returns ``(organ, tumor)`` voxel
+def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16,
+                        threshold_hu: float = ORGAN_AIR_HU) -> Tuple[int, int]:
+    """Set liver and tumor voxels below ``threshold_hu`` (:data:`ORGAN_AIR_HU`) to background, in place; returns
+    ``(organ, tumor)`` voxel
     counts removed. The bundled network labels slices of pure air liver (about 1,550 voxels per 512 x 512 slice,
     at p up to 0.98): 15 air slices padded above and below a CT added 604 mL of "liver" that touched the real
     one, so the largest-component step kept it, and the two-stage crop followed it. ``(z, y, x)``, any layout;
@@ -577,7 +578,7 @@ def remove_organ_in_air(labels: np.ndarray, hu: np.ndarray, chunk: int = 16) -> 
     organ = tumor = 0
     for start in range(0, labels.shape[0], chunk):
         block = labels[start:start + chunk]
-        air = (block >= 1) & (np.asarray(hu[start:start + chunk]) < ORGAN_AIR_HU)
+        air = (block >= 1) & (np.asarray(hu[start:start + chunk]) < threshold_hu)
         if air.any():
             tumor += int(np.count_nonzero(block[air] == 2))
             organ += int(np.count_nonzero(air))

@@ -84,6 +84,7 @@ class NetworkOutput:
     timings: Dict[str, float]
     model_load_parts: Optional[Dict[str, Any]] = None
     seconds: float = 0.0
+    not_hu: Optional[str] = None  # why the HU rules must not run on this CT (_why_not_hu), decided once
 
 
 def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default: Optional[str] = None
@@ -341,16 +342,17 @@ class Segmenter:
             log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
+        not_hu = _why_not_hu(volume, self.options.allow_non_hu)  # for the crop's air gate and finish's HU rules
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
             two_stage_record = {}  # type: Dict[str, Any]
             labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True,
-                                                two_stage_record=two_stage_record)
+                                                two_stage_record=two_stage_record, in_hu=not_hu is None)
             timings.update(getattr(self.engine, "last_timings", None) or {})
             facts = self._run_facts()
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
                 facts["two_stage_record"] = two_stage_record
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
-                             model_load_parts=load_parts, seconds=time.perf_counter() - start)
+                             model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu)
 
     def finish(self, volume: CTVolume, output: "NetworkOutput", progress: Optional[ProgressCallback] = None
                ) -> SegmentationResult:
@@ -368,7 +370,7 @@ class Segmenter:
         # ... both anatomical rules read Hounsfield units (air, lung density, a vessel within 15 HU of the
         # liver), so a CT that does not look like HU (let through by allow_non_hu) gets the shape-only rules
         # instead of HU thresholds on 0..1; a CT in HU keeps them, allow_non_hu or not
-        hu_rules_skipped = _why_not_hu(volume, self.options.allow_non_hu) or ""
+        hu_rules_skipped = output.not_hu or ""
         hu = None if hu_rules_skipped else volume.array
         labels = postprocess_labels(output.labels, volume.spacing_zyx, self.options.postprocessing,
                                     hu_zyx=hu, geometry=volume.geometry, tumor_probability_zyx=probability,
@@ -409,10 +411,12 @@ class Segmenter:
                                   tumor_probability=probability)
 
     def _network(self, volume: CTVolume, progress: ProgressReporter, cancel: Optional[CancellationToken],
-                 keep_probability: Optional[bool] = None, two_stage_record: Optional[Dict[str, Any]] = None) -> Any:
+                 keep_probability: Optional[bool] = None, two_stage_record: Optional[Dict[str, Any]] = None,
+                 in_hu: bool = True) -> Any:
         """``(labels, tumor probability or None)`` from the engine, one or two stages. ``keep_probability``:
         None = as the options say; an engine without ``predict_with_probability`` gives None.
-        ``two_stage_record``: a dict that receives where two-stage's fine pass ran (or its fallback)."""
+        ``two_stage_record``: a dict that receives where two-stage's fine pass ran (or its fallback).
+        ``in_hu``: the CT's values are HU (:func:`_why_not_hu`), so the crop's air gate may read them."""
         if keep_probability is None:
             keep_probability = self.options.probabilities
         if not self.options.two_stage and not hasattr(self.engine, "predict_with_probability"):
@@ -423,9 +427,8 @@ class Segmenter:
             from .postprocess import ORGAN_AIR_HU
             from .twostage import segment_two_stage
 
-            # the post-processing's air step decides the same way (finish): only on a CT in HU
-            air_gate = (self.options.postprocessing.air_to_background
-                        and _why_not_hu(volume, self.options.allow_non_hu) is None)
+            # the post-processing's air step decides the same way (finish reads the same answer): only in HU
+            air_gate = self.options.postprocessing.air_to_background and in_hu
             self.engine.last_timings, self.engine.accumulate_timings = {}, True  # both passes count
             try:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,

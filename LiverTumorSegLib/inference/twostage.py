@@ -94,8 +94,11 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     factors = decimation_factors(volume.spacing_zyx, factor)
     coarse = decimate_volume(volume, factors)
     coarse_labels = coarse_engine.predict(coarse, progress=reporter.sub(0.0, 0.3), cancel=cancel)
-    if air_hu is not None:
-        coarse_labels = np.where(np.asarray(coarse.array) < air_hu, 0, coarse_labels).astype(np.uint8)
+    if air_hu is not None:  # the post-processing's air rule, on the coarse labels (a copy: the engine's own array)
+        from .postprocess import remove_organ_in_air
+
+        coarse_labels = np.array(coarse_labels, dtype=np.uint8)
+        remove_organ_in_air(coarse_labels, coarse.array, threshold_hu=air_hu)
     box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm,
                     axial_axis=axial_axis_zyx(volume.geometry))
     if box is None:

@@ -353,3 +353,15 @@ def test_qbytearray_bytes_takes_the_bytes_or_str_that_data_returns():
     assert qbytearray_bytes(Array(b'{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
     assert qbytearray_bytes(Array('{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
     assert qbytearray_bytes(Array(bytearray(b"\xc3\xa9"))).decode("utf-8") == "\u00e9"
+
+
+def test_the_air_steps_warning_names_no_flag_the_panel_lacks():
+    """The air rule's warning ended 'run again with --keep-liver-in-air', a flag the panel has no control for."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+    from LiverTumorSegLib.errors import cli_wording
+
+    with cli_wording():  # the child runs the command line
+        (warning,) = postprocessing_warnings({"liver_in_air_ml": 40.0, "tumor_in_air_ml": 0.0})
+    (shown,) = panel_text.result_warnings({"warnings": [warning]})
+    assert "--keep-liver-in-air" in warning and "run again with" not in shown
+    assert "the panel has no control for this step" in shown

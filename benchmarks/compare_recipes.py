@@ -301,8 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     cases = rb.find_cases(args.data)
-    rb.check_json_output(args.json, args.overwrite, [args.data] + [path for _, paths in arms for path in paths]
-                         + [path for c in cases for path in (c.image_path, c.label_path)])
+    rb.check_json_output(args.json, args.overwrite, args.data, [path for _, paths in arms for path in paths], cases)
     from LiverTumorSegLib.package import read_package_metadata
 
     for name, paths in arms:  # before any inference
@@ -340,6 +339,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from LiverTumorSegLib.cli import run_script
-
-    sys.exit(run_script(main))
+    sys.exit(main())  # main enters through LiverTumorSegLib.cli.run_script

@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     for path in [p for p, _ in pairs] + [p for _, p in every]:
         read_package_metadata(path)  # a missing or broken package: one line naming it, not a traceback
     found = robustness.find_cases(args.data)
-    robustness.check_json_output(args.json, args.overwrite, [args.data] + [p for p, _ in pairs] + [p for _, p in every]
-                                 + [path for c in found for path in (c.image_path, c.label_path)])
+    robustness.check_json_output(args.json, args.overwrite, args.data, [p for p, _ in pairs] + [p for _, p in every],
+                                 found)
     cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in found)}
     for (_, case_id), pair in zip(pairs, args.pair):
         if case_id not in cases:
@@ -154,6 +154,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from LiverTumorSegLib.cli import run_script
-
-    sys.exit(run_script(main))
+    sys.exit(main())  # main enters through LiverTumorSegLib.cli.run_script

@@ -230,7 +230,7 @@ def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_
     ``seed``, so every call gives the same ones."""
     from LiverTumorSegLib.training.datasets import load_case
 
-    volume, labels = load_case(case, label_map or None, allow_non_hu)
+    volume, labels = load_case(case, label_map, allow_non_hu)
     if not (labels >= 1).any():
         raise InputError(f"Case '{case.case_id}': its label map '{case.label_path}' has no liver voxel; the "
                          f"benchmark scores the liver and inserts its tumors into it. Give the case's liver label, "
@@ -593,10 +593,11 @@ def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed
     return pairs
 
 
-def check_json_output(path: Optional[str], overwrite: bool, inputs: Sequence[Any]) -> None:
+def check_json_output(path: Optional[str], overwrite: bool, data: Any, packages: Sequence[Any],
+                      cases: Sequence[Any]) -> None:
     """Before any work: ``--json`` ends in .json, can be written (an existing file only with --overwrite) and is
-    none of the run's inputs (the data CSV, a package, a case's CT or label map). It was checked only after the
-    whole benchmark, and replaced any file, inputs included, without a word."""
+    none of the run's inputs (``data``, the CSV or folder; a package; a case's CT or label map). It was checked
+    only after the whole benchmark, and replaced any file, inputs included, without a word."""
     if not path:
         return
     from LiverTumorSegLib.fileutil import check_can_write, same_file_among
@@ -604,6 +605,7 @@ def check_json_output(path: Optional[str], overwrite: bool, inputs: Sequence[Any
     if Path(path).suffix.lower() != ".json":
         raise InputError(f"--json '{path}' must end in .json.")
     check_can_write(path, overwrite)
+    inputs = [data] + list(packages) + [p for case in cases for p in (case.image_path, case.label_path)]
     for item in inputs:
         if Path(item).is_file() and same_file_among([Path(path), Path(item)]):
             raise InputError(f"--json '{path}' is one of the run's inputs ('{item}'); choose another file name.")
@@ -674,8 +676,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [resolve_model(p) for p in args.packages]
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     found = find_cases(args.data, say)
-    check_json_output(args.json, args.overwrite, [args.data] + list(paths)
-                      + [path for c in found for path in (c.image_path, c.label_path)])
+    check_json_output(args.json, args.overwrite, args.data, paths, found)
     from LiverTumorSegLib.io.labels import parse_label_map_option
 
     label_map = parse_label_map_option(args.label_map) if args.label_map else None
@@ -738,6 +739,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from LiverTumorSegLib.cli import run_script
-
-    sys.exit(run_script(main))
+    sys.exit(main())  # main enters through LiverTumorSegLib.cli.run_script

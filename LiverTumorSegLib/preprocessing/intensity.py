@@ -169,12 +169,12 @@ def hist_scaled(x: np.ndarray, bins: Optional[np.ndarray] = None, n_bins: int = 
     rows = x.reshape(1 if x.ndim == 2 else shape[0], -1)
     if rows.shape[1] == 0:
         return np.zeros(shape, dtype=np.float32)
-    return apply_hist_scaling(x, hist_scaling_of(x, n_bins))
+    return apply_row_map(x, hist_scaling_of(x, n_bins))
 
 
 def hist_scaling_of(x: np.ndarray, n_bins: int = 100) -> Tuple[np.ndarray, np.ndarray]:
     """The per-slice map of :func:`hist_scaled` (``bins=None``) of slices ``x`` ``(n, H, W)`` (or one ``(H, W)``):
-    ``(break points, target values)``, float32 ``(n, m)``. :func:`apply_hist_scaling` applies it to other pixels,
+    ``(break points, target values)``, float32 ``(n, m)``. :func:`apply_row_map` applies it to other pixels,
     e.g. a training patch scaled by its whole slice's histogram, as inference scales it."""
     x = np.asarray(x, dtype=np.float32)
     rows = x.reshape(1 if x.ndim == 2 else x.shape[0], -1)
@@ -192,7 +192,6 @@ def apply_row_map(x: np.ndarray, row_map: Tuple[np.ndarray, np.ndarray]) -> np.n
     return _interp_rows(torch_from(rows), knots, values).numpy().reshape(x.shape)
 
 
-apply_hist_scaling = apply_row_map  # the map of hist_scaling_of
 
 
 def torch_from(array: np.ndarray) -> "object":

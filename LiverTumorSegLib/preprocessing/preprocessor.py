@@ -14,9 +14,9 @@ from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from . import spatial
 from .config import PreprocessingConfig
-from .equalization import apply_equalization, clahe, equalization_of
+from .equalization import apply_equalization, clahe, equalization_of, equalize_histogram
 from .filters import gaussian_smooth, median_smooth
-from .intensity import (apply_hist_scaling, body_bbox_yx, body_mask, hist_scaled, hist_scaling_of, window_hu,
+from .intensity import (apply_row_map, body_bbox_yx, body_mask, hist_scaled, hist_scaling_of, window_hu,
                         zscore_parameters)
 from .spatial import SpatialInfo
 
@@ -154,13 +154,12 @@ class SlicePreprocessor:
             if kind == "window":
                 ch = window_hu(x, spec["level"], spec["width"])
                 if cfg.equalize == "histogram":  # the whole slices' map, else this window's own
-                    if given is None:
-                        given = equalization_of(ch, value_range=(0.0, 1.0))
-                    ch = apply_equalization(ch, given)
+                    ch = apply_equalization(ch, given) if given is not None else \
+                        equalize_histogram(ch, value_range=(0.0, 1.0))
                 elif cfg.equalize == "clahe":
                     ch = clahe(ch, cfg.clahe_clip_limit, cfg.clahe_tiles, value_range=(0.0, 1.0))
             elif kind == "hist_scaled":  # fixed bins: the same map for every slice
-                ch = apply_hist_scaling(x, given) if given is not None else hist_scaled(x, bins=spec["bins"])
+                ch = apply_row_map(x, given) if given is not None else hist_scaled(x, bins=spec["bins"])
             else:  # zscore
                 ch = (x - given[0]) * given[1]
             out[:, c] = ch

@@ -95,8 +95,7 @@ class DeepSupervisionLoss(nn.Module):
         self.weights = list(weights) if weights is not None else None
 
     def level_weights(self, levels: int) -> List[float]:
-        w = list(self.weights) if self.weights is not None else [0.5 ** i for i in range(levels)]
-        w = (w + [0.0] * levels)[:levels]
+        w = list(self.weights) if self.weights is not None else [0.5 ** i for i in range(levels)]  # forward checked
         s = sum(w)
         return [v / s for v in w] if s > 0 else [1.0] + [0.0] * (levels - 1)
 

@@ -30,7 +30,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError
@@ -832,17 +832,23 @@ def weights_problem(path: PathLike) -> Optional[str]:
     path = Path(path)
     try:
         _, meta = _read_header_and_metadata(path)
-        tensors = _load_tensors(path, _verified_bundled_bytes(path))
-        digest = weights_sha256(tensors)
+        _verified_tensors(path, meta, _verified_bundled_bytes(path))
     except ModelPackageError as exc:
         return str(exc)
-    return _weights_mismatch(path, digest, meta) if digest != meta["weights_sha256"] else None
+    return None
 
 
-def _weights_mismatch(path: Path, digest: str, meta: Mapping[str, Any]) -> str:
-    return (f"Model package '{path}' failed its integrity check: the weights' SHA-256 is {digest[:16]}... but the "
-            f"package records {str(meta['weights_sha256'])[:16]}...; the file was modified or damaged. Obtain a "
-            f"fresh copy.")
+def _verified_tensors(path: Path, meta: Mapping[str, Any], bundled_bytes: Optional[bytes]
+                      ) -> Tuple[Dict[str, Any], str]:
+    """The package's tensors (from ``bundled_bytes`` when the file was read already) and their SHA-256, which must
+    be the one the metadata records; ModelPackageError otherwise."""
+    tensors = _load_tensors(path, bundled_bytes)
+    digest = weights_sha256(tensors)
+    if digest != meta["weights_sha256"]:
+        raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 is "
+                                f"{digest[:16]}... but the package records {str(meta['weights_sha256'])[:16]}...; "
+                                f"the file was modified or damaged. Obtain a fresh copy.")
+    return tensors, digest
 
 
 def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
@@ -863,11 +869,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     bundled_bytes = _verified_bundled_bytes(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     activations = _plan_network(meta, header, path)
-    tensors = _load_tensors(path, bundled_bytes)
+    tensors, digest = _verified_tensors(path, meta, bundled_bytes)
     del bundled_bytes
-    digest = weights_sha256(tensors)
-    if digest != meta["weights_sha256"]:
-        raise ModelPackageError(_weights_mismatch(path, digest, meta))
     tensors = _from_storage_dtype(tensors, meta)
     arch = meta["architecture"]
     try:
@@ -1024,6 +1027,17 @@ def looks_like_path(name_or_path: PathLike) -> bool:
     return any(sep in text for sep in separators) or text.lower().endswith(PATH_SUFFIXES)
 
 
+def installed_matches(usable: Sequence[Dict[str, Any]], text: str) -> List[str]:
+    """Paths of the :func:`list_installed_models` entries ``usable`` that ``--model text`` names (metadata name or
+    file stem), one per file: more than one is refused as ambiguous by :func:`resolve_model`."""
+    matches = []  # type: List[str]
+    for entry in usable:
+        if (entry["name"] == text or Path(entry["path"]).stem == text) \
+                and not same_file_among(matches + [entry["path"]]):
+            matches.append(entry["path"])
+    return matches
+
+
 def resolve_model(name_or_path: PathLike) -> Path:
     """Path of a package given a file path (see :func:`looks_like_path`), an installed model name (metadata
     name or file stem), or ``"default"`` (the bundled package flagged ``"default": true``, else the bundled
@@ -1058,11 +1072,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
                                 f"({broken[0]['error']}); replace or remove it, or give another package's path "
                                 f"with --model.")
     usable = [e for e in entries if e["error"] is None]
-    matches = []  # type: List[str]
-    for entry in usable:
-        same_file = [m for m in matches if same_file_among([m, entry["path"]])]
-        if (entry["name"] == text or Path(entry["path"]).stem == text) and not same_file:
-            matches.append(entry["path"])
+    matches = installed_matches(usable, text)
     if len(matches) > 1:  # e.g. a user package named like a bundled one: never pick one silently
         raise ModelPackageError(f"The model name '{text}' matches {len(matches)} installed packages "
                                 f"({'; '.join(matches)}); give the package's path with --model, or rename one.")

@@ -40,15 +40,20 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     """path -> a note for a usable package that ``--model NAME`` will not reach by its name: a user package
     called "default" (that name means the bundled default) or a name two usable packages share (refused as
     ambiguous)."""
+    from ..fileutil import same_file_among
+    from ..package import installed_matches
+
     usable = [e for e in installed if not e.get("error")]
     notes = {}
     for entry in usable:
-        others = [o for o in usable if o is not entry and o["name"] == entry["name"]]
         if entry["name"] == "default":  # the name always means the bundled default
             if entry["source"] != "bundled":
                 notes[entry["path"]] = "'--model default' means the bundled default, not this package: give its path"
-        elif others:
-            notes[entry["path"]] = (f"its name is also that of {others[0]['path']}: '--model {entry['name']}' is "
+            continue
+        matches = installed_matches(usable, entry["name"])  # resolve_model's own rule
+        if len(matches) > 1:
+            other = next(path for path in matches if not same_file_among([path, entry["path"]]))
+            notes[entry["path"]] = (f"its name is also that of {other}: '--model {entry['name']}' is "
                                     f"refused as ambiguous; give the path")
     return notes
 

@@ -18,7 +18,6 @@ for the mean over all patients.
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -85,9 +84,12 @@ def main() -> int:
             check_can_write(Path(args.output), overwrite=args.overwrite)
     except LiverTumorSegError as exc:
         parser.error(str(exc))
+    from LiverTumorSegLib.fileutil import same_file_among
+
+    into_bundled = Path(args.output).absolute().parent.resolve() == bundled_models_dir().resolve()
     other_defaults = [e["path"] for e in list_installed_models(warn=False) if e["default"]
-                      and os.path.realpath(e["path"]) != os.path.realpath(args.output)]
-    if other_defaults and Path(args.output).absolute().parent.resolve() == bundled_models_dir().resolve():
+                      and not same_file_among([e["path"], args.output])] if into_bundled else []
+    if other_defaults:
         parser.error(f"{', '.join(other_defaults)} is flagged as the default already; write over it (-o that "
                      f"file --overwrite) or remove it first: two defaults are refused at --model default")
     try:

@@ -267,9 +267,10 @@ def _run_json(args: argparse.Namespace) -> int:
         if memory is not None:  # the user's to fix: a one-line error, exit 2
             lines.error(memory)
             raise memory from exc
-        from ..cli import user_error_text
+        from ..cli import file_system_error_text, missing_package_text
 
-        users = user_error_text(exc)  # the CLI's exit 2: the same words here
+        # the CLI's other exit-2 words (user_error_text, whose memory check ran just above): the same here
+        users = file_system_error_text(exc) or missing_package_text(exc)
         lines.error(RuntimeError(users) if users else RuntimeError(f"internal error: {type(exc).__name__}: {exc}"))
         raise
     finally:

@@ -102,6 +102,34 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
         np.save(str(tmp), array)
 
 
+ENTRY_SUFFIXES = (".json", ".hu.npy", ".labels.npy")
+"""A cached case's three files in its key folder: metadata, HU on the network grid, labels."""
+
+
+def entry_paths(folder: Path, name: str) -> Tuple[Path, Path, Path]:
+    """``(metadata, HU, labels)`` paths of the cached case ``name`` in the key folder ``folder``."""
+    meta, hu, labels = (folder / f"{name}{suffix}" for suffix in ENTRY_SUFFIXES)
+    return meta, hu, labels
+
+
+def holds_finished_entries(cache_dir: Path) -> bool:
+    """Whether ``cache_dir`` is a slice cache (``<key>/<case>`` + :data:`ENTRY_SUFFIXES`) holding at least one
+    finished case and nothing else (a failed training run leaves it for the next: trainer.remove_if_no_checkpoint)."""
+    if not cache_dir.is_dir() or cache_dir.is_symlink():
+        return False
+    finished = False
+    for key_folder in cache_dir.iterdir():
+        if not key_folder.is_dir():
+            return False
+        for entry in key_folder.iterdir():
+            if not entry.name.endswith(ENTRY_SUFFIXES):
+                return False
+            if entry.name.endswith(ENTRY_SUFFIXES[0]):
+                finished = finished or all(path.is_file() for path in entry_paths(
+                    key_folder, entry.name[:-len(ENTRY_SUFFIXES[0])]))
+    return finished
+
+
 def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dict[str, Any],
                   allow_non_hu: bool) -> Optional[Dict[str, Any]]:
     """The sidecar of a cache entry that can be used as it is, else None (rebuild): same source, made at least as
@@ -155,8 +183,7 @@ def build_slice_cache(cases: Sequence[Case], preprocessor, cache_dir, label_map:
 def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict],
                log: Optional[Callable[[str], None]], allow_non_hu: bool = False) -> CachedCase:
     name = _safe_name(case.case_id)
-    meta_path = folder / f"{name}.json"
-    hu_path, lab_path = folder / f"{name}.hu.npy", folder / f"{name}.labels.npy"
+    meta_path, hu_path, lab_path = entry_paths(folder, name)
     signature = _source_signature(case)
     meta = _usable_entry(meta_path, hu_path, lab_path, signature, allow_non_hu)
     if meta is not None:

@@ -33,7 +33,7 @@ from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
-from .slice_cache import CachedCase, build_slice_cache
+from .slice_cache import CachedCase, build_slice_cache, holds_finished_entries
 from .splits import select_split
 
 NUM_CLASSES = 3
@@ -540,7 +540,7 @@ class Trainer:
                                     f"continue it or --overwrite to start over.")
         if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
             entries = sorted(p.name for p in self.log_dir.iterdir())
-            if entries and holds_only_slice_cache(self.log_dir):
+            if entries == [CACHE_FOLDER] and holds_finished_entries(self.log_dir / CACHE_FOLDER):  # a failed run's
                 self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "
                          f"whose files changed are cached again)")
             elif entries:  # a folder of the user's: the run would replace its log.csv and add its own files
@@ -1048,7 +1048,7 @@ def remove_if_no_checkpoint(folder: Path) -> bool:
     folder = Path(folder)
     if not folder.is_dir() or any(folder.rglob("*.pt")) or any(folder.rglob("*.safetensors")):
         return False
-    if not _holds_cached_cases(folder / CACHE_FOLDER):
+    if not holds_finished_entries(folder / CACHE_FOLDER):
         shutil.rmtree(folder, ignore_errors=True)
         return True
     for entry in folder.iterdir():
@@ -1061,28 +1061,10 @@ def remove_if_no_checkpoint(folder: Path) -> bool:
     return True
 
 
-def _holds_cached_cases(cache: Path) -> bool:
-    """Whether ``cache`` is a slice cache (``<key>/<case>.json`` with its ``.hu.npy`` and ``.labels.npy``) holding
-    at least one finished case, and nothing else."""
-    if not cache.is_dir() or cache.is_symlink():
-        return False
-    finished = False
-    for key_folder in cache.iterdir():
-        if not key_folder.is_dir():
-            return False
-        for entry in key_folder.iterdir():
-            if not entry.name.endswith((".json", ".hu.npy", ".labels.npy")):
-                return False
-            finished = finished or (entry.name.endswith(".json")
-                                    and entry.with_name(entry.name[:-5] + ".hu.npy").is_file()
-                                    and entry.with_name(entry.name[:-5] + ".labels.npy").is_file())
-    return finished
-
-
 def holds_only_slice_cache(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but the slice cache a failed run left (:func:`remove_if_no_checkpoint`),
     which a new run may use without --overwrite."""
     if not Path(folder).is_dir():
         return False
-    entries = list(Path(folder).iterdir())
-    return len(entries) == 1 and entries[0].name == CACHE_FOLDER and _holds_cached_cases(entries[0])
+    return [p.name for p in Path(folder).iterdir()] == [CACHE_FOLDER] and holds_finished_entries(
+        Path(folder) / CACHE_FOLDER)

@@ -426,9 +426,9 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
 
     grown = []
     for e in entries:
-        if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed") or not e["baseline_ids"]:
+        if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed"):  # only "new" lacks a base
             continue
-        change = e["followup_long_axis_mm"] - e["baseline_long_axis_mm"]
+        change = e["long_axis_change_mm"]
         if e["baseline_long_axis_mm"] > 0 and change >= RECIST_PD_ABSOLUTE_MM \
                 and change / e["baseline_long_axis_mm"] >= RECIST_PD_CHANGE:
             grown.append(e)

@@ -869,11 +869,11 @@ def focus_on_table_lesion(scene, table_node, lesion_id: int) -> List[Any]:
     import json
 
     lesions = json.loads(table_node.GetAttribute(LESION_AXES_ATTRIBUTE) or "[]")
-    lesion = _lesion_of(lesions, lesion_id)
     segmentation = table_node.GetNodeReference(LESION_TABLE_SEGMENTATION_ROLE)
     frame = table_node.GetAttribute(LESION_FRAME_ATTRIBUTE)
     if segmentation is None or not scene.IsNodePresent(segmentation) or not frame:
         return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id))
+    lesion = _lesion_of(lesions, lesion_id)
     measured_to_world = np.asarray(json.loads(frame), dtype=np.float64).reshape(4, 4)
     local = _lesion_points_mapped(lesion, np.linalg.inv(measured_to_world))
     center_slice_views_on(scene, _mapped_point(node_to_world(segmentation), lesion_focus_ras(local)))
@@ -981,8 +981,9 @@ CHANGE_TABLE_COLUMNS = (
     ("RECIST target", "recist_target", "", "1 = contains a RECIST 1.1 target lesion of the baseline"),
 )
 _CHANGE_TEXT_COLUMNS = ("Status", "Baseline lesions", "Follow-up lesions")
-CHANGE_TABLE_DECIMALS = {col_name: {"mm": 1, "mL": 2, "%": 1}[unit] for col_name, _, unit, _ in CHANGE_TABLE_COLUMNS
-                         if unit in ("mm", "mL", "%")}
+_UNIT_DECIMALS = {"mm": 1, "mL": 2, "%": 1}
+CHANGE_TABLE_DECIMALS = {col_name: _UNIT_DECIMALS[unit] for col_name, _, unit, _ in CHANGE_TABLE_COLUMNS
+                         if unit in _UNIT_DECIMALS}
 """Displayed digits per numeric column of the change table (the change report keeps full precision)."""
 
 

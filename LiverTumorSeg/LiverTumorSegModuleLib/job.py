@@ -182,13 +182,18 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     return segmentation_node, table_node
 
 
+def source_volume(segmentation_node: Any) -> Any:
+    """The volume a segmentation was made on (its reference-geometry node), or None when it records none."""
+    return segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+
+
 def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
     """The output segmentation to keep selected when the panel's input CT becomes ``input_volume_node``:
     ``segmentation_node`` if it was made from (or has no recorded source volume other than) that CT, else None
     ("Create new"), so that a second CT does not by default overwrite the first CT's result."""
     if segmentation_node is None or input_volume_node is None:
         return segmentation_node
-    source = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+    source = source_volume(segmentation_node)
     if source is None or source.GetID() == input_volume_node.GetID():
         return segmentation_node
     return None

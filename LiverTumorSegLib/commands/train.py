@@ -77,6 +77,8 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
     ``help_for``: field name -> help text replacing train's (``argparse.SUPPRESS`` hides the option)."""
     from ..training.config import TrainConfig
 
+    help_for = help_for or {}
+
     parser.add_argument("--config", dest="config_file", default=None,
                         help="YAML/JSON file with training options (command-line options override it)")
     for f in dataclasses.fields(TrainConfig):
@@ -86,7 +88,7 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
             names = ["-o", flag]
         default = TrainConfig.__dataclass_fields__[f.name]
         value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
-        help_text = (help_for or {}).get(f.name, HELP.get(f.name, f.name.replace("_", " ")))
+        help_text = help_for.get(f.name, HELP.get(f.name, f.name.replace("_", " ")))
         if f.name == "progress_bar":
             add_progress_options(parser, dest=f.name)
         elif f.name == "preprocessing":
@@ -103,7 +105,7 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
             parser.add_argument(*names, dest=f.name, default=None, choices=["auto", "true", "false"],
                                 help=help_text)
         else:
-            shown = help_text if f.name in (help_for or {}) else f"{help_text} (default {value!r})"
+            shown = help_text if f.name in help_for else f"{help_text} (default {value!r})"
             parser.add_argument(*names, dest=f.name, type=type(value), default=None, help=shown)
 
 

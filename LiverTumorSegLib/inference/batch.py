@@ -127,7 +127,7 @@ def case_id_of(path: Path) -> str:
     batch was refused as two cases with one output)."""
     name = path.name
     suffix = full_suffix(path)
-    if suffix in CT_SUFFIXES and not path.is_dir() and name.lower().endswith(suffix):
+    if suffix in CT_SUFFIXES and not path.is_dir():  # full_suffix is taken from the name's end
         return name[: len(name) - len(suffix)]
     return name
 
@@ -174,12 +174,13 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
                          f"(e.g. '{output_folder.name or 'out'}_seg').")
-    for case in cases:  # a CSV case's DICOM folder as -o: the results would be mixed into the series
-        if case.input_path.is_dir() and identities_out & set(file_identities(case.input_path)):
+    identities_in = [set(file_identities(case.input_path)) for case in cases]  # each input's, once
+    for case, identities in zip(cases, identities_in):  # a CSV case's DICOM folder as -o: mixed into the series
+        if case.input_path.is_dir() and identities_out & identities:
             raise InputError(f"-o '{output_folder}' is the input folder of case '{case.case_id}' (a DICOM series): "
                              f"label maps written there would be mixed into the series. Choose another output "
                              f"folder.")
-    inputs = {identity: case.input_path for case in cases for identity in file_identities(case.input_path)}
+    inputs = {identity: case.input_path for case, identities in zip(cases, identities_in) for identity in identities}
     for case in cases:
         for output in (case.output_path, case.report_path):
             for identity in file_identities(output):

@@ -83,6 +83,8 @@ POSTPROCESSING_SWITCHES = (
                          "keep liver and tumor labels on voxels below -800 HU (air, gas, lung); by default they "
                          "become background"),
 )
+SWITCH_BY_FIELD = {switch.field: switch for switch in POSTPROCESSING_SWITCHES}
+"""PostprocessingOptions field -> its command-line switch."""
 
 
 def check_device_name(device: Any) -> str:
@@ -327,13 +329,12 @@ def _number_text(value: Any) -> str:
 
 def _postprocessing_cli_args(options: PostprocessingOptions) -> List[str]:
     defaults = PostprocessingOptions()
-    switches = {s.field: s for s in POSTPROCESSING_SWITCHES}
     args = []  # type: List[str]
     for f in dataclasses.fields(PostprocessingOptions):
         value = getattr(options, f.name)
         if value == getattr(defaults, f.name) or _has_no_effect(options, f.name):
             continue  # a value whose step is off would be refused by the command line (NO_EFFECT_PAIRS)
-        switch = switches.get(f.name)
+        switch = SWITCH_BY_FIELD.get(f.name)
         if switch is None:
             raise InputError(f"postprocessing.{f.name} has no command-line switch; it cannot be passed to "
                              f"`livertumorseg segment`.")
@@ -411,10 +412,9 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
     if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0
         raise InputError(f"--no-postprocess turns every post-processing step off, so {', '.join(set_explicitly)} "
                          f"would have no effect; give one or the other.")
-    flags = {switch.field: switch for switch in POSTPROCESSING_SWITCHES}
-    for step, dependent in NO_EFFECT_PAIRS:
-        off, needed = flags[step], flags[dependent]
-        if off.flag in set_explicitly and needed.flag in set_explicitly and not getattr(chosen, step):
+    for step, dependent in NO_EFFECT_PAIRS:  # the defaults keep every step on: only a typed flag turns one off
+        off, needed = SWITCH_BY_FIELD[step], SWITCH_BY_FIELD[dependent]
+        if needed.flag in set_explicitly and _has_no_effect(chosen, dependent):
             said = off.flag if off.kind == "off" else f"{off.flag} 0"
             raise InputError(f"{said} turns off the step that {needed.flag} sets, so {needed.flag} would have no "
                              f"effect; give one or the other.")

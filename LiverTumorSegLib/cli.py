@@ -144,11 +144,13 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
     """Under ``torchrun`` (WORLD_SIZE > 1), the message for a collective call that failed because another rank
     stopped (its own error, printed by that rank, is the one to read); None otherwise. Such a rank said
     "internal error ... please report it" beside the real error."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not isinstance(exc, RuntimeError):
+    from .training.distributed import env_rank, env_world_size
+
+    if env_world_size() <= 1 or not isinstance(exc, RuntimeError):
         return None
     if not any(words in str(exc) for words in PEER_FAILURE_WORDS):
         return None
-    return (f"training process {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE')} stopped because "
+    return (f"training process {env_rank()} of {env_world_size()} stopped because "
             f"another one did; that process's error (printed above) says why.")
 
 

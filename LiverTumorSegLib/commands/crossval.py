@@ -6,7 +6,6 @@ Trains every fold into ``OUT_DIR/fold_<i>.safetensors`` and writes ``OUT_DIR/cro
 mean liver/tumor Dice) and ``OUT_DIR/crossval.json``. Here ``-o`` is a folder.
 """
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.crossval import run_crossval
+    from ..training.distributed import env_rank
 
     if getattr(args, "fold", None) not in (None, 0):
         raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.updated({"folds": 4, "fold": 0})
     out_dir = config.output
     table = run_crossval(config.updated({"output": ""}), out_dir, command=command_line())
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 prints (and wrote) the table
+    if env_rank() != 0:  # under torchrun: rank 0 prints (and wrote) the table
         return 0
     print(f"{'fold':<8} {'liver Dice':>10} {'tumor Dice':>10}")
     for row in table:

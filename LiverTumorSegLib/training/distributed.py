@@ -27,13 +27,19 @@ class DistInfo:
 
 
 def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """The number of processes torchrun started (``WORLD_SIZE``; 1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def env_rank() -> int:
+    """This process's rank under torchrun (``RANK``; 0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group described by the environment (no-op for a single process)."""
     world = env_world_size()
-    rank = int(os.environ.get("RANK", "0"))
+    rank = env_rank()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
         return DistInfo()

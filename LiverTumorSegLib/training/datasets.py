@@ -172,6 +172,21 @@ NNUNET_CHANNEL_RE = r"_(\d{4})(\.nii(?:\.gz)?)$"
 """nnU-Net v2's image naming in imagesTr: ``CASE_XXXX.nii.gz`` with XXXX the channel (0000 for CT)."""
 
 
+def _read_dataset_json(root: Path) -> Dict[str, Any]:
+    """The MSD / nnU-Net ``dataset.json`` of ``root`` as a dict ({} when there is none); InputError when it is not
+    a JSON object."""
+    manifest = root / "dataset.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise InputError(f"'{manifest}' must hold a JSON object (MSD / nnU-Net dataset.json).")
+    return info
+
+
 def _discover_msd(root: Path) -> List[Case]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir() or not labels_dir.is_dir():
@@ -179,14 +194,7 @@ def _discover_msd(root: Path) -> List[Case]:
                          f"(found imagesTr: {images_dir.is_dir()}, labelsTr: {labels_dir.is_dir()}).")
     pairs: List[Tuple[Path, Path]] = []
     manifest = root / "dataset.json"
-    info: Dict[str, Any] = {}
-    if manifest.is_file():
-        try:
-            info = json.loads(manifest.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
-        if not isinstance(info, dict):
-            raise InputError(f"'{manifest}' must hold a JSON object (MSD / nnU-Net dataset.json).")
+    info = _read_dataset_json(root)
     if "training" in info:  # MSD: the manifest lists the pairs (nnU-Net v2's dataset.json has no such list)
         training = info.get("training")
         if not isinstance(training, list):
@@ -258,11 +266,7 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
     root = Path(root)
     if label_map or not root.is_dir() or (fmt not in ("auto", "msd")) or not (root / "dataset.json").is_file():
         return
-    try:
-        info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-    except ValueError:
-        return  # discover_cases says so
-    labels = info.get("labels") if isinstance(info, dict) else None
+    labels = _read_dataset_json(root).get("labels")
     if not isinstance(labels, dict) or not labels:
         return
     names: Dict[int, List[str]] = {}

@@ -526,8 +526,9 @@ class Trainer:
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
                                         f"--overwrite to write the package again.")
+            payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
-            early.load((decode_json(payload, "state") or {}).get("early") or {})
+            early.load(payload["state"].get("early") or {})
             bad = early.bad_epochs
             if early.stopped and not cfg.overwrite:
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.

@@ -38,6 +38,7 @@ def time_forward(model, x, repeats: int, device: str, amp: bool) -> float:
 def main(argv: List[str] = None) -> None:
     import torch
 
+    from LiverTumorSegLib.errors import InputError
     from LiverTumorSegLib.models import available_models, build_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,7 +57,12 @@ def main(argv: List[str] = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    if "cuda" in devices and not torch.cuda.is_available():
+        devices = [d for d in devices if d != "cuda"]
+        if not devices:  # before, an empty table under the header
+            raise InputError("--devices cuda, but this torch sees no CUDA GPU (torch.cuda.is_available() is "
+                             "False); time on the CPU with --devices cpu, or install a CUDA build of torch.")
+        print("note: no CUDA GPU visible to this torch; timing the CPU only.")
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, devices {devices}, "
           f"in_channels {args.in_channels}, float32{' (+AMP on CUDA)' if args.amp else ''}")
     if "cuda" in devices:

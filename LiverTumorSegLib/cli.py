@@ -144,7 +144,7 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
     """Under ``torchrun`` (WORLD_SIZE > 1), the message for a collective call that failed because another rank
     stopped (its own error, printed by that rank, is the one to read); None otherwise. Such a rank said
     "internal error ... please report it" beside the real error."""
-    from .training.distributed import env_rank, env_world_size
+    from .training.launch_env import env_rank, env_world_size
 
     if env_world_size() <= 1 or not isinstance(exc, RuntimeError):
         return None
@@ -152,6 +152,18 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
         return None
     return (f"training process {env_rank()} of {env_world_size()} stopped because "
             f"another one did; that process's error (printed above) says why.")
+
+
+def terminated_text() -> str:
+    """What a command stopped by SIGTERM prints. Under ``torchrun`` the agent sends SIGTERM to every process
+    when one of them fails, so there it names the process and points at the failed one's error."""
+    from .training.launch_env import env_rank, env_world_size
+
+    if env_world_size() > 1:
+        return (f"training process {env_rank()} of {env_world_size()} terminated (SIGTERM), usually by torchrun "
+                f"because another process failed (its error, printed above, says why); unfinished output files "
+                f"were removed")
+    return "terminated (SIGTERM); unfinished output files were removed"
 
 
 def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -238,7 +250,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
-        print("error: terminated (SIGTERM); unfinished output files were removed", file=sys.stderr)
+        print(f"error: {terminated_text()}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

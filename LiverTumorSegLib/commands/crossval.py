@@ -29,7 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.crossval import run_crossval
-    from ..training.distributed import env_rank
+    from ..training.launch_env import env_rank
 
     if getattr(args, "fold", None) not in (None, 0):
         raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")

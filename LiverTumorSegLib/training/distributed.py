@@ -2,12 +2,13 @@
 ``MASTER_ADDR``, ``MASTER_PORT``): NCCL on CUDA, Gloo on CPU. Without those variables training runs as a
 single process (rank 0 of 1). No process management here: launch with ``torchrun``.
 """
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from .launch_env import env_local_rank, env_rank, env_world_size
 
 
 @dataclass
@@ -26,21 +27,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def env_world_size() -> int:
-    """The number of processes torchrun started (``WORLD_SIZE``; 1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def env_rank() -> int:
-    """This process's rank under torchrun (``RANK``; 0 outside torchrun)."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group described by the environment (no-op for a single process)."""
     world = env_world_size()
     rank = env_rank()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local = env_local_rank()
     if world <= 1:
         return DistInfo()
     if dist.is_available() and dist.is_initialized():

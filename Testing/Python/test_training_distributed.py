@@ -61,3 +61,33 @@ def test_a_rank_whose_peer_stopped_says_so_instead_of_internal_error(monkeypatch
     assert "training process 1 of 2 stopped because another one did" in peer_process_failure_text(gloo)
     assert peer_process_failure_text(RuntimeError("shape mismatch")) is None
     assert peer_process_failure_text(ValueError("Connection closed by peer")) is None
+
+
+def test_a_rank_terminated_by_torchrun_points_at_the_failed_one(monkeypatch):
+    """torchrun sends SIGTERM to every process when one fails; each printed only 'terminated (SIGTERM)', as if
+    a user had stopped the run."""
+    from LiverTumorSegLib.cli import terminated_text
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert terminated_text() == "terminated (SIGTERM); unfinished output files were removed"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    text = terminated_text()
+    assert text.startswith("training process 3 of 4 terminated (SIGTERM), usually by torchrun because another "
+                           "process failed"), text
+    monkeypatch.setenv("WORLD_SIZE", "")  # an empty variable is one process, as init_distributed reads it
+    assert terminated_text().startswith("terminated (SIGTERM)")
+
+
+def test_torchrun_environment_is_read_without_importing_torch():
+    """The command line words its SIGTERM and peer-failure messages from the torchrun variables; reading them
+    must not import torch (a SIGTERM before torch loaded would wait seconds for it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from LiverTumorSegLib.training.launch_env import env_rank, env_world_size; "
+            "from LiverTumorSegLib.cli import terminated_text; terminated_text(); "
+            "print(env_rank(), env_world_size(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "1"}).stdout.split()
+    assert out == ["1", "2", "False"], out

@@ -156,13 +156,13 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
 
 def terminated_text() -> str:
     """What a command stopped by SIGTERM prints. Under ``torchrun`` the agent sends SIGTERM to every process
-    when one of them fails, so there it names the process and points at the failed one's error."""
+    after Ctrl-C or when one of them fails, so there it names the process and both causes."""
     from .training.launch_env import env_rank, env_world_size
 
     if env_world_size() > 1:
-        return (f"training process {env_rank()} of {env_world_size()} terminated (SIGTERM), usually by torchrun "
-                f"because another process failed (its error, printed above, says why); unfinished output files "
-                f"were removed")
+        return (f"training process {env_rank()} of {env_world_size()} terminated (SIGTERM); torchrun sends it to "
+                f"every process when the run is interrupted (Ctrl-C) or one process failed (that process's error, "
+                f"printed above, says why); unfinished output files were removed")
     return "terminated (SIGTERM); unfinished output files were removed"
 
 

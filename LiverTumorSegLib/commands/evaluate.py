@@ -1,10 +1,11 @@
 """livertumorseg evaluate: compare predicted label maps with reference label maps (LiTS metrics).
 
---pred and --ref are two files (one case) or two folders. Label maps: NIfTI, NRRD, MetaImage, or a Slicer
+--pred and --ref are two files (one case) or two folders. Label maps: NIfTI, NRRD (.nrrd, or a .nhdr header
+beside its data file), MetaImage, or a Slicer
 segmentation (.seg.nrrd, as `segment` writes it: segments "Liver" and "Liver tumor" -> labels 1 and 2).
 
 Pairing in folders: each file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd,
-.nii.gz, .nii, .nrrd, .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set
+.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set
 test-segmentation- and test-volume-, prediction-, pred-,
 pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
 suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
@@ -18,7 +19,8 @@ matches.
 
 Optional inputs matched the same way: --prob: a float probability map of --prob-structure (tumor by
 default) per case, on the reference grid, for ROC curves and AUC (floats in [0, 1], or integers 0..255 =
-255 x probability as `segment --probabilities` writes); --images: the CT per case, used as background of
+255 x probability as `segment --probabilities` writes; an untagged integer map of only 0, 1 and 2 is refused as
+a label map); --images: the CT per case, used as background of
 the overlay PNGs (without it the outlines are drawn on black).
 
 Tumor Dice of a case whose prediction and reference both hold no tumor is 1.0 (the LiTS per-case
@@ -31,7 +33,8 @@ detection precision/recall, tumor burden errors, settings, unmatched cases, pool
 plots when there are 2 or more cases, ROC curve, overlays of the best and worst case). Every input is read
 and checked before the first output is written, and the outputs are written into a hidden staging folder
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
---overwrite: the previous results intact).
+--overwrite: the previous results intact). With --overwrite, an earlier run's pictures this run did not draw
+(overlays of other cases) are removed from plots/; other files there are left alone.
 """
 import argparse
 import contextlib
@@ -47,7 +50,7 @@ from ..io.probability import probability_scores  # noqa: F401 - imported from he
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
 CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label",
                  "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",
@@ -356,6 +359,18 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
             for o in overlays]
 
 
+PLOT_NAME_PATTERNS = ("boxplots.png", "roc_tumor.png", "roc_liver.png", "overlay_best_*.png", "overlay_worst_*.png")
+"""The names of the pictures evaluate draws in ``OUT_DIR/plots``."""
+
+
+def is_evaluate_plot_name(name: str) -> bool:
+    """Whether ``name`` is one evaluate gives a picture (:data:`PLOT_NAME_PATTERNS`): only those are removed as
+    an earlier run's stale plots."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in PLOT_NAME_PATTERNS)
+
+
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
@@ -383,7 +398,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         placed = set(move_all_or_none(moves))
         plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
         for old in (plots.glob("*.png") if plots.is_dir() else []):
-            if old not in placed:
+            if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay
                 old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -426,6 +441,7 @@ def evaluate_folders(args) -> Dict[str, object]:
 
     rows = []
     roc = RocAccumulator() if probs else None
+    roc_cases = 0  # cases with a probability map: those the pooled ROC holds
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
@@ -433,6 +449,7 @@ def evaluate_folders(args) -> Dict[str, object]:
                             probabilities=prob, prob_structure=args.prob_structure)
         if prob is not None:
             roc.add(prob, structure_mask(ref.array, args.prob_structure))
+            roc_cases += 1
         rows.append(row)
         if not getattr(args, "no_progress", False):
             log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,
@@ -449,7 +466,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
     curve = roc.curve() if roc is not None else None
     if curve is not None:
-        summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, **curve.to_dict())
+        summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, n_cases=roc_cases,
+                                     **curve.to_dict())
     notes = []
     with _staged_outputs(out_dir) as staged:
         written = [write_case_table(rows, staged["table"], overwrite=True),
@@ -467,7 +485,7 @@ def evaluate_folders(args) -> Dict[str, object]:
                             "true-positive rate is undefined.", args.prob_structure)
             if curve is not None and math.isfinite(curve.auc):
                 written.append(plot_roc_curve(curve, staged["plots"] / f"roc_{args.prob_structure}.png",
-                                              title=f"ROC, {args.prob_structure} voxels, {len(rows)} case(s)",
+                                              title=f"ROC, {args.prob_structure} voxels, {roc_cases} case(s)",
                                               overwrite=True))
             written.extend(_write_overlays(overlays, staged["plots"], True))
         written = [out_dir / Path(p).relative_to(staged["table"].parent) for p in written]

@@ -11,7 +11,7 @@ def probability_scores(array, path, content: str = "") -> "object":
     (a hard map, or a float map of whole numbers that the reader stored as integers) as they are. A tagged map
     whose largest value is 1 (a confident tumor-free case) was read as probability 1.0 there, which put its
     background above every tumor of the other cases in a pooled ROC. Values outside those ranges, NaN or Inf
-    raise InputError."""
+    raise InputError, as does an untagged integer map of only 0, 1 and 2 (a label map given as probabilities)."""
     import numpy as np
 
     from .formats import PROBABILITY_255_CONTENT
@@ -24,7 +24,15 @@ def probability_scores(array, path, content: str = "") -> "object":
         if low < 0 or high > 255:
             raise InputError(f"Probability map '{path}' holds integers {low:g}..{high:g}; expected 0..1 floats "
                              f"or 0..255 (255 x probability, as `segment --probabilities` writes).")
-        return array.astype(np.float32) / (255.0 if high > 1 or content == PROBABILITY_255_CONTENT else 1.0)
+        tagged = content == PROBABILITY_255_CONTENT
+        if not tagged and high == 2:  # values 0..2 only
+            raise InputError(f"Probability map '{path}' holds only the integers 0, 1 and 2 and no tag saying it is "
+                             f"255 x probability (segment --probabilities writes that tag): it looks like a label "
+                             f"map (0 background, 1 liver, 2 tumor), whose ROC would say nothing. Give the "
+                             f"probability map written with the prediction (segment --probabilities); a map of "
+                             f"another tool whose probabilities are all below 1 %, stored as 255 x p, must be "
+                             f"stored as floats in [0, 1].")
+        return array.astype(np.float32) / (255.0 if high > 1 or tagged else 1.0)
     if not (np.isfinite(low) and np.isfinite(high)):  # min/max of an array holding NaN is NaN: count them
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"Probability map '{path}' holds {bad} NaN/Inf voxel(s) of {array.size}; probabilities "

@@ -401,3 +401,94 @@ def test_a_probability_map_and_ct_on_the_predictions_axis_order_are_reoriented_l
     row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
     assert float(row["roc_auc_tumor"]) == pytest.approx(1.0) and float(row["dice_tumor"]) == 1.0
     assert "overlay without CT" not in caplog.text
+
+
+def test_overwrite_removes_only_pictures_evaluate_draws(tmp_path, capsys):
+    """--overwrite removed every PNG in OUT_DIR/plots that this run did not draw, a user's own figure too."""
+    for name in ("a.nii.gz", "b.nii.gz"):
+        _case(tmp_path / "ref", name)
+        _case(tmp_path / "pred", name)
+    plots = tmp_path / "out" / "plots"
+    plots.mkdir(parents=True)
+    (plots / "my_figure.png").write_bytes(b"mine")
+    (plots / "overlay_best_gone.png").write_bytes(b"an earlier run's overlay of a case not evaluated now")
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-surface", "--overwrite")
+    assert code == 0, capsys.readouterr().err
+    names = sorted(p.name for p in plots.iterdir())
+    assert "my_figure.png" in names and (plots / "my_figure.png").read_bytes() == b"mine"
+    assert "overlay_best_gone.png" not in names and "boxplots.png" in names
+
+
+def test_roc_counts_the_cases_with_a_probability_map(tmp_path, capsys):
+    """The ROC title said '3 case(s)' when one of three cases had a probability map."""
+    import json
+
+    from LiverTumorSegLib.io import write_probability_map
+
+    phantoms = {}
+    for index, name in enumerate(("a", "b", "c")):
+        phantoms[name] = _case(tmp_path / "ref", f"{name}.nii.gz", seed=index)
+        _case(tmp_path / "pred", f"{name}.nii.gz", seed=index)
+    (tmp_path / "prob").mkdir()
+    labels = phantoms["a"].labels
+    probability = np.where(labels == 2, 230, 25).astype(np.uint8)  # 255 x p, as segment --probabilities writes
+    write_probability_map(tmp_path / "prob" / "a.nii.gz", probability, phantoms["a"].ct.geometry)
+    titles = []
+    import LiverTumorSegLib.metrics.report as report
+
+    original = report.plot_roc_curve
+
+    def spy(curve, path, title="", **kwargs):
+        titles.append(title)
+        return original(curve, path, title=title, **kwargs)
+
+    report.plot_roc_curve = spy
+    try:
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--prob", tmp_path / "prob",
+                         "-o", tmp_path / "out", "--no-surface")
+    finally:
+        report.plot_roc_curve = original
+    assert code == 0, capsys.readouterr().err
+    assert titles == ["ROC, tumor voxels, 1 case(s)"], titles
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["roc_pooled"]["n_cases"] == 1
+
+
+def test_a_label_map_given_as_probabilities_is_refused(tmp_path, capsys):
+    """A 0/1/2 prediction given to --prob was scored as probabilities 0, 1/255, 2/255 with exit 0."""
+    phantom = _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    _case(tmp_path / "prob", "a_seg.nii.gz")
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--prob", tmp_path / "prob",
+                     "-o", tmp_path / "out", "--no-surface")
+    err = capsys.readouterr().err
+    assert code == 2 and "holds only the integers 0, 1 and 2" in err and "label map" in err, err
+    assert not (tmp_path / "out").exists()
+    from LiverTumorSegLib.io.formats import PROBABILITY_255_CONTENT
+    from LiverTumorSegLib.io.probability import probability_scores
+
+    tagged = probability_scores(phantom.labels, "p.nii.gz", PROBABILITY_255_CONTENT)  # segment's own map: 2/255
+    assert float(tagged.max()) == pytest.approx(2 / 255)
+    assert float(probability_scores(np.array([0, 1, 3], np.uint8), "p").max()) == pytest.approx(3 / 255)
+
+
+def test_nrrd_detached_headers_are_cases_in_folders(tmp_path, capsys):
+    """A .nhdr label map was read as a single file but left out of a folder ('No case name matches')."""
+    import SimpleITK as sitk
+
+    for name in ("a", "b"):
+        phantom = _case(tmp_path / "ref", f"{name}.nii.gz")
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        image = sitk.GetImageFromArray(phantom.labels)
+        sitk.WriteImage(image, str(tmp_path / "ref" / "tmp.nrrd"))  # the reference's grid, via a NIfTI round trip
+        reference = sitk.ReadImage(str(tmp_path / "ref" / f"{name}.nii.gz"))
+        image.CopyInformation(reference)
+        sitk.WriteImage(image, str(tmp_path / "pred" / f"{name}.nhdr"))
+        (tmp_path / "ref" / "tmp.nrrd").unlink()
+    assert sorted(p.suffix for p in (tmp_path / "pred").iterdir()) == [".nhdr", ".nhdr", ".raw", ".raw"]
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-surface", "--no-plots")
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert [(r["case"], float(r["dice_liver"])) for r in rows] == [("a", 1.0), ("b", 1.0)]

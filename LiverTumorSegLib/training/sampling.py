@@ -2,7 +2,9 @@
 
 A training sample (see ARCHITECTURE.md, "Training contract"):
 centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` and labels ``(T, H, W)``
--> region crop ``(T, R, R)``, ``R = 1.75 P``, centred on a random liver pixel (or any pixel) -> synthetic lesions (HU) -> augmentation -> centred crop ``(P, P)`` ->
+-> region crop ``(T, R, R)``, ``R >= 1.75 P``, around the ``P x P`` box centred on a random liver pixel (or any
+pixel; the box moved inward only as far as it takes to keep it inside the image) -> synthetic lesions (HU) ->
+augmentation -> centred crop ``(P, P)`` with a small jitter ->
 ``intensity_channels`` -> slice-major stacking -> ``x (C, P, P)`` float32, ``y (P, P)`` int64 (centre label).
 
 Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches
@@ -61,6 +63,15 @@ def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_
     if w < patch:
         x0 = -((patch - w) // 2)
     return y0, x0
+
+
+def jittered_start(start: int, size: int, patch: int, jitter: int, rng: np.random.Generator) -> int:
+    """``start`` (a patch's first pixel along an axis of ``size`` pixels) moved by a random ``-jitter..jitter``
+    pixels and kept inside the image when the patch fits in it; unchanged when the patch spans the whole axis
+    (shifted, it cut off part of the slice for fill)."""
+    if patch >= size or jitter <= 0:
+        return start
+    return min(max(start + int(rng.integers(-jitter, jitter + 1)), 0), size - patch)
 
 
 def crop_with_padding(arr: np.ndarray, y0: int, x0: int, patch: int, fill: float) -> np.ndarray:
@@ -141,8 +152,8 @@ class PatchDataset:
         # histogram scaling, z-score and equalization from the whole slices, as inference computes them: on the
         # patch alone the network saw inputs up to 8.7 apart from inference's (zscore_body)
         statistics = self._slice_statistics(case, idx, hu)
-        # work region around a liver-biased centre: lesions and augmentation only touch it. At least 1.75 x the
-        # patch, and large enough that the drawn rotation/zoom/shift read only real pixels for the final patch
+        # work region around the patch (the patch is cut from its centre): lesions and augmentation only touch
+        # it. At least 1.75 x the patch, and large enough that the drawn rotation/zoom/shift read only real pixels for the final patch
         # (a zoom of 0.6 with rotation reads up to ~1.8 x as far out: with a fixed 1.75 x region about 22 % of the
         # v2 recipe's draws read past it, into the region's -1024 HU fill)
         base = int(np.ceil(1.75 * self.patch_size))
@@ -153,10 +164,17 @@ class PatchDataset:
         pixel_mm = float(np.mean(case.spacing_zyx[1:]))
         if self.augmenter is not None and hasattr(self.augmenter, "draw_spatial"):
             spatial = self.augmenter.draw_spatial(rng, (base, base))
-            reach = self.augmenter.source_reach_px(spatial, 0.5 * self.patch_size + jitter, pixel_spacing_mm=pixel_mm)
+            reach = self.augmenter.source_reach_px(spatial, 0.5 * self.patch_size, pixel_spacing_mm=pixel_mm)
             region = max(base, 2 * int(np.ceil(reach)) + 3)
-        y0, x0 = crop_box(labels[self.context], base, rng, self.liver_slice_fraction)
-        y0, x0 = y0 - (region - base) // 2, x0 - (region - base) // 2  # the same centre, a larger extent
+        # the patch's own box (centred on the drawn pixel, kept inside the image when it fits), then the region
+        # around it: the region's box was drawn before, and keeping the 1.75 P region inside the image held every
+        # patch centre 0.875 P from the edges (on a 224 x 256 px slice every 160 px patch sat at the image centre,
+        # wherever the liver was); the region may now reach past the image, into pad_hu
+        y0, x0 = crop_box(labels[self.context], self.patch_size, rng, self.liver_slice_fraction)
+        # a small jitter, within the image where the patch fits; none along an axis the patch spans whole: there
+        # the patch is the slice, as inference sees it (CLAHE and filter edges included)
+        y0, x0 = (jittered_start(start, n, self.patch_size, jitter, rng) for start, n in zip((y0, x0), hu.shape[1:]))
+        y0, x0 = y0 - (region - self.patch_size) // 2, x0 - (region - self.patch_size) // 2
         hu = crop_with_padding(hu, y0, x0, region, self.pad_hu)
         labels = crop_with_padding(labels, y0, x0, region, 0)
         if self.lesion_inserter is not None:
@@ -164,8 +182,7 @@ class PatchDataset:
         if self.augmenter is not None:
             hu, labels = self.augmenter(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_mm) \
                 if spatial is not None else self.augmenter(hu, labels, rng)
-        oy, ox = ((region - self.patch_size) // 2 + rng.integers(-jitter, jitter + 1, size=2)) if jitter else (
-            (region - self.patch_size) // 2, (region - self.patch_size) // 2)
+        oy = ox = (region - self.patch_size) // 2
         hu = np.ascontiguousarray(hu[:, oy:oy + self.patch_size, ox:ox + self.patch_size], dtype=np.float32)
         label = np.ascontiguousarray(labels[self.context, oy:oy + self.patch_size, ox:ox + self.patch_size],
                                      dtype=np.uint8)

@@ -601,3 +601,62 @@ def test_a_slice_cache_entry_is_rebuilt_for_new_content_and_for_a_stricter_run(t
     build_slice_cache([case], preprocessor, tmp_path / "cache", allow_non_hu=True)
     with pytest.raises(InputError, match="Hounsfield"):
         build_slice_cache([case], preprocessor, tmp_path / "cache")
+
+
+def test_patches_hold_the_drawn_liver_also_near_the_image_edge(tmp_path):
+    """The 1.75 P work region was clamped into the image before the patch was cut from its centre, so a patch
+    centre could never come within 0.875 P of the image edge: a liver at the edge of the slice was left out of
+    most patches drawn 'centred on a liver pixel' (on a 224 x 256 px slice every 160 px patch sat at the centre)."""
+    from LiverTumorSegLib.training.sampling import PatchDataset
+
+    size, patch = 300, 64
+    np.save(tmp_path / "hu.npy", np.full((3, size, size), 40.0, np.float32))
+    labels = np.zeros((3, size, size), np.uint8)
+    labels[:, 20:30, 20:30] = 1  # 100 liver pixels in the corner of the slice
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (3.0, 1.5, 1.5),
+                      (3.0, 1.5, 1.5), [0, 1, 2], [], 3)
+
+    class Preprocessor:
+        config = type("C", (), {"context_slices": 1})()
+
+        def slice_statistics(self, hu, spacing_yx):
+            return None
+
+    dataset = PatchDataset([case], Preprocessor(), patch_size=patch, seed=0, liver_slice_fraction=1.0)
+    liver_in_patch = [int(np.count_nonzero(dataset.sample_arrays(i)[1])) for i in range(60)]
+    # the patch box is [0, 64) moved by at most (112 - 64) // 4 = 12 px of jitter: the whole block is inside
+    assert liver_in_patch == [100] * 60, liver_in_patch
+
+
+def test_a_patch_the_size_of_the_slice_is_the_slice(tmp_path):
+    """README's advice for CLAHE and filter presets is --patch-size = the slice size, so that training computes
+    them on what inference sees; the patch was still shifted by up to (1.75 P - P) // 4 px, cutting off part of
+    the slice for -1024 HU fill (CLAHE up to 0.16 apart from inference's). Along an axis the patch spans whole
+    there is no jitter; along a longer axis there still is."""
+    from LiverTumorSegLib.training.sampling import PatchDataset
+
+    rng = np.random.default_rng(0)
+    hu = rng.normal(40.0, 30.0, (4, 48, 80)).astype(np.float32)
+    np.save(tmp_path / "hu.npy", hu)
+    labels = np.zeros((4, 48, 80), np.uint8)
+    labels[:, 10:30, 30:60] = 1
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (3.0, 1.0, 1.0),
+                      (3.0, 1.0, 1.0), [0, 1, 2, 3], [], 4)
+
+    class Preprocessor:
+        config = type("C", (), {"context_slices": 0})()
+
+        def slice_statistics(self, hu, spacing_yx):
+            return None
+
+    dataset = PatchDataset([case], Preprocessor(), patch_size=48, seed=0, liver_slice_fraction=1.0)
+    offsets = set()
+    for index in range(30):
+        patch, _ = dataset.sample_arrays(index)
+        found = [(z, x0) for z in range(4) for x0 in range(80 - 48 + 1)
+                 if np.array_equal(patch[0], hu[z, :, x0:x0 + 48])]
+        assert found, f"sample {index}: not a whole-height window of a slice"  # no rows cut off or filled
+        offsets.add(found[0][1])
+    assert len(offsets) > 3  # along x (80 px) the patch still moves

@@ -97,6 +97,11 @@ class AugmentationConfig(JsonDataclassMixin):
         if self.liver_field_amplitude_hu[0] < 0:
             raise InputError("AugmentationConfig.liver_field_amplitude_hu = %r: the largest change is a size in HU, "
                              ">= 0 (the field takes both signs)." % (self.liver_field_amplitude_hu,))
+        for name in ("elastic_magnitude_mm", "tumor_shift_fraction", "blur_sigma_px", "noise_std_hu"):
+            if getattr(self, name)[0] < 0:  # a negative noise std failed inside the DataLoader; a negative
+                # blur sigma silently meant no blur
+                raise InputError("AugmentationConfig.%s = %r must be >= 0 (a size, not a signed change)."
+                                 % (name, getattr(self, name)))
         for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))

@@ -96,6 +96,21 @@ class LesionConfig(JsonDataclassMixin):
         if self.count_range[0] < 0 or self.diameter_range_mm[0] <= 0:
             raise InputError("LesionConfig: count_range must be >= 0 and diameter_range_mm > 0 mm (got %r, %r)."
                              % (self.count_range, self.diameter_range_mm))
+        for name in ("margin_softness_mm", "rim_width_mm", "heterogeneity_scale_mm", "vessel_radius_mm",
+                     "vessel_length_mm"):
+            if getattr(self, name)[0] <= 0:  # a negative edge width turned the lesion inside out
+                raise InputError("LesionConfig.%s = %r must be > 0 mm." % (name, getattr(self, name)))
+        for name in ("irregularity_range", "hypo_contrast_hu", "hyper_contrast_hu", "necrosis_extra_hu",
+                     "necrosis_fraction", "rim_contrast_hu", "texture_noise_factor", "heterogeneity_hu",
+                     "vessel_count_range", "vessel_contrast_hu"):
+            if getattr(self, name)[0] < 0:  # contrasts are sizes: hypo- and hyperdense say the sign
+                raise InputError("LesionConfig.%s = %r must be >= 0." % (name, getattr(self, name)))
+        if self.necrosis_fraction[1] > 1.0:
+            raise InputError("LesionConfig.necrosis_fraction = %r: the necrotic radius is a fraction of the "
+                             "lesion's, at most 1." % (self.necrosis_fraction,))
+        for name in ("local_radius_mm", "necrosis_min_diameter_mm", "z_offset_fraction", "min_liver_voxels"):
+            if getattr(self, name) < 0:
+                raise InputError("LesionConfig.%s = %r must be >= 0." % (name, getattr(self, name)))
         if self.anisotropy < 1.0:
             raise InputError("LesionConfig.anisotropy = %r must be >= 1 (1 = sphere)." % self.anisotropy)
         if self.anchor not in ("middle_slice", "any"):

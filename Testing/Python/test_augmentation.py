@@ -275,3 +275,39 @@ def test_noise_grain_in_the_augmenter_is_drawn_only_when_asked():
     assert abs(_lag1_correlation(out - 50.0, 2)) < 0.03
     with pytest.raises(InputError, match="noise_grain_px"):
         _only(noise_grain_px=(0.0, 1.0))
+
+
+def test_nested_options_take_their_defaults_types_and_ranges():
+    """The nested augmentation / lesion options of a YAML recipe: numbers PyYAML reads as text ('5e-1') were
+    stored as text and failed at the first sample, after caching; negative sizes (noise std, blur sigma, edge
+    width) and inf/NaN passed the check and failed later or silently changed the data; the text "false" for a
+    true/false option meant true."""
+    import math
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    config = AugmentationConfig.from_dict({"noise_probability": "5e-1", "zoom_range": ["0.8", 1.25]})
+    assert config.noise_probability == 0.5 and config.zoom_range == (0.8, 1.25)
+    lesions = LesionConfig.from_dict({"probability": "8e-1", "count_range": [1, "3"]})
+    assert lesions.probability == 0.8 and lesions.count_range == (1, 3) and isinstance(lesions.count_range[1], int)
+    assert AugmentationConfig(liver_target_hu_range=None).liver_target_hu_range is None  # Optional: None is fine
+    refused = [
+        (AugmentationConfig, {"noise_std_hu": [-5, -1]}, "noise_std_hu"),
+        (AugmentationConfig, {"blur_sigma_px": [-1, -1]}, "blur_sigma_px"),
+        (AugmentationConfig, {"zoom_anisotropy": math.inf}, "zoom_anisotropy"),
+        (AugmentationConfig, {"zoom_anisotropy": "1.2x"}, "zoom_anisotropy"),
+        (AugmentationConfig, {"fill_hu": math.nan}, "fill_hu"),
+        (AugmentationConfig, {"noise_std_hu": None}, "noise_std_hu"),
+        (LesionConfig, {"margin_softness_mm": [-2, -1]}, "margin_softness_mm"),
+        (LesionConfig, {"diameter_range_mm": [5, math.inf]}, "diameter_range_mm"),
+        (LesionConfig, {"hypo_contrast_hu": [math.nan, 40]}, "hypo_contrast_hu"),
+        (LesionConfig, {"allow_boundary_touching": "false"}, "allow_boundary_touching"),
+        (LesionConfig, {"count_range": [1, 2.5]}, "count_range"),
+        (LesionConfig, {"count_range": [1, 2, 3]}, "count_range"),
+        (LesionConfig, {"necrosis_fraction": [0.5, 1.5]}, "necrosis_fraction"),
+        (LesionConfig, {"vessel_count_range": [-1, 2]}, "vessel_count_range"),
+    ]
+    for cls, values, name in refused:
+        with pytest.raises(InputError, match=name):
+            cls.from_dict(values)

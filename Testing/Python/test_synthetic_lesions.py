@@ -301,3 +301,12 @@ def test_local_liver_stats_measure_strongly_correlated_noise(rho):
     # correlation lengths per 80-pixel window); the capped estimate read 0.63
     assert noise == pytest.approx(float(hu.std()), rel=0.12)
     assert rhos[1] == pytest.approx(rho, abs=0.03) and rhos[2] == pytest.approx(rho, abs=0.03)
+
+
+def test_text_numbers_in_a_recipe_draw_lesions_like_numbers():
+    """'8e-1' (text, as PyYAML reads it) for the lesion probability failed with a TypeError at the first sample."""
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    as_text = LesionConfig.from_dict({"probability": "8e-1", "diameter_range_mm": ["10", "20"]})
+    as_numbers = LesionConfig.from_dict({"probability": 0.8, "diameter_range_mm": [10, 20]})
+    assert as_text == as_numbers

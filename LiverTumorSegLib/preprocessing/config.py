@@ -17,9 +17,10 @@ fixed bins, zscore, equalization) depend on the field of view: training gives ea
 statistics (``SlicePreprocessor.slice_statistics``), except for CLAHE.
 
 Settings beyond any use are refused when read (a package, a ``--config`` file, a training preprocessing file),
-not found out as a hang or an out-of-memory hours later: window width >= 1 HU, ``n_bins`` <= 65536,
-``median_size`` <= 15 px, ``gaussian_sigma_mm`` <= 20 mm, ``clahe_tiles`` <= 64, ``crop_margin_mm`` <= 1000 mm,
-``pad_hu`` and ``body_threshold_hu`` within +-10000 HU (the ``MAX_*`` constants below).
+not found out as a hang or an out-of-memory hours later: window width 1..20000 HU and level, fixed histogram
+bins, ``pad_hu`` and ``body_threshold_hu`` within +-10000 HU, ``n_bins`` <= 65536,
+``median_size`` <= 15 px, ``gaussian_sigma_mm`` <= 20 mm, ``clahe_tiles`` <= 64, ``crop_margin_mm`` <= 1000 mm
+(the ``MAX_*`` constants below).
 """
 import copy
 import json
@@ -76,8 +77,11 @@ MAX_MEDIAN_SIZE = 15           # pixels; the papers use 3-5; 1001 took ~2 h per 
 MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: days per CT, a constant channel)
 MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
+MAX_WINDOW_WIDTH_HU = 20000.0  # HU_SETTING_RANGE's span; a width of 1e39 overflowed float32 (a constant channel,
+# NaN at 1e300)
 MAX_CROP_MARGIN_MM = 1000.0
-HU_SETTING_RANGE = (-10000.0, 10000.0)  # pad_hu, body_threshold_hu: beyond any CT value, and float32-safe
+HU_SETTING_RANGE = (-10000.0, 10000.0)  # window level, histogram bins, pad_hu, body_threshold_hu: beyond any CT
+# value, and float32-safe
 
 
 def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
@@ -110,8 +114,12 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
             level, width = resolve_window(preset, level, width)
         except InputError as exc:
             raise PreprocessingConfigError(f"{where}: {exc}") from None
-        if not width >= MIN_WINDOW_WIDTH_HU:
-            raise PreprocessingConfigError(f"{where} width must be >= {MIN_WINDOW_WIDTH_HU:g} HU, got {width}.")
+        if not MIN_WINDOW_WIDTH_HU <= width <= MAX_WINDOW_WIDTH_HU:
+            raise PreprocessingConfigError(f"{where} width must be from {MIN_WINDOW_WIDTH_HU:g} to "
+                                           f"{MAX_WINDOW_WIDTH_HU:g} HU, got {width}.")
+        if not HU_SETTING_RANGE[0] <= level <= HU_SETTING_RANGE[1]:
+            raise PreprocessingConfigError(f"{where} level must be from {HU_SETTING_RANGE[0]:g} to "
+                                           f"{HU_SETTING_RANGE[1]:g} HU, got {level}.")
         if preset is not None:
             out["preset"] = preset
         out["level"], out["width"] = level, width
@@ -122,6 +130,10 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
             if not isinstance(bins, (list, tuple)) or not bins:
                 raise PreprocessingConfigError(f"{where} bins must be a non-empty list of HU values.")
             bins = [_number(b, f"{where} bins value") for b in bins]
+            if not all(HU_SETTING_RANGE[0] <= b <= HU_SETTING_RANGE[1] for b in bins):
+                raise PreprocessingConfigError(f"{where} bins must lie from {HU_SETTING_RANGE[0]:g} to "
+                                               f"{HU_SETTING_RANGE[1]:g} HU (beyond any CT value), got "
+                                               f"{min(bins):g}..{max(bins):g}.")
             if any(b2 < b1 for b1, b2 in zip(bins, bins[1:])):
                 raise PreprocessingConfigError(f"{where} bins must be sorted ascending.")
             out["bins"] = bins

@@ -22,7 +22,8 @@ from .preprocessor import SlicePreprocessor
 def choose_preview_slices(hu_zyx: np.ndarray, n_slices: int, labels_zyx: Optional[np.ndarray] = None,
                           body_threshold_hu: float = -500.0) -> List[int]:
     """``n_slices`` axial indices, evenly spaced inside the liver's z range (labels >= 1) if given,
-    else inside the range of slices where > 5 % of pixels are body (HU > threshold), else the volume."""
+    else inside the range of slices where > 5 % of pixels are body (HU > threshold), else the volume; every
+    slice of that range when it holds no more than ``n_slices``."""
     nz = hu_zyx.shape[0]
     lo, hi = 0, nz - 1
     zs = np.array([], dtype=np.int64)
@@ -33,8 +34,12 @@ def choose_preview_slices(hu_zyx: np.ndarray, n_slices: int, labels_zyx: Optiona
         zs = np.flatnonzero(frac > 0.05)
     if zs.size:
         lo, hi = int(zs[0]), int(zs[-1])
-    n = max(1, min(int(n_slices), nz))
-    picks = np.rint(lo + (hi - lo) * (np.arange(n) + 1) / (n + 1)).astype(int)
+    n = max(1, int(n_slices))
+    if n >= hi - lo + 1:  # as many as the range holds, or more: all of them
+        return list(range(lo, hi + 1))
+    picks = np.rint(lo + (hi - lo) * (np.arange(n) + 1) / (n + 1)).astype(int)  # away from the range's ends
+    if len(set(picks.tolist())) < n:  # too close together to stay apart: spread over the whole range instead
+        picks = np.rint(np.linspace(lo, hi, n)).astype(int)
     return sorted(set(int(p) for p in picks))
 
 

@@ -481,7 +481,7 @@ def test_config_takes_numpy_numbers_and_stores_python_ones():
     ({"median_size": 1001}, "median_size must be an integer from 0 to 15"),
     ({"gaussian_sigma_mm": 1e6}, "gaussian_sigma_mm must be from 0"),
     ({"clahe_tiles": 100000, "equalize": "clahe"}, "clahe_tiles must be an integer from 1 to 64"),
-    ({"channels": [{"kind": "window", "level": 40, "width": 1e-300}]}, "width must be >= 1 HU"),
+    ({"channels": [{"kind": "window", "level": 40, "width": 1e-300}]}, "width must be from 1 to 20000 HU"),
     ({"crop_margin_mm": 1e308}, "crop_margin_mm must be from 0 to 1000"),
     ({"pad_hu": 1e39}, "pad_hu must be from -10000 to 10000"),
 ], ids=["list-kind", "list-preset", "huge-bins", "huge-median", "huge-sigma", "huge-tiles", "tiny-width",
@@ -506,3 +506,21 @@ def test_clahe_keeps_tiles_of_several_pixels():
 def test_window_hu_refuses_a_width_whose_scale_overflows():
     with pytest.raises(InputError, match="Window width"):
         window_hu(np.array([-10.0, 40.0, 100.0]), 40.0, 1e-300)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"kind": "window", "level": 40, "width": 1e39}, "width must be from 1 to 20000 HU"),
+    ({"kind": "window", "level": 40, "width": 1e300}, "width must be from 1 to 20000 HU"),
+    ({"kind": "window", "level": 1e30, "width": 400}, "level must be from -10000 to 10000 HU"),
+    ({"kind": "hist_scaled", "bins": [-1e39, 1e39]}, "bins must lie from -10000 to 10000 HU"),
+])
+def test_a_config_window_or_bins_beyond_float32_is_refused_when_read(spec, words):
+    """A config (package, --config file) with width 1e39 gave a constant channel and 1e300 a NaN one, exit 0
+    (the float32 scale overflowed); the CLI's --window-width was capped for this, configs were not."""
+    from LiverTumorSegLib.preprocessing.config import normalize_channel
+
+    with pytest.raises(InputError, match=words):
+        normalize_channel(spec)
+    wide = normalize_channel({"kind": "window", "level": 40, "width": 20000})  # the widest still works:
+    x = window_hu(np.array([-1000.0, 40.0, 1000.0], np.float32), wide["level"], wide["width"])
+    np.testing.assert_allclose(x, [0.448, 0.5, 0.548], atol=1e-6)  # (hu - (40 - 10000)) / 20000

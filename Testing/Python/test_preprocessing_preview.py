@@ -114,3 +114,13 @@ def test_evaluate_overlay_title_gives_the_slice_s_position(tmp_path, monkeypatch
     labels[2, 4:12, 4:12] = 1
     plot_case_overlay(labels, labels, tmp_path / "o.png", slice_s_mm=[10.0, 12.5, 15.0, 17.5], title="case a")
     assert said[-1] == "case a\naxial slice at S 15.0 mm"
+
+
+def test_preview_shows_as_many_slices_as_asked_when_the_range_holds_them():
+    """--slices 4 and 5 on a 5-slice body range showed 3 slices (the picks left out both ends and merged)."""
+    hu = np.full((5, 8, 8), 40.0, np.float32)
+    assert [len(choose_preview_slices(hu, n)) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 3, 4, 5, 5]
+    assert choose_preview_slices(hu, 5) == [0, 1, 2, 3, 4]
+    hu = np.full((30, 8, 8), 40.0, np.float32)
+    assert [len(choose_preview_slices(hu, n)) for n in (28, 29, 30)] == [28, 29, 30]
+    assert choose_preview_slices(hu, 3) == [7, 14, 22]  # few slices: still away from the range's ends

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     check_can_write(output, args.overwrite)  # before any reading
     if not Path(args.labels).exists():
         raise InputError(f"Label map '{args.labels}' does not exist; check the path.")
+    if args.series and not args.ct:
+        raise InputError("--series picks the DICOM series of --ct; without --ct it has nothing to pick (the label "
+                         "map is one file). Drop --series, or add --ct with the DICOM folder.")
     # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
     warnings: List[str] = []
     ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings,
@@ -98,13 +101,16 @@ def run(args: argparse.Namespace) -> int:
     probability = None
     if args.probabilities:
         from ..io.probability import probability_scores
-        probability = read_volume(args.probabilities)
-        if tuple(probability.shape_zyx) != tuple(labels.shape_zyx) or \
-                not probability.geometry.almost_equal(labels.geometry, tol=1e-3):
-            raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid; give the map "
-                             f"written with this segmentation (segment --probabilities).")
+        from ..io.labels import describe_grid_mismatch, onto_reference_grid
+
+        read = read_volume(args.probabilities)
+        probability = onto_reference_grid(read, labels, 1e-3)  # the label map's grid, also in another axis order
+        if probability is None:  # (with --ct the labels are in the CT's axis order, the map in its own)
+            raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid: "
+                             f"{'; '.join(describe_grid_mismatch(read, labels, 1e-3))}. Give the map written with "
+                             f"this segmentation (segment --probabilities).")
         probability = probability_scores(probability.array, args.probabilities,  # floats 0..1 or 255 x p
-                                         probability.meta.get("content", ""))
+                                         read.meta.get("content", ""))
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,

@@ -152,10 +152,16 @@ def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
 
 def _check_probability_range(probability: Optional[np.ndarray]) -> None:
     """Refuse a float map outside 0..1 (+-1e-6, as ``io.probability.probability_scores`` reads maps) or with
-    NaN/Inf, once for the whole map: a float copy of the 0..255 map reported a mean probability of 255.0."""
-    if probability is None or np.issubdtype(np.asarray(probability).dtype, np.integer) or not np.size(probability):
+    NaN/Inf, and an integer map outside 0..255, once for the whole map: a float copy of the 0..255 map reported a
+    mean probability of 255.0, an int16 map of 600 one of 2.35."""
+    if probability is None or not np.size(probability):
         return
     low, high = float(np.min(probability)), float(np.max(probability))
+    if np.issubdtype(np.asarray(probability).dtype, np.integer):
+        if low < 0 or high > 255:
+            raise InputError(f"An integer tumor probability map must hold 0..255 (255 x probability, as segment "
+                             f"--probabilities writes it; got {low:g}..{high:g}); give floats in 0..1 otherwise.")
+        return
     if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-6 or high > 1.0 + 1e-6:
         raise InputError(f"A float tumor probability map must hold finite values in 0..1 (got {low:g}..{high:g}); "
                          f"give the uint8 map (255 = 1.0) as it is, or divide it by 255.")

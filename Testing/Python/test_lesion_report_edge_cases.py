@@ -114,3 +114,68 @@ def test_measure_prints_a_fractional_recist_minimum_as_it_is():
               "lesions": [], "recist": {"target_lesion_ids": [], "sum_of_diameters_mm": 0.0,
                                         "measurable_minimum_mm": 12.5, "slice_thickness_mm": 6.25}}
     assert "measurable from 12.5 mm" in summary_lines(report)[1]
+
+
+@pytest.mark.parametrize("dtype, value", [("int16", 600), ("uint16", 32768), ("int16", -50)])
+def test_an_integer_probability_map_outside_0_255_is_refused(dtype, value):
+    """lesion_report took any integer map as 255 x p: int16 600 reported a mean tumor probability of 2.35."""
+    from LiverTumorSegLib.errors import InputError
+
+    labels = np.zeros((3, 6, 6), np.uint8)
+    labels[:, 1:5, 1:5] = 1
+    labels[1, 2:4, 2:4] = 2
+    probability = np.zeros(labels.shape, dtype)
+    probability[labels == 2] = value
+    with pytest.raises(InputError, match="0..255"):
+        lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)), tumor_probability_zyx=probability)
+    probability[labels == 2] = 204
+    report = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)), tumor_probability_zyx=probability)
+    assert report["lesions"][0]["mean_tumor_probability"] == pytest.approx(0.8)
+
+
+def test_measure_reads_a_probability_map_in_another_axis_order_than_the_ct(tmp_path, capsys):
+    """With --ct the label map is put in the CT's axis order; its probability map, stored like the label map
+    (x reversed), was then refused as 'not on the label map's grid'."""
+    import json
+
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.cli import main
+
+    labels = np.zeros((6, 12, 12), np.uint8)
+    labels[1:5, 2:10, 2:10] = 1
+    labels[2:4, 4:7, 4:7] = 2
+    ct = np.where(labels == 2, 20, np.where(labels == 1, 60, -100)).astype(np.int16)
+    probability = np.where(labels == 2, 0.8, 0.0).astype(np.float32)
+
+    def write(name, array, flipped):
+        image = sitk.GetImageFromArray(array[:, :, ::-1].copy() if flipped else array)
+        if flipped:  # the same physical grid, x stored reversed
+            image.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+            image.SetOrigin((11.0, 0.0, 0.0))
+        sitk.WriteImage(image, str(tmp_path / name))
+        return str(tmp_path / name)
+
+    ct_path, label_path = write("ct.nrrd", ct, False), write("labels.nrrd", labels, True)
+    probability_path = write("prob.nrrd", probability, True)
+    for extra in ([], ["--ct", ct_path]):
+        out = tmp_path / f"report{len(extra)}.json"
+        code = main(["measure", label_path, "--probabilities", probability_path, "-o", str(out)] + extra)
+        assert code == 0, capsys.readouterr().err
+        lesion = json.loads(out.read_text())["lesions"][0]
+        assert lesion["mean_tumor_probability"] == pytest.approx(0.8)
+        if extra:
+            assert lesion["mean_hu"] == pytest.approx(20.0)
+
+
+def test_measure_refuses_series_without_ct(tmp_path, capsys):
+    """--series without --ct was dropped without a word."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+
+    labels = np.zeros((3, 6, 6), np.uint8)
+    labels[:, 1:5, 1:5] = 1
+    write_label_map(tmp_path / "labels.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    code = main(["measure", str(tmp_path / "labels.nii.gz"), "--series", "3", "-o", str(tmp_path / "r.json")])
+    assert code == 2 and "--series picks the DICOM series of --ct" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

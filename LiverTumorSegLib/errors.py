@@ -64,16 +64,26 @@ class ResourceError(LiverTumorSegError):
 
 # Words in the messages of allocation failures that are not MemoryError: PyTorch's CPU allocator, oneDNN (which
 # reports a failed workspace allocation as a primitive it could not create), and CUDA's allocator.
-_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory")
+_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory",
+                        "Failed to allocate memory")  # the last: ONNX Runtime's arena
+
+
+def _is_runtime_failure(exc: BaseException) -> bool:
+    """A RuntimeError, or one of ONNX Runtime's own exceptions (``Fail``, ``RuntimeException``: plain
+    Exception subclasses in ``onnxruntime.capi``)."""
+    return isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime")
 
 
 def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
     """A :class:`ResourceError` telling the user what to do when ``exc`` is an allocation failure (MemoryError,
-    or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator); None for anything else."""
+    or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator, or ONNX Runtime's arena); None for anything
+    else."""
     if isinstance(exc, MemoryError):
         detail = str(exc) or "MemoryError"
-    elif isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
+    elif _is_runtime_failure(exc) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Failed to allocate memory" in detail:  # ONNX Runtime's line names its node first
+            detail = detail[detail.index("Failed to allocate memory"):]
     else:
         return None
     smaller_batch = option_hint("--batch-size 1", "batch_size=1")

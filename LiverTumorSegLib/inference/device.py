@@ -80,7 +80,8 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
         log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
     if text.startswith("cuda:"):
-        index = int(text.split(":", 1)[1]) if text.split(":", 1)[1].isdigit() else -1
+        suffix = text.split(":", 1)[1]
+        index = int(suffix) if suffix.isascii() and suffix.isdigit() else -1  # "²".isdigit() is True
         if not 0 <= index < torch.cuda.device_count():
             raise InputError(f"CUDA device '{requested}' does not exist; this machine has "
                              f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..).")

@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections import OrderedDict
 from typing import Optional, Tuple
@@ -22,6 +23,10 @@ MAX_SESSIONS = 2
 """ONNX Runtime sessions an :class:`OnnxSlicePredictor` keeps (least recently used dropped). Every CT has its own
 network slice size (pixel size, body crop), so a batch run kept one session per CT: 8 CTs held 8 sessions and
 438 MiB more than the torch backend, growing with every case."""
+
+
+_EXPORT_LOCK = threading.Lock()
+"""One ``torch.onnx.export`` at a time in this process (the exporter is not thread-safe)."""
 
 
 def onnx_available() -> bool:
@@ -49,7 +54,9 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
         # the TorchScript exporter: newer torch defaults to the dynamo one (and has the keyword), torch < 2.5 has
         # only the TorchScript one and refuses the keyword
         legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        with torch.no_grad(), warnings.catch_warnings():
+        # torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two engines exporting at once in one
+        # process failed ("in_onnx_export must be False"); warnings.catch_warnings is process-wide too
+        with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
                               dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},

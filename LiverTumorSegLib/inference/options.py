@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -90,7 +91,7 @@ SWITCH_BY_FIELD = {switch.field: switch for switch in POSTPROCESSING_SWITCHES}
 def check_device_name(device: Any) -> str:
     """One of :data:`DEVICE_CHOICES` or ``cuda:N`` (lower-cased, stripped), else InputError."""
     text = str(device if device is not None else "auto").strip().lower()
-    if text in DEVICE_CHOICES or (text.startswith("cuda:") and text[5:].isdigit()):
+    if text in DEVICE_CHOICES or re.fullmatch(r"cuda:[0-9]+", text):  # ASCII digits: "²" is a digit to isdigit()
         return text
     raise InputError(f"device (--device): unknown device '{device}'; use one of {', '.join(DEVICE_CHOICES)} "
                      f"(or cuda:N).")
@@ -378,8 +379,10 @@ def add_segmentation_arguments(parser: Any) -> None:
     parser.add_argument("--backend", choices=list(BACKENDS), default=defaults.backend,
                         help="CPU runtime (default torch). onnx = ONNX Runtime (needs onnx + onnxruntime; exported "
                              "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
-                             "256x256 CT in 1.1 s); auto = onnx when installed, else torch")
-    parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from memory)")
+                             "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this CPU (ONNX "
+                             "Runtime runs fp32 only, slower than torch's bf16), else torch")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "

@@ -272,7 +272,12 @@ def test_auto_backend_resolution(monkeypatch):
     from LiverTumorSegLib.inference.engine import resolve_backend
 
     monkeypatch.setattr(onnx_backend, "onnx_available", lambda: True)
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
     assert resolve_backend("auto", "cpu") == "onnx"
+    # a CPU with native bf16: torch's bf16 beats ONNX Runtime's fp32 (1.8x the time per batch), unless fp32 is asked
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_backend("auto", "cpu") == "torch" and resolve_backend("auto", "cpu", precision="fp32") == "onnx"
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("auto", "cpu", custom_predictor=True) == "torch"
     assert resolve_backend("torch", "cpu") == "torch" and resolve_backend("onnx", "cpu") == "onnx"
@@ -289,6 +294,7 @@ def test_auto_backend_uses_onnx_and_falls_back_to_torch_when_export_fails(tmp_pa
     x = rng.random((2, 1, 16, 20), dtype=np.float32)
     torch_probs = SliceInferenceEngine(package, device="cpu", threads=1,
                                        precision="fp32").predict_batch_probabilities(x)
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)  # else auto keeps torch's bf16
     auto = SliceInferenceEngine(package, device="cpu", threads=1, backend="auto")
     assert auto.backend == "onnx"
     np.testing.assert_allclose(auto.predict_batch_probabilities(x), torch_probs, atol=1e-4)
@@ -490,3 +496,57 @@ def test_pieces_of_a_restored_batch_are_joined_in_order():
     assert without.get()[1] is None
     probs = _concatenate_pending([0, 1], [_Pending([0], np.zeros((1, 3, 2, 2))), _Pending([1], np.ones((1, 3, 2, 2)))])
     assert not probs.restored and probs.get()[:, 0, 0, 0].tolist() == [0.0, 1.0]
+
+
+def test_onnx_running_out_of_memory_says_so_and_keeps_onnx(tmp_path, monkeypatch):
+    """ONNX Runtime's 'Failed to allocate memory' was reported as 'ONNX Runtime could not run this network ...;
+    run it with --backend torch' (torch needs as much), and auto switched to torch for good."""
+    pytest.importorskip("onnxruntime")
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.inference import onnx_backend
+
+    Fail = type("Fail", (Exception,), {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"})
+
+    def out_of_memory(self, x):
+        raise Fail("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running ReorderOutput node. "
+                   "Name:'ReorderOutput_token_77' Status Message: bfc_arena.cc:360 Failed to allocate memory for "
+                   "requested buffer of size 154140672")
+
+    monkeypatch.setattr(onnx_backend.OnnxSlicePredictor, "__call__", out_of_memory)
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    package = tiny_unet_package(tmp_path)
+    x = np.zeros((2, 1, 16, 20), np.float32)
+    for backend in ("onnx", "auto"):
+        engine = SliceInferenceEngine(package, device="cpu", threads=1, backend=backend)
+        with pytest.raises(ResourceError, match="Ran out of memory \\(Failed to allocate memory for requested "
+                                                "buffer.*lowers what the network needs"):
+            engine.predict_batch_probabilities(x)
+        assert engine.backend == "onnx"
+
+
+def test_two_engines_export_onnx_at_the_same_time(tmp_path):
+    """torch.onnx.export is not thread-safe: two engines exporting at once in one process failed
+    ('GLOBALS.in_onnx_export must be False')."""
+    pytest.importorskip("onnxruntime")
+    import threading
+
+    package = tiny_unet_package(tmp_path)
+    x = np.random.default_rng(3).random((2, 1, 16, 20), dtype=np.float32)
+    reference = SliceInferenceEngine(package, device="cpu", threads=1, precision="fp32").predict_batch_probabilities(x)
+    results, errors = {}, []
+
+    def work(index):
+        try:
+            engine = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
+            results[index] = engine.predict_batch_probabilities(x)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for index in range(3):
+        np.testing.assert_allclose(results[index], reference, atol=1e-4)

@@ -264,3 +264,19 @@ def test_numpy_numbers_are_numbers_and_stored_as_python_floats():
     assert json.loads(json.dumps(options.to_dict())) == options.to_dict()
     with pytest.raises(InputError, match="must be true or false"):
         SegmentationOptions(postprocessing=PostprocessingOptions(fill_liver_holes=np.float32(1)))
+
+
+@pytest.mark.parametrize("text", ["cuda:²", "cuda:١", "cuda:", "cuda:-1", "cuda:0x"])
+def test_a_cuda_index_is_ascii_digits(text, monkeypatch):
+    """'cuda:²' passed the option check ('²'.isdigit() is True) and then failed in int() on a CUDA machine with an
+    internal error."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference import device
+    from LiverTumorSegLib.inference.options import check_device_name
+
+    with pytest.raises(InputError, match="unknown device"):
+        check_device_name(text)
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InputError, match="does not exist"):  # the library's own parse, a GPU simulated
+        device.resolve_device(text, cuda_available=True)

@@ -296,6 +296,25 @@ _TEXT_FIELDS = ("name", "description", "created", "library_version")
 _OBJECT_FIELDS = ("training", "validation", "labels", "preprocessing")
 
 
+def labels_problem(labels: Mapping[str, str]) -> Optional[str]:
+    """Why a package's ``labels`` ({"0": "background", "1": "liver", "2": "tumor"}: class number -> name) do not
+    mean what every output writes (1 = liver, 2 = liver tumor), or None. Names may differ in wording ("Liver
+    tumour", "lesion"); empty labels (an old package) say nothing. A package that said 1 = tumor, 2 = liver
+    still wrote class 1 as the Liver segment."""
+    from .segnrrd import names_tumor
+
+    if not labels:
+        return None
+    if sorted(labels) != sorted(DEFAULT_LABELS):
+        return f"name the classes {sorted(labels)[:8]}, not 0, 1 and 2"
+    liver, tumor = str(labels["1"]), str(labels["2"])
+    if "liver" not in liver.lower() or names_tumor(liver):
+        return f"call class 1 {liver[:40]!r}, not the liver"
+    if not names_tumor(tumor):
+        return f"call class 2 {tumor[:40]!r}, not a (liver) tumor"
+    return None
+
+
 def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str, Any]:
     """Check every field of a package's parsed ``livertumorseg`` metadata (types, ranges, nesting depth);
     returns it, or raises ModelPackageError naming the field. Extra keys (e.g. a ``robustness`` table) may be
@@ -325,6 +344,10 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     labels = meta.get("labels") or {}
     if not all(isinstance(v, str) and len(v) <= 256 for v in labels.values()) or len(labels) > MAX_NUM_CLASSES:
         raise ModelPackageError(f"{where}: metadata 'labels' must map class numbers to short names.")
+    problem = labels_problem(labels)
+    if problem:
+        raise ModelPackageError(f"{where}: metadata 'labels' {problem}; LiverTumorSeg writes class 1 as the "
+                                f"'Liver' segment and 2 as 'Liver tumor', so a package must mean those.")
     if "default" in meta and not isinstance(meta["default"], bool):
         raise ModelPackageError(f"{where}: metadata 'default' must be true or false.")
     if meta.get("weights_storage", "float32") not in WEIGHT_STORAGE_DTYPES:

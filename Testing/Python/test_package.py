@@ -227,7 +227,7 @@ def test_edited_metadata_is_refused_by_the_packages_own_metadata_hash(package_pa
     with pytest.raises(ModelPackageError, match="integrity check"):
         read_package_metadata(edited)
     relabelled = _rewrite_metadata(package_path, tmp_path / "labels.safetensors",
-                                   lambda m: m["labels"].update({"2": "liver"}), keep_metadata_hash=True)
+                                   lambda m: m["labels"].update({"2": "liver lesion"}), keep_metadata_hash=True)
     with pytest.raises(ModelPackageError, match="integrity check"):
         load_model_package(relabelled)
     bad_digest = _rewrite_metadata(package_path, tmp_path / "digest.safetensors",
@@ -914,3 +914,23 @@ def test_models_verify_finds_a_flipped_weight_byte_and_names_a_shadowed_default(
     assert "refused as ambiguous" in listed and "refused as ambiguous" not in verified
     with pytest.raises(ModelPackageError, match="integrity check"):
         load_model_package(models / "flipped.safetensors")
+
+
+@pytest.mark.parametrize("labels, words", [
+    ({"0": "background", "1": "tumor", "2": "liver"}, "call class 1 'tumor', not the liver"),
+    ({"0": "bg", "1": "a", "2": "b", "3": "vessel", "4": "spleen"}, "not 0, 1 and 2"),
+    ({"0": "background", "1": "liver", "2": "spleen"}, "call class 2 'spleen'"),
+])
+def test_package_labels_must_mean_liver_and_tumor(tmp_path, package_path, labels, words):
+    """A package whose labels said 1 = tumor, 2 = liver was saved, loaded and run; segment still wrote class 1 as
+    the 'Liver' segment. Save and load refuse it now; other wording of the same meaning is fine."""
+    with pytest.raises(InputError, match=words):
+        save_model_package(tmp_path / "swapped.safetensors", _tiny_model(), PREP, metadata={"labels": labels})
+    assert not (tmp_path / "swapped.safetensors").exists()
+    edited = _rewrite_metadata(package_path, tmp_path / "edited.safetensors",
+                               lambda meta: meta.__setitem__("labels", labels))
+    with pytest.raises(ModelPackageError, match=words):
+        load_model_package(edited)
+    worded = save_model_package(tmp_path / "worded.safetensors", _tiny_model(), PREP,
+                                metadata={"labels": {"0": "Background", "1": "Liver", "2": "Liver tumour"}})
+    assert load_model_package(worded).labels["2"] == "Liver tumour"

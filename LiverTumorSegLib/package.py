@@ -849,12 +849,15 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
 
 
 def weights_problem(path: PathLike) -> Optional[str]:
-    """Why the package at ``path`` fails the weight checks :func:`load_model_package` makes (a bundled file
-    against SHA256SUMS, the tensors against the recorded ``weights_sha256``), or None when it passes. Reads the
-    whole file but builds no network (``models --verify``)."""
+    """Why the package at ``path`` fails the checks :func:`load_model_package` makes on its architecture's options
+    (names and types this library knows) and weights (a bundled file against SHA256SUMS, the tensors against the
+    recorded ``weights_sha256``), or None when it passes. Reads the whole file but builds no network (``models
+    --verify``)."""
     path = Path(path)
     try:
         _, meta = _read_header_and_metadata(path)
+        arch = meta["architecture"]  # options a newer version wrote: every load refuses them
+        _check_option_types(arch["name"], arch["options"], f"Model package '{path}'")
         _verified_tensors(path, meta, _verified_bundled_bytes(path))
     except ModelPackageError as exc:
         return str(exc)
@@ -994,9 +997,19 @@ def _package_files(folder: Path) -> List[Path]:
 
 
 def _unusable_reason(file: Path) -> Any:
-    """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises."""
+    """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises. Without
+    importing torch (the Slicer panel lists packages in Slicer's process): the header, the metadata and the
+    architecture's name; its options are checked by ``models --verify`` and by every load."""
+    from .models import available_models  # no torch
+
     try:
-        return read_package_metadata(file), None
+        meta = read_package_metadata(file)
+        name = meta["architecture"]["name"]
+        if name not in available_models():  # a newer version's network: every load refused it; the list offered it
+            return None, (f"Model package '{file}' needs the architecture '{str(name)[:60]}', which this version "
+                          f"cannot build (it has {', '.join(available_models())}). Update LiverTumorSeg or use "
+                          f"another package.")
+        return meta, None
     except ModelPackageError as exc:
         return None, str(exc)
     except (OSError, ValueError, RecursionError, MemoryError) as exc:

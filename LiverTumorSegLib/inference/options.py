@@ -379,8 +379,8 @@ def add_segmentation_arguments(parser: Any) -> None:
     parser.add_argument("--backend", choices=list(BACKENDS), default=defaults.backend,
                         help="CPU runtime (default torch). onnx = ONNX Runtime (needs onnx + onnxruntime; exported "
                              "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
-                             "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this CPU (ONNX "
-                             "Runtime runs fp32 only, slower than torch's bf16), else torch")
+                             "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this "
+                             "CPU (ONNX Runtime runs fp32 only, slower than torch's bf16), else torch")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")

@@ -934,3 +934,36 @@ def test_package_labels_must_mean_liver_and_tumor(tmp_path, package_path, labels
     worded = save_model_package(tmp_path / "worded.safetensors", _tiny_model(), PREP,
                                 metadata={"labels": {"0": "Background", "1": "Liver", "2": "Liver tumour"}})
     assert load_model_package(worded).labels["2"] == "Liver tumour"
+
+
+def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatch):
+    """A sealed package naming an architecture (or an option) this version cannot build was listed as usable, also
+    by `models --verify`, and offered in the Slicer panel, while every load refused it."""
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.package import sealed_metadata_json, weights_problem
+
+    users = tmp_path / "models"
+    users.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    source = save_model_package(tmp_path / "src.safetensors", _tiny_model(), PREP)
+
+    def variant(name, change):
+        meta = json.loads(read_safetensors_header(source)["__metadata__"]["livertumorseg"])
+        meta.pop("metadata_sha256")
+        change(meta)  # as a newer version would write it, sealed with its own metadata hash
+        save_file(load_file(str(source)), str(users / name),
+                  metadata={"livertumorseg": sealed_metadata_json(meta), "format": "pt"})
+        return users / name
+
+    new_architecture = variant("newarch.safetensors", lambda m: m["architecture"].update(name="unet_v9"))
+    new_option = variant("newoption.safetensors", lambda m: m["architecture"]["options"].update(attention_heads=4))
+    for path in (new_architecture, new_option):
+        with pytest.raises(ModelPackageError):
+            load_model_package(path)
+    entries = {Path(e["path"]).name: e for e in list_installed_models(warn=False)}
+    assert "needs the architecture 'unet_v9'" in entries["newarch.safetensors"]["error"]
+    # option names need the architecture's module (torch), which the listing leaves to --verify and to loading
+    assert entries["newoption.safetensors"]["error"] is None
+    assert "unknown option(s) ['attention_heads']" in weights_problem(new_option)
+    assert weights_problem(source) is None

@@ -696,9 +696,10 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         childJob.start()
         if waitForCompletion:
             self._runs[kind] = (childJob, None)
-            outcome = childJob.wait()
-            self._runs.pop(kind, None)
-            return outcome
+            try:
+                return childJob.wait()  # kills the child when the wait raises (e.g. the caller's progress callback)
+            finally:
+                self._runs.pop(kind, None)
 
         def poll() -> None:
             try:

@@ -467,8 +467,9 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     ``labels``, ``default`` (bool) and any extra JSON-able keys. Returns the written path.
 
     ``weights_storage="float16"`` stores the float32 tensors as float16 (half the file; the loader casts them
-    back to float32, so inference runs as before up to float16 rounding, relative error <= 2**-11 per
-    weight); a weight outside float16's range (|w| > 65504) is refused rather than stored as infinity.
+    back to float32, so inference runs as before up to float16 rounding: relative error <= 2**-11 per weight
+    of magnitude >= 2**-14 (6.1e-5), absolute error <= 2**-25 below that, where float16 is subnormal); a weight
+    outside float16's range (|w| > 65504) is refused rather than stored as infinity.
     """
     from safetensors.torch import save_file
 

@@ -207,13 +207,19 @@ class ChildJob:
         return self._outcome
 
     def wait(self, timeout_s: Optional[float] = None, poll_interval_s: float = 0.1) -> Any:
-        """Poll until the outcome (blocks; for scripts and tests). ``timeout_s``: then cancel, outcome cancelled."""
+        """Poll until the outcome (blocks; for scripts and tests). ``timeout_s``: then cancel, outcome cancelled.
+        When polling raises (a caller's progress callback, Ctrl-C in a script), the child is killed and its
+        temporary folder removed before the exception goes on: they outlived the wait."""
         deadline = None if timeout_s is None else time.time() + timeout_s
-        while True:
-            outcome = self.poll()
-            if outcome is not None:
-                return outcome
-            if deadline is not None and time.time() > deadline:
-                self.cancel()
-                return self.poll()
-            self._runner.wait(poll_interval_s)
+        try:
+            while True:
+                outcome = self.poll()
+                if outcome is not None:
+                    return outcome
+                if deadline is not None and time.time() > deadline:
+                    self.cancel()
+                    return self.poll()
+                self._runner.wait(poll_interval_s)
+        except BaseException:
+            self.cancel()
+            raise

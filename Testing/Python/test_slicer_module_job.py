@@ -620,3 +620,18 @@ def test_segments_named_liver_by_the_user_are_read_and_a_refused_segmentation_le
     with pytest.raises(InputError, match="non-linear"):
         fake.mrml.labels_to_segmentation_node(fake.scene, expected, fake.geometry, reference_volume_node=warped)
     assert _scene_counts(fake.scene) == before
+
+
+def test_a_wait_that_raises_kills_the_child_and_removes_its_files(fake):
+    """Logic.process(waitForCompletion=True) with a progress callback that raised: the caller got the error while
+    the child ran on and its temporary folder stayed (ChildJob promises its removal in every outcome)."""
+    def progress(fraction, stage):
+        if stage == "network":
+            raise ValueError("the caller's progress bar broke")
+
+    running = fake.job(mode="hang", progress=progress).start()
+    with pytest.raises(ValueError, match="progress bar broke"):
+        running.wait(timeout_s=60)
+    assert not running._runner.is_running()
+    assert list(fake.temp_root.iterdir()) == []
+    assert running.poll().kind == job.CANCELLED

@@ -281,23 +281,52 @@ def remove_small_lesions(labels: np.ndarray, spacing_zyx: Sequence[float], min_m
 
 
 def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray, hu: np.ndarray,
-                         voxels: np.ndarray, labels: Optional[np.ndarray] = None,
-                         all_hu: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per component ``0..count``: its mean HU is at least the median HU of the liver (label 1) in ``region``
-    minus ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are
-    typically 20-70 HU darker). When ``region`` holds no liver, the liver of the whole ``labels`` (with
-    ``all_hu`` on its grid) is the reference; True for all only when there is no liver at all to compare with
-    (shape alone decides, as without a CT)."""
-    liver = region == 1
-    if liver.any():
-        reference = float(np.median(hu[liver]))
-    elif labels is not None and all_hu is not None and (labels == 1).any():
-        reference = float(np.median(all_hu[labels == 1]))
-    else:
-        return np.ones(count + 1, dtype=bool)
+                         voxels: np.ndarray, spacing_zyx: Sequence[float], candidates: np.ndarray,
+                         labels: Optional[np.ndarray] = None, all_hu: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per component ``0..count``: whether its mean HU is at least the median HU of the liver around it minus
+    ``tube_darker_hu`` (a vessel: bright with contrast, a little darker than liver without; tumors are typically
+    20-70 HU darker). The liver around a component is the liver (label 1 in ``region``) within
+    ``tube_liver_reach_mm`` of it; without any there, the liver of ``region``, then of the whole ``labels`` (with
+    ``all_hu`` on its grid); True when there is no liver at all to compare with (shape alone decides, as without a
+    CT). Only ``candidates`` (the tube-shaped components) are judged; the others are False. The liver around all
+    tumors together made one lesion's fate depend on another's: a tube 30 HU darker than its own liver became
+    liver beside a lesion in fatty liver 12 cm away."""
+    from scipy import ndimage
+
+    judged = np.zeros(count + 1, dtype=bool)
     sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
     mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
-    return mean >= reference - RULES.tube_darker_hu
+    reach_mm = float(RULES.tube_liver_reach_mm)
+    half = reach_voxels(reach_mm, spacing_zyx)
+    fallback = []  # type: list  # the wider reference, computed once when a component has no liver around it
+
+    def wider_reference() -> Optional[float]:
+        if not fallback:
+            liver = region == 1
+            if liver.any():
+                fallback.append(float(np.median(hu[liver])))
+            elif labels is not None and all_hu is not None and (labels == 1).any():
+                fallback.append(float(np.median(all_hu[labels == 1])))
+            else:
+                fallback.append(None)
+        return fallback[0]
+
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None or not candidates[k]:
+            continue
+        grown = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, region.shape))
+        liver = region[grown] == 1
+        reference = None
+        if liver.any():
+            distance = ndimage.distance_transform_edt(components[grown] != k,
+                                                      sampling=[float(v) for v in spacing_zyx])
+            near = liver & (distance <= reach_mm + 1e-6)
+            if near.any():
+                reference = float(np.median(hu[grown][near]))
+        if reference is None:
+            reference = wider_reference()
+        judged[k] = True if reference is None else bool(mean[k] >= reference - RULES.tube_darker_hu)
+    return judged
 
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
@@ -393,7 +422,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         if options.tubular_lesions_to_liver:
             tube = (elongation >= RULES.tube_elongation) & (width <= RULES.tube_max_width_mm) & (voxels >= 4)
             if hu is not None and tube.any():
-                tube &= _vessel_like_density(components, count, region, hu[box], voxels, labels, hu)
+                tube &= _vessel_like_density(components, count, region, hu[box], voxels, spacing_zyx, tube,
+                                             labels, hu)
             new_value[tube] = 1
             rule_of[tube] = "tubular"
         if small:
@@ -423,10 +453,12 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
 # ------------------------------------------------------------------------------------------ pipeline
 
 def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
-                 removed: Optional[list] = None) -> Tuple[slice, ...]:
+                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None) -> Tuple[slice, ...]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
     bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty).
-    ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped."""
+    ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped. ``air_hu``: the
+    CT (same grid) when the air step ran: a hole below :data:`ORGAN_AIR_HU` stays background, and so does a
+    dropped component inside a hole (the fill had put both back, while the report said they were removed)."""
     from scipy import ndimage
 
     organ_any = labels >= 1
@@ -436,6 +468,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     del organ_any  # a whole-volume mask: not held beside the box's labelling
     region = labels[box]
     organ = region >= 1
+    dropped = None  # the dropped components' voxels, in the (final) box
     if options.largest_liver_component:
         components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
         if count > 1:
@@ -452,17 +485,29 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             shape = region.shape
             box = tuple(slice(b.start + max(0, i.start - 1), b.start + min(n, i.stop + 1))
                         for b, i, n in zip(box, inner, shape))
-            organ = organ[tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))]
+            kept = tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))
+            organ = organ[kept]
+            dropped = (components[kept] > 0) & ~organ
             region = labels[box]
     if options.fill_liver_holes and organ.any():
-        fill_cavities(region, enclosed_background(organ, CROSS_6), CROSS_6)
+        stay_empty = dropped
+        if air_hu is not None:
+            air = np.asarray(air_hu[box]) < ORGAN_AIR_HU
+            stay_empty = air if stay_empty is None else (stay_empty | air)
+        fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
         # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
         for z in sorted({0, region.shape[0] - 1}):
             if box[0].start + z in (0, labels.shape[0] - 1):
                 edge = region[z:z + 1]
-                fill_cavities(edge, enclosed_background(edge >= 1, IN_PLANE_4), IN_PLANE_4)
+                fill_cavities(edge, _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
+                                              None if stay_empty is None else stay_empty[z:z + 1]), IN_PLANE_4)
     return box
+
+
+def _fillable(cavities: np.ndarray, stay_empty: Optional[np.ndarray]) -> np.ndarray:
+    """The cavity voxels a hole fill may label: all of ``cavities`` but those that must ``stay_empty``."""
+    return cavities if stay_empty is None else cavities & ~stay_empty
 
 
 def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> None:
@@ -512,7 +557,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if array is not None and tuple(np.shape(array)) != labels.shape:  # a CT on another grid was dropped silently
             raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
                              f"it on the labels' grid.")
+    record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_above_lungs_ml": 0.0,
+              "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
     if not (labels >= 1).any():
+        if changes is not None:  # every key, also when there was nothing to clean (no liver found)
+            changes.update(record)
         return labels
     reorientation = None
     if geometry is not None:
@@ -525,8 +574,6 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             labels = reorientation.to_canonical(labels)
             spacing = tuple(float(s) for s in reorientation.canonical_geometry.spacing[::-1])
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_above_lungs_ml": 0.0,
-              "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
     hu = None
     if hu_zyx is not None:
         hu = np.asarray(hu_zyx)
@@ -549,7 +596,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
-    box = _clean_organ(labels, options, dropped)
+    box = _clean_organ(labels, options, dropped,
+                       air_hu=hu if (options.air_to_background and hu is not None) else None)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
@@ -604,19 +652,25 @@ def _switch(cli_flag: str, field: str) -> str:
     return option_hint(cli_flag, f"postprocessing {field}=False")
 
 
+def _ml(volume_ml: float) -> str:
+    """A volume for a warning: one decimal below 10 mL (a 0.3 mL part was '0 mL' beside '0.3 mL of it tumor'),
+    whole mL above."""
+    return f"{volume_ml:.1f}" if volume_ml < 10 else f"{volume_ml:.0f}"
+
+
 def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
     lines = []
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     if in_air >= WARN_LIVER_REMOVED_ML or float(changes.get("tumor_in_air_ml", 0.0)) >= WARN_TUMOR_CHANGED_ML:
-        lines.append(f"post-processing removed {in_air:.0f} mL labelled liver or tumor at air density (below "
+        lines.append(f"post-processing removed {_ml(in_air)} mL labelled liver or tumor at air density (below "
                      f"{ORGAN_AIR_HU:.0f} HU: air slices or gas the network mistook for liver); to keep it, "
                      f"{KEEP_HINT.format(_switch('--keep-liver-in-air', 'air_to_background'))}.")
     above = float(changes.get("liver_above_lungs_ml", 0.0))
     tumor_above = float(changes.get("tumor_above_lungs_ml", 0.0))
     if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
-        what = f"{above:.0f} mL labelled liver" if not tumor_above else \
+        what = f"{_ml(above)} mL labelled liver" if not tumor_above else \
             f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
         lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the "
                      f"liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
@@ -626,7 +680,7 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
-                     f"({volume:.0f} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
+                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
                      f"resection or a thin bridge), {KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),

@@ -361,7 +361,7 @@ class Segmenter:
         reporter = ProgressReporter(progress)
         reporter(0.0, "post-processing")
         from .lesion_report import lesion_report
-        from .postprocess import postprocess_labels, postprocessing_warnings
+        from .postprocess import ORGAN_AIR_HU, postprocess_labels, postprocessing_warnings
 
         timings, probability, facts = dict(output.timings), output.probability, output.facts
         # the CT and its geometry let post-processing find the lungs (organ above the lung bases is removed)
@@ -388,8 +388,9 @@ class Segmenter:
         warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
-                            f"({hu_rules_skipped}): liver above the lung bases kept, tube-shaped tumors judged by "
-                            f"shape alone, the liver's side not checked.")
+                            f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
+                            f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the liver's side not "
+                            f"checked.")
         if hu is not None:  # the body is found by its HU
             from .plausibility import liver_side_warnings
             warnings += liver_side_warnings(labels, hu, volume.geometry)

@@ -300,7 +300,7 @@ def test_a_separated_liver_part_is_reported_with_its_tumor():
     assert not out[:, :, 40:].any()
     assert changes["liver_components_removed"] == [{"volume_ml": pytest.approx(7.2), "tumor_ml": pytest.approx(0.1)}]
     lines = postprocessing_warnings(changes)
-    assert len(lines) == 1 and "7 mL, 0.1 mL of it tumor" in lines[0] and "largest_liver_component=False" in lines[0]
+    assert len(lines) == 1 and "7.2 mL, 0.1 mL of it tumor" in lines[0] and "largest_liver_component=False" in lines[0]
     from LiverTumorSegLib.errors import cli_wording
     with cli_wording():  # the command line (and the Slicer panel, which reads the child's lines) gets the flag
         assert "--keep-all-liver-components" in postprocessing_warnings(changes)[0]

@@ -340,3 +340,87 @@ def test_liver_and_tumor_at_air_density_become_background_and_are_reported():
     assert kept[:4].any()
     assert np.array_equal(postprocess_labels(labels, (2.0, 2.0, 2.0), PostprocessingOptions.disabled(),
                                              hu_zyx=hu), labels)
+
+
+def test_hole_filling_puts_back_nothing_a_removal_step_took_out():
+    """The air step took liver and tumor off a gas pocket enclosed by the liver, then the hole fill labelled the
+    pocket again, while the report said it was removed (and liver_volume_ml counted it); a tumor island the
+    largest-component step dropped inside a ring tumor's empty core came back the same way."""
+    from LiverTumorSegLib.inference.postprocess import postprocess_labels
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    spacing = (2.5, 0.8, 0.8)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    labels = np.zeros((30, 80, 80), np.uint8)
+    hu = np.full(labels.shape, 40.0, np.float32)
+    labels[3:27, 10:70, 10:70] = 1
+    hu[3:27, 10:70, 10:70] = 60
+    hu[10:20, 30:50, 30:50] = -1000  # gas inside the liver, labelled liver: 4,000 voxels
+    labels[10:18, 55:65, 15:25] = 2
+    hu[10:18, 55:65, 15:25] = 30
+    hu[12:16, 58:62, 18:22] = -1000  # the tumor's gas core, labelled tumor: 64 voxels
+    changes = {}
+    out = postprocess_labels(labels, spacing, hu_zyx=hu, geometry=ImageGeometry(spacing=spacing[::-1]),
+                             changes=changes)
+    assert changes["liver_in_air_ml"] == pytest.approx(4064 * voxel_ml)
+    assert changes["tumor_in_air_ml"] == pytest.approx(64 * voxel_ml)
+    assert not ((out >= 1) & (hu < -800)).any()
+    assert (out[hu >= -800] == labels[hu >= -800]).all()  # nothing else changed
+
+    ring = np.zeros((30, 80, 80), np.uint8)
+    ring[3:27, 10:70, 10:70] = 1
+    ring[8:22, 25:55, 25:55] = 2
+    ring[10:20, 30:50, 30:50] = 0  # an empty (necrotic) core ...
+    ring[13:16, 38:42, 38:42] = 2  # ... holding a separate 48-voxel tumor island
+    changes = {}
+    out = postprocess_labels(ring, spacing, changes=changes)
+    assert [c["volume_ml"] for c in changes["liver_components_removed"]] == [pytest.approx(48 * voxel_ml)]
+    assert (out[13:16, 38:42, 38:42] == 0).all()
+    assert (out[11, 32, 32] == 2)  # the core itself is still filled (as tumor: the ring around it is tumor)
+
+
+def test_a_tube_is_compared_with_the_liver_around_it_not_around_all_tumors():
+    """An 80 HU tube in 110 HU liver (30 HU darker: a tumor) became liver when a round lesion 12 cm away lay in
+    fatty 50 HU liver: the reference was the liver around all tumors together."""
+    from LiverTumorSegLib.inference.postprocess import postprocess_labels
+
+    spacing = (2.0, 1.0, 1.0)
+    z, y, x = np.ogrid[:30, :80, :200]
+    labels = np.zeros((30, 80, 200), np.uint8)
+    hu = np.full(labels.shape, 40.0, np.float32)
+    labels[3:27, 5:75, 5:195] = 1
+    hu[3:27, 5:75, 5:60] = 110
+    hu[3:27, 5:75, 60:195] = 50
+    tube = (((z - 15) * 2.0) ** 2 + (y - 40) ** 2 <= 9) & (x >= 15) & (x < 50)
+    labels[tube], hu[tube] = 2, 80
+    ball = ((z - 15) * 2.0) ** 2 + (y - 40) ** 2 + (x - 170) ** 2 <= 64
+    labels[ball], hu[ball] = 2, 30
+    out = postprocess_labels(labels, spacing, hu_zyx=hu)
+    assert (out[tube] == 2).all() and (out[ball] == 2).all()
+    bright = hu.copy()
+    bright[tube] = 100  # 10 HU darker than its own liver: a vessel, liver
+    out = postprocess_labels(labels, spacing, hu_zyx=bright)
+    assert (out[tube] == 1).all() and (out[ball] == 2).all()
+
+
+def test_no_liver_still_reports_every_postprocessing_key():
+    """postprocessing_changes was {} when the network found no liver; the Slicer self-test and report readers
+    read its keys."""
+    from LiverTumorSegLib.inference.postprocess import postprocess_labels
+
+    changes = {}
+    postprocess_labels(np.zeros((3, 8, 8), np.uint8), (1.0, 1.0, 1.0), changes=changes)
+    assert changes == {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_above_lungs_ml": 0.0,
+                       "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
+
+
+def test_small_removed_volumes_are_not_rounded_to_zero_in_warnings():
+    """'removed 1 part(s) ... (0 mL, 0.3 mL of it tumor)'."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    lines = postprocessing_warnings({"liver_components_removed": [{"volume_ml": 0.3, "tumor_ml": 0.3}],
+                                     "liver_in_air_ml": 6.44, "tumor_in_air_ml": 0.0})
+    assert "removed 6.4 mL labelled liver or tumor at air density" in lines[0]
+    assert "(0.3 mL, 0.3 mL of it tumor)" in lines[1]
+    lines = postprocessing_warnings({"liver_in_air_ml": 604.4})
+    assert "removed 604 mL" in lines[0]

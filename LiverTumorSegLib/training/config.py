@@ -215,7 +215,29 @@ class TrainConfig:
         for name in ("class_weights", "deep_supervision_weights"):
             _check_weights(name, getattr(self, name))
         self._check_numeric_ranges()
+        self._check_option_combinations()
         self._check_nested_options()
+
+    def _check_option_combinations(self) -> None:
+        """Options that would do nothing, or fail only at the first training step after every case was cached:
+        class weights of another length than the 3 classes (refused at step 1) or with the dice loss (which
+        does not use them: kept in the package as if they had); a warmup with the plateau schedule (which has
+        none: the run started at the full learning rate)."""
+        from ..package import SEGMENTATION_CLASSES
+
+        if self.class_weights is not None:
+            if len(self.class_weights) != SEGMENTATION_CLASSES:
+                raise InputError(f"Option class_weights needs one weight per class, {SEGMENTATION_CLASSES} "
+                                 f"(background, liver, tumor); got {len(self.class_weights)}: "
+                                 f"{list(self.class_weights)!r}.")
+            if self.loss == "dice":
+                raise InputError("Option class_weights weights the cross-entropy or focal part of the loss; "
+                                 "loss dice has neither, so they would do nothing. Use loss dice_ce (or ce, focal, "
+                                 "dice_focal), or leave class_weights out.")
+        if self.schedule == "plateau" and int(self.warmup) > 0:
+            raise InputError(f"Option warmup ({self.warmup} steps) is not applied by schedule plateau, which changes "
+                             f"the learning rate only after validations; use schedule cosine, step or none with a "
+                             f"warmup, or set warmup to 0.")
 
     # (option, low, high, low inclusive, high inclusive): a value outside was an internal error after every case
     # was cached (seed -1, lr -1, plateau_factor 1.5) or trained silently (tumor_slice_fraction 7)

@@ -822,9 +822,11 @@ class Trainer:
             out = self.net(x)
         logits, aux = split_deep_supervision(out)
         loss = self.loss_fn(logits.float(), [a.float() for a in aux], y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss)} at step {self.global_step + 1}; lower "
-                                     f"the learning rate or use amp: off")
+        if not torch.isfinite(loss):  # diverged: the user's settings, not a bug (was 'internal error', exit 1)
+            amp = " or train without mixed precision (--amp off)" if self.amp_dtype is not None else ""
+            raise InputError(f"The training loss became {float(loss.detach())} at step {self.global_step + 1}: the "
+                             f"run diverged. Lower the learning rate (--lr){amp}, or add gradient clipping "
+                             f"(--grad-clip 1).")
         self.scaler.scale(loss).backward()
         if cfg.grad_clip and cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)

@@ -629,3 +629,24 @@ def test_a_fold_whose_whole_volume_validation_failed_is_named_and_left_out_of_th
     assert rows[1]["validation"].startswith("whole-volume validation failed") and "liver 0.800" in rows[1]["validation"]
     mean = mean_row(rows)
     assert mean["liver_dice"] == pytest.approx(0.9) and mean["tumor_dice"] == pytest.approx(0.2)
+
+
+def test_a_diverging_run_is_a_user_error_not_an_internal_one(data_csv, tmp_path, monkeypatch):
+    """A NaN loss raised FloatingPointError, which the command line printed as 'internal error ... please report
+    it' (exit 1), after torch's warning about float() on a tensor requiring grad; the hint said 'amp: off' on a
+    CPU run without mixed precision."""
+    import warnings
+
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training import losses
+
+    original = losses.SegmentationLoss.forward
+    monkeypatch.setattr(losses.SegmentationLoss, "forward",
+                        lambda self, logits, target: original(self, logits, target) * float("nan"))
+    out = tmp_path / "run"
+    out.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UserWarning from float() of a tensor that requires grad
+        with pytest.raises(InputError, match=r"The training loss became nan at step 1: the run diverged\. Lower "
+                                             r"the learning rate \(--lr\), or add gradient clipping"):
+            train(tiny_config(data_csv, out, device="cpu", amp="off"))

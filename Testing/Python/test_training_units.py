@@ -97,6 +97,10 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     ({"class_weights": [1, -1, 1]}, "finite numbers >= 0"),
     ({"class_weights": [0, 0, 0]}, "at least one weight above 0"),
     ({"deep_supervision_weights": "1,0.5"}, "finite numbers >= 0"),
+    # refused at the first step after every case was cached, or kept in the package doing nothing
+    ({"class_weights": [1, 2]}, "one weight per class, 3 .*got 2"),
+    ({"class_weights": [1, 1, 3], "loss": "dice"}, "loss dice has neither"),
+    ({"schedule": "plateau", "warmup": 500}, "warmup .*is not applied by schedule plateau"),
     # an audit's reproductions: internal errors after every case was cached, or silently used
     ({"seed": -1}, "seed must be a whole number from 0"),
     ({"lr": -1.0}, r"lr must be a finite number in \(0, 10\]"),

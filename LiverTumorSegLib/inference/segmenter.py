@@ -99,12 +99,14 @@ def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default:
 def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML) -> List[str]:
     """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`)."""
     low, high = limits_ml
+    shown = f"{liver_ml:.0f}" if round(liver_ml) not in (round(low), round(high)) else f"{liver_ml:.1f}"
+    liver_ml = round(float(liver_ml), 6)  # a voxel count x voxel volume of exactly 5000 mL was 5000.000000000001
     if liver_ml < low:
-        found = "no liver was found" if liver_ml <= 0 else f"the liver volume is {liver_ml:.0f} mL"
+        found = "no liver was found" if liver_ml <= 0 else f"the liver volume is {shown} mL"
         return [f"Implausible result: {found} (adult livers are about 800-3000 mL; below {low:.0f} mL the scan "
                 f"covers only part of the liver or the segmentation missed most of it); check it before use."]
     if liver_ml > high:
-        return [f"Implausible result: the liver volume is {liver_ml:.0f} mL (adult livers are about 800-3000 mL; "
+        return [f"Implausible result: the liver volume is {shown} mL (adult livers are about 800-3000 mL; "
                 f"above {high:.0f} mL the segmentation most likely leaked into other organs, or the file's voxel "
                 f"spacing is wrong); check it before use."]
     return []
@@ -389,14 +391,22 @@ class Segmenter:
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
-                            f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the liver's side not "
-                            f"checked.")
+                            f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the "
+                            f"liver's side not checked.")
         if hu is not None:  # the body is found by its HU
             from .plausibility import liver_side_warnings
             warnings += liver_side_warnings(labels, hu, volume.geometry)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings
+        outside = (facts.get("two_stage_record") or {}).get("parts_outside_crop")
+        if outside:  # as one-stage post-processing reports the liver parts it removes
+            from ..errors import option_hint
+            warnings.append(f"Two-stage mode segmented only the slices of the largest liver part its coarse pass "
+                            f"found; {outside['count']} other part(s) (about {outside['volume_ml']:.1f} mL) were "
+                            f"left out; if that is liver (a lobe separated by a resection or a thin bridge), run "
+                            f"again with "
+                            f"{option_hint('--keep-all-liver-components', 'postprocessing largest_liver_component=False')}.")
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings
@@ -420,7 +430,7 @@ class Segmenter:
         ``in_hu``: the CT's values are HU (:func:`_why_not_hu`), so the crop's air gate may read them."""
         if keep_probability is None:
             keep_probability = self.options.probabilities
-        if not self.options.two_stage and not hasattr(self.engine, "predict_with_probability"):
+        if not hasattr(self.engine, "predict_with_probability"):  # two-stage's fine pass calls it too
             keep_probability = False
         # two-stage runs the engine twice: both passes are "network", so stage names never go back
         network_progress = renamed_stages(progress, {} if self.options.two_stage else ENGINE_STAGES, "network")
@@ -435,7 +445,8 @@ class Segmenter:
                 out = segment_two_stage(volume, self.engine, progress=network_progress, cancel=cancel,
                                         with_probability=keep_probability, record=two_stage_record,
                                         probability_everywhere=self.options.probabilities,
-                                        air_hu=ORGAN_AIR_HU if air_gate else None)
+                                        air_hu=ORGAN_AIR_HU if air_gate else None,
+                                        all_components=not self.options.postprocessing.largest_liver_component)
             finally:
                 self.engine.accumulate_timings = False
             return out if keep_probability else (out, None)

@@ -50,10 +50,12 @@ def crop_volume(volume: CTVolume, box_zyx: Box) -> CTVolume:
 
 
 def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_zyx: Sequence[int],
-              spacing_zyx: Sequence[float], margin_mm: float, axial_axis: Optional[int] = None) -> Optional[Box]:
-    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component, or None.
-    ``axial_axis`` (array axis of the slices): crop only along it, keeping whole slices."""
-    organ = largest_component(coarse_labels >= 1)
+              spacing_zyx: Sequence[float], margin_mm: float, axial_axis: Optional[int] = None,
+              all_components: bool = False) -> Optional[Box]:
+    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component (with
+    ``all_components``: of every organ voxel), or None. ``axial_axis`` (array axis of the slices): crop only
+    along it, keeping whole slices."""
+    organ = (coarse_labels >= 1) if all_components else largest_component(coarse_labels >= 1)
     if not organ.any():
         return None
     where = np.nonzero(organ)
@@ -70,11 +72,29 @@ def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_
     return tuple(box)  # type: ignore[return-value]
 
 
+def parts_outside(coarse_labels: np.ndarray, box: Box, factors_zyx: Sequence[int],
+                  coarse_spacing_zyx: Sequence[float]) -> dict:
+    """``{"count", "volume_ml"}`` of the coarse organ parts (26-connected, label >= 1) with no voxel inside the
+    full-resolution ``box``: what the fine pass never sees. Volumes at the coarse resolution (mL)."""
+    from scipy import ndimage
+
+    from .postprocess import CONNECTIVITY_26
+
+    components, count = ndimage.label(coarse_labels >= 1, structure=CONNECTIVITY_26)
+    inside = np.zeros(coarse_labels.shape, dtype=bool)
+    inside[tuple(slice(-(-b.start // f), -(-b.stop // f)) for b, f in zip(box, factors_zyx))] = True
+    seen = np.unique(components[inside & (components > 0)])
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    left_out = [k for k in range(1, count + 1) if k not in set(seen.tolist())]
+    voxel_ml = float(np.prod([float(s) for s in coarse_spacing_zyx])) / 1000.0
+    return {"count": len(left_out), "volume_ml": float(sum(int(sizes[k]) for k in left_out) * voxel_ml)}
+
+
 def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Optional[object] = None,
                       factor: int = 2, margin_mm: float = 15.0, progress: Optional[ProgressCallback] = None,
                       cancel: Optional[CancellationToken] = None, with_probability: bool = False,
                       record: Optional[dict] = None, probability_everywhere: bool = True,
-                      air_hu: Optional[float] = None) -> object:
+                      air_hu: Optional[float] = None, all_components: bool = False) -> object:
     """Labels ``(z, y, x)`` uint8 on ``volume``'s grid via coarse localisation + fine crop segmentation.
 
     ``fine_engine`` / ``coarse_engine``: objects with ``predict(volume, progress, cancel)`` (normally
@@ -85,6 +105,10 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     ``record``: a dict that receives ``crop_zyx`` (``[[start, stop]]`` per array axis) or ``fallback``.
     ``air_hu``: coarse labels on voxels below this (HU) are not organ when the crop is chosen (air slices the
     network called liver made the crop follow them, losing 95 % of a real liver); None: no such gate.
+    ``all_components``: the crop takes in every coarse organ part, not only the largest (post-processing keeps
+    every liver part: ``--keep-all-liver-components``); otherwise the parts the crop leaves out are recorded as
+    ``parts_outside_crop`` (``{"count", "volume_ml"}``, at the coarse resolution) so that they are not lost
+    without a word, as one-stage post-processing reports the parts it removes.
     """
     from ..metrics.recist import axial_axis_zyx
 
@@ -99,8 +123,13 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
 
         coarse_labels = np.array(coarse_labels, dtype=np.uint8)
         remove_organ_in_air(coarse_labels, coarse.array, threshold_hu=air_hu)
-    box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm,
-                    axial_axis=axial_axis_zyx(volume.geometry))
+    axial = axial_axis_zyx(volume.geometry)
+    box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm, axial_axis=axial,
+                    all_components=all_components)
+    if box is not None and not all_components:
+        outside = parts_outside(coarse_labels, box, factors, coarse.spacing_zyx)
+        if outside["count"]:
+            record["parts_outside_crop"] = outside
     if box is None:
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
         record["fallback"] = "no liver on the coarse pass: the whole volume was segmented"

@@ -171,3 +171,74 @@ def test_allow_non_hu_on_a_ct_in_hu_keeps_the_two_stage_air_gate():
     start, stop = report["two_stage_record"]["crop_zyx"][0]
     liver_slices = np.flatnonzero(ph.labels.any(axis=(1, 2))) + pad
     assert pad - 6 <= start <= liver_slices.min() and stop > liver_slices.max()  # not the air block (start 0)
+
+
+class HUEngine:
+    """Stand-in network: liver = 50..70 HU (label 1), tumor = 10..29 HU (label 2); only ``predict`` (an engine
+    without ``predict_with_probability``, which Segmenter accepts)."""
+
+    device, tta_flip, backend, batch_size, threads, precision = "cpu", False, "torch", 1, 1, "fp32"
+    device_description = "stand-in"
+
+    def predict(self, volume, progress=None, cancel=None):
+        a = np.asarray(volume.array)
+        labels = np.zeros(a.shape, np.uint8)
+        labels[(a >= 50) & (a <= 70)] = 1
+        labels[(a >= 10) & (a < 30)] = 2
+        return labels
+
+
+def _two_part_liver():
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    hu = np.full((100, 96, 96), -1000, np.int16)
+    hu[:, 8:88, 8:88] = 40               # body
+    hu[20:60, 20:60, 10:45] = 60         # the main liver part, slices 20..59 (2.5 mm)
+    hu[80:92, 30:50, 15:35] = 60         # a separate part 50 mm below it: 4,800 voxels, 108 mL
+    return CTVolume(hu, ImageGeometry(spacing=(3.0, 3.0, 2.5)))
+
+
+def test_two_stage_keeps_or_reports_the_liver_parts_outside_its_crop():
+    """--two-stage cropped to the largest coarse liver part: with --keep-all-liver-components a separate 108 mL
+    part was dropped without a word (one-stage kept it), and by default it vanished without the warning one-stage
+    post-processing gives."""
+    import dataclasses
+
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+
+    volume = _two_part_liver()
+    keep_all = dataclasses.replace(PostprocessingOptions(), largest_liver_component=False)
+    for two_stage in (False, True):
+        result = Segmenter(SegmentationOptions(device="cpu", two_stage=two_stage, postprocessing=keep_all),
+                           engine=HUEngine()).segment_volume(volume)
+        assert int((result.labels[80:92] >= 1).sum()) == 4800
+        assert result.report["liver_volume_ml"] == pytest.approx((40 * 40 * 35 + 4800) * 22.5 / 1000)
+    result = Segmenter(SegmentationOptions(device="cpu", two_stage=True), engine=HUEngine()).segment_volume(volume)
+    assert not (result.labels[80:92] >= 1).any()
+    assert result.report["two_stage_record"]["parts_outside_crop"] == {"count": 1, "volume_ml": pytest.approx(108.0)}
+    assert any("1 other part(s) (about 108.0 mL) were left out" in w for w in result.warnings), result.warnings
+
+
+def test_two_stage_runs_an_engine_without_probabilities():
+    """Segmenter takes engines with predict alone; two-stage called predict_with_probability anyway
+    (AttributeError), while one-stage ran."""
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+
+    volume = _two_part_liver()
+    volumes = [Segmenter(SegmentationOptions(device="cpu", two_stage=two), engine=HUEngine())
+               .segment_volume(volume).report["liver_volume_ml"] for two in (False, True)]
+    assert volumes == [pytest.approx(40 * 40 * 35 * 22.5 / 1000)] * 2
+
+
+def test_liver_volume_limits_are_inclusive_whatever_the_float_rounding():
+    """3,125,000 voxels of 0.8 x 0.8 x 2.5 mm are 5000 mL exactly, but the product was 5000.000000000001 and was
+    flagged 'above 5000 mL'; 299.6 mL was printed as '300 mL (... below 300 mL ...)'."""
+    from LiverTumorSegLib.inference.segmenter import liver_volume_warnings
+
+    voxel_ml = 0.8 * 0.8 * 2.5 / 1000
+    assert 3125000 * voxel_ml > 5000 and liver_volume_warnings(3125000 * voxel_ml) == []
+    assert liver_volume_warnings(375000 * 0.8 / 1000) == []  # 300 mL exactly
+    assert "the liver volume is 299.6 mL" in liver_volume_warnings(299.6)[0]
+    assert "the liver volume is 5000.4 mL" in liver_volume_warnings(5000.4)[0]
+    assert "the liver volume is 150 mL" in liver_volume_warnings(150.2)[0]

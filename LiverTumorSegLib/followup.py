@@ -51,7 +51,7 @@ import numpy as np
 
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM
+from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split", "not_assessed")
@@ -128,9 +128,10 @@ def _coarse(image):
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
-def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None):
-    """Rigid multi-resolution registration set-up; ``fixed_size``: ``(x, y, z)`` voxels of the (coarse) fixed
-    image."""
+def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None,
+                         moving_size: Optional[Sequence[int]] = None):
+    """Rigid multi-resolution registration set-up; ``fixed_size`` / ``moving_size``: ``(x, y, z)`` voxels of the
+    (coarse) fixed and moving images."""
     fixed_voxels = int(np.prod([int(n) for n in fixed_size]))
     sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
@@ -150,7 +151,8 @@ def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None
     reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
     # ITK's recursive Gaussians (the pyramid's smoothing, the metric's image gradients) need 4 voxels per axis: a
     # thinner scan (a few slices) is registered unsmoothed, with central-difference gradients
-    thick = min(int(n) for n in fixed_size) >= MIN_REGISTRATION_VOXELS
+    # either image: a 3-slice follow-up failed in ITK's smoothing, and the error blamed the scans' regions
+    thick = min(int(n) for n in list(fixed_size) + list(moving_size or ())) >= MIN_REGISTRATION_VOXELS
     reg.SetSmoothingSigmasPerLevel([1.0 if thick else 0.0, 0.0])
     if not thick:
         reg.MetricUseFixedImageGradientFilterOff()
@@ -227,7 +229,8 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         else:
             initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                         sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(), mask))
+        transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(), mask,
+                                                                                    moving.GetSize()))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
@@ -258,7 +261,8 @@ def _align_livers(baseline: CTVolume, followup: CTVolume) -> Tuple[Any, float]:
     fixed, moving = _smoothed_mask(baseline), _smoothed_mask(followup)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
-    return _register(fixed, moving, initial, _registration_method("meansquares", fixed.GetSize()))
+    return _register(fixed, moving, initial, _registration_method("meansquares", fixed.GetSize(),
+                                                                  moving_size=moving.GetSize()))
 
 
 def _ct_options() -> str:
@@ -266,8 +270,8 @@ def _ct_options() -> str:
 
 
 def _alignment_option(value: str) -> str:
-    """``--alignment VALUE`` for the command line, ``alignment='VALUE'`` for library calls (and the Slicer panel's
-    jobs, which call the library)."""
+    """``--alignment VALUE`` for the command line, ``alignment='VALUE'`` for library calls. (The Slicer panel's
+    job runs the command line in a child process: ``panel_text.followup_text`` words it for the panel.)"""
     return option_hint(f"--alignment {value}", f"alignment='{value}'")
 
 
@@ -368,9 +372,9 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     if len(follow_ids) > 1:
         return "split"
     relative = (follow_long - base_long) / base_long if base_long > 0 else 0.0
-    if relative >= GROWN_CHANGE:
+    if relative >= GROWN_CHANGE - BOUNDARY_TOLERANCE:  # exactly +20 % is grown, whatever the float rounding
         return "grown"
-    if relative <= SHRUNK_CHANGE:
+    if relative <= SHRUNK_CHANGE + BOUNDARY_TOLERANCE:
         return "shrunk"
     return "stable"
 
@@ -429,8 +433,8 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
         if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed"):  # only "new" lacks a base
             continue
         change = e["long_axis_change_mm"]
-        if e["baseline_long_axis_mm"] > 0 and change >= RECIST_PD_ABSOLUTE_MM \
-                and change / e["baseline_long_axis_mm"] >= RECIST_PD_CHANGE:
+        if e["baseline_long_axis_mm"] > 0 and change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE \
+                and change / e["baseline_long_axis_mm"] >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE:
             grown.append(e)
     return grown
 
@@ -479,7 +483,10 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     covered = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline,
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
     uncovered = set(np.unique(base_components[~covered]).tolist())  # lesions with a voxel outside it (one pass)
-    for entry in entries:  # a baseline lesion the follow-up scan does not wholly cover: gone or cut, unknown
+    # the baseline scan's own edge cuts these: their baseline volume and axes are lower bounds (report_format.md),
+    # so a change against them is not measured (a lesion cut below its centre was 'grown' by 229 %)
+    uncovered.update(d["id"] for d in base_report["lesions"] if d.get("touches_scan_edge"))
+    for entry in entries:  # a baseline lesion either scan does not wholly show: gone or cut, unknown
         if uncovered.intersection(entry["baseline_ids"]):
             entry["status"] = "not_assessed"  # what the follow-up shows of it (0 or a cut part) is not a change
             for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm",
@@ -613,7 +620,8 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
             rows, cols = np.nonzero(mask)
             ax.text(cols.mean(), rows.min() - 1.5, str(entry["number"]), color=color, fontsize=12, fontweight="bold",
                     ha="center", va="bottom")
-        ax.set_title(f"{name}\n(axial projection; {len([e for e in change['lesions'] if e[key]])} lesions)")
+        count = sum(len(e[key]) for e in change["lesions"])  # lesions, not groups (a merge is 2 baseline lesions)
+        ax.set_title(f"{name}\n(axial projection; {count} lesion{'' if count == 1 else 's'})")
         ax.set_xticks([])
         ax.set_yticks([])
         style = dict(transform=ax.transAxes, color="white", fontsize=10, fontweight="bold")
@@ -657,7 +665,8 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
-                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in the follow-up scan: not measured")
+                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans (cut by a scan's edge): "
+                         f"not measured")
             continue
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
                      f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "

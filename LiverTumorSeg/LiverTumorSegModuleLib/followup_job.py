@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
-from .childjob import DONE, ChildJob, require_in_scene, reusable_table
+from . import panel_text
+from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
 from .job import hand_over_segmentation
 
 
@@ -74,7 +75,9 @@ class FollowupJob(ChildJob):
         stderr = self._runner.read_stderr()
         change = self._result_json(code, "change.json")
         if change is None:
-            return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process")
+            return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
+                                      message=panel_text.followup_text(last_error_line(stderr)))
+        change["warnings"] = [panel_text.followup_text(w) for w in change.get("warnings", [])]
         require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
                          "compared; no change table was made.")
         baseline, followup = self._nodes[0], self._nodes[2]

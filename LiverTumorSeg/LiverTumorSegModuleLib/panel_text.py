@@ -137,6 +137,26 @@ def _panel_wording(text: str) -> str:
     return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
 
 
+ALIGN_ON_CT = '"Align on the CTs"'
+"""The comparison's alignment checkbox (its label in the panel)."""
+
+_FOLLOWUP_PANEL_WORDS = (
+    # the panel always hands over both CTs, and has one checkbox for the alignment (CT or liver masks; no "none")
+    ("give both CTs (--baseline-ct, --followup-ct) or --alignment none", f"tick {ALIGN_ON_CT}"),
+    ("or use --alignment none", f"or try the other alignment ({ALIGN_ON_CT} ticked or unticked)"),
+    ("try another alignment (--alignment ct|liver|none)", f"try the other alignment ({ALIGN_ON_CT} ticked or "
+                                                          f"unticked)"),
+)
+
+
+def followup_text(text: str) -> str:
+    """A follow-up child's error or warning in the panel's words: its alignment checkbox instead of the command
+    line's ``--alignment`` and CT options."""
+    for flag_words, panel_words in _FOLLOWUP_PANEL_WORDS:
+        text = text.replace(flag_words, panel_words)
+    return text
+
+
 def _named_as_volume(text: str, input_path: str, volume_name: str) -> str:
     """``text`` with the file the child read (often a temporary NIfTI, gone by now) named as the volume."""
     if not volume_name:

@@ -51,7 +51,7 @@ NON_CR_NON_PD = "Non-CR/non-PD"
 RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver lesions; research use, not a "
                "clinical read")
 """Said wherever a measurement or response is printed (stdout, reports, the change picture)."""
-_BOUNDARY_TOLERANCE = 1e-9  # a change of exactly -30 % / +20 % / +5 mm meets the rule despite float rounding
+BOUNDARY_TOLERANCE = 1e-9  # a change of exactly -30 % / +20 % / +5 mm meets the rule despite float rounding
 
 
 def axial_axis_zyx(geometry: ImageGeometry) -> int:
@@ -295,8 +295,8 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     change = followup_sum_mm - baseline_sum_mm
     relative = change / baseline_sum_mm
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
-    if relative >= RECIST_PD_CHANGE - _BOUNDARY_TOLERANCE and change >= RECIST_PD_ABSOLUTE_MM - _BOUNDARY_TOLERANCE:
+    if relative >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE and change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE:
         return "PD", text
-    if relative <= RECIST_PR_CHANGE + _BOUNDARY_TOLERANCE:
+    if relative <= RECIST_PR_CHANGE + BOUNDARY_TOLERANCE:
         return "PR", text
     return "SD", text

@@ -365,3 +365,20 @@ def test_the_air_steps_warning_names_no_flag_the_panel_lacks():
     (shown,) = panel_text.result_warnings({"warnings": [warning]})
     assert "--keep-liver-in-air" in warning and "run again with" not in shown
     assert "the panel has no control for this step" in shown
+
+
+def test_followup_advice_names_the_panels_checkbox_not_command_line_flags():
+    """The comparison runs the command line in a child, so its advice named --baseline-ct / --alignment none, which
+    the panel does not have (it always hands over both CTs and has one alignment checkbox)."""
+    from LiverTumorSegLib.cli import cli_wording
+    from LiverTumorSegLib.followup import _alignment_option, _ct_options
+
+    with cli_wording():  # as the child words them
+        no_liver = (f"Cannot align on the liver: the follow-up label map has no liver label (1), only tumor or "
+                    f"nothing; give both CTs ({_ct_options()}) or {_alignment_option('none')}.")
+        failed = f"Alignment ... failed (ITK ERROR); check that both scans show the same region, or use " \
+                 f"{_alignment_option('none')}."
+        doubtful = f"the livers overlap little ...; or try another alignment ({_alignment_option('ct|liver|none')})"
+    for text in (no_liver, failed, doubtful):
+        shown = panel_text.followup_text(text)
+        assert "--" not in shown and '"Align on the CTs"' in shown, shown

@@ -324,6 +324,7 @@ def pad_with_air(sample: Sample, slices: int, hu: float = -1000.0) -> Sample:
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
+    "baseline_whole": "--max-slices kept the whole scan, so baseline is the whole scan",
     "thick": "the scan's slices are already that thick, or fewer than two thick slabs fit",
     "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
 }
@@ -336,6 +337,9 @@ def skip_reason(name: str) -> str:
 PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "original": ("real CT, no synthetic tumor", lambda c, s: c.original),
     "baseline": ("synthetic tumors, full scan", lambda c, s: c.sample),
+    # the fov rows' reference under --max-slices (they cut the whole scan, baseline keeps N slices); only then
+    "baseline_whole": ("synthetic tumors, whole scan (the fov rows' reference with --max-slices)",
+                       lambda c, s: c.whole_sample() if c.cropped else None),
     "spacing-30": ("anatomy shown 0.70x (spacing -30 %)", lambda c, s: scale_spacing(c.sample, 0.70)),
     "spacing-15": ("anatomy shown 0.85x (spacing -15 %)", lambda c, s: scale_spacing(c.sample, 0.85)),
     "spacing+15": ("anatomy shown 1.15x (spacing +15 %)", lambda c, s: scale_spacing(c.sample, 1.15)),
@@ -429,8 +433,15 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                     log(f"  {case.case_id:<22} {name:<12} skipped: {skip_reason(name)}")
                 continue
             start = time.perf_counter()
-            out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
-                                 postprocessing=postprocessing)
+            try:
+                out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
+                                     postprocessing=postprocessing,
+                                     allow_non_hu=bool(case.read_options.get("allow_non_hu")))
+            except InputError as exc:  # a perturbed volume the input check refuses (the real CT passed it at
+                # load): that row is skipped with the reason; before, the whole run stopped and lost every row
+                if log:
+                    log(f"  {case.case_id:<22} {name:<12} skipped: segment refused the perturbed volume ({exc})")
+                continue
             seconds = time.perf_counter() - start
             row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
             row.update(score(sample, out.labels))
@@ -454,6 +465,8 @@ def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference
     A perturbation that does not apply to every case (thick slices on a thick scan, a field of view already
     as small) has its mean over fewer cases, so only this paired change is comparable with the reference."""
     ref = {r["case"]: r.get(key) for r in rows if r["perturbation"] == reference}
+    if reference == "baseline" and name.startswith("fov_"):  # cut from the whole scan: compared with it
+        ref.update({r["case"]: r.get(key) for r in rows if r["perturbation"] == "baseline_whole"})
     pairs = [(r.get(key), ref.get(r["case"])) for r in rows if r["perturbation"] == name]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     return float(np.mean([a - b for a, b in pairs])) if pairs else None
@@ -461,12 +474,13 @@ def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference
 
 def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) -> str:
     """Text table: one line per perturbation, ``liver/tumor`` Dice per case, the means, the number of cases
-    the perturbation applied to, and the mean change against ``baseline`` on those same cases."""
+    the perturbation applied to, its false lesions summed over them (README's column), and the mean change
+    against ``baseline`` on those same cases (the fov rows: against ``baseline_whole`` when measured)."""
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by_key = {(r["case"], r["perturbation"]): r for r in rows}
     width = max(13, max((len(c) for c in cases), default=0))
     head = (f"  {'perturbation':<13}" + "".join(f" {c[-width:]:>{width}}" for c in cases)
-            + "   mean liver  mean tumor   n   vs baseline (same cases)")
+            + "   mean liver  mean tumor   n  false lesions   vs baseline (same cases)")
     lines = [head, "  " + "-" * (len(head) - 2)]
     for name in perturbations:
         cells, livers, tumors = [], [], []
@@ -483,11 +497,13 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
         mean_l = fmt(float(np.mean(livers))) if livers else "  n/a"
         mean_t = fmt(float(np.mean(tumors))) if tumors else "  n/a"
         applied = sum(1 for c in cases if (c, name) in by_key)
+        false = sum(int(by_key[(c, name)].get("false_lesions") or 0) for c in cases if (c, name) in by_key)
         change = ""
-        if name not in ("baseline", "original") and applied:
+        if name not in ("baseline", "original", "baseline_whole") and applied:
             parts = [paired_change(rows, name, key) for key in ("liver_dice", "tumor_dice")]
             change = "   " + " / ".join("n/a" if v is None else f"{v:+.3f}" for v in parts)
-        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}" + change)
+        lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}  {false:>13}"
+                     + change)
     return "\n".join(lines)
 
 
@@ -507,7 +523,7 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     from LiverTumorSegLib.package import (METADATA_KEY, load_model_package, read_package_metadata,
                                           record_bundled_checksum, sealed_metadata_json)
 
-    path = Path(path)
+    path = Path(path).resolve()  # through a link: the package it names (the link was replaced by a copy)
     meta = read_package_metadata(path)
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
@@ -575,6 +591,7 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
 
     return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
+            "label_map": getattr(args, "label_map", None), "allow_non_hu": bool(getattr(args, "allow_non_hu", False)),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
             "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
@@ -660,10 +677,16 @@ def run(args: argparse.Namespace) -> int:
     from LiverTumorSegLib.package import load_model_package, read_package_metadata, resolve_model
 
     code = code_version()  # the code this run imports, before anything can be edited
-    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    # each once (a repeat stored its rows twice, and `models` counted its cases twice), in the order given
+    perturbations = list(dict.fromkeys(p.strip() for p in args.perturbations.split(",") if p.strip()))
+    if not perturbations:
+        raise InputError(f"--perturbations names none; choose from {', '.join(PERTURBATIONS)}.")
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
         raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
+    if args.max_slices and any(p.startswith("fov_") for p in perturbations) and "baseline_whole" not in \
+            perturbations:  # the fov rows' reference: compared with the N-slice baseline, a cut looked like a loss
+        perturbations.insert(next(i for i, p in enumerate(perturbations) if p.startswith("fov_")), "baseline_whole")
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air
@@ -726,6 +749,7 @@ def run(args: argparse.Namespace) -> int:
                     "seed": args.seed, "max_slices": args.max_slices, "postprocessing": not args.no_postprocessing,
                     "min_lesion_probability": args.min_lesion_probability,
                     "keep_liver_in_air": bool(args.keep_liver_in_air),
+                    "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
                     "tta": bool(args.tta),
                     "note": NOTE, "packages": results}
         with atomic_output(args.json, overwrite=args.overwrite) as tmp:

@@ -179,10 +179,10 @@ def test_summary_gives_case_counts_and_the_change_on_the_same_cases():
     # thick5mm applied to one case of two: its mean is over that case only, the change is paired
     rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.80},
             {"case": "b", "perturbation": "baseline", "liver_dice": 0.96, "tumor_dice": 0.60},
-            {"case": "b", "perturbation": "thick5mm", "liver_dice": 0.95, "tumor_dice": 0.59}]
+            {"case": "b", "perturbation": "thick5mm", "liver_dice": 0.95, "tumor_dice": 0.59, "false_lesions": 2}]
     assert rb.paired_change(rows, "thick5mm", "tumor_dice") == pytest.approx(-0.01)
     line = [t for t in rb.summary_table(rows, ["baseline", "thick5mm"]).splitlines() if t.strip().startswith("thick")]
-    assert line and line[0].split()[-4:] == ["1", "-0.010", "/", "-0.010"]
+    assert line and line[0].split()[-5:] == ["1", "2", "-0.010", "/", "-0.010"]  # cases, false lesions, change
 
 
 def test_cases_with_the_same_file_name_keep_apart(tmp_path):
@@ -423,3 +423,90 @@ def test_label_map_and_allow_non_hu_that_its_messages_name_exist(tmp_path, capsy
     assert rb.main(argv + ["--label-map", '{"255": 1}']) == 0
     (case,) = seen
     assert set(np.unique(case.original.labels)) == {0, 1} and case.read_options["label_map"] == {"255": 1}
+
+
+def test_each_perturbation_runs_once_and_an_empty_list_is_refused(tmp_path, capsys, monkeypatch):
+    """'original,baseline,baseline' stored baseline's rows twice (`models` then said 'over 4 cases' for 2); ','
+    ran nothing and wrote an empty table with exit 0."""
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+    seen = []
+    monkeypatch.setattr(rb, "evaluate", lambda engine, cases, perturbations, *a, **k: seen.append(perturbations)
+                        or [])
+    base = [str(package.path), "--data", str(tmp_path / "data"), "--quiet", "--perturbations"]
+    assert rb.main(base + ["original,baseline,baseline"]) == 0
+    assert seen == [["original", "baseline"]]
+    assert rb.main(base + [","]) == 2 and "--perturbations names none" in capsys.readouterr().err
+
+
+def test_field_of_view_rows_are_compared_with_the_whole_scan_under_max_slices(tmp_path, monkeypatch):
+    """With --max-slices the fov rows cut the whole scan but were compared with the N-slice baseline: a field of
+    view that changed nothing read as a loss (README: 0.809 'against 0.826'). A whole-scan baseline row is
+    measured then and is the fov rows' reference."""
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.98, "tumor_dice": 0.826},
+            {"case": "a", "perturbation": "baseline_whole", "liver_dice": 0.981, "tumor_dice": 0.809},
+            {"case": "a", "perturbation": "fov_liver20", "liver_dice": 0.981, "tumor_dice": 0.809},
+            {"case": "a", "perturbation": "noise10", "liver_dice": 0.97, "tumor_dice": 0.806}]
+    assert rb.paired_change(rows, "fov_liver20", "tumor_dice") == pytest.approx(0.0)
+    assert rb.paired_change(rows, "noise10", "tumor_dice") == pytest.approx(-0.02)  # the others: baseline
+    table = rb.summary_table(rows, ["baseline", "baseline_whole", "fov_liver20"])
+    assert "+0.000 / +0.000" in table.splitlines()[-1]
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+    seen = []
+    monkeypatch.setattr(rb, "evaluate", lambda engine, cases, perturbations, *a, **k: seen.append(perturbations)
+                        or [])
+    argv = [str(package.path), "--data", str(tmp_path / "data"), "--quiet", "--perturbations",
+            "baseline,noise10,fov_liver20,fov_liver60"]
+    assert rb.main(argv + ["--max-slices", "8"]) == 0 and rb.main(argv) == 0
+    assert seen == [["baseline", "noise10", "baseline_whole", "fov_liver20", "fov_liver60"],
+                    ["baseline", "noise10", "fov_liver20", "fov_liver60"]]
+    (found,) = rb.find_cases(tmp_path / "data")
+    assert rb.PERTURBATIONS["baseline_whole"][1](rb.load_bench_case(found, seed=0), 0) is None  # not cropped
+
+
+def test_a_refused_perturbed_volume_skips_its_row_not_the_run_and_allow_non_hu_reaches_segment(tmp_path,
+                                                                                                monkeypatch):
+    """air_pad15 on a one-slice case was refused by segment's HU check and stopped the whole run (every row
+    measured before lost); --allow-non-hu reached the reading but not segment, which refused the CT anyway."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.inference import api
+
+    write_case(tmp_path)
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0, allow_non_hu=True)
+    calls = []
+
+    def fake_segment(volume, package, **kwargs):
+        calls.append(kwargs.get("allow_non_hu"))
+        if len(calls) == 2:
+            raise InputError("does not look like CT in Hounsfield units")
+        from types import SimpleNamespace
+        return SimpleNamespace(labels=np.zeros(volume.shape_zyx, np.uint8))
+
+    monkeypatch.setattr(api, "segment_volume", fake_segment)
+    logged = []
+    engine = type("E", (), {"package": None})()
+    rows = rb.evaluate(engine, [case], ["original", "air_pad15", "baseline"], seed=0, log=logged.append)
+    assert [r["perturbation"] for r in rows] == ["original", "baseline"]
+    assert any("air_pad15" in line and "skipped: segment refused the perturbed volume" in line for line in logged)
+    assert calls == [True, True, True]
+
+
+def test_settings_record_the_label_map_and_non_hu_reading(tmp_path):
+    """Tables scored against other reference livers (--label-map) or read with --allow-non-hu had identical
+    settings, so they looked comparable."""
+    args = argparse.Namespace(data="d", seed=0, max_slices=0, device="cpu", label_map='{"5": 1}', allow_non_hu=True)
+    settings = rb.run_settings(args, [], ["baseline"], "0" * 64, {"commit": "x"})
+    assert settings["label_map"] == '{"5": 1}' and settings["allow_non_hu"] is True
+
+
+def test_storing_through_a_link_updates_the_package_it_names(tmp_path):
+    """--store-in-package on a symlink replaced the link by a copy and left the package with its old table."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    package = tiny_unet_package(tmp_path)
+    link = tmp_path / "alias.safetensors"
+    link.symlink_to(package.path)
+    rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.9, "tumor_dice": None}]
+    rb.store_robustness(link, rows, replace_stored=True)
+    assert link.is_symlink() and read_package_metadata(package.path)["robustness"] == rows

@@ -124,14 +124,19 @@ def test_merge_and_split_groups():
     assert sorted(_link_groups([(1, 1), (1, 2)], 2, 3)) == [([], [3]), ([1], [1, 2]), ([2], [])]
 
 
-def test_merged_status_in_a_report():
+def merged_change():
+    """The change report of two baseline lesions that merged into one at follow-up (no alignment)."""
     g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     base = np.ones((6, 40, 40), np.uint8)
     base[2:4, 10:18, 10:18] = 2
     base[2:4, 10:18, 20:28] = 2
     follow = np.ones_like(base)
     follow[2:4, 10:18, 10:28] = 2
-    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    return compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+
+
+def test_merged_status_in_a_report():
+    change = merged_change()
     assert statuses(change) == ["merged"]
     entry = change["lesions"][0]
     assert entry["baseline_ids"] == [1, 2] and entry["followup_ids"] == [1]
@@ -617,13 +622,7 @@ def test_change_picture_counts_lesions_not_groups(tmp_path, monkeypatch):
 
     from LiverTumorSegLib.followup import save_change_picture
 
-    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
-    base = np.ones((6, 40, 40), np.uint8)
-    base[2:4, 10:18, 10:18] = 2
-    base[2:4, 10:18, 20:28] = 2
-    follow = np.ones_like(base)
-    follow[2:4, 10:18, 10:28] = 2
-    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    change = merged_change()
     titles = []
     original = Axes.set_title
     monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: titles.append(text) or original(self, text,

@@ -19,7 +19,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           "and mean Dice tables. -o names the output folder.")
     # train's help for these does not fit crossval (0 = hold-out; one fold; a file)
     add_config_options(p, help_for={
-        "folds": "number of patient-level folds (fewer than 2, the default: 4)",
+        "folds": "number of patient-level folds, 2 or more (default 4)",
         "fold": argparse.SUPPRESS,  # crossval trains every fold
         "output": "output folder: fold_<i>.safetensors, crossval.csv and crossval.json",
         "log_dir": "folder for each fold's checkpoints, logs and cache, fold_<i>_train/ in it (default: the output "
@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "fold", None) not in (None, 0):
         raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
+    if getattr(args, "folds", None) is not None and args.folds != 0 and args.folds < 2:
+        # before the training options are checked, whose message speaks of a hold-out split crossval never makes
+        raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
     config = config_from_args(args)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")

@@ -188,6 +188,8 @@ class TrainConfig:
                 raise InputError(f"Option {name} must be at least 1 (got {getattr(self, name)}).")
         if not 0.0 <= float(self.liver_slice_fraction) <= 1.0:
             raise InputError(f"liver_slice_fraction must be in [0, 1] (got {self.liver_slice_fraction}).")
+        if self.folds == 1 or self.folds < 0:  # first: a negative count made the fold range message '0..-3'
+            raise InputError(f"folds must be 0 (hold-out split) or at least 2 (got {self.folds}).")
         if not self.folds and int(self.fold) != 0:
             raise InputError(f"fold {self.fold} needs folds K (--folds K: K-fold cross-validation, fold 0..K-1); "
                              f"without it the split is a hold-out of val_fraction and a fold number means nothing.")
@@ -196,8 +198,6 @@ class TrainConfig:
         if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int)
                                             or self.split_seed < 0):
             raise InputError(f"split_seed must be a whole number >= 0 or left out (got {self.split_seed!r}).")
-        if self.folds == 1 or self.folds < 0:
-            raise InputError(f"folds must be 0 (hold-out split) or at least 2 (got {self.folds}).")
         if not self.folds and not 0.0 <= float(self.val_fraction) < 1.0:
             raise InputError(f"val_fraction must be in [0, 1) (got {self.val_fraction}).")
         for name in ("label_map", "model_options", "augmentation", "lesions"):

@@ -2,8 +2,9 @@
 
 Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
 ``fold``: one row per fold 0..k-1 with liver/tumor Dice and ``val_cases``, its validation case ids joined by
-"; ", then a ``mean`` row) and ``crossval.json`` (rows +
-``metrics.report.summarize_cases``).
+"; ", then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
+``n_validation_cases`` and ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
+gives a metric's statistics).
 All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
 case where neither prediction nor reference holds tumor, 0.0 where only one does; ``tumor_ref_cases`` counts
 the fold's validation cases whose reference has tumor: with none, tumor Dice only says whether tumor was
@@ -201,7 +202,14 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     from ..metrics.report import summarize_cases, write_case_table
 
     path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
-    summary = summarize_cases([{k: v for k, v in r.items() if k != "fold"} for r in table if r["fold"] != "mean"])
+    folds = [r for r in table if r["fold"] != "mean"]
+    # over folds, not cases: summarize_cases' own keys (n_cases, pooled global Dice) and the bookkeeping columns
+    # (epochs, tumor_ref_cases) said other things than they are
+    over_folds = summarize_cases([{"liver_dice": r["liver_dice"], "tumor_dice": r["tumor_dice"]} for r in folds])
+    summary = {"n_folds": len(folds),
+               "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split("; ") if c])
+                                         for r in folds),
+               "metrics_over_folds": over_folds["metrics"]}
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({"folds": clean, "summary": summary}, indent=2), encoding="utf-8")

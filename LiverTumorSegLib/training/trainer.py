@@ -517,11 +517,15 @@ class Trainer:
                 raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
             check_can_write(self.output, overwrite=True)  # UTF-8 name, writable folder: before any work
         self._resume_payload = None  # type: Optional[Dict[str, Any]]
+        self._finish_only = None  # type: Optional[str]
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             done = int(payload["epoch"])
+            self._finish_only = pending_validation(self.output)  # stopped in its final validation: redo that
+            if self._finish_only:
+                return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
@@ -711,6 +715,10 @@ class Trainer:
             if start_step and self.history and int(self.history[-1]["epoch"]) >= start_epoch + 1:
                 start_epoch, start_step = int(self.history[-1]["epoch"]), 0  # checkpoints of older versions
                 self.loss_sum, self.loss_count = 0.0, 0
+            if self._finish_only:
+                self.log(f"the run in '{self.log_dir}' was stopped in its final whole-volume validation; "
+                         f"validating again")
+                return self._finish(self._finish_only)
             self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1}, step {self.global_step}")
         else:
             if cfg.resume:
@@ -885,6 +893,8 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
+        """Validate the best weights, write the package (its whole-volume validation on the validation CTs
+        included) and end the process group."""
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
         package_path = None
@@ -900,10 +910,15 @@ class Trainer:
                               "synthetic_lesions_in_validation": any(
                                   isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases)}
             if self.output is not None:
-                package_path = self._write_package(validation, stop_reason)
+                # the whole-volume validation loads the package from its file; until it is done the package says
+                # so (an interrupt there left a 'completed' package without it, which resume took as finished)
+                pending = bool(self.val_cases)
+                package_path = self._write_package(validation, VALIDATING if pending else stop_reason,
+                                                   final_stop_reason=stop_reason if pending else None)
                 whole = self._whole_volume_validation(package_path)
                 if whole:
                     validation = dict(validation, whole_volume=whole)
+                if pending:
                     package_path = self._write_package(validation, stop_reason)
                 self.log(f"model package written to {package_path}")
         barrier(self.dist)
@@ -912,7 +927,10 @@ class Trainer:
                            validation, stop_reason, [c.case_id for c in self.train_cases],
                            [c.case_id for c in self.val_cases])
 
-    def _write_package(self, validation: Dict[str, Any], stop_reason: str) -> Path:
+    def _write_package(self, validation: Dict[str, Any], stop_reason: str,
+                       final_stop_reason: Optional[str] = None) -> Path:
+        """The model package; ``stop_reason`` :data:`VALIDATING` with the run's own ``final_stop_reason`` while
+        the whole-volume validation runs."""
         from ..package import save_model_package
 
         cfg = self.config
@@ -925,6 +943,7 @@ class Trainer:
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
                     "global_step": self.global_step, "stop_reason": stop_reason,
+                    **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
                     "world_size": self.dist.world_size, "device": str(self.device),
                     # what config.augmentation / config.lesions (user overrides only) resolved to, the files read
@@ -1037,6 +1056,28 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
         if created and (dist is None or dist.is_main):
             remove_if_no_checkpoint(log_dir)
         raise
+
+
+VALIDATING = "validating"
+"""A package's ``training.stop_reason`` while its whole-volume validation runs (``final_stop_reason`` holds the
+run's own): a package an interrupt left like that is not finished, and ``--resume`` validates it again."""
+
+
+def pending_validation(package: Optional[Path]) -> Optional[str]:
+    """The run's own stop reason when ``package`` was left in its final validation (:data:`VALIDATING`), else
+    None (also for a missing or unreadable file)."""
+    from ..errors import ModelPackageError
+    from ..package import read_package_metadata
+
+    if package is None or not Path(package).is_file():
+        return None
+    try:
+        training = read_package_metadata(package).get("training") or {}
+    except ModelPackageError:
+        return None
+    if training.get("stop_reason") != VALIDATING:
+        return None
+    return str(training.get("final_stop_reason") or "completed")
 
 
 CACHE_FOLDER = "cache"

@@ -221,6 +221,11 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert sorted("; ".join(r["val_cases"] for r in table[:3]).split("; ")) == ["ct0", "ct1", "ct2"]
     assert table[3]["liver_dice"] == pytest.approx(np.mean([r["liver_dice"] for r in table[:3]]))
     assert (tmp_path / "cv" / "crossval.csv").is_file() and (tmp_path / "cv" / "fold_2.safetensors").is_file()
+    # the summary is over folds: it said n_cases 3 for the folds and summarised epochs as a metric
+    summary = json.loads((tmp_path / "cv" / "crossval.json").read_text())["summary"]
+    assert summary["n_folds"] == 3 and summary["n_validation_cases"] == 3 and "n_cases" not in summary
+    assert sorted(summary["metrics_over_folds"]) == ["liver_dice", "tumor_dice"]
+    assert summary["metrics_over_folds"]["liver_dice"]["mean"] == pytest.approx(table[3]["liver_dice"])
 
 
 def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
@@ -650,3 +655,34 @@ def test_a_diverging_run_is_a_user_error_not_an_internal_one(data_csv, tmp_path,
         with pytest.raises(InputError, match=r"The training loss became nan at step 1: the run diverged\. Lower "
                                              r"the learning rate \(--lr\), or add gradient clipping"):
             train(tiny_config(data_csv, out, device="cpu", amp="off"))
+
+
+def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv, tmp_path, monkeypatch):
+    """The package was written as 'completed' before the whole-volume validation; Ctrl-C there left it without
+    the validation, `train --resume` refused ('nothing to resume') and `crossval --resume` took the fold as
+    finished with NaN Dice. The package says 'validating' until it is done, and --resume validates again."""
+    import LiverTumorSegLib.inference as inference
+    from LiverTumorSegLib.package import read_package_metadata
+
+    out = tmp_path / "run"
+    out.mkdir()
+    original = inference.Segmenter.segment_volume
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_csv, out, epochs=1))
+    training = read_package_metadata(out / "model.safetensors")["training"]
+    assert training["stop_reason"] == "validating" and training["final_stop_reason"] == "completed"
+    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
+    result = train(tiny_config(data_csv, out, epochs=1, resume=True))
+    meta = read_package_metadata(out / "model.safetensors")
+    assert meta["training"]["stop_reason"] == "completed" and "final_stop_reason" not in meta["training"]
+    assert "whole_volume" in meta["validation"] and result.stop_reason == "completed"
+    uninterrupted = tmp_path / "again"
+    uninterrupted.mkdir()
+    train(tiny_config(data_csv, uninterrupted, epochs=1, cache_dir=str(out.parent / "cache")))
+    assert read_package_metadata(uninterrupted / "model.safetensors")["validation"]["whole_volume"] == \
+        meta["validation"]["whole_volume"]

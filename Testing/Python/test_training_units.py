@@ -664,3 +664,16 @@ def test_a_patch_the_size_of_the_slice_is_the_slice(tmp_path):
         assert found, f"sample {index}: not a whole-height window of a slice"  # no rows cut off or filled
         offsets.add(found[0][1])
     assert len(offsets) > 3  # along x (80 px) the patch still moves
+
+
+def test_fold_counts_are_checked_before_the_fold_and_crossval_says_what_it_needs(capsys):
+    """--folds -2 was answered 'fold 0 is outside 0..-3'; crossval --folds 1, which its help said meant 4, was
+    refused with a message about a hold-out split crossval never makes."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.errors import InputError
+
+    with pytest.raises(InputError, match=r"folds must be 0 \(hold-out split\) or at least 2 \(got -2\)"):
+        TrainConfig.from_dict({"data": "x.csv", "folds": -2})
+    for folds in ("1", "-2"):
+        assert main(["crossval", "--data", "x.csv", "--folds", folds, "-o", "cv"]) == 2
+        assert f"crossval needs --folds 2 or more (got {folds})" in capsys.readouterr().err

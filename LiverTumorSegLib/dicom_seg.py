@@ -36,6 +36,8 @@ from .volume import CTVolume, ImageGeometry
 log = logging.getLogger(__name__)
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.7"
+"""Label Map Segmentation Storage (a LABELMAP SEG): read like a Segmentation."""
 DICOM_SEG_SUFFIX = ".dcm"  # `segment ... -o result.dcm` writes a DICOM SEG
 LIVER_CODE = ("SCT", "10200004", "Liver")
 TUMOR_TYPE_CODE = ("SCT", "108369006", "Neoplasm")
@@ -87,6 +89,7 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
         for attribute in PATIENT_STUDY_TYPE2:
             if attribute not in ds:
                 setattr(ds, attribute, "")
+    _share_orientation(datasets, files)
     for attribute in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         # one SEG references one series in one frame of reference (highdicom refuses otherwise, after the network)
         first = str(getattr(datasets[0], attribute, ""))
@@ -97,8 +100,37 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
                              f".seg.nrrd instead (e.g. -o result.seg.nrrd), or fix the series.")
 
 
+SOURCE_ORIENTATION_TOLERANCE = 1e-4
+"""Direction cosines: how far the files of one series may differ in ImageOrientationPatient (header rounding: 5
+decimals in some files, 6 in others) and still be one orientation."""
+
+
+def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
+    """Give every source dataset the first file's ImageOrientationPatient when all agree within
+    :data:`SOURCE_ORIENTATION_TOLERANCE` (in memory only; highdicom requires them equal, and refused a series the
+    CT reader reads after the whole network run); InputError naming the file when one differs more."""
+    def cosines(ds: Any, name: Any) -> np.ndarray:
+        try:
+            values = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+        except (TypeError, ValueError):
+            values = np.zeros(0)
+        if values.shape != (6,) or not np.isfinite(values).all():
+            raise InputError(f"{name} has an unreadable ImageOrientationPatient; write the result as NIfTI, NRRD or "
+                             f".seg.nrrd instead (e.g. -o result.seg.nrrd).")
+        return values
+
+    first = cosines(datasets[0], files[0])
+    for ds, name in zip(datasets[1:], files[1:]):
+        if np.abs(cosines(ds, name) - first).max() > SOURCE_ORIENTATION_TOLERANCE:
+            raise InputError(f"The DICOM series' files differ in ImageOrientationPatient ({files[0]} and {name}); a "
+                             f"DICOM SEG references slices of one orientation. Write the result as NIfTI, NRRD or "
+                             f".seg.nrrd instead (e.g. -o result.seg.nrrd).")
+        ds.ImageOrientationPatient = datasets[0].ImageOrientationPatient
+
+
 def is_dicom_seg(path: Any) -> bool:
-    """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4)."""
+    """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4, or
+    66.7, a label map segmentation)."""
     from .fileutil import has_dicom_preamble
     path = Path(path)
     if not path.is_file() or not has_dicom_preamble(path):
@@ -111,7 +143,7 @@ def is_dicom_seg(path: Any) -> bool:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except Exception:  # noqa: BLE001 - unreadable: not a SEG we can use
         return False
-    return str(getattr(ds, "SOPClassUID", "")) == SEG_SOP_CLASS_UID
+    return str(getattr(ds, "SOPClassUID", "")) in (SEG_SOP_CLASS_UID, LABEL_MAP_SEG_SOP_CLASS_UID)
 
 
 def dicom_series_files(folder: Any, series: Optional[str] = None) -> List[str]:
@@ -158,13 +190,35 @@ def _code(hd, triple: Tuple[str, str, str]):
     return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
+DICOM_LO_CHARS = 64
+"""Long String (LO) values, PS3.5 Table 6.2-1: at most 64 characters, no backslash (the value separator)."""
+
+
+def long_string(text: str, limit: int = DICOM_LO_CHARS) -> str:
+    """``text`` as a DICOM LO value of the default character set: ASCII (accents dropped: 'für' -> 'fur'), no
+    backslash or control character, at most ``limit`` characters ('...' marks a cut). A model's name goes into
+    such fields: a 67-character name failed after the network, 'für' was written as a Latin-1 byte the SEG's
+    character set does not hold."""
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    clean = "".join(c for c in ascii_text if c.isprintable() and c != "\\").strip()
+    return clean if len(clean) <= limit else clean[:limit - 3].rstrip() + "..."
+
+
+def algorithm_name(model_name: str = "") -> str:
+    """The SEG's AlgorithmName: ``LiverTumorSeg (MODEL)``, fitted into one LO value."""
+    prefix, model = "LiverTumorSeg", long_string(model_name, DICOM_LO_CHARS - len("LiverTumorSeg ()"))
+    return f"{prefix} ({model})" if model else prefix
+
+
 def segment_descriptions(model_name: str = "", version: str = "") -> List[Any]:
     """highdicom SegmentDescriptions of segment 1 "Liver" and 2 "Liver tumor" (see module doc)."""
     hd = _highdicom()
     from pydicom.sr.codedict import codes
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="LiverTumorSeg" + (f" ({model_name})" if model_name else ""), version=version or "0",
+        name=algorithm_name(model_name), version=long_string(version) or "0",
         family=codes.cid7162.ArtificialIntelligence)
     liver = hd.seg.SegmentDescription(
         segment_number=1, segment_label="Liver", segmented_property_category=_code(hd, ANATOMICAL_STRUCTURE),
@@ -253,16 +307,38 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
         series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE), sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="LiverTumorSeg", manufacturer_model_name=model_name or "LiverTumorSeg",
+        instance_number=1, manufacturer="LiverTumorSeg",
+        manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
         software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
         series_description=series_description[:64], content_label="LIVERTUMORSEG",
         content_description="Liver and liver tumor; research use, not a medical device")
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""
+    if len(datasets) == 1:  # highdicom writes 1.0 mm between the slices of one slice: measure then read a 4 mm
+        _set_single_slice_spacing(seg, first, geometry)  # slice as 1 mm, a quarter of its volume
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         seg.save_as(str(tmp))
     return path
+
+
+def _set_single_slice_spacing(seg: Any, source: Any, geometry: ImageGeometry) -> None:
+    """The SEG's SpacingBetweenSlices for a one-slice source: the slice's own thickness, as the CT reader takes it
+    (SliceThickness, else SpacingBetweenSlices, else the grid's z spacing)."""
+    thickness = None
+    for attribute in ("SliceThickness", "SpacingBetweenSlices"):
+        try:
+            value = float(getattr(source, attribute, None))
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            thickness = value
+            break
+    thickness = thickness or float(geometry.spacing[2])
+    for groups in (getattr(seg, "SharedFunctionalGroupsSequence", None) or []):
+        for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
+            measures.SpacingBetweenSlices = f"{thickness:.6g}"
+            measures.SliceThickness = f"{thickness:.6g}"
 
 
 def _label_of_segment(description: Any) -> Optional[int]:
@@ -402,6 +478,10 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     labels = np.zeros(stacked.shape[:3], dtype=np.uint8)
     for channel, number in sorted(enumerate(numbers), key=lambda cn: mapping[cn[1]]):  # tumor last: it wins
         labels[(stacked[..., channel] >= inside) if inside else (stacked[..., channel] > 0)] = mapping[number]
+    if reference is not None and labels.shape[0] == 1 == reference.shape_zyx[0]:
+        # one slice: its thickness is not a position (SEGs written before 24 Nov 2026 said 1 mm): the reference's
+        geometry = ImageGeometry(spacing=tuple(geometry.spacing[:2]) + (float(reference.geometry.spacing[2]),),
+                                 origin=geometry.origin, direction=geometry.direction)
     if reference is not None and not (tuple(labels.shape) == tuple(reference.shape_zyx)
                                       and geometry.almost_equal(reference.geometry, tol=1e-3)):
         labels = _onto_reference(labels, geometry, reference, path)

@@ -309,3 +309,88 @@ def test_an_output_that_is_a_slice_of_the_input_series_is_refused_even_with_over
     assert victim.read_bytes() == before
     segment_file(tmp_path / "ct", tmp_path / "ct" / "result.dcm", engine=_oracle_engine())
     segment_file(tmp_path / "ct", tmp_path / "ct" / "result.dcm", overwrite=True, engine=_oracle_engine())
+
+
+def _phantom_series(folder: Path, shape=(6, 40, 44), uid_seed: int = 7):
+    """(files in slice order, CT read back, phantom) of a small phantom written as a DICOM series (4 mm slices)."""
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom(shape, (2.0, 2.5, 4.0), noise_hu=0.0, origin=(-40.0, 20.0, 100.0))
+    files = write_ct_series(folder, phantom.ct, uid_seed=uid_seed)
+    return files, read_volume(folder), phantom
+
+
+def test_a_one_slice_seg_keeps_the_slices_thickness(tmp_path):
+    """highdicom wrote SpacingBetweenSlices 1.0 for one source slice: measure read a 4 mm slice as 1 mm (a quarter
+    of the volume) and measure --ct / evaluate refused the SEG's own series."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct", shape=(1, 40, 44))
+    source = pydicom.dcmread(str(files[0]))
+    if "SpacingBetweenSlices" in source:  # a single slice with SliceThickness alone, as CT series carry it
+        del source.SpacingBetweenSlices
+        source.save_as(str(files[0]))
+    labels = phantom.labels[:1]
+    assert (labels >= 1).any()
+    path = write_dicom_seg(tmp_path / "seg.dcm", labels, ct.geometry, files)
+    alone = read_dicom_seg(path)
+    assert alone.geometry.spacing == pytest.approx(ct.geometry.spacing)
+    expected_ml = float((labels >= 1).sum()) * 2.0 * 2.5 * 4.0 / 1000
+    assert lesion_report(alone.array, alone.geometry)["liver_volume_ml"] == pytest.approx(expected_ml)
+    on_ct = read_label_map(path, reference=ct)
+    assert np.array_equal(on_ct.array, labels) and on_ct.geometry.almost_equal(ct.geometry)
+
+
+def test_files_whose_orientation_differs_by_header_rounding_get_a_seg(tmp_path):
+    """ImageOrientationPatient of 5 decimals in some files and 6 in others: highdicom refused them after the whole
+    network run ('internal error: ... shared orientation'); a real difference is refused before it."""
+    import pydicom
+
+    from LiverTumorSegLib.dicom_seg import prepare_seg_sources
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    ds = pydicom.dcmread(str(files[2]))
+    ds.ImageOrientationPatient = ["1.000000", "0.0000001", "0", "0", "0.9999999", "0"]
+    ds.save_as(str(files[2]))
+    path = write_dicom_seg(tmp_path / "seg.dcm", phantom.labels, ct.geometry, files)
+    assert np.array_equal(read_label_map(path, reference=ct).array, phantom.labels)
+    ds.ImageOrientationPatient = ["1", "0.01", "0", "0", "1", "0"]
+    ds.save_as(str(files[2]))
+    with pytest.raises(InputError, match="differ in ImageOrientationPatient"):
+        prepare_seg_sources(files, ct.geometry, phantom.labels.shape)
+
+
+def test_a_model_name_fits_the_segs_long_string_fields(tmp_path):
+    """A package named after a long file stem made AlgorithmName 66 characters (invalid) or, over 64, failed after
+    the network; 'für' was written as a Latin-1 byte in a SEG without a character set."""
+    from LiverTumorSegLib.dicom_seg import algorithm_name, long_string
+
+    assert long_string("Lebermodell für Tumoren") == "Lebermodell fur Tumoren"
+    assert long_string("a\\b") == "ab" and len(long_string("x" * 100)) == 64 and long_string("x" * 100).endswith("...")
+    assert algorithm_name("") == "LiverTumorSeg" and len(algorithm_name("m" * 80)) == 64
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    for name in ("m" * 67, "Lebermodell für Tumoren\\v2"):
+        path = write_dicom_seg(tmp_path / "seg.dcm", phantom.labels, ct.geometry, files, model_name=name,
+                               overwrite=True)
+        seg = pydicom.dcmread(str(path))
+        texts = [seg.ManufacturerModelName] + [str(a.AlgorithmName) for s in seg.SegmentSequence
+                                               for a in s.SegmentationAlgorithmIdentificationSequence]
+        assert all(len(t) <= 64 and t.isascii() and "\\" not in t for t in texts), texts
+
+
+def test_a_label_map_seg_is_read_like_a_binary_one(tmp_path):
+    """A LABELMAP SEG (Label Map Segmentation Storage, 1.2.840.10008.5.1.4.1.1.66.7) was 'not a readable DICOM
+    file', though the module says it reads them."""
+    from LiverTumorSegLib.dicom_seg import segment_descriptions
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    datasets = [pydicom.dcmread(str(f)) for f in files]
+    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=phantom.labels.astype(np.uint8),
+                              segmentation_type="LABELMAP", segment_descriptions=segment_descriptions("x", "1"),
+                              series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="m", manufacturer_model_name="m",
+                              software_versions="1", device_serial_number="1")
+    seg.save_as(str(tmp_path / "labelmap.dcm"))
+    assert str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7"
+    assert is_dicom_seg(tmp_path / "labelmap.dcm")
+    assert np.array_equal(read_label_map(tmp_path / "labelmap.dcm", reference=ct).array, phantom.labels)

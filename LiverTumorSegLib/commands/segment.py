@@ -293,7 +293,7 @@ def _make_output_folder(folder: Path) -> None:
 def _run_batch(args: argparse.Namespace) -> int:
     """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
-    from ..inference.batch import find_cases, format_status_table, segment_batch, write_status_csv
+    from ..inference.batch import STATUS_FILE, find_cases, format_status_table, segment_batch, write_status_csv
     from ..inference.segmenter import Segmenter
 
     for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
@@ -337,7 +337,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                     for c in cases]
         interrupted = exc
     out.mkdir(parents=True, exist_ok=True)
-    write_status_csv(statuses, out / "batch_status.csv")
+    write_status_csv(statuses, out / STATUS_FILE)
     print(format_status_table(statuses))
     if interrupted is not None:
         raise interrupted

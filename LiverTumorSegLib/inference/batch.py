@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 REPORTS_FOLDER = "reports"
+STATUS_FILE = "batch_status.csv"
+"""The status table a batch writes into its output folder."""
 
 
 @dataclass
@@ -117,8 +119,10 @@ def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
 
 
 def _ct_files(folder: Path) -> List[Path]:
+    """The folder's CT files by name; an entry that is not a folder counts, so a link whose target is gone (an
+    unmounted disk) fails as a listed case instead of vanishing from the batch."""
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
+                  if not p.is_dir() and not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
 
 
 def case_id_of(path: Path) -> str:
@@ -146,8 +150,8 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames:  # 'image, case_id' (a space after the comma) lost its case_id column silently
-                reader.fieldnames = [str(name).strip() for name in reader.fieldnames]
+            if reader.fieldnames:  # 'image, case_id' (a space after the comma) and 'Case_ID' lost the column
+                reader.fieldnames = [str(name).strip().lower() for name in reader.fieldnames]
             rows = [(reader.line_num, row) for row in reader]  # the file's line (blank lines are skipped)
     except UnicodeDecodeError as exc:
         raise InputError(f"Case list '{csv_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
@@ -170,6 +174,9 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
     """Refuse, before any work, an output folder that is the input folder (label maps would replace CTs of the
     same name and be taken for CTs by the next run) and any case output that is some case's input CT."""
     identities_out = set(file_identities(output_folder))
+    if input_path.is_file() and set(file_identities(input_path)) & set(file_identities(output_folder / STATUS_FILE)):
+        raise InputError(f"The case list '{input_path}' is '{STATUS_FILE}' in the output folder, which the batch "
+                         f"writes its status table to; rename the list or choose another output folder.")
     if input_path.is_dir() and set(file_identities(input_path)) & identities_out:
         raise InputError(f"-o '{output_folder}' is the input folder: label maps written there would replace CTs "
                          f"of the same name and be read as CTs by the next run. Choose another output folder "
@@ -258,6 +265,9 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
 def _one_line(exc: BaseException) -> str:
     exc = out_of_memory_error(exc) or exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "DICOM series; choose one with " in text:  # batch has no --series: its listing was cut off too
+        text = (text.split("; choose one with ")[0] + "; a batch reads one series per case: list each "
+                "series' own folder (or a file of it) as a case in a CSV")
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
 
 

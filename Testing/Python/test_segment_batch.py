@@ -475,3 +475,36 @@ def test_an_interrupted_batch_writes_its_table_and_status_file(tmp_path, capsys,
     rows = (out / "batch_status.csv").read_text().splitlines()
     assert rows[1].startswith("ct_0,done") and rows[2].startswith("ct_1,not run") and rows[3].startswith("ct_2,not run")
     assert "1 done, 0 skipped (already segmented), 0 failed, 2 not run (interrupted; rerun to resume)" in printed
+
+
+def test_case_list_headers_ignore_letter_case_and_the_status_table_never_replaces_the_list(tmp_path):
+    """'Image,Case_ID' lost its case_id column silently (and 'Image' was refused); a list saved as
+    OUT/batch_status.csv was overwritten by the status table."""
+    write_phantoms(tmp_path / "cts", 1)
+    listing = tmp_path / "list.csv"
+    listing.write_text("Image,Case_ID\ncts/ct_0.nii.gz,patient1\n")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out")] == ["patient1"]
+    status = tmp_path / "batch_status.csv"
+    status.write_text("image\ncts/ct_0.nii.gz\n")
+    with pytest.raises(InputError, match="is 'batch_status.csv' in the output folder"):
+        find_cases(status, tmp_path)
+    assert status.read_text() == "image\ncts/ct_0.nii.gz\n"
+
+
+def test_a_ct_link_whose_target_is_gone_fails_as_a_case(tmp_path):
+    """A dangling link named like a CT was left out of the batch: 1 done, 0 failed, exit 0."""
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "cts" / "p2.nii.gz").symlink_to(tmp_path / "gone" / "p2.nii.gz")
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["ct_0", "p2"]
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["done", "failed"]
+
+
+def test_a_case_folder_with_several_series_says_what_a_batch_needs():
+    """The several-series message told batch users to pass --series, which batch refuses, and lost its list."""
+    error = InputError("Folder 'study' holds 2 DICOM series; choose one with --series (a SeriesInstanceUID, ...):\n"
+                       "  1: 1.2.3 CT 'abdomen' (40 files)\n  2: 1.2.4 CT 'chest' (30 files)")
+    text = batch_module._one_line(error)
+    assert text.startswith("Folder 'study' holds 2 DICOM series; a batch reads one series per case")
+    assert "--series" not in text

@@ -431,8 +431,8 @@ def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
         raise ModelPackageError(f"Model package '{path}' failed its integrity check: its metadata (preprocessing, "
                                 f"labels, architecture or descriptions) was changed after the package was saved "
                                 f"(metadata SHA-256 {found[:16]}... but the package records "
-                                f"{meta['metadata_sha256'][:16]}...). A package runs only as trained; obtain a "
-                                f"fresh copy, or re-save it with LiverTumorSegLib.package.save_model_package.")
+                                f"{meta['metadata_sha256'][:16]}...). A package runs only as trained; "
+                                f"{_fresh_copy_advice(Path(path))}")
 
 
 def read_package_metadata(path: PathLike) -> Dict[str, Any]:
@@ -591,6 +591,14 @@ def record_bundled_checksum(path: PathLike) -> None:
     sums[path.name] = file_sha256(path)
     with atomic_output(listing, overwrite=True) as tmp:
         tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
+
+
+def _fresh_copy_advice(path: Path) -> str:
+    """What to do about a changed package: a bundled one is restored (re-saving it in the bundled folder would
+    record the edit in SHA256SUMS and approve it), any other re-obtained or re-saved."""
+    if _in_bundled_folder(path):
+        return f"restore it from the release (in a clone: git checkout -- Resources/Models/{path.name})."
+    return "obtain a fresh copy, or re-save it with LiverTumorSegLib.package.save_model_package."
 
 
 def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPackageError:
@@ -856,10 +864,11 @@ def weights_problem(path: PathLike) -> Optional[str]:
     --verify``)."""
     path = Path(path)
     try:
+        bundled_bytes = _verified_bundled_bytes(path)
         _, meta = _read_header_and_metadata(path)
         arch = meta["architecture"]  # options a newer version wrote: every load refuses them
         _check_option_types(arch["name"], arch["options"], f"Model package '{path}'")
-        _verified_tensors(path, meta, _verified_bundled_bytes(path))
+        _verified_tensors(path, meta, bundled_bytes)
     except ModelPackageError as exc:
         return str(exc)
     return None
@@ -892,8 +901,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     from .models import build_model
 
     path = resolve_model(path_or_name)
+    bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)
-    bundled_bytes = _verified_bundled_bytes(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     activations = _plan_network(meta, header, path)
     tensors, digest = _verified_tensors(path, meta, bundled_bytes)
@@ -1097,6 +1106,10 @@ def resolve_model(name_or_path: PathLike) -> Path:
         for group in (flagged, named):
             if group:
                 return Path(group[0]["path"])
+        broken = [e for e in list_installed_models(warn=False) if e["source"] == "bundled" and e["error"]
+                  and Path(e["path"]).name.lower().startswith("default")]
+        if broken:  # there, but damaged: not the missing-install advice
+            raise ModelPackageError(f"The bundled default '{broken[0]['path']}' cannot be used: {broken[0]['error']}")
         from .resources import MISSING_RESOURCES_HINT
         raise ModelPackageError(f"No default model is installed in '{bundled_models_dir()}' (the bundled models "
                                 f"folder; a package there that cannot be used is named in a warning above). "

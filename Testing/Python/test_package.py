@@ -967,3 +967,25 @@ def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatc
     assert entries["newoption.safetensors"]["error"] is None
     assert "unknown option(s) ['attention_heads']" in weights_problem(new_option)
     assert weights_problem(source) is None
+
+
+def test_an_edited_bundled_default_is_named_and_restored_not_resaved(tmp_path, monkeypatch):
+    """A sealed bundled default edited in place got the metadata-hash message ('re-save it with
+    save_model_package', which in the bundled folder records the edit in SHA256SUMS and approves it) instead of
+    the SHA256SUMS one; `--model default` said no default was installed and blamed a non-editable install."""
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    saved = save_model_package(models / "default.safetensors", _tiny_model(), PREP, metadata={"default": True})
+    assert resolve_model("default") == saved
+
+    def window_90(meta):
+        meta["preprocessing"]["channels"][0]["level"] = 90.0
+
+    edited = _rewrite_metadata(saved, tmp_path / "edited.safetensors", window_90, keep_metadata_hash=True)
+    saved.write_bytes(edited.read_bytes())
+    with pytest.raises(ModelPackageError, match="SHA256SUMS beside it.*git checkout -- Resources/Models/default"):
+        load_model_package(saved)
+    with pytest.raises(ModelPackageError, match="The bundled default .* cannot be used: .*git checkout") as caught:
+        resolve_model("default")
+    assert "non-editable" not in str(caught.value) and "re-save" not in str(caught.value)

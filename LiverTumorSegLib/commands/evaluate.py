@@ -442,8 +442,13 @@ def evaluate_folders(args) -> Dict[str, object]:
     rows = []
     roc = RocAccumulator() if probs else None
     roc_cases = 0  # cases with a probability map: those the pooled ROC holds
+    read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
+        said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
+            [f"reference: {w}" for w in ref.meta.get("warnings", [])]
+        if said:
+            read_warnings[case] = said
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
                             iou_threshold=args.detection_iou, connectivity=args.connectivity,
                             probabilities=prob, prob_structure=args.prob_structure)
@@ -464,6 +469,7 @@ def evaluate_folders(args) -> Dict[str, object]:
                            "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
+    summary["warnings"] = read_warnings  # README: the report's warnings say which segments were left out
     curve = roc.curve() if roc is not None else None
     if curve is not None:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, n_cases=roc_cases,

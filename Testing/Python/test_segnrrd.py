@@ -221,3 +221,26 @@ def test_measure_warns_when_a_map_holds_tumor_but_no_liver(tmp_path):
     out = tmp_path / "r.json"
     assert main(["measure", str(path), "-o", str(out)]) == 0
     assert any("no liver label (1)" in w for w in json.loads(out.read_text())["warnings"])
+
+
+def test_evaluate_records_the_segments_it_left_out(tmp_path, capsys):
+    """README: a .seg.nrrd's segments that are neither liver nor tumor are left out 'and the report's warnings
+    say so'; evaluate said it on stderr only, and its summary.json and cases.csv did not."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+
+    arr = np.zeros((3, 6, 8), np.uint8)
+    arr[:, :, :4] = 1
+    arr[1, 1, 1] = 2
+    arr[2, 5, 7] = 5
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    vein = {"ID": "Segment_5", "Name": "Portal vein", "Layer": "0", "LabelValue": "5"}
+    write_seg_nrrd_by_hand(tmp_path / "pred" / "case1.seg.nrrd", [arr], [LIVER, TUMOR, vein])
+    write_seg_nrrd_by_hand(tmp_path / "ref" / "case1.seg.nrrd", [arr], [LIVER, TUMOR])
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                 str(tmp_path / "ev"), "--no-plots", "--no-progress"]) == 0
+    warnings = json.loads((tmp_path / "ev" / "summary.json").read_text())["warnings"]
+    assert list(warnings) == ["case1"] and "'Portal vein'" in warnings["case1"][0]
+    assert warnings["case1"][0].startswith("prediction: ")

@@ -9,6 +9,7 @@ folder and in the user folder (``LIVERTUMORSEG_MODELS_DIR``, default ``~/.livert
 """
 import argparse
 import json
+import sys
 from typing import Any, Dict, List, Sequence
 
 COUNT_IN_CHANNELS = 3
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
                                       "bundled_models_dir": str(bundled_models_dir()),
                                       "user_models_dir": str(user_models_dir())}), indent=2, allow_nan=False))
-        return 0
+        return verify_exit_code(installed, verify)
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
     print(f"  {'name':<16} {'parameters':>11} {'HxW multiple':>12}  description")
     for row in rows:
@@ -235,4 +236,13 @@ def run(args: argparse.Namespace) -> int:
             print("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")
-    return 0
+    elif verify_exit_code(installed, verify):
+        failed = sum(1 for e in installed if e["error"])
+        print(f"error: {failed} installed package(s) failed verification (listed as UNUSABLE above)", file=sys.stderr)
+    return verify_exit_code(installed, verify)
+
+
+def verify_exit_code(installed: List[Dict[str, Any]], verify: bool) -> int:
+    """``--verify``: 2 when any installed package is unusable (a script's check step must see it), else 0; a
+    plain listing is 0 whatever it shows."""
+    return 2 if verify and any(e["error"] for e in installed) else 0

@@ -905,8 +905,12 @@ def test_models_verify_finds_a_flipped_weight_byte_and_names_a_shadowed_default(
     assert main(["models"]) == 0
     listed = capsys.readouterr().out
     assert "models --verify" in listed and "'--model default' means the bundled default" in listed
-    assert main(["models", "--verify"]) == 0
-    verified = capsys.readouterr().out
+    assert main(["models", "--verify"]) == 2  # a script's check step sees the damaged package (it exited 0)
+    captured = capsys.readouterr()
+    verified = captured.out
+    assert "1 installed package(s) failed verification" in captured.err
+    assert main(["models", "--verify", "--json"]) == 2
+    capsys.readouterr()
     rows = {line.split()[-1]: line for line in verified.splitlines() if line.strip().endswith(".safetensors")}
     assert rows[str(models / "flipped.safetensors")].split()[1] == "UNUSABLE" and "integrity check" in verified
     assert "UNUSABLE" not in rows[str(good)]

@@ -324,7 +324,6 @@ def pad_with_air(sample: Sample, slices: int, hu: float = -1000.0) -> Sample:
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
-    "baseline_whole": "--max-slices kept the whole scan, so baseline is the whole scan",
     "thick": "the scan's slices are already that thick, or fewer than two thick slabs fit",
     "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
 }
@@ -339,7 +338,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "baseline": ("synthetic tumors, full scan", lambda c, s: c.sample),
     # the fov rows' reference under --max-slices (they cut the whole scan, baseline keeps N slices); only then
     "baseline_whole": ("synthetic tumors, whole scan (the fov rows' reference with --max-slices)",
-                       lambda c, s: c.whole_sample() if c.cropped else None),
+                       lambda c, s: c.whole_sample()),
     "spacing-30": ("anatomy shown 0.70x (spacing -30 %)", lambda c, s: scale_spacing(c.sample, 0.70)),
     "spacing-15": ("anatomy shown 0.85x (spacing -15 %)", lambda c, s: scale_spacing(c.sample, 0.85)),
     "spacing+15": ("anatomy shown 1.15x (spacing +15 %)", lambda c, s: scale_spacing(c.sample, 1.15)),
@@ -417,9 +416,11 @@ def validation_only_names(metadata: Dict[str, Any], patient_of: Optional[Dict[st
 
 def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
              postprocessing: Any = None, trained_on: Optional[set] = None,
-             log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+             log: Optional[Callable[[str], None]] = None,
+             refused: Optional[List[Tuple[str, str, str]]] = None) -> List[Dict[str, Any]]:
     """One flat row per (case, perturbation): the scores of ``engine`` (a SliceInferenceEngine) after the
-    default (or given) post-processing. Perturbations that do not apply to a case are left out."""
+    default (or given) post-processing. Perturbations that do not apply to a case are left out; one whose
+    volume segment refuses is left out too and appended to ``refused`` as ``(case, perturbation, reason)``."""
     from LiverTumorSegLib.inference.api import segment_volume
 
     trained_on = trained_on or set()
@@ -441,6 +442,8 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                 # load): that row is skipped with the reason; before, the whole run stopped and lost every row
                 if log:
                     log(f"  {case.case_id:<22} {name:<12} skipped: segment refused the perturbed volume ({exc})")
+                if refused is not None:
+                    refused.append((case.case_id, name, str(exc)))
                 continue
             seconds = time.perf_counter() - start
             row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
@@ -464,9 +467,10 @@ def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference
     """Mean of ``row[key]`` minus the ``reference`` row's over the cases that have both (None when none do).
     A perturbation that does not apply to every case (thick slices on a thick scan, a field of view already
     as small) has its mean over fewer cases, so only this paired change is comparable with the reference."""
+    if reference == "baseline" and name.startswith("fov_") and any(r["perturbation"] == "baseline_whole"
+                                                                  for r in rows):
+        reference = "baseline_whole"  # cut from the whole scan: compared with it alone (never the N-slice rows)
     ref = {r["case"]: r.get(key) for r in rows if r["perturbation"] == reference}
-    if reference == "baseline" and name.startswith("fov_"):  # cut from the whole scan: compared with it
-        ref.update({r["case"]: r.get(key) for r in rows if r["perturbation"] == "baseline_whole"})
     pairs = [(r.get(key), ref.get(r["case"])) for r in rows if r["perturbation"] == name]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     return float(np.mean([a - b for a, b in pairs])) if pairs else None
@@ -523,7 +527,8 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     from LiverTumorSegLib.package import (METADATA_KEY, load_model_package, read_package_metadata,
                                           record_bundled_checksum, sealed_metadata_json)
 
-    path = Path(path).resolve()  # through a link: the package it names (the link was replaced by a copy)
+    given = Path(path)
+    path = given.resolve()  # through a link: the package it names (the link was replaced by a copy)
     meta = read_package_metadata(path)
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
@@ -542,7 +547,9 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     record_bundled_checksum(path)
-    load_model_package(path)  # verifies the weights hash and the architecture again
+    if given != path:  # a link in the bundled folder is listed under its own name there
+        record_bundled_checksum(given)
+    load_model_package(given)  # verifies the weights hash and the architecture again, as the package is reached
     return path
 
 
@@ -724,7 +731,12 @@ def run(args: argparse.Namespace) -> int:
         engine = make_engine(package, args.device, threads=args.threads, tta_flip=args.tta)
         trained_on = training_names(package.metadata)
         say(f"{package.name} ({path}):")
-        rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say)
+        refused = []  # type: List[Tuple[str, str, str]]
+        rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say, refused)
+        if refused and args.store_in_package and not args.replace_stored:  # the stored table would lose them
+            raise InputError(f"segment refused {len(refused)} perturbed volume(s) (e.g. {refused[0][0]} "
+                             f"{refused[0][1]}: {refused[0][2][:160]}), so the package's table would lack those "
+                             f"rows; nothing was stored. Pass --replace-stored to store the table without them.")
         results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256})
         threshold = args.min_lesion_probability
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"

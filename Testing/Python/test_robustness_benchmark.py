@@ -462,7 +462,12 @@ def test_field_of_view_rows_are_compared_with_the_whole_scan_under_max_slices(tm
     assert seen == [["baseline", "noise10", "baseline_whole", "fov_liver20", "fov_liver60"],
                     ["baseline", "noise10", "fov_liver20", "fov_liver60"]]
     (found,) = rb.find_cases(tmp_path / "data")
-    assert rb.PERTURBATIONS["baseline_whole"][1](rb.load_bench_case(found, seed=0), 0) is None  # not cropped
+    whole = rb.load_bench_case(found, seed=0)  # a scan --max-slices did not cut: baseline_whole is its baseline
+    assert rb.PERTURBATIONS["baseline_whole"][1](whole, 0) is whole.sample
+    # a table with baseline_whole rows compares the fov rows with them alone, never with the N-slice baseline
+    partial = [r for r in rows if r["perturbation"] != "baseline_whole"] + [
+        {"case": "b", "perturbation": "baseline_whole", "liver_dice": 0.9, "tumor_dice": 0.5}]
+    assert rb.paired_change(partial, "fov_liver20", "tumor_dice") is None
 
 
 def test_a_refused_perturbed_volume_skips_its_row_not_the_run_and_allow_non_hu_reaches_segment(tmp_path,
@@ -510,3 +515,40 @@ def test_storing_through_a_link_updates_the_package_it_names(tmp_path):
     rows = [{"case": "a", "perturbation": "baseline", "liver_dice": 0.9, "tumor_dice": None}]
     rb.store_robustness(link, rows, replace_stored=True)
     assert link.is_symlink() and read_package_metadata(package.path)["robustness"] == rows
+
+
+def test_storing_through_a_link_in_the_bundled_folder_keeps_it_loadable(tmp_path, monkeypatch):
+    """Resolving the link first recorded the new SHA-256 beside the target, not in the bundled SHA256SUMS that
+    lists the link: every later load of the link failed its integrity check."""
+    from LiverTumorSegLib.package import load_model_package, record_bundled_checksum
+
+    package = tiny_unet_package(tmp_path)
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    link = models / "linked.safetensors"
+    link.symlink_to(package.path)
+    (models / "SHA256SUMS").write_text("")
+    record_bundled_checksum(link)
+    load_model_package(link)
+    rb.store_robustness(link, [{"case": "a", "perturbation": "baseline", "liver_dice": 0.9, "tumor_dice": None}],
+                        replace_stored=True)
+    load_model_package(link)
+
+
+def test_a_refused_row_is_not_stored_as_if_the_table_were_whole(tmp_path, capsys, monkeypatch):
+    """A perturbed volume segment refused was skipped, and --store-in-package then failed after the whole run
+    (or with --replace-stored lost the row without a word); it stops before storing and says why."""
+    package = tiny_unet_package(tmp_path)
+    write_case(tmp_path / "data")
+
+    def one_refused(engine, cases, perturbations, *args, **kwargs):
+        args[-1].append((cases[0].case_id, "noise10", "does not look like CT"))
+        return [{"case": cases[0].case_id, "perturbation": "baseline", "liver_dice": 0.9, "tumor_dice": None,
+                 "training_case": False}]
+
+    monkeypatch.setattr(rb, "evaluate", one_refused)
+    argv = [str(package.path), "--data", str(tmp_path / "data"), "--quiet", "--perturbations", "baseline,noise10",
+            "--store-in-package"]
+    assert rb.main(argv) == 2 and "refused 1 perturbed volume(s)" in capsys.readouterr().err
+    assert rb.main(argv + ["--replace-stored"]) == 0

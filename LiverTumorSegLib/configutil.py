@@ -4,8 +4,11 @@ Tuples become lists in :meth:`to_dict`; :meth:`from_dict` refuses unknown keys w
 :class:`~LiverTumorSegLib.errors.InputError` that lists the valid ones.
 """
 import math
+import numbers
 from dataclasses import MISSING, asdict, fields
 from typing import Any, Dict, Type, TypeVar
+
+import numpy as np
 
 from .errors import InputError
 
@@ -21,8 +24,9 @@ def _number(owner: str, name: str, value: Any, whole: bool) -> Any:
             number = float(value)
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(float(number)) \
-            or (whole and float(number) != int(number)):
+    # numbers.Real: numpy scalars too (np.int64(30) from a computed config was refused)
+    if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real) \
+            or not math.isfinite(float(number)) or (whole and float(number) != int(number)):
         shown = f"'{value}' (text)" if isinstance(value, str) else repr(value)
         raise InputError(f"{owner}.{name} must be {'a whole number' if whole else 'a finite number'}, got {shown}.")
     return int(number) if whole else float(number)
@@ -38,9 +42,9 @@ def typed_field_value(owner: str, name: str, value: Any, default: Any, optional:
     if isinstance(value, list):
         value = tuple(value)
     if isinstance(default, bool):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise InputError(f"{owner}.{name} must be true or false, got {value!r}; write it without quotes.")
-        return value
+        return bool(value)
     if isinstance(default, (int, float)):
         return _number(owner, name, value, whole=isinstance(default, int))
     if isinstance(default, tuple):

@@ -2,9 +2,10 @@
 
 A training sample (see ARCHITECTURE.md, "Training contract"):
 centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` and labels ``(T, H, W)``
--> region crop ``(T, R, R)``, ``R >= 1.75 P``, around the ``P x P`` box centred on a random liver pixel (or any
-pixel; the box moved inward only as far as it takes to keep it inside the image) -> synthetic lesions (HU) ->
-augmentation -> centred crop ``(P, P)`` with a small jitter ->
+-> the ``P x P`` box centred on a random liver pixel (or any pixel), moved by a jitter of up to ``(R - P) // 4``
+and inward only as far as it takes to stay inside the image (no jitter along an axis the box spans whole) ->
+region crop ``(T, R, R)``, ``R >= 1.75 P``, around that box -> synthetic lesions (HU) -> augmentation -> the
+region's centre ``(P, P)`` (the box) ->
 ``intensity_channels`` -> slice-major stacking -> ``x (C, P, P)`` float32, ``y (P, P)`` int64 (centre label).
 
 Every sample is a pure function of ``(seed, rank, global index)``: the same run gives the same batches

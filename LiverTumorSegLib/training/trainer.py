@@ -523,16 +523,19 @@ class Trainer:
             self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
             done = int(payload["epoch"])
-            self._finish_only = pending_validation(self.output)  # stopped in its final validation: redo that
-            if self._finish_only:
+            payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
+            early = EarlyStopping(cfg.early_stopping_patience)
+            early.load(payload["state"].get("early") or {})
+            # stopped in its final validation, with nothing left to train (not a time limit, not more --epochs, not a
+            # larger --early-stopping-patience): only that validation is done again
+            final = pending_validation(self.output)
+            if (final == "completed" and done >= cfg.epochs) or (final == "early_stopping" and early.stopped):
+                self._finish_only = final
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
                                         f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
                                         f"--overwrite to write the package again.")
-            payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
-            early = EarlyStopping(cfg.early_stopping_patience)
-            early.load(payload["state"].get("early") or {})
             bad = early.bad_epochs
             if early.stopped and not cfg.overwrite:
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.

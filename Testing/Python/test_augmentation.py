@@ -292,6 +292,9 @@ def test_nested_options_take_their_defaults_types_and_ranges():
     lesions = LesionConfig.from_dict({"probability": "8e-1", "count_range": [1, "3"]})
     assert lesions.probability == 0.8 and lesions.count_range == (1, 3) and isinstance(lesions.count_range[1], int)
     assert AugmentationConfig(liver_target_hu_range=None).liver_target_hu_range is None  # Optional: None is fine
+    numpy_values = LesionConfig(min_liver_voxels=np.int64(30), allow_boundary_touching=np.bool_(False),
+                                anisotropy=np.float32(1.25))  # a config computed with numpy
+    assert (numpy_values.min_liver_voxels, numpy_values.allow_boundary_touching) == (30, False)
     refused = [
         (AugmentationConfig, {"noise_std_hu": [-5, -1]}, "noise_std_hu"),
         (AugmentationConfig, {"blur_sigma_px": [-1, -1]}, "blur_sigma_px"),

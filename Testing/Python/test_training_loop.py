@@ -686,3 +686,13 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
     train(tiny_config(data_csv, uninterrupted, epochs=1, cache_dir=str(out.parent / "cache")))
     assert read_package_metadata(uninterrupted / "model.safetensors")["validation"]["whole_volume"] == \
         meta["validation"]["whole_volume"]
+    # with more --epochs asked for, --resume trains on (it only validated the old package again)
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(data_csv, longer, epochs=1))
+    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
+    result = train(tiny_config(data_csv, longer, epochs=2, resume=True))
+    assert result.epochs_completed == 2 and read_package_metadata(longer / "model.safetensors")["training"]["stop_reason"] \
+        == "completed"

@@ -93,7 +93,7 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys):
     with pytest.raises(SystemExit):
         main(["crossval", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
-    assert "fewer than 2, the default: 4" in text and "hold-out split" not in text and "--fold " not in text
+    assert "number of patient-level folds, 2 or more (default 4)" in text and "hold-out split" not in text and "--fold " not in text
     # -o is a folder and the logs go to <output>/fold_<i>_train, not "a .safetensors package" and "<output>_train/"
     assert "output folder: fold_<i>.safetensors, crossval.csv" in text and "(.safetensors)" not in text
     assert "<output>_train/" not in text

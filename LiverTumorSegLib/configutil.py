@@ -15,46 +15,54 @@ from .errors import InputError
 ConfigT = TypeVar("ConfigT", bound="JsonDataclassMixin")
 
 
-def _number(owner: str, name: str, value: Any, whole: bool) -> Any:
-    """``value`` as a finite float (or a whole int when ``whole``); numbers may come as text that reads as one
-    (YAML 1.1 reads ``5e-1`` as text). InputError naming ``owner.name`` otherwise."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    # numbers.Real: numpy scalars too (np.int64(30) from a computed config was refused)
-    if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real) \
-            or not math.isfinite(float(number)) or (whole and float(number) != int(number)):
-        shown = f"'{value}' (text)" if isinstance(value, str) else repr(value)
-        raise InputError(f"{owner}.{name} must be {'a whole number' if whole else 'a finite number'}, got {shown}.")
-    return int(number) if whole else float(number)
+def shown_value(value: Any) -> str:
+    """A value as an error message quotes it: text marked as text (``'false' (text)``), anything else as repr."""
+    return f"'{value}' (text)" if isinstance(value, str) else repr(value)
+
+
+def typed_scalar(what: str, value: Any, default: Any, whole_from_text: bool = True) -> Any:
+    """``value`` as the type of its scalar ``default`` (the one rule for every option file: top-level training
+    options and the nested augmentation / lesion ones). Booleans must be real true/false (the text "false" is
+    true in Python); numbers must be finite (numpy scalars too), whole for an integer default, and may come as
+    text that reads as a number (YAML 1.1 reads ``5e-1`` as text; for whole numbers only with
+    ``whole_from_text``); text must be text. Other defaults take the value as it is. InputError starting with
+    ``what`` (e.g. ``"Option lr in config.yaml"``) otherwise."""
+    if isinstance(default, bool):
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise InputError(f"{what} must be true or false, got {shown_value(value)}; write it without quotes.")
+    if isinstance(default, (int, float)):
+        whole = isinstance(default, int)
+        number = value
+        if isinstance(value, str) and (whole_from_text or not whole):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real) \
+                or not math.isfinite(float(number)) or (whole and float(number) != int(number)):
+            raise InputError(f"{what} must be {'a whole number' if whole else 'a finite number'}, got "
+                             f"{shown_value(value)}.")
+        return int(number) if whole else float(number)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise InputError(f"{what} must be text, got {shown_value(value)}.")
+    return value
 
 
 def typed_field_value(owner: str, name: str, value: Any, default: Any, optional: bool = False) -> Any:
-    """``value`` of the option ``owner.name`` as the type of its ``default``: a real true/false for booleans (the
-    text "false" is true in Python), finite numbers (whole ones for integers; numeric text is read), pairs of
-    them for tuples (JSON lists become tuples); an ``optional`` field (``Optional[...]``) also takes None; text
-    defaults take text. InputError naming the option otherwise."""
+    """``value`` of the option ``owner.name`` as the type of its ``default`` (:func:`typed_scalar`), pairs of
+    numbers for tuples (JSON lists become tuples); an ``optional`` field (``Optional[...]``) also takes None.
+    InputError naming the option otherwise."""
     if value is None and (optional or default is None):
         return None
+    what = f"{owner}.{name}"
     if isinstance(value, list):
         value = tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, (bool, np.bool_)):
-            raise InputError(f"{owner}.{name} must be true or false, got {value!r}; write it without quotes.")
-        return bool(value)
-    if isinstance(default, (int, float)):
-        return _number(owner, name, value, whole=isinstance(default, int))
     if isinstance(default, tuple):
-        if not isinstance(value, tuple) or (isinstance(default, tuple) and len(value) != len(default)):
-            raise InputError(f"{owner}.{name} must be a (low, high) pair of numbers, got {value!r}.")
-        wholes = [isinstance(d, int) and not isinstance(d, bool) for d in (default or (0.0,) * len(value))]
-        return tuple(_number(owner, name, v, whole) for v, whole in zip(value, wholes))
-    if isinstance(default, str) and not isinstance(value, str):
-        raise InputError(f"{owner}.{name} must be text, got {value!r}.")
-    return value
+        if not isinstance(value, tuple) or len(value) != len(default):
+            raise InputError(f"{what} must be a (low, high) pair of numbers, got {value!r}.")
+        return tuple(typed_scalar(what, v, d) for v, d in zip(value, default))
+    return typed_scalar(what, value, default)
 
 
 class JsonDataclassMixin:

@@ -6,10 +6,12 @@ Unknown keys in a config file are an error (a typo would otherwise be silently i
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..configutil import typed_scalar
 from ..errors import InputError
 
 FORMATS = ("auto", "lits", "msd", "ircadb", "csv")
@@ -26,37 +28,16 @@ _FREE_TYPED_FIELDS = {"preprocessing", "synthetic_lesions", "split_seed", "class
 
 
 def _typed_value(name: str, value: Any, default: Any, source: str) -> Any:
-    """``value`` for the option ``name`` as the type of its default: booleans must be true/false (a quoted
-    'false' is text, and text is true), whole numbers must be whole, numbers may come as text that reads as a
-    number (YAML 1.1 reads ``1e-3`` as text), text must be text. InputError naming the option otherwise."""
+    """``value`` for the option ``name`` as the type of its default (``configutil.typed_scalar``: booleans
+    true/false, whole numbers whole and not text, other numbers also from numeric text, text text);
+    options of more than one type pass as they are (validate() checks them), and a number for a free-text option
+    is its text. InputError naming the option otherwise."""
     if name in _FREE_TYPED_FIELDS or isinstance(default, (dict, list, tuple)) or default is None:
         return value
-    shown = f"{value!r}" if not isinstance(value, str) else f"'{value}' (text)"
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise InputError(f"Option {name} in {source} must be true or false, got {shown}; write it without quotes.")
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value != int(value):
-            raise InputError(f"Option {name} in {source} must be a whole number, got {shown}.")
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, str):
-            try:
-                number = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text
-            except ValueError:
-                number = None
-            if number is not None and math.isfinite(number):
-                return number
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            raise InputError(f"Option {name} in {source} must be a finite number, got {shown}.")
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        if name in FREE_TEXT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # 'name: 2024' in YAML is a number: it was always stored as text
-        raise InputError(f"Option {name} in {source} must be text, got {shown}.")
-    return value
+    if isinstance(default, str) and name in FREE_TEXT_FIELDS and isinstance(value, numbers.Real) \
+            and not isinstance(value, bool):
+        return str(value)  # 'name: 2024' in YAML is a number: it was always stored as text
+    return typed_scalar(f"Option {name} in {source}", value, default, whole_from_text=False)
 
 
 @dataclass

@@ -51,7 +51,7 @@ import numpy as np
 
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM
+from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM, meets_progression
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split", "not_assessed")
@@ -128,8 +128,7 @@ def _coarse(image):
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
-def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None,
-                         moving_size: Optional[Sequence[int]] = None):
+def _registration_method(metric: str, fixed_size: Sequence[int], moving_size: Sequence[int], fixed_mask=None):
     """Rigid multi-resolution registration set-up; ``fixed_size`` / ``moving_size``: ``(x, y, z)`` voxels of the
     (coarse) fixed and moving images."""
     fixed_voxels = int(np.prod([int(n) for n in fixed_size]))
@@ -152,7 +151,7 @@ def _registration_method(metric: str, fixed_size: Sequence[int], fixed_mask=None
     # ITK's recursive Gaussians (the pyramid's smoothing, the metric's image gradients) need 4 voxels per axis: a
     # thinner scan (a few slices) is registered unsmoothed, with central-difference gradients
     # either image: a 3-slice follow-up failed in ITK's smoothing, and the error blamed the scans' regions
-    thick = min(int(n) for n in list(fixed_size) + list(moving_size or ())) >= MIN_REGISTRATION_VOXELS
+    thick = min(int(n) for n in list(fixed_size) + list(moving_size)) >= MIN_REGISTRATION_VOXELS
     reg.SetSmoothingSigmasPerLevel([1.0 if thick else 0.0, 0.0])
     if not thick:
         reg.MetricUseFixedImageGradientFilterOff()
@@ -229,8 +228,8 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         else:
             initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                         sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(), mask,
-                                                                                    moving.GetSize()))
+        transform, metric = _register(fixed, moving, initial, _registration_method("mattes", fixed.GetSize(),
+                                                                                    moving.GetSize(), mask))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
@@ -262,7 +261,7 @@ def _align_livers(baseline: CTVolume, followup: CTVolume) -> Tuple[Any, float]:
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     return _register(fixed, moving, initial, _registration_method("meansquares", fixed.GetSize(),
-                                                                  moving_size=moving.GetSize()))
+                                                                  moving.GetSize()))
 
 
 def _ct_options() -> str:
@@ -426,15 +425,12 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
 def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Non-target groups (seen at both time points) whose long axis grew by >= 20 % and >= 5 mm: candidates for
     RECIST's unequivocal non-target progression, which is a reader's call."""
-    from .metrics.recist import RECIST_PD_ABSOLUTE_MM, RECIST_PD_CHANGE
-
     grown = []
     for e in entries:
         if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed"):  # only "new" lacks a base
             continue
-        change = e["long_axis_change_mm"]
-        if e["baseline_long_axis_mm"] > 0 and change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE \
-                and change / e["baseline_long_axis_mm"] >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE:
+        base = e["baseline_long_axis_mm"]
+        if base > 0 and meets_progression(base, e["followup_long_axis_mm"]):
             grown.append(e)
     return grown
 
@@ -650,12 +646,11 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     sod = change["sum_of_diameters"]
     lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']}); {RECIST_NOTE}"]
     lines += [f"warning: {text}" for text in change.get("warnings", [])]
-    if sod["baseline_mm"] is not None and sod["followup_mm"] is None:
+    if sod["baseline_mm"] is not None:
+        follow = "unknown (a target lies outside the follow-up scan)" if sod["followup_mm"] is None else \
+            f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
         lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
-                     f"unknown (a target lies outside the follow-up scan)")
-    elif sod["baseline_mm"] is not None:
-        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
-                     f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)")
+                     f"{follow}")
     align = change["alignment"]
     shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
     dice = align["liver_dice_after_alignment"]

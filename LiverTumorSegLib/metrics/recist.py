@@ -275,6 +275,14 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     return [int(d["id"]) for d in measurable[:max_targets]]
 
 
+def meets_progression(baseline_mm: float, followup_mm: float) -> bool:
+    """RECIST 1.1's progression rule for a size that grew from ``baseline_mm`` (> 0) to ``followup_mm``: at least
+    +20 % and at least +5 mm, a change of exactly +20 % / +5 mm meeting it despite float rounding."""
+    change = followup_mm - baseline_mm
+    return change / baseline_mm >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE and \
+        change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE
+
+
 def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[float], new_lesion: bool,
                     followup_lesion_count: int, baseline_lesion_count: int) -> Tuple[str, str]:
     """RECIST 1.1 category and a one-line reason (see module doc).
@@ -292,10 +300,9 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
         if baseline_lesion_count > 0:
             return NON_CR_NON_PD, "no measurable target lesion at baseline; non-target lesions persist"
         return "NE", "no lesion at baseline"
-    change = followup_sum_mm - baseline_sum_mm
-    relative = change / baseline_sum_mm
+    relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
-    if relative >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE and change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE:
+    if meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
     if relative <= RECIST_PR_CHANGE + BOUNDARY_TOLERANCE:
         return "PR", text

@@ -430,7 +430,7 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
         if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed"):  # only "new" lacks a base
             continue
         base = e["baseline_long_axis_mm"]
-        if base > 0 and meets_progression(base, e["followup_long_axis_mm"]):
+        if base > 0 and meets_progression(base, base + e["long_axis_change_mm"]):
             grown.append(e)
     return grown
 

@@ -294,18 +294,12 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
     pred, ref = _read_labels(pred_path, ref_path, label_maps)
     check_same_grid(pred, ref, case)
     prob = None
-    if prob_path is not None:
+    if prob_path is not None:  # the prediction's grid in another axis order is fine
         from ..errors import LabelError
-        from ..io import read_volume
-        from ..io.labels import describe_grid_mismatch, onto_reference_grid
+        from ..io.probability import read_probability_map
 
-        read = read_volume(prob_path)
-        prob_volume = onto_reference_grid(read, ref, 1e-3)  # the prediction's grid in another axis order is fine
-        if prob_volume is None:
-            raise LabelError(f"case '{case}': probability map '{prob_path}' is not on the reference's grid: "
-                             f"{'; '.join(describe_grid_mismatch(read, ref, 1e-3))}. Give the map written with "
-                             f"this prediction (segment --probabilities).")
-        prob = probability_scores(prob_volume.array, prob_path, read.meta.get("content", ""))
+        prob = read_probability_map(prob_path, ref, f"case '{case}': probability map '{prob_path}' is not on the "
+                                                    f"reference's grid", LabelError)
     return pred, ref, prob
 
 
@@ -441,7 +435,7 @@ def evaluate_folders(args) -> Dict[str, object]:
 
     rows = []
     roc = RocAccumulator() if probs else None
-    roc_cases = 0  # cases with a probability map: those the pooled ROC holds
+    roc_cases = len(probs)  # cases with a probability map: those the pooled ROC holds (each matched case's)
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
@@ -454,7 +448,6 @@ def evaluate_folders(args) -> Dict[str, object]:
                             probabilities=prob, prob_structure=args.prob_structure)
         if prob is not None:
             roc.add(prob, structure_mask(ref.array, args.prob_structure))
-            roc_cases += 1
         rows.append(row)
         if not getattr(args, "no_progress", False):
             log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,

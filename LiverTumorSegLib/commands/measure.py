@@ -74,7 +74,7 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
 def run(args: argparse.Namespace) -> int:
     from ..fileutil import check_can_write
     from ..inference.lesion_report import check_report_path, lesion_report, write_report
-    from ..io import read_label_map, read_volume
+    from ..io import read_label_map
     from . import read_checked_ct
 
     output = check_report_path(args.output)
@@ -99,18 +99,11 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings[printed:]:  # in the report too; a map with tumor but no liver ran without a word
         print(f"warning: {warning}", file=sys.stderr)
     probability = None
-    if args.probabilities:
-        from ..io.probability import probability_scores
-        from ..io.labels import describe_grid_mismatch, onto_reference_grid
+    if args.probabilities:  # the label map's grid, also in another axis order (with --ct the labels are in the
+        from ..io.probability import read_probability_map  # CT's axis order, the map in its own)
 
-        read = read_volume(args.probabilities)
-        probability = onto_reference_grid(read, labels, 1e-3)  # the label map's grid, also in another axis order
-        if probability is None:  # (with --ct the labels are in the CT's axis order, the map in its own)
-            raise InputError(f"Probability map '{args.probabilities}' is not on the label map's grid: "
-                             f"{'; '.join(describe_grid_mismatch(read, labels, 1e-3))}. Give the map written with "
-                             f"this segmentation (segment --probabilities).")
-        probability = probability_scores(probability.array, args.probabilities,  # floats 0..1 or 255 x p
-                                         read.meta.get("content", ""))
+        probability = read_probability_map(args.probabilities, labels, f"Probability map '{args.probabilities}' "
+                                                                       f"is not on the label map's grid")
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,

@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     verify = bool(getattr(args, "verify", False))  # a Namespace built by a script may lack it
     if verify:
         mark_damaged_weights(installed)
+    code = verify_exit_code(installed, verify)
     notes = name_notes(installed)
     for entry in installed:
         if entry["path"] in notes:
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
                                       "bundled_models_dir": str(bundled_models_dir()),
                                       "user_models_dir": str(user_models_dir())}), indent=2, allow_nan=False))
-        return verify_exit_code(installed, verify)
+        return code
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
     print(f"  {'name':<16} {'parameters':>11} {'HxW multiple':>12}  description")
     for row in rows:
@@ -236,10 +237,10 @@ def run(args: argparse.Namespace) -> int:
             print("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")
-    elif verify_exit_code(installed, verify):
+    elif code:
         failed = sum(1 for e in installed if e["error"])
         print(f"error: {failed} installed package(s) failed verification (listed as UNUSABLE above)", file=sys.stderr)
-    return verify_exit_code(installed, verify)
+    return code
 
 
 def verify_exit_code(installed: List[Dict[str, Any]], verify: bool) -> int:

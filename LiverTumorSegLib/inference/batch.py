@@ -263,9 +263,11 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
 
 
 def _one_line(exc: BaseException) -> str:
+    from ..io.dicom import SeveralSeriesError
+
     exc = out_of_memory_error(exc) or exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "DICOM series; choose one with " in text:  # batch has no --series: its listing was cut off too
+    if isinstance(exc, SeveralSeriesError):  # batch has no --series: its listing was cut off too
         text = (text.split("; choose one with ")[0] + "; a batch reads one series per case: list each "
                 "series' own folder (or a file of it) as a case in a CSV")
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"

@@ -43,6 +43,12 @@ def mps_is_available() -> bool:
         return False
 
 
+def cuda_index(text: str) -> Optional[int]:
+    """The N of ``cuda:N`` written in ASCII digits ("²".isdigit() is True, and int() then fails), else None."""
+    suffix = text[len("cuda:"):] if text.startswith("cuda:") else ""
+    return int(suffix) if suffix.isascii() and suffix.isdigit() else None
+
+
 def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = None,
                    mps_available: Optional[bool] = None) -> DeviceChoice:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` / ``gpu`` to a torch device.
@@ -80,9 +86,8 @@ def resolve_device(requested: str = "auto", cuda_available: Optional[bool] = Non
         log.warning("warning: %s", message)
         return DeviceChoice(torch.device("cpu"), text, message)
     if text.startswith("cuda:"):
-        suffix = text.split(":", 1)[1]
-        index = int(suffix) if suffix.isascii() and suffix.isdigit() else -1  # "²".isdigit() is True
-        if not 0 <= index < torch.cuda.device_count():
+        index = cuda_index(text)
+        if index is None or not 0 <= index < torch.cuda.device_count():
             raise InputError(f"CUDA device '{requested}' does not exist; this machine has "
                              f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..).")
     return DeviceChoice(torch.device(text), text)

@@ -154,8 +154,8 @@ def _check_probability_range(probability: Optional[np.ndarray]) -> None:
     """Refuse a float map outside 0..1 (+-1e-6, as ``io.probability.probability_scores`` reads maps) or with
     NaN/Inf, and an integer map outside 0..255, once for the whole map: a float copy of the 0..255 map reported a
     mean probability of 255.0, an int16 map of 600 one of 2.35."""
-    if probability is None or not np.size(probability):
-        return
+    if probability is None or not np.size(probability) or np.asarray(probability).dtype == np.uint8:
+        return  # uint8 (segment's own map) is 0..255 by its type: no pass over the volume
     low, high = float(np.min(probability)), float(np.max(probability))
     if np.issubdtype(np.asarray(probability).dtype, np.integer):
         if low < 0 or high > 255:

@@ -22,14 +22,13 @@ import json
 import math
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import InputError
-from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision
+from .device import DEVICE_CHOICES, MAX_THREADS, PRECISIONS, check_count, check_precision, cuda_index
 from .engine import BACKENDS
 from .postprocess import PostprocessingOptions
 
@@ -91,7 +90,7 @@ SWITCH_BY_FIELD = {switch.field: switch for switch in POSTPROCESSING_SWITCHES}
 def check_device_name(device: Any) -> str:
     """One of :data:`DEVICE_CHOICES` or ``cuda:N`` (lower-cased, stripped), else InputError."""
     text = str(device if device is not None else "auto").strip().lower()
-    if text in DEVICE_CHOICES or re.fullmatch(r"cuda:[0-9]+", text):  # ASCII digits: "²" is a digit to isdigit()
+    if text in DEVICE_CHOICES or cuda_index(text) is not None:
         return text
     raise InputError(f"device (--device): unknown device '{device}'; use one of {', '.join(DEVICE_CHOICES)} "
                      f"(or cuda:N).")
@@ -124,10 +123,10 @@ def _checked_postprocessing(value: Any) -> PostprocessingOptions:
         raise InputError(f"postprocessing must be PostprocessingOptions or a dict (got {type(value).__name__}).")
     defaults = PostprocessingOptions()
     values = {}
-    flags = {s.field: s.flag for s in POSTPROCESSING_SWITCHES}
     for f in dataclasses.fields(PostprocessingOptions):
         got, default = getattr(value, f.name), getattr(defaults, f.name)
-        where = f"postprocessing.{f.name} ({flags.get(f.name, 'no CLI flag')})"
+        switch = SWITCH_BY_FIELD.get(f.name)
+        where = f"postprocessing.{f.name} ({switch.flag if switch else 'no CLI flag'})"
         if isinstance(default, bool):
             if not isinstance(got, bool):
                 raise InputError(f"{where} must be true or false (got {got!r}).")
@@ -409,8 +408,6 @@ def postprocessing_from_args(args: Any) -> PostprocessingOptions:
             continue
         values[switch.field] = False if switch.kind == "off" else float(given)
         set_explicitly.append(switch.flag)
-    if values.get("min_lesion_ml", 0.0) < 0:
-        raise InputError(f"--min-lesion-ml must be >= 0 (got {values['min_lesion_ml']}).")
     chosen = _checked_postprocessing(PostprocessingOptions(**values))  # checked also when all is switched off
     if args.no_postprocess and set_explicitly:  # the value was dropped without a word, and recorded as 0
         raise InputError(f"--no-postprocess turns every post-processing step off, so {', '.join(set_explicitly)} "

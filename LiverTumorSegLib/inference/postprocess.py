@@ -597,7 +597,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
     box = _clean_organ(labels, options, dropped,
-                       air_hu=hu if (options.air_to_background and hu is not None) else None)
+                       air_hu=hu if options.air_to_background else None)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],

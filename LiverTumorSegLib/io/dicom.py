@@ -34,6 +34,10 @@ class DicomSeriesInfo:
         return f"{self.uid}{desc} ({what})"
 
 
+class SeveralSeriesError(InputError):
+    """A folder holds several DICOM series and none was chosen (the message lists them, one per line)."""
+
+
 def _dicom_tag(reader, tag: str) -> str:
     return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
 
@@ -225,7 +229,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     elif len(images) == 1:  # e.g. the CT and the DICOM SEG written from it in one folder
         chosen = images[0]
     else:
-        raise InputError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
+        raise SeveralSeriesError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
                          f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
                          f"{_series_listing(all_series)}")
     if not _is_image_series(chosen):  # --allow-non-hu would have segmented a binary mask as a CT

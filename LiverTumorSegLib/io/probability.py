@@ -41,3 +41,19 @@ def probability_scores(array, path, content: str = "") -> "object":
         raise InputError(f"Probability map '{path}' holds values {low:g}..{high:g}; probabilities must lie in "
                          f"[0, 1] (a softmax output, not logits or a label map).")
     return array.astype(np.float32, copy=False)
+
+
+def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError) -> "object":
+    """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
+    (:func:`probability_scores`); a map of the same grid in another axis order is reoriented. Off the grid:
+    ``error_class`` with ``not_on_grid`` (what the caller calls the map and the grid), the mismatch and what to
+    give instead."""
+    from .labels import describe_grid_mismatch, onto_reference_grid
+    from .reading import read_volume
+
+    read = read_volume(path)
+    placed = onto_reference_grid(read, reference, 1e-3)
+    if placed is None:
+        raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, 1e-3))}. Give the map "
+                          f"written with this segmentation (segment --probabilities).")
+    return probability_scores(placed.array, path, read.meta.get("content", ""))

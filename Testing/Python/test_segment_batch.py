@@ -503,8 +503,11 @@ def test_a_ct_link_whose_target_is_gone_fails_as_a_case(tmp_path):
 
 def test_a_case_folder_with_several_series_says_what_a_batch_needs():
     """The several-series message told batch users to pass --series, which batch refuses, and lost its list."""
-    error = InputError("Folder 'study' holds 2 DICOM series; choose one with --series (a SeriesInstanceUID, ...):\n"
-                       "  1: 1.2.3 CT 'abdomen' (40 files)\n  2: 1.2.4 CT 'chest' (30 files)")
+    from LiverTumorSegLib.io.dicom import SeveralSeriesError
+
+    error = SeveralSeriesError("Folder 'study' holds 2 DICOM series; choose one with --series (a SeriesInstanceUID, "
+                               "...):\n"
+                               "  1: 1.2.3 CT 'abdomen' (40 files)\n  2: 1.2.4 CT 'chest' (30 files)")
     text = batch_module._one_line(error)
     assert text.startswith("Folder 'study' holds 2 DICOM series; a batch reads one series per case")
     assert "--series" not in text

@@ -301,14 +301,14 @@ def labels_problem(labels: Mapping[str, str]) -> Optional[str]:
     mean what every output writes (1 = liver, 2 = liver tumor), or None. Names may differ in wording ("Liver
     tumour", "lesion"); empty labels (an old package) say nothing. A package that said 1 = tumor, 2 = liver
     still wrote class 1 as the Liver segment."""
-    from .segnrrd import names_tumor
+    from .segnrrd import names_liver, names_tumor
 
     if not labels:
         return None
     if sorted(labels) != sorted(DEFAULT_LABELS):
         return f"name the classes {sorted(labels)[:8]}, not 0, 1 and 2"
     liver, tumor = str(labels["1"]), str(labels["2"])
-    if "liver" not in liver.lower() or names_tumor(liver):
+    if not names_liver(liver):
         return f"call class 1 {liver[:40]!r}, not the liver"
     if not names_tumor(tumor):
         return f"call class 2 {tumor[:40]!r}, not a (liver) tumor"
@@ -433,6 +433,17 @@ def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
                                 f"(metadata SHA-256 {found[:16]}... but the package records "
                                 f"{meta['metadata_sha256'][:16]}...). A package runs only as trained; "
                                 f"{_fresh_copy_advice(Path(path))}")
+
+
+def readable_package_metadata(path: Optional[PathLike]) -> Optional[Dict[str, Any]]:
+    """:func:`read_package_metadata` of ``path``, or None when there is no such file or it cannot be used (a run's
+    earlier output, read to see how far that run got: unreadable means start again)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return read_package_metadata(path)
+    except ModelPackageError:
+        return None
 
 
 def read_package_metadata(path: PathLike) -> Dict[str, Any]:
@@ -604,8 +615,7 @@ def _fresh_copy_advice(path: Path) -> str:
 def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPackageError:
     return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
                              f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
-                             f"file (metadata or weights) was modified or damaged. Restore it from the release "
-                             f"(in a clone: git checkout -- Resources/Models/{path.name}).")
+                             f"file (metadata or weights) was modified or damaged. R{_fresh_copy_advice(path)[1:]}")
 
 
 def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
@@ -1096,18 +1106,19 @@ def resolve_model(name_or_path: PathLike) -> Path:
                                     f"'livertumorseg models' to list installed models.")
         return candidate
     if text == "default":
-        bundled = [e for e in list_installed_models() if e["source"] == "bundled" and e["error"] is None]
+        listed = [e for e in list_installed_models() if e["source"] == "bundled"]
+        bundled = [e for e in listed if e["error"] is None]
         flagged = [e for e in bundled if e["default"]]
         if len(flagged) > 1:  # e.g. a new default finalized beside the old one: never pick one silently
             raise ModelPackageError(f"{len(flagged)} bundled packages are flagged as the default "
                                     f"({'; '.join(e['path'] for e in flagged)}); remove or replace the old one, or "
                                     f"give the package's path with --model.")
-        named = [e for e in bundled if Path(e["path"]).name.lower().startswith("default")]
+        default_named = [e for e in listed if Path(e["path"]).name.lower().startswith("default")]
+        named = [e for e in default_named if e["error"] is None]
         for group in (flagged, named):
             if group:
                 return Path(group[0]["path"])
-        broken = [e for e in list_installed_models(warn=False) if e["source"] == "bundled" and e["error"]
-                  and Path(e["path"]).name.lower().startswith("default")]
+        broken = [e for e in default_named if e["error"]]
         if broken:  # there, but damaged: not the missing-install advice
             raise ModelPackageError(f"The bundled default '{broken[0]['path']}' cannot be used: {broken[0]['error']}")
         from .resources import MISSING_RESOURCES_HINT

@@ -64,6 +64,12 @@ def names_tumor(name: str) -> bool:
     return any(word in name for word in TUMOR_WORDS) and not any(word in name for word in NEGATIONS)
 
 
+def names_liver(name: str) -> bool:
+    """Whether a class or segment name (any case) names the liver itself: it says liver and names no tumor
+    (:func:`names_tumor`). "Liver tumour" is a tumor, "Liver" and "liver parenchyma" are liver."""
+    return "liver" in name.lower() and not names_tumor(name)
+
+
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name: the exact names first
     (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word and no

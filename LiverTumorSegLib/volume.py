@@ -88,6 +88,10 @@ class ImageGeometry:
         """LPS mm of a continuous index given in (i, j, k) = (x, y, z) order."""
         return self.ijk_to_lps()[:3, :3] @ np.asarray(ijk, dtype=float) + np.asarray(self.origin)
 
+    def slice_s_mm(self, k: float) -> float:
+        """The S (LPS z) position, mm, of slice ``k`` of the array's slowest axis (its first voxel)."""
+        return float(self.index_to_lps((0.0, 0.0, float(k)))[2])
+
     def index_to_ras(self, ijk: Sequence[float]) -> np.ndarray:
         """RAS mm of a continuous index given in (i, j, k) = (x, y, z) order."""
         return LPS_TO_RAS @ self.index_to_lps(ijk)

@@ -337,7 +337,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
                  f"tumor Dice {row.get('dice_tumor', float('nan')):.3f}")
         overlays.append({"tag": tag, "case": case, "pred": reorientation.to_canonical(pred.array),
                          "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title,
-                         "slice_s_mm": [float(ref_c.geometry.index_to_lps((0.0, 0.0, float(k)))[2])
+                         "slice_s_mm": [ref_c.geometry.slice_s_mm(k)
                                         for k in range(ref_c.shape_zyx[0])]})
         if best == worst:
             break

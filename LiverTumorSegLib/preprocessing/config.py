@@ -77,11 +77,11 @@ MAX_MEDIAN_SIZE = 15           # pixels; the papers use 3-5; 1001 took ~2 h per 
 MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: days per CT, a constant channel)
 MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
-MAX_WINDOW_WIDTH_HU = 20000.0  # HU_SETTING_RANGE's span; a width of 1e39 overflowed float32 (a constant channel,
-# NaN at 1e300)
 MAX_CROP_MARGIN_MM = 1000.0
 HU_SETTING_RANGE = (-10000.0, 10000.0)  # window level, histogram bins, pad_hu, body_threshold_hu: beyond any CT
 # value, and float32-safe
+MAX_WINDOW_WIDTH_HU = HU_SETTING_RANGE[1] - HU_SETTING_RANGE[0]  # a width of 1e39 overflowed float32 (a constant
+# channel, NaN at 1e300)
 
 
 def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:

@@ -79,17 +79,13 @@ def finished_fold(fold_cfg: TrainConfig, cases: Optional[Sequence[Any]] = None):
     when the fold still has to be trained (also when it was trained for another number of epochs: its
     checkpoint then continues or the fold is refused as finished). A package trained under other settings
     (data, split, seeds, model, ...: :func:`~.trainer.check_resume_config`) raises InputError."""
-    from ..errors import ModelPackageError
-    from ..package import read_package_metadata
+    from ..package import readable_package_metadata
     from .trainer import TrainResult, check_resume_config
 
     path = Path(fold_cfg.output)
-    if not path.is_file():
+    meta = readable_package_metadata(path)
+    if meta is None:  # none, or unreadable: the fold is trained again (with --resume from its checkpoint)
         return None
-    try:
-        meta = read_package_metadata(path)
-    except ModelPackageError:
-        return None  # unreadable: the fold is trained again (with --resume from its checkpoint)
     training = meta.get("training") or {}
     if training.get("stop_reason") not in FINISHED_STOP_REASONS:
         return None
@@ -207,7 +203,7 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     # (epochs, tumor_ref_cases) said other things than they are
     over_folds = summarize_cases([{"liver_dice": r["liver_dice"], "tumor_dice": r["tumor_dice"]} for r in folds])
     summary = {"n_folds": len(folds),
-               "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split("; ") if c])
+               "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]

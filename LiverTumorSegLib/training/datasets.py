@@ -70,12 +70,17 @@ def discover_cases(root: PathLike, fmt: str = "auto") -> List[Case]:
     return sorted(cases, key=lambda c: _natural_key(c.case_id))
 
 
+def _same_file_key(path: PathLike) -> str:
+    """One key for the names of one file (links, ``..``, letter case where the system ignores it)."""
+    return os.path.normcase(str(Path(path).resolve()))
+
+
 def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
     """Refuse one CT listed as two cases: with other case ids (or patients) it could be trained on and validated
     on at once, and the validation would measure a training case."""
     seen: Dict[str, str] = {}
     for case in cases:
-        key = os.path.normcase(str(Path(case.image_path).resolve()))
+        key = _same_file_key(case.image_path)
         if key in seen:
             raise InputError(f"Image '{case.image_path}' is listed as case '{seen[key]}' and as case "
                              f"'{case.case_id}' in '{root}'; list each CT once (it could otherwise be trained on and "
@@ -85,7 +90,7 @@ def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
     # one patient (phases of one examination on one grid share their labels; they stay in one split)
     labels: Dict[str, Case] = {}
     for case in cases:
-        key = os.path.normcase(str(Path(case.label_path).resolve()))
+        key = _same_file_key(case.label_path)
         first = labels.setdefault(key, case)
         if first is not case and first.patient_id != case.patient_id:
             raise InputError(f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case "
@@ -277,12 +282,12 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
             for number in (value if isinstance(value, list) else [value]):
                 if isinstance(number, int) and not isinstance(number, bool):
                     names.setdefault(number, []).append(str(key))
-    from ..segnrrd import names_tumor
+    from ..segnrrd import names_liver, names_tumor
 
     def said(number: int) -> str:
         return " / ".join(names.get(number, [])) or "nothing"
 
-    liver_ok = all("liver" in n.lower() and not names_tumor(n) for n in names.get(1, ["liver"]))
+    liver_ok = all(names_liver(n) for n in names.get(1, ["liver"]))
     tumor_ok = any(names_tumor(n) for n in names.get(2, ["tumor"]))
     extra = sorted(n for n in names if n not in (0, 1, 2))
     if liver_ok and tumor_ok and not extra:

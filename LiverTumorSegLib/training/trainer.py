@@ -548,7 +548,7 @@ class Trainer:
                                     f"continue it or --overwrite to start over.")
         if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
             entries = sorted(p.name for p in self.log_dir.iterdir())
-            if entries == [CACHE_FOLDER] and holds_finished_entries(self.log_dir / CACHE_FOLDER):  # a failed run's
+            if holds_only_slice_cache(self.log_dir):  # a failed run's
                 self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "
                          f"whose files changed are cached again)")
             elif entries:  # a folder of the user's: the run would replace its log.csv and add its own files
@@ -1069,15 +1069,9 @@ run's own): a package an interrupt left like that is not finished, and ``--resum
 def pending_validation(package: Optional[Path]) -> Optional[str]:
     """The run's own stop reason when ``package`` was left in its final validation (:data:`VALIDATING`), else
     None (also for a missing or unreadable file)."""
-    from ..errors import ModelPackageError
-    from ..package import read_package_metadata
+    from ..package import readable_package_metadata
 
-    if package is None or not Path(package).is_file():
-        return None
-    try:
-        training = read_package_metadata(package).get("training") or {}
-    except ModelPackageError:
-        return None
+    training = (readable_package_metadata(package) or {}).get("training") or {}
     if training.get("stop_reason") != VALIDATING:
         return None
     return str(training.get("final_stop_reason") or "completed")

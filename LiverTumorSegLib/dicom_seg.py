@@ -100,15 +100,12 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
                              f".seg.nrrd instead (e.g. -o result.seg.nrrd), or fix the series.")
 
 
-SOURCE_ORIENTATION_TOLERANCE = 1e-4
-"""Direction cosines: how far the files of one series may differ in ImageOrientationPatient (header rounding: 5
-decimals in some files, 6 in others) and still be one orientation."""
-
-
 def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
     """Give every source dataset the first file's ImageOrientationPatient when all agree within
-    :data:`SOURCE_ORIENTATION_TOLERANCE` (in memory only; highdicom requires them equal, and refused a series the
+    the CT reader's ``io.dicom.SERIES_HEADER_TOLERANCE`` (in memory only; highdicom requires them equal, and refused a series the
     CT reader reads after the whole network run); InputError naming the file when one differs more."""
+    from .io.dicom import SERIES_HEADER_TOLERANCE
+
     def cosines(ds: Any, name: Any) -> np.ndarray:
         try:
             values = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
@@ -121,7 +118,7 @@ def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
 
     first = cosines(datasets[0], files[0])
     for ds, name in zip(datasets[1:], files[1:]):
-        if np.abs(cosines(ds, name) - first).max() > SOURCE_ORIENTATION_TOLERANCE:
+        if np.abs(cosines(ds, name) - first).max() > SERIES_HEADER_TOLERANCE:
             raise InputError(f"The DICOM series' files differ in ImageOrientationPatient ({files[0]} and {name}); a "
                              f"DICOM SEG references slices of one orientation. Write the result as NIfTI, NRRD or "
                              f".seg.nrrd instead (e.g. -o result.seg.nrrd).")
@@ -315,26 +312,17 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""
     if len(datasets) == 1:  # highdicom writes 1.0 mm between the slices of one slice: measure then read a 4 mm
-        _set_single_slice_spacing(seg, first, geometry)  # slice as 1 mm, a quarter of its volume
+        _set_single_slice_spacing(seg, geometry)  # slice as 1 mm, a quarter of its volume
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         seg.save_as(str(tmp))
     return path
 
 
-def _set_single_slice_spacing(seg: Any, source: Any, geometry: ImageGeometry) -> None:
-    """The SEG's SpacingBetweenSlices for a one-slice source: the slice's own thickness, as the CT reader takes it
-    (SliceThickness, else SpacingBetweenSlices, else the grid's z spacing)."""
-    thickness = None
-    for attribute in ("SliceThickness", "SpacingBetweenSlices"):
-        try:
-            value = float(getattr(source, attribute, None))
-        except (TypeError, ValueError):
-            continue
-        if value > 0:
-            thickness = value
-            break
-    thickness = thickness or float(geometry.spacing[2])
+def _set_single_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:
+    """The SEG's SpacingBetweenSlices for a one-slice source: the grid's z spacing, which the CT reader took from the
+    slice's own thickness (SliceThickness, else SpacingBetweenSlices)."""
+    thickness = float(geometry.spacing[2])  # the reader took it from the slice (io.dicom._single_slice_thickness)
     for groups in (getattr(seg, "SharedFunctionalGroupsSequence", None) or []):
         for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
             measures.SpacingBetweenSlices = f"{thickness:.6g}"

@@ -64,8 +64,9 @@ class ResourceError(LiverTumorSegError):
 
 # Words in the messages of allocation failures that are not MemoryError: PyTorch's CPU allocator, oneDNN (which
 # reports a failed workspace allocation as a primitive it could not create), and CUDA's allocator.
+_ORT_ALLOCATION_WORDS = "Failed to allocate memory"  # ONNX Runtime's arena
 _OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory",
-                        "Failed to allocate memory")  # the last: ONNX Runtime's arena
+                        _ORT_ALLOCATION_WORDS)
 
 
 def _is_runtime_failure(exc: BaseException) -> bool:
@@ -82,8 +83,8 @@ def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
         detail = str(exc) or "MemoryError"
     elif _is_runtime_failure(exc) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Failed to allocate memory" in detail:  # ONNX Runtime's line names its node first
-            detail = detail[detail.index("Failed to allocate memory"):]
+        if _ORT_ALLOCATION_WORDS in detail:  # ONNX Runtime's line names its node first
+            detail = detail[detail.index(_ORT_ALLOCATION_WORDS):]
     else:
         return None
     smaller_batch = option_hint("--batch-size 1", "batch_size=1")

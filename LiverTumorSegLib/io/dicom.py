@@ -34,6 +34,11 @@ class DicomSeriesInfo:
         return f"{self.uid}{desc} ({what})"
 
 
+SERIES_HEADER_TOLERANCE = 1e-4
+"""How far the files of one series may differ in ImageOrientationPatient (direction cosines) and PixelSpacing (mm)
+by header rounding and still be one orientation and pixel size (the reader's rule; a DICOM SEG's too)."""
+
+
 class SeveralSeriesError(InputError):
     """A folder holds several DICOM series and none was chosen (the message lists them, one per line)."""
 
@@ -322,7 +327,8 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
             if values is None:
                 continue
             reference = first_tags.setdefault(tag, (values, name))
-            if len(values) != len(reference[0]) or np.max(np.abs(np.subtract(values, reference[0]))) > 1e-4:
+            if len(values) != len(reference[0]) or \
+                    np.max(np.abs(np.subtract(values, reference[0]))) > SERIES_HEADER_TOLERANCE:
                 raise InputError(f"DICOM series {series.uid} in '{folder}': file '{name}' has another {what} "
                                  f"({_format_numbers(values)}) than '{reference[1]}' ({_format_numbers(reference[0])}): "
                                  f"{fix}.")

@@ -123,12 +123,16 @@ class BenchCase:
     lesions: Any = None     # the LesionConfig of the synthetic tumors
     cropped: bool = False   # sample and original are a part of the scan (--max-slices)
     read_options: Dict[str, Any] = field(default_factory=dict)  # label_map / allow_non_hu the case was read with
+    whole: Optional[Sample] = field(default=None, repr=False)  # the whole scan while this case is evaluated
 
     def whole_sample(self) -> Sample:
-        """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped)."""
+        """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped): read once per
+        case while :func:`evaluate` runs its rows (three rows need it), dropped after them."""
         if not self.cropped:
             return self.sample
-        return _whole_scan_samples(self.source, self.seed, self.lesions, **self.read_options)[1]
+        if self.whole is None:
+            self.whole = _whole_scan_samples(self.source, self.seed, self.lesions, **self.read_options)[1]
+        return self.whole
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -333,6 +337,10 @@ def skip_reason(name: str) -> str:
     """Why perturbation ``name`` gave no sample for a case."""
     return next((text for prefix, text in SKIP_REASONS.items() if name.startswith(prefix)), "it does not apply")
 
+REFERENCE_OF = {"fov_liver20": "baseline_whole", "fov_liver60": "baseline_whole"}
+"""Perturbations cut from the whole scan -> the row they are compared with under ``--max-slices`` (the others are
+compared with ``baseline``); ``run`` adds that row to a run that cuts scans."""
+
 PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "original": ("real CT, no synthetic tumor", lambda c, s: c.original),
     "baseline": ("synthetic tumors, full scan", lambda c, s: c.sample),
@@ -426,6 +434,7 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
     trained_on = trained_on or set()
     rows = []
     for case in cases:
+        done = {}  # type: Dict[int, Tuple[Any, float]]  # id(sample) -> (labels, seconds): one volume, one run
         for name in perturbations:
             _, make = PERTURBATIONS[name]
             sample = make(case, case_seed(case.case_id + name, seed))
@@ -433,21 +442,24 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                 if log:
                     log(f"  {case.case_id:<22} {name:<12} skipped: {skip_reason(name)}")
                 continue
-            start = time.perf_counter()
-            try:
-                out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
-                                     postprocessing=postprocessing,
-                                     allow_non_hu=bool(case.read_options.get("allow_non_hu")))
-            except InputError as exc:  # a perturbed volume the input check refuses (the real CT passed it at
-                # load): that row is skipped with the reason; before, the whole run stopped and lost every row
-                if log:
-                    log(f"  {case.case_id:<22} {name:<12} skipped: segment refused the perturbed volume ({exc})")
-                if refused is not None:
-                    refused.append((case.case_id, name, str(exc)))
-                continue
-            seconds = time.perf_counter() - start
+            if id(sample) not in done:  # an uncut scan's baseline_whole is its baseline: segmented once
+                start = time.perf_counter()
+                try:
+                    out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
+                                         postprocessing=postprocessing,
+                                         allow_non_hu=bool(case.read_options.get("allow_non_hu")))
+                except InputError as exc:  # a perturbed volume the input check refuses (the real CT passed it
+                    # at load): that row is skipped with the reason; before, the whole run stopped
+                    if log:
+                        log(f"  {case.case_id:<22} {name:<12} skipped: segment refused the perturbed volume "
+                            f"({exc})")
+                    if refused is not None:
+                        refused.append((case.case_id, name, str(exc)))
+                    continue
+                done[id(sample)] = (out.labels, time.perf_counter() - start)
+            labels, seconds = done[id(sample)]
             row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
-            row.update(score(sample, out.labels))
+            row.update(score(sample, labels))
             row["seconds"] = round(seconds, 2)
             row["training_case"] = case.case_id in trained_on or case.patient_id in trained_on
             rows.append(row)
@@ -455,6 +467,7 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                 log(f"  {case.case_id:<22} {name:<12} liver {fmt(row['liver_dice'])}  tumor "
                     f"{fmt(row['tumor_dice'])}  outside {row['liver_outside_ml']:.1f} mL  "
                     f"false lesions {row['false_lesions']}  {seconds:.1f} s")
+        case.whole = None  # a batch of large CTs is not held twice in memory
     return rows
 
 
@@ -467,9 +480,9 @@ def paired_change(rows: Sequence[Dict[str, Any]], name: str, key: str, reference
     """Mean of ``row[key]`` minus the ``reference`` row's over the cases that have both (None when none do).
     A perturbation that does not apply to every case (thick slices on a thick scan, a field of view already
     as small) has its mean over fewer cases, so only this paired change is comparable with the reference."""
-    if reference == "baseline" and name.startswith("fov_") and any(r["perturbation"] == "baseline_whole"
-                                                                  for r in rows):
-        reference = "baseline_whole"  # cut from the whole scan: compared with it alone (never the N-slice rows)
+    own = REFERENCE_OF.get(name)
+    if reference == "baseline" and own and any(r["perturbation"] == own for r in rows):
+        reference = own  # cut from the whole scan: compared with it alone (never the N-slice rows)
     ref = {r["case"]: r.get(key) for r in rows if r["perturbation"] == reference}
     pairs = [(r.get(key), ref.get(r["case"])) for r in rows if r["perturbation"] == name]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
@@ -503,7 +516,7 @@ def summary_table(rows: Sequence[Dict[str, Any]], perturbations: Sequence[str]) 
         applied = sum(1 for c in cases if (c, name) in by_key)
         false = sum(int(by_key[(c, name)].get("false_lesions") or 0) for c in cases if (c, name) in by_key)
         change = ""
-        if name not in ("baseline", "original", "baseline_whole") and applied:
+        if name not in ("baseline", "original", *REFERENCE_OF.values()) and applied:
             parts = [paired_change(rows, name, key) for key in ("liver_dice", "tumor_dice")]
             change = "   " + " / ".join("n/a" if v is None else f"{v:+.3f}" for v in parts)
         lines.append(f"  {name:<13}" + "".join(cells) + f"   {mean_l:>10}  {mean_t:>10}  {applied:>2}  {false:>13}"
@@ -691,9 +704,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = [p for p in perturbations if p not in PERTURBATIONS]
     if unknown:
         raise InputError(f"Unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}.")
-    if args.max_slices and any(p.startswith("fov_") for p in perturbations) and "baseline_whole" not in \
-            perturbations:  # the fov rows' reference: compared with the N-slice baseline, a cut looked like a loss
-        perturbations.insert(next(i for i, p in enumerate(perturbations) if p.startswith("fov_")), "baseline_whole")
+    if args.max_slices:  # the cut rows' reference: compared with the N-slice baseline, a cut looked like a loss
+        for name in list(perturbations):
+            if name in REFERENCE_OF and REFERENCE_OF[name] not in perturbations:
+                perturbations.insert(perturbations.index(name), REFERENCE_OF[name])
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air

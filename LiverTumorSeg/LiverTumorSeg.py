@@ -231,7 +231,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for childJob in (self._comparison, self._measuring):  # its table would otherwise land in the next scene
             if childJob is not None:
                 childJob.cancel()
-        self.ui.resultsSummaryLabel.text = "No result yet."  # the closed scene's numbers are not the next one's
+        self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.ui.statusLabel.text = ""
         self._closingScene = True  # a run cancelled by the close reports no "scene not changed" afterwards
         self._lastInputVolume = None  # the closed scene's node
@@ -302,7 +302,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         shownTable = job.lesion_table_to_show(p.lesionTable, p.outputSegmentation)
         if self.ui.lesionTableView.mrmlTableNode() is not shownTable:
             self.ui.lesionTableView.setMRMLTableNode(shownTable)
-            if shownTable is not None and self.ui.resultsSummaryLabel.text in ("", "No result yet."):
+            if shownTable is not None and self.ui.resultsSummaryLabel.text in ("", panel_text.NO_RESULT):
                 # a scene loaded from disk: no run outcome, but the table keeps its whole-organ numbers
                 self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
         running = self._task is not None

@@ -195,6 +195,10 @@ def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     return _summary_text(report_summary(report), warnings)
 
 
+NO_RESULT = "No result yet."
+"""The results summary before a run (also the .ui's initial text)."""
+
+
 def table_summary_text(table_node: Any) -> str:
     """:func:`summary_text` from a lesion table's ``LiverTumorSeg.*`` attributes (``mrml.report_summary``, which
     ``create_lesion_table_node`` stores): what the panel shows beside a table of a scene loaded from disk, which
@@ -211,7 +215,7 @@ def _summary_text(numbers: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     liver, tumor, burden, count, diameters = (_number(numbers.get(key)) for key in (
         "liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesion_count", "recist_sum_of_diameters_mm"))
     if math.isnan(liver):
-        return "No result yet."
+        return NO_RESULT
     line = (f"Liver {liver:.1f} mL, tumor {tumor:.2f} mL (burden {burden:.2f} %), "
             f"{0 if math.isnan(count) else int(count)} lesion(s)")
     if not math.isnan(diameters) and diameters > 0:

@@ -533,6 +533,10 @@ def run(args) -> int:
         print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
               f"recall {_fmt(detection['recall'])}")
+        lits = detection.get("lits_script")
+        if lits:  # split and merged lesions counted as the LiTS challenge script counts them
+            print(f"  lesions as the LiTS script counts them (one hit per detected group): precision "
+                  f"{_fmt(lits['precision'])}, recall {_fmt(lits['recall'])}")
     for line in held_out_lines(summary):
         print(f"  {line}")
     roc = summary.get("roc_pooled")

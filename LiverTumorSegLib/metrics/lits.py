@@ -23,7 +23,16 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
    summary (sum the counts, then divide);
 5. ``pred_no_overlap``: predicted lesions that share no voxel with any reference lesion, the plainest count
    of false lesions (those overlapping a reference lesion with IoU <= 0.5 are LiTS false positives, but not
-   these).
+   these);
+6. ``detected_groups``: the detected groups, each counted once. The LiTS challenge script counts detection this
+   way: true positives = detected groups, false positives = predicted lesions - true positives, false negatives
+   = reference lesions - true positives. So where a prediction merges two reference lesions it counts one hit
+   and one miss (step 4 counts two hits), and a detected lesion predicted in two pieces gives it one hit and
+   one false positive (step 4: one hit, no false positive). With one predicted and one reference lesion per
+   group the two countings agree. (The script also takes k hits off for an undetected group of k merged
+   reference lesions, which it had counted as one; that slip is not copied here: such a group counts 0.)
+   :func:`~.report.summarize` pools both countings; quote ``lits_script`` precision and recall, at
+   ``connectivity=6``, beside LiTS numbers.
 
 Each structure also gets ``volume_outside_ref_<s>_ml``: predicted voxels outside the reference structure
 (false-positive volume, mL), e.g. "liver" labelled outside the real liver.
@@ -84,6 +93,7 @@ class LesionDetection:
     false_positive: int
     lesions: List[Dict[str, Any]] = field(default_factory=list)  # per reference lesion: id, voxels, iou, detected
     pred_no_overlap: int = 0  # predicted lesions sharing no voxel with any reference lesion
+    detected_groups: int = 0  # detected groups, each counted once (the LiTS script's true positives)
 
     @property
     def precision(self) -> float:
@@ -182,7 +192,7 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
     no_overlap = int(np.count_nonzero(inter.sum(axis=1) == 0)) if n_ref else int(n_pred)
     return LesionDetection(ref_lesions=int(n_ref), pred_lesions=int(n_pred), detected=detected,
                            missed=int(n_ref) - detected, false_positive=false_positive, lesions=lesions,
-                           pred_no_overlap=no_overlap)
+                           pred_no_overlap=no_overlap, detected_groups=len(detected_groups))
 
 
 def tumor_burden(labels: np.ndarray) -> float:
@@ -224,7 +234,8 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
 
     Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row`,
     then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
-    ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesion_precision``, ``lesion_recall``), tumor burden
+    ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, ``lesion_precision``,
+    ``lesion_recall``), tumor burden
     (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
     (float ``(z, y, x)``, probability of ``prob_structure``) are given, ``roc_auc_<prob_structure>``.
     ``surface=False`` skips the surface distances (faster).
@@ -259,6 +270,7 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     row["lesions_missed"] = detection.missed
     row["lesions_false_positive"] = detection.false_positive
     row["lesions_pred_no_overlap"] = detection.pred_no_overlap
+    row["lesions_detected_groups"] = detection.detected_groups
     row["lesion_precision"] = detection.precision
     row["lesion_recall"] = detection.recall
     burden_pred, burden_ref = tumor_burden(pred_labels), tumor_burden(ref_labels)

@@ -100,6 +100,18 @@ def _lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     tp, fp, fn = totals["detected"], totals["false_positive"], totals["missed"]
     return {"ref_lesions": totals["ref"], "pred_lesions": totals["pred"], "detected": tp, "missed": fn,
             "false_positive": fp, "pred_no_overlap": totals["pred_no_overlap"], "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None, "lits_script": _lits_script_counts(rows, totals)}
+
+
+def _lits_script_counts(rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Pooled detection counted as the LiTS challenge script counts it (``lits.detect_lesions`` step 6): true
+    positives = detected groups, false positives = predicted lesions - true positives, false negatives =
+    reference lesions - true positives. None for a table written before ``lesions_detected_groups`` existed."""
+    if not all(row.get("lesions_detected_groups") not in (None, "") for row in rows if "lesions_ref" in row):
+        return None
+    tp = int(np.nansum(metric_values(rows, "lesions_detected_groups")))
+    fp, fn = totals["pred"] - tp, totals["ref"] - tp
+    return {"detected": tp, "false_positive": fp, "missed": fn, "precision": tp / (tp + fp) if tp + fp else None,
             "recall": tp / (tp + fn) if tp + fn else None}
 
 
@@ -119,8 +131,9 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
     values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
     voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
-    ``recall`` = TP / (TP + FN), and ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
-    lesion); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
+    ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
+    lesion) and ``lits_script``: the same counted as the LiTS challenge script counts them (one hit per detected
+    group; see :mod:`.lits`); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
     ``volume_outside_ref_total_ml``: per structure, predicted mL outside the reference, summed over cases.
     """
     rows = list(rows)

@@ -68,6 +68,38 @@ def test_one_prediction_spanning_two_reference_lesions_detects_both():
     assert result.lesions[0]["iou"] == pytest.approx(54 / 63)
 
 
+def test_lits_script_counting_one_hit_per_detected_group():
+    """The LiTS challenge script: TP = detected groups, FP = predicted - TP, FN = reference - TP. Split (1 ref,
+    2 pred pieces): 1 hit, 1 FP, 0 FN; merge (2 refs, 1 pred): 1 hit, 0 FP, 1 FN; pooled P = R = 2/3, where
+    evaluate's own counting gives 1.0 and 1.0."""
+    b = ball(SHAPE, (15, 15, 40), 4)
+    split_pred = b.copy()
+    split_pred[:, :, 40] = False
+    split = lits.detect_lesions(split_pred, b, connectivity=6)
+    assert (split.detected_groups, split.pred_lesions, split.ref_lesions) == (1, 2, 1)
+    ref = np.zeros((9, 9, 13), bool)
+    ref[3:6, 3:6, 2:5] = True
+    ref[3:6, 3:6, 6:9] = True
+    merge_pred = np.zeros_like(ref)
+    merge_pred[3:6, 3:6, 2:9] = True
+    merge = lits.detect_lesions(merge_pred, ref, connectivity=6)
+    assert (merge.detected_groups, merge.pred_lesions, merge.ref_lesions) == (1, 1, 2)
+    rows = []
+    for name, pred, truth in (("split", split_pred, b), ("merge", merge_pred, ref)):
+        liver = np.ones(truth.shape, np.uint8)
+        rows.append(lits.evaluate_case(np.where(pred, 2, liver), np.where(truth, 2, liver), (1.0, 1.0, 1.0), name,
+                                       surface=False, connectivity=6))
+    assert [row["lesions_detected_groups"] for row in rows] == [1, 1]
+    detection = report.summarize_cases(rows)["lesion_detection"]
+    assert (detection["precision"], detection["recall"]) == (1.0, 1.0)
+    assert detection["lits_script"] == {"detected": 2, "false_positive": 1, "missed": 1,
+                                        "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)}
+    undetected = lits.detect_lesions(np.zeros_like(ref), ref)
+    assert undetected.detected_groups == 0
+    del rows[0]["lesions_detected_groups"]    # a table written before the column: unknown, not 0
+    assert report.summarize_cases(rows)["lesion_detection"]["lits_script"] is None
+
+
 def test_weak_overlap_is_a_miss_and_a_false_positive_and_threshold_is_configurable():
     ref = ball((20, 20, 20), (10, 10, 10), 2)
     pred = np.zeros_like(ref)

@@ -173,7 +173,8 @@ class PatchDataset:
         # wherever the liver was); the region may now reach past the image, into pad_hu
         y0, x0 = crop_box(labels[self.context], self.patch_size, rng, self.liver_slice_fraction)
         # a small jitter, within the image where the patch fits; none along an axis the patch spans whole: there
-        # the patch is the slice, as inference sees it (CLAHE and filter edges included)
+        # the patch is the slice along it, as inference sees it (the filters' edges included; CLAHE only where the
+        # patch is the slice along both axes: a narrower axis is padded, and CLAHE's tiles then cover the padding)
         y0, x0 = (jittered_start(start, n, self.patch_size, jitter, rng) for start, n in zip((y0, x0), hu.shape[1:]))
         y0, x0 = y0 - (region - self.patch_size) // 2, x0 - (region - self.patch_size) // 2
         hu = crop_with_padding(hu, y0, x0, region, self.pad_hu)

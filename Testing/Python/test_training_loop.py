@@ -311,6 +311,26 @@ def test_training_says_when_slice_adaptive_preprocessing_meets_smaller_patches(d
         assert any("clahe equalization depend(s) on the whole slice" in line for line in lines) == warned
 
 
+def test_clahe_warns_also_when_the_patch_is_larger_than_the_slices(data_csv, tmp_path):
+    """Square patches larger than a slice are padded, and CLAHE's tiles then cover the padding: inference's
+    tiles lie over the slice itself, so training warns whenever a slice is not exactly the patch (it warned only
+    for patches smaller than a slice). The median filter differs only where a patch cuts into a slice: no
+    warning when every patch holds its whole slice."""
+    median = dict(PREPROCESSING, median_size=3)
+    clahe = dict(PREPROCESSING, equalize="clahe")
+    for name, preprocessing, warned in (("clahe", clahe, True), ("median", median, False)):
+        out = tmp_path / name
+        out.mkdir()
+        lines = []
+        trainer = Trainer(tiny_config(data_csv, out, preprocessing=preprocessing, patch_size=64), log=lines.append)
+        trainer.setup()
+        assert max(max(c.hu.shape[1:]) for c in trainer.train_cached) < 64  # every slice fits inside the patch
+        assert any("depend(s) on the whole slice" in line for line in lines) == warned, name
+        if warned:
+            assert any("padded where a slice is narrower" in line and "global equalization" in line
+                       for line in lines), lines
+
+
 def test_labels_without_any_liver_are_refused_before_training(tmp_path):
     """Every label empty (e.g. a --label-map that dropped the liver value): training ran to the end and wrote a
     package with validation liver Dice 0.000, exit 0, after one warning per case."""

@@ -41,22 +41,29 @@ def main(argv: List[str] = None) -> None:
     from LiverTumorSegLib.errors import InputError
     from LiverTumorSegLib.models import available_models, build_model
 
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:  # 0 repeats ended in 'no median for empty data', 0 batches in a ZeroDivisionError
+            raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+        return value
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=available_models(), choices=available_models())
-    parser.add_argument("--quick", action="store_true", help="256 px, batch 1, one repeat")
-    parser.add_argument("--in-channels", type=int, default=3, help="input channels (dalunet: 3 slices x C0)")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512], help="square slice sizes (px)")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="256 px, batch 1, one repeat, CPU only unless --devices")
+    parser.add_argument("--in-channels", type=positive, default=3, help="input channels (dalunet: 3 slices x C0)")
+    parser.add_argument("--sizes", nargs="+", type=positive, default=[256, 512], help="square slice sizes (px)")
+    parser.add_argument("--batches", nargs="+", type=positive, default=[1, 8])
+    parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.batches, args.repeats = [256], [1], 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    # --quick times the CPU only unless --devices names more (the docstring said so; it added CUDA when present)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() and not args.quick else ["cpu"])
     if "cuda" in devices and not torch.cuda.is_available():
         devices = [d for d in devices if d != "cuda"]
         if not devices:  # before, an empty table under the header

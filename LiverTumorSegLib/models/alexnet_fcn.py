@@ -48,7 +48,8 @@ def _upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
 
 
 class AlexNetFCN(nn.Module):
-    """(N, C, H, W) -> (N, K, H, W) logits; any H, W (padded internally to a multiple of 32)."""
+    """(N, C, H, W) -> (N, K, H, W) logits; any H, W (padded internally to a multiple of 32). ``width``
+    scales every layer, the FC layers too: they get ``fc_channels * width`` channels (4096 at width 1)."""
 
     size_multiple = 32
 

@@ -11,10 +11,14 @@ from torch import nn
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Pad ``x`` (N, C, H, W) at the bottom/right by edge replication so H and W are multiples of
-    ``multiple``. Returns the padded tensor and the original ``(H, W)`` for :func:`crop_to_size`."""
+    ``multiple``, and W to two multiples when both would be one (a 1 x 1 deepest feature map, which instance
+    norm cannot normalise, nor batch norm in training with one sample: a 16 x 16 input to a 16-multiple U-Net
+    failed). Returns the padded tensor and the original ``(H, W)`` for :func:`crop_to_size`."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
     pad_h = (-h) % multiple
     pad_w = (-w) % multiple
+    if h + pad_h == multiple and w + pad_w == multiple:
+        pad_w += multiple
     if pad_h or pad_w:
         # replicate needs at least one pixel; it keeps windowed [0, 1] and z-scored inputs plausible.
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")

@@ -308,6 +308,26 @@ def test_pad_and_crop_helpers():
     assert torch.equal(crop_to_size(padded, size), x)
     same, _ = pad_to_multiple(torch.zeros(1, 1, 8, 16), 8)
     assert same.shape == (1, 1, 8, 16)
+    # one multiple each way would leave a 1 x 1 deepest map: W gets a second multiple
+    assert pad_to_multiple(torch.zeros(1, 1, 3, 4), 4)[0].shape == (1, 1, 4, 8)
+    assert pad_to_multiple(torch.zeros(1, 1, 8, 8), 8)[0].shape == (1, 1, 8, 16)
+    assert pad_to_multiple(torch.zeros(1, 1, 5, 4), 4)[0].shape == (1, 1, 8, 4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_inputs_no_larger_than_one_multiple_run_in_eval_and_in_training_with_one_sample(name):
+    """'Any H, W works' (models/__init__): a 1 x 1 or one-multiple square slice gave the deepest layers a 1 x 1
+    map, which instance norm (the U-Net's default) refused in eval too, and batch norm in training with batch 1
+    (`train --patch-size 16` with the 16-multiple U-Net ended in an internal error)."""
+    model = _tiny(name)
+    for size in ((1, 1), (model.size_multiple, model.size_multiple), (model.size_multiple - 1, 3)):
+        x = torch.rand(1, 3, *size)
+        model.eval()
+        with torch.no_grad():
+            assert model(x).shape == (1, 3) + size, size
+        model.train()
+        logits, _ = split_deep_supervision(model(x))
+        assert logits.shape == (1, 3) + size, size
 
 
 def test_conv_lstm_cell_known_values():

@@ -273,6 +273,20 @@ class SegmentationJob(ChildJob):
         self._done: Optional[childprocess.ChildMessage] = None
         self._error: Optional[childprocess.ChildMessage] = None
 
+    def _check_grid_unchanged(self) -> None:
+        """InputError when the CT's world grid changed while it was segmented (a transform applied or edited, the
+        volume's origin, spacing or voxels replaced): the labels, the probability map and the lesions' world
+        positions were all made on the grid of the run's start, and placed under the CT's new transform they lay
+        where the CT had been (37,426 voxels off after a 40 mm registration was applied during a run)."""
+        try:
+            geometry, shape_zyx = volume_grid(self._input)
+        except InputError:  # its image data was taken away
+            geometry, shape_zyx = None, None
+        if shape_zyx != self.shape_zyx or not geometry.almost_equal(self.geometry, tol=1e-3):
+            raise InputError(f"The CT '{self._input.GetName()}' was moved or changed while it was segmented (its "
+                             f"transform, origin, spacing or size); the result was not loaded, since it lies where "
+                             f"the CT was. Segment it again.")
+
     def _prepare(self) -> List[str]:
         storage_file = usable_storage_file(self._input)
         self.used_storage_file = storage_file is not None
@@ -351,6 +365,7 @@ class SegmentationJob(ChildJob):
         if not self._scene.IsNodePresent(self._input):
             raise InputError(f"The CT '{self._input.GetName()}' was removed from the scene while it was segmented; "
                              f"the result was not loaded. Load the CT and segment it again.")
+        self._check_grid_unchanged()
         present = [node if node is not None and self._scene.IsNodePresent(node) else None
                    for node in (self._segmentation_node, self._table_node)]
         segmentation_node, table_node = apply_result(

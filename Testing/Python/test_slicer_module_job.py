@@ -341,6 +341,32 @@ def test_nodes_deleted_while_the_child_runs_are_not_written_into(fake):
     assert fake.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before["vtkMRMLSegmentationNode"]
 
 
+def test_a_ct_moved_while_it_is_segmented_gets_no_result_placed_where_it_was(fake):
+    """A registration applied to the CT during the run: the result, made on the grid of the run's start, was
+    placed under the CT's new transform, so the segments lay 40 mm from the CT. It is now refused, plainly,
+    and the scene gets no new node; the same CT segmented again (under its transform) lines up."""
+    import vtk
+    ct = _volume_node(fake.scene, _ct_array(), fake.geometry, name="CT to move")
+    running = fake.job(node=ct).start()
+    before = _scene_counts(fake.scene)
+    shift = fake.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 40.0)
+    shift.SetMatrixTransformToParent(matrix)
+    ct.SetAndObserveTransformNodeID(shift.GetID())
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.FAILED and "was moved or changed while it was segmented" in str(outcome.error)
+    after = _scene_counts(fake.scene)
+    assert after["vtkMRMLSegmentationNode"] == before["vtkMRMLSegmentationNode"]
+    assert after["vtkMRMLTableNode"] == before["vtkMRMLTableNode"]
+    again = fake.job(node=ct).start().wait(timeout_s=60)
+    assert again.kind == job.DONE, again.details
+    world, _ = job.volume_grid(ct)  # the CT's grid where it is now, 40 mm to the right (RAS x)
+    assert world.ijk_to_ras()[0, 3] == pytest.approx(fake.geometry.ijk_to_ras()[0, 3] + 40.0)
+    labels = fake.mrml.segmentation_to_labels(again.segmentation_node, world, _ct_array().shape)
+    np.testing.assert_array_equal(labels, (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100))
+
+
 def test_output_segmentation_is_reset_when_the_input_ct_changes(fake):
     """The panel keeps the last result selected as the output; choosing another CT must not make the first
     CT's segmentation the default target of the next run."""

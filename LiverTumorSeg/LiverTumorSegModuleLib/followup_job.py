@@ -14,7 +14,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
-from .job import hand_over_segmentation
+from .job import hand_over_segmentation, require_made_on
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -52,11 +52,22 @@ class FollowupJob(ChildJob):
             raise InputError("Select the baseline and follow-up segmentations and their CTs.")
         for segmentation in (baseline_segmentation, followup_segmentation):  # else it was compared as empty
             mrml.require_output_segments(segmentation)
+        # swapped CT selectors compared each segmentation on the other CT's grid and HU (a PD that was an SD)
+        require_made_on(baseline_segmentation, baseline_volume, "to compare it as the baseline")
+        require_made_on(followup_segmentation, followup_volume, "to compare it as the follow-up")
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._nodes = nodes
         self._align_on_ct = bool(align_on_ct)
         self._table_node = table_node
+        self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
+
+    def _panel_text(self, text: str) -> str:
+        """A child's error or warning in the panel's words, with the CTs named as volumes instead of the
+        (temporary) files they were handed over as."""
+        for path, name in self._ct_names.items():
+            text = panel_text.error_text(text, path, name)
+        return panel_text.followup_text(text)
 
     def _hand_over(self, segmentation: Any, volume: Any, tag: str) -> List[str]:
         """``[labels path, CT path]`` of one time point, written into the temporary folder (main thread)."""
@@ -66,6 +77,7 @@ class FollowupJob(ChildJob):
     def _prepare(self) -> List[str]:
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")
         follow_labels, follow_ct = self._hand_over(self._nodes[2], self._nodes[3], "followup")
+        self._ct_names = {base_ct: self._nodes[1].GetName(), follow_ct: self._nodes[3].GetName()}
         return ["-m", "LiverTumorSegLib", "followup", "--baseline", base_labels, "--followup", follow_labels,
                 "--baseline-ct", base_ct, "--followup-ct", follow_ct, "--alignment",
                 "ct" if self._align_on_ct else "liver", "--no-picture", "-o", self._path("change.json")]
@@ -76,8 +88,8 @@ class FollowupJob(ChildJob):
         change = self._result_json(code, "change.json")
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
-                                      message=panel_text.followup_text(last_error_line(stderr)))
-        change["warnings"] = [panel_text.followup_text(w) for w in change.get("warnings", [])]
+                                      message=self._panel_text(last_error_line(stderr)))
+        change["warnings"] = [self._panel_text(w) for w in change.get("warnings", [])]
         require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
                          "compared; no change table was made.")
         baseline, followup = self._nodes[0], self._nodes[2]

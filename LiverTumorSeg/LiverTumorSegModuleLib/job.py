@@ -199,6 +199,18 @@ def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
     return None
 
 
+def require_made_on(segmentation_node: Any, volume_node: Any, purpose: str) -> None:
+    """InputError when ``segmentation_node`` records another CT than ``volume_node`` as the one it was made on
+    (``purpose``: what reading it on the wrong CT would spoil, e.g. "to measure it"). A segmentation that records
+    no CT is taken as made on any."""
+    if output_for_input(volume_node, segmentation_node) is segmentation_node:
+        return
+    source = source_volume(segmentation_node)
+    raise InputError(f"'{segmentation_node.GetName()}' was made on the CT '{source.GetName()}', not on "
+                     f"'{volume_node.GetName()}'. Select '{source.GetName()}' as its CT {purpose}: on another CT its "
+                     "lesions would get that CT's HU, or not fit its grid.")
+
+
 def first_plain_scalar_volume(volume_nodes: Any) -> Any:
     """The first node of ``volume_nodes`` whose class is exactly vtkMRMLScalarVolumeNode (what the input selector
     lists: its showChildNodeTypes is off), not a label map, vector, DTI or DWI volume; None if there is none."""

@@ -15,8 +15,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
-from .job import (DONE, SegmentationOutcome, hand_over_segmentation, output_for_input, source_volume, volume_grid,
-                  write_temporary_ct)
+from .job import DONE, SegmentationOutcome, hand_over_segmentation, require_made_on, volume_grid, write_temporary_ct
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -38,11 +37,7 @@ class MeasureJob(ChildJob):
         if segmentation_node is None or volume_node is None:
             raise InputError("Select the CT and its liver segmentation to measure.")
         mrml.require_output_segments(segmentation_node)
-        if output_for_input(volume_node, segmentation_node) is not segmentation_node:
-            source = source_volume(segmentation_node)
-            raise InputError(f"'{segmentation_node.GetName()}' was made on the CT '{source.GetName()}', not on "
-                             f"'{volume_node.GetName()}'. Select '{source.GetName()}' as the input CT to measure it: "
-                             "on another CT its lesions would get that CT's HU, or not fit its grid.")
+        require_made_on(segmentation_node, volume_node, "to measure it")
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._segmentation = segmentation_node

@@ -90,8 +90,31 @@ def test_a_comparison_the_child_refuses_is_a_one_line_error(module):
     volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
     nan_ct = add_volume_node(module.scene, np.full(base.ct.array.shape, np.nan, np.float32), base.ct.geometry, "nan")
     logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
-    with pytest.raises(module.m.followup_job.FollowupProcessError, match="NaN/Inf voxels"):
+    with pytest.raises(module.m.followup_job.FollowupProcessError, match="NaN/Inf voxels") as refused:
         logic.compareWithBaseline(segmentation, volume, segmentation, nan_ct)
+    # named as the volume, as segmenting and measuring name it, not as the temporary file it was handed over as
+    assert "Volume 'nan' has" in str(refused.value) and "followup_ct.nii" not in str(refused.value)
+
+
+def test_a_segmentation_compared_on_another_ct_than_its_own_is_refused(module):
+    """Swapped CT selectors: each segmentation was read on the other CT's grid and HU, and the panel reported a
+    response without a word (an audit saw PD where the right pairing gives SD). Measuring refused this already."""
+    from LiverTumorSegLib.errors import InputError
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    base_ct, base_seg = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    follow_ct, follow_seg = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    base_seg.SetReferenceImageGeometryParameterFromVolumeNode(base_ct)
+    follow_seg.SetReferenceImageGeometryParameterFromVolumeNode(follow_ct)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    tables = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    with pytest.raises(InputError, match="was made on the CT 'baseline CT', not on 'follow-up CT'"):
+        logic.compareWithBaseline(base_seg, follow_ct, follow_seg, base_ct)
+    with pytest.raises(InputError, match="was made on the CT 'follow-up CT', not on 'baseline CT'"):
+        logic.compareWithBaseline(base_seg, base_ct, follow_seg, base_ct)
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
+    change, _ = logic.compareWithBaseline(base_seg, base_ct, follow_seg, follow_ct, alignOnCT=False)
+    assert change["response"] == "SD"
 
 
 def test_a_segmentation_without_liver_segments_is_refused_before_the_comparison(module):

@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
+from .interrupts import interrupts_deferred
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
@@ -811,12 +812,14 @@ class Trainer:
         step = first_step
         try:
             for x, y in self.loader:
-                loss = self._train_step(x, y)
-                step += 1
-                self.global_step += 1
-                self.loss_sum += loss
-                self.loss_count += 1
-                self._interrupt_epoch, self._interrupt_step = epoch, step
+                loss = self._loss_and_gradients(x, y)
+                with interrupts_deferred():  # the update and the position the interrupt checkpoint records: whole
+                    self._update_weights()
+                    step += 1
+                    self.global_step += 1
+                    self.loss_sum += loss
+                    self.loss_count += 1
+                    self._interrupt_epoch, self._interrupt_step = epoch, step
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,
@@ -831,7 +834,9 @@ class Trainer:
             bar.close()
         return "ok"
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Forward, loss and backward of one batch (gradients clipped when set); the weights are not changed
+        yet (:meth:`_update_weights`), so an interrupt here leaves the last completed step's state."""
         from ..models import split_deep_supervision
 
         cfg = self.config
@@ -854,11 +859,14 @@ class Trainer:
         if cfg.grad_clip and cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        return float(loss.detach())
+
+    def _update_weights(self) -> None:
+        """The optimizer, AMP scaler and per-step scheduler steps of the batch whose gradients are in place."""
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if getattr(self.scheduler, "per_step", False):
             self.scheduler.step()
-        return float(loss.detach())
 
     def _validate(self) -> Dict[str, Any]:
         return validate_slices(self.model, self.val_eval_cases, self.preprocessor, self.device,

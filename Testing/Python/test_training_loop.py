@@ -171,6 +171,49 @@ def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_pa
             assert torch.allclose(got[key], value, atol=1e-6), (name, key)
 
 
+def test_ctrl_c_arriving_inside_the_weight_update_resumes_as_if_uninterrupted(data_csv, tmp_path, monkeypatch):
+    """A real SIGINT right after the optimizer changed the weights (AdamW updates them one by one in Python on the
+    CPU, and a signal lands between any two statements): the checkpoint said 'step 1 done' with step 2's weights,
+    and --resume replayed step 2 on top of them. The signal is now held until the step is recorded."""
+    import signal
+    from LiverTumorSegLib.training import trainer as trainer_module
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    cut_dir.mkdir()
+    train(tiny_config(data_csv, full_dir), **quiet)
+    reference = _weights(full_dir / "model_train" / "checkpoints" / "last.pt")
+    build_optimizer = trainer_module.build_optimizer
+    steps = []
+
+    def optimizer_that_is_interrupted_after_its_second_step(*args, **kwargs):
+        optimizer = build_optimizer(*args, **kwargs)
+
+        def after_step(opt, step_args, step_kwargs):
+            steps.append(1)
+            if len(steps) == 2:  # the weights have changed; the step counter has not moved yet
+                os.kill(os.getpid(), signal.SIGINT)
+
+        optimizer.register_step_post_hook(after_step)
+        return optimizer
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", optimizer_that_is_interrupted_after_its_second_step)
+    config = tiny_config(data_csv, cut_dir)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, **quiet)
+    monkeypatch.undo()
+    last = load_checkpoint(cut_dir / "model_train" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step_in_epoch"], last["global_step"]) == (0, 2, 2)  # step 2 recorded with its weights
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    resumed = train(config.updated({"resume": True}), **quiet)
+    assert resumed.global_step == 6
+    got = _weights(cut_dir / "model_train" / "checkpoints" / "last.pt")
+    for key, value in reference.items():
+        assert torch.allclose(got[key], value, atol=1e-6), key
+
+
 def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_csv, tmp_path):
     """Validation on synthetic-lesion copies of the validation cases runs to the end (a missing spacing_zyx on
     those copies once crashed every such run at the end of epoch 1, the README's tiny example included)."""

@@ -87,6 +87,32 @@ def _source_signature(case: Case) -> Dict[str, Any]:
             "label_sig": sig(case.label_path)}
 
 
+def _content_fingerprint(path: str) -> str:
+    """SHA-1 of a file's bytes, or of every file's relative name and bytes in a folder (a DICOM series)."""
+    p = Path(path)
+    digest = hashlib.sha1()
+    for f in sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _byte_count(path: str) -> int:
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+
+def data_fingerprint(cases: Sequence[Case]) -> Dict[str, List[Any]]:
+    """``{case id: [label SHA-1, image bytes]}``: what a resumed run compares with the interrupted one's, so that a
+    label replaced (or an image of another size put) in place of a case's file is refused instead of training on
+    without a word. Labels are hashed whole (small files); images are compared by size only (hashing a data set
+    of CTs at every start would take minutes). Copies of the same files elsewhere, or with other times, match."""
+    return {case.case_id: [_content_fingerprint(case.label_path), _byte_count(case.image_path)] for case in cases}
+
+
 def _safe_name(case_id: str) -> str:
     """File-name stem of a case's cache entry: its id with unsafe characters replaced, plus a hash of the exact
     id, so that ids differing only in case ("Case1", "case1": one file on Windows and macOS) or in a replaced

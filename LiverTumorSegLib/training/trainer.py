@@ -34,7 +34,7 @@ from .interrupts import interrupts_deferred
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
-from .slice_cache import CachedCase, build_slice_cache, holds_finished_entries
+from .slice_cache import CachedCase, build_slice_cache, data_fingerprint, holds_finished_entries
 from .splits import select_split
 
 NUM_CLASSES = 3
@@ -72,12 +72,14 @@ def _same_data(saved: Any, now: Any, saved_resolved: Any = None) -> bool:
 
 
 def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], preprocessing: Dict[str, Any],
-                          source: Path) -> None:
-    """Raise InputError when the checkpoint ``payload`` was trained on another split of the cases or with other
-    preprocessing than this run resolves now: the options' text can stay the same while the files they name
+                          source: Path, fingerprint: Optional[Dict[str, List[Any]]] = None) -> None:
+    """Raise InputError when the checkpoint ``payload`` was trained on another split of the cases, with other
+    preprocessing than this run resolves now, or on other case files (``fingerprint``,
+    :func:`~.slice_cache.data_fingerprint`): the options' text can stay the same while the files they name
     change (an edited patient column moved cases into validation that had been trained on; an edited
-    preprocessing file made the package record a window 4 of its 6 steps never saw). Older checkpoints, which
-    record neither, are not checked."""
+    preprocessing file made the package record a window 4 of its 6 steps never saw; a label replaced while the
+    run was stopped was trained on for the rest of it, and the package listed only the new file). Older
+    checkpoints, which record none of these, are not checked."""
     saved_split = payload.get("split")
     if isinstance(saved_split, dict) and saved_split != split:
         moved = sorted(set(saved_split.get("train", [])) & set(split.get("validation", [])))
@@ -90,6 +92,14 @@ def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], 
         raise InputError(f"Checkpoint '{source}' was trained with other preprocessing (the preprocessing file or "
                          f"preset changed since). Resume with the interrupted run's preprocessing, or pass "
                          f"--overwrite (without --resume) to start over.")
+    saved_fingerprint = payload.get("data_fingerprint")
+    if isinstance(saved_fingerprint, dict) and fingerprint is not None:
+        changed = sorted(case for case in fingerprint if saved_fingerprint.get(case) != list(fingerprint[case]))
+        if changed:
+            raise InputError(f"Checkpoint '{source}' was trained on other files for case(s) {', '.join(changed[:6])}"
+                             f"{' ...' if len(changed) > 6 else ''} (a label's contents or an image's size changed "
+                             f"since). Resume with the interrupted run's data, or pass --overwrite (without "
+                             f"--resume) to start over on the new files.")
 
 
 def resolved_data_path(data: Any) -> Optional[str]:
@@ -438,9 +448,10 @@ class Trainer:
         check_dataset_labels(cfg.data, cfg.format, cfg.label_map)  # a dataset.json saying 1 = tumor, 2 = liver
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
+        self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases)  # every rank: all refuse alike
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
-                                  self.last_path)
+                                  self.last_path, self._data_fingerprint)
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -649,7 +660,8 @@ class Trainer:
             "rng": rng_state(), "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
-            "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True)})
+            "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
+            "data_fingerprint": self._data_fingerprint})
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""

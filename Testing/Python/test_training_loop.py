@@ -214,6 +214,31 @@ def test_ctrl_c_arriving_inside_the_weight_update_resumes_as_if_uninterrupted(da
         assert torch.allclose(got[key], value, atol=1e-6), key
 
 
+def test_resume_refuses_a_case_whose_label_was_replaced_while_the_run_was_stopped(tmp_path):
+    """A label replaced while the run was stopped: --resume went on training on the new one (the slice
+    cache only re-cached the case) and the package listed only the new file. Now refused, naming the case; the
+    same files copied elsewhere (other times, other inodes) still resume."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    out = tmp_path / "run"
+    out.mkdir()
+    config = tiny_config(data, out)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[RaiseAt(2, KeyboardInterrupt())], log=lambda s: None)
+    label = tmp_path / "data" / "lab1.nii.gz"
+    original = label.read_bytes()
+    corrected = read_volume(label)
+    corrected.array[corrected.array == 1] = 0  # a reader's new label: this case's liver taken out
+    label.unlink()
+    write_label_map(label, corrected.array.astype(np.uint8), corrected.geometry)
+    with pytest.raises(InputError, match=r"other files for case\(s\) ct1 .*a label's contents"):
+        train(config.updated({"resume": True}), log=lambda s: None)
+    label.unlink()
+    label.write_bytes(original)  # the same contents again, with a new modification time and inode
+    resumed = train(config.updated({"resume": True}), log=lambda s: None)
+    assert resumed.global_step == 6
+
+
 def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_csv, tmp_path):
     """Validation on synthetic-lesion copies of the validation cases runs to the end (a missing spacing_zyx on
     those copies once crashed every such run at the end of epoch 1, the README's tiny example included)."""

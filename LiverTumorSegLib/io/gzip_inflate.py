@@ -9,7 +9,7 @@ times per CT. Used for ``.nii.gz`` voxel data; nibabel still parses the header.
 """
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import Tuple, Union
 
 import numpy as np
 
@@ -33,34 +33,59 @@ def inflate_range(path: Union[str, Path], offset: int, nbytes: int, step: int = 
     the result: at most ``read_step`` compressed and ``step`` decompressed bytes.
 
     Raises InputError when the file is not gzip, is corrupt, or ends before ``offset + nbytes``."""
+    return _inflate(path, offset, nbytes, step, read_step, to_end=False)[0]
+
+
+def inflate_to_end(path: Union[str, Path], offset: int, nbytes: int, step: int = INFLATE_STEP_BYTES,
+                   read_step: int = READ_STEP_BYTES) -> Tuple[np.ndarray, int]:
+    """:func:`inflate_range`, then the rest of the stream inflated (and dropped) to its end: ``(bytes, number of
+    decompressed bytes after them)``. So every member's CRC-32 and length are checked, a file cut off after the
+    range (its gzip trailer missing) is refused as truncated, and data after the range is counted (a header
+    edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed."""
+    return _inflate(path, offset, nbytes, step, read_step, to_end=True)
+
+
+def _truncated(path: Union[str, Path], detail: str) -> InputError:
+    return InputError(f"Cannot read '{path}': the file is truncated or corrupt ({detail}). Copy or export it again.")
+
+
+def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int,
+             to_end: bool) -> Tuple[np.ndarray, int]:
     if offset < 0 or nbytes < 0:
         raise ValueError(f"offset and nbytes must be >= 0 (got {offset}, {nbytes})")
     out = np.empty(nbytes, dtype=np.uint8)
     position = 0  # bytes of the decompressed stream produced so far
     written = 0
     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
+    member_ended = False  # the last member's end (and trailer) was reached, and no next one has begun
     pending = b""
     try:
         with open(path, "rb") as handle:
-            while written < nbytes:
+            while written < nbytes or to_end:
                 if len(pending) < _MIN_PENDING_BYTES:  # a new member's header is read whole
                     pending += handle.read(read_step)
-                    if not pending:
-                        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its data ends "
-                                         f"after {written} of {nbytes} bytes). Copy or export it again.")
-                want = min(step, offset + nbytes - position)
+                if member_ended and pending and not pending.strip(b"\0"):
+                    pending = handle.read(read_step)  # zero padding after a member, as gzip skips it
+                    continue
+                if not pending:
+                    if written < nbytes:
+                        raise _truncated(path, f"its data ends after {written} of {nbytes} bytes")
+                    if not member_ended:
+                        raise _truncated(path, "its compressed stream ends before its end marker")
+                    break
+                want = min(step, offset + nbytes - position) if written < nbytes else step
                 piece = inflater.decompress(pending, want)
                 pending = inflater.unconsumed_tail
+                member_ended = inflater.eof
                 if inflater.eof:  # the next gzip member starts in what this one left over
                     pending = inflater.unused_data + pending
                     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
                 start = max(0, offset - position)  # skip the header part of the stream
-                if start < len(piece):
-                    chunk = memoryview(piece)[start:]
+                if written < nbytes and start < len(piece):
+                    chunk = memoryview(piece)[start:start + nbytes - written]
                     out[written:written + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                     written += len(chunk)
                 position += len(piece)
     except zlib.error as exc:
-        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (zlib: {exc}). Copy or export "
-                         f"it again.") from None
-    return out
+        raise _truncated(path, f"zlib: {exc}") from None
+    return out, max(0, position - offset - nbytes)

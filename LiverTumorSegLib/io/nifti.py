@@ -126,11 +126,16 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     itemsize = header.get_data_dtype().itemsize
     available = size if deflated else size - int(data_offset)
     stored = check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
+    return [] if deflated else _data_after_voxels_warning(shape_xyz, itemsize, available - stored)
+
+
+def _data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int) -> List[str]:
+    """The warning for ``after`` bytes of data after the voxels (none below one slice: padding)."""
     slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
-    if deflated or available - stored < slice_bytes:
+    if after < slice_bytes:
         return []
-    return [f"the file holds {available - stored} bytes after the {' x '.join(str(int(n)) for n in shape_xyz)} "
-            f"voxels its header describes (about {(available - stored) / slice_bytes:.3g} more slices); they are "
+    return [f"the file holds {after} bytes after the {' x '.join(str(int(n)) for n in shape_xyz)} "
+            f"voxels its header describes (about {after / slice_bytes:.3g} more slices); they are "
             f"not read. If the header's slice count is wrong, export the CT again"]
 
 
@@ -154,7 +159,7 @@ def _read_nifti(path: Path) -> CTVolume:
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
         if full_suffix(path) == ".nii.gz":  # few, large zlib calls (io.gzip_inflate) instead of nibabel's gzip
-            data = _gzip_voxels(path, image, shape)
+            data = _gzip_voxels(path, image, shape, warnings)
         else:
             proxy = image.dataobj
             data = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
@@ -200,15 +205,19 @@ def _nifti_content(header: object) -> str:
     return text if text == PROBABILITY_255_CONTENT else ""
 
 
-def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...]) -> np.ndarray:
+def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...], warnings: List[str]) -> np.ndarray:
     """The stored (unscaled) voxels of a ``.nii.gz`` exactly where and as nibabel's array proxy would read them
-    (its ``offset``, ``dtype`` in the file's byte order and ``order``), shaped ``(x, y, z)``."""
-    from .gzip_inflate import inflate_range
+    (its ``offset``, ``dtype`` in the file's byte order and ``order``), shaped ``(x, y, z)``. The stream is read
+    to its end (a file cut off after the voxels, its gzip trailer missing, is refused as truncated), and a slice
+    or more of data after the voxels adds the warning an uncompressed file gets (a header edited to fewer slices:
+    a 30-slice CT whose header said 15 was read as half a liver without a word)."""
+    from .gzip_inflate import inflate_to_end
 
     proxy = image.dataobj
     dtype = np.dtype(proxy.dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    raw = inflate_range(path, int(proxy.offset), count * dtype.itemsize)
+    raw, after = inflate_to_end(path, int(proxy.offset), count * dtype.itemsize)
+    warnings += _data_after_voxels_warning(shape, dtype.itemsize, after)
     return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
 
 

@@ -93,3 +93,34 @@ def test_nifti_gz_voxels_equal_nibabel_for_byte_orders_and_scaling(tmp_path):
         expected = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32)).reshape(9, 7, 5).T
         volume = read_volume(path)
         np.testing.assert_allclose(volume.array.astype(np.float32), expected, atol=1e-3, err_msg=name)
+
+
+def test_inflate_to_end_counts_the_data_after_the_range_and_checks_the_trailer(tmp_path):
+    """A range that stops before the stream's end left the rest unread: a file whose gzip trailer (CRC-32 and
+    length) was cut off, or whose trailer's CRC was wrong, read as whole; data after the range went uncounted."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_to_end
+
+    whole = gzip.compress(PAYLOAD)
+    path = tmp_path / "x.gz"
+    path.write_bytes(whole)
+    out, after = inflate_to_end(path, 100, 50_000)
+    assert out.tobytes() == PAYLOAD[100:50_100] and after == 100_000 - 50_100
+    assert inflate_to_end(path, 0, len(PAYLOAD), step=4096)[1] == 0
+    two = tmp_path / "two.gz"
+    two.write_bytes(gzip.compress(PAYLOAD[:30_000]) + gzip.compress(PAYLOAD[30_000:]))
+    assert inflate_to_end(two, 0, 20_000, read_step=1000)[1] == 80_000
+    padded = tmp_path / "padded.gz"
+    padded.write_bytes(whole + bytes(700))  # zero padding after the last member: gzip skips it too
+    assert inflate_to_end(padded, 0, len(PAYLOAD), read_step=256)[1] == 0
+    assert gzip.decompress(whole) == PAYLOAD
+    no_trailer = tmp_path / "no_trailer.gz"
+    no_trailer.write_bytes(whole[:-8])
+    assert inflate_range(no_trailer, 0, len(PAYLOAD)).tobytes() == PAYLOAD  # the range alone is all there
+    with pytest.raises(InputError, match="ends before its end marker"):
+        inflate_to_end(no_trailer, 0, len(PAYLOAD))
+    bad_crc = tmp_path / "bad_crc.gz"
+    bad_crc.write_bytes(whole[:-8] + bytes([whole[-8] ^ 0xFF]) + whole[-7:])
+    with pytest.raises(gzip.BadGzipFile, match="CRC"):  # what Python's gzip says of it
+        gzip.decompress(bad_crc.read_bytes())
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        inflate_to_end(bad_crc, 0, len(PAYLOAD))

@@ -918,3 +918,17 @@ def test_an_uncompressed_nifti_holding_more_slices_than_its_header_says_is_warne
     (warning,) = [w for w in vol.meta["warnings"] if "not read" in w]
     assert "240 bytes after the 6 x 5 x 4 voxels" in warning and "about 4 more slices" in warning
     assert not [w for w in read_volume(tmp_path / "ct.nii").meta.get("warnings", []) if "not read" in w]
+    # the same bytes compressed: the .nii.gz reader stopped at the header's voxels without a word
+    import gzip
+    (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    (warning,) = [w for w in read_volume(tmp_path / "cut.nii.gz").meta["warnings"] if "not read" in w]
+    assert "240 bytes after the 6 x 5 x 4 voxels" in warning
+    (tmp_path / "whole.nii.gz").write_bytes(gzip.compress((tmp_path / "ct.nii").read_bytes()))
+    assert not [w for w in read_volume(tmp_path / "whole.nii.gz").meta.get("warnings", []) if "not read" in w]
+    # a .nii.gz cut off after its voxels (the gzip trailer missing) was read as whole; Python's gzip refuses it
+    # (a file large enough for nibabel to read its header without reaching the end)
+    noise = np.random.default_rng(0).integers(-1000, 1000, size=(128, 128, 16), dtype=np.int16)
+    nib.save(nib.Nifti1Image(noise, np.eye(4)), str(tmp_path / "big.nii"))
+    (tmp_path / "no_trailer.nii.gz").write_bytes(gzip.compress((tmp_path / "big.nii").read_bytes())[:-8])
+    with pytest.raises(InputError, match="truncated or corrupt.*end marker"):
+        read_volume(tmp_path / "no_trailer.nii.gz")

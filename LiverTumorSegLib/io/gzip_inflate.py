@@ -37,12 +37,14 @@ def inflate_range(path: Union[str, Path], offset: int, nbytes: int, step: int = 
 
 
 def inflate_to_end(path: Union[str, Path], offset: int, nbytes: int, step: int = INFLATE_STEP_BYTES,
-                   read_step: int = READ_STEP_BYTES) -> Tuple[np.ndarray, int]:
+                   read_step: int = READ_STEP_BYTES, start: int = 0) -> Tuple[np.ndarray, int]:
     """:func:`inflate_range`, then the rest of the stream inflated (and dropped) to its end: ``(bytes, number of
     decompressed bytes after them)``. So every member's CRC-32 and length are checked, a file cut off after the
     range (its gzip trailer missing) is refused as truncated, and data after the range is counted (a header
-    edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed."""
-    return _inflate(path, offset, nbytes, step, read_step, to_end=True)
+    edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed.
+    ``start``: where in the file the compressed stream begins (after a NRRD or MetaImage header; a zlib stream,
+    as MetaImage writes, is read as well as gzip)."""
+    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start)
 
 
 def _truncated(path: Union[str, Path], detail: str) -> InputError:
@@ -50,7 +52,7 @@ def _truncated(path: Union[str, Path], detail: str) -> InputError:
 
 
 def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int,
-             to_end: bool) -> Tuple[np.ndarray, int]:
+             to_end: bool, start: int = 0) -> Tuple[np.ndarray, int]:
     if offset < 0 or nbytes < 0:
         raise ValueError(f"offset and nbytes must be >= 0 (got {offset}, {nbytes})")
     out = np.empty(nbytes, dtype=np.uint8)
@@ -61,6 +63,7 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
     pending = b""
     try:
         with open(path, "rb") as handle:
+            handle.seek(start)
             while written < nbytes or to_end:
                 if len(pending) < _MIN_PENDING_BYTES:  # a new member's header is read whole
                     pending += handle.read(read_step)

@@ -107,11 +107,11 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
         raise OutputExistsError(f"Output '{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "
                                 f"{option_hint('--overwrite', 'overwrite=True')} to replace the link or choose "
                                 f"another output path.")
+    if path.is_dir():  # before 'exists': --overwrite, which that advice named, cannot replace a folder
+        raise InputError(f"Output '{path}' is a folder; give a file name.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"Output '{path}' already exists; pass {option_hint('--overwrite', 'overwrite=True')} "
                                 f"to replace it or choose another output path.")
-    if path.exists() and path.is_dir():
-        raise InputError(f"Output '{path}' is a folder; give a file name.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise InputError(f"Output folder '{parent}' does not exist; create it first.")

@@ -119,10 +119,10 @@ def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
 
 
 def _ct_files(folder: Path) -> List[Path]:
-    """The folder's CT files by name; an entry that is not a folder counts, so a link whose target is gone (an
-    unmounted disk) fails as a listed case instead of vanishing from the batch."""
-    return sorted(p for p in folder.iterdir()
-                  if not p.is_dir() and not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
+    """The folder's CT files by name: every entry named like one counts, so a link whose target is gone (an
+    unmounted disk) or a folder named ``case2.nii.gz`` fails as a listed case instead of vanishing from the
+    batch."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
 
 
 def case_id_of(path: Path) -> str:

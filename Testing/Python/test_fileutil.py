@@ -168,3 +168,15 @@ def test_errors_inside_atomic_outputs_name_the_users_paths(tmp_path):
         with atomic_outputs({"labels": target}) as tmp:
             raise OSError(28, "No space left on device", str(tmp["labels"]))
     assert err.value.filename == str(target) and list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_is_a_folder_is_called_a_folder_with_or_without_overwrite(tmp_path):
+    """It was 'already exists; pass --overwrite', and with --overwrite 'is a folder': the first advice could not
+    work."""
+    folder = tmp_path / "s.nii.gz"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="is a folder; give a file name") as refused:
+            fileutil.check_can_write(folder, overwrite=overwrite)
+        assert not isinstance(refused.value, OutputExistsError) and "--overwrite" not in str(refused.value)
+    assert folder.is_dir()

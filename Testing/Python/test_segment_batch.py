@@ -501,6 +501,17 @@ def test_a_ct_link_whose_target_is_gone_fails_as_a_case(tmp_path):
     assert [s.status for s in statuses] == ["done", "failed"]
 
 
+def test_a_folder_named_like_a_ct_file_fails_as_a_case(tmp_path):
+    """A folder 'p2.nii.gz' beside the CTs was left out of the batch: 1 done, 0 failed, no row for it, while
+    `segment p2.nii.gz` alone refuses it."""
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "cts" / "p2.nii.gz").mkdir()
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["ct_0", "p2.nii.gz"]  # a folder keeps its whole name, as a DICOM folder
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["done", "failed"] and statuses[1].message
+
+
 def test_a_case_folder_with_several_series_says_what_a_batch_needs():
     """The several-series message told batch users to pass --series, which batch refuses, and lost its list."""
     from LiverTumorSegLib.io.dicom import SeveralSeriesError

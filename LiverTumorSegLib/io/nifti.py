@@ -1,7 +1,7 @@
 """Reading NIfTI (``.nii``, ``.nii.gz``) with nibabel: geometry from sform/qform exactly as nibabel's affine,
 scl_slope/scl_inter applied in float32."""
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -80,7 +80,10 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
             warnings += _pixdim_against_sform(Path(source), spacing, scale)
         if qform_code > 0 and not np.allclose(affine, _scaled_affine(header.get_qform(), scale), atol=1e-3):
-            warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does)")
+            warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does), while ITK and "
+                            "3D Slicer use the qform unless the sform code is 1, so tools may place this CT "
+                            "differently. NIfTI outputs keep both transforms and their codes, so each tool lays them "
+                            "over this file; other output formats get the sform's geometry")
         geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
         if not axes_are_orthogonal(geometry.direction_matrix, 1e-4) and qform_code > 0:
             warnings.append("NIfTI sform is sheared; the qform was used instead")
@@ -178,12 +181,32 @@ def _read_nifti(path: Path) -> CTVolume:
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
         volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
+    elif any("sform and qform disagree" in w for w in warnings):
+        volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
     content = _nifti_content(header)
     if content:
         volume.meta["content"] = content
     if warnings:
         volume.meta["warnings"] = warnings
     return volume
+
+
+NIFTI_TRANSFORMS_KEY = "nifti_header_transforms"
+
+
+def _header_transforms(header: Any) -> Dict[str, Any]:
+    """The header's sform and qform (4 x 4, in its own unit), their codes and the spatial unit, as written."""
+    return {"sform": np.asarray(header.get_sform(), dtype=np.float64).tolist(), "sform_code": int(header["sform_code"]),
+            "qform": np.asarray(header.get_qform(), dtype=np.float64).tolist(), "qform_code": int(header["qform_code"]),
+            "unit": str(header.get_xyzt_units()[0])}
+
+
+def nifti_transforms_of(volume: CTVolume) -> Optional[Dict[str, Any]]:
+    """The NIfTI sform and qform (with codes and unit) of a CT whose two transforms disagree, else None: its
+    NIfTI outputs are written with the same two (``nifti_transforms=`` of the writers). nibabel and this tool place
+    such a CT by its sform, ITK and 3D Slicer by its qform unless the sform code is 1; a label map written with
+    sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code 2, qform moved 48 mm)."""
+    return getattr(volume, "meta", {}).get(NIFTI_TRANSFORMS_KEY)
 
 
 def has_unknown_orientation(volume: CTVolume) -> bool:

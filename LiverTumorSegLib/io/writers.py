@@ -1,5 +1,6 @@
 """Writing CT volumes and label maps (.nii, .nii.gz, .nrrd, .mha) atomically with exact geometry."""
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -22,20 +23,25 @@ def _check_write_suffix(path: Path) -> str:
 
 
 def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "",
-                 orientation_unknown: bool = False) -> None:
+                 orientation_unknown: bool = False, nifti_transforms: Optional[Dict[str, Any]] = None) -> None:
     import nibabel as nib
 
     affine = geometry.ijk_to_ras()
     image = nib.Nifti1Image(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
     image.set_data_dtype(array_zyx.dtype)
+    unit = "mm"
     if orientation_unknown:  # like the input: no sform/qform, so every tool places it as it placed the input
         image.set_sform(None, code=0)
         image.set_qform(None, code=0)
         image.header.set_zooms(tuple(float(s) for s in geometry.spacing))
+    elif nifti_transforms:  # the input's two disagreeing transforms: each tool places it as it placed the input
+        image.set_qform(np.asarray(nifti_transforms["qform"], dtype=np.float64), code=int(nifti_transforms["qform_code"]))
+        image.set_sform(np.asarray(nifti_transforms["sform"], dtype=np.float64), code=int(nifti_transforms["sform_code"]))
+        unit = str(nifti_transforms.get("unit") or "mm")
     else:
         image.set_sform(affine, code=1)  # scanner anatomical
         image.set_qform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
+    image.header.set_xyzt_units(unit, "sec")
     if content:
         image.header["descrip"] = content.encode("ascii")[:79]
     nib.save(image, str(tmp))
@@ -54,7 +60,8 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, conten
 
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
-                 content: str = "", orientation_unknown: bool = False) -> Path:
+                 content: str = "", orientation_unknown: bool = False,
+                 nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
     """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none.
     ``orientation_unknown``: a NIfTI output gets no sform/qform, like an input that had none (``geometry`` must
     then be that input's nibabel base affine); other formats ignore it."""
@@ -65,7 +72,7 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:
-                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown)
+                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms)
             else:
                 _write_itk(tmp, array_zyx, geometry, content)
         except (RuntimeError, OSError) as exc:
@@ -74,13 +81,16 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
 
 
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
-                    overwrite: bool = False, orientation_unknown: bool = False) -> Path:
+                    overwrite: bool = False, orientation_unknown: bool = False,
+                    nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
     """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
     codes 1). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
     the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
+    ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_transforms_of`), a
+    NIfTI output gets the same two, with their codes and unit, for the same reason.
     """
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.dtype != np.uint8:
@@ -90,19 +100,22 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
         if labels_zyx.size and (labels_zyx.min() < 0 or labels_zyx.max() > 255):
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
-    return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown)
+    return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown,
+                        nifti_transforms=nifti_transforms)
 
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,
-                          overwrite: bool = False, orientation_unknown: bool = False) -> Path:
+                          overwrite: bool = False, orientation_unknown: bool = False,
+                          nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
     """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
-    ``orientation_unknown`` as in :func:`write_label_map`."""
+    ``orientation_unknown`` and ``nifti_transforms`` as in :func:`write_label_map`."""
     probability_zyx = np.asarray(probability_zyx)
     if probability_zyx.dtype != np.uint8:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
-    return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown)
+    return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown,
+                        nifti_transforms)
 
 
 def storable_array(array: np.ndarray) -> np.ndarray:

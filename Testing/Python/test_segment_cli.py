@@ -193,6 +193,45 @@ def test_a_nifti_without_orientation_gets_outputs_without_one(tmp_path, tiny_pac
     assert read_label_map(out, reference=read_volume(bare_path)).shape_zyx == read_volume(bare_path).shape_zyx
 
 
+def _with_disagreeing_transforms(ct_path, path):
+    """``ct_path`` with sform code 2 (aligned) and a qform (code 1) moved by (40, -25, 10) mm: nibabel and this
+    tool place it by the sform, ITK and 3D Slicer by the qform."""
+    import nibabel as nib
+
+    image = nib.load(str(ct_path))
+    moved = image.affine.copy()
+    moved[:3, 3] += (40.0, -25.0, 10.0)
+    image = nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header)
+    image.set_sform(image.affine, code=2)
+    image.set_qform(moved, code=1)
+    nib.save(image, str(path))
+    return path
+
+
+def test_a_nifti_whose_sform_and_qform_disagree_gets_outputs_with_the_same_two(tmp_path, tiny_package):
+    """The label map was written with sform = qform = the sform's geometry (codes 1): ITK and 3D Slicer, which
+    take the qform when the sform code is not 1, placed the CT 48 mm away from it. Outputs now carry the input's
+    two transforms and codes, so each tool lays them over the CT."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    ct_path, _ = write_phantom(tmp_path, "LPS")
+    odd = _with_disagreeing_transforms(ct_path, tmp_path / "odd.nii.gz")
+    assert any("sform and qform disagree" in w for w in read_volume(odd).meta["warnings"])
+    out, prob = tmp_path / "seg.nii.gz", tmp_path / "p.nii"
+    assert run_cli(odd, "-o", out, "--model", tiny_package, "--probabilities", prob) == 0
+    ct_itk = sitk.ReadImage(str(odd))
+    for written in (out, prob):
+        header, ct_header = nib.load(str(written)).header, nib.load(str(odd)).header
+        assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 1)
+        np.testing.assert_allclose(header.get_sform(), ct_header.get_sform(), atol=1e-5)
+        np.testing.assert_allclose(header.get_qform(), ct_header.get_qform(), atol=1e-5)
+        out_itk = sitk.ReadImage(str(written))  # where ITK (Slicer) puts each: the same place
+        np.testing.assert_allclose(out_itk.GetOrigin(), ct_itk.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(out_itk.GetDirection(), ct_itk.GetDirection(), atol=1e-6)
+    assert read_label_map(out, reference=read_volume(odd)).shape_zyx == read_volume(odd).shape_zyx
+
+
 @pytest.mark.parametrize("case", ["missing", "corrupt", "non_hu", "bad_model"])
 def test_cli_bad_inputs_give_one_line_error_and_write_nothing(tmp_path, tiny_package, capsys, case):
     ct_path, _ = write_phantom(tmp_path, "LPS")

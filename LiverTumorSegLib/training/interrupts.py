@@ -24,7 +24,7 @@ def interrupts_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []  # type: List[Tuple[int, Any]]
+    received: List[Tuple[int, Any]] = []
 
     def hold(signum: int, frame: Any) -> None:
         received.append((signum, frame))

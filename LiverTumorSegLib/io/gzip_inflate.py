@@ -83,9 +83,9 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 if inflater.eof:  # the next gzip member starts in what this one left over
                     pending = inflater.unused_data + pending
                     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
-                start = max(0, offset - position)  # skip the header part of the stream
-                if written < nbytes and start < len(piece):
-                    chunk = memoryview(piece)[start:start + nbytes - written]
+                skip = max(0, offset - position)  # the part of the stream before the range
+                if written < nbytes and skip < len(piece):
+                    chunk = memoryview(piece)[skip:skip + nbytes - written]
                     out[written:written + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                     written += len(chunk)
                 position += len(piece)

@@ -95,17 +95,15 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
 
 
 def _read_image(path: Path):
-    from .io.itk import _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _stored_data, _voxel_count, check_deflated_data
+    from .io.itk import _itk_reason, _quiet_itk, _sitk, _stored_data, check_deflated_data, data_bytes
 
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     try:
         with _quiet_itk():
             reader.ReadImageInformation()
-            stored = _stored_data(path)
-            if stored is not None and stored[1]:  # ITK's gzip NRRD reader may return damaged voxels without a word
-                check_deflated_data(path, stored[2], stored[3], _voxel_count(reader.GetSize())
-                                    * reader.GetNumberOfComponents() * _itk_itemsize(reader.GetPixelID()))
+            check_deflated_data(path, _stored_data(path), data_bytes(reader))  # ITK's gzip NRRD reader may
+            # return damaged voxels without a word
             image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None

@@ -1,9 +1,10 @@
 """SimpleITK access: the lazy import, quiet ITK warnings, one-line ITK error texts, and reading NRRD / MetaImage
 files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) into a :class:`~LiverTumorSegLib.volume.CTVolume`."""
 import contextlib
+import math
 import re
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 from ..errors import InputError
 from ..fileutil import full_suffix
@@ -155,21 +156,25 @@ def _detached_size(header: Path, name: str) -> "Optional[int]":
     return target.stat().st_size if target.is_file() else 0
 
 
-def _voxel_count(shape: Tuple[int, ...]) -> int:
-    count = 1
-    for n in shape:
-        count *= int(n)
-    return count
+def data_bytes(reader: Any) -> int:
+    """Bytes of voxel data an ITK reader's header describes (after ``ReadImageInformation``): voxels x components
+    per voxel x bytes per component."""
+    return math.prod(int(n) for n in reader.GetSize()) * int(reader.GetNumberOfComponents()) \
+        * _itk_itemsize(reader.GetPixelID())
 
 
-def check_deflated_data(path: Path, data_path: Path, start: int, nbytes: int) -> None:
-    """Refuse a compressed NRRD / MetaImage whose voxel data is not one whole, intact zlib or gzip stream of at least
+def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int]]", nbytes: int) -> None:
+    """Refuse a compressed NRRD / MetaImage (``stored``: :func:`_stored_data` of ``path``; nothing is checked when
+    it is None or uncompressed) whose voxel data is not one whole, intact zlib or gzip stream of at least
     ``nbytes`` bytes (inflated here and dropped): ITK's MetaImage reader only prints "Uncompress failed" and
     returns whatever it inflated, and its gzip NRRD reader often says nothing, so a label map with one flipped
     byte read 113-4772 mL of liver where it holds 1087, with exit 0. Costs one more inflate of the data (about
     0.2 s per 50 MB)."""
     from .gzip_inflate import inflate_to_end
 
+    if stored is None or not stored[1]:
+        return
+    data_path, start = stored[2], stored[3]
     try:
         produced = inflate_to_end(data_path, 0, 0, start=start)[1]
     except InputError as exc:
@@ -199,8 +204,7 @@ def _read_itk_file(path: Path) -> CTVolume:
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, *stored[:2])
     check_memory_for_read(shape, itemsize, str(path))
-    if stored is not None and stored[1]:
-        check_deflated_data(path, stored[2], stored[3], _voxel_count(shape) * itemsize)
+    check_deflated_data(path, stored, data_bytes(reader))
     try:
         with _quiet_itk():
             image = reader.Execute()

@@ -74,12 +74,17 @@ def _file_signature(path: Path) -> List[int]:
     return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
 
 
+def _files_of(path: Path) -> List[Path]:
+    """The file itself, or every file below a folder (a DICOM series), sorted."""
+    return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+
+
 def _source_signature(case: Case) -> Dict[str, Any]:
     def sig(path: str) -> Any:
         p = Path(path)
         if p.is_dir():  # DICOM folder: every file's signature (one slice replaced by an older copy was missed)
             digest = hashlib.sha1()
-            for f in sorted(f for f in p.rglob("*") if f.is_file()):
+            for f in _files_of(p):
                 digest.update(json.dumps([str(f.relative_to(p))] + _file_signature(f)).encode("utf-8"))
             return digest.hexdigest()
         return _file_signature(p)
@@ -91,7 +96,7 @@ def _content_fingerprint(path: str) -> str:
     """SHA-1 of a file's bytes, or of every file's relative name and bytes in a folder (a DICOM series)."""
     p = Path(path)
     digest = hashlib.sha1()
-    for f in sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]:
+    for f in _files_of(p):
         if p.is_dir():
             digest.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
         with open(f, "rb") as stream:
@@ -100,17 +105,13 @@ def _content_fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def _byte_count(path: str) -> int:
-    p = Path(path)
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-
-
 def data_fingerprint(cases: Sequence[Case]) -> Dict[str, List[Any]]:
     """``{case id: [label SHA-1, image bytes]}``: what a resumed run compares with the interrupted one's, so that a
     label replaced (or an image of another size put) in place of a case's file is refused instead of training on
     without a word. Labels are hashed whole (small files); images are compared by size only (hashing a data set
     of CTs at every start would take minutes). Copies of the same files elsewhere, or with other times, match."""
-    return {case.case_id: [_content_fingerprint(case.label_path), _byte_count(case.image_path)] for case in cases}
+    return {case.case_id: [_content_fingerprint(case.label_path),
+                            sum(f.stat().st_size for f in _files_of(Path(case.image_path)))] for case in cases}
 
 
 def _safe_name(case_id: str) -> str:

@@ -175,8 +175,7 @@ def run_script(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         with cli_wording():
             result = function(*args, **kwargs)
     except LiverTumorSegError as exc:
-        with cli_wording():
-            print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - sorted below: the user's to fix, or a bug (re-raised)
         text = user_error_text(exc)

@@ -245,7 +245,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
     """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
     label map (its existence marks the case done); returns ``(result, seconds)``. Runs on the finishing
     thread while the next case's network runs."""
-    from ..io import has_unknown_orientation, nifti_transforms_of, write_label_map
+    from ..io import nifti_write_options, write_label_map
     from .lesion_report import write_report
 
     with share.busy():
@@ -258,7 +258,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(result.report, case.report_path, overwrite=True)
         write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite,
-                        orientation_unknown=has_unknown_orientation(volume), nifti_transforms=nifti_transforms_of(volume))
+                        **nifti_write_options(volume))
         return result, time.perf_counter() - start
 
 

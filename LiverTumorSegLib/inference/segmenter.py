@@ -622,10 +622,9 @@ def _write_labels(tmp: Path, labels: np.ndarray, geometry: ImageGeometry, suffix
 
         write_seg_nrrd(tmp, labels, geometry, overwrite=True)
     else:
-        from ..io import has_unknown_orientation, nifti_transforms_of, write_label_map
+        from ..io import nifti_write_options, write_label_map
 
-        write_label_map(tmp, labels, geometry, overwrite=True, orientation_unknown=has_unknown_orientation(volume),
-                        nifti_transforms=nifti_transforms_of(volume))
+        write_label_map(tmp, labels, geometry, overwrite=True, **nifti_write_options(volume))
 
 
 def rounded_timings(timings: Dict[str, float]) -> Dict[str, float]:
@@ -652,11 +651,10 @@ def _write_outputs(outputs: Dict[str, Optional[Path]], volume: CTVolume, result:
 
             save_overlay_preview(temporaries["preview"], volume, result.labels, overwrite=True)
         if outputs["probabilities"] is not None:
-            from ..io import has_unknown_orientation, nifti_transforms_of, write_probability_map
+            from ..io import nifti_write_options, write_probability_map
 
             write_probability_map(temporaries["probabilities"], result.tumor_probability, volume.geometry,
-                                  overwrite=True, orientation_unknown=has_unknown_orientation(volume),
-                                  nifti_transforms=nifti_transforms_of(volume))
+                                  overwrite=True, **nifti_write_options(volume))
         if timings is not None:
             timings["write"] = time.perf_counter() - write_start
             if start is not None:

@@ -21,7 +21,7 @@ from .dicom import SERIES_CHOICES_TEXT, DicomSeriesInfo, list_dicom_series, sele
 from .formats import (DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, READ_SUFFIXES,
                       WRITE_SUFFIXES, PathLike)
 from .labels import GEOMETRY_TOLERANCE, LABEL_VALUES, check_label_values, read_label_map
-from .nifti import has_unknown_orientation, nifti_transforms_of
+from .nifti import has_unknown_orientation, nifti_write_options
 from .reading import read_header_geometry, read_volume
 from .writers import write_label_map, write_probability_map, write_volume
 
@@ -30,5 +30,5 @@ __all__ = [
     "NIFTI_SUFFIXES", "READ_SUFFIXES", "SERIES_CHOICES_TEXT", "WRITE_SUFFIXES", "DicomSeriesInfo", "PathLike",
     "check_geometry_values", "check_label_values", "check_memory_for_read", "list_dicom_series",
     "read_header_geometry", "read_label_map", "read_volume", "select_dicom_series", "to_hu_dtype",
-    "write_label_map", "write_probability_map", "write_volume", "has_unknown_orientation", "nifti_transforms_of",
+    "write_label_map", "write_probability_map", "write_volume", "has_unknown_orientation", "nifti_write_options",
 ]

@@ -57,6 +57,16 @@ def _scaled_affine(affine: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
+def _transforms_disagree(header: Any, scale: float) -> bool:
+    """Whether the header sets both sform and qform and they are more than 1e-3 (mm, or a direction cosine) apart:
+    nibabel and this tool place such a file by the sform, ITK and 3D Slicer by the qform unless the sform code
+    is 1."""
+    if int(header["sform_code"]) <= 0 or int(header["qform_code"]) <= 0:
+        return False
+    return not np.allclose(_scaled_affine(header.get_sform(), scale), _scaled_affine(header.get_qform(), scale),
+                           atol=1e-3)
+
+
 def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeometry, List[str]]:
     """Geometry from a NIfTI header, following nibabel (sform if set, else qform) = ``img.affine``, in mm (a
     header in metres or microns is converted, :func:`_unit_scale`)."""
@@ -79,7 +89,7 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         _check_header_spacing(spacing, source)
         if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
             warnings += _pixdim_against_sform(Path(source), spacing, scale)
-        if qform_code > 0 and not np.allclose(affine, _scaled_affine(header.get_qform(), scale), atol=1e-3):
+        if _transforms_disagree(header, scale):
             warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does), while ITK and "
                             "3D Slicer use the qform unless the sform code is 1, so tools may place this CT "
                             "differently. NIfTI outputs keep both transforms and their codes, so each tool lays them "
@@ -181,7 +191,7 @@ def _read_nifti(path: Path) -> CTVolume:
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
         volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
-    elif any("sform and qform disagree" in w for w in warnings):
+    elif _transforms_disagree(header, _unit_scale(header)[0]):
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
     content = _nifti_content(header)
     if content:
@@ -201,12 +211,15 @@ def _header_transforms(header: Any) -> Dict[str, Any]:
             "unit": str(header.get_xyzt_units()[0])}
 
 
-def nifti_transforms_of(volume: CTVolume) -> Optional[Dict[str, Any]]:
-    """The NIfTI sform and qform (with codes and unit) of a CT whose two transforms disagree, else None: its
-    NIfTI outputs are written with the same two (``nifti_transforms=`` of the writers). nibabel and this tool place
-    such a CT by its sform, ITK and 3D Slicer by its qform unless the sform code is 1; a label map written with
-    sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code 2, qform moved 48 mm)."""
-    return getattr(volume, "meta", {}).get(NIFTI_TRANSFORMS_KEY)
+def nifti_write_options(volume: CTVolume) -> Dict[str, Any]:
+    """The NIfTI writers' keywords that keep ``volume``'s own way of being placed in its outputs (a NIfTI CT's
+    label and probability maps): ``orientation_unknown`` (:func:`has_unknown_orientation`) and ``nifti_transforms``,
+    the sform and qform (with codes and unit) of a CT whose two transforms disagree (else None). nibabel and this
+    tool place such a CT by its sform, ITK and 3D Slicer by its qform unless the sform code is 1; a label map
+    written with sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code 2, qform moved 48
+    mm). Other output formats ignore both."""
+    return {"orientation_unknown": has_unknown_orientation(volume),
+            "nifti_transforms": getattr(volume, "meta", {}).get(NIFTI_TRANSFORMS_KEY)}
 
 
 def has_unknown_orientation(volume: CTVolume) -> bool:

@@ -89,7 +89,7 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     codes 1). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
     the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
-    ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_transforms_of`), a
+    ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_write_options`), a
     NIfTI output gets the same two, with their codes and unit, for the same reason.
     """
     labels_zyx = np.asarray(labels_zyx)

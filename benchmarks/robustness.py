@@ -113,7 +113,8 @@ class Sample:
 class BenchCase:
     """One benchmark case: ``sample`` (with synthetic tumors) and ``original`` (the real CT), both limited to
     ``--max-slices`` around the liver; ``source`` and ``seed`` rebuild the whole scan for the field-of-view rows
-    (:meth:`whole_sample`; read again when needed, so a batch of large CTs is not held twice in memory)."""
+    (:meth:`whole_sample`: held while one case's rows run, then dropped, so a batch of large CTs is not held
+    twice in memory)."""
     case_id: str
     patient_id: str
     sample: Sample          # with synthetic tumors
@@ -422,6 +423,17 @@ def validation_only_names(metadata: Dict[str, Any], patient_of: Optional[Dict[st
     return {n for n in names if str((patient_of or {}).get(n, n)) not in listed["patients"]}
 
 
+def _run_key(case: BenchCase, sample: Sample, name: str) -> str:
+    """Which segmentation a row's ``sample`` shares: one the case holds (its sample, its real CT, its whole scan)
+    by which it is, so baseline_whole of an uncut scan reuses baseline's; a perturbed copy by its row. (Keyed by
+    ``id(sample)``, a copy freed after its row lent its id to the next: spacing+30 was scored with another
+    perturbation's labels.)"""
+    for kept, held in (("sample", case.sample), ("original", case.original), ("whole", case.whole)):
+        if sample is held:
+            return kept
+    return name
+
+
 def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
              postprocessing: Any = None, trained_on: Optional[set] = None,
              log: Optional[Callable[[str], None]] = None,
@@ -434,7 +446,7 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
     trained_on = trained_on or set()
     rows = []
     for case in cases:
-        done = {}  # type: Dict[int, Tuple[Any, float]]  # id(sample) -> (labels, seconds): one volume, one run
+        done = {}  # type: Dict[str, Tuple[Any, float]]  # run key -> (labels, seconds): one volume, one run
         for name in perturbations:
             _, make = PERTURBATIONS[name]
             sample = make(case, case_seed(case.case_id + name, seed))
@@ -442,7 +454,8 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                 if log:
                     log(f"  {case.case_id:<22} {name:<12} skipped: {skip_reason(name)}")
                 continue
-            if id(sample) not in done:  # an uncut scan's baseline_whole is its baseline: segmented once
+            key = _run_key(case, sample, name)
+            if key not in done:  # an uncut scan's baseline_whole is its baseline: segmented once
                 start = time.perf_counter()
                 try:
                     out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
@@ -456,8 +469,8 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                     if refused is not None:
                         refused.append((case.case_id, name, str(exc)))
                     continue
-                done[id(sample)] = (out.labels, time.perf_counter() - start)
-            labels, seconds = done[id(sample)]
+                done[key] = (out.labels, time.perf_counter() - start)
+            labels, seconds = done[key]
             row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
             row.update(score(sample, labels))
             row["seconds"] = round(seconds, 2)
@@ -611,7 +624,7 @@ def run_settings(args: argparse.Namespace, cases: Sequence[BenchCase], perturbat
 
     return {"command": "benchmarks/robustness.py", "data": str(args.data), "cases": [c.case_id for c in cases],
             "perturbations": list(perturbations), "seed": int(args.seed), "max_slices": int(args.max_slices),
-            "label_map": getattr(args, "label_map", None), "allow_non_hu": bool(getattr(args, "allow_non_hu", False)),
+            "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
             "postprocessing": PostprocessingOptions().to_dict(), "device": str(args.device),
             "benchmark_lesions": BENCHMARK_LESIONS.to_dict(), "library_version": __version__,
             "code": code_version() if code is None else code, "weights_sha256": weights_sha256,
@@ -627,6 +640,7 @@ def planned_pairs(cases: Sequence[BenchCase], perturbations: Sequence[str], seed
             may_skip = any(name.startswith(prefix) for prefix in SKIP_REASONS)
             if not may_skip or PERTURBATIONS[name][1](case, case_seed(case.case_id + name, seed)) is not None:
                 pairs.add((case.case_id, name))
+        case.whole = None  # the fov rows' whole scan, read for this case only (as evaluate drops it)
     return pairs
 
 

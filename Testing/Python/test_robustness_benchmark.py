@@ -497,6 +497,52 @@ def test_a_refused_perturbed_volume_skips_its_row_not_the_run_and_allow_non_hu_r
     assert calls == [True, True, True]
 
 
+def test_every_perturbed_row_is_scored_on_its_own_segmentation(tmp_path, monkeypatch):
+    """Segmentations were shared by id(sample): a perturbed copy freed after its row lent its id to the next, and
+    spacing+30 was scored with another perturbation's labels (5 rows, 4 segmentations). Each row now gets the
+    labels of its own volume; only an uncut scan's baseline_whole reuses baseline's."""
+    from LiverTumorSegLib.inference import api
+    from types import SimpleNamespace
+
+    write_case(tmp_path)
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    segmented = []
+
+    def fake_segment(volume, package, **kwargs):  # labels that say which volume they were made from
+        segmented.append(volume)
+        return SimpleNamespace(labels=np.full(volume.shape_zyx, len(segmented) % 3, np.uint8))
+
+    monkeypatch.setattr(api, "segment_volume", fake_segment)
+    seen = {}
+    score = rb.score
+    monkeypatch.setattr(rb, "score", lambda sample, labels: seen.setdefault(len(seen), (sample.hu.shape, labels))
+                        and score(sample, labels))  # no sample kept alive: its id is free for the next, as in a run
+    # CPython gives a freed object's id to the next object of its size; here two rows' copies are made one
+    # object (its fields replaced), so they share an id for certain, as freed copies may in a run
+    import dataclasses
+    slot = {}
+
+    def at_one_address(factor):
+        def make(c, seed):
+            fresh = rb.scale_spacing(c.sample, factor)
+            held = slot.setdefault("sample", fresh)
+            for f in dataclasses.fields(fresh):
+                setattr(held, f.name, getattr(fresh, f.name))
+            return held
+        return make
+
+    monkeypatch.setitem(rb.PERTURBATIONS, "spacing-30", ("", at_one_address(0.70)))
+    monkeypatch.setitem(rb.PERTURBATIONS, "spacing+30", ("", at_one_address(1.30)))
+    names = ["baseline", "spacing-30", "spacing-15", "spacing+15", "spacing+30", "baseline_whole"]
+    rows = rb.evaluate(type("E", (), {"package": None})(), [case], names, seed=0)
+    assert [r["perturbation"] for r in rows] == names
+    assert len(segmented) == 5  # baseline_whole of this uncut scan is its baseline
+    for index, segmentation in enumerate([0, 1, 2, 3, 4, 0]):  # the segment call each row's labels came from
+        shape, labels = seen[index]
+        assert int(labels.flat[0]) == (segmentation + 1) % 3, names[index]
+        assert segmented[segmentation].shape_zyx == shape, names[index]
+
+
 def test_settings_record_the_label_map_and_non_hu_reading(tmp_path):
     """Tables scored against other reference livers (--label-map) or read with --allow-non-hu had identical
     settings, so they looked comparable."""

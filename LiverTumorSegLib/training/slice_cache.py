@@ -79,39 +79,69 @@ def _files_of(path: Path) -> List[Path]:
     return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
 
 
-def _source_signature(case: Case) -> Dict[str, Any]:
-    def sig(path: str) -> Any:
-        p = Path(path)
-        if p.is_dir():  # DICOM folder: every file's signature (one slice replaced by an older copy was missed)
-            digest = hashlib.sha1()
-            for f in _files_of(p):
-                digest.update(json.dumps([str(f.relative_to(p))] + _file_signature(f)).encode("utf-8"))
-            return digest.hexdigest()
-        return _file_signature(p)
-    return {"image": case.image_path, "label": case.label_path, "image_sig": sig(case.image_path),
-            "label_sig": sig(case.label_path)}
-
-
-def _content_fingerprint(path: str) -> str:
-    """SHA-1 of a file's bytes, or of every file's relative name and bytes in a folder (a DICOM series)."""
+def _path_signature(path: str) -> Any:
+    """:func:`_file_signature` of a file, or a digest of every file's name and signature in a folder (DICOM: one
+    slice replaced by an older copy was missed)."""
     p = Path(path)
+    if not p.is_dir():
+        return _file_signature(p)
     digest = hashlib.sha1()
     for f in _files_of(p):
-        if p.is_dir():
-            digest.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
-        with open(f, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(json.dumps([str(f.relative_to(p))] + _file_signature(f)).encode("utf-8"))
     return digest.hexdigest()
 
 
-def data_fingerprint(cases: Sequence[Case]) -> Dict[str, List[Any]]:
-    """``{case id: [label SHA-1, image bytes]}``: what a resumed run compares with the interrupted one's, so that a
-    label replaced (or an image of another size put) in place of a case's file is refused instead of training on
-    without a word. Labels are hashed whole (small files); images are compared by size only (hashing a data set
-    of CTs at every start would take minutes). Copies of the same files elsewhere, or with other times, match."""
-    return {case.case_id: [_content_fingerprint(case.label_path),
-                            sum(f.stat().st_size for f in _files_of(Path(case.image_path)))] for case in cases}
+def _source_signature(case: Case) -> Dict[str, Any]:
+    return {"image": case.image_path, "label": case.label_path, "image_sig": _path_signature(case.image_path),
+            "label_sig": _path_signature(case.label_path)}
+
+
+def _content_fingerprint(path: str) -> str:
+    """SHA-256 of a file's bytes (``package.file_sha256``), or of every file's relative name and SHA-256 in a
+    folder (a DICOM series)."""
+    from ..package import file_sha256
+
+    p = Path(path)
+    if not p.is_dir():
+        return file_sha256(p)
+    digest = hashlib.sha256()
+    for f in _files_of(p):
+        digest.update(f"{f.relative_to(p)}\0{file_sha256(f)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+LABEL_HASHES_NAME = "label_hashes.json"
+"""The file in the cache folder that keeps each label's content hash with the stat signature it was taken at."""
+
+
+def data_fingerprint(cases: Sequence[Case], cache_dir: Any = None) -> Dict[str, List[Any]]:
+    """``{case id: [label SHA-256, image bytes]}``: what a resumed run compares with the interrupted one's, so that
+    a label replaced (or an image of another size put) in place of a case's file is refused instead of training on
+    without a word. Labels are hashed whole; images are compared by size only (hashing a data set of CTs at every
+    start would take minutes). Copies of the same files elsewhere, or with other times, match. With ``cache_dir``
+    (once it exists) the hashes are kept in its :data:`LABEL_HASHES_NAME` beside the stat signature they were
+    taken at, so a label is read again only when it changed: LiTS' uncompressed labels are about 100 MB each, and
+    every start, fold and torchrun rank hashed all of them."""
+    store = Path(cache_dir) / LABEL_HASHES_NAME if cache_dir is not None else None
+    try:
+        known = json.loads(store.read_text(encoding="utf-8")) if store is not None and store.is_file() else {}
+    except (OSError, ValueError):  # unreadable: hashed again
+        known = {}
+    fingerprint, seen = {}, {}
+    for case in cases:
+        signature = json.loads(json.dumps(_path_signature(case.label_path)))  # as JSON keeps it (lists)
+        entry = known.get(case.label_path)
+        digest = entry["sha256"] if isinstance(entry, dict) and entry.get("signature") == signature else \
+            _content_fingerprint(case.label_path)
+        seen[case.label_path] = {"signature": signature, "sha256": digest}
+        fingerprint[case.case_id] = [digest, sum(f.stat().st_size for f in _files_of(Path(case.image_path)))]
+    if store is not None and store.parent.is_dir() and any(known.get(k) != v for k, v in seen.items()):
+        try:
+            with atomic_output(store, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(dict(known, **seen), sort_keys=True), encoding="utf-8")
+        except OSError:  # a read-only cache: hashed again next time
+            pass
+    return fingerprint
 
 
 def _safe_name(case_id: str) -> str:

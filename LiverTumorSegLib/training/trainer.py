@@ -448,7 +448,9 @@ class Trainer:
         check_dataset_labels(cfg.data, cfg.format, cfg.label_map)  # a dataset.json saying 1 = tumor, 2 = liver
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
-        self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases)  # every rank: all refuse alike
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
+        # every rank, so that all refuse alike; labels hashed before are not read again (the cache keeps them)
+        self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
                                   self.last_path, self._data_fingerprint)
@@ -467,7 +469,6 @@ class Trainer:
         from ..preprocessing import SlicePreprocessor
 
         self.preprocessor = SlicePreprocessor(self.pre_config)
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
         # rank 0 builds the cache; the others wait and then only read the finished entries
         if self.dist.is_main:
             self._build_caches(cache_dir)

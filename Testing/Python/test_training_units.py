@@ -677,3 +677,33 @@ def test_fold_counts_are_checked_before_the_fold_and_crossval_says_what_it_needs
     for folds in ("1", "-2"):
         assert main(["crossval", "--data", "x.csv", "--folds", folds, "-o", "cv"]) == 2
         assert f"crossval needs --folds 2 or more (got {folds})" in capsys.readouterr().err
+
+
+def test_label_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_changed_labels(tmp_path,
+                                                                                                monkeypatch):
+    """data_fingerprint hashed every label at every start, fold and rank (LiTS' uncompressed labels are about
+    100 MB each). The hashes are kept in the cache folder with the stat signature they were taken at."""
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+
+    cases = []
+    for i in range(2):
+        (tmp_path / f"ct{i}.nii").write_bytes(b"ct" * (i + 1))
+        (tmp_path / f"lab{i}.nii").write_bytes(b"label %d" % i)
+        cases.append(Case(f"c{i}", f"p{i}", str(tmp_path / f"ct{i}.nii"), str(tmp_path / f"lab{i}.nii")))
+    hashed = []
+    original = slice_cache._content_fingerprint
+    monkeypatch.setattr(slice_cache, "_content_fingerprint", lambda path: hashed.append(path) or original(path))
+    cache = tmp_path / "cache"
+    first = slice_cache.data_fingerprint(cases, cache)  # no cache folder yet: hashed, nothing kept
+    assert len(hashed) == 2 and not cache.exists()
+    import hashlib
+    assert first == {"c0": [hashlib.sha256(b"label 0").hexdigest(), 2],
+                     "c1": [hashlib.sha256(b"label 1").hexdigest(), 4]}
+    cache.mkdir()
+    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 4
+    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 4  # kept: none read again
+    (tmp_path / "lab1.nii").write_bytes(b"label XX")  # another size: found whatever the clock's resolution
+    again = slice_cache.data_fingerprint(cases, cache)
+    assert hashed[4:] == [str(tmp_path / "lab1.nii")] and again["c1"][0] == hashlib.sha256(b"label XX").hexdigest()
+    assert again["c0"] == first["c0"]

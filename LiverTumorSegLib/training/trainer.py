@@ -36,8 +36,9 @@ from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, data_fingerprint, holds_finished_entries
 from .splits import select_split
+from ..package import SEGMENTATION_CLASSES
 
-NUM_CLASSES = 3
+NUM_CLASSES = SEGMENTATION_CLASSES  # the package's classes: background, liver, tumor
 LABEL_NAMES = {"0": "background", "1": "liver", "2": "tumor"}
 
 

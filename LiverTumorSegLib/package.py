@@ -604,18 +604,23 @@ def record_bundled_checksum(path: PathLike) -> None:
         tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
 
 
+def _restore_bundled_advice(path: Path) -> str:
+    return f"restore it from the release (in a clone: git checkout -- Resources/Models/{path.name})."
+
+
 def _fresh_copy_advice(path: Path) -> str:
     """What to do about a changed package: a bundled one is restored (re-saving it in the bundled folder would
     record the edit in SHA256SUMS and approve it), any other re-obtained or re-saved."""
     if _in_bundled_folder(path):
-        return f"restore it from the release (in a clone: git checkout -- Resources/Models/{path.name})."
+        return _restore_bundled_advice(path)
     return "obtain a fresh copy, or re-save it with LiverTumorSegLib.package.save_model_package."
 
 
 def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPackageError:
+    """A package of the bundled folder (its caller knows it is) whose file hash is not the one SHA256SUMS lists."""
     return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
                              f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
-                             f"file (metadata or weights) was modified or damaged. R{_fresh_copy_advice(path)[1:]}")
+                             f"file (metadata or weights) was modified or damaged. R{_restore_bundled_advice(path)[1:]}")
 
 
 def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:

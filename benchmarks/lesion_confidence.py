@@ -126,11 +126,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--thresholds '{args.thresholds}': comma-separated numbers, e.g. 0.5,0.65.") from None
     pairs = [(resolve_model(pair.partition("=")[0]), pair.partition("=")[2]) for pair in args.pair]
     every = [(name, resolve_model(name)) for name in args.all_cases]  # 'default' or a path
-    for path in [p for p, _ in pairs] + [p for _, p in every]:
+    packages = [p for p, _ in pairs] + [p for _, p in every]
+    for path in packages:
         read_package_metadata(path)  # a missing or broken package: one line naming it, not a traceback
     found = robustness.find_cases(args.data)
-    robustness.check_json_output(args.json, args.overwrite, args.data, [p for p, _ in pairs] + [p for _, p in every],
-                                 found)
+    robustness.check_json_output(args.json, args.overwrite, args.data, packages, found)
     cases = {c.case_id: c for c in (robustness.load_bench_case(c, 0, None) for c in found)}
     for (_, case_id), pair in zip(pairs, args.pair):
         if case_id not in cases:

@@ -107,7 +107,7 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
         node_geometry, node_shape = volume_grid(volume_node)
     except (LiverTumorSegError, ImportError):
         return None
-    if tuple(file_shape) != tuple(node_shape) or not file_geometry.almost_equal(node_geometry, tol=1e-3):
+    if not same_grid(file_geometry, file_shape, node_geometry, node_shape):
         return None
     return str(path)
 
@@ -243,6 +243,18 @@ def volume_grid(node: Any) -> tuple:
     return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
 
 
+GRID_TOLERANCE_MM = 1e-3
+"""Spacing and origin (mm) and direction cosines within which two grids of the panel's files and nodes are one."""
+
+
+def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:
+    """Whether two ``(geometry, (z, y, x) shape)`` grids are one (:data:`GRID_TOLERANCE_MM`); a missing geometry
+    (None) is no grid."""
+    return (geometry is not None and other_geometry is not None and shape_zyx is not None
+            and tuple(shape_zyx) == tuple(other_shape_zyx)
+            and geometry.almost_equal(other_geometry, tol=GRID_TOLERANCE_MM))
+
+
 class SegmentationJob(ChildJob):
     """One run of the child process for one CT node (see the module docstring; the run itself:
     :class:`~.childjob.ChildJob`).
@@ -294,7 +306,7 @@ class SegmentationJob(ChildJob):
             geometry, shape_zyx = volume_grid(self._input)
         except InputError:  # its image data was taken away
             geometry, shape_zyx = None, None
-        if shape_zyx != self.shape_zyx or not geometry.almost_equal(self.geometry, tol=1e-3):
+        if not same_grid(geometry, shape_zyx, self.geometry, self.shape_zyx):
             raise InputError(f"The CT '{self._input.GetName()}' was moved or changed while it was segmented (its "
                              f"transform, origin, spacing or size); the result was not loaded, since it lies where "
                              f"the CT was. Segment it again.")
@@ -354,8 +366,7 @@ class SegmentationJob(ChildJob):
         from LiverTumorSegLib.io import read_volume
 
         volume = read_volume(path)
-        if tuple(volume.shape_zyx) != tuple(self.shape_zyx) or not volume.geometry.almost_equal(self.geometry,
-                                                                                                  tol=1e-3):
+        if not same_grid(volume.geometry, volume.shape_zyx, self.geometry, self.shape_zyx):
             raise RuntimeError(f"The segmentation process wrote a {what} on another grid ({volume.shape_zyx} (z, y, "
                                f"x), {volume.geometry.to_dict()}) than the CT's ({self.shape_zyx}, "
                                f"{self.geometry.to_dict()}).")

@@ -15,7 +15,8 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
-from .job import DONE, SegmentationOutcome, hand_over_segmentation, require_made_on, volume_grid, write_temporary_ct
+from .job import (DONE, SegmentationOutcome, hand_over_segmentation, require_made_on, same_grid, volume_grid,
+                  write_temporary_ct)
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -54,7 +55,7 @@ class MeasureJob(ChildJob):
             return []  # none, removed, or its file was missing when the scene loaded: the column stays empty
         ct_geometry, ct_shape = volume_grid(self._volume)
         geometry, shape = volume_grid(probability)
-        if tuple(shape) != tuple(ct_shape) or not geometry.almost_equal(ct_geometry, tol=1e-3):
+        if not same_grid(geometry, shape, ct_geometry, ct_shape):
             return []
         return ["--probabilities", write_temporary_ct(probability, self._path("probabilities.nii"))]
 

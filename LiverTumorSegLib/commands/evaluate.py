@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, OutputExistsError
+from ..io.formats import READ_SUFFIXES
 from ..io.probability import probability_scores  # noqa: F401 - imported from here by older callers
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+EXTENSIONS = (".seg.nrrd",) + READ_SUFFIXES  # .seg.nrrd first: it also ends in .nrrd
 # affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
 CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label",
                  "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",

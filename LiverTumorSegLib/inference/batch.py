@@ -25,11 +25,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import file_identities, full_suffix
+from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
 
 log = logging.getLogger(__name__)
 
-CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+CT_SUFFIXES = READ_SUFFIXES
 REPORTS_FOLDER = "reports"
 STATUS_FILE = "batch_status.csv"
 """The status table a batch writes into its output folder."""

@@ -4,6 +4,7 @@ Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:
 ``torch.device`` (falling back to CPU with a message, never crashing, when a GPU is asked for but absent);
 ``choose_batch_size`` is the pure arithmetic that turns free memory into a batch size.
 """
+import functools
 import logging
 import numbers
 import os
@@ -161,6 +162,17 @@ PRECISIONS = ("auto", "fp32", "bf16")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> Optional[str]:
+    """``/proc/cpuinfo`` read once per process (the backend choice and the engine's precision both ask; on a
+    many-core machine the file is a few hundred KB), or None where it does not exist."""
+    try:
+        with open("/proc/cpuinfo", "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
 def cpu_bf16_flags(cpuinfo_text: Optional[str] = None) -> List[str]:
     """The native-bf16 flags this CPU reports (``/proc/cpuinfo`` ``flags`` / ``Features`` lines), sorted.
 
@@ -168,10 +180,8 @@ def cpu_bf16_flags(cpuinfo_text: Optional[str] = None) -> List[str]:
     there ``--precision auto`` keeps fp32 on the CPU.
     """
     if cpuinfo_text is None:
-        try:
-            with open("/proc/cpuinfo", "r", encoding="utf-8", errors="replace") as handle:
-                cpuinfo_text = handle.read()
-        except OSError:
+        cpuinfo_text = _proc_cpuinfo()
+        if cpuinfo_text is None:
             return []
     found = set()
     for line in cpuinfo_text.splitlines():

@@ -98,9 +98,15 @@ def _lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     if not any(row.get("lesions_pred_no_overlap") not in (None, "") for row in rows):
         totals["pred_no_overlap"] = None  # a table written before the column existed: unknown, not 0
     tp, fp, fn = totals["detected"], totals["false_positive"], totals["missed"]
-    return {"ref_lesions": totals["ref"], "pred_lesions": totals["pred"], "detected": tp, "missed": fn,
-            "false_positive": fp, "pred_no_overlap": totals["pred_no_overlap"], "precision": tp / (tp + fp) if tp + fp else None,
-            "recall": tp / (tp + fn) if tp + fn else None, "lits_script": _lits_script_counts(rows, totals)}
+    return dict({"ref_lesions": totals["ref"], "pred_lesions": totals["pred"],
+                 "pred_no_overlap": totals["pred_no_overlap"]}, **_detection_counts(tp, fp, fn),
+                lits_script=_lits_script_counts(rows, totals))
+
+
+def _detection_counts(tp: int, fp: int, fn: int) -> Dict[str, Any]:
+    """Pooled counts with precision TP / (TP + FP) and recall TP / (TP + FN) (None without a denominator)."""
+    return {"detected": tp, "false_positive": fp, "missed": fn, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None}
 
 
 def _lits_script_counts(rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -110,9 +116,7 @@ def _lits_script_counts(rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) 
     if not all(row.get("lesions_detected_groups") not in (None, "") for row in rows if "lesions_ref" in row):
         return None
     tp = int(np.nansum(metric_values(rows, "lesions_detected_groups")))
-    fp, fn = totals["pred"] - tp, totals["ref"] - tp
-    return {"detected": tp, "false_positive": fp, "missed": fn, "precision": tp / (tp + fp) if tp + fp else None,
-            "recall": tp / (tp + fn) if tp + fn else None}
+    return _detection_counts(tp, totals["pred"] - tp, totals["ref"] - tp)
 
 
 def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -658,6 +658,12 @@ def _ml(volume_ml: float) -> str:
     return f"{volume_ml:.1f}" if volume_ml < 10 else f"{volume_ml:.0f}"
 
 
+def liver_parts_advice() -> str:
+    """How a warning about liver parts left out ends, in one-stage post-processing and in the two-stage crop."""
+    return (f"if that is liver (a lobe separated by a resection or a thin bridge), "
+            f"{KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
+
+
 def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
@@ -680,8 +686,7 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
-                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); if that is liver (a lobe separated by a "
-                     f"resection or a thin bridge), {KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
+                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); {liver_parts_advice()}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",

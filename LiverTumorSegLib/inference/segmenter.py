@@ -401,11 +401,10 @@ class Segmenter:
                 + warnings
         outside = (facts.get("two_stage_record") or {}).get("parts_outside_crop")
         if outside:  # as one-stage post-processing reports the liver parts it removes
-            from .postprocess import KEEP_HINT, _switch
-            keep = KEEP_HINT.format(_switch("--keep-all-liver-components", "largest_liver_component"))
+            from .postprocess import liver_parts_advice
             warnings.append(f"Two-stage mode segmented only the slices of the largest liver part its coarse pass "
                             f"found; {outside['count']} other part(s) (about {outside['volume_ml']:.1f} mL) were "
-                            f"left out; if that is liver (a lobe separated by a resection or a thin bridge), {keep}.")
+                            f"left out; {liver_parts_advice()}")
         device_message = getattr(self.engine, "device_message", None)  # e.g. CUDA asked for, CPU used
         if device_message:
             warnings = [device_message] + warnings

@@ -141,16 +141,31 @@ def is_hidden_name(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def read_text_file(path: PathLike, what: str) -> str:
+    """The text of a small option file (JSON, YAML) ``what`` names in errors (e.g. "Training config"): UTF-8, with
+    or without a byte-order mark, or UTF-16 with one (what Windows PowerShell 5.1's ``>`` and ``Out-File``
+    write; such a config ended in "internal error: UnicodeDecodeError", a UTF-8 one with a mark in a YAML error).
+    InputError for any other encoding."""
+    data = Path(path).read_bytes()
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+
+
 def file_identities(path: PathLike) -> list:
     """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved; compared
-    without case on Windows and macOS, whose usual file systems ignore it) and, when it exists, its (device,
-    inode) pair (hard links, and any other spelling of an existing file)."""
+    without case on Windows and macOS, whose usual file systems ignore it) and, when it exists on a file system
+    that numbers its files, its (device, inode) pair (hard links, and any other spelling of an existing file)."""
     real = os.path.realpath(os.fspath(path))
     if sys.platform in ("win32", "darwin"):
         real = os.path.normcase(real).casefold()
     try:
         stat = os.stat(os.fspath(path))
     except OSError:
+        return [real]
+    if not stat.st_ino:  # file systems without file ids (WebDAV, sshfs-win, some cloud drives) report 0 for all
         return [real]
     return [real, (stat.st_dev, stat.st_ino)]
 
@@ -255,6 +270,14 @@ def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     return stem[: max(1, room)] if len(stem) > room else stem
 
 
+def ascii_stem(stem: str) -> str:
+    """``stem`` with each character outside printable ASCII replaced by ``_``, for a temporary file's name: on
+    Windows, ITK (the .nrrd/.mha writer) opens paths in the ANSI code page, so a temporary named after an output
+    ``Müller_seg.nrrd`` was written under a garbled name while the empty placeholder was renamed onto the output.
+    The output keeps its own name (Python renames the finished temporary onto it)."""
+    return re.sub(r"[^\x20-\x7e]", "_", stem)
+
+
 @contextlib.contextmanager
 def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Iterator[Dict[str, Path]]:
     """Several outputs written as one: yields ``{key: temporary path}`` (each beside its output, as
@@ -277,6 +300,15 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         move_all_or_none([(temporaries[key], targets[key]) for key in targets])
 
 
+def _set_aside(target: Path, backup: Path) -> None:
+    """Rename ``target`` to ``backup``; a failure is reported as failing to replace ``target`` (the error's second
+    file name), not its hidden backup: a report open in Excel on Windows was named '.a_report.csv.9595.old'."""
+    try:
+        replace_file(target, backup)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(backup), None, str(target)) from exc
+
+
 def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
     """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself; when a move
     fails (an error, a file held open, Ctrl-C), the targets already placed are removed and the files they
@@ -288,7 +320,7 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
             target = Path(target)
             if target.exists():
                 backup = target.with_name(f".{target.name}.{os.getpid()}.old")
-                replace_file(target, backup)
+                _set_aside(target, backup)
                 moved.append((target, backup))
             replace_file(source, target)
             placed.append(target)
@@ -357,7 +389,7 @@ def _temporary_beside(path: Path, overwrite: bool) -> Iterator[Path]:
     suffix = full_suffix(path)
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
-    stem = temporary_stem(folder, stem, suffix)
+    stem = temporary_stem(folder, ascii_stem(stem), suffix)
     remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
     os.close(fd)

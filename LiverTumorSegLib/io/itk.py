@@ -2,9 +2,11 @@
 files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) into a :class:`~LiverTumorSegLib.volume.CTVolume`."""
 import contextlib
 import math
+import os
 import re
+import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple, Union
 
 from ..errors import InputError
 from ..fileutil import full_suffix
@@ -28,6 +30,17 @@ def _quiet_itk() -> Iterator[None]:
         yield
     finally:
         process_object.SetGlobalWarningDisplay(previous)
+
+
+def non_ascii_path_hint(path: Union[str, Path]) -> str:
+    """The advice for a path that ITK (.nrrd, .mha) cannot open, or "" when the path is plain ASCII or not on
+    Windows: there ITK opens paths in the ANSI code page, so characters outside it (a user name like 'Müller' in
+    the folder) name another file or none."""
+    text = os.path.abspath(str(path))
+    if sys.platform != "win32" or all(ord(c) < 128 for c in text):
+        return ""
+    return ("; on Windows, ITK (which reads and writes .nrrd and .mha) cannot open paths with non-ASCII characters: "
+            "use a folder whose path has only ASCII characters, or .nii.gz, which does not go through ITK")
 
 
 def _itk_reason(exc: BaseException) -> str:
@@ -192,7 +205,8 @@ def _read_itk_file(path: Path) -> CTVolume:
         with _quiet_itk():
             reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)}).") from None
+        raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)})"
+                         f"{non_ascii_path_hint(path)}.") from None
     if reader.GetNumberOfComponents() != 1:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")

@@ -62,14 +62,14 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
     elif suffix in ITK_SUFFIXES:
-        from .itk import _direction_3d, _quiet_itk, _sitk
+        from .itk import _direction_3d, _quiet_itk, _sitk, non_ascii_path_hint
         reader = _sitk().ImageFileReader()
         reader.SetFileName(str(path))
         try:
             with _quiet_itk():
                 reader.ReadImageInformation()
         except RuntimeError:
-            raise InputError(f"Cannot read the header of '{path}'.") from None
+            raise InputError(f"Cannot read the header of '{path}'{non_ascii_path_hint(path)}.") from None
         spacing, direction = unit_direction(tuple(reader.GetSpacing())[:3], _direction_3d(reader))
         geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)
         shape_xyz = tuple(int(n) for n in (tuple(reader.GetSize()) + (1, 1))[:3])

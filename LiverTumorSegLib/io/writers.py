@@ -8,7 +8,7 @@ from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
-from .itk import _itk_reason, _quiet_itk, _sitk
+from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 
 
 def _check_write_suffix(path: Path) -> str:
@@ -75,8 +75,12 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
                 _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms)
             else:
                 _write_itk(tmp, array_zyx, geometry, content)
+            written = tmp.stat().st_size
         except (RuntimeError, OSError) as exc:
-            raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?).") from None
+            raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?)"
+                             f"{non_ascii_path_hint(path)}.") from None
+        if written == 0:  # ITK wrote under another name (or nothing): the empty placeholder must not become the output
+            raise InputError(f"Cannot write '{path}': the writer produced an empty file{non_ascii_path_hint(path)}.")
     return path
 
 

@@ -1,0 +1,208 @@
+"""What Windows users hit and Linux never shows, each simulated here with the Windows behaviour patched in:
+
+- ITK (.nrrd / .mha) opens paths in the ANSI code page, so it can write a non-ASCII temporary under another name;
+- a file open in Excel cannot be opened for writing or renamed (PermissionError);
+- text files opened without ``newline=""`` get ``\\n`` -> ``\\r\\n``;
+- some network and cloud drives report inode 0 for every file;
+- PowerShell 5.1 writes UTF-16 (or UTF-8 with a byte-order mark) config files;
+- CON, NUL, ``?`` and friends are not file names.
+"""
+import builtins
+import csv
+import errno
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib import fileutil
+from LiverTumorSegLib.cli import file_system_error_text
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.inference import batch
+from LiverTumorSegLib.io import itk as itk_module
+from LiverTumorSegLib.io import read_volume, writers
+from LiverTumorSegLib.training.config import load_config_file
+from LiverTumorSegLib.training.logs import CsvLog, read_log
+from LiverTumorSegLib.volume import ImageGeometry
+
+GEOMETRY = ImageGeometry(spacing=(0.8, 0.8, 2.5), origin=(-10.0, 20.0, 30.0),
+                         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def _labels():
+    labels = np.zeros((4, 6, 5), dtype=np.uint8)  # (z, y, x)
+    labels[1:3, 2:4, 1:4] = 1
+    labels[2, 3, 2] = 2
+    return labels
+
+
+# ---- ITK and non-ASCII names ------------------------------------------------------------------------------------
+def test_itk_temporary_names_are_ascii_and_the_output_keeps_its_own_name(tmp_path, monkeypatch):
+    """The temporary ITK writes is ASCII-only (ITK on Windows could not open 'Müller'); the output is renamed onto
+    the user's non-ASCII name by Python and reads back whole."""
+    seen = []
+    real = writers._write_itk
+
+    def recording(tmp, *args, **kwargs):
+        seen.append(Path(tmp).name)
+        return real(tmp, *args, **kwargs)
+
+    monkeypatch.setattr(writers, "_write_itk", recording)
+    out = tmp_path / "Müller_seg.nrrd"
+    writers.write_label_map(out, _labels(), GEOMETRY)
+    assert seen and all(ord(c) < 128 for c in seen[0]), seen
+    np.testing.assert_array_equal(read_volume(out).array, _labels())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Müller_seg.nrrd"]
+
+
+def test_an_itk_write_that_lands_elsewhere_is_an_error_not_an_empty_output(tmp_path, monkeypatch):
+    """ITK on Windows 'wrote' under a garbled name and the empty placeholder became the output (exit 0)."""
+    def writes_elsewhere(tmp, *args, **kwargs):
+        (tmp_path / "elsewhere.nrrd").write_bytes(b"NRRD0004\n")
+
+    monkeypatch.setattr(writers, "_write_itk", writes_elsewhere)
+    monkeypatch.setattr(sys, "platform", "win32")
+    out = tmp_path / "Müller" / "seg.nrrd"
+    out.parent.mkdir()
+    with pytest.raises(InputError) as info:
+        writers.write_label_map(out, _labels(), GEOMETRY)
+    text = str(info.value)
+    assert str(out) in text and "empty" in text and "non-ASCII" in text and ".nii.gz" in text
+    assert list(out.parent.iterdir()) == []  # neither an empty output nor a placeholder left behind
+
+
+def test_the_non_ascii_hint_is_only_given_on_windows_for_non_ascii_paths(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert itk_module.non_ascii_path_hint("/data/Müller/ct.nrrd") == ""
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert itk_module.non_ascii_path_hint("/data/plain/ct.nrrd") == ""
+    assert "non-ASCII" in itk_module.non_ascii_path_hint("/data/Müller/ct.nrrd")
+
+
+# ---- files held open by another program ------------------------------------------------------------------------
+def test_a_report_held_open_is_named_not_its_hidden_backup(tmp_path, monkeypatch):
+    """Replacing outputs sets the old ones aside first; when that fails (Excel holds the file), the error named
+    '.a_report.csv.<pid>.old' and the user could not tell which file to close."""
+    target = tmp_path / "a_report.csv"
+    target.write_text("old", encoding="utf-8")
+    source = tmp_path / "new.tmp"
+    source.write_text("new", encoding="utf-8")
+    real = fileutil.replace_file
+
+    def held_open(src, dst):
+        if Path(src) == target:
+            raise PermissionError(errno.EACCES, "The process cannot access the file", str(src), None, str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(fileutil, "replace_file", held_open)
+    with pytest.raises(OSError) as info:
+        fileutil.move_all_or_none([(source, target)])
+    text = file_system_error_text(info.value)
+    assert text is not None and f"'{target}'" in text and ".old" not in text and "another program" in text
+    assert target.read_text(encoding="utf-8") == "old"
+
+
+def test_training_log_held_open_warns_and_keeps_its_rows(tmp_path, monkeypatch):
+    """log.csv open in Excel stopped training after hours (and lost the epoch); now a warning, and the rows are
+    written with the next one that can be."""
+    path = tmp_path / "log.csv"
+    notices = []
+    log = CsvLog(path, notice=notices.append)
+    assert log.append({"epoch": 1, "global_step": 10, "train_loss": 1.5})
+    real_open = builtins.open
+    locked = {"on": True}
+
+    def excel_open(file, mode="r", *args, **kwargs):
+        if locked["on"] and str(file) == str(path) and any(c in mode for c in "wa+"):
+            raise PermissionError(errno.EACCES, "being used by another process", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", excel_open)
+    assert not log.append({"epoch": 2, "global_step": 20, "train_loss": 1.25})
+    assert not log.append({"epoch": 3, "global_step": 30, "train_loss": 1.0})
+    assert len(notices) == 1 and str(path) in notices[0]
+    locked["on"] = False
+    assert log.append({"epoch": 4, "global_step": 40, "train_loss": 0.75})
+    assert [row["epoch"] for row in read_log(path)] == ["1", "2", "3", "4"]
+    assert [row["train_loss"] for row in read_log(path)] == ["1.5", "1.25", "1", "0.75"]
+
+
+# ---- newlines, inodes, encodings, names ------------------------------------------------------------------------
+def test_batch_status_table_has_one_line_end_per_row_with_windows_newlines(tmp_path, monkeypatch):
+    """Python on Windows writes text opened without newline="" with \\n -> \\r\\n, and the csv module's own
+    \\r\\n became \\r\\r\\n: Excel showed a blank row after every case."""
+    real_open = io.open
+
+    def windows_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None, *args, **kwargs):
+        if "b" not in mode and any(c in mode for c in "wa") and newline is None:
+            newline = "\r\n"  # what newline=None means on Windows when writing
+        return real_open(file, mode, buffering, encoding, errors, newline, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", windows_open)
+    monkeypatch.setattr(builtins, "open", windows_open)
+    statuses = [batch.CaseStatus("a", "done", 1.0, "", 1500.0, 2, "bf16"),
+                batch.CaseStatus("b", "failed", 0.5, "Cannot read 'b.nii.gz'")]
+    path = batch.write_status_csv(statuses, tmp_path / "batch_status.csv")
+    data = path.read_bytes()
+    assert b"\r\r\n" not in data and data.count(b"\r\n") == 3
+    with real_open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows] == ["case_id", "a", "b"]
+
+
+def test_files_on_a_drive_without_inodes_are_not_all_the_same_file(tmp_path, monkeypatch):
+    """WebDAV, sshfs-win and some cloud drives report st_ino 0 for every file: the batch refused to resume
+    ("-o is the input folder") and --overwrite said the input and output were the same file."""
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    real_stat = os.stat
+
+    class NoInode:
+        def __init__(self, result):
+            self._result = result
+            self.st_ino = 0
+
+        def __getattr__(self, name):
+            return getattr(self._result, name)
+
+    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: NoInode(real_stat(path, *args, **kwargs)))
+    assert not fileutil.same_file_among([a, b])
+    assert fileutil.same_file_among([a, tmp_path / "." / "a.nii.gz"])  # the real path still identifies it
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_config_files_written_by_powershell_are_read(tmp_path, encoding):
+    """PowerShell 5.1 writes UTF-16 with a byte-order mark ('>' / Out-File) or UTF-8 with one (-Encoding utf8):
+    'internal error: UnicodeDecodeError' and 'Unexpected UTF-8 BOM' before."""
+    for name, text in (("c.json", '{"epochs": 3, "lr": 0.002}\r\n'), ("c.yaml", "epochs: 3\r\nlr: 0.002\r\n")):
+        path = tmp_path / name
+        path.write_bytes(text.encode(encoding))
+        assert load_config_file(path) == {"epochs": 3, "lr": 0.002}
+
+
+def test_a_config_in_another_encoding_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("note: portalvenös\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        load_config_file(path)
+
+
+@pytest.mark.parametrize("case_id", ["CON", "nul", "com1", "LPT9.x", "liver?1", 'a"b', "a*", "a|b", "case."])
+def test_case_ids_windows_cannot_name_are_refused_before_any_work(tmp_path, case_id):
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    cases = tmp_path / "cases.csv"
+    with open(cases, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["image", "case_id"], ["ct.nii.gz", case_id]])
+    with pytest.raises(InputError, match="cannot be a file name on Windows"):
+        batch.find_cases(cases, tmp_path / "out")
+
+
+def test_ordinary_case_ids_stay_accepted(tmp_path):
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    cases = tmp_path / "cases.csv"
+    cases.write_text("image,case_id\nct.nii.gz,CONTRAST_01\nct.nii.gz,patient 7 (v2)\n", encoding="utf-8")
+    assert [c.case_id for c in batch.find_cases(cases, tmp_path / "out")] == ["CONTRAST_01", "patient 7 (v2)"]

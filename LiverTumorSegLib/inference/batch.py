@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import csv
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 CT_SUFFIXES = READ_SUFFIXES
 REPORTS_FOLDER = "reports"
+WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]
+                                   + [f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)])
+"""Device names Windows reserves for a file's stem: a case written as 'CON.nii.gz' fails there after its network
+ran, so the batch refuses such a case_id on every system (a case list should work on each)."""
 STATUS_FILE = "batch_status.csv"
 """The status table a batch writes into its output folder."""
 
@@ -144,6 +149,11 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
             or "\0" in case_id or ":" in case_id):
         raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' must be a plain name (no folder, "
                          f"'/', '\\', ':' or leading '.'); each case is written as OUT/<case_id>.nii.gz.")
+    if (re.search(r'[<>"|?*\x00-\x1f]', case_id) or case_id.endswith((" ", "."))
+            or case_id.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES):
+        raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' cannot be a file name on Windows "
+                         f"(no < > \" | ? *, control characters, a trailing space or dot, or the device names CON, "
+                         f"PRN, AUX, NUL, COM1-9, LPT1-9); each case is written as OUT/<case_id>.nii.gz.")
     return case_id
 
 
@@ -417,6 +427,7 @@ def write_status_csv(statuses: List[CaseStatus], path: Any) -> Path:
     writer.writeheader()
     for status in statuses:
         writer.writerow(status.as_row())
-    with atomic_output(path, overwrite=True) as tmp:
-        Path(tmp).write_text(buffer.getvalue(), encoding="utf-8")
+    with atomic_output(path, overwrite=True) as tmp:  # newline="": the writer's \r\n stays \r\n on Windows
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(buffer.getvalue())
     return Path(path)

@@ -313,9 +313,10 @@ class PreprocessingConfig:
         p = Path(path)
         if not p.is_file():
             raise InputError(f"Preprocessing config file '{p}' does not exist; check the path.")
+        from ..fileutil import read_text_file
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_text_file(p, "Preprocessing config")
+        except OSError as exc:
             raise InputError(f"Cannot read preprocessing config '{p}': {exc}.") from None
         try:
             return cls.from_json(text)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..configutil import typed_scalar
 from ..errors import InputError
+from ..fileutil import read_text_file
 
 FORMATS = ("auto", "lits", "msd", "ircadb", "csv")
 LOSSES = ("ce", "dice", "dice_ce", "focal", "dice_focal")
@@ -305,7 +306,7 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Training config file '{path}' does not exist.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "Training config")
     try:
         if path.suffix.lower() == ".json":
             values = json.loads(text)

@@ -1,5 +1,6 @@
 """Training logs: a per-epoch CSV, optional TensorBoard scalars, and a PNG of loss and Dice curves."""
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -9,10 +10,17 @@ LOG_COLUMNS = ["epoch", "global_step", "train_loss", "val_loss", "val_liver_dice
 
 
 class CsvLog:
-    """Appends one row per epoch to ``path`` (header written once; a resumed run keeps appending)."""
+    """Appends one row per epoch to ``path`` (header written once; a resumed run keeps appending).
 
-    def __init__(self, path) -> None:
+    A row that cannot be written (Windows refuses a file open in Excel; a full disk) does not stop training: it is
+    kept, ``notice`` says so once, and it is written with the next row that can be. Training had ended with the
+    epoch's checkpoint unsaved, after hours of work, because its log was open in a spreadsheet."""
+
+    def __init__(self, path, notice: Optional[Callable[[str], None]] = None) -> None:
         self.path = Path(path)
+        self.notice = notice
+        self.unwritten = []  # type: List[Dict[str, str]]
+        self._noticed = False
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows with epoch > ``epoch`` (rows a killed run wrote after its last checkpoint)."""
@@ -28,14 +36,33 @@ class CsvLog:
             for r in rows:
                 writer.writerow({k: r.get(k, "") for k in LOG_COLUMNS})
 
-    def append(self, row: Dict[str, float]) -> None:
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+    def append(self, row: Dict[str, float]) -> bool:
+        """Add ``row`` (with any rows kept from earlier failures); False when the file could not be written."""
+        self.unwritten.append({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write the rows kept from earlier failures; False when the file still cannot be written."""
+        if not self.unwritten:
+            return True
+        try:
+            new = not self.path.is_file()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", newline="", encoding="utf-8") as handle:
+                text = io.StringIO()
+                writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerows(self.unwritten)
+                handle.write(text.getvalue())  # one write: a failure leaves no half of the rows behind
+        except OSError as exc:
+            if self.notice is not None and not self._noticed:
+                self.notice(f"warning: cannot write {self.path} ({exc.strerror or exc}; is it open in another "
+                            f"program?); training goes on, and its rows are written once the file can be.")
+                self._noticed = True
+            return False
+        self.unwritten = []
+        return True
 
 
 def _fmt(value) -> str:

@@ -754,7 +754,7 @@ class Trainer:
             if cfg.resume:
                 self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")
             self._clear_earlier_run()
-        csv_log = CsvLog(self.log_dir / "log.csv")
+        csv_log = CsvLog(self.log_dir / "log.csv", notice=self.log)
         if self.dist.is_main:
             if start_epoch == 0 and start_step == 0 and (self.log_dir / "log.csv").exists():
                 (self.log_dir / "log.csv").unlink()
@@ -792,6 +792,9 @@ class Trainer:
             tb.close()
             raise
         tb.close()
+        if self.dist.is_main and not csv_log.flush():
+            self.log(f"warning: {csv_log.path} lacks the last {len(csv_log.unwritten)} epoch row(s): it could not be "
+                     f"written (is it open in another program?); curves.png lacks them too.")
         if stop_reason == "time_limit":
             self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package")
         return self._finish(stop_reason)

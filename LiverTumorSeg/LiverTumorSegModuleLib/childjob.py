@@ -56,11 +56,18 @@ _MEMORY_HINT = ("; when nobody stopped it, the system most likely ran out of mem
                 "programs, or crop the CT to the abdomen, and try again")
 
 
+LAUNCHER_CRASH_TEXT = "exit abnormally"
+"""What Slicer's launcher (CTK AppLauncher: ``PythonSlicer`` starts ``python-real``) prints, as
+``error: [.../python-real] exit abnormally - Report the problem.``, and then exits with code 1, when the Python it
+started crashed or was killed: the signal never reaches the module as an exit code."""
+
+
 def ended_text(code: Optional[int], what: str, last_line: str) -> str:
     """How a child that ended without its result is reported: ``what`` ("The segmentation process") and how it
-    ended. A child killed by a signal (``code`` -N from subprocess, 128 + N from a shell-like launcher) or one
-    that Qt saw crash (-1) gets the likely reason: a kill nobody asked for is usually the system's out-of-memory
-    killer, which leaves no message."""
+    ended. A child killed by a signal (``code`` -N from subprocess, 128 + N from a shell-like launcher), one
+    that Qt saw crash (-1) or one whose launcher says it ended abnormally (:data:`LAUNCHER_CRASH_TEXT`) gets the
+    likely reason: a kill nobody asked for is usually the system's out-of-memory killer, which leaves no
+    message."""
     import signal
 
     number = None
@@ -68,7 +75,7 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
         number = -code
     elif code is not None and 128 < code < 160:
         number = code - 128
-    if code == -1:
+    if code == -1 or LAUNCHER_CRASH_TEXT in last_line:
         return f"{what} crashed or was killed ({last_line or 'no message'}){_MEMORY_HINT}."
     if number == SIGKILL_NUMBER:
         return f"{what} was killed (signal 9, SIGKILL) before it finished{_MEMORY_HINT}."

@@ -514,6 +514,10 @@ def test_a_child_killed_without_a_word_is_reported_with_the_likely_reason(fake):
     assert "crashed or was killed (no message); when nobody" in ended_text(-1, "X", "")  # Qt's CrashExit
     assert ended_text(-15, "X", "") == "X was stopped by SIGTERM (exit code -15; no message)."
     assert ended_text(1, "X", "boom") == "X ended with exit code 1 (boom)."
+    # Slicer's PythonSlicer launcher reports a crashed or killed python-real this way and exits 1 (Slicer forum
+    # logs, 5.6.2 and 5.8.1): the panel said "exit code 1 (... Report the problem.)" without the likely reason
+    launcher = "[/opt/Slicer-5.6.2-linux-amd64/bin/python-real] exit abnormally - Report the problem."
+    assert ended_text(1, "X", launcher).startswith(f"X crashed or was killed ({launcher}); when nobody stopped it")
 
 
 def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):

@@ -172,6 +172,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
+        self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
 
     def setup(self) -> None:
@@ -307,13 +308,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
-        ready = bool(p.inputVolume and p.modelPath)
+        ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
         self.ui.segmentButton.enabled = running or (ready and not measuring)
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         self.ui.segmentButton.toolTip = ("Stop the running segmentation" if running else
                                          "Segment liver and tumors" if ready else "Select a CT volume and a model")
         # only the output made on (or for) the selected CT: measured on another CT it got that CT's HU, or failed
-        measurable = bool(p.inputVolume and mrml.existing_output_segment_ids(p.outputSegmentation)
+        measurable = bool(p.inputVolume and not self._installingPackages
+                          and mrml.existing_output_segment_ids(p.outputSegmentation)
                           and job.output_for_input(p.inputVolume, p.outputSegmentation) is p.outputSegmentation)
         self.ui.measureButton.enabled = measuring or (measurable and not running)
         self.ui.measureButton.text = "Cancel" if measuring else "Update lesion table from segments"
@@ -368,17 +370,38 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- running ------------------------------------------------------------------------------------
 
+    INSTALLING_TEXT = "Installing Python packages (this can take several minutes)..."
+
     def dependenciesReady(self) -> bool:
         """Check (and offer to install) the Python packages the work needs; False, after telling the user why,
-        when they are not ready."""
+        when they are not ready. Slicer's pip_install processes events for every line pip prints, so a click
+        during the minutes-long install arrives here again: it is ignored (it had started a second pip on the
+        same packages and a second run), the buttons are off and the panel says what is going on."""
+        if self._installingPackages:
+            return False
+        self._installingPackages = True
+        before = self.ui.statusLabel.text
+
+        def confirm(question: str) -> bool:
+            accepted = bool(slicer.util.confirmOkCancelDisplay(question))
+            if accepted:
+                self.ui.statusLabel.text = self.INSTALLING_TEXT
+                self.updateGUI()
+            return accepted
+
         try:
-            self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay)
+            self.logic.ensureDependencies(confirm=confirm)
         except dependencies.DependencyDeclinedError as exc:
             slicer.util.warningDisplay(str(exc), windowTitle="Liver Tumor Segmentation")
             return False
         except Exception as exc:  # noqa: BLE001 - shown to the user
             slicer.util.errorDisplay(f"The required Python packages are not ready: {exc}")
             return False
+        finally:
+            self._installingPackages = False
+            if self.ui.statusLabel.text == self.INSTALLING_TEXT:
+                self.ui.statusLabel.text = before
+            self.updateGUI()
         return True
 
     def onSegmentButton(self) -> None:

@@ -286,3 +286,40 @@ def test_add_model_never_replaces_another_installed_file_of_the_same_name(module
     with pytest.raises(module.m.LiverTumorSegError, match="Another model file named 'mine.safetensors'"):
         logic.addUserModel(str(b / "mine.safetensors"))
     assert (users / "mine.safetensors").read_bytes() == (a / "mine.safetensors").read_bytes()
+
+
+def test_a_click_while_packages_install_starts_no_second_install_or_run(module, monkeypatch):
+    """Slicer's pip_install processes events for every line pip prints, so a second click on Segment during the
+    minutes-long install re-entered onSegmentButton: a second confirmation, a second pip on the same packages at
+    once, and two runs (the second cancelling the first). The panel said nothing meanwhile."""
+    import slicer.util
+    from LiverTumorSegModuleLib import dependencies
+
+    m = module.m
+    widget = m.LiverTumorSegWidget()
+    status = types.SimpleNamespace(text="")
+    widget.ui = types.SimpleNamespace(statusLabel=status,
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
+                                                  device="auto", lesionTable=None)
+    shown_during_install = []
+    widget.updateGUI = lambda *args: shown_during_install.append((widget._installingPackages, status.text))
+    starts, confirmations, pips = [], [], []
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or object())
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or True)
+
+    def ensure(confirm):  # what the logic does when a package is missing: ask, then pip_install (which lets a
+        if confirm("Install monai?"):  # click in: the user clicks Segment again)
+            pips.append("running")
+            widget.onSegmentButton()
+            assert status.text == widget.INSTALLING_TEXT
+            pips.remove("running")
+        return []
+
+    widget.logic.ensureDependencies = ensure
+    monkeypatch.setattr(dependencies, "ensure_requirements", None)  # never reached: ensure is the stand-in
+    widget.onSegmentButton()
+    assert len(confirmations) == 1 and starts == [1]
+    assert (True, widget.INSTALLING_TEXT) in shown_during_install  # the panel showed it (buttons off meanwhile)
+    assert widget._installingPackages is False and status.text != widget.INSTALLING_TEXT

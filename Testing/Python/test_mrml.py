@@ -639,3 +639,32 @@ def test_tumor_segments_added_by_a_reader_are_read_as_tumor(scene):
     expected = labels.copy()
     expected[1, 6, 8] = 2
     np.testing.assert_array_equal(read, expected)                 # the portal vein stays what it was (liver)
+
+
+@needs_slicer
+def test_a_result_without_tumor_has_an_empty_tumor_segment_that_shows_in_3d_without_a_vtk_error(scene):
+    """The usual result (the sample CT has no tumor) stored 'Liver tumor' as a 1x1x1 zero labelmap, on which the
+    3D surface failed ('vtkDiscreteFlyingEdges3D returned failure', an error in Slicer's log on every such run).
+    Now empty as Slicer's own AddEmptySegment makes it."""
+    import slicer
+    import vtk
+
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
+    labels = np.zeros((12, 14, 16), dtype=np.uint8)  # (z, y, x)
+    labels[3:9, 4:10, 5:12] = 1
+    node = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    segmentation = node.GetSegmentation()
+    converter = slicer.vtkSegmentationConverter
+    tumor = segmentation.GetSegment(mrml.TUMOR_SEGMENT.segment_id)
+    assert tumor.GetRepresentation(converter.GetBinaryLabelmapRepresentationName()).IsEmpty()
+    previous = vtk.vtkOutputWindow.GetInstance()
+    messages = vtk.vtkStringOutputWindow()
+    vtk.vtkOutputWindow.SetInstance(messages)
+    try:
+        mrml.show_segmentation_in_3d(node)
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous)
+    assert messages.GetOutput() == ""
+    liver = segmentation.GetSegment(mrml.LIVER_SEGMENT.segment_id)
+    assert liver.GetRepresentation(converter.GetClosedSurfaceRepresentationName()).GetNumberOfPoints() > 0
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(node, geometry, labels.shape), labels)

@@ -203,6 +203,17 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     return matched, only_pred, only_ref
 
 
+def _holds_dicom_files(folder: Path, limit: int = 20) -> bool:
+    """Whether one of the first ``limit`` files directly in ``folder`` is DICOM (a series folder, read whole)."""
+    from ..fileutil import is_dicom_file
+
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))[:limit]
+    except OSError:
+        return False
+    return any(is_dicom_file(p) for p in files)
+
+
 def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[str, Path]:
     """Case -> file for an optional per-case input (``--prob``, ``--images``): a file (only with one case)
     or a folder matched by case name; missing cases are warned about."""
@@ -216,6 +227,11 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[st
             raise InputError(f"{what} '{location}' is one file but {len(cases)} cases are evaluated; give a folder.")
         return {cases[0]: location}
     found = list_cases(location, what)
+    if not found and what == "--images" and _holds_dicom_files(location):  # a DICOM series folder: one CT
+        if len(cases) != 1:
+            raise InputError(f"{what} '{location}' is a DICOM folder (one CT) but {len(cases)} cases are evaluated; "
+                             f"give a folder of CT files named like the cases.")
+        return {cases[0]: location}
     missing = [c for c in cases if c not in found]
     if missing:
         log.warning("warning: %s has no file for %d case(s): %s", what, len(missing), ", ".join(missing[:20]))
@@ -238,7 +254,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                                   "--probabilities writes; same grid as the reference) for ROC")
     p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
                    help="what --prob is the probability of (default: tumor)")
-    p.add_argument("--images", help="CT file or folder, background of the overlay PNGs")
+    p.add_argument("--images", help="CT file or folder of CT files named like the cases (a DICOM series folder "
+                                    "with one case), background of the overlay PNGs")
     p.add_argument("--detection-iou", type=float, default=0.5,
                    help="a lesion is detected when IoU > this (default 0.5, LiTS)")
     p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,

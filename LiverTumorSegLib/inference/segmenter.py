@@ -131,6 +131,11 @@ def check_output_format(path: Any) -> str:
         return suffix
     if suffix == DICOM_SEG_SUFFIX:  # DICOM Segmentation referencing the input series (dicom_seg)
         return suffix
+    if not suffix:  # 'segment DICOM_FOLDER -o out/': one CT, one label map file
+        raise InputError(f"Output '{path}' has no file extension: one CT (a DICOM series folder is one) is written "
+                         f"as one label map file, e.g. '{Path(str(path).rstrip('/').rstrip(chr(92)) or 'seg')}"
+                         f".nii.gz'. An output folder is for a batch: a folder of CT files, or a CSV listing the "
+                         f"CTs (each DICOM series by its folder).")
     if suffix not in LABEL_MAP_SUFFIXES:
         raise InputError(f"Output '{path}' has an unsupported extension '{suffix}'; use .nii.gz, .nii, .nrrd, "
                          f".mha, .seg.nrrd or .dcm (DICOM SEG, for a DICOM input).")

@@ -1,8 +1,9 @@
 """DICOM series discovery, selection (``--series``) and reading (SimpleITK/GDCM; rescale slope/intercept
 applied, values are HU), with slice-position and memory checks."""
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -130,10 +131,28 @@ def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSe
     return series
 
 
+def _series_folders(series: Sequence[DicomSeriesInfo]) -> Dict[int, str]:
+    """Each series' folder (``id(series)`` -> the folder its files share, relative to all series' common folder),
+    or {} when they all lie in one folder: two patients' 'abdomen' series in PAT1/ and PAT2/ listed as two
+    identical lines."""
+    folders = {id(s): os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in s.files])
+               for s in series if s.files}
+    if len(set(folders.values())) < 2:
+        return {}
+    root = os.path.commonpath(list(folders.values()))
+    return {key: os.path.relpath(folder, root) for key, folder in folders.items()}
+
+
 def _series_listing(series: Sequence[DicomSeriesInfo], shown: Optional[Sequence[DicomSeriesInfo]] = None) -> str:
-    """The series ``shown`` (default: all), each numbered by its place in ``series``: the number --series takes."""
+    """The series ``shown`` (default: all), each numbered by its place in ``series``: the number --series takes;
+    with its folder when the series lie in different ones."""
     numbers = {id(s): n for n, s in enumerate(series, start=1)}
-    return "\n".join(f"  {numbers[id(s)]}. {s.summary()}" for s in (series if shown is None else shown))
+    folders = _series_folders(series)
+    def where(s: DicomSeriesInfo) -> str:
+        folder = folders.get(id(s))
+        return "" if folder is None else " in the folder itself" if folder == "." else f" in '{folder}'"
+
+    return "\n".join(f"  {numbers[id(s)]}. {s.summary()}{where(s)}" for s in (series if shown is None else shown))
 
 
 SERIES_CHOICES_TEXT = "SeriesInstanceUID, a unique UID prefix, the series description, or its number in this list"
@@ -179,14 +198,20 @@ def _is_image_series(series: DicomSeriesInfo) -> bool:
 
 
 def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
-    """The DICOM series of ``folder``: those directly in it, or, when it holds no image series itself, also
-    those in its subfolders, each gathered from all of them (a series split over several folders is read whole;
+    """The DICOM series of ``folder``: those directly in it, or, when it holds no image series itself or its
+    subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series split over several folders is read whole;
     choosing one of those folders would have given part of the series without a word). A DICOM SEG written into
     a study folder (``segment study -o study/result.dcm``) therefore does not hide the CT below it."""
     top = list_dicom_series(folder)
-    if any(_is_image_series(s) for s in top):
+    if not _subfolders(Path(folder)):
         return top
     below = list_dicom_series(folder, recursive=True)
+    if any(_is_image_series(s) for s in top):
+        # subfolders holding other image series are listed with the folder's own: one key image or scout at a
+        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
+        images = {s.uid for s in top if _is_image_series(s)}
+        if not any(_is_image_series(s) and s.uid not in images for s in below):
+            return top
     return below if below else top
 
 
@@ -215,6 +240,74 @@ def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
     return None
 
 
+READABLE_TRANSFER_SYNTAXES = frozenset([
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",  # uncompressed, deflate
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # JPEG
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE
+])
+"""Transfer syntaxes whose images SimpleITK's GDCM reads (each checked on a real CT series); for files in any
+other (JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
+
+
+def _sample_files(folder: Path, limit: int = 20) -> List[Path]:
+    """Up to ``limit`` files of ``folder`` and then of its subfolders (:func:`_subfolders`), hidden ones skipped."""
+    found: List[Path] = []
+    for current in [folder] + _subfolders(folder):
+        try:
+            found.extend(sorted(p for p in current.iterdir() if p.is_file() and not p.name.startswith(".")))
+        except OSError:
+            continue
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def undecodable_transfer_syntax(files: Sequence[Path]) -> Optional[Tuple[Path, str, str]]:
+    """``(file, UID, name)`` of the first of ``files`` that is a DICOM image stored in a transfer syntax this
+    reader cannot decode (not in :data:`READABLE_TRANSFER_SYNTAXES`), else None."""
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    for path in files:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            continue
+        uid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if uid and uid not in READABLE_TRANSFER_SYNTAXES and "Rows" in ds:
+            name = str(getattr(pydicom.uid.UID(uid), "name", "") or "")
+            if not name or name == uid:  # one this pydicom does not know by name (JPEG XL in older versions)
+                name = "a newer standard one" if uid.startswith("1.2.840.10008.") else "a private one"
+            return Path(path), uid, name
+    return None
+
+
+def _undecodable_text(found: Tuple[Path, str, str], where: str) -> str:
+    path, uid, name = found
+    example = "" if path.name in where else f", e.g. '{path.name}'"
+    return (f"{where} holds DICOM images compressed in a way this reader cannot decode (transfer syntax {name}, "
+            f"{uid}{example}). Decompress the files first (e.g. 'gdcmconv --raw IN OUT' or DCMTK's "
+            f"'dcmdjpeg'), export them uncompressed from the PACS, or convert the series to NIfTI (dcm2niix).")
+
+
+def _meta_header_without_preamble(files: Sequence[str]) -> Optional[str]:
+    """The first of ``files`` that starts with a file meta header (group 0002, little endian) where the 128-byte
+    preamble and 'DICM' belong, else None: GDCM lists such files, then the image reader refuses them."""
+    for name in files[:20]:
+        try:
+            with open(name, "rb") as handle:
+                head = handle.read(132)
+        except OSError:
+            continue
+        if head[:2] == b"\x02\x00" and head[128:132] != b"DICM":
+            return name
+    return None
+
+
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     all_series = find_dicom_series(folder)
     if not all_series:
@@ -224,8 +317,12 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                              f"Data, e.g. '{float_file.name}'), which CT images do not use (they store integers with "
                              f"a rescale to HU); they cannot be read as a CT. Export the series as a standard CT "
                              f"Image series, or convert it to NIfTI/NRRD.")
-        raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders. Give a folder of DICOM "
-                         f"files, or a {_FILE_FORMATS_TEXT} file.")
+        undecodable = undecodable_transfer_syntax(_sample_files(folder))
+        if undecodable is not None:
+            raise InputError(_undecodable_text(undecodable, f"Folder '{folder}'"))
+        raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders (searched "
+                         f"{MAX_SUBFOLDER_DEPTH} levels deep). Give a folder of DICOM files, or a "
+                         f"{_FILE_FORMATS_TEXT} file.")
     images = [s for s in all_series if _is_image_series(s)]
     if series is not None:
         chosen = select_dicom_series(all_series, series, folder)
@@ -234,9 +331,11 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     elif len(images) == 1:  # e.g. the CT and the DICOM SEG written from it in one folder
         chosen = images[0]
     else:
+        each = ("\nTo segment each of them, list their folders as cases in a CSV (column 'image') and give the "
+                "CSV instead." if _series_folders(all_series) else "")
         raise SeveralSeriesError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
                          f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
-                         f"{_series_listing(all_series)}")
+                         f"{_series_listing(all_series)}{each}")
     if not _is_image_series(chosen):  # --allow-non-hu would have segmented a binary mask as a CT
         raise InputError(f"DICOM series {chosen.uid} in '{folder}' is a {chosen.modality.upper()} object (a "
                          f"segmentation, contours, a report or a presentation state), not an image. Give the CT "
@@ -252,8 +351,12 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     except RuntimeError as exc:
         reason = _itk_reason(exc)
         odd = _files_of_another_size(chosen.files)  # ITK words a size mismatch differently by case
+        bare = _meta_header_without_preamble(chosen.files)
         fix = (f"Its images have different sizes ({odd}): a localizer/scout image or another series is probably "
                f"mixed in; remove the odd file(s) (or export the axial series alone)." if odd else
+               f"Its files (e.g. '{Path(bare).name}') start with a file meta header but lack the 128-byte preamble "
+               f"and 'DICM' before it, which this reader needs; rewrite them as standard DICOM files (e.g. DCMTK's "
+               f"'dcmconv', or pydicom's dcmread(..., force=True) and save_as)." if bare else
                "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
     _refuse_inverted_grey_scale(chosen, reader, folder)
@@ -284,6 +387,26 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError when two files of ``series`` are the same image (one SOPInstanceUID): two copies of one export
+    in the folder tree. They were blamed on 'several acquisitions', with advice to export each on its own."""
+    uids = []
+    for index in range(len(series.files)):
+        try:
+            uids.append(reader.GetMetaData(index, "0008|0018").strip().rstrip("\0"))
+        except RuntimeError:
+            uids.append("")
+    first = {}  # type: dict
+    for uid, name in zip(uids, series.files):
+        if uid and uid in first:
+            copies = sum(1 for u in uids if u) - len({u for u in uids if u})
+            raise InputError(f"DICOM series {series.uid} in '{folder}' holds the same images more than once "
+                             f"({copies} file(s) repeat another's SOPInstanceUID, e.g. '{first[uid]}' and '{name}'): "
+                             f"the folder holds two copies of the series. Keep one copy, or give the folder of one "
+                             f"of them.")
+        first.setdefault(uid, name)
 
 
 def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Path) -> np.ndarray:
@@ -336,6 +459,7 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
         points.append(xyz)
     distinct = len(np.unique(np.round(positions, 3)))
     if distinct < len(positions):
+        _refuse_copies_of_one_image(series, reader, folder)
         raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(positions)} slices but only {distinct} "
                          f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
                          f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
@@ -630,6 +754,9 @@ def _dicom_series_of_file(path: Path) -> str:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
+        undecodable = undecodable_transfer_syntax([path])
+        if undecodable is not None:
+            raise InputError(_undecodable_text(undecodable, f"'{path}'")) from None
         raise InputError(f"'{path}' is not a readable DICOM file; give the folder holding the DICOM series.") from None
     uid = _dicom_tag(reader, "0020|000e")
     if not uid:

@@ -2,7 +2,7 @@
 from typing import Optional, Tuple
 
 from ..errors import InputError
-from ..fileutil import check_path_encoding, full_suffix
+from ..fileutil import check_path_encoding, full_suffix, is_dicom_file
 from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import _SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike
@@ -42,6 +42,9 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
         return _read_nifti(path)
     if suffix in ITK_SUFFIXES:
         return _read_itk_file(path)
+    if is_dicom_file(path):  # a DICOM file named without an extension (IM000016 on a DICOMDIR medium)
+        uid = _dicom_series_of_file(path)
+        return _read_dicom_folder(path.parent, series if series is not None else uid)
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
 
 

@@ -147,3 +147,128 @@ def test_padding_inside_the_hu_range_is_left_as_it_is(tmp_path, ct):
     volume = read_volume(tmp_path / "water_padding")
     assert "padding_voxels" not in volume.meta
     assert np.all(volume.array[:, outside] == 0)
+
+
+# ---- a scanner-and-PACS audit's reproductions (stop 39) ----------------------------------------------------------
+def _retag(files, **changes):
+    """Rewrite DICOM ``files`` in place with their file meta / data set attributes changed."""
+    import pydicom
+
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        for key, value in changes.items():
+            if key == "TransferSyntaxUID":  # the data set stays explicit VR little endian: only the label changes
+                ds.file_meta.TransferSyntaxUID = value
+            else:
+                setattr(ds, key, value)
+        pydicom.dcmwrite(str(name), ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.110", "1.2.826.0.1.3680043.9.1"])
+def test_images_in_a_transfer_syntax_the_reader_cannot_decode_are_named(tmp_path, ct, uid):
+    """JPEG XL or a vendor's private compression: GDCM lists no series, and the folder 'holds no DICOM series';
+    a file of it 'is not a readable DICOM file; give the folder' (back to the first message)."""
+    files = write_ct_series(tmp_path / "jxl", ct)
+    private = "1.2.826.0.1.3680043.9.1"  # as long as JPEG XL's UID: the bytes are swapped below (pydicom will not
+    _retag(files, TransferSyntaxUID=private)  # write a JPEG XL label on uncompressed pixels)
+    for name in files:
+        name.write_bytes(name.read_bytes().replace(private.encode(), uid.encode(), 1))
+    for given in (tmp_path / "jxl", files[2], tmp_path):  # the folder, one file, the study folder above
+        with pytest.raises(InputError, match=f"cannot decode \\(transfer syntax .*{uid}.*Decompress"):
+            read_volume(given)
+
+
+def test_a_single_image_at_the_study_top_does_not_hide_the_ct_series_below(tmp_path, ct):
+    """One key image (or a scout) at the study's top made the reader ignore its subfolders: a 1-slice 'CT' was
+    segmented (exit 0). Now both series are listed to choose from."""
+    study = tmp_path / "study"
+    write_ct_series(study / "SER2", ct, uid_seed=2, description="abdomen venous")
+    one = CTVolume(np.asarray(ct.array[:1]), ct.geometry)
+    write_ct_series(study, one, uid_seed=9, description="key image", name_prefix="key")
+    series = find_dicom_series(study)
+    assert sorted(s.num_files for s in series) == [1, ct.shape_zyx[0]]
+    with pytest.raises(InputError, match=r"(?s)holds 2 DICOM series.*key image.*abdomen venous"):
+        read_volume(study)
+    chosen = read_volume(study, series="abdomen venous")
+    np.testing.assert_array_equal(chosen.array, ct.array)
+
+
+def test_a_subfolder_with_a_derived_object_only_keeps_the_folders_own_series(tmp_path, ct):
+    """The other side of the rule above: a subfolder holding no other image series changes nothing."""
+    write_ct_series(tmp_path / "ct", ct)
+    (tmp_path / "ct" / "notes").mkdir()
+    (tmp_path / "ct" / "notes" / "readme.txt").write_text("not DICOM", encoding="utf-8")
+    np.testing.assert_array_equal(read_volume(tmp_path / "ct").array, ct.array)
+
+
+def test_a_dicom_file_without_an_extension_is_read_as_dicom(tmp_path, ct):
+    """IM000016 on a DICOMDIR medium: 'Unknown file type', though README says a file of the series is an input."""
+    files = write_ct_series(tmp_path / "SE000001", ct, shuffle_names=False)
+    bare = []
+    for k, name in enumerate(files):
+        target = name.with_name(f"IM{k:06d}")
+        name.rename(target)
+        bare.append(target)
+    volume = read_volume(bare[3])
+    np.testing.assert_array_equal(volume.array, ct.array)
+
+
+def test_two_copies_of_one_series_are_named_as_copies(tmp_path, ct):
+    """The same export twice in one tree was blamed on 'several acquisitions' (export each on its own)."""
+    write_ct_series(tmp_path / "export1", ct)
+    write_ct_series(tmp_path / "export2", ct)
+    with pytest.raises(InputError, match="same images more than once .*two copies"):
+        read_volume(tmp_path)
+
+
+def test_files_with_a_meta_header_but_no_preamble_are_named(tmp_path, ct):
+    """GDCM lists such files, then ITK refuses them: 'Check that all its files are complete' (they are)."""
+    files = write_ct_series(tmp_path / "bare", ct)
+    for name in files:
+        data = name.read_bytes()
+        name.write_bytes(data[132:])  # drop the 128-byte preamble and 'DICM', keep the group 0002 header
+    with pytest.raises(InputError, match="lack the 128-byte preamble"):
+        read_volume(tmp_path / "bare")
+
+
+def test_series_in_different_folders_are_listed_with_their_folders(tmp_path, ct):
+    """Two patients' 'abdomen' series in PAT1/ and PAT2/ were two identical lines, and --series was the only
+    advice (it segments one patient)."""
+    write_ct_series(tmp_path / "PAT1", ct, uid_seed=1, description="abdomen")
+    write_ct_series(tmp_path / "PAT2", ct, uid_seed=2, description="abdomen")
+    with pytest.raises(InputError) as info:
+        read_volume(tmp_path)
+    text = str(info.value)
+    assert "in 'PAT1'" in text and "in 'PAT2'" in text and "CSV" in text
+
+
+def test_evaluate_takes_a_dicom_series_folder_as_the_one_cases_ct(tmp_path, ct, monkeypatch):
+    """--images DICOM_FOLDER (the CT as segment takes it) warned 'has no file for 1 case' and drew the overlay on
+    black; now the series is the case's CT. With several cases it is refused, naming why."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+
+    write_ct_series(tmp_path / "ct", ct)
+    labels = (np.asarray(ct.array) > 20).astype(np.uint8)
+    write_label_map(tmp_path / "case.nii.gz", labels, ct.geometry)
+    from LiverTumorSegLib.commands import evaluate
+
+    backgrounds = []
+    real = evaluate.optional_inputs
+    monkeypatch.setattr(evaluate, "optional_inputs",
+                        lambda path, cases, what: backgrounds.append(real(path, cases, what)) or backgrounds[-1])
+    code = main(["evaluate", "--pred", str(tmp_path / "case.nii.gz"), "--ref", str(tmp_path / "case.nii.gz"),
+                 "-o", str(tmp_path / "eval"), "--images", str(tmp_path / "ct"), "--no-surface"])
+    assert code == 0
+    assert {"case": tmp_path / "ct"} in backgrounds
+    assert list((tmp_path / "eval" / "plots").glob("overlay_*.png"))
+    (tmp_path / "other.nii.gz").write_bytes((tmp_path / "case.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="is a DICOM folder \\(one CT\\) but 2 cases"):
+        real(str(tmp_path / "ct"), ["case", "other"], "--images")
+
+
+def test_a_dicom_folder_segmented_to_a_folder_name_is_told_what_to_give(tmp_path):
+    from LiverTumorSegLib.inference.segmenter import check_output_format
+
+    with pytest.raises(InputError, match=r"no file extension: one CT .* e\.g\. '.*out\.nii\.gz'.*CSV"):
+        check_output_format(tmp_path / "out")

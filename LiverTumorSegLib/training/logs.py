@@ -45,8 +45,8 @@ class CsvLog:
         """Write the rows kept from earlier failures; False when the file still cannot be written."""
         if not self.unwritten:
             return True
-        try:
-            new = not self.path.is_file()
+        try:  # a file a failed write left empty (a full disk) gets its header too: --resume reads rows by it
+            new = not self.path.is_file() or self.path.stat().st_size == 0
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", newline="", encoding="utf-8") as handle:
                 text = io.StringIO()

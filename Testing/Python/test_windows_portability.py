@@ -206,3 +206,37 @@ def test_ordinary_case_ids_stay_accepted(tmp_path):
     cases = tmp_path / "cases.csv"
     cases.write_text("image,case_id\nct.nii.gz,CONTRAST_01\nct.nii.gz,patient 7 (v2)\n", encoding="utf-8")
     assert [c.case_id for c in batch.find_cases(cases, tmp_path / "out")] == ["CONTRAST_01", "patient 7 (v2)"]
+
+
+def test_training_log_left_empty_by_a_failed_write_gets_its_header(tmp_path, monkeypatch):
+    """A full disk: open('a') created log.csv, the write failed; the next row was written without the header, and
+    --resume then failed on it ('internal error: KeyError: epoch')."""
+    path = tmp_path / "log.csv"
+    log = CsvLog(path, notice=lambda text: None)
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FullDisk(handle) if str(file) == str(path) and "a" in mode else handle
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    assert not log.append({"epoch": 1, "global_step": 10, "train_loss": 1.5})
+    assert path.is_file() and path.stat().st_size == 0
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert log.append({"epoch": 2, "global_step": 20, "train_loss": 1.25})
+    assert [row["epoch"] for row in read_log(path)] == ["1", "2"]
+    CsvLog(path).truncate_after(1)  # what --resume does
+    assert [row["epoch"] for row in read_log(path)] == ["1"]

@@ -9,6 +9,7 @@ it is delivered, to the handler that was in place, when the block ends, so the c
 """
 import contextlib
 import os
+import re
 import signal
 import threading
 from typing import Any, Iterator, List, Tuple
@@ -19,8 +20,10 @@ HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM for the ``with`` block and deliver the first one received (to the handler in place
-    before the block) when it ends normally. Outside the main thread (where Python runs signal handlers) it does
-    nothing. A block that raises drops the held signal: its exception already ends the run."""
+    before the block) when it ends normally. SIGCHLD is blocked meanwhile where the system can: torch's DataLoader
+    raises from its handler when a worker was killed (a SIGTERM sent to every process of a Slurm job), which
+    landed inside AdamW's update. Outside the main thread (where Python runs signal handlers) it does nothing. A
+    block that raises drops the held signal: its exception already ends the run."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -30,6 +33,7 @@ def interrupts_deferred() -> Iterator[None]:
         received.append((signum, frame))
 
     previous = {}
+    blocked = _block_child_signals()
     try:
         for signum in HELD_SIGNALS:
             previous[signum] = signal.getsignal(signum)
@@ -38,6 +42,8 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if blocked:  # a DataLoader worker that died meanwhile is reported now, between two whole steps
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
     if received:
         signum, frame = received[0]
         handler = previous.get(signum)
@@ -45,3 +51,47 @@ def interrupts_deferred() -> Iterator[None]:
             handler(signum, frame)
         elif handler != signal.SIG_IGN:  # the default action (or a handler set outside Python): the signal again
             os.kill(os.getpid(), signum)
+
+
+def _block_child_signals() -> set:
+    """Block SIGCHLD in this thread; the set blocked now (to unblock), empty where there is no such signal."""
+    if not hasattr(signal, "SIGCHLD") or not hasattr(signal, "pthread_sigmask"):
+        return set()
+    already = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    return set() if signal.SIGCHLD in already else {signal.SIGCHLD}
+
+
+def detach_worker_from_group_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker leaves the training's process group, so a SIGTERM or SIGINT sent
+    to the group (``timeout``, ``kill -- -PGID``, Ctrl-C in a terminal) reaches only the main process, which
+    checkpoints and then stops its workers itself. Killed with the group, a worker's death was reported by torch
+    from inside a training step ("internal error: DataLoader worker ... is killed by signal: Terminated"), before
+    any checkpoint was written. The workers still end with the main process (torch's watchdog)."""
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:  # a session leader (never a forked worker) cannot; nothing else to do
+            pass
+
+
+WORKER_STOPPED_PATTERN = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal: (Terminated|Interrupt|Hangup)")
+"""torch's report (from its SIGCHLD handler) of a worker that a stop signal ended."""
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
+def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:
+    """Whether ``exc`` is torch's report of a DataLoader worker ended by SIGTERM, SIGINT or SIGHUP (the signal that
+    stops the run, sent to each process): the run was interrupted, not broken. torch words it two ways: from its
+    SIGCHLD handler with the signal's name, or, from the data queue, "exited unexpectedly" without it; then the
+    workers' exit codes of ``loader`` (a DataLoader with persistent workers) tell."""
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    if WORKER_STOPPED_PATTERN.search(text):
+        return True
+    if "DataLoader worker" not in text or "exited unexpectedly" not in text:
+        return False
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []
+    return any(getattr(w, "exitcode", None) in [-number for number in STOP_SIGNALS] for w in workers)

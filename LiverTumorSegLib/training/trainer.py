@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
-from .interrupts import interrupts_deferred
+from .interrupts import detach_worker_from_group_signals, interrupts_deferred, is_worker_stopped_by_signal
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
@@ -634,7 +634,8 @@ class Trainer:
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(int(cfg.seed)))
+            prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(int(cfg.seed)),
+            worker_init_fn=detach_worker_from_group_signals if workers > 0 else None)
 
     # -- state
     def _state_json(self) -> str:
@@ -785,12 +786,16 @@ class Trainer:
                 if self._time_up():
                     stop_reason = "time_limit"
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
+                raise
             self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
                      f"to continue.")
             self.save_last(*self._interrupt_position())
             tb.close()
-            raise
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise KeyboardInterrupt from exc  # the signal that stopped the workers is on its way to this process
         tb.close()
         if self.dist.is_main and not csv_log.flush():
             self.log(f"warning: {csv_log.path} lacks the last {len(csv_log.unwritten)} epoch row(s): it could not be "

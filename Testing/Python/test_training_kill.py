@@ -91,3 +91,62 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_
     with open(tmp_path / "model_train" / "log.csv") as handle:
         assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
     assert out.is_file() and not list(last.parent.glob("*.tmp"))
+
+
+def _children(pid):
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or not hasattr(os, "killpg"), reason="needs Linux /proc and killpg")
+@pytest.mark.parametrize("how", ["process group", "each process, workers first"])
+def test_sigterm_with_dataloader_workers_checkpoints_and_says_interrupted(phantom_csv, tmp_path, how):
+    """SIGTERM to the whole process group (timeout, kill -- -PGID) or to each process (a Slurm job's end): the
+    killed DataLoader workers made torch raise 'DataLoader worker ... is killed by signal: Terminated' from inside
+    a training step (even inside AdamW's update), before any checkpoint: 'internal error ... please report it',
+    and the run's progress lost."""
+    out = tmp_path / "model.safetensors"
+    last = tmp_path / "model_train" / "checkpoints" / "last.pt"
+    err_path = tmp_path / "stderr.txt"
+    command = _train_command(phantom_csv, out)
+    command[command.index("--num-workers") + 1] = "1"
+    command[command.index("--iterations-per-epoch") + 1] = "2000"  # never ends by itself within the test
+    with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as stdout:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=err, env=_env(), cwd=str(tmp_path),
+                                start_new_session=True)
+        deadline = time.time() + 120
+        try:
+            while proc.poll() is None and time.time() < deadline:
+                seen = re.findall(r"epoch 1/2:\s+\d+%\|[^|]*\|\s*(\d+)/2000",
+                                  err_path.read_text(errors="replace").replace("\r", "\n"))
+                if seen and int(seen[-1]) >= 3 and _children(proc.pid):
+                    if how == "process group":
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    else:
+                        for child in _children(proc.pid):
+                            os.kill(child, signal.SIGTERM)
+                        time.sleep(0.3)
+                        proc.send_signal(signal.SIGTERM)
+                    break
+                time.sleep(0.05)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    text = err_path.read_text(errors="replace") + (tmp_path / "stdout.txt").read_text(errors="replace")
+    assert "internal error" not in text and "please report" not in text, text[-2000:]
+    assert "interrupted; checkpoint saved" in text, text[-2000:]
+    assert proc.returncode not in (0, None)
+    payload = load_checkpoint(last)
+    assert payload["epoch"] == 0 and payload["step_in_epoch"] >= 3 and payload["global_step"] == payload["step_in_epoch"]

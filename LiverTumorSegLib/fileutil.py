@@ -96,6 +96,20 @@ def outermost_missing_folder(path: PathLike) -> Optional[Path]:
     return missing
 
 
+def remove_empty_folders(innermost: PathLike, outermost: PathLike) -> None:
+    """Remove ``innermost`` and its parents up to ``outermost`` (what :func:`outermost_missing_folder` said a run
+    made), innermost first, each only while it is empty: another process may have written into them meanwhile
+    (two evaluate runs into results/m1 and results/m2: m1's Ctrl-C deleted m2's finished results)."""
+    innermost, outermost = Path(innermost), Path(outermost)
+    for folder in [innermost] + list(innermost.parents):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): what is above it is not this run's alone either
+            return
+        if folder == outermost:
+            return
+
+
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
     or its name holds bytes that are not UTF-8. ``overwrite`` must be a bool: ``overwrite="no"`` is truthy, and

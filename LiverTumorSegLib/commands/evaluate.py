@@ -392,7 +392,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     import shutil
     import tempfile
 
-    from ..fileutil import outermost_missing_folder
+    from ..fileutil import outermost_missing_folder, remove_empty_folders
 
     created = outermost_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -414,8 +414,8 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
                 old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)  # made by this run; holds nothing but the stage
+        if created is not None:  # made by this run, and removed only while empty (another run may share it)
+            remove_empty_folders(out_dir, created)
         raise
     shutil.rmtree(stage, ignore_errors=True)
 

@@ -492,3 +492,29 @@ def test_nrrd_detached_headers_are_cases_in_folders(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
     assert [(r["case"], float(r["dice_liver"])) for r in rows] == [("a", 1.0), ("b", 1.0)]
+
+
+def test_an_interrupted_evaluate_leaves_another_runs_results_in_a_folder_both_made(tmp_path, monkeypatch):
+    """Two runs into results/m1 and results/m2 while results/ did not exist: m1's Ctrl-C while writing removed the
+    whole of results/, m2's finished cases.csv and summary.json with it (the folder 'made by this run')."""
+    from LiverTumorSegLib.metrics import report
+
+    _case(tmp_path / "pred", "c1.nii.gz")
+    _case(tmp_path / "ref", "c1.nii.gz")
+    results = tmp_path / "results"
+
+    def other_run_finishes_then_ctrl_c(*args, **kwargs):
+        (results / "m2").mkdir(parents=True, exist_ok=True)
+        (results / "m2" / "summary.json").write_text("{}", encoding="utf-8")  # the other run, finished meanwhile
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_json", other_run_finishes_then_ctrl_c)
+    command = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(results / "m1"),
+               "--no-surface"]
+    assert main(command) == 130
+    assert (results / "m2" / "summary.json").is_file()
+    assert not (results / "m1").exists()  # this run's own folder, empty, is still removed
+    shutil.rmtree(results / "m2")
+    monkeypatch.setattr(report, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(command) == 130
+    assert results.is_dir() and not list(results.iterdir())  # results/ existed before this run: kept, empty

@@ -336,9 +336,13 @@ def _run_batch(args: argparse.Namespace) -> int:
         statuses = [finished.get(c.case_id) or CaseStatus(c.case_id, "not run", message="interrupted")
                     for c in cases]
         interrupted = exc
-    out.mkdir(parents=True, exist_ok=True)
-    write_status_csv(statuses, out / STATUS_FILE)
-    print(format_status_table(statuses))
+    print(format_status_table(statuses, overwrite=bool(args.overwrite)))  # first: a full disk must not hide it
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_status_csv(statuses, out / STATUS_FILE)
+    except (OSError, LiverTumorSegError) as exc:  # a full disk, an output folder gone read-only
+        from ..cli import file_system_error_text
+        log.warning("warning: %s was not written: %s", out / STATUS_FILE, file_system_error_text(exc) or exc)
     if interrupted is not None:
         raise interrupted
     return 2 if any(s.status == "failed" for s in statuses) else 0

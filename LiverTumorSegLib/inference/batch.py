@@ -267,9 +267,17 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         result.report["warnings"] = warnings + list(result.warnings)
         result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
-        write_report(result.report, case.report_path, overwrite=True)
-        write_label_map(case.output_path, result.labels, result.geometry, overwrite=overwrite,
-                        **nifti_write_options(volume))
+        if overwrite:  # both or neither: replaced one by one, a kill or a full disk between them left this run's
+            from ..fileutil import atomic_outputs  # report beside the earlier run's label map (a resume kept both)
+
+            with atomic_outputs({"report": case.report_path, "labels": case.output_path}, overwrite=True) as tmp:
+                write_report(result.report, tmp["report"], overwrite=True)
+                write_label_map(tmp["labels"], result.labels, result.geometry, overwrite=True,
+                                **nifti_write_options(volume))
+        else:  # no label map yet: the report first, the label map (which marks the case done) last
+            write_report(result.report, case.report_path, overwrite=True)
+            write_label_map(case.output_path, result.labels, result.geometry, overwrite=False,
+                            **nifti_write_options(volume))
         return result, time.perf_counter() - start
 
 
@@ -399,8 +407,14 @@ def _cores_shared(segmenter: Any, share: Optional[CoreShare]) -> Iterator[None]:
         engine.use_core_share(None)
 
 
-def format_status_table(statuses: List[CaseStatus]) -> str:
-    """A plain-text table: case, status, seconds, liver mL, lesions, precision, message."""
+RESUME_AFTER_OVERWRITE = ("rerun with --overwrite to redo them: without it, a case not run keeps an earlier run's "
+                          "label map, if it had one, as 'already segmented'")
+
+
+def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> str:
+    """A plain-text table: case, status, seconds, liver mL, lesions, precision, message. ``overwrite``: the run
+    replaced earlier outputs, so its cases not run still hold an earlier run's label maps, which a plain rerun
+    would keep as 'already segmented'."""
     header = ["case", "status", "seconds", "liver_mL", "lesions", "precision", "message"]
     rows = [[s.case_id, s.status, f"{s.seconds:.1f}", "" if s.liver_ml is None else f"{s.liver_ml:.1f}",
              "" if s.lesion_count is None else str(s.lesion_count), s.precision, s.message] for s in statuses]
@@ -411,7 +425,8 @@ def format_status_table(statuses: List[CaseStatus]) -> str:
         lines.append("  ".join(cells).rstrip())
     counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed", "not run")}
     lines.append(f"{counts['done']} done, {counts['skipped']} skipped (already segmented), {counts['failed']} failed"
-                 + (f", {counts['not run']} not run (interrupted; rerun to resume)" if counts["not run"] else ""))
+                 + (f", {counts['not run']} not run (interrupted; {RESUME_AFTER_OVERWRITE if overwrite else 'rerun to resume'})"
+                    if counts["not run"] else ""))
     return "\n".join(lines)
 
 

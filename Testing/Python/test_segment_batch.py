@@ -522,3 +522,53 @@ def test_a_case_folder_with_several_series_says_what_a_batch_needs():
     text = batch_module._one_line(error)
     assert text.startswith("Folder 'study' holds 2 DICOM series; a batch reads one series per case")
     assert "--series" not in text
+
+
+def test_an_overwriting_batch_replaces_report_and_label_map_together(tmp_path, monkeypatch):
+    """--overwrite replaced the report, then the label map, one by one: a full disk (or a kill) between them left
+    this run's report beside the earlier run's label map, and a resume kept the pair as done."""
+    from LiverTumorSegLib.io import writers
+
+    write_phantoms(tmp_path / "cts", 1)
+    out = tmp_path / "out"
+    segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter())
+    report = out / "reports" / "ct_0.json"
+    before = {path: path.read_bytes() for path in (report, out / "ct_0.nii.gz")}
+    real = writers.write_label_map
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(writers, "write_label_map", disk_full)
+    monkeypatch.setattr("LiverTumorSegLib.io.write_label_map", disk_full)
+    statuses = segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter(lambda x: 0.5 * oracle_predictor(x)
+                                                                                  + 0.25), overwrite=True)
+    assert [s.status for s in statuses] == ["failed"]
+    assert {path: path.read_bytes() for path in before} == before  # both as they were, never a mix
+    assert sorted(p.name for p in out.iterdir()) == ["ct_0.nii.gz", "reports"]  # no temporaries left
+    monkeypatch.setattr("LiverTumorSegLib.io.write_label_map", real)
+
+
+def test_the_table_of_an_interrupted_overwriting_batch_says_to_rerun_with_overwrite():
+    """'rerun to resume' after an interrupted --overwrite run kept the earlier run's label maps of the cases not
+    run, as 'already segmented'."""
+    statuses = [batch_module.CaseStatus("a", "done"), batch_module.CaseStatus("b", "not run", message="interrupted")]
+    assert "rerun to resume" in batch_module.format_status_table(statuses)
+    text = batch_module.format_status_table(statuses, overwrite=True)
+    assert "rerun to resume" not in text and "rerun with --overwrite" in text
+
+
+def test_a_status_file_that_cannot_be_written_does_not_hide_the_table(tmp_path, capsys, caplog, monkeypatch):
+    """A disk that filled up during the batch: 'error: No space left' and no table, so nothing said which cases
+    failed."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+
+    def disk_full(statuses, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(batch_module, "write_status_csv", disk_full)
+    code = cli.main(["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--model", str(package.path),
+                     "--device", "cpu", "--precision", "fp32", "--no-progress"])
+    assert code == 0 and "1 done, 0 skipped" in capsys.readouterr().out
+    assert "batch_status.csv was not written" in caplog.text and "No space left" in caplog.text

@@ -20,10 +20,10 @@ HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM for the ``with`` block and deliver the first one received (to the handler in place
-    before the block) when it ends normally. SIGCHLD is blocked meanwhile where the system can: torch's DataLoader
-    raises from its handler when a worker was killed (a SIGTERM sent to every process of a Slurm job), which
-    landed inside AdamW's update. Outside the main thread (where Python runs signal handlers) it does nothing. A
-    block that raises drops the held signal: its exception already ends the run."""
+    before the block) when it ends normally. SIGCHLD is held the same way (then its handler is called): torch's
+    DataLoader raises from that handler when a worker was killed (a SIGTERM sent to every process of a Slurm
+    job), which landed inside AdamW's update. Outside the main thread (where Python runs signal handlers) it does
+    nothing. A block that raises drops the held signal: its exception already ends the run."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -32,18 +32,24 @@ def interrupts_deferred() -> Iterator[None]:
     def hold(signum: int, frame: Any) -> None:
         received.append((signum, frame))
 
+    children: List[Tuple[int, Any]] = []
+
+    def hold_child(signum: int, frame: Any) -> None:
+        children.append((signum, frame))
+
     previous = {}
-    blocked = _block_child_signals()
+    child = getattr(signal, "SIGCHLD", None)
     try:
         for signum in HELD_SIGNALS:
             previous[signum] = signal.getsignal(signum)
             signal.signal(signum, hold)
+        if child is not None:  # Python runs every signal handler in the main thread: holding it here is enough
+            previous[child] = signal.getsignal(child)
+            signal.signal(child, hold_child)
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        if blocked:  # a DataLoader worker that died meanwhile is reported now, between two whole steps
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
     if received:
         signum, frame = received[0]
         handler = previous.get(signum)
@@ -51,14 +57,8 @@ def interrupts_deferred() -> Iterator[None]:
             handler(signum, frame)
         elif handler != signal.SIG_IGN:  # the default action (or a handler set outside Python): the signal again
             os.kill(os.getpid(), signum)
-
-
-def _block_child_signals() -> set:
-    """Block SIGCHLD in this thread; the set blocked now (to unblock), empty where there is no such signal."""
-    if not hasattr(signal, "SIGCHLD") or not hasattr(signal, "pthread_sigmask"):
-        return set()
-    already = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    return set() if signal.SIGCHLD in already else {signal.SIGCHLD}
+    if children and callable(previous.get(child)):  # torch's check of its workers, now between two whole steps
+        previous[child](*children[0])
 
 
 def detach_worker_from_group_signals(worker_id: int) -> None:
@@ -95,3 +95,15 @@ def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:
         return False
     workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []
     return any(getattr(w, "exitcode", None) in [-number for number in STOP_SIGNALS] for w in workers)
+
+
+def stop_loader_workers(loader: Any) -> None:
+    """Stop an interrupted run's DataLoader workers now (torch's iterator shutdown, which also stops watching them),
+    and drop what their ending raises: torch's SIGCHLD handler otherwise reported a worker that the stop signal had
+    ended ("internal error ... killed by signal: Terminated") while the interrupted run was cleaning up."""
+    shutdown = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001 - a worker's death reported while stopping it: the run is ending anyway
+            pass

@@ -30,7 +30,8 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
-from .interrupts import detach_worker_from_group_signals, interrupts_deferred, is_worker_stopped_by_signal
+from .interrupts import (detach_worker_from_group_signals, interrupts_deferred, is_worker_stopped_by_signal,
+                         stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
@@ -789,10 +790,13 @@ class Trainer:
         except (KeyboardInterrupt, RuntimeError) as exc:
             if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
                 raise
-            self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
-                     f"to continue.")
-            self.save_last(*self._interrupt_position())
-            tb.close()
+            # a second signal, or the workers' deaths reported by torch, must not cut the checkpoint short
+            with interrupts_deferred():
+                self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
+                         f"to continue.")
+                self.save_last(*self._interrupt_position())
+                tb.close()
+                stop_loader_workers(self.loader)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise KeyboardInterrupt from exc  # the signal that stopped the workers is on its way to this process
@@ -1097,6 +1101,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
         trainer.setup()
         return trainer.fit()
     except BaseException:  # also Ctrl-C/SIGTERM before the first checkpoint: nothing there to resume
+        with interrupts_deferred():  # workers stopped before torch can report their deaths over this cleanup
+            stop_loader_workers(getattr(trainer, "loader", None))
         dist = getattr(trainer, "dist", None)
         if created and (dist is None or dist.is_main):
             remove_if_no_checkpoint(log_dir)

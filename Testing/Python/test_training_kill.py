@@ -150,3 +150,24 @@ def test_sigterm_with_dataloader_workers_checkpoints_and_says_interrupted(phanto
     assert proc.returncode not in (0, None)
     payload = load_checkpoint(last)
     assert payload["epoch"] == 0 and payload["step_in_epoch"] >= 3 and payload["global_step"] == payload["step_in_epoch"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="needs POSIX SIGCHLD")
+def test_a_child_process_ending_inside_the_weight_update_is_reported_after_it():
+    """torch checks its DataLoader workers from a SIGCHLD handler; a worker killed mid-step raised inside AdamW's
+    update. The handler now runs when the deferred block ends, once, and the previous handler is back."""
+    from LiverTumorSegLib.training.interrupts import interrupts_deferred
+
+    calls = []
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: calls.append(signum))
+    try:
+        handler = signal.getsignal(signal.SIGCHLD)
+        with interrupts_deferred():
+            for _ in range(3):
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+            time.sleep(0.2)
+            assert calls == []  # held: nothing ran inside the block
+        assert calls == [signal.SIGCHLD]
+        assert signal.getsignal(signal.SIGCHLD) is handler
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

@@ -424,9 +424,9 @@ def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> 
         cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed", "not run")}
+    resume = RESUME_AFTER_OVERWRITE if overwrite else "rerun to resume"
     lines.append(f"{counts['done']} done, {counts['skipped']} skipped (already segmented), {counts['failed']} failed"
-                 + (f", {counts['not run']} not run (interrupted; {RESUME_AFTER_OVERWRITE if overwrite else 'rerun to resume'})"
-                    if counts["not run"] else ""))
+                 + (f", {counts['not run']} not run (interrupted; {resume})" if counts["not run"] else ""))
     return "\n".join(lines)
 
 

@@ -148,6 +148,7 @@ def _series_listing(series: Sequence[DicomSeriesInfo], shown: Optional[Sequence[
     with its folder when the series lie in different ones."""
     numbers = {id(s): n for n, s in enumerate(series, start=1)}
     folders = _series_folders(series)
+
     def where(s: DicomSeriesInfo) -> str:
         folder = folders.get(id(s))
         return "" if folder is None else " in the folder itself" if folder == "." else f" in '{folder}'"
@@ -199,8 +200,9 @@ def _is_image_series(series: DicomSeriesInfo) -> bool:
 
 def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     """The DICOM series of ``folder``: those directly in it, or, when it holds no image series itself or its
-    subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series split over several folders is read whole;
-    choosing one of those folders would have given part of the series without a word). A DICOM SEG written into
+    subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series
+    split over several folders is read whole; choosing one of those folders would have given part of the series
+    without a word). A DICOM SEG written into
     a study folder (``segment study -o study/result.dcm``) therefore does not hide the CT below it."""
     top = list_dicom_series(folder)
     if not _subfolders(Path(folder)):
@@ -248,8 +250,9 @@ READABLE_TRANSFER_SYNTAXES = frozenset([
     "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
     "1.2.840.10008.1.2.5",  # RLE
 ])
-"""Transfer syntaxes whose images SimpleITK's GDCM reads (each checked on a real CT series); for files in any
-other (JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
+"""Transfer syntaxes whose images SimpleITK's GDCM decodes (JPEG lossless, JPEG-LS, JPEG 2000, RLE and HTJ2K were
+read from a real CT series by an audit; the others are GDCM's uncompressed and JPEG ones); for files in any other
+(JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
 
 
 def _sample_files(folder: Path, limit: int = 20) -> List[Path]:

@@ -278,24 +278,11 @@ def _segment_mask_in_its_box(labels: np.ndarray, organ_box: Tuple[slice, ...], l
     every non-zero voxel): Slicer stores a segment's box anyway, and a whole-volume mask per segment cost
     15 s and 0.65 GiB for a 600-slice CT."""
     region = labels[organ_box] == label
-    if not region.any():  # empty, as Slicer's own AddEmptySegment makes it: a 1-voxel zero mask made VTK log
-        return _empty_oriented_image(geometry)  # "vtkDiscreteFlyingEdges3D returned failure" for the 3D surface
+    if not region.any():  # empty (extent 0..-1), as Slicer's own AddEmptySegment makes it: a 1-voxel zero mask
+        return oriented_image_from_array(np.zeros((0, 0, 0), np.uint8), geometry)  # made VTK log a 3D failure
     box = _box_of(region)
     start = [b.start + o.start for b, o in zip(box, organ_box)]
     return oriented_image_from_array(region[box].astype(np.uint8), geometry, start)
-
-
-def _empty_oriented_image(geometry: ImageGeometry):
-    """A segment's labelmap with no voxels (extent 0..-1 on each axis) on ``geometry``'s grid."""
-    import slicer
-
-    image = slicer.vtkOrientedImageData()
-    image.SetExtent(0, -1, 0, -1, 0, -1)
-    image.SetImageToWorldMatrix(_numpy_to_matrix(geometry.ijk_to_ras()))
-    import vtk
-
-    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    return image
 
 
 def _existing_segment_id(segmentation, spec: "SegmentSpec") -> Optional[str]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
 from .childjob import CANCELLED, DONE, FAILED, ChildJob, ended_text  # noqa: F401 - kinds re-exported
@@ -243,16 +244,12 @@ def volume_grid(node: Any) -> tuple:
     return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
 
 
-GRID_TOLERANCE_MM = 1e-3
-"""Spacing and origin (mm) and direction cosines within which two grids of the panel's files and nodes are one."""
-
-
 def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:
-    """Whether two ``(geometry, (z, y, x) shape)`` grids are one (:data:`GRID_TOLERANCE_MM`); a missing geometry
-    (None) is no grid."""
+    """Whether two ``(geometry, (z, y, x) shape)`` grids are one (within ``LiverTumorSegLib.io.GEOMETRY_TOLERANCE``);
+    a missing geometry (None) is no grid."""
     return (geometry is not None and other_geometry is not None and shape_zyx is not None
             and tuple(shape_zyx) == tuple(other_shape_zyx)
-            and geometry.almost_equal(other_geometry, tol=GRID_TOLERANCE_MM))
+            and geometry.almost_equal(other_geometry, tol=GEOMETRY_TOLERANCE))
 
 
 class SegmentationJob(ChildJob):

@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, OutputExistsError
+from ..fileutil import is_dicom_file
+from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from ..io.probability import probability_scores  # noqa: F401 - imported from here by older callers
 
@@ -203,17 +205,6 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     return matched, only_pred, only_ref
 
 
-def _holds_dicom_files(folder: Path, limit: int = 20) -> bool:
-    """Whether one of the first ``limit`` files directly in ``folder`` is DICOM (a series folder, read whole)."""
-    from ..fileutil import is_dicom_file
-
-    try:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))[:limit]
-    except OSError:
-        return False
-    return any(is_dicom_file(p) for p in files)
-
-
 def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[str, Path]:
     """Case -> file for an optional per-case input (``--prob``, ``--images``): a file (only with one case)
     or a folder matched by case name; missing cases are warned about."""
@@ -227,7 +218,7 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[st
             raise InputError(f"{what} '{location}' is one file but {len(cases)} cases are evaluated; give a folder.")
         return {cases[0]: location}
     found = list_cases(location, what)
-    if not found and what == "--images" and _holds_dicom_files(location):  # a DICOM series folder: one CT
+    if not found and what == "--images" and holds_dicom_images(location, 20, is_dicom_file):  # one DICOM series
         if len(cases) != 1:
             raise InputError(f"{what} '{location}' is a DICOM folder (one CT) but {len(cases)} cases are evaluated; "
                              f"give a folder of CT files named like the cases.")

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
-from ..fileutil import file_identities, full_suffix
+from ..fileutil import atomic_outputs, file_identities, full_suffix
+from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
 
 log = logging.getLogger(__name__)
 
-CT_SUFFIXES = READ_SUFFIXES
 REPORTS_FOLDER = "reports"
 WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]
                                    + [f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)])
@@ -98,7 +98,7 @@ def is_batch_input(input_path: Any) -> bool:
     if not path.is_dir():
         return False
     ct_files = _ct_files(path)
-    if ct_files and _holds_dicom_files(path):
+    if ct_files and holds_dicom_images(path, skip_suffixes=READ_SUFFIXES):
         names = ", ".join(p.name for p in ct_files[:3]) + (" ..." if len(ct_files) > 3 else "")
         raise InputError(f"Folder '{path}' holds DICOM files and also {len(ct_files)} CT file(s) ({names}), so it is "
                          f"neither one DICOM series nor a batch folder of CT files. To segment the DICOM series, move "
@@ -107,28 +107,11 @@ def is_batch_input(input_path: Any) -> bool:
     return bool(ct_files)
 
 
-def _holds_dicom_files(folder: Path, max_files: int = 64) -> bool:
-    """Whether a folder's own files include a DICOM image (the 'DICM' preamble; a DICOMDIR index and a DICOM SEG
-    are not images), looking at up to ``max_files`` files that are not CT files."""
-    from ..dicom_seg import is_dicom_seg
-    from ..fileutil import has_dicom_preamble
-    looked = 0
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith(".") or full_suffix(p) in CT_SUFFIXES or p.name.upper() == "DICOMDIR":
-            continue  # a DICOMDIR (a medium's index) is not an image
-        if has_dicom_preamble(p) and not is_dicom_seg(p):
-            return True
-        looked += 1
-        if looked >= max_files:
-            break
-    return False
-
-
 def _ct_files(folder: Path) -> List[Path]:
     """The folder's CT files by name: every entry named like one counts, so a link whose target is gone (an
     unmounted disk) or a folder named ``case2.nii.gz`` fails as a listed case instead of vanishing from the
     batch."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in CT_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in READ_SUFFIXES)
 
 
 def case_id_of(path: Path) -> str:
@@ -137,7 +120,7 @@ def case_id_of(path: Path) -> str:
     batch was refused as two cases with one output)."""
     name = path.name
     suffix = full_suffix(path)
-    if suffix in CT_SUFFIXES and not path.is_dir():  # full_suffix is taken from the name's end
+    if suffix in READ_SUFFIXES and not path.is_dir():  # full_suffix is taken from the name's end
         return name[: len(name) - len(suffix)]
     return name
 
@@ -267,16 +250,13 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         result.report["warnings"] = warnings + list(result.warnings)
         result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite:  # both or neither: replaced one by one, a kill or a full disk between them left this run's
-            from ..fileutil import atomic_outputs  # report beside the earlier run's label map (a resume kept both)
-
-            with atomic_outputs({"report": case.report_path, "labels": case.output_path}, overwrite=True) as tmp:
-                write_report(result.report, tmp["report"], overwrite=True)
-                write_label_map(tmp["labels"], result.labels, result.geometry, overwrite=True,
-                                **nifti_write_options(volume))
-        else:  # no label map yet: the report first, the label map (which marks the case done) last
-            write_report(result.report, case.report_path, overwrite=True)
-            write_label_map(case.output_path, result.labels, result.geometry, overwrite=False,
+        targets = {"report": case.report_path, "labels": case.output_path}
+        # --overwrite: both or neither (replaced one by one, a kill or a full disk between them left this run's
+        # report beside the earlier run's label map); else the report first, the label map (which marks the
+        # case done) last
+        with atomic_outputs(targets, overwrite=True) if overwrite else contextlib.nullcontext(targets) as paths:
+            write_report(result.report, paths["report"], overwrite=True)
+            write_label_map(paths["labels"], result.labels, result.geometry, overwrite=overwrite,
                             **nifti_write_options(volume))
         return result, time.perf_counter() - start
 
@@ -287,8 +267,8 @@ def _one_line(exc: BaseException) -> str:
     exc = out_of_memory_error(exc) or exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, SeveralSeriesError):  # batch has no --series: its listing was cut off too
-        text = (text.split("; choose one with ")[0] + "; a batch reads one series per case: list each "
-                "series' own folder (or a file of it) as a case in a CSV")
+        text = (exc.headline + "; a batch reads one series per case: list each series' own folder (or a file of "
+                "it) as a case in a CSV")
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
 
 
@@ -431,18 +411,8 @@ def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> 
 
 
 def write_status_csv(statuses: List[CaseStatus], path: Any) -> Path:
-    """The per-case table as CSV (atomically)."""
-    import io as _io
+    """The per-case table as CSV (atomically; metrics.report.write_case_table, as evaluate's cases.csv)."""
+    from ..metrics.report import write_case_table
 
-    from ..fileutil import atomic_output
+    return write_case_table([status.as_row() for status in statuses], path, overwrite=True, first_column="case_id")
 
-    buffer = _io.StringIO()
-    fields = ["case_id", "status", "seconds", "liver_ml", "lesions", "precision", "message"]
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    for status in statuses:
-        writer.writerow(status.as_row())
-    with atomic_output(path, overwrite=True) as tmp:  # newline="": the writer's \r\n stays \r\n on Windows
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            handle.write(buffer.getvalue())
-    return Path(path)

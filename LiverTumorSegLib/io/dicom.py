@@ -3,7 +3,7 @@ applied, values are HU), with slice-position and memory checks."""
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,7 +41,13 @@ by header rounding and still be one orientation and pixel size (the reader's rul
 
 
 class SeveralSeriesError(InputError):
-    """A folder holds several DICOM series and none was chosen (the message lists them, one per line)."""
+    """A folder holds several DICOM series and none was chosen (the message lists them, one per line).
+    ``headline``: the message's first clause alone ("Folder 'x' holds 3 DICOM series"), for callers that give
+    their own advice (a batch has no --series)."""
+
+    def __init__(self, message: str, headline: str = "") -> None:
+        super().__init__(message)
+        self.headline = headline or message.split("\n")[0].split("; ")[0]
 
 
 def _dicom_tag(reader, tag: str) -> str:
@@ -242,6 +248,28 @@ def _float_pixel_file(folder: Path, limit: int = 20) -> Optional[Path]:
     return None
 
 
+def holds_dicom_images(folder: Path, max_files: int = 64, is_dicom: Optional[Callable[[Path], bool]] = None,
+                       skip_suffixes: Sequence[str] = ()) -> bool:
+    """Whether ``folder``'s own files (hidden ones, a DICOMDIR index and names ending in ``skip_suffixes`` left
+    out) include a DICOM image, looking at up to ``max_files`` of them. ``is_dicom``: the test of one file (default:
+    the 'DICM' preamble; ``fileutil.is_dicom_file`` also takes files without it); a DICOM SEG is not an image."""
+    from ..dicom_seg import is_dicom_seg
+    from ..fileutil import full_suffix, has_dicom_preamble
+
+    is_dicom = is_dicom or has_dicom_preamble
+    looked = 0
+    for p in sorted(folder.iterdir()):
+        if (not p.is_file() or p.name.startswith(".") or full_suffix(p) in skip_suffixes
+                or p.name.upper() == "DICOMDIR"):
+            continue
+        if is_dicom(p) and not is_dicom_seg(p):
+            return True
+        looked += 1
+        if looked >= max_files:
+            break
+    return False
+
+
 READABLE_TRANSFER_SYNTAXES = frozenset([
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",  # uncompressed, deflate
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # JPEG
@@ -336,9 +364,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     else:
         each = ("\nTo segment each of them, list their folders as cases in a CSV (column 'image') and give the "
                 "CSV instead." if _series_folders(all_series) else "")
-        raise SeveralSeriesError(f"Folder '{folder}' holds {len(all_series)} DICOM series; choose one with "
-                         f"{option_hint('--series', 'series=')} ({SERIES_CHOICES_TEXT}):\n"
-                         f"{_series_listing(all_series)}{each}")
+        headline = f"Folder '{folder}' holds {len(all_series)} DICOM series"
+        raise SeveralSeriesError(f"{headline}; choose one with {option_hint('--series', 'series=')} "
+                                 f"({SERIES_CHOICES_TEXT}):\n{_series_listing(all_series)}{each}", headline)
     if not _is_image_series(chosen):  # --allow-non-hu would have segmented a binary mask as a CT
         raise InputError(f"DICOM series {chosen.uid} in '{folder}' is a {chosen.modality.upper()} object (a "
                          f"segmentation, contours, a report or a presentation state), not an image. Give the CT "

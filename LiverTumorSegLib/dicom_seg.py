@@ -307,7 +307,7 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         instance_number=1, manufacturer="LiverTumorSeg",
         manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
         software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
-        series_description=series_description[:64], content_label="LIVERTUMORSEG",
+        series_description=long_string(series_description), content_label="LIVERTUMORSEG",
         content_description="Liver and liver tumor; research use, not a medical device")
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""

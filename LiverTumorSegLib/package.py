@@ -740,6 +740,13 @@ def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arc
     _compare_tensor_entries(expected, found, f"Model package '{path}'", arch)
 
 
+def _unbuildable(where: str, exc: BaseException) -> ModelPackageError:
+    """The error for a package (``where``) naming an architecture this library does not have (``exc``: the models
+    registry's error, which lists the ones it has)."""
+    return ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update LiverTumorSeg "
+                             f"or use another package.")
+
+
 def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
     """Option names must be the architecture's and each value of its default's type; options that load a
     file at build time (``TRANSIENT_OPTIONS``, e.g. ``pretrained_encoder_path``) must keep their default."""
@@ -748,8 +755,7 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
     try:
         defaults = default_options(name)
     except InputError as exc:
-        raise ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update "
-                                f"LiverTumorSeg or use another package.")
+        raise _unbuildable(where, exc)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ModelPackageError(f"{where}: unknown option(s) {unknown[:5]} for architecture '{name}'; valid "
@@ -842,8 +848,7 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
         with torch.device("meta"):
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
-        raise ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update "
-                                f"LiverTumorSeg or use another package.")
+        raise _unbuildable(where, exc)
     except Exception as exc:  # noqa: BLE001 - hostile option values may fail anywhere in a constructor
         raise ModelPackageError(f"{where}: its architecture options cannot be built ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt.")
@@ -927,8 +932,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     try:
         model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
     except InputError as exc:
-        raise ModelPackageError(f"Model package '{path}' needs an architecture this library cannot build: "
-                                f"{exc} Update LiverTumorSeg or use another package.")
+        raise _unbuildable(f"Model package '{path}'", exc)
     _check_state_dict_matches(model, tensors, path, arch)
     model.load_state_dict(tensors, strict=True)
     model.to(device)

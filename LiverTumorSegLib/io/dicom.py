@@ -208,18 +208,27 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     """The DICOM series of ``folder``: those directly in it, or, when it holds no image series itself or its
     subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series
     split over several folders is read whole; choosing one of those folders would have given part of the series
-    without a word). A DICOM SEG written into
-    a study folder (``segment study -o study/result.dcm``) therefore does not hide the CT below it."""
+    without a word). A DICOM SEG written into a study folder (``segment study -o study/result.dcm``) therefore does
+    not hide the CT below it."""
     top = list_dicom_series(folder)
-    if not _subfolders(Path(folder)):
+    subfolders = _subfolders(Path(folder))
+    if not subfolders:
         return top
-    below = list_dicom_series(folder, recursive=True)
     if any(_is_image_series(s) for s in top):
         # subfolders holding other image series are listed with the folder's own: one key image or scout at a
-        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
+        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word. Their series
+        # IDs tell whether there is another (the full listing scans the folder's own files again)
+        sitk = _sitk()
+        with _quiet_itk():
+            below_ids = {uid for sub in subfolders for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub))}
+        if below_ids <= {s.uid for s in top}:
+            return top
         images = {s.uid for s in top if _is_image_series(s)}
+        below = list_dicom_series(folder, recursive=True)
         if not any(_is_image_series(s) and s.uid not in images for s in below):
             return top
+        return below
+    below = list_dicom_series(folder, recursive=True)
     return below if below else top
 
 
@@ -258,7 +267,11 @@ def holds_dicom_images(folder: Path, max_files: int = 64, is_dicom: Optional[Cal
 
     is_dicom = is_dicom or has_dicom_preamble
     looked = 0
-    for p in sorted(folder.iterdir()):
+    try:
+        names = sorted(folder.iterdir())
+    except OSError:
+        return False
+    for p in names:
         if (not p.is_file() or p.name.startswith(".") or full_suffix(p) in skip_suffixes
                 or p.name.upper() == "DICOMDIR"):
             continue

@@ -48,12 +48,12 @@ def read_probability_map(path, reference, not_on_grid: str, error_class: type = 
     (:func:`probability_scores`); a map of the same grid in another axis order is reoriented. Off the grid:
     ``error_class`` with ``not_on_grid`` (what the caller calls the map and the grid), the mismatch and what to
     give instead."""
-    from .labels import describe_grid_mismatch, onto_reference_grid
+    from .labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, onto_reference_grid
     from .reading import read_volume
 
     read = read_volume(path)
-    placed = onto_reference_grid(read, reference, 1e-3)
+    placed = onto_reference_grid(read, reference, GEOMETRY_TOLERANCE)
     if placed is None:
-        raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, 1e-3))}. Give the map "
+        raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, GEOMETRY_TOLERANCE))}. Give the map "
                           f"written with this segmentation (segment --probabilities).")
     return probability_scores(placed.array, path, read.meta.get("content", ""))

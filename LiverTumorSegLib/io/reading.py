@@ -31,8 +31,8 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
     if suffix in IMAGE_2D_SUFFIXES:
         raise InputError(f"'{path}' is 2D (a {suffix} picture); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
-    if suffix in DICOM_FILE_SUFFIXES:
-        uid = _dicom_series_of_file(path)
+    if suffix in DICOM_FILE_SUFFIXES or (suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES and is_dicom_file(path)):
+        uid = _dicom_series_of_file(path)  # (IM000016 on a DICOMDIR medium is DICOM without an extension)
         return _read_dicom_folder(path.parent, series if series is not None else uid)
     if series is not None and suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:  # was dropped without a word
         from ..errors import option_hint
@@ -42,9 +42,6 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
         return _read_nifti(path)
     if suffix in ITK_SUFFIXES:
         return _read_itk_file(path)
-    if is_dicom_file(path):  # a DICOM file named without an extension (IM000016 on a DICOMDIR medium)
-        uid = _dicom_series_of_file(path)
-        return _read_dicom_folder(path.parent, series if series is not None else uid)
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
 
 

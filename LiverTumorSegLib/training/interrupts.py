@@ -82,19 +82,21 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SI
 
 
 def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:
-    """Whether ``exc`` is torch's report of a DataLoader worker ended by SIGTERM, SIGINT or SIGHUP (the signal that
-    stops the run, sent to each process): the run was interrupted, not broken. torch words it two ways: from its
-    SIGCHLD handler with the signal's name, or, from the data queue, "exited unexpectedly" without it; then the
-    workers' exit codes of ``loader`` (a DataLoader with persistent workers) tell."""
-    if not isinstance(exc, RuntimeError):
-        return False
-    text = str(exc)
-    if WORKER_STOPPED_PATTERN.search(text):
+    """Whether ``exc`` comes from a DataLoader worker ended by SIGTERM, SIGINT or SIGHUP (the signal that stops the
+    run, sent to each process): the run was interrupted, not broken. torch reports it from its SIGCHLD handler
+    with the signal's name; from the data queue it raises "exited unexpectedly", or an EOFError / OSError when the
+    worker died while sending: then the exit codes of ``loader``'s workers (persistent workers) tell."""
+    if isinstance(exc, RuntimeError) and WORKER_STOPPED_PATTERN.search(str(exc)):
         return True
-    if "DataLoader worker" not in text or "exited unexpectedly" not in text:
+    if not isinstance(exc, (RuntimeError, EOFError, OSError)):
         return False
-    workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []
-    return any(getattr(w, "exitcode", None) in [-number for number in STOP_SIGNALS] for w in workers)
+    stopped = [-number for number in STOP_SIGNALS]
+    for worker in getattr(getattr(loader, "_iterator", None), "_workers", None) or []:
+        if getattr(worker, "exitcode", None) is None and hasattr(worker, "join"):
+            worker.join(timeout=1.0)  # one being killed right now: its exit code in a moment
+        if getattr(worker, "exitcode", None) in stopped:
+            return True
+    return False
 
 
 def stop_loader_workers(loader: Any) -> None:

@@ -129,7 +129,7 @@ def data_fingerprint(cases: Sequence[Case], cache_dir: Any = None) -> Dict[str, 
         known = {}
     fingerprint, seen = {}, {}
     for case in cases:
-        signature = json.loads(json.dumps(_path_signature(case.label_path)))  # as JSON keeps it (lists)
+        signature = _path_signature(case.label_path)  # a list of ints or a hex string: as JSON gives it back
         entry = known.get(case.label_path)
         digest = entry["sha256"] if isinstance(entry, dict) and entry.get("signature") == signature else \
             _content_fingerprint(case.label_path)
@@ -176,6 +176,8 @@ def holds_finished_entries(cache_dir: Path) -> bool:
         return False
     finished = False
     for key_folder in cache_dir.iterdir():
+        if key_folder.name == LABEL_HASHES_NAME and key_folder.is_file():  # data_fingerprint's, part of the cache
+            continue
         if not key_folder.is_dir():
             return False
         for entry in key_folder.iterdir():

@@ -451,8 +451,11 @@ class Trainer:
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
-        # every rank, so that all refuse alike; labels hashed before are not read again (the cache keeps them)
-        self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
+        # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
+        # Labels hashed before are not read again: the cache, once there, keeps their hashes
+        self._data_fingerprint = {}  # type: Dict[str, List[Any]]
+        if self.dist.is_main or self._resume_payload is not None:
+            self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
                                   self.last_path, self._data_fingerprint)
@@ -787,7 +790,7 @@ class Trainer:
                 if self._time_up():
                     stop_reason = "time_limit"
                     break
-        except (KeyboardInterrupt, RuntimeError) as exc:
+        except (KeyboardInterrupt, RuntimeError, EOFError, OSError) as exc:  # the last three: a killed worker
             if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
                 raise
             # a second signal, or the workers' deaths reported by torch, must not cut the checkpoint short

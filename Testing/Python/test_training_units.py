@@ -707,3 +707,25 @@ def test_label_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_
     again = slice_cache.data_fingerprint(cases, cache)
     assert hashed[4:] == [str(tmp_path / "lab1.nii")] and again["c1"][0] == hashlib.sha256(b"label XX").hexdigest()
     assert again["c0"] == first["c0"]
+
+
+def test_a_cache_holding_label_hashes_is_still_a_failed_runs_cache(tmp_path):
+    """data_fingerprint keeps label hashes in the cache root; that file made the folder no longer count as a
+    failed run's cache, so the next failed start deleted the whole cache (every CT cached again)."""
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.trainer import holds_only_slice_cache, remove_if_no_checkpoint
+
+    (tmp_path / "ct.nii").write_bytes(b"ct")
+    (tmp_path / "lab.nii").write_bytes(b"lab")
+    run = tmp_path / "run"
+    key = run / "cache" / "abc123def456"
+    key.mkdir(parents=True)
+    for suffix in slice_cache.ENTRY_SUFFIXES:
+        (key / f"c0{suffix}").write_bytes(b"x")
+    slice_cache.data_fingerprint([Case("c0", "p0", str(tmp_path / "ct.nii"), str(tmp_path / "lab.nii"))],
+                                 run / "cache")
+    assert (run / "cache" / slice_cache.LABEL_HASHES_NAME).is_file()
+    assert holds_only_slice_cache(run)
+    remove_if_no_checkpoint(run)
+    assert (key / f"c0{slice_cache.ENTRY_SUFFIXES[0]}").is_file()

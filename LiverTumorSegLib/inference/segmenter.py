@@ -583,12 +583,15 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
 def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None:
     """An output that is an existing DICOM image in the input's DICOM folder (or beside an input DICOM file) could
     be a slice of the series being read: ``--overwrite`` would destroy it. Refused whatever ``overwrite`` says.
-    An existing DICOM SEG there (an earlier result) may be replaced as usual."""
+    An existing DICOM SEG there (an earlier result) may be replaced as usual. An input named NIfTI, NRRD or
+    MetaImage is read as such (io.read_volume), so it is not sniffed for DICOM: pydicom's forced read walked a
+    whole uncompressed NIfTI, 4-12 s on one with zero slices."""
     from ..dicom_seg import is_dicom_seg
     from ..fileutil import is_dicom_file
+    from ..io.formats import READ_SUFFIXES
     if input_path.is_dir():
         folder = input_path.resolve()
-    elif input_path.is_file() and is_dicom_file(input_path):
+    elif input_path.is_file() and full_suffix(input_path) not in READ_SUFFIXES and is_dicom_file(input_path):
         folder = input_path.resolve().parent
     else:
         return

@@ -74,6 +74,35 @@ def test_segment_file_many_times_with_one_engine(tiny_path, tmp_path):
     assert segmenter.engine is engine and not segmenter.options.probabilities  # unchanged by the calls
 
 
+def test_an_input_named_nifti_nrrd_or_metaimage_is_not_sniffed_for_dicom(tiny_path, tmp_path, monkeypatch):
+    """segment checked whether the input file is DICOM (so that no output replaces a slice of its series) with
+    pydicom's forced read, which walked a whole uncompressed NIfTI: 4-12 s on one with zero slices. A file named
+    .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd is read as that format, so it is not opened for DICOM; a file without an
+    extension still is (a DICOM slice named IM000016)."""
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.inference.segmenter import _check_outputs
+
+    sniffed = []
+
+    def no_sniffing(path):
+        sniffed.append(str(path))
+        raise AssertionError(f"{path} was sniffed for DICOM")
+
+    volume = two_volumes()[0]
+    ct = write_volume(tmp_path / "ct.nii.gz", volume)
+    monkeypatch.setattr(fileutil, "is_dicom_file", no_sniffing)
+    Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", threads=1)).segment_file(
+        ct, tmp_path / "seg.nii.gz")
+    assert (tmp_path / "seg.nii.gz").exists()
+    for name in ("ct.nii", "ct.nrrd", "ct.NHDR", "ct.mha", "ct.mhd"):
+        (tmp_path / name).write_bytes(b"\0" * 1024)
+        _check_outputs(tmp_path / name, tmp_path / "out.nii.gz", None, None, None, overwrite=True)
+    assert sniffed == []
+    (tmp_path / "IM000016").write_bytes(b"\0" * 1024)
+    with pytest.raises(AssertionError, match="IM000016 was sniffed"):
+        _check_outputs(tmp_path / "IM000016", tmp_path / "out.nii.gz", None, None, None, overwrite=True)
+
+
 def test_probability_is_exact_everywhere_only_when_it_is_an_output(tiny_path, tmp_path, monkeypatch):
     # segment reads the tumor probability inside the labels only (lesion confidence, the lesion report), so
     # the engine may leave all-background slices at 0; a probability map that is written must be exact

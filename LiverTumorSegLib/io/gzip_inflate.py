@@ -37,14 +37,16 @@ def inflate_range(path: Union[str, Path], offset: int, nbytes: int, step: int = 
 
 
 def inflate_to_end(path: Union[str, Path], offset: int, nbytes: int, step: int = INFLATE_STEP_BYTES,
-                   read_step: int = READ_STEP_BYTES, start: int = 0) -> Tuple[np.ndarray, int]:
+                   read_step: int = READ_STEP_BYTES, start: int = 0, allow_short: bool = False
+                   ) -> Tuple[np.ndarray, int]:
     """:func:`inflate_range`, then the rest of the stream inflated (and dropped) to its end: ``(bytes, number of
     decompressed bytes after them)``. So every member's CRC-32 and length are checked, a file cut off after the
     range (its gzip trailer missing) is refused as truncated, and data after the range is counted (a header
     edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed.
     ``start``: where in the file the compressed stream begins (after a NRRD or MetaImage header; a zlib stream,
-    as MetaImage writes, is read as well as gzip)."""
-    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start)
+    as MetaImage writes, is read as well as gzip). ``allow_short``: an intact stream that ends inside the range is
+    not refused; the bytes returned are then fewer than ``nbytes`` (the caller says what is missing)."""
+    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start, allow_short=allow_short)
 
 
 def _truncated(path: Union[str, Path], detail: str) -> InputError:
@@ -52,7 +54,7 @@ def _truncated(path: Union[str, Path], detail: str) -> InputError:
 
 
 def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int,
-             to_end: bool, start: int = 0) -> Tuple[np.ndarray, int]:
+             to_end: bool, start: int = 0, allow_short: bool = False) -> Tuple[np.ndarray, int]:
     if offset < 0 or nbytes < 0:
         raise ValueError(f"offset and nbytes must be >= 0 (got {offset}, {nbytes})")
     out = np.empty(nbytes, dtype=np.uint8)
@@ -71,7 +73,7 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                     pending = handle.read(read_step)  # zero padding after a member, as gzip skips it
                     continue
                 if not pending:
-                    if written < nbytes:
+                    if written < nbytes and not allow_short:
                         raise _truncated(path, f"its data ends after {written} of {nbytes} bytes")
                     if not member_ended:
                         raise _truncated(path, "its compressed stream ends before its end marker")
@@ -91,4 +93,4 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 position += len(piece)
     except zlib.error as exc:
         raise _truncated(path, f"zlib: {exc}") from None
-    return out, max(0, position - offset - nbytes)
+    return out[:written], max(0, position - offset - nbytes)

@@ -6,7 +6,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from ..errors import InputError
 from ..fileutil import full_suffix
@@ -76,10 +78,17 @@ def _volume_from_sitk(image, source: str) -> CTVolume:
         extract = list(shape) + [0] * (image.GetDimension() - 3)
         image = sitk.Extract(image, extract, index)
     check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
-    array = to_hu_dtype(sitk.GetArrayFromImage(image))
-    spacing, direction = unit_direction(image.GetSpacing(), image.GetDirection())
-    geometry = ImageGeometry(spacing=spacing, origin=image.GetOrigin(), direction=direction)
-    return CTVolume(array=array, geometry=geometry, source=source)
+    return _volume_from_voxels(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
+                               image.GetDirection(), source)
+
+
+def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], origin_xyz: Sequence[float],
+                        direction: Sequence[float], source: str) -> CTVolume:
+    """A CTVolume of ITK-ordered voxels ``(z, y, x)`` and an ITK header's spacing/origin ``(x, y, z)`` mm and
+    9 row-major direction cosines (checked by the caller): HU dtype, unit direction columns."""
+    spacing, direction = unit_direction(spacing_xyz, direction)
+    geometry = ImageGeometry(spacing=spacing, origin=tuple(origin_xyz), direction=direction)
+    return CTVolume(array=to_hu_dtype(voxels_zyx), geometry=geometry, source=source)
 
 
 def _itk_itemsize(pixel_id: int) -> int:
@@ -98,15 +107,22 @@ _NRRD_DEFLATED = {"gzip", "gz"}
 _NRRD_RAW = {"raw"}
 
 
+def _file_head(path: Path) -> Optional[bytes]:
+    """The first 64 KiB of ``path`` (a NRRD or MetaImage header is a few KB), or None when it cannot be read."""
+    try:
+        with open(str(path), "rb") as fh:
+            return fh.read(65536)
+    except OSError:
+        return None
+
+
 def _stored_data(path: Path) -> "Optional[Tuple[int, bool, Path, int]]":
     """``(bytes the file holds for its voxels, deflate-compressed, the file holding them, where they start)`` of a
     NRRD or MetaImage header, or None when that cannot be told cheaply (ASCII or bzip2 encoding, a list of data
     files, an unreadable header): then the reader finds any truncation itself. Reads the header text only (a few
     KB)."""
-    try:
-        with open(str(path), "rb") as fh:
-            head = fh.read(65536)
-    except OSError:
+    head = _file_head(path)
+    if head is None:
         return None
     if head.startswith(b"NRRD"):
         return _nrrd_stored(path, head)
@@ -115,15 +131,29 @@ def _stored_data(path: Path) -> "Optional[Tuple[int, bool, Path, int]]":
     return None
 
 
-def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
+def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int]]":
+    """``(fields, where the header's blank line starts)`` of a NRRD header: field names lower case (``type``,
+    ``data file``), values stripped; comments and ``key:=value`` pairs (free metadata, as teem tells them: the
+    ``:=`` before any ``': '``) left out. None without the blank line that ends a header."""
     end = head.find(b"\n\n")
     if end < 0:
         return None
     fields = {}
     for line in head[:end].decode("latin-1").splitlines()[1:]:
-        if ":" in line and not line.startswith("#"):
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.lstrip("=").strip()
+        if line.startswith("#") or ":" not in line:
+            continue
+        if ":=" in line and (": " not in line or line.index(":=") < line.index(": ")):
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.strip()
+    return fields, end
+
+
+def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
+    parsed = _nrrd_fields(head)
+    if parsed is None:
+        return None
+    fields, end = parsed
     encoding = fields.get("encoding", "").lower()
     if encoding not in _NRRD_RAW | _NRRD_DEFLATED or "line skip" in fields or "lineskip" in fields:
         return None
@@ -142,7 +172,9 @@ def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, in
     return size, encoding in _NRRD_DEFLATED, where, start
 
 
-def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
+def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any]]":
+    """``(fields, the ElementDataFile line's match)`` of a MetaImage header: the fields before that line (the
+    header's last), names and values lower case. None without an ElementDataFile line."""
     marker = re.search(rb"(?m)^\s*ElementDataFile\s*=\s*(\S[^\r\n]*)\r?\n?", head)
     if marker is None:
         return None
@@ -150,6 +182,14 @@ def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Pat
     for line in head[:marker.start()].decode("latin-1").splitlines():
         key, _, value = line.partition("=")
         fields[key.strip().lower()] = value.strip().lower()
+    return fields, marker
+
+
+def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
+    parsed = _metaimage_fields(head)
+    if parsed is None:
+        return None
+    fields, marker = parsed
     if fields.get("headersize", "0") not in ("0", ""):
         return None
     deflated = fields.get("compresseddata", "false") == "true"
@@ -176,25 +216,134 @@ def data_bytes(reader: Any) -> int:
         * _itk_itemsize(reader.GetPixelID())
 
 
-def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int]]", nbytes: int) -> None:
+def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int]]", nbytes: int,
+                        keep: bool = False) -> Optional[np.ndarray]:
     """Refuse a compressed NRRD / MetaImage (``stored``: :func:`_stored_data` of ``path``; nothing is checked when
     it is None or uncompressed) whose voxel data is not one whole, intact zlib or gzip stream of at least
-    ``nbytes`` bytes (inflated here and dropped): ITK's MetaImage reader only prints "Uncompress failed" and
-    returns whatever it inflated, and its gzip NRRD reader often says nothing, so a label map with one flipped
-    byte read 113-4772 mL of liver where it holds 1087, with exit 0. Costs one more inflate of the data (about
-    0.2 s per 50 MB)."""
+    ``nbytes`` bytes (inflated here): ITK's MetaImage reader only prints "Uncompress failed" and returns whatever
+    it inflated, and its gzip NRRD reader often says nothing, so a label map with one flipped byte read
+    113-4772 mL of liver where it holds 1087, with exit 0. ``keep``: return the stream's first ``nbytes``
+    (uint8), from which :func:`_voxels_from_inflated` builds the voxels without ITK inflating them again;
+    else they are dropped (one more inflate of the data, about 0.2 s per 50 MB) and None is returned, as it is
+    when nothing was checked."""
     from .gzip_inflate import inflate_to_end
 
     if stored is None or not stored[1]:
-        return
+        return None
     data_path, start = stored[2], stored[3]
     try:
-        produced = inflate_to_end(data_path, 0, 0, start=start)[1]
+        kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
+    produced = kept.size + after
     if produced < nbytes:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "
                          f"{produced} of the {nbytes} bytes its header describes). Copy or export it again.")
+    return kept if keep else None
+
+
+_NRRD_TYPES = {name: code for code, names in {
+    "i1": ("signed char", "int8", "int8_t"),
+    "u1": ("uchar", "unsigned char", "uint8", "uint8_t"),
+    "i2": ("short", "short int", "signed short", "signed short int", "int16", "int16_t"),
+    "u2": ("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"),
+    "i4": ("int", "signed int", "int32", "int32_t"),
+    "u4": ("uint", "unsigned int", "uint32", "uint32_t"),
+    "i8": ("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t"),
+    "u8": ("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"),
+    "f4": ("float",), "f8": ("double",)}.items() for name in names}
+"""NRRD ``type`` names (teem's spellings) -> numpy type code without byte order."""
+_NRRD_LAYOUT_FIELDS = {"dimension", "type", "sizes", "endian", "encoding"}
+"""Fields that :func:`_nrrd_voxel_dtype` reads: they say how the voxels are stored."""
+_NRRD_FIELDS_KEEPING_VOXELS = {
+    "content", "space", "space dimension", "space directions", "space origin", "space units", "spacings",
+    "thicknesses", "axis mins", "axismins", "axis maxs", "axismaxs", "centers", "centerings", "labels", "units",
+    "kinds", "measurement frame", "min", "max", "sample units", "sampleunits", "data file", "datafile"}
+"""Fields that do not change the voxel values ITK returns (geometry comes from ITK's header read; a single
+data file is where :func:`_stored_data` found the stream). Any other field (``old min``, ``block size``, a skip)
+sends the read to ITK."""
+_METAIMAGE_TYPES = {"met_char": "i1", "met_uchar": "u1", "met_short": "i2", "met_ushort": "u2", "met_int": "i4",
+                    "met_uint": "u4", "met_long_long": "i8", "met_ulong_long": "u8", "met_float": "f4",
+                    "met_double": "f8"}
+"""MetaImage ``ElementType`` -> numpy type code (MET_LONG, whose size depends on the platform, is left to ITK)."""
+
+
+def _voxel_dtype(path: Path, reader: Any) -> Optional[np.dtype]:
+    """The numpy type, byte order included, of the voxels of the deflate-compressed NRRD / MetaImage ``path`` as
+    stored, when its header says exactly how ITK would turn the inflated bytes into voxels: a scalar 3D image,
+    ``(x, y, z)`` order with x fastest, of a type ITK reads as the same numpy type (``reader``: after
+    ``ReadImageInformation``), no byte or line skip and no value mapping. Else None: ITK reads the file."""
+    head = _file_head(path)
+    if head is None or reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        return None
+    size = tuple(int(n) for n in reader.GetSize())
+    if head.startswith(b"NRRD"):
+        dtype = _nrrd_voxel_dtype(head, size)
+    elif full_suffix(path) in (".mha", ".mhd"):
+        dtype = _metaimage_voxel_dtype(head, size)
+    else:
+        return None
+    if dtype is None or dtype.newbyteorder("=") != _itk_numpy_dtype(reader.GetPixelID()):
+        return None
+    return dtype
+
+
+def _itk_numpy_dtype(pixel_id: int) -> np.dtype:
+    """The numpy type SimpleITK gives the voxels of a scalar pixel type (native byte order)."""
+    sitk = _sitk()
+    return np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel_id)).dtype)
+
+
+def _with_byte_order(code: str, big_endian: Optional[bool]) -> Optional[np.dtype]:
+    """``code`` (``"i2"``) in the stated byte order; one-byte types need none; None when a wider one has none."""
+    if code[1] == "1":
+        return np.dtype(code)
+    if big_endian is None:
+        return None
+    return np.dtype((">" if big_endian else "<") + code)
+
+
+def _nrrd_voxel_dtype(head: bytes, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
+    parsed = _nrrd_fields(head)
+    if parsed is None:
+        return None
+    fields = parsed[0]
+    if set(fields) - _NRRD_LAYOUT_FIELDS - _NRRD_FIELDS_KEEPING_VOXELS or fields.get("dimension") != "3" \
+            or fields.get("sizes", "").split() != [str(n) for n in size_xyz] \
+            or fields.get("encoding", "").lower() not in _NRRD_DEFLATED:
+        return None
+    code = _NRRD_TYPES.get(" ".join(fields.get("type", "").lower().split()))
+    endian = fields.get("endian", "").lower()
+    if code is None or endian not in ("", "big", "little"):
+        return None
+    return _with_byte_order(code, {"big": True, "little": False}.get(endian))
+
+
+def _metaimage_voxel_dtype(head: bytes, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
+    parsed = _metaimage_fields(head)
+    if parsed is None:
+        return None
+    fields = parsed[0]
+    if fields.get("objecttype", "image") != "image" or fields.get("ndims") != "3" \
+            or fields.get("binarydata") != "true" or fields.get("compresseddata") != "true" \
+            or fields.get("elementnumberofchannels", "1") != "1" \
+            or any(key.startswith("elementtointensity") for key in fields) \
+            or fields.get("dimsize", "").split() != [str(n) for n in size_xyz]:
+        return None
+    code = _METAIMAGE_TYPES.get(fields.get("elementtype", ""))
+    orders = {fields[key] for key in ("binarydatabyteordermsb", "elementbyteordermsb") if key in fields}
+    if code is None or not orders <= {"true", "false"} or len(orders) > 1:
+        return None
+    return _with_byte_order(code, {"true": True, "false": False}.get(orders.pop()) if orders else None)
+
+
+def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Sequence[int]) -> np.ndarray:
+    """The ``(z, y, x)`` voxels, in native byte order, that ``inflated`` (uint8, writable, x fastest) holds as
+    ``dtype``: a view of it, swapped in place when stored in the other byte order; no copy."""
+    voxels = inflated.view(dtype).reshape(tuple(int(n) for n in size_xyz)[::-1])
+    if not dtype.isnative:
+        voxels = voxels.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return voxels
 
 
 def _read_itk_file(path: Path) -> CTVolume:
@@ -218,16 +367,22 @@ def _read_itk_file(path: Path) -> CTVolume:
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, *stored[:2])
     check_memory_for_read(shape, itemsize, str(path))
-    check_deflated_data(path, stored, data_bytes(reader))
-    try:
-        with _quiet_itk():
-            image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
-    volume = _volume_from_sitk(image, str(path))
+    stored_dtype = _voxel_dtype(path, reader) if stored is not None and stored[1] else None
+    inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
+    if inflated is not None:  # the check's bytes made voxels: ITK would inflate the whole stream again
+        volume = _volume_from_voxels(_voxels_from_inflated(inflated, stored_dtype, reader.GetSize()),
+                                     reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path))
+        header = reader
+    else:
+        try:
+            with _quiet_itk():
+                header = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
+        volume = _volume_from_sitk(header, str(path))
     volume.meta["format"] = full_suffix(path).lstrip(".")
     from .formats import CONTENT_KEY
 
-    if image.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
-        volume.meta["content"] = image.GetMetaData(CONTENT_KEY).strip()
+    if header.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
+        volume.meta["content"] = header.GetMetaData(CONTENT_KEY).strip()
     return volume

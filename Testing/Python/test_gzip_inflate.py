@@ -124,3 +124,23 @@ def test_inflate_to_end_counts_the_data_after_the_range_and_checks_the_trailer(t
         gzip.decompress(bad_crc.read_bytes())
     with pytest.raises(InputError, match="truncated or corrupt"):
         inflate_to_end(bad_crc, 0, len(PAYLOAD))
+
+
+def test_inflate_to_end_allow_short_returns_what_an_intact_stream_holds(tmp_path):
+    """For the NRRD / MetaImage check, which keeps the bytes it inflates and says itself how many are missing: an
+    intact stream shorter than the range gives its bytes; a stream cut off is still refused."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_to_end
+
+    whole = gzip.compress(PAYLOAD)
+    path = tmp_path / "x.gz"
+    path.write_bytes(whole)
+    out, after = inflate_to_end(path, 0, len(PAYLOAD) + 500, allow_short=True)
+    assert out.tobytes() == PAYLOAD and after == 0
+    out, after = inflate_to_end(path, 0, 60_000, step=4096, allow_short=True)
+    assert out.tobytes() == PAYLOAD[:60_000] and after == 40_000
+    with pytest.raises(InputError, match="ends after"):
+        inflate_to_end(path, 0, len(PAYLOAD) + 500)
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(whole[:-8])
+    with pytest.raises(InputError, match="ends before its end marker"):
+        inflate_to_end(cut, 0, len(PAYLOAD) + 500, allow_short=True)

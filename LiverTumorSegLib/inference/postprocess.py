@@ -96,8 +96,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
+    return largest_labelled_component(components, count)
+
+
+def largest_labelled_component(components: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask of the largest of the ``count`` components ``ndimage.label`` numbered in ``components``
+    (all False when there are none): :func:`largest_component` for a caller that needs the labelling too."""
     if count <= 1:
-        return mask.astype(bool, copy=True)
+        return components > 0
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     return components == int(np.argmax(sizes))

@@ -17,11 +17,13 @@ import numpy as np
 
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
-from .postprocess import largest_component
+from .postprocess import largest_labelled_component
 
 log = logging.getLogger(__name__)
 
 Box = Tuple[slice, slice, slice]
+Components = Tuple[np.ndarray, int]
+"""``ndimage.label``'s ``(component number per voxel, count)`` of the coarse organ (26-connected, label >= 1)."""
 
 
 def decimation_factors(spacing_zyx: Sequence[float], factor: int = 2, max_spacing_mm: float = 6.0) -> Tuple[int, int, int]:
@@ -49,13 +51,28 @@ def crop_volume(volume: CTVolume, box_zyx: Box) -> CTVolume:
                     meta=dict(volume.meta))
 
 
+def organ_components(coarse_labels: np.ndarray) -> Components:
+    """The coarse organ's 26-connected components (label >= 1), labelled once for :func:`organ_box` and
+    :func:`parts_outside` (each labelled them itself: about 0.15 s per two-stage case)."""
+    from scipy import ndimage
+
+    from .postprocess import CONNECTIVITY_26
+
+    return ndimage.label(coarse_labels >= 1, structure=CONNECTIVITY_26)
+
+
 def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_zyx: Sequence[int],
               spacing_zyx: Sequence[float], margin_mm: float, axial_axis: Optional[int] = None,
-              all_components: bool = False) -> Optional[Box]:
+              all_components: bool = False, components: Optional[Components] = None) -> Optional[Box]:
     """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component (with
     ``all_components``: of every organ voxel), or None. ``axial_axis`` (array axis of the slices): crop only
-    along it, keeping whole slices."""
-    organ = (coarse_labels >= 1) if all_components else largest_component(coarse_labels >= 1)
+    along it, keeping whole slices. ``components``: :func:`organ_components` of ``coarse_labels`` when the
+    caller has them (else labelled here)."""
+    if all_components:
+        organ = coarse_labels >= 1
+    else:
+        organ = largest_labelled_component(*(components if components is not None
+                                             else organ_components(coarse_labels)))
     if not organ.any():
         return None
     where = np.nonzero(organ)
@@ -73,14 +90,11 @@ def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_
 
 
 def parts_outside(coarse_labels: np.ndarray, box: Box, factors_zyx: Sequence[int],
-                  coarse_spacing_zyx: Sequence[float]) -> dict:
+                  coarse_spacing_zyx: Sequence[float], components: Optional[Components] = None) -> dict:
     """``{"count", "volume_ml"}`` of the coarse organ parts (26-connected, label >= 1) with no voxel inside the
-    full-resolution ``box``: what the fine pass never sees. Volumes at the coarse resolution (mL)."""
-    from scipy import ndimage
-
-    from .postprocess import CONNECTIVITY_26
-
-    components, count = ndimage.label(coarse_labels >= 1, structure=CONNECTIVITY_26)
+    full-resolution ``box``: what the fine pass never sees. Volumes at the coarse resolution (mL).
+    ``components``: :func:`organ_components` of ``coarse_labels`` when the caller has them."""
+    components, count = components if components is not None else organ_components(coarse_labels)
     # the coarse voxels c with c * f inside the box: ceil(start / f) .. ceil(stop / f)
     inside = components[tuple(slice(-(-b.start // f), -(-b.stop // f)) for b, f in zip(box, factors_zyx))]
     left_out = np.setdiff1d(np.arange(1, count + 1), inside)
@@ -123,10 +137,11 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
         coarse_labels = np.array(coarse_labels, dtype=np.uint8)
         remove_organ_in_air(coarse_labels, coarse.array, threshold_hu=air_hu)
     axial = axial_axis_zyx(volume.geometry)
+    components = None if all_components else organ_components(coarse_labels)
     box = organ_box(coarse_labels, factors, volume.shape_zyx, volume.spacing_zyx, margin_mm, axial_axis=axial,
-                    all_components=all_components)
+                    all_components=all_components, components=components)
     if box is not None and not all_components:
-        outside = parts_outside(coarse_labels, box, factors, coarse.spacing_zyx)
+        outside = parts_outside(coarse_labels, box, factors, coarse.spacing_zyx, components=components)
         if outside["count"]:
             record["parts_outside_crop"] = outside
     if box is None:

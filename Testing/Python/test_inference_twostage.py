@@ -242,3 +242,36 @@ def test_liver_volume_limits_are_inclusive_whatever_the_float_rounding():
     assert "the liver volume is 299.6 mL" in liver_volume_warnings(299.6)[0]
     assert "the liver volume is 5000.4 mL" in liver_volume_warnings(5000.4)[0]
     assert "the liver volume is 150 mL" in liver_volume_warnings(150.2)[0]
+
+
+def test_two_stage_labels_the_coarse_organ_once(monkeypatch):
+    """organ_box (the largest part) and parts_outside (the parts the crop leaves out) each labelled the coarse
+    liver's connected components: about 0.15 s per case twice. Labelled once now; crop and record unchanged."""
+    from scipy import ndimage
+
+    volume = _two_part_liver()
+    coarse_calls = []
+    real_label = ndimage.label
+
+    def counting_label(mask, *args, **kwargs):
+        coarse_calls.append(np.shape(mask))
+        return real_label(mask, *args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "label", counting_label)
+    record = {}
+    labels = segment_two_stage(volume, HUEngine(), record=record)
+    assert len(coarse_calls) == 1, coarse_calls
+    assert record == {"crop_zyx": [[12, 68], [0, 96], [0, 96]],  # slices 20..59 and 15 mm (6 slices) + 2
+                      "parts_outside_crop": {"count": 1, "volume_ml": pytest.approx(108.0)}}
+    assert int((labels >= 1).sum()) == 40 * 40 * 35 and not labels[80:92].any()
+    # the functions alone still label for themselves, with the same answers
+    from LiverTumorSegLib.inference.twostage import organ_components, parts_outside
+
+    factors = decimation_factors(volume.spacing_zyx)
+    coarse_volume = decimate_volume(volume, factors)
+    coarse = HUEngine().predict(coarse_volume)
+    box = organ_box(coarse, factors, volume.shape_zyx, volume.spacing_zyx, 15.0, axial_axis=0)
+    assert box == organ_box(coarse, factors, volume.shape_zyx, volume.spacing_zyx, 15.0, axial_axis=0,
+                            components=organ_components(coarse))
+    assert parts_outside(coarse, box, factors, coarse_volume.spacing_zyx) == \
+        parts_outside(coarse, box, factors, coarse_volume.spacing_zyx, components=organ_components(coarse))

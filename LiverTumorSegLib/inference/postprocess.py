@@ -29,7 +29,7 @@ of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float vo
 thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -317,10 +317,7 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
                 fallback.append(None)
         return fallback[0]
 
-    for k, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None or not candidates[k]:
-            continue
-        grown = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, region.shape))
+    for k, grown in component_neighbourhoods(components, half, only=candidates):
         liver = region[grown] == 1
         reference = None
         if liver.any():
@@ -355,6 +352,19 @@ def reach_voxels(radius_mm: float, spacing_zyx: Sequence[float]) -> List[int]:
     return [max(1, int(np.floor(max(float(radius_mm), 0.0) / float(s)))) for s in spacing_zyx]
 
 
+def component_neighbourhoods(components: np.ndarray, half: Sequence[int], only: Optional[np.ndarray] = None
+                            ) -> Iterator[Tuple[int, Tuple[slice, ...]]]:
+    """``(k, box)`` for each component ``k`` of ``components`` ``(z, y, x)`` (with ``only[k]`` when given): its
+    bounding box grown by ``half`` voxels per axis ``(z, y, x)`` and clipped to the volume. Each component is
+    then judged inside its own small box, so the cost follows the tumors' size, not the volume's."""
+    from scipy import ndimage
+
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None or (only is not None and not only[k]):
+            continue
+        yield k, tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, components.shape))
+
+
 def near_liver_components(region: np.ndarray, components: np.ndarray, count: int, spacing_zyx: Sequence[float],
                           margin_mm: float) -> np.ndarray:
     """``near[k]``: tumor component ``k`` touches a liver voxel (label 1 in ``region``; 26-neighbourhood) or has
@@ -368,10 +378,7 @@ def near_liver_components(region: np.ndarray, components: np.ndarray, count: int
 
     near = np.zeros(count + 1, dtype=bool)
     half = reach_voxels(margin_mm, spacing_zyx)
-    for k, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None:
-            continue
-        grown = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(box, half, region.shape))
+    for k, grown in component_neighbourhoods(components, half):
         liver = region[grown] == 1
         if not liver.any():
             continue

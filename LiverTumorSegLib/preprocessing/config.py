@@ -64,6 +64,15 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
+def _in_range(value: float, what: str, low: float, high: float, unit: str, low_text: str = "") -> float:
+    """``value`` when ``low <= value <= high``; else a :class:`PreprocessingConfigError` saying the range in
+    ``unit`` (``low_text``: how to write ``low``, e.g. "0 (off)")."""
+    if not low <= value <= high:
+        raise PreprocessingConfigError(f"{what} must be from {low_text or format(low, 'g')} to {high:g} {unit}, "
+                                       f"got {value}.")
+    return value
+
+
 def _integer(value: Any, what: str, minimum: int, maximum: Optional[int] = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum \
             or (maximum is not None and value > maximum):
@@ -114,12 +123,8 @@ def normalize_channel(spec: Any, index: int = 0) -> Dict[str, Any]:
             level, width = resolve_window(preset, level, width)
         except InputError as exc:
             raise PreprocessingConfigError(f"{where}: {exc}") from None
-        if not MIN_WINDOW_WIDTH_HU <= width <= MAX_WINDOW_WIDTH_HU:
-            raise PreprocessingConfigError(f"{where} width must be from {MIN_WINDOW_WIDTH_HU:g} to "
-                                           f"{MAX_WINDOW_WIDTH_HU:g} HU, got {width}.")
-        if not HU_SETTING_RANGE[0] <= level <= HU_SETTING_RANGE[1]:
-            raise PreprocessingConfigError(f"{where} level must be from {HU_SETTING_RANGE[0]:g} to "
-                                           f"{HU_SETTING_RANGE[1]:g} HU, got {level}.")
+        _in_range(width, f"{where} width", MIN_WINDOW_WIDTH_HU, MAX_WINDOW_WIDTH_HU, "HU")
+        _in_range(level, f"{where} level", *HU_SETTING_RANGE, "HU")
         if preset is not None:
             out["preset"] = preset
         out["level"], out["width"] = level, width
@@ -206,23 +211,15 @@ class PreprocessingConfig:
         self.size_multiple = _integer(self.size_multiple, "size_multiple", 1)
         if not isinstance(self.crop_to_body, bool):
             raise PreprocessingConfigError(f"crop_to_body must be true or false, got {self.crop_to_body!r}.")
-        self.crop_margin_mm = _number(self.crop_margin_mm, "crop_margin_mm")
-        if not 0 <= self.crop_margin_mm <= MAX_CROP_MARGIN_MM:
-            raise PreprocessingConfigError(f"crop_margin_mm must be from 0 to {MAX_CROP_MARGIN_MM:g} mm, got "
-                                           f"{self.crop_margin_mm}.")
+        self.crop_margin_mm = _in_range(_number(self.crop_margin_mm, "crop_margin_mm"), "crop_margin_mm",
+                                        0.0, MAX_CROP_MARGIN_MM, "mm")
         for name in ("body_threshold_hu", "pad_hu"):
-            value = _number(getattr(self, name), name)
-            if not HU_SETTING_RANGE[0] <= value <= HU_SETTING_RANGE[1]:
-                raise PreprocessingConfigError(f"{name} must be from {HU_SETTING_RANGE[0]:g} to "
-                                               f"{HU_SETTING_RANGE[1]:g} HU, got {value}.")
-            setattr(self, name, value)
+            setattr(self, name, _in_range(_number(getattr(self, name), name), name, *HU_SETTING_RANGE, "HU"))
         self.median_size = _integer(self.median_size, "median_size", 0, MAX_MEDIAN_SIZE)
         if self.median_size > 1 and self.median_size % 2 == 0:
             raise PreprocessingConfigError(f"median_size must be odd (3, 5, ...) or 0 for off, got {self.median_size}.")
-        self.gaussian_sigma_mm = _number(self.gaussian_sigma_mm, "gaussian_sigma_mm")
-        if not 0 <= self.gaussian_sigma_mm <= MAX_GAUSSIAN_SIGMA_MM:
-            raise PreprocessingConfigError(f"gaussian_sigma_mm must be from 0 (off) to {MAX_GAUSSIAN_SIGMA_MM:g} mm, "
-                                           f"got {self.gaussian_sigma_mm}.")
+        self.gaussian_sigma_mm = _in_range(_number(self.gaussian_sigma_mm, "gaussian_sigma_mm"), "gaussian_sigma_mm",
+                                           0.0, MAX_GAUSSIAN_SIGMA_MM, "mm", low_text="0 (off)")
         if self.equalize not in EQUALIZE_KINDS:
             raise PreprocessingConfigError(f"equalize must be null, \"histogram\" or \"clahe\", got {self.equalize!r}.")
         self.clahe_clip_limit = _number(self.clahe_clip_limit, "clahe_clip_limit")

@@ -298,18 +298,21 @@ def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dic
 
 def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[Path],
                label_maps: Tuple[Optional[dict], Optional[dict]] = (None, None)):
+    """``(pred, ref, prob, divisor)``: the case's label maps and its probability map as stored (None without
+    one; a uint8 ``255 x p`` map stays integers, no float copy) with the divisor making it probabilities
+    (:func:`~..io.probability.read_probability_levels`)."""
     from ..metrics.lits import check_same_grid
 
     pred, ref = _read_labels(pred_path, ref_path, label_maps)
     check_same_grid(pred, ref, case)
-    prob = None
+    prob, divisor = None, 1.0
     if prob_path is not None:  # the prediction's grid in another axis order is fine
         from ..errors import LabelError
-        from ..io.probability import read_probability_map
+        from ..io.probability import read_probability_levels
 
-        prob = read_probability_map(prob_path, ref, f"case '{case}': probability map '{prob_path}' is not on the "
-                                                    f"reference's grid", LabelError)
-    return pred, ref, prob
+        prob, divisor = read_probability_levels(prob_path, ref, f"case '{case}': probability map '{prob_path}' is "
+                                                                f"not on the reference's grid", LabelError)
+    return pred, ref, prob, divisor
 
 
 def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
@@ -447,16 +450,20 @@ def evaluate_folders(args) -> Dict[str, object]:
     roc_cases = len(probs)  # cases with a probability map: those the pooled ROC holds (each matched case's)
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
-        pred, ref, prob = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
+        pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
         said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
             [f"reference: {w}" for w in ref.meta.get("warnings", [])]
         if said:
             read_warnings[case] = said
+        # the map as stored: the per-case AUC depends only on the order of the scores (a 255 x p map's levels
+        # give its probabilities' AUC), the pooled bins divide each level. Memory: the map as read, which the
+        # reader's check_memory_for_read counts (2 x stored bytes + 4 a voxel), and a few MiB (metrics.roc)
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
                             iou_threshold=args.detection_iou, connectivity=args.connectivity,
                             probabilities=prob, prob_structure=args.prob_structure)
         if prob is not None:
-            roc.add(prob, structure_mask(ref.array, args.prob_structure))
+            roc.add(prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
+        del pred, ref, prob  # not held while the next case is read
         rows.append(row)
         if not getattr(args, "no_progress", False):
             log.info("[%d/%d] %s: liver Dice %.4f, tumor Dice %.4f", index + 1, len(matched), case,

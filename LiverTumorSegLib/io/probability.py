@@ -1,24 +1,28 @@
 """Tumor probability maps as read from files: floats in [0, 1], or integers 255 x p as ``segment --probabilities``
-writes them (:func:`probability_scores`)."""
+writes them (:func:`probability_scores`). :func:`read_probability_levels` keeps a map as stored (a uint8 map stays
+integers, 2 bytes a voxel as read) beside the divisor that makes it probabilities: ``evaluate --prob`` scores its
+ROC from it without a float copy of the map."""
+from typing import Tuple
+
 from ..errors import InputError
 
 
-def probability_scores(array, path, content: str = "") -> "object":
-    """Probabilities in [0, 1] as float32 from a probability map (``evaluate --prob``, ``measure
-    --probabilities``): floats are taken as they are; integer maps tagged as ``segment --probabilities`` writes
-    them (``content`` = the file's ``meta["content"]``, :data:`~.formats.PROBABILITY_255_CONTENT`) and untagged
-    integer maps with values above 1 are taken as ``255 * p`` and divided by 255; untagged integer maps of 0 and 1
-    (a hard map, or a float map of whole numbers that the reader stored as integers) as they are. A tagged map
-    whose largest value is 1 (a confident tumor-free case) was read as probability 1.0 there, which put its
-    background above every tumor of the other cases in a pooled ROC. Values outside those ranges, NaN or Inf
-    raise InputError, as does an untagged integer map of only 0, 1 and 2 (a label map given as probabilities)."""
+def probability_divisor(array, path, content: str = "") -> float:
+    """What the values of probability map ``array`` are divided by to be probabilities in [0, 1]: 255.0 for
+    integer maps tagged as ``segment --probabilities`` writes them (``content`` = the file's ``meta["content"]``,
+    :data:`~.formats.PROBABILITY_255_CONTENT`) and for untagged integer maps with values above 1 (``255 * p``);
+    1.0 for floats and for untagged integer maps of 0 and 1 (a hard map, or a float map of whole numbers that the
+    reader stored as integers). A tagged map whose largest value is 1 (a confident tumor-free case) was read as
+    probability 1.0 there, which put its background above every tumor of the other cases in a pooled ROC. Values
+    outside those ranges, NaN or Inf raise InputError, as does an untagged integer map of only 0, 1 and 2 (a label
+    map given as probabilities). No copy of the map is made."""
     import numpy as np
 
     from .formats import PROBABILITY_255_CONTENT
 
     array = np.asarray(array)
     if array.size == 0:
-        return array.astype(np.float32)
+        return 1.0
     low, high = float(array.min()), float(array.max())
     if np.issubdtype(array.dtype, np.integer):
         if low < 0 or high > 255:
@@ -32,7 +36,7 @@ def probability_scores(array, path, content: str = "") -> "object":
                              f"probability map written with the prediction (segment --probabilities); a map of "
                              f"another tool whose probabilities are all below 1 %, stored as 255 x p, must be "
                              f"stored as floats in [0, 1].")
-        return array.astype(np.float32) / (255.0 if high > 1 or tagged else 1.0)
+        return 255.0 if high > 1 or tagged else 1.0
     if not (np.isfinite(low) and np.isfinite(high)):  # min/max of an array holding NaN is NaN: count them
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"Probability map '{path}' holds {bad} NaN/Inf voxel(s) of {array.size}; probabilities "
@@ -40,14 +44,34 @@ def probability_scores(array, path, content: str = "") -> "object":
     if low < -1e-6 or high > 1.0 + 1e-6:
         raise InputError(f"Probability map '{path}' holds values {low:g}..{high:g}; probabilities must lie in "
                          f"[0, 1] (a softmax output, not logits or a label map).")
+    return 1.0
+
+
+def _as_probabilities(array, divisor: float) -> "object":
+    """float32 probabilities of a map and its :func:`probability_divisor`: integers divided in float32 (as
+    :meth:`~LiverTumorSegLib.metrics.roc.RocAccumulator.add` divides them), floats as they are."""
+    import numpy as np
+
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / np.float32(divisor)
     return array.astype(np.float32, copy=False)
 
 
-def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError) -> "object":
-    """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
-    (:func:`probability_scores`); a map of the same grid in another axis order is reoriented. Off the grid:
-    ``error_class`` with ``not_on_grid`` (what the caller calls the map and the grid), the mismatch and what to
-    give instead."""
+def probability_scores(array, path, content: str = "") -> "object":
+    """Probabilities in [0, 1] as float32 from a probability map (``measure --probabilities``): integers divided
+    by their :func:`probability_divisor` (which says which maps are refused), floats taken as they are."""
+    import numpy as np
+
+    array = np.asarray(array)
+    return _as_probabilities(array, probability_divisor(array, path, content))
+
+
+def read_probability_levels(path, reference, not_on_grid: str,
+                            error_class: type = InputError) -> Tuple["object", float]:
+    """``(map, divisor)``: the probability map file ``path`` as read (``(z, y, x)`` on ``reference``'s grid;
+    integers stay integers, 2 bytes a voxel) and its :func:`probability_divisor` (``map / divisor`` are the
+    probabilities); a map of the same grid in another axis order is reoriented. Off the grid: ``error_class``
+    with ``not_on_grid`` (what the caller calls the map and the grid), the mismatch and what to give instead."""
     from .labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, onto_reference_grid
     from .reading import read_volume
 
@@ -56,4 +80,10 @@ def read_probability_map(path, reference, not_on_grid: str, error_class: type = 
     if placed is None:
         raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, GEOMETRY_TOLERANCE))}. Give the map "
                           f"written with this segmentation (segment --probabilities).")
-    return probability_scores(placed.array, path, read.meta.get("content", ""))
+    return placed.array, probability_divisor(placed.array, path, read.meta.get("content", ""))
+
+
+def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError) -> "object":
+    """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
+    (:func:`read_probability_levels`, :func:`probability_scores`)."""
+    return _as_probabilities(*read_probability_levels(path, reference, not_on_grid, error_class))

@@ -2,7 +2,8 @@
 
 * :mod:`.overlap`: Dice, IoU (Jaccard), VOE, RVD, precision, sensitivity, specificity, accuracy, F1;
 * :mod:`.surface`: ASSD, Hausdorff, HD95, RMSD in mm (spacing-aware distance transforms);
-* :mod:`.roc`: ROC curve and AUC from probabilities (exact, sort-based; pooled binned accumulator);
+* :mod:`.roc`: ROC curve and AUC from probabilities (exact; integer maps counted per value, float maps by the
+  Mann-Whitney count, memory bounded beside the map; pooled binned accumulator);
 * :mod:`.lits`: 0/1/2 label-map evaluation per case, lesion detection, tumor burden, global Dice;
 * :mod:`.report`: per-case CSV, summary JSON, box plots, ROC plot, case overlays.
 

@@ -237,7 +237,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, ``lesion_precision``,
     ``lesion_recall``), tumor burden
     (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
-    (float ``(z, y, x)``, probability of ``prob_structure``) are given, ``roc_auc_<prob_structure>``.
+    (``(z, y, x)`` probability of ``prob_structure``: floats, or a ``255 x p`` integer map as stored, which gives
+    the same AUC since it depends only on the scores' order; :func:`~.roc.roc_auc`) are given,
+    ``roc_auc_<prob_structure>``.
     ``surface=False`` skips the surface distances (faster).
     """
     pred_labels = np.asarray(pred_labels)

@@ -3,15 +3,20 @@
 ``scores``: predicted probability (or any score; higher = more likely positive) per voxel, any shape;
 ``labels``: the reference mask of the same shape (nonzero = positive).
 
-* :func:`roc_curve` is exact: it sorts the scores once and puts one ROC point at every distinct score
-  (tied scores move the curve diagonally, so ties count one half, as in the Mann-Whitney statistic).
+* :func:`roc_curve` is exact: one ROC point at every distinct score (tied scores move the curve diagonally, so
+  ties count one half, as in the Mann-Whitney statistic). Integer scores spanning at most
+  :data:`MAX_COUNTED_LEVELS` values (a uint8 ``255 x p`` map as ``segment --probabilities`` writes it) are
+  counted per value, a few MiB at a time; other scores are sorted (about 60 bytes per voxel for float maps).
+* :func:`roc_auc` is exact with memory bounded beside the map: integer scores as above; float scores by the
+  Mann-Whitney count (the smaller class sorted, at most 2 bytes per voxel of a float32 map, the other searched
+  in it piece by piece), exact in integers and rounded once at the end.
 * :class:`RocAccumulator` pools many cases in fixed score bins over [0, 1] (memory independent of the
   number of voxels); its curve equals :func:`roc_curve` of the scores rounded down to the bin edges.
 
-AUC is the trapezoidal area under the curve; NaN when the labels hold only one class.
+AUC is the area under the curve; NaN when the labels hold only one class.
 """
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -51,11 +56,75 @@ def _curve_from_counts(thresholds: np.ndarray, pos_at: np.ndarray, neg_at: np.nd
     return RocCurve(fp / float(n_neg), tp / float(n_pos), np.concatenate([[np.inf], thresholds]))
 
 
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
-    """Exact ROC curve: one point per distinct score value, in order of decreasing threshold."""
-    scores, labels = np.asarray(scores), np.asarray(labels)
+CHUNK_VOXELS = 1 << 20
+"""Voxels handled at a time by the counting passes: their temporaries (about 17 bytes a voxel) stay a few MiB
+whatever the size of the volume."""
+
+MAX_COUNTED_LEVELS = 1 << 16
+"""Integer (and bool) scores spanning at most this many values are counted per value (two int64 counts a value)
+instead of sorted."""
+
+
+def _check_same_shape(scores: np.ndarray, labels: np.ndarray, name: str = "scores") -> None:
     if scores.shape != labels.shape:  # before flattening: a transposed map has the same size, not the same shape
-        raise ValueError(f"scores has shape {scores.shape}, labels {labels.shape}; give them on one grid")
+        raise ValueError(f"{name} has shape {scores.shape}, labels {labels.shape}; give them on one grid")
+
+
+def _flat_chunks(scores: np.ndarray, labels: np.ndarray) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """``(scores, labels != 0)`` in C order as 1-D pieces of at most about :data:`CHUNK_VOXELS` voxels (whole
+    slabs along the first axis); only a piece is ever copied, also of a non-contiguous (reoriented) view."""
+    if scores.ndim <= 1:
+        flat_scores, flat_labels = scores.reshape(-1), labels.reshape(-1)
+        for start in range(0, flat_scores.size, CHUNK_VOXELS):
+            yield flat_scores[start:start + CHUNK_VOXELS], flat_labels[start:start + CHUNK_VOXELS] != 0
+        return
+    per_slab = int(np.prod(scores.shape[1:], dtype=np.int64))
+    if per_slab > CHUNK_VOXELS:
+        for index in range(scores.shape[0]):
+            yield from _flat_chunks(scores[index], labels[index])
+        return
+    step = max(1, CHUNK_VOXELS // max(1, per_slab))
+    for start in range(0, scores.shape[0], step):
+        yield scores[start:start + step].ravel(), labels[start:start + step].ravel() != 0
+
+
+def _counted_range(scores: np.ndarray) -> Optional[Tuple[int, int]]:
+    """``(lowest, highest)`` value of integer or bool ``scores`` spanning at most :data:`MAX_COUNTED_LEVELS`
+    values; None for float scores, wider integers, or no scores."""
+    if scores.size == 0 or not (np.issubdtype(scores.dtype, np.integer) or scores.dtype == np.bool_):
+        return None
+    low, high = int(scores.min()), int(scores.max())
+    if high - low >= MAX_COUNTED_LEVELS or high > np.iinfo(np.intp).max:
+        return None
+    return low, high
+
+
+def _level_counts(scores: np.ndarray, labels: np.ndarray, low: int, high: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(positives, negatives)``: int64 voxel counts of each score value ``low .. high`` (integer ``scores``)."""
+    levels = high - low + 1
+    counts = np.zeros(2 * levels, dtype=np.int64)  # [2 v] negatives, [2 v + 1] positives of value low + v
+    for part, positive in _flat_chunks(scores, labels):
+        index = part.astype(np.intp)
+        index -= low
+        index *= 2
+        index += positive
+        counts += np.bincount(index, minlength=2 * levels)
+    return counts[1::2], counts[0::2]
+
+
+def _curve_from_level_counts(low: int, positives: np.ndarray, negatives: np.ndarray) -> RocCurve:
+    used = np.flatnonzero((positives + negatives) > 0)[::-1]  # the values present, highest first
+    return _curve_from_counts((used + low).astype(np.float64), positives[used], negatives[used])
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
+    """Exact ROC curve: one point per distinct score value, in order of decreasing threshold. Integer scores
+    (:data:`MAX_COUNTED_LEVELS`) are counted per value in pieces; other scores are sorted whole."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    _check_same_shape(scores, labels)
+    counted = _counted_range(scores)
+    if counted is not None:
+        return _curve_from_level_counts(counted[0], *_level_counts(scores, labels, *counted))
     scores = scores.ravel()
     if not np.issubdtype(scores.dtype, np.floating):  # -scores wraps for uint8/uint16 (and int8 -128), fails for bool
         scores = scores.astype(np.float64)
@@ -80,8 +149,52 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the exact ROC curve (ties count one half); NaN with only one class."""
-    return roc_curve(scores, labels).auc
+    """Area under the exact ROC curve (ties count one half); NaN with only one class. Integer scores (a uint8
+    ``255 x p`` map): :func:`roc_curve`'s trapezoidal area, counted per value. Other scores: the Mann-Whitney
+    count (:func:`_rank_count_auc`), exact in integers and rounded once, so it may differ from
+    ``roc_curve(...).auc``'s sum of float trapezoids in the last digits (1e-15), without a sorted copy of the
+    whole map. Raises ValueError for NaN/Inf scores or shapes that differ."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    _check_same_shape(scores, labels)
+    counted = _counted_range(scores)
+    if counted is not None:
+        return _curve_from_level_counts(counted[0], *_level_counts(scores, labels, *counted)).auc
+    return _rank_count_auc(scores, labels)
+
+
+def _rank_count_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUC = (2 x the positive-negative pairs the scores rank right + the tied pairs) / (2 x positives x
+    negatives), counted exactly: the smaller class's scores are sorted (one copy of that class), the other
+    class's are searched in them a piece at a time (:func:`_flat_chunks`)."""
+    float_scores = np.issubdtype(scores.dtype, np.floating)
+    n_pos = n_all = 0
+    for part, positive in _flat_chunks(scores, labels):
+        if float_scores and not np.all(np.isfinite(part)):
+            raise ValueError("scores contain NaN or infinite values")
+        n_pos += int(np.count_nonzero(positive))
+        n_all += int(part.size)
+    n_neg = n_all - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    sort_positives = n_pos <= n_neg
+    smaller = np.empty(min(n_pos, n_neg), dtype=scores.dtype)
+    filled = 0
+    for part, positive in _flat_chunks(scores, labels):
+        chosen = part[positive] if sort_positives else part[~positive]
+        smaller[filled:filled + chosen.size] = chosen
+        filled += chosen.size
+    smaller.sort()
+    twice_right = 0  # 2 per pair ranked right, 1 per tie (Python int: no overflow)
+    for part, positive in _flat_chunks(scores, labels):
+        other = np.sort(part[~positive] if sort_positives else part[positive])  # sorted keys search faster
+        below = int(np.searchsorted(smaller, other, side="left").sum())
+        up_to = int(np.searchsorted(smaller, other, side="right").sum())
+        ties = up_to - below
+        if sort_positives:  # other = negatives: the positives above each
+            twice_right += 2 * (n_pos * other.size - up_to) + ties
+        else:  # other = positives: the negatives below each
+            twice_right += 2 * below + ties
+    return twice_right / (2 * n_pos * n_neg)  # true division of ints: correctly rounded
 
 
 class RocAccumulator:
@@ -98,24 +211,52 @@ class RocAccumulator:
         self.positives = np.zeros(self.n_bins, dtype=np.int64)
         self.negatives = np.zeros(self.n_bins, dtype=np.int64)
 
-    def add(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, probabilities: np.ndarray, labels: np.ndarray, divisor: float = 1.0) -> None:
         """Add one case (any shape, same shape for both); probabilities in 0..1 (values outside are clipped, but an
-        integer map with values above 1, such as a uint8 map where 255 = 1.0, is refused: clipped, every nonzero
-        voxel would fall in the top bin)."""
-        raw = np.asarray(probabilities)
-        if not np.issubdtype(raw.dtype, np.floating) and raw.size and raw.max() > 1:
+        integer map with values above 1, such as a uint8 map where 255 = 1.0, is refused unless ``divisor`` says
+        so: clipped, every nonzero voxel would fall in the top bin).
+
+        ``divisor``: integer maps hold ``divisor x p`` (255 for the maps ``segment --probabilities`` writes); each
+        value is divided in float32, as :func:`~LiverTumorSegLib.io.probability.probability_scores` does, so the
+        bins are those of the float map, which is never made: integer maps are counted per value, float maps a
+        piece at a time (memory beside the map: a few MiB). A ValueError leaves the accumulator as it was."""
+        raw, y = np.asarray(probabilities), np.asarray(labels)
+        if not divisor > 0:
+            raise ValueError(f"divisor must be > 0, got {divisor}")
+        if not np.issubdtype(raw.dtype, np.floating) and divisor == 1.0 and raw.size and raw.max() > 1:
             raise ValueError(f"probabilities are {raw.dtype} with values up to {raw.max()}; give them in 0..1 "
                              f"(a uint8 map where 255 = 1.0: divide by 255)")
-        p, y = raw.astype(np.float32, copy=False), np.asarray(labels)
-        if p.shape != y.shape:  # before flattening: a transposed map has the same size, not the same shape
-            raise ValueError(f"probabilities has shape {p.shape}, labels {y.shape}; give them on one grid")
-        p = p.ravel()
-        if p.size and not np.isfinite(p).all():  # NaN was binned as p = 0 (roc_auc refuses it)
-            raise ValueError("probabilities contain NaN or Inf; give finite values in 0..1")
-        y = y.ravel() != 0
-        bins = np.clip((np.clip(p, 0.0, 1.0) * self.n_bins).astype(np.int64), 0, self.n_bins - 1)
-        self.positives += np.bincount(bins[y], minlength=self.n_bins)
-        self.negatives += np.bincount(bins[~y], minlength=self.n_bins)
+        _check_same_shape(raw, y, "probabilities")
+        counted = _counted_range(raw)
+        if counted is not None:
+            positives_at, negatives_at = _level_counts(raw, y, *counted)
+            values = np.arange(counted[0], counted[1] + 1).astype(np.float32) / np.float32(divisor)
+            bins = self._bins(values)
+            positives = np.zeros(self.n_bins, dtype=np.int64)
+            negatives = np.zeros(self.n_bins, dtype=np.int64)
+            np.add.at(positives, bins, positives_at)
+            np.add.at(negatives, bins, negatives_at)
+        else:
+            positives, negatives = self._float_counts(raw, y)
+        self.positives += positives
+        self.negatives += negatives
+
+    def _bins(self, probabilities: np.ndarray) -> np.ndarray:
+        """The bin of each probability (float32; clipped to 0..1)."""
+        return np.clip((np.clip(probabilities, 0.0, 1.0) * self.n_bins).astype(np.int64), 0, self.n_bins - 1)
+
+    def _float_counts(self, probabilities: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(positives, negatives)`` per bin of a float (or wide integer) map, in pieces of float32."""
+        positives = np.zeros(self.n_bins, dtype=np.int64)
+        negatives = np.zeros(self.n_bins, dtype=np.int64)
+        for part, positive in _flat_chunks(probabilities, labels):
+            p = part.astype(np.float32, copy=False)
+            if not np.isfinite(p).all():  # NaN was binned as p = 0 (roc_auc refuses it)
+                raise ValueError("probabilities contain NaN or Inf; give finite values in 0..1")
+            bins = self._bins(p)
+            positives += np.bincount(bins[positive], minlength=self.n_bins)
+            negatives += np.bincount(bins[~positive], minlength=self.n_bins)
+        return positives, negatives
 
     def curve(self) -> RocCurve:
         """Pooled ROC curve; thresholds are the lower bin edges, decreasing."""

@@ -166,6 +166,57 @@ def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     assert summary["roc_pooled"]["auc"] > misread.curve().auc + 0.1
 
 
+@pytest.mark.parametrize("stored", ["uint8", "float32"])
+def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch, stored):
+    """evaluate --prob made a float32 copy of the map, sorted all its voxels for the per-case AUC (argsort, sorted
+    copies) and binned float and int64 copies for the pooled ROC: about 19 bytes a voxel more than evaluate
+    without --prob for segment's uint8 map and 80 for a float32 map (5.6 GiB for a 600-slice CT, a MemoryError
+    for 900; here 11 and 81). Now the uint8 map is kept as read (int16, 2 bytes) and scored per level, a float
+    map (4 bytes) is scored in pieces: the peak rises by the map and a few MiB."""
+    import tracemalloc
+
+    from LiverTumorSegLib.io import write_probability_map
+    from LiverTumorSegLib.metrics import roc
+
+    monkeypatch.setattr(roc, "CHUNK_VOXELS", 1 << 14, raising=False)  # pieces small beside this map
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
+    shape = (64, 128, 128)  # 1 Mi voxels
+    ref = np.zeros(shape, np.uint8)
+    ref[8:56, 20:110, 20:110] = 1
+    ref[14:40, 40:80, 50:90] = 2
+    pred = np.roll(ref, 2, axis=2)
+    rng = np.random.default_rng(31)
+    probability = np.clip(rng.normal(0.2, 0.15, shape) + 0.6 * (ref == 2), 0, 1)
+    for folder in ("ref", "pred", "prob"):
+        (tmp_path / folder).mkdir()
+    write_label_map(tmp_path / "ref" / "c1.nii.gz", ref, geometry)
+    write_label_map(tmp_path / "pred" / "c1.nii.gz", pred, geometry)
+    if stored == "uint8":
+        write_probability_map(tmp_path / "prob" / "c1.nii.gz", np.round(255 * probability).astype(np.uint8), geometry)
+    else:
+        from LiverTumorSegLib.volume import CTVolume
+        write_volume(tmp_path / "prob" / "c1.nii.gz", CTVolume(probability.astype(np.float32), geometry))
+
+    def evaluate(*extra):
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--no-plots",
+                     "--no-progress", "--overwrite", "-o", str(tmp_path / "out")] + list(extra)) == 0
+
+    def peak(*extra):
+        tracemalloc.start()
+        try:
+            evaluate(*extra)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    evaluate("--prob", str(tmp_path / "prob"))  # imports and caches first: not this run's memory
+    without = peak()
+    extra = (peak("--prob", str(tmp_path / "prob")) - without) / ref.size
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["roc_pooled"]["auc"] > 0.9
+    assert extra < 6, f"evaluate --prob allocated {extra:.1f} bytes a voxel more than without"
+
+
 def test_probability_scores_scaling_and_range_errors():
     from LiverTumorSegLib.commands.evaluate import probability_scores
     from LiverTumorSegLib.errors import InputError

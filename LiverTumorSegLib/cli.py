@@ -125,11 +125,13 @@ def missing_package_text(exc: BaseException) -> Optional[str]:
             f"run again.")
 
 
-def user_error_text(exc: BaseException) -> Optional[str]:
+def user_error_text(exc: BaseException, batch_size_option: bool = False) -> Optional[str]:
     """The one-line message for an exception that is the user's to fix (out of memory, a file-system error, a
-    missing package: exit 2), or None for a bug (exit 1). The CLI and ``segment --progress json`` share it."""
+    missing package: exit 2), or None for a bug (exit 1). The CLI and ``segment --progress json`` share it.
+    ``batch_size_option``: the command has ``--batch-size`` (its network's batch), which the out-of-memory advice
+    then names (:func:`~.errors.out_of_memory_error`); ``evaluate`` and ``measure`` have none."""
     with cli_wording():
-        memory = out_of_memory_error(exc)
+        memory = out_of_memory_error(exc, batch_size_option=batch_size_option)
     if memory is not None:
         return str(memory)
     return file_system_error_text(exc) or missing_package_text(exc)
@@ -261,7 +263,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last-resort message for bugs
         if args.debug:
             raise
-        text = user_error_text(exc)
+        text = user_error_text(exc, batch_size_option=hasattr(args, "batch_size"))  # segment, train, crossval
         if text is not None:
             print(f"error: {text}", file=sys.stderr)
             return 2

@@ -75,10 +75,12 @@ def _is_runtime_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime")
 
 
-def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
+def out_of_memory_error(exc: BaseException, batch_size_option: bool = False) -> Optional["ResourceError"]:
     """A :class:`ResourceError` telling the user what to do when ``exc`` is an allocation failure (MemoryError,
     or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator, or ONNX Runtime's arena); None for anything
-    else."""
+    else. ``batch_size_option``: the work runs a network whose batch the user can make smaller (``segment``,
+    ``train``, ``crossval``): the advice adds a GPU and ``--batch-size 1``; without it (``evaluate``,
+    ``measure``, reading a file) the advice is about memory alone."""
     if isinstance(exc, MemoryError):
         detail = str(exc) or "MemoryError"
     elif _is_runtime_failure(exc) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
@@ -87,7 +89,10 @@ def out_of_memory_error(exc: BaseException) -> Optional["ResourceError"]:
             detail = detail[detail.index(_ORT_ALLOCATION_WORDS):]
     else:
         return None
-    smaller_batch = option_hint("--batch-size 1", "batch_size=1")
-    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free memory, or use a "
-                         f"machine with more memory or a GPU; {smaller_batch} lowers what the network needs, not "
-                         f"what the whole CT needs.")
+    if batch_size_option:
+        smaller_batch = option_hint("--batch-size 1", "batch_size=1")
+        advice = (f"or use a machine with more memory or a GPU; {smaller_batch} lowers what the network needs, not "
+                  f"what the whole CT needs.")
+    else:
+        advice = "or use a machine with more memory."
+    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free memory, {advice}")

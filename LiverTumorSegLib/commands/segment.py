@@ -263,7 +263,7 @@ def _run_json(args: argparse.Namespace) -> int:
         lines.error(exc)
         raise  # the CLI prints "error: ..." on stderr and exits 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports it as an internal error (exit 1)
-        memory = out_of_memory_error(exc)
+        memory = out_of_memory_error(exc, batch_size_option=True)
         if memory is not None:  # the user's to fix: a one-line error, exit 2
             lines.error(memory)
             raise memory from exc

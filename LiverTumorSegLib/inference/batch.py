@@ -264,7 +264,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
 def _one_line(exc: BaseException) -> str:
     from ..io.dicom import SeveralSeriesError
 
-    exc = out_of_memory_error(exc) or exc
+    exc = out_of_memory_error(exc, batch_size_option=True) or exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, SeveralSeriesError):  # batch has no --series: its listing was cut off too
         text = (exc.headline + "; a batch reads one series per case: list each series' own folder (or a file of "

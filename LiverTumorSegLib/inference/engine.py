@@ -731,7 +731,7 @@ class SliceInferenceEngine:
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - export/runtime failure of an automatically chosen ONNX
-                memory = out_of_memory_error(exc)
+                memory = out_of_memory_error(exc, batch_size_option=True)
                 if memory is not None:  # torch needs as much: not a reason to blame the network or switch
                     raise memory from exc
                 reason = f"ONNX Runtime could not run this network ({type(exc).__name__}: {str(exc)[:200]})"

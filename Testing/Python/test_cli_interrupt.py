@@ -55,7 +55,7 @@ def test_allocation_failures_are_a_one_line_error_not_an_internal_error(monkeypa
                               "(Unable to allocate 150. MiB"),
                              (RuntimeError("could not create a primitive"), 2, "error: Ran out of memory"),
                              (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
-                              2, "--batch-size 1"),
+                              2, "use a machine with more memory."),  # models has no --batch-size (see below)
                              (RuntimeError("shape mismatch"), 1, "internal error: RuntimeError: shape mismatch")):
         def fail(args, exc=exc):
             raise exc
@@ -64,3 +64,28 @@ def test_allocation_failures_are_a_one_line_error_not_an_internal_error(monkeypa
         assert cli.main(["models"]) == code
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_out_of_memory_advice_fits_the_command(monkeypatch, capsys, tmp_path):
+    """Out of memory, every command advised "--batch-size 1 lowers what the network needs", also evaluate and
+    measure, which run no network and have no --batch-size. The advice names it only where the option exists."""
+    import importlib
+
+    for command, argv, network in (
+            ("evaluate", ["--pred", "p", "--ref", "r", "-o", str(tmp_path / "out")], False),
+            ("measure", ["labels.nii.gz", "-o", str(tmp_path / "m.json")], False),
+            ("segment", ["ct.nii.gz", "-o", str(tmp_path / "s.nii.gz")], True),
+            ("train", ["--data", "d", "-o", str(tmp_path / "m.safetensors")], True)):
+        def fail(args):
+            raise MemoryError("Unable to allocate 2.1 GiB for an array with shape (900, 512, 512)")
+
+        monkeypatch.setattr(importlib.import_module(f"LiverTumorSegLib.commands.{command}"), "run", fail)
+        assert cli.main([command] + argv) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: Ran out of memory (Unable to allocate 2.1 GiB") and err.count("\n") == 1, err
+        assert "Close other programs to free memory" in err, err
+        if network:
+            assert "--batch-size 1 lowers what the network needs" in err and "a GPU" in err, err
+        else:
+            assert "batch" not in err and "network" not in err and "GPU" not in err, err
+            assert err.rstrip().endswith("or use a machine with more memory."), err

@@ -28,7 +28,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError, LabelError
+from .errors import InputError, LabelError, raise_if_out_of_memory
 from .fileutil import atomic_output
 from .segnrrd import names_tumor  # one rule of tumor words for .seg.nrrd names and DICOM SEG labels
 from .volume import CTVolume, ImageGeometry
@@ -266,6 +266,7 @@ def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
         try:  # force: files without the Part 10 preamble ("DICM"), which the series reader accepts too
             datasets.append(pydicom.dcmread(str(name), stop_before_pixels=True, force=True))
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
+            raise_if_out_of_memory(exc, str(name))
             raise InputError(f"Cannot read the DICOM header of '{name}' for the SEG's references "
                              f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); write the "
                              f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).") from None
@@ -420,6 +421,7 @@ def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolum
         pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=list(numbers), combine_segments=False,
                                                    dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - a SEG of another series
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"DICOM SEG '{path}' does not fit the reference series "
                          f"({str(exc).splitlines()[0][:160]}).") from None
     return np.asarray(pixels)
@@ -432,6 +434,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     try:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read DICOM SEG '{path}': {str(exc).splitlines()[0][:160]}.") from None
     mapping = {}  # type: dict
     warnings = []
@@ -456,6 +459,7 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
         volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, dtype=dtype)
         stacked, geometry = _geometry_from_hd_volume(volume)
     except Exception as exc:  # noqa: BLE001 - irregular frames and the like
+        raise_if_out_of_memory(exc, str(path))  # not an irregular SEG: reading it frame by frame needs as much
         if reference is None or not reference.meta.get("files"):
             raise InputError(f"DICOM SEG '{path}' is not a regular 3D volume ({str(exc).splitlines()[0][:160]}), "
                              f"e.g. made from a series with slightly uneven slice gaps; it can be read only with its "

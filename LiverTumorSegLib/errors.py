@@ -63,8 +63,9 @@ class ResourceError(LiverTumorSegError):
 
 
 # Words in the messages of allocation failures that are not MemoryError: PyTorch's CPU allocator, oneDNN (which
-# reports a failed workspace allocation as a primitive it could not create), and CUDA's allocator.
-_ORT_ALLOCATION_WORDS = "Failed to allocate memory"  # ONNX Runtime's arena
+# reports a failed workspace allocation as a primitive it could not create), CUDA's allocator, and ITK's image
+# buffer (SimpleITK's RuntimeError "...itkImportImageContainer.hxx:179:\nFailed to allocate memory for image.").
+_ORT_ALLOCATION_WORDS = "Failed to allocate memory"  # ONNX Runtime's arena; ITK's words begin alike
 _OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory",
                         _ORT_ALLOCATION_WORDS)
 
@@ -75,24 +76,38 @@ def _is_runtime_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime")
 
 
-def out_of_memory_error(exc: BaseException, batch_size_option: bool = False) -> Optional["ResourceError"]:
+def out_of_memory_error(exc: BaseException, batch_size_option: bool = False,
+                        reading: str = "") -> Optional["ResourceError"]:
     """A :class:`ResourceError` telling the user what to do when ``exc`` is an allocation failure (MemoryError,
     or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator, or ONNX Runtime's arena); None for anything
     else. ``batch_size_option``: the work runs a network whose batch the user can make smaller (``segment``,
     ``train``, ``crossval``): the advice adds a GPU and ``--batch-size 1``; without it (``evaluate``,
-    ``measure``, reading a file) the advice is about memory alone."""
+    ``measure``, reading a file) the advice is about memory alone. ``reading``: the file being read, named."""
     if isinstance(exc, MemoryError):
         detail = str(exc) or "MemoryError"
     elif _is_runtime_failure(exc) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # the line saying it (SimpleITK's first line names its source file: "Exception thrown in ...hxx:179:")
+        detail = next((line for line in lines if any(w in line for w in _OUT_OF_MEMORY_WORDS)), type(exc).__name__)
         if _ORT_ALLOCATION_WORDS in detail:  # ONNX Runtime's line names its node first
             detail = detail[detail.index(_ORT_ALLOCATION_WORDS):]
     else:
         return None
+    where = f" reading '{reading}'" if reading else ""
     if batch_size_option:
         smaller_batch = option_hint("--batch-size 1", "batch_size=1")
         advice = (f"or use a machine with more memory or a GPU; {smaller_batch} lowers what the network needs, not "
                   f"what the whole CT needs.")
     else:
         advice = "or use a machine with more memory."
-    return ResourceError(f"Ran out of memory ({detail[:160]}). Close other programs to free memory, {advice}")
+    return ResourceError(f"Ran out of memory{where} ({detail[:160].rstrip('.')}). Close other programs to free memory, "
+                         f"{advice}")
+
+
+def raise_if_out_of_memory(exc: BaseException, reading: str = "") -> None:
+    """For a file reader's broad ``except``, before it words ``exc`` as a bad file: raise
+    :func:`out_of_memory_error` (naming the file ``reading``) when ``exc`` is an allocation failure; return
+    otherwise. A MemoryError while decoding a large CT said "the file is truncated or corrupt"."""
+    memory = out_of_memory_error(exc, reading=reading)
+    if memory is not None:
+        raise memory from exc

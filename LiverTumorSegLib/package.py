@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__, plan_cache
-from .errors import InputError, ModelPackageError
+from .errors import InputError, ModelPackageError, raise_if_out_of_memory
 from .fileutil import atomic_output, finite_json, same_file_among
 from .resources import bundled_models_dir, user_models_dir
 
@@ -1002,6 +1002,7 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        raise_if_out_of_memory(exc, str(path))
         raise ModelPackageError(f"Refused to load weights '{path}': {refusal_reason(exc)}. Save the weights as "
                                 f"a plain state dict or .safetensors file.")
     for key in ("state_dict", "model"):

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError, LabelError
+from .errors import InputError, LabelError, raise_if_out_of_memory
 from .volume import CTVolume, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def _read_image(path: Path):
             # return damaged voxels without a word
             image = reader.Execute()
     except RuntimeError as exc:
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
     return image, metadata

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError, option_hint
+from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
@@ -393,6 +393,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         with _quiet_itk():
             image = reader.Execute()
     except RuntimeError as exc:
+        raise_if_out_of_memory(exc, f"{folder} (series {chosen.uid})")
         reason = _itk_reason(exc)
         odd = _files_of_another_size(chosen.files)  # ITK words a size mismatch differently by case
         bare = _meta_header_without_preamble(chosen.files)
@@ -758,6 +759,7 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
     try:
         dataset = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read the frame headers of '{path}': {exc}.") from None
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     frames = getattr(dataset, "PerFrameFunctionalGroupsSequence", None)

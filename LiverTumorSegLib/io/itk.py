@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
@@ -354,6 +354,7 @@ def _read_itk_file(path: Path) -> CTVolume:
         with _quiet_itk():
             reader.ReadImageInformation()
     except RuntimeError as exc:
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)})"
                          f"{non_ascii_path_hint(path)}.") from None
     if reader.GetNumberOfComponents() != 1:
@@ -377,7 +378,8 @@ def _read_itk_file(path: Path) -> CTVolume:
         try:
             with _quiet_itk():
                 header = reader.Execute()
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # ITK's "Failed to allocate memory for image." too
+            raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
         volume = _volume_from_sitk(header, str(path))
     volume.meta["format"] = full_suffix(path).lstrip(".")

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
@@ -158,6 +158,7 @@ def _read_nifti(path: Path) -> CTVolume:
     try:
         image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}. Check that the file is complete.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"'{path}' is not a NIfTI-1/2 image; give {_SUPPORTED_TEXT}.")
@@ -179,6 +180,7 @@ def _read_nifti(path: Path) -> CTVolume:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, ValueError ...
+        raise_if_out_of_memory(exc, str(path))  # decoding a large CT: not a corrupt file
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_short(exc)}).") from None
     data = data.reshape(shape, order="F") if data.shape != shape else data
     # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.

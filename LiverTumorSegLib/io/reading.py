@@ -1,7 +1,7 @@
 """The public CT read: :func:`read_volume` picks the reader (DICOM folder or file, NIfTI, NRRD/MetaImage)."""
 from typing import Optional, Tuple
 
-from ..errors import InputError
+from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import check_path_encoding, full_suffix, is_dicom_file
 from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
@@ -57,7 +57,8 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
         from .nifti import _nifti_geometry
         try:
             image = nib.load(str(path), mmap=False)
-        except Exception:  # noqa: BLE001 - nibabel raises many types for bad files
+        except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+            raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read the NIfTI header of '{path}'.") from None
         geometry, _ = _nifti_geometry(image.header, str(path), warn=False)
         shape_xyz = tuple(int(n) for n in image.shape[:3])
@@ -68,7 +69,8 @@ def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int,
         try:
             with _quiet_itk():
                 reader.ReadImageInformation()
-        except RuntimeError:
+        except RuntimeError as exc:
+            raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read the header of '{path}'{non_ascii_path_hint(path)}.") from None
         spacing, direction = unit_direction(tuple(reader.GetSpacing())[:3], _direction_3d(reader))
         geometry = ImageGeometry(spacing=spacing, origin=tuple(reader.GetOrigin())[:3], direction=direction)

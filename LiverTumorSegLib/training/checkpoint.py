@@ -14,7 +14,7 @@ from typing import Any, Dict, Sequence, Union
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import apply_default_permissions, remove_stale_temporaries, replace_file, temporary_stem
 from ..package import refusal_reason
 
@@ -76,6 +76,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: Sequenc
     try:
         payload = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt / foreign file
+        raise_if_out_of_memory(exc, str(path))  # the advice was to delete the checkpoint
         raise InputError(f"Checkpoint '{path}' cannot be read and was refused: {refusal_reason(exc)}; delete it "
                          f"(or its run folder) to start over.") from None
     if not isinstance(payload, dict):

@@ -235,6 +235,8 @@ def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int
         kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
+    except MemoryError as exc:  # the voxels' buffer (keep): named as the reader's own failures are
+        raise_if_out_of_memory(exc, str(path))
     produced = kept.size + after
     if produced < nbytes:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "

@@ -85,10 +85,19 @@ def test_itks_allocation_failure_is_out_of_memory_for_images_and_series(tmp_path
         writer.SetFileName(str(folder / f"s{k}.dcm"))
         writer.Execute(image)
     read_volume(folder)  # readable as it is
+    raw_nrrd = tmp_path / "raw.nrrd"  # uncompressed: ITK reads the voxels (a compressed one is built from the
+    sitk.WriteImage(sitk.ReadImage(str(nrrd)), str(raw_nrrd), False)  # integrity check's inflated bytes)
     monkeypatch.setattr(sitk.ImageFileReader, "Execute", _fail_with(RuntimeError(ITK_ALLOCATION_ERROR)))
     with pytest.raises(ResourceError) as excinfo:
-        read_volume(nrrd)
-    _assert_out_of_memory(excinfo, nrrd, "Failed to allocate memory for image)")
+        read_volume(raw_nrrd)
+    _assert_out_of_memory(excinfo, raw_nrrd, "Failed to allocate memory for image)")
+    from LiverTumorSegLib.io import gzip_inflate
+
+    with monkeypatch.context() as patch:  # the compressed one: the buffer of its inflated voxels
+        patch.setattr(gzip_inflate, "inflate_to_end", _fail_with(MemoryError(NUMPY_MEMORY_ERROR)))
+        with pytest.raises(ResourceError) as excinfo:
+            read_volume(nrrd)
+        _assert_out_of_memory(excinfo, nrrd, NUMPY_MEMORY_ERROR)
     monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", _fail_with(RuntimeError(ITK_ALLOCATION_ERROR)))
     with pytest.raises(ResourceError, match=r"^Ran out of memory reading '.*dicom \(series [0-9.]+\)' \(Failed to "
                                             r"allocate memory for image\)\. Close other programs"):

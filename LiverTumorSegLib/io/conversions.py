@@ -17,17 +17,24 @@ def _fits_int16(lo: float, hi: float) -> bool:
     return _INT16_MIN <= lo and hi <= _INT16_MAX
 
 
-def to_hu_dtype(array: np.ndarray) -> np.ndarray:
+def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     """Return ``array`` as int16 when every value is an integer in the int16 range, else as float32.
 
-    Works slice by slice along axis 0 to avoid full-size temporaries. Any shape.
+    ``uint8_if_fits``: integer (or bool) voxels that all lie in 0..255 become (or stay) uint8 instead of int16:
+    label maps and 255 x p probability maps, read without an int16 copy twice their size (and the uint8 copy
+    made from it again). Any other voxels get the type they get without it, so a label value outside 0..255
+    is still reported as stored. Works slice by slice along axis 0 to avoid full-size temporaries. Any shape.
     """
     if array.size == 0:
         return array.astype(np.int16)
-    if array.dtype == np.int16:
+    if array.dtype == np.int16 and not uint8_if_fits:
         return array
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        if uint8_if_fits and array.dtype == np.uint8:
+            return array
         lo, hi = int(array.min()), int(array.max())
+        if uint8_if_fits and 0 <= lo and hi <= 255:
+            return array.astype(np.uint8)
         return array.astype(np.int16 if _fits_int16(lo, hi) else np.float32, copy=False)
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"Voxel type {array.dtype} is not a scalar number; a scalar CT volume is needed.")

@@ -66,7 +66,8 @@ def _itk_reason(exc: BaseException) -> str:
     return text.strip().rstrip(":.")[:200]
 
 
-def _volume_from_sitk(image, source: str) -> CTVolume:
+def _volume_from_sitk(image, source: str, uint8_if_fits: bool = False) -> CTVolume:
+    """A SimpleITK image as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     sitk = _sitk()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"'{source}' has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB or "
@@ -79,16 +80,17 @@ def _volume_from_sitk(image, source: str) -> CTVolume:
         image = sitk.Extract(image, extract, index)
     check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), source)
     return _volume_from_voxels(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(),
-                               image.GetDirection(), source)
+                               image.GetDirection(), source, uint8_if_fits)
 
 
 def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], origin_xyz: Sequence[float],
-                        direction: Sequence[float], source: str) -> CTVolume:
+                        direction: Sequence[float], source: str, uint8_if_fits: bool = False) -> CTVolume:
     """A CTVolume of ITK-ordered voxels ``(z, y, x)`` and an ITK header's spacing/origin ``(x, y, z)`` mm and
-    9 row-major direction cosines (checked by the caller): HU dtype, unit direction columns."""
+    9 row-major direction cosines (checked by the caller): HU dtype (``uint8_if_fits``: see
+    :func:`~.conversions.to_hu_dtype`), unit direction columns."""
     spacing, direction = unit_direction(spacing_xyz, direction)
     geometry = ImageGeometry(spacing=spacing, origin=tuple(origin_xyz), direction=direction)
-    return CTVolume(array=to_hu_dtype(voxels_zyx), geometry=geometry, source=source)
+    return CTVolume(array=to_hu_dtype(voxels_zyx, uint8_if_fits), geometry=geometry, source=source)
 
 
 def _itk_itemsize(pixel_id: int) -> int:
@@ -348,7 +350,8 @@ def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Seque
     return voxels
 
 
-def _read_itk_file(path: Path) -> CTVolume:
+def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
+    """A NRRD or MetaImage file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -374,7 +377,8 @@ def _read_itk_file(path: Path) -> CTVolume:
     inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
     if inflated is not None:  # the check's bytes made voxels: ITK would inflate the whole stream again
         volume = _volume_from_voxels(_voxels_from_inflated(inflated, stored_dtype, reader.GetSize()),
-                                     reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path))
+                                     reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path),
+                                     uint8_if_fits)
         header = reader
     else:
         try:
@@ -383,7 +387,7 @@ def _read_itk_file(path: Path) -> CTVolume:
         except RuntimeError as exc:  # ITK's "Failed to allocate memory for image." too
             raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
-        volume = _volume_from_sitk(header, str(path))
+        volume = _volume_from_sitk(header, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
     from .formats import CONTENT_KEY
 

@@ -285,7 +285,7 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     elif is_dicom_seg(path):
         volume = read_dicom_seg(path, reference)
     else:
-        volume = read_volume(path, series=series)
+        volume = read_volume(path, series=series, uint8_if_fits=True)  # no int16 copy of a 0/1/2 map
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
         volume = _match_reference(volume, reference, tolerance)

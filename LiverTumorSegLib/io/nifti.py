@@ -152,7 +152,8 @@ def _data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int) -> L
             f"not read. If the header's slice count is wrong, export the CT again"]
 
 
-def _read_nifti(path: Path) -> CTVolume:
+def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
+    """A NIfTI file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     import nibabel as nib
 
     try:
@@ -189,7 +190,7 @@ def _read_nifti(path: Path) -> CTVolume:
         data = data.astype(np.float32)
         data *= np.float32(slope)
         data += np.float32(inter)
-    array = to_hu_dtype(data)
+    array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
         volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)

@@ -11,12 +11,14 @@ from .itk import _read_itk_file
 from .nifti import _read_nifti
 
 
-def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
+def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: bool = False) -> CTVolume:
     """Read a CT volume: NIfTI, NRRD, MetaImage file, a DICOM series folder, or one file of a DICOM series.
 
     ``series`` picks one series in a DICOM folder holding several (UID, list number, unique UID prefix
     or description). Returns a :class:`CTVolume` with a ``(z, y, x)`` array in HU (int16 when integral,
     else float32) and LPS geometry. Raises InputError with a one-line reason for anything unreadable.
+    ``uint8_if_fits``: a NIfTI, NRRD or MetaImage file of integers that all lie in 0..255 (a label map, a 255 x p
+    probability map) is read as uint8, without a whole-volume int16 copy (a DICOM series is read as a CT).
     """
     path = check_path_encoding(path, "Input")
     if not path.exists():
@@ -39,9 +41,9 @@ def read_volume(path: PathLike, series: Optional[str] = None) -> CTVolume:
         raise InputError(f"{option_hint('--series', 'series=')} picks a series in a DICOM folder, but '{path}' is a "
                          f"{suffix} file holding one volume; leave it out, or give the DICOM folder.")
     if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path)
+        return _read_nifti(path, uint8_if_fits)
     if suffix in ITK_SUFFIXES:
-        return _read_itk_file(path)
+        return _read_itk_file(path, uint8_if_fits)
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
 
 

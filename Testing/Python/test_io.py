@@ -560,6 +560,49 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(neg)
 
 
+
+@pytest.mark.parametrize("suffix", [".nii", ".nrrd"])
+def test_label_maps_are_read_as_uint8_without_an_int16_copy(tmp_path, suffix, monkeypatch):
+    """A uint8 label map was read as int16 (twice its size) and then copied back to uint8: 3 bytes a voxel at the
+    peak, 300 MiB for a 512 x 512 x 400 map (675 MiB at 900 slices). Values outside 0..255 (or stored as
+    floats) are read as before, so a refused map still names the values the file holds."""
+    import functools
+    import tracemalloc
+
+    from LiverTumorSegLib.io import gzip_inflate, labels as labels_module
+    # the buffers of bounded size (value counting chunk, inflate steps) made small: the peak is what grows with
+    # the volume
+    monkeypatch.setattr(labels_module, "_COUNT_CHUNK_VOXELS", 1 << 12)
+    monkeypatch.setattr(gzip_inflate, "inflate_to_end", functools.partial(gzip_inflate.inflate_to_end,
+                                                                          step=1 << 16, read_step=1 << 16))
+    labels = np.zeros((32, 80, 96), np.uint8)
+    labels[4:28, 10:70, 8:90] = 1
+    labels[12:20, 30:50, 30:60] = 2
+    path = write_label_map(tmp_path / f"labels{suffix}", labels, ImageGeometry(spacing=(0.7, 0.8, 2.5)))
+    read_label_map(path)  # the readers imported
+    tracemalloc.start()
+    try:
+        read = read_label_map(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read.array.dtype == np.uint8 and np.array_equal(read.array, labels)
+    assert peak / labels.size < 2.0, f"{peak / labels.size:.2f} bytes a voxel"  # 3.0 with the int16 read
+    assert read_volume(path).array.dtype == np.int16  # a CT read keeps int16
+    for stored, dtype in (([0, 1, 2, 2], np.int16), ([0, 1, 1, 0], np.int8), ([0, 2, 2, 0], np.uint16)):
+        assert read_label_map(_write_nifti(tmp_path / "fits.nii", np.array([[stored]], dtype))).array.dtype == np.uint8
+    assert to_hu_dtype(np.array([[0, 255]], np.uint16), uint8_if_fits=True).dtype == np.uint8
+    assert to_hu_dtype(np.array([[0, 256]], np.uint16), uint8_if_fits=True).dtype == np.int16
+    assert to_hu_dtype(np.array([[-1, 2]], np.int16), uint8_if_fits=True).dtype == np.int16
+    assert to_hu_dtype(np.array([[0.0, 2.0]], np.float32), uint8_if_fits=True).dtype == np.int16
+    for stored, dtype, named in (([0, 300, 1, 1], np.uint16, "values 300 outside"),
+                                 ([0, 300, -1, 1], np.int16, "values -1, 300 outside"),
+                                 ([0, -1, 1, 1], np.int8, "values -1 outside"),
+                                 ([0, 70000, 1, 1], np.int32, "values 70000 outside")):
+        with pytest.raises(LabelError, match=named):
+            read_label_map(_write_nifti(tmp_path / "bad.nii", np.array([[stored]], dtype)))
+
+
 def test_label_reference_mismatch_says_what_differs(tmp_path):
     ct = CTVolume(array=np.zeros((4, 5, 6), np.int16), geometry=ImageGeometry.from_ijk_to_ras(AFFINES["ras"]),
                   source="ct.nii.gz")

@@ -534,21 +534,21 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
                             node=None, follow=None):
     """A scalar volume node showing a tumor probability map (0..1) as a heat map.
 
-    ``probability_zyx``: ``(z, y, x)`` float on ``geometry``'s grid (LPS, world). Display: colour table
-    :data:`PROBABILITY_COLOR_NODE_ID`, window 0..1, voxels below ``threshold`` transparent in slice views.
+    ``probability_zyx``: ``(z, y, x)`` on ``geometry``'s grid (LPS, world): floats in 0..1, or uint8 255 x p as
+    ``segment --probabilities`` writes it; the node holds float32 0..1 either way (:func:`_probability_scalars`).
+    Display: colour table :data:`PROBABILITY_COLOR_NODE_ID`, window 0..1, voxels below ``threshold`` transparent
+    in slice views.
     ``colors_logic`` (Slicer's color logic): adds a colour bar ("color legend") titled ``name``.
     ``node``: an earlier probability volume to refill (voxels, geometry, name) instead of adding one.
     ``follow``: the CT node; the map goes under the CT's linear parent transform (its grid stored in the
     transform's frame), so that it moves with the CT, as the segmentation does (it stayed behind, 50 mm off after
     the CT's transform changed). Returns the node."""
-    from vtk.util import numpy_support
     import vtk
-    array = np.ascontiguousarray(probability_zyx, dtype=np.float32)
+    array = np.asarray(probability_zyx)
     nz, ny, nx = array.shape
     image = vtk.vtkImageData()
     image.SetDimensions(nx, ny, nz)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True,
-                                                               array_type=vtk.VTK_FLOAT))
+    image.GetPointData().SetScalars(_probability_scalars(array))
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     else:
@@ -575,6 +575,24 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
             legend.SetTitleText(name)
             legend.SetLabelFormat("%.1f")
     return node
+
+
+def _probability_scalars(probability_zyx: np.ndarray):
+    """A ``vtkFloatArray`` of the probabilities (0..1) of a ``(z, y, x)`` map in VTK's voxel order (x fastest),
+    written straight into it: a uint8 map (255 x p) is divided by 255 in float32 (``float32(v) / 255``, as
+    ``astype(np.float32) / 255.0`` gives it), other maps are cast to float32. No whole-volume float copy is made
+    beside the array VTK keeps (the module made two, 8 bytes a voxel, on top of an int16 read of the map)."""
+    import vtk
+    from vtk.util import numpy_support
+    scalars = vtk.vtkFloatArray()
+    scalars.SetNumberOfComponents(1)
+    scalars.SetNumberOfTuples(probability_zyx.size)
+    voxels = numpy_support.vtk_to_numpy(scalars).reshape(probability_zyx.shape)  # a view of VTK's memory
+    if probability_zyx.dtype == np.uint8:
+        np.divide(probability_zyx, np.float32(255.0), out=voxels, dtype=np.float32)
+    else:
+        np.copyto(voxels, probability_zyx, casting="unsafe")
+    return scalars
 
 
 # --- lesion table -----------------------------------------------------------------------------------

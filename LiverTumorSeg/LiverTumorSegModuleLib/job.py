@@ -359,10 +359,11 @@ class SegmentationJob(ChildJob):
         """``(z, y, x)`` voxels of a file the child wrote, read by the library's reader (the one that wrote it) and
         checked to lie on the CT's grid. Slicer's storage node reverses the k axis of a left-handed file (a CT
         with descending slices, or under a mirroring transform), so its array, placed on the CT's grid, put the
-        tumor in the mirrored slices."""
+        tumor in the mirrored slices. The child's label and probability maps are uint8 and stay uint8 (read as
+        int16 they cost twice their size, 0.9 GiB each for a 900-slice CT)."""
         from LiverTumorSegLib.io import read_volume
 
-        volume = read_volume(path)
+        volume = read_volume(path, uint8_if_fits=True)
         if not same_grid(volume.geometry, volume.shape_zyx, self.geometry, self.shape_zyx):
             raise RuntimeError(f"The segmentation process wrote a {what} on another grid ({volume.shape_zyx} (z, y, "
                                f"x), {volume.geometry.to_dict()}) than the CT's ({self.shape_zyx}, "
@@ -389,7 +390,7 @@ class SegmentationJob(ChildJob):
         present = [node if node is not None and self._scene.IsNodePresent(node) else None
                    for node in (self._segmentation_node, self._table_node)]
         segmentation_node, table_node = apply_result(
-            self._scene, labels.astype(np.uint8), report, self.geometry, self._input, present[0],
+            self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
             present[1], self._replace_existing, self._show_3d)
         probability_node = None
         if probabilities is None:  # an earlier run's map no longer describes these segments ("Update lesion
@@ -397,7 +398,7 @@ class SegmentationJob(ChildJob):
         else:
             earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it
             probability_node = mrml.probability_volume_node(
-                self._scene, probabilities.astype(np.float32) / 255.0, self.geometry,
+                self._scene, probabilities, self.geometry,  # uint8 255 x p: shown as float32 0..1
                 name=f"{self._input.GetName()} tumor probability",
                 colors_logic=self._colors_logic if earlier is None else None, node=earlier, follow=self._input)
             segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())

@@ -496,6 +496,24 @@ def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
 
 
 @needs_slicer
+def test_probability_volume_node_takes_the_uint8_map_as_segment_writes_it(scene):
+    """A uint8 map (255 x p) is shown as float32 0..1, the numbers ``astype(np.float32) / 255.0`` gave, bit for bit,
+    without a float copy beside the node's own voxels; float64 and float32 maps keep their float32 values."""
+    import slicer
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    stored = np.arange(256, dtype=np.uint8).repeat(2)[:480].reshape(4, 8, 15)
+    node = mrml.probability_volume_node(scene, stored, geometry, name="p")
+    shown = slicer.util.arrayFromVolume(node)
+    assert shown.dtype == np.float32 and shown.tobytes() == (stored.astype(np.float32) / 255.0).tobytes()
+    assert node.GetImageData().GetDimensions() == (15, 8, 4)
+    display = node.GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0)
+    as_float64 = np.linspace(0, 1, 480).reshape(4, 8, 15)
+    mrml.probability_volume_node(scene, as_float64, geometry, node=node)
+    assert slicer.util.arrayFromVolume(node).tobytes() == as_float64.astype(np.float32).tobytes()
+
+
+@needs_slicer
 def test_a_rerun_keeps_the_users_display_settings_and_a_surface_segmentation_is_refused(scene):
     """Removing and re-adding our segments reset what users set on them (a hidden liver showed again); writing
     into a segmentation stored as closed surfaces converted the labels and lost small lesions silently."""

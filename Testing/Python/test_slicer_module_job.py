@@ -276,6 +276,50 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     assert list(fake.temp_root.iterdir()) == []
 
 
+def test_results_are_loaded_without_whole_volume_int16_or_float_copies(fake, monkeypatch):
+    """The child's uint8 labels and probability map were read as int16 and the map turned into float32 twice
+    (astype, then / 255) before VTK copied it a third time: 12 bytes a voxel at the peak, 2.7 GiB for a 512 x 512
+    x 900 CT. Now both stay uint8 and the map is divided by 255 straight into the volume node's float32 voxels,
+    which are the same numbers as before, bit for bit."""
+    import functools
+    import tracemalloc
+
+    import slicer
+    ct = np.full((12, 96, 128), -100, np.int16)
+    ct[2:10, 10:80, 20:110] = np.arange(90, dtype=np.int16)[None, None, :] * 3  # 0..267: every probability value
+    ct[6, 40:50, 40:50] = 150
+    node = _volume_node(fake.scene, ct, fake.geometry, name="CT big")
+    peaks = []
+    load_results = job.SegmentationJob._load_results
+
+    def traced(self, seconds):
+        if not peaks:  # the first run imports the readers: not counted
+            peaks.append(None)
+            return load_results(self, seconds)
+        tracemalloc.start()
+        try:
+            return load_results(self, seconds)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    monkeypatch.setattr(job.SegmentationJob, "_load_results", traced)
+    from LiverTumorSegLib.io import gzip_inflate  # its 16 MiB file read buffer would be most of this small peak
+    monkeypatch.setattr(gzip_inflate, "inflate_to_end", functools.partial(gzip_inflate.inflate_to_end,
+                                                                          read_step=1 << 16))
+    options = job.SegmentationOptions(model="m.safetensors", probabilities=True)
+    for _ in range(2):
+        outcome = fake.job(node=node, options=options).start().wait(timeout_s=60)
+        assert outcome.kind == job.DONE, outcome.details
+    expected = np.clip(ct, 0, 255).astype(np.uint8).astype(np.float32) / 255.0
+    probability = slicer.util.arrayFromVolume(outcome.probability_node)
+    assert probability.dtype == np.float32 and probability.tobytes() == expected.tobytes()
+    labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, ct.shape)
+    np.testing.assert_array_equal(labels, (ct > 0).astype(np.uint8) + (ct > 100))
+    # uint8 labels and map (1 byte a voxel each) and the reader's inflate buffer (the whole small map): 4.4; before 12.1
+    assert peaks[1] / ct.size < 6.0, f"{peaks[1] / ct.size:.1f} bytes of numpy arrays a voxel"
+
+
 def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake):
     """The panel passes its last lesion table; segmenting another CT into a new segmentation refilled (and
     mislabelled) the first CT's table."""

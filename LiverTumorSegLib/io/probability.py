@@ -1,7 +1,7 @@
 """Tumor probability maps as read from files: floats in [0, 1], or integers 255 x p as ``segment --probabilities``
 writes them (:func:`probability_scores`). :func:`read_probability_levels` keeps a map as stored (a uint8 map stays
-integers, 2 bytes a voxel as read) beside the divisor that makes it probabilities: ``evaluate --prob`` scores its
-ROC from it without a float copy of the map."""
+uint8) beside the divisor that makes it probabilities: ``evaluate --prob`` scores its ROC from it without a float
+copy of the map."""
 from typing import Tuple
 
 from ..errors import InputError
@@ -69,13 +69,13 @@ def probability_scores(array, path, content: str = "") -> "object":
 def read_probability_levels(path, reference, not_on_grid: str,
                             error_class: type = InputError) -> Tuple["object", float]:
     """``(map, divisor)``: the probability map file ``path`` as read (``(z, y, x)`` on ``reference``'s grid;
-    integers stay integers, 2 bytes a voxel) and its :func:`probability_divisor` (``map / divisor`` are the
+    integers stay integers: uint8 for 0..255) and its :func:`probability_divisor` (``map / divisor`` are the
     probabilities); a map of the same grid in another axis order is reoriented. Off the grid: ``error_class``
     with ``not_on_grid`` (what the caller calls the map and the grid), the mismatch and what to give instead."""
     from .labels import GEOMETRY_TOLERANCE, describe_grid_mismatch, onto_reference_grid
     from .reading import read_volume
 
-    read = read_volume(path)
+    read = read_volume(path, uint8_if_fits=True)  # an integer map of 0..255 as uint8: no int16 copy
     placed = onto_reference_grid(read, reference, GEOMETRY_TOLERANCE)
     if placed is None:
         raise error_class(f"{not_on_grid}: {'; '.join(describe_grid_mismatch(read, reference, GEOMETRY_TOLERANCE))}. Give the map "
@@ -83,7 +83,15 @@ def read_probability_levels(path, reference, not_on_grid: str,
     return placed.array, probability_divisor(placed.array, path, read.meta.get("content", ""))
 
 
-def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError) -> "object":
+def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError,
+                         keep_uint8: bool = False) -> "object":
     """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
-    (:func:`read_probability_levels`, :func:`probability_scores`)."""
-    return _as_probabilities(*read_probability_levels(path, reference, not_on_grid, error_class))
+    (:func:`read_probability_levels`, :func:`probability_scores`). ``keep_uint8``: a uint8 ``255 x p`` map is
+    returned as it is, not as a float32 copy 4 times its size (:func:`~LiverTumorSegLib.inference.lesion_report.
+    lesion_report` takes it so, as it takes segment's own map)."""
+    import numpy as np
+
+    levels, divisor = read_probability_levels(path, reference, not_on_grid, error_class)
+    if keep_uint8 and divisor == 255.0 and levels.dtype == np.uint8:
+        return levels
+    return _as_probabilities(levels, divisor)

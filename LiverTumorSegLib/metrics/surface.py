@@ -11,10 +11,13 @@ Definitions
   array border is surface. This is ``mask & ~binary_erosion(mask)`` with scipy's default cross-shaped
   structuring element, the definition MONAI (``get_mask_edges``) and medpy use.
 * **Directed distances** ``pred -> ref``: for every surface voxel of ``pred``, the Euclidean distance
-  (mm, voxel centres) to the nearest surface voxel of ``ref``, computed exactly with
-  ``scipy.ndimage.distance_transform_edt(~surface_ref, sampling=spacing_zyx)``. The transform runs only
-  inside the bounding box of both masks plus a one-voxel margin, which gives the same distances
-  (every surface voxel lies inside the box) at a fraction of the cost. No pairwise distance matrix.
+  (mm, voxel centres) to the nearest surface voxel of ``ref``, computed exactly: the value
+  ``scipy.ndimage.distance_transform_edt(~surface_ref, sampling=spacing_zyx)`` has there, bit for bit, taken
+  from the transform's nearest-voxel indices at those voxels alone (:func:`_distances_to_nearest`), so the
+  whole box of float64 distances is never made. The transform runs only inside the bounding box of both masks
+  plus a one-voxel margin, which gives the same distances (every surface voxel lies inside the box) at a
+  fraction of the cost. No pairwise distance matrix. Memory: about 16 bytes a voxel of that box (int32 indices
+  and scipy's int64 copy of the input, one at a time), where the distance map took 54.
 * ``assd_mm``: mean of all distances of both directions pooled:
   ``(sum d(pred->ref) + sum d(ref->pred)) / (|S_pred| + |S_ref|)`` (LiTS "ASD", MONAI
   ``compute_average_surface_distance(symmetric=True)``).
@@ -72,7 +75,10 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.zeros(mask.shape, dtype=bool)
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    surface = ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    np.logical_not(surface, out=surface)  # in place: one mask-sized array, not three
+    surface &= mask
+    return surface
 
 
 def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Optional[Tuple[slice, ...]]:
@@ -93,6 +99,42 @@ def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Opt
     return tuple(slices)
 
 
+def _union_box(first: np.ndarray, second: np.ndarray) -> Tuple[slice, ...]:
+    """:func:`bounding_box` of ``first | second`` (both non-empty) without making that whole-volume mask."""
+    a, b = bounding_box(first), bounding_box(second)
+    return tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(a, b))
+
+
+def _padded(mask: np.ndarray, box: Tuple[slice, ...]) -> np.ndarray:
+    """``mask[box]`` with one voxel of False around it (``np.pad(mask[box], 1)`` without the copy in between)."""
+    shape = tuple(s.stop - s.start + 2 for s in box)
+    padded = np.zeros(shape, dtype=bool)
+    padded[tuple(slice(1, n - 1) for n in shape)] = mask[box]
+    return padded
+
+
+def _distances_to_nearest(target: np.ndarray, sources: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Distance (mm, float64) from each True voxel of ``sources`` (in C order) to the nearest True voxel of
+    ``target`` (boolean arrays of one shape, ``target`` not empty; ``spacing`` in mm per axis, same order):
+    ``scipy.ndimage.distance_transform_edt(~target, sampling=spacing)[sources]``, bit for bit. Only the
+    transform's nearest-voxel indices (int32, 4 bytes a voxel per axis) are made for the whole array; the
+    distances are computed from them at the source voxels alone, with the arithmetic scipy uses (int32
+    offsets, float64, times the spacing, squared, summed over the axes in order, square root)."""
+    from scipy import ndimage
+
+    nearest = ndimage.distance_transform_edt(~target, sampling=spacing, return_distances=False, return_indices=True)
+    where = np.nonzero(sources)
+    offsets = np.empty((len(where), where[0].size), dtype=nearest.dtype)
+    for axis, index in enumerate(where):
+        np.subtract(nearest[axis][where], index, out=offsets[axis], casting="unsafe")
+    del nearest
+    distances = offsets.astype(np.float64)
+    for axis, step in enumerate(np.asarray(spacing, dtype=np.float64)):
+        distances[axis] *= step
+    np.multiply(distances, distances, distances)
+    return np.sqrt(np.add.reduce(distances, axis=0))
+
+
 def _check_spacing(spacing_zyx: Sequence[float], ndim: int) -> Tuple[float, ...]:
     """:func:`~LiverTumorSegLib.volume.checked_spacing` (one positive, finite mm per mask axis), raising ValueError
     as the metrics do."""
@@ -106,8 +148,6 @@ def _check_spacing(spacing_zyx: Sequence[float], ndim: int) -> Tuple[float, ...]
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> SurfaceDistances:
     """Directed surface distances (mm) between two masks of the same shape; see the module docstring."""
-    from scipy import ndimage
-
     pred = np.asarray(pred)
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
@@ -120,19 +160,14 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
     if not (has_pred and has_ref):
         return SurfaceDistances(empty, empty, defined=False)
 
-    box = bounding_box(pred | ref)
+    box = _union_box(pred, ref)
     # one voxel of background around the box: border voxels of the masks become surface, exactly as if
     # the whole array were processed with outside-is-background.
-    pred_box = np.pad(pred[box], 1)
-    ref_box = np.pad(ref[box], 1)
-    surface_pred = surface_voxels(pred_box)
-    surface_ref = surface_voxels(ref_box)
-    to_ref = ndimage.distance_transform_edt(~surface_ref, sampling=spacing)
-    pred_to_ref = to_ref[surface_pred]
-    del to_ref
-    to_pred = ndimage.distance_transform_edt(~surface_pred, sampling=spacing)
-    ref_to_pred = to_pred[surface_ref]
-    return SurfaceDistances(pred_to_ref.astype(np.float64), ref_to_pred.astype(np.float64), defined=True)
+    surface_pred = surface_voxels(_padded(pred, box))
+    surface_ref = surface_voxels(_padded(ref, box))
+    pred_to_ref = _distances_to_nearest(surface_ref, surface_pred, spacing)
+    ref_to_pred = _distances_to_nearest(surface_pred, surface_ref, spacing)
+    return SurfaceDistances(pred_to_ref, ref_to_pred, defined=True)
 
 
 def surface_metrics_from_distances(d: SurfaceDistances) -> Dict[str, float]:

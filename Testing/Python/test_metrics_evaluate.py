@@ -171,8 +171,8 @@ def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch,
     """evaluate --prob made a float32 copy of the map, sorted all its voxels for the per-case AUC (argsort, sorted
     copies) and binned float and int64 copies for the pooled ROC: about 19 bytes a voxel more than evaluate
     without --prob for segment's uint8 map and 80 for a float32 map (5.6 GiB for a 600-slice CT, a MemoryError
-    for 900; here 11 and 81). Now the uint8 map is kept as read (int16, 2 bytes) and scored per level, a float
-    map (4 bytes) is scored in pieces: the peak rises by the map and a few MiB."""
+    for 900; here 11 and 81). Now the uint8 map is kept as read (uint8) and scored per level, a float map
+    (4 bytes) is scored in pieces: the peak rises by the map, its reading, and a few MiB."""
     import tracemalloc
 
     from LiverTumorSegLib.io import write_probability_map
@@ -214,7 +214,10 @@ def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch,
     extra = (peak("--prob", str(tmp_path / "prob")) - without) / ref.size
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["roc_pooled"]["auc"] > 0.9
-    assert extra < 6, f"evaluate --prob allocated {extra:.1f} bytes a voxel more than without"
+    # the map (1 or 4 bytes a voxel) and the reader's one decoding copy of it, plus 1 byte of slack; the peak
+    # without --prob is itself lower since label maps are read as uint8, so the map's read sets the peak now
+    bound = {"uint8": 3, "float32": 9}[stored]
+    assert extra < bound, f"evaluate --prob allocated {extra:.1f} bytes a voxel more than without"
 
 
 def test_probability_scores_scaling_and_range_errors():

@@ -4,19 +4,22 @@ A cancelled or failed write never leaves a half-written file that looks complete
 output is kept unless ``overwrite=True``.
 """
 import contextlib
+import logging
 import os
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import OutputExistsError, InputError, option_hint
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger(__name__)
 
 
 def full_suffix(path: PathLike) -> str:
@@ -113,10 +116,12 @@ def remove_empty_folders(innermost: PathLike, outermost: PathLike) -> None:
 def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
     or its name holds bytes that are not UTF-8. ``overwrite`` must be a bool: ``overwrite="no"`` is truthy, and
-    replaced the user's file."""
+    replaced the user's file. Before judging, an earlier version of ``path`` that a killed run left hidden is
+    put back or made visible (:func:`restore_set_aside_outputs`)."""
     if not isinstance(overwrite, (bool, np.bool_)):
         raise InputError(f"overwrite must be True or False (got {overwrite!r}).")
     path = check_path_encoding(path, "Output")
+    restore_set_aside_outputs_of([path])  # a killed run's hidden earlier version is back before it is judged
     if path.is_symlink() and not path.exists() and not overwrite:  # a dangling link is the user's too
         raise OutputExistsError(f"Output '{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "
                                 f"{option_hint('--overwrite', 'overwrite=True')} to replace the link or choose "
@@ -204,24 +209,12 @@ system's out-of-memory killer, SIGKILL, a power cut) and is removed when the sam
 _TEMPORARY_PID = re.compile(r"\.(\d+)-[^./]*\.tmp")
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":  # no cheap check without a handle: only the age decides there
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists (another user's) or unknown: keep the file
-    return True
-
-
 def remove_stale_temporaries(folder: Path, prefix: str, suffix: str) -> None:
     """Remove hidden temporary files ``{prefix}{pid}-{random}{suffix}`` in ``folder`` (as :func:`atomic_output`
-    names them; also one nested inside another, ``.{prefix}...``) whose writing processes have all ended and which
-    are older than :data:`STALE_TEMPORARY_SECONDS`. Never raises."""
+    names them; also one nested inside another, ``.{prefix}...``) whose writing processes have all ended
+    (:func:`~.processes.process_alive`) and which are older than :data:`STALE_TEMPORARY_SECONDS`. Never raises."""
+    from .processes import process_alive
+
     try:
         names = [entry.name for entry in os.scandir(folder)]
     except OSError:
@@ -231,7 +224,7 @@ def remove_stale_temporaries(folder: Path, prefix: str, suffix: str) -> None:
         if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
             continue
         pids = [int(p) for p in _TEMPORARY_PID.findall(name)]
-        if not pids or any(_process_alive(pid) for pid in pids):
+        if not pids or any(process_alive(pid) for pid in pids):
             continue  # an older naming (no process id), or a writer still running
         candidate = folder / name
         try:
@@ -323,17 +316,98 @@ def _set_aside(target: Path, backup: Path) -> None:
         raise OSError(exc.errno, exc.strerror, str(backup), None, str(target)) from exc
 
 
+_SET_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.old")
+
+
+def set_aside_path(target: Path) -> Path:
+    """Where :func:`move_all_or_none` keeps a file it replaces until the new one is in place: the hidden
+    ``.{name}.{pid}.old`` beside it (``pid``: this process)."""
+    return target.with_name(f".{target.name}.{os.getpid()}.old")
+
+
+def _rename_without_replacing(source: Path, target: Path) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (also one that appears meanwhile: a hard link is
+    made first where the file system has them, which fails on an existing name); True when done."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (FAT, some network shares), or a folder
+        if os.path.lexists(target):
+            return False
+        try:
+            os.rename(source, target)  # Windows never replaces with rename
+        except OSError:
+            return False
+        return True
+    with contextlib.suppress(OSError):
+        os.unlink(source)
+    return True
+
+
+def _recover_set_aside(backup: Path, target: Path, pid: int) -> str:
+    """Put ``backup`` (set aside by the ended process ``pid``) back as ``target`` when that is missing, else make
+    it visible as ``{target}.{pid}.old``; what was done, for the user. Nothing is deleted: it may be the only
+    copy of the user's earlier output."""
+    if not os.path.lexists(target) and _rename_without_replacing(backup, target):
+        return (f"'{target}' was restored: a run (process {pid}) was stopped while replacing it and had left it "
+                f"hidden as '{backup.name}'; it is the earlier version, not that run's result.")
+    visible = target.with_name(f"{target.name}.{pid}.old")
+    if _rename_without_replacing(backup, visible):
+        return (f"an earlier version of '{target}', left hidden as '{backup.name}' by a run (process {pid}) that "
+                f"was stopped while replacing it, is now '{visible}'; delete it if you do not need it.")
+    return (f"'{backup}' is an earlier version of '{target}', left by a run (process {pid}) that was stopped while "
+            f"replacing it; move it elsewhere or delete it.")
+
+
+def restore_set_aside_outputs(folder: PathLike, is_output_name: Callable[[str], bool]) -> List[str]:
+    """Files that :func:`move_all_or_none` set aside in ``folder`` (hidden ``.{name}.{pid}.old``) for outputs
+    ``is_output_name(name)`` accepts, left there by a process that has ended (killed between its two renames:
+    the user's earlier output was hidden, and nothing said so): each is put back under its own name when that
+    is free, else renamed to the visible ``{name}.{pid}.old``. Each is said in a warning (logged); returns
+    them. Those of a running process are left alone. Never raises."""
+    from .processes import process_alive
+
+    folder = Path(folder) if str(folder) else Path(".")
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".old"))
+    except OSError:
+        return []
+    said = []
+    for name in names:
+        match = _SET_ASIDE_NAME.fullmatch(name)
+        if match is None or not is_output_name(match["name"]) or process_alive(int(match["pid"])):
+            continue
+        said.append(_recover_set_aside(folder / name, folder / match["name"], int(match["pid"])))
+        log.warning("warning: %s", said[-1])
+    return said
+
+
+def restore_set_aside_outputs_of(paths: Iterable[PathLike]) -> List[str]:
+    """:func:`restore_set_aside_outputs` for the outputs ``paths``, one look into each of their folders."""
+    names_by_folder = {}  # type: Dict[Path, set]
+    for path in paths:
+        path = Path(path)
+        names_by_folder.setdefault(path.parent, set()).add(path.name)
+    said = []
+    for folder, names in names_by_folder.items():
+        said += restore_set_aside_outputs(folder, names.__contains__)
+    return said
+
+
 def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
     """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself; when a move
     fails (an error, a file held open, Ctrl-C), the targets already placed are removed and the files they
     replaced put back, so the targets are all new or all as they were. A file that cannot be put back stays in
-    its hidden ``.<name>.<pid>.old`` beside the target (never deleted). Returns the targets placed."""
+    its hidden ``.<name>.<pid>.old`` beside the target (never deleted), as does one of a process killed between
+    the two renames (SIGKILL, a power cut): the next write of that output puts it back or makes it visible
+    (:func:`restore_set_aside_outputs`). Returns the targets placed."""
     moved, placed = [], []  # (target, backup) of replaced files; targets put in place
     try:
         for source, target in moves:
             target = Path(target)
             if target.exists():
-                backup = target.with_name(f".{target.name}.{os.getpid()}.old")
+                backup = set_aside_path(target)
                 _set_aside(target, backup)
                 moved.append((target, backup))
             replace_file(source, target)

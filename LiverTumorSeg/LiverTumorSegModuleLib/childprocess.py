@@ -163,22 +163,11 @@ def kill_process_tree(pid: int) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while a process with this ID exists and is not a zombie."""
-    if sys.platform.startswith("win"):  # os.kill would terminate it there
-        out = subprocess.run(["tasklist", "/FI", f"PID eq {int(pid)}", "/NH"], capture_output=True, text=True,
-                             **_NO_CONSOLE_WINDOW)
-        return str(int(pid)) in out.stdout
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    """True while a process with this ID exists and is not a zombie (the library's
+    :func:`LiverTumorSegLib.processes.process_alive`, which also answers on Windows without ``tasklist``)."""
+    from LiverTumorSegLib.processes import process_alive
+
+    return process_alive(pid)
 
 
 # --- subprocess runner (headless tests, POSIX) ----------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
-from ..fileutil import atomic_outputs, file_identities, full_suffix
+from ..fileutil import atomic_outputs, file_identities, full_suffix, restore_set_aside_outputs_of
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -285,6 +285,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
     statuses = {}  # type: Dict[str, CaseStatus]
     todo = []
+    # a label map a killed --overwrite run left hidden is back before "already segmented" is judged by it
+    restore_set_aside_outputs_of([path for case in cases for path in (case.output_path, case.report_path)])
     for case in cases:
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)

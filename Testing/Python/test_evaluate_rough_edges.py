@@ -518,3 +518,24 @@ def test_an_interrupted_evaluate_leaves_another_runs_results_in_a_folder_both_ma
     monkeypatch.setattr(report, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert main(command) == 130
     assert results.is_dir() and not list(results.iterdir())  # results/ existed before this run: kept, empty
+
+
+def test_results_a_killed_overwrite_run_left_hidden_are_put_back_before_they_are_judged(tmp_path, capsys, caplog):
+    """A SIGKILL while evaluate --overwrite moved its results in left the earlier cases.csv and summary.json only
+    as hidden '.cases.csv.<pid>.old' files; the next run without --overwrite then wrote its own beside them."""
+    import subprocess
+    import sys
+
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    for name in ("cases.csv", "summary.json"):
+        (out / f".{name}.{dead}.old").write_text(f"earlier {name}", encoding="utf-8")
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 2
+    err = capsys.readouterr().err + caplog.text  # logging goes to stderr in a real run, to caplog under pytest
+    assert "cases.csv' was restored" in err and "already exists; pass --overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "summary.json"]
+    assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"

@@ -180,3 +180,74 @@ def test_an_output_that_is_a_folder_is_called_a_folder_with_or_without_overwrite
             fileutil.check_can_write(folder, overwrite=overwrite)
         assert not isinstance(refused.value, OutputExistsError) and "--overwrite" not in str(refused.value)
     assert folder.is_dir()
+
+
+def _ended_process_id() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(ended.stdout)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="SIGKILL is POSIX")
+def test_an_output_a_killed_run_left_set_aside_is_put_back_with_a_warning(tmp_path, caplog):
+    """A SIGKILL between move_all_or_none's two renames (the earlier output set aside, the new one not moved in yet)
+    left the user's output only as a hidden '.seg.nii.gz.<pid>.old', and nothing said so. The next write of that
+    output puts it back (so it is not replaced without --overwrite) and says so."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "seg.nii.gz"
+    target.write_text("the user's earlier result")
+    killed_between_the_renames = (
+        "import os, signal, sys\n"
+        "from LiverTumorSegLib import fileutil\n"
+        "real = fileutil.replace_file\n"
+        "def replace(source, target):\n"
+        "    if '.tmp' in os.path.basename(source):  # the new output, after the earlier one was set aside\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(source, target)\n"
+        "fileutil.replace_file = replace\n"
+        "with fileutil.atomic_outputs({'labels': sys.argv[1]}, overwrite=True) as tmp:\n"
+        "    tmp['labels'].write_text('new')\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    ended = subprocess.run([sys.executable, "-c", killed_between_the_renames, str(target)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == -9, ended.stderr
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.endswith(".old")]
+    assert not target.exists() and len(hidden) == 1 and hidden[0].startswith(".seg.nii.gz.")  # the defect's state
+
+    with caplog.at_level("WARNING"):
+        with pytest.raises(OutputExistsError):  # back, and so not replaced without --overwrite
+            fileutil.check_can_write(target)
+    assert target.read_text() == "the user's earlier result"
+    assert not any(p.name.endswith(".old") for p in tmp_path.iterdir())
+    assert f"'{target}' was restored" in caplog.text and hidden[0] in caplog.text
+
+
+def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_ones_is_left_alone(tmp_path):
+    """When the output exists again (the killed run had already moved its new file in, or a later run wrote it),
+    the set-aside earlier version is the only copy of what it held: it is renamed to a visible name and said,
+    never deleted. A running process's (between its two renames right now) and other outputs' are left alone."""
+    dead, running = _ended_process_id(), os.getppid()
+    (tmp_path / "r.json").write_text("newer")
+    (tmp_path / f".r.json.{dead}.old").write_text("earlier")
+    (tmp_path / f".seg.nii.gz.{running}.old").write_text("a running run's")
+    (tmp_path / f".other.nii.gz.{dead}.old").write_text("another output's")
+    said = fileutil.restore_set_aside_outputs_of([tmp_path / "r.json", tmp_path / "seg.nii.gz"])
+    assert len(said) == 1 and f"r.json.{dead}.old" in said[0] and "delete it if you do not need it" in said[0]
+    assert (tmp_path / "r.json").read_text() == "newer"
+    assert (tmp_path / f"r.json.{dead}.old").read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".other.nii.gz.{dead}.old", f".seg.nii.gz.{running}.old", "r.json", f"r.json.{dead}.old"])
+
+
+def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
+    from LiverTumorSegLib import processes
+
+    assert processes.process_alive(os.getpid()) and processes.process_alive(os.getppid())
+    assert not processes.process_alive(_ended_process_id())
+    assert not processes.process_alive(0) and not processes.process_alive(2 ** 40)

@@ -572,3 +572,23 @@ def test_a_status_file_that_cannot_be_written_does_not_hide_the_table(tmp_path, 
                      "--device", "cpu", "--precision", "fp32", "--no-progress"])
     assert code == 0 and "1 done, 0 skipped" in capsys.readouterr().out
     assert "batch_status.csv was not written" in caplog.text and "No space left" in caplog.text
+
+
+def test_a_label_map_a_killed_overwrite_run_left_hidden_is_put_back_and_counts_as_segmented(tmp_path, caplog):
+    """A batch --overwrite killed between setting a case's earlier label map aside and moving the new one in left
+    it only as the hidden '.ct_0.nii.gz.<pid>.old': a resumed run segmented the case again beside it, without a
+    word. It is put back first now (and said), so the resumed run keeps it as the earlier run's result."""
+    import subprocess
+    import sys
+
+    write_phantoms(tmp_path / "cts", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (out / f".ct_0.nii.gz.{dead}.old").write_bytes(b"the earlier run's label map")
+    with caplog.at_level("WARNING"):
+        statuses = segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter())
+    assert [s.status for s in statuses] == ["skipped"]
+    assert (out / "ct_0.nii.gz").read_bytes() == b"the earlier run's label map"
+    assert sorted(p.name for p in out.iterdir()) == ["ct_0.nii.gz"] and "ct_0.nii.gz' was restored" in caplog.text

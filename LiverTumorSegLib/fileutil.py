@@ -209,12 +209,18 @@ system's out-of-memory killer, SIGKILL, a power cut) and is removed when the sam
 _TEMPORARY_PID = re.compile(r"\.(\d+)-[^./]*\.tmp")
 
 
-def remove_stale_temporaries(folder: Path, prefix: str, suffix: str) -> None:
-    """Remove hidden temporary files ``{prefix}{pid}-{random}{suffix}`` in ``folder`` (as :func:`atomic_output`
-    names them; also one nested inside another, ``.{prefix}...``) whose writing processes have all ended
-    (:func:`~.processes.process_alive`) and which are older than :data:`STALE_TEMPORARY_SECONDS`. Never raises."""
+def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
+                             min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> None:
+    """Remove temporary files and folders ``{prefix}{pid}-{random}{suffix}`` in ``folder`` (as
+    :func:`atomic_output` names them; also one nested inside another, ``.{prefix}...``) whose writing processes
+    have all ended (:func:`~.processes.process_alive`) and which were last changed more than ``min_age_seconds``
+    ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over the network may hold the temporaries of
+    a run on another computer, whose process ids mean nothing here). Never raises."""
+    import shutil
+
     from .processes import process_alive
 
+    folder = Path(folder)
     try:
         names = [entry.name for entry in os.scandir(folder)]
     except OSError:
@@ -228,7 +234,11 @@ def remove_stale_temporaries(folder: Path, prefix: str, suffix: str) -> None:
             continue  # an older naming (no process id), or a writer still running
         candidate = folder / name
         try:
-            if now - candidate.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+            if now - candidate.lstat().st_mtime <= min_age_seconds:
+                continue
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
                 candidate.unlink()
         except OSError:
             pass

@@ -520,6 +520,45 @@ def test_an_interrupted_evaluate_leaves_another_runs_results_in_a_folder_both_ma
     assert results.is_dir() and not list(results.iterdir())  # results/ existed before this run: kept, empty
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="SIGKILL is POSIX")
+def test_a_later_run_removes_the_staging_folder_of_a_killed_run_but_not_a_running_ones(tmp_path, capsys):
+    """A SIGKILLed evaluate (the out-of-memory killer) left OUT/.evaluate.<random>.tmp/ with its results for good:
+    the name did not say whose it was. It names its process now, and a later run into OUT removes one whose
+    process has ended (untouched for 10 minutes: OUT may be shared with another computer); a running one's stays."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from LiverTumorSegLib import fileutil
+
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    out = tmp_path / "out"
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out),
+            "--no-surface"]
+    killed_while_moving = ("import os, signal, sys\n"
+                           "from LiverTumorSegLib import cli, fileutil\n"
+                           "fileutil.move_all_or_none = lambda moves: os.kill(os.getpid(), signal.SIGKILL)\n"
+                           "sys.exit(cli.main(sys.argv[1:]))\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.Popen([sys.executable, "-c", killed_while_moving] + args, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == -9, err
+    left = [p for p in out.iterdir() if p.name.startswith(".evaluate.")]
+    assert len(left) == 1 and left[0].is_dir() and left[0].name.startswith(f".evaluate.{run.pid}-")
+    assert (left[0] / "cases.csv").is_file()
+    running = out / f".evaluate.{os.getppid()}-k3j4h5g6.tmp"  # a run still going (its process is alive)
+    running.mkdir()
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    for folder in (left[0], running):
+        os.utime(folder, (old, old))
+    assert main(args) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted([running.name, "cases.csv", "plots", "summary.json"])
+
+
 def test_results_a_killed_overwrite_run_left_hidden_are_put_back_before_they_are_judged(tmp_path, capsys, caplog):
     """A SIGKILL while evaluate --overwrite moved its results in left the earlier cases.csv and summary.json only
     as hidden '.cases.csv.<pid>.old' files; the next run without --overwrite then wrote its own beside them."""

@@ -50,6 +50,11 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+TEMP_FOLDER_PREFIX = "LiverTumorSeg."
+"""A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{random}.tmp`` (``pid``: Slicer's process). It
+holds a copy of the CT (patient data): one that Slicer left behind when it crashed or was killed while a job ran
+is removed when a later job starts, once that process has ended (:func:`remove_stale_job_folders`)."""
+
 REMOVE_RETRY_SECONDS = (0.1, 0.2, 0.3, 0.4)
 SIGKILL_NUMBER = 9  # on every POSIX system
 _MEMORY_HINT = ("; when nobody stopped it, the system most likely ran out of memory and killed it: close other "
@@ -86,6 +91,15 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
             name = f"signal {number}"
         return f"{what} was stopped by {name} (exit code {code}; {last_line or 'no message'})."
     return f"{what} ended with exit code {code} ({last_line or 'no message'})."
+
+
+def remove_stale_job_folders(temp_root: Optional[str] = None) -> None:
+    """Remove the temporary folders (:data:`TEMP_FOLDER_PREFIX`) in ``temp_root`` (default: the system's) whose
+    Slicer process has ended, at once: they are this computer's own, so a process id that is not running means
+    a Slicer that died with its job running (the folder of a running one is never touched). Never raises."""
+    from LiverTumorSegLib.fileutil import remove_stale_temporaries
+
+    remove_stale_temporaries(temp_root or tempfile.gettempdir(), TEMP_FOLDER_PREFIX, ".tmp", min_age_seconds=0)
 
 
 class ChildJob:
@@ -164,9 +178,12 @@ class ChildJob:
         return time.time() - self._start_time
 
     def start(self) -> "ChildJob":
-        """Prepare the inputs and start the child (main thread); on any failure the temporary folder is removed."""
+        """Prepare the inputs and start the child (main thread); on any failure the temporary folder is removed.
+        Folders that earlier Slicer processes left behind are removed first (:func:`remove_stale_job_folders`)."""
         self._start_time = time.time()
-        self.temp_dir = tempfile.mkdtemp(prefix="LiverTumorSeg-", dir=self._temp_root)
+        remove_stale_job_folders(self._temp_root)
+        self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_FOLDER_PREFIX}{os.getpid()}-", suffix=".tmp",
+                                         dir=self._temp_root)
         try:
             args = self._prepare()
             self._runner.start(self._python, args, childprocess.child_environment(self._library_root, self._env))

@@ -709,3 +709,44 @@ def test_a_wait_that_raises_kills_the_child_and_removes_its_files(fake):
     assert not running._runner.is_running()
     assert list(fake.temp_root.iterdir()) == []
     assert running.poll().kind == job.CANCELLED
+
+
+@posix_only
+def test_a_job_folder_left_by_a_slicer_that_died_is_removed_when_the_next_job_starts(fake):
+    """Slicer killed (or crashed) while a job ran left its temporary folder, with the copy of the CT (patient
+    data), in the temporary folder for good. The folder names Slicer's process now; the next job removes those of
+    processes that have ended, never one of a Slicer still running."""
+    import signal
+    import subprocess
+
+    slicer_dies_during_a_job = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT / "LiverTumorSeg")!r})
+        from LiverTumorSegModuleLib import childjob
+
+        class Job(childjob.ChildJob):
+            def _prepare(self):
+                with open(self._path("ct.nii"), "wb") as handle:
+                    handle.write(b"the patient's CT")
+                return []
+
+        class Runner:
+            def start(self, program, args, env):
+                pass
+
+        Job(Runner(), sys.executable, {str(ROOT)!r}, temp_root=sys.argv[1]).start()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    slicer = subprocess.run([sys.executable, "-c", slicer_dies_during_a_job, str(fake.temp_root)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert slicer.returncode == -signal.SIGKILL, slicer.stderr
+    left = list(fake.temp_root.iterdir())
+    assert len(left) == 1 and (left[0] / "ct.nii").is_file()  # what the crash leaves
+    running = fake.temp_root / f"LiverTumorSeg.{os.getppid()}-q1w2e3r4.tmp"  # another Slicer, still running
+    running.mkdir()
+    (running / "ct.nii").write_bytes(b"in use")
+    segmentation_job = fake.job().start()
+    assert os.path.basename(segmentation_job.temp_dir).startswith(f"LiverTumorSeg.{os.getpid()}-")
+    assert segmentation_job.wait(timeout_s=60).kind == job.DONE
+    assert list(fake.temp_root.iterdir()) == [running] and (running / "ct.nii").is_file()

@@ -277,8 +277,10 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                   on_loaded: Optional[Callable[[], None]] = None, share_cores: bool = True) -> List[CaseStatus]:
     """Segment ``cases`` in order with one :class:`~.segmenter.Segmenter` (model loaded once, its options
     apply to every case); returns one :class:`CaseStatus` per case, in order. ``on_case`` is called as each
-    case finishes (written or failed). A segmenter not loaded yet is loaded while the first two CTs are read;
-    ``on_loaded`` is called once it is (a load error is raised, not recorded as a case's failure).
+    case finishes (written or failed). A segmenter not loaded yet is loaded on a thread of its own while the
+    first two CTs are read (an interruption meanwhile does not wait for the load: the ``livertumorseg``
+    command then ends at once, see ``cli.console_main``); ``on_loaded`` is called once it is (a load error is
+    raised, not recorded as a case's failure).
     ``share_cores=False`` lets the CPU network keep all its threads while the helpers work (for comparison)."""
     allow_non_hu = bool(getattr(getattr(segmenter, "options", None), "allow_non_hu", False))
     share = CoreShare()
@@ -315,7 +317,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)
 
-    from .segmenter import _estimate_and_check_memory
+    from .segmenter import _estimate_and_check_memory, _load_in_background
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
@@ -326,12 +328,17 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 reads[index] = submit_in_caller_context(reader, _read_case, todo[index], allow_non_hu, share)
 
         # the first two CTs are read while the model loads: the load (imports, mostly one thread) leaves a core
-        # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before
+        # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before.
+        # The load runs on a thread of its own (does nothing when already loaded) and the main thread only waits
+        # for it: Ctrl-C is raised in the main thread, and one that landed inside the import system while the
+        # main thread imported torch and MONAI could leave Python's import lock held for good, so that the
+        # reader's next import (it imports lazily) never returned and the run hung instead of stopping
+        loading = _load_in_background(segmenter) if todo else None  # every case done: nothing to load for
         start_read(0)
         start_read(1)
-        if todo:  # every case already done: nothing to load the model for
+        if loading is not None:
             try:
-                segmenter.load()  # beside the first reads (does nothing when already loaded)
+                loading.result()
             except BaseException:
                 for future in reads.values():
                     future.cancel()

@@ -364,14 +364,18 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
 def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrite: bool) -> List[Path]:
     from ..metrics.report import plot_case_overlay
 
-    return [plot_case_overlay(o["pred"], o["ref"], plots_dir / f"overlay_{o['tag']}_{o['case']}.png",
+    return [plot_case_overlay(o["pred"], o["ref"], plots_dir / OVERLAY_PLOT_NAME.format(tag=o["tag"], case=o["case"]),
                               image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite,
                               slice_s_mm=o["slice_s_mm"])
             for o in overlays]
 
 
-PLOT_NAME_PATTERNS = ("boxplots.png", "roc_tumor.png", "roc_liver.png", "overlay_best_*.png", "overlay_worst_*.png")
-"""The names of the pictures evaluate draws in ``OUT_DIR/plots``."""
+BOXPLOT_NAME = "boxplots.png"
+ROC_PLOT_NAME = "roc_{structure}.png"             # structure: tumor or liver (--prob-structure)
+OVERLAY_PLOT_NAME = "overlay_{tag}_{case}.png"    # tag: best or worst
+"""The names of the pictures evaluate draws in ``OUT_DIR/plots``; :data:`PLOT_NAME_PATTERNS` matches them."""
+PLOT_NAME_PATTERNS = (BOXPLOT_NAME, ROC_PLOT_NAME.format(structure="tumor"), ROC_PLOT_NAME.format(structure="liver"),
+                      OVERLAY_PLOT_NAME.format(tag="best", case="*"), OVERLAY_PLOT_NAME.format(tag="worst", case="*"))
 
 
 def is_evaluate_plot_name(name: str) -> bool:
@@ -505,16 +509,16 @@ def evaluate_folders(args) -> Dict[str, object]:
                 notes.append(f"no box plots: {len(rows)} case (box plots need {MIN_BOXPLOT_CASES} or more; "
                              f"cases.csv holds its values)")
             else:
-                boxplots = plot_metric_boxplots(rows, staged["plots"] / "boxplots.png", overwrite=True)
+                boxplots = plot_metric_boxplots(rows, staged["plots"] / BOXPLOT_NAME, overwrite=True)
                 if boxplots is not None:
                     written.append(boxplots)
             if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
                 log.warning("No ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
                             "true-positive rate is undefined.", args.prob_structure)
             if curve is not None and math.isfinite(curve.auc):
-                written.append(plot_roc_curve(curve, staged["plots"] / f"roc_{args.prob_structure}.png",
-                                              title=f"ROC, {args.prob_structure} voxels, {roc_cases} case(s)",
-                                              overwrite=True))
+                roc_plot = staged["plots"] / ROC_PLOT_NAME.format(structure=args.prob_structure)
+                written.append(plot_roc_curve(curve, roc_plot, overwrite=True,
+                                              title=f"ROC, {args.prob_structure} voxels, {roc_cases} case(s)"))
             written.extend(_write_overlays(overlays, staged["plots"], True))
         written = [out_dir / Path(p).relative_to(staged["table"].parent) for p in written]
     return {"rows": rows, "summary": summary, "written": list(written), "notes": notes}

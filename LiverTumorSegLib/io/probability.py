@@ -58,8 +58,9 @@ def _as_probabilities(array, divisor: float) -> "object":
 
 
 def probability_scores(array, path, content: str = "") -> "object":
-    """Probabilities in [0, 1] as float32 from a probability map (``measure --probabilities``): integers divided
-    by their :func:`probability_divisor` (which says which maps are refused), floats taken as they are."""
+    """Probabilities in [0, 1] as float32 from a probability map array (library API; the commands read files with
+    :func:`read_probability_levels` / :func:`read_probability_map`): integers divided by their
+    :func:`probability_divisor` (which says which maps are refused), floats taken as they are."""
     import numpy as np
 
     array = np.asarray(array)
@@ -86,7 +87,7 @@ def read_probability_levels(path, reference, not_on_grid: str,
 def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError,
                          keep_uint8: bool = False) -> "object":
     """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
-    (:func:`read_probability_levels`, :func:`probability_scores`). ``keep_uint8``: a uint8 ``255 x p`` map is
+    (:func:`read_probability_levels`; integers divided by the divisor in float32). ``keep_uint8`` (``measure``): a uint8 ``255 x p`` map is
     returned as it is, not as a float32 copy 4 times its size (:func:`~LiverTumorSegLib.inference.lesion_report.
     lesion_report` takes it so, as it takes segment's own map)."""
     import numpy as np

@@ -223,6 +223,8 @@ class RocAccumulator:
         raw, y = np.asarray(probabilities), np.asarray(labels)
         if not divisor > 0:
             raise ValueError(f"divisor must be > 0, got {divisor}")
+        if np.issubdtype(raw.dtype, np.floating) and divisor != 1.0:  # they were binned as they are, clipped
+            raise ValueError(f"divisor {divisor} is for integer maps (divisor x p); float probabilities are in 0..1")
         if not np.issubdtype(raw.dtype, np.floating) and divisor == 1.0 and raw.size and raw.max() > 1:
             raise ValueError(f"probabilities are {raw.dtype} with values up to {raw.max()}; give them in 0..1 "
                              f"(a uint8 map where 255 = 1.0: divide by 255)")
@@ -237,7 +239,7 @@ class RocAccumulator:
             np.add.at(positives, bins, positives_at)
             np.add.at(negatives, bins, negatives_at)
         else:
-            positives, negatives = self._float_counts(raw, y)
+            positives, negatives = self._float_counts(raw, y, divisor)
         self.positives += positives
         self.negatives += negatives
 
@@ -245,12 +247,16 @@ class RocAccumulator:
         """The bin of each probability (float32; clipped to 0..1)."""
         return np.clip((np.clip(probabilities, 0.0, 1.0) * self.n_bins).astype(np.int64), 0, self.n_bins - 1)
 
-    def _float_counts(self, probabilities: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """``(positives, negatives)`` per bin of a float (or wide integer) map, in pieces of float32."""
+    def _float_counts(self, probabilities: np.ndarray, labels: np.ndarray,
+                      divisor: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+        """``(positives, negatives)`` per bin of a float (or wide integer) map, in pieces of float32 (integers
+        divided by ``divisor`` in float32, as the counted levels are)."""
         positives = np.zeros(self.n_bins, dtype=np.int64)
         negatives = np.zeros(self.n_bins, dtype=np.int64)
         for part, positive in _flat_chunks(probabilities, labels):
             p = part.astype(np.float32, copy=False)
+            if divisor != 1.0:
+                p = p / np.float32(divisor)
             if not np.isfinite(p).all():  # NaN was binned as p = 0 (roc_auc refuses it)
                 raise ValueError("probabilities contain NaN or Inf; give finite values in 0..1")
             bins = self._bins(p)

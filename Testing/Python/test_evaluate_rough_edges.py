@@ -550,7 +550,8 @@ def test_a_later_run_removes_the_staging_folder_of_a_killed_run_but_not_a_runnin
     left = [p for p in out.iterdir() if p.name.startswith(".evaluate.")]
     assert len(left) == 1 and left[0].is_dir() and left[0].name.startswith(f".evaluate.{run.pid}-")
     assert (left[0] / "cases.csv").is_file()
-    running = out / f".evaluate.{os.getppid()}-k3j4h5g6.tmp"  # a run still going (its process is alive)
+    running = out / f".evaluate.{os.getpid()}-k3j4h5g6.tmp"  # a run still going (this process: alive; the
+    # parent is pid 0 when pytest is a container's first process, which names no process)
     running.mkdir()
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
     for folder in (left[0], running):

@@ -424,12 +424,12 @@ def _binned_counts(probabilities_float32, labels, n_bins=1000):
     return (np.bincount(bins[positive], minlength=n_bins), np.bincount(bins[~positive], minlength=n_bins))
 
 
-@pytest.mark.parametrize("chunk", [None, 97])
+@pytest.mark.parametrize("chunk", [None, 97, 50, 5])
 def test_roc_of_a_255_map_as_stored_equals_that_of_its_probabilities_exactly(monkeypatch, chunk):
     """evaluate --prob scores a `segment --probabilities` map (uint8 255 x p, int16 as read) as stored, counted
     per level, instead of sorting a float copy: the per-case AUC, the curve and the pooled bins must be exactly
     those of the float32 probabilities (k / 255) the sort-based code scored, ties and empty levels included."""
-    if chunk is not None:  # several pieces, one slab split (a slab of 8 x 9 voxels is smaller than 97)
+    if chunk is not None:  # 97: whole slabs of 8 x 9 voxels a piece; 50: a slab split into its rows; 5: rows split
         monkeypatch.setattr(roc, "CHUNK_VOXELS", chunk)
     rng = np.random.default_rng(28)
     pooled_levels, pooled_floats = roc.RocAccumulator(), roc.RocAccumulator()
@@ -459,7 +459,24 @@ def test_roc_of_a_255_map_as_stored_equals_that_of_its_probabilities_exactly(mon
     assert pooled_levels.curve().auc == pooled_floats.curve().auc
 
 
-@pytest.mark.parametrize("chunk", [None, 50])
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_roc_accumulator_divides_wide_integer_maps_and_refuses_a_divisor_for_floats(monkeypatch, chunk):
+    """An integer map spanning more values than are counted per level is binned in pieces: its divisor was ignored
+    there (every nonzero value clipped into the top bin); a float map with a divisor was binned undivided."""
+    if chunk is not None:
+        monkeypatch.setattr(roc, "CHUNK_VOXELS", chunk)
+    scores = np.array([0, 10000, 50000, 100000, 65000, 99999], np.int32)  # spans > MAX_COUNTED_LEVELS values
+    labels = np.array([0, 0, 1, 1, 0, 1], bool)
+    accumulator = roc.RocAccumulator(n_bins=10)
+    accumulator.add(scores, labels, divisor=100000)
+    np.testing.assert_array_equal(accumulator.positives, [0, 0, 0, 0, 0, 1, 0, 0, 0, 2])
+    np.testing.assert_array_equal(accumulator.negatives, [1, 1, 0, 0, 0, 0, 1, 0, 0, 0])
+    with pytest.raises(ValueError, match="divisor 255 is for integer maps"):
+        accumulator.add(scores.astype(np.float32) * 255 / 100000, labels, divisor=255)
+    np.testing.assert_array_equal(accumulator.positives, [0, 0, 0, 0, 0, 1, 0, 0, 0, 2])  # left as it was
+
+
+@pytest.mark.parametrize("chunk", [None, 50, 5])
 def test_roc_auc_of_a_float_map_is_the_exact_mann_whitney_count(monkeypatch, chunk):
     """Float maps are scored by the Mann-Whitney count (the smaller class sorted, the other searched in it piece
     by piece), exact in integers and rounded once: equal to the pairwise count, ties half, either class the

@@ -203,8 +203,9 @@ def same_file_among(paths) -> bool:
 
 
 STALE_TEMPORARY_SECONDS = 600
-"""A temporary output file of a process that no longer runs, untouched this long, is left over from a kill (the
-system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written again."""
+"""A temporary output file (or folder) of a process that no longer runs, untouched this long, is left over from a
+kill (the system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written
+again."""
 
 _TEMPORARY_PID = re.compile(r"\.(\d+)-[^./]*\.tmp")
 

@@ -141,7 +141,7 @@ def descendant_pids(pid: int) -> List[int]:
 
 _NO_CONSOLE_WINDOW = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if sys.platform.startswith("win") \
     else {}
-"""On Windows, taskkill and tasklist started from Slicer (a GUI program) would flash a console window."""
+"""On Windows, taskkill started from Slicer (a GUI program) would flash a console window."""
 
 
 def kill_process_tree(pid: int) -> None:

@@ -317,7 +317,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             status.status, status.message = "failed", f"post-processing or writing: {_one_line(exc)}"
         finished(status)
 
-    from .segmenter import _estimate_and_check_memory, _load_in_background
+    from .segmenter import _estimate_and_check_memory, _load_in_background, wait_for_load
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-reader") as reader, \
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="case-finisher") as finisher:
@@ -338,7 +338,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         start_read(1)
         if loading is not None:
             try:
-                loading.result()
+                wait_for_load(loading)  # Ctrl-C is not delayed by the load (Windows)
             except BaseException:
                 for future in reads.values():
                     future.cancel()

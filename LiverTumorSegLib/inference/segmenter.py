@@ -505,7 +505,7 @@ class Segmenter:
             raise
         if loading is not None:
             reporter(0.02, "loading model")
-            loading.result()
+            wait_for_load(loading)
             self._load_overlapped_read = True
             reporter(0.05, "loading model")
         elif not self.loaded:
@@ -536,6 +536,21 @@ class Segmenter:
         result.seconds = time.perf_counter() - start  # the whole run: 'wrote ... (0.6 s)' hid a 3.5 s read and load
         reporter(1.0, "done")
         return result
+
+
+LOAD_WAIT_STEP_SECONDS = 0.25
+"""How long one wait for the model-load thread lasts (:func:`wait_for_load`)."""
+
+
+def wait_for_load(loading: "concurrent.futures.Future") -> Any:
+    """``loading.result()`` waited for in steps of :data:`LOAD_WAIT_STEP_SECONDS`: on Windows before Python 3.14 a
+    lock wait without a timeout cannot be interrupted, so Ctrl-C during the model load would wait for the whole
+    load (torch, MONAI, CUDA: tens of seconds from a cold disk), and forever if the load hangs."""
+    while True:
+        try:
+            return loading.result(timeout=LOAD_WAIT_STEP_SECONDS)
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 def _load_in_background(segmenter: "Segmenter") -> "concurrent.futures.Future":

@@ -144,6 +144,7 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
         outside = parts_outside(coarse_labels, box, factors, coarse.spacing_zyx, components=components)
         if outside["count"]:
             record["parts_outside_crop"] = outside
+    del components  # not held through the fine pass (int32 on the coarse grid)
     if box is None:
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
         record["fallback"] = "no liver on the coarse pass: the whole volume was segmented"

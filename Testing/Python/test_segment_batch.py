@@ -602,6 +602,7 @@ from pathlib import Path
 from LiverTumorSegLib.inference import batch
 
 out = Path(sys.argv[1])
+assert "xml.dom.minidom" not in sys.modules  # the reader's import below must be a new one, taking the lock
 main = threading.main_thread()
 loading = threading.Event()
 
@@ -670,3 +671,30 @@ def test_ctrl_c_while_the_model_loads_ends_the_batch_and_never_hangs_on_the_impo
     except subprocess.TimeoutExpired:
         pytest.fail("the interrupted batch hung (waiting for a reader blocked on the import lock)")
     assert run.returncode == 130, run.stderr
+
+
+def test_the_wait_for_the_model_load_is_never_an_untimed_lock_wait():
+    """On Windows before Python 3.14 an untimed lock wait cannot be interrupted: Ctrl-C while a batch (or one CT)
+    waited for its model-load thread was delayed until the load ended (forever if it hung). The wait is made in
+    steps with a timeout; the load's result and error come through unchanged."""
+    import concurrent.futures
+
+    from LiverTumorSegLib.inference.segmenter import wait_for_load
+
+    class SlowLoad:
+        def __init__(self, outcome):
+            self.timeouts, self.outcome = [], outcome
+
+        def result(self, timeout=None):
+            assert timeout is not None, "an untimed wait: Ctrl-C could not interrupt it on Windows"
+            self.timeouts.append(timeout)
+            if len(self.timeouts) < 3:
+                raise concurrent.futures.TimeoutError
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+    load = SlowLoad("segmenter")
+    assert wait_for_load(load) == "segmenter" and len(load.timeouts) == 3 and max(load.timeouts) <= 1.0
+    with pytest.raises(RuntimeError, match="package damaged"):
+        wait_for_load(SlowLoad(RuntimeError("package damaged")))

@@ -356,13 +356,21 @@ def _rename_without_replacing(source: Path, target: Path) -> bool:
     return True
 
 
-def _recover_set_aside(backup: Path, target: Path, pid: int) -> str:
-    """Put ``backup`` (set aside by the ended process ``pid``) back as ``target`` when that is missing, else make
-    it visible as ``{target}.{pid}.old``; what was done, for the user. Nothing is deleted: it may be the only
-    copy of the user's earlier output."""
+def _recover_set_aside(backup: Path, target: Path, pid: int, group_incomplete: bool) -> str:
+    """Put ``backup`` (set aside by the ended process ``pid``) back as ``target`` when that is missing, or when
+    ``group_incomplete`` (that process was killed in the middle of replacing several outputs together, so
+    ``target`` is its new file beside earlier ones: it is discarded, as the killed run's own rollback would have
+    done); else make ``backup`` visible as ``{target}.{pid}.old`` (the killed run had replaced every output:
+    ``backup`` is the only copy of the earlier version, never deleted). What was done, for the user."""
     if not os.path.lexists(target) and _rename_without_replacing(backup, target):
         return (f"'{target}' was restored: a run (process {pid}) was stopped while replacing it and had left it "
                 f"hidden as '{backup.name}'; it is the earlier version, not that run's result.")
+    if group_incomplete and os.path.isfile(target) and not os.path.islink(target):
+        with contextlib.suppress(OSError):
+            os.replace(backup, target)
+            return (f"'{target}' was put back to its earlier version: a run (process {pid}) was stopped while "
+                    f"replacing it together with other outputs, and that run's new file beside the earlier ones "
+                    f"was discarded.")
     visible = target.with_name(f"{target.name}.{pid}.old")
     if _rename_without_replacing(backup, visible):
         return (f"an earlier version of '{target}', left hidden as '{backup.name}' by a run (process {pid}) that "
@@ -371,12 +379,10 @@ def _recover_set_aside(backup: Path, target: Path, pid: int) -> str:
             f"replacing it; move it elsewhere or delete it.")
 
 
-def restore_set_aside_outputs(folder: PathLike, is_output_name: Callable[[str], bool]) -> List[str]:
-    """Files that :func:`move_all_or_none` set aside in ``folder`` (hidden ``.{name}.{pid}.old``) for outputs
-    ``is_output_name(name)`` accepts, left there by a process that has ended (killed between its two renames:
-    the user's earlier output was hidden, and nothing said so): each is put back under its own name when that
-    is free, else renamed to the visible ``{name}.{pid}.old``. Each is said in a warning (logged); returns
-    them. Those of a running process are left alone. Never raises."""
+def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[str], bool]
+                                  ) -> List[Tuple[Path, Path, int]]:
+    """``(backup, target, pid)`` of each file :func:`move_all_or_none` set aside in ``folder`` (hidden
+    ``.{name}.{pid}.old``) for an output ``is_output_name(name)`` accepts, by a process that has ended."""
     from .processes import process_alive
 
     folder = Path(folder) if str(folder) else Path(".")
@@ -384,26 +390,51 @@ def restore_set_aside_outputs(folder: PathLike, is_output_name: Callable[[str], 
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".old"))
     except OSError:
         return []
-    said = []
+    found = []
     for name in names:
         match = _SET_ASIDE_NAME.fullmatch(name)
-        if match is None or not is_output_name(match["name"]) or process_alive(int(match["pid"])):
-            continue
-        said.append(_recover_set_aside(folder / name, folder / match["name"], int(match["pid"])))
+        if match is not None and is_output_name(match["name"]) and not process_alive(int(match["pid"])):
+            found.append((folder / name, folder / match["name"], int(match["pid"])))
+    return found
+
+
+def _recover_all(found: Sequence[Tuple[Path, Path, int]]) -> List[str]:
+    """:func:`_recover_set_aside` for each of ``found``, logged as a warning. The files one ended process set
+    aside are one group (a process is killed in at most one :func:`move_all_or_none`): when any of their outputs
+    is missing, the killed run had replaced only some of them, and all are put back (a batch's label map and
+    report, evaluate's table, summary and plots stay of one run)."""
+    incomplete = {pid for _, target, pid in found if not os.path.lexists(target)}
+    said = []
+    for backup, target, pid in found:
+        said.append(_recover_set_aside(backup, target, pid, pid in incomplete))
         log.warning("warning: %s", said[-1])
     return said
 
 
-def restore_set_aside_outputs_of(paths: Iterable[PathLike]) -> List[str]:
-    """:func:`restore_set_aside_outputs` for the outputs ``paths``, one look into each of their folders."""
+def restore_set_aside_outputs(folder: PathLike, is_output_name: Callable[[str], bool]) -> List[str]:
+    """Files that :func:`move_all_or_none` set aside in ``folder`` (hidden ``.{name}.{pid}.old``) for outputs
+    ``is_output_name(name)`` accepts, left there by a process that has ended (killed between its two renames:
+    the user's earlier output was hidden, and nothing said so): put back under their own names, or renamed to
+    the visible ``{name}.{pid}.old`` (:func:`_recover_all`). Each is said in a warning (logged); returns them.
+    Those of a running process are left alone. Never raises."""
+    return _recover_all(_set_aside_by_ended_processes(folder, is_output_name))
+
+
+def restore_set_aside_outputs_of(paths: Iterable[PathLike],
+                                 folders: Sequence[Tuple[PathLike, Callable[[str], bool]]] = ()) -> List[str]:
+    """:func:`restore_set_aside_outputs` for the outputs ``paths`` (one look into each of their folders) and
+    those that each ``(folder, is_output_name)`` of ``folders`` accepts, as one set: the outputs one run replaces
+    together are put back together."""
     names_by_folder = {}  # type: Dict[Path, set]
     for path in paths:
         path = Path(path)
         names_by_folder.setdefault(path.parent, set()).add(path.name)
-    said = []
+    found = []
     for folder, names in names_by_folder.items():
-        said += restore_set_aside_outputs(folder, names.__contains__)
-    return said
+        found += _set_aside_by_ended_processes(folder, names.__contains__)
+    for folder, is_output_name in folders:
+        found += _set_aside_by_ended_processes(folder, is_output_name)
+    return _recover_all(found)
 
 
 def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:

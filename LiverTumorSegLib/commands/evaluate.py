@@ -267,12 +267,12 @@ def _output_paths(out_dir: Path) -> Dict[str, Path]:
 
 
 def _check_outputs(paths: Dict[str, Path], overwrite: bool) -> None:
-    from ..fileutil import restore_set_aside_outputs, restore_set_aside_outputs_of
+    from ..fileutil import restore_set_aside_outputs_of
 
     out_dir = paths["table"].parent
-    # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged
-    restore_set_aside_outputs_of([paths["table"], paths["summary"]])
-    restore_set_aside_outputs(paths["plots"], is_evaluate_plot_name)
+    # results a killed --overwrite run left hidden (.cases.csv.<pid>.old) are back before they are judged, all of
+    # one run together
+    restore_set_aside_outputs_of([paths["table"], paths["summary"]], [(paths["plots"], is_evaluate_plot_name)])
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"-o '{out_dir}' is a file; evaluate writes a folder (cases.csv, summary.json, plots/): "
                          f"name a new or existing folder.")

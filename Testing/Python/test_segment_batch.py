@@ -579,21 +579,28 @@ def test_a_status_file_that_cannot_be_written_does_not_hide_the_table(tmp_path, 
 def test_a_label_map_a_killed_overwrite_run_left_hidden_is_put_back_and_counts_as_segmented(tmp_path, caplog):
     """A batch --overwrite killed between setting a case's earlier label map aside and moving the new one in left
     it only as the hidden '.ct_0.nii.gz.<pid>.old': a resumed run segmented the case again beside it, without a
-    word. It is put back first now (and said), so the resumed run keeps it as the earlier run's result."""
+    word. It is put back first now (and said), so the resumed run keeps it as the earlier run's result. The report
+    is moved first (atomic_outputs), so such a kill also left the killed run's new report in place, its earlier
+    one hidden: that earlier report is put back too (the pair stays of one run), the new one discarded."""
     import subprocess
     import sys
 
     write_phantoms(tmp_path / "cts", 1)
     out = tmp_path / "out"
-    out.mkdir()
+    (out / "reports").mkdir(parents=True)
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
     (out / f".ct_0.nii.gz.{dead}.old").write_bytes(b"the earlier run's label map")
+    (out / "reports" / f".ct_0.json.{dead}.old").write_text('{"run": "earlier"}')
+    (out / "reports" / "ct_0.json").write_text('{"run": "killed"}')  # placed before the label map was
     with caplog.at_level("WARNING"):
         statuses = segment_batch(find_cases(tmp_path / "cts", out), oracle_segmenter())
     assert [s.status for s in statuses] == ["skipped"]
     assert (out / "ct_0.nii.gz").read_bytes() == b"the earlier run's label map"
-    assert sorted(p.name for p in out.iterdir()) == ["ct_0.nii.gz"] and "ct_0.nii.gz' was restored" in caplog.text
+    assert (out / "reports" / "ct_0.json").read_text() == '{"run": "earlier"}'
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["ct_0.nii.gz", "reports",
+                                                                        str(out.joinpath("reports", "ct_0.json").relative_to(out))]
+    assert "ct_0.nii.gz' was restored" in caplog.text and "ct_0.json' was put back to its earlier" in caplog.text
 
 
 CTRL_C_DURING_THE_MODEL_LOAD = '''

@@ -393,7 +393,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         with _quiet_itk():
             image = reader.Execute()
     except RuntimeError as exc:
-        raise_if_out_of_memory(exc, f"{folder} (series {chosen.uid})")
+        raise_if_out_of_memory(exc, str(folder), series=chosen.uid)
         reason = _itk_reason(exc)
         odd = _files_of_another_size(chosen.files)  # ITK words a size mismatch differently by case
         bare = _meta_header_without_preamble(chosen.files)

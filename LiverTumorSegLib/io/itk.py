@@ -6,11 +6,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import InputError, raise_if_out_of_memory
+from ..errors import InputError, out_of_memory_error, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
@@ -118,29 +118,48 @@ def _file_head(path: Path) -> Optional[bytes]:
         return None
 
 
-def _stored_data(path: Path) -> "Optional[Tuple[int, bool, Path, int]]":
-    """``(bytes the file holds for its voxels, deflate-compressed, the file holding them, where they start)`` of a
-    NRRD or MetaImage header, or None when that cannot be told cheaply (ASCII or bzip2 encoding, a list of data
-    files, an unreadable header): then the reader finds any truncation itself. Reads the header text only (a few
-    KB)."""
+class _Header(NamedTuple):
+    """A NRRD or MetaImage header as :func:`_read_header` parsed it."""
+    kind: str                 # "nrrd" or "metaimage"
+    fields: Dict[str, str]    # names lower case (NRRD values as written, MetaImage values lower case)
+    where: Any                # NRRD: where its blank line starts; MetaImage: the ElementDataFile line's match
+    names: Tuple[str, ...]    # the field names as written
+
+
+def _read_header(path: Path) -> Optional[_Header]:
+    """The header of the NRRD or MetaImage file ``path`` (its first 64 KiB read), or None when it is neither or
+    cannot be read or parsed."""
     head = _file_head(path)
     if head is None:
         return None
     if head.startswith(b"NRRD"):
-        return _nrrd_stored(path, head)
-    if full_suffix(path) in (".mha", ".mhd"):
-        return _metaimage_stored(path, head)
-    return None
+        kind, parsed = "nrrd", _nrrd_fields(head)
+    elif full_suffix(path) in (".mha", ".mhd"):
+        kind, parsed = "metaimage", _metaimage_fields(head)
+    else:
+        return None
+    return None if parsed is None else _Header(kind, *parsed)
 
 
-def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int]]":
-    """``(fields, where the header's blank line starts)`` of a NRRD header: field names lower case (``type``,
-    ``data file``), values stripped; comments and ``key:=value`` pairs (free metadata, as teem tells them: the
-    ``:=`` before any ``': '``) left out. None without the blank line that ends a header."""
+def _stored_data(path: Path, header: Optional[_Header] = None) -> "Optional[Tuple[int, bool, Path, int]]":
+    """``(bytes the file holds for its voxels, deflate-compressed, the file holding them, where they start)`` of a
+    NRRD or MetaImage header (``header``: :func:`_read_header` of ``path`` when the caller has it), or None when
+    that cannot be told cheaply (ASCII or bzip2 encoding, a list of data files, an unreadable header): then the
+    reader finds any truncation itself. Reads the header text only (a few KB)."""
+    header = header or _read_header(path)
+    if header is None:
+        return None
+    return (_nrrd_stored if header.kind == "nrrd" else _metaimage_stored)(path, header)
+
+
+def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int, Tuple[str, ...]]]":
+    """``(fields, where the header's blank line starts, names as written)`` of a NRRD header: field names lower
+    case (``type``, ``data file``), values stripped; comments and ``key:=value`` pairs (free metadata, as teem
+    tells them: the ``:=`` before any ``': '``) left out. None without the blank line that ends a header."""
     end = head.find(b"\n\n")
     if end < 0:
         return None
-    fields = {}
+    fields, names = {}, []
     for line in head[:end].decode("latin-1").splitlines()[1:]:
         if line.startswith("#") or ":" not in line:
             continue
@@ -148,14 +167,12 @@ def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int]]":
             continue
         key, _, value = line.partition(":")
         fields[key.strip().lower()] = value.strip()
-    return fields, end
+        names.append(key.strip())
+    return fields, end, tuple(names)
 
 
-def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
-    parsed = _nrrd_fields(head)
-    if parsed is None:
-        return None
-    fields, end = parsed
+def _nrrd_stored(path: Path, header: _Header) -> "Optional[Tuple[int, bool, Path, int]]":
+    fields, end = header.fields, header.where
     encoding = fields.get("encoding", "").lower()
     if encoding not in _NRRD_RAW | _NRRD_DEFLATED or "line skip" in fields or "lineskip" in fields:
         return None
@@ -174,24 +191,22 @@ def _nrrd_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, in
     return size, encoding in _NRRD_DEFLATED, where, start
 
 
-def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any]]":
-    """``(fields, the ElementDataFile line's match)`` of a MetaImage header: the fields before that line (the
-    header's last), names and values lower case. None without an ElementDataFile line."""
+def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple[str, ...]]]":
+    """``(fields, the ElementDataFile line's match, names as written)`` of a MetaImage header: the fields before
+    that line (the header's last), names and values lower case. None without an ElementDataFile line."""
     marker = re.search(rb"(?m)^\s*ElementDataFile\s*=\s*(\S[^\r\n]*)\r?\n?", head)
     if marker is None:
         return None
-    fields = {}
+    fields, names = {}, []
     for line in head[:marker.start()].decode("latin-1").splitlines():
         key, _, value = line.partition("=")
         fields[key.strip().lower()] = value.strip().lower()
-    return fields, marker
+        names.append(key.strip())
+    return fields, marker, tuple(names)
 
 
-def _metaimage_stored(path: Path, head: bytes) -> "Optional[Tuple[int, bool, Path, int]]":
-    parsed = _metaimage_fields(head)
-    if parsed is None:
-        return None
-    fields, marker = parsed
+def _metaimage_stored(path: Path, header: _Header) -> "Optional[Tuple[int, bool, Path, int]]":
+    fields, marker = header.fields, header.where
     if fields.get("headersize", "0") not in ("0", ""):
         return None
     deflated = fields.get("compresseddata", "false") == "true"
@@ -238,7 +253,7 @@ def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
     except MemoryError as exc:  # the voxels' buffer (keep): named as the reader's own failures are
-        raise_if_out_of_memory(exc, str(path))
+        raise out_of_memory_error(exc, reading=str(path)) from exc
     produced = kept.size + after
     if produced < nbytes:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "
@@ -270,23 +285,23 @@ _METAIMAGE_TYPES = {"met_char": "i1", "met_uchar": "u1", "met_short": "i2", "met
                     "met_uint": "u4", "met_long_long": "i8", "met_ulong_long": "u8", "met_float": "f4",
                     "met_double": "f8"}
 """MetaImage ``ElementType`` -> numpy type code (MET_LONG, whose size depends on the platform, is left to ITK)."""
+_METAIMAGE_NAMES = {name.lower(): name for name in (
+    "ObjectType", "NDims", "BinaryData", "CompressedData", "ElementNumberOfChannels", "DimSize", "ElementType",
+    "BinaryDataByteOrderMSB", "ElementByteOrderMSB", "HeaderSize")}
+"""The MetaImage fields the fast read relies on, spelled as MetaIO matches them (case-sensitively: ITK ignores a
+``binarydatabyteordermsb`` line, so another spelling sends the file to ITK)."""
 
 
-def _voxel_dtype(path: Path, reader: Any) -> Optional[np.dtype]:
-    """The numpy type, byte order included, of the voxels of the deflate-compressed NRRD / MetaImage ``path`` as
-    stored, when its header says exactly how ITK would turn the inflated bytes into voxels: a scalar 3D image,
-    ``(x, y, z)`` order with x fastest, of a type ITK reads as the same numpy type (``reader``: after
-    ``ReadImageInformation``), no byte or line skip and no value mapping. Else None: ITK reads the file."""
-    head = _file_head(path)
-    if head is None or reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+def _voxel_dtype(header: Optional[_Header], reader: Any) -> Optional[np.dtype]:
+    """The numpy type, byte order included, of the voxels of a deflate-compressed NRRD / MetaImage as stored
+    (``header``: :func:`_read_header` of it), when its header says exactly how ITK would turn the inflated bytes
+    into voxels: a scalar 3D image, ``(x, y, z)`` order with x fastest, of a type ITK reads as the same numpy type
+    (``reader``: after ``ReadImageInformation``), no byte or line skip and no value mapping. Else None: ITK reads
+    the file."""
+    if header is None or reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
         return None
     size = tuple(int(n) for n in reader.GetSize())
-    if head.startswith(b"NRRD"):
-        dtype = _nrrd_voxel_dtype(head, size)
-    elif full_suffix(path) in (".mha", ".mhd"):
-        dtype = _metaimage_voxel_dtype(head, size)
-    else:
-        return None
+    dtype = (_nrrd_voxel_dtype if header.kind == "nrrd" else _metaimage_voxel_dtype)(header, size)
     if dtype is None or dtype.newbyteorder("=") != _itk_numpy_dtype(reader.GetPixelID()):
         return None
     return dtype
@@ -307,11 +322,8 @@ def _with_byte_order(code: str, big_endian: Optional[bool]) -> Optional[np.dtype
     return np.dtype((">" if big_endian else "<") + code)
 
 
-def _nrrd_voxel_dtype(head: bytes, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
-    parsed = _nrrd_fields(head)
-    if parsed is None:
-        return None
-    fields = parsed[0]
+def _nrrd_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
+    fields = header.fields
     if set(fields) - _NRRD_LAYOUT_FIELDS - _NRRD_FIELDS_KEEPING_VOXELS or fields.get("dimension") != "3" \
             or fields.get("sizes", "").split() != [str(n) for n in size_xyz] \
             or fields.get("encoding", "").lower() not in _NRRD_DEFLATED:
@@ -323,11 +335,10 @@ def _nrrd_voxel_dtype(head: bytes, size_xyz: Tuple[int, ...]) -> Optional[np.dty
     return _with_byte_order(code, {"big": True, "little": False}.get(endian))
 
 
-def _metaimage_voxel_dtype(head: bytes, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
-    parsed = _metaimage_fields(head)
-    if parsed is None:
+def _metaimage_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
+    fields = header.fields
+    if any(_METAIMAGE_NAMES.get(name.lower(), name) != name for name in header.names):
         return None
-    fields = parsed[0]
     if fields.get("objecttype", "image") != "image" or fields.get("ndims") != "3" \
             or fields.get("binarydata") != "true" or fields.get("compresseddata") != "true" \
             or fields.get("elementnumberofchannels", "1") != "1" \
@@ -369,11 +380,12 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
                           if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
     itemsize = _itk_itemsize(reader.GetPixelID())
-    stored = _stored_data(path)
+    header = _read_header(path)
+    stored = _stored_data(path, header)
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, *stored[:2])
     check_memory_for_read(shape, itemsize, str(path))
-    stored_dtype = _voxel_dtype(path, reader) if stored is not None and stored[1] else None
+    stored_dtype = _voxel_dtype(header, reader) if stored is not None and stored[1] else None
     inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
     if inflated is not None:  # the check's bytes made voxels: ITK would inflate the whole stream again
         volume = _volume_from_voxels(_voxels_from_inflated(inflated, stored_dtype, reader.GetSize()),

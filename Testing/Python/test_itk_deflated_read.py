@@ -29,7 +29,9 @@ def _values(dtype: str) -> np.ndarray:
         return rng.integers(0, 256, SHAPE_ZYX).astype(np.uint8)
     if dtype == "int16":
         return rng.integers(-1024, 3000, SHAPE_ZYX).astype(np.int16)
-    return (rng.normal(0.0, 300.0, SHAPE_ZYX)).astype(np.float32)
+    if dtype in ("uint16", "int32"):  # uint16 above 32767 and int32 beyond int16: read as float32
+        return rng.integers(0 if dtype == "uint16" else -70000, 65536, SHAPE_ZYX).astype(dtype)
+    return (rng.normal(0.0, 300.0, SHAPE_ZYX)).astype(dtype)
 
 
 def _itk_read(path):
@@ -64,8 +66,10 @@ def _write_sitk(path, array_zyx):
     return path
 
 
-_NRRD_TYPE = {"uint8": "uchar", "int16": "short", "float32": "float"}
-_MET_TYPE = {"uint8": "MET_UCHAR", "int16": "MET_SHORT", "float32": "MET_FLOAT"}
+_NRRD_TYPE = {"uint8": "uchar", "int16": "short", "uint16": "ushort", "int32": "int", "float32": "float",
+              "float64": "double"}
+_MET_TYPE = {"uint8": "MET_UCHAR", "int16": "MET_SHORT", "uint16": "MET_USHORT", "int32": "MET_INT",
+             "float32": "MET_FLOAT", "float64": "MET_DOUBLE"}
 
 
 def _nrrd_header(dtype: str, endian: str, extra: str = "") -> bytes:
@@ -86,11 +90,11 @@ def _write_nrrd_by_hand(path, array_zyx, endian: str, extra: str = ""):
     return path
 
 
-def _write_mha_by_hand(path, array_zyx, msb: bool):
+def _write_mha_by_hand(path, array_zyx, msb: bool, order_key: str = "BinaryDataByteOrderMSB"):
     order = ">" if msb else "<"
     data = zlib.compress(array_zyx.astype(array_zyx.dtype.newbyteorder(order)).tobytes())
     header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\n"
-              f"BinaryDataByteOrderMSB = {msb}\nCompressedData = True\nCompressedDataSize = {len(data)}\n"
+              f"{order_key} = {msb}\nCompressedData = True\nCompressedDataSize = {len(data)}\n"
               f"TransformMatrix = {' '.join(str(v) for v in np.asarray(DIRECTION).reshape(3, 3).T.ravel())}\n"
               f"Offset = {' '.join(str(v) for v in ORIGIN)}\nElementSpacing = {' '.join(str(v) for v in SPACING)}\n"
               f"DimSize = {SHAPE_ZYX[2]} {SHAPE_ZYX[1]} {SHAPE_ZYX[0]}\n"
@@ -119,13 +123,36 @@ def test_gzip_nrrd_of_either_byte_order_reads_as_itk_reads_it(tmp_path, dtype, e
     _assert_same_volume(fast, _itk_read(tmp_path / "ct.nrrd"))
 
 
-@pytest.mark.parametrize("dtype", ["int16", "float32"])
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32", "float64"])
 @pytest.mark.parametrize("msb", [True, False])
-def test_compressed_metaimage_of_either_byte_order_reads_as_itk_reads_it(tmp_path, dtype, msb):
+@pytest.mark.parametrize("order_key", ["BinaryDataByteOrderMSB", "ElementByteOrderMSB"])
+def test_compressed_metaimage_of_either_byte_order_reads_as_itk_reads_it(tmp_path, dtype, msb, order_key):
     truth = _values(dtype)
-    fast = _fast_read(_write_mha_by_hand(tmp_path / "ct.mha", truth, msb))
+    fast = _fast_read(_write_mha_by_hand(tmp_path / "ct.mha", truth, msb, order_key))
     np.testing.assert_array_equal(fast.array, truth.astype(fast.array.dtype))
     _assert_same_volume(fast, _itk_read(tmp_path / "ct.mha"))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int32", "float64"])
+def test_wider_types_in_big_endian_gzip_nrrd_read_as_itk_reads_them(tmp_path, dtype):
+    truth = _values(dtype)
+    fast = _fast_read(_write_nrrd_by_hand(tmp_path / "ct.nrrd", truth, "big"))
+    np.testing.assert_array_equal(fast.array, truth.astype(fast.array.dtype))
+    _assert_same_volume(fast, _itk_read(tmp_path / "ct.nrrd"))
+
+
+def test_a_metaimage_field_spelled_otherwise_than_metaio_matches_it_is_read_by_itk(tmp_path):
+    """MetaIO matches field names case-sensitively: ITK ignores 'binarydatabyteordermsb = True' (and reads the
+    voxels little-endian), where the fast path had honoured it and swapped the bytes: the two reads differed."""
+    truth = _values("int16")
+    path = _write_mha_by_hand(tmp_path / "ct.mha", truth, True, order_key="binarydatabyteordermsb")
+    used = []
+    real = itk_module._voxels_from_inflated
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(itk_module, "_voxels_from_inflated", lambda *args: used.append(1) or real(*args))
+        volume = read_volume(path)
+    assert used == []
+    _assert_same_volume(volume, _itk_read(path))
 
 
 def test_a_detached_header_with_one_gzip_data_file_reads_as_itk(tmp_path):

@@ -99,7 +99,7 @@ def test_itks_allocation_failure_is_out_of_memory_for_images_and_series(tmp_path
             read_volume(nrrd)
         _assert_out_of_memory(excinfo, nrrd, NUMPY_MEMORY_ERROR)
     monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", _fail_with(RuntimeError(ITK_ALLOCATION_ERROR)))
-    with pytest.raises(ResourceError, match=r"^Ran out of memory reading '.*dicom \(series [0-9.]+\)' \(Failed to "
+    with pytest.raises(ResourceError, match=r"^Ran out of memory reading series [0-9.]+ of '[^']*dicom' \(Failed to "
                                             r"allocate memory for image\)\. Close other programs"):
         read_volume(folder)
 

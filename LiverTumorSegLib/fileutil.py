@@ -117,11 +117,24 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
     or its name holds bytes that are not UTF-8. ``overwrite`` must be a bool: ``overwrite="no"`` is truthy, and
     replaced the user's file. Before judging, an earlier version of ``path`` that a killed run left hidden is
-    put back or made visible (:func:`restore_set_aside_outputs`)."""
+    put back or made visible (:func:`restore_set_aside_outputs_of`). Outputs written together:
+    :func:`check_can_write_all`."""
+    return check_can_write_all([path], overwrite)[0]
+
+
+def check_can_write_all(paths: Sequence[PathLike], overwrite: bool = False) -> List[Path]:
+    """:func:`check_can_write` for the outputs ``paths`` one run writes together (a label map and its report):
+    the earlier versions a killed run left hidden are put back as one group first (one run's, not a mix of two:
+    :func:`restore_set_aside_outputs_of`), then each path is judged. Returns the paths checked, in order."""
     if not isinstance(overwrite, (bool, np.bool_)):
         raise InputError(f"overwrite must be True or False (got {overwrite!r}).")
-    path = check_path_encoding(path, "Output")
-    restore_set_aside_outputs_of([path])  # a killed run's hidden earlier version is back before it is judged
+    checked = [check_path_encoding(path, "Output") for path in paths]
+    restore_set_aside_outputs_of(checked)  # a killed run's hidden earlier versions are back before they are judged
+    return [_check_writable(path, overwrite) for path in checked]
+
+
+def _check_writable(path: Path, overwrite: bool) -> Path:
+    """The checks of :func:`check_can_write` after the name's encoding and the set-aside files."""
     if path.is_symlink() and not path.exists() and not overwrite:  # a dangling link is the user's too
         raise OutputExistsError(f"Output '{path}' is a symbolic link (to the missing '{os.readlink(path)}'); pass "
                                 f"{option_hint('--overwrite', 'overwrite=True')} to replace the link or choose "
@@ -302,9 +315,9 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
     :func:`atomic_output`); on success all are put in place, on any failure (an exception, Ctrl-C, a rename
     that fails halfway) none is: outputs already moved are taken back and the files they replaced restored,
     so a run never leaves this run's report beside another run's label map."""
+    checked = dict(zip(paths, check_can_write_all(list(paths.values()), overwrite)))
     with contextlib.ExitStack() as stack:
-        temporaries = {key: stack.enter_context(_temporary_beside(Path(path), overwrite))
-                       for key, path in paths.items()}
+        temporaries = {key: stack.enter_context(_temporary_beside(checked[key])) for key in paths}
         with _named_for_the_user(temporaries, paths):
             yield temporaries
         targets = {key: Path(paths[key]) for key in paths}
@@ -398,33 +411,16 @@ def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[st
     return found
 
 
-def _recover_all(found: Sequence[Tuple[Path, Path, int]]) -> List[str]:
-    """:func:`_recover_set_aside` for each of ``found``, logged as a warning. The files one ended process set
-    aside are one group (a process is killed in at most one :func:`move_all_or_none`): when any of their outputs
-    is missing, the killed run had replaced only some of them, and all are put back (a batch's label map and
-    report, evaluate's table, summary and plots stay of one run)."""
-    incomplete = {pid for _, target, pid in found if not os.path.lexists(target)}
-    said = []
-    for backup, target, pid in found:
-        said.append(_recover_set_aside(backup, target, pid, pid in incomplete))
-        log.warning("warning: %s", said[-1])
-    return said
-
-
-def restore_set_aside_outputs(folder: PathLike, is_output_name: Callable[[str], bool]) -> List[str]:
-    """Files that :func:`move_all_or_none` set aside in ``folder`` (hidden ``.{name}.{pid}.old``) for outputs
-    ``is_output_name(name)`` accepts, left there by a process that has ended (killed between its two renames:
-    the user's earlier output was hidden, and nothing said so): put back under their own names, or renamed to
-    the visible ``{name}.{pid}.old`` (:func:`_recover_all`). Each is said in a warning (logged); returns them.
-    Those of a running process are left alone. Never raises."""
-    return _recover_all(_set_aside_by_ended_processes(folder, is_output_name))
-
-
 def restore_set_aside_outputs_of(paths: Iterable[PathLike],
                                  folders: Sequence[Tuple[PathLike, Callable[[str], bool]]] = ()) -> List[str]:
-    """:func:`restore_set_aside_outputs` for the outputs ``paths`` (one look into each of their folders) and
-    those that each ``(folder, is_output_name)`` of ``folders`` accepts, as one set: the outputs one run replaces
-    together are put back together."""
+    """Files that :func:`move_all_or_none` set aside (hidden ``.{name}.{pid}.old``) for the outputs ``paths``
+    (one look into each of their folders) and for those each ``(folder, is_output_name)`` of ``folders`` accepts,
+    left there by a process that has ended (killed between its two renames: the user's earlier output was
+    hidden, and nothing said so). The files one ended process set aside are one group (a process is killed
+    inside at most one :func:`move_all_or_none`): when any of their outputs is missing, the killed run had
+    replaced only some of them, and all are put back (a label map and its report, evaluate's table, summary and
+    plots stay of one run); else each is made visible as ``{name}.{pid}.old`` (:func:`_recover_set_aside`).
+    Each is said in a warning (logged); returns them. Those of a running process are left alone. Never raises."""
     names_by_folder = {}  # type: Dict[Path, set]
     for path in paths:
         path = Path(path)
@@ -434,7 +430,12 @@ def restore_set_aside_outputs_of(paths: Iterable[PathLike],
         found += _set_aside_by_ended_processes(folder, names.__contains__)
     for folder, is_output_name in folders:
         found += _set_aside_by_ended_processes(folder, is_output_name)
-    return _recover_all(found)
+    incomplete = {pid for _, target, pid in found if not os.path.lexists(target)}
+    said = []
+    for backup, target, pid in found:
+        said.append(_recover_set_aside(backup, target, pid, pid in incomplete))
+        log.warning("warning: %s", said[-1])
+    return said
 
 
 def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
@@ -443,7 +444,7 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
     replaced put back, so the targets are all new or all as they were. A file that cannot be put back stays in
     its hidden ``.<name>.<pid>.old`` beside the target (never deleted), as does one of a process killed between
     the two renames (SIGKILL, a power cut): the next write of that output puts it back or makes it visible
-    (:func:`restore_set_aside_outputs`). Returns the targets placed."""
+    (:func:`restore_set_aside_outputs_of`). Returns the targets placed."""
     moved, placed = [], []  # (target, backup) of replaced files; targets put in place
     try:
         for source, target in moves:
@@ -513,9 +514,9 @@ def _named_for_the_user(temporaries: Dict[str, Path], paths: Dict[str, PathLike]
 
 
 @contextlib.contextmanager
-def _temporary_beside(path: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary file beside ``path`` (see :func:`atomic_output`), removed on exit unless renamed away."""
-    path = check_can_write(path, overwrite)
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (already checked by :func:`check_can_write`; see :func:`atomic_output`),
+    removed on exit unless renamed away."""
     suffix = full_suffix(path)
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
@@ -540,7 +541,7 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = check_can_write(path, overwrite)
-    with _temporary_beside(path, overwrite) as tmp_path:
+    with _temporary_beside(path) as tmp_path:
         yield tmp_path
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")

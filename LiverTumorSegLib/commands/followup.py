@@ -57,7 +57,7 @@ CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans an
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fileutil import check_can_write
+    from ..fileutil import check_can_write_all
     from ..followup import (change_summary_lines, check_min_new_lesion_mm, compare_followup, save_change_picture,
                             write_change_report)
     from ..io import read_label_map
@@ -71,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.baseline_ct is None) != (args.followup_ct is None) and args.alignment == "ct":
         raise InputError("--alignment ct needs both --baseline-ct and --followup-ct.")
     check_min_new_lesion_mm(args.min_new_lesion_mm, "--min-new-lesion-mm")
-    for path in (output, picture):
-        if path is not None:
-            check_can_write(path, args.overwrite)
+    check_can_write_all([path for path in (output, picture) if path is not None], args.overwrite)
     for path, what in ((args.baseline, "--baseline"), (args.followup, "--followup"),
                        (args.baseline_ct, "--baseline-ct"), (args.followup_ct, "--followup-ct")):
         if path and not Path(path).exists():

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError, submit_in_caller_context
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
-from ..fileutil import atomic_outputs, check_can_write, full_suffix, same_file_among
+from ..fileutil import atomic_outputs, check_can_write, full_suffix, restore_set_aside_outputs_of, same_file_among
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
@@ -575,6 +575,9 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     outputs = {"labels": Path(output_path), "report": None, "preview": None, "probabilities": None}
     if check_output_format(outputs["labels"]) == DICOM_SEG_SUFFIX:
         check_dicom_seg_input(input_path)
+    # the outputs a killed run replaced together are put back together (one run's), before each is judged
+    restore_set_aside_outputs_of([Path(p) for p in (output_path, report_path, preview_path, probability_path)
+                                  if p is not None])
     check_can_write(outputs["labels"], overwrite)
     if report_path is not None:
         outputs["report"] = check_can_write(check_report_path(report_path), overwrite)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_helpers import ended_process_id
 
 from LiverTumorSegLib.cli import build_parser, main
 from LiverTumorSegLib.io import write_label_map, write_volume
@@ -563,15 +564,12 @@ def test_a_later_run_removes_the_staging_folder_of_a_killed_run_but_not_a_runnin
 def test_results_a_killed_overwrite_run_left_hidden_are_put_back_before_they_are_judged(tmp_path, capsys, caplog):
     """A SIGKILL while evaluate --overwrite moved its results in left the earlier cases.csv and summary.json only
     as hidden '.cases.csv.<pid>.old' files; the next run without --overwrite then wrote its own beside them."""
-    import subprocess
-    import sys
 
     _case(tmp_path / "ref", "a.nii.gz")
     _case(tmp_path / "pred", "a.nii.gz")
     out = tmp_path / "out"
     out.mkdir()
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = ended_process_id()
     for name in ("cases.csv", "summary.json"):
         (out / f".{name}.{dead}.old").write_text(f"earlier {name}", encoding="utf-8")
     assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 2

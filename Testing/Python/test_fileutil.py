@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from process_helpers import ended_process_id
 
 from LiverTumorSegLib.errors import InputError, OutputExistsError
 from LiverTumorSegLib.fileutil import atomic_output, full_suffix
@@ -77,14 +78,11 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
     The next write of that output removes those whose writer has ended and which are older than 10 minutes; a
     recent one, one of a running process and one of another output name stay."""
     import os
-    import subprocess
-    import sys
     import time
 
     from LiverTumorSegLib import fileutil
 
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = int(ended.stdout)
+    dead = ended_process_id()
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
     names = {"stale": f".seg.{dead}-abc123.tmp.nii.gz", "nested": f"..seg.{dead}-abc.tmp.{dead}-def.tmp.nii.gz",
              "recent": f".seg.{dead}-xyz789.tmp.nii.gz", "running": f".seg.{os.getpid()}-q1w2e3.tmp.nii.gz",
@@ -182,15 +180,6 @@ def test_an_output_that_is_a_folder_is_called_a_folder_with_or_without_overwrite
     assert folder.is_dir()
 
 
-def _ended_process_id() -> int:
-    """The id of a process that has exited (and been reaped)."""
-    import subprocess
-    import sys
-
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(ended.stdout)
-
-
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="SIGKILL is POSIX")
 def test_an_output_a_killed_run_left_set_aside_is_put_back_with_a_warning(tmp_path, caplog):
     """A SIGKILL between move_all_or_none's two renames (the earlier output set aside, the new one not moved in yet)
@@ -232,7 +221,7 @@ def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_one
     """When the output exists again (the killed run had already moved its new file in, or a later run wrote it),
     the set-aside earlier version is the only copy of what it held: it is renamed to a visible name and said,
     never deleted. A running process's (between its two renames right now) and other outputs' are left alone."""
-    dead, running = _ended_process_id(), os.getppid()
+    dead, running = ended_process_id(), os.getpid()  # (the parent is pid 0 under a container's first process)
     (tmp_path / "r.json").write_text("newer")
     (tmp_path / f".r.json.{dead}.old").write_text("earlier")
     (tmp_path / f".seg.nii.gz.{running}.old").write_text("a running run's")
@@ -248,6 +237,29 @@ def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_one
 def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
     from LiverTumorSegLib import processes
 
-    assert processes.process_alive(os.getpid()) and processes.process_alive(os.getppid())
-    assert not processes.process_alive(_ended_process_id())
+    assert processes.process_alive(os.getpid()) and (os.getppid() <= 0 or processes.process_alive(os.getppid()))
+    assert not processes.process_alive(ended_process_id())
     assert not processes.process_alive(0) and not processes.process_alive(2 ** 40)
+
+
+def test_outputs_checked_together_are_restored_together(tmp_path, caplog):
+    """check_can_write put one hidden output back at a time: for a single-CT segment (and followup), a kill after
+    the new label map was placed but before the report was left the new labels kept beside the earlier report
+    put back (a mix of two runs), or, without --overwrite, the labels refused with the earlier report still
+    hidden. The outputs one run writes together are now put back together before any is judged."""
+    from LiverTumorSegLib.inference.segmenter import _check_outputs
+
+    dead = ended_process_id()
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"a CT")
+    (tmp_path / "seg.nii.gz").write_text("the killed run's labels")  # moved in before it was killed
+    (tmp_path / f".seg.nii.gz.{dead}.old").write_text("earlier labels")
+    (tmp_path / f".r.json.{dead}.old").write_text("earlier report")  # the new report never moved in
+    with caplog.at_level("WARNING"), pytest.raises(OutputExistsError, match="seg.nii.gz' already exists"):
+        _check_outputs(ct, tmp_path / "seg.nii.gz", tmp_path / "r.json", None, None, overwrite=False)
+    assert (tmp_path / "seg.nii.gz").read_text() == "earlier labels"
+    assert (tmp_path / "r.json").read_text() == "earlier report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "r.json", "seg.nii.gz"]
+    assert "seg.nii.gz' was put back to its earlier version" in caplog.text
+    checked = fileutil.check_can_write_all([tmp_path / "a.json", tmp_path / "b.png"], overwrite=False)
+    assert checked == [tmp_path / "a.json", tmp_path / "b.png"]

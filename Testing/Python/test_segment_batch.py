@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from process_helpers import ended_process_id
 
 torch = pytest.importorskip("torch")
 
@@ -582,14 +583,11 @@ def test_a_label_map_a_killed_overwrite_run_left_hidden_is_put_back_and_counts_a
     word. It is put back first now (and said), so the resumed run keeps it as the earlier run's result. The report
     is moved first (atomic_outputs), so such a kill also left the killed run's new report in place, its earlier
     one hidden: that earlier report is put back too (the pair stays of one run), the new one discarded."""
-    import subprocess
-    import sys
 
     write_phantoms(tmp_path / "cts", 1)
     out = tmp_path / "out"
     (out / "reports").mkdir(parents=True)
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = ended_process_id()
     (out / f".ct_0.nii.gz.{dead}.old").write_bytes(b"the earlier run's label map")
     (out / "reports" / f".ct_0.json.{dead}.old").write_text('{"run": "earlier"}')
     (out / "reports" / "ct_0.json").write_text('{"run": "killed"}')  # placed before the label map was

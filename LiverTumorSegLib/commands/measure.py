@@ -104,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
         # segment's uint8 map (255 x p) stays uint8, and each lesion's mean is taken of it as segment takes it
         probability = read_probability_map(args.probabilities, labels, f"Probability map '{args.probabilities}' "
-                                                                       f"is not on the label map's grid",
-                                           keep_uint8=True)
+                                                                       f"is not on the label map's grid")
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,

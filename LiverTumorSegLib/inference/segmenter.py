@@ -498,10 +498,10 @@ class Segmenter:
         except BaseException:
             # a bad input (or a cancel) before the load finished: let the load end before the error leaves, so
             # that no import runs on behind the caller's back (a segment-only process hides some optional
-            # packages while MONAI imports: a caller's `import matplotlib` in that window failed). A CLI process
-            # waited for it at exit anyway.
-            if loading is not None:
-                concurrent.futures.wait([loading])
+            # packages while MONAI imports: a caller's `import matplotlib` in that window failed). The wait is made
+            # in steps, as wait_for_load's: an untimed one cannot be interrupted on Windows before Python 3.14
+            while loading is not None and not loading.done():
+                concurrent.futures.wait([loading], timeout=LOAD_WAIT_STEP_SECONDS)
             raise
         if loading is not None:
             reporter(0.02, "loading model")
@@ -601,20 +601,19 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
 def _refuse_replacing_input_dicom(input_path: Path, outputs: List[Path]) -> None:
     """An output that is an existing DICOM image in the input's DICOM folder (or beside an input DICOM file) could
     be a slice of the series being read: ``--overwrite`` would destroy it. Refused whatever ``overwrite`` says.
-    An existing DICOM SEG there (an earlier result) may be replaced as usual. An input named NIfTI, NRRD or
-    MetaImage is read as such (io.read_volume), so it is not sniffed for DICOM: pydicom's forced read walked a
+    An existing DICOM SEG there (an earlier result) may be replaced as usual. An input or output named NIfTI,
+    NRRD or MetaImage is not sniffed for DICOM (io.formats.may_be_dicom_file): pydicom's forced read walked a
     whole uncompressed NIfTI, 4-12 s on one with zero slices."""
     from ..dicom_seg import is_dicom_seg
-    from ..fileutil import is_dicom_file
-    from ..io.formats import READ_SUFFIXES
+    from ..io.formats import may_be_dicom_file
     if input_path.is_dir():
         folder = input_path.resolve()
-    elif input_path.is_file() and full_suffix(input_path) not in READ_SUFFIXES and is_dicom_file(input_path):
+    elif input_path.is_file() and may_be_dicom_file(input_path):
         folder = input_path.resolve().parent
     else:
         return
     for path in outputs:
-        if path.is_file() and folder in path.resolve().parents and is_dicom_file(path) and not is_dicom_seg(path):
+        if path.is_file() and folder in path.resolve().parents and may_be_dicom_file(path) and not is_dicom_seg(path):
             raise InputError(f"Output '{path}' is an existing DICOM file in the input's folder, possibly a slice of "
                              f"the series being segmented; write the result elsewhere (e.g. -o result.dcm beside "
                              f"the folder).")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
-from .postprocess import largest_labelled_component
+from .postprocess import CONNECTIVITY_26, largest_labelled_component
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ def organ_components(coarse_labels: np.ndarray) -> Components:
     """The coarse organ's 26-connected components (label >= 1), labelled once for :func:`organ_box` and
     :func:`parts_outside` (each labelled them itself: about 0.15 s per two-stage case)."""
     from scipy import ndimage
-
-    from .postprocess import CONNECTIVITY_26
 
     return ndimage.label(coarse_labels >= 1, structure=CONNECTIVITY_26)
 

@@ -18,3 +18,12 @@ PROBABILITY_255_CONTENT = "LiverTumorSeg tumor probability, uint8, 255 = 1.0"
 """The content tag of ``segment --probabilities`` maps: a map whose largest value is 1 is 1/255, not 1.0."""
 _FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
 _SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
+
+
+def may_be_dicom_file(path: "Union[str, os.PathLike]") -> bool:
+    """Whether the file ``path`` may be DICOM: a name of a NIfTI, NRRD or MetaImage format is read as that format,
+    never sniffed (pydicom's forced read walks a whole uncompressed NIfTI: seconds, 7.7 s for a 52 MB one); any
+    other name is asked of :func:`~LiverTumorSegLib.fileutil.is_dicom_file` (IM000016 on a DICOMDIR medium)."""
+    from .. import fileutil
+
+    return fileutil.full_suffix(path) not in READ_SUFFIXES and fileutil.is_dicom_file(path)

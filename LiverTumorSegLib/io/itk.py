@@ -94,8 +94,8 @@ def _volume_from_voxels(voxels_zyx: np.ndarray, spacing_xyz: Sequence[float], or
 
 
 def _itk_itemsize(pixel_id: int) -> int:
-    """Bytes per voxel component of a SimpleITK pixel type (a 1-voxel probe image, no data read)."""
-    return int(_sitk().Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent())
+    """Bytes per voxel component of a SimpleITK pixel type (:func:`_itk_numpy_dtype`'s item size)."""
+    return int(_itk_numpy_dtype(pixel_id).itemsize)
 
 
 def _direction_3d(reader) -> Tuple[float, ...]:
@@ -391,18 +391,18 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume = _volume_from_voxels(_voxels_from_inflated(inflated, stored_dtype, reader.GetSize()),
                                      reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path),
                                      uint8_if_fits)
-        header = reader
+        tags = reader  # the header's key/value pairs, as Execute's image would hold them
     else:
         try:
             with _quiet_itk():
-                header = reader.Execute()
+                tags = reader.Execute()
         except RuntimeError as exc:  # ITK's "Failed to allocate memory for image." too
             raise_if_out_of_memory(exc, str(path))
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
-        volume = _volume_from_sitk(header, str(path), uint8_if_fits)
+        volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
     from .formats import CONTENT_KEY
 
-    if header.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
-        volume.meta["content"] = header.GetMetaData(CONTENT_KEY).strip()
+    if tags.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are
+        volume.meta["content"] = tags.GetMetaData(CONTENT_KEY).strip()
     return volume

@@ -84,15 +84,14 @@ def read_probability_levels(path, reference, not_on_grid: str,
     return placed.array, probability_divisor(placed.array, path, read.meta.get("content", ""))
 
 
-def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError,
-                         keep_uint8: bool = False) -> "object":
-    """Probabilities in [0, 1] (float32, ``(z, y, x)`` on ``reference``'s grid) from the map file ``path``
-    (:func:`read_probability_levels`; integers divided by the divisor in float32). ``keep_uint8`` (``measure``): a uint8 ``255 x p`` map is
-    returned as it is, not as a float32 copy 4 times its size (:func:`~LiverTumorSegLib.inference.lesion_report.
-    lesion_report` takes it so, as it takes segment's own map)."""
+def read_probability_map(path, reference, not_on_grid: str, error_class: type = InputError) -> "object":
+    """The probability map file ``path`` on ``reference``'s grid ``(z, y, x)`` (:func:`read_probability_levels`):
+    a uint8 ``255 x p`` map as it is (as segment hands its own map to :func:`~LiverTumorSegLib.inference.
+    lesion_report.lesion_report`; no float32 copy 4 times its size), any other as float32 probabilities in [0, 1]
+    (integers divided by their divisor in float32)."""
     import numpy as np
 
     levels, divisor = read_probability_levels(path, reference, not_on_grid, error_class)
-    if keep_uint8 and divisor == 255.0 and levels.dtype == np.uint8:
+    if divisor == 255.0 and levels.dtype == np.uint8:
         return levels
     return _as_probabilities(levels, divisor)

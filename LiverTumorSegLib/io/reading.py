@@ -2,10 +2,11 @@
 from typing import Optional, Tuple
 
 from ..errors import InputError, raise_if_out_of_memory
-from ..fileutil import check_path_encoding, full_suffix, is_dicom_file
+from ..fileutil import check_path_encoding, full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .dicom import _dicom_series_of_file, _read_dicom_folder
-from .formats import _SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike
+from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
+                      may_be_dicom_file)
 from .conversions import unit_direction
 from .itk import _read_itk_file
 from .nifti import _read_nifti
@@ -33,7 +34,7 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
     if suffix in IMAGE_2D_SUFFIXES:
         raise InputError(f"'{path}' is 2D (a {suffix} picture); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
-    if suffix in DICOM_FILE_SUFFIXES or (suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES and is_dicom_file(path)):
+    if suffix in DICOM_FILE_SUFFIXES or may_be_dicom_file(path):
         uid = _dicom_series_of_file(path)  # (IM000016 on a DICOMDIR medium is DICOM without an extension)
         return _read_dicom_folder(path.parent, series if series is not None else uid)
     if series is not None and suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:  # was dropped without a word

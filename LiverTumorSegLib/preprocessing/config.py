@@ -162,6 +162,10 @@ def channel_name(spec: Dict[str, Any]) -> str:
     return f"zscore ({spec['mask']})"
 
 
+CLAHE_PATCH_STEP = "clahe equalization"
+"""The name :meth:`PreprocessingConfig.patch_computed_steps` gives CLAHE (the trainer tells it from the filters)."""
+
+
 @dataclass
 class PreprocessingConfig:
     """All preprocessing choices (see module docstring and docs/ARCHITECTURE.md "Preprocessing contract").
@@ -245,7 +249,7 @@ class PreprocessingConfig:
         filters (different only at the patch's edges). The pointwise ones (histogram scaling, z-score, global
         equalization) take their whole slice's statistics in training (``SlicePreprocessor.slice_statistics``),
         as inference does."""
-        steps = ["clahe equalization"] if self.equalize == "clahe" else []
+        steps = [CLAHE_PATCH_STEP] if self.equalize == "clahe" else []
         if self.median_size > 1:
             steps.append("median filter (at the patch's edges)")
         if self.gaussian_sigma_mm > 0:

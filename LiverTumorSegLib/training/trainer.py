@@ -515,12 +515,14 @@ class Trainer:
         the pixels moved by more than 0.01 against inference's). Histogram scaling, z-score and global
         equalization take their whole slice's statistics in training too (``SlicePreprocessor.slice_statistics``;
         computed on the patch, zscore_body inputs were up to 8.7 apart from inference's)."""
+        from ..preprocessing.config import CLAHE_PATCH_STEP
+
         steps = self.pre_config.patch_computed_steps
         sizes = {tuple(int(n) for n in c.hu.shape[1:]) for c in self.train_cached}  # (z, H, W) memory maps
         largest = max((max(size) for size in sizes), default=0)
         patch = int(self.config.patch_size)
         cut = patch < largest
-        steps = [step for step in steps if cut or (step.startswith("clahe") and sizes - {(patch, patch)})]
+        steps = [step for step in steps if cut or (step == CLAHE_PATCH_STEP and sizes - {(patch, patch)})]
         if not steps:
             return
         where = (f"on {patch}-pixel patches, inference on whole slices (up to {largest} pixels across here)" if cut

@@ -97,6 +97,10 @@ def test_an_input_named_nifti_nrrd_or_metaimage_is_not_sniffed_for_dicom(tiny_pa
     for name in ("ct.nii", "ct.nrrd", "ct.NHDR", "ct.mha", "ct.mhd"):
         (tmp_path / name).write_bytes(b"\0" * 1024)
         _check_outputs(tmp_path / name, tmp_path / "out.nii.gz", None, None, None, overwrite=True)
+    series = tmp_path / "series"  # an existing output inside the input's DICOM folder, replaced with --overwrite:
+    series.mkdir()                # its name says what it is too (3.4 s for a 26 MB label map)
+    (series / "seg.nii").write_bytes(b"\0" * 1024)
+    _check_outputs(series, series / "seg.nii", None, None, None, overwrite=True)
     assert sniffed == []
     (tmp_path / "IM000016").write_bytes(b"\0" * 1024)
     with pytest.raises(AssertionError, match="IM000016 was sniffed"):

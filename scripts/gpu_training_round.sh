@@ -26,6 +26,9 @@
 #           --augmentation keys), DEVICE (cuda), LEVER_MINUTES (8.5), LEVER_ITERATIONS (steps per epoch, 100),
 #           LEVER_EVAL_ARGS (more compare_recipes options). A CPU dry run of both: DEVICE=cpu LEVER_EPOCHS=1
 #           LEVER_ITERATIONS=2 LEVER_SEEDS=1 LEVER_EVAL_ARGS="--seeds 0 --perturbations baseline --max-slices 12".
+#   RECIPE (every phase): the recipe YAML, scripts/default_model_v2.yaml unless set. RECIPE=scripts/default_model_v3.yaml
+#           with phase1 and phase2 trains a v4 candidate: v3's recipe with the patch sampler fixed on 24 Nov 2026
+#           (afa80dd; every shipped model was trained with patches held at the image centre, docs/sampler_lever.md).
 #
 # Data: .gpudata/cases.csv (the team's 3 shared CT patients, copied into an ignored folder that travels
 # with the working tree). Python packages missing on the machine (monai, nibabel) travel as wheels (.whl).
@@ -55,7 +58,7 @@ W=/tmp/ltsw
 mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
-RECIPE=scripts/default_model_v2.yaml
+RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
@@ -100,7 +103,7 @@ open("/tmp/ltsw/rate", "w").write(str(rate))
 print(f"probe: {rate:.2f} steps/s (batch 16, patch 192) alone; epoch times {times}")
 EOF
     E_DEF=$(epochs_for 15.0 1.0)
-    echo "== default v2: $E_DEF epochs x 100 steps (max 16 min), background"
+    echo "== default ($RECIPE): $E_DEF epochs x 100 steps (max 16 min), background"
     train default "$W/default.log" --model-options "$UNET24" --val-fraction 0 --num-workers 6 --epochs "$E_DEF" \
         --iterations-per-epoch 100 --max-time-minutes 16 --checkpoint-every-steps 500 \
         -o "$W/default.safetensors" --log-dir "$W/default"
@@ -297,10 +300,10 @@ fi
 # ---- phase 2
 [ -f "$W/rate" ] || echo 3.0 > "$W/rate"    # machine lost between phases: a cautious rate guess
 if pgrep -f "name default" >/dev/null || [ -f "$W/default.safetensors" ]; then
-    echo "default v2 still training from phase 1 (or done)"
+    echo "default ($RECIPE) still training from phase 1 (or done)"
 else
     E_DEF=$(epochs_for 8.0 0.6)
-    echo "machine was lost between phases: default v2 again, $E_DEF epochs (max 8.3 min)"
+    echo "machine was lost between phases: default ($RECIPE) again, $E_DEF epochs (max 8.3 min)"
     train default "$W/default.log" --model-options "$UNET24" --val-fraction 0 --num-workers 6 --epochs "$E_DEF" \
         --iterations-per-epoch 100 --max-time-minutes 8.3 -o "$W/default.safetensors" --log-dir "$W/default"
 fi

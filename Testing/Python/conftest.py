@@ -3,8 +3,10 @@
 ``--test-seed N`` or the environment variable ``LIVERTUMORSEG_TEST_SEED`` picks the base seed (default 0);
 see ``seeding.py``. Hypothesis tests use the same base seed (``--hypothesis-seed`` overrides it).
 The library's on-disk plan cache goes to a temporary folder (``LIVERTUMORSEG_CACHE_DIR``).
+Ctrl-C (SIGINT) raises KeyboardInterrupt, as in a terminal, also when the suite was started with SIGINT ignored.
 """
 import os
+import signal
 import tempfile
 
 import pytest
@@ -22,6 +24,12 @@ _CACHE_DIR_MADE = []  # the plan-cache folder this run made (removed at the end 
 
 def pytest_configure(config):
     seeding.set_base_seed(config.getoption("--test-seed"))
+    # A shell without job control starts a background job ('nohup pytest &', 'bash -c "... &"') with SIGINT
+    # ignored, Python then installs no KeyboardInterrupt handler, and the children inherit the ignore: the tests
+    # that send a real SIGINT saw nothing happen (two failed in a fresh clone run that way). Restore the terminal's
+    # behaviour; a handled signal is reset to the default on exec, so child processes get it too.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # the library's plan cache (plan_cache.py) goes to a folder of this run, never the user's home
     if "LIVERTUMORSEG_CACHE_DIR" not in os.environ:
         os.environ["LIVERTUMORSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="livertumorseg-test-cache-")

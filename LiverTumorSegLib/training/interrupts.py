@@ -91,8 +91,13 @@ def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:
     if not isinstance(exc, (RuntimeError, EOFError, OSError)):
         return False
     stopped = [-number for number in STOP_SIGNALS]
-    for worker in getattr(getattr(loader, "_iterator", None), "_workers", None) or []:
-        if getattr(worker, "exitcode", None) is None and hasattr(worker, "join"):
+    workers = list(getattr(getattr(loader, "_iterator", None), "_workers", None) or [])
+    # wait for exit codes only when the error points at a worker: a real failure (CUDA out of memory, a full
+    # disk) has every worker alive, and waiting a second for each delayed its message by seconds
+    points_at_worker = (isinstance(exc, (EOFError, ConnectionError)) or "DataLoader worker" in str(exc)
+                        or any(getattr(worker, "exitcode", None) is not None for worker in workers))
+    for worker in workers:
+        if points_at_worker and getattr(worker, "exitcode", None) is None and hasattr(worker, "join"):
             worker.join(timeout=1.0)  # one being killed right now: its exit code in a moment
         if getattr(worker, "exitcode", None) in stopped:
             return True

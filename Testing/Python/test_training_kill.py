@@ -171,3 +171,26 @@ def test_a_child_process_ending_inside_the_weight_update_is_reported_after_it():
         assert signal.getsignal(signal.SIGCHLD) is handler
     finally:
         signal.signal(signal.SIGCHLD, previous)
+
+
+def test_a_real_failure_with_live_workers_is_not_held_up_waiting_for_them():
+    """A CUDA out-of-memory or full-disk error during training, with every DataLoader worker alive, waited a whole
+    second per worker (join with a timeout) before its message; only an error that points at a worker waits."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.interrupts import is_worker_stopped_by_signal
+
+    joins = []
+
+    class LiveWorker:
+        exitcode = None
+
+        def join(self, timeout=None):
+            joins.append(timeout)
+
+    loader = SimpleNamespace(_iterator=SimpleNamespace(_workers=[LiveWorker(), LiveWorker()]))
+    assert not is_worker_stopped_by_signal(OSError(28, "No space left on device"), loader)
+    assert not is_worker_stopped_by_signal(RuntimeError("CUDA out of memory"), loader)
+    assert joins == []
+    assert not is_worker_stopped_by_signal(EOFError(), loader)  # a worker died while sending: its code is awaited
+    assert joins == [1.0, 1.0]

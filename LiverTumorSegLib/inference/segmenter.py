@@ -18,6 +18,7 @@ Progress stages, in order: ``reading``, ``loading model`` (first call only), ``p
 ``post-processing``, ``lesion report``, ``writing`` (files only), ``done`` (only at 1.0).
 """
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -498,18 +499,17 @@ class Segmenter:
         except BaseException:
             # a bad input (or a cancel) before the load finished: let the load end before the error leaves, so
             # that no import runs on behind the caller's back (a segment-only process hides some optional
-            # packages while MONAI imports: a caller's `import matplotlib` in that window failed). The wait is made
-            # in steps, as wait_for_load's: an untimed one cannot be interrupted on Windows before Python 3.14
-            while loading is not None and not loading.done():
-                concurrent.futures.wait([loading], timeout=LOAD_WAIT_STEP_SECONDS)
+            # packages while MONAI imports: a caller's `import matplotlib` in that window failed). The input's
+            # error is the one reported: a failed load's own error is dropped here
+            if loading is not None:
+                with contextlib.suppress(Exception):
+                    wait_for_load(loading)
             raise
         if loading is not None:
             reporter(0.02, "loading model")
             wait_for_load(loading)
             self._load_overlapped_read = True
             reporter(0.05, "loading model")
-        elif not self.loaded:
-            self.load(reporter.sub(0.02, 0.05))
         _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
         if cancel is not None:
             cancel.raise_if_cancelled()

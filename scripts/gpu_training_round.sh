@@ -26,6 +26,11 @@
 #           --augmentation keys), DEVICE (cuda), LEVER_MINUTES (8.5), LEVER_ITERATIONS (steps per epoch, 100),
 #           LEVER_EVAL_ARGS (more compare_recipes options). A CPU dry run of both: DEVICE=cpu LEVER_EPOCHS=1
 #           LEVER_ITERATIONS=2 LEVER_SEEDS=1 LEVER_EVAL_ARGS="--seeds 0 --perturbations baseline --max-slices 12".
+#   v4:     the v4 candidate with RECIPE's own settings (scripts/default_model_v3.yaml unless RECIPE is set): the
+#           default (all 3 patients, the recipe's epochs) and its 3 leave-one-patient-out folds (27 epochs each, as
+#           v3's folds), all four at once in the background (7 + 3 x 3 loader workers); the call returns after
+#           about 9 minutes with their progress. v4_collect (the next call, before the machine goes back) waits for
+#           them, writes the four packages to $OUT and runs the CUDA tests.
 #   RECIPE (every phase): the recipe YAML, scripts/default_model_v2.yaml unless set. RECIPE=scripts/default_model_v3.yaml
 #           with phase1 and phase2 trains a v4 candidate: v3's recipe with the patch sampler fixed on 24 Nov 2026
 #           (afa80dd; every shipped model was trained with patches held at the image centre, docs/sampler_lever.md).
@@ -43,10 +48,10 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers or levers_eval}
+PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4 or v4_collect}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|levers|levers_eval) ;;
-    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers or levers_eval" >&2
+    phase1|phase2|phase3|phase4|speed|levers|levers_eval|v4|v4_collect) ;;
+    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4 or v4_collect" >&2
        exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
@@ -278,6 +283,42 @@ if [ "$PHASE" = levers_eval ]; then   # the held-out patients of the lever model
         --device "${DEVICE:-cuda}" --json "$OUT/levers.json" ${LEVER_EVAL_ARGS:-} 2>"$OUT/levers_eval.log" \
         | tee "$OUT/levers_table.txt"
     echo "levers_eval done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = v4 ]; then   # the v4 candidate and its folds, each with the recipe's own settings
+    [ "$RECIPE" = scripts/default_model_v2.yaml ] && RECIPE=scripts/default_model_v3.yaml
+    V4=(--config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard --no-progress --overwrite)
+    setsid nohup python3 -m LiverTumorSegLib train "${V4[@]}" --name v4default --val-fraction 0 --num-workers 7 \
+        --checkpoint-every-steps 500 -o "$W/v4_default.safetensors" --log-dir "$W/v4_default" \
+        --cache-dir "$W/cache_v4_default" >"$W/v4_default.log" 2>&1 &
+    for k in 0 1 2; do
+        setsid nohup python3 -m LiverTumorSegLib train "${V4[@]}" --name "v4fold$k" --folds 3 --fold "$k" --epochs 27 \
+            --val-every 27 --num-workers 3 -o "$W/v4_fold$k.safetensors" --log-dir "$W/v4_fold$k" \
+            --cache-dir "$W/cache_v4_fold$k" >"$W/v4_fold$k.log" 2>&1 &
+    done
+    sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
+    wait_for "${V4_SECONDS:-540}" "name v4(default|fold[0-9])"
+    for n in v4_default v4_fold0 v4_fold1 v4_fold2; do
+        echo "--- $n: $(grep -cE '^epoch' "$W/$n.log") epochs"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2
+        tail -n 1 "$W/$n.log"
+    done
+    echo "v4 returns at $(elapsed) s; trainings still running: $(pgrep -fc 'name v4(default|fold[0-9])')"
+    exit 0
+fi
+
+if [ "$PHASE" = v4_collect ]; then   # after v4: wait for the four trainings, return packages, run the CUDA tests
+    wait_for "${V4_SECONDS:-420}" "name v4(default|fold[0-9])"
+    for n in v4_default v4_fold0 v4_fold1 v4_fold2; do
+        echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 2 "$W/$n.log"
+        cp "$W/$n.safetensors" "$OUT/" 2>/dev/null
+    done
+    tar czf "$OUT/v4_logs.tgz" -C "$W" v4_default.log v4_fold0.log v4_fold1.log v4_fold2.log 2>/dev/null
+    echo "== CUDA tests (the ones CI skips), at $(elapsed) s"
+    timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider -rs Testing/Python/test_inference_device.py \
+        Testing/Python/test_inference_engine.py Testing/Python/test_models.py Testing/Python/test_training_loop.py \
+        -k "cuda or gpu" 2>&1 | tail -n 25
+    echo "v4_collect done at $(elapsed) s"
     exit 0
 fi
 

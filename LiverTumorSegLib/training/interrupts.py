@@ -12,7 +12,9 @@ import os
 import re
 import signal
 import threading
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple, TypeVar
+
+T = TypeVar("T")
 
 HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
@@ -114,3 +116,43 @@ def stop_loader_workers(loader: Any) -> None:
             shutdown()
         except Exception:  # noqa: BLE001 - a worker's death reported while stopping it: the run is ending anyway
             pass
+
+
+def is_stop_report(exc: BaseException) -> bool:
+    """Whether ``exc`` is a stop signal itself (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI raises it) or
+    torch's report that a stop signal ended a DataLoader worker."""
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, RuntimeError)
+                                                  and WORKER_STOPPED_PATTERN.search(str(exc)) is not None)
+
+
+def call_with_interrupts_held(action: Callable[[], T], attempts: int = 8) -> T:
+    """``action()`` inside :func:`interrupts_deferred`, also when a stop signal lands just before the hold begins.
+
+    Signals that arrive together are handled in signal-number order: SIGTERM's KeyboardInterrupt (15) first, and
+    torch's SIGCHLD handler (17), still pending, at the next statement, which is inside the caller's ``except``
+    clause, before any hold. Its "DataLoader worker ... killed by signal: Terminated" then replaced the interrupt,
+    and the run ended with "internal error" and no checkpoint (seen when a Slurm job's end sent SIGTERM to the
+    workers and then to the main process during a long forward pass). Such a late stop report that arrives before
+    ``action`` starts is dropped and the hold entered again; one that arrives after ``action`` finished (a held
+    signal delivered as the block ends) propagates if it is an interrupt and is dropped if it is torch's report
+    (the interrupt it reports is the one being handled)."""
+    for attempt in range(attempts):
+        started = finished = False
+        try:
+            with interrupts_deferred():
+                started = True
+                result = action()
+                finished = True
+            return result
+        except (KeyboardInterrupt, RuntimeError) as late:
+            if started and not finished:
+                raise  # ``action`` itself failed
+            if not is_stop_report(late):
+                raise
+            if finished:
+                if isinstance(late, KeyboardInterrupt):
+                    raise
+                return result
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

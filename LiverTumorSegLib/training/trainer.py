@@ -10,6 +10,7 @@ every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best
 ``tensorboard/``, ``curves.png``, ``cache/``. Rerunning the same command with ``--resume`` continues from
 ``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
 """
+import functools
 import json
 import math
 import os
@@ -30,8 +31,8 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
-from .interrupts import (detach_worker_from_group_signals, interrupts_deferred, is_worker_stopped_by_signal,
-                         stop_loader_workers)
+from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
+                         is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
@@ -793,15 +794,10 @@ class Trainer:
                     stop_reason = "time_limit"
                     break
         except (KeyboardInterrupt, RuntimeError, EOFError, OSError) as exc:  # the last three: a killed worker
-            if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
+            # held from the first statement: a second signal, or torch's report of the workers' deaths (pending
+            # beside the first signal), must neither replace the interrupt nor cut the checkpoint short
+            if not call_with_interrupts_held(functools.partial(self._checkpoint_if_interrupted, exc, tb)):
                 raise
-            # a second signal, or the workers' deaths reported by torch, must not cut the checkpoint short
-            with interrupts_deferred():
-                self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
-                         f"to continue.")
-                self.save_last(*self._interrupt_position())
-                tb.close()
-                stop_loader_workers(self.loader)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise KeyboardInterrupt from exc  # the signal that stopped the workers is on its way to this process
@@ -812,6 +808,18 @@ class Trainer:
         if stop_reason == "time_limit":
             self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package")
         return self._finish(stop_reason)
+
+    def _checkpoint_if_interrupted(self, exc: BaseException, tb: TensorBoardLog) -> bool:
+        """If ``exc`` is an interrupt (Ctrl-C, SIGTERM, or a DataLoader worker ended by one), save the interrupt
+        checkpoint, stop the workers and return True; else False (a real failure, raised by the caller)."""
+        if not isinstance(exc, KeyboardInterrupt) and not is_worker_stopped_by_signal(exc, self.loader):
+            return False
+        self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
+                 f"to continue.")
+        self.save_last(*self._interrupt_position())
+        tb.close()
+        stop_loader_workers(self.loader)
+        return True
 
     def _interrupt_position(self) -> Tuple[int, int]:
         """(epoch, step_in_epoch) to checkpoint on Ctrl-C/SIGTERM. An interrupt during the end-of-epoch work,
@@ -1106,8 +1114,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
         trainer.setup()
         return trainer.fit()
     except BaseException:  # also Ctrl-C/SIGTERM before the first checkpoint: nothing there to resume
-        with interrupts_deferred():  # workers stopped before torch can report their deaths over this cleanup
-            stop_loader_workers(getattr(trainer, "loader", None))
+        # workers stopped before torch can report their deaths over this cleanup (or over the error being raised)
+        call_with_interrupts_held(lambda: stop_loader_workers(getattr(trainer, "loader", None)))
         dist = getattr(trainer, "dist", None)
         if created and (dist is None or dist.is_main):
             remove_if_no_checkpoint(log_dir)

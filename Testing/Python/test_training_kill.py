@@ -194,3 +194,91 @@ def test_a_real_failure_with_live_workers_is_not_held_up_waiting_for_them():
     assert joins == []
     assert not is_worker_stopped_by_signal(EOFError(), loader)  # a worker died while sending: its code is awaited
     assert joins == [1.0, 1.0]
+
+
+def _trip_together(first, second):
+    """Make ``first`` and ``second`` pending at once (blocked, sent, unblocked): Python then runs their handlers in
+    signal-number order, the second at the statement after the first one's handler raised."""
+    both = {first, second}
+    signal.pthread_sigmask(signal.SIG_BLOCK, both)
+    try:
+        os.kill(os.getpid(), first)
+        os.kill(os.getpid(), second)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
+
+
+class _SigtermThenWorkerReport:
+    """A training callback: at step ``step``, SIGTERM (raised as KeyboardInterrupt, as the CLI does) and torch's
+    report of a worker killed by SIGTERM (its SIGCHLD handler) arrive together, as when a Slurm job's end signals
+    each process during a long forward pass."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, info):
+        if info["global_step"] == self.step:
+            _trip_together(signal.SIGTERM, signal.SIGCHLD)
+
+
+def _worker_report(signum, frame):
+    raise RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated. ")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGCHLD"),
+                    reason="needs POSIX signal masks")
+def test_sigterm_and_a_pending_worker_report_still_checkpoint_and_end_as_interrupted(tmp_path):
+    """The flaky Slurm case, made deterministic: SIGTERM's KeyboardInterrupt ran first and torch's SIGCHLD report,
+    still pending, ran at the next statement, inside the trainer's except clause before its hold: the run ended
+    with 'internal error: RuntimeError: DataLoader worker ... killed by signal: Terminated' and no checkpoint."""
+    from LiverTumorSegLib.training.config import TrainConfig
+    from LiverTumorSegLib.training.trainer import train
+
+    data = write_phantom_cases(tmp_path, 2, (6, 40, 40))
+    config = TrainConfig.from_dict(dict(
+        data=str(data), model="unet", model_options={"channels": [4, 8], "num_res_units": 0},
+        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0,
+                       "target_spacing_mm": 3.0, "size_multiple": 16},
+        epochs=2, iterations_per_epoch=4, batch_size=2, patch_size=32, num_workers=0, val_fraction=0.5,
+        augmentation={"enabled": False}, synthetic_lesions=False, output=str(tmp_path / "model.safetensors"),
+        cache_dir=str(tmp_path / "cache"), progress_bar=False, tensorboard=False, seed=test_seed(0)))
+    lines = []
+    previous = {sig: signal.signal(sig, handler)
+                for sig, handler in ((signal.SIGTERM, _interrupt), (signal.SIGCHLD, _worker_report))}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config, callbacks=[_SigtermThenWorkerReport(2)], log=lines.append)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert any("interrupted; checkpoint saved" in line for line in lines), lines
+    payload = load_checkpoint(tmp_path / "model_train" / "checkpoints" / "last.pt")
+    assert payload["epoch"] == 0 and payload["step_in_epoch"] == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGCHLD"),
+                    reason="needs POSIX signal masks")
+def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hold():
+    from LiverTumorSegLib.training.interrupts import call_with_interrupts_held
+
+    calls = []
+    previous = {sig: signal.signal(sig, handler)
+                for sig, handler in ((signal.SIGTERM, _interrupt), (signal.SIGCHLD, _worker_report))}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _trip_together(signal.SIGTERM, signal.SIGCHLD)
+        # the SIGCHLD report is still pending here: it runs as the helper starts, and the action runs anyway
+        assert call_with_interrupts_held(lambda: calls.append("saved") or "done") == "done"
+        assert calls == ["saved"]
+        # a real failure inside the action, and one that is no stop report, still propagate
+        with pytest.raises(ValueError):
+            call_with_interrupts_held(lambda: int("x"))
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            call_with_interrupts_held(lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

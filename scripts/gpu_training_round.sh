@@ -31,6 +31,8 @@
 #           v3's folds), all four at once in the background (7 + 3 x 3 loader workers); the call returns after
 #           about 9 minutes with their progress. v4_collect (the next call, before the machine goes back) waits for
 #           them, writes the four packages to $OUT and runs the CUDA tests.
+#   v4_seed: the 3 v4 folds again with another training seed (FOLD_SEED, 7; split seed 2027, so the same patients
+#           are held out), 5 loader workers each, nothing beside them (about 8 minutes): the seed spread of the folds.
 #   RECIPE (every phase): the recipe YAML, scripts/default_model_v2.yaml unless set. RECIPE=scripts/default_model_v3.yaml
 #           with phase1 and phase2 trains a v4 candidate: v3's recipe with the patch sampler fixed on 24 Nov 2026
 #           (afa80dd; every shipped model was trained with patches held at the image centre, docs/sampler_lever.md).
@@ -48,10 +50,10 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4 or v4_collect}
+PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4, v4_collect or v4_seed}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|levers|levers_eval|v4|v4_collect) ;;
-    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4 or v4_collect" >&2
+    phase1|phase2|phase3|phase4|speed|levers|levers_eval|v4|v4_collect|v4_seed) ;;
+    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4, v4_collect or v4_seed" >&2
        exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
@@ -319,6 +321,25 @@ if [ "$PHASE" = v4_collect ]; then   # after v4: wait for the four trainings, re
         Testing/Python/test_inference_engine.py Testing/Python/test_models.py Testing/Python/test_training_loop.py \
         -k "cuda or gpu" 2>&1 | tail -n 25
     echo "v4_collect done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = v4_seed ]; then   # the v4 folds with another training seed (same held-out patients)
+    [ "$RECIPE" = scripts/default_model_v2.yaml ] && RECIPE=scripts/default_model_v3.yaml
+    SEED=${FOLD_SEED:-7}
+    for k in 0 1 2; do
+        setsid nohup python3 -m LiverTumorSegLib train --config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard \
+            --no-progress --overwrite --name "v4s${SEED}fold$k" --seed "$SEED" --split-seed 2027 --folds 3 --fold "$k" \
+            --epochs 27 --val-every 27 --num-workers 5 -o "$W/v4_s${SEED}_fold$k.safetensors" \
+            --log-dir "$W/v4_s${SEED}_fold$k" --cache-dir "$W/cache_v4s_fold$k" >"$W/v4_s${SEED}_fold$k.log" 2>&1 &
+    done
+    sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
+    wait_for "${V4_SECONDS:-560}" "name v4s${SEED}fold[0-9]"
+    for k in 0 1 2; do
+        n="v4_s${SEED}_fold$k"; echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 1 "$W/$n.log"
+        cp "$W/$n.safetensors" "$W/$n.log" "$OUT/" 2>/dev/null
+    done
+    echo "v4_seed done at $(elapsed) s"
     exit 0
 fi
 

@@ -196,6 +196,25 @@ def test_a_real_failure_with_live_workers_is_not_held_up_waiting_for_them():
     assert joins == [1.0, 1.0]
 
 
+# torch's report arrives through SIGCHLD; these tests send it through an unused real-time signal, also numbered
+# above SIGTERM (so handled after it, in the same order), because a real SIGCHLD from any child process of the test
+# session (one left by an earlier test ending now) would call a test handler installed for SIGCHLD at a random point
+REPORT_SIGNAL = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
+NEEDS_SIGNAL_MASKS = pytest.mark.skipif(REPORT_SIGNAL is None or not hasattr(signal, "pthread_sigmask"),
+                                        reason="needs POSIX signal masks and real-time signals")
+
+
+def _install_test_handlers():
+    return {sig: signal.signal(sig, handler) for sig, handler in ((signal.SIGTERM, _interrupt),
+                                                                  (REPORT_SIGNAL, _worker_report))}
+
+
+def _restore_handlers(previous):
+    signal.signal(REPORT_SIGNAL, signal.SIG_IGN)  # a report still pending is discarded, never run on restore
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def _trip_together(first, second):
     """Make ``first`` and ``second`` pending at once (blocked, sent, unblocked): Python then runs their handlers in
     signal-number order, the second at the statement after the first one's handler raised."""
@@ -218,7 +237,7 @@ class _SigtermThenWorkerReport:
 
     def on_step_end(self, info):
         if info["global_step"] == self.step:
-            _trip_together(signal.SIGTERM, signal.SIGCHLD)
+            _trip_together(signal.SIGTERM, REPORT_SIGNAL)
 
 
 def _worker_report(signum, frame):
@@ -229,8 +248,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGCHLD"),
-                    reason="needs POSIX signal masks")
+@NEEDS_SIGNAL_MASKS
 def test_sigterm_and_a_pending_worker_report_still_checkpoint_and_end_as_interrupted(tmp_path):
     """The flaky Slurm case, made deterministic: SIGTERM's KeyboardInterrupt ran first and torch's SIGCHLD report,
     still pending, ran at the next statement, inside the trainer's except clause before its hold: the run ended
@@ -247,30 +265,26 @@ def test_sigterm_and_a_pending_worker_report_still_checkpoint_and_end_as_interru
         augmentation={"enabled": False}, synthetic_lesions=False, output=str(tmp_path / "model.safetensors"),
         cache_dir=str(tmp_path / "cache"), progress_bar=False, tensorboard=False, seed=test_seed(0)))
     lines = []
-    previous = {sig: signal.signal(sig, handler)
-                for sig, handler in ((signal.SIGTERM, _interrupt), (signal.SIGCHLD, _worker_report))}
+    previous = _install_test_handlers()
     try:
         with pytest.raises(KeyboardInterrupt):
             train(config, callbacks=[_SigtermThenWorkerReport(2)], log=lines.append)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore_handlers(previous)
     assert any("interrupted; checkpoint saved" in line for line in lines), lines
     payload = load_checkpoint(tmp_path / "model_train" / "checkpoints" / "last.pt")
     assert payload["epoch"] == 0 and payload["step_in_epoch"] == 2
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGCHLD"),
-                    reason="needs POSIX signal masks")
+@NEEDS_SIGNAL_MASKS
 def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hold():
     from LiverTumorSegLib.training.interrupts import call_with_interrupts_held
 
     calls = []
-    previous = {sig: signal.signal(sig, handler)
-                for sig, handler in ((signal.SIGTERM, _interrupt), (signal.SIGCHLD, _worker_report))}
+    previous = _install_test_handlers()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _trip_together(signal.SIGTERM, signal.SIGCHLD)
+            _trip_together(signal.SIGTERM, REPORT_SIGNAL)
         # the SIGCHLD report is still pending here: it runs as the helper starts, and the action runs anyway
         assert call_with_interrupts_held(lambda: calls.append("saved") or "done") == "done"
         assert calls == ["saved"]
@@ -280,5 +294,4 @@ def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hol
         with pytest.raises(RuntimeError, match="CUDA out of memory"):
             call_with_interrupts_held(lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore_handlers(previous)

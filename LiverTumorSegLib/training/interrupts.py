@@ -80,6 +80,11 @@ WORKER_STOPPED_PATTERN = re.compile(r"DataLoader worker \(pid[^)]*\) is killed b
 """torch's report (from its SIGCHLD handler) of a worker that a stop signal ended."""
 
 
+def _is_worker_stopped_message(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's SIGCHLD report of a worker ended by a stop signal."""
+    return isinstance(exc, RuntimeError) and WORKER_STOPPED_PATTERN.search(str(exc)) is not None
+
+
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 
 
@@ -88,7 +93,7 @@ def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:
     run, sent to each process): the run was interrupted, not broken. torch reports it from its SIGCHLD handler
     with the signal's name; from the data queue it raises "exited unexpectedly", or an EOFError / OSError when the
     worker died while sending: then the exit codes of ``loader``'s workers (persistent workers) tell."""
-    if isinstance(exc, RuntimeError) and WORKER_STOPPED_PATTERN.search(str(exc)):
+    if _is_worker_stopped_message(exc):
         return True
     if not isinstance(exc, (RuntimeError, EOFError, OSError)):
         return False
@@ -121,8 +126,7 @@ def stop_loader_workers(loader: Any) -> None:
 def is_stop_report(exc: BaseException) -> bool:
     """Whether ``exc`` is a stop signal itself (KeyboardInterrupt: Ctrl-C, or SIGTERM as the CLI raises it) or
     torch's report that a stop signal ended a DataLoader worker."""
-    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, RuntimeError)
-                                                  and WORKER_STOPPED_PATTERN.search(str(exc)) is not None)
+    return isinstance(exc, KeyboardInterrupt) or _is_worker_stopped_message(exc)
 
 
 def call_with_interrupts_held(action: Callable[[], T], attempts: int = 8) -> T:

@@ -1,6 +1,7 @@
 """A real ``python -m LiverTumorSegLib train`` process, SIGKILLed in the middle of its second epoch, then rerun
 with ``--resume``: it continues from the end-of-epoch-1 checkpoint (losing less than one epoch), finishes with
 the full step count, and no checkpoint is ever left half-written (issue 8, item 4)."""
+import json
 import os
 import re
 import signal
@@ -259,8 +260,7 @@ def test_sigterm_and_a_pending_worker_report_still_checkpoint_and_end_as_interru
     data = write_phantom_cases(tmp_path, 2, (6, 40, 40))
     config = TrainConfig.from_dict(dict(
         data=str(data), model="unet", model_options={"channels": [4, 8], "num_res_units": 0},
-        preprocessing={"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 0,
-                       "target_spacing_mm": 3.0, "size_multiple": 16},
+        preprocessing=json.loads(PREPROCESSING),  # the subprocess tests' settings
         epochs=2, iterations_per_epoch=4, batch_size=2, patch_size=32, num_workers=0, val_fraction=0.5,
         augmentation={"enabled": False}, synthetic_lesions=False, output=str(tmp_path / "model.safetensors"),
         cache_dir=str(tmp_path / "cache"), progress_bar=False, tensorboard=False, seed=test_seed(0)))

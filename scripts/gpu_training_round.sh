@@ -65,6 +65,7 @@ W=/tmp/ltsw
 mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
+case "$PHASE" in v4*) RECIPE=${RECIPE:-scripts/default_model_v3.yaml} ;; esac   # the v4 phases: v3's recipe
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
@@ -289,15 +290,11 @@ if [ "$PHASE" = levers_eval ]; then   # the held-out patients of the lever model
 fi
 
 if [ "$PHASE" = v4 ]; then   # the v4 candidate and its folds, each with the recipe's own settings
-    [ "$RECIPE" = scripts/default_model_v2.yaml ] && RECIPE=scripts/default_model_v3.yaml
-    V4=(--config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard --no-progress --overwrite)
-    setsid nohup python3 -m LiverTumorSegLib train "${V4[@]}" --name v4default --val-fraction 0 --num-workers 7 \
-        --checkpoint-every-steps 500 -o "$W/v4_default.safetensors" --log-dir "$W/v4_default" \
-        --cache-dir "$W/cache_v4_default" >"$W/v4_default.log" 2>&1 &
+    train v4default "$W/v4_default.log" --val-fraction 0 --num-workers 7 --checkpoint-every-steps 500 \
+        -o "$W/v4_default.safetensors" --log-dir "$W/v4_default" --cache-dir "$W/cache_v4_default"
     for k in 0 1 2; do
-        setsid nohup python3 -m LiverTumorSegLib train "${V4[@]}" --name "v4fold$k" --folds 3 --fold "$k" --epochs 27 \
-            --val-every 27 --num-workers 3 -o "$W/v4_fold$k.safetensors" --log-dir "$W/v4_fold$k" \
-            --cache-dir "$W/cache_v4_fold$k" >"$W/v4_fold$k.log" 2>&1 &
+        train "v4fold$k" "$W/v4_fold$k.log" --folds 3 --fold "$k" --epochs 27 --val-every 27 --num-workers 3 \
+            -o "$W/v4_fold$k.safetensors" --log-dir "$W/v4_fold$k" --cache-dir "$W/cache_v4_fold$k"
     done
     sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
     wait_for "${V4_SECONDS:-540}" "name v4(default|fold[0-9])"
@@ -325,13 +322,11 @@ if [ "$PHASE" = v4_collect ]; then   # after v4: wait for the four trainings, re
 fi
 
 if [ "$PHASE" = v4_seed ]; then   # the v4 folds with another training seed (same held-out patients)
-    [ "$RECIPE" = scripts/default_model_v2.yaml ] && RECIPE=scripts/default_model_v3.yaml
     SEED=${FOLD_SEED:-7}
     for k in 0 1 2; do
-        setsid nohup python3 -m LiverTumorSegLib train --config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard \
-            --no-progress --overwrite --name "v4s${SEED}fold$k" --seed "$SEED" --split-seed 2027 --folds 3 --fold "$k" \
+        train "v4s${SEED}fold$k" "$W/v4_s${SEED}_fold$k.log" --seed "$SEED" --split-seed 2027 --folds 3 --fold "$k" \
             --epochs 27 --val-every 27 --num-workers 5 -o "$W/v4_s${SEED}_fold$k.safetensors" \
-            --log-dir "$W/v4_s${SEED}_fold$k" --cache-dir "$W/cache_v4s_fold$k" >"$W/v4_s${SEED}_fold$k.log" 2>&1 &
+            --log-dir "$W/v4_s${SEED}_fold$k" --cache-dir "$W/cache_v4s_fold$k"
     done
     sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
     wait_for "${V4_SECONDS:-560}" "name v4s${SEED}fold[0-9]"

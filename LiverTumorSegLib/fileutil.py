@@ -4,6 +4,8 @@ A cancelled or failed write never leaves a half-written file that looks complete
 output is kept unless ``overwrite=True``.
 """
 import contextlib
+import csv
+import io
 import logging
 import os
 import re
@@ -173,17 +175,49 @@ def is_hidden_name(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def read_text_file(path: PathLike, what: str) -> str:
-    """The text of a small option file (JSON, YAML) ``what`` names in errors (e.g. "Training config"): UTF-8, with
-    or without a byte-order mark, or UTF-16 with one (what Windows PowerShell 5.1's ``>`` and ``Out-File``
-    write; such a config ended in "internal error: UnicodeDecodeError", a UTF-8 one with a mark in a YAML error).
-    InputError for any other encoding."""
+def read_text_file(path: PathLike, what: str, save_as: str = "UTF-8") -> str:
+    """The text of a small file the user gives (JSON, YAML, a CSV list) that ``what`` names in errors (e.g.
+    "Training config"): UTF-8, with or without a byte-order mark, or UTF-16 with one (what Windows PowerShell
+    5.1's ``>``, ``Out-File`` and ``Export-Csv -Encoding Unicode`` and Excel's "Unicode Text" write; such a config
+    ended in "internal error: UnicodeDecodeError", a UTF-8 one with a mark in a YAML error). InputError for any
+    other encoding, telling the user to save the file as ``save_as``."""
     data = Path(path).read_bytes()
     encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}); save it as {save_as}.") from None
+
+
+CSV_DELIMITERS = (",", "\t", ";")
+"""Column separators of a user's CSV list, in order of preference: comma; tab (Excel's "Unicode Text", UTF-16);
+semicolon (Excel's "CSV" where the decimal mark is a comma). The header line decides (see :func:`csv_delimiter`)."""
+
+CSV_SAVE_AS = 'UTF-8 CSV (in Excel: "CSV UTF-8 (Comma delimited)")'
+"""What an undecodable CSV list should be saved as (the format's name in Excel's "Save as" list)."""
+
+
+def csv_delimiter(header_line: str) -> str:
+    """The column separator of a CSV list whose first line is ``header_line``: the first of
+    :data:`CSV_DELIMITERS` it holds (comma when it holds none: a one-column list). Only the header is looked at:
+    its column names are fixed words (``image``, ``label``, ...), whereas paths in the rows may hold any of them."""
+    return next((delimiter for delimiter in CSV_DELIMITERS if delimiter in header_line), ",")
+
+
+def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int, Dict[str, str]]]]:
+    """``(columns, rows)`` of a CSV list the user gives (a batch case list, a training data list), read by
+    :func:`read_text_file` (UTF-8 with or without a byte-order mark, or UTF-16 with one) and separated by comma,
+    tab or semicolon (:func:`csv_delimiter`). Column names are stripped and lower-cased (``'Image '`` ->
+    ``'image'``); each row is ``(line, {column: stripped text})`` with ``line`` the file's line it ends on
+    (blank lines are skipped, so it is not the row's index); a missing cell is ``""`` and cells beyond the header
+    are dropped. ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
+    text = read_text_file(path, what, save_as=CSV_SAVE_AS)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.split("\n", 1)[0]))
+    columns = [name.strip().lower() for name in (reader.fieldnames or [])]
+    reader.fieldnames = columns
+    rows = [(reader.line_num, {name: (value or "").strip() for name, value in row.items() if name is not None})
+            for row in reader]
+    return columns, rows
 
 
 def file_identities(path: PathLike) -> list:

@@ -263,3 +263,15 @@ def test_outputs_checked_together_are_restored_together(tmp_path, caplog):
     assert "seg.nii.gz' was put back to its earlier version" in caplog.text
     checked = fileutil.check_can_write_all([tmp_path / "a.json", tmp_path / "b.png"], overwrite=False)
     assert checked == [tmp_path / "a.json", tmp_path / "b.png"]
+
+
+def test_csv_rows_take_the_header_lines_separator_and_keep_other_separators_in_cells(tmp_path):
+    """Excel's "Unicode Text" is UTF-16 and tab-separated: a Windows path with a comma stays one cell, and only
+    the header (fixed column names) decides the separator; blank lines still count in the line numbers."""
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("Image \tCase_ID\r\nC:\\scans\\a,b.nii.gz\tp;1\r\n\r\nc.nii.gz\r\n".encode("utf-16"))
+    columns, rows = fileutil.read_csv_rows(listing, "Case list")
+    assert columns == ["image", "case_id"]
+    assert rows == [(2, {"image": "C:\\scans\\a,b.nii.gz", "case_id": "p;1"}), (4, {"image": "c.nii.gz",
+                                                                                    "case_id": ""})]
+    assert fileutil.csv_delimiter("image") == "," and fileutil.csv_delimiter("image;label") == ";"

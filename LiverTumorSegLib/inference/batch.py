@@ -3,7 +3,8 @@
 
 Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd; hidden files skipped)
 or a CSV (column ``image``, optional ``case_id``; relative paths are relative to the CSV's folder; an ``image``
-may be a DICOM folder). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
+may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
+and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
 the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
 (resumable) unless ``overwrite``.
@@ -16,7 +17,6 @@ recorded with its one-line error and the others go on.
 """
 import concurrent.futures
 import contextlib
-import csv
 import logging
 import re
 import time
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
-from ..fileutil import atomic_outputs, file_identities, full_suffix, restore_set_aside_outputs_of
+from ..fileutil import atomic_outputs, file_identities, full_suffix, read_csv_rows, restore_set_aside_outputs_of
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -141,25 +141,20 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
 
 
 def _cases_from_csv(csv_path: Path) -> List[tuple]:
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames:  # 'image, case_id' (a space after the comma) and 'Case_ID' lost the column
-                reader.fieldnames = [str(name).strip().lower() for name in reader.fieldnames]
-            rows = [(reader.line_num, row) for row in reader]  # the file's line (blank lines are skipped)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"Case list '{csv_path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
-    if not rows or "image" not in rows[0][1]:
+    """``(case_id, CT path)`` per row of the case list ``csv_path`` (read by :func:`~..fileutil.read_csv_rows`:
+    UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon; 'Case_ID ' is 'case_id')."""
+    columns, rows = read_csv_rows(csv_path, "Case list")
+    if not rows or "image" not in columns:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
                          f"'case_id'), one CT per row.")
     out = []
     for number, row in rows:
-        image = (row.get("image") or "").strip()
+        image = row.get("image", "")
         if not image:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
         path = Path(image)
         path = path if path.is_absolute() else csv_path.parent / path
-        case_id = (row.get("case_id") or "").strip()
+        case_id = row.get("case_id", "")
         out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
     return out
 

@@ -9,12 +9,12 @@ Layouts (``discover_cases(root, fmt)``; ``fmt="auto"`` picks from what is on dis
 * ``ircadb``: 3D-IRCADb-01: one folder per patient holding ``PATIENT_DICOM/`` and
   ``MASKS_DICOM/liver`` + ``MASKS_DICOM/livertumor*`` (DICOM masks merged to 0/1/2).
 * ``csv``: a ``.csv`` with columns ``image``, ``label`` and optional ``patient``, ``case``
-  (relative paths are relative to the CSV's folder). ``root`` may be the CSV or a folder with one CSV.
+  (relative paths are relative to the CSV's folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma,
+  tab or semicolon, as Excel and PowerShell save it). ``root`` may be the CSV or a folder with one CSV.
 
 ``load_case(case, label_map)`` returns the canonical CT and labels ``(z, y, x)`` uint8 in {0, 1, 2},
 after checking the label's shape, geometry and values against the image.
 """
-import csv
 import json
 import logging
 import os
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import is_hidden_name
+from ..fileutil import is_hidden_name, read_csv_rows
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..volume import CTVolume
 
@@ -323,30 +323,26 @@ def _discover_ircadb(root: Path) -> List[Case]:
 
 
 def _discover_csv(root: Path) -> List[Case]:
+    """The cases of the CSV ``root`` (or of the one CSV in the folder ``root``), read by
+    :func:`~..fileutil.read_csv_rows`; errors name the file's line."""
     if root.is_dir():
         csvs = [p for p in root.glob("*.csv") if _visible(p)]
         if len(csvs) != 1:
             raise InputError(f"Expected exactly one CSV in '{root}', found {len(csvs)}; pass the CSV file as --data.")
         root = csvs[0]
-    try:
-        with open(root, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if "image" not in columns or "label" not in columns:
-                raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional "
-                                 f"'patient', 'case'); found {reader.fieldnames}.")
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except UnicodeDecodeError as exc:
-        raise InputError(f"CSV '{root}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
+    columns, rows = read_csv_rows(root, "CSV")
+    if "image" not in columns or "label" not in columns:
+        raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional "
+                         f"'patient', 'case'); found {columns}.")
     cases = []
-    for number, row in enumerate(rows, start=2):
+    for index, (number, row) in enumerate(rows, start=1):
         if not row.get("image") or not row.get("label"):
             raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
         image, label = _resolve(root.parent, row["image"]), _resolve(root.parent, row["label"])
         for kind, path in (("image", image), ("label", label)):
             if not path.exists():
                 raise InputError(f"CSV '{root}' line {number}: {kind} '{path}' does not exist.")
-        case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{number - 1}"
+        case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{index}"
         patient = row.get("patient") or case_id
         cases.append(Case(case_id, patient, str(image), str(label), "csv"))
     return cases

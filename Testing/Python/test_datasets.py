@@ -11,6 +11,7 @@ from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.training.datasets import (Case, check_dataset_labels, detect_format, discover_cases,
                                                 label_content_warnings, load_case, remap_labels)
 from LiverTumorSegLib.training.splits import holdout_split, kfold_splits, select_split
+from text_file_helpers import WINDOWS_CSV_FORMATS, windows_csv_bytes
 
 
 def _phantom(seed=0, shape=(6, 24, 24)):
@@ -192,6 +193,29 @@ def test_one_ct_listed_as_two_cases_is_refused(tmp_path):
                                        "./ct0.nii.gz,lab0.nii.gz,c_again,P9\n")
     with pytest.raises(InputError, match="listed as case 'c0' and as case 'c_again'"):
         discover_cases(tmp_path / "list.csv")
+
+
+@pytest.mark.parametrize("encoding, separator", WINDOWS_CSV_FORMATS)
+def test_training_csvs_saved_by_excel_or_powershell_are_read(tmp_path, encoding, separator):
+    """A UTF-16 list was refused as 'not UTF-8 text'; a tab- or semicolon-separated one had no 'image' column."""
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    rows = ["Image", "Label", "Patient"], ["ct.nii.gz", "seg.nii.gz", "M\u00fcller"]
+    (tmp_path / "list.csv").write_bytes(windows_csv_bytes(rows, encoding, separator))
+    assert discover_cases(tmp_path / "list.csv") == [
+        Case("ct", "M\u00fcller", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "csv")]
+
+
+def test_a_training_csv_in_another_encoding_is_refused_naming_the_file_and_the_format_to_save(tmp_path):
+    (tmp_path / "list.csv").write_bytes("image,label\nPatient\u00e9.nii.gz,lab.nii.gz\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"CSV '.*list\.csv' is not UTF-8 text \(byte 19\); save it as UTF-8 CSV "
+                                         r"\(in Excel: \"CSV UTF-8"):
+        discover_cases(tmp_path / "list.csv")
+
+
+def test_training_csv_errors_give_the_files_line_after_a_blank_line(tmp_path):
+    (tmp_path / "a.csv").write_text("image,label\n\nnope.nii.gz,nope_seg.nii.gz\n")
+    with pytest.raises(InputError, match="line 3: image"):  # was 'line 2': the blank line was not counted
+        discover_cases(tmp_path / "a.csv")
 
 
 def test_csv_missing_file_and_missing_column(tmp_path):

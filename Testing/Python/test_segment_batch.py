@@ -18,6 +18,7 @@ from LiverTumorSegLib.io import read_label_map, write_volume  # noqa: E402
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
 
 from inference_helpers import oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402
+from text_file_helpers import WINDOWS_CSV_FORMATS, windows_csv_bytes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +65,26 @@ def test_find_cases_from_folder_and_csv(tmp_path):
                                                                          "ct_0.nrrd")]
     _csv_refused(listing, "case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n", "both named 'same'")
     _csv_refused(listing, "path\ncts/ct_1.nii.gz\n", "'image' column")
+
+
+@pytest.mark.parametrize("encoding, separator", WINDOWS_CSV_FORMATS)
+def test_case_lists_saved_by_excel_or_powershell_are_read(tmp_path, encoding, separator):
+    """A UTF-16 list was refused as 'not UTF-8 text'; a tab- or semicolon-separated one had no 'image' column."""
+    write_phantoms(tmp_path / "cts", 2)
+    listing = tmp_path / "list.csv"
+    rows = ["Case_ID", "Image"], ["M\u00fcller", "cts/ct_1.nii.gz"], ["", "cts/ct_0.nii.gz"]
+    listing.write_bytes(windows_csv_bytes(rows, encoding, separator))
+    cases = find_cases(listing, tmp_path / "out")
+    assert [(c.case_id, c.input_path) for c in cases] == [("M\u00fcller", tmp_path / "cts" / "ct_1.nii.gz"),
+                                                          ("ct_0", tmp_path / "cts" / "ct_0.nii.gz")]
+
+
+def test_a_case_list_in_another_encoding_is_refused_naming_the_file_and_the_format_to_save(tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_bytes("case_id,image\nPatient\u00e9,cts/ct_0.nii.gz\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"Case list '.*list\.csv' is not UTF-8 text \(byte 21\); save it as "
+                                         r"UTF-8 CSV \(in Excel: \"CSV UTF-8"):
+        find_cases(listing, tmp_path / "out")
 
 
 def _csv_refused(listing, text, match):

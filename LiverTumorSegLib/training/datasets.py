@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..fileutil import is_hidden_name, read_csv_rows
+from ..fileutil import is_hidden_name, read_csv_rows, read_text_file
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..volume import CTVolume
 
@@ -178,13 +178,14 @@ NNUNET_CHANNEL_RE = r"_(\d{4})(\.nii(?:\.gz)?)$"
 
 
 def _read_dataset_json(root: Path) -> Dict[str, Any]:
-    """The MSD / nnU-Net ``dataset.json`` of ``root`` as a dict ({} when there is none); InputError when it is not
-    a JSON object."""
+    """The MSD / nnU-Net ``dataset.json`` of ``root`` as a dict ({} when there is none; read by
+    :func:`~..fileutil.read_text_file`, so also UTF-16 or with a byte-order mark, as an editor on Windows may save
+    it); InputError when it is not a JSON object."""
     manifest = root / "dataset.json"
     if not manifest.is_file():
         return {}
     try:
-        info = json.loads(manifest.read_text(encoding="utf-8"))
+        info = json.loads(read_text_file(manifest, "Data set manifest"))
     except ValueError as exc:
         raise InputError(f"'{manifest}' is not valid JSON: {exc}") from None
     if not isinstance(info, dict):

@@ -394,6 +394,25 @@ def test_one_label_file_listed_for_two_cts_is_refused(tmp_path):
     assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["a", "b"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_a_dataset_json_saved_on_windows_is_read(tmp_path, encoding):
+    """dataset.json saved by Windows PowerShell 5.1 or an editor there (UTF-16, or UTF-8 with a byte-order mark)
+    was refused as "not valid JSON: 'utf-8' codec can't decode byte 0xff" or "Unexpected UTF-8 BOM"."""
+    root = _msd_set(tmp_path / "set")
+    text = json.dumps({"labels": {"background": 0, "tumor": 1, "liver": 2}})
+    (root / "dataset.json").write_bytes(text.encode(encoding))
+    with pytest.raises(InputError, match="training needs 1 = liver and 2 = liver tumor"):  # it was read
+        check_dataset_labels(root)
+    assert len(discover_cases(root)) == 2
+
+
+def test_a_dataset_json_in_another_encoding_is_a_clear_error(tmp_path):
+    root = _msd_set(tmp_path / "set")
+    (root / "dataset.json").write_bytes('{"name": "F\u00e9rie"}'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"Data set manifest '.*dataset\.json' is not UTF-8 text"):
+        discover_cases(root)
+
+
 @pytest.mark.parametrize("training", [[{"image": "./imagesTr/case_0_0000.nii.gz"}], ["./imagesTr/x.nii.gz"],
                                       {"image": "x"}])
 def test_a_malformed_dataset_json_training_list_is_a_clear_error(tmp_path, training):

@@ -36,7 +36,7 @@ from .interrupts import (call_with_interrupts_held, detach_worker_from_group_sig
 from .losses import DeepSupervisionLoss, SegmentationLoss
 from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
-from .slice_cache import CachedCase, build_slice_cache, data_fingerprint, holds_finished_entries
+from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
 from ..package import SEGMENTATION_CLASSES
 
@@ -75,14 +75,15 @@ def _same_data(saved: Any, now: Any, saved_resolved: Any = None) -> bool:
 
 
 def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], preprocessing: Dict[str, Any],
-                          source: Path, fingerprint: Optional[Dict[str, List[Any]]] = None) -> None:
+                          source: Path, fingerprint: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
     """Raise InputError when the checkpoint ``payload`` was trained on another split of the cases, with other
     preprocessing than this run resolves now, or on other case files (``fingerprint``,
     :func:`~.slice_cache.data_fingerprint`): the options' text can stay the same while the files they name
     change (an edited patient column moved cases into validation that had been trained on; an edited
     preprocessing file made the package record a window 4 of its 6 steps never saw; a label replaced while the
-    run was stopped was trained on for the rest of it, and the package listed only the new file). Older
-    checkpoints, which record none of these, are not checked."""
+    run was stopped was trained on for the rest of it, and the package listed only the new file; a CT replaced
+    by another of the same size went unseen while images were compared by size). Older checkpoints, which
+    record none of these, are not checked."""
     saved_split = payload.get("split")
     if isinstance(saved_split, dict) and saved_split != split:
         moved = sorted(set(saved_split.get("train", [])) & set(split.get("validation", [])))
@@ -97,11 +98,15 @@ def check_resume_contents(payload: Dict[str, Any], split: Dict[str, List[str]], 
                          f"--overwrite (without --resume) to start over.")
     saved_fingerprint = payload.get("data_fingerprint")
     if isinstance(saved_fingerprint, dict) and fingerprint is not None:
-        changed = sorted(case for case in fingerprint if saved_fingerprint.get(case) != list(fingerprint[case]))
+        changed = []
+        for case, entry in sorted(fingerprint.items()):
+            files = changed_files(saved_fingerprint.get(case), entry)
+            if files:
+                changed.append(f"{case} ({' and '.join(files)})")
         if changed:
             raise InputError(f"Checkpoint '{source}' was trained on other files for case(s) {', '.join(changed[:6])}"
-                             f"{' ...' if len(changed) > 6 else ''} (a label's contents or an image's size changed "
-                             f"since). Resume with the interrupted run's data, or pass --overwrite (without "
+                             f"{' ...' if len(changed) > 6 else ''}: the contents of the named image or label "
+                             f"changed since. Resume with the interrupted run's data, or pass --overwrite (without "
                              f"--resume) to start over on the new files.")
 
 
@@ -453,8 +458,8 @@ class Trainer:
                                                         cfg.data_split_seed)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
         # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
-        # Labels hashed before are not read again: the cache, once there, keeps their hashes
-        self._data_fingerprint = {}  # type: Dict[str, List[Any]]
+        # Files hashed before are not read again: the cache, once there, keeps their hashes
+        self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
         if self.dist.is_main or self._resume_payload is not None:
             self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
         if self._resume_payload is not None:  # what the options name may have changed under the same text

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from LiverTumorSegLib.errors import InputError
-from LiverTumorSegLib.io import read_volume, write_label_map
+from LiverTumorSegLib.io import read_volume, write_label_map, write_volume
+from LiverTumorSegLib.phantom import make_phantom
 from LiverTumorSegLib.training.checkpoint import load_checkpoint
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.trainer import Trainer, train
@@ -214,29 +215,83 @@ def test_ctrl_c_arriving_inside_the_weight_update_resumes_as_if_uninterrupted(da
         assert torch.allclose(got[key], value, atol=1e-6), key
 
 
-def test_resume_refuses_a_case_whose_label_was_replaced_while_the_run_was_stopped(tmp_path):
-    """A label replaced while the run was stopped: --resume went on training on the new one (the slice
-    cache only re-cached the case) and the package listed only the new file. Now refused, naming the case; the
-    same files copied elsewhere (other times, other inodes) still resume."""
+RUN_SHAPE_ZYX = (8, 48, 48)
+"""The voxels of :func:`_interrupted_run`'s phantom CTs."""
+
+
+def _interrupted_run(tmp_path, image_suffix=".nii.gz"):
+    """Three phantom cases in ``tmp_path/data`` (CTs ``ct<i><image_suffix>``) and a tiny run on them in
+    ``tmp_path/run``, stopped by Ctrl-C after step 2 of 6; returns (its config, the data folder)."""
     (tmp_path / "data").mkdir()
-    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    data = write_phantom_cases(tmp_path / "data", 3, RUN_SHAPE_ZYX, image_suffix)
     out = tmp_path / "run"
     out.mkdir()
     config = tiny_config(data, out)
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[RaiseAt(2, KeyboardInterrupt())], log=lambda s: None)
-    label = tmp_path / "data" / "lab1.nii.gz"
+    return config, tmp_path / "data"
+
+
+def _another_ct():
+    """A phantom CT of the shape :func:`_interrupted_run`'s CTs have, unlike each of them (seed 7)."""
+    return make_phantom(shape_zyx=RUN_SHAPE_ZYX, spacing_xyz=(3.0, 3.0, 5.0), seed=7).ct
+
+
+def test_resume_refuses_a_case_whose_label_was_replaced_while_the_run_was_stopped(tmp_path):
+    """A label replaced while the run was stopped: --resume went on training on the new one (the slice
+    cache only re-cached the case) and the package listed only the new file. Now refused, naming the case; the
+    same files copied elsewhere (other times, other inodes) still resume."""
+    config, data = _interrupted_run(tmp_path)
+    label = data / "lab1.nii.gz"
     original = label.read_bytes()
     corrected = read_volume(label)
     corrected.array[corrected.array == 1] = 0  # a reader's new label: this case's liver taken out
     label.unlink()
     write_label_map(label, corrected.array.astype(np.uint8), corrected.geometry)
-    with pytest.raises(InputError, match=r"other files for case\(s\) ct1 .*a label's contents"):
+    with pytest.raises(InputError, match=r"other files for case\(s\) ct1 \(label\): the contents"):
         train(config.updated({"resume": True}), log=lambda s: None)
     label.unlink()
     label.write_bytes(original)  # the same contents again, with a new modification time and inode
     resumed = train(config.updated({"resume": True}), log=lambda s: None)
     assert resumed.global_step == 6
+
+
+def test_resume_refuses_a_case_whose_ct_was_replaced_by_another_of_the_same_size(tmp_path):
+    """An uncompressed CT replaced by another of the same shape has the same size, and --resume compared images
+    by size only: it went on training on the new CT without a word. Now refused, naming the case and the image;
+    the same bytes put back (a new modification time and inode) resume."""
+    config, data = _interrupted_run(tmp_path, image_suffix=".nii")
+    image = data / "ct1.nii"
+    original = image.read_bytes()
+    image.unlink()
+    write_volume(image, _another_ct())
+    assert image.stat().st_size == len(original) and image.read_bytes() != original
+    with pytest.raises(InputError, match=r"other files for case\(s\) ct1 \(image\): the contents"):
+        Trainer(config.updated({"resume": True}), log=lambda s: None).setup()
+    image.unlink()
+    image.write_bytes(original)
+    Trainer(config.updated({"resume": True}), log=lambda s: None).setup()  # the checkpoint's data: accepted
+
+
+def test_a_checkpoint_recording_image_sizes_resumes_unless_an_image_size_changed(tmp_path):
+    """Checkpoints written before images were hashed hold [label SHA-256, image bytes] per case. They are compared
+    on what they hold: the unchanged data set resumes (it is not refused as other files), and a CT of another size
+    is refused, naming it."""
+    from LiverTumorSegLib.training.checkpoint import save_checkpoint
+
+    config, data = _interrupted_run(tmp_path)
+    last = tmp_path / "run" / "model_train" / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last)
+    payload["data_fingerprint"] = {case: [entry["label_sha256"], entry["image_bytes"]]  # as older versions wrote
+                                   for case, entry in payload["data_fingerprint"].items()}
+    save_checkpoint(last, payload)
+    Trainer(config.updated({"resume": True}), log=lambda s: None).setup()
+    image = data / "ct2.nii.gz"
+    size = image.stat().st_size
+    write_volume(image, _another_ct(), overwrite=True)
+    assert image.stat().st_size != size
+    with pytest.raises(InputError, match=r"other files for case\(s\) ct2 \(image\): the contents"):
+        Trainer(config.updated({"resume": True}), log=lambda s: None).setup()
 
 
 def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_csv, tmp_path):

@@ -679,10 +679,13 @@ def test_fold_counts_are_checked_before_the_fold_and_crossval_says_what_it_needs
         assert f"crossval needs --folds 2 or more (got {folds})" in capsys.readouterr().err
 
 
-def test_label_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_changed_labels(tmp_path,
-                                                                                                monkeypatch):
+def test_file_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_changed_files(tmp_path,
+                                                                                            monkeypatch):
     """data_fingerprint hashed every label at every start, fold and rank (LiTS' uncompressed labels are about
-    100 MB each). The hashes are kept in the cache folder with the stat signature they were taken at."""
+    100 MB each). The hashes are kept in the cache folder with the stat signature they were taken at. Images are
+    hashed too (they were compared by size: a CT replaced by another of the same size went unseen)."""
+    import hashlib
+
     from LiverTumorSegLib.training import slice_cache
     from LiverTumorSegLib.training.datasets import Case
 
@@ -696,17 +699,38 @@ def test_label_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_
     monkeypatch.setattr(slice_cache, "_content_fingerprint", lambda path: hashed.append(path) or original(path))
     cache = tmp_path / "cache"
     first = slice_cache.data_fingerprint(cases, cache)  # no cache folder yet: hashed, nothing kept
-    assert len(hashed) == 2 and not cache.exists()
-    import hashlib
-    assert first == {"c0": [hashlib.sha256(b"label 0").hexdigest(), 2],
-                     "c1": [hashlib.sha256(b"label 1").hexdigest(), 4]}
+    assert len(hashed) == 4 and not cache.exists()
+
+    def entry(label, image):
+        return {"label_sha256": hashlib.sha256(label).hexdigest(), "image_sha256": hashlib.sha256(image).hexdigest(),
+                "image_bytes": len(image)}
+
+    assert first == {"c0": entry(b"label 0", b"ct"), "c1": entry(b"label 1", b"ctct")}
     cache.mkdir()
-    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 4
-    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 4  # kept: none read again
+    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 8
+    assert slice_cache.data_fingerprint(cases, cache) == first and len(hashed) == 8  # kept: none read again
     (tmp_path / "lab1.nii").write_bytes(b"label XX")  # another size: found whatever the clock's resolution
+    (tmp_path / "ct0.nii").unlink()
+    (tmp_path / "ct0.nii").write_bytes(b"CT")  # the same size, another inode: hashed again
     again = slice_cache.data_fingerprint(cases, cache)
-    assert hashed[4:] == [str(tmp_path / "lab1.nii")] and again["c1"][0] == hashlib.sha256(b"label XX").hexdigest()
-    assert again["c0"] == first["c0"]
+    assert sorted(hashed[8:]) == [str(tmp_path / "ct0.nii"), str(tmp_path / "lab1.nii")]
+    assert again == {"c0": entry(b"label 0", b"CT"), "c1": entry(b"label XX", b"ctct")}
+
+
+def test_resume_compares_each_case_on_what_the_checkpoint_recorded():
+    """A checkpoint's entry {label, image hash} is compared by hash; one written before images were hashed,
+    [label SHA-256, image bytes], by the label's hash and the image's size (not refused as a wholly other data
+    set); the changed file is named."""
+    from LiverTumorSegLib.training.slice_cache import changed_files
+
+    now = {"label_sha256": "L", "image_sha256": "I", "image_bytes": 10}
+    assert changed_files({"label_sha256": "L", "image_sha256": "I", "image_bytes": 10}, now) == []
+    assert changed_files({"label_sha256": "L", "image_sha256": "other", "image_bytes": 10}, now) == ["image"]
+    assert changed_files({"label_sha256": "other", "image_sha256": "I"}, now) == ["label"]
+    assert changed_files(["L", 10], now) == []
+    assert changed_files(["L", 11], now) == ["image"]
+    assert changed_files(["other", 11], now) == ["label", "image"]
+    assert changed_files(None, now) == ["label", "image"]  # a case the checkpoint does not list
 
 
 def test_a_cache_holding_label_hashes_is_still_a_failed_runs_cache(tmp_path):
@@ -725,7 +749,7 @@ def test_a_cache_holding_label_hashes_is_still_a_failed_runs_cache(tmp_path):
         (key / f"c0{suffix}").write_bytes(b"x")
     slice_cache.data_fingerprint([Case("c0", "p0", str(tmp_path / "ct.nii"), str(tmp_path / "lab.nii"))],
                                  run / "cache")
-    assert (run / "cache" / slice_cache.LABEL_HASHES_NAME).is_file()
+    assert (run / "cache" / slice_cache.CONTENT_HASHES_NAME).is_file()
     assert holds_only_slice_cache(run)
     remove_if_no_checkpoint(run)
     assert (key / f"c0{slice_cache.ENTRY_SUFFIXES[0]}").is_file()

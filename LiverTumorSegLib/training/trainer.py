@@ -458,7 +458,7 @@ class Trainer:
                                                         cfg.data_split_seed)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
         # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
-        # Files hashed before are not read again: the cache, once there, keeps their hashes
+        # Files hashed before are not read again: the cache folder (made here on a fresh run) keeps their hashes
         self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
         if self.dist.is_main or self._resume_payload is not None:
             self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)

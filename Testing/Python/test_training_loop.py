@@ -294,6 +294,46 @@ def test_a_checkpoint_recording_image_sizes_resumes_unless_an_image_size_changed
         Trainer(config.updated({"resume": True}), log=lambda s: None).setup()
 
 
+def test_a_fresh_run_keeps_the_file_hashes_so_its_resume_reads_no_file_again(tmp_path, monkeypatch):
+    """A fresh run hashed its files before its cache folder existed and kept nothing, so the first --resume read
+    the whole data set again (minutes for a real one). Its default cache folder keeps them now."""
+    from LiverTumorSegLib.training import slice_cache
+
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, RUN_SHAPE_ZYX)
+    (tmp_path / "run").mkdir()
+    config = tiny_config(data, tmp_path / "run", cache_dir="")  # <log dir>/cache, made by this run
+    hashed = []
+    original = slice_cache._content_fingerprint
+    monkeypatch.setattr(slice_cache, "_content_fingerprint", lambda path: hashed.append(path) or original(path))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[RaiseAt(1, KeyboardInterrupt())], log=lambda s: None)
+    assert len(hashed) == 6  # 3 CTs and 3 labels, read once
+    Trainer(config.updated({"resume": True}), log=lambda s: None).setup()
+    assert len(hashed) == 6
+
+
+def test_a_fresh_run_failing_before_it_cached_a_case_still_leaves_nothing(tmp_path, monkeypatch):
+    """The hashes a fresh run keeps make its cache folder before any case is cached; a folder holding only them
+    is no finished cache, so a run failing then still removes the folder it made."""
+    from LiverTumorSegLib.training import slice_cache
+
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, RUN_SHAPE_ZYX)
+    (tmp_path / "run").mkdir()
+    store = tmp_path / "run" / "model_train" / "cache" / slice_cache.CONTENT_HASHES_NAME
+    kept = []
+
+    def unreadable(*args, **kwargs):  # the first case to cache
+        kept.append(store.is_file())
+        raise InputError("unreadable CT (test)")
+
+    monkeypatch.setattr(slice_cache, "load_case", unreadable)
+    with pytest.raises(InputError, match="unreadable CT"):
+        train(tiny_config(data, tmp_path / "run", cache_dir=""), log=lambda s: None)
+    assert kept == [True] and not (tmp_path / "run" / "model_train").exists()
+
+
 def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_csv, tmp_path):
     """Validation on synthetic-lesion copies of the validation cases runs to the end (a missing spacing_zyx on
     those copies once crashed every such run at the end of epoch 1, the README's tiny example included)."""

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
 from ..fileutil import atomic_output
 from .datasets import Case, load_case
 
@@ -137,7 +138,7 @@ def _keep_content_hashes(store: Path, hashes: Dict[str, Any]) -> None:
         store.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(store, overwrite=True) as tmp:
             tmp.write_text(json.dumps(hashes, sort_keys=True), encoding="utf-8")
-    except OSError:
+    except (OSError, InputError):  # atomic_output's write check says 'not writable' as an InputError
         pass
 
 

@@ -715,6 +715,27 @@ def test_file_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_c
     assert again == {"c0": entry(b"label 0", b"CT"), "c1": entry(b"label XX", b"ctct")}
 
 
+def test_a_cache_folder_that_cannot_be_written_only_keeps_no_hashes(tmp_path, monkeypatch):
+    """A shared slice cache this user may not write to: keeping the hashes there raised atomic_output's 'not
+    writable' InputError and stopped the run, though the hashes are only a saving. Now they are just not kept."""
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+
+    (tmp_path / "ct.nii").write_bytes(b"ct")
+    (tmp_path / "lab.nii").write_bytes(b"lab")
+    (tmp_path / "cache").mkdir()
+
+    def read_only(folder, what="Output folder"):  # what it says on a read-only mount (root may write anywhere)
+        raise InputError(f"{what} '{folder}' is not writable (Read-only file system); choose another output location")
+
+    monkeypatch.setattr(fileutil, "check_folder_writable", read_only)
+    fingerprint = slice_cache.data_fingerprint([Case("c0", "p0", str(tmp_path / "ct.nii"), str(tmp_path / "lab.nii"))],
+                                               tmp_path / "cache")
+    assert fingerprint["c0"]["image_bytes"] == 2 and not any((tmp_path / "cache").iterdir())
+
+
 def test_resume_compares_each_case_on_what_the_checkpoint_recorded():
     """A checkpoint's entry {label, image hash} is compared by hash; one written before images were hashed,
     [label SHA-256, image bytes], by the label's hash and the image's size (not refused as a wholly other data

@@ -3,7 +3,8 @@
 A ``.seg.nrrd`` is an NRRD image (3D, or 4D with one component per *layer*) whose header describes the
 segments in ``SegmentN_*`` key/value pairs: ``SegmentN_ID``, ``SegmentN_Name``, ``SegmentN_Layer`` (which
 component) and ``SegmentN_LabelValue`` (which value in that component); files written before Slicer 4.11
-have neither, one segment per component with value 1. SimpleITK reads the voxels and the header.
+have neither, one segment per component with value 1. SimpleITK reads the header and the voxels (a gzip
+file's voxels are those its integrity check inflated, so the stream is inflated once).
 
 Segments become labels by ID or name (case-insensitive): ``livertumorseg_liver`` / "Liver" -> 1 (liver),
 ``livertumorseg_tumor`` / "Liver tumor" (also "tumor", "tumour", "lesion", "liver lesion", "liver tumour")
@@ -18,7 +19,7 @@ records (:func:`stored_reference_grid`) when the file is read alone, or the CT g
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -94,22 +95,31 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
                          f"file is damaged (re-save it from Slicer).") from None
 
 
-def _read_image(path: Path):
-    from .io.itk import _itk_reason, _quiet_itk, _sitk, _stored_data, check_deflated_data, data_bytes
+def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
+    """``(voxels, reader, metadata)`` of a ``.seg.nrrd``: the voxels ``(z, y, x, layers)`` (one layer: a last axis
+    of 1), the ITK reader of the header (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``: ``(x, y,
+    z)``, mm) and the header's key/value pairs. A gzip file's stream is checked whole (ITK's gzip NRRD reader may
+    return damaged voxels without a word) and inflated once: the check's bytes are the voxels
+    (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read."""
+    from .io.itk import _itk_reason, _quiet_itk, _read_header, _sitk, _stored_data, inflated_voxels
 
-    reader = _sitk().ImageFileReader()
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         with _quiet_itk():
             reader.ReadImageInformation()
-            check_deflated_data(path, _stored_data(path), data_bytes(reader))  # ITK's gzip NRRD reader may
-            # return damaged voxels without a word
-            image = reader.Execute()
+            header = _read_header(path)
+            voxels = inflated_voxels(path, reader, header, _stored_data(path, header))
+            if voxels is None:
+                voxels = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
-    metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
-    return image, metadata
+    if reader.GetNumberOfComponents() == 1:
+        voxels = voxels[..., None]
+    metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    return voxels, reader, metadata
 
 
 REFERENCE_GEOMETRY_PARAMETER = "Reference image geometry"
@@ -151,22 +161,18 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolu
     is liver or tumor.
     """
     from .io.conversions import _check_3d_shape, check_geometry_values
-    from .io.itk import _sitk
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Segmentation file '{path}' does not exist; check the path.")
-    image, metadata = _read_image(path)
+    array, reader, metadata = _read_image(path)  # (z, y, x, layers)
     segments = segment_table(metadata)
     if not segments:
         raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
                          f"give a plain label map (.nrrd, .nii.gz) instead.")
-    _check_3d_shape(tuple(image.GetSize()), str(path))
-    check_geometry_values(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), str(path))
-    layers = image.GetNumberOfComponentsPerPixel()
-    array = _sitk().GetArrayViewFromImage(image)  # (z, y, x) or (z, y, x, layers)
-    if layers == 1:
-        array = array[..., None]
+    _check_3d_shape(tuple(reader.GetSize()), str(path))
+    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path))
+    layers = array.shape[-1]
     labels = np.zeros(array.shape[:3], dtype=np.uint8)
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
@@ -191,7 +197,7 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolu
         log.warning("warning: %s", left_out)
     labels[masks[1]] = 1
     labels[masks[2]] = 2
-    geometry = ImageGeometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+    geometry = ImageGeometry(spacing=reader.GetSpacing(), origin=reader.GetOrigin(), direction=reader.GetDirection())
     volume = CTVolume(array=labels, geometry=geometry, source=str(path))
     volume.meta["format"] = "seg.nrrd"
     volume.meta["segments"] = [s.get("Name", "") for s in segments]

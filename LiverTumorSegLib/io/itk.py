@@ -295,13 +295,18 @@ _METAIMAGE_NAMES = {name.lower(): name for name in (
 def _voxel_dtype(header: Optional[_Header], reader: Any) -> Optional[np.dtype]:
     """The numpy type, byte order included, of the voxels of a deflate-compressed NRRD / MetaImage as stored
     (``header``: :func:`_read_header` of it), when its header says exactly how ITK would turn the inflated bytes
-    into voxels: a scalar 3D image, ``(x, y, z)`` order with x fastest, of a type ITK reads as the same numpy type
-    (``reader``: after ``ReadImageInformation``), no byte or line skip and no value mapping. Else None: ITK reads
-    the file."""
-    if header is None or reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+    into voxels: a 3D image, ``(x, y, z)`` order with x fastest (a NRRD may have a ``list`` axis before x, whose
+    values ITK reads as the components of a voxel: a multi-layer ``.seg.nrrd``), of a type ITK reads as the same
+    numpy type (``reader``: after ``ReadImageInformation``), no byte or line skip and no value mapping. Else None:
+    ITK reads the file."""
+    components = int(reader.GetNumberOfComponents())
+    if header is None or reader.GetDimension() != 3 or (components != 1 and header.kind != "nrrd"):
         return None
     size = tuple(int(n) for n in reader.GetSize())
-    dtype = (_nrrd_voxel_dtype if header.kind == "nrrd" else _metaimage_voxel_dtype)(header, size)
+    if header.kind == "nrrd":
+        dtype = _nrrd_voxel_dtype(header, size, components)
+    else:
+        dtype = _metaimage_voxel_dtype(header, size)
     if dtype is None or dtype.newbyteorder("=") != _itk_numpy_dtype(reader.GetPixelID()):
         return None
     return dtype
@@ -322,10 +327,18 @@ def _with_byte_order(code: str, big_endian: Optional[bool]) -> Optional[np.dtype
     return np.dtype((">" if big_endian else "<") + code)
 
 
-def _nrrd_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...]) -> Optional[np.dtype]:
+_NRRD_LAYER_KINDS = ["list", "domain", "domain", "domain"]
+"""The ``kinds`` of a 4D NRRD whose first (fastest) axis ITK reads as the components of a 3D image, as Slicer
+writes a multi-layer ``.seg.nrrd``."""
+
+
+def _nrrd_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...], components: int = 1) -> Optional[np.dtype]:
+    """:func:`_voxel_dtype` of a NRRD header whose ITK reader says ``size_xyz`` voxels of ``components``."""
     fields = header.fields
-    if set(fields) - _NRRD_LAYOUT_FIELDS - _NRRD_FIELDS_KEEPING_VOXELS or fields.get("dimension") != "3" \
-            or fields.get("sizes", "").split() != [str(n) for n in size_xyz] \
+    sizes = ([str(components)] if components > 1 else []) + [str(n) for n in size_xyz]
+    if set(fields) - _NRRD_LAYOUT_FIELDS - _NRRD_FIELDS_KEEPING_VOXELS or fields.get("dimension") != str(len(sizes)) \
+            or fields.get("sizes", "").split() != sizes \
+            or (components > 1 and fields.get("kinds", "").lower().split() != _NRRD_LAYER_KINDS) \
             or fields.get("encoding", "").lower() not in _NRRD_DEFLATED:
         return None
     code = _NRRD_TYPES.get(" ".join(fields.get("type", "").lower().split()))
@@ -352,13 +365,31 @@ def _metaimage_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...]) -> Option
     return _with_byte_order(code, {"true": True, "false": False}.get(orders.pop()) if orders else None)
 
 
-def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Sequence[int]) -> np.ndarray:
-    """The ``(z, y, x)`` voxels, in native byte order, that ``inflated`` (uint8, writable, x fastest) holds as
+def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Sequence[int],
+                          components: int = 1) -> np.ndarray:
+    """The ``(z, y, x)`` voxels (``(z, y, x, components)`` when ``components`` > 1, as SimpleITK's array of a
+    vector image), in native byte order, that ``inflated`` (uint8, writable, components then x fastest) holds as
     ``dtype``: a view of it, swapped in place when stored in the other byte order; no copy."""
-    voxels = inflated.view(dtype).reshape(tuple(int(n) for n in size_xyz)[::-1])
+    shape = tuple(int(n) for n in size_xyz)[::-1] + ((int(components),) if components > 1 else ())
+    voxels = inflated.view(dtype).reshape(shape)
     if not dtype.isnative:
         voxels = voxels.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return voxels
+
+
+def inflated_voxels(path: Path, reader: Any, header: Optional[_Header],
+                    stored: "Optional[Tuple[int, bool, Path, int]]") -> Optional[np.ndarray]:
+    """Check the voxel data of a deflate-compressed NRRD / MetaImage ``path`` (:func:`check_deflated_data`;
+    ``reader``: its ITK reader after ``ReadImageInformation``; ``header`` and ``stored``: :func:`_read_header` and
+    :func:`_stored_data` of it) and return the voxels that the check inflated when the header says exactly how ITK
+    reads them (:func:`_voxel_dtype`): ``(z, y, x)``, or ``(z, y, x, components)``, native byte order, writable.
+    So the stream is inflated once. None when the file is not compressed or ITK must read its voxels
+    (``reader.Execute()``, which inflates the stream again)."""
+    stored_dtype = _voxel_dtype(header, reader) if stored is not None and stored[1] else None
+    inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
+    if inflated is None:
+        return None
+    return _voxels_from_inflated(inflated, stored_dtype, reader.GetSize(), reader.GetNumberOfComponents())
 
 
 def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
@@ -385,12 +416,10 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, *stored[:2])
     check_memory_for_read(shape, itemsize, str(path))
-    stored_dtype = _voxel_dtype(header, reader) if stored is not None and stored[1] else None
-    inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
-    if inflated is not None:  # the check's bytes made voxels: ITK would inflate the whole stream again
-        volume = _volume_from_voxels(_voxels_from_inflated(inflated, stored_dtype, reader.GetSize()),
-                                     reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path),
-                                     uint8_if_fits)
+    voxels = inflated_voxels(path, reader, header, stored)
+    if voxels is not None:
+        volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),
+                                     str(path), uint8_if_fits)
         tags = reader  # the header's key/value pairs, as Execute's image would hold them
     else:
         try:

@@ -2,6 +2,7 @@
 them. The files are written here by hand in the layout Slicer's vtkMRMLSegmentationStorageNode writes
 (NRRD header with SegmentN_* key/value pairs; 3D for one layer, 4D "list domain domain domain" for several)."""
 import csv
+import gzip
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -18,8 +19,8 @@ from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segments: List[Dict[str, str]],
                            spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 40.0),
-                           conversion_parameters: str = "") -> Path:
-    """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, raw encoding;
+                           conversion_parameters: str = "", encoding: str = "raw") -> Path:
+    """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, ``encoding`` raw or gzip;
     ``conversion_parameters``: the ``Segmentation_ConversionParameters`` header value, if any."""
     layers = [np.asarray(a, np.uint8) for a in layers_zyx]
     nz, ny, nx = layers[0].shape
@@ -33,14 +34,16 @@ def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segment
     lines = ["NRRD0004", "type: unsigned char", f"dimension: {3 if len(layers) == 1 else 4}",
              "space: left-posterior-superior", f"sizes: {sizes}",
              f"space directions: {directions}({sx},0,0) (0,{sy},0) (0,0,{sz})", f"kinds: {kinds}",
-             "encoding: raw", f"space origin: ({origin[0]},{origin[1]},{origin[2]})",
+             f"encoding: {encoding}", f"space origin: ({origin[0]},{origin[1]},{origin[2]})",
              "Segmentation_MasterRepresentation:=Binary labelmap",
              "Segmentation_ContainedRepresentationNames:=Binary labelmap|"]
     if conversion_parameters:
         lines.append(f"Segmentation_ConversionParameters:={conversion_parameters}")
     for i, segment in enumerate(segments):
         lines += [f"Segment{i}_{key}:={value}" for key, value in segment.items()]
-    path.write_bytes(("\n".join(lines) + "\n\n").encode("ascii") + np.ascontiguousarray(data).tobytes())
+    voxels = np.ascontiguousarray(data).tobytes()
+    path.write_bytes(("\n".join(lines) + "\n\n").encode("ascii")
+                     + (gzip.compress(voxels) if encoding == "gzip" else voxels))
     return path
 
 
@@ -68,6 +71,34 @@ def test_overlapping_segments_in_two_layers_and_other_label_values(tmp_path):
     expected = (liver == 5).astype(np.uint8)
     expected[tumor == 1] = 2
     assert np.array_equal(volume.array, expected)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_gzip_seg_nrrd_is_inflated_once_and_reads_as_its_raw_copy(tmp_path, layers):
+    """The integrity check inflated the whole stream and dropped it, then ITK inflated it again for the voxels
+    (two inflates per read); now the check's bytes are the voxels. Labels, segments, grid and metadata are those
+    of the same file stored raw (which ITK reads)."""
+    import SimpleITK
+
+    from LiverTumorSegLib.io import gzip_inflate
+
+    phantom = make_phantom(shape_zyx=(6, 20, 24), seed=4)
+    if layers == 1:
+        stored, segments = [phantom.labels], [LIVER, TUMOR]
+    else:
+        stored = [(phantom.labels >= 1).astype(np.uint8), (phantom.labels == 2).astype(np.uint8)]
+        segments = [LIVER, dict(TUMOR, Layer="1", LabelValue="1")]
+    raw = read_seg_nrrd_labels(write_seg_nrrd_by_hand(tmp_path / "raw.seg.nrrd", stored, segments))
+    path = write_seg_nrrd_by_hand(tmp_path / "gz.seg.nrrd", stored, segments, encoding="gzip")
+    inflates = []
+    real_inflate, real_execute = gzip_inflate.inflate_to_end, SimpleITK.ImageFileReader.Execute
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gzip_inflate, "inflate_to_end", lambda *a, **k: inflates.append("check") or real_inflate(*a, **k))
+        patch.setattr(SimpleITK.ImageFileReader, "Execute", lambda self: inflates.append("ITK") or real_execute(self))
+        volume = read_seg_nrrd_labels(path)
+    assert inflates == ["check"]
+    assert np.array_equal(volume.array, phantom.labels) and np.array_equal(volume.array, raw.array)
+    assert volume.geometry == raw.geometry and volume.meta == raw.meta
 
 
 def test_legacy_file_one_segment_per_layer_without_label_values_and_names_only(tmp_path):

@@ -196,6 +196,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume.meta["nifti_orientation_unknown"] = True  # the writers keep it so (orientation_unknown)
     elif _transforms_disagree(header, _unit_scale(header)[0]):
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
+    if isinstance(image, nib.Nifti2Image):
+        volume.meta[NIFTI_VERSION_KEY] = 2  # the writers keep it (nifti_version)
     content = _nifti_content(header)
     if content:
         volume.meta["content"] = content
@@ -205,6 +207,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
 
 
 NIFTI_TRANSFORMS_KEY = "nifti_header_transforms"
+NIFTI_VERSION_KEY = "nifti_version"
+"""``CTVolume.meta`` key: 2 for a volume read from a NIfTI-2 file (absent for NIfTI-1 and other formats)."""
 
 
 def _header_transforms(header: Any) -> Dict[str, Any]:
@@ -216,13 +220,15 @@ def _header_transforms(header: Any) -> Dict[str, Any]:
 
 def nifti_write_options(volume: CTVolume) -> Dict[str, Any]:
     """The NIfTI writers' keywords that keep ``volume``'s own way of being placed in its outputs (a NIfTI CT's
-    label and probability maps): ``orientation_unknown`` (:func:`has_unknown_orientation`) and ``nifti_transforms``,
-    the sform and qform (with codes and unit) of a CT whose two transforms disagree (else None). nibabel and this
-    tool place such a CT by its sform, ITK and 3D Slicer by its qform unless the sform code is 1; a label map
-    written with sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code 2, qform moved 48
-    mm). Other output formats ignore both."""
-    return {"orientation_unknown": has_unknown_orientation(volume),
-            "nifti_transforms": getattr(volume, "meta", {}).get(NIFTI_TRANSFORMS_KEY)}
+    label and probability maps): ``orientation_unknown`` (:func:`has_unknown_orientation`), ``nifti_transforms``,
+    the sform and qform (with codes and unit) of a CT whose two transforms disagree (else None), and
+    ``nifti_version``, 2 for a NIfTI-2 CT (else 1), so that its outputs are NIfTI-2 as well. nibabel and this
+    tool place a CT with disagreeing transforms by its sform, ITK and 3D Slicer by its qform unless the sform code
+    is 1; a label map written with sform = qform = the sform's geometry lay 48 mm off the CT in Slicer (sform code
+    2, qform moved 48 mm). Other output formats ignore all three."""
+    meta = getattr(volume, "meta", {})
+    return {"orientation_unknown": has_unknown_orientation(volume), "nifti_transforms": meta.get(NIFTI_TRANSFORMS_KEY),
+            "nifti_version": int(meta.get(NIFTI_VERSION_KEY, 1))}
 
 
 def has_unknown_orientation(volume: CTVolume) -> bool:

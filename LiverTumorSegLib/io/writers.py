@@ -1,6 +1,6 @@
 """Writing CT volumes and label maps (.nii, .nii.gz, .nrrd, .mha) atomically with exact geometry."""
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -22,12 +22,30 @@ def _check_write_suffix(path: Path) -> str:
     return suffix
 
 
+NIFTI1_MAX_DIMENSION = 32767
+"""The largest voxel count along one axis that a NIfTI-1 header holds (its ``dim`` fields are int16)."""
+
+
+def _nifti_image_class(shape_zyx: Tuple[int, ...], nifti_version: int) -> Any:
+    """nibabel's NIfTI-2 image class when ``nifti_version`` is 2 (a NIfTI-2 input's outputs) or an axis of
+    ``shape_zyx`` has more voxels than NIfTI-1 holds (:data:`NIFTI1_MAX_DIMENSION`), else its NIfTI-1 class."""
+    import nibabel as nib
+
+    if nifti_version not in (1, 2):
+        raise ValueError(f"nifti_version must be 1 or 2, got {nifti_version!r}")
+    if nifti_version == 2 or max(shape_zyx) > NIFTI1_MAX_DIMENSION:
+        return nib.Nifti2Image
+    return nib.Nifti1Image
+
+
 def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "",
-                 orientation_unknown: bool = False, nifti_transforms: Optional[Dict[str, Any]] = None) -> None:
+                 orientation_unknown: bool = False, nifti_transforms: Optional[Dict[str, Any]] = None,
+                 nifti_version: int = 1) -> None:
     import nibabel as nib
 
     affine = geometry.ijk_to_ras()
-    image = nib.Nifti1Image(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
+    image_class = _nifti_image_class(array_zyx.shape, nifti_version)
+    image = image_class(array_zyx.T, affine)  # (z, y, x) C-order -> (x, y, z) F-order view, no copy
     image.set_data_dtype(array_zyx.dtype)
     unit = "mm"
     if orientation_unknown:  # like the input: no sform/qform, so every tool places it as it placed the input
@@ -61,10 +79,11 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, conten
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
                  content: str = "", orientation_unknown: bool = False,
-                 nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
+                 nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
     """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none.
     ``orientation_unknown``: a NIfTI output gets no sform/qform, like an input that had none (``geometry`` must
-    then be that input's nibabel base affine); other formats ignore it."""
+    then be that input's nibabel base affine); ``nifti_version``: 2 writes a NIfTI output as NIfTI-2
+    (:func:`_nifti_image_class`); other formats ignore both."""
     path = Path(path)
     suffix = _check_write_suffix(path)
     if array_zyx.ndim != 3:
@@ -72,7 +91,7 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:
-                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms)
+                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms, nifti_version)
             else:
                 _write_itk(tmp, array_zyx, geometry, content)
             written = tmp.stat().st_size
@@ -86,7 +105,7 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
 
 def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeometry,
                     overwrite: bool = False, orientation_unknown: bool = False,
-                    nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
+                    nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
     """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
@@ -94,7 +113,10 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
     ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_write_options`), a
-    NIfTI output gets the same two, with their codes and unit, for the same reason.
+    NIfTI output gets the same two, with their codes and unit, for the same reason. ``nifti_version``: 2 for the
+    label map of a NIfTI-2 CT (:func:`~.nifti.nifti_write_options`), whose NIfTI output is then NIfTI-2 as well
+    (tools expect the format they gave back); a map with more than 32767 voxels along an axis, which NIfTI-1
+    cannot describe, is written as NIfTI-2 whatever is given.
     """
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.dtype != np.uint8:
@@ -105,21 +127,21 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
     return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown,
-                        nifti_transforms=nifti_transforms)
+                        nifti_transforms=nifti_transforms, nifti_version=nifti_version)
 
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,
                           overwrite: bool = False, orientation_unknown: bool = False,
-                          nifti_transforms: Optional[Dict[str, Any]] = None) -> Path:
+                          nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
     """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
-    ``orientation_unknown`` and ``nifti_transforms`` as in :func:`write_label_map`."""
+    ``orientation_unknown``, ``nifti_transforms`` and ``nifti_version`` as in :func:`write_label_map`."""
     probability_zyx = np.asarray(probability_zyx)
     if probability_zyx.dtype != np.uint8:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
     return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown,
-                        nifti_transforms)
+                        nifti_transforms, nifti_version)
 
 
 def storable_array(array: np.ndarray) -> np.ndarray:

@@ -133,6 +133,41 @@ def test_to_hu_dtype_keeps_int16_only_when_integral_and_in_range():
     assert to_hu_dtype(np.array([[np.nan, 1.0]], np.float32)).dtype == np.float32
 
 
+@pytest.mark.parametrize("image_class, header_bytes", [(nib.Nifti2Image, 540), (nib.Nifti1Image, 348)])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_label_and_probability_maps_of_a_nifti_ct_are_written_in_its_nifti_version(tmp_path, image_class,
+                                                                                    header_bytes, suffix):
+    """A NIfTI-2 CT's label map was written as NIfTI-1: tools expect the format they gave back, and NIfTI-1
+    cannot hold more than 32767 voxels along an axis. NIfTI-1 stays NIfTI-1."""
+    from LiverTumorSegLib.io import nifti_write_options, write_probability_map
+
+    src = tmp_path / f"ct{suffix}"
+    nib.save(image_class(hu_data_xyz(), AFFINES["oblique"]), str(src))
+    vol = read_volume(src)
+    labels = (vol.array > 500).astype(np.uint8)
+    written = {write_label_map(tmp_path / f"lab{suffix}", labels, vol.geometry, **nifti_write_options(vol)): labels,
+               write_probability_map(tmp_path / f"p{suffix}", labels * 255, vol.geometry,
+                                     **nifti_write_options(vol)): labels * 255}
+    for path, voxels in written.items():
+        image = nib.load(str(path))
+        assert type(image) is image_class and int(image.header["sizeof_hdr"]) == header_bytes
+        # NIfTI-1 stores the affine in float32 and reads back bit-exact; NIfTI-2's float64 to rounding
+        np.testing.assert_allclose(image.affine, nib.load(str(src)).affine, rtol=0, atol=1e-12)
+        assert header_bytes == 540 or np.array_equal(image.affine, nib.load(str(src)).affine)
+        back = read_volume(path)
+        assert np.array_equal(back.array, voxels) and back.geometry.almost_equal(vol.geometry, tol=1e-9)
+
+
+def test_a_label_map_longer_than_nifti1_holds_is_written_as_nifti2(tmp_path):
+    """NIfTI-1 stores dimensions as int16: a map with 32768 voxels along an axis made nibabel fail."""
+    labels = np.zeros((2, 1, 32768), np.uint8)
+    labels[1, 0, 32767] = 2
+    geometry = ImageGeometry(spacing=(0.01, 1.0, 2.0), origin=(1.0, 2.0, 3.0))
+    image = nib.load(str(write_label_map(tmp_path / "long.nii.gz", labels, geometry)))
+    assert type(image) is nib.Nifti2Image and image.shape == (32768, 1, 2)
+    assert np.array_equal(read_label_map(tmp_path / "long.nii.gz").array, labels)
+
+
 def test_real_ct3slice_geometry_equals_nibabel_affine_and_label_round_trips(tmp_path):
     path = DATA / "ct3slice_ct.nii.gz"
     vol = read_volume(path)

@@ -123,7 +123,24 @@ class _Header(NamedTuple):
     kind: str                 # "nrrd" or "metaimage"
     fields: Dict[str, str]    # names lower case (NRRD values as written, MetaImage values lower case)
     where: Any                # NRRD: where its blank line starts; MetaImage: the ElementDataFile line's match
-    names: Tuple[str, ...]    # the field names as written
+    names: Tuple[str, ...]    # MetaImage: the field names as written (MetaIO matches them case-sensitively);
+    # NRRD: () (teem matches field names in any case)
+
+    @property
+    def deflated(self) -> bool:
+        """Whether the header says its voxel data is deflate-compressed: NRRD ``encoding: gzip`` (or ``gz``, any
+        case), MetaImage ``CompressedData = True``."""
+        if self.kind == "nrrd":
+            return self.fields.get("encoding", "").lower() in _NRRD_DEFLATED
+        return self.fields.get("compresseddata", "false") == "true"
+
+
+class _StoredData(NamedTuple):
+    """Where and how a NRRD or MetaImage file stores its voxel data (:func:`_stored_data`)."""
+    size: int                 # bytes the file holds for the voxels (compressed bytes when deflated)
+    deflated: bool            # deflate-compressed (:attr:`_Header.deflated`)
+    data_path: Path           # the file holding them (the header's own file, or its data file)
+    start: int                # where in that file they start
 
 
 def _read_header(path: Path) -> Optional[_Header]:
@@ -141,9 +158,8 @@ def _read_header(path: Path) -> Optional[_Header]:
     return None if parsed is None else _Header(kind, *parsed)
 
 
-def _stored_data(path: Path, header: Optional[_Header] = None) -> "Optional[Tuple[int, bool, Path, int]]":
-    """``(bytes the file holds for its voxels, deflate-compressed, the file holding them, where they start)`` of a
-    NRRD or MetaImage header (``header``: :func:`_read_header` of ``path`` when the caller has it), or None when
+def _stored_data(path: Path, header: Optional[_Header] = None) -> Optional[_StoredData]:
+    """Where and how the file ``path`` stores its voxel data (:class:`_StoredData`), from its NRRD or MetaImage header (``header``: :func:`_read_header` of ``path`` when the caller has it), or None when
     that cannot be told cheaply (ASCII or bzip2 encoding, a list of data files, an unreadable header): then the
     reader finds any truncation itself. Reads the header text only (a few KB)."""
     header = header or _read_header(path)
@@ -153,13 +169,14 @@ def _stored_data(path: Path, header: Optional[_Header] = None) -> "Optional[Tupl
 
 
 def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int, Tuple[str, ...]]]":
-    """``(fields, where the header's blank line starts, names as written)`` of a NRRD header: field names lower
-    case (``type``, ``data file``), values stripped; comments and ``key:=value`` pairs (free metadata, as teem
-    tells them: the ``:=`` before any ``': '``) left out. None without the blank line that ends a header."""
+    """``(fields, where the header's blank line starts, ())`` of a NRRD header: field names lower case (``type``,
+    ``data file``; teem matches them in any case, so their spelling is not kept), values stripped; comments and
+    ``key:=value`` pairs (free metadata, as teem tells them: the ``:=`` before any ``': '``) left out. None
+    without the blank line that ends a header."""
     end = head.find(b"\n\n")
     if end < 0:
         return None
-    fields, names = {}, []
+    fields = {}
     for line in head[:end].decode("latin-1").splitlines()[1:]:
         if line.startswith("#") or ":" not in line:
             continue
@@ -167,14 +184,13 @@ def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int, Tuple[str,
             continue
         key, _, value = line.partition(":")
         fields[key.strip().lower()] = value.strip()
-        names.append(key.strip())
-    return fields, end, tuple(names)
+    return fields, end, ()
 
 
-def _nrrd_stored(path: Path, header: _Header) -> "Optional[Tuple[int, bool, Path, int]]":
+def _nrrd_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     fields, end = header.fields, header.where
-    encoding = fields.get("encoding", "").lower()
-    if encoding not in _NRRD_RAW | _NRRD_DEFLATED or "line skip" in fields or "lineskip" in fields:
+    raw = fields.get("encoding", "").lower() in _NRRD_RAW
+    if not (raw or header.deflated) or "line skip" in fields or "lineskip" in fields:
         return None
     data_file = fields.get("data file") or fields.get("datafile")
     if data_file:  # detached
@@ -186,9 +202,9 @@ def _nrrd_stored(path: Path, header: _Header) -> "Optional[Tuple[int, bool, Path
         size = path.stat().st_size - (end + 2)
         where, start = path, end + 2
     skip = fields.get("byte skip") or fields.get("byteskip") or "0"
-    if encoding in _NRRD_RAW and skip.lstrip("-").isdigit():
+    if raw and skip.lstrip("-").isdigit():
         size -= max(int(skip), 0)
-    return size, encoding in _NRRD_DEFLATED, where, start
+    return _StoredData(size, header.deflated, where, start)
 
 
 def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple[str, ...]]]":
@@ -205,16 +221,15 @@ def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple
     return fields, marker, tuple(names)
 
 
-def _metaimage_stored(path: Path, header: _Header) -> "Optional[Tuple[int, bool, Path, int]]":
+def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     fields, marker = header.fields, header.where
     if fields.get("headersize", "0") not in ("0", ""):
         return None
-    deflated = fields.get("compresseddata", "false") == "true"
     name = marker.group(1).decode("latin-1").strip()
     local = name.upper() == "LOCAL"
     size = path.stat().st_size - marker.end() if local else _detached_size(path, name)
-    return None if size is None else (size, deflated, path if local else path.parent / name,
-                                      marker.end() if local else 0)
+    return None if size is None else _StoredData(size, header.deflated, path if local else path.parent / name,
+                                                 marker.end() if local else 0)
 
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":
@@ -233,7 +248,7 @@ def data_bytes(reader: Any) -> int:
         * _itk_itemsize(reader.GetPixelID())
 
 
-def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int]]", nbytes: int,
+def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int,
                         keep: bool = False) -> Optional[np.ndarray]:
     """Refuse a compressed NRRD / MetaImage (``stored``: :func:`_stored_data` of ``path``; nothing is checked when
     it is None or uncompressed) whose voxel data is not one whole, intact zlib or gzip stream of at least
@@ -245,9 +260,9 @@ def check_deflated_data(path: Path, stored: "Optional[Tuple[int, bool, Path, int
     when nothing was checked."""
     from .gzip_inflate import inflate_to_end
 
-    if stored is None or not stored[1]:
+    if stored is None or not stored.deflated:
         return None
-    data_path, start = stored[2], stored[3]
+    data_path, start = stored.data_path, stored.start
     try:
         kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
     except InputError as exc:
@@ -300,7 +315,8 @@ def _voxel_dtype(header: Optional[_Header], reader: Any) -> Optional[np.dtype]:
     numpy type (``reader``: after ``ReadImageInformation``), no byte or line skip and no value mapping. Else None:
     ITK reads the file."""
     components = int(reader.GetNumberOfComponents())
-    if header is None or reader.GetDimension() != 3 or (components != 1 and header.kind != "nrrd"):
+    if header is None or not header.deflated or reader.GetDimension() != 3 \
+            or (components != 1 and header.kind != "nrrd"):
         return None
     size = tuple(int(n) for n in reader.GetSize())
     if header.kind == "nrrd":
@@ -338,8 +354,7 @@ def _nrrd_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...], components: in
     sizes = ([str(components)] if components > 1 else []) + [str(n) for n in size_xyz]
     if set(fields) - _NRRD_LAYOUT_FIELDS - _NRRD_FIELDS_KEEPING_VOXELS or fields.get("dimension") != str(len(sizes)) \
             or fields.get("sizes", "").split() != sizes \
-            or (components > 1 and fields.get("kinds", "").lower().split() != _NRRD_LAYER_KINDS) \
-            or fields.get("encoding", "").lower() not in _NRRD_DEFLATED:
+            or (components > 1 and fields.get("kinds", "").lower().split() != _NRRD_LAYER_KINDS):
         return None
     code = _NRRD_TYPES.get(" ".join(fields.get("type", "").lower().split()))
     endian = fields.get("endian", "").lower()
@@ -353,8 +368,7 @@ def _metaimage_voxel_dtype(header: _Header, size_xyz: Tuple[int, ...]) -> Option
     if any(_METAIMAGE_NAMES.get(name.lower(), name) != name for name in header.names):
         return None
     if fields.get("objecttype", "image") != "image" or fields.get("ndims") != "3" \
-            or fields.get("binarydata") != "true" or fields.get("compresseddata") != "true" \
-            or fields.get("elementnumberofchannels", "1") != "1" \
+            or fields.get("binarydata") != "true" or fields.get("elementnumberofchannels", "1") != "1" \
             or any(key.startswith("elementtointensity") for key in fields) \
             or fields.get("dimsize", "").split() != [str(n) for n in size_xyz]:
         return None
@@ -378,14 +392,14 @@ def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Seque
 
 
 def inflated_voxels(path: Path, reader: Any, header: Optional[_Header],
-                    stored: "Optional[Tuple[int, bool, Path, int]]") -> Optional[np.ndarray]:
+                    stored: Optional[_StoredData]) -> Optional[np.ndarray]:
     """Check the voxel data of a deflate-compressed NRRD / MetaImage ``path`` (:func:`check_deflated_data`;
     ``reader``: its ITK reader after ``ReadImageInformation``; ``header`` and ``stored``: :func:`_read_header` and
     :func:`_stored_data` of it) and return the voxels that the check inflated when the header says exactly how ITK
     reads them (:func:`_voxel_dtype`): ``(z, y, x)``, or ``(z, y, x, components)``, native byte order, writable.
     So the stream is inflated once. None when the file is not compressed or ITK must read its voxels
     (``reader.Execute()``, which inflates the stream again)."""
-    stored_dtype = _voxel_dtype(header, reader) if stored is not None and stored[1] else None
+    stored_dtype = _voxel_dtype(header, reader) if stored is not None else None
     inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
     if inflated is None:
         return None
@@ -414,7 +428,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     header = _read_header(path)
     stored = _stored_data(path, header)
     if stored is not None:
-        check_data_fits_file(path, shape, itemsize, *stored[:2])
+        check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
     check_memory_for_read(shape, itemsize, str(path))
     voxels = inflated_voxels(path, reader, header, stored)
     if voxels is not None:

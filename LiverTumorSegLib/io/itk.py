@@ -6,7 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -223,14 +223,149 @@ def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple
 
 
 def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
-    fields, marker = header.fields, header.where
-    if fields.get("headersize", "0") not in ("0", ""):
-        return None
-    name = marker.group(1).decode("latin-1").strip()
+    """A separate data file's voxels start after its ``HeaderSize`` bytes; None for ``HeaderSize = -1`` (the
+    voxels are the file's last bytes, however many the header describes) and for one in a LOCAL file
+    (:func:`_check_metaimage_header` refuses it)."""
+    marker, name = header.where, _metaimage_data_file(header)
+    skip = _metaimage_header_size(header.fields)
     local = name.upper() == "LOCAL"
+    if skip is None or skip < 0 or (local and skip):
+        return None
     size = path.stat().st_size - marker.end() if local else _detached_size(path, name)
-    return None if size is None else _StoredData(size, header.deflated, path if local else path.parent / name,
-                                                 marker.end() if local else 0)
+    if size is None:
+        return None
+    if local:
+        return _StoredData(size, header.deflated, path, marker.end())
+    return _StoredData(max(size - skip, 0), header.deflated, path.parent / name, skip)
+
+
+def _metaimage_data_file(header: _Header) -> str:
+    """The ``ElementDataFile`` value as written: ``LOCAL``, a file name, ``LIST`` or a numbered pattern."""
+    return header.where.group(1).decode("latin-1").strip()
+
+
+def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
+    """``HeaderSize`` (bytes of a separate data file before its voxels; -1: the voxels are its last bytes), 0 when
+    absent, None when not a whole number."""
+    text = fields.get("headersize", "") or "0"
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+_METAIO_TRUE = ("t", "y", "1")
+"""How a MetaImage boolean (``True``, ``yes``, ``1``) begins when MetaIO reads it as true."""
+
+
+def _check_metaimage_header(path: Path, header: Optional[_Header], stored: Optional[_StoredData]) -> None:
+    """Refuse a MetaImage header with fields that change what its voxels mean in a way ITK's reader (this
+    tool's, 3D Slicer's) silently gets wrong: byte order fields that disagree, an intensity mapping ITK does not
+    apply, a ``HeaderSize`` it cannot honour, or compressed data that is not ``CompressedDataSize`` bytes (ITK
+    inflates that many and returns whatever came out). Nothing is checked for a NRRD or an unparsed header."""
+    if header is None or header.kind != "metaimage":
+        return
+    _check_metaimage_byte_order(path, header)
+    _check_metaimage_intensity_mapping(path, header.fields)
+    _check_metaimage_header_size(path, header)
+    _check_metaimage_compressed_size(path, header, stored)
+
+
+def _check_metaimage_byte_order(path: Path, header: _Header) -> None:
+    orders = {name: header.fields[name.lower()] for name in ("BinaryDataByteOrderMSB", "ElementByteOrderMSB")
+              if name in header.names}
+    if len({value[:1] in _METAIO_TRUE for value in orders.values()}) > 1:
+        said = " but ".join(f"{name} = {value.capitalize()}" for name, value in orders.items())
+        raise InputError(f"Cannot read '{path}': its header says {said}; both give the byte order of its voxels "
+                         f"and they disagree, so its values cannot be trusted. Set both to True (big-endian data) or "
+                         f"both to False (little-endian), or export the file again.")
+
+
+def _check_metaimage_intensity_mapping(path: Path, fields: Dict[str, str]) -> None:
+    mapping = {name: fields.get(name.lower(), default) for name, default in (
+        ("ElementToIntensityFunctionSlope", "1"), ("ElementToIntensityFunctionOffset", "0"))}
+    try:
+        identity = float(mapping["ElementToIntensityFunctionSlope"]) == 1.0 \
+            and float(mapping["ElementToIntensityFunctionOffset"]) == 0.0
+    except ValueError:
+        identity = False
+    if not identity:
+        said = ", ".join(f"{name} = {value}" for name, value in mapping.items())
+        raise InputError(f"Cannot read '{path}': its header maps the stored values to intensities ({said}), which "
+                         f"ITK-based readers (this tool, 3D Slicer) do not apply, so every value would be read "
+                         f"unscaled. Save the volume with the intensities themselves stored (e.g. as NIfTI or NRRD).")
+
+
+def _check_metaimage_header_size(path: Path, header: _Header) -> None:
+    skip = _metaimage_header_size(header.fields)
+    text = header.fields.get("headersize", "")
+    if skip is None or skip < -1:
+        raise InputError(f"Cannot read '{path}': its HeaderSize ({text}) is not a byte count (0 or more, or -1 for "
+                         f"voxels at the end of the data file). Fix the header.")
+    if skip and _metaimage_data_file(header).upper() == "LOCAL":
+        raise InputError(f"Cannot read '{path}': its header sets HeaderSize = {skip} with the voxels in the same file "
+                         f"(ElementDataFile = LOCAL); HeaderSize counts bytes to skip in a separate data file, and "
+                         f"ITK reads such a file's voxels from the wrong place. Remove the HeaderSize line.")
+    if skip == -1 and header.deflated:
+        raise InputError(f"Cannot read '{path}': its header sets HeaderSize = -1 (the voxels are the data file's last "
+                         f"bytes) for compressed voxels, whose size is not known before they are inflated. Give "
+                         f"the bytes before the compressed data as HeaderSize, or store the voxels uncompressed.")
+
+
+def _check_metaimage_compressed_size(path: Path, header: _Header, stored: Optional[_StoredData]) -> None:
+    if stored is None or not stored.deflated:
+        return
+    text = header.fields.get("compresseddatasize", "")
+    if not text:
+        if stored.data_path == path:  # a separate data file without it is inflated whole, as it should be
+            raise InputError(f"Cannot read '{path}': its compressed voxels (CompressedData = True) follow its header "
+                             f"without a CompressedDataSize, so ITK-based readers (this tool, 3D Slicer) cannot tell "
+                             f"where they end and read them wrongly. Add 'CompressedDataSize = {stored.size}' to the "
+                             f"header (before ElementDataFile), or export the file again.")
+        return
+    if text.isdigit() and int(text) == stored.size:
+        return
+    problem = "truncated or corrupt" if not text.isdigit() or int(text) > stored.size else \
+        "corrupt or its header is wrong"
+    raise InputError(f"Cannot read '{path}': the file is {problem} (its header gives CompressedDataSize = {text}, but "
+                     f"the file holds {stored.size} bytes of compressed voxel data; ITK reads exactly the bytes the "
+                     f"header gives). Copy or export it again.")
+
+
+_RUNS_FROM = {"r": (1.0, 0.0, 0.0), "l": (-1.0, 0.0, 0.0), "a": (0.0, 1.0, 0.0), "p": (0.0, -1.0, 0.0),
+              "i": (0.0, 0.0, 1.0), "s": (0.0, 0.0, -1.0)}
+"""The LPS direction of an axis that a MetaImage ``AnatomicalOrientation`` letter names by the side the axis runs
+from, as ITK writes it (``RAI`` for the identity direction)."""
+
+
+def _anatomical_orientation_warnings(header: Optional[_Header], direction_matrix: np.ndarray) -> List[str]:
+    """A warning when a MetaImage header's ``AnatomicalOrientation`` names other patient axes than its direction
+    (``direction_matrix``: 3 x 3, unit columns = the x, y, z axes in LPS; ITK's reading of ``TransformMatrix``,
+    which this tool and 3D Slicer follow, while ITK ignores the letters). The letters are taken both ways: the
+    side each axis runs from, as ITK writes them (``RAI`` for the identity), and the side it runs to (``LPS``),
+    as some writers do; they agree when every axis lies within 60 degrees of the one its letter names. Nothing
+    for a NRRD, or letters that are not three known ones (``???``)."""
+    letters = header.fields.get("anatomicalorientation", "") if header is not None and header.kind == "metaimage" \
+        else ""
+    if len(letters) != 3 or not set(letters) <= set(_RUNS_FROM):
+        return []
+    direction = np.asarray(direction_matrix, dtype=float)
+    cosines = np.sum(direction * np.array([_RUNS_FROM[c] for c in letters]).T, axis=0)
+    if np.all(cosines > 0.5) or np.all(cosines < -0.5):
+        return []
+    return [f"the MetaImage header's AnatomicalOrientation ({letters.upper()}) names other axes than its "
+            f"TransformMatrix ({_runs_from_letters(direction)} in the same notation); the TransformMatrix was "
+            f"followed, as ITK and 3D Slicer follow it. If left and right or the slice order look wrong, fix the "
+            f"header"]
+
+
+def _runs_from_letters(direction_matrix: np.ndarray) -> str:
+    """The ``AnatomicalOrientation`` ITK writes for a direction (3 x 3, columns = the x, y, z axes in LPS): for
+    each axis the side it runs from, of the patient axis it is nearest (``RAI`` for the identity)."""
+    from ..orientation import _axis_assignment
+
+    index_axis_of, signs = _axis_assignment(np.asarray(direction_matrix, dtype=float))
+    letters = [""] * 3
+    for patient_axis, (index_axis, sign) in enumerate(zip(index_axis_of, signs)):
+        letters[index_axis] = ("RL", "AP", "IS")[patient_axis][0 if sign > 0 else 1]
+    return "".join(letters)
 
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":
@@ -428,6 +563,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     itemsize = _itk_itemsize(reader.GetPixelID())
     header = _read_header(path)
     stored = _stored_data(path, header)
+    _check_metaimage_header(path, header, stored)
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
     check_memory_for_read(shape, itemsize, str(path))
@@ -445,6 +581,9 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
         volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
+    notes = _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
+    if notes:
+        volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY
 
     if tags.HasMetaDataKey(CONTENT_KEY):  # what a file written by this library says its voxels are

@@ -1,0 +1,131 @@
+"""io.itk: MetaImage (.mha / .mhd) header fields that change what the voxels mean. Those ITK reads correctly are
+read; those ITK's reader (this tool's, 3D Slicer's) silently gets wrong are refused with a message saying what
+to fix; an AnatomicalOrientation that disagrees with the TransformMatrix is followed as ITK follows it, with a
+warning. The files are tiny and written by hand; arrays are (z, y, x), DimSize is x y z."""
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.io import read_volume
+
+TRUTH = (np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) * 100 - 1000)  # (z, y, x)
+LITTLE, BIG = TRUTH.astype("<i2").tobytes(), TRUTH.astype(">i2").tobytes()
+
+
+def _header(extra: str = "", data_file: str = "LOCAL", transform: str = "1 0 0 0 1 0 0 0 1") -> bytes:
+    """A MetaImage header of TRUTH's grid (1 mm, origin 0) with ``extra`` lines before the geometry."""
+    return (f"ObjectType = Image\nNDims = 3\nBinaryData = True\n{extra}TransformMatrix = {transform}\n"
+            "Offset = 0 0 0\nElementSpacing = 1 1 1\nDimSize = 4 3 2\nElementType = MET_SHORT\n"
+            f"ElementDataFile = {data_file}\n").encode("ascii")
+
+
+def _mha(folder: Path, extra: str, data: bytes) -> Path:
+    path = folder / "ct.mha"
+    path.write_bytes(_header(extra) + data)
+    return path
+
+
+def _mhd(folder: Path, extra: str, data: bytes, data_file: str = "ct.raw") -> Path:
+    (folder / data_file).write_bytes(data)
+    path = folder / "ct.mhd"
+    path.write_bytes(_header(extra, data_file))
+    return path
+
+
+COMPRESSED = zlib.compress(LITTLE)
+
+
+@pytest.mark.parametrize("write", [
+    lambda d: _mha(d, "BinaryDataByteOrderMSB = True\n", BIG),
+    lambda d: _mha(d, "ElementByteOrderMSB = True\n", BIG),
+    lambda d: _mha(d, "BinaryDataByteOrderMSB = True\nElementByteOrderMSB = True\n", BIG),
+    lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n", COMPRESSED),
+    lambda d: _mhd(d, "HeaderSize = 16\n", b"x" * 16 + LITTLE),
+    lambda d: _mhd(d, "HeaderSize = -1\n", b"x" * 16 + LITTLE),
+    lambda d: _mhd(d, f"HeaderSize = 16\nCompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n",
+                   b"x" * 16 + COMPRESSED),
+    lambda d: _mhd(d, "CompressedData = True\n", COMPRESSED),  # a data file of its own is inflated whole
+    lambda d: _mhd(d, "ElementToIntensityFunctionSlope = 1\nElementToIntensityFunctionOffset = 0\n", LITTLE),
+], ids=["BinaryDataByteOrderMSB", "ElementByteOrderMSB", "both MSB", "CompressedDataSize", "HeaderSize 16",
+        "HeaderSize -1", "HeaderSize compressed", "no CompressedDataSize, data file", "identity intensity mapping"])
+def test_metaimage_fields_that_itk_honours_are_read_exactly(tmp_path, write):
+    assert np.array_equal(read_volume(write(tmp_path)).array, TRUTH)
+
+
+def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
+    for k in range(2):
+        (tmp_path / f"slice{k}.raw").write_bytes(TRUTH[k].astype("<i2").tobytes())
+    (tmp_path / "list.mhd").write_bytes(_header(data_file="LIST") + b"slice0.raw\nslice1.raw\n")
+    (tmp_path / "pattern.mhd").write_bytes(_header(data_file="slice%d.raw 0 1 1"))
+    for name in ("list.mhd", "pattern.mhd"):
+        assert np.array_equal(read_volume(tmp_path / name).array, TRUTH)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda d: _mha(d, "BinaryDataByteOrderMSB = False\nElementByteOrderMSB = True\n", BIG),
+     "BinaryDataByteOrderMSB = False but ElementByteOrderMSB = True; both give the byte order"),
+    (lambda d: _mha(d, "ElementByteOrderMSB = True\nBinaryDataByteOrderMSB = False\n", LITTLE),
+     "BinaryDataByteOrderMSB = False but ElementByteOrderMSB = True"),
+    (lambda d: _mha(d, "ElementToIntensityFunctionSlope = 2\nElementToIntensityFunctionOffset = -1024\n", LITTLE),
+     r"maps the stored values to intensities \(ElementToIntensityFunctionSlope = 2, "
+     r"ElementToIntensityFunctionOffset = -1024\), which ITK-based readers .* do not apply"),
+    (lambda d: _mha(d, "HeaderSize = 16\n", b"x" * 16 + LITTLE),
+     r"HeaderSize = 16 with the voxels in the same file \(ElementDataFile = LOCAL\).*Remove the HeaderSize line"),
+    (lambda d: _mhd(d, f"HeaderSize = -1\nCompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n",
+                    b"x" * 16 + COMPRESSED),
+     "HeaderSize = -1 .* for compressed voxels"),
+    (lambda d: _mha(d, "CompressedData = True\n", COMPRESSED),
+     f"without a CompressedDataSize.*Add 'CompressedDataSize = {len(COMPRESSED)}' to the header"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED) - 5}\n", COMPRESSED),
+     rf"corrupt or its header is wrong \(its header gives CompressedDataSize = {len(COMPRESSED) - 5}, but the file "
+     rf"holds {len(COMPRESSED)} bytes"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED) + 50}\n", COMPRESSED),
+     rf"truncated or corrupt \(its header gives CompressedDataSize = {len(COMPRESSED) + 50}"),
+    (lambda d: _mhd(d, "ElementNumberOfChannels = 2\n", np.repeat(TRUTH[..., None], 2, axis=-1).tobytes()),
+     "has 2 components per voxel"),
+], ids=["MSB fields disagree", "MSB fields disagree, other order", "intensity mapping", "HeaderSize in a .mha",
+        "HeaderSize -1 compressed", "no CompressedDataSize", "CompressedDataSize too small",
+        "CompressedDataSize too large", "two channels"])
+def test_metaimage_fields_that_itk_would_misread_are_refused_saying_what_to_fix(tmp_path, write, message):
+    """Each was read without a word into other values than the file holds (ITK ignores the intensity mapping,
+    takes one of two disagreeing byte orders, inflates only CompressedDataSize bytes, or skips HeaderSize bytes
+    from the wrong place), or refused as 'File cannot be read'."""
+    with pytest.raises(InputError, match=message):
+        read_volume(write(tmp_path))
+
+
+def test_a_damaged_compressed_data_file_after_a_header_size_is_refused(tmp_path):
+    """A .mhd with HeaderSize skipped the integrity check of its compressed data: ITK printed 'Uncompress failed'
+    and returned damaged voxels."""
+    damaged = bytearray(COMPRESSED)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path = _mhd(tmp_path, f"HeaderSize = 16\nCompressedData = True\nCompressedDataSize = {len(damaged)}\n",
+                b"x" * 16 + bytes(damaged))
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("letters, transform, warned", [
+    ("RAI", "1 0 0 0 1 0 0 0 1", False),    # as ITK writes the identity: the side each axis runs from
+    ("LPS", "1 0 0 0 1 0 0 0 1", False),    # the side each axis runs to
+    ("???", "1 0 0 0 1 0 0 0 1", False),
+    ("ARS", "0 1 0 1 0 0 0 0 -1", False),
+    ("RAS", "1 0 0 0 1 0 0 0 1", True),     # z reversed
+    ("ARI", "1 0 0 0 1 0 0 0 1", True),     # x and y swapped
+])
+def test_an_anatomical_orientation_that_disagrees_with_the_transform_matrix_is_warned(tmp_path, letters, transform,
+                                                                                      warned):
+    """ITK (so 3D Slicer) places the voxels by TransformMatrix and ignores AnatomicalOrientation: this tool does
+    the same, and says so when the two disagree (one of them is wrong, left-right perhaps)."""
+    path = tmp_path / "ct.mha"
+    path.write_bytes(_header(f"AnatomicalOrientation = {letters}\n", transform=transform) + LITTLE)
+    volume = read_volume(path)
+    notes = [w for w in volume.meta.get("warnings", []) if "AnatomicalOrientation" in w]
+    assert bool(notes) == warned
+    if warned:
+        assert f"AnatomicalOrientation ({letters}) names other axes than its TransformMatrix (RAI" in notes[0]
+        assert "the TransformMatrix was followed" in notes[0]
+    assert np.array_equal(volume.array, TRUTH)

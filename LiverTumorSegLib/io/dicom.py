@@ -1,6 +1,7 @@
 """DICOM series discovery, selection (``--series``) and reading (SimpleITK/GDCM; rescale slope/intercept
 applied, values are HU), with slice-position and memory checks."""
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -11,7 +12,7 @@ from ..errors import InputError, option_hint, raise_if_out_of_memory
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
-from .itk import _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
+from .itk import _direction_3d, _itk_itemsize, _itk_reason, _quiet_itk, _sitk, _volume_from_sitk
 
 
 @dataclass
@@ -105,36 +106,114 @@ def _subfolders(folder: Path) -> List[Path]:
 
 def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSeriesInfo]:
     """All DICOM series directly inside ``folder`` in GDCM's order; with ``recursive`` those in its subfolders
-    too (:func:`_subfolders`), each series with its files from every folder (sorted by slice position by GDCM).
+    too (:func:`_subfolders`), each series with its files from every folder (sorted by slice position as GDCM
+    sorts them, :func:`_gdcm_file_order`). Every file's header is read once.
 
     Raises InputError if ``folder`` is not a folder. Returns ``[]`` when it holds no DICOM series.
     """
-    sitk = _sitk()
+    folder = _existing_folder(folder)
+    folders = [folder] + (_subfolders(folder) if recursive else [])
+    return _series_listing_of([_folder_headers(f) for f in folders])
+
+
+def _existing_folder(folder: PathLike) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"'{folder}' is not a folder; give the folder that holds the DICOM files.")
-    series = []
+    return folder
+
+
+@dataclass(frozen=True)
+class _DicomFileHeader:
+    """What the series listing needs of one DICOM file, as GDCM reads it (:func:`_read_file_header`)."""
+
+    path: str
+    series_id: str                           # GDCM's series key: SeriesInstanceUID, letters, digits and '.' only
+    origin: Tuple[float, float, float]       # mm, LPS: ImagePositionPatient as GDCM reads it (or its default)
+    cosines: Tuple[float, ...]               # the row, then the column direction cosines (6), as GDCM reads them
+    instance_number: int                     # InstanceNumber (0020,0013); -1 when absent or not a number
+    description: str = ""
+    modality: str = ""
+    series_number: str = ""
+
+
+def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
+    """The header of the file ``path`` read with GDCM, as GDCM's series scan reads it; None for a file GDCM
+    cannot read as a DICOM image (left out of every series, as that scan leaves it out)."""
+    reader = _sitk().ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    direction = _direction_3d(reader)  # row-major; its columns are the row, column and slice directions
+    return _DicomFileHeader(
+        path=path, series_id=_gdcm_series_id(_dicom_tag(reader, "0020|000e")),
+        origin=tuple(float(v) for v in (tuple(reader.GetOrigin()) + (0.0, 0.0))[:3]),
+        cosines=tuple(float(direction[r * 3 + c]) for c in (0, 1) for r in range(3)),
+        instance_number=_leading_integer(_dicom_tag(reader, "0020|0013")),
+        description=_dicom_text(reader, "0008|103e"), modality=_dicom_tag(reader, "0008|0060"),
+        series_number=_dicom_tag(reader, "0020|0011"))
+
+
+def _gdcm_series_id(series_instance_uid: str) -> str:
+    """GDCM's key of a series: its SeriesInstanceUID with every character but ASCII letters, digits and '.' left
+    out (padding, spaces), as ``GetGDCMSeriesIDs`` returned it."""
+    return "".join(c for c in series_instance_uid if c == "." or (c.isascii() and c.isalnum()))
+
+
+def _leading_integer(text: str) -> int:
+    """The integer ``text`` starts with, as GDCM reads an IS value (``'12'``, ``' 12.0'`` -> 12); -1 when none."""
+    match = re.match(r"\s*([+-]?\d+)", text)
+    return int(match.group(1)) if match else -1
+
+
+def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
+    """The headers of the DICOM image files directly in ``folder`` (hidden ones too, as GDCM's scan takes them), in
+    directory order, each read once (:func:`_read_file_header`)."""
+    try:
+        paths = [entry.path for entry in os.scandir(str(folder)) if entry.is_file()]
+    except OSError:
+        return []
     with _quiet_itk():
-        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-        if recursive:
-            for sub in _subfolders(folder):
-                uids.extend(uid for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)) if uid not in uids)
-    for uid in uids:
-        with _quiet_itk():
-            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, recursive))
-        info = DicomSeriesInfo(uid=uid, files=files)
-        if files:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(files[0])
-            try:
-                reader.ReadImageInformation()
-                info.description = _dicom_text(reader, "0008|103e")
-                info.modality = _dicom_tag(reader, "0008|0060")
-                info.series_number = _dicom_tag(reader, "0020|0011")
-            except RuntimeError:
-                pass  # the listing still helps without the description
-        series.append(info)
-    return series
+        headers = [_read_file_header(path) for path in paths]
+    return [h for h in headers if h is not None]
+
+
+def _series_listing_of(folder_headers: Sequence[Sequence[_DicomFileHeader]]) -> List[DicomSeriesInfo]:
+    """The series of the files whose headers ``folder_headers`` holds, one list per folder (the folder itself
+    first): each folder's new series in GDCM's order (by series key), folder by folder, each with its files from
+    every folder in GDCM's order (:func:`_gdcm_file_order`)."""
+    by_series: Dict[str, List[_DicomFileHeader]] = {}
+    for headers in folder_headers:
+        for series_id in sorted({h.series_id for h in headers} - set(by_series)):
+            by_series[series_id] = []
+        for header in headers:
+            by_series[header.series_id].append(header)
+    return [_series_info(series_id, _gdcm_file_order(headers)) for series_id, headers in by_series.items()]
+
+
+def _series_info(series_id: str, ordered: Sequence[_DicomFileHeader]) -> DicomSeriesInfo:
+    """A series whose files are ``ordered``; description, modality and number from the first, as GDCM lists it."""
+    first = ordered[0]
+    return DicomSeriesInfo(uid=series_id, description=first.description, modality=first.modality,
+                           series_number=first.series_number, files=[h.path for h in ordered])
+
+
+def _gdcm_file_order(headers: Sequence[_DicomFileHeader]) -> List[_DicomFileHeader]:
+    """The files of one series (``headers`` in directory order) in the order GDCM's series helper puts them
+    (``gdcm::SerieHelper::OrderFileList``, which ``GetGDCMSeriesFileNames`` returns and the reader follows): by
+    distance along the first file's slice normal (the cross product of its cosines, as GDCM computes it) when the
+    distances all differ, else by InstanceNumber when those all differ, else by file name."""
+    c = headers[0].cosines
+    normal = (c[1] * c[5] - c[2] * c[4], c[2] * c[3] - c[0] * c[5], c[0] * c[4] - c[1] * c[3])
+    distances = [normal[0] * h.origin[0] + normal[1] * h.origin[1] + normal[2] * h.origin[2] for h in headers]
+    if min(distances) != max(distances) and len(set(distances)) == len(distances):
+        return [h for _, h in sorted(zip(distances, headers), key=lambda pair: pair[0])]
+    if len({h.instance_number for h in headers}) == len(headers):
+        return sorted(headers, key=lambda h: h.instance_number)
+    return sorted(headers, key=lambda h: h.path)
 
 
 def _series_folders(series: Sequence[DicomSeriesInfo]) -> Dict[int, str]:
@@ -209,27 +288,26 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series
     split over several folders is read whole; choosing one of those folders would have given part of the series
     without a word). A DICOM SEG written into a study folder (``segment study -o study/result.dcm``) therefore does
-    not hide the CT below it."""
-    top = list_dicom_series(folder)
-    subfolders = _subfolders(Path(folder))
+    not hide the CT below it. Every file's header is read once (:func:`_folder_headers`)."""
+    folder = _existing_folder(folder)
+    own = _folder_headers(folder)
+    top = _series_listing_of([own])
+    subfolders = _subfolders(folder)
     if not subfolders:
         return top
+    below = [_folder_headers(sub) for sub in subfolders]
     if any(_is_image_series(s) for s in top):
         # subfolders holding other image series are listed with the folder's own: one key image or scout at a
-        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word. Their series
-        # IDs tell whether there is another (the full listing scans the folder's own files again)
-        sitk = _sitk()
-        with _quiet_itk():
-            below_ids = {uid for sub in subfolders for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub))}
-        if below_ids <= {s.uid for s in top}:
+        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
+        if {h.series_id for headers in below for h in headers} <= {s.uid for s in top}:
             return top
         images = {s.uid for s in top if _is_image_series(s)}
-        below = list_dicom_series(folder, recursive=True)
-        if not any(_is_image_series(s) and s.uid not in images for s in below):
+        everything = _series_listing_of([own] + below)
+        if not any(_is_image_series(s) and s.uid not in images for s in everything):
             return top
-        return below
-    below = list_dicom_series(folder, recursive=True)
-    return below if below else top
+        return everything
+    everything = _series_listing_of([own] + below)
+    return everything if everything else top
 
 
 FLOAT_PIXEL_TAGS = (0x7FE00008, 0x7FE00009)

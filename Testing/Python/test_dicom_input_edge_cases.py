@@ -272,3 +272,91 @@ def test_a_dicom_folder_segmented_to_a_folder_name_is_told_what_to_give(tmp_path
 
     with pytest.raises(InputError, match=r"no file extension: one CT .* e\.g\. '.*out\.nii\.gz'.*CSV"):
         check_output_format(tmp_path / "out")
+
+
+# ---- the series listing: every header read once, the series and file order GDCM gives ----------------------------
+def _gdcm_listing(folder: Path, recursive: bool = False):
+    """``[(series UID, files)]`` as SimpleITK's GDCM scan lists ``folder`` (the listing the reader used to take)."""
+    import SimpleITK as sitk
+
+    ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    if recursive:
+        for sub in sorted(p for p in folder.rglob("*") if p.is_dir()):
+            ids += [uid for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)) if uid not in ids]
+    return [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, recursive)))
+            for uid in ids]
+
+
+def _ours(folder: Path, recursive: bool = False):
+    from LiverTumorSegLib.io import list_dicom_series
+
+    return [(s.uid, s.files) for s in list_dicom_series(folder, recursive=recursive)]
+
+
+def _oblique(ct):
+    c, s = np.cos(np.radians(20.0)), np.sin(np.radians(20.0))
+    return CTVolume(ct.array, ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.origin,
+                                            direction=(c, 0.0, s, 0.0, 1.0, 0.0, -s, 0.0, c)))
+
+
+@pytest.mark.parametrize("layout", ["by position", "oblique", "same position: by instance number",
+                                    "same position and number: by name", "two series, nested folders"])
+def test_series_and_their_files_are_listed_in_the_order_gdcm_gives(tmp_path, ct, layout):
+    """The listing reads each header once and sorts the files itself; the series, their files and the files'
+    order must stay those of GDCM's own scan (the reader builds the grid from that order)."""
+    folder = tmp_path / "study"
+    if layout == "oblique":
+        write_ct_series(folder, _oblique(ct))
+    elif layout == "two series, nested folders":
+        write_ct_series(folder / "PAT" / "SER1", ct, uid_seed=1)
+        write_ct_series(folder / "PAT" / "SER2", ct, uid_seed=2, shuffle_names=False)
+        write_ct_series(folder / "PAT" / "SER2" / "more", CTVolume(ct.array[:2], ct.geometry), uid_seed=2,
+                        name_prefix="more")
+        write_ct_series(folder, CTVolume(ct.array[:1], ct.geometry), uid_seed=3, name_prefix="key")
+    else:
+        files = write_ct_series(folder, ct)
+        if layout != "by position":
+            _retag(files, ImagePositionPatient=["0", "0", "0"])
+        if layout == "same position and number: by name":
+            _retag(files, InstanceNumber=1)
+    recursive = layout == "two series, nested folders"
+    assert _ours(folder, recursive) == _gdcm_listing(folder, recursive)
+    if not recursive:
+        assert len(_ours(folder)[0][1]) == ct.shape_zyx[0]
+
+
+def test_finding_the_series_of_a_study_reads_each_header_once(tmp_path, ct):
+    """find_dicom_series read every file in a folder 2-4 times (GDCM's series-ID scan, one more scan per series for
+    its file names, the first file again for the description; a study with subfolders scanned again
+    recursively). The series it finds are GDCM's, with the same files in the same order."""
+    import collections
+
+    import SimpleITK as sitk
+
+    study = tmp_path / "study"
+    write_ct_series(study / "SER1", ct, uid_seed=1, description="abdomen venous")
+    write_ct_series(study / "SER2", ct, uid_seed=2, description="abdomen arterial")
+    write_ct_series(study, CTVolume(ct.array[:1], ct.geometry), uid_seed=9, description="key image", name_prefix="key")
+    expected = _gdcm_listing(study, recursive=True)
+    every_file = sorted(str(p) for p in study.rglob("*.dcm"))
+    reads = collections.Counter()
+
+    def below(folder, recursive):  # the files a GDCM scan of ``folder`` reads
+        return [f for f in every_file if Path(f).parent == Path(folder)
+                or (recursive and Path(folder) in Path(f).parents)]
+
+    real_information = sitk.ImageFileReader.ReadImageInformation
+    real_ids, real_names = sitk.ImageSeriesReader.GetGDCMSeriesIDs, sitk.ImageSeriesReader.GetGDCMSeriesFileNames
+    with pytest.MonkeyPatch.context() as patch:  # a GDCM scan reads every file of the folder it scans
+        patch.setattr(sitk.ImageFileReader, "ReadImageInformation",
+                      lambda self: reads.update([self.GetFileName()]) or real_information(self))
+        patch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs",
+                      staticmethod(lambda folder, *a: reads.update(below(folder, False)) or real_ids(folder, *a)))
+        patch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesFileNames",
+                      staticmethod(lambda folder, uid, details=False, recursive=False, *a:
+                                   reads.update(below(folder, recursive))
+                                   or real_names(folder, uid, details, recursive, *a)))
+        series = find_dicom_series(study)
+    assert sorted(reads) == every_file and set(reads.values()) == {1}, reads
+    assert [(s.uid, s.files) for s in series] == expected
+    assert [s.description for s in series] == ["key image", "abdomen venous", "abdomen arterial"]

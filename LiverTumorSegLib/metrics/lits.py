@@ -49,9 +49,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import LabelError
-from .overlap import confusion_counts, overlap_metrics_from_counts
+from .overlap import _as_bool, confusion_counts, overlap_metrics_from_counts
 from .roc import roc_auc
-from .surface import bounding_box, surface_metrics
+from .surface import surface_metrics, union_bounding_box
 
 NAN = float("nan")
 STRUCTURES = ("liver", "tumor")
@@ -150,17 +150,19 @@ def _group_lesions(inter: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold: float = 0.5,
                    connectivity: int = 26) -> LesionDetection:
     """Match connected tumor components of ``pred_tumor`` to those of ``ref_tumor`` (boolean ``(z, y, x)``
-    masks) and count detected, missed and false-positive lesions (see module docstring)."""
+    masks; other dtypes: nonzero = tumor) and count detected, missed and false-positive lesions (see module
+    docstring). Only the box holding both masks' tumor voxels is labelled; beside it no whole-volume array is made
+    for boolean masks."""
     from scipy import ndimage
 
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
-    pred_tumor = np.asarray(pred_tumor) != 0
-    ref_tumor = np.asarray(ref_tumor) != 0
+    pred_tumor = _as_bool(pred_tumor)  # boolean masks as they are: no whole-volume copy
+    ref_tumor = _as_bool(ref_tumor)
     if pred_tumor.shape != ref_tumor.shape:
         raise ValueError(f"pred shape {pred_tumor.shape} differs from ref shape {ref_tumor.shape}")
     structure = _structure(connectivity, pred_tumor.ndim)
-    box = bounding_box(pred_tumor | ref_tumor)
+    box = union_bounding_box(pred_tumor, ref_tumor)  # only the box's voxels are labelled
     if box is None:
         return LesionDetection(0, 0, 0, 0, 0, [])
     ref_ids, n_ref = ndimage.label(ref_tumor[box], structure=structure)

@@ -99,10 +99,14 @@ def bounding_box(mask: np.ndarray, margin: Union[int, Sequence[int]] = 0) -> Opt
     return tuple(slices)
 
 
-def _union_box(first: np.ndarray, second: np.ndarray) -> Tuple[slice, ...]:
-    """:func:`bounding_box` of ``first | second`` (both non-empty) without making that whole-volume mask."""
-    a, b = bounding_box(first), bounding_box(second)
-    return tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(a, b))
+def union_bounding_box(first: np.ndarray, second: np.ndarray) -> Optional[Tuple[slice, ...]]:
+    """:func:`bounding_box` of ``first | second`` (two masks of one shape, any axis order) without making that
+    whole-volume mask; the box of the other when one is empty, None when both are."""
+    boxes = [box for box in (bounding_box(first), bounding_box(second)) if box is not None]
+    if not boxes:
+        return None
+    return tuple(slice(min(box[axis].start for box in boxes), max(box[axis].stop for box in boxes))
+                 for axis in range(len(boxes[0])))
 
 
 def _padded(mask: np.ndarray, box: Tuple[slice, ...]) -> np.ndarray:
@@ -160,7 +164,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[f
     if not (has_pred and has_ref):
         return SurfaceDistances(empty, empty, defined=False)
 
-    box = _union_box(pred, ref)
+    box = union_bounding_box(pred, ref)
     # one voxel of background around the box: border voxels of the masks become surface, exactly as if
     # the whole array were processed with outside-is-background.
     surface_pred = surface_voxels(_padded(pred, box))

@@ -181,6 +181,15 @@ def test_bounding_box_margin_and_empty():
         surface.bounding_box(a, margin=(1, 1))
 
 
+def test_union_bounding_box_is_the_box_of_both_masks_or_of_the_one_not_empty():
+    a = cube((10, 10, 10), (2, 3, 4), 2)
+    b = cube((10, 10, 10), (6, 0, 5), 4)
+    empty = np.zeros_like(a)
+    assert surface.union_bounding_box(a, b) == surface.bounding_box(a | b) == (slice(2, 10), slice(0, 5), slice(4, 9))
+    assert surface.union_bounding_box(a, empty) == surface.union_bounding_box(empty, a) == surface.bounding_box(a)
+    assert surface.union_bounding_box(empty, empty) is None
+
+
 def brute_force_directed(src, dst, spacing):
     """Directed surface distances by an explicit pairwise distance matrix (tiny masks only)."""
     from scipy.spatial.distance import cdist

@@ -45,10 +45,14 @@ class RocCurve:
         return {"fpr": self.fpr[keep].tolist(), "tpr": self.tpr[keep].tolist(), "thresholds": thresholds}
 
 
-def _curve_from_counts(thresholds: np.ndarray, pos_at: np.ndarray, neg_at: np.ndarray) -> RocCurve:
-    """Curve from per-threshold counts given in descending threshold order."""
-    tp = np.concatenate([[0], np.cumsum(pos_at)])
-    fp = np.concatenate([[0], np.cumsum(neg_at)])
+def _curve_from_counts(thresholds: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> RocCurve:
+    """The ROC curve of voxel counts per score, the one place a curve is made (exact sorted scores, counted
+    integer levels, pooled bins): ``positives[k]`` and ``negatives[k]`` voxels score ``thresholds[k]``, given in
+    decreasing order; scores no voxel has are left out."""
+    present = (positives + negatives) > 0
+    thresholds = np.asarray(thresholds, dtype=np.float64)[present]
+    tp = np.concatenate([[0], np.cumsum(positives[present])])
+    fp = np.concatenate([[0], np.cumsum(negatives[present])])
     n_pos, n_neg = tp[-1], fp[-1]
     if n_pos == 0 or n_neg == 0:
         nan = np.full(tp.shape, np.nan)
@@ -99,8 +103,40 @@ def _counted_range(scores: np.ndarray) -> Optional[Tuple[int, int]]:
     return low, high
 
 
+@dataclass
+class LevelCounts:
+    """Voxel counts per value of integer scores: ``positives[v]`` and ``negatives[v]`` voxels (labels nonzero and
+    zero) score ``low + v`` (int64 counts, one per value from the lowest to the highest score)."""
+
+    low: int
+    positives: np.ndarray
+    negatives: np.ndarray
+
+    @property
+    def high(self) -> int:
+        """The highest score counted."""
+        return self.low + self.positives.size - 1
+
+    def curve(self) -> RocCurve:
+        """The exact ROC curve of the counted scores (one point per value present)."""
+        descending = np.arange(self.high, self.low - 1, -1, dtype=np.float64)
+        return _curve_from_counts(descending, self.positives[::-1], self.negatives[::-1])
+
+
+def count_levels(scores: np.ndarray, labels: np.ndarray) -> Optional[LevelCounts]:
+    """:class:`LevelCounts` of integer or bool ``scores`` (any shape; ``labels`` of the same shape) spanning at most
+    :data:`MAX_COUNTED_LEVELS` values, counted in pieces (one pass over the map, a few MiB at a time); None for
+    float scores, wider integers or no scores (those are sorted or ranked instead)."""
+    counted = _counted_range(scores)
+    if counted is None:
+        return None
+    positives, negatives = _level_counts(scores, labels, *counted)
+    return LevelCounts(counted[0], positives, negatives)
+
+
 def _level_counts(scores: np.ndarray, labels: np.ndarray, low: int, high: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``(positives, negatives)``: int64 voxel counts of each score value ``low .. high`` (integer ``scores``)."""
+    """``(positives, negatives)``: int64 voxel counts of each score value ``low .. high`` (integer ``scores``); the
+    pass over the whole map that :func:`count_levels` makes."""
     levels = high - low + 1
     counts = np.zeros(2 * levels, dtype=np.int64)  # [2 v] negatives, [2 v + 1] positives of value low + v
     for part, positive in _flat_chunks(scores, labels):
@@ -112,19 +148,14 @@ def _level_counts(scores: np.ndarray, labels: np.ndarray, low: int, high: int) -
     return counts[1::2], counts[0::2]
 
 
-def _curve_from_level_counts(low: int, positives: np.ndarray, negatives: np.ndarray) -> RocCurve:
-    used = np.flatnonzero((positives + negatives) > 0)[::-1]  # the values present, highest first
-    return _curve_from_counts((used + low).astype(np.float64), positives[used], negatives[used])
-
-
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     """Exact ROC curve: one point per distinct score value, in order of decreasing threshold. Integer scores
     (:data:`MAX_COUNTED_LEVELS`) are counted per value in pieces; other scores are sorted whole."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     _check_same_shape(scores, labels)
-    counted = _counted_range(scores)
-    if counted is not None:
-        return _curve_from_level_counts(counted[0], *_level_counts(scores, labels, *counted))
+    levels = count_levels(scores, labels)
+    if levels is not None:
+        return levels.curve()
     scores = scores.ravel()
     if not np.issubdtype(scores.dtype, np.floating):  # -scores wraps for uint8/uint16 (and int8 -128), fails for bool
         scores = scores.astype(np.float64)
@@ -145,7 +176,7 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     fp = (ends + 1) - tp
     pos_at = np.diff(np.concatenate([[0], tp]))
     neg_at = np.diff(np.concatenate([[0], fp]))
-    return _curve_from_counts(sorted_scores[ends].astype(np.float64), pos_at, neg_at)
+    return _curve_from_counts(sorted_scores[ends], pos_at, neg_at)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -156,10 +187,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     whole map. Raises ValueError for NaN/Inf scores or shapes that differ."""
     scores, labels = np.asarray(scores), np.asarray(labels)
     _check_same_shape(scores, labels)
-    counted = _counted_range(scores)
-    if counted is not None:
-        return _curve_from_level_counts(counted[0], *_level_counts(scores, labels, *counted)).auc
-    return _rank_count_auc(scores, labels)
+    levels = count_levels(scores, labels)
+    return levels.curve().auc if levels is not None else _rank_count_auc(scores, labels)
 
 
 def _rank_count_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -221,25 +250,36 @@ class RocAccumulator:
         bins are those of the float map, which is never made: integer maps are counted per value, float maps a
         piece at a time (memory beside the map: a few MiB). A ValueError leaves the accumulator as it was."""
         raw, y = np.asarray(probabilities), np.asarray(labels)
+        self._add_binned(raw, y, divisor, self._checked_levels(raw, y, divisor))
+
+    @staticmethod
+    def _checked_levels(raw: np.ndarray, labels: np.ndarray, divisor: float) -> Optional[LevelCounts]:
+        """Refuse (ValueError) what :meth:`add` does not take; the map's :func:`count_levels` (None for floats)."""
+        floating = np.issubdtype(raw.dtype, np.floating)
         if not divisor > 0:
             raise ValueError(f"divisor must be > 0, got {divisor}")
-        if np.issubdtype(raw.dtype, np.floating) and divisor != 1.0:  # they were binned as they are, clipped
+        if floating and divisor != 1.0:  # they were binned as they are, clipped
             raise ValueError(f"divisor {divisor} is for integer maps (divisor x p); float probabilities are in 0..1")
-        if not np.issubdtype(raw.dtype, np.floating) and divisor == 1.0 and raw.size and raw.max() > 1:
-            raise ValueError(f"probabilities are {raw.dtype} with values up to {raw.max()}; give them in 0..1 "
-                             f"(a uint8 map where 255 = 1.0: divide by 255)")
-        _check_same_shape(raw, y, "probabilities")
-        counted = _counted_range(raw)
-        if counted is not None:
-            positives_at, negatives_at = _level_counts(raw, y, *counted)
-            values = np.arange(counted[0], counted[1] + 1).astype(np.float32) / np.float32(divisor)
+        _check_same_shape(raw, labels, "probabilities")
+        levels = count_levels(raw, labels)
+        if not floating and divisor == 1.0 and raw.size:
+            highest = levels.high if levels is not None else raw.max()
+            if highest > 1:
+                raise ValueError(f"probabilities are {raw.dtype} with values up to {highest}; give them in 0..1 "
+                                 f"(a uint8 map where 255 = 1.0: divide by 255)")
+        return levels
+
+    def _add_binned(self, raw: np.ndarray, labels: np.ndarray, divisor: float, levels: Optional[LevelCounts]) -> None:
+        """Add a map's voxels to the bins: from its ``levels`` when counted, else binned a piece at a time."""
+        if levels is not None:
+            values = np.arange(levels.low, levels.high + 1).astype(np.float32) / np.float32(divisor)
             bins = self._bins(values)
             positives = np.zeros(self.n_bins, dtype=np.int64)
             negatives = np.zeros(self.n_bins, dtype=np.int64)
-            np.add.at(positives, bins, positives_at)
-            np.add.at(negatives, bins, negatives_at)
+            np.add.at(positives, bins, levels.positives)
+            np.add.at(negatives, bins, levels.negatives)
         else:
-            positives, negatives = self._float_counts(raw, y, divisor)
+            positives, negatives = self._float_counts(raw, labels, divisor)
         self.positives += positives
         self.negatives += negatives
 
@@ -266,6 +306,5 @@ class RocAccumulator:
 
     def curve(self) -> RocCurve:
         """Pooled ROC curve; thresholds are the lower bin edges, decreasing."""
-        used = np.flatnonzero((self.positives + self.negatives) > 0)[::-1]
-        thresholds = used.astype(np.float64) / self.n_bins
-        return _curve_from_counts(thresholds, self.positives[used], self.negatives[used])
+        lower_edges = np.arange(self.n_bins - 1, -1, -1, dtype=np.float64) / self.n_bins
+        return _curve_from_counts(lower_edges, self.positives[::-1], self.negatives[::-1])

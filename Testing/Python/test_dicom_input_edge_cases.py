@@ -267,6 +267,18 @@ def test_evaluate_takes_a_dicom_series_folder_as_the_one_cases_ct(tmp_path, ct, 
         real(str(tmp_path / "ct"), ["case", "other"], "--images")
 
 
+def test_which_evaluate_options_take_a_dicom_series_folder_follows_their_role(tmp_path, ct, monkeypatch):
+    """optional_inputs took a DICOM folder only for the text '--images'; the options' roles (ROLE_OF_OPTION) say it
+    now: a CT option takes one, a probability map option does not."""
+    from LiverTumorSegLib.commands import evaluate
+
+    write_ct_series(tmp_path / "ct", ct)
+    assert evaluate.optional_inputs(str(tmp_path / "ct"), ["case"], "--images") == {"case": tmp_path / "ct"}
+    assert evaluate.optional_inputs(str(tmp_path / "ct"), ["case"], "--prob") == {}  # warned: no file for the case
+    monkeypatch.setitem(evaluate.ROLE_OF_OPTION, "--ct", "image")
+    assert evaluate.optional_inputs(str(tmp_path / "ct"), ["case"], "--ct") == {"case": tmp_path / "ct"}
+
+
 def test_a_dicom_folder_segmented_to_a_folder_name_is_told_what_to_give(tmp_path):
     from LiverTumorSegLib.inference.segmenter import check_output_format
 

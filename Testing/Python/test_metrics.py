@@ -351,6 +351,20 @@ def test_roc_auc_hand_example_and_ties():
     np.testing.assert_allclose(curve.thresholds, [np.inf, 0.8, 0.4, 0.35, 0.1])
 
 
+def test_every_curve_is_made_from_counts_by_one_function_that_leaves_out_empty_scores():
+    """The exact curve, the counted levels and the pooled bins each turned counts into a curve with their own
+    filtering of empty scores; one function does it now (given counts in decreasing score order)."""
+    curve = roc._curve_from_counts(np.array([0.9, 0.5, 0.3, 0.1]), np.array([1, 0, 0, 1]), np.array([0, 0, 2, 2]))
+    np.testing.assert_array_equal(curve.thresholds, [np.inf, 0.9, 0.3, 0.1])  # 0.5: no voxel, no point
+    np.testing.assert_array_equal(curve.tpr, [0, 0.5, 0.5, 1])
+    np.testing.assert_array_equal(curve.fpr, [0, 0, 0.5, 1])
+    levels = roc.count_levels(np.array([3, 7, 7, 5], np.uint8), np.array([0, 1, 0, 1]))
+    assert (levels.low, levels.high, levels.positives.tolist(), levels.negatives.tolist()) == (
+        3, 7, [0, 0, 1, 0, 1], [1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(levels.curve().thresholds, [np.inf, 7, 5, 3])
+    assert roc.count_levels(np.array([0.5, 0.7], np.float32), np.array([0, 1])) is None  # floats are ranked
+
+
 def mann_whitney_auc(scores, labels):
     pos, neg = scores[labels == 1], scores[labels == 0]
     greater = (pos[:, None] > neg[None, :]).sum()

@@ -221,8 +221,11 @@ def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch,
 
 
 def test_probability_scores_scaling_and_range_errors():
-    from LiverTumorSegLib.commands.evaluate import probability_scores
+    from LiverTumorSegLib.commands import evaluate
     from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io.probability import probability_scores
+
+    assert not hasattr(evaluate, "probability_scores")  # the library's, in io.probability; the command reads levels
 
     np.testing.assert_allclose(probability_scores(np.array([0, 51, 255], np.uint8), "p"), [0.0, 0.2, 1.0])
     np.testing.assert_allclose(probability_scores(np.array([0, 1], np.uint8), "p"), [0.0, 1.0])  # binary map

@@ -475,14 +475,14 @@ def evaluate_folders(args) -> Dict[str, object]:
             [f"reference: {w}" for w in ref.meta.get("warnings", [])]
         if said:
             read_warnings[case] = said
-        # the map as stored: the per-case AUC depends only on the order of the scores (a 255 x p map's levels
-        # give its probabilities' AUC), the pooled bins divide each level. Memory: the map as read, which the
-        # reader's check_memory_for_read counts (2 x stored bytes + 4 a voxel), and a few MiB (metrics.roc)
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,
-                            iou_threshold=args.detection_iou, connectivity=args.connectivity,
-                            probabilities=prob, prob_structure=args.prob_structure)
+                            iou_threshold=args.detection_iou, connectivity=args.connectivity)
         if prob is not None:
-            roc.add(prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
+            # the map as stored, counted once for the case's AUC (which depends only on the order of the scores: a
+            # 255 x p map's levels give its probabilities' AUC) and the pooled bins (which divide each level).
+            # Memory: the map as read, which the reader's check_memory_for_read counts, and a few MiB (metrics.roc)
+            row[f"roc_auc_{args.prob_structure}"] = roc.add_and_score(
+                prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
         del pred, ref, prob  # not held while the next case is read
         rows.append(row)
         if not getattr(args, "no_progress", False):

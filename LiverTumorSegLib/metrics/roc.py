@@ -12,6 +12,7 @@
   in it piece by piece), exact in integers and rounded once at the end.
 * :class:`RocAccumulator` pools many cases in fixed score bins over [0, 1] (memory independent of the
   number of voxels); its curve equals :func:`roc_curve` of the scores rounded down to the bin edges.
+  :meth:`RocAccumulator.add_and_score` also returns the case's own exact AUC, from one count of an integer map.
 
 AUC is the area under the curve; NaN when the labels hold only one class.
 """
@@ -251,6 +252,17 @@ class RocAccumulator:
         piece at a time (memory beside the map: a few MiB). A ValueError leaves the accumulator as it was."""
         raw, y = np.asarray(probabilities), np.asarray(labels)
         self._add_binned(raw, y, divisor, self._checked_levels(raw, y, divisor))
+
+    def add_and_score(self, probabilities: np.ndarray, labels: np.ndarray, divisor: float = 1.0) -> float:
+        """:meth:`add` one case and return its own exact AUC, :func:`roc_auc` of ``probabilities`` (which depends
+        only on the order of the scores: the divisor does not change it). An integer map (``segment
+        --probabilities``' uint8 map) is counted per value once for both; a float map is ranked for the AUC
+        (:func:`_rank_count_auc`: exact, where bins are not) and binned for the pool."""
+        raw, y = np.asarray(probabilities), np.asarray(labels)
+        levels = self._checked_levels(raw, y, divisor)
+        auc = levels.curve().auc if levels is not None else _rank_count_auc(raw, y)
+        self._add_binned(raw, y, divisor, levels)
+        return auc
 
     @staticmethod
     def _checked_levels(raw: np.ndarray, labels: np.ndarray, divisor: float) -> Optional[LevelCounts]:

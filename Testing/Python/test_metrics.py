@@ -365,6 +365,23 @@ def test_every_curve_is_made_from_counts_by_one_function_that_leaves_out_empty_s
     assert roc.count_levels(np.array([0.5, 0.7], np.float32), np.array([0, 1])) is None  # floats are ranked
 
 
+@pytest.mark.parametrize("stored", ["uint8", "float32"])
+def test_add_and_score_gives_the_cases_roc_auc_and_the_pool_that_add_gives(stored):
+    rng = np.random.default_rng(12)
+    labels = rng.random((4, 6, 7)) < 0.3
+    probability = np.clip(rng.normal(0.3, 0.2, labels.shape) + 0.3 * labels, 0, 1)
+    scores, divisor = ((np.round(probability * 255).astype(np.uint8), 255.0) if stored == "uint8"
+                       else (probability.astype(np.float32), 1.0))
+    scored, added = roc.RocAccumulator(), roc.RocAccumulator()
+    assert scored.add_and_score(scores, labels, divisor=divisor) == roc.roc_auc(scores, labels)
+    added.add(scores, labels, divisor=divisor)
+    np.testing.assert_array_equal(scored.positives, added.positives)
+    np.testing.assert_array_equal(scored.negatives, added.negatives)
+    with pytest.raises(ValueError, match="NaN"):  # a refused map leaves the pool as it was
+        scored.add_and_score(np.array([0.2, np.nan], np.float32), np.array([0, 1]))
+    np.testing.assert_array_equal(scored.positives, added.positives)
+
+
 def mann_whitney_auc(scores, labels):
     pos, neg = scores[labels == 1], scores[labels == 0]
     greater = (pos[:, None] > neg[None, :]).sum()

@@ -166,6 +166,42 @@ def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     assert summary["roc_pooled"]["auc"] > misread.curve().auc + 0.1
 
 
+def test_evaluate_prob_counts_each_map_once_for_its_auc_and_the_pooled_roc(tmp_path, monkeypatch):
+    """evaluate --prob counted every uint8 map's levels twice, once for the case's AUC (evaluate_case's roc_auc) and
+    once for the pooled bins (RocAccumulator.add): two passes over the map for the same counts. The numbers are
+    those of a hand count: AUC = (pairs ranked right + half the tied ones) / (positives x negatives)."""
+    from LiverTumorSegLib.io import write_probability_map
+    from LiverTumorSegLib.metrics import roc
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    for folder in ("ref", "pred", "prob"):
+        (tmp_path / folder).mkdir()
+    cases = {"a": ([2, 2, 1, 1, 1, 1, 1, 1], [255, 102, 102, 51, 0, 0, 0, 0]),  # tumor at 255 and 102
+             "b": ([2, 1, 1, 1, 1, 1, 1, 1], [51, 102, 0, 0, 0, 0, 0, 0])}      # tumor at 51, liver at 102
+    for case, (labels, levels) in cases.items():
+        labels = np.array(labels, np.uint8).reshape(2, 2, 2)
+        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels, geometry)
+        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels, geometry)
+        write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", np.array(levels, np.uint8).reshape(2, 2, 2),
+                              geometry)
+    passes = []
+    real_level_counts = roc._level_counts
+    monkeypatch.setattr(roc, "_level_counts", lambda *a, **k: passes.append(1) or real_level_counts(*a, **k))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--prob",
+                 str(tmp_path / "prob"), "-o", str(tmp_path / "out"), "--no-surface", "--no-plots"]) == 0
+    assert len(passes) == 2, f"{len(passes)} counting passes over the maps of 2 cases"
+    with open(tmp_path / "out" / "cases.csv", newline="") as handle:
+        auc = {row["case"]: float(row["roc_auc_tumor"]) for row in csv.DictReader(handle)}
+    # a: 255 above all 6 liver voxels, 102 above 5 and tied with 1; b: 51 above 6 zeros, below 102
+    assert auc == pytest.approx({"a": 11.5 / 12, "b": 6 / 7}, abs=1e-12)
+    pooled = json.loads((tmp_path / "out" / "summary.json").read_text())["roc_pooled"]
+    # 3 tumor voxels (255, 102, 51) against 13 others (102, 51, 102 and ten 0): 13 + (11 + 0.5 + 0.5) + (10 + 0.5)
+    assert pooled["auc"] == pytest.approx(35.5 / 39, abs=1e-12) and pooled["n_cases"] == 2
+    assert pooled["thresholds"] == [None, 0.999, 0.4, 0.2, 0.0]  # the lower edges of the bins of 1.0, 0.4, 0.2, 0
+    assert pooled["tpr"] == pytest.approx([0, 1 / 3, 2 / 3, 1, 1]) and pooled["fpr"] == pytest.approx(
+        [0, 0, 2 / 13, 3 / 13, 1])
+
+
 @pytest.mark.parametrize("stored", ["uint8", "float32"])
 def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch, stored):
     """evaluate --prob made a float32 copy of the map, sorted all its voxels for the per-case AUC (argsort, sorted

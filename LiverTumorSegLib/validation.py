@@ -373,39 +373,90 @@ def _macos_available() -> Optional[int]:
     return parse_vm_stat(text)
 
 
-def available_memory_bytes(meminfo_path: str = "/proc/meminfo",
-                           cgroup_dir: str = "/sys/fs/cgroup") -> Optional[int]:
-    """Memory available to this process in bytes: on Linux the smaller of MemAvailable and a container's cgroup
-    limit's headroom; on Windows GlobalMemoryStatusEx's available physical memory; on macOS free + inactive
-    pages (``vm_stat``); else ``os.sysconf``. None when it cannot be determined (the check then passes)."""
+def _sysconf_available() -> Optional[int]:
+    """Free physical memory by ``os.sysconf`` (Unixes without /proc/meminfo), or None."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _mapped_bytes(statm_path: Path) -> Optional[int]:
+    """The address space this process has mapped (VmSize: ``/proc/self/statm``'s first field, in pages), or None."""
+    try:
+        return int(statm_path.read_text().split()[0]) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def address_space_room(statm_path: str = "/proc/self/statm") -> Optional[int]:
+    """Bytes this process may still map under its address-space limit (``RLIMIT_AS``, ``ulimit -v``, as HPC login
+    nodes and Slurm jobs often set it), or None without such a limit or without the ``resource`` module (Windows).
+
+    The soft limit minus the address space already mapped (VmSize; the limit itself where /proc is missing). All of
+    that is subtracted, although much of it is no memory in use (CPU torch maps about 0.6 GiB, CUDA reserves tens of
+    GiB it never touches, glibc 64 MiB per thread arena): the kernel counts exactly that size against the limit and
+    refuses a mapping that would take it past, resident or not, so the limit minus it is what is left."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    try:
+        soft_limit = int(resource.getrlimit(resource.RLIMIT_AS)[0])
+    except (AttributeError, ValueError, OSError):
+        return None
+    if soft_limit == resource.RLIM_INFINITY or soft_limit < 0:
+        return None
+    return max(0, soft_limit - (_mapped_bytes(Path(statm_path)) or 0))
+
+
+def available_memory_bytes(meminfo_path: str = "/proc/meminfo", cgroup_dir: str = "/sys/fs/cgroup",
+                           statm_path: str = "/proc/self/statm") -> Optional[int]:
+    """Memory available to this process in bytes: on Linux the smallest of MemAvailable, a container's cgroup
+    limit's headroom and the room left under the process's address-space limit (:func:`address_space_room`,
+    ``ulimit -v``); on Windows GlobalMemoryStatusEx's available physical memory; on macOS free + inactive
+    pages (``vm_stat``; macOS does not enforce ``RLIMIT_AS``); on other Unixes ``os.sysconf`` and the address-space
+    limit. None when it cannot be determined (the check then passes)."""
     if sys.platform == "win32":
         return _windows_available()
     if sys.platform == "darwin":
         return _macos_available()
     candidates = [v for v in (_meminfo_available(Path(meminfo_path)), _cgroup_available(Path(cgroup_dir)))
                   if v is not None]
-    if not candidates:
-        try:
-            candidates.append(int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE")))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return min(candidates)
+    if not candidates:  # no /proc/meminfo
+        candidates = [v for v in (_sysconf_available(),) if v is not None]
+    room = address_space_room(statm_path)
+    if room is not None:
+        candidates.append(room)
+    return min(candidates) if candidates else None
+
+
+def _address_space_note(available_bytes: int) -> str:
+    """A few words for a memory error when the address-space limit (``ulimit -v``) is what leaves only
+    ``available_bytes``: more physical memory would not help there; raising the limit would."""
+    room = address_space_room()
+    if room is None or room > available_bytes:
+        return ""
+    return (" under this process's address-space limit (ulimit -v: raise it, e.g. 'ulimit -v unlimited', or ask the "
+            "batch job for more memory)")
 
 
 def check_memory(required_bytes: int, available_bytes: Optional[int] = None, what: str = "this volume") -> Optional[int]:
     """Raise ResourceError when ``required_bytes`` exceed the available memory; return the available bytes.
 
     ``available_bytes=None`` asks the system (:func:`available_memory_bytes`); when that is unknown the
-    check passes and None is returned.
+    check passes and None is returned. The error names the address-space limit when that is what leaves so little.
     """
-    if available_bytes is None:
+    asked_the_system = available_bytes is None
+    if asked_the_system:
         available_bytes = available_memory_bytes()
     if available_bytes is None:
         return None
     if required_bytes > available_bytes:
+        limit = _address_space_note(available_bytes) if asked_the_system else ""
         raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.1f} GiB of memory but only "
-                            f"{available_bytes / GIB:.1f} GiB is available; close other programs, crop the volume, "
-                            f"or use a machine with more memory.")
+                            f"{available_bytes / GIB:.1f} GiB is available{limit}; close other programs, crop the "
+                            f"volume, or use a machine with more memory.")
     return int(available_bytes)
 
 

@@ -1,4 +1,5 @@
 """Tests for LiverTumorSegLib.validation: CT sanity checks and memory checks. Arrays are (z, y, x)."""
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,46 @@ def test_available_memory_reads_meminfo_and_cgroup_limit(tmp_path):
     assert available_memory_bytes(str(meminfo), str(v1)) == 2048 * 1024
     real = available_memory_bytes()
     assert real is None or real > 0
+
+
+def test_available_memory_counts_the_address_space_limit(tmp_path, monkeypatch):
+    """A process under 'ulimit -v 8G' (RLIMIT_AS, HPC login nodes, Slurm) on a node with 256 GiB free was told 256
+    GiB were available and died with MemoryError; the room under the limit is the soft limit minus the address
+    space already mapped (VmSize in /proc/self/statm)."""
+    import os
+
+    from LiverTumorSegLib import validation
+
+    resource = pytest.importorskip("resource")  # not on Windows, which has no such limit
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemAvailable:    {256 << 20} kB\n")  # 256 GiB
+    no_cgroup = tmp_path / "no_cgroup"
+    statm = tmp_path / "statm"
+    statm.write_text(f"{(1 << 30) // os.sysconf('SC_PAGE_SIZE')} 2000 1000 1 0 1500 0\n")  # 1 GiB mapped
+    soft_limit = {"bytes": 8 << 30}
+    real_getrlimit = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft_limit["bytes"], resource.RLIM_INFINITY)
+                        if which == resource.RLIMIT_AS else real_getrlimit(which))
+    assert available_memory_bytes(str(meminfo), str(no_cgroup)) <= 8 << 30  # this process's own statm: was 256
+    assert available_memory_bytes(str(meminfo), str(no_cgroup), str(statm)) == 7 << 30
+    assert available_memory_bytes(str(meminfo), str(no_cgroup), str(tmp_path / "no_statm")) == 8 << 30
+    soft_limit["bytes"] = 1 << 29  # already past it (mapped before the limit was lowered): nothing left
+    assert available_memory_bytes(str(meminfo), str(no_cgroup), str(statm)) == 0
+    soft_limit["bytes"] = resource.RLIM_INFINITY
+    assert available_memory_bytes(str(meminfo), str(no_cgroup), str(statm)) == 256 << 30
+
+    soft_limit["bytes"] = 8 << 30  # the error says which limit leaves so little, and what to do about it
+    monkeypatch.setattr(validation.sys, "platform", "linux")
+    monkeypatch.setattr(validation, "_meminfo_available", lambda path: 256 << 30)
+    monkeypatch.setattr(validation, "_cgroup_available", lambda path: None)
+    monkeypatch.setattr(validation, "_mapped_bytes", lambda path: 1 << 30)
+    with pytest.raises(ResourceError, match=r"needs about 10.0 GiB of memory but only 7.0 GiB is available under "
+                                            r"this process's address-space limit \(ulimit -v: raise it"):
+        check_memory(10 << 30)
+    with pytest.raises(ResourceError, match=r"only 4.0 GiB is available; close other programs"):
+        check_memory(10 << 30, available_bytes=4 << 30)  # a figure given by the caller: no word on the limit
+    monkeypatch.setitem(sys.modules, "resource", None)  # Windows: no resource module, no such limit
+    assert validation.address_space_room(str(statm)) is None and available_memory_bytes() == 256 << 30
 
 
 def test_network_memory_check_counts_what_is_still_to_be_allocated():

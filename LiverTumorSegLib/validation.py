@@ -441,11 +441,17 @@ def _address_space_note(available_bytes: int) -> str:
             "batch job for more memory)")
 
 
-def check_memory(required_bytes: int, available_bytes: Optional[int] = None, what: str = "this volume") -> Optional[int]:
+MEMORY_ADVICE = "close other programs, crop the volume, or use a machine with more memory"
+"""What :func:`check_memory`'s error tells to do unless the caller says otherwise."""
+
+
+def check_memory(required_bytes: int, available_bytes: Optional[int] = None, what: str = "this volume",
+                 advice: str = MEMORY_ADVICE) -> Optional[int]:
     """Raise ResourceError when ``required_bytes`` exceed the available memory; return the available bytes.
 
     ``available_bytes=None`` asks the system (:func:`available_memory_bytes`); when that is unknown the
-    check passes and None is returned. The error names the address-space limit when that is what leaves so little.
+    check passes and None is returned. The error names ``what`` needs the memory, both amounts, ``advice`` (what to
+    do) and the address-space limit when that is what leaves so little.
     """
     asked_the_system = available_bytes is None
     if asked_the_system:
@@ -455,8 +461,7 @@ def check_memory(required_bytes: int, available_bytes: Optional[int] = None, wha
     if required_bytes > available_bytes:
         limit = _address_space_note(available_bytes) if asked_the_system else ""
         raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.1f} GiB of memory but only "
-                            f"{available_bytes / GIB:.1f} GiB is available{limit}; close other programs, crop the "
-                            f"volume, or use a machine with more memory.")
+                            f"{available_bytes / GIB:.1f} GiB is available{limit}; {advice}.")
     return int(available_bytes)
 
 

@@ -35,6 +35,9 @@ and checked before the first output is written, and the outputs are written into
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
 --overwrite: the previous results intact). With --overwrite, an earlier run's pictures this run did not draw
 (overlays of other cases) are removed from plots/; other files there are left alone.
+
+Memory: a case's metrics need up to about 21 bytes a voxel of its grid beside its label maps (and probability map);
+a case needing more than is available stops the command, naming the case, before anything is written.
 """
 import argparse
 import contextlib
@@ -323,6 +326,19 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
     return pred, ref, prob, divisor
 
 
+def _check_case_memory(case: str, shape_zyx: Tuple[int, ...]) -> None:
+    """Refuse (ResourceError) a case whose metrics need more memory than is available
+    (:func:`~..metrics.lits.evaluate_case_memory_bytes`), checked once its maps are read (each read is checked from
+    its header) and before the metrics: a large pair of volumes ended in a MemoryError or the out-of-memory killer."""
+    from ..metrics.lits import EVALUATE_CASE_BYTES_PER_VOXEL, evaluate_case_memory_bytes
+    from ..validation import check_memory
+
+    check_memory(evaluate_case_memory_bytes(shape_zyx), what=f"case '{case}' ((z, y, x) {tuple(shape_zyx)} voxels)",
+                 advice=f"its metrics need about {EVALUATE_CASE_BYTES_PER_VOXEL} bytes a voxel beside the label maps. "
+                        f"Close other programs, evaluate this case on a machine with more memory, or move it out of "
+                        f"the --pred/--ref folders to evaluate the others")
+
+
 def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
                       label_maps: Tuple[Optional[dict], Optional[dict]] = (None, None)) -> List[Dict[str, object]]:
     """Read everything the best/worst overlays need (label maps, CTs from --images) *before* any output is
@@ -471,6 +487,7 @@ def evaluate_folders(args) -> Dict[str, object]:
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
+        _check_case_memory(case, ref.shape_zyx)
         said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
             [f"reference: {w}" for w in ref.meta.get("warnings", [])]
         if said:

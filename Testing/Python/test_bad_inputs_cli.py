@@ -312,6 +312,7 @@ def write_table_when_asked():
         names.update({name: text for name, (_, _, text) in LABEL_CASES.items()})
         names["eval_no_cases"] = "`--pred` folder with no label-map files"
         names["too_large"] = "CT too large for the memory (available memory monkeypatched to 64 MiB)"
+        names["case_too_large"] = "case whose metrics do not fit (its maps could be read; 64 MiB available)"
         lines = ["| input | command | what the user sees (stderr, exit code 2) |", "|---|---|---|"]
         for (name, command), message in OBSERVED.items():
             lines.append(f"| {names.get(name, name)} | `{command}` | `{message}` |")
@@ -538,6 +539,44 @@ def test_too_large_is_refused_from_the_header_before_loading(tmp_path, capsys, m
     assert files_under(out_dir) == []
     if suffix == ".nii.gz":
         record("too_large", command, line, tmp_path)
+
+
+@pytest.mark.parametrize("prob", [False, True])
+def test_case_whose_metrics_do_not_fit_is_refused_by_name_before_its_metrics(tmp_path, capsys, monkeypatch, prob):
+    """evaluate checked only that each file could be read; the metrics of a pair then needed about 19 bytes a voxel
+    more (surface distances, lesion labelling), and a large pair ended in a MemoryError or the out-of-memory
+    killer. Each case is checked before its metrics: the error names the case, both amounts and what to do."""
+    from LiverTumorSegLib.metrics import lits
+
+    shape = (128, 256, 256)  # 8 Mi voxels: its metrics need 0.16 GiB
+    labels = np.zeros(shape, np.uint8)
+    labels[20:100, 40:200, 40:200] = 1
+    labels[50:60, 80:100, 80:100] = 2
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
+    for folder in ("ref", "pred", "prob"):
+        (tmp_path / folder).mkdir()
+    for case in ("case1", "case2"):  # case2, the big one, after case1
+        size = shape if case == "case2" else (8, 16, 16)
+        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels[tuple(slice(0, n) for n in size)], geometry)
+        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels[tuple(slice(0, n) for n in size)], geometry)
+        lts_io.write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", np.zeros(size, np.uint8), geometry)
+    available = 64 << 20
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: available)
+    monkeypatch.setattr(lts_io_nifti, "check_memory_for_read", lambda *a, **k: None)  # each map can be read
+    scored = []
+    real_evaluate_case = lits.evaluate_case
+    monkeypatch.setattr(lits, "evaluate_case", lambda *a, **k: scored.append(k["case"]) or real_evaluate_case(*a, **k))
+    argv = ["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out"]
+    code, out, err = run_cli(argv + (["--prob", tmp_path / "prob"] if prob else []), capsys)
+    needed = lits.evaluate_case_memory_bytes(shape)
+    line = assert_clean_error(code, err, [
+        "case 'case2' ((z, y, x) (128, 256, 256) voxels)", f"needs about {needed / validation.GIB:.1f} GiB of memory",
+        "only 0.1 GiB is available", "21 bytes a voxel beside the label maps", "machine with more memory",
+        "move it out of the --pred/--ref folders"])
+    assert scored == ["case1"]  # case2's metrics were not started; nothing was written
+    assert not (tmp_path / "out").exists()
+    if not prob:
+        record("case_too_large", "evaluate", line, tmp_path)
 
 
 def test_volume_that_fits_is_read_after_the_header_check(tmp_path, monkeypatch):

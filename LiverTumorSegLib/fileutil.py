@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from .errors import OutputExistsError, InputError, option_hint
+from .processes import PROCESS_MARK, marked_process_alive, process_mark
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -254,19 +255,26 @@ STALE_TEMPORARY_SECONDS = 600
 kill (the system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written
 again."""
 
-_TEMPORARY_PID = re.compile(r"\.(\d+)-[^./]*\.tmp")
+_TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[^./]*\.tmp")
+
+
+def temporary_prefix(stem: str) -> str:
+    """The start of the name of a temporary file or folder that this process makes, for ``mkstemp`` or
+    ``mkdtemp`` (which add ``{random}{suffix}``): ``{stem}{mark}-``, ``mark`` being this process's
+    :func:`~.processes.process_mark` (id and start time), which :func:`remove_stale_temporaries` reads."""
+    return f"{stem}{process_mark()}-"
 
 
 def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
                              min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> None:
-    """Remove temporary files and folders ``{prefix}{pid}-{random}{suffix}`` in ``folder`` (as
-    :func:`atomic_output` names them; also one nested inside another, ``.{prefix}...``) whose writing processes
-    have all ended (:func:`~.processes.process_alive`) and which were last changed more than ``min_age_seconds``
-    ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over the network may hold the temporaries of
-    a run on another computer, whose process ids mean nothing here). Never raises."""
+    """Remove temporary files and folders ``{prefix}{mark}-{random}{suffix}`` in ``folder`` (as
+    :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}`` or, in names of older versions
+    and where no start time can be read, ``{pid}``; also one nested inside another, ``.{prefix}...``) whose
+    writing processes have all ended (:func:`~.processes.marked_process_alive`: a process id now held by a
+    process that started at another time counts as ended) and which were last changed more than
+    ``min_age_seconds`` ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over the network may hold
+    the temporaries of a run on another computer, whose process ids mean nothing here). Never raises."""
     import shutil
-
-    from .processes import process_alive
 
     folder = Path(folder)
     try:
@@ -277,8 +285,8 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     for name in names:
         if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
             continue
-        pids = [int(p) for p in _TEMPORARY_PID.findall(name)]
-        if not pids or any(process_alive(pid) for pid in pids):
+        marks = list(_TEMPORARY_MARK.finditer(name))
+        if not marks or any(marked_process_alive(mark) for mark in marks):
             continue  # an older naming (no process id), or a writer still running
         candidate = folder / name
         try:
@@ -314,7 +322,9 @@ def replace_file(source: PathLike, target: PathLike) -> None:
 WINDOWS_MAX_PATH = 260
 """Characters in a whole Windows path (with its terminating NUL) unless long paths are enabled system-wide."""
 
-_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 8 + len(".tmp")  # ".{pid}-{random}.tmp" (pid up to 2**32)
+_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 18 + len("-") + 8 + len(".tmp")
+"""Characters of ``.{pid}-{start time}-{random}.tmp`` on Windows at most (the only system with a path limit here):
+the process id below 2**32, the start time in 100 ns units since 1601 (18 digits until the year 4770)."""
 
 
 def _max_path() -> Union[int, None]:
@@ -323,11 +333,11 @@ def _max_path() -> Union[int, None]:
 
 
 def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
-    """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{pid}-{random}.tmp{suffix}`` stays
+    """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{mark}-{random}.tmp{suffix}`` stays
     within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
     longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
     This helps an output whose own name is long; a short name in a folder within ~25 characters of the limit
-    still fails (the process id and random part cannot be shortened): a shorter folder is the way there."""
+    still fails (the process mark and random part cannot be shortened): a shorter folder is the way there."""
     limit = _max_path()
     if limit is None:
         return stem
@@ -374,13 +384,14 @@ def _set_aside(target: Path, backup: Path) -> None:
         raise OSError(exc.errno, exc.strerror, str(backup), None, str(target)) from exc
 
 
-_SET_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.old")
+_SET_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\." + PROCESS_MARK + r"\.old")
 
 
 def set_aside_path(target: Path) -> Path:
     """Where :func:`move_all_or_none` keeps a file it replaces until the new one is in place: the hidden
-    ``.{name}.{pid}.old`` beside it (``pid``: this process)."""
-    return target.with_name(f".{target.name}.{os.getpid()}.old")
+    ``.{name}.{mark}.old`` beside it (``mark``: this process's :func:`~.processes.process_mark`, its id and start
+    time; older versions wrote ``.{name}.{pid}.old``, which are judged by the id alone)."""
+    return target.with_name(f".{target.name}.{process_mark()}.old")
 
 
 def _rename_without_replacing(source: Path, target: Path) -> bool:
@@ -427,11 +438,11 @@ def _recover_set_aside(backup: Path, target: Path, pid: int, group_incomplete: b
 
 
 def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[str], bool]
-                                  ) -> List[Tuple[Path, Path, int]]:
-    """``(backup, target, pid)`` of each file :func:`move_all_or_none` set aside in ``folder`` (hidden
-    ``.{name}.{pid}.old``) for an output ``is_output_name(name)`` accepts, by a process that has ended."""
-    from .processes import process_alive
-
+                                  ) -> List[Tuple[Path, Path, int, Optional[str]]]:
+    """``(backup, target, pid, start)`` (``start``: the process's start time as its name holds it, or None) of
+    each file :func:`move_all_or_none` set aside in ``folder`` (hidden
+    ``.{name}.{mark}.old``, :func:`set_aside_path`) for an output ``is_output_name(name)`` accepts, by a process
+    that has ended (:func:`~.processes.marked_process_alive`)."""
     folder = Path(folder) if str(folder) else Path(".")
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".old"))
@@ -440,14 +451,14 @@ def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[st
     found = []
     for name in names:
         match = _SET_ASIDE_NAME.fullmatch(name)
-        if match is not None and is_output_name(match["name"]) and not process_alive(int(match["pid"])):
-            found.append((folder / name, folder / match["name"], int(match["pid"])))
+        if match is not None and is_output_name(match["name"]) and not marked_process_alive(match):
+            found.append((folder / name, folder / match["name"], int(match["pid"]), match["start"]))
     return found
 
 
 def restore_set_aside_outputs_of(paths: Iterable[PathLike],
                                  folders: Sequence[Tuple[PathLike, Callable[[str], bool]]] = ()) -> List[str]:
-    """Files that :func:`move_all_or_none` set aside (hidden ``.{name}.{pid}.old``) for the outputs ``paths``
+    """Files that :func:`move_all_or_none` set aside (hidden ``.{name}.{mark}.old``) for the outputs ``paths``
     (one look into each of their folders) and for those each ``(folder, is_output_name)`` of ``folders`` accepts,
     left there by a process that has ended (killed between its two renames: the user's earlier output was
     hidden, and nothing said so). The files one ended process set aside are one group (a process is killed
@@ -464,10 +475,11 @@ def restore_set_aside_outputs_of(paths: Iterable[PathLike],
         found += _set_aside_by_ended_processes(folder, names.__contains__)
     for folder, is_output_name in folders:
         found += _set_aside_by_ended_processes(folder, is_output_name)
-    incomplete = {pid for _, target, pid in found if not os.path.lexists(target)}
+    # a group is one process: its id and start time (two ended processes that had the same id are two groups)
+    incomplete = {(pid, start) for _, target, pid, start in found if not os.path.lexists(target)}
     said = []
-    for backup, target, pid in found:
-        said.append(_recover_set_aside(backup, target, pid, pid in incomplete))
+    for backup, target, pid, start in found:
+        said.append(_recover_set_aside(backup, target, pid, (pid, start) in incomplete))
         log.warning("warning: %s", said[-1])
     return said
 
@@ -476,7 +488,7 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
     """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself; when a move
     fails (an error, a file held open, Ctrl-C), the targets already placed are removed and the files they
     replaced put back, so the targets are all new or all as they were. A file that cannot be put back stays in
-    its hidden ``.<name>.<pid>.old`` beside the target (never deleted), as does one of a process killed between
+    its hidden ``.<name>.<mark>.old`` (:func:`set_aside_path`) beside the target (never deleted), as does one of a process killed between
     the two renames (SIGKILL, a power cut): the next write of that output puts it back or makes it visible
     (:func:`restore_set_aside_outputs_of`). Returns the targets placed."""
     moved, placed = [], []  # (target, backup) of replaced files; targets put in place
@@ -556,7 +568,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     folder = path.parent if str(path.parent) else Path(".")
     stem = temporary_stem(folder, ascii_stem(stem), suffix)
     remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp" + suffix, dir=str(folder))
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp" + suffix, dir=str(folder))
     os.close(fd)
     tmp_path = Path(tmp)
     apply_default_permissions(tmp_path)

@@ -51,9 +51,11 @@ def last_error_line(stderr: str) -> str:
 
 
 TEMP_FOLDER_PREFIX = "LiverTumorSeg."
-"""A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{random}.tmp`` (``pid``: Slicer's process). It
-holds a copy of the CT (patient data): one that Slicer left behind when it crashed or was killed while a job ran
-is removed when a later job starts, once that process has ended (:func:`remove_stale_job_folders`)."""
+"""A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{start time}-{random}.tmp`` (Slicer's process
+id and start time: ``LiverTumorSegLib.fileutil.temporary_prefix``; ``LiverTumorSeg.{pid}-{random}.tmp`` where
+no start time can be read, and from earlier versions). It holds a copy of the CT (patient data): one that Slicer
+left behind when it crashed or was killed while a job ran is removed when a later job starts, once that process
+has ended (:func:`remove_stale_job_folders`)."""
 
 REMOVE_RETRY_SECONDS = (0.1, 0.2, 0.3, 0.4)
 SIGKILL_NUMBER = 9  # on every POSIX system
@@ -95,8 +97,9 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
 
 def remove_stale_job_folders(temp_root: Optional[str] = None) -> None:
     """Remove the temporary folders (:data:`TEMP_FOLDER_PREFIX`) in ``temp_root`` (default: the system's) whose
-    Slicer process has ended, at once: they are this computer's own, so a process id that is not running means
-    a Slicer that died with its job running (the folder of a running one is never touched). Never raises."""
+    Slicer process has ended, at once: they are this computer's own, so a process id that is not running, or that
+    a process started at another time holds now (ids are reused after a reboot), means a Slicer that died with
+    its job running (the folder of a running one is never touched). Never raises."""
     from LiverTumorSegLib.fileutil import remove_stale_temporaries
 
     remove_stale_temporaries(temp_root or tempfile.gettempdir(), TEMP_FOLDER_PREFIX, ".tmp", min_age_seconds=0)
@@ -180,9 +183,11 @@ class ChildJob:
     def start(self) -> "ChildJob":
         """Prepare the inputs and start the child (main thread); on any failure the temporary folder is removed.
         Folders that earlier Slicer processes left behind are removed first (:func:`remove_stale_job_folders`)."""
+        from LiverTumorSegLib.fileutil import temporary_prefix
+
         self._start_time = time.time()
         remove_stale_job_folders(self._temp_root)
-        self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_FOLDER_PREFIX}{os.getpid()}-", suffix=".tmp",
+        self.temp_dir = tempfile.mkdtemp(prefix=temporary_prefix(TEMP_FOLDER_PREFIX), suffix=".tmp",
                                          dir=self._temp_root)
         try:
             args = self._prepare()

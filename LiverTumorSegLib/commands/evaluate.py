@@ -407,7 +407,8 @@ def is_evaluate_plot_name(name: str) -> bool:
 
 STAGE_PREFIX = ".evaluate."
 """The start of the name of the hidden folder in ``OUT_DIR`` where evaluate writes its results before moving them
-into place (then the process id, ``-``, a random part and ``.tmp``)."""
+into place (then this process's id and start time, ``-``, a random part and ``.tmp``:
+``fileutil.temporary_prefix``)."""
 
 
 @contextlib.contextmanager
@@ -416,17 +417,18 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     normally every staged file is moved to its place in ``out_dir`` (replacing the previous run's with
     --overwrite), else the staging folder is removed. A failed or interrupted run (error, Ctrl-C) therefore
     leaves ``out_dir`` as it was: nothing new, and the previous results intact. The staging folder is named
-    ``.evaluate.{pid}-{random}.tmp``: one that a killed run (SIGKILL, the out-of-memory killer) left behind is
-    removed by a later run into ``out_dir`` once its process has ended (``remove_stale_temporaries``)."""
+    ``.evaluate.{pid}-{start time}-{random}.tmp`` (``fileutil.temporary_prefix``): one that a killed run
+    (SIGKILL, the out-of-memory killer) left behind is removed by a later run into ``out_dir`` once its process
+    has ended (``remove_stale_temporaries``)."""
     import shutil
     import tempfile
 
-    from ..fileutil import outermost_missing_folder, remove_empty_folders, remove_stale_temporaries
+    from ..fileutil import outermost_missing_folder, remove_empty_folders, remove_stale_temporaries, temporary_prefix
 
     created = outermost_missing_folder(out_dir)  # -o a/b/c with only a/ there: b is made, and removed on failure
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, STAGE_PREFIX, ".tmp")
-    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", suffix=".tmp", dir=str(out_dir)))
+    stage = Path(tempfile.mkdtemp(prefix=temporary_prefix(STAGE_PREFIX), suffix=".tmp", dir=str(out_dir)))
     try:
         staged = _output_paths(stage)
         staged["plots"].mkdir()

@@ -15,7 +15,8 @@ from typing import Any, Dict, Sequence, Union
 import torch
 
 from ..errors import InputError, raise_if_out_of_memory
-from ..fileutil import apply_default_permissions, remove_stale_temporaries, replace_file, temporary_stem
+from ..fileutil import (apply_default_permissions, remove_stale_temporaries, replace_file, temporary_prefix,
+                        temporary_stem)
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -48,7 +49,7 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = temporary_stem(path.parent, path.name, "")
     remove_stale_temporaries(path.parent, f".{stem}.", ".tmp")  # left by a killed run
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

@@ -1,10 +1,11 @@
 """atomic_output: rename on success, previous file intact on failure, no overwrite unless asked."""
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
-from process_helpers import ended_process_id
+from process_helpers import ended_process_id, mark_of_an_earlier_holder_of_this_process_id
 
 from LiverTumorSegLib.errors import InputError, OutputExistsError
 from LiverTumorSegLib.fileutil import atomic_output, full_suffix
@@ -99,6 +100,29 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
     for key in ("recent", "running", "other", "older_naming"):
         assert names[key] in left, key
     assert (tmp_path / "seg.nii.gz").read_bytes() == b"done"
+
+
+def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path):
+    """Process ids are reused (after a reboot, or soon on a busy machine): a temporary whose writer's id now
+    belonged to another running process was kept for good. Names carry the writer's id and start time; one with
+    this process's id but another start time is left over, one with both is this process's own, and one an
+    earlier version named by id alone is judged by the id as before."""
+    import time
+
+    from LiverTumorSegLib.processes import process_mark
+
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"reused_id": f".seg.{mark_of_an_earlier_holder_of_this_process_id()}-abc123.tmp.nii.gz",
+             "running": f".seg.{process_mark()}-q1w2e3.tmp.nii.gz",
+             "running_older_naming": f".seg.{os.getpid()}-z9x8c7.tmp.nii.gz"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (old, old))
+    with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
+        out.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["seg.nii.gz", names["running"], names["running_older_naming"]])
+    assert out.name.startswith(f".seg.{process_mark()}-")  # this writer's own temporary: its id and start time
 
 
 def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
@@ -234,12 +258,79 @@ def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_one
         [f".other.nii.gz.{dead}.old", f".seg.nii.gz.{running}.old", "r.json", f"r.json.{dead}.old"])
 
 
+def test_an_output_set_aside_by_an_earlier_holder_of_a_process_id_is_put_back(tmp_path):
+    """A set-aside output whose writer's id a running process holds now was left hidden for good. Its name
+    records the writer's start time too: with another start time it is put back; with this process's own (a run
+    between its two renames right now) it is left alone, as is one an earlier version named by id alone."""
+    from LiverTumorSegLib.processes import process_mark
+
+    reused = mark_of_an_earlier_holder_of_this_process_id()
+    (tmp_path / f".r.json.{reused}.old").write_text("earlier report")
+    (tmp_path / f".seg.nii.gz.{process_mark()}.old").write_text("a running run's")
+    (tmp_path / f".p.nii.gz.{os.getpid()}.old").write_text("a running run of an earlier version's")
+    said = fileutil.restore_set_aside_outputs_of([tmp_path / n for n in ("r.json", "seg.nii.gz", "p.nii.gz")])
+    assert len(said) == 1 and f"'{tmp_path / 'r.json'}' was restored" in said[0]
+    assert (tmp_path / "r.json").read_text() == "earlier report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["r.json", f".seg.nii.gz.{process_mark()}.old", f".p.nii.gz.{os.getpid()}.old"])
+    assert fileutil.set_aside_path(tmp_path / "r.json").name == f".r.json.{process_mark()}.old"  # what is written
+
+
 def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
     from LiverTumorSegLib import processes
 
     assert processes.process_alive(os.getpid()) and (os.getppid() <= 0 or processes.process_alive(os.getppid()))
     assert not processes.process_alive(ended_process_id())
     assert not processes.process_alive(0) and not processes.process_alive(2 ** 40)
+
+
+def test_a_process_id_with_another_start_time_is_another_process():
+    """A process is alive for a name that recorded its id and start time only while the process holding that id
+    started then; a name without a start time (earlier versions) is judged by the id alone."""
+    import subprocess
+    import sys
+
+    from LiverTumorSegLib import processes
+
+    mark_of_an_earlier_holder_of_this_process_id()  # skips where no start time can be read
+    started = processes.process_start_time(os.getpid())
+    assert processes.process_mark() == f"{os.getpid()}-{started}" and processes.process_alive(os.getpid(), started)
+    assert not processes.process_alive(os.getpid(), started - 1)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child_started = processes.process_start_time(child.pid)
+        assert child_started is not None and processes.process_start_time(child.pid) == child_started
+        assert processes.process_alive(child.pid, child_started) and processes.process_alive(child.pid)
+        assert not processes.process_alive(child.pid, child_started + 1)
+    finally:
+        child.kill()
+        child.wait()
+    assert processes.process_start_time(child.pid) is None and not processes.process_alive(child.pid, child_started)
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="ps is POSIX")
+def test_start_times_from_ps_are_the_utc_seconds_a_process_started(monkeypatch):
+    """Where there is no /proc (macOS), ``ps -o lstart`` tells the start time: read in the C locale and UTC as
+    seconds since 1970 (checked here on Linux, whose ps prints the same format)."""
+    import shutil
+    import subprocess
+    import time
+
+    from LiverTumorSegLib import processes
+
+    if shutil.which("ps") is None:
+        pytest.skip("no ps here")
+    launched = time.time()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        monkeypatch.setattr(sys, "platform", "darwin")
+        monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: the number must not depend on the time zone
+        started = processes.process_start_time(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert started is not None and abs(started - launched) <= 5, (started, launched)
+    assert processes.process_start_time(child.pid) is None  # ended
 
 
 def test_outputs_checked_together_are_restored_together(tmp_path, caplog):

@@ -751,3 +751,22 @@ def test_a_job_folder_left_by_a_slicer_that_died_is_removed_when_the_next_job_st
     assert os.path.basename(segmentation_job.temp_dir).startswith(f"LiverTumorSeg.{os.getpid()}-")
     assert segmentation_job.wait(timeout_s=60).kind == job.DONE
     assert list(fake.temp_root.iterdir()) == [running] and (running / "ct.nii").is_file()
+
+
+def test_a_job_folder_whose_process_id_a_later_process_holds_is_removed(tmp_path):
+    """Process ids are reused (after a reboot, or soon on a busy machine): the folder, with its copy of the CT, of
+    a Slicer that died was kept for good when its id belonged to a running process again. Folders carry
+    Slicer's id and start time: one with this process's id but another start time is left over; one with both,
+    and one an earlier version named by id alone, are a running Slicer's."""
+    from LiverTumorSegModuleLib import childjob
+    from LiverTumorSegLib.processes import process_mark
+    from process_helpers import mark_of_an_earlier_holder_of_this_process_id
+
+    left_over = tmp_path / f"LiverTumorSeg.{mark_of_an_earlier_holder_of_this_process_id()}-q1w2e3r4.tmp"
+    running = tmp_path / f"LiverTumorSeg.{process_mark()}-a1s2d3f4.tmp"
+    running_older_naming = tmp_path / f"LiverTumorSeg.{os.getpid()}-z1x2c3v4.tmp"
+    for folder in (left_over, running, running_older_naming):
+        folder.mkdir()
+        (folder / "ct.nii").write_bytes(b"a CT")
+    childjob.remove_stale_job_folders(str(tmp_path))
+    assert sorted(tmp_path.iterdir()) == sorted([running, running_older_naming])

@@ -986,6 +986,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
     def test_Cancel(self):
         """Cancel during the network stage: the child ends within 5 s, no node is added, no temporary files."""
         from LiverTumorSegLib.package import resolve_model
+        from LiverTumorSegLib.processes import process_alive
 
         ctNode = self._loadSample()
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
@@ -1000,7 +1001,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             time.sleep(0.02)
         self.assertIn("network", stages)
         pid = task.child_pid
-        self.assertTrue(pid and childprocess.pid_alive(pid))
+        self.assertTrue(pid and process_alive(pid))
         cancelled = time.time()
         task.cancel()
         while not outcomes and time.time() < cancelled + 10:
@@ -1008,7 +1009,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             time.sleep(0.02)
         self.assertEqual([o.kind for o in outcomes], [job.CANCELLED])
         self.assertLess(time.time() - cancelled, 5.0)  # kill, wait and temp-file retries (Windows: about 1 s)
-        self.assertFalse(childprocess.pid_alive(pid))
+        self.assertFalse(process_alive(pid))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertFalse(task.temp_dir and os.path.exists(task.temp_dir))
         self.delayDisplay("Cancel works")

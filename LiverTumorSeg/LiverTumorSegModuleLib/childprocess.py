@@ -162,14 +162,6 @@ def kill_process_tree(pid: int) -> None:
             pass
 
 
-def pid_alive(pid: int) -> bool:
-    """True while a process with this ID exists and is not a zombie (the library's
-    :func:`LiverTumorSegLib.processes.process_alive`, which also answers on Windows without ``tasklist``)."""
-    from LiverTumorSegLib.processes import process_alive
-
-    return process_alive(pid)
-
-
 # --- subprocess runner (headless tests, POSIX) ----------------------------------------------------------
 
 class SubprocessRunner:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
 
 from LiverTumorSegModuleLib import childprocess, job, panel_text  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.processes import process_alive  # noqa: E402
 from mrml_helpers import add_volume_node, read_volume_node
 
 posix_only = pytest.mark.skipif(sys.platform.startswith("win"), reason="SubprocessRunner is POSIX only")
@@ -149,13 +150,13 @@ def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
         lines = runner.read_stdout_lines()
         time.sleep(0.02)
     grandchild = int(lines[0])
-    assert childprocess.pid_alive(grandchild) and grandchild in childprocess.descendant_pids(runner.pid)
+    assert process_alive(grandchild) and grandchild in childprocess.descendant_pids(runner.pid)
     started = time.monotonic()
     runner.kill()
-    while childprocess.pid_alive(grandchild) and time.monotonic() - started < 5:
+    while process_alive(grandchild) and time.monotonic() - started < 5:
         time.sleep(0.02)
     assert time.monotonic() - started < 2.0
-    assert not runner.is_running() and not childprocess.pid_alive(grandchild)
+    assert not runner.is_running() and not process_alive(grandchild)
 
 
 # ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------
@@ -577,7 +578,7 @@ def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):
     segmentation_job.cancel()
     outcome = segmentation_job.poll()
     assert outcome.kind == job.CANCELLED and time.monotonic() - started < 2.0
-    assert not childprocess.pid_alive(pid)
+    assert not process_alive(pid)
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from LiverTumorSegLib.processes import process_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_FILE = ROOT / "LiverTumorSeg" / "LiverTumorSeg.py"
 sys.path.insert(0, str(ROOT / "LiverTumorSeg"))
@@ -83,8 +85,8 @@ def _pnw_module():
 @pytest.fixture
 def module(monkeypatch, tmp_path):
     """LiverTumorSeg.py imported with the GUI stand-ins; ``slicer.mrmlScene`` is a headless scene."""
-    slicer = pytest.importorskip("slicer")
-    import slicer.util
+    pytest.importorskip("slicer")
+    import slicer.util  # binds slicer too
     from LiverTumorSegLib import mrml
     scene = mrml.make_headless_scene()
     temp = tmp_path / "slicer-temp"
@@ -159,8 +161,7 @@ def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_pa
     # the run ended inside the timer's own timeout(): the logic still holds the timer, so PythonQt does not
     # delete the QTimer while its slot runs
     assert logic._stoppedTimers["segment"] is timer
-    from LiverTumorSegModuleLib import childprocess
-    assert not childprocess.pid_alive(pid)
+    assert not process_alive(pid)
     assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []
 
 
@@ -171,11 +172,10 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     pid = running.child_pid
     logic.cleanup()  # what the widget's cleanup() and Reload call
     assert not timer.active and running.finished is False and running.poll().kind == "cancelled"
-    from LiverTumorSegModuleLib import childprocess
     deadline = time.monotonic() + 2
-    while childprocess.pid_alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not childprocess.pid_alive(pid) and list(module.temp.iterdir()) == []
+    assert not process_alive(pid) and list(module.temp.iterdir()) == []
 
 
 def test_reload_forgets_the_helper_packages(module):
@@ -262,9 +262,9 @@ def test_logic_cancel_in_the_network_stage_ends_the_real_child_within_two_second
     started = time.monotonic()
     running.cancel()
     timer.fire()
-    while childprocess.pid_alive(pid) and time.monotonic() - started < 5:
+    while process_alive(pid) and time.monotonic() - started < 5:
         time.sleep(0.01)
-    assert time.monotonic() - started < 2.0 and not childprocess.pid_alive(pid)
+    assert time.monotonic() - started < 2.0 and not process_alive(pid)
     assert [o.kind for o in outcomes] == ["cancelled"]
     assert module.scene.GetNumberOfNodes() == before and list(module.temp.iterdir()) == []
 

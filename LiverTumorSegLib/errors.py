@@ -76,14 +76,21 @@ def _is_runtime_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) or type(exc).__module__.startswith("onnxruntime")
 
 
-def out_of_memory_error(exc: BaseException, batch_size_option: bool = False, reading: str = "",
-                        series: str = "") -> Optional["ResourceError"]:
+def out_of_memory_error(exc: BaseException, batch_size_option: bool = False, reading: str = ""
+                        ) -> Optional["ResourceError"]:
     """A :class:`ResourceError` telling the user what to do when ``exc`` is an allocation failure (MemoryError,
     or a RuntimeError of PyTorch's / oneDNN's / CUDA's allocator, or ONNX Runtime's arena); None for anything
     else. ``batch_size_option``: the work runs a network whose batch the user can make smaller (``segment``,
     ``train``, ``crossval``): the advice adds a GPU and ``--batch-size 1``; without it (``evaluate``,
-    ``measure``, reading a file) the advice is about memory alone. ``reading``: the file (or DICOM folder) being read, named;
-    ``series``: the DICOM series read from it."""
+    ``measure``, reading a file) the advice is about memory alone. ``reading``: the file (or DICOM folder) being
+    read, named."""
+    return _out_of_memory_error(exc, f" reading '{reading}'" if reading else "", batch_size_option)
+
+
+def _out_of_memory_error(exc: BaseException, where: str, batch_size_option: bool = False
+                         ) -> Optional["ResourceError"]:
+    """:func:`out_of_memory_error` saying ``where`` it happened (" reading '...'", or "") after "Ran out of
+    memory"."""
     if isinstance(exc, MemoryError):
         detail = str(exc) or "MemoryError"
     elif _is_runtime_failure(exc) and any(w in str(exc) for w in _OUT_OF_MEMORY_WORDS):
@@ -94,9 +101,6 @@ def out_of_memory_error(exc: BaseException, batch_size_option: bool = False, rea
             detail = detail[detail.index(_ORT_ALLOCATION_WORDS):]
     else:
         return None
-    where = f" reading '{reading}'" if reading else ""
-    if series:
-        where = f" reading series {series} of '{reading}'"
     if batch_size_option:
         smaller_batch = option_hint("--batch-size 1", "batch_size=1")
         advice = (f"or use a machine with more memory or a GPU; {smaller_batch} lowers what the network needs, not "
@@ -109,8 +113,10 @@ def out_of_memory_error(exc: BaseException, batch_size_option: bool = False, rea
 
 def raise_if_out_of_memory(exc: BaseException, reading: str = "", series: str = "") -> None:
     """For a file reader's broad ``except``, before it words ``exc`` as a bad file: raise
-    :func:`out_of_memory_error` (naming the file ``reading``) when ``exc`` is an allocation failure; return
-    otherwise. A MemoryError while decoding a large CT said "the file is truncated or corrupt"."""
-    memory = out_of_memory_error(exc, reading=reading, series=series)
+    :func:`out_of_memory_error` (naming the file ``reading``, and the DICOM ``series`` read from that folder when
+    given) when ``exc`` is an allocation failure; return otherwise. A MemoryError while decoding a large CT said
+    "the file is truncated or corrupt"."""
+    memory = (_out_of_memory_error(exc, f" reading series {series} of '{reading}'") if series
+              else out_of_memory_error(exc, reading=reading))
     if memory is not None:
         raise memory from exc

@@ -27,11 +27,9 @@ def to_hu_dtype(array: np.ndarray, uint8_if_fits: bool = False) -> np.ndarray:
     """
     if array.size == 0:
         return array.astype(np.int16)
-    if array.dtype == np.int16 and not uint8_if_fits:
+    if array.dtype == (np.uint8 if uint8_if_fits else np.int16):  # already the narrowest type it can get
         return array
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
-        if uint8_if_fits and array.dtype == np.uint8:
-            return array
         lo, hi = int(array.min()), int(array.max())
         if uint8_if_fits and 0 <= lo and hi <= 255:
             return array.astype(np.uint8)

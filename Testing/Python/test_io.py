@@ -133,6 +133,13 @@ def test_to_hu_dtype_keeps_int16_only_when_integral_and_in_range():
     assert to_hu_dtype(np.array([[np.nan, 1.0]], np.float32)).dtype == np.float32
 
 
+def test_to_hu_dtype_returns_an_array_already_of_the_type_it_would_get_without_a_copy():
+    """int16 voxels (uint8 ones with ``uint8_if_fits``) are returned as they are; the other of the two is converted."""
+    ct, labels = np.array([[-1024, 40]], np.int16), np.array([[0, 2]], np.uint8)
+    assert to_hu_dtype(ct) is ct and to_hu_dtype(labels, uint8_if_fits=True) is labels
+    assert to_hu_dtype(labels).dtype == np.int16 and to_hu_dtype(ct[:, 1:], uint8_if_fits=True).dtype == np.uint8
+
+
 @pytest.mark.parametrize("image_class, header_bytes", [(nib.Nifti2Image, 540), (nib.Nifti1Image, 348)])
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
 def test_label_and_probability_maps_of_a_nifti_ct_are_written_in_its_nifti_version(tmp_path, image_class,

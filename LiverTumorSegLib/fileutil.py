@@ -198,26 +198,46 @@ CSV_SAVE_AS = 'UTF-8 CSV (in Excel: "CSV UTF-8 (Comma delimited)")'
 """What an undecodable CSV list should be saved as (the format's name in Excel's "Save as" list)."""
 
 
+CSV_KEY_COLUMN = "image"
+"""The column every CSV list we read has (batch case lists and training data lists): it tells the separator."""
+
+_EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)\r?$")
+"""Excel's first line naming the separator (``sep=;``), which Excel writes and reads for CSV in other locales."""
+
+
 def csv_delimiter(header_line: str) -> str:
     """The column separator of a CSV list whose first line is ``header_line``: the first of
-    :data:`CSV_DELIMITERS` it holds (comma when it holds none: a one-column list). Only the header is looked at:
-    its column names are fixed words (``image``, ``label``, ...), whereas paths in the rows may hold any of them."""
+    :data:`CSV_DELIMITERS` that splits it into cells one of which is :data:`CSV_KEY_COLUMN` (so a semicolon list
+    whose header has a comma in a quoted column name is still split on semicolons); else the first it holds
+    (comma when it holds none: a one-column list). Only the header is looked at: its column names are fixed words
+    (``image``, ``label``, ...), whereas paths in the rows may hold any of them."""
+    for delimiter in CSV_DELIMITERS:
+        cells = next(csv.reader([header_line], delimiter=delimiter), [])
+        if any(cell.strip().lower() == CSV_KEY_COLUMN for cell in cells):
+            return delimiter
     return next((delimiter for delimiter in CSV_DELIMITERS if delimiter in header_line), ",")
 
 
 def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int, Dict[str, str]]]]:
     """``(columns, rows)`` of a CSV list the user gives (a batch case list, a training data list), read by
     :func:`read_text_file` (UTF-8 with or without a byte-order mark, or UTF-16 with one) and separated by comma,
-    tab or semicolon (:func:`csv_delimiter`). Column names are stripped and lower-cased (``'Image '`` ->
-    ``'image'``); each row is ``(line, {column: stripped text})`` with ``line`` the file's line it ends on
-    (blank lines are skipped, so it is not the row's index); a missing cell is ``""`` and cells beyond the header
-    are dropped. ``what`` names the file in errors (e.g. "Case list"); InputError for an undecodable file."""
+    tab or semicolon (:func:`csv_delimiter`; or as a first line ``sep=;`` that Excel writes says). Column names are
+    stripped and lower-cased (``'Image '`` -> ``'image'``); each row is ``(line, {column: stripped text})`` with
+    ``line`` the file's line it ends on (blank lines and a ``sep=`` line are skipped, so it is not the row's
+    index); a missing cell is ``""`` and cells beyond the header are dropped. ``what`` names the file in errors
+    (e.g. "Case list"); InputError for an undecodable file."""
     text = read_text_file(path, what, save_as=CSV_SAVE_AS)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text.split("\n", 1)[0]))
+    first_line, _, rest = text.partition("\n")
+    named = _EXCEL_SEPARATOR_LINE.match(first_line)
+    if named:
+        text, first_line = rest, rest.partition("\n")[0]
+    reader = csv.DictReader(io.StringIO(text, newline=""),
+                            delimiter=named.group(1) if named else csv_delimiter(first_line))
     columns = [name.strip().lower() for name in (reader.fieldnames or [])]
     reader.fieldnames = columns
-    rows = [(reader.line_num, {name: (value or "").strip() for name, value in row.items() if name is not None})
-            for row in reader]
+    lines_before = 1 if named else 0
+    rows = [(lines_before + reader.line_num,
+             {name: (value or "").strip() for name, value in row.items() if name is not None}) for row in reader]
     return columns, rows
 
 

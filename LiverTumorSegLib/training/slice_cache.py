@@ -106,8 +106,10 @@ def _content_fingerprint(path: str) -> str:
     if not p.is_dir():
         return file_sha256(p)
     digest = hashlib.sha256()
-    for f in _files_of(p):
-        digest.update(f"{f.relative_to(p)}\0{file_sha256(f)}\n".encode("utf-8"))
+    # names as POSIX text in POSIX order: Windows sorts paths without case and writes '\\', so the same series
+    # copied to another system hashed differently and a resume there was refused as "image changed"
+    for name, f in sorted((f.relative_to(p).as_posix(), f) for f in _files_of(p)):
+        digest.update(f"{name}\0{file_sha256(f)}\n".encode("utf-8"))
     return digest.hexdigest()
 
 

@@ -366,3 +366,28 @@ def test_csv_rows_take_the_header_lines_separator_and_keep_other_separators_in_c
     assert rows == [(2, {"image": "C:\\scans\\a,b.nii.gz", "case_id": "p;1"}), (4, {"image": "c.nii.gz",
                                                                                     "case_id": ""})]
     assert fileutil.csv_delimiter("image") == "," and fileutil.csv_delimiter("image;label") == ";"
+
+
+@pytest.mark.parametrize("header, row, delimiter", [
+    ('image;label;"notes, comments"', "a,b.nii.gz;a_seg.nii.gz;x", ";"),
+    ("Image\tLabel\tSpacing (x, y)", "a.nii.gz\ta_seg.nii.gz\t1, 1", "\t"),
+    ("image,label", "a;b.nii.gz,a_seg.nii.gz", ","),
+])
+def test_csv_separator_is_the_one_that_gives_the_image_column(tmp_path, header, row, delimiter):
+    """A semicolon or tab list whose header holds a comma in a column name was split on commas and refused as
+    having no image column; the separator is now the first that yields an ``image`` cell."""
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    assert fileutil.csv_delimiter(header) == delimiter
+    columns, rows = fileutil.read_csv_rows(listing, "Case list")
+    assert columns[:2] == ["image", "label"] and len(columns) == header.count(delimiter) + 1
+    assert rows[0][0] == 2 and rows[0][1]["image"] == row.split(delimiter)[0]
+
+
+def test_csv_with_excels_separator_line_uses_it_and_counts_it_in_line_numbers(tmp_path):
+    """Excel writes (and reads) a first line ``sep=;``; it was taken for the header ('sep=' column)."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("sep=;\r\nimage;case_id\r\na,1.nii.gz;p1\r\n\r\nb.nii.gz;p2\r\n", encoding="utf-8")
+    columns, rows = fileutil.read_csv_rows(listing, "Case list")
+    assert columns == ["image", "case_id"]
+    assert rows == [(3, {"image": "a,1.nii.gz", "case_id": "p1"}), (5, {"image": "b.nii.gz", "case_id": "p2"})]

@@ -772,3 +772,25 @@ def test_a_cache_holding_label_hashes_is_still_a_failed_runs_cache(tmp_path):
     assert holds_only_slice_cache(run)
     remove_if_no_checkpoint(run)
     assert (key / f"c0{slice_cache.ENTRY_SUFFIXES[0]}").is_file()
+
+
+def test_a_dicom_folders_content_hash_is_the_same_on_every_system(tmp_path, monkeypatch):
+    """A series folder's hash covered its files in the order the system sorts paths (Windows: without case) and
+    their names with the system's separator ('\\' on Windows), so a resume on another system was refused as
+    'image changed'. Now: POSIX names in POSIX order, whatever order the files come in."""
+    import hashlib
+
+    from LiverTumorSegLib.package import file_sha256
+    from LiverTumorSegLib.training import slice_cache
+
+    series = tmp_path / "series"
+    for name, data in (("IM_B", b"b"), ("im_a", b"a"), ("sub/x.dcm", b"x")):
+        (series / name).parent.mkdir(parents=True, exist_ok=True)
+        (series / name).write_bytes(data)
+    expected = hashlib.sha256()
+    for name in ("IM_B", "im_a", "sub/x.dcm"):  # POSIX order: upper case before lower case
+        expected.update(f"{name}\0{file_sha256(series / name)}\n".encode("utf-8"))
+    assert slice_cache._content_fingerprint(str(series)) == expected.hexdigest()
+    as_windows_lists_them = sorted(slice_cache._files_of(series), key=lambda f: str(f).lower(), reverse=True)
+    monkeypatch.setattr(slice_cache, "_files_of", lambda path: list(as_windows_lists_them))
+    assert slice_cache._content_fingerprint(str(series)) == expected.hexdigest()

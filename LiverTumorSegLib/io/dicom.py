@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, option_hint, raise_if_out_of_memory
+from ..fileutil import is_hidden_name
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
@@ -170,12 +171,21 @@ def _leading_integer(text: str) -> int:
 
 
 def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
-    """The headers of the DICOM image files directly in ``folder`` (hidden ones too, as GDCM's scan takes them), in
-    directory order, each read once (:func:`_read_file_header`)."""
+    """The headers of the DICOM image files directly in ``folder``, in directory order, each read once
+    (:func:`_read_file_header`). Hidden files are left out, as GDCM's scan leaves them out on Linux and macOS
+    (an rsync temporary or a ``.x.old`` copy of a slice beside a series made it "hold the same images more than
+    once"). InputError for a file name that is not UTF-8, which GDCM cannot open (it ended the process)."""
     try:
-        paths = [entry.path for entry in os.scandir(str(folder)) if entry.is_file()]
+        paths = [entry.path for entry in os.scandir(str(folder)) if entry.is_file() and not is_hidden_name(entry.name)]
     except OSError:
         return []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"The file name {os.path.basename(path)!r} in '{folder}' is not valid UTF-8 text, which "
+                             f"the DICOM reader cannot open; rename the file (or copy the series with a tool that "
+                             f"converts file names to UTF-8).") from None
     with _quiet_itk():
         headers = [_read_file_header(path) for path in paths]
     return [h for h in headers if h is not None]
@@ -299,13 +309,15 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     if any(_is_image_series(s) for s in top):
         # subfolders holding other image series are listed with the folder's own: one key image or scout at a
         # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
-        if {h.series_id for headers in below for h in headers} <= {s.uid for s in top}:
+        # and a series continued in a subfolder is gathered whole (only its top part was read, without a word)
+        below_ids = {h.series_id for headers in below for h in headers}
+        if not below_ids:
             return top
-        images = {s.uid for s in top if _is_image_series(s)}
         everything = _series_listing_of([own] + below)
-        if not any(_is_image_series(s) and s.uid not in images for s in everything):
-            return top
-        return everything
+        images = {s.uid for s in top if _is_image_series(s)}
+        if below_ids & images or any(_is_image_series(s) and s.uid not in images for s in everything):
+            return everything
+        return top
     everything = _series_listing_of([own] + below)
     return everything if everything else top
 

@@ -223,20 +223,20 @@ def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple
 
 
 def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
-    """A separate data file's voxels start after its ``HeaderSize`` bytes; None for ``HeaderSize = -1`` (the
-    voxels are the file's last bytes, however many the header describes) and for one in a LOCAL file
+    """The voxels start after the header, or after ``HeaderSize`` bytes of the file that holds them (MetaIO counts a
+    LOCAL file's from its first byte, header included); None for ``HeaderSize = -1`` (the voxels are the file's
+    last bytes, however many the header describes) and for a LOCAL ``HeaderSize`` that ends inside the header
     (:func:`_check_metaimage_header` refuses it)."""
     marker, name = header.where, _metaimage_data_file(header)
     skip = _metaimage_header_size(header.fields)
     local = name.upper() == "LOCAL"
-    if skip is None or skip < 0 or (local and skip):
+    if skip is None or skip < 0 or (local and 0 < skip < marker.end()):
         return None
-    size = path.stat().st_size - marker.end() if local else _detached_size(path, name)
+    size = path.stat().st_size if local else _detached_size(path, name)
     if size is None:
         return None
-    if local:
-        return _StoredData(size, header.deflated, path, marker.end())
-    return _StoredData(max(size - skip, 0), header.deflated, path.parent / name, skip)
+    start = max(skip, marker.end()) if local else skip
+    return _StoredData(max(size - start, 0), header.deflated, path if local else path.parent / name, start)
 
 
 def _metaimage_data_file(header: _Header) -> str:
@@ -299,10 +299,11 @@ def _check_metaimage_header_size(path: Path, header: _Header) -> None:
     if skip is None or skip < -1:
         raise InputError(f"Cannot read '{path}': its HeaderSize ({text}) is not a byte count (0 or more, or -1 for "
                          f"voxels at the end of the data file). Fix the header.")
-    if skip and _metaimage_data_file(header).upper() == "LOCAL":
+    if 0 < skip < header.where.end() and _metaimage_data_file(header).upper() == "LOCAL":
         raise InputError(f"Cannot read '{path}': its header sets HeaderSize = {skip} with the voxels in the same file "
-                         f"(ElementDataFile = LOCAL); HeaderSize counts bytes to skip in a separate data file, and "
-                         f"ITK reads such a file's voxels from the wrong place. Remove the HeaderSize line.")
+                         f"(ElementDataFile = LOCAL), but the header itself is {header.where.end()} bytes long, so "
+                         f"ITK-based readers would read header text as voxels. Remove the HeaderSize line (or set it "
+                         f"to the header's length).")
     if skip == -1 and header.deflated:
         raise InputError(f"Cannot read '{path}': its header sets HeaderSize = -1 (the voxels are the data file's last "
                          f"bytes) for compressed voxels, whose size is not known before they are inflated. Give "

@@ -1,6 +1,8 @@
 """DICOM CT input the reader must not get silently wrong (an audit's reproductions, made small): an inverted grey
 scale, multi-frame files whose frames the reader would misplace or mis-scale, series choice, a DICOM SEG beside
 the study, a scout of another size, Latin-1 descriptions."""
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +374,32 @@ def test_finding_the_series_of_a_study_reads_each_header_once(tmp_path, ct):
     assert sorted(reads) == every_file and set(reads.values()) == {1}, reads
     assert [(s.uid, s.files) for s in series] == expected
     assert [s.description for s in series] == ["key image", "abdomen venous", "abdomen arterial"]
+
+
+def test_a_series_continued_in_a_subfolder_is_read_whole(tmp_path):
+    """4 slices in the study folder and 4 more of the same series below it: only the top 4 were read, without a
+    word, although the docstring promised a split series read whole (found by review)."""
+    ct = np.arange(8 * 16 * 16, dtype=np.int16).reshape(8, 16, 16) % 700 - 200
+    write_ct_series(tmp_path, CTVolume(ct[:4], ImageGeometry(spacing=(1, 1, 2), origin=(0, 0, 0))), uid_seed=1)
+    write_ct_series(tmp_path / "more", CTVolume(ct[4:], ImageGeometry(spacing=(1, 1, 2), origin=(0, 0, 8))),
+                    uid_seed=1, name_prefix="m")
+    assert [s.num_files for s in find_dicom_series(tmp_path)] == [8]
+    assert np.array_equal(read_volume(tmp_path).array, ct)
+
+
+def test_hidden_files_beside_a_series_are_not_slices(tmp_path, ct):
+    """GDCM's scan leaves out hidden files on Linux and macOS; a hidden copy of a slice (an rsync temporary)
+    beside a series made the listing hold the same image twice and the read fail (found by review)."""
+    files = write_ct_series(tmp_path, ct)
+    (tmp_path / f".{files[3].name}.Xy12ab").write_bytes(files[3].read_bytes())
+    assert [s.num_files for s in find_dicom_series(tmp_path)] == [len(files)]
+    assert read_volume(tmp_path).shape_zyx == ct.shape_zyx
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="these file systems hold only Unicode names")
+def test_a_file_name_that_is_not_utf8_is_a_clear_error_not_a_crash(tmp_path, ct):
+    """GDCM given such a name ended the whole process (C++ 'basic_string' abort) in the listing and the read."""
+    files = write_ct_series(tmp_path, ct)
+    os.rename(bytes(files[0]), bytes(tmp_path) + b"/ct\xe9.dcm")
+    with pytest.raises(InputError, match="not valid UTF-8 text.*rename the file"):
+        find_dicom_series(tmp_path)

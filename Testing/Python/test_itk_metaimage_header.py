@@ -38,6 +38,30 @@ def _mhd(folder: Path, extra: str, data: bytes, data_file: str = "ct.raw") -> Pa
 COMPRESSED = zlib.compress(LITTLE)
 
 
+def _mha_with_header_size(folder: Path, padding: int, data: bytes, extra: str = "") -> Path:
+    """A .mha whose ``HeaderSize`` counts its header plus ``padding`` bytes before ``data`` (MetaIO counts a
+    LOCAL file's HeaderSize from its first byte)."""
+    size = 0
+    while True:  # the header's length depends on the digits of its own HeaderSize
+        header = _header(f"{extra}HeaderSize = {size}\n")
+        if size == len(header) + padding:
+            break
+        size = len(header) + padding
+    path = folder / "ct.mha"
+    path.write_bytes(header + b"x" * padding + data)
+    return path
+
+
+@pytest.mark.parametrize("padding", [0, 16])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_mha_whose_header_size_counts_its_own_header_is_read_exactly(tmp_path, padding, compressed):
+    """MetaIO takes a LOCAL HeaderSize as the voxels' offset from the file's first byte, and ITK reads such a file
+    exactly; the reader refused every LOCAL HeaderSize (review of this change, with SimpleITK as the judge)."""
+    extra = f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n" if compressed else ""
+    path = _mha_with_header_size(tmp_path, padding, COMPRESSED if compressed else LITTLE, extra)
+    assert np.array_equal(read_volume(path).array, TRUTH)
+
+
 @pytest.mark.parametrize("write", [
     lambda d: _mha(d, "BinaryDataByteOrderMSB = True\n", BIG),
     lambda d: _mha(d, "ElementByteOrderMSB = True\n", BIG),
@@ -73,7 +97,8 @@ def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
      r"maps the stored values to intensities \(ElementToIntensityFunctionSlope = 2, "
      r"ElementToIntensityFunctionOffset = -1024\), which ITK-based readers .* do not apply"),
     (lambda d: _mha(d, "HeaderSize = 16\n", b"x" * 16 + LITTLE),
-     r"HeaderSize = 16 with the voxels in the same file \(ElementDataFile = LOCAL\).*Remove the HeaderSize line"),
+     r"HeaderSize = 16 with the voxels in the same file \(ElementDataFile = LOCAL\), but the header itself is "
+     r"\d+ bytes long.*Remove the HeaderSize line"),
     (lambda d: _mhd(d, f"HeaderSize = -1\nCompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n",
                     b"x" * 16 + COMPRESSED),
      "HeaderSize = -1 .* for compressed voxels"),

@@ -181,7 +181,6 @@ def _windows_process_handle(kernel32, pid: int) -> Iterator[Optional[int]]:
 def _windows_process_alive(pid: int) -> bool:
     """``OpenProcess`` + ``GetExitCodeProcess`` (no console window, no ``tasklist`` to parse)."""
     import ctypes
-    from ctypes import wintypes
 
     if pid > 0xFFFFFFFF:
         return False
@@ -189,20 +188,32 @@ def _windows_process_alive(pid: int) -> bool:
     with _windows_process_handle(kernel32, pid) as handle:
         if handle is None:  # no such process (ERROR_INVALID_PARAMETER), or one this user may not look at
             return ctypes.get_last_error() == _WINDOWS_ACCESS_DENIED
-        code = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True
-        return code.value == _WINDOWS_STILL_ACTIVE
+        code = _windows_exit_code(kernel32, handle)
+        return code is None or code == _WINDOWS_STILL_ACTIVE
+
+
+def _windows_exit_code(kernel32, handle: int) -> Optional[int]:
+    """``GetExitCodeProcess`` of the process ``handle`` opens: :data:`_WINDOWS_STILL_ACTIVE` while it runs; None
+    when it cannot be read."""
+    import ctypes
+    from ctypes import wintypes
+
+    code = wintypes.DWORD()
+    if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+        return None
+    return code.value
 
 
 def _windows_start_time(pid: int) -> Optional[int]:
-    """``GetProcessTimes``' creation time of ``pid``: 100 ns units since 1601-01-01 (UTC)."""
+    """``GetProcessTimes``' creation time of ``pid``, 100 ns units since 1601-01-01 (UTC), while it runs: None
+    once it has exited, although a handle someone still holds (``subprocess.Popen`` keeps its child's) keeps its
+    times readable."""
     import ctypes
     from ctypes import wintypes
 
     kernel32 = _windows_kernel32()
     with _windows_process_handle(kernel32, pid) as handle:
-        if handle is None:
+        if handle is None or _windows_exit_code(kernel32, handle) != _WINDOWS_STILL_ACTIVE:
             return None
         times = [wintypes.FILETIME() for _ in range(4)]  # creation, exit, kernel, user
         if not kernel32.GetProcessTimes(handle, *(ctypes.byref(value) for value in times)):

@@ -5,7 +5,8 @@
 - text files opened without ``newline=""`` get ``\\n`` -> ``\\r\\n``;
 - some network and cloud drives report inode 0 for every file;
 - PowerShell 5.1 writes UTF-16 (or UTF-8 with a byte-order mark) config files;
-- CON, NUL, ``?`` and friends are not file names.
+- CON, NUL, ``?`` and friends are not file names;
+- a process that has exited can still be asked about through a handle someone holds (kernel32 faked).
 """
 import builtins
 import csv
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LiverTumorSegLib import fileutil
+from LiverTumorSegLib import fileutil, processes
 from LiverTumorSegLib.cli import file_system_error_text
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference import batch
@@ -240,3 +241,46 @@ def test_training_log_left_empty_by_a_failed_write_gets_its_header(tmp_path, mon
     assert [row["epoch"] for row in read_log(path)] == ["1", "2"]
     CsvLog(path).truncate_after(1)  # what --resume does
     assert [row["epoch"] for row in read_log(path)] == ["1"]
+
+
+# ---- processes --------------------------------------------------------------------------------------------------
+
+
+class FakeKernel32:
+    """The kernel32 functions ``processes`` calls, for one process whose exit code and creation time (a FILETIME)
+    are given; counts the handles it opens and closes."""
+
+    def __init__(self, exit_code: int, created: int):
+        self.exit_code, self.created = exit_code, created
+        self.open_handles = 0
+
+    def OpenProcess(self, access, inherit, pid):
+        self.open_handles += 1
+        return 1234
+
+    def CloseHandle(self, handle):
+        self.open_handles -= 1
+        return 1
+
+    def GetExitCodeProcess(self, handle, code):
+        code._obj.value = self.exit_code
+        return 1
+
+    def GetProcessTimes(self, handle, created, exited, kernel, user):
+        created._obj.dwHighDateTime, created._obj.dwLowDateTime = self.created >> 32, self.created & 0xFFFFFFFF
+        return 1
+
+
+def test_an_exited_process_whose_handle_is_still_held_has_no_start_time(monkeypatch):
+    """GetProcessTimes answers for a process that has exited while anyone holds its handle (subprocess.Popen keeps
+    its child's): process_start_time gave a start time for an ended child, so names judged by it counted a dead
+    writer as running. Only a process whose exit code is STILL_ACTIVE has one."""
+    created = 134_000_000_000_000_000  # a FILETIME in 2025
+    monkeypatch.setattr(sys, "platform", "win32")
+    running = FakeKernel32(exit_code=processes._WINDOWS_STILL_ACTIVE, created=created)
+    monkeypatch.setattr(processes, "_windows_kernel32", lambda: running)
+    assert processes.process_start_time(4321) == created and processes._windows_process_alive(4321)
+    exited = FakeKernel32(exit_code=0, created=created)
+    monkeypatch.setattr(processes, "_windows_kernel32", lambda: exited)
+    assert processes.process_start_time(4321) is None and not processes._windows_process_alive(4321)
+    assert running.open_handles == 0 and exited.open_handles == 0

@@ -342,9 +342,10 @@ def replace_file(source: PathLike, target: PathLike) -> None:
 WINDOWS_MAX_PATH = 260
 """Characters in a whole Windows path (with its terminating NUL) unless long paths are enabled system-wide."""
 
-_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 18 + len("-") + 8 + len(".tmp")
-"""Characters of ``.{pid}-{start time}-{random}.tmp`` on Windows at most (the only system with a path limit here):
-the process id below 2**32, the start time in 100 ns units since 1601 (18 digits until the year 4770)."""
+_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 12 + len("-") + 8 + len(".tmp")
+"""Characters of ``.{pid}-{start time}-{random}.tmp`` on Windows at most (the only system with a path limit here),
+37: the process id below 2**32 (10 digits), the start time in 100 ns units since 1601 in base 36 (12 characters
+until the year 16600: :func:`~.processes.process_mark_of`), ``mkstemp``'s 8 random characters."""
 
 
 def _max_path() -> Union[int, None]:
@@ -356,8 +357,10 @@ def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{mark}-{random}.tmp{suffix}`` stays
     within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
     longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
-    This helps an output whose own name is long; a short name in a folder within ~25 characters of the limit
-    still fails (the process mark and random part cannot be shortened): a shorter folder is the way there."""
+    This helps an output whose own name is long. The rest of the temporary name cannot be shortened: ``/``,
+    ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 40 characters beside the output's
+    extension, so an output in a folder whose full path is longer than 219 characters less that extension (212
+    for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there."""
     limit = _max_path()
     if limit is None:
         return stem

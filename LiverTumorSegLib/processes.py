@@ -21,10 +21,12 @@ _WINDOWS_ACCESS_DENIED = 5  # OpenProcess on another user's (or a protected) pro
 _WINDOWS_QUERY_LIMITED_INFORMATION = 0x1000
 _PROC_STAT_START_TIME = 19  # /proc/PID/stat field 22 (starttime), counted from field 3 (the one after the name)
 _PS_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_BASE_36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
-PROCESS_MARK = r"(?P<pid>\d+)(?:-(?P<start>\d+))?"
-"""A regular expression matching :func:`process_mark`'s text: groups ``pid`` and ``start`` (no ``start`` in the
-names that versions before start times were recorded wrote, and where no start time can be read)."""
+PROCESS_MARK = r"(?P<pid>\d+)(?:-(?P<start>[0-9a-z]+))?"
+"""A regular expression matching :func:`process_mark`'s text: groups ``pid`` and ``start`` (the start time in
+base 36; no ``start`` in the names that versions before start times were recorded wrote, and where no start time
+can be read)."""
 
 
 def process_alive(pid: int, start_time: Optional[int] = None) -> bool:
@@ -46,16 +48,32 @@ def process_alive(pid: int, start_time: Optional[int] = None) -> bool:
 def marked_process_alive(match: "re.Match") -> bool:
     """:func:`process_alive` for the process that a match of :data:`PROCESS_MARK` names."""
     start = match["start"]
-    return process_alive(int(match["pid"]), None if start is None else int(start))
+    return process_alive(int(match["pid"]), None if start is None else int(start, 36))
 
 
 def process_mark(pid: Optional[int] = None) -> str:
-    """``{pid}-{start time}`` (:func:`process_start_time`) of process ``pid`` (default: this one), or ``{pid}``
-    alone where no start time can be read: the names of the files and folders a run may leave behind carry it,
-    and :func:`marked_process_alive` tells from it whether their writer still runs."""
+    """:func:`process_mark_of` process ``pid`` (default: this one) and its :func:`process_start_time`: the names of
+    the files and folders a run may leave behind carry it, and :func:`marked_process_alive` tells from it whether
+    their writer still runs."""
     pid = os.getpid() if pid is None else int(pid)
-    started = process_start_time(pid)
-    return str(pid) if started is None else f"{pid}-{started}"
+    return process_mark_of(pid, process_start_time(pid))
+
+
+def process_mark_of(pid: int, start_time: Optional[int]) -> str:
+    """``{pid}-{start_time}``, the start time in base 36 (lower-case letters: 12 characters for a Windows
+    FILETIME until the year 16600, where 18 decimal digits made names in deep folders exceed Windows' path
+    limit), or ``{pid}`` alone where ``start_time`` is None: the text :data:`PROCESS_MARK` matches."""
+    return str(int(pid)) if start_time is None else f"{int(pid)}-{_in_base_36(int(start_time))}"
+
+
+def _in_base_36(number: int) -> str:
+    """``number`` (>= 0) in base 36, lower case (``int(text, 36)`` reads it back)."""
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE_36_DIGITS[digit] + digits
+        if not number:
+            return digits
 
 
 def process_start_time(pid: int) -> Optional[int]:

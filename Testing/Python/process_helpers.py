@@ -18,9 +18,9 @@ def mark_of_an_earlier_holder_of_this_process_id() -> str:
 
     import pytest
 
-    from LiverTumorSegLib.processes import process_start_time
+    from LiverTumorSegLib.processes import process_mark_of, process_start_time
 
     started = process_start_time(os.getpid())
     if started is None:
         pytest.skip("no process start time can be read on this system: names are judged by process id alone")
-    return f"{os.getpid()}-{started - 1}"
+    return process_mark_of(os.getpid(), started - 1)

@@ -1,5 +1,6 @@
 """atomic_output: rename on success, previous file intact on failure, no overwrite unless asked."""
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -126,6 +127,8 @@ def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path
 
 
 def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
+    from LiverTumorSegLib import processes
+
     # an output path that fits in Windows' 260 characters must not fail only because its temporary name is longer
     monkeypatch.setattr(fileutil, "_max_path", lambda: fileutil.WINDOWS_MAX_PATH)
     folder = tmp_path / ("d" * max(1, 200 - len(str(tmp_path))))
@@ -139,6 +142,12 @@ def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
     assert out.read_bytes() == b"x"
     assert len(seen[0]) <= fileutil.WINDOWS_MAX_PATH - 1 and seen[0].endswith(".tmp.nii.gz")
     assert len(fileutil.temporary_stem(folder, "short", ".nii.gz")) == 5  # short names are kept whole
+    deepest = tmp_path / ("d" * (212 - len(str(tmp_path)) - 1))  # the deepest folder temporary_stem's note allows
+    deepest.mkdir()
+    monkeypatch.setattr(fileutil, "process_mark", lambda: processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1))
+    with fileutil.atomic_output(deepest / "r.nii.gz") as tmp:  # the longest process id and start time (year 16600)
+        assert len(str(tmp)) == fileutil.WINDOWS_MAX_PATH - 1, tmp
+        tmp.write_bytes(b"x")
     monkeypatch.setattr(fileutil, "_max_path", lambda: None)
     assert fileutil.temporary_stem(folder, "r" * 300, ".nii.gz") == "r" * 300  # elsewhere: no limit
 
@@ -276,6 +285,30 @@ def test_an_output_set_aside_by_an_earlier_holder_of_a_process_id_is_put_back(tm
     assert fileutil.set_aside_path(tmp_path / "r.json").name == f".r.json.{process_mark()}.old"  # what is written
 
 
+def test_process_marks_hold_the_start_time_in_base_36_and_names_without_one_are_read_by_id():
+    """Names carry ``{pid}-{start time}`` with the start time in base 36 (a Windows FILETIME in decimal made names
+    18 characters longer, and outputs in deep folders failed at Windows' path limit). Names of earlier versions,
+    ``.{stem}.{pid}-{random}.tmp`` (tempfile's random part: a-z, 0-9 and _, never '-') and ``.{name}.{pid}.old``,
+    are still read as a process id without a start time."""
+    from LiverTumorSegLib import processes
+
+    assert processes.process_mark_of(4321, 134_000_000_000_000_000) == "4321-10nf1a66iz28"  # a FILETIME in 2025
+    assert processes.process_mark_of(7, 0) == "7-0" and processes.process_mark_of(7, None) == "7"
+    started = processes.process_start_time(os.getpid())
+    own = re.fullmatch(processes.PROCESS_MARK, processes.process_mark())
+    assert int(own["pid"]) == os.getpid() and (own["start"] is None if started is None
+                                                 else int(own["start"], 36) == started)
+    for name, pid, start in [(".seg.1234-10nf1a66iz28-k2_9x0ab.tmp.nii.gz", "1234", "10nf1a66iz28"),
+                             (".seg.1234-k2c9x0ab.tmp.nii.gz", "1234", None),
+                             (".seg.1234-k2_9x0ab.tmp.nii.gz", "1234", None),
+                             (".seg.1234-12345678.tmp.nii.gz", "1234", None)]:
+        mark = fileutil._TEMPORARY_MARK.search(name)
+        assert (mark["pid"], mark["start"]) == (pid, start), name
+    for name, start in [(".seg.nii.gz.1234-10nf1a66iz28.old", "10nf1a66iz28"), (".seg.nii.gz.1234.old", None)]:
+        mark = fileutil._SET_ASIDE_NAME.fullmatch(name)
+        assert (mark["name"], mark["pid"], mark["start"]) == ("seg.nii.gz", "1234", start), name
+
+
 def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
     from LiverTumorSegLib import processes
 
@@ -294,7 +327,8 @@ def test_a_process_id_with_another_start_time_is_another_process():
 
     mark_of_an_earlier_holder_of_this_process_id()  # skips where no start time can be read
     started = processes.process_start_time(os.getpid())
-    assert processes.process_mark() == f"{os.getpid()}-{started}" and processes.process_alive(os.getpid(), started)
+    assert processes.process_mark() == processes.process_mark_of(os.getpid(), started)
+    assert processes.process_alive(os.getpid(), started)
     assert not processes.process_alive(os.getpid(), started - 1)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

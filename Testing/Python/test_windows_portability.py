@@ -284,3 +284,15 @@ def test_an_exited_process_whose_handle_is_still_held_has_no_start_time(monkeypa
     monkeypatch.setattr(processes, "_windows_kernel32", lambda: exited)
     assert processes.process_start_time(4321) is None and not processes._windows_process_alive(4321)
     assert running.open_handles == 0 and exited.open_handles == 0
+
+
+def test_a_windows_process_mark_is_12_characters_longer_than_its_process_id(monkeypatch):
+    """The start time in names was a FILETIME in decimal, 18 digits: temporary and set-aside names got 19
+    characters longer, and outputs in deep folders failed at the 260-character path limit. It is in base 36 now
+    (12 characters until the year 16600), and the longest mark fits the room temporary_stem keeps for it."""
+    created = 134_000_000_000_000_000  # a FILETIME in 2025
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(processes, "_windows_kernel32", lambda: FakeKernel32(processes._WINDOWS_STILL_ACTIVE, created))
+    assert processes.process_mark(4321) == "4321-10nf1a66iz28"
+    longest = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1)  # the largest process id, the year 16600
+    assert len(f".{longest}-{'r' * 8}.tmp") == fileutil._TEMPORARY_EXTRA

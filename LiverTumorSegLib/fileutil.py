@@ -278,6 +278,13 @@ again."""
 _TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[^./]*\.tmp")
 
 
+def _last_changed(status: os.stat_result) -> float:
+    """When the file or folder ``status`` (``os.stat``/``os.lstat``) describes was last written or renamed, in
+    seconds since 1970: the later of ``st_mtime`` and ``st_ctime`` (a rename keeps ``st_mtime`` but sets
+    ``st_ctime``, on POSIX; on Windows ``st_ctime`` is the creation time, which a rename keeps too)."""
+    return max(status.st_mtime, status.st_ctime)
+
+
 def temporary_prefix(stem: str) -> str:
     """The start of the name of a temporary file or folder that this process makes, for ``mkstemp`` or
     ``mkdtemp`` (which add ``{random}{suffix}``): ``{stem}{mark}-``, ``mark`` being this process's
@@ -291,9 +298,10 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}`` or, in names of older versions
     and where no start time can be read, ``{pid}``; also one nested inside another, ``.{prefix}...``) whose
     writing processes have all ended (:func:`~.processes.marked_process_alive`: a process id now held by a
-    process that started at another time counts as ended) and which were last changed more than
-    ``min_age_seconds`` ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over the network may hold
-    the temporaries of a run on another computer, whose process ids mean nothing here). Never raises."""
+    process that started at another time, after the temporary was last changed, counts as ended) and which were
+    last written more than ``min_age_seconds`` ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over
+    the network may hold the temporaries of a run on another computer, whose process ids mean nothing here).
+    Never raises."""
     import shutil
 
     folder = Path(folder)
@@ -306,12 +314,15 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
         if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
             continue
         marks = list(_TEMPORARY_MARK.finditer(name))
-        if not marks or any(marked_process_alive(mark) for mark in marks):
-            continue  # an older naming (no process id), or a writer still running
+        if not marks:
+            continue  # an older naming (no process id)
         candidate = folder / name
         try:
-            if now - candidate.lstat().st_mtime <= min_age_seconds:
+            status = candidate.lstat()
+            if now - status.st_mtime <= min_age_seconds:
                 continue
+            if any(marked_process_alive(mark, _last_changed(status)) for mark in marks):
+                continue  # a writer still running
             if candidate.is_dir() and not candidate.is_symlink():
                 shutil.rmtree(candidate, ignore_errors=True)
             else:
@@ -465,7 +476,8 @@ def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[st
     """``(backup, target, pid, start)`` (``start``: the process's start time as its name holds it, or None) of
     each file :func:`move_all_or_none` set aside in ``folder`` (hidden
     ``.{name}.{mark}.old``, :func:`set_aside_path`) for an output ``is_output_name(name)`` accepts, by a process
-    that has ended (:func:`~.processes.marked_process_alive`)."""
+    that has ended (:func:`~.processes.marked_process_alive`, given when the file was set aside:
+    :func:`_last_changed`)."""
     folder = Path(folder) if str(folder) else Path(".")
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".old"))
@@ -474,7 +486,13 @@ def _set_aside_by_ended_processes(folder: PathLike, is_output_name: Callable[[st
     found = []
     for name in names:
         match = _SET_ASIDE_NAME.fullmatch(name)
-        if match is not None and is_output_name(match["name"]) and not marked_process_alive(match):
+        if match is None or not is_output_name(match["name"]):
+            continue
+        try:
+            changed_at = _last_changed((folder / name).lstat())
+        except OSError:  # gone meanwhile
+            continue
+        if not marked_process_alive(match, changed_at):
             found.append((folder / name, folder / match["name"], int(match["pid"]), match["start"]))
     return found
 

@@ -4,7 +4,10 @@ Files and folders that a run leaves behind when it is killed (SIGKILL, the out-o
 Slicer) carry their writer's :func:`process_mark` in their names: its process id and, where it can be read, its
 start time (:func:`process_start_time`). A later run removes or restores them only when that process has ended.
 A process id alone is not enough: ids are reused (after a reboot, or soon on a busy machine), and a left-over
-folder whose id now belongs to an unrelated process was kept for good. ``os.kill(pid, 0)`` is no such test on
+folder whose id now belongs to an unrelated process was kept for good. A start time alone is not enough either:
+Linux shifts ``/proc/PID/stat``'s by the reader's time-namespace offset (``unshare --time``), so a running writer
+in another time namespace reads as another process; a differing start time counts only for what was last changed
+before the process now holding the id started (:func:`process_alive`). ``os.kill(pid, 0)`` is no such test on
 Windows (there ``os.kill`` terminates the process).
 """
 import calendar
@@ -14,12 +17,15 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Iterator, Optional
 
 _WINDOWS_STILL_ACTIVE = 259  # GetExitCodeProcess's code of a process that has not exited
 _WINDOWS_ACCESS_DENIED = 5  # OpenProcess on another user's (or a protected) process that exists
 _WINDOWS_QUERY_LIMITED_INFORMATION = 0x1000
 _PROC_STAT_START_TIME = 19  # /proc/PID/stat field 22 (starttime), counted from field 3 (the one after the name)
+_WINDOWS_FILETIME_PER_SECOND = 10 ** 7  # FILETIME counts 100 ns units
+_WINDOWS_FILETIME_OF_1970 = 116444736000000000  # 1970-01-01 (UTC) as a FILETIME (100 ns units since 1601)
 _PS_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _BASE_36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -28,27 +34,48 @@ PROCESS_MARK = r"(?P<pid>\d+)(?:-(?P<start>[0-9a-z]+))?"
 base 36; no ``start`` in the names that versions before start times were recorded wrote, and where no start time
 can be read)."""
 
+START_TIME_SLACK_SECONDS = 2.0
+"""How much earlier than the start of the process now holding an id a file or folder must have been last changed
+for a start time that differs from its name's to count (:func:`process_alive`): clocks are read at slightly
+different moments, and ``ps`` tells whole seconds."""
 
-def process_alive(pid: int, start_time: Optional[int] = None) -> bool:
+
+def process_alive(pid: int, start_time: Optional[int] = None, changed_at: Optional[float] = None) -> bool:
     """True while a process with id ``pid`` exists and has not exited (a zombie, ended but not yet reaped by its
     parent, counts as ended). With ``start_time`` (what :func:`process_start_time` said when the process was
-    recorded), only while the process now holding ``pid`` started then: one started later with the same id is
-    another process, and ``pid``'s has ended. Where no start time can be read now, the id alone decides. When it
-    cannot be told (another user's process, an unknown error) the answer is True, so that callers keep what such a
-    process may still use. ``pid`` <= 0 names no process: False."""
+    recorded), only while the process now holding ``pid`` started then: one started at another time is another
+    process, and ``pid``'s has ended. With ``changed_at`` too (seconds since 1970: when the file or folder that
+    recorded ``start_time`` was last changed), another start time counts only when ``changed_at`` is more than
+    :data:`START_TIME_SLACK_SECONDS` before the holder started (:func:`process_started_at`): Linux shifts start
+    times by the reader's time-namespace offset, so a writer inside ``unshare --time`` recorded another one than
+    this process reads for it, and what changed after the holder started may be the holder's own; where the
+    holder's start cannot be told, the holder counts as the writer. Without ``changed_at`` another start time
+    always counts (for start times read in this process's time namespace). Where no start time can be
+    read now, the id alone decides. When it cannot be told (another user's process, an unknown error) the answer
+    is True, so that callers keep what such a process may still use. ``pid`` <= 0 names no process: False."""
     pid = int(pid)
     if not _process_id_alive(pid):
         return False
     if start_time is None:
         return True
     started = process_start_time(pid)
-    return started is None or started == int(start_time)
+    if started is None or started == int(start_time):
+        return True
+    return changed_at is not None and not _changed_before_start_of(pid, changed_at)
 
 
-def marked_process_alive(match: "re.Match") -> bool:
-    """:func:`process_alive` for the process that a match of :data:`PROCESS_MARK` names."""
+def _changed_before_start_of(pid: int, changed_at: float) -> bool:
+    """Whether ``changed_at`` (seconds since 1970) is more than :data:`START_TIME_SLACK_SECONDS` before process
+    ``pid`` started (:func:`process_started_at`); False where that cannot be told."""
+    started_at = process_started_at(pid)
+    return started_at is not None and changed_at < started_at - START_TIME_SLACK_SECONDS
+
+
+def marked_process_alive(match: "re.Match", changed_at: float) -> bool:
+    """:func:`process_alive` for the process that a match of :data:`PROCESS_MARK` names, in the name of a file or
+    folder last changed at ``changed_at`` (seconds since 1970: the later of its ``st_mtime`` and ``st_ctime``)."""
     start = match["start"]
-    return process_alive(int(match["pid"]), None if start is None else int(start, 36))
+    return process_alive(int(match["pid"]), None if start is None else int(start, 36), changed_at)
 
 
 def process_mark(pid: Optional[int] = None) -> str:
@@ -90,6 +117,34 @@ def process_start_time(pid: int) -> Optional[int]:
     if pid == os.getpid():
         return _start_time_of_this_process(pid)
     return _read_start_time(pid)
+
+
+def process_started_at(pid: int) -> Optional[float]:
+    """When process ``pid`` started, in seconds since 1970 (UTC) by this computer's clock, the same whatever time
+    namespace this process runs in: Linux: now - (``/proc/uptime`` - :func:`process_start_time` in seconds), both
+    shifted by this process's boot-time offset, which cancels; Windows: the FILETIME in seconds; macOS and other
+    POSIX systems: :func:`process_start_time` itself. None when it cannot be read."""
+    pid = int(pid)
+    started = _read_start_time(pid) if pid > 0 else None
+    if started is None:
+        return None
+    if sys.platform.startswith("win"):
+        return (started - _WINDOWS_FILETIME_OF_1970) / _WINDOWS_FILETIME_PER_SECOND
+    if sys.platform.startswith("linux"):
+        return _linux_seconds_since_1970(started)
+    return float(started)
+
+
+def _linux_seconds_since_1970(ticks_after_boot: int) -> Optional[float]:
+    """Seconds since 1970 (UTC) of the moment ``ticks_after_boot`` clock ticks after boot, the boot as this
+    process's time namespace tells it (``/proc/uptime``); None without ``/proc``."""
+    try:
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime_seconds = float(handle.read().split()[0])
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime_seconds - ticks_after_boot / ticks_per_second)
 
 
 @functools.lru_cache(maxsize=None)

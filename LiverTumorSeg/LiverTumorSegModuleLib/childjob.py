@@ -98,8 +98,9 @@ def ended_text(code: Optional[int], what: str, last_line: str) -> str:
 def remove_stale_job_folders(temp_root: Optional[str] = None) -> None:
     """Remove the temporary folders (:data:`TEMP_FOLDER_PREFIX`) in ``temp_root`` (default: the system's) whose
     Slicer process has ended, at once: they are this computer's own, so a process id that is not running, or that
-    a process started at another time holds now (ids are reused after a reboot), means a Slicer that died with
-    its job running (the folder of a running one is never touched). Never raises."""
+    a process started at another time holds now (ids are reused after a reboot), and started after the folder was
+    last changed (a Slicer in another Linux time namespace reads its own start time shifted), means a Slicer that
+    died with its job running (the folder of a running one is never touched). Never raises."""
     from LiverTumorSegLib.fileutil import remove_stale_temporaries
 
     remove_stale_temporaries(temp_root or tempfile.gettempdir(), TEMP_FOLDER_PREFIX, ".tmp", min_age_seconds=0)

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from process_helpers import ended_process_id, mark_of_an_earlier_holder_of_this_process_id
+from process_helpers import (ended_process_id, mark_of_an_earlier_holder_of_this_process_id,
+                             read_in_another_time_namespace)
 
 from LiverTumorSegLib.errors import InputError, OutputExistsError
 from LiverTumorSegLib.fileutil import atomic_output, full_suffix
@@ -103,7 +104,7 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_write(tmp_p
     assert (tmp_path / "seg.nii.gz").read_bytes() == b"done"
 
 
-def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path):
+def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path, monkeypatch):
     """Process ids are reused (after a reboot, or soon on a busy machine): a temporary whose writer's id now
     belonged to another running process was kept for good. Names carry the writer's id and start time; one with
     this process's id but another start time is left over, one with both is this process's own, and one an
@@ -113,7 +114,7 @@ def test_temporaries_whose_process_id_a_later_process_holds_are_removed(tmp_path
     from LiverTumorSegLib.processes import process_mark
 
     old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
-    names = {"reused_id": f".seg.{mark_of_an_earlier_holder_of_this_process_id()}-abc123.tmp.nii.gz",
+    names = {"reused_id": f".seg.{mark_of_an_earlier_holder_of_this_process_id(monkeypatch)}-abc123.tmp.nii.gz",
              "running": f".seg.{process_mark()}-q1w2e3.tmp.nii.gz",
              "running_older_naming": f".seg.{os.getpid()}-z9x8c7.tmp.nii.gz"}
     for name in names.values():
@@ -267,13 +268,13 @@ def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_one
         [f".other.nii.gz.{dead}.old", f".seg.nii.gz.{running}.old", "r.json", f"r.json.{dead}.old"])
 
 
-def test_an_output_set_aside_by_an_earlier_holder_of_a_process_id_is_put_back(tmp_path):
+def test_an_output_set_aside_by_an_earlier_holder_of_a_process_id_is_put_back(tmp_path, monkeypatch):
     """A set-aside output whose writer's id a running process holds now was left hidden for good. Its name
     records the writer's start time too: with another start time it is put back; with this process's own (a run
     between its two renames right now) it is left alone, as is one an earlier version named by id alone."""
     from LiverTumorSegLib.processes import process_mark
 
-    reused = mark_of_an_earlier_holder_of_this_process_id()
+    reused = mark_of_an_earlier_holder_of_this_process_id(monkeypatch)
     (tmp_path / f".r.json.{reused}.old").write_text("earlier report")
     (tmp_path / f".seg.nii.gz.{process_mark()}.old").write_text("a running run's")
     (tmp_path / f".p.nii.gz.{os.getpid()}.old").write_text("a running run of an earlier version's")
@@ -309,6 +310,59 @@ def test_process_marks_hold_the_start_time_in_base_36_and_names_without_one_are_
         assert (mark["name"], mark["pid"], mark["start"]) == ("seg.nii.gz", "1234", start), name
 
 
+def test_a_running_writers_leftovers_are_kept_when_its_start_time_reads_differently_here(tmp_path, monkeypatch):
+    """Linux shifts /proc/PID/stat's start time by the reader's time-namespace offset: the temporaries and
+    set-aside outputs of a writer running inside ``unshare --time`` were taken for a dead process's by a run
+    outside (another start time for the same id) and removed or put back under it. Another start time now counts
+    only for what was last changed before the process holding the id started: what changed after (the later of
+    st_mtime and st_ctime, as a set-aside file is renamed and keeps its st_mtime) is kept, as where that start
+    cannot be told; what changed before is a dead writer's."""
+    import time
+
+    from LiverTumorSegLib import processes
+
+    mark = processes.process_mark()  # this process is the writer
+    read_in_another_time_namespace(monkeypatch)
+    started_at = processes.process_started_at(os.getpid())
+    if started_at is None:
+        pytest.skip("this system cannot tell when a process started")
+    temporary, set_aside = tmp_path / f".seg.{mark}-abc123.tmp.nii.gz", tmp_path / f".r.json.{mark}.old"
+    for path in (temporary, set_aside):
+        path.write_text("the writer's")
+        os.utime(path, (started_at - 3600,) * 2)  # written before this process started; st_ctime stays now
+
+    def clean_up():
+        fileutil.remove_stale_temporaries(tmp_path, ".seg.", ".tmp.nii.gz")
+        return fileutil.restore_set_aside_outputs_of([tmp_path / "r.json"])
+
+    assert clean_up() == [] and sorted(tmp_path.iterdir()) == sorted([temporary, set_aside])
+    monkeypatch.setattr(processes, "process_started_at", lambda pid: None)
+    assert clean_up() == [] and sorted(tmp_path.iterdir()) == sorted([temporary, set_aside])
+    monkeypatch.setattr(processes, "process_started_at", lambda pid: time.time() + 60)  # started after the changes
+    assert len(clean_up()) == 1 and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_another_start_time_counts_only_for_what_was_changed_before_the_holder_started():
+    """process_alive(pid, start_time, changed_at): a start time that differs from the one read now means another
+    process only for a file changed (``changed_at``, seconds since 1970) more than START_TIME_SLACK_SECONDS before
+    the process now holding ``pid`` started (process_started_at, the same in every time namespace)."""
+    import time
+
+    from LiverTumorSegLib import processes
+
+    pid, started = os.getpid(), processes.process_start_time(os.getpid())
+    started_at = processes.process_started_at(pid)
+    if started is None or started_at is None:
+        pytest.skip("no process start time can be read on this system: names are judged by process id alone")
+    assert started_at <= time.time()
+    slack = processes.START_TIME_SLACK_SECONDS
+    assert not processes.process_alive(pid, started + 1, changed_at=started_at - slack - 60)
+    assert processes.process_alive(pid, started + 1, changed_at=started_at - slack + 0.5)
+    assert processes.process_alive(pid, started + 1, changed_at=time.time())
+    assert processes.process_alive(pid, started, changed_at=started_at - 3600)  # the same start: the writer
+    assert not processes.process_alive(ended_process_id(), started, changed_at=time.time())
+
+
 def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
     from LiverTumorSegLib import processes
 
@@ -317,21 +371,24 @@ def test_process_alive_tells_a_running_process_from_an_ended_one(monkeypatch):
     assert not processes.process_alive(0) and not processes.process_alive(2 ** 40)
 
 
-def test_a_process_id_with_another_start_time_is_another_process():
+def test_a_process_id_with_another_start_time_is_another_process(monkeypatch):
     """A process is alive for a name that recorded its id and start time only while the process holding that id
     started then; a name without a start time (earlier versions) is judged by the id alone."""
     import subprocess
     import sys
+    import time
 
     from LiverTumorSegLib import processes
 
-    mark_of_an_earlier_holder_of_this_process_id()  # skips where no start time can be read
+    mark_of_an_earlier_holder_of_this_process_id(monkeypatch)  # skips where no start time can be read
     started = processes.process_start_time(os.getpid())
     assert processes.process_mark() == processes.process_mark_of(os.getpid(), started)
     assert processes.process_alive(os.getpid(), started)
     assert not processes.process_alive(os.getpid(), started - 1)
+    launched = time.time()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        assert abs(processes.process_started_at(child.pid) - launched) < 2  # seconds since 1970
         child_started = processes.process_start_time(child.pid)
         assert child_started is not None and processes.process_start_time(child.pid) == child_started
         assert processes.process_alive(child.pid, child_started) and processes.process_alive(child.pid)
@@ -340,6 +397,7 @@ def test_a_process_id_with_another_start_time_is_another_process():
         child.kill()
         child.wait()
     assert processes.process_start_time(child.pid) is None and not processes.process_alive(child.pid, child_started)
+    assert processes.process_started_at(child.pid) is None
 
 
 @pytest.mark.skipif(sys.platform.startswith("win"), reason="ps is POSIX")
@@ -360,6 +418,7 @@ def test_start_times_from_ps_are_the_utc_seconds_a_process_started(monkeypatch):
         monkeypatch.setattr(sys, "platform", "darwin")
         monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: the number must not depend on the time zone
         started = processes.process_start_time(child.pid)
+        assert processes.process_started_at(child.pid) == started
     finally:
         child.kill()
         child.wait()

@@ -754,7 +754,7 @@ def test_a_job_folder_left_by_a_slicer_that_died_is_removed_when_the_next_job_st
     assert list(fake.temp_root.iterdir()) == [running] and (running / "ct.nii").is_file()
 
 
-def test_a_job_folder_whose_process_id_a_later_process_holds_is_removed(tmp_path):
+def test_a_job_folder_whose_process_id_a_later_process_holds_is_removed(tmp_path, monkeypatch):
     """Process ids are reused (after a reboot, or soon on a busy machine): the folder, with its copy of the CT, of
     a Slicer that died was kept for good when its id belonged to a running process again. Folders carry
     Slicer's id and start time: one with this process's id but another start time is left over; one with both,
@@ -763,7 +763,7 @@ def test_a_job_folder_whose_process_id_a_later_process_holds_is_removed(tmp_path
     from LiverTumorSegLib.processes import process_mark
     from process_helpers import mark_of_an_earlier_holder_of_this_process_id
 
-    left_over = tmp_path / f"LiverTumorSeg.{mark_of_an_earlier_holder_of_this_process_id()}-q1w2e3r4.tmp"
+    left_over = tmp_path / f"LiverTumorSeg.{mark_of_an_earlier_holder_of_this_process_id(monkeypatch)}-q1w2e3r4.tmp"
     running = tmp_path / f"LiverTumorSeg.{process_mark()}-a1s2d3f4.tmp"
     running_older_naming = tmp_path / f"LiverTumorSeg.{os.getpid()}-z1x2c3v4.tmp"
     for folder in (left_over, running, running_older_naming):
@@ -771,3 +771,19 @@ def test_a_job_folder_whose_process_id_a_later_process_holds_is_removed(tmp_path
         (folder / "ct.nii").write_bytes(b"a CT")
     childjob.remove_stale_job_folders(str(tmp_path))
     assert sorted(tmp_path.iterdir()) == sorted([running, running_older_naming])
+
+
+def test_a_running_slicers_job_folder_is_kept_when_its_start_time_reads_differently_here(tmp_path, monkeypatch):
+    """Linux shifts /proc/PID/stat's start time by the reader's time-namespace offset: the job folder (a copy of
+    the CT) of a Slicer running inside ``unshare --time`` was removed under it by a Slicer outside, which read
+    another start time for its id. A folder changed after the id's holder started is kept."""
+    from LiverTumorSegModuleLib import childjob
+    from LiverTumorSegLib.processes import process_mark
+    from process_helpers import read_in_another_time_namespace
+
+    running = tmp_path / f"LiverTumorSeg.{process_mark()}-a1s2d3f4.tmp"
+    running.mkdir()
+    (running / "ct.nii").write_bytes(b"in use")
+    read_in_another_time_namespace(monkeypatch)
+    childjob.remove_stale_job_folders(str(tmp_path))
+    assert list(tmp_path.iterdir()) == [running] and (running / "ct.nii").is_file()

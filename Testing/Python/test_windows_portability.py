@@ -280,6 +280,7 @@ def test_an_exited_process_whose_handle_is_still_held_has_no_start_time(monkeypa
     running = FakeKernel32(exit_code=processes._WINDOWS_STILL_ACTIVE, created=created)
     monkeypatch.setattr(processes, "_windows_kernel32", lambda: running)
     assert processes.process_start_time(4321) == created and processes._windows_process_alive(4321)
+    assert processes.process_started_at(4321) == 1_755_526_400.0  # 2025-08-18 14:13:20 UTC
     exited = FakeKernel32(exit_code=0, created=created)
     monkeypatch.setattr(processes, "_windows_kernel32", lambda: exited)
     assert processes.process_start_time(4321) is None and not processes._windows_process_alive(4321)

@@ -65,6 +65,22 @@ CHUNK_VOXELS = 1 << 20
 """Voxels handled at a time by the counting passes: their temporaries (about 17 bytes a voxel) stay a few MiB
 whatever the size of the volume."""
 
+PIECE_BYTES_PER_VOXEL = 18
+"""Peak of the temporaries of :meth:`RocAccumulator.add_and_score` (and :func:`roc_auc`) in bytes a voxel of one
+piece (:data:`CHUNK_VOXELS`), plus twice the map's own bytes a voxel: a piece's temporaries are still held while the
+next piece is cut. Measured (tracemalloc, pieces of 1 Mi voxels, the sorted copy of the smaller class apart): 16.8
+for uint8 and int16 maps, 24.6 for float32, up to 29.1 for float64."""
+
+
+def scoring_memory_bytes(scores: np.ndarray, positives_at_most: int) -> int:
+    """Bytes :meth:`RocAccumulator.add_and_score` (and :func:`roc_auc`) may need beside ``scores`` (any shape) and
+    its labels: one piece's temporaries (:data:`PIECE_BYTES_PER_VOXEL`) and the sorted copy of the smaller class that
+    ranking a map (not counting it) makes, bounded by ``positives_at_most`` positive voxels of the scores' type."""
+    itemsize = scores.dtype.itemsize
+    piece_voxels = min(int(scores.size), CHUNK_VOXELS)
+    return (PIECE_BYTES_PER_VOXEL + 2 * itemsize) * piece_voxels + itemsize * int(positives_at_most)
+
+
 MAX_COUNTED_LEVELS = 1 << 16
 """Integer (and bool) scores spanning at most this many values are counted per value (two int64 counts a value)
 instead of sorted."""

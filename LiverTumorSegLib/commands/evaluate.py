@@ -36,8 +36,10 @@ and moved into place only when all are done, so a failing or interrupted run lea
 --overwrite: the previous results intact). With --overwrite, an earlier run's pictures this run did not draw
 (overlays of other cases) are removed from plots/; other files there are left alone.
 
-Memory: a case's metrics need up to about 21 bytes a voxel of its grid beside its label maps (and probability map);
-a case needing more than is available stops the command, naming the case, before anything is written.
+Memory: a case's metrics need about 3 bytes a voxel of its grid beside its label maps (and probability map), and
+more in the boxes holding its liver and tumors: about 5 bytes a voxel in all for a liver box of an eighth of the
+grid, 20 for one filling the grid, 32 where a tumor fills it. A case needing more than is available stops the command,
+naming the case, before anything is written.
 """
 import argparse
 import contextlib
@@ -326,17 +328,21 @@ def _read_case(case: str, pred_path: Path, ref_path: Path, prob_path: Optional[P
     return pred, ref, prob, divisor
 
 
-def _check_case_memory(case: str, shape_zyx: Tuple[int, ...]) -> None:
-    """Refuse (ResourceError) a case whose metrics need more memory than is available
-    (:func:`~..metrics.lits.evaluate_case_memory_bytes`), checked once its maps are read (each read is checked from
+def _check_case_memory(case: str, pred, ref, prob, surface: bool, prob_structure: str) -> None:
+    """Refuse (ResourceError) a case whose metrics need more memory than is available, estimated from the boxes
+    holding its liver and tumors (:func:`~..metrics.lits.evaluate_case_memory_bytes`; ``pred`` and ``ref``: its label
+    maps as read, ``prob``: its probability map or None), checked once its maps are read (each read is checked from
     its header) and before the metrics: a large pair of volumes ended in a MemoryError or the out-of-memory killer."""
-    from ..metrics.lits import EVALUATE_CASE_BYTES_PER_VOXEL, evaluate_case_memory_bytes
+    from ..metrics.lits import EVALUATE_GRID_BYTES_PER_VOXEL, evaluate_case_memory_bytes
     from ..validation import check_memory
 
-    check_memory(evaluate_case_memory_bytes(shape_zyx), what=f"case '{case}' ((z, y, x) {tuple(shape_zyx)} voxels)",
-                 advice=f"its metrics need about {EVALUATE_CASE_BYTES_PER_VOXEL} bytes a voxel beside the label maps. "
-                        f"Close other programs, evaluate this case on a machine with more memory, or move it out of "
-                        f"the --pred/--ref folders to evaluate the others")
+    needed = evaluate_case_memory_bytes(pred.array, ref.array, surface=surface, probabilities=prob,
+                                        prob_structure=prob_structure)
+    check_memory(needed, what=f"case '{case}' ((z, y, x) {tuple(ref.shape_zyx)} voxels)",
+                 advice=f"its metrics need {EVALUATE_GRID_BYTES_PER_VOXEL} bytes a voxel of its grid beside the label "
+                        f"maps and more in the boxes holding its liver and tumors (surface distances, lesion "
+                        f"labelling). Close other programs, evaluate this case on a machine with more memory, or move "
+                        f"it out of the --pred/--ref folders to evaluate the others")
 
 
 def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
@@ -489,7 +495,7 @@ def evaluate_folders(args) -> Dict[str, object]:
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
-        _check_case_memory(case, ref.shape_zyx)
+        _check_case_memory(case, pred, ref, prob, not args.no_surface, args.prob_structure)
         said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
             [f"reference: {w}" for w in ref.meta.get("warnings", [])]
         if said:

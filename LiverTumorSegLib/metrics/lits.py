@@ -50,8 +50,8 @@ import numpy as np
 
 from ..errors import LabelError
 from .overlap import _as_bool, confusion_counts, overlap_metrics_from_counts
-from .roc import roc_auc
-from .surface import surface_metrics, union_bounding_box
+from .roc import roc_auc, scoring_memory_bytes
+from .surface import surface_memory_bytes, surface_metrics, union_bounding_box
 
 NAN = float("nan")
 STRUCTURES = ("liver", "tumor")
@@ -228,20 +228,74 @@ def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
     return row
 
 
-EVALUATE_CASE_BYTES_PER_VOXEL = 21
-"""Peak memory of :func:`evaluate_case` beside the label maps it is given, in bytes a voxel of their grid, in the
-worst case: liver masks whose box is the whole grid (surface distances: nearest-voxel indices and scipy's int64 copy
-of the surfaces, 16 bytes a box voxel) or tumors in opposite corners (lesion labelling: two int32 label arrays of the
-box and bincount's int64 copy, 16), beside the two structure masks. Measured on 200 x 256 x 256 (z, y, x) uint8 maps
-(13.1 M voxels) filling the grid: peak RSS 20.2 bytes a voxel above the maps for the whole ``evaluate`` command, with
-or without ``--prob`` (uint8 and float32 maps: the map itself, then a few MiB); 19.5 for ``evaluate_case`` alone, 18.0
-with ``surface=False`` (the lesion labelling then sets the peak; tracemalloc: 18.0 both)."""
+EVALUATE_GRID_BYTES_PER_VOXEL = 3
+"""Memory :func:`evaluate_case` needs beside its label maps in bytes a voxel of their grid, whatever the boxes: a
+structure's two masks and their intersection (Dice). Measured (tracemalloc): 3.0."""
+
+LESION_BYTES_PER_BOX_VOXEL = 16
+"""Memory of the lesion labelling in bytes a voxel of the box holding both tumor masks (:func:`detect_lesions`: two
+int32 label arrays and bincount's int64 copy of one), beside :data:`EVALUATE_GRID_BYTES_PER_VOXEL`; plus
+:data:`LESION_BYTES_PER_OVERLAP_VOXEL`. Measured (tracemalloc): 16.0 for tumors in opposite corners of the box. Not
+counted: the ``predicted x reference lesions`` int64 overlap table (8 MiB for 1000 x 1000 lesions), which only the
+labelling tells."""
+
+LESION_BYTES_PER_OVERLAP_VOXEL = 13
+"""Memory of the lesion labelling in bytes a voxel that is tumor in both maps (the overlapping voxels' int64 pair
+keys and their sorting), beside :data:`LESION_BYTES_PER_BOX_VOXEL`. Measured (tracemalloc): 29.0 bytes a box voxel
+in all for one tumor filling its box in both maps."""
+
+EVALUATE_CASE_FIXED_BYTES = 16 << 20
+"""Memory of :func:`evaluate_case` beside its arrays: the modules the first case imports (scipy.ndimage; measured
+9.3 MiB traced) and the row."""
 
 
-def evaluate_case_memory_bytes(shape_zyx: Sequence[int]) -> int:
-    """Bytes :func:`evaluate_case` may need beside two label maps of ``shape_zyx`` (z, y, x) voxels
-    (:data:`EVALUATE_CASE_BYTES_PER_VOXEL`)."""
-    return int(np.prod([int(n) for n in shape_zyx], dtype=np.int64)) * EVALUATE_CASE_BYTES_PER_VOXEL
+def _box_voxels(box: Optional[Tuple[slice, ...]]) -> int:
+    """Voxels of ``box`` (slices); 0 for None."""
+    return 0 if box is None else int(np.prod([s.stop - s.start for s in box], dtype=np.int64))
+
+
+def _lesion_labelling_bytes(pred_labels: np.ndarray, ref_labels: np.ndarray,
+                            tumor_box: Optional[Tuple[slice, ...]]) -> int:
+    """Bytes :func:`detect_lesions` needs beside the two tumor masks: :data:`LESION_BYTES_PER_BOX_VOXEL` a voxel of
+    ``tumor_box`` (the box holding both maps' tumor; None: neither has any) and :data:`LESION_BYTES_PER_OVERLAP_VOXEL`
+    a voxel that is tumor in both maps."""
+    if tumor_box is None:
+        return 0
+    overlap = np.count_nonzero(structure_mask(pred_labels[tumor_box], "tumor") &
+                               structure_mask(ref_labels[tumor_box], "tumor"))
+    return LESION_BYTES_PER_BOX_VOXEL * _box_voxels(tumor_box) + LESION_BYTES_PER_OVERLAP_VOXEL * int(overlap)
+
+
+def evaluate_case_memory_bytes(pred_labels: np.ndarray, ref_labels: np.ndarray, surface: bool = True,
+                               probabilities: Optional[np.ndarray] = None, prob_structure: str = "tumor") -> int:
+    """Bytes :func:`evaluate_case` may need beside its two ``(z, y, x)`` integer label maps (and ``probabilities``),
+    called with the same ``surface``, ``probabilities`` and ``prob_structure``; also one case of ``evaluate`` (the
+    metrics, then :meth:`~.roc.RocAccumulator.add_and_score`). Estimated from the boxes the work is done in:
+    :data:`EVALUATE_CASE_FIXED_BYTES` plus the larger of
+
+    * the metrics: :data:`EVALUATE_GRID_BYTES_PER_VOXEL` a grid voxel plus the largest (they run one after the other)
+      of each structure's surface distances (with ``surface``; :func:`~.surface.surface_memory_bytes`: its masks'
+      box and surface voxels) and the lesion labelling (:data:`LESION_BYTES_PER_BOX_VOXEL` a voxel of the tumor
+      masks' box, :data:`LESION_BYTES_PER_OVERLAP_VOXEL` a voxel that is tumor in both maps);
+    * the ROC (with ``probabilities``): ``prob_structure``'s reference mask, 1 byte a grid voxel, and
+      :func:`~.roc.scoring_memory_bytes` (the positives lie in ``prob_structure``'s box).
+
+    A liver box of an eighth of the grid needs about 5 bytes a grid voxel, one as large as the grid 20, and a tumor
+    filling the grid in both maps 32 (200 x 256 x 256 maps; peak RSS measured 4.6, 18.4 and 31.0)."""
+    pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
+    boxes, box_work = {}, 0
+    for structure in STRUCTURES:
+        pred_mask, ref_mask = structure_mask(pred_labels, structure), structure_mask(ref_labels, structure)
+        boxes[structure] = union_bounding_box(pred_mask, ref_mask)
+        if surface:
+            box_work = max(box_work, surface_memory_bytes(pred_mask, ref_mask, boxes[structure]))
+        del pred_mask, ref_mask  # not held beside the next structure's
+    box_work = max(box_work, _lesion_labelling_bytes(pred_labels, ref_labels, boxes["tumor"]))
+    need = EVALUATE_GRID_BYTES_PER_VOXEL * int(ref_labels.size) + box_work
+    if probabilities is not None:
+        scoring = scoring_memory_bytes(np.asarray(probabilities), _box_voxels(boxes[prob_structure]))
+        need = max(need, int(ref_labels.size) + scoring)
+    return EVALUATE_CASE_FIXED_BYTES + need
 
 
 def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: Sequence[float],

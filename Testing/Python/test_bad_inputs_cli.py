@@ -312,7 +312,8 @@ def write_table_when_asked():
         names.update({name: text for name, (_, _, text) in LABEL_CASES.items()})
         names["eval_no_cases"] = "`--pred` folder with no label-map files"
         names["too_large"] = "CT too large for the memory (available memory monkeypatched to 64 MiB)"
-        names["case_too_large"] = "case whose metrics do not fit (its maps could be read; 64 MiB available)"
+        names["case_too_large"] = ("case whose metrics do not fit (a liver filling the grid; its maps could be read; "
+                                   "64 MiB available)")
         lines = ["| input | command | what the user sees (stderr, exit code 2) |", "|---|---|---|"]
         for (name, command), message in OBSERVED.items():
             lines.append(f"| {names.get(name, name)} | `{command}` | `{message}` |")
@@ -541,42 +542,70 @@ def test_too_large_is_refused_from_the_header_before_loading(tmp_path, capsys, m
         record("too_large", command, line, tmp_path)
 
 
-@pytest.mark.parametrize("prob", [False, True])
-def test_case_whose_metrics_do_not_fit_is_refused_by_name_before_its_metrics(tmp_path, capsys, monkeypatch, prob):
-    """evaluate checked only that each file could be read; the metrics of a pair then needed about 19 bytes a voxel
-    more (surface distances, lesion labelling), and a large pair ended in a MemoryError or the out-of-memory
-    killer. Each case is checked before its metrics: the error names the case, both amounts and what to do."""
+def _evaluate_with_memory(tmp_path, capsys, monkeypatch, cases: Dict[str, np.ndarray], available: int, prob: bool):
+    """Run evaluate on ``cases`` (name -> 0/1/2 (z, y, x) map, the prediction equal to the reference) with
+    ``available`` bytes of memory (monkeypatched) and every map readable; ``(code, err, cases scored)``."""
     from LiverTumorSegLib.metrics import lits
 
-    shape = (128, 256, 256)  # 8 Mi voxels: its metrics need 0.16 GiB
-    labels = np.zeros(shape, np.uint8)
-    labels[20:100, 40:200, 40:200] = 1
-    labels[50:60, 80:100, 80:100] = 2
     geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
     for folder in ("ref", "pred", "prob"):
         (tmp_path / folder).mkdir()
-    for case in ("case1", "case2"):  # case2, the big one, after case1
-        size = shape if case == "case2" else (8, 16, 16)
-        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels[tuple(slice(0, n) for n in size)], geometry)
-        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels[tuple(slice(0, n) for n in size)], geometry)
-        lts_io.write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", np.zeros(size, np.uint8), geometry)
-    available = 64 << 20
+    for case, labels in cases.items():
+        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels, geometry)
+        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels, geometry)
+        lts_io.write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", (labels == 2).astype(np.uint8) * 200,
+                                     geometry)
     monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: available)
     monkeypatch.setattr(lts_io_nifti, "check_memory_for_read", lambda *a, **k: None)  # each map can be read
     scored = []
     real_evaluate_case = lits.evaluate_case
     monkeypatch.setattr(lits, "evaluate_case", lambda *a, **k: scored.append(k["case"]) or real_evaluate_case(*a, **k))
-    argv = ["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out"]
+    argv = ["evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots"]
     code, out, err = run_cli(argv + (["--prob", tmp_path / "prob"] if prob else []), capsys)
-    needed = lits.evaluate_case_memory_bytes(shape)
+    return code, err, scored
+
+
+@pytest.mark.parametrize("prob", [False, True])
+def test_evaluate_refuses_a_case_whose_metrics_do_not_fit_by_name_before_them(tmp_path, capsys, monkeypatch, prob):
+    """evaluate checked only that each file could be read; the metrics of a pair then needed up to about 20 bytes a
+    voxel more (surface distances, lesion labelling), and a large pair ended in a MemoryError or the out-of-memory
+    killer. Each case is checked before its metrics: the error names the case, both amounts and what to do. Here a
+    liver filling the grid, tumors in its opposite corners: the metrics' worst case."""
+    from LiverTumorSegLib.metrics import lits
+
+    shape = (128, 256, 256)  # 8 Mi voxels: its metrics need 0.2 GiB
+    labels = np.ones(shape, np.uint8)
+    labels[:4, :4, :4] = 2
+    labels[-4:, -4:, -4:] = 2
+    cases = {"case1": labels[:8, :16, :16], "case2": labels}  # case2, the big one, after case1
+    code, err, scored = _evaluate_with_memory(tmp_path, capsys, monkeypatch, cases, 64 << 20, prob)
+    needed = lits.evaluate_case_memory_bytes(labels, labels, probabilities=labels if prob else None)
     line = assert_clean_error(code, err, [
         "case 'case2' ((z, y, x) (128, 256, 256) voxels)", f"needs about {needed / validation.GIB:.1f} GiB of memory",
-        "only 0.1 GiB is available", "21 bytes a voxel beside the label maps", "machine with more memory",
-        "move it out of the --pred/--ref folders"])
-    assert scored == ["case1"]  # case2's metrics were not started; nothing was written
+        "only 0.1 GiB is available", "3 bytes a voxel of its grid beside the label maps",
+        "boxes holding its liver and tumors", "machine with more memory", "move it out of the --pred/--ref folders"])
+    assert needed > (64 << 20) and scored == ["case1"]  # case2's metrics were not started; nothing was written
     assert not (tmp_path / "out").exists()
     if not prob:
         record("case_too_large", "evaluate", line, tmp_path)
+
+
+@pytest.mark.parametrize("prob", [False, True])
+def test_evaluate_scores_a_case_whose_liver_fills_a_small_box_in_the_memory_it_has(tmp_path, capsys, monkeypatch, prob):
+    """The check asked 21 bytes a voxel of every case's grid, the worst case of a liver box as large as the grid,
+    while a liver filling an eighth of the grid needs about 5: such a case was refused with memory to spare (63 MiB
+    asked of 48 available here). The need now follows the liver and tumor boxes, and the case is scored."""
+    from LiverTumorSegLib.metrics import lits
+
+    labels = np.zeros((96, 128, 256), np.uint8)  # 3 Mi voxels, the liver in a box of 48 x 64 x 128
+    labels[24:72, 32:96, 64:192] = 1
+    labels[40:48, 50:60, 100:110] = 2
+    available = 48 << 20
+    code, err, scored = _evaluate_with_memory(tmp_path, capsys, monkeypatch, {"case1": labels}, available, prob)
+    assert code == 0, err
+    assert scored == ["case1"] and (tmp_path / "out" / "cases.csv").is_file()
+    needed = lits.evaluate_case_memory_bytes(labels, labels, probabilities=labels if prob else None)
+    assert needed < available < 21 * labels.size  # 33 (39 with --prob) MiB; 63 asked before
 
 
 def test_volume_that_fits_is_read_after_the_header_check(tmp_path, monkeypatch):

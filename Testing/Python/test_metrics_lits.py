@@ -388,3 +388,68 @@ def test_a_model_that_misses_every_tumor_gets_no_tumor_surface_mean():
         assert summary["metrics"][column]["mean"] is None
         assert summary["metrics"][column]["n"] == 0 and summary["metrics"][column]["n_nan"] == 2
     assert summary["metrics"]["hd95_liver_mm"]["mean"] == 0.0  # the liver, in both, is still measured
+
+
+MEMORY_GRID = (40, 64, 64)
+
+
+def _memory_case(name):
+    """``(pred, ref)`` 0/1/2 maps on :data:`MEMORY_GRID` (z, y, x): the worst cases of each part of the metrics and a
+    liver of a small box."""
+    ref = np.zeros(MEMORY_GRID, np.uint8)
+    if name == "whole_grid_tumors_in_opposite_corners":  # surface distances and lesion labelling over the whole grid
+        ref[:] = 1
+        pred = ref.copy()
+        ref[:2, :2, :2] = 2
+        pred[-2:, -2:, -2:] = 2
+    elif name == "tumor_filling_the_grid":  # every voxel a lesion voxel of both maps
+        ref[:] = 2
+        pred = ref.copy()
+        pred[0] = 0
+    elif name == "thin_slab_liver":  # nearly every liver voxel a surface voxel
+        ref[18:21] = 1
+        pred = np.roll(ref, 1, axis=0)
+    else:  # "small_liver_box": a liver box of 20 x 24 x 24 voxels (a tenth of the grid)
+        ref[10:30, 20:44, 20:44] = 1
+        ref[14:18, 24:28, 24:28] = 2
+        pred = np.roll(ref, 1, axis=2)
+    return pred, ref
+
+
+def _metrics_peak_bytes(pred, ref, surface, probabilities):
+    """tracemalloc peak of one case's metrics as ``evaluate`` runs them: evaluate_case, then the ROC."""
+    import tracemalloc
+
+    from LiverTumorSegLib.metrics.roc import RocAccumulator
+
+    def run():
+        lits.evaluate_case(pred, ref, (2.5, 0.8, 0.8), surface=surface)
+        if probabilities is not None:
+            RocAccumulator().add_and_score(probabilities, lits.structure_mask(ref, "tumor"), divisor=255.0)
+
+    run()  # scipy's modules imported: not counted
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("name,surface,prob", [
+    ("whole_grid_tumors_in_opposite_corners", True, False), ("whole_grid_tumors_in_opposite_corners", False, False),
+    ("tumor_filling_the_grid", False, False), ("thin_slab_liver", True, False), ("small_liver_box", True, False),
+    ("small_liver_box", False, True)])
+def test_memory_estimate_covers_the_measured_peak_and_follows_the_boxes(name, surface, prob):
+    """evaluate asked 21 bytes a grid voxel of every case (the metrics' worst case, a liver box as large as the grid),
+    so a liver in a tenth of the grid, which needs about 5, was refused with memory to spare. The estimate now follows
+    the boxes the metrics work in; it covers the measured peak without its fixed allowance (which is for imports and
+    Python objects: 64 KiB of slack here), and stays within 1.5 times the peak for a small liver box."""
+    pred, ref = _memory_case(name)
+    probabilities = np.round(255 * np.linspace(0, 1, ref.size)).astype(np.uint8).reshape(ref.shape) if prob else None
+    peak = _metrics_peak_bytes(pred, ref, surface, probabilities)
+    estimate = lits.evaluate_case_memory_bytes(pred, ref, surface=surface, probabilities=probabilities) - \
+        lits.EVALUATE_CASE_FIXED_BYTES
+    assert estimate >= peak - (64 << 10), f"estimate {estimate / ref.size:.1f} < peak {peak / ref.size:.1f} B/voxel"
+    if name == "small_liver_box" and not prob:
+        assert estimate <= 1.5 * peak, f"estimate {estimate / ref.size:.1f}, peak {peak / ref.size:.1f} B/voxel"

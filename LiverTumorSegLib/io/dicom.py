@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, option_hint, raise_if_out_of_memory
-from ..fileutil import is_hidden_name
+from ..fileutil import check_path_encoding, is_hidden_name
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
@@ -180,12 +180,7 @@ def _folder_headers(folder: Path) -> List[_DicomFileHeader]:
     except OSError:
         return []
     for path in paths:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError(f"The file name {os.path.basename(path)!r} in '{folder}' is not valid UTF-8 text, which "
-                             f"the DICOM reader cannot open; rename the file (or copy the series with a tool that "
-                             f"converts file names to UTF-8).") from None
+        check_path_encoding(path, "DICOM file")
     with _quiet_itk():
         headers = [_read_file_header(path) for path in paths]
     return [h for h in headers if h is not None]

@@ -201,7 +201,7 @@ CSV_SAVE_AS = 'UTF-8 CSV (in Excel: "CSV UTF-8 (Comma delimited)")'
 CSV_KEY_COLUMN = "image"
 """The column every CSV list we read has (batch case lists and training data lists): it tells the separator."""
 
-_EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)\r?$")
+_EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)\r?$", re.IGNORECASE)
 """Excel's first line naming the separator (``sep=;``), which Excel writes and reads for CSV in other locales."""
 
 

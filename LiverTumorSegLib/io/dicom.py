@@ -304,17 +304,28 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     if any(_is_image_series(s) for s in top):
         # subfolders holding other image series are listed with the folder's own: one key image or scout at a
         # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
-        # and a series continued in a subfolder is gathered whole (only its top part was read, without a word)
+        # and a series continued in a subfolder is gathered whole (only its top part was read, without a word);
+        # a copy of the folder's own slices below it (backup/) is not a continuation and is left out as before
         below_ids = {h.series_id for headers in below for h in headers}
         if not below_ids:
             return top
         everything = _series_listing_of([own] + below)
         images = {s.uid for s in top if _is_image_series(s)}
-        if below_ids & images or any(_is_image_series(s) and s.uid not in images for s in everything):
+        if _continues_below(own, below, images) or any(_is_image_series(s) and s.uid not in images
+                                                       for s in everything):
             return everything
         return top
     everything = _series_listing_of([own] + below)
     return everything if everything else top
+
+
+def _continues_below(own: Sequence[_DicomFileHeader], below: Sequence[Sequence[_DicomFileHeader]],
+                     series_ids: set) -> bool:
+    """Whether a subfolder holds slices of one of the folder's own ``series_ids`` at positions (mm, LPS) that the
+    folder's own files do not have: the series continues below. Files at the folder's own positions are copies."""
+    own_positions = {(h.series_id, h.origin) for h in own if h.series_id in series_ids}
+    return any(h.series_id in series_ids and (h.series_id, h.origin) not in own_positions
+               for headers in below for h in headers)
 
 
 FLOAT_PIXEL_TAGS = (0x7FE00008, 0x7FE00009)

@@ -403,3 +403,16 @@ def test_a_file_name_that_is_not_utf8_is_a_clear_error_not_a_crash(tmp_path, ct)
     os.rename(bytes(files[0]), bytes(tmp_path) + b"/ct\xe9.dcm")
     with pytest.raises(InputError, match=r"DICOM file .*ct\\xe9\.dcm.* not valid UTF-8; rename it"):
         find_dicom_series(tmp_path)
+
+
+def test_a_copy_of_the_series_in_a_subfolder_is_not_read_as_more_slices(tmp_path, ct):
+    """A backup copy of a series' files below its folder is no continuation: the folder's own series is read, as
+    before the split-series rule (which first gathered the copy too and refused 'the same images twice')."""
+    import shutil
+
+    files = write_ct_series(tmp_path, ct)
+    (tmp_path / "backup").mkdir()
+    for f in files:
+        shutil.copy2(f, tmp_path / "backup" / f.name)
+    assert [s.num_files for s in find_dicom_series(tmp_path)] == [len(files)]
+    assert np.array_equal(read_volume(tmp_path).array, ct.array)

@@ -84,7 +84,14 @@ def out_of_memory_error(exc: BaseException, batch_size_option: bool = False, rea
     ``train``, ``crossval``): the advice adds a GPU and ``--batch-size 1``; without it (``evaluate``,
     ``measure``, reading a file) the advice is about memory alone. ``reading``: the file (or DICOM folder) being
     read, named."""
-    return _out_of_memory_error(exc, f" reading '{reading}'" if reading else "", batch_size_option)
+    return _out_of_memory_error(exc, _reading_text(reading), batch_size_option)
+
+
+def _reading_text(reading: str, series: str = "") -> str:
+    """Where an allocation failed, after "Ran out of memory": " reading '...'" (" reading series S of '...'") or ""."""
+    if not reading:
+        return ""
+    return f" reading series {series} of '{reading}'" if series else f" reading '{reading}'"
 
 
 def _out_of_memory_error(exc: BaseException, where: str, batch_size_option: bool = False
@@ -116,7 +123,6 @@ def raise_if_out_of_memory(exc: BaseException, reading: str = "", series: str = 
     :func:`out_of_memory_error` (naming the file ``reading``, and the DICOM ``series`` read from that folder when
     given) when ``exc`` is an allocation failure; return otherwise. A MemoryError while decoding a large CT said
     "the file is truncated or corrupt"."""
-    memory = (_out_of_memory_error(exc, f" reading series {series} of '{reading}'") if series
-              else out_of_memory_error(exc, reading=reading))
+    memory = _out_of_memory_error(exc, _reading_text(reading, series))
     if memory is not None:
         raise memory from exc

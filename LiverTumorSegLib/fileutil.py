@@ -600,6 +600,17 @@ def _named_for_the_user(temporaries: Dict[str, Path], paths: Dict[str, PathLike]
         raise
 
 
+def make_temporary_file(folder: Path, stem: str, suffix: str) -> Path:
+    """A new empty temporary file ``.{stem}.{mark}-{random}.tmp{suffix}`` in ``folder`` (``stem`` shortened by
+    :func:`temporary_stem` for Windows' path limit; ``mark``: :func:`temporary_prefix`), after removing the
+    temporaries of that name that killed runs left (:func:`remove_stale_temporaries`). Mode 0600 (mkstemp's)."""
+    stem = temporary_stem(folder, stem, suffix)
+    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp" + suffix, dir=str(folder))
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def _temporary_beside(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` (already checked by :func:`check_can_write`; see :func:`atomic_output`),
@@ -607,11 +618,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     suffix = full_suffix(path)
     stem = path.name[: max(1, len(path.name) - len(suffix))]
     folder = path.parent if str(path.parent) else Path(".")
-    stem = temporary_stem(folder, ascii_stem(stem), suffix)
-    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp" + suffix, dir=str(folder))
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = make_temporary_file(folder, ascii_stem(stem), suffix)
     apply_default_permissions(tmp_path)
     try:
         yield tmp_path

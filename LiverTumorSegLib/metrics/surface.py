@@ -136,12 +136,11 @@ def _surface_voxel_count(mask: np.ndarray, box: Tuple[slice, ...]) -> int:
     return int(np.count_nonzero(surface_voxels(_padded(mask, box))))
 
 
-def surface_memory_bytes(pred: np.ndarray, ref: np.ndarray, box: Optional[Tuple[slice, ...]] = None) -> int:
+def surface_memory_bytes(pred: np.ndarray, ref: np.ndarray, box: Optional[Tuple[slice, ...]]) -> int:
     """Bytes :func:`surface_distances` may need beside two boolean ``(z, y, x)`` masks of one shape:
     :data:`SURFACE_BYTES_PER_BOX_VOXEL` a voxel of their box grown by one voxel a side and
     :data:`SURFACE_BYTES_PER_SURFACE_VOXEL` a surface voxel of either (counted here: one erosion of each in the box);
-    0 when either mask is empty (nothing is measured). ``box``: their :func:`union_bounding_box`, when known."""
-    box = union_bounding_box(pred, ref) if box is None else box
+    0 when either mask is empty (nothing is measured). ``box``: their :func:`union_bounding_box` (None: both empty)."""
     if box is None or not (pred[box].any() and ref[box].any()):
         return 0
     padded_voxels = int(np.prod([s.stop - s.start + 2 for s in box], dtype=np.int64))

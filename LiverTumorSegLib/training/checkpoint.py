@@ -8,15 +8,13 @@ cannot run code.
 """
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Sequence, Union
 
 import torch
 
 from ..errors import InputError, raise_if_out_of_memory
-from ..fileutil import (apply_default_permissions, remove_stale_temporaries, replace_file, temporary_prefix,
-                        temporary_stem)
+from ..fileutil import apply_default_permissions, make_temporary_file, replace_file
 from ..package import refusal_reason
 
 PathLike = Union[str, Path]
@@ -47,11 +45,9 @@ def save_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
     (permissions ``0666 & ~umask`` like every other output)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stem = temporary_stem(path.parent, path.name, "")
-    remove_stale_temporaries(path.parent, f".{stem}.", ".tmp")  # left by a killed run
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp", dir=str(path.parent))
+    tmp = str(make_temporary_file(path.parent, path.name, ""))  # also removes those a killed run left
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -96,8 +96,8 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
 
 
 def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
-    """``(voxels, reader, metadata)`` of a ``.seg.nrrd``: the voxels ``(z, y, x, layers)`` (one layer: a last axis
-    of 1), the ITK reader of the header (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``: ``(x, y,
+    """``(voxels, grid, metadata)`` of a ``.seg.nrrd``: the voxels ``(z, y, x, layers)`` (one layer: a last axis
+    of 1), the ITK reader of the header or the image ITK read (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``: ``(x, y,
     z)``, mm) and the header's key/value pairs. A gzip file's stream is checked whole (ITK's gzip NRRD reader may
     return damaged voxels without a word) and inflated once: the check's bytes are the voxels
     (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read."""
@@ -111,15 +111,17 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
             reader.ReadImageInformation()
             header = _read_header(path)
             voxels = inflated_voxels(path, reader, header, _stored_data(path, header))
-            if voxels is None:
-                voxels = sitk.GetArrayFromImage(reader.Execute())
+            grid = reader
+            if voxels is None:  # ITK reads the voxels: a view of its image, which is returned to stay alive
+                grid = reader.Execute()
+                voxels = sitk.GetArrayViewFromImage(grid)
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     if reader.GetNumberOfComponents() == 1:
         voxels = voxels[..., None]
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
-    return voxels, reader, metadata
+    return voxels, grid, metadata
 
 
 REFERENCE_GEOMETRY_PARAMETER = "Reference image geometry"

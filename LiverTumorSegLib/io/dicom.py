@@ -296,27 +296,16 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     not hide the CT below it. Every file's header is read once (:func:`_folder_headers`)."""
     folder = _existing_folder(folder)
     own = _folder_headers(folder)
-    top = _series_listing_of([own])
-    subfolders = _subfolders(folder)
-    if not subfolders:
+    below = [_folder_headers(sub) for sub in _subfolders(folder)]
+    top, everything = _series_listing_of([own]), _series_listing_of([own] + below)
+    images = {s.uid for s in top if _is_image_series(s)}
+    # the folder's own image series alone, unless a subfolder holds other image series (one key image or scout at
+    # a study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word) or continues one
+    # of them (only its top part was read, without a word); a copy of its own slices (backup/) is no continuation
+    if images and not _continues_below(own, below, images) and not any(
+            _is_image_series(s) and s.uid not in images for s in everything):
         return top
-    below = [_folder_headers(sub) for sub in subfolders]
-    if any(_is_image_series(s) for s in top):
-        # subfolders holding other image series are listed with the folder's own: one key image or scout at a
-        # study's top hid the CT series below it, and a 1-slice "CT" was segmented without a word
-        # and a series continued in a subfolder is gathered whole (only its top part was read, without a word);
-        # a copy of the folder's own slices below it (backup/) is not a continuation and is left out as before
-        below_ids = {h.series_id for headers in below for h in headers}
-        if not below_ids:
-            return top
-        everything = _series_listing_of([own] + below)
-        images = {s.uid for s in top if _is_image_series(s)}
-        if _continues_below(own, below, images) or any(_is_image_series(s) and s.uid not in images
-                                                       for s in everything):
-            return everything
-        return top
-    everything = _series_listing_of([own] + below)
-    return everything if everything else top
+    return everything
 
 
 def _continues_below(own: Sequence[_DicomFileHeader], below: Sequence[Sequence[_DicomFileHeader]],

@@ -158,12 +158,10 @@ def _read_header(path: Path) -> Optional[_Header]:
     return None if parsed is None else _Header(kind, *parsed)
 
 
-def _stored_data(path: Path, header: Optional[_Header] = None) -> Optional[_StoredData]:
+def _stored_data(path: Path, header: Optional[_Header]) -> Optional[_StoredData]:
     """Where and how the file ``path`` stores its voxel data (:class:`_StoredData`), from its NRRD or MetaImage
-    header (``header``: :func:`_read_header` of ``path`` when the caller has it), or None when that cannot be told
-    cheaply (ASCII or bzip2 encoding, a list of data files, an unreadable header): then the reader finds any
-    truncation itself. Reads the header text only (a few KB)."""
-    header = header or _read_header(path)
+    ``header`` (:func:`_read_header` of ``path``), or None when that cannot be told cheaply (ASCII or bzip2
+    encoding, a list of data files, no header parsed): then the reader finds any truncation itself."""
     if header is None:
         return None
     return (_nrrd_stored if header.kind == "nrrd" else _metaimage_stored)(path, header)

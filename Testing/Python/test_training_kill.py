@@ -276,22 +276,32 @@ def test_sigterm_and_a_pending_worker_report_still_checkpoint_and_end_as_interru
     assert payload["epoch"] == 0 and payload["step_in_epoch"] == 2
 
 
-@NEEDS_SIGNAL_MASKS
-def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hold():
-    from LiverTumorSegLib.training.interrupts import call_with_interrupts_held
+def test_call_with_interrupts_held_drops_a_stop_report_that_lands_before_the_hold(monkeypatch):
+    """torch's report of a worker stopped by SIGTERM, run as the hold is entered (before it holds anything), is
+    dropped and the hold entered again. The report is raised where the hold begins rather than through two real
+    pending signals: Python may run the second handler before the statement that made them pending has returned
+    (seen once in a full suite under OMP_NUM_THREADS=1), which left nothing pending for the helper."""
+    import contextlib
 
+    from LiverTumorSegLib.training import interrupts
+
+    real_hold = interrupts.interrupts_deferred
+    reports = [RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated. ")]
+
+    @contextlib.contextmanager
+    def report_lands_as_the_hold_begins():
+        if reports:
+            raise reports.pop()
+        with real_hold():
+            yield
+
+    monkeypatch.setattr(interrupts, "interrupts_deferred", report_lands_as_the_hold_begins)
     calls = []
-    previous = _install_test_handlers()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _trip_together(signal.SIGTERM, REPORT_SIGNAL)
-        # the SIGCHLD report is still pending here: it runs as the helper starts, and the action runs anyway
-        assert call_with_interrupts_held(lambda: calls.append("saved") or "done") == "done"
-        assert calls == ["saved"]
-        # a real failure inside the action, and one that is no stop report, still propagate
-        with pytest.raises(ValueError):
-            call_with_interrupts_held(lambda: int("x"))
-        with pytest.raises(RuntimeError, match="CUDA out of memory"):
-            call_with_interrupts_held(lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
-    finally:
-        _restore_handlers(previous)
+    # the report runs as the helper starts, and the action runs anyway
+    assert interrupts.call_with_interrupts_held(lambda: calls.append("saved") or "done") == "done"
+    assert calls == ["saved"] and not reports
+    # a real failure inside the action, and one that is no stop report, still propagate
+    with pytest.raises(ValueError):
+        interrupts.call_with_interrupts_held(lambda: int("x"))
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        interrupts.call_with_interrupts_held(lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))

@@ -121,7 +121,10 @@ class LiverTumorSegParameterNode:
     windowWidth (HU);
     post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver),
     removeLiverAboveLungs and tubularLesionsToLiver (the anatomical rules);
-    showTumorProbability - also load the tumor probability map.
+    showTumorProbability - also load the tumor probability map;
+    "Compare with baseline": baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
+    alignOnCT (else on the liver masks) and changeTable (its last follow-up table), so a saved scene reopens with
+    the comparison as it was left.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -140,6 +143,18 @@ class LiverTumorSegParameterNode:
     removeLiverAboveLungs: bool = True
     tubularLesionsToLiver: bool = True
     showTumorProbability: bool = False
+    baselineSegmentation: vtkMRMLSegmentationNode
+    baselineVolume: vtkMRMLScalarVolumeNode
+    followupSegmentation: vtkMRMLSegmentationNode
+    followupVolume: vtkMRMLScalarVolumeNode
+    alignOnCT: bool = True
+    changeTable: vtkMRMLTableNode
+
+
+COMPARE_PARAMETERS = ("baselineSegmentation", "baselineVolume", "followupSegmentation", "followupVolume",
+                      "alignOnCT")
+"""Parameter-node fields of the "Compare with baseline" widgets (built in code, so bound by name, not by the .ui's
+SlicerParameterName)."""
 
 
 def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.SegmentationOptions:
@@ -165,11 +180,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._parameterNodeGuiTags = []  # connectGui's (the .ui's widgets) and the compare section's
         self._lastInputVolume = None  # the input CT updateGUI saw last (to reset the output when it changes)
         self._closingScene = False  # between the scene's StartClose and EndClose
         self._task = None
-        self._changeTable = None  # the follow-up table of "Compare with baseline", reused between runs
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
@@ -221,10 +235,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -233,6 +244,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if childJob is not None:
                 childJob.cancel()
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
+        self.compare["result"].text = ""
         self.ui.statusLabel.text = ""
         self._closingScene = True  # a run cancelled by the close reports no "scene not changed" afterwards
         self._lastInputVolume = None  # the closed scene's node
@@ -243,9 +255,6 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         (qMRMLTableView's updateWidgetFromViewNode: a scene import, a DICOM load): put both tables back."""
         if self._parameterNode:
             self.updateGUI()
-        if self._changeTable is not None and slicer.mrmlScene.IsNodePresent(self._changeTable):
-            if self.compare["table"].mrmlTableNode() is not self._changeTable:
-                self.compare["table"].setMRMLTableNode(self._changeTable)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -260,14 +269,23 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
+    def _disconnectParameterNode(self) -> None:
+        """Unbind every widget from the parameter node and stop observing it."""
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            for tag in self._parameterNodeGuiTags:
+                self._parameterNode.disconnectGui(tag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self._parameterNodeGuiTags = []
+
+    def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # widgets with the SlicerParameterName property in the .ui bind to fields automatically
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # widgets with the SlicerParameterName property in the .ui bind to fields automatically; the compare
+            # section's, made in setupCompareSection, by name
+            self._parameterNodeGuiTags = [
+                self._parameterNode.connectGui(self.ui),
+                self._parameterNode.connectParametersToGui({name: self.compare[name] for name in COMPARE_PARAMETERS})]
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
@@ -306,6 +324,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if shownTable is not None and self.ui.resultsSummaryLabel.text in ("", panel_text.NO_RESULT):
                 # a scene loaded from disk: no run outcome, but the table keeps its whole-organ numbers
                 self.ui.resultsSummaryLabel.text = panel_text.table_summary_text(shownTable)
+        self.showChangeTable(p.changeTable)
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
         ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
@@ -562,6 +581,21 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(section)
         self.layout.addStretch(1)  # below every section (the .ui ends without a spacer, which had pushed this one down)
 
+    def showChangeTable(self, table) -> None:
+        """Show ``table`` (the parameter node's last follow-up table; None or a removed node: none) in the compare
+        section. A table of a scene loaded from disk has no run outcome: its response and sums come from its
+        attributes. When the table is removed, its summary goes with it."""
+        c = self.compare
+        if table is not None and not slicer.mrmlScene.IsNodePresent(table):
+            table = None
+        if c["table"].mrmlTableNode() is not table:
+            shown = c["table"].mrmlTableNode()
+            c["table"].setMRMLTableNode(table)
+            if table is None and shown is not None and self._comparison is None:
+                c["result"].text = ""  # it described the table that was removed
+            elif table is not None and not c["result"].text:
+                c["result"].text = panel_text.change_table_summary_text(table)
+
     def onCompareButton(self) -> None:
         c = self.compare
         if self._comparison is not None:  # the button reads "Cancel" while a comparison runs
@@ -574,7 +608,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self.dependenciesReady():  # the hand-over writes label maps with nibabel in Slicer's process
             return
-        reuse = self._changeTable if self._changeTable and slicer.mrmlScene.IsNodePresent(self._changeTable) else None
+        changeTable = self._parameterNode.changeTable if self._parameterNode else None
+        reuse = changeTable if changeTable and slicer.mrmlScene.IsNodePresent(changeTable) else None
         try:
             self._comparison = self.logic.compareWithBaseline(
                 *nodes, alignOnCT=c["alignOnCT"].checked, tableNode=reuse, waitForCompletion=False,
@@ -592,9 +627,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._comparison = None
         c["button"].text = "Compare"
         if outcome.kind == job.DONE:
-            self._changeTable = outcome.table_node
-            c["table"].setMRMLTableNode(self._changeTable)
+            self.showChangeTable(outcome.table_node)
             c["result"].text = "\n".join(followup.change_summary_lines(outcome.change)[:3])
+            if self._parameterNode:  # saved with the scene
+                self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:
             c["result"].text = "Cancelled; the scene was not changed."
         else:
@@ -901,7 +937,8 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             lambda: LiverTumorSegLogic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay))
 
     def runTest(self):
-        for test in (self.test_SegmentSampleCT, self.test_Cancel, self.test_UpdateLesionTable):
+        for test in (self.test_SegmentSampleCT, self.test_Cancel, self.test_UpdateLesionTable,
+                     self.test_CompareSectionSavedWithScene):
             try:
                 self.setUp()
             except unittest.SkipTest as skip:
@@ -982,6 +1019,51 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(rows[0]["Volume"], 125 * volume.geometry.voxel_volume_ml, delta=0.006)  # to 0.01 mL
         self.assertTrue(mrml.lesion_table_describes(outcome.table_node, segmentationNode))
         self.delayDisplay("Lesion table updated from edited segments")
+
+    def test_CompareSectionSavedWithScene(self):
+        """The compare section's segmentations, CTs, alignment choice and last table are saved with the scene: set
+        in the panel, saved as a .mrb, the scene cleared and the file loaded, the panel shows them again (nodes of
+        the loaded scene) and the table's response line. No segmentation is run."""
+        import tempfile
+        import numpy as np
+        from LiverTumorSegLib.resources import sample_reference_path
+
+        slicer.util.selectModule("LiverTumorSeg")
+        widget = slicer.modules.livertumorseg.widgetRepresentation().self()
+        ctNode = self._loadSample()
+        volume = mrml.ctvolume_from_volume_node(ctNode)
+        labels = (slicer.util.arrayFromVolume(slicer.util.loadLabelVolume(str(sample_reference_path()))) > 0)
+        segmentations = []
+        for name in ("Baseline", "Follow-up"):
+            node = mrml.labels_to_segmentation_node(slicer.mrmlScene, labels.astype(np.uint8), volume.geometry,
+                                                    reference_volume_node=ctNode)
+            node.SetName(name)
+            segmentations.append(node)
+        chosen = {"baselineSegmentation": segmentations[0], "baselineVolume": ctNode,
+                  "followupSegmentation": segmentations[1], "followupVolume": ctNode}
+        for key, node in chosen.items():
+            widget.compare[key].setCurrentNode(node)
+        widget.compare["alignOnCT"].checked = False
+        change = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [],
+                  "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0}}
+        widget._parameterNode.changeTable = mrml.create_change_table_node(slicer.mrmlScene, change)
+        self.assertIs(widget._parameterNode.baselineSegmentation, segmentations[0])  # the panel wrote the node
+        self.assertFalse(widget._parameterNode.alignOnCT)
+        names = {key: node.GetName() for key, node in chosen.items()}
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "compare.mrb")
+            self.assertTrue(slicer.util.saveScene(path))
+            slicer.mrmlScene.Clear()
+            slicer.util.loadScene(path)
+        for key, name in names.items():
+            node = widget.compare[key].currentNode()
+            self.assertIsNotNone(node, key)
+            self.assertEqual(node.GetName(), name)
+            self.assertTrue(slicer.mrmlScene.IsNodePresent(node))
+        self.assertFalse(widget.compare["alignOnCT"].checked)
+        self.assertEqual(widget.compare["table"].mrmlTableNode().GetName(), "Lesion follow-up")
+        self.assertTrue(widget.compare["result"].text.startswith("RECIST 1.1 response: SD"))
+        self.delayDisplay("Compare section restored with the scene")
 
     def test_Cancel(self):
         """Cancel during the network stage: the child ends within 5 s, no node is added, no temporary files."""

@@ -641,16 +641,30 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     return path
 
 
+def response_line(response: str, reason: str) -> str:
+    """The first line of :func:`change_summary_lines`: the RECIST 1.1 response and its reason."""
+    return f"RECIST 1.1 response: {response} ({reason}); {RECIST_NOTE}"
+
+
+def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
+    """The sum-of-diameters line of :func:`change_summary_lines` from a change report's ``sum_of_diameters``
+    (mm; ``target_lesion_ids`` may be left out), or None without target lesions."""
+    sod = sum_of_diameters
+    if sod.get("baseline_mm") is None:
+        return None
+    follow = "unknown (a target lies outside the follow-up scan)" if sod.get("followup_mm") is None else \
+        f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
+    targets = "target lesions" if sod.get("target_lesion_ids") is None else f"target lesions {sod['target_lesion_ids']}"
+    return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
+
+
 def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     """Human-readable lines: response, sum of diameters, alignment and one line per lesion group."""
-    sod = change["sum_of_diameters"]
-    lines = [f"RECIST 1.1 response: {change['response']} ({change['response_reason']}); {RECIST_NOTE}"]
+    lines = [response_line(change["response"], change["response_reason"])]
     lines += [f"warning: {text}" for text in change.get("warnings", [])]
-    if sod["baseline_mm"] is not None:
-        follow = "unknown (a target lies outside the follow-up scan)" if sod["followup_mm"] is None else \
-            f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
-        lines.append(f"target lesions {sod['target_lesion_ids']}: sum of diameters {sod['baseline_mm']:.1f} -> "
-                     f"{follow}")
+    sums = sum_of_diameters_line(change["sum_of_diameters"])
+    if sums is not None:
+        lines.append(sums)
     align = change["alignment"]
     shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
     dice = align["liver_dice_after_alignment"]

@@ -210,6 +210,27 @@ def table_summary_text(table_node: Any) -> str:
                           else None for key in keys})
 
 
+def change_table_summary_text(table_node: Any) -> str:
+    """The response and sum-of-diameters lines of a follow-up table from its ``LiverTumorSeg.*`` attributes
+    (``mrml.create_change_table_node`` stores them): what the compare section shows beside a table of a scene
+    loaded from disk, which has no run outcome. '' without a table or a response."""
+    from LiverTumorSegLib.followup import response_line, sum_of_diameters_line
+    from LiverTumorSegLib.mrml import TABLE_ATTRIBUTE_PREFIX
+
+    def attribute(key: str) -> str:
+        return (table_node.GetAttribute(TABLE_ATTRIBUTE_PREFIX + key) or "") if table_node is not None else ""
+
+    def millimetres_or_percent(key: str) -> Optional[float]:
+        value = _number(attribute("sum_of_diameters_" + key))
+        return None if math.isnan(value) else value
+
+    if not attribute("response"):
+        return ""
+    sums = {key: millimetres_or_percent(key) for key in ("baseline_mm", "followup_mm", "change_percent")}
+    lines = [response_line(attribute("response"), attribute("response_reason")), sum_of_diameters_line(sums)]
+    return "\n".join(line for line in lines if line)
+
+
 def _summary_text(numbers: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     """The summary line from :func:`LiverTumorSegLib.mrml.report_summary`'s numbers (or their attribute texts)."""
     liver, tumor, burden, count, diameters = (_number(numbers.get(key)) for key in (

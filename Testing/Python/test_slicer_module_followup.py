@@ -172,6 +172,37 @@ def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     assert re.search(r"followup\.change_summary_lines\(", methods["onCompareFinished"])
 
 
+def test_the_compare_section_is_saved_with_the_scene():
+    """Static (the widget needs a real Slicer): the compare section's selectors, its alignment choice and its last
+    table are parameter-node fields, so a saved scene reopens with them (they were widget state only). The
+    widgets, made in code, are bound by name with connectParametersToGui (Slicer's parameterNodeWrapper API)
+    and unbound with the .ui's; the table comes back from the parameter node in updateGUI."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    fields = {s.target.id: ast.unparse(s.annotation) for s in classes["LiverTumorSegParameterNode"].body
+              if isinstance(s, ast.AnnAssign)}
+    names = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                 and [ast.unparse(t) for t in n.targets] == ["COMPARE_PARAMETERS"])
+    assert {name: fields.get(name) for name in names + ("changeTable",)} == {
+        "baselineSegmentation": "vtkMRMLSegmentationNode", "baselineVolume": "vtkMRMLScalarVolumeNode",
+        "followupSegmentation": "vtkMRMLSegmentationNode", "followupVolume": "vtkMRMLScalarVolumeNode",
+        "alignOnCT": "bool", "changeTable": "vtkMRMLTableNode"}
+    methods = {f.name: ast.get_source_segment(text, f) for f in classes["LiverTumorSegWidget"].body
+               if isinstance(f, ast.FunctionDef)}
+    made = set(re.findall(r'\("(\w+)", "[^"]*:", "vtkMRML\w+"\)', methods["setupCompareSection"])
+               + re.findall(r'self\.compare\["(\w+)"\] = qt\.', methods["setupCompareSection"]))
+    assert made >= set(names)  # each bound name is a widget of the section
+    assert re.search(r"connectParametersToGui\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
+                     methods["setParameterNode"])
+    assert "self._disconnectParameterNode()" in methods["setParameterNode"] and \
+        "self._disconnectParameterNode()" in methods["exit"]
+    assert "for tag in self._parameterNodeGuiTags:" in methods["_disconnectParameterNode"]
+    assert "self.showChangeTable(p.changeTable)" in methods["updateGUI"]
+    assert "self._parameterNode.changeTable = outcome.table_node" in methods["onCompareFinished"]
+    assert "_changeTable" not in text  # one place holds the table: the parameter node
+
+
 def test_the_batch_observer_runs_after_the_table_views_whatever_the_order_they_were_added():
     """The module's restore must run after both table views emptied themselves at the end of a scene batch, or
     the change table stayed blank after a DICOM load or a scene import. It relied on VTK calling observers of

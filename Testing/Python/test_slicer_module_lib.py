@@ -339,6 +339,43 @@ def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
     assert panel_text.table_summary_text(None) == "No result yet."
 
 
+def test_a_loaded_scenes_change_table_gives_the_response_and_sums_its_run_gave(tmp_path):
+    """A saved scene reopens with its follow-up table; the compare section shows the response and the sums of
+    diameters from the table's attributes, as the run's first lines gave them (the target ids are not kept), also
+    after the scene went through a .mrml file."""
+    pytest.importorskip("slicer")  # real MRML for the table node
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    change = {"response": "PR", "response_reason": "sum of diameters -40.0 %", "lesions": [],
+              "sum_of_diameters": {"target_lesion_ids": [1, 2], "baseline_mm": 50.0, "followup_mm": 30.0,
+                                   "change_mm": -20.0, "change_percent": -40.0},
+              "alignment": {"method": "masks", "translation_lps_mm": [0.0, 0.0, 0.0], "liver_dice_after_alignment": None}}
+    scene = mrml.make_headless_scene()
+    table = mrml.create_change_table_node(scene, change)
+    expected = "\n".join([change_summary_lines(change)[0],
+                          "target lesions: sum of diameters 50.0 -> 30.0 mm (-40.0 %)"])
+    assert panel_text.change_table_summary_text(table) == expected
+    assert change_summary_lines(change)[1] == "target lesions [1, 2]: sum of diameters 50.0 -> 30.0 mm (-40.0 %)"
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    scene.Commit()
+    reloaded = mrml.make_headless_scene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    reloaded.Import()
+    loaded = reloaded.GetFirstNodeByClass("vtkMRMLTableNode")
+    assert panel_text.change_table_summary_text(loaded) == expected
+    unknown = dict(change, response="NE", response_reason="a target lies outside the follow-up scan",
+                   sum_of_diameters=dict(change["sum_of_diameters"], followup_mm=None, change_mm=None,
+                                         change_percent=None))
+    mrml.create_change_table_node(scene, unknown, table_node=table)
+    assert panel_text.change_table_summary_text(table).splitlines()[1] == (
+        "target lesions: sum of diameters 50.0 -> unknown (a target lies outside the follow-up scan)")
+    mrml.create_change_table_node(scene, dict(change, sum_of_diameters={"baseline_mm": None}), table_node=table)
+    assert panel_text.change_table_summary_text(table) == change_summary_lines(change)[0]  # no target lesions
+    assert panel_text.change_table_summary_text(None) == ""
+    assert panel_text.change_table_summary_text(scene.AddNewNodeByClass("vtkMRMLTableNode")) == ""  # not ours
+
+
 def test_qbytearray_bytes_takes_the_bytes_or_str_that_data_returns():
     """PythonQt's QByteArray.data() may give str; bytes(str) raised TypeError in every poll of the child."""
     from LiverTumorSegModuleLib.childprocess import qbytearray_bytes

@@ -230,7 +230,7 @@ def _native_segment_voxels(seg, segment_id):
 
 
 @needs_slicer
-def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene):
+def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene, tmp_path):
     """The user's segments, drawn with Segment Editor's oversampling (0.5 mm on a 1 mm CT) and overlapping the
     liver, must survive writing our segments into their segmentation: written into their shared labelmap layer,
     Slicer resampled the layer onto the CT grid and erased the small ones."""
@@ -260,6 +260,18 @@ def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene):
         np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, ct_geometry, labels.shape), labels)
     assert list(seg.GetSegmentation().GetSegmentIDs()) == ["vessel", "nodule", "outside", "livertumorseg_liver",
                                                             "livertumorseg_tumor"]
+    # Saved as .seg.nrrd, Slicer's storage node puts every layer on one grid (it also merges the layers of the
+    # node in memory): ours go onto the user's finer grid, which for Segment Editor's whole-number oversampling
+    # keeps their voxels exactly, and the user's segments stay voxel for voxel through the file
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "fine.seg.nrrd"))
+    assert storage.WriteData(seg)
+    reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
+    assert storage.ReadData(reloaded)
+    assert {sid: _native_segment_voxels(reloaded, sid) for sid in before} == before
+    assert _native_segment_voxels(reloaded, "livertumorseg_liver") == ((0.5, 0.5, 0.5), 8 * int((labels == 1).sum()))
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(reloaded, ct_geometry, labels.shape), labels)
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, ct_geometry, labels.shape), labels)
 
 
 def _sorted_rows(points: np.ndarray) -> np.ndarray:

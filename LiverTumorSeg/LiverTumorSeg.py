@@ -185,6 +185,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._closingScene = False  # between the scene's StartClose and EndClose
         self._task = None
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
+        self._summaryTable = None  # the change table the compare section's result text describes
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
@@ -222,6 +223,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is not None:
             self.logic.cleanup()
         self._task = None
+        self._disconnectParameterNode()  # after a Reload no connector writes into this panel's deleted widgets
         self.removeObservers()
 
     def onReload(self) -> None:
@@ -245,6 +247,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 childJob.cancel()
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.compare["result"].text = ""
+        self._summaryTable = None
         self.ui.statusLabel.text = ""
         self._closingScene = True  # a run cancelled by the close reports no "scene not changed" afterwards
         self._lastInputVolume = None  # the closed scene's node
@@ -252,9 +255,14 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndBatchProcess(self, caller, event) -> None:
         """A table view given the scene but no table view node empties itself at the end of every scene batch
-        (qMRMLTableView's updateWidgetFromViewNode: a scene import, a DICOM load): put both tables back."""
+        (qMRMLTableView's updateWidgetFromViewNode: a scene import, a DICOM load): put both tables back.
+
+        A scene import also copies its saved parameter node into ours, firing its one Modified before the nodes it
+        refers to are added; the wrapper's node fields are cached and read again only on a Modified, so they stayed
+        None (checked with slicer-core: references resolved at EndImport and EndBatchProcess, not at that Modified).
+        One more Modified now reads them, and updateGUI runs through the observer."""
         if self._parameterNode:
-            self.updateGUI()
+            self._parameterNode.Modified()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -281,8 +289,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # widgets with the SlicerParameterName property in the .ui bind to fields automatically; the compare
-            # section's, made in setupCompareSection, by name
+            # widgets with the SlicerParameterName property in the .ui bind to fields automatically (Slicer's
+            # connectGui returns no tag, so they stay bound to the node; disconnectGui(None) does nothing); the compare
+            # section's, made in setupCompareSection, are bound by name and unbound with the tag
             self._parameterNodeGuiTags = [
                 self._parameterNode.connectGui(self.ui),
                 self._parameterNode.connectParametersToGui({name: self.compare[name] for name in COMPARE_PARAMETERS})]
@@ -583,18 +592,16 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showChangeTable(self, table) -> None:
         """Show ``table`` (the parameter node's last follow-up table; None or a removed node: none) in the compare
-        section. A table of a scene loaded from disk has no run outcome: its response and sums come from its
-        attributes. When the table is removed, its summary goes with it."""
+        section, and, unless a comparison is running, the result text of that table: a table of a scene loaded
+        from disk has no run outcome, so its response and sums come from its attributes; none for no table."""
         c = self.compare
         if table is not None and not slicer.mrmlScene.IsNodePresent(table):
             table = None
         if c["table"].mrmlTableNode() is not table:
-            shown = c["table"].mrmlTableNode()
             c["table"].setMRMLTableNode(table)
-            if table is None and shown is not None and self._comparison is None:
-                c["result"].text = ""  # it described the table that was removed
-            elif table is not None and not c["result"].text:
-                c["result"].text = panel_text.change_table_summary_text(table)
+        if table is not self._summaryTable and self._comparison is None:
+            c["result"].text = panel_text.change_table_summary_text(table)
+            self._summaryTable = table
 
     def onCompareButton(self) -> None:
         c = self.compare
@@ -1061,6 +1068,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             self.assertEqual(node.GetName(), name)
             self.assertTrue(slicer.mrmlScene.IsNodePresent(node))
         self.assertFalse(widget.compare["alignOnCT"].checked)
+        self.assertIsNotNone(widget.compare["table"].mrmlTableNode())
         self.assertEqual(widget.compare["table"].mrmlTableNode().GetName(), "Lesion follow-up")
         self.assertTrue(widget.compare["result"].text.startswith("RECIST 1.1 response: SD"))
         self.delayDisplay("Compare section restored with the scene")

@@ -652,8 +652,12 @@ def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
     sod = sum_of_diameters
     if sod.get("baseline_mm") is None:
         return None
-    follow = "unknown (a target lies outside the follow-up scan)" if sod.get("followup_mm") is None else \
-        f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
+    if sod.get("followup_mm") is None:
+        follow = "unknown (a target lies outside the follow-up scan)"
+    elif sod.get("change_percent") is None:  # no percent of a zero baseline sum
+        follow = f"{sod['followup_mm']:.1f} mm"
+    else:
+        follow = f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
     targets = "target lesions" if sod.get("target_lesion_ids") is None else f"target lesions {sod['target_lesion_ids']}"
     return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
 

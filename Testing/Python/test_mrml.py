@@ -263,12 +263,15 @@ def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene, tmp_path)
     # Saved as .seg.nrrd, Slicer's storage node puts every layer on one grid (it also merges the layers of the
     # node in memory): ours go onto the user's finer grid, which for Segment Editor's whole-number oversampling
     # keeps their voxels exactly, and the user's segments stay voxel for voxel through the file
+    masks = {sid: mrml.segment_mask(seg, sid, fine_geometry, (40, 40, 40)) for sid in before}
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     storage.SetFileName(str(tmp_path / "fine.seg.nrrd"))
     assert storage.WriteData(seg)
     reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
     assert storage.ReadData(reloaded)
     assert {sid: _native_segment_voxels(reloaded, sid) for sid in before} == before
+    for sid in before:  # the same voxels, not only as many
+        np.testing.assert_array_equal(mrml.segment_mask(reloaded, sid, fine_geometry, (40, 40, 40)), masks[sid])
     assert _native_segment_voxels(reloaded, "livertumorseg_liver") == ((0.5, 0.5, 0.5), 8 * int((labels == 1).sum()))
     np.testing.assert_array_equal(mrml.segmentation_to_labels(reloaded, ct_geometry, labels.shape), labels)
     np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, ct_geometry, labels.shape), labels)

@@ -14,8 +14,8 @@ def test_one_lane_against_lanes_of_one_thread(tmp_path, capsys, monkeypatch):
     package = tiny_unet_package(tmp_path)
     calls = []
     forward = script._forward_batches
-    monkeypatch.setattr(script, "_forward_batches", lambda model, x, batches, threads, dtype: (
-        calls.append((tuple(x.shape), batches, threads)), forward(model, x, batches, threads, dtype))[-1])
+    monkeypatch.setattr(script, "_forward_batches", lambda fn, x, batches, threads, dtype: (
+        calls.append((tuple(x.shape), batches, threads)), forward(fn, x, batches, threads, dtype))[-1])
     threads = torch.get_num_threads()
     try:
         assert script.main(["--model", str(package.path), "--threads", "2", "--batches", "2", "--repeats", "2",
@@ -25,6 +25,6 @@ def test_one_lane_against_lanes_of_one_thread(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"network of '{package.path}', fp32, batches of 8 x ")
     assert [line[:3] for line in lines[1:]] == ["[0]", "[1]"] and all("lanes / one lane = " in line for line in lines[1:])
-    # warm-up, then per repeat: 4 batches on 2 threads, and 2 lanes of 2 batches on 1 thread
-    assert [(b, t) for _, b, t in calls] == [(1, 2)] + [(4, 2), (2, 1), (2, 1)] * 2
+    # warm-up of both ways, then per repeat: 4 batches on 2 threads, and 2 lanes of 2 batches on 1 thread
+    assert [(b, t) for _, b, t in calls] == [(1, 2), (2, 2), (1, 1), (1, 1)] + [(4, 2), (2, 1), (2, 1)] * 2
     assert {shape[2:] for shape, _, _ in calls} == {(32, 48)}

@@ -195,12 +195,51 @@ def test_the_compare_section_is_saved_with_the_scene():
     assert made >= set(names)  # each bound name is a widget of the section
     assert re.search(r"connectParametersToGui\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
                      methods["setParameterNode"])
-    assert "self._disconnectParameterNode()" in methods["setParameterNode"] and \
-        "self._disconnectParameterNode()" in methods["exit"]
+    assert all("self._disconnectParameterNode()" in methods[name] for name in ("setParameterNode", "exit", "cleanup"))
+    # a scene import sets the parameter node's references after its one Modified: the cached node fields are
+    # read again with another Modified once the import's batch has ended (references resolved then: slicer-core)
+    assert "self._parameterNode.Modified()" in methods["onSceneEndBatchProcess"]
+    # the result text follows the shown table (a stale run summary stood beside another scene's table)
+    assert "table is not self._summaryTable and self._comparison is None" in methods["showChangeTable"]
     assert "for tag in self._parameterNodeGuiTags:" in methods["_disconnectParameterNode"]
     assert "self.showChangeTable(p.changeTable)" in methods["updateGUI"]
     assert "self._parameterNode.changeTable = outcome.table_node" in methods["onCompareFinished"]
     assert "_changeTable" not in text  # one place holds the table: the parameter node
+
+
+def test_a_scene_import_resolves_the_parameter_nodes_references_only_after_its_modified(tmp_path):
+    """What the widget's onSceneEndBatchProcess relies on (real MRML, slicer-core): importing a saved scene copies
+    its parameter node into the singleton that survived Clear with one Modified, before the nodes it refers to are
+    added, so a wrapper that caches node fields on Modified read None; at the end of the import's batch the
+    references are there."""
+    pytest.importorskip("slicer")
+    import slicer
+    import vtk
+    from LiverTumorSegLib import mrml
+
+    scene = mrml.make_headless_scene()
+    node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+    node.SetSingletonTag("LiverTumorSeg")
+    node.SetModuleName("LiverTumorSeg")  # as ScriptedLoadableModuleLogic makes it
+    scene.AddNode(node)
+    node.SetNodeReferenceID("baselineSegmentation", scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Base").GetID())
+    node.SetNodeReferenceID("changeTable", scene.AddNewNodeByClass("vtkMRMLTableNode", "Lesion follow-up").GetID())
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    scene.Clear(0)
+    assert scene.GetSingletonNode("LiverTumorSeg", "vtkMRMLScriptedModuleNode") is node  # kept, emptied
+    seen = []
+
+    def record(kind):
+        return lambda caller, event: seen.append((kind, node.GetNodeReference("baselineSegmentation") is not None,
+                                                  node.GetNodeReference("changeTable") is not None))
+
+    node.AddObserver(vtk.vtkCommand.ModifiedEvent, record("Modified"))
+    scene.AddObserver(slicer.vtkMRMLScene.EndBatchProcessEvent, record("EndBatchProcess"))
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    scene.Import()
+    assert seen == [("Modified", False, False), ("EndBatchProcess", True, True)]
+    assert node.GetNodeReference("changeTable").GetName() == "Lesion follow-up"
 
 
 def test_the_batch_observer_runs_after_the_table_views_whatever_the_order_they_were_added():

@@ -370,6 +370,9 @@ def test_a_loaded_scenes_change_table_gives_the_response_and_sums_its_run_gave(t
     mrml.create_change_table_node(scene, unknown, table_node=table)
     assert panel_text.change_table_summary_text(table).splitlines()[1] == (
         "target lesions: sum of diameters 50.0 -> unknown (a target lies outside the follow-up scan)")
+    mrml.create_change_table_node(scene, change, table_node=table)
+    table.SetAttribute("LiverTumorSeg.sum_of_diameters_change_percent", "")  # edited by hand: no percent (it raised)
+    assert panel_text.change_table_summary_text(table).splitlines()[1] == "target lesions: sum of diameters 50.0 -> 30.0 mm"
     mrml.create_change_table_node(scene, dict(change, sum_of_diameters={"baseline_mm": None}), table_node=table)
     assert panel_text.change_table_summary_text(table) == change_summary_lines(change)[0]  # no target lesions
     assert panel_text.change_table_summary_text(None) == ""

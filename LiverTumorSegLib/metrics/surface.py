@@ -130,22 +130,29 @@ the nearest voxel and the float64 distances), beside :data:`SURFACE_BYTES_PER_BO
 to 35 in boxes of a few thousand."""
 
 
+def box_voxels(box: Optional[Tuple[slice, ...]], margin: int = 0) -> int:
+    """Voxels of ``box`` (slices) grown by ``margin`` voxels on each side of each axis; 0 for None."""
+    return 0 if box is None else int(np.prod([s.stop - s.start + 2 * margin for s in box], dtype=np.int64))
+
+
 def _surface_voxel_count(mask: np.ndarray, box: Tuple[slice, ...]) -> int:
     """Surface voxels (:func:`surface_voxels`) of ``mask`` inside ``box``, outside the box counting as background, as
     :func:`surface_distances` finds them."""
     return int(np.count_nonzero(surface_voxels(_padded(mask, box))))
 
 
-def surface_memory_bytes(pred: np.ndarray, ref: np.ndarray, box: Optional[Tuple[slice, ...]]) -> int:
+def surface_memory_bytes(pred: np.ndarray, ref: np.ndarray, box: Optional[Tuple[slice, ...]],
+                         exact_surface: bool = True) -> int:
     """Bytes :func:`surface_distances` may need beside two boolean ``(z, y, x)`` masks of one shape:
     :data:`SURFACE_BYTES_PER_BOX_VOXEL` a voxel of their box grown by one voxel a side and
-    :data:`SURFACE_BYTES_PER_SURFACE_VOXEL` a surface voxel of either (counted here: one erosion of each in the box);
-    0 when either mask is empty (nothing is measured). ``box``: their :func:`union_bounding_box` (None: both empty)."""
+    :data:`SURFACE_BYTES_PER_SURFACE_VOXEL` a surface voxel of either (counted here: one erosion of each in the box;
+    ``exact_surface=False``: every mask voxel counted, an upper bound without the erosions); 0 when either mask is
+    empty (nothing is measured). ``box``: their :func:`union_bounding_box` (None: both empty)."""
     if box is None or not (pred[box].any() and ref[box].any()):
         return 0
-    padded_voxels = int(np.prod([s.stop - s.start + 2 for s in box], dtype=np.int64))
-    surface_count = _surface_voxel_count(pred, box) + _surface_voxel_count(ref, box)
-    return SURFACE_BYTES_PER_BOX_VOXEL * padded_voxels + SURFACE_BYTES_PER_SURFACE_VOXEL * surface_count
+    count = _surface_voxel_count if exact_surface else (lambda mask, in_box: int(np.count_nonzero(mask[in_box])))
+    surface_count = count(pred, box) + count(ref, box)
+    return SURFACE_BYTES_PER_BOX_VOXEL * box_voxels(box, margin=1) + SURFACE_BYTES_PER_SURFACE_VOXEL * surface_count
 
 
 def _distances_to_nearest(target: np.ndarray, sources: np.ndarray, spacing: Sequence[float]) -> np.ndarray:

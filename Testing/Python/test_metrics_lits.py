@@ -453,3 +453,46 @@ def test_memory_estimate_covers_the_measured_peak_and_follows_the_boxes(name, su
     assert estimate >= peak - (64 << 10), f"estimate {estimate / ref.size:.1f} < peak {peak / ref.size:.1f} B/voxel"
     if name == "small_liver_box" and not prob:
         assert estimate <= 1.5 * peak, f"estimate {estimate / ref.size:.1f}, peak {peak / ref.size:.1f} B/voxel"
+
+
+@pytest.mark.parametrize("name", ["whole_grid_tumors_in_opposite_corners", "thin_slab_liver", "small_liver_box"])
+def test_the_upper_bound_without_erosions_is_never_below_the_estimate(name):
+    """evaluate checks a case first with ``exact_surface=False`` (every mask voxel counted as a surface voxel: no
+    erosions, which were ~18 % of a case's metrics) and computes the exact estimate only when that bound does not
+    fit, so the bound must never be lower; without surface distances the two are the same."""
+    pred, ref = _memory_case(name)
+    exact = lits.evaluate_case_memory_bytes(pred, ref)
+    bound = lits.evaluate_case_memory_bytes(pred, ref, exact_surface=False)
+    assert bound >= exact > lits.EVALUATE_CASE_FIXED_BYTES
+    assert lits.evaluate_case_memory_bytes(pred, ref, surface=False, exact_surface=False) == \
+        lits.evaluate_case_memory_bytes(pred, ref, surface=False)
+
+
+def test_evaluate_erodes_for_its_memory_check_only_when_the_bound_does_not_fit(monkeypatch):
+    """The case check's erosions are spent only on a case the upper bound would refuse; the refusal still gives the
+    exact estimate (test_bad_inputs_cli checks its text)."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.commands import evaluate
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.metrics import surface
+
+    pred, ref = _memory_case("small_liver_box")
+    maps = [SimpleNamespace(array=a, shape_zyx=a.shape) for a in (pred, ref)]
+    erosions = []
+    counted = surface._surface_voxel_count
+    monkeypatch.setattr(surface, "_surface_voxel_count", lambda *a: erosions.append(1) or counted(*a))
+    exact = lits.evaluate_case_memory_bytes(pred, ref)
+    bound = lits.evaluate_case_memory_bytes(pred, ref, exact_surface=False)
+    erosions.clear()
+    for available, refused, eroded in ((bound, False, False), ((exact + bound) // 2, False, True),
+                                       (exact - 1, True, True)):
+        monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: available)
+        erosions.clear()
+        if refused:
+            with pytest.raises(ResourceError, match=f"needs about {exact / validation.GIB:.1f} GiB"):
+                evaluate._check_case_memory("c", *maps, None, True, "tumor")
+        else:
+            evaluate._check_case_memory("c", *maps, None, True, "tumor")
+        assert bool(erosions) == eroded, available

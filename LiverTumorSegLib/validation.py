@@ -544,7 +544,8 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
     required = estimate_network_memory_bytes(
         shape, net, in_channels or _in_channels(preprocessing), num_classes, volume.array.dtype.itemsize,
         batch_size or DEFAULT_BATCH_SLICES, activation_bytes_per_pixel)
-    if available_bytes is None:
+    asked_the_system = available_bytes is None
+    if asked_the_system:
         available_bytes = available_memory_bytes()
     still_needed = required - int(volume.array.nbytes)  # the CT itself is read already
     if available_bytes is not None and still_needed > available_bytes:
@@ -553,6 +554,7 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
                else "after resizing")
         raise ResourceError(f"Processing '{_source(volume)}' (z, y, x) {shape} needs about {still_needed / GIB:.1f} "
                             f"GiB of memory at the network's resolution ((z, H, W) {net}: {how}) beside the CT "
-                            f"itself, but only {available_bytes / GIB:.1f} GiB is available; check the voxel spacing "
-                            f"in the header, crop the volume, or use a machine with more memory.")
+                            f"itself, but only {available_bytes / GIB:.1f} GiB is available"
+                            f"{_address_space_note(available_bytes) if asked_the_system else ''}; check the voxel "
+                            f"spacing in the header, crop the volume, or use a machine with more memory.")
     return int(required)

@@ -299,6 +299,15 @@ def test_available_memory_counts_the_address_space_limit(tmp_path, monkeypatch):
         check_memory(10 << 30)
     with pytest.raises(ResourceError, match=r"only 4.0 GiB is available; close other programs"):
         check_memory(10 << 30, available_bytes=4 << 30)  # a figure given by the caller: no word on the limit
+    # the network-resolution check of segment (after the model is loaded, when most is mapped) says it too; it
+    # told to check the voxel spacing or get a bigger machine
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+    monkeypatch.setattr(validation, "_mapped_bytes", lambda path: (8 << 30) - (1 << 20))  # 1 MiB left
+    volume = CTVolume(array=np.zeros((20, 64, 64), np.int16), geometry=ImageGeometry(spacing=(0.8, 0.8, 2.5)))
+    with pytest.raises(ResourceError, match=r"GiB is available under this process's address-space limit \(ulimit -v: "
+                                            r"raise it.*; check the voxel spacing"):
+        validation.check_network_memory(volume, PreprocessingConfig.preset("default"))
     monkeypatch.setitem(sys.modules, "resource", None)  # Windows: no resource module, no such limit
     assert validation.address_space_room(str(statm)) is None and available_memory_bytes() == 256 << 30
 

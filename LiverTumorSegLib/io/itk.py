@@ -223,12 +223,12 @@ def _metaimage_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], Any, Tuple
 def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     """The voxels start after the header, or after ``HeaderSize`` bytes of the file that holds them (MetaIO counts a
     LOCAL file's from its first byte, header included); None for ``HeaderSize = -1`` (the voxels are the file's
-    last bytes, however many the header describes) and for a LOCAL ``HeaderSize`` that ends inside the header
-    (:func:`_check_metaimage_header` refuses it)."""
+    last bytes, however many the header describes). A LOCAL ``HeaderSize`` that ends inside the header is
+    :func:`_check_metaimage_header`'s to refuse; its voxels are taken to start after the header here."""
     marker, name = header.where, _metaimage_data_file(header)
     skip = _metaimage_header_size(header.fields)
     local = name.upper() == "LOCAL"
-    if skip is None or skip < 0 or (local and 0 < skip < marker.end()):
+    if skip is None or skip < 0:
         return None
     size = path.stat().st_size if local else _detached_size(path, name)
     if size is None:

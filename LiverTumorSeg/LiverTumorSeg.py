@@ -180,7 +180,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._parameterNodeGuiTags = []  # connectGui's (the .ui's widgets) and the compare section's
+        self._parameterNodeGuiTag = None  # connectParametersToGui's, for disconnectGui
         self._lastInputVolume = None  # the input CT updateGUI saw last (to reset the output when it changes)
         self._closingScene = False  # between the scene's StartClose and EndClose
         self._task = None
@@ -280,21 +280,21 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _disconnectParameterNode(self) -> None:
         """Unbind every widget from the parameter node and stop observing it."""
         if self._parameterNode:
-            for tag in self._parameterNodeGuiTags:
-                self._parameterNode.disconnectGui(tag)
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
-        self._parameterNodeGuiTags = []
+        self._parameterNodeGuiTag = None
 
     def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
         self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # widgets with the SlicerParameterName property in the .ui bind to fields automatically (Slicer's
-            # connectGui returns no tag, so they stay bound to the node; disconnectGui(None) does nothing); the compare
-            # section's, made in setupCompareSection, are bound by name and unbound with the tag
-            self._parameterNodeGuiTags = [
-                self._parameterNode.connectGui(self.ui),
-                self._parameterNode.connectParametersToGui({name: self.compare[name] for name in COMPARE_PARAMETERS})]
+            # one binding, one tag: the .ui's widgets by their SlicerParameterName property (what connectGui binds;
+            # it returns no tag, so disconnectGui could not unbind them) and the compare section's, made in
+            # setupCompareSection, by name
+            widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()
+                       if w.property("SlicerParameterName")}
+            widgets.update({name: self.compare[name] for name in COMPARE_PARAMETERS})
+            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
@@ -634,6 +634,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._comparison = None
         c["button"].text = "Compare"
         if outcome.kind == job.DONE:
+            self._summaryTable = outcome.table_node  # the run's own lines follow, not the table's attributes
             self.showChangeTable(outcome.table_node)
             c["result"].text = "\n".join(followup.change_summary_lines(outcome.change)[:3])
             if self._parameterNode:  # saved with the scene

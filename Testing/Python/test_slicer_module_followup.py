@@ -193,15 +193,16 @@ def test_the_compare_section_is_saved_with_the_scene():
     made = set(re.findall(r'\("(\w+)", "[^"]*:", "vtkMRML\w+"\)', methods["setupCompareSection"])
                + re.findall(r'self\.compare\["(\w+)"\] = qt\.', methods["setupCompareSection"]))
     assert made >= set(names)  # each bound name is a widget of the section
-    assert re.search(r"connectParametersToGui\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
+    assert re.search(r"widgets\.update\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
                      methods["setParameterNode"])
+    assert "self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)" in methods["setParameterNode"]
     assert all("self._disconnectParameterNode()" in methods[name] for name in ("setParameterNode", "exit", "cleanup"))
     # a scene import sets the parameter node's references after its one Modified: the cached node fields are
     # read again with another Modified once the import's batch has ended (references resolved then: slicer-core)
     assert "self._parameterNode.Modified()" in methods["onSceneEndBatchProcess"]
     # the result text follows the shown table (a stale run summary stood beside another scene's table)
     assert "table is not self._summaryTable and self._comparison is None" in methods["showChangeTable"]
-    assert "for tag in self._parameterNodeGuiTags:" in methods["_disconnectParameterNode"]
+    assert "self._parameterNode.disconnectGui(self._parameterNodeGuiTag)" in methods["_disconnectParameterNode"]
     assert "self.showChangeTable(p.changeTable)" in methods["updateGUI"]
     assert "self._parameterNode.changeTable = outcome.table_node" in methods["onCompareFinished"]
     assert "_changeTable" not in text  # one place holds the table: the parameter node

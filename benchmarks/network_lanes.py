@@ -21,24 +21,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _forward_batches(forward, x, batches, threads, dtype):
-    """Run ``batches`` forward passes (``forward``: the engine's, main logits of a deep-supervision network) +
-    softmax of ``x`` on ``threads`` intra-op threads (set for the calling thread)."""
+def _forward_batches(forward, x, batches, threads):
+    """Run ``forward`` (the engine's CPU path: network input ``(n, C, H, W)`` float32 -> probabilities, in the
+    precision ``segment`` uses) ``batches`` times on ``x`` with ``threads`` intra-op threads (set for the calling
+    thread)."""
     import torch
 
     torch.set_num_threads(threads)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        for _ in range(batches):
-            torch.softmax(forward(x).float(), dim=1)
+    for _ in range(batches):
+        forward(x)
 
 
-def time_lanes(forward, inputs, batches, threads, dtype):
+def time_lanes(forward, inputs, batches, threads):
     """Seconds per batch: ``(one lane of threads threads, threads lanes of one thread)``; each way runs
-    ``batches * threads`` batches in all. ``inputs``: one input tensor per lane."""
+    ``batches * threads`` batches in all. ``inputs``: one input array per lane."""
     start = time.perf_counter()
-    _forward_batches(forward, inputs[0], batches * threads, threads, dtype)
+    _forward_batches(forward, inputs[0], batches * threads, threads)
     one_lane = (time.perf_counter() - start) / (batches * threads)
-    workers = [threading.Thread(target=_forward_batches, args=(forward, inputs[i], batches, 1, dtype))
+    workers = [threading.Thread(target=_forward_batches, args=(forward, inputs[i], batches, 1))
                for i in range(threads)]
     start = time.perf_counter()
     for worker in workers:
@@ -64,24 +64,21 @@ def main(argv=None):
 
     if min(args.threads, args.batches, args.repeats, args.batch, args.height, args.width) < 1:
         raise InputError("--threads, --batches, --repeats, --batch, --height and --width must be at least 1.")
-    import torch
+    import numpy as np
 
     from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
 
-    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
     engine = Segmenter(SegmentationOptions(model=args.model, device="cpu", precision=args.precision)).load().engine
-    dtype = engine.cpu_dtype
     channels = int(engine.package.architecture["in_channels"])
-    inputs = [torch.rand(args.batch, channels, args.height, args.width) for _ in range(args.threads)]
-    if dtype is not None:
-        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
-    forward = engine._forward_logits
-    _forward_batches(forward, inputs[0], 1, args.threads, dtype)  # first-call costs out of the timings, both ways
-    time_lanes(forward, inputs, 1, args.threads, dtype)
-    print(f"network of '{args.model}', {'bf16 autocast' if dtype is not None else 'fp32'}, batches of "
+    inputs = [rng.random((args.batch, channels, args.height, args.width), dtype=np.float32)
+              for _ in range(args.threads)]
+    forward = engine._torch_probabilities
+    time_lanes(forward, inputs, 1, args.threads)  # first-call costs out of the timings, both ways
+    print(f"network of '{args.model}', {'bf16 autocast' if engine.cpu_dtype is not None else 'fp32'}, batches of "
           f"{args.batch} x {channels} x {args.height} x {args.width}, {args.batches * args.threads} batches per way")
     for repeat in range(args.repeats):
-        one_lane, lanes = time_lanes(forward, inputs, args.batches, args.threads, dtype)
+        one_lane, lanes = time_lanes(forward, inputs, args.batches, args.threads)
         print(f"[{repeat}] one lane of {args.threads} threads {one_lane:.3f} s/batch, {args.threads} lanes of 1 "
               f"thread {lanes:.3f} s/batch (lanes / one lane = {lanes / one_lane:.2f})")
     return 0

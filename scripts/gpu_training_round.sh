@@ -70,6 +70,8 @@ RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
+case "$PHASE" in v4*) COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard --no-progress \
+                              --overwrite) ;; esac   # RECIPE's own batch, patch and warmup (each call: its cache)
 UNET24='{"channels": [24, 48, 96, 192, 384], "strides": [2, 2, 2, 2], "num_res_units": 2, "dropout": 0.1}'
 
 train() {  # train NAME LOGFILE ARGS... : one background training in its own session

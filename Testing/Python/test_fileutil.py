@@ -388,7 +388,7 @@ def test_a_process_id_with_another_start_time_is_another_process(monkeypatch):
     launched = time.time()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert abs(processes.process_started_at(child.pid) - launched) < 2  # seconds since 1970
+        assert abs(processes.process_started_at(child.pid) - launched) < 5  # seconds since 1970 (boot time: whole s)
         child_started = processes.process_start_time(child.pid)
         assert child_started is not None and processes.process_start_time(child.pid) == child_started
         assert processes.process_alive(child.pid, child_started) and processes.process_alive(child.pid)

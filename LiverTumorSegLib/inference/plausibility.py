@@ -1,9 +1,16 @@
-"""Where the segmented liver lies: a warning when it is not on the patient's right.
+"""Where the segmented liver lies and how far it reaches: warnings when it is not on the patient's right or
+spans more from head to foot than a liver can.
 
 The liver lies in the right upper abdomen: on the bundled cases (four real CTs) the centre of the reference
 liver lies 51-73 mm to the patient's right of the centre of the body (voxels above -500 HU). A liver found near
 the midline or on the left means a left-right flip in the file's header, a CT that is not abdominal (a head or
 a limb), situs inversus, or a wrong result: a reader should look, whatever the volume says.
+
+An adult liver measures 100-125 mm head to foot in the midclavicular line on average and is called enlarged
+above 155-160 mm (Radiopaedia, "Hepatomegaly"); the whole organ, dome to the tip of the right lobe, reaches
+somewhat further. A "liver" spanning more than :data:`LIVER_HEAD_FOOT_MAX_MM` has taken in other organs: on a
+leave-one-patient-out fold whose training scans stopped at the liver, bowel from the pelvis up to the liver
+became one 336 mm "liver" of 4.7 L, under the volume limit (docs/default_model_v4.md).
 """
 from typing import List, Optional, Tuple
 
@@ -17,30 +24,48 @@ LIVER_RIGHT_OF_BODY_MIN_MM = 20.0
 BODY_WIDER_THAN_LIVER = 1.5
 """Only scans whose body is this much wider (left-right) than the liver are judged: a scan cropped to the liver
 has its body centre near the liver's."""
+LIVER_HEAD_FOOT_MAX_MM = 300.0
+"""A liver spanning more than this (mm) from head to foot gets a warning: about twice the 155-160 mm above which
+a liver is called enlarged, so only a segmentation that took in other organs (or a giant liver) reaches it."""
 
 
-def _ras_x_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int]
-              ) -> np.ndarray:
-    """RAS x (mm; + = the patient's right) of the voxels of a mask already sampled every ``step_zyx`` voxels
-    (``mask[::sz, ::sy, ::sx]``). Thresholding the sample, not the whole volume, keeps the check cheap: whole-volume
-    thresholds of a 512 x 512 x 300 CT took 0.2-0.4 s."""
+def _ras_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int],
+            axes: Tuple[int, ...] = (0,)) -> np.ndarray:
+    """RAS coordinates ``axes`` (mm; 0 = x, + the patient's right; 2 = z, + superior) of the voxels of a mask
+    already sampled every ``step_zyx`` voxels (``mask[::sz, ::sy, ::sx]``), shape ``(len(axes), n)``. Thresholding
+    the sample, not the whole volume, keeps the checks cheap: whole-volume thresholds of a 512 x 512 x 300 CT took
+    0.2-0.4 s."""
     k, j, i = np.nonzero(sampled_mask_zyx)
-    ijk = np.stack([i * step_zyx[2], j * step_zyx[1], k * step_zyx[0]], axis=1).astype(np.float64)
-    ijk_to_ras = geometry.ijk_to_ras()
-    return ijk @ ijk_to_ras[0, :3] + ijk_to_ras[0, 3]
+    ijk = np.stack([i * step_zyx[2], j * step_zyx[1], k * step_zyx[0]]).astype(np.float64)
+    ijk_to_ras = geometry.ijk_to_ras()[list(axes)]
+    return ijk_to_ras[:, :3] @ ijk + ijk_to_ras[:, 3:]
 
 
-def liver_side_mm(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry
-                  ) -> Optional[Tuple[float, float, float]]:
+def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
+    """Where the liver is read: every voxel along the array axis that runs head to foot (the slices of an axial
+    scan), every second one along the other two, so that the head-foot span misses no voxel."""
+    head_foot_index_axis = int(np.argmax(np.abs(geometry.ijk_to_ras()[2, :3])))  # 0 = i, 1 = j, 2 = k
+    return tuple(1 if axis == 2 - head_foot_index_axis else 2 for axis in range(3))  # type: ignore[return-value]
+
+
+def liver_ras_xz(labels_zyx: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """RAS x and z (mm) of the liver's voxels (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) read
+    every :func:`liver_step_zyx` voxels, shape ``(2, n)``: what both checks of this module read."""
+    step = liver_step_zyx(geometry)
+    return _ras_of(_sampled(labels_zyx, step) >= 1, geometry, step, axes=(0, 2))
+
+
+def liver_side_mm(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry,
+                  liver_xz: Optional[np.ndarray] = None) -> Optional[Tuple[float, float, float]]:
     """``(offset, body width, liver width)`` in mm: how far the liver's centre lies to the patient's right of the
     body's centre (negative: to the left), and the left-right extents of body and liver. None without liver or
     body voxels. ``labels_zyx`` (liver = label >= 1) and ``hu_zyx`` are ``(z, y, x)`` on ``geometry``. The liver
-    is read at every slice and every second row and column, the body at every (2, 4, 4) voxels."""
-    liver_step, body_step = (1, 2, 2), (2, 4, 4)
-    liver_x = _ras_x_of(_sampled(labels_zyx, liver_step) >= 1, geometry, liver_step)
+    is read as :func:`liver_ras_xz` reads it (or given: ``liver_xz``), the body at every (2, 4, 4) voxels."""
+    body_step = (2, 4, 4)
+    liver_x = (liver_ras_xz(labels_zyx, geometry) if liver_xz is None else liver_xz)[0]
     if liver_x.size == 0:
         return None
-    body_x = _ras_x_of(_sampled(hu_zyx, body_step) > BODY_HU, geometry, body_step)
+    body_x = _ras_of(_sampled(hu_zyx, body_step) > BODY_HU, geometry, body_step)[0]
     if body_x.size == 0:
         return None
     return (float(liver_x.mean() - body_x.mean()), float(np.ptp(body_x)), float(np.ptp(liver_x)))
@@ -51,10 +76,12 @@ def _sampled(array_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarra
     return np.asarray(array_zyx)[::step_zyx[0], ::step_zyx[1], ::step_zyx[2]]
 
 
-def liver_side_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry) -> List[str]:
+def liver_side_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry,
+                        liver_xz: Optional[np.ndarray] = None) -> List[str]:
     """A warning when the liver's centre is not at least :data:`LIVER_RIGHT_OF_BODY_MIN_MM` to the patient's right
-    of the body's centre, on scans wider than the liver (:data:`BODY_WIDER_THAN_LIVER`)."""
-    measured = liver_side_mm(labels_zyx, hu_zyx, geometry)
+    of the body's centre, on scans wider than the liver (:data:`BODY_WIDER_THAN_LIVER`). ``liver_xz``: as
+    :func:`liver_side_mm`."""
+    measured = liver_side_mm(labels_zyx, hu_zyx, geometry, liver_xz)
     if measured is None:
         return []
     offset, body_width, liver_width = measured
@@ -65,3 +92,27 @@ def liver_side_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: Im
     return [f"Implausible result: the segmented liver's centre lies {where} the body's centre (a liver lies well to "
             f"the right: 51-73 mm on the bundled cases). Check the image's left-right orientation (its header), "
             f"that this is an abdominal CT, or situs inversus, and review the result before use."]
+
+
+def liver_head_foot_mm(liver_xz: np.ndarray, geometry: ImageGeometry) -> Optional[float]:
+    """How far (mm) the liver reaches from head to foot: the RAS z range of its voxels (``liver_xz`` from
+    :func:`liver_ras_xz`) plus one voxel's own head-foot extent (an axial scan: the slice spacing, so one slice
+    spans its thickness). None without liver voxels."""
+    liver_z = liver_xz[1]
+    if liver_z.size == 0:
+        return None
+    voxel_mm = float(np.abs(geometry.ijk_to_ras()[2, :3]).sum())
+    return float(np.ptp(liver_z)) + voxel_mm
+
+
+def liver_extent_warnings(labels_zyx: np.ndarray, geometry: ImageGeometry,
+                          liver_xz: Optional[np.ndarray] = None) -> List[str]:
+    """A warning when the liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) spans more than
+    :data:`LIVER_HEAD_FOOT_MAX_MM` from head to foot (:func:`liver_head_foot_mm`). ``liver_xz``: as
+    :func:`liver_side_mm`."""
+    span = liver_head_foot_mm(liver_ras_xz(labels_zyx, geometry) if liver_xz is None else liver_xz, geometry)
+    if span is None or span <= LIVER_HEAD_FOOT_MAX_MM:
+        return []
+    return [f"Implausible result: the segmented liver spans {span:.0f} mm from head to foot (an adult liver "
+            f"measures about 100-160 mm; above {LIVER_HEAD_FOOT_MAX_MM:.0f} mm the segmentation most likely took in "
+            f"other organs, such as bowel below the liver or the heart above it); check it before use."]

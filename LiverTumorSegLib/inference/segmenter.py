@@ -399,9 +399,12 @@ class Segmenter:
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
                             f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the "
                             f"liver's side not checked.")
+        from .plausibility import liver_extent_warnings, liver_ras_xz, liver_side_warnings
+
+        liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
+        warnings += liver_extent_warnings(labels, volume.geometry, liver_xz)
         if hu is not None:  # the body is found by its HU
-            from .plausibility import liver_side_warnings
-            warnings += liver_side_warnings(labels, hu, volume.geometry)
+            warnings += liver_side_warnings(labels, hu, volume.geometry, liver_xz)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LiverTumorSegLib.inference.plausibility import liver_side_mm, liver_side_warnings
+from LiverTumorSegLib.inference.plausibility import (LIVER_HEAD_FOOT_MAX_MM, liver_extent_warnings,
+                                                     liver_head_foot_mm, liver_ras_xz, liver_side_mm,
+                                                     liver_side_warnings)
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.volume import ImageGeometry
 
@@ -52,3 +54,37 @@ def test_the_real_sample_passes_and_its_left_right_flipped_header_warns():
     flipped = np.ascontiguousarray(ct.array[:, :, ::-1])  # voxels mirrored, header unchanged: a wrong header
     warning = liver_side_warnings(np.ascontiguousarray(liver.array[:, :, ::-1]), flipped, ct.geometry)
     assert len(warning) == 1 and "patient's left" in warning[0]
+
+
+def _axial_liver(slices, spacing_z=5.0):
+    """A liver box over ``slices`` axial slices of ``spacing_z`` mm (2 mm pixels, LPS identity direction)."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, spacing_z), origin=(-50.0, -40.0, -300.0))
+    labels = np.zeros((70, 20, 24), np.uint8)
+    labels[3:3 + slices, 5:15, 4:20] = 1
+    return labels, geometry
+
+
+def test_the_head_foot_span_counts_every_liver_slice_with_its_thickness_and_warns_only_above_300_mm():
+    labels, geometry = _axial_liver(60)  # 60 slices of 5 mm: 300 mm, the limit itself
+    assert liver_head_foot_mm(liver_ras_xz(labels, geometry), geometry) == pytest.approx(300.0)
+    assert liver_extent_warnings(labels, geometry) == []
+    labels, geometry = _axial_liver(61)  # 305 mm
+    warning = liver_extent_warnings(labels, geometry)
+    assert len(warning) == 1 and "spans 305 mm from head to foot" in warning[0]
+    assert f"above {LIVER_HEAD_FOOT_MAX_MM:.0f} mm" in warning[0] and "check it before use" in warning[0]
+    labels, geometry = _axial_liver(1)  # one slice spans its own thickness
+    assert liver_head_foot_mm(liver_ras_xz(labels, geometry), geometry) == pytest.approx(5.0)
+    assert liver_head_foot_mm(liver_ras_xz(np.zeros_like(labels), geometry), geometry) is None
+    assert liver_extent_warnings(np.zeros_like(labels), geometry) == []
+
+
+def test_the_span_is_read_along_the_patient_axis_not_the_array_z_axis():
+    # a coronal grid: index axis j (array axis 1) runs head to foot (LPS -z), k runs anterior to posterior
+    coronal = ImageGeometry(spacing=(2.0, 6.0, 1.0), origin=(0.0, 0.0, 0.0),
+                            direction=(1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0))
+    labels = np.zeros((30, 60, 10), np.uint8)  # (k, j, i): 30 coronal planes of 60 rows
+    labels[2:28, 5:55, 2:8] = 1  # 50 rows of 6 mm head to foot: 300 mm; 26 planes of 1 mm front to back
+    assert liver_head_foot_mm(liver_ras_xz(labels, coronal), coronal) == pytest.approx(300.0)
+    labels[2:28, 4, 2:8] = 1  # one more 6 mm row
+    assert "spans 306 mm" in liver_extent_warnings(labels, coronal)[0]
+

@@ -207,6 +207,17 @@ def test_implausible_liver_volume_is_in_the_report_and_on_stderr(tmp_path, caplo
     assert "leaked" in caplog.text
 
 
+def test_a_liver_taller_than_300_mm_is_flagged_in_the_result_and_report_and_a_normal_one_is_not():
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=8,
+                                  batch_predictor=oracle_predictor)
+    tall = make_phantom((80, 24, 28), (5.0, 5.0, 5.0), lesions=[], noise_hu=0.0).ct  # its liver: 66 of 80 slices
+    result = Segmenter(engine=engine).segment_volume(tall)
+    spans = [w for w in result.warnings if "from head to foot" in w]
+    assert len(spans) == 1 and "spans 330 mm" in spans[0] and result.report["warnings"] == result.warnings
+    usual = make_phantom((60, 24, 28), (5.0, 5.0, 5.0), lesions=[], noise_hu=0.0).ct  # 250 mm
+    assert not any("from head to foot" in w for w in Segmenter(engine=engine).segment_volume(usual).warnings)
+
+
 def test_segment_file_loads_the_model_while_it_reads(tmp_path):
     """The first segment_file loads the model in a thread while it reads; the report says so, and the labels
     are those of a segmenter loaded beforehand."""

@@ -226,8 +226,11 @@ def _ps_start_time(pid: int) -> Optional[int]:
         return None
 
 
+@functools.lru_cache(maxsize=None)
 def _windows_kernel32():
-    """kernel32 through ctypes, with the signatures of the functions used here."""
+    """kernel32 through ctypes, with the signatures of the functions used here; loaded once and kept (each process
+    check asked for it: a new WinDLL and the signatures set again every time). ``_windows_kernel32.cache_clear()``
+    forgets it."""
     import ctypes
     from ctypes import wintypes
 

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from evaluate_helpers import write_evaluate_folders
 
 from LiverTumorSegLib import io as lts_io
 from LiverTumorSegLib.io import itk as lts_io_itk
@@ -547,14 +548,8 @@ def _evaluate_with_memory(tmp_path, capsys, monkeypatch, cases: Dict[str, np.nda
     ``available`` bytes of memory (monkeypatched) and every map readable; ``(code, err, cases scored)``."""
     from LiverTumorSegLib.metrics import lits
 
-    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
-    for folder in ("ref", "pred", "prob"):
-        (tmp_path / folder).mkdir()
-    for case, labels in cases.items():
-        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels, geometry)
-        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels, geometry)
-        lts_io.write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", (labels == 2).astype(np.uint8) * 200,
-                                     geometry)
+    write_evaluate_folders(tmp_path, cases, ImageGeometry(spacing=(0.8, 0.8, 2.0)),
+                           {case: (labels == 2).astype(np.uint8) * 200 for case, labels in cases.items()})
     monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: available)
     monkeypatch.setattr(lts_io_nifti, "check_memory_for_read", lambda *a, **k: None)  # each map can be read
     scored = []

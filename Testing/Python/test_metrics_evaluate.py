@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluate_helpers import write_evaluate_folders
 
 from LiverTumorSegLib.cli import main
 from LiverTumorSegLib.commands.evaluate import case_name
@@ -134,12 +135,9 @@ def test_a_written_probability_map_says_it_is_255_times_p(tmp_path, suffix):
 def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     """A tumor-free case whose written map holds only 0 and 1 pushed its background above the other case's
     tumor in the pooled ROC (AUC 0.89 instead of 0.99 in the audit's example)."""
-    from LiverTumorSegLib.io import write_probability_map
     from LiverTumorSegLib.metrics.roc import RocAccumulator
 
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
-    for folder in ("ref", "pred", "prob"):
-        (tmp_path / folder).mkdir()
     shape = (6, 24, 24)
     ref_a = np.ones(shape, np.uint8)
     ref_a[2:4, 8:14, 8:14] = 2
@@ -149,10 +147,7 @@ def test_pooled_roc_keeps_a_tumor_free_cases_255_scale(tmp_path, capsys):
     ref_b = np.ones(shape, np.uint8)
     prob_b = np.zeros(shape, np.uint8)
     prob_b[:, :, :12] = 1                  # half of the tumor-free liver at 1/255
-    for case, ref, prob in (("a", ref_a, prob_a), ("b", ref_b, prob_b)):
-        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", ref, geometry)
-        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", ref, geometry)
-        write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", prob, geometry)
+    write_evaluate_folders(tmp_path, {"a": ref_a, "b": ref_b}, geometry, {"a": prob_a, "b": prob_b})
     expected = RocAccumulator()
     for ref, prob in ((ref_a, prob_a), (ref_b, prob_b)):
         expected.add(prob / 255.0, ref == 2)
@@ -170,20 +165,14 @@ def test_evaluate_prob_counts_each_map_once_for_its_auc_and_the_pooled_roc(tmp_p
     """evaluate --prob counted every uint8 map's levels twice, once for the case's AUC (evaluate_case's roc_auc) and
     once for the pooled bins (RocAccumulator.add): two passes over the map for the same counts. The numbers are
     those of a hand count: AUC = (pairs ranked right + half the tied ones) / (positives x negatives)."""
-    from LiverTumorSegLib.io import write_probability_map
     from LiverTumorSegLib.metrics import roc
 
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
-    for folder in ("ref", "pred", "prob"):
-        (tmp_path / folder).mkdir()
     cases = {"a": ([2, 2, 1, 1, 1, 1, 1, 1], [255, 102, 102, 51, 0, 0, 0, 0]),  # tumor at 255 and 102
              "b": ([2, 1, 1, 1, 1, 1, 1, 1], [51, 102, 0, 0, 0, 0, 0, 0])}      # tumor at 51, liver at 102
-    for case, (labels, levels) in cases.items():
-        labels = np.array(labels, np.uint8).reshape(2, 2, 2)
-        write_label_map(tmp_path / "ref" / f"{case}.nii.gz", labels, geometry)
-        write_label_map(tmp_path / "pred" / f"{case}.nii.gz", labels, geometry)
-        write_probability_map(tmp_path / "prob" / f"{case}.nii.gz", np.array(levels, np.uint8).reshape(2, 2, 2),
-                              geometry)
+    write_evaluate_folders(tmp_path, {case: np.array(labels, np.uint8).reshape(2, 2, 2)
+                                      for case, (labels, _) in cases.items()}, geometry,
+                           {case: np.array(levels, np.uint8).reshape(2, 2, 2) for case, (_, levels) in cases.items()})
     passes = []
     real_level_counts = roc._level_counts
     monkeypatch.setattr(roc, "_level_counts", lambda *a, **k: passes.append(1) or real_level_counts(*a, **k))
@@ -211,7 +200,6 @@ def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch,
     (4 bytes) is scored in pieces: the peak rises by the map, its reading, and a few MiB."""
     import tracemalloc
 
-    from LiverTumorSegLib.io import write_probability_map
     from LiverTumorSegLib.metrics import roc
 
     monkeypatch.setattr(roc, "CHUNK_VOXELS", 1 << 14, raising=False)  # pieces small beside this map
@@ -223,15 +211,8 @@ def test_evaluate_prob_needs_little_memory_beside_the_map(tmp_path, monkeypatch,
     pred = np.roll(ref, 2, axis=2)
     rng = np.random.default_rng(31)
     probability = np.clip(rng.normal(0.2, 0.15, shape) + 0.6 * (ref == 2), 0, 1)
-    for folder in ("ref", "pred", "prob"):
-        (tmp_path / folder).mkdir()
-    write_label_map(tmp_path / "ref" / "c1.nii.gz", ref, geometry)
-    write_label_map(tmp_path / "pred" / "c1.nii.gz", pred, geometry)
-    if stored == "uint8":
-        write_probability_map(tmp_path / "prob" / "c1.nii.gz", np.round(255 * probability).astype(np.uint8), geometry)
-    else:
-        from LiverTumorSegLib.volume import CTVolume
-        write_volume(tmp_path / "prob" / "c1.nii.gz", CTVolume(probability.astype(np.float32), geometry))
+    stored_map = np.round(255 * probability).astype(np.uint8) if stored == "uint8" else probability.astype(np.float32)
+    write_evaluate_folders(tmp_path, {"c1": ref}, geometry, {"c1": stored_map}, predictions={"c1": pred})
 
     def evaluate(*extra):
         assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--no-plots",

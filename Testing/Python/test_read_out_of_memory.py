@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from evaluate_helpers import write_evaluate_folders
 
 from LiverTumorSegLib.errors import ResourceError
-from LiverTumorSegLib.io import read_volume, write_label_map, write_probability_map, write_volume
+from LiverTumorSegLib.io import read_volume, write_volume
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 NUMPY_MEMORY_ERROR = "Unable to allocate 1.17 GiB for an array with shape (1258291200,) and data type uint8"
@@ -113,11 +114,8 @@ def test_evaluate_and_measure_say_out_of_memory_for_label_and_probability_maps(t
     labels = np.zeros((4, 6, 5), np.uint8)
     labels[1:3, 1:5, 1:4] = 1
     labels[1:2, 2:4, 2:3] = 2
-    for folder in ("ref", "pred", "prob"):
-        (tmp_path / folder).mkdir()
-    write_label_map(tmp_path / "ref" / "c.nii.gz", labels, GEOMETRY)
-    write_label_map(tmp_path / "pred" / "c.nii.gz", labels, GEOMETRY)
-    prob = write_probability_map(tmp_path / "prob" / "c.nii.gz", (labels == 2).astype(np.uint8) * 200, GEOMETRY)
+    write_evaluate_folders(tmp_path, {"c": labels}, GEOMETRY, {"c": (labels == 2).astype(np.uint8) * 200})
+    prob = tmp_path / "prob" / "c.nii.gz"
     real_inflate = gzip_inflate.inflate_to_end
 
     def inflate(path, *args, **kwargs):  # only the probability map's voxels do not fit

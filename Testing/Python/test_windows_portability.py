@@ -287,6 +287,29 @@ def test_an_exited_process_whose_handle_is_still_held_has_no_start_time(monkeypa
     assert running.open_handles == 0 and exited.open_handles == 0
 
 
+def test_kernel32_is_loaded_once_for_every_process_check(monkeypatch):
+    """_windows_kernel32 loaded kernel32 (a new ctypes.WinDLL) and set its signatures again on every process check
+    (each temporary name's mark, each lock and staging folder judged). It is loaded once and kept."""
+    import ctypes
+    import types
+
+    loads = []
+
+    def win_dll(name, use_last_error=False):
+        loads.append((name, use_last_error))
+        return types.SimpleNamespace(**{function: types.SimpleNamespace() for function in (
+            "OpenProcess", "GetExitCodeProcess", "GetProcessTimes", "CloseHandle")})
+
+    monkeypatch.setattr(ctypes, "WinDLL", win_dll, raising=False)  # absent on Linux
+    processes._windows_kernel32.cache_clear()  # none loaded before (a real one on Windows)
+    try:
+        first = processes._windows_kernel32()
+        assert processes._windows_kernel32() is first and loads == [("kernel32", True)]
+        assert first.OpenProcess.argtypes and first.GetProcessTimes.argtypes  # the signatures were set
+    finally:
+        processes._windows_kernel32.cache_clear()  # the fake is not kept for later tests
+
+
 def test_a_windows_process_mark_is_12_characters_longer_than_its_process_id(monkeypatch):
     """The start time in names was a FILETIME in decimal, 18 digits: temporary and set-aside names got 19
     characters longer, and outputs in deep folders failed at the 260-character path limit. It is in base 36 now

@@ -68,8 +68,6 @@ CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_se
                  "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
 ROLE_OF_OPTION = {"--pred": "label", "--ref": "label", "--prob": "prob", "--images": "image"}
 ROLE_WORDS = {"label": "label map", "image": "CT", "prob": "probability map"}
-SERIES_FOLDER_ROLE = "image"
-"""The role (:data:`ROLE_OF_OPTION`) of the options that may name one DICOM series folder: a CT, as segment reads it."""
 
 
 def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
@@ -213,8 +211,9 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
 
 def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[str, Path]:
     """Case -> file for an optional per-case input (``--prob``, ``--images``): a file (only with one case)
-    or a folder matched by case name; missing cases are warned about. An option whose role is
-    :data:`SERIES_FOLDER_ROLE` (``--images``) may also name one DICOM series folder, the one case's CT."""
+    or a folder matched by case name; missing cases are warned about. An option whose role
+    (:data:`ROLE_OF_OPTION`) is ``"image"`` (``--images``) may also name one DICOM series folder, the one case's
+    CT, as segment reads it."""
     if not path:
         return {}
     location = Path(path)
@@ -225,7 +224,7 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[st
             raise InputError(f"{what} '{location}' is one file but {len(cases)} cases are evaluated; give a folder.")
         return {cases[0]: location}
     found = list_cases(location, what)
-    takes_a_series = ROLE_OF_OPTION.get(what) == SERIES_FOLDER_ROLE  # a CT option: one DICOM series is one CT
+    takes_a_series = ROLE_OF_OPTION.get(what) == "image"  # a CT option: one DICOM series is one CT
     if not found and takes_a_series and holds_dicom_images(location, 20, is_dicom_file):
         if len(cases) != 1:
             raise InputError(f"{what} '{location}' is a DICOM folder (one CT) but {len(cases)} cases are evaluated; "

@@ -84,31 +84,74 @@ def _dicom_text(reader, tag: str) -> str:
 MAX_SUBFOLDER_DEPTH = 6
 MAX_SUBFOLDERS = 5000
 """How far :func:`find_dicom_series` looks below a folder without DICOM files of its own (PACS exports and DICOMDIR
-media nest series as PATIENT/STUDY/SERIES/files, or split one series over several folders)."""
+media nest series as PATIENT/STUDY/SERIES/files, or split one series over several folders). Where the search
+stops at either limit, the reader says so (:func:`_check_search_reached`)."""
+
+
+@dataclass
+class _SubfolderSearch:
+    """What :func:`_subfolder_search` found below a folder. ``limits``: the limits that stopped it, as words
+    ("6 levels deep", "after 5000 folders"), none when it looked everywhere; ``unsearched``: the folders whose
+    subfolders it did not (all) look at, in search order."""
+
+    folders: List[Path]
+    limits: List[str] = field(default_factory=list)
+    unsearched: List[Path] = field(default_factory=list)
+
+    @property
+    def cut(self) -> bool:
+        """Whether the search stopped at a limit: a folder below was not looked at."""
+        return bool(self.limits)
+
+
+def _visible_subfolders(folder: Path) -> List[Path]:
+    """``folder``'s subfolders, sorted, hidden ones left out; [] when it cannot be listed."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _subfolder_search(folder: Path) -> _SubfolderSearch:
+    """``folder``'s subfolders, depth-first, sorted, hidden ones skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
+    levels and :data:`MAX_SUBFOLDERS` folders, and which of those limits stopped the search (a folder at the
+    last level that has subfolders, or more folders than the count allows)."""
+    search = _SubfolderSearch(folders=[])
+    stack = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        children = _visible_subfolders(current)
+        if not children:
+            continue
+        if depth >= MAX_SUBFOLDER_DEPTH:
+            _note_limit(search, f"{MAX_SUBFOLDER_DEPTH} levels deep", current)
+            continue
+        if len(search.folders) + len(children) > MAX_SUBFOLDERS:
+            search.folders.extend(children[:MAX_SUBFOLDERS - len(search.folders)])
+            _note_limit(search, f"after {MAX_SUBFOLDERS} folders", current)
+            break
+        search.folders.extend(children)
+        stack.extend((child, depth + 1) for child in reversed(children))
+    return search
+
+
+def _note_limit(search: _SubfolderSearch, limit: str, folder: Path) -> None:
+    """Record in ``search`` that ``limit`` left (some of) ``folder``'s subfolders unsearched."""
+    if limit not in search.limits:
+        search.limits.append(limit)
+    search.unsearched.append(folder)
 
 
 def _subfolders(folder: Path) -> List[Path]:
-    """``folder``'s subfolders, depth-first, sorted, hidden ones skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
-    levels and :data:`MAX_SUBFOLDERS` folders."""
-    found: List[Path] = []
-    stack = [(folder, 0)]
-    while stack and len(found) < MAX_SUBFOLDERS:
-        current, depth = stack.pop()
-        if depth >= MAX_SUBFOLDER_DEPTH:
-            continue
-        try:
-            children = sorted(p for p in current.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            continue
-        found.extend(children)
-        stack.extend((child, depth + 1) for child in reversed(children))
-    return found[:MAX_SUBFOLDERS]
+    """The folders :func:`_subfolder_search` looks at below ``folder``."""
+    return _subfolder_search(folder).folders
 
 
 def list_dicom_series(folder: PathLike, recursive: bool = False) -> List[DicomSeriesInfo]:
     """All DICOM series directly inside ``folder`` in GDCM's order; with ``recursive`` those in its subfolders
-    too (:func:`_subfolders`), each series with its files from every folder (sorted by slice position as GDCM
-    sorts them, :func:`_gdcm_file_order`). Every file's header is read once.
+    too (:func:`_subfolders`: at most :data:`MAX_SUBFOLDER_DEPTH` levels and :data:`MAX_SUBFOLDERS` folders;
+    ``read_volume`` says when that search stopped), each series with its files from every folder (sorted by slice
+    position as GDCM sorts them, :func:`_gdcm_file_order`). Every file's header is read once.
 
     Raises InputError if ``folder`` is not a folder. Returns ``[]`` when it holds no DICOM series.
     """
@@ -293,10 +336,18 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     subfolders hold other image series, also those in its subfolders, each gathered from all of them (a series
     split over several folders is read whole; choosing one of those folders would have given part of the series
     without a word). A DICOM SEG written into a study folder (``segment study -o study/result.dcm``) therefore does
-    not hide the CT below it. Every file's header is read once (:func:`_folder_headers`)."""
+    not hide the CT below it. Every file's header is read once (:func:`_folder_headers`). The subfolders are
+    searched within :data:`MAX_SUBFOLDER_DEPTH` and :data:`MAX_SUBFOLDERS` (:func:`_search_dicom_series` also
+    says whether the search stopped at them)."""
+    return _search_dicom_series(folder)[0]
+
+
+def _search_dicom_series(folder: PathLike) -> Tuple[List[DicomSeriesInfo], _SubfolderSearch]:
+    """:func:`find_dicom_series` of ``folder``, and the search of its subfolders that it used."""
     folder = _existing_folder(folder)
     own = _folder_headers(folder)
-    below = [_folder_headers(sub) for sub in _subfolders(folder)]
+    search = _subfolder_search(folder)
+    below = [_folder_headers(sub) for sub in search.folders]
     top, everything = _series_listing_of([own]), _series_listing_of([own] + below)
     images = {s.uid for s in top if _is_image_series(s)}
     # the folder's own image series alone, unless a subfolder holds other image series (one key image or scout at
@@ -304,8 +355,42 @@ def find_dicom_series(folder: PathLike) -> List[DicomSeriesInfo]:
     # of them (only its top part was read, without a word); a copy of its own slices (backup/) is no continuation
     if images and not _continues_below(own, below, images) and not any(
             _is_image_series(s) and s.uid not in images for s in everything):
-        return top
-    return everything
+        return top, search
+    return everything, search
+
+
+def _search_stop_text(search: _SubfolderSearch, folder: Path) -> str:
+    """Where the search of ``folder``'s subfolders stopped, for a message: "stopped 6 levels deep (not searched:
+    below 'a/b' and 2 more folders)"."""
+    first = os.path.relpath(os.path.abspath(str(search.unsearched[0])), os.path.abspath(str(folder)))
+    more = len(search.unsearched) - 1
+    where = f"'{first}'" if first != "." else "the folder itself"
+    return (f"stopped {' and '.join(search.limits)} (not searched: below {where}"
+            f"{f' and {more} more folder(s)' if more else ''})")
+
+
+def _check_search_reached(chosen: DicomSeriesInfo, folder: Path, search: _SubfolderSearch) -> Optional[str]:
+    """After a search of ``folder``'s subfolders that stopped at a limit: InputError when the ``chosen`` series
+    has files in those subfolders (it may continue in the folders not searched; read in part it gives a wrong
+    segmentation, as missing slices would, which the reader refuses too); a warning text when it lies in the
+    folder itself (a continuation far below is possible, but nothing suggests one). None when the search
+    looked everywhere."""
+    if not search.cut:
+        return None
+    stop = _search_stop_text(search, folder)
+    homes = {os.path.dirname(os.path.abspath(f)) for f in chosen.files}
+    if homes == {os.path.abspath(str(folder))}:
+        return (f"the search of the subfolders of '{folder}' {stop}: series {chosen.uid} was read from the folder "
+                f"itself; if it continues in the folders not searched, those slices are missing: give the folder "
+                f"that holds the whole series")
+    found_in = os.path.relpath(os.path.commonpath(sorted(homes)), os.path.abspath(str(folder)))
+    where = "the folder itself and its subfolders" if found_in == "." else f"'{found_in}'"
+    raise InputError(f"DICOM series {chosen.uid} in '{folder}' has files in its subfolders ({chosen.num_files} "
+                     f"files found, in {where}), but their search {stop}: files of the series in the folders "
+                     f"not searched would be left out without a word, and a series read in part gives a wrong "
+                     f"segmentation and wrong volumes. Give the folder that holds the whole series (its files, "
+                     f"or the subfolders it is split over), so that the search of it stays within "
+                     f"{MAX_SUBFOLDER_DEPTH} levels and {MAX_SUBFOLDERS} folders.")
 
 
 def _continues_below(own: Sequence[_DicomFileHeader], below: Sequence[Sequence[_DicomFileHeader]],
@@ -438,7 +523,7 @@ def _meta_header_without_preamble(files: Sequence[str]) -> Optional[str]:
 
 
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
-    all_series = find_dicom_series(folder)
+    all_series, search = _search_dicom_series(folder)
     if not all_series:
         float_file = _float_pixel_file(folder)
         if float_file is not None:
@@ -449,6 +534,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         undecodable = undecodable_transfer_syntax(_sample_files(folder))
         if undecodable is not None:
             raise InputError(_undecodable_text(undecodable, f"Folder '{folder}'"))
+        if search.cut:
+            raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders as far as they were "
+                             f"searched: the search {_search_stop_text(search, folder)}. Give the folder of the "
+                             f"DICOM series itself, or a {_FILE_FORMATS_TEXT} file.")
         raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders (searched "
                          f"{MAX_SUBFOLDER_DEPTH} levels deep). Give a folder of DICOM files, or a "
                          f"{_FILE_FORMATS_TEXT} file.")
@@ -462,6 +551,10 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     else:
         each = ("\nTo segment each of them, list their folders as cases in a CSV (column 'image') and give the "
                 "CSV instead." if _series_folders(all_series) else "")
+        if search.cut:
+            each += (f"\nThe search of its subfolders {_search_stop_text(search, folder)}: this list may miss "
+                     f"series, and a series found in the subfolders may lack files and is refused; give the "
+                     f"folder that holds the whole series you want instead.")
         headline = f"Folder '{folder}' holds {len(all_series)} DICOM series"
         raise SeveralSeriesError(f"{headline}; choose one with {option_hint('--series', 'series=')} "
                                  f"({SERIES_CHOICES_TEXT}):\n{_series_listing(all_series)}{each}", headline)
@@ -469,6 +562,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(f"DICOM series {chosen.uid} in '{folder}' is a {chosen.modality.upper()} object (a "
                          f"segmentation, contours, a report or a presentation state), not an image. Give the CT "
                          f"series{' (choose it with ' + option_hint('--series', 'series=') + ')' if images else ''}.")
+    cut_note = _check_search_reached(chosen, folder, search)
     _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
@@ -495,7 +589,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
         _check_pixel_spacing(chosen, reader, folder)
     positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
-    notes = []
+    notes = [cut_note] if cut_note else []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         thickness = _single_slice_thickness(chosen.files[0])
         if thickness:

@@ -80,16 +80,26 @@ def _files_of(path: Path) -> List[Path]:
     return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
 
 
+def _signed_files(path: Path) -> List[Tuple[Path, List[int]]]:
+    """Each of :func:`_files_of` ``path`` with its :func:`_file_signature`: one walk of a folder (a DICOM series)
+    and one stat per file, for everything a training start needs of them (signature, size, the files to hash)."""
+    return [(f, _file_signature(f)) for f in _files_of(path)]
+
+
+def _signature_of(path: Path, signed: Sequence[Tuple[Path, List[int]]]) -> Any:
+    """:func:`_path_signature` of ``path`` from its :func:`_signed_files` ``signed``."""
+    if not path.is_dir():
+        return signed[0][1]
+    digest = hashlib.sha1()
+    for f, signature in signed:
+        digest.update(json.dumps([str(f.relative_to(path))] + signature).encode("utf-8"))
+    return digest.hexdigest()
+
+
 def _path_signature(path: str) -> Any:
     """:func:`_file_signature` of a file, or a digest of every file's name and signature in a folder (DICOM: one
     slice replaced by an older copy was missed)."""
-    p = Path(path)
-    if not p.is_dir():
-        return _file_signature(p)
-    digest = hashlib.sha1()
-    for f in _files_of(p):
-        digest.update(json.dumps([str(f.relative_to(p))] + _file_signature(f)).encode("utf-8"))
-    return digest.hexdigest()
+    return _signature_of(Path(path), _signed_files(Path(path)))
 
 
 def _source_signature(case: Case) -> Dict[str, Any]:
@@ -97,9 +107,9 @@ def _source_signature(case: Case) -> Dict[str, Any]:
             "label_sig": _path_signature(case.label_path)}
 
 
-def _content_fingerprint(path: str) -> str:
+def _content_fingerprint(path: str, files: Optional[Sequence[Path]] = None) -> str:
     """SHA-256 of a file's bytes (``package.file_sha256``), or of every file's relative name and SHA-256 in a
-    folder (a DICOM series)."""
+    folder (a DICOM series). ``files``: the folder's :func:`_files_of`, when the caller listed them already."""
     from ..package import file_sha256
 
     p = Path(path)
@@ -108,7 +118,7 @@ def _content_fingerprint(path: str) -> str:
     digest = hashlib.sha256()
     # names as POSIX text in POSIX order: Windows sorts paths without case and writes '\\', so the same series
     # copied to another system hashed differently and a resume there was refused as "image changed"
-    for name, f in sorted((f.relative_to(p).as_posix(), f) for f in _files_of(p)):
+    for name, f in sorted((f.relative_to(p).as_posix(), f) for f in (_files_of(p) if files is None else files)):
         digest.update(f"{name}\0{file_sha256(f)}\n".encode("utf-8"))
     return digest.hexdigest()
 
@@ -144,21 +154,20 @@ def _keep_content_hashes(store: Path, hashes: Dict[str, Any]) -> None:
         pass
 
 
-def _kept_or_new_hash(path: str, known: Dict[str, Any], taken: Dict[str, Any]) -> str:
+def _kept_or_new_hash(path: str, known: Dict[str, Any], taken: Dict[str, Any], sizes: Dict[str, int]) -> str:
     """:func:`_content_fingerprint` of ``path``: the one ``known`` keeps for the file's current stat signature
-    (:func:`_path_signature`), else hashed now. Recorded in ``taken`` (a path listed twice is hashed once)."""
+    (:func:`_path_signature`), else hashed now. Recorded in ``taken`` (a path listed twice is hashed once), its
+    size in bytes (a folder: the sum of all its files') in ``sizes``. A folder (a DICOM series) is walked and its
+    files stat'ed once for all three (it was walked again for the hash and once more for the size)."""
     if path not in taken:
-        signature = _path_signature(path)  # a list of ints or a hex string: as JSON gives it back
+        signed = _signed_files(Path(path))
+        signature = _signature_of(Path(path), signed)  # a list of ints or a hex string: as JSON gives it back
         entry = known.get(path)
         kept = entry.get("sha256") if isinstance(entry, dict) and entry.get("signature") == signature else None
-        taken[path] = {"signature": signature,
-                       "sha256": kept if isinstance(kept, str) else _content_fingerprint(path)}
+        sha256 = kept if isinstance(kept, str) else _content_fingerprint(path, [f for f, _ in signed])
+        taken[path] = {"signature": signature, "sha256": sha256}
+        sizes[path] = sum(file_signature[0] for _, file_signature in signed)  # each file's st_size
     return taken[path]["sha256"]
-
-
-def _total_bytes(path: str) -> int:
-    """Size in bytes of a file, or of every file below a folder (a DICOM series)."""
-    return sum(f.stat().st_size for f in _files_of(Path(path)))
 
 
 def data_fingerprint(cases: Sequence[Case], cache_dir: Any = None) -> Dict[str, Dict[str, Any]]:
@@ -177,9 +186,10 @@ def data_fingerprint(cases: Sequence[Case], cache_dir: Any = None) -> Dict[str, 
     store = Path(cache_dir) / CONTENT_HASHES_NAME if cache_dir is not None else None
     known = _read_content_hashes(store)
     taken = {}  # type: Dict[str, Any]
-    fingerprint = {case.case_id: {"label_sha256": _kept_or_new_hash(case.label_path, known, taken),
-                                  "image_sha256": _kept_or_new_hash(case.image_path, known, taken),
-                                  "image_bytes": _total_bytes(case.image_path)} for case in cases}
+    sizes = {}  # type: Dict[str, int]
+    fingerprint = {case.case_id: {"label_sha256": _kept_or_new_hash(case.label_path, known, taken, sizes),
+                                  "image_sha256": _kept_or_new_hash(case.image_path, known, taken, sizes),
+                                  "image_bytes": sizes[case.image_path]} for case in cases}
     if store is not None and any(known.get(path) != entry for path, entry in taken.items()):
         _keep_content_hashes(store, dict(known, **taken))
     return fingerprint

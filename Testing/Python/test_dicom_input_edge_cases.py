@@ -416,3 +416,75 @@ def test_a_copy_of_the_series_in_a_subfolder_is_not_read_as_more_slices(tmp_path
         shutil.copy2(f, tmp_path / "backup" / f.name)
     assert [s.num_files for s in find_dicom_series(tmp_path)] == [len(files)]
     assert np.array_equal(read_volume(tmp_path).array, ct.array)
+
+
+# ---- the subfolder search's limits: a stop is said, a series it may have cut is refused -------------------------
+def _split_series(ct, first: Path, second: Path) -> np.ndarray:
+    """The first half of a small series' slices written in ``first``, the second half in ``second``; returns all
+    the slices (HU)."""
+    slices = np.arange(8 * 16 * 16, dtype=np.int16).reshape(8, 16, 16) % 700 - 200
+    write_ct_series(first, CTVolume(slices[:4], ImageGeometry(spacing=(1, 1, 2), origin=(0, 0, 0))), uid_seed=1)
+    write_ct_series(second, CTVolume(slices[4:], ImageGeometry(spacing=(1, 1, 2), origin=(0, 0, 8))), uid_seed=1,
+                    name_prefix="m")
+    return slices
+
+
+def test_a_series_split_beyond_the_depth_searched_is_refused_not_read_in_part(tmp_path, ct, monkeypatch):
+    """A series split over subfolders whose second part lies deeper than the search goes was read from its first
+    part alone (4 of 8 slices), without a word: a wrong segmentation and wrong volumes. Refused now, saying where
+    the search stopped; the folder that holds the whole series is read whole."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDER_DEPTH", 3)
+    export = tmp_path / "export"
+    slices = _split_series(ct, export / "PAT" / "STUDY" / "part1", export / "PAT" / "STUDY" / "deeper" / "part2")
+    with pytest.raises(InputError, match=r"has files in its subfolders \(4 files found, in 'PAT/STUDY/part1'\), "
+                                         r"but their search stopped 3 levels deep \(not searched: below "
+                                         r"'PAT/STUDY/deeper'\).*Give the folder that holds the whole series"):
+        read_volume(export)
+    with pytest.raises(InputError, match="stopped 3 levels deep"):
+        read_volume(export, series="1")  # chosen by hand: still possibly in part
+    whole = read_volume(export / "PAT" / "STUDY")
+    assert np.array_equal(whole.array, slices) and not whole.meta.get("warnings")
+
+
+def test_a_series_split_beyond_the_folders_counted_is_refused_and_the_listing_says_it_may_be_incomplete(
+        tmp_path, ct, monkeypatch):
+    """The search stops after MAX_SUBFOLDERS folders: a series split over A/s1 and A/s2 was read from A/s1 alone
+    when the count ran out between them, and a listing of several series did not say it may miss some."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDERS", 3)
+    export = tmp_path / "export"
+    slices = _split_series(ct, export / "A" / "s1", export / "A" / "s2")
+    (export / "B").mkdir()  # searched: A, B, A/s1
+    with pytest.raises(InputError, match=r"4 files found, in 'A/s1'\), but their search stopped after 3 folders "
+                                         r"\(not searched: below 'A'\)"):
+        read_volume(export)
+    write_ct_series(export / "B", ct, uid_seed=2, description="another series")
+    with pytest.raises(InputError, match=r"holds 2 DICOM series(.|\n)*search of its subfolders stopped after 3 "
+                                         r"folders(.|\n)*this list may miss series"):
+        read_volume(export)
+    assert np.array_equal(read_volume(export / "A").array, slices)
+
+
+def test_a_series_in_the_folder_itself_is_read_with_a_warning_when_its_subfolders_were_not_all_searched(
+        tmp_path, ct, monkeypatch):
+    """Subfolders deeper than the search below a series folder: nothing suggests the series continues there, so
+    it is read, but the run says the search stopped (it said nothing); a folder without any series says where
+    its search stopped instead of only 'holds no DICOM series'."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDER_DEPTH", 2)
+    write_ct_series(tmp_path / "series", ct)
+    (tmp_path / "series" / "notes" / "old" / "older" / "oldest").mkdir(parents=True)
+    volume = read_volume(tmp_path / "series")
+    assert volume.shape_zyx == ct.shape_zyx
+    assert any("stopped 2 levels deep (not searched: below 'notes/old')" in w and "read from the folder itself" in w
+               for w in volume.meta.get("warnings", [])), volume.meta.get("warnings")
+    from LiverTumorSegLib.validation import check_ct
+
+    assert any("stopped 2 levels deep" in w for w in check_ct(volume))  # what segment prints and reports
+    with pytest.raises(InputError, match=r"nor do its subfolders as far as they were searched: the search stopped "
+                                         r"2 levels deep \(not searched: below 'old/older'\)"):
+        read_volume(tmp_path / "series" / "notes")

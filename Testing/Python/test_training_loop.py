@@ -305,7 +305,8 @@ def test_a_fresh_run_keeps_the_file_hashes_so_its_resume_reads_no_file_again(tmp
     config = tiny_config(data, tmp_path / "run", cache_dir="")  # <log dir>/cache, made by this run
     hashed = []
     original = slice_cache._content_fingerprint
-    monkeypatch.setattr(slice_cache, "_content_fingerprint", lambda path: hashed.append(path) or original(path))
+    monkeypatch.setattr(slice_cache, "_content_fingerprint",
+                        lambda path, *files: hashed.append(path) or original(path, *files))
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[RaiseAt(1, KeyboardInterrupt())], log=lambda s: None)
     assert len(hashed) == 6  # 3 CTs and 3 labels, read once

@@ -696,7 +696,8 @@ def test_file_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_c
         cases.append(Case(f"c{i}", f"p{i}", str(tmp_path / f"ct{i}.nii"), str(tmp_path / f"lab{i}.nii")))
     hashed = []
     original = slice_cache._content_fingerprint
-    monkeypatch.setattr(slice_cache, "_content_fingerprint", lambda path: hashed.append(path) or original(path))
+    monkeypatch.setattr(slice_cache, "_content_fingerprint",
+                        lambda path, *files: hashed.append(path) or original(path, *files))
     cache = tmp_path / "cache"
     first = slice_cache.data_fingerprint(cases, cache)  # no cache folder yet (a fresh run): made to keep them
     assert len(hashed) == 4 and (cache / slice_cache.CONTENT_HASHES_NAME).is_file()
@@ -713,6 +714,44 @@ def test_file_hashes_for_resume_are_kept_in_the_cache_and_taken_again_only_for_c
     again = slice_cache.data_fingerprint(cases, cache)
     assert sorted(hashed[4:]) == [str(tmp_path / "ct0.nii"), str(tmp_path / "lab1.nii")]
     assert again == {"c0": entry(b"label 0", b"CT"), "c1": entry(b"label XX", b"ctct")}
+
+
+def test_a_dicom_folders_fingerprint_walks_it_once(tmp_path, monkeypatch):
+    """data_fingerprint walked an image folder (a DICOM series) once for its stat signature, once more to hash it
+    when no hash was kept, and once more, stat'ing every file again, for its size. One walk gives all three now;
+    the values are those the separate walks gave."""
+    import collections
+    import os
+
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.datasets import Case
+
+    series = tmp_path / "series"
+    for name, data in (("IM1", b"one"), ("IM2", b"second"), ("more/IM3", b"3")):
+        (series / name).parent.mkdir(parents=True, exist_ok=True)
+        (series / name).write_bytes(data)
+    (tmp_path / "lab.nii").write_bytes(b"label")
+    cases = [Case("c0", "p0", str(series), str(tmp_path / "lab.nii"))]
+    listed = collections.Counter()
+    real_scandir = os.scandir
+
+    def counting_scandir(path="."):
+        if Path(path) == series or series in Path(path).parents:  # the cache folder is listed too: not counted
+            listed[os.fspath(path)] += 1
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    slice_cache._files_of(series)
+    one_walk = dict(listed)  # the folder and its subfolder, each listed as often as one walk lists it
+    assert one_walk.get(str(series)), "the walk no longer lists folders with os.scandir: count its walks otherwise"
+    for fresh in (True, False):  # no hash kept (hashed now), then the kept one
+        listed.clear()
+        fingerprint = slice_cache.data_fingerprint(cases, tmp_path / "cache")
+        assert dict(listed) == one_walk, f"fresh={fresh}: {dict(listed)} listed, one walk lists {one_walk}"
+        assert fingerprint["c0"]["image_bytes"] == len(b"one") + len(b"second") + len(b"3")
+        assert fingerprint["c0"]["image_sha256"] == slice_cache._content_fingerprint(str(series))
+    kept = json.loads((tmp_path / "cache" / slice_cache.CONTENT_HASHES_NAME).read_text(encoding="utf-8"))
+    assert kept[str(series)]["signature"] == slice_cache._path_signature(str(series))
 
 
 def test_a_cache_folder_that_cannot_be_written_only_keeps_no_hashes(tmp_path, monkeypatch):

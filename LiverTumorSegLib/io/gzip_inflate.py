@@ -82,8 +82,10 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 piece = inflater.decompress(pending, want)
                 pending = inflater.unconsumed_tail
                 member_ended = inflater.eof
-                if inflater.eof:  # the next gzip member starts in what this one left over
-                    pending = inflater.unused_data + pending
+                if inflater.eof:  # the next gzip member starts in what this one left over: unused_data holds
+                    # all of it (when the call before stopped at max_length, CPython leaves a copy of it in
+                    # unconsumed_tail as well, and adding that inflated the next member twice)
+                    pending = inflater.unused_data
                     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
                 skip = max(0, offset - position)  # the part of the stream before the range
                 if written < nbytes and skip < len(piece):

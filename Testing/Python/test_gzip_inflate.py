@@ -144,3 +144,18 @@ def test_inflate_to_end_allow_short_returns_what_an_intact_stream_holds(tmp_path
     cut.write_bytes(whole[:-8])
     with pytest.raises(InputError, match="ends before its end marker"):
         inflate_to_end(cut, 0, len(PAYLOAD) + 500, allow_short=True)
+
+
+def test_a_member_that_ends_after_an_output_limited_call_leaves_the_next_member_once(tmp_path):
+    """At a member's end CPython's decompressobj puts the input left over in unused_data, and, when the call before
+    stopped at its output limit (the range's end, or a step), a copy of it in unconsumed_tail too; both were taken,
+    so the next member was inflated twice: 150000 bytes counted after a 20000-byte range of 100000, or a valid file
+    refused with 'incorrect data check'."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_to_end
+
+    two = tmp_path / "two.gz"
+    two.write_bytes(gzip.compress(PAYLOAD[:30_000]) + gzip.compress(PAYLOAD[30_000:]))
+    out, after = inflate_to_end(two, 0, 20_000)
+    assert out.tobytes() == PAYLOAD[:20_000] and after == 80_000
+    assert inflate_to_end(two, 0, len(PAYLOAD), step=4096, read_step=100_000)[1] == 0
+    assert inflate_range(two, 0, len(PAYLOAD), step=4096, read_step=100_000).tobytes() == PAYLOAD

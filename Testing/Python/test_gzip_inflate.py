@@ -159,3 +159,30 @@ def test_a_member_that_ends_after_an_output_limited_call_leaves_the_next_member_
     assert out.tobytes() == PAYLOAD[:20_000] and after == 80_000
     assert inflate_to_end(two, 0, len(PAYLOAD), step=4096, read_step=100_000)[1] == 0
     assert inflate_range(two, 0, len(PAYLOAD), step=4096, read_step=100_000).tobytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("read_step", [1000, 1 << 24])
+def test_inflate_one_stream_stops_at_the_first_streams_end_as_metaio_does(tmp_path, read_step):
+    """For a compressed MetaImage: ITK inflates one zlib stream and ignores what follows its end, where
+    inflate_to_end read on as if it were another gzip member (zlib's 'incorrect header check' on other bytes)."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_one_stream, inflate_to_end
+
+    stream = zlib.compress(PAYLOAD)
+    path = tmp_path / "x.mha"
+    for after_stream in (b"", b"not a stream\n" * 20, bytes(30), zlib.compress(b"another stream" * 9)):
+        path.write_bytes(b"header\n" + stream + after_stream)
+        out, after, length = inflate_one_stream(path, 60_000, start=7, step=4096, read_step=read_step)
+        assert out.tobytes() == PAYLOAD[:60_000] and after == 40_000 and length == len(stream)
+        out, after, length = inflate_one_stream(path, len(PAYLOAD) + 500, start=7, read_step=read_step)
+        assert out.tobytes() == PAYLOAD and after == 0 and length == len(stream)  # short: the caller says so
+    path.write_bytes(b"header\n" + stream + b"not a stream\n")
+    with pytest.raises(InputError, match="incorrect header check"):  # as before for NRRD and NIfTI
+        inflate_to_end(path, 0, 0, start=7)
+    path.write_bytes(b"header\n" + stream[:-3])  # its Adler-32 cut short
+    with pytest.raises(InputError, match="ends before its end marker"):
+        inflate_one_stream(path, 0, start=7, read_step=read_step)
+    damaged = bytearray(stream)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(b"header\n" + bytes(damaged) + b"not a stream\n")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        inflate_one_stream(path, 0, start=7, read_step=read_step)

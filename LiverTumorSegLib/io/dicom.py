@@ -25,6 +25,9 @@ class DicomSeriesInfo:
     modality: str = ""
     series_number: str = ""
     files: List[str] = field(default_factory=list)
+    _first_header: Optional["_DicomFileHeader"] = field(default=None, repr=False, compare=False)
+    # the header of files[0] as the series listing read it (None for a series made otherwise): the memory check
+    # reuses it instead of reading that file again
 
     @property
     def num_files(self) -> int:
@@ -179,6 +182,8 @@ class _DicomFileHeader:
     description: str = ""
     modality: str = ""
     series_number: str = ""
+    size: Tuple[int, ...] = ()               # columns, rows (and frames of a multi-frame file), as GDCM reads them
+    pixel_id: int = -1                       # the SimpleITK pixel type GDCM reads the pixels as
 
 
 def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
@@ -198,7 +203,8 @@ def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
         cosines=tuple(float(direction[r * 3 + c]) for c in (0, 1) for r in range(3)),
         instance_number=_leading_integer(_dicom_tag(reader, "0020|0013")),
         description=_dicom_text(reader, "0008|103e"), modality=_dicom_tag(reader, "0008|0060"),
-        series_number=_dicom_tag(reader, "0020|0011"))
+        series_number=_dicom_tag(reader, "0020|0011"), size=tuple(int(n) for n in reader.GetSize()),
+        pixel_id=int(reader.GetPixelID()))
 
 
 def _gdcm_series_id(series_instance_uid: str) -> str:
@@ -246,7 +252,7 @@ def _series_info(series_id: str, ordered: Sequence[_DicomFileHeader]) -> DicomSe
     """A series whose files are ``ordered``; description, modality and number from the first, as GDCM lists it."""
     first = ordered[0]
     return DicomSeriesInfo(uid=series_id, description=first.description, modality=first.modality,
-                           series_number=first.series_number, files=[h.path for h in ordered])
+                           series_number=first.series_number, files=[h.path for h in ordered], _first_header=first)
 
 
 def _gdcm_file_order(headers: Sequence[_DicomFileHeader]) -> List[_DicomFileHeader]:
@@ -814,18 +820,18 @@ def _check_no_gantry_tilt(series: DicomSeriesInfo, points_xyz: np.ndarray, direc
 
 
 def _check_dicom_series_memory(series: DicomSeriesInfo, folder: Path) -> None:
-    """Memory check from the first file's header (columns x rows, pixel type) times the number of files."""
-    sitk = _sitk()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(series.files[0])
-    try:
+    """Memory check from the first file's header (columns x rows, pixel type) times the number of files. The
+    header is the one the series listing read (``series._first_header``); the file is read again only for a
+    series that did not come from the listing."""
+    header = series._first_header
+    if header is None or header.path != series.files[0]:
         with _quiet_itk():
-            reader.ReadImageInformation()
-    except RuntimeError:
-        return  # the series read below reports the unreadable file
-    size = tuple(reader.GetSize())
+            header = _read_file_header(series.files[0])
+        if header is None:
+            return  # the series read below reports the unreadable file
+    size = header.size
     shape_xyz = (size[0], size[1], max(len(series.files), size[2] if len(size) > 2 else 1))
-    check_memory_for_read(shape_xyz, _itk_itemsize(reader.GetPixelID()), f"{folder} (series {series.uid})")
+    check_memory_for_read(shape_xyz, _itk_itemsize(header.pixel_id), f"{folder} (series {series.uid})")
 
 
 def _single_slice_thickness(file_name: str) -> Optional[float]:

@@ -43,18 +43,33 @@ def inflate_to_end(path: Union[str, Path], offset: int, nbytes: int, step: int =
     decompressed bytes after them)``. So every member's CRC-32 and length are checked, a file cut off after the
     range (its gzip trailer missing) is refused as truncated, and data after the range is counted (a header
     edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed.
-    ``start``: where in the file the compressed stream begins (after a NRRD or MetaImage header; a zlib stream,
-    as MetaImage writes, is read as well as gzip). ``allow_short``: an intact stream that ends inside the range is
+    ``start``: where in the file the compressed stream begins (after a NRRD header; a zlib stream is read as well
+    as gzip; a MetaImage's is read by :func:`inflate_one_stream`, as ITK reads it). ``allow_short``: an intact stream that ends inside the range is
     not refused; the bytes returned are then fewer than ``nbytes`` (the caller says what is missing)."""
-    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start, allow_short=allow_short)
+    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start, allow_short=allow_short)[:2]
+
+
+def inflate_one_stream(path: Union[str, Path], nbytes: int, start: int = 0, step: int = INFLATE_STEP_BYTES,
+                       read_step: int = READ_STEP_BYTES) -> Tuple[np.ndarray, int, int]:
+    """The first ``nbytes`` decompressed bytes of the one zlib or gzip stream that begins at byte ``start`` of
+    ``path``, inflated to its end marker (its checksum and length checked) and no further, as ITK's MetaImage
+    reader (MetaIO) inflates ``CompressedData = True`` voxels: whatever follows the stream's end is not inflated,
+    however many bytes and whatever they hold (another stream is not read on). Returns ``(bytes, number of
+    decompressed bytes after them, the stream's compressed length in bytes from start)``; the bytes are fewer than
+    ``nbytes`` when the stream holds fewer (the caller says what is missing).
+
+    Raises InputError when the stream is corrupt or the file ends before its end marker."""
+    return _inflate(path, 0, nbytes, step, read_step, to_end=True, start=start, allow_short=True, one_stream=True)
 
 
 def _truncated(path: Union[str, Path], detail: str) -> InputError:
     return InputError(f"Cannot read '{path}': the file is truncated or corrupt ({detail}). Copy or export it again.")
 
 
-def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int,
-             to_end: bool, start: int = 0, allow_short: bool = False) -> Tuple[np.ndarray, int]:
+def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int, to_end: bool,
+             start: int = 0, allow_short: bool = False, one_stream: bool = False) -> Tuple[np.ndarray, int, int]:
+    """``(the range's bytes, decompressed bytes after them, compressed bytes from start to the end of the last
+    stream inflated)``; ``one_stream``: stop at the first stream's end (:func:`inflate_one_stream`)."""
     if offset < 0 or nbytes < 0:
         raise ValueError(f"offset and nbytes must be >= 0 (got {offset}, {nbytes})")
     out = np.empty(nbytes, dtype=np.uint8)
@@ -63,14 +78,18 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
     member_ended = False  # the last member's end (and trailer) was reached, and no next one has begun
     pending = b""
+    taken = 0  # compressed bytes read from the file from start on (pending: those not inflated yet)
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
             while written < nbytes or to_end:
                 if len(pending) < _MIN_PENDING_BYTES:  # a new member's header is read whole
-                    pending += handle.read(read_step)
+                    more = handle.read(read_step)
+                    taken += len(more)
+                    pending += more
                 if member_ended and pending and not pending.strip(b"\0"):
                     pending = handle.read(read_step)  # zero padding after a member, as gzip skips it
+                    taken += len(pending)
                     continue
                 if not pending:
                     if written < nbytes and not allow_short:
@@ -82,8 +101,10 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 piece = inflater.decompress(pending, want)
                 pending = inflater.unconsumed_tail
                 member_ended = inflater.eof
-                if inflater.eof:  # the next gzip member starts in what this one left over
-                    pending = inflater.unused_data + pending
+                if inflater.eof:  # the next gzip member starts in what this one left over: unused_data holds
+                    # all of it (when the call before stopped at max_length, CPython leaves a copy of it in
+                    # unconsumed_tail as well, and adding that inflated the next member twice)
+                    pending = inflater.unused_data
                     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
                 skip = max(0, offset - position)  # the part of the stream before the range
                 if written < nbytes and skip < len(piece):
@@ -91,6 +112,8 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                     out[written:written + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                     written += len(chunk)
                 position += len(piece)
+                if one_stream and member_ended:
+                    break
     except zlib.error as exc:
         raise _truncated(path, f"zlib: {exc}") from None
-    return out[:written], max(0, position - offset - nbytes)
+    return out[:written], max(0, position - offset - nbytes), taken - len(pending)

@@ -141,6 +141,9 @@ class _StoredData(NamedTuple):
     deflated: bool            # deflate-compressed (:attr:`_Header.deflated`)
     data_path: Path           # the file holding them (the header's own file, or its data file)
     start: int                # where in that file they start
+    stream_limit: Optional[int] = None  # MetaImage, deflated: ITK inflates one zlib stream from start, which must
+    # end within this many bytes (CompressedDataSize, else size), and reads nothing after its end. None: NRRD (every
+    # gzip member up to the data's end is read) or uncompressed
 
 
 def _read_header(path: Path) -> Optional[_Header]:
@@ -234,12 +237,24 @@ def _metaimage_stored(path: Path, header: _Header) -> Optional[_StoredData]:
     if size is None:
         return None
     start = max(skip, marker.end()) if local else skip
-    return _StoredData(max(size - start, 0), header.deflated, path if local else path.parent / name, start)
+    stored = max(size - start, 0)
+    limit = None
+    if header.deflated:  # ITK inflates CompressedDataSize bytes; a data file without it, all of its own
+        given = _metaimage_compressed_size(header.fields)
+        limit = stored if given is None else given
+    return _StoredData(stored, header.deflated, path if local else path.parent / name, start, limit)
 
 
 def _metaimage_data_file(header: _Header) -> str:
     """The ``ElementDataFile`` value as written: ``LOCAL``, a file name, ``LIST`` or a numbered pattern."""
     return header.where.group(1).decode("latin-1").strip()
+
+
+def _metaimage_compressed_size(fields: Dict[str, str]) -> Optional[int]:
+    """``CompressedDataSize``: the bytes of compressed voxel data ITK reads from where the voxels start; None when
+    absent or not a whole number."""
+    text = fields.get("compresseddatasize", "")
+    return int(text) if text.isdigit() else None
 
 
 def _metaimage_header_size(fields: Dict[str, str]) -> Optional[int]:
@@ -256,8 +271,10 @@ _METAIO_TRUE = ("t", "y", "1")
 def _check_metaimage_header(path: Path, header: Optional[_Header], stored: Optional[_StoredData]) -> None:
     """Refuse a MetaImage header with fields that change what its voxels mean in a way ITK's reader (this
     tool's, 3D Slicer's) silently gets wrong: byte order fields that disagree, an intensity mapping ITK does not
-    apply, a ``HeaderSize`` it cannot honour, or compressed data that is not ``CompressedDataSize`` bytes (ITK
-    inflates that many and returns whatever came out). Nothing is checked for a NRRD or an unparsed header."""
+    apply, a ``HeaderSize`` it cannot honour, or a ``CompressedDataSize`` that is missing, not a number or more
+    than the file holds (ITK inflates that many bytes and returns whatever came out; one that ends inside the
+    compressed stream is refused by :func:`check_deflated_data`, which finds where the stream ends). Nothing is
+    checked for a NRRD or an unparsed header."""
     if header is None or header.kind != "metaimage":
         return
     _check_metaimage_byte_order(path, header)
@@ -319,13 +336,17 @@ def _check_metaimage_compressed_size(path: Path, header: _Header, stored: Option
                              f"where they end and read them wrongly. Add 'CompressedDataSize = {stored.size}' to the "
                              f"header (before ElementDataFile), or export the file again.")
         return
-    if text.isdigit() and int(text) == stored.size:
+    if text.isdigit() and int(text) <= stored.size:  # the stream must end within them: check_deflated_data
         return
-    problem = "truncated or corrupt" if not text.isdigit() or int(text) > stored.size else \
-        "corrupt or its header is wrong"
-    raise InputError(f"Cannot read '{path}': the file is {problem} (its header gives CompressedDataSize = {text}, but "
-                     f"the file holds {stored.size} bytes of compressed voxel data; ITK reads exactly the bytes the "
-                     f"header gives). Copy or export it again.")
+    raise _compressed_size_error(path, "truncated or corrupt", text, stored.size)
+
+
+def _compressed_size_error(path: Path, problem: str, text: str, holds: int) -> InputError:
+    """The error for a MetaImage whose ``CompressedDataSize`` (``text``, as written) is not the ``holds`` bytes of
+    compressed voxel data the file holds; ``problem``: what the file then is."""
+    return InputError(f"Cannot read '{path}': the file is {problem} (its header gives CompressedDataSize = {text}, "
+                      f"but the file holds {holds} bytes of compressed voxel data; ITK reads exactly the bytes the "
+                      f"header gives). Copy or export it again.")
 
 
 _RUNS_FROM = {"r": (1.0, 0.0, 0.0), "l": (-1.0, 0.0, 0.0), "a": (0.0, 1.0, 0.0), "p": (0.0, -1.0, 0.0),
@@ -383,8 +404,8 @@ def data_bytes(reader: Any) -> int:
         * _itk_itemsize(reader.GetPixelID())
 
 
-def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int,
-                        keep: bool = False) -> Optional[np.ndarray]:
+def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, keep: bool = False,
+                        warnings: Optional[List[str]] = None) -> Optional[np.ndarray]:
     """Refuse a compressed NRRD / MetaImage (``stored``: :func:`_stored_data` of ``path``; nothing is checked when
     it is None or uncompressed) whose voxel data is not one whole, intact zlib or gzip stream of at least
     ``nbytes`` bytes (inflated here): ITK's MetaImage reader only prints "Uncompress failed" and returns whatever
@@ -392,14 +413,18 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int,
     113-4772 mL of liver where it holds 1087, with exit 0. ``keep``: return the stream's first ``nbytes``
     (uint8), from which :func:`_voxels_from_inflated` builds the voxels without ITK inflating them again;
     else they are dropped (one more inflate of the data, about 0.2 s per 50 MB) and None is returned, as it is
-    when nothing was checked."""
+    when nothing was checked. A MetaImage's data is the one stream ITK inflates (:func:`_metaimage_stream`; a
+    note on bytes after it is added to ``warnings``); a NRRD's, every gzip member to the data's end."""
     from .gzip_inflate import inflate_to_end
 
     if stored is None or not stored.deflated:
         return None
     data_path, start = stored.data_path, stored.start
     try:
-        kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
+        if stored.stream_limit is None:
+            kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
+        else:
+            kept, after = _metaimage_stream(path, stored, nbytes if keep else 0, warnings)
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
     except MemoryError as exc:  # the voxels' buffer (keep): named as the reader's own failures are
@@ -409,6 +434,42 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int,
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "
                          f"{produced} of the {nbytes} bytes its header describes). Copy or export it again.")
     return kept if keep else None
+
+
+def _metaimage_stream(path: Path, stored: _StoredData, nbytes: int,
+                      warnings: Optional[List[str]]) -> Tuple[np.ndarray, int]:
+    """``(the first nbytes, number of inflated bytes after them)`` of a compressed MetaImage ``path``'s voxel data
+    (``stored``: :func:`_stored_data` of it), read as ITK reads it: the one zlib (or gzip) stream that begins at
+    ``stored.start``, inflated to its end marker, which must lie within the ``stored.stream_limit`` bytes ITK
+    inflates (its ``CompressedDataSize``). Bytes after the stream's end are ignored, as MetaIO stops at that
+    marker; unless they are all zero (padding), ``warnings`` gets a note saying how many."""
+    from .gzip_inflate import inflate_one_stream
+
+    kept, after, length = inflate_one_stream(stored.data_path, nbytes, start=stored.start)
+    if length > stored.stream_limit:  # ITK would inflate the stream only in part
+        raise _compressed_size_error(path, "corrupt or its header is wrong", str(stored.stream_limit), length)
+    trailing = stored.size - length
+    if trailing > 0 and warnings is not None and not _all_zero(stored.data_path, stored.start + length, trailing):
+        where = "the file" if stored.data_path == path else f"its data file '{stored.data_path.name}'"
+        warnings.append(f"{where} holds {trailing} bytes after its compressed voxel data (a complete stream of "
+                        f"{length} bytes, its checksum correct); they were ignored, as ITK and 3D Slicer ignore "
+                        f"them. If the file was meant to hold more, export it again")
+    return kept, after
+
+
+def _all_zero(path: Path, start: int, count: int, step: int = 1 << 24) -> bool:
+    """Whether the ``count`` bytes of ``path`` from byte ``start`` on are all zero (read ``step`` bytes at a
+    time; bytes past the file's end count as zero)."""
+    with open(str(path), "rb") as handle:
+        handle.seek(start)
+        while count > 0:
+            chunk = handle.read(min(step, count))
+            if not chunk:
+                return True
+            if chunk.strip(b"\0"):
+                return False
+            count -= len(chunk)
+    return True
 
 
 _NRRD_TYPES = {name: code for code, names in {
@@ -526,16 +587,17 @@ def _voxels_from_inflated(inflated: np.ndarray, dtype: np.dtype, size_xyz: Seque
     return voxels
 
 
-def inflated_voxels(path: Path, reader: Any, header: Optional[_Header],
-                    stored: Optional[_StoredData]) -> Optional[np.ndarray]:
+def inflated_voxels(path: Path, reader: Any, header: Optional[_Header], stored: Optional[_StoredData],
+                    warnings: Optional[List[str]] = None) -> Optional[np.ndarray]:
     """Check the voxel data of a deflate-compressed NRRD / MetaImage ``path`` (:func:`check_deflated_data`;
     ``reader``: its ITK reader after ``ReadImageInformation``; ``header`` and ``stored``: :func:`_read_header` and
     :func:`_stored_data` of it) and return the voxels that the check inflated when the header says exactly how ITK
     reads them (:func:`_voxel_dtype`): ``(z, y, x)``, or ``(z, y, x, components)``, native byte order, writable.
     So the stream is inflated once. None when the file is not compressed or ITK must read its voxels
-    (``reader.Execute()``, which inflates the stream again)."""
+    (``reader.Execute()``, which inflates the stream again). ``warnings``: the check's notes are added to it."""
     stored_dtype = _voxel_dtype(header, reader) if stored is not None else None
-    inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None)
+    inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None,
+                                   warnings=warnings)
     if inflated is None:
         return None
     return _voxels_from_inflated(inflated, stored_dtype, reader.GetSize(), reader.GetNumberOfComponents())
@@ -566,7 +628,8 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if stored is not None:
         check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
     check_memory_for_read(shape, itemsize, str(path))
-    voxels = inflated_voxels(path, reader, header, stored)
+    notes: List[str] = []
+    voxels = inflated_voxels(path, reader, header, stored, notes)
     if voxels is not None:
         volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),
                                      str(path), uint8_if_fits)
@@ -580,7 +643,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
             raise InputError(f"Cannot read '{path}': the file is truncated or corrupt ({_itk_reason(exc)}).") from None
         volume = _volume_from_sitk(tags, str(path), uint8_if_fits)
     volume.meta["format"] = full_suffix(path).lstrip(".")
-    notes = _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
+    notes += _anatomical_orientation_warnings(header, volume.geometry.direction_matrix)
     if notes:
         volume.meta.setdefault("warnings", []).extend(notes)
     from .formats import CONTENT_KEY

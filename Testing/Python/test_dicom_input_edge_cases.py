@@ -376,6 +376,42 @@ def test_finding_the_series_of_a_study_reads_each_header_once(tmp_path, ct):
     assert [s.description for s in series] == ["key image", "abdomen venous", "abdomen arterial"]
 
 
+def test_reading_a_series_reads_its_first_files_header_once(tmp_path, ct, monkeypatch):
+    """The series listing reads every file's header once; the memory check then read the first file's (GDCM
+    order) a second time for its size and pixel type. It now takes them from the listing, and refuses and accepts
+    exactly as before: the 8 x 32 x 32 int16 series needs estimate_memory_bytes((8, 32, 32), 2)."""
+    import collections
+
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.io import DicomSeriesInfo
+    from LiverTumorSegLib.io.dicom import _check_dicom_series_memory
+
+    folder = tmp_path / "series"
+    write_ct_series(folder, ct)
+    reads = collections.Counter()
+    real_information = sitk.ImageFileReader.ReadImageInformation
+    monkeypatch.setattr(sitk.ImageFileReader, "ReadImageInformation",
+                        lambda self: reads.update([self.GetFileName()]) or real_information(self))
+    volume = read_volume(folder)
+    np.testing.assert_array_equal(volume.array, ct.array)
+    first = volume.meta["files"][0]
+    assert reads[first] == 1 and sorted(reads) == sorted(str(f) for f in folder.iterdir()), reads
+    assert set(reads.values()) == {1}, reads
+    needed = validation.estimate_memory_bytes(ct.shape_zyx, input_itemsize=2)
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: needed - 1)
+    with pytest.raises(ResourceError, match=rf"^Processing '{folder} \(series [0-9.]+\)' \(z, y, x\) \(8, 32, 32\) "
+                                            r"needs about"):
+        read_volume(folder)
+    by_hand = DicomSeriesInfo(uid="1.2.3", files=list(volume.meta["files"]))  # no header from a listing: read
+    with pytest.raises(ResourceError, match=r"\(series 1\.2\.3\)' \(z, y, x\) \(8, 32, 32\) needs about"):
+        _check_dicom_series_memory(by_hand, folder)
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *a, **k: needed)
+    np.testing.assert_array_equal(read_volume(folder).array, ct.array)
+
+
 def test_a_series_continued_in_a_subfolder_is_read_whole(tmp_path):
     """4 slices in the study folder and 4 more of the same series below it: only the top 4 were read, without a
     word, although the docstring promised a split series read whole (found by review)."""

@@ -144,3 +144,45 @@ def test_inflate_to_end_allow_short_returns_what_an_intact_stream_holds(tmp_path
     cut.write_bytes(whole[:-8])
     with pytest.raises(InputError, match="ends before its end marker"):
         inflate_to_end(cut, 0, len(PAYLOAD) + 500, allow_short=True)
+
+
+def test_a_member_that_ends_after_an_output_limited_call_leaves_the_next_member_once(tmp_path):
+    """At a member's end CPython's decompressobj puts the input left over in unused_data, and, when the call before
+    stopped at its output limit (the range's end, or a step), a copy of it in unconsumed_tail too; both were taken,
+    so the next member was inflated twice: 150000 bytes counted after a 20000-byte range of 100000, or a valid file
+    refused with 'incorrect data check'."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_to_end
+
+    two = tmp_path / "two.gz"
+    two.write_bytes(gzip.compress(PAYLOAD[:30_000]) + gzip.compress(PAYLOAD[30_000:]))
+    out, after = inflate_to_end(two, 0, 20_000)
+    assert out.tobytes() == PAYLOAD[:20_000] and after == 80_000
+    assert inflate_to_end(two, 0, len(PAYLOAD), step=4096, read_step=100_000)[1] == 0
+    assert inflate_range(two, 0, len(PAYLOAD), step=4096, read_step=100_000).tobytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("read_step", [1000, 1 << 24])
+def test_inflate_one_stream_stops_at_the_first_streams_end_as_metaio_does(tmp_path, read_step):
+    """For a compressed MetaImage: ITK inflates one zlib stream and ignores what follows its end, where
+    inflate_to_end read on as if it were another gzip member (zlib's 'incorrect header check' on other bytes)."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_one_stream, inflate_to_end
+
+    stream = zlib.compress(PAYLOAD)
+    path = tmp_path / "x.mha"
+    for after_stream in (b"", b"not a stream\n" * 20, bytes(30), zlib.compress(b"another stream" * 9)):
+        path.write_bytes(b"header\n" + stream + after_stream)
+        out, after, length = inflate_one_stream(path, 60_000, start=7, step=4096, read_step=read_step)
+        assert out.tobytes() == PAYLOAD[:60_000] and after == 40_000 and length == len(stream)
+        out, after, length = inflate_one_stream(path, len(PAYLOAD) + 500, start=7, read_step=read_step)
+        assert out.tobytes() == PAYLOAD and after == 0 and length == len(stream)  # short: the caller says so
+    path.write_bytes(b"header\n" + stream + b"not a stream\n")
+    with pytest.raises(InputError, match="incorrect header check"):  # as before for NRRD and NIfTI
+        inflate_to_end(path, 0, 0, start=7)
+    path.write_bytes(b"header\n" + stream[:-3])  # its Adler-32 cut short
+    with pytest.raises(InputError, match="ends before its end marker"):
+        inflate_one_stream(path, 0, start=7, read_step=read_step)
+    damaged = bytearray(stream)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(b"header\n" + bytes(damaged) + b"not a stream\n")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        inflate_one_stream(path, 0, start=7, read_step=read_step)

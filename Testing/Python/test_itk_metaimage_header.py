@@ -36,6 +36,10 @@ def _mhd(folder: Path, extra: str, data: bytes, data_file: str = "ct.raw") -> Pa
 
 
 COMPRESSED = zlib.compress(LITTLE)
+TRAILING = b"not voxel data\n" * 4
+"""Bytes after a complete zlib stream, which ITK's MetaImage reader (MetaIO) ignores."""
+TWO_STREAMS = zlib.compress(LITTLE[:24]) + zlib.compress(LITTLE[24:])
+"""TRUTH's bytes in two zlib streams: ITK inflates the first only (its 24 bytes, then whatever its buffer held)."""
 
 
 def _mha_with_header_size(folder: Path, padding: int, data: bytes, extra: str = "") -> Path:
@@ -79,6 +83,40 @@ def test_metaimage_fields_that_itk_honours_are_read_exactly(tmp_path, write):
     assert np.array_equal(read_volume(write(tmp_path)).array, TRUTH)
 
 
+@pytest.mark.parametrize("write, where", [
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n", COMPRESSED + TRAILING),
+     "the file"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED + TRAILING)}\n",
+                    COMPRESSED + TRAILING), "the file"),
+    (lambda d: _mhd(d, "CompressedData = True\n", COMPRESSED + TRAILING), "its data file 'ct.raw'"),
+    (lambda d: _mhd(d, f"HeaderSize = 16\nCompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n",
+                    b"x" * 16 + COMPRESSED + TRAILING), "its data file 'ct.raw'"),
+], ids=["CompressedDataSize the stream's", "CompressedDataSize counting the bytes after it", "data file",
+        "data file after HeaderSize"])
+def test_bytes_after_a_complete_compressed_stream_are_ignored_as_itk_ignores_them(tmp_path, write, where):
+    """ITK's MetaImage reader (so 3D Slicer) inflates one zlib stream and stops at its end: the voxels are exactly
+    the stream's, whatever follows it. Such a file was refused (CompressedDataSize not the bytes the file holds, or
+    zlib's 'incorrect header check' on the bytes after the stream); now it reads as ITK reads it, with a warning
+    naming the bytes ignored."""
+    import SimpleITK
+
+    path = write(tmp_path)
+    volume = read_volume(path)
+    assert np.array_equal(volume.array, TRUTH)
+    assert np.array_equal(SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(path))), TRUTH)
+    assert volume.meta["warnings"] == [
+        f"{where} holds {len(TRAILING)} bytes after its compressed voxel data (a complete stream of "
+        f"{len(COMPRESSED)} bytes, its checksum correct); they were ignored, as ITK and 3D Slicer ignore them. If "
+        f"the file was meant to hold more, export it again"]
+
+
+def test_zero_padding_after_a_compressed_stream_is_ignored_without_a_warning(tmp_path):
+    """Zero bytes after the stream are padding (as after a gzip member): read, and no warning."""
+    path = _mha(tmp_path, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED)}\n", COMPRESSED + bytes(64))
+    volume = read_volume(path)
+    assert np.array_equal(volume.array, TRUTH) and "warnings" not in volume.meta
+
+
 def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
     for k in range(2):
         (tmp_path / f"slice{k}.raw").write_bytes(TRUTH[k].astype("<i2").tobytes())
@@ -111,13 +149,20 @@ def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
      rf"truncated or corrupt \(its header gives CompressedDataSize = {len(COMPRESSED) + 50}"),
     (lambda d: _mhd(d, "ElementNumberOfChannels = 2\n", np.repeat(TRUTH[..., None], 2, axis=-1).tobytes()),
      "has 2 components per voxel"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(COMPRESSED) - 5}\n",
+                    COMPRESSED + TRAILING),
+     rf"corrupt or its header is wrong \(its header gives CompressedDataSize = {len(COMPRESSED) - 5}, but the file "
+     rf"holds {len(COMPRESSED)} bytes"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(TWO_STREAMS)}\n", TWO_STREAMS),
+     r"truncated or corrupt \(its compressed data holds 24 of the 48 bytes its header describes\)"),
 ], ids=["MSB fields disagree", "MSB fields disagree, other order", "intensity mapping", "HeaderSize in a .mha",
         "HeaderSize -1 compressed", "no CompressedDataSize", "CompressedDataSize too small",
-        "CompressedDataSize too large", "two channels"])
+        "CompressedDataSize too large", "two channels", "CompressedDataSize inside the stream, bytes after it",
+        "voxels split over two streams"])
 def test_metaimage_fields_that_itk_would_misread_are_refused_saying_what_to_fix(tmp_path, write, message):
     """Each was read without a word into other values than the file holds (ITK ignores the intensity mapping,
-    takes one of two disagreeing byte orders, inflates only CompressedDataSize bytes, or skips HeaderSize bytes
-    from the wrong place), or refused as 'File cannot be read'."""
+    takes one of two disagreeing byte orders, inflates only CompressedDataSize bytes or only the first of two
+    streams, or skips HeaderSize bytes from the wrong place), or refused as 'File cannot be read'."""
     with pytest.raises(InputError, match=message):
         read_volume(write(tmp_path))
 

@@ -82,7 +82,6 @@ def write_enhanced_ct(path: Path, volume, order=None, intercepts=None, uid_seed:
 
     ``order``: the slice index of each stored frame (default ascending); ``intercepts``: a rescale intercept per
     slice, stored per frame (default one shared intercept 0)."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

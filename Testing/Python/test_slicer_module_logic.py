@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import types
+import unittest
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,17 @@ def _slm_module():
         def __init__(self, parent=None):
             pass
 
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        """Slicer's is a unittest.TestCase whose delayDisplay shows a message (here: recorded in ``shown``)."""
+
+        shown = []
+
+        def delayDisplay(self, message, requestedDelay=None, msec=None):
+            ScriptedLoadableModuleTest.shown.append(message)
+
     slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = slm.ScriptedLoadableModuleTest = type(
+    slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = type(
         "Base", (), {"__init__": lambda self, *a, **k: None})
     return slm
 

@@ -237,7 +237,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self._disconnectParameterNode()
+        """Leaving the module: the panel stops following the parameter node (updateGUI runs again on enter). The
+        widgets stay bound to it: unbinding here made every entry bind again, and Slicer 5.6-5.8's disconnectGui
+        does not remove the observer connectParametersToGui added, so each entry left one more live wrapper and
+        its observers on the node (see setParameterNode)."""
+        self._stopObservingParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -281,21 +285,42 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Unbind every widget from the parameter node and stop observing it."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self._stopObservingParameterNode()
         self._parameterNodeGuiTag = None
 
+    def _observeParameterNode(self) -> None:
+        """updateGUI on every change of the parameter node. The MRML node is observed, not the wrapper:
+        VTKObservationMixin keeps each object it observed as a dictionary key, which kept every wrapper alive."""
+        node = self._parameterNode.parameterNode
+        if not self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI):
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
+    def _stopObservingParameterNode(self) -> None:
+        node = self._parameterNode.parameterNode if self._parameterNode else None
+        if node is not None and self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI):
+            self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
     def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
-        self._disconnectParameterNode()
-        self._parameterNode = inputParameterNode
+        """Bind the panel to ``inputParameterNode`` (None: unbind it). A new wrapper of the MRML node the panel is
+        already bound to is dropped and the bound one kept: setup, every enter() and a scene's EndClose each wrap
+        the same node again, and binding each new wrapper left the previous one alive with its observers, since
+        Slicer 5.6-5.8's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
+        bound again only when the node changes (or after an unbind: scene close, cleanup)."""
+        bound = self._parameterNode is not None and self._parameterNodeGuiTag is not None
+        if not (bound and inputParameterNode is not None
+                and inputParameterNode.parameterNode is self._parameterNode.parameterNode):
+            self._disconnectParameterNode()
+            self._parameterNode = inputParameterNode
+            if self._parameterNode:
+                # one binding, one tag: the .ui's widgets by their SlicerParameterName property (what connectGui
+                # binds; it returns no tag, so disconnectGui could not unbind them) and the compare section's, made
+                # in setupCompareSection, by name
+                widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()
+                           if w.property("SlicerParameterName")}
+                widgets.update({name: self.compare[name] for name in COMPARE_PARAMETERS})
+                self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)
         if self._parameterNode:
-            # one binding, one tag: the .ui's widgets by their SlicerParameterName property (what connectGui binds;
-            # it returns no tag, so disconnectGui could not unbind them) and the compare section's, made in
-            # setupCompareSection, by name
-            widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()
-                       if w.property("SlicerParameterName")}
-            widgets.update({name: self.compare[name] for name in COMPARE_PARAMETERS})
-            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self._observeParameterNode()
             self.updateGUI()
 
     # --- GUI state ---------------------------------------------------------------------------------

@@ -978,6 +978,34 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         if self._dependencyProblem:
             self.skipTest(self._dependencyProblem)
 
+    SEGMENT_TIMEOUT_S = 15 * 60
+    """How long the bundled model on the sample CT may take on a CPU before the test fails (minutes are normal)."""
+    MEASURE_TIMEOUT_S = 5 * 60
+    """How long *Update lesion table* on the sample CT may take (seconds are normal)."""
+    NETWORK_STAGE_TIMEOUT_S = 120
+    """How long the Cancel test waits for the child to reach its network stage."""
+
+    def _startedLogic(self) -> "LiverTumorSegLogic":
+        """A Logic whose running child is killed (and its poll timer stopped) when the test ends, also when an
+        assertion failed or a wait ran out."""
+        logic = LiverTumorSegLogic()
+        self.addCleanup(logic.cleanup)
+        return logic
+
+    def _waitForOutcome(self, logic: "LiverTumorSegLogic", outcomes: list, timeoutS: float, what: str):
+        """The outcome a run started with ``waitForCompletion=False, onFinished=outcomes.append`` delivers, while
+        Qt events are processed (the poll timer reads the child's progress and ends the run; Slicer stays
+        responsive). Past ``timeoutS`` the child is killed and the test fails saying so: a hung child would
+        otherwise hang the test, and Slicer with it, for good."""
+        deadline = time.monotonic() + timeoutS
+        while not outcomes and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        if not outcomes:
+            logic.cleanup()
+            self.fail(f"{what} did not finish within {timeoutS:.0f} s; its child process was killed.")
+        return outcomes[0]
+
     def runTest(self):
         """Every test, each after setUp and followed by its clean-ups (as unittest runs them under ctest). A skipped
         test is logged and shown, and the next one runs; a failure stops the run with its error."""
@@ -1009,10 +1037,12 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading the sample CT")
         ctNode = self._loadSample()
-        stages = []
-        logic = LiverTumorSegLogic()
-        outcome = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
-                                progress=lambda f, s: stages.append((f, s)), waitForCompletion=True)
+        stages, outcomes = [], []
+        logic = self._startedLogic()
+        logic.process(ctNode, None, str(resolve_model("default")), "cpu", progress=lambda f, s: stages.append((f, s)),
+                      waitForCompletion=False, onFinished=outcomes.append)
+        outcome = LiverTumorSegLogic._doneOrRaise(
+            self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S, "Segmenting the sample CT"))
         segmentation = outcome.segmentation_node.GetSegmentation()
         self.assertEqual([segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()],
                          ["Liver", "Liver tumor"])
@@ -1064,7 +1094,10 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         labels[z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 2  # the "edit": a tumor box inside the liver
         segmentationNode = mrml.labels_to_segmentation_node(slicer.mrmlScene, labels, volume.geometry,
                                                             reference_volume_node=ctNode)
-        outcome = LiverTumorSegLogic().measureSegmentation(segmentationNode, ctNode)
+        logic, outcomes = self._startedLogic(), []
+        logic.measureSegmentation(segmentationNode, ctNode, waitForCompletion=False, onFinished=outcomes.append)
+        outcome = LiverTumorSegLogic._doneOrRaise(
+            self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S, "Updating the lesion table"))
         rows = mrml.lesion_table_rows(outcome.table_node)
         self.assertEqual(len(rows), 1)
         self.assertAlmostEqual(rows[0]["Volume"], 125 * volume.geometry.voxel_volume_ml, delta=0.006)  # to 0.01 mL
@@ -1080,7 +1113,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         from LiverTumorSegLib.resources import sample_reference_path
 
         slicer.util.selectModule("LiverTumorSeg")
-        widget = slicer.modules.livertumorseg.widgetRepresentation().self()
+        widget = slicer.util.getModuleWidget("LiverTumorSeg")
         ctNode = self._loadSample()
         volume = mrml.ctvolume_from_volume_node(ctNode)
         labels = (slicer.util.arrayFromVolume(slicer.util.loadLabelVolume(str(sample_reference_path()))) > 0)
@@ -1126,11 +1159,11 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         ctNode = self._loadSample()
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
         stages, outcomes = [], []
-        logic = LiverTumorSegLogic()
+        logic = self._startedLogic()
         task = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
                              progress=lambda f, s: stages.append(s), waitForCompletion=False,
                              onFinished=outcomes.append)
-        deadline = time.time() + 120
+        deadline = time.time() + self.NETWORK_STAGE_TIMEOUT_S
         while "network" not in stages and not outcomes and time.time() < deadline:
             slicer.app.processEvents()
             time.sleep(0.02)

@@ -109,7 +109,8 @@ def module(monkeypatch, tmp_path):
     environment = types.SimpleNamespace(keys=lambda: list(os.environ), value=lambda key: os.environ[key])
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
         temporaryPath=str(temp), commandOptions=lambda: types.SimpleNamespace(testingEnabled=True),
-        startupEnvironment=lambda: environment), raising=False)
+        startupEnvironment=lambda: environment,
+        processEvents=lambda: [timer.fire() for timer in list(FakeTimer.instances)]), raising=False)  # Qt's loop
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
         colors=types.SimpleNamespace(logic=lambda: scene._livertumorseg_logics[1])), raising=False)
     monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: layers.append(kw))

@@ -7,12 +7,15 @@ checked to skip before doing anything."""
 import ast
 import io
 import sys
+import time
 import unittest
 from pathlib import Path
 
 import pytest
 
-from test_slicer_module_logic import module  # noqa: F401 - the module-under-test fixture
+from test_slicer_module_logic import _ct_node, _fake_runner_factory, module  # noqa: F401 - module: the fixture
+
+from LiverTumorSegLib.processes import process_alive
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumorSeg.py"
 CHILD_TESTS = ("test_SegmentSampleCT", "test_Cancel", "test_UpdateLesionTable")  # they start a child process
@@ -103,3 +106,74 @@ def test_the_dependency_check_sits_in_the_tests_that_start_a_child_only():
         assert ast.unparse(body[0]) == "self.requireDependencies()", name  # first, before loading anything
     for name in NO_CHILD_TESTS + ("setUp",):
         assert not calls(methods[name]) & {"self.requireDependencies", "self.skipTest", "self.dependencyProblem"}
+
+
+def test_a_wait_of_the_self_test_past_its_deadline_fails_saying_so_and_kills_the_child(module, tmp_path):
+    """test_SegmentSampleCT and test_UpdateLesionTable waited with ChildJob.wait: no deadline and no Qt events, so
+    a hung child hung the test, and Slicer, for good. Now they wait for the run's outcome with a deadline while Qt
+    events are processed (here: the stand-in timer fires)."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    outcomes = []
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                            onFinished=outcomes.append)
+    pid = running.child_pid
+    case = module.m.LiverTumorSegTest("test_SegmentSampleCT")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"Segmenting the sample CT did not finish within 2 s; its child "
+                                             r"process was killed\."):
+        case._waitForOutcome(logic, outcomes, 2.0, "Segmenting the sample CT")
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(pid) and list(module.temp.iterdir()) == []
+
+
+def test_a_wait_of_the_self_test_returns_the_outcome_its_timer_delivers(module, tmp_path):
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    outcomes, stages = [], []
+    logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=lambda f, s: stages.append(s),
+                  waitForCompletion=False, onFinished=outcomes.append, showIn3D=False)
+    outcome = module.m.LiverTumorSegTest("test_SegmentSampleCT")._waitForOutcome(logic, outcomes, 60, "Segmenting")
+    assert outcome.kind == "done" and stages[-1] == "done" and outcome is outcomes[0]
+
+
+def test_the_logic_of_a_test_is_cleaned_up_when_the_test_ends(module, tmp_path):
+    """test_Cancel's child kept running when one of its assertions failed: each test's Logic is cleaned up."""
+    pytest.importorskip("SimpleITK")
+    case = module.m.LiverTumorSegTest("test_Cancel")
+    logic = case._startedLogic()
+    logic.runnerFactory = _fake_runner_factory(tmp_path, "hang")
+    logic.python = sys.executable
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False)
+    pid = running.child_pid
+    assert process_alive(pid)
+    case.doCleanups()  # what unittest (and runTest) do after each test, failed or not
+    deadline = time.monotonic() + 5
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(pid) and running.poll().kind == "cancelled"
+
+
+def test_the_self_tests_wait_with_deadlines_clean_up_and_get_the_widget_as_slicer_says():
+    """Static (the bodies need a real Slicer): no blocking wait without deadline, a cleaned-up Logic in each test
+    that starts a child, and slicer.util.getModuleWidget for the panel."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegTest")
+    source = {f.name: ast.get_source_segment(text, f) for f in test_class.body if isinstance(f, ast.FunctionDef)}
+    for name in CHILD_TESTS:
+        body = source[name]
+        assert "self._startedLogic()" in body and "LiverTumorSegLogic()" not in body, name
+        assert "waitForCompletion=False" in body and "waitForCompletion=True" not in body, name
+    assert "self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S," in source["test_SegmentSampleCT"]
+    assert "self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S," in source["test_UpdateLesionTable"]
+    assert "self.addCleanup(logic.cleanup)" in source["_startedLogic"]
+    assert "slicer.mrmlScene.Clear()" in source["setUp"]
+    assert "widgetRepresentation()" not in text
+    assert 'slicer.util.getModuleWidget("LiverTumorSeg")' in source["test_CompareSectionSavedWithScene"]
+    constants = {n.targets[0].id: eval(compile(ast.Expression(n.value), "<constant>", "eval"), {})
+                 for n in test_class.body if isinstance(n, ast.Assign)}
+    assert constants["SEGMENT_TIMEOUT_S"] == 15 * 60 and constants["MEASURE_TIMEOUT_S"] > 0

@@ -237,7 +237,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self._disconnectParameterNode()
+        """Leaving the module: the panel stops following the parameter node (updateGUI runs again on enter). The
+        widgets stay bound to it: unbinding here made every entry bind again, and Slicer 5.6-5.8's disconnectGui
+        does not remove the observer connectParametersToGui added, so each entry left one more live wrapper and
+        its observers on the node (see setParameterNode)."""
+        self._stopObservingParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -281,21 +285,42 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Unbind every widget from the parameter node and stop observing it."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self._stopObservingParameterNode()
         self._parameterNodeGuiTag = None
 
+    def _observeParameterNode(self) -> None:
+        """updateGUI on every change of the parameter node. The MRML node is observed, not the wrapper:
+        VTKObservationMixin keeps each object it observed as a dictionary key, which kept every wrapper alive."""
+        node = self._parameterNode.parameterNode
+        if not self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI):
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
+    def _stopObservingParameterNode(self) -> None:
+        node = self._parameterNode.parameterNode if self._parameterNode else None
+        if node is not None and self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI):
+            self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
     def setParameterNode(self, inputParameterNode: Optional[LiverTumorSegParameterNode]) -> None:
-        self._disconnectParameterNode()
-        self._parameterNode = inputParameterNode
+        """Bind the panel to ``inputParameterNode`` (None: unbind it). A new wrapper of the MRML node the panel is
+        already bound to is dropped and the bound one kept: setup, every enter() and a scene's EndClose each wrap
+        the same node again, and binding each new wrapper left the previous one alive with its observers, since
+        Slicer 5.6-5.8's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
+        bound again only when the node changes (or after an unbind: scene close, cleanup)."""
+        bound = self._parameterNode is not None and self._parameterNodeGuiTag is not None
+        if not (bound and inputParameterNode is not None
+                and inputParameterNode.parameterNode is self._parameterNode.parameterNode):
+            self._disconnectParameterNode()
+            self._parameterNode = inputParameterNode
+            if self._parameterNode:
+                # one binding, one tag: the .ui's widgets by their SlicerParameterName property (what connectGui
+                # binds; it returns no tag, so disconnectGui could not unbind them) and the compare section's, made
+                # in setupCompareSection, by name
+                widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()
+                           if w.property("SlicerParameterName")}
+                widgets.update({name: self.compare[name] for name in COMPARE_PARAMETERS})
+                self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)
         if self._parameterNode:
-            # one binding, one tag: the .ui's widgets by their SlicerParameterName property (what connectGui binds;
-            # it returns no tag, so disconnectGui could not unbind them) and the compare section's, made in
-            # setupCompareSection, by name
-            widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values()
-                       if w.property("SlicerParameterName")}
-            widgets.update({name: self.compare[name] for name in COMPARE_PARAMETERS})
-            self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self._observeParameterNode()
             self.updateGUI()
 
     # --- GUI state ---------------------------------------------------------------------------------
@@ -927,15 +952,15 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 class LiverTumorSegTest(ScriptedLoadableModuleTest):
     """Runs in a real Slicer (Reload and Test, or ctest). Uses the bundled model and sample CT; no network.
 
-    Without torch/monai & co. the tests do not fail: run by a person (Reload and Test) they offer to install
-    the packages; under ctest (testing mode, nothing is installed) they are skipped with the reason.
+    Only the tests that start a child process (segment, cancel, update the lesion table) need torch/monai & co.;
+    each of them checks the packages first (``requireDependencies``). Without them such a test does not fail: run
+    by a person (Reload and Test) it offers to install the packages; under ctest (testing mode, nothing is
+    installed) it is skipped with the reason. The other tests (the compare section saved with the scene: MRML
+    calls and scene I/O only) always run, so ctest checks them on a machine without torch too.
     """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
-        reason = self.dependencyProblem()
-        if reason:
-            self.skipTest(reason)
 
     @staticmethod
     def dependencyProblem() -> str:
@@ -944,16 +969,60 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
             dependencies.check_requirements(), slicer.app.commandOptions().testingEnabled,
             lambda: LiverTumorSegLogic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay))
 
+    def requireDependencies(self) -> None:
+        """Skip this test (``unittest.SkipTest``, with the reason) when the packages the child process needs are
+        not ready. Asked once per test case object: runTest's tests share one, so a person who declined the
+        install is not asked again by each test of the same run."""
+        if getattr(self, "_dependencyProblem", None) is None:
+            self._dependencyProblem = self.dependencyProblem()
+        if self._dependencyProblem:
+            self.skipTest(self._dependencyProblem)
+
+    SEGMENT_TIMEOUT_S = 15 * 60
+    """How long the bundled model on the sample CT may take on a CPU before the test fails (minutes are normal)."""
+    MEASURE_TIMEOUT_S = 5 * 60
+    """How long *Update lesion table* on the sample CT may take (seconds are normal)."""
+    NETWORK_STAGE_TIMEOUT_S = 120
+    """How long the Cancel test waits for the child to reach its network stage."""
+
+    def _startedLogic(self) -> "LiverTumorSegLogic":
+        """A Logic whose running child is killed (and its poll timer stopped) when the test ends, also when an
+        assertion failed or a wait ran out."""
+        logic = LiverTumorSegLogic()
+        self.addCleanup(logic.cleanup)
+        return logic
+
+    def _waitForOutcome(self, logic: "LiverTumorSegLogic", outcomes: list, timeoutS: float, what: str):
+        """The outcome a run started with ``waitForCompletion=False, onFinished=outcomes.append`` delivers, while
+        Qt events are processed (the poll timer reads the child's progress and ends the run; Slicer stays
+        responsive). Past ``timeoutS`` the child is killed and the test fails saying so: a hung child would
+        otherwise hang the test, and Slicer with it, for good."""
+        deadline = time.monotonic() + timeoutS
+        while not outcomes and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        if not outcomes:
+            logic.cleanup()
+            self.fail(f"{what} did not finish within {timeoutS:.0f} s; its child process was killed.")
+        return outcomes[0]
+
     def runTest(self):
+        """Every test, each after setUp and followed by its clean-ups (as unittest runs them under ctest). A skipped
+        test is logged and shown, and the next one runs; a failure stops the run with its error."""
+        skipped = []
         for test in (self.test_SegmentSampleCT, self.test_Cancel, self.test_UpdateLesionTable,
                      self.test_CompareSectionSavedWithScene):
             try:
                 self.setUp()
+                test()
             except unittest.SkipTest as skip:
-                logging.warning(str(skip))
-                self.delayDisplay(str(skip))
-                return
-            test()
+                skipped.append(test.__name__)
+                logging.warning(f"{test.__name__} skipped: {skip}")
+                self.delayDisplay(f"{test.__name__} skipped: {skip}")
+            finally:
+                self.doCleanups()
+        if skipped:
+            self.delayDisplay(f"Self-test done; skipped: {', '.join(skipped)}")
 
     def _loadSample(self):
         from LiverTumorSegLib.resources import sample_ct_path
@@ -961,16 +1030,19 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
 
     def test_SegmentSampleCT(self):
         """Bundled model on the bundled CT, CPU, in the child process: two segments, plausible volumes, Dice."""
+        self.requireDependencies()
         import numpy as np
         from LiverTumorSegLib.package import resolve_model
         from LiverTumorSegLib.resources import sample_reference_path
 
         self.delayDisplay("Loading the sample CT")
         ctNode = self._loadSample()
-        stages = []
-        logic = LiverTumorSegLogic()
-        outcome = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
-                                progress=lambda f, s: stages.append((f, s)), waitForCompletion=True)
+        stages, outcomes = [], []
+        logic = self._startedLogic()
+        logic.process(ctNode, None, str(resolve_model("default")), "cpu", progress=lambda f, s: stages.append((f, s)),
+                      waitForCompletion=False, onFinished=outcomes.append)
+        outcome = LiverTumorSegLogic._doneOrRaise(
+            self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S, "Segmenting the sample CT"))
         segmentation = outcome.segmentation_node.GetSegmentation()
         self.assertEqual([segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()],
                          ["Liver", "Liver tumor"])
@@ -1010,6 +1082,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
     def test_UpdateLesionTable(self):
         """*Update lesion table from segments* after an edit: the reference liver with a drawn 5 x 5 x 5 voxel tumor
         box is measured in the child process (QProcess); the table gets that one lesion with its volume."""
+        self.requireDependencies()  # the hand-over writes the label map with nibabel, the child measures
         import numpy as np
         from LiverTumorSegLib.resources import sample_reference_path
 
@@ -1021,7 +1094,10 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         labels[z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 2  # the "edit": a tumor box inside the liver
         segmentationNode = mrml.labels_to_segmentation_node(slicer.mrmlScene, labels, volume.geometry,
                                                             reference_volume_node=ctNode)
-        outcome = LiverTumorSegLogic().measureSegmentation(segmentationNode, ctNode)
+        logic, outcomes = self._startedLogic(), []
+        logic.measureSegmentation(segmentationNode, ctNode, waitForCompletion=False, onFinished=outcomes.append)
+        outcome = LiverTumorSegLogic._doneOrRaise(
+            self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S, "Updating the lesion table"))
         rows = mrml.lesion_table_rows(outcome.table_node)
         self.assertEqual(len(rows), 1)
         self.assertAlmostEqual(rows[0]["Volume"], 125 * volume.geometry.voxel_volume_ml, delta=0.006)  # to 0.01 mL
@@ -1037,7 +1113,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         from LiverTumorSegLib.resources import sample_reference_path
 
         slicer.util.selectModule("LiverTumorSeg")
-        widget = slicer.modules.livertumorseg.widgetRepresentation().self()
+        widget = slicer.util.getModuleWidget("LiverTumorSeg")
         ctNode = self._loadSample()
         volume = mrml.ctvolume_from_volume_node(ctNode)
         labels = (slicer.util.arrayFromVolume(slicer.util.loadLabelVolume(str(sample_reference_path()))) > 0)
@@ -1076,17 +1152,18 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
 
     def test_Cancel(self):
         """Cancel during the network stage: the child ends within 5 s, no node is added, no temporary files."""
+        self.requireDependencies()
         from LiverTumorSegLib.package import resolve_model
         from LiverTumorSegLib.processes import process_alive
 
         ctNode = self._loadSample()
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
         stages, outcomes = [], []
-        logic = LiverTumorSegLogic()
+        logic = self._startedLogic()
         task = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
                              progress=lambda f, s: stages.append(s), waitForCompletion=False,
                              onFinished=outcomes.append)
-        deadline = time.time() + 120
+        deadline = time.time() + self.NETWORK_STAGE_TIMEOUT_S
         while "network" not in stages and not outcomes and time.time() < deadline:
             slicer.app.processEvents()
             time.sleep(0.02)

@@ -197,6 +197,16 @@ def _proc_stat_fields(pid: int) -> Optional[list]:
         return None
 
 
+def proc_parent_pid(pid: int) -> Optional[int]:
+    """The parent's process id of ``pid`` from ``/proc/PID/stat`` (its 4th field, ppid); None without it (not Linux,
+    no such process)."""
+    fields = _proc_stat_fields(pid)
+    try:
+        return int(fields[1])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
 def _is_zombie(pid: int) -> bool:
     """Whether ``pid`` has ended but is not reaped yet (Linux ``/proc``; elsewhere False)."""
     fields = _proc_stat_fields(pid)

@@ -117,16 +117,12 @@ def child_environment(library_root: str, base: Optional[Mapping[str, str]] = Non
 # --- killing a process tree --------------------------------------------------------------------------
 
 def descendant_pids(pid: int) -> List[int]:
-    """Process IDs of every descendant of ``pid`` (children first level first), from ``ps`` (POSIX)."""
-    try:
-        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    children: Dict[int, List[int]] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            children.setdefault(int(parts[1]), []).append(int(parts[0]))
+    """Process IDs of every descendant of ``pid`` (children first level first), from ``ps`` (POSIX); where ``ps``
+    is missing or fails (a minimal Linux or container without procps), from ``/proc`` (Linux). Without either: []
+    (then only ``pid`` itself can be killed: the launcher, not the Python it started)."""
+    children = _children_from_ps()
+    if children is None:
+        children = _children_from_proc()
     found, frontier = [], [pid]
     while frontier:
         nxt = []
@@ -137,6 +133,37 @@ def descendant_pids(pid: int) -> List[int]:
                     nxt.append(child)
         frontier = nxt
     return found
+
+
+def _children_from_ps() -> Optional[Dict[int, List[int]]]:
+    """parent id -> ids of its children, as ``ps`` lists them; None when ``ps`` is missing, fails or lists nothing
+    (it lists at least this process)."""
+    try:
+        listed = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    children: Dict[int, List[int]] = {}
+    for line in (listed.stdout or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            children.setdefault(int(parts[1]), []).append(int(parts[0]))
+    return children if listed.returncode == 0 and children else None
+
+
+def _children_from_proc() -> Dict[int, List[int]]:
+    """parent id -> ids of its children, from each ``/proc/PID/stat`` (Linux); {} without ``/proc``."""
+    try:
+        from LiverTumorSegLib.processes import proc_parent_pid  # beside this package in Slicer, as childjob uses it
+        entries = os.listdir("/proc")
+    except (ImportError, OSError):
+        return {}
+    children: Dict[int, List[int]] = {}
+    for entry in entries:
+        if entry.isdigit():
+            parent = proc_parent_pid(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    return children
 
 
 _NO_CONSOLE_WINDOW = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if sys.platform.startswith("win") \

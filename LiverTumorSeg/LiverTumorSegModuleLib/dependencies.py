@@ -266,6 +266,7 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         if install_torch(f">={TORCH.minimum}") is None:
             raise DependencyError("PyTorch was not installed. Open the PyTorch Utils module to install it, "
                                   "then try again.")
+        importlib.invalidate_caches()  # see below
     torch_version = version_of("torch")
     if not torch_version:
         raise DependencyError("PyTorch is still not installed; install it in the PyTorch Utils module.")
@@ -276,6 +277,9 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
             pip_install(pip_arguments(rest, constraint))
         finally:
             os.remove(constraint)
+        # the import system's finders cache each folder's listing: one read before the install (the first check)
+        # may not list the packages just installed, and find_spec would call them missing
+        importlib.invalidate_caches()
     remaining = problems(check())
     if remaining:
         raise DependencyError("After installing, these packages are still not right: "

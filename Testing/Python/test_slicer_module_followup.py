@@ -196,7 +196,9 @@ def test_the_compare_section_is_saved_with_the_scene():
     assert re.search(r"widgets\.update\(\{name: self\.compare\[name\] for name in COMPARE_PARAMETERS\}\)",
                      methods["setParameterNode"])
     assert "self._parameterNodeGuiTag = self._parameterNode.connectParametersToGui(widgets)" in methods["setParameterNode"]
-    assert all("self._disconnectParameterNode()" in methods[name] for name in ("setParameterNode", "exit", "cleanup"))
+    assert all("self._disconnectParameterNode()" in methods[name] for name in ("setParameterNode", "cleanup"))
+    # leaving the module keeps the binding (re-binding on every entry leaked a wrapper: test_slicer_module_widget.py)
+    assert "self._disconnectParameterNode()" not in methods["exit"]
     # a scene import sets the parameter node's references after its one Modified: the cached node fields are
     # read again with another Modified once the import's batch has ended (references resolved then: slicer-core)
     assert "self._parameterNode.Modified()" in methods["onSceneEndBatchProcess"]

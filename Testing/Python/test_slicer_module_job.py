@@ -159,6 +159,51 @@ def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
     assert not runner.is_running() and not process_alive(grandchild)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/stat is Linux's")
+@pytest.mark.parametrize("ps", ["missing", "failing"])
+def test_without_ps_the_process_tree_is_read_from_proc(monkeypatch, ps):
+    """Cancel lists the launcher's descendants with ``ps``; where ``ps`` is missing (a minimal Linux or container
+    without procps) or fails, only the PythonSlicer launcher was killed and the real Python child kept running."""
+    import select
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    grandchild = None
+    try:
+        assert select.select([parent.stdout], [], [], 30)[0], "the child printed no process id"
+        grandchild = int(parent.stdout.readline())
+
+        def no_ps(args, **kwargs):
+            assert args[0] == "ps"
+            if ps == "missing":
+                raise FileNotFoundError(2, "No such file or directory", "ps")
+            return subprocess.CompletedProcess(args, 1, stdout="", stderr="ps: cannot read /proc")
+
+        monkeypatch.setattr(childprocess.subprocess, "run", no_ps)
+        assert childprocess.descendant_pids(parent.pid) == [grandchild]
+        assert parent.pid in childprocess.descendant_pids(os.getpid())
+        childprocess.kill_process_tree(parent.pid)  # what Cancel does to the launcher
+        deadline = time.monotonic() + 5
+        while process_alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not process_alive(grandchild)
+    finally:
+        for pid in (grandchild, parent.pid):
+            try:
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        parent.wait(timeout=10)
+        parent.stdout.close()
+
+
 # ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------
 
 FAKE_CHILD = textwrap.dedent('''

@@ -157,6 +157,44 @@ def test_still_wrong_after_installing_is_an_error():
         env.ensure()
 
 
+@pytest.mark.parametrize("missing", [("scipy",), ("torch", "monai")])
+def test_the_check_after_installing_sees_fresh_folder_listings(monkeypatch, missing):
+    """The import system's finders cache each folder's listing; one read by the first check, before the install,
+    may not list a package just installed, and find_spec would still call it missing. The caches are invalidated
+    after each install, before the next check."""
+    import importlib
+
+    installed = {name: version for name, version in ALL_OK.items() if name not in missing}
+    env = FakeEnvironment(installed)
+    events = []
+    pip_install, install_torch, find_spec = env.pip_install, env.install_torch, env.find_spec
+    env.pip_install = lambda args: (events.append("pip install"), pip_install(args))
+    env.install_torch = lambda requirement: (events.append("install torch"), install_torch(requirement))[1]
+    env.find_spec = lambda module: (events.append("find_spec"), find_spec(module))[1]
+    monkeypatch.setattr(importlib, "invalidate_caches", lambda: events.append("invalidate caches"))
+    env.ensure()
+    installs = [i for i, event in enumerate(events) if event in ("pip install", "install torch")]
+    assert len(installs) == len(missing) and installs
+    for i in installs:  # each install is followed by the invalidation before anything is looked up again
+        assert events[i + 1] == "invalidate caches"
+    assert events[-1] == "find_spec"  # the final check ran after it
+
+
+def test_the_documentation_names_the_versions_the_module_checks():
+    """docs/slicer.md said nibabel >= 5.0 while the module requires 5.2 (5.0 and 5.1 use np.sctypes, which numpy 2
+    removed)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "slicer.md").read_text(encoding="utf-8")
+    section = text.split("## Dependencies", 1)[1].split("\n## ", 1)[0]
+    listed = section.split("without importing anything:", 1)[1].split("and that the installed monai", 1)[0]
+    documented = dict(re.findall(r"([A-Za-z][\w-]*) >= ([\d.]+)", listed))
+    assert documented == {r.distribution: r.minimum for r in dependencies.REQUIREMENTS}
+    assert f'torchVersionRequirement=">={dependencies.TORCH.minimum}"' in section
+    monai = next(r for r in dependencies.REQUIREMENTS if r.distribution == "monai")
+    assert f"`{monai.pip},<installed`" in section
+
+
 def test_nothing_to_do_asks_nothing():
     env = FakeEnvironment(ALL_OK)
     assert env.ensure(install_torch=None) == [] and env.questions == [] and env.pip_calls == []

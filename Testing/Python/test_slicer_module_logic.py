@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import types
+import unittest
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,17 @@ def _slm_module():
         def __init__(self, parent=None):
             pass
 
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        """Slicer's is a unittest.TestCase whose delayDisplay shows a message (here: recorded in ``shown``)."""
+
+        shown = []
+
+        def delayDisplay(self, message, requestedDelay=None, msec=None):
+            ScriptedLoadableModuleTest.shown.append(message)
+
     slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = slm.ScriptedLoadableModuleTest = type(
+    slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = type(
         "Base", (), {"__init__": lambda self, *a, **k: None})
     return slm
 
@@ -99,7 +109,8 @@ def module(monkeypatch, tmp_path):
     environment = types.SimpleNamespace(keys=lambda: list(os.environ), value=lambda key: os.environ[key])
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
         temporaryPath=str(temp), commandOptions=lambda: types.SimpleNamespace(testingEnabled=True),
-        startupEnvironment=lambda: environment), raising=False)
+        startupEnvironment=lambda: environment,
+        processEvents=lambda: [timer.fire() for timer in list(FakeTimer.instances)]), raising=False)  # Qt's loop
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
         colors=types.SimpleNamespace(logic=lambda: scene._livertumorseg_logics[1])), raising=False)
     monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: layers.append(kw))

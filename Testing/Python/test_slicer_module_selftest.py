@@ -1,0 +1,179 @@
+"""The module's own self-test class (``LiverTumorSegTest`` in LiverTumorSeg/LiverTumorSeg.py), run headless with the
+stand-ins of Testing/Python/test_slicer_module_logic.py (its ``ScriptedLoadableModuleTest`` is a
+``unittest.TestCase``, as Slicer's is): how it is run under ctest (``slicer.testing.runUnitTest``: unittest's loader
+and runner, where a skip counts as success) and by *Reload and Test* (``runTest``), when the Python packages the
+child process needs are missing. The tests' bodies need a real Slicer; the ones that would start a child are only
+checked to skip before doing anything."""
+import ast
+import io
+import sys
+import time
+import unittest
+from pathlib import Path
+
+import pytest
+
+from test_slicer_module_logic import _ct_node, _fake_runner_factory, module  # noqa: F401 - module: the fixture
+
+from LiverTumorSegLib.processes import process_alive
+
+MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumorSeg.py"
+CHILD_TESTS = ("test_SegmentSampleCT", "test_Cancel", "test_UpdateLesionTable")  # they start a child process
+NO_CHILD_TESTS = ("test_CompareSectionSavedWithScene",)  # MRML calls and scene I/O only
+
+pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="the module fixture is POSIX only")
+
+
+def _test_class_without_packages(module, ran):
+    """The module's test class with the packages reported missing (as under ctest on a machine without torch) and
+    the tests that need Slicer's GUI replaced by recorders (``ran`` gets their names; each registers a clean-up)."""
+    asked = []
+
+    class WithoutPackages(module.m.LiverTumorSegTest):
+        @staticmethod
+        def dependencyProblem():
+            asked.append(1)
+            return "LiverTumorSeg self-test skipped: Python packages not ready (torch>=2.1 (not installed))."
+
+        def test_CompareSectionSavedWithScene(self):  # the real one needs the module's widget
+            ran.append("test_CompareSectionSavedWithScene")
+            self.addCleanup(ran.append, "cleanup")
+
+    return WithoutPackages, asked
+
+
+def test_under_ctest_only_the_tests_that_start_a_child_are_skipped_without_the_packages(module):
+    """slicer.testing.runUnitTest loads the module's TestCase with unittest and counts a skip as success: setUp
+    skipped every test, so the ctest passed without checking anything on a machine without torch, the compare test
+    (no torch, no child) included."""
+    ran = []
+    cls, _asked = _test_class_without_packages(module, ran)
+    result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(
+        unittest.TestLoader().loadTestsFromTestCase(cls))
+    assert result.testsRun == 4 and not result.errors and not result.failures
+    assert sorted(test._testMethodName for test, _ in result.skipped) == sorted(CHILD_TESTS)
+    assert all("torch>=2.1 (not installed)" in reason for _, reason in result.skipped)
+    assert ran == ["test_CompareSectionSavedWithScene", "cleanup"]
+
+
+def test_run_test_runs_every_test_and_reports_the_skipped_ones(module):
+    """Reload and Test calls runTest: one skipped test returned from it, silently dropping the tests after it."""
+    ran = []
+    cls, asked = _test_class_without_packages(module, ran)
+    shown = module.m.ScriptedLoadableModuleTest.shown
+    shown.clear()
+    cls().runTest()
+    assert ran == ["test_CompareSectionSavedWithScene", "cleanup"]  # ran, after the skipped ones, cleaned up
+    assert len(asked) == 1  # a person who declined the install is asked once per run, not once per test
+    for name in CHILD_TESTS:
+        assert any(message.startswith(f"{name} skipped: ") for message in shown), name
+    assert shown[-1] == "Self-test done; skipped: test_SegmentSampleCT, test_Cancel, test_UpdateLesionTable"
+
+
+def test_set_up_clears_the_scene_and_skips_nothing(module):
+    module.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    ran = []
+    cls, asked = _test_class_without_packages(module, ran)
+    try:
+        cls("test_CompareSectionSavedWithScene").setUp()
+    except unittest.SkipTest as skip:  # pytest would report it as a skip, not a failure
+        pytest.fail(f"setUp skipped the test: {skip}")
+    assert asked == [] and module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 0
+
+
+@pytest.mark.parametrize("name", CHILD_TESTS)
+def test_a_test_that_starts_a_child_skips_before_it_does_anything(module, name):
+    ran = []
+    cls, asked = _test_class_without_packages(module, ran)
+    case = cls(name)
+    with pytest.raises(unittest.SkipTest, match="torch>=2.1"):
+        getattr(case, name)()  # the real test body: it would load the sample CT first (no GUI here)
+    assert len(asked) == 1
+
+
+def test_the_dependency_check_sits_in_the_tests_that_start_a_child_only():
+    """Static: which real tests check the packages (their bodies need Slicer's GUI)."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegTest")
+    methods = {f.name: f for f in test_class.body if isinstance(f, ast.FunctionDef)}
+    assert set(CHILD_TESTS + NO_CHILD_TESTS) == {name for name in methods if name.startswith("test_")}
+
+    def calls(function):
+        return {ast.unparse(n.func) for n in ast.walk(function) if isinstance(n, ast.Call)}
+
+    for name in CHILD_TESTS:
+        body = [s for s in methods[name].body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        assert ast.unparse(body[0]) == "self.requireDependencies()", name  # first, before loading anything
+    for name in NO_CHILD_TESTS + ("setUp",):
+        assert not calls(methods[name]) & {"self.requireDependencies", "self.skipTest", "self.dependencyProblem"}
+
+
+def test_a_wait_of_the_self_test_past_its_deadline_fails_saying_so_and_kills_the_child(module, tmp_path):
+    """test_SegmentSampleCT and test_UpdateLesionTable waited with ChildJob.wait: no deadline and no Qt events, so
+    a hung child hung the test, and Slicer, for good. Now they wait for the run's outcome with a deadline while Qt
+    events are processed (here: the stand-in timer fires)."""
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    outcomes = []
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                            onFinished=outcomes.append)
+    pid = running.child_pid
+    case = module.m.LiverTumorSegTest("test_SegmentSampleCT")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"Segmenting the sample CT did not finish within 2 s; its child "
+                                             r"process was killed\."):
+        case._waitForOutcome(logic, outcomes, 2.0, "Segmenting the sample CT")
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(pid) and list(module.temp.iterdir()) == []
+
+
+def test_a_wait_of_the_self_test_returns_the_outcome_its_timer_delivers(module, tmp_path):
+    pytest.importorskip("SimpleITK")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    outcomes, stages = [], []
+    logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=lambda f, s: stages.append(s),
+                  waitForCompletion=False, onFinished=outcomes.append, showIn3D=False)
+    outcome = module.m.LiverTumorSegTest("test_SegmentSampleCT")._waitForOutcome(logic, outcomes, 60, "Segmenting")
+    assert outcome.kind == "done" and stages[-1] == "done" and outcome is outcomes[0]
+
+
+def test_the_logic_of_a_test_is_cleaned_up_when_the_test_ends(module, tmp_path):
+    """test_Cancel's child kept running when one of its assertions failed: each test's Logic is cleaned up."""
+    pytest.importorskip("SimpleITK")
+    case = module.m.LiverTumorSegTest("test_Cancel")
+    logic = case._startedLogic()
+    logic.runnerFactory = _fake_runner_factory(tmp_path, "hang")
+    logic.python = sys.executable
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False)
+    pid = running.child_pid
+    assert process_alive(pid)
+    case.doCleanups()  # what unittest (and runTest) do after each test, failed or not
+    deadline = time.monotonic() + 5
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(pid) and running.poll().kind == "cancelled"
+
+
+def test_the_self_tests_wait_with_deadlines_clean_up_and_get_the_widget_as_slicer_says():
+    """Static (the bodies need a real Slicer): no blocking wait without deadline, a cleaned-up Logic in each test
+    that starts a child, and slicer.util.getModuleWidget for the panel."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegTest")
+    source = {f.name: ast.get_source_segment(text, f) for f in test_class.body if isinstance(f, ast.FunctionDef)}
+    for name in CHILD_TESTS:
+        body = source[name]
+        assert "self._startedLogic()" in body and "LiverTumorSegLogic()" not in body, name
+        assert "waitForCompletion=False" in body and "waitForCompletion=True" not in body, name
+    assert "self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S," in source["test_SegmentSampleCT"]
+    assert "self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S," in source["test_UpdateLesionTable"]
+    assert "self.addCleanup(logic.cleanup)" in source["_startedLogic"]
+    assert "slicer.mrmlScene.Clear()" in source["setUp"]
+    assert "widgetRepresentation()" not in text
+    assert 'slicer.util.getModuleWidget("LiverTumorSeg")' in source["test_CompareSectionSavedWithScene"]
+    constants = {n.targets[0].id: eval(compile(ast.Expression(n.value), "<constant>", "eval"), {})
+                 for n in test_class.body if isinstance(n, ast.Assign)}
+    assert constants["SEGMENT_TIMEOUT_S"] == 15 * 60 and constants["MEASURE_TIMEOUT_S"] > 0

@@ -1,0 +1,150 @@
+"""The panel's binding to its parameter node (LiverTumorSegWidget.setParameterNode, enter, exit, cleanup), headless:
+the module is imported with the stand-ins of Testing/Python/test_slicer_module_logic.py, the parameter node is a real
+``vtkMRMLScriptedModuleNode`` (slicer-core), and the wrapper is a stand-in that behaves as Slicer 5.6-5.8's
+``parameterNodeWrapper`` does where it matters: ``connectParametersToGui`` adds a ModifiedEvent observer (holding the
+wrapper) that ``disconnectGui`` never removes (Slicer/Slicer#9063, 2026), and the module's logic returns a new
+wrapper on every ``getParameterNode()``. The widgets are stand-ins that have only a SlicerParameterName property."""
+import sys
+import types
+
+import pytest
+import vtk
+
+from test_slicer_module_logic import module  # noqa: F401 - the module-under-test fixture
+
+pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="the module fixture is POSIX only")
+
+
+class SlicerLikeWrapper:
+    """What the widget uses of a ``parameterNodeWrapper`` instance, with Slicer 5.6-5.8's observer leak."""
+
+    made = []
+
+    def __init__(self, parameterNode):
+        self.parameterNode = parameterNode
+        self.inputVolume = None
+        self._guis, self._nextTag, self.binds = {}, 0, 0
+        SlicerLikeWrapper.made.append(self)
+
+    def connectParametersToGui(self, mapping):
+        tag, self._nextTag = self._nextTag, self._nextTag + 1
+        self._guis[tag] = dict(mapping)
+        self.binds += 1
+        # wrapper.py's _connectParametersToGui: self.AddObserver(ModifiedEvent, lambda ...: _updateGUIFromParameterNode(self))
+        self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: self._updateGui())
+        return tag
+
+    def disconnectGui(self, tag):
+        self._guis.pop(tag, None)  # the observer above stays
+
+    def _updateGui(self):
+        for mapping in self._guis.values():
+            for widget in mapping.values():
+                widget.writes += 1
+
+    def AddObserver(self, event, callback, priority=0.0):
+        return self.parameterNode.AddObserver(event, callback, priority)
+
+    def RemoveObserver(self, tag):
+        self.parameterNode.RemoveObserver(tag)
+
+    def Modified(self):
+        self.parameterNode.Modified()
+
+
+class Widget:
+    def __init__(self, name=None):
+        self.name, self.writes = name, 0
+
+    def property(self, key):
+        assert key == "SlicerParameterName"
+        return self.name
+
+
+@pytest.fixture
+def panel(module):
+    """The module's widget (not set up: no Qt) with stand-in widgets, a logic returning a new wrapper per call, and
+    updateGUI counted."""
+    SlicerLikeWrapper.made.clear()
+    node = module.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LiverTumorSeg")
+    current = {"node": node}
+    widget = module.m.LiverTumorSegWidget()
+    widget.logic = types.SimpleNamespace(getParameterNode=lambda: SlicerLikeWrapper(current["node"]),
+                                         cleanup=lambda: None)
+    widget.ui = types.SimpleNamespace(inputSelector=Widget("inputVolume"), levelSpinBox=Widget("windowLevel"),
+                                      statusLabel=Widget())
+    widget.compare = {name: Widget() for name in module.m.COMPARE_PARAMETERS}
+    widget.parent = types.SimpleNamespace(isEntered=True)
+    updates = []
+    widget.updateGUI = lambda caller=None, event=None: updates.append(caller)
+    return types.SimpleNamespace(widget=widget, node=node, current=current, updates=updates)
+
+
+def _live_bindings():
+    return sum(len(w._guis) for w in SlicerLikeWrapper.made)
+
+
+def test_entering_the_module_again_binds_no_new_wrapper(panel):
+    """setup and every enter() wrapped the same MRML node again and bound the new wrapper: each entry left one more
+    wrapper (and its observers) alive on the node, and every parameter change rewrote the widgets once per entry
+    before this one."""
+    w = panel.widget
+    w.initializeParameterNode()  # setup
+    w.enter()  # Slicer enters the module right after setup
+    for _ in range(5):
+        w.exit()
+        panel.updates.clear()
+        panel.node.Modified()
+        assert panel.updates == []  # a hidden panel does not follow the node ...
+        w.enter()
+        assert panel.updates  # ... and is brought up to date on entry
+    bound = w._parameterNode
+    assert [x.binds for x in SlicerLikeWrapper.made if x.binds] == [1] and bound is SlicerLikeWrapper.made[0]
+    assert w._parameterNodeGuiTag is not None
+    level = w.ui.levelSpinBox
+    level.writes, panel.updates[:] = 0, []
+    panel.node.Modified()
+    assert level.writes == 1  # one binding writes the widget once per change
+    assert len(panel.updates) == 1  # one updateGUI per change
+
+
+def test_a_new_parameter_node_is_bound_and_the_old_one_unbound(panel, module):
+    w = panel.widget
+    w.initializeParameterNode()
+    first = w._parameterNode
+    panel.current["node"] = module.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LiverTumorSeg 2")
+    w.enter()
+    assert w._parameterNode is not first and w._parameterNode.parameterNode is panel.current["node"]
+    assert first._guis == {} and _live_bindings() == 1
+    panel.updates.clear()
+    panel.node.Modified()  # the old node no longer updates the panel
+    assert panel.updates == []
+    panel.current["node"].Modified()
+    assert len(panel.updates) == 1
+
+
+def test_a_scene_close_unbinds_and_the_end_of_the_close_binds_again(panel):
+    """onSceneStartClose calls setParameterNode(None), onSceneEndClose initializeParameterNode: one binding after."""
+    w = panel.widget
+    w.initializeParameterNode()
+    w.setParameterNode(None)
+    assert w._parameterNode is None and w._parameterNodeGuiTag is None and _live_bindings() == 0
+    panel.updates.clear()
+    panel.node.Modified()
+    assert panel.updates == []
+    w.initializeParameterNode()
+    assert _live_bindings() == 1 and w._parameterNodeGuiTag is not None
+    panel.updates.clear()
+    panel.node.Modified()
+    assert len(panel.updates) == 1
+
+
+def test_cleanup_unbinds_and_stops_observing(panel):
+    w = panel.widget
+    w.initializeParameterNode()
+    w.exit()
+    w.cleanup()  # Reload or application exit, also after the module was left
+    assert _live_bindings() == 0 and w._parameterNodeGuiTag is None
+    panel.updates.clear()
+    panel.node.Modified()
+    assert panel.updates == [] and w.Observations == []

@@ -17,19 +17,24 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    about (``warnings`` of the change report): the lesion matching is then unreliable. Rigid on
    purpose: a scaling or deformable transform would absorb the lesion and liver size changes that are
    being measured. ``method="none"`` uses the scanner coordinates as they are.
-2. **Matching** (:func:`match_lesions`): the follow-up lesion map is resampled onto the baseline grid
-   (nearest neighbour) and a baseline and a follow-up lesion are linked when they share a voxel; a lesion
-   without any overlap is linked to the nearest lesion of the other scan that has no link yet whose centroid
-   (after alignment) is within max(5 mm, half the larger long axis): a lesion that moved. Merges and splits
-   need shared voxels. The connected groups of links give each lesion's status:
+2. **Matching** (:func:`link_lesions`): the follow-up lesion map is resampled onto the baseline grid
+   (nearest neighbour); each follow-up lesion belongs to the baseline lesion it shares most voxels with (ties:
+   the lower baseline id), and a baseline lesion that owns none but shares voxels with follow-up lesions
+   coalesced into the one it shares most voxels with; a lesion without any overlap is linked to the nearest
+   lesion of the other scan that has no link yet whose centroid (after alignment) is within max(5 mm, half the
+   larger long axis): a lesion that moved. Merges and splits need shared voxels; a follow-up lesion that only
+   touches another baseline lesion's old place (one lesion grown into where a neighbour was, the neighbour
+   still its own lesion) is not a merge. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (baseline only, partly
    or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged``
    (several baseline lesions -> one, or several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
    (at most 2 measurable liver lesions) are followed: their follow-up sum of diameters is the sum of the long
-   axes of the follow-up lesions in their groups (0 when disappeared; the coalesced lesion once when merged;
-   all fragments when split). A new lesion counts for PD when its long axis is at least
+   axes of the follow-up lesions that belong to a target (0 when disappeared; the coalesced lesion once when
+   merged, also with a non-target; all fragments when split); a non-target's follow-up lesion is never in it,
+   and a follow-up lesion that shares voxels with a target and a non-target is named in a warning, with how it
+   was counted. A new lesion counts for PD when its long axis is at least
    ``min_new_lesion_mm`` (default 5 mm; smaller ones are listed with ``"unequivocal": false`` and neither make PD
    nor prevent CR). A target still present counts its measured long axis, also under 5 mm (RECIST 1.1 4.3.2:
    "actual measurements ... even when very small"; a segmentation always gives one); when counting such a
@@ -318,15 +323,42 @@ def _link_groups(edges: List[Tuple[int, int]], n_base: int, n_follow: int) -> Li
     return [(sorted(b), sorted(f)) for b, f in groups.values()]
 
 
-def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
-                  follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
-                  ) -> List[Tuple[List[int], List[int]]]:
-    """Groups ``(baseline ids, follow-up ids)`` from voxel overlap on the baseline grid, then the centroid
-    rule for lesions without overlap (see module doc). ``*_lesions``: the two reports' lesion dicts."""
+@dataclass
+class LesionLinks:
+    """How :func:`link_lesions` linked the lesions of the two scans (ids as in each scan's lesion report)."""
+
+    groups: List[Tuple[List[int], List[int]]]  # (baseline ids, follow-up ids): one row of the change table each
+    owner: Dict[int, int]  # follow-up id -> the baseline lesion it belongs to (overlaps most, or moved from)
+    coalesced: Dict[int, int]  # baseline id owning no follow-up lesion -> the follow-up lesion it merged into
+    overlap: Dict[Tuple[int, int], int]  # (baseline id, follow-up id) -> shared voxels on the baseline grid
+
+    def followup_of(self, base_id: int) -> List[int]:
+        """The follow-up lesions that belong to baseline lesion ``base_id``: those it owns (its own lesion, or
+        its fragments after a split), else the lesion it coalesced into; [] when it disappeared."""
+        owned = sorted(j for j, i in self.owner.items() if i == base_id)
+        return owned or ([self.coalesced[base_id]] if base_id in self.coalesced else [])
+
+
+def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
+                 follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
+                 ) -> LesionLinks:
+    """Links from voxel overlap on the baseline grid, then the centroid rule for lesions without overlap (see
+    module doc). Each follow-up lesion belongs to the baseline lesion it shares most voxels with (ties: the lower
+    baseline id); a baseline lesion that owns none but overlaps follow-up lesions coalesced into the one it shares
+    most voxels with. ``*_lesions``: the two reports' lesion dicts."""
     both = (base_components > 0) & (follow_on_base > 0)
-    pairs = np.unique(np.stack([base_components[both], follow_on_base[both]], axis=1), axis=0) if both.any() \
-        else np.zeros((0, 2), np.int64)
-    edges = [(int(i), int(j)) for i, j in pairs]
+    pairs, counts = np.unique(np.stack([base_components[both], follow_on_base[both]], axis=1), axis=0,
+                              return_counts=True) if both.any() else (np.zeros((0, 2), np.int64), np.zeros(0))
+    overlap = {(int(i), int(j)): int(n) for (i, j), n in zip(pairs, counts)}
+    owner = {}  # type: Dict[int, int]
+    for (i, j), n in sorted(overlap.items()):  # a follow-up lesion touching a target and a non-target
+        if j not in owner or n > overlap[(owner[j], j)]:  # (one grown into the other's old place) is not both
+            owner[j] = i
+    coalesced = {}  # type: Dict[int, int]
+    for (i, j), n in sorted(overlap.items()):
+        if i not in owner.values() and (i not in coalesced or n > overlap[(i, coalesced[i])]):
+            coalesced[i] = j
+    edges = [(i, j) for j, i in owner.items()] + [(i, j) for i, j in coalesced.items()]
     linked_base = {i for i, _ in edges}
     linked_follow = {j for _, j in edges}
     base_by_id = {d["id"]: d for d in base_lesions}
@@ -345,16 +377,28 @@ def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_
         candidates = [(near(i, j), j) for j in follow_by_id if j not in linked_follow]
         candidates = [c for c in candidates if np.isfinite(c[0])]
         if candidates:
-            edges.append((i, min(candidates)[1]))
+            j = min(candidates)[1]
+            edges.append((i, j))
+            owner[j] = i
             linked_base.add(i)
-            linked_follow.add(min(candidates)[1])
+            linked_follow.add(j)
     for j in sorted(set(follow_by_id) - linked_follow):
         candidates = [(near(i, j), i) for i in base_by_id if i not in linked_base]
         candidates = [c for c in candidates if np.isfinite(c[0])]
         if candidates:
-            edges.append((min(candidates)[1], j))
-            linked_base.add(min(candidates)[1])
-    return _link_groups(edges, len(base_lesions), len(follow_lesions))
+            i = min(candidates)[1]
+            edges.append((i, j))
+            owner[j] = i
+            linked_base.add(i)
+    return LesionLinks(_link_groups(edges, len(base_lesions), len(follow_lesions)), owner, coalesced, overlap)
+
+
+def match_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_lesions: Sequence[Dict[str, Any]],
+                  follow_lesions: Sequence[Dict[str, Any]], follow_centroids_on_base_lps: Dict[int, np.ndarray]
+                  ) -> List[Tuple[List[int], List[int]]]:
+    """Groups ``(baseline ids, follow-up ids)`` of :func:`link_lesions`."""
+    return link_lesions(base_components, follow_on_base, base_lesions, follow_lesions,
+                        follow_centroids_on_base_lps).groups
 
 
 def _percent(change: float, reference: float) -> Optional[float]:
@@ -379,18 +423,23 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
 
 
 def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False) -> float:
-    """A target group's follow-up diameter for the sum: 0 when it disappeared, else its measured long axis (RECIST
-    1.1 records actual measurements, even when very small); ``too_small_default``: at least 5 mm while present,
-    the value RECIST assigns a target a reader judges too small to measure."""
-    measured = float(entry["followup_long_axis_mm"])
-    if not entry["followup_ids"]:
+    """A target group's follow-up diameter for the sum: 0 when it disappeared, else the measured long axes of its
+    follow-up lesions that belong to its target(s) (``recist_followup_ids``; RECIST 1.1 records actual
+    measurements, even when very small); ``too_small_default``: at least 5 mm while present, the value RECIST
+    assigns a target a reader judges too small to measure."""
+    if not entry["recist_followup_ids"]:
         return 0.0
+    measured = float(entry["recist_followup_mm"])
     return max(measured, RECIST_TOO_SMALL_MM) if too_small_default else measured
 
 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
                  follow_by_id: Dict[int, Dict[str, Any]], targets: Sequence[int], min_new_lesion_mm: float,
-                 follow_centroids_on_base_lps: Dict[int, np.ndarray]) -> Dict[str, Any]:
+                 follow_centroids_on_base_lps: Dict[int, np.ndarray],
+                 target_followup_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """One row of the change table. ``target_followup_ids``: the follow-up lesions (of any group) that belong to
+    a baseline target lesion (:meth:`LesionLinks.followup_of`), the only ones counted in the sum of diameters;
+    None: all of this group's follow-up lesions when it holds a target."""
     base = [base_by_id[i] for i in base_ids]
     follow = [follow_by_id[j] for j in follow_ids]
     base_ml = float(sum(d["volume_ml"] for d in base))
@@ -398,6 +447,8 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     base_long = float(sum(d["long_axis_mm"] for d in base))
     follow_long = float(sum(d["long_axis_mm"] for d in follow))
     status = _status(base_ids, follow_ids, base_long, follow_long)
+    target = any(i in targets for i in base_ids)
+    counted = [j for j in follow_ids if target and (target_followup_ids is None or j in target_followup_ids)]
     if base:
         centroid = np.mean([d["centroid_lps_mm"] for d in base], axis=0)
     else:
@@ -411,13 +462,17 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "long_axis_change_percent": _percent(follow_long - base_long, base_long),
         "baseline_short_axis_mm": float(sum(d["short_axis_mm"] for d in base)),
         "followup_short_axis_mm": float(sum(d["short_axis_mm"] for d in follow)),
-        "recist_target": any(i in targets for i in base_ids),
+        "recist_target": target,
+        # the target(s)' part: a follow-up lesion of a non-target in the same group is not in the sum of diameters
+        "recist_baseline_mm": float(sum(base_by_id[i]["long_axis_mm"] for i in base_ids if i in targets)),
+        "recist_followup_ids": counted,
+        "recist_followup_mm": float(sum(follow_by_id[j]["long_axis_mm"] for j in counted)),
         "centroid_baseline_lps_mm": [float(v) for v in centroid],
         "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
     }
     if status == "new":
         entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm)
-    if entry["recist_target"] and follow and follow_long < RECIST_TOO_SMALL_MM:
+    if counted and entry["recist_followup_mm"] < RECIST_TOO_SMALL_MM:
         entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
     return entry
 
@@ -433,6 +488,36 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
         if base > 0 and meets_progression(base, base + e["long_axis_change_mm"]):
             grown.append(e)
     return grown
+
+
+def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks, targets: Sequence[int]
+                           ) -> List[str]:
+    """One warning per follow-up lesion that shares voxels with a baseline target and a baseline non-target lesion:
+    how it was counted (for the target, or for the non-target and not in the sum of diameters)."""
+    row = {j: e["number"] for e in entries for j in e["followup_ids"]}
+    out = []
+    for j in sorted({j for _, j in links.overlap}):
+        touched = sorted(i for i, k in links.overlap if k == j)
+        with_target = [i for i in touched if i in targets]
+        others = [i for i in touched if i not in targets]
+        if not with_target or not others:
+            continue
+        text = (f"follow-up lesion {j} (row {row[j]} of the comparison) overlaps baseline target lesion(s) "
+                f"{', '.join(map(str, with_target))} and non-target lesion(s) {', '.join(map(str, others))}: ")
+        mine = [t for t in with_target if j in links.followup_of(t)]
+        merged = [i for i in others if links.owner.get(j) == i or links.coalesced.get(i) == j]
+        if not mine:
+            text += (f"it is counted for non-target lesion {links.owner[j]}, the one it overlaps most, and not in "
+                     f"the sum of diameters")
+        elif merged:
+            text += (f"it is measured once, whole, for target lesion(s) {', '.join(map(str, mine))} (RECIST 1.1: "
+                     f"coalesced lesions are measured as one), so the sum of diameters includes the part of "
+                     f"non-target lesion(s) {', '.join(map(str, merged))} that merged into it")
+        else:
+            text += (f"it is counted in the sum of diameters for target lesion(s) {', '.join(map(str, mine))}, "
+                     f"not for the non-target(s), which it overlaps less")
+        out.append(text)
+    return out
 
 
 def check_min_new_lesion_mm(value: Any, name: str = "min_new_lesion_mm") -> float:
@@ -468,14 +553,18 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)
     follow_on_base = resample_to_baseline(follow_components, followup.geometry, baseline, align.transform)
     follow_centroids = {d["id"]: align.map_followup_to_baseline(d["centroid_lps_mm"]) for d in follow_report["lesions"]}
-    groups = match_lesions(base_components, follow_on_base, base_report["lesions"], follow_report["lesions"],
-                           follow_centroids)
-    groups.sort(key=lambda g: (not g[0], g[0][0] if g[0] else g[1][0]))
+    links = link_lesions(base_components, follow_on_base, base_report["lesions"], follow_report["lesions"],
+                         follow_centroids)
+    groups = sorted(links.groups, key=lambda g: (not g[0], g[0][0] if g[0] else g[1][0]))
     base_by_id = {d["id"]: d for d in base_report["lesions"]}
     follow_by_id = {d["id"]: d for d in follow_report["lesions"]}
     targets = base_report["recist"]["target_lesion_ids"]
-    entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids)
-               for n, (b, f) in enumerate(groups, start=1)]
+    # RECIST 1.1 sums the targets' diameters only: a follow-up lesion counts when it belongs to a target (its own
+    # lesion or fragments, or the lesion it coalesced into, measured once), not when it is a non-target's lesion
+    # that a target's grown lesion touches (that added the non-target to the sum: a false PD)
+    target_followup = {j for t in targets for j in links.followup_of(t)}
+    entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids,
+                            target_followup) for n, (b, f) in enumerate(groups, start=1)]
     covered = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline,
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
     uncovered = set(np.unique(base_components[~covered]).tolist())  # lesions with a voxel outside it (one pass)
@@ -522,6 +611,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     elif unseen and not targets and response in ("CR", NON_CR_NON_PD):  # Table 2: not all evaluated -> NE
         response, reason = "NE", (f"lesion(s) {', '.join(map(str, unseen))} lie outside the follow-up scan's field "
                                   f"of view (not evaluated); {reason}")
+    warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     grown = _non_target_growth(entries)
     if grown:
         warnings.append("non-target lesion(s) " + ", ".join(

@@ -630,3 +630,57 @@ def test_change_picture_counts_lesions_not_groups(tmp_path, monkeypatch):
     save_change_picture(tmp_path / "change.png", change)
     assert [t.split("(axial projection; ")[1] for t in titles if "axial projection" in t] == ["2 lesions)",
                                                                                               "1 lesion)"]
+
+
+def _spheres(spheres, shape=(40, 120, 160)):
+    """Label map (1 mm x 1 mm x 2 mm voxels, origin 0): a liver box and tumor balls ``(x, y, z, radius)`` mm."""
+    labels = np.zeros(shape, np.uint8)
+    labels[2:shape[0] - 2, 5:shape[1] - 5, 5:shape[2] - 5] = 1
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    z *= 2.0
+    for cx, cy, cz, r in spheres:
+        labels[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r] = 2
+    return CTVolume(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+
+
+def test_a_non_targets_own_followup_lesion_is_not_in_the_sum_of_diameters():
+    """Targets T and B (21 mm each), non-target N (15 mm) beside T. At follow-up T grows to 27.9 mm into where N
+    was, N shrinks to 7 mm, still its own lesion. The overlap graph grouped them ('merged' [1, 3] -> [1, 3]) and
+    the follow-up sum took N's 7 mm too: 27.9 + 7.0 + 21 = 55.9 mm (+33 %, PD) with a row 36.0 -> 34.9 mm that hid
+    T's growth; RECIST 1.1 sums the targets only: 27.9 + 21 = 48.9 mm (+16 %, SD)."""
+    target, other, non_target = (40, 40, 40, 10), (110, 80, 40, 10), (59, 40, 40, 7)
+    change = compare_followup(_spheres([target, other, non_target]),
+                              _spheres([(40, 40, 40, 13.5), other, (59, 40, 40, 3)]), alignment="none")
+    sod = change["sum_of_diameters"]
+    assert sod["target_lesion_ids"] == [1, 2] and sod["baseline_mm"] == pytest.approx(42.0)
+    assert sod["followup_mm"] == pytest.approx(48.9, abs=0.05) and change["response"] == "SD"
+    rows = {e["number"]: (e["status"], e["baseline_ids"], e["followup_ids"]) for e in change["lesions"]}
+    assert rows == {1: ("grown", [1], [1]), 2: ("stable", [2], [2]), 3: ("shrunk", [3], [3])}
+    grown = change["lesions"][0]
+    assert grown["baseline_long_axis_mm"] == pytest.approx(21.0) and grown["followup_long_axis_mm"] == \
+        pytest.approx(27.9, abs=0.05)
+    assert grown["recist_followup_ids"] == [1] and change["lesions"][2]["recist_followup_ids"] == []
+    (warning,) = [w for w in change["warnings"] if "overlaps baseline target" in w]
+    assert "follow-up lesion 1" in warning and "non-target lesion(s) 3" in warning and "for target lesion(s) 1" \
+        in warning
+
+
+def test_a_target_coalesced_with_a_non_target_is_measured_once_for_the_target():
+    """A 20 mm target and a 8 mm non-target grow into one lesion that shares more voxels with the non-target: the
+    target owns no follow-up lesion of its own, yet it did not disappear: the coalesced lesion (25.3 mm) is its
+    follow-up diameter, counted once (RECIST 1.1), and a warning says that the non-target's part is in it."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    base = np.ones((6, 60, 40), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target: 20 x 5 voxels, sqrt(19^2 + 4^2) + 1 = 20.4 mm
+    base[2:4, 30:38, 5:10] = 2                   # non-target: 8 x 5 voxels, 9.1 mm (not measurable)
+    follow = np.ones_like(base)
+    follow[2:4, 20:45, 5:10] = 2                 # one lesion: 5 rows of the target, all 8 of the non-target
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    (entry,) = change["lesions"]
+    assert entry["status"] == "merged" and entry["baseline_ids"] == [1, 2] and entry["followup_ids"] == [1]
+    assert entry["recist_followup_ids"] == [1] and entry["recist_baseline_mm"] == pytest.approx(20.4, abs=0.05)
+    sod = change["sum_of_diameters"]
+    assert sod["baseline_mm"] == pytest.approx(20.4, abs=0.05)
+    assert sod["followup_mm"] == pytest.approx(np.hypot(24, 4) + 1) and change["response"] == "SD"
+    assert any("measured once, whole, for target lesion(s) 1" in w and "non-target lesion(s) 2" in w
+               for w in change["warnings"])

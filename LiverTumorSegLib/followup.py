@@ -25,8 +25,10 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    larger long axis): a lesion that moved. Merges and splits need shared voxels; a follow-up lesion that only
    touches another baseline lesion's old place (one lesion grown into where a neighbour was, the neighbour
    still its own lesion) is not a merge. The connected groups of links give each lesion's status:
-   ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (baseline only, partly
-   or wholly outside the follow-up scan: unseen or cut by its edge), ``new`` (follow-up only), ``merged``
+   ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (partly or wholly
+   outside the follow-up scan: unseen or cut by its edge; or cut by the baseline scan's edge where the follow-up
+   does not reach max(10 mm, its long axis) beyond that edge), ``present`` (cut by the baseline scan's edge,
+   seen at follow-up: no change against its lower-bound baseline size), ``new`` (follow-up only), ``merged``
    (several baseline lesions -> one, or several -> several), ``split`` (one -> several), else by the long-axis change: ``grown`` (>= +20 %),
    ``shrunk`` (<= -30 %) or ``stable`` (the RECIST 1.1 thresholds applied to each lesion).
 3. **Response** (:func:`~LiverTumorSegLib.metrics.recist.recist_response`): the baseline's target lesions
@@ -59,10 +61,21 @@ from .fileutil import atomic_output, quiet_missing_glyphs
 from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM, meets_progression
 from .volume import CTVolume, ImageGeometry
 
-STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "merged", "split", "not_assessed")
-"""``not_assessed``: a baseline lesion that lies partly or wholly outside the follow-up scan's field of view: it may
-be there unseen, or be cut by the scan's edge, so it is neither counted as disappeared nor measured (RECIST 1.1:
-a target not assessed makes the response NE unless progression is shown otherwise)."""
+STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
+"""``not_assessed``: a baseline lesion that lies partly or wholly outside the follow-up scan's field of view, or that
+the baseline scan's edge cuts where the follow-up scan does not reach ``EDGE_CONTINUATION_MIN_MM`` (or the
+lesion's long axis, if longer) beyond that edge: it may be there unseen, or be cut by the scan's edge, so it is
+neither counted as disappeared nor measured (RECIST 1.1: a target not assessed makes the response NE unless
+progression is shown otherwise). ``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up:
+its baseline size is a lower bound, so its change is not measured (None); gone on a follow-up that shows that far
+beyond the edge, it is ``disappeared``."""
+EDGE_CONTINUATION_MIN_MM = 10.0
+NOT_IN_FOLLOWUP_VIEW = "lie partly or wholly outside the follow-up scan's field of view"
+NOT_BEYOND_BASELINE_EDGE = ("are cut by the baseline scan's edge, and the follow-up scan does not reach far enough "
+                            "beyond that edge to show where they may continue")
+_NOT_ASSESSED_LINE = {NOT_IN_FOLLOWUP_VIEW: "partly or wholly outside the follow-up scan",
+                      NOT_BEYOND_BASELINE_EDGE: "cut by the baseline scan's edge; the follow-up does not show "
+                                                "beyond it"}
 GROWN_CHANGE = 0.20
 SHRUNK_CHANGE = -0.30
 DEFAULT_MIN_NEW_LESION_MM = 5.0
@@ -482,12 +495,53 @@ def _non_target_growth(entries: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]
     RECIST's unequivocal non-target progression, which is a reader's call."""
     grown = []
     for e in entries:
-        if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed"):  # only "new" lacks a base
+        # only "new" lacks a base; a baseline cut by the scan's edge (change None) is a lower bound
+        if e["recist_target"] or e["status"] in ("new", "disappeared", "not_assessed") or \
+                e["long_axis_change_mm"] is None:
             continue
         base = e["baseline_long_axis_mm"]
         if base > 0 and meets_progression(base, base + e["long_axis_change_mm"]):
             grown.append(e)
     return grown
+
+
+def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
+    """``noun`` and the numbers of the not assessed ``entries``, with why each is not assessed (one clause per
+    reason)."""
+    by_reason = {}  # type: Dict[str, List[str]]
+    for e in entries:
+        by_reason.setdefault(e.get("not_assessed_reason", NOT_IN_FOLLOWUP_VIEW), []).append(str(e["number"]))
+    return "; ".join(f"{noun} {', '.join(numbers)} {why}" for why, numbers in by_reason.items())
+
+
+def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
+                                followup: CTVolume, align: "Alignment") -> bool:
+    """Whether the follow-up scan's field of view covers where ``lesion`` (a baseline report's lesion cut by the
+    baseline scan's edge) may go on beyond that edge: for each face of the baseline grid it touches, its voxels on
+    that face moved outward by one voxel and by max(its long axis, ``EDGE_CONTINUATION_MIN_MM``) all lie inside
+    the follow-up grid after alignment (the same nearest-voxel test as the field of view on the baseline grid;
+    the field of view is convex, so the points between them lie inside too)."""
+    box = tuple(slice(a, b) for a, b in lesion["bounding_box_zyx"])
+    zyx = np.argwhere(base_components[box] == lesion["id"]) + [b.start for b in box]
+    margin_mm = max(float(lesion["long_axis_mm"]), EDGE_CONTINUATION_MIN_MM)
+    points = []
+    for axis, size in enumerate(base_components.shape):
+        steps = max(1, int(np.ceil(margin_mm / geometry.spacing[2 - axis] - 1e-9)))
+        for face, outward in ((0, -1), (size - 1, 1)):
+            on_face = zyx[zyx[:, axis] == face].astype(np.float64)
+            for step in {1, steps}:
+                moved = on_face.copy()
+                moved[:, axis] += outward * step
+                points.append(moved)
+    zyx_out = np.concatenate(points) if points else np.zeros((0, 3))
+    if not len(zyx_out):
+        return True
+    base_lps = zyx_out[:, ::-1] @ geometry.ijk_to_lps()[:3, :3].T + np.asarray(geometry.origin)
+    follow_lps = np.array([align.map_baseline_to_followup(p) for p in base_lps])
+    to_index = np.linalg.inv(followup.geometry.ijk_to_lps())
+    ijk = follow_lps @ to_index[:3, :3].T + to_index[:3, 3]
+    size_ijk = np.asarray(followup.shape_zyx[::-1], dtype=np.float64)
+    return bool(np.all((ijk >= -0.5) & (ijk < size_ijk - 0.5)))
 
 
 def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks, targets: Sequence[int]
@@ -569,14 +623,28 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
     uncovered = set(np.unique(base_components[~covered]).tolist())  # lesions with a voxel outside it (one pass)
     # the baseline scan's own edge cuts these: their baseline volume and axes are lower bounds (report_format.md),
-    # so a change against them is not measured (a lesion cut below its centre was 'grown' by 229 %)
-    uncovered.update(d["id"] for d in base_report["lesions"] if d.get("touches_scan_edge"))
-    for entry in entries:  # a baseline lesion either scan does not wholly show: gone or cut, unknown
-        if uncovered.intersection(entry["baseline_ids"]):
-            entry["status"] = "not_assessed"  # what the follow-up shows of it (0 or a cut part) is not a change
-            for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm",
-                        "long_axis_change_percent"):
-                entry[key] = None
+    # so a change against them is not measured (a lesion cut below its centre was 'grown' by 229 %); they are not
+    # assessed only when the follow-up does not show where they may go on beyond that edge (a lesion gone from a
+    # follow-up that shows all of it was 'not_assessed': CR read PR, or NE without targets)
+    cut = {d["id"]: d for d in base_report["lesions"] if d.get("touches_scan_edge")}
+    unseen_beyond = {i for i, d in cut.items() if i not in uncovered and
+                     not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align)}
+    for entry in entries:
+        ids = entry["baseline_ids"]
+        if not uncovered.intersection(ids) and not unseen_beyond.intersection(ids) and not cut.keys() & set(ids):
+            continue
+        for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm", "long_axis_change_percent"):
+            entry[key] = None
+        if uncovered.intersection(ids) or unseen_beyond.intersection(ids):
+            # a baseline lesion the follow-up does not wholly show: gone or cut, unknown; what the follow-up shows
+            # of it (0 or a cut part) is not a change
+            entry["status"] = "not_assessed"
+            entry["not_assessed_reason"] = NOT_IN_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
+                NOT_BEYOND_BASELINE_EDGE
+        else:
+            entry["baseline_cut_by_scan_edge"] = True  # seen whole at follow-up; its baseline size is a lower bound
+            if entry["status"] in ("grown", "shrunk", "stable"):  # a change against a lower bound is none of them
+                entry["status"] = "present"
     base_sum = base_report["recist"]["sum_of_diameters_mm"] if targets else None
     new_lesion = any(e["status"] == "new" and e["unequivocal"] for e in entries)
     followup_count = sum(len(e["followup_ids"]) for e in entries if not (e["status"] == "new" and not e["unequivocal"]))
@@ -595,22 +663,19 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                        f"(RECIST 1.1 4.3.2); a reader who judges them too small to measure counts 5 mm, which "
                        f"gives {default_response}")
     warnings = []  # type: List[str]
-    unseen = [e["number"] for e in entries if e["status"] == "not_assessed"]
-    unseen_targets = [e["number"] for e in entries if e["status"] == "not_assessed" and e["recist_target"]]
+    unseen = [e for e in entries if e["status"] == "not_assessed"]
+    unseen_targets = [e for e in unseen if e["recist_target"]]
     if unseen_targets:  # their follow-up size is unknown, so is the sum (the seen targets' part is a lower bound)
         if response != "PD":  # only progression shown by what was seen can be called (RECIST 1.1)
-            response, reason = "NE", (f"target lesion(s) {', '.join(map(str, unseen_targets))} lie outside the "
-                                      f"follow-up scan's field of view (not assessed), so the follow-up sum of "
-                                      f"diameters is unknown (the targets seen sum to {follow_sum:.1f} mm, "
-                                      f"baseline {base_sum:.1f} mm)")
+            response, reason = "NE", (f"{_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed), so the "
+                                      f"follow-up sum of diameters is unknown (the targets seen sum to "
+                                      f"{follow_sum:.1f} mm, baseline {base_sum:.1f} mm)")
         follow_sum = None
     elif unseen and targets and response == "CR":  # Table 1: target CR, non-target not evaluated, no new -> PR
-        response, reason = "PR", (f"all target lesions disappeared; non-target lesion(s) "
-                                  f"{', '.join(map(str, unseen))} lie outside the follow-up scan's field of view "
+        response, reason = "PR", (f"all target lesions disappeared; {_unseen_text(unseen, 'non-target lesion(s)')} "
                                   f"(not evaluated), so not CR (RECIST 1.1 Table 1)")
     elif unseen and not targets and response in ("CR", NON_CR_NON_PD):  # Table 2: not all evaluated -> NE
-        response, reason = "NE", (f"lesion(s) {', '.join(map(str, unseen))} lie outside the follow-up scan's field "
-                                  f"of view (not evaluated); {reason}")
+        response, reason = "NE", f"{_unseen_text(unseen, 'lesion(s)')} (not evaluated); {reason}"
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     grown = _non_target_growth(entries)
     if grown:
@@ -645,7 +710,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
 
 
 STATUS_COLORS = {"new": "#ff3b30", "disappeared": "#34c759", "grown": "#ff9500", "shrunk": "#30b0ff",
-                 "stable": "#ffd60a", "merged": "#bf5af2", "split": "#ff2d95", "not_assessed": "#8e8e93"}
+                 "stable": "#ffd60a", "present": "#c7a17a", "merged": "#bf5af2", "split": "#ff2d95",
+                 "not_assessed": "#8e8e93"}
 
 
 def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:
@@ -768,12 +834,14 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
-                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans (cut by a scan's edge): "
-                         f"not measured")
+                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans ("
+                         f"{_NOT_ASSESSED_LINE.get(e.get('not_assessed_reason'), 'cut by a scan edge')}): not measured")
             continue
+        cut = "; cut by the baseline scan's edge (a lower bound): change not measured" \
+            if e.get("baseline_cut_by_scan_edge") else ""
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
                      f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
-                     f"{e['followup_volume_ml']:.2f} mL")
+                     f"{e['followup_volume_ml']:.2f} mL{cut}")
     return lines
 
 

@@ -988,8 +988,9 @@ def focus_on_lesion(scene, report: Dict[str, Any], lesion_id: int) -> List[Any]:
 CHANGE_TABLE_COLUMNS = (
     # (column name, change-entry key, unit, description)
     ("Lesion", "number", "", "Number of the lesion (group) in the follow-up comparison"),
-    ("Status", "status", "", "new, disappeared, grown, shrunk, stable, merged, split or not_assessed (outside the "
-                             "follow-up scan)"),
+    ("Status", "status", "", "new, disappeared, grown, shrunk, stable, present (cut by the baseline scan's edge, "
+                             "seen at follow-up: change not measured), merged, split or not_assessed (not wholly "
+                             "shown by the follow-up scan)"),
     ("Baseline lesions", "baseline_ids", "", "Lesion numbers in the baseline lesion table"),
     ("Follow-up lesions", "followup_ids", "", "Lesion numbers in the follow-up lesion table"),
     ("Baseline long axis", "baseline_long_axis_mm", "mm", "Long axis at baseline (sum when several)"),

@@ -6,12 +6,14 @@ A and B are label maps (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage o
 its own scan's grid. The follow-up is aligned to the baseline by a rigid registration (on the CTs when both
 are given, else on the liver masks), lesions are matched by overlap after alignment (merges and splits
 allowed) and each gets a status: new, disappeared, grown (long axis >= +20 %), shrunk (<= -30 %), stable,
-merged, split or not_assessed (a baseline lesion outside the follow-up scan's field of view), with volume and
-long/short-axis change. ``response`` is the RECIST 1.1 category from the
-baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left), PR (sum of diameters
-<= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else SD; with lesions but no
-measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE when neither time point
-has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
+merged, split, not_assessed (a baseline lesion partly or wholly outside the follow-up scan's field of view, or
+one cut by the baseline scan's edge where the follow-up does not reach max(10 mm, its long axis) beyond that
+edge) or present (cut by the baseline scan's edge, seen at follow-up: its change is not measured; gone on a
+follow-up that shows that far, it is disappeared), with volume and long/short-axis change. ``response`` is the
+RECIST 1.1 category from the baseline's target lesions (at most 2 measurable liver lesions): CR (no lesion left),
+PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else
+SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE
+when neither time point has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
 as in the JSON. Research use only: not a medical device.
 """
 import argparse

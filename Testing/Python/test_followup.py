@@ -362,7 +362,7 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert "outside the follow-up scan's field of view" in upper["response_reason"]
     assert by_status["not_assessed"]["long_axis_change_percent"] is None  # not a -100 % "change"
     from LiverTumorSegLib.followup import change_summary_lines
-    assert any("not wholly in both scans (cut by a scan's edge): not measured" in line
+    assert any("not wholly in both scans (partly or wholly outside the follow-up scan): not measured" in line
                for line in change_summary_lines(upper))
     none_in_view = compare_followup(baseline, _cropped_in_z(baseline, 9, 12), alignment="none")
     assert statuses(none_in_view) == ["not_assessed", "not_assessed"] and none_in_view["response"] == "NE"
@@ -586,9 +586,12 @@ def test_a_change_of_exactly_20_or_30_percent_meets_the_status_rules():
     assert _non_target_growth([entry]) == [entry]
 
 
-def test_a_lesion_cut_by_the_baseline_scans_edge_is_not_assessed():
+def test_a_lesion_cut_by_the_baseline_scans_edge_has_no_change_against_its_lower_bound():
     """Its baseline volume and axes are lower bounds, yet the lesion was reported 'grown' by 229 % against the
-    same lesion seen whole at follow-up."""
+    same lesion seen whole at follow-up. Seen whole at follow-up it is 'present' with no change; it was
+    'not_assessed' even so, which only a follow-up that does not show beyond the baseline's edge justifies."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
     base = make_phantom((24, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((5, 22, 18), 7.0, 15.0),
                                                                    PhantomLesion((15, 22, 18), 7.0, 20.0)],
                         noise_hu=0.0, seed=0)
@@ -598,8 +601,13 @@ def test_a_lesion_cut_by_the_baseline_scans_edge_is_not_assessed():
     cut_ids = [d["id"] for d in change["baseline"]["lesions"] if d["touches_scan_edge"]]
     assert cut_ids
     entry = next(e for e in change["lesions"] if set(cut_ids) & set(e["baseline_ids"]))
-    assert entry["status"] == "not_assessed" and entry["volume_change_ml"] is None
-    assert entry["long_axis_change_percent"] is None
+    assert entry["status"] == "present" and entry["volume_change_ml"] is None
+    assert entry["long_axis_change_percent"] is None and entry["baseline_cut_by_scan_edge"] is True
+    assert any("cut by the baseline scan's edge (a lower bound): change not measured" in line
+               for line in change_summary_lines(change))
+    same_range = compare_followup(cut, cut, alignment="none")  # shows nothing beyond the baseline's edge
+    (entry,) = [e for e in same_range["lesions"] if set(cut_ids) & set(e["baseline_ids"])]
+    assert entry["status"] == "not_assessed" and entry["long_axis_change_percent"] is None
 
 
 def test_a_thin_followup_aligns_as_a_thin_baseline_does():
@@ -684,3 +692,43 @@ def test_a_target_coalesced_with_a_non_target_is_measured_once_for_the_target():
     assert sod["followup_mm"] == pytest.approx(np.hypot(24, 4) + 1) and change["response"] == "SD"
     assert any("measured once, whole, for target lesion(s) 1" in w and "non-target lesion(s) 2" in w
                for w in change["warnings"])
+
+
+def _balls(spheres, shape, origin_z=0.0):
+    """Label map of 1 mm x 1 mm x 2 mm voxels whose first slice is at z = ``origin_z`` mm: liver everywhere
+    inside x 5..154, y 5..114 and tumor balls ``(x, y, z, radius)`` mm."""
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 5:shape[1] - 5, 5:shape[2] - 5] = 1
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    z = z * 2.0 + origin_z
+    for cx, cy, cz, r in spheres:
+        labels[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r] = 2
+    return CTVolume(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, origin_z)))
+
+
+def test_a_lesion_cut_by_the_baseline_edge_is_assessed_where_the_followup_shows_beyond_that_edge():
+    """Baseline z 0..78 mm: targets A and B (21 mm) and a 13 mm non-target E centred on the first slice (cut by
+    the scan's edge). The follow-up covers z -20..78 mm, all of E and 20 mm beyond the baseline's edge. E was
+    'not_assessed' whatever the follow-up showed, with the reason that it lay outside the follow-up's field of
+    view: all gone read PR (not CR), E alone gone NE (not CR), E seen and doubled NE (not Non-CR/non-PD)."""
+    base_shape, follow_shape = (40, 120, 160), (50, 120, 160)
+    a, b, e = (40, 40, 40, 10), (110, 60, 40, 10), (80, 100, 0, 6)
+    all_gone = compare_followup(_balls([a, b, e], base_shape), _balls([], follow_shape, -20.0), alignment="none")
+    assert [x["status"] for x in all_gone["lesions"]] == ["disappeared"] * 3
+    assert all_gone["response"] == "CR" and all_gone["sum_of_diameters"]["followup_mm"] == 0.0
+    alone = compare_followup(_balls([e], base_shape), _balls([], follow_shape, -20.0), alignment="none")
+    assert [x["status"] for x in alone["lesions"]] == ["disappeared"] and alone["response"] == "CR"
+    doubled = compare_followup(_balls([e], base_shape), _balls([(80, 100, 0, 12)], follow_shape, -20.0),
+                               alignment="none")
+    (entry,) = doubled["lesions"]
+    assert entry["status"] == "present" and entry["long_axis_change_mm"] is None
+    assert entry["followup_long_axis_mm"] == pytest.approx(25.0) and doubled["response"] == "Non-CR/non-PD"
+    # a follow-up on the baseline's own range shows nothing beyond the edge: E is not assessed, and says why
+    same_range = compare_followup(_balls([a, b, e], base_shape), _balls([], base_shape), alignment="none")
+    assert [x["status"] for x in same_range["lesions"]] == ["disappeared", "disappeared", "not_assessed"]
+    assert same_range["response"] == "PR" and "Table 1" in same_range["response_reason"]
+    assert "non-target lesion(s) 3 are cut by the baseline scan's edge" in same_range["response_reason"]
+    assert "outside the follow-up scan's field of view" not in same_range["response_reason"]
+    # reaching 4 mm beyond the edge is not enough for a 13 mm lesion (max(10 mm, its long axis) is asked)
+    short = compare_followup(_balls([e], base_shape), _balls([], (42, 120, 160), -4.0), alignment="none")
+    assert [x["status"] for x in short["lesions"]] == ["not_assessed"] and short["response"] == "NE"

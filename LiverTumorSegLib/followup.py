@@ -484,8 +484,8 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
     }
     if status == "new":
-        entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm)
-    if counted and entry["recist_followup_mm"] < RECIST_TOO_SMALL_MM:
+        entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm - BOUNDARY_TOLERANCE)  # exactly it counts
+    if counted and entry["recist_followup_mm"] < RECIST_TOO_SMALL_MM - BOUNDARY_TOLERANCE:
         entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
     return entry
 

@@ -51,7 +51,10 @@ NON_CR_NON_PD = "Non-CR/non-PD"
 RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver lesions; research use, not a "
                "clinical read")
 """Said wherever a measurement or response is printed (stdout, reports, the change picture)."""
-BOUNDARY_TOLERANCE = 1e-9  # a change of exactly -30 % / +20 % / +5 mm meets the rule despite float rounding
+BOUNDARY_TOLERANCE = 1e-9
+"""A value exactly at a rule's threshold (-30 % / +20 % / +5 mm changes, the 10 mm measurable long axis, the minimum
+long axis of a new lesion, the 5 mm of a very small target) meets it despite float rounding: 25 voxels of 0.4 mm
+measure 9.999999999999995 or 10.000000000000002 mm depending on the grid's origin."""
 
 
 def axial_axis_zyx(geometry: ImageGeometry) -> int:
@@ -269,9 +272,11 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     """Ids of the RECIST 1.1 target lesions of one organ: up to ``max_targets`` lesions (dicts with ``id`` and
     ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id). A lesion cut
     by the scan's edge (``touches_scan_edge``) is not chosen: its axes are lower bounds that move with the scan
-    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement."""
-    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm and not d.get("touches_scan_edge")]
-    measurable.sort(key=lambda d: (-d["long_axis_mm"], d["id"]))
+    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. A long axis of
+    exactly ``minimum_mm`` is measurable despite float rounding (``BOUNDARY_TOLERANCE``)."""
+    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm - BOUNDARY_TOLERANCE
+                  and not d.get("touches_scan_edge")]
+    measurable.sort(key=lambda d: (-round(d["long_axis_mm"], 6), d["id"]))  # equal lengths: by id, not float noise
     return [int(d["id"]) for d in measurable[:max_targets]]
 
 

@@ -105,3 +105,21 @@ def test_the_per_case_roc_auc_scores_the_probabilities_against_the_reference():
     pred = np.where(ref == 2, 1, ref).astype(np.uint8)
     probability = np.where(ref == 2, 0.9, 0.1).astype(np.float32)
     assert lits.evaluate_case(pred, ref, (2.0, 1.0, 1.0), probabilities=probability)["roc_auc_tumor"] == 1.0
+
+
+@pytest.mark.parametrize("origin_mm", [0.0, -187.3, 12.7])
+def test_a_lesion_exactly_10_mm_long_is_measurable_wherever_the_grid_lies(origin_mm):
+    """25 voxels of 0.4 mm in a row are 10 mm edge to edge (24 x 0.4 + 0.4): measurable (RECIST 1.1: >= 10 mm).
+    The float long axis is 9.999999999999995 mm at origin -187.3 mm and 10.000000000000002 mm at 12.7 mm, and the
+    lesion was a target on one grid and not on the other; so was a new lesion of exactly min_new_lesion_mm."""
+    geometry = ImageGeometry(spacing=(0.4, 0.4, 2.0), origin=(origin_mm, origin_mm, 0.0))
+    labels = np.ones((3, 5, 29), np.uint8)
+    labels[1, 2, 2:27] = 2
+    report = lesion_report(labels, geometry)
+    (lesion,) = report["lesions"]
+    assert lesion["long_axis_mm"] == pytest.approx(10.0, abs=1e-12)
+    assert lesion["recist_target"] is True and report["recist"]["target_lesion_ids"] == [1]
+    assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(10.0)
+    follow = {1: dict(lesion, centroid_lps_mm=[0.0, 0.0, 0.0])}
+    entry = _group_entry(1, [], [1], {}, follow, [], 10.0, {1: np.zeros(3)})
+    assert entry["status"] == "new" and entry["unequivocal"] is True

@@ -44,9 +44,11 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    category, the reason says so. A target not assessed (outside the follow-up scan) makes the response NE
    unless a new lesion or the measured targets show PD, and leaves the follow-up sum unknown (None); a non-target
    lesion not assessed turns CR into PR (RECIST 1.1 Table 1: target CR, non-target not evaluated), and, without
-   targets, makes the response NE (Table 2). Non-target lesions whose long axis grew by >= 20 % and >= 5 mm are
-   named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a reader's
-   judgement this program does not make.
+   targets, makes the response NE (Table 2). A follow-up lesion cut by the follow-up scan's edge is a lower bound
+   (growth beyond that edge is not measured): a warning names it, and when it is a target's and the response is PR
+   or SD, the reason says that the response may be understated. Non-target lesions whose long axis grew by >= 20 %
+   and >= 5 mm are named in a warning: RECIST 1.1 calls PD for *unequivocal* progression of non-target lesions, a
+   reader's judgement this program does not make.
 
 All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each scan's lesion report.
 """
@@ -676,6 +678,21 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                                   f"(not evaluated), so not CR (RECIST 1.1 Table 1)")
     elif unseen and not targets and response in ("CR", NON_CR_NON_PD):  # Table 2: not all evaluated -> NE
         response, reason = "NE", f"{_unseen_text(unseen, 'lesion(s)')} (not evaluated); {reason}"
+    # a follow-up lesion the follow-up scan's edge cuts is a lower bound: growth beyond that edge is not measured
+    cut_rows = [(e, [j for j in e["followup_ids"] if follow_by_id[j].get("touches_scan_edge")]) for e in entries
+                if e["status"] != "not_assessed"]
+    cut_rows = [(e, ids) for e, ids in cut_rows if ids]
+    for e, _ in cut_rows:
+        e["followup_cut_by_scan_edge"] = True
+    if cut_rows:
+        warnings.append("follow-up lesion(s) " + "; ".join(f"{', '.join(map(str, ids))} (row {e['number']}, "
+                                                            f"{e['status']})" for e, ids in cut_rows)
+                        + " are cut by the follow-up scan's edge: their follow-up size is a lower bound and growth "
+                          "beyond that edge cannot be measured (a lesion that grew there may read stable or shrunk)")
+    cut_targets = [str(e["number"]) for e, ids in cut_rows if set(ids) & set(e["recist_followup_ids"])]
+    if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
+        reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
+                   f"sum of diameters is a lower bound, so the response may be understated")
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     grown = _non_target_growth(entries)
     if grown:
@@ -839,6 +856,8 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
             continue
         cut = "; cut by the baseline scan's edge (a lower bound): change not measured" \
             if e.get("baseline_cut_by_scan_edge") else ""
+        if e.get("followup_cut_by_scan_edge"):
+            cut += "; cut by the follow-up scan's edge: follow-up size a lower bound"
         lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
                      f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
                      f"{e['followup_volume_ml']:.2f} mL{cut}")

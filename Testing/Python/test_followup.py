@@ -732,3 +732,26 @@ def test_a_lesion_cut_by_the_baseline_edge_is_assessed_where_the_followup_shows_
     # reaching 4 mm beyond the edge is not enough for a 13 mm lesion (max(10 mm, its long axis) is asked)
     short = compare_followup(_balls([e], base_shape), _balls([], (42, 120, 160), -4.0), alignment="none")
     assert [x["status"] for x in short["lesions"]] == ["not_assessed"] and short["response"] == "NE"
+
+
+def test_a_followup_lesion_cut_by_the_followup_scans_edge_is_named_as_a_lower_bound():
+    """The follow-up scan ends at z 38 mm; target 2 (17 mm) is unchanged there but reaches the last slice along a
+    3 mm stalk (it may go on beyond). It was reported stable, SD, without a word: its follow-up size is a lower
+    bound and the category may be understated. Seen whole, nothing is said."""
+    baseline = _balls([(40, 40, 28, 8), (110, 60, 20, 10)], (40, 120, 160))
+    follow = _balls([(40, 40, 28, 8), (110, 60, 20, 10)], (20, 120, 160))
+    z, y, x = np.meshgrid(np.arange(20) * 2.0, np.arange(120.0), np.arange(160.0), indexing="ij")
+    follow.array[((x - 40) ** 2 + (y - 40) ** 2 <= 9) & (z >= 28)] = 2  # a stalk up to the scan's last slice
+    change = compare_followup(baseline, follow, alignment="none")
+    assert [d["touches_scan_edge"] for d in change["followup"]["lesions"]] == [False, True]
+    assert change["response"] == "SD" and change["sum_of_diameters"]["followup_mm"] == pytest.approx(38.0)
+    assert change["response_reason"].endswith("target lesion(s) 2 are cut by the follow-up scan's edge: the "
+                                              "follow-up sum of diameters is a lower bound, so the response may be "
+                                              "understated")
+    (warning,) = [w for w in change["warnings"] if "follow-up scan's edge" in w]
+    assert warning.startswith("follow-up lesion(s) 2 (row 2, stable) are cut by the follow-up scan's edge")
+    assert change["lesions"][1]["followup_cut_by_scan_edge"] is True
+    whole = compare_followup(baseline, _balls([(40, 40, 28, 8), (110, 60, 20, 10)], (40, 120, 160)),
+                             alignment="none")
+    assert whole["response_reason"] == "sum of diameters 38.0 -> 38.0 mm (+0.0 %)"
+    assert not any("follow-up scan's edge" in w for w in whole["warnings"])

@@ -602,7 +602,8 @@ LESION_TABLE_COLUMNS = (
     ("Lesion", "id", "", "Lesion number, largest first"),
     ("Volume", "volume_ml", "mL", "Lesion volume"),
     ("Long axis", "long_axis_mm", "mm",
-     "RECIST long axis: longest diameter in the axial slice where the lesion is longest"),
+     "RECIST long axis: longest diameter in the axial slice where the lesion is longest (voxel centres plus one "
+     "pixel)"),
     ("Short axis", "short_axis_mm", "mm", "Longest diameter perpendicular to the long axis, same slice"),
     ("RECIST target", "recist_target", "", "1 = one of the (at most 2) RECIST 1.1 target lesions of the liver"),
     ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),

@@ -14,9 +14,10 @@ Definitions
 * ``volume_ml``: voxel count x voxel volume.
 * ``long_axis_mm`` / ``short_axis_mm`` and their end points ``long_axis`` / ``short_axis``
   (``end_points_lps_mm``, ``end_points_ras_mm``): RECIST-style axes in the axial slice where the lesion is
-  longest, see :mod:`LiverTumorSegLib.metrics.recist` (voxel-centre distances, in mm).
-  ``longest_axial_diameter_mm`` (kept for older readers) is the long axis between voxel centres, i.e.
-  ``long_axis_mm`` less one voxel length (a sphere of radius r gives about 2r minus up to one voxel).
+  longest, see :mod:`LiverTumorSegLib.metrics.recist` (the largest voxel-centre distance plus one pixel spacing
+  along it, in mm). ``longest_axial_diameter_mm`` (kept for older readers) is the long axis between voxel
+  centres, i.e. ``long_axis_mm`` less that pixel spacing (a sphere of radius r gives about 2r minus up to one
+  voxel).
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
   long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge);
   report-level ``recist``

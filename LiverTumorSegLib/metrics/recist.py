@@ -7,20 +7,23 @@ Definitions
 -----------
 * Axial slice: one index of the array axis whose direction is closest to the patient S axis
   (:func:`axial_axis_zyx`).
-* ``long_axis_mm``: edge to edge, like a caliper on the displayed mask: the largest distance between two
-  voxel centres of the lesion in one axial slice, over all slices, plus one voxel length along that direction
-  (half a voxel at each end; :func:`voxel_length_along`). The slice where it is reached is the *measurement
-  slice* (ties: the slice with more lesion voxels, then the one nearest the lesion's centre). Its end points
-  are that farthest pair of voxel centres, each moved outward by half a voxel length.
-* ``short_axis_mm``: in the measurement slice, the longest extent of the lesion along a line perpendicular to
-  the long axis: the in-slice voxel centres are binned by their position along the long axis (bin width = the
-  largest in-plane spacing, so that with non-square pixels one bin still holds a whole row of the chord), the
-  largest spread (ties: the bin nearest the long axis' middle) across the long axis within one bin is taken,
-  plus one voxel length across. Its end points lie on one line exactly perpendicular to the long axis
-  (through the bin's centre). Measured on ellipsoids of axial diameters 30 x 20 mm (2.5 mm slices) at
+* ``long_axis_mm``: the largest distance between two voxel centres of the lesion in one axial slice, over all
+  slices, plus one pixel spacing along that direction (half at each end; with non-square pixels the length of
+  one pixel step along it, :func:`voxel_length_along`). Along a pixel row or column that is the mask's extent
+  edge to edge; in other directions it is shorter than corner to corner on the displayed mask: a 45-degree line
+  of 15 pixels of 1 mm measures 14 x sqrt(2) + 1 = 20.80 mm (corner to corner 15 x sqrt(2) = 21.21 mm). The
+  slice where it is reached is the *measurement slice* (ties: the slice with more lesion voxels, then the one
+  nearest the lesion's centre). Its end points are that farthest pair of voxel centres, each moved outward by
+  half that pixel length.
+* ``short_axis_mm``: in the measurement slice, the longest extent of the lesion along a line perpendicular to the
+  long axis: the in-slice voxel centres are binned by their position along the long axis (bin width = the largest
+  in-plane spacing, so that with non-square pixels one bin still holds a whole row of the chord), the largest
+  spread (ties: the bin nearest the long axis' middle) across the long axis within one bin is taken, plus one
+  pixel length across (as for the long axis). Its end points lie on one line exactly perpendicular to the long
+  axis (through the bin's centre). Measured on ellipsoids of axial diameters 30 x 20 mm (2.5 mm slices) at
   in-plane spacings 0.6..1.5 mm, square or not, random angles and sub-voxel positions (300 draws): long axis
-  within -0.1..+1.3 mm of the truth, short axis -0.7..+1.5 mm (voxel-centre distances alone: -1.9..-0.1 mm).
-  With bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm.
+  within -0.1..+1.3 mm of the truth, short axis -0.7..+1.5 mm (voxel-centre distances alone: -1.9..-0.1 mm). With
+  bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm.
 * RECIST 1.1 (Eisenhauer et al., Eur J Cancer 2009): a lesion is *measurable* when its long axis is at least
   10 mm (at least twice the slice thickness when slices are thicker than 5 mm); the target lesions of one
   organ are at most 2 measurable lesions, largest long axis first, not cut by the scan's edge (RECIST asks for

@@ -109,7 +109,7 @@ def test_the_per_case_roc_auc_scores_the_probabilities_against_the_reference():
 
 @pytest.mark.parametrize("origin_mm", [0.0, -187.3, 12.7])
 def test_a_lesion_exactly_10_mm_long_is_measurable_wherever_the_grid_lies(origin_mm):
-    """25 voxels of 0.4 mm in a row are 10 mm edge to edge (24 x 0.4 + 0.4): measurable (RECIST 1.1: >= 10 mm).
+    """25 voxels of 0.4 mm in a row are 10 mm long (24 x 0.4 between centres + 0.4): measurable (RECIST 1.1: >= 10 mm).
     The float long axis is 9.999999999999995 mm at origin -187.3 mm and 10.000000000000002 mm at 12.7 mm, and the
     lesion was a target on one grid and not on the other; so was a new lesion of exactly min_new_lesion_mm."""
     geometry = ImageGeometry(spacing=(0.4, 0.4, 2.0), origin=(origin_mm, origin_mm, 0.0))
@@ -123,3 +123,18 @@ def test_a_lesion_exactly_10_mm_long_is_measurable_wherever_the_grid_lies(origin
     follow = {1: dict(lesion, centroid_lps_mm=[0.0, 0.0, 0.0])}
     entry = _group_entry(1, [], [1], {}, follow, [], 10.0, {1: np.zeros(3)})
     assert entry["status"] == "new" and entry["unequivocal"] is True
+
+
+def test_the_documented_diameter_is_voxel_centres_plus_one_pixel_not_corner_to_corner():
+    """The docs called the long axis 'edge to edge, like a caliper on the displayed mask'; it is the largest
+    voxel-centre distance plus one pixel spacing. A 45-degree line of 15 pixels of 1 mm: 14 x sqrt(2) + 1 =
+    20.80 mm, not 15 x sqrt(2) = 21.21 mm corner to corner; the docs now give these numbers."""
+    from LiverTumorSegLib.metrics import recist
+
+    labels = np.ones((3, 20, 20), np.uint8)
+    for i in range(15):
+        labels[1, 2 + i, 2 + i] = 2
+    (lesion,) = lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)))["lesions"]
+    assert lesion["longest_axial_diameter_mm"] == pytest.approx(14 * np.sqrt(2))
+    assert lesion["long_axis_mm"] == pytest.approx(14 * np.sqrt(2) + 1.0) and f"{lesion['long_axis_mm']:.2f}" == "20.80"
+    assert "20.80 mm" in recist.__doc__ and "caliper" not in recist.__doc__

@@ -162,7 +162,7 @@ def labels_with_two_ellipsoids():
     labels = np.ones(shape, np.uint8)
     labels[ellipsoid_on_grid(geometry, shape, (15.0, 10.0, 8.0))] = 2
     small = np.zeros(shape, bool)
-    small[7, 2:6, 2:6] = True  # 4 x 4 voxels: 5 mm edge to edge along the diagonal -> not measurable
+    small[7, 2:6, 2:6] = True  # 4 x 4 voxels: 3 x sqrt(2) + 1 = 5.2 mm along the diagonal -> not measurable
     labels[small] = 2
     return geometry, labels
 

@@ -62,8 +62,8 @@ def test_update_lesion_table_measures_the_edited_segments_into_the_same_table(mo
     assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables_before
     (row,) = module.mrml.lesion_table_rows(again.table_node)
     assert row["Volume"] == pytest.approx(1.92, abs=0.0051)
-    # the box's in-plane diagonal between voxel centres (5 x 4 steps of 2 mm) plus one 2 mm pixel (edge to edge,
-    # as metrics/recist.py defines it)
+    # the box's in-plane diagonal between voxel centres (5 x 4 steps of 2 mm) plus one 2 mm pixel (as
+    # metrics/recist.py defines it)
     assert row["Long axis"] == pytest.approx(np.hypot(5 * 2.0, 4 * 2.0) + 2.0, abs=0.01)
     # centroid voxel (5.5, 22.5, 16) (z, y, x) -> LPS (-60 + 32, -40 + 45, 90 + 22) -> RAS (28, -5, 112)
     assert [row["Centroid R"], row["Centroid A"], row["Centroid S"]] == pytest.approx([28.0, -5.0, 112.0])

@@ -78,18 +78,15 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
     member_ended = False  # the last member's end (and trailer) was reached, and no next one has begun
     pending = b""
-    taken = 0  # compressed bytes read from the file from start on (pending: those not inflated yet)
+    taken = 0  # compressed bytes from start on that were inflated (the file's position less what is pending)
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
             while written < nbytes or to_end:
                 if len(pending) < _MIN_PENDING_BYTES:  # a new member's header is read whole
-                    more = handle.read(read_step)
-                    taken += len(more)
-                    pending += more
+                    pending += handle.read(read_step)  # no name kept for the read: it held a second copy
                 if member_ended and pending and not pending.strip(b"\0"):
                     pending = handle.read(read_step)  # zero padding after a member, as gzip skips it
-                    taken += len(pending)
                     continue
                 if not pending:
                     if written < nbytes and not allow_short:
@@ -114,6 +111,7 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 position += len(piece)
                 if one_stream and member_ended:
                     break
+            taken = handle.tell() - start - len(pending)
     except zlib.error as exc:
         raise _truncated(path, f"zlib: {exc}") from None
-    return out[:written], max(0, position - offset - nbytes), taken - len(pending)
+    return out[:written], max(0, position - offset - nbytes), taken

@@ -522,7 +522,9 @@ def evaluate_folders(args) -> Dict[str, object]:
 
     summary = summarize_cases(rows)
     summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
-                           "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
+                           "surface": "6-connected boundary voxels (as MONAI and medpy; the LiTS script's surfaces "
+                                      "are 18-connected, which gives somewhat lower ASSD and RMSD), Euclidean mm, "
+                                      "hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2",
                            "tumor_dice_both_empty": "1.0 (LiTS per-case convention)",
                            "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}

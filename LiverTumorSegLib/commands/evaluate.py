@@ -598,12 +598,15 @@ def run(args) -> int:
           f"tumor {_fmt(summary['global_dice']['tumor'])}")
     detection = summary.get("lesion_detection")
     if detection:
-        print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
+        connectivity = (summary.get("settings") or {}).get("lesion_connectivity", args.connectivity)
+        print(f"  lesions ({connectivity}-connected): {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
-              f"recall {_fmt(detection['recall'])}")
+              f"recall {_fmt(detection['recall'])} (pooled over cases)")
         lits = detection.get("lits_script")
         if lits:  # split and merged lesions counted as the LiTS challenge script counts them
-            print(f"  lesions as the LiTS script counts them (one hit per detected group): precision "
+            labelled = ("6-connected lesions, as the LiTS script labels them" if connectivity == 6 else
+                        f"{connectivity}-connected lesions; the LiTS script used 6: --connectivity 6")
+            print(f"  lesions as the LiTS script counts them (one hit per detected group; {labelled}): precision "
                   f"{_fmt(lits['precision'])}, recall {_fmt(lits['recall'])}")
     for line in held_out_lines(summary):
         print(f"  {line}")

@@ -577,3 +577,37 @@ def test_results_a_killed_overwrite_run_left_hidden_are_put_back_before_they_are
     assert "cases.csv' was restored" in err and "already exists; pass --overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "summary.json"]
     assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"
+
+
+def test_the_lits_detection_line_names_the_connectivity_it_labelled_lesions_with(tmp_path, capsys):
+    """The line "lesions as the LiTS script counts them" came at the default 26-connectivity, where the LiTS script
+    labels lesions 6-connected: two reference lesions touching along an edge, of which the prediction finds one, are
+    one lesion missed (recall 0.0) at 26 and one of two found (recall 0.5) at 6. The line now says which it used."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((6, 20, 20), np.uint8)
+    ref[1:5, 2:18, 2:18] = 1
+    ref[2:4, 4:8, 4:8] = 2
+    ref[2:4, 8:12, 8:12] = 2                      # touches the first only along an edge: (z, 7, 7) and (z, 8, 8)
+    pred = ref.copy()
+    pred[2:4, 8:12, 8:12] = 1                     # finds the first only
+    for folder, labels in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    printed = {}
+    for connectivity in (None, 6):
+        args = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / f"out{connectivity}",
+                "--no-plots", "--no-surface", "--no-progress"] + ([] if connectivity is None else
+                                                                   ["--connectivity", connectivity])
+        assert _evaluate(*args) == 0
+        printed[connectivity] = [line.strip() for line in capsys.readouterr().out.splitlines()
+                                 if "lesions" in line and "recall" in line]
+    assert printed[None] == [
+        "lesions (26-connected): 0/1 detected, 1 false positive(s); precision 0.0000, recall 0.0000 (pooled over "
+        "cases)",
+        "lesions as the LiTS script counts them (one hit per detected group; 26-connected lesions; the LiTS script "
+        "used 6: --connectivity 6): precision 0.0000, recall 0.0000"]
+    assert printed[6] == [
+        "lesions (6-connected): 1/2 detected, 0 false positive(s); precision 1.0000, recall 0.5000 (pooled over cases)",
+        "lesions as the LiTS script counts them (one hit per detected group; 6-connected lesions, as the LiTS script "
+        "labels them): precision 1.0000, recall 0.5000"]

@@ -97,7 +97,8 @@ class LesionDetection:
 
     @property
     def precision(self) -> float:
-        """TP / (TP + FP); 1.0 when there is no reference and no predicted lesion."""
+        """TP / (TP + FP) of this case; 1.0 when there is no reference and no predicted lesion. Detection over several
+        cases pools the counts (:func:`~.report.summarize_cases`), never averages this."""
         denominator = self.detected + self.false_positive
         return (1.0 if self.ref_lesions == 0 else NAN) if denominator == 0 else self.detected / denominator
 
@@ -305,8 +306,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
 
     Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row`,
     then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
-    ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, ``lesion_precision``,
-    ``lesion_recall``), tumor burden
+    ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, and the case's own
+    ``lesion_precision`` and ``lesion_recall``, 1.0 for a case without reference and predicted lesions: the summary
+    pools the counts instead of averaging these, :func:`~.report.summarize_cases`), tumor burden
     (``tumor_burden_pred``, ``tumor_burden_ref``, ``tumor_burden_error``) and, when ``probabilities``
     (``(z, y, x)`` probability of ``prob_structure``: floats, or a ``255 x p`` integer map as stored, which gives
     the same AUC since it depends only on the scores' order; :func:`~.roc.roc_auc`) are given,

@@ -30,6 +30,11 @@ PathLike = Union[str, Path]
 LOWER_IS_BETTER_PREFIXES = ("voe", "rvd", "tumor_burden_error", "volume_outside_ref_", "lesions_pred_no_overlap",
                             "lesions_false_positive", "lesions_missed")
 NOT_SUMMARIZED_PREFIXES = ("voxels_",)  # raw counts: used for global Dice, not averaged
+NOT_AVERAGED_COLUMNS = ("lesion_precision", "lesion_recall")
+"""Per-case columns left out of the summary's ``metrics`` (they stay in the case table): lesion detection precision
+and recall are pooled counts in the field (sum TP, FP and FN over cases, then divide: ``lesion_detection``), and a
+mean of per-case ratios is not that: a tumor-free case with nothing predicted scores 1.0 on both, so three such
+cases beside one whose two lesions were all missed averaged to a recall of 0.75 where the pooled recall is 0.0."""
 DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver", "assd_liver_mm",
                            "hd95_liver_mm", "assd_tumor_mm", "hd95_tumor_mm")
 
@@ -131,7 +136,8 @@ def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Summary of per-case rows, JSON-ready (NaN -> None).
 
-    Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts) a dict with
+    Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts and the per-case
+    ``lesion_precision`` and ``lesion_recall``, :data:`NOT_AVERAGED_COLUMNS`: detection is pooled) a dict with
     ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
     values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
     voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
@@ -143,7 +149,7 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     rows = list(rows)
     metrics: "OrderedDict[str, Any]" = OrderedDict()
     for column in table_columns(rows):
-        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES):
+        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES) or column in NOT_AVERAGED_COLUMNS:
             continue
         cells = [row.get(column) for row in rows if row.get(column) not in (None, "")]
         if not cells or any(_to_float(c) is None for c in cells):

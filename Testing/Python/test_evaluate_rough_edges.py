@@ -611,3 +611,34 @@ def test_the_lits_detection_line_names_the_connectivity_it_labelled_lesions_with
         "lesions (6-connected): 1/2 detected, 0 false positive(s); precision 1.0000, recall 0.5000 (pooled over cases)",
         "lesions as the LiTS script counts them (one hit per detected group; 6-connected lesions, as the LiTS script "
         "labels them): precision 1.0000, recall 0.5000"]
+
+
+def test_summary_and_printout_give_detection_pooled_not_a_mean_of_per_case_recalls(tmp_path, capsys):
+    """The reviewer's example through the command: three tumor-free cases and one whose two lesions are missed.
+    summary.json's metrics held lesion_recall with mean 0.75 (1.0 for each tumor-free case); detection is now given
+    only pooled (recall 0.0), and cases.csv keeps the per-case values."""
+    import json
+
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    free = np.zeros((8, 30, 30), np.uint8)
+    free[1:7, 3:27, 3:27] = 1
+    with_tumor = free.copy()
+    with_tumor[3:5, 10:14, 10:14] = 2
+    with_tumor[3:5, 20:24, 20:24] = 2
+    geometry = ImageGeometry(spacing=(0.7, 0.7, 5.0))
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+    for name, ref, pred in [(f"free{i}", free, free) for i in range(3)] + [("missed", with_tumor, free)]:
+        write_label_map(tmp_path / "ref" / f"{name}.nii.gz", ref, geometry)
+        write_label_map(tmp_path / "pred" / f"{name}.nii.gz", pred, geometry)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-surface", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "0/2 detected, 0 false positive(s); precision n/a, recall 0.0000 (pooled over cases)" in printed
+    assert "recall 0.75" not in printed               # (tumor Dice per case is 0.7500: a per-case metric in LiTS too)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert not {"lesion_recall", "lesion_precision"} & set(summary["metrics"])
+    assert summary["lesion_detection"]["recall"] == 0.0 and summary["lesion_detection"]["precision"] is None
+    rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert [float(r["lesion_recall"]) for r in rows] == [1.0, 1.0, 1.0, 0.0]

@@ -496,3 +496,25 @@ def test_evaluate_erodes_for_its_memory_check_only_when_the_bound_does_not_fit(m
         else:
             evaluate._check_case_memory("c", *maps, None, True, "tumor")
         assert bool(erosions) == eroded, available
+
+
+def test_detection_precision_and_recall_are_pooled_never_averaged_over_cases():
+    """Three tumor-free cases with nothing predicted (per-case lesion precision and recall 1.0) and one case whose two
+    lesions were both missed: the summary's metrics averaged the per-case lesion_recall to 0.75 where the pooled recall
+    is 0.0. The per-case columns stay in the table; the summary gives detection only pooled."""
+    shape, spacing = (8, 30, 30), (5.0, 0.7, 0.7)
+    free = np.zeros(shape, np.uint8)
+    free[1:7, 3:27, 3:27] = 1
+    with_tumor = free.copy()
+    with_tumor[3:5, 10:14, 10:14] = 2
+    with_tumor[3:5, 20:24, 20:24] = 2
+    missed = np.where(with_tumor == 2, 1, with_tumor).astype(np.uint8)
+    rows = [lits.evaluate_case(free, free, spacing, case=f"free{i}", surface=False) for i in range(3)]
+    rows.append(lits.evaluate_case(missed, with_tumor, spacing, case="missed", surface=False))
+    assert [row["lesion_recall"] for row in rows] == [1.0, 1.0, 1.0, 0.0]     # per case, as before
+    summary = report.summarize_cases(rows)
+    assert "lesion_recall" not in summary["metrics"] and "lesion_precision" not in summary["metrics"]
+    detection = summary["lesion_detection"]
+    assert (detection["detected"], detection["missed"], detection["false_positive"]) == (0, 2, 0)
+    assert detection["recall"] == 0.0 and detection["precision"] is None
+    assert "dice_tumor" in summary["metrics"]          # other per-case columns are still averaged

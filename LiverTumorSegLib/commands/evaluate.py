@@ -27,6 +27,12 @@ Tumor Dice of a case whose prediction and reference both hold no tumor is 1.0 (t
 convention; a tumor-free prediction of a tumor-free liver is right); with tumor in only one of them it is
 0.0. `crossval` uses the same rule.
 
+Tumor VOE, RVD, ASSD, HD, HD95 and RMSD (voe_tumor, rvd_tumor, assd_tumor_mm, hd_tumor_mm, hd95_tumor_mm,
+rmsd_tumor_mm, and their means in summary.json) are per case, of the whole tumor mask: not LiTS's per-lesion
+average. The LiTS script computes VOE, RVD, ASD, MSD and RMSD per detected lesion and averages them over all detected
+lesions of all cases; only its tumor Dice per case and global Dice are whole-mask. Do not quote these columns as
+LiTS's lesion numbers.
+
 Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
 such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
 detection precision/recall, tumor burden errors, settings, unmatched cases, pooled ROC) and plots/ (box
@@ -467,8 +473,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
     from ..metrics.lits import evaluate_case, structure_mask
-    from ..metrics.report import (MIN_BOXPLOT_CASES, plot_metric_boxplots, plot_roc_curve, summarize_cases,
-                                  write_case_table, write_json)
+    from ..metrics.report import (MIN_BOXPLOT_CASES, WHOLE_TUMOR_MASK_COLUMNS, WHOLE_TUMOR_MASK_NOTE,
+                                  plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table, write_json)
     from ..metrics.roc import RocAccumulator
 
     if not 0.0 <= args.detection_iou < 1.0:
@@ -527,6 +533,8 @@ def evaluate_folders(args) -> Dict[str, object]:
                                       "hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2",
                            "tumor_dice_both_empty": "1.0 (LiTS per-case convention)",
+                           "tumor_voe_rvd_surface_distances": {"columns": list(WHOLE_TUMOR_MASK_COLUMNS),
+                                                               "computed_on": WHOLE_TUMOR_MASK_NOTE},
                            "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}

@@ -37,6 +37,16 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
 Each structure also gets ``volume_outside_ref_<s>_ml``: predicted voxels outside the reference structure
 (false-positive volume, mL), e.g. "liver" labelled outside the real liver.
 
+Tumor segmentation metrics are **per case, of the whole tumor mask** (all of the case's label 2 voxels against all of
+the reference's), averaged over cases in the summary: ``voe_tumor``, ``rvd_tumor``, ``assd_tumor_mm``,
+``hd_tumor_mm``, ``hd95_tumor_mm``, ``rmsd_tumor_mm`` (and ``dice_tumor``, LiTS's "Dice per case"). That is **not**
+how LiTS reports VOE, RVD, ASD, MSD and RMSD for tumors: its evaluation script computes them per detected lesion
+(each detected group of step 3 above, its reference lesions against its predicted ones) and averages them over all
+detected lesions of all cases; only its tumor Dice per case and global Dice are whole-mask. Whole-mask numbers of a
+case with one well-segmented and one missed lesion count the miss in every metric (a large ASSD from the missed
+lesion's surface), where LiTS's leave the miss to the detection counts. Do not quote these columns as LiTS's lesion
+VOE/RVD/ASD/MSD/RMSD.
+
 Tumor burden = tumor volume / liver volume (label 2 voxels / label >= 1 voxels, LiTS); the row's
 ``tumor_burden_error`` = predicted - reference burden (signed, positive = overestimate). A map without
 liver has burden 0 (it has no tumor: label 2 is part of the liver), as in the lesion report, so a prediction
@@ -211,7 +221,8 @@ def structure_row(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
     """Metrics of one structure's binary masks, keyed ``<metric>_<structure>[_unit]``:
     overlap metrics, ``assd/hd/hd95/rmsd_<s>_mm``, ``volume_pred/ref_<s>_ml``, ``volume_outside_ref_<s>_ml``
     (predicted outside the reference) and the voxel counts
-    ``voxels_tp/pred/ref_<s>`` that global (pooled) Dice needs."""
+    ``voxels_tp/pred/ref_<s>`` that global (pooled) Dice needs. Each is of the masks as given: for the tumor, the
+    case's whole tumor mask, not LiTS's per-lesion average (module docstring)."""
     counts = confusion_counts(pred, ref)
     row: "OrderedDict[str, float]" = OrderedDict()
     for key, value in overlap_metrics_from_counts(counts).items():
@@ -304,7 +315,8 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
                   prob_structure: str = "tumor") -> "OrderedDict[str, Any]":
     """Evaluate one case: two ``(z, y, x)`` 0/1/2 label maps on the same grid, spacing in mm ``(z, y, x)``.
 
-    Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row`,
+    Returns one table row: ``case``, then per structure (liver, tumor) the keys of :func:`structure_row` (the tumor's
+    of the case's whole tumor mask, not LiTS's per-lesion average),
     then lesion detection (``lesions_ref``, ``lesions_pred``, ``lesions_detected``, ``lesions_missed``,
     ``lesions_false_positive``, ``lesions_pred_no_overlap``, ``lesions_detected_groups``, and the case's own
     ``lesion_precision`` and ``lesion_recall``, 1.0 for a case without reference and predicted lesions: the summary

@@ -44,6 +44,17 @@ METRIC_HINTS = (("dice_", "1 = perfect overlap"), ("iou_", "1 = perfect overlap"
                 ("hd_", "mm, 0 = perfect"), ("rmsd_", "mm, 0 = perfect"))
 
 
+WHOLE_TUMOR_MASK_COLUMNS = ("voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm")
+"""Tumor columns of the case's whole tumor mask, which LiTS reports per detected lesion instead (:mod:`.lits`)."""
+WHOLE_TUMOR_MASK_NOTE = "per case, whole tumor mask (not LiTS's per-lesion average)"
+
+
+def metric_scope(name: str) -> str:
+    """What a metric column is computed on where its name does not say it: :data:`WHOLE_TUMOR_MASK_NOTE` for the
+    :data:`WHOLE_TUMOR_MASK_COLUMNS`, else ``""``."""
+    return WHOLE_TUMOR_MASK_NOTE if name in WHOLE_TUMOR_MASK_COLUMNS else ""
+
+
 def metric_hint(name: str) -> str:
     """Plain-language reading aid for a metric column (e.g. ``"1 = perfect overlap"``), or ``""``."""
     for prefix, hint in METRIC_HINTS:
@@ -286,8 +297,11 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
     for ax, (name, values) in zip(axes.ravel(), series):
         ax.boxplot([values], widths=0.5, showfliers=False)
         ax.scatter(1 + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.7, color="tab:blue")
-        hint = metric_hint(name)
-        ax.set_title(f"{name}\n({hint})" if hint else name, fontsize=9)
+        hint, scope = metric_hint(name), metric_scope(name)
+        title = f"{name}\n({hint})" if hint else name
+        if scope:  # two lines: a box plot's title is narrow
+            title += "\n" + scope.replace(" (", "\n(")
+        ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.ravel()[len(series):]:

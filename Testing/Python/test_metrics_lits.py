@@ -301,6 +301,39 @@ def test_metric_hints():
     assert report.metric_hint("lesions_ref") == ""
 
 
+def test_whole_tumor_mask_metrics_are_labelled_as_such():
+    """Tumor VOE, RVD, ASSD, HD, HD95 and RMSD are of the case's whole tumor mask, where LiTS averages them over
+    detected lesions; the box plots, evaluate's help and summary.json's settings say so (nothing did)."""
+    from LiverTumorSegLib.cli import build_parser
+
+    note = "per case, whole tumor mask (not LiTS's per-lesion average)"
+    for column in ("voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm"):
+        assert report.metric_scope(column) == note
+    for column in ("dice_tumor", "assd_liver_mm", "lesions_ref"):
+        assert report.metric_scope(column) == ""
+    assert "not LiTS's per-lesion average" in lits.structure_row.__doc__
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help().split())
+    assert "are per case, of the whole tumor mask: not LiTS's per-lesion average" in help_text
+
+
+def test_summary_json_settings_say_what_the_tumor_surface_metrics_are_computed_on(tmp_path):
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=0)
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", phantom.labels, phantom.ct.geometry)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                 str(tmp_path / "out"), "--no-plots", "--no-progress"]) == 0
+    settings = json.loads((tmp_path / "out" / "summary.json").read_text())["settings"]
+    assert settings["tumor_voe_rvd_surface_distances"] == {
+        "columns": ["voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm"],
+        "computed_on": "per case, whole tumor mask (not LiTS's per-lesion average)"}
+    assert "18-connected" in settings["surface"]
+
+
 def test_overlay_slice_prefers_tumor():
     labels = np.zeros((5, 4, 4), np.uint8)
     labels[1] = 1

@@ -642,3 +642,29 @@ def test_summary_and_printout_give_detection_pooled_not_a_mean_of_per_case_recal
     assert summary["lesion_detection"]["recall"] == 0.0 and summary["lesion_detection"]["precision"] is None
     rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
     assert [float(r["lesion_recall"]) for r in rows] == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_each_labelled(tmp_path, capsys):
+    """Lesion A found exactly, lesion B (35 mm away) missed: the whole-mask tumor ASSD is 7.36 mm, LiTS's per-lesion
+    average over the one detected lesion 0.0 mm; the printout gives both, each saying what it is (it printed
+    neither)."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((20, 100, 100), np.uint8)
+    ref[2:18, 5:95, 5:95] = 1
+    ref[8:12, 20:30, 20:30] = 2
+    ref[8:12, 70:76, 70:76] = 2
+    pred = ref.copy()
+    pred[8:12, 70:76, 70:76] = 1
+    for folder, labels in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)))
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-progress") == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tumor per")]
+    assert lines == [
+        "tumor per case, whole tumor mask (not LiTS's per-lesion average), means over cases: VOE 0.2647, "
+        "RVD -0.2647, ASSD 7.3555 mm, HD 45.5377 mm, RMSD 17.8094 mm",  # spacing as NIfTI stores it (float32)
+        "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
+        "(pred - ref) / ref; 6-connected surfaces, LiTS's are 18-connected): Dice 1.0000, VOE 0.0000, RVD 0.0000, "
+        "ASSD 0.0000 mm, HD (LiTS MSD) 0.0000 mm, RMSD 0.0000 mm"]

@@ -27,6 +27,16 @@ Tumor Dice of a case whose prediction and reference both hold no tumor is 1.0 (t
 convention; a tumor-free prediction of a tumor-free liver is right); with tumor in only one of them it is
 0.0. `crossval` uses the same rule.
 
+Tumor VOE, RVD, ASSD, HD, HD95 and RMSD (voe_tumor, rvd_tumor, assd_tumor_mm, hd_tumor_mm, hd95_tumor_mm,
+rmsd_tumor_mm, and their means in summary.json) are per case, of the whole tumor mask: not LiTS's per-lesion
+average. The LiTS script computes VOE, RVD, ASD, MSD and RMSD per detected lesion and averages them over all detected
+lesions of all cases; only its tumor Dice per case and global Dice are whole-mask. Do not quote these columns as
+LiTS's lesion numbers. The per-lesion variant is computed beside them: per detected lesion (each detected group:
+its reference lesions against its predicted ones), averaged over all detected lesions of all cases
+(summary.json's lesion_segmentation_lits, printed as "tumor per detected lesion"; per case in cases.csv as
+lits_lesions_scored and lits_lesion_* means), with this tool's RVD sign and 6-connected surfaces (the LiTS
+script's are 18-connected) and the lesions of --connectivity (LiTS: 6).
+
 Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
 such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
 detection precision/recall, tumor burden errors, settings, unmatched cases, pooled ROC) and plots/ (box
@@ -467,8 +477,8 @@ def evaluate_folders(args) -> Dict[str, object]:
     """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
     from ..metrics.lits import evaluate_case, structure_mask
-    from ..metrics.report import (MIN_BOXPLOT_CASES, plot_metric_boxplots, plot_roc_curve, summarize_cases,
-                                  write_case_table, write_json)
+    from ..metrics.report import (MIN_BOXPLOT_CASES, WHOLE_TUMOR_MASK_COLUMNS, WHOLE_TUMOR_MASK_NOTE,
+                                  plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table, write_json)
     from ..metrics.roc import RocAccumulator
 
     if not 0.0 <= args.detection_iou < 1.0:
@@ -522,9 +532,13 @@ def evaluate_folders(args) -> Dict[str, object]:
 
     summary = summarize_cases(rows)
     summary["settings"] = {"detection_iou": args.detection_iou, "lesion_connectivity": args.connectivity,
-                           "surface": "6-connected boundary voxels, Euclidean mm, hd95 = max of directed P95",
+                           "surface": "6-connected boundary voxels (as MONAI and medpy; the LiTS script's surfaces "
+                                      "are 18-connected, which gives somewhat lower ASSD and RMSD), Euclidean mm, "
+                                      "hd95 = max of directed P95",
                            "liver": "label >= 1", "tumor": "label == 2",
                            "tumor_dice_both_empty": "1.0 (LiTS per-case convention)",
+                           "tumor_voe_rvd_surface_distances": {"columns": list(WHOLE_TUMOR_MASK_COLUMNS),
+                                                               "computed_on": WHOLE_TUMOR_MASK_NOTE},
                            "surface_distances_if_a_mask_is_empty": "NaN, left out of means (n_nan counts them)"}
     summary["settings"]["label_maps"] = {"reference": label_maps[1], "prediction": label_maps[0]}
     summary["unmatched"] = {"predictions_without_reference": only_pred, "references_without_prediction": only_ref}
@@ -577,6 +591,34 @@ def held_out_lines(summary: Dict[str, object]) -> List[str]:
             f"reference lesion; {outside:.1f} mL labelled liver outside the reference liver"]
 
 
+TUMOR_SEGMENTATION_METRICS = (("VOE", "voe_tumor", "voe", ""), ("RVD", "rvd_tumor", "rvd", ""),
+                              ("ASSD", "assd_tumor_mm", "assd_mm", " mm"), ("HD", "hd_tumor_mm", "hd_mm", " mm"),
+                              ("RMSD", "rmsd_tumor_mm", "rmsd_mm", " mm"))
+"""``(label, whole-mask case column, key of summary.json's lesion_segmentation_lits, unit)`` of the tumor metrics
+:func:`tumor_segmentation_lines` prints."""
+
+
+def tumor_segmentation_lines(summary: Dict[str, object]) -> List[str]:
+    """Tumor VOE, RVD and surface distances the two ways they are taken: per case on the whole tumor mask (the means
+    of the case columns) and per detected lesion, pooled over all cases, as LiTS averages them
+    (``lesion_segmentation_lits``); each line says which. Empty when the summary has neither."""
+    metrics = summary.get("metrics") or {}
+    lines = []
+    whole = [f"{label} {_fmt(metrics[column]['mean'])}{unit}" for label, column, _, unit in TUMOR_SEGMENTATION_METRICS
+             if column in metrics]
+    if whole:
+        lines.append(f"tumor per case, whole tumor mask (not LiTS's per-lesion average), means over cases: "
+                     f"{', '.join(whole)}")
+    lits = summary.get("lesion_segmentation_lits")
+    if lits:
+        scored = [f"{'HD (LiTS MSD)' if key == 'hd_mm' else label} {_fmt(lits[key])}{unit}" for label, _, key, unit in
+                  (("Dice", "", "dice", ""),) + TUMOR_SEGMENTATION_METRICS if key in lits]
+        lines.append(f"tumor per detected lesion, averaged over all {lits['n_lesions']} detected lesion(s) of all "
+                     f"cases as LiTS averages them (RVD (pred - ref) / ref; 6-connected surfaces, LiTS's are "
+                     f"18-connected): {', '.join(scored)}")
+    return lines
+
+
 def run(args) -> int:
     result = evaluate_folders(args)
     summary = result["summary"]
@@ -596,13 +638,18 @@ def run(args) -> int:
           f"tumor {_fmt(summary['global_dice']['tumor'])}")
     detection = summary.get("lesion_detection")
     if detection:
-        print(f"  lesions: {detection['detected']}/{detection['ref_lesions']} detected, "
+        connectivity = (summary.get("settings") or {}).get("lesion_connectivity", args.connectivity)
+        print(f"  lesions ({connectivity}-connected): {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
-              f"recall {_fmt(detection['recall'])}")
+              f"recall {_fmt(detection['recall'])} (pooled over cases)")
         lits = detection.get("lits_script")
         if lits:  # split and merged lesions counted as the LiTS challenge script counts them
-            print(f"  lesions as the LiTS script counts them (one hit per detected group): precision "
+            labelled = ("6-connected lesions, as the LiTS script labels them" if connectivity == 6 else
+                        f"{connectivity}-connected lesions; the LiTS script used 6: --connectivity 6")
+            print(f"  lesions as the LiTS script counts them (one hit per detected group; {labelled}): precision "
                   f"{_fmt(lits['precision'])}, recall {_fmt(lits['recall'])}")
+    for line in tumor_segmentation_lines(summary):
+        print(f"  {line}")
     for line in held_out_lines(summary):
         print(f"  {line}")
     roc = summary.get("roc_pooled")

@@ -18,9 +18,13 @@ Definitions (TP, FP, FN, TN are voxel counts)::
 
 RVD sign convention: **positive = over-segmentation** (the prediction is larger than the reference),
 negative = under-segmentation. This is the formula of the LiTS benchmark paper (Bilic et al., Medical
-Image Analysis 2023, RVD(A, B) = (|B| - |A|) / |A| with A the reference). Note that the original LiTS
-evaluation script called ``medpy.metric.ravd(label, pred)``, i.e. ``(|ref| - |pred|) / |pred|``: the
-opposite sign and another denominator; our RVD is not comparable with numbers produced by that script.
+Image Analysis 2023, RVD(A, B) = (|B| - |A|) / |A| with A the reference). The LiTS evaluation script calls
+``medpy.metric.ravd(label, pred)`` (per lesion ``ravd(r, p)``), reference first, and what that gives depends on the
+medpy version it runs with. In medpy's 2014 source (Python 2; ``binary.py`` r0.1.1) the signature is
+``ravd(input1, input2)`` with the reference first, ``(|input2| - |input1|) / |input1|``: that call is our RVD, sign
+and denominator. medpy 0.5.2's source has ``ravd(result, reference)`` = ``(|result| - |reference|) / |reference|``,
+so there the same call gives ``(|ref| - |pred|) / |pred|``: the opposite sign and another denominator. Compare our
+RVD with numbers from that script only knowing which medpy produced them.
 
 Empty-mask conventions (chosen so that "nothing to find, nothing found" is a perfect score):
 
@@ -31,9 +35,11 @@ Empty-mask conventions (chosen so that "nothing to find, nothing found" is a per
   (undefined: no positive predictions).
 * specificity is NaN when there is no background voxel in ``ref``; accuracy is always defined.
 
-For two empty masks medpy's ``dc`` gives 0 in the releases the LiTS scripts used and NaN (with a warning) in
-medpy 0.5.2; we return 1 (the convention of the
-LiTS per-case tumor Dice for tumor-free cases and of MONAI's ``DiceMetric(ignore_empty=False)``).
+For two empty masks medpy's ``dc`` returns 0.0 in its 2014 source (the ZeroDivisionError it catches) and 1.0 in
+0.5.2's source. Under NumPy 2.3 or later 0.5.2 gives NaN with a RuntimeWarning instead (measured with NumPy 2.4.6):
+``numpy.count_nonzero`` there returns a NumPy integer, so ``2.0 * intersection / 0.0`` is a NumPy division, which
+does not raise. We return 1 (the convention of the LiTS per-case tumor Dice for tumor-free cases, which the LiTS
+script sets itself without calling ``dc``, and of MONAI's ``DiceMetric(ignore_empty=False)``).
 NaN values are reported as such and left out of means (the summary counts them); see
 :mod:`LiverTumorSegLib.metrics.report`.
 """

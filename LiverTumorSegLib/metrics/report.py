@@ -28,8 +28,17 @@ from .lits import STRUCTURES, global_dice
 
 PathLike = Union[str, Path]
 LOWER_IS_BETTER_PREFIXES = ("voe", "rvd", "tumor_burden_error", "volume_outside_ref_", "lesions_pred_no_overlap",
-                            "lesions_false_positive", "lesions_missed")
+                            "lesions_false_positive", "lesions_missed", "lits_lesion_voe", "lits_lesion_rvd")
 NOT_SUMMARIZED_PREFIXES = ("voxels_",)  # raw counts: used for global Dice, not averaged
+LITS_LESION_PREFIX = "lits_lesion"
+"""Per-case columns of the LiTS per-lesion scores (``lits_lesions_scored``, ``lits_lesion_<key>``: the mean over the
+case's detected lesions; :func:`~.lits.evaluate_case`). The summary pools them over all detected lesions of all cases
+(``lesion_segmentation_lits``), as LiTS does, instead of averaging them over cases in ``metrics``."""
+NOT_AVERAGED_COLUMNS = ("lesion_precision", "lesion_recall")
+"""Per-case columns left out of the summary's ``metrics`` (they stay in the case table): lesion detection precision
+and recall are pooled counts in the field (sum TP, FP and FN over cases, then divide: ``lesion_detection``), and a
+mean of per-case ratios is not that: a tumor-free case with nothing predicted scores 1.0 on both, so three such
+cases beside one whose two lesions were all missed averaged to a recall of 0.75 where the pooled recall is 0.0."""
 DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver", "assd_liver_mm",
                            "hd95_liver_mm", "assd_tumor_mm", "hd95_tumor_mm")
 
@@ -37,6 +46,17 @@ DEFAULT_BOXPLOT_METRICS = ("dice_liver", "dice_tumor", "voe_liver", "rvd_liver",
 METRIC_HINTS = (("dice_", "1 = perfect overlap"), ("iou_", "1 = perfect overlap"), ("voe_", "0 = perfect"),
                 ("rvd_", "0 = right size, > 0 too large"), ("assd_", "mm, 0 = perfect"), ("hd95_", "mm, 0 = perfect"),
                 ("hd_", "mm, 0 = perfect"), ("rmsd_", "mm, 0 = perfect"))
+
+
+WHOLE_TUMOR_MASK_COLUMNS = ("voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm")
+"""Tumor columns of the case's whole tumor mask, which LiTS reports per detected lesion instead (:mod:`.lits`)."""
+WHOLE_TUMOR_MASK_NOTE = "per case, whole tumor mask (not LiTS's per-lesion average)"
+
+
+def metric_scope(name: str) -> str:
+    """What a metric column is computed on where its name does not say it: :data:`WHOLE_TUMOR_MASK_NOTE` for the
+    :data:`WHOLE_TUMOR_MASK_COLUMNS`, else ``""``."""
+    return WHOLE_TUMOR_MASK_NOTE if name in WHOLE_TUMOR_MASK_COLUMNS else ""
 
 
 def metric_hint(name: str) -> str:
@@ -119,6 +139,33 @@ def _lits_script_counts(rows: Sequence[Dict[str, Any]], totals: Dict[str, Any]) 
     return _detection_counts(tp, totals["pred"] - tp, totals["ref"] - tp)
 
 
+LITS_LESION_DEFINITION = (
+    "per detected lesion (each detected group: its reference lesions against its predicted lesions), averaged over "
+    "all detected lesions of all cases, as the LiTS script averages its lesion VOE, RVD, ASD, MSD (hd_mm here) and "
+    "RMSD; with this tool's RVD ((pred - ref) / ref) and 6-connected surfaces (the LiTS script's are 18-connected), "
+    "lesions labelled and detected as lesion_detection counts them")
+
+
+def _lits_lesion_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The LiTS per-lesion scores pooled: per key of :data:`~.lits.LITS_LESION_KEYS` the mean over all detected
+    lesions of all cases (each case's ``lits_lesion_<key>``, a mean over its ``lits_lesions_scored`` lesions, weighted
+    by that count); None without a detected lesion; the surface keys are left out where the table has no such column
+    (``--no-surface``)."""
+    from .lits import LITS_LESION_KEYS
+
+    counts = np.nan_to_num(metric_values(rows, "lits_lesions_scored"))
+    summary: Dict[str, Any] = OrderedDict(n_lesions=int(counts.sum()))
+    for key in LITS_LESION_KEYS:
+        column = f"{LITS_LESION_PREFIX}_{key}"
+        if not any(column in row for row in rows):
+            continue
+        values = metric_values(rows, column)
+        used = (counts > 0) & ~np.isnan(values)
+        summary[key] = float(np.sum(counts[used] * values[used]) / counts[used].sum()) if used.any() else None
+    summary["definition"] = LITS_LESION_DEFINITION
+    return summary
+
+
 def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     errors = metric_values(rows, "tumor_burden_error")
     finite = errors[~np.isnan(errors)]
@@ -131,19 +178,24 @@ def _burden_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Summary of per-case rows, JSON-ready (NaN -> None).
 
-    Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts) a dict with
+    Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts, the per-case
+    ``lesion_precision`` and ``lesion_recall``, :data:`NOT_AVERAGED_COLUMNS`: detection is pooled, and the
+    ``lits_lesion*`` columns, pooled in ``lesion_segmentation_lits``) a dict with
     ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
     values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
     voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
     ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference
     lesion) and ``lits_script``: the same counted as the LiTS challenge script counts them (one hit per detected
-    group; see :mod:`.lits`); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
+    group; see :mod:`.lits`); ``lesion_segmentation_lits``: tumor Dice, VOE, RVD, ASSD, HD (LiTS's MSD) and RMSD
+    per detected lesion, averaged over all detected lesions of all cases as LiTS averages them (``n_lesions``,
+    ``definition``); ``tumor_burden``: ``rmse`` and ``max_abs_error`` of ``tumor_burden_error`` (LiTS reports both);
     ``volume_outside_ref_total_ml``: per structure, predicted mL outside the reference, summed over cases.
     """
     rows = list(rows)
     metrics: "OrderedDict[str, Any]" = OrderedDict()
     for column in table_columns(rows):
-        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES):
+        if column == "case" or column.startswith(NOT_SUMMARIZED_PREFIXES + (LITS_LESION_PREFIX,)) or \
+                column in NOT_AVERAGED_COLUMNS:
             continue
         cells = [row.get(column) for row in rows if row.get(column) not in (None, "")]
         if not cells or any(_to_float(c) is None for c in cells):
@@ -153,6 +205,8 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     summary["global_dice"] = OrderedDict((s, global_dice(rows, s)) for s in STRUCTURES)
     if any("lesions_ref" in row for row in rows):
         summary["lesion_detection"] = _lesion_summary(rows)
+    if any("lits_lesions_scored" in row for row in rows):
+        summary["lesion_segmentation_lits"] = _lits_lesion_summary(rows)
     if any("tumor_burden_error" in row for row in rows):
         summary["tumor_burden"] = _burden_summary(rows)
     outside = [c for c in table_columns(rows) if c.startswith("volume_outside_ref_") and c in metrics]
@@ -280,8 +334,11 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
     for ax, (name, values) in zip(axes.ravel(), series):
         ax.boxplot([values], widths=0.5, showfliers=False)
         ax.scatter(1 + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.7, color="tab:blue")
-        hint = metric_hint(name)
-        ax.set_title(f"{name}\n({hint})" if hint else name, fontsize=9)
+        hint, scope = metric_hint(name), metric_scope(name)
+        title = f"{name}\n({hint})" if hint else name
+        if scope:  # two lines: a box plot's title is narrow
+            title += "\n" + scope.replace(" (", "\n(")
+        ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.ravel()[len(series):]:

@@ -577,3 +577,94 @@ def test_results_a_killed_overwrite_run_left_hidden_are_put_back_before_they_are
     assert "cases.csv' was restored" in err and "already exists; pass --overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "summary.json"]
     assert (out / "cases.csv").read_text(encoding="utf-8") == "earlier cases.csv"
+
+
+def test_the_lits_detection_line_names_the_connectivity_it_labelled_lesions_with(tmp_path, capsys):
+    """The line "lesions as the LiTS script counts them" came at the default 26-connectivity, where the LiTS script
+    labels lesions 6-connected: two reference lesions touching along an edge, of which the prediction finds one, are
+    one lesion missed (recall 0.0) at 26 and one of two found (recall 0.5) at 6. The line now says which it used."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((6, 20, 20), np.uint8)
+    ref[1:5, 2:18, 2:18] = 1
+    ref[2:4, 4:8, 4:8] = 2
+    ref[2:4, 8:12, 8:12] = 2                      # touches the first only along an edge: (z, 7, 7) and (z, 8, 8)
+    pred = ref.copy()
+    pred[2:4, 8:12, 8:12] = 1                     # finds the first only
+    for folder, labels in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    printed = {}
+    for connectivity in (None, 6):
+        args = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / f"out{connectivity}",
+                "--no-plots", "--no-surface", "--no-progress"] + ([] if connectivity is None else
+                                                                   ["--connectivity", connectivity])
+        assert _evaluate(*args) == 0
+        printed[connectivity] = [line.strip() for line in capsys.readouterr().out.splitlines()
+                                 if "lesions" in line and "recall" in line]
+    assert printed[None] == [
+        "lesions (26-connected): 0/1 detected, 1 false positive(s); precision 0.0000, recall 0.0000 (pooled over "
+        "cases)",
+        "lesions as the LiTS script counts them (one hit per detected group; 26-connected lesions; the LiTS script "
+        "used 6: --connectivity 6): precision 0.0000, recall 0.0000"]
+    assert printed[6] == [
+        "lesions (6-connected): 1/2 detected, 0 false positive(s); precision 1.0000, recall 0.5000 (pooled over cases)",
+        "lesions as the LiTS script counts them (one hit per detected group; 6-connected lesions, as the LiTS script "
+        "labels them): precision 1.0000, recall 0.5000"]
+
+
+def test_summary_and_printout_give_detection_pooled_not_a_mean_of_per_case_recalls(tmp_path, capsys):
+    """The reviewer's example through the command: three tumor-free cases and one whose two lesions are missed.
+    summary.json's metrics held lesion_recall with mean 0.75 (1.0 for each tumor-free case); detection is now given
+    only pooled (recall 0.0), and cases.csv keeps the per-case values."""
+    import json
+
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    free = np.zeros((8, 30, 30), np.uint8)
+    free[1:7, 3:27, 3:27] = 1
+    with_tumor = free.copy()
+    with_tumor[3:5, 10:14, 10:14] = 2
+    with_tumor[3:5, 20:24, 20:24] = 2
+    geometry = ImageGeometry(spacing=(0.7, 0.7, 5.0))
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+    for name, ref, pred in [(f"free{i}", free, free) for i in range(3)] + [("missed", with_tumor, free)]:
+        write_label_map(tmp_path / "ref" / f"{name}.nii.gz", ref, geometry)
+        write_label_map(tmp_path / "pred" / f"{name}.nii.gz", pred, geometry)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-surface", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "0/2 detected, 0 false positive(s); precision n/a, recall 0.0000 (pooled over cases)" in printed
+    assert "recall 0.75" not in printed               # (tumor Dice per case is 0.7500: a per-case metric in LiTS too)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert not {"lesion_recall", "lesion_precision"} & set(summary["metrics"])
+    assert summary["lesion_detection"]["recall"] == 0.0 and summary["lesion_detection"]["precision"] is None
+    rows = list(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert [float(r["lesion_recall"]) for r in rows] == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_each_labelled(tmp_path, capsys):
+    """Lesion A found exactly, lesion B (35 mm away) missed: the whole-mask tumor ASSD is 7.36 mm, LiTS's per-lesion
+    average over the one detected lesion 0.0 mm; the printout gives both, each saying what it is (it printed
+    neither)."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref = np.zeros((20, 100, 100), np.uint8)
+    ref[2:18, 5:95, 5:95] = 1
+    ref[8:12, 20:30, 20:30] = 2
+    ref[8:12, 70:76, 70:76] = 2
+    pred = ref.copy()
+    pred[8:12, 70:76, 70:76] = 1
+    for folder, labels in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)))
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-progress") == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tumor per")]
+    assert lines == [
+        "tumor per case, whole tumor mask (not LiTS's per-lesion average), means over cases: VOE 0.2647, "
+        "RVD -0.2647, ASSD 7.3555 mm, HD 45.5377 mm, RMSD 17.8094 mm",  # spacing as NIfTI stores it (float32)
+        "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
+        "(pred - ref) / ref; 6-connected surfaces, LiTS's are 18-connected): Dice 1.0000, VOE 0.0000, RVD 0.0000, "
+        "ASSD 0.0000 mm, HD (LiTS MSD) 0.0000 mm, RMSD 0.0000 mm"]

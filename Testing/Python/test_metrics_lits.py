@@ -301,6 +301,39 @@ def test_metric_hints():
     assert report.metric_hint("lesions_ref") == ""
 
 
+def test_whole_tumor_mask_metrics_are_labelled_as_such():
+    """Tumor VOE, RVD, ASSD, HD, HD95 and RMSD are of the case's whole tumor mask, where LiTS averages them over
+    detected lesions; the box plots, evaluate's help and summary.json's settings say so (nothing did)."""
+    from LiverTumorSegLib.cli import build_parser
+
+    note = "per case, whole tumor mask (not LiTS's per-lesion average)"
+    for column in ("voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm"):
+        assert report.metric_scope(column) == note
+    for column in ("dice_tumor", "assd_liver_mm", "lesions_ref"):
+        assert report.metric_scope(column) == ""
+    assert "not LiTS's per-lesion average" in lits.structure_row.__doc__
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help().split())
+    assert "are per case, of the whole tumor mask: not LiTS's per-lesion average" in help_text
+
+
+def test_summary_json_settings_say_what_the_tumor_surface_metrics_are_computed_on(tmp_path):
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map
+    from LiverTumorSegLib.phantom import make_phantom
+
+    phantom = make_phantom(shape_zyx=(8, 24, 24), seed=0)
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "a.nii.gz", phantom.labels, phantom.ct.geometry)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                 str(tmp_path / "out"), "--no-plots", "--no-progress"]) == 0
+    settings = json.loads((tmp_path / "out" / "summary.json").read_text())["settings"]
+    assert settings["tumor_voe_rvd_surface_distances"] == {
+        "columns": ["voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm", "hd95_tumor_mm", "rmsd_tumor_mm"],
+        "computed_on": "per case, whole tumor mask (not LiTS's per-lesion average)"}
+    assert "18-connected" in settings["surface"]
+
+
 def test_overlay_slice_prefers_tumor():
     labels = np.zeros((5, 4, 4), np.uint8)
     labels[1] = 1
@@ -438,8 +471,8 @@ def _metrics_peak_bytes(pred, ref, surface, probabilities):
 
 @pytest.mark.parametrize("name,surface,prob", [
     ("whole_grid_tumors_in_opposite_corners", True, False), ("whole_grid_tumors_in_opposite_corners", False, False),
-    ("tumor_filling_the_grid", False, False), ("thin_slab_liver", True, False), ("small_liver_box", True, False),
-    ("small_liver_box", False, True)])
+    ("tumor_filling_the_grid", False, False), ("tumor_filling_the_grid", True, False), ("thin_slab_liver", True, False),
+    ("small_liver_box", True, False), ("small_liver_box", False, True)])
 def test_memory_estimate_covers_the_measured_peak_and_follows_the_boxes(name, surface, prob):
     """evaluate asked 21 bytes a grid voxel of every case (the metrics' worst case, a liver box as large as the grid),
     so a liver in a tenth of the grid, which needs about 5, was refused with memory to spare. The estimate now follows
@@ -496,3 +529,97 @@ def test_evaluate_erodes_for_its_memory_check_only_when_the_bound_does_not_fit(m
         else:
             evaluate._check_case_memory("c", *maps, None, True, "tumor")
         assert bool(erosions) == eroded, available
+
+
+def test_detection_precision_and_recall_are_pooled_never_averaged_over_cases():
+    """Three tumor-free cases with nothing predicted (per-case lesion precision and recall 1.0) and one case whose two
+    lesions were both missed: the summary's metrics averaged the per-case lesion_recall to 0.75 where the pooled recall
+    is 0.0. The per-case columns stay in the table; the summary gives detection only pooled."""
+    shape, spacing = (8, 30, 30), (5.0, 0.7, 0.7)
+    free = np.zeros(shape, np.uint8)
+    free[1:7, 3:27, 3:27] = 1
+    with_tumor = free.copy()
+    with_tumor[3:5, 10:14, 10:14] = 2
+    with_tumor[3:5, 20:24, 20:24] = 2
+    missed = np.where(with_tumor == 2, 1, with_tumor).astype(np.uint8)
+    rows = [lits.evaluate_case(free, free, spacing, case=f"free{i}", surface=False) for i in range(3)]
+    rows.append(lits.evaluate_case(missed, with_tumor, spacing, case="missed", surface=False))
+    assert [row["lesion_recall"] for row in rows] == [1.0, 1.0, 1.0, 0.0]     # per case, as before
+    summary = report.summarize_cases(rows)
+    assert "lesion_recall" not in summary["metrics"] and "lesion_precision" not in summary["metrics"]
+    detection = summary["lesion_detection"]
+    assert (detection["detected"], detection["missed"], detection["false_positive"]) == (0, 2, 0)
+    assert detection["recall"] == 0.0 and detection["precision"] is None
+    assert "dice_tumor" in summary["metrics"]          # other per-case columns are still averaged
+
+
+def _two_lesion_maps():
+    """``(ref, spacing)``: a liver with lesion A (4 x 10 x 10 voxels) and lesion B (4 x 6 x 6), 35 mm apart."""
+    ref = np.zeros((20, 100, 100), np.uint8)
+    ref[2:18, 5:95, 5:95] = 1
+    ref[8:12, 20:30, 20:30] = 2
+    ref[8:12, 70:76, 70:76] = 2
+    return ref, (5.0, 0.7, 0.7)
+
+
+def test_lits_per_lesion_scores_are_of_detected_lesions_beside_the_whole_mask_ones():
+    """The reviewer's example: A found exactly, B missed. The whole tumor mask's ASSD is 7.4 mm (B's surface is 35 mm
+    from any prediction); LiTS scores the one detected lesion, which is perfect, and leaves B to the detection
+    counts."""
+    ref, spacing = _two_lesion_maps()
+    pred = ref.copy()
+    pred[8:12, 70:76, 70:76] = 1
+    row = lits.evaluate_case(pred, ref, spacing)
+    assert round(row["assd_tumor_mm"], 3) == 7.355 and round(row["voe_tumor"], 3) == 0.265    # whole mask, as before
+    assert row["lits_lesions_scored"] == 1
+    assert {key: row[f"lits_lesion_{key}"] for key in lits.LITS_LESION_KEYS} == {
+        "dice": 1.0, "voe": 0.0, "rvd": 0.0, "assd_mm": 0.0, "hd_mm": 0.0, "rmsd_mm": 0.0}
+    no_surface = lits.evaluate_case(pred, ref, spacing, surface=False)
+    assert "lits_lesion_dice" in no_surface and "lits_lesion_assd_mm" not in no_surface
+    missed_all = lits.evaluate_case(np.where(ref == 2, 1, ref).astype(np.uint8), ref, spacing)
+    assert missed_all["lits_lesions_scored"] == 0 and math.isnan(missed_all["lits_lesion_dice"])
+
+
+def test_lits_per_lesion_scores_are_averaged_over_all_detected_lesions_of_all_cases():
+    """Case a: A exact, B missed. Case b: both shifted by one voxel in x (0.7 mm): A Dice 0.9, B 5/6, HD 0.7 mm each.
+    LiTS averages the three detected lesions: Dice (1 + 0.9 + 5/6) / 3, HD 1.4 / 3 mm; a mean of the two cases' means
+    would give (1 + 0.8667) / 2 = 0.9333."""
+    ref, spacing = _two_lesion_maps()
+    pred_a = ref.copy()
+    pred_a[8:12, 70:76, 70:76] = 1
+    rows = [lits.evaluate_case(pred_a, ref, spacing, case="a"),
+            lits.evaluate_case(np.roll(ref, 1, axis=2), ref, spacing, case="b")]
+    assert [row["lits_lesions_scored"] for row in rows] == [1, 2]
+    assert rows[1]["lits_lesion_dice"] == pytest.approx((0.9 + 5 / 6) / 2)
+    summary = report.summarize_cases(rows)
+    scores = summary["lesion_segmentation_lits"]
+    assert scores["n_lesions"] == 3
+    assert scores["dice"] == pytest.approx((1 + 0.9 + 5 / 6) / 3) and scores["hd_mm"] == pytest.approx(1.4 / 3)
+    assert scores["voe"] == pytest.approx((0 + (1 - 0.9 / 1.1) + (1 - (5 / 6) / (7 / 6))) / 3)
+    assert scores["rvd"] == 0.0 and "per detected lesion" in scores["definition"]
+    assert not any(column.startswith("lits_lesion") for column in summary["metrics"])  # no mean of per-case means
+    json.dumps(summary, allow_nan=False)
+    nothing_detected = report.summarize_cases([lits.evaluate_case(np.where(ref == 2, 1, ref).astype(np.uint8), ref,
+                                                                  spacing)])["lesion_segmentation_lits"]
+    assert nothing_detected["n_lesions"] == 0 and nothing_detected["dice"] is None
+
+
+def test_lits_per_lesion_scores_of_merged_and_split_groups():
+    """A detected group is scored whole, as the LiTS script merges it: a prediction spanning two reference lesions is
+    one scored lesion (both references against it), a lesion predicted in two pieces one (the pieces together)."""
+    ref = np.zeros((9, 9, 13), bool)
+    ref[3:6, 3:6, 2:5] = True
+    ref[3:6, 3:6, 6:9] = True
+    merge = np.zeros_like(ref)
+    merge[3:6, 3:6, 2:9] = True                      # 63 voxels over the two 27-voxel lesions
+    scores = lits.detect_lesions(merge, ref, spacing_zyx=(1.0, 1.0, 1.0)).detected_scores
+    assert len(scores) == 1 and scores[0]["dice"] == pytest.approx(2 * 54 / (63 + 54))
+    assert scores[0]["rvd"] == pytest.approx((63 - 54) / 54)
+    split = merge.copy()
+    split[:, :, 5] = False                           # the prediction in two pieces, of one reference lesion
+    whole = np.zeros_like(ref)
+    whole[3:6, 3:6, 2:9] = True
+    scores = lits.detect_lesions(split, whole, spacing_zyx=(1.0, 1.0, 1.0), connectivity=6).detected_scores
+    assert len(scores) == 1 and scores[0]["dice"] == pytest.approx(2 * 54 / (54 + 63))
+    assert scores[0]["hd_mm"] == 1.0
+    assert lits.detect_lesions(split, whole).detected_scores == []  # only with spacing_zyx

@@ -24,3 +24,32 @@ def test_surface_metrics_of_integer_masks_match_the_hand_computed_boolean_case()
     m = surface.surface_metrics(b, a, (2.0, 1.0, 0.5))
     assert abs(m["assd_mm"] - 68 / 112) < 1e-9 and abs(m["hd_mm"] - 2.0) < 1e-9
     assert m == surface.surface_metrics(b.astype(bool), a.astype(bool), (2.0, 1.0, 0.5))
+
+
+def test_surfaces_are_6_connected_and_the_lits_scripts_18_connected_ones_give_a_lower_assd():
+    """The docstring's numbers: our surface is the 6-connected one of MONAI and medpy; the LiTS script's Surface class
+    erodes with generate_binary_structure(3, 2), a thicker surface whose ASSD and RMSD are lower on the same masks
+    (1.36 against 1.56 mm for two liver-like ellipsoids) while the maximum is the same."""
+    from scipy import ndimage
+
+    shape, spacing = (40, 120, 120), (5.0, 0.7, 0.7)
+    grid = np.indices(shape).astype(float)
+
+    def ellipsoid(centre, radii_mm):
+        return sum(((grid[i] - centre[i]) * spacing[i] / radii_mm[i]) ** 2 for i in range(3)) <= 1
+
+    ref, pred = ellipsoid((20, 60, 60), (80, 30, 35)), ellipsoid((20.4, 62, 58), (76, 33, 33))
+
+    def lits_script_surface(mask):  # the LiTS script's Surface.compute_contour
+        return mask ^ ndimage.binary_erosion(mask, ndimage.generate_binary_structure(3, 2))
+
+    np.testing.assert_array_equal(surface.surface_voxels(ref), ref & ~ndimage.binary_erosion(ref))
+    assert (np.count_nonzero(surface.surface_voxels(ref)), np.count_nonzero(lits_script_surface(ref))) == \
+        (14490, 19598)
+    s_pred, s_ref = lits_script_surface(pred), lits_script_surface(ref)
+    pooled = np.concatenate([ndimage.distance_transform_edt(~s_ref, sampling=spacing)[s_pred],
+                             ndimage.distance_transform_edt(~s_pred, sampling=spacing)[s_ref]])
+    ours = surface.surface_metrics(pred, ref, spacing)
+    assert round(ours["assd_mm"], 2) == 1.56 and round(float(pooled.mean()), 2) == 1.36
+    assert round(ours["rmsd_mm"], 2) == 2.18 and round(float(np.sqrt(np.mean(pooled ** 2))), 2) == 1.99
+    assert ours["hd_mm"] == float(pooled.max())

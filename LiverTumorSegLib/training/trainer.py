@@ -2,11 +2,14 @@
 
 ``train(config)`` does, in order: discover cases -> patient-level split -> slice cache -> model, loss,
 optimiser, schedule -> epochs of ``iterations_per_epoch`` sampled batches (AMP bf16 on CUDA) with
-validation on whole cached validation slices after each epoch -> best weights -> model package
-(``save_model_package``) with data summary, config, command and validation metrics.
+validation on whole cached validation slices after each epoch -> the last epoch's weights (the best validation
+epoch's with ``use_best_checkpoint``) -> model package (``save_model_package``) with data summary, config,
+command and validation metrics, and which weights it holds and what was decided on the validation cases
+(:func:`validation_selection`).
 
 Files in ``log_dir`` (default: ``<output without .safetensors>_train/``): ``checkpoints/last.pt`` (after
-every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best.pt``, ``log.csv``,
+every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best.pt`` (the best validation
+epoch's weights, for reference; packaged only with ``use_best_checkpoint``), ``log.csv``,
 ``tensorboard/``, ``curves.png``, ``cache/``. Rerunning the same command with ``--resume`` continues from
 ``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
 """
@@ -25,7 +28,7 @@ import torch
 
 from ..errors import InputError, OutputExistsError
 from ..fileutil import check_can_write
-from .callbacks import BestTracker, EarlyStopping, validation_score
+from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases
@@ -720,7 +723,7 @@ class Trainer:
         if int(payload.get("step_in_epoch", 0)):  # the interrupted epoch's time so far counts in its epoch_time_s
             self.epoch_elapsed_before = float(state.get("epoch_elapsed_s", 0.0))
         self.global_step = int(payload["global_step"])
-        self.best_state = self._restored_best_state()
+        self.best_state = self._restored_best_state() if self.config.use_best_checkpoint else None
         return int(payload["epoch"]), int(payload.get("step_in_epoch", 0))
 
     def _restored_best_state(self) -> Optional[Dict[str, torch.Tensor]]:
@@ -931,10 +934,13 @@ class Trainer:
             score = validation_score(liver, tumor)
             improved = self.best.update(score, epoch + 1)
             if improved and self.dist.is_main:
-                self.best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
-                save_checkpoint(self.best_path, {"model": self.best_state, "epoch": epoch + 1,
+                best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+                save_checkpoint(self.best_path, {"model": best_state, "epoch": epoch + 1,
                                                  "global_step": self.global_step, "config": cfg.to_json(),
                                                  "optimizer": {}})
+                # kept for the package only when asked for: chosen on the validation cases, it makes their Dice
+                # optimistic (the package held it by default before, and crossval reported that Dice)
+                self.best_state = best_state if cfg.use_best_checkpoint else None
             stop = self.early.update(improved)
             if not getattr(self.scheduler, "per_step", True) and not math.isnan(val_loss):
                 self.scheduler.step(val_loss)
@@ -960,22 +966,27 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
-        """Validate the best weights, write the package (its whole-volume validation on the validation CTs
-        included) and end the process group."""
+        """Validate the packaged weights (the last epoch's; the best validation epoch's with
+        ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
+        and end the process group."""
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
         package_path = None
         if self.dist.is_main:
             plot_curves(self.log_dir / "log.csv", self.log_dir / "curves.png")
-            if self.best_state is not None:
+            best_used = self.config.use_best_checkpoint and self.best_state is not None
+            if best_used:
                 self.model.load_state_dict(self.best_state)
+            self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
+                                                   self.best.best_epoch, epochs_done, self.early.stopped)
             if self.val_cached:
                 val = self._validate()
                 validation = {"method": "slice-level on the cached validation volumes (network grid)",
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
                               "synthetic_lesions_in_validation": any(
-                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases)}
+                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
+                              **self._selection}
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
                 # so (an interrupt there left a 'completed' package without it, which resume took as finished)
@@ -988,6 +999,8 @@ class Trainer:
                 if pending:
                     package_path = self._write_package(validation, stop_reason)
                 self.log(f"model package written to {package_path}")
+            if validation.get("note"):
+                self.log(f"note: the validation Dice of this run is {validation['note']}")
         barrier(self.dist)
         cleanup(self.dist)
         return TrainResult(package_path, self.log_dir, epochs_done, self.global_step, list(self.history),
@@ -1009,6 +1022,9 @@ class Trainer:
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
+                    # the weights in this package (validation_selection): the last epoch's, or the best
+                    # validation epoch's (use_best_checkpoint)
+                    "weights": self._selection["weights"], "weights_epoch": self._selection["weights_epoch"],
                     "global_step": self.global_step, "stop_reason": stop_reason,
                     **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),

@@ -92,7 +92,7 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
     reference = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
-    reference.load_state_dict(_weights(log_dir / "checkpoints" / "best.pt"))
+    reference.load_state_dict(_weights(log_dir / "checkpoints" / "last.pt"))  # the last epoch's: the default
     reference.eval()
     x = torch.randn(2, arch["in_channels"], 32, 32)
     with torch.no_grad():
@@ -390,6 +390,9 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert summary["n_folds"] == 3 and summary["n_validation_cases"] == 3 and "n_cases" not in summary
     assert sorted(summary["metrics_over_folds"]) == ["liver_dice", "tumor_dice"]
     assert summary["metrics_over_folds"]["liver_dice"]["mean"] == pytest.approx(table[3]["liver_dice"])
+    # each fold validated its last epoch's weights, on cases that decided nothing in its training
+    assert all(r["weights"] == "last_epoch" and r["selected_on_validation"] == "no" for r in table)
+    assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
 
 
 def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
@@ -439,6 +442,92 @@ def test_a_run_restarted_with_overwrite_and_resumed_packages_its_own_weights(dat
                    if w.is_floating_point() and k.endswith(name) and v.shape == w.shape and torch.equal(v.float(),
                                                                                                        w.float()))
     assert matches(last_b) > 0 and matches(best_a) == 0
+
+
+def _scripted_validation(monkeypatch, liver_dice_per_call):
+    """Trainer._validate answering the given liver Dice in turn (then the last one again): which epoch is the
+    'best' is then decided by the test, not by what 6 steps of a tiny network happen to learn."""
+    scores = list(liver_dice_per_call)
+
+    def validate(self):
+        value = scores.pop(0) if len(scores) > 1 else scores[0]
+        return {"loss": 1.0 - value, "liver_dice": value, "tumor_dice": float("nan"), "cases": []}
+
+    monkeypatch.setattr(Trainer, "_validate", validate)
+
+
+def _same_weights(package_path, state):
+    from safetensors.torch import load_file
+
+    package = load_file(str(package_path))
+    pairs = [(v, w) for k, v in package.items() for name, w in state.items()
+             if w.is_floating_point() and k.endswith(name) and v.shape == w.shape]
+    return bool(pairs) and all(torch.equal(v.float(), w.float()) for v, w in pairs)
+
+
+def test_the_package_holds_the_last_epoch_unless_the_best_is_asked_for_and_says_which(data_csv, tmp_path,
+                                                                                    monkeypatch):
+    """The package held (and its whole-volume validation, crossval's number, measured) the weights of the epoch
+    that scored best on the validation cases: the Dice reported on those cases was chosen on them. The last
+    epoch's weights are packaged now; use_best_checkpoint packages the best epoch's and marks the numbers."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    for name, best in (("last", False), ("best", True)):
+        out = tmp_path / name
+        out.mkdir()
+        _scripted_validation(monkeypatch, [0.9, 0.1])  # epoch 1 is the best, epoch 2 the last
+        result = train(tiny_config(data_csv, out, use_best_checkpoint=best), **quiet)
+        checkpoints = out / "model_train" / "checkpoints"
+        assert result.validation["best_epoch"] == 1 and result.epochs_completed == 2
+        meta = read_package_metadata(result.package_path)
+        if not best:
+            assert _same_weights(result.package_path, _weights(checkpoints / "last.pt"))
+            assert not _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
+            assert meta["training"]["weights"] == meta["validation"]["weights"] == "last_epoch"
+            assert meta["validation"]["weights_epoch"] == 2 and meta["validation"]["optimistic"] is False
+            assert "note" not in meta["validation"]
+        else:
+            assert _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
+            assert meta["training"]["weights"] == meta["validation"]["weights"] == "best_on_validation"
+            assert meta["validation"]["weights_epoch"] == 1 and meta["validation"]["optimistic"] is True
+            assert meta["validation"]["note"].startswith("selected on these validation cases (optimistic)")
+
+
+def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_optimistic(data_csv, tmp_path,
+                                                                                      monkeypatch):
+    """Both decide on the validation cases (when to stop, when to lower the rate); the package and crossval's
+    table said nothing of it."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, selection_summary
+
+    torch.set_num_threads(1)
+    _scripted_validation(monkeypatch, [0.9, 0.1])
+    result = train(tiny_config(data_csv, tmp_path, epochs=4, early_stopping_patience=1, schedule="plateau"),
+                   log=lambda s: None)
+    assert result.stop_reason == "early_stopping" and result.epochs_completed == 2
+    validation = read_package_metadata(result.package_path)["validation"]
+    assert validation["weights"] == "last_epoch" and validation["optimistic"] is True
+    decided = " ".join(validation["decided_on_validation"])
+    assert "early stopping" in decided and "it stopped the run" in decided and "plateau" in decided
+    row = fold_row(0, SimpleNamespace(validation=validation, val_cases=["a"], epochs_completed=2))
+    assert row["weights"] == "last_epoch" and row["selected_on_validation"].startswith(
+        "yes, selected on these validation cases (optimistic): early stopping")
+    plain = fold_row(1, SimpleNamespace(validation={"weights": "last_epoch", "decided_on_validation": []},
+                                        val_cases=["b"], epochs_completed=2))
+    assert plain["selected_on_validation"] == "no"
+    # a package of an older version: it always held the best validation epoch's weights
+    older = fold_row(2, SimpleNamespace(validation={"best_epoch": 3, "whole_volume": {"liver_dice": 0.9}},
+                                        val_cases=["c"], epochs_completed=4))
+    assert older["weights"] == "best_on_validation" and older["selected_on_validation"].startswith("yes")
+    assert mean_row([plain])["selected_on_validation"] == "no"
+    assert mean_row([plain, older])["weights"] == "mixed: best_on_validation, last_epoch"
+    summary = selection_summary([plain, older])
+    assert summary["optimistic"] is True and "fold(s) 2" in summary["note"]
+    assert selection_summary([plain]) == {"weights": "last_epoch", "optimistic": False}
 
 
 def test_resume_of_a_run_that_stopped_early_is_refused_as_finished(data_csv, tmp_path):

@@ -31,7 +31,7 @@ from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .datasets import check_dataset_labels, discover_cases
+from .datasets import check_dataset_labels, discover_cases, refuse_identical_images
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
@@ -465,6 +465,8 @@ class Trainer:
         self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
         if self.dist.is_main or self._resume_payload is not None:
             self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
+            # the same CT under two patients (a copy under another name): its hashes are these, taken anyway
+            refuse_identical_images(self.train_cases + self.val_cases, self._data_fingerprint)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
                                   self.last_path, self._data_fingerprint)

@@ -395,6 +395,21 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
 
 
+def test_training_refuses_a_ct_copied_under_another_patient_before_it_caches_anything(tmp_path):
+    """A copy of ct0 under another name and patient id was accepted, and fold splits put one copy in training
+    and the other in validation. The run compares the image hashes it takes anyway at its start."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    for name in ("ct0", "lab0"):
+        shutil.copyfile(tmp_path / "data" / f"{name}.nii.gz", tmp_path / "data" / f"{name}_copy.nii.gz")
+    data.write_text(data.read_text() + "ct0_copy.nii.gz,lab0_copy.nii.gz,p7\n")
+    (tmp_path / "out").mkdir()
+    cfg = tiny_config(data, tmp_path / "out", folds=2, fold=0, cache_dir="")
+    with pytest.raises(InputError, match=r"case 'ct0' \(patient 'p0'.*case 'ct0_copy' \(patient 'p7'.*identical contents"):
+        train(cfg, log=lambda s: None)
+    assert not (tmp_path / "out" / "model_train").exists()  # refused before a slice was cached
+
+
 def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
     """--resume compared the options' text only: an edited patient column moved a trained-on case into
     validation, and an edited preprocessing file gave a package whose recorded window most steps never saw."""

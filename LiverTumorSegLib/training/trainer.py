@@ -37,7 +37,8 @@ from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
-from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
+from .optim import (build_optimizer, build_scheduler, current_lr, load_scheduler_state, schedule_factor,
+                    schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
@@ -52,7 +53,8 @@ RESUME_MAY_CHANGE = frozenset({
     "overwrite", "allow_non_hu", "max_time_minutes", "checkpoint_every_steps", "progress_bar", "tensorboard",
     "name", "description", "val_every", "val_max_slices", "early_stopping_patience"})
 """TrainConfig fields a resumed run may set differently from the interrupted one: where and how it runs, how
-long, and how it reports. Every other field (data, split, seeds, model, loss, optimiser, schedule, sampling,
+long (``epochs`` only under a schedule that does not depend on the run's total steps: :func:`check_resume_schedule`),
+and how it reports. Every other field (data, split, seeds, model, loss, optimiser, schedule, sampling,
 augmentation) defines the experiment: a checkpoint trained under other values is refused on resume."""
 
 
@@ -143,6 +145,44 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
         raise InputError(f"{what} '{source}' is from a run with other settings: {listed}{more}. Resume with "
                          f"the interrupted run's settings, or pass --overwrite (without --resume) to start over.")
+
+
+def _saved_epochs(payload: Dict[str, Any]) -> Optional[int]:
+    """The ``epochs`` of the run that wrote the checkpoint ``payload`` (its stored config), or None."""
+    try:
+        stored = decode_json(payload, "config")
+        return int(stored["epochs"]) if isinstance(stored, dict) and "epochs" in stored else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: Path) -> None:
+    """Raise InputError when ``config`` would resume the checkpoint ``payload`` under a schedule laid over the
+    run's total steps (cosine: :data:`~.optim.SCHEDULES_OVER_TOTAL`) with another total, i.e. another
+    ``--epochs``: the schedule was rebuilt over the new total, so the learning rate jumped at the resume
+    (unet16_widezoom_cpu's run: 6 epochs of a cosine over one length, the rest over another) and the package
+    recorded a schedule that never ran. The checkpoint's ``schedule_total_steps`` holds the total it was trained
+    under (older checkpoints: their config's epochs x iterations per epoch)."""
+    if schedule_total_steps(config.schedule, 1, 1) is None:
+        return
+    steps_per_epoch = int(config.iterations_per_epoch)
+    total_now = schedule_total_steps(config.schedule, config.epochs, steps_per_epoch)
+    saved_total = payload.get("schedule_total_steps")
+    epochs_before = _saved_epochs(payload)
+    if saved_total is None and epochs_before is not None:
+        saved_total = schedule_total_steps(config.schedule, epochs_before, steps_per_epoch)
+    if saved_total is None or int(saved_total) == total_now:
+        return
+    step = int(payload.get("global_step", 0))
+    rates = [float(config.lr) * schedule_factor(config.schedule, total, step, config.warmup, steps_per_epoch,
+                                                config.step_size, config.gamma) for total in (saved_total, total_now)]
+    before = f"{epochs_before} epochs, " if epochs_before is not None else ""
+    raise InputError(f"Checkpoint '{source}' was trained under the {config.schedule} schedule laid over {before}"
+                     f"{int(saved_total)} steps; --epochs {config.epochs} would lay it over {total_now}, and the "
+                     f"learning rate would jump from {rates[0]:.3g} to {rates[1]:.3g} at step {step} (the package "
+                     f"would record a schedule that never ran). Resume with --epochs {epochs_before or '(as before)'}; "
+                     f"to train longer, start over with --overwrite and the new --epochs. The step, plateau and none "
+                     f"schedules do not depend on the total: runs under them may resume with another --epochs.")
 
 
 @dataclass
@@ -565,6 +605,7 @@ class Trainer:
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
+            check_resume_schedule(payload, cfg, self.last_path)
             done = int(payload["epoch"])
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
@@ -576,9 +617,12 @@ class Trainer:
                 self._finish_only = final
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
+                longer = ("Pass a larger --epochs to train on, or --overwrite to write the package again"
+                          if schedule_total_steps(cfg.schedule, 1, 1) is None else
+                          f"Its {cfg.schedule} schedule has ended (it is laid over the run's epochs); to train "
+                          f"longer, start over with --overwrite and a larger --epochs")
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
-                                        f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
-                                        f"--overwrite to write the package again.")
+                                        f"'{self.output}'; nothing to resume. {longer}.")
             bad = early.bad_epochs
             if early.stopped and not cfg.overwrite:
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
@@ -633,6 +677,8 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,
                                          cfg.momentum)
         self.steps_per_epoch = int(cfg.iterations_per_epoch)
+        # recorded in every checkpoint: a resume under a schedule laid over it must keep it (check_resume_schedule)
+        self.schedule_total_steps = schedule_total_steps(cfg.schedule, cfg.epochs, self.steps_per_epoch)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.epochs * self.steps_per_epoch,
                                          self.steps_per_epoch, cfg.warmup, cfg.step_size, cfg.gamma,
                                          cfg.plateau_patience, cfg.plateau_factor)
@@ -657,6 +703,7 @@ class Trainer:
     # -- state
     def _state_json(self) -> str:
         return json.dumps({"history": self.history, "best": self.best.state(), "early": self.early.state(),
+                           "resumes": self.resumes,
                            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
                            "elapsed_s": self.elapsed_before + (time.time() - self.t0),
                            "epoch_elapsed_s": self.epoch_elapsed_before + (time.time() - self.epoch_t0)})
@@ -681,7 +728,7 @@ class Trainer:
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
-            "data_fingerprint": self._data_fingerprint})
+            "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps})
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""
@@ -719,6 +766,12 @@ class Trainer:
             else:  # a checkpoint from before ranks saved theirs, or one rank stopped elsewhere: not bit for bit
                 torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
         self.history = list(state.get("history", []))
+        # each resume, with the epochs asked for before and after it (a step or plateau run may train longer)
+        self.resumes = list(state.get("resumes", []))
+        self.resumes.append({"at_epoch": int(payload["epoch"]),
+                             "at_step_in_epoch": int(payload.get("step_in_epoch", 0)),
+                             "global_step": int(payload["global_step"]), "epochs_before": _saved_epochs(payload),
+                             "epochs_after": int(self.config.epochs)})
         self.best.load(state.get("best", {}))
         self.early.load(state.get("early", {}))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -754,6 +807,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.config
         self.history: List[Dict[str, Any]] = []
+        self.resumes: List[Dict[str, Any]] = []
         self.best, self.early = BestTracker(), EarlyStopping(cfg.early_stopping_patience)
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.loss_sum, self.loss_count, self.global_step, self.elapsed_before = 0.0, 0, 0, 0.0
@@ -1028,6 +1082,8 @@ class Trainer:
                     # validation epoch's (use_best_checkpoint)
                     "weights": self._selection["weights"], "weights_epoch": self._selection["weights_epoch"],
                     "global_step": self.global_step, "stop_reason": stop_reason,
+                    # the schedule's total steps where it depends on them (cosine), and each --resume of the run
+                    "schedule_total_steps": self.schedule_total_steps, "resumes": list(self.resumes),
                     **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
                     "world_size": self.dist.world_size, "device": str(self.device),

@@ -395,6 +395,50 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
 
 
+def test_resume_with_other_epochs_is_refused_under_cosine_and_recorded_under_other_schedules(data_csv, tmp_path):
+    """The cosine schedule was rebuilt over the new --epochs on --resume: the learning rate jumped (0 to 1.5e-4
+    in the review's run) and the package recorded a cosine over the whole run that never ran. Its total steps
+    are in the checkpoint (older ones: their config's epochs) and another total is refused; schedules that do not
+    depend on it resume, and the package lists every resume with the epochs before and after."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.checkpoint import save_checkpoint
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    cosine = tmp_path / "cosine"
+    cosine.mkdir()
+    cfg = tiny_config(data_csv, cosine)  # 2 epochs x 3 steps, cosine (the default)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], **quiet)
+    last = cosine / "model_train" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["schedule_total_steps"] == 6
+    with pytest.raises(InputError, match=r"cosine schedule laid over 2 epochs, 6 steps; --epochs 3 would lay it over "
+                                         r"9, and the learning rate would jump from .* at step 3.*Resume with "
+                                         r"--epochs 2"):
+        train(cfg.updated({"resume": True, "epochs": 3}), **quiet)
+    payload = load_checkpoint(last)
+    del payload["schedule_total_steps"]  # a checkpoint of an older version: the total from its config
+    save_checkpoint(last, payload)
+    with pytest.raises(InputError, match="laid over 2 epochs, 6 steps"):
+        train(cfg.updated({"resume": True, "epochs": 1}), **quiet)
+    result = train(cfg.updated({"resume": True}), **quiet)
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["schedule_total_steps"] == 6 and result.global_step == 6
+    assert training["resumes"] == [{"at_epoch": 1, "at_step_in_epoch": 0, "global_step": 3, "epochs_before": 2,
+                                    "epochs_after": 2}]
+
+    step = tmp_path / "step"
+    step.mkdir()
+    cfg = tiny_config(data_csv, step, schedule="step", step_size=1, gamma=0.5)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], **quiet)
+    result = train(cfg.updated({"resume": True, "epochs": 3}), **quiet)
+    training = read_package_metadata(result.package_path)["training"]
+    assert result.epochs_completed == 3 and training["schedule_total_steps"] is None
+    assert [(r["epochs_before"], r["epochs_after"]) for r in training["resumes"]] == [(2, 3)]
+    assert [row["lr"] for row in result.history] == pytest.approx([cfg.lr * 0.5, cfg.lr * 0.25, cfg.lr * 0.125])
+
+
 def test_training_refuses_a_ct_copied_under_another_patient_before_it_caches_anything(tmp_path):
     """A copy of ct0 under another name and patient id was accepted, and fold splits put one copy in training
     and the other in validation. The run compares the image hashes it takes anyway at its start."""
@@ -975,12 +1019,12 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
     assert read_package_metadata(uninterrupted / "model.safetensors")["validation"]["whole_volume"] == \
         meta["validation"]["whole_volume"]
     # with more --epochs asked for, --resume trains on (it only validated the old package again)
-    longer = tmp_path / "longer"
+    longer = tmp_path / "longer"  # (a schedule that does not depend on the epochs: cosine refuses another count)
     longer.mkdir()
     monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data_csv, longer, epochs=1))
+        train(tiny_config(data_csv, longer, epochs=1, schedule="none"))
     monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
-    result = train(tiny_config(data_csv, longer, epochs=2, resume=True))
+    result = train(tiny_config(data_csv, longer, epochs=2, resume=True, schedule="none"))
     assert result.epochs_completed == 2 and read_package_metadata(longer / "model.safetensors")["training"]["stop_reason"] \
         == "completed"

@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if table and table[-1].get("tumor_ref_cases") == 0:
         print("no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted "
               "(1 = none, 0 = some), not how well it was outlined")
+    mean = table[-1] if table else {}
+    if mean.get("liver_dice_raw") is not None and mean["liver_dice_raw"] == mean["liver_dice_raw"]:
+        print(f"Dice of the whole volumes after segment's post-processing (column postprocessing); the network's "
+              f"own labels before it: mean liver Dice {mean['liver_dice_raw']:.3f}, tumor Dice "
+              f"{mean.get('tumor_dice_raw', float('nan')):.3f} (columns liver_dice_raw, tumor_dice_raw)")
     selected = [row for row in table[:-1] if str(row.get("selected_on_validation") or "no") != "no"]
     if selected:
         print(f"note: the Dice of fold(s) {', '.join(str(row['fold']) for row in selected)} is {OPTIMISTIC_NOTE}: "

@@ -193,8 +193,11 @@ def validation_summary(validation: Any) -> str:
         cases = [c for c in whole.get("cases") or [] if isinstance(c, dict) and "reference_has_tumor" in c]
         note = (" (no validation case has a reference tumor: tumor Dice 1.000 only says none was predicted)"
                 if cases and not any(c["reference_has_tumor"] for c in cases) else "")
+        raw = whole.get("raw_network") or {}
+        before = (f"; before segment's post-processing liver Dice {_fmt(raw.get('liver_dice'))}, tumor Dice "
+                  f"{_fmt(raw.get('tumor_dice'))}" if raw else "")
         return (f"validation (whole volumes, CT grid) liver Dice {_fmt(whole.get('liver_dice'))}, tumor Dice "
-                f"{_fmt(whole.get('tumor_dice'))}{note}{_optimistic(v)}")
+                f"{_fmt(whole.get('tumor_dice'))}{note}{before}{_optimistic(v)}")
     return (f"validation (slices on the network grid) liver Dice {_fmt(v.get('liver_dice'))}, tumor Dice "
             f"{_fmt(v.get('tumor_dice'))}{_optimistic(v)}")
 

@@ -1,12 +1,15 @@
 """k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
 
 Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
-``fold``: one row per fold 0..k-1 with liver/tumor Dice and ``val_cases``, its validation case ids joined by
-"; ", ``weights`` (``last_epoch``, or ``best_on_validation`` with ``use_best_checkpoint``) and
+``fold``: one row per fold 0..k-1 with liver/tumor Dice after ``segment``'s default post-processing (the
+``postprocessing`` column names it; each package's ``validation.whole_volume.postprocessing`` lists the options),
+``liver_dice_raw`` / ``tumor_dice_raw`` of the network's own labels before it, ``val_cases``, its validation case
+ids joined by "; ", ``weights`` (``last_epoch``, or ``best_on_validation`` with ``use_best_checkpoint``) and
 ``selected_on_validation`` ("no", or what the fold decided on its validation cases: then its Dice is optimistic),
 then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
 ``n_validation_cases``, ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
-gives a metric's statistics, ``weights``, ``optimistic`` and, when so, ``note``).
+gives a metric's statistics, ``raw_network_metrics_over_folds`` the same for the raw Dice, ``postprocessing``,
+``weights``, ``optimistic`` and, when so, ``note``).
 By default every fold packages and validates its last epoch's weights, so its Dice is measured on cases that
 made no decision in its training; best-epoch selection (``use_best_checkpoint``), early stopping and the plateau
 schedule decide on the validation cases, and the table says so.
@@ -52,14 +55,32 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     cases = whole.get("cases") or []
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
     weights, decided = fold_selection(v)
+    raw = whole.get("raw_network") or {}
     return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
+            "liver_dice_raw": _num(raw.get("liver_dice")), "tumor_dice_raw": _num(raw.get("tumor_dice")),
             "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
             "val_cases": VAL_CASES_SEPARATOR.join(result.val_cases), "epochs": result.epochs_completed,
             "validation": "whole volume" if whole else (
                 f"whole-volume validation failed (see the fold's log); slice-level liver "
                 f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable"),
+            "postprocessing": postprocessing_text(whole) if whole else "",
             "weights": weights,
             "selected_on_validation": f"yes, {OPTIMISTIC_NOTE}: {'; '.join(decided)}" if decided else "no"}
+
+
+def postprocessing_text(whole: Dict[str, Any]) -> str:
+    """The post-processing a fold's whole-volume Dice were measured after, for its table row: segment's defaults
+    (as ``postprocessing``, which crossval.json's summary lists), or "not recorded" for a package of an older
+    version (it ran the defaults of its own version). ``liver_dice_raw`` / ``tumor_dice_raw`` are the same
+    network output before post-processing."""
+    options = whole.get("postprocessing")
+    if not isinstance(options, dict):
+        return "not recorded (an older package: segment's defaults of its version)"
+    from ..inference.postprocess import PostprocessingOptions
+
+    if options == PostprocessingOptions().to_dict():
+        return "segment's defaults"
+    return "custom: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
 
 
 def fold_selection(validation: Dict[str, Any]) -> Tuple[str, List[str]]:
@@ -88,7 +109,8 @@ def _num(value: Any) -> float:
 def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
     out: Dict[str, Any] = {"fold": "mean"}
-    for key in ("liver_dice", "tumor_dice"):
+    for key in ("liver_dice", "tumor_dice") + tuple(k for k in ("liver_dice_raw", "tumor_dice_raw")
+                                                     if any(k in r for r in rows)):
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
     counts = [r.get("tumor_ref_cases", float("nan")) for r in rows]
@@ -252,6 +274,18 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
                "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
+    if any(k in r for r in folds for k in ("liver_dice_raw", "tumor_dice_raw")):
+        # the network's own labels, before segment's post-processing (the Dice above are after it)
+        raw = summarize_cases([{"liver_dice": r.get("liver_dice_raw", math.nan),
+                                "tumor_dice": r.get("tumor_dice_raw", math.nan)} for r in folds])
+        summary["raw_network_metrics_over_folds"] = raw["metrics"]
+    described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
+    if described:
+        summary["postprocessing"] = described[0] if len(described) == 1 else described
+        if described == ["segment's defaults"]:
+            from ..inference.postprocess import PostprocessingOptions
+
+            summary["postprocessing_options"] = PostprocessingOptions().to_dict()
     summary.update(selection_summary(folds))
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:

@@ -1102,10 +1102,15 @@ class Trainer:
 
     def _whole_volume_validation(self, package_path: Path) -> Dict[str, Any]:
         """Liver/tumor Dice on whole native-resolution validation volumes through the inference pipeline
-        (one ``LiverTumorSegLib.inference.Segmenter`` for all cases), when that module is available. Empty dict
-        otherwise. Same rules as ``evaluate``: tumor Dice 1.0 for a case where neither map holds tumor (LiTS per
-        case), so the crossval table and ``evaluate`` agree; slice-level validation (model selection) leaves such
-        cases out.
+        (one ``LiverTumorSegLib.inference.Segmenter`` for all cases, ``segment``'s default options), when that
+        module is available. Empty dict otherwise. Same rules as ``evaluate``: tumor Dice 1.0 for a case where
+        neither map holds tumor (LiTS per case), so the crossval table and ``evaluate`` agree; slice-level
+        validation leaves such cases out.
+
+        The Dice are those of the post-processed labels ``segment`` writes (largest liver component, small and
+        uncertain lesions, the tube and lung-base rules: ``postprocessing`` records the options); ``raw_network``
+        and each case's ``*_raw`` give the network's own labels before post-processing (the same network pass:
+        :meth:`Segmenter.predict`, then :meth:`Segmenter.finish`).
         """
         if not self.val_cases:
             return {}
@@ -1126,17 +1131,34 @@ class Trainer:
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
                 volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
-                pred = segmenter.segment_volume(volume, checked=True).labels  # load_case checked it
-                rows.append(whole_volume_row(case.case_id, pred, labels))
+                # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
+                # network's own labels are scored too
+                output = segmenter.predict(volume)
+                raw = whole_volume_row(case.case_id, output.labels, labels)
+                pred = segmenter.finish(volume, output).labels
+                rows.append(dict(whole_volume_row(case.case_id, pred, labels),
+                                 liver_dice_raw=raw["liver_dice"], tumor_dice_raw=raw["tumor_dice"]))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
             return {}
         finally:
             torch.set_num_threads(threads)
-        tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
-        return {"method": "whole validation volumes through inference.Segmenter", "precision": precision,
-                "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),
-                "tumor_dice": float(np.mean(tumor)) if tumor else float("nan"), "cases": rows}
+        options = segmenter.options
+
+        def means(suffix: str) -> Dict[str, float]:
+            tumor = [r["tumor_dice" + suffix] for r in rows if not math.isnan(r["tumor_dice" + suffix])]
+            return {"liver_dice": float(np.mean([r["liver_dice" + suffix] for r in rows])),
+                    "tumor_dice": float(np.mean(tumor)) if tumor else float("nan")}
+
+        return {"method": f"whole validation volumes through inference.Segmenter with {WHOLE_VOLUME_POSTPROCESSING} "
+                          f"(postprocessing); raw_network: the same network output before post-processing",
+                "precision": precision, **means(""),
+                "postprocessing": options.postprocessing.to_dict(), "tta": bool(options.tta),
+                "two_stage": bool(options.two_stage), "raw_network": means("_raw"), "cases": rows}
+
+
+WHOLE_VOLUME_POSTPROCESSING = "segment's default post-processing"
+"""How the whole-volume validation's post-processing is named in its ``method`` and in crossval's table."""
 
 
 def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:

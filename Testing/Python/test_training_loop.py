@@ -87,7 +87,8 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert [f["case"] for f in files] == result.train_cases + result.val_cases
     assert all(Path(f["image"]).is_absolute() and f["image_bytes"] > 0 for f in files)
     whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
-    assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
+    assert "inference.Segmenter with segment's default post-processing" in whole["method"]
+    assert len(whole["cases"]) == len(result.val_cases)
     assert whole["precision"] == "fp32"  # as trained on the CPU; not bf16 on CPUs that have it
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
@@ -437,6 +438,45 @@ def test_resume_with_other_epochs_is_refused_under_cosine_and_recorded_under_oth
     assert result.epochs_completed == 3 and training["schedule_total_steps"] is None
     assert [(r["epochs_before"], r["epochs_after"]) for r in training["resumes"]] == [(2, 3)]
     assert [row["lr"] for row in result.history] == pytest.approx([cfg.lr * 0.5, cfg.lr * 0.25, cfg.lr * 0.125])
+
+
+def test_whole_volume_validation_records_its_post_processing_and_the_raw_network_dice(data_csv, tmp_path):
+    """The whole-volume Dice (crossval's number) is measured after segment's default post-processing (largest
+    liver component, small and uncertain lesions, tube and lung-base rules), but its method named only the
+    precision. The options are recorded, and the same network pass is scored before post-processing too."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row
+    from LiverTumorSegLib.training.datasets import discover_cases, load_case
+    from LiverTumorSegLib.training.trainer import whole_volume_row
+
+    torch.set_num_threads(1)
+    result = train(tiny_config(data_csv, tmp_path, epochs=1), log=lambda s: None)
+    whole = read_package_metadata(result.package_path)["validation"]["whole_volume"]
+    assert whole["postprocessing"] == PostprocessingOptions().to_dict()
+    assert whole["tta"] is False and whole["two_stage"] is False and "post-processing" in whole["method"]
+    cases = {c.case_id: c for c in discover_cases(data_csv)}
+    for name, options, suffix in (("after", PostprocessingOptions(), ""),
+                                  ("before", PostprocessingOptions.disabled(), "_raw")):
+        segmenter = Segmenter(SegmentationOptions(model=str(result.package_path), device="cpu", precision="fp32",
+                                                  postprocessing=options))
+        for row in whole["cases"]:
+            volume, labels = load_case(cases[row["case"]])
+            expected = whole_volume_row(row["case"], segmenter.segment_volume(volume).labels, labels)
+            assert row["liver_dice" + suffix] == pytest.approx(expected["liver_dice"]), name
+            assert row["tumor_dice" + suffix] == pytest.approx(expected["tumor_dice"]), name
+    assert whole["raw_network"]["liver_dice"] == pytest.approx(np.mean([r["liver_dice_raw"] for r in whole["cases"]]))
+    row = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=result.val_cases,
+                                      epochs_completed=1))
+    assert row["postprocessing"] == "segment's defaults"
+    assert row["liver_dice_raw"] == pytest.approx(whole["raw_network"]["liver_dice"])
+    assert mean_row([row])["liver_dice_raw"] == pytest.approx(row["liver_dice_raw"])
+    older = fold_row(1, SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
+                                        val_cases=["a"], epochs_completed=1))
+    assert older["postprocessing"].startswith("not recorded") and np.isnan(older["liver_dice_raw"])
 
 
 def test_training_refuses_a_ct_copied_under_another_patient_before_it_caches_anything(tmp_path):
@@ -998,17 +1038,17 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
 
     out = tmp_path / "run"
     out.mkdir()
-    original = inference.Segmenter.segment_volume
+    original = inference.Segmenter.predict  # the whole-volume validation's network pass
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    monkeypatch.setattr(inference.Segmenter, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(data_csv, out, epochs=1))
     training = read_package_metadata(out / "model.safetensors")["training"]
     assert training["stop_reason"] == "validating" and training["final_stop_reason"] == "completed"
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
+    monkeypatch.setattr(inference.Segmenter, "predict", original)
     result = train(tiny_config(data_csv, out, epochs=1, resume=True))
     meta = read_package_metadata(out / "model.safetensors")
     assert meta["training"]["stop_reason"] == "completed" and "final_stop_reason" not in meta["training"]
@@ -1021,10 +1061,10 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
     # with more --epochs asked for, --resume trains on (it only validated the old package again)
     longer = tmp_path / "longer"  # (a schedule that does not depend on the epochs: cosine refuses another count)
     longer.mkdir()
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    monkeypatch.setattr(inference.Segmenter, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(data_csv, longer, epochs=1, schedule="none"))
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
+    monkeypatch.setattr(inference.Segmenter, "predict", original)
     result = train(tiny_config(data_csv, longer, epochs=2, resume=True, schedule="none"))
     assert result.epochs_completed == 2 and read_package_metadata(longer / "model.safetensors")["training"]["stop_reason"] \
         == "completed"

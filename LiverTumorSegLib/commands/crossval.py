@@ -3,7 +3,9 @@
     livertumorseg crossval --data DIR_OR_CSV --folds 4 -o OUT_DIR [any train option] [--config train.yaml]
 
 Trains every fold into ``OUT_DIR/fold_<i>.safetensors`` and writes ``OUT_DIR/crossval.csv`` (per-fold and
-mean liver/tumor Dice) and ``OUT_DIR/crossval.json``. Here ``-o`` is a folder.
+mean liver/tumor Dice) and ``OUT_DIR/crossval.json``. Here ``-o`` is a folder. Each fold is validated with its
+last epoch's weights; ``--use-best-checkpoint``, ``--early-stopping-patience`` and ``--schedule plateau`` decide
+on the validation cases, and the table then marks those folds' Dice as optimistic.
 """
 import argparse
 from pathlib import Path
@@ -28,6 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.callbacks import OPTIMISTIC_NOTE
     from ..training.crossval import run_crossval
     from ..training.launch_env import env_rank
 
@@ -51,5 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if table and table[-1].get("tumor_ref_cases") == 0:
         print("no validation case has a reference tumor: 'tumor Dice' only says whether tumor was predicted "
               "(1 = none, 0 = some), not how well it was outlined")
+    mean = table[-1] if table else {}
+    if mean.get("liver_dice_raw") is not None and mean["liver_dice_raw"] == mean["liver_dice_raw"]:
+        print(f"Dice of the whole volumes after segment's post-processing (column postprocessing); the network's "
+              f"own labels before it: mean liver Dice {mean['liver_dice_raw']:.3f}, tumor Dice "
+              f"{mean.get('tumor_dice_raw', float('nan')):.3f} (columns liver_dice_raw, tumor_dice_raw)")
+    selected = [row for row in table[:-1] if str(row.get("selected_on_validation") or "no") != "no"]
+    if selected:
+        print(f"note: the Dice of fold(s) {', '.join(str(row['fold']) for row in selected)} is {OPTIMISTIC_NOTE}: "
+              f"{selected[0]['selected_on_validation'].split(': ', 1)[-1]}{' ...' if len(selected) > 1 else ''} "
+              f"(column selected_on_validation)")
     print(f"table written to {Path(out_dir) / 'crossval.csv'}")
     return 0

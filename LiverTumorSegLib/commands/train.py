@@ -50,7 +50,10 @@ HELP = {
     "device": "auto (CUDA when available), cpu, cuda, cuda:N, gpu (= cuda); mps (Apple GPUs) is for segment only",
     "amp": "auto (bf16 on CUDA), bf16, fp16 or off",
     "num_workers": "DataLoader worker processes (0 = in the main process)",
-    "early_stopping_patience": "stop after this many validations without improvement (0 = never)",
+    "early_stopping_patience": ("stop after this many validations without improvement (0 = never); decided on the "
+                                "validation cases, so their Dice is then marked optimistic"),
+    "use_best_checkpoint": ("package the best validation epoch's weights instead of the last epoch's (default): "
+                            "selected on the validation cases, so their Dice is marked optimistic"),
     "output": "model package to write (.safetensors)",
     "log_dir": "folder for checkpoints, logs and cache (default: <output>_train/)",
     "resume": "continue from <log_dir>/checkpoints/last.pt",
@@ -190,10 +193,21 @@ def validation_summary(validation: Any) -> str:
         cases = [c for c in whole.get("cases") or [] if isinstance(c, dict) and "reference_has_tumor" in c]
         note = (" (no validation case has a reference tumor: tumor Dice 1.000 only says none was predicted)"
                 if cases and not any(c["reference_has_tumor"] for c in cases) else "")
+        raw = whole.get("raw_network") or {}
+        before = (f"; before segment's post-processing liver Dice {_fmt(raw.get('liver_dice'))}, tumor Dice "
+                  f"{_fmt(raw.get('tumor_dice'))}" if raw else "")
         return (f"validation (whole volumes, CT grid) liver Dice {_fmt(whole.get('liver_dice'))}, tumor Dice "
-                f"{_fmt(whole.get('tumor_dice'))}{note}")
+                f"{_fmt(whole.get('tumor_dice'))}{note}{before}{_optimistic(v)}")
     return (f"validation (slices on the network grid) liver Dice {_fmt(v.get('liver_dice'))}, tumor Dice "
-            f"{_fmt(v.get('tumor_dice'))}")
+            f"{_fmt(v.get('tumor_dice'))}{_optimistic(v)}")
+
+
+def _optimistic(validation: Dict[str, Any]) -> str:
+    """`` - selected on these validation cases (optimistic)`` when the run decided something on its validation
+    cases (``validation.optimistic``: the best epoch's weights, early stopping, the plateau schedule), else ""."""
+    from ..training.callbacks import OPTIMISTIC_NOTE
+
+    return f" - {OPTIMISTIC_NOTE}" if validation.get("optimistic") else ""
 
 
 def _fmt(value: Any) -> str:

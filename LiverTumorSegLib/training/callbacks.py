@@ -1,5 +1,6 @@
 """Epoch-end callbacks: best-checkpoint tracking and early stopping. Both keep their state in plain
-numbers so it round-trips through the checkpoint's JSON ``state``."""
+numbers so it round-trips through the checkpoint's JSON ``state``. And what a run decided on its validation cases
+(:func:`validation_selection`), which its package and crossval's table report."""
 import math
 from typing import Any, Dict, Optional
 
@@ -57,3 +58,42 @@ def validation_score(liver_dice: float, tumor_dice: float) -> float:
     if tumor_dice is None or math.isnan(tumor_dice):
         return liver_dice
     return 0.5 * (liver_dice + tumor_dice)
+
+
+LAST_EPOCH, BEST_ON_VALIDATION = "last_epoch", "best_on_validation"
+"""A package's ``training.weights`` / ``validation.weights``: the weights of the last epoch trained, or those of
+the epoch with the best validation score (``use_best_checkpoint``)."""
+
+OPTIMISTIC_NOTE = "selected on these validation cases (optimistic)"
+"""How a package (``validation.note``) and crossval (its ``selected_on_validation`` column, crossval.json's note)
+mark validation numbers of a run that made a decision on its own validation cases."""
+
+
+def validation_selection(config: Any, has_validation: bool, best_used: bool, best_epoch: int,
+                         epochs_done: int, stopped_early: bool) -> Dict[str, Any]:
+    """Which weights a run packages and what it decided on its validation cases, for the package's metadata
+    and crossval's table: ``weights`` (:data:`LAST_EPOCH` or :data:`BEST_ON_VALIDATION`), ``weights_epoch``,
+    ``decided_on_validation`` (the choices the validation cases drove: the packaged epoch, when training
+    stopped, the learning rate), ``optimistic`` (any of them: the validation Dice of these weights was then
+    measured on cases that chose them, not on unseen ones) and, when so, ``note``. Early stopping and the
+    plateau schedule count whenever they watched validation cases, as the user asked for them, even where
+    they changed nothing in the end (it is recorded whether early stopping stopped the run)."""
+    decided = []
+    if has_validation and best_used:
+        decided.append(f"packaged weights: the best validation epoch ({best_epoch} of {epochs_done}; "
+                       f"use_best_checkpoint)")
+    if has_validation and int(config.early_stopping_patience) > 0:
+        decided.append(f"early stopping on the validation score (patience {config.early_stopping_patience} "
+                       f"validations; {'it stopped the run' if stopped_early else 'it did not stop the run'})")
+    if has_validation and config.schedule == "plateau":
+        decided.append(f"learning rate: plateau schedule on the validation loss (patience {config.plateau_patience}, "
+                       f"factor {config.plateau_factor:g})")
+    selection = {"weights": BEST_ON_VALIDATION if best_used else LAST_EPOCH,
+                 "weights_epoch": int(best_epoch) if best_used else int(epochs_done),
+                 "decided_on_validation": decided, "optimistic": bool(decided)}
+    if decided:
+        selection["note"] = f"{OPTIMISTIC_NOTE}: {'; '.join(decided)}"
+    if config.use_best_checkpoint and not best_used and has_validation:
+        selection["use_best_checkpoint_unused"] = ("no validation with a finite score ran before the end: the last "
+                                                   "epoch's weights were packaged")
+    return selection

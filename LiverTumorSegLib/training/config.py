@@ -61,6 +61,9 @@ class TrainConfig:
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.
     ``allow_non_hu``: train on volumes that do not look like CT in HU (each case gets ``segment``'s checks).
     ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
+    ``use_best_checkpoint``: package (and validate on whole volumes) the weights of the best validation epoch
+    instead of the last epoch's. Chosen on the validation cases, so the validation numbers it reports are
+    optimistic; the package and crossval say so. Default off: the last epoch's weights (nnU-Net's convention).
     """
 
     data: str = ""
@@ -104,6 +107,7 @@ class TrainConfig:
     channels_last: bool = False
     num_workers: int = 2
     early_stopping_patience: int = 0
+    use_best_checkpoint: bool = False
     grad_clip: float = 0.0
     output: str = ""
     log_dir: str = ""

@@ -1,10 +1,18 @@
 """k-fold cross-validation: train every fold (patient-level folds, fixed seed) and tabulate the metrics.
 
 Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), ``crossval.csv`` (first column
-``fold``: one row per fold 0..k-1 with liver/tumor Dice and ``val_cases``, its validation case ids joined by
-"; ", then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
-``n_validation_cases`` and ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
-gives a metric's statistics).
+``fold``: one row per fold 0..k-1 with liver/tumor Dice after ``segment``'s default post-processing (the
+``postprocessing`` column names it; each package's ``validation.whole_volume.postprocessing`` lists the options),
+``liver_dice_raw`` / ``tumor_dice_raw`` of the network's own labels before it, ``val_cases``, its validation case
+ids joined by "; ", ``weights`` (``last_epoch``, or ``best_on_validation`` with ``use_best_checkpoint``) and
+``selected_on_validation`` ("no", or what the fold decided on its validation cases: then its Dice is optimistic),
+then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
+``n_validation_cases``, ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
+gives a metric's statistics, ``raw_network_metrics_over_folds`` the same for the raw Dice, ``postprocessing``,
+``weights``, ``optimistic`` and, when so, ``note``).
+By default every fold packages and validates its last epoch's weights, so its Dice is measured on cases that
+made no decision in its training; best-epoch selection (``use_best_checkpoint``), early stopping and the plateau
+schedule decide on the validation cases, and the table says so.
 All folds share one slice cache (``out_dir/cache``). Tumor Dice follows ``evaluate``'s (LiTS) rule: 1.0 for a
 case where neither prediction nor reference holds tumor, 0.0 where only one does; ``tumor_ref_cases`` counts
 the fold's validation cases whose reference has tumor: with none, tumor Dice only says whether tumor was
@@ -13,15 +21,17 @@ predicted at all, not how well it was outlined (slice-level synthetic-tumor Dice
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, OutputExistsError
 from ..fileutil import (atomic_output, check_folder_writable, check_path_encoding, nearest_existing_folder,
                         outermost_missing_folder)
+from .callbacks import BEST_ON_VALIDATION, LAST_EPOCH, OPTIMISTIC_NOTE
 from .config import TrainConfig
 
 
 TABLE_NAMES = ("crossval.csv", "crossval.json")
+
 VAL_CASES_SEPARATOR = "; "
 """Between the case ids in a fold's ``val_cases`` cell: case ids may hold spaces (file names such as 'ct 0')."""
 
@@ -44,12 +54,49 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     whole = v.get("whole_volume") or {}
     cases = whole.get("cases") or []
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
+    weights, decided = fold_selection(v)
+    raw = whole.get("raw_network") or {}
     return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
+            "liver_dice_raw": _num(raw.get("liver_dice")), "tumor_dice_raw": _num(raw.get("tumor_dice")),
             "tumor_ref_cases": sum(1 for c in with_tumor if c["reference_has_tumor"]) if with_tumor else float("nan"),
             "val_cases": VAL_CASES_SEPARATOR.join(result.val_cases), "epochs": result.epochs_completed,
             "validation": "whole volume" if whole else (
                 f"whole-volume validation failed (see the fold's log); slice-level liver "
-                f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable")}
+                f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable"),
+            "postprocessing": postprocessing_text(whole) if whole else "",
+            "weights": weights,
+            "selected_on_validation": f"yes, {OPTIMISTIC_NOTE}: {'; '.join(decided)}" if decided else "no"}
+
+
+def postprocessing_text(whole: Dict[str, Any]) -> str:
+    """The post-processing a fold's whole-volume Dice were measured after, for its table row: segment's defaults
+    (as ``postprocessing``, which crossval.json's summary lists), or "not recorded" for a package of an older
+    version (it ran the defaults of its own version). ``liver_dice_raw`` / ``tumor_dice_raw`` are the same
+    network output before post-processing."""
+    options = whole.get("postprocessing")
+    if not isinstance(options, dict):
+        return "not recorded (an older package: segment's defaults of its version)"
+    from ..inference.postprocess import PostprocessingOptions
+
+    if options == PostprocessingOptions().to_dict():
+        return "segment's defaults"
+    return "custom: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+
+
+def fold_selection(validation: Dict[str, Any]) -> Tuple[str, List[str]]:
+    """``(weights, decisions)`` of a fold's package ``validation`` metadata (``trainer.validation_selection``):
+    which weights it holds and what its training decided on the validation cases. Packages of older versions
+    record neither: they held the best validation epoch's weights whenever a validation had found one
+    (``best_epoch`` >= 1), so they are read as that."""
+    weights = validation.get("weights")
+    if isinstance(weights, str):
+        decided = validation.get("decided_on_validation")
+        return weights, [str(d) for d in decided] if isinstance(decided, list) else []
+    best_epoch = validation.get("best_epoch")
+    if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) and best_epoch >= 1:
+        return BEST_ON_VALIDATION, [f"packaged weights: the best validation epoch ({best_epoch}; a package of an "
+                                    f"older version, which always packaged that epoch)"]
+    return LAST_EPOCH, []
 
 
 def _num(value: Any) -> float:
@@ -62,11 +109,18 @@ def _num(value: Any) -> float:
 def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
     out: Dict[str, Any] = {"fold": "mean"}
-    for key in ("liver_dice", "tumor_dice"):
+    for key in ("liver_dice", "tumor_dice") + tuple(k for k in ("liver_dice_raw", "tumor_dice_raw")
+                                                     if any(k in r for r in rows)):
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
     counts = [r.get("tumor_ref_cases", float("nan")) for r in rows]
     out["tumor_ref_cases"] = sum(counts) if counts and not any(math.isnan(c) for c in counts) else float("nan")
+    weights = sorted({str(r["weights"]) for r in rows if r.get("weights")})
+    if weights:
+        out["weights"] = weights[0] if len(weights) == 1 else "mixed: " + ", ".join(weights)
+    if any(r.get("selected_on_validation") for r in rows):
+        selected = any(str(r.get("selected_on_validation") or "no") != "no" for r in rows)
+        out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if selected else "no"
     return out
 
 
@@ -193,6 +247,20 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     return table
 
 
+def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """crossval.json's ``weights`` (each fold's, one value when all agree), ``optimistic`` (a fold decided
+    something on its validation cases) and, when so, ``note``: a reader of the summary alone sees it too."""
+    weights = sorted({str(r.get("weights")) for r in folds if r.get("weights")})
+    selected = [r["fold"] for r in folds if str(r.get("selected_on_validation") or "no") != "no"]
+    summary = {"weights": weights[0] if len(weights) == 1 else weights, "optimistic": bool(selected)}
+    if selected:
+        summary["note"] = (f"the Dice of fold(s) {', '.join(str(f) for f in selected)} is {OPTIMISTIC_NOTE}: "
+                           f"see each fold's selected_on_validation. Without use_best_checkpoint, early stopping "
+                           f"and the plateau schedule every fold is measured on cases that made no decision in "
+                           f"its training.")
+    return summary
+
+
 def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary."""
     from ..metrics.report import summarize_cases, write_case_table
@@ -206,6 +274,19 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
                "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
+    if any(k in r for r in folds for k in ("liver_dice_raw", "tumor_dice_raw")):
+        # the network's own labels, before segment's post-processing (the Dice above are after it)
+        raw = summarize_cases([{"liver_dice": r.get("liver_dice_raw", math.nan),
+                                "tumor_dice": r.get("tumor_dice_raw", math.nan)} for r in folds])
+        summary["raw_network_metrics_over_folds"] = raw["metrics"]
+    described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
+    if described:
+        summary["postprocessing"] = described[0] if len(described) == 1 else described
+        if described == ["segment's defaults"]:
+            from ..inference.postprocess import PostprocessingOptions
+
+            summary["postprocessing_options"] = PostprocessingOptions().to_dict()
+    summary.update(selection_summary(folds))
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({"folds": clean, "summary": summary}, indent=2), encoding="utf-8")

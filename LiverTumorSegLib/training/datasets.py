@@ -336,6 +336,7 @@ def _discover_csv(root: Path) -> List[Case]:
         raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional "
                          f"'patient', 'case'); found {columns}.")
     cases = []
+    unnamed = []  # lines without a patient id
     for index, (number, row) in enumerate(rows, start=1):
         if not row.get("image") or not row.get("label"):
             raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
@@ -345,8 +346,57 @@ def _discover_csv(root: Path) -> List[Case]:
                 raise InputError(f"CSV '{root}' line {number}: {kind} '{path}' does not exist.")
         case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{index}"
         patient = row.get("patient") or case_id
+        if not row.get("patient"):
+            unnamed.append(number)
         cases.append(Case(case_id, patient, str(image), str(label), "csv"))
+    _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases))
     return cases
+
+
+# (CSV, what was said) pairs already warned about in this process: crossval lists the cases again for each fold
+_WARNED_CSVS: Set[Tuple[str, str]] = set()
+
+
+def _warn_cases_as_own_patients(root: Path, has_column: bool, lines: Sequence[int], total: int) -> None:
+    """Warn (once per CSV and process) that rows without a patient id are each taken as a patient of their own:
+    two phases or scans of one patient listed so can land on both sides of a split, and their validation then
+    measures a patient the network was trained on. ``lines``: the CSV's line numbers without a patient id."""
+    if not lines:
+        return
+    if not has_column:
+        text = (f"CSV '{root}' has no 'patient' column, so each of its {total} rows is taken as a patient of its own; "
+                f"if some rows are scans of one patient (phases, follow-ups), add a 'patient' column naming it, or "
+                f"those scans can be split between training and validation")
+    else:
+        shown = ", ".join(str(n) for n in list(lines)[:10]) + (" ..." if len(lines) > 10 else "")
+        text = (f"CSV '{root}': {len(lines)} of its {total} rows have an empty 'patient' cell (lines {shown}) and are "
+                f"each taken as a patient of their own; fill in the patient id where a row is another scan of a "
+                f"listed patient, or those scans can be split between training and validation")
+    key = (os.path.normcase(str(Path(root).resolve())), text)
+    if key not in _WARNED_CSVS:
+        _WARNED_CSVS.add(key)
+        log.warning("warning: %s.", text)
+
+
+def refuse_identical_images(cases: Sequence[Case], fingerprint: Dict[str, Dict[str, Any]]) -> None:
+    """Refuse two cases of different patients whose images have identical contents (``fingerprint``:
+    :func:`~.slice_cache.data_fingerprint`, whose SHA-256 hashes are reused here: nothing is read again). A CT
+    copied under another name or patient id passed the check by path (:func:`_refuse_repeated_images`) and could
+    be trained on in one split and validated on in the other. One patient's rows may share an image (one scan
+    with two readers' labels): they stay on one side of every split."""
+    first: Dict[str, Case] = {}
+    for case in cases:
+        digest = (fingerprint.get(case.case_id) or {}).get("image_sha256")
+        if not isinstance(digest, str):
+            continue
+        seen = first.setdefault(digest, case)
+        if seen is not case and seen.patient_id != case.patient_id:
+            raise InputError(f"The images of case '{seen.case_id}' (patient '{seen.patient_id}', '{seen.image_path}') "
+                             f"and case '{case.case_id}' (patient '{case.patient_id}', '{case.image_path}') have "
+                             f"identical contents (SHA-256 {digest[:16]}...): one CT under two patients could be "
+                             f"trained on and validated on at once. If both rows are that one patient's (e.g. the "
+                             f"same scan with two label files), give them the same patient id (CSV column "
+                             f"'patient'); otherwise remove the copy from the data.")
 
 
 def _resolve(base: Path, text: str) -> Path:

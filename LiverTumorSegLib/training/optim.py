@@ -50,6 +50,25 @@ class WarmupLambda:
         return 1.0
 
 
+SCHEDULES_OVER_TOTAL = ("cosine",)
+"""Schedules whose rate at a step depends on the run's total steps (epochs x iterations per epoch): another
+``--epochs`` on ``--resume`` would move every later step's rate (``step``, ``plateau`` and ``none`` do not
+depend on it; a warmup counts steps from the start only)."""
+
+
+def schedule_total_steps(name: str, epochs: int, steps_per_epoch: int) -> Optional[int]:
+    """The total steps the schedule ``name`` is laid over (epochs x steps per epoch), or None for a schedule
+    that does not depend on it (:data:`SCHEDULES_OVER_TOTAL`)."""
+    return int(epochs) * int(steps_per_epoch) if name in SCHEDULES_OVER_TOTAL else None
+
+
+def schedule_factor(name: str, total_steps: int, step: int, warmup: int = 0, steps_per_epoch: int = 1,
+                    step_size: int = 30, gamma: float = 0.1) -> float:
+    """The learning-rate factor (of ``lr``) the per-step schedule ``name`` over ``total_steps`` gives at
+    ``step`` (steps done so far), as the scheduler computes it."""
+    return WarmupLambda(name, total_steps, warmup, steps_per_epoch, step_size, gamma)(int(step))
+
+
 def build_scheduler(name: str, optimizer, total_steps: int, steps_per_epoch: int, warmup: int = 0,
                     step_size: int = 30, gamma: float = 0.1, plateau_patience: int = 5,
                     plateau_factor: float = 0.5) -> Any:

@@ -2,11 +2,14 @@
 
 ``train(config)`` does, in order: discover cases -> patient-level split -> slice cache -> model, loss,
 optimiser, schedule -> epochs of ``iterations_per_epoch`` sampled batches (AMP bf16 on CUDA) with
-validation on whole cached validation slices after each epoch -> best weights -> model package
-(``save_model_package``) with data summary, config, command and validation metrics.
+validation on whole cached validation slices after each epoch -> the last epoch's weights (the best validation
+epoch's with ``use_best_checkpoint``) -> model package (``save_model_package``) with data summary, config,
+command and validation metrics, and which weights it holds and what was decided on the validation cases
+(:func:`validation_selection`).
 
 Files in ``log_dir`` (default: ``<output without .safetensors>_train/``): ``checkpoints/last.pt`` (after
-every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best.pt``, ``log.csv``,
+every epoch, on Ctrl-C and every ``checkpoint_every_steps``), ``checkpoints/best.pt`` (the best validation
+epoch's weights, for reference; packaged only with ``use_best_checkpoint``), ``log.csv``,
 ``tensorboard/``, ``curves.png``, ``cache/``. Rerunning the same command with ``--resume`` continues from
 ``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
 """
@@ -25,16 +28,17 @@ import torch
 
 from ..errors import InputError, OutputExistsError
 from ..fileutil import check_can_write
-from .callbacks import BestTracker, EarlyStopping, validation_score
+from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .datasets import check_dataset_labels, discover_cases
+from .datasets import check_dataset_labels, discover_cases, refuse_identical_images
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
-from .optim import build_optimizer, build_scheduler, current_lr, load_scheduler_state, scheduler_state
+from .optim import (build_optimizer, build_scheduler, current_lr, load_scheduler_state, schedule_factor,
+                    schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
@@ -49,7 +53,8 @@ RESUME_MAY_CHANGE = frozenset({
     "overwrite", "allow_non_hu", "max_time_minutes", "checkpoint_every_steps", "progress_bar", "tensorboard",
     "name", "description", "val_every", "val_max_slices", "early_stopping_patience"})
 """TrainConfig fields a resumed run may set differently from the interrupted one: where and how it runs, how
-long, and how it reports. Every other field (data, split, seeds, model, loss, optimiser, schedule, sampling,
+long (``epochs`` only under a schedule that does not depend on the run's total steps: :func:`check_resume_schedule`),
+and how it reports. Every other field (data, split, seeds, model, loss, optimiser, schedule, sampling,
 augmentation) defines the experiment: a checkpoint trained under other values is refused on resume."""
 
 
@@ -140,6 +145,44 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
         raise InputError(f"{what} '{source}' is from a run with other settings: {listed}{more}. Resume with "
                          f"the interrupted run's settings, or pass --overwrite (without --resume) to start over.")
+
+
+def _saved_epochs(payload: Dict[str, Any]) -> Optional[int]:
+    """The ``epochs`` of the run that wrote the checkpoint ``payload`` (its stored config), or None."""
+    try:
+        stored = decode_json(payload, "config")
+        return int(stored["epochs"]) if isinstance(stored, dict) and "epochs" in stored else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: Path) -> None:
+    """Raise InputError when ``config`` would resume the checkpoint ``payload`` under a schedule laid over the
+    run's total steps (cosine: :data:`~.optim.SCHEDULES_OVER_TOTAL`) with another total, i.e. another
+    ``--epochs``: the schedule was rebuilt over the new total, so the learning rate jumped at the resume
+    (unet16_widezoom_cpu's run: 6 epochs of a cosine over one length, the rest over another) and the package
+    recorded a schedule that never ran. The checkpoint's ``schedule_total_steps`` holds the total it was trained
+    under (older checkpoints: their config's epochs x iterations per epoch)."""
+    if schedule_total_steps(config.schedule, 1, 1) is None:
+        return
+    steps_per_epoch = int(config.iterations_per_epoch)
+    total_now = schedule_total_steps(config.schedule, config.epochs, steps_per_epoch)
+    saved_total = payload.get("schedule_total_steps")
+    epochs_before = _saved_epochs(payload)
+    if saved_total is None and epochs_before is not None:
+        saved_total = schedule_total_steps(config.schedule, epochs_before, steps_per_epoch)
+    if saved_total is None or int(saved_total) == total_now:
+        return
+    step = int(payload.get("global_step", 0))
+    rates = [float(config.lr) * schedule_factor(config.schedule, total, step, config.warmup, steps_per_epoch,
+                                                config.step_size, config.gamma) for total in (saved_total, total_now)]
+    before = f"{epochs_before} epochs, " if epochs_before is not None else ""
+    raise InputError(f"Checkpoint '{source}' was trained under the {config.schedule} schedule laid over {before}"
+                     f"{int(saved_total)} steps; --epochs {config.epochs} would lay it over {total_now}, and the "
+                     f"learning rate would jump from {rates[0]:.3g} to {rates[1]:.3g} at step {step} (the package "
+                     f"would record a schedule that never ran). Resume with --epochs {epochs_before or '(as before)'}; "
+                     f"to train longer, start over with --overwrite and the new --epochs. The step, plateau and none "
+                     f"schedules do not depend on the total: runs under them may resume with another --epochs.")
 
 
 @dataclass
@@ -462,6 +505,8 @@ class Trainer:
         self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
         if self.dist.is_main or self._resume_payload is not None:
             self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
+            # the same CT under two patients (a copy under another name): its hashes are these, taken anyway
+            refuse_identical_images(self.train_cases + self.val_cases, self._data_fingerprint)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
                                   self.last_path, self._data_fingerprint)
@@ -560,6 +605,7 @@ class Trainer:
             payload = load_checkpoint(self.last_path, map_location="cpu")
             self._resume_payload = payload  # restore() continues from it: the file is read once
             check_resume_config(payload.get("config"), cfg, self.last_path, saved_data_path=payload.get("data_path"))
+            check_resume_schedule(payload, cfg, self.last_path)
             done = int(payload["epoch"])
             payload["state"] = decode_json(payload, "state") or {}  # decoded once: restore() reads this dict
             early = EarlyStopping(cfg.early_stopping_patience)
@@ -571,9 +617,12 @@ class Trainer:
                 self._finish_only = final
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
+                longer = ("Pass a larger --epochs to train on, or --overwrite to write the package again"
+                          if schedule_total_steps(cfg.schedule, 1, 1) is None else
+                          f"Its {cfg.schedule} schedule has ended (it is laid over the run's epochs); to train "
+                          f"longer, start over with --overwrite and a larger --epochs")
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
-                                        f"'{self.output}'; nothing to resume. Pass a larger --epochs to train on, or "
-                                        f"--overwrite to write the package again.")
+                                        f"'{self.output}'; nothing to resume. {longer}.")
             bad = early.bad_epochs
             if early.stopped and not cfg.overwrite:
                 # as crossval --resume treats it: finished. Before, --resume trained on and replaced the package.
@@ -628,6 +677,8 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay,
                                          cfg.momentum)
         self.steps_per_epoch = int(cfg.iterations_per_epoch)
+        # recorded in every checkpoint: a resume under a schedule laid over it must keep it (check_resume_schedule)
+        self.schedule_total_steps = schedule_total_steps(cfg.schedule, cfg.epochs, self.steps_per_epoch)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.epochs * self.steps_per_epoch,
                                          self.steps_per_epoch, cfg.warmup, cfg.step_size, cfg.gamma,
                                          cfg.plateau_patience, cfg.plateau_factor)
@@ -652,6 +703,7 @@ class Trainer:
     # -- state
     def _state_json(self) -> str:
         return json.dumps({"history": self.history, "best": self.best.state(), "early": self.early.state(),
+                           "resumes": self.resumes,
                            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
                            "elapsed_s": self.elapsed_before + (time.time() - self.t0),
                            "epoch_elapsed_s": self.epoch_elapsed_before + (time.time() - self.epoch_t0)})
@@ -676,7 +728,7 @@ class Trainer:
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
-            "data_fingerprint": self._data_fingerprint})
+            "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps})
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""
@@ -714,13 +766,19 @@ class Trainer:
             else:  # a checkpoint from before ranks saved theirs, or one rank stopped elsewhere: not bit for bit
                 torch.manual_seed(self.config.seed + 1000 * self.dist.rank + int(payload["global_step"]))
         self.history = list(state.get("history", []))
+        # each resume, with the epochs asked for before and after it (a step or plateau run may train longer)
+        self.resumes = list(state.get("resumes", []))
+        self.resumes.append({"at_epoch": int(payload["epoch"]),
+                             "at_step_in_epoch": int(payload.get("step_in_epoch", 0)),
+                             "global_step": int(payload["global_step"]), "epochs_before": _saved_epochs(payload),
+                             "epochs_after": int(self.config.epochs)})
         self.best.load(state.get("best", {}))
         self.early.load(state.get("early", {}))
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if int(payload.get("step_in_epoch", 0)):  # the interrupted epoch's time so far counts in its epoch_time_s
             self.epoch_elapsed_before = float(state.get("epoch_elapsed_s", 0.0))
         self.global_step = int(payload["global_step"])
-        self.best_state = self._restored_best_state()
+        self.best_state = self._restored_best_state() if self.config.use_best_checkpoint else None
         return int(payload["epoch"]), int(payload.get("step_in_epoch", 0))
 
     def _restored_best_state(self) -> Optional[Dict[str, torch.Tensor]]:
@@ -749,6 +807,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.config
         self.history: List[Dict[str, Any]] = []
+        self.resumes: List[Dict[str, Any]] = []
         self.best, self.early = BestTracker(), EarlyStopping(cfg.early_stopping_patience)
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.loss_sum, self.loss_count, self.global_step, self.elapsed_before = 0.0, 0, 0, 0.0
@@ -931,10 +990,13 @@ class Trainer:
             score = validation_score(liver, tumor)
             improved = self.best.update(score, epoch + 1)
             if improved and self.dist.is_main:
-                self.best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
-                save_checkpoint(self.best_path, {"model": self.best_state, "epoch": epoch + 1,
+                best_state = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+                save_checkpoint(self.best_path, {"model": best_state, "epoch": epoch + 1,
                                                  "global_step": self.global_step, "config": cfg.to_json(),
                                                  "optimizer": {}})
+                # kept for the package only when asked for: chosen on the validation cases, it makes their Dice
+                # optimistic (the package held it by default before, and crossval reported that Dice)
+                self.best_state = best_state if cfg.use_best_checkpoint else None
             stop = self.early.update(improved)
             if not getattr(self.scheduler, "per_step", True) and not math.isnan(val_loss):
                 self.scheduler.step(val_loss)
@@ -960,22 +1022,27 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
-        """Validate the best weights, write the package (its whole-volume validation on the validation CTs
-        included) and end the process group."""
+        """Validate the packaged weights (the last epoch's; the best validation epoch's with
+        ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
+        and end the process group."""
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
         package_path = None
         if self.dist.is_main:
             plot_curves(self.log_dir / "log.csv", self.log_dir / "curves.png")
-            if self.best_state is not None:
+            best_used = self.config.use_best_checkpoint and self.best_state is not None
+            if best_used:
                 self.model.load_state_dict(self.best_state)
+            self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
+                                                   self.best.best_epoch, epochs_done, self.early.stopped)
             if self.val_cached:
                 val = self._validate()
                 validation = {"method": "slice-level on the cached validation volumes (network grid)",
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
                               "synthetic_lesions_in_validation": any(
-                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases)}
+                                  isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
+                              **self._selection}
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
                 # so (an interrupt there left a 'completed' package without it, which resume took as finished)
@@ -988,6 +1055,8 @@ class Trainer:
                 if pending:
                     package_path = self._write_package(validation, stop_reason)
                 self.log(f"model package written to {package_path}")
+            if validation.get("note"):
+                self.log(f"note: the validation Dice of this run is {validation['note']}")
         barrier(self.dist)
         cleanup(self.dist)
         return TrainResult(package_path, self.log_dir, epochs_done, self.global_step, list(self.history),
@@ -1009,7 +1078,12 @@ class Trainer:
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
+                    # the weights in this package (validation_selection): the last epoch's, or the best
+                    # validation epoch's (use_best_checkpoint)
+                    "weights": self._selection["weights"], "weights_epoch": self._selection["weights_epoch"],
                     "global_step": self.global_step, "stop_reason": stop_reason,
+                    # the schedule's total steps where it depends on them (cosine), and each --resume of the run
+                    "schedule_total_steps": self.schedule_total_steps, "resumes": list(self.resumes),
                     **({"final_stop_reason": final_stop_reason} if final_stop_reason else {}),
                     "seconds": round(self.elapsed_before + time.time() - self.t0, 1),
                     "world_size": self.dist.world_size, "device": str(self.device),
@@ -1028,10 +1102,15 @@ class Trainer:
 
     def _whole_volume_validation(self, package_path: Path) -> Dict[str, Any]:
         """Liver/tumor Dice on whole native-resolution validation volumes through the inference pipeline
-        (one ``LiverTumorSegLib.inference.Segmenter`` for all cases), when that module is available. Empty dict
-        otherwise. Same rules as ``evaluate``: tumor Dice 1.0 for a case where neither map holds tumor (LiTS per
-        case), so the crossval table and ``evaluate`` agree; slice-level validation (model selection) leaves such
-        cases out.
+        (one ``LiverTumorSegLib.inference.Segmenter`` for all cases, ``segment``'s default options), when that
+        module is available. Empty dict otherwise. Same rules as ``evaluate``: tumor Dice 1.0 for a case where
+        neither map holds tumor (LiTS per case), so the crossval table and ``evaluate`` agree; slice-level
+        validation leaves such cases out.
+
+        The Dice are those of the post-processed labels ``segment`` writes (largest liver component, small and
+        uncertain lesions, the tube and lung-base rules: ``postprocessing`` records the options); ``raw_network``
+        and each case's ``*_raw`` give the network's own labels before post-processing (the same network pass:
+        :meth:`Segmenter.predict`, then :meth:`Segmenter.finish`).
         """
         if not self.val_cases:
             return {}
@@ -1052,17 +1131,34 @@ class Trainer:
             rows = []
             for case in self.val_cases:  # the package is loaded and the engine built once for all cases
                 volume, labels = load_case(case, self.config.label_map or None, bool(self.config.allow_non_hu))
-                pred = segmenter.segment_volume(volume, checked=True).labels  # load_case checked it
-                rows.append(whole_volume_row(case.case_id, pred, labels))
+                # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
+                # network's own labels are scored too
+                output = segmenter.predict(volume)
+                raw = whole_volume_row(case.case_id, output.labels, labels)
+                pred = segmenter.finish(volume, output).labels
+                rows.append(dict(whole_volume_row(case.case_id, pred, labels),
+                                 liver_dice_raw=raw["liver_dice"], tumor_dice_raw=raw["tumor_dice"]))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
             return {}
         finally:
             torch.set_num_threads(threads)
-        tumor = [r["tumor_dice"] for r in rows if not math.isnan(r["tumor_dice"])]
-        return {"method": "whole validation volumes through inference.Segmenter", "precision": precision,
-                "liver_dice": float(np.mean([r["liver_dice"] for r in rows])),
-                "tumor_dice": float(np.mean(tumor)) if tumor else float("nan"), "cases": rows}
+        options = segmenter.options
+
+        def means(suffix: str) -> Dict[str, float]:
+            tumor = [r["tumor_dice" + suffix] for r in rows if not math.isnan(r["tumor_dice" + suffix])]
+            return {"liver_dice": float(np.mean([r["liver_dice" + suffix] for r in rows])),
+                    "tumor_dice": float(np.mean(tumor)) if tumor else float("nan")}
+
+        return {"method": f"whole validation volumes through inference.Segmenter with {WHOLE_VOLUME_POSTPROCESSING} "
+                          f"(postprocessing); raw_network: the same network output before post-processing",
+                "precision": precision, **means(""),
+                "postprocessing": options.postprocessing.to_dict(), "tta": bool(options.tta),
+                "two_stage": bool(options.two_stage), "raw_network": means("_raw"), "cases": rows}
+
+
+WHOLE_VOLUME_POSTPROCESSING = "segment's default post-processing"
+"""How the whole-volume validation's post-processing is named in its ``method`` and in crossval's table."""
 
 
 def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:

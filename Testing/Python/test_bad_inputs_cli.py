@@ -1220,6 +1220,7 @@ def test_failed_run_leaves_only_the_slice_cache_of_the_cases_before_it(tmp_path,
     with the file hashes --resume compares (taken before the first case is cached)."""
     from LiverTumorSegLib.training.slice_cache import CONTENT_HASHES_NAME
 
+    good_ct1 = (train_csv.parent / "ct1.nii.gz").read_bytes()  # put back below (a copy of ct0 is refused now)
     (train_csv.parent / "ct1.nii.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 40)
     log_dir = command.endswith("--log-dir")
     command = command.split()[0]
@@ -1230,7 +1231,6 @@ def test_failed_run_leaves_only_the_slice_cache_of_the_cases_before_it(tmp_path,
     if command == "crossval":
         argv.remove("--val-fraction"), argv.remove("0.5")
     before = sorted(p.name for p in tmp_path.iterdir())
-    good_ct1 = (train_csv.parent / "ct0.nii.gz").read_bytes()  # put back below: any CT of the phantom's grid
     code, text, err = run_cli(argv, capsys)
     line = assert_clean_error(code, err, ["ct1.nii.gz"])
     kept = tmp_path / ("model_train" if command == "train" else "cv")

@@ -195,6 +195,55 @@ def test_one_ct_listed_as_two_cases_is_refused(tmp_path):
         discover_cases(tmp_path / "list.csv")
 
 
+def test_a_ct_copied_under_another_name_and_patient_is_refused_by_its_contents(tmp_path):
+    """The same CT under another file name (and patient id) passed the check by path: the copy could be trained on
+    in one split and validated on in the other. The SHA-256 hashes the run takes anyway (data_fingerprint) are
+    compared; rows of one patient may share an image (one scan, two readers' labels)."""
+    import shutil
+
+    from LiverTumorSegLib.training.datasets import refuse_identical_images
+    from LiverTumorSegLib.training.slice_cache import data_fingerprint
+
+    _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
+    _write_pair(tmp_path / "ct1.nii.gz", tmp_path / "lab1.nii.gz", seed=1)
+    shutil.copyfile(tmp_path / "ct0.nii.gz", tmp_path / "copy.nii.gz")
+    shutil.copyfile(tmp_path / "lab0.nii.gz", tmp_path / "copy_lab.nii.gz")
+    rows = "image,label,patient\nct0.nii.gz,lab0.nii.gz,P0\nct1.nii.gz,lab1.nii.gz,P1\ncopy.nii.gz,copy_lab.nii.gz,"
+    (tmp_path / "list.csv").write_text(rows + "P9\n")
+    cases = discover_cases(tmp_path / "list.csv")  # nothing is hashed here: the run's first step does it
+    with pytest.raises(InputError, match=r"case 'copy' \(patient 'P9', .*copy\.nii\.gz'\) and case 'ct0' "
+                                         r"\(patient 'P0', .*ct0\.nii\.gz'\) have identical contents.*same patient "
+                                         r"id.*remove the copy"):
+        refuse_identical_images(cases, data_fingerprint(cases))
+    (tmp_path / "list.csv").write_text(rows + "P0\n")
+    cases = discover_cases(tmp_path / "list.csv")
+    refuse_identical_images(cases, data_fingerprint(cases))  # one patient's: stays on one side of every split
+
+
+def test_a_csv_without_patient_ids_says_once_that_each_row_is_its_own_patient(tmp_path, caplog):
+    """Without a 'patient' column (or with empty cells) every row silently became a patient of its own, so two
+    phases of one patient could be split between training and validation."""
+    for i in range(3):
+        _write_pair(tmp_path / f"ct{i}.nii.gz", tmp_path / f"lab{i}.nii.gz", seed=i)
+    (tmp_path / "none.csv").write_text("image,label\n" + "".join(f"ct{i}.nii.gz,lab{i}.nii.gz\n" for i in range(3)))
+    with caplog.at_level("WARNING"):
+        cases = discover_cases(tmp_path / "none.csv")
+        discover_cases(tmp_path / "none.csv")  # crossval lists the cases again: said once
+    assert [c.patient_id for c in cases] == ["ct0", "ct1", "ct2"]  # as before: each row its own patient
+    assert caplog.text.count("has no 'patient' column, so each of its 3 rows is taken as a patient of its own") == 1
+    caplog.clear()
+    (tmp_path / "blank.csv").write_text("image,label,patient\nct0.nii.gz,lab0.nii.gz,P0\nct1.nii.gz,lab1.nii.gz,\n"
+                                        "ct2.nii.gz,lab2.nii.gz,P2\n")
+    with caplog.at_level("WARNING"):
+        assert [c.patient_id for c in discover_cases(tmp_path / "blank.csv")] == ["P0", "ct1", "P2"]
+    assert "1 of its 3 rows have an empty 'patient' cell (lines 3)" in caplog.text
+    caplog.clear()
+    (tmp_path / "full.csv").write_text("image,label,patient\nct0.nii.gz,lab0.nii.gz,P0\n")
+    with caplog.at_level("WARNING"):
+        discover_cases(tmp_path / "full.csv")
+    assert "patient" not in caplog.text
+
+
 @pytest.mark.parametrize("encoding, separator", WINDOWS_CSV_FORMATS)
 def test_training_csvs_saved_by_excel_or_powershell_are_read(tmp_path, encoding, separator):
     """A UTF-16 list was refused as 'not UTF-8 text'; a tab- or semicolon-separated one had no 'image' column."""

@@ -87,12 +87,13 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     assert [f["case"] for f in files] == result.train_cases + result.val_cases
     assert all(Path(f["image"]).is_absolute() and f["image_bytes"] > 0 for f in files)
     whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
-    assert whole["method"].endswith("Segmenter") and len(whole["cases"]) == len(result.val_cases)
+    assert "inference.Segmenter with segment's default post-processing" in whole["method"]
+    assert len(whole["cases"]) == len(result.val_cases)
     assert whole["precision"] == "fp32"  # as trained on the CPU; not bf16 on CPUs that have it
     package = load_model_package(result.package_path)
     arch = package.metadata["architecture"]
     reference = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
-    reference.load_state_dict(_weights(log_dir / "checkpoints" / "best.pt"))
+    reference.load_state_dict(_weights(log_dir / "checkpoints" / "last.pt"))  # the last epoch's: the default
     reference.eval()
     x = torch.randn(2, arch["in_channels"], 32, 32)
     with torch.no_grad():
@@ -390,6 +391,107 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     assert summary["n_folds"] == 3 and summary["n_validation_cases"] == 3 and "n_cases" not in summary
     assert sorted(summary["metrics_over_folds"]) == ["liver_dice", "tumor_dice"]
     assert summary["metrics_over_folds"]["liver_dice"]["mean"] == pytest.approx(table[3]["liver_dice"])
+    # each fold validated its last epoch's weights, on cases that decided nothing in its training
+    assert all(r["weights"] == "last_epoch" and r["selected_on_validation"] == "no" for r in table)
+    assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
+
+
+def test_resume_with_other_epochs_is_refused_under_cosine_and_recorded_under_other_schedules(data_csv, tmp_path):
+    """The cosine schedule was rebuilt over the new --epochs on --resume: the learning rate jumped (0 to 1.5e-4
+    in the review's run) and the package recorded a cosine over the whole run that never ran. Its total steps
+    are in the checkpoint (older ones: their config's epochs) and another total is refused; schedules that do not
+    depend on it resume, and the package lists every resume with the epochs before and after."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.checkpoint import save_checkpoint
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    cosine = tmp_path / "cosine"
+    cosine.mkdir()
+    cfg = tiny_config(data_csv, cosine)  # 2 epochs x 3 steps, cosine (the default)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], **quiet)
+    last = cosine / "model_train" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["schedule_total_steps"] == 6
+    with pytest.raises(InputError, match=r"cosine schedule laid over 2 epochs, 6 steps; --epochs 3 would lay it over "
+                                         r"9, and the learning rate would jump from .* at step 3.*Resume with "
+                                         r"--epochs 2"):
+        train(cfg.updated({"resume": True, "epochs": 3}), **quiet)
+    payload = load_checkpoint(last)
+    del payload["schedule_total_steps"]  # a checkpoint of an older version: the total from its config
+    save_checkpoint(last, payload)
+    with pytest.raises(InputError, match="laid over 2 epochs, 6 steps"):
+        train(cfg.updated({"resume": True, "epochs": 1}), **quiet)
+    result = train(cfg.updated({"resume": True}), **quiet)
+    training = read_package_metadata(result.package_path)["training"]
+    assert training["schedule_total_steps"] == 6 and result.global_step == 6
+    assert training["resumes"] == [{"at_epoch": 1, "at_step_in_epoch": 0, "global_step": 3, "epochs_before": 2,
+                                    "epochs_after": 2}]
+
+    step = tmp_path / "step"
+    step.mkdir()
+    cfg = tiny_config(data_csv, step, schedule="step", step_size=1, gamma=0.5)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], **quiet)
+    result = train(cfg.updated({"resume": True, "epochs": 3}), **quiet)
+    training = read_package_metadata(result.package_path)["training"]
+    assert result.epochs_completed == 3 and training["schedule_total_steps"] is None
+    assert [(r["epochs_before"], r["epochs_after"]) for r in training["resumes"]] == [(2, 3)]
+    assert [row["lr"] for row in result.history] == pytest.approx([cfg.lr * 0.5, cfg.lr * 0.25, cfg.lr * 0.125])
+
+
+def test_whole_volume_validation_records_its_post_processing_and_the_raw_network_dice(data_csv, tmp_path):
+    """The whole-volume Dice (crossval's number) is measured after segment's default post-processing (largest
+    liver component, small and uncertain lesions, tube and lung-base rules), but its method named only the
+    precision. The options are recorded, and the same network pass is scored before post-processing too."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference import SegmentationOptions, Segmenter
+    from LiverTumorSegLib.inference.postprocess import PostprocessingOptions
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row
+    from LiverTumorSegLib.training.datasets import discover_cases, load_case
+    from LiverTumorSegLib.training.trainer import whole_volume_row
+
+    torch.set_num_threads(1)
+    result = train(tiny_config(data_csv, tmp_path, epochs=1), log=lambda s: None)
+    whole = read_package_metadata(result.package_path)["validation"]["whole_volume"]
+    assert whole["postprocessing"] == PostprocessingOptions().to_dict()
+    assert whole["tta"] is False and whole["two_stage"] is False and "post-processing" in whole["method"]
+    cases = {c.case_id: c for c in discover_cases(data_csv)}
+    for name, options, suffix in (("after", PostprocessingOptions(), ""),
+                                  ("before", PostprocessingOptions.disabled(), "_raw")):
+        segmenter = Segmenter(SegmentationOptions(model=str(result.package_path), device="cpu", precision="fp32",
+                                                  postprocessing=options))
+        for row in whole["cases"]:
+            volume, labels = load_case(cases[row["case"]])
+            expected = whole_volume_row(row["case"], segmenter.segment_volume(volume).labels, labels)
+            assert row["liver_dice" + suffix] == pytest.approx(expected["liver_dice"]), name
+            assert row["tumor_dice" + suffix] == pytest.approx(expected["tumor_dice"]), name
+    assert whole["raw_network"]["liver_dice"] == pytest.approx(np.mean([r["liver_dice_raw"] for r in whole["cases"]]))
+    row = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=result.val_cases,
+                                      epochs_completed=1))
+    assert row["postprocessing"] == "segment's defaults"
+    assert row["liver_dice_raw"] == pytest.approx(whole["raw_network"]["liver_dice"])
+    assert mean_row([row])["liver_dice_raw"] == pytest.approx(row["liver_dice_raw"])
+    older = fold_row(1, SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
+                                        val_cases=["a"], epochs_completed=1))
+    assert older["postprocessing"].startswith("not recorded") and np.isnan(older["liver_dice_raw"])
+
+
+def test_training_refuses_a_ct_copied_under_another_patient_before_it_caches_anything(tmp_path):
+    """A copy of ct0 under another name and patient id was accepted, and fold splits put one copy in training
+    and the other in validation. The run compares the image hashes it takes anyway at its start."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    for name in ("ct0", "lab0"):
+        shutil.copyfile(tmp_path / "data" / f"{name}.nii.gz", tmp_path / "data" / f"{name}_copy.nii.gz")
+    data.write_text(data.read_text() + "ct0_copy.nii.gz,lab0_copy.nii.gz,p7\n")
+    (tmp_path / "out").mkdir()
+    cfg = tiny_config(data, tmp_path / "out", folds=2, fold=0, cache_dir="")
+    with pytest.raises(InputError, match=r"case 'ct0' \(patient 'p0'.*case 'ct0_copy' \(patient 'p7'.*identical contents"):
+        train(cfg, log=lambda s: None)
+    assert not (tmp_path / "out" / "model_train").exists()  # refused before a slice was cached
 
 
 def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
@@ -439,6 +541,92 @@ def test_a_run_restarted_with_overwrite_and_resumed_packages_its_own_weights(dat
                    if w.is_floating_point() and k.endswith(name) and v.shape == w.shape and torch.equal(v.float(),
                                                                                                        w.float()))
     assert matches(last_b) > 0 and matches(best_a) == 0
+
+
+def _scripted_validation(monkeypatch, liver_dice_per_call):
+    """Trainer._validate answering the given liver Dice in turn (then the last one again): which epoch is the
+    'best' is then decided by the test, not by what 6 steps of a tiny network happen to learn."""
+    scores = list(liver_dice_per_call)
+
+    def validate(self):
+        value = scores.pop(0) if len(scores) > 1 else scores[0]
+        return {"loss": 1.0 - value, "liver_dice": value, "tumor_dice": float("nan"), "cases": []}
+
+    monkeypatch.setattr(Trainer, "_validate", validate)
+
+
+def _same_weights(package_path, state):
+    from safetensors.torch import load_file
+
+    package = load_file(str(package_path))
+    pairs = [(v, w) for k, v in package.items() for name, w in state.items()
+             if w.is_floating_point() and k.endswith(name) and v.shape == w.shape]
+    return bool(pairs) and all(torch.equal(v.float(), w.float()) for v, w in pairs)
+
+
+def test_the_package_holds_the_last_epoch_unless_the_best_is_asked_for_and_says_which(data_csv, tmp_path,
+                                                                                    monkeypatch):
+    """The package held (and its whole-volume validation, crossval's number, measured) the weights of the epoch
+    that scored best on the validation cases: the Dice reported on those cases was chosen on them. The last
+    epoch's weights are packaged now; use_best_checkpoint packages the best epoch's and marks the numbers."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    for name, best in (("last", False), ("best", True)):
+        out = tmp_path / name
+        out.mkdir()
+        _scripted_validation(monkeypatch, [0.9, 0.1])  # epoch 1 is the best, epoch 2 the last
+        result = train(tiny_config(data_csv, out, use_best_checkpoint=best), **quiet)
+        checkpoints = out / "model_train" / "checkpoints"
+        assert result.validation["best_epoch"] == 1 and result.epochs_completed == 2
+        meta = read_package_metadata(result.package_path)
+        if not best:
+            assert _same_weights(result.package_path, _weights(checkpoints / "last.pt"))
+            assert not _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
+            assert meta["training"]["weights"] == meta["validation"]["weights"] == "last_epoch"
+            assert meta["validation"]["weights_epoch"] == 2 and meta["validation"]["optimistic"] is False
+            assert "note" not in meta["validation"]
+        else:
+            assert _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
+            assert meta["training"]["weights"] == meta["validation"]["weights"] == "best_on_validation"
+            assert meta["validation"]["weights_epoch"] == 1 and meta["validation"]["optimistic"] is True
+            assert meta["validation"]["note"].startswith("selected on these validation cases (optimistic)")
+
+
+def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_optimistic(data_csv, tmp_path,
+                                                                                      monkeypatch):
+    """Both decide on the validation cases (when to stop, when to lower the rate); the package and crossval's
+    table said nothing of it."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, selection_summary
+
+    torch.set_num_threads(1)
+    _scripted_validation(monkeypatch, [0.9, 0.1])
+    result = train(tiny_config(data_csv, tmp_path, epochs=4, early_stopping_patience=1, schedule="plateau"),
+                   log=lambda s: None)
+    assert result.stop_reason == "early_stopping" and result.epochs_completed == 2
+    validation = read_package_metadata(result.package_path)["validation"]
+    assert validation["weights"] == "last_epoch" and validation["optimistic"] is True
+    decided = " ".join(validation["decided_on_validation"])
+    assert "early stopping" in decided and "it stopped the run" in decided and "plateau" in decided
+    row = fold_row(0, SimpleNamespace(validation=validation, val_cases=["a"], epochs_completed=2))
+    assert row["weights"] == "last_epoch" and row["selected_on_validation"].startswith(
+        "yes, selected on these validation cases (optimistic): early stopping")
+    plain = fold_row(1, SimpleNamespace(validation={"weights": "last_epoch", "decided_on_validation": []},
+                                        val_cases=["b"], epochs_completed=2))
+    assert plain["selected_on_validation"] == "no"
+    # a package of an older version: it always held the best validation epoch's weights
+    older = fold_row(2, SimpleNamespace(validation={"best_epoch": 3, "whole_volume": {"liver_dice": 0.9}},
+                                        val_cases=["c"], epochs_completed=4))
+    assert older["weights"] == "best_on_validation" and older["selected_on_validation"].startswith("yes")
+    assert mean_row([plain])["selected_on_validation"] == "no"
+    assert mean_row([plain, older])["weights"] == "mixed: best_on_validation, last_epoch"
+    summary = selection_summary([plain, older])
+    assert summary["optimistic"] is True and "fold(s) 2" in summary["note"]
+    assert selection_summary([plain]) == {"weights": "last_epoch", "optimistic": False}
 
 
 def test_resume_of_a_run_that_stopped_early_is_refused_as_finished(data_csv, tmp_path):
@@ -850,17 +1038,17 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
 
     out = tmp_path / "run"
     out.mkdir()
-    original = inference.Segmenter.segment_volume
+    original = inference.Segmenter.predict  # the whole-volume validation's network pass
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    monkeypatch.setattr(inference.Segmenter, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(data_csv, out, epochs=1))
     training = read_package_metadata(out / "model.safetensors")["training"]
     assert training["stop_reason"] == "validating" and training["final_stop_reason"] == "completed"
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
+    monkeypatch.setattr(inference.Segmenter, "predict", original)
     result = train(tiny_config(data_csv, out, epochs=1, resume=True))
     meta = read_package_metadata(out / "model.safetensors")
     assert meta["training"]["stop_reason"] == "completed" and "final_stop_reason" not in meta["training"]
@@ -871,12 +1059,12 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
     assert read_package_metadata(uninterrupted / "model.safetensors")["validation"]["whole_volume"] == \
         meta["validation"]["whole_volume"]
     # with more --epochs asked for, --resume trains on (it only validated the old package again)
-    longer = tmp_path / "longer"
+    longer = tmp_path / "longer"  # (a schedule that does not depend on the epochs: cosine refuses another count)
     longer.mkdir()
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", interrupted)
+    monkeypatch.setattr(inference.Segmenter, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data_csv, longer, epochs=1))
-    monkeypatch.setattr(inference.Segmenter, "segment_volume", original)
-    result = train(tiny_config(data_csv, longer, epochs=2, resume=True))
+        train(tiny_config(data_csv, longer, epochs=1, schedule="none"))
+    monkeypatch.setattr(inference.Segmenter, "predict", original)
+    result = train(tiny_config(data_csv, longer, epochs=2, resume=True, schedule="none"))
     assert result.epochs_completed == 2 and read_package_metadata(longer / "model.safetensors")["training"]["stop_reason"] \
         == "completed"

@@ -43,26 +43,29 @@ def _ras_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tup
 
 def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
     """Where the liver is read: every voxel along the array axis that runs head to foot (the slices of an axial
-    scan), every second one along the other two, so that the head-foot span misses no voxel."""
-    head_foot_index_axis = int(np.argmax(np.abs(geometry.ijk_to_ras()[2, :3])))  # 0 = i, 1 = j, 2 = k
-    return tuple(1 if axis == 2 - head_foot_index_axis else 2 for axis in range(3))  # type: ignore[return-value]
+    scan: :func:`~..metrics.recist.axial_axis_zyx`), every second one along the other two, so that the head-foot
+    span misses no voxel."""
+    from ..metrics.recist import axial_axis_zyx
+
+    head_foot = axial_axis_zyx(geometry)
+    return tuple(1 if axis == head_foot else 2 for axis in range(3))  # type: ignore[return-value]
 
 
 def liver_ras_xz(labels_zyx: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     """RAS x and z (mm) of the liver's voxels (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) read
-    every :func:`liver_step_zyx` voxels, shape ``(2, n)``: what both checks of this module read."""
+    every :func:`liver_step_zyx` voxels, shape ``(2, n)``: what every check of this module reads (``liver_xz``)."""
     step = liver_step_zyx(geometry)
     return _ras_of(_sampled(labels_zyx, step) >= 1, geometry, step, axes=(0, 2))
 
 
-def liver_side_mm(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry,
-                  liver_xz: Optional[np.ndarray] = None) -> Optional[Tuple[float, float, float]]:
+def liver_side_mm(liver_xz: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry
+                  ) -> Optional[Tuple[float, float, float]]:
     """``(offset, body width, liver width)`` in mm: how far the liver's centre lies to the patient's right of the
     body's centre (negative: to the left), and the left-right extents of body and liver. None without liver or
-    body voxels. ``labels_zyx`` (liver = label >= 1) and ``hu_zyx`` are ``(z, y, x)`` on ``geometry``. The liver
-    is read as :func:`liver_ras_xz` reads it (or given: ``liver_xz``), the body at every (2, 4, 4) voxels."""
+    body voxels. ``liver_xz``: :func:`liver_ras_xz` of the labels; ``hu_zyx``: the CT, ``(z, y, x)`` on
+    ``geometry``, read at every (2, 4, 4) voxels for the body."""
     body_step = (2, 4, 4)
-    liver_x = (liver_ras_xz(labels_zyx, geometry) if liver_xz is None else liver_xz)[0]
+    liver_x = liver_xz[0]
     if liver_x.size == 0:
         return None
     body_x = _ras_of(_sampled(hu_zyx, body_step) > BODY_HU, geometry, body_step)[0]
@@ -76,12 +79,11 @@ def _sampled(array_zyx: np.ndarray, step_zyx: Tuple[int, int, int]) -> np.ndarra
     return np.asarray(array_zyx)[::step_zyx[0], ::step_zyx[1], ::step_zyx[2]]
 
 
-def liver_side_warnings(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry,
-                        liver_xz: Optional[np.ndarray] = None) -> List[str]:
+def liver_side_warnings(liver_xz: np.ndarray, hu_zyx: np.ndarray, geometry: ImageGeometry) -> List[str]:
     """A warning when the liver's centre is not at least :data:`LIVER_RIGHT_OF_BODY_MIN_MM` to the patient's right
-    of the body's centre, on scans wider than the liver (:data:`BODY_WIDER_THAN_LIVER`). ``liver_xz``: as
+    of the body's centre, on scans wider than the liver (:data:`BODY_WIDER_THAN_LIVER`). Arguments as
     :func:`liver_side_mm`."""
-    measured = liver_side_mm(labels_zyx, hu_zyx, geometry, liver_xz)
+    measured = liver_side_mm(liver_xz, hu_zyx, geometry)
     if measured is None:
         return []
     offset, body_width, liver_width = measured
@@ -105,12 +107,10 @@ def liver_head_foot_mm(liver_xz: np.ndarray, geometry: ImageGeometry) -> Optiona
     return float(np.ptp(liver_z)) + voxel_mm
 
 
-def liver_extent_warnings(labels_zyx: np.ndarray, geometry: ImageGeometry,
-                          liver_xz: Optional[np.ndarray] = None) -> List[str]:
-    """A warning when the liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) spans more than
-    :data:`LIVER_HEAD_FOOT_MAX_MM` from head to foot (:func:`liver_head_foot_mm`). ``liver_xz``: as
-    :func:`liver_side_mm`."""
-    span = liver_head_foot_mm(liver_ras_xz(labels_zyx, geometry) if liver_xz is None else liver_xz, geometry)
+def liver_extent_warnings(liver_xz: np.ndarray, geometry: ImageGeometry) -> List[str]:
+    """A warning when the liver (``liver_xz``: :func:`liver_ras_xz` of the labels on ``geometry``) spans more than
+    :data:`LIVER_HEAD_FOOT_MAX_MM` from head to foot (:func:`liver_head_foot_mm`)."""
+    span = liver_head_foot_mm(liver_xz, geometry)
     if span is None or span <= LIVER_HEAD_FOOT_MAX_MM:
         return []
     return [f"Implausible result: the segmented liver spans {span:.0f} mm from head to foot (an adult liver "

@@ -402,9 +402,9 @@ class Segmenter:
         from .plausibility import liver_extent_warnings, liver_ras_xz, liver_side_warnings
 
         liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
-        warnings += liver_extent_warnings(labels, volume.geometry, liver_xz)
+        warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU
-            warnings += liver_side_warnings(labels, hu, volume.geometry, liver_xz)
+            warnings += liver_side_warnings(liver_xz, hu, volume.geometry)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings

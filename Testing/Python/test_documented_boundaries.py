@@ -8,7 +8,7 @@ import pytest
 
 from LiverTumorSegLib.followup import _group_entry, _status
 from LiverTumorSegLib.inference.lesion_report import lesion_report
-from LiverTumorSegLib.inference.plausibility import liver_side_mm, liver_side_warnings
+from LiverTumorSegLib.inference.plausibility import liver_ras_xz, liver_side_mm, liver_side_warnings
 from LiverTumorSegLib.inference.postprocess import PostprocessingOptions, postprocess_labels
 from LiverTumorSegLib.metrics import lits
 from LiverTumorSegLib.metrics.recist import slice_thickness_mm
@@ -89,11 +89,11 @@ def test_a_liver_exactly_20_mm_right_of_the_body_centre_is_not_flagged():
     hu = np.full((2, 8, 201), 40.0, np.float32)
     labels = np.zeros(hu.shape, np.uint8)
     labels[:, :, 76:85] = 1
-    assert liver_side_mm(labels, hu, geometry)[0] == pytest.approx(20.0)
-    assert liver_side_warnings(labels, hu, geometry) == []
+    assert liver_side_mm(liver_ras_xz(labels, geometry), hu, geometry)[0] == pytest.approx(20.0)
+    assert liver_side_warnings(liver_ras_xz(labels, geometry), hu, geometry) == []
     labels[:] = 0
     labels[:, :, 77:86] = 1  # centre 19 mm right
-    assert liver_side_warnings(labels, hu, geometry)
+    assert liver_side_warnings(liver_ras_xz(labels, geometry), hu, geometry)
 
 
 def test_the_per_case_roc_auc_scores_the_probabilities_against_the_reference():

@@ -26,33 +26,35 @@ def _body_and_liver(liver_x_range):
 
 def test_a_liver_on_the_right_passes_and_one_on_the_left_or_midline_warns():
     labels, hu, geometry = _body_and_liver((30, 80))  # LPS x -140..-42 mm: the patient's right
-    offset, body_width, liver_width = liver_side_mm(labels, hu, geometry)
+    offset, body_width, liver_width = liver_side_mm(liver_ras_xz(labels, geometry), hu, geometry)
     # liver centre at LPS x -91 mm, body centre at -1 mm (sampled every 4th column: -2 mm): 89-90 mm right
     assert offset == pytest.approx(90.0, abs=2.0)
     assert body_width == pytest.approx(296.0, abs=8.0) and liver_width == pytest.approx(98.0, abs=2.0)
-    assert liver_side_warnings(labels, hu, geometry) == []
+    assert liver_side_warnings(liver_ras_xz(labels, geometry), hu, geometry) == []
     mirrored = labels[:, :, ::-1].copy()  # the same liver on the patient's left
-    warning = liver_side_warnings(mirrored, hu[:, :, ::-1].copy(), geometry)
+    warning = liver_side_warnings(liver_ras_xz(mirrored, geometry), hu[:, :, ::-1].copy(), geometry)
     assert len(warning) == 1 and "mm to the patient's left of the body's centre" in warning[0]
     assert "left-right orientation" in warning[0]
     midline, hu, geometry = _body_and_liver((75, 125))
-    assert "only" in liver_side_warnings(midline, hu, geometry)[0]
+    assert "only" in liver_side_warnings(liver_ras_xz(midline, geometry), hu, geometry)[0]
 
 
 def test_a_scan_cropped_to_the_liver_or_without_liver_is_not_judged():
     labels, hu, geometry = _body_and_liver((75, 125))
     cropped = (labels[:, :, 70:130], hu[:, :, 70:130])  # body barely wider than the liver
-    assert liver_side_warnings(*cropped, geometry) == []
-    assert liver_side_mm(np.zeros_like(labels), hu, geometry) is None
+    assert liver_side_warnings(liver_ras_xz(cropped[0], geometry), cropped[1], geometry) == []
+    assert liver_side_mm(liver_ras_xz(np.zeros_like(labels), geometry), hu, geometry) is None
 
 
 def test_the_real_sample_passes_and_its_left_right_flipped_header_warns():
     ct = read_volume(DATA / "example_ct_sm.nii.gz")
     liver = read_label_map(DATA / "example_ct_sm_liver.nii.gz", reference=ct)
-    assert liver_side_mm(liver.array, ct.array, ct.geometry)[0] == pytest.approx(69.0, abs=3.0)
-    assert liver_side_warnings(liver.array, ct.array, ct.geometry) == []
+    liver_xz = liver_ras_xz(liver.array, ct.geometry)
+    assert liver_side_mm(liver_xz, ct.array, ct.geometry)[0] == pytest.approx(69.0, abs=3.0)
+    assert liver_side_warnings(liver_xz, ct.array, ct.geometry) == []
     flipped = np.ascontiguousarray(ct.array[:, :, ::-1])  # voxels mirrored, header unchanged: a wrong header
-    warning = liver_side_warnings(np.ascontiguousarray(liver.array[:, :, ::-1]), flipped, ct.geometry)
+    warning = liver_side_warnings(liver_ras_xz(np.ascontiguousarray(liver.array[:, :, ::-1]), ct.geometry), flipped,
+                                  ct.geometry)
     assert len(warning) == 1 and "patient's left" in warning[0]
 
 
@@ -67,15 +69,15 @@ def _axial_liver(slices, spacing_z=5.0):
 def test_the_head_foot_span_counts_every_liver_slice_with_its_thickness_and_warns_only_above_300_mm():
     labels, geometry = _axial_liver(60)  # 60 slices of 5 mm: 300 mm, the limit itself
     assert liver_head_foot_mm(liver_ras_xz(labels, geometry), geometry) == pytest.approx(300.0)
-    assert liver_extent_warnings(labels, geometry) == []
+    assert liver_extent_warnings(liver_ras_xz(labels, geometry), geometry) == []
     labels, geometry = _axial_liver(61)  # 305 mm
-    warning = liver_extent_warnings(labels, geometry)
+    warning = liver_extent_warnings(liver_ras_xz(labels, geometry), geometry)
     assert len(warning) == 1 and "spans 305 mm from head to foot" in warning[0]
     assert f"above {LIVER_HEAD_FOOT_MAX_MM:.0f} mm" in warning[0] and "check it before use" in warning[0]
     labels, geometry = _axial_liver(1)  # one slice spans its own thickness
     assert liver_head_foot_mm(liver_ras_xz(labels, geometry), geometry) == pytest.approx(5.0)
     assert liver_head_foot_mm(liver_ras_xz(np.zeros_like(labels), geometry), geometry) is None
-    assert liver_extent_warnings(np.zeros_like(labels), geometry) == []
+    assert liver_extent_warnings(liver_ras_xz(np.zeros_like(labels), geometry), geometry) == []
 
 
 def test_the_span_is_read_along_the_patient_axis_not_the_array_z_axis():
@@ -86,5 +88,5 @@ def test_the_span_is_read_along_the_patient_axis_not_the_array_z_axis():
     labels[2:28, 5:55, 2:8] = 1  # 50 rows of 6 mm head to foot: 300 mm; 26 planes of 1 mm front to back
     assert liver_head_foot_mm(liver_ras_xz(labels, coronal), coronal) == pytest.approx(300.0)
     labels[2:28, 4, 2:8] = 1  # one more 6 mm row
-    assert "spans 306 mm" in liver_extent_warnings(labels, coronal)[0]
+    assert "spans 306 mm" in liver_extent_warnings(liver_ras_xz(labels, coronal), coronal)[0]
 

@@ -194,7 +194,7 @@ def _score_detected_groups(ref_ids: np.ndarray, pred_ids: np.ndarray, ref_group:
     """:data:`LITS_LESION_KEYS` (without the surface ones unless ``surface``) of each detected group, in the order of
     ``detected``: its reference lesions against its predicted lesions, alone (the case's other lesions are not part of
     either mask), in the box holding the group, as the LiTS script scores a detected lesion (``detected_mask ==
-    id`` against ``mod_reference_mask == id``). ``ref_voxels`` and ``pred_voxels`` say the group's size."""
+    id`` against ``mod_reference_mask == id``)."""
     from scipy import ndimage
 
     ref_boxes, pred_boxes = ndimage.find_objects(ref_ids), ndimage.find_objects(pred_ids)
@@ -211,15 +211,14 @@ def _score_detected_groups(ref_ids: np.ndarray, pred_ids: np.ndarray, ref_group:
         if surface:
             distances = surface_metrics(pred_mask, ref_mask, spacing_zyx)
             score.update((key, distances[key]) for key in LITS_LESION_SURFACE_KEYS)
-        score.update(ref_voxels=counts.ref_count, pred_voxels=counts.pred_count)
         scores.append(score)
-        del ref_mask, pred_mask
+        del ref_mask, pred_mask  # else held while the next group's two masks are made (both sides are evaluated first)
     return scores
 
 
 def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold: float = 0.5,
                    connectivity: int = 26, spacing_zyx: Optional[Sequence[float]] = None,
-                   surface: bool = True) -> LesionDetection:
+                   surface: bool = True, whole_mask_scores: Optional[Dict[str, float]] = None) -> LesionDetection:
     """Match connected tumor components of ``pred_tumor`` to those of ``ref_tumor`` (boolean ``(z, y, x)``
     masks; other dtypes: nonzero = tumor) and count detected, missed and false-positive lesions (see module
     docstring). Only the box holding both masks' tumor voxels is labelled; beside it no whole-volume array is made
@@ -434,7 +433,12 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),
                                  spacing_zyx, structure, surface=surface))
-    detection = detect_lesions(pred_labels == 2, ref_labels == 2, iou_threshold, connectivity, spacing_zyx, surface)
+    # the whole tumor masks' scores, which a detected group holding every lesion takes instead of scoring them again
+    whole_mask_scores = {key: row[f"{key}_tumor"] for key in LITS_LESION_OVERLAP_KEYS}
+    if surface:
+        whole_mask_scores.update((key, row[f"{key[:-len('_mm')]}_tumor_mm"]) for key in LITS_LESION_SURFACE_KEYS)
+    detection = detect_lesions(pred_labels == 2, ref_labels == 2, iou_threshold, connectivity, spacing_zyx, surface,
+                               whole_mask_scores)
     row["lesions_ref"] = detection.ref_lesions
     row["lesions_pred"] = detection.pred_lesions
     row["lesions_detected"] = detection.detected

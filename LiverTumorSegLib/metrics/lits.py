@@ -226,7 +226,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
 
     With ``spacing_zyx`` (mm, one a mask axis) each detected group is also scored as the LiTS script scores a detected
     lesion (``detected_scores``, one dict a detected group: :data:`LITS_LESION_KEYS`, the surface distances only
-    with ``surface``)."""
+    with ``surface``). ``whole_mask_scores``: those scores of ``pred_tumor`` against ``ref_tumor`` whole, where the
+    caller has them (:func:`evaluate_case`: the tumor's :func:`structure_row`); a sole detected group holding every
+    lesion of both masks (none missed, no false positive: the common one-lesion case) is those masks, and takes them
+    instead of being scored again."""
     from scipy import ndimage
 
     if not 0.0 <= iou_threshold < 1.0:
@@ -262,7 +265,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
         if group_iou[int(g)] > iou_threshold:
             detected_groups.add(int(g))
     scores = []
-    if spacing_zyx is not None and detected_groups:
+    if spacing_zyx is not None and whole_mask_scores is not None and len(detected_groups) == 1 and \
+            set(ref_group.tolist()) | set(pred_group.tolist()) == detected_groups:  # the group is the whole masks
+        scores = [dict(whole_mask_scores)]
+    elif spacing_zyx is not None and detected_groups:
         del both, pairs  # only the two label arrays are held while the groups are scored
         scores = _score_detected_groups(ref_ids, pred_ids, ref_group, pred_group, sorted(detected_groups),
                                         spacing_zyx, surface)
@@ -371,18 +377,17 @@ def evaluate_case_memory_bytes(pred_labels: np.ndarray, ref_labels: np.ndarray, 
     A liver box of an eighth of the grid needs about 5 bytes a grid voxel, one as large as the grid 20, and a tumor
     filling the grid in both maps 32 (200 x 256 x 256 maps; peak RSS measured 4.6, 18.4 and 31.0)."""
     pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
-    boxes, box_work, surface_work, both_hold = {}, 0, {}, {}
+    boxes, box_work = {}, 0
     for structure in STRUCTURES:
         pred_mask, ref_mask = structure_mask(pred_labels, structure), structure_mask(ref_labels, structure)
         box = boxes[structure] = union_bounding_box(pred_mask, ref_mask)
-        both_hold[structure] = box is not None and bool(pred_mask[box].any() and ref_mask[box].any())
-        surface_work[structure] = surface_memory_bytes(pred_mask, ref_mask, box, exact_surface) if surface else 0
-        box_work = max(box_work, surface_work[structure])
+        surface_work = surface_memory_bytes(pred_mask, ref_mask, box, exact_surface) if surface else 0
+        box_work = max(box_work, surface_work)
+        if structure == "tumor" and box is not None and pred_mask[box].any() and ref_mask[box].any():
+            # a lesion can be detected and scored only when both maps hold tumor
+            box_work = max(box_work, LESION_SCORING_BYTES_PER_BOX_VOXEL * box_voxels(box) + surface_work)
         del pred_mask, ref_mask  # not held beside the next structure's
     box_work = max(box_work, _lesion_labelling_bytes(pred_labels, ref_labels, boxes["tumor"]))
-    if both_hold["tumor"]:  # a lesion can be detected and scored only then
-        box_work = max(box_work, LESION_SCORING_BYTES_PER_BOX_VOXEL * box_voxels(boxes["tumor"]) +
-                       surface_work["tumor"])
     need = EVALUATE_GRID_BYTES_PER_VOXEL * int(ref_labels.size) + box_work
     if probabilities is not None:
         scoring = scoring_memory_bytes(np.asarray(probabilities), box_voxels(boxes[prob_structure]))

@@ -623,3 +623,30 @@ def test_lits_per_lesion_scores_of_merged_and_split_groups():
     assert len(scores) == 1 and scores[0]["dice"] == pytest.approx(2 * 54 / (54 + 63))
     assert scores[0]["hd_mm"] == 1.0
     assert lits.detect_lesions(split, whole).detected_scores == []  # only with spacing_zyx
+
+
+def test_a_detected_group_holding_every_lesion_takes_the_whole_tumor_masks_scores(monkeypatch):
+    """One detected group holding every reference and predicted lesion (the common one-lesion case) is the whole
+    tumor masks, whose scores structure_row has: they are taken, not computed again (a second surface computation,
+    about 12 % of a case's time), and equal what scoring the group gives. With a lesion missed the group is scored
+    on its own."""
+    ref, spacing = _two_lesion_maps()
+    one = ref.copy()
+    one[8:12, 70:76, 70:76] = 1                      # lesion A only
+    pred = np.roll(one, 1, axis=2)                   # found, shifted by one voxel
+    calls = []
+    surface_metrics = lits.surface_metrics
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return surface_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(lits, "surface_metrics", counted)
+    row = lits.evaluate_case(pred, one, spacing)
+    assert len(calls) == 2                           # liver and tumor, no third for the lesion
+    scored = lits.detect_lesions(pred == 2, one == 2, spacing_zyx=spacing).detected_scores
+    assert len(scored) == 1 and {key: row[f"lits_lesion_{key}"] for key in lits.LITS_LESION_KEYS} == scored[0]
+    assert row["lits_lesion_dice"] == row["dice_tumor"] == 0.9 and row["lits_lesion_hd_mm"] == row["hd_tumor_mm"]
+    calls.clear()
+    two = lits.evaluate_case(np.roll(one, 1, axis=2), ref, spacing)   # B missed: A scored alone
+    assert len(calls) == 3 and two["lits_lesion_dice"] == 0.9 and two["lits_lesion_dice"] != two["dice_tumor"]

@@ -397,14 +397,8 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
             owner[j] = i
             linked_base.add(i)
             linked_follow.add(j)
-    for j in sorted(set(follow_by_id) - linked_follow):
-        candidates = [(near(i, j), i) for i in base_by_id if i not in linked_base]
-        candidates = [c for c in candidates if np.isfinite(c[0])]
-        if candidates:
-            i = min(candidates)[1]
-            edges.append((i, j))
-            owner[j] = i
-            linked_base.add(i)
+    # (no second pass from the follow-up side: a baseline lesion left unlinked found no unlinked follow-up lesion
+    # near it, and the unlinked follow-up lesions are fewer now, so none has an unlinked baseline lesion near it)
     return LesionLinks(_link_groups(edges, len(base_lesions), len(follow_lesions)), owner, coalesced, overlap)
 
 

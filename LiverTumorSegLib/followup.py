@@ -54,7 +54,7 @@ All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each s
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -445,10 +445,9 @@ def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False) 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
                  follow_by_id: Dict[int, Dict[str, Any]], targets: Sequence[int], min_new_lesion_mm: float,
                  follow_centroids_on_base_lps: Dict[int, np.ndarray],
-                 target_followup_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                 target_followup_ids: Collection[int]) -> Dict[str, Any]:
     """One row of the change table. ``target_followup_ids``: the follow-up lesions (of any group) that belong to
-    a baseline target lesion (:meth:`LesionLinks.followup_of`), the only ones counted in the sum of diameters;
-    None: all of this group's follow-up lesions when it holds a target."""
+    a baseline target lesion (:meth:`LesionLinks.followup_of`), the only ones counted in the sum of diameters."""
     base = [base_by_id[i] for i in base_ids]
     follow = [follow_by_id[j] for j in follow_ids]
     base_ml = float(sum(d["volume_ml"] for d in base))
@@ -457,7 +456,7 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     follow_long = float(sum(d["long_axis_mm"] for d in follow))
     status = _status(base_ids, follow_ids, base_long, follow_long)
     target = any(i in targets for i in base_ids)
-    counted = [j for j in follow_ids if target and (target_followup_ids is None or j in target_followup_ids)]
+    counted = [j for j in follow_ids if target and j in target_followup_ids]
     if base:
         centroid = np.mean([d["centroid_lps_mm"] for d in base], axis=0)
     else:
@@ -473,7 +472,6 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "followup_short_axis_mm": float(sum(d["short_axis_mm"] for d in follow)),
         "recist_target": target,
         # the target(s)' part: a follow-up lesion of a non-target in the same group is not in the sum of diameters
-        "recist_baseline_mm": float(sum(base_by_id[i]["long_axis_mm"] for i in base_ids if i in targets)),
         "recist_followup_ids": counted,
         "recist_followup_mm": float(sum(follow_by_id[j]["long_axis_mm"] for j in counted)),
         "centroid_baseline_lps_mm": [float(v) for v in centroid],
@@ -627,7 +625,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                      not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align)}
     for entry in entries:
         ids = entry["baseline_ids"]
-        if not uncovered.intersection(ids) and not unseen_beyond.intersection(ids) and not cut.keys() & set(ids):
+        if not uncovered.intersection(ids) and not cut.keys() & set(ids):  # (unseen_beyond lies in cut)
             continue
         for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm", "long_axis_change_percent"):
             entry[key] = None

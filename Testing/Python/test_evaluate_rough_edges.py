@@ -659,3 +659,31 @@ def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_e
         "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
         "(pred - ref) / ref; 6-connected surfaces, LiTS's are 18-connected): Dice 1.0000, VOE 0.0000, RVD 0.0000, "
         "ASSD 0.0000 mm, HD (LiTS MSD) 0.0000 mm, RMSD 0.0000 mm"]
+
+
+def test_the_per_detected_lesion_line_names_surfaces_only_when_measured_and_is_left_out_without_a_detection(
+        tmp_path, capsys):
+    """With --no-surface the 'tumor per detected lesion' line still said '6-connected surfaces, LiTS's are
+    18-connected' beside no surface metric; with no lesion detected it printed 'averaged over all 0 detected
+    lesion(s) ...: Dice n/a, VOE n/a, RVD n/a'."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref, spacing_zyx = two_lesion_maps()
+    found_a = ref.copy()
+    found_a[8:12, 70:76, 70:76] = 1
+    write_evaluate_folders(tmp_path, {"a": ref}, ImageGeometry(spacing=spacing_zyx[::-1]),
+                           predictions={"a": found_a})
+    missed_all = tmp_path / "missed"
+    missed_all.mkdir()
+    write_evaluate_folders(missed_all, {"a": ref}, ImageGeometry(spacing=spacing_zyx[::-1]),
+                           predictions={"a": np.where(ref == 2, 1, ref).astype(np.uint8)})
+    printed = {}
+    for name, root in (("found", tmp_path), ("missed", missed_all)):
+        assert _evaluate("--pred", root / "pred", "--ref", root / "ref", "-o", root / "out", "--no-plots",
+                         "--no-progress", "--no-surface") == 0
+        printed[name] = [line.strip() for line in capsys.readouterr().out.splitlines()
+                         if line.strip().startswith("tumor per detected lesion")]
+    assert printed["found"] == [
+        "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
+        "(pred - ref) / ref): Dice 1.0000, VOE 0.0000, RVD 0.0000"]
+    assert printed["missed"] == []

@@ -68,16 +68,21 @@ STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merge
 the baseline scan's edge cuts where the follow-up scan does not reach ``EDGE_CONTINUATION_MIN_MM`` (or the
 lesion's long axis, if longer) beyond that edge: it may be there unseen, or be cut by the scan's edge, so it is
 neither counted as disappeared nor measured (RECIST 1.1: a target not assessed makes the response NE unless
-progression is shown otherwise). ``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up:
-its baseline size is a lower bound, so its change is not measured (None); gone on a follow-up that shows that far
-beyond the edge, it is ``disappeared``."""
+progression is shown otherwise); its entry's ``not_assessed_reason`` says which (:data:`NOT_ASSESSED_REASONS`).
+``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up: its baseline size is a lower
+bound, so its change is not measured (None); gone on a follow-up that shows that far beyond the edge, it is
+``disappeared``."""
 EDGE_CONTINUATION_MIN_MM = 10.0
-NOT_IN_FOLLOWUP_VIEW = "lie partly or wholly outside the follow-up scan's field of view"
-NOT_BEYOND_BASELINE_EDGE = ("are cut by the baseline scan's edge, and the follow-up scan does not reach far enough "
-                            "beyond that edge to show where they may continue")
-_NOT_ASSESSED_LINE = {NOT_IN_FOLLOWUP_VIEW: "partly or wholly outside the follow-up scan",
-                      NOT_BEYOND_BASELINE_EDGE: "cut by the baseline scan's edge; the follow-up does not show "
-                                                "beyond it"}
+OUTSIDE_FOLLOWUP_VIEW = "outside_followup_view"
+BASELINE_EDGE_NOT_COVERED = "baseline_edge_not_covered"
+NOT_ASSESSED_REASONS = {
+    OUTSIDE_FOLLOWUP_VIEW: ("lie partly or wholly outside the follow-up scan's field of view",
+                            "partly or wholly outside the follow-up scan"),
+    BASELINE_EDGE_NOT_COVERED: ("are cut by the baseline scan's edge, and the follow-up scan does not reach far enough "
+                                "beyond that edge to show where they may continue",
+                                "cut by the baseline scan's edge; the follow-up does not show beyond it")}
+"""A ``not_assessed`` entry's ``not_assessed_reason`` (a code in the change report) -> its wording: ``(clause of the
+response reason, after the lesion numbers; words of the printed lesion line)``."""
 GROWN_CHANGE = 0.20
 SHRUNK_CHANGE = -0.30
 DEFAULT_MIN_NEW_LESION_MM = 5.0
@@ -504,8 +509,9 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
     reason)."""
     by_reason = {}  # type: Dict[str, List[str]]
     for e in entries:
-        by_reason.setdefault(e.get("not_assessed_reason", NOT_IN_FOLLOWUP_VIEW), []).append(str(e["number"]))
-    return "; ".join(f"{noun} {', '.join(numbers)} {why}" for why, numbers in by_reason.items())
+        by_reason.setdefault(e["not_assessed_reason"], []).append(str(e["number"]))
+    return "; ".join(f"{noun} {', '.join(numbers)} {NOT_ASSESSED_REASONS[code][0]}" for code, numbers in
+                     by_reason.items())
 
 
 def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
@@ -633,8 +639,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             # a baseline lesion the follow-up does not wholly show: gone or cut, unknown; what the follow-up shows
             # of it (0 or a cut part) is not a change
             entry["status"] = "not_assessed"
-            entry["not_assessed_reason"] = NOT_IN_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
-                NOT_BEYOND_BASELINE_EDGE
+            entry["not_assessed_reason"] = OUTSIDE_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
+                BASELINE_EDGE_NOT_COVERED
         else:
             entry["baseline_cut_by_scan_edge"] = True  # seen whole at follow-up; its baseline size is a lower bound
             if entry["status"] in ("grown", "shrunk", "stable"):  # a change against a lower bound is none of them
@@ -844,7 +850,8 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
                          f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans ("
-                         f"{_NOT_ASSESSED_LINE.get(e.get('not_assessed_reason'), 'cut by a scan edge')}): not measured")
+                         f"{NOT_ASSESSED_REASONS.get(e.get('not_assessed_reason'), ('', 'cut by a scan edge'))[1]}): "
+                         f"not measured")
             continue
         cut = "; cut by the baseline scan's edge (a lower bound): change not measured" \
             if e.get("baseline_cut_by_scan_edge") else ""

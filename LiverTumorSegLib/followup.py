@@ -60,7 +60,7 @@ import numpy as np
 
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM, meets_progression
+from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -429,9 +429,9 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     if len(follow_ids) > 1:
         return "split"
     relative = (follow_long - base_long) / base_long if base_long > 0 else 0.0
-    if relative >= GROWN_CHANGE - BOUNDARY_TOLERANCE:  # exactly +20 % is grown, whatever the float rounding
+    if at_least(relative, GROWN_CHANGE):  # exactly +20 % is grown, whatever the float rounding
         return "grown"
-    if relative <= SHRUNK_CHANGE + BOUNDARY_TOLERANCE:
+    if at_most(relative, SHRUNK_CHANGE):
         return "shrunk"
     return "stable"
 
@@ -483,8 +483,8 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
     }
     if status == "new":
-        entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm - BOUNDARY_TOLERANCE)  # exactly it counts
-    if counted and entry["recist_followup_mm"] < RECIST_TOO_SMALL_MM - BOUNDARY_TOLERANCE:
+        entry["unequivocal"] = at_least(follow_long, min_new_lesion_mm)  # exactly it counts
+    if counted and not at_least(entry["recist_followup_mm"], RECIST_TOO_SMALL_MM):
         entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
     return entry
 

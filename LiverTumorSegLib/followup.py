@@ -54,13 +54,13 @@ All lengths mm, volumes mL, positions LPS/RAS mm; lesion ids are those of each s
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import InputError, option_hint
 from .fileutil import atomic_output, quiet_missing_glyphs
-from .metrics.recist import BOUNDARY_TOLERANCE, RECIST_NOTE, RECIST_TOO_SMALL_MM, meets_progression
+from .metrics.recist import RECIST_NOTE, RECIST_TOO_SMALL_MM, at_least, at_most, meets_progression
 from .volume import CTVolume, ImageGeometry
 
 STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merged", "split", "not_assessed")
@@ -68,16 +68,21 @@ STATUSES = ("new", "disappeared", "grown", "shrunk", "stable", "present", "merge
 the baseline scan's edge cuts where the follow-up scan does not reach ``EDGE_CONTINUATION_MIN_MM`` (or the
 lesion's long axis, if longer) beyond that edge: it may be there unseen, or be cut by the scan's edge, so it is
 neither counted as disappeared nor measured (RECIST 1.1: a target not assessed makes the response NE unless
-progression is shown otherwise). ``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up:
-its baseline size is a lower bound, so its change is not measured (None); gone on a follow-up that shows that far
-beyond the edge, it is ``disappeared``."""
+progression is shown otherwise); its entry's ``not_assessed_reason`` says which (:data:`NOT_ASSESSED_REASONS`).
+``present``: a baseline lesion cut by the baseline scan's edge, seen at follow-up: its baseline size is a lower
+bound, so its change is not measured (None); gone on a follow-up that shows that far beyond the edge, it is
+``disappeared``."""
 EDGE_CONTINUATION_MIN_MM = 10.0
-NOT_IN_FOLLOWUP_VIEW = "lie partly or wholly outside the follow-up scan's field of view"
-NOT_BEYOND_BASELINE_EDGE = ("are cut by the baseline scan's edge, and the follow-up scan does not reach far enough "
-                            "beyond that edge to show where they may continue")
-_NOT_ASSESSED_LINE = {NOT_IN_FOLLOWUP_VIEW: "partly or wholly outside the follow-up scan",
-                      NOT_BEYOND_BASELINE_EDGE: "cut by the baseline scan's edge; the follow-up does not show "
-                                                "beyond it"}
+OUTSIDE_FOLLOWUP_VIEW = "outside_followup_view"
+BASELINE_EDGE_NOT_COVERED = "baseline_edge_not_covered"
+NOT_ASSESSED_REASONS = {
+    OUTSIDE_FOLLOWUP_VIEW: ("lie partly or wholly outside the follow-up scan's field of view",
+                            "partly or wholly outside the follow-up scan"),
+    BASELINE_EDGE_NOT_COVERED: ("are cut by the baseline scan's edge, and the follow-up scan does not reach far enough "
+                                "beyond that edge to show where they may continue",
+                                "cut by the baseline scan's edge; the follow-up does not show beyond it")}
+"""A ``not_assessed`` entry's ``not_assessed_reason`` (a code in the change report) -> its wording: ``(clause of the
+response reason, after the lesion numbers; words of the printed lesion line)``."""
 GROWN_CHANGE = 0.20
 SHRUNK_CHANGE = -0.30
 DEFAULT_MIN_NEW_LESION_MM = 5.0
@@ -397,14 +402,8 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
             owner[j] = i
             linked_base.add(i)
             linked_follow.add(j)
-    for j in sorted(set(follow_by_id) - linked_follow):
-        candidates = [(near(i, j), i) for i in base_by_id if i not in linked_base]
-        candidates = [c for c in candidates if np.isfinite(c[0])]
-        if candidates:
-            i = min(candidates)[1]
-            edges.append((i, j))
-            owner[j] = i
-            linked_base.add(i)
+    # (no second pass from the follow-up side: a baseline lesion left unlinked found no unlinked follow-up lesion
+    # near it, and the unlinked follow-up lesions are fewer now, so none has an unlinked baseline lesion near it)
     return LesionLinks(_link_groups(edges, len(base_lesions), len(follow_lesions)), owner, coalesced, overlap)
 
 
@@ -430,9 +429,9 @@ def _status(base_ids: List[int], follow_ids: List[int], base_long: float, follow
     if len(follow_ids) > 1:
         return "split"
     relative = (follow_long - base_long) / base_long if base_long > 0 else 0.0
-    if relative >= GROWN_CHANGE - BOUNDARY_TOLERANCE:  # exactly +20 % is grown, whatever the float rounding
+    if at_least(relative, GROWN_CHANGE):  # exactly +20 % is grown, whatever the float rounding
         return "grown"
-    if relative <= SHRUNK_CHANGE + BOUNDARY_TOLERANCE:
+    if at_most(relative, SHRUNK_CHANGE):
         return "shrunk"
     return "stable"
 
@@ -451,10 +450,9 @@ def _recist_followup_mm(entry: Dict[str, Any], too_small_default: bool = False) 
 def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_by_id: Dict[int, Dict[str, Any]],
                  follow_by_id: Dict[int, Dict[str, Any]], targets: Sequence[int], min_new_lesion_mm: float,
                  follow_centroids_on_base_lps: Dict[int, np.ndarray],
-                 target_followup_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                 target_followup_ids: Collection[int]) -> Dict[str, Any]:
     """One row of the change table. ``target_followup_ids``: the follow-up lesions (of any group) that belong to
-    a baseline target lesion (:meth:`LesionLinks.followup_of`), the only ones counted in the sum of diameters;
-    None: all of this group's follow-up lesions when it holds a target."""
+    a baseline target lesion (:meth:`LesionLinks.followup_of`), the only ones counted in the sum of diameters."""
     base = [base_by_id[i] for i in base_ids]
     follow = [follow_by_id[j] for j in follow_ids]
     base_ml = float(sum(d["volume_ml"] for d in base))
@@ -463,7 +461,7 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
     follow_long = float(sum(d["long_axis_mm"] for d in follow))
     status = _status(base_ids, follow_ids, base_long, follow_long)
     target = any(i in targets for i in base_ids)
-    counted = [j for j in follow_ids if target and (target_followup_ids is None or j in target_followup_ids)]
+    counted = [j for j in follow_ids if target and j in target_followup_ids]
     if base:
         centroid = np.mean([d["centroid_lps_mm"] for d in base], axis=0)
     else:
@@ -479,15 +477,14 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "followup_short_axis_mm": float(sum(d["short_axis_mm"] for d in follow)),
         "recist_target": target,
         # the target(s)' part: a follow-up lesion of a non-target in the same group is not in the sum of diameters
-        "recist_baseline_mm": float(sum(base_by_id[i]["long_axis_mm"] for i in base_ids if i in targets)),
         "recist_followup_ids": counted,
         "recist_followup_mm": float(sum(follow_by_id[j]["long_axis_mm"] for j in counted)),
         "centroid_baseline_lps_mm": [float(v) for v in centroid],
         "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
     }
     if status == "new":
-        entry["unequivocal"] = bool(follow_long >= min_new_lesion_mm - BOUNDARY_TOLERANCE)  # exactly it counts
-    if counted and entry["recist_followup_mm"] < RECIST_TOO_SMALL_MM - BOUNDARY_TOLERANCE:
+        entry["unequivocal"] = at_least(follow_long, min_new_lesion_mm)  # exactly it counts
+    if counted and not at_least(entry["recist_followup_mm"], RECIST_TOO_SMALL_MM):
         entry["recist_under_5_mm"] = True  # counted as measured; see the response reason for the 5 mm default
     return entry
 
@@ -512,8 +509,9 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
     reason)."""
     by_reason = {}  # type: Dict[str, List[str]]
     for e in entries:
-        by_reason.setdefault(e.get("not_assessed_reason", NOT_IN_FOLLOWUP_VIEW), []).append(str(e["number"]))
-    return "; ".join(f"{noun} {', '.join(numbers)} {why}" for why, numbers in by_reason.items())
+        by_reason.setdefault(e["not_assessed_reason"], []).append(str(e["number"]))
+    return "; ".join(f"{noun} {', '.join(numbers)} {NOT_ASSESSED_REASONS[code][0]}" for code, numbers in
+                     by_reason.items())
 
 
 def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
@@ -633,7 +631,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                      not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align)}
     for entry in entries:
         ids = entry["baseline_ids"]
-        if not uncovered.intersection(ids) and not unseen_beyond.intersection(ids) and not cut.keys() & set(ids):
+        if not uncovered.intersection(ids) and not cut.keys() & set(ids):  # (unseen_beyond lies in cut)
             continue
         for key in ("volume_change_ml", "volume_change_percent", "long_axis_change_mm", "long_axis_change_percent"):
             entry[key] = None
@@ -641,8 +639,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             # a baseline lesion the follow-up does not wholly show: gone or cut, unknown; what the follow-up shows
             # of it (0 or a cut part) is not a change
             entry["status"] = "not_assessed"
-            entry["not_assessed_reason"] = NOT_IN_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
-                NOT_BEYOND_BASELINE_EDGE
+            entry["not_assessed_reason"] = OUTSIDE_FOLLOWUP_VIEW if uncovered.intersection(ids) else \
+                BASELINE_EDGE_NOT_COVERED
         else:
             entry["baseline_cut_by_scan_edge"] = True  # seen whole at follow-up; its baseline size is a lower bound
             if entry["status"] in ("grown", "shrunk", "stable"):  # a change against a lower bound is none of them
@@ -852,7 +850,8 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
                          f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans ("
-                         f"{_NOT_ASSESSED_LINE.get(e.get('not_assessed_reason'), 'cut by a scan edge')}): not measured")
+                         f"{NOT_ASSESSED_REASONS.get(e.get('not_assessed_reason'), ('', 'cut by a scan edge'))[1]}): "
+                         f"not measured")
             continue
         cut = "; cut by the baseline scan's edge (a lower bound): change not measured" \
             if e.get("baseline_cut_by_scan_edge") else ""

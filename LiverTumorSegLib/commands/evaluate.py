@@ -601,21 +601,23 @@ TUMOR_SEGMENTATION_METRICS = (("VOE", "voe_tumor", "voe", ""), ("RVD", "rvd_tumo
 def tumor_segmentation_lines(summary: Dict[str, object]) -> List[str]:
     """Tumor VOE, RVD and surface distances the two ways they are taken: per case on the whole tumor mask (the means
     of the case columns) and per detected lesion, pooled over all cases, as LiTS averages them
-    (``lesion_segmentation_lits``); each line says which. Empty when the summary has neither."""
+    (``lesion_segmentation_lits``; left out when no lesion was detected); each line says which. Empty when the summary
+    has neither."""
+    from ..metrics.report import WHOLE_TUMOR_MASK_NOTE
+
     metrics = summary.get("metrics") or {}
     lines = []
     whole = [f"{label} {_fmt(metrics[column]['mean'])}{unit}" for label, column, _, unit in TUMOR_SEGMENTATION_METRICS
              if column in metrics]
     if whole:
-        lines.append(f"tumor per case, whole tumor mask (not LiTS's per-lesion average), means over cases: "
-                     f"{', '.join(whole)}")
+        lines.append(f"tumor {WHOLE_TUMOR_MASK_NOTE}, means over cases: {', '.join(whole)}")
     lits = summary.get("lesion_segmentation_lits")
-    if lits:
+    if lits and lits.get("n_lesions"):
         scored = [f"{'HD (LiTS MSD)' if key == 'hd_mm' else label} {_fmt(lits[key])}{unit}" for label, _, key, unit in
                   (("Dice", "", "dice", ""),) + TUMOR_SEGMENTATION_METRICS if key in lits]
+        surfaces = "; 6-connected surfaces, LiTS's are 18-connected" if "assd_mm" in lits else ""  # not --no-surface
         lines.append(f"tumor per detected lesion, averaged over all {lits['n_lesions']} detected lesion(s) of all "
-                     f"cases as LiTS averages them (RVD (pred - ref) / ref; 6-connected surfaces, LiTS's are "
-                     f"18-connected): {', '.join(scored)}")
+                     f"cases as LiTS averages them (RVD (pred - ref) / ref{surfaces}): {', '.join(scored)}")
     return lines
 
 
@@ -638,7 +640,7 @@ def run(args) -> int:
           f"tumor {_fmt(summary['global_dice']['tumor'])}")
     detection = summary.get("lesion_detection")
     if detection:
-        connectivity = (summary.get("settings") or {}).get("lesion_connectivity", args.connectivity)
+        connectivity = summary["settings"]["lesion_connectivity"]
         print(f"  lesions ({connectivity}-connected): {detection['detected']}/{detection['ref_lesions']} detected, "
               f"{detection['false_positive']} false positive(s); precision {_fmt(detection['precision'])}, "
               f"recall {_fmt(detection['recall'])} (pooled over cases)")

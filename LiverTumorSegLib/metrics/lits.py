@@ -194,7 +194,7 @@ def _score_detected_groups(ref_ids: np.ndarray, pred_ids: np.ndarray, ref_group:
     """:data:`LITS_LESION_KEYS` (without the surface ones unless ``surface``) of each detected group, in the order of
     ``detected``: its reference lesions against its predicted lesions, alone (the case's other lesions are not part of
     either mask), in the box holding the group, as the LiTS script scores a detected lesion (``detected_mask ==
-    id`` against ``mod_reference_mask == id``). ``ref_voxels`` and ``pred_voxels`` say the group's size."""
+    id`` against ``mod_reference_mask == id``)."""
     from scipy import ndimage
 
     ref_boxes, pred_boxes = ndimage.find_objects(ref_ids), ndimage.find_objects(pred_ids)
@@ -211,15 +211,14 @@ def _score_detected_groups(ref_ids: np.ndarray, pred_ids: np.ndarray, ref_group:
         if surface:
             distances = surface_metrics(pred_mask, ref_mask, spacing_zyx)
             score.update((key, distances[key]) for key in LITS_LESION_SURFACE_KEYS)
-        score.update(ref_voxels=counts.ref_count, pred_voxels=counts.pred_count)
         scores.append(score)
-        del ref_mask, pred_mask
+        del ref_mask, pred_mask  # else held while the next group's two masks are made (both sides are evaluated first)
     return scores
 
 
 def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold: float = 0.5,
                    connectivity: int = 26, spacing_zyx: Optional[Sequence[float]] = None,
-                   surface: bool = True) -> LesionDetection:
+                   surface: bool = True, whole_mask_scores: Optional[Dict[str, float]] = None) -> LesionDetection:
     """Match connected tumor components of ``pred_tumor`` to those of ``ref_tumor`` (boolean ``(z, y, x)``
     masks; other dtypes: nonzero = tumor) and count detected, missed and false-positive lesions (see module
     docstring). Only the box holding both masks' tumor voxels is labelled; beside it no whole-volume array is made
@@ -227,7 +226,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
 
     With ``spacing_zyx`` (mm, one a mask axis) each detected group is also scored as the LiTS script scores a detected
     lesion (``detected_scores``, one dict a detected group: :data:`LITS_LESION_KEYS`, the surface distances only
-    with ``surface``)."""
+    with ``surface``). ``whole_mask_scores``: those scores of ``pred_tumor`` against ``ref_tumor`` whole, where the
+    caller has them (:func:`evaluate_case`: the tumor's :func:`structure_row`); a sole detected group holding every
+    lesion of both masks (none missed, no false positive: the common one-lesion case) is those masks, and takes them
+    instead of being scored again."""
     from scipy import ndimage
 
     if not 0.0 <= iou_threshold < 1.0:
@@ -263,7 +265,10 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
         if group_iou[int(g)] > iou_threshold:
             detected_groups.add(int(g))
     scores = []
-    if spacing_zyx is not None and detected_groups:
+    if spacing_zyx is not None and whole_mask_scores is not None and len(detected_groups) == 1 and \
+            set(ref_group.tolist()) | set(pred_group.tolist()) == detected_groups:  # the group is the whole masks
+        scores = [dict(whole_mask_scores)]
+    elif spacing_zyx is not None and detected_groups:
         del both, pairs  # only the two label arrays are held while the groups are scored
         scores = _score_detected_groups(ref_ids, pred_ids, ref_group, pred_group, sorted(detected_groups),
                                         spacing_zyx, surface)
@@ -372,18 +377,17 @@ def evaluate_case_memory_bytes(pred_labels: np.ndarray, ref_labels: np.ndarray, 
     A liver box of an eighth of the grid needs about 5 bytes a grid voxel, one as large as the grid 20, and a tumor
     filling the grid in both maps 32 (200 x 256 x 256 maps; peak RSS measured 4.6, 18.4 and 31.0)."""
     pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
-    boxes, box_work, surface_work, both_hold = {}, 0, {}, {}
+    boxes, box_work = {}, 0
     for structure in STRUCTURES:
         pred_mask, ref_mask = structure_mask(pred_labels, structure), structure_mask(ref_labels, structure)
         box = boxes[structure] = union_bounding_box(pred_mask, ref_mask)
-        both_hold[structure] = box is not None and bool(pred_mask[box].any() and ref_mask[box].any())
-        surface_work[structure] = surface_memory_bytes(pred_mask, ref_mask, box, exact_surface) if surface else 0
-        box_work = max(box_work, surface_work[structure])
+        surface_work = surface_memory_bytes(pred_mask, ref_mask, box, exact_surface) if surface else 0
+        box_work = max(box_work, surface_work)
+        if structure == "tumor" and box is not None and pred_mask[box].any() and ref_mask[box].any():
+            # a lesion can be detected and scored only when both maps hold tumor
+            box_work = max(box_work, LESION_SCORING_BYTES_PER_BOX_VOXEL * box_voxels(box) + surface_work)
         del pred_mask, ref_mask  # not held beside the next structure's
     box_work = max(box_work, _lesion_labelling_bytes(pred_labels, ref_labels, boxes["tumor"]))
-    if both_hold["tumor"]:  # a lesion can be detected and scored only then
-        box_work = max(box_work, LESION_SCORING_BYTES_PER_BOX_VOXEL * box_voxels(boxes["tumor"]) +
-                       surface_work["tumor"])
     need = EVALUATE_GRID_BYTES_PER_VOXEL * int(ref_labels.size) + box_work
     if probabilities is not None:
         scoring = scoring_memory_bytes(np.asarray(probabilities), box_voxels(boxes[prob_structure]))
@@ -434,7 +438,12 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),
                                  spacing_zyx, structure, surface=surface))
-    detection = detect_lesions(pred_labels == 2, ref_labels == 2, iou_threshold, connectivity, spacing_zyx, surface)
+    # the whole tumor masks' scores, which a detected group holding every lesion takes instead of scoring them again
+    whole_mask_scores = {key: row[f"{key}_tumor"] for key in LITS_LESION_OVERLAP_KEYS}
+    if surface:
+        whole_mask_scores.update((key, row[f"{key[:-len('_mm')]}_tumor_mm"]) for key in LITS_LESION_SURFACE_KEYS)
+    detection = detect_lesions(pred_labels == 2, ref_labels == 2, iou_threshold, connectivity, spacing_zyx, surface,
+                               whole_mask_scores)
     row["lesions_ref"] = detection.ref_lesions
     row["lesions_pred"] = detection.pred_lesions
     row["lesions_detected"] = detection.detected

@@ -57,7 +57,26 @@ RECIST_NOTE = ("automatic RECIST 1.1-style measurement of the segmented liver le
 BOUNDARY_TOLERANCE = 1e-9
 """A value exactly at a rule's threshold (-30 % / +20 % / +5 mm changes, the 10 mm measurable long axis, the minimum
 long axis of a new lesion, the 5 mm of a very small target) meets it despite float rounding: 25 voxels of 0.4 mm
-measure 9.999999999999995 or 10.000000000000002 mm depending on the grid's origin."""
+measure 9.999999999999995 or 10.000000000000002 mm depending on the grid's origin. Use :func:`at_least`,
+:func:`at_most` and :func:`tolerance_key`, not the tolerance itself."""
+
+
+def at_least(value: float, threshold: float) -> bool:
+    """``value >= threshold``, where a value short of it by float rounding only (:data:`BOUNDARY_TOLERANCE`) meets
+    it: every ">=" rule of RECIST 1.1 and of the follow-up statuses."""
+    return bool(value >= threshold - BOUNDARY_TOLERANCE)
+
+
+def at_most(value: float, threshold: float) -> bool:
+    """``value <= threshold``, where a value beyond it by float rounding only (:data:`BOUNDARY_TOLERANCE`) meets it
+    (the -30 % of PR and of a shrunk lesion)."""
+    return bool(value <= threshold + BOUNDARY_TOLERANCE)
+
+
+def tolerance_key(value: float) -> int:
+    """``value`` in steps of :data:`BOUNDARY_TOLERANCE` (rounded): a sort key under which values apart by float
+    rounding only are equal, so a tie is broken by what comes next in the key (an id), not by float noise."""
+    return round(value / BOUNDARY_TOLERANCE)
 
 
 def axial_axis_zyx(geometry: ImageGeometry) -> int:
@@ -276,10 +295,10 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id). A lesion cut
     by the scan's edge (``touches_scan_edge``) is not chosen: its axes are lower bounds that move with the scan
     range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. A long axis of
-    exactly ``minimum_mm`` is measurable despite float rounding (``BOUNDARY_TOLERANCE``)."""
-    measurable = [d for d in lesions if d["long_axis_mm"] >= minimum_mm - BOUNDARY_TOLERANCE
-                  and not d.get("touches_scan_edge")]
-    measurable.sort(key=lambda d: (-round(d["long_axis_mm"], 6), d["id"]))  # equal lengths: by id, not float noise
+    exactly ``minimum_mm`` is measurable, and long axes apart by float rounding only are equal (the lower id first),
+    whatever the rounding (:data:`BOUNDARY_TOLERANCE`)."""
+    measurable = [d for d in lesions if at_least(d["long_axis_mm"], minimum_mm) and not d.get("touches_scan_edge")]
+    measurable.sort(key=lambda d: (-tolerance_key(d["long_axis_mm"]), d["id"]))
     return [int(d["id"]) for d in measurable[:max_targets]]
 
 
@@ -287,8 +306,7 @@ def meets_progression(baseline_mm: float, followup_mm: float) -> bool:
     """RECIST 1.1's progression rule for a size that grew from ``baseline_mm`` (> 0) to ``followup_mm``: at least
     +20 % and at least +5 mm, a change of exactly +20 % / +5 mm meeting it despite float rounding."""
     change = followup_mm - baseline_mm
-    return change / baseline_mm >= RECIST_PD_CHANGE - BOUNDARY_TOLERANCE and \
-        change >= RECIST_PD_ABSOLUTE_MM - BOUNDARY_TOLERANCE
+    return at_least(change / baseline_mm, RECIST_PD_CHANGE) and at_least(change, RECIST_PD_ABSOLUTE_MM)
 
 
 def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[float], new_lesion: bool,
@@ -312,6 +330,6 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
     text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
     if meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
-    if relative <= RECIST_PR_CHANGE + BOUNDARY_TOLERANCE:
+    if at_most(relative, RECIST_PR_CHANGE):
         return "PR", text
     return "SD", text

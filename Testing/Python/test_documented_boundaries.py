@@ -67,7 +67,7 @@ def test_followup_entry_changes_are_relative_to_the_baseline_and_its_ras_centroi
     LPS (10, 20, 30) mm is RAS (-10, -20, 30)."""
     base = {1: {"volume_ml": 2.0, "long_axis_mm": 10.0, "short_axis_mm": 8.0, "centroid_lps_mm": [10.0, 20.0, 30.0]}}
     follow = {1: {"volume_ml": 3.0, "long_axis_mm": 12.0, "short_axis_mm": 9.0, "centroid_lps_mm": [11.0, 21.0, 30.0]}}
-    entry = _group_entry(1, [1], [1], base, follow, [], 5.0, {})
+    entry = _group_entry(1, [1], [1], base, follow, [], 5.0, {}, set())
     assert entry["volume_change_percent"] == pytest.approx(50.0)
     assert entry["long_axis_change_percent"] == pytest.approx(20.0)
     assert entry["centroid_baseline_lps_mm"] == [10.0, 20.0, 30.0]
@@ -78,7 +78,7 @@ def test_followup_entry_changes_are_relative_to_the_baseline_and_its_ras_centroi
 def test_a_new_lesion_counts_for_progression_from_the_minimum_long_axis_on(long_mm, unequivocal):
     """A new lesion counts for PD when its long axis is at least min_new_lesion_mm (docs): exactly 5.0 mm does."""
     follow = {1: {"volume_ml": 0.05, "long_axis_mm": long_mm, "short_axis_mm": 4.0, "centroid_lps_mm": [0.0, 0.0, 0.0]}}
-    entry = _group_entry(1, [], [1], {}, follow, [], 5.0, {1: np.zeros(3)})
+    entry = _group_entry(1, [], [1], {}, follow, [], 5.0, {1: np.zeros(3)}, set())
     assert entry["status"] == "new" and entry["unequivocal"] is unequivocal
 
 
@@ -121,7 +121,7 @@ def test_a_lesion_exactly_10_mm_long_is_measurable_wherever_the_grid_lies(origin
     assert lesion["recist_target"] is True and report["recist"]["target_lesion_ids"] == [1]
     assert report["recist"]["sum_of_diameters_mm"] == pytest.approx(10.0)
     follow = {1: dict(lesion, centroid_lps_mm=[0.0, 0.0, 0.0])}
-    entry = _group_entry(1, [], [1], {}, follow, [], 10.0, {1: np.zeros(3)})
+    entry = _group_entry(1, [], [1], {}, follow, [], 10.0, {1: np.zeros(3)}, set())
     assert entry["status"] == "new" and entry["unequivocal"] is True
 
 

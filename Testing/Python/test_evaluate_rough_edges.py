@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluate_helpers import two_lesion_maps, write_evaluate_folders
 from process_helpers import ended_process_id
 
 from LiverTumorSegLib.cli import build_parser, main
@@ -591,9 +592,7 @@ def test_the_lits_detection_line_names_the_connectivity_it_labelled_lesions_with
     ref[2:4, 8:12, 8:12] = 2                      # touches the first only along an edge: (z, 7, 7) and (z, 8, 8)
     pred = ref.copy()
     pred[2:4, 8:12, 8:12] = 1                     # finds the first only
-    for folder, labels in (("ref", ref), ("pred", pred)):
-        (tmp_path / folder).mkdir()
-        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    write_evaluate_folders(tmp_path, {"a": ref}, ImageGeometry(spacing=(1.0, 1.0, 1.0)), predictions={"a": pred})
     printed = {}
     for connectivity in (None, 6):
         args = ["--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / f"out{connectivity}",
@@ -626,12 +625,9 @@ def test_summary_and_printout_give_detection_pooled_not_a_mean_of_per_case_recal
     with_tumor = free.copy()
     with_tumor[3:5, 10:14, 10:14] = 2
     with_tumor[3:5, 20:24, 20:24] = 2
-    geometry = ImageGeometry(spacing=(0.7, 0.7, 5.0))
-    for folder in ("ref", "pred"):
-        (tmp_path / folder).mkdir()
-    for name, ref, pred in [(f"free{i}", free, free) for i in range(3)] + [("missed", with_tumor, free)]:
-        write_label_map(tmp_path / "ref" / f"{name}.nii.gz", ref, geometry)
-        write_label_map(tmp_path / "pred" / f"{name}.nii.gz", pred, geometry)
+    cases = {**{f"free{i}": free for i in range(3)}, "missed": with_tumor}
+    write_evaluate_folders(tmp_path, cases, ImageGeometry(spacing=(0.7, 0.7, 5.0)),
+                           predictions={name: free for name in cases})
     assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
                      "--no-surface", "--no-progress") == 0
     printed = capsys.readouterr().out
@@ -650,15 +646,10 @@ def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_e
     neither)."""
     from LiverTumorSegLib.volume import ImageGeometry
 
-    ref = np.zeros((20, 100, 100), np.uint8)
-    ref[2:18, 5:95, 5:95] = 1
-    ref[8:12, 20:30, 20:30] = 2
-    ref[8:12, 70:76, 70:76] = 2
+    ref, spacing_zyx = two_lesion_maps()
     pred = ref.copy()
     pred[8:12, 70:76, 70:76] = 1
-    for folder, labels in (("ref", ref), ("pred", pred)):
-        (tmp_path / folder).mkdir()
-        write_label_map(tmp_path / folder / "a.nii.gz", labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)))
+    write_evaluate_folders(tmp_path, {"a": ref}, ImageGeometry(spacing=spacing_zyx[::-1]), predictions={"a": pred})
     assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
                      "--no-progress") == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tumor per")]
@@ -668,3 +659,31 @@ def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_e
         "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
         "(pred - ref) / ref; 6-connected surfaces, LiTS's are 18-connected): Dice 1.0000, VOE 0.0000, RVD 0.0000, "
         "ASSD 0.0000 mm, HD (LiTS MSD) 0.0000 mm, RMSD 0.0000 mm"]
+
+
+def test_the_per_detected_lesion_line_names_surfaces_only_when_measured_and_is_left_out_without_a_detection(
+        tmp_path, capsys):
+    """With --no-surface the 'tumor per detected lesion' line still said '6-connected surfaces, LiTS's are
+    18-connected' beside no surface metric; with no lesion detected it printed 'averaged over all 0 detected
+    lesion(s) ...: Dice n/a, VOE n/a, RVD n/a'."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref, spacing_zyx = two_lesion_maps()
+    found_a = ref.copy()
+    found_a[8:12, 70:76, 70:76] = 1
+    write_evaluate_folders(tmp_path, {"a": ref}, ImageGeometry(spacing=spacing_zyx[::-1]),
+                           predictions={"a": found_a})
+    missed_all = tmp_path / "missed"
+    missed_all.mkdir()
+    write_evaluate_folders(missed_all, {"a": ref}, ImageGeometry(spacing=spacing_zyx[::-1]),
+                           predictions={"a": np.where(ref == 2, 1, ref).astype(np.uint8)})
+    printed = {}
+    for name, root in (("found", tmp_path), ("missed", missed_all)):
+        assert _evaluate("--pred", root / "pred", "--ref", root / "ref", "-o", root / "out", "--no-plots",
+                         "--no-progress", "--no-surface") == 0
+        printed[name] = [line.strip() for line in capsys.readouterr().out.splitlines()
+                         if line.strip().startswith("tumor per detected lesion")]
+    assert printed["found"] == [
+        "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
+        "(pred - ref) / ref): Dice 1.0000, VOE 0.0000, RVD 0.0000"]
+    assert printed["missed"] == []

@@ -360,6 +360,7 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert sorted(by_status) == ["not_assessed", "stable"]
     assert by_status["not_assessed"]["recist_target"] and upper["response"] == "NE"
     assert "outside the follow-up scan's field of view" in upper["response_reason"]
+    assert by_status["not_assessed"]["not_assessed_reason"] == "outside_followup_view"  # a code; the words: printed
     assert by_status["not_assessed"]["long_axis_change_percent"] is None  # not a -100 % "change"
     from LiverTumorSegLib.followup import change_summary_lines
     assert any("not wholly in both scans (partly or wholly outside the follow-up scan): not measured" in line
@@ -686,7 +687,7 @@ def test_a_target_coalesced_with_a_non_target_is_measured_once_for_the_target():
     change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
     (entry,) = change["lesions"]
     assert entry["status"] == "merged" and entry["baseline_ids"] == [1, 2] and entry["followup_ids"] == [1]
-    assert entry["recist_followup_ids"] == [1] and entry["recist_baseline_mm"] == pytest.approx(20.4, abs=0.05)
+    assert entry["recist_followup_ids"] == [1]
     sod = change["sum_of_diameters"]
     assert sod["baseline_mm"] == pytest.approx(20.4, abs=0.05)
     assert sod["followup_mm"] == pytest.approx(np.hypot(24, 4) + 1) and change["response"] == "SD"
@@ -729,6 +730,10 @@ def test_a_lesion_cut_by_the_baseline_edge_is_assessed_where_the_followup_shows_
     assert same_range["response"] == "PR" and "Table 1" in same_range["response_reason"]
     assert "non-target lesion(s) 3 are cut by the baseline scan's edge" in same_range["response_reason"]
     assert "outside the follow-up scan's field of view" not in same_range["response_reason"]
+    assert same_range["lesions"][2]["not_assessed_reason"] == "baseline_edge_not_covered"
+    from LiverTumorSegLib.followup import change_summary_lines
+    assert any("(cut by the baseline scan's edge; the follow-up does not show beyond it): not measured" in line
+               for line in change_summary_lines(same_range))
     # reaching 4 mm beyond the edge is not enough for a 13 mm lesion (max(10 mm, its long axis) is asked)
     short = compare_followup(_balls([e], base_shape), _balls([], (42, 120, 160), -4.0), alignment="none")
     assert [x["status"] for x in short["lesions"]] == ["not_assessed"] and short["response"] == "NE"

@@ -484,10 +484,11 @@ read from a real CT series by an audit; the others are GDCM's uncompressed and J
 (JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
 
 
-def _sample_files(folder: Path, limit: int = 20) -> List[Path]:
-    """Up to ``limit`` files of ``folder`` and then of its subfolders (:func:`_subfolders`), hidden ones skipped."""
+def _sample_files(folders: Sequence[Path], limit: int = 20) -> List[Path]:
+    """Up to ``limit`` files of ``folders``, the first folder's first (a folder, then the subfolders its series
+    search looked at: :attr:`_SubfolderSearch.folders`), hidden ones skipped."""
     found: List[Path] = []
-    for current in [folder] + _subfolders(folder):
+    for current in folders:
         try:
             found.extend(sorted(p for p in current.iterdir() if p.is_file() and not p.name.startswith(".")))
         except OSError:
@@ -549,7 +550,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                              f"Data, e.g. '{float_file.name}'), which CT images do not use (they store integers with "
                              f"a rescale to HU); they cannot be read as a CT. Export the series as a standard CT "
                              f"Image series, or convert it to NIfTI/NRRD.")
-        undecodable = undecodable_transfer_syntax(_sample_files(folder))
+        undecodable = undecodable_transfer_syntax(_sample_files([folder] + search.folders))  # not walked again
         if undecodable is not None:
             raise InputError(_undecodable_text(undecodable, f"Folder '{folder}'"))
         if search.cut:

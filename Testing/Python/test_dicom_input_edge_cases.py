@@ -181,6 +181,21 @@ def test_images_in_a_transfer_syntax_the_reader_cannot_decode_are_named(tmp_path
             read_volume(given)
 
 
+def test_the_subfolders_are_listed_once_when_a_folder_holds_no_readable_series(tmp_path, ct, monkeypatch):
+    """Looking for files in an undecodable transfer syntax walked the folder tree again right after the series
+    search had walked it (each folder listed twice: slow on a network share); it takes the search's folders."""
+    from LiverTumorSegLib.io import dicom
+
+    files = write_ct_series(tmp_path / "study" / "jxl", ct)
+    _retag(files, TransferSyntaxUID="1.2.826.0.1.3680043.9.1")
+    listed = []
+    visible_subfolders = dicom._visible_subfolders
+    monkeypatch.setattr(dicom, "_visible_subfolders", lambda folder: listed.append(folder) or visible_subfolders(folder))
+    with pytest.raises(InputError, match="cannot decode"):
+        read_volume(tmp_path)
+    assert sorted(listed) == sorted({tmp_path, tmp_path / "study", tmp_path / "study" / "jxl"})
+
+
 def test_a_single_image_at_the_study_top_does_not_hide_the_ct_series_below(tmp_path, ct):
     """One key image (or a scout) at the study's top made the reader ignore its subfolders: a 1-slice 'CT' was
     segmented (exit 0). Now both series are listed to choose from."""

@@ -110,15 +110,16 @@ class _SubfolderSearch:
 
 
 def _visible_subfolders(folder: Path) -> List[Path]:
-    """``folder``'s subfolders, sorted, hidden ones left out; [] when it cannot be listed."""
+    """``folder``'s subfolders, sorted, hidden ones and a macOS zip's ``__MACOSX`` copy left out (``is_hidden_name``,
+    as :func:`_folder_headers` leaves out files); [] when it cannot be listed."""
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden_name(p.name))
     except OSError:
         return []
 
 
 def _subfolder_search(folder: Path) -> _SubfolderSearch:
-    """``folder``'s subfolders, depth-first, sorted, hidden ones skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
+    """``folder``'s subfolders, depth-first, sorted, hidden ones (and ``__MACOSX``) skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
     levels and :data:`MAX_SUBFOLDERS` folders, and which of those limits stopped the search (a folder at the
     last level that has subfolders, or more folders than the count allows)."""
     search = _SubfolderSearch(folders=[])

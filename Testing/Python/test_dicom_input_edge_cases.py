@@ -520,6 +520,20 @@ def test_a_series_split_beyond_the_folders_counted_is_refused_and_the_listing_sa
     assert np.array_equal(read_volume(export / "A").array, slices)
 
 
+def test_the_subfolder_search_skips_a_macos_zip_copy_as_the_file_listing_does(tmp_path, ct, monkeypatch):
+    """A macOS zip's __MACOSX/ tree (only ._ resource files, which the series listing leaves out) was searched
+    like any subfolder: it counted against the search's limits, and a deep one made a series read from its own
+    folder come with a warning that the search stopped there."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDER_DEPTH", 2)
+    write_ct_series(tmp_path / "series", ct)
+    (tmp_path / "series" / "__MACOSX" / "series" / "old").mkdir(parents=True)
+    assert dicom._subfolder_search(tmp_path / "series").folders == []
+    volume = read_volume(tmp_path / "series")
+    assert volume.shape_zyx == ct.shape_zyx and not volume.meta.get("warnings"), volume.meta.get("warnings")
+
+
 def test_a_search_stopped_by_the_folder_count_names_the_folders_it_did_not_search(tmp_path, monkeypatch):
     """With the count at 5 and a, b, c each holding x, y, z, the search looks at a, b, c, a/x and a/y. It said
     "not searched: below 'a'", wrong both ways: a/x and a/y were searched, and b and c were not searched below

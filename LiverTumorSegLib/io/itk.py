@@ -336,7 +336,8 @@ def _check_metaimage_compressed_size(path: Path, header: _Header, stored: Option
                              f"where they end and read them wrongly. Add 'CompressedDataSize = {stored.size}' to the "
                              f"header (before ElementDataFile), or export the file again.")
         return
-    if text.isdigit() and int(text) <= stored.size:  # the stream must end within them: check_deflated_data
+    given = _metaimage_compressed_size(header.fields)
+    if given is not None and given <= stored.size:  # the stream must end within them: check_deflated_data
         return
     raise _compressed_size_error(path, "truncated or corrupt", text, stored.size)
 

@@ -306,9 +306,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         the same node again, and binding each new wrapper left the previous one alive with its observers, since
         Slicer 5.6-5.8's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
         bound again only when the node changes (or after an unbind: scene close, cleanup)."""
-        bound = self._parameterNode is not None and self._parameterNodeGuiTag is not None
-        if not (bound and inputParameterNode is not None
-                and inputParameterNode.parameterNode is self._parameterNode.parameterNode):
+        # a tag is held only while the widgets are bound to self._parameterNode (_disconnectParameterNode drops it)
+        if (self._parameterNodeGuiTag is None or inputParameterNode is None
+                or inputParameterNode.parameterNode is not self._parameterNode.parameterNode):
             self._disconnectParameterNode()
             self._parameterNode = inputParameterNode
             if self._parameterNode:

@@ -306,9 +306,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         the same node again, and binding each new wrapper left the previous one alive with its observers, since
         Slicer 5.6-5.8's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
         bound again only when the node changes (or after an unbind: scene close, cleanup)."""
-        bound = self._parameterNode is not None and self._parameterNodeGuiTag is not None
-        if not (bound and inputParameterNode is not None
-                and inputParameterNode.parameterNode is self._parameterNode.parameterNode):
+        # a tag is held only while the widgets are bound to self._parameterNode (_disconnectParameterNode drops it)
+        if (self._parameterNodeGuiTag is None or inputParameterNode is None
+                or inputParameterNode.parameterNode is not self._parameterNode.parameterNode):
             self._disconnectParameterNode()
             self._parameterNode = inputParameterNode
             if self._parameterNode:
@@ -992,17 +992,22 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         self.addCleanup(logic.cleanup)
         return logic
 
-    def _waitForOutcome(self, logic: "LiverTumorSegLogic", outcomes: list, timeoutS: float, what: str):
-        """The outcome a run started with ``waitForCompletion=False, onFinished=outcomes.append`` delivers, while
-        Qt events are processed (the poll timer reads the child's progress and ends the run; Slicer stays
-        responsive). Past ``timeoutS`` the child is killed and the test fails saying so: a hung child would
-        otherwise hang the test, and Slicer with it, for good."""
+    @staticmethod
+    def _processEventsUntil(predicate: Callable[[], object], timeoutS: float) -> bool:
+        """Process Qt events (the poll timer reads the child's progress and ends the run; Slicer stays responsive)
+        until ``predicate()`` is true or ``timeoutS`` seconds have passed; whether it became true."""
         deadline = time.monotonic() + timeoutS
-        while not outcomes and time.monotonic() < deadline:
+        while not predicate() and time.monotonic() < deadline:
             slicer.app.processEvents()
             time.sleep(0.02)
-        if not outcomes:
-            logic.cleanup()
+        return bool(predicate())
+
+    def _waitForOutcome(self, outcomes: list, timeoutS: float, what: str):
+        """The outcome a run started with ``waitForCompletion=False, onFinished=outcomes.append`` on a
+        :meth:`_startedLogic` delivers, while Qt events are processed. Past ``timeoutS`` the test fails saying so,
+        and its clean-up (``_startedLogic``) kills the child: a hung child would otherwise hang the test, and
+        Slicer with it, for good."""
+        if not self._processEventsUntil(lambda: outcomes, timeoutS):
             self.fail(f"{what} did not finish within {timeoutS:.0f} s; its child process was killed.")
         return outcomes[0]
 
@@ -1042,7 +1047,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         logic.process(ctNode, None, str(resolve_model("default")), "cpu", progress=lambda f, s: stages.append((f, s)),
                       waitForCompletion=False, onFinished=outcomes.append)
         outcome = LiverTumorSegLogic._doneOrRaise(
-            self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S, "Segmenting the sample CT"))
+            self._waitForOutcome(outcomes, self.SEGMENT_TIMEOUT_S, "Segmenting the sample CT"))
         segmentation = outcome.segmentation_node.GetSegmentation()
         self.assertEqual([segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()],
                          ["Liver", "Liver tumor"])
@@ -1097,7 +1102,7 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         logic, outcomes = self._startedLogic(), []
         logic.measureSegmentation(segmentationNode, ctNode, waitForCompletion=False, onFinished=outcomes.append)
         outcome = LiverTumorSegLogic._doneOrRaise(
-            self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S, "Updating the lesion table"))
+            self._waitForOutcome(outcomes, self.MEASURE_TIMEOUT_S, "Updating the lesion table"))
         rows = mrml.lesion_table_rows(outcome.table_node)
         self.assertEqual(len(rows), 1)
         self.assertAlmostEqual(rows[0]["Volume"], 125 * volume.geometry.voxel_volume_ml, delta=0.006)  # to 0.01 mL
@@ -1163,20 +1168,15 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
         task = logic.process(ctNode, None, str(resolve_model("default")), "cpu",
                              progress=lambda f, s: stages.append(s), waitForCompletion=False,
                              onFinished=outcomes.append)
-        deadline = time.time() + self.NETWORK_STAGE_TIMEOUT_S
-        while "network" not in stages and not outcomes and time.time() < deadline:
-            slicer.app.processEvents()
-            time.sleep(0.02)
+        self._processEventsUntil(lambda: "network" in stages or outcomes, self.NETWORK_STAGE_TIMEOUT_S)
         self.assertIn("network", stages)
         pid = task.child_pid
         self.assertTrue(pid and process_alive(pid))
-        cancelled = time.time()
+        cancelled = time.monotonic()
         task.cancel()
-        while not outcomes and time.time() < cancelled + 10:
-            slicer.app.processEvents()
-            time.sleep(0.02)
+        self._processEventsUntil(lambda: outcomes, 10)
         self.assertEqual([o.kind for o in outcomes], [job.CANCELLED])
-        self.assertLess(time.time() - cancelled, 5.0)  # kill, wait and temp-file retries (Windows: about 1 s)
+        self.assertLess(time.monotonic() - cancelled, 5.0)  # kill, wait and temp-file retries (Windows: about 1 s)
         self.assertFalse(process_alive(pid))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertFalse(task.temp_dir and os.path.exists(task.temp_dir))

@@ -23,6 +23,7 @@ from typing import Iterator, Optional
 _WINDOWS_STILL_ACTIVE = 259  # GetExitCodeProcess's code of a process that has not exited
 _WINDOWS_ACCESS_DENIED = 5  # OpenProcess on another user's (or a protected) process that exists
 _WINDOWS_QUERY_LIMITED_INFORMATION = 0x1000
+_PROC_STAT_PARENT = 1  # /proc/PID/stat field 4 (ppid), counted from field 3 (the one after the name)
 _PROC_STAT_START_TIME = 19  # /proc/PID/stat field 22 (starttime), counted from field 3 (the one after the name)
 _WINDOWS_FILETIME_PER_SECOND = 10 ** 7  # FILETIME counts 100 ns units
 _WINDOWS_FILETIME_OF_1970 = 116444736000000000  # 1970-01-01 (UTC) as a FILETIME (100 ns units since 1601)
@@ -197,14 +198,20 @@ def _proc_stat_fields(pid: int) -> Optional[list]:
         return None
 
 
+def _proc_stat_int(pid: int, index: int) -> Optional[int]:
+    """The whole number at ``index`` of :func:`_proc_stat_fields` of ``pid``; None without it (not Linux, no such
+    process, not a number)."""
+    fields = _proc_stat_fields(pid)
+    try:
+        return int(fields[index])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
 def proc_parent_pid(pid: int) -> Optional[int]:
     """The parent's process id of ``pid`` from ``/proc/PID/stat`` (its 4th field, ppid); None without it (not Linux,
     no such process)."""
-    fields = _proc_stat_fields(pid)
-    try:
-        return int(fields[1])
-    except (TypeError, IndexError, ValueError):
-        return None
+    return _proc_stat_int(pid, _PROC_STAT_PARENT)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -215,11 +222,7 @@ def _is_zombie(pid: int) -> bool:
 
 def _linux_start_time(pid: int) -> Optional[int]:
     """``/proc/PID/stat`` field 22: the clock ticks after boot at which ``pid`` started."""
-    fields = _proc_stat_fields(pid)
-    try:
-        return int(fields[_PROC_STAT_START_TIME])
-    except (TypeError, IndexError, ValueError):
-        return None
+    return _proc_stat_int(pid, _PROC_STAT_START_TIME)
 
 
 def _ps_start_time(pid: int) -> Optional[int]:

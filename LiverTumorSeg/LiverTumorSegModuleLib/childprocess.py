@@ -117,12 +117,13 @@ def child_environment(library_root: str, base: Optional[Mapping[str, str]] = Non
 # --- killing a process tree --------------------------------------------------------------------------
 
 def descendant_pids(pid: int) -> List[int]:
-    """Process IDs of every descendant of ``pid`` (children first level first), from ``ps`` (POSIX); where ``ps``
-    is missing or fails (a minimal Linux or container without procps), from ``/proc`` (Linux). Without either: []
-    (then only ``pid`` itself can be killed: the launcher, not the Python it started)."""
-    children = _children_from_ps()
-    if children is None:
-        children = _children_from_proc()
+    """Process IDs of every descendant of ``pid`` (children first level first). On Linux from ``/proc`` (each
+    ``/proc/PID/stat``, which is what ``ps`` reads there: no process is started, and a minimal Linux or container
+    without procps is covered); elsewhere (macOS, BSD), or where ``/proc`` gives nothing, from ``ps``. Without
+    either: [] (then only ``pid`` itself can be killed: the launcher, not the Python it started)."""
+    children = _children_from_proc() if sys.platform.startswith("linux") else {}
+    if not children:
+        children = _children_from_ps() or {}
     found, frontier = [], [pid]
     while frontier:
         nxt = []
@@ -151,7 +152,8 @@ def _children_from_ps() -> Optional[Dict[int, List[int]]]:
 
 
 def _children_from_proc() -> Dict[int, List[int]]:
-    """parent id -> ids of its children, from each ``/proc/PID/stat`` (Linux); {} without ``/proc``."""
+    """parent id -> ids of its children, from each ``/proc/PID/stat`` (Linux); {} without ``/proc`` (or without
+    ``LiverTumorSegLib``, which the module finds beside this package)."""
     try:
         from LiverTumorSegLib.processes import proc_parent_pid  # beside this package in Slicer, as childjob uses it
         entries = os.listdir("/proc")

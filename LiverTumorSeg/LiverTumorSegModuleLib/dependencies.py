@@ -259,6 +259,14 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
                               f"restart Slicer and try again.")
     if not confirm(confirmation_text(to_fix)):
         raise DependencyDeclinedError(DECLINED_MESSAGE)
+
+    def recheck() -> List[RequirementStatus]:
+        """What is still not right, checked after an install. The import system's finders cache each folder's
+        listing: one read before the install (the first check) may not list the packages just installed, and
+        find_spec would call them missing; so the caches are invalidated first."""
+        importlib.invalidate_caches()
+        return problems(check())
+
     if torch_status is not None:
         if install_torch is None:
             raise DependencyError("PyTorch is missing and the PyTorch extension is not installed. Install the "
@@ -266,21 +274,18 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         if install_torch(f">={TORCH.minimum}") is None:
             raise DependencyError("PyTorch was not installed. Open the PyTorch Utils module to install it, "
                                   "then try again.")
-        importlib.invalidate_caches()  # see below
+    after_torch = recheck()  # torch may be new, and may have brought others
     torch_version = version_of("torch")
     if not torch_version:
         raise DependencyError("PyTorch is still not installed; install it in the PyTorch Utils module.")
-    rest = [s for s in problems(check()) if s.requirement.module != "torch"]  # again: torch may be new
+    rest = [s for s in after_torch if s.requirement.module != "torch"]
     if rest:
         constraint = torch_constraint_file(torch_version, also_pinned=pins_besides(rest, installed()))
         try:
             pip_install(pip_arguments(rest, constraint))
         finally:
             os.remove(constraint)
-        # the import system's finders cache each folder's listing: one read before the install (the first check)
-        # may not list the packages just installed, and find_spec would call them missing
-        importlib.invalidate_caches()
-    remaining = problems(check())
+    remaining = recheck()
     if remaining:
         raise DependencyError("After installing, these packages are still not right: "
                               + "; ".join(s.describe() for s in remaining)

@@ -94,12 +94,14 @@ stops at either limit, the reader says so (:func:`_check_search_reached`)."""
 @dataclass
 class _SubfolderSearch:
     """What :func:`_subfolder_search` found below a folder. ``limits``: the limits that stopped it, as words
-    ("6 levels deep", "after 5000 folders"), none when it looked everywhere; ``unsearched``: the folders whose
-    subfolders it did not (all) look at, in search order."""
+    ("6 levels deep", "after 5000 folders"), none when it looked everywhere; ``unsearched``: the folders it looked
+    at whose subfolders it did not look at; ``skipped``: the folders it did not look at at all (their siblings
+    filled the count); both in search order."""
 
     folders: List[Path]
     limits: List[str] = field(default_factory=list)
     unsearched: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
 
     @property
     def cut(self) -> bool:
@@ -108,15 +110,16 @@ class _SubfolderSearch:
 
 
 def _visible_subfolders(folder: Path) -> List[Path]:
-    """``folder``'s subfolders, sorted, hidden ones left out; [] when it cannot be listed."""
+    """``folder``'s subfolders, sorted, hidden ones and a macOS zip's ``__MACOSX`` copy left out (``is_hidden_name``,
+    as :func:`_folder_headers` leaves out files); [] when it cannot be listed."""
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden_name(p.name))
     except OSError:
         return []
 
 
 def _subfolder_search(folder: Path) -> _SubfolderSearch:
-    """``folder``'s subfolders, depth-first, sorted, hidden ones skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
+    """``folder``'s subfolders, depth-first, sorted, hidden ones (and ``__MACOSX``) skipped, at most :data:`MAX_SUBFOLDER_DEPTH`
     levels and :data:`MAX_SUBFOLDERS` folders, and which of those limits stopped the search (a folder at the
     last level that has subfolders, or more folders than the count allows)."""
     search = _SubfolderSearch(folders=[])
@@ -127,22 +130,26 @@ def _subfolder_search(folder: Path) -> _SubfolderSearch:
         if not children:
             continue
         if depth >= MAX_SUBFOLDER_DEPTH:
-            _note_limit(search, f"{MAX_SUBFOLDER_DEPTH} levels deep", current)
+            _note_limit(search, f"{MAX_SUBFOLDER_DEPTH} levels deep", [current])
             continue
         if len(search.folders) + len(children) > MAX_SUBFOLDERS:
-            search.folders.extend(children[:MAX_SUBFOLDERS - len(search.folders)])
-            _note_limit(search, f"after {MAX_SUBFOLDERS} folders", current)
+            taken = children[:MAX_SUBFOLDERS - len(search.folders)]
+            search.folders.extend(taken)
+            # the rest of the children are not looked at, and neither are the subfolders of those taken nor of
+            # the folders still waiting on the stack (it pops from its end: search order is its reverse)
+            search.skipped.extend(children[len(taken):])
+            _note_limit(search, f"after {MAX_SUBFOLDERS} folders", taken + [f for f, _ in reversed(stack)])
             break
         search.folders.extend(children)
         stack.extend((child, depth + 1) for child in reversed(children))
     return search
 
 
-def _note_limit(search: _SubfolderSearch, limit: str, folder: Path) -> None:
-    """Record in ``search`` that ``limit`` left (some of) ``folder``'s subfolders unsearched."""
+def _note_limit(search: _SubfolderSearch, limit: str, folders: Sequence[Path]) -> None:
+    """Record in ``search`` that ``limit`` left the subfolders of ``folders`` unsearched."""
     if limit not in search.limits:
         search.limits.append(limit)
-    search.unsearched.append(folder)
+    search.unsearched.extend(folders)
 
 
 def _subfolders(folder: Path) -> List[Path]:
@@ -367,12 +374,18 @@ def _search_dicom_series(folder: PathLike) -> Tuple[List[DicomSeriesInfo], _Subf
 
 def _search_stop_text(search: _SubfolderSearch, folder: Path) -> str:
     """Where the search of ``folder``'s subfolders stopped, for a message: "stopped 6 levels deep (not searched:
-    below 'a/b' and 2 more folders)"."""
-    first = os.path.relpath(os.path.abspath(str(search.unsearched[0])), os.path.abspath(str(folder)))
-    more = len(search.unsearched) - 1
-    where = f"'{first}'" if first != "." else "the folder itself"
-    return (f"stopped {' and '.join(search.limits)} (not searched: below {where}"
-            f"{f' and {more} more folder(s)' if more else ''})")
+    below 'a/b' and 2 more folder(s))", "stopped after 5000 folders (not searched: 'a/z'; below 'a/x' and 3 more
+    folder(s))" (``a/z`` not looked at, nor the subfolders of ``a/x`` and the 3 others)."""
+    parts = ([_folders_text(search.skipped, folder)] if search.skipped else []) + (
+        [f"below {_folders_text(search.unsearched, folder)}"] if search.unsearched else [])
+    return f"stopped {' and '.join(search.limits)} (not searched: {'; '.join(parts)})"
+
+
+def _folders_text(folders: Sequence[Path], folder: Path) -> str:
+    """The first of ``folders`` relative to ``folder`` and how many more: "'a/b' and 2 more folder(s)"."""
+    first = os.path.relpath(os.path.abspath(str(folders[0])), os.path.abspath(str(folder)))
+    more = len(folders) - 1
+    return (f"'{first}'" if first != "." else "the folder itself") + (f" and {more} more folder(s)" if more else "")
 
 
 def _check_search_reached(chosen: DicomSeriesInfo, folder: Path, search: _SubfolderSearch) -> Optional[str]:
@@ -472,10 +485,11 @@ read from a real CT series by an audit; the others are GDCM's uncompressed and J
 (JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
 
 
-def _sample_files(folder: Path, limit: int = 20) -> List[Path]:
-    """Up to ``limit`` files of ``folder`` and then of its subfolders (:func:`_subfolders`), hidden ones skipped."""
+def _sample_files(folders: Sequence[Path], limit: int = 20) -> List[Path]:
+    """Up to ``limit`` files of ``folders``, the first folder's first (a folder, then the subfolders its series
+    search looked at: :attr:`_SubfolderSearch.folders`), hidden ones skipped."""
     found: List[Path] = []
-    for current in [folder] + _subfolders(folder):
+    for current in folders:
         try:
             found.extend(sorted(p for p in current.iterdir() if p.is_file() and not p.name.startswith(".")))
         except OSError:
@@ -537,7 +551,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                              f"Data, e.g. '{float_file.name}'), which CT images do not use (they store integers with "
                              f"a rescale to HU); they cannot be read as a CT. Export the series as a standard CT "
                              f"Image series, or convert it to NIfTI/NRRD.")
-        undecodable = undecodable_transfer_syntax(_sample_files(folder))
+        undecodable = undecodable_transfer_syntax(_sample_files([folder] + search.folders))  # not walked again
         if undecodable is not None:
             raise InputError(_undecodable_text(undecodable, f"Folder '{folder}'"))
         if search.cut:

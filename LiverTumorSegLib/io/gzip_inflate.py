@@ -78,7 +78,6 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
     inflater = zlib.decompressobj(_GZIP_OR_ZLIB_WBITS)
     member_ended = False  # the last member's end (and trailer) was reached, and no next one has begun
     pending = b""
-    taken = 0  # compressed bytes from start on that were inflated (the file's position less what is pending)
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
@@ -111,7 +110,7 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 position += len(piece)
                 if one_stream and member_ended:
                     break
-            taken = handle.tell() - start - len(pending)
+            taken = handle.tell() - start - len(pending)  # compressed bytes from start on that were inflated
     except zlib.error as exc:
         raise _truncated(path, f"zlib: {exc}") from None
     return out[:written], max(0, position - offset - nbytes), taken

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -336,7 +337,8 @@ def _check_metaimage_compressed_size(path: Path, header: _Header, stored: Option
                              f"where they end and read them wrongly. Add 'CompressedDataSize = {stored.size}' to the "
                              f"header (before ElementDataFile), or export the file again.")
         return
-    if text.isdigit() and int(text) <= stored.size:  # the stream must end within them: check_deflated_data
+    given = _metaimage_compressed_size(header.fields)
+    if given is not None and given <= stored.size:  # the stream must end within them: check_deflated_data
         return
     raise _compressed_size_error(path, "truncated or corrupt", text, stored.size)
 
@@ -424,7 +426,7 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
         if stored.stream_limit is None:
             kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
         else:
-            kept, after = _metaimage_stream(path, stored, nbytes if keep else 0, warnings)
+            kept, after = _metaimage_stream(path, stored, nbytes, keep, warnings)
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
     except MemoryError as exc:  # the voxels' buffer (keep): named as the reader's own failures are
@@ -436,25 +438,50 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
     return kept if keep else None
 
 
-def _metaimage_stream(path: Path, stored: _StoredData, nbytes: int,
+def _metaimage_stream(path: Path, stored: _StoredData, nbytes: int, keep: bool,
                       warnings: Optional[List[str]]) -> Tuple[np.ndarray, int]:
-    """``(the first nbytes, number of inflated bytes after them)`` of a compressed MetaImage ``path``'s voxel data
-    (``stored``: :func:`_stored_data` of it), read as ITK reads it: the one zlib (or gzip) stream that begins at
-    ``stored.start``, inflated to its end marker, which must lie within the ``stored.stream_limit`` bytes ITK
-    inflates (its ``CompressedDataSize``). Bytes after the stream's end are ignored, as MetaIO stops at that
-    marker; unless they are all zero (padding), ``warnings`` gets a note saying how many."""
+    """``(the first nbytes when keep, else none; number of inflated bytes after them)`` of a compressed MetaImage
+    ``path``'s voxel data (``stored``: :func:`_stored_data` of it; ``nbytes``: the bytes its header describes),
+    read as ITK reads it: the one zlib (or gzip) stream that begins at ``stored.start``, inflated to its end
+    marker, which must lie within the ``stored.stream_limit`` bytes ITK inflates (its ``CompressedDataSize``).
+    Bytes after the stream's end are ignored, as MetaIO stops at that marker; unless they are all zero (padding),
+    ``warnings`` gets a note saying how many. InputError when the stream holds fewer than ``nbytes`` and a second
+    compressed stream follows it (the voxels continue there, where ITK does not read)."""
     from .gzip_inflate import inflate_one_stream
 
-    kept, after, length = inflate_one_stream(stored.data_path, nbytes, start=stored.start)
+    kept, after, length = inflate_one_stream(stored.data_path, nbytes if keep else 0, start=stored.start)
     if length > stored.stream_limit:  # ITK would inflate the stream only in part
         raise _compressed_size_error(path, "corrupt or its header is wrong", str(stored.stream_limit), length)
     trailing = stored.size - length
+    if trailing > 0 and kept.size + after < nbytes and _starts_compressed_stream(stored.data_path,
+                                                                                 stored.start + length):
+        raise InputError(f"Cannot read '{path}': its voxels are split over more than one compressed stream (the "
+                         f"first, of {length} bytes, holds {kept.size + after} of the {nbytes} bytes its header "
+                         f"describes, and the voxels continue in a second compressed stream after it), but ITK, "
+                         f"so 3D Slicer and this tool, reads only the first stream of a MetaImage. Export the image "
+                         f"again with a tool that writes one stream (3D Slicer, SimpleITK), uncompressed, or as NIfTI "
+                         f"or NRRD.")
     if trailing > 0 and warnings is not None and not _all_zero(stored.data_path, stored.start + length, trailing):
         where = "the file" if stored.data_path == path else f"its data file '{stored.data_path.name}'"
         warnings.append(f"{where} holds {trailing} bytes after its compressed voxel data (a complete stream of "
                         f"{length} bytes, its checksum correct); they were ignored, as ITK and 3D Slicer ignore "
                         f"them. If the file was meant to hold more, export it again")
     return kept, after
+
+
+def _starts_compressed_stream(path: Path, start: int) -> bool:
+    """Whether a zlib or gzip stream begins at byte ``start`` of ``path``: its first bytes inflate without an
+    error (a zlib header's checksum, gzip's magic number, a valid first block)."""
+    from .gzip_inflate import _GZIP_OR_ZLIB_WBITS
+
+    with open(str(path), "rb") as handle:
+        handle.seek(start)
+        head = handle.read(64)
+    try:
+        zlib.decompressobj(_GZIP_OR_ZLIB_WBITS).decompress(head)
+    except zlib.error:
+        return False
+    return len(head) >= 2
 
 
 def _all_zero(path: Path, start: int, count: int, step: int = 1 << 24) -> bool:

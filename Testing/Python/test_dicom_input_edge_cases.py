@@ -2,6 +2,7 @@
 scale, multi-frame files whose frames the reader would misplace or mis-scale, series choice, a DICOM SEG beside
 the study, a scout of another size, Latin-1 descriptions."""
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -178,6 +179,21 @@ def test_images_in_a_transfer_syntax_the_reader_cannot_decode_are_named(tmp_path
     for given in (tmp_path / "jxl", files[2], tmp_path):  # the folder, one file, the study folder above
         with pytest.raises(InputError, match=f"cannot decode \\(transfer syntax .*{uid}.*Decompress"):
             read_volume(given)
+
+
+def test_the_subfolders_are_listed_once_when_a_folder_holds_no_readable_series(tmp_path, ct, monkeypatch):
+    """Looking for files in an undecodable transfer syntax walked the folder tree again right after the series
+    search had walked it (each folder listed twice: slow on a network share); it takes the search's folders."""
+    from LiverTumorSegLib.io import dicom
+
+    files = write_ct_series(tmp_path / "study" / "jxl", ct)
+    _retag(files, TransferSyntaxUID="1.2.826.0.1.3680043.9.1")
+    listed = []
+    visible_subfolders = dicom._visible_subfolders
+    monkeypatch.setattr(dicom, "_visible_subfolders", lambda folder: listed.append(folder) or visible_subfolders(folder))
+    with pytest.raises(InputError, match="cannot decode"):
+        read_volume(tmp_path)
+    assert sorted(listed) == sorted({tmp_path, tmp_path / "study", tmp_path / "study" / "jxl"})
 
 
 def test_a_single_image_at_the_study_top_does_not_hide_the_ct_series_below(tmp_path, ct):
@@ -495,13 +511,49 @@ def test_a_series_split_beyond_the_folders_counted_is_refused_and_the_listing_sa
     slices = _split_series(ct, export / "A" / "s1", export / "A" / "s2")
     (export / "B").mkdir()  # searched: A, B, A/s1
     with pytest.raises(InputError, match=r"4 files found, in 'A/s1'\), but their search stopped after 3 folders "
-                                         r"\(not searched: below 'A'\)"):
+                                         r"\(not searched: 'A/s2'; below 'A/s1' and 1 more folder\(s\)\)"):
         read_volume(export)
     write_ct_series(export / "B", ct, uid_seed=2, description="another series")
     with pytest.raises(InputError, match=r"holds 2 DICOM series(.|\n)*search of its subfolders stopped after 3 "
                                          r"folders(.|\n)*this list may miss series"):
         read_volume(export)
     assert np.array_equal(read_volume(export / "A").array, slices)
+
+
+def test_the_subfolder_search_skips_a_macos_zip_copy_as_the_file_listing_does(tmp_path, ct, monkeypatch):
+    """A macOS zip's __MACOSX/ tree (only ._ resource files, which the series listing leaves out) was searched
+    like any subfolder: it counted against the search's limits, and a deep one made a series read from its own
+    folder come with a warning that the search stopped there."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDER_DEPTH", 2)
+    write_ct_series(tmp_path / "series", ct)
+    (tmp_path / "series" / "__MACOSX" / "series" / "old").mkdir(parents=True)
+    assert dicom._subfolder_search(tmp_path / "series").folders == []
+    volume = read_volume(tmp_path / "series")
+    assert volume.shape_zyx == ct.shape_zyx and not volume.meta.get("warnings"), volume.meta.get("warnings")
+
+
+def test_a_search_stopped_by_the_folder_count_names_the_folders_it_did_not_search(tmp_path, monkeypatch):
+    """With the count at 5 and a, b, c each holding x, y, z, the search looks at a, b, c, a/x and a/y. It said
+    "not searched: below 'a'", wrong both ways: a/x and a/y were searched, and b and c were not searched below
+    (the folders still queued were dropped). Now it names a/z (not looked at) and the folders whose subfolders it
+    did not look at: a/x, a/y, b, c."""
+    from LiverTumorSegLib.io import dicom
+
+    monkeypatch.setattr(dicom, "MAX_SUBFOLDERS", 5)
+    for top in "abc":
+        for sub in "xyz":
+            (tmp_path / top / sub).mkdir(parents=True)
+    search = dicom._subfolder_search(tmp_path)
+    relative = lambda folders: [p.relative_to(tmp_path).as_posix() for p in folders]  # noqa: E731
+    assert relative(search.folders) == ["a", "b", "c", "a/x", "a/y"]
+    assert relative(search.skipped) == ["a/z"]
+    assert relative(search.unsearched) == ["a/x", "a/y", "b", "c"]
+    stop = "stopped after 5 folders (not searched: 'a/z'; below 'a/x' and 3 more folder(s))"
+    assert dicom._search_stop_text(search, tmp_path) == stop
+    with pytest.raises(InputError, match=re.escape(f"as far as they were searched: the search {stop}.")):
+        read_volume(tmp_path)
 
 
 def test_a_series_in_the_folder_itself_is_read_with_a_warning_when_its_subfolders_were_not_all_searched(

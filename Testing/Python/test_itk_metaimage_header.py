@@ -154,11 +154,19 @@ def test_a_list_of_slice_files_or_a_numbered_pattern_is_read_exactly(tmp_path):
      rf"corrupt or its header is wrong \(its header gives CompressedDataSize = {len(COMPRESSED) - 5}, but the file "
      rf"holds {len(COMPRESSED)} bytes"),
     (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(TWO_STREAMS)}\n", TWO_STREAMS),
+     rf"its voxels are split over more than one compressed stream \(the first, of {len(zlib.compress(LITTLE[:24]))} "
+     r"bytes, holds 24 of the 48 bytes its header describes, and the voxels continue in a second compressed stream "
+     r"after it\), but ITK, so 3D Slicer and this tool, reads only the first stream of a MetaImage\. Export the "
+     r"image again"),
+    (lambda d: _mhd(d, "CompressedData = True\n", TWO_STREAMS), "continue in a second compressed stream"),
+    (lambda d: _mha(d, f"CompressedData = True\nCompressedDataSize = {len(zlib.compress(LITTLE[:24]) + TRAILING)}\n",
+                    zlib.compress(LITTLE[:24]) + TRAILING),
      r"truncated or corrupt \(its compressed data holds 24 of the 48 bytes its header describes\)"),
 ], ids=["MSB fields disagree", "MSB fields disagree, other order", "intensity mapping", "HeaderSize in a .mha",
         "HeaderSize -1 compressed", "no CompressedDataSize", "CompressedDataSize too small",
         "CompressedDataSize too large", "two channels", "CompressedDataSize inside the stream, bytes after it",
-        "voxels split over two streams"])
+        "voxels split over two streams", "voxels split over two streams, data file",
+        "a short stream, other bytes after it"])
 def test_metaimage_fields_that_itk_would_misread_are_refused_saying_what_to_fix(tmp_path, write, message):
     """Each was read without a word into other values than the file holds (ITK ignores the intensity mapping,
     takes one of two disagreeing byte orders, inflates only CompressedDataSize bytes or only the first of two

@@ -160,10 +160,10 @@ def test_kill_ends_the_child_and_the_processes_it_started(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/stat is Linux's")
-@pytest.mark.parametrize("ps", ["missing", "failing"])
-def test_without_ps_the_process_tree_is_read_from_proc(monkeypatch, ps):
-    """Cancel lists the launcher's descendants with ``ps``; where ``ps`` is missing (a minimal Linux or container
-    without procps) or fails, only the PythonSlicer launcher was killed and the real Python child kept running."""
+def test_on_linux_the_process_tree_is_read_from_proc_without_starting_ps(monkeypatch):
+    """Cancel listed the launcher's descendants with ``ps`` (a process started for what ``/proc`` holds: most of
+    Cancel's time) and read ``/proc`` only where ``ps`` was missing or failed (a minimal Linux or container
+    without procps). On Linux the tree is read from ``/proc`` first; ``ps`` is not started."""
     import select
     import signal
     import subprocess
@@ -178,12 +178,11 @@ def test_without_ps_the_process_tree_is_read_from_proc(monkeypatch, ps):
     try:
         assert select.select([parent.stdout], [], [], 30)[0], "the child printed no process id"
         grandchild = int(parent.stdout.readline())
+        started = []
 
-        def no_ps(args, **kwargs):
-            assert args[0] == "ps"
-            if ps == "missing":
-                raise FileNotFoundError(2, "No such file or directory", "ps")
-            return subprocess.CompletedProcess(args, 1, stdout="", stderr="ps: cannot read /proc")
+        def no_ps(args, **kwargs):  # as on a Linux without procps
+            started.append(args)
+            raise FileNotFoundError(2, "No such file or directory", args[0])
 
         monkeypatch.setattr(childprocess.subprocess, "run", no_ps)
         assert childprocess.descendant_pids(parent.pid) == [grandchild]
@@ -193,6 +192,7 @@ def test_without_ps_the_process_tree_is_read_from_proc(monkeypatch, ps):
         while process_alive(grandchild) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not process_alive(grandchild)
+        assert started == []
     finally:
         for pid in (grandchild, parent.pid):
             try:
@@ -202,6 +202,29 @@ def test_without_ps_the_process_tree_is_read_from_proc(monkeypatch, ps):
                 pass
         parent.wait(timeout=10)
         parent.stdout.close()
+
+
+@pytest.mark.parametrize("platform", ["darwin", "freebsd13", "linux"])
+def test_elsewhere_or_without_proc_the_process_tree_is_listed_with_ps(monkeypatch, platform):
+    """macOS and BSD have no Linux ``/proc``: ``ps -A -o pid=,ppid=`` lists the tree (on Linux too where ``/proc``
+    gives nothing); a failing ``ps`` leaves only the process itself to kill."""
+    import subprocess
+
+    monkeypatch.setattr(childprocess.sys, "platform", platform)
+    monkeypatch.setattr(childprocess, "_children_from_proc", lambda: {})  # a Linux whose /proc gives nothing
+    listing = "    1     0\n   10     1\n   11    10\n   12    11\n   13     1\n   14    10\n"
+    asked = []
+
+    def ps(args, **kwargs):
+        asked.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout=listing, stderr="")
+
+    monkeypatch.setattr(childprocess.subprocess, "run", ps)
+    assert childprocess.descendant_pids(10) == [11, 14, 12]  # children first, level by level
+    assert asked == [["ps", "-A", "-o", "pid=,ppid="]]
+    monkeypatch.setattr(childprocess.subprocess, "run",
+                        lambda args, **kwargs: subprocess.CompletedProcess(args, 1, stdout="", stderr="ps: error"))
+    assert childprocess.descendant_pids(10) == []
 
 
 # ---- SegmentationJob with a fake child (slicer-core) --------------------------------------------------------

@@ -113,17 +113,20 @@ def test_a_wait_of_the_self_test_past_its_deadline_fails_saying_so_and_kills_the
     a hung child hung the test, and Slicer, for good. Now they wait for the run's outcome with a deadline while Qt
     events are processed (here: the stand-in timer fires)."""
     pytest.importorskip("SimpleITK")
-    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    case = module.m.LiverTumorSegTest("test_SegmentSampleCT")
+    logic = case._startedLogic()  # as the tests make theirs: killed by the test's clean-up
+    logic.runnerFactory = _fake_runner_factory(tmp_path, "hang")
+    logic.python = sys.executable
     outcomes = []
     running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
                             onFinished=outcomes.append)
     pid = running.child_pid
-    case = module.m.LiverTumorSegTest("test_SegmentSampleCT")
     started = time.monotonic()
     with pytest.raises(AssertionError, match=r"Segmenting the sample CT did not finish within 2 s; its child "
                                              r"process was killed\."):
-        case._waitForOutcome(logic, outcomes, 2.0, "Segmenting the sample CT")
+        case._waitForOutcome(outcomes, 2.0, "Segmenting the sample CT")
     assert time.monotonic() - started < 10
+    case.doCleanups()  # what unittest (and runTest) do after the failed test, before the failure is reported
     deadline = time.monotonic() + 5
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -136,7 +139,7 @@ def test_a_wait_of_the_self_test_returns_the_outcome_its_timer_delivers(module, 
     outcomes, stages = [], []
     logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=lambda f, s: stages.append(s),
                   waitForCompletion=False, onFinished=outcomes.append, showIn3D=False)
-    outcome = module.m.LiverTumorSegTest("test_SegmentSampleCT")._waitForOutcome(logic, outcomes, 60, "Segmenting")
+    outcome = module.m.LiverTumorSegTest("test_SegmentSampleCT")._waitForOutcome(outcomes, 60, "Segmenting")
     assert outcome.kind == "done" and stages[-1] == "done" and outcome is outcomes[0]
 
 
@@ -168,8 +171,11 @@ def test_the_self_tests_wait_with_deadlines_clean_up_and_get_the_widget_as_slice
         body = source[name]
         assert "self._startedLogic()" in body and "LiverTumorSegLogic()" not in body, name
         assert "waitForCompletion=False" in body and "waitForCompletion=True" not in body, name
-    assert "self._waitForOutcome(logic, outcomes, self.SEGMENT_TIMEOUT_S," in source["test_SegmentSampleCT"]
-    assert "self._waitForOutcome(logic, outcomes, self.MEASURE_TIMEOUT_S," in source["test_UpdateLesionTable"]
+    assert "self._waitForOutcome(outcomes, self.SEGMENT_TIMEOUT_S," in source["test_SegmentSampleCT"]
+    assert "self._waitForOutcome(outcomes, self.MEASURE_TIMEOUT_S," in source["test_UpdateLesionTable"]
+    # every wait processes Qt events through one helper, on the monotonic clock
+    assert source["test_Cancel"].count("self._processEventsUntil(") == 2
+    assert "time.time()" not in ast.get_source_segment(text, test_class)
     assert "self.addCleanup(logic.cleanup)" in source["_startedLogic"]
     assert "slicer.mrmlScene.Clear()" in source["setUp"]
     assert "widgetRepresentation()" not in text

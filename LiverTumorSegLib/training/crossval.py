@@ -54,7 +54,7 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     whole = v.get("whole_volume") or {}
     cases = whole.get("cases") or []
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
-    weights, decided = fold_selection(v)
+    weights, decided = fold_selection(v, result.epochs_completed)
     raw = whole.get("raw_network") or {}
     return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
             "liver_dice_raw": _num(raw.get("liver_dice")), "tumor_dice_raw": _num(raw.get("tumor_dice")),
@@ -83,19 +83,24 @@ def postprocessing_text(whole: Dict[str, Any]) -> str:
     return "custom: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
 
 
-def fold_selection(validation: Dict[str, Any]) -> Tuple[str, List[str]]:
-    """``(weights, decisions)`` of a fold's package ``validation`` metadata (``trainer.validation_selection``):
+def fold_selection(validation: Dict[str, Any], epochs_completed: Optional[int] = None) -> Tuple[str, List[str]]:
+    """``(weights, decisions)`` of a fold's package ``validation`` metadata (``callbacks.validation_selection``):
     which weights it holds and what its training decided on the validation cases. Packages of older versions
     record neither: they held the best validation epoch's weights whenever a validation had found one
-    (``best_epoch`` >= 1), so they are read as that."""
+    (``best_epoch`` >= 1), so they are read as that, unless that epoch is the last one trained
+    (``epochs_completed``, e.g. a recipe validating only after its last epoch): those are the last epoch's
+    weights, chosen by nothing."""
     weights = validation.get("weights")
     if isinstance(weights, str):
         decided = validation.get("decided_on_validation")
         return weights, [str(d) for d in decided] if isinstance(decided, list) else []
     best_epoch = validation.get("best_epoch")
     if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) and best_epoch >= 1:
-        return BEST_ON_VALIDATION, [f"packaged weights: the best validation epoch ({best_epoch}; a package of an "
-                                    f"older version, which always packaged that epoch)"]
+        if epochs_completed is not None and best_epoch == int(epochs_completed):
+            return LAST_EPOCH, []
+        return BEST_ON_VALIDATION, [f"packaged weights: the best validation epoch ({best_epoch}"
+                                    f"{'' if epochs_completed is None else f' of {int(epochs_completed)}'}; a "
+                                    f"package of an older version, which always packaged that epoch)"]
     return LAST_EPOCH, []
 
 

@@ -833,3 +833,19 @@ def test_a_dicom_folders_content_hash_is_the_same_on_every_system(tmp_path, monk
     as_windows_lists_them = sorted(slice_cache._files_of(series), key=lambda f: str(f).lower(), reverse=True)
     monkeypatch.setattr(slice_cache, "_files_of", lambda path: list(as_windows_lists_them))
     assert slice_cache._content_fingerprint(str(series)) == expected.hexdigest()
+
+
+def test_an_older_package_whose_best_epoch_is_its_last_is_read_as_the_last_epochs_weights():
+    """Older packages held the best validation epoch's weights, and crossval read each as best_on_validation
+    (optimistic), also where that epoch was the last one trained (the v3 recipe validates only after its last
+    epoch): those are the last epoch's weights, chosen by nothing."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, fold_selection
+
+    older = {"best_epoch": 27, "whole_volume": {"liver_dice": 0.9, "tumor_dice": 0.5}}
+    assert fold_selection(older, 27) == ("last_epoch", [])
+    row = fold_row(0, SimpleNamespace(validation=older, val_cases=["a"], epochs_completed=27))
+    assert row["weights"] == "last_epoch" and row["selected_on_validation"] == "no"
+    weights, decided = fold_selection(dict(older, best_epoch=20), 27)
+    assert weights == "best_on_validation" and "(20 of 27;" in decided[0]

@@ -810,6 +810,8 @@ class Trainer:
         self.resumes: List[Dict[str, Any]] = []
         self.best, self.early = BestTracker(), EarlyStopping(cfg.early_stopping_patience)
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        # (global step, result) of this process's last slice-level validation: _finish reuses it for the same weights
+        self._last_validation: Optional[Tuple[int, Dict[str, Any]]] = None
         self.loss_sum, self.loss_count, self.global_step, self.elapsed_before = 0.0, 0, 0, 0.0
         start_epoch, start_step = 0, 0
         if cfg.resume and self.last_path.is_file():
@@ -983,6 +985,7 @@ class Trainer:
         values = [float("nan")] * 3
         if do_val and self.dist.is_main:
             val = self._validate()
+            self._last_validation = (self.global_step, val)
             values = [val["loss"], val["liver_dice"], val["tumor_dice"]]
         val_loss, liver, tumor = broadcast_floats(values, self.dist, self._comm_device())
         stop = False
@@ -1036,7 +1039,7 @@ class Trainer:
             self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
                                                    self.best.best_epoch, epochs_done, self.early.stopped)
             if self.val_cached:
-                val = self._validate()
+                val = self._validate_packaged_weights(self._packaged_weights_step(best_used))
                 validation = {"method": "slice-level on the cached validation volumes (network grid)",
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
@@ -1062,6 +1065,24 @@ class Trainer:
         return TrainResult(package_path, self.log_dir, epochs_done, self.global_step, list(self.history),
                            validation, stop_reason, [c.case_id for c in self.train_cases],
                            [c.case_id for c in self.val_cases])
+
+    def _packaged_weights_step(self, best_used: bool) -> Optional[int]:
+        """The global step after which the packaged weights were taken: the run's last step, or with the best
+        validation epoch's weights (``best_used``) that epoch's last step (None when its row is not in the
+        history)."""
+        if not best_used:
+            return int(self.global_step)
+        rows = [r for r in self.history if int(r.get("epoch", -1)) == int(self.best.best_epoch)]
+        return int(rows[-1]["global_step"]) if rows and "global_step" in rows[-1] else None
+
+    def _validate_packaged_weights(self, weights_step: Optional[int]) -> Dict[str, Any]:
+        """The slice-level validation of the weights taken after global step ``weights_step``: the last epoch's
+        validation when it validated these very weights (the last epoch always validates, and early stopping
+        follows a validation: the same numbers were computed again), else a new one."""
+        last = self._last_validation
+        if last is not None and weights_step is not None and last[0] == weights_step:
+            return last[1]
+        return self._validate()
 
     def _write_package(self, validation: Dict[str, Any], stop_reason: str,
                        final_stop_reason: Optional[str] = None) -> Path:

@@ -594,6 +594,40 @@ def test_the_package_holds_the_last_epoch_unless_the_best_is_asked_for_and_says_
             assert meta["validation"]["note"].startswith("selected on these validation cases (optimistic)")
 
 
+def test_the_weights_the_last_epoch_validated_are_not_validated_again_at_the_end(data_csv, tmp_path, monkeypatch):
+    """_finish validated the packaged weights although the last epoch (which always validates) or the validation
+    that stopped the run early had just done so on exactly those weights: the same numbers computed twice. Another
+    validation runs only for other weights (the best epoch's, steps trained after the last validation)."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    real = Trainer._validate
+    calls = []
+
+    def counted(self):
+        calls.append(self.global_step)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_validate", counted)
+    (tmp_path / "last").mkdir()
+    result = train(tiny_config(data_csv, tmp_path / "last"), log=lambda s: None)
+    assert calls == [3, 6]  # one per epoch; none more at the end
+    validation = read_package_metadata(result.package_path)["validation"]
+    assert validation["liver_dice"] == pytest.approx(result.history[-1]["val_liver_dice"])
+    # the best epoch's weights (epoch 1) are not the last validated ones: validated again
+    scripted = []
+
+    def scripted_validate(self):
+        scripted.append(self.global_step)
+        value = 0.9 if len(scripted) == 1 else 0.1
+        return {"loss": 1.0 - value, "liver_dice": value, "tumor_dice": float("nan"), "cases": []}
+
+    monkeypatch.setattr(Trainer, "_validate", scripted_validate)
+    (tmp_path / "best").mkdir()
+    train(tiny_config(data_csv, tmp_path / "best", use_best_checkpoint=True), log=lambda s: None)
+    assert scripted == [3, 6, 6]
+
+
 def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_optimistic(data_csv, tmp_path,
                                                                                       monkeypatch):
     """Both decide on the validation cases (when to stop, when to lower the rate); the package and crossval's

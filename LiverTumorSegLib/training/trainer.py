@@ -1025,8 +1025,8 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
-        """Validate the packaged weights (the last epoch's; the best validation epoch's with
-        ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
+        """Validate the packaged weights (the last step's: the last epoch's, unless the time limit stopped the run
+        mid-epoch; the best validation epoch's with ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
         and end the process group."""
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
@@ -1036,10 +1036,13 @@ class Trainer:
             best_used = self.config.use_best_checkpoint and self.best_state is not None
             if best_used:
                 self.model.load_state_dict(self.best_state)
+            weights_step = self._packaged_weights_step(best_used)
+            epoch_end_step = int(self.history[-1].get("global_step", 0)) if self.history else 0
             self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
-                                                   self.best.best_epoch, epochs_done, self.early.stopped)
+                                                   self.best.best_epoch, epochs_done, self.early.stopped,
+                                                   weights_step, max(0, int(self.global_step) - epoch_end_step))
             if self.val_cached:
-                val = self._validate_packaged_weights(self._packaged_weights_step(best_used))
+                val = self._validate_packaged_weights(weights_step)
                 validation = {"method": "slice-level on the cached validation volumes (network grid)",
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
@@ -1099,9 +1102,11 @@ class Trainer:
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
-                    # the weights in this package (validation_selection): the last epoch's, or the best
-                    # validation epoch's (use_best_checkpoint)
-                    "weights": self._selection["weights"], "weights_epoch": self._selection["weights_epoch"],
+                    # the weights in this package (validation_selection): the last step's (the last epoch's,
+                    # or some steps into the next after a time-limit stop: weights_note), or the best validation
+                    # epoch's (use_best_checkpoint), and the global step they were taken after
+                    **{k: self._selection[k] for k in ("weights", "weights_epoch", "weights_global_step",
+                                                        "weights_note") if k in self._selection},
                     "global_step": self.global_step, "stop_reason": stop_reason,
                     # the schedule's total steps where it depends on them (cosine), and each --resume of the run
                     "schedule_total_steps": self.schedule_total_steps, "resumes": list(self.resumes),

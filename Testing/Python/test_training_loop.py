@@ -586,11 +586,13 @@ def test_the_package_holds_the_last_epoch_unless_the_best_is_asked_for_and_says_
             assert not _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
             assert meta["training"]["weights"] == meta["validation"]["weights"] == "last_epoch"
             assert meta["validation"]["weights_epoch"] == 2 and meta["validation"]["optimistic"] is False
+            assert meta["training"]["weights_global_step"] == 6 and "weights_note" not in meta["training"]
             assert "note" not in meta["validation"]
         else:
             assert _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
             assert meta["training"]["weights"] == meta["validation"]["weights"] == "best_on_validation"
             assert meta["validation"]["weights_epoch"] == 1 and meta["validation"]["optimistic"] is True
+            assert meta["training"]["weights_global_step"] == 3
             assert meta["validation"]["note"].startswith("selected on these validation cases (optimistic)")
 
 
@@ -626,6 +628,23 @@ def test_the_weights_the_last_epoch_validated_are_not_validated_again_at_the_end
     (tmp_path / "best").mkdir()
     train(tiny_config(data_csv, tmp_path / "best", use_best_checkpoint=True), log=lambda s: None)
     assert scripted == [3, 6, 6]
+
+
+def test_a_package_of_a_run_stopped_mid_epoch_says_its_weights_hold_steps_of_the_next_epoch(data_csv, tmp_path,
+                                                                                            monkeypatch):
+    """After a time-limit stop mid-epoch the package said weights_epoch 1 (len(history)) although its weights had
+    a step of epoch 2 too. The global step they were taken after is recorded, and a note says so."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(Trainer, "_time_up", lambda self: self.global_step == 4)  # epoch 2's first step (of 3)
+    result = train(tiny_config(data_csv, tmp_path), log=lambda s: None)
+    assert result.stop_reason == "time_limit" and result.epochs_completed == 1 and result.global_step == 4
+    meta = read_package_metadata(result.package_path)
+    for part in ("training", "validation"):
+        assert meta[part]["weights"] == "last_epoch" and meta[part]["weights_epoch"] == 1
+        assert meta[part]["weights_global_step"] == 4
+        assert "1 step(s) of epoch 2" in meta[part]["weights_note"]
 
 
 def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_optimistic(data_csv, tmp_path,

@@ -69,18 +69,23 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
 
 
 def postprocessing_text(whole: Dict[str, Any]) -> str:
-    """The post-processing a fold's whole-volume Dice were measured after, for its table row: segment's defaults
-    (as ``postprocessing``, which crossval.json's summary lists), or "not recorded" for a package of an older
-    version (it ran the defaults of its own version). ``liver_dice_raw`` / ``tumor_dice_raw`` are the same
-    network output before post-processing."""
-    options = whole.get("postprocessing")
-    if not isinstance(options, dict):
-        return "not recorded (an older package: segment's defaults of its version)"
-    from ..inference.postprocess import PostprocessingOptions
+    """The post-processing a fold's whole-volume Dice were measured after, for its table row, as the package
+    recorded it when it was written (``postprocessing_label``; the options are in ``postprocessing``, which
+    crossval.json's summary lists): nothing is compared with today's defaults, which may have changed since.
+    Packages of older versions ran segment's defaults of their version. ``liver_dice_raw`` / ``tumor_dice_raw``
+    are the same network output before post-processing."""
+    label = whole.get("postprocessing_label")
+    if isinstance(label, str) and label:
+        return label
+    if isinstance(whole.get("postprocessing"), dict):
+        return "segment's defaults of its version (options recorded)"
+    return "not recorded (an older package: segment's defaults of its version)"
 
-    if options == PostprocessingOptions().to_dict():
-        return "segment's defaults"
-    return "custom: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+
+def recorded_postprocessing(result) -> Optional[Dict[str, Any]]:
+    """The post-processing options a fold's package recorded for its whole-volume validation, or None."""
+    options = ((result.validation or {}).get("whole_volume") or {}).get("postprocessing")
+    return options if isinstance(options, dict) else None
 
 
 def fold_selection(validation: Dict[str, Any], epochs_completed: Optional[int] = None) -> Tuple[str, List[str]]:
@@ -226,7 +231,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     from .trainer import remove_if_no_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, options = [], []
     resuming = config.resume and not config.overwrite
     try:
         listed = discover_cases(config.data, config.format) if resuming else None  # for finished folds' splits
@@ -240,6 +245,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             else:
                 result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
+            options.append(recorded_postprocessing(result))
     except Exception:
         if is_main:
             for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
@@ -248,7 +254,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         raise
     table = rows + [mean_row(rows)]
     if is_main:
-        write_table(table, out_dir)
+        write_table(table, out_dir, options)
     return table
 
 
@@ -266,8 +272,11 @@ def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return summary
 
 
-def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
-    """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary."""
+def write_table(table: List[Dict[str, Any]], out_dir: Path,
+                postprocessing_options: Optional[Sequence[Any]] = None) -> Path:
+    """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary.
+    ``postprocessing_options``: each fold's recorded post-processing options (:func:`recorded_postprocessing`),
+    listed in the summary."""
     from ..metrics.report import summarize_cases, write_case_table
 
     path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
@@ -287,10 +296,11 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
     described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
     if described:
         summary["postprocessing"] = described[0] if len(described) == 1 else described
-        if described == ["segment's defaults"]:
-            from ..inference.postprocess import PostprocessingOptions
-
-            summary["postprocessing_options"] = PostprocessingOptions().to_dict()
+    # the options as the packages recorded them (one dict when all folds agree)
+    recorded = [o for o in (postprocessing_options or []) if isinstance(o, dict)]
+    distinct = [json.loads(text) for text in sorted({json.dumps(o, sort_keys=True) for o in recorded})]
+    if distinct:
+        summary["postprocessing_options"] = distinct[0] if len(distinct) == 1 else distinct
     summary.update(selection_summary(folds))
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:

@@ -1179,12 +1179,16 @@ class Trainer:
         return {"method": f"whole validation volumes through inference.Segmenter with {WHOLE_VOLUME_POSTPROCESSING} "
                           f"(postprocessing); raw_network: the same network output before post-processing",
                 "precision": precision, **means(""),
+                # named when written (crossval shows the name and the options as recorded: a later change of
+                # segment's defaults must not relabel this package)
+                "postprocessing_label": WHOLE_VOLUME_POSTPROCESSING,
                 "postprocessing": options.postprocessing.to_dict(), "tta": bool(options.tta),
                 "two_stage": bool(options.two_stage), "raw_network": means("_raw"), "cases": rows}
 
 
 WHOLE_VOLUME_POSTPROCESSING = "segment's default post-processing"
-"""How the whole-volume validation's post-processing is named in its ``method`` and in crossval's table."""
+"""How the whole-volume validation's post-processing is named in its ``method``, its ``postprocessing_label``
+(recorded in the package) and so in crossval's table."""
 
 
 def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:

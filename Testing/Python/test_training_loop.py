@@ -373,6 +373,7 @@ def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, c
 
 
 def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
+    from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.crossval import run_crossval
 
     torch.set_num_threads(1)
@@ -394,6 +395,10 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     # each fold validated its last epoch's weights, on cases that decided nothing in its training
     assert all(r["weights"] == "last_epoch" and r["selected_on_validation"] == "no" for r in table)
     assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
+    # the post-processing as the packages recorded it
+    whole = read_package_metadata(tmp_path / "cv" / "fold_0.safetensors")["validation"]["whole_volume"]
+    assert summary["postprocessing"] == whole["postprocessing_label"] == "segment's default post-processing"
+    assert summary["postprocessing_options"] == whole["postprocessing"]
 
 
 def test_resume_with_other_epochs_is_refused_under_cosine_and_recorded_under_other_schedules(data_csv, tmp_path):
@@ -471,7 +476,7 @@ def test_whole_volume_validation_records_its_post_processing_and_the_raw_network
     assert whole["raw_network"]["liver_dice"] == pytest.approx(np.mean([r["liver_dice_raw"] for r in whole["cases"]]))
     row = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=result.val_cases,
                                       epochs_completed=1))
-    assert row["postprocessing"] == "segment's defaults"
+    assert row["postprocessing"] == whole["postprocessing_label"] == "segment's default post-processing"
     assert row["liver_dice_raw"] == pytest.approx(whole["raw_network"]["liver_dice"])
     assert mean_row([row])["liver_dice_raw"] == pytest.approx(row["liver_dice_raw"])
     older = fold_row(1, SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},

@@ -849,3 +849,28 @@ def test_an_older_package_whose_best_epoch_is_its_last_is_read_as_the_last_epoch
     assert row["weights"] == "last_epoch" and row["selected_on_validation"] == "no"
     weights, decided = fold_selection(dict(older, best_epoch=20), 27)
     assert weights == "best_on_validation" and "(20 of 27;" in decided[0]
+
+
+def test_crossval_names_the_post_processing_a_package_recorded_not_todays_defaults(tmp_path):
+    """crossval compared a package's recorded options with today's PostprocessingOptions() defaults: a later
+    change of the defaults would have called every older package's 'custom', and crossval.json listed today's
+    options. The label the trainer recorded when it wrote the package is shown, and the recorded options."""
+    import json
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, recorded_postprocessing, write_table
+
+    then = {"min_lesion_mm3": 12345.0, "keep_largest_liver": True}  # not today's defaults
+    results = [SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0,
+                                                            "postprocessing_label": "segment's default post-processing",
+                                                            "postprocessing": then}},
+                               val_cases=[f"c{i}"], epochs_completed=1) for i in range(2)]
+    rows = [fold_row(i, r) for i, r in enumerate(results)]
+    assert [r["postprocessing"] for r in rows] == ["segment's default post-processing"] * 2
+    write_table(rows + [mean_row(rows)], tmp_path, [recorded_postprocessing(r) for r in results])
+    summary = json.loads((tmp_path / "crossval.json").read_text())["summary"]
+    assert summary["postprocessing"] == "segment's default post-processing"
+    assert summary["postprocessing_options"] == then
+    between = SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "postprocessing": then}},
+                              val_cases=["c"], epochs_completed=1)  # options recorded, no label yet
+    assert fold_row(0, between)["postprocessing"] == "segment's defaults of its version (options recorded)"

@@ -503,8 +503,10 @@ class Trainer:
         # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
         # Files hashed before are not read again: the cache folder (made here on a fresh run) keeps their hashes
         self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
+        self._source_signatures = {}  # type: Dict[str, Any]  # the files' stat signatures, for the slice cache
         if self.dist.is_main or self._resume_payload is not None:
-            self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
+            self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir,
+                                                      self._source_signatures)
             # the same CT under two patients (a copy under another name): its hashes are these, taken anyway
             refuse_identical_images(self.train_cases + self.val_cases, self._data_fingerprint)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
@@ -648,10 +650,12 @@ class Trainer:
         label_map = self.config.label_map or None
         log = self.log if self.dist.is_main else None
         allow = bool(self.config.allow_non_hu)
+        # the signatures data_fingerprint took just before (ranks that took none stat the files here)
+        signatures = self._source_signatures
         self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                              allow_non_hu=allow)
+                                              allow_non_hu=allow, signatures=signatures)
         self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                            allow_non_hu=allow)
+                                            allow_non_hu=allow, signatures=signatures)
 
     def _build_model(self) -> None:
         from ..models import build_model

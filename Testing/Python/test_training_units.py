@@ -874,3 +874,56 @@ def test_crossval_names_the_post_processing_a_package_recorded_not_todays_defaul
     between = SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "postprocessing": then}},
                               val_cases=["c"], epochs_completed=1)  # options recorded, no label yet
     assert fold_row(0, between)["postprocessing"] == "segment's defaults of its version (options recorded)"
+
+
+def test_a_training_start_walks_a_dicom_image_folder_once(tmp_path, monkeypatch):
+    """data_fingerprint walked and stat'ed every file of a DICOM image folder, and the slice cache did the same
+    again for its entry's source signature. The cache now takes the signatures data_fingerprint took."""
+    import collections
+    import os
+
+    from dicom_helpers import write_ct_series
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.trainer import Trainer
+
+    rows = ["image,label,patient"]
+    for i in range(3):
+        ph = make_phantom(shape_zyx=(6, 48, 48), spacing_xyz=(3.0, 3.0, 5.0), seed=i)
+        if i == 0:
+            write_ct_series(tmp_path / "series0", ph.ct, shuffle_names=False)
+            image = "series0"
+        else:
+            write_volume(tmp_path / f"ct{i}.nii.gz", ph.ct)
+            image = f"ct{i}.nii.gz"
+        write_label_map(tmp_path / f"lab{i}.nii.gz", ph.labels, ph.ct.geometry)
+        rows.append(f"{image},lab{i}.nii.gz,p{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    series = tmp_path / "series0"
+    config = TrainConfig.from_dict({
+        "data": str(tmp_path / "cases.csv"), "model": "unet", "model_options": {"channels": [4, 8, 16]},
+        "preprocessing": {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                          "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
+        "epochs": 1, "iterations_per_epoch": 1, "batch_size": 2, "patch_size": 32, "num_workers": 0,
+        "val_fraction": 0.0, "output": str(tmp_path / "model.safetensors"), "cache_dir": str(tmp_path / "cache"),
+        "progress_bar": False,
+        "tensorboard": False, "seed": 5})
+    Trainer(config, log=lambda s: None).setup()  # caches every case and keeps the hashes
+    listed = collections.Counter()
+    real_scandir = os.scandir
+
+    def counting_scandir(path="."):
+        if Path(path) == series:
+            listed[os.fspath(path)] += 1
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    slice_cache._files_of(series)
+    one_walk = listed[str(series)]
+    assert one_walk, "the walk no longer lists folders with os.scandir: count its walks otherwise"
+    listed.clear()
+    trainer = Trainer(config.updated({"output": str(tmp_path / "again.safetensors")}), log=lambda s: None)
+    trainer.setup()  # a second start: hashes kept, every case cached
+    assert listed[str(series)] == one_walk  # data_fingerprint's walk only
+    assert [c.case_id for c in trainer.train_cached] == ["ct1", "ct2", "series0"]

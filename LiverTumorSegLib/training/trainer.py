@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -1164,9 +1164,10 @@ class Trainer:
                 # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
                 # network's own labels are scored too
                 output = segmenter.predict(volume)
-                raw = whole_volume_row(case.case_id, output.labels, labels)
+                reference = reference_masks(labels)  # once for both rows
+                raw = whole_volume_row(case.case_id, output.labels, reference)
                 pred = segmenter.finish(volume, output).labels
-                rows.append(dict(whole_volume_row(case.case_id, pred, labels),
+                rows.append(dict(whole_volume_row(case.case_id, pred, reference),
                                  liver_dice_raw=raw["liver_dice"], tumor_dice_raw=raw["tumor_dice"]))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
@@ -1195,13 +1196,30 @@ WHOLE_VOLUME_POSTPROCESSING = "segment's default post-processing"
 (recorded in the package) and so in crossval's table."""
 
 
-def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+class ReferenceMasks(NamedTuple):
+    """A reference label map's liver (label >= 1) and tumor (label 2) masks, and whether it holds tumor."""
+
+    liver: np.ndarray
+    tumor: np.ndarray
+    has_tumor: bool
+
+
+def reference_masks(labels: np.ndarray) -> ReferenceMasks:
+    """:class:`ReferenceMasks` of the label map ``labels`` ``(z, y, x)``: built once per case, for the rows of its
+    raw and its post-processed prediction."""
+    tumor = labels == 2
+    return ReferenceMasks(labels >= 1, tumor, bool(tumor.any()))
+
+
+def whole_volume_row(case_id: str, pred: np.ndarray, labels: Union[np.ndarray, ReferenceMasks]) -> Dict[str, Any]:
     """``{"case", "liver_dice", "tumor_dice", "reference_has_tumor"}`` of one validation volume (label maps
-    ``(z, y, x)``), with ``evaluate``'s rules (LiTS per case): liver = label >= 1, tumor = label 2; Dice 1.0 when
-    neither map holds the structure, 0.0 when only one does. Without a reference tumor the tumor Dice only says
-    whether any tumor was predicted, which ``reference_has_tumor`` makes visible."""
-    return {"case": case_id, "liver_dice": _dice(pred >= 1, labels >= 1), "tumor_dice": _dice(pred == 2, labels == 2),
-            "reference_has_tumor": bool((labels == 2).any())}
+    ``(z, y, x)``; ``labels`` may be its :func:`reference_masks`), with ``evaluate``'s rules (LiTS per case):
+    liver = label >= 1, tumor = label 2; Dice 1.0 when neither map holds the structure, 0.0 when only one does.
+    Without a reference tumor the tumor Dice only says whether any tumor was predicted, which
+    ``reference_has_tumor`` makes visible."""
+    reference = labels if isinstance(labels, ReferenceMasks) else reference_masks(labels)
+    return {"case": case_id, "liver_dice": _dice(pred >= 1, reference.liver),
+            "tumor_dice": _dice(pred == 2, reference.tumor), "reference_has_tumor": reference.has_tumor}
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -927,3 +927,16 @@ def test_a_training_start_walks_a_dicom_image_folder_once(tmp_path, monkeypatch)
     trainer.setup()  # a second start: hashes kept, every case cached
     assert listed[str(series)] == one_walk  # data_fingerprint's walk only
     assert [c.case_id for c in trainer.train_cached] == ["ct1", "ct2", "series0"]
+
+
+def test_whole_volume_rows_of_one_case_share_its_reference_masks():
+    """The raw and the post-processed row of a validation case each built the reference masks again; they are
+    built once per case now, and give the rows the labels gave."""
+    from LiverTumorSegLib.training.trainer import reference_masks, whole_volume_row
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (4, 16, 16)).astype(np.uint8)
+    for pred in (rng.integers(0, 3, labels.shape).astype(np.uint8), np.zeros_like(labels), labels):
+        assert whole_volume_row("a", pred, reference_masks(labels)) == whole_volume_row("a", pred, labels)
+    no_tumor = np.minimum(labels, 1)
+    assert whole_volume_row("a", labels, reference_masks(no_tumor))["reference_has_tumor"] is False

@@ -116,21 +116,24 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
+DICE_COLUMNS = ("liver_dice", "tumor_dice", "liver_dice_raw", "tumor_dice_raw")
+"""The Dice columns :func:`fold_row` gives every fold (NaN where unknown), averaged by :func:`mean_row`."""
+
+
 def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
+    """Mean over folds of liver and tumor Dice, after and before post-processing (NaN folds left out; NaN when
+    none is finite), and the folds' weights and selection (:func:`selection_summary`)."""
     out: Dict[str, Any] = {"fold": "mean"}
-    for key in ("liver_dice", "tumor_dice") + tuple(k for k in ("liver_dice_raw", "tumor_dice_raw")
-                                                     if any(k in r for r in rows)):
+    for key in DICE_COLUMNS:
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
     counts = [r.get("tumor_ref_cases", float("nan")) for r in rows]
     out["tumor_ref_cases"] = sum(counts) if counts and not any(math.isnan(c) for c in counts) else float("nan")
-    weights = sorted({str(r["weights"]) for r in rows if r.get("weights")})
+    summary = selection_summary(rows)
+    weights = summary["weights"]
     if weights:
-        out["weights"] = weights[0] if len(weights) == 1 else "mixed: " + ", ".join(weights)
-    if any(r.get("selected_on_validation") for r in rows):
-        selected = any(str(r.get("selected_on_validation") or "no") != "no" for r in rows)
-        out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if selected else "no"
+        out["weights"] = weights if isinstance(weights, str) else "mixed: " + ", ".join(weights)
+    out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if summary["optimistic"] else "no"
     return out
 
 
@@ -288,11 +291,9 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path,
                "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
-    if any(k in r for r in folds for k in ("liver_dice_raw", "tumor_dice_raw")):
-        # the network's own labels, before segment's post-processing (the Dice above are after it)
-        raw = summarize_cases([{"liver_dice": r.get("liver_dice_raw", math.nan),
-                                "tumor_dice": r.get("tumor_dice_raw", math.nan)} for r in folds])
-        summary["raw_network_metrics_over_folds"] = raw["metrics"]
+    # the network's own labels, before segment's post-processing (the Dice above are after it)
+    raw = summarize_cases([{"liver_dice": r["liver_dice_raw"], "tumor_dice": r["tumor_dice_raw"]} for r in folds])
+    summary["raw_network_metrics_over_folds"] = raw["metrics"]
     described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
     if described:
         summary["postprocessing"] = described[0] if len(described) == 1 else described

@@ -37,8 +37,8 @@ from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
-from .optim import (build_optimizer, build_scheduler, current_lr, load_scheduler_state, schedule_factor,
-                    schedule_total_steps, scheduler_state)
+from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, current_lr, load_scheduler_state,
+                    schedule_factor, schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
@@ -163,7 +163,7 @@ def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: 
     (unet16_widezoom_cpu's run: 6 epochs of a cosine over one length, the rest over another) and the package
     recorded a schedule that never ran. The checkpoint's ``schedule_total_steps`` holds the total it was trained
     under (older checkpoints: their config's epochs x iterations per epoch)."""
-    if schedule_total_steps(config.schedule, 1, 1) is None:
+    if config.schedule not in SCHEDULES_OVER_TOTAL:
         return
     steps_per_epoch = int(config.iterations_per_epoch)
     total_now = schedule_total_steps(config.schedule, config.epochs, steps_per_epoch)
@@ -620,7 +620,7 @@ class Trainer:
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 longer = ("Pass a larger --epochs to train on, or --overwrite to write the package again"
-                          if schedule_total_steps(cfg.schedule, 1, 1) is None else
+                          if cfg.schedule not in SCHEDULES_OVER_TOTAL else
                           f"Its {cfg.schedule} schedule has ended (it is laid over the run's epochs); to train "
                           f"longer, start over with --overwrite and a larger --epochs")
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "

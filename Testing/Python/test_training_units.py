@@ -940,3 +940,21 @@ def test_whole_volume_rows_of_one_case_share_its_reference_masks():
         assert whole_volume_row("a", pred, reference_masks(labels)) == whole_volume_row("a", pred, labels)
     no_tumor = np.minimum(labels, 1)
     assert whole_volume_row("a", labels, reference_masks(no_tumor))["reference_has_tumor"] is False
+
+
+def test_crossval_prints_the_note_crossval_json_holds(monkeypatch, capsys, tmp_path):
+    """The command rebuilt the note by splitting a fold's 'yes, ...: ' cell; it prints selection_summary's."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.training import crossval
+
+    older = SimpleNamespace(validation={"best_epoch": 1, "whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
+                            val_cases=["a"], epochs_completed=2)
+    plain = SimpleNamespace(validation={"weights": "last_epoch", "whole_volume": {"liver_dice": 0.8}},
+                            val_cases=["b"], epochs_completed=2)
+    rows = [crossval.fold_row(0, older), crossval.fold_row(1, plain)]
+    monkeypatch.setattr(crossval, "run_crossval", lambda *a, **k: rows + [crossval.mean_row(rows)])
+    assert main(["crossval", "--data", str(tmp_path / "cases.csv"), "--folds", "2", "-o", str(tmp_path / "cv")]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {crossval.selection_summary(rows)['note']}\n" in printed and "fold(s) 0 is" in printed

@@ -30,8 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.callbacks import OPTIMISTIC_NOTE
-    from ..training.crossval import run_crossval
+    from ..training.crossval import run_crossval, selection_summary
     from ..training.launch_env import env_rank
 
     if getattr(args, "fold", None) not in (None, 0):
@@ -59,10 +58,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Dice of the whole volumes after segment's post-processing (column postprocessing); the network's "
               f"own labels before it: mean liver Dice {mean['liver_dice_raw']:.3f}, tumor Dice "
               f"{mean.get('tumor_dice_raw', float('nan')):.3f} (columns liver_dice_raw, tumor_dice_raw)")
-    selected = [row for row in table[:-1] if str(row.get("selected_on_validation") or "no") != "no"]
-    if selected:
-        print(f"note: the Dice of fold(s) {', '.join(str(row['fold']) for row in selected)} is {OPTIMISTIC_NOTE}: "
-              f"{selected[0]['selected_on_validation'].split(': ', 1)[-1]}{' ...' if len(selected) > 1 else ''} "
-              f"(column selected_on_validation)")
+    note = selection_summary(table[:-1]).get("note")  # crossval.json's note
+    if note:
+        print(f"note: {note}")
     print(f"table written to {Path(out_dir) / 'crossval.csv'}")
     return 0

@@ -61,8 +61,9 @@ def validation_score(liver_dice: float, tumor_dice: float) -> float:
 
 
 LAST_EPOCH, BEST_ON_VALIDATION = "last_epoch", "best_on_validation"
-"""A package's ``training.weights`` / ``validation.weights``: the weights of the last epoch trained, or those of
-the epoch with the best validation score (``use_best_checkpoint``)."""
+"""A package's ``training.weights`` / ``validation.weights``: the weights at the end of training (the last epoch's;
+after a time-limit stop mid-epoch, the last step's: ``weights_note`` says so), or those of the epoch with the best
+validation score (``use_best_checkpoint``). ``weights_global_step`` is the step they were taken after."""
 
 OPTIMISTIC_NOTE = "selected on these validation cases (optimistic)"
 """How a package (``validation.note``) and crossval (its ``selected_on_validation`` column, crossval.json's note)
@@ -70,10 +71,13 @@ mark validation numbers of a run that made a decision on its own validation case
 
 
 def validation_selection(config: Any, has_validation: bool, best_used: bool, best_epoch: int,
-                         epochs_done: int, stopped_early: bool) -> Dict[str, Any]:
+                         epochs_done: int, stopped_early: bool, weights_global_step: Optional[int] = None,
+                         steps_after_epoch: int = 0) -> Dict[str, Any]:
     """Which weights a run packages and what it decided on its validation cases, for the package's metadata
-    and crossval's table: ``weights`` (:data:`LAST_EPOCH` or :data:`BEST_ON_VALIDATION`), ``weights_epoch``,
-    ``decided_on_validation`` (the choices the validation cases drove: the packaged epoch, when training
+    and crossval's table: ``weights`` (:data:`LAST_EPOCH` or :data:`BEST_ON_VALIDATION`), ``weights_epoch`` (the
+    best epoch, or the last epoch completed), ``weights_global_step`` (the training step the weights were taken
+    after, when given), ``weights_note`` when the last weights hold ``steps_after_epoch`` steps of the epoch after
+    ``epochs_done`` (a time-limit stop mid-epoch), ``decided_on_validation`` (the choices the validation cases drove: the packaged epoch, when training
     stopped, the learning rate), ``optimistic`` (any of them: the validation Dice of these weights was then
     measured on cases that chose them, not on unseen ones) and, when so, ``note``. Early stopping and the
     plateau schedule count whenever they watched validation cases, as the user asked for them, even where
@@ -90,7 +94,11 @@ def validation_selection(config: Any, has_validation: bool, best_used: bool, bes
                        f"factor {config.plateau_factor:g})")
     selection = {"weights": BEST_ON_VALIDATION if best_used else LAST_EPOCH,
                  "weights_epoch": int(best_epoch) if best_used else int(epochs_done),
+                 **({} if weights_global_step is None else {"weights_global_step": int(weights_global_step)}),
                  "decided_on_validation": decided, "optimistic": bool(decided)}
+    if not best_used and steps_after_epoch > 0:
+        selection["weights_note"] = (f"the weights after epoch {int(epochs_done)} and {int(steps_after_epoch)} "
+                                     f"step(s) of epoch {int(epochs_done) + 1}, where the time limit stopped the run")
     if decided:
         selection["note"] = f"{OPTIMISTIC_NOTE}: {'; '.join(decided)}"
     if config.use_best_checkpoint and not best_used and has_validation:

@@ -54,7 +54,7 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
     whole = v.get("whole_volume") or {}
     cases = whole.get("cases") or []
     with_tumor = [c for c in cases if isinstance(c, dict) and "reference_has_tumor" in c]
-    weights, decided = fold_selection(v)
+    weights, decided = fold_selection(v, result.epochs_completed)
     raw = whole.get("raw_network") or {}
     return {"fold": fold, "liver_dice": _num(whole.get("liver_dice")), "tumor_dice": _num(whole.get("tumor_dice")),
             "liver_dice_raw": _num(raw.get("liver_dice")), "tumor_dice_raw": _num(raw.get("tumor_dice")),
@@ -69,33 +69,43 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
 
 
 def postprocessing_text(whole: Dict[str, Any]) -> str:
-    """The post-processing a fold's whole-volume Dice were measured after, for its table row: segment's defaults
-    (as ``postprocessing``, which crossval.json's summary lists), or "not recorded" for a package of an older
-    version (it ran the defaults of its own version). ``liver_dice_raw`` / ``tumor_dice_raw`` are the same
-    network output before post-processing."""
-    options = whole.get("postprocessing")
-    if not isinstance(options, dict):
-        return "not recorded (an older package: segment's defaults of its version)"
-    from ..inference.postprocess import PostprocessingOptions
+    """The post-processing a fold's whole-volume Dice were measured after, for its table row, as the package
+    recorded it when it was written (``postprocessing_label``; the options are in ``postprocessing``, which
+    crossval.json's summary lists): nothing is compared with today's defaults, which may have changed since.
+    Packages of older versions ran segment's defaults of their version. ``liver_dice_raw`` / ``tumor_dice_raw``
+    are the same network output before post-processing."""
+    label = whole.get("postprocessing_label")
+    if isinstance(label, str) and label:
+        return label
+    if isinstance(whole.get("postprocessing"), dict):
+        return "segment's defaults of its version (options recorded)"
+    return "not recorded (an older package: segment's defaults of its version)"
 
-    if options == PostprocessingOptions().to_dict():
-        return "segment's defaults"
-    return "custom: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+
+def recorded_postprocessing(result) -> Optional[Dict[str, Any]]:
+    """The post-processing options a fold's package recorded for its whole-volume validation, or None."""
+    options = ((result.validation or {}).get("whole_volume") or {}).get("postprocessing")
+    return options if isinstance(options, dict) else None
 
 
-def fold_selection(validation: Dict[str, Any]) -> Tuple[str, List[str]]:
-    """``(weights, decisions)`` of a fold's package ``validation`` metadata (``trainer.validation_selection``):
+def fold_selection(validation: Dict[str, Any], epochs_completed: Optional[int] = None) -> Tuple[str, List[str]]:
+    """``(weights, decisions)`` of a fold's package ``validation`` metadata (``callbacks.validation_selection``):
     which weights it holds and what its training decided on the validation cases. Packages of older versions
     record neither: they held the best validation epoch's weights whenever a validation had found one
-    (``best_epoch`` >= 1), so they are read as that."""
+    (``best_epoch`` >= 1), so they are read as that, unless that epoch is the last one trained
+    (``epochs_completed``, e.g. a recipe validating only after its last epoch): those are the last epoch's
+    weights, chosen by nothing."""
     weights = validation.get("weights")
     if isinstance(weights, str):
         decided = validation.get("decided_on_validation")
         return weights, [str(d) for d in decided] if isinstance(decided, list) else []
     best_epoch = validation.get("best_epoch")
     if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) and best_epoch >= 1:
-        return BEST_ON_VALIDATION, [f"packaged weights: the best validation epoch ({best_epoch}; a package of an "
-                                    f"older version, which always packaged that epoch)"]
+        if epochs_completed is not None and best_epoch == int(epochs_completed):
+            return LAST_EPOCH, []
+        return BEST_ON_VALIDATION, [f"packaged weights: the best validation epoch ({best_epoch}"
+                                    f"{'' if epochs_completed is None else f' of {int(epochs_completed)}'}; a "
+                                    f"package of an older version, which always packaged that epoch)"]
     return LAST_EPOCH, []
 
 
@@ -106,21 +116,24 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
+DICE_COLUMNS = ("liver_dice", "tumor_dice", "liver_dice_raw", "tumor_dice_raw")
+"""The Dice columns :func:`fold_row` gives every fold (NaN where unknown), averaged by :func:`mean_row`."""
+
+
 def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean over folds of liver and tumor Dice (NaN folds left out; NaN when none is finite)."""
+    """Mean over folds of liver and tumor Dice, after and before post-processing (NaN folds left out; NaN when
+    none is finite), and the folds' weights and selection (:func:`selection_summary`)."""
     out: Dict[str, Any] = {"fold": "mean"}
-    for key in ("liver_dice", "tumor_dice") + tuple(k for k in ("liver_dice_raw", "tumor_dice_raw")
-                                                     if any(k in r for r in rows)):
+    for key in DICE_COLUMNS:
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
     counts = [r.get("tumor_ref_cases", float("nan")) for r in rows]
     out["tumor_ref_cases"] = sum(counts) if counts and not any(math.isnan(c) for c in counts) else float("nan")
-    weights = sorted({str(r["weights"]) for r in rows if r.get("weights")})
+    summary = selection_summary(rows)
+    weights = summary["weights"]
     if weights:
-        out["weights"] = weights[0] if len(weights) == 1 else "mixed: " + ", ".join(weights)
-    if any(r.get("selected_on_validation") for r in rows):
-        selected = any(str(r.get("selected_on_validation") or "no") != "no" for r in rows)
-        out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if selected else "no"
+        out["weights"] = weights if isinstance(weights, str) else "mixed: " + ", ".join(weights)
+    out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if summary["optimistic"] else "no"
     return out
 
 
@@ -221,7 +234,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     from .trainer import remove_if_no_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, options = [], []
     resuming = config.resume and not config.overwrite
     try:
         listed = discover_cases(config.data, config.format) if resuming else None  # for finished folds' splits
@@ -235,6 +248,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
             else:
                 result = train_fn(fold_cfg, command=command, log=log)
             rows.append(fold_row(fold, result))
+            options.append(recorded_postprocessing(result))
     except Exception:
         if is_main:
             for folder in made:  # a failed crossval leaves no empty (or cache-only) folder of its own behind
@@ -243,7 +257,7 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
         raise
     table = rows + [mean_row(rows)]
     if is_main:
-        write_table(table, out_dir)
+        write_table(table, out_dir, options)
     return table
 
 
@@ -261,8 +275,11 @@ def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return summary
 
 
-def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
-    """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary."""
+def write_table(table: List[Dict[str, Any]], out_dir: Path,
+                postprocessing_options: Optional[Sequence[Any]] = None) -> Path:
+    """``crossval.csv`` via ``metrics.report.write_case_table`` and ``crossval.json`` with its summary.
+    ``postprocessing_options``: each fold's recorded post-processing options (:func:`recorded_postprocessing`),
+    listed in the summary."""
     from ..metrics.report import summarize_cases, write_case_table
 
     path = write_case_table(table, out_dir / "crossval.csv", overwrite=True, first_column="fold")
@@ -274,18 +291,17 @@ def write_table(table: List[Dict[str, Any]], out_dir: Path) -> Path:
                "n_validation_cases": sum(len([c for c in str(r.get("val_cases") or "").split(VAL_CASES_SEPARATOR) if c])
                                          for r in folds),
                "metrics_over_folds": over_folds["metrics"]}
-    if any(k in r for r in folds for k in ("liver_dice_raw", "tumor_dice_raw")):
-        # the network's own labels, before segment's post-processing (the Dice above are after it)
-        raw = summarize_cases([{"liver_dice": r.get("liver_dice_raw", math.nan),
-                                "tumor_dice": r.get("tumor_dice_raw", math.nan)} for r in folds])
-        summary["raw_network_metrics_over_folds"] = raw["metrics"]
+    # the network's own labels, before segment's post-processing (the Dice above are after it)
+    raw = summarize_cases([{"liver_dice": r["liver_dice_raw"], "tumor_dice": r["tumor_dice_raw"]} for r in folds])
+    summary["raw_network_metrics_over_folds"] = raw["metrics"]
     described = sorted({str(r.get("postprocessing")) for r in folds if r.get("postprocessing")})
     if described:
         summary["postprocessing"] = described[0] if len(described) == 1 else described
-        if described == ["segment's defaults"]:
-            from ..inference.postprocess import PostprocessingOptions
-
-            summary["postprocessing_options"] = PostprocessingOptions().to_dict()
+    # the options as the packages recorded them (one dict when all folds agree)
+    recorded = [o for o in (postprocessing_options or []) if isinstance(o, dict)]
+    distinct = [json.loads(text) for text in sorted({json.dumps(o, sort_keys=True) for o in recorded})]
+    if distinct:
+        summary["postprocessing_options"] = distinct[0] if len(distinct) == 1 else distinct
     summary.update(selection_summary(folds))
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table]
     with atomic_output(out_dir / "crossval.json", overwrite=True) as tmp:

@@ -76,16 +76,19 @@ def _same_file_key(path: PathLike) -> str:
 
 
 def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
-    """Refuse one CT listed as two cases: with other case ids (or patients) it could be trained on and validated
-    on at once, and the validation would measure a training case."""
-    seen: Dict[str, str] = {}
+    """Refuse one CT listed as cases of two patients: it could be trained on and validated on at once, and the
+    validation would measure a training case. One patient's rows may share an image (one scan with two readers'
+    labels): they stay on one side of every split, as :func:`refuse_identical_images` allows for copies."""
+    seen: Dict[str, Case] = {}
     for case in cases:
         key = _same_file_key(case.image_path)
-        if key in seen:
-            raise InputError(f"Image '{case.image_path}' is listed as case '{seen[key]}' and as case "
-                             f"'{case.case_id}' in '{root}'; list each CT once (it could otherwise be trained on and "
-                             f"validated on at the same time).")
-        seen[key] = case.case_id
+        first = seen.setdefault(key, case)
+        if first is not case and first.patient_id != case.patient_id:
+            raise InputError(f"Image '{case.image_path}' is listed as case '{first.case_id}' (patient "
+                             f"'{first.patient_id}') and as case '{case.case_id}' (patient '{case.patient_id}') in "
+                             f"'{root}'; list each CT under one patient (it could otherwise be trained on and "
+                             f"validated on at the same time). If both rows are that one patient's (e.g. the same "
+                             f"scan with two label files), give them the same patient id (CSV column 'patient').")
     # one label file for two CTs: a copy-paste slip that trains one CT on another's labels, unless both rows are
     # one patient (phases of one examination on one grid share their labels; they stay in one split)
     labels: Dict[str, Case] = {}

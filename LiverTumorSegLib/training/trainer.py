@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,8 +37,8 @@ from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
-from .optim import (build_optimizer, build_scheduler, current_lr, load_scheduler_state, schedule_factor,
-                    schedule_total_steps, scheduler_state)
+from .optim import (SCHEDULES_OVER_TOTAL, build_optimizer, build_scheduler, current_lr, load_scheduler_state,
+                    schedule_factor, schedule_total_steps, scheduler_state)
 from .sampling import EpochSampler, PatchDataset, full_slice_inputs
 from .slice_cache import CachedCase, build_slice_cache, changed_files, data_fingerprint, holds_finished_entries
 from .splits import select_split
@@ -163,7 +163,7 @@ def check_resume_schedule(payload: Dict[str, Any], config: TrainConfig, source: 
     (unet16_widezoom_cpu's run: 6 epochs of a cosine over one length, the rest over another) and the package
     recorded a schedule that never ran. The checkpoint's ``schedule_total_steps`` holds the total it was trained
     under (older checkpoints: their config's epochs x iterations per epoch)."""
-    if schedule_total_steps(config.schedule, 1, 1) is None:
+    if config.schedule not in SCHEDULES_OVER_TOTAL:
         return
     steps_per_epoch = int(config.iterations_per_epoch)
     total_now = schedule_total_steps(config.schedule, config.epochs, steps_per_epoch)
@@ -503,8 +503,10 @@ class Trainer:
         # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
         # Files hashed before are not read again: the cache folder (made here on a fresh run) keeps their hashes
         self._data_fingerprint = {}  # type: Dict[str, Dict[str, Any]]
+        self._source_signatures = {}  # type: Dict[str, Any]  # the files' stat signatures, for the slice cache
         if self.dist.is_main or self._resume_payload is not None:
-            self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir)
+            self._data_fingerprint = data_fingerprint(self.train_cases + self.val_cases, cache_dir,
+                                                      self._source_signatures)
             # the same CT under two patients (a copy under another name): its hashes are these, taken anyway
             refuse_identical_images(self.train_cases + self.val_cases, self._data_fingerprint)
         if self._resume_payload is not None:  # what the options name may have changed under the same text
@@ -618,7 +620,7 @@ class Trainer:
                 return
             if done >= cfg.epochs and not cfg.overwrite and self.output is not None and self.output.exists():
                 longer = ("Pass a larger --epochs to train on, or --overwrite to write the package again"
-                          if schedule_total_steps(cfg.schedule, 1, 1) is None else
+                          if cfg.schedule not in SCHEDULES_OVER_TOTAL else
                           f"Its {cfg.schedule} schedule has ended (it is laid over the run's epochs); to train "
                           f"longer, start over with --overwrite and a larger --epochs")
                 raise OutputExistsError(f"The run in '{self.log_dir}' already finished its {done} epochs and wrote "
@@ -648,10 +650,12 @@ class Trainer:
         label_map = self.config.label_map or None
         log = self.log if self.dist.is_main else None
         allow = bool(self.config.allow_non_hu)
+        # the signatures data_fingerprint took just before (ranks that took none stat the files here)
+        signatures = self._source_signatures
         self.train_cached = build_slice_cache(self.train_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                              allow_non_hu=allow)
+                                              allow_non_hu=allow, signatures=signatures)
         self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log,
-                                            allow_non_hu=allow)
+                                            allow_non_hu=allow, signatures=signatures)
 
     def _build_model(self) -> None:
         from ..models import build_model
@@ -810,6 +814,8 @@ class Trainer:
         self.resumes: List[Dict[str, Any]] = []
         self.best, self.early = BestTracker(), EarlyStopping(cfg.early_stopping_patience)
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        # (global step, result) of this process's last slice-level validation: _finish reuses it for the same weights
+        self._last_validation: Optional[Tuple[int, Dict[str, Any]]] = None
         self.loss_sum, self.loss_count, self.global_step, self.elapsed_before = 0.0, 0, 0, 0.0
         start_epoch, start_step = 0, 0
         if cfg.resume and self.last_path.is_file():
@@ -983,6 +989,7 @@ class Trainer:
         values = [float("nan")] * 3
         if do_val and self.dist.is_main:
             val = self._validate()
+            self._last_validation = (self.global_step, val)
             values = [val["loss"], val["liver_dice"], val["tumor_dice"]]
         val_loss, liver, tumor = broadcast_floats(values, self.dist, self._comm_device())
         stop = False
@@ -1022,8 +1029,8 @@ class Trainer:
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:
-        """Validate the packaged weights (the last epoch's; the best validation epoch's with
-        ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
+        """Validate the packaged weights (the last step's: the last epoch's, unless the time limit stopped the run
+        mid-epoch; the best validation epoch's with ``use_best_checkpoint``), write the package (its whole-volume validation on the validation CTs included)
         and end the process group."""
         epochs_done = len(self.history)
         validation: Dict[str, Any] = {}
@@ -1033,10 +1040,13 @@ class Trainer:
             best_used = self.config.use_best_checkpoint and self.best_state is not None
             if best_used:
                 self.model.load_state_dict(self.best_state)
+            weights_step = self._packaged_weights_step(best_used)
+            epoch_end_step = int(self.history[-1].get("global_step", 0)) if self.history else 0
             self._selection = validation_selection(self.config, bool(self.val_cases), best_used,
-                                                   self.best.best_epoch, epochs_done, self.early.stopped)
+                                                   self.best.best_epoch, epochs_done, self.early.stopped,
+                                                   weights_step, max(0, int(self.global_step) - epoch_end_step))
             if self.val_cached:
-                val = self._validate()
+                val = self._validate_packaged_weights(weights_step)
                 validation = {"method": "slice-level on the cached validation volumes (network grid)",
                               "liver_dice": val["liver_dice"], "tumor_dice": val["tumor_dice"],
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
@@ -1063,6 +1073,24 @@ class Trainer:
                            validation, stop_reason, [c.case_id for c in self.train_cases],
                            [c.case_id for c in self.val_cases])
 
+    def _packaged_weights_step(self, best_used: bool) -> Optional[int]:
+        """The global step after which the packaged weights were taken: the run's last step, or with the best
+        validation epoch's weights (``best_used``) that epoch's last step (None when its row is not in the
+        history)."""
+        if not best_used:
+            return int(self.global_step)
+        rows = [r for r in self.history if int(r.get("epoch", -1)) == int(self.best.best_epoch)]
+        return int(rows[-1]["global_step"]) if rows and "global_step" in rows[-1] else None
+
+    def _validate_packaged_weights(self, weights_step: Optional[int]) -> Dict[str, Any]:
+        """The slice-level validation of the weights taken after global step ``weights_step``: the last epoch's
+        validation when it validated these very weights (the last epoch always validates, and early stopping
+        follows a validation: the same numbers were computed again), else a new one."""
+        last = self._last_validation
+        if last is not None and weights_step is not None and last[0] == weights_step:
+            return last[1]
+        return self._validate()
+
     def _write_package(self, validation: Dict[str, Any], stop_reason: str,
                        final_stop_reason: Optional[str] = None) -> Path:
         """The model package; ``stop_reason`` :data:`VALIDATING` with the run's own ``final_stop_reason`` while
@@ -1078,9 +1106,11 @@ class Trainer:
                     **spacing_summary(list(self.train_cached) + list(self.val_cached)),
                     "synthetic_lesions": self.synthetic_lesions, "command": self.command,
                     "config": cfg.to_dict(), "epochs_completed": len(self.history),
-                    # the weights in this package (validation_selection): the last epoch's, or the best
-                    # validation epoch's (use_best_checkpoint)
-                    "weights": self._selection["weights"], "weights_epoch": self._selection["weights_epoch"],
+                    # the weights in this package (validation_selection): the last step's (the last epoch's,
+                    # or some steps into the next after a time-limit stop: weights_note), or the best validation
+                    # epoch's (use_best_checkpoint), and the global step they were taken after
+                    **{k: self._selection[k] for k in ("weights", "weights_epoch", "weights_global_step",
+                                                        "weights_note") if k in self._selection},
                     "global_step": self.global_step, "stop_reason": stop_reason,
                     # the schedule's total steps where it depends on them (cosine), and each --resume of the run
                     "schedule_total_steps": self.schedule_total_steps, "resumes": list(self.resumes),
@@ -1134,9 +1164,10 @@ class Trainer:
                 # segment_volume(volume, checked=True) in its two parts (load_case checked the CT), so that the
                 # network's own labels are scored too
                 output = segmenter.predict(volume)
-                raw = whole_volume_row(case.case_id, output.labels, labels)
+                reference = reference_masks(labels)  # once for both rows
+                raw = whole_volume_row(case.case_id, output.labels, reference)
                 pred = segmenter.finish(volume, output).labels
-                rows.append(dict(whole_volume_row(case.case_id, pred, labels),
+                rows.append(dict(whole_volume_row(case.case_id, pred, reference),
                                  liver_dice_raw=raw["liver_dice"], tumor_dice_raw=raw["tumor_dice"]))
         except Exception as exc:  # noqa: BLE001 - the package is already written; keep slice-level metrics
             self.log(f"whole-volume validation skipped ({type(exc).__name__}: {exc})")
@@ -1153,21 +1184,42 @@ class Trainer:
         return {"method": f"whole validation volumes through inference.Segmenter with {WHOLE_VOLUME_POSTPROCESSING} "
                           f"(postprocessing); raw_network: the same network output before post-processing",
                 "precision": precision, **means(""),
+                # named when written (crossval shows the name and the options as recorded: a later change of
+                # segment's defaults must not relabel this package)
+                "postprocessing_label": WHOLE_VOLUME_POSTPROCESSING,
                 "postprocessing": options.postprocessing.to_dict(), "tta": bool(options.tta),
                 "two_stage": bool(options.two_stage), "raw_network": means("_raw"), "cases": rows}
 
 
 WHOLE_VOLUME_POSTPROCESSING = "segment's default post-processing"
-"""How the whole-volume validation's post-processing is named in its ``method`` and in crossval's table."""
+"""How the whole-volume validation's post-processing is named in its ``method``, its ``postprocessing_label``
+(recorded in the package) and so in crossval's table."""
 
 
-def whole_volume_row(case_id: str, pred: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+class ReferenceMasks(NamedTuple):
+    """A reference label map's liver (label >= 1) and tumor (label 2) masks, and whether it holds tumor."""
+
+    liver: np.ndarray
+    tumor: np.ndarray
+    has_tumor: bool
+
+
+def reference_masks(labels: np.ndarray) -> ReferenceMasks:
+    """:class:`ReferenceMasks` of the label map ``labels`` ``(z, y, x)``: built once per case, for the rows of its
+    raw and its post-processed prediction."""
+    tumor = labels == 2
+    return ReferenceMasks(labels >= 1, tumor, bool(tumor.any()))
+
+
+def whole_volume_row(case_id: str, pred: np.ndarray, labels: Union[np.ndarray, ReferenceMasks]) -> Dict[str, Any]:
     """``{"case", "liver_dice", "tumor_dice", "reference_has_tumor"}`` of one validation volume (label maps
-    ``(z, y, x)``), with ``evaluate``'s rules (LiTS per case): liver = label >= 1, tumor = label 2; Dice 1.0 when
-    neither map holds the structure, 0.0 when only one does. Without a reference tumor the tumor Dice only says
-    whether any tumor was predicted, which ``reference_has_tumor`` makes visible."""
-    return {"case": case_id, "liver_dice": _dice(pred >= 1, labels >= 1), "tumor_dice": _dice(pred == 2, labels == 2),
-            "reference_has_tumor": bool((labels == 2).any())}
+    ``(z, y, x)``; ``labels`` may be its :func:`reference_masks`), with ``evaluate``'s rules (LiTS per case):
+    liver = label >= 1, tumor = label 2; Dice 1.0 when neither map holds the structure, 0.0 when only one does.
+    Without a reference tumor the tumor Dice only says whether any tumor was predicted, which
+    ``reference_has_tumor`` makes visible."""
+    reference = labels if isinstance(labels, ReferenceMasks) else reference_masks(labels)
+    return {"case": case_id, "liver_dice": _dice(pred >= 1, reference.liver),
+            "tumor_dice": _dice(pred == 2, reference.tumor), "reference_has_tumor": reference.has_tumor}
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -191,8 +191,24 @@ def test_one_ct_listed_as_two_cases_is_refused(tmp_path):
     _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
     (tmp_path / "list.csv").write_text("image,label,case,patient\nct0.nii.gz,lab0.nii.gz,c0,P0\n"
                                        "./ct0.nii.gz,lab0.nii.gz,c_again,P9\n")
-    with pytest.raises(InputError, match="listed as case 'c0' and as case 'c_again'"):
+    with pytest.raises(InputError, match=r"listed as case 'c0' \(patient 'P0'\) and as case 'c_again' \(patient "
+                                         r"'P9'\).*same patient id"):
         discover_cases(tmp_path / "list.csv")
+
+
+def test_one_patients_rows_may_share_an_image_path(tmp_path):
+    """One scan with two readers' labels, listed as two rows of one patient: the rows stay on one side of every
+    split. The content check (refuse_identical_images) allowed it for a copy, the check by path refused the same
+    file whatever the patient."""
+    import shutil
+
+    _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
+    _write_pair(tmp_path / "ct1.nii.gz", tmp_path / "lab1.nii.gz", seed=1)
+    shutil.copyfile(tmp_path / "lab0.nii.gz", tmp_path / "lab0_reader2.nii.gz")
+    (tmp_path / "list.csv").write_text("image,label,case,patient\nct0.nii.gz,lab0.nii.gz,c0_r1,P0\n"
+                                       "./ct0.nii.gz,lab0_reader2.nii.gz,c0_r2,P0\nct1.nii.gz,lab1.nii.gz,c1,P1\n")
+    cases = discover_cases(tmp_path / "list.csv")
+    assert [(c.case_id, c.patient_id) for c in cases] == [("c0_r1", "P0"), ("c0_r2", "P0"), ("c1", "P1")]
 
 
 def test_a_ct_copied_under_another_name_and_patient_is_refused_by_its_contents(tmp_path):

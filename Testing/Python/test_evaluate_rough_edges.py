@@ -145,8 +145,10 @@ def test_tumor_dice_of_tumor_free_case_is_one_in_evaluate_and_crossval(tmp_path,
 def test_crossval_table_first_column_is_fold(tmp_path):
     from LiverTumorSegLib.training.crossval import mean_row, write_table
 
-    rows = [{"fold": 0, "liver_dice": 0.9, "tumor_dice": 0.5, "val_cases": "a", "epochs": 1},
-            {"fold": 1, "liver_dice": 0.7, "tumor_dice": 1.0, "val_cases": "b", "epochs": 1}]
+    rows = [{"fold": 0, "liver_dice": 0.9, "tumor_dice": 0.5, "liver_dice_raw": 0.8, "tumor_dice_raw": 0.5,
+             "val_cases": "a", "epochs": 1},
+            {"fold": 1, "liver_dice": 0.7, "tumor_dice": 1.0, "liver_dice_raw": 0.7, "tumor_dice_raw": 1.0,
+             "val_cases": "b", "epochs": 1}]
     write_table(rows + [mean_row(rows)], tmp_path)
     table = list(csv.reader(open(tmp_path / "crossval.csv", newline="")))
     assert table[0][0] == "fold" and "case" not in table[0]

@@ -373,6 +373,7 @@ def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, c
 
 
 def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
+    from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.crossval import run_crossval
 
     torch.set_num_threads(1)
@@ -394,6 +395,10 @@ def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     # each fold validated its last epoch's weights, on cases that decided nothing in its training
     assert all(r["weights"] == "last_epoch" and r["selected_on_validation"] == "no" for r in table)
     assert summary["weights"] == "last_epoch" and summary["optimistic"] is False
+    # the post-processing as the packages recorded it
+    whole = read_package_metadata(tmp_path / "cv" / "fold_0.safetensors")["validation"]["whole_volume"]
+    assert summary["postprocessing"] == whole["postprocessing_label"] == "segment's default post-processing"
+    assert summary["postprocessing_options"] == whole["postprocessing"]
 
 
 def test_resume_with_other_epochs_is_refused_under_cosine_and_recorded_under_other_schedules(data_csv, tmp_path):
@@ -471,7 +476,7 @@ def test_whole_volume_validation_records_its_post_processing_and_the_raw_network
     assert whole["raw_network"]["liver_dice"] == pytest.approx(np.mean([r["liver_dice_raw"] for r in whole["cases"]]))
     row = fold_row(0, SimpleNamespace(validation={"whole_volume": whole}, val_cases=result.val_cases,
                                       epochs_completed=1))
-    assert row["postprocessing"] == "segment's defaults"
+    assert row["postprocessing"] == whole["postprocessing_label"] == "segment's default post-processing"
     assert row["liver_dice_raw"] == pytest.approx(whole["raw_network"]["liver_dice"])
     assert mean_row([row])["liver_dice_raw"] == pytest.approx(row["liver_dice_raw"])
     older = fold_row(1, SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
@@ -586,12 +591,65 @@ def test_the_package_holds_the_last_epoch_unless_the_best_is_asked_for_and_says_
             assert not _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
             assert meta["training"]["weights"] == meta["validation"]["weights"] == "last_epoch"
             assert meta["validation"]["weights_epoch"] == 2 and meta["validation"]["optimistic"] is False
+            assert meta["training"]["weights_global_step"] == 6 and "weights_note" not in meta["training"]
             assert "note" not in meta["validation"]
         else:
             assert _same_weights(result.package_path, _weights(checkpoints / "best.pt"))
             assert meta["training"]["weights"] == meta["validation"]["weights"] == "best_on_validation"
             assert meta["validation"]["weights_epoch"] == 1 and meta["validation"]["optimistic"] is True
+            assert meta["training"]["weights_global_step"] == 3
             assert meta["validation"]["note"].startswith("selected on these validation cases (optimistic)")
+
+
+def test_the_weights_the_last_epoch_validated_are_not_validated_again_at_the_end(data_csv, tmp_path, monkeypatch):
+    """_finish validated the packaged weights although the last epoch (which always validates) or the validation
+    that stopped the run early had just done so on exactly those weights: the same numbers computed twice. Another
+    validation runs only for other weights (the best epoch's, steps trained after the last validation)."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    real = Trainer._validate
+    calls = []
+
+    def counted(self):
+        calls.append(self.global_step)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_validate", counted)
+    (tmp_path / "last").mkdir()
+    result = train(tiny_config(data_csv, tmp_path / "last"), log=lambda s: None)
+    assert calls == [3, 6]  # one per epoch; none more at the end
+    validation = read_package_metadata(result.package_path)["validation"]
+    assert validation["liver_dice"] == pytest.approx(result.history[-1]["val_liver_dice"])
+    # the best epoch's weights (epoch 1) are not the last validated ones: validated again
+    scripted = []
+
+    def scripted_validate(self):
+        scripted.append(self.global_step)
+        value = 0.9 if len(scripted) == 1 else 0.1
+        return {"loss": 1.0 - value, "liver_dice": value, "tumor_dice": float("nan"), "cases": []}
+
+    monkeypatch.setattr(Trainer, "_validate", scripted_validate)
+    (tmp_path / "best").mkdir()
+    train(tiny_config(data_csv, tmp_path / "best", use_best_checkpoint=True), log=lambda s: None)
+    assert scripted == [3, 6, 6]
+
+
+def test_a_package_of_a_run_stopped_mid_epoch_says_its_weights_hold_steps_of_the_next_epoch(data_csv, tmp_path,
+                                                                                            monkeypatch):
+    """After a time-limit stop mid-epoch the package said weights_epoch 1 (len(history)) although its weights had
+    a step of epoch 2 too. The global step they were taken after is recorded, and a note says so."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(Trainer, "_time_up", lambda self: self.global_step == 4)  # epoch 2's first step (of 3)
+    result = train(tiny_config(data_csv, tmp_path), log=lambda s: None)
+    assert result.stop_reason == "time_limit" and result.epochs_completed == 1 and result.global_step == 4
+    meta = read_package_metadata(result.package_path)
+    for part in ("training", "validation"):
+        assert meta[part]["weights"] == "last_epoch" and meta[part]["weights_epoch"] == 1
+        assert meta[part]["weights_global_step"] == 4
+        assert "1 step(s) of epoch 2" in meta[part]["weights_note"]
 
 
 def test_early_stopping_and_the_plateau_schedule_mark_the_validation_numbers_optimistic(data_csv, tmp_path,

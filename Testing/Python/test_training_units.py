@@ -833,3 +833,128 @@ def test_a_dicom_folders_content_hash_is_the_same_on_every_system(tmp_path, monk
     as_windows_lists_them = sorted(slice_cache._files_of(series), key=lambda f: str(f).lower(), reverse=True)
     monkeypatch.setattr(slice_cache, "_files_of", lambda path: list(as_windows_lists_them))
     assert slice_cache._content_fingerprint(str(series)) == expected.hexdigest()
+
+
+def test_an_older_package_whose_best_epoch_is_its_last_is_read_as_the_last_epochs_weights():
+    """Older packages held the best validation epoch's weights, and crossval read each as best_on_validation
+    (optimistic), also where that epoch was the last one trained (the v3 recipe validates only after its last
+    epoch): those are the last epoch's weights, chosen by nothing."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, fold_selection
+
+    older = {"best_epoch": 27, "whole_volume": {"liver_dice": 0.9, "tumor_dice": 0.5}}
+    assert fold_selection(older, 27) == ("last_epoch", [])
+    row = fold_row(0, SimpleNamespace(validation=older, val_cases=["a"], epochs_completed=27))
+    assert row["weights"] == "last_epoch" and row["selected_on_validation"] == "no"
+    weights, decided = fold_selection(dict(older, best_epoch=20), 27)
+    assert weights == "best_on_validation" and "(20 of 27;" in decided[0]
+
+
+def test_crossval_names_the_post_processing_a_package_recorded_not_todays_defaults(tmp_path):
+    """crossval compared a package's recorded options with today's PostprocessingOptions() defaults: a later
+    change of the defaults would have called every older package's 'custom', and crossval.json listed today's
+    options. The label the trainer recorded when it wrote the package is shown, and the recorded options."""
+    import json
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.crossval import fold_row, mean_row, recorded_postprocessing, write_table
+
+    then = {"min_lesion_mm3": 12345.0, "keep_largest_liver": True}  # not today's defaults
+    results = [SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0,
+                                                            "postprocessing_label": "segment's default post-processing",
+                                                            "postprocessing": then}},
+                               val_cases=[f"c{i}"], epochs_completed=1) for i in range(2)]
+    rows = [fold_row(i, r) for i, r in enumerate(results)]
+    assert [r["postprocessing"] for r in rows] == ["segment's default post-processing"] * 2
+    write_table(rows + [mean_row(rows)], tmp_path, [recorded_postprocessing(r) for r in results])
+    summary = json.loads((tmp_path / "crossval.json").read_text())["summary"]
+    assert summary["postprocessing"] == "segment's default post-processing"
+    assert summary["postprocessing_options"] == then
+    between = SimpleNamespace(validation={"whole_volume": {"liver_dice": 0.9, "postprocessing": then}},
+                              val_cases=["c"], epochs_completed=1)  # options recorded, no label yet
+    assert fold_row(0, between)["postprocessing"] == "segment's defaults of its version (options recorded)"
+
+
+def test_a_training_start_walks_a_dicom_image_folder_once(tmp_path, monkeypatch):
+    """data_fingerprint walked and stat'ed every file of a DICOM image folder, and the slice cache did the same
+    again for its entry's source signature. The cache now takes the signatures data_fingerprint took."""
+    import collections
+    import os
+
+    from dicom_helpers import write_ct_series
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.phantom import make_phantom
+    from LiverTumorSegLib.training import slice_cache
+    from LiverTumorSegLib.training.trainer import Trainer
+
+    rows = ["image,label,patient"]
+    for i in range(3):
+        ph = make_phantom(shape_zyx=(6, 48, 48), spacing_xyz=(3.0, 3.0, 5.0), seed=i)
+        if i == 0:
+            write_ct_series(tmp_path / "series0", ph.ct, shuffle_names=False)
+            image = "series0"
+        else:
+            write_volume(tmp_path / f"ct{i}.nii.gz", ph.ct)
+            image = f"ct{i}.nii.gz"
+        write_label_map(tmp_path / f"lab{i}.nii.gz", ph.labels, ph.ct.geometry)
+        rows.append(f"{image},lab{i}.nii.gz,p{i}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    series = tmp_path / "series0"
+    config = TrainConfig.from_dict({
+        "data": str(tmp_path / "cases.csv"), "model": "unet", "model_options": {"channels": [4, 8, 16]},
+        "preprocessing": {"channels": [{"kind": "window", "level": 40, "width": 400}], "context_slices": 1,
+                          "target_spacing_mm": 3.0, "size_multiple": 16, "crop_to_body": True},
+        "epochs": 1, "iterations_per_epoch": 1, "batch_size": 2, "patch_size": 32, "num_workers": 0,
+        "val_fraction": 0.0, "output": str(tmp_path / "model.safetensors"), "cache_dir": str(tmp_path / "cache"),
+        "progress_bar": False,
+        "tensorboard": False, "seed": 5})
+    Trainer(config, log=lambda s: None).setup()  # caches every case and keeps the hashes
+    listed = collections.Counter()
+    real_scandir = os.scandir
+
+    def counting_scandir(path="."):
+        if Path(path) == series:
+            listed[os.fspath(path)] += 1
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    slice_cache._files_of(series)
+    one_walk = listed[str(series)]
+    assert one_walk, "the walk no longer lists folders with os.scandir: count its walks otherwise"
+    listed.clear()
+    trainer = Trainer(config.updated({"output": str(tmp_path / "again.safetensors")}), log=lambda s: None)
+    trainer.setup()  # a second start: hashes kept, every case cached
+    assert listed[str(series)] == one_walk  # data_fingerprint's walk only
+    assert [c.case_id for c in trainer.train_cached] == ["ct1", "ct2", "series0"]
+
+
+def test_whole_volume_rows_of_one_case_share_its_reference_masks():
+    """The raw and the post-processed row of a validation case each built the reference masks again; they are
+    built once per case now, and give the rows the labels gave."""
+    from LiverTumorSegLib.training.trainer import reference_masks, whole_volume_row
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (4, 16, 16)).astype(np.uint8)
+    for pred in (rng.integers(0, 3, labels.shape).astype(np.uint8), np.zeros_like(labels), labels):
+        assert whole_volume_row("a", pred, reference_masks(labels)) == whole_volume_row("a", pred, labels)
+    no_tumor = np.minimum(labels, 1)
+    assert whole_volume_row("a", labels, reference_masks(no_tumor))["reference_has_tumor"] is False
+
+
+def test_crossval_prints_the_note_crossval_json_holds(monkeypatch, capsys, tmp_path):
+    """The command rebuilt the note by splitting a fold's 'yes, ...: ' cell; it prints selection_summary's."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.training import crossval
+
+    older = SimpleNamespace(validation={"best_epoch": 1, "whole_volume": {"liver_dice": 0.9, "tumor_dice": 1.0}},
+                            val_cases=["a"], epochs_completed=2)
+    plain = SimpleNamespace(validation={"weights": "last_epoch", "whole_volume": {"liver_dice": 0.8}},
+                            val_cases=["b"], epochs_completed=2)
+    rows = [crossval.fold_row(0, older), crossval.fold_row(1, plain)]
+    monkeypatch.setattr(crossval, "run_crossval", lambda *a, **k: rows + [crossval.mean_row(rows)])
+    assert main(["crossval", "--data", str(tmp_path / "cases.csv"), "--folds", "2", "-o", str(tmp_path / "cv")]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {crossval.selection_summary(rows)['note']}\n" in printed and "fold(s) 0 is" in printed

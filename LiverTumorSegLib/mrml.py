@@ -804,6 +804,9 @@ def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: Ima
     (label 2) as in :func:`labels_to_segmentation_node`. Builds a private scene; needs ``slicer-core`` (or
     Slicer's Python). Written atomically; an existing file raises :class:`OutputExistsError` unless
     ``overwrite``. Returns the path.
+
+    An all-background map (no liver found) is written with "Liver" as an all-zero mask of the whole grid:
+    with only empty segments Slicer writes one voxel at the origin, a file that carries no grid.
     """
     path = Path(path)
     if full_suffix(path) != ".seg.nrrd":
@@ -816,6 +819,8 @@ def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: Ima
     import slicer as _slicer
     scene = make_headless_scene()
     node = labels_to_segmentation_node(scene, labels_zyx, geometry)
+    if not np.any(labels_zyx):
+        _hold_the_whole_grid(node, LIVER_SEGMENT, np.shape(labels_zyx), geometry)
     with atomic_output(path, overwrite) as tmp:
         storage = _slicer.vtkMRMLSegmentationStorageNode()
         scene.AddNode(storage)
@@ -825,6 +830,18 @@ def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: Ima
             raise InputError(f"Could not write segmentation to '{path}'; check the folder is writable.")
     scene.Clear(1)
     return path
+
+
+def _hold_the_whole_grid(segmentation_node, spec: SegmentSpec, shape_zyx: Sequence[int],
+                         geometry: ImageGeometry) -> None:
+    """Give ``spec``'s (empty) segment an all-zero mask of the whole ``geometry`` grid: the storage node writes
+    the segments' common extent, which for empty segments only is a 1-voxel image at the origin in RAS (the
+    grid then only in the conversion parameters; read back, a 1x1x1 map that the CT's grid refused). Name,
+    colour and terminology stay; the segment still has no voxel."""
+    import slicer
+    segment = segmentation_node.GetSegmentation().GetSegment(spec.segment_id)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
+                              oriented_image_from_array(np.zeros(tuple(shape_zyx), np.uint8), geometry))
 
 
 def read_seg_nrrd(scene, path: Union[str, Path]):

@@ -152,15 +152,34 @@ def stored_reference_grid(metadata: Dict[str, str]) -> Optional[Tuple[ImageGeome
     return None
 
 
-def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolume:
+def _all_segments_empty(segments: List[Dict[str, str]]) -> bool:
+    """True when every segment's ``Extent`` (``i0 i1 j0 j1 k0 k1``) is recorded and empty (an upper bound below
+    its lower one), as Slicer writes segments without a voxel; False when one is missing or unreadable."""
+    for segment in segments:
+        try:
+            extent = [int(float(v)) for v in segment.get("Extent", "").split()]
+        except ValueError:
+            return False
+        if len(extent) != 6 or all(extent[2 * a + 1] >= extent[2 * a] for a in range(3)):
+            return False
+    return bool(segments)
+
+
+def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
+                         reference: Optional[CTVolume] = None) -> CTVolume:
     """Read a ``.seg.nrrd`` as a uint8 ``(z, y, x)`` label map (0 background, 1 liver, 2 tumor).
 
     A file cropped to its segments' extent (as Slicer may save it) is put back into the full grid it was made
     on, when ``embed_in_stored_reference`` and the header records that grid (:func:`stored_reference_grid`) on
     the same voxel lattice; else the label map is on the file's own grid. Without this, a cropped file's edge
     would pass for the scan's edge (lesions "cut by the scan's edge") and could not be compared with a
-    full-size label map. Raises InputError for a missing or unreadable file and LabelError when no segment
-    is liver or tumor.
+    full-size label map.
+
+    A file whose segments are all empty (every ``SegmentN_Extent`` empty, no voxel set) has no grid of its own:
+    Slicer stores it as one voxel at the origin. It reads as zeros on the grid its header records (whatever
+    ``embed_in_stored_reference``), else on ``reference``'s grid (the CT it goes with); with neither, LabelError.
+
+    Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
     """
     from .io.conversions import _check_3d_shape, check_geometry_values
 
@@ -205,11 +224,32 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True) -> CTVolu
     volume.meta["segments"] = [s.get("Name", "") for s in segments]
     if left_out:
         volume.meta["warnings"] = [left_out]
+    if _all_segments_empty(segments) and not labels.any():
+        return _empty_on_its_grid(volume, metadata, reference, path)
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None
     if grid is not None:
         full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))
         volume = embed_in_reference(volume, full_grid)
     return volume
+
+
+def _empty_on_its_grid(volume: CTVolume, metadata: Dict[str, str], reference: Optional[CTVolume],
+                       path: Path) -> CTVolume:
+    """All-background labels for a ``.seg.nrrd`` with no voxel (``volume``: its 1-voxel stand-in grid) on the
+    grid the header records, else on ``reference``'s: read as the stand-in, an empty result of ``segment`` or
+    one saved by Slicer was a 1x1x1 map at the origin that measure, evaluate and followup refused."""
+    grid = stored_reference_grid(metadata)
+    if grid is not None:
+        geometry, shape_zyx = grid
+    elif reference is not None:
+        geometry, shape_zyx = reference.geometry, tuple(reference.shape_zyx)
+    else:
+        raise LabelError(f"'{path}' holds no voxels (every segment is empty) and records no reference grid "
+                         f"(Segmentation_ConversionParameters), so the grid it belongs to is unknown; give the CT it "
+                         f"was made on as the reference, or re-save it from Slicer with its source volume set.")
+    empty = CTVolume(array=np.zeros(shape_zyx, np.uint8), geometry=geometry, source=str(path))
+    empty.meta.update(volume.meta)
+    return empty
 
 
 def embed_in_reference(label: CTVolume, reference: CTVolume, tolerance: float = 1e-3) -> CTVolume:

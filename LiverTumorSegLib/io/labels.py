@@ -279,7 +279,8 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     from ..dicom_seg import is_dicom_seg, read_dicom_seg
 
     if segnrrd.is_seg_nrrd(path):
-        volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=reference is None)
+        volume = segnrrd.read_seg_nrrd_labels(path, embed_in_stored_reference=reference is None,
+                                               reference=reference)
         if reference is not None:  # a crop of the CT's grid (any axis order) goes into it; else refused below
             volume = segnrrd.embed_in_reference(volume, reference, tolerance)
     elif is_dicom_seg(path):

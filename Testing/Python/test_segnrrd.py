@@ -19,9 +19,10 @@ from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segments: List[Dict[str, str]],
                            spacing=(0.8, 0.8, 2.5), origin=(-100.0, -120.0, 40.0),
-                           conversion_parameters: str = "", encoding: str = "raw") -> Path:
+                           conversion_parameters: str = "", encoding: str = "raw", space_directions: str = "") -> Path:
     """A .seg.nrrd as Slicer writes it: uint8 layers (z, y, x), LPS axis-aligned grid, ``encoding`` raw or gzip;
-    ``conversion_parameters``: the ``Segmentation_ConversionParameters`` header value, if any."""
+    ``conversion_parameters``: the ``Segmentation_ConversionParameters`` header value, if any;
+    ``space_directions``: the 3 spatial columns of the header's ``space directions`` instead of the spacing's."""
     layers = [np.asarray(a, np.uint8) for a in layers_zyx]
     nz, ny, nx = layers[0].shape
     if len(layers) == 1:
@@ -33,7 +34,8 @@ def write_seg_nrrd_by_hand(path: Path, layers_zyx: Sequence[np.ndarray], segment
     sx, sy, sz = spacing
     lines = ["NRRD0004", "type: unsigned char", f"dimension: {3 if len(layers) == 1 else 4}",
              "space: left-posterior-superior", f"sizes: {sizes}",
-             f"space directions: {directions}({sx},0,0) (0,{sy},0) (0,0,{sz})", f"kinds: {kinds}",
+             f"space directions: {directions}{space_directions or f'({sx},0,0) (0,{sy},0) (0,0,{sz})'}",
+             f"kinds: {kinds}",
              f"encoding: {encoding}", f"space origin: ({origin[0]},{origin[1]},{origin[2]})",
              "Segmentation_MasterRepresentation:=Binary labelmap",
              "Segmentation_ContainedRepresentationNames:=Binary labelmap|"]
@@ -275,3 +277,67 @@ def test_evaluate_records_the_segments_it_left_out(tmp_path, capsys):
     warnings = json.loads((tmp_path / "ev" / "summary.json").read_text())["warnings"]
     assert list(warnings) == ["case1"] and "'Portal vein'" in warnings["case1"][0]
     assert warnings["case1"][0].startswith("prediction: ")
+
+
+def _oblique_geometry() -> ImageGeometry:
+    """A non-trivial grid: 0.7 x 0.8 x 2.5 mm, off the origin, rotated about x, then z, then y."""
+    def rot(axis, deg):
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        i, j = [a for a in range(3) if a != axis]
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+        return m
+    direction = rot(0, 15) @ rot(2, 12) @ rot(1, -8)
+    return ImageGeometry(spacing=(0.7, 0.8, 2.5), origin=(-12.3, 45.6, -78.9), direction=tuple(direction.ravel()))
+
+
+def test_all_background_result_written_by_segment_keeps_the_ct_grid(tmp_path):
+    """No liver found: segment wrote a .seg.nrrd of only empty segments, which Slicer's storage node writes as
+    one voxel at the origin (sizes 1 1 1, 1 mm); read back it was a 1x1x1 map, and measure / evaluate /
+    followup refused it against its own CT ('size (1, 1, 1) vs the reference's (13, 11, 9)')."""
+    pytest.importorskip("slicer")
+    from LiverTumorSegLib.inference.segmenter import _write_labels
+    from LiverTumorSegLib.io.itk import _sitk
+
+    geometry, shape = _oblique_geometry(), (9, 11, 13)
+    ct = CTVolume(np.zeros(shape, np.int16), geometry)
+    path = tmp_path / "empty.seg.nrrd"
+    _write_labels(path, np.zeros(shape, np.uint8), geometry, ".seg.nrrd", ct)  # what segment writes with
+    assert _sitk().ReadImage(str(path)).GetSize() == (13, 11, 9)
+    alone = read_seg_nrrd_labels(path)
+    assert alone.shape_zyx == shape and not alone.array.any()
+    assert alone.geometry.almost_equal(geometry, tol=1e-6)
+    assert alone.meta["segments"] == ["Liver", "Liver tumor"]  # names (and Slicer's tags) as for a found liver
+    on_ct = read_label_map(path, reference=ct)
+    assert on_ct.shape_zyx == shape and not on_ct.array.any() and on_ct.geometry.almost_equal(geometry, tol=1e-6)
+
+
+def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path):
+    """Slicer saves a segmentation whose segments are all empty as one zero voxel at the origin (RAS identity),
+    empty SegmentN_Extent, and its source CT's grid in the conversion parameters only: it reads as zeros on that
+    grid; without the grid, on the CT given with it; with neither, an error that says why."""
+    geometry, shape = _oblique_geometry(), (9, 11, 13)
+    ras = geometry.ijk_to_ras()
+    values = ";".join(repr(float(v)) for v in list(ras.ravel()) + [0, 12, 0, 10, 0, 8]) + ";"
+    parameters = (f"Smoothing factor|0.5|Smoothing factor.&Reference image geometry|{values}|Image geometry "
+                  f"description string determining the geometry of the labelmap.&Oversampling factor|1|Oversampling.")
+    empty = [dict(LIVER, Extent="0 -1 0 -1 0 -1"), dict(TUMOR, Extent="0 -1 0 -1 0 -1")]
+    slicer_like = dict(spacing=(1, 1, 1), origin=(0, 0, 0), space_directions="(-1,0,0) (0,-1,0) (0,0,1)")
+    path = write_seg_nrrd_by_hand(tmp_path / "empty.seg.nrrd", [np.zeros((1, 1, 1))], empty,
+                                  conversion_parameters=parameters, **slicer_like)
+    for labels in (read_seg_nrrd_labels(path), read_seg_nrrd_labels(path, embed_in_stored_reference=False)):
+        assert labels.shape_zyx == shape and not labels.array.any()
+        assert labels.geometry.almost_equal(geometry, tol=1e-6)
+    ct = CTVolume(np.zeros(shape, np.int16), geometry)
+    on_ct = read_label_map(path, reference=ct)
+    assert on_ct.shape_zyx == shape and not on_ct.array.any()
+
+    bare = write_seg_nrrd_by_hand(tmp_path / "bare.seg.nrrd", [np.zeros((1, 1, 1))], empty, **slicer_like)
+    with pytest.raises(LabelError, match="holds no voxels .* no reference grid"):
+        read_seg_nrrd_labels(bare)
+    on_ct = read_label_map(bare, reference=ct)
+    assert on_ct.shape_zyx == shape and not on_ct.array.any() and on_ct.geometry.almost_equal(geometry, tol=1e-6)
+    # a one-voxel file whose segments are not empty stays as it is
+    one = write_seg_nrrd_by_hand(tmp_path / "one.seg.nrrd", [np.ones((1, 1, 1))],
+                                 [dict(LIVER, Extent="0 0 0 0 0 0")], **slicer_like)
+    assert read_seg_nrrd_labels(one).shape_zyx == (1, 1, 1)

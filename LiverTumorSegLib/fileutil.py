@@ -5,6 +5,7 @@ output is kept unless ``overwrite=True``.
 """
 import contextlib
 import csv
+import errno
 import io
 import logging
 import os
@@ -406,7 +407,7 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         for tmp in temporaries.values():
             if tmp.is_file():
                 apply_default_permissions(tmp)  # the writer may have replaced the file (safetensors does)
-        move_all_or_none([(temporaries[key], targets[key]) for key in targets])
+        move_all_or_none([(temporaries[key], targets[key]) for key in targets], overwrite=overwrite)
 
 
 def _set_aside(target: Path, backup: Path) -> None:
@@ -428,24 +429,49 @@ def set_aside_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{process_mark()}.old")
 
 
-def _rename_without_replacing(source: Path, target: Path) -> bool:
-    """Rename ``source`` to ``target`` unless ``target`` exists (also one that appears meanwhile: a hard link is
-    made first where the file system has them, which fails on an existing name); True when done."""
+def _move_without_replacing(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists, also one that appears meanwhile (FileExistsError):
+    a hard link is made first where the file system has them, which fails on an existing name, then ``source``
+    unlinked (a failure to is left to the temporary's own clean-up). Other failures raise as they come."""
     try:
         os.link(source, target)
     except FileExistsError:
-        return False
+        raise
     except OSError:  # no hard links here (FAT, some network shares), or a folder
         if os.path.lexists(target):
-            return False
-        try:
-            os.rename(source, target)  # Windows never replaces with rename
-        except OSError:
-            return False
-        return True
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(source, target)  # Windows never replaces with rename
+        return
     with contextlib.suppress(OSError):
         os.unlink(source)
+
+
+def _rename_without_replacing(source: Path, target: Path) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (also one that appears meanwhile:
+    :func:`_move_without_replacing`); True when done, False when not (never raises)."""
+    try:
+        _move_without_replacing(source, target)
+    except OSError:
+        return False
     return True
+
+
+def place_without_replacing(source: PathLike, target: PathLike) -> None:
+    """Move the finished ``source`` onto ``target`` when ``target`` does not exist, without the gap between a
+    check and a rename (a file another process created meanwhile was replaced): OutputExistsError when it exists
+    or appears, ``source`` left as it was. On Windows retried a few times when ``source`` is held open (a virus
+    scanner looking at the new file), as :func:`replace_file` does."""
+    waits = REPLACE_RETRY_SECONDS if sys.platform == "win32" else ()
+    for wait in list(waits) + [None]:
+        try:
+            _move_without_replacing(Path(source), Path(target))
+            return
+        except FileExistsError:
+            raise OutputExistsError(f"Output '{target}' appeared while writing; not overwriting it.") from None
+        except PermissionError:
+            if wait is None:
+                raise
+            time.sleep(wait)
 
 
 def _recover_set_aside(backup: Path, target: Path, pid: int, group_incomplete: bool) -> str:
@@ -525,10 +551,12 @@ def restore_set_aside_outputs_of(paths: Iterable[PathLike],
     return said
 
 
-def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
-    """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself; when a move
-    fails (an error, a file held open, Ctrl-C), the targets already placed are removed and the files they
-    replaced put back, so the targets are all new or all as they were. A file that cannot be put back stays in
+def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True) -> List[Path]:
+    """Move each ``(source, target)`` in turn, a target that exists first set aside beside itself (with
+    ``overwrite=False``: OutputExistsError instead, also for one created at the last moment by another process,
+    :func:`place_without_replacing`); when a move fails (an error, a file held open, an existing target, Ctrl-C),
+    the targets already placed are removed and the files they replaced put back, so the targets are all new or
+    all as they were. A file that cannot be put back stays in
     its hidden ``.<name>.<mark>.old`` (:func:`set_aside_path`) beside the target (never deleted), as does one of a process killed between
     the two renames (SIGKILL, a power cut): the next write of that output puts it back or makes it visible
     (:func:`restore_set_aside_outputs_of`). Returns the targets placed."""
@@ -536,6 +564,10 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]]) -> List[Path]:
     try:
         for source, target in moves:
             target = Path(target)
+            if not overwrite:
+                place_without_replacing(source, target)
+                placed.append(target)
+                continue
             if target.exists():
                 backup = set_aside_path(target)
                 _set_aside(target, backup)
@@ -624,7 +656,10 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         if tmp_path.exists():
-            tmp_path.unlink()
+            # one that cannot be removed (held open on Windows; after place_without_replacing, a second name of
+            # the placed output) is left to a later write's clean-up (remove_stale_temporaries), not an error
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
 
 
 @contextlib.contextmanager
@@ -641,7 +676,10 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
         if tmp_path.is_file():
             apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
-        replace_file(tmp_path, path)
+        if overwrite:
+            replace_file(tmp_path, path)
+        else:  # one created since the check above is not replaced either
+            place_without_replacing(tmp_path, path)
 
 
 @contextlib.contextmanager

@@ -484,3 +484,52 @@ def test_csv_with_excels_separator_line_uses_it_and_counts_it_in_line_numbers(tm
     columns, rows = fileutil.read_csv_rows(listing, "Case list")
     assert columns == ["image", "case_id"]
     assert rows == [(3, {"image": "a,1.nii.gz", "case_id": "p1"}), (5, {"image": "b.nii.gz", "case_id": "p2"})]
+
+
+def test_a_file_another_process_creates_after_the_check_is_not_replaced(tmp_path, monkeypatch):
+    """Without --overwrite, the output was looked for, then the finished temporary renamed onto it (os.replace):
+    a file another process created in between was replaced. Now the rename itself refuses an existing name."""
+    from LiverTumorSegLib.fileutil import atomic_outputs
+
+    real_permissions = fileutil.apply_default_permissions
+    appears = {}  # the output another process writes once ours is finished, after the last check
+
+    def then_another_process_writes(path):
+        real_permissions(path)
+        for target in list(appears):
+            target.write_text(appears.pop(target))
+
+    monkeypatch.setattr(fileutil, "apply_default_permissions", then_another_process_writes)
+    target = tmp_path / "seg.nii.gz"
+    with pytest.raises(OutputExistsError, match="appeared while writing; not overwriting it"):
+        with atomic_output(target) as tmp:
+            tmp.write_text("ours")
+            appears[target] = "another process's"
+    assert target.read_text() == "another process's" and [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]
+
+    labels, report = tmp_path / "a.nii.gz", tmp_path / "a.json"  # several outputs: none of ours is left placed
+    with pytest.raises(OutputExistsError, match="appeared while writing"):
+        with atomic_outputs({"labels": labels, "report": report}) as tmp:
+            tmp["labels"].write_text("our labels")
+            tmp["report"].write_text("our report")
+            appears[report] = "another process's report"
+    assert report.read_text() == "another process's report" and not labels.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "seg.nii.gz"]
+
+
+def test_placing_without_replacing_where_there_are_no_hard_links(tmp_path, monkeypatch):
+    """FAT and some network shares have no hard links: the name is looked at just before a rename (which never
+    replaces on Windows); an existing one is refused and the finished file stays where it was."""
+    def no_hard_links(source, target):
+        raise PermissionError(1, "Operation not permitted", str(source), None, str(target))
+
+    monkeypatch.setattr(fileutil.os, "link", no_hard_links)
+    source, target = tmp_path / "new", tmp_path / "out"
+    source.write_text("new")
+    target.write_text("someone else's")
+    with pytest.raises(OutputExistsError, match="appeared while writing"):
+        fileutil.place_without_replacing(source, target)
+    assert target.read_text() == "someone else's" and source.read_text() == "new"
+    target.unlink()
+    fileutil.place_without_replacing(source, target)
+    assert target.read_text() == "new" and not source.exists()

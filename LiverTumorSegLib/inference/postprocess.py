@@ -18,7 +18,8 @@
    i.e. a vessel segment, not a round lesion) -> liver.
 5. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 6. ``min_lesion_probability`` (needs the network's tumor probability; skipped without it): tumor components
-   smaller than ``uncertain_lesion_max_ml`` whose mean tumor probability is below this become liver. Chosen
+   smaller than ``uncertain_lesion_max_ml`` whose mean tumor probability is below this become liver (the mean over
+   the voxels the network labelled tumor: a core step 2 made tumor, background to the network, does not count). Chosen
    from lesion statistics of held-out patients (``docs/lesion_confidence.md``): 0.65 removed 41 % of the false
    lesions there and no true one; larger components are never removed for low confidence (a large isodense
    tumor is better shown and doubted than hidden).
@@ -335,11 +336,15 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float]) -> None:
     """Append to ``changes["tumor_components"]`` one ``{"rule", "volume_ml"}`` per tumor component a rule
-    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver)."""
+    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver). ``components``:
+    the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
+    filled core, background before and liver or background after, is not reported as tumor changed)."""
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     record = changes.setdefault("tumor_components", [])
     for k in np.flatnonzero(new_value[1:] != 2) + 1:
+        if not sizes[k]:
+            continue
         rule = "outside_liver" if new_value[k] == 0 else str(rule_of[k])
         record.append({"rule": rule, "volume_ml": float(sizes[k] * voxel_ml)})
 
@@ -391,24 +396,55 @@ def near_liver_components(region: np.ndarray, components: np.ndarray, count: int
     return near
 
 
-def component_mean_probability(components: np.ndarray, count: int, probability_u8: np.ndarray,
-                               voxels: np.ndarray) -> np.ndarray:
-    """Mean probability (0..1) per component ``0..count`` of a uint8 ``round(255 p)`` map on the same grid;
-    ``voxels``: the components' voxel counts (index 0 = background, whose value is meaningless)."""
-    sums = np.bincount(components.ravel(), weights=probability_u8.ravel().astype(np.float64), minlength=count + 1)
-    return sums[:count + 1] / (255.0 * np.maximum(np.asarray(voxels, dtype=np.float64), 1.0))
+def component_mean_probability(components: np.ndarray, count: int, probability: np.ndarray,
+                               voxels: Optional[np.ndarray] = None,
+                               network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
+    """Mean tumor probability (0..1) per component ``0..count`` (index 0, the background, is 0) of a map on the
+    same grid: integer maps are ``round(255 p)`` (``segment``'s uint8), float maps p in 0..1 (clipped).
+
+    The mean of a lesion is taken over its voxels the network labelled tumor (``network_tumor``, bool, same grid;
+    None: all its voxels): a core the hole fill made tumor was background in the network's output, at a low
+    tumor probability, and diluted the mean of a ring lesion the network was sure of (ring 0.75, core 0.05: a
+    0.75 lesion read as 0.55 and became liver as uncertain). A component without such a voxel takes the mean over
+    all its voxels. ``voxels``: the components' voxel counts when the caller has them. The post-processing's
+    uncertain-lesion rule and the lesion report's ``mean_tumor_probability`` both come from here. Reads the
+    component voxels only (no float copy of the box)."""
+    inside = components > 0
+    ids = components[inside]
+    values = probability[inside]
+    if np.issubdtype(values.dtype, np.integer):
+        weights, scale = values.astype(np.float64), 255.0
+    else:
+        weights, scale = np.clip(values.astype(np.float64), 0.0, 1.0), 1.0
+    sums = np.bincount(ids, weights=weights, minlength=count + 1)[:count + 1]
+    if voxels is None:
+        counts = np.bincount(ids, minlength=count + 1)[:count + 1].astype(np.float64)
+    else:
+        counts = np.asarray(voxels, dtype=np.float64)[:count + 1].copy()
+    if network_tumor is not None:
+        labelled = network_tumor[inside]
+        net_sums = np.bincount(ids[labelled], weights=weights[labelled], minlength=count + 1)[:count + 1]
+        net_counts = np.bincount(ids[labelled], minlength=count + 1)[:count + 1]
+        use = net_counts > 0
+        sums = np.where(use, net_sums, sums)
+        counts = np.where(use, net_counts, counts)
+    mean = sums / (scale * np.maximum(counts, 1.0))
+    mean[0] = 0.0
+    return mean
 
 
 def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions,
                  tumor_probability: Optional[np.ndarray] = None, hu: Optional[np.ndarray] = None,
-                 changes: Optional[Dict[str, Any]] = None) -> np.ndarray:
+                 changes: Optional[Dict[str, Any]] = None, network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
     """Steps 3-6 with one labelling of the tumor's bounding box, in place: components away from the liver
     -> 0; tube-like, smaller than ``min_lesion_ml``, or small and uncertain -> liver. ``tumor_probability``:
     uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
     same grid): a tube-like component becomes liver only when it is at most ``tube_darker_hu`` (15 HU) darker
     than the liver around it (a vessel, with or without contrast), so a clearly hypodense elongated tumor stays
     a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did
-    (:func:`postprocess_labels`)."""
+    (:func:`postprocess_labels`). ``network_tumor`` (bool, grid of ``labels``): the voxels the network labelled
+    tumor, when the hole fill has made more of them tumor (None: the tumor of ``labels``); a lesion's mean
+    probability and the volume recorded in ``changes`` count these voxels only."""
     from scipy import ndimage
 
     tumor = labels == 2
@@ -427,6 +463,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
+    network = None if network_tumor is None else network_tumor[box]
     new_value = np.full(count + 1, 2, dtype=np.uint8)
     rule_of = np.full(count + 1, "", dtype=object)  # the first rule that turned a component into liver
     if options.tubular_lesions_to_liver or small or uncertain:
@@ -444,7 +481,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[tiny] = 1
             rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
-            mean_p = component_mean_probability(components, count, tumor_probability[box], voxels)
+            mean_p = component_mean_probability(components, count, tumor_probability[box], voxels, network)
             doubtful = (mean_p < float(options.min_lesion_probability)) & \
                 (voxels * voxel_ml < float(options.uncertain_lesion_max_ml))
             doubtful[0] = False
@@ -454,7 +491,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         new_value[~near_liver_components(region, components, count, spacing_zyx, margin_mm)] = 0
     new_value[0] = 0
     if changes is not None and count:
-        _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx)
+        _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
+                              rule_of, spacing_zyx)
     changed = new_value != 2
     changed[0] = False
     if changed.any():
@@ -466,9 +504,12 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
 # ------------------------------------------------------------------------------------------ pipeline
 
 def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
-                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None) -> Tuple[slice, ...]:
+                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None
+                 ) -> Tuple[Tuple[slice, ...], Optional[np.ndarray]]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
-    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty).
+    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty), and
+    the tumor of that box before the hole fill (bool) when the fill made a core tumor (else None): the voxels the
+    network labelled tumor, over which :func:`clean_tumors` takes a lesion's mean probability.
     ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped. ``air_hu``: the
     CT (same grid) when the air step ran: a hole below :data:`ORGAN_AIR_HU` stays background, and so does a
     dropped component inside a hole (the fill had put both back, while the report said they were removed)."""
@@ -476,7 +517,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
 
     organ_any = labels >= 1
     if not organ_any.any():
-        return tuple(slice(0, n) for n in labels.shape)
+        return tuple(slice(0, n) for n in labels.shape), None
     box = bounding_box(organ_any, 1)
     del organ_any  # a whole-volume mask: not held beside the box's labelling
     region = labels[box]
@@ -502,20 +543,26 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = organ[kept]
             dropped = (components[kept] > 0) & ~organ
             region = labels[box]
+    tumor_before = None
     if options.fill_liver_holes and organ.any():
+        tumor_before = region == 2
+        filled_tumor = 0
         stay_empty = dropped
         if air_hu is not None:
             air = np.asarray(air_hu[box]) < ORGAN_AIR_HU
             stay_empty = air if stay_empty is None else (stay_empty | air)
-        fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)
+        filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
         # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
         for z in sorted({0, region.shape[0] - 1}):
             if box[0].start + z in (0, labels.shape[0] - 1):
                 edge = region[z:z + 1]
-                fill_cavities(edge, _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
-                                              None if stay_empty is None else stay_empty[z:z + 1]), IN_PLANE_4)
-    return box
+                holes = _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
+                                  None if stay_empty is None else stay_empty[z:z + 1])
+                filled_tumor += fill_cavities(edge, holes, IN_PLANE_4)[1]
+        if not filled_tumor:
+            tumor_before = None
+    return box, tumor_before
 
 
 def _fillable(cavities: np.ndarray, stay_empty: Optional[np.ndarray]) -> np.ndarray:
@@ -523,14 +570,14 @@ def _fillable(cavities: np.ndarray, stay_empty: Optional[np.ndarray]) -> np.ndar
     return cavities if stay_empty is None else cavities & ~stay_empty
 
 
-def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> None:
+def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> Tuple[int, int]:
     """Each connected cavity (``structure``) of ``region`` ``(z, y, x)`` takes the label most of the voxels
     around it carry, in place: a hole in the liver becomes liver, an unlabelled core inside a tumor (necrosis)
-    becomes tumor (ties: liver)."""
+    becomes tumor (ties: liver). Returns ``(voxels filled, of them tumor)``."""
     from scipy import ndimage
 
     if not cavities.any():
-        return
+        return 0, 0
     box = bounding_box(cavities, 1)
     cavities, labels = cavities[box], region[box]
     ids, count = ndimage.label(cavities, structure=structure)
@@ -538,7 +585,9 @@ def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarra
     tumor = np.bincount(around[labels == 2], minlength=count + 1)
     total = np.bincount(around.ravel(), minlength=count + 1)
     value = np.where(2 * tumor[:count + 1] > total[:count + 1], 2, 1).astype(np.uint8)
-    labels[cavities] = value[ids[cavities]]
+    filled = value[ids[cavities]]
+    labels[cavities] = filled
+    return int(filled.size), int(np.count_nonzero(filled == 2))
 
 
 def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
@@ -557,7 +606,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     (the tumor part of it), ``liver_components_removed`` (list of
     ``{"volume_ml", "tumor_ml"}``: organ parts apart from the largest), ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
-    (became liver)). Volumes in mL.
+    (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
+    fill added). Volumes in mL.
     """
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
@@ -609,12 +659,12 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
-    box = _clean_organ(labels, options, dropped,
-                       air_hu=hu if options.air_to_background else None)
+    box, network_tumor = _clean_organ(labels, options, dropped,
+                                      air_hu=hu if options.air_to_background else None)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
-                 None if hu is None else hu[box], record)
+                 None if hu is None else hu[box], record, network_tumor)
     if changes is not None:
         changes.update(record)
     if reorientation is not None:

@@ -388,7 +388,7 @@ class Segmenter:
         stage_start = time.perf_counter()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
-                               tumor_probability_zyx=probability)
+                               tumor_probability_zyx=probability, network_labels_zyx=output.labels)
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently

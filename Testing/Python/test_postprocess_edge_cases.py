@@ -424,3 +424,70 @@ def test_small_removed_volumes_are_not_rounded_to_zero_in_warnings():
     assert "(0.3 mL, 0.3 mL of it tumor)" in lines[1]
     lines = postprocessing_warnings({"liver_in_air_ml": 604.4})
     assert "removed 604 mL" in lines[0]
+
+
+def _ring_lesion(ring_p_u8):
+    """A liver slab with a necrotic ring lesion: tumor ring (radius 6-9 mm) around an unlabelled core (<= 6 mm),
+    as the network labels a cystic lesion; ring probability ``ring_p_u8``, core 13 (0.05). 2 x 0.8 x 0.8 mm
+    voxels (0.00128 mL): ring 1738 voxels = 2.22464 mL, core 679 voxels = 0.86912 mL."""
+    spacing = (2.0, 0.8, 0.8)
+    labels = np.zeros((40, 120, 120), np.uint8)
+    labels[5:35, 10:110, 10:110] = 1
+    zz, yy, xx = np.ogrid[:40, :120, :120]
+    r = np.sqrt(((zz - 20) * 2.0) ** 2 + ((yy - 60) * 0.8) ** 2 + ((xx - 60) * 0.8) ** 2)
+    labels[r <= 9] = 2
+    labels[r <= 6] = 0
+    probability = np.zeros(labels.shape, np.uint8)
+    probability[labels == 2] = ring_p_u8
+    probability[r <= 6] = 13
+    assert (labels == 2).sum() == 1738 and (r <= 6).sum() == 679
+    return labels, probability, spacing, r <= 6
+
+
+def test_a_ring_lesion_the_network_was_sure_of_stays_tumor_after_its_core_is_filled():
+    # ring p = 191/255 = 0.749 >= 0.65: the filled core (p 0.05, background to the network) diluted the mean to
+    # 0.55 and the whole 3.09 mL lesion became liver as "uncertain"; the mean is now the ring's
+    labels, probability, spacing, core = _ring_lesion(191)
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability,
+                             changes=changes)
+    assert (out == 2).sum() == 1738 + 679 and (out[core] == 2).all()   # ring kept, core filled as tumor
+    assert changes["tumor_components"] == []
+
+
+def test_an_uncertain_ring_lesion_is_recorded_with_the_tumor_the_network_labelled():
+    # ring p = 128/255 = 0.50 < 0.65: the lesion becomes liver; the record said 3.09 mL (ring and filled core),
+    # of which only the 2.22 mL ring was tumor in the network's output
+    labels, probability, spacing, core = _ring_lesion(128)
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability,
+                             changes=changes)
+    assert not (out == 2).any() and (out[core] == 1).all()
+    assert changes["tumor_components"] == [{"rule": "uncertain", "volume_ml": pytest.approx(1738 * 0.00128)}]
+
+
+def test_lesion_mean_probability_counts_the_network_tumor_voxels_else_the_whole_lesion():
+    components = np.zeros((1, 1, 6), np.int32)
+    components[0, 0, :4] = 1                       # lesion 1: two network-tumor voxels (p 200, 100), two filled (0)
+    components[0, 0, 4:] = 2                       # lesion 2: no network-tumor voxel (p 51, 153): its whole mean
+    probability = np.array([[[200, 100, 0, 0, 51, 153]]], np.uint8)
+    network = np.array([[[True, True, False, False, False, False]]])
+    mean = component_mean_probability(components, 2, probability, None, network)
+    assert mean[1] == pytest.approx(150 / 255) and mean[2] == pytest.approx(102 / 255)
+    assert component_mean_probability(components, 2, probability)[1] == pytest.approx(75 / 255)
+    as_float = component_mean_probability(components, 2, probability.astype(np.float32) / 255, None, network)
+    assert as_float[1:] == pytest.approx(mean[1:])
+
+
+def test_lesion_report_takes_the_same_mean_probability_as_the_uncertain_lesion_rule():
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    network, probability, spacing, core = _ring_lesion(191)
+    out = postprocess_labels(network, spacing, PostprocessingOptions(), tumor_probability_zyx=probability)
+    geometry = ImageGeometry(spacing=spacing[::-1])
+    report = lesion_report(out, geometry, tumor_probability_zyx=probability, network_labels_zyx=network)
+    assert report["lesions"][0]["voxel_count"] == 1738 + 679
+    assert report["lesions"][0]["mean_tumor_probability"] == pytest.approx(191 / 255)
+    whole = lesion_report(out, geometry, tumor_probability_zyx=probability)["lesions"][0]  # measure: final labels
+    assert whole["mean_tumor_probability"] == pytest.approx((1738 * 191 + 679 * 13) / (2417 * 255))

@@ -8,8 +8,10 @@
    the nearest lung column. Organ voxels more than ``lung_margin_mm`` above that height are removed: the
    heart and lung-base tissue called liver goes, while the dome under the lung (the lung lies *above* it in
    the same columns) stays.
-1. ``largest_liver_component``: keep only the largest 3D connected component of the organ (label >= 1,
-   i.e. liver with its tumors, 26-connectivity); far-away blobs of either label are removed.
+1. ``largest_liver_component``: keep only one 3D connected component of the organ (label >= 1, i.e. liver
+   with its tumors, 26-connectivity), the one with the most liver (label 1) voxels (ties: the most voxels), so a
+   tumor-only blob larger than the liver beside it never wins (and is then removed with the liver it displaced);
+   far-away blobs of either label are removed.
 2. ``fill_liver_holes``: background cavities fully enclosed by the organ (3D fill; per slice on the scan's
    first and last slices) take the label around them: liver, or tumor for a core inside a tumor.
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
@@ -526,9 +528,13 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     if options.largest_liver_component:
         components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
         if count > 1:
-            sizes = np.bincount(components.ravel())
+            sizes = np.bincount(components.ravel(), minlength=count + 1)
             sizes[0] = 0
-            largest = int(np.argmax(sizes))
+            # the most liver (label 1), ties: the most voxels: a tumor-only blob larger than the liver (901 mL
+            # of tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver
+            liver_sizes = np.bincount(components[region == 1], minlength=count + 1)
+            liver_sizes[0] = -1
+            largest = int(np.argmax(np.where(liver_sizes == liver_sizes.max(), sizes, -1)))
             if removed is not None:
                 tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
                 removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
@@ -604,7 +610,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
     ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``
     (the tumor part of it), ``liver_components_removed`` (list of
-    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the largest), ``tumor_components`` (list of
+    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the kept one, the one with the most liver),
+    ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
     (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
     fill added). Volumes in mL.
@@ -748,7 +755,8 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     if notable:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
-        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
+        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the one "
+                     f"with the most liver "
                      f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); {liver_parts_advice()}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),

@@ -491,3 +491,33 @@ def test_lesion_report_takes_the_same_mean_probability_as_the_uncertain_lesion_r
     assert report["lesions"][0]["mean_tumor_probability"] == pytest.approx(191 / 255)
     whole = lesion_report(out, geometry, tumor_probability_zyx=probability)["lesions"][0]  # measure: final labels
     assert whole["mean_tumor_probability"] == pytest.approx((1738 * 191 + 679 * 13) / (2417 * 255))
+
+
+def test_the_kept_organ_part_is_the_one_with_liver_not_a_larger_tumor_only_blob():
+    # 512 mL of liver and a 901 mL tumor blob 2 voxels (1.6 mm) apart: the blob, the larger part, was kept and then
+    # removed as tumor away from the liver: 0 mL of liver and tumor left. The liver part is kept now, and the blob
+    # is reported (and warned about) as a separate part dropped, all of it tumor.
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    spacing = (2.5, 0.8, 0.8)                      # 1.6 uL voxels
+    labels = np.zeros((60, 200, 200), np.uint8)
+    labels[10:50, 20:100, 20:120] = 1             # 320000 voxels = 512 mL
+    labels[10:50, 102:190, 20:180] = 2            # 563200 voxels = 901.12 mL
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), changes=changes)
+    assert np.array_equal(out, np.where(labels == 1, 1, 0))
+    assert changes["liver_components_removed"] == [{"volume_ml": pytest.approx(901.12),
+                                                    "tumor_ml": pytest.approx(901.12)}]
+    assert changes["tumor_components"] == []
+    warnings = postprocessing_warnings(changes)
+    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the one with the most liver (901 mL, " \
+        "901.1 mL of it tumor)" in warnings[0]
+
+
+def test_equal_liver_parts_keep_the_one_with_more_voxels_in_all():
+    labels = np.zeros((5, 30, 30), np.uint8)
+    labels[1:4, 2:8, 2:8] = 1                     # 108 liver voxels
+    labels[1:4, 15:21, 15:21] = 1                 # 108 liver voxels and a 4-voxel tumor on its side: kept
+    labels[2, 17:19, 21:23] = 2
+    out = postprocess_labels(labels, (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0))
+    assert not out[:, 2:8, 2:8].any() and (out[2, 17:19, 21:23] == 2).all() and (out == 1).sum() == 108

@@ -521,3 +521,17 @@ def test_equal_liver_parts_keep_the_one_with_more_voxels_in_all():
     labels[2, 17:19, 21:23] = 2
     out = postprocess_labels(labels, (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0))
     assert not out[:, 2:8, 2:8].any() and (out[2, 17:19, 21:23] == 2).all() and (out == 1).sum() == 108
+
+
+def test_a_hole_open_onto_the_scans_first_slice_is_filled_in_depth():
+    # a 5 x 5 hole 3 slices deep, open at the scan's first slice: only slice 0 was filled (per slice), and slices
+    # 1-2, enclosed by it then, stayed background; the tumor core beside it (slices 0-1) is filled as tumor
+    labels = np.zeros((10, 40, 40), np.uint8)
+    labels[0:6, 5:35, 5:35] = 1
+    labels[0:3, 15:20, 15:20] = 0
+    labels[0:3, 24:31, 24:31] = 2
+    labels[0:2, 26:29, 26:29] = 0                  # a core of a tumor at the edge, 2 slices deep
+    out = postprocess_labels(labels, (5.0, 1.0, 1.0), PostprocessingOptions(below_lungs=False, min_lesion_ml=0.0))
+    assert (out[0:3, 15:20, 15:20] == 1).all()
+    assert (out[0:2, 26:29, 26:29] == 2).all()
+    assert (out >= 1).sum() == 6 * 30 * 30

@@ -29,8 +29,8 @@
 
 All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
 labelling and one tumor labelling (steps 3-6 share it), plus one labelling of the enclosed air on a grid
-of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes. The fixed
-thresholds named above are the fields of :class:`AnatomyRules`.
+of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes (per-lesion means read the
+lesion voxels only). The fixed thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -304,8 +304,7 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
     from scipy import ndimage
 
     judged = np.zeros(count + 1, dtype=bool)
-    sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
-    mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
+    mean = component_sums(components, count, hu) / np.maximum(np.asarray(voxels, dtype=np.float64)[:count + 1], 1.0)
     reach_mm = float(RULES.tube_liver_reach_mm)
     half = reach_voxels(reach_mm, spacing_zyx)
     fallback = []  # type: list  # the wider reference, computed once when a component has no liver around it
@@ -334,6 +333,18 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
             reference = wider_reference()
         judged[k] = True if reference is None else bool(mean[k] >= reference - RULES.tube_darker_hu)
     return judged
+
+
+def component_sums(components: np.ndarray, count: int, values: np.ndarray,
+                   inside: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per component ``0..count`` (index 0, the background, is 0): the float64 sum of ``values`` (same grid) over
+    its voxels (``inside``: the mask ``components > 0`` when the caller has it). Reads the component voxels only:
+    a float64 copy of the whole box (``values.ravel().astype(float64)``, 8 bytes a voxel for a few lesions) is
+    not made."""
+    if inside is None:
+        inside = components > 0
+    sums = np.bincount(components[inside], weights=values[inside].astype(np.float64), minlength=count + 1)
+    return sums[:count + 1]
 
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,

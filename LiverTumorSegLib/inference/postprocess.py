@@ -753,9 +753,11 @@ def liver_parts_advice() -> str:
             f"{KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
 
 
-def postprocessing_warnings(changes: Dict[str, Any]) -> list:
+def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[float] = None) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
-    the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
+    the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for.
+    ``liver_left_ml``: the organ (label >= 1) left after post-processing; when the lung-base step removed more
+    than that (most of the organ), its line adds that a head-foot flip in the file's header does this."""
     lines = []
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     if in_air >= WARN_LIVER_REMOVED_ML or float(changes.get("tumor_in_air_ml", 0.0)) >= WARN_TUMOR_CHANGED_ML:
@@ -767,8 +769,12 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
         what = f"{_ml(above)} mL labelled liver" if not tumor_above else \
             f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
-        lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the "
-                     f"liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
+        flip = ""
+        if liver_left_ml is not None and above > float(liver_left_ml):  # most of the organ: the lungs "below" it
+            flip = (f", most of the organ ({_ml(float(liver_left_ml))} mL left): a head-foot flip in the file's "
+                    f"header (its orientation puts the feet up) would cause this, so check the header's orientation")
+        lines.append(f"post-processing removed {what} above the lung bases (heart or chest){flip}; if it belongs to "
+                     f"the liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:

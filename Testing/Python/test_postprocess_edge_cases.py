@@ -565,3 +565,14 @@ def test_per_component_means_read_the_component_voxels_only_and_are_unchanged():
     assert np.array_equal(sums[1:], old_hu[1:]) and sums[0] == 0.0
     assert np.array_equal(mean_p[1:], old_p[1:])
     assert peak < 1.5 * components.size, f"{peak / components.size:.2f} bytes a voxel"   # 8+ before
+
+
+def test_the_lung_base_warning_names_a_head_foot_flip_when_most_of_the_organ_went():
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    changes = {"liver_above_lungs_ml": 242.8, "tumor_above_lungs_ml": 0.0}
+    (most,) = postprocessing_warnings(changes, liver_left_ml=0.0)    # a flipped header: all the liver "above"
+    assert "243 mL labelled liver above the lung bases (heart or chest), most of the organ (0.0 mL left): a " \
+        "head-foot flip in the file's header" in most and "check the header's orientation" in most
+    (some,) = postprocessing_warnings(changes, liver_left_ml=1500.0)  # the heart: a part of it
+    assert "flip" not in some and some == postprocessing_warnings(changes)[0]

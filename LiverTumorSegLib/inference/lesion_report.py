@@ -30,7 +30,10 @@ Definitions
   field of view): its volume and axes are lower bounds.
 * ``mean_hu``: mean CT value in the lesion (None without a CT); ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
-  255 x probability as ``segment --probabilities`` writes).
+  255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
+  when its labels are given (``segment``: a core the hole fill made tumor does not dilute it), else, and for a
+  lesion without such a voxel, over the whole lesion; the post-processing's uncertain-lesion rule reads the same
+  number (``postprocess.component_mean_probability``).
 * ``liver_volume_ml``: label >= 1 (liver including tumors, LiTS convention);
   ``tumor_burden_percent`` = tumor volume / liver volume x 100.
 
@@ -143,14 +146,6 @@ def _lesion_components_in_box(labels_zyx: np.ndarray, geometry: Optional[ImageGe
     return relabel[components], int(count), box
 
 
-def _probability_as_fraction(values: np.ndarray) -> np.ndarray:
-    """Probabilities as float64 in [0, 1]: integer maps are 255 x probability (``segment --probabilities``)."""
-    values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.integer):
-        return values.astype(np.float64) / 255.0
-    return np.clip(values.astype(np.float64), 0.0, 1.0)  # the map's range was checked (_check_probability_range)
-
-
 def _check_probability_range(probability: Optional[np.ndarray]) -> None:
     """Refuse a float map outside 0..1 (+-1e-6, as ``io.probability.probability_scores`` reads maps) or with
     NaN/Inf, and an integer map outside 0..255, once for the whole map: a float copy of the 0..255 map reported a
@@ -176,12 +171,14 @@ def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what:
 
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,
                   extra: Optional[Dict[str, Any]] = None,
-                  tumor_probability_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                  tumor_probability_zyx: Optional[np.ndarray] = None,
+                  network_labels_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``; ``extra`` is merged in.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
-    ``mean_tumor_probability`` to every lesion."""
+    ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
+    before post-processing, same grid; optional) labels tumor (module doc)."""
     from scipy import ndimage
 
     labels_zyx = np.asarray(labels_zyx)
@@ -192,11 +189,18 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     _check_same_shape(hu_zyx, labels_zyx, "CT")
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     _check_probability_range(tumor_probability_zyx)
+    _check_same_shape(network_labels_zyx, labels_zyx, "Network label map")
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
     components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)
     lesions = []  # type: List[Dict[str, Any]]
     inner_boxes = [] if components is None else ndimage.find_objects(components)
+    mean_probability = None
+    if tumor_probability_zyx is not None and components is not None:
+        from .postprocess import component_mean_probability
+        network = None if network_labels_zyx is None else np.asarray(network_labels_zyx)[tumor_box] == 2
+        mean_probability = component_mean_probability(components, len(inner_boxes),
+                                                      np.asarray(tumor_probability_zyx)[tumor_box], None, network)
     for index, inner in enumerate(inner_boxes, start=1):
         if inner is None:
             continue
@@ -224,8 +228,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "axial_position_s_mm": float(np.mean([p[2] for p in axes["long_axis"]["end_points_ras_mm"]])),
             "touches_scan_edge": any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape)),
         }
-        if tumor_probability_zyx is not None:
-            lesion["mean_tumor_probability"] = float(_probability_as_fraction(tumor_probability_zyx[box][mask]).mean())
+        if mean_probability is not None:
+            lesion["mean_tumor_probability"] = float(mean_probability[index])
         lesions.append(lesion)
     thickness = slice_thickness_mm(geometry)
     minimum = measurable_minimum_mm(thickness)

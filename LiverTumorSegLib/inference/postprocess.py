@@ -8,25 +8,29 @@
    the nearest lung column. Organ voxels more than ``lung_margin_mm`` above that height are removed: the
    heart and lung-base tissue called liver goes, while the dome under the lung (the lung lies *above* it in
    the same columns) stays.
-1. ``largest_liver_component``: keep only the largest 3D connected component of the organ (label >= 1,
-   i.e. liver with its tumors, 26-connectivity); far-away blobs of either label are removed.
-2. ``fill_liver_holes``: background cavities fully enclosed by the organ (3D fill; per slice on the scan's
-   first and last slices) take the label around them: liver, or tumor for a core inside a tumor.
+1. ``largest_liver_component``: keep only one 3D connected component of the organ (label >= 1, i.e. liver
+   with its tumors, 26-connectivity), the one with the most liver (label 1) voxels (ties: the most voxels), so a
+   tumor-only blob larger than the liver beside it never wins (and is then removed with the liver it displaced);
+   far-away blobs of either label are removed.
+2. ``fill_liver_holes``: background cavities fully enclosed by the organ (per slice on the scan's first and last
+   slices, then a 3D fill that also takes the cavities those slices' fill closed) take the label around them:
+   liver, or tumor for a core inside a tumor.
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
 4. ``tubular_lesions_to_liver``: tumor components that are tube-like (PCA of the component's voxel
    positions in mm: ``sqrt(l1 / l2) >= tube_elongation`` and cross-section ``4 sqrt(l2) <= tube_max_width_mm``,
    i.e. a vessel segment, not a round lesion) -> liver.
 5. ``min_lesion_ml``: tumor components (26-connectivity) smaller than this become liver.
 6. ``min_lesion_probability`` (needs the network's tumor probability; skipped without it): tumor components
-   smaller than ``uncertain_lesion_max_ml`` whose mean tumor probability is below this become liver. Chosen
+   smaller than ``uncertain_lesion_max_ml`` whose mean tumor probability is below this become liver (the mean over
+   the voxels the network labelled tumor: a core step 2 made tumor, background to the network, does not count). Chosen
    from lesion statistics of held-out patients (``docs/lesion_confidence.md``): 0.65 removed 41 % of the false
    lesions there and no true one; larger components are never removed for low confidence (a large isodense
    tumor is better shown and doubted than hidden).
 
 All work happens in the canonical orientation (z = superior) on the organ's bounding box: one organ
 labelling and one tumor labelling (steps 3-6 share it), plus one labelling of the enclosed air on a grid
-of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes. The fixed
-thresholds named above are the fields of :class:`AnatomyRules`.
+of about ``lung_grid_mm`` in-plane. Boolean/uint8/int32 arrays only, no float volumes (per-lesion means read the
+lesion voxels only). The fixed thresholds named above are the fields of :class:`AnatomyRules`.
 """
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -300,8 +304,7 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
     from scipy import ndimage
 
     judged = np.zeros(count + 1, dtype=bool)
-    sums = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=count + 1)
-    mean = sums[:count + 1] / np.maximum(np.asarray(voxels, dtype=np.float64), 1.0)
+    mean = component_sums(components, count, hu) / np.maximum(np.asarray(voxels, dtype=np.float64)[:count + 1], 1.0)
     reach_mm = float(RULES.tube_liver_reach_mm)
     half = reach_voxels(reach_mm, spacing_zyx)
     fallback = []  # type: list  # the wider reference, computed once when a component has no liver around it
@@ -332,14 +335,30 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
     return judged
 
 
+def component_sums(components: np.ndarray, count: int, values: np.ndarray,
+                   inside: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per component ``0..count`` (index 0, the background, is 0): the float64 sum of ``values`` (same grid) over
+    its voxels (``inside``: the mask ``components > 0`` when the caller has it). Reads the component voxels only:
+    a float64 copy of the whole box (``values.ravel().astype(float64)``, 8 bytes a voxel for a few lesions) is
+    not made."""
+    if inside is None:
+        inside = components > 0
+    sums = np.bincount(components[inside], weights=values[inside].astype(np.float64), minlength=count + 1)
+    return sums[:count + 1]
+
+
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float]) -> None:
     """Append to ``changes["tumor_components"]`` one ``{"rule", "volume_ml"}`` per tumor component a rule
-    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver)."""
+    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver). ``components``:
+    the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
+    filled core, background before and liver or background after, is not reported as tumor changed)."""
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     record = changes.setdefault("tumor_components", [])
     for k in np.flatnonzero(new_value[1:] != 2) + 1:
+        if not sizes[k]:
+            continue
         rule = "outside_liver" if new_value[k] == 0 else str(rule_of[k])
         record.append({"rule": rule, "volume_ml": float(sizes[k] * voxel_ml)})
 
@@ -391,24 +410,55 @@ def near_liver_components(region: np.ndarray, components: np.ndarray, count: int
     return near
 
 
-def component_mean_probability(components: np.ndarray, count: int, probability_u8: np.ndarray,
-                               voxels: np.ndarray) -> np.ndarray:
-    """Mean probability (0..1) per component ``0..count`` of a uint8 ``round(255 p)`` map on the same grid;
-    ``voxels``: the components' voxel counts (index 0 = background, whose value is meaningless)."""
-    sums = np.bincount(components.ravel(), weights=probability_u8.ravel().astype(np.float64), minlength=count + 1)
-    return sums[:count + 1] / (255.0 * np.maximum(np.asarray(voxels, dtype=np.float64), 1.0))
+def component_mean_probability(components: np.ndarray, count: int, probability: np.ndarray,
+                               voxels: Optional[np.ndarray] = None,
+                               network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
+    """Mean tumor probability (0..1) per component ``0..count`` (index 0, the background, is 0) of a map on the
+    same grid: integer maps are ``round(255 p)`` (``segment``'s uint8), float maps p in 0..1 (clipped).
+
+    The mean of a lesion is taken over its voxels the network labelled tumor (``network_tumor``, bool, same grid;
+    None: all its voxels): a core the hole fill made tumor was background in the network's output, at a low
+    tumor probability, and diluted the mean of a ring lesion the network was sure of (ring 0.75, core 0.05: a
+    0.75 lesion read as 0.55 and became liver as uncertain). A component without such a voxel takes the mean over
+    all its voxels. ``voxels``: the components' voxel counts when the caller has them. The post-processing's
+    uncertain-lesion rule and the lesion report's ``mean_tumor_probability`` both come from here. Reads the
+    component voxels only (no float copy of the box)."""
+    inside = components > 0
+    ids = components[inside]
+    values = probability[inside]
+    if np.issubdtype(values.dtype, np.integer):
+        weights, scale = values.astype(np.float64), 255.0
+    else:
+        weights, scale = np.clip(values.astype(np.float64), 0.0, 1.0), 1.0
+    sums = np.bincount(ids, weights=weights, minlength=count + 1)[:count + 1]
+    if voxels is None:
+        counts = np.bincount(ids, minlength=count + 1)[:count + 1].astype(np.float64)
+    else:
+        counts = np.asarray(voxels, dtype=np.float64)[:count + 1].copy()
+    if network_tumor is not None:
+        labelled = network_tumor[inside]
+        net_sums = np.bincount(ids[labelled], weights=weights[labelled], minlength=count + 1)[:count + 1]
+        net_counts = np.bincount(ids[labelled], minlength=count + 1)[:count + 1]
+        use = net_counts > 0
+        sums = np.where(use, net_sums, sums)
+        counts = np.where(use, net_counts, counts)
+    mean = sums / (scale * np.maximum(counts, 1.0))
+    mean[0] = 0.0
+    return mean
 
 
 def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions,
                  tumor_probability: Optional[np.ndarray] = None, hu: Optional[np.ndarray] = None,
-                 changes: Optional[Dict[str, Any]] = None) -> np.ndarray:
+                 changes: Optional[Dict[str, Any]] = None, network_tumor: Optional[np.ndarray] = None) -> np.ndarray:
     """Steps 3-6 with one labelling of the tumor's bounding box, in place: components away from the liver
     -> 0; tube-like, smaller than ``min_lesion_ml``, or small and uncertain -> liver. ``tumor_probability``:
     uint8 ``round(255 p)`` on the grid of ``labels`` (step 6 is skipped without it). ``hu`` (the CT on the
     same grid): a tube-like component becomes liver only when it is at most ``tube_darker_hu`` (15 HU) darker
     than the liver around it (a vessel, with or without contrast), so a clearly hypodense elongated tumor stays
     a tumor; without ``hu`` shape alone decides. ``changes``: a dict that receives what each rule did
-    (:func:`postprocess_labels`)."""
+    (:func:`postprocess_labels`). ``network_tumor`` (bool, grid of ``labels``): the voxels the network labelled
+    tumor, when the hole fill has made more of them tumor (None: the tumor of ``labels``); a lesion's mean
+    probability and the volume recorded in ``changes`` count these voxels only."""
     from scipy import ndimage
 
     tumor = labels == 2
@@ -427,6 +477,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
     box = bounding_box(tumor, margin)
     region = labels[box]
     components, count = ndimage.label(region == 2, structure=CONNECTIVITY_26)
+    network = None if network_tumor is None else network_tumor[box]
     new_value = np.full(count + 1, 2, dtype=np.uint8)
     rule_of = np.full(count + 1, "", dtype=object)  # the first rule that turned a component into liver
     if options.tubular_lesions_to_liver or small or uncertain:
@@ -444,7 +495,7 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[tiny] = 1
             rule_of[tiny & (rule_of == "")] = "small"
         if uncertain:
-            mean_p = component_mean_probability(components, count, tumor_probability[box], voxels)
+            mean_p = component_mean_probability(components, count, tumor_probability[box], voxels, network)
             doubtful = (mean_p < float(options.min_lesion_probability)) & \
                 (voxels * voxel_ml < float(options.uncertain_lesion_max_ml))
             doubtful[0] = False
@@ -454,7 +505,8 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
         new_value[~near_liver_components(region, components, count, spacing_zyx, margin_mm)] = 0
     new_value[0] = 0
     if changes is not None and count:
-        _record_tumor_changes(changes, components, count, new_value, rule_of, spacing_zyx)
+        _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
+                              rule_of, spacing_zyx)
     changed = new_value != 2
     changed[0] = False
     if changed.any():
@@ -466,9 +518,12 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
 # ------------------------------------------------------------------------------------------ pipeline
 
 def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
-                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None) -> Tuple[slice, ...]:
+                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None
+                 ) -> Tuple[Tuple[slice, ...], Optional[np.ndarray]]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
-    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty).
+    bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty), and
+    the tumor of that box before the hole fill (bool) when the fill made a core tumor (else None): the voxels the
+    network labelled tumor, over which :func:`clean_tumors` takes a lesion's mean probability.
     ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped. ``air_hu``: the
     CT (same grid) when the air step ran: a hole below :data:`ORGAN_AIR_HU` stays background, and so does a
     dropped component inside a hole (the fill had put both back, while the report said they were removed)."""
@@ -476,7 +531,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
 
     organ_any = labels >= 1
     if not organ_any.any():
-        return tuple(slice(0, n) for n in labels.shape)
+        return tuple(slice(0, n) for n in labels.shape), None
     box = bounding_box(organ_any, 1)
     del organ_any  # a whole-volume mask: not held beside the box's labelling
     region = labels[box]
@@ -485,9 +540,13 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     if options.largest_liver_component:
         components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
         if count > 1:
-            sizes = np.bincount(components.ravel())
+            sizes = np.bincount(components.ravel(), minlength=count + 1)
             sizes[0] = 0
-            largest = int(np.argmax(sizes))
+            # the most liver (label 1), ties: the most voxels: a tumor-only blob larger than the liver (901 mL
+            # of tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver
+            liver_sizes = np.bincount(components[region == 1], minlength=count + 1)
+            liver_sizes[0] = -1
+            largest = int(np.argmax(np.where(liver_sizes == liver_sizes.max(), sizes, -1)))
             if removed is not None:
                 tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
                 removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
@@ -502,20 +561,33 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = organ[kept]
             dropped = (components[kept] > 0) & ~organ
             region = labels[box]
+    tumor_before = None
     if options.fill_liver_holes and organ.any():
+        tumor_before = region == 2
+        filled_tumor = 0
         stay_empty = dropped
         if air_hu is not None:
             air = np.asarray(air_hu[box]) < ORGAN_AIR_HU
             stay_empty = air if stay_empty is None else (stay_empty | air)
-        fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
-        # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
+        # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is),
+        # first: a hole open onto the edge slice and deeper than it is then closed, and the 3D fill sees the rest
+        # (filled after it, the deeper slices of a hole 3 slices deep stayed empty, enclosed)
+        edge_filled = 0
         for z in sorted({0, region.shape[0] - 1}):
             if box[0].start + z in (0, labels.shape[0] - 1):
                 edge = region[z:z + 1]
-                fill_cavities(edge, _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
-                                              None if stay_empty is None else stay_empty[z:z + 1]), IN_PLANE_4)
-    return box
+                holes = _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
+                                  None if stay_empty is None else stay_empty[z:z + 1])
+                filled, tumor_filled = fill_cavities(edge, holes, IN_PLANE_4)
+                edge_filled += filled
+                filled_tumor += tumor_filled
+        if edge_filled:
+            organ = region >= 1
+        filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
+        if not filled_tumor:
+            tumor_before = None
+    return box, tumor_before
 
 
 def _fillable(cavities: np.ndarray, stay_empty: Optional[np.ndarray]) -> np.ndarray:
@@ -523,14 +595,14 @@ def _fillable(cavities: np.ndarray, stay_empty: Optional[np.ndarray]) -> np.ndar
     return cavities if stay_empty is None else cavities & ~stay_empty
 
 
-def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> None:
+def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarray) -> Tuple[int, int]:
     """Each connected cavity (``structure``) of ``region`` ``(z, y, x)`` takes the label most of the voxels
     around it carry, in place: a hole in the liver becomes liver, an unlabelled core inside a tumor (necrosis)
-    becomes tumor (ties: liver)."""
+    becomes tumor (ties: liver). Returns ``(voxels filled, of them tumor)``."""
     from scipy import ndimage
 
     if not cavities.any():
-        return
+        return 0, 0
     box = bounding_box(cavities, 1)
     cavities, labels = cavities[box], region[box]
     ids, count = ndimage.label(cavities, structure=structure)
@@ -538,7 +610,9 @@ def fill_cavities(region: np.ndarray, cavities: np.ndarray, structure: np.ndarra
     tumor = np.bincount(around[labels == 2], minlength=count + 1)
     total = np.bincount(around.ravel(), minlength=count + 1)
     value = np.where(2 * tumor[:count + 1] > total[:count + 1], 2, 1).astype(np.uint8)
-    labels[cavities] = value[ids[cavities]]
+    filled = value[ids[cavities]]
+    labels[cavities] = filled
+    return int(filled.size), int(np.count_nonzero(filled == 2))
 
 
 def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
@@ -555,9 +629,11 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
     ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``
     (the tumor part of it), ``liver_components_removed`` (list of
-    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the largest), ``tumor_components`` (list of
+    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the kept one, the one with the most liver),
+    ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
-    (became liver)). Volumes in mL.
+    (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
+    fill added). Volumes in mL.
     """
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
@@ -609,12 +685,12 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         if reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
-    box = _clean_organ(labels, options, dropped,
-                       air_hu=hu if options.air_to_background else None)
+    box, network_tumor = _clean_organ(labels, options, dropped,
+                                      air_hu=hu if options.air_to_background else None)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
-                 None if hu is None else hu[box], record)
+                 None if hu is None else hu[box], record, network_tumor)
     if changes is not None:
         changes.update(record)
     if reorientation is not None:
@@ -677,9 +753,11 @@ def liver_parts_advice() -> str:
             f"{KEEP_HINT.format(_switch('--keep-all-liver-components', 'largest_liver_component'))}.")
 
 
-def postprocessing_warnings(changes: Dict[str, Any]) -> list:
+def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[float] = None) -> list:
     """One line per step of :func:`postprocess_labels` that took out a notable amount (its ``changes``), with
-    the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for."""
+    the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for.
+    ``liver_left_ml``: the organ (label >= 1) left after post-processing; when the lung-base step removed more
+    than that (most of the organ), its line adds that a head-foot flip in the file's header does this."""
     lines = []
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     if in_air >= WARN_LIVER_REMOVED_ML or float(changes.get("tumor_in_air_ml", 0.0)) >= WARN_TUMOR_CHANGED_ML:
@@ -691,14 +769,19 @@ def postprocessing_warnings(changes: Dict[str, Any]) -> list:
     if above >= WARN_LIVER_REMOVED_ML or tumor_above >= WARN_TUMOR_CHANGED_ML:
         what = f"{_ml(above)} mL labelled liver" if not tumor_above else \
             f"{above:.1f} mL labelled liver or tumor ({tumor_above:.1f} mL of it tumor)"
-        lines.append(f"post-processing removed {what} above the lung bases (heart or chest); if it belongs to the "
-                     f"liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
+        flip = ""
+        if liver_left_ml is not None and above > float(liver_left_ml):  # most of the organ: the lungs "below" it
+            flip = (f", most of the organ ({_ml(float(liver_left_ml))} mL left): a head-foot flip in the file's "
+                    f"header (its orientation puts the feet up) would cause this, so check the header's orientation")
+        lines.append(f"post-processing removed {what} above the lung bases (heart or chest){flip}; if it belongs to "
+                     f"the liver, {KEEP_HINT.format(_switch('--keep-liver-above-lungs', 'below_lungs'))}.")
     parts = changes.get("liver_components_removed", [])
     notable = [p for p in parts if p["volume_ml"] >= WARN_LIVER_REMOVED_ML or p["tumor_ml"] > 0]
     if notable:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
-        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the largest "
+        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the one "
+                     f"with the most liver "
                      f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); {liver_parts_advice()}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),

@@ -388,12 +388,13 @@ class Segmenter:
         stage_start = time.perf_counter()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
-                               tumor_probability_zyx=probability)
+                               tumor_probability_zyx=probability, network_labels_zyx=output.labels)
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
-        warnings = postprocessing_warnings(changes) + liver_volume_warnings(report["liver_volume_ml"])
+        warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
+            liver_volume_warnings(report["liver_volume_ml"])
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "

@@ -424,3 +424,155 @@ def test_small_removed_volumes_are_not_rounded_to_zero_in_warnings():
     assert "(0.3 mL, 0.3 mL of it tumor)" in lines[1]
     lines = postprocessing_warnings({"liver_in_air_ml": 604.4})
     assert "removed 604 mL" in lines[0]
+
+
+def _ring_lesion(ring_p_u8):
+    """A liver slab with a necrotic ring lesion: tumor ring (radius 6-9 mm) around an unlabelled core (<= 6 mm),
+    as the network labels a cystic lesion; ring probability ``ring_p_u8``, core 13 (0.05). 2 x 0.8 x 0.8 mm
+    voxels (0.00128 mL): ring 1738 voxels = 2.22464 mL, core 679 voxels = 0.86912 mL."""
+    spacing = (2.0, 0.8, 0.8)
+    labels = np.zeros((40, 120, 120), np.uint8)
+    labels[5:35, 10:110, 10:110] = 1
+    zz, yy, xx = np.ogrid[:40, :120, :120]
+    r = np.sqrt(((zz - 20) * 2.0) ** 2 + ((yy - 60) * 0.8) ** 2 + ((xx - 60) * 0.8) ** 2)
+    labels[r <= 9] = 2
+    labels[r <= 6] = 0
+    probability = np.zeros(labels.shape, np.uint8)
+    probability[labels == 2] = ring_p_u8
+    probability[r <= 6] = 13
+    assert (labels == 2).sum() == 1738 and (r <= 6).sum() == 679
+    return labels, probability, spacing, r <= 6
+
+
+def test_a_ring_lesion_the_network_was_sure_of_stays_tumor_after_its_core_is_filled():
+    # ring p = 191/255 = 0.749 >= 0.65: the filled core (p 0.05, background to the network) diluted the mean to
+    # 0.55 and the whole 3.09 mL lesion became liver as "uncertain"; the mean is now the ring's
+    labels, probability, spacing, core = _ring_lesion(191)
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability,
+                             changes=changes)
+    assert (out == 2).sum() == 1738 + 679 and (out[core] == 2).all()   # ring kept, core filled as tumor
+    assert changes["tumor_components"] == []
+
+
+def test_an_uncertain_ring_lesion_is_recorded_with_the_tumor_the_network_labelled():
+    # ring p = 128/255 = 0.50 < 0.65: the lesion becomes liver; the record said 3.09 mL (ring and filled core),
+    # of which only the 2.22 mL ring was tumor in the network's output
+    labels, probability, spacing, core = _ring_lesion(128)
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability,
+                             changes=changes)
+    assert not (out == 2).any() and (out[core] == 1).all()
+    assert changes["tumor_components"] == [{"rule": "uncertain", "volume_ml": pytest.approx(1738 * 0.00128)}]
+
+
+def test_lesion_mean_probability_counts_the_network_tumor_voxels_else_the_whole_lesion():
+    components = np.zeros((1, 1, 6), np.int32)
+    components[0, 0, :4] = 1                       # lesion 1: two network-tumor voxels (p 200, 100), two filled (0)
+    components[0, 0, 4:] = 2                       # lesion 2: no network-tumor voxel (p 51, 153): its whole mean
+    probability = np.array([[[200, 100, 0, 0, 51, 153]]], np.uint8)
+    network = np.array([[[True, True, False, False, False, False]]])
+    mean = component_mean_probability(components, 2, probability, None, network)
+    assert mean[1] == pytest.approx(150 / 255) and mean[2] == pytest.approx(102 / 255)
+    assert component_mean_probability(components, 2, probability)[1] == pytest.approx(75 / 255)
+    as_float = component_mean_probability(components, 2, probability.astype(np.float32) / 255, None, network)
+    assert as_float[1:] == pytest.approx(mean[1:])
+
+
+def test_lesion_report_takes_the_same_mean_probability_as_the_uncertain_lesion_rule():
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    network, probability, spacing, core = _ring_lesion(191)
+    out = postprocess_labels(network, spacing, PostprocessingOptions(), tumor_probability_zyx=probability)
+    geometry = ImageGeometry(spacing=spacing[::-1])
+    report = lesion_report(out, geometry, tumor_probability_zyx=probability, network_labels_zyx=network)
+    assert report["lesions"][0]["voxel_count"] == 1738 + 679
+    assert report["lesions"][0]["mean_tumor_probability"] == pytest.approx(191 / 255)
+    whole = lesion_report(out, geometry, tumor_probability_zyx=probability)["lesions"][0]  # measure: final labels
+    assert whole["mean_tumor_probability"] == pytest.approx((1738 * 191 + 679 * 13) / (2417 * 255))
+
+
+def test_the_kept_organ_part_is_the_one_with_liver_not_a_larger_tumor_only_blob():
+    # 512 mL of liver and a 901 mL tumor blob 2 voxels (1.6 mm) apart: the blob, the larger part, was kept and then
+    # removed as tumor away from the liver: 0 mL of liver and tumor left. The liver part is kept now, and the blob
+    # is reported (and warned about) as a separate part dropped, all of it tumor.
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    spacing = (2.5, 0.8, 0.8)                      # 1.6 uL voxels
+    labels = np.zeros((60, 200, 200), np.uint8)
+    labels[10:50, 20:100, 20:120] = 1             # 320000 voxels = 512 mL
+    labels[10:50, 102:190, 20:180] = 2            # 563200 voxels = 901.12 mL
+    changes = {}
+    out = postprocess_labels(labels, spacing, PostprocessingOptions(), changes=changes)
+    assert np.array_equal(out, np.where(labels == 1, 1, 0))
+    assert changes["liver_components_removed"] == [{"volume_ml": pytest.approx(901.12),
+                                                    "tumor_ml": pytest.approx(901.12)}]
+    assert changes["tumor_components"] == []
+    warnings = postprocessing_warnings(changes)
+    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the one with the most liver (901 mL, " \
+        "901.1 mL of it tumor)" in warnings[0]
+
+
+def test_equal_liver_parts_keep_the_one_with_more_voxels_in_all():
+    labels = np.zeros((5, 30, 30), np.uint8)
+    labels[1:4, 2:8, 2:8] = 1                     # 108 liver voxels
+    labels[1:4, 15:21, 15:21] = 1                 # 108 liver voxels and a 4-voxel tumor on its side: kept
+    labels[2, 17:19, 21:23] = 2
+    out = postprocess_labels(labels, (1.0, 1.0, 1.0), PostprocessingOptions(min_lesion_ml=0.0))
+    assert not out[:, 2:8, 2:8].any() and (out[2, 17:19, 21:23] == 2).all() and (out == 1).sum() == 108
+
+
+def test_a_hole_open_onto_the_scans_first_slice_is_filled_in_depth():
+    # a 5 x 5 hole 3 slices deep, open at the scan's first slice: only slice 0 was filled (per slice), and slices
+    # 1-2, enclosed by it then, stayed background; the tumor core beside it (slices 0-1) is filled as tumor
+    labels = np.zeros((10, 40, 40), np.uint8)
+    labels[0:6, 5:35, 5:35] = 1
+    labels[0:3, 15:20, 15:20] = 0
+    labels[0:3, 24:31, 24:31] = 2
+    labels[0:2, 26:29, 26:29] = 0                  # a core of a tumor at the edge, 2 slices deep
+    out = postprocess_labels(labels, (5.0, 1.0, 1.0), PostprocessingOptions(below_lungs=False, min_lesion_ml=0.0))
+    assert (out[0:3, 15:20, 15:20] == 1).all()
+    assert (out[0:2, 26:29, 26:29] == 2).all()
+    assert (out >= 1).sum() == 6 * 30 * 30
+
+
+def test_per_component_means_read_the_component_voxels_only_and_are_unchanged():
+    # the mean HU (tube rule) and mean probability (uncertain rule) were bincounts over a float64 copy of the whole
+    # tumor box (8 bytes a voxel); now over the component voxels: the same numbers, a peak near the masks'
+    import tracemalloc
+
+    from LiverTumorSegLib.inference.postprocess import component_sums
+
+    rng = np.random.default_rng(3)
+    components = np.zeros((40, 200, 200), np.int32)
+    components[5:9, 10:20, 10:20] = 1
+    components[20:22, 100:130, 50:53] = 2
+    components[30, 150, 150] = 3
+    hu = rng.normal(60, 30, components.shape).astype(np.float32)
+    probability = rng.integers(0, 256, components.shape).astype(np.uint8)
+    old_hu = np.bincount(components.ravel(), weights=hu.ravel().astype(np.float64), minlength=4)
+    voxels = np.bincount(components.ravel(), minlength=4)
+    old_p = np.bincount(components.ravel(), weights=probability.ravel().astype(np.float64), minlength=4) / \
+        (255.0 * np.maximum(voxels, 1))
+    tracemalloc.start()
+    try:
+        sums = component_sums(components, 3, hu)
+        mean_p = component_mean_probability(components, 3, probability, voxels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(sums[1:], old_hu[1:]) and sums[0] == 0.0
+    assert np.array_equal(mean_p[1:], old_p[1:])
+    assert peak < 1.5 * components.size, f"{peak / components.size:.2f} bytes a voxel"   # 8+ before
+
+
+def test_the_lung_base_warning_names_a_head_foot_flip_when_most_of_the_organ_went():
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    changes = {"liver_above_lungs_ml": 242.8, "tumor_above_lungs_ml": 0.0}
+    (most,) = postprocessing_warnings(changes, liver_left_ml=0.0)    # a flipped header: all the liver "above"
+    assert "243 mL labelled liver above the lung bases (heart or chest), most of the organ (0.0 mL left): a " \
+        "head-foot flip in the file's header" in most and "check the header's orientation" in most
+    (some,) = postprocessing_warnings(changes, liver_left_ml=1500.0)  # the heart: a part of it
+    assert "flip" not in some and some == postprocessing_warnings(changes)[0]

@@ -12,9 +12,8 @@
    with its tumors, 26-connectivity), the one with the most liver (label 1) voxels (ties: the most voxels), so a
    tumor-only blob larger than the liver beside it never wins (and is then removed with the liver it displaced);
    far-away blobs of either label are removed.
-2. ``fill_liver_holes``: background cavities fully enclosed by the organ (per slice on the scan's first and last
-   slices, then a 3D fill that also takes the cavities those slices' fill closed) take the label around them:
-   liver, or tumor for a core inside a tumor.
+2. ``fill_liver_holes``: background cavities fully enclosed by the organ (3D fill; per slice on the scan's
+   first and last slices) take the label around them: liver, or tumor for a core inside a tumor.
 3. ``tumor_inside_liver``: tumor components with no voxel within ``liver_dilation_mm`` of the liver -> background.
 4. ``tubular_lesions_to_liver``: tumor components that are tube-like (PCA of the component's voxel
    positions in mm: ``sqrt(l1 / l2) >= tube_elongation`` and cross-section ``4 sqrt(l2) <= tube_max_width_mm``,
@@ -569,22 +568,15 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
         if air_hu is not None:
             air = np.asarray(air_hu[box]) < ORGAN_AIR_HU
             stay_empty = air if stay_empty is None else (stay_empty | air)
+        filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
         # the scan's first and last slices: a hole there touches the array's z face, which is the scan's end,
-        # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is),
-        # first: a hole open onto the edge slice and deeper than it is then closed, and the 3D fill sees the rest
-        # (filled after it, the deeper slices of a hole 3 slices deep stayed empty, enclosed)
-        edge_filled = 0
+        # not the body's outside; their holes are filled per slice (on a one-slice scan, the only fill there is)
         for z in sorted({0, region.shape[0] - 1}):
             if box[0].start + z in (0, labels.shape[0] - 1):
                 edge = region[z:z + 1]
                 holes = _fillable(enclosed_background(edge >= 1, IN_PLANE_4),
                                   None if stay_empty is None else stay_empty[z:z + 1])
-                filled, tumor_filled = fill_cavities(edge, holes, IN_PLANE_4)
-                edge_filled += filled
-                filled_tumor += tumor_filled
-        if edge_filled:
-            organ = region >= 1
-        filled_tumor += fill_cavities(region, _fillable(enclosed_background(organ, CROSS_6), stay_empty), CROSS_6)[1]
+                filled_tumor += fill_cavities(edge, holes, IN_PLANE_4)[1]
         if not filled_tumor:
             tumor_before = None
     return box, tumor_before

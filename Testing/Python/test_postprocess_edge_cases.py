@@ -523,18 +523,19 @@ def test_equal_liver_parts_keep_the_one_with_more_voxels_in_all():
     assert not out[:, 2:8, 2:8].any() and (out[2, 17:19, 21:23] == 2).all() and (out == 1).sum() == 108
 
 
-def test_a_hole_open_onto_the_scans_first_slice_is_filled_in_depth():
-    # a 5 x 5 hole 3 slices deep, open at the scan's first slice: only slice 0 was filled (per slice), and slices
-    # 1-2, enclosed by it then, stayed background; the tumor core beside it (slices 0-1) is filled as tumor
+def test_a_hole_open_onto_the_scans_first_slice_is_filled_in_that_slice_only():
+    # a 5 x 5 hole 3 slices deep, open at the scan's first slice: slice 0 is filled (per slice), slices 1-2 stay
+    # background. Filling them too (the edge slice first, then the 3D fill) was tried and not kept: on the 20-slice
+    # TotalSegmentator CT it turned vessels running through the scan's end into liver (+11 mL, liver Dice 0.982 ->
+    # 0.976). The core of a tumor at the edge is filled as tumor in that slice
     labels = np.zeros((10, 40, 40), np.uint8)
     labels[0:6, 5:35, 5:35] = 1
     labels[0:3, 15:20, 15:20] = 0
     labels[0:3, 24:31, 24:31] = 2
     labels[0:2, 26:29, 26:29] = 0                  # a core of a tumor at the edge, 2 slices deep
     out = postprocess_labels(labels, (5.0, 1.0, 1.0), PostprocessingOptions(below_lungs=False, min_lesion_ml=0.0))
-    assert (out[0:3, 15:20, 15:20] == 1).all()
-    assert (out[0:2, 26:29, 26:29] == 2).all()
-    assert (out >= 1).sum() == 6 * 30 * 30
+    assert (out[0, 15:20, 15:20] == 1).all() and (out[1:3, 15:20, 15:20] == 0).all()
+    assert (out[0, 26:29, 26:29] == 2).all() and (out[1, 26:29, 26:29] == 0).all()
 
 
 def test_per_component_means_read_the_component_voxels_only_and_are_unchanged():

@@ -75,32 +75,39 @@ def _same_file_key(path: PathLike) -> str:
     return os.path.normcase(str(Path(path).resolve()))
 
 
+def _shared_across_patients(cases: Sequence[Case], path_of) -> Optional[Tuple[Case, Case]]:
+    """The first two cases of different patients whose ``path_of(case)`` is one file (:func:`_same_file_key`), or
+    None."""
+    seen: Dict[str, Case] = {}
+    for case in cases:
+        first = seen.setdefault(_same_file_key(path_of(case)), case)
+        if first is not case and first.patient_id != case.patient_id:
+            return first, case
+    return None
+
+
 def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
     """Refuse one CT listed as cases of two patients: it could be trained on and validated on at once, and the
     validation would measure a training case. One patient's rows may share an image (one scan with two readers'
     labels): they stay on one side of every split, as :func:`refuse_identical_images` allows for copies."""
-    seen: Dict[str, Case] = {}
-    for case in cases:
-        key = _same_file_key(case.image_path)
-        first = seen.setdefault(key, case)
-        if first is not case and first.patient_id != case.patient_id:
-            raise InputError(f"Image '{case.image_path}' is listed as case '{first.case_id}' (patient "
-                             f"'{first.patient_id}') and as case '{case.case_id}' (patient '{case.patient_id}') in "
-                             f"'{root}'; list each CT under one patient (it could otherwise be trained on and "
-                             f"validated on at the same time). If both rows are that one patient's (e.g. the same "
-                             f"scan with two label files), give them the same patient id (CSV column 'patient').")
+    pair = _shared_across_patients(cases, lambda case: case.image_path)
+    if pair:
+        first, case = pair
+        raise InputError(f"Image '{case.image_path}' is listed as case '{first.case_id}' (patient "
+                         f"'{first.patient_id}') and as case '{case.case_id}' (patient '{case.patient_id}') in "
+                         f"'{root}'; list each CT under one patient (it could otherwise be trained on and "
+                         f"validated on at the same time). If both rows are that one patient's (e.g. the same "
+                         f"scan with two label files), give them the same patient id (CSV column 'patient').")
     # one label file for two CTs: a copy-paste slip that trains one CT on another's labels, unless both rows are
     # one patient (phases of one examination on one grid share their labels; they stay in one split)
-    labels: Dict[str, Case] = {}
-    for case in cases:
-        key = _same_file_key(case.label_path)
-        first = labels.setdefault(key, case)
-        if first is not case and first.patient_id != case.patient_id:
-            raise InputError(f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case "
-                             f"'{case.case_id}' in '{root}' (patients '{first.patient_id}' and "
-                             f"'{case.patient_id}'); each CT needs its own label file, so one of the two rows names "
-                             f"the wrong file. If both CTs are phases of one patient on one grid, give them the same "
-                             f"patient id (CSV column 'patient').")
+    pair = _shared_across_patients(cases, lambda case: case.label_path)
+    if pair:
+        first, case = pair
+        raise InputError(f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case "
+                         f"'{case.case_id}' in '{root}' (patients '{first.patient_id}' and "
+                         f"'{case.patient_id}'); each CT needs its own label file, so one of the two rows names "
+                         f"the wrong file. If both CTs are phases of one patient on one grid, give them the same "
+                         f"patient id (CSV column 'patient').")
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

@@ -432,7 +432,11 @@ def set_aside_path(target: Path) -> Path:
 def _move_without_replacing(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target`` unless ``target`` exists, also one that appears meanwhile (FileExistsError):
     a hard link is made first where the file system has them, which fails on an existing name, then ``source``
-    unlinked (a failure to is left to the temporary's own clean-up). Other failures raise as they come."""
+    unlinked (a failure to is left to the temporary's own clean-up). On Windows a rename, which never replaces
+    there and leaves no second name when the temporary is held open. Other failures raise as they come."""
+    if sys.platform == "win32":
+        os.rename(source, target)  # FileExistsError on an existing name
+        return
     try:
         os.link(source, target)
     except FileExistsError:
@@ -458,7 +462,8 @@ def _rename_without_replacing(source: Path, target: Path) -> bool:
 
 def place_without_replacing(source: PathLike, target: PathLike) -> None:
     """Move the finished ``source`` onto ``target`` when ``target`` does not exist, without the gap between a
-    check and a rename (a file another process created meanwhile was replaced): OutputExistsError when it exists
+    check and a rename (a file another process created meanwhile was replaced; on a POSIX file system without hard
+    links the check-then-rename gap remains): OutputExistsError when it exists
     or appears, ``source`` left as it was. On Windows retried a few times when ``source`` is held open (a virus
     scanner looking at the new file), as :func:`replace_file` does."""
     waits = REPLACE_RETRY_SECONDS if sys.platform == "win32" else ()

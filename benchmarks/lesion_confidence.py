@@ -32,8 +32,10 @@ DEFAULT_PERTURBATIONS = "baseline,spacing-30,spacing+30,liver_hu+40,liver_hu-40,
 
 def lesions_of(labels: np.ndarray, probability_u8: np.ndarray, truth_tumor: np.ndarray,
                voxel_ml: float) -> List[Dict[str, Any]]:
-    """One dict per tumor component of ``labels`` (26-connectivity): ml, mean_p (as the post-processing step
-    computes it), max_p, true."""
+    """One dict per tumor component of ``labels`` (26-connectivity): ml, mean_p (over the whole component, as the
+    post-processing step computed it when docs/lesion_confidence.md calibrated the 0.65 threshold; the step now
+    reads only the voxels the network labelled tumor, so a lesion with a filled core reads higher there), max_p,
+    true."""
     from scipy import ndimage
 
     from LiverTumorSegLib.inference.postprocess import CONNECTIVITY_26, component_mean_probability

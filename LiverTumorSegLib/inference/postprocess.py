@@ -9,8 +9,8 @@
    heart and lung-base tissue called liver goes, while the dome under the lung (the lung lies *above* it in
    the same columns) stays.
 1. ``largest_liver_component``: keep only one 3D connected component of the organ (label >= 1, i.e. liver
-   with its tumors, 26-connectivity), the one with the most liver (label 1) voxels (ties: the most voxels), so a
-   tumor-only blob larger than the liver beside it never wins (and is then removed with the liver it displaced);
+   with its tumors, 26-connectivity), the largest one that holds any liver (label 1) voxel, so a tumor-only
+   blob larger than the liver beside it never wins (it had been kept, then removed with the liver it displaced);
    far-away blobs of either label are removed.
 2. ``fill_liver_holes``: background cavities fully enclosed by the organ (3D fill; per slice on the scan's
    first and last slices) take the label around them: liver, or tumor for a core inside a tumor.
@@ -334,14 +334,11 @@ def _vessel_like_density(components: np.ndarray, count: int, region: np.ndarray,
     return judged
 
 
-def component_sums(components: np.ndarray, count: int, values: np.ndarray,
-                   inside: Optional[np.ndarray] = None) -> np.ndarray:
+def component_sums(components: np.ndarray, count: int, values: np.ndarray) -> np.ndarray:
     """Per component ``0..count`` (index 0, the background, is 0): the float64 sum of ``values`` (same grid) over
-    its voxels (``inside``: the mask ``components > 0`` when the caller has it). Reads the component voxels only:
-    a float64 copy of the whole box (``values.ravel().astype(float64)``, 8 bytes a voxel for a few lesions) is
-    not made."""
-    if inside is None:
-        inside = components > 0
+    its voxels. Reads the component voxels only: a float64 copy of the whole box
+    (``values.ravel().astype(float64)``, 8 bytes a voxel for a few lesions) is not made."""
+    inside = components > 0
     sums = np.bincount(components[inside], weights=values[inside].astype(np.float64), minlength=count + 1)
     return sums[:count + 1]
 
@@ -541,11 +538,13 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
         if count > 1:
             sizes = np.bincount(components.ravel(), minlength=count + 1)
             sizes[0] = 0
-            # the most liver (label 1), ties: the most voxels: a tumor-only blob larger than the liver (901 mL
-            # of tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver
+            # the largest part that holds any liver (label 1): a tumor-only blob larger than the liver (901 mL of
+            # tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver; the
+            # part with the most liver label would instead drop a real liver that is mostly tumor beside a smaller
+            # liver-only blob. Without liver anywhere, the largest part
             liver_sizes = np.bincount(components[region == 1], minlength=count + 1)
-            liver_sizes[0] = -1
-            largest = int(np.argmax(np.where(liver_sizes == liver_sizes.max(), sizes, -1)))
+            with_liver = np.where(liver_sizes > 0, sizes, 0)
+            largest = int(np.argmax(with_liver if with_liver.max() > 0 else sizes))
             if removed is not None:
                 tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
                 removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
@@ -621,7 +620,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``changes``: a dict that receives what the steps took out, so nothing is removed silently:
     ``liver_above_lungs_ml`` (organ removed above the lung bases, tumor included), ``tumor_above_lungs_ml``
     (the tumor part of it), ``liver_components_removed`` (list of
-    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the kept one, the one with the most liver),
+    ``{"volume_ml", "tumor_ml"}``: organ parts apart from the kept one, the largest with liver),
     ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
     (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
@@ -772,8 +771,8 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     if notable:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
-        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the one "
-                     f"with the most liver "
+        lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
+                     f"largest one holding liver "
                      f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); {liver_parts_advice()}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),

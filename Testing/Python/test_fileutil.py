@@ -533,3 +533,29 @@ def test_placing_without_replacing_where_there_are_no_hard_links(tmp_path, monke
     target.unlink()
     fileutil.place_without_replacing(source, target)
     assert target.read_text() == "new" and not source.exists()
+
+
+def test_placing_without_replacing_on_windows_is_one_rename_and_no_hard_link(tmp_path, monkeypatch):
+    """On Windows a hard link left a second name for the output when a virus scanner held the temporary open (its
+    unlink failed); there a rename, which never replaces an existing name, does the job alone."""
+    def windows_rename(source, target):
+        if os.path.lexists(target):
+            raise FileExistsError(17, "Cannot create a file when that file already exists", str(target))
+        os.replace(source, target)
+
+    def no_link(source, target):
+        raise AssertionError("os.link must not be used on Windows")
+
+    monkeypatch.setattr(fileutil.sys, "platform", "win32")
+    monkeypatch.setattr(fileutil.os, "rename", windows_rename)
+    monkeypatch.setattr(fileutil.os, "link", no_link)
+    monkeypatch.setattr(fileutil, "REPLACE_RETRY_SECONDS", ())
+    source, target = tmp_path / "new", tmp_path / "out"
+    source.write_text("new")
+    target.write_text("someone else's")
+    with pytest.raises(OutputExistsError, match="appeared while writing"):
+        fileutil.place_without_replacing(source, target)
+    assert target.read_text() == "someone else's" and source.read_text() == "new"
+    target.unlink()
+    fileutil.place_without_replacing(source, target)
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -510,8 +510,20 @@ def test_the_kept_organ_part_is_the_one_with_liver_not_a_larger_tumor_only_blob(
                                                     "tumor_ml": pytest.approx(901.12)}]
     assert changes["tumor_components"] == []
     warnings = postprocessing_warnings(changes)
-    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the one with the most liver (901 mL, " \
+    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the largest one holding liver (901 mL, " \
         "901.1 mL of it tumor)" in warnings[0]
+
+
+def test_a_liver_that_is_mostly_tumor_is_kept_over_a_smaller_liver_only_blob():
+    # the real liver: 4,000 liver + 8,000 tumor voxels; beside it, 7 voxels away, a 6,000-voxel liver-only blob (a
+    # spleen taken for liver). Keeping the part with the most liver label dropped the real liver and all its tumor
+    labels = np.zeros((20, 60, 80), np.uint8)
+    labels[0:20, 10:30, 10:40] = 2                # 12,000 voxels
+    labels[0:20, 10:30, 10:20] = 1                # 4,000 of them liver
+    labels[0:20, 10:40, 47:57] = 1                # 6,000 voxels of liver-only blob
+    out = postprocess_labels(labels, (2.0, 1.0, 1.0), PostprocessingOptions(below_lungs=False, min_lesion_ml=0.0))
+    assert (out[:, :, 10:40] == labels[:, :, 10:40]).all()
+    assert not out[:, :, 47:57].any()
 
 
 def test_equal_liver_parts_keep_the_one_with_more_voxels_in_all():

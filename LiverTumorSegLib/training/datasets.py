@@ -393,9 +393,10 @@ def refuse_identical_images(cases: Sequence[Case], fingerprint: Dict[str, Dict[s
     :func:`~.slice_cache.data_fingerprint`, whose SHA-256 hashes are reused here: nothing is read again). A CT
     copied under another name or patient id passed the check by path (:func:`_refuse_repeated_images`) and could
     be trained on in one split and validated on in the other. One patient's rows may share an image (one scan
-    with two readers' labels): they stay on one side of every split."""
+    with two readers' labels): they stay on one side of every split. The cases are taken in case-id order, so the
+    message names the pair the same way whatever split (training seed) listed them."""
     first: Dict[str, Case] = {}
-    for case in cases:
+    for case in sorted(cases, key=lambda c: _natural_key(c.case_id)):
         digest = (fingerprint.get(case.case_id) or {}).get("image_sha256")
         if not isinstance(digest, str):
             continue

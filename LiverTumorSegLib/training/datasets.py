@@ -86,28 +86,32 @@ def _shared_across_patients(cases: Sequence[Case], path_of) -> Optional[Tuple[Ca
     return None
 
 
+def _image_listed_twice(root: Path, first: Case, case: Case) -> str:
+    return (f"Image '{case.image_path}' is listed as case '{first.case_id}' (patient '{first.patient_id}') and as "
+            f"case '{case.case_id}' (patient '{case.patient_id}') in '{root}'; list each CT under one patient (it "
+            f"could otherwise be trained on and validated on at the same time). If both rows are that one "
+            f"patient's (e.g. the same scan with two label files), give them the same patient id (CSV column "
+            f"'patient').")
+
+
+def _label_listed_twice(root: Path, first: Case, case: Case) -> str:
+    return (f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case '{case.case_id}' in "
+            f"'{root}' (patients '{first.patient_id}' and '{case.patient_id}'); each CT needs its own label file, "
+            f"so one of the two rows names the wrong file. If both CTs are phases of one patient on one grid, give "
+            f"them the same patient id (CSV column 'patient').")
+
+
 def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
     """Refuse one CT listed as cases of two patients: it could be trained on and validated on at once, and the
     validation would measure a training case. One patient's rows may share an image (one scan with two readers'
-    labels): they stay on one side of every split, as :func:`refuse_identical_images` allows for copies."""
-    pair = _shared_across_patients(cases, lambda case: case.image_path)
-    if pair:
-        first, case = pair
-        raise InputError(f"Image '{case.image_path}' is listed as case '{first.case_id}' (patient "
-                         f"'{first.patient_id}') and as case '{case.case_id}' (patient '{case.patient_id}') in "
-                         f"'{root}'; list each CT under one patient (it could otherwise be trained on and "
-                         f"validated on at the same time). If both rows are that one patient's (e.g. the same "
-                         f"scan with two label files), give them the same patient id (CSV column 'patient').")
-    # one label file for two CTs: a copy-paste slip that trains one CT on another's labels, unless both rows are
-    # one patient (phases of one examination on one grid share their labels; they stay in one split)
-    pair = _shared_across_patients(cases, lambda case: case.label_path)
-    if pair:
-        first, case = pair
-        raise InputError(f"Label '{case.label_path}' is listed for case '{first.case_id}' and for case "
-                         f"'{case.case_id}' in '{root}' (patients '{first.patient_id}' and "
-                         f"'{case.patient_id}'); each CT needs its own label file, so one of the two rows names "
-                         f"the wrong file. If both CTs are phases of one patient on one grid, give them the same "
-                         f"patient id (CSV column 'patient').")
+    labels): they stay on one side of every split, as :func:`refuse_identical_images` allows for copies. Likewise
+    one label file for two patients' CTs: a copy-paste slip that trains one CT on another's labels (phases of one
+    examination on one grid share their labels; they stay in one split)."""
+    for path_of, message in ((lambda case: case.image_path, _image_listed_twice),
+                             (lambda case: case.label_path, _label_listed_twice)):
+        pair = _shared_across_patients(cases, path_of)
+        if pair:
+            raise InputError(message(root, *pair))
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

@@ -517,13 +517,9 @@ def test_a_file_another_process_creates_after_the_check_is_not_replaced(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "seg.nii.gz"]
 
 
-def test_placing_without_replacing_where_there_are_no_hard_links(tmp_path, monkeypatch):
-    """FAT and some network shares have no hard links: the name is looked at just before a rename (which never
-    replaces on Windows); an existing one is refused and the finished file stays where it was."""
-    def no_hard_links(source, target):
-        raise PermissionError(1, "Operation not permitted", str(source), None, str(target))
-
-    monkeypatch.setattr(fileutil.os, "link", no_hard_links)
+def _refused_then_placed(tmp_path):
+    """``place_without_replacing`` of a finished file 'new' onto an existing 'out' (refused: both files kept), then,
+    'out' removed, again (placed). Returns ``(source, target)``."""
     source, target = tmp_path / "new", tmp_path / "out"
     source.write_text("new")
     target.write_text("someone else's")
@@ -532,6 +528,17 @@ def test_placing_without_replacing_where_there_are_no_hard_links(tmp_path, monke
     assert target.read_text() == "someone else's" and source.read_text() == "new"
     target.unlink()
     fileutil.place_without_replacing(source, target)
+    return source, target
+
+
+def test_placing_without_replacing_where_there_are_no_hard_links(tmp_path, monkeypatch):
+    """FAT and some network shares have no hard links: the name is looked at just before a rename (which never
+    replaces on Windows); an existing one is refused and the finished file stays where it was."""
+    def no_hard_links(source, target):
+        raise PermissionError(1, "Operation not permitted", str(source), None, str(target))
+
+    monkeypatch.setattr(fileutil.os, "link", no_hard_links)
+    source, target = _refused_then_placed(tmp_path)
     assert target.read_text() == "new" and not source.exists()
 
 
@@ -550,12 +557,5 @@ def test_placing_without_replacing_on_windows_is_one_rename_and_no_hard_link(tmp
     monkeypatch.setattr(fileutil.os, "rename", windows_rename)
     monkeypatch.setattr(fileutil.os, "link", no_link)
     monkeypatch.setattr(fileutil, "REPLACE_RETRY_SECONDS", ())
-    source, target = tmp_path / "new", tmp_path / "out"
-    source.write_text("new")
-    target.write_text("someone else's")
-    with pytest.raises(OutputExistsError, match="appeared while writing"):
-        fileutil.place_without_replacing(source, target)
-    assert target.read_text() == "someone else's" and source.read_text() == "new"
-    target.unlink()
-    fileutil.place_without_replacing(source, target)
+    source, target = _refused_then_placed(tmp_path)
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

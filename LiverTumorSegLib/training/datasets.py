@@ -15,6 +15,7 @@ Layouts (``discover_cases(root, fmt)``; ``fmt="auto"`` picks from what is on dis
 ``load_case(case, label_map)`` returns the canonical CT and labels ``(z, y, x)`` uint8 in {0, 1, 2},
 after checking the label's shape, geometry and values against the image.
 """
+import hashlib
 import json
 import logging
 import os
@@ -393,25 +394,50 @@ def _warn_cases_as_own_patients(root: Path, has_column: bool, lines: Sequence[in
 
 
 def refuse_identical_images(cases: Sequence[Case], fingerprint: Dict[str, Dict[str, Any]]) -> None:
-    """Refuse two cases of different patients whose images have identical contents (``fingerprint``:
+    """Refuse two cases of different patients whose image files have identical contents (``fingerprint``:
     :func:`~.slice_cache.data_fingerprint`, whose SHA-256 hashes are reused here: nothing is read again). A CT
     copied under another name or patient id passed the check by path (:func:`_refuse_repeated_images`) and could
     be trained on in one split and validated on in the other. One patient's rows may share an image (one scan
-    with two readers' labels): they stay on one side of every split. The cases are taken in case-id order, so the
-    message names the pair the same way whatever split (training seed) listed them."""
+    with two readers' labels): they stay on one side of every split."""
+    digests = {case_id: entry.get("image_sha256") for case_id, entry in fingerprint.items() if entry}
+    _refuse_shared_digest(cases, digests, "have identical contents", "")
+
+
+def refuse_identical_voxels(cases: Sequence[Case], voxel_digests: Dict[str, Optional[str]]) -> None:
+    """Refuse two cases of different patients whose CTs hold the same voxels after canonical reorientation
+    (``voxel_digests``: case id -> :func:`voxel_digest`, taken when the slice cache was built): one scan saved
+    twice as different files (another format, compression, data type or storage order; MSD Task03 holds the LiTS
+    training CTs under other names) passes :func:`refuse_identical_images`, which compares the files' bytes."""
+    _refuse_shared_digest(cases, voxel_digests, "hold the same voxels",
+                          " (one scan saved as two files: another format, compression, data type or storage order)")
+
+
+def _refuse_shared_digest(cases: Sequence[Case], digests: Dict[str, Optional[str]], verb: str, why: str) -> None:
+    """The refusal of :func:`refuse_identical_images` and :func:`refuse_identical_voxels`. The cases are taken in
+    case-id order, so the message names the pair the same way whatever split (training seed) listed them."""
     first: Dict[str, Case] = {}
     for case in sorted(cases, key=lambda c: _natural_key(c.case_id)):
-        digest = (fingerprint.get(case.case_id) or {}).get("image_sha256")
+        digest = digests.get(case.case_id)
         if not isinstance(digest, str):
             continue
         seen = first.setdefault(digest, case)
         if seen is not case and seen.patient_id != case.patient_id:
             raise InputError(f"The images of case '{seen.case_id}' (patient '{seen.patient_id}', '{seen.image_path}') "
-                             f"and case '{case.case_id}' (patient '{case.patient_id}', '{case.image_path}') have "
-                             f"identical contents (SHA-256 {digest[:16]}...): one CT under two patients could be "
+                             f"and case '{case.case_id}' (patient '{case.patient_id}', '{case.image_path}') {verb}"
+                             f"{why} (SHA-256 {digest[:16]}...): one CT under two patients could be "
                              f"trained on and validated on at once. If both rows are that one patient's (e.g. the "
                              f"same scan with two label files), give them the same patient id (CSV column "
                              f"'patient'); otherwise remove the copy from the data.")
+
+
+def voxel_digest(array_zyx: np.ndarray) -> str:
+    """SHA-256 (hex) of a CT's voxel values with its shape: the array ``(z, y, x)`` read as little-endian float32,
+    one slice at a time (no whole-volume copy). Equal for one scan stored in another file format, compression or
+    integer/float type, and (given the canonical array) in another storage order; any changed voxel changes it."""
+    digest = hashlib.sha256(repr(tuple(int(n) for n in array_zyx.shape)).encode("ascii"))
+    for plane in array_zyx:
+        digest.update(np.ascontiguousarray(plane, dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -2,7 +2,8 @@
 
 Per case the cache holds ``hu`` ``(z, H, W)`` float32 HU on the network grid (after
 ``SlicePreprocessor.spatial_forward``), ``labels`` ``(z, H, W)`` uint8 (nearest-neighbour
-``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices).
+``labels_forward``) and a JSON sidecar (source files, sizes, spacings, liver and tumor slice indices, and the
+SHA-256 of the canonical CT's voxels, :func:`~.datasets.voxel_digest`, which finds one scan saved as two files).
 Entries are keyed by the spatial preprocessing settings and the label map, and rebuilt when the source
 files change (size, modification and status-change time, inode; for a DICOM folder, every file's), when the
 entry was made with ``allow_non_hu`` and the current run is stricter (the CT check runs again), and when an
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output
-from .datasets import Case, load_case
+from .datasets import Case, load_case, voxel_digest
 
 CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1)
 
@@ -28,7 +29,8 @@ CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were near
 @dataclass
 class CachedCase:
     """One cached case. ``hu``/``labels`` are read-only memory maps ``(z, H, W)``; ``spacing_zyx`` is the
-    network-grid voxel size in mm; ``native_spacing_zyx`` the canonical CT's."""
+    network-grid voxel size in mm; ``native_spacing_zyx`` the canonical CT's; ``voxel_sha256`` the canonical CT's
+    :func:`~.datasets.voxel_digest`."""
 
     case_id: str
     patient_id: str
@@ -39,6 +41,7 @@ class CachedCase:
     liver_slices: List[int]
     tumor_slices: List[int]
     num_slices: int
+    voxel_sha256: str = ""
     _hu: Any = None
     _labels: Any = None
 
@@ -285,8 +288,9 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
             array = np.load(str(path), mmap_mode="r")
             if array.shape != shape or array.dtype != dtype:
                 return None
-        for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id"):
-            meta[key]  # noqa: B018 - a missing key: rebuild
+        # a missing key: rebuild (entries cached before the voxel digest was taken are cached again, once)
+        for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id", "voxel_sha256"):
+            meta[key]  # noqa: B018
         return meta
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -342,7 +346,7 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     meta = {"source": signature, "case_id": case.case_id, "patient_id": case.patient_id,
             "shape_zhw": list(hu_net.shape), "spacing_zyx": list(network_spacing(info, volume, hu_net.shape)),
             "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor,
-            "allow_non_hu": bool(allow_non_hu)}
+            "allow_non_hu": bool(allow_non_hu), "voxel_sha256": voxel_digest(volume.array)}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
     with atomic_output(meta_path, overwrite=True) as tmp:
@@ -354,7 +358,8 @@ def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> 
     return CachedCase(case_id=case.case_id, patient_id=case.patient_id, hu_path=str(hu_path),
                       labels_path=str(lab_path), spacing_zyx=tuple(meta["spacing_zyx"]),
                       native_spacing_zyx=tuple(meta["native_spacing_zyx"]), liver_slices=list(meta["liver_slices"]),
-                      tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]))
+                      tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]),
+                      voxel_sha256=str(meta["voxel_sha256"]))
 
 
 def network_spacing(info, volume, shape_zhw: Sequence[int]) -> Tuple[float, float, float]:

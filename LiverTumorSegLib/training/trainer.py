@@ -31,7 +31,7 @@ from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .datasets import check_dataset_labels, discover_cases, refuse_identical_images
+from .datasets import check_dataset_labels, discover_cases, refuse_identical_images, refuse_identical_voxels
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
@@ -656,6 +656,10 @@ class Trainer:
                                               allow_non_hu=allow, signatures=signatures)
         self.val_cached = build_slice_cache(self.val_cases, self.preprocessor, cache_dir, label_map, log=log,
                                             allow_non_hu=allow, signatures=signatures)
+        # one scan saved as two files (another format or compression) under two patients: the byte hashes at the
+        # start differ, the voxels read for the cache do not
+        refuse_identical_voxels(self.train_cases + self.val_cases,
+                                {c.case_id: c.voxel_sha256 for c in self.train_cached + self.val_cached})
 
     def _build_model(self) -> None:
         from ..models import build_model

@@ -499,6 +499,52 @@ def test_training_refuses_a_ct_copied_under_another_patient_before_it_caches_any
     assert not (tmp_path / "out" / "model_train").exists()  # refused before a slice was cached
 
 
+def _save_x_flipped(source, target, dtype=None):
+    """``source`` (NIfTI) stored with its first axis reversed and the affine moved to match (the same voxels in
+    space), optionally as ``dtype``, uncompressed: other bytes, the same scan."""
+    import nibabel as nib
+
+    image = nib.load(str(source))
+    data = np.asanyarray(image.dataobj)[::-1]
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, data.shape[0] - 1
+    header = image.header.copy()
+    if dtype is not None:
+        data = data.astype(dtype)
+        header.set_data_dtype(dtype)
+        header.set_slope_inter(1.0, 0.0)
+    affine = image.affine @ flip
+    copy = nib.Nifti1Image(np.ascontiguousarray(data), affine, header)
+    copy.set_sform(affine, code=1)
+    copy.set_qform(affine, code=1)
+    nib.save(copy, str(target))
+
+
+def test_training_refuses_one_scan_saved_as_another_file_under_another_patient(tmp_path):
+    """ct0 saved again (uncompressed, float32, stored right-to-left) under another patient: the byte hashes differ,
+    so only the path and byte checks ran and the copy could be validated on the model trained on it. The voxels
+    read for the slice cache are the same after canonical reorientation."""
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 3, (8, 48, 48))
+    _save_x_flipped(tmp_path / "data" / "ct0.nii.gz", tmp_path / "data" / "ct0_resaved.nii", np.float32)
+    _save_x_flipped(tmp_path / "data" / "lab0.nii.gz", tmp_path / "data" / "lab0_resaved.nii")
+    original = read_volume(tmp_path / "data" / "ct0.nii.gz")
+    resaved = read_volume(tmp_path / "data" / "ct0_resaved.nii")
+    assert not np.array_equal(original.array, resaved.array)  # stored another way: the raw arrays differ
+    data.write_text(data.read_text() + "ct0_resaved.nii,lab0_resaved.nii,p7\n")
+    (tmp_path / "out").mkdir()
+    cfg = tiny_config(data, tmp_path / "out", folds=2, fold=0, cache_dir="")
+    with pytest.raises(InputError, match=r"case 'ct0' \(patient 'p0'.*case 'ct0_resaved' \(patient 'p7'.*hold the "
+                                         r"same voxels \(one scan saved as two files"):
+        train(cfg, log=lambda s: None)
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+    # the same rows as one patient's (one scan, two label files) train
+    data.write_text(data.read_text().replace("ct0_resaved.nii,lab0_resaved.nii,p7", "ct0_resaved.nii,lab0_resaved.nii,p0"))
+    cfg = tiny_config(data, tmp_path / "out", folds=2, fold=0, cache_dir="", epochs=1, iterations_per_epoch=1,
+                      overwrite=True)
+    assert train(cfg, log=lambda s: None).package_path.exists()
+
+
 def test_resume_refuses_a_split_or_preprocessing_that_changed_under_the_same_options(tmp_path):
     """--resume compared the options' text only: an edited patient column moved a trained-on case into
     validation, and an edited preprocessing file gave a package whose recorded window most steps never saw."""

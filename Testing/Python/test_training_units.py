@@ -577,6 +577,44 @@ def test_a_damaged_slice_cache_entry_is_rebuilt_not_an_error(tmp_path):
     assert not [p.name for p in (tmp_path / "cache").rglob("*tmp*")]  # no temporary left
 
 
+def test_a_slice_cache_entry_without_the_voxel_digest_is_rebuilt_and_gets_it(tmp_path):
+    """Entries cached before the voxel digest existed cannot take part in the one-scan-two-files check: they are
+    cached again once, and the digest is that of the canonical CT."""
+    from LiverTumorSegLib.training.datasets import load_case, voxel_digest
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+
+    case, preprocessor = _cache_fixture(tmp_path)
+    (entry,) = build_slice_cache([case], preprocessor, tmp_path / "cache")
+    assert entry.voxel_sha256 == voxel_digest(load_case(case)[0].array)
+    sidecar = Path(entry.hu_path.replace(".hu.npy", ".json"))
+    meta = json.loads(sidecar.read_text())
+    del meta["voxel_sha256"]
+    sidecar.write_text(json.dumps(meta))
+    logged = []
+    (again,) = build_slice_cache([case], preprocessor, tmp_path / "cache", log=logged.append)
+    assert logged == [f"caching c1 ({Path(case.image_path).name})"] and again.voxel_sha256 == entry.voxel_sha256
+    logged.clear()
+    build_slice_cache([case], preprocessor, tmp_path / "cache", log=logged.append)
+    assert logged == []  # and then reused
+
+
+def test_voxel_digest_is_the_values_and_shape_not_the_storage():
+    """Known answers: the digest is SHA-256 over the shape's text and each slice as little-endian float32."""
+    import hashlib
+
+    from LiverTumorSegLib.training.datasets import voxel_digest
+
+    volume = np.arange(24, dtype=np.int16).reshape(2, 3, 4) - 1000
+    expected = hashlib.sha256(b"(2, 3, 4)" + volume.astype("<f4").tobytes()).hexdigest()
+    assert voxel_digest(volume) == expected
+    assert voxel_digest(volume.astype(np.float64)) == expected            # another data type, same values
+    assert voxel_digest(np.asfortranarray(volume)) == expected           # another memory order
+    changed = volume.copy()
+    changed[1, 2, 3] += 1
+    assert voxel_digest(changed) != expected                              # one voxel
+    assert voxel_digest(volume.reshape(2, 4, 3)) != expected              # same bytes, another shape
+
+
 def test_a_slice_cache_entry_is_rebuilt_for_new_content_and_for_a_stricter_run(tmp_path):
     """Same size and modification time served the old content; an entry made with allow_non_hu let a later run
     without it skip the non-HU refusal."""

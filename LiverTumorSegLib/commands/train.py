@@ -191,7 +191,8 @@ def validation_summary(validation: Any) -> str:
     whole = v.get("whole_volume") or {}
     if whole.get("liver_dice") is not None:
         cases = [c for c in whole.get("cases") or [] if isinstance(c, dict) and "reference_has_tumor" in c]
-        note = (" (no validation case has a reference tumor: tumor Dice 1.000 only says none was predicted)"
+        note = (" (no validation case has a reference tumor: tumor Dice only says whether tumor was predicted, "
+                "1.000 none, 0.000 some)"
                 if cases and not any(c["reference_has_tumor"] for c in cases) else "")
         raw = whole.get("raw_network") or {}
         before = (f"; before segment's post-processing liver Dice {_fmt(raw.get('liver_dice'))}, tumor Dice "

@@ -82,7 +82,13 @@ def test_train_ends_with_the_whole_volume_numbers_evaluate_gives():
     assert validation_summary(whole) == "validation (whole volumes, CT grid) liver Dice 0.164, tumor Dice 0.500"
     tumor_free = dict(slices, whole_volume={"liver_dice": 0.2, "tumor_dice": 1.0,
                                             "cases": [{"reference_has_tumor": False}]})
-    assert "only says none was predicted" in validation_summary(tumor_free)
+    assert "only says whether tumor was predicted, 1.000 none, 0.000 some" in validation_summary(tumor_free)
+    # a fold whose model predicted tumor where the reference has none printed "tumor Dice 0.000 (... tumor Dice
+    # 1.000 only says none was predicted)": the caveat now reads for both values
+    false_tumor = dict(slices, whole_volume={"liver_dice": 0.331, "tumor_dice": 0.0,
+                                             "cases": [{"reference_has_tumor": False}]})
+    assert "tumor Dice 0.000 (no validation case has a reference tumor: tumor Dice only says whether tumor was " \
+           "predicted, 1.000 none, 0.000 some)" in validation_summary(false_tumor)
 
 
 def test_crossval_help_describes_its_folds_and_refuses_fold(capsys):

@@ -43,7 +43,8 @@ detection precision/recall, tumor burden errors, settings, unmatched cases, pool
 plots when there are 2 or more cases, ROC curve, overlays of the best and worst case). Every input is read
 and checked before the first output is written, and the outputs are written into a hidden staging folder
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
---overwrite: the previous results intact). With --overwrite, an earlier run's pictures this run did not draw
+--overwrite: the previous results intact); without --overwrite, a result file that appeared in OUT_DIR during
+the run (another run's) is not replaced: the run stops and names it. With --overwrite, an earlier run's pictures this run did not draw
 (overlays of other cases) are removed from plots/; other files there are left alone.
 
 Memory: a case's metrics need about 3 bytes a voxel of its grid beside its label maps (and probability map), and
@@ -433,10 +434,12 @@ into place (then this process's id and start time, ``-``, a random part and ``.t
 
 
 @contextlib.contextmanager
-def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
+def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]:
     """Output paths (:func:`_output_paths`) inside a hidden staging folder in ``out_dir``; when the block ends
     normally every staged file is moved to its place in ``out_dir`` (replacing the previous run's with
-    --overwrite), else the staging folder is removed. A failed or interrupted run (error, Ctrl-C) therefore
+    ``overwrite``, --overwrite; without it a file that appeared there during the run, after
+    :func:`_check_outputs` found none, is not replaced: OutputExistsError, and none of this run's files stay),
+    else the staging folder is removed. A failed or interrupted run (error, Ctrl-C) therefore
     leaves ``out_dir`` as it was: nothing new, and the previous results intact. The staging folder is named
     ``.evaluate.{pid}-{start time}-{random}.tmp`` (``fileutil.temporary_prefix``): one that a killed run
     (SIGKILL, the out-of-memory killer) left behind is removed by a later run into ``out_dir`` once its process
@@ -450,6 +453,7 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, STAGE_PREFIX, ".tmp")
     stage = Path(tempfile.mkdtemp(prefix=temporary_prefix(STAGE_PREFIX), suffix=".tmp", dir=str(out_dir)))
+    made: List[Path] = []
     try:
         staged = _output_paths(stage)
         staged["plots"].mkdir()
@@ -458,15 +462,20 @@ def _staged_outputs(out_dir: Path) -> Iterator[Dict[str, Path]]:
         moves = [(source, out_dir / source.relative_to(stage))
                  for source in sorted(p for p in stage.rglob("*") if p.is_file())]
         for _, target in moves:
-            target.parent.mkdir(exist_ok=True)
+            if not target.parent.exists():
+                target.parent.mkdir()
+                made.append(target.parent)  # removed again, while empty, when the moves fail
         # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
-        placed = set(move_all_or_none(moves))
+        placed = set(move_all_or_none(moves, overwrite=overwrite))
         plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
         for old in (plots.glob("*.png") if plots.is_dir() else []):
             if old not in placed and is_evaluate_plot_name(old.name):  # a user's own pictures stay
                 old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if created is not None:  # made by this run, and removed only while empty (another run may share it)
             remove_empty_folders(out_dir, created)
         raise
@@ -548,7 +557,7 @@ def evaluate_folders(args) -> Dict[str, object]:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, n_cases=roc_cases,
                                      **curve.to_dict())
     notes = []
-    with _staged_outputs(out_dir) as staged:
+    with _staged_outputs(out_dir, args.overwrite) as staged:
         written = [write_case_table(rows, staged["table"], overwrite=True),
                    write_json(summary, staged["summary"], overwrite=True)]
         if not args.no_plots:

@@ -543,7 +543,7 @@ def test_a_later_run_removes_the_staging_folder_of_a_killed_run_but_not_a_runnin
             "--no-surface"]
     killed_while_moving = ("import os, signal, sys\n"
                            "from LiverTumorSegLib import cli, fileutil\n"
-                           "fileutil.move_all_or_none = lambda moves: os.kill(os.getpid(), signal.SIGKILL)\n"
+                           "fileutil.move_all_or_none = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
                            "sys.exit(cli.main(sys.argv[1:]))\n")
     repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
@@ -689,3 +689,33 @@ def test_the_per_detected_lesion_line_names_surfaces_only_when_measured_and_is_l
         "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
         "(pred - ref) / ref): Dice 1.0000, VOE 0.0000, RVD 0.0000"]
     assert printed["missed"] == []
+
+
+def test_evaluate_does_not_replace_a_result_that_appeared_in_its_folder_during_the_run(tmp_path, capsys, monkeypatch):
+    """Without --overwrite, evaluate checked OUT before its run and then moved its results in with replacement: a
+    summary.json another run (or the user) wrote into OUT meanwhile was replaced. It is kept now, the run says
+    which file appeared, and none of this run's files are left in OUT (all or none)."""
+    from LiverTumorSegLib.metrics import report
+
+    _case(tmp_path / "pred", "c1.nii.gz")
+    _case(tmp_path / "ref", "c1.nii.gz")
+    out = tmp_path / "out"
+    write_json = report.write_json
+
+    def another_run_writes_its_summary(*args, **kwargs):
+        result = write_json(*args, **kwargs)  # this run's summary, in its staging folder
+        (out / "summary.json").write_text('{"theirs": 1}', encoding="utf-8")
+        return result
+
+    monkeypatch.setattr(report, "write_json", another_run_writes_its_summary)
+    command = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out),
+               "--no-surface"]
+    assert main(command) != 0
+    err = capsys.readouterr().err
+    assert "summary.json' appeared while writing; not overwriting it" in err, err
+    assert (out / "summary.json").read_text(encoding="utf-8") == '{"theirs": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # no cases.csv, plots or staging folder left
+    monkeypatch.setattr(report, "write_json", write_json)
+    assert main(command + ["--overwrite"]) == 0  # asked for: replaced
+    assert '"theirs"' not in (out / "summary.json").read_text(encoding="utf-8")
+    assert (out / "cases.csv").is_file()

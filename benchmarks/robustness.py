@@ -43,7 +43,8 @@ Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
 ``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata as a
-training or validation case: validation cases chose the best epoch, so neither kind is unseen).
+training or validation case, or the CT's voxels have the SHA-256 its ``data_files`` record for one (packages
+trained since 25 Nov 2026): validation cases chose the best epoch, so neither kind is unseen).
 
 **What this measures.** On the team's shared cases, every patient was in the bundled model's training
 set: the table measures *invariance* (does a perturbation the model must be robust to change its output
@@ -125,6 +126,7 @@ class BenchCase:
     cropped: bool = False   # sample and original are a part of the scan (--max-slices)
     read_options: Dict[str, Any] = field(default_factory=dict)  # label_map / allow_non_hu the case was read with
     whole: Optional[Sample] = field(default=None, repr=False)  # the whole scan while this case is evaluated
+    voxel_sha256: str = ""  # training.datasets.voxel_digest of the whole canonical real CT
 
     def whole_sample(self) -> Sample:
         """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped): read once per
@@ -253,12 +255,16 @@ def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
     """Read and canonicalize one case, insert the benchmark's synthetic tumors into the whole scan (seeded by
     case id), then keep at most ``max_slices`` slices around the liver."""
     read_options = {"label_map": label_map or None, "allow_non_hu": bool(allow_non_hu)}
+    from LiverTumorSegLib.training.datasets import voxel_digest
+
     original, sample = _whole_scan_samples(case, seed, lesions, **read_options)
+    digest = voxel_digest(original.hu)  # as the slice cache records it for a package's data_files
     z0, z1 = liver_centred_window(original.labels, max_slices)
     cropped = (z0, z1) != (0, original.hu.shape[0])
     if cropped:
         original, sample = crop_z(original, z0, z1), crop_z(sample, z0, z1)
-    return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped, read_options)
+    return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped, read_options,
+                     voxel_sha256=digest)
 
 
 # ------------------------------------------------------------------------------------------- perturbations
@@ -415,6 +421,23 @@ def training_names(metadata: Dict[str, Any]) -> set:
     return set().union(*_listed_names(metadata).values())
 
 
+def training_digests(metadata: Dict[str, Any]) -> set:
+    """The ``voxel_sha256`` of every scan a package was trained or validated on, from its training metadata's
+    ``data_files`` (recorded by packages trained since 25 Nov 2026; empty for older ones, such as the bundled
+    v3)."""
+    training = metadata.get("training", {}) if isinstance(metadata, dict) else {}
+    files = training.get("data_files") if isinstance(training, dict) else None
+    return {str(f["voxel_sha256"]) for f in (files if isinstance(files, list) else [])
+            if isinstance(f, dict) and isinstance(f.get("voxel_sha256"), str) and f["voxel_sha256"]}
+
+
+def is_training_case(case: "BenchCase", trained_on: set, trained_digests: set) -> bool:
+    """Whether the package was trained or validated on ``case``: by case or patient name, or by its voxels'
+    digest where the package records them (a copy under another name or in another file format)."""
+    return (case.case_id in trained_on or case.patient_id in trained_on
+            or bool(case.voxel_sha256) and case.voxel_sha256 in trained_digests)
+
+
 def validation_only_names(metadata: Dict[str, Any], patient_of: Optional[Dict[str, str]] = None) -> set:
     """Names listed as validation cases and not as training cases or patients in a package's metadata, nor a
     scan of a training patient (``patient_of``: case name -> patient id, where known)."""
@@ -437,7 +460,8 @@ def _run_key(case: BenchCase, sample: Sample, name: str) -> str:
 def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[str], seed: int = 0,
              postprocessing: Any = None, trained_on: Optional[set] = None,
              log: Optional[Callable[[str], None]] = None,
-             refused: Optional[List[Tuple[str, str, str]]] = None) -> List[Dict[str, Any]]:
+             refused: Optional[List[Tuple[str, str, str]]] = None,
+             trained_digests: Optional[set] = None) -> List[Dict[str, Any]]:
     """One flat row per (case, perturbation): the scores of ``engine`` (a SliceInferenceEngine) after the
     default (or given) post-processing. Perturbations that do not apply to a case are left out; one whose
     volume segment refuses is left out too and appended to ``refused`` as ``(case, perturbation, reason)``."""
@@ -477,7 +501,7 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
             row = {"case": case.case_id, "perturbation": name, "slices": int(sample.hu.shape[0])}
             row.update(score(sample, labels))
             row["seconds"] = round(seconds, 2)
-            row["training_case"] = case.case_id in trained_on or case.patient_id in trained_on
+            row["training_case"] = is_training_case(case, trained_on, trained_digests or set())
             rows.append(row)
             if log:
                 log(f"  {case.case_id:<22} {name:<12} liver {fmt(row['liver_dice'])}  tumor "
@@ -760,10 +784,11 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         package = load_model_package(path)
         engine = make_engine(package, args.device, threads=args.threads, tta_flip=args.tta)
-        trained_on = training_names(package.metadata)
+        trained_on, trained_digests = training_names(package.metadata), training_digests(package.metadata)
         say(f"{package.name} ({path}):")
         refused = []  # type: List[Tuple[str, str, str]]
-        rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say, refused)
+        rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say, refused,
+                        trained_digests=trained_digests)
         if refused and args.store_in_package and not args.replace_stored:  # the stored table would lose them
             raise InputError(f"segment refused {len(refused)} perturbed volume(s) (e.g. {refused[0][0]} "
                              f"{refused[0][1]}: {refused[0][2][:160]}), so the package's table would lack those "
@@ -779,8 +804,12 @@ def run(args: argparse.Namespace) -> int:
         trained = sorted({r["case"] for r in rows if r["training_case"]})
         validated = validation_only_names(package.metadata, {c.case_id: c.patient_id for c in cases})
         if trained:
+            how = ("matched by case name and by the voxel digests the package records, so a copy under another "
+                   "name or in another file format is caught too (not a resampled, cropped or edited one)"
+                   if trained_digests else "matched by case name: this package records no voxel digests (trained "
+                   "before 25 Nov 2026), so a copy under another name is not caught")
             print(f"  cases this package was trained or validated on: {', '.join(trained)} (invariance, not "
-                  f"generalization; matched by case name, so a copy under another name is not caught)")
+                  f"generalization; {how})")
         for name in sorted(set(trained) & validated):
             print(f"  {name} was only its validation case (not trained on, but it chose the best epoch; a "
                   f"leave-one-patient-out fold's held-out patient)")

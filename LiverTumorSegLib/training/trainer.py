@@ -271,9 +271,13 @@ def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
     return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
 
 
-def data_files(cases: Sequence[Any]) -> List[Dict[str, Any]]:
-    """Per case: id, the image and label file as absolute paths, and their sizes in bytes (a changed file is
-    seen without hashing gigabytes; None where a path is a folder or gone)."""
+def data_files(cases: Sequence[Any], voxel_sha256: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
+    """Per case: id, the image and label file as absolute paths, their sizes in bytes (a changed file is
+    seen without hashing gigabytes; None where a path is a folder or gone) and, where ``voxel_sha256`` (case id
+    -> :func:`~.datasets.voxel_digest` of its canonical CT, from the slice cache) has it, that digest: a copy of a
+    training scan under another name or in another file format is then known by its content
+    (``benchmarks/robustness.py`` flags it)."""
+    digests = voxel_sha256 or {}
     def size(path: str) -> Optional[int]:
         try:
             return int(os.path.getsize(path)) if os.path.isfile(path) else None
@@ -281,7 +285,8 @@ def data_files(cases: Sequence[Any]) -> List[Dict[str, Any]]:
             return None
 
     return [{"case": c.case_id, "image": os.path.abspath(c.image_path), "image_bytes": size(c.image_path),
-             "label": os.path.abspath(c.label_path), "label_bytes": size(c.label_path)} for c in cases]
+             "label": os.path.abspath(c.label_path), "label_bytes": size(c.label_path),
+             **({"voxel_sha256": digests[c.case_id]} if digests.get(c.case_id) else {})} for c in cases]
 
 
 def software_environment() -> Dict[str, Any]:
@@ -1125,7 +1130,8 @@ class Trainer:
                     # and the software: a later change of defaults or data stays visible
                     "augmentation_resolved": None if self.augmenter is None else self.augmenter.config.to_dict(),
                     "lesions_resolved": None if self.lesion_inserter is None else self.lesion_inserter.config.to_dict(),
-                    "data_files": data_files(list(self.train_cases) + list(self.val_cases)),
+                    "data_files": data_files(list(self.train_cases) + list(self.val_cases),
+                                             {c.case_id: c.voxel_sha256 for c in self.train_cached + self.val_cached}),
                     "environment": software_environment()}
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:

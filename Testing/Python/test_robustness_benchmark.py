@@ -242,6 +242,39 @@ def test_a_validation_only_case_is_named_as_such():
     assert rb.validation_only_names(metadata, {"c": "pc"}) == {"c"}
 
 
+def test_a_training_ct_under_another_name_is_flagged_by_its_voxels(tmp_path, capsys):
+    """The table flagged training cases by case name only: a training CT saved under another name (or in another
+    file format) was scored as if unseen. A package that records its scans' voxel digests (training.data_files)
+    has it flagged by content; one that records none says that only names were compared."""
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.training.datasets import load_case, voxel_digest
+
+    write_case(tmp_path / "data", "renamed_ct")
+    write_case(tmp_path / "data", "other_ct", shape=(18, 48, 48))
+    found = {c.case_id: c for c in rb.find_cases(tmp_path / "data")}
+    digest = voxel_digest(load_case(found["renamed_ct"])[0].array)
+    package = tiny_unet_package(tmp_path)
+    model = build_model("unet", in_channels=1, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
+    model.load_state_dict(package.model.state_dict())
+    for name, files in (("digests.safetensors", [{"case": "train7", "voxel_sha256": digest}]),
+                        ("names.safetensors", [{"case": "renamed_ct"}])):
+        path = save_model_package(tmp_path / name, model, package.preprocessing, metadata={
+            "name": name, "training": {"cases": ["train7" if "voxel_sha256" in files[0] else "renamed_ct"],
+                                       "patients": [], "data_files": files}})
+        out = tmp_path / f"{name}.json"
+        assert rb.main([str(path), "--data", str(tmp_path / "data"), "--json", str(out), "--perturbations",
+                        "baseline", "--threads", "1", "--quiet"]) == 0
+        rows = {r["case"]: r["training_case"] for r in json.loads(out.read_text())["packages"][0]["rows"]}
+        assert rows == {"renamed_ct": True, "other_ct": False}, (name, rows)
+        printed = capsys.readouterr().out
+        if "voxel_sha256" in files[0]:
+            assert "by the voxel digests the package records" in printed
+        else:
+            assert "records no voxel digests" in printed and "a copy under another name is not caught" in printed
+    assert not rb.is_training_case(rb.BenchCase("x", "x", None, None), set(), {""})  # no digest: never a match
+
+
 def _carried_resave(package, target, scale=0.0):
     """``package`` re-saved through carried_metadata with its weights multiplied by ``scale`` (another network)."""
     import torch

@@ -86,6 +86,10 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     files = meta["training"]["data_files"]
     assert [f["case"] for f in files] == result.train_cases + result.val_cases
     assert all(Path(f["image"]).is_absolute() and f["image_bytes"] > 0 for f in files)
+    from LiverTumorSegLib.training.datasets import Case, load_case, voxel_digest
+    first = load_case(Case(files[0]["case"], files[0]["case"], files[0]["image"], files[0]["label"]))[0]
+    assert files[0]["voxel_sha256"] == voxel_digest(first.array)  # what robustness.py knows a training CT by
+    assert len({f["voxel_sha256"] for f in files}) == len(files)
     whole = meta["validation"]["whole_volume"]  # whole volumes through one Segmenter (not silently skipped)
     assert "inference.Segmenter with segment's default post-processing" in whole["method"]
     assert len(whole["cases"]) == len(result.val_cases)

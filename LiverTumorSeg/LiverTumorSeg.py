@@ -1024,10 +1024,32 @@ class LiverTumorSegTest(ScriptedLoadableModuleTest):
                 skipped.append(test.__name__)
                 logging.warning(f"{test.__name__} skipped: {skip}")
                 self.delayDisplay(f"{test.__name__} skipped: {skip}")
-            finally:
-                self.doCleanups()
+            except BaseException:
+                self._runCleanups(raiseError=False)  # the test's own error is the one reported
+                raise
+            self._runCleanups(raiseError=True)
         if skipped:
             self.delayDisplay(f"Self-test done; skipped: {', '.join(skipped)}")
+
+    def _runCleanups(self, raiseError: bool):
+        """The clean-ups the last test registered (``addCleanup``), last first, every one run. Under a unittest
+        runner (ctest) ``doCleanups`` records a failing one as the test's error. Reload and Test calls
+        :meth:`runTest` outside a runner, where ``doCleanups`` drops that error and a test whose clean-up failed
+        (a child process not killed, a node not removed) passed; here the error is logged and, with
+        ``raiseError``, raised after the rest have run."""
+        if getattr(self, "_outcome", None) is not None:
+            self.doCleanups()
+            return
+        failed = None
+        while self._cleanups:
+            function, args, kwargs = self._cleanups.pop()
+            try:
+                function(*args, **kwargs)
+            except Exception as exc:
+                logging.exception(f"Self-test clean-up {getattr(function, '__name__', function)!s} failed")
+                failed = failed or exc
+        if failed is not None and raiseError:
+            raise failed
 
     def _loadSample(self):
         from LiverTumorSegLib.resources import sample_ct_path

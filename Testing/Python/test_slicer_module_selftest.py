@@ -70,6 +70,38 @@ def test_run_test_runs_every_test_and_reports_the_skipped_ones(module):
     assert shown[-1] == "Self-test done; skipped: test_SegmentSampleCT, test_Cancel, test_UpdateLesionTable"
 
 
+def test_run_test_fails_when_a_clean_up_fails_and_keeps_a_tests_own_error(module):
+    """Reload and Test calls runTest outside a unittest runner, where doCleanups drops a clean-up's error: a test
+    whose clean-up failed (the child process not killed) passed. The error is raised now, after the other clean-ups
+    ran; a test that failed itself keeps its own error (the clean-up's is logged)."""
+    ran = []
+    cls, _asked = _test_class_without_packages(module, ran)
+
+    class CleanupFails(cls):
+        def test_CompareSectionSavedWithScene(self):
+            ran.append("test")
+            self.addCleanup(ran.append, "first registered, run last")
+            self.addCleanup(lambda: 1 / 0)
+
+    with pytest.raises(ZeroDivisionError):
+        CleanupFails().runTest()
+    assert ran == ["test", "first registered, run last"]
+
+    class TestAndCleanupFail(CleanupFails):
+        def test_CompareSectionSavedWithScene(self):
+            super().test_CompareSectionSavedWithScene()
+            raise AssertionError("the test's own failure")
+
+    ran.clear()
+    with pytest.raises(AssertionError, match="the test's own failure"):
+        TestAndCleanupFail().runTest()
+    assert ran == ["test", "first registered, run last"]
+    # under a runner (ctest) the clean-up's error is the test's error, as unittest records it
+    result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(
+        CleanupFails("test_CompareSectionSavedWithScene"))
+    assert len(result.errors) == 1 and "ZeroDivisionError" in result.errors[0][1]
+
+
 def test_set_up_clears_the_scene_and_skips_nothing(module):
     module.scene.AddNewNodeByClass("vtkMRMLTableNode")
     ran = []

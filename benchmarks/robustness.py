@@ -254,9 +254,9 @@ def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
                     allow_non_hu: bool = False) -> BenchCase:
     """Read and canonicalize one case, insert the benchmark's synthetic tumors into the whole scan (seeded by
     case id), then keep at most ``max_slices`` slices around the liver."""
-    read_options = {"label_map": label_map or None, "allow_non_hu": bool(allow_non_hu)}
     from LiverTumorSegLib.training.datasets import voxel_digest
 
+    read_options = {"label_map": label_map or None, "allow_non_hu": bool(allow_non_hu)}
     original, sample = _whole_scan_samples(case, seed, lesions, **read_options)
     digest = voxel_digest(original.hu)  # as the slice cache records it for a package's data_files
     z0, z1 = liver_centred_window(original.labels, max_slices)

@@ -44,8 +44,8 @@ plots when there are 2 or more cases, ROC curve, overlays of the best and worst 
 and checked before the first output is written, and the outputs are written into a hidden staging folder
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
 --overwrite: the previous results intact); without --overwrite, a result file that appeared in OUT_DIR during
-the run (another run's) is not replaced: the run stops and names it. With --overwrite, an earlier run's pictures this run did not draw
-(overlays of other cases) are removed from plots/; other files there are left alone.
+the run (another run's) is not replaced: the run stops and names it. With --overwrite, an earlier run's pictures
+this run did not draw (overlays of other cases) are removed from plots/; other files there are left alone.
 
 Memory: a case's metrics need about 3 bytes a voxel of its grid beside its label maps (and probability map), and
 more in the boxes holding its liver and tumors: about 5 bytes a voxel in all for a liver box of an eighth of the
@@ -453,7 +453,7 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, STAGE_PREFIX, ".tmp")
     stage = Path(tempfile.mkdtemp(prefix=temporary_prefix(STAGE_PREFIX), suffix=".tmp", dir=str(out_dir)))
-    made: List[Path] = []
+    plots_made = None
     try:
         staged = _output_paths(stage)
         staged["plots"].mkdir()
@@ -461,10 +461,9 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
         from ..fileutil import move_all_or_none
         moves = [(source, out_dir / source.relative_to(stage))
                  for source in sorted(p for p in stage.rglob("*") if p.is_file())]
+        plots_made = outermost_missing_folder(out_dir / "plots")  # removed again, while empty, if the moves fail
         for _, target in moves:
-            if not target.parent.exists():
-                target.parent.mkdir()
-                made.append(target.parent)  # removed again, while empty, when the moves fail
+            target.parent.mkdir(exist_ok=True)
         # all of this run's results or, when a move fails halfway, all of the previous run's, never a mix
         placed = set(move_all_or_none(moves, overwrite=overwrite))
         plots = out_dir / "plots"  # an earlier run's plots this run did not draw (other cases) would pass for its
@@ -473,9 +472,8 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
                 old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        if plots_made is not None:
+            remove_empty_folders(plots_made, plots_made)
         if created is not None:  # made by this run, and removed only while empty (another run may share it)
             remove_empty_folders(out_dir, created)
         raise

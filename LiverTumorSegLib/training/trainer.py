@@ -663,8 +663,11 @@ class Trainer:
                                             allow_non_hu=allow, signatures=signatures)
         # one scan saved as two files (another format or compression) under two patients: the byte hashes at the
         # start differ, the voxels read for the cache do not
-        refuse_identical_voxels(self.train_cases + self.val_cases,
-                                {c.case_id: c.voxel_sha256 for c in self.train_cached + self.val_cached})
+        refuse_identical_voxels(self.train_cases + self.val_cases, self._voxel_digests())
+
+    def _voxel_digests(self) -> Dict[str, str]:
+        """Case id -> the canonical CT's voxel digest, as the slice cache recorded it (every cached case)."""
+        return {c.case_id: c.voxel_sha256 for c in self.train_cached + self.val_cached}
 
     def _build_model(self) -> None:
         from ..models import build_model
@@ -1130,8 +1133,7 @@ class Trainer:
                     # and the software: a later change of defaults or data stays visible
                     "augmentation_resolved": None if self.augmenter is None else self.augmenter.config.to_dict(),
                     "lesions_resolved": None if self.lesion_inserter is None else self.lesion_inserter.config.to_dict(),
-                    "data_files": data_files(list(self.train_cases) + list(self.val_cases),
-                                             {c.case_id: c.voxel_sha256 for c in self.train_cached + self.val_cached}),
+                    "data_files": data_files(list(self.train_cases) + list(self.val_cases), self._voxel_digests()),
                     "environment": software_environment()}
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:

@@ -1,0 +1,187 @@
+"""scripts/heldout_comparison.py: issue 11's table for several models from `segment` + `evaluate`, a failed case
+counted as a failure, built-in models from git history only with their pinned weights, nothing replaced without
+--overwrite."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from script_helpers import load_script
+
+torch = pytest.importorskip("torch")
+
+from LiverTumorSegLib import cli  # noqa: E402
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.io import write_label_map, write_volume  # noqa: E402
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
+
+from inference_helpers import tiny_unet_package  # noqa: E402
+
+comparison = load_script("scripts/heldout_comparison.py", "heldout_comparison")
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(1)
+
+
+def in_process(calls):
+    """A runner that runs the CLI in this process and records each argv."""
+    def run(argv):
+        calls.append(list(argv))
+        return cli.main([str(a) for a in argv])
+    return run
+
+
+def write_cases(root, count=2, extra_reference=False):
+    """``count`` phantom CTs in root/cts and their label maps in root/labels (a tumor each); with
+    ``extra_reference`` one more label map whose CT is missing (a case segment never produced)."""
+    (root / "cts").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(count + int(extra_reference)):
+        lesion = PhantomLesion(center_zyx=(5.0, 16.0, 14.0), radius_mm=5.0 + i, hu=15.0)
+        ph = make_phantom((12, 40, 44), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
+        if i < count:
+            write_volume(root / "cts" / f"case{i}.nii.gz", ph.ct)
+        write_label_map(root / "labels" / f"case{i}.nii.gz", ph.labels, ph.ct.geometry)
+    return root / "cts", root / "labels"
+
+
+def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_failure(tmp_path):
+    cts, labels = write_cases(tmp_path, count=2, extra_reference=True)
+    a = tiny_unet_package(tmp_path, name="a.safetensors").path
+    b = tiny_unet_package(tmp_path, context_slices=1, name="b.safetensors").path
+    calls = []
+    out = tmp_path / "out"
+    code = comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "",
+                            "--model", f"a={a}", "--model", f"b={b}", "--device", "cpu"], runner=in_process(calls))
+    assert code == 0
+    assert [c[0] for c in calls] == ["segment", "evaluate", "segment", "evaluate"]
+    assert calls[0][calls[0].index("--model") + 1] == str(a)
+    saved = json.loads((out / "comparison.json").read_text())
+    assert list(saved["models"]) == ["a", "b"]
+    for name in ("a", "b"):
+        row = saved["models"][name]
+        summary = json.loads((out / name / "eval" / "summary.json").read_text())
+        assert row["cases_evaluated"] == summary["n_cases"] == 2
+        assert row["dice_liver_mean"] == pytest.approx(summary["metrics"]["dice_liver"]["mean"])
+        assert row["dice_liver_worst"] == pytest.approx(summary["metrics"]["dice_liver"]["min"])
+        assert row["dice_tumor_mean"] == pytest.approx(summary["metrics"]["dice_tumor"]["mean"])
+        assert row["false_lesions"] == summary["lesion_detection"]["pred_no_overlap"]
+        assert row["liver_outside_ml"] == pytest.approx(summary["volume_outside_ref_total_ml"]["liver"])
+        # the reference without a CT: outside the numbers, named, and never a pass
+        assert row["cases_without_prediction"] == ["case2"]
+        assert row["meets_targets"] is False
+    table = (out / "comparison.md").read_text()
+    assert table.splitlines()[0] == "| | a | b | target |"
+    assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) | 1 (case2) | 0 |" \
+        in table
+
+
+def test_a_rerun_keeps_the_predictions_and_replaces_the_evaluation_only_with_overwrite(tmp_path):
+    cts, labels = write_cases(tmp_path, count=1)
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    assert comparison.main(argv, runner=in_process([])) == 0
+    before = (out / "comparison.json").read_bytes()
+    calls = []
+    with pytest.raises(InputError, match="--overwrite"):
+        comparison.main(argv, runner=in_process(calls))
+    assert calls == [] and (out / "comparison.json").read_bytes() == before
+    label_map = out / "a" / "pred" / "case0.nii.gz"
+    written = label_map.stat().st_mtime_ns
+    assert comparison.main(argv + ["--overwrite"], runner=in_process(calls)) == 0
+    assert "--overwrite" not in calls[0] and "--overwrite" in calls[1]  # segment resumes, evaluate replaces
+    assert label_map.stat().st_mtime_ns == written  # already segmented: skipped, not redone
+
+
+def test_a_model_that_cannot_run_is_an_error_column_and_exit_1(tmp_path):
+    cts, labels = write_cases(tmp_path, count=1)
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    code = comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}",
+                            "--model", f"gone={tmp_path / 'missing.safetensors'}", "--device", "cpu"],
+                           runner=in_process([]))
+    assert code == 1
+    rows = json.loads((out / "comparison.json").read_text())["models"]
+    assert "error" not in rows["a"] and "segment wrote no prediction (exit 2)" in rows["gone"]["error"]
+    table = (out / "comparison.md").read_text()
+    assert "| liver Dice, mean / worst case |" in table and "gone: segment wrote no prediction" in table
+
+
+def _row(**changes):
+    row = {"dice_liver_mean": 0.945, "dice_liver_worst": 0.92, "dice_tumor_mean": 0.70, "false_lesions": 10,
+           "liver_outside_ml": 80.0, "cases_without_prediction": []}
+    row.update(changes)
+    return row
+
+
+@pytest.mark.parametrize("changes, meets", [
+    ({}, True),  # every target met exactly
+    ({"dice_liver_mean": 0.9449}, False),
+    ({"dice_liver_worst": 0.9199}, False),
+    ({"dice_tumor_mean": 0.6999}, False),
+    ({"false_lesions": 11}, False),
+    ({"liver_outside_ml": 80.1}, False),
+    ({"cases_without_prediction": ["x"]}, False),
+    ({"dice_tumor_mean": None}, False),
+])
+def test_issue_11_targets(changes, meets):
+    assert comparison.meets_targets(_row(**changes)) is meets
+
+
+def test_model_options_are_checked():
+    assert comparison.parse_models("v3,v4", ["mine=/x.safetensors"]) == {"v3": None, "v4": None,
+                                                                         "mine": "/x.safetensors"}
+    for builtin, extra, message in [("v9", [], "no built-in model 'v9'"), ("", ["noequals"], "NAME=PACKAGE"),
+                                    ("", ["../up=/x"], "letters, digits"), ("v3", ["v3=/x"], "is taken"),
+                                    ("", ["models=/x"], "is taken"), ("", [], "No model")]:
+        with pytest.raises(InputError, match=message):
+            comparison.parse_models(builtin, extra)
+
+
+@pytest.fixture
+def history(tmp_path):
+    """A git repository whose one commit holds a tiny package at pkg/m.safetensors: (repo, commit, weights SHA)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    package = tiny_unet_package(repo / "pkg", name="m.safetensors")
+    env_args = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "pkg/m.safetensors"], env_args + ["commit", "-q", "-m", "m"]):
+        subprocess.run(["git", "-C", str(repo)] + args, check=True)
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, stdout=subprocess.PIPE,
+                            text=True).stdout.strip()
+    return repo, commit, package.sha256
+
+
+def test_a_builtin_model_comes_from_history_only_with_its_pinned_weights(tmp_path, history, monkeypatch):
+    repo, commit, sha = history
+    models = tmp_path / "out" / "models"
+    monkeypatch.setitem(comparison.BUILTIN_MODELS, "old",
+                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", sha))
+    path = comparison.builtin_package("old", models, repo)
+    assert path == str(models / "old.safetensors")
+    assert (models / "old.safetensors").read_bytes() == (repo / "pkg" / "m.safetensors").read_bytes()
+
+    monkeypatch.setitem(comparison.BUILTIN_MODELS, "other",
+                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", "0" * 64))
+    with pytest.raises(InputError, match="not other's"):
+        comparison.builtin_package("other", models, repo)
+    assert sorted(p.name for p in models.iterdir()) == ["old.safetensors"]  # nothing of the refused one is left
+
+    monkeypatch.setitem(comparison.BUILTIN_MODELS, "absent",
+                        comparison.BuiltinModel("x", "f" * 40, "pkg/m.safetensors", sha))
+    with pytest.raises(InputError, match="git fetch --unshallow"):
+        comparison.builtin_package("absent", models, repo)
+    # every built-in model is found before the first CT is segmented: no hours of work before that error
+    calls = []
+    with pytest.raises(InputError, match="git fetch --unshallow"):
+        comparison.compare("cts", "labels", tmp_path / "out", {"old": None, "absent": None}, runner=calls.append,
+                           repo=repo)
+    assert calls == []

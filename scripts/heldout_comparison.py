@@ -1,0 +1,328 @@
+"""Issue 11's held-out table for several models side by side, in one command.
+
+    python scripts/heldout_comparison.py CTS --ref LABELS -o OUT [--models v3,v2,v4] [--model NAME=PACKAGE ...]
+                                         [--device auto|cpu|cuda] [--overwrite]
+
+``CTS``: a folder (or CSV) of CTs, as ``livertumorseg segment`` takes it; ``LABELS``: the reference label maps
+(0 background, 1 liver, 2 tumor), paired with the predictions by case name as ``livertumorseg evaluate`` pairs
+them. For each model, in its own process each, exactly as one would type them:
+
+    livertumorseg segment CTS -o OUT/NAME/pred --model PACKAGE --device DEVICE --no-progress
+    livertumorseg evaluate --pred OUT/NAME/pred --ref LABELS -o OUT/NAME/eval --no-plots --no-progress
+
+then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparison.json``) with issue 11's rows:
+liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
+labelled outside the reference liver (total mL), and beside them the reference cases without a prediction (a case
+``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
+result", and whether the model meets the issue's targets (never when a case has no prediction).
+
+Models: ``--models`` names built-in ones (default ``v3,v2,v4``), ``--model NAME=PACKAGE`` adds any package (a file
+or an installed model's name). Built-in:
+
+- ``v3``: the bundled default (used as installed when its weights are v3's; else taken from git history);
+- ``v2``: the default before v3, from this repository's git history (commit 013a56e);
+- ``v4``: the candidate that lost to v3 by the two-seed rule (docs/default_model_v4.md), from git history
+  (commit 4614857).
+
+A model from git history is written to ``OUT/models/NAME.safetensors`` and used only when its weights' SHA-256 is
+the one pinned here (a clone without that commit, a shallow one, says how to get it). v2 was saved before packages
+recorded a metadata hash, so loading it prints a warning that says so.
+
+Resumable: ``segment`` skips the cases it has already written, so a rerun after an interruption goes on where it
+stopped (delete ``OUT/NAME/pred`` to segment again). ``evaluate``'s folder and the comparison files are replaced
+only with ``--overwrite``.
+
+Exit status 0 when every model was segmented and evaluated (failed cases are counted in the table, not here);
+1 when a model's ``segment`` or ``evaluate`` could not run at all; 2 for a usage or input error.
+"""
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from LiverTumorSegLib.errors import InputError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model kept in this repository: ``commit:path`` in git history, identified by its weights' SHA-256
+    (``LiverTumorSegLib.package.weights_sha256``: a later metadata-only update of the file does not change it)."""
+    description: str
+    commit: str
+    path: str
+    weights_sha256: str
+    bundled_name: Optional[str] = None  # an installed model that holds these weights while it is the default
+
+
+BUILTIN_MODELS = {
+    "v3": BuiltinModel("bundled default since 23 Nov 2026", "758666e", "Resources/Models/default.safetensors",
+                       "39135919f0d70b2820761d28e035c13d29081525adb14697fda0218f6c626307", bundled_name="default"),
+    "v2": BuiltinModel("default before v3", "013a56e", "Resources/Models/default.safetensors",
+                       "0f8e4401978ef5103123402434c0eb1fb01ae6dafa5a45cd27a8727fc9f1d605"),
+    "v4": BuiltinModel("candidate that lost to v3 (docs/default_model_v4.md)", "4614857",
+                       "docs/candidates/default_v4.safetensors",
+                       "28978b94a32b07f8ac574cc969222304ba4816665611a4a500652f5ac22b9026"),
+}
+
+TARGETS = {"dice_liver_mean": 0.945, "dice_liver_worst": 0.92, "dice_tumor_mean": 0.70, "false_lesions": 10,
+           "liver_outside_ml": 80.0}
+"""Issue 11's 'done when' on the held-out CTs: liver Dice mean >= 0.945 and every case >= 0.92, tumor Dice mean
+>= 0.70, <= 10 predicted lesions touching no real lesion, <= 80 mL liver outside the true liver."""
+
+IMPLAUSIBLE = "Implausible result"
+
+Runner = Callable[[List[str]], int]
+
+
+def run_cli(argv: List[str]) -> int:
+    """Exit status of ``python -m LiverTumorSegLib ARGV`` in its own process (its output goes to this console)."""
+    return subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv]).returncode
+
+
+def _weights_sha256(package_path: Any) -> str:
+    from LiverTumorSegLib.package import load_model_package
+
+    return load_model_package(package_path).sha256
+
+
+def _git_blob(commit: str, path: str, repo: Path = ROOT) -> bytes:
+    """The bytes of ``commit:path`` in ``repo``'s git history; InputError naming the way out when it is not there."""
+    try:
+        done = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise InputError(f"git could not run ({exc}), and {path} of commit {commit} is read from git history: "
+                         f"install git, or give the package with --model NAME=PACKAGE.") from exc
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = lines[0] if lines else f"git exit {done.returncode}"
+        raise InputError(f"{path} of commit {commit} is not in the git history of {repo} ({why}); in a shallow "
+                         f"clone run 'git fetch --unshallow', or give the package with --model NAME=PACKAGE.")
+    return done.stdout
+
+
+def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
+    """A package file (or installed model name) holding built-in model ``name``'s weights, checked by their SHA-256.
+    Taken from git history into ``models_dir/NAME.safetensors`` (kept for a rerun) unless installed as the
+    bundled default."""
+    model = BUILTIN_MODELS[name]
+    if model.bundled_name is not None:
+        try:
+            if _weights_sha256(model.bundled_name) == model.weights_sha256:
+                return model.bundled_name
+        except Exception:  # noqa: BLE001 - not installed, or another default: take it from history
+            pass
+    target = models_dir / f"{name}.safetensors"
+    if target.exists() and _weights_sha256(target) == model.weights_sha256:
+        return str(target)
+    blob = _git_blob(model.commit, model.path, repo)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(blob)
+    try:
+        found = _weights_sha256(partial)
+        if found != model.weights_sha256:
+            raise InputError(f"{model.path} of commit {model.commit} holds weights with SHA-256 {found}, not {name}'s "
+                             f"{model.weights_sha256}: the history was rewritten or the file damaged; give {name} "
+                             f"with --model {name}=PACKAGE.")
+        partial.replace(target)  # the model to compare is the one named, or none
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return str(target)
+
+
+def parse_models(builtin: str, extra: Sequence[str]) -> Dict[str, Optional[str]]:
+    """``{name: package or None (built-in)}`` in the order given: ``--models`` names, then ``--model NAME=PACKAGE``."""
+    models = {}  # type: Dict[str, Optional[str]]
+    for name in [n.strip() for n in builtin.split(",") if n.strip()]:
+        if name not in BUILTIN_MODELS:
+            raise InputError(f"--models: no built-in model '{name}' (built-in: {', '.join(BUILTIN_MODELS)}); give "
+                             f"another package with --model NAME=PACKAGE.")
+        models[name] = None
+    for item in extra:
+        name, sep, package = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not package.strip():
+            raise InputError(f"--model '{item}': expected NAME=PACKAGE (a .safetensors file or an installed model).")
+        if not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
+            raise InputError(f"--model '{item}': NAME names a folder of OUT, so letters, digits, '-', '_' and '.' "
+                             f"only (not first).")
+        if name in models or name == "models":
+            raise InputError(f"--model '{item}': the name '{name}' is taken; choose another.")
+        models[name] = package.strip()
+    if not models:
+        raise InputError("No model to compare: give --models and/or --model NAME=PACKAGE.")
+    return models
+
+
+def implausible_cases(pred_dir: Path) -> List[str]:
+    """Cases whose ``segment`` report (``pred_dir/reports/*.json``) carries an "Implausible result" warning."""
+    found = []
+    for report in sorted((pred_dir / "reports").glob("*.json")):
+        try:
+            warnings = json.loads(report.read_text(encoding="utf-8")).get("warnings") or []
+        except (OSError, ValueError):
+            continue
+        if any(str(w).startswith(IMPLAUSIBLE) for w in warnings):
+            found.append(report.name[:-len(".json")])
+    return found
+
+
+def failed_segment_cases(pred_dir: Path) -> List[str]:
+    """Cases ``segment``'s batch status file lists as failed."""
+    status = pred_dir / "batch_status.csv"
+    if not status.exists():
+        return []
+    with status.open(newline="", encoding="utf-8") as handle:
+        return [row["case_id"] for row in csv.DictReader(handle) if row.get("status") == "failed"]
+
+
+def model_row(summary: Dict[str, Any], pred_dir: Path) -> Dict[str, Any]:
+    """Issue 11's numbers of one model from ``evaluate``'s summary.json and ``segment``'s outputs."""
+    metrics = summary.get("metrics") or {}
+    liver, tumor = metrics.get("dice_liver") or {}, metrics.get("dice_tumor") or {}
+    missing = list((summary.get("unmatched") or {}).get("references_without_prediction") or [])
+    row = {
+        "cases_evaluated": int(summary.get("n_cases", 0)),
+        "dice_liver_mean": liver.get("mean"),
+        "dice_liver_worst": liver.get("min"),
+        "dice_tumor_mean": tumor.get("mean"),
+        "false_lesions": (summary.get("lesion_detection") or {}).get("pred_no_overlap"),
+        "liver_outside_ml": (summary.get("volume_outside_ref_total_ml") or {}).get("liver"),
+        "cases_without_prediction": missing,
+        "segment_failed_cases": failed_segment_cases(pred_dir),
+        "implausible_cases": implausible_cases(pred_dir),
+    }
+    row["meets_targets"] = meets_targets(row)
+    return row
+
+
+def meets_targets(row: Dict[str, Any]) -> bool:
+    """Issue 11's targets, with no reference case left without a prediction (a failure is not a pass)."""
+    values = [row.get(key) for key in TARGETS]
+    if row.get("cases_without_prediction") or any(v is None for v in values):
+        return False
+    return (row["dice_liver_mean"] >= TARGETS["dice_liver_mean"]
+            and row["dice_liver_worst"] >= TARGETS["dice_liver_worst"]
+            and row["dice_tumor_mean"] >= TARGETS["dice_tumor_mean"]
+            and row["false_lesions"] <= TARGETS["false_lesions"]
+            and row["liver_outside_ml"] <= TARGETS["liver_outside_ml"])
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _names(items: Sequence[str]) -> str:
+    return str(len(items)) + (f" ({', '.join(items[:5])}{' ...' if len(items) > 5 else ''})" if items else "")
+
+
+TABLE_ROWS = (
+    ("liver Dice, mean / worst case", lambda r: f"{_num(r['dice_liver_mean'])} / {_num(r['dice_liver_worst'])}",
+     ">= 0.945 / >= 0.92"),
+    ("tumor Dice, mean", lambda r: _num(r["dice_tumor_mean"]), ">= 0.70"),
+    ("predicted lesions touching no reference lesion (total)",
+     lambda r: "n/a" if r["false_lesions"] is None else str(int(r["false_lesions"])), "<= 10"),
+    ("liver labelled outside the reference liver (total mL)", lambda r: _num(r["liver_outside_ml"], 1), "<= 80"),
+    ("cases evaluated", lambda r: str(r["cases_evaluated"]), ""),
+    ("reference cases without a prediction (failures, not in the numbers above)",
+     lambda r: _names(r["cases_without_prediction"]), "0"),
+    ("cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
+    ("meets issue 11's targets", lambda r: "yes" if r["meets_targets"] else "no", ""),
+)
+
+
+def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
+    """A Markdown table: one column per model (its error in place of numbers when it could not run), issue 11's
+    targets last."""
+    names = list(rows)
+    lines = ["| | " + " | ".join(names) + " | target |", "|---|" + "---|" * (len(names) + 1)]
+    for label, cell, target in TABLE_ROWS:
+        cells = [cell(rows[n]) if "error" not in rows[n] else "-" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+    for name in names:
+        if "error" in rows[name]:
+            lines.append(f"\n{name}: {rows[name]['error']}")
+    return "\n".join(lines)
+
+
+def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
+            overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT) -> Dict[str, Dict[str, Any]]:
+    """Segment and evaluate with each model (see the module docstring); returns ``{name: row}``, a row holding
+    ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run."""
+    if not overwrite:
+        taken = [p for p in (out / "comparison.md", out / "comparison.json") if p.exists()] + \
+            [out / n / "eval" for n in models if (out / n / "eval").exists()]
+        if taken:
+            raise InputError(f"{taken[0]} exists (an earlier comparison): rerun with --overwrite to replace the "
+                             f"evaluation and the comparison (the predictions are kept and resumed either way), or "
+                             f"give another -o.")
+    # every built-in model is found (and checked) before the first CT is segmented: a clone without v4's commit
+    # fails in seconds, not after hours of v3 and v2
+    packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
+                for name, package in models.items()}
+    rows = {}  # type: Dict[str, Dict[str, Any]]
+    for name, package in packages.items():
+        pred, evaluation = out / name / "pred", out / name / "eval"
+        print(f"== {name}: {package}", flush=True)
+        code = runner(["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"])
+        if not pred.is_dir() or not any(pred.iterdir()):
+            rows[name] = {"package": package, "error": f"segment wrote no prediction (exit {code}); see its output "
+                                                       f"above"}
+            continue
+        # exit 1 from segment: some cases failed; they are counted below as failures, not hidden
+        args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation), "--no-plots", "--no-progress"]
+        code = runner(args + (["--overwrite"] if overwrite else []))
+        summary_path = evaluation / "summary.json"
+        if code != 0 or not summary_path.exists():
+            rows[name] = {"package": package, "error": f"evaluate failed (exit {code}); see its output above"}
+            continue
+        rows[name] = dict(model_row(json.loads(summary_path.read_text(encoding="utf-8")), pred), package=package)
+    return rows
+
+
+def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path) -> str:
+    """Write ``out/comparison.md`` and ``out/comparison.json``; returns the table."""
+    table = comparison_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
+    (out / "comparison.json").write_text(json.dumps({"targets": TARGETS, "models": rows}, indent=1) + "\n",
+                                         encoding="utf-8")
+    return table
+
+
+def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cts", help="folder or CSV of CTs (as `livertumorseg segment` takes it)")
+    p.add_argument("--ref", required=True, help="folder of reference label maps (0/1/2)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--models", default="v3,v2,v4",
+                   help=f"built-in models, comma-separated ({', '.join(BUILTIN_MODELS)}; '' for none)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PACKAGE", help="another model (repeatable)")
+    p.add_argument("--device", default="auto", help="as segment --device")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations and comparison files")
+    args = p.parse_args(argv)
+    models = parse_models(args.models, args.model)
+    for what, path in (("CTS", args.cts), ("--ref", args.ref)):
+        if not Path(path).exists():
+            raise InputError(f"{what} '{path}' does not exist.")
+    out = Path(args.output)
+    rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner)
+    print(write_comparison(rows, out))
+    print(f"wrote {out / 'comparison.md'} and {out / 'comparison.json'}")
+    return 1 if any("error" in row for row in rows.values()) else 0
+
+
+if __name__ == "__main__":
+    from LiverTumorSegLib.cli import run_script
+
+    sys.exit(run_script(main))

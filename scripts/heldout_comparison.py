@@ -1,7 +1,7 @@
 """Issue 11's held-out table for several models side by side, in one command.
 
     python scripts/heldout_comparison.py CTS --ref LABELS -o OUT [--models v3,v2,v4] [--model NAME=PACKAGE ...]
-                                         [--device auto|cpu|cuda] [--overwrite]
+                                         [--device auto|cpu|cuda] [--label-map JSON] [--overwrite]
 
 ``CTS``: a folder (or CSV) of CTs, as ``livertumorseg segment`` takes it; ``LABELS``: the reference label maps
 (0 background, 1 liver, 2 tumor), paired with the predictions by case name as ``livertumorseg evaluate`` pairs
@@ -9,6 +9,7 @@ them. For each model, in its own process each, exactly as one would type them:
 
     livertumorseg segment CTS -o OUT/NAME/pred --model PACKAGE --device DEVICE --no-progress
     livertumorseg evaluate --pred OUT/NAME/pred --ref LABELS -o OUT/NAME/eval --no-plots --no-progress
+                           [--label-map JSON]     (the references' other label values, as evaluate takes them)
 
 then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparison.json``) with issue 11's rows:
 liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
@@ -256,7 +257,8 @@ def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
 
 
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
-            overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT) -> Dict[str, Dict[str, Any]]:
+            overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
+            label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
     """Segment and evaluate with each model (see the module docstring); returns ``{name: row}``, a row holding
     ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run."""
     if not overwrite:
@@ -281,7 +283,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
             continue
         # exit 1 from segment: some cases failed; they are counted below as failures, not hidden
         args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation), "--no-plots", "--no-progress"]
-        code = runner(args + (["--overwrite"] if overwrite else []))
+        code = runner(args + (["--label-map", label_map] if label_map else []) + (["--overwrite"] if overwrite else []))
         summary_path = evaluation / "summary.json"
         if code != 0 or not summary_path.exists():
             rows[name] = {"package": package, "error": f"evaluate failed (exit {code}); see its output above"}
@@ -309,6 +311,8 @@ def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
                    help=f"built-in models, comma-separated ({', '.join(BUILTIN_MODELS)}; '' for none)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PACKAGE", help="another model (repeatable)")
     p.add_argument("--device", default="auto", help="as segment --device")
+    p.add_argument("--label-map", default=None, metavar="JSON",
+                   help="the references' label values, as evaluate --label-map takes them (e.g. '{\"255\": 1}')")
     p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations and comparison files")
     args = p.parse_args(argv)
     models = parse_models(args.models, args.model)
@@ -316,7 +320,8 @@ def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
         if not Path(path).exists():
             raise InputError(f"{what} '{path}' does not exist.")
     out = Path(args.output)
-    rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner)
+    rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner,
+                   label_map=args.label_map)
     print(write_comparison(rows, out))
     print(f"wrote {out / 'comparison.md'} and {out / 'comparison.json'}")
     return 1 if any("error" in row for row in rows.values()) else 0

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from LiverTumorSegLib import cli  # noqa: E402
 from LiverTumorSegLib.errors import InputError  # noqa: E402
-from LiverTumorSegLib.io import write_label_map, write_volume  # noqa: E402
+from LiverTumorSegLib.io import read_label_map, write_label_map, write_volume  # noqa: E402
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom  # noqa: E402
 
 from inference_helpers import tiny_unet_package  # noqa: E402
@@ -185,3 +185,20 @@ def test_a_builtin_model_comes_from_history_only_with_its_pinned_weights(tmp_pat
         comparison.compare("cts", "labels", tmp_path / "out", {"old": None, "absent": None}, runner=calls.append,
                            repo=repo)
     assert calls == []
+
+
+def test_references_with_other_label_values_are_read_with_label_map(tmp_path):
+    cts, labels = write_cases(tmp_path, count=1)
+    path = labels / "case0.nii.gz"
+    reference = read_label_map(path)
+    recoded = np.select([reference.array == 1, reference.array == 2], [7, 9], 0).astype(np.uint8)
+    write_label_map(path, recoded, reference.geometry, overwrite=True)
+    a = tiny_unet_package(tmp_path).path
+    base = [str(cts), "--ref", str(labels), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    assert comparison.main(base + ["-o", str(tmp_path / "plain")], runner=in_process([])) == 1  # 7 and 9 refused
+    calls = []
+    assert comparison.main(base + ["-o", str(tmp_path / "mapped"), "--label-map", '{"7": 1, "9": 2}'],
+                           runner=in_process(calls)) == 0
+    assert calls[1][calls[1].index("--label-map") + 1] == '{"7": 1, "9": 2}'
+    row = json.loads((tmp_path / "mapped" / "comparison.json").read_text())["models"]["a"]
+    assert row["cases_evaluated"] == 1 and row["cases_without_prediction"] == []

@@ -16,6 +16,10 @@ liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no r
 labelled outside the reference liver (total mL), and beside them the reference cases without a prediction (a case
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
 result", and whether the model meets the issue's targets (never when a case has no prediction).
+``OUT/per_case.csv`` puts each reference case's numbers side by side, a column per model and number (liver Dice,
+tumor Dice, predicted lesions touching no reference lesion, mL liver outside the reference liver, the
+"Implausible result" flag; empty where that model has no prediction of the case): the per-patient differences
+between two models, which a mean hides.
 
 Models: ``--models`` names built-in ones (default ``v3,v2,v4``), ``--model NAME=PACKAGE`` adds any package (a file
 or an installed model's name). Built-in:
@@ -166,7 +170,10 @@ def parse_models(builtin: str, extra: Sequence[str]) -> Dict[str, Optional[str]]
 
 
 def implausible_cases(pred_dir: Path) -> List[str]:
-    """Cases whose ``segment`` report (``pred_dir/reports/*.json``) carries an "Implausible result" warning."""
+    """Cases whose ``segment`` report (``pred_dir/reports/*.json``) carries an "Implausible result" warning, named as
+    ``evaluate`` names the case of that report's label map (``Patient_07.json`` -> ``patient_07``)."""
+    from LiverTumorSegLib.commands.evaluate import case_name
+
     found = []
     for report in sorted((pred_dir / "reports").glob("*.json")):
         try:
@@ -174,7 +181,7 @@ def implausible_cases(pred_dir: Path) -> List[str]:
         except (OSError, ValueError):
             continue
         if any(str(w).startswith(IMPLAUSIBLE) for w in warnings):
-            found.append(report.name[:-len(".json")])
+            found.append(case_name(Path(report.name[:-len(".json")] + ".nii.gz")))
     return found
 
 
@@ -262,7 +269,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     """Segment and evaluate with each model (see the module docstring); returns ``{name: row}``, a row holding
     ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run."""
     if not overwrite:
-        taken = [p for p in (out / "comparison.md", out / "comparison.json") if p.exists()] + \
+        taken = [p for p in (out / "comparison.md", out / "comparison.json", out / "per_case.csv") if p.exists()] + \
             [out / n / "eval" for n in models if (out / n / "eval").exists()]
         if taken:
             raise InputError(f"{taken[0]} exists (an earlier comparison): rerun with --overwrite to replace the "
@@ -292,10 +299,38 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     return rows
 
 
+PER_CASE_COLUMNS = (("dice_liver", "dice_liver"), ("dice_tumor", "dice_tumor"),
+                    ("false_lesions", "lesions_pred_no_overlap"), ("liver_outside_ml", "volume_outside_ref_liver_ml"))
+"""``(per_case.csv column suffix, evaluate's cases.csv column)``."""
+
+
+def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path) -> List[Dict[str, str]]:
+    """One dict per reference case (evaluated by any model, or without a prediction), columns ``NAME_<number>``
+    and ``NAME_implausible`` per model that ran; empty where that model has no prediction of the case."""
+    per_case = {}  # type: Dict[str, Dict[str, str]]
+    ran = [name for name in rows if "error" not in rows[name]]
+    for name in ran:
+        with (out / name / "eval" / "cases.csv").open(newline="", encoding="utf-8") as handle:
+            for case in csv.DictReader(handle):
+                cells = per_case.setdefault(case["case"], {})
+                for column, source in PER_CASE_COLUMNS:
+                    cells[f"{name}_{column}"] = case.get(source, "")
+                cells[f"{name}_implausible"] = "yes" if case["case"] in rows[name]["implausible_cases"] else "no"
+        for case in rows[name]["cases_without_prediction"]:
+            per_case.setdefault(case, {})
+    header = ["case"] + [f"{n}_{c}" for n in ran for c in [c for c, _ in PER_CASE_COLUMNS] + ["implausible"]]
+    return [dict({h: "" for h in header}, case=case, **cells) for case, cells in sorted(per_case.items())]
+
+
 def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path) -> str:
-    """Write ``out/comparison.md`` and ``out/comparison.json``; returns the table."""
+    """Write ``out/comparison.md``, ``out/comparison.json`` and ``out/per_case.csv``; returns the table."""
     table = comparison_table(rows)
     out.mkdir(parents=True, exist_ok=True)
+    cases = per_case_rows(rows, out)
+    with (out / "per_case.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(cases[0]) if cases else ["case"])
+        writer.writeheader()
+        writer.writerows(cases)
     (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
     (out / "comparison.json").write_text(json.dumps({"targets": TARGETS, "models": rows}, indent=1) + "\n",
                                          encoding="utf-8")
@@ -323,7 +358,8 @@ def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
     rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner,
                    label_map=args.label_map)
     print(write_comparison(rows, out))
-    print(f"wrote {out / 'comparison.md'} and {out / 'comparison.json'}")
+    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'per_case.csv'} (per case, side by "
+          f"side)")
     return 1 if any("error" in row for row in rows.values()) else 0
 
 

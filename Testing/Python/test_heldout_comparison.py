@@ -1,6 +1,7 @@
 """scripts/heldout_comparison.py: issue 11's table for several models from `segment` + `evaluate`, a failed case
 counted as a failure, built-in models from git history only with their pinned weights, nothing replaced without
 --overwrite."""
+import csv
 import json
 import shutil
 import subprocess
@@ -75,6 +76,10 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
         # the reference without a CT: outside the numbers, named, and never a pass
         assert row["cases_without_prediction"] == ["case2"]
         assert row["meets_targets"] is False
+    with (out / "per_case.csv").open(newline="") as handle:
+        per_case = list(csv.DictReader(handle))
+    assert [r["case"] for r in per_case] == ["case0", "case1", "case2"]
+    assert per_case[2]["a_dice_liver"] == "" and per_case[0]["b_dice_liver"] != ""
     table = (out / "comparison.md").read_text()
     assert table.splitlines()[0] == "| | a | b | target |"
     assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) | 1 (case2) | 0 |" \
@@ -202,3 +207,27 @@ def test_references_with_other_label_values_are_read_with_label_map(tmp_path):
     assert calls[1][calls[1].index("--label-map") + 1] == '{"7": 1, "9": 2}'
     row = json.loads((tmp_path / "mapped" / "comparison.json").read_text())["models"]["a"]
     assert row["cases_evaluated"] == 1 and row["cases_without_prediction"] == []
+
+
+def test_per_case_table_sets_models_side_by_side_under_evaluate_s_case_names(tmp_path):
+    out = tmp_path / "out"
+    for name, dice, flagged in (("m1", "0.9", True), ("m2", "0.8", False)):
+        (out / name / "eval").mkdir(parents=True)
+        (out / name / "pred" / "reports").mkdir(parents=True)
+        (out / name / "eval" / "cases.csv").write_text(
+            "case,dice_liver,dice_tumor,lesions_pred_no_overlap,volume_outside_ref_liver_ml\n"
+            f"patient_07,{dice},0.5,3,12.5\n")
+        warnings = ["Implausible result: the liver volume is 71 mL"] if flagged else ["a note"]
+        (out / name / "pred" / "reports" / "Patient_07_0000.json").write_text(json.dumps({"warnings": warnings}))
+    rows = {name: {"implausible_cases": comparison.implausible_cases(out / name / "pred"),
+                   "cases_without_prediction": ["patient_09"] if name == "m2" else []} for name in ("m1", "m2")}
+    assert rows["m1"]["implausible_cases"] == ["patient_07"] and rows["m2"]["implausible_cases"] == []
+    rows["broken"] = {"error": "segment wrote no prediction (exit 2)"}
+    table = comparison.per_case_rows(rows, out)
+    assert table == [
+        {"case": "patient_07", "m1_dice_liver": "0.9", "m1_dice_tumor": "0.5", "m1_false_lesions": "3",
+         "m1_liver_outside_ml": "12.5", "m1_implausible": "yes", "m2_dice_liver": "0.8", "m2_dice_tumor": "0.5",
+         "m2_false_lesions": "3", "m2_liver_outside_ml": "12.5", "m2_implausible": "no"},
+        {"case": "patient_09", "m1_dice_liver": "", "m1_dice_tumor": "", "m1_false_lesions": "",
+         "m1_liver_outside_ml": "", "m1_implausible": "", "m2_dice_liver": "", "m2_dice_tumor": "",
+         "m2_false_lesions": "", "m2_liver_outside_ml": "", "m2_implausible": ""}]

@@ -34,14 +34,19 @@ the one pinned here (a clone without that commit, a shallow one, says how to get
 recorded a metadata hash, so loading it prints a warning that says so.
 
 Resumable: ``segment`` skips the cases it has already written, so a rerun after an interruption goes on where it
-stopped (delete ``OUT/NAME/pred`` to segment again). ``evaluate``'s folder and the comparison files are replaced
-only with ``--overwrite``.
+stopped (delete ``OUT/NAME/pred`` to segment again). Before any CT is segmented, every model's package is loaded,
+and a ``OUT/NAME/pred`` is refused when it holds a label map that NAME's package did not write (its report names
+other weights, or none) or a case that is not in CTS: either would be evaluated as NAME's. ``OUT`` must not lie
+inside ``LABELS`` (``evaluate`` would find the predictions among the references). ``evaluate``'s folder and the
+comparison files are replaced only with ``--overwrite``; a model taken from git history that is already in
+``OUT/models`` is used when its weights are the pinned ones, and never replaced.
 
 Exit status 0 when every model was segmented and evaluated (failed cases are counted in the table, not here);
 1 when a model's ``segment`` or ``evaluate`` could not run at all; 2 for a usage or input error.
 """
 import argparse
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -58,24 +63,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model kept in this repository: ``commit:path`` in git history, identified by its weights' SHA-256
-    (``LiverTumorSegLib.package.weights_sha256``: a later metadata-only update of the file does not change it)."""
+    """A model kept in this repository: the file ``commit:path`` of git history (its SHA-256 ``file_sha256``), whose
+    weights' SHA-256 is ``weights_sha256`` (``LiverTumorSegLib.package.weights_sha256``: a later metadata-only update
+    of the bundled file changes the file's hash, not this one)."""
     description: str
     commit: str
     path: str
+    file_sha256: str
     weights_sha256: str
     bundled_name: Optional[str] = None  # an installed model that holds these weights while it is the default
 
 
 BUILTIN_MODELS = {
     "v3": BuiltinModel("bundled default since 23 Nov 2026", "758666e", "Resources/Models/default.safetensors",
+                       "52f18c7a4517f7ab264270958cc51be727699ba5916f4b7d8a0ea0ccef6494ca",
                        "39135919f0d70b2820761d28e035c13d29081525adb14697fda0218f6c626307", bundled_name="default"),
     "v2": BuiltinModel("default before v3", "013a56e", "Resources/Models/default.safetensors",
+                       "dbe4e960200498115d4bae703f298b48880d62f65312626b796c1aab945c47f2",
                        "0f8e4401978ef5103123402434c0eb1fb01ae6dafa5a45cd27a8727fc9f1d605"),
     "v4": BuiltinModel("candidate that lost to v3 (docs/default_model_v4.md)", "4614857",
                        "docs/candidates/default_v4.safetensors",
+                       "a41ba2b24a24470f0e718c833eff1a9f6f1e5682d0aa10249f502229885051b9",
                        "28978b94a32b07f8ac574cc969222304ba4816665611a4a500652f5ac22b9026"),
 }
+
+RESERVED_NAMES = ("models", "comparison.md", "comparison.json", "per_case.csv")
+"""What OUT holds beside the models' folders: no model may be named so (on any disk's letter case)."""
 
 TARGETS = {"dice_liver_mean": 0.945, "dice_liver_worst": 0.92, "dice_tumor_mean": 0.70, "false_lesions": 10,
            "liver_outside_ml": 80.0}
@@ -114,10 +127,19 @@ def _git_blob(commit: str, path: str, repo: Path = ROOT) -> bytes:
     return done.stdout
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
-    """A package file (or installed model name) holding built-in model ``name``'s weights, checked by their SHA-256.
-    Taken from git history into ``models_dir/NAME.safetensors`` (kept for a rerun) unless installed as the
-    bundled default."""
+    """A package file (or installed model name) holding built-in model ``name``: the bundled default while its
+    weights are ``name``'s, else ``models_dir/NAME.safetensors`` from git history (kept for a rerun), checked by
+    the file's SHA-256. An existing ``models_dir/NAME.safetensors`` that is not that file is refused, not
+    replaced."""
     model = BUILTIN_MODELS[name]
     if model.bundled_name is not None:
         try:
@@ -126,19 +148,24 @@ def builtin_package(name: str, models_dir: Path, repo: Path = ROOT) -> str:
         except Exception:  # noqa: BLE001 - not installed, or another default: take it from history
             pass
     target = models_dir / f"{name}.safetensors"
-    if target.exists() and _weights_sha256(target) == model.weights_sha256:
+    if target.exists():
+        found = _file_sha256(target)
+        if found != model.file_sha256:
+            raise InputError(f"{target} exists and is not {name} (its SHA-256 is {found}, {name}'s file is "
+                             f"{model.file_sha256}): remove it (this script takes {name} from git history again), "
+                             f"or give another -o.")
         return str(target)
     blob = _git_blob(model.commit, model.path, repo)
+    found = hashlib.sha256(blob).hexdigest()
+    if found != model.file_sha256:
+        raise InputError(f"{model.path} of commit {model.commit} has SHA-256 {found}, not {name}'s "
+                         f"{model.file_sha256}: the history was rewritten or the file damaged; give {name} with "
+                         f"--model {name}=PACKAGE.")
     models_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(blob)
     try:
-        found = _weights_sha256(partial)
-        if found != model.weights_sha256:
-            raise InputError(f"{model.path} of commit {model.commit} holds weights with SHA-256 {found}, not {name}'s "
-                             f"{model.weights_sha256}: the history was rewritten or the file damaged; give {name} "
-                             f"with --model {name}=PACKAGE.")
-        partial.replace(target)  # the model to compare is the one named, or none
+        partial.write_bytes(blob)
+        partial.replace(target)  # a killed run leaves no half-written NAME.safetensors
     finally:
         if partial.exists():
             partial.unlink()
@@ -161,19 +188,28 @@ def parse_models(builtin: str, extra: Sequence[str]) -> Dict[str, Optional[str]]
         if not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
             raise InputError(f"--model '{item}': NAME names a folder of OUT, so letters, digits, '-', '_' and '.' "
                              f"only (not first).")
-        if name in models or name == "models":
-            raise InputError(f"--model '{item}': the name '{name}' is taken; choose another.")
+        taken = [n.casefold() for n in list(models) + list(RESERVED_NAMES)]  # one folder on case-blind disks
+        if name.casefold() in taken:
+            raise InputError(f"--model '{item}': the name '{name}' is taken (a model's, or a file of OUT: "
+                             f"{', '.join(RESERVED_NAMES)}); choose another.")
         models[name] = package.strip()
     if not models:
         raise InputError("No model to compare: give --models and/or --model NAME=PACKAGE.")
     return models
 
 
-def implausible_cases(pred_dir: Path) -> List[str]:
-    """Cases whose ``segment`` report (``pred_dir/reports/*.json``) carries an "Implausible result" warning, named as
-    ``evaluate`` names the case of that report's label map (``Patient_07.json`` -> ``patient_07``)."""
+def evaluate_name(case_id: str) -> str:
+    """The name ``evaluate`` gives the case of ``segment``'s label map ``CASE_ID.nii.gz`` (``Patient_07_0000`` ->
+    ``patient_07``): the name the references are paired by."""
     from LiverTumorSegLib.commands.evaluate import case_name
 
+    return case_name(Path(case_id + ".nii.gz")) or case_id
+
+
+def implausible_cases(pred_dir: Path, evaluated: Optional[Sequence[str]] = None) -> List[str]:
+    """Cases whose ``segment`` report (``pred_dir/reports/*.json``) carries an "Implausible result" warning, under
+    :func:`evaluate_name`; with ``evaluated`` (evaluate's case names) only those: a prediction without a reference
+    is in no number of the table."""
     found = []
     for report in sorted((pred_dir / "reports").glob("*.json")):
         try:
@@ -181,24 +217,26 @@ def implausible_cases(pred_dir: Path) -> List[str]:
         except (OSError, ValueError):
             continue
         if any(str(w).startswith(IMPLAUSIBLE) for w in warnings):
-            found.append(case_name(Path(report.name[:-len(".json")] + ".nii.gz")))
-    return found
+            found.append(evaluate_name(report.name[:-len(".json")]))
+    return [case for case in found if evaluated is None or case in evaluated]
 
 
 def failed_segment_cases(pred_dir: Path) -> List[str]:
-    """Cases ``segment``'s batch status file lists as failed."""
+    """Cases ``segment``'s batch status file lists as failed (under :func:`evaluate_name`)."""
     status = pred_dir / "batch_status.csv"
     if not status.exists():
         return []
     with status.open(newline="", encoding="utf-8") as handle:
-        return [row["case_id"] for row in csv.DictReader(handle) if row.get("status") == "failed"]
+        return [evaluate_name(row["case_id"]) for row in csv.DictReader(handle) if row.get("status") == "failed"]
 
 
-def model_row(summary: Dict[str, Any], pred_dir: Path) -> Dict[str, Any]:
-    """Issue 11's numbers of one model from ``evaluate``'s summary.json and ``segment``'s outputs."""
+def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Issue 11's numbers of one model from ``evaluate``'s summary.json and ``segment``'s outputs; ``evaluated``:
+    evaluate's case names (cases.csv), to which the "Implausible result" count is limited."""
     metrics = summary.get("metrics") or {}
     liver, tumor = metrics.get("dice_liver") or {}, metrics.get("dice_tumor") or {}
-    missing = list((summary.get("unmatched") or {}).get("references_without_prediction") or [])
+    unmatched = summary.get("unmatched") or {}
+    missing = list(unmatched.get("references_without_prediction") or [])
     row = {
         "cases_evaluated": int(summary.get("n_cases", 0)),
         "dice_liver_mean": liver.get("mean"),
@@ -207,8 +245,9 @@ def model_row(summary: Dict[str, Any], pred_dir: Path) -> Dict[str, Any]:
         "false_lesions": (summary.get("lesion_detection") or {}).get("pred_no_overlap"),
         "liver_outside_ml": (summary.get("volume_outside_ref_total_ml") or {}).get("liver"),
         "cases_without_prediction": missing,
+        "predictions_without_reference": list(unmatched.get("predictions_without_reference") or []),
         "segment_failed_cases": failed_segment_cases(pred_dir),
-        "implausible_cases": implausible_cases(pred_dir),
+        "implausible_cases": implausible_cases(pred_dir, evaluated),
     }
     row["meets_targets"] = meets_targets(row)
     return row
@@ -244,7 +283,8 @@ TABLE_ROWS = (
     ("cases evaluated", lambda r: str(r["cases_evaluated"]), ""),
     ("reference cases without a prediction (failures, not in the numbers above)",
      lambda r: _names(r["cases_without_prediction"]), "0"),
-    ("cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
+    ("predictions without a reference (not evaluated)", lambda r: _names(r["predictions_without_reference"]), ""),
+    ("evaluated cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
     ("meets issue 11's targets", lambda r: "yes" if r["meets_targets"] else "no", ""),
 )
 
@@ -263,39 +303,82 @@ def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: str) -> None:
+    """Refuse a ``pred`` folder whose label maps ``segment`` would keep as already done but that are not NAME's:
+    one whose report names other weights than ``weights_sha256`` (or none), or one of a case not in ``cases``
+    (``batch.find_cases`` of CTS). Either would be evaluated as NAME's."""
+    if not pred.is_dir():
+        return
+    expected = {case.output_path.name for case in cases}
+    strays = sorted(p.name for p in pred.iterdir()
+                    if p.is_file() and p.name not in expected and p.name != "batch_status.csv"
+                    and not p.name.startswith("."))
+    if strays:
+        raise InputError(f"{pred} holds {len(strays)} file(s) of cases not in CTS ({', '.join(strays[:5])}): evaluate "
+                         f"would count them as {name}'s. Remove them, or give another -o.")
+    for case in cases:
+        if not case.output_path.exists():
+            continue
+        try:
+            recorded = json.loads(case.report_path.read_text(encoding="utf-8")).get("model_weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != weights_sha256:
+            raise InputError(f"{case.output_path} was not segmented with {name}'s package (its report names weights "
+                             f"{recorded or 'none'}; {name}'s are {weights_sha256}), and segment would keep it as "
+                             f"already done. Delete {pred} to segment again with {name}, or give another -o.")
+
+
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
             overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
             label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
     """Segment and evaluate with each model (see the module docstring); returns ``{name: row}``, a row holding
     ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run."""
+    from LiverTumorSegLib.inference.batch import find_cases
+
+    if _inside(out, Path(ref)):
+        raise InputError(f"-o {out} lies inside --ref {ref}: evaluate would find the predictions among the reference "
+                         f"label maps. Give an output folder outside it.")
     if not overwrite:
-        taken = [p for p in (out / "comparison.md", out / "comparison.json", out / "per_case.csv") if p.exists()] + \
+        taken = [out / n for n in RESERVED_NAMES[1:] if (out / n).exists()] + \
             [out / n / "eval" for n in models if (out / n / "eval").exists()]
         if taken:
             raise InputError(f"{taken[0]} exists (an earlier comparison): rerun with --overwrite to replace the "
                              f"evaluation and the comparison (the predictions are kept and resumed either way), or "
                              f"give another -o.")
-    # every built-in model is found (and checked) before the first CT is segmented: a clone without v4's commit
-    # fails in seconds, not after hours of v3 and v2
+    # before the first CT is segmented: every model is found and loaded (a clone without v4's commit or a mistyped
+    # package fails in seconds, not after hours of v3 and v2), and no earlier prediction would pass as another's
     packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
                 for name, package in models.items()}
+    cases = {name: find_cases(cts, out / name / "pred") for name in packages}
+    for name, package in packages.items():
+        check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package))
     rows = {}  # type: Dict[str, Dict[str, Any]]
     for name, package in packages.items():
         pred, evaluation = out / name / "pred", out / name / "eval"
         print(f"== {name}: {package}", flush=True)
         code = runner(["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"])
-        if not pred.is_dir() or not any(pred.iterdir()):
-            rows[name] = {"package": package, "error": f"segment wrote no prediction (exit {code}); see its output "
+        if not any(case.output_path.exists() for case in cases[name]):
+            rows[name] = {"package": package, "error": f"segment wrote no label map (exit {code}); see its output "
                                                        f"above"}
             continue
-        # exit 1 from segment: some cases failed; they are counted below as failures, not hidden
+        # exit 2 from segment with label maps written: some cases failed; counted below as failures, not hidden
         args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation), "--no-plots", "--no-progress"]
         code = runner(args + (["--label-map", label_map] if label_map else []) + (["--overwrite"] if overwrite else []))
-        summary_path = evaluation / "summary.json"
-        if code != 0 or not summary_path.exists():
+        summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"
+        if code != 0 or not summary_path.exists() or not cases_path.exists():
             rows[name] = {"package": package, "error": f"evaluate failed (exit {code}); see its output above"}
             continue
-        rows[name] = dict(model_row(json.loads(summary_path.read_text(encoding="utf-8")), pred), package=package)
+        with cases_path.open(newline="", encoding="utf-8") as handle:
+            evaluated = [row["case"] for row in csv.DictReader(handle)]
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        rows[name] = dict(model_row(summary, pred, evaluated), package=package)
     return rows
 
 

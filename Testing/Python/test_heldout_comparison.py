@@ -2,9 +2,11 @@
 counted as a failure, built-in models from git history only with their pinned weights, nothing replaced without
 --overwrite."""
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,18 +106,50 @@ def test_a_rerun_keeps_the_predictions_and_replaces_the_evaluation_only_with_ove
     assert label_map.stat().st_mtime_ns == written  # already segmented: skipped, not redone
 
 
-def test_a_model_that_cannot_run_is_an_error_column_and_exit_1(tmp_path):
+def test_a_missing_package_stops_before_any_work_and_a_model_that_writes_nothing_is_an_error_column(tmp_path):
     cts, labels = write_cases(tmp_path, count=1)
     a = tiny_unet_package(tmp_path).path
     out = tmp_path / "out"
-    code = comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}",
-                            "--model", f"gone={tmp_path / 'missing.safetensors'}", "--device", "cpu"],
-                           runner=in_process([]))
+    calls = []
+    base = [str(cts), "--ref", str(labels), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    with pytest.raises(Exception, match="missing.safetensors"):  # every package is loaded before segment runs
+        comparison.main(base + ["-o", str(out), "--model", f"gone={tmp_path / 'missing.safetensors'}"],
+                        runner=in_process(calls))
+    assert calls == [] and not out.exists()
+    # a model whose segment writes no label map (here: its runner fails at once) is a column of its own error
+    def failing_for_b(argv):
+        if argv[0] == "segment" and Path(argv[argv.index("-o") + 1]).parent.name == "b":
+            return 2
+        return in_process(calls)(argv)
+    code = comparison.main(base + ["-o", str(out), "--model", f"b={a}"], runner=failing_for_b)
     assert code == 1
     rows = json.loads((out / "comparison.json").read_text())["models"]
-    assert "error" not in rows["a"] and "segment wrote no prediction (exit 2)" in rows["gone"]["error"]
+    assert "error" not in rows["a"] and rows["b"]["error"].startswith("segment wrote no label map (exit 2)")
     table = (out / "comparison.md").read_text()
-    assert "| liver Dice, mean / worst case |" in table and "gone: segment wrote no prediction" in table
+    assert "| liver Dice, mean / worst case |" in table and "b: segment wrote no label map" in table
+
+
+def test_predictions_another_model_wrote_or_of_other_cases_are_refused_before_any_work(tmp_path):
+    """segment keeps an existing label map as 'already segmented': a rerun with another package under the same
+    NAME reported the first package's numbers as the second's, and a case no longer in CTS was still evaluated."""
+    cts, labels = write_cases(tmp_path, count=2)
+    a = tiny_unet_package(tmp_path, name="a.safetensors").path
+    b = tiny_unet_package(tmp_path, context_slices=1, name="b.safetensors").path
+    out = tmp_path / "out"
+    base = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--device", "cpu", "--overwrite"]
+    assert comparison.main(base + ["--model", f"x={a}"], runner=in_process([])) == 0
+    before = {p: p.read_bytes() for p in (out / "x").rglob("*") if p.is_file()}
+    calls = []
+    with pytest.raises(InputError, match="not segmented with x's package"):
+        comparison.main(base + ["--model", f"x={b}"], runner=in_process(calls))
+    (cts / "case1.nii.gz").unlink()  # a case that left CTS
+    with pytest.raises(InputError, match=r"1 file\(s\) of cases not in CTS \(case1.nii.gz\)"):
+        comparison.main(base + ["--model", f"x={a}"], runner=in_process(calls))
+    assert calls == [] and {p: p.read_bytes() for p in (out / "x").rglob("*") if p.is_file()} == before
+    with pytest.raises(InputError, match="inside --ref"):
+        comparison.main([str(cts), "--ref", str(labels), "-o", str(labels / "out"), "--models", "", "--model",
+                         f"x={a}"], runner=in_process(calls))
+    assert calls == [] and not (labels / "out").exists()
 
 
 def _row(**changes):
@@ -144,14 +178,17 @@ def test_model_options_are_checked():
                                                                          "mine": "/x.safetensors"}
     for builtin, extra, message in [("v9", [], "no built-in model 'v9'"), ("", ["noequals"], "NAME=PACKAGE"),
                                     ("", ["../up=/x"], "letters, digits"), ("v3", ["v3=/x"], "is taken"),
-                                    ("", ["models=/x"], "is taken"), ("", [], "No model")]:
+                                    ("", ["models=/x"], "is taken"), ("", ["Comparison.md=/x"], "is taken"),
+                                    ("", ["a=/x", "A=/y"], "is taken"), ("V3", [], "no built-in"),
+                                    ("", [], "No model")]:
         with pytest.raises(InputError, match=message):
             comparison.parse_models(builtin, extra)
 
 
 @pytest.fixture
 def history(tmp_path):
-    """A git repository whose one commit holds a tiny package at pkg/m.safetensors: (repo, commit, weights SHA)."""
+    """A git repository whose one commit holds a tiny package at pkg/m.safetensors: (repo, commit, file SHA-256,
+    weights SHA-256)."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
@@ -162,26 +199,32 @@ def history(tmp_path):
         subprocess.run(["git", "-C", str(repo)] + args, check=True)
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, stdout=subprocess.PIPE,
                             text=True).stdout.strip()
-    return repo, commit, package.sha256
+    return repo, commit, hashlib.sha256((repo / "pkg" / "m.safetensors").read_bytes()).hexdigest(), package.sha256
 
 
 def test_a_builtin_model_comes_from_history_only_with_its_pinned_weights(tmp_path, history, monkeypatch):
-    repo, commit, sha = history
+    repo, commit, file_sha, weights_sha = history
     models = tmp_path / "out" / "models"
     monkeypatch.setitem(comparison.BUILTIN_MODELS, "old",
-                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", sha))
+                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", file_sha, weights_sha))
     path = comparison.builtin_package("old", models, repo)
     assert path == str(models / "old.safetensors")
     assert (models / "old.safetensors").read_bytes() == (repo / "pkg" / "m.safetensors").read_bytes()
+    assert comparison.builtin_package("old", models, repo) == path  # a rerun takes the file it wrote
 
     monkeypatch.setitem(comparison.BUILTIN_MODELS, "other",
-                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", "0" * 64))
+                        comparison.BuiltinModel("x", commit, "pkg/m.safetensors", "0" * 64, weights_sha))
     with pytest.raises(InputError, match="not other's"):
         comparison.builtin_package("other", models, repo)
     assert sorted(p.name for p in models.iterdir()) == ["old.safetensors"]  # nothing of the refused one is left
+    # a file in its place that is not that model is refused, never replaced
+    (models / "other.safetensors").write_bytes(b"mine")
+    with pytest.raises(InputError, match="exists and is not other"):
+        comparison.builtin_package("other", models, repo)
+    assert (models / "other.safetensors").read_bytes() == b"mine"
 
     monkeypatch.setitem(comparison.BUILTIN_MODELS, "absent",
-                        comparison.BuiltinModel("x", "f" * 40, "pkg/m.safetensors", sha))
+                        comparison.BuiltinModel("x", "f" * 40, "pkg/m.safetensors", file_sha, weights_sha))
     with pytest.raises(InputError, match="git fetch --unshallow"):
         comparison.builtin_package("absent", models, repo)
     # every built-in model is found before the first CT is segmented: no hours of work before that error
@@ -219,6 +262,7 @@ def test_per_case_table_sets_models_side_by_side_under_evaluate_s_case_names(tmp
             f"patient_07,{dice},0.5,3,12.5\n")
         warnings = ["Implausible result: the liver volume is 71 mL"] if flagged else ["a note"]
         (out / name / "pred" / "reports" / "Patient_07_0000.json").write_text(json.dumps({"warnings": warnings}))
+    assert comparison.implausible_cases(out / "m1" / "pred", evaluated=["patient_08"]) == []  # not evaluated
     rows = {name: {"implausible_cases": comparison.implausible_cases(out / name / "pred"),
                    "cases_without_prediction": ["patient_09"] if name == "m2" else []} for name in ("m1", "m2")}
     assert rows["m1"]["implausible_cases"] == ["patient_07"] and rows["m2"]["implausible_cases"] == []

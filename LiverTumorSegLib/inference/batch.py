@@ -7,7 +7,8 @@ may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by com
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
 the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
-(resumable) unless ``overwrite``.
+(resumable) unless ``overwrite``. The ``segment`` command first runs :func:`check_earlier_results`, which refuses a
+rerun whose model or result-changing options differ from those the existing cases' reports record.
 
 While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
 post-processes, reports and writes case ``i - 1`` (gzip, file reads and most numpy/scipy work release the GIL;
@@ -85,6 +86,56 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return status
+
+
+RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu")
+"""The :class:`~.options.SegmentationOptions` fields that change a label map. Device, threads, batch size,
+backend and precision do not (bf16 runs only where its check agrees with fp32)."""
+
+
+def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any]) -> List[str]:
+    """What of a case's earlier ``segment`` report differs from this run: "another model" (other weights) and
+    the names of :data:`RESULT_OPTIONS` set otherwise. Entries the report lacks are not compared."""
+    if not isinstance(report, dict):
+        return []
+    why = []
+    recorded = report.get("model_weights_sha256")
+    if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:
+        why.append("another model")
+    earlier = report.get("options")
+    if isinstance(earlier, dict):
+        changed = [name for name in RESULT_OPTIONS if name in earlier and earlier[name] != settings[name]]
+        if changed:
+            why.append("other " + ", ".join(changed))
+    return why
+
+
+def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any) -> None:
+    """Refuse (InputError, before any work) a run without ``--overwrite`` that would keep, as "already segmented",
+    label maps an earlier run made with other weights (``weights_sha256``: this run's package's) or other
+    result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), as their reports say:
+    the folder would mix two models' or two settings' results under one run's table. A label map without a
+    readable report is kept as before (nothing to compare)."""
+    import json
+
+    settings = options.to_dict()
+    differing = []
+    for case in cases:
+        if not case.output_path.exists():
+            continue
+        try:
+            report = json.loads(case.report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        why = _earlier_run_differences(report, weights_sha256, settings)
+        if why:
+            differing.append(f"{case.case_id} ({'; '.join(why)})")
+    if differing:
+        shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
+        raise InputError(f"{len(differing)} case(s) in the output folder were segmented by an earlier run with "
+                         f"another model or other settings: {shown}. This run would keep them as already segmented, "
+                         f"mixing two runs' results. Rerun with --overwrite to segment them again with this model "
+                         f"and settings, or give another output folder.")
 
 
 def is_batch_input(input_path: Any) -> bool:

@@ -724,3 +724,42 @@ def test_the_wait_for_the_model_load_is_never_an_untimed_lock_wait():
     assert wait_for_load(load) == "segmenter" and len(load.timeouts) == 3 and max(load.timeouts) <= 1.0
     with pytest.raises(RuntimeError, match="package damaged"):
         wait_for_load(SlowLoad(RuntimeError("package damaged")))
+
+
+def test_a_rerun_with_another_model_or_settings_is_refused_instead_of_mixing_results(tmp_path, capsys):
+    """A rerun into the same folder kept every case an earlier run had written as 'already segmented', whatever
+    model or post-processing that run had used: the folder (and the numbers evaluate took from it) mixed two
+    models under one table. Now such a rerun stops before any work and says which cases and why; the same model
+    and settings still resume, and --overwrite segments them again."""
+    from LiverTumorSegLib.inference.batch import check_earlier_results
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+
+    first = tiny_unet_package(tmp_path, name="first.safetensors")
+    other = tiny_unet_package(tmp_path, context_slices=1, name="other.safetensors")
+    assert first.sha256 != other.sha256
+    write_phantoms(tmp_path / "cts", 2)
+    out = tmp_path / "out"
+
+    def segment(package, *extra):
+        return cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                         "--device", "cpu", "--precision", "fp32", "--no-progress"] + list(extra))
+
+    assert segment(first) == 0
+    written = {p.name: p.read_bytes() for p in out.glob("*.nii.gz")}
+    capsys.readouterr()
+    assert segment(other) == 2
+    err = capsys.readouterr().err
+    assert "2 case(s) in the output folder were segmented by an earlier run" in err
+    assert "ct_0 (another model)" in err and "--overwrite" in err
+    assert segment(first, "--no-fill-holes") == 2
+    assert "ct_0 (other postprocessing)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("*.nii.gz")} == written  # nothing touched
+    assert segment(first, "--threads", "1") == 0  # settings that do not change a label map still resume
+    assert "0 done, 2 skipped (already segmented)" in capsys.readouterr().out
+    assert segment(other, "--overwrite") == 0 and "2 done" in capsys.readouterr().out
+    assert segment(other) == 0 and "2 skipped" in capsys.readouterr().out  # now the other model's results
+    # a label map without a readable report has nothing to compare: kept as segmented, as before
+    (out / "reports" / "ct_0.json").unlink()
+    check_earlier_results(find_cases(tmp_path / "cts", out), other.sha256, SegmentationOptions(model=str(other.path)))
+    with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another model\)"):  # ct_0 has no report to compare
+        check_earlier_results(find_cases(tmp_path / "cts", out), first.sha256, SegmentationOptions())

@@ -136,9 +136,11 @@ def _subfolder_search(folder: Path) -> _SubfolderSearch:
             taken = children[:MAX_SUBFOLDERS - len(search.folders)]
             search.folders.extend(taken)
             # the rest of the children are not looked at, and neither are the subfolders of those taken nor of
-            # the folders still waiting on the stack (it pops from its end: search order is its reverse)
+            # the folders still waiting on the stack (it pops from its end: search order is its reverse); of
+            # those, the message names only the folders that have subfolders (a series folder holds files only)
             search.skipped.extend(children[len(taken):])
-            _note_limit(search, f"after {MAX_SUBFOLDERS} folders", taken + [f for f, _ in reversed(stack)])
+            waiting = taken + [f for f, _ in reversed(stack)]
+            _note_limit(search, f"after {MAX_SUBFOLDERS} folders", [f for f in waiting if _visible_subfolders(f)])
             break
         search.folders.extend(children)
         stack.extend((child, depth + 1) for child in reversed(children))

@@ -312,12 +312,6 @@ def _run_batch(args: argparse.Namespace) -> int:
                          f"'{out}' names a {full_suffix(out)} file; give a folder name (e.g. -o preds/).")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
-    if not args.overwrite and any(case.output_path.exists() for case in cases):
-        from ..inference.batch import check_earlier_results
-        from ..package import read_package_metadata, resolve_model
-
-        weights = read_package_metadata(resolve_model(options.model)).get("weights_sha256") or ""
-        check_earlier_results(cases, str(weights), options)
     _make_output_folder(out)
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
 

@@ -7,8 +7,8 @@ may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by com
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
 the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
-(resumable) unless ``overwrite``. The ``segment`` command first runs :func:`check_earlier_results`, which refuses a
-rerun whose model or result-changing options differ from those the existing cases' reports record.
+(resumable) unless ``overwrite``; a rerun whose model or result-changing options differ from those the existing
+cases' reports record is refused before any work (:func:`check_earlier_results`).
 
 While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
 post-processes, reports and writes case ``i - 1`` (gzip, file reads and most numpy/scipy work release the GIL;
@@ -136,6 +136,17 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
                          f"another model or other settings: {shown}. This run would keep them as already segmented, "
                          f"mixing two runs' results. Rerun with --overwrite to segment them again with this model "
                          f"and settings, or give another output folder.")
+
+
+def segmenter_weights_sha256(segmenter: Any) -> str:
+    """The weights SHA-256 a :class:`~.segmenter.Segmenter` runs (or will run): its package's, else read from the
+    header of the package its options name (no torch import); "" when neither says."""
+    package = getattr(segmenter, "package", None)
+    if package is not None:
+        return str((getattr(package, "metadata", None) or {}).get("weights_sha256", "") or "")
+    from ..package import read_package_metadata, resolve_model
+
+    return str(read_package_metadata(resolve_model(segmenter.options.model)).get("weights_sha256") or "")
 
 
 def is_batch_input(input_path: Any) -> bool:
@@ -335,6 +346,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     todo = []
     # a label map a killed --overwrite run left hidden is back before "already segmented" is judged by it
     restore_set_aside_outputs_of([path for case in cases for path in (case.output_path, case.report_path)])
+    if not overwrite and any(case.output_path.exists() for case in cases):
+        check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options)
     for case in cases:
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)

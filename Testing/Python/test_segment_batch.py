@@ -763,3 +763,18 @@ def test_a_rerun_with_another_model_or_settings_is_refused_instead_of_mixing_res
     check_earlier_results(find_cases(tmp_path / "cts", out), other.sha256, SegmentationOptions(model=str(other.path)))
     with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another model\)"):  # ct_0 has no report to compare
         check_earlier_results(find_cases(tmp_path / "cts", out), first.sha256, SegmentationOptions())
+
+
+def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
+    """The library's segment_batch (not only the segment command) refuses to keep another run's cases."""
+    from LiverTumorSegLib.inference.options import PostprocessingOptions, SegmentationOptions
+
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
+    other = Segmenter(SegmentationOptions(postprocessing=PostprocessingOptions(fill_liver_holes=False)),
+                      engine=oracle_engine())
+    with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other postprocessing\)"):
+        segment_batch(cases, other)
+    assert [s.status for s in segment_batch(cases, other, overwrite=True)] == ["done", "done"]

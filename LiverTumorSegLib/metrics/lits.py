@@ -149,7 +149,7 @@ def _overlap_pairs(pred_ids: np.ndarray, ref_ids: np.ndarray, n_ref: int
     """``(pred, ref, voxels)``: the 0-based indices of every predicted and reference lesion that overlap (labels
     ``pred_ids``, ``ref_ids`` of one box) and their shared voxel count, sorted by ``pred`` then ``ref``; the
     nonzero entries of the ``predicted x reference`` intersection table, whose dense form held 8 bytes a pair of
-    lesions (800 MB for 100,000 speckles of an untrained model against 1,000 lesions)."""
+    lesions (it would take 800 MB for 100,000 speckles of an untrained model against 1,000 lesions)."""
     both = (ref_ids > 0) & (pred_ids > 0)
     if n_ref == 0 or not both.any():
         empty = np.zeros(0, dtype=np.int64)
@@ -271,7 +271,7 @@ def detect_lesions(pred_tumor: np.ndarray, ref_tumor: np.ndarray, iou_threshold:
     ref_group, pred_group = _group_lesions(pair_pred, pair_ref, pair_voxels, n_pred, n_ref)
     no_overlap = int(n_pred) - int(np.unique(pair_pred).size)  # predictions sharing no voxel with a reference
     # per group (ids below n_ref + n_pred): its reference and predicted voxels and the voxels they share; summed
-    # with bincount, not a loop over groups x lesions (100,000 speckles of an untrained model took hours)
+    # with bincount, not a loop over groups x lesions (whose time grew with their product)
     size = int(n_ref) + int(n_pred)
     ref_voxels = np.bincount(ref_group, weights=ref_sizes, minlength=size)
     matched = pred_group >= 0  # every prediction's group is a reference's (_group_lesions)

@@ -195,6 +195,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LiverTumorSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        # the node selectors get the scene (the .ui's mrmlSceneChanged connections); the two table views do not: a
+        # qMRMLTableView with a scene but no table view node empties itself at the end of every scene batch (a
+        # scene import, a DICOM load), and it uses the scene for nothing else but the Tables module's Plot action
+        # (qMRMLTableView.cxx: endProcessing -> updateWidgetFromViewNode; plotSelection)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LiverTumorSegLogic()
 
@@ -207,12 +211,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionTableView.connect("selectionChanged()", self.onLesionSelectionChanged)
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.setupCompareSection()
-        # ours must run after both table views have emptied themselves at the end of a batch (it ran before the
-        # compare view's, and the change table stayed blank). VTK does not keep the order in which observers of
-        # one priority were added (vtkSubjectHelper inserts a new one before the last), so ours gets a lower
-        # priority: VTK calls higher priorities first
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess,
-                         priority=-1.0)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndBatchProcessEvent, self.onSceneEndBatchProcess)
         self.ui.progressBar.setVisible(False)
         self.populateModels()
         self.updateDeviceInfo()
@@ -252,19 +251,19 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.compare["result"].text = ""
         self._summaryTable = None
+        for view in (self.ui.lesionTableView, self.compare["table"]):  # sceneless views keep a table until told
+            view.setMRMLTableNode(None)
         self.ui.statusLabel.text = ""
         self._closingScene = True  # a run cancelled by the close reports no "scene not changed" afterwards
         self._lastInputVolume = None  # the closed scene's node
         self.setParameterNode(None)
 
     def onSceneEndBatchProcess(self, caller, event) -> None:
-        """A table view given the scene but no table view node empties itself at the end of every scene batch
-        (qMRMLTableView's updateWidgetFromViewNode: a scene import, a DICOM load): put both tables back.
-
-        A scene import also copies its saved parameter node into ours, firing its one Modified before the nodes it
+        """A scene import copies its saved parameter node into ours, firing its one Modified before the nodes it
         refers to are added; the wrapper's node fields are cached and read again only on a Modified, so they stayed
         None (checked with slicer-core: references resolved at EndImport and EndBatchProcess, not at that Modified).
-        One more Modified now reads them, and updateGUI runs through the observer."""
+        One more Modified now reads them, and updateGUI runs through the observer (which also shows the tables
+        those references name)."""
         if self._parameterNode:
             self._parameterNode.Modified()
 
@@ -607,8 +606,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.compare["result"] = qt.QLabel("")
         self.compare["result"].wordWrap = True
         form.addRow(self.compare["result"])
-        self.compare["table"] = slicer.qMRMLTableView()
-        self.compare["table"].setMRMLScene(slicer.mrmlScene)
+        self.compare["table"] = slicer.qMRMLTableView()  # no scene, as the lesion table (see setup)
         self.compare["table"].setMinimumHeight(120)
         form.addRow(self.compare["table"])
         self.compare["button"].connect("clicked(bool)", self.onCompareButton)

@@ -148,3 +148,35 @@ def test_cleanup_unbinds_and_stops_observing(panel):
     panel.updates.clear()
     panel.node.Modified()
     assert panel.updates == [] and w.Observations == []
+
+
+class TableViewStandIn(Widget):
+    """What the widget uses of a qMRMLTableView without a scene: it shows the table node it was last given."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+
+    def setMRMLTableNode(self, node):
+        self.node = node
+
+    def mrmlTableNode(self):
+        return self.node
+
+
+def test_a_scene_close_empties_both_table_views(panel, module):
+    """The table views get no scene (a qMRMLTableView with one empties itself at every scene batch's end), so nothing
+    empties them when the scene closes: onSceneStartClose does, or the closed scene's lesion and change tables stayed
+    in the panel (and their nodes alive) until the module was entered again."""
+    w = panel.widget
+    lesions = module.scene.AddNewNodeByClass("vtkMRMLTableNode", "Lesions")
+    changes = module.scene.AddNewNodeByClass("vtkMRMLTableNode", "Lesion follow-up")
+    w.ui.lesionTableView = TableViewStandIn(lesions)
+    w.ui.resultsSummaryLabel = Widget()
+    w.compare["table"] = TableViewStandIn(changes)
+    w.compare["result"] = Widget()
+    w._task = w._comparison = w._measuring = None
+    w.initializeParameterNode()
+    w.onSceneStartClose(None, None)
+    assert w.ui.lesionTableView.mrmlTableNode() is None and w.compare["table"].mrmlTableNode() is None
+    assert w._parameterNode is None

@@ -166,17 +166,20 @@ class SlicePreprocessor:
         return out
 
     # ---- 2.5D context ------------------------------------------------------------------------
-    def context_indices(self, indices: Sequence[int], num_slices: int) -> np.ndarray:
-        """``(n, 2c + 1)`` source slice of each stacked position (edges replicated by clipping)."""
+    def context_indices(self, indices: Sequence[int], num_slices: int, step: int = 1) -> np.ndarray:
+        """``(n, 2c + 1)`` source slice of each stacked position: ``index + step * (-c .. c)`` (``step``: the
+        config's :meth:`~PreprocessingConfig.context_step` for the volume's slice spacing), edges replicated by
+        clipping."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= num_slices):
             raise InputError(f"Slice indices must be in 0..{num_slices - 1}, got {idx.min()}..{idx.max()}.")
         c = self.config.context_slices
-        return np.clip(idx[:, None] + np.arange(-c, c + 1)[None, :], 0, num_slices - 1)
+        return np.clip(idx[:, None] + int(step) * np.arange(-c, c + 1)[None, :], 0, num_slices - 1)
 
     def stack_context(self, chans_or_callable: ChannelSource, indices: Sequence[int],
-                      num_slices: Optional[int] = None) -> np.ndarray:
-        """2.5D network input ``(n, C0 * (2c + 1), H, W)`` float32 for centre slices ``indices``.
+                      num_slices: Optional[int] = None, step: int = 1) -> np.ndarray:
+        """2.5D network input ``(n, C0 * (2c + 1), H, W)`` float32 for centre slices ``indices``, neighbours
+        ``step`` slices apart (:meth:`context_indices`).
 
         ``chans_or_callable``: per-slice channels of the whole volume ``(z, C0, H, W)``, or a function
         taking an int array of slice indices (sorted, unique) and returning ``(m, C0, H, W)`` for them
@@ -185,7 +188,7 @@ class SlicePreprocessor:
         if callable(chans_or_callable):
             if num_slices is None:
                 raise InputError("stack_context with a function needs num_slices (the volume's z size).")
-            src = self.context_indices(indices, int(num_slices))
+            src = self.context_indices(indices, int(num_slices), step)
             needed = np.unique(src)
             data = np.asarray(chans_or_callable(needed), dtype=np.float32)
             pos = np.searchsorted(needed, src)
@@ -193,7 +196,7 @@ class SlicePreprocessor:
             data = np.asarray(chans_or_callable, dtype=np.float32)
             if data.ndim != 4:
                 raise InputError(f"stack_context expects channels (z, C0, H, W), got shape {data.shape}.")
-            src = self.context_indices(indices, data.shape[0] if num_slices is None else int(num_slices))
+            src = self.context_indices(indices, data.shape[0] if num_slices is None else int(num_slices), step)
             pos = src
         stacked = data[pos]  # (n, S, C0, H, W)
         n, s, c0, h, w = stacked.shape
@@ -224,23 +227,27 @@ class SlicePreprocessor:
     # ---- whole volume ------------------------------------------------------------------------
     def prepare(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancellationToken] = None) -> "PreparedVolume":
-        """Spatial forward of a **canonical** CT volume; batches are computed lazily by the result."""
+        """Spatial forward of a **canonical** CT volume; batches are computed lazily by the result (2.5D
+        neighbours :meth:`~PreprocessingConfig.context_step` slices apart for the volume's slice spacing)."""
         report = ProgressReporter(progress)
         if cancel is not None:
             cancel.raise_if_cancelled()
         report(0.0, "preprocessing")
         hu_net, info = self.spatial_forward(volume.array, volume.spacing_zyx)
         report(1.0, "preprocessing")
-        return PreparedVolume(self, hu_net, info)
+        return PreparedVolume(self, hu_net, info, self.config.context_step(volume.spacing_zyx[0]))
 
 
 class PreparedVolume:
-    """A volume on the network grid: ``hu_net (z, H, W)`` float32 and its :class:`SpatialInfo`."""
+    """A volume on the network grid: ``hu_net (z, H, W)`` float32, its :class:`SpatialInfo`, and
+    ``context_step``: the slices between the 2.5D neighbours of a network input."""
 
-    def __init__(self, preprocessor: SlicePreprocessor, hu_net: np.ndarray, info: SpatialInfo) -> None:
+    def __init__(self, preprocessor: SlicePreprocessor, hu_net: np.ndarray, info: SpatialInfo,
+                 context_step: int = 1) -> None:
         self.preprocessor = preprocessor
         self.hu_net = hu_net
         self.info = info
+        self.context_step = int(context_step)
 
     @property
     def num_slices(self) -> int:
@@ -256,7 +263,7 @@ class PreparedVolume:
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Network input ``(n, C, H, W)`` float32 for centre slices ``indices``."""
-        return self.preprocessor.stack_context(self.channels, indices, self.num_slices)
+        return self.preprocessor.stack_context(self.channels, indices, self.num_slices, self.context_step)
 
     def restore(self, probs_nkhw: np.ndarray, outside: Optional[Sequence[float]] = None) -> np.ndarray:
         """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""

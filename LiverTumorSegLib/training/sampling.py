@@ -41,9 +41,10 @@ def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: flo
     return int(candidates[rng.integers(len(candidates))])
 
 
-def context_indices(center: int, context: int, num_slices: int) -> np.ndarray:
-    """Slice indices ``center - c .. center + c``, edge slices replicated (clipped to ``0..num_slices-1``)."""
-    return np.clip(np.arange(center - context, center + context + 1), 0, num_slices - 1)
+def context_indices(center: int, context: int, num_slices: int, step: int = 1) -> np.ndarray:
+    """Slice indices ``center + step * (-c .. c)``, edge slices replicated (clipped to ``0..num_slices-1``);
+    ``step``: ``PreprocessingConfig.context_step`` of the case's slice spacing, as inference stacks them."""
+    return np.clip(center + int(step) * np.arange(-context, context + 1), 0, num_slices - 1)
 
 
 def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_bias: float) -> Tuple[int, int]:
@@ -147,7 +148,8 @@ class PatchDataset:
         case = self.cases[int(rng.integers(len(self.cases)))]
         center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
                               self.every_other_slice)
-        idx = context_indices(center, self.context, case.num_slices)
+        idx = context_indices(center, self.context, case.num_slices,
+                              self.preprocessor.config.context_step(case.spacing_zyx[0]))
         hu = np.asarray(case.hu[idx], dtype=np.float32)
         labels = np.asarray(case.labels[idx], dtype=np.uint8)
         # histogram scaling, z-score and equalization from the whole slices, as inference computes them: on the
@@ -227,4 +229,5 @@ def full_slice_inputs(case: CachedCase, preprocessor, indices: Sequence[int]) ->
     def channels(needed: np.ndarray) -> np.ndarray:
         return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32),
                                                spacing_yx=case.spacing_zyx[1:])
-    return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices)
+    return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices,
+                                      step=preprocessor.config.context_step(case.spacing_zyx[0]))

@@ -257,6 +257,55 @@ def test_stack_context_slice_major_with_replicated_edges():
         pre.stack_context(chans, [6])
 
 
+@pytest.mark.parametrize("min_mm, spacing, step", [
+    (None, 0.5, 1), (1.0, 3.0, 1), (1.0, 1.0, 1), (1.0, 0.1 * 10, 1), (1.0, 0.99, 2), (1.0, 0.75, 2),
+    (1.0, 0.625, 2), (1.0, 0.5, 2), (1.0, 0.45, 3), (2.5, 1.25, 2), (2.5, 1.0, 3), (5.0, 1.0, 5)])
+def test_context_step_is_the_fewest_slices_spanning_context_min_mm(min_mm, spacing, step):
+    """Known answers: ceil(context_min_mm / slice spacing), at least 1; 1 without context_min_mm."""
+    assert PreprocessingConfig(context_min_mm=min_mm).context_step(spacing) == step
+
+
+def test_context_step_is_one_for_single_slice_input_and_refuses_a_bad_spacing():
+    assert PreprocessingConfig(context_slices=0, context_min_mm=1.0).context_step(0.25) == 1
+    for spacing in (0.0, -1.0, float("nan")):
+        with pytest.raises(PreprocessingConfigError):
+            PreprocessingConfig(context_min_mm=1.0).context_step(spacing)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, 50.0, 1e9, float("nan"), "1 mm", True])
+def test_context_min_mm_out_of_range_or_not_a_number_is_refused(bad):
+    with pytest.raises(PreprocessingConfigError, match="context_min_mm"):
+        PreprocessingConfig(context_min_mm=bad)
+
+
+def test_context_min_mm_round_trips_and_older_configs_keep_adjacent_slices():
+    cfg = PreprocessingConfig(context_min_mm=1.25)
+    assert PreprocessingConfig.from_json(cfg.to_json()).context_min_mm == 1.25
+    older = {k: v for k, v in PreprocessingConfig.preset("default").to_dict().items() if k != "context_min_mm"}
+    assert PreprocessingConfig.from_dict(older).context_min_mm is None  # packages saved before the field
+    assert PreprocessingConfig.preset("default").context_min_mm == 1.0
+
+
+def test_prepared_volume_stacks_neighbours_context_step_slices_apart():
+    """A 0.5 mm CT under context_min_mm 1.0: the network input of slice i holds slices i-2, i, i+2 (edges
+    replicated); the same CT at 1 mm keeps adjacent neighbours. Each slice's HU is 10 x its index, so the window
+    channel tells which slice each position came from."""
+    z = 8
+    hu = np.repeat((10.0 * np.arange(z, dtype=np.float32))[:, None, None], 16, axis=1).repeat(16, axis=2)
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 100, "width": 200}], context_slices=1,
+                              context_min_mm=1.0, target_spacing_mm=None, crop_to_body=False, size_multiple=1)
+    pre = SlicePreprocessor(cfg)
+
+    def source_slices(spacing_z):
+        volume = CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, spacing_z)))
+        prepared = pre.prepare(volume)
+        x = prepared.batch([0, 1, 4, 7])[:, :, 0, 0]  # window 0..200 HU -> slice index / 20
+        return prepared.context_step, np.rint(x * 20).astype(int).tolist()
+
+    assert source_slices(0.5) == (2, [[0, 0, 2], [0, 1, 3], [2, 4, 6], [5, 7, 7]])
+    assert source_slices(1.0) == (1, [[0, 0, 1], [0, 1, 2], [3, 4, 5], [6, 7, 7]])
+
+
 def test_stack_input_equals_volume_stacking():
     ph = make_phantom((5, 32, 32))
     pre = SlicePreprocessor(PreprocessingConfig(target_spacing_mm=None, crop_to_body=False))

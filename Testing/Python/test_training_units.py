@@ -329,6 +329,42 @@ def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_d
     assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]
 
 
+def test_training_stacks_thin_slices_context_step_apart_as_inference_does(tmp_path):
+    """With context_min_mm, a 0.5 mm case's training patches and whole-slice validation inputs take the neighbours
+    2 slices apart, as inference does (segment on the same CT): the network sees one kind of input. Inside an air
+    border, each slice's HU is 40 + 20 x its index, so a patch's centre pixel tells which slices were stacked."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.sampling import PatchDataset, context_indices, full_slice_inputs
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    np.testing.assert_array_equal(context_indices(1, 1, 8, step=2), [0, 1, 3])
+    np.testing.assert_array_equal(context_indices(6, 1, 8, step=3), [3, 6, 7])
+    z = 10
+    hu = np.repeat((40.0 + 20.0 * np.arange(z, dtype=np.float32))[:, None, None], 24, axis=1).repeat(24, axis=2)
+    hu[:, :2], hu[:, -2:], hu[:, :, :2], hu[:, :, -2:] = -1000.0, -1000.0, -1000.0, -1000.0
+    ct = CTVolume(hu.astype(np.int16), ImageGeometry(spacing=(1.0, 1.0, 0.5)))
+    labels = np.ones(hu.shape, dtype=np.uint8)
+    image = write_volume(tmp_path / "ct.nii.gz", ct)
+    label = write_label_map(tmp_path / "lab.nii.gz", labels, ct.geometry)
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 140.0, "width": 280.0}], context_slices=1,
+                                 context_min_mm=1.0, target_spacing_mm=None, crop_to_body=False, size_multiple=8)
+    preprocessor = SlicePreprocessor(config)
+    (cached,) = build_slice_cache([Case("c", "p", str(image), str(label), "csv")], preprocessor, tmp_path / "cache")
+    prepared = SlicePreprocessor(config).prepare(canonicalize(ct)[0])
+    assert prepared.context_step == 2
+    np.testing.assert_allclose(full_slice_inputs(cached, preprocessor, [0, 4, 9]), prepared.batch([0, 4, 9]),
+                               atol=1e-6)
+    dataset = PatchDataset([cached], preprocessor, patch_size=16, seed=0)
+    for index in range(6):
+        stack = (dataset.sample_arrays(index)[0][:, 8, 8] - 40.0) / 20.0  # (3,): the stacked slices' indices
+        centre = int(round(stack[1]))
+        np.testing.assert_allclose(stack, np.clip([centre - 2, centre, centre + 2], 0, z - 1))
+
+
 def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
     """A fixed 1.75 x work region was too small for the v2 recipe's zoom down to 0.6 with rotation: patches
     of a slice full of body held straight edges of -1024 HU padding. The region now grows with what the drawn
@@ -349,8 +385,8 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
                                 hu_scale_probability=0.0, hu_shift_probability=0.0, gamma_probability=0.0,
                                 blur_probability=0.0, noise_probability=0.0)
 
-    class Preprocessor:  # only the context size (and the whole slices' statistics: none here) is read
-        config = type("C", (), {"context_slices": 1})()
+    class Preprocessor:  # only the context (size, adjacent slices) and the whole slices' statistics (none) are read
+        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -388,8 +424,8 @@ def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
             seen.append(pixel_spacing_mm)
             return super().__call__(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_spacing_mm)
 
-    class Preprocessor:  # only the context size (and the whole slices' statistics: none here) is read
-        config = type("C", (), {"context_slices": 1})()
+    class Preprocessor:  # only the context (size, adjacent slices) and the whole slices' statistics (none) are read
+        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -660,7 +696,7 @@ def test_patches_hold_the_drawn_liver_also_near_the_image_edge(tmp_path):
                       (3.0, 1.5, 1.5), [0, 1, 2], [], 3)
 
     class Preprocessor:
-        config = type("C", (), {"context_slices": 1})()
+        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -688,7 +724,7 @@ def test_a_patch_the_size_of_the_slice_is_the_slice(tmp_path):
                       (3.0, 1.0, 1.0), [0, 1, 2, 3], [], 4)
 
     class Preprocessor:
-        config = type("C", (), {"context_slices": 0})()
+        config = type("C", (), {"context_slices": 0, "context_step": lambda self, spacing: 1})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None

@@ -30,7 +30,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError, raise_if_out_of_memory
@@ -535,6 +535,38 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)
+    return path
+
+
+def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], None]) -> Path:
+    """Rewrite the package at ``path`` (through a link: the file it names) with its metadata changed in place by
+    ``change(meta)``, its tensors and their SHA-256 unchanged and the metadata's own hash sealed again; a bundled
+    package's entry in ``SHA256SUMS`` follows (also under a link's own name there). Metadata that loading would
+    refuse (its form, an unknown or out-of-range preprocessing setting) is refused before the file is touched
+    (InputError), and the result is loaded once more (weights hash, architecture). Returns the rewritten file's
+    path."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    given = Path(path)
+    path = given.resolve()  # through a link: the package it names (the link would be replaced by a copy)
+    meta = read_package_metadata(path)
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata() or {})
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    change(meta)
+    try:
+        header[METADATA_KEY] = sealed_metadata_json(meta)
+        parse_package_metadata(header[METADATA_KEY], path)
+        _preprocessing_from_dict(meta["preprocessing"], path)
+    except (TypeError, ValueError, ModelPackageError) as exc:
+        raise InputError(f"'{path}' was not changed: loading would refuse the changed metadata ({exc}).") from exc
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    record_bundled_checksum(path)
+    if given != path:  # a link in the bundled folder is listed under its own name there
+        record_bundled_checksum(given)
+    load_model_package(given)
     return path
 
 

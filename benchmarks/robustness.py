@@ -32,6 +32,11 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``thick5mm``        5 mm thick slices: slabs of 5 mm averaged (overlap-weighted) on a 5 mm z grid, the
                     label taken from the original slice at each slab centre (skipped when the scan is
                     thinner than 10 mm)
+``thin0.75mm/0.5mm`` thin slices: HU linearly interpolated between the slice centres onto a 0.75 / 0.5 mm z
+                    grid, the label from the original slice holding each new slice's centre (skipped when the
+                    scan's slices are under 1.5 x that thick); no noise is added, though real thin-slice
+                    reconstructions are noisier. What it tests: a 2.5D network's neighbour slices closer together
+                    than in training (``context_min_mm`` keeps them apart)
 ``fov_liver20/60``  field of view cut along z to the liver's extent +-20 / +-60 mm (liver-only scans)
 ``air_pad15``       15 slices of air (-1000 HU, no label) added above and below the scan: a reconstruction
                     range reaching beyond the body (the bundled network labelled such slices liver)
@@ -315,6 +320,30 @@ def thick_slices(sample: Sample, thickness_mm: float = 5.0) -> Optional[Sample]:
     return Sample(hu, labels, spacing, true_spacing)
 
 
+def thin_slices(sample: Sample, spacing_mm: float = 0.75) -> Optional[Sample]:
+    """Slices every ``spacing_mm`` along z, as a thin-slice reconstruction: HU linearly interpolated between the
+    original slice centres (held at the first and last), label = the original slice that holds the new slice's
+    centre. No noise is added (a real thin-slice reconstruction is noisier). None when the slices are not at
+    least 1.5 x ``spacing_mm`` thick already."""
+    nz = sample.hu.shape[0]
+    sz = sample.spacing_zyx[0]
+    if sz < 1.5 * spacing_mm:
+        return None
+    n_new = int(np.floor(nz * sz / spacing_mm + 1e-6))
+    centres = (np.arange(n_new) + 0.5) * spacing_mm  # mm from the scan's first slice edge
+    position = np.clip(centres / sz - 0.5, 0.0, nz - 1.0)  # in original slice indices
+    below = np.minimum(np.floor(position).astype(int), nz - 2) if nz > 1 else np.zeros(n_new, dtype=int)
+    above = np.minimum(below + 1, nz - 1)
+    weight = (position - below).astype(np.float32)
+    hu = np.empty((n_new,) + sample.hu.shape[1:], dtype=np.float32)
+    for j in range(n_new):
+        hu[j] = sample.hu[below[j]] * (1.0 - weight[j]) + sample.hu[above[j]] * weight[j]
+    labels = np.ascontiguousarray(sample.labels[np.minimum((centres / sz).astype(int), nz - 1)])
+    spacing = (float(spacing_mm),) + tuple(sample.spacing_zyx[1:])
+    true_spacing = (float(spacing_mm),) + tuple(sample.true_spacing_zyx[1:])
+    return Sample(hu, labels, spacing, true_spacing)
+
+
 def crop_to_liver(sample: Sample, margin_mm: float) -> Optional[Sample]:
     """z range = the liver's slices +- ``margin_mm``; None when that is the whole scan already."""
     zs = np.nonzero((sample.labels >= 1).any(axis=(1, 2)))[0]
@@ -338,6 +367,7 @@ Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
     "thick": "the scan's slices are already that thick, or fewer than two thick slabs fit",
+    "thin": "the scan's slices are already less than 1.5 x that thin",
     "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
 }
 
@@ -365,6 +395,8 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "noise10": ("noise 10 HU std", lambda c, s: add_noise(c.sample, 10.0, s)),
     "noise25": ("noise 25 HU std", lambda c, s: add_noise(c.sample, 25.0, s)),
     "thick5mm": ("5 mm thick slices", lambda c, s: thick_slices(c.sample, 5.0)),
+    "thin0.75mm": ("0.75 mm thin slices (z interpolated)", lambda c, s: thin_slices(c.sample, 0.75)),
+    "thin0.5mm": ("0.5 mm thin slices (z interpolated)", lambda c, s: thin_slices(c.sample, 0.5)),
     # from the whole scan: with --max-slices the kept slices were always within the liver +- the margin
     "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.whole_sample(), 20.0)),
     "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.whole_sample(), 60.0)),
@@ -575,37 +607,23 @@ def store_robustness(path: Any, rows: Sequence[Dict[str, Any]], settings: Option
     ``replace_stored``: a quick check run replaced a 43-row table by 2 rows without a word. When ``settings``
     name the weights they measured (``weights_sha256``), a file whose weights differ now is refused: it was
     replaced after the run, and the rows would describe another network."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from LiverTumorSegLib.package import rewrite_package_metadata
 
-    from LiverTumorSegLib.fileutil import atomic_output
-    from LiverTumorSegLib.package import (METADATA_KEY, load_model_package, read_package_metadata,
-                                          record_bundled_checksum, sealed_metadata_json)
+    where = Path(path).resolve()
 
-    given = Path(path)
-    path = given.resolve()  # through a link: the package it names (the link was replaced by a copy)
-    meta = read_package_metadata(path)
-    with safe_open(str(path), framework="pt") as handle:
-        header = dict(handle.metadata() or {})
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    measured = (settings or {}).get("weights_sha256")
-    if measured and meta.get("weights_sha256") != measured:
-        raise InputError(f"'{path}' holds other weights (SHA-256 {str(meta.get('weights_sha256'))[:12]}...) than the "
-                         f"package this run measured ({str(measured)[:12]}...): the file was replaced during the "
-                         f"run. Run the benchmark again on it.")
-    if not replace_stored:
-        check_table_kept(path, meta, _covered(rows))
-    meta["robustness"] = [dict(r) for r in rows]
-    if settings is not None:
-        meta["robustness_settings"] = dict(settings)
-    header[METADATA_KEY] = sealed_metadata_json(meta)
-    with atomic_output(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-    record_bundled_checksum(path)
-    if given != path:  # a link in the bundled folder is listed under its own name there
-        record_bundled_checksum(given)
-    load_model_package(given)  # verifies the weights hash and the architecture again, as the package is reached
-    return path
+    def store(meta: Dict[str, Any]) -> None:  # checked on the metadata read with the tensors it rewrites
+        measured = (settings or {}).get("weights_sha256")
+        if measured and meta.get("weights_sha256") != measured:
+            raise InputError(f"'{where}' holds other weights (SHA-256 {str(meta.get('weights_sha256'))[:12]}...) "
+                             f"than the package this run measured ({str(measured)[:12]}...): the file was replaced "
+                             f"during the run. Run the benchmark again on it.")
+        if not replace_stored:
+            check_table_kept(where, meta, _covered(rows))
+        meta["robustness"] = [dict(r) for r in rows]
+        if settings is not None:
+            meta["robustness_settings"] = dict(settings)
+
+    return rewrite_package_metadata(path, store)
 
 
 def _covered(rows: Sequence[Any]) -> set:

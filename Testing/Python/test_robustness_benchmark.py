@@ -68,6 +68,20 @@ def test_thick_slices_average_overlapping_slabs():
     assert rb.thick_slices(rb.Sample(s.hu[:2], s.labels[:2], s.spacing_zyx, s.spacing_zyx), 5.0) is None
 
 
+def test_thin_slices_interpolate_between_slice_centres():
+    s = sample_with_liver(z_slices=(2, 6), nz=10, spacing=(2.0, 1.0, 1.0))   # 20 mm -> 40 slices of 0.5 mm
+    s.hu[:] = (10.0 * np.arange(10, dtype=np.float32))[:, None, None]
+    out = rb.thin_slices(s, 0.5)
+    assert out.hu.shape == (40, 8, 8) and out.spacing_zyx == (0.5, 1.0, 1.0) and out.true_spacing_zyx[0] == 0.5
+    # new slice j's centre is at (j + 0.5) x 0.5 mm; the old slice centres at 1, 3, 5 ... mm hold 0, 10, 20 ...
+    # j = 0 (0.25 mm, before the first centre: held at 0), 1 (0.75: 0), 2 (1.25 mm: 1.25 between 0 at 1 mm and 10 at
+    # 3 mm), 5 (2.75 mm: 8.75), 39 (19.75 mm, past the last centre at 19 mm: held at 90)
+    np.testing.assert_allclose(out.hu[[0, 1, 2, 5, 39], 0, 0], [0.0, 0.0, 1.25, 8.75, 90.0], atol=1e-5)
+    # labels: the old slice holding the new slice's centre (old slices 2..5 = 4..12 mm -> new slices 8..23)
+    assert [j for j in range(40) if out.labels[j].max() == 1] == list(range(8, 24))
+    assert rb.thin_slices(rb.Sample(s.hu, s.labels, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)), 0.75) is None  # < 1.5x
+
+
 def test_field_of_view_crop_to_liver_margin():
     s = sample_with_liver(z_slices=(8, 12), nz=30, spacing=(2.0, 1.0, 1.0))
     out = rb.crop_to_liver(s, 4.0)          # 2 slices each side

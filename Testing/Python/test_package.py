@@ -993,3 +993,63 @@ def test_an_edited_bundled_default_is_named_and_restored_not_resaved(tmp_path, m
     with pytest.raises(ModelPackageError, match="The bundled default .* cannot be used: .*git checkout") as caught:
         resolve_model("default")
     assert "non-editable" not in str(caught.value) and "re-save" not in str(caught.value)
+
+
+def test_rewriting_a_packages_metadata_keeps_its_weights_and_its_checksum_list(tmp_path, monkeypatch):
+    """rewrite_package_metadata: the weights' hash unchanged, the metadata's own hash sealed again (it loads), the
+    bundled folder's checksum line updated; a change loading would refuse leaves the file as it was."""
+    from LiverTumorSegLib.package import BUNDLED_CHECKSUMS, file_sha256, rewrite_package_metadata
+
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    saved = save_model_package(models / "clinic.safetensors", _tiny_model(), PREP)
+    before = read_package_metadata(saved)
+
+    def describe(meta):
+        meta["description"] = "rewritten"
+
+    rewrite_package_metadata(saved, describe)
+    after = read_package_metadata(saved)
+    assert after["description"] == "rewritten" and after["weights_sha256"] == before["weights_sha256"]
+    assert after["metadata_sha256"] != before["metadata_sha256"]
+    assert (models / BUNDLED_CHECKSUMS).read_text() == f"{file_sha256(saved)}  clinic.safetensors\n"
+    load_model_package("clinic")
+    kept = saved.read_bytes()
+
+    def unknown_setting(meta):
+        meta["preprocessing"]["context_stride"] = 2
+
+    with pytest.raises(InputError, match="was not changed.*context_stride"):
+        rewrite_package_metadata(saved, unknown_setting)
+    assert saved.read_bytes() == kept
+
+
+def test_set_context_min_mm_script_sets_it_and_leaves_single_slice_packages_alone(tmp_path, capsys):
+    from script_helpers import load_script
+
+    script = load_script("scripts/set_context_min_mm.py", "set_context_min_mm")
+    stacked = save_model_package(tmp_path / "stacked.safetensors", _tiny_model(), PREP)
+    single = save_model_package(tmp_path / "single.safetensors", _tiny_model(),
+                                dict(_as_dict(PREP), context_slices=0, context_min_mm=None))
+    single_bytes, weights = single.read_bytes(), read_package_metadata(stacked)["weights_sha256"]
+    assert script.main([str(stacked), str(single), "--mm", "0.8"]) == 0
+    assert "stacked.safetensors: context_min_mm 1.0 -> 0.8 mm" in capsys.readouterr().out
+    assert load_model_package(stacked).preprocessing.context_min_mm == 0.8
+    assert read_package_metadata(stacked)["weights_sha256"] == weights
+    assert single.read_bytes() == single_bytes
+    kept = stacked.read_bytes()
+    assert script.main([str(stacked), "--mm", "60"]) == 2  # out of range: refused before the file is touched
+    assert "context_min_mm must be in" in capsys.readouterr().err and stacked.read_bytes() == kept
+
+
+def test_every_bundled_2_5d_package_keeps_neighbours_at_least_its_thinnest_training_slices_apart():
+    """The shipped packages were trained on the three shared patients (slices 1.0, 2.0 and 3.0 mm apart); on a
+    thinner CT their 2.5D neighbours are every k-th slice, no closer than 1 mm (README, robustness thin rows)."""
+    from LiverTumorSegLib.resources import bundled_models_dir
+
+    packages = sorted(bundled_models_dir().glob("*.safetensors"))
+    assert packages
+    for path in packages:
+        preprocessing = read_package_metadata(path)["preprocessing"]
+        assert preprocessing["context_slices"] == 1 and preprocessing["context_min_mm"] == 1.0, path.name

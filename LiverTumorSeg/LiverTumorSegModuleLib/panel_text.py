@@ -94,7 +94,9 @@ def describe_preprocessing(preprocessing: Dict[str, Any]) -> str:
         return "unknown"
     parts = [", ".join(_channel_text(c) for c in preprocessing.get("channels", []))]
     context = int(preprocessing.get("context_slices", 0) or 0)
-    parts.append(f"2.5D context +/-{context} slice(s)" if context else "single slices")
+    apart = preprocessing.get("context_min_mm")
+    parts.append((f"2.5D context +/-{context} slice(s)" + (f" at least {float(apart):g} mm apart" if apart else ""))
+                 if context else "single slices")
     if preprocessing.get("target_spacing_mm"):
         parts.append(f"{float(preprocessing['target_spacing_mm']):g} mm pixels")
     elif preprocessing.get("target_size"):

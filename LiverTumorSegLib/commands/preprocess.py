@@ -56,11 +56,10 @@ def run(args: argparse.Namespace) -> int:
     canonical, _ = canonicalize(volume)
     out = render_preview(canonical, config, args.output, n_slices=args.slices, overwrite=args.overwrite)
     print(f"wrote {out}")
-    step = config.context_step(canonical.spacing_zyx[0])
-    apart = (f", every {step} slices apart on this CT's {canonical.spacing_zyx[0]:g} mm slices (context_min_mm="
-             f"{config.context_min_mm:g})" if step > 1 else "")
+    apart = config.context_text(canonical.spacing_zyx[0])
     print(f"network input: {config.in_channels} channels = {config.channels_per_slice} per slice x "
-          f"{config.num_context} slice(s) (context_slices={config.context_slices}{apart}), slice-major")
+          f"{config.num_context} slice(s) (context_slices={config.context_slices}{apart and ', ' + apart}), "
+          f"slice-major")
     for i, name in enumerate(config.channel_names):
         print(f"  channel {i}: {name}")
     return 0

@@ -87,7 +87,7 @@ MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: 
 MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
 MAX_CROP_MARGIN_MM = 1000.0
-MAX_CONTEXT_MIN_MM = 50.0     # a CT's slices are at most a few mm apart; 50 mm would skip whole organs
+MAX_CONTEXT_MM = 50.0         # context_min/max_mm: a CT's slices are at most a few mm apart; 50 mm skips organs
 HU_SETTING_RANGE = (-10000.0, 10000.0)  # window level, histogram bins, pad_hu, body_threshold_hu: beyond any CT
 # value, and float32-safe
 MAX_WINDOW_WIDTH_HU = HU_SETTING_RANGE[1] - HU_SETTING_RANGE[0]  # a width of 1e39 overflowed float32 (a constant
@@ -179,14 +179,17 @@ class PreprocessingConfig:
     Intensity (per slice): ``median_size`` (odd pixels, 0 = off), ``gaussian_sigma_mm`` (0 = off),
       then ``channels``, then ``equalize`` (None, "histogram", "clahe") applied to window channels.
     Context: ``context_slices = c`` -> ``in_channels = len(channels) * (2c + 1)``, slice-major. The neighbours
-      are :meth:`context_step` slices apart: 1, or with ``context_min_mm`` the fewest whole slices that are at
-      least that many mm apart, so a thin-slice CT shows the network neighbours no closer than the slices it was
-      trained on (0.5 mm slices with ``context_min_mm`` 1.0: every second slice). ``None``: adjacent slices.
+      are :meth:`context_offset` slices apart: adjacent, unless the slices are thinner than ``context_min_mm``
+      (then the fewest whole slices at least that many mm apart: 0.5 mm slices with 1.0 mm, every second slice)
+      or thicker than ``context_max_mm`` (then HU interpolated between adjacent slices that many mm from the
+      centre: 5 mm slices with 3.0 mm, 0.6 of the way to each neighbour). So the network sees neighbours as far
+      apart as the slices it was trained on, whatever the CT's slice spacing. ``None``: no bound on that side.
     """
 
     channels: List[Dict[str, Any]] = field(default_factory=_default_channels)
     context_slices: int = 1
     context_min_mm: Optional[float] = None
+    context_max_mm: Optional[float] = None
     target_spacing_mm: Optional[float] = 1.5
     target_size: Optional[Tuple[int, int]] = None
     size_multiple: int = 32
@@ -205,11 +208,17 @@ class PreprocessingConfig:
             raise PreprocessingConfigError("channels must be a non-empty list of channel specs.")
         self.channels = [normalize_channel(c, i) for i, c in enumerate(self.channels)]
         self.context_slices = _integer(self.context_slices, "context_slices", 0)
-        if self.context_min_mm is not None:
-            self.context_min_mm = _number(self.context_min_mm, "context_min_mm")
-            if not 0 < self.context_min_mm < MAX_CONTEXT_MIN_MM:
-                raise PreprocessingConfigError(f"context_min_mm must be in (0, {MAX_CONTEXT_MIN_MM:g}) mm or null "
-                                               f"(adjacent slices), got {self.context_min_mm}.")
+        for name in ("context_min_mm", "context_max_mm"):
+            value = getattr(self, name)
+            if value is not None:
+                value = _number(value, name)
+                if not 0 < value < MAX_CONTEXT_MM:
+                    raise PreprocessingConfigError(f"{name} must be in (0, {MAX_CONTEXT_MM:g}) mm or null (no bound), "
+                                                   f"got {value}.")
+                setattr(self, name, value)
+        if None not in (self.context_min_mm, self.context_max_mm) and self.context_min_mm > self.context_max_mm:
+            raise PreprocessingConfigError(f"context_min_mm ({self.context_min_mm:g} mm) must not exceed "
+                                           f"context_max_mm ({self.context_max_mm:g} mm).")
         if self.target_spacing_mm is not None:
             self.target_spacing_mm = _number(self.target_spacing_mm, "target_spacing_mm")
             if not 0 < self.target_spacing_mm < 100:
@@ -247,17 +256,35 @@ class PreprocessingConfig:
         """C0: channels computed from one slice."""
         return len(self.channels)
 
-    def context_step(self, slice_spacing_mm: float) -> int:
-        """Slices between the 2.5D neighbours of a CT whose slices are ``slice_spacing_mm`` apart: 1 without
-        ``context_min_mm``, else the smallest whole number of slices spanning at least ``context_min_mm`` (never
-        below 1; slices at least that thick keep their adjacent neighbours)."""
-        if self.context_min_mm is None or self.context_slices == 0:
-            return 1
+    def context_offset(self, slice_spacing_mm: float) -> float:
+        """Slices between the 2.5D neighbours of a CT whose slices are ``slice_spacing_mm`` apart: 1.0 (adjacent)
+        when the spacing lies within ``context_min_mm`` .. ``context_max_mm`` (a missing bound does not bound);
+        below ``context_min_mm``, the smallest whole number of slices spanning at least that many mm (real slices);
+        above ``context_max_mm``, ``context_max_mm / slice_spacing_mm`` (< 1: HU interpolated between adjacent
+        slices). A whole number means real slices, a fraction interpolated ones."""
+        if self.context_slices == 0 or (self.context_min_mm is None and self.context_max_mm is None):
+            return 1.0
         spacing = float(slice_spacing_mm)
         if not np.isfinite(spacing) or spacing <= 0:
             raise PreprocessingConfigError(f"The slice spacing must be a positive number of mm, got {slice_spacing_mm}.")
-        # the tolerance keeps a spacing that equals context_min_mm but for float rounding (0.1 x 10) at one step
-        return max(1, int(np.ceil(self.context_min_mm / spacing - 1e-6)))
+        # the tolerances keep a spacing that equals a bound but for float rounding (0.1 x 10) adjacent
+        if self.context_min_mm is not None and spacing < self.context_min_mm * (1 - 1e-6):
+            return float(max(1, int(np.ceil(self.context_min_mm / spacing - 1e-6))))
+        if self.context_max_mm is not None and spacing > self.context_max_mm * (1 + 1e-6):
+            return self.context_max_mm / spacing
+        return 1.0
+
+    def context_text(self, slice_spacing_mm: float) -> str:
+        """How :meth:`context_offset` takes the neighbours on slices ``slice_spacing_mm`` apart, in words; "" when
+        they are the adjacent slices."""
+        offset = self.context_offset(slice_spacing_mm)
+        if offset == 1.0:
+            return ""
+        if offset.is_integer():
+            return (f"every {int(offset)} slices apart on this CT's {float(slice_spacing_mm):g} mm slices "
+                    f"(context_min_mm={self.context_min_mm:g})")
+        return (f"interpolated {self.context_max_mm:g} mm from the centre on this CT's {float(slice_spacing_mm):g} "
+                f"mm slices (context_max_mm={self.context_max_mm:g})")
 
     @property
     def num_context(self) -> int:
@@ -359,12 +386,13 @@ class PreprocessingConfig:
 
 # name -> config dict. Why each:
 #   default : the bundled model's input. Three windows (abdomen -160..240 HU, liver-contrast 75/250,
-#             wide -1000..1000) x 2.5D context of 1 slice each side, neighbours at least 1 mm apart (every
-#             second slice of a 0.5-0.99 mm CT: the bundled models were trained on 1-3 mm slices, and with
-#             adjacent 0.5 mm slices they found 2-3x the false lesions of the same CT at its own spacing,
-#             benchmarks/robustness.py thin rows); pixels resampled to 1.5 mm (a prototype held its accuracy
-#             at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped to the body and padded to a multiple
-#             of 32 for 5-level encoders.
+#             wide -1000..1000) x 2.5D context of 1 slice each side, the neighbours 1-3 mm from the centre
+#             (the bundled models' training slices were 1, 2 and 3 mm apart): every second slice of a
+#             0.5-0.99 mm CT (with adjacent 0.5 mm slices they found 2-3x the false lesions of the same CT at
+#             its own spacing), HU interpolated 3 mm from the centre on thicker slices (on 5 mm slabs +0.03 to
+#             +0.05 synthetic-tumor Dice; benchmarks/robustness.py thin and thick rows); pixels resampled to
+#             1.5 mm (a prototype held its accuracy at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped
+#             to the body and padded to a multiple of 32 for 5-level encoders.
 #   two_windows_histscaled : Kulkarni, Vasistha and Roy, "Liver Tumor Segmentation using Image Segmentation
 #             Techniques" (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200) plus
 #             a per-slice frequency-histogram-scaled channel, single slices, resized to 256x256 (half
@@ -378,7 +406,7 @@ class PreprocessingConfig:
 #             using Deep Learning": zero-mean unit-variance slices (statistics inside the body), native size.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {"channels": _default_channels(), "context_slices": 1, "context_min_mm": 1.0,
-                "target_spacing_mm": 1.5, "size_multiple": 32, "crop_to_body": True},
+                "context_max_mm": 3.0, "target_spacing_mm": 1.5, "size_multiple": 32, "crop_to_body": True},
     "two_windows_histscaled": {"channels": [{"kind": "window", "preset": "fastai_liver"},
                                             {"kind": "window", "preset": "liver"},
                              {"kind": "hist_scaled", "n_bins": 100}],

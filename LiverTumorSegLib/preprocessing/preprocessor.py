@@ -23,6 +23,33 @@ from .spatial import SpatialInfo
 ChannelSource = Union[np.ndarray, Callable[[np.ndarray], np.ndarray]]
 
 
+def context_positions(centres: Any, context: int, num_slices: int, offset: float = 1.0) -> np.ndarray:
+    """Slice positions ``centre + offset * (-context .. context)`` of each centre, shape ``centres.shape +
+    (2 * context + 1,)``, float64, clipped to ``0 .. num_slices - 1`` (edge slices replicated). ``offset``:
+    :meth:`PreprocessingConfig.context_offset` of the volume's slice spacing; a fraction gives positions between
+    slices (:func:`slices_at` interpolates them)."""
+    centres = np.asarray(centres, dtype=np.float64)
+    steps = float(offset) * np.arange(-int(context), int(context) + 1, dtype=np.float64)
+    return np.clip(centres[..., None] + steps, 0.0, float(num_slices - 1))
+
+
+def slices_at(volume_zhw: Any, positions: np.ndarray) -> np.ndarray:
+    """Slices of ``volume_zhw`` ``(z, H, W)`` (an array or memory map) at float ``positions`` (any shape, within
+    ``0 .. z - 1``), linearly interpolated in value between the two nearest slices: ``positions.shape + (H, W)``
+    float32. Whole-number positions are the slices themselves, read without arithmetic."""
+    positions = np.asarray(positions, dtype=np.float64)
+    below = np.floor(positions).astype(np.int64)
+    weight = (positions - below).astype(np.float32)
+    if not weight.any():
+        return np.asarray(volume_zhw[below.ravel()], dtype=np.float32).reshape(positions.shape + volume_zhw.shape[1:])
+    above = np.minimum(below + 1, volume_zhw.shape[0] - 1)
+    needed, inverse = np.unique(np.concatenate([below.ravel(), above.ravel()]), return_inverse=True)
+    data = np.asarray(volume_zhw[needed], dtype=np.float32)  # each slice read once
+    low, high = data[inverse[:below.size]], data[inverse[below.size:]]
+    w = weight.reshape(-1, 1, 1)
+    return (low * (1.0 - w) + high * w).reshape(positions.shape + volume_zhw.shape[1:])
+
+
 class SlicePreprocessor:
     """Stateless (apart from its config) implementation of the preprocessing contract."""
 
@@ -168,13 +195,12 @@ class SlicePreprocessor:
     # ---- 2.5D context ------------------------------------------------------------------------
     def context_indices(self, indices: Sequence[int], num_slices: int, step: int = 1) -> np.ndarray:
         """``(n, 2c + 1)`` source slice of each stacked position: ``index + step * (-c .. c)`` (``step``: the
-        config's :meth:`~PreprocessingConfig.context_step` for the volume's slice spacing), edges replicated by
-        clipping."""
+        config's :meth:`~PreprocessingConfig.context_offset` for the volume's slice spacing, when it is a whole
+        number), edges replicated by clipping."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= num_slices):
             raise InputError(f"Slice indices must be in 0..{num_slices - 1}, got {idx.min()}..{idx.max()}.")
-        c = self.config.context_slices
-        return np.clip(idx[:, None] + int(step) * np.arange(-c, c + 1)[None, :], 0, num_slices - 1)
+        return context_positions(idx, self.config.context_slices, num_slices, int(step)).astype(np.int64)
 
     def stack_context(self, chans_or_callable: ChannelSource, indices: Sequence[int],
                       num_slices: Optional[int] = None, step: int = 1) -> np.ndarray:
@@ -228,26 +254,26 @@ class SlicePreprocessor:
     def prepare(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancellationToken] = None) -> "PreparedVolume":
         """Spatial forward of a **canonical** CT volume; batches are computed lazily by the result (2.5D
-        neighbours :meth:`~PreprocessingConfig.context_step` slices apart for the volume's slice spacing)."""
+        neighbours :meth:`~PreprocessingConfig.context_offset` slices apart for the volume's slice spacing)."""
         report = ProgressReporter(progress)
         if cancel is not None:
             cancel.raise_if_cancelled()
         report(0.0, "preprocessing")
         hu_net, info = self.spatial_forward(volume.array, volume.spacing_zyx)
         report(1.0, "preprocessing")
-        return PreparedVolume(self, hu_net, info, self.config.context_step(volume.spacing_zyx[0]))
+        return PreparedVolume(self, hu_net, info, self.config.context_offset(volume.spacing_zyx[0]))
 
 
 class PreparedVolume:
     """A volume on the network grid: ``hu_net (z, H, W)`` float32, its :class:`SpatialInfo`, and
-    ``context_step``: the slices between the 2.5D neighbours of a network input."""
+    ``context_offset``: the slices between the 2.5D neighbours of a network input (a fraction: interpolated)."""
 
     def __init__(self, preprocessor: SlicePreprocessor, hu_net: np.ndarray, info: SpatialInfo,
-                 context_step: int = 1) -> None:
+                 context_offset: float = 1.0) -> None:
         self.preprocessor = preprocessor
         self.hu_net = hu_net
         self.info = info
-        self.context_step = int(context_step)
+        self.context_offset = float(context_offset)
 
     @property
     def num_slices(self) -> int:
@@ -263,7 +289,11 @@ class PreparedVolume:
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Network input ``(n, C, H, W)`` float32 for centre slices ``indices``."""
-        return self.preprocessor.stack_context(self.channels, indices, self.num_slices, self.context_step)
+        if self.context_offset.is_integer():  # real slices: each slice's channels computed once per batch
+            return self.preprocessor.stack_context(self.channels, indices, self.num_slices, int(self.context_offset))
+        positions = context_positions(indices, self.preprocessor.config.context_slices, self.num_slices,
+                                      self.context_offset)
+        return self.preprocessor.stack_input(slices_at(self.hu_net, positions), self.info)
 
     def restore(self, probs_nkhw: np.ndarray, outside: Optional[Sequence[float]] = None) -> np.ndarray:
         """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""

@@ -1,7 +1,8 @@
 """Liver/tumor-biased random patch sampling from the slice cache, and full-slice inputs for validation.
 
 A training sample (see ARCHITECTURE.md, "Training contract"):
-centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` and labels ``(T, H, W)``
+centre slice (liver/tumor favoured) -> HU stack ``(T, H, W)`` with ``T = 2c + 1`` (neighbours as inference takes
+them: ``PreprocessingConfig.context_offset``) and labels ``(T, H, W)``
 -> the ``P x P`` box centred on a random liver pixel (or any pixel), moved by a jitter of up to ``(R - P) // 4``
 and inward only as far as it takes to stay inside the image (no jitter along an axis the box spans whole) ->
 region crop ``(T, R, R)``, ``R >= 1.75 P``, around that box -> synthetic lesions (HU) -> augmentation -> the
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..preprocessing.preprocessor import context_positions, slices_at
 from .slice_cache import CachedCase
 
 # augmenter(hu (T, H, W), labels (T, H, W), rng) -> (hu, labels); lesion_inserter likewise + spacing
@@ -41,10 +43,6 @@ def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: flo
     return int(candidates[rng.integers(len(candidates))])
 
 
-def context_indices(center: int, context: int, num_slices: int, step: int = 1) -> np.ndarray:
-    """Slice indices ``center + step * (-c .. c)``, edge slices replicated (clipped to ``0..num_slices-1``);
-    ``step``: ``PreprocessingConfig.context_step`` of the case's slice spacing, as inference stacks them."""
-    return np.clip(center + int(step) * np.arange(-context, context + 1), 0, num_slices - 1)
 
 
 def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_bias: float) -> Tuple[int, int]:
@@ -129,11 +127,11 @@ class PatchDataset:
         return hu, label
 
     def _slice_statistics(self, case: CachedCase, idx: Any, hu: np.ndarray) -> Any:
-        """``preprocessor.slice_statistics`` of the cached, un-augmented slices ``idx`` of ``case``: a function of the
+        """``preprocessor.slice_statistics`` of the un-augmented slices at positions ``idx`` of ``case``: a function of the
         case and the slices alone, so it is computed once per stack (a review timed it at 6-17 ms per sample for the
         z-score and histogram-scaled presets on 2 cores, more than the patch's own preprocessing); at most
         ``STATISTICS_MEMO_ENTRIES`` stacks are kept (a few kB to about 20 kB each)."""
-        key = (case.case_id, tuple(int(i) for i in np.asarray(idx).ravel()))
+        key = (case.case_id, tuple(float(i) for i in np.asarray(idx).ravel()))
         memo = self._statistics_memo
         if key not in memo:
             if len(memo) >= STATISTICS_MEMO_ENTRIES:
@@ -148,13 +146,17 @@ class PatchDataset:
         case = self.cases[int(rng.integers(len(self.cases)))]
         center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
                               self.every_other_slice)
-        idx = context_indices(center, self.context, case.num_slices,
-                              self.preprocessor.config.context_step(case.spacing_zyx[0]))
-        hu = np.asarray(case.hu[idx], dtype=np.float32)
+        # the 2.5D neighbours as inference takes them for this case's slice spacing: every k-th slice, or HU
+        # interpolated between adjacent slices (PreprocessingConfig.context_offset); a neighbour's label is the
+        # nearest slice's (only the centre's is learned; the others place the synthetic lesions)
+        offset = self.preprocessor.config.context_offset(case.spacing_zyx[0])
+        positions = context_positions(center, self.context, case.num_slices, offset)
+        idx = np.rint(positions).astype(np.int64)
+        hu = slices_at(case.hu, positions)
         labels = np.asarray(case.labels[idx], dtype=np.uint8)
         # histogram scaling, z-score and equalization from the whole slices, as inference computes them: on the
         # patch alone the network saw inputs up to 8.7 apart from inference's (zscore_body)
-        statistics = self._slice_statistics(case, idx, hu)
+        statistics = self._slice_statistics(case, positions, hu)
         # work region around the patch (the patch is cut from its centre): lesions and augmentation only touch
         # it. At least 1.75 x the patch, and large enough that the drawn rotation/zoom/shift read only real pixels for the final patch
         # (a zoom of 0.6 with rotation reads up to ~1.8 x as far out: with a fixed 1.75 x region about 22 % of the
@@ -181,8 +183,9 @@ class PatchDataset:
         y0, x0 = y0 - (region - self.patch_size) // 2, x0 - (region - self.patch_size) // 2
         hu = crop_with_padding(hu, y0, x0, region, self.pad_hu)
         labels = crop_with_padding(labels, y0, x0, region, 0)
-        if self.lesion_inserter is not None:
-            hu, labels = self.lesion_inserter(hu, labels, case.spacing_zyx, rng)
+        if self.lesion_inserter is not None:  # its 3D lesions span the stack's own slice distance
+            stack_spacing = (float(case.spacing_zyx[0]) * offset,) + tuple(case.spacing_zyx[1:])
+            hu, labels = self.lesion_inserter(hu, labels, stack_spacing, rng)
         if self.augmenter is not None:
             hu, labels = self.augmenter(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_mm) \
                 if spatial is not None else self.augmenter(hu, labels, rng)
@@ -229,5 +232,8 @@ def full_slice_inputs(case: CachedCase, preprocessor, indices: Sequence[int]) ->
     def channels(needed: np.ndarray) -> np.ndarray:
         return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32),
                                                spacing_yx=case.spacing_zyx[1:])
-    return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices,
-                                      step=preprocessor.config.context_step(case.spacing_zyx[0]))
+    offset = preprocessor.config.context_offset(case.spacing_zyx[0])
+    if offset.is_integer():
+        return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices, step=int(offset))
+    positions = context_positions(indices, preprocessor.config.context_slices, case.num_slices, offset)
+    return preprocessor.stack_input(slices_at(case.hu, positions), spacing_yx=case.spacing_zyx[1:])

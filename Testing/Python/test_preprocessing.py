@@ -257,53 +257,96 @@ def test_stack_context_slice_major_with_replicated_edges():
         pre.stack_context(chans, [6])
 
 
-@pytest.mark.parametrize("min_mm, spacing, step", [
-    (None, 0.5, 1), (1.0, 3.0, 1), (1.0, 1.0, 1), (1.0, 0.1 * 10, 1), (1.0, 0.99, 2), (1.0, 0.75, 2),
-    (1.0, 0.625, 2), (1.0, 0.5, 2), (1.0, 0.45, 3), (2.5, 1.25, 2), (2.5, 1.0, 3), (5.0, 1.0, 5)])
-def test_context_step_is_the_fewest_slices_spanning_context_min_mm(min_mm, spacing, step):
-    """Known answers: ceil(context_min_mm / slice spacing), at least 1; 1 without context_min_mm."""
-    assert PreprocessingConfig(context_min_mm=min_mm).context_step(spacing) == step
+@pytest.mark.parametrize("min_mm, max_mm, spacing, offset", [
+    (None, None, 0.5, 1.0), (None, None, 7.0, 1.0), (1.0, None, 3.0, 1.0), (1.0, None, 1.0, 1.0),
+    (1.0, None, 0.1 * 10, 1.0), (1.0, None, 0.99, 2.0), (1.0, None, 0.75, 2.0), (1.0, None, 0.625, 2.0),
+    (1.0, None, 0.5, 2.0), (1.0, None, 0.45, 3.0), (2.5, None, 1.25, 2.0), (2.5, None, 1.0, 3.0),
+    (1.0, 3.0, 3.0, 1.0), (1.0, 3.0, 0.3 * 10, 1.0), (1.0, 3.0, 5.0, 0.6), (1.0, 3.0, 7.5, 0.4), (None, 2.0, 2.5, 0.8),
+    (None, 2.0, 0.5, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 2.0, 0.5)])
+def test_context_offset_keeps_neighbours_within_the_bounds(min_mm, max_mm, spacing, offset):
+    """Known answers: below context_min_mm ceil(min / spacing) whole slices; above context_max_mm max / spacing (a
+    fraction: interpolated); adjacent (1) in between or without bounds."""
+    cfg = PreprocessingConfig(context_min_mm=min_mm, context_max_mm=max_mm)
+    assert cfg.context_offset(spacing) == pytest.approx(offset, abs=1e-12)
 
 
-def test_context_step_is_one_for_single_slice_input_and_refuses_a_bad_spacing():
-    assert PreprocessingConfig(context_slices=0, context_min_mm=1.0).context_step(0.25) == 1
+def test_context_offset_is_one_for_single_slice_input_and_refuses_a_bad_spacing():
+    assert PreprocessingConfig(context_slices=0, context_min_mm=1.0, context_max_mm=3.0).context_offset(0.25) == 1.0
     for spacing in (0.0, -1.0, float("nan")):
         with pytest.raises(PreprocessingConfigError):
-            PreprocessingConfig(context_min_mm=1.0).context_step(spacing)
+            PreprocessingConfig(context_min_mm=1.0).context_offset(spacing)
 
 
+@pytest.mark.parametrize("name", ["context_min_mm", "context_max_mm"])
 @pytest.mark.parametrize("bad", [0, -1.0, 50.0, 1e9, float("nan"), "1 mm", True])
-def test_context_min_mm_out_of_range_or_not_a_number_is_refused(bad):
-    with pytest.raises(PreprocessingConfigError, match="context_min_mm"):
-        PreprocessingConfig(context_min_mm=bad)
+def test_context_bounds_out_of_range_or_not_a_number_are_refused(name, bad):
+    with pytest.raises(PreprocessingConfigError, match=name):
+        PreprocessingConfig(**{name: bad})
 
 
-def test_context_min_mm_round_trips_and_older_configs_keep_adjacent_slices():
-    cfg = PreprocessingConfig(context_min_mm=1.25)
-    assert PreprocessingConfig.from_json(cfg.to_json()).context_min_mm == 1.25
-    older = {k: v for k, v in PreprocessingConfig.preset("default").to_dict().items() if k != "context_min_mm"}
-    assert PreprocessingConfig.from_dict(older).context_min_mm is None  # packages saved before the field
-    assert PreprocessingConfig.preset("default").context_min_mm == 1.0
+def test_context_min_above_max_is_refused():
+    with pytest.raises(PreprocessingConfigError, match="context_min_mm .* must not exceed context_max_mm"):
+        PreprocessingConfig(context_min_mm=3.0, context_max_mm=2.0)
 
 
-def test_prepared_volume_stacks_neighbours_context_step_slices_apart():
-    """A 0.5 mm CT under context_min_mm 1.0: the network input of slice i holds slices i-2, i, i+2 (edges
-    replicated); the same CT at 1 mm keeps adjacent neighbours. Each slice's HU is 10 x its index, so the window
-    channel tells which slice each position came from."""
-    z = 8
-    hu = np.repeat((10.0 * np.arange(z, dtype=np.float32))[:, None, None], 16, axis=1).repeat(16, axis=2)
-    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 100, "width": 200}], context_slices=1,
-                              context_min_mm=1.0, target_spacing_mm=None, crop_to_body=False, size_multiple=1)
-    pre = SlicePreprocessor(cfg)
+def test_context_bounds_round_trip_and_older_configs_keep_adjacent_slices():
+    cfg = PreprocessingConfig(context_min_mm=1.25, context_max_mm=2.5)
+    back = PreprocessingConfig.from_json(cfg.to_json())
+    assert (back.context_min_mm, back.context_max_mm) == (1.25, 2.5)
+    older = {k: v for k, v in PreprocessingConfig.preset("default").to_dict().items()
+             if k not in ("context_min_mm", "context_max_mm")}
+    old = PreprocessingConfig.from_dict(older)  # packages saved before the fields
+    assert (old.context_min_mm, old.context_max_mm) == (None, None) and old.context_offset(0.5) == 1.0
+    default = PreprocessingConfig.preset("default")
+    assert (default.context_min_mm, default.context_max_mm) == (1.0, 3.0)
+    assert default.context_text(2.0) == ""
+    assert default.context_text(0.5) == "every 2 slices apart on this CT's 0.5 mm slices (context_min_mm=1)"
+    assert default.context_text(5.0) == ("interpolated 3 mm from the centre on this CT's 5 mm slices "
+                                         "(context_max_mm=3)")
 
-    def source_slices(spacing_z):
-        volume = CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, spacing_z)))
-        prepared = pre.prepare(volume)
-        x = prepared.batch([0, 1, 4, 7])[:, :, 0, 0]  # window 0..200 HU -> slice index / 20
-        return prepared.context_step, np.rint(x * 20).astype(int).tolist()
 
-    assert source_slices(0.5) == (2, [[0, 0, 2], [0, 1, 3], [2, 4, 6], [5, 7, 7]])
-    assert source_slices(1.0) == (1, [[0, 0, 1], [0, 1, 2], [3, 4, 5], [6, 7, 7]])
+def _index_volume(z):
+    """(z, 16, 16) HU: slice i is 10 x i everywhere, so a window channel tells which slice (or mix) it holds."""
+    return np.repeat((10.0 * np.arange(z, dtype=np.float32))[:, None, None], 16, axis=1).repeat(16, axis=2)
+
+
+def _stacked_positions(pre, hu, spacing_z, indices):
+    """The slice positions (10 HU per slice, window 0..200 HU) each network input of ``indices`` holds."""
+    prepared = pre.prepare(CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, spacing_z))))
+    x = prepared.batch(indices)[:, :, 0, 0]  # (n, 3): window 0..200 HU -> slice index / 20
+    return prepared.context_offset, np.round(x.astype(np.float64) * 20, 4).tolist()
+
+
+CONTEXT_TEST_CONFIG = dict(channels=[{"kind": "window", "level": 100, "width": 200}], context_slices=1,
+                           context_min_mm=1.0, context_max_mm=3.0, target_spacing_mm=None, crop_to_body=False,
+                           size_multiple=1)
+
+
+def test_prepared_volume_stacks_neighbours_as_far_apart_as_the_bounds_say():
+    """Slices 0.5 mm apart under context_min_mm 1.0: the input of slice i holds slices i-2, i, i+2 (edges
+    replicated); at 1 mm: adjacent slices; at 5 mm under context_max_mm 3.0: HU 0.6 of the way to each adjacent
+    slice (3 mm from the centre), the centre slice itself unmixed."""
+    pre = SlicePreprocessor(PreprocessingConfig(**CONTEXT_TEST_CONFIG))
+    hu = _index_volume(8)
+    assert _stacked_positions(pre, hu, 0.5, [0, 1, 4, 7]) == (2.0, [[0, 0, 2], [0, 1, 3], [2, 4, 6], [5, 7, 7]])
+    assert _stacked_positions(pre, hu, 1.0, [0, 1, 4, 7]) == (1.0, [[0, 0, 1], [0, 1, 2], [3, 4, 5], [6, 7, 7]])
+    assert _stacked_positions(pre, hu, 5.0, [0, 1, 4, 7]) == (
+        0.6, [[0, 0, 0.6], [0.4, 1, 1.6], [3.4, 4, 4.6], [6.4, 7, 7]])
+
+
+def test_interpolated_neighbours_are_the_stacked_input_of_the_interpolated_slices():
+    """The interpolated path (stack_input of the interpolated HU) and the whole-slice path (stack_context of each
+    slice's channels) agree where both apply: the default preset's channels of a phantom, offset 1 either way."""
+    from LiverTumorSegLib.preprocessing.preprocessor import context_positions, slices_at
+
+    ph = make_phantom((6, 32, 32))
+    pre = SlicePreprocessor(PreprocessingConfig(target_spacing_mm=None, crop_to_body=False))
+    hu = ph.ct.array.astype(np.float32)
+    whole = pre.stack_context(pre.intensity_channels(hu), [0, 2, 5])
+    positions = context_positions([0, 2, 5], 1, 6, 1.0 + 1e-13)  # a fraction, in effect whole slices
+    np.testing.assert_allclose(pre.stack_input(slices_at(hu, positions)), whole, atol=1e-5)
+    np.testing.assert_array_equal(slices_at(hu, np.array([[1.0, 2.0]])), hu[None, [1, 2]])
+    np.testing.assert_allclose(slices_at(hu, np.array([1.25])), 0.75 * hu[1:2] + 0.25 * hu[2:3], rtol=1e-6)
 
 
 def test_stack_input_equals_volume_stacking():

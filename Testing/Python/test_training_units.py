@@ -14,7 +14,8 @@ from LiverTumorSegLib.training.checkpoint import load_checkpoint, save_checkpoin
 from LiverTumorSegLib.training.config import TrainConfig
 from LiverTumorSegLib.training.losses import DeepSupervisionLoss, SegmentationLoss, focal_loss, soft_dice_loss
 from LiverTumorSegLib.training.optim import WarmupLambda, build_optimizer, build_scheduler
-from LiverTumorSegLib.training.sampling import EpochSampler, choose_slice, context_indices, crop_box, crop_with_padding
+from LiverTumorSegLib.preprocessing.preprocessor import context_positions
+from LiverTumorSegLib.training.sampling import EpochSampler, choose_slice, crop_box, crop_with_padding
 from LiverTumorSegLib.training.slice_cache import CachedCase, slice_indices
 
 
@@ -238,8 +239,10 @@ def test_slice_indices_context_and_crop_known_answers():
     labels[1, 0, 0] = 1
     labels[2, 1, 1] = 2
     assert slice_indices(labels) == ([1, 2], [2])
-    assert context_indices(0, 1, 5).tolist() == [0, 0, 1]
-    assert context_indices(4, 2, 5).tolist() == [2, 3, 4, 4, 4]
+    assert context_positions(0, 1, 5).tolist() == [0, 0, 1]
+    assert context_positions(4, 2, 5).tolist() == [2, 3, 4, 4, 4]
+    assert context_positions(1, 1, 8, 2.0).tolist() == [0, 1, 3]
+    assert context_positions([2, 7], 1, 8, 0.6).tolist() == [[1.4, 2, 2.6], [6.4, 7, 7]]
     arr = np.arange(16).reshape(4, 4)
     assert crop_with_padding(arr, -1, 2, 3, -9).tolist() == [[-9, -9, -9], [2, 3, -9], [6, 7, -9]]
     lab = np.zeros((40, 40), np.uint8)
@@ -329,40 +332,46 @@ def test_training_inputs_smooth_with_the_network_grids_pixel_size_as_inference_d
     assert seen == [tuple(cached.spacing_zyx[1:])] or seen == [cached.spacing_zyx[1:]]
 
 
-def test_training_stacks_thin_slices_context_step_apart_as_inference_does(tmp_path):
-    """With context_min_mm, a 0.5 mm case's training patches and whole-slice validation inputs take the neighbours
-    2 slices apart, as inference does (segment on the same CT): the network sees one kind of input. Inside an air
-    border, each slice's HU is 40 + 20 x its index, so a patch's centre pixel tells which slices were stacked."""
+@pytest.mark.parametrize("spacing_z, offset", [(0.5, 2.0), (5.0, 0.6)])
+def test_training_stacks_neighbours_as_inference_does(tmp_path, spacing_z, offset):
+    """With context_min_mm / context_max_mm, a 0.5 mm case's training patches and whole-slice validation inputs take
+    every second slice, and a 5 mm case's HU interpolated 0.6 of the way to each adjacent slice, as inference does
+    (segment on the same CT): the network sees one kind of input. Inside an air border, each slice's HU is
+    40 + 20 x its index, so a patch's centre pixel tells which slice positions were stacked."""
     from LiverTumorSegLib.io import write_label_map, write_volume
     from LiverTumorSegLib.orientation import canonicalize
     from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
     from LiverTumorSegLib.training.datasets import Case
-    from LiverTumorSegLib.training.sampling import PatchDataset, context_indices, full_slice_inputs
+    from LiverTumorSegLib.training.sampling import PatchDataset, full_slice_inputs
     from LiverTumorSegLib.training.slice_cache import build_slice_cache
     from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
-    np.testing.assert_array_equal(context_indices(1, 1, 8, step=2), [0, 1, 3])
-    np.testing.assert_array_equal(context_indices(6, 1, 8, step=3), [3, 6, 7])
     z = 10
     hu = np.repeat((40.0 + 20.0 * np.arange(z, dtype=np.float32))[:, None, None], 24, axis=1).repeat(24, axis=2)
     hu[:, :2], hu[:, -2:], hu[:, :, :2], hu[:, :, -2:] = -1000.0, -1000.0, -1000.0, -1000.0
-    ct = CTVolume(hu.astype(np.int16), ImageGeometry(spacing=(1.0, 1.0, 0.5)))
+    ct = CTVolume(hu.astype(np.int16), ImageGeometry(spacing=(1.0, 1.0, spacing_z)))
     labels = np.ones(hu.shape, dtype=np.uint8)
     image = write_volume(tmp_path / "ct.nii.gz", ct)
     label = write_label_map(tmp_path / "lab.nii.gz", labels, ct.geometry)
     config = PreprocessingConfig(channels=[{"kind": "window", "level": 140.0, "width": 280.0}], context_slices=1,
-                                 context_min_mm=1.0, target_spacing_mm=None, crop_to_body=False, size_multiple=8)
+                                 context_min_mm=1.0, context_max_mm=3.0, target_spacing_mm=None, crop_to_body=False,
+                                 size_multiple=8)
     preprocessor = SlicePreprocessor(config)
     (cached,) = build_slice_cache([Case("c", "p", str(image), str(label), "csv")], preprocessor, tmp_path / "cache")
     prepared = SlicePreprocessor(config).prepare(canonicalize(ct)[0])
-    assert prepared.context_step == 2
+    assert prepared.context_offset == pytest.approx(offset)
     np.testing.assert_allclose(full_slice_inputs(cached, preprocessor, [0, 4, 9]), prepared.batch([0, 4, 9]),
-                               atol=1e-6)
-    dataset = PatchDataset([cached], preprocessor, patch_size=16, seed=0)
+                               atol=1e-5)
+    seen = []
+    lesions = lambda hu, labels, spacing, rng: seen.append(spacing) or (hu, labels)  # noqa: E731
+    dataset = PatchDataset([cached], preprocessor, patch_size=16, seed=0, lesion_inserter=lesions)
     for index in range(6):
-        stack = (dataset.sample_arrays(index)[0][:, 8, 8] - 40.0) / 20.0  # (3,): the stacked slices' indices
-        centre = int(round(stack[1]))
-        np.testing.assert_allclose(stack, np.clip([centre - 2, centre, centre + 2], 0, z - 1))
+        stack = (dataset.sample_arrays(index)[0][:, 8, 8] - 40.0) / 20.0  # (3,): the stacked slice positions
+        centre = float(stack[1])
+        assert centre == int(centre)
+        np.testing.assert_allclose(stack, np.clip([centre - offset, centre, centre + offset], 0, z - 1), atol=1e-4)
+    # the synthetic lesions are drawn in 3D over the stack's own slice distance (2 x 0.5 mm, 0.6 x 5 mm = 1 and 3)
+    assert {round(s[0], 6) for s in seen} == {round(offset * spacing_z, 6)}
 
 
 def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
@@ -386,7 +395,7 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
                                 blur_probability=0.0, noise_probability=0.0)
 
     class Preprocessor:  # only the context (size, adjacent slices) and the whole slices' statistics (none) are read
-        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
+        config = type("C", (), {"context_slices": 1, "context_offset": lambda self, spacing: 1.0})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -425,7 +434,7 @@ def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
             return super().__call__(hu, labels, rng, spatial=spatial, pixel_spacing_mm=pixel_spacing_mm)
 
     class Preprocessor:  # only the context (size, adjacent slices) and the whole slices' statistics (none) are read
-        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
+        config = type("C", (), {"context_slices": 1, "context_offset": lambda self, spacing: 1.0})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -696,7 +705,7 @@ def test_patches_hold_the_drawn_liver_also_near_the_image_edge(tmp_path):
                       (3.0, 1.5, 1.5), [0, 1, 2], [], 3)
 
     class Preprocessor:
-        config = type("C", (), {"context_slices": 1, "context_step": lambda self, spacing: 1})()
+        config = type("C", (), {"context_slices": 1, "context_offset": lambda self, spacing: 1.0})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None
@@ -724,7 +733,7 @@ def test_a_patch_the_size_of_the_slice_is_the_slice(tmp_path):
                       (3.0, 1.0, 1.0), [0, 1, 2, 3], [], 4)
 
     class Preprocessor:
-        config = type("C", (), {"context_slices": 0, "context_step": lambda self, spacing: 1})()
+        config = type("C", (), {"context_slices": 0, "context_offset": lambda self, spacing: 1.0})()
 
         def slice_statistics(self, hu, spacing_yx):
             return None

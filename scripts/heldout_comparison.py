@@ -29,10 +29,11 @@ or an installed model's name). Built-in:
 - ``v4``: the candidate that lost to v3 by the two-seed rule (docs/default_model_v4.md), from git history
   (commit 4614857).
 
-The bundled packages keep their 2.5D neighbour slices at least 1 mm apart (``context_min_mm`` 1.0, set on 25 Nov
-2026: on a CT with slices under 1 mm they take every second or third slice); v2 and v4 from git history predate it
-and stack adjacent slices. To compare the three alike on thin-slice CT, give copies of v2 and v4 the same setting
-(``python scripts/set_context_min_mm.py COPY --mm 1.0``) and pass them with ``--model``.
+The bundled packages keep their 2.5D neighbour slices 1-3 mm from the centre (``context_min_mm`` 1.0 and
+``context_max_mm`` 3.0, set on 25 Nov 2026: on a CT with slices under 1 mm they take every second or third slice,
+on slices over 3 mm HU interpolated 3 mm from the centre); v2 and v4 from git history predate it and stack adjacent
+slices. To compare the three alike on such CT, give copies of v2 and v4 the same setting
+(``python scripts/set_context_spacing.py COPY --min-mm 1.0 --max-mm 3.0``) and pass them with ``--model``.
 
 A model from git history is written to ``OUT/models/NAME.safetensors`` and used only when its weights' SHA-256 is
 the one pinned here (a clone without that commit, a shallow one, says how to get it). v2 was saved before packages

@@ -88,15 +88,23 @@ def _channel_text(channel: Dict[str, Any]) -> str:
     return str(kind)
 
 
+def _context_distance(preprocessing: Dict[str, Any]) -> str:
+    """How far from the centre the 2.5D neighbours are kept (context_min_mm / context_max_mm), or ""."""
+    low, high = preprocessing.get("context_min_mm"), preprocessing.get("context_max_mm")
+    if low and high:
+        return f" {float(low):g}-{float(high):g} mm from the centre"
+    if low:
+        return f" at least {float(low):g} mm from the centre"
+    return f" at most {float(high):g} mm from the centre" if high else ""
+
+
 def describe_preprocessing(preprocessing: Dict[str, Any]) -> str:
     """One line: intensity channels, 2.5D context and in-plane resampling of a preprocessing dict."""
     if not preprocessing:
         return "unknown"
     parts = [", ".join(_channel_text(c) for c in preprocessing.get("channels", []))]
     context = int(preprocessing.get("context_slices", 0) or 0)
-    apart = preprocessing.get("context_min_mm")
-    parts.append((f"2.5D context +/-{context} slice(s)" + (f" at least {float(apart):g} mm apart" if apart else ""))
-                 if context else "single slices")
+    parts.append(f"2.5D context +/-{context} slice(s){_context_distance(preprocessing)}" if context else "single slices")
     if preprocessing.get("target_spacing_mm"):
         parts.append(f"{float(preprocessing['target_spacing_mm']):g} mm pixels")
     elif preprocessing.get("target_size"):

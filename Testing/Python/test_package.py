@@ -1025,31 +1025,38 @@ def test_rewriting_a_packages_metadata_keeps_its_weights_and_its_checksum_list(t
     assert saved.read_bytes() == kept
 
 
-def test_set_context_min_mm_script_sets_it_and_leaves_single_slice_packages_alone(tmp_path, capsys):
+def test_set_context_spacing_script_sets_the_bounds_and_leaves_single_slice_packages_alone(tmp_path, capsys):
     from script_helpers import load_script
 
-    script = load_script("scripts/set_context_min_mm.py", "set_context_min_mm")
-    stacked = save_model_package(tmp_path / "stacked.safetensors", _tiny_model(), PREP)
+    script = load_script("scripts/set_context_spacing.py", "set_context_spacing")
+    stacked = save_model_package(tmp_path / "stacked.safetensors", _tiny_model(),
+                                 dict(_as_dict(PREP), context_min_mm=None, context_max_mm=None))
     single = save_model_package(tmp_path / "single.safetensors", _tiny_model(),
-                                dict(_as_dict(PREP), context_slices=0, context_min_mm=None))
+                                dict(_as_dict(PREP), context_slices=0, context_min_mm=None, context_max_mm=None))
     single_bytes, weights = single.read_bytes(), read_package_metadata(stacked)["weights_sha256"]
-    assert script.main([str(stacked), str(single), "--mm", "0.8"]) == 0
-    assert "stacked.safetensors: context_min_mm 1.0 -> 0.8 mm" in capsys.readouterr().out
-    assert load_model_package(stacked).preprocessing.context_min_mm == 0.8
+    assert script.main([str(stacked), str(single), "--min-mm", "0.8", "--max-mm", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "stacked.safetensors: neighbours None - None mm -> 0.8 - 2.5 mm from the centre" in out
+    assert "single.safetensors: single-slice input (context_slices 0), left unchanged" in out
+    loaded = load_model_package(stacked).preprocessing
+    assert (loaded.context_min_mm, loaded.context_max_mm) == (0.8, 2.5)
     assert read_package_metadata(stacked)["weights_sha256"] == weights
     assert single.read_bytes() == single_bytes
     kept = stacked.read_bytes()
-    assert script.main([str(stacked), "--mm", "60"]) == 2  # out of range: refused before the file is touched
-    assert "context_min_mm must be in" in capsys.readouterr().err and stacked.read_bytes() == kept
+    for bad, why in ((["--min-mm", "60"], "context_min_mm must be in"),
+                     (["--min-mm", "3", "--max-mm", "2"], "must not exceed context_max_mm")):
+        assert script.main([str(stacked)] + bad) == 2  # refused before the file is touched
+        assert why in capsys.readouterr().err and stacked.read_bytes() == kept
 
 
-def test_every_bundled_2_5d_package_keeps_neighbours_at_least_its_thinnest_training_slices_apart():
-    """The shipped packages were trained on the three shared patients (slices 1.0, 2.0 and 3.0 mm apart); on a
-    thinner CT their 2.5D neighbours are every k-th slice, no closer than 1 mm (README, robustness thin rows)."""
+def test_every_bundled_2_5d_package_keeps_neighbours_as_far_apart_as_its_training_slices():
+    """The shipped packages were trained on the three shared patients (slices 1.0, 2.0 and 3.0 mm apart); on other
+    CT their 2.5D neighbours stay 1-3 mm from the centre (README, robustness thin and thick rows)."""
     from LiverTumorSegLib.resources import bundled_models_dir
 
     packages = sorted(bundled_models_dir().glob("*.safetensors"))
     assert packages
     for path in packages:
         preprocessing = read_package_metadata(path)["preprocessing"]
-        assert preprocessing["context_slices"] == 1 and preprocessing["context_min_mm"] == 1.0, path.name
+        assert preprocessing["context_slices"] == 1, path.name
+        assert (preprocessing["context_min_mm"], preprocessing["context_max_mm"]) == (1.0, 3.0), path.name

@@ -225,9 +225,11 @@ def test_describe_gpu_and_preprocessing_and_summary():
     assert panel_text.describe_gpu({}).startswith("No CUDA GPU")
     assert panel_text.describe_preprocessing(dict(PRE, target_spacing_mm=1.5)) == (
         "histogram-scaled, window L60/W200 HU, window L0/W2000 HU; 2.5D context +/-1 slice(s); 1.5 mm pixels")
-    assert panel_text.describe_preprocessing(dict(PRE, target_spacing_mm=1.5, context_min_mm=1.0)) == (
-        "histogram-scaled, window L60/W200 HU, window L0/W2000 HU; 2.5D context +/-1 slice(s) at least 1 mm apart; "
-        "1.5 mm pixels")
+    for bounds, text in (({"context_min_mm": 1.0}, "at least 1 mm"), ({"context_max_mm": 3.0}, "at most 3 mm"),
+                         ({"context_min_mm": 1.0, "context_max_mm": 3.0}, "1-3 mm")):
+        assert panel_text.describe_preprocessing(dict(PRE, target_spacing_mm=1.5, **bounds)) == (
+            f"histogram-scaled, window L60/W200 HU, window L0/W2000 HU; 2.5D context +/-1 slice(s) {text} from the "
+            f"centre; 1.5 mm pixels")
     assert panel_text.summary_text({"liver_volume_ml": 1520.04, "tumor_volume_ml": 12.5,
                                     "tumor_burden_percent": 0.8224, "lesions": [{}, {}]}) == \
         "Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s)"

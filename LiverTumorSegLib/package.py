@@ -540,34 +540,58 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
 
 def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], None]) -> Path:
     """Rewrite the package at ``path`` (through a link: the file it names) with its metadata changed in place by
-    ``change(meta)``, its tensors and their SHA-256 unchanged and the metadata's own hash sealed again; a bundled
-    package's entry in ``SHA256SUMS`` follows (also under a link's own name there). Metadata that loading would
-    refuse (its form, an unknown or out-of-range preprocessing setting) is refused before the file is touched
-    (InputError), and the result is loaded once more (weights hash, architecture). Returns the rewritten file's
-    path."""
+    ``change(meta)``, its tensors and their SHA-256 unchanged, its file mode kept and the metadata's own hash sealed
+    again; a bundled package's entry in ``SHA256SUMS`` follows (also under a link's own name there). Refused before
+    the file is touched (ModelPackageError / InputError): a package that does not load as it is (damaged weights, a
+    bundled file that is not the listed one: its damage would be sealed in), and changed metadata that loading or
+    segmenting would refuse (its form, an unknown or out-of-range preprocessing setting, input channels the network
+    does not take). The result is loaded once more. Returns the rewritten file's path.
+
+    Not atomic with the checksum list: a crash between the package's rename and the list's leaves a bundled package
+    that loading refuses until it is restored (``git checkout``), as :func:`save_model_package` would."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     given = Path(path)
     path = given.resolve()  # through a link: the package it names (the link would be replaced by a copy)
+    load_model_package(given)  # weights hash, metadata hash, the bundled list: what is rewritten is intact
+    mode = path.stat().st_mode & 0o7777
     meta = read_package_metadata(path)
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    if weights_sha256(tensors) != meta.get("weights_sha256"):  # replaced since the check above
+        raise ModelPackageError(f"'{path}' changed while it was read; nothing was rewritten. Try again.")
+    segmentable = _channels_problem(meta, path) is None  # one segment refuses already is not refused again here
     change(meta)
     try:
         header[METADATA_KEY] = sealed_metadata_json(meta)
         parse_package_metadata(header[METADATA_KEY], path)
-        _preprocessing_from_dict(meta["preprocessing"], path)
+        problem = _channels_problem(meta, path)
+        if segmentable and problem:
+            raise ModelPackageError(problem)
     except (TypeError, ValueError, ModelPackageError) as exc:
-        raise InputError(f"'{path}' was not changed: loading would refuse the changed metadata ({exc}).") from exc
+        raise InputError(f"'{path}' was not changed: loading or segmenting would refuse the changed metadata "
+                         f"({exc}).") from exc
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=header)
+    os.chmod(path, mode)  # a read-only package stays read-only
     record_bundled_checksum(path)
     if given != path:  # a link in the bundled folder is listed under its own name there
         record_bundled_checksum(given)
     load_model_package(given)
     return path
+
+
+def _channels_problem(meta: Mapping[str, Any], path: Path) -> Optional[str]:
+    """Why :func:`check_input_channels` refuses the package described by ``meta`` (None: it does not); a
+    preprocessing configuration that does not parse raises ModelPackageError."""
+    config = _preprocessing_from_dict(meta["preprocessing"], path)
+    try:
+        check_input_channels(SimpleNamespace(preprocessing=config, architecture=meta["architecture"], path=path))
+    except ModelPackageError as exc:
+        return str(exc)
+    return None
 
 
 def _all_finite(value: Any) -> bool:

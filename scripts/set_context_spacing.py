@@ -1,6 +1,6 @@
 """Set the 2.5D neighbour distance bounds (``context_min_mm``, ``context_max_mm``) in trained model packages.
 
-    python scripts/set_context_spacing.py PACKAGE [PACKAGE ...] --min-mm 1.0 --max-mm 3.0
+    python scripts/set_context_spacing.py PACKAGE [PACKAGE ...] [--min-mm MM|none] [--max-mm MM|none]
 
 The two ``PreprocessingConfig`` settings keep a 2.5D network's neighbouring input slices ``context_min_mm`` to
 ``context_max_mm`` from the centre slice, whatever the CT's slice spacing: on thinner slices every k-th slice is
@@ -10,7 +10,8 @@ is shown neighbours as far apart as the training slices were. Bounds outside tha
 neighbour distances it never saw. The bundled packages (the default v3 and the family packages) were trained on
 the three shared patients, whose slices are 1.0, 2.0 and 3.0 mm apart: ``--min-mm 1.0 --max-mm 3.0``.
 
-The package's tensors and their SHA-256 stay as they are; its metadata (and its own hash) is rewritten, and a
+A bound that is not given is kept as the package has it; ``none`` removes one (no bound on that side). The
+package's tensors and their SHA-256 stay as they are; its metadata (and its own hash) is rewritten, and a
 bundled package's line in ``Resources/Models/SHA256SUMS`` follows. A package with ``context_slices`` 0 (single
 slices) is left unchanged. Each package is loaded once more afterwards.
 """
@@ -24,11 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from LiverTumorSegLib.errors import LiverTumorSegError  # noqa: E402
 
 BOUNDS = ("context_min_mm", "context_max_mm")
+KEEP = object()
+"""A bound not given: the package's own is kept."""
 
 
-def set_context_spacing(package: Any, min_mm: Optional[float], max_mm: Optional[float]) -> str:
-    """Write the bounds (None: no bound on that side) into the package's preprocessing; what was done, as one
-    line."""
+def bound(text: str) -> Optional[float]:
+    """``--min-mm`` / ``--max-mm``: a number of mm, or ``none`` (no bound)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number of mm or 'none', not '{text}'") from None
+
+
+def set_context_spacing(package: Any, min_mm: Any = KEEP, max_mm: Any = KEEP) -> str:
+    """Write the bounds into the package's preprocessing (None: no bound on that side; :data:`KEEP`: as the package
+    has it); what was done, as one line."""
     from LiverTumorSegLib.package import read_package_metadata, resolve_model, rewrite_package_metadata
     from LiverTumorSegLib.preprocessing.config import PreprocessingConfig
 
@@ -36,29 +49,31 @@ def set_context_spacing(package: Any, min_mm: Optional[float], max_mm: Optional[
     before = read_package_metadata(path)["preprocessing"]
     if int(before.get("context_slices", 0) or 0) == 0:
         return f"{path.name}: single-slice input (context_slices 0), left unchanged"
-    wanted = dict(zip(BOUNDS, (min_mm, max_mm)))
-    PreprocessingConfig.from_dict(dict(before, **wanted))  # the values are checked before the file is touched
     old = {name: before.get(name) for name in BOUNDS}
+    wanted = {name: old[name] if value is KEEP else value for name, value in zip(BOUNDS, (min_mm, max_mm))}
+    PreprocessingConfig.from_dict(dict(before, **wanted))  # the values are checked before the file is touched
     if old == wanted:
-        return f"{path.name}: the bounds are {min_mm} - {max_mm} mm already"
+        return f"{path.name}: the bounds are {old['context_min_mm']} - {old['context_max_mm']} mm already"
 
     def change(meta: Dict[str, Any]) -> None:
         meta["preprocessing"] = dict(meta["preprocessing"], **wanted)
 
     rewrite_package_metadata(path, change)
     return (f"{path.name}: neighbours {old['context_min_mm']} - {old['context_max_mm']} mm -> "
-            f"{min_mm} - {max_mm} mm from the centre")
+            f"{wanted['context_min_mm']} - {wanted['context_max_mm']} mm from the centre")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("packages", nargs="+", help="package files or installed model names")
-    parser.add_argument("--min-mm", type=float, default=None,
-                        help="the thinnest slice spacing (mm) the packages were trained on (default: no bound)")
-    parser.add_argument("--max-mm", type=float, default=None,
-                        help="the thickest slice spacing (mm) the packages were trained on (default: no bound)")
+    parser.add_argument("--min-mm", type=bound, default=KEEP,
+                        help="the thinnest slice spacing (mm) the packages were trained on, or 'none' (default: keep)")
+    parser.add_argument("--max-mm", type=bound, default=KEEP,
+                        help="the thickest slice spacing (mm) the packages were trained on, or 'none' (default: keep)")
     args = parser.parse_args(argv)
+    if args.min_mm is KEEP and args.max_mm is KEEP:
+        parser.error("give --min-mm, --max-mm or both (a number of mm, or 'none' to remove that bound)")
     lines: List[str] = []
     try:
         for package in args.packages:

@@ -88,6 +88,7 @@ MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each ti
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
 MAX_CROP_MARGIN_MM = 1000.0
 MAX_CONTEXT_MM = 50.0         # context_min/max_mm: a CT's slices are at most a few mm apart; 50 mm skips organs
+CONTEXT_TOLERANCE = 1e-3      # relative: slice spacings this close to a context bound count as on it
 HU_SETTING_RANGE = (-10000.0, 10000.0)  # window level, histogram bins, pad_hu, body_threshold_hu: beyond any CT
 # value, and float32-safe
 MAX_WINDOW_WIDTH_HU = HU_SETTING_RANGE[1] - HU_SETTING_RANGE[0]  # a width of 1e39 overflowed float32 (a constant
@@ -267,10 +268,12 @@ class PreprocessingConfig:
         spacing = float(slice_spacing_mm)
         if not np.isfinite(spacing) or spacing <= 0:
             raise PreprocessingConfigError(f"The slice spacing must be a positive number of mm, got {slice_spacing_mm}.")
-        # the tolerances keep a spacing that equals a bound but for float rounding (0.1 x 10) adjacent
-        if self.context_min_mm is not None and spacing < self.context_min_mm * (1 - 1e-6):
-            return float(max(1, int(np.ceil(self.context_min_mm / spacing - 1e-6))))
-        if self.context_max_mm is not None and spacing > self.context_max_mm * (1 + 1e-6):
+        # a spacing within CONTEXT_TOLERANCE of a bound (or of a whole multiple of its slices) counts as on it: the
+        # spacing a header states is rounded (0.99999 or 3.00001 mm), and 0.99999 mm made every second slice
+        tolerance = CONTEXT_TOLERANCE
+        if self.context_min_mm is not None and spacing < self.context_min_mm * (1 - tolerance):
+            return float(max(1, int(np.ceil(self.context_min_mm / spacing - tolerance))))
+        if self.context_max_mm is not None and spacing > self.context_max_mm * (1 + tolerance):
             return self.context_max_mm / spacing
         return 1.0
 
@@ -388,8 +391,9 @@ class PreprocessingConfig:
 #   default : the bundled model's input. Three windows (abdomen -160..240 HU, liver-contrast 75/250,
 #             wide -1000..1000) x 2.5D context of 1 slice each side, the neighbours 1-3 mm from the centre
 #             (the bundled models' training slices were 1, 2 and 3 mm apart): every second slice of a
-#             0.5-0.99 mm CT (with adjacent 0.5 mm slices they found 2-3x the false lesions of the same CT at
-#             its own spacing), HU interpolated 3 mm from the centre on thicker slices (on 5 mm slabs +0.03 to
+#             0.5-0.99 mm CT (with adjacent 0.5 mm slices they found 4-6 false lesions where the same CT at its
+#             own spacing had none, 1-2 with every second slice), HU interpolated 3 mm from the centre on thicker
+#             slices (on 5 mm slabs +0.03 to
 #             +0.05 synthetic-tumor Dice; benchmarks/robustness.py thin and thick rows); pixels resampled to
 #             1.5 mm (a prototype held its accuracy at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped
 #             to the body and padded to a multiple of 32 for 5-level encoders.

@@ -33,6 +33,14 @@ def context_positions(centres: Any, context: int, num_slices: int, offset: float
     return np.clip(centres[..., None] + steps, 0.0, float(num_slices - 1))
 
 
+def _checked_indices(indices: Sequence[int], num_slices: int) -> np.ndarray:
+    """``indices`` as a flat int64 array, refused (InputError) when one lies outside ``0 .. num_slices - 1``."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_slices):
+        raise InputError(f"Slice indices must be in 0..{num_slices - 1}, got {idx.min()}..{idx.max()}.")
+    return idx
+
+
 def slices_at(volume_zhw: Any, positions: np.ndarray) -> np.ndarray:
     """Slices of ``volume_zhw`` ``(z, H, W)`` (an array or memory map) at float ``positions`` (any shape, within
     ``0 .. z - 1``), linearly interpolated in value between the two nearest slices: ``positions.shape + (H, W)``
@@ -45,9 +53,11 @@ def slices_at(volume_zhw: Any, positions: np.ndarray) -> np.ndarray:
     above = np.minimum(below + 1, volume_zhw.shape[0] - 1)
     needed, inverse = np.unique(np.concatenate([below.ravel(), above.ravel()]), return_inverse=True)
     data = np.asarray(volume_zhw[needed], dtype=np.float32)  # each slice read once
-    low, high = data[inverse[:below.size]], data[inverse[below.size:]]
     w = weight.reshape(-1, 1, 1)
-    return (low * (1.0 - w) + high * w).reshape(positions.shape + volume_zhw.shape[1:])
+    out = data[inverse[:below.size]]  # a copy: the lower slices, weighted in place
+    out *= 1.0 - w
+    out += data[inverse[below.size:]] * w
+    return out.reshape(positions.shape + volume_zhw.shape[1:])
 
 
 class SlicePreprocessor:
@@ -197,9 +207,9 @@ class SlicePreprocessor:
         """``(n, 2c + 1)`` source slice of each stacked position: ``index + step * (-c .. c)`` (``step``: the
         config's :meth:`~PreprocessingConfig.context_offset` for the volume's slice spacing, when it is a whole
         number), edges replicated by clipping."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= num_slices):
-            raise InputError(f"Slice indices must be in 0..{num_slices - 1}, got {idx.min()}..{idx.max()}.")
+        idx = _checked_indices(indices, num_slices)
+        if float(step) != int(step) or int(step) < 1:
+            raise InputError(f"context_indices takes a whole number of slices >= 1 as its step, got {step}.")
         return context_positions(idx, self.config.context_slices, num_slices, int(step)).astype(np.int64)
 
     def stack_context(self, chans_or_callable: ChannelSource, indices: Sequence[int],
@@ -227,6 +237,25 @@ class SlicePreprocessor:
         stacked = data[pos]  # (n, S, C0, H, W)
         n, s, c0, h, w = stacked.shape
         return np.ascontiguousarray(stacked.reshape(n, s * c0, h, w))
+
+    def stack_volume(self, hu_zhw: Any, indices: Sequence[int], offset: float = 1.0,
+                     info: Optional[SpatialInfo] = None, spacing_yx: Optional[Tuple[float, float]] = None
+                     ) -> np.ndarray:
+        """2.5D network input ``(n, C, H, W)`` float32 for centre slices ``indices`` of a network-grid HU volume
+        ``hu_zhw`` ``(z, H, W)`` (an array or memory map), the neighbours ``offset`` slices away
+        (:meth:`PreprocessingConfig.context_offset`): a whole number takes real slices, each slice's channels
+        computed once (:meth:`stack_context`); a fraction interpolates the neighbours' HU first (:func:`slices_at`,
+        :meth:`stack_input`). ``info`` / ``spacing_yx`` as in :meth:`intensity_channels`. Inference
+        (:meth:`PreparedVolume.batch`) and training's whole-slice inputs both take this path."""
+        num_slices = int(hu_zhw.shape[0])
+        idx = _checked_indices(indices, num_slices)
+        if float(offset).is_integer():
+            def channels(needed: np.ndarray) -> np.ndarray:
+                return self.intensity_channels(np.asarray(hu_zhw[needed], dtype=np.float32), info, spacing_yx)
+
+            return self.stack_context(channels, idx, num_slices, int(offset))
+        positions = context_positions(idx, self.config.context_slices, num_slices, offset)
+        return self.stack_input(slices_at(hu_zhw, positions), info, spacing_yx)
 
     def stack_input(self, hu_stack: np.ndarray, info: Optional[SpatialInfo] = None,
                     spacing_yx: Optional[Tuple[float, float]] = None,
@@ -289,11 +318,7 @@ class PreparedVolume:
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Network input ``(n, C, H, W)`` float32 for centre slices ``indices``."""
-        if self.context_offset.is_integer():  # real slices: each slice's channels computed once per batch
-            return self.preprocessor.stack_context(self.channels, indices, self.num_slices, int(self.context_offset))
-        positions = context_positions(indices, self.preprocessor.config.context_slices, self.num_slices,
-                                      self.context_offset)
-        return self.preprocessor.stack_input(slices_at(self.hu_net, positions), self.info)
+        return self.preprocessor.stack_volume(self.hu_net, indices, self.context_offset, info=self.info)
 
     def restore(self, probs_nkhw: np.ndarray, outside: Optional[Sequence[float]] = None) -> np.ndarray:
         """``(n, K, H, W)`` network-grid maps -> ``(n, K, y, x)`` on the native canonical grid."""

@@ -27,7 +27,9 @@ def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: flo
                  every_other_slice: bool = False) -> int:
     """Centre slice index: from liver slices with probability ``liver_fraction`` (of those, tumor slices with
     probability ``tumor_fraction`` when the case has any), else uniform over all slices.
-    ``every_other_slice`` keeps only even slice indices (fewer near-duplicate neighbours)."""
+    ``every_other_slice`` keeps only even slice indices (fewer near-duplicate neighbours); on a case whose 2.5D
+    neighbours are an even number of slices away (thin slices under ``context_min_mm``), the odd slices are then
+    never read at all."""
     def keep(indices: Sequence[int]) -> List[int]:
         if not every_other_slice:
             return list(indices)
@@ -151,7 +153,9 @@ class PatchDataset:
         # nearest slice's (only the centre's is learned; the others place the synthetic lesions)
         offset = self.preprocessor.config.context_offset(case.spacing_zyx[0])
         positions = context_positions(center, self.context, case.num_slices, offset)
-        idx = np.rint(positions).astype(np.int64)
+        # nearest slice, a tie rounded away from the centre (np.rint's half-to-even made the two sides of one
+        # stack unequal at offset 0.5)
+        idx = np.where(positions >= center, np.floor(positions + 0.5), np.ceil(positions - 0.5)).astype(np.int64)
         hu = slices_at(case.hu, positions)
         labels = np.asarray(case.labels[idx], dtype=np.uint8)
         # histogram scaling, z-score and equalization from the whole slices, as inference computes them: on the
@@ -229,11 +233,5 @@ class EpochSampler:
 
 def full_slice_inputs(case: CachedCase, preprocessor, indices: Sequence[int]) -> np.ndarray:
     """Network inputs ``(n, C, H, W)`` float32 for whole slices ``indices`` of a cached case (validation)."""
-    def channels(needed: np.ndarray) -> np.ndarray:
-        return preprocessor.intensity_channels(np.asarray(case.hu[needed], dtype=np.float32),
-                                               spacing_yx=case.spacing_zyx[1:])
-    offset = preprocessor.config.context_offset(case.spacing_zyx[0])
-    if offset.is_integer():
-        return preprocessor.stack_context(channels, list(indices), num_slices=case.num_slices, step=int(offset))
-    positions = context_positions(indices, preprocessor.config.context_slices, case.num_slices, offset)
-    return preprocessor.stack_input(slices_at(case.hu, positions), spacing_yx=case.spacing_zyx[1:])
+    return preprocessor.stack_volume(case.hu, indices, preprocessor.config.context_offset(case.spacing_zyx[0]),
+                                     spacing_yx=case.spacing_zyx[1:])

@@ -1025,6 +1025,39 @@ def test_rewriting_a_packages_metadata_keeps_its_weights_and_its_checksum_list(t
     assert saved.read_bytes() == kept
 
 
+def test_rewriting_refuses_a_damaged_package_and_a_change_segment_would_refuse_and_keeps_the_file_mode(tmp_path):
+    """A package whose weights are damaged is refused before anything is written (its damage would be sealed in
+    under a new metadata hash and checksum line); so is a change after which the preprocessing makes other input
+    channels than the network takes; a read-only package stays read-only."""
+    import os
+    import stat
+
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=9, num_classes=3, channels=(4, 8), num_res_units=1)
+    saved = save_model_package(tmp_path / "nine.safetensors", model, PREP)
+
+    def more_context(meta):
+        meta["preprocessing"]["context_slices"] = 2  # 15 input channels for a 9-channel network
+
+    kept = saved.read_bytes()
+    with pytest.raises(InputError, match="was not changed.*input channels"):
+        rewrite_package_metadata(saved, more_context)
+    assert saved.read_bytes() == kept
+    os.chmod(saved, 0o444)
+    rewrite_package_metadata(saved, lambda meta: meta.update(description="read-only"))
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o444
+    assert read_package_metadata(saved)["description"] == "read-only"
+    os.chmod(saved, 0o644)
+    data = bytearray(saved.read_bytes())
+    data[-8] ^= 0xFF  # a byte of the last tensor
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelPackageError, match="integrity"):
+        rewrite_package_metadata(saved, lambda meta: meta.update(description="sealed damage"))
+    assert saved.read_bytes() == bytes(data)
+
+
 def test_set_context_spacing_script_sets_the_bounds_and_leaves_single_slice_packages_alone(tmp_path, capsys):
     from script_helpers import load_script
 
@@ -1044,9 +1077,18 @@ def test_set_context_spacing_script_sets_the_bounds_and_leaves_single_slice_pack
     assert single.read_bytes() == single_bytes
     kept = stacked.read_bytes()
     for bad, why in ((["--min-mm", "60"], "context_min_mm must be in"),
-                     (["--min-mm", "3", "--max-mm", "2"], "must not exceed context_max_mm")):
+                     (["--min-mm", "3", "--max-mm", "2"], "must not exceed context_max_mm"),
+                     (["--max-mm", "0.5"], "must not exceed context_max_mm")):  # against the kept min of 0.8
         assert script.main([str(stacked)] + bad) == 2  # refused before the file is touched
         assert why in capsys.readouterr().err and stacked.read_bytes() == kept
+    with pytest.raises(SystemExit):  # neither bound given: a usage error, not a removal of both
+        script.main([str(stacked)])
+    assert "give --min-mm, --max-mm or both" in capsys.readouterr().err and stacked.read_bytes() == kept
+    assert script.main([str(stacked), "--max-mm", "4"]) == 0  # the min stays
+    assert "0.8 - 2.5 mm -> 0.8 - 4.0 mm from the centre" in capsys.readouterr().out
+    assert script.main([str(stacked), "--min-mm", "none"]) == 0
+    loaded = load_model_package(stacked).preprocessing
+    assert (loaded.context_min_mm, loaded.context_max_mm) == (None, 4.0)
 
 
 def test_every_bundled_2_5d_package_keeps_neighbours_as_far_apart_as_its_training_slices():

@@ -262,6 +262,7 @@ def test_stack_context_slice_major_with_replicated_edges():
     (1.0, None, 0.1 * 10, 1.0), (1.0, None, 0.99, 2.0), (1.0, None, 0.75, 2.0), (1.0, None, 0.625, 2.0),
     (1.0, None, 0.5, 2.0), (1.0, None, 0.45, 3.0), (2.5, None, 1.25, 2.0), (2.5, None, 1.0, 3.0),
     (1.0, 3.0, 3.0, 1.0), (1.0, 3.0, 0.3 * 10, 1.0), (1.0, 3.0, 5.0, 0.6), (1.0, 3.0, 7.5, 0.4), (None, 2.0, 2.5, 0.8),
+    (1.0, 3.0, 0.99999, 1.0), (1.0, 3.0, 3.00001, 1.0), (1.0, None, 0.33333, 3.0), (1.0, None, 0.4999, 2.0),
     (None, 2.0, 0.5, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 2.0, 0.5)])
 def test_context_offset_keeps_neighbours_within_the_bounds(min_mm, max_mm, spacing, offset):
     """Known answers: below context_min_mm ceil(min / spacing) whole slices; above context_max_mm max / spacing (a
@@ -332,6 +333,20 @@ def test_prepared_volume_stacks_neighbours_as_far_apart_as_the_bounds_say():
     assert _stacked_positions(pre, hu, 1.0, [0, 1, 4, 7]) == (1.0, [[0, 0, 1], [0, 1, 2], [3, 4, 5], [6, 7, 7]])
     assert _stacked_positions(pre, hu, 5.0, [0, 1, 4, 7]) == (
         0.6, [[0, 0, 0.6], [0.4, 1, 1.6], [3.4, 4, 4.6], [6.4, 7, 7]])
+
+
+def test_slice_indices_outside_the_volume_are_refused_on_both_paths():
+    """A centre index outside the volume is refused whether the neighbours are real slices or interpolated ones
+    (the interpolated path clipped it into an input of the edge slice)."""
+    pre = SlicePreprocessor(PreprocessingConfig(**CONTEXT_TEST_CONFIG))
+    hu = _index_volume(5)
+    for spacing_z in (1.0, 5.0):
+        prepared = pre.prepare(CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, spacing_z))))
+        for bad in ([7], [-3]):
+            with pytest.raises(InputError, match="Slice indices must be in 0..4"):
+                prepared.batch(bad)
+    with pytest.raises(InputError, match="whole number"):
+        pre.context_indices([1], 5, 1.5)
 
 
 def test_interpolated_neighbours_are_the_stacked_input_of_the_interpolated_slices():

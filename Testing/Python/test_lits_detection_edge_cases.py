@@ -2,11 +2,22 @@
 beside a found one. The earlier tests let each of them through: every test here fails when one operator or constant
 of the code it covers is changed (checked by mutation in stop 26). Known inputs, known answers."""
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from LiverTumorSegLib.metrics import lits
+
+
+def _detection_and_peak_bytes(pred, ref):
+    """``lits.detect_lesions(pred, ref)`` and the peak of the memory Python allocated during it (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = lits.detect_lesions(pred, ref)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def test_iou_of_exactly_one_half_is_not_a_detection():
@@ -80,19 +91,13 @@ def test_lesions_on_the_volume_edges_keep_every_voxel_of_the_box():
 def test_lesion_detection_makes_no_whole_volume_mask():
     """detect_lesions made three whole-volume masks to find the box it labels (a copy of each boolean mask and
     their union): 3 bytes a voxel, 0.75 GiB for a 512 x 512 x 1000 CT, for lesions of a few mL."""
-    import tracemalloc
 
     ref = np.zeros((64, 128, 128), bool)              # 1 Mi voxels, two small lesions in the middle
     pred = np.zeros_like(ref)
     ref[30:34, 60:64, 60:64] = True
     pred[31:35, 61:66, 60:64] = True
     lits.detect_lesions(pred[28:36], ref[28:36])      # scipy's modules imported: not counted
-    tracemalloc.start()
-    try:
-        result = lits.detect_lesions(pred, ref)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = _detection_and_peak_bytes(pred, ref)
     assert (result.ref_lesions, result.pred_lesions) == (1, 1)
     assert peak / ref.size < 0.1, f"{peak / ref.size:.2f} bytes a voxel"
 
@@ -161,7 +166,6 @@ def test_tens_of_thousands_of_speckle_lesions_are_counted_in_bounded_memory():
     """An untrained model's speckles: 6,250 predicted against 6,251 reference one-voxel lesions. The dense table
     needed 312 MB (and the loop over groups x lesions took a quadratic time); the pairs hold one here."""
     import time
-    import tracemalloc
 
     pred = np.zeros((20, 100, 100), bool)
     ref = np.zeros_like(pred)
@@ -170,12 +174,7 @@ def test_tens_of_thousands_of_speckle_lesions_are_counted_in_bounded_memory():
     ref[0, 0, 0] = pred[0, 0, 0] = True  # ... but one shared lesion (2 voxels away from the next in each mask)
     lits.detect_lesions(pred[:2], ref[:2])  # scipy's modules imported: not counted
     start = time.perf_counter()
-    tracemalloc.start()
-    try:
-        result = lits.detect_lesions(pred, ref)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = _detection_and_peak_bytes(pred, ref)
     seconds = time.perf_counter() - start
     assert (result.ref_lesions, result.pred_lesions) == (6251, 6250)
     assert (result.detected, result.pred_no_overlap, result.false_positive) == (1, 6249, 6249)

@@ -85,6 +85,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.preprocessing.preprocessor import slices_at  # noqa: E402
 from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_lesions  # noqa: E402
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
 
@@ -331,13 +332,7 @@ def thin_slices(sample: Sample, spacing_mm: float = 0.75) -> Optional[Sample]:
         return None
     n_new = int(np.floor(nz * sz / spacing_mm + 1e-6))
     centres = (np.arange(n_new) + 0.5) * spacing_mm  # mm from the scan's first slice edge
-    position = np.clip(centres / sz - 0.5, 0.0, nz - 1.0)  # in original slice indices
-    below = np.minimum(np.floor(position).astype(int), nz - 2) if nz > 1 else np.zeros(n_new, dtype=int)
-    above = np.minimum(below + 1, nz - 1)
-    weight = (position - below).astype(np.float32)
-    hu = np.empty((n_new,) + sample.hu.shape[1:], dtype=np.float32)
-    for j in range(n_new):
-        hu[j] = sample.hu[below[j]] * (1.0 - weight[j]) + sample.hu[above[j]] * weight[j]
+    hu = slices_at(sample.hu, np.clip(centres / sz - 0.5, 0.0, nz - 1.0))  # positions in original slice indices
     labels = np.ascontiguousarray(sample.labels[np.minimum((centres / sz).astype(int), nz - 1)])
     spacing = (float(spacing_mm),) + tuple(sample.spacing_zyx[1:])
     true_spacing = (float(spacing_mm),) + tuple(sample.true_spacing_zyx[1:])

@@ -104,7 +104,8 @@ def describe_preprocessing(preprocessing: Dict[str, Any]) -> str:
         return "unknown"
     parts = [", ".join(_channel_text(c) for c in preprocessing.get("channels", []))]
     context = int(preprocessing.get("context_slices", 0) or 0)
-    parts.append(f"2.5D context +/-{context} slice(s){_context_distance(preprocessing)}" if context else "single slices")
+    parts.append(f"2.5D context +/-{context} slice(s){_context_distance(preprocessing)}" if context
+                 else "single slices")
     if preprocessing.get("target_spacing_mm"):
         parts.append(f"{float(preprocessing['target_spacing_mm']):g} mm pixels")
     elif preprocessing.get("target_size"):

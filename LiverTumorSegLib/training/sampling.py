@@ -45,8 +45,6 @@ def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: flo
     return int(candidates[rng.integers(len(candidates))])
 
 
-
-
 def crop_box(labels_hw: np.ndarray, patch: int, rng: np.random.Generator, liver_bias: float) -> Tuple[int, int]:
     """Top-left corner ``(y0, x0)`` of a ``patch x patch`` crop (may be negative / past the edge when the
     image is smaller; :func:`crop_with_padding` pads). With probability ``liver_bias`` and liver present,

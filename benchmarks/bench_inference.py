@@ -10,7 +10,10 @@ time alone in fp32 and in bf16 (every preprocessed batch of the volume through t
 slice), their label agreement (network grid), and the wall time of the whole CLI command
 ``livertumorseg segment CT -o out.nii.gz --report r.json`` in a fresh process (imports, model load, read,
 preprocess, network with ``--precision auto``, post-processing, report, write) with its per-stage
-``timings_s``; then end to end / fp32 network. ``--slices N`` makes an N-slice volume out of a shorter CT by
+``timings_s``; then end to end / fp32 network. On a CPU without native bf16 the bf16 network is not timed
+(emulated bf16 took 8-9x the fp32 time there). ``--onnx`` also times the network on ONNX Runtime (fp32, export
+left out) and the whole command with ``--backend onnx``, each against the same torch fp32 network time.
+``--slices N`` makes an N-slice volume out of a shorter CT by
 mirrored repetition of its real slices (0..z-1, z-1..0, ...), stated in the output. ``--batch-cases K``:
 K copies of the CT (unstacked, or stacked to ``--batch-slices``) in a folder, one ``segment FOLDER -o OUT``
 command, against K times one CT's read + network + write plus one model load (one pair per ``--repeats``,
@@ -50,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from LiverTumorSegLib.inference.device import cpu_has_native_bf16
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine
 from LiverTumorSegLib.models import build_model
 from LiverTumorSegLib.orientation import canonicalize
@@ -189,7 +193,15 @@ def real_ct_benchmark(args):
     print(f"CT: {note}\nCPU: {cpu_name()}, {threads} threads (shared machine: other processes may be running)")
     package = load_model_package(args.model)
     fp32 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="fp32")
-    bf16 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="bf16")
+    bf16 = None
+    if cpu_has_native_bf16():
+        bf16 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="bf16")
+    else:
+        print("bf16 network not timed: this CPU has no native bf16 (emulated bf16 is 8-9x slower than fp32 and "
+              "--precision auto does not use it)")
+    onnx = None
+    if args.onnx:
+        onnx = SliceInferenceEngine(package, device="cpu", threads=threads, precision="fp32", backend="onnx")
     canonical, _ = canonicalize(volume)
     prepared = SlicePreprocessor(fp32.preprocessing).prepare(canonical)
     n = prepared.num_slices
@@ -197,49 +209,73 @@ def real_ct_benchmark(args):
     batches = [np.ascontiguousarray(prepared.batch(list(range(s, min(n, s + size)))), dtype=np.float32)
                for s in range(0, n, size)]
     print(f"network input: {n} slices of {batches[0].shape[1:]} (C, H, W), batch {size}")
-    fp32.predict_batch_probabilities(batches[0])  # warm-up (oneDNN primitive creation)
-    bf16.predict_batch_probabilities(batches[0])
+    for engine in (fp32, bf16, onnx):  # warm-up (oneDNN primitive creation; the ONNX export and session)
+        if engine is not None:
+            engine.predict_batch_probabilities(batches[0])
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     try:  # the stacked CT, outputs and batch copies (hundreds of MB for a 300-slice CT) are not left behind
-        return _measure_real_ct(args, volume, original, note, threads, env, fp32, bf16, batches, n, tmp)
+        return _measure_real_ct(args, volume, original, note, threads, env, (fp32, bf16, onnx), batches, n, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _measure_real_ct(args, volume, original, note, threads, env, fp32, bf16, batches, n, tmp):
-    """The timed part of :func:`real_ct_benchmark`, in the temporary folder ``tmp``."""
+def _segment_once(args, ct_path, tmp, name, env, threads, backend):
+    """(wall s, CPU s, JSON report) of one ``segment`` command on ``ct_path`` in a fresh process."""
+    report = tmp / f"report_{name}.json"
+    wall, text, code, cpu = run_cli(["segment", ct_path, "-o", tmp / f"seg_{name}.nii.gz", "--report", report,
+                                     "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite",
+                                     "--threads", str(threads), "--backend", backend], env)  # threads as the rows
+    if code != 0:
+        raise SystemExit(f"segment failed:\n{text}")
+    return wall, cpu, json.loads(report.read_text())
+
+
+def _stages(timings):
+    return ", ".join(f"{k} {v:.2f}" for k, v in (timings or {}).items())
+
+
+def _measure_real_ct(args, volume, original, note, threads, env, engines, batches, n, tmp):
+    """The timed part of :func:`real_ct_benchmark`, in the temporary folder ``tmp``. ``engines``: the fp32, bf16
+    (None: not timed) and ONNX Runtime (None: not timed) engines."""
     from LiverTumorSegLib.io import write_volume
+
+    fp32, bf16, onnx = engines
 
     ct_path = write_volume(tmp / "ct.nii.gz", volume)
     rows = []
     for repeat in range(args.repeats):
         t32, c32, p32 = network_seconds(fp32, batches)
-        t16, c16, p16 = network_seconds(bf16, batches)
-        differing, liver_dice, tumor_dice = label_agreement(p32, p16)
-        del p32, p16
-        report = tmp / f"report_{repeat}.json"
-        wall, text, code, cpu = run_cli(["segment", ct_path, "-o", tmp / f"seg_{repeat}.nii.gz", "--report", report,
-                                         "--model", args.model, "--device", "cpu", "--no-progress", "--overwrite",
-                                         "--threads", str(threads)], env)  # as many threads as the network rows
-        if code != 0:
-            raise SystemExit(f"segment failed:\n{text}")
-        data = json.loads(report.read_text())
-        row = {"repeat": repeat, "slices": n, "fp32_network_s": t32, "bf16_network_s": t16,
-               "fp32_ms_per_slice": 1000 * t32 / n, "bf16_ms_per_slice": 1000 * t16 / n,
-               "bf16_vs_fp32_differing_voxel_fraction": differing, "bf16_vs_fp32_liver_dice": liver_dice,
-               "bf16_vs_fp32_tumor_dice": tumor_dice, "end_to_end_cli_s": wall,
-               "end_to_end_over_fp32_network": wall / t32, "precision": data.get("precision"),
-               "fp32_network_cpu_s": c32, "bf16_network_cpu_s": c16, "end_to_end_cli_cpu_s": cpu,
-               "end_to_end_over_fp32_network_cpu": cpu / c32,
-               "timings_s": data.get("timings_s")}
-        rows.append(row)
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in (row["timings_s"] or {}).items())
-        print(f"[{repeat}] network fp32 {t32:6.1f} s ({row['fp32_ms_per_slice']:.0f} ms/slice), bf16 {t16:6.1f} s "
-              f"({row['bf16_ms_per_slice']:.0f} ms/slice, {t32 / t16:.2f}x); bf16 vs fp32 labels: "
-              f"{100 * differing:.4f} % voxels differ, liver Dice {liver_dice:.4f}, tumor Dice {tumor_dice:.4f}")
+        row = {"repeat": repeat, "slices": n, "fp32_network_s": t32, "fp32_ms_per_slice": 1000 * t32 / n,
+               "fp32_network_cpu_s": c32}
+        line = f"[{repeat}] network fp32 {t32:6.1f} s ({row['fp32_ms_per_slice']:.0f} ms/slice)"
+        for name, engine in (("bf16", bf16), ("onnx", onnx)):
+            if engine is None:
+                continue
+            seconds, cpu_s, probs = network_seconds(engine, batches)
+            differing, liver_dice, tumor_dice = label_agreement(p32, probs)
+            del probs
+            row.update({f"{name}_network_s": seconds, f"{name}_ms_per_slice": 1000 * seconds / n,
+                        f"{name}_network_cpu_s": cpu_s, f"{name}_vs_fp32_differing_voxel_fraction": differing,
+                        f"{name}_vs_fp32_liver_dice": liver_dice, f"{name}_vs_fp32_tumor_dice": tumor_dice})
+            line += (f", {name} {seconds:6.1f} s ({1000 * seconds / n:.0f} ms/slice, {t32 / seconds:.2f}x; labels vs "
+                     f"fp32: {100 * differing:.4f} % voxels differ, liver Dice {liver_dice:.4f}, tumor Dice "
+                     f"{tumor_dice:.4f})")
+        del p32
+        print(line)
+        wall, cpu, data = _segment_once(args, ct_path, tmp, repeat, env, threads, "torch")
+        row.update({"end_to_end_cli_s": wall, "end_to_end_over_fp32_network": wall / t32,
+                    "precision": data.get("precision"), "end_to_end_cli_cpu_s": cpu,
+                    "end_to_end_over_fp32_network_cpu": cpu / c32, "timings_s": data.get("timings_s")})
         print(f"    end to end (CLI, fresh process, --precision auto -> {(row['precision'] or {}).get('used')}): "
               f"{wall:.1f} s = {wall / t32:.2f}x the fp32 network time\n    CPU seconds: network fp32 {c32:.1f}, "
-              f"bf16 {c16:.1f}, end to end {cpu:.1f} = {cpu / c32:.2f}x the fp32 network\n    stages (s): {stages}")
+              f"end to end {cpu:.1f} = {cpu / c32:.2f}x the fp32 network\n    stages (s): {_stages(row['timings_s'])}")
+        if onnx is not None:
+            wall, cpu, data = _segment_once(args, ct_path, tmp, f"{repeat}_onnx", env, threads, "onnx")
+            row.update({"onnx_end_to_end_cli_s": wall, "onnx_end_to_end_over_fp32_network": wall / t32,
+                        "onnx_end_to_end_cli_cpu_s": cpu, "onnx_timings_s": data.get("timings_s")})
+            print(f"    end to end with --backend onnx ({data.get('device')}): {wall:.1f} s = {wall / t32:.2f}x the "
+                  f"torch fp32 network time\n    stages (s): {_stages(row['onnx_timings_s'])}")
+        rows.append(row)
     result = {"ct": note, "cpu": cpu_name(), "threads": threads, "model": args.model, "rows": rows}
     if args.batch_cases:
         result["batch"] = batch_benchmark(args, stacked_volume(original, args.batch_slices) if args.batch_slices

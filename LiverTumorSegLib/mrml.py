@@ -734,6 +734,23 @@ def change_table_describes(table_node, baseline_segmentation, followup_segmentat
     return _table_describes(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
 
 
+def show_column_names_as_headers(table_node) -> None:
+    """Make a table view show each column's name as its header (not A, B, C with the names in a bold first row).
+
+    Slicer releases from late 2023 on (Slicer PR 7283) show a column's *title* when
+    ``UseColumnTitleAsColumnHeader`` is on, so each column gets its name as title; earlier ones have only
+    ``SetUseColumnNameAsColumnHeader``, which the newer ones keep as a deprecated alias that logs a warning."""
+    if hasattr(table_node, "SetUseColumnTitleAsColumnHeader"):
+        table = table_node.GetTable()
+        for index in range(table.GetNumberOfColumns()):
+            name = table.GetColumnName(index)
+            if name and not table_node.GetColumnTitle(name):
+                table_node.SetColumnTitle(name, name)
+        table_node.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        table_node.SetUseColumnNameAsColumnHeader(True)
+
+
 def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, name: str = "Liver lesions"):
     """A ``vtkMRMLTableNode`` with one row per lesion of a lesion ``report`` (see the inference contract).
 
@@ -763,7 +780,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
         if unit:
             table_node.SetColumnUnitLabel(col_name, unit)
         table_node.SetColumnDescription(col_name, description)
-    table_node.SetUseColumnTitleAsColumnHeader(True)
+    show_column_names_as_headers(table_node)
     table_node.SetLocked(True)  # read-only cells: an edited "Lesion" number would break row selection
     summary = report_summary(report)
     for key, value in summary.items():
@@ -1063,7 +1080,7 @@ def create_change_table_node(scene, change: Dict[str, Any], table_node=None, nam
         if unit:
             table_node.SetColumnUnitLabel(col_name, unit)
         table_node.SetColumnDescription(col_name, description)
-    table_node.SetUseColumnTitleAsColumnHeader(True)
+    show_column_names_as_headers(table_node)
     sod = change.get("sum_of_diameters", {})
     facts = {"response": change.get("response"), "response_reason": change.get("response_reason"),
              "sum_of_diameters_baseline_mm": sod.get("baseline_mm"),

@@ -287,9 +287,17 @@ class SubprocessRunner:
 def qbytearray_bytes(array: Any) -> bytes:
     """The bytes of a ``qt.QByteArray`` (e.g. ``QProcess.readAllStandardOutput()``). PythonQt's ``data()`` is not
     documented to return ``bytes`` rather than ``str`` in every Slicer version (other modules handle both), and
-    ``bytes(str)`` raises TypeError, which would have turned every run into a failure: both are taken."""
+    ``bytes(str)`` raises TypeError, which would have turned every run into a failure: both are taken. A ``str``
+    is either the raw bytes one character each (latin-1) or text already decoded; the first gives UTF-8 when encoded
+    back as latin-1 (the child writes UTF-8), the second is encoded as UTF-8 again (latin-1 garbled its non-ASCII
+    characters, such as an accented folder name in an error message)."""
     raw = array.data()
-    if isinstance(raw, str):
-        return raw.encode("latin-1", "replace")
-    return bytes(raw)
+    if not isinstance(raw, str):
+        return bytes(raw)
+    try:
+        as_bytes = raw.encode("latin-1")
+        as_bytes.decode("utf-8")
+        return as_bytes
+    except UnicodeError:  # characters beyond latin-1, or bytes that are no UTF-8: decoded text
+        return raw.encode("utf-8", "surrogateescape")
 

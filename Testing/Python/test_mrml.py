@@ -451,6 +451,32 @@ def test_lesion_table_is_reused_and_can_be_empty(scene):
     assert float(table.GetAttribute("LiverTumorSeg.lesion_count")) == 0
 
 
+@needs_slicer
+def test_lesion_and_change_tables_show_their_column_names_as_headers(scene):
+    """Slicer's table view shows A, B, C with the names in a bold first data row unless the node says otherwise;
+    since late 2023 it shows each column's title, so the titles are the names."""
+    lesions = mrml.create_lesion_table_node(scene, REPORT)
+    change = mrml.create_change_table_node(scene, {"lesions": [], "response": "NE"})
+    for table, columns in ((lesions, mrml.LESION_TABLE_COLUMNS), (change, mrml.CHANGE_TABLE_COLUMNS)):
+        assert table.GetUseColumnTitleAsColumnHeader()
+        assert [table.GetColumnTitle(c[0]) for c in columns] == [c[0] for c in columns]
+    again = mrml.create_lesion_table_node(scene, REPORT, table_node=lesions)  # reused: still headers, no stale title
+    assert again.GetUseColumnTitleAsColumnHeader() and again.GetColumnTitle("Volume") == "Volume"
+
+
+def test_tables_of_slicer_releases_before_column_titles_use_the_name_switch():
+    """A table node of a Slicer release without ``SetUseColumnTitleAsColumnHeader`` (before Slicer PR 7283)."""
+    class OldTableNode:
+        switched = None
+
+        def SetUseColumnNameAsColumnHeader(self, on):
+            self.switched = on
+
+    node = OldTableNode()
+    mrml.show_column_names_as_headers(node)
+    assert node.switched is True
+
+
 def _seg_nrrd_terminology_entries(path):
     """``{segment name: terminology entry string}`` from a .seg.nrrd header (``SegmentN_Tags`` fields)."""
     header = Path(path).read_bytes().split(b"\n\n", 1)[0].decode("latin-1")

@@ -436,6 +436,10 @@ def test_qbytearray_bytes_takes_the_bytes_or_str_that_data_returns():
     assert qbytearray_bytes(Array(b'{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
     assert qbytearray_bytes(Array('{"progress": 0.5}\n')) == b'{"progress": 0.5}\n'
     assert qbytearray_bytes(Array(bytearray(b"\xc3\xa9"))).decode("utf-8") == "\u00e9"
+    # a str of raw bytes (one latin-1 character per byte) and a str of decoded text give the same UTF-8 bytes
+    assert qbytearray_bytes(Array(b"D\xc3\xa9j\xc3\xa0 \xe2\x86\x92".decode("latin-1"))) == "D\u00e9j\u00e0 \u2192".encode()
+    assert qbytearray_bytes(Array("D\u00e9j\u00e0")) == "D\u00e9j\u00e0".encode()
+    assert qbytearray_bytes(Array("\u2192 \u6587")) == "\u2192 \u6587".encode()
 
 
 def test_the_air_steps_warning_names_no_flag_the_panel_lacks():

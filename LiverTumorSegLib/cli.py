@@ -30,7 +30,18 @@ def _load_command(name: str):
     return importlib.import_module(f"LiverTumorSegLib.commands.{name}")
 
 
-class _CommandAwareParser(argparse.ArgumentParser):
+class _WholeOptionParser(argparse.ArgumentParser):
+    """A parser that takes options only as spelt in full: argparse's default took any unambiguous prefix
+    (``--no-post`` ran as ``--no-postprocess``, ``--overwrit`` as ``--overwrite``), so a shortened option in a
+    script could silently change meaning when a later version adds an option with the same prefix. A prefix now
+    gets the unknown-option answer with the closest option."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class _CommandAwareParser(_WholeOptionParser):
     """The top-level parser: an option the chosen command does not know is reported with that *command's*
     usage and the closest option it has (``--no-progess -> did you mean --no-progress?``), not with the
     top-level usage; exits 2 like any argparse error."""
@@ -48,7 +59,12 @@ class _CommandAwareParser(argparse.ArgumentParser):
         known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
         hints = []
         for extra in extras:
-            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+            given = extra.split("=", 1)[0]
+            started = [o for o in known if given.startswith("--") and len(given) > 2 and o.startswith(given)]
+            if started:  # a shortened option: options are taken spelt in full only
+                hints.append(f"{extra} -> options are spelt in full: {' or '.join(started)}?")
+                continue
+            close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
             if close:
                 hints.append(f"{extra} -> did you mean {close[0]}?")
         command.error("unrecognized arguments: " + " ".join(extras) + ("; " + "; ".join(hints) if hints else ""))
@@ -60,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Liver and liver-tumor segmentation of abdominal CT (not a medical device).")
     parser.add_argument("--version", action="version", version=f"livertumorseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_WholeOptionParser)
     command_parsers = {}
     for name in COMMANDS:
         try:

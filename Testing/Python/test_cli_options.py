@@ -53,6 +53,21 @@ def test_misspelt_option_gets_the_command_usage_and_a_suggestion(capsys):
     assert "unrecognized arguments: --no-progess" in err and "did you mean --no-progress?" in err
 
 
+@pytest.mark.parametrize("command", [["segment", "ct.nii.gz", "-o", "out.nii.gz"], ["evaluate", "--pred", "p",
+                                                                                    "--ref", "r", "-o", "o"]])
+def test_a_shortened_option_is_refused_with_the_options_it_starts(capsys, command):
+    """argparse took any unambiguous prefix: --no-post ran as --no-postprocess (a different result, silently)."""
+    shortened = "--no-post" if command[0] == "segment" else "--conn"
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + [shortened])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"unrecognized arguments: {shortened}" in err
+    assert ("spelt in full: --no-postprocess?" if command[0] == "segment" else "spelt in full: --connectivity?") in err
+    with pytest.raises(SystemExit) as exit_info:  # the top level too
+        main(["--deb", "models"])
+    assert exit_info.value.code == 2
+
+
 def test_unknown_top_level_option_keeps_the_top_level_usage(capsys):
     with pytest.raises(SystemExit):
         main(["--no-such-thing"])

@@ -34,7 +34,7 @@ class _WholeOptionParser(argparse.ArgumentParser):
     """A parser that takes options only as spelt in full: argparse's default took any unambiguous prefix
     (``--no-post`` ran as ``--no-postprocess``, ``--overwrit`` as ``--overwrite``), so a shortened option in a
     script could silently change meaning when a later version adds an option with the same prefix. A prefix now
-    gets the unknown-option answer with the closest option."""
+    gets the unknown-option answer, naming the options it starts (:class:`_CommandAwareParser`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
@@ -60,7 +60,7 @@ class _CommandAwareParser(_WholeOptionParser):
         hints = []
         for extra in extras:
             given = extra.split("=", 1)[0]
-            started = [o for o in known if given.startswith("--") and len(given) > 2 and o.startswith(given)]
+            started = [o for o in known if o.startswith(given)] if given.startswith("--") and len(given) > 2 else []
             if started:  # a shortened option: options are taken spelt in full only
                 hints.append(f"{extra} -> options are spelt in full: {' or '.join(started)}?")
                 continue

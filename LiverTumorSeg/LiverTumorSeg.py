@@ -176,7 +176,8 @@ def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.Segm
 
 class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # the attributes and the observation mixin first: without a parent, ScriptedLoadableModuleWidget.__init__
+        # makes one and calls setup() itself, which needs them (and must not have its logic reset afterwards)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
@@ -189,6 +190,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

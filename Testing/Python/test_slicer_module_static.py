@@ -61,6 +61,21 @@ def test_module_has_slicer_module_classes():
     assert all(f"self.{name}" in run_test for name in tests if name.startswith("test_"))  # each one runs
 
 
+def test_widget_sets_its_attributes_before_the_base_class_can_call_setup():
+    """Without a parent (``LiverTumorSegWidget()`` in Slicer's Python console), Slicer's
+    ScriptedLoadableModuleWidget.__init__ makes a parent widget and calls ``setup()`` itself: attributes assigned
+    after that call were missing inside setup (AttributeError) or reset the logic setup made."""
+    widget = next(n for n in _module_tree().body if isinstance(n, ast.ClassDef) and n.name == "LiverTumorSegWidget")
+    init = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    calls = [i for i, statement in enumerate(init.body)
+             if ast.unparse(statement).startswith("ScriptedLoadableModuleWidget.__init__(self, parent)")]
+    assert calls == [len(init.body) - 1], "the base class's __init__ must be the widget __init__'s last statement"
+    assigned = {t.attr for statement in init.body if isinstance(statement, ast.Assign) for t in statement.targets
+                if isinstance(t, ast.Attribute)}
+    assert {"logic", "_parameterNode", "_task"} <= assigned
+    assert ast.unparse(init.body[0]).startswith("VTKObservationMixin.__init__(self)")
+
+
 def test_every_ui_name_used_by_the_module_exists_in_the_ui_file():
     used = set(re.findall(r"\bself\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
     assert used, "the module should use widgets from the .ui file"

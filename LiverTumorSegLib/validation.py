@@ -103,6 +103,26 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
         raise InputError(f"'{name}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}); fix the "
                          f"header (e.g. re-export from the scanner/PACS).")
     direction = volume.geometry.direction_matrix
+    check_direction_axes(direction, name)
+    from .orientation import obliquity_degrees
+
+    tilt = obliquity_degrees(direction)
+    if tilt > OBLIQUE_WARN_DEGREES:
+        warnings.append(f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model "
+                        f"reads the grid's slices as axial slices, so the result may be wrong. Resample it onto an "
+                        f"axial, patient-aligned grid first.")
+
+
+DIRECTION_UNIT_TOLERANCE = 1e-3
+"""How far from 1 the length of a direction matrix column may be (header rounding) before it is refused."""
+
+
+def check_direction_axes(direction: np.ndarray, name: str) -> None:
+    """Refuse (InputError naming ``name``) a direction matrix (3x3, columns = the LPS directions of the i, j, k
+    index axes) that is not finite, degenerate, has axes that are not unit vectors, or is sheared: volumes (the
+    product of the spacings), diameters and positions are computed for unit, orthogonal axes. The readers refuse
+    such headers; this holds an ImageGeometry built in memory to the same rule."""
+    direction = np.asarray(direction, dtype=float)
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"'{name}' has an invalid (degenerate) direction matrix in its header; fix the header.")
     lengths = np.linalg.norm(direction, axis=0)
@@ -116,17 +136,6 @@ def _check_geometry(volume: CTVolume, warnings: List[str]) -> None:
     from .io.conversions import check_orthogonal_axes
 
     check_orthogonal_axes(direction, name)  # the readers refuse a sheared grid; so does an in-memory volume
-    from .orientation import obliquity_degrees
-
-    tilt = obliquity_degrees(direction)
-    if tilt > OBLIQUE_WARN_DEGREES:
-        warnings.append(f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model "
-                        f"reads the grid's slices as axial slices, so the result may be wrong. Resample it onto an "
-                        f"axial, patient-aligned grid first.")
-
-
-DIRECTION_UNIT_TOLERANCE = 1e-3
-"""How far from 1 the length of a direction matrix column may be (header rounding) before it is refused."""
 
 
 def _not_hu_reason(lo: float, hi: float) -> Optional[str]:

@@ -58,7 +58,9 @@ class ImageGeometry:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3): the product of the spacings, which holds for
+        unit, orthogonal axes (``validation.check_direction_axes``; the readers, ``check_ct`` and ``lesion_report``
+        refuse others)."""
         return float(np.prod(self.spacing)) / 1000.0
 
     def ijk_to_lps(self) -> np.ndarray:

@@ -190,6 +190,9 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     _check_same_shape(tumor_probability_zyx, labels_zyx, "Tumor probability map")
     _check_probability_range(tumor_probability_zyx)
     _check_same_shape(network_labels_zyx, labels_zyx, "Network label map")
+    from ..validation import check_direction_axes
+    # a sheared grid built in memory (the readers refuse one) measured 1/cos(tilt) too much volume per voxel
+    check_direction_axes(geometry.direction_matrix, "label map geometry")
     voxel_ml = geometry.voxel_volume_ml
     liver_voxels = int(np.count_nonzero(labels_zyx >= 1))
     components, _, tumor_box = _lesion_components_in_box(labels_zyx, geometry)

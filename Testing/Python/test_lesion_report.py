@@ -231,3 +231,23 @@ def test_csv_cells_of_missing_or_non_finite_numbers_are_empty():
     from LiverTumorSegLib.inference.lesion_report import _number
     assert _number(float("nan"), 3) == "" and _number(None, 3) == "" and _number(float("inf"), 1) == ""
     assert _number(1.23456, 3) == "1.235"
+
+
+def test_a_sheared_or_unscaled_geometry_is_refused_not_measured():
+    """A 20 degree gantry-tilt shear built in memory (the readers refuse one) measured every voxel 1/cos 20 = 6.4 %
+    too large (the product of the spacings, where the true voxel volume is the sheared cell's determinant). A
+    direction whose axes carry the spacing put every diameter off by that factor."""
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1:3, 2:6, 2:6] = 2
+    tilt = np.deg2rad(20.0)
+    affine = np.eye(4)
+    affine[:3, :3] = [[0.7, 0.0, 0.0], [0.0, 1.3, 2.5 * np.tan(tilt)], [0.0, 0.0, 2.5]]
+    sheared = ImageGeometry.from_ijk_to_ras(affine)
+    assert sheared.spacing[2] == pytest.approx(2.5 / np.cos(tilt))  # what the product of spacings would have used
+    with pytest.raises(InputError, match="sheared"):
+        lesion_report(labels, sheared)
+    with pytest.raises(InputError, match="not unit vectors"):
+        lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=(0.7, 0, 0, 0, 1.3, 0, 0, 0, 2.5)))
+    square = ImageGeometry(spacing=(0.7, 1.3, 2.5), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated, not sheared
+    report = lesion_report(labels, square)
+    assert report["tumor_volume_ml"] == pytest.approx(32 * 0.7 * 1.3 * 2.5 / 1000)

@@ -354,3 +354,44 @@ def test_available_memory_on_macos_and_windows(monkeypatch):
     monkeypatch.setattr(validation, "_windows_available", lambda: 3 << 30)
     with pytest.raises(ResourceError, match="only 3.0 GiB is available"):
         check_memory(5 << 30)
+
+
+def _t1_like(ct_hu: np.ndarray) -> np.ndarray:
+    """MR-like intensities 0..650 (fat bright, as in T1) from a real CT's anatomy, no noise. Kept under 700, where
+    the raw-CT rule (20 % over 700 HU: stored without the intercept) would refuse it already."""
+    return np.interp(ct_hu.astype(np.float32), [-3024, -1000, -500, -150, -50, 0, 60, 300, 1400],
+                     [0, 0, 30, 650, 600, 300, 400, 350, 300]).astype(np.int16)
+
+
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+def test_a_picture_whose_only_negative_voxels_are_padding_is_refused(name):
+    """MR-like data (all >= 0) or an 8-bit export with one edge row of -1024 padding, as a resampling tool leaves,
+    passed the range test (its minimum was negative) and was segmented without a word: a 1.8 L 'liver' with six
+    'tumors' on the MR-like volume. Every negative voxel holding the one padding value gives it away."""
+    real = read_volume(DATA / name)
+    mr = _t1_like(real.array)
+    mr[:, 0, :] = -1024
+    with pytest.raises(InputError, match=r"apart from \d+ padding voxels of -1024, all values >= 0: 0\.\.650.*MR"):
+        check_ct(with_array(real, mr))
+    picture = np.clip((real.array.astype(np.float32) + 160) * 255 / 400, 0, 255).astype(np.int16)
+    picture[:, 0, :] = -1024
+    with pytest.raises(InputError, match=r"apart from \d+ padding voxels of -1024, values lie within 0\.\.255"):
+        check_ct(with_array(real, picture))
+    warnings = check_ct(with_array(real, mr), allow_non_hu=True)
+    assert len(warnings) == 1 and "going on because non-HU input was allowed" in warnings[0]
+    assert not any("not look like CT" in w for w in check_ct(real))  # the real CT itself still passes
+
+
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+def test_mr_like_data_with_a_noisy_background_below_zero_is_refused(name):
+    """MR-like data whose background noise dips below 0 (to about -160: no air near -1000) was only warned about
+    ('no air voxels'), then segmented into a liver with ten 'tumors'. No air and about a third of the voxels over
+    250 (real CTs: 0.6-2.1 %) is not CT in HU."""
+    real = read_volume(DATA / name)
+    rng = np.random.default_rng(0)
+    noisy = _t1_like(real.array) + rng.normal(0.0, 50.0, real.array.shape).astype(np.int16)
+    assert noisy.min() < 0 and noisy.min() > -500
+    with pytest.raises(InputError, match=r"no air \(-1200\.\.-500\) anywhere, while \d+ % of the voxels lie over 250"):
+        check_ct(with_array(real, noisy))
+    cropped_soft = np.clip(real.array, -300, 400)  # a CT without air but with HU tissue is only warned about
+    assert any("no air voxels" in w for w in check_ct(with_array(real, cropped_soft)))

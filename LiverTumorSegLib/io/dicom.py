@@ -544,6 +544,82 @@ def _meta_header_without_preamble(files: Sequence[str]) -> Optional[str]:
     return None
 
 
+CT_IMAGE_STORAGE_UIDS = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+"""CT Image Storage, Enhanced CT Image Storage, Legacy Converted Enhanced CT Image Storage (SOP Class UIDs)."""
+
+
+def _media_storage_sop_class(path: str) -> Optional[str]:
+    """The MediaStorageSOPClassUID (0002,0002) of a DICOM Part 10 file, read from its file meta header (explicit
+    VR little endian, at the start of the file, so it survives a file cut short at its end); None when the file
+    has no 128-byte preamble and 'DICM', or the element is not in its first 4 KiB."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(4096)
+    except OSError:
+        return None
+    if data[128:132] != b"DICM":
+        return None
+    pos = 132
+    while pos + 8 <= len(data):
+        group, element = struct.unpack("<HH", data[pos:pos + 4])
+        if group != 0x0002:
+            return None
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if pos + 12 > len(data):
+                return None
+            length, start = struct.unpack("<I", data[pos + 8:pos + 12])[0], pos + 12
+        else:
+            length, start = struct.unpack("<H", data[pos + 6:pos + 8])[0], pos + 8
+        if element == 0x0002:
+            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = start + length
+    return None
+
+
+def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
+    """Files in the folders of the ``chosen`` series, outside it, that look like part of it but cannot be read:
+    a CT image file (by its meta header's SOP Class) that GDCM cannot read (cut short, damaged), or an empty file
+    named like the series' files (same extension). The series scan leaves such files out, and a slice lost at
+    either end of the series left no gap to notice: 19 of 20 slices were segmented without a word."""
+    members = {os.path.abspath(f) for f in chosen.files}
+    suffixes = {Path(f).suffix.lower() for f in chosen.files}
+    damaged = []
+    for home in sorted({os.path.dirname(f) for f in members}):
+        try:
+            entries = [e for e in os.scandir(home) if e.is_file() and not is_hidden_name(e.name)]
+        except OSError:
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = os.path.abspath(entry.path)
+            if path in members:
+                continue
+            if entry.stat().st_size == 0:
+                if Path(entry.name).suffix.lower() in suffixes:
+                    damaged.append(path)
+                continue
+            if _media_storage_sop_class(path) in CT_IMAGE_STORAGE_UIDS:
+                with _quiet_itk():
+                    if _read_file_header(path) is None:
+                        damaged.append(path)
+    return damaged
+
+
+def _refuse_damaged_files_beside(chosen: DicomSeriesInfo, folder: Path) -> None:
+    """InputError naming the files :func:`_damaged_files_beside` finds."""
+    damaged = _damaged_files_beside(chosen)
+    if not damaged:
+        return
+    shown = ", ".join(f"'{os.path.relpath(p, os.path.abspath(str(folder)))}'" for p in damaged[:3])
+    more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    raise InputError(f"Folder '{folder}': {len(damaged)} file(s) beside DICOM series {chosen.uid} cannot be read "
+                     f"({shown}{more}): CT image files that are cut short or damaged, or empty files named like the "
+                     f"series' files. They may be slices of this series, which would then be segmented with slices "
+                     f"missing. Copy or export the series again; if those files do not belong to it, remove them.")
+
+
 def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     all_series, search = _search_dicom_series(folder)
     if not all_series:
@@ -585,6 +661,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                          f"segmentation, contours, a report or a presentation state), not an image. Give the CT "
                          f"series{' (choose it with ' + option_hint('--series', 'series=') + ')' if images else ''}.")
     cut_note = _check_search_reached(chosen, folder, search)
+    _refuse_damaged_files_beside(chosen, folder)
     _check_dicom_series_memory(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()

@@ -578,3 +578,34 @@ def test_a_series_in_the_folder_itself_is_read_with_a_warning_when_its_subfolder
     with pytest.raises(InputError, match=r"nor do its subfolders as far as they were searched: the search stopped "
                                          r"2 levels deep \(not searched: below 'old/older'\)"):
         read_volume(tmp_path / "series" / "notes")
+
+
+@pytest.mark.parametrize("damage", ["end_cut_short", "first_cut_in_half", "last_empty", "middle_cut_short"])
+def test_a_damaged_slice_file_is_named_not_left_out(tmp_path, ct, damage):
+    """A series whose last file lacked its final 100 bytes was read as 19 of its 20 slices without a word (the
+    series scan leaves out files it cannot read, and a slice lost at an end leaves no gap); a damaged middle slice
+    was refused only as 'uneven slice spacing'. Every such file is now named."""
+    files = write_ct_series(tmp_path / "series", ct, shuffle_names=False)  # files[k] holds slice k
+    assert read_volume(tmp_path / "series").shape_zyx == ct.shape_zyx
+    target = {"end_cut_short": files[-1], "first_cut_in_half": files[0], "last_empty": files[-1],
+              "middle_cut_short": files[len(files) // 2]}[damage]
+    data = target.read_bytes()
+    target.write_bytes({"end_cut_short": data[:-100], "first_cut_in_half": data[:len(data) // 2], "last_empty": b"",
+                        "middle_cut_short": data[:-100]}[damage])
+    with pytest.raises(InputError, match=rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\).*"
+                                         r"Copy or export the series again"):
+        read_volume(tmp_path / "series")
+
+
+def test_unreadable_files_that_are_not_ct_images_do_not_stop_the_series(tmp_path, ct):
+    """A damaged file of another kind (not a CT image by its meta header), junk, and an empty file named unlike the
+    series' files are left out as before: nothing says they belong to the series."""
+    files = write_ct_series(tmp_path / "series", ct)
+    other = bytearray(files[0].read_bytes()[:600])
+    uid = b"1.2.840.10008.5.1.4.1.1.2\x00"
+    at = bytes(other).index(uid)
+    other[at:at + len(uid)] = b"1.2.840.10008.5.1.4.1.1.4\x00"  # MR Image Storage, same length
+    (tmp_path / "series" / "broken_mr.dcm").write_bytes(bytes(other))
+    (tmp_path / "series" / "notes.txt").write_text("not DICOM")
+    (tmp_path / "series" / "LOCK").write_bytes(b"")
+    assert read_volume(tmp_path / "series").shape_zyx == ct.shape_zyx

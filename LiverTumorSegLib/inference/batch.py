@@ -6,8 +6,9 @@ or a CSV (column ``image``, optional ``case_id``; relative paths are relative to
 may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
-the label map last, each atomically, so an existing label map means a finished case: a rerun skips it
-(resumable) unless ``overwrite``; a rerun whose model or result-changing options differ from those the existing
+the label map last, each atomically, so an existing label map with a readable report means a finished case: a
+rerun skips it (resumable) unless ``overwrite`` (a label map without one, such as a file put there by hand, is
+kept and its case reported failed); a rerun whose model or result-changing options differ from those the existing
 cases' reports record is refused before any work (:func:`check_earlier_results`).
 
 While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
@@ -86,6 +87,26 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return status
+
+
+def _finished_earlier(case: "BatchCase") -> bool:
+    """Whether ``case``'s existing label map is an earlier run's finished result: a run writes the report first and
+    the label map last, so a finished case has both, its report readable JSON."""
+    import json
+
+    try:
+        return isinstance(json.loads(Path(case.report_path).read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _unfinished_status(case: "BatchCase") -> CaseStatus:
+    """A case whose output path holds a file that no finished run wrote (no readable report beside it: a file
+    put there by hand, a copy of the CT, an empty file): reported as failed, the file kept. It was counted
+    'already segmented' and the batch ended with exit 0."""
+    return CaseStatus(case.case_id, "failed", message=(
+        f"{case.output_path} exists but {case.report_path} is missing or unreadable, so it is no finished result "
+        f"of a segment run; it was kept. Remove it, or pass --overwrite to segment this case again"))
 
 
 RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu")
@@ -350,7 +371,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options)
     for case in cases:
         if case.output_path.exists() and not overwrite:
-            statuses[case.case_id] = _skipped_status(case)
+            statuses[case.case_id] = _skipped_status(case) if _finished_earlier(case) else _unfinished_status(case)
             if on_case:
                 on_case(statuses[case.case_id])
         else:

@@ -778,3 +778,22 @@ def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
     with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other postprocessing\)"):
         segment_batch(cases, other)
     assert [s.status for s in segment_batch(cases, other, overwrite=True)] == ["done", "done"]
+
+
+def test_a_file_at_a_cases_output_path_without_a_report_is_kept_and_reported_not_skipped(tmp_path):
+    """An empty file (or a copy of the CT) at OUT/<case>.nii.gz counted as 'already segmented': the batch ended
+    'done' with exit 0 and no label map for that case. A run writes the report before the label map, so a label
+    map without a readable report is no finished result: the case is reported failed and the file kept."""
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    cases[0].output_path.parent.mkdir(parents=True)
+    cases[0].output_path.write_bytes(b"")
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["failed", "done"]
+    assert "is missing or unreadable, so it is no finished result" in statuses[0].message
+    assert "--overwrite" in statuses[0].message
+    assert cases[0].output_path.read_bytes() == b""  # kept
+    cases[0].report_path.write_text("{not json", encoding="utf-8")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["failed", "skipped"]
+    assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]

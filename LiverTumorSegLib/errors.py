@@ -67,7 +67,7 @@ class ResourceError(LiverTumorSegError):
 # buffer (SimpleITK's RuntimeError "...itkImportImageContainer.hxx:179:\nFailed to allocate memory for image.").
 _ORT_ALLOCATION_WORDS = "Failed to allocate memory"  # ONNX Runtime's arena; ITK's words begin alike
 _OUT_OF_MEMORY_WORDS = ("can't allocate memory", "could not create a primitive", "out of memory",
-                        _ORT_ALLOCATION_WORDS)
+                        _ORT_ALLOCATION_WORDS, "Caught MemoryError")  # the last: a DataLoader worker's, re-raised
 
 
 def _is_runtime_failure(exc: BaseException) -> bool:

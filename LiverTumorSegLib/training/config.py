@@ -41,6 +41,11 @@ def _typed_value(name: str, value: Any, default: Any, source: str) -> Any:
     return typed_scalar(f"Option {name} in {source}", value, default, whole_from_text=False)
 
 
+MAX_PATCH_SIZE = 2048
+"""The largest training patch, pixels: more than any CT slice on a training grid (512 pixels of 0.5 mm are 171 at
+1.5 mm; 1024 pixels of 0.4 mm at 0.5 mm are 820)."""
+
+
 @dataclass
 class TrainConfig:
     """All options of a training run. Units: lr per step, times in minutes, sizes in pixels.
@@ -172,6 +177,10 @@ class TrainConfig:
         for name in ("epochs", "iterations_per_epoch", "batch_size", "patch_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"Option {name} must be at least 1 (got {getattr(self, name)}).")
+        if int(self.patch_size) > MAX_PATCH_SIZE:  # 100000 ended in a DataLoader worker's MemoryError traceback
+            raise InputError(f"Option patch_size={self.patch_size} is larger than any slice: at most "
+                             f"{MAX_PATCH_SIZE} pixels of the preprocessed grid (a patch as large as the slice covers "
+                             f"it whole; the bundled models use 192).")
         if not 0.0 <= float(self.liver_slice_fraction) <= 1.0:
             raise InputError(f"liver_slice_fraction must be in [0, 1] (got {self.liver_slice_fraction}).")
         if self.folds == 1 or self.folds < 0:  # first: a negative count made the fold range message '0..-3'

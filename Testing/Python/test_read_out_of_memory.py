@@ -158,3 +158,25 @@ def test_a_checkpoint_that_does_not_fit_in_memory_is_not_called_corrupt(tmp_path
     assert str(excinfo.value).startswith(f"Ran out of memory reading '{path}' ([enforce fail at alloc_cpu.cpp:117] "
                                          f"DefaultCPUAllocator: can't allocate memory"), excinfo.value
     assert "delete" not in str(excinfo.value)
+
+
+def test_a_memory_error_in_a_data_loader_worker_is_out_of_memory_not_an_internal_error():
+    """PyTorch's DataLoader re-raises a worker's MemoryError as a RuntimeError ('Caught MemoryError in DataLoader
+    worker process 0' and the worker's traceback); `train --patch-size 100000` printed it as an internal error."""
+    from LiverTumorSegLib.errors import out_of_memory_error
+
+    worker = RuntimeError("Caught MemoryError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                          "last):\n  ...\nnumpy._core._exceptions._ArrayMemoryError: Unable to allocate 342. GiB")
+    error = out_of_memory_error(worker, batch_size_option=True)
+    assert isinstance(error, ResourceError)
+    assert str(error).startswith("Ran out of memory (Caught MemoryError in DataLoader worker process 0)")
+    assert out_of_memory_error(RuntimeError("Caught ValueError in DataLoader worker process 0.")) is None
+
+
+def test_a_training_patch_larger_than_any_slice_is_refused_before_training():
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.config import MAX_PATCH_SIZE, TrainConfig
+
+    with pytest.raises(InputError, match=r"patch_size=100000 is larger than any slice: at most 2048 pixels"):
+        TrainConfig(patch_size=100000).validate()
+    TrainConfig(patch_size=MAX_PATCH_SIZE).validate()

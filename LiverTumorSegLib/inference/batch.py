@@ -289,9 +289,12 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
         key = case_id.casefold()  # 'CT' and 'ct' are one file name on Windows and macOS disks
         if key in seen:
             other_id, other_path = seen[key]
-            named = f"both named '{case_id}'" if other_id == case_id else f"named '{other_id}' and '{case_id}'"
-            raise InputError(f"Two cases are {named} ({other_path} and {path}), which name the same output files "
-                             f"on disks that ignore letter case; give them distinct case_id values in a CSV.")
+            if other_id == case_id:  # the letter-case reason only where the two names differ in case alone
+                raise InputError(f"Two cases are both named '{case_id}' ({other_path} and {path}), so they would "
+                                 f"write the same output files; give them distinct case_id values in a CSV.")
+            raise InputError(f"Two cases are named '{other_id}' and '{case_id}' ({other_path} and {path}), which "
+                             f"name the same output files on disks that ignore letter case; give them distinct "
+                             f"case_id values in a CSV.")
         seen[key] = (case_id, path)
     reports = output_folder / REPORTS_FOLDER
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")

@@ -582,6 +582,9 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     # the outputs a killed run replaced together are put back together (one run's), before each is judged
     restore_set_aside_outputs_of([Path(p) for p in (output_path, report_path, preview_path, probability_path)
                                   if p is not None])
+    given = [Path(p) for p in (input_path, output_path, report_path, preview_path, probability_path) if p is not None]
+    if same_file_among(given):  # first: 'segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite
+        raise InputError("The input, output, report, preview and probability paths must all be different files.")
     check_can_write(outputs["labels"], overwrite)
     if report_path is not None:
         outputs["report"] = check_can_write(check_report_path(report_path), overwrite)

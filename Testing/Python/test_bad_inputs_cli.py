@@ -1316,3 +1316,6 @@ def test_output_that_is_the_input_under_another_spelling_is_refused(tmp_path, mo
     monkeypatch.setattr(fileutil.sys, "platform", "darwin")  # a case-insensitive file system
     with pytest.raises(InputError, match="must all be different files"):
         _check_outputs(ct, tmp_path / "CT.nii.gz", None, None, None, overwrite=True)
+    # without --overwrite too: 'segment ct.nii.gz -o ct.nii.gz' was told the output exists and to pass --overwrite
+    with pytest.raises(InputError, match="must all be different files"):
+        _check_outputs(ct, ct, None, None, None, overwrite=False)

@@ -64,6 +64,10 @@ def test_find_cases_from_folder_and_csv(tmp_path):
         ("patientA", tmp_path / "cts" / "ct_1.nii.gz", "patientA.nrrd"), ("ct_0", tmp_path / "cts" / "ct_0.nii.gz",
                                                                          "ct_0.nrrd")]
     _csv_refused(listing, "case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n", "both named 'same'")
+    _csv_refused(listing, "case_id,image\nsame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n",
+                 "so they would write the same output files")  # no letter-case talk where the names are equal
+    _csv_refused(listing, "case_id,image\nSame,cts/ct_1.nii.gz\nsame,cts/ct_0.nii.gz\n",
+                 "named 'Same' and 'same'.*disks that ignore letter case")
     _csv_refused(listing, "path\ncts/ct_1.nii.gz\n", "'image' column")
 
 

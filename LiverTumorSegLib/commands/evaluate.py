@@ -371,6 +371,12 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
 
+    known = {key for row in rows for key in row}
+    if rows and metric not in known:  # a misspelt metric drew no overlays with a warning and exit 0
+        numeric = sorted({key for row in rows for key, value in row.items()
+                          if isinstance(value, (int, float)) and not isinstance(value, bool)})
+        raise InputError(f"--rank-metric {metric} is not a column of this evaluation's cases.csv; choose one of: "
+                         f"{', '.join(numeric)}.")
     best, worst = rank_cases(rows, metric)
     if best is None:
         log.warning("warning: no case has a value for --rank-metric %s; no overlays drawn", metric)

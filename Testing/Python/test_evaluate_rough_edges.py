@@ -719,3 +719,18 @@ def test_evaluate_does_not_replace_a_result_that_appeared_in_its_folder_during_t
     assert main(command + ["--overwrite"]) == 0  # asked for: replaced
     assert '"theirs"' not in (out / "summary.json").read_text(encoding="utf-8")
     assert (out / "cases.csv").is_file()
+
+
+def test_a_misspelt_rank_metric_is_refused_with_the_metrics_there_are(tmp_path, capsys):
+    """'--rank-metric bogus' drew no overlays with a warning and exit 0 after the whole evaluation."""
+    _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    out = tmp_path / "out"
+    code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
+                     "--rank-metric", "dice_livr")
+    err = capsys.readouterr().err
+    assert code == 2 and "--rank-metric dice_livr is not a column of this evaluation's cases.csv" in err
+    assert "dice_liver" in err and "Traceback" not in err
+    assert not out.exists() or list(out.iterdir()) == []
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
+                     "--rank-metric", "dice_tumor") == 0

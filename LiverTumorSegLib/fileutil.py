@@ -75,6 +75,9 @@ def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path
     """Raise InputError unless a file can be created in ``folder`` (tried for real, so read-only mounts and
     ACLs count too, also for root): an unwritable output folder is found before the work, not after it."""
     folder = Path(folder) if str(folder) else Path(".")
+    if folder.exists() and not folder.is_dir():  # 'crossval -o data.csv' was told to fix its permissions
+        raise InputError(f"{what} '{printable_path(folder)}' is a file, not a folder; give a folder (new or "
+                         f"existing) for the outputs.")
     try:
         fd, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
     except OSError as exc:

@@ -1041,3 +1041,17 @@ def test_crossval_prints_the_note_crossval_json_holds(monkeypatch, capsys, tmp_p
     assert main(["crossval", "--data", str(tmp_path / "cases.csv"), "--folds", "2", "-o", str(tmp_path / "cv")]) == 0
     printed = capsys.readouterr().out
     assert f"note: {crossval.selection_summary(rows)['note']}\n" in printed and "fold(s) 0 is" in printed
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_a_file(tmp_path):
+    """'crossval -o data.csv' (an existing file) was told the folder 'is not writable (Not a directory) ... fix
+    its permissions'."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import check_folder_writable
+
+    listing = tmp_path / "data.csv"
+    listing.write_text("image,label\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"Output folder '.*data\.csv' is a file, not a folder"):
+        check_folder_writable(listing)
+    assert listing.read_text(encoding="utf-8") == "image,label\n"
+    assert check_folder_writable(tmp_path) == tmp_path

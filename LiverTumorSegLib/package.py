@@ -421,7 +421,7 @@ def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
     if "metadata_sha256" not in meta:
         if str(path) not in _WARNED_UNSEALED:
             _WARNED_UNSEALED.add(str(path))
-            log.warning("Model package '%s' records no metadata SHA-256 (saved by an earlier version of "
+            log.warning("warning: model package '%s' records no metadata SHA-256 (saved by an earlier version of "
                         "LiverTumorSeg, or the record was removed): a changed window, spacing or label map cannot be "
                         "detected. Re-save it with LiverTumorSegLib.package.save_model_package, or use a fresh "
                         "copy.", path)
@@ -531,7 +531,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         check_input_channels(SimpleNamespace(preprocessing=preprocessing_config, architecture=architecture,
                                              path=path))
     except ModelPackageError as exc:
-        log.warning("%s segment and evaluate will refuse it.", exc)
+        log.warning("warning: %s segment and evaluate will refuse it.", exc)
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)

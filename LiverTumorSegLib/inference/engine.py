@@ -257,7 +257,7 @@ def check_flip_tta_allowed(metadata: Optional[dict]) -> None:
                          f"are unlike anything it saw and TTA would lower accuracy. Run without {tta}, or use a "
                          f"model trained with augmentation flip_lr_probability > 0.")
     if flips is None:
-        log.warning("The model package does not say whether it was trained with left-right flips; flip TTA "
+        log.warning("warning: the model package does not say whether it was trained with left-right flips; flip TTA "
                     "only helps models that were.")
 
 
@@ -834,7 +834,7 @@ class SliceInferenceEngine:
                                     f"GPU memory (close other GPU programs).")
             step = max(1, len(indices) // 2)
             self.batch_size = step
-            log.warning("GPU out of memory; retrying with batch size %d", step)
+            log.warning("warning: GPU out of memory; retrying with batch size %d", step)
             parts = [self._submit_cuda_with_backoff(indices[s:s + step], x[s:s + step], prepared)
                      for s in range(0, len(indices), step)]
             return _concatenate_pending(indices, parts)

@@ -262,7 +262,7 @@ def test_prob_without_reference_tumor_warns_and_failed_read_leaves_no_folder(tmp
     code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
                  "-o", str(tmp_path / "out"), "--prob", str(tmp_path / "prob.nii.gz")])
     assert code == 0
-    assert "No ROC curve" in caplog.text and "pooled ROC AUC (tumor voxels): n/a" in capsys.readouterr().out
+    assert "warning: no ROC curve" in caplog.text and "pooled ROC AUC (tumor voxels): n/a" in capsys.readouterr().out
     assert not list((tmp_path / "out" / "plots").glob("roc_*.png"))
     # logits instead of probabilities: one-line error, and no output folder left behind
     write_volume(tmp_path / "logits.nii.gz", phantom.ct.with_array(np.full(phantom.labels.shape, 3.5, np.float32)))

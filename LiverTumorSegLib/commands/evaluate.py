@@ -370,6 +370,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     from ..io.labels import onto_reference_grid
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
+    import numpy as np
 
     known = {key for row in rows for key in row}
     if rows and metric not in known:  # a misspelt metric drew no overlays with a warning and exit 0
@@ -391,7 +392,11 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         image = None
         if case in images:
             ct = onto_reference_grid(read_volume(images[case]), ref, 1e-3)  # also in another axis order
-            if ct is not None:
+            bad = 0 if ct is None else int(ct.array.size - np.count_nonzero(np.isfinite(ct.array)))
+            if bad:  # an all-NaN CT drew a blank overlay without a word
+                log.warning("warning: CT '%s' of case '%s' has %d NaN/Inf voxels; overlay without CT",
+                            images[case], case, bad)
+            elif ct is not None:
                 image = reorientation.to_canonical(ct.array)
             else:
                 log.warning("warning: CT '%s' is not on the label grid of case '%s'; overlay without CT",

@@ -13,6 +13,7 @@ from process_helpers import ended_process_id
 from LiverTumorSegLib.cli import build_parser, main
 from LiverTumorSegLib.io import write_label_map, write_volume
 from LiverTumorSegLib.phantom import make_phantom
+from LiverTumorSegLib.volume import CTVolume
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
 
@@ -734,3 +735,20 @@ def test_a_misspelt_rank_metric_is_refused_with_the_metrics_there_are(tmp_path, 
     assert not out.exists() or list(out.iterdir()) == []
     assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface",
                      "--rank-metric", "dice_tumor") == 0
+
+
+def test_an_all_nan_images_ct_is_said_and_the_overlay_drawn_without_it(tmp_path, capsys, caplog):
+    """An all-NaN CT given with --images drew a blank overlay, without a word, exit 0."""
+    phantom = _case(tmp_path / "ref", "a.nii.gz")
+    _case(tmp_path / "pred", "a.nii.gz")
+    images = tmp_path / "img"
+    images.mkdir()
+    nan_ct = CTVolume(np.full(phantom.ct.array.shape, np.nan, np.float32), phantom.ct.geometry)
+    write_volume(images / "a.nii.gz", nan_ct)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        code = _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--images", images, "-o", out,
+                         "--no-surface")
+    assert code == 0
+    assert f"of case 'a' has {nan_ct.array.size} NaN/Inf voxels; overlay without CT" in caplog.text
+    assert any(p.name.startswith("overlay") or "best" in p.name for p in out.rglob("*.png"))

@@ -27,3 +27,50 @@ def may_be_dicom_file(path: "Union[str, os.PathLike]") -> bool:
     from .. import fileutil
 
     return fileutil.full_suffix(path) not in READ_SUFFIXES and fileutil.is_dicom_file(path)
+
+
+def content_format(path: PathLike) -> "Union[tuple, None]":
+    """What the first bytes of the file ``path`` say it holds, whatever its name: ``(description, suffix)``, e.g.
+    ``("a gzip-compressed NIfTI image", ".nii.gz")``, ``("an NRRD image", ".nrrd")``, ``("a PNG picture",
+    ".png")``; None when they match none of the formats known here. For messages about a file whose name says
+    another format (an NRRD saved as .nii.gz was 'not complete'; a NIfTI renamed .png was '2D')."""
+    import gzip
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(544)
+        compressed = head[:2] == b"\x1f\x8b"
+        if compressed:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(544)
+    except (OSError, EOFError, ValueError):
+        return None
+    packed = "gzip-compressed " if compressed else ""
+    nifti_suffix = ".nii.gz" if compressed else ".nii"
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348 and head[344:347] in (b"n+1", b"ni1"):
+            return f"a {packed}NIfTI image", nifti_suffix
+        if len(head) >= 12 and struct.unpack(order + "i", head[:4])[0] == 540 and head[4:7] in (b"n+2", b"ni2"):
+            return f"a {packed}NIfTI image", nifti_suffix
+    if head.startswith(b"NRRD000"):
+        return f"{'a ' + packed if packed else 'an '}NRRD image", ".nrrd"
+    if head.lstrip().startswith((b"ObjectType", b"NDims")):
+        return f"a {packed}MetaImage", ".mha"
+    if head[128:132] == b"DICM":
+        return "a DICOM file", ".dcm"
+    if head.startswith(b"\x89PNG"):
+        return "a PNG picture", ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "a JPEG picture", ".jpg"
+    return None
+
+
+def renamed_hint(path: PathLike, suffix: str) -> str:
+    """``" (its content is an NRRD image: rename it to .nrrd)"`` when the file's first bytes say a format other than
+    its name's ``suffix`` (:func:`content_format`), else ''."""
+    found = content_format(path)
+    if found is None or found[1] == suffix or (found[1] == ".mha" and suffix == ".mhd"):
+        return ""
+    description, right = found
+    return f" (its content is {description}: rename it to {right})"

@@ -160,7 +160,10 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise_if_out_of_memory(exc, str(path))
-        raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}. Check that the file is complete.") from None
+        from .formats import renamed_hint
+        hint = renamed_hint(path, full_suffix(path))
+        raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}"
+                         f"{hint or '. Check that the file is complete'}.") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"'{path}' is not a NIfTI-1/2 image; give {_SUPPORTED_TEXT}.")
     header = image.header

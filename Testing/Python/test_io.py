@@ -3,6 +3,7 @@
 Arrays are (z, y, x); nibabel arrays are (x, y, z); affines are IJK -> RAS (nibabel convention).
 """
 import importlib.util
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -1050,3 +1051,29 @@ def test_compressed_nrrd_metaimage_and_seg_nrrd_with_a_damaged_byte_are_refused(
         cut.write_bytes(bytes(raw[:-6]))
         with pytest.raises(InputError, match="truncated or corrupt"):
             read_label_map(cut)
+
+
+def test_a_file_named_like_another_format_is_told_what_it_holds(tmp_path):
+    """An NRRD saved as .nii.gz, a MetaImage or gzip data saved as .nii, an uncompressed NIfTI saved as .nii.gz
+    were 'Cannot read ... as NIfTI: not a gzip file. Check that the file is complete.' (the file was complete),
+    and a NIfTI renamed .png was '2D (a .png picture)'."""
+    volume = CTVolume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000,
+                      ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    made = {suffix: write_volume(tmp_path / f"ct{suffix}", volume) for suffix in (".nrrd", ".mha", ".nii", ".nii.gz")}
+    expected = {("nrrd", ".nii.gz"): "an NRRD image: rename it to .nrrd",
+                ("mha", ".nii"): "a MetaImage: rename it to .mha",
+                ("nii.gz", ".nii"): "a gzip-compressed NIfTI image: rename it to .nii.gz",
+                ("nii", ".nii.gz"): "a NIfTI image: rename it to .nii)"}
+    for (real, named), words in expected.items():
+        wrong = tmp_path / f"wrong_{real.replace('.', '_')}{named}"
+        wrong.write_bytes(Path(made["." + real]).read_bytes())
+        with pytest.raises(InputError, match=rf"Cannot read .* as NIfTI: .*\(its content is {re.escape(words)}"):
+            read_volume(wrong)
+    picture = tmp_path / "ct.png"
+    picture.write_bytes(Path(made[".nii.gz"]).read_bytes())
+    with pytest.raises(InputError, match=r"is named like a \.png picture \(its content is a gzip-compressed NIfTI"):
+        read_volume(picture)
+    real_png = tmp_path / "photo.png"
+    real_png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(InputError, match=r"is 2D \(a \.png picture\)"):
+        read_volume(real_png)

@@ -190,9 +190,13 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.
     data = np.ascontiguousarray(data.T)
     if scaled:  # scl_slope/scl_inter in float32 (nibabel would make a float64 copy of the whole CT)
+        stored_integers = np.issubdtype(data.dtype, np.integer)  # finite before scaling, so any infinity is its
         data = data.astype(np.float32)
-        data *= np.float32(slope)
-        data += np.float32(inter)
+        with np.errstate(over="ignore", invalid="ignore"):  # said below, with its cause (numpy printed a warning)
+            data *= np.float32(slope)
+            data += np.float32(inter)
+        if stored_integers:
+            _check_scaling_kept_values_finite(data, slope, inter, path)
     array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})
     if int(header["sform_code"]) <= 0 and int(header["qform_code"]) <= 0:
@@ -207,6 +211,17 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if warnings:
         volume.meta["warnings"] = warnings
     return volume
+
+
+def _check_scaling_kept_values_finite(data: np.ndarray, slope: float, inter: float, path: Path) -> None:
+    """InputError when the header's ``scl_slope``/``scl_inter`` made stored values overflow float32 (a slope of
+    1e38 turned 777,943 finite voxels into infinities, which the CT check then blamed on the file's values)."""
+    if np.isfinite(data).all():
+        return
+    raise InputError(f"'{path}': its header's scale factors (scl_slope {slope:g}, scl_inter {inter:g}) turn stored "
+                     f"values into numbers beyond float32 (infinite): the header is damaged. CT values are HU = "
+                     f"stored x slope + intercept with a slope near 1; fix scl_slope/scl_inter or export the file "
+                     f"again.")
 
 
 NIFTI_TRANSFORMS_KEY = "nifti_header_transforms"

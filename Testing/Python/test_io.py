@@ -1077,3 +1077,20 @@ def test_a_file_named_like_another_format_is_told_what_it_holds(tmp_path):
     real_png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     with pytest.raises(InputError, match=r"is 2D \(a \.png picture\)"):
         read_volume(real_png)
+
+
+def test_a_scale_factor_that_overflows_is_named_as_the_headers_fault(tmp_path, recwarn):
+    """scl_slope 1e38 printed numpy's 'overflow encountered in multiply' and then 'has 777943 NaN/Inf voxels', as
+    if the voxels were bad; the header's scale factor is."""
+    stored = (np.arange(4 * 5 * 6, dtype=np.int16).reshape(6, 5, 4) - 60)  # (x, y, z), some 0 (stays finite)
+    image = nib.Nifti1Image(stored, np.eye(4))
+    image.header.set_slope_inter(1e38, 0.0)
+    path = tmp_path / "huge_slope.nii"
+    nib.save(image, str(path))
+    with pytest.raises(InputError, match=r"scale factors \(scl_slope 1e\+38, scl_inter 0\) turn stored values into "
+                                         r"numbers beyond float32.*header is damaged"):
+        read_volume(path)
+    assert not [w for w in recwarn if "overflow" in str(w.message)]
+    image.header.set_slope_inter(2.0, -1024.0)  # an ordinary scale still reads
+    nib.save(image, str(path))
+    assert float(read_volume(path).array.max()) == pytest.approx(2.0 * 59 - 1024.0)

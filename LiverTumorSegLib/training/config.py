@@ -314,6 +314,17 @@ def _check_weights(name: str, weights: Any) -> None:
         raise InputError(f"Option {name} must have at least one weight above 0; got {list(weights)!r}.")
 
 
+def _one_line_parse_error(exc: BaseException) -> str:
+    """A JSON or YAML parse error in one line: PyYAML's message spans five (problem, context, a quoted source line
+    and a caret), which broke the CLI's one-line error; its problem and line/column are kept."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        context = getattr(exc, "context", None)
+        return f"{problem}{' ' + context if context else ''} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML or JSON mapping. Raises :class:`InputError` for a missing file or a non-mapping."""
     path = Path(path)
@@ -327,7 +338,7 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
             import yaml
             values = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - parse errors of either library
-        raise InputError(f"Cannot parse training config '{path}': {exc}") from None
+        raise InputError(f"Cannot parse training config '{path}': {_one_line_parse_error(exc)}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):

@@ -1055,3 +1055,22 @@ def test_an_output_folder_that_is_a_file_is_named_as_a_file(tmp_path):
         check_folder_writable(listing)
     assert listing.read_text(encoding="utf-8") == "image,label\n"
     assert check_folder_writable(tmp_path) == tmp_path
+
+
+def test_an_unparsable_yaml_config_is_a_one_line_error_with_its_line(tmp_path):
+    """PyYAML's parse error spans five lines (problem, context, quoted source, caret): 'train --config bad.yaml'
+    printed them all after 'error:'."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.config import load_config_file
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.001\nepochs: [\n", encoding="utf-8")
+    with pytest.raises(InputError) as raised:
+        load_config_file(bad)
+    text = str(raised.value)
+    assert "\n" not in text and "Cannot parse training config" in text and "at line 3, column 1" in text
+    broken_json = tmp_path / "bad.json"
+    broken_json.write_text('{"lr": 0.001,\n}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"Cannot parse training config .*line 2") as raised:
+        load_config_file(broken_json)
+    assert "\n" not in str(raised.value)

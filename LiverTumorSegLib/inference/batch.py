@@ -183,10 +183,11 @@ def is_batch_input(input_path: Any) -> bool:
     ct_files = _ct_files(path)
     if ct_files and holds_dicom_images(path, skip_suffixes=READ_SUFFIXES):
         names = ", ".join(p.name for p in ct_files[:3]) + (" ..." if len(ct_files) > 3 else "")
-        raise InputError(f"Folder '{path}' holds DICOM files and also {len(ct_files)} CT file(s) ({names}), so it is "
-                         f"neither one DICOM series nor a batch folder of CT files. To segment the DICOM series, move "
-                         f"the other files out; for a batch, put each DICOM series in a subfolder and list it in a "
-                         f"case CSV (column 'image').")
+        raise InputError(f"Folder '{path}' holds DICOM files and also {len(ct_files)} NIfTI/NRRD/MetaImage file(s) "
+                         f"({names}), so it is neither one DICOM series nor a batch folder of CT files. To segment "
+                         f"the DICOM series, move the other files out (a label map an earlier run wrote into the "
+                         f"series' folder counts too: write results elsewhere); for a batch, put each DICOM series "
+                         f"in a subfolder and list it in a case CSV (column 'image').")
     return bool(ct_files)
 
 

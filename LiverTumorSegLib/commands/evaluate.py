@@ -578,8 +578,8 @@ def evaluate_folders(args) -> Dict[str, object]:
                 if boxplots is not None:
                     written.append(boxplots)
             if curve is not None and not math.isfinite(curve.auc):  # AUC is NaN when one class is absent
-                log.warning("warning: no ROC curve: the references hold no %s voxels (or nothing else), so the false- or "
-                            "true-positive rate is undefined.", args.prob_structure)
+                log.warning("warning: no ROC curve: the references hold no %s voxels (or nothing else), so the "
+                            "false- or true-positive rate is undefined.", args.prob_structure)
             if curve is not None and math.isfinite(curve.auc):
                 roc_plot = staged["plots"] / ROC_PLOT_NAME.format(structure=args.prob_structure)
                 written.append(plot_roc_curve(curve, roc_plot, overwrite=True,

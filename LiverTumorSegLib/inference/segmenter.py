@@ -174,9 +174,11 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     """``options`` corrected to what a given ``engine`` actually runs; a warning for each setting it overrides."""
     actual = _engine_settings(options, engine)
     if options.tta != actual["tta"]:
-        log.warning("warning: the engine given runs with%s TTA; ignoring tta=%s.", "" if actual["tta"] else "out", options.tta)
+        log.warning("warning: the engine given runs with%s TTA; ignoring tta=%s.", "" if actual["tta"] else "out",
+                    options.tta)
     if options.backend not in ("auto", actual["backend"]):
-        log.warning("warning: the engine given runs the %s backend; ignoring backend=%r.", actual["backend"], options.backend)
+        log.warning("warning: the engine given runs the %s backend; ignoring backend=%r.", actual["backend"],
+                    options.backend)
     # the device types that satisfy what was asked: "auto" any, "gpu" CUDA or a Mac's GPU, else itself
     asked = options.device.split(":")[0]
     accepted = {"auto": None, "gpu": ("cuda", "mps")}.get(asked, (asked,))

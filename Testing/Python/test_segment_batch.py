@@ -134,8 +134,8 @@ def test_a_dicom_folder_with_a_stray_ct_file_and_a_file_name_as_batch_output_are
     write_phantoms(tmp_path / "series", 1)
     dicom_like = tmp_path / "series" / "IM0001"
     dicom_like.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
-    with pytest.raises(InputError, match="holds DICOM files and also 1 NIfTI/NRRD/MetaImage file.*neither one DICOM series nor a "
-                                         "batch folder"):
+    with pytest.raises(InputError, match="holds DICOM files and also 1 NIfTI/NRRD/MetaImage file.*neither one "
+                                         "DICOM series nor a batch folder"):
         is_batch_input(tmp_path / "series")
     dicom_like.unlink()
     assert is_batch_input(tmp_path / "series")

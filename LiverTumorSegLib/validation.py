@@ -295,30 +295,20 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
         raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
-    reason = _not_hu_reason(lo, hi)
-    if reason is not None:
-        what = f"'{name}' does not look like CT in Hounsfield units ({reason})"
-        if not allow_non_hu:
-            raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
-        warnings.append(f"{what}; {going_on}.")
-        return
     air_lo, air_hi = AIR_HU_RANGE
-    shifted = _shifted_by_intercept_reason(arr, hi)
-    if shifted is not None:
-        what = f"'{name}' does not look like CT in Hounsfield units ({shifted})"
-        if not allow_non_hu:
+    reason = _not_hu_reason(lo, hi)
+    shifted = None if reason is not None else _shifted_by_intercept_reason(arr, hi)
+    if reason is None and shifted is None:
+        reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
+    if reason is not None or shifted is not None:
+        what = f"'{name}' does not look like CT in Hounsfield units ({reason or shifted})"
+        if allow_non_hu:
+            warnings.append(f"{what}; {going_on}.")
+            return
+        if shifted is not None:
             raise InputError(f"{what}: re-export it with its rescale slope and intercept applied once (HU = stored "
-                             f"x slope + intercept), or pass {_allow_non_hu()} "
-                             f"to proceed.")
-        warnings.append(f"{what}; {going_on}.")
-        return
-    content = _not_hu_content_reason(arr, lo, hi)
-    if content is not None:
-        what = f"'{name}' does not look like CT in Hounsfield units ({content})"
-        if not allow_non_hu:
-            raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
-        warnings.append(f"{what}; {going_on}.")
-        return
+                             f"x slope + intercept), or pass {_allow_non_hu()} to proceed.")
+        raise InputError(f"{what}; it looks pre-normalised/not CT: {allow_non_hu_hint()}.")
     if not _has_values_in(arr, air_lo, air_hi):
         warnings.append(f"'{name}' has no air voxels ({air_lo:g}..{air_hi:g} HU; range {lo:g}..{hi:g}): is it "
                         f"tightly cropped, or not in Hounsfield units?")

@@ -164,6 +164,8 @@ the hundreds or thousands) had 35 %."""
 
 
 PADDED_PICTURE_MIN_VALUES = 16
+"""Distinct values the non-padding voxels need before :func:`_not_hu_content_reason` judges them as a picture (MR
+and 8-bit exports have hundreds; the tests' synthetic air-and-tissue volumes one or two)."""
 
 
 def _any_between(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8) -> bool:

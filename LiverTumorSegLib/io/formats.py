@@ -44,7 +44,7 @@ def content_format(path: PathLike) -> "Union[tuple, None]":
         if compressed:
             with gzip.open(path, "rb") as handle:
                 head = handle.read(544)
-    except (OSError, EOFError, ValueError):
+    except Exception:  # noqa: BLE001 - a damaged gzip stream (zlib.error, EOFError, BadGzipFile): nothing to say
         return None
     packed = "gzip-compressed " if compressed else ""
     nifti_suffix = ".nii.gz" if compressed else ".nii"

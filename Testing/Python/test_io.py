@@ -1094,3 +1094,15 @@ def test_a_scale_factor_that_overflows_is_named_as_the_headers_fault(tmp_path, r
     image.header.set_slope_inter(2.0, -1024.0)  # an ordinary scale still reads
     nib.save(image, str(path))
     assert float(read_volume(path).array.max()) == pytest.approx(2.0 * 59 - 1024.0)
+
+
+def test_the_format_sniffer_says_nothing_of_a_damaged_gzip_stream(tmp_path):
+    """A file that starts like gzip but whose stream is damaged raised zlib.error from the sniffer, which turned
+    'Cannot read ... the file is truncated or corrupt' into an internal error."""
+    from LiverTumorSegLib.io.formats import content_format
+
+    broken = tmp_path / "b.nii.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    assert content_format(broken) is None
+    with pytest.raises(InputError, match="Cannot read"):
+        read_volume(broken)

@@ -74,39 +74,29 @@ class CaseStatus:
 
 
 def _skipped_status(case: "BatchCase") -> CaseStatus:
-    """The status of a case segmented by an earlier run: its liver volume, lesion count and precision come
-    from its report when that is there and readable (a resumed batch's table kept only blanks)."""
+    """The status of a case whose output path holds a file: ``skipped`` when its report is there and readable (a run
+    writes the report first and the label map last, so a finished case has both), with its liver volume, lesion
+    count and precision from that report (a resumed batch's table kept only blanks); else ``failed``: no finished
+    run wrote that file (a file put there by hand, a copy of the CT, an empty file), which is kept. It was counted
+    'already segmented' and the batch ended with exit 0."""
     import json
 
-    status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
     try:
         report = json.loads(Path(case.report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = None
+    if not isinstance(report, dict):
+        return CaseStatus(case.case_id, "failed", message=(
+            f"{case.output_path} exists but {case.report_path} is missing or unreadable, so it is no finished "
+            f"result of a segment run; it was kept. Remove it, or pass --overwrite to segment this case again"))
+    status = CaseStatus(case.case_id, "skipped", message=f"{case.output_path} exists")
+    try:
         status.liver_ml = float(report["liver_volume_ml"])
         status.lesion_count = int(report["lesion_count"])
         status.precision = str((report.get("precision") or {}).get("used") or "")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
     return status
-
-
-def _finished_earlier(case: "BatchCase") -> bool:
-    """Whether ``case``'s existing label map is an earlier run's finished result: a run writes the report first and
-    the label map last, so a finished case has both, its report readable JSON."""
-    import json
-
-    try:
-        return isinstance(json.loads(Path(case.report_path).read_text(encoding="utf-8")), dict)
-    except (OSError, ValueError):
-        return False
-
-
-def _unfinished_status(case: "BatchCase") -> CaseStatus:
-    """A case whose output path holds a file that no finished run wrote (no readable report beside it: a file
-    put there by hand, a copy of the CT, an empty file): reported as failed, the file kept. It was counted
-    'already segmented' and the batch ended with exit 0."""
-    return CaseStatus(case.case_id, "failed", message=(
-        f"{case.output_path} exists but {case.report_path} is missing or unreadable, so it is no finished result "
-        f"of a segment run; it was kept. Remove it, or pass --overwrite to segment this case again"))
 
 
 RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu")
@@ -375,7 +365,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options)
     for case in cases:
         if case.output_path.exists() and not overwrite:
-            statuses[case.case_id] = _skipped_status(case) if _finished_earlier(case) else _unfinished_status(case)
+            statuses[case.case_id] = _skipped_status(case)
             if on_case:
                 on_case(statuses[case.case_id])
         else:

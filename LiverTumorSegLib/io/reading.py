@@ -33,10 +33,11 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
     if path.stat().st_size == 0:
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
     if suffix in IMAGE_2D_SUFFIXES:
-        from .formats import renamed_hint
-        hint = renamed_hint(path, suffix)
-        if hint and not hint.startswith((" (its content is a PNG", " (its content is a JPEG")):
-            raise InputError(f"'{path}' is named like a {suffix} picture{hint}.")  # a NIfTI renamed x.png was '2D'
+        from .formats import content_format
+        found = content_format(path)
+        if found is not None and found[1] not in IMAGE_2D_SUFFIXES:  # a NIfTI renamed x.png was '2D'
+            raise InputError(f"'{path}' is named like a {suffix} picture (its content is {found[0]}: rename it to "
+                             f"{found[1]}).")
         raise InputError(f"'{path}' is 2D (a {suffix} picture); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
     if suffix in DICOM_FILE_SUFFIXES or may_be_dicom_file(path):
         uid = _dicom_series_of_file(path)  # (IM000016 on a DICOMDIR medium is DICOM without an extension)

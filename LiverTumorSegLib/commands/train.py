@@ -41,7 +41,8 @@ HELP = {
     "patch_size": "square training crop in pixels of the preprocessed grid",
     "liver_slice_fraction": ("chance that a sample is drawn from the liver slices (the other draws are uniform "
                              "over all slices, liver ones included)"),
-    "every_other_slice": "sample only even slice indices (as Kulkarni et al. do)",
+    "every_other_slice": ("sample every other slice as a centre (as Kulkarni et al. do; every other run of k slices "
+                          "where the 2.5D neighbours are k slices apart, so every slice is still read)"),
     "val_fraction": "patient-level validation fraction when --folds is 0",
     "split_seed": ("seed of the patient split (validation hold-out and folds); default: --seed. Give the same "
                    "value to runs with different --seed that must hold out the same patients"),

@@ -24,17 +24,20 @@ Augmenter = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.nda
 
 
 def choose_slice(case: CachedCase, rng: np.random.Generator, liver_fraction: float, tumor_fraction: float,
-                 every_other_slice: bool = False) -> int:
+                 every_other_slice: bool = False, neighbour_step: int = 1) -> int:
     """Centre slice index: from liver slices with probability ``liver_fraction`` (of those, tumor slices with
     probability ``tumor_fraction`` when the case has any), else uniform over all slices.
-    ``every_other_slice`` keeps only even slice indices (fewer near-duplicate neighbours); on a case whose 2.5D
-    neighbours are an even number of slices away (thin slices under ``context_min_mm``), the odd slices are then
-    never read at all."""
+    ``every_other_slice`` keeps every other run of ``neighbour_step`` slices (the case's 2.5D neighbour distance in
+    slices; 1: the even indices), so fewer centres share neighbours and every slice is still read as a centre or a
+    neighbour. Keeping the even indices alone never read the odd slices of a case whose neighbours are 2 slices
+    away (thin slices under ``context_min_mm``)."""
+    step = max(1, int(neighbour_step))
+
     def keep(indices: Sequence[int]) -> List[int]:
         if not every_other_slice:
             return list(indices)
-        even = [i for i in indices if i % 2 == 0]
-        return even or list(indices)
+        kept = [i for i in indices if (i // step) % 2 == 0]
+        return kept or list(indices)
 
     liver, tumor = keep(case.liver_slices), keep(case.tumor_slices)
     if liver and rng.random() < liver_fraction:
@@ -144,12 +147,12 @@ class PatchDataset:
         preprocessing's pointwise whole-slice steps (``SlicePreprocessor.slice_statistics``; None without)."""
         rng = self.rng_for(index)
         case = self.cases[int(rng.integers(len(self.cases)))]
-        center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
-                              self.every_other_slice)
         # the 2.5D neighbours as inference takes them for this case's slice spacing: every k-th slice, or HU
         # interpolated between adjacent slices (PreprocessingConfig.context_offset); a neighbour's label is the
         # nearest slice's (only the centre's is learned; the others place the synthetic lesions)
         offset = self.preprocessor.config.context_offset(case.spacing_zyx[0])
+        center = choose_slice(case, rng, self.liver_slice_fraction, self.tumor_slice_fraction,
+                              self.every_other_slice, int(round(offset)) if offset >= 1 else 1)
         positions = context_positions(center, self.context, case.num_slices, offset)
         # nearest slice, a tie rounded away from the centre (np.rint's half-to-even made the two sides of one
         # stack unequal at offset 0.5)

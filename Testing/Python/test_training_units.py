@@ -230,6 +230,12 @@ def test_choose_slice_follows_fractions_and_every_other_slice():
     assert {choose_slice(case, rng, 1.0, 0.0) for _ in range(200)} == {3, 4, 5, 6}
     assert {choose_slice(case, rng, 1.0, 1.0) for _ in range(50)} == {5}
     assert {choose_slice(case, rng, 1.0, 0.0, every_other_slice=True) for _ in range(100)} == {4, 6}
+    # neighbours 2 slices away (thin slices): every other pair of slices, so that centres and their neighbours
+    # (centre +- 2) read every slice; the even indices alone never read an odd slice
+    thin = _cached([], [], n=12)
+    centres = {choose_slice(thin, rng, 0.0, 0.0, every_other_slice=True, neighbour_step=2) for _ in range(500)}
+    assert centres == {0, 1, 4, 5, 8, 9}
+    assert {c + d for c in centres for d in (-2, 0, 2)} & set(range(12)) == set(range(12))
     drawn = [choose_slice(case, rng, 0.0, 0.0) for _ in range(2000)]
     assert set(drawn) == set(range(10))
 

@@ -585,7 +585,9 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     restore_set_aside_outputs_of([Path(p) for p in (output_path, report_path, preview_path, probability_path)
                                   if p is not None])
     given = [Path(p) for p in (input_path, output_path, report_path, preview_path, probability_path) if p is not None]
-    if same_file_among(given):  # first: 'segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite
+    # before the existence checks ('segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite); also 'ct.nii.gz'
+    # against 'CT.nii.gz' on Windows and macOS, hard links and symbolic links
+    if same_file_among(given):
         raise InputError("The input, output, report, preview and probability paths must all be different files.")
     check_can_write(outputs["labels"], overwrite)
     if report_path is not None:
@@ -601,8 +603,6 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
             raise InputError(f"Probability map '{probability_path}' has an unsupported extension "
                              f"'{full_suffix(probability_path)}'; use .nii.gz, .nii, .nrrd or .mha.")
         outputs["probabilities"] = check_can_write(probability_path, overwrite)
-    if same_file_among([Path(input_path)] + list(outputs.values())):  # also 'ct.nii.gz' vs 'CT.nii.gz' on Windows
-        raise InputError("The input, output, report, preview and probability paths must all be different files.")
     _refuse_replacing_input_dicom(Path(input_path), [p for p in outputs.values() if p is not None])
     return outputs
 

@@ -190,12 +190,16 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     # NIfTI stores x fastest: nibabel's (x, y, z) array is Fortran-ordered, so .T is a C-ordered (z, y, x) view.
     data = np.ascontiguousarray(data.T)
     if scaled:  # scl_slope/scl_inter in float32 (nibabel would make a float64 copy of the whole CT)
-        stored_integers = np.issubdtype(data.dtype, np.integer)  # finite before scaling, so any infinity is its
+        # integers are finite before scaling, so an infinity after it is the scale's; only a scale that can take
+        # the stored type's range past float32 needs the pass over the volume that finds one
+        can_overflow = np.issubdtype(data.dtype, np.integer) and (
+            abs(slope) * float(max(-np.iinfo(data.dtype).min, np.iinfo(data.dtype).max)) + abs(inter)
+            >= float(np.finfo(np.float32).max))
         data = data.astype(np.float32)
         with np.errstate(over="ignore", invalid="ignore"):  # said below, with its cause (numpy printed a warning)
             data *= np.float32(slope)
             data += np.float32(inter)
-        if stored_integers:
+        if can_overflow:
             _check_scaling_kept_values_finite(data, slope, inter, path)
     array = to_hu_dtype(data, uint8_if_fits)
     volume = CTVolume(array=array, geometry=geometry, source=str(path), meta={"format": "nifti"})

@@ -489,6 +489,23 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
     return labels
 
 
+def segments_left_out(segmentation_node) -> List[str]:
+    """Names of the segments :func:`segmentation_to_labels` leaves out: neither this tool's "Liver" / "Liver tumor"
+    (by ID or name) nor a tumor by name (:func:`~.segnrrd.names_tumor`). The panel warns with them: a hand-drawn
+    lesion its reader named 'HCC' or 'Lesion no 2' was left out of the lesion table without a word."""
+    from .segnrrd import label_of_segment
+
+    segmentation = segmentation_node.GetSegmentation()
+    ours = {_existing_segment_id(segmentation, spec) for spec in SEGMENTS}
+    names = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName() or ""
+        if segment_id not in ours and label_of_segment({"ID": segment_id, "Name": name}) != 2:
+            names.append(name or segment_id)
+    return names
+
+
 def show_segmentation_in_3d(segmentation_node) -> None:
     """Create the closed-surface representation so the segments also show in 3D views."""
     segmentation_node.CreateClosedSurfaceRepresentation()

@@ -19,7 +19,7 @@ records (:func:`stored_reference_grid`) when the file is read alone, or the CT g
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,19 +50,26 @@ def segment_table(metadata: Dict[str, str]) -> List[Dict[str, str]]:
     return [segments[i] for i in sorted(segments)]
 
 
-TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta", "cancer", "carcinoma")
+TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta", "cancer", "carcinoma", "malignan", "hcc")
 """A segment whose name holds one of these is a liver tumor (as for DICOM SEG labels): Segment Editor's "Split
-islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2' or 'Metastasis'; MSD's Task03
-names label 2 'cancer'."""
-NEGATIONS = ("without", "non-", "non ", "no ", "free", "excluding")
-"""... unless the name also holds one of these ('Liver without tumor', 'tumor-free liver')."""
+islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2', 'Metastasis' or 'HCC'; MSD's
+Task03 names label 2 'cancer'. "hcc" counts only as a word of its own (not inside another word)."""
+_TUMOR_WORD = r"(?:tumou?r|lesion|neoplasm|metasta|cancer|carcinoma|malignan|\bhcc\b)"
+_NEGATED_TUMOR = re.compile(
+    r"\b(?:without|excluding|no)[\s_-]+(?:any[\s_-]+)?(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor'
+    + r"|\bnon[\s_-]*" + _TUMOR_WORD  # 'non-tumor liver', 'nontumorous'
+    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*free\b")  # 'tumor-free parenchyma', 'lesion free'
+"""A negated tumor word: 'no', 'without' or 'excluding' before it (one 'any' or 'liver' between allowed), 'non'
+joined to it, or 'free' after it. Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and
+'Non-enhancing tumor part' are tumors (a first rule took any 'no ' or 'non-' in the name as a negation, and those
+hand-drawn lesions were left out of the lesion table)."""
 
 
 def names_tumor(name: str) -> bool:
     """Whether a segment name or DICOM SEG label (any case) names a liver tumor by its words: one of
-    :data:`TUMOR_WORDS` and none of :data:`NEGATIONS`."""
+    :data:`TUMOR_WORDS`, not negated (:data:`_NEGATED_TUMOR`)."""
     name = name.strip().lower()
-    return any(word in name for word in TUMOR_WORDS) and not any(word in name for word in NEGATIONS)
+    return re.search(_TUMOR_WORD, name) is not None and _NEGATED_TUMOR.search(name) is None
 
 
 def names_liver(name: str) -> bool:
@@ -71,10 +78,19 @@ def names_liver(name: str) -> bool:
     return "liver" in name.lower() and not names_tumor(name)
 
 
+def left_out_text(names: Sequence[str], where: str) -> str:
+    """The warning for segments of ``where`` (a file or node, quoted) that are neither liver nor tumor by name and
+    are left out of what is measured ('' when there are none)."""
+    if not names:
+        return ""
+    return (f"segment(s) {', '.join(repr(n) for n in names)} of {where} are neither liver nor tumor by name and are "
+            f"left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
+
+
 def label_of_segment(segment: Dict[str, str]) -> Optional[int]:
     """1 (liver), 2 (tumor) or None (some other structure) from the segment's ID or name: the exact names first
-    (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word and no
-    :data:`NEGATIONS` word. 'Liver segment 7' or 'Portal vein' is neither."""
+    (:data:`LIVER_NAMES`, :data:`TUMOR_NAMES`), then a name holding a :data:`TUMOR_WORDS` word that is not
+    negated (:func:`names_tumor`). 'Liver segment 7' or 'Portal vein' is neither."""
     texts = [t.strip().lower() for t in (segment.get("ID", ""), segment.get("Name", ""))]
     for text in texts:
         if text in LIVER_NAMES:
@@ -211,10 +227,8 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
                          f"tumor; name them 'Liver' and 'Liver tumor' (as segment writes them).")
-    left_out = ""
-    if ignored:  # in the report too, not only on stderr
-        left_out = (f"segment(s) {', '.join(repr(n) for n in ignored)} of '{Path(path).name}' are neither liver nor tumor "
-                    f"by name and are left out (name a tumor segment so that it holds 'tumor' or 'lesion')")
+    left_out = left_out_text(ignored, f"'{Path(path).name}'")
+    if left_out:  # in the report too, not only on stderr
         log.warning("warning: %s", left_out)
     labels[masks[1]] = 1
     labels[masks[2]] = 2

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.segnrrd import left_out_text
 
 from . import panel_text
 from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
@@ -61,6 +62,7 @@ class FollowupJob(ChildJob):
         self._align_on_ct = bool(align_on_ct)
         self._table_node = table_node
         self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
+        self._left_out = []  # type: List[str]  # warnings for segments the comparison leaves out
 
     def _panel_text(self, text: str) -> str:
         """A child's error or warning in the panel's words, with the CTs named as volumes instead of the
@@ -70,7 +72,11 @@ class FollowupJob(ChildJob):
         return panel_text.followup_text(text)
 
     def _hand_over(self, segmentation: Any, volume: Any, tag: str) -> List[str]:
-        """``[labels path, CT path]`` of one time point, written into the temporary folder (main thread)."""
+        """``[labels path, CT path]`` of one time point, written into the temporary folder (main thread); the
+        segments it leaves out are warned about when the comparison is shown."""
+        left_out = left_out_text(mrml.segments_left_out(segmentation), f"'{segmentation.GetName()}'")
+        if left_out:
+            self._left_out.append(left_out)
         return hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),
                                       self._path(f"{tag}_ct.nii"))
 
@@ -89,7 +95,7 @@ class FollowupJob(ChildJob):
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
                                       message=self._panel_text(last_error_line(stderr)))
-        change["warnings"] = [self._panel_text(w) for w in change.get("warnings", [])]
+        change["warnings"] = self._left_out + [self._panel_text(w) for w in change.get("warnings", [])]
         require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
                          "compared; no change table was made.")
         baseline, followup = self._nodes[0], self._nodes[2]

@@ -10,8 +10,11 @@ freeze the GUI for that long and more; Cancel kills the child and the scene is c
 """
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.segnrrd import left_out_text
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
@@ -45,6 +48,8 @@ class MeasureJob(ChildJob):
         self._volume = volume_node
         self._table_node = table_node
         self.ct_path = ""
+        self._placed_at_start = None  # type: Any  # see _placement (set when the run starts)
+        self._left_out = ""  # the warning for segments measure leaves out (set when the run starts)
 
     def _probability_arguments(self) -> List[str]:
         """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
@@ -59,7 +64,32 @@ class MeasureJob(ChildJob):
             return []
         return ["--probabilities", write_temporary_ct(probability, self._path("probabilities.nii"))]
 
+    def _placement(self) -> Any:
+        """The CT's world grid and the segmentation's frame (its transform to world): what the report's lesion
+        positions were measured in. None when either cannot be read (image data taken away, a non-linear
+        transform), which counts as a change."""
+        try:
+            return volume_grid(self._volume), mrml.node_to_world(self._segmentation)
+        except InputError:
+            return None
+
+    def _check_placement_unchanged(self) -> None:
+        """InputError when the CT or the segmentation was moved while it was measured: the report's positions are
+        where the lesions were at the start, and its RECIST axes were drawn 40 mm from a lesion after a transform
+        was applied during the run."""
+        now, start = self._placement(), self._placed_at_start
+        if now is not None and start is not None:
+            (grid, frame), ((start_grid, start_shape), start_frame) = now, start
+            if same_grid(grid[0], grid[1], start_grid, start_shape) and np.allclose(frame, start_frame, atol=1e-6):
+                return
+        raise InputError(f"The CT '{self._volume.GetName()}' or its segmentation was moved or changed while it was "
+                         f"measured (a transform, origin, spacing or size); the lesion table was not changed, since "
+                         f"its positions lie where the lesions were. Update the lesion table again.")
+
     def _prepare(self) -> List[str]:
+        self._placed_at_start = self._placement()
+        self._left_out = left_out_text(mrml.segments_left_out(self._segmentation),
+                                       f"'{self._segmentation.GetName()}'")
         labels_path, self.ct_path = hand_over_segmentation(
             self._segmentation, self._volume, self._path("labels.nii"), self._path("ct.nii"))
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]
@@ -74,6 +104,7 @@ class MeasureJob(ChildJob):
             return self._exit_failure(code, stderr, MeasureProcessError, "The measuring process", message)
         require_in_scene(self._scene, (self._segmentation, self._volume), "The segmentation or its CT was removed "
                          "from the scene while it was measured; the lesion table was not changed.")
+        self._check_placement_unchanged()
         reuse = reusable_table(self._scene, self._table_node,
                                lambda table: mrml.lesion_table_describes(table, self._segmentation))
         table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse,
@@ -81,6 +112,7 @@ class MeasureJob(ChildJob):
         mrml.link_lesion_table(table_node, self._segmentation)
         if reuse is None:
             mrml.place_beside(self._scene, table_node, self._volume)
-        warnings = panel_text.result_warnings(report, self.ct_path, self._volume.GetName())
+        warnings = ([self._left_out] if self._left_out else []) + panel_text.result_warnings(
+            report, self.ct_path, self._volume.GetName())
         return SegmentationOutcome(DONE, self._segmentation, table_node, report, seconds=self.elapsed_seconds(),
                                    warnings=warnings)

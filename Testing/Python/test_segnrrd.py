@@ -341,3 +341,17 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     one = write_seg_nrrd_by_hand(tmp_path / "one.seg.nrrd", [np.ones((1, 1, 1))],
                                  [dict(LIVER, Extent="0 0 0 0 0 0")], **slicer_like)
     assert read_seg_nrrd_labels(one).shape_zyx == (1, 1, 1)
+
+
+@pytest.mark.parametrize("name, tumor", [
+    ("Lesion no 2", True), ("Tumor No 3", True), ("Metastasis no 1", True), ("Non-enhancing tumor part", True),
+    ("HCC", True), ("hcc 2", True), ("Malignant lesion", True), ("Liver tumor -_1", True), ("cancer", True),
+    ("Liver without tumor", False), ("Tumor-free parenchyma", False), ("lesion free liver", False),
+    ("non-tumor liver", False), ("nontumorous liver", False), ("no tumor", False), ("Liver (no lesions)", False),
+    ("Liver excluding tumours", False), ("without any lesion", False), ("liver without liver tumor", False),
+    ("Liver", False), ("Liver segment 7", False), ("Portal vein", False), ("tchcc", False)])
+def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
+    """Any 'no ' or 'non-' in a name was taken as a negation: hand-drawn 'Lesion no 2' and 'Non-enhancing tumor
+    part' were left out of the lesion table, and 'HCC' held no tumor word."""
+    from LiverTumorSegLib.segnrrd import names_tumor
+    assert names_tumor(name) is tumor

@@ -155,3 +155,51 @@ def test_update_lesion_table_refuses_another_cts_segmentation(module):
     assert list(module.temp.iterdir()) == []
     outcome = _logic(module).measureSegmentation(segmentation, volume)  # its own CT is measured
     assert len(module.mrml.lesion_table_rows(outcome.table_node)) == 1
+
+
+def test_lesions_a_reader_drew_under_their_own_names_are_measured_and_other_segments_are_named(module):
+    """Segments named 'Lesion no 2' or 'HCC' were left out of the lesion table without a word (any 'no ' in a
+    name counted as a negation, and 'HCC' holds no tumor word). They are lesions now; a segment that is neither
+    liver nor tumor by name ('Portal vein') is named in the outcome's warnings."""
+    phantom, volume, segmentation = _scene_with_result(module)
+    drawn = np.zeros(phantom.labels.shape, np.uint8)
+    drawn[4:8, 20:26, 14:19] = 1  # 120 voxels of 16 mm^3 = 1.92 mL
+    drawn[14:16, 40:44, 40:44] = 2  # 32 voxels = 0.512 mL
+    drawn[2:4, 10:12, 30:32] = 3  # 8 voxels
+    scratch = module.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "scratch")  # makes each drawn segment
+    for value, name in {1: "Lesion no 2", 2: "HCC", 3: "Portal vein"}.items():
+        module.mrml.labels_to_segmentation_node(module.scene, (drawn == value).astype(np.uint8), GEOMETRY,
+                                                segmentation_node=scratch)
+        segment = scratch.GetSegmentation().GetSegment(module.mrml.SEGMENTS[0].segment_id)  # the mask as "Liver"
+        copy_id = segmentation.GetSegmentation().AddEmptySegment("", name)
+        segmentation.GetSegmentation().GetSegment(copy_id).DeepCopy(segment)
+        segmentation.GetSegmentation().GetSegment(copy_id).SetName(name)
+    outcome = _logic(module).measureSegmentation(segmentation, volume)
+    volumes = sorted(row["Volume"] for row in module.mrml.lesion_table_rows(outcome.table_node))
+    assert len(volumes) == 3
+    assert volumes[0] == pytest.approx(0.512, abs=0.0051) and volumes[1] == pytest.approx(1.92, abs=0.0051)
+    assert volumes[2] == pytest.approx(phantom.lesions[0].volume_ml, abs=0.0051)
+    (left_out,) = [w for w in outcome.warnings if "left out" in w]
+    assert "'Portal vein'" in left_out and "Lesion no 2" not in left_out and "HCC" not in left_out
+
+
+def test_a_ct_moved_while_its_lesions_are_measured_leaves_the_table_as_it_was(module):
+    """A transform applied to the CT during *Update lesion table*: the report's positions were measured where
+    the lesions had been, and the table's RECIST axes were then drawn 40 mm from the lesion. Now refused."""
+    import vtk
+
+    phantom, volume, segmentation = _scene_with_result(module)
+    logic = _logic(module)
+    table = logic.measureSegmentation(segmentation, volume).table_node
+    rows_before = str(module.mrml.lesion_table_rows(table))
+    running = logic.measureSegmentation(segmentation, volume, tableNode=table, waitForCompletion=False)
+    shift = module.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(2, 3, 40.0)
+    shift.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(shift.GetID())
+    segmentation.SetAndObserveTransformNodeID(shift.GetID())
+    with pytest.raises(InputError, match="was moved or changed while it was measured"):
+        running.wait(timeout_s=60)
+    assert str(module.mrml.lesion_table_rows(table)) == rows_before
+    assert list(module.temp.iterdir()) == []

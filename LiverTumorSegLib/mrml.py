@@ -330,18 +330,39 @@ def _apply_segment_spec(segment, spec: SegmentSpec) -> None:
     segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology_tag())
 
 
+def _labelmap_name() -> str:
+    import slicer
+    return slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+
+
+def _source_representation(segmentation) -> str:
+    """The segmentation's source representation's name (Slicer < 5.4 calls it master)."""
+    if hasattr(segmentation, "GetSourceRepresentationName"):
+        return segmentation.GetSourceRepresentationName()
+    return segmentation.GetMasterRepresentationName()
+
+
+def _make_labelmap_the_source(segmentation) -> None:
+    """Make binary labelmap the source representation of a segmentation that has no segments (one made for
+    surfaces, or emptied): written into as it was, its labels were stored as surfaces built from them, and a
+    32-voxel tumor rebuilt from its surface had no voxel left."""
+    if segmentation.GetNumberOfSegments() or _source_representation(segmentation) == _labelmap_name():
+        return
+    if hasattr(segmentation, "SetSourceRepresentationName"):
+        segmentation.SetSourceRepresentationName(_labelmap_name())
+    else:
+        segmentation.SetMasterRepresentationName(_labelmap_name())
+
+
 def check_labelmap_output(segmentation_node) -> None:
     """Refuse an output segmentation whose segments are stored as another representation (closed surfaces from
     an STL, planar contours): writing voxel labels into it would convert them (small lesions would be lost). The
     panel calls it before a run starts; before, the refusal came after the whole run."""
-    import slicer
     if segmentation_node is None:
         return
     segmentation = segmentation_node.GetSegmentation()
-    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-    source_name = (segmentation.GetSourceRepresentationName() if hasattr(segmentation, "GetSourceRepresentationName")
-                   else segmentation.GetMasterRepresentationName())  # Slicer < 5.4 calls it master
-    if segmentation.GetNumberOfSegments() and source_name != labelmap_name:
+    source_name = _source_representation(segmentation)
+    if segmentation.GetNumberOfSegments() and source_name != _labelmap_name():
         raise InputError(f"Segmentation '{segmentation_node.GetName()}' stores its segments as '{source_name}', not as "
                          f"labelmaps; writing voxel labels into it would convert them (small lesions would be lost). "
                          f"Choose 'Create new' or a labelmap-based segmentation as the output.")
@@ -389,7 +410,8 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         raise
     segmentation = segmentation_node.GetSegmentation()
     check_labelmap_output(segmentation_node)
-    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    _make_labelmap_the_source(segmentation)
+    labelmap_name = _labelmap_name()
     if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid
         _set_reference_geometry(segmentation_node, local, labels.shape)
     if reference_volume_node is not None:

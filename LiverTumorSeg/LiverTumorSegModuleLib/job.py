@@ -286,6 +286,10 @@ class SegmentationJob(ChildJob):
         self._progress = progress
         self._colors_logic = colors_logic
         self.geometry, self.shape_zyx = volume_grid(input_volume_node)
+        if segmentation_node is not None:  # a warping or shearing transform on it: refused now, not after the run
+            mrml.geometry_in_node_frame(self.geometry, segmentation_node)
+        # the Liver / Liver tumor segments the user agreed to replace (the panel asked about these when clicked)
+        self._replaceable = set(mrml.existing_output_segment_ids(segmentation_node))
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []
@@ -389,6 +393,9 @@ class SegmentationJob(ChildJob):
         self._check_grid_unchanged()
         present = [node if node is not None and self._scene.IsNodePresent(node) else None
                    for node in (self._segmentation_node, self._table_node)]
+        redirected = self._segments_added_during_run(present[0])
+        if redirected:
+            present = [None, None]
         segmentation_node, table_node = apply_result(
             self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
             present[1], self._replace_existing, self._show_3d)
@@ -405,5 +412,19 @@ class SegmentationJob(ChildJob):
             if earlier is None:
                 mrml.place_beside(self._scene, probability_node, self._input)
         warnings = panel_text.result_warnings(report, self.input_path or "", self._input.GetName())
+        if redirected:
+            warnings.insert(0, f"'{self._segmentation_node.GetName()}' was given the segment(s) {redirected} while "
+                               f"the CT was segmented; they are kept, and the result went into the new segmentation "
+                               f"'{segmentation_node.GetName()}'.")
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)
+
+    def _segments_added_during_run(self, segmentation_node: Any) -> List[str]:
+        """Names of the Liver / Liver tumor segments (by name) that ``segmentation_node`` gained while the child ran,
+        which the user was never asked to replace: a reader's "Liver" drawn meanwhile was deleted without a word.
+        The result then goes into a new segmentation."""
+        if segmentation_node is None:
+            return []
+        segmentation = segmentation_node.GetSegmentation()
+        added = [i for i in mrml.existing_output_segment_ids(segmentation_node) if i not in self._replaceable]
+        return [segmentation.GetSegment(i).GetName() for i in added]

@@ -855,3 +855,58 @@ def test_a_running_slicers_job_folder_is_kept_when_its_start_time_reads_differen
     read_in_another_time_namespace(monkeypatch)
     childjob.remove_stale_job_folders(str(tmp_path))
     assert list(tmp_path.iterdir()) == [running] and (running / "ct.nii").is_file()
+
+
+def test_an_empty_surface_segmentation_as_the_output_gets_its_labels_as_labelmaps(fake):
+    """An empty segmentation made for surfaces passed the output check (it has no segments to convert) and kept
+    'Closed surface' as its source: the labels were stored as surfaces built from them, and a small tumor rebuilt
+    from its surface had no voxel left. Its source is now the labelmap, and the segments are the labels exactly."""
+    import slicer
+    surfaces = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty, for surfaces")
+    closed = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    surfaces.GetSegmentation().SetSourceRepresentationName(closed)
+    outcome = fake.job(segmentation_node=surfaces).start().wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert outcome.segmentation_node is surfaces
+    assert surfaces.GetSegmentation().GetSourceRepresentationName() == \
+        slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    labels = fake.mrml.segmentation_to_labels(surfaces, fake.geometry, _ct_array().shape)
+    np.testing.assert_array_equal(labels, (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100))
+    assert (labels == 2).sum() == 1  # the one-voxel tumor of the fake child
+
+
+def test_an_output_segmentation_under_a_shearing_transform_is_refused_before_the_child_starts(fake):
+    """The grid cannot be stored in a segmentation under a shearing (or warping) transform: that was found only
+    after the whole run, when the result was written. The job now refuses it when it is made."""
+    import vtk
+    shear = fake.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shear")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 1, 0.4)
+    shear.SetMatrixTransformToParent(matrix)
+    output = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "sheared output")
+    output.SetAndObserveTransformNodeID(shear.GetID())
+    before = _scene_counts(fake.scene)
+    with pytest.raises(InputError, match="shearing transform.*Create new"):
+        fake.job(segmentation_node=output)
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_a_liver_segment_drawn_during_the_run_is_kept_and_the_result_goes_into_a_new_segmentation(fake):
+    """The panel asks before replacing a "Liver" segment that is there when Segment is clicked; a reader's
+    "Liver" drawn in the output segmentation while the child ran was deleted without that question. It is kept
+    now, the result goes into a new segmentation, and the outcome says so."""
+    output = fake.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reader's work")
+    output.GetSegmentation().AddEmptySegment("spleen", "Spleen")
+    running = fake.job(segmentation_node=output).start()
+    drawn = output.GetSegmentation().AddEmptySegment("", "Liver")
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert outcome.segmentation_node is not output
+    assert output.GetSegmentation().GetSegment(drawn) is not None and output.GetSegmentation().GetNumberOfSegments() == 2
+    assert "'reader's work' was given the segment(s) ['Liver']" in outcome.warnings[0]
+    labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, _ct_array().shape)
+    np.testing.assert_array_equal(labels, (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100))
+    # segments the user agreed to replace (there when the job was made) are replaced in place, as before
+    again = fake.job(segmentation_node=output).start().wait(timeout_s=60)
+    assert again.kind == job.DONE and again.segmentation_node is output
+    assert not any("was given the segment" in w for w in again.warnings)

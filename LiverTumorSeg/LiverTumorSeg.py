@@ -469,7 +469,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         present = mrml.existing_output_segment_ids(p.outputSegmentation)
         if present and not slicer.util.confirmOkCancelDisplay(
                 f"'{p.outputSegmentation.GetName()}' already has Liver / Liver tumor segments. Replace them? "
-                f"Its other segments are kept."):
+                f"This cannot be undone; its other segments are kept."):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

@@ -104,13 +104,17 @@ def child_environment(library_root: str, base: Optional[Mapping[str, str]] = Non
     holds ``LiverTumorSegLib``) first on PYTHONPATH, unbuffered output (progress arrives as it is made) and
     UTF-8 on its standard streams and in ``open()`` (``PYTHONIOENCODING``, ``PYTHONUTF8``): this module decodes
     the child's output as UTF-8, and on Windows a redirected stream is otherwise in the ANSI code page, so a
-    user name such as 'Łukasz' in a path failed to print (UnicodeEncodeError) or came back garbled."""
+    user name such as 'Łukasz' in a path failed to print (UnicodeEncodeError) or came back garbled. Python's fault
+    handler is on (``PYTHONFAULTHANDLER``): a child that crashes in native code (a segmentation fault in a
+    library) writes the Python stack it crashed in to stderr, which the panel shows as the details (they were
+    empty)."""
     env = dict(os.environ if base is None else base)
     paths = [library_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != library_root]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONUTF8"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
 
 

@@ -58,6 +58,17 @@ def test_environment_of_the_child():
     assert env["PYTHONIOENCODING"] == "utf-8" and env["PYTHONUTF8"] == "1"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX segmentation fault")
+def test_a_child_that_crashes_in_native_code_leaves_its_python_stack_on_stderr():
+    """A segmentation fault in the child gave the panel empty details; the fault handler writes where it was."""
+    import subprocess
+    code = "import ctypes\ndef crash_here():\n    ctypes.string_at(0)\ncrash_here()\n"
+    done = subprocess.run([sys.executable, "-c", code], env=childprocess.child_environment(str(ROOT)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Segmentation fault" in done.stderr and "crash_here" in done.stderr
+
+
 def test_child_prints_a_non_ascii_path_in_utf8_whatever_the_consoles_code_page(tmp_path):
     """On Windows a redirected stream is in the ANSI code page (cp1252 stands in for it here): a path with
     '肝' or 'Jürgen' in it made the child fail after writing (UnicodeEncodeError) or came back garbled."""

@@ -61,59 +61,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from ..casenames import EXTENSIONS, case_key, case_name  # noqa: F401 - EXTENSIONS re-exported
 from ..errors import InputError, OutputExistsError, ResourceError
 from ..fileutil import is_dicom_file
 from ..io.dicom import holds_dicom_images
-from ..io.formats import READ_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".seg.nrrd",) + READ_SUFFIXES  # .seg.nrrd first: it also ends in .nrrd
-# affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
-CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label",
-                 "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",
-                 "label_": "label", "labels-": "label", "seg-": "label", "seg_": "label", "prob-": "prob",
-                 "prob_": "prob", "ct-": "image", "ct_": "image"}
-CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
-                 "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
-                 "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
 ROLE_OF_OPTION = {"--pred": "label", "--ref": "label", "--prob": "prob", "--images": "image"}
 ROLE_WORDS = {"label": "label map", "image": "CT", "prob": "probability map"}
-
-
-def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
-    """``(case name, role)`` of a file (see the module docstring), or None when the extension is not an image
-    type. ``role`` is what the removed affixes say the file is ("label", "image", "prob"), None when they say
-    nothing or disagree; a ``.seg.nrrd`` is a label map."""
-    lower = path.name.lower()
-    for ext in EXTENSIONS:
-        if lower.endswith(ext):
-            stem = lower[: -len(ext)]
-            break
-    else:
-        return None
-    roles = {"label"} if ext == ".seg.nrrd" else set()
-    for prefix, role in CASE_PREFIXES.items():
-        if stem.startswith(prefix) and len(stem) > len(prefix):
-            stem = stem[len(prefix):]
-            roles.add(role)
-            break
-    removed = True
-    while removed:  # "_liver_seg" -> "_liver" -> ""
-        removed = False
-        for suffix, role in CASE_SUFFIXES.items():
-            if stem.endswith(suffix) and len(stem) > len(suffix):
-                stem = stem[: -len(suffix)]
-                roles.add(role)
-                removed = True
-                break
-    return stem, (roles.pop() if len(roles) == 1 else None)
-
-
-def case_name(path: Path) -> Optional[str]:
-    """Case name of a file (see module docstring), or None when the extension is not an image type."""
-    key = case_key(path)
-    return None if key is None else key[0]
 
 
 MAX_SUBFOLDER_DEPTH = 3

@@ -188,6 +188,24 @@ def _ct_files(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in READ_SUFFIXES)
 
 
+def _cts_of_folder(folder: Path) -> List[Path]:
+    """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
+    (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
+    ``case_seg.nii.gz`` beside ``case.nii.gz``), which are left out with a warning naming them; they were read as
+    CTs, refused as not CT and the batch ended with exit 2. A folder of such names only is taken whole (each case
+    then says why it is no CT)."""
+    from ..casenames import named_as_label_or_probability
+
+    files = _ct_files(folder)
+    left_out = [p for p in files if named_as_label_or_probability(p)]
+    if not left_out or len(left_out) == len(files):
+        return files
+    names = ", ".join(p.name for p in left_out[:5]) + (" ..." if len(left_out) > 5 else "")
+    log.warning("warning: %d file(s) in '%s' are named as label or probability maps and are not segmented (%s); "
+                "to segment one, list it in a case CSV (column 'image').", len(left_out), folder, names)
+    return [p for p in files if p not in left_out]
+
+
 def case_id_of(path: Path) -> str:
     """File name without its CT extension: ``a/ct_01.nii.gz`` -> ``ct_01``; a DICOM folder or file keeps its
     whole name (the series folders ``1.2.840.1136.1`` and ``1.2.840.1136.2`` were both ``1.2.840.1136``, and the
@@ -272,7 +290,7 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
     else:
-        pairs = [(case_id_of(p), p) for p in _ct_files(input_path)]
+        pairs = [(case_id_of(p), p) for p in _cts_of_folder(input_path)]
     if not pairs:
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
     seen = {}  # type: Dict[str, tuple]

@@ -801,3 +801,26 @@ def test_a_file_at_a_cases_output_path_without_a_report_is_kept_and_reported_not
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["failed", "skipped"]
     assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
+
+
+def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, caplog):
+    """LiTS keeps segmentation-N beside volume-N: the batch read the label maps as CTs, listed them as failed
+    (not CT) and ended with exit 2. Files named as label or probability maps are left out, with a warning that
+    names them; a folder holding only such names is taken whole (each case then says why it is no CT)."""
+    import logging
+    import shutil
+
+    paths = write_phantoms(tmp_path / "lits", 2)
+    for i, path in enumerate(paths):
+        path.rename(path.with_name(f"volume-{i}.nii.gz"))
+    shutil.copy(tmp_path / "lits" / "volume-0.nii.gz", tmp_path / "lits" / "segmentation-0.nii.gz")
+    shutil.copy(tmp_path / "lits" / "volume-1.nii.gz", tmp_path / "lits" / "patient1_seg.nii.gz")
+    shutil.copy(tmp_path / "lits" / "volume-1.nii.gz", tmp_path / "lits" / "prob_1.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        cases = find_cases(tmp_path / "lits", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["volume-0", "volume-1"]
+    assert "3 file(s)" in caplog.text and "segmentation-0.nii.gz" in caplog.text and "prob_1.nii.gz" in caplog.text
+    only_labels = tmp_path / "labels"
+    only_labels.mkdir()
+    shutil.copy(tmp_path / "lits" / "segmentation-0.nii.gz", only_labels)
+    assert [c.case_id for c in find_cases(only_labels, tmp_path / "out2")] == ["segmentation-0"]

@@ -1,0 +1,65 @@
+"""What a file's name says about it: its case name and whether it is a CT, a label map or a probability map.
+
+A file's *case name* is its file name, lower-cased, without the extension (.seg.nrrd, .nii.gz, .nii, .nrrd, .nhdr,
+.mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set test-segmentation- and test-volume-,
+prediction-, pred-, pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of
+known suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
+_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and 12.nii.gz.
+``evaluate`` pairs files by it; a batch ``segment`` of a folder leaves out the files named as label or probability
+maps (LiTS keeps segmentation-N beside volume-N)."""
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .io.formats import READ_SUFFIXES
+
+EXTENSIONS = (".seg.nrrd",) + READ_SUFFIXES  # .seg.nrrd first: it also ends in .nrrd
+# affix -> what it says the file is ("label", "image" or "prob"); used to pick one of two files of a case
+CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmentation-": "label",
+                 "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",
+                 "label_": "label", "labels-": "label", "seg-": "label", "seg_": "label", "prob-": "prob",
+                 "prob_": "prob", "ct-": "image", "ct_": "image"}
+CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
+                 "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
+                 "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
+
+
+def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
+    """``(case name, role)`` of a file (see the module docstring), or None when the extension is not an image
+    type. ``role`` is what the removed affixes say the file is ("label", "image", "prob"), None when they say
+    nothing or disagree; a ``.seg.nrrd`` is a label map."""
+    lower = path.name.lower()
+    for ext in EXTENSIONS:
+        if lower.endswith(ext):
+            stem = lower[: -len(ext)]
+            break
+    else:
+        return None
+    roles = {"label"} if ext == ".seg.nrrd" else set()
+    for prefix, role in CASE_PREFIXES.items():
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            stem = stem[len(prefix):]
+            roles.add(role)
+            break
+    removed = True
+    while removed:  # "_liver_seg" -> "_liver" -> ""
+        removed = False
+        for suffix, role in CASE_SUFFIXES.items():
+            if stem.endswith(suffix) and len(stem) > len(suffix):
+                stem = stem[: -len(suffix)]
+                roles.add(role)
+                removed = True
+                break
+    return stem, (roles.pop() if len(roles) == 1 else None)
+
+
+def case_name(path: Path) -> Optional[str]:
+    """Case name of a file (see module docstring), or None when the extension is not an image type."""
+    key = case_key(path)
+    return None if key is None else key[0]
+
+
+def named_as_label_or_probability(path: Path) -> bool:
+    """Whether the name of ``path`` says it is a label map or a probability map (:func:`case_key`'s role), not a
+    CT: ``segmentation-3.nii``, ``case1_seg.nii.gz``, ``prob_2.nrrd``, a ``.seg.nrrd``."""
+    key = case_key(path)
+    return key is not None and key[1] in ("label", "prob")

@@ -207,13 +207,26 @@ def check_label_values(array: np.ndarray, source: str = "label map",
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         if bad[-1] > 255 and len(allowed) > 5:  # any value allowed, to be mapped with --label-map
+            advice = ("Convert the file to 0 background, 1 liver, 2 tumor first (e.g. in 3D Slicer or with "
+                      "SimpleITK's ChangeLabel).")
+            hint = _ct_hint(bad)
             raise LabelError(f"Label map '{source}' has values {shown}; label values must lie in 0..255 (also for "
-                             f"--label-map, which maps values 0..255). Convert the file to 0 background, 1 liver, "
-                             f"2 tumor first (e.g. in 3D Slicer or with SimpleITK's ChangeLabel).")
+                             f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:] or advice}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"remap them first.")
+                         f"{_ct_hint(bad) or 'remap them first.'}")
     return array.astype(np.uint8, copy=False)
+
+
+def _ct_hint(bad_values: Sequence[int]) -> str:
+    """A hint for a label map whose values look like a CT's (Hounsfield units well below 0, or hundreds of
+    distinct values): a CT taken for a label map, by a slip of the option or by a file name that did not say
+    which file of a case is the label map ('' otherwise)."""
+    if bad_values[0] > -100 and len(bad_values) < 100:
+        return ""
+    return ("its values look like a CT's Hounsfield units: is it the CT rather than the label map? (evaluate pairs "
+            "the files of a case by name, see 'livertumorseg evaluate --help'; a label map named CASE_seg or "
+            "segmentation-N is never taken for a CT.)")
 
 
 ANY_LABEL_VALUE = tuple(range(256))

@@ -589,6 +589,15 @@ def test_label_values_are_checked(tmp_path):
     with pytest.raises(InputError, match="key 1000 is outside 0..255"):
         parse_label_map_option('{"1000": 1}')
 
+    # a CT taken for a label map (a file name evaluate could not tell apart from the label map's) is named as one
+    ct_like = _write_nifti(tmp_path / "ct.nii.gz", np.array([[[-1000, 40], [300, 60]]], np.int16))
+    for allowed in ((0, 1, 2), ANY_LABEL_VALUE):
+        with pytest.raises(LabelError, match="look like a CT's Hounsfield units: is it the CT rather than the label"):
+            read_label_map(ct_like, allowed_values=allowed)
+    with pytest.raises(LabelError) as err:  # a few odd label values are no CT
+        read_label_map(bad)
+    assert "Hounsfield" not in str(err.value) and str(err.value).endswith("remap them first.")
+
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):
         read_label_map(frac)

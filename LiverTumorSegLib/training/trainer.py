@@ -14,6 +14,7 @@ epoch's weights, for reference; packaged only with ``use_best_checkpoint``), ``l
 ``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
 """
 import functools
+import hashlib
 import json
 import math
 import os
@@ -302,7 +303,24 @@ def software_environment() -> Dict[str, Any]:
     except metadata.PackageNotFoundError:
         versions["monai"] = None
     versions["git_commit"] = _git_commit(Path(__file__).resolve().parents[2])
+    versions["library_sha256"] = library_source_sha256()
     return versions
+
+
+def library_source_sha256(root: Optional[Path] = None) -> str:
+    """SHA-256 of the library's Python source as it ran: each ``.py`` file under ``root`` (default: this
+    ``LiverTumorSegLib``) in sorted POSIX relative-path order, its path and its bytes. ``git_commit`` names the
+    commit checked out, not uncommitted edits; a package trained from edited code recorded only the commit. Compare
+    this value with ``library_source_sha256()`` of a checkout to tell whether it is the code that trained."""
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        relative = path.relative_to(root).as_posix()
+        if "__pycache__" in relative:
+            continue
+        digest.update(relative.encode("utf-8") + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _git_commit(root: Path) -> Optional[str]:

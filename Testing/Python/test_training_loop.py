@@ -1096,6 +1096,29 @@ def test_git_commit_is_read_from_a_checkout_a_linked_worktree_and_packed_refs(tm
     assert _git_commit(tmp_path / "not_a_checkout") is None
 
 
+def test_the_library_source_hash_tells_edited_code_from_the_commit(tmp_path):
+    """A package trained from uncommitted edits recorded only the commit checked out; the source hash differs
+    as soon as one file's bytes or name differ, and compiled files do not count."""
+    from LiverTumorSegLib.training.trainer import library_source_sha256, software_environment
+
+    library = tmp_path / "LiverTumorSegLib"
+    (library / "io").mkdir(parents=True)
+    (library / "__init__.py").write_text("")
+    (library / "io" / "nifti.py").write_text("SCALE = 1\n")
+    first = library_source_sha256(library)
+    assert library_source_sha256(library) == first and len(first) == 64
+    (library / "__pycache__").mkdir()
+    (library / "__pycache__" / "x.py").write_text("compiled copies are no source")
+    (library / "notes.txt").write_text("not Python")
+    assert library_source_sha256(library) == first
+    (library / "io" / "nifti.py").write_text("SCALE = 2\n")
+    edited = library_source_sha256(library)
+    assert edited != first
+    (library / "io" / "nifti.py").rename(library / "io" / "nrrd.py")
+    assert library_source_sha256(library) not in (first, edited)
+    assert software_environment()["library_sha256"] == library_source_sha256()
+
+
 def test_a_fold_whose_whole_volume_validation_failed_is_named_and_left_out_of_the_mean():
     """The fold's slice-level numbers stood in its row (tumor-free cases left out of tumor Dice: 2.8x too high in
     an audit) and were averaged with the other folds' whole-volume ones, without a word."""

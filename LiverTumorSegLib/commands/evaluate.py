@@ -575,16 +575,19 @@ TUMOR_SEGMENTATION_METRICS = (("VOE", "voe_tumor", "voe", ""), ("RVD", "rvd_tumo
 def tumor_segmentation_lines(summary: Dict[str, object]) -> List[str]:
     """Tumor VOE, RVD and surface distances the two ways they are taken: per case on the whole tumor mask (the means
     of the case columns) and per detected lesion, pooled over all cases, as LiTS averages them
-    (``lesion_segmentation_lits``; left out when no lesion was detected); each line says which. Empty when the summary
-    has neither."""
+    (``lesion_segmentation_lits``; left out when no lesion was detected); each line says which. Each whole-mask mean
+    gives its case count: VOE is defined where the reference or the prediction has tumor, RVD where the reference
+    has, the surface distances only where both have (one line read 'VOE 0.5000, ... HD 0.0000 mm' where the VOE
+    was a mean over four cases and the HD over the one case whose tumor was found). Empty when the summary has
+    neither."""
     from ..metrics.report import WHOLE_TUMOR_MASK_NOTE
 
     metrics = summary.get("metrics") or {}
     lines = []
-    whole = [f"{label} {_fmt(metrics[column]['mean'])}{unit}" for label, column, _, unit in TUMOR_SEGMENTATION_METRICS
-             if column in metrics]
+    whole = [f"{label} {_fmt(metrics[column]['mean'])}{unit} (n={metrics[column]['n']})"
+             for label, column, _, unit in TUMOR_SEGMENTATION_METRICS if column in metrics]
     if whole:
-        lines.append(f"tumor {WHOLE_TUMOR_MASK_NOTE}, means over cases: {', '.join(whole)}")
+        lines.append(f"tumor {WHOLE_TUMOR_MASK_NOTE}, means over the cases where each is defined: {', '.join(whole)}")
     lits = summary.get("lesion_segmentation_lits")
     if lits and lits.get("n_lesions"):
         scored = [f"{'HD (LiTS MSD)' if key == 'hd_mm' else label} {_fmt(lits[key])}{unit}" for label, _, key, unit in

@@ -1,6 +1,7 @@
 """`evaluate` / `crossval` rough edges (issue 14) and evaluate's failure hygiene (issue 15, item 6):
 pairing rule, tumor Dice of tumor-free cases, single-case plots, legend wording, help text, -o a file,
 a corrupt --images CT leaving nothing behind."""
+import json
 import csv
 import shutil
 from pathlib import Path
@@ -657,11 +658,38 @@ def test_tumor_metrics_are_printed_per_case_whole_mask_and_per_detected_lesion_e
                      "--no-progress") == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("tumor per")]
     assert lines == [
-        "tumor per case, whole tumor mask (not LiTS's per-lesion average), means over cases: VOE 0.2647, "
-        "RVD -0.2647, ASSD 7.3555 mm, HD 45.5377 mm, RMSD 17.8094 mm",  # spacing as NIfTI stores it (float32)
+        "tumor per case, whole tumor mask (not LiTS's per-lesion average), means over the cases where each is "
+        "defined: VOE 0.2647 (n=1), RVD -0.2647 (n=1), ASSD 7.3555 mm (n=1), HD 45.5377 mm (n=1), RMSD 17.8094 mm "
+        "(n=1)",  # spacing as NIfTI stores it (float32)
         "tumor per detected lesion, averaged over all 1 detected lesion(s) of all cases as LiTS averages them (RVD "
         "(pred - ref) / ref; 6-connected surfaces, LiTS's are 18-connected): Dice 1.0000, VOE 0.0000, RVD 0.0000, "
         "ASSD 0.0000 mm, HD (LiTS MSD) 0.0000 mm, RMSD 0.0000 mm"]
+
+
+def test_each_whole_mask_tumor_mean_gives_the_number_of_cases_it_is_taken_over(tmp_path, capsys):
+    """One tumor found exactly, one tumor-free case, one tumor missed and one false tumor: the line printed
+    'VOE 0.5000, RVD -0.3333, ASSD 0.0000 mm, HD 0.0000 mm', means over 4, 3 and 1 case(s) without saying so (a
+    model that missed one tumor and invented another read as tumor HD 0 mm). Each mean now gives its n."""
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    ref, spacing_zyx = two_lesion_maps()
+    ref[8:12, 70:76, 70:76] = 1  # lesion A only
+    tumor_free = np.where(ref == 2, 1, ref).astype(np.uint8)
+    false_tumor = ref.copy()
+    false_tumor[8:12, 20:30, 20:30] = 1
+    false_tumor[4:6, 50:56, 50:56] = 2
+    references = {"a_found": ref, "b_none": tumor_free, "c_missed": ref, "d_false": tumor_free}
+    predictions = {"a_found": ref, "b_none": tumor_free, "c_missed": tumor_free, "d_false": false_tumor}
+    write_evaluate_folders(tmp_path, references, ImageGeometry(spacing=spacing_zyx[::-1]), predictions=predictions)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out", "--no-plots",
+                     "--no-progress") == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "whole tumor mask" in ln]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"]
+    counts = {column: summary[column]["n"] for column in ("voe_tumor", "rvd_tumor", "assd_tumor_mm", "hd_tumor_mm")}
+    assert counts["assd_tumor_mm"] == counts["hd_tumor_mm"] == 1  # both masks hold tumor in case a only
+    assert counts["voe_tumor"] > 1 and counts["rvd_tumor"] > 1
+    assert "ASSD 0.0000 mm (n=1)" in line and f"VOE {summary['voe_tumor']['mean']:.4f} (n={counts['voe_tumor']})" in line
+    assert f"RVD {summary['rvd_tumor']['mean']:.4f} (n={counts['rvd_tumor']})" in line
 
 
 def test_the_per_detected_lesion_line_names_surfaces_only_when_measured_and_is_left_out_without_a_detection(

@@ -23,6 +23,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     add_config_options(p, help_for={
         "folds": "number of patient-level folds, 2 or more (default 4)",
         "fold": argparse.SUPPRESS,  # crossval trains every fold
+        "val_fraction": argparse.SUPPRESS,  # each fold's held-out patients are its validation
         "output": "output folder: fold_<i>.safetensors, crossval.csv and crossval.json",
         "log_dir": "folder for each fold's checkpoints, logs and cache, fold_<i>_train/ in it (default: the output "
                    "folder)"})
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "fold", None) not in (None, 0):
         raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
+    if getattr(args, "val_fraction", None) is not None:
+        raise InputError("crossval validates each fold on the patients it holds out; --val-fraction is for "
+                         "'livertumorseg train' without --folds.")
     if getattr(args, "folds", None) is not None and args.folds != 0 and args.folds < 2:
         # before the training options are checked, whose message speaks of a hold-out split crossval never makes
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")

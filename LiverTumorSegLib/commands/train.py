@@ -22,7 +22,7 @@ from ..errors import InputError
 HELP = {
     "data": ("data folder (LiTS, MSD Task03_Liver or an nnU-Net v2 raw data set, 3D-IRCADb-01) or CSV with "
              "columns image,label[,patient]"),
-    "format": "data layout (default auto)",
+    "format": "data layout: auto, lits, msd, ircadb or csv",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
     "model": "architecture (livertumorseg models lists them; default unet)",
     "model_options": ("JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}' (merged "

@@ -120,3 +120,11 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys):
     assert "<output>_train/" not in text
     assert main(["crossval", "--data", "cases.csv", "-o", "cv", "--fold", "2"]) == 2
     assert "crossval trains every fold" in capsys.readouterr().err
+    # --val-fraction ("when --folds is 0") cannot apply: each fold validates on the patients it holds out
+    assert "--val-fraction" not in text
+    assert main(["crossval", "--data", "cases.csv", "-o", "cv", "--val-fraction", "0.3"]) == 2
+    assert "--val-fraction is for 'livertumorseg train' without --folds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    train_help = " ".join(capsys.readouterr().out.split())
+    assert "data layout: auto, lits, msd, ircadb or csv (default 'auto')" in train_help  # said once, not twice

@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"network input: {config.in_channels} channels = {config.channels_per_slice} per slice x "
           f"{config.num_context} slice(s) (context_slices={config.context_slices}{apart and ', ' + apart}), "
           f"slice-major")
-    for i, name in enumerate(config.channel_names):
+    for i, name in enumerate(config.channel_descriptions):
         print(f"  channel {i}: {name}")
     return 0

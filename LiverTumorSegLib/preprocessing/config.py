@@ -319,6 +319,24 @@ class PreprocessingConfig:
         return [channel_name(c) for c in self.channels]
 
     @property
+    def channel_descriptions(self) -> List[str]:
+        """:attr:`channel_names` with the per-slice steps each channel passes through, in their order: the median
+        and Gaussian filters (before every channel) and the equalization (after a window channel), e.g.
+        ``"window wide (L0 W2000), after a 3x3 median filter, histogram-equalized"``. The preview named the window
+        only, while its pictures showed the equalization and the filter too."""
+        before = []
+        if self.median_size > 1:
+            before.append(f"after a {self.median_size}x{self.median_size} median filter")
+        if self.gaussian_sigma_mm > 0:
+            before.append(f"after a Gaussian filter (sigma {self.gaussian_sigma_mm:g} mm)")
+        equalized = {"histogram": "histogram-equalized", "clahe": "CLAHE-equalized"}.get(self.equalize or "")
+        out = []
+        for spec in self.channels:
+            steps = before + ([equalized] if equalized and spec["kind"] == "window" else [])
+            out.append(", ".join([channel_name(spec)] + steps))
+        return out
+
+    @property
     def input_channel_names(self) -> List[str]:
         """Names of all C network channels in slice-major order, e.g. ``"z-1: window L40 W400"``."""
         names = []

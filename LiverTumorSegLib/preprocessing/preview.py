@@ -72,7 +72,7 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
         if any(s < 0 or s >= hu.shape[0] for s in picks):
             raise InputError(f"Preview slices must be in 0..{hu.shape[0] - 1}, got {picks}.")
     chans = prepared.channels(picks)  # (n, C0, H, W)
-    names = config.channel_names
+    names = config.channel_descriptions
     level, width = WINDOW_PRESETS["abdomen"]
     sy, sx = volume.spacing_zyx[1:]
     ny_, nx_ = prepared.info.net_spacing_yx
@@ -98,7 +98,7 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
                          fontsize=8)
     h, w = prepared.net_shape_yx
     for c, name in enumerate(names):
-        axes[0, c + 1].set_title(f"{name}\n{w}x{h} px, {pixel(nx_, ny_)}", fontsize=8)
+        axes[0, c + 1].set_title(f"{name.replace(', ', chr(10))}\n{w}x{h} px, {pixel(nx_, ny_)}", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -130,3 +130,22 @@ def test_preview_shows_as_many_slices_as_asked_when_the_range_holds_them():
     hu = np.full((30, 8, 8), 40.0, np.float32)
     assert [len(choose_preview_slices(hu, n)) for n in (28, 29, 30)] == [28, 29, 30]
     assert choose_preview_slices(hu, 3) == [7, 14, 22]  # few slices: still away from the range's ends
+
+
+def test_channel_descriptions_name_the_filters_and_the_equalization_each_channel_passes_through(tmp_path, capsys):
+    """The 'wide_equalized_median' preview named its channel 'window wide (L0 W2000)' while the picture showed it
+    equalized after a median filter. The median and Gaussian filters come before every channel, equalization
+    after a window channel only."""
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.preprocessing.config import PreprocessingConfig
+
+    config = PreprocessingConfig.from_dict({"channels": [{"kind": "window", "level": 40, "width": 400},
+                                                         {"kind": "zscore"}],
+                                            "median_size": 3, "gaussian_sigma_mm": 1.5, "equalize": "clahe"})
+    assert config.channel_descriptions == [
+        "window L40 W400, after a 3x3 median filter, after a Gaussian filter (sigma 1.5 mm), CLAHE-equalized",
+        "zscore (body), after a 3x3 median filter, after a Gaussian filter (sigma 1.5 mm)"]
+    assert PreprocessingConfig.preset("default").channel_descriptions == PreprocessingConfig.preset("default").channel_names
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--preset", "wide_equalized_median", "-o",
+                 str(tmp_path / "p.png"), "--slices", "1"]) == 0
+    assert "channel 0: window wide (L0 W2000), after a 3x3 median filter, histogram-equalized" in capsys.readouterr().out

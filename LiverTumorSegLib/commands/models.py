@@ -78,13 +78,15 @@ def architecture_rows(in_channels: int = COUNT_IN_CHANNELS) -> List[Dict[str, An
 
 def dice_summary(validation: Dict[str, Any]) -> str:
     """``"dice_liver=0.950 dice_tumor=0.610"`` from the numeric top-level validation keys naming Dice (slice
-    level, on the network's grid, tumors synthetic), then ``whole-volume liver_dice=...`` when the package
-    holds the whole-volume validation through segment (the figure crossval and evaluate report)."""
+    level, on the network's grid, tumors synthetic). When the package holds the whole-volume validation through
+    segment (the figure crossval and evaluate report), that comes first and the others are marked slice-level:
+    the unlabelled slice-level 0.385 led the line, the whole-volume 0.574 came second."""
     parts = [f"{k}={float(v):.3f}" for k, v in sorted(validation.items())
              if "dice" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)]
     whole = validation.get("whole_volume")
     if isinstance(whole, dict) and isinstance(whole.get("liver_dice"), (int, float)):
-        parts.append(f"whole-volume liver_dice={float(whole['liver_dice']):.3f}")
+        slice_level = f"; slice-level {' '.join(parts)}" if parts else ""
+        return f"whole-volume liver_dice={float(whole['liver_dice']):.3f}{slice_level}"
     return " ".join(parts) or "-"
 
 

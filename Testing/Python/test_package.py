@@ -436,7 +436,7 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
     assert dice_summary({}) == "-"
     # the slice-level number and the whole-volume one (what crossval and evaluate give) differ: both are named
     assert dice_summary({"liver_dice": 0.262, "whole_volume": {"liver_dice": 0.286}}) == \
-        "liver_dice=0.262 whole-volume liver_dice=0.286"
+        "whole-volume liver_dice=0.286; slice-level liver_dice=0.262"
 
 
 def test_weights_sha256_known_answer():

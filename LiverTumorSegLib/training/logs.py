@@ -7,6 +7,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 LOG_COLUMNS = ["epoch", "global_step", "train_loss", "val_loss", "val_liver_dice", "val_tumor_dice", "lr",
                "epoch_time_s"]
+"""One row per epoch. ``lr`` is the learning rate after the epoch's last step (the rate the next step uses; 0 at
+the end of a cosine schedule), not the one its steps used."""
 
 
 class CsvLog:

@@ -857,7 +857,12 @@ class Trainer:
                 self.log(f"the run in '{self.log_dir}' was stopped in its final whole-volume validation; "
                          f"validating again")
                 return self._finish(self._finish_only)
-            self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1}, step {self.global_step}")
+            if start_epoch >= cfg.epochs:  # 'epoch 4' of a 3-epoch run read as if a fourth were to come
+                self.log(f"resuming from {self.last_path}: all {cfg.epochs} epochs were trained ({self.global_step} "
+                         f"steps); writing the package")
+            else:
+                self.log(f"resuming from {self.last_path}: epoch {start_epoch + 1} of {cfg.epochs}, global step "
+                         f"{self.global_step}")
         else:
             if cfg.resume:
                 self.log(f"no checkpoint in {self.ckpt_dir}; starting a new run")

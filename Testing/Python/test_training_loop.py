@@ -1199,3 +1199,18 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
     result = train(tiny_config(data_csv, longer, epochs=2, resume=True, schedule="none"))
     assert result.epochs_completed == 2 and read_package_metadata(longer / "model.safetensors")["training"]["stop_reason"] \
         == "completed"
+
+
+def test_resuming_says_which_epoch_of_how_many_and_a_finished_run_says_it_is_finished(data_csv, tmp_path):
+    """Resuming a finished 2-epoch run said 'resuming ...: epoch 3, step 6', as if a third epoch were to come."""
+    from LiverTumorSegLib.training.trainer import train
+
+    cfg = tiny_config(data_csv, tmp_path, epochs=2, iterations_per_epoch=3, val_fraction=0.0)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[RaiseAt(4, RuntimeError("killed"))], log=lambda s: None)
+    lines = []
+    train(cfg.updated({"resume": True}), log=lines.append)
+    assert any(": epoch 2 of 2, global step 3" in line for line in lines), lines  # the epoch-1 checkpoint
+    lines.clear()
+    train(cfg.updated({"resume": True, "overwrite": True}), log=lines.append)
+    assert any("all 2 epochs were trained (6 steps); writing the package" in line for line in lines), lines

@@ -8,11 +8,14 @@ last epoch's weights; ``--use-best-checkpoint``, ``--early-stopping-patience`` a
 on the validation cases, and the table then marks those folds' Dice as optimistic.
 """
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from .train import add_config_options, command_line, config_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "fold", None) not in (None, 0):
         raise InputError("crossval trains every fold; --fold picks one fold for 'livertumorseg train'.")
-    if getattr(args, "val_fraction", None) is not None:
-        raise InputError("crossval validates each fold on the patients it holds out; --val-fraction is for "
-                         "'livertumorseg train' without --folds.")
+    if getattr(args, "val_fraction", None) is not None:  # an option list shared with train: said, not refused
+        log.warning("warning: --val-fraction does not apply to crossval, which validates each fold on the patients "
+                    "it holds out; it is ignored.")
     if getattr(args, "folds", None) is not None and args.folds != 0 and args.folds < 2:
         # before the training options are checked, whose message speaks of a hold-out split crossval never makes
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")

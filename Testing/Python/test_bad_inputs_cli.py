@@ -1144,7 +1144,7 @@ def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, mon
     monkeypatch.setattr(trainer_module.Trainer, "save_last", original)
     code, text, err = run_cli(_train_argv(train_csv, out) + ["--resume"], capsys)
     assert code == 0, err
-    assert "resuming" in text and "epoch 2," in text
+    assert "resuming" in text and "epoch 2 of 2," in text
     rows = read_log(tmp_path / "model_train" / "log.csv")
     assert [int(float(r["epoch"])) for r in rows] == [1, 2]
     assert all(float(r["train_loss"]) > 0.01 for r in rows), rows

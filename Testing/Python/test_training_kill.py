@@ -82,7 +82,7 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(phantom_csv, tmp_
     resumed = subprocess.run(_train_command(phantom_csv, out) + ["--resume", "--no-progress-bar"],
                              capture_output=True, text=True, env=_env(), cwd=str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"epoch 2, step {STEPS}" in resumed.stdout  # resumed at the start of epoch 2
+    assert f"epoch 2 of 2, global step {STEPS}" in resumed.stdout  # resumed at the start of epoch 2
     lost_steps = seen[1]
     assert lost_steps < STEPS  # at most one (partial) epoch redone
     assert f"done: 2 epochs, {2 * STEPS} steps (completed)" in resumed.stdout

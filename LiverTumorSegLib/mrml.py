@@ -883,7 +883,10 @@ def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: Ima
         storage.SetCropToMinimumExtent(False)
         storage.SetFileName(str(tmp))
         if not storage.WriteData(node):
-            raise InputError(f"Could not write segmentation to '{path}'; check the folder is writable.")
+            raise InputError(f"Could not write segmentation to '{path}'; check the folder is writable and the disk "
+                             f"has space.")
+        from .io.writers import check_written
+        check_written(Path(tmp), path)  # the storage node reports no failed write on a full disk
     scene.Clear(1)
     return path
 

@@ -77,6 +77,18 @@ def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, conten
         sitk.WriteImage(image, str(tmp), True)
 
 
+def check_written(tmp: Path, path: PathLike) -> None:
+    """InputError naming ``path`` when the NRRD / MetaImage just written to ``tmp`` (before it replaces ``path``)
+    is incomplete (:func:`~.itk.check_written_image`): the earlier file at ``path`` is then kept."""
+    from .itk import check_written_image
+
+    try:
+        check_written_image(tmp)
+    except InputError as exc:
+        reason = str(exc).replace(f"'{tmp}'", "the written file")
+        raise InputError(f"Cannot write '{path}': {reason} (is the disk full?); nothing was replaced.") from None
+
+
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
                  content: str = "", orientation_unknown: bool = False,
                  nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
@@ -96,10 +108,13 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
                 _write_itk(tmp, array_zyx, geometry, content)
             written = tmp.stat().st_size
         except (RuntimeError, OSError) as exc:
-            raise InputError(f"Cannot write '{path}': {_itk_reason(exc)} (is the disk full or read-only?)"
+            reason = _itk_reason(exc).replace(str(tmp), "the file")  # ITK names its hidden temporary file
+            raise InputError(f"Cannot write '{path}': {reason} (is the disk full or read-only?)"
                              f"{non_ascii_path_hint(path)}.") from None
         if written == 0:  # ITK wrote under another name (or nothing): the empty placeholder must not become the output
             raise InputError(f"Cannot write '{path}': the writer produced an empty file{non_ascii_path_hint(path)}.")
+        if suffix not in NIFTI_SUFFIXES:  # nibabel raises on a failed write; ITK's NRRD writer does not
+            check_written(tmp, path)
     return path
 
 

@@ -3,6 +3,7 @@
 Arrays are (z, y, x); nibabel arrays are (x, y, z); affines are IJK -> RAS (nibabel convention).
 """
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -1115,3 +1116,35 @@ def test_the_format_sniffer_says_nothing_of_a_damaged_gzip_stream(tmp_path):
     assert content_format(broken) is None
     with pytest.raises(InputError, match="Cannot read"):
         read_volume(broken)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_an_incomplete_itk_write_is_refused_and_the_earlier_file_kept(tmp_path, monkeypatch, suffix):
+    """On a full disk ITK's NRRD writer reports nothing: a 7.5 kB label map came out as 4 kB that no reader opens,
+    'wrote' and exit 0, and with --overwrite it replaced the good file. A written file is now checked whole before
+    it replaces anything (a full disk is simulated by cutting the written file short)."""
+    from LiverTumorSegLib.io import writers
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    labels = np.zeros((6, 40, 50), np.uint8)
+    labels[1:5, 5:35, 5:45] = 1
+    labels[2:4, 10:20, 10:20] = 2
+    rng = np.random.default_rng(0)
+    labels[rng.random(labels.shape) < 0.2] = 0  # noise, so the compressed data is more than a few bytes
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.5))
+    path = write_label_map(tmp_path / f"good{suffix}", labels, geometry)
+    before = path.read_bytes()
+    real_write = writers._write_itk
+
+    def write_cut_short(tmp, *args, **kwargs):
+        real_write(tmp, *args, **kwargs)
+        with open(tmp, "r+b") as handle:
+            handle.truncate(max(os.path.getsize(tmp) - 200, 1))
+
+    monkeypatch.setattr(writers, "_write_itk", write_cut_short)
+    other = labels.copy()
+    other[other == 2] = 1
+    with pytest.raises(InputError, match=f"Cannot write '.*good\\{suffix}': the written file.*nothing was replaced"):
+        write_label_map(path, other, geometry, overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"good{suffix}"]  # no temporary file left

@@ -22,7 +22,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 import numpy as np
 
@@ -293,8 +293,7 @@ def _make_output_folder(folder: Path) -> None:
 def _run_batch(args: argparse.Namespace) -> int:
     """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
-    from ..inference.batch import STATUS_FILE, find_cases, format_status_table, segment_batch, write_status_csv
-    from ..inference.segmenter import Segmenter
+    from ..inference.batch import batch_folder_lock, find_cases
 
     for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
                         ("--probabilities", args.probabilities)):
@@ -313,6 +312,16 @@ def _run_batch(args: argparse.Namespace) -> int:
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
     _make_output_folder(out)
+    with batch_folder_lock(out):  # one batch run at a time writes into a folder
+        return _run_batch_cases(args, options, cases, out)
+
+
+def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:
+    """The batch's ``cases`` into the output folder ``out`` (made and locked by :func:`_run_batch`) with the
+    segmentation ``options``."""
+    from ..inference.batch import STATUS_FILE, format_status_table, segment_batch, write_status_csv
+    from ..inference.segmenter import Segmenter
+
     segmenter = Segmenter(options)  # loaded by segment_batch while it reads the first two CTs
 
     def on_loaded() -> None:

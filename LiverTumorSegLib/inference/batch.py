@@ -20,6 +20,7 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -362,6 +363,62 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, LiverTumorSegError) else f"{type(exc).__name__}: {text}"
 
 
+BATCH_LOCK_FILE = ".livertumorseg-batch.lock"
+"""Held in a batch's output folder while a run writes there; it holds the run's :func:`~..processes.process_mark`."""
+
+
+@contextlib.contextmanager
+def batch_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block. A second batch run into a
+    folder in use is refused (InputError naming the process): two runs with different models each replaced the
+    other's reports and left every case with one run's label map beside the other's report. A lock whose
+    process has ended (a killed run) is taken over."""
+
+    from ..processes import PROCESS_MARK, marked_process_alive, process_mark
+
+    lock, mark = folder / BATCH_LOCK_FILE, process_mark()
+    for _ in range(3):
+        try:
+            handle = os.open(str(lock), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held, changed = lock.read_text(encoding="ascii").strip(), lock.stat().st_mtime
+            except (OSError, UnicodeDecodeError):
+                held, changed = "", 0.0  # removed meanwhile, or not ours to read: tried again below
+            match = re.fullmatch(PROCESS_MARK, held)
+            if match and marked_process_alive(match, changed):
+                raise InputError(f"Another batch run (process {match['pid']}) is writing into '{folder}'; wait for it "
+                                 f"to end, or choose another output folder. (If no such run is going on, remove "
+                                 f"'{lock}'.)") from None
+            with contextlib.suppress(OSError):
+                lock.unlink()  # a killed run's (or an unreadable one's): taken over
+            continue
+        with os.fdopen(handle, "w", encoding="ascii") as stream:
+            stream.write(mark)
+        break
+    else:
+        raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="ascii").strip() == mark:
+                lock.unlink()
+
+
+def _is_a_report_of_this_tool(path: Path) -> bool:
+    """Whether ``path`` holds a ``segment`` report (a JSON object with its liver volume and lesion list): a batch
+    replaces such a leftover of a killed run (the report is written before the label map that marks a case done),
+    and keeps any other file there."""
+    import json
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and "liver_volume_ml" in report and "lesions" in report
+
+
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
                   on_case: Optional[Callable[[CaseStatus], None]] = None,
                   on_loaded: Optional[Callable[[], None]] = None, share_cores: bool = True) -> List[CaseStatus]:
@@ -384,10 +441,15 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     for case in cases:
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)
-            if on_case:
-                on_case(statuses[case.case_id])
+        elif not overwrite and case.report_path.exists() and not _is_a_report_of_this_tool(case.report_path):
+            statuses[case.case_id] = CaseStatus(  # a user's file where the report goes: kept, not replaced
+                case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "
+                f"kept: move it, or pass --overwrite to replace it")
         else:
             todo.append(case)
+            continue
+        if on_case:
+            on_case(statuses[case.case_id])
     if todo:
         todo[0].output_path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -824,3 +824,43 @@ def test_label_maps_named_as_such_beside_the_cts_are_not_segmented(tmp_path, cap
     only_labels.mkdir()
     shutil.copy(tmp_path / "lits" / "segmentation-0.nii.gz", only_labels)
     assert [c.case_id for c in find_cases(only_labels, tmp_path / "out2")] == ["segmentation-0"]
+
+
+def test_a_users_file_where_a_report_goes_is_kept_without_overwrite(tmp_path):
+    """The report was written with overwrite whatever the user gave: a hand-made OUT/reports/<case>.json was
+    replaced without a word. A report of this tool (a killed run's leftover: the report is written before the label
+    map) is still replaced; anything else is kept and its case listed as failed, until --overwrite."""
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    cases[0].report_path.parent.mkdir(parents=True)
+    cases[0].report_path.write_text('{"my": "hand-made notes"}', encoding="utf-8")
+    cases[1].report_path.write_text('{"liver_volume_ml": 1.0, "lesions": []}', encoding="utf-8")  # a leftover
+    statuses = segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in statuses] == ["failed", "done"]
+    assert "exists and is no segment report; it was kept" in statuses[0].message
+    assert cases[0].report_path.read_text(encoding="utf-8") == '{"my": "hand-made notes"}'
+    assert not cases[0].output_path.exists() and cases[1].output_path.exists()
+    assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
+
+
+def test_a_second_batch_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lock_taken_over(tmp_path, capsys):
+    """Two batch runs into one folder (another model 3 s later) each replaced the other's reports and left every
+    case with one run's label map beside the other's report. The folder is now held by a lock file naming the run."""
+    from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE, batch_folder_lock
+    from LiverTumorSegLib.processes import process_mark_of
+
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path), "--device", "cpu",
+            "--no-progress"]
+    out.mkdir()
+    with batch_folder_lock(out):
+        assert (out / BATCH_LOCK_FILE).exists()
+    assert not (out / BATCH_LOCK_FILE).exists()  # released
+    with batch_folder_lock(out):  # a run going on in this very process stands in for the other run
+        assert cli.main(argv) == 2
+        assert "Another batch run (process" in capsys.readouterr().err and not (out / "ct_0.nii.gz").exists()
+    (out / BATCH_LOCK_FILE).write_text(process_mark_of(ended_process_id(), None), encoding="ascii")  # a killed run's
+    assert cli.main(argv) == 0 and (out / "ct_0.nii.gz").exists()
+    assert not (out / BATCH_LOCK_FILE).exists()

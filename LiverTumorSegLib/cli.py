@@ -150,7 +150,27 @@ def user_error_text(exc: BaseException, batch_size_option: bool = False) -> Opti
         memory = out_of_memory_error(exc, batch_size_option=batch_size_option)
     if memory is not None:
         return str(memory)
-    return file_system_error_text(exc) or missing_package_text(exc)
+    return file_system_error_text(exc) or disk_full_text(exc) or missing_package_text(exc)
+
+
+def disk_full_text(exc: BaseException) -> Optional[str]:
+    """The user's words for a full disk that a library reports without an error number (None otherwise): pydicom
+    ('With tag (7FE0,0010) got exception: [Errno 28] No space left on device'), numpy's short write ('688128
+    requested and 261088 written', the training slice cache) and PyTorch's checkpoint writer ('[enforce fail at
+    inline_container.cc...] . unexpected pos'). Each was an 'internal error ... please report it' with exit 1."""
+    import re
+
+    text = str(exc)
+    if isinstance(exc, OSError) and ("No space left on device" in text or "[Errno 28]" in text):
+        reason = "no space left on the disk"
+    elif isinstance(exc, OSError) and re.search(r"\d+ requested and \d+ written", text):
+        reason = "a file was written only in part, most likely because the disk is full"
+    elif isinstance(exc, RuntimeError) and "inline_container" in text and "unexpected pos" in text:
+        reason = "PyTorch could not finish writing a file, most likely because the disk is full"
+    else:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"Cannot write: {reason} ({first}); free disk space or choose another output location, and run again."
 
 
 PEER_FAILURE_WORDS = ("Connection closed by peer", "Connection reset by peer", "remote worker crash",

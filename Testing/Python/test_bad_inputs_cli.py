@@ -447,6 +447,19 @@ def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not():
                                                    "probably open in another program")
 
 
+def test_a_full_disk_reported_without_an_error_number_is_worded_not_an_internal_error():
+    """A full disk while writing a DICOM SEG (pydicom), the training slice cache (numpy) or a checkpoint
+    (PyTorch) printed 'internal error ... please report it' with exit 1: none of them carries an error number."""
+    from LiverTumorSegLib.cli import user_error_text
+
+    for exc in (OSError("With tag (7FE0,0010) got exception: [Errno 28] No space left on device"),
+                OSError("688128 requested and 261088 written"),
+                RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 123 vs 456")):
+        text = user_error_text(exc)
+        assert text and text.startswith("Cannot write: ") and "free disk space" in text, exc
+    assert user_error_text(OSError("unexpected pos")) is None and user_error_text(RuntimeError("a bug")) is None
+
+
 def test_replacing_a_file_held_open_is_retried_on_windows(tmp_path, monkeypatch):
     """A virus scanner holds each new file for a moment: the first os.replace onto it fails, a later one works."""
     from LiverTumorSegLib import fileutil

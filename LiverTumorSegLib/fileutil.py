@@ -570,16 +570,24 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True)
     (:func:`restore_set_aside_outputs_of`). Returns the targets placed."""
     moved, placed = [], []  # (target, backup) of replaced files; targets put in place
     try:
+        # every existing target is set aside before any new one is placed: a process killed among the placements
+        # then leaves a set-aside output missing, which marks its group incomplete, and all are put back (set
+        # aside one by one between placements, a kill after the label map's placement left it beside the earlier
+        # report, probabilities and preview). Each pair is recorded before its rename, so a Ctrl-C landing on
+        # the rename itself is rolled back too (the earlier output was left hidden while the run said it had
+        # removed only unfinished files).
+        for _, target in moves if overwrite else ():
+            target = Path(target)
+            if target.exists():
+                backup = set_aside_path(target)
+                moved.append((target, backup))
+                _set_aside(target, backup)
         for source, target in moves:
             target = Path(target)
             if not overwrite:
                 place_without_replacing(source, target)
                 placed.append(target)
                 continue
-            if target.exists():
-                backup = set_aside_path(target)
-                _set_aside(target, backup)
-                moved.append((target, backup))
             replace_file(source, target)
             placed.append(target)
     except BaseException:
@@ -587,8 +595,9 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True)
             with contextlib.suppress(OSError):
                 target.unlink()
         for target, backup in moved:
-            with contextlib.suppress(OSError):
-                replace_file(backup, target)
+            if os.path.lexists(backup):  # not when the signal came before its rename
+                with contextlib.suppress(OSError):
+                    replace_file(backup, target)
         raise
     for _, backup in moved:
         with contextlib.suppress(OSError):

@@ -251,6 +251,63 @@ def test_an_output_a_killed_run_left_set_aside_is_put_back_with_a_warning(tmp_pa
     assert f"'{target}' was restored" in caplog.text and hidden[0] in caplog.text
 
 
+def test_a_run_killed_after_placing_some_of_its_outputs_leaves_the_earlier_set_whole(tmp_path, caplog):
+    """A SIGKILL right after the new label map was placed: its report had not been set aside yet, so the group
+    looked complete and the next run kept the new label map beside the earlier report. Every earlier output is now
+    set aside before any new one is placed, and the next write puts the whole earlier set back."""
+    import subprocess
+    import sys
+
+    labels, report = tmp_path / "s.nii.gz", tmp_path / "r.json"
+    labels.write_text("earlier labels")
+    report.write_text("earlier report")
+    killed_after_the_first_placement = (
+        "import os, signal, sys\n"
+        "from LiverTumorSegLib import fileutil\n"
+        "real = fileutil.replace_file\n"
+        "placed = []\n"
+        "def replace(source, target):\n"
+        "    if placed:  # the next rename after the first new output was placed\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(source, target)\n"
+        "    if '.tmp' in os.path.basename(source):\n"
+        "        placed.append(target)\n"
+        "fileutil.replace_file = replace\n"
+        "with fileutil.atomic_outputs({'labels': sys.argv[1], 'report': sys.argv[2]}, overwrite=True) as tmp:\n"
+        "    tmp['labels'].write_text('new labels')\n"
+        "    tmp['report'].write_text('new report')\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    ended = subprocess.run([sys.executable, "-c", killed_after_the_first_placement, str(labels), str(report)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == -9, ended.stderr
+    assert labels.read_text() == "new labels" and not report.exists()  # the kill's state: both set aside first
+    with caplog.at_level("WARNING"):
+        fileutil.restore_set_aside_outputs_of([labels, report])
+    assert labels.read_text() == "earlier labels" and report.read_text() == "earlier report"
+    assert not any(p.name.endswith(".old") for p in tmp_path.iterdir())
+
+
+def test_an_interrupt_landing_on_the_set_aside_rename_is_rolled_back(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM arriving just after an earlier output was renamed aside, before the rename was recorded:
+    the rollback did not know of it, so the user's output stayed hidden while the run said only unfinished files
+    were removed."""
+    target = tmp_path / "s.nii.gz"
+    target.write_text("earlier")
+    real = fileutil._set_aside
+
+    def set_aside_then_interrupted(target_path, backup):
+        real(target_path, backup)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileutil, "_set_aside", set_aside_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with fileutil.atomic_outputs({"labels": target}, overwrite=True) as tmp:
+            tmp["labels"].write_text("new")
+    assert target.read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.nii.gz"]
+
+
 def test_a_set_aside_output_beside_a_newer_one_is_made_visible_and_a_running_ones_is_left_alone(tmp_path):
     """When the output exists again (the killed run had already moved its new file in, or a later run wrote it),
     the set-aside earlier version is the only copy of what it held: it is renamed to a visible name and said,

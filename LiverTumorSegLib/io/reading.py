@@ -30,6 +30,9 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
     if path.name.upper() == "DICOMDIR":  # a DICOM medium's index: its series lie in the folders beside it
         return _read_dicom_folder(path.parent, series)
     suffix = full_suffix(path)
+    if not path.is_file():  # a FIFO or a device (/dev/zero) has no size: it was called an empty, half-copied file
+        raise InputError(f"Input '{path}' is not a regular file (a pipe, socket or device); give a CT file or a "
+                         f"DICOM folder.")
     if path.stat().st_size == 0:
         raise InputError(f"Input '{path}' is an empty file (0 bytes); it was probably not copied completely.")
     if suffix in IMAGE_2D_SUFFIXES:

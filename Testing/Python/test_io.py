@@ -1148,3 +1148,13 @@ def test_an_incomplete_itk_write_is_refused_and_the_earlier_file_kept(tmp_path, 
         write_label_map(path, other, geometry, overwrite=True)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"good{suffix}"]  # no temporary file left
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_a_device_given_as_the_ct_is_named_as_no_regular_file(tmp_path):
+    """A FIFO or /dev/zero was called 'an empty file (0 bytes); it was probably not copied completely'."""
+    fifo = tmp_path / "ct.nii.gz"
+    os.mkfifo(fifo)
+    for path in [fifo] + ([Path("/dev/zero")] if Path("/dev/zero").exists() else []):
+        with pytest.raises(InputError, match="is not a regular file \\(a pipe, socket or device\\)"):
+            read_volume(path)

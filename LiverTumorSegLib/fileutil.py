@@ -153,11 +153,20 @@ def _check_writable(path: Path, overwrite: bool) -> Path:
                                 f"to replace it or choose another output path.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
-        raise InputError(f"Output folder '{parent}' does not exist; create it first.")
+        raise InputError(f"Output folder '{parent}' does not exist; create it first{unexpanded_home_hint(parent)}.")
     if not parent.is_dir():
         raise InputError(f"Output folder '{parent}' is not a folder; choose another output path.")
     check_folder_writable(parent)
     return path
+
+
+def unexpanded_home_hint(path: PathLike) -> str:
+    """A hint for a path that begins with '~' the shell did not expand (it was quoted): the message invited the
+    user to create a folder literally named '~'. '' for any other path."""
+    if not str(path).startswith("~") or Path(str(path)).exists():
+        return ""
+    return (f" (a quoted '~' is not your home folder: write the path without quotes, or in full, such as "
+            f"'{Path(str(path)).expanduser()}')")
 
 
 def apply_default_permissions(path: PathLike) -> None:

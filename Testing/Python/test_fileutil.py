@@ -616,3 +616,16 @@ def test_placing_without_replacing_on_windows_is_one_rename_and_no_hard_link(tmp
     monkeypatch.setattr(fileutil, "REPLACE_RETRY_SECONDS", ())
     source, target = _refused_then_placed(tmp_path)
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_quoted_tilde_is_named_as_not_the_home_folder(tmp_path, monkeypatch):
+    """'Output folder '~' does not exist; create it first.' invited the user to make a folder named '~'."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io import read_volume
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="a quoted '~' is not your home folder"):
+        fileutil.check_can_write("~/seg.nii.gz")
+    with pytest.raises(InputError, match="a quoted '~' is not your home folder"):
+        read_volume("~/no_such_ct.nii.gz")
+    assert fileutil.unexpanded_home_hint(tmp_path / "x") == ""

@@ -490,42 +490,41 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
     segment is ours by its fixed ID or, as :func:`existing_output_segment_ids` and the ``.seg.nrrd`` reader take
     it, by its name ("Liver" drawn in the Segment Editor has ID Segment_1: it was accepted for measuring, then
     read as empty)."""
-    from .segnrrd import label_of_segment
-
     labels = np.zeros(shape_zyx, np.uint8)
     segmentation = segmentation_node.GetSegmentation()
-    used = set()
     for spec in SEGMENTS:
         segment_id = _existing_segment_id(segmentation, spec)
-        if segment_id is None:
-            continue
-        used.add(segment_id)
-        labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
+        if segment_id is not None:
+            labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
     # more tumor segments, named as the .seg.nrrd reader takes them ('Liver tumor -_1' from Split islands,
     # 'Metastasis'): the panel's lesion table and follow-up count what measure counts
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment_id = segmentation.GetNthSegmentID(index)
-        name = segmentation.GetSegment(segment_id).GetName() or ""
-        if segment_id not in used and label_of_segment({"ID": segment_id, "Name": name}) == 2:
+    for segment_id, _, is_tumor in _other_segments(segmentation):
+        if is_tumor:
             labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = 2
     return labels
 
 
-def segments_left_out(segmentation_node) -> List[str]:
-    """Names of the segments :func:`segmentation_to_labels` leaves out: neither this tool's "Liver" / "Liver tumor"
-    (by ID or name) nor a tumor by name (:func:`~.segnrrd.names_tumor`). The panel warns with them: a hand-drawn
-    lesion its reader named 'HCC' or 'Lesion no 2' was left out of the lesion table without a word."""
+def _other_segments(segmentation) -> List[Tuple[str, str, bool]]:
+    """``(segment ID, name, is a tumor by name)`` of each segment that is not this tool's "Liver" / "Liver tumor"
+    (by ID or name; :func:`~.segnrrd.label_of_segment` decides the tumors)."""
     from .segnrrd import label_of_segment
 
-    segmentation = segmentation_node.GetSegmentation()
     ours = {_existing_segment_id(segmentation, spec) for spec in SEGMENTS}
-    names = []
+    found = []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
-        name = segmentation.GetSegment(segment_id).GetName() or ""
-        if segment_id not in ours and label_of_segment({"ID": segment_id, "Name": name}) != 2:
-            names.append(name or segment_id)
-    return names
+        if segment_id not in ours:
+            name = segmentation.GetSegment(segment_id).GetName() or ""
+            found.append((segment_id, name, label_of_segment({"ID": segment_id, "Name": name}) == 2))
+    return found
+
+
+def segments_left_out(segmentation_node) -> List[str]:
+    """Names of the segments :func:`segmentation_to_labels` leaves out: neither this tool's "Liver" / "Liver tumor"
+    nor a tumor by name (:func:`~.segnrrd.names_tumor`). The panel warns with them: a hand-drawn lesion its reader
+    named 'HCC' or 'Lesion no 2' was left out of the lesion table without a word."""
+    return [name or segment_id for segment_id, name, is_tumor in _other_segments(segmentation_node.GetSegmentation())
+            if not is_tumor]
 
 
 def show_segmentation_in_3d(segmentation_node) -> None:

@@ -373,7 +373,6 @@ def batch_folder_lock(folder: Path) -> Iterator[None]:
     folder in use is refused (InputError naming the process): two runs with different models each replaced the
     other's reports and left every case with one run's label map beside the other's report. A lock whose
     process has ended (a killed run) is taken over."""
-
     from ..processes import PROCESS_MARK, marked_process_alive, process_mark
 
     lock, mark = folder / BATCH_LOCK_FILE, process_mark()

@@ -438,22 +438,29 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
     return kept if keep else None
 
 
+def _information_reader(path: Path) -> Any:
+    """An ITK reader of ``path`` after its ``ReadImageInformation`` (ITK's own lines kept off stderr); RuntimeError
+    from ITK for a file it cannot read."""
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    with _quiet_itk():
+        reader.ReadImageInformation()
+    return reader
+
+
 def check_written_image(path: Path) -> None:
     """Raise InputError when the NRRD or MetaImage file ITK (or Slicer's storage node) just wrote at ``path`` does
     not hold all its voxel data: on a full disk ITK's NRRD writer reports nothing, and a 7.5 kB label map came out
     as 4 kB that no reader opens ('wrote', exit 0; with --overwrite it replaced the good file). Compressed data is
     inflated once to check it (:func:`check_deflated_data`, about 0.2 s per 50 MB of voxels); a file whose storage
     cannot be told cheaply is read whole by ITK."""
-    sitk = _sitk()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        with _quiet_itk():
-            reader.ReadImageInformation()
-            stored = _stored_data(path, _read_header(path))
-            if stored is None:
+        reader = _information_reader(path)
+        stored = _stored_data(path, _read_header(path))
+        if stored is None:
+            with _quiet_itk():
                 reader.Execute()
-                return
+            return
     except RuntimeError as exc:
         raise InputError(f"the written file cannot be read back ({_itk_reason(exc)})") from None
     needed = data_bytes(reader)
@@ -660,12 +667,8 @@ def inflated_voxels(path: Path, reader: Any, header: Optional[_Header], stored: 
 
 def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     """A NRRD or MetaImage file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
-    sitk = _sitk()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        with _quiet_itk():
-            reader.ReadImageInformation()
+        reader = _information_reader(path)
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}': not a valid {full_suffix(path)} file ({_itk_reason(exc)})"

@@ -5,7 +5,7 @@ with two functions:
 * ``run(args) -> int``: does the work and returns the exit code.
 
 Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) print one line
-``error: ...`` and exit 2; Ctrl-C exits 130 and SIGTERM 143, both after removing unfinished outputs (the
+``error: ...`` and exit 2; Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (unless ignored, as under ``nohup``), all after removing unfinished outputs (the
 signal becomes an exception, so every ``atomic_output`` cleans up its temporary file); anything else is a bug: one line plus a hint to rerun with
 ``--debug`` for the traceback, exit 1.
 """
@@ -98,11 +98,29 @@ def _wants_json_progress(argv: List[str]) -> bool:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that ``finally`` blocks remove temporaries."""
+    """SIGTERM (or SIGHUP: the terminal closed, an ssh connection dropped), raised like Ctrl-C's KeyboardInterrupt
+    so that ``finally`` blocks remove temporaries and training saves its interrupt checkpoint. ``signal_name``:
+    which; ``exit_code``: 128 + its number, as a shell reports a process the signal ended (143, 129)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + int(signum)
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
+
+
+def _stop_signals() -> List[int]:
+    """The signals :func:`main` handles like SIGTERM: SIGTERM, and SIGHUP where it exists and is not ignored (under
+    ``nohup`` it is, and stays so). A closed terminal ended a run with no clean-up, and ``train`` saved no
+    interrupt checkpoint."""
+    signals = [signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_DFL:
+        signals.append(hangup)
+    return signals
 
 
 def file_system_error_text(exc: BaseException) -> Optional[str]:
@@ -192,11 +210,13 @@ def peer_process_failure_text(exc: BaseException) -> Optional[str]:
             f"another one did; that process's error (printed above) says why.")
 
 
-def terminated_text() -> str:
-    """What a command stopped by SIGTERM prints. Under ``torchrun`` the agent sends SIGTERM to every process
-    after Ctrl-C or when one of them fails, so there it names the process and both causes."""
+def terminated_text(signal_name: str = "SIGTERM") -> str:
+    """What a command stopped by SIGTERM (or ``signal_name``) prints. Under ``torchrun`` the agent sends SIGTERM to
+    every process after Ctrl-C or when one of them fails, so there it names the process and both causes."""
     from .training.launch_env import env_rank, env_world_size
 
+    if signal_name != "SIGTERM":
+        return f"terminated ({signal_name}); unfinished output files were removed"
     if env_world_size() > 1:
         return (f"training process {env_rank()} of {env_world_size()} terminated (SIGTERM); torchrun sends it to "
                 f"every process when the run is interrupted (Ctrl-C) or one process failed (that process's error, "
@@ -236,7 +256,7 @@ def console_main() -> None:
         except (AttributeError, ValueError):  # replaced by something without reconfigure, or closed
             pass
     code = main()
-    if code in (130, 143) and any(t.name.startswith("model-load") and t.is_alive() for t in threading.enumerate()):
+    if code in (129, 130, 143) and any(t.name.startswith("model-load") and t.is_alive() for t in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -279,20 +299,22 @@ def _exit_without_teardown(code: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command; SIGTERM is handled like Ctrl-C while it runs (main thread only)."""
+    """Run one command; SIGTERM and SIGHUP (:func:`_stop_signals`) are handled like Ctrl-C while it runs (main thread
+    only)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in _stop_signals()}
     try:
         return _main(argv)
-    except Terminated:  # while the parser was built (imports): the command's own handler was not reached yet
-        print("error: terminated (SIGTERM) before any work started", file=sys.stderr)
-        return 143
+    except Terminated as exc:  # while the parser was built (imports): the command's own handler was not reached yet
+        print(f"error: terminated ({exc.signal_name}) before any work started", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
@@ -321,9 +343,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"error: {terminated_text()}", file=sys.stderr)
-        return 143
+    except Terminated as exc:
+        print(f"error: {terminated_text(exc.signal_name)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

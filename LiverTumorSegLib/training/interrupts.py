@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, List, Tuple, TypeVar
 
 T = TypeVar("T")
 
-HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextlib.contextmanager

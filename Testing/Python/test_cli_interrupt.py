@@ -28,6 +28,32 @@ def test_interrupt_while_the_parser_is_built_is_a_clean_exit(monkeypatch, capsys
     assert "terminated (SIGTERM)" in capsys.readouterr().err
 
 
+def test_sighup_is_handled_like_sigterm_unless_it_is_ignored(monkeypatch):
+    """A closed terminal ended a run with no clean-up. Under nohup (SIGHUP ignored) it stays ignored."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):
+        return
+    seen = []
+
+    def parser_that_looks():
+        seen.append(signal.getsignal(signal.SIGHUP))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", parser_that_looks)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        cli.main(["models"])
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
+        cli.main(["models"])
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # given back as it was
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert seen == [cli._raise_terminated, signal.SIG_IGN]
+    hangup = cli.Terminated(signal.SIGHUP)
+    assert (hangup.signal_name, hangup.exit_code) == ("SIGHUP", 129)
+
+
 def test_console_exit_does_not_wait_for_a_background_model_load(tmp_path):
     """A Ctrl-C during the read used to take ~6 s to end the process: the interpreter joined the model-load
     thread (importing torch and MONAI) first. The stand-in load here takes 60 s."""

@@ -176,6 +176,10 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
         (header_len,) = struct.unpack("<Q", first)
         if header_len == 0 or header_len > MAX_HEADER_BYTES or header_len > size - 8:
             # (only now: a valid length's low bytes may happen to equal these magic bytes)
+            zipped = _zipped_package_names(path) if first[:2] == b"PK" else []
+            if zipped:
+                raise ModelPackageError(f"{not_package}: it is a zip archive holding {', '.join(zipped[:3])}; "
+                                        f"unzip it and give the .safetensors file.")
             if first[:2] == b"PK" or first[:1] == b"\x80":
                 raise ModelPackageError(f"{not_package}: it looks like a PyTorch pickle (.pt/.pth), which is "
                                         f"never loaded because unpickling can run arbitrary code. Convert "
@@ -536,6 +540,19 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         save_file(tensors, str(tmp), metadata={METADATA_KEY: meta_json, "format": "pt"})
     record_bundled_checksum(path)
     return path
+
+
+def _zipped_package_names(path: Path) -> List[str]:
+    """The ``.safetensors`` members of the zip archive ``path`` (a package zipped for sending; PyTorch's own .pt
+    files are zip archives too, without such members); [] when there are none or it is no readable zip. Such a
+    zip was called a PyTorch pickle."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [name for name in archive.namelist() if name.lower().endswith(".safetensors")]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return []
 
 
 def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], None]) -> Path:

@@ -136,6 +136,21 @@ def test_refuses_wrong_file_types(tmp_path, content):
         read_package_metadata(path)
 
 
+def test_a_zipped_package_is_named_as_a_zip_to_unzip_not_a_pickle(tmp_path):
+    """A package zipped for sending was called 'a PyTorch pickle (.pt/.pth)'."""
+    import zipfile
+
+    package = save_model_package(tmp_path / "m.safetensors", _tiny_model(), PREP)
+    zipped = tmp_path / "m.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.write(package, "models/m.safetensors")
+    with pytest.raises(ModelPackageError, match="it is a zip archive holding models/m.safetensors; unzip it"):
+        read_package_metadata(zipped)
+    torch.save({"w": torch.zeros(2)}, str(tmp_path / "w.pt"))  # a zip too, with no .safetensors in it
+    with pytest.raises(ModelPackageError, match="PyTorch pickle"):
+        read_package_metadata(tmp_path / "w.pt")
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

@@ -1099,6 +1099,17 @@ def _package_files(folder: Path) -> List[Path]:
         return []
 
 
+def other_weight_files(folder: Path) -> List[Path]:
+    """The files in ``folder`` that look like weights but are no package (.pt, .pth, .ckpt, .bin, .onnx, .zip):
+    dropped into the user models folder, they were left out of ``livertumorseg models`` without a word. [] for a
+    missing or unreadable folder."""
+    try:
+        return sorted(p for p in Path(folder).iterdir() if p.is_file()
+                      and p.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".onnx", ".zip"))
+    except OSError:
+        return []
+
+
 def _unusable_reason(file: Path) -> Any:
     """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises. Without
     importing torch (the Slicer panel lists packages in Slicer's process): the header, the metadata and the

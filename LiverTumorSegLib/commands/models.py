@@ -189,7 +189,7 @@ def _format_params(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..package import list_installed_models
+    from ..package import list_installed_models, other_weight_files
     from ..resources import bundled_models_dir, user_models_dir
 
     rows = architecture_rows()
@@ -216,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
     print("  (any H, W works: inputs are padded internally to the multiple and the output cropped back)")
     print()
     print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}):")
+    others = other_weight_files(user_models_dir())
+    if others:
+        print(f"  not listed, no model package (.safetensors): {', '.join(p.name for p in others)} in the user folder; "
+              f"unzip a zipped package, or convert trusted weights with LiverTumorSegLib.package.save_model_package")
     if not installed:
         from ..resources import MISSING_RESOURCES_HINT
         print("  none. Train one with 'livertumorseg train' or copy a .safetensors package into the user folder.")

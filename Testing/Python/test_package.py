@@ -151,6 +151,21 @@ def test_a_zipped_package_is_named_as_a_zip_to_unzip_not_a_pickle(tmp_path):
         read_package_metadata(tmp_path / "w.pt")
 
 
+def test_weight_files_in_the_user_folder_that_are_no_package_are_named(tmp_path, monkeypatch, capsys):
+    """A .pt or a zipped package dropped in the user models folder was left out of 'models' without a word."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "weights.pt").write_bytes(b"PK")
+    (user / "notes.txt").write_text("not weights")
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "not listed, no model package (.safetensors): weights.pt in the user folder" in out
+    assert "notes.txt" not in out
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

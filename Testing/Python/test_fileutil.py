@@ -215,12 +215,22 @@ def test_an_output_that_is_a_folder_is_called_a_folder_with_or_without_overwrite
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="SIGKILL is POSIX")
+def _run_until_killed(script: str, *arguments) -> None:
+    """Run ``script`` (Python, with this repository's library importable) in a child that SIGKILLs itself."""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    ended = subprocess.run([sys.executable, "-c", script] + [str(a) for a in arguments], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == -9, ended.stderr
+
+
 def test_an_output_a_killed_run_left_set_aside_is_put_back_with_a_warning(tmp_path, caplog):
     """A SIGKILL between move_all_or_none's two renames (the earlier output set aside, the new one not moved in yet)
     left the user's output only as a hidden '.seg.nii.gz.<pid>.old', and nothing said so. The next write of that
     output puts it back (so it is not replaced without --overwrite) and says so."""
-    import subprocess
-    import sys
 
     target = tmp_path / "seg.nii.gz"
     target.write_text("the user's earlier result")
@@ -235,11 +245,7 @@ def test_an_output_a_killed_run_left_set_aside_is_put_back_with_a_warning(tmp_pa
         "fileutil.replace_file = replace\n"
         "with fileutil.atomic_outputs({'labels': sys.argv[1]}, overwrite=True) as tmp:\n"
         "    tmp['labels'].write_text('new')\n")
-    repo = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
-    ended = subprocess.run([sys.executable, "-c", killed_between_the_renames, str(target)], env=env,
-                           capture_output=True, text=True, timeout=120)
-    assert ended.returncode == -9, ended.stderr
+    _run_until_killed(killed_between_the_renames, target)
     hidden = [p.name for p in tmp_path.iterdir() if p.name.endswith(".old")]
     assert not target.exists() and len(hidden) == 1 and hidden[0].startswith(".seg.nii.gz.")  # the defect's state
 
@@ -255,8 +261,6 @@ def test_a_run_killed_after_placing_some_of_its_outputs_leaves_the_earlier_set_w
     """A SIGKILL right after the new label map was placed: its report had not been set aside yet, so the group
     looked complete and the next run kept the new label map beside the earlier report. Every earlier output is now
     set aside before any new one is placed, and the next write puts the whole earlier set back."""
-    import subprocess
-    import sys
 
     labels, report = tmp_path / "s.nii.gz", tmp_path / "r.json"
     labels.write_text("earlier labels")
@@ -276,11 +280,7 @@ def test_a_run_killed_after_placing_some_of_its_outputs_leaves_the_earlier_set_w
         "with fileutil.atomic_outputs({'labels': sys.argv[1], 'report': sys.argv[2]}, overwrite=True) as tmp:\n"
         "    tmp['labels'].write_text('new labels')\n"
         "    tmp['report'].write_text('new report')\n")
-    repo = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
-    ended = subprocess.run([sys.executable, "-c", killed_after_the_first_placement, str(labels), str(report)],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert ended.returncode == -9, ended.stderr
+    _run_until_killed(killed_after_the_first_placement, labels, report)
     assert labels.read_text() == "new labels" and not report.exists()  # the kill's state: both set aside first
     with caplog.at_level("WARNING"):
         fileutil.restore_set_aside_outputs_of([labels, report])

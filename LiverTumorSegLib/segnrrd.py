@@ -54,7 +54,8 @@ TUMOR_WORDS = ("tumor", "tumour", "lesion", "neoplasm", "metasta", "cancer", "ca
 """A segment whose name holds one of these is a liver tumor (as for DICOM SEG labels): Segment Editor's "Split
 islands to segments" names the parts 'Liver tumor -_1', readers add 'Liver tumor 2', 'Metastasis' or 'HCC'; MSD's
 Task03 names label 2 'cancer'. "hcc" counts only as a word of its own (not inside another word)."""
-_TUMOR_WORD = r"(?:tumou?r|lesion|neoplasm|metasta|cancer|carcinoma|malignan|\bhcc\b)"
+_WHOLE_WORDS_ONLY = ("hcc",)
+_TUMOR_WORD = "(?:" + "|".join(rf"\b{w}\b" if w in _WHOLE_WORDS_ONLY else re.escape(w) for w in TUMOR_WORDS) + ")"
 _NEGATED_TUMOR = re.compile(
     r"\b(?:without|excluding|no)[\s_-]+(?:any[\s_-]+)?(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor'
     + r"|\bnon[\s_-]*" + _TUMOR_WORD  # 'non-tumor liver', 'nontumorous'

@@ -519,6 +519,14 @@ def _other_segments(segmentation) -> List[Tuple[str, str, bool]]:
     return found
 
 
+def left_out_warning(segmentation_node) -> str:
+    """The panel's warning naming the segments of ``segmentation_node`` that measuring and comparing leave out
+    (:func:`segments_left_out`; '' when there are none), in the ``.seg.nrrd`` reader's words."""
+    from .segnrrd import left_out_text
+
+    return left_out_text(segments_left_out(segmentation_node), f"'{segmentation_node.GetName()}'")
+
+
 def segments_left_out(segmentation_node) -> List[str]:
     """Names of the segments :func:`segmentation_to_labels` leaves out: neither this tool's "Liver" / "Liver tumor"
     nor a tumor by name (:func:`~.segnrrd.names_tumor`). The panel warns with them: a hand-drawn lesion its reader

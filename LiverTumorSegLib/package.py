@@ -1104,8 +1104,8 @@ def other_weight_files(folder: Path) -> List[Path]:
     dropped into the user models folder, they were left out of ``livertumorseg models`` without a word. [] for a
     missing or unreadable folder."""
     try:
-        return sorted(p for p in Path(folder).iterdir() if p.is_file()
-                      and p.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".onnx", ".zip"))
+        suffixes = set(PATH_SUFFIXES) - {PACKAGE_SUFFIX} | {".zip"}
+        return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
     except OSError:
         return []
 

@@ -11,7 +11,6 @@ from typing import Any, Dict, List, Optional
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
-from LiverTumorSegLib.segnrrd import left_out_text
 
 from . import panel_text
 from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
@@ -74,7 +73,7 @@ class FollowupJob(ChildJob):
     def _hand_over(self, segmentation: Any, volume: Any, tag: str) -> List[str]:
         """``[labels path, CT path]`` of one time point, written into the temporary folder (main thread); the
         segments it leaves out are warned about when the comparison is shown."""
-        left_out = left_out_text(mrml.segments_left_out(segmentation), f"'{segmentation.GetName()}'")
+        left_out = mrml.left_out_warning(segmentation)
         if left_out:
             self._left_out.append(left_out)
         return hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),

@@ -14,7 +14,6 @@ import numpy as np
 
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
-from LiverTumorSegLib.segnrrd import left_out_text
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
@@ -79,8 +78,8 @@ class MeasureJob(ChildJob):
         was applied during the run."""
         now, start = self._placement(), self._placed_at_start
         if now is not None and start is not None:
-            (grid, frame), ((start_grid, start_shape), start_frame) = now, start
-            if same_grid(grid[0], grid[1], start_grid, start_shape) and np.allclose(frame, start_frame, atol=1e-6):
+            ((geometry, shape), frame), ((start_geometry, start_shape), start_frame) = now, start
+            if same_grid(geometry, shape, start_geometry, start_shape) and np.allclose(frame, start_frame, atol=1e-6):
                 return
         raise InputError(f"The CT '{self._volume.GetName()}' or its segmentation was moved or changed while it was "
                          f"measured (a transform, origin, spacing or size); the lesion table was not changed, since "
@@ -88,8 +87,7 @@ class MeasureJob(ChildJob):
 
     def _prepare(self) -> List[str]:
         self._placed_at_start = self._placement()
-        self._left_out = left_out_text(mrml.segments_left_out(self._segmentation),
-                                       f"'{self._segmentation.GetName()}'")
+        self._left_out = mrml.left_out_warning(self._segmentation)
         labels_path, self.ct_path = hand_over_segmentation(
             self._segmentation, self._volume, self._path("labels.nii"), self._path("ct.nii"))
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]

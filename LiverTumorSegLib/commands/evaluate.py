@@ -61,7 +61,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from ..casenames import EXTENSIONS, case_key, case_name  # noqa: F401 - EXTENSIONS re-exported
+from ..casenames import case_key, case_name
 from ..errors import InputError, OutputExistsError, ResourceError
 from ..fileutil import is_dicom_file
 from ..io.dicom import holds_dicom_images

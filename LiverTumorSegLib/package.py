@@ -980,7 +980,8 @@ def _verified_tensors(path: Path, meta: Mapping[str, Any], bundled_bytes: Option
     return tensors, digest
 
 
-def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPackage:
+def load_model_package(path_or_name: PathLike, device: Any = "cpu",
+                       preprocessing_ready: Optional[Callable[[Any], None]] = None) -> ModelPackage:
     """Load and verify a package (a path, an installed model name, or ``"default"``).
 
     Steps: header and metadata validation -> preprocessing config -> the network planned on the meta
@@ -990,6 +991,10 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     float16-stored weights cast to float32 -> the real network built
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
     the loader read another file.
+
+    ``preprocessing_ready``: called with the package's preprocessing config once the file has passed every check
+    that comes before building the network (its hashes included), before the network is built, which imports
+    MONAI on first use (about 1 s): ``segment`` resamples the CT meanwhile (:class:`Segmenter`).
     """
     from .models import build_model
 
@@ -1001,6 +1006,8 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu") -> ModelPack
     tensors, digest = _verified_tensors(path, meta, bundled_bytes)
     del bundled_bytes
     tensors = _from_storage_dtype(tensors, meta)
+    if preprocessing_ready is not None:
+        preprocessing_ready(preprocessing)
     arch = meta["architecture"]
     try:
         model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])

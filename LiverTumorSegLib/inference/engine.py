@@ -112,14 +112,18 @@ def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = 
     return skip
 
 
-def load_package(package_or_name: object) -> object:
-    """Accept a loaded ``ModelPackage`` (anything with ``.preprocessing``) or a name/path to load."""
+def load_package(package_or_name: object, preprocessing_ready: Optional[Callable[[object], None]] = None) -> object:
+    """Accept a loaded ``ModelPackage`` (anything with ``.preprocessing``) or a name/path to load.
+    ``preprocessing_ready``: called with the package's preprocessing config before the network is built
+    (``package.load_model_package``), at once for a loaded package."""
     if hasattr(package_or_name, "preprocessing"):
+        if preprocessing_ready is not None:
+            preprocessing_ready(package_or_name.preprocessing)
         return package_or_name
     from ..package import load_model_package
 
     # as given: a Path is always a file, while the text 'default' names the bundled model
-    return load_model_package(package_or_name, device="cpu")
+    return load_model_package(package_or_name, device="cpu", preprocessing_ready=preprocessing_ready)
 
 
 def preprocessing_config(package: object) -> object:
@@ -333,6 +337,8 @@ class SliceInferenceEngine:
         self._device_check = None  # type: Optional[Dict[str, object]]
         self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
+        self._offered = None  # type: Optional[object]  # a PreparedInput for the next predict call (offer_prepared)
+        self.used_offered = False  # whether the last predict call used the offered preparation
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
         self.core_share = None  # type: Optional[object]  # a CoreShare while a batch run's helpers work beside us
@@ -413,23 +419,41 @@ class SliceInferenceEngine:
         self.cpu_dtype = torch.bfloat16
         self._verify_cpu_dtype = precision == "auto"
 
+    def offer_prepared(self, prepared_input: object) -> None:
+        """Offer the next :meth:`predict` or :meth:`predict_with_probability` call a CT already reoriented and
+        resampled (a :class:`~.prepared_input.PreparedInput`). That call uses it only when it is for the same CT
+        object and this engine's preprocessing config (``PreparedInput.serves``), else it prepares the CT
+        itself; either way the offer is gone after that call. Its seconds count as ``preprocess``."""
+        self._offered = prepared_input
+
+    def _canonical_of(self, volume: CTVolume) -> Tuple[CTVolume, object, object]:
+        """``(canonical CT, reorientation, PreparedVolume or None)`` of ``volume``: the offered preparation when
+        it serves this CT (:meth:`offer_prepared`), else a fresh canonical CT (prepared later); times them."""
+        from ..orientation import canonicalize
+
+        offered, self._offered = self._offered, None
+        self.used_offered = offered is not None and offered.serves(volume, self.preprocessing)
+        if self.used_offered:
+            self._add_time("preprocess", offered.seconds)
+            return offered.canonical, offered.reorientation, offered.prepared
+        start = time.perf_counter()
+        canonical, reorientation = canonicalize(volume)
+        self._add_time("reorient", time.perf_counter() - start)
+        return canonical, reorientation, None
+
     def predict(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancellationToken] = None) -> np.ndarray:
         """Labels ``(z, y, x)`` uint8 (0 bg, 1 liver, 2 tumor) on ``volume``'s own grid and orientation."""
-        from ..orientation import canonicalize
-
         reporter = ProgressReporter(progress)
         reporter(0.0, "reorienting")
         self._reset_timings()
-        start = time.perf_counter()
-        canonical, reorientation = canonicalize(volume)
-        seconds = time.perf_counter() - start
-        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel)
+        canonical, reorientation, prepared = self._canonical_of(volume)
+        labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, prepared=prepared)
         if cancel is not None:
             cancel.raise_if_cancelled()
         start = time.perf_counter()
         result = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
-        self._add_time("reorient", seconds + time.perf_counter() - start)
+        self._add_time("reorient", time.perf_counter() - start)
         reporter(1.0, "done")
         return result
 
@@ -445,23 +469,20 @@ class SliceInferenceEngine:
         labels are all background gets probability 0 without a restore, whatever its network probability
         (exact elsewhere). ``True`` (a probability map that is written out): exact in every voxel.
         """
-        from ..orientation import canonicalize
-
         reporter = ProgressReporter(progress)
         reporter(0.0, "reorienting")
         self._reset_timings()
-        start = time.perf_counter()
-        canonical, reorientation = canonicalize(volume)
+        canonical, reorientation, prepared = self._canonical_of(volume)
         probability = np.zeros(canonical.shape_zyx, dtype=np.uint8)
-        seconds = time.perf_counter() - start
         labels = self._predict_canonical(canonical, reporter.sub(0.0, 0.98), cancel, probability_out=probability,
-                                         class_index=class_index, probability_everywhere=probability_everywhere)
+                                         class_index=class_index, probability_everywhere=probability_everywhere,
+                                         prepared=prepared)
         if cancel is not None:
             cancel.raise_if_cancelled()
         start = time.perf_counter()
         labels = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
         probability = np.ascontiguousarray(reorientation.from_canonical(probability))
-        self._add_time("reorient", seconds + time.perf_counter() - start)
+        self._add_time("reorient", time.perf_counter() - start)
         reporter(1.0, "done")
         return labels, probability
 
@@ -478,25 +499,29 @@ class SliceInferenceEngine:
 
     def _predict_canonical(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                            cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray] = None,
-                           class_index: int = 2, probability_everywhere: bool = True) -> np.ndarray:
+                           class_index: int = 2, probability_everywhere: bool = True,
+                           prepared: object = None) -> np.ndarray:
         """:meth:`predict_canonical` adding to ``last_timings`` (not reset here). The engine lets go of
-        ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next)."""
+        ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next).
+        ``prepared``: ``canonical`` already on the network grid (a ``PreparedVolume``), or None."""
         try:
             return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index,
-                                                probability_everywhere)
+                                                probability_everywhere, prepared)
         finally:
             self._probability_out = None
 
     def _predict_canonical_into(self, canonical: CTVolume, progress: Optional[ProgressCallback],
                                 cancel: Optional[CancellationToken], probability_out: Optional[np.ndarray],
-                                class_index: int, probability_everywhere: bool = True) -> np.ndarray:
+                                class_index: int, probability_everywhere: bool = True,
+                                prepared: object = None) -> np.ndarray:
         from ..preprocessing import SlicePreprocessor
 
         reporter = progress if isinstance(progress, ProgressReporter) else ProgressReporter(progress)
         reporter(0.0, "preprocessing")
-        start = time.perf_counter()
-        prepared = SlicePreprocessor(self.preprocessing).prepare(canonical)
-        self._add_time("preprocess", time.perf_counter() - start)
+        if prepared is None:
+            start = time.perf_counter()
+            prepared = SlicePreprocessor(self.preprocessing).prepare(canonical)
+            self._add_time("preprocess", time.perf_counter() - start)
         count = int(prepared.num_slices)
         if probability_out is not None and probability_out.shape != tuple(canonical.shape_zyx):
             raise ValueError(f"probability_out has shape {probability_out.shape}, expected {canonical.shape_zyx}")

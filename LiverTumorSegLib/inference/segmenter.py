@@ -143,13 +143,18 @@ def check_output_format(path: Any) -> str:
     return suffix
 
 
-def with_window_override(package: Any, level: float, width: float) -> Any:
-    """A shallow copy of ``package`` whose preprocessing uses window ``level``/``width`` HU (first window)."""
+def window_overridden_config(preprocessing: Any, level: float, width: float) -> Any:
+    """A ``PreprocessingConfig`` like ``preprocessing`` (a config or its dict) whose first window is
+    ``level``/``width`` HU."""
     from ..preprocessing import PreprocessingConfig
 
-    pre = package.preprocessing
-    pre_dict = pre if isinstance(pre, dict) else pre.to_dict()
-    new = PreprocessingConfig.from_dict(override_window(pre_dict, level, width))
+    pre_dict = preprocessing if isinstance(preprocessing, dict) else preprocessing.to_dict()
+    return PreprocessingConfig.from_dict(override_window(pre_dict, level, width))
+
+
+def with_window_override(package: Any, level: float, width: float) -> Any:
+    """A shallow copy of ``package`` whose preprocessing uses window ``level``/``width`` HU (first window)."""
+    new = window_overridden_config(package.preprocessing, level, width)
     if dataclasses.is_dataclass(package):
         return dataclasses.replace(package, preprocessing=new)
     result = copy.copy(package)
@@ -225,6 +230,7 @@ class Segmenter:
     _load_parts = {}  # type: Dict[str, float]
     _monai_hidden = None  # type: Optional[bool]
     _load_overlapped_read = False
+    _load_overlapped_preprocess = False
 
     def __init__(self, options: Optional[SegmentationOptions] = None, package: Any = None, engine: Any = None) -> None:
         options = options if options is not None else SegmentationOptions()
@@ -235,6 +241,8 @@ class Segmenter:
         self.options = options if engine is None else _engine_options(options, engine)
         self._load_lock = threading.Lock()
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
+        self._preprocessing_known = threading.Event()  # set by the load once the config is known, and when it ends
+        self._loading_config = None  # type: Any  # the package's preprocessing config, as the engine will use it
 
     # ------------------------------------------------------------------ loading
     @property
@@ -246,9 +254,32 @@ class Segmenter:
         Thread-safe: a call while another thread loads waits for that load (:meth:`segment_file` loads in a
         background thread while it reads the input)."""
         with self._load_lock:
-            if self.engine is None:
-                self._load(progress)
+            try:
+                if self.engine is None:
+                    self._load(progress)
+            finally:
+                self._preprocessing_known.set()  # loaded or failed: nobody waits for a config any more
         return self
+
+    def _config_known(self, config: Any) -> None:
+        """The load's ``preprocessing_ready`` callback: the verified package's preprocessing config, with the
+        window override the engine will get (a thread waiting in :meth:`preprocessing_while_loading` goes on)."""
+        o = self.options
+        if o.window_level is not None:
+            config = window_overridden_config(config, o.window_level, o.window_width)
+        elif isinstance(config, dict):  # a package object given with a plain dict, as the engine converts it
+            from ..preprocessing import PreprocessingConfig
+            config = PreprocessingConfig.from_dict(config)
+        self._loading_config = config
+        self._preprocessing_known.set()
+
+    def preprocessing_while_loading(self, loading: "concurrent.futures.Future") -> Any:
+        """The preprocessing config of the package the background ``loading`` (:func:`_load_in_background`) is
+        loading, as soon as the package is verified and before its network is built; None when the load ended
+        first (or failed). Waits in steps, as :func:`wait_for_load`."""
+        while not self._preprocessing_known.wait(LOAD_WAIT_STEP_SECONDS):
+            pass
+        return None if loading.done() else self._loading_config
 
     def _load(self, progress: Optional[ProgressCallback]) -> None:
         reporter = ProgressReporter(progress)
@@ -261,7 +292,8 @@ class Segmenter:
 
         imported = time.perf_counter()
         monai_before = monai_import_facts()["seconds"]
-        package = load_package(self.package if self.package is not None else self.options.model)
+        package = load_package(self.package if self.package is not None else self.options.model,
+                               preprocessing_ready=self._config_known)
         if self.options.window_level is not None:
             package = with_window_override(package, self.options.window_level, self.options.window_width)
         packaged = time.perf_counter()
@@ -348,7 +380,7 @@ class Segmenter:
         if self._load_seconds:
             timings["model_load"], self._load_seconds = self._load_seconds, 0.0
             load_parts = dict(rounded_timings(self._load_parts), monai_optional_packages_hidden=self._monai_hidden,
-                              during_read=self._load_overlapped_read)
+                              during_read=self._load_overlapped_read)  # during_preprocess: below
             log.debug("model load (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in self._load_parts.items()))
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -358,6 +390,9 @@ class Segmenter:
             labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True,
                                                 two_stage_record=two_stage_record, in_hu=not_hu is None)
             timings.update(getattr(self.engine, "last_timings", None) or {})
+            if load_parts is not None:  # the CT was resampled while the model loaded (segment_file)
+                load_parts["during_preprocess"] = bool(self._load_overlapped_preprocess and
+                                                       getattr(self.engine, "used_offered", False))
             facts = self._run_facts()
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
                 facts["two_stage_record"] = two_stage_record
@@ -465,6 +500,27 @@ class Segmenter:
                                                         probability_everywhere=self.options.probabilities)
         return self.engine.predict(volume, progress=network_progress, cancel=cancel), None
 
+    def _prepare_while_loading(self, volume: CTVolume, loading: "concurrent.futures.Future") -> Any:
+        """The CT resampled to the network grid while the model load still runs (a
+        :class:`~.prepared_input.PreparedInput`), or None: the load has ended (the engine prepares it then, as
+        without a load), two-stage mode, or the network-grid copy would not fit in memory (refused with the full
+        message after the load). A failure here is not the CT's error: it is dropped and the engine prepares the
+        CT itself, so that any real problem is reported as it is without this step."""
+        if loading.done() or not _prepare_while_loading_wanted(self.options):
+            return None
+        config = self.preprocessing_while_loading(loading)
+        if config is None:
+            return None
+        from .prepared_input import prepare_if_it_fits
+
+        try:
+            early = prepare_if_it_fits(volume, config, self.options.batch_size)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.debug("preparing the CT while the model loads failed (%s); the engine prepares it", exc)
+            return None
+        self._load_overlapped_preprocess = early is not None
+        return early
+
     # ------------------------------------------------------------------ files
     def segment_file(self, input_path: Any, output_path: Any, report_path: Any = None, preview_path: Any = None,
                      probability_path: Any = None, overwrite: bool = False, series: Optional[str] = None,
@@ -502,6 +558,7 @@ class Segmenter:
             timings["checks"] = time.perf_counter() - stage_start
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            early = None if loading is None else self._prepare_while_loading(volume, loading)
         except BaseException:
             # a bad input (or a cancel) before the load finished: let the load end before the error leaves, so
             # that no import runs on behind the caller's back (a segment-only process hides some optional
@@ -516,6 +573,8 @@ class Segmenter:
             wait_for_load(loading)
             self._load_overlapped_read = True
             reporter(0.05, "loading model")
+            if early is not None:
+                self.engine.offer_prepared(early)  # used when it is this CT and the engine's config
         _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -542,6 +601,12 @@ class Segmenter:
         result.seconds = time.perf_counter() - start  # the whole run: 'wrote ... (0.6 s)' hid a 3.5 s read and load
         reporter(1.0, "done")
         return result
+
+
+def _prepare_while_loading_wanted(options: SegmentationOptions) -> bool:
+    """Whether ``segment_file`` resamples the CT while the model loads: not in two-stage mode, whose passes
+    resample crops of the CT, never the whole CT as given."""
+    return not options.two_stage
 
 
 LOAD_WAIT_STEP_SECONDS = 0.25

@@ -230,8 +230,9 @@ def test_model_load_parts_are_reported_once_and_add_up(tmp_path):
     second = segmenter.segment_volume(corner_phantom().ct).report
     parts = first["model_load_s"]
     assert set(parts) == {"import_torch", "import_monai", "read_verify_build", "engine",
-                          "monai_optional_packages_hidden", "during_read"}
+                          "monai_optional_packages_hidden", "during_read", "during_preprocess"}
     assert parts["during_read"] is False  # segment_volume loads before it segments; segment_file while it reads
+    assert parts["during_preprocess"] is False  # ... and resamples the CT while the network is built
     seconds = [parts[k] for k in ("import_torch", "import_monai", "read_verify_build", "engine")]
     assert min(seconds) >= 0.0
     assert abs(sum(seconds) - first["timings_s"]["model_load"]) <= 0.01  # the parts are the whole load

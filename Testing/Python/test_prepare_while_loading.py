@@ -1,0 +1,227 @@
+"""segment_file resamples the CT to the network grid while the model still loads (after the package is verified,
+before its network is built): the same labels as without the overlap, used only for the same CT and an equal
+preprocessing config, dropped (and done again by the engine) whenever anything about it is off."""
+import json
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from LiverTumorSegLib import models as models_module  # noqa: E402
+from LiverTumorSegLib import package as package_module  # noqa: E402
+from LiverTumorSegLib.inference import SegmentationOptions  # noqa: E402
+from LiverTumorSegLib.inference import prepared_input as prepared_module  # noqa: E402
+from LiverTumorSegLib.inference.engine import SliceInferenceEngine  # noqa: E402
+from LiverTumorSegLib.inference.segmenter import Segmenter  # noqa: E402
+from LiverTumorSegLib.io import read_label_map, read_volume, write_volume  # noqa: E402
+from LiverTumorSegLib.preprocessing import SlicePreprocessor  # noqa: E402
+
+from inference_helpers import corner_phantom, oracle_config, oracle_package, oracle_predictor, tiny_unet_package  # noqa: E402,E501
+
+WAIT_S = 60.0  # a bound that only a hang reaches
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return tiny_unet_package(tmp_path_factory.mktemp("pkg"), context_slices=1).path
+
+
+@pytest.fixture
+def slow_build(monkeypatch):
+    """The network build (where a fresh process imports MONAI) waits until the CT has been prepared, so the
+    overlap happens on any machine; returns the list of CTs prepared early."""
+    prepared_early = []
+    done = threading.Event()
+    real_prepare, real_build = prepared_module.prepare_input, models_module.build_model
+
+    def recording_prepare(volume, config):
+        try:
+            result = real_prepare(volume, config)
+            prepared_early.append(result)
+            return result
+        finally:
+            done.set()
+
+    def waiting_build(*args, **kwargs):
+        done.wait(WAIT_S)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(prepared_module, "prepare_input", recording_prepare)
+    monkeypatch.setattr(models_module, "build_model", waiting_build)
+    return prepared_early, done
+
+
+def counting_prepares(monkeypatch):
+    calls = []
+    real = SlicePreprocessor.prepare
+
+    def counted(self, volume, *args, **kwargs):
+        calls.append(volume.shape_zyx)
+        return real(self, volume, *args, **kwargs)
+
+    monkeypatch.setattr(SlicePreprocessor, "prepare", counted)
+    return calls
+
+
+def run(tmp_path, options, name, ct):
+    Segmenter(options).segment_file(ct, tmp_path / f"{name}.nii.gz", report_path=tmp_path / f"{name}.json",
+                                    probability_path=tmp_path / f"{name}_p.nii.gz")
+    report = json.loads((tmp_path / f"{name}.json").read_text())
+    return (read_label_map(tmp_path / f"{name}.nii.gz").array, read_volume(tmp_path / f"{name}_p.nii.gz").array,
+            report)
+
+
+def test_the_ct_is_prepared_while_the_model_loads_and_gives_the_same_labels(tmp_path, tiny_path, slow_build,
+                                                                         monkeypatch):
+    prepared_early, _ = slow_build
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1, batch_size=4)
+    prepares = counting_prepares(monkeypatch)
+    labels, probability, report = run(tmp_path, options, "overlapped", ct)
+    assert len(prepared_early) == 1 and len(prepares) == 1  # prepared once, early; the engine did not again
+    assert report["model_load_s"]["during_preprocess"] is True and report["model_load_s"]["during_read"] is True
+    assert report["timings_s"]["preprocess"] >= prepared_early[0].seconds
+
+    preloaded = Segmenter(options).load()  # the model loaded first: the engine prepares the CT itself
+    preloaded.segment_file(ct, tmp_path / "b.nii.gz", report_path=tmp_path / "b.json",
+                           probability_path=tmp_path / "b_p.nii.gz")
+    assert len(prepares) == 2 and len(prepared_early) == 1
+    assert json.loads((tmp_path / "b.json").read_text())["model_load_s"]["during_preprocess"] is False
+    np.testing.assert_array_equal(labels, read_label_map(tmp_path / "b.nii.gz").array)
+    np.testing.assert_array_equal(probability, read_volume(tmp_path / "b_p.nii.gz").array)
+
+
+def test_a_window_override_is_prepared_with_the_overridden_window(tmp_path, tiny_path, slow_build):
+    prepared_early, _ = slow_build
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1,
+                                  window_level=60.0, window_width=300.0)
+    labels, _, report = run(tmp_path, options, "w", ct)
+    assert report["model_load_s"]["during_preprocess"] is True
+    assert prepared_early[0].config.channels[0]["level"] == 60.0
+    assert prepared_early[0].config.channels[0]["width"] == 300.0
+    plain = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1)
+    preloaded = Segmenter(options).load()
+    assert preloaded.engine.preprocessing == prepared_early[0].config
+    assert Segmenter(plain).load().engine.preprocessing != prepared_early[0].config
+    preloaded.segment_file(ct, tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(labels, read_label_map(tmp_path / "b.nii.gz").array)
+
+
+def test_two_stage_mode_is_not_prepared_early(tmp_path, tiny_path, slow_build):
+    prepared_early, done = slow_build
+    done.set()  # nothing will be prepared early: the build must not wait for it
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1, two_stage=True)
+    _, _, report = run(tmp_path, options, "two", ct)
+    assert prepared_early == [] and report["model_load_s"]["during_preprocess"] is False
+
+
+def test_a_failure_while_preparing_early_is_dropped_and_the_engine_prepares_the_ct(tmp_path, tiny_path,
+                                                                                   monkeypatch):
+    release = threading.Event()
+    real_build = models_module.build_model
+
+    def failing_prepare(volume, config):
+        release.set()
+        raise MemoryError("no room for the early copy")
+
+    def waiting_build(*args, **kwargs):
+        release.wait(WAIT_S)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(prepared_module, "prepare_input", failing_prepare)
+    monkeypatch.setattr(models_module, "build_model", waiting_build)
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1)
+    labels, _, report = run(tmp_path, options, "f", ct)
+    assert release.is_set() and report["model_load_s"]["during_preprocess"] is False
+    monkeypatch.setattr(models_module, "build_model", real_build)
+    preloaded = Segmenter(options).load()
+    preloaded.segment_file(ct, tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(labels, read_label_map(tmp_path / "b.nii.gz").array)
+
+
+def test_a_ct_too_big_for_the_network_grid_is_not_prepared_early(monkeypatch):
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.errors import ResourceError
+
+    def refuse(*args, **kwargs):
+        raise ResourceError("too big")
+
+    monkeypatch.setattr(validation, "check_network_memory", refuse)
+    assert prepared_module.prepare_if_it_fits(corner_phantom().ct, oracle_config()) is None
+
+
+def test_a_load_that_fails_after_the_config_is_known_reports_the_load_error(tmp_path, tiny_path, monkeypatch):
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    def broken_build(*args, **kwargs):
+        raise ModelPackageError("the network cannot be built")
+
+    monkeypatch.setattr(models_module, "build_model", broken_build)
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1)
+    with pytest.raises(ModelPackageError, match="cannot be built"):
+        Segmenter(options).segment_file(ct, tmp_path / "seg.nii.gz")
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_the_package_announces_its_preprocessing_after_its_checks_and_before_the_build(tmp_path, tiny_path,
+                                                                                     monkeypatch):
+    events = []
+    real_build = models_module.build_model
+
+    def recording_build(*args, **kwargs):
+        events.append("build")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(models_module, "build_model", recording_build)
+    package = package_module.load_model_package(tiny_path, preprocessing_ready=lambda c: events.append(c))
+    # (a network planned on the meta device, when its plan is not cached yet, is built before: "build" first)
+    assert events[-1] == "build" and events[-2] == package.preprocessing
+    assert [e for e in events if e != "build"] == [package.preprocessing]
+
+    tampered = tmp_path / "tampered.safetensors"
+    data = bytearray(tiny_path.read_bytes())
+    data[-3] ^= 0xFF  # a weight byte: the weights' hash no longer matches
+    tampered.write_bytes(bytes(data))
+    announced = []
+    with pytest.raises(package_module.ModelPackageError):
+        package_module.load_model_package(tampered, preprocessing_ready=announced.append)
+    assert announced == []  # a package that fails its checks never hands out its preprocessing
+
+
+def engine_and_offer(volume, config=None):
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    offer = prepared_module.prepare_input(volume, config if config is not None else engine.preprocessing)
+    return engine, offer
+
+
+def test_the_engine_uses_an_offer_only_for_the_same_ct_and_config_and_only_once(monkeypatch):
+    volume = corner_phantom().ct
+    engine, offer = engine_and_offer(volume)
+    expected = engine.predict(volume)
+    prepares = counting_prepares(monkeypatch)
+
+    engine.offer_prepared(offer)
+    np.testing.assert_array_equal(engine.predict(volume), expected)
+    assert engine.used_offered and prepares == []
+    engine.predict(volume)  # the offer was used up
+    assert not engine.used_offered and len(prepares) == 1
+
+    copy = type(volume)(volume.array.copy(), volume.geometry)  # equal, but not the CT the offer was made for
+    engine.offer_prepared(offer)
+    np.testing.assert_array_equal(engine.predict(copy), expected)
+    assert not engine.used_offered and len(prepares) == 2
+
+    other = oracle_config()
+    other.channels[0]["level"] += 10.0
+    engine, offer = engine_and_offer(volume, other)
+    engine.offer_prepared(offer)
+    labels, _ = engine.predict_with_probability(volume)
+    assert not engine.used_offered and len(prepares) == 4  # the offer's own preparation, then the engine's
+    np.testing.assert_array_equal(labels, expected)

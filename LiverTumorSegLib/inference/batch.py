@@ -325,6 +325,30 @@ def _read_case(case: BatchCase, allow_non_hu: bool, share: CoreShare) -> tuple:
         return volume, warnings, time.perf_counter() - start
 
 
+def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare, segmenter: Any) -> tuple:
+    """(volume, warnings, read seconds, PreparedInput or None): :func:`_read_case`, then, when the engine's
+    preprocessing is known by then (:attr:`Segmenter.known_preprocessing`), the CT resampled to the network grid
+    here on the reader thread, so the network thread only runs the network (on a GPU the preprocessing was most
+    of a CT's time on the CPU side). Not in two-stage mode; a failure or a CT too large for the early copy only
+    means the engine prepares it, as before."""
+    volume, warnings, seconds = _read_case(case, allow_non_hu, share)
+    from .segmenter import _prepare_while_loading_wanted
+
+    options = getattr(segmenter, "options", None)
+    config = getattr(segmenter, "known_preprocessing", None)
+    if config is None or options is None or not _prepare_while_loading_wanted(options):
+        return volume, warnings, seconds, None
+    from .prepared_input import prepare_if_it_fits
+
+    try:
+        with share.busy():
+            early = prepare_if_it_fits(volume, config, getattr(options, "batch_size", None))
+    except Exception as exc:  # noqa: BLE001 - the engine prepares the CT itself (a real problem recurs there)
+        log.debug("%s: preparing the CT on the reader thread failed (%s); the engine prepares it", case.case_id, exc)
+        early = None
+    return volume, warnings, seconds, early
+
+
 def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output: Any, warnings: List[str],
                            read_seconds: float, overwrite: bool, share: CoreShare) -> tuple:
     """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
@@ -478,7 +502,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
 
         def start_read(index: int) -> None:
             if index < len(todo) and index not in reads:
-                reads[index] = submit_in_caller_context(reader, _read_case, todo[index], allow_non_hu, share)
+                reads[index] = submit_in_caller_context(reader, _read_and_prepare_case, todo[index], allow_non_hu,
+                                                        share, segmenter)
 
         # the first two CTs are read while the model loads: the load (imports, mostly one thread) leaves a core
         # free for longer than one read takes; later on, one CT is read ahead, so no more CTs are held than before.
@@ -505,11 +530,13 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 start_read(index + 1)  # read the next CT while the network runs on this one
                 start = time.perf_counter()
                 try:
-                    volume, warnings, read_seconds = current.result()
+                    volume, warnings, read_seconds, early = current.result()
                     for message in warnings:
                         log.warning("warning: %s: %s", case.case_id, message)
                     # at the network's grid and the model's channels (the model is loaded by now)
                     _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
+                    if early is not None and hasattr(segmenter.engine, "offer_prepared"):
+                        segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
                     output = segmenter.predict(volume)
                 except KeyboardInterrupt:
                     raise
@@ -528,7 +555,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 # only this one is kept: a list of every finished future held each case's label map (and CT) to
                 # the end of the batch, about 50 MB per 512 x 512 x 200 case
                 finishing = future
-                del volume, output, current
+                del volume, output, current, early
             if finishing is not None:
                 concurrent.futures.wait([finishing])
     return [statuses[case.case_id] for case in cases]

@@ -273,6 +273,15 @@ class Segmenter:
         self._loading_config = config
         self._preprocessing_known.set()
 
+    @property
+    def known_preprocessing(self) -> Any:
+        """The preprocessing config the engine runs with, when it is known without waiting: the engine is built,
+        or its package has been verified and the network is being built; else None."""
+        engine = self.engine
+        if engine is not None:
+            return getattr(engine, "preprocessing", None)
+        return self._loading_config if self._preprocessing_known.is_set() else None
+
     def preprocessing_while_loading(self, loading: "concurrent.futures.Future") -> Any:
         """The preprocessing config of the package the background ``loading`` (:func:`_load_in_background`) is
         loading, as soon as the package is verified and before its network is built; None when the load ended
@@ -573,7 +582,7 @@ class Segmenter:
             wait_for_load(loading)
             self._load_overlapped_read = True
             reporter(0.05, "loading model")
-            if early is not None:
+            if early is not None and hasattr(self.engine, "offer_prepared"):
                 self.engine.offer_prepared(early)  # used when it is this CT and the engine's config
         _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
         if cancel is not None:

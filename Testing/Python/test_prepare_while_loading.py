@@ -225,3 +225,61 @@ def test_the_engine_uses_an_offer_only_for_the_same_ct_and_config_and_only_once(
     labels, _ = engine.predict_with_probability(volume)
     assert not engine.used_offered and len(prepares) == 4  # the offer's own preparation, then the engine's
     np.testing.assert_array_equal(labels, expected)
+
+
+def prepares_by_thread(monkeypatch):
+    threads = []
+    real = SlicePreprocessor.prepare
+
+    def recorded(self, volume, *args, **kwargs):
+        threads.append(threading.current_thread().name.split("_")[0])
+        return real(self, volume, *args, **kwargs)
+
+    monkeypatch.setattr(SlicePreprocessor, "prepare", recorded)
+    return threads
+
+
+def test_a_batch_resamples_each_ct_on_the_reader_thread_with_the_same_labels(tmp_path, tiny_path, monkeypatch):
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.phantom import make_phantom
+
+    (tmp_path / "cts").mkdir()
+    for i in range(3):
+        write_volume(tmp_path / "cts" / f"ct_{i}.nii.gz",
+                     make_phantom((10, 32, 36), (2.5, 2.5, 4.0), noise_hu=4.0, seed=i).ct)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1, batch_size=4)
+    segmenter = Segmenter(options).load()
+    threads = prepares_by_thread(monkeypatch)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done"] * 3
+    assert threads == ["ct-reader"] * 3  # each CT prepared once, on the reader; never again by the engine
+    for i in range(3):
+        single = Segmenter(options).load()
+        single.segment_file(tmp_path / "cts" / f"ct_{i}.nii.gz", tmp_path / f"single_{i}.nii.gz")
+        np.testing.assert_array_equal(read_label_map(tmp_path / "out" / f"ct_{i}.nii.gz").array,
+                                      read_label_map(tmp_path / f"single_{i}.nii.gz").array)
+
+    threads.clear()
+    two_stage = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1,
+                                              two_stage=True)).load()
+    segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), two_stage)
+    assert "ct-reader" not in threads  # two-stage resamples crops on the network thread
+
+
+def test_a_batch_whose_early_preparation_fails_still_segments_every_case(tmp_path, tiny_path, monkeypatch):
+    from LiverTumorSegLib.inference.batch import find_cases, segment_batch
+    from LiverTumorSegLib.phantom import make_phantom
+
+    (tmp_path / "cts").mkdir()
+    for i in range(2):
+        write_volume(tmp_path / "cts" / f"ct_{i}.nii.gz",
+                     make_phantom((10, 32, 36), (2.5, 2.5, 4.0), noise_hu=4.0, seed=i).ct)
+
+    def failing(volume, config):
+        raise RuntimeError("no early copy")
+
+    monkeypatch.setattr(prepared_module, "prepare_input", failing)
+    options = SegmentationOptions(model=str(tiny_path), device="cpu", precision="fp32", threads=1)
+    threads = prepares_by_thread(monkeypatch)
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(options).load())
+    assert [s.status for s in statuses] == ["done"] * 2 and threads == ["MainThread"] * 2

@@ -105,12 +105,32 @@ RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_
 backend and precision do not (bf16 runs only where its check agrees with fp32)."""
 
 
-def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any]) -> List[str]:
-    """What of a case's earlier ``segment`` report differs from this run: "another model" (other weights) and
-    the names of :data:`RESULT_OPTIONS` set otherwise. Entries the report lacks are not compared."""
+def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
+    """True when the report's ``input_file`` (size and modification time of the CT file it segmented) differs
+    from the file now at ``input_path``: another CT put under the same name, or the CT rewritten since. False
+    when the report has none (a DICOM folder, an older report) or the file cannot be looked at."""
+    from ..io.reading import file_fingerprint
+
+    recorded = report.get("input_file")
+    if not isinstance(recorded, dict) or input_path is None:
+        return False
+    try:
+        now = file_fingerprint(input_path)
+    except OSError:
+        return False
+    return any(key in recorded and recorded[key] != now[key] for key in now)
+
+
+def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any],
+                             input_path: Any = None) -> List[str]:
+    """What of a case's earlier ``segment`` report differs from this run: "another model" (other weights), the
+    names of :data:`RESULT_OPTIONS` set otherwise, and "another CT file" when the file at ``input_path`` is not
+    the one segmented (:func:`_other_input_file`). Entries the report lacks are not compared."""
     if not isinstance(report, dict):
         return []
     why = []
+    if _other_input_file(report, input_path):
+        why.append("another CT file: its size or modification time differs from the one segmented")
     recorded = report.get("model_weights_sha256")
     if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:
         why.append("another model")
@@ -125,9 +145,10 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
 def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any) -> None:
     """Refuse (InputError, before any work) a run without ``--overwrite`` that would keep, as "already segmented",
     label maps an earlier run made with other weights (``weights_sha256``: this run's package's) or other
-    result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), as their reports say:
-    the folder would mix two models' or two settings' results under one run's table. A label map without a
-    readable report is kept as before (nothing to compare)."""
+    result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), or of another CT file
+    than the case's input now is (its size or modification time, recorded as ``input_file``), as their reports
+    say: the folder would mix two models' or two settings' results under one run's table, or keep a result of
+    another CT. A label map without a readable report is kept as before (nothing to compare)."""
     import json
 
     settings = options.to_dict()
@@ -139,15 +160,15 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
             report = json.loads(case.report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        why = _earlier_run_differences(report, weights_sha256, settings)
+        why = _earlier_run_differences(report, weights_sha256, settings, case.input_path)
         if why:
             differing.append(f"{case.case_id} ({'; '.join(why)})")
     if differing:
         shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
         raise InputError(f"{len(differing)} case(s) in the output folder were segmented by an earlier run with "
-                         f"another model or other settings: {shown}. This run would keep them as already segmented, "
-                         f"mixing two runs' results. Rerun with --overwrite to segment them again with this model "
-                         f"and settings, or give another output folder.")
+                         f"another model, other settings or from another CT file: {shown}. This run would keep them "
+                         f"as already segmented, mixing two runs' results. Rerun with --overwrite to segment them "
+                         f"again with this model, settings and CT, or give another output folder.")
 
 
 def segmenter_weights_sha256(segmenter: Any) -> str:

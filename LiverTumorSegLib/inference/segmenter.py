@@ -433,7 +433,10 @@ class Segmenter:
         reporter(0.5, "lesion report")
         stage_start = time.perf_counter()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
-        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, input=volume.source),
+        source = dict(input=volume.source)
+        if isinstance(volume.meta.get("input_file"), dict):  # a CT file's size and time, to recognise it later
+            source["input_file"] = dict(volume.meta["input_file"])
+        report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, **source),
                                tumor_probability_zyx=probability, network_labels_zyx=output.labels)
         if not self.options.probabilities:
             probability = None

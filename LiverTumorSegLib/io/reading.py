@@ -49,11 +49,21 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
         from ..errors import option_hint
         raise InputError(f"{option_hint('--series', 'series=')} picks a series in a DICOM folder, but '{path}' is a "
                          f"{suffix} file holding one volume; leave it out, or give the DICOM folder.")
-    if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path, uint8_if_fits)
-    if suffix in ITK_SUFFIXES:
-        return _read_itk_file(path, uint8_if_fits)
+    if suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        before = file_fingerprint(path)  # of the file as it was when its voxels were read
+        volume = _read_nifti(path, uint8_if_fits) if suffix in NIFTI_SUFFIXES else _read_itk_file(path, uint8_if_fits)
+        volume.meta["input_file"] = before
+        return volume
     raise InputError(f"Unknown file type '{suffix or path.name}' for '{path}'; give {_SUPPORTED_TEXT}.")
+
+
+def file_fingerprint(path: PathLike) -> dict:
+    """``{"bytes": size, "modified_ns": modification time}`` of a CT file: a ``segment`` report records it
+    (``input_file``), so a resumed batch can tell the file it segmented from another one put at the same path."""
+    import os
+
+    stat = os.stat(path)
+    return {"bytes": int(stat.st_size), "modified_ns": int(stat.st_mtime_ns)}
 
 
 def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int]]:

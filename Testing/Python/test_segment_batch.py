@@ -864,3 +864,26 @@ def test_a_second_batch_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lo
     (out / BATCH_LOCK_FILE).write_text(process_mark_of(ended_process_id(), None), encoding="ascii")  # a killed run's
     assert cli.main(argv) == 0 and (out / "ct_0.nii.gz").exists()
     assert not (out / BATCH_LOCK_FILE).exists()
+
+
+def test_a_resumed_batch_refuses_a_result_of_another_ct_put_under_the_same_name(tmp_path):
+    """An audit resumed a batch on another cohort with the same case names: the first cohort's label maps were kept
+    as 'already segmented' and scored against the second cohort's references. The report now records the CT file's
+    size and modification time (input_file), and a case whose file differs is refused like other settings."""
+    import json
+    import os
+
+    paths = write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    recorded = json.loads((tmp_path / "out" / "reports" / "ct_1.json").read_text())["input_file"]
+    assert recorded == {"bytes": paths[1].stat().st_size, "modified_ns": paths[1].stat().st_mtime_ns}
+    os.utime(paths[0], ns=(paths[0].stat().st_atime_ns, paths[0].stat().st_mtime_ns))  # unchanged: still resumes
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
+
+    other = make_phantom((12, 36, 40), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=5).ct  # another patient
+    write_volume(paths[1], other, overwrite=True)
+    os.utime(paths[1], ns=(recorded["modified_ns"] + 10 ** 9, recorded["modified_ns"] + 10 ** 9))
+    with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file.*--overwrite"):
+        segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]

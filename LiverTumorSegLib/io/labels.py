@@ -1,6 +1,8 @@
 """Label maps: reading (plain images, Slicer ``.seg.nrrd``, DICOM SEG), checking their values (0 background,
 1 liver, 2 tumor) and matching their grid to the reference CT."""
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+import json
+import logging
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -9,6 +11,7 @@ from ..volume import CTVolume, ImageGeometry
 from .formats import PathLike
 from .reading import read_volume
 
+log = logging.getLogger(__name__)
 
 LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
@@ -235,8 +238,6 @@ ANY_LABEL_VALUE = tuple(range(256))
 def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, int]:
     """A ``--label-map`` JSON text (``'{"255": 1}'``: raw value -> 0 background, 1 liver, 2 tumor) as a dict;
     InputError saying what is wrong otherwise."""
-    import json
-
     try:
         mapping = json.loads(text)
     except ValueError as exc:
@@ -256,11 +257,54 @@ def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, 
     return mapping
 
 
+def unlisted_label_values(raw: np.ndarray, label_map: Mapping) -> Dict[int, int]:
+    """``{value: voxel count}`` of the values other than 0 in ``raw`` that ``label_map`` does not list: those
+    :func:`remap_labels` makes background."""
+    listed = {int(key) for key in label_map}
+    return {value: count for value, count in label_value_counts(raw).items() if value != 0 and value not in listed}
+
+
+def unlisted_values_warning(where: str, raw: np.ndarray, label_map: Mapping, option: str = "--label-map"
+                            ) -> Optional[str]:
+    """The warning that :func:`remap_labels` gives for ``raw`` (the label map ``where``) and ``label_map``: the
+    values present in it that the map does not list and so sends to background, with their voxel counts; None when
+    every value present is listed (or 0)."""
+    dropped = unlisted_label_values(raw, label_map)
+    if not dropped:
+        return None
+    shown = ", ".join(f"{value} ({count} voxels)" for value, count in sorted(dropped.items())[:8])
+    shown += " ..." if len(dropped) > 8 else ""
+    present = label_value_counts(raw)
+    kept = any(int(key) in present and int(target) != 0 for key, target in label_map.items())
+    whole = "" if kept else " (nothing of it is liver or tumor after the map: every case scores it as empty)"
+    example = {str(key): int(target) for key, target in label_map.items()}
+    example.update({str(value): value for value in sorted(dropped) if value in (1, 2)})
+    hint = (f"e.g. {option} '{json.dumps(example)}'" if len(example) > len(label_map)
+            else "or map a value to 0 to drop it on purpose")
+    return (f"label map '{where}' holds value(s) {shown} that {option} {json.dumps(dict(label_map))} does not list, "
+            f"so they become 0 (background){whole}. List every value to keep ({hint}).")
+
+
+_SAID_UNLISTED = set()  # type: Set[Tuple[str, str]]
+"""(file, warning) pairs :func:`remap_labels` has logged in this process: a file read again (evaluate's overlays
+read the best and worst case a second time) is not warned about twice."""
+
+
 def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: str = "label",
-                 option: str = "--label-map") -> np.ndarray:
-    """Map raw label values to uint8 {0, 1, 2}; values not in ``label_map`` become 0. Without a map, values
-    must already be in {0, 1, 2} (LabelError naming ``option``, the way to map them, otherwise)."""
+                 option: str = "--label-map", warnings: Optional[List[str]] = None) -> np.ndarray:
+    """Map raw label values to uint8 {0, 1, 2}; values not in ``label_map`` become 0, and when ``raw`` holds such
+    values other than 0 a warning naming the file (``where``) and those values is logged (once per file and
+    process; ``warnings``: a list the warning is also appended to): a map written for 0/255 masks turned a 0/1/2
+    reference into background without a word, and its case scored liver Dice 0. Without a map, values must
+    already be in {0, 1, 2} (LabelError naming ``option``, the way to map them, otherwise)."""
     if label_map:
+        said = unlisted_values_warning(str(where), raw, label_map, option)
+        if said is not None:
+            if warnings is not None:
+                warnings.append(said)
+            if (str(where), said) not in _SAID_UNLISTED:
+                _SAID_UNLISTED.add((str(where), said))
+                log.warning("warning: %s", said)
         out = np.zeros(raw.shape, dtype=np.uint8)
         for source, target in label_map.items():
             out[raw == int(source)] = int(target)

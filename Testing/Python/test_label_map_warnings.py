@@ -1,0 +1,69 @@
+"""--label-map sends every value it does not list to background (documented): a map written for 0/255 masks turned a
+0/1/2 reference into background without a word at run time, and its case scored liver Dice 0. remap_labels now
+says so, naming the file and the values, and evaluate shows it on stderr."""
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from LiverTumorSegLib.io import write_label_map
+from LiverTumorSegLib.io.labels import remap_labels, unlisted_label_values
+from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_values_the_map_does_not_list_are_named_with_the_file(caplog):
+    raw = np.array([[0, 1, 2], [1, 1, 0]], dtype=np.uint8)
+    collected = []
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.io.labels"):
+        out = remap_labels(raw, {"255": 1}, "refs/case7.nii.gz", warnings=collected)
+    assert not out.any()  # the documented rule is unchanged: unlisted values become 0
+    assert unlisted_label_values(raw, {"255": 1}) == {1: 3, 2: 1}
+    assert len(collected) == 1 and collected[0] in caplog.text
+    said = collected[0]
+    assert "'refs/case7.nii.gz'" in said and "1 (3 voxels), 2 (1 voxels)" in said and "background" in said
+    assert "nothing of it is liver or tumor" in said  # the whole map emptied
+    assert '{"255": 1, "1": 1, "2": 2}' in said  # the way to keep them
+    # said once per file and process (evaluate's overlays read a case a second time), collected every time
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.io.labels"):
+        remap_labels(raw, {"255": 1}, "refs/case7.nii.gz", warnings=collected)
+    assert caplog.text == "" and len(collected) == 2
+
+
+def test_no_warning_when_every_value_present_is_listed_or_dropped_on_purpose(caplog):
+    raw = np.array([0, 255, 3, 0], dtype=np.uint8)
+    collected = []
+    with caplog.at_level(logging.WARNING, logger="LiverTumorSegLib.io.labels"):
+        assert remap_labels(raw, {"255": 1, "3": 0}, "a.nii", warnings=collected).tolist() == [0, 1, 0, 0]
+        remap_labels(raw, {"255": 2, "3": 2, "7": 1}, "b.nii", warnings=collected)  # 7 absent: no matter
+        remap_labels(np.array([0, 1, 2]), None, "c.nii", warnings=collected)  # no map: nothing to drop
+    assert collected == [] and caplog.text == ""
+    # a value of a map that keeps something else is still named, without the "nothing of it" part
+    partly = []
+    remap_labels(raw, {"255": 1}, "d.nii", warnings=partly)
+    assert len(partly) == 1 and "3 (1 voxels)" in partly[0] and "nothing of it" not in partly[0]
+
+
+def test_evaluate_prints_the_warning_on_stderr(tmp_path):
+    lesion = PhantomLesion(center_zyx=(3.0, 12.0, 12.0), radius_mm=4.0, hu=15.0)
+    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
+    assert set(np.unique(phantom.labels)) == {0, 1, 2}
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        write_label_map(tmp_path / folder / "case1.nii.gz", phantom.labels, phantom.ct.geometry)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "evaluate", "--pred", str(tmp_path / "pred"),
+                           "--ref", str(tmp_path / "ref"), "-o", str(tmp_path / "eval"), "--no-plots",
+                           "--no-surface", "--no-progress", "--label-map", '{"255": 1}'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reference = str(tmp_path / "ref" / "case1.nii.gz")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("warning: label map")]
+    assert len(lines) == 1, done.stderr
+    assert f"'{reference}'" in lines[0] and "value(s) 1 (" in lines[0] and ", 2 (" in lines[0]
+    assert "background" in lines[0]

@@ -15,7 +15,9 @@ then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparis
 liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
 labelled outside the reference liver (total mL), and beside them the reference cases without a prediction (a case
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
-result", and whether the model meets the issue's targets (never when a case has no prediction).
+result", and whether the model meets the issue's targets (never when a case has no prediction). Each number is shown
+with as many digits as it takes to be on the side of its target it is on (a worst liver Dice of 0.9196 is not shown
+as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)".
 ``OUT/per_case.csv`` puts each reference case's numbers side by side, a column per model and number (liver Dice,
 tumor Dice, predicted lesions touching no reference lesion, mL liver outside the reference liver, the
 "Implausible result" flag; empty where that model has no prediction of the case): the per-patient differences
@@ -259,20 +261,48 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
     return row
 
 
+TARGET_SIDES = {"dice_liver_mean": "min", "dice_liver_worst": "min", "dice_tumor_mean": "min", "false_lesions": "max",
+                "liver_outside_ml": "max"}
+"""Whether each of :data:`TARGETS` is a least ("min": at or above) or a most ("max": at or below) value."""
+
+
+def meets_target(key: str, value: float) -> bool:
+    """Whether ``value`` meets issue 11's target ``key`` (:data:`TARGETS`, :data:`TARGET_SIDES`)."""
+    if TARGET_SIDES[key] == "min":
+        return value >= TARGETS[key]
+    return value <= TARGETS[key]
+
+
 def meets_targets(row: Dict[str, Any]) -> bool:
     """Issue 11's targets, with no reference case left without a prediction (a failure is not a pass)."""
     values = [row.get(key) for key in TARGETS]
     if row.get("cases_without_prediction") or any(v is None for v in values):
         return False
-    return (row["dice_liver_mean"] >= TARGETS["dice_liver_mean"]
-            and row["dice_liver_worst"] >= TARGETS["dice_liver_worst"]
-            and row["dice_tumor_mean"] >= TARGETS["dice_tumor_mean"]
-            and row["false_lesions"] <= TARGETS["false_lesions"]
-            and row["liver_outside_ml"] <= TARGETS["liver_outside_ml"])
+    return all(meets_target(key, row[key]) for key in TARGETS)
+
+
+MISSES = " (misses)"
+"""Added to a table cell whose number misses its target: the row that makes a model's verdict "no" is marked."""
 
 
 def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _target_cell(row: Dict[str, Any], key: str, digits: int = 3) -> str:
+    """A number of :data:`TARGETS` as the table shows it: ``digits`` decimals, or as many more as it takes for the
+    shown value to be on the same side of its target as the value itself (a worst liver Dice of 0.9196 is 0.9196, not
+    0.920 beside the target 0.92), and :data:`MISSES` after it when it misses the target."""
+    value = row.get(key)
+    if value is None:
+        return "n/a"
+    value = float(value)
+    met = meets_target(key, value)
+    text = f"{value:.{digits}f}"
+    while meets_target(key, float(text)) != met and digits < 12:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text + ("" if met else MISSES)
 
 
 def _names(items: Sequence[str]) -> str:
@@ -280,19 +310,24 @@ def _names(items: Sequence[str]) -> str:
 
 
 TABLE_ROWS = (
-    ("liver Dice, mean / worst case", lambda r: f"{_num(r['dice_liver_mean'])} / {_num(r['dice_liver_worst'])}",
-     ">= 0.945 / >= 0.92"),
-    ("tumor Dice, mean", lambda r: _num(r["dice_tumor_mean"]), ">= 0.70"),
+    ("liver Dice, mean / worst case",
+     lambda r: f"{_target_cell(r, 'dice_liver_mean')} / {_target_cell(r, 'dice_liver_worst')}", ">= 0.945 / >= 0.92"),
+    ("tumor Dice, mean", lambda r: _target_cell(r, "dice_tumor_mean"), ">= 0.70"),
     ("predicted lesions touching no reference lesion (total)",
-     lambda r: "n/a" if r["false_lesions"] is None else str(int(r["false_lesions"])), "<= 10"),
-    ("liver labelled outside the reference liver (total mL)", lambda r: _num(r["liver_outside_ml"], 1), "<= 80"),
+     lambda r: "n/a" if r["false_lesions"] is None else
+     str(int(r["false_lesions"])) + ("" if meets_target("false_lesions", r["false_lesions"]) else MISSES), "<= 10"),
+    ("liver labelled outside the reference liver (total mL)", lambda r: _target_cell(r, "liver_outside_ml", 1),
+     "<= 80"),
     ("cases evaluated", lambda r: str(r["cases_evaluated"]), ""),
     ("reference cases without a prediction (failures, not in the numbers above)",
-     lambda r: _names(r["cases_without_prediction"]), "0"),
+     lambda r: _names(r["cases_without_prediction"]) + (MISSES if r["cases_without_prediction"] else ""), "0"),
     ("predictions without a reference (not evaluated)", lambda r: _names(r["predictions_without_reference"]), ""),
     ("evaluated cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
     ("meets issue 11's targets", lambda r: "yes" if r["meets_targets"] else "no", ""),
 )
+"""``(label, cell of a model's row, target)``: a number is shown on the side of its target it is on, and a cell that
+misses its target says so (rounding showed a tumor Dice of 0.6996 as 0.700 beside ">= 0.70", 80.04 mL as 80.0
+beside "<= 80", and then the verdict "no" with no row that explained it)."""
 
 
 def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:

@@ -84,8 +84,8 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
     assert per_case[2]["a_dice_liver"] == "" and per_case[0]["b_dice_liver"] != ""
     table = (out / "comparison.md").read_text()
     assert table.splitlines()[0] == "| | a | b | target |"
-    assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) | 1 (case2) | 0 |" \
-        in table
+    assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) (misses) | " \
+        "1 (case2) (misses) | 0 |" in table
 
 
 def test_a_rerun_keeps_the_predictions_and_replaces_the_evaluation_only_with_overwrite(tmp_path):
@@ -171,6 +171,46 @@ def _row(**changes):
 ])
 def test_issue_11_targets(changes, meets):
     assert comparison.meets_targets(_row(**changes)) is meets
+
+
+def _table_row(**changes):
+    row = dict(_row(**changes), cases_evaluated=3, predictions_without_reference=[], segment_failed_cases=[],
+               implausible_cases=[])
+    row["meets_targets"] = comparison.meets_targets(row)
+    return row
+
+
+def _cells(table):
+    """``{row label: the model's cell}`` of a one-model table."""
+    return {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in table.splitlines()[2:] if " | " in line}
+
+
+def test_the_table_never_shows_a_number_past_its_target_beside_a_no():
+    """The audit's row: every number rounded to 3 decimals (1 for mL) read as at or past its target, and the verdict
+    said "no" (0.9196 shown as 0.920 beside >= 0.92, 0.6996 as 0.700, 80.04 mL as 80.0)."""
+    row = _table_row(dice_liver_mean=0.94951, dice_liver_worst=0.9196, dice_tumor_mean=0.6996, false_lesions=10,
+                     liver_outside_ml=80.04)
+    cells = _cells(comparison.comparison_table({"v3": row}))
+    assert cells["meets issue 11's targets"] == "no"
+    assert cells["liver Dice, mean / worst case"] == "0.950 / 0.9196 (misses)"
+    assert cells["tumor Dice, mean"] == "0.6996 (misses)"
+    assert cells["liver labelled outside the reference liver (total mL)"] == "80.04 (misses)"
+    assert cells["predicted lesions touching no reference lesion (total)"] == "10"
+    assert _cells(comparison.comparison_table({"v3": _table_row(false_lesions=11)}))[
+        "predicted lesions touching no reference lesion (total)"] == "11 (misses)"
+
+
+@pytest.mark.parametrize("key", ["dice_liver_mean", "dice_liver_worst", "dice_tumor_mean", "liver_outside_ml"])
+@pytest.mark.parametrize("offset", [-1e-4, -4e-6, -1e-9, 0.0, 1e-9, 4e-6, 1e-4, 0.04])
+def test_a_shown_number_is_on_the_side_of_its_target_that_the_number_is_on(key, offset):
+    value = comparison.TARGETS[key] + offset
+    row = _table_row(**{key: value})
+    met = comparison.meets_target(key, value)
+    cell = comparison._target_cell(row, key, 1 if key == "liver_outside_ml" else 3)
+    shown = float(cell.replace(comparison.MISSES, ""))
+    assert comparison.meets_target(key, shown) is met
+    assert cell.endswith(comparison.MISSES) is (not met)
+    assert row["meets_targets"] is met  # the other numbers are at their targets: this one decides
 
 
 def test_model_options_are_checked():

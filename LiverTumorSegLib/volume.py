@@ -30,6 +30,47 @@ def checked_spacing(spacing: Any, count: int, what: str = "spacing_zyx") -> Tupl
     return values
 
 
+def _image_library(obj: Any) -> str:
+    """"nibabel" or "SimpleITK" when ``obj`` is an image object of that library, else "" (neither is imported)."""
+    module = type(obj).__module__ or ""
+    if module.startswith("nibabel") and hasattr(obj, "dataobj") and hasattr(obj, "affine"):
+        return "nibabel"
+    if module.startswith("SimpleITK") and type(obj).__name__ == "Image":
+        return "SimpleITK"
+    return ""
+
+
+def _geometry_advice(geometry: Any) -> str:
+    """What ``geometry`` (not an ImageGeometry) is and how to get the ImageGeometry it stands for."""
+    library = _image_library(geometry)
+    if isinstance(geometry, CTVolume):
+        return "a CTVolume; pass its geometry: ct.geometry"
+    if library == "nibabel":
+        return f"a nibabel {type(geometry).__name__}; pass ImageGeometry.from_ijk_to_ras(img.affine)"
+    if library == "SimpleITK":
+        return (f"a SimpleITK {type(geometry).__name__}; pass ImageGeometry(spacing=image.GetSpacing(), "
+                f"origin=image.GetOrigin(), direction=image.GetDirection())")
+    shape = np.shape(geometry) if isinstance(geometry, (np.ndarray, list, tuple)) else None
+    if shape == (4, 4):
+        return ("a 4 x 4 matrix; for a voxel-to-RAS affine (nibabel's img.affine, Slicer's IJKToRAS) pass "
+                "ImageGeometry.from_ijk_to_ras(affine)")
+    if shape == (3,):
+        return (f"{geometry!r}, voxel sizes alone; pass ImageGeometry(spacing=(sx, sy, sz)) (mm, x y z order; origin "
+                f"and direction default to 0 and the identity) or the CT's ct.geometry")
+    return (f"{type(geometry).__name__}; pass the CT's ct.geometry (LiverTumorSegLib.io.read_volume) or build one "
+            f"with ImageGeometry(spacing=(sx, sy, sz), origin=..., direction=...)")
+
+
+def checked_geometry(geometry: Any, caller: str) -> "ImageGeometry":
+    """``geometry`` when it is an :class:`ImageGeometry`, else TypeError naming ``caller`` (e.g. ``write_label_map``),
+    what was passed and how to get the ImageGeometry (a CTVolume gave "'CTVolume' object has no attribute
+    'ijk_to_ras'", a spacing tuple "'tuple' object has no attribute 'direction_matrix'")."""
+    if isinstance(geometry, ImageGeometry):
+        return geometry
+    raise TypeError(f"{caller} needs an ImageGeometry (spacing, origin, direction) as geometry, got "
+                    f"{_geometry_advice(geometry)}.")
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """Voxel grid geometry. All vectors in ``(x, y, z)`` index order, LPS frame, millimetres."""

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
-from ..volume import CTVolume, ImageGeometry
+from ..volume import CTVolume, ImageGeometry, checked_geometry
 from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
 from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 
@@ -134,6 +134,7 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     cannot describe, is written as NIfTI-2 whatever is given.
     """
     labels_zyx = np.asarray(labels_zyx)
+    geometry = checked_geometry(geometry, "write_label_map")
     if labels_zyx.dtype != np.uint8:
         if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
                                 and not np.array_equal(labels_zyx, np.rint(labels_zyx))):
@@ -153,6 +154,7 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
     ``orientation_unknown``, ``nifti_transforms`` and ``nifti_version`` as in :func:`write_label_map`."""
     probability_zyx = np.asarray(probability_zyx)
+    geometry = checked_geometry(geometry, "write_probability_map")
     if probability_zyx.dtype != np.uint8:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")
     return _write_array(path, probability_zyx, geometry, overwrite, PROBABILITY_255_CONTENT, orientation_unknown,

@@ -1,0 +1,31 @@
+"""Type mistakes a researcher makes calling the library from Python: each is refused where it is made, with a message
+that says what was passed, what is expected and how to get it. Before, they failed deep inside with an unrelated
+error ("'CTVolume' object has no attribute 'ijk_to_ras'", "'<' not supported", "cannot reshape array of size 16"),
+or were accepted and gave a wrong file or number."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.io import write_label_map, write_probability_map
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+GEOMETRY = ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(-10.0, 20.0, 30.0))
+
+
+def small_labels() -> np.ndarray:
+    labels = np.zeros((4, 6, 5), np.uint8)
+    labels[1:3, 1:5, 1:4] = 1
+    labels[2, 2:4, 2:3] = 2
+    return labels
+
+
+def test_write_label_map_says_to_pass_ct_geometry_for_a_ctvolume_or_an_affine(tmp_path):
+    labels = small_labels()
+    ct = CTVolume(labels.astype(np.int16), GEOMETRY)
+    with pytest.raises(TypeError, match=r"write_label_map needs an ImageGeometry .* got a CTVolume; .*ct\.geometry"):
+        write_label_map(tmp_path / "a.nii.gz", labels, ct)
+    with pytest.raises(TypeError, match=r"got a 4 x 4 matrix; .*ImageGeometry\.from_ijk_to_ras\(affine\)"):
+        write_label_map(tmp_path / "b.nrrd", labels, GEOMETRY.ijk_to_ras())
+    with pytest.raises(TypeError, match=r"write_probability_map needs an ImageGeometry .* got a CTVolume"):
+        write_probability_map(tmp_path / "c.nii.gz", labels, ct)
+    assert not list(tmp_path.iterdir())  # nothing written, not even a placeholder
+    write_label_map(tmp_path / "a.nii.gz", labels, ct.geometry)  # the way the message names

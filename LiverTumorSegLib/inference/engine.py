@@ -28,6 +28,7 @@ engine to the CPU for good, with a warning (``device_message``) that the report 
 ``engine.last_timings`` holds the seconds spent per stage of the last ``predict*`` call and
 ``engine.last_precision`` what precision ran (and the check's numbers).
 """
+import contextlib
 import logging
 import time
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -339,12 +340,11 @@ class SliceInferenceEngine:
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self._offered = None  # type: Optional[object]  # a PreparedInput for the next predict call (offer_prepared)
         self.used_offered = False  # whether the last predict call used the offered preparation
+        self._working = 0  # calls under way (_own_threads)
         self.last_timings = {}  # type: Dict[str, float]
         self.last_precision = {}  # type: Dict[str, object]
         self.core_share = None  # type: Optional[object]  # a CoreShare while a batch run's helpers work beside us
         self.model = getattr(self.package, "model", None)
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.threads)
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
@@ -505,8 +505,9 @@ class SliceInferenceEngine:
         ``probability_out`` when it returns (it kept the last CT's probability volume alive until the next).
         ``prepared``: ``canonical`` already on the network grid (a ``PreparedVolume``), or None."""
         try:
-            return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index,
-                                                probability_everywhere, prepared)
+            with self._own_threads():
+                return self._predict_canonical_into(canonical, progress, cancel, probability_out, class_index,
+                                                    probability_everywhere, prepared)
         finally:
             self._probability_out = None
 
@@ -569,17 +570,32 @@ class SliceInferenceEngine:
 
     def predict_batch_probabilities(self, x_nchw: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(n, K, H, W)`` float32 for one preprocessed batch ``(n, C, H, W)``."""
-        return self._submit(list(range(len(x_nchw))), np.ascontiguousarray(x_nchw, dtype=np.float32)).get()
+        with self._own_threads():
+            return self._submit(list(range(len(x_nchw))), np.ascontiguousarray(x_nchw, dtype=np.float32)).get()
+
+    @contextlib.contextmanager
+    def _own_threads(self) -> Iterator[None]:
+        """On the CPU, torch's thread count (process-wide) is this engine's ``threads`` while it works, and the
+        caller's again afterwards: an engine set it once, when built, and never gave it back, so a library caller's
+        own ``torch.set_num_threads`` was lost, and a second engine's count replaced the first's for its runs."""
+        import torch
+
+        before = torch.get_num_threads()
+        if self.device.type == "cpu" and before != self.threads:
+            torch.set_num_threads(self.threads)
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
     def use_core_share(self, share: Optional[object]) -> None:
         """Share the CPU's cores with helper threads (a :class:`~.core_share.CoreShare`, or None to stop): before
         each batch the torch CPU network takes ``share.network_threads(self.threads)`` threads. Stopping gives it
-        all ``threads`` again."""
+        all ``threads`` again (from its next call on; between calls torch has the caller's count)."""
         self.core_share = share
-        if share is None and self._uses_cpu_threads():
-            import torch
-
-            torch.set_num_threads(self.threads)
 
     # ------------------------------------------------------------------ internals
     accumulate_timings = False
@@ -665,7 +681,8 @@ class SliceInferenceEngine:
         if self._cpu_model is not None:
             self.model = _model_on_device(self._cpu_model, self.device)
         self._verify_device = False
-        torch.set_num_threads(self.threads)
+        if self._working:  # the rest of this call runs on the CPU, with this engine's threads (given back after)
+            torch.set_num_threads(self.threads)
         self.device_message = f"{reason}; running on the CPU instead (slower)."
         log.warning("warning: %s", self.device_message)
 

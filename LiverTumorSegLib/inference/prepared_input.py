@@ -47,10 +47,12 @@ def prepare_input(volume: CTVolume, config: Any) -> PreparedInput:
                          config=config, seconds=time.perf_counter() - start)
 
 
-def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] = None) -> Optional[PreparedInput]:
+def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] = None,
+                       threads: Optional[int] = None) -> Optional[PreparedInput]:
     """:func:`prepare_input`, or None when the network-grid copy would not fit in memory
     (``validation.check_network_memory``): the caller's own memory check, after the model has loaded, then
-    refuses the CT with the full message, and nothing was allocated for it before."""
+    refuses the CT with the full message, and nothing was allocated for it before. ``threads``: torch's CPU
+    threads for the resampling (``--threads``; the caller's count again afterwards), None = as they are."""
     from ..errors import ResourceError
     from ..validation import check_network_memory
 
@@ -58,4 +60,13 @@ def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] 
         check_network_memory(volume, config, None, 3, batch_size, 0.0)
     except ResourceError:
         return None
-    return prepare_input(volume, config)
+    if not threads:
+        return prepare_input(volume, config)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        return prepare_input(volume, config)
+    finally:
+        torch.set_num_threads(before)

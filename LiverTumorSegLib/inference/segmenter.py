@@ -526,7 +526,7 @@ class Segmenter:
         from .prepared_input import prepare_if_it_fits
 
         try:
-            early = prepare_if_it_fits(volume, config, self.options.batch_size)
+            early = prepare_if_it_fits(volume, config, self.options.batch_size, self.options.threads)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.debug("preparing the CT while the model loads failed (%s); the engine prepares it", exc)
             return None

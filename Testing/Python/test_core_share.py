@@ -57,7 +57,9 @@ def _recording_engine(tmp_path, seen):
 
 def test_engine_gives_a_thread_to_each_busy_helper(tmp_path):
     seen = []
+    torch.set_num_threads(3)  # the caller's own count: the engine uses its 2 while it works and gives 3 back
     engine = _recording_engine(tmp_path, seen)
+    assert torch.get_num_threads() == 3
     ct = make_phantom((12, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
     alone = engine.predict(ct)
     share = CoreShare()
@@ -66,7 +68,7 @@ def test_engine_gives_a_thread_to_each_busy_helper(tmp_path):
         beside_a_helper = engine.predict(ct)
     idle_helpers = engine.predict(ct)
     engine.use_core_share(None)
-    assert torch.get_num_threads() == 2 and engine.core_share is None
+    assert torch.get_num_threads() == 3 and engine.core_share is None
     per_run = len(seen) // 3
     assert per_run == 3 and [t for t, _ in seen] == [2] * per_run + [1] * per_run + [2] * per_run
     assert np.array_equal(alone, beside_a_helper) and np.array_equal(alone, idle_helpers)  # threads change no label
@@ -88,15 +90,37 @@ def test_batch_network_threads_follow_the_helpers(tmp_path, monkeypatch):
         return original(case, *args)
 
     monkeypatch.setattr(batch_module, "_finish_and_write_case", slow_finish)
+    torch.set_num_threads(3)
     segmenter = Segmenter(engine=_recording_engine(tmp_path, seen))
     write_phantoms(tmp_path / "cts", 3)
     statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
     assert [s.status for s in statuses] == ["done"] * 3 and len(seen) >= marks[0] + 2
     threads, busy = seen[marks[0] + 1]  # set after the finisher was busy
     assert threads == 1 and busy >= 1
-    assert torch.get_num_threads() == 2 and segmenter.engine.core_share is None
+    assert torch.get_num_threads() == 3 and segmenter.engine.core_share is None  # the caller's count again
     without = []
     (tmp_path / "b").mkdir()
     segmenter = Segmenter(engine=_recording_engine(tmp_path / "b", without))
     segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), segmenter, share_cores=False)
     assert without and all(threads == 2 and busy is None for threads, busy in without)
+
+
+def test_an_engine_uses_its_own_thread_count_only_while_it_works(tmp_path):
+    """An engine set torch's process-wide thread count when built and never gave it back: a library caller's own
+    setting was lost, and a second engine's count replaced the first's for the first's runs (its report still
+    said its own)."""
+    torch.set_num_threads(1)
+    one, two = [], []
+    engine_one = SliceInferenceEngine(tiny_unet_package(tmp_path), device="cpu", threads=1, batch_size=4,
+                                      precision="fp32")
+    (tmp_path / "b").mkdir()
+    engine_two = _recording_engine(tmp_path / "b", two)
+    forward = engine_one.model.forward
+    engine_one.model.forward = lambda *a, **k: (one.append(torch.get_num_threads()), forward(*a, **k))[1]
+    assert torch.get_num_threads() == 1  # building them changed nothing
+    ct = make_phantom((8, 36, 40), (2.0, 2.0, 4.0), noise_hu=0.0).ct
+    engine_one.predict(ct)
+    engine_two.predict(ct)
+    engine_one.predict_with_probability(ct)
+    engine_two.predict_batch_probabilities(np.zeros((2, 1, 32, 32), dtype=np.float32))
+    assert set(one) == {1} and set(t for t, _ in two) == {2} and torch.get_num_threads() == 1

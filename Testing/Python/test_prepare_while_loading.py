@@ -283,3 +283,20 @@ def test_a_batch_whose_early_preparation_fails_still_segments_every_case(tmp_pat
     threads = prepares_by_thread(monkeypatch)
     statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), Segmenter(options).load())
     assert [s.status for s in statuses] == ["done"] * 2 and threads == ["MainThread"] * 2
+
+
+def test_the_early_preparation_uses_the_threads_asked_for_and_gives_the_count_back(monkeypatch):
+    import torch
+
+    seen = []
+    real = prepared_module.prepare_input
+    monkeypatch.setattr(prepared_module, "prepare_input",
+                        lambda volume, config: (seen.append(torch.get_num_threads()), real(volume, config))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert prepared_module.prepare_if_it_fits(corner_phantom().ct, oracle_config(), threads=1) is not None
+        assert prepared_module.prepare_if_it_fits(corner_phantom().ct, oracle_config()) is not None
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -30,6 +30,10 @@ def checked_spacing(spacing: Any, count: int, what: str = "spacing_zyx") -> Tupl
     return values
 
 
+NUMERIC_KINDS = "biufc"
+"""numpy dtype kinds of numeric arrays (bool, signed and unsigned integers, floats, complex)."""
+
+
 def _image_library(obj: Any) -> str:
     """"nibabel" or "SimpleITK" when ``obj`` is an image object of that library, else "" (neither is imported)."""
     module = type(obj).__module__ or ""
@@ -37,6 +41,22 @@ def _image_library(obj: Any) -> str:
         return "nibabel"
     if module.startswith("SimpleITK") and type(obj).__name__ == "Image":
         return "SimpleITK"
+    return ""
+
+
+def image_object_advice(obj: Any, reader: str) -> str:
+    """For a nibabel or SimpleITK image given where a ``(z, y, x)`` numpy array is expected: what it is and how to
+    get the array, ``reader`` (e.g. ``"LiverTumorSegLib.io.read_volume(path)"``) first; "" for anything else.
+    numpy made a nibabel image a 0-D object array and a SimpleITK image a flat 1-D array, which failed far later."""
+    library = _image_library(obj)
+    if library == "nibabel":
+        return (f"a nibabel {type(obj).__name__}; read the file with {reader}, or take np.asarray(img.dataobj).T "
+                f"(nibabel's arrays are (x, y, z); .T makes them (z, y, x)) with "
+                f"ImageGeometry.from_ijk_to_ras(img.affine) as its geometry")
+    if library == "SimpleITK":
+        return (f"a SimpleITK {type(obj).__name__}; read the file with {reader}, or take "
+                f"sitk.GetArrayFromImage(image) (already (z, y, x)) with ImageGeometry(spacing=image.GetSpacing(), "
+                f"origin=image.GetOrigin(), direction=image.GetDirection()) as its geometry")
     return ""
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
-from ..volume import CTVolume, ImageGeometry, checked_geometry
+from ..volume import NUMERIC_KINDS, CTVolume, ImageGeometry, checked_geometry, image_object_advice
 from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
 from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 
@@ -89,6 +89,21 @@ def check_written(tmp: Path, path: PathLike) -> None:
         raise InputError(f"Cannot write '{path}': {reason} (is the disk full?); nothing was replaced.") from None
 
 
+def _checked_map(array: Any, caller: str, what: str, reader: str) -> np.ndarray:
+    """``array`` (a label or probability map) as a numeric numpy array, else TypeError naming ``caller``, what was
+    passed and how to get the ``(z, y, x)`` array: a nibabel image failed with "'<' not supported between instances
+    of 'Nifti1Image' and 'int'"."""
+    expected = f"{caller} needs the {what} as a numpy array in (z, y, x) order"
+    advice = image_object_advice(array, reader)
+    if advice:
+        raise TypeError(f"{expected}, got {advice}.")
+    given = type(array).__name__
+    array = np.asarray(array)
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"{expected}, got {given} (to numpy: dtype {array.dtype}, shape {array.shape}), not numbers.")
+    return array
+
+
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
                  content: str = "", orientation_unknown: bool = False,
                  nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
@@ -133,7 +148,8 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     (tools expect the format they gave back); a map with more than 32767 voxels along an axis, which NIfTI-1
     cannot describe, is written as NIfTI-2 whatever is given.
     """
-    labels_zyx = np.asarray(labels_zyx)
+    labels_zyx = _checked_map(labels_zyx, "write_label_map", "label map",
+                              "LiverTumorSegLib.io.read_label_map(path) (its .array)")
     geometry = checked_geometry(geometry, "write_label_map")
     if labels_zyx.dtype != np.uint8:
         if labels_zyx.size and (np.issubdtype(labels_zyx.dtype, np.floating)
@@ -153,7 +169,8 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
     ``orientation_unknown``, ``nifti_transforms`` and ``nifti_version`` as in :func:`write_label_map`."""
-    probability_zyx = np.asarray(probability_zyx)
+    probability_zyx = _checked_map(probability_zyx, "write_probability_map", "probability map",
+                                   "LiverTumorSegLib.io.read_volume(path) (its .array)")
     geometry = checked_geometry(geometry, "write_probability_map")
     if probability_zyx.dtype != np.uint8:
         raise ValueError(f"a probability map is written as uint8 255 x p, got {probability_zyx.dtype}")

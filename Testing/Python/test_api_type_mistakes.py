@@ -2,8 +2,10 @@
 that says what was passed, what is expected and how to get it. Before, they failed deep inside with an unrelated
 error ("'CTVolume' object has no attribute 'ijk_to_ras'", "'<' not supported", "cannot reshape array of size 16"),
 or were accepted and gave a wrong file or number."""
+import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from LiverTumorSegLib.io import write_label_map, write_probability_map
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
@@ -18,6 +20,16 @@ def small_labels() -> np.ndarray:
     return labels
 
 
+def nibabel_image(array_zyx: np.ndarray) -> nib.Nifti1Image:
+    return nib.Nifti1Image(np.ascontiguousarray(array_zyx.T), GEOMETRY.ijk_to_ras())
+
+
+def simpleitk_image(array_zyx: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(GEOMETRY.spacing)
+    return image
+
+
 def test_write_label_map_says_to_pass_ct_geometry_for_a_ctvolume_or_an_affine(tmp_path):
     labels = small_labels()
     ct = CTVolume(labels.astype(np.int16), GEOMETRY)
@@ -29,3 +41,17 @@ def test_write_label_map_says_to_pass_ct_geometry_for_a_ctvolume_or_an_affine(tm
         write_probability_map(tmp_path / "c.nii.gz", labels, ct)
     assert not list(tmp_path.iterdir())  # nothing written, not even a placeholder
     write_label_map(tmp_path / "a.nii.gz", labels, ct.geometry)  # the way the message names
+
+
+@pytest.mark.parametrize("make_image, how", [(nibabel_image, r"np\.asarray\(img\.dataobj\)\.T"),
+                                             (simpleitk_image, r"sitk\.GetArrayFromImage\(image\)")],
+                         ids=["nibabel", "SimpleITK"])
+def test_write_label_map_refuses_an_image_object_as_labels_and_names_the_array(tmp_path, make_image, how):
+    image = make_image(small_labels())
+    with pytest.raises(TypeError, match=r"write_label_map needs the label map as a numpy array in \(z, y, x\) order, "
+                                        r"got a (nibabel Nifti1Image|SimpleITK Image); .*read_label_map\(path\).*"
+                                        + how):
+        write_label_map(tmp_path / "labels.nii.gz", image, GEOMETRY)
+    with pytest.raises(TypeError, match=r"write_probability_map needs the probability map as a numpy array"):
+        write_probability_map(tmp_path / "probability.nii.gz", image, GEOMETRY)
+    assert not list(tmp_path.iterdir())

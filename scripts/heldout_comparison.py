@@ -45,7 +45,10 @@ Resumable: ``segment`` skips the cases it has already written, so a rerun after 
 stopped (delete ``OUT/NAME/pred`` to segment again). Before any CT is segmented, every model's package is loaded,
 and a ``OUT/NAME/pred`` is refused when it holds a label map that NAME's package did not write (its report names
 other weights, or none) or a case that is not in CTS: either would be evaluated as NAME's. ``OUT`` must not lie
-inside ``LABELS`` (``evaluate`` would find the predictions among the references). ``evaluate``'s folder and the
+inside ``LABELS`` (``evaluate`` would find the predictions among the references). A CT in a folder CTS that is
+named as a label map (``p1_liver.nii``: segment leaves such files out of a folder, as LiTS keeps segmentation-N
+beside volume-N) is refused when its case has a reference and no other CT: rename it, or list the CTs in a CSV.
+``evaluate``'s folder and the
 comparison files are replaced only with ``--overwrite``; a model taken from git history that is already in
 ``OUT/models`` is used when its weights are the pinned ones, and never replaced.
 
@@ -376,6 +379,45 @@ def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: s
                              f"already done. Delete {pred} to segment again with {name}, or give another -o.")
 
 
+def reference_cases(ref: str) -> Dict[str, Path]:
+    """``{case name: reference file}`` as ``evaluate`` pairs the references (``evaluate.list_cases`` of ``--ref``):
+    an ambiguous pair of files of one case is refused here, before any work, as evaluate would refuse it after."""
+    from LiverTumorSegLib.commands.evaluate import list_cases
+
+    if not Path(ref).is_dir():
+        raise InputError(f"--ref '{ref}' is not a folder: evaluate pairs the folder of predictions with a folder of "
+                         f"reference label maps; put the reference(s) in a folder.")
+    return dict(list_cases(Path(ref), "--ref"))
+
+
+def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:
+    """Refuse a folder CTS holding a CT file named as a label or probability map (``p1_liver.nii``,
+    ``casenames.named_as_label_or_probability``) whose case has a reference and no other CT in CTS: segment leaves
+    such files out of a folder (LiTS keeps segmentation-N beside volume-N) with one warning, and the case was then
+    counted as a reference without a prediction, a failure of every model. ``cases``: ``batch.find_cases`` of
+    CTS."""
+    from LiverTumorSegLib.casenames import case_name, named_as_label_or_probability
+    from LiverTumorSegLib.fileutil import full_suffix
+
+    folder = Path(cts)
+    if not folder.is_dir():  # a case CSV names its CTs: segment segments each one, whatever its name
+        return
+    kept = {Path(case.input_path) for case in cases}
+    segmented = {evaluate_name(case.case_id) for case in cases}
+    left_out = [path for path in sorted(folder.iterdir())
+                if not path.name.startswith(".") and path not in kept and named_as_label_or_probability(path)]
+    orphans = [path for path in left_out if case_name(path) not in segmented and case_name(path) in references]
+    if orphans:
+        shown = ", ".join(path.name for path in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+        renamed = f"{case_name(orphans[0])}{full_suffix(orphans[0])}"
+        raise InputError(f"{len(orphans)} file(s) in CTS '{cts}' are named as label maps ({shown}), so segment leaves "
+                         f"them out of the folder, and their case(s) have a reference and no other CT: each would "
+                         f"count as a failure of every model. If they are CTs, rename them without the affix (e.g. "
+                         f"'{orphans[0].name}' -> '{renamed}'; affixes such as _liver, _seg, _label, _mask, _pred or "
+                         f"segmentation- mark a label map) or list the CTs in a case CSV (column 'image'); if they "
+                         f"are label maps, move them out of CTS.")
+
+
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
             overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
             label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
@@ -398,6 +440,8 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
                 for name, package in models.items()}
     cases = {name: find_cases(cts, out / name / "pred") for name in packages}
+    references = reference_cases(ref)
+    check_label_named_cts(cts, next(iter(cases.values())), references)
     for name, package in packages.items():
         check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package))
     rows = {}  # type: Dict[str, Dict[str, Any]]

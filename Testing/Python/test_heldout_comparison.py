@@ -152,6 +152,44 @@ def test_predictions_another_model_wrote_or_of_other_cases_are_refused_before_an
     assert calls == [] and not (labels / "out").exists()
 
 
+def recording(calls, code=2):
+    """A runner that records each argv and does nothing (a segment that fails at once)."""
+    def run(argv):
+        calls.append(list(argv))
+        return code
+    return run
+
+
+def test_a_ct_named_as_a_label_map_is_refused_before_any_work_not_counted_as_a_failure(tmp_path):
+    """segment's batch leaves 'p1_liver.nii' out of a folder (named as a label map) with one warning, and the table
+    listed its case as a reference without a prediction: a failure of every model, for a file name."""
+    cts, labels = write_cases(tmp_path, count=2)
+    (cts / "case0.nii.gz").rename(cts / "case0_liver.nii.gz")
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    calls = []
+    with pytest.raises(InputError, match=r"named as label maps \(case0_liver.nii.gz\).*'case0_liver.nii.gz' -> "
+                                         r"'case0.nii.gz'"):
+        comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}"],
+                        runner=recording(calls))
+    assert calls == [] and not (out / "a").exists()
+    # LiTS's layout, a label map beside its CT (one folder for CTS and --ref), and a label-named file of a case
+    # without a reference, are no such case
+    lits = tmp_path / "lits"
+    lits.mkdir()
+    for name in ("volume-0.nii.gz", "volume-1.nii.gz"):
+        shutil.copy(cts / "case1.nii.gz", lits / name)
+    for name in ("segmentation-0.nii.gz", "segmentation-1.nii.gz"):
+        shutil.copy(labels / "case1.nii.gz", lits / name)
+    comparison.main([str(lits), "--ref", str(lits), "-o", str(tmp_path / "out2"), "--models", "", "--model",
+                     f"a={a}"], runner=recording(calls))
+    (cts / "case0_liver.nii.gz").rename(cts / "case0.nii.gz")
+    shutil.copy(labels / "case1.nii.gz", cts / "stray_seg.nii.gz")  # no reference 'stray': in no number
+    comparison.main([str(cts), "--ref", str(labels), "-o", str(tmp_path / "out3"), "--models", "", "--model",
+                     f"a={a}"], runner=recording(calls))
+    assert [c[0] for c in calls] == ["segment", "segment"]
+
+
 def _row(**changes):
     row = {"dice_liver_mean": 0.945, "dice_liver_worst": 0.92, "dice_tumor_mean": 0.70, "false_lesions": 10,
            "liver_outside_ml": 80.0, "cases_without_prediction": []}

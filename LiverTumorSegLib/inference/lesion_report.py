@@ -54,7 +54,7 @@ from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix
 from ..metrics.recist import (RECIST_NOTE, axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
                               measurable_minimum_mm, select_target_lesions, slice_thickness_mm)
-from ..volume import ImageGeometry
+from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
                   "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge",
@@ -181,6 +181,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
     before post-processing, same grid; optional) labels tumor (module doc)."""
     from scipy import ndimage
 
+    geometry = checked_geometry(geometry, "lesion_report")  # a spacing tuple failed deep inside, on .direction_matrix
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.ndim != 3:
         raise InputError(f"The label map must be 3D (z, y, x); got shape {labels_zyx.shape}.")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LiverTumorSegLib.inference.lesion_report import lesion_report
 from LiverTumorSegLib.io import write_label_map, write_probability_map
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
@@ -55,3 +56,14 @@ def test_write_label_map_refuses_an_image_object_as_labels_and_names_the_array(t
     with pytest.raises(TypeError, match=r"write_probability_map needs the probability map as a numpy array"):
         write_probability_map(tmp_path / "probability.nii.gz", image, GEOMETRY)
     assert not list(tmp_path.iterdir())
+
+
+def test_lesion_report_refuses_a_spacing_tuple_or_a_ctvolume_as_geometry():
+    labels = small_labels()
+    with pytest.raises(TypeError, match=r"lesion_report needs an ImageGeometry .* got \(1, 1, 1\), voxel sizes alone; "
+                                        r"pass ImageGeometry\(spacing=\(sx, sy, sz\)\)"):
+        lesion_report(labels, (1, 1, 1))
+    with pytest.raises(TypeError, match=r"got a CTVolume; pass its geometry: ct\.geometry"):
+        lesion_report(labels, CTVolume(labels, GEOMETRY))
+    report = lesion_report(labels, ImageGeometry(spacing=(1, 1, 1)))
+    assert report["lesion_count"] == 1 and report["tumor_volume_ml"] == pytest.approx(0.002)

@@ -190,9 +190,9 @@ class CTVolume:
 
     def __post_init__(self) -> None:
         # a nested list or another array-like becomes numpy here, so every later step finds .shape and .dtype
-        # (before, a list got as far as preprocessing and failed there with an AttributeError)
-        if not isinstance(self.array, np.ndarray):
-            self.array = np.asarray(self.array)
+        # (before, a list got as far as preprocessing and failed there with an AttributeError); an image object or
+        # anything else that is not numbers is refused here
+        self.array = _checked_voxels(self.array)
         if not isinstance(self.geometry, ImageGeometry):
             raise TypeError(f"CTVolume.geometry must be an ImageGeometry (spacing, origin, direction), got "
                             f"{type(self.geometry).__name__}; read files with LiverTumorSegLib.io.read_volume.")
@@ -212,3 +212,24 @@ class CTVolume:
         if tuple(array.shape) != tuple(self.array.shape):
             raise ValueError(f"shape {array.shape} does not match the volume's {self.array.shape} (z, y, x)")
         return CTVolume(array=array, geometry=self.geometry, source=source or self.source, meta=dict(self.meta))
+
+
+def _checked_voxels(array: Any) -> np.ndarray:
+    """``array`` as a numeric numpy array, else TypeError saying what was passed and how to get the array: numpy
+    made a nibabel image a 0-D object array (refused much later as "0D (shape ())") and a SimpleITK image a flat
+    1-D int64 array."""
+    expected = "CTVolume.array must be a numeric numpy array in (z, y, x) order"
+    advice = image_object_advice(array, "LiverTumorSegLib.io.read_volume(path), which gives the CTVolume")
+    if advice:
+        raise TypeError(f"{expected}, got {advice}.")
+    given = type(array).__name__
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except (TypeError, ValueError) as exc:  # e.g. a ragged nested list
+            raise TypeError(f"{expected}, got {given}, which numpy cannot make into an array ({exc}).") from None
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"{expected}, got {given} (to numpy: dtype {array.dtype}, shape {array.shape}), not numbers; "
+                        f"read image files with LiverTumorSegLib.io.read_volume(path), or pass the voxel values as "
+                        f"a numeric array (e.g. np.asarray(values, dtype=np.float32)).")
+    return array

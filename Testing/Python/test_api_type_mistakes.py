@@ -67,3 +67,31 @@ def test_lesion_report_refuses_a_spacing_tuple_or_a_ctvolume_as_geometry():
         lesion_report(labels, CTVolume(labels, GEOMETRY))
     report = lesion_report(labels, ImageGeometry(spacing=(1, 1, 1)))
     assert report["lesion_count"] == 1 and report["tumor_volume_ml"] == pytest.approx(0.002)
+
+
+@pytest.mark.parametrize("make_image, how", [(nibabel_image, r"ImageGeometry\.from_ijk_to_ras\(img\.affine\)"),
+                                             (simpleitk_image, r"direction=image\.GetDirection\(\)")],
+                         ids=["nibabel", "SimpleITK"])
+def test_ctvolume_refuses_an_image_object_and_names_the_reader(make_image, how):
+    """numpy made a nibabel image a 0-D object array (refused much later as '0D (shape ())') and a SimpleITK image
+    a flat 1-D int64 array."""
+    with pytest.raises(TypeError, match=r"CTVolume\.array must be a numeric numpy array in \(z, y, x\) order, got a "
+                                        r"(nibabel|SimpleITK) .*LiverTumorSegLib\.io\.read_volume\(path\).*" + how):
+        CTVolume(make_image(small_labels().astype(np.int16)), GEOMETRY)
+
+
+def test_ctvolume_refuses_what_is_not_numbers_and_keeps_numeric_arrays(tmp_path):
+    with pytest.raises(TypeError, match=r"got object \(to numpy: dtype object, shape \(\)\), not numbers"):
+        CTVolume(object(), GEOMETRY)
+    with pytest.raises(TypeError, match=r"got ndarray \(to numpy: dtype <U2"):
+        CTVolume(np.array([["ct", "hu"]]), GEOMETRY)
+    with pytest.raises(TypeError, match=r"got list, which numpy cannot make into an array"):
+        CTVolume([[[0, 1], [2]]], GEOMETRY)  # ragged
+    base = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    mapped = np.memmap(tmp_path / "ct.raw", dtype=np.int16, mode="w+", shape=base.shape)
+    mapped[:] = base
+    for array in (base, base.astype(">f8"), base.astype(np.float16), base.astype(np.uint16), base > 3,
+                  np.asfortranarray(base), base[:, ::-1], mapped):
+        volume = CTVolume(array, GEOMETRY)
+        assert volume.array is array  # numpy arrays are kept as they are, no copy
+    assert CTVolume(base.tolist(), GEOMETRY).array.dtype.kind == "i"  # a nested list of numbers still becomes numpy

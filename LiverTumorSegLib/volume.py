@@ -102,7 +102,13 @@ class ImageGeometry:
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
-        d = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        d = np.asarray(self.direction, dtype=float)
+        if d.size != 9:
+            # a 4 x 4 affine here failed with "cannot reshape array of size 16 into shape (3,3)"
+            raise InputError(f"ImageGeometry.direction must be a 3 x 3 matrix (9 numbers, row-major; its columns are "
+                             f"the LPS unit vectors of the i, j, k axes), got shape {d.shape}; for a 4 x 4 "
+                             f"voxel-to-RAS affine (nibabel's img.affine) use ImageGeometry.from_ijk_to_ras(affine).")
+        d = d.reshape(3, 3)
         object.__setattr__(self, "direction", tuple(d.ravel().tolist()))
         if len(self.spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in self.spacing):
             # a zero spacing made every volume 0 mL and every distance 0 mm without a word
@@ -141,6 +147,11 @@ class ImageGeometry:
     def from_ijk_to_ras(cls, affine: np.ndarray) -> "ImageGeometry":
         """Build from a 4x4 IJK-to-RAS matrix (nibabel affine / Slicer IJKToRAS)."""
         affine = np.asarray(affine, dtype=float)
+        if affine.shape != (4, 4):
+            # a 3 x 3 matrix failed with "IndexError: index 3 is out of bounds"
+            raise InputError(f"ImageGeometry.from_ijk_to_ras needs a 4 x 4 voxel-to-RAS affine (nibabel's img.affine, "
+                             f"Slicer's IJKToRAS), got shape {affine.shape}; a 3 x 3 direction matrix goes into "
+                             f"ImageGeometry(spacing=(sx, sy, sz), origin=..., direction=...) (LPS, unit columns).")
         lps = LPS_TO_RAS @ affine[:3, :]
         spacing = np.linalg.norm(lps[:3, :3], axis=0)
         if np.any(spacing <= 0):

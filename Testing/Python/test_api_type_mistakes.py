@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference.lesion_report import lesion_report
 from LiverTumorSegLib.io import write_label_map, write_probability_map
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
@@ -95,3 +96,13 @@ def test_ctvolume_refuses_what_is_not_numbers_and_keeps_numeric_arrays(tmp_path)
         volume = CTVolume(array, GEOMETRY)
         assert volume.array is array  # numpy arrays are kept as they are, no copy
     assert CTVolume(base.tolist(), GEOMETRY).array.dtype.kind == "i"  # a nested list of numbers still becomes numpy
+
+
+def test_image_geometry_names_a_3x3_direction_and_a_4x4_affine():
+    with pytest.raises(InputError, match=r"ImageGeometry\.direction must be a 3 x 3 matrix .* got shape \(4, 4\); "
+                                         r".*ImageGeometry\.from_ijk_to_ras\(affine\)"):
+        ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=np.eye(4))
+    with pytest.raises(InputError, match=r"from_ijk_to_ras needs a 4 x 4 voxel-to-RAS affine .* got shape \(3, 3\); "
+                                         r"a 3 x 3 direction matrix goes into ImageGeometry\("):
+        ImageGeometry.from_ijk_to_ras(np.eye(3))
+    assert ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=np.eye(3)).direction == tuple(np.eye(3).ravel())

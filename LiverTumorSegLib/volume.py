@@ -126,8 +126,12 @@ class ImageGeometry:
     @property
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in millilitres (1 mL = 1000 mm^3): the product of the spacings, which holds for
-        unit, orthogonal axes (``validation.check_direction_axes``; the readers, ``check_ct`` and ``lesion_report``
-        refuse others)."""
+        unit, orthogonal axes only: others raise InputError (``validation.check_direction_axes``, as the readers,
+        ``check_ct``, ``lesion_report`` and the writers do)."""
+        from .validation import check_direction_axes
+
+        # a direction with the spacing folded into its columns gave 0.001 mL for 0.0016 mL voxels
+        check_direction_axes(self.direction_matrix, "ImageGeometry")
         return float(np.prod(self.spacing)) / 1000.0
 
     def ijk_to_lps(self) -> np.ndarray:

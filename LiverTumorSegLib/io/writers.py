@@ -115,6 +115,11 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     suffix = _check_write_suffix(path)
     if array_zyx.ndim != 3:
         raise ValueError(f"expected a 3D (z, y, x) array, got shape {array_zyx.shape}")
+    from ..validation import check_direction_axes
+
+    # an ImageGeometry with the spacing folded into its direction was written with other voxel sizes than its
+    # spacing (and a sheared one as a file the readers refuse): the rule check_ct and lesion_report apply
+    check_direction_axes(geometry.direction_matrix, f"geometry for {path}")
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.inference.lesion_report import lesion_report
-from LiverTumorSegLib.io import write_label_map, write_probability_map
+from LiverTumorSegLib.io import write_label_map, write_probability_map, write_volume
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 GEOMETRY = ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(-10.0, 20.0, 30.0))
@@ -106,3 +106,33 @@ def test_image_geometry_names_a_3x3_direction_and_a_4x4_affine():
                                          r"a 3 x 3 direction matrix goes into ImageGeometry\("):
         ImageGeometry.from_ijk_to_ras(np.eye(3))
     assert ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=np.eye(3)).direction == tuple(np.eye(3).ravel())
+
+
+def folded_geometry() -> ImageGeometry:
+    """A nibabel affine's 3 x 3 (spacing 0.8, 0.8, 2.5 folded in) copied into ``direction``, spacing left at 1 mm."""
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    direction_lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    return ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=tuple(direction_lps.ravel()))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_writers_refuse_a_direction_with_the_spacing_folded_in(tmp_path, suffix):
+    """It was written without a word, with other voxel sizes (NIfTI zooms 0.8, 0.8, 2.5) than its spacing (1, 1, 1)."""
+    labels = small_labels()
+    message = r"'geometry for .*' has a direction matrix whose axes are not unit vectors \(lengths 0.8, 0.8, 2.5\)"
+    with pytest.raises(InputError, match=message):
+        write_label_map(tmp_path / f"labels{suffix}", labels, folded_geometry())
+    with pytest.raises(InputError, match=message):
+        write_probability_map(tmp_path / f"probability{suffix}", labels, folded_geometry())
+    with pytest.raises(InputError, match=message):
+        write_volume(tmp_path / f"ct{suffix}", CTVolume(labels.astype(np.int16), folded_geometry()))
+    assert not list(tmp_path.iterdir())
+
+
+def test_voxel_volume_refuses_a_direction_with_the_spacing_folded_in():
+    """It returned 0.001 mL (the product of the 1 mm spacings) for voxels of 0.8 x 0.8 x 2.5 mm = 0.0016 mL."""
+    with pytest.raises(InputError, match=r"not unit vectors \(lengths 0.8, 0.8, 2.5\): give the voxel size in "
+                                         r"ImageGeometry\.spacing"):
+        print(folded_geometry().voxel_volume_ml)
+    rotated = ImageGeometry(spacing=(0.8, 0.8, 2.5), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))
+    assert rotated.voxel_volume_ml == pytest.approx(0.0016)

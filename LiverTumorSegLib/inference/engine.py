@@ -180,14 +180,15 @@ def _to_device(tensor: "object", device: "object") -> "object":
 
 
 def _model_on_device(model: "object", device: "object") -> "object":
-    """``model`` in eval mode on ``device``; a copy when it must move, so a shared package stays where it is."""
+    """``model`` on ``device``: a copy in eval mode when it must move, so a shared package stays where it is; else
+    the same module, untouched (the engine runs it in eval mode, :func:`~..models.eval_mode.eval_mode`)."""
     import copy
 
     params = list(model.parameters())
     current = params[0].device if params else device
     if current != device or device.type == "cuda":  # .to() and channels-last act in place: copy first
-        model = copy.deepcopy(model)
-    return model.eval().to(device)
+        return copy.deepcopy(model).eval().to(device)
+    return model
 
 
 class _Pending:
@@ -348,7 +349,7 @@ class SliceInferenceEngine:
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
-            self._cpu_model = self.model.eval() if self.device.type == "mps" else None
+            self._cpu_model = self.model if self.device.type == "mps" else None
             try:
                 self.model = _model_on_device(self.model, self.device)
             except Exception as exc:  # noqa: BLE001 - MPS: a PyTorch without Metal, or a network it cannot hold
@@ -575,17 +576,22 @@ class SliceInferenceEngine:
 
     @contextlib.contextmanager
     def _own_threads(self) -> Iterator[None]:
-        """On the CPU, torch's thread count (process-wide) is this engine's ``threads`` while it works, and the
-        caller's again afterwards: an engine set it once, when built, and never gave it back, so a library caller's
-        own ``torch.set_num_threads`` was lost, and a second engine's count replaced the first's for its runs."""
+        """While the engine works: on the CPU, torch's thread count (process-wide) is this engine's ``threads``,
+        and the caller's again afterwards (an engine set it once, when built, and never gave it back, so a library
+        caller's own ``torch.set_num_threads`` was lost, and a second engine's count replaced the first's for its
+        runs); the network is in eval mode, and a caller's network (a package given as an object) gets its own
+        train/eval flags back afterwards (:func:`~..models.eval_mode.eval_mode`)."""
         import torch
+
+        from ..models.eval_mode import eval_mode
 
         before = torch.get_num_threads()
         if self.device.type == "cpu" and before != self.threads:
             torch.set_num_threads(self.threads)
         self._working += 1
         try:
-            yield
+            with eval_mode(self.model, self._cpu_model):
+                yield
         finally:
             self._working -= 1
             if torch.get_num_threads() != before:

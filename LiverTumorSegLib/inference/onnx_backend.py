@@ -4,6 +4,7 @@
 ``(N, K, H, W)`` float32. The graph is exported per slice size (dynamic batch N), on first use.
 Needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install livertumorseg[onnx]``).
 """
+import copy
 import inspect
 import logging
 import os
@@ -46,7 +47,10 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
     """
     import torch
 
-    model = model.eval().to("cpu")
+    from ..models.eval_mode import eval_mode
+
+    if next(iter(model.parameters()), torch.zeros(0)).device.type != "cpu":
+        model = copy.deepcopy(model).to("cpu")  # .to() acts in place: never move the caller's network
     example = torch.zeros((1,) + tuple(int(v) for v in input_shape_chw), dtype=torch.float32)
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
@@ -56,7 +60,7 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
         legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         # torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two engines exporting at once in one
         # process failed ("in_onnx_export must be False"); warnings.catch_warnings is process-wide too
-        with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
+        with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings(), eval_mode(model):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), path, input_names=["slices"], output_names=["logits"],
                               dynamic_axes={"slices": {0: "n"}, "logits": {0: "n"}},

@@ -44,7 +44,10 @@ recorded a metadata hash, so loading it prints a warning that says so.
 Resumable: ``segment`` skips the cases it has already written, so a rerun after an interruption goes on where it
 stopped (delete ``OUT/NAME/pred`` to segment again). Before any CT is segmented, every model's package is loaded,
 and a ``OUT/NAME/pred`` is refused when it holds a label map that NAME's package did not write (its report names
-other weights, or none) or a case that is not in CTS: either would be evaluated as NAME's. ``OUT`` must not lie
+other weights, or none), a case that is not in CTS, or a label map that ``segment`` itself would refuse to resume
+(``batch.check_earlier_results``: made with other result-changing settings than this script's segment command,
+such as ``--no-postprocess``, or of another CT file than the case's now): each would be evaluated as NAME's, or
+stop NAME's segment after hours of the models before it. ``OUT`` must not lie
 inside ``LABELS`` (``evaluate`` would find the predictions among the references). A CT in a folder CTS that is
 named as a label map (``p1_liver.nii``: segment leaves such files out of a folder, as LiTS keeps segmentation-N
 beside volume-N) is refused when its case has a reference and no other CT: rename it, or list the CTs in a CSV.
@@ -53,7 +56,9 @@ comparison files are replaced only with ``--overwrite``; a model taken from git 
 ``OUT/models`` is used when its weights are the pinned ones, and never replaced.
 
 Exit status 0 when every model was segmented and evaluated (failed cases are counted in the table, not here);
-1 when a model's ``segment`` or ``evaluate`` could not run at all; 2 for a usage or input error.
+1 when a model's ``segment`` or ``evaluate`` could not run at all (a ``segment`` that exits with an error before its
+status table, such as a refusal before any work, is such a model: label maps an earlier run left in its folder are
+not evaluated as its); 2 for a usage or input error.
 """
 import argparse
 import csv
@@ -68,6 +73,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
+from LiverTumorSegLib.inference.batch import STATUS_FILE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,10 +359,31 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: str) -> None:
-    """Refuse a ``pred`` folder whose label maps ``segment`` would keep as already done but that are not NAME's:
-    one whose report names other weights than ``weights_sha256`` (or none), or one of a case not in ``cases``
-    (``batch.find_cases`` of CTS). Either would be evaluated as NAME's."""
+def segment_argv(cts: str, pred: Path, package: str, device: str) -> List[str]:
+    """The ``livertumorseg`` arguments this script segments CTS into ``pred`` with."""
+    return ["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"]
+
+
+def segment_options(argv: List[str]) -> Any:
+    """The SegmentationOptions ``livertumorseg ARGV`` (:func:`segment_argv`) segments with: segment's own parser and
+    ``options_from_args`` (an invalid setting, such as an unknown --device, is refused here, before any work)."""
+    import argparse
+
+    from LiverTumorSegLib.commands import segment
+
+    parser = argparse.ArgumentParser(prog="livertumorseg")
+    segment.register(parser.add_subparsers(dest="command"))
+    return segment.options_from_args(parser.parse_args([str(a) for a in argv]))
+
+
+def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: str,
+                      options: Optional[Any] = None) -> None:
+    """Refuse a ``pred`` folder whose label maps ``segment`` would keep as already done but that are not NAME's as
+    this script segments it: one whose report names other weights than ``weights_sha256`` (or none), one of a
+    case not in ``cases`` (``batch.find_cases`` of CTS), or, with ``options`` (:func:`segment_options` of this
+    script's segment command), one that ``batch.check_earlier_results`` finds made otherwise (other result-changing
+    settings, such as ``--no-postprocess``): segment itself refuses those, after the models before NAME ran, and
+    each of the others would be evaluated as NAME's."""
     if not pred.is_dir():
         return
     expected = {case.output_path.name for case in cases}
@@ -377,6 +404,28 @@ def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: s
             raise InputError(f"{case.output_path} was not segmented with {name}'s package (its report names weights "
                              f"{recorded or 'none'}; {name}'s are {weights_sha256}), and segment would keep it as "
                              f"already done. Delete {pred} to segment again with {name}, or give another -o.")
+    if options is None:
+        return
+    from LiverTumorSegLib.inference.batch import check_earlier_results
+
+    try:
+        check_earlier_results(cases, weights_sha256, options)
+    except InputError as exc:
+        said = str(exc)
+        cut = said.find(" Rerun with --overwrite")  # segment's own way out: this script never passes it on
+        raise InputError(f"{name}: {said[:cut] if cut > 0 else said} This script runs segment as 'livertumorseg "
+                         f"{' '.join(segment_argv('CTS', pred, 'PACKAGE', options.device))}' and never with "
+                         f"--overwrite: delete {pred} to segment again with {name}'s package and these settings, or "
+                         f"give another -o.") from None
+
+
+def _stat_key(path: Path) -> Optional[tuple]:
+    """What tells one version of a file from another (inode, modification time, size); None when it is absent."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def reference_cases(ref: str) -> Dict[str, Path]:
@@ -443,17 +492,27 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     references = reference_cases(ref)
     check_label_named_cts(cts, next(iter(cases.values())), references)
     for name, package in packages.items():
-        check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package))
+        options = segment_options(segment_argv(cts, out / name / "pred", package, device))
+        check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package), options)
     rows = {}  # type: Dict[str, Dict[str, Any]]
     for name, package in packages.items():
         pred, evaluation = out / name / "pred", out / name / "eval"
         print(f"== {name}: {package}", flush=True)
-        code = runner(["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"])
+        status = pred / STATUS_FILE
+        before = _stat_key(status)
+        code = runner(segment_argv(cts, pred, package, device))
+        # exit 2 with the status table of this run: some cases failed, counted below as failures, not hidden; any
+        # other exit but 0 (a refusal before any work, such as another run writing into the folder, or a crash):
+        # segment could not run, and label maps an earlier run left are not evaluated as this one's
+        finished = code == 0 or (code == 2 and _stat_key(status) not in (None, before))
         if not any(case.output_path.exists() for case in cases[name]):
             rows[name] = {"package": package, "error": f"segment wrote no label map (exit {code}); see its output "
                                                        f"above"}
             continue
-        # exit 2 from segment with label maps written: some cases failed; counted below as failures, not hidden
+        if not finished:
+            rows[name] = {"package": package, "error": f"segment could not run (exit {code}; see its output above), "
+                                                       f"so the label maps in {pred} were not evaluated"}
+            continue
         args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation), "--no-plots", "--no-progress"]
         code = runner(args + (["--label-map", label_map] if label_map else []) + (["--overwrite"] if overwrite else []))
         summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"

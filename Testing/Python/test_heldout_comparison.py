@@ -4,6 +4,7 @@ counted as a failure, built-in models from git history only with their pinned we
 import csv
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -150,6 +151,54 @@ def test_predictions_another_model_wrote_or_of_other_cases_are_refused_before_an
         comparison.main([str(cts), "--ref", str(labels), "-o", str(labels / "out"), "--models", "", "--model",
                          f"x={a}"], runner=in_process(calls))
     assert calls == [] and not (labels / "out").exists()
+
+
+def test_predictions_made_with_other_segment_settings_are_refused_before_any_work(tmp_path):
+    """`segment CTS -o OUT/x/pred --no-postprocess` beforehand: segment itself refuses to resume such a folder, but
+    the script went on and evaluated the raw output as x's (its check compared weights and case names only)."""
+    cts, labels = write_cases(tmp_path, count=2)
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    pred = out / "x" / "pred"
+    assert cli.main(["segment", str(cts), "-o", str(pred), "--model", str(a), "--device", "cpu", "--no-progress",
+                     "--no-postprocess"]) == 0
+    before = {p: p.read_bytes() for p in pred.rglob("*") if p.is_file()}
+    calls = []
+    with pytest.raises(InputError, match=r"x: 2 case\(s\) .*\(other postprocessing\).* delete " + re.escape(str(pred))):
+        comparison.main([str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"x={a}",
+                         "--device", "cpu"], runner=in_process(calls))
+    assert calls == [] and {p: p.read_bytes() for p in pred.rglob("*") if p.is_file()} == before
+    assert not (out / "x" / "eval").exists()
+    # the same check (batch.check_earlier_results) refuses a case whose CT file is another than the one segmented
+    shutil.rmtree(pred)
+    base = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"x={a}", "--device", "cpu"]
+    assert comparison.main(base, runner=in_process([])) == 0
+    shutil.copy(cts / "case0.nii.gz", cts / "case1.nii.gz")  # another cohort's CT under the same name
+    with pytest.raises(InputError, match=r"x: 1 case\(s\) .*case1 \(another CT file"):
+        comparison.main(base + ["--overwrite"], runner=in_process(calls))
+    assert calls == []
+
+
+def test_a_segment_that_refuses_to_run_is_an_error_column_not_an_evaluation_of_earlier_label_maps(tmp_path):
+    """A refusal before any work (here: another live run holds the folder's batch lock) exits 2 as failed cases do;
+    the label maps an earlier run left were evaluated as this run's and the script ended with exit 0."""
+    from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE
+    from LiverTumorSegLib.processes import process_mark
+
+    cts, labels = write_cases(tmp_path, count=1)
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--device", "cpu",
+            "--overwrite"]
+    assert comparison.main(argv, runner=in_process([])) == 0
+    (out / "a" / "pred" / BATCH_LOCK_FILE).write_text(process_mark(), encoding="ascii")  # this process: alive
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 1
+    assert [c[0] for c in calls] == ["segment"]  # never evaluated
+    row = json.loads((out / "comparison.json").read_text())["models"]["a"]
+    assert row["error"].startswith("segment could not run (exit 2")
+    assert "b: " not in (out / "comparison.md").read_text() and "a: segment could not run" in \
+        (out / "comparison.md").read_text()
 
 
 def recording(calls, code=2):

@@ -51,6 +51,10 @@ stop NAME's segment after hours of the models before it. ``OUT`` must not lie
 inside ``LABELS`` (``evaluate`` would find the predictions among the references). A CT in a folder CTS that is
 named as a label map (``p1_liver.nii``: segment leaves such files out of a folder, as LiTS keeps segmentation-N
 beside volume-N) is refused when its case has a reference and no other CT: rename it, or list the CTs in a CSV.
+The references are checked then too, each as ``evaluate`` reads it (values 0/1/2, or those ``--label-map`` maps:
+a 0/255 reference stops the script with the ``--label-map`` that maps it) and its grid against its CT's header
+(segment writes each prediction on its CT's grid, and evaluate refuses a prediction off its reference's grid):
+such a reference used to stop evaluate once per model, after every model had segmented every CT.
 ``evaluate``'s folder and the
 comparison files are replaced only with ``--overwrite``; a model taken from git history that is already in
 ``OUT/models`` is used when its weights are the pinned ones, and never replaced.
@@ -467,6 +471,71 @@ def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path
                          f"are label maps, move them out of CTS.")
 
 
+def _ct_grid(path: Path) -> Optional[Any]:
+    """The grid of the CT ``path`` as a CTVolume without voxels (a read-only zero-stride array of its shape): from the
+    header alone for NIfTI, NRRD and MetaImage files, else (a DICOM series) from the CT read whole; None when it
+    cannot be read (segment reports that case as failed)."""
+    import numpy as np
+
+    from LiverTumorSegLib.errors import LiverTumorSegError
+    from LiverTumorSegLib.io import read_header_geometry, read_volume
+    from LiverTumorSegLib.volume import CTVolume
+
+    try:
+        try:
+            geometry, shape = read_header_geometry(path)
+        except LiverTumorSegError:  # not a file with a header of its own (a DICOM series), or an unreadable one
+            volume = read_volume(path)
+            geometry, shape = volume.geometry, volume.shape_zyx
+            del volume
+    except (LiverTumorSegError, OSError):
+        return None
+    return CTVolume(array=np.broadcast_to(np.zeros((), np.uint8), tuple(shape)), geometry=geometry, source=str(path))
+
+
+def check_references(cases: List[Any], references: Dict[str, Path], label_map: Optional[str]) -> None:
+    """Refuse, before any CT is segmented, references that would stop ``evaluate`` for every model after every model
+    has segmented every CT (hours on a real cohort): each reference of a case of CTS read as evaluate reads it
+    (label values 0..255 mapped by ``label_map``, ``--label-map``, else 0/1/2 only: its message names the
+    ``--label-map`` that maps them) and its grid compared with its CT's (read from the header where it has one),
+    on which segment writes the prediction that evaluate compares with it. Also a ``--label-map`` evaluate would
+    refuse, and CTS and references without a case name in common. ``cases``: ``batch.find_cases`` of CTS;
+    ``references``: :func:`reference_cases`."""
+    from LiverTumorSegLib.errors import LiverTumorSegError
+    from LiverTumorSegLib.io import read_label_map
+    from LiverTumorSegLib.io.labels import (ANY_LABEL_VALUE, GEOMETRY_TOLERANCE, describe_grid_mismatch,
+                                            onto_reference_grid, parse_label_map_option, remap_labels)
+
+    mapping = parse_label_map_option(label_map) if label_map else None
+    paired = [(case, evaluate_name(case.case_id)) for case in cases if evaluate_name(case.case_id) in references]
+    if not paired:
+        raise InputError(f"No case name of CTS matches one of the {len(references)} reference file(s) in --ref, so "
+                         f"evaluate would pair no prediction with a reference. Case names are file names without "
+                         f"extension and without prefixes such as 'segmentation-' (see 'livertumorseg evaluate "
+                         f"--help').")
+    problems = []
+    for case, name in paired:
+        path = references[name]
+        try:  # as evaluate reads a reference (commands.evaluate._read_labels)
+            reference = read_label_map(path, allowed_values=ANY_LABEL_VALUE)
+            reference.array = remap_labels(reference.array, mapping, str(path), option="--label-map")
+        except LiverTumorSegError as exc:
+            problems.append(str(exc))
+            continue
+        ct = _ct_grid(Path(case.input_path))
+        if ct is not None and onto_reference_grid(ct, reference, GEOMETRY_TOLERANCE) is None:
+            differences = "; ".join(describe_grid_mismatch(ct, reference, GEOMETRY_TOLERANCE))
+            problems.append(f"Reference '{path}' is not on the grid of its CT '{case.input_path}' (case '{name}'): "
+                            f"{differences}. segment writes each prediction on its CT's grid, and evaluate refuses a "
+                            f"prediction that does not match its reference: use the reference made for this CT (same "
+                            f"grid), or resample it onto the CT's grid first.")
+        del reference
+    if problems:
+        more = f" ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise InputError(f"{len(problems)} of the {len(paired)} reference(s) of CTS's cases would stop evaluate, for "
+                         f"every model and after all of them had segmented: " + " ".join(problems[:5]) + more)
+
+
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
             overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
             label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
@@ -494,6 +563,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     for name, package in packages.items():
         options = segment_options(segment_argv(cts, out / name / "pred", package, device))
         check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package), options)
+    check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]
     for name, package in packages.items():
         pred, evaluation = out / name / "pred", out / name / "eval"

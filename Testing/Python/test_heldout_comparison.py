@@ -201,6 +201,49 @@ def test_a_segment_that_refuses_to_run_is_an_error_column_not_an_evaluation_of_e
         (out / "comparison.md").read_text()
 
 
+def test_references_evaluate_would_refuse_stop_the_script_before_any_ct_is_segmented(tmp_path):
+    """A reference of 0/255 values or on another grid than its CT failed only at evaluate time, once per model, after
+    every model had segmented every CT."""
+    cts, labels = write_cases(tmp_path, count=2)
+    a = tiny_unet_package(tmp_path).path
+    base = [str(cts), "--ref", str(labels), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    path = labels / "case1.nii.gz"
+    original = read_label_map(path)
+    write_label_map(path, (original.array >= 1).astype(np.uint8) * 255, original.geometry, overwrite=True)
+    calls = []
+    with pytest.raises(InputError, match=r"1 of the 2 reference\(s\).*case1.nii.gz' holds values 255 outside .*"
+                                         r"--label-map '\{\"255\": 1\}'"):
+        comparison.main(base + ["-o", str(tmp_path / "o1")], runner=recording(calls))
+    with pytest.raises(InputError, match="--label-map must be JSON"):
+        comparison.main(base + ["-o", str(tmp_path / "o2"), "--label-map", "{255: 1}"], runner=recording(calls))
+    assert calls == []
+    # mapped as evaluate maps it, it passes (case0's 0/1/2 now draw the warning that they become background)
+    comparison.main(base + ["-o", str(tmp_path / "o3"), "--label-map", '{"255": 1}'], runner=recording(calls))
+    assert [c[0] for c in calls] == ["segment"]
+    calls.clear()
+    # another grid than its CT's (here 1 mm off in origin, and another spacing)
+    moved = original.geometry
+    shifted = type(moved)(spacing=(2.0, 2.0, 5.0), origin=tuple(o + 1.0 for o in moved.origin),
+                          direction=moved.direction)
+    write_label_map(path, original.array, shifted, overwrite=True)
+    with pytest.raises(InputError, match=r"Reference '.*case1.nii.gz' is not on the grid of its CT '.*case1.nii.gz' "
+                                         r"\(case 'case1'\): spacing .*origin .*resample it onto the CT's grid"):
+        comparison.main(base + ["-o", str(tmp_path / "o4")], runner=recording(calls))
+    # the same grid stored in another axis order is no problem (evaluate reorients the prediction onto it)
+    from inference_helpers import reoriented
+    from LiverTumorSegLib.volume import CTVolume
+    flipped, flipped_labels = reoriented(CTVolume(original.array, original.geometry), original.array, (0, 1, 2),
+                                         (False, True, True))
+    write_label_map(path, flipped_labels, flipped.geometry, overwrite=True)
+    comparison.main(base + ["-o", str(tmp_path / "o5")], runner=recording(calls))
+    # no case in common: evaluate's "No case name matches", before the work too
+    for label in labels.iterdir():
+        label.rename(labels / f"other_{label.name}")
+    with pytest.raises(InputError, match="No case name of CTS matches"):
+        comparison.main(base + ["-o", str(tmp_path / "o6")], runner=recording(calls))
+    assert [c[0] for c in calls] == ["segment"]
+
+
 def recording(calls, code=2):
     """A runner that records each argv and does nothing (a segment that fails at once)."""
     def run(argv):
@@ -370,8 +413,10 @@ def test_references_with_other_label_values_are_read_with_label_map(tmp_path):
     write_label_map(path, recoded, reference.geometry, overwrite=True)
     a = tiny_unet_package(tmp_path).path
     base = [str(cts), "--ref", str(labels), "--models", "", "--model", f"a={a}", "--device", "cpu"]
-    assert comparison.main(base + ["-o", str(tmp_path / "plain")], runner=in_process([])) == 1  # 7 and 9 refused
     calls = []
+    with pytest.raises(InputError, match=r"values 7, 9 outside .*Map them with --label-map"):  # before any work
+        comparison.main(base + ["-o", str(tmp_path / "plain")], runner=in_process(calls))
+    assert calls == []
     assert comparison.main(base + ["-o", str(tmp_path / "mapped"), "--label-map", '{"7": 1, "9": 2}'],
                            runner=in_process(calls)) == 0
     assert calls[1][calls[1].index("--label-map") + 1] == '{"7": 1, "9": 2}'

@@ -50,6 +50,12 @@ class _CommandAwareParser(_WholeOptionParser):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             self._unknown_options(parsed, extras)
+        command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None))
+        if command is not None:
+            repeated = repeated_options(command, list(sys.argv[1:] if args is None else args))
+            if repeated:  # argparse keeps the last one: `--report a.json --report b.csv` wrote only b.csv
+                command.error(f"{' and '.join(repeated)} given more than once (only the last one would count); "
+                              f"give each option once")
         return parsed
 
     def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
@@ -68,6 +74,26 @@ class _CommandAwareParser(_WholeOptionParser):
             if close:
                 hints.append(f"{extra} -> did you mean {close[0]}?")
         command.error("unrecognized arguments: " + " ".join(extras) + ("; " + "; ".join(hints) if hints else ""))
+
+
+def repeated_options(parser: argparse.ArgumentParser, tokens: List[str]) -> List[str]:
+    """The options of ``parser`` that ``tokens`` (a command line) sets more than once, each as ``'--a'`` or, for
+    two spellings of one setting, ``'--a / --b'``: argparse keeps the last value without a word. Tokens after
+    ``--`` are positional; ``--opt=value`` and ``-oVALUE`` count as the option."""
+    by_string = {o: action for action in parser._actions for o in action.option_strings
+                 if not isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                            argparse._AppendAction, argparse._CountAction))}
+    seen = {}  # type: dict
+    for token in tokens:
+        if token == "--":
+            break
+        if not token.startswith("-") or token == "-":
+            continue
+        name = token.split("=", 1)[0] if token.startswith("--") else token[:2]
+        action = by_string.get(name)
+        if action is not None:
+            seen.setdefault(action.dest, []).append(name)
+    return [" / ".join(dict.fromkeys(names)) for names in seen.values() if len(names) > 1]
 
 
 def build_parser() -> argparse.ArgumentParser:

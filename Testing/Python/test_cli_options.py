@@ -132,3 +132,28 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, ca
         main(["train", "--help"])
     train_help = " ".join(capsys.readouterr().out.split())
     assert "data layout: auto, lits, msd, ircadb or csv (default 'auto')" in train_help  # said once, not twice
+
+
+@pytest.mark.parametrize("repeat, named", [
+    (["--report", "a.json", "--report", "a.csv"], "--report given more than once"),
+    (["--report=a.json", "--report", "a.csv"], "--report given more than once"),
+    (["-o", "b.nii.gz"], "-o given more than once"),
+    (["--progress", "json", "--no-progress"], "--progress / --no-progress given more than once"),
+    (["--threads", "1", "--threads", "2"], "--threads given more than once")])
+def test_an_option_given_twice_is_refused_instead_of_keeping_the_last(capsys, tmp_path, repeat, named):
+    """argparse keeps the last of a repeated option without a word: `--report a.json --report a.csv` wrote only the
+    CSV (audit)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out.nii.gz")] + repeat)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and named in err and "usage: livertumorseg segment" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_that_look_like_options_and_arguments_after_a_double_dash_are_not_options():
+    from LiverTumorSegLib.cli import repeated_options
+
+    segment = build_parser().parse_args(["segment", "ct.nii.gz", "-o", "o.nii.gz"])._command_parsers["segment"]
+    assert repeated_options(segment, ["--window-level", "-50", "--window-width", "300", "-o", "a.nii.gz"]) == []
+    assert repeated_options(segment, ["-o", "a.nii.gz", "--", "-o"]) == []
+    assert repeated_options(segment, ["-oa.nii.gz", "--output=b.nii.gz"]) == ["-o / --output"]

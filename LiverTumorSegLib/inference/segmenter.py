@@ -346,8 +346,10 @@ class Segmenter:
     # ------------------------------------------------------------------ in memory
     def segment_volume(self, volume: CTVolume, progress: Optional[ProgressCallback] = None,
                        cancel: Optional[CancellationToken] = None, checked: bool = False) -> SegmentationResult:
-        """Segment a CT ``(z, y, x)`` (HU); labels come back in its geometry. Nothing is written or logged:
-        plausibility warnings (liver volume) are in ``result.warnings`` and ``result.report["warnings"]``.
+        """Segment a CT ``(z, y, x)`` (HU); labels come back in its geometry. Nothing is written, and the
+        warnings (liver volume and the other plausibility checks) are in ``result.warnings`` and
+        ``result.report["warnings"]``, not logged; only the model's load logs a device fallback (a GPU asked for but
+        absent), which is among those warnings too.
 
         The CT first gets the checks ``segment`` makes (:func:`~LiverTumorSegLib.validation.check_ct`: not HU,
         NaN, 2D/4D, a broken direction, ...; ``options.allow_non_hu`` as there), so an array scaled to 0..1 is

@@ -1,4 +1,5 @@
-"""Robustness benchmark: real CT cases under controlled perturbations, liver Dice and synthetic-tumor Dice.
+"""Robustness benchmark: real CT cases under controlled perturbations, liver Dice and tumor Dice (synthetic
+tumors, plus a case's own real ones where its reference labels any).
 
     python benchmarks/robustness.py PACKAGE [PACKAGE ...] --data DIR|CSV [--json out.json]
         [--store-in-package] [--perturbations NAME,NAME] [--max-slices N] [--threads N] [--device cpu]
@@ -19,7 +20,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 (``segment_volume``: the engine, then the default post-processing) once:
 
 ==================  =====================================================================================
-``original``        the real CT, no synthetic tumor: plain whole-volume liver Dice (tumor Dice n/a)
+``original``        the real CT, no synthetic tumor: plain whole-volume liver Dice (tumor Dice n/a, or that of
+                    the case's own real tumors where its reference labels any)
 ``baseline``        with the synthetic tumors, nothing else changed (= field of view "full scan")
 ``spacing-30`` ...  in-plane pixel spacing mis-scaled by -30/-15/+15/+30 %: the header says the pixels are
                     ``1 + s`` times their true size, so the network (which resamples to its own mm grid)
@@ -42,7 +44,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     range reaching beyond the body (the bundled network labelled such slices liver)
 ==================  =====================================================================================
 
-Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2; None where there is no tumor in the truth),
+Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2: the synthetic tumors and the case's real ones together; None where there is no tumor
+in the truth),
 ``liver_outside_ml`` (predicted liver outside the true liver, mL of true voxel size),
 ``tumor_outside_ml`` (predicted tumor outside the true tumor, mL: on a tumor-free real CT, all predicted tumor),
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
@@ -90,7 +93,8 @@ from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_les
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
 
 NOTE = ("Rows on cases the package was trained on measure invariance to the perturbation, not accuracy on "
-        "unseen CT; tumor Dice is on synthetic tumors inserted with a fixed seed.")
+        "unseen CT; tumor Dice is on synthetic tumors inserted with a fixed seed, together with a case's own real "
+        "tumors where its reference labels any (on the original row: those alone).")
 
 # Synthetic tumors of the benchmark: fixed, mostly hypodense, 10-40 mm, 2-4 per case (seeded per case).
 BENCHMARK_LESIONS = LesionConfig(probability=1.0, count_range=(2, 4), diameter_range_mm=(10.0, 40.0),

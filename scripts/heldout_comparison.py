@@ -41,8 +41,12 @@ A model from git history is written to ``OUT/models/NAME.safetensors`` and used 
 the one pinned here (a clone without that commit, a shallow one, says how to get it). v2 was saved before packages
 recorded a metadata hash, so loading it prints a warning that says so.
 
-Resumable: ``segment`` skips the cases it has already written, so a rerun after an interruption goes on where it
-stopped (delete ``OUT/NAME/pred`` to segment again). Before any CT is segmented, every model's package is loaded,
+Resumable: a rerun of the same command after an interruption goes on where it stopped. ``segment`` skips the cases
+it has already written (delete ``OUT/NAME/pred`` to segment again); an ``OUT/NAME/eval`` this script's ``evaluate``
+wrote is kept when the predictions, the references and ``--label-map`` are those it evaluated, and evaluated again
+(replaced without ``--overwrite``) when they changed; the script records what it wrote and read in
+``OUT/NAME/.heldout_comparison.json`` and its comparison files in ``OUT/.heldout_comparison.json``. Before any CT is
+segmented, every model's package is loaded,
 and a ``OUT/NAME/pred`` is refused when it holds a label map that NAME's package did not write (its report names
 other weights, or none), a case that is not in CTS, or a label map that ``segment`` itself would refuse to resume
 (``batch.check_earlier_results``: made with other result-changing settings than this script's segment command,
@@ -55,8 +59,9 @@ The references are checked then too, each as ``evaluate`` reads it (values 0/1/2
 a 0/255 reference stops the script with the ``--label-map`` that maps it) and its grid against its CT's header
 (segment writes each prediction on its CT's grid, and evaluate refuses a prediction off its reference's grid):
 such a reference used to stop evaluate once per model, after every model had segmented every CT.
-``evaluate``'s folder and the
-comparison files are replaced only with ``--overwrite``; a model taken from git history that is already in
+An ``evaluate`` folder that this script did not write (or one changed since), and comparison files of another
+command (other models, CTS, references or ``--label-map``) or not written by this script, are replaced only with
+``--overwrite``, which also evaluates every model again; a model taken from git history that is already in
 ``OUT/models`` is used when its weights are the pinned ones, and never replaced.
 
 Exit status 0 when every model was segmented and evaluated (failed cases are counted in the table, not here);
@@ -536,6 +541,120 @@ def check_references(cases: List[Any], references: Dict[str, Path], label_map: O
                          f"every model and after all of them had segmented: " + " ".join(problems[:5]) + more)
 
 
+RECORD = ".heldout_comparison.json"
+"""This script's record of what it wrote: ``OUT/NAME/RECORD`` of NAME's evaluation (what evaluate read: the files of
+the predictions and of the references, its settings and ``--label-map``; what it wrote: the SHA-256 of cases.csv and
+summary.json), ``OUT/RECORD`` of the comparison files (the command they are of and their SHA-256). A rerun keeps or
+redoes what a record vouches for without --overwrite, and refuses anything else there (a user's file)."""
+
+EVALUATE_SETTINGS = ["--no-plots", "--no-progress"]
+"""The options this script gives ``evaluate`` beside the folders and ``--label-map``."""
+
+EVALUATE_OUTPUTS = ("cases.csv", "summary.json")
+
+
+def _files_state(folder: Path, recursive: bool, skip: Sequence[str] = ()) -> List[List[Any]]:
+    """``[relative path, size, modification time (ns)]`` of each file of ``folder`` whose name starts with no '.' and
+    is not in ``skip`` (with ``recursive``, in its subfolders too): a file changed, added or removed changes it."""
+    if not folder.is_dir():
+        return []
+    state = []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or path.name in skip or not path.is_file():
+            continue
+        stat = path.stat()
+        state.append([relative.as_posix(), stat.st_size, stat.st_mtime_ns])
+    return state
+
+
+def _canonical_label_map(label_map: Optional[str]) -> Optional[Dict[str, int]]:
+    """``--label-map`` as evaluate reads it, in one spelling ('{"255":1}' and '{"255": 1}' are one map)."""
+    from LiverTumorSegLib.io.labels import parse_label_map_option
+
+    if not label_map:
+        return None
+    return {str(int(key)): int(value) for key, value in sorted(parse_label_map_option(label_map).items(),
+                                                                 key=lambda item: int(item[0]))}
+
+
+def evaluation_inputs(pred: Path, ref: str, label_map: Optional[str]) -> Dict[str, Any]:
+    """What an evaluation of ``pred`` against ``ref`` reads and how: the prediction files (segment's status table
+    aside, which each segment run rewrites), the reference folder and its files, evaluate's settings and the
+    ``--label-map``."""
+    return {"predictions": _files_state(pred, recursive=False, skip=[STATUS_FILE]),
+            "references": {"folder": str(Path(ref).resolve()), "files": _files_state(Path(ref), recursive=True)},
+            "settings": EVALUATE_SETTINGS, "label_map": _canonical_label_map(label_map)}
+
+
+def _sha256_of(folder: Path, names: Sequence[str]) -> Dict[str, Optional[str]]:
+    return {name: _file_sha256(folder / name) if (folder / name).is_file() else None for name in names}
+
+
+def _read_record(path: Path) -> Dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_record(path: Path, record: Dict[str, Any]) -> None:
+    """``record`` as ``path``, atomically (a killed run leaves the earlier record or this one)."""
+    partial = path.with_name(f"{path.name}.partial")
+    try:
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        partial.replace(path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def evaluation_state(evaluation: Path) -> str:
+    """``"none"`` when ``evaluation`` holds no result of evaluate (cases.csv, summary.json, plots), ``"ours"`` when its
+    results are the ones this script's evaluate wrote there (:data:`RECORD` of its model folder), unchanged since,
+    or the record says this script's evaluate was running there (``pending``: it replaces all or nothing, so the
+    folder holds its results or the earlier ones it was allowed to replace), else ``"other"`` (another run's or a
+    user's: replaced only with --overwrite)."""
+    plots = evaluation / "plots"
+    drawn = plots.is_dir() and any(plots.iterdir())  # this script's evaluate draws none (--no-plots)
+    if not drawn and not any((evaluation / name).exists() for name in EVALUATE_OUTPUTS):
+        return "none"
+    record = _read_record(evaluation.parent / RECORD)
+    if drawn or not (record.get("pending") or record.get("outputs") == _sha256_of(evaluation, EVALUATE_OUTPUTS)):
+        return "other"
+    return "ours"  # as recorded, or what this script's evaluate, stopped before its record, left: the earlier or its
+
+
+COMPARISON_FILES = RESERVED_NAMES[1:]
+
+
+def comparison_command(cts: str, ref: str, models: Dict[str, Optional[str]], label_map: Optional[str]
+                       ) -> Dict[str, Any]:
+    """What the comparison files are of: CTS, the references, the models (as given, in order) and ``--label-map``
+    (not --device: a rerun on another device resumes)."""
+    return {"cts": str(Path(cts).resolve()), "ref": str(Path(ref).resolve()),
+            "models": [[name, package] for name, package in models.items()],
+            "label_map": _canonical_label_map(label_map)}
+
+
+def foreign_comparison_file(out: Path, command: Dict[str, Any]) -> Optional[Path]:
+    """The first comparison file in OUT that this script did not write (:data:`RECORD` of OUT) for ``command``
+    (:func:`comparison_command`), or changed since; None when each is absent or such a file (after a stop while
+    the script wrote them, each the new or the one it replaced)."""
+    present = [name for name in COMPARISON_FILES if (out / name).exists()]
+    if not present:
+        return None
+    record = _read_record(out / RECORD)
+    if record.get("command") != command:
+        return out / present[0]
+    vouched = [(record.get(key) or {}) for key in ("files", "previous")]
+    for name, sha256 in _sha256_of(out, present).items():
+        if sha256 not in [files.get(name) for files in vouched]:
+            return out / name
+    return None
+
+
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
             overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
             label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
@@ -546,13 +665,17 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     if _inside(out, Path(ref)):
         raise InputError(f"-o {out} lies inside --ref {ref}: evaluate would find the predictions among the reference "
                          f"label maps. Give an output folder outside it.")
-    if not overwrite:
-        taken = [out / n for n in RESERVED_NAMES[1:] if (out / n).exists()] + \
-            [out / n / "eval" for n in models if (out / n / "eval").exists()]
-        if taken:
-            raise InputError(f"{taken[0]} exists (an earlier comparison): rerun with --overwrite to replace the "
-                             f"evaluation and the comparison (the predictions are kept and resumed either way), or "
-                             f"give another -o.")
+    if not overwrite:  # this script's own results of the same command are resumed; anything else needs --overwrite
+        taken = foreign_comparison_file(out, comparison_command(cts, ref, models, label_map))
+        if taken is not None:
+            raise InputError(f"{taken} exists (a comparison of other models, CTs, references or --label-map, or a "
+                             f"file this script did not write): rerun with --overwrite to replace the comparison and "
+                             f"the evaluations (the predictions are kept and resumed either way), or give another -o.")
+        for name in models:
+            if evaluation_state(out / name / "eval") == "other":
+                raise InputError(f"{out / name / 'eval'} holds an evaluation this script did not write, or one "
+                                 f"changed since: rerun with --overwrite to replace it and the comparison (the "
+                                 f"predictions are kept and resumed either way), or give another -o.")
     # before the first CT is segmented: every model is found and loaded (a clone without v4's commit or a mistyped
     # package fails in seconds, not after hours of v3 and v2), and no earlier prediction would pass as another's
     packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
@@ -583,12 +706,27 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
             rows[name] = {"package": package, "error": f"segment could not run (exit {code}; see its output above), "
                                                        f"so the label maps in {pred} were not evaluated"}
             continue
-        args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation), "--no-plots", "--no-progress"]
-        code = runner(args + (["--label-map", label_map] if label_map else []) + (["--overwrite"] if overwrite else []))
-        summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"
-        if code != 0 or not summary_path.exists() or not cases_path.exists():
-            rows[name] = {"package": package, "error": f"evaluate failed (exit {code}); see its output above"}
+        inputs = evaluation_inputs(pred, ref, label_map)  # what evaluate reads (the predictions are complete now)
+        state = evaluation_state(evaluation)
+        if not overwrite and state == "ours" and _read_record(out / name / RECORD).get("inputs") == inputs:
+            print(f"== {name}: {evaluation} is this script's evaluation of these predictions and references: kept",
+                  flush=True)
+        elif not overwrite and state == "other":  # appeared since the check before the work
+            rows[name] = {"package": package, "error": f"{evaluation} holds an evaluation this script did not write; "
+                                                       f"it was not replaced (rerun with --overwrite)"}
             continue
+        else:  # a new evaluation, or this script's own of other predictions (more cases done since): redone
+            (out / name).mkdir(parents=True, exist_ok=True)
+            _write_record(out / name / RECORD, {"pending": True})  # a stop from here on leaves a folder still ours
+            args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation)] + EVALUATE_SETTINGS
+            code = runner(args + (["--label-map", label_map] if label_map else [])
+                          + (["--overwrite"] if overwrite or state == "ours" else []))
+            if code != 0 or any(not (evaluation / n).exists() for n in EVALUATE_OUTPUTS):
+                rows[name] = {"package": package, "error": f"evaluate failed (exit {code}); see its output above"}
+                continue
+            _write_record(out / name / RECORD, {"inputs": inputs,
+                                                "outputs": _sha256_of(evaluation, EVALUATE_OUTPUTS)})
+        summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"
         with cases_path.open(newline="", encoding="utf-8") as handle:
             evaluated = [row["case"] for row in csv.DictReader(handle)]
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -619,18 +757,28 @@ def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path) -> List[Dict[str, 
     return [dict({h: "" for h in header}, case=case, **cells) for case, cells in sorted(per_case.items())]
 
 
-def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path) -> str:
-    """Write ``out/comparison.md``, ``out/comparison.json`` and ``out/per_case.csv``; returns the table."""
+def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Optional[Dict[str, Any]] = None) -> str:
+    """Write ``out/comparison.md``, ``out/comparison.json`` and ``out/per_case.csv``, and with ``command``
+    (:func:`comparison_command`) this script's record of them (:data:`RECORD`); returns the table."""
+    import io
+
     table = comparison_table(rows)
     out.mkdir(parents=True, exist_ok=True)
     cases = per_case_rows(rows, out)
-    with (out / "per_case.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(cases[0]) if cases else ["case"])
-        writer.writeheader()
-        writer.writerows(cases)
-    (out / "comparison.md").write_text(table + "\n", encoding="utf-8")
-    (out / "comparison.json").write_text(json.dumps({"targets": TARGETS, "models": rows}, indent=1) + "\n",
-                                         encoding="utf-8")
+    per_case = io.StringIO(newline="")
+    writer = csv.DictWriter(per_case, fieldnames=list(cases[0]) if cases else ["case"])
+    writer.writeheader()
+    writer.writerows(cases)
+    contents = {"comparison.md": table + "\n", "comparison.json": json.dumps({"targets": TARGETS, "models": rows},
+                                                                            indent=1) + "\n",
+                "per_case.csv": per_case.getvalue()}
+    if command is not None:  # first, naming the files' new contents and the ones they replace
+        _write_record(out / RECORD, {"command": command, "previous": _sha256_of(out, COMPARISON_FILES),
+                                     "files": {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
+                                               for name, text in contents.items()}})
+    for name, text in contents.items():
+        with (out / name).open("w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
     return table
 
 
@@ -645,7 +793,9 @@ def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
     p.add_argument("--device", default="auto", help="as segment --device")
     p.add_argument("--label-map", default=None, metavar="JSON",
                    help="the references' label values, as evaluate --label-map takes them (e.g. '{\"255\": 1}')")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations and comparison files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="evaluate every model again, and replace evaluations and comparison files this script did not "
+                        "write for this command (a plain rerun of the same command resumes)")
     args = p.parse_args(argv)
     models = parse_models(args.models, args.model)
     for what, path in (("CTS", args.cts), ("--ref", args.ref)):
@@ -654,7 +804,7 @@ def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
     out = Path(args.output)
     rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner,
                    label_map=args.label_map)
-    print(write_comparison(rows, out))
+    print(write_comparison(rows, out, comparison_command(args.cts, args.ref, models, args.label_map)))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'per_case.csv'} (per case, side by "
           f"side)")
     return 1 if any("error" in row for row in rows.values()) else 0

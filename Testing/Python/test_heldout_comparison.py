@@ -96,15 +96,92 @@ def test_a_rerun_keeps_the_predictions_and_replaces_the_evaluation_only_with_ove
     argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--device", "cpu"]
     assert comparison.main(argv, runner=in_process([])) == 0
     before = (out / "comparison.json").read_bytes()
-    calls = []
-    with pytest.raises(InputError, match="--overwrite"):
-        comparison.main(argv, runner=in_process(calls))
-    assert calls == [] and (out / "comparison.json").read_bytes() == before
     label_map = out / "a" / "pred" / "case0.nii.gz"
     written = label_map.stat().st_mtime_ns
+    # the same command again: segment resumes (nothing to do), evaluate's results of the same inputs are kept
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 0
+    assert [c[0] for c in calls] == ["segment"] and (out / "comparison.json").read_bytes() == before
+    # an evaluation this script did not write (or one changed since) is replaced only with --overwrite, as is a
+    # comparison of another command
+    summary = out / "a" / "eval" / "summary.json"
+    summary.write_text(summary.read_text().replace('"n_cases": 1', '"n_cases": 1 '))
+    with pytest.raises(InputError, match=r"eval holds an evaluation this script did not write.*--overwrite"):
+        comparison.main(argv, runner=in_process(calls))
+    with pytest.raises(InputError, match=r"comparison.md exists \(a comparison of other models.*--overwrite"):
+        comparison.main(argv + ["--label-map", '{"1": 1, "2": 2}'], runner=in_process(calls))
+    assert [c[0] for c in calls] == ["segment"] and (out / "comparison.json").read_bytes() == before
+    calls.clear()
     assert comparison.main(argv + ["--overwrite"], runner=in_process(calls)) == 0
     assert "--overwrite" not in calls[0] and "--overwrite" in calls[1]  # segment resumes, evaluate replaces
     assert label_map.stat().st_mtime_ns == written  # already segmented: skipped, not redone
+
+
+class Interrupted(Exception):
+    """A run stopped from outside (the script's signal handling stops it with an exception of its own)."""
+
+
+def test_a_rerun_after_an_interruption_goes_on_where_it_stopped(tmp_path):
+    """Interrupted during the second model's segment, the same command was refused ('OUT/a/eval exists (an earlier
+    comparison): rerun with --overwrite'), while the docstring promised it would go on where it stopped."""
+    cts, labels = write_cases(tmp_path, count=2)
+    a = tiny_unet_package(tmp_path, name="a.safetensors").path
+    b = tiny_unet_package(tmp_path, context_slices=1, name="b.safetensors").path
+    out = tmp_path / "out"
+    argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--model", f"b={b}",
+            "--device", "cpu"]
+
+    def stopped_in_b(argv):  # b's segment writes case0, then the run is stopped (as SIGTERM stops it)
+        calls.append(list(argv))
+        if argv[0] == "segment" and "/b/" in argv[argv.index("-o") + 1].replace("\\", "/") + "/":
+            (cts / "case1.nii.gz").rename(tmp_path / "case1.nii.gz")
+            try:
+                cli.main([str(a) for a in argv])
+            finally:
+                (tmp_path / "case1.nii.gz").rename(cts / "case1.nii.gz")
+            raise Interrupted()
+        return cli.main([str(a) for a in argv])
+
+    calls = []
+    with pytest.raises(Interrupted):
+        comparison.main(argv, runner=stopped_in_b)
+    assert [c[0] for c in calls] == ["segment", "evaluate", "segment"]
+    assert (out / "a" / "eval" / "summary.json").exists() and (out / "b" / "pred" / "case0.nii.gz").exists()
+    assert not (out / "b" / "pred" / "case1.nii.gz").exists() and not (out / "comparison.md").exists()
+    a_eval = (out / "a" / "eval" / "cases.csv").read_bytes()
+    b_case0 = (out / "b" / "pred" / "case0.nii.gz").stat().st_mtime_ns
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 0  # the same command, no --overwrite
+    assert [c[0] for c in calls] == ["segment", "segment", "evaluate"]  # a's evaluation kept, b's segment resumed
+    assert "--overwrite" not in calls[2]
+    assert (out / "a" / "eval" / "cases.csv").read_bytes() == a_eval
+    assert (out / "b" / "pred" / "case0.nii.gz").stat().st_mtime_ns == b_case0
+    rows = json.loads((out / "comparison.json").read_text())["models"]
+    assert rows["a"]["cases_evaluated"] == rows["b"]["cases_evaluated"] == 2
+    # predictions that changed since (a case segmented again) are evaluated again, the script's own folder replaced
+    (out / "a" / "pred" / "case1.nii.gz").unlink()
+    (out / "a" / "pred" / "reports" / "case1.json").unlink()
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 0
+    assert [c[0] for c in calls] == ["segment", "evaluate", "segment"] and "--overwrite" in calls[1]
+    # stopped while its evaluate ran (before the script's record of it): still the script's folder, redone
+    record = out / "a" / comparison.RECORD
+    record.write_text(json.dumps({"pending": True}))
+    (out / "a" / "eval" / "cases.csv").write_text("case\n")
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 0
+    assert [c[0] for c in calls] == ["segment", "evaluate", "segment"] and "--overwrite" in calls[1]
+    assert "pending" not in json.loads(record.read_text())
+    # the comparison files written halfway by a stopped run: each the new or the earlier one, still the script's
+    earlier = b"case\r\n"
+    record = json.loads((out / comparison.RECORD).read_text())
+    record["previous"]["per_case.csv"] = hashlib.sha256(earlier).hexdigest()
+    (out / comparison.RECORD).write_text(json.dumps(record))
+    (out / "per_case.csv").write_bytes(earlier)
+    assert comparison.main(argv, runner=in_process([])) == 0
+    (out / "per_case.csv").write_bytes(b"mine")  # neither: a user's file
+    with pytest.raises(InputError, match="per_case.csv exists"):
+        comparison.main(argv, runner=in_process([]))
 
 
 def test_a_missing_package_stops_before_any_work_and_a_model_that_writes_nothing_is_an_error_column(tmp_path):

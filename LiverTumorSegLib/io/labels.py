@@ -285,7 +285,7 @@ def unlisted_values_warning(where: str, raw: np.ndarray, label_map: Mapping, opt
             f"so they become 0 (background){whole}. List every value to keep ({hint}).")
 
 
-_SAID_UNLISTED = set()  # type: Set[Tuple[str, str]]
+_SAID_UNLISTED: Set[Tuple[str, str]] = set()
 """(file, warning) pairs :func:`remap_labels` has logged in this process: a file read again (evaluate's overlays
 read the best and worst case a second time) is not warned about twice."""
 

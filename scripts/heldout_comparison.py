@@ -67,17 +67,23 @@ command (other models, CTS, references or ``--label-map``) or not written by thi
 Exit status 0 when every model was segmented and evaluated (failed cases are counted in the table, not here);
 1 when a model's ``segment`` or ``evaluate`` could not run at all (a ``segment`` that exits with an error before its
 status table, such as a refusal before any work, is such a model: label maps an earlier run left in its folder are
-not evaluated as its); 2 for a usage or input error.
+not evaluated as its); 2 for a usage or input error. Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, also when only
+the script's own process gets it: the running ``segment`` or ``evaluate`` (in a session of its own, so that it gets
+each signal once) is stopped with the same signal and waited for, which removes its unfinished files, then one line
+says so and the exit status is 128 + the signal's number (130, 143, 129); rerun the same command to go on.
 """
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,9 +132,91 @@ IMPLAUSIBLE = "Implausible result"
 Runner = Callable[[List[str]], int]
 
 
+class Stopped(Exception):
+    """This script was stopped by the signal ``signum``; ``child``: the command that ran then and was stopped too
+    (:func:`run_child`; "" when none ran), ``child_code`` its exit status. ``exit_code``: 128 + the signal's number,
+    as a shell reports a process the signal ended (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
+
+    def __init__(self, signum: int, child: str = "", child_code: Optional[int] = None) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + int(signum)
+        self.child, self.child_code = child, child_code
+        ran = (f"; the running '{child}' was stopped too (it removes its unfinished files; exit {child_code})"
+               if child else "")
+        super().__init__(f"stopped by {self.signal_name}{ran}; rerun the same command to go on where it stopped")
+
+
+class _Child:
+    """The command :func:`run_child` runs now, and the stop signals this script got meanwhile."""
+    process = None  # type: Optional[subprocess.Popen]
+    starting = False
+    received = []  # type: List[int]
+
+
+def stop_signals() -> List[int]:
+    """The signals that stop this script (:func:`stops_forwarded`): SIGINT, SIGTERM and SIGHUP where it exists, each
+    unless ignored (nohup ignores SIGHUP, a shell's background job SIGINT), and then left ignored."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    found = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    return [signum for signum in found if signal.getsignal(signum) is not signal.SIG_IGN]
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    if _Child.process is None and not _Child.starting:
+        raise Stopped(signum)
+    _Child.received.append(signum)
+    if _Child.process is not None:
+        with contextlib.suppress(OSError, ValueError):  # ended meanwhile; Windows sends no SIGINT (it had Ctrl-C)
+            _Child.process.send_signal(signum)
+
+
+@contextlib.contextmanager
+def stops_forwarded() -> Iterator[None]:
+    """For the ``with`` block (in the main thread; elsewhere it does nothing): a stop signal (:func:`stop_signals`)
+    is handed on to the command :func:`run_child` runs, which is waited for before :class:`Stopped` is raised; with
+    none running, Stopped is raised at once. Killing only this script (SIGTERM to its process, not its process
+    group) ended it silently and left the running ``segment`` orphaned, writing on."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _on_stop_signal) for signum in stop_signals()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_child(command: List[str], what: str = "") -> int:
+    """Exit status of ``command``, run in a session of its own (POSIX): a Ctrl-C in the terminal reaches only this
+    script, which hands it on once (:func:`stops_forwarded`) instead of the child getting two. After a stop signal
+    the child is waited for and :class:`Stopped` raised (``what`` names the child in its message)."""
+    _Child.received = []
+    _Child.starting = True  # a signal from here on is handed on once the child exists
+    try:
+        process = subprocess.Popen(command, **({"start_new_session": True} if os.name == "posix" else {}))
+        _Child.process = process
+    finally:
+        _Child.starting = False
+    try:
+        if _Child.received:  # came while the child started
+            with contextlib.suppress(OSError, ValueError):
+                process.send_signal(_Child.received[0])
+        code = process.wait()
+    finally:
+        _Child.process = None
+    if _Child.received:
+        raise Stopped(_Child.received[0], what or " ".join(command[:3]), code)
+    return code
+
+
 def run_cli(argv: List[str]) -> int:
-    """Exit status of ``python -m LiverTumorSegLib ARGV`` in its own process (its output goes to this console)."""
-    return subprocess.run([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv]).returncode
+    """Exit status of ``python -m LiverTumorSegLib ARGV`` in its own process (its output goes to this console), run
+    by :func:`run_child`."""
+    return run_child([sys.executable, "-m", "LiverTumorSegLib"] + [str(a) for a in argv],
+                     what=f"livertumorseg {argv[0]}" if argv else "")
 
 
 def _weights_sha256(package_path: Any) -> str:
@@ -783,6 +871,17 @@ def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Option
 
 
 def main(argv: Optional[List[str]] = None, runner: Runner = run_cli) -> int:
+    """The script (see the module docstring); a stop signal ends it, after the command it runs, with one line on
+    stderr and exit 128 + the signal's number (:class:`Stopped`)."""
+    with stops_forwarded():
+        try:
+            return _main(argv, runner)
+        except Stopped as stop:
+            print(f"error: {stop}", file=sys.stderr, flush=True)
+            return stop.exit_code
+
+
+def _main(argv: Optional[List[str]], runner: Runner) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cts", help="folder or CSV of CTs (as `livertumorseg segment` takes it)")
     p.add_argument("--ref", required=True, help="folder of reference label maps (0/1/2)")

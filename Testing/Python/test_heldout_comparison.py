@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -319,6 +320,73 @@ def test_references_evaluate_would_refuse_stop_the_script_before_any_ct_is_segme
     with pytest.raises(InputError, match="No case name of CTS matches"):
         comparison.main(base + ["-o", str(tmp_path / "o6")], runner=recording(calls))
     assert [c[0] for c in calls] == ["segment"]
+
+
+STOPPED_CHILD = """
+import os, signal, sys, time
+marker = sys.argv[1]
+def stop(signum, frame):
+    with open(marker + ".got", "a") as handle:
+        handle.write(f"{signum}\\n")
+    time.sleep(0.3)  # its clean-up, which the script waits for
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+with open(marker + ".pid", "w") as handle:
+    handle.write(str(os.getpid()))
+time.sleep(120)
+"""
+
+DRIVER = """
+import sys
+sys.path[:0] = [{root!r}, {helpers!r}]
+from script_helpers import load_script
+comparison = load_script("scripts/heldout_comparison.py", "heldout_comparison")
+def runner(argv):  # the script's own way of running a command, here one that waits to be stopped
+    return comparison.run_child([sys.executable, "-c", {child!r}, {marker!r}], what="livertumorseg " + argv[0])
+sys.exit(comparison.main(sys.argv[1:], runner=runner))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_script_alone_stops_the_running_segment_too(tmp_path, signum):
+    """SIGTERM to the script's pid (not its process group) ended it silently while the child segment went on,
+    orphaned; SIGINT to it alone killed the child outright (subprocess.run's clean-up)."""
+    import os
+    import sys
+    import time
+
+    cts, labels = write_cases(tmp_path, count=1)
+    a = tiny_unet_package(tmp_path).path
+    marker = str(tmp_path / "child")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(root=str(Path(comparison.__file__).parents[1]),
+                                    helpers=str(Path(__file__).parent), child=STOPPED_CHILD, marker=marker))
+    script = subprocess.Popen([sys.executable, str(driver), str(cts), "--ref", str(labels), "-o", str(tmp_path / "o"),
+                               "--models", "", "--model", f"a={a}", "--device", "cpu"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(marker + ".pid").exists() or not Path(marker + ".pid").read_text():
+            assert script.poll() is None, script.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        child = int(Path(marker + ".pid").read_text())
+        assert os.getpgid(child) != os.getpgid(script.pid)  # its own session: a Ctrl-C reaches it once, from here
+        os.kill(script.pid, signum)  # the script alone
+        _, stderr = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert script.returncode == 128 + signum
+    assert Path(marker + ".got").read_text() == f"{int(signum)}\n"  # handed on, once, and waited for
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # ended (and reaped), not orphaned
+    last = stderr.strip().splitlines()[-1]
+    name = signal.Signals(signum).name
+    assert last == (f"error: stopped by {name}; the running 'livertumorseg segment' was stopped too (it removes its "
+                    f"unfinished files; exit {128 + signum}); rerun the same command to go on where it stopped")
 
 
 def recording(calls, code=2):

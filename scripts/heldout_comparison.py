@@ -581,7 +581,7 @@ def _ct_grid(path: Path) -> Optional[Any]:
             volume = read_volume(path)
             geometry, shape = volume.geometry, volume.shape_zyx
             del volume
-    except (LiverTumorSegError, OSError):
+    except Exception:  # noqa: BLE001 - an unreadable CT is segment's to report (that case fails), not this check's
         return None
     return CTVolume(array=np.broadcast_to(np.zeros((), np.uint8), tuple(shape)), geometry=geometry, source=str(path))
 
@@ -711,7 +711,7 @@ def evaluation_state(evaluation: Path) -> str:
     record = _read_record(evaluation.parent / RECORD)
     if drawn or not (record.get("pending") or record.get("outputs") == _sha256_of(evaluation, EVALUATE_OUTPUTS)):
         return "other"
-    return "ours"  # as recorded, or what this script's evaluate, stopped before its record, left: the earlier or its
+    return "ours"  # as recorded, or left by this script's evaluate, stopped before its record: the earlier or its own
 
 
 COMPARISON_FILES = RESERVED_NAMES[1:]

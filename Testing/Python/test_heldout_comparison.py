@@ -320,6 +320,10 @@ def test_references_evaluate_would_refuse_stop_the_script_before_any_ct_is_segme
     with pytest.raises(InputError, match="No case name of CTS matches"):
         comparison.main(base + ["-o", str(tmp_path / "o6")], runner=recording(calls))
     assert [c[0] for c in calls] == ["segment"]
+    # an unreadable CT is segment's to report (its case fails there), not this check's
+    from LiverTumorSegLib.inference.batch import find_cases
+    (cts / "case0.nii.gz").write_bytes(b"not a CT")
+    comparison.check_references(find_cases(cts, tmp_path / "o7"), {"case0": labels / "other_case0.nii.gz"}, None)
 
 
 STOPPED_CHILD = """

@@ -269,9 +269,12 @@ def _read_labels(pred_path: Path, ref_path: Path, label_maps: Tuple[Optional[dic
 
     pred_map, ref_map = label_maps
     ref = read_label_map(ref_path, allowed_values=ANY_LABEL_VALUE)
-    ref.array = remap_labels(ref.array, ref_map, str(ref_path), option="--label-map")
+    # what a map sends to background is also among the case's warnings in summary.json, not only on stderr
+    ref.array = remap_labels(ref.array, ref_map, str(ref_path), option="--label-map",
+                             warnings=ref.meta.setdefault("warnings", []))
     pred = read_label_map(pred_path, reference=ref, allowed_values=ANY_LABEL_VALUE)
-    pred.array = remap_labels(pred.array, pred_map, str(pred_path), option="--pred-label-map")
+    pred.array = remap_labels(pred.array, pred_map, str(pred_path), option="--pred-label-map",
+                              warnings=pred.meta.setdefault("warnings", []))
     return pred, ref
 
 

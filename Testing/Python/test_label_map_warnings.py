@@ -67,3 +67,6 @@ def test_evaluate_prints_the_warning_on_stderr(tmp_path):
     assert len(lines) == 1, done.stderr
     assert f"'{reference}'" in lines[0] and "value(s) 1 (" in lines[0] and ", 2 (" in lines[0]
     assert "background" in lines[0]
+    summary = __import__("json").loads((tmp_path / "eval" / "summary.json").read_text())
+    said = summary["warnings"]["case1"]
+    assert len(said) == 1 and said[0].startswith("reference: ") and "background" in said[0]

@@ -992,9 +992,12 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     -> strict key/shape check -> ``load_state_dict`` -> ``.to(device).eval()``. Nothing in a package makes
     the loader read another file.
 
-    ``preprocessing_ready``: called with the package's preprocessing config once the file has passed every check
-    that comes before building the network (its hashes included), before the network is built, which imports
-    MONAI on first use (about 1 s): ``segment`` resamples the CT meanwhile (:class:`Segmenter`).
+    ``preprocessing_ready``: called with the package's preprocessing config as soon as its metadata has passed
+    validation (types, ranges, sizes), before the tensors' hashes are checked and before the network is planned
+    and built, which imports MONAI on first use (about 1 s): ``segment`` resamples the CT meanwhile
+    (:class:`~.inference.segmenter.Segmenter`). The load may still refuse the package after this call, so a
+    caller may only start work it throws away when the load fails (the engine also uses such work only for an
+    equal config).
     """
     from .models import build_model
 
@@ -1002,12 +1005,12 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    if preprocessing_ready is not None:
+        preprocessing_ready(preprocessing)
     activations = _plan_network(meta, header, path)
     tensors, digest = _verified_tensors(path, meta, bundled_bytes)
     del bundled_bytes
     tensors = _from_storage_dtype(tensors, meta)
-    if preprocessing_ready is not None:
-        preprocessing_ready(preprocessing)
     arch = meta["architecture"]
     try:
         model = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])

@@ -558,6 +558,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                     _estimate_and_check_memory(volume, segmenter.package, segmenter.options.batch_size)
                     if early is not None and hasattr(segmenter.engine, "offer_prepared"):
                         segmenter.engine.offer_prepared(early)  # used when it is this CT and the engine's config
+                    early = None  # the network loop lets go of it (not held while the case is finished)
                     output = segmenter.predict(volume)
                 except KeyboardInterrupt:
                     raise

@@ -115,8 +115,8 @@ def background_only_slices(probs_nkhw: np.ndarray, class_index: Optional[int] = 
 
 def load_package(package_or_name: object, preprocessing_ready: Optional[Callable[[object], None]] = None) -> object:
     """Accept a loaded ``ModelPackage`` (anything with ``.preprocessing``) or a name/path to load.
-    ``preprocessing_ready``: called with the package's preprocessing config before the network is built
-    (``package.load_model_package``), at once for a loaded package."""
+    ``preprocessing_ready``: called with the package's preprocessing config once its metadata is validated,
+    before the network is planned and built (``package.load_model_package``), at once for a loaded package."""
     if hasattr(package_or_name, "preprocessing"):
         if preprocessing_ready is not None:
             preprocessing_ready(package_or_name.preprocessing)
@@ -436,7 +436,8 @@ class SliceInferenceEngine:
         self.used_offered = offered is not None and offered.serves(volume, self.preprocessing)
         if self.used_offered:
             self._add_time("preprocess", offered.seconds)
-            return offered.canonical, offered.reorientation, offered.prepared
+            prepared, offered.prepared = offered.prepared, None  # freed with the network loop, not held beyond
+            return offered.canonical, offered.reorientation, prepared
         start = time.perf_counter()
         canonical, reorientation = canonicalize(volume)
         self._add_time("reorient", time.perf_counter() - start)

@@ -262,7 +262,8 @@ class Segmenter:
         return self
 
     def _config_known(self, config: Any) -> None:
-        """The load's ``preprocessing_ready`` callback: the verified package's preprocessing config, with the
+        """The load's ``preprocessing_ready`` callback: the package's preprocessing config (its metadata validated;
+        its hashes are checked after, and work on it is used only once the load succeeded), with the
         window override the engine will get (a thread waiting in :meth:`preprocessing_while_loading` goes on)."""
         o = self.options
         if o.window_level is not None:
@@ -276,7 +277,8 @@ class Segmenter:
     @property
     def known_preprocessing(self) -> Any:
         """The preprocessing config the engine runs with, when it is known without waiting: the engine is built,
-        or its package has been verified and the network is being built; else None."""
+        or its package's metadata has been validated and the load goes on; else None. (A batch's reader thread
+        resamples CTs with it; the engine uses that work only for an equal config, after a successful load.)"""
         engine = self.engine
         if engine is not None:
             return getattr(engine, "preprocessing", None)
@@ -284,8 +286,8 @@ class Segmenter:
 
     def preprocessing_while_loading(self, loading: "concurrent.futures.Future") -> Any:
         """The preprocessing config of the package the background ``loading`` (:func:`_load_in_background`) is
-        loading, as soon as the package is verified and before its network is built; None when the load ended
-        first (or failed). Waits in steps, as :func:`wait_for_load`."""
+        loading, as soon as its metadata is validated and before its network is planned and built (MONAI's
+        import); None when the load ended first (or failed). Waits in steps, as :func:`wait_for_load`."""
         while not self._preprocessing_known.wait(LOAD_WAIT_STEP_SECONDS):
             pass
         return None if loading.done() else self._loading_config
@@ -589,6 +591,7 @@ class Segmenter:
             reporter(0.05, "loading model")
             if early is not None and hasattr(self.engine, "offer_prepared"):
                 self.engine.offer_prepared(early)  # used when it is this CT and the engine's config
+            early = None  # the engine's network loop lets go of it; held here, it lived on through post-processing
         _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
         if cancel is not None:
             cancel.raise_if_cancelled()

@@ -169,29 +169,43 @@ def test_a_load_that_fails_after_the_config_is_known_reports_the_load_error(tmp_
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
-def test_the_package_announces_its_preprocessing_after_its_checks_and_before_the_build(tmp_path, tiny_path,
-                                                                                     monkeypatch):
+def test_the_package_announces_its_preprocessing_before_the_network_is_planned_and_built(tmp_path, tiny_path,
+                                                                                        monkeypatch):
     events = []
     real_build = models_module.build_model
 
     def recording_build(*args, **kwargs):
-        events.append("build")
+        events.append("build")  # the plan on the meta device (MONAI's import on first use), then the network
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(models_module, "build_model", recording_build)
     package = package_module.load_model_package(tiny_path, preprocessing_ready=lambda c: events.append(c))
-    # (a network planned on the meta device, when its plan is not cached yet, is built before: "build" first)
-    assert events[-1] == "build" and events[-2] == package.preprocessing
-    assert [e for e in events if e != "build"] == [package.preprocessing]
+    assert events[0] == package.preprocessing and events[1:] == ["build", "build"]
 
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a package")
+    announced = []
+    with pytest.raises(package_module.ModelPackageError):
+        package_module.load_model_package(broken, preprocessing_ready=announced.append)
+    assert announced == []  # metadata that fails validation never hands out a preprocessing
+
+
+def test_work_on_a_package_that_fails_its_hash_check_is_never_used(tmp_path, tiny_path, slow_build):
+    """The config is announced before the tensors' hashes are checked: a tampered package's early resampling
+    happens, and is thrown away with the load's error; nothing is written."""
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    prepared_early, done = slow_build
+    done.set()
     tampered = tmp_path / "tampered.safetensors"
     data = bytearray(tiny_path.read_bytes())
     data[-3] ^= 0xFF  # a weight byte: the weights' hash no longer matches
     tampered.write_bytes(bytes(data))
-    announced = []
-    with pytest.raises(package_module.ModelPackageError):
-        package_module.load_model_package(tampered, preprocessing_ready=announced.append)
-    assert announced == []  # a package that fails its checks never hands out its preprocessing
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    with pytest.raises(ModelPackageError, match="hash|SHA-256|sha256"):
+        Segmenter(SegmentationOptions(model=str(tampered), device="cpu", threads=1)).segment_file(
+            ct, tmp_path / "seg.nii.gz")
+    assert not (tmp_path / "seg.nii.gz").exists()
 
 
 def engine_and_offer(volume, config=None):

@@ -677,6 +677,31 @@ def record_bundled_checksum(path: PathLike) -> None:
         tmp.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())), encoding="utf-8")
 
 
+def _no_default_model_message(listed: Sequence[Dict[str, Any]]) -> str:
+    """Why ``"default"`` names no package: the bundled folder is missing (a non-editable install, or
+    LIVERTUMORSEG_RESOURCES pointing elsewhere) or holds no default package (its ``default.safetensors`` deleted).
+    ``listed``: the bundled folder's packages (:func:`list_installed_models`). The install advice was given in both
+    cases, also to a clone whose folder held five usable models."""
+    import os
+
+    from .resources import MISSING_RESOURCES_HINT
+
+    folder = bundled_models_dir()
+    chosen = os.environ.get("LIVERTUMORSEG_RESOURCES")
+    where = f" (chosen by LIVERTUMORSEG_RESOURCES={chosen}, which should name a folder holding Models/ and Sample/)" \
+        if chosen else ""
+    other = " Or pass a model package path or an installed model's name with --model."
+    if not folder.is_dir():
+        return f"No default model is installed: the bundled models folder '{folder}' does not exist{where}. " \
+               f"{MISSING_RESOURCES_HINT}{other}"
+    unusable = [e for e in listed if e["error"] is not None]
+    names = ", ".join(Path(e["path"]).name for e in listed if e["error"] is None) or "no usable package"
+    said = " (a package there that cannot be used is named in a warning above)" if unusable else ""
+    return (f"No default model is installed in the bundled models folder '{folder}'{where}: it holds {names}, but no "
+            f"default.safetensors{said}. Restore it from the release (in a clone: git checkout -- "
+            f"Resources/Models/default.safetensors).{other}")
+
+
 def _restore_bundled_advice(path: Path) -> str:
     return f"restore it from the release (in a clone: git checkout -- Resources/Models/{path.name})."
 
@@ -693,7 +718,9 @@ def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPacka
     """A package of the bundled folder (its caller knows it is) whose file hash is not the one SHA256SUMS lists."""
     return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
                              f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
-                             f"file (metadata or weights) was modified or damaged. R{_restore_bundled_advice(path)[1:]}")
+                             f"file (metadata or weights) or {BUNDLED_CHECKSUMS} was modified or damaged. Restore "
+                             f"both from the release (in a clone: git checkout -- Resources/Models/{path.name} "
+                             f"Resources/Models/{BUNDLED_CHECKSUMS}).")
 
 
 def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
@@ -1225,11 +1252,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
         broken = [e for e in default_named if e["error"]]
         if broken:  # there, but damaged: not the missing-install advice
             raise ModelPackageError(f"The bundled default '{broken[0]['path']}' cannot be used: {broken[0]['error']}")
-        from .resources import MISSING_RESOURCES_HINT
-        raise ModelPackageError(f"No default model is installed in '{bundled_models_dir()}' (the bundled models "
-                                f"folder; a package there that cannot be used is named in a warning above). "
-                                f"{MISSING_RESOURCES_HINT} Or pass a model package path or an installed model's "
-                                f"name with --model.")
+        raise ModelPackageError(_no_default_model_message(listed))
     entries = list_installed_models()
     broken = [e for e in entries if e["error"] is not None and (e["name"] == text or Path(e["path"]).stem == text)]
     if broken:  # a damaged user package must not quietly give way to a bundled one of the same name

@@ -1132,3 +1132,42 @@ def test_every_bundled_2_5d_package_keeps_neighbours_as_far_apart_as_its_trainin
         preprocessing = read_package_metadata(path)["preprocessing"]
         assert preprocessing["context_slices"] == 1, path.name
         assert (preprocessing["context_min_mm"], preprocessing["context_max_mm"]) == (1.0, 3.0), path.name
+
+
+def test_a_missing_default_says_what_is_missing_and_how_to_restore_it(tmp_path, monkeypatch):
+    """An install audit: a bundled folder holding other usable models but no default.safetensors got the advice for
+    a non-editable install ('pip install -e .' or set LIVERTUMORSEG_RESOURCES), also when the variable was set, and a
+    'warning above' that never came. Each case now gets its own message."""
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    with pytest.raises(ModelPackageError) as missing_folder:
+        load_model_package("default")
+    said = str(missing_folder.value)
+    assert "does not exist" in said and f"LIVERTUMORSEG_RESOURCES={tmp_path / 'res'}" in said
+    assert "pip install -e ." in said and "warning above" not in said
+
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    save_model_package(models / "segnet_like.safetensors", _tiny_model(), PREP)
+    with pytest.raises(ModelPackageError) as no_default:
+        load_model_package("default")
+    said = str(no_default.value)
+    assert "holds segnet_like.safetensors, but no default.safetensors" in said
+    assert "git checkout -- Resources/Models/default.safetensors" in said
+    assert "pip install -e ." not in said and "warning above" not in said
+
+
+def test_a_wrong_checksum_entry_is_not_blamed_on_the_package_alone(tmp_path, monkeypatch):
+    """Restoring the package, as the error said, did not help when SHA256SUMS itself was the damaged file."""
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(tmp_path / "user"))
+    monkeypatch.setenv("LIVERTUMORSEG_RESOURCES", str(tmp_path / "res"))
+    models = tmp_path / "res" / "Models"
+    models.mkdir(parents=True)
+    save_model_package(models / "clinic.safetensors", _tiny_model(), PREP)
+    sums = models / "SHA256SUMS"
+    sums.write_text("0" * 64 + sums.read_text()[64:])
+    with pytest.raises(ModelPackageError) as damaged:
+        load_model_package("clinic")
+    said = str(damaged.value)
+    assert "or SHA256SUMS was modified" in said
+    assert "git checkout -- Resources/Models/clinic.safetensors Resources/Models/SHA256SUMS" in said

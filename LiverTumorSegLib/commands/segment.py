@@ -72,6 +72,10 @@ def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
     return dice(np.asarray(labels_zyx) >= 1, np.asarray(reference_zyx) >= 1)
 
 
+BAR_DELAY_S = 0.5
+"""Seconds before ``segment``'s progress bar first appears (tqdm's ``delay``)."""
+
+
 class _TqdmProgress:
     """Progress callback driving a tqdm bar (0..100 %) with the stage as description."""
 
@@ -80,7 +84,10 @@ class _TqdmProgress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=100, unit="%", bar_format="{desc:<16}{percentage:3.0f}%|{bar}| {elapsed}")
+            # shown from half a second on: an error found at once (a missing input or model) came after two empty
+            # 0 % bars
+            self.bar = tqdm(total=100, unit="%", bar_format="{desc:<16}{percentage:3.0f}%|{bar}| {elapsed}",
+                            delay=BAR_DELAY_S)
 
     def __call__(self, fraction: float, stage: str) -> None:
         if self.bar is None:

@@ -157,3 +157,10 @@ def test_values_that_look_like_options_and_arguments_after_a_double_dash_are_not
     assert repeated_options(segment, ["--window-level", "-50", "--window-width", "300", "-o", "a.nii.gz"]) == []
     assert repeated_options(segment, ["-o", "a.nii.gz", "--", "-o"]) == []
     assert repeated_options(segment, ["-oa.nii.gz", "--output=b.nii.gz"]) == ["-o / --output"]
+
+
+def test_an_error_found_at_once_is_not_preceded_by_empty_progress_bars(capsys, tmp_path):
+    """An install audit saw two empty '0%|' bars before 'error: ... does not exist'."""
+    code = main(["segment", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out.nii.gz"), "--progress", "bar"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and "0%|" not in err

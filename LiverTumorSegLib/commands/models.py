@@ -206,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         from ..fileutil import finite_json  # strict JSON: a non-finite number becomes null
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
                                       "bundled_models_dir": str(bundled_models_dir()),
+                                      # False for a non-editable install without Resources/ (the text says so too)
+                                      "bundled_models_dir_exists": bundled_models_dir().is_dir(),
                                       "user_models_dir": str(user_models_dir())}), indent=2, allow_nan=False))
         return code
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")

@@ -462,6 +462,9 @@ def test_models_command_lists_architectures_and_installed_packages(tmp_path, mon
     assert rows["unet"]["parameters"] == sum(p.numel() for p in build_model("unet", 3, 3).parameters())
     assert rows["resnet50_fcn"]["size_multiple"] == 32
     assert [e["name"] for e in data["installed"]] == ["my-liver"]
+    assert data["bundled_models_dir_exists"] is False  # res/Models is missing here: the JSON says so, as the text
+    (tmp_path / "res" / "Models").mkdir(parents=True)
+    assert main(["models", "--json"]) == 0 and json.loads(capsys.readouterr().out)["bundled_models_dir_exists"]
     assert dice_summary({"dice": 0.5, "hd95": 3.0, "ok": True}) == "dice=0.500"
     assert dice_summary({}) == "-"
     # the slice-level number and the whole-volume one (what crossval and evaluate give) differ: both are named

@@ -105,7 +105,9 @@ def _stats(values: np.ndarray) -> Dict[str, Any]:
     if n == 0:
         return {"mean": None, "std": None, "median": None, "min": None, "max": None, "n": 0,
                 "n_nan": int(values.size)}
-    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if n > 1 else 0.0,
+    # the sample standard deviation (ddof=1) of one value is undefined: None ("n/a"), not 0.0, which read as a spread
+    # measured to be nil on a one-case evaluation
+    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if n > 1 else None,
             "median": float(np.median(finite)), "min": float(finite.min()), "max": float(finite.max()),
             "n": n, "n_nan": int(values.size - n)}
 

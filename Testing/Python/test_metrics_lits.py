@@ -226,7 +226,7 @@ def test_summarize_cases_hand_computed():
     assert dice["mean"] == pytest.approx(0.75) and dice["median"] == pytest.approx(0.75)
     assert dice["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1)) and dice["n"] == 2 and dice["n_nan"] == 0
     assd = summary["metrics"]["assd_tumor_mm"]
-    assert assd["mean"] == 2.0 and assd["n"] == 1 and assd["n_nan"] == 1 and assd["std"] == 0.0
+    assert assd["mean"] == 2.0 and assd["n"] == 1 and assd["n_nan"] == 1 and assd["std"] is None  # one value: no spread
     assert "voxels_tp_tumor" not in summary["metrics"]
     # global Dice pools voxels: tumor 2*10 / (10 + 30) = 0.5 (per-case mean is 0.75)
     assert summary["global_dice"]["tumor"] == pytest.approx(0.5)

@@ -4,12 +4,13 @@ Nothing here runs a model. ``resolve_device`` turns the user's ``auto|cpu|cuda[:
 ``torch.device`` (falling back to CPU with a message, never crashing, when a GPU is asked for but absent);
 ``choose_batch_size`` is the pure arithmetic that turns free memory into a batch size.
 """
+import contextlib
 import functools
 import logging
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import InputError
 
@@ -129,6 +130,22 @@ def cpu_thread_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """torch's CPU thread count (process-wide) is ``count`` inside the ``with`` block (None: left as it is) and
+    what it was before afterwards, also after an error or when the block changed it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count and int(count) != before:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def bytes_per_slice(in_channels: int, num_classes: int, height: int, width: int, feature_factor: float = 64.0,

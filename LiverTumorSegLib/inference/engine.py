@@ -39,7 +39,7 @@ from ..errors import InputError, ResourceError, option_hint, out_of_memory_error
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume
 from .device import (DEFAULT_CPU_BATCH, MAX_THREADS, bytes_per_slice, check_count, check_precision, choose_batch_size,
-                     cpu_has_native_bf16, cpu_thread_count, gpu_info, resolve_device)
+                     cpu_has_native_bf16, cpu_thread_count, gpu_info, resolve_device, torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -582,21 +582,15 @@ class SliceInferenceEngine:
         caller's own ``torch.set_num_threads`` was lost, and a second engine's count replaced the first's for its
         runs); the network is in eval mode, and a caller's network (a package given as an object) gets its own
         train/eval flags back afterwards (:func:`~..models.eval_mode.eval_mode`)."""
-        import torch
-
         from ..models.eval_mode import eval_mode
 
-        before = torch.get_num_threads()
-        if self.device.type == "cpu" and before != self.threads:
-            torch.set_num_threads(self.threads)
         self._working += 1
         try:
-            with eval_mode(self.model, self._cpu_model):
+            with torch_threads(self.threads if self.device.type == "cpu" else None), \
+                    eval_mode(self.model, self._cpu_model):
                 yield
         finally:
             self._working -= 1
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
 
     def use_core_share(self, share: Optional[object]) -> None:
         """Share the CPU's cores with helper threads (a :class:`~.core_share.CoreShare`, or None to stop): before

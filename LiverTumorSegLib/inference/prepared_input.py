@@ -60,13 +60,7 @@ def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] 
         check_network_memory(volume, config, None, 3, batch_size, 0.0)
     except ResourceError:
         return None
-    if not threads:
-        return prepare_input(volume, config)
-    import torch
+    from .device import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return prepare_input(volume, config)
-    finally:
-        torch.set_num_threads(before)

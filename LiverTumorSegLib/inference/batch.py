@@ -359,14 +359,10 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
     config = getattr(segmenter, "known_preprocessing", None)
     if config is None or options is None or not _prepare_while_loading_wanted(options):
         return volume, warnings, seconds, None
-    from .prepared_input import prepare_if_it_fits
+    from .prepared_input import prepare_ahead
 
-    try:
-        with share.busy():
-            early = prepare_if_it_fits(volume, config, getattr(options, "batch_size", None))
-    except Exception as exc:  # noqa: BLE001 - the engine prepares the CT itself (a real problem recurs there)
-        log.debug("%s: preparing the CT on the reader thread failed (%s); the engine prepares it", case.case_id, exc)
-        early = None
+    with share.busy():
+        early = prepare_ahead(volume, config, getattr(options, "batch_size", None), what=f"case {case.case_id}")
     return volume, warnings, seconds, early
 
 

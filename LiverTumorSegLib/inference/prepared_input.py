@@ -7,11 +7,14 @@ canonical frame and run ``SlicePreprocessor(config).prepare`` on it. The engine 
 config, so the labels are those it would have computed itself; anything else is ignored and it prepares the CT
 again.
 """
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..volume import CTVolume
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,3 +67,15 @@ def prepare_if_it_fits(volume: CTVolume, config: Any, batch_size: Optional[int] 
 
     with torch_threads(threads):
         return prepare_input(volume, config)
+
+
+def prepare_ahead(volume: CTVolume, config: Any, batch_size: Optional[int] = None, threads: Optional[int] = None,
+                  what: str = "the CT") -> Optional[PreparedInput]:
+    """:func:`prepare_if_it_fits`, or None when that fails for any reason (logged at debug level, naming ``what``):
+    a preparation made ahead is only an offer, so the engine then prepares the CT itself and a real problem with it
+    is reported there, as it is without this step."""
+    try:
+        return prepare_if_it_fits(volume, config, batch_size, threads)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.debug("preparing %s ahead of the engine failed (%s); the engine prepares it", what, exc)
+        return None

@@ -527,13 +527,9 @@ class Segmenter:
         config = self.preprocessing_while_loading(loading)
         if config is None:
             return None
-        from .prepared_input import prepare_if_it_fits
+        from .prepared_input import prepare_ahead
 
-        try:
-            early = prepare_if_it_fits(volume, config, self.options.batch_size, self.options.threads)
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            log.debug("preparing the CT while the model loads failed (%s); the engine prepares it", exc)
-            return None
+        early = prepare_ahead(volume, config, self.options.batch_size, self.options.threads, "the CT")
         self._load_overlapped_preprocess = early is not None
         return early
 

@@ -291,18 +291,22 @@ read the best and worst case a second time) is not warned about twice."""
 
 
 def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: str = "label",
-                 option: str = "--label-map", warnings: Optional[List[str]] = None) -> np.ndarray:
+                 option: str = "--label-map", warnings: Optional[List[str]] = None,
+                 log_dropped: bool = True) -> np.ndarray:
     """Map raw label values to uint8 {0, 1, 2}; values not in ``label_map`` become 0, and when ``raw`` holds such
     values other than 0 a warning naming the file (``where``) and those values is logged (once per file and
     process; ``warnings``: a list the warning is also appended to): a map written for 0/255 masks turned a 0/1/2
-    reference into background without a word, and its case scored liver Dice 0. Without a map, values must
-    already be in {0, 1, 2} (LabelError naming ``option``, the way to map them, otherwise)."""
+    reference into background without a word, and its case scored liver Dice 0. ``log_dropped=False``: not logged
+    (still appended to ``warnings``), for a caller that drops values on purpose and checks the result itself
+    (training's ``load_case``: a multi-organ label map under ``{"5": 1}`` drops every other organ, and its own
+    check names the dropped values when no liver is left). Without a map, values must already be in {0, 1, 2}
+    (LabelError naming ``option``, the way to map them, otherwise)."""
     if label_map:
         said = unlisted_values_warning(str(where), raw, label_map, option)
         if said is not None:
             if warnings is not None:
                 warnings.append(said)
-            if (str(where), said) not in _SAID_UNLISTED:
+            if log_dropped and (str(where), said) not in _SAID_UNLISTED:
                 _SAID_UNLISTED.add((str(where), said))
                 log.warning("warning: %s", said)
         out = np.zeros(raw.shape, dtype=np.uint8)

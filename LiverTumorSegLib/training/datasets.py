@@ -465,7 +465,9 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
         for note in volume.meta.get("warnings", []):
             log.warning("warning: case %s: %s ('%s').", case.case_id, note, case.label_path)
         raw = volume.array
-    labels = remap_labels(raw, label_map, case.label_path)
+    # values a map drops are dropped on purpose here (multi-organ labels); label_content_warnings names them when
+    # no liver is left, the one case where that is a mistake
+    labels = remap_labels(raw, label_map, case.label_path, log_dropped=False)
     for warning in label_content_warnings(labels, raw if label_map else None, label_map):
         log.warning("warning: case %s: %s", case.case_id, warning)
     return labels

@@ -538,3 +538,20 @@ def test_only_a_slice_cache_of_finished_cases_counts_as_a_failed_runs_leftover(t
     (entry / "notes.txt").unlink()
     (tmp_path / "run" / "log.csv").write_text("epoch\n")
     assert not holds_only_slice_cache(tmp_path / "run")
+
+
+def test_load_case_drops_other_organs_on_purpose_without_a_warning_per_file(tmp_path, caplog):
+    """A multi-organ label (TotalSegmentator's liver = 5) under {"5": 1} drops every other organ on purpose; the
+    'does not list' warning (for evaluate, where a map emptied a 0/1/2 reference) printed once per training file."""
+    import nibabel as nib
+
+    _write_pair(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    image = nib.load(str(tmp_path / "seg.nii.gz"))
+    organs = np.asarray(image.dataobj).astype(np.uint8)
+    organs[organs == 1] = 5  # the liver is organ 5
+    organs[0, 0, :] = 3  # another organ, dropped by the map
+    nib.save(nib.Nifti1Image(organs, image.affine, image.header), str(tmp_path / "seg.nii.gz"))
+    (tmp_path / "l.csv").write_text("image,label\nct.nii.gz,seg.nii.gz\n")
+    with caplog.at_level("WARNING"):
+        _, labels = load_case(discover_cases(tmp_path)[0], {"5": 1, "2": 2})
+    assert (labels == 1).any() and "does not list" not in caplog.text

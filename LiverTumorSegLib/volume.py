@@ -229,12 +229,13 @@ class CTVolume:
         return CTVolume(array=array, geometry=self.geometry, source=source or self.source, meta=dict(self.meta))
 
 
-def _checked_voxels(array: Any) -> np.ndarray:
-    """``array`` as a numeric numpy array, else TypeError saying what was passed and how to get the array: numpy
-    made a nibabel image a 0-D object array (refused much later as "0D (shape ())") and a SimpleITK image a flat
-    1-D int64 array."""
-    expected = "CTVolume.array must be a numeric numpy array in (z, y, x) order"
-    advice = image_object_advice(array, "LiverTumorSegLib.io.read_volume(path), which gives the CTVolume")
+def numeric_array(array: Any, expected: str, reader: str, not_numbers_advice: str = "") -> np.ndarray:
+    """``array`` as a numeric numpy array (a numpy array is returned as it is), else TypeError starting with
+    ``expected`` (e.g. "CTVolume.array must be a numeric numpy array in (z, y, x) order") and saying what was
+    passed: a nibabel or SimpleITK image with the way to its array (``reader`` first, :func:`image_object_advice`),
+    something numpy cannot make an array of (a ragged list), or an array that is not numbers (then
+    ``not_numbers_advice`` is added)."""
+    advice = image_object_advice(array, reader)
     if advice:
         raise TypeError(f"{expected}, got {advice}.")
     given = type(array).__name__
@@ -244,7 +245,16 @@ def _checked_voxels(array: Any) -> np.ndarray:
         except (TypeError, ValueError) as exc:  # e.g. a ragged nested list
             raise TypeError(f"{expected}, got {given}, which numpy cannot make into an array ({exc}).") from None
     if array.dtype.kind not in NUMERIC_KINDS:
-        raise TypeError(f"{expected}, got {given} (to numpy: dtype {array.dtype}, shape {array.shape}), not numbers; "
-                        f"read image files with LiverTumorSegLib.io.read_volume(path), or pass the voxel values as "
-                        f"a numeric array (e.g. np.asarray(values, dtype=np.float32)).")
+        raise TypeError(f"{expected}, got {given} (to numpy: dtype {array.dtype}, shape {array.shape}), not "
+                        f"numbers{not_numbers_advice}.")
     return array
+
+
+def _checked_voxels(array: Any) -> np.ndarray:
+    """``array`` as a numeric numpy array, else TypeError saying what was passed and how to get the array: numpy
+    made a nibabel image a 0-D object array (refused much later as "0D (shape ())") and a SimpleITK image a flat
+    1-D int64 array."""
+    return numeric_array(array, "CTVolume.array must be a numeric numpy array in (z, y, x) order",
+                         "LiverTumorSegLib.io.read_volume(path), which gives the CTVolume",
+                         "; read image files with LiverTumorSegLib.io.read_volume(path), or pass the voxel values as "
+                         "a numeric array (e.g. np.asarray(values, dtype=np.float32))")

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
-from ..volume import NUMERIC_KINDS, CTVolume, ImageGeometry, checked_geometry, image_object_advice
+from ..volume import CTVolume, ImageGeometry, checked_geometry, numeric_array
 from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
 from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 
@@ -91,17 +91,9 @@ def check_written(tmp: Path, path: PathLike) -> None:
 
 def _checked_map(array: Any, caller: str, what: str, reader: str) -> np.ndarray:
     """``array`` (a label or probability map) as a numeric numpy array, else TypeError naming ``caller``, what was
-    passed and how to get the ``(z, y, x)`` array: a nibabel image failed with "'<' not supported between instances
-    of 'Nifti1Image' and 'int'"."""
-    expected = f"{caller} needs the {what} as a numpy array in (z, y, x) order"
-    advice = image_object_advice(array, reader)
-    if advice:
-        raise TypeError(f"{expected}, got {advice}.")
-    given = type(array).__name__
-    array = np.asarray(array)
-    if array.dtype.kind not in NUMERIC_KINDS:
-        raise TypeError(f"{expected}, got {given} (to numpy: dtype {array.dtype}, shape {array.shape}), not numbers.")
-    return array
+    passed and how to get the ``(z, y, x)`` array (:func:`~..volume.numeric_array`): a nibabel image failed with
+    "'<' not supported between instances of 'Nifti1Image' and 'int'"."""
+    return numeric_array(array, f"{caller} needs the {what} as a numpy array in (z, y, x) order", reader)
 
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,

@@ -688,14 +688,12 @@ def _read_record(path: Path) -> Dict[str, Any]:
 
 
 def _write_record(path: Path, record: Dict[str, Any]) -> None:
-    """``record`` as ``path``, atomically (a killed run leaves the earlier record or this one)."""
-    partial = path.with_name(f"{path.name}.partial")
-    try:
+    """``record`` as ``path``, atomically (a killed run leaves the earlier record or this one;
+    ``fileutil.atomic_output``)."""
+    from LiverTumorSegLib.fileutil import atomic_output
+
+    with atomic_output(path, overwrite=True) as partial:
         partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        partial.replace(path)
-    finally:
-        if partial.exists():
-            partial.unlink()
 
 
 def evaluation_state(evaluation: Path) -> str:

@@ -595,11 +595,19 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .inference.lesion_report import lesion_components, lesion_report
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
+    from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch
+
     check_min_new_lesion_mm(min_new_lesion_mm)
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
             raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "
                              f"size; give the CT the label map was made on.")
+        # same size on another grid (origin, spacing, direction): the CT registration ran in the CT's frame and
+        # moved the labels, and the mean HU were read at the wrong places, without a word
+        problems = [] if ct is None else describe_grid_mismatch(labels, ct, GEOMETRY_TOLERANCE)
+        if problems:
+            raise InputError(f"The {what} label map is not on its CT's grid: {'; '.join(problems)}; give the CT "
+                             f"the label map was made on.")
     base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None)
     follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None)
     base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are

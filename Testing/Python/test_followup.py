@@ -760,3 +760,21 @@ def test_a_followup_lesion_cut_by_the_followup_scans_edge_is_named_as_a_lower_bo
                              alignment="none")
     assert whole["response_reason"] == "sum of diameters 38.0 -> 38.0 mm (+0.0 %)"
     assert not any("follow-up scan's edge" in w for w in whole["warnings"])
+
+
+def test_a_ct_of_the_label_maps_size_on_another_grid_is_refused():
+    """compare_followup compared only the CT's size with its label map's: a CT of the same size on another grid (an
+    origin 30 mm off) went into the CT registration, whose result, found in the CT's frame, was applied to the
+    labels, and the lesions' mean HU were read at the wrong places, without a word."""
+    from LiverTumorSegLib.errors import InputError
+
+    base, follow = shifted_pair()
+    g = base.ct.geometry
+    moved = ImageGeometry(g.spacing, (g.origin[0] + 30.0, g.origin[1], g.origin[2]), g.direction)
+    off_grid = CTVolume(array=base.ct.array, geometry=moved, source="baseline CT")
+    with pytest.raises(InputError, match=r"baseline label map is not on its CT's grid: origin"):
+        compare_followup(labels_of(base), labels_of(follow), baseline_ct=off_grid, followup_ct=follow.ct)
+    flipped = CTVolume(array=follow.ct.array, source="follow-up CT", geometry=ImageGeometry(
+        follow.ct.geometry.spacing, follow.ct.geometry.origin, (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)))
+    with pytest.raises(InputError, match=r"follow-up label map is not on its CT's grid: direction"):
+        compare_followup(labels_of(base), labels_of(follow), baseline_ct=base.ct, followup_ct=flipped)

@@ -330,7 +330,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     previous = {signum: signal.signal(signum, _raise_terminated) for signum in _stop_signals()}
+    watch = None
     try:
+        from .parent_watch import watch_parent_from_environment
+
+        watch = watch_parent_from_environment()  # started by a program that may be killed: stop with it
         return _main(argv)
     except Terminated as exc:  # while the parser was built (imports): the command's own handler was not reached yet
         print(f"error: terminated ({exc.signal_name}) before any work started", file=sys.stderr)
@@ -339,6 +343,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        if watch is not None:
+            watch.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

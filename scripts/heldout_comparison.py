@@ -70,7 +70,9 @@ status table, such as a refusal before any work, is such a model: label maps an 
 not evaluated as its); 2 for a usage or input error. Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, also when only
 the script's own process gets it: the running ``segment`` or ``evaluate`` (in a session of its own, so that it gets
 each signal once) is stopped with the same signal and waited for, which removes its unfinished files, then one line
-says so and the exit status is 128 + the signal's number (130, 143, 129); rerun the same command to go on.
+says so and the exit status is 128 + the signal's number (130, 143, 129); rerun the same command to go on. Killed
+outright (SIGKILL, which no program can pass on), the script leaves its ``segment`` or ``evaluate`` to notice within
+about a second that the script has ended, and stop as SIGTERM stops it.
 """
 import argparse
 import contextlib
@@ -89,6 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.inference.batch import STATUS_FILE  # noqa: E402
+from LiverTumorSegLib.parent_watch import parent_environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +199,10 @@ def run_child(command: List[str], what: str = "") -> int:
     _Child.received = []
     _Child.starting = True  # a signal from here on is handed on once the child exists
     try:
-        process = subprocess.Popen(command, **({"start_new_session": True} if os.name == "posix" else {}))
+        # the child stops itself once this script has ended, also when it was killed outright (SIGKILL): no
+        # handler here can pass that on (LiverTumorSegLib.parent_watch)
+        process = subprocess.Popen(command, env=parent_environment(),
+                                   **({"start_new_session": True} if os.name == "posix" else {}))
         _Child.process = process
     finally:
         _Child.starting = False

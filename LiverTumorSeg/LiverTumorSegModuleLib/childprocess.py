@@ -107,7 +107,7 @@ def child_environment(library_root: str, base: Optional[Mapping[str, str]] = Non
     user name such as 'Łukasz' in a path failed to print (UnicodeEncodeError) or came back garbled. Python's fault
     handler is on (``PYTHONFAULTHANDLER``): a child that crashes in native code (a segmentation fault in a
     library) writes the Python stack it crashed in to stderr, which the panel shows as the details (they were
-    empty)."""
+    empty). ``LIVERTUMORSEG_PARENT_PID`` names this process, whose end (a crash of Slicer) stops the child."""
     env = dict(os.environ if base is None else base)
     paths = [library_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != library_root]
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -115,7 +115,11 @@ def child_environment(library_root: str, base: Optional[Mapping[str, str]] = Non
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONUTF8"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"
-    return env
+    # the child stops itself once this process has ended (Slicer crashed or was killed): it went on with the CPU or
+    # GPU for minutes, for results nobody would load (LiverTumorSegLib.parent_watch)
+    from LiverTumorSegLib.parent_watch import parent_environment  # beside this package in Slicer
+
+    return parent_environment(env)
 
 
 # --- killing a process tree --------------------------------------------------------------------------

@@ -596,3 +596,13 @@ def test_per_case_table_sets_models_side_by_side_under_evaluate_s_case_names(tmp
         {"case": "patient_09", "m1_dice_liver": "", "m1_dice_tumor": "", "m1_false_lesions": "",
          "m1_liver_outside_ml": "", "m1_implausible": "", "m2_dice_liver": "", "m2_dice_tumor": "",
          "m2_false_lesions": "", "m2_liver_outside_ml": "", "m2_implausible": ""}]
+
+
+def test_the_commands_it_runs_stop_when_it_is_killed_outright():
+    """run_child hands its children this script's process id (LiverTumorSegLib.parent_watch): a SIGKILL, which no
+    handler here can pass on, left segment running for minutes."""
+    import sys
+
+    check = ("import os, sys; sys.exit(0 if os.environ.get('LIVERTUMORSEG_PARENT_PID') == str(os.getppid()) "
+             "else 3)")
+    assert comparison.run_child([sys.executable, "-c", check]) == 0

@@ -921,3 +921,11 @@ def test_a_liver_segment_drawn_during_the_run_is_kept_and_the_result_goes_into_a
     again = fake.job(segmentation_node=output).start().wait(timeout_s=60)
     assert again.kind == job.DONE and again.segmentation_node is output
     assert not any("was given the segment" in w for w in again.warnings)
+
+
+def test_the_child_stops_when_slicer_has_ended():
+    """A crash of Slicer left its child segmenting for minutes: the child watches this process (parent_watch)."""
+    from LiverTumorSegLib.parent_watch import PARENT_VARIABLE
+
+    env = childprocess.child_environment("/lib", {PARENT_VARIABLE: "1", "HOME": "/h"})
+    assert env[PARENT_VARIABLE] == str(os.getpid())

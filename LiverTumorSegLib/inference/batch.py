@@ -106,10 +106,12 @@ backend and precision do not (bf16 runs only where its check agrees with fp32)."
 
 
 def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
-    """True when the report's ``input_file`` (size and modification time of the CT file it segmented) differs
-    from the file now at ``input_path``: another CT put under the same name, or the CT rewritten since. False
-    when the report has none (a DICOM folder, an older report) or the file cannot be looked at."""
-    from ..io.reading import file_fingerprint
+    """True when the report's ``input_file`` (the :func:`~..io.reading.file_fingerprint` of the CT file it
+    segmented) is not of the file now at ``input_path`` (:func:`~..io.reading.same_file_content`): another CT put
+    under the same name, or the CT rewritten since. A copy that did not keep the file's modification time is the
+    same file (such copies were refused before 25 Nov 2026). False when the report has none (a DICOM folder, an older report) or the file
+    cannot be looked at."""
+    from ..io.reading import file_fingerprint, same_file_content
 
     recorded = report.get("input_file")
     if not isinstance(recorded, dict) or input_path is None:
@@ -118,7 +120,7 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
         now = file_fingerprint(input_path)
     except OSError:
         return False
-    return any(key in recorded and recorded[key] != now[key] for key in now)
+    return not same_file_content(recorded, now)
 
 
 def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any],
@@ -130,7 +132,7 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
         return []
     why = []
     if _other_input_file(report, input_path):
-        why.append("another CT file: its size or modification time differs from the one segmented")
+        why.append("another CT file: its size or content differs from the one segmented")
     recorded = report.get("model_weights_sha256")
     if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:
         why.append("another model")
@@ -146,7 +148,7 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
     """Refuse (InputError, before any work) a run without ``--overwrite`` that would keep, as "already segmented",
     label maps an earlier run made with other weights (``weights_sha256``: this run's package's) or other
     result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), or of another CT file
-    than the case's input now is (its size or modification time, recorded as ``input_file``), as their reports
+    than the case's input now is (its size or content, recorded as ``input_file``), as their reports
     say: the folder would mix two models' or two settings' results under one run's table, or keep a result of
     another CT. A label map without a readable report is kept as before (nothing to compare)."""
     import json

@@ -877,7 +877,9 @@ def test_a_resumed_batch_refuses_a_result_of_another_ct_put_under_the_same_name(
     cases = find_cases(tmp_path / "cts", tmp_path / "out")
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
     recorded = json.loads((tmp_path / "out" / "reports" / "ct_1.json").read_text())["input_file"]
-    assert recorded == {"bytes": paths[1].stat().st_size, "modified_ns": paths[1].stat().st_mtime_ns}
+    assert {k: recorded[k] for k in ("bytes", "modified_ns")} == {"bytes": paths[1].stat().st_size,
+                                                                  "modified_ns": paths[1].stat().st_mtime_ns}
+    assert len(recorded["sample_sha256"]) == 64
     os.utime(paths[0], ns=(paths[0].stat().st_atime_ns, paths[0].stat().st_mtime_ns))  # unchanged: still resumes
     assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
 
@@ -887,3 +889,27 @@ def test_a_resumed_batch_refuses_a_result_of_another_ct_put_under_the_same_name(
     with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file.*--overwrite"):
         segment_batch(cases, oracle_segmenter())
     assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
+
+
+def test_a_resumed_batch_takes_a_copy_without_its_times_for_the_same_ct_and_refuses_a_changed_one(tmp_path):
+    """A CT copied without its modification time (cp without -p, a download, a sync) was refused as 'another CT
+    file'; the report's input_file now also holds a SHA-256 of the file's first and last megabyte. A file of the
+    same size with other voxels is still refused."""
+    import os
+    import shutil
+
+    paths = write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    copy = tmp_path / "copy.nii.gz"
+    shutil.copyfile(paths[0], copy)  # contents only: a new modification time
+    os.replace(copy, paths[0])
+    later = paths[0].stat().st_mtime_ns + 5 * 10 ** 9
+    os.utime(paths[0], ns=(later, later))
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
+
+    data = bytearray(paths[1].read_bytes())  # the same size, one byte of the gzip trailer (its CRC-32) changed
+    data[-5] ^= 0xFF
+    paths[1].write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file: its size or content differs"):
+        segment_batch(cases, oracle_segmenter())

@@ -183,7 +183,7 @@ def summarize_cases(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     Keys: ``n_cases``; ``metrics``: per numeric column (except raw ``voxels_*`` counts, the per-case
     ``lesion_precision`` and ``lesion_recall``, :data:`NOT_AVERAGED_COLUMNS`: detection is pooled, and the
     ``lits_lesion*`` columns, pooled in ``lesion_segmentation_lits``) a dict with
-    ``mean``, ``std`` (sample, ddof=1; 0 for one value), ``median``, ``min``, ``max``, ``n`` (finite
+    ``mean``, ``std`` (sample, ddof=1; None for one value: undefined), ``median``, ``min``, ``max``, ``n`` (finite
     values used) and ``n_nan`` (NaN values left out); ``global_dice``: per structure, Dice of all cases'
     voxels pooled; ``lesion_detection``: pooled counts with ``precision`` = TP / (TP + FP) and
     ``recall`` = TP / (TP + FN), ``pred_no_overlap`` (predicted lesions sharing no voxel with a reference

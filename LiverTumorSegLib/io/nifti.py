@@ -72,14 +72,8 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
     header in metres or microns is converted, :func:`_unit_scale`)."""
     scale, warnings = _unit_scale(header)
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
-    if sform_code <= 0:  # qform and base affine use pixdim, which nibabel silently turns from 0 into 1 mm
-        raw = _raw_nifti_pixdim(Path(source))
-        _check_header_spacing(raw if raw is not None else [float(v) for v in header["pixdim"][1:4]], source)
-        quatern = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
-                                              "qoffset_z")]
-        if qform_code > 0 and not all(np.isfinite(v) for v in quatern):
-            raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
-                             f"header (e.g. re-export from the scanner/PACS).")
+    if sform_code <= 0:
+        _check_pixdim_and_quatern(header, source, qform_code)
     if sform_code > 0:
         affine = _scaled_affine(header.get_sform(), scale)
         if not np.all(np.isfinite(affine)):
@@ -87,17 +81,24 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
                              f"origin, spacing or direction); fix the header (e.g. re-export from the scanner/PACS).")
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         _check_header_spacing(spacing, source)
-        if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
-            warnings += _pixdim_against_sform(Path(source), spacing, scale)
-        if _transforms_disagree(header, scale):
-            warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does), while ITK and "
-                            "3D Slicer use the qform unless the sform code is 1, so tools may place this CT "
-                            "differently. NIfTI outputs keep both transforms and their codes, so each tool lays them "
-                            "over this file; other output formats get the sform's geometry")
-        geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
-        if not axes_are_orthogonal(geometry.direction_matrix, 1e-4) and qform_code > 0:
-            warnings.append("NIfTI sform is sheared; the qform was used instead")
+        if qform_code > 0 and not axes_are_orthogonal(affine[:3, :3], 1e-4):
+            # the qform's spacing is pixdim, checked as for a qform-only file (a pixdim of 0 became 1 mm); the
+            # sform's warnings ('this tool follows the sform') would say the opposite of what is done
+            _check_pixdim_and_quatern(header, source, qform_code)
+            warnings.append("NIfTI sform is sheared (its voxel axes are not at right angles), so the qform was used "
+                            "instead; nibabel-based tools place this CT by the sheared sform. NIfTI outputs keep both "
+                            "transforms and their codes, so each tool lays them over this file; other output formats "
+                            "get the qform's geometry")
             geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_qform(), scale))
+        else:
+            if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
+                warnings += _pixdim_against_sform(Path(source), spacing, scale)
+            if _transforms_disagree(header, scale):
+                warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does), while ITK and "
+                                "3D Slicer use the qform unless the sform code is 1, so tools may place this CT "
+                                "differently. NIfTI outputs keep both transforms and their codes, so each tool lays "
+                                "them over this file; other output formats get the sform's geometry")
+            geometry = ImageGeometry.from_ijk_to_ras(affine[:, :])
     elif qform_code > 0:
         geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_qform(), scale))
     else:
@@ -108,6 +109,18 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         geometry = ImageGeometry.from_ijk_to_ras(_scaled_affine(header.get_base_affine(), scale))
     check_geometry_values(geometry.spacing, geometry.origin, geometry.direction, source)  # refuses a sheared grid
     return geometry, warnings
+
+
+def _check_pixdim_and_quatern(header: Any, source: str, qform_code: int) -> None:
+    """Refuse what the qform (or the base affine) of a NIfTI header would silently get wrong: pixdim[1:4] of 0,
+    negative or not finite (nibabel turns 0 into 1 mm), and, with a qform, a non-finite quaternion or offset."""
+    raw = _raw_nifti_pixdim(Path(source))
+    _check_header_spacing(raw if raw is not None else [float(v) for v in header["pixdim"][1:4]], source)
+    quatern = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                                          "qoffset_z")]
+    if qform_code > 0 and not all(np.isfinite(v) for v in quatern):
+        raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
+                         f"header (e.g. re-export from the scanner/PACS).")
 
 
 def _pixdim_against_sform(path: Path, sform_spacing_mm: np.ndarray, scale: float) -> List[str]:

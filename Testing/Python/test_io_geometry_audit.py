@@ -1,0 +1,49 @@
+"""Geometry edge cases of the readers found by a geometry/file-format audit (tiny generated files only)."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.io import read_volume
+
+nib = pytest.importorskip("nibabel")
+
+
+def _ct(shape_xyz=(8, 7, 5)):
+    rng = np.random.default_rng(0)
+    return rng.integers(-1000, 400, size=shape_xyz).astype(np.int16)
+
+
+def _sheared_sform_nifti(path, pixdim_x=None):
+    """A NIfTI whose sform (code 2) is sheared (slice axis 15 degrees off) beside a valid qform (code 1)."""
+    qform = np.array([[-2.0, 0, 0, 40.0], [0, -2.0, 0, 30.0], [0, 0, 4.0, -20.0], [0, 0, 0, 1]])
+    sform = qform.copy()
+    sform[0, 2] = 4.0 * np.tan(np.radians(15))
+    image = nib.Nifti1Image(_ct(), qform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=2)
+    if pixdim_x is not None:
+        image.header["pixdim"][1] = pixdim_x
+    nib.save(image, str(path))
+    return qform
+
+
+def test_sheared_sform_falls_back_to_the_qform_with_one_warning_that_says_so(tmp_path):
+    path = tmp_path / "sheared_sform.nii"
+    qform = _sheared_sform_nifti(path)
+    volume = read_volume(path)
+    expected = (-qform[0, 3], -qform[1, 3], qform[2, 3])  # RAS -> LPS
+    assert volume.geometry.origin == pytest.approx(expected)
+    assert volume.geometry.spacing == pytest.approx((2.0, 2.0, 4.0))
+    warnings = volume.meta.get("warnings", [])
+    # it said 'this tool follows the sform' and 'the sform was used' beside 'the qform was used instead'
+    assert not any("sform was used" in w or "follows the sform" in w for w in warnings), warnings
+    assert sum("qform was used" in w for w in warnings) == 1, warnings
+
+
+def test_sheared_sform_with_a_zero_pixdim_is_refused_not_read_with_1_mm_voxels(tmp_path):
+    path = tmp_path / "sheared_pixdim0.nii"
+    _sheared_sform_nifti(path, pixdim_x=0.0)
+    # the qform takes its spacing from pixdim, which nibabel turns from 0 into 1 mm: the CT was read with 1 mm
+    # voxels instead of 2 mm (half its size) and no word about it
+    with pytest.raises(InputError, match="invalid voxel spacing"):
+        read_volume(path)

@@ -682,6 +682,9 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                f"'dcmconv', or pydicom's dcmread(..., force=True) and save_as)." if bare else
                "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
+    if len(chosen.files) > 1 and _rescale_differs_between_slices(reader, len(chosen.files)) \
+            and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        image = _read_as_float(reader, folder, chosen)
     _refuse_inverted_grey_scale(chosen, reader, folder)
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
         _check_multiframe(chosen, image, folder)
@@ -873,6 +876,34 @@ def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:
                          f"file '{name}' is {found}; a CT slice needs two positive pixel sizes in mm (row\\column). "
                          f"Without them the image's size and left-right orientation are unknown. Re-export the "
                          f"series from the scanner/PACS.")
+
+
+def _rescale_differs_between_slices(reader, num_files: int) -> bool:
+    """Whether the files of a series reader give different RescaleSlope (0028,1053) values, or a slope or
+    RescaleIntercept (0028,1052) that is not a whole number, in a series whose first file has whole ones. ITK takes
+    the pixel type from the first file: slope 1 and a whole intercept there made the volume int16, and a later slice
+    with slope 0.5 lost its half HU (up to 0.5 HU off, without a word). Whole intercepts that differ per slice are
+    exact in int16 (ITK rescales each slice with its own)."""
+    slopes = set()
+    for index in range(num_files):
+        slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
+        intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
+        slopes.add(slope)
+        if len(slopes) > 1 or not (float(slope).is_integer() and float(intercept).is_integer()):
+            return True
+    return False
+
+
+def _read_as_float(reader, folder: Path, chosen: DicomSeriesInfo):
+    """The series read again with float32 voxels (:func:`_rescale_differs_between_slices`)."""
+    sitk = _sitk()
+    reader.SetOutputPixelType(sitk.sitkFloat32)
+    try:
+        with _quiet_itk():
+            return reader.Execute()
+    except RuntimeError as exc:
+        raise_if_out_of_memory(exc, str(folder), series=chosen.uid)
+        raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {_itk_reason(exc)}.") from None
 
 
 def _tag_numbers(reader, index: int, tag: str) -> Optional[List[float]]:

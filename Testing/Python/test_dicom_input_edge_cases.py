@@ -609,3 +609,33 @@ def test_unreadable_files_that_are_not_ct_images_do_not_stop_the_series(tmp_path
     (tmp_path / "series" / "notes.txt").write_text("not DICOM")
     (tmp_path / "series" / "LOCK").write_bytes(b"")
     assert read_volume(tmp_path / "series").shape_zyx == ct.shape_zyx
+
+
+def test_a_series_whose_later_slices_have_a_fractional_slope_keeps_their_half_hu(tmp_path, ct):
+    """ITK takes the voxel type from the first file: slope 1 there made the volume int16, and slices stored with
+    slope 0.5 lost their half HU (up to 0.5 HU off, no warning). Whole intercepts that differ per slice stay int16."""
+    import pydicom
+
+    hu = np.asarray(ct.array, dtype=np.float64)
+    hu[1:] += 0.5  # the slices with slope 0.5 hold half HU
+    files = write_ct_series(tmp_path / "mixed", ct, shuffle_names=False)
+    for k, name in enumerate(files):
+        if k == 0:
+            continue
+        ds = pydicom.dcmread(str(name))
+        ds.RescaleSlope, ds.RescaleIntercept = "0.5", "-1024"
+        ds.PixelData = np.round((hu[k] + 1024) / 0.5).astype(np.int16).tobytes()
+        ds.save_as(str(name), enforce_file_format=True)
+    read = read_volume(tmp_path / "mixed")
+    assert read.array.dtype == np.float32
+    np.testing.assert_array_equal(read.array, hu.astype(np.float32))
+
+    files = write_ct_series(tmp_path / "intercepts", ct, shuffle_names=False, uid_seed=2)
+    for k, name in enumerate(files):  # another whole intercept per slice: exact in int16
+        ds = pydicom.dcmread(str(name))
+        ds.RescaleIntercept = str(-7 * k)
+        ds.PixelData = (np.asarray(ct.array[k], dtype=np.int16) + 7 * k).astype(np.int16).tobytes()
+        ds.save_as(str(name), enforce_file_format=True)
+    read = read_volume(tmp_path / "intercepts")
+    assert read.array.dtype == np.int16
+    np.testing.assert_array_equal(read.array, np.asarray(ct.array, dtype=np.int16))

@@ -161,7 +161,12 @@ def finished_fold(fold_cfg: TrainConfig, cases: Optional[Sequence[Any]] = None):
                         saved_data_path=training.get("data_path"))
     if saved and int(saved.get("epochs", fold_cfg.epochs)) != int(fold_cfg.epochs):
         return None
+    if cases is None:
+        from .datasets import discover_cases
+
+        cases = discover_cases(fold_cfg.data, fold_cfg.format)
     _check_same_validation_cases(fold_cfg, training, path, cases)
+    _check_same_files(fold_cfg, training, path, cases)
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
                        epochs_completed=int(training.get("epochs_completed", 0)),
                        global_step=int(training.get("global_step", 0)), validation=meta.get("validation") or {},
@@ -192,6 +197,36 @@ def _check_same_validation_cases(fold_cfg: TrainConfig, training: Dict[str, Any]
                          f"but this split gives the fold {', '.join(now)}: the data list or its patient column "
                          f"changed since. Resume with the data of the interrupted run, or start the "
                          f"cross-validation over in a new folder.")
+
+
+def _check_same_files(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path, cases: Sequence[Any]) -> None:
+    """Refuse a finished fold whose package was trained on files whose contents changed since (a label or CT
+    replaced under the same name): taken as it was, the table mixed folds of the old files with folds trained on
+    the new ones, as ``train --resume`` refuses for a checkpoint (:func:`~.trainer.check_resume_contents`). The
+    SHA-256 hashes the package's ``data_files`` record are compared with this data's, taken as a training start
+    takes them (kept in the fold's slice cache folder: files unchanged since are not read again). Packages of
+    older versions record no hashes and are not checked."""
+    from .slice_cache import changed_files, data_fingerprint
+
+    recorded = {str(f.get("case")): f for f in training.get("data_files") or []
+                if isinstance(f, dict) and isinstance(f.get("image_sha256"), str)
+                and isinstance(f.get("label_sha256"), str)}
+    listed = [c for c in cases if c.case_id in recorded]
+    if not listed:
+        return
+    fingerprint = data_fingerprint(listed, fold_cfg.cache_dir or None)
+    changed = []
+    for case in listed:
+        saved = {key: recorded[case.case_id][key] for key in ("image_sha256", "label_sha256")}
+        files = changed_files(saved, fingerprint[case.case_id])
+        if files:
+            changed.append(f"{case.case_id} ({' and '.join(files)})")
+    if changed:
+        raise InputError(f"Fold {fold_cfg.fold}'s package '{path}' was trained on other files for case(s) "
+                         f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}: the contents of the named "
+                         f"image or label changed since. Start the cross-validation over on the new files "
+                         f"(--overwrite instead of --resume, or a new -o folder), or restore the earlier files "
+                         f"to finish that run.")
 
 
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,

@@ -272,13 +272,22 @@ def build_augmenter(options: Dict[str, Any], pixel_spacing_mm: float):
     return SliceAugmenter(AugmentationConfig.from_dict(options), pixel_spacing_mm=pixel_spacing_mm)
 
 
-def data_files(cases: Sequence[Any], voxel_sha256: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
+def data_files(cases: Sequence[Any], voxel_sha256: Optional[Dict[str, str]] = None,
+               fingerprint: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """Per case: id, the image and label file as absolute paths, their sizes in bytes (a changed file is
     seen without hashing gigabytes; None where a path is a folder or gone) and, where ``voxel_sha256`` (case id
     -> :func:`~.datasets.voxel_digest` of its canonical CT, from the slice cache) has it, that digest: a copy of a
     training scan under another name or in another file format is then known by its content
-    (``benchmarks/robustness.py`` flags it)."""
+    (``benchmarks/robustness.py`` flags it). Where ``fingerprint`` (:func:`~.slice_cache.data_fingerprint`, the
+    hashes the run took at its start) has them, the files' SHA-256 (``image_sha256``, ``label_sha256``):
+    ``crossval --resume`` compares them before it takes a finished fold's package as it is."""
     digests = voxel_sha256 or {}
+    hashes = fingerprint or {}
+
+    def file_hashes(case_id: str) -> Dict[str, str]:
+        entry = hashes.get(case_id) or {}
+        return {key: entry[key] for key in ("image_sha256", "label_sha256") if isinstance(entry.get(key), str)}
+
     def size(path: str) -> Optional[int]:
         try:
             return int(os.path.getsize(path)) if os.path.isfile(path) else None
@@ -287,7 +296,8 @@ def data_files(cases: Sequence[Any], voxel_sha256: Optional[Dict[str, str]] = No
 
     return [{"case": c.case_id, "image": os.path.abspath(c.image_path), "image_bytes": size(c.image_path),
              "label": os.path.abspath(c.label_path), "label_bytes": size(c.label_path),
-             **({"voxel_sha256": digests[c.case_id]} if digests.get(c.case_id) else {})} for c in cases]
+             **({"voxel_sha256": digests[c.case_id]} if digests.get(c.case_id) else {}),
+             **file_hashes(c.case_id)} for c in cases]
 
 
 def software_environment() -> Dict[str, Any]:
@@ -1156,7 +1166,8 @@ class Trainer:
                     # and the software: a later change of defaults or data stays visible
                     "augmentation_resolved": None if self.augmenter is None else self.augmenter.config.to_dict(),
                     "lesions_resolved": None if self.lesion_inserter is None else self.lesion_inserter.config.to_dict(),
-                    "data_files": data_files(list(self.train_cases) + list(self.val_cases), self._voxel_digests()),
+                    "data_files": data_files(list(self.train_cases) + list(self.val_cases), self._voxel_digests(),
+                                             self._data_fingerprint),
                     "environment": software_environment()}
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:

@@ -883,6 +883,32 @@ def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
         run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lambda s: None)
 
 
+def test_crossval_resume_refuses_finished_folds_trained_on_files_that_changed_since(tmp_path):
+    """A label replaced between two crossval runs (same names, same options): --resume took every finished fold
+    as it was, so the table mixed folds trained and scored on the old labels with folds trained on the new ones,
+    without a word (train --resume refuses a checkpoint of changed files; README says crossval --resume checks
+    its finished folds the same way)."""
+    from LiverTumorSegLib.package import read_package_metadata
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    torch.set_num_threads(1)
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (8, 48, 48))
+    cfg = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+    run_crossval(cfg, tmp_path / "cv", log=lambda s: None)
+    files = read_package_metadata(tmp_path / "cv" / "fold_0.safetensors")["training"]["data_files"]
+    assert all(len(f["label_sha256"]) == 64 and len(f["image_sha256"]) == 64 for f in files)
+    run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lambda s: None)  # unchanged files: resumes
+    from LiverTumorSegLib.io import read_label_map
+
+    label = read_label_map(data.parent / "lab1.nii.gz")
+    changed = np.asarray(label.array).copy()
+    changed[changed == 2] = 1  # the same case's label, its tumor now liver
+    write_label_map(data.parent / "lab1.nii.gz", changed, label.geometry, overwrite=True)
+    with pytest.raises(InputError, match=r"Fold 0's package .* other files for case\(s\) ct1 \(label\)"):
+        run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lambda s: None)
+
+
 # ----------------------------------------------------------------------------------------------- DDP
 def _free_port():
     with socket.socket() as s:

@@ -208,6 +208,9 @@ def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[A
     root = Path(data)
     if not root.exists():
         raise InputError(f"--data '{root}' does not exist; pass a folder of cases or a CSV (image,label).")
+    if root.is_file() and root.suffix.lower() != ".csv":  # a CT given as --data was read as a CSV: "not UTF-8"
+        raise InputError(f"--data '{root}' is a file but not a .csv; pass a CSV with columns image,label[,patient,"
+                         f"case] (one row per CT and its liver label map) or a folder of cases.")
     if root.is_file() or any(p.suffix.lower() == ".csv" for p in root.glob("*.csv")):
         return discover_cases(root, "csv")
     unpaired: List[str] = []

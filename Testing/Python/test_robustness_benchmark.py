@@ -650,3 +650,11 @@ def test_a_refused_row_is_not_stored_as_if_the_table_were_whole(tmp_path, capsys
             "--store-in-package"]
     assert rb.main(argv) == 2 and "refused 1 perturbed volume(s)" in capsys.readouterr().err
     assert rb.main(argv + ["--replace-stored"]) == 0
+
+
+def test_a_ct_file_given_as_data_is_named_as_not_a_csv(tmp_path, capsys):
+    """A CT passed as --data was read as a CSV: 'is not UTF-8 text; save it as UTF-8 CSV (in Excel ...)'."""
+    write_case(tmp_path / "data")
+    assert rb.main(["default", "--data", str(tmp_path / "data" / "case1_ct.nii.gz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file but not a .csv" in err and "UTF-8" not in err

@@ -203,7 +203,7 @@ def unique_case_ids(cases: List[Any], folder: Path) -> List[Any]:
 def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[Any]:
     """Cases of ``data`` (CSV, folder with one CSV, pairing-rule folder, or a public layout). ``log`` is told
     which files of a pairing-rule folder were left out."""
-    from LiverTumorSegLib.training.datasets import discover_cases
+    from LiverTumorSegLib.training.datasets import detect_format, discover_cases
 
     root = Path(data)
     if not root.exists():
@@ -218,7 +218,16 @@ def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[A
     if cases and unpaired and log:
         log(f"not used ({len(unpaired)} file(s) without a '<stem>_liver*.nii*' label beside them): "
             + ", ".join(unpaired[:10]) + (" ..." if len(unpaired) > 10 else ""))
-    return cases if cases else discover_cases(root)
+    if cases:
+        return cases
+    try:
+        layout = detect_format(root)
+    except InputError as exc:  # it named the public layouts only, not this benchmark's own pairing rule
+        seen = (f"; the .nii files found there have no such label: {', '.join(unpaired[:10])}"
+                + (" ..." if len(unpaired) > 10 else "")) if unpaired else ""
+        raise InputError(f"{exc} Or a folder of '<stem>.nii[.gz]' CTs each beside its '<stem>_liver.nii[.gz]' "
+                         f"(or _liver_seg, _liver_tsvN) label map{seen}.") from None
+    return discover_cases(root, layout)
 
 
 def crop_z(sample: Sample, z0: int, z1: int) -> Sample:

@@ -658,3 +658,14 @@ def test_a_ct_file_given_as_data_is_named_as_not_a_csv(tmp_path, capsys):
     assert rb.main(["default", "--data", str(tmp_path / "data" / "case1_ct.nii.gz"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "is a file but not a .csv" in err and "UTF-8" not in err
+
+
+def test_a_folder_without_paired_cases_names_the_pairing_rule_and_the_files(tmp_path, capsys):
+    """A label named otherwise (x_seg.nii.gz) gave 'Cannot tell the layout ... Expected one of: LiTS, MSD, IRCADb
+    or a CSV': neither the benchmark's own pairing rule nor which files it had found."""
+    write_case(tmp_path / "data")
+    (tmp_path / "data" / "case1_liver_seg.nii.gz").rename(tmp_path / "data" / "case1_seg.nii.gz")
+    assert rb.main(["default", "--data", str(tmp_path / "data"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'<stem>_liver.nii[.gz]'" in err
+    assert "case1_ct.nii.gz" in err and "case1_seg.nii.gz" in err

@@ -826,7 +826,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"segment refused {len(refused)} perturbed volume(s) (e.g. {refused[0][0]} "
                              f"{refused[0][1]}: {refused[0][2][:160]}), so the package's table would lack those "
                              f"rows; nothing was stored. Pass --replace-stored to store the table without them.")
-        results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256})
+        # what ran, not what was asked: --device cuda without CUDA, or auto, runs on the CPU; --precision auto
+        # runs bf16 on a CPU with native bf16 and fp32 elsewhere, and the two give other Dice in the 3rd decimal
+        used = {"device_used": engine.device.type, "precision_used": engine.precision_used}
+        results.append({"package": str(path), "name": package.name, "rows": rows, "weights_sha256": package.sha256,
+                        **used})
         threshold = args.min_lesion_probability
         print(f"\n{package.name} ({path}) - liver Dice / synthetic-tumor Dice"
               f"{' (raw network output)' if args.no_postprocessing else ''}"
@@ -862,6 +866,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store_in_package:
         for result in results:
             settings = run_settings(args, cases, perturbations, result["weights_sha256"], code)
+            settings.update({k: result[k] for k in ("device_used", "precision_used")})
             store_robustness(result["package"], result["rows"], settings, args.replace_stored)
             print(f"stored {len(result['rows'])} robustness rows in {result['package']}")
     return 0

@@ -669,3 +669,21 @@ def test_a_folder_without_paired_cases_names_the_pairing_rule_and_the_files(tmp_
     err = capsys.readouterr().err
     assert "'<stem>_liver.nii[.gz]'" in err
     assert "case1_ct.nii.gz" in err and "case1_seg.nii.gz" in err
+
+
+def test_stored_settings_and_json_record_the_device_and_precision_that_ran(tmp_path):
+    """Settings recorded --device as asked ('auto', or 'cuda' where CUDA was missing and the CPU ran) and no
+    precision, though --precision auto runs bf16 on a CPU with native bf16 and fp32 elsewhere (other Dice)."""
+    write_case(tmp_path / "data")
+    package = tiny_unet_package(tmp_path)
+    out_json = tmp_path / "rob.json"
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--store-in-package", "--device", "cpu",
+                    "--perturbations", "original", "--threads", "1", "--quiet", "--json", str(out_json)]) == 0
+    from LiverTumorSegLib.inference.api import make_engine
+    from LiverTumorSegLib.package import load_model_package, read_package_metadata
+
+    expected = make_engine(load_model_package(package.path), "cpu", threads=1).precision_used
+    settings = read_package_metadata(package.path)["robustness_settings"]
+    assert settings["device_used"] == "cpu" and settings["precision_used"] == expected
+    entry = json.loads(out_json.read_text())["packages"][0]
+    assert entry["device_used"] == "cpu" and entry["precision_used"] == expected

@@ -288,10 +288,11 @@ def run(args: argparse.Namespace) -> int:
     if len(arms) < 2 or len({name for name, _ in arms}) != len(arms):
         raise InputError("Give two or more --arm options with different names (the first is the reference).")
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        # each once, in the order given: a repeat ran the same rows again and printed its metric twice
+        seeds = list(dict.fromkeys(int(s) for s in args.seeds.split(",") if s.strip()))
     except ValueError:
         raise InputError(f"--seeds '{args.seeds}': comma-separated integers, e.g. 0,1,2.") from None
-    perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    perturbations = list(dict.fromkeys(p.strip() for p in args.perturbations.split(",") if p.strip()))
     allowed = [k for k in rb.PERTURBATIONS if k != "original"]   # the real CT always runs once
     bad = [p for p in perturbations if p not in allowed]
     if bad:

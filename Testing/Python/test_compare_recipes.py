@@ -203,3 +203,26 @@ def test_arm_means_cover_only_the_folds_every_arm_has_and_training_differences_a
         in lines
     assert any("n0.safetensors and r0.safetensors were trained with other steps (200 vs 100)" in line
                for line in lines)
+
+
+def test_repeated_seeds_and_perturbations_run_once(tmp_path, capsys):
+    """'--seeds 0,0 --perturbations baseline,baseline' ran every row four times (CPU time) and printed the
+    tumor:baseline line twice."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_robustness_benchmark import write_case
+
+    write_case(tmp_path / "data", "case1_ct")
+    write_case(tmp_path / "data", "case2_ct")
+    for arm in ("a", "b"):
+        (tmp_path / arm).mkdir()
+        _fold_package(tmp_path / arm, f"{arm}1", 1)
+    out = tmp_path / "cmp.json"
+    assert cr.main(["--arm", f"a={tmp_path / 'a'}", "--arm", f"b={tmp_path / 'b'}", "--data", str(tmp_path / "data"),
+                    "--seeds", "0,0", "--perturbations", "baseline,baseline", "--threads", "1",
+                    "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sum(1 for t in printed.splitlines() if t.strip().startswith("tumor:baseline")) == 1
+    doc = json.loads(out.read_text())
+    assert doc["seeds"] == [0] and doc["perturbations"] == ["baseline"]
+    rows = doc["arms"]["a"][0]["rows"]
+    assert [(r["perturbation"], r["bench_seed"]) for r in rows] == [("original", 0), ("baseline", 0)]

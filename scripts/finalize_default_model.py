@@ -56,6 +56,55 @@ def evaluate_fold(package_path: Path, case) -> dict:
     return out
 
 
+def recorded_fold_steps(parser: argparse.ArgumentParser, args: argparse.Namespace, packages) -> str:
+    """The fold models' training steps for the validation's ``method`` text ("2700 steps"), as the fold packages
+    record them (``training.global_step``). ``--fold-steps`` names them where a package records none (older
+    packages; without it the text says they were not recorded), and is refused where it differs from a recorded
+    count: its old default (2500) went into the bundled package's text whatever the folds had trained, unless the
+    command remembered to pass the right number."""
+    from LiverTumorSegLib.package import read_package_metadata
+
+    steps = {}
+    for path in packages:
+        value = (read_package_metadata(path).get("training") or {}).get("global_step")
+        if isinstance(value, int) and not isinstance(value, bool):
+            steps[path.stem] = value
+    wrong = {name: n for name, n in steps.items() if args.fold_steps is not None and n != args.fold_steps}
+    if wrong:
+        parser.error(f"--fold-steps {args.fold_steps}, but the fold packages record "
+                     f"{', '.join(f'{name} {n}' for name, n in sorted(wrong.items()))} steps; leave --fold-steps out "
+                     f"(the recorded counts are used)")
+    if len(steps) < len(packages):  # older packages
+        return f"{args.fold_steps} steps" if args.fold_steps is not None else "training steps not recorded"
+    counts = sorted(set(steps.values()))
+    if len(counts) == 1:
+        return f"{counts[0]} steps"
+    return ", ".join(f"{name} {n} steps" for name, n in sorted(steps.items()))
+
+
+def recorded_hardware(training: dict) -> str:
+    """How the final model was trained, from its package's ``training`` record (device, AMP, processes, steps,
+    batch and patch size; "" when it records none of them): the old ``--hardware`` default described the v1 run on
+    an H100 (4000 steps) in every package finalized without that option, CPU-trained v3 included."""
+    config = training.get("config") or {}
+    device = str(training.get("device") or "")
+    amp = config.get("amp")
+    if amp == "auto":  # the trainer's rule: bf16 on CUDA, none on the CPU
+        amp = "bf16" if device.startswith("cuda") else "off"
+    world = training.get("world_size") or 1
+    steps, batch, patch = training.get("global_step"), config.get("batch_size"), config.get("patch_size")
+    parts = []
+    if device:
+        processes = f" x {world} processes" if isinstance(world, int) and world > 1 else ""
+        precision = f" (AMP {amp})" if amp in ("bf16", "fp16") else ""
+        parts.append(device + processes + precision)
+    if steps is not None:
+        parts.append(f"{steps} steps" + (f" of batch {batch}" if batch else ""))
+    if patch:
+        parts.append(f"{patch}x{patch} patches")
+    return ", ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", required=True, help="the CSV train_default_model.sh wrote (local paths)")
@@ -63,9 +112,12 @@ def main() -> int:
     parser.add_argument("--config", default=str(Path(__file__).with_name("default_model.yaml")))
     parser.add_argument("-o", "--output", default="Resources/Models/default.safetensors")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--fold-steps", type=int, default=2500, help="training steps of each fold model")
-    parser.add_argument("--hardware", default="1x NVIDIA H100 80GB (bf16 AMP), 4000 steps of batch 16, 192x192 "
-                                                "patches", help="how the final model was trained (text)")
+    parser.add_argument("--fold-steps", type=int, default=None,
+                        help="training steps of each fold model (default: as the fold packages record them; "
+                             "needed only for packages that record none)")
+    parser.add_argument("--hardware", default=None,
+                        help="how the final model was trained (text; default: the device, steps, batch and patch "
+                             "size its package records)")
     parser.add_argument("--fold-note", default="The held-out full abdomen-pelvis scan fails (bowel called liver) "
                         "because the other two patients' scans cover only the liver region: no training slice "
                         "showed the pelvis. The bundled model is trained on all 3 patients, that scan included.",
@@ -106,6 +158,7 @@ def main() -> int:
     missing = [str(path) for path in needed if not path.is_file()]
     if missing:  # before the folds' evaluations, not after them
         parser.error(f"missing package(s) in --models: {', '.join(missing)}")
+    fold_steps = recorded_fold_steps(parser, args, [Path(args.models) / f"fold{fold}.safetensors" for fold in folds])
     seed = TrainConfig.from_file(args.config).data_split_seed
     cases = discover_cases(args.cases, "csv")
     rows = []
@@ -124,7 +177,7 @@ def main() -> int:
                                    f"{', '.join(map(str, not_run))})"
     metadata["validation"] = {
         "method": f"leave-one-patient-out over the 3 training patients{scope}: each fold model (same recipe, "
-                  f"{args.fold_steps} steps) segments its held-out patient's whole CT; post-processing on; "
+                  f"{fold_steps}) segments its held-out patient's whole CT; post-processing on; "
                   f"liver = label >= 1",
         "cases": rows,
         "dice_tumor": None,
@@ -144,7 +197,9 @@ def main() -> int:
     metadata["default"] = True
     metadata["training"] = dict(metadata.get("training", {}))
     metadata["training"]["trained_at"] = final.metadata.get("created")
-    metadata["training"]["hardware"] = args.hardware
+    hardware = args.hardware or recorded_hardware(final.metadata.get("training") or {})
+    if hardware:
+        metadata["training"]["hardware"] = hardware
     metadata["training"]["data_description"] = (
         "3 real abdominal CT patients with liver labels: TotalSegmentator example CTs (Apache-2.0; liver labels "
         "are TotalSegmentator predictions) 512x512x20 at 0.98 mm and 122x101x112 at 3 mm, and the dcmqi 3-slice "

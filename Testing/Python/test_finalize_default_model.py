@@ -16,7 +16,7 @@ from LiverTumorSegLib.training.splits import kfold_splits  # noqa: E402
 fin = load_script("scripts/finalize_default_model.py", "finalize_default_model_script")
 
 
-def _package(path: Path, held_out, seed=0):
+def _package(path: Path, held_out, seed=0, **training_record):
     import torch
 
     from LiverTumorSegLib.models import build_model
@@ -27,7 +27,7 @@ def _package(path: Path, held_out, seed=0):
     cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
                               target_spacing_mm=3.0, size_multiple=8, crop_to_body=True)
     model = build_model("unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
-    training = {"validation_cases": list(held_out), "config": {"seed": seed}}
+    training = {"validation_cases": list(held_out), "config": {"seed": seed}, **training_record}
     return save_model_package(path, model, cfg, metadata={"name": path.stem, "training": training})
 
 
@@ -84,6 +84,29 @@ def test_bad_folds_and_a_mismatched_fold_model_are_refused(tmp_path, three_cases
         _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0",
              "-o", tmp_path / "final.safetensors")
     assert not (tmp_path / "final.safetensors").exists()
+
+
+def test_the_fold_steps_and_the_hardware_are_those_the_packages_record(tmp_path, three_cases, monkeypatch, capsys):
+    """--fold-steps (2500) and --hardware ('1x NVIDIA H100 80GB ..., 4000 steps of batch 16') had defaults of the
+    v1 run: README's v3 command, which passes no --hardware, recorded an H100 and 4000 steps for 8400 steps on 2
+    CPU cores, and a forgotten --fold-steps put 2500 steps in the validation's method whatever the folds trained."""
+    from LiverTumorSegLib.package import load_model_package
+
+    csv, config, held = three_cases
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "fold0.safetensors", held[0], global_step=2700)
+    _package(models / "default.safetensors", [], global_step=8400, device="cpu", world_size=1,
+             config={"seed": 0, "batch_size": 16, "patch_size": 192, "amp": "bf16"})
+    out = tmp_path / "final.safetensors"
+    with pytest.raises(SystemExit) as stop:  # a count the fold packages contradict
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0",
+             "--fold-steps", "2500", "-o", out)
+    assert stop.value.code == 2 and "fold0 2700" in capsys.readouterr().err and not out.exists()
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0", "-o", out) == 0
+    metadata = load_model_package(out).metadata
+    assert "(same recipe, 2700 steps)" in metadata["validation"]["method"]
+    assert metadata["training"]["hardware"] == "cpu (AMP bf16), 8400 steps of batch 16, 192x192 patches"
 
 
 def test_an_existing_output_is_refused_before_any_fold_is_evaluated(tmp_path, three_cases, monkeypatch, capsys):

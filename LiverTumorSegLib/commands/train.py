@@ -13,11 +13,14 @@ e.g. ``--label-map '{"5": 1}'``. Multi-GPU / multi-node: launch with
 import argparse
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from typing import Any, Dict, Optional
 
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 HELP = {
     "data": ("data folder (LiTS, MSD Task03_Liver or an nnU-Net v2 raw data set, 3D-IRCADb-01) or CSV with "
@@ -139,6 +142,15 @@ def merge_options(file_values: Dict[str, Any], cli: Dict[str, Any]) -> Dict[str,
     default_model = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "model")
     file_model = values.get("model", default_model)
     same_model = cli.get("model", file_model) == file_model
+    file_options = [key for key in values if str(key).replace("-", "_") == "model_options" and values[key]]
+    if not same_model and file_options and "model_options" not in cli:
+        # the file's options are its architecture's: given to another, they were refused as options the user never
+        # typed ('--config default_model_v3.yaml --model attention_unet': unknown strides) or, where the names
+        # happened to exist, trained that network with the other one's channels without a word
+        log.warning("warning: the config file's model_options are for its model %s, not for --model %s, which "
+                    "gets its own defaults; pass --model-options to set them.", file_model, cli["model"])
+        for key in file_options:
+            values.pop(key)
     for key, value in cli.items():
         base = values.get(key)
         mergeable = key in MERGED_OPTIONS and (key != "model_options" or same_model)

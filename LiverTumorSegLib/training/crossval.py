@@ -229,6 +229,14 @@ def _check_same_files(fold_cfg: TrainConfig, training: Dict[str, Any], path: Pat
                          f"to finish that run.")
 
 
+def fold_leftover(fold_cfg: TrainConfig) -> Optional[Path]:
+    """A fold's package or interrupt checkpoint that an earlier run left, or None."""
+    for path in (Path(fold_cfg.output), Path(fold_cfg.log_dir) / "checkpoints" / "last.pt"):
+        if path.exists():
+            return path
+    return None
+
+
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row. With
@@ -245,6 +253,16 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
     if tables and not (config.overwrite or config.resume):
         raise OutputExistsError(f"'{tables[0]}' already exists; pass --overwrite (or --resume to finish that "
                                 f"run) or choose another -o folder.")
+    if not (config.overwrite or config.resume):
+        # a run stopped before its table: fold 1 refused the rerun with train's advice, 'Output fold_0.safetensors
+        # already exists; pass --overwrite', which would have trained the finished folds again
+        left = [path for path in (fold_leftover(fold_config(config, out_dir, fold)) for fold in range(config.folds))
+                if path is not None]
+        if left:
+            raise OutputExistsError(f"'{left[0]}' is left from an earlier crossval run in '{out_dir}' that stopped "
+                                    f"before its table; pass --resume to finish that run (finished folds are kept, "
+                                    f"an interrupted one continues), --overwrite to start over, or choose another -o "
+                                    f"folder.")
     # what this run makes, and removes when it fails: the output folder, and the folds' --log-dir when given
     made = [outermost_missing_folder(folder) for folder in (out_dir, config.log_dir) if folder]
     # under torchrun: one process group for all folds. Each fold's train() made and destroyed its own on the

@@ -883,6 +883,24 @@ def test_crossval_resume_refuses_finished_folds_of_another_split(tmp_path):
         run_crossval(cfg.updated({"resume": True}), tmp_path / "cv", log=lambda s: None)
 
 
+def test_crossval_rerun_without_resume_after_an_interrupt_says_resume(tmp_path):
+    """A crossval run stopped in fold 1 (before its table) and run again without --resume was refused by fold 0's
+    train with 'Output fold_0.safetensors already exists; pass --overwrite', which would train the finished fold
+    again; --resume, which keeps it, was not named."""
+    from LiverTumorSegLib.errors import OutputExistsError
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    (tmp_path / "data").mkdir()
+    data = write_phantom_cases(tmp_path / "data", 2, (8, 48, 48))
+    cfg = tiny_config(data, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "fold_0.safetensors").write_bytes(b"fold 0's package")
+    calls = []
+    with pytest.raises(OutputExistsError, match="fold_0.safetensors' is left from an earlier crossval run .* --resume"):
+        run_crossval(cfg, tmp_path / "cv", train_fn=lambda *a, **k: calls.append(a), log=lambda s: None)
+    assert calls == [] and (tmp_path / "cv" / "fold_0.safetensors").read_bytes() == b"fold 0's package"
+
+
 def test_crossval_resume_refuses_finished_folds_trained_on_files_that_changed_since(tmp_path):
     """A label replaced between two crossval runs (same names, same options): --resume took every finished fold
     as it was, so the table mixed folds trained and scored on the old labels with folds trained on the new ones,

@@ -201,6 +201,8 @@ def validation_summary(validation: Any) -> str:
     compute them) when the run measured them, else the slice-level Dice on the network grid, said so. The
     slice-level number was printed alone before (0.152 where evaluate gave the same model 0.164)."""
     v = validation or {}
+    if not v:  # --val-fraction 0 (e.g. the final model on all patients): 'liver Dice n/a' read as a failed validation
+        return "no validation (no validation cases)"
     whole = v.get("whole_volume") or {}
     if whole.get("liver_dice") is not None:
         cases = [c for c in whole.get("cases") or [] if isinstance(c, dict) and "reference_has_tumor" in c]

@@ -104,6 +104,9 @@ def test_train_ends_with_the_whole_volume_numbers_evaluate_gives():
                                              "cases": [{"reference_has_tumor": False}]})
     assert "tumor Dice 0.000 (no validation case has a reference tumor: tumor Dice only says whether tumor was " \
            "predicted, 1.000 none, 0.000 some)" in validation_summary(false_tumor)
+    # --val-fraction 0 (the final model on all patients) validates nothing: it printed 'validation (slices on the
+    # network grid) liver Dice n/a, tumor Dice n/a', as if a validation had run and failed
+    assert validation_summary({}) == "no validation (no validation cases)"
 
 
 def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, caplog):

@@ -629,6 +629,13 @@ class Trainer:
             if self.output.exists() and not cfg.overwrite and not (cfg.resume and self.last_path.is_file()):
                 hint = (f" (--resume found no checkpoint of an interrupted run in '{self.ckpt_dir}', so it would "
                         f"train from scratch and replace it)" if cfg.resume else "")
+                if not cfg.resume and self.last_path.is_file() and _package_stop_reason(self.output) in (
+                        "time_limit", VALIDATING):
+                    # the time limit's package: rerunning the command (a scheduler's next slot) was told
+                    # --overwrite, which starts over and deletes the checkpoint that would continue it
+                    raise OutputExistsError(f"Output '{self.output}' already exists: the package of a run the time "
+                                            f"limit stopped, whose checkpoint is in '{self.ckpt_dir}'. Pass --resume "
+                                            f"to continue that run, --overwrite to start over, or choose another -o.")
                 raise OutputExistsError(f"Output '{self.output}' already exists{hint}; pass --overwrite or choose "
                                         f"another -o.")
             if not self.output.parent.exists():
@@ -921,7 +928,8 @@ class Trainer:
             self.log(f"warning: {csv_log.path} lacks the last {len(csv_log.unwritten)} epoch row(s): it could not be "
                      f"written (is it open in another program?); curves.png lacks them too.")
         if stop_reason == "time_limit":
-            self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package")
+            self.log(f"time limit of {cfg.max_time_minutes:g} min reached; writing the model package (rerun the "
+                     f"same command with --resume to continue the run)")
         return self._finish(stop_reason)
 
     def _checkpoint_if_interrupted(self, exc: BaseException, tb: TensorBoardLog) -> bool:
@@ -1324,6 +1332,14 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
 VALIDATING = "validating"
 """A package's ``training.stop_reason`` while its whole-volume validation runs (``final_stop_reason`` holds the
 run's own): a package an interrupt left like that is not finished, and ``--resume`` validates it again."""
+
+
+def _package_stop_reason(package: Optional[Path]) -> Optional[str]:
+    """``training.stop_reason`` of the package at ``package`` (None for a missing or unreadable file)."""
+    from ..package import readable_package_metadata
+
+    reason = ((readable_package_metadata(package) or {}).get("training") or {}).get("stop_reason")
+    return reason if isinstance(reason, str) else None
 
 
 def pending_validation(package: Optional[Path]) -> Optional[str]:

@@ -374,6 +374,12 @@ def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, c
     assert "synthetic lesions: on" in printed and "(time_limit)" in printed
     last = load_checkpoint(tmp_path / "m_train" / "checkpoints" / "last.pt")
     assert last["global_step"] == 1 and last["step_in_epoch"] == 1
+    # the same command again (a scheduler's next slot) was told '--overwrite', which starts over and deletes the
+    # checkpoint; the way to continue is --resume, which the time-limit line names too
+    assert "rerun the same command with --resume" in printed
+    again = main(["train", "--data", str(data_csv), "--model", "unet", "--model-options", '{"channels": [4, 8, 16]}',
+                  "--no-progress", "-o", str(out)])
+    assert again == 2 and "limit stopped" in capsys.readouterr().err
 
 
 def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):

@@ -8,7 +8,7 @@
 ``fold0..2.safetensors`` (same recipe, one patient held out each; the split is ``kfold_splits`` with the
 recipe's seed) and ``default.safetensors`` (all patients). Each fold model segments its held-out
 patient's whole CT through the normal inference pipeline (post-processing on); the LiTS-style metrics
-(liver = label >= 1) go into the final package's ``validation`` block, with the false tumor volume (the
+(liver = label >= 1, after the label map the fold was trained with) go into the final package's ``validation`` block, with the false tumor volume (the
 reference livers have no tumor, so every predicted tumor voxel is a false positive). The weights are
 copied unchanged (their SHA-256 is re-checked on load).
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from LiverTumorSegLib.inference.api import segment_volume
 from LiverTumorSegLib.io import read_label_map, read_volume
+from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, LABEL_VALUES, remap_labels
 from LiverTumorSegLib.metrics.lits import evaluate_case
 from LiverTumorSegLib.package import carried_metadata, list_installed_models, load_model_package, save_model_package
 from LiverTumorSegLib.resources import bundled_models_dir
@@ -42,8 +43,11 @@ def evaluate_fold(package_path: Path, case) -> dict:
         raise SystemExit(f"{package_path} held out {listed}, not {case.case_id}: its fold was split with another "
                          f"seed than --config's split_seed (or seed). Train the folds with that split seed.")
     ct = read_volume(case.image_path)
-    ref = read_label_map(case.label_path, reference=ct)
-    ref_labels = (ref.array > 0).astype(np.uint8)  # liver-only reference (0/1)
+    # the label map the fold was trained with ({"1": 1} for a liver + spine label): every value > 0 was taken for
+    # liver, so spine or other organs counted as reference liver and the Dice stored in the package were wrong
+    label_map = ((package.metadata.get("training") or {}).get("config") or {}).get("label_map") or None
+    ref = read_label_map(case.label_path, reference=ct, allowed_values=ANY_LABEL_VALUE if label_map else LABEL_VALUES)
+    ref_labels = (remap_labels(ref.array, label_map, case.label_path) >= 1).astype(np.uint8)  # liver (0/1)
     result = segment_volume(ct, package, device="cpu")
     row = evaluate_case(result.labels, ref_labels, ct.spacing_zyx, case=case.case_id)
     out = {"case": case.case_id, "patient": case.patient_id}

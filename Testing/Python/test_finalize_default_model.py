@@ -109,6 +109,34 @@ def test_the_fold_steps_and_the_hardware_are_those_the_packages_record(tmp_path,
     assert metadata["training"]["hardware"] == "cpu (AMP bf16), 8400 steps of batch 16, 192x192 patches"
 
 
+def test_the_reference_liver_is_read_through_the_label_map_the_fold_was_trained_with(tmp_path, three_cases,
+                                                                                     monkeypatch):
+    """A liver + spine label (1 liver, 2 spine, as ct3slice_liver_spine_seg) trained with label_map {"1": 1}: the
+    script took every value > 0 for liver, so the spine counted as reference liver in the Dice it stored."""
+    import numpy as np
+
+    from LiverTumorSegLib.io import read_label_map, write_label_map
+    from LiverTumorSegLib.package import load_model_package
+
+    csv, config, held = three_cases
+    label_path = tmp_path / "data" / f"{held[0][0][:-3]}_liver_seg.nii.gz"
+    label = read_label_map(label_path)
+    labels = np.asarray(label.array).copy()
+    spine = (labels == 0)
+    spine[:, :, 8:] = False
+    labels[spine] = 2  # a "spine" strip outside the liver
+    write_label_map(label_path, labels, label.geometry, overwrite=True)
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "fold0.safetensors", held[0], config={"seed": 0, "label_map": {"1": 1}})
+    _package(models / "default.safetensors", [])
+    out = tmp_path / "final.safetensors"
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0", "-o", out) == 0
+    row = load_model_package(out).metadata["validation"]["cases"][0]
+    liver_ml = float((labels == 1).sum()) * label.geometry.voxel_volume_ml
+    assert row["reference_liver_ml"] == pytest.approx(round(liver_ml, 1))
+
+
 def test_an_existing_output_is_refused_before_any_fold_is_evaluated(tmp_path, three_cases, monkeypatch, capsys):
     """The check came from save_model_package at the very end, after every fold's whole-CT evaluation."""
     csv, config, held = three_cases

@@ -316,9 +316,15 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
     bad = sorted(v for v in label_value_counts(raw) if v not in (0, 1, 2))
     if bad:
         shown = ", ".join(str(int(v)) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        if len(bad) > 2:  # a multi-organ labelling: its first extra value (TotalSegmentator's 3) is no liver
+            how = (f"It looks like a multi-organ label map: map the value that means liver in its labelling to 1, "
+                   f"e.g. {option} '{{\"5\": 1}}' for TotalSegmentator's (liver = 5), with the tumor value to 2 "
+                   f"where it has one (every value not in the map becomes 0).")
+        else:
+            how = (f"Map them with {option} '{{\"{int(bad[0])}\": 1}}' (every value not in the map becomes 0, so "
+                   f"list 1 and 2 too where they occur).")
         raise LabelError(f"Label map '{where}' holds values {shown} outside 0 (background), 1 (liver), 2 (tumor). "
-                         f"Map them with {option} '{{\"{int(bad[0])}\": 1}}' (every value not in the map "
-                         f"becomes 0, so list 1 and 2 too where they occur).")
+                         f"{how}")
     return raw.astype(np.uint8, copy=False)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from LiverTumorSegLib.io import write_label_map
 from LiverTumorSegLib.io.labels import remap_labels, unlisted_label_values
@@ -70,3 +71,15 @@ def test_evaluate_prints_the_warning_on_stderr(tmp_path):
     summary = __import__("json").loads((tmp_path / "eval" / "summary.json").read_text())
     said = summary["warnings"]["case1"]
     assert len(said) == 1 and said[0].startswith("reference: ") and "background" in said[0]
+
+
+def test_a_multi_organ_label_is_told_to_map_its_liver_value_not_its_first_extra_one():
+    """TotalSegmentator's labels (values 1-117, liver 5) got the advice --label-map '{"3": 1}': the first value
+    outside 0-2, which is no liver there. A label with one or two extra values keeps that advice."""
+    from LiverTumorSegLib.errors import LabelError
+
+    organs = np.arange(0, 12, dtype=np.uint8).reshape(1, 3, 4)
+    with pytest.raises(LabelError, match=r"multi-organ label map.*'\{\"5\": 1\}' for TotalSegmentator's"):
+        remap_labels(organs, where="ts.nii.gz")
+    with pytest.raises(LabelError, match=r"Map them with --label-map '\{\"255\": 1\}'"):
+        remap_labels(np.array([[[0, 255]]], dtype=np.uint8), where="mask.nii.gz")

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "folds", None) is not None and args.folds != 0 and args.folds < 2:
         # before the training options are checked, whose message speaks of a hold-out split crossval never makes
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
-    config = config_from_args(args)
+    config = config_from_args(args, name_unused_val_fraction=False)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")
     if config.folds < 2:

@@ -158,14 +158,19 @@ def merge_options(file_values: Dict[str, Any], cli: Dict[str, Any]) -> Dict[str,
     return values
 
 
-def config_from_args(args: argparse.Namespace):
-    """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`)."""
+def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = True):
+    """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`).
+    ``name_unused_val_fraction``: warn when a val_fraction is given with folds (``crossval`` says it its own way)."""
     from ..training.config import TrainConfig, load_config_file
 
     file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
     values = merge_options(file_values, cli)
     config = TrainConfig.from_dict(values, source=args.config_file or "command line")
+    if name_unused_val_fraction and config.folds and "val_fraction" in values:  # the fold decides validation
+        where = "--val-fraction" if "val_fraction" in cli else f"val_fraction in '{args.config_file}'"
+        log.warning("warning: %s is not used with folds %d: fold %d holds out its own share (1/%d) of the patients.",
+                    where, int(config.folds), int(config.fold), int(config.folds))
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
     return config

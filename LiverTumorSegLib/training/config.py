@@ -229,6 +229,14 @@ class TrainConfig:
                 raise InputError("Option class_weights weights the cross-entropy or focal part of the loss; "
                                  "loss dice has neither, so they would do nothing. Use loss dice_ce (or ce, focal, "
                                  "dice_focal), or leave class_weights out.")
+        if not self.folds and float(self.val_fraction) == 0.0:
+            deciding = [name for name, on in (("early_stopping_patience", int(self.early_stopping_patience) > 0),
+                                              ("use_best_checkpoint", bool(self.use_best_checkpoint))) if on]
+            if deciding:  # trained to the end and packaged the last weights, with no word that they did nothing
+                raise InputError(f"Option {' and '.join(deciding)} decide{'s' if len(deciding) == 1 else ''} on "
+                                 f"the validation cases, and val_fraction 0 leaves none: "
+                                 f"{'it' if len(deciding) == 1 else 'they'} would do nothing. Give a val_fraction "
+                                 f"above 0 (or folds), or leave {'it' if len(deciding) == 1 else 'them'} out.")
         if self.schedule == "plateau" and int(self.warmup) > 0:
             raise InputError(f"Option warmup ({self.warmup} steps) is not applied by schedule plateau, which changes "
                              f"the learning rate only after validations; use schedule cosine, step or none with a "

@@ -34,6 +34,32 @@ def test_config_file_then_cli_override(tmp_path):
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_options_that_would_do_nothing_are_refused_or_named(tmp_path, caplog):
+    """An audit trained with --val-fraction 0 --early-stopping-patience 3 (or --use-best-checkpoint): no validation
+    case, so neither did anything, without a word; and --folds 3 --val-fraction 0.5 used the fold's split silently."""
+    import logging
+
+    from LiverTumorSegLib.cli import build_parser
+    from LiverTumorSegLib.commands.train import config_from_args
+
+    for extra, said in ((["--early-stopping-patience", "3"], "early_stopping_patience decides"),
+                        (["--use-best-checkpoint"], "use_best_checkpoint decides"),
+                        (["--early-stopping-patience", "3", "--use-best-checkpoint"], "and use_best_checkpoint decide")):
+        with pytest.raises(InputError, match=f"{said} on the validation cases, and val_fraction 0 leaves none"):
+            config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--val-fraction", "0"] + extra))
+    assert config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--val-fraction", "0.2",
+                                                       "--use-best-checkpoint"])).use_best_checkpoint
+    with caplog.at_level(logging.WARNING):
+        cfg = config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--folds", "3", "--fold", "1",
+                                                          "--val-fraction", "0.5"]))
+    assert cfg.folds == 3 and "--val-fraction is not used with folds 3: fold 1 holds out its own share (1/3)" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--folds", "3"]))
+    assert "val-fraction" not in caplog.text
+
+
 def test_cli_dict_options_merge_into_the_config_file_key_by_key(tmp_path):
     # `train --config v2.yaml --augmentation '{...one key...}'` replaced the file's whole augmentation dict with
     # that one key: every other setting of the recipe fell back to the library default without a word

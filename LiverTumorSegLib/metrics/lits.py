@@ -12,8 +12,9 @@ Lesion detection (:func:`detect_lesions`), after the LiTS evaluation code (Bilic
    default. Compare lesion counts with LiTS numbers only at 6);
 2. every reference lesion overlapped by a predicted lesion is grouped with the predicted lesion that
    overlaps it most; reference lesions sharing that predicted lesion form one group (a prediction
-   spanning two reference lesions), and every other overlapping predicted lesion joins the group of the
-   reference lesion it overlaps most (a reference lesion split into several predictions);
+   spanning two reference lesions); then every overlapping predicted lesion joins the group it overlaps
+   most, its voxels in the group's reference lesions summed (a reference lesion split into several
+   predictions), as the LiTS script matches each prediction to one merged reference lesion;
 3. a group is **detected** when the IoU of the union of its reference lesions and the union of its
    predicted lesions is > ``iou_threshold`` (0.5 by default, LiTS);
 4. counts: ``detected`` (true positives) = reference lesions in detected groups; ``missed`` (false
@@ -176,18 +177,27 @@ def _group_lesions(pred: np.ndarray, ref: np.ndarray, voxels: np.ndarray, n_pred
     Returns ``(ref_group, pred_group)``: group id per reference lesion (every reference lesion has one)
     and per predicted lesion (-1 = overlaps no reference lesion). Each overlapped reference lesion joins the
     group of the predicted lesion it shares most voxels with (a prediction covering several references merges
-    them); another overlapping prediction joins the group of the reference it shares most voxels with.
+    them); then every overlapping prediction joins the group it shares most voxels with, summed over the group's
+    reference lesions (ties: the group holding the lowest-numbered reference lesion), as the LiTS script matches
+    each prediction to a single merged reference lesion. (It took the group of the one reference lesion it shared
+    most voxels with, and a prediction stayed in the group it had merged: the groups and counts then differed from
+    the script's where a prediction touched several groups.) A group may so end up without a prediction: missed.
     """
     ref_group = np.arange(n_ref)  # default: own group (unmatched reference lesion)
     pred_group = np.full(n_pred, -1)
     if pred.size == 0:
         return ref_group, pred_group
-    group_of_pred = {}  # type: Dict[int, int]
     for j, i in zip(*(a.tolist() for a in _first_per_key(ref, pred, voxels))):  # references in ascending order
-        group_of_pred.setdefault(i, n_ref + i)  # group id of refs merged under prediction i
-        ref_group[j] = group_of_pred[i]
-    for i, j in zip(*(a.tolist() for a in _first_per_key(pred, ref, voxels))):
-        pred_group[i] = group_of_pred[i] if i in group_of_pred else ref_group[j]
+        ref_group[j] = n_ref + i  # group id of refs merged under prediction i
+    # each group is named here by its lowest-numbered reference lesion (the LiTS script's merged column keeps that
+    # one's place, which breaks its ties); voxels of a prediction summed per group
+    first_ref = np.full(n_ref + n_pred, n_ref, dtype=np.int64)
+    np.minimum.at(first_ref, ref_group, np.arange(n_ref))
+    keys = pred.astype(np.int64) * n_ref + first_ref[ref_group[ref]]
+    keys, inverse = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=voxels, minlength=keys.size).astype(np.int64)
+    for i, j in zip(*(a.tolist() for a in _first_per_key(keys // n_ref, keys % n_ref, sums))):
+        pred_group[i] = ref_group[j]
     return ref_group, pred_group
 
 

@@ -103,8 +103,9 @@ def test_lesion_detection_makes_no_whole_volume_mask():
 
 
 def _dense_reference_detection(pred, ref, iou_threshold=0.5):
-    """The grouping and counts as the dense ``predicted x reference`` intersection table gave them (the code before
-    stop 48, kept here as the reference): ``(ref_group, pred_group, detected, false positives, no overlap)``."""
+    """The grouping and counts from the dense ``predicted x reference`` intersection table (the code before
+    stop 48, kept here as the reference, with each prediction matched to a merged group as the LiTS script matches
+    it): ``(ref_group, pred_group, detected, false positives, no overlap)``."""
     from scipy import ndimage
 
     structure = np.ones((3, 3, 3), bool)
@@ -120,11 +121,11 @@ def _dense_reference_detection(pred, ref, iou_threshold=0.5):
         for j in np.flatnonzero(inter.max(axis=0) > 0):
             group_of_pred.setdefault(int(best_pred[j]), n_ref + int(best_pred[j]))
             ref_group[j] = group_of_pred[int(best_pred[j])]
-        for i in range(n_pred):
-            if i in group_of_pred:
-                pred_group[i] = group_of_pred[i]
-            elif inter[i].max() > 0:
-                pred_group[i] = ref_group[int(inter[i].argmax())]
+        groups = sorted(set(ref_group.tolist()), key=lambda g: int(np.flatnonzero(ref_group == g)[0]))
+        for i in range(n_pred):  # the merged group it shares most voxels with (LiTS: ties to the lowest reference)
+            if inter[i].max() > 0:
+                summed = [inter[i, ref_group == g].sum() for g in groups]
+                pred_group[i] = groups[int(np.argmax(summed))]
     sizes_ref = np.bincount(ref_ids.ravel(), minlength=n_ref + 1)[1:]
     sizes_pred = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)[1:]
     detected_groups = set()
@@ -180,3 +181,39 @@ def test_tens_of_thousands_of_speckle_lesions_are_counted_in_bounded_memory():
     assert (result.detected, result.pred_no_overlap, result.false_positive) == (1, 6249, 6249)
     assert peak < 100 << 20, f"{peak / 2 ** 20:.0f} MiB"
     assert seconds < 60, seconds  # a bound on the algorithm (quadratic before), not a timing
+
+
+def test_a_prediction_joins_the_merged_group_it_overlaps_most_as_the_lits_script_matches_it():
+    """References A, B, C (rows 0, 2, 4; 6-connected lesions). P3 covers most of A; P1 spans B and C (merging
+    them); P2 touches A (3 voxels), B (2) and C (2). The LiTS script matches P2 to the merged lesion B+C (4 voxels
+    against A's 3): every group detected (B+C: IoU 14/26), no false positive. P2 used to join A's group (its single
+    largest overlap), which left B+C at IoU 10/21 (missed, P1 a false positive): 1 of 3 detected."""
+    ref = np.zeros((1, 5, 12), bool)
+    pred = np.zeros_like(ref)
+    ref[0, 0, :10] = ref[0, 2, :10] = ref[0, 4, :10] = True  # A, B, C
+    pred[0, 0, :6] = True  # P3: 6 voxels of A
+    pred[0, 2, :5] = pred[0, 3, 0] = pred[0, 4, :5] = True  # P1: 5 of B, 5 of C
+    pred[0, 0, 7:10] = pred[0, 1, 9] = pred[0, 2, 8:10] = pred[0, 3, 9] = pred[0, 4, 8:10] = True  # P2
+    result = lits.detect_lesions(pred, ref, connectivity=6)
+    assert (result.ref_lesions, result.pred_lesions) == (3, 3)
+    assert (result.detected, result.missed, result.false_positive, result.detected_groups) == (3, 0, 0, 2)
+    assert [round(lesion["iou"], 4) for lesion in result.lesions] == [0.6, round(14 / 26, 4), round(14 / 26, 4)]
+
+
+def test_a_prediction_that_merged_a_lesion_can_leave_it_for_a_group_it_overlaps_more():
+    """P1 is the largest overlap of the small reference X (2 voxels, no other prediction touches it) but shares 8
+    voxels with Y, whose largest overlap is P2 (10 voxels). The LiTS script matches P1 to Y's group, so X's group has
+    no prediction (missed) and Y's holds P1 and P2. P1 used to stay in X's group: X detected with IoU 2/11, Y with
+    10/20."""
+    ref = np.zeros((1, 3, 20), bool)
+    pred = np.zeros_like(ref)
+    ref[0, 0, :2] = True  # X
+    ref[0, 2, :] = True  # Y
+    pred[0, 0, :2] = pred[0, 1, 1] = pred[0, 2, 1:9] = True  # P1: 2 of X, 8 of Y (one lesion through row 1)
+    pred[0, 2, 10:] = True  # P2: 10 of Y
+    result = lits.detect_lesions(pred, ref, connectivity=6, iou_threshold=0.1)
+    assert (result.ref_lesions, result.pred_lesions) == (2, 2)
+    by_size = {lesion["voxels"]: lesion for lesion in result.lesions}
+    assert by_size[2]["detected"] is False and by_size[2]["iou"] == 0.0
+    assert by_size[20]["detected"] is True and by_size[20]["iou"] == pytest.approx(18 / 23)
+    assert (result.detected, result.missed, result.false_positive, result.detected_groups) == (1, 1, 0, 1)

@@ -1088,6 +1088,8 @@ def write_then_sigterm(tmp, array, geometry, *rest):
     time.sleep(5)
 
 writers._write_nifti = write_then_sigterm
+if hasattr(signal, "SIGHUP"):  # a run from a terminal; under nohup (pytest started so) SIGHUP is inherited ignored
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from LiverTumorSegLib.cli import main
 sys.exit(main(sys.argv[1:]))
 """

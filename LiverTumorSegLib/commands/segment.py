@@ -318,9 +318,35 @@ def _run_batch(args: argparse.Namespace) -> int:
                          f"'{out}' names a {full_suffix(out)} file; give a folder name (e.g. -o preds/).")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
+    created = _missing_folders(out)
     _make_output_folder(out)
-    with batch_folder_lock(out):  # one batch run at a time writes into a folder
-        return _run_batch_cases(args, options, cases, out)
+    try:
+        with batch_folder_lock(out):  # one batch run at a time writes into a folder
+            return _run_batch_cases(args, options, cases, out)
+    except BaseException:
+        # a run refused once the model loads (--model misspelt or damaged, --tta for a model trained without
+        # flips) left the empty output folder, and its parents, behind
+        _remove_empty_folders(created)
+        raise
+
+
+def _missing_folders(folder: Path) -> List[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []  # type: List[Path]
+    path = folder.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty_folders(folders: List[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; a folder holding anything is kept."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a case's outputs, the status file), or gone
+            return
 
 
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:

@@ -769,6 +769,39 @@ def test_a_rerun_with_another_model_or_settings_is_refused_instead_of_mixing_res
         check_earlier_results(find_cases(tmp_path / "cts", out), first.sha256, SegmentationOptions())
 
 
+def test_a_batch_refused_when_its_model_loads_leaves_no_output_folder_behind(tmp_path, capsys):
+    """A batch whose model is refused once it loads (a misspelt --model, --tta for a model trained without
+    flips) made the output folder and its missing parents first, and left them behind empty: the error said what
+    to fix, and an empty results folder stayed. The folders the run made are removed again; a folder that was
+    there before is kept, and one that holds anything is never touched."""
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    write_phantoms(tmp_path / "cts", 1)
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
+                                 target_spacing_mm=3.0, size_multiple=8)
+    network = build_model("unet", in_channels=1, num_classes=3, channels=(4, 8, 16), strides=(2, 2))
+    no_flips = save_model_package(tmp_path / "no_flips.safetensors", network, config,
+                                  metadata={"training": {"config": {"augmentation": {"flip_lr_probability": 0.0}}}})
+    out = tmp_path / "results" / "run1"
+
+    def segment(*extra):
+        return cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--device", "cpu", "--no-progress"]
+                        + list(extra))
+
+    assert segment("--model", "no_such_model") == 2
+    assert "No installed model named 'no_such_model'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    assert segment("--model", str(no_flips), "--tta") == 2
+    assert "trained without mirroring" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    out.mkdir(parents=True)  # there before the run: kept
+    assert segment("--model", "no_such_model") == 2
+    assert out.is_dir() and not any(out.iterdir())
+    assert segment("--model", str(no_flips)) == 0 and (out / "ct_0.nii.gz").exists()
+
+
 def test_segment_batch_itself_refuses_to_resume_with_other_settings(tmp_path):
     """The library's segment_batch (not only the segment command) refuses to keep another run's cases."""
     from LiverTumorSegLib.inference.options import PostprocessingOptions, SegmentationOptions

@@ -533,6 +533,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         loading = _load_in_background(segmenter) if todo else None  # every case done: nothing to load for
         start_read(0)
         start_read(1)
+        read_during_load = loading is not None and not loading.done()
         if loading is not None:
             try:
                 wait_for_load(loading)  # Ctrl-C is not delayed by the load (Windows)
@@ -540,6 +541,9 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 for future in reads.values():
                     future.cancel()
                 raise
+            # the first case's report says so (model_load_s.during_read), as segment_file's does: it said false,
+            # and its read and model_load seconds looked like one after the other
+            segmenter._load_overlapped_read = read_during_load
             if on_loaded:
                 on_loaded()
         with _cores_shared(segmenter, share if share_cores else None):

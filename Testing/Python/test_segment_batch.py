@@ -300,6 +300,26 @@ def test_an_unloaded_segmenter_loads_once_beside_the_first_read(tmp_path, monkey
     assert not (tmp_path / "out2" / "ct_0.nii.gz").exists()
 
 
+def test_the_first_cases_report_says_its_read_ran_during_the_model_load(tmp_path):
+    """segment_batch reads the first CTs while the model loads, but the first case's report said
+    model_load_s.during_read false, so its read and model_load seconds looked like one after the other (a single
+    run's report says true for the same overlap). Now it says true; a batch with a loaded model reports no load."""
+    import json
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+
+    write_phantoms(tmp_path / "cts", 2)
+    package = tiny_unet_package(tmp_path)
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    assert [s.status for s in statuses] == ["done", "done"]
+    first = json.loads((tmp_path / "out" / "reports" / "ct_0.json").read_text())
+    assert first["model_load_s"]["during_read"] is True and "model_load" in first["timings_s"]
+    assert "model_load_s" not in json.loads((tmp_path / "out" / "reports" / "ct_1.json").read_text())
+    segment_batch(find_cases(tmp_path / "cts", tmp_path / "out2"), segmenter)  # loaded: nothing overlaps
+    assert "model_load_s" not in json.loads((tmp_path / "out2" / "reports" / "ct_0.json").read_text())
+
+
 def test_the_second_ct_is_read_while_the_model_loads_and_a_load_error_cancels_later_reads(tmp_path, monkeypatch):
     """The load (imports, mostly one thread) leaves a core free for longer than one read: the reader goes on to
     the second CT before the load ends (it waited for the first case's network before). A load that fails

@@ -102,7 +102,8 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
 
 RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu")
 """The :class:`~.options.SegmentationOptions` fields that change a label map. Device, threads, batch size,
-backend and precision do not (bf16 runs only where its check agrees with fp32)."""
+backend and precision ``auto`` do not (bf16 runs there only where its check agrees with fp32); an explicit
+``--precision bf16``, which runs unchecked, counts as another setting against any other precision."""
 
 
 def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
@@ -139,6 +140,9 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
     earlier = report.get("options")
     if isinstance(earlier, dict):
         changed = [name for name in RESULT_OPTIONS if name in earlier and earlier[name] != settings[name]]
+        precisions = (earlier.get("precision"), settings.get("precision"))
+        if "precision" in earlier and precisions[0] != precisions[1] and "bf16" in precisions:
+            changed.append("precision")  # --precision bf16 runs unchecked (labels differ from fp32's a little)
         if changed:
             why.append("other " + ", ".join(changed))
     return why

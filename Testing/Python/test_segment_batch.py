@@ -966,3 +966,22 @@ def test_a_resumed_batch_takes_a_copy_without_its_times_for_the_same_ct_and_refu
     paths[1].write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file: its size or content differs"):
         segment_batch(cases, oracle_segmenter())
+
+
+def test_an_explicit_bf16_rerun_does_not_keep_fp32_results_nor_the_other_way(tmp_path):
+    """A batch segmented in fp32, rerun with --precision bf16 (unchecked, labels differ from fp32's a little), skipped
+    every case without a word and the table named fp32. Auto against fp32 still resumes (auto's bf16 is checked)."""
+    import json
+
+    from LiverTumorSegLib.inference.batch import check_earlier_results
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    recorded = json.loads(cases[0].report_path.read_text())["options"]["precision"]
+    assert recorded != "bf16"
+    check_earlier_results(cases, "", SegmentationOptions(precision="fp32"))
+    check_earlier_results(cases, "", SegmentationOptions(precision="auto"))
+    with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other precision\)"):
+        check_earlier_results(cases, "", SegmentationOptions(precision="bf16"))

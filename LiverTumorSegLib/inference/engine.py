@@ -388,7 +388,8 @@ class SliceInferenceEngine:
         # before the first volume's check, "bf16" is only the plan (a batch run's first line said bf16, and its
         # cases then ran fp32 after the check)
         pending = " if it passes its check on the first CT" if self._verify_cpu_dtype and self.cpu_dtype else ""
-        return f"cpu ({self.threads} threads, {self.backend}, {self.precision_used}{pending})"
+        threads = f"{self.threads} thread{'' if self.threads == 1 else 's'}"
+        return f"cpu ({threads}, {self.backend}, {self.precision_used}{pending})"
 
     @property
     def precision_used(self) -> str:

@@ -110,8 +110,8 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     """True when the report's ``input_file`` (the :func:`~..io.reading.file_fingerprint` of the CT file it
     segmented) is not of the file now at ``input_path`` (:func:`~..io.reading.same_file_content`): another CT put
     under the same name, or the CT rewritten since. A copy that did not keep the file's modification time is the
-    same file (such copies were refused before 25 Nov 2026). False when the report has none (a DICOM folder, an older report) or the file
-    cannot be looked at."""
+    same file (such copies were refused before 25 Nov 2026). False when the report has none (a DICOM folder, an
+    older report) or the file cannot be looked at."""
     from ..io.reading import file_fingerprint, same_file_content
 
     recorded = report.get("input_file")

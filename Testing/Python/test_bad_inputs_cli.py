@@ -1116,7 +1116,7 @@ def test_sigterm_during_the_write_phase_removes_temporaries(tmp_path, signal_nam
     assert lines == [f"error: terminated ({signal_name}); unfinished output files were removed"], err
     assert err.strip().splitlines()[-1] == lines[0] and "Traceback" not in err
     assert os.listdir(out_dir) == []
-    record15("SIGTERM while the outputs are being written", lines[0], tmp_path)
+    record15(f"{signal_name} while the outputs are being written", lines[0], tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ train

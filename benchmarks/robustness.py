@@ -212,7 +212,7 @@ def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[A
         raise InputError(f"--data '{root}' is a file but not a .csv; pass a CSV with columns image,label[,patient,"
                          f"case] (one row per CT and its liver label map) or a folder of cases.")
     if root.is_file() or any(p.suffix.lower() == ".csv" for p in root.glob("*.csv")):
-        return discover_cases(root, "csv")
+        return discover_cases(root, "csv", warn_patients=False)
     unpaired: List[str] = []
     cases = paired_cases(root, unpaired)
     if cases and unpaired and log:
@@ -227,7 +227,7 @@ def find_cases(data: Any, log: Optional[Callable[[str], None]] = None) -> List[A
                 + (" ..." if len(unpaired) > 10 else "")) if unpaired else ""
         raise InputError(f"{exc} Or a folder of '<stem>.nii[.gz]' CTs each beside its '<stem>_liver.nii[.gz]' "
                          f"(or _liver_seg, _liver_tsvN) label map{seen}.") from None
-    return discover_cases(root, layout)
+    return discover_cases(root, layout, warn_patients=False)
 
 
 def crop_z(sample: Sample, z0: int, z1: int) -> Sample:
@@ -259,7 +259,8 @@ def _whole_scan_samples(case: Any, seed: int, lesions: LesionConfig = BENCHMARK_
     ``seed``, so every call gives the same ones."""
     from LiverTumorSegLib.training.datasets import load_case
 
-    volume, labels = load_case(case, label_map, allow_non_hu)
+    # content_warnings: this benchmark says "no liver voxel" its own way, not as training would
+    volume, labels = load_case(case, label_map, allow_non_hu, content_warnings=False)
     if not (labels >= 1).any():
         raise InputError(f"Case '{case.case_id}': its label map '{case.label_path}' has no liver voxel; the "
                          f"benchmark scores the liver and inserts its tumors into it. Give the case's liver label, "

@@ -49,8 +49,10 @@ class Case:
 
 
 # --------------------------------------------------------------------------- discovery
-def discover_cases(root: PathLike, fmt: str = "auto") -> List[Case]:
-    """List the cases of the data set at ``root`` (sorted by case id). Raises :class:`InputError` if none."""
+def discover_cases(root: PathLike, fmt: str = "auto", warn_patients: bool = True) -> List[Case]:
+    """List the cases of the data set at ``root`` (sorted by case id). Raises :class:`InputError` if none.
+    ``warn_patients=False``: a CSV's rows without a patient id are not warned about (they matter to a training
+    split, not to a benchmark that scores each case alone)."""
     root = Path(root)
     if not root.exists():
         raise InputError(f"Training data '{root}' does not exist; pass --data with a data folder or CSV.")
@@ -59,7 +61,7 @@ def discover_cases(root: PathLike, fmt: str = "auto") -> List[Case]:
     finders = {"lits": _discover_lits, "msd": _discover_msd, "ircadb": _discover_ircadb, "csv": _discover_csv}
     if fmt not in finders:
         raise InputError(f"Unknown data format '{fmt}'; use one of auto, {', '.join(finders)}.")
-    cases = finders[fmt](root)
+    cases = _discover_csv(root, warn_patients) if fmt == "csv" else finders[fmt](root)
     if not cases:
         raise InputError(f"No {fmt} cases found in '{root}'. {_LAYOUT_HELP}")
     ids = [c.case_id for c in cases]
@@ -338,7 +340,7 @@ def _discover_ircadb(root: Path) -> List[Case]:
     return cases
 
 
-def _discover_csv(root: Path) -> List[Case]:
+def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
     """The cases of the CSV ``root`` (or of the one CSV in the folder ``root``), read by
     :func:`~..fileutil.read_csv_rows`; errors name the file's line."""
     if root.is_dir():
@@ -364,7 +366,8 @@ def _discover_csv(root: Path) -> List[Case]:
         if not row.get("patient"):
             unnamed.append(number)
         cases.append(Case(case_id, patient, str(image), str(label), "csv"))
-    _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases))
+    if warn_patients:
+        _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases))
     return cases
 
 
@@ -448,13 +451,15 @@ def _resolve(base: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- reading
 
 
-def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = None) -> np.ndarray:
+def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = None,
+                     content_warnings: bool = True) -> np.ndarray:
     """The case's label map as ``(z, y, x)`` uint8 in {0, 1, 2} on ``image``'s grid.
 
     ``label_map`` maps raw values to 0/1/2 (keys may be strings); unlisted values become 0.
     Raises :class:`LabelError` for a shape/geometry mismatch or values outside {0, 1, 2} (without a map).
     Logs a warning when the label was stored in another axis order than the CT (it is reoriented) and for
-    content that would teach the network something wrong (:func:`label_content_warnings`).
+    content that would teach the network something wrong (:func:`label_content_warnings`; not with
+    ``content_warnings=False``, for a caller that checks the labels its own way).
     """
     from ..io import read_label_map
 
@@ -468,7 +473,7 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
     # values a map drops are dropped on purpose here (multi-organ labels); label_content_warnings names them when
     # no liver is left, the one case where that is a mistake
     labels = remap_labels(raw, label_map, case.label_path, log_dropped=False)
-    for warning in label_content_warnings(labels, raw if label_map else None, label_map):
+    for warning in label_content_warnings(labels, raw if label_map else None, label_map) if content_warnings else []:
         log.warning("warning: case %s: %s", case.case_id, warning)
     return labels
 
@@ -530,13 +535,14 @@ def _merge_ircadb_masks(masks_dir: Path, image: CTVolume) -> np.ndarray:
 _WARNED_CASES: Set[Tuple[str, str]] = set()
 
 
-def load_case(case: Case, label_map: Optional[Dict] = None,
-              allow_non_hu: bool = False) -> Tuple[CTVolume, np.ndarray]:
+def load_case(case: Case, label_map: Optional[Dict] = None, allow_non_hu: bool = False,
+              content_warnings: bool = True) -> Tuple[CTVolume, np.ndarray]:
     """Read, check and canonicalize one case -> (canonical CTVolume (z, y, x) HU, labels (z, y, x) uint8).
     Each CT warning is logged once per process and image, however often the case is read.
 
     The CT gets the checks ``segment`` makes (:func:`validation.check_ct`: NaN/Inf, constant, not HU, ...), so a
-    model is never trained on a volume it would refuse to segment; ``allow_non_hu`` as there."""
+    model is never trained on a volume it would refuse to segment; ``allow_non_hu`` as there.
+    ``content_warnings``: as :func:`read_case_labels`'s."""
     from ..io import read_volume
     from ..orientation import canonicalize
     from ..validation import check_ct
@@ -547,7 +553,7 @@ def load_case(case: Case, label_map: Optional[Dict] = None,
         if key not in _WARNED_CASES:  # a validation case is read for the slice cache and again at the end
             _WARNED_CASES.add(key)
             log.warning("warning: %s", warning)
-    labels = read_case_labels(case, image, label_map)
+    labels = read_case_labels(case, image, label_map, content_warnings)
     canonical, reorientation = canonicalize(image)
     return canonical, reorientation.to_canonical(labels)
 

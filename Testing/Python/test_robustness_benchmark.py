@@ -687,3 +687,21 @@ def test_stored_settings_and_json_record_the_device_and_precision_that_ran(tmp_p
     assert settings["device_used"] == "cpu" and settings["precision_used"] == expected
     entry = json.loads(out_json.read_text())["packages"][0]
     assert entry["device_used"] == "cpu" and entry["precision_used"] == expected
+
+
+def test_a_csv_case_without_liver_gets_the_benchmarks_error_without_training_notes(tmp_path, capsys, caplog):
+    """Before the benchmark's own 'no liver voxel' error, two training notes were printed: 'no patient column ...
+    can be split between training and validation' and 'training would call its whole CT background'."""
+    import logging
+
+    from LiverTumorSegLib.io import write_label_map
+
+    phantom = write_case(tmp_path / "data")
+    write_label_map(tmp_path / "data" / "case1_liver_seg.nii.gz", np.zeros_like(phantom.labels),
+                    phantom.ct.geometry, overwrite=True)
+    (tmp_path / "cases.csv").write_text("image,label\ndata/case1_ct.nii.gz,data/case1_liver_seg.nii.gz\n")
+    with caplog.at_level(logging.WARNING):
+        assert rb.main(["default", "--data", str(tmp_path / "cases.csv"), "--perturbations", "baseline"]) == 2
+    said = caplog.text + capsys.readouterr().err
+    assert "has no liver voxel" in said
+    assert "taken as a patient of its own" not in said and "training would call" not in said

@@ -383,8 +383,10 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
     with share.busy():
         start = time.perf_counter()
         result = segmenter.finish(volume, output)
+        said_at_load = getattr(getattr(segmenter, "engine", None), "device_message", None)
         for message in result.warnings:  # plausibility and post-processing warnings, as a single run prints them
-            log.warning("warning: %s: %s", case.case_id, message)
+            if message != said_at_load:  # the device fallback ('CUDA asked for, CPU used'): said once, at the load
+                log.warning("warning: %s: %s", case.case_id, message)
         result.report["warnings"] = warnings + list(result.warnings)
         result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
         case.report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -985,3 +985,23 @@ def test_an_explicit_bf16_rerun_does_not_keep_fp32_results_nor_the_other_way(tmp
     check_earlier_results(cases, "", SegmentationOptions(precision="auto"))
     with pytest.raises(InputError, match=r"2 case\(s\) .*ct_0 \(other precision\)"):
         check_earlier_results(cases, "", SegmentationOptions(precision="bf16"))
+
+
+def test_the_device_fallback_warning_is_not_repeated_for_every_case_but_kept_in_each_report(tmp_path, caplog):
+    """'--device cuda' without CUDA: the batch printed the CPU-fallback warning at the load and again for every
+    case; each case's report still records it."""
+    import json
+    import logging
+
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+
+    write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    engine = oracle_engine()
+    engine.device_message = "CUDA was asked for but is not available; running on the CPU."
+    with caplog.at_level(logging.WARNING):
+        statuses = segment_batch(cases, Segmenter(SegmentationOptions(device="cpu"), engine=engine))
+    assert [s.status for s in statuses] == ["done", "done"]
+    assert "CUDA was asked for" not in caplog.text
+    for case in cases:
+        assert engine.device_message in json.loads(case.report_path.read_text())["warnings"]

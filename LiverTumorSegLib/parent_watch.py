@@ -47,14 +47,15 @@ def watched_pid(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
 
 def is_ancestor(pid: int) -> Optional[bool]:
     """Whether process ``pid`` is this process's parent, grandparent, ...; None where that cannot be read (not
-    Linux: only the parent's id is known, ``os.getppid``)."""
+    Linux: only the parent's id is known, ``os.getppid``; or an ancestor ended while the chain was read): only a
+    False stops the command at once."""
     if pid == os.getppid():
         return True
     current = os.getppid()
     for _ in range(_MAX_ANCESTORS):
         parent = processes.proc_parent_pid(current)
         if parent is None:
-            return None if current == os.getppid() else False
+            return None
         if parent == pid:
             return True
         if parent <= 1 or parent == current:

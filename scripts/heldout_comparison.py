@@ -72,7 +72,8 @@ the script's own process gets it: the running ``segment`` or ``evaluate`` (in a 
 each signal once) is stopped with the same signal and waited for, which removes its unfinished files, then one line
 says so and the exit status is 128 + the signal's number (130, 143, 129); rerun the same command to go on. Killed
 outright (SIGKILL, which no program can pass on), the script leaves its ``segment`` or ``evaluate`` to notice within
-about a second that the script has ended, and stop as SIGTERM stops it.
+seconds (a check each second, then its next cancellation point) that the script has ended, and stop as SIGTERM
+stops it.
 """
 import argparse
 import contextlib

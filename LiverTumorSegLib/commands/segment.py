@@ -311,14 +311,14 @@ def _run_batch(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"For a folder or list of CTs, -o must be an output folder; '{out}' is a file.")
-    from ..fileutil import full_suffix
+    from ..fileutil import full_suffix, outermost_missing_folder, remove_empty_folders
     from ..io import WRITE_SUFFIXES
     if not out.exists() and (full_suffix(out) in WRITE_SUFFIXES + (".dcm",) or out.name.endswith(".seg.nrrd")):
         raise InputError(f"'{args.input}' is a folder or list of CTs (a batch), which writes an output folder, but -o "
                          f"'{out}' names a {full_suffix(out)} file; give a folder name (e.g. -o preds/).")
     options = options_from_args(args)  # every setting checked first
     cases = find_cases(args.input, out)
-    created = _missing_folders(out)
+    created = outermost_missing_folder(out)
     _make_output_folder(out)
     try:
         with batch_folder_lock(out):  # one batch run at a time writes into a folder
@@ -326,27 +326,9 @@ def _run_batch(args: argparse.Namespace) -> int:
     except BaseException:
         # a run refused once the model loads (--model misspelt or damaged, --tta for a model trained without
         # flips) left the empty output folder, and its parents, behind
-        _remove_empty_folders(created)
+        if created is not None:
+            remove_empty_folders(out, created)
         raise
-
-
-def _missing_folders(folder: Path) -> List[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []  # type: List[Path]
-    path = folder.absolute()
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def _remove_empty_folders(folders: List[Path]) -> None:
-    """Remove each of ``folders`` (deepest first) that is empty; a folder holding anything is kept."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (a case's outputs, the status file), or gone
-            return
 
 
 def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], out: Path) -> int:

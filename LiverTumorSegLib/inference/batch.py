@@ -110,10 +110,13 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     """True when the report's ``input_file`` (the :func:`~..io.reading.file_fingerprint` of the CT file it
     segmented) is not of the file now at ``input_path`` (:func:`~..io.reading.same_file_content`): another CT put
     under the same name, or the CT rewritten since. A copy that did not keep the file's modification time is the
-    same file (such copies were refused before 25 Nov 2026). False when the report has none (a DICOM folder, an
-    older report) or the file cannot be looked at."""
+    same file (such copies were refused before 25 Nov 2026). A DICOM folder's series is compared by its
+    ``input_dicom`` (:func:`_other_dicom_series`). False when the report has neither (an older report) or the
+    file cannot be looked at."""
     from ..io.reading import file_fingerprint, same_file_content
 
+    if input_path is not None and isinstance(report.get("input_dicom"), dict) and Path(input_path).is_dir():
+        return _other_dicom_series(report["input_dicom"], input_path)
     recorded = report.get("input_file")
     if not isinstance(recorded, dict) or input_path is None:
         return False
@@ -122,6 +125,18 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     except OSError:
         return False
     return not same_file_content(recorded, now)
+
+
+def _other_dicom_series(recorded: Dict[str, Any], folder: Any) -> bool:
+    """True when the DICOM series ``segment`` would read from ``folder`` now is not the one a report's
+    ``input_dicom`` (:func:`~..io.dicom.dicom_series_fingerprint`) records: another series UID, other files or
+    file sizes, or no single series any more. Entries ``recorded`` lacks are not compared."""
+    from ..io.dicom import current_dicom_fingerprint
+
+    now = current_dicom_fingerprint(folder)
+    if now is None:
+        return True
+    return any(key in recorded and recorded[key] != now[key] for key in now)
 
 
 def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any],
@@ -133,7 +148,9 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
         return []
     why = []
     if _other_input_file(report, input_path):
-        why.append("another CT file: its size or content differs from the one segmented")
+        why.append("another CT series: the DICOM folder's series UID, files or file sizes differ from the ones "
+                   "segmented" if Path(input_path).is_dir() else
+                   "another CT file: its size or content differs from the one segmented")
     recorded = report.get("model_weights_sha256")
     if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:
         why.append("another model")

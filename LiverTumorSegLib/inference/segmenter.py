@@ -438,8 +438,9 @@ class Segmenter:
         stage_start = time.perf_counter()
         # every lesion carries its mean tumor probability, so a reader can sort lesions by confidence
         source = dict(input=volume.source)
-        if isinstance(volume.meta.get("input_file"), dict):  # a CT file's size and time, to recognise it later
-            source["input_file"] = dict(volume.meta["input_file"])
+        for key in ("input_file", "input_dicom"):  # a CT file's size and time, or a DICOM series' UID and files:
+            if isinstance(volume.meta.get(key), dict):  # to recognise it later (a resumed batch)
+                source[key] = dict(volume.meta[key])
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, **source),
                                tumor_probability_zyx=probability, network_labels_zyx=output.labels)
         if not self.options.probabilities:

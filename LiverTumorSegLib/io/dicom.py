@@ -4,7 +4,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -708,11 +708,47 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         volume.meta.setdefault("warnings", []).extend(notes)
     volume.meta.update({"format": "dicom", "series_uid": chosen.uid, "series_description": chosen.description,
                         "modality": chosen.modality, "num_files": chosen.num_files,
-                        "files": list(chosen.files)})  # what a DICOM SEG of this volume references
+                        "files": list(chosen.files),  # what a DICOM SEG of this volume references
+                        "input_dicom": dicom_series_fingerprint(chosen, folder)})
     if len(chosen.files) > 1 and volume.shape_zyx[0] != len(chosen.files):
         volume.meta.setdefault("warnings", []).append(
             f"series has {len(chosen.files)} files but {volume.shape_zyx[0]} slices were read")
     return volume
+
+
+def dicom_series_fingerprint(series: DicomSeriesInfo, folder: PathLike) -> Dict[str, Any]:
+    """``{"series_uid", "num_files", "bytes", "files_sha256"}`` of a DICOM series read from ``folder``: a
+    ``segment`` report records it (``input_dicom``), so a resumed batch can tell the series it segmented from
+    another one put in the case's folder (:func:`current_dicom_fingerprint`). ``bytes``: the files' total size;
+    ``files_sha256``: the SHA-256 of each file's path relative to ``folder`` and size, in sorted order (a folder
+    copied or moved elsewhere keeps it; the files' modification times are not part of it). Not seen: a file
+    rewritten in place with other pixels of the same size under the same series UID."""
+    import hashlib
+
+    root = os.path.abspath(str(folder))
+    entries = sorted((os.path.relpath(os.path.abspath(f), root).replace(os.sep, "/"), os.path.getsize(f))
+                     for f in series.files)
+    digest = hashlib.sha256("\n".join(f"{name}\t{size}" for name, size in entries).encode("utf-8"))
+    return {"series_uid": series.uid, "num_files": len(entries), "bytes": int(sum(size for _, size in entries)),
+            "files_sha256": digest.hexdigest()}
+
+
+def current_dicom_fingerprint(folder: PathLike) -> Optional[Dict[str, Any]]:
+    """:func:`dicom_series_fingerprint` of the series ``segment`` would read from ``folder`` now without
+    ``--series`` (the folder's one series, or its one image series); None when there is none or several (reading
+    it would then fail or ask for a series). Reads every file's header once, no pixels."""
+    try:
+        all_series = find_dicom_series(folder)
+    except (InputError, OSError):
+        return None
+    images = [s for s in all_series if _is_image_series(s)]
+    chosen = all_series if len(all_series) == 1 else images
+    if len(chosen) != 1:
+        return None
+    try:
+        return dicom_series_fingerprint(chosen[0], folder)
+    except OSError:
+        return None
 
 
 def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -> None:

@@ -1005,3 +1005,38 @@ def test_the_device_fallback_warning_is_not_repeated_for_every_case_but_kept_in_
     assert "CUDA was asked for" not in caplog.text
     for case in cases:
         assert engine.device_message in json.loads(case.report_path.read_text())["warnings"]
+
+
+def test_a_resumed_batch_refuses_a_result_of_another_dicom_series_put_in_the_cases_folder(tmp_path):
+    """Known limit until 25 Nov 2026: a resumed batch compared a CT file's size and content with its report's, but a
+    DICOM folder not at all, so another patient's series put in a case's folder kept the first one's label map as
+    'already segmented'. The report now records the series' UID, file count, total size and a hash of its file
+    names and sizes (input_dicom); the same series copied elsewhere (new times) still resumes."""
+    import json
+    import shutil
+
+    from dicom_helpers import write_ct_series
+
+    first = make_phantom((6, 24, 28), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=1).ct
+    write_ct_series(tmp_path / "cts" / "case_a", first, uid_seed=1)
+    write_ct_series(tmp_path / "cts" / "case_b", first, uid_seed=2)
+    listing = tmp_path / "list.csv"
+    listing.write_text("image\ncts/case_a\ncts/case_b\n")
+    cases = find_cases(listing, tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    recorded = json.loads(cases[0].report_path.read_text())["input_dicom"]
+    assert recorded["num_files"] == 6 and len(recorded["files_sha256"]) == 64
+    assert recorded["bytes"] == sum(p.stat().st_size for p in (tmp_path / "cts" / "case_a").iterdir())
+
+    moved = tmp_path / "cts" / "case_a_copy"  # copied without times and put back: the same series
+    shutil.copytree(tmp_path / "cts" / "case_a", moved, copy_function=shutil.copyfile)
+    shutil.rmtree(tmp_path / "cts" / "case_a")
+    moved.rename(tmp_path / "cts" / "case_a")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped", "skipped"]
+
+    shutil.rmtree(tmp_path / "cts" / "case_b")  # another patient's series under the same folder name
+    other = make_phantom((6, 24, 28), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=5).ct
+    write_ct_series(tmp_path / "cts" / "case_b", other, uid_seed=9)
+    with pytest.raises(InputError, match=r"1 case\(s\) .*case_b \(another CT series: the DICOM folder"):
+        segment_batch(cases, oracle_segmenter())
+    assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]

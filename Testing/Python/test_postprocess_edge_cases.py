@@ -589,3 +589,26 @@ def test_the_lung_base_warning_names_a_head_foot_flip_when_most_of_the_organ_wen
         "head-foot flip in the file's header" in most and "check the header's orientation" in most
     (some,) = postprocessing_warnings(changes, liver_left_ml=1500.0)  # the heart: a part of it
     assert "flip" not in some and some == postprocessing_warnings(changes)[0]
+
+
+@pytest.mark.parametrize("rule", ["small", "uncertain"])
+@pytest.mark.parametrize("voxels, kept", [(100, True), (99, False)])
+def test_a_lesion_of_exactly_the_threshold_volume_is_kept_despite_float_rounding(rule, voxels, kept):
+    # 100 voxels of 3 x 0.7 x 0.7 mm are 0.147 mL, which floats compute as 0.14699999999999996: a lesion of exactly
+    # --min-lesion-ml (or --uncertain-lesion-max-ml) became liver although only lesions *under* it do
+    spacing = (3.0, 0.7, 0.7)
+    labels = np.zeros((6, 20, 20), dtype=np.uint8)
+    labels[1:5, 1:19, 1:19] = 1
+    labels[2:4, 5:15, 5:10] = 2                        # 100 voxels, compact (not a tube)
+    if voxels == 99:
+        labels[3, 14, 9] = 1
+    if rule == "small":
+        options = PostprocessingOptions(min_lesion_ml=0.147, tubular_lesions_to_liver=False)
+        probability = None
+    else:
+        options = PostprocessingOptions(min_lesion_ml=0.0, tubular_lesions_to_liver=False,
+                                        min_lesion_probability=0.65, uncertain_lesion_max_ml=0.147)
+        probability = np.zeros(labels.shape, dtype=np.uint8)
+        probability[labels == 2] = 100                 # 0.39: uncertain
+    out = postprocess_labels(labels, spacing, options, tumor_probability_zyx=probability)
+    assert np.count_nonzero(out == 2) == (voxels if kept else 0)

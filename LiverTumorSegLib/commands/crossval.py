@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         # before the training options are checked, whose message speaks of a hold-out split crossval never makes
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
     config = config_from_args(args, name_unused_val_fraction=False)
+    if getattr(args, "val_fraction", None) is None and getattr(args, "config_file", None):
+        from ..training.config import load_config_file
+        if "val_fraction" in load_config_file(args.config_file):  # was ignored without a word
+            log.warning("warning: val_fraction in '%s' does not apply to crossval, which validates each fold on the "
+                        "patients it holds out; it is ignored.", args.config_file)
     if not config.output:
         raise InputError("No output folder given: pass -o OUT_DIR.")
     if config.folds < 2:

@@ -131,6 +131,13 @@ def test_crossval_help_describes_its_folds_and_refuses_fold(capsys, tmp_path, ca
     with caplog.at_level(logging.WARNING):
         assert main(["crossval", "--data", "missing.csv", "-o", str(tmp_path / "cv"), "--val-fraction", "0.3"]) == 2
     assert "warning: --val-fraction does not apply to crossval" in caplog.text
+    # ... and so is a config file's val_fraction (it was ignored without a word)
+    config = tmp_path / "recipe.yaml"
+    config.write_text("val_fraction: 0.25\nepochs: 1\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["crossval", "--config", str(config), "--data", "missing.csv", "-o", str(tmp_path / "cv")]) == 2
+    assert f"warning: val_fraction in '{config}' does not apply to crossval" in caplog.text
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     train_help = " ".join(capsys.readouterr().out.split())

@@ -641,6 +641,9 @@ class Trainer:
             if not self.output.parent.exists():
                 raise InputError(f"Output folder '{self.output.parent}' does not exist; create it first.")
             check_can_write(self.output, overwrite=True)  # UTF-8 name, writable folder: before any work
+            # the file this run may replace (one --overwrite or --resume allowed), or None: a file put at -o
+            # while the run trains is another's and is kept (_package_target)
+            self._output_identity = _file_identity(self.output)
         self._resume_payload = None  # type: Optional[Dict[str, Any]]
         self._finish_only = None  # type: Optional[str]
         if cfg.resume and self.last_path.is_file():  # a refused checkpoint fails here, before any work
@@ -1182,7 +1185,28 @@ class Trainer:
             meta["name"] = cfg.name
         if cfg.description:
             meta["description"] = cfg.description
-        return save_model_package(self.output, self.model, self.pre_config, meta, overwrite=True)
+        written = save_model_package(self._package_target(), self.model, self.pre_config, meta, overwrite=True)
+        self._output_identity = _file_identity(written)
+        return written
+
+    def _package_target(self) -> Path:
+        """Where the package goes: ``-o``, unless a file was created or replaced there while the run trained (not
+        by this run: a user's copy, another run's package). That file is kept, and the package (and any later
+        write of this run) goes to a free name beside it, said in the log. It used to be replaced."""
+        now = _file_identity(self.output)
+        if now is None or now == getattr(self, "_output_identity", None):
+            return self.output
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stem = self.output.name[:-len(".safetensors")]
+        target = self.output.with_name(f"{stem}.{stamp}.safetensors")
+        number = 1
+        while target.exists():
+            number += 1
+            target = self.output.with_name(f"{stem}.{stamp}-{number}.safetensors")
+        self.log(f"warning: '{self.output}' was created or replaced by another program while this run trained; it is "
+                 f"kept, and this run's package is written to '{target}' instead.")
+        self.output = target
+        return target
 
     def _whole_volume_validation(self, package_path: Path) -> Dict[str, Any]:
         """Liver/tumor Dice on whole native-resolution validation volumes through the inference pipeline
@@ -1332,6 +1356,16 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
 VALIDATING = "validating"
 """A package's ``training.stop_reason`` while its whole-volume validation runs (``final_stop_reason`` holds the
 run's own): a package an interrupt left like that is not finished, and ``--resume`` validates it again."""
+
+
+def _file_identity(path: Optional[Path]) -> Optional[tuple]:
+    """``(device, inode, size, modification time in ns)`` of the file at ``path``, None when there is none: two
+    equal identities are one unchanged file."""
+    try:
+        status = os.stat(str(path))
+    except (OSError, TypeError):
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _package_stop_reason(package: Optional[Path]) -> Optional[str]:

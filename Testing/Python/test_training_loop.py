@@ -1264,3 +1264,39 @@ def test_resuming_says_which_epoch_of_how_many_and_a_finished_run_says_it_is_fin
     lines.clear()
     train(cfg.updated({"resume": True, "overwrite": True}), log=lines.append)
     assert any("all 2 epochs were trained (6 steps); writing the package" in line for line in lines), lines
+
+
+def test_a_file_put_at_the_output_while_the_run_trains_is_kept(data_csv, tmp_path, monkeypatch):
+    """Known limit until 25 Nov 2026: a file created at -o while training ran (a user's copy of an older package,
+    another run's result) was replaced by the package at the end without a word. It is now kept, and the package
+    is written beside it under a free name the log names."""
+    out = tmp_path / "run"
+    out.mkdir()
+    config = tiny_config(data_csv, out, epochs=1)
+    users = b"a file of the user's"
+    validate = Trainer._validate
+
+    def validate_and_meddle(self):
+        if not (out / "model.safetensors").exists():
+            (out / "model.safetensors").write_bytes(users)
+        return validate(self)
+
+    monkeypatch.setattr(Trainer, "_validate", validate_and_meddle)
+    lines = []
+    result = train(config, log=lines.append)
+    assert (out / "model.safetensors").read_bytes() == users
+    assert result.package_path.parent == out and result.package_path.name.startswith("model.")
+    assert result.package_path.name.endswith(".safetensors") and result.package_path.name != "model.safetensors"
+    from LiverTumorSegLib.package import load_model_package
+    assert load_model_package(result.package_path).metadata["training"]["stop_reason"] == "completed"
+    assert any("was created or replaced by another program" in line and str(result.package_path) in line
+               for line in lines)
+
+
+def test_a_resumed_or_overwritten_run_still_replaces_its_own_package(data_csv, tmp_path):
+    """The guard above leaves -o to a run that may replace it: --overwrite replaces the file there at the start."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"old")
+    result = train(tiny_config(data_csv, out, epochs=1, overwrite=True), log=lambda line: None)
+    assert result.package_path == out / "model.safetensors" and (out / "model.safetensors").read_bytes() != b"old"

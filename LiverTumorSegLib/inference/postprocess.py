@@ -655,6 +655,12 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     if geometry is not None:
         from ..orientation import plan_reorientation
 
+        # a geometry of another grid was half used: spacing_zyx on an axis-aligned one, its own spacing otherwise
+        if not np.allclose(np.asarray(geometry.spacing[::-1], dtype=np.float64), np.asarray(spacing, dtype=np.float64),
+                           rtol=1e-6, atol=0.0):
+            raise InputError(f"spacing_zyx {tuple(float(s) for s in spacing)} differs from the geometry's spacing "
+                             f"{tuple(geometry.spacing[::-1])} (z, y, x); give both of the labels' grid.")
+
         reorientation = plan_reorientation(geometry, labels.shape)
         if reorientation.is_identity:
             reorientation = None

@@ -429,3 +429,14 @@ def test_dense_lungs_of_minus_700_hu_are_still_lungs():
     labels = (parts["liver"] | parts["heart"]).astype(np.uint8)
     assert remove_above_lungs(labels, hu, CHEST_SPACING, PostprocessingOptions()) > 0   # the heart goes
     assert (labels[parts["liver"]] == 1).all()
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1)])
+def test_a_geometry_whose_spacing_differs_from_spacing_zyx_is_refused(direction):
+    # spacing_zyx was used on an axis-aligned geometry and the geometry's own spacing on any other: the same labels
+    # got other mm (margins, tube widths, mL) by the header's orientation alone
+    labels = liver_block()
+    with pytest.raises(InputError, match="differs from the geometry's spacing"):
+        postprocess_labels(labels, SPACING, geometry=ImageGeometry(spacing=(1.0, 1.0, 1.0), direction=direction))
+    out = postprocess_labels(labels, SPACING, geometry=ImageGeometry(spacing=SPACING[::-1], direction=direction))
+    np.testing.assert_array_equal(out, labels)

@@ -166,7 +166,9 @@ def forward_labels(labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
     the nearest label of an exact 2:1 shrink came always from the second of the two pixels each network pixel
     covers, half a native pixel off the HU in y and x."""
     y0, y1, x0, x1 = info.crop_yx
-    crop = np.asarray(labels_zyx)[..., y0:y1, x0:x1]
+    labels_zyx = np.asarray(labels_zyx)
+    _check_label_values(labels_zyx)
+    crop = labels_zyx[..., y0:y1, x0:x1]
     if not info.is_resampled:
         out = np.array(crop, dtype=np.uint8, copy=True)
     elif all(int(o) >= int(n) for o, n in zip(info.resampled_shape_yx, crop.shape[-2:])):
@@ -174,6 +176,22 @@ def forward_labels(labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
     else:
         out = _label_with_largest_share(crop, info.resampled_shape_yx)
     return _pad(out, info.pad_yx, 0)
+
+
+def _check_label_values(labels: np.ndarray) -> None:
+    """Refuse (InputError) a label map the uint8 network grid cannot hold: a value outside 0..255 or not a whole
+    number (the cast wrapped 258 to 2, a tumor, and -1 to 255, and truncated 1.5 to 1, without a word)."""
+    if labels.dtype == np.uint8 or labels.dtype == np.bool_ or labels.size == 0:
+        return
+    if labels.dtype.kind not in "uif":
+        raise InputError(f"A label map must hold whole numbers 0..255, got dtype {labels.dtype}.")
+    low, high = labels.min(), labels.max()
+    if not (low >= 0 and high <= 255):  # NaN fails too
+        raise InputError(f"A label map must hold whole numbers 0..255 (0 background, 1 liver, 2 tumor), got values "
+                         f"{low}..{high}; map the labels to these values first.")
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.rint(labels)):
+        raise InputError("A label map must hold whole numbers 0..255 (0 background, 1 liver, 2 tumor), got "
+                         "fractional values; threshold or round the label map first.")
 
 
 def _label_with_largest_share(labels: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:

@@ -74,3 +74,26 @@ def test_labels_shrunk_two_to_one_stay_registered_with_the_hu():
             areas.append(back.sum() / labels.sum())
     assert np.abs(np.mean(shifts, axis=0)).max() < 0.05  # native pixels; nearest gave 0.5
     assert abs(np.mean(areas) - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("target", [None, 1.0, 4.0])  # copied, enlarged (nearest), shrunk (largest share)
+@pytest.mark.parametrize("value", [258, -1, 1.5, np.nan])
+def test_forward_labels_refuses_values_uint8_cannot_hold(target, value):
+    """The uint8 network grid wrapped a label 258 to 2 (a tumor) and -1 to 255, and cut 1.5 to 1, silently."""
+    from LiverTumorSegLib.preprocessing.spatial import forward_labels
+
+    labels = np.zeros((1, 8, 8), np.float32 if isinstance(value, float) else np.int16)
+    labels[0, 2:5, 2:5] = value
+    info = plan_spatial(labels.shape, (2.0, 2.0), None, target, None, 1)
+    with pytest.raises(InputError, match="whole numbers 0..255"):
+        forward_labels(labels, info)
+
+
+def test_forward_labels_takes_whole_number_labels_of_any_dtype():
+    from LiverTumorSegLib.preprocessing.spatial import forward_labels
+
+    for dtype in (np.int16, np.int64, np.float64, np.uint16, bool):
+        labels = np.zeros((1, 8, 8), dtype)
+        labels[0, 2:6, 2:6] = 1
+        info = plan_spatial(labels.shape, (2.0, 2.0), None, None, None, 1)
+        np.testing.assert_array_equal(forward_labels(labels, info), labels.astype(np.uint8))

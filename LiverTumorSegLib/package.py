@@ -497,6 +497,10 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     plain = unwrap_model(model)
     architecture = model_config(plain)
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
+    problem = _non_finite_weights(tensors)
+    if problem:  # float16 storage said 'reaches nan, outside float16's range; store it as float32'
+        raise InputError(f"Not saved: {problem}; the network would segment nothing. Retrain it (a lower learning "
+                         f"rate) or save the weights of an earlier epoch.")
     tensors = _to_storage_dtype(tensors, weights_storage)
     extra = dict(metadata or {})
     meta: Dict[str, Any] = {
@@ -609,6 +613,25 @@ def _channels_problem(meta: Mapping[str, Any], path: Path) -> Optional[str]:
     except ModelPackageError as exc:
         return str(exc)
     return None
+
+
+def _non_finite_weights(tensors: Mapping[str, Any]) -> Optional[str]:
+    """What in ``tensors`` is NaN or infinite (``"2 weight tensor(s) hold NaN or infinite values (e.g. 'x': 3 of
+    16)"``), or None: such a network's output is NaN, which segmented nothing ('0.0 mL', exit 0)."""
+    import torch
+
+    bad = {}
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.is_floating_point() and tensor.numel():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad[name] = (count, int(tensor.numel()))
+    if not bad:
+        return None
+    name, (count, total) = next(iter(bad.items()))
+    return (f"{len(bad)} weight tensor(s) hold NaN or infinite values (e.g. '{name}': {count} of {total}), as a "
+            f"diverged training leaves them")
 
 
 def _all_finite(value: Any) -> bool:
@@ -1004,6 +1027,10 @@ def _verified_tensors(path: Path, meta: Mapping[str, Any], bundled_bytes: Option
         raise ModelPackageError(f"Model package '{path}' failed its integrity check: the weights' SHA-256 is "
                                 f"{digest[:16]}... but the package records {str(meta['weights_sha256'])[:16]}...; "
                                 f"the file was modified or damaged. Obtain a fresh copy.")
+    problem = _non_finite_weights(tensors)
+    if problem:  # loaded, and segment wrote 'liver volume: 0.0 mL' with exit 0
+        raise ModelPackageError(f"Model package '{path}' cannot segment: {problem}, so its output would be NaN "
+                                f"everywhere. Use another package, or retrain this one.")
     return tensors, digest
 
 

@@ -1174,3 +1174,33 @@ def test_a_wrong_checksum_entry_is_not_blamed_on_the_package_alone(tmp_path, mon
     said = str(damaged.value)
     assert "or SHA256SUMS was modified" in said
     assert "git checkout -- Resources/Models/clinic.safetensors Resources/Models/SHA256SUMS" in said
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_when_saved_and_when_loaded(tmp_path, bad):
+    """A package whose weights held NaN loaded, and segment wrote 'liver volume: 0.0 mL' with exit 0; float16
+    storage refused it as 'outside float16's range: store it as float32', which saved it."""
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.package import sealed_metadata_json, weights_problem
+
+    model = _tiny_model(6)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() > 1).view(-1)[0] = bad
+    for storage in ("float32", "float16"):
+        with pytest.raises(InputError, match="NaN or infinite") as refused:
+            save_model_package(tmp_path / f"{storage}.safetensors", model, PREP, weights_storage=storage)
+        assert "outside float16's range" not in str(refused.value)
+        assert not (tmp_path / f"{storage}.safetensors").exists()
+
+    good = save_model_package(tmp_path / "good.safetensors", _tiny_model(6), PREP)
+    tensors = load_file(str(good))
+    name = next(k for k, v in tensors.items() if v.dim() > 1)
+    tensors[name].view(-1)[0] = bad
+    meta = read_package_metadata(good)
+    meta["weights_sha256"] = weights_sha256(tensors)  # a consistent file: every hash matches
+    forged = tmp_path / "forged.safetensors"
+    save_file(tensors, str(forged), metadata={"livertumorseg": sealed_metadata_json(meta)})
+    with pytest.raises(ModelPackageError, match=f"'{forged}' cannot segment: 1 weight tensor.*'{name}': 1 of"):
+        load_model_package(forged)
+    assert "NaN or infinite" in weights_problem(forged)  # models --verify lists it as unusable

@@ -19,8 +19,9 @@ statistics (``SlicePreprocessor.slice_statistics``), except for CLAHE.
 Settings beyond any use are refused when read (a package, a ``--config`` file, a training preprocessing file),
 not found out as a hang or an out-of-memory hours later: window width 1..20000 HU and level, fixed histogram
 bins, ``pad_hu`` and ``body_threshold_hu`` within +-10000 HU, ``n_bins`` <= 65536,
-``median_size`` <= 15 px, ``gaussian_sigma_mm`` <= 20 mm, ``clahe_tiles`` <= 64, ``crop_margin_mm`` <= 1000 mm
-(the ``MAX_*`` constants below).
+``median_size`` <= 15 px, ``gaussian_sigma_mm`` <= 20 mm, ``clahe_tiles`` <= 64, ``crop_margin_mm`` <= 1000 mm,
+``target_spacing_mm`` >= 0.1 mm, ``target_size`` <= 4096 px a side, ``size_multiple`` <= 512 px (the ``MAX_*`` /
+``MIN_*`` constants below).
 """
 import copy
 import json
@@ -87,6 +88,9 @@ MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: 
 MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
 MAX_CROP_MARGIN_MM = 1000.0
+MIN_TARGET_SPACING_MM = 0.1    # CT pixels are >= ~0.2 mm; 0.001 mm asked for a (z, 366000, 305000) grid
+MAX_TARGET_SIZE_PX = 4096      # per side; 8x a 512 x 512 CT slice
+MAX_SIZE_MULTIPLE = 512        # 2 ** 9: a 9-level encoder; 4096 padded a 101 x 122 slice to 4096 x 4096 (56 GiB)
 MAX_CONTEXT_MM = 50.0         # context_min/max_mm: a CT's slices are at most a few mm apart; 50 mm skips organs
 CONTEXT_TOLERANCE = 1e-3      # relative: slice spacings this close to a context bound count as on it
 HU_SETTING_RANGE = (-10000.0, 10000.0)  # window level, histogram bins, pad_hu, body_threshold_hu: beyond any CT
@@ -222,17 +226,19 @@ class PreprocessingConfig:
                                            f"context_max_mm ({self.context_max_mm:g} mm).")
         if self.target_spacing_mm is not None:
             self.target_spacing_mm = _number(self.target_spacing_mm, "target_spacing_mm")
-            if not 0 < self.target_spacing_mm < 100:
-                raise PreprocessingConfigError(f"target_spacing_mm must be in (0, 100) mm, got {self.target_spacing_mm}.")
+            if not MIN_TARGET_SPACING_MM <= self.target_spacing_mm < 100:
+                raise PreprocessingConfigError(f"target_spacing_mm must be from {MIN_TARGET_SPACING_MM:g} to under 100 mm "
+                                               f"(or null: native pixels), got {self.target_spacing_mm}.")
         if self.target_size is not None:
             ts = self.target_size
             if not isinstance(ts, (list, tuple)) or len(ts) != 2:
                 raise PreprocessingConfigError(f"target_size must be [H, W] in pixels, got {ts!r}.")
-            self.target_size = (_integer(ts[0], "target_size H", 1), _integer(ts[1], "target_size W", 1))
+            self.target_size = (_integer(ts[0], "target_size H", 1, MAX_TARGET_SIZE_PX),
+                                _integer(ts[1], "target_size W", 1, MAX_TARGET_SIZE_PX))
         if self.target_spacing_mm is not None and self.target_size is not None:
             raise PreprocessingConfigError("Give either target_spacing_mm or target_size, not both "
                                            "(set the other to null).")
-        self.size_multiple = _integer(self.size_multiple, "size_multiple", 1)
+        self.size_multiple = _integer(self.size_multiple, "size_multiple", 1, MAX_SIZE_MULTIPLE)
         if not isinstance(self.crop_to_body, bool):
             raise PreprocessingConfigError(f"crop_to_body must be true or false, got {self.crop_to_body!r}.")
         self.crop_margin_mm = _in_range(_number(self.crop_margin_mm, "crop_margin_mm"), "crop_margin_mm",

@@ -1157,7 +1157,9 @@ def _package_files(folder: Path) -> List[Path]:
     try:
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.glob("*" + PACKAGE_SUFFIX) if p.is_file())
+        # any case: save_model_package writes 'Clinic.SAFETENSORS' and --model takes it, but a case-sensitive glob
+        # left it out of the listing and of --model NAME without a word
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX and p.is_file())
     except OSError as exc:  # an unreadable models folder must not break the default path
         log.warning("warning: cannot list model folder '%s' (%s); its models are skipped.", folder, exc)
         return []

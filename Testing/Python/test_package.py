@@ -1204,3 +1204,14 @@ def test_weights_that_are_not_finite_are_refused_when_saved_and_when_loaded(tmp_
     with pytest.raises(ModelPackageError, match=f"'{forged}' cannot segment: 1 weight tensor.*'{name}': 1 of"):
         load_model_package(forged)
     assert "NaN or infinite" in weights_problem(forged)  # models --verify lists it as unusable
+
+
+def test_a_package_whose_suffix_is_upper_case_is_listed_and_found_by_name(tmp_path, monkeypatch):
+    """save_model_package wrote 'Clinic.SAFETENSORS' and --model took its path, but the user folder's listing (a
+    case-sensitive '*.safetensors') left it out without a word: 'No installed model named Clinic'."""
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    saved = save_model_package(user / "Clinic.SAFETENSORS", _tiny_model(), PREP)
+    assert [e["path"] for e in list_installed_models() if e["source"] == "user"] == [str(saved)]
+    assert resolve_model("Clinic") == saved

@@ -174,11 +174,28 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
             _Child.process.send_signal(signum)
 
 
+def _on_pause_signal(signum: int, frame: Any) -> None:
+    """Ctrl-Z (SIGTSTP): the running command lives in a session of its own (:func:`run_child`), so the terminal's
+    Ctrl-Z paused this script alone and the command wrote on. It is paused (SIGSTOP) with this script, and goes on
+    (SIGCONT) when this script is continued (``fg``, ``bg``, SIGCONT)."""
+    child = _Child.process
+    if child is not None:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGSTOP)
+    # SIGSTOP, not SIGTSTP: a process group without a controlling shell (orphaned) ignores SIGTSTP, and this script
+    # would then wait for ever on the paused command
+    os.kill(os.getpid(), signal.SIGSTOP)
+    if child is not None:  # continued
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGCONT)
+
+
 @contextlib.contextmanager
 def stops_forwarded() -> Iterator[None]:
     """For the ``with`` block (in the main thread; elsewhere it does nothing): a stop signal (:func:`stop_signals`)
     is handed on to the command :func:`run_child` runs, which is waited for before :class:`Stopped` is raised; with
-    none running, Stopped is raised at once. Killing only this script (SIGTERM to its process, not its process
+    none running, Stopped is raised at once. Ctrl-Z pauses that command with this script (:func:`_on_pause_signal`).
+    Killing only this script (SIGTERM to its process, not its process
     group) ended it silently and left the running ``segment`` orphaned, writing on."""
     import threading
 
@@ -186,6 +203,8 @@ def stops_forwarded() -> Iterator[None]:
         yield
         return
     previous = {signum: signal.signal(signum, _on_stop_signal) for signum in stop_signals()}
+    if hasattr(signal, "SIGTSTP") and signal.getsignal(signal.SIGTSTP) is not signal.SIG_IGN:
+        previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, _on_pause_signal)  # Ctrl-Z pauses the command too
     try:
         yield
     finally:

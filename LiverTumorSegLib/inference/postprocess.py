@@ -686,7 +686,8 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         probability = np.asarray(tumor_probability_zyx)
         if probability.dtype != np.uint8:  # its shape was checked with the CT's above
             raise ValueError(f"tumor_probability_zyx must be uint8 of shape {tuple(labels_zyx.shape)}, got "
-                             f"{probability.dtype} {probability.shape}")
+                             f"{probability.dtype} {probability.shape}: give round(255 p), as segment writes it "
+                             f"(np.round(np.clip(p, 0, 1) * 255).astype(np.uint8) for a map p of 0..1).")
         if reorientation is not None:  # a view: only the tumors' box is read
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list

@@ -297,6 +297,7 @@ class SegmentationJob(ChildJob):
         self._last_fraction = 0.0
         self._done: Optional[childprocess.ChildMessage] = None
         self._error: Optional[childprocess.ChildMessage] = None
+        self._voxels_at_start: Any = None
 
     def _check_grid_unchanged(self) -> None:
         """InputError when the CT's world grid changed while it was segmented (a transform applied or edited, the
@@ -312,10 +313,26 @@ class SegmentationJob(ChildJob):
                              f"transform, origin, spacing or size); the result was not loaded, since it lies where "
                              f"the CT was. Segment it again.")
 
+    def _voxels_state(self) -> Any:
+        """The CT node's image data object and its modification time: an edit of the voxels in place (a Segment
+        Editor mask, ``arrayFromVolumeModified``) raises the time, new image data changes the object."""
+        image = self._input.GetImageData()
+        return None if image is None else (image.GetAddressAsString("vtkImageData"), image.GetMTime())
+
+    def _voxels_changed_warning(self) -> List[str]:
+        """A warning when the CT's voxels were changed while it was segmented (its grid unchanged: that is
+        refused, :meth:`_check_grid_unchanged`): the outline fits the CT as it was when Segment was clicked."""
+        if self._voxels_at_start is None or self._voxels_state() == self._voxels_at_start:
+            return []
+        return [f"The voxels of the CT '{self._input.GetName()}' were changed while it was segmented; the outline "
+                f"and the lesion table are of the CT as it was when Segment was clicked. Segment it again to "
+                f"outline the CT as it is now."]
+
     def _prepare(self) -> List[str]:
         storage_file = usable_storage_file(self._input)
         self.used_storage_file = storage_file is not None
         self.input_path = storage_file or write_temporary_ct(self._input, self._path(HANDOVER_CT_NAME))
+        self._voxels_at_start = self._voxels_state()  # after the hand-over, which reads them
         return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
                                self._path("probabilities.nii.gz"), self.options)
 
@@ -411,7 +428,8 @@ class SegmentationJob(ChildJob):
             segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())
             if earlier is None:
                 mrml.place_beside(self._scene, probability_node, self._input)
-        warnings = panel_text.result_warnings(report, self.input_path or "", self._input.GetName())
+        warnings = self._voxels_changed_warning() + panel_text.result_warnings(report, self.input_path or "",
+                                                                                self._input.GetName())
         if redirected:
             warnings.insert(0, f"'{self._segmentation_node.GetName()}' was given the segment(s) {redirected} while "
                                f"the CT was segmented; they are kept, and the result went into the new segmentation "

@@ -630,8 +630,8 @@ def _non_finite_weights(tensors: Mapping[str, Any]) -> Optional[str]:
     if not bad:
         return None
     name, (count, total) = next(iter(bad.items()))
-    return (f"{len(bad)} weight tensor(s) hold NaN or infinite values (e.g. '{name}': {count} of {total}), as a "
-            f"diverged training leaves them")
+    return (f"{len(bad)} weight tensor(s) hold NaN or infinite values (e.g. '{name}': {count} of {total}; a "
+            f"diverged training leaves such weights)")
 
 
 def _all_finite(value: Any) -> bool:
@@ -721,20 +721,24 @@ def _no_default_model_message(listed: Sequence[Dict[str, Any]]) -> str:
     names = ", ".join(Path(e["path"]).name for e in listed if e["error"] is None) or "no usable package"
     said = " (a package there that cannot be used is named in a warning above)" if unusable else ""
     return (f"No default model is installed in the bundled models folder '{folder}'{where}: it holds {names}, but no "
-            f"default.safetensors{said}. Restore it from the release (in a clone: git checkout -- "
-            f"Resources/Models/default.safetensors).{other}")
+            f"default.safetensors{said}. Restore it {_from_the_release('default.safetensors')}.{other}")
 
 
-def _restore_bundled_advice(path: Path) -> str:
-    return f"restore it from the release (in a clone: git checkout -- Resources/Models/{path.name})."
+def _from_the_release(*names: str) -> str:
+    """``from the release (in a clone: git checkout -- Resources/Models/NAME ...)``: how bundled files (``names``;
+    none: the whole folder) are restored; the one wording of every message that says so."""
+    paths = " ".join(f"Resources/Models/{name}" for name in names) or "Resources/Models"
+    return f"from the release (in a clone: git checkout -- {paths})"
 
 
 def _fresh_copy_advice(path: Path) -> str:
-    """What to do about a changed package: a bundled one is restored (re-saving it in the bundled folder would
-    record the edit in SHA256SUMS and approve it), any other re-obtained or re-saved."""
+    """What to do about a changed package: a bundled one is restored, any other re-obtained. Re-saving it would
+    seal the unknown edit (in the bundled folder also record it in SHA256SUMS), and needs the network, which a
+    package that does not load cannot give: that advice was unusable."""
     if _in_bundled_folder(path):
-        return _restore_bundled_advice(path)
-    return "obtain a fresh copy, or re-save it with LiverTumorSegLib.package.save_model_package."
+        return f"restore it {_from_the_release(path.name)}."
+    return ("obtain a fresh copy (to change a package's metadata on purpose, use "
+            "LiverTumorSegLib.package.rewrite_package_metadata on the unchanged original).")
 
 
 def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPackageError:
@@ -742,8 +746,7 @@ def _bundled_checksum_error(path: Path, found: str, expected: str) -> ModelPacka
     return ModelPackageError(f"Bundled model package '{path}' failed its integrity check: its SHA-256 is "
                              f"{found[:16]}... but {BUNDLED_CHECKSUMS} beside it records {expected[:16]}...; the "
                              f"file (metadata or weights) or {BUNDLED_CHECKSUMS} was modified or damaged. Restore "
-                             f"both from the release (in a clone: git checkout -- Resources/Models/{path.name} "
-                             f"Resources/Models/{BUNDLED_CHECKSUMS}).")
+                             f"both {_from_the_release(path.name, BUNDLED_CHECKSUMS)}.")
 
 
 def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
@@ -757,8 +760,8 @@ def _warn_unlisted_bundled(path: Path, listed: bool = True) -> None:
     _UNLISTED_WARNED.add(key)
     if not listed:
         log.warning("warning: the bundled models folder (%s) has no %s, so the release's integrity check cannot "
-                    "vouch for model package '%s'. Restore the folder from the release (in a clone: git checkout -- "
-                    "Resources/Models).", bundled_models_dir(), BUNDLED_CHECKSUMS, path.name)
+                    "vouch for model package '%s'. Restore the folder %s.", bundled_models_dir(), BUNDLED_CHECKSUMS,
+                    path.name, _from_the_release())
         return
     log.warning("warning: model package '%s' lies in the bundled models folder but %s there does not list it, so "
                 "the release's integrity check cannot vouch for it. If you added it yourself, install it in the "
@@ -1029,8 +1032,8 @@ def _verified_tensors(path: Path, meta: Mapping[str, Any], bundled_bytes: Option
                                 f"the file was modified or damaged. Obtain a fresh copy.")
     problem = _non_finite_weights(tensors)
     if problem:  # loaded, and segment wrote 'liver volume: 0.0 mL' with exit 0
-        raise ModelPackageError(f"Model package '{path}' cannot segment: {problem}, so its output would be NaN "
-                                f"everywhere. Use another package, or retrain this one.")
+        raise ModelPackageError(f"Model package '{path}' cannot segment: {problem}, which turn the network's "
+                                f"output into NaN. Use another package, or retrain this one.")
     return tensors, digest
 
 

@@ -1,7 +1,7 @@
 """``livertumorseg preprocess``: show what a preprocessing configuration feeds the network.
 
-    livertumorseg preprocess INPUT -o preview.png [--preset NAME | --config CONFIG.json] [--overwrite]
-                             [--series UID] [--slices N] [--allow-non-hu]
+    livertumorseg preprocess INPUT -o preview.png [--preset NAME | --config CONFIG.json | --model NAME|PATH]
+                             [--overwrite] [--series UID] [--slices N] [--allow-non-hu]
 
 Reads the CT (file or DICOM folder), puts it in canonical orientation, applies the preprocessing and
 writes a PNG grid: rows = axial slices, columns = the original (abdomen window) and each channel.
@@ -24,6 +24,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                        help="named preprocessing (default: 'default', the bundled model's; the others follow "
                             "the papers this project started from, see README)")
     group.add_argument("--config", default=None, help="preprocessing config JSON file")
+    group.add_argument("--model", default=None,
+                       help="the preprocessing recorded in this model package (an installed model's name, "
+                            "'default', or a .safetensors path), as segment applies it with --model")
     p.add_argument("--slices", type=int, default=3, help="number of axial slices to show (default 3)")
     p.add_argument("--series", default=None,
                    help="which series of a DICOM folder holding several: its SeriesInstanceUID, a unique UID "
@@ -47,8 +50,14 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.output).lower().endswith(".png"):
         raise InputError(f"Preview output '{args.output}' must end in .png.")
     check_can_write(args.output, args.overwrite)  # fail before the (slow) read
-    config = (PreprocessingConfig.from_file(args.config) if args.config
-              else PreprocessingConfig.preset(args.preset or "default"))
+    if args.model is not None:
+        config = _package_preprocessing(args.model)
+    elif args.config and str(args.config).lower().endswith(".safetensors"):
+        raise InputError(f"'{args.config}' is a model package, not a preprocessing config JSON file; preview its "
+                         f"preprocessing with --model {args.config}.")
+    else:
+        config = (PreprocessingConfig.from_file(args.config) if args.config
+                  else PreprocessingConfig.preset(args.preset or "default"))
     volume = read_checked_ct(args.input, args.series, args.allow_non_hu)
     from ..validation import check_network_memory
 
@@ -63,3 +72,20 @@ def run(args: argparse.Namespace) -> int:
     for i, name in enumerate(config.channel_descriptions):
         print(f"  channel {i}: {name}")
     return 0
+
+
+def _package_preprocessing(model: str) -> Any:
+    """The preprocessing recorded in the model package ``model`` (a name, "default" or a path), read from its header
+    (metadata integrity checked as loading checks it; no weights are read)."""
+    from ..package import ModelPackageError, read_package_metadata, resolve_model
+    from ..preprocessing import PreprocessingConfig
+
+    path = resolve_model(model)
+    meta = read_package_metadata(path)
+    if not meta.get("preprocessing"):
+        raise ModelPackageError(f"Model package '{path}' records no preprocessing configuration; it cannot show "
+                                f"what the network was trained on.")
+    try:
+        return PreprocessingConfig.from_dict(meta["preprocessing"])
+    except InputError as exc:
+        raise ModelPackageError(f"Model package '{path}' has an invalid preprocessing configuration: {exc}") from None

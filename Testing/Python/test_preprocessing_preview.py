@@ -149,3 +149,34 @@ def test_channel_descriptions_name_the_filters_and_the_equalization_each_channel
     assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--preset", "wide_equalized_median", "-o",
                  str(tmp_path / "p.png"), "--slices", "1"]) == 0
     assert "channel 0: window wide (L0 W2000), after a 3x3 median filter, histogram-equalized" in capsys.readouterr().out
+
+
+def test_preprocess_command_previews_the_preprocessing_a_model_package_records(tmp_path, capsys, monkeypatch):
+    """--model previews the package's own preprocessing, exactly as segment applies it; a package given as --config
+    said 'not UTF-8 text (byte 1)'."""
+    import torch
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    import LiverTumorSegLib.preprocessing as preprocessing
+
+    cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 123.0, "width": 321.0}], context_slices=1,
+                              context_max_mm=2.0, target_spacing_mm=2.7, size_multiple=8)
+    torch.manual_seed(0)
+    model = build_model("attention_unet", in_channels=cfg.in_channels, num_classes=3, channels=(4, 8))  # no MONAI
+    package = save_model_package(tmp_path / "m.safetensors", model, cfg, metadata={"name": "m"})
+    used = []
+    monkeypatch.setattr(preprocessing, "render_preview",
+                        lambda v, c, *a, **k: used.append(c) or render_preview(v, c, *a, **k))
+    out = tmp_path / "p.png"
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--model", str(package), "-o", str(out)]) == 0
+    assert used[0].to_dict() == cfg.to_dict() and out.stat().st_size > 1000
+    assert "channel 0: window L123 W321" in capsys.readouterr().out
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--config", str(package), "-o",
+                 str(tmp_path / "q.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is a model package, not a preprocessing config JSON file" in err and "--model" in err
+    assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--model", str(tmp_path / "none.safetensors"),
+                 "-o", str(tmp_path / "q.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "q.png").exists()

@@ -280,6 +280,25 @@ def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
     return datasets, slices
 
 
+def _check_seg_labels(labels_zyx: np.ndarray) -> None:
+    """LabelError naming the first value that is not a label 0, 1 or 2: a float map of 0.5 / 1.7 was cast to
+    uint8 and written as 0 / 1, -1 failed inside highdicom, NaN with "cannot convert float NaN to integer".
+    Whole-number floats are taken, as :func:`~.io.write_label_map` takes them."""
+    if labels_zyx.dtype.kind not in "biuf":
+        raise LabelError(f"Label map must hold integers 0/1/2; got dtype {labels_zyx.dtype}.")
+    if not labels_zyx.size:
+        return
+    if labels_zyx.dtype.kind == "f":
+        fractional = labels_zyx != np.rint(labels_zyx)  # NaN too (NaN != NaN)
+        if fractional.any():
+            raise LabelError(f"Label map has non-integer value {float(labels_zyx[fractional].flat[0]):g}; a DICOM SEG "
+                             f"is written from labels 0 (background), 1 (liver) and 2 (tumor).")
+    low, high = labels_zyx.min(), labels_zyx.max()
+    if low < 0 or high > 2:
+        raise LabelError(f"Label map has value {int(low if low < 0 else high)}; a DICOM SEG is written from labels "
+                         f"0 (background), 1 (liver) and 2 (tumor).")
+
+
 def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, source_files: Sequence[Any],
                     overwrite: bool = False, model_name: str = "",
                     series_description: str = "LiverTumorSeg liver and tumor",
@@ -294,8 +313,7 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.ndim != 3:
         raise ValueError(f"expected a (z, y, x) label map, got shape {labels_zyx.shape}")
-    if labels_zyx.size and int(labels_zyx.max()) > 2:
-        raise LabelError(f"Label map has value {int(labels_zyx.max())}; a DICOM SEG is written from labels 0, 1, 2.")
+    _check_seg_labels(labels_zyx)
     if sources is None:
         sources = prepare_seg_sources(source_files, geometry, labels_zyx.shape)
     datasets, slices = sources

@@ -131,6 +131,22 @@ def test_errors_are_one_line_and_clear(series, tmp_path):
     assert not list(tmp_path.glob("*.dcm*tmp*"))
 
 
+def test_label_values_that_are_not_0_1_2_are_refused_not_truncated(series, tmp_path):
+    """A float label map of 0.5 / 1.7 was written as 0 / 1 (cast to uint8: silently changed labels), -1 failed
+    in highdicom ("Pixel array contains segments that lack descriptions") and NaN with "cannot convert float NaN
+    to integer"; each is now a LabelError naming the value, and nothing is written. Whole-number floats are
+    labels like any other (as write_label_map takes them)."""
+    folder, ct, labels = series
+    files = dicom_series_files(folder)
+    for bad, shown in ((labels + 0.5, "non-integer value 0.5"), (np.where(labels == 1, 1.7, labels), "1.7"),
+                       (labels.astype(np.int16) - 1, "value -1"), (np.full(labels.shape, np.nan), "nan")):
+        with pytest.raises(LabelError, match=shown):
+            write_dicom_seg(tmp_path / "bad.dcm", bad, ct.geometry, files)
+        assert not list(tmp_path.iterdir())
+    path = write_dicom_seg(tmp_path / "float.dcm", labels.astype(np.float32), ct.geometry, files)
+    assert np.array_equal(read_dicom_seg(path, reference=ct).array, labels)
+
+
 def _copy_series_without(folder: Path, target: Path, attributes) -> list:
     """``folder``'s files copied to ``target`` with ``attributes`` deleted from each; the copies' paths."""
     target.mkdir()

@@ -86,6 +86,38 @@ def recorded_fold_steps(parser: argparse.ArgumentParser, args: argparse.Namespac
     return ", ".join(f"{name} {n} steps" for name, n in sorted(steps.items()))
 
 
+RECIPE_KEYS = ("model", "model_options", "preprocessing", "augmentation", "lesions", "synthetic_lesions", "loss",
+               "label_map")
+"""The training settings that make a recipe: the folds and the final model must agree on each (the validation's
+method says 'same recipe'); steps, batch and patch size may differ (the final run may train longer)."""
+
+
+def final_package_problems(final: dict, folds: dict, patients: set) -> list:
+    """What makes the fold numbers not describe the final package ``final`` (its metadata): it held out cases for
+    validation or was trained on other patients than ``patients`` (all of --cases'), or a fold package (``folds``:
+    ``{name: metadata}``) was trained with another recipe (:data:`RECIPE_KEYS`, where both record the setting).
+    Each problem is one sentence; [] when none."""
+    problems = []
+    training = final.get("training") or {}
+    held = training.get("validation_cases") or []
+    if held:
+        problems.append(f"default.safetensors held out {', '.join(map(str, held))} for validation; the final model "
+                        f"is trained on all patients (val_fraction 0).")
+    trained = training.get("patients")
+    if isinstance(trained, list) and trained and set(map(str, trained)) != patients:
+        problems.append(f"default.safetensors was trained on patient(s) {', '.join(sorted(map(str, trained)))}, "
+                        f"not on --cases' {', '.join(sorted(patients))}.")
+    final_config = training.get("config") or {}
+    for name, meta in sorted(folds.items()):
+        config = (meta.get("training") or {}).get("config") or {}
+        differing = [key for key in RECIPE_KEYS if key in config and key in final_config
+                     and config[key] != final_config[key]]
+        if differing:
+            problems.append(f"{name} was trained with another recipe than default.safetensors ("
+                            f"{'; '.join(f'{key}: {config[key]!r} vs {final_config[key]!r}' for key in differing)}).")
+    return problems
+
+
 def recorded_hardware(training: dict) -> str:
     """How the final model was trained, from its package's ``training`` record (device, AMP, processes, steps,
     batch and patch size; "" when it records none of them): the old ``--hardware`` default described the v1 run on
@@ -165,6 +197,13 @@ def main() -> int:
     fold_steps = recorded_fold_steps(parser, args, [Path(args.models) / f"fold{fold}.safetensors" for fold in folds])
     seed = TrainConfig.from_file(args.config).data_split_seed
     cases = discover_cases(args.cases, "csv")
+    from LiverTumorSegLib.package import read_package_metadata
+    problems = final_package_problems(
+        read_package_metadata(Path(args.models) / "default.safetensors"),
+        {f"fold{fold}.safetensors": read_package_metadata(Path(args.models) / f"fold{fold}.safetensors")
+         for fold in folds}, {str(case.patient_id) for case in cases})
+    if problems:  # the package would carry fold numbers that do not describe it, under 'same recipe'
+        parser.error("the fold numbers would not describe the final model: " + " ".join(problems))
     rows = []
     for fold, (_, held_out) in enumerate(kfold_splits(cases, 3, seed)):
         if fold not in folds:

@@ -290,10 +290,10 @@ class PreprocessingConfig:
         if offset == 1.0:
             return ""
         if offset.is_integer():
-            return (f"every {int(offset)} slices apart on this CT's {float(slice_spacing_mm):g} mm slices "
-                    f"(context_min_mm={self.context_min_mm:g})")
-        return (f"interpolated {self.context_max_mm:g} mm from the centre on this CT's {float(slice_spacing_mm):g} "
-                f"mm slices (context_max_mm={self.context_max_mm:g})")
+            return (f"neighbours {int(offset)} slices ({offset * float(slice_spacing_mm):g} mm) apart on this CT's "
+                    f"{float(slice_spacing_mm):g} mm slices (context_min_mm={self.context_min_mm:g})")
+        return (f"neighbours interpolated {self.context_max_mm:g} mm from the centre on this CT's "
+                f"{float(slice_spacing_mm):g} mm slices (context_max_mm={self.context_max_mm:g})")
 
     @property
     def num_context(self) -> int:

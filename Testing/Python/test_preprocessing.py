@@ -301,8 +301,8 @@ def test_context_bounds_round_trip_and_older_configs_keep_adjacent_slices():
     default = PreprocessingConfig.preset("default")
     assert (default.context_min_mm, default.context_max_mm) == (1.0, 3.0)
     assert default.context_text(2.0) == ""
-    assert default.context_text(0.5) == "every 2 slices apart on this CT's 0.5 mm slices (context_min_mm=1)"
-    assert default.context_text(5.0) == ("interpolated 3 mm from the centre on this CT's 5 mm slices "
+    assert default.context_text(0.5) == "neighbours 2 slices (1 mm) apart on this CT's 0.5 mm slices (context_min_mm=1)"
+    assert default.context_text(5.0) == ("neighbours interpolated 3 mm from the centre on this CT's 5 mm slices "
                                          "(context_max_mm=3)")
 
 

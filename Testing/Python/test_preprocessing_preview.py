@@ -72,7 +72,7 @@ def test_preprocess_command_on_nifti(tmp_path, capsys):
                                "context_min_mm": 6.0, "target_spacing_mm": 3.0}))
     assert main(["preprocess", "Testing/Data/example_ct_sm.nii.gz", "--config", str(cfg), "-o",
                  str(tmp_path / "y.png"), "--slices", "2"]) == 0
-    assert ("3 slice(s) (context_slices=1, every 2 slices apart on this CT's 3 mm slices (context_min_mm=6))"
+    assert ("3 slice(s) (context_slices=1, neighbours 2 slices (6 mm) apart on this CT's 3 mm slices (context_min_mm=6))"
             in capsys.readouterr().out)
 
 

@@ -252,6 +252,10 @@ class PreprocessingConfig:
                                            0.0, MAX_GAUSSIAN_SIGMA_MM, "mm", low_text="0 (off)")
         if self.equalize not in EQUALIZE_KINDS:
             raise PreprocessingConfigError(f"equalize must be null, \"histogram\" or \"clahe\", got {self.equalize!r}.")
+        if self.equalize is not None and not any(c["kind"] == "window" for c in self.channels):
+            raise PreprocessingConfigError(f"equalize {self.equalize!r} applies to window channels, and this config has "
+                                           f"none (only {sorted(set(c['kind'] for c in self.channels))}); add a "
+                                           f"window channel or set equalize to null.")
         self.clahe_clip_limit = _number(self.clahe_clip_limit, "clahe_clip_limit")
         if not self.clahe_clip_limit > 0:
             raise PreprocessingConfigError("clahe_clip_limit must be > 0.")

@@ -592,15 +592,17 @@ def test_config_takes_numpy_numbers_and_stores_python_ones():
     ({"crop_margin_mm": 1e308}, "crop_margin_mm must be from 0 to 1000"),
     ({"pad_hu": 1e39}, "pad_hu must be from -10000 to 10000"),
     ({"size_multiple": 4096}, "size_multiple must be an integer from 1 to 512"),
+    ({"channels": [{"kind": "zscore"}], "equalize": "clahe"}, "applies to window channels, and this config has none"),
     ({"target_spacing_mm": None, "target_size": [256, 60000]}, "target_size W must be an integer from 1 to 4096"),
     ({"target_spacing_mm": 0.001}, "target_spacing_mm must be from 0.1 to under 100 mm"),
 ], ids=["list-kind", "list-preset", "huge-bins", "huge-median", "huge-sigma", "huge-tiles", "tiny-width",
-        "huge-margin", "huge-pad", "huge-multiple", "huge-size", "tiny-spacing"])
+        "huge-margin", "huge-pad", "huge-multiple", "no-window-to-equalize", "huge-size", "tiny-spacing"])
 def test_settings_beyond_any_use_are_refused_when_read(settings, message):
     """An audit's reproductions: a list as kind/preset was an internal TypeError; n_bins 1e9 an out-of-memory
     message blaming the machine; median 1001 ~2 h and sigma 1e6 mm days per CT; 1e5 CLAHE tiles a constant white
     channel; width 1e-300 NaN at the window's edge; a 1e308 mm margin an internal error; size_multiple 4096, a
-    60000 px target size or 0.001 mm pixels a network grid of tens of GiB per CT (training has no memory check)."""
+    60000 px target size or 0.001 mm pixels a network grid of tens of GiB per CT (training has no memory check); an
+    equalization without a window channel to equalize did nothing, silently."""
     with pytest.raises(PreprocessingConfigError, match=message):
         PreprocessingConfig.from_dict(settings)
 

@@ -412,14 +412,45 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         with _named_for_the_user(temporaries, paths):
             yield temporaries
         targets = {key: Path(paths[key]) for key in paths}
-        if not overwrite:
-            for target in targets.values():
-                if target.exists():
-                    raise OutputExistsError(f"Output '{target}' appeared while writing; not overwriting it.")
         for tmp in temporaries.values():
             if tmp.is_file():
                 apply_default_permissions(tmp)  # the writer may have replaced the file (safetensors does)
-        move_all_or_none([(temporaries[key], targets[key]) for key in targets], overwrite=overwrite)
+        # two runs writing the same outputs at once (two 'segment --overwrite' of one CT) placed them in turn
+        # and could leave one run's label map beside the other's report: each run places its group whole
+        with folders_locked(target.parent for target in targets.values()):
+            if not overwrite:
+                for target in targets.values():
+                    if target.exists():
+                        raise OutputExistsError(f"Output '{target}' appeared while writing; not overwriting it.")
+            move_all_or_none([(temporaries[key], targets[key]) for key in targets], overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def folders_locked(folders: Iterable[PathLike]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on each of ``folders`` (POSIX; in sorted order, so two holders never wait on
+    each other) for the ``with`` block: :func:`atomic_outputs` places its group of outputs under it, so groups
+    placed into one folder at once by two processes are placed one after the other. No lock file is made (the
+    folder itself is locked); where a folder cannot be opened or locked (Windows, some network file systems)
+    the block runs unlocked, as before."""
+    if os.name != "posix":
+        yield
+        return
+    import fcntl
+
+    handles = []
+    try:
+        for folder in sorted({os.path.abspath(str(f)) for f in folders}):
+            try:
+                handle = os.open(folder, os.O_RDONLY)
+            except OSError:
+                continue
+            handles.append(handle)
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        for handle in handles:  # closing releases the lock
+            os.close(handle)
 
 
 def _set_aside(target: Path, backup: Path) -> None:

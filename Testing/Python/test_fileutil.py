@@ -629,3 +629,35 @@ def test_a_quoted_tilde_is_named_as_not_the_home_folder(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="a quoted '~' is not your home folder"):
         read_volume("~/no_such_ct.nii.gz")
     assert fileutil.unexpanded_home_hint(tmp_path / "x") == ""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_two_writers_of_one_output_group_place_it_one_after_the_other(tmp_path):
+    """Known limit until 25 Nov 2026: two 'segment --overwrite' runs of one CT placed their outputs file by file at
+    the same time, and one run's label map could end beside the other's report. atomic_outputs now places a group
+    under a lock on its folder: a writer waits while another holds it, then places its whole group."""
+    import fcntl
+    import threading
+
+    from LiverTumorSegLib.fileutil import atomic_outputs
+
+    paths = {"labels": tmp_path / "seg.nii.gz", "report": tmp_path / "report.json"}
+
+    def write(text):
+        with atomic_outputs(paths, overwrite=True) as temporaries:
+            for tmp in temporaries.values():
+                tmp.write_text(text)
+
+    write("first")
+    holder = os.open(str(tmp_path), os.O_RDONLY)  # another run placing its group now
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    writer = threading.Thread(target=write, args=("second",))
+    writer.start()
+    writer.join(timeout=1.0)
+    assert writer.is_alive()  # waits for the other run's placement
+    assert {key: path.read_text() for key, path in paths.items()} == {"labels": "first", "report": "first"}
+    os.close(holder)
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert {key: path.read_text() for key, path in paths.items()} == {"labels": "second", "report": "second"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "seg.nii.gz"]

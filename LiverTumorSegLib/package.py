@@ -581,16 +581,25 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    if weights_sha256(tensors) != meta.get("weights_sha256"):  # replaced since the check above
+    meta_weights_sha256 = weights_sha256(tensors)
+    if meta_weights_sha256 != meta.get("weights_sha256"):  # replaced since the check above
         raise ModelPackageError(f"'{path}' changed while it was read; nothing was rewritten. Try again.")
     segmentable = _channels_problem(meta, path) is None  # one segment refuses already is not refused again here
     change(meta)
     try:
         header[METADATA_KEY] = sealed_metadata_json(meta)
-        parse_package_metadata(header[METADATA_KEY], path)
+        changed = parse_package_metadata(header[METADATA_KEY], path)
         problem = _channels_problem(meta, path)
         if segmentable and problem:
             raise ModelPackageError(problem)
+        # the network and weights checks of the load below, made before the file is replaced: a changed
+        # architecture, weights_storage or weights_sha256 was written, and only then refused, leaving the package
+        # unloadable
+        _plan_network(changed, {name: {"shape": list(t.shape), "dtype": _safetensors_dtype(t)}
+                                for name, t in tensors.items()}, path)
+        if changed["weights_sha256"] != meta_weights_sha256:
+            raise ModelPackageError(f"its weights_sha256 would no longer be the weights' ({meta_weights_sha256[:16]}"
+                                    f"...); the weights are not changed here")
     except (TypeError, ValueError, ModelPackageError) as exc:
         raise InputError(f"'{path}' was not changed: loading or segmenting would refuse the changed metadata "
                          f"({exc}).") from exc

@@ -1215,3 +1215,23 @@ def test_a_package_whose_suffix_is_upper_case_is_listed_and_found_by_name(tmp_pa
     saved = save_model_package(user / "Clinic.SAFETENSORS", _tiny_model(), PREP)
     assert [e["path"] for e in list_installed_models() if e["source"] == "user"] == [str(saved)]
     assert resolve_model("Clinic") == saved
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda meta: meta.update(weights_storage="float16"), "another type than the network's"),
+    (lambda meta: meta["architecture"]["options"].update(channels=[8, 16]), "do not match architecture"),
+    (lambda meta: meta["architecture"]["options"].update(attention_heads=2), r"unknown option\(s\)"),
+    (lambda meta: meta.update(weights_sha256="0" * 64), "weights_sha256 would no longer be the weights'"),
+])
+def test_rewriting_refuses_a_metadata_change_the_weights_do_not_fit_before_the_file_is_replaced(tmp_path, change,
+                                                                                               words):
+    """The network and weights checks ran only in the load after the rewrite: the package was replaced by one that
+    every load refused, and the user's working package was lost."""
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    saved = save_model_package(tmp_path / "tiny.safetensors", _tiny_model(), PREP)
+    kept = saved.read_bytes()
+    with pytest.raises(InputError, match="was not changed.*" + words):
+        rewrite_package_metadata(saved, change)
+    assert saved.read_bytes() == kept
+    load_model_package(saved)

@@ -20,6 +20,9 @@ Use :func:`split_deep_supervision` to handle both.
 """
 import copy
 import importlib
+import math
+import numbers
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
@@ -101,11 +104,130 @@ def slice_grouping_problem(name: str, options: Dict[str, Any], slices_per_input:
             f"{slices_per_input} or context_slices to {(wanted - 1) // 2}.")
 
 
+def _whole(value: Any) -> Optional[int]:
+    """``value`` as an int when it is a whole number (an int, or a float such as 16.0; never a bool or a
+    string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _real(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a finite real number (not a bool, not a string), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _count(key: str, minimum: int = 1, odd: bool = False):
+    def check(value: Any) -> int:
+        whole = _whole(value)
+        if whole is None or whole < minimum or (odd and whole % 2 == 0):
+            raise InputError(f"'{key}' must be {'an odd' if odd else 'a whole'} number >= {minimum}, got {value!r}.")
+        return whole
+    return check
+
+
+def _counts(key: str, optional: bool = False, minimum_length: int = 1):
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        wholes = [_whole(v) for v in items] if items is not None else []
+        if items is None or len(items) < minimum_length or any(w is None or w < 1 for w in wholes):
+            raise InputError(f"'{key}' must be a list of at least {minimum_length} whole numbers >= 1"
+                             f"{' (or null)' if optional else ''}, got {value!r}.")
+        return wholes
+    return check
+
+
+def _flag(key: str):
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise InputError(f"'{key}' must be true or false (a JSON/YAML boolean, not a string or number), "
+                             f"got {value!r}.")
+        return value
+    return check
+
+
+def _fraction(key: str):
+    def check(value: Any) -> float:
+        real = _real(value)
+        if real is None or not 0.0 <= real < 1.0:
+            raise InputError(f"'{key}' must be a probability in [0, 1), got {value!r}.")
+        return real
+    return check
+
+
+def _positive(key: str):
+    def check(value: Any) -> float:
+        real = _real(value)
+        if real is None or real <= 0:
+            raise InputError(f"'{key}' must be a number > 0, got {value!r}.")
+        return real
+    return check
+
+
+def _text(key: str, optional: bool = False):
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value:
+            raise InputError(f"'{key}' must be a non-empty string{' (or null)' if optional else ''}, got {value!r}.")
+        return value
+    return check
+
+
+# option name -> check returning the canonical value (ints as int, so the recorded options reload in a package)
+_OPTION_CHECKS = {
+    "channels": _counts("channels", minimum_length=2),
+    "strides": _counts("strides", optional=True),
+    "num_res_units": _count("num_res_units", minimum=0),
+    "dropout": _fraction("dropout"),
+    "norm": _text("norm"),
+    "act": _text("act"),
+    "width": _positive("width"),
+    "decoder_channels": _counts("decoder_channels", optional=True),
+    "pretrained_encoder_path": _text("pretrained_encoder_path", optional=True),
+    "fc_channels": _count("fc_channels"),
+    "batch_norm": _flag("batch_norm"),
+    "deep_supervision": _flag("deep_supervision"),
+    "bidirectional": _flag("bidirectional"),
+    "num_slices": _count("num_slices", odd=True),
+    "lstm_kernel": _count("lstm_kernel", odd=True),
+    "lstm_hidden": lambda v: None if v is None else _count("lstm_hidden")(v),
+}
+
+
+def _checked_options(name: str, resolved: Dict[str, Any]) -> Dict[str, Any]:
+    """``resolved`` with every value checked (type and range) and made canonical; InputError naming the option,
+    the model and the rule. Without this, ``"deep_supervision": "false"`` (a string) switched deep supervision
+    ON, ``"batch_norm": "no"`` kept BatchNorm, ``"channels": [16.7, ...]`` built 16 channels while recording
+    16.7, and ``fc_channels 0`` built 4 channels; such packages were then refused at load."""
+    checked = {}
+    for key, value in resolved.items():
+        check = _OPTION_CHECKS.get(key)
+        try:
+            checked[key] = check(value) if check is not None else value
+        except InputError as exc:
+            raise InputError(f"Invalid options for model '{name}': {exc}") from None
+    return checked
+
+
 def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any):
     """Build architecture ``name`` for ``in_channels`` input channels and ``num_classes`` output classes.
 
     ``build_model(**model_config(model))`` (options nested under ``options=``) works too.
-    Unknown option names raise :class:`~LiverTumorSegLib.errors.InputError` listing the valid ones.
+    Unknown option names raise :class:`~LiverTumorSegLib.errors.InputError` listing the valid ones; so does a
+    value of the wrong type or range (``channels`` whole numbers >= 1, ``dropout`` in [0, 1), flags true/false
+    booleans, ``width`` > 0, ``num_slices``/``lstm_kernel`` odd), naming the option and the rule.
     The resolved options (defaults filled in) are recorded for :func:`model_config`; options listed
     in the architecture's ``TRANSIENT_OPTIONS`` (e.g. ``pretrained_encoder_path``) act at build time
     only and are recorded as their default, since the weights then live in the state dict.
@@ -120,19 +242,23 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options
     if unknown:
         raise InputError(f"Unknown option(s) {unknown} for model '{name}'; valid options: "
                          f"{sorted(module.DEFAULT_OPTIONS)}.")
-    if int(in_channels) < 1 or int(num_classes) < 1:
-        raise InputError(f"in_channels ({in_channels}) and num_classes ({num_classes}) must be >= 1.")
+    sizes = (_whole(in_channels), _whole(num_classes))
+    if sizes[0] is None or sizes[1] is None or min(sizes) < 1:
+        raise InputError(f"in_channels ({in_channels!r}) and num_classes ({num_classes!r}) must be whole numbers "
+                         f">= 1.")
+    in_channels, num_classes = sizes
     resolved = copy.deepcopy(module.DEFAULT_OPTIONS)
     resolved.update(options)
+    resolved = _checked_options(name, resolved)
     try:
-        model = module.build(int(in_channels), int(num_classes), **fixed, **resolved)
+        model = module.build(in_channels, num_classes, **fixed, **resolved)
     except (ValueError, TypeError) as exc:
         raise InputError(f"Invalid options for model '{name}': {exc}") from exc
     recorded = dict(resolved)
     for key in getattr(module, "TRANSIENT_OPTIONS", ()):
         recorded[key] = module.DEFAULT_OPTIONS[key]
-    setattr(model, _CONFIG_ATTR, {"name": name, "in_channels": int(in_channels),
-                                  "num_classes": int(num_classes), "options": _json_able(recorded)})
+    setattr(model, _CONFIG_ATTR, {"name": name, "in_channels": in_channels,
+                                  "num_classes": num_classes, "options": _json_able(recorded)})
     return model
 
 

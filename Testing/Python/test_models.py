@@ -496,3 +496,46 @@ def test_deep_supervision_outputs_come_finest_first():
     encoder, decoder = UNetEncoder(3, channels), AttentionDecoder(channels, 3, deep_supervision=True)
     logits, aux = decoder(encoder(torch.rand(1, 3, 32, 32)))
     assert logits.shape[-1] == 32 and [a.shape[-1] for a in aux] == [16, 8]
+
+
+@pytest.mark.parametrize("name, options, rule", [
+    ("attention_unet", {"deep_supervision": "false"}, "'deep_supervision' must be true or false"),
+    ("dalunet", {"bidirectional": "no"}, "'bidirectional' must be true or false"),
+    ("alexnet_fcn", {"batch_norm": "no"}, "'batch_norm' must be true or false"),
+    ("attention_unet", {"channels": [16.5, 32]}, "'channels' must be a list of at least 2 whole numbers >= 1"),
+    ("unet", {"channels": [0, 8, 16]}, "'channels' must be a list"),
+    ("unet", {"channels": [8, -16, 32]}, "'channels' must be a list"),
+    ("unet", {"channels": 16}, "'channels' must be a list"),
+    ("unet", {"strides": [2, -2], "channels": [4, 8, 16]}, "'strides'"),
+    ("unet", {"num_res_units": -1}, "'num_res_units' must be a whole number >= 0"),
+    ("segnet", {"dropout": -0.5}, r"'dropout' must be a probability in \[0, 1\)"),
+    ("alexnet_fcn", {"dropout": 1.0}, r"'dropout' must be a probability in \[0, 1\)"),
+    ("segnet", {"width": "wide"}, "'width' must be a number > 0"),
+    ("segnet", {"norm": None}, "'norm' must be a non-empty string"),
+    ("alexnet_fcn", {"fc_channels": 0}, "'fc_channels' must be a whole number >= 1"),
+    ("resnet18_fcn", {"decoder_channels": [0, 0, 0, 0, 0]}, "'decoder_channels'"),
+    ("dalunet", {"lstm_kernel": 2}, "'lstm_kernel' must be an odd number >= 1"),
+    ("dalunet", {"lstm_hidden": 0}, "'lstm_hidden' must be a whole number >= 1"),
+    ("dalunet", {"num_slices": 3.5}, "'num_slices' must be an odd number >= 1"),
+])
+def test_option_values_of_the_wrong_type_or_range_are_refused_naming_the_rule(name, options, rule):
+    """A string "false" switched deep supervision ON (truthy), "no" kept BatchNorm, 16.5 channels built 16 while
+    recording 16.5, fc_channels 0 built 4 channels, negative channels or kernels died in torch with a traceback."""
+    with torch.device("meta"), pytest.raises(InputError, match=f"model '{name}': {rule}"):
+        build_model(name, 9 if name == "dalunet" else 3, 3, **options)
+
+
+@pytest.mark.parametrize("in_channels, num_classes", [(3.7, 3), (None, 3), ("3", 3), (3, 0), (True, 3)])
+def test_channel_counts_must_be_whole_numbers(in_channels, num_classes):
+    """3.7 input channels built a 3-channel network (int() cut it) and None died with a TypeError."""
+    with pytest.raises(InputError, match="must be whole numbers >= 1"):
+        build_model("unet", in_channels, num_classes, channels=(4, 8))
+
+
+def test_whole_float_options_are_recorded_as_ints_so_the_package_reloads():
+    with torch.device("meta"):
+        model = build_model("unet", 3.0, 3, channels=[4.0, 8.0], num_res_units=1.0)
+    cfg = model_config(model)
+    assert cfg["in_channels"] == 3 and type(cfg["in_channels"]) is int
+    assert cfg["options"]["channels"] == [4, 8] and all(type(c) is int for c in cfg["options"]["channels"])
+    assert type(cfg["options"]["num_res_units"]) is int

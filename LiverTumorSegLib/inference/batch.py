@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import atomic_outputs, file_identities, full_suffix, read_csv_rows, restore_set_aside_outputs_of
@@ -433,42 +433,107 @@ BATCH_LOCK_FILE = ".livertumorseg-batch.lock"
 """Held in a batch's output folder while a run writes there; it holds the run's :func:`~..processes.process_mark`."""
 
 
-@contextlib.contextmanager
-def batch_folder_lock(folder: Path) -> Iterator[None]:
-    """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block. A second batch run into a
-    folder in use is refused (InputError naming the process): two runs with different models each replaced the
-    other's reports and left every case with one run's label map beside the other's report. A lock whose
-    process has ended (a killed run) is taken over."""
-    from ..processes import PROCESS_MARK, marked_process_alive, process_mark
+def _busy_error(folder: Path, lock: Path, held: str) -> InputError:
+    from ..processes import PROCESS_MARK
 
-    lock, mark = folder / BATCH_LOCK_FILE, process_mark()
+    match = re.fullmatch(PROCESS_MARK, held)
+    who = f" (process {match['pid']})" if match else ""
+    return InputError(f"Another batch run{who} is writing into '{folder}'; wait for it to end, or choose another "
+                      f"output folder. (If no such run is going on, remove '{lock}'.)")
+
+
+def _read_mark(lock: Path) -> Tuple[str, float]:
+    """The process mark in ``lock`` and the file's last change (seconds); ``("", 0.0)`` when it cannot be read."""
+    try:
+        status = lock.stat()
+        return lock.read_text(encoding="ascii").strip(), max(status.st_mtime, status.st_ctime)
+    except (OSError, UnicodeDecodeError):
+        return "", 0.0
+
+
+def _held_by_a_live_process(held: str, changed: float) -> bool:
+    from ..processes import PROCESS_MARK, marked_process_alive
+
+    match = re.fullmatch(PROCESS_MARK, held)
+    return bool(match) and marked_process_alive(match, changed)
+
+
+def _flocked_lock_file(folder: Path, lock: Path, mark: str) -> Optional[int]:
+    """POSIX: a descriptor of ``lock`` holding an exclusive ``flock`` with ``mark`` written in it, or None where
+    flock is not available (Windows, some network file systems: :func:`batch_folder_lock` then goes by the mark
+    alone). InputError when another process holds it: the kernel drops a killed run's flock, so a stale lock is
+    taken over by one run only. Going by the mark alone, two runs both judged a killed run's lock stale (or one run's
+    lock not yet written, empty, unreadable) and each removed the other's and wrote on."""
+    if os.name != "posix":
+        return None
+    import fcntl
+
+    for _ in range(3):
+        handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise _busy_error(folder, lock, _read_mark(lock)[0]) from None
+        except OSError:
+            os.close(handle)
+            return None
+        try:
+            same = os.stat(str(lock)).st_ino == os.fstat(handle).st_ino
+        except OSError:
+            same = False
+        if not same:  # removed by the run that held it, between our open and our flock: try the new file
+            os.close(handle)
+            continue
+        held, changed = _read_mark(lock)
+        if held != mark and _held_by_a_live_process(held, changed):  # a run of a version that took no flock
+            os.close(handle)
+            raise _busy_error(folder, lock, held)
+        os.ftruncate(handle, 0)
+        os.write(handle, mark.encode("ascii"))
+        return handle
+    raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
+
+
+def _marked_lock_file(folder: Path, lock: Path, mark: str) -> None:
+    """Where flock is not available: create ``lock`` holding ``mark``, taking over one whose process has ended."""
     for _ in range(3):
         try:
             handle = os.open(str(lock), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                held, changed = lock.read_text(encoding="ascii").strip(), lock.stat().st_mtime
-            except (OSError, UnicodeDecodeError):
-                held, changed = "", 0.0  # removed meanwhile, or not ours to read: tried again below
-            match = re.fullmatch(PROCESS_MARK, held)
-            if match and marked_process_alive(match, changed):
-                raise InputError(f"Another batch run (process {match['pid']}) is writing into '{folder}'; wait for it "
-                                 f"to end, or choose another output folder. (If no such run is going on, remove "
-                                 f"'{lock}'.)") from None
+            held, changed = _read_mark(lock)  # removed meanwhile, or not ours to read: tried again below
+            if _held_by_a_live_process(held, changed):
+                raise _busy_error(folder, lock, held) from None
             with contextlib.suppress(OSError):
                 lock.unlink()  # a killed run's (or an unreadable one's): taken over
             continue
         with os.fdopen(handle, "w", encoding="ascii") as stream:
             stream.write(mark)
-        break
-    else:
-        raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
+        return
+    raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
+
+
+@contextlib.contextmanager
+def batch_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block. A second batch run into a
+    folder in use is refused (InputError naming the process): two runs with different models each replaced the
+    other's reports and left every case with one run's label map beside the other's report. A lock whose
+    process has ended (a killed run) is taken over, by one run only where flock is available
+    (:func:`_flocked_lock_file`)."""
+    from ..processes import process_mark
+
+    lock, mark = folder / BATCH_LOCK_FILE, process_mark()
+    handle = _flocked_lock_file(folder, lock, mark)
+    if handle is None:
+        _marked_lock_file(folder, lock, mark)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             if lock.read_text(encoding="ascii").strip() == mark:
-                lock.unlink()
+                lock.unlink()  # while its flock is held: a run waiting on this file finds it gone and tries anew
+        if handle is not None:
+            os.close(handle)
 
 
 def _is_a_report_of_this_tool(path: Path) -> bool:

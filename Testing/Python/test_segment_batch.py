@@ -1,5 +1,6 @@
 """Batch segmentation (``segment FOLDER|LIST.csv -o OUT``): case discovery, one result per case identical to a
 single-CT run, resumability, a failing case not stopping the others, reading overlapped with the network."""
+import os
 import threading
 
 import numpy as np
@@ -917,6 +918,38 @@ def test_a_second_batch_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lo
     (out / BATCH_LOCK_FILE).write_text(process_mark_of(ended_process_id(), None), encoding="ascii")  # a killed run's
     assert cli.main(argv) == 0 and (out / "ct_0.nii.gz").exists()
     assert not (out / BATCH_LOCK_FILE).exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_batch_lock_being_written_or_taken_over_by_another_run_is_not_taken_over_again(tmp_path):
+    """Known limit until 25 Nov 2026: the lock went by the process mark in the file alone, so a run that found the
+    file empty (another run had created it and not yet written its mark) or a killed run's mark (another run was
+    taking it over at that moment) removed it and wrote on beside that run. A run now holds a flock on the file,
+    which the kernel drops when it is killed: such a file is refused whatever it holds, and a killed run's is
+    taken over by one run."""
+    import fcntl
+
+    from LiverTumorSegLib.inference.batch import BATCH_LOCK_FILE, batch_folder_lock
+    from LiverTumorSegLib.processes import process_mark_of
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / BATCH_LOCK_FILE
+    lock.write_text("", encoding="ascii")  # another run has just created it
+    other = os.open(str(lock), os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    with pytest.raises(InputError, match="Another batch run is writing into"):
+        with batch_folder_lock(out):
+            pass
+    os.write(other, process_mark_of(ended_process_id(), None).encode("ascii"))  # a killed run's mark, being taken over
+    with pytest.raises(InputError, match="Another batch run \\(process"):
+        with batch_folder_lock(out):
+            pass
+    assert lock.exists()
+    os.close(other)  # that run ended (or was killed: the kernel drops its flock)
+    with batch_folder_lock(out):
+        assert lock.read_text(encoding="ascii").startswith(str(os.getpid()))
+    assert not lock.exists()
 
 
 def test_a_resumed_batch_refuses_a_result_of_another_ct_put_under_the_same_name(tmp_path):

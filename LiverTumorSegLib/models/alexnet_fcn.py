@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import crop_to_size, pad_to_multiple, scaled_channels
+from .layers import check_input, crop_to_size, pad_to_multiple, scaled_channels
 
 DEFAULT_OPTIONS = {"width": 1.0, "fc_channels": 4096, "batch_norm": True, "dropout": 0.5}
 
@@ -58,6 +58,7 @@ class AlexNetFCN(nn.Module):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
+        self.in_channels = int(in_channels)
         c1, c2, c3, c4, c5 = (scaled_channels(c, width) for c in (96, 256, 384, 384, 256))
         fc = scaled_channels(int(fc_channels), width)
         self.conv1 = _conv(in_channels, c1, 11, 4, 4, batch_norm)           # H/4
@@ -81,6 +82,7 @@ class AlexNetFCN(nn.Module):
         self.up4 = _upsampler(num_classes, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         f1 = self.conv1(x)
         p1 = self.pool1(f1)

@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .layers import AttentionGate, DoubleConv, crop_to_size, pad_to_multiple, upsample_to
+from .layers import AttentionGate, DoubleConv, check_input, crop_to_size, pad_to_multiple, upsample_to
 
 DEFAULT_OPTIONS = {"channels": (32, 64, 128, 256, 512), "deep_supervision": False, "dropout": 0.0,
                    "norm": "batch"}
@@ -93,12 +93,14 @@ class AttentionUNet(nn.Module):
                  dropout: float = 0.0, norm: str = "batch"):
         super().__init__()
         channels = _check_channels(channels)
+        self.in_channels = int(in_channels)
         self.size_multiple = 2 ** (len(channels) - 1)
         self.deep_supervision = bool(deep_supervision)
         self.encoder = UNetEncoder(in_channels, channels, norm, dropout)
         self.decoder = AttentionDecoder(channels, num_classes, norm, self.deep_supervision)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        check_input(x, self.in_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         logits, aux = self.decoder(self.encoder(x))
         logits = crop_to_size(logits, size)

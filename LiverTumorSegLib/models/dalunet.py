@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .attention_unet import AttentionDecoder, UNetEncoder, _check_channels
-from .layers import ConvLSTMCell, ConvNormAct, crop_to_size, pad_to_multiple, run_conv_lstm, upsample_to
+from .layers import ConvLSTMCell, ConvNormAct, check_input, crop_to_size, pad_to_multiple, run_conv_lstm, upsample_to
 
 DEFAULT_OPTIONS = {"channels": (32, 64, 128, 256, 512), "num_slices": 3, "deep_supervision": True,
                    "bidirectional": True, "lstm_kernel": 3, "lstm_hidden": None, "dropout": 0.0, "norm": "batch"}
@@ -66,8 +66,7 @@ class DALUNet(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
-        if x.shape[1] != self.num_slices * self.slice_channels:
-            raise ValueError(f"expected {self.num_slices * self.slice_channels} input channels, got {x.shape[1]}")
+        check_input(x, self.num_slices * self.slice_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         n, _, h, w = x.shape
         slices = x.reshape(n * self.num_slices, self.slice_channels, h, w)  # slice-major channels

@@ -9,6 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_input(x: torch.Tensor, channels: int) -> None:
+    """Raise ValueError unless ``x`` is an (N, ``channels``, H, W) tensor with H, W >= 1 (N may be 0): torch's
+    own errors named the internally padded shape, or (MONAI's U-Net on a (C, H, W) slice) 'Sizes of tensors
+    must match', or replicate padding's rule for an empty slice."""
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        hint = " (add the batch dimension: x[None])" if len(shape) == 3 else ""
+        raise ValueError(f"the network takes (N, C, H, W) = 4 dimensions, got shape {shape}{hint}")
+    if shape[1] != channels:
+        raise ValueError(f"the network takes {channels} input channels (dimension 1), got {shape[1]} "
+                         f"(shape {shape})")
+    if shape[2] < 1 or shape[3] < 1:
+        raise ValueError(f"H and W must be at least 1 pixel, got H={shape[2]}, W={shape[3]}")
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Pad ``x`` (N, C, H, W) at the bottom/right by edge replication so H and W are multiples of
     ``multiple``, and W to two multiples when both would be one (a 1 x 1 deepest feature map, which instance

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .layers import ConvNormAct, crop_to_size, pad_to_multiple, scaled_channels
+from .layers import ConvNormAct, check_input, crop_to_size, pad_to_multiple, scaled_channels
 
 DEFAULT_OPTIONS = {"width": 1.0, "decoder_channels": None, "pretrained_encoder_path": None}
 TRANSIENT_OPTIONS = ("pretrained_encoder_path",)
@@ -134,6 +134,7 @@ class ResNetFCN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, depth: int, width: float = 1.0,
                  decoder_channels: Optional[Sequence[int]] = None):
         super().__init__()
+        self.in_channels = int(in_channels)
         self.encoder = ResNetEncoder(in_channels, depth, width)
         enc = self.encoder.out_channels  # [stem, l1, l2, l3, l4]
         if decoder_channels is None:
@@ -151,6 +152,7 @@ class ResNetFCN(nn.Module):
         self.classifier = nn.Conv2d(decoder_channels[4], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         feats = self.encoder(x)
         y = feats[4]

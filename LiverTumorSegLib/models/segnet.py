@@ -11,7 +11,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .layers import ConvNormAct, crop_to_size, pad_to_multiple, scaled_channels
+from .layers import ConvNormAct, check_input, crop_to_size, pad_to_multiple, scaled_channels
 
 DEFAULT_OPTIONS = {"width": 1.0, "norm": "batch", "dropout": 0.0}
 
@@ -44,6 +44,7 @@ class SegNet(nn.Module):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
+        self.in_channels = int(in_channels)
         widths = [scaled_channels(c, width) for c, _ in VGG16_BLOCKS]
         self.encoder = nn.ModuleList()
         prev = in_channels
@@ -65,6 +66,7 @@ class SegNet(nn.Module):
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         indices: List[torch.Tensor] = []
         for block in self.encoder:

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .layers import crop_to_size, pad_to_multiple
+from .layers import check_input, crop_to_size, pad_to_multiple
 
 DEFAULT_OPTIONS = {
     "channels": (16, 32, 64, 128, 256),
@@ -36,6 +36,7 @@ class PaddedUNet(nn.Module):
         if len(channels) < 2 or len(strides) != len(channels) - 1:
             raise ValueError(f"need len(strides) == len(channels) - 1 >= 1, got channels={list(channels)}, "
                              f"strides={list(strides)}")
+        self.in_channels = int(in_channels)
         self.size_multiple = 1
         for s in strides:
             self.size_multiple *= int(s)
@@ -45,6 +46,7 @@ class PaddedUNet(nn.Module):
                         act=str(act).upper())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels)
         x, size = pad_to_multiple(x, self.size_multiple)
         return crop_to_size(self.net(x), size)
 

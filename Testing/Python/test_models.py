@@ -539,3 +539,17 @@ def test_whole_float_options_are_recorded_as_ints_so_the_package_reloads():
     assert cfg["in_channels"] == 3 and type(cfg["in_channels"]) is int
     assert cfg["options"]["channels"] == [4, 8] and all(type(c) is int for c in cfg["options"]["channels"])
     assert type(cfg["options"]["num_res_units"]) is int
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shape, message", [
+    ((3, 16, 16), r"4 dimensions, got shape \(3, 16, 16\) \(add the batch dimension"),
+    ((1, 4, 16, 16), r"takes 3 input channels \(dimension 1\), got 4"),
+    ((1, 3, 0, 5), "H and W must be at least 1 pixel, got H=0, W=5"),
+])
+def test_wrong_input_shapes_get_an_error_naming_the_rule(name, shape, message):
+    """torch's errors named the internally padded shape ('expected input[1, 4, 32, 64] to have 3 channels' for a
+    32 x 32 input), or for MONAI's U-Net on an unbatched slice 'Sizes of tensors must match'."""
+    model = build_model(name, 3, 3, **TINY[name]).eval()
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        model(torch.zeros(shape))

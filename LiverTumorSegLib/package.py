@@ -165,8 +165,17 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     if not path.exists():
         raise ModelPackageError(f"Model package '{path}' does not exist. Check the path, or run "
                                 f"'livertumorseg models' to list installed models.")
+    if path.is_dir():  # said only 'is not a file', without what to give instead
+        try:
+            found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX)
+        except OSError:
+            found = []
+        inside = f" (it holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''})" if found else ""
+        raise ModelPackageError(f"Model package '{path}' is a folder{inside}; a model package is one "
+                                f"{PACKAGE_SUFFIX} file: give the path of such a file.")
     if not path.is_file():
-        raise ModelPackageError(f"Model package '{path}' is not a file.")
+        raise ModelPackageError(f"Model package '{path}' is not a regular file (a device, pipe or socket); give the "
+                                f"path of a {PACKAGE_SUFFIX} model package file.")
     size = path.stat().st_size
     not_package = (f"'{path}' is not a LiverTumorSeg model package (a .safetensors file)")
     if size < 8:

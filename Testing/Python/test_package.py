@@ -1235,3 +1235,14 @@ def test_rewriting_refuses_a_metadata_change_the_weights_do_not_fit_before_the_f
         rewrite_package_metadata(saved, change)
     assert saved.read_bytes() == kept
     load_model_package(saved)
+
+
+def test_a_folder_given_as_the_package_is_named_with_the_packages_in_it(tmp_path):
+    """'--model FOLDER' said only "Model package 'FOLDER' is not a file."."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_model_package(folder / "tiny.safetensors", _tiny_model(), PREP)
+    with pytest.raises(ModelPackageError, match=r"is a folder \(it holds tiny.safetensors\).*give the path of such"):
+        load_model_package(folder)
+    with pytest.raises(ModelPackageError, match="is a folder; a model package is one .safetensors file"):
+        load_model_package(tmp_path / "models" / ".." / "models" / "..")

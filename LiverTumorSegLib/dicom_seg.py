@@ -334,7 +334,12 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         _set_single_slice_spacing(seg, geometry)  # slice as 1 mm, a quarter of its volume
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
-        seg.save_as(str(tmp))
+        try:
+            seg.save_as(str(tmp))
+        except OSError as exc:  # pydicom: "With tag (7FE0,0010) got exception: [Errno 28] No space left ..."
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split("got exception: ")[-1]
+            raise InputError(f"Cannot write '{path}': {reason} (is the disk full or read-only?); nothing was "
+                             f"replaced.") from None
     return path
 
 

@@ -147,6 +147,28 @@ def test_label_values_that_are_not_0_1_2_are_refused_not_truncated(series, tmp_p
     assert np.array_equal(read_dicom_seg(path, reference=ct).array, labels)
 
 
+def test_a_failed_write_names_the_file_and_keeps_the_earlier_one(series, tmp_path, monkeypatch):
+    """A full disk while pydicom writes the SEG said 'Cannot write: no space left on the disk (With tag
+    (7FE0,0010) got exception: ...)': which file, the user had to guess. Now the InputError names it, and the
+    earlier file stays."""
+    import errno
+
+    folder, ct, labels = series
+    files = dicom_series_files(folder)
+    earlier = tmp_path / "result.dcm"
+    earlier.write_bytes(b"earlier result")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "With tag (7FE0,0010) got exception: [Errno 28] No space left on device\n"
+                                    "Traceback (most recent call last): ...")
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", full_disk)
+    with pytest.raises(InputError, match=r"Cannot write '.*result\.dcm': \[Errno 28\] No space left on device "
+                                         r"\(is the disk full or read-only\?\); nothing was replaced\.$"):
+        write_dicom_seg(earlier, labels, ct.geometry, files, overwrite=True)
+    assert earlier.read_bytes() == b"earlier result" and sorted(tmp_path.iterdir()) == [earlier]
+
+
 def _copy_series_without(folder: Path, target: Path, attributes) -> list:
     """``folder``'s files copied to ``target`` with ``attributes`` deleted from each; the copies' paths."""
     target.mkdir()

@@ -3,7 +3,7 @@
 Every network takes ``(N, C, H, W)`` float32 and returns logits ``(N, num_classes, H, W)`` for the same
 H and W (classes 0 background, 1 liver, 2 tumor). Each architecture pads its input internally (edge
 replication at the bottom/right) to the multiple its pooling needs and crops the logits back, so **any
-H, W works**; ``model.size_multiple`` tells which multiple avoids the padding (use it as the
+H, W >= 1 works** (another shape or channel count raises ValueError naming the rule); ``model.size_multiple`` tells which multiple avoids the padding (use it as the
 preprocessing ``size_multiple`` for zero waste).
 
 Models with deep supervision return, in training mode only, ``(logits, [aux_logits, ...])`` with every

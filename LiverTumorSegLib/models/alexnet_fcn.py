@@ -10,6 +10,11 @@ Padding is chosen so the feature maps are exactly H/4, H/8, H/16, H/32 (conv1 pa
 Decoder: FCN skip fusion: scores at H/32 -> transposed conv x2 + scores of pool2 (H/16) -> transposed
 conv x2 + scores of pool1 (H/8) -> transposed conv x2 + scores of conv1 (H/4) -> transposed conv x4 to H.
 H, W multiple of 32 avoids the internal padding.
+
+Where it differs from seed 004's CDNN-Alex: it trains from random weights (the paper inherited ImageNet
+AlexNet weights; nothing is downloaded here), uses BatchNorm instead of LRN, pads its pools, and its decoder
+fuses three skip streams (finer than FCN-8s) where the paper describes one transposed convolution that
+upsamples the FC7 features 8 x. The transposed convolutions start as bilinear interpolation and are learned.
 """
 import torch
 import torch.nn.functional as F

@@ -5,6 +5,10 @@ max-pool between levels. Decoder, deepest first: 2x2 transposed conv up -> an ad
 (:class:`~LiverTumorSegLib.models.layers.AttentionGate`) weights the skip features using the coarser
 decoder features as gating signal -> concat [gated skip, upsampled] -> double conv. 1x1 classifier.
 
+The gate follows Oktay et al.'s additive formula with two differences (alpha computed at the skip's
+resolution, BatchNorm inside the gate): see :class:`~LiverTumorSegLib.models.layers.AttentionGate`. All
+convolutions use same padding (the output has the input's H, W), unlike seed 002's valid-padding U-Net.
+
 ``deep_supervision=True`` adds a 1x1 conv head on every decoder level except the last; in **training
 mode** the forward returns ``(logits, [aux, ...])`` (aux finest first, each bilinearly resized to
 (N, K, H, W)); in eval mode only ``logits``. ``len(channels) - 1`` pools -> H, W multiple of

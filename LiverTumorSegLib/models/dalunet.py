@@ -13,6 +13,12 @@ preprocessing 2.5D layout); the output is the logits of the **centre** slice, ``
   ``attention_unet`` (training mode returns ``(logits, [aux, ...])``).
 
 H, W multiple of ``2 ** (len(channels) - 1)`` avoids the internal padding.
+
+Seed 002 names DALU-Net's parts (attention, deep supervision, ConvLSTM over image sequences) but not where the
+ConvLSTM sits nor how many slices it sees; the bottleneck placement, the bidirectional cells and the
+centre-slice skips are this implementation's choices, and it has no dense connections (the seed credits part of
+DALU-Net's gain to "dense connectivity"). Attention gates and ConvLSTM as documented in
+:class:`~LiverTumorSegLib.models.layers.AttentionGate` and :class:`~LiverTumorSegLib.models.layers.ConvLSTMCell`.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 

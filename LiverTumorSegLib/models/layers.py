@@ -84,11 +84,17 @@ class DoubleConv(nn.Sequential):
 
 
 class AttentionGate(nn.Module):
-    """Additive attention gate of Oktay et al. (Attention U-Net, 2018).
+    """Additive attention gate after Oktay et al. (Attention U-Net, 2018).
 
     ``forward(skip, gate)``: ``skip`` (N, Cs, H, W) encoder features, ``gate`` (N, Cg, H', W') coarser
-    decoder features (resized bilinearly to H, W). Returns ``skip * alpha`` with
-    ``alpha = sigmoid(psi(relu(Wx skip + Wg gate)))`` in [0, 1], shape (N, 1, H, W).
+    decoder features. Returns ``skip * alpha`` with ``alpha = sigmoid(psi(relu(Wx skip + up(Wg gate))))`` in
+    [0, 1], shape (N, 1, H, W); ``Wx``, ``Wg``, ``psi`` are 1x1 convs, each followed by BatchNorm.
+
+    Where it differs from Oktay et al.: they bring ``skip`` down to the gate's grid (a strided ``Wx``), compute
+    alpha there and resample alpha up, then pass the gated features through a further 1x1 conv + BN; here
+    ``Wg gate`` is resized bilinearly up to the skip's (H, W) and alpha is computed at full skip resolution
+    with no output conv (the common re-implementation). The BatchNorm after ``Wx``, ``Wg`` and ``psi`` is
+    not in the paper's formula and stays BatchNorm whatever ``norm`` the network uses elsewhere.
     """
 
     def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int):
@@ -111,6 +117,7 @@ class AttentionGate(nn.Module):
 
 class ConvLSTMCell(nn.Module):
     """One convolutional LSTM cell (Shi et al., 2015): the four gates from a k x k conv over [x, h].
+    Without Shi et al.'s peephole terms (``W_c * c`` in the gates), as Keras' ``ConvLSTM2D``.
 
     ``forward(x, (h, c))`` with x (N, Cin, H, W), h and c (N, Chid, H, W) -> new (h, c).
     """

@@ -12,6 +12,13 @@ Decoder (U-Net style): upsample x2 (bilinear) -> concat the encoder feature of t
 conv3x3+BN+ReLU, from H/32 up to H/2 (stem), then x2 to H with a conv on [features, input] and a 1x1
 classifier. H, W multiple of 32 avoids the internal padding.
 
+Where it differs from the papers: the encoder starts from random (Kaiming) weights unless
+``pretrained_encoder_path`` is given; the papers' ResNet-50 (seed 001) and ResNet-18 (seed 004) encoders were
+ImageNet-pretrained, and nothing is downloaded here. Seed 004's ResNet-18 decoder mirrors the encoder with
+deconvolutions (no skip connections are described); this decoder upsamples bilinearly and concatenates the
+encoder's features (U-Net style), like the fastai U-Net of seed 001. Default ``decoder_channels``:
+(256, 128, 64, 32, 16) x ``width``.
+
 ``pretrained_encoder_path``: a LOCAL file (``.safetensors`` or a plain state dict loadable with
 ``torch.load(weights_only=True)``; never downloaded) of ResNet weights at the same width. Keys may carry
 an ``encoder.`` prefix; ``fc.*`` is ignored; a 3-channel ``conv1`` is adapted to other input channel

@@ -490,6 +490,26 @@ def available_memory_bytes(meminfo_path: str = "/proc/meminfo", cgroup_dir: str 
     return min(candidates) if candidates else None
 
 
+def _memory_advice(shape_zyx: Tuple[int, ...], spacing_zyx: Tuple[float, ...], net_zyx: Tuple[int, ...],
+                   preprocessing: Any) -> str:
+    """What to check when the network grid does not fit in memory: the voxel spacing in the header, or, where the
+    slices are much larger than the resampled CT (over four times its pixels, 256 x 256 or more), the preprocessing's ``size_multiple`` /
+    ``target_size`` that pad or resize them (a size_multiple of 4096 padded 101 x 122 slices to 4096 x 4096)."""
+    target = _setting(preprocessing, "target_spacing_mm", None)
+    if target:
+        rows, columns = (shape_zyx[1] * spacing_zyx[1] / float(target), shape_zyx[2] * spacing_zyx[2] / float(target))
+        area = net_zyx[1] * net_zyx[2]
+        if area >= 256 * 256 and area > 4 * max(rows * columns, 1.0):  # not the padding of a small CT to 64 px
+            multiple, size = _setting(preprocessing, "size_multiple", None), _setting(preprocessing, "target_size", None)
+            settings = ", ".join(f"{name} {value}" for name, value in (("size_multiple", multiple),
+                                                                      ("target_size", size)) if value)
+            return (f"the network's slices ({net_zyx[1]} x {net_zyx[2]}) are padded or resized far beyond the "
+                    f"resampled CT's (about {rows:.0f} x {columns:.0f}) by the preprocessing ({settings}): "
+                    f"use a model (or preprocessing config) with a smaller size_multiple or target_size, or a "
+                    f"machine with more memory.")
+    return "check the voxel spacing in the header, crop the volume, or use a machine with more memory."
+
+
 def _address_space_note(available_bytes: int) -> str:
     """A few words for a memory error when the address-space limit (``ulimit -v``) is what leaves only
     ``available_bytes``: more physical memory would not help there; raising the limit would."""
@@ -614,6 +634,6 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         raise ResourceError(f"Processing '{_source(volume)}' (z, y, x) {shape} needs about {still_needed / GIB:.1f} "
                             f"GiB of memory at the network's resolution ((z, H, W) {net}: {how}) beside the CT "
                             f"itself, but only {available_bytes / GIB:.1f} GiB is available"
-                            f"{_address_space_note(available_bytes) if asked_the_system else ''}; check the voxel "
-                            f"spacing in the header, crop the volume, or use a machine with more memory.")
+                            f"{_address_space_note(available_bytes) if asked_the_system else ''}; "
+                            f"{_memory_advice(shape, spacing_zyx, net, preprocessing)}")
     return int(required)

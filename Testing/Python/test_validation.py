@@ -395,3 +395,21 @@ def test_mr_like_data_with_a_noisy_background_below_zero_is_refused(name):
         check_ct(with_array(real, noisy))
     cropped_soft = np.clip(real.array, -300, 400)  # a CT without air but with HU tissue is only warned about
     assert any("no air voxels" in w for w in check_ct(with_array(real, cropped_soft)))
+
+
+def test_network_memory_error_blames_the_preprocessings_padding_when_it_makes_the_slices_large():
+    """An audit padded the sample's 101 x 122 slices to 4096 x 4096 with size_multiple 4096: the memory error then
+    said 'check the voxel spacing in the header', which was right. It now names the settings that enlarge the
+    slices beyond the resampled CT, and keeps the spacing advice where the slices are the CT's own size."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.validation import check_network_memory
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    volume = CTVolume(array=np.zeros((20, 64, 64), np.int16), geometry=ImageGeometry(spacing=(1.5, 1.5, 2.5)))
+    padded = PreprocessingConfig.from_dict(dict(PreprocessingConfig.preset("default").to_dict(), size_multiple=512))
+    with pytest.raises(ResourceError, match=r"the network's slices \(512 x 512\) are padded or resized far beyond the "
+                                            r"resampled CT's \(about 64 x 64\) by the preprocessing \(size_multiple "
+                                            r"512\): use a model"):
+        check_network_memory(volume, padded, available_bytes=1)
+    with pytest.raises(ResourceError, match="check the voxel spacing in the header"):
+        check_network_memory(volume, PreprocessingConfig.preset("default"), available_bytes=1)

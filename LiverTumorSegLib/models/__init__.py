@@ -96,9 +96,9 @@ def slice_grouping_problem(name: str, options: Dict[str, Any], slices_per_input:
     ConvLSTM run over the three HU windows of one slice and ``2`` cut five slices into three groups."""
     if name not in _ARCHITECTURES or "num_slices" not in _module(name).DEFAULT_OPTIONS:
         return ""
-    wanted = int((options or {}).get("num_slices", _module(name).DEFAULT_OPTIONS["num_slices"]))
-    if wanted == int(slices_per_input):
-        return ""
+    wanted = _whole((options or {}).get("num_slices", _module(name).DEFAULT_OPTIONS["num_slices"]))
+    if wanted is None or wanted == int(slices_per_input):
+        return ""  # not a whole number: build_model refuses it, naming the rule
     return (f"{name} runs over num_slices={wanted} neighbouring slices, but the preprocessing stacks "
             f"{slices_per_input} (context_slices {(slices_per_input - 1) // 2}); set the model option num_slices to "
             f"{slices_per_input} or context_slices to {(wanted - 1) // 2}.")

@@ -553,3 +553,13 @@ def test_wrong_input_shapes_get_an_error_naming_the_rule(name, shape, message):
     model = build_model(name, 3, 3, **TINY[name]).eval()
     with pytest.raises(ValueError, match=message), torch.no_grad():
         model(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("value", ["abc", None, [3], True, 3.5])
+def test_slice_grouping_check_leaves_a_non_number_to_build_models_rule(value):
+    """slice_grouping_problem ran int() on num_slices first: 'abc' gave 'invalid literal for int()', None and [3]
+    a TypeError, True counted as 1 slice, before build_model could name the rule."""
+    from LiverTumorSegLib.training.trainer import check_model_spec
+
+    with pytest.raises(InputError, match="'num_slices' must be an odd number >= 1"):
+        check_model_spec("dalunet", 9, {"num_slices": value, "channels": [4, 8]}, slices_per_input=3)

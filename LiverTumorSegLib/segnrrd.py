@@ -224,6 +224,10 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         if not 0 <= layer < layers:
             raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' is in layer {layer}, but the file has "
                              f"{layers} layer(s); the file is damaged (re-save it from Slicer).")
+        if value < 1:  # 0 is every background voxel of the layer: they all became this segment
+            raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' has LabelValue {value}, but 0 is the "
+                             f"background of its layer (segments are 1 and up); the file is damaged (re-save it "
+                             f"from Slicer).")
         masks[label] |= array[..., layer] == value
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "

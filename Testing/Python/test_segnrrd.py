@@ -279,6 +279,17 @@ def test_evaluate_records_the_segments_it_left_out(tmp_path, capsys):
     assert warnings["case1"][0].startswith("prediction: ")
 
 
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_segment_label_value_below_1_is_refused_not_read_as_the_background(tmp_path, value):
+    """A segment whose LabelValue is 0 (hand-edited or written by another tool) matched every background voxel:
+    its layer's whole background became tumor (353,176 voxels of a 370,000-voxel CT) without a word."""
+    phantom = make_phantom(shape_zyx=(6, 20, 24), seed=1)
+    path = write_seg_nrrd_by_hand(tmp_path / "case.seg.nrrd", [phantom.labels],
+                                  [LIVER, dict(TUMOR, LabelValue=value)])
+    with pytest.raises(LabelError, match=f"segment 'Liver tumor' has LabelValue {value}.*background"):
+        read_seg_nrrd_labels(path)
+
+
 def _oblique_geometry() -> ImageGeometry:
     """A non-trivial grid: 0.7 x 0.8 x 2.5 mm, off the origin, rotated about x, then z, then y."""
     def rot(axis, deg):

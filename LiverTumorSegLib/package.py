@@ -1022,16 +1022,18 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
 
 
 def weights_problem(path: PathLike) -> Optional[str]:
-    """Why the package at ``path`` fails the checks :func:`load_model_package` makes on its architecture's options
-    (names and types this library knows) and weights (a bundled file against SHA256SUMS, the tensors against the
-    recorded ``weights_sha256``), or None when it passes. Reads the whole file but builds no network (``models
-    --verify``)."""
+    """Why the package at ``path`` fails the checks :func:`load_model_package` makes on its preprocessing settings,
+    its network (the architecture's options, names and types this library knows; the tensors' names, shapes and
+    dtypes against it; the size limits: :func:`_plan_network`) and weights (a bundled file against SHA256SUMS, the
+    tensors against the recorded ``weights_sha256``, all finite), or None when it passes. Reads the whole file;
+    builds the network on the meta device only (``models --verify``). A wrong tensor shape or dtype, an unknown
+    preprocessing key or a window width of 0 passed ``--verify`` (exit 0) while every load refused the package."""
     path = Path(path)
     try:
         bundled_bytes = _verified_bundled_bytes(path)
-        _, meta = _read_header_and_metadata(path)
-        arch = meta["architecture"]  # options a newer version wrote: every load refuses them
-        _check_option_types(arch["name"], arch["options"], f"Model package '{path}'")
+        header, meta = _read_header_and_metadata(path)
+        _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+        _plan_network(meta, header, path)  # options a newer version wrote, weights another network's
         _verified_tensors(path, meta, bundled_bytes)
     except ModelPackageError as exc:
         return str(exc)

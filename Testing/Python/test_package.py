@@ -1246,3 +1246,36 @@ def test_a_folder_given_as_the_package_is_named_with_the_packages_in_it(tmp_path
         load_model_package(folder)
     with pytest.raises(ModelPackageError, match="is a folder; a model package is one .safetensors file"):
         load_model_package(tmp_path / "models" / ".." / "models" / "..")
+
+
+def test_models_verify_refuses_what_every_load_refuses(tmp_path):
+    """A tensor of another shape or dtype than the network's, or a preprocessing setting out of range, passed
+    `models --verify` (listed usable, exit 0) while every load refused the package."""
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.package import sealed_metadata_json, weights_problem
+
+    source = save_model_package(tmp_path / "src.safetensors", _tiny_model(), PREP)
+    assert weights_problem(source) is None
+
+    def variant(name, change_tensors=None, change_meta=None):
+        tensors, meta = load_file(str(source)), read_package_metadata(source)
+        if change_tensors:
+            change_tensors(tensors)
+        if change_meta:
+            change_meta(meta)
+        meta["weights_sha256"] = weights_sha256(tensors)  # every hash matches: only the content is wrong
+        save_file(tensors, str(tmp_path / name), metadata={"livertumorseg": sealed_metadata_json(meta)})
+        return tmp_path / name
+
+    first = sorted(load_file(str(source)))[0]
+    cases = {
+        variant("shape.safetensors", lambda t: t.update({first: torch.zeros(3, 3)})): "with other shapes",
+        variant("dtype.safetensors", lambda t: t.update({first: t[first].double()})): "another type",
+        variant("width.safetensors", change_meta=lambda m: m["preprocessing"]["channels"][0].update(width=0)):
+            "invalid preprocessing configuration: channels",
+    }
+    for path, words in cases.items():
+        with pytest.raises(ModelPackageError, match=words):
+            load_model_package(path)
+        assert words in (weights_problem(path) or ""), path.name

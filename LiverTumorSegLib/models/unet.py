@@ -36,6 +36,9 @@ class PaddedUNet(nn.Module):
         if len(channels) < 2 or len(strides) != len(channels) - 1:
             raise ValueError(f"need len(strides) == len(channels) - 1 >= 1, got channels={list(channels)}, "
                              f"strides={list(strides)}")
+        if str(norm).lower() not in ("instance", "batch"):
+            raise ValueError(f"norm must be 'instance' or 'batch' for MONAI's U-Net, got {norm!r} (MONAI's group, "
+                             f"layer and local-response norms need arguments this option cannot pass)")
         self.in_channels = int(in_channels)
         self.size_multiple = 1
         for s in strides:

@@ -563,3 +563,10 @@ def test_slice_grouping_check_leaves_a_non_number_to_build_models_rule(value):
 
     with pytest.raises(InputError, match="'num_slices' must be an odd number >= 1"):
         check_model_spec("dalunet", 9, {"num_slices": value, "channels": [4, 8]}, slices_per_input=3)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer", "none", "localresponse"])
+def test_unet_norm_names_its_choices(norm):
+    """'group' and 'layer' died in MONAI with 'GroupNorm.__init__() missing 1 required positional argument'."""
+    with pytest.raises(InputError, match="norm must be 'instance' or 'batch' for MONAI's U-Net"):
+        build_model("unet", 3, 3, channels=(4, 8), norm=norm)

@@ -13,9 +13,11 @@ Segment algorithm type AUTOMATIC, algorithm "LiverTumorSeg" with the model name.
 study and frame of reference of the source series (new series and instance UIDs).
 
 Reading accepts any SEG whose segments can be told apart by their codes: type Liver -> 1 (whatever its
-label), type Neoplasm (or, for a segment of neither type, a label containing "tumor"/"tumour"/"lesion") -> 2
-unless its anatomic region is another organ (tumor wins where they overlap); other segments are ignored with a
-warning in ``volume.meta["warnings"]``. A SEG read against a DICOM series must share its frame of reference;
+label; SCT 10200004, its SNOMED-RT form T-62000 of older SEGs, or SCT Entire liver), type Neoplasm (SCT or SRT
+Neoplasm, primary malignant or metastatic neoplasm; or, for a segment of neither type, a label naming a tumor by
+the .seg.nrrd rule: "tumor", "lesion", "metastasis", ... not negated) -> 2 unless its anatomic region is another
+organ (tumor wins where they overlap); a segment of neither type labelled "Liver" -> 1; other segments are
+ignored with a warning in ``volume.meta["warnings"]``. A SEG read against a DICOM series must share its frame of reference;
 with a ``reference`` CT the frames are placed on its grid when the SEG's grid is part of it (SEGs that omit
 empty frames are filled with 0); a SEG on another grid is refused. BINARY, LABELMAP and FRACTIONAL (read at
 0.5) SEGs are read.
@@ -30,7 +32,7 @@ import numpy as np
 
 from .errors import InputError, LabelError, raise_if_out_of_memory
 from .fileutil import atomic_output
-from .segnrrd import names_tumor  # one rule of tumor words for .seg.nrrd names and DICOM SEG labels
+from .segnrrd import LIVER_NAMES, names_tumor  # one rule of liver names and tumor words for .seg.nrrd and DICOM SEG
 from .volume import CTVolume, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ LIVER_CODE = ("SCT", "10200004", "Liver")
 TUMOR_TYPE_CODE = ("SCT", "108369006", "Neoplasm")
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 MORPHOLOGICALLY_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
+LIVER_TYPE_VALUES = ("10200004", "T-62000", "181268008")
+"""Code values a SEG's liver segment (and a tumor's anatomic region) may carry: SCT Liver, the same concept in the
+SNOMED-RT form SEGs used before 2019 (SRT T-62000: dcmqi, older Slicer, many TCIA collections), SCT Entire liver.
+Only SCT 10200004 was read: a 'Liver' coded T-62000 was left out as 'neither liver nor tumor'."""
+NEOPLASM_TYPE_VALUES = ("108369006", "M-80000", "86049000", "M-80003", "14799000", "M-80006")
+"""Code values of a tumor segment: SCT Neoplasm, Malignant neoplasm (primary), Neoplasm (metastatic), each also in
+its SNOMED-RT form (PS3.16's SRT-to-SCT mapping)."""
 # display colours (sRGB, stored as CIELab): Slicer's GenericAnatomyColors liver and tumor
 SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
 
@@ -355,18 +364,21 @@ def _set_single_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:
 
 def _label_of_segment(description: Any) -> Optional[int]:
     """1 (liver), 2 (tumor) or None for a highdicom SegmentDescription (see module doc). The type code decides
-    first: Liver is liver whatever the label says ("Liver without tumor" was read as tumor); Neoplasm is liver
-    tumor unless its anatomic region names another organ (a renal tumor was merged into the liver tumors). Label
-    words (:func:`~.segnrrd.names_tumor`, negations included, as for .seg.nrrd names) decide only for segments
-    of neither code, with the same region rule."""
+    first (:data:`LIVER_TYPE_VALUES`, :data:`NEOPLASM_TYPE_VALUES`): Liver is liver whatever the label says ("Liver
+    without tumor" was read as tumor); Neoplasm is liver tumor unless its anatomic region names another organ (a
+    renal tumor was merged into the liver tumors). Label words (:func:`~.segnrrd.names_tumor`, negations
+    included, as for .seg.nrrd names; then the liver names :data:`~.segnrrd.LIVER_NAMES`) decide only for
+    segments of neither code, with the same region rule for tumors."""
     value = str(description.segmented_property_type.value)
     label = str(getattr(description, "SegmentLabel", ""))
     regions = [str(getattr(code, "value", "")) for code in (getattr(description, "anatomic_regions", None) or [])]
-    elsewhere = bool(regions) and LIVER_CODE[1] not in regions
-    if value == LIVER_CODE[1]:
+    elsewhere = bool(regions) and not set(LIVER_TYPE_VALUES) & set(regions)
+    if value in LIVER_TYPE_VALUES:
         return 1
-    if value == TUMOR_TYPE_CODE[1] or names_tumor(label):
+    if value in NEOPLASM_TYPE_VALUES or names_tumor(label):
         return None if elsewhere else 2
+    if label.strip().lower() in LIVER_NAMES:  # a segment of another code labelled 'Liver', as .seg.nrrd names read
+        return 1
     return None
 
 

@@ -123,6 +123,36 @@ def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
         np.testing.assert_array_equal(read_dicom_seg(tmp_path / "fractional.dcm", reference=reference).array, labels)
 
 
+@pytest.mark.parametrize("liver_code, tumor_code, region", [
+    (("T-62000", "SRT", "Liver"), ("M-80003", "SRT", "Neoplasm, Primary"), ("T-62000", "SRT", "Liver")),
+    (("181268008", "SCT", "Entire liver"), ("14799000", "SCT", "Neoplasm, metastatic"), None),
+    (("85756007", "SCT", "Tissue"), ("M-80000", "SRT", "Neoplasm"), None)])  # a 'Liver' of another code: by label
+def test_legacy_and_other_snomed_liver_and_neoplasm_codes_are_read(series_a, tmp_path, liver_code, tumor_code, region):
+    """SEGs from before 2019 (dcmqi, older Slicer, TCIA) code the liver as SNOMED-RT T-62000 and tumors as
+    M-8000x; others use SCT Entire liver. Only SCT 10200004 counted: the liver segment 'Liver' was left out
+    ('neither liver nor tumor'), a tumor of the SRT region 'Liver' counted as another organ's, and one labelled
+    'Segment 2' was dropped too."""
+    ct, labels, _ = series_a
+    datasets = [pydicom.dcmread(str(f)) for f in dicom_series_files(tmp_path / "A")]
+    descriptions = [
+        hd.seg.SegmentDescription(segment_number=1, segment_label="Liver", algorithm_type="MANUAL",
+                                  segmented_property_category=C("T-D000A", "SRT", "Anatomical Structure"),
+                                  segmented_property_type=C(*liver_code)),
+        hd.seg.SegmentDescription(segment_number=2, segment_label="Segment 2", algorithm_type="MANUAL",
+                                  segmented_property_category=C("M-01000", "SRT", "Morphologically Altered Structure"),
+                                  segmented_property_type=C(*tumor_code),
+                                  anatomic_regions=[C(*region)] if region else None)]
+    pixels = np.stack([labels == 1, labels == 2], axis=-1).astype(np.uint8)
+    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
+                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
+                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="older tool",
+                              manufacturer_model_name="x", software_versions="1", device_serial_number="1")
+    seg.save_as(str(tmp_path / "legacy.dcm"))
+    read = read_dicom_seg(tmp_path / "legacy.dcm", reference=ct)
+    np.testing.assert_array_equal(read.array, labels)
+    assert [s["value"] for s in read.meta["segments"]] == [1, 2] and not read.meta.get("warnings")
+
+
 def _segment_to_seg(folder: Path, out: Path, capsys) -> tuple:
     code = main(["segment", str(folder), "-o", str(out), "--no-progress", "--no-postprocess"])
     return code, capsys.readouterr().err

@@ -14,8 +14,9 @@ from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 def _check_write_suffix(path: Path) -> str:
     suffix = full_suffix(path)
     if suffix == ".seg.nrrd":
-        raise InputError(f"'{path}': .seg.nrrd is a Slicer segmentation file; write a plain label map as .nrrd, "
-                         f".nii.gz or .mha (the Slicer module saves .seg.nrrd itself).")
+        raise InputError(f"'{path}': .seg.nrrd is a Slicer segmentation file, with segment names and colours; write "
+                         f"it with LiverTumorSegLib.mrml.write_seg_nrrd (needs slicer-core), or a plain label map as "
+                         f".nrrd, .nii.gz or .mha.")
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"Cannot write '{path}': unknown output type '{suffix or path.name}'; use one of "
                          f"{', '.join(WRITE_SUFFIXES)}.")

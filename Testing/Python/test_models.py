@@ -570,3 +570,22 @@ def test_unet_norm_names_its_choices(norm):
     """'group' and 'layer' died in MONAI with 'GroupNorm.__init__() missing 1 required positional argument'."""
     with pytest.raises(InputError, match="norm must be 'instance' or 'batch' for MONAI's U-Net"):
         build_model("unet", 3, 3, channels=(4, 8), norm=norm)
+
+
+def test_readme_architecture_table_matches_the_parameter_counts():
+    """The README's architecture table (parameters at default widths, 3 input channels) against build_model."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        match = re.match(r"\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \| ([0-9.]+(?: / [0-9.]+)*) M \|", line)
+        if match:
+            names = re.findall(r"`([a-z0-9_]+)`", match.group(1))
+            rows.update(zip(names, match.group(2).split(" / ")))
+    assert sorted(rows) == sorted(ALL)
+    for name, text in rows.items():
+        with torch.device("meta"):
+            count = _n_params(build_model(name, 3, 3))
+        assert f"{count / 1e6:.{len(text.split('.')[1])}f}" == text, name

@@ -493,8 +493,11 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     ``weights_storage="float16"`` stores the float32 tensors as float16 (half the file; the loader casts them
     back to float32, so inference runs as before up to float16 rounding: relative error <= 2**-11 per weight
     of magnitude >= 2**-14 (6.1e-5), absolute error <= 2**-25 below that, where float16 is subnormal); a weight
-    outside float16's range (|w| > 65504) is refused rather than stored as infinity.
+    outside float16's range (|w| > 65504) is refused rather than stored as infinity. A float16 or bfloat16 network
+    (``model.half()``) is stored from its exact float32 values; a float64 one is refused (it would be rounded), as
+    are NaN or infinite weights.
     """
+    import torch
     from safetensors.torch import save_file
 
     from .models import model_config, unwrap_model
@@ -506,6 +509,16 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     plain = unwrap_model(model)
     architecture = model_config(plain)
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
+    # the network loading builds holds float32 weights: a model.half() / .bfloat16() network was written and every
+    # load refused it ('F16 but must be F32'); those cast to float32 exactly, a float64 one would be rounded
+    other = sorted(name for name, t in tensors.items() if t.is_floating_point()
+                   and t.dtype not in (torch.float32, torch.float16, torch.bfloat16))
+    if other:
+        found = str(tensors[other[0]].dtype).replace("torch.", "")
+        raise InputError(f"Not saved: {len(other)} weight tensor(s) are {found} (e.g. '{other[0]}'), but a package "
+                         f"holds the float32 network that loading builds, and {found} would be rounded to it. Call "
+                         f"model.float() first if that is meant.")
+    tensors = {name: (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t) for name, t in tensors.items()}
     problem = _non_finite_weights(tensors)
     if problem:  # float16 storage said 'reaches nan, outside float16's range; store it as float32'
         raise InputError(f"Not saved: {problem}; the network would segment nothing. Retrain it (a lower learning "

@@ -1279,3 +1279,21 @@ def test_models_verify_refuses_what_every_load_refuses(tmp_path):
         with pytest.raises(ModelPackageError, match=words):
             load_model_package(path)
         assert words in (weights_problem(path) or ""), path.name
+
+
+@pytest.mark.parametrize("dtype, storage", [(torch.float16, "float32"), (torch.bfloat16, "float32"),
+                                            (torch.float16, "float16"), (torch.float64, "float32")])
+def test_a_network_that_is_not_float32_is_saved_so_that_it_loads_or_refused(tmp_path, dtype, storage):
+    """A model.half() / .bfloat16() / .double() network was written with its own dtype, and every load refused the
+    package ('F16 but must be F32'): the loader builds a float32 network."""
+    model = _tiny_model(7).to(dtype)
+    path = tmp_path / "cast.safetensors"
+    if dtype == torch.float64:
+        with pytest.raises(InputError, match="are float64 .*would be rounded.*model.float"):
+            save_model_package(path, model, PREP, weights_storage=storage)
+        assert not path.exists()
+        return
+    save_model_package(path, model, PREP, weights_storage=storage)
+    loaded = load_model_package(path).model.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded[name], tensor.float()), name  # float16 / bfloat16 -> float32 is exact

@@ -1,7 +1,7 @@
 """DICOM Segmentation (SEG) objects: write a liver/tumor label map as a DICOM SEG that references its source CT
 series, and read a DICOM SEG back into a label map (``(z, y, x)`` uint8, 0 background, 1 liver, 2 tumor).
 
-Written SEGs (highdicom, BINARY segmentation, one frame per source slice, empty frames kept) have two
+Written SEGs (highdicom, BINARY segmentation, one frame per source slice for each segment, empty frames kept) have two
 segments, coded in SNOMED CT as Slicer's terminology codes them:
 
 1. "Liver": category SCT 123037004 Anatomical Structure, type SCT 10200004 Liver (label 1: the liver

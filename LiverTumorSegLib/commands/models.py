@@ -184,6 +184,17 @@ def with_robustness(installed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return installed
 
 
+def _folder_state(folder: Any) -> str:
+    """' (not a folder)' / ' (does not exist yet)' for a models folder that cannot hold packages, else '': a
+    LIVERTUMORSEG_MODELS_DIR naming a file, or mistyped, listed no user model without a word."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if folder.is_dir():
+        return ""
+    return " (not a folder)" if folder.exists() else " (does not exist yet)"
+
+
 def _format_params(count: int) -> str:
     return f"{count / 1e6:.2f} M"
 
@@ -208,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
                                       "bundled_models_dir": str(bundled_models_dir()),
                                       # False for a non-editable install without Resources/ (the text says so too)
                                       "bundled_models_dir_exists": bundled_models_dir().is_dir(),
-                                      "user_models_dir": str(user_models_dir())}), indent=2, allow_nan=False))
+                                      "user_models_dir": str(user_models_dir()),
+                                      "user_models_dir_exists": user_models_dir().is_dir()}), indent=2,
+                         allow_nan=False))
         return code
     print(f"Architectures (parameters at default options, in_channels={COUNT_IN_CHANNELS}, 3 classes):")
     print(f"  {'name':<16} {'parameters':>11} {'HxW multiple':>12}  description")
@@ -217,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
               f"{row['description']}")
     print("  (any H, W works: inputs are padded internally to the multiple and the output cropped back)")
     print()
-    print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}):")
+    print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}"
+          f"{_folder_state(user_models_dir())}):")
     others = other_weight_files(user_models_dir())
     if others:
         print(f"  not listed, no model package (.safetensors): {', '.join(p.name for p in others)} in the user folder; "

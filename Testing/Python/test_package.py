@@ -1297,3 +1297,18 @@ def test_a_network_that_is_not_float32_is_saved_so_that_it_loads_or_refused(tmp_
     loaded = load_model_package(path).model.state_dict()
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded[name], tensor.float()), name  # float16 / bfloat16 -> float32 is exact
+
+
+def test_models_says_when_the_user_folder_is_a_file_or_missing(tmp_path, monkeypatch, capsys):
+    """LIVERTUMORSEG_MODELS_DIR naming a file, or mistyped, listed no user model without a word."""
+    from LiverTumorSegLib.cli import main
+
+    a_file = tmp_path / "models.txt"
+    a_file.write_text("not a folder")
+    for folder, state, exists in ((a_file, "(not a folder)", False), (tmp_path / "nosuch", "(does not exist yet)",
+                                                                     False), (tmp_path, "", True)):
+        monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(folder))
+        assert main(["models"]) == 0
+        assert f"user: {folder}{' ' + state if state else ''}):" in capsys.readouterr().out
+        assert main(["models", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["user_models_dir_exists"] is exists

@@ -59,6 +59,28 @@ def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     return notes
 
 
+def segment_refusals(installed: List[Dict[str, Any]]) -> Dict[str, str]:
+    """path -> why ``segment`` and ``evaluate`` refuse a package that loads (its preprocessing makes another number
+    of input channels than its network takes, or slices its network does not group): it was listed as usable, also
+    by ``--verify``, and only a run said otherwise. Header only, no torch."""
+    from pathlib import Path
+
+    from ..errors import ModelPackageError
+    from ..package import _channels_problem, read_package_metadata
+
+    refusals = {}
+    for entry in installed:
+        if entry.get("error"):
+            continue
+        try:
+            problem = _channels_problem(read_package_metadata(entry["path"]), Path(entry["path"]))
+        except ModelPackageError as exc:
+            problem = str(exc)
+        if problem:
+            refusals[entry["path"]] = problem
+    return refusals
+
+
 def architecture_rows(in_channels: int = COUNT_IN_CHANNELS) -> List[Dict[str, Any]]:
     """One dict per architecture: name, description, parameters (default options, ``in_channels``,
     3 classes; counted on the meta device so nothing is allocated), size_multiple, default options."""
@@ -210,9 +232,12 @@ def run(args: argparse.Namespace) -> int:
         mark_damaged_weights(installed)
     code = verify_exit_code(installed, verify)
     notes = name_notes(installed)
+    refusals = segment_refusals(installed)
     for entry in installed:
         if entry["path"] in notes:
             entry["name_note"] = notes[entry["path"]]
+        if entry["path"] in refusals:
+            entry["segment_refusal"] = refusals[entry["path"]]
     if args.json:
         from ..fileutil import finite_json  # strict JSON: a non-finite number becomes null
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
@@ -228,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"  {row['name']:<16} {_format_params(row['parameters']):>11} {row['size_multiple']:>12}  "
               f"{row['description']}")
-    print("  (any H, W works: inputs are padded internally to the multiple and the output cropped back)")
+    print("  (any H, W of 1 or more works: inputs are padded internally to the multiple and the output cropped back)")
     print()
     print(f"Installed models (bundled: {bundled_models_dir()}; user: {user_models_dir()}"
           f"{_folder_state(user_models_dir())}):")
@@ -253,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
               f"{dice_summary(entry['validation']):<32} {entry['path']}")
         if entry.get("name_note"):
             print(f"      note: {entry['name_note']}")
+        if entry.get("segment_refusal"):
+            print(f"      note: segment and evaluate refuse it: {entry['segment_refusal']}")
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
                                                                    entry.get("robustness_settings"))):

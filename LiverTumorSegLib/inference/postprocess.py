@@ -393,25 +393,68 @@ def near_liver_components(region: np.ndarray, components: np.ndarray, count: int
     """``near[k]``: tumor component ``k`` touches a liver voxel (label 1 in ``region``; 26-neighbourhood) or has
     one within ``margin_mm`` (Euclidean distance between voxel centres, mm).
 
-    Each component is handled inside its own small box (``find_objects``) grown by :func:`reach_voxels`, never
-    the whole liver: the cost follows the tumors' size, not the volume's, and the memory does not grow with the
-    margin times the box (a dilation by a 100 mm ellipsoid at 0.7 mm spacing, a 41 x 285 x 285 structure, ran out
-    of memory)."""
-    from scipy import ndimage
+    Touching is read from one 26-neighbourhood dilation of the liver (3 x 3 x 3) on the components' box, the
+    distance of the others from one k-d tree of the liver's surface voxels, queried with each component's surface
+    voxels: the liver voxel nearest to a voxel outside the liver has a 6-neighbour outside it (a step towards that
+    voxel would otherwise come nearer), and likewise on the component's side. Neither cost grows with the margin:
+    a distance transform in each component's box grown by the margin took over 15 minutes for 10,000 specks of
+    tumor with ``--keep-all-liver-components --tumor-liver-margin-mm 100`` (and a dilation of the whole liver by a
+    100 mm ellipsoid at 0.7 mm spacing, a 41 x 285 x 285 structure, had run out of memory)."""
+    from scipy.spatial import cKDTree
 
     near = np.zeros(count + 1, dtype=bool)
-    half = reach_voxels(margin_mm, spacing_zyx)
-    for k, grown in component_neighbourhoods(components, half):
-        liver = region[grown] == 1
-        if not liver.any():
-            continue
-        mine = components[grown] == k
-        if (ndimage.binary_dilation(mine, structure=CONNECTIVITY_26) & liver).any():
-            near[k] = True
-            continue
-        distance = ndimage.distance_transform_edt(~liver, sampling=[float(v) for v in spacing_zyx])
-        near[k] = bool(distance[mine].min() <= float(margin_mm) + 1e-6)
+    if count == 0:
+        return near
+    liver = region == 1
+    if not liver.any():
+        return near
+    box = bounding_box(components > 0, 1)
+    touching = _grown_by_one(liver[box]) & (components[box] > 0)
+    near[components[box][touching]] = True
+    pending = ~near
+    pending[0] = False
+    if not pending.any():
+        return near
+    scale = np.asarray([float(v) for v in spacing_zyx], dtype=np.float64)
+    tree = cKDTree(np.argwhere(liver & ~_inside_6(liver)) * scale)
+    mine = pending[components[box]]
+    surface = np.argwhere(mine & ~_inside_6(mine))
+    ids = components[box][tuple(surface.T)]
+    offset = np.asarray([b.start for b in box], dtype=np.float64)
+    distance, _ = tree.query((surface + offset) * scale, k=1, distance_upper_bound=float(margin_mm) + 1e-6)
+    near[np.unique(ids[np.isfinite(distance)])] = True
     return near
+
+
+def _shifted_pairs(axis: int) -> Tuple[Tuple[slice, ...], Tuple[slice, ...]]:
+    """Index tuples of ``array[1:]`` and ``array[:-1]`` along ``axis`` of a 3-D array (neighbours along it)."""
+    upper, lower = [slice(None)] * 3, [slice(None)] * 3
+    upper[axis], lower[axis] = slice(1, None), slice(None, -1)
+    return tuple(upper), tuple(lower)
+
+
+def _grown_by_one(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by its 26-neighbourhood (a 3 x 3 x 3 cube, done as three one-voxel steps along the axes):
+    ``ndimage.binary_dilation(mask, CONNECTIVITY_26)``, several times faster on a whole CT's box."""
+    out = mask.copy()
+    for axis in range(3):
+        upper, lower = _shifted_pairs(axis)
+        step = out.copy()
+        step[upper] |= out[lower]
+        step[lower] |= out[upper]
+        out = step
+    return out
+
+
+def _inside_6(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` whose six face neighbours all lie in ``mask`` (outside the array counts as inside):
+    ``ndimage.binary_erosion(mask, CROSS_6, border_value=1)``; the rest of ``mask`` is its surface."""
+    inner = mask.copy()
+    for axis in range(3):
+        upper, lower = _shifted_pairs(axis)
+        inner[upper] &= mask[lower]
+        inner[lower] &= mask[upper]
+    return inner
 
 
 def component_mean_probability(components: np.ndarray, count: int, probability: np.ndarray,

@@ -612,3 +612,35 @@ def test_a_lesion_of_exactly_the_threshold_volume_is_kept_despite_float_rounding
         probability[labels == 2] = 100                 # 0.39: uncertain
     out = postprocess_labels(labels, spacing, options, tumor_probability_zyx=probability)
     assert np.count_nonzero(out == 2) == (voxels if kept else 0)
+
+
+def test_many_tumor_specks_with_a_wide_margin_are_judged_quickly_and_in_mm():
+    # a distance transform in each speck's box grown by the margin took over 15 minutes for 10,000 specks with
+    # --keep-all-liver-components --tumor-liver-margin-mm 100; here 1,200 specks took 44 s; the k-d tree 0.6 s
+    import time
+
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    spacing = (2.5, 0.7, 0.7)
+    labels = np.zeros((20, 160, 400), dtype=np.uint8)
+    labels[5:15, 40:120, 10:60] = 1
+    z, y, x = (rng.integers(0, n, 1200) for n in labels.shape)
+    free = labels[z, y, x] == 0
+    labels[z[free], y[free], x[free]] = 2
+    options = PostprocessingOptions(largest_liver_component=False, fill_liver_holes=False, min_lesion_ml=0.0,
+                                    tubular_lesions_to_liver=False, liver_dilation_mm=100.0)
+    start = time.perf_counter()
+    out = postprocess_labels(labels, spacing, options)
+    assert time.perf_counter() - start < 8.0  # generous bound
+    distance = ndimage.distance_transform_edt(labels != 1, sampling=spacing)
+    specks = labels == 2
+    touching = ndimage.binary_dilation(labels == 1, structure=np.ones((3, 3, 3), bool))
+    components, count = ndimage.label(specks, structure=np.ones((3, 3, 3), bool))
+    near = np.zeros(count + 1, bool)
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        mine = components[box] == k
+        near[k] = bool((distance[box][mine].min() <= 100.0 + 1e-6) or touching[box][mine].any())
+    expected = np.where(specks, np.where(near[components], 2, 0), labels)
+    np.testing.assert_array_equal(out, expected)
+    assert 0 < np.count_nonzero(out == 2) < np.count_nonzero(specks)   # some kept, some beyond 100 mm removed

@@ -1312,3 +1312,24 @@ def test_models_says_when_the_user_folder_is_a_file_or_missing(tmp_path, monkeyp
         assert f"user: {folder}{' ' + state if state else ''}):" in capsys.readouterr().out
         assert main(["models", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["user_models_dir_exists"] is exists
+
+
+def test_models_notes_a_package_that_loads_but_segment_refuses(tmp_path, monkeypatch, capsys):
+    """A package whose preprocessing makes other input channels than its network takes loads, but segment refuses
+    it; `models` (and --verify) listed it as usable without a word."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    odd = save_model_package(user / "odd.safetensors", _tiny_model(), PREP)  # 1-channel network, 9-channel input
+    torch.manual_seed(0)
+    nine = build_model("unet", in_channels=9, num_classes=3, channels=(4, 8), num_res_units=1)
+    fine = save_model_package(user / "fine.safetensors", nine, PREP)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "note: segment and evaluate refuse it: Model package '" + str(odd) + "' is inconsistent" in out
+    assert out.count("segment and evaluate refuse it") == 1
+    assert main(["models", "--json"]) == 0
+    rows = {e["path"]: e for e in json.loads(capsys.readouterr().out)["installed"]}
+    assert "9 input channels" in rows[str(odd)]["segment_refusal"] and "segment_refusal" not in rows[str(fine)]

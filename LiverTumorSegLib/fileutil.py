@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -181,6 +182,18 @@ def apply_default_permissions(path: PathLike) -> None:
 
 
 _apply_default_permissions = apply_default_permissions  # older name
+
+
+def apply_output_permissions(path: PathLike, target: PathLike) -> None:
+    """Give the finished temporary file ``path`` the permissions of the file it will replace at ``target``, else
+    :func:`apply_default_permissions`: a label map or report the user had made private (0600: patient data) became
+    0644 when written over."""
+    try:
+        mode = stat.S_IMODE(os.stat(str(target)).st_mode)
+    except OSError:
+        apply_default_permissions(path)
+        return
+    os.chmod(path, mode)
 
 
 def is_hidden_name(name: str) -> bool:
@@ -412,9 +425,9 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         with _named_for_the_user(temporaries, paths):
             yield temporaries
         targets = {key: Path(paths[key]) for key in paths}
-        for tmp in temporaries.values():
-            if tmp.is_file():
-                apply_default_permissions(tmp)  # the writer may have replaced the file (safetensors does)
+        for key, tmp in temporaries.items():
+            if tmp.is_file():  # the writer may have replaced the file (safetensors does)
+                apply_output_permissions(tmp, targets[key])
         # two runs writing the same outputs at once (two 'segment --overwrite' of one CT) placed them in turn
         # and could leave one run's label map beside the other's report: each run places its group whole
         with folders_locked(target.parent for target in targets.values()):
@@ -732,7 +745,7 @@ def atomic_output(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         if not overwrite and path.exists():
             raise OutputExistsError(f"Output '{path}' appeared while writing; not overwriting it.")
         if tmp_path.is_file():
-            apply_default_permissions(tmp_path)  # the writer may have replaced the file (safetensors does)
+            apply_output_permissions(tmp_path, path)  # the writer may have replaced the file (safetensors does)
         if overwrite:
             replace_file(tmp_path, path)
         else:  # one created since the check above is not replaced either

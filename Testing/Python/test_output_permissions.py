@@ -36,3 +36,26 @@ def test_checkpoint_is_0644_under_umask_022_and_follows_other_umasks(tmp_path, u
     assert _mode(path) == umask_022
     os.umask(0o077)
     assert _mode(save_checkpoint(tmp_path / "private.pt", {"epoch": 2})) == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_an_output_written_over_keeps_the_permissions_the_user_gave_it(tmp_path, umask_022):
+    """A label map and report the user had made private (chmod 600: patient data) became 0644 when a rerun with
+    --overwrite replaced them (helper-25's audit). A replaced file keeps its permissions; a new one gets the
+    umask's."""
+    from LiverTumorSegLib.fileutil import atomic_output, atomic_outputs
+
+    single, group = tmp_path / "seg.nii.gz", {"labels": tmp_path / "a.nii.gz", "report": tmp_path / "a.json"}
+    with atomic_output(single) as tmp:
+        tmp.write_bytes(b"1")
+    assert _mode(single) == umask_022
+    os.chmod(single, 0o600)
+    with atomic_output(single, overwrite=True) as tmp:
+        tmp.write_bytes(b"2")
+    assert _mode(single) == 0o600 and single.read_bytes() == b"2"
+    group["labels"].write_bytes(b"old")
+    os.chmod(group["labels"], 0o640)
+    with atomic_outputs(group, overwrite=True) as temporaries:
+        for tmp in temporaries.values():
+            tmp.write_bytes(b"new")
+    assert _mode(group["labels"]) == 0o640 and _mode(group["report"]) == umask_022

@@ -639,3 +639,25 @@ def test_a_series_whose_later_slices_have_a_fractional_slope_keeps_their_half_hu
     read = read_volume(tmp_path / "intercepts")
     assert read.array.dtype == np.int16
     np.testing.assert_array_equal(read.array, np.asarray(ct.array, dtype=np.int16))
+
+
+def test_a_single_slice_without_a_thickness_in_its_header_is_read_with_a_warning(tmp_path, ct):
+    """A 1-slice series with neither SliceThickness nor SpacingBetweenSlices got ITK's 1 mm without a word: a
+    4 mm slice's liver measured 23.6 mL instead of 94.4 mL (helper-25's audit). The volume is read as before, and
+    its warnings say that its volumes are not the real ones; a slice that gives its thickness reads it."""
+    import pydicom
+
+    one = CTVolume(np.asarray(ct.array[:1]), ct.geometry)
+    files = write_ct_series(tmp_path / "given", one, uid_seed=3)
+    given = read_volume(tmp_path / "given")
+    assert given.spacing_zyx[0] == pytest.approx(ct.spacing_zyx[0])
+    assert not any("neither SliceThickness" in w for w in given.meta.get("warnings", []))
+    files = write_ct_series(tmp_path / "bare", one, uid_seed=4)
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        del ds.SliceThickness, ds.SpacingBetweenSlices
+        ds.save_as(str(name))
+    bare = read_volume(tmp_path / "bare")
+    assert bare.spacing_zyx[0] == 1.0
+    assert any("neither SliceThickness nor SpacingBetweenSlices; its thickness is taken as 1 mm" in w
+               for w in bare.meta["warnings"])

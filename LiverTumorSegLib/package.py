@@ -154,6 +154,21 @@ def _is_sha256_hex(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+def _missing_package_error(path: Path) -> ModelPackageError:
+    """The error for a package path that names nothing: a symbolic link whose target is gone (or a loop of links) is
+    called one, as 'ls' shows the link itself and 'does not exist' contradicted it."""
+    if path.is_symlink():
+        try:
+            target = f" to '{os.readlink(path)}'"
+        except OSError:
+            target = ""
+        return ModelPackageError(f"Model package '{path}' is a symbolic link{target} that leads to no file (its target "
+                                 f"was moved or deleted, or the links form a loop). Point the link at the package "
+                                 f"file, or give the package's own path.")
+    return ModelPackageError(f"Model package '{path}' does not exist. Check the path, or run 'livertumorseg models' "
+                             f"to list installed models.")
+
+
 def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     """Parse and validate a safetensors header without reading tensor data.
 
@@ -163,8 +178,7 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     """
     path = Path(path)
     if not path.exists():
-        raise ModelPackageError(f"Model package '{path}' does not exist. Check the path, or run "
-                                f"'livertumorseg models' to list installed models.")
+        raise _missing_package_error(path)
     if path.is_dir():  # said only 'is not a file', without what to give instead
         try:
             found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX)
@@ -1195,7 +1209,9 @@ def _package_files(folder: Path) -> List[Path]:
             return []
         # any case: save_model_package writes 'Clinic.SAFETENSORS' and --model takes it, but a case-sensitive glob
         # left it out of the listing and of --model NAME without a word
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX and p.is_file())
+        # (a link whose target is gone is listed as unusable, saying so, not left out without a word)
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX
+                      and (p.is_file() or (p.is_symlink() and not p.exists())))
     except OSError as exc:  # an unreadable models folder must not break the default path
         log.warning("warning: cannot list model folder '%s' (%s); its models are skipped.", folder, exc)
         return []
@@ -1298,8 +1314,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
     if looks_like_path(name_or_path):
         candidate = Path(text)
         if not candidate.exists():
-            raise ModelPackageError(f"Model package '{candidate}' does not exist. Check the path, or run "
-                                    f"'livertumorseg models' to list installed models.")
+            raise _missing_package_error(candidate)
         return candidate
     if text == "default":
         listed = [e for e in list_installed_models() if e["source"] == "bundled"]

@@ -1333,3 +1333,26 @@ def test_models_notes_a_package_that_loads_but_segment_refuses(tmp_path, monkeyp
     assert main(["models", "--json"]) == 0
     rows = {e["path"]: e for e in json.loads(capsys.readouterr().out)["installed"]}
     assert "9 input channels" in rows[str(odd)]["segment_refusal"] and "segment_refusal" not in rows[str(fine)]
+
+
+def test_a_link_whose_target_is_gone_is_called_one(tmp_path, monkeypatch):
+    """'--model link.safetensors' said the link 'does not exist' while 'ls' showed it, and the user folder's listing
+    left such a link out without a word."""
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    link = user / "mine.safetensors"
+    try:
+        link.symlink_to(tmp_path / "moved.safetensors")
+        (user / "loop.safetensors").symlink_to(user / "loop.safetensors")
+    except (OSError, NotImplementedError):
+        pytest.skip("no symbolic links here")
+    with pytest.raises(ModelPackageError, match="is a symbolic link to '.*moved.safetensors' that leads to no file"):
+        load_model_package(link)
+    with pytest.raises(ModelPackageError, match="symbolic link .*the links form a loop"):
+        load_model_package(user / "loop.safetensors")
+    with pytest.raises(ModelPackageError, match="' does not exist. Check the path"):
+        load_model_package(tmp_path / "moved.safetensors")
+    errors = {Path(e["path"]).name: e["error"] for e in list_installed_models(warn=False) if e["source"] == "user"}
+    assert sorted(errors) == ["loop.safetensors", "mine.safetensors"]
+    assert "symbolic link" in errors["mine.safetensors"]

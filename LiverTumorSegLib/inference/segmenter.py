@@ -663,11 +663,16 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
     # the outputs a killed run replaced together are put back together (one run's), before each is judged
     restore_set_aside_outputs_of([Path(p) for p in (output_path, report_path, preview_path, probability_path)
                                   if p is not None])
-    given = [Path(p) for p in (input_path, output_path, report_path, preview_path, probability_path) if p is not None]
+    roles = ("input", "output", "report", "preview", "probability map")
+    given = [(role, Path(p)) for role, p in zip(roles, (input_path, output_path, report_path, preview_path,
+                                                        probability_path)) if p is not None]
     # before the existence checks ('segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite); also 'ct.nii.gz'
     # against 'CT.nii.gz' on Windows and macOS, hard links and symbolic links
-    if same_file_among(given):
-        raise InputError("The input, output, report, preview and probability paths must all be different files.")
+    for k, (role, path) in enumerate(given):
+        for other_role, other in given[k + 1:]:
+            if same_file_among([path, other]):  # said which two: 'must all be different files' named none
+                raise InputError(f"The {role} '{path}' and the {other_role} '{other}' are the same file; the input "
+                                 f"and each output must be different files.")
     check_can_write(outputs["labels"], overwrite)
     if report_path is not None:
         outputs["report"] = check_can_write(check_report_path(report_path), overwrite)

@@ -1329,14 +1329,16 @@ def test_output_that_is_the_input_under_another_spelling_is_refused(tmp_path, mo
     ct = tmp_path / "ct.nii.gz"
     ct.write_bytes(b"x")
     os.link(ct, tmp_path / "link.nii.gz")
-    with pytest.raises(InputError, match="must all be different files"):
+    with pytest.raises(InputError, match="are the same file; the input and each output must be different files"):
         _check_outputs(ct, tmp_path / "link.nii.gz", None, None, None, overwrite=True)
-    with pytest.raises(InputError, match="must all be different files"):
+    # which two collide is said (helper-25's audit: 'must all be different files' named none)
+    with pytest.raises(InputError, match=r"The output '.*seg.nii.gz' and the probability map '.*seg.nii.gz' are the "
+                                         r"same file; the input and each output must be different files"):
         _check_outputs(ct, tmp_path / "seg.nii.gz", None, None, tmp_path / "seg.nii.gz", overwrite=True)
     _check_outputs(ct, tmp_path / "CT.nii.gz", None, None, None, overwrite=True)  # another file on Linux
     monkeypatch.setattr(fileutil.sys, "platform", "darwin")  # a case-insensitive file system
-    with pytest.raises(InputError, match="must all be different files"):
+    with pytest.raises(InputError, match="are the same file; the input and each output must be different files"):
         _check_outputs(ct, tmp_path / "CT.nii.gz", None, None, None, overwrite=True)
     # without --overwrite too: 'segment ct.nii.gz -o ct.nii.gz' was told the output exists and to pass --overwrite
-    with pytest.raises(InputError, match="must all be different files"):
+    with pytest.raises(InputError, match="are the same file; the input and each output must be different files"):
         _check_outputs(ct, ct, None, None, None, overwrite=False)

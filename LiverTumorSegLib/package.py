@@ -1084,6 +1084,27 @@ def _verified_tensors(path: Path, meta: Mapping[str, Any], bundled_bytes: Option
     return tensors, digest
 
 
+def _check_load_device(device: Any) -> None:
+    """Refuse, before anything is read, a ``device`` that torch does not know or a CUDA device this machine lacks:
+    after the whole load, torch said 'AssertionError: Torch not compiled with CUDA enabled' or listed 20 device
+    types. ``resolve_device`` (LiverTumorSegLib.inference.device) is what falls back to the CPU."""
+    import torch
+
+    if device is None:  # model.to(None) leaves it where it was built: the CPU
+        return
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(f"load_model_package: device {str(device)[:60]!r} is not a device torch knows; use 'cpu', "
+                         f"'cuda', 'cuda:N' or 'mps'.") from exc
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (chosen.index is not None and chosen.index >= count):
+            raise InputError(f"load_model_package: device '{chosen}' is not available here (this PyTorch, torch "
+                             f"{torch.__version__}, sees {count} CUDA GPU(s)); use device='cpu', or pick one with "
+                             f"LiverTumorSegLib.inference.device.resolve_device('auto').device.")
+
+
 def load_model_package(path_or_name: PathLike, device: Any = "cpu",
                        preprocessing_ready: Optional[Callable[[Any], None]] = None) -> ModelPackage:
     """Load and verify a package (a path, an installed model name, or ``"default"``).
@@ -1105,6 +1126,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     """
     from .models import build_model
 
+    _check_load_device(device)
     path = resolve_model(path_or_name)
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)

@@ -1356,3 +1356,15 @@ def test_a_link_whose_target_is_gone_is_called_one(tmp_path, monkeypatch):
     errors = {Path(e["path"]).name: e["error"] for e in list_installed_models(warn=False) if e["source"] == "user"}
     assert sorted(errors) == ["loop.safetensors", "mine.safetensors"]
     assert "symbolic link" in errors["mine.safetensors"]
+
+
+def test_a_device_torch_does_not_know_or_lacks_is_refused_before_loading(package_path, monkeypatch):
+    """After the whole load, torch said 'AssertionError: Torch not compiled with CUDA enabled' (a CPU-only torch) or
+    listed twenty device types for a typo."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="device 'cuda:1' is not available here .*sees 0 CUDA GPU.*device='cpu'"):
+        load_model_package(package_path, device="cuda:1")
+    with pytest.raises(InputError, match="device 'gpu0' is not a device torch knows; use 'cpu'"):
+        load_model_package(package_path, device="gpu0")
+    for device in ("cpu", torch.device("cpu"), None):
+        assert not load_model_package(package_path, device=device).model.training

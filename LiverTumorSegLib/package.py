@@ -522,6 +522,11 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
                          f"in {PACKAGE_SUFFIX}.")
     plain = unwrap_model(model)
     architecture = model_config(plain)
+    parameters = int(sum(p.numel() for p in plain.parameters()))
+    if parameters > MAX_PARAMETERS:  # written, and every load refused it as 'corrupt or hostile'
+        raise InputError(f"Not saved: the network has {parameters / 1e6:,.0f} M parameters, and loading refuses more "
+                         f"than {MAX_PARAMETERS / 1e6:.0f} M (a guard against corrupt or hostile files). Use a smaller "
+                         f"network (fewer channels, a smaller width).")
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
     # the network loading builds holds float32 weights: a model.half() / .bfloat16() network was written and every
     # load refused it ('F16 but must be F32'); those cast to float32 exactly, a float64 one would be rounded
@@ -1026,7 +1031,8 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
     parameters = int(sum(p.numel() for p in net.parameters()))
     if parameters > MAX_PARAMETERS:
         raise ModelPackageError(f"{where} describes a network with {parameters / 1e6:,.0f} M parameters (at most "
-                                f"{MAX_PARAMETERS / 1e6:.0f} M are accepted); the package is corrupt or hostile.")
+                                f"{MAX_PARAMETERS / 1e6:.0f} M are accepted); the package is corrupt or hostile (save_model_package "
+                                f"refuses such a network).")
     expected = {k: (tuple(int(d) for d in v.shape), _storage_code(_safetensors_dtype(v), meta))
                 for k, v in net.state_dict().items()}
     found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}

@@ -1368,3 +1368,18 @@ def test_a_device_torch_does_not_know_or_lacks_is_refused_before_loading(package
         load_model_package(package_path, device="gpu0")
     for device in ("cpu", torch.device("cpu"), None):
         assert not load_model_package(package_path, device=device).model.training
+
+
+def test_a_network_larger_than_loading_accepts_is_not_saved(tmp_path, monkeypatch):
+    """A network over the loader's parameter limit (alexnet_fcn with width 2 and fc_channels 8192 has 585 M) was
+    written, and every load refused it as 'corrupt or hostile'."""
+    import LiverTumorSegLib.package as package
+
+    model = _tiny_model()
+    count = sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(package, "MAX_PARAMETERS", count - 1)
+    with pytest.raises(InputError, match="Not saved: the network has .* loading refuses more than.*smaller network"):
+        save_model_package(tmp_path / "big.safetensors", model, PREP)
+    assert not (tmp_path / "big.safetensors").exists()
+    monkeypatch.setattr(package, "MAX_PARAMETERS", count)
+    load_model_package(save_model_package(tmp_path / "fits.safetensors", model, PREP))

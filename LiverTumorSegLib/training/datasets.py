@@ -261,6 +261,7 @@ def _discover_msd(root: Path) -> List[Case]:
             raise InputError(f"'{images_dir}' holds no .nii/.nii.gz image but {len(others)} other file(s) "
                              f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); an MSD / nnU-Net folder is "
                              f"read for NIfTI only. List the pairs in a CSV (columns image,label) and pass it as --data.")
+    _check_labels_without_image(labels_dir, pairs, listed_in_manifest="training" in info)
     cases = []
     for image, label in pairs:
         if not image.is_file():
@@ -277,6 +278,35 @@ def _discover_msd(root: Path) -> List[Case]:
         case_id = re.sub(NIFTI_RE, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
         cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
     return cases
+
+
+def _check_labels_without_image(labels_dir: Path, pairs: Sequence[Tuple[Path, Path]],
+                                listed_in_manifest: bool) -> None:
+    """Label files in ``labelsTr/`` that no pair uses: their CTs are missing (an interrupted copy or extraction),
+    and training would quietly use fewer cases. Paired by file name (no ``training`` list), that is an
+    InputError naming them, as LiTS's segmentations without a volume are; with dataset.json's ``training`` list,
+    which chooses the cases, a warning (a label whose image is unlisted is named by the unlisted-image warning)."""
+    used = {_same_file_key(label) for _, label in pairs}
+    images_dir = labels_dir.parent / "imagesTr"
+    orphans = []
+    for label in sorted(labels_dir.iterdir()):
+        if not (_visible(label) and re.search(NIFTI_RE, label.name)) or _same_file_key(label) in used:
+            continue
+        nnunet_image = re.sub(NIFTI_RE, r"_0000\g<0>", label.name)
+        if listed_in_manifest and ((images_dir / label.name).is_file() or (images_dir / nnunet_image).is_file()):
+            continue  # its image is there, only not listed: named by the unlisted-image warning
+        orphans.append(label.name)
+    if not orphans:
+        return
+    shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")
+    if listed_in_manifest:
+        log.warning("warning: %d label(s) in '%s' have no image in imagesTr/ and are not listed in dataset.json's "
+                    "\"training\" entries, so they are not used: %s. Restore their images (and list them) if those "
+                    "cases belong to the data set.", len(orphans), labels_dir, shown)
+        return
+    raise InputError(f"{len(orphans)} label(s) in '{labels_dir}' have no image in imagesTr/ (MSD: the same file "
+                     f"name; nnU-Net v2: CASE_0000.nii.gz for labelsTr/CASE.nii.gz): {shown}. Restore the missing "
+                     f"images, or remove those labels.")
 
 
 def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[Dict[Any, Any]] = None) -> None:

@@ -88,6 +88,32 @@ def test_nnunet_v2_raw_layout_pairs_channel_0000_with_its_case_label(tmp_path, c
     assert [c.case_id for c in discover_cases(tmp_path / "msd", "msd")] == ["case_0001"]
 
 
+def test_msd_labels_without_an_image_are_named_not_left_out(tmp_path, caplog):
+    """labelsTr/ holding labels whose CTs are missing from imagesTr/ (an interrupted copy) was read as a smaller
+    data set without a word; LiTS refuses segmentations without a volume."""
+    for n in (1, 2):
+        _write_pair(tmp_path / "imagesTr" / f"liver_{n}.nii.gz", tmp_path / "labelsTr" / f"liver_{n}.nii.gz", n)
+    (tmp_path / "imagesTr" / "liver_2.nii.gz").unlink()
+    (tmp_path / "labelsTr" / "._liver_1.nii.gz").write_bytes(b"junk")  # macOS resource file: not a label
+    with pytest.raises(InputError, match=r"1 label\(s\) in .*labelsTr' have no image in imagesTr/.*liver_2.nii.gz"):
+        discover_cases(tmp_path, "msd")
+    # nnU-Net v2 names: labelsTr/CASE.nii.gz goes with imagesTr/CASE_0000.nii.gz
+    (tmp_path / "imagesTr" / "liver_1.nii.gz").rename(tmp_path / "imagesTr" / "liver_1_0000.nii.gz")
+    with pytest.raises(InputError, match=r"liver_2.nii.gz\. Restore the missing images"):
+        discover_cases(tmp_path, "msd")
+    (tmp_path / "labelsTr" / "liver_2.nii.gz").unlink()
+    assert [c.case_id for c in discover_cases(tmp_path, "msd")] == ["liver_1"]
+    # with dataset.json's training list choosing the cases: a warning, the listed cases are used
+    _write_pair(tmp_path / "imagesTr" / "liver_3.nii.gz", tmp_path / "labelsTr" / "liver_3.nii.gz", 3)
+    _write_pair(tmp_path / "unused" / "ct.nii.gz", tmp_path / "labelsTr" / "liver_4.nii.gz", 4)
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "./imagesTr/liver_1_0000.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}]}))
+    with caplog.at_level("WARNING"):
+        assert [c.case_id for c in discover_cases(tmp_path, "msd")] == ["liver_1"]
+    assert "1 label(s)" in caplog.text and "liver_4.nii.gz" in caplog.text
+    assert "liver_3.nii.gz" in caplog.text  # its image is there, unlisted: the unlisted-image warning names it
+
+
 def test_msd_missing_label_names_the_file(tmp_path):
     _write_pair(tmp_path / "imagesTr" / "liver_2.nii.gz", tmp_path / "other" / "x.nii.gz")
     (tmp_path / "labelsTr").mkdir()

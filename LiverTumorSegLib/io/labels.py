@@ -2,6 +2,7 @@
 1 liver, 2 tumor) and matching their grid to the reference CT."""
 import json
 import logging
+import re
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -238,22 +239,34 @@ ANY_LABEL_VALUE = tuple(range(256))
 def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, int]:
     """A ``--label-map`` JSON text (``'{"255": 1}'``: raw value -> 0 background, 1 liver, 2 tumor) as a dict;
     InputError saying what is wrong otherwise."""
+    repeated: List[str] = []  # keys written twice in one JSON object: json keeps the last without a word
+
+    def keep_repeats(items: List[Tuple[str, object]]) -> dict:
+        keys = [key for key, _ in items]
+        repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
+        return dict(items)
+
     try:
-        mapping = json.loads(text)
+        mapping = json.loads(text, object_pairs_hook=keep_repeats)
     except ValueError as exc:
         raise InputError(f"{option} must be JSON like '{{\"255\": 1}}' (raw value -> 0, 1 or 2): {exc}.") from None
     if not isinstance(mapping, dict) or not mapping:
         raise InputError(f"{option} must be a non-empty JSON object like '{{\"255\": 1}}', got {text[:60]!r}.")
+    first_key: Dict[int, str] = {}
     for key, value in mapping.items():
-        try:
-            number = int(key)
-        except ValueError:
-            raise InputError(f"{option} key {key!r} is not an integer label value.") from None
+        if re.fullmatch(r"\s*[+-]?[0-9]+\s*", key) is None:  # int() also took '1_0' (10) and other digits
+            raise InputError(f"{option} key {key!r} is not an integer label value.")
+        number = int(key)
         if not 0 <= number <= 255:
             raise InputError(f"{option} key {key} is outside 0..255; label maps are read as values 0..255, so "
                              f"convert a file holding {key} to 0/1/2 first.")
         if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
             raise InputError(f"{option} maps {key} to {value!r}; targets must be 0, 1 or 2.")
+        if number in first_key or key in repeated:  # '1' and '01' were both applied, the later one winning
+            keys = f"keys {first_key[number]!r} and {key!r}" if number in first_key else f"key {key!r} twice"
+            raise InputError(f"{option} lists the value {number} more than once ({keys}); give each raw value one "
+                             f"target.")
+        first_key[number] = key
     return mapping
 
 
@@ -302,6 +315,14 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
     check names the dropped values when no liver is left). Without a map, values must already be in {0, 1, 2}
     (LabelError naming ``option``, the way to map them, otherwise)."""
     if label_map:
+        targets: Dict[int, Tuple[object, int]] = {}
+        for source, target in label_map.items():
+            number = int(source)
+            if number in targets and targets[number][1] != int(target):  # both were applied, the later winning
+                raise InputError(f"{option} lists the value {number} twice with different targets "
+                                 f"({targets[number][0]!r}: {targets[number][1]}, {source!r}: {int(target)}); give "
+                                 f"each raw value one target.")
+            targets[number] = (source, int(target))
         said = unlisted_values_warning(str(where), raw, label_map, option)
         if said is not None:
             if warnings is not None:

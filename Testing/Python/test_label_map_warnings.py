@@ -2,6 +2,7 @@
 0/1/2 reference into background without a word at run time, and its case scored liver Dice 0. remap_labels now
 says so, naming the file and the values, and evaluate shows it on stderr."""
 import logging
+import re
 import os
 import subprocess
 import sys
@@ -83,3 +84,24 @@ def test_a_multi_organ_label_is_told_to_map_its_liver_value_not_its_first_extra_
         remap_labels(organs, where="ts.nii.gz")
     with pytest.raises(LabelError, match=r"Map them with --label-map '\{\"255\": 1\}'"):
         remap_labels(np.array([[[0, 255]]], dtype=np.uint8), where="mask.nii.gz")
+
+
+@pytest.mark.parametrize("text, said", [
+    ('{"1": 1, "1": 2}', "lists the value 1 more than once (key '1' twice)"),
+    ('{"1": 1, "01": 2}', "lists the value 1 more than once (keys '1' and '01')"),
+    ('{"1_0": 1}', "key '1_0' is not an integer label value"),
+])
+def test_a_label_map_option_that_names_one_value_twice_is_refused(text, said):
+    """JSON keeps the last of two equal keys ('{"1": 1, "1": 2}' read as {"1": 2}, liver became tumor without a
+    word); '1' and '01' were both applied, the later winning; int() read '1_0' as 10."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.io.labels import parse_label_map_option
+
+    with pytest.raises(InputError, match=re.escape(said)):
+        parse_label_map_option(text)
+    assert parse_label_map_option('{"1": 1, "2": 2, "255": 1}') == {"1": 1, "2": 2, "255": 1}
+    # the same map handed over as a dict (training's config file): refused where it is applied
+    raw = np.array([[[0, 1, 2]]], dtype=np.uint8)
+    with pytest.raises(InputError, match=r"lists the value 1 twice with different targets \('1': 1, '01': 2\)"):
+        remap_labels(raw, {"1": 1, "01": 2}, "case.nii.gz")
+    assert remap_labels(raw, {"1": 1, "01": 1, "2": 2}, "case.nii.gz").tolist() == [[[0, 1, 2]]]

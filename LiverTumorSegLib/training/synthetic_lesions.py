@@ -406,6 +406,10 @@ def _pick_next_to(first: Dict[str, Any], liver: np.ndarray, radius_mm: float, sp
         direction /= np.linalg.norm(direction) + 1e-12
         center = first_center + direction * reach / spacing
         index = np.rint(center).astype(int)
+        # the first lesion's centre may lie above or below the stack (its z offset): judge the liver on the
+        # stack's nearest slice, where the two lesions show (the centre itself was refused, and a quarter of
+        # the 'confluent' lesions of a 3-slice stack were placed anywhere)
+        index[0] = min(max(index[0], 0), liver.shape[0] - 1)
         if np.all(index >= 0) and np.all(index < liver.shape) and liver[tuple(index)]:
             return center, radius_mm
     return None

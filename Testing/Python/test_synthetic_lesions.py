@@ -196,6 +196,24 @@ def test_cluster_makes_one_confluent_mass(phantom):
     assert n_components == 1
 
 
+def test_cluster_is_confluent_in_a_three_slice_stack(phantom):
+    """A training stack has 3 slices and the first lesion's centre is moved in z by up to 0.6 of its radius, often
+    past the stack: companions were then refused (centre 'not on liver') and placed anywhere (14 of 20 seeds)."""
+    from scipy.ndimage import label as connected_components
+
+    hu, labels, spacing = phantom
+    z = int(np.argmax((labels >= 1).sum(axis=(1, 2))))
+    hu3, lab3 = hu[z - 1:z + 2], labels[z - 1:z + 2]
+    cfg = LesionConfig(probability=1.0, count_range=(3, 3), diameter_range_mm=(20.0, 40.0), cluster_probability=1.0,
+                       edge_probability=0.0)
+    confluent = 0
+    for seed in range(20):
+        _, lab_new, infos = insert_lesions(hu3, lab3, spacing, seeding.rng(seed), cfg)
+        assert len(infos) == 3
+        confluent += connected_components(lab_new == 2, structure=np.ones((3, 3, 3)))[1] == 1
+    assert confluent >= 19
+
+
 def test_gallery_script_on_small_real_ct(tmp_path):
     """scripts/lesion_gallery.py end to end on the small TotalSegmentator CT in Testing/Data."""
     from script_helpers import ROOT, load_script

@@ -397,7 +397,7 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
             unnamed.append(number)
         cases.append(Case(case_id, patient, str(image), str(label), "csv"))
     if warn_patients:
-        _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases))
+        _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases), columns)
     return cases
 
 
@@ -405,16 +405,22 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
 _WARNED_CSVS: Set[Tuple[str, str]] = set()
 
 
-def _warn_cases_as_own_patients(root: Path, has_column: bool, lines: Sequence[int], total: int) -> None:
+def _warn_cases_as_own_patients(root: Path, has_column: bool, lines: Sequence[int], total: int,
+                                columns: Sequence[str] = ()) -> None:
     """Warn (once per CSV and process) that rows without a patient id are each taken as a patient of their own:
     two phases or scans of one patient listed so can land on both sides of a split, and their validation then
-    measures a patient the network was trained on. ``lines``: the CSV's line numbers without a patient id."""
+    measures a patient the network was trained on. ``lines``: the CSV's line numbers without a patient id;
+    ``columns``: the CSV's column names, of which one named like a patient id ('patient_id', 'PatientID',
+    'subject') is named in the warning: it is not read."""
     if not lines:
         return
     if not has_column:
+        alike = [c for c in columns if re.search(r"patient|subject", str(c), re.IGNORECASE)]
+        hint = (f"its column {', '.join(repr(c) for c in alike)} is not read as the patient id (only a column "
+                f"named 'patient' is): rename it 'patient'" if alike else
+                "if some rows are scans of one patient (phases, follow-ups), add a 'patient' column naming it")
         text = (f"CSV '{root}' has no 'patient' column, so each of its {total} rows is taken as a patient of its own; "
-                f"if some rows are scans of one patient (phases, follow-ups), add a 'patient' column naming it, or "
-                f"those scans can be split between training and validation")
+                f"{hint}, or scans of one patient can be split between training and validation")
     else:
         shown = ", ".join(str(n) for n in list(lines)[:10]) + (" ..." if len(lines) > 10 else "")
         text = (f"CSV '{root}': {len(lines)} of its {total} rows have an empty 'patient' cell (lines {shown}) and are "

@@ -286,6 +286,19 @@ def test_a_csv_without_patient_ids_says_once_that_each_row_is_its_own_patient(tm
     assert "patient" not in caplog.text
 
 
+def test_a_csv_whose_patient_column_has_another_name_is_told_to_rename_it(tmp_path, caplog):
+    """A 'patient_id' column was not read (only 'patient' is), and the warning said the CSV had no patient column
+    and to add one: the user, who had one, could not tell that its ids were unused and two scans of one patient
+    could be split between training and validation."""
+    for i in range(2):
+        _write_pair(tmp_path / f"ct{i}.nii.gz", tmp_path / f"lab{i}.nii.gz", seed=i)
+    (tmp_path / "ids.csv").write_text("image,label,Patient_ID\nct0.nii.gz,lab0.nii.gz,P0\nct1.nii.gz,lab1.nii.gz,P0\n")
+    with caplog.at_level("WARNING"):
+        assert [c.patient_id for c in discover_cases(tmp_path / "ids.csv")] == ["ct0", "ct1"]
+    assert "its column 'patient_id' is not read as the patient id" in caplog.text
+    assert "rename it 'patient'" in caplog.text
+
+
 @pytest.mark.parametrize("encoding, separator", WINDOWS_CSV_FORMATS)
 def test_training_csvs_saved_by_excel_or_powershell_are_read(tmp_path, encoding, separator):
     """A UTF-16 list was refused as 'not UTF-8 text'; a tab- or semicolon-separated one had no 'image' column."""

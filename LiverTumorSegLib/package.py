@@ -561,6 +561,14 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
         if key in RESERVED_METADATA_KEYS:
             raise InputError(f"metadata key '{key}' is set by save_model_package; remove it.")
         meta[key] = value
+    try:  # every setting recorded, defaults included: a package saved with {} took whatever the defaults were at
+        # each later load, so a change of default would have changed its preprocessing without a word
+        resolved = _preprocessing_from_dict(meta["preprocessing"], path)
+    except ModelPackageError as exc:
+        raise InputError(f"Not saved: loading would refuse this package: {exc} Fix the metadata or preprocessing "
+                         f"passed to save_model_package.") from exc
+    if hasattr(resolved, "to_dict"):
+        meta["preprocessing"] = resolved.to_dict()
     for key in ("architecture", "preprocessing"):  # numbers the network computes with: null would not load
         if not _all_finite(meta[key]):
             raise InputError(f"The package's {key} holds a non-finite number (NaN or infinity); it could never be "
@@ -908,6 +916,19 @@ def _preprocessing_from_dict(data: Dict[str, Any], path: Path):
         raise ModelPackageError(f"Model package '{path}' has an invalid preprocessing configuration: {exc}")
 
 
+def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: Any, path: Path) -> None:
+    """Warn when a package records only part of its preprocessing (packages saved before 25 Nov 2026 from a partial
+    dict; save_model_package now records every setting): the rest are this library's current defaults, which
+    need not be the ones the network was trained with."""
+    if not hasattr(preprocessing, "to_dict"):
+        return
+    missing = sorted(set(preprocessing.to_dict()) - set(recorded))
+    if missing:
+        log.warning("warning: model package '%s' does not record the preprocessing setting(s) %s; this library's "
+                    "current defaults are used for them, which may not be what its network was trained with.",
+                    path, ", ".join(missing))
+
+
 def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arch: Dict[str, Any]) -> None:
     """The real network against the loaded tensors (names, shapes, dtypes): the same rules and messages as the
     header check in :func:`_plan_network`."""
@@ -1137,6 +1158,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)
     preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, preprocessing, path)
     if preprocessing_ready is not None:
         preprocessing_ready(preprocessing)
     activations = _plan_network(meta, header, path)

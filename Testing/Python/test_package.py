@@ -1383,3 +1383,35 @@ def test_a_network_larger_than_loading_accepts_is_not_saved(tmp_path, monkeypatc
     assert not (tmp_path / "big.safetensors").exists()
     monkeypatch.setattr(package, "MAX_PARAMETERS", count)
     load_model_package(save_model_package(tmp_path / "fits.safetensors", model, PREP))
+
+
+def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_loads_with_a_warning(tmp_path,
+                                                                                                   caplog):
+    """A package saved with a partial preprocessing dict ({} included) recorded only those keys and took this
+    library's defaults for the rest at every load, so a later change of a default would have changed its
+    preprocessing without a word (helper-27's audit). save_model_package now records every setting; a package
+    that records part of them (written before) loads with a warning naming the settings it lacks."""
+    import logging
+
+    from LiverTumorSegLib.package import rewrite_package_metadata
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    model = build_model("unet", in_channels=3, num_classes=3, channels=(4, 8), num_res_units=1)
+    saved = save_model_package(tmp_path / "partial.safetensors", model, {"target_spacing_mm": 2.0})
+    recorded = read_package_metadata(saved)["preprocessing"]
+    expected = PreprocessingConfig.from_dict({"target_spacing_mm": 2.0}).to_dict()
+    assert recorded == expected and set(recorded) == set(PreprocessingConfig().to_dict())
+    with caplog.at_level(logging.WARNING):
+        load_model_package(saved)
+    assert "does not record the preprocessing" not in caplog.text
+
+    def drop(meta):  # as an older package recorded it
+        meta["preprocessing"] = {"target_spacing_mm": 2.0}
+
+    rewrite_package_metadata(saved, drop)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        package = load_model_package(saved)
+    assert package.preprocessing.to_dict() == expected
+    assert "does not record the preprocessing setting(s) body_threshold_hu, channels, " in caplog.text
+    assert "current defaults are used for them" in caplog.text

@@ -7,7 +7,7 @@ seconds from the start, and the engine's stage times. It ends with the wall and 
 the CPU seconds per case. On a machine whose cores the network already fills (2 CPU cores), the helpers'
 work is paid in network time; on a GPU it runs beside it.
 
-    python benchmarks/batch_timeline.py CT_FOLDER [--model default] [--device cpu] [--json timeline.json]
+    python benchmarks/batch_timeline.py CT_FOLDER [--model default] [--device cpu] [--json timeline.json [--overwrite]]
 """
 import argparse
 import json
@@ -72,8 +72,16 @@ def main(argv=None):
     p.add_argument("folder", help="folder of CT files (as for `segment FOLDER`)")
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, help="also write the timeline here")
+    p.add_argument("--json", default=None, help="also write the timeline here (checked before the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
+    if args.json:  # it was written after the batch, over any file, without a word
+        from LiverTumorSegLib.errors import InputError
+        from LiverTumorSegLib.fileutil import check_can_write
+
+        if Path(args.json).suffix.lower() != ".json":
+            raise InputError(f"--json '{args.json}' must end in .json.")
+        check_can_write(args.json, args.overwrite)
     result = batch_timeline(args.folder, args.model, args.device)
     for e in result["events"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in e["stages"].items())
@@ -84,7 +92,10 @@ def main(argv=None):
           f"{result['cpu_s']:.2f} s ({result['cpu_s'] / n:.2f} per case, {result['cpu_s'] / result['wall_s']:.2f} "
           f"cores busy on average)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        from LiverTumorSegLib.fileutil import atomic_output
+
+        with atomic_output(args.json, overwrite=args.overwrite) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
 

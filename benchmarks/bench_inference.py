@@ -3,7 +3,8 @@
 **Real CT** (``--ct FILE --model default``): the bundled (or any) model on a real CT.
 
     python benchmarks/bench_inference.py --ct CT.nii.gz --model default [--slices 300] [--repeats 2]
-                                         [--batch-cases 5] [--batch-slices N] [--sample-dice] [--json out.json]
+                                         [--batch-cases 5] [--batch-slices N] [--sample-dice]
+                                         [--json out.json [--overwrite]]
 
 Prints, per repeat (variants interleaved so that load from other processes hits them alike): the network
 time alone in fp32 and in bf16 (every preprocessed batch of the volume through the network + softmax, ms per
@@ -14,7 +15,7 @@ preprocess, network with ``--precision auto``, post-processing, report, write) w
 (emulated bf16 took 8-9x the fp32 time there). ``--onnx`` also times the network on ONNX Runtime (fp32, export
 left out) and the whole command with ``--backend onnx``, each against the same torch fp32 network time.
 ``--slices N`` makes an N-slice volume out of a shorter CT by
-mirrored repetition of its real slices (0..z-1, z-1..0, ...), stated in the output. ``--batch-cases K``:
+mirrored repetition of its real slices (0..z-1, z-1..0, ...), stated in the output (of a longer CT: its first N). ``--batch-cases K``:
 K copies of the CT (unstacked, or stacked to ``--batch-slices``) in a folder, one ``segment FOLDER -o OUT``
 command, against K times one CT's read + network + write plus one model load (one pair per ``--repeats``,
 median ratio). ``--sample-dice``: the bundled sample's liver Dice in fp32 and with ``--precision auto``.
@@ -29,10 +30,11 @@ monai  = MONAI sliding_window_inference with the same network: the windowed volu
          (N = z, C = 1, H, W), roi = the whole slice, sw_batch_size 8 (how MONAI tutorials run 2D nets).
 
     python benchmarks/bench_inference.py [--shape 48 256 256] [--device cpu|cuda] [--threads N] [--onnx]
-                                         [--monai] [--json out.json]
+                                         [--monai] [--json out.json [--overwrite]]
 
 
-Prints seconds per volume, slices per second and peak memory for each variant (best of --repeats): on
+Prints seconds per volume, slices per second and peak memory for each variant (best of --repeats, after one
+untimed warm-up run of each): on
 CUDA the peak GPU memory of that variant; on CPU the process's peak resident memory so far (ru_maxrss,
 monotone: it can only grow from one variant to the next, so read it as an upper bound).
 """
@@ -187,9 +189,14 @@ def real_ct_benchmark(args):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     original = read_volume(args.ct)
     volume = stacked_volume(original, args.slices) if args.slices else original
-    note = (f"{args.ct} {original.shape_zyx} (z, y, x)" + (
-        f", stacked to {volume.shape_zyx[0]} slices by mirrored repetition of its {original.shape_zyx[0]} real "
-        f"slices" if args.slices else ""))
+    if not args.slices:
+        how = ""
+    elif args.slices <= original.shape_zyx[0]:  # it said "stacked ... by mirrored repetition" of a cut
+        how = f", its first {args.slices} of {original.shape_zyx[0]} slices"
+    else:
+        how = (f", stacked to {volume.shape_zyx[0]} slices by mirrored repetition of its {original.shape_zyx[0]} "
+               f"real slices")
+    note = f"{args.ct} {original.shape_zyx} (z, y, x){how}"
     print(f"CT: {note}\nCPU: {cpu_name()}, {threads} threads (shared machine: other processes may be running)")
     package = load_model_package(args.model)
     fp32 = SliceInferenceEngine(package, device="cpu", threads=threads, precision="fp32")
@@ -336,32 +343,69 @@ def batch_benchmark(args, volume, tmp, env, threads):
     return {"cases": args.batch_cases, "pairs": pairs, "median_ratio": median}
 
 
-def main():
+def positive_int(text):
+    """argparse type: a whole number, 1 or more (--repeats 0 printed 'inf s' and '0.0 slices/s', a negative
+    --shape or --slices ended in a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def check_json_output(path, overwrite):
+    """Before any timing: ``--json`` ends in .json and can be written (an existing file only with
+    ``--overwrite``). It was written after the whole benchmark, over any file, without a word."""
+    if not path:
+        return
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.fileutil import check_can_write
+
+    if Path(path).suffix.lower() != ".json":
+        raise InputError(f"--json '{path}' must end in .json.")
+    check_can_write(path, overwrite)
+
+
+def write_json(path, document, overwrite):
+    from LiverTumorSegLib.fileutil import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ct", default=None, help="real CT file: benchmark the real model on it (see above)")
     p.add_argument("--model", default="default", help="model for --ct (name or .safetensors)")
-    p.add_argument("--slices", type=int, default=None, help="--ct: stack the CT to this many slices")
-    p.add_argument("--batch-cases", type=int, default=0, help="--ct: also time a batch of this many copies")
-    p.add_argument("--batch-slices", type=int, default=None,
+    p.add_argument("--slices", type=positive_int, default=None,
+                   help="--ct: this many slices (mirrored repetition of the CT's own; fewer: its first ones)")
+    p.add_argument("--batch-cases", type=positive_int, default=0, help="--ct: also time a batch of this many copies")
+    p.add_argument("--batch-slices", type=positive_int, default=None,
                    help="--batch-cases: stack each copy to this many slices (default: the CT as it is)")
     p.add_argument("--sample-dice", action="store_true", help="--ct: also print the sample's liver Dice")
-    p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), help="phantom (z, y, x) voxels")
+    p.add_argument("--shape", type=positive_int, nargs=3, default=(48, 256, 256), help="phantom (z, y, x) voxels")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128))
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--channels", type=positive_int, nargs="+", default=(16, 32, 64, 128))
     p.add_argument("--onnx", action="store_true", help="also time the ONNX Runtime backend")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--monai", action="store_true", help="also time MONAI sliding_window_inference")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = p.parse_args()
+    p.add_argument("--json", default=None, help="also write the results to this JSON file (checked before the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    args = p.parse_args(argv)
+    if args.batch_slices and not args.batch_cases:
+        p.error("--batch-slices needs --batch-cases (it sets the slices of each batch copy)")
+    check_json_output(args.json, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ct:
         result = real_ct_benchmark(args)
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
-            print(f"wrote {args.json}")
+            write_json(args.json, result, args.overwrite)
         return
     phantom = make_phantom(tuple(args.shape), (1.0, 1.0, 3.0))
     cfg = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0,
@@ -373,7 +417,8 @@ def main():
     n = args.shape[0]
     print(f"volume {tuple(args.shape)} (z, y, x), U-Net channels {channels}, torch threads {torch.get_num_threads()}")
     results = {}
-    if not args.skip_naive:
+    if not args.skip_naive:  # warmed up like the others: its first call's costs made the engine look faster
+        naive_segment(package, phantom.ct)
         results["naive loop (cpu)"] = measured(lambda: naive_segment(package, phantom.ct), args.repeats, "cpu")
     engine = SliceInferenceEngine(package, device=args.device, threads=args.threads)
     engine.predict(phantom.ct)  # warm-up (cudnn autotune, allocator)
@@ -397,10 +442,8 @@ def main():
         rows.append({"variant": name, "seconds_per_volume": seconds, "slices_per_second": n / seconds,
                      "peak_memory_mib": peak, "speedup_vs_naive": (base / seconds) if base else None})
     if args.json:
-        Path(args.json).write_text(json.dumps({"shape_zyx": list(args.shape), "unet_channels": list(channels),
-                                               "torch_threads": torch.get_num_threads(), "results": rows},
-                                              indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, {"shape_zyx": list(args.shape), "unet_channels": list(channels),
+                               "torch_threads": torch.get_num_threads(), "results": rows}, args.overwrite)
 
 
 if __name__ == "__main__":

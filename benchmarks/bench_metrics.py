@@ -1,4 +1,4 @@
-"""Time the LiTS metrics on a CT-sized label-map pair (default 512 x 512 x 300 voxels).
+"""Time the LiTS metrics on a CT-sized label-map pair (default 300 x 512 x 512 voxels, z x y x x).
 
     python benchmarks/bench_metrics.py [--shape 300 512 512] [--roc]
 
@@ -44,12 +44,26 @@ def timed(label, fn, *args, **kwargs):
     return value
 
 
-def main() -> None:
+def positive_int(text: str) -> int:
+    """``--shape``: a whole number of voxels, 1 or more (0 printed half the table, then an error; a negative one
+    ended in numpy's 'negative dimensions are not allowed' traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of voxels, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more voxels, got {value}")
+    return value
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"))
-    parser.add_argument("--spacing", type=float, nargs=3, default=[1.5, 0.78, 0.78], metavar=("SZ", "SY", "SX"))
+    parser.add_argument("--shape", type=positive_int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"),
+                        help="voxels (z, y, x), each 1 or more (default 300 512 512)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=[1.5, 0.78, 0.78], metavar=("SZ", "SY", "SX"),
+                        help="voxel size (z, y, x) in mm (default 1.5 0.78 0.78)")
     parser.add_argument("--roc", action="store_true", help="also time the exact ROC AUC over all voxels")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from LiverTumorSegLib.metrics import detect_lesions, evaluate_case, overlap_metrics, roc_auc, surface_metrics
 

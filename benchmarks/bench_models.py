@@ -54,7 +54,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--sizes", nargs="+", type=positive, default=[256, 512], help="square slice sizes (px)")
     parser.add_argument("--batches", nargs="+", type=positive, default=[1, 8])
     parser.add_argument("--repeats", type=positive, default=3)
-    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--devices", nargs="+", default=None, choices=("cpu", "cuda"),
+                        help="default: cpu, plus cuda when available")  # another name ended in torch's traceback
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     parser.add_argument("--threads", type=positive, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)

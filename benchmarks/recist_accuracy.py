@@ -36,11 +36,22 @@ def ellipse_mask(spacing_xy, angle_deg, offset_xy) -> np.ndarray:
     return (u / a) ** 2 + (v / b) ** 2 + (z / c) ** 2 <= 1
 
 
-def main() -> None:
+def draws_count(text: str) -> int:
+    """``--draws``: 2 or more (one square and one non-square ellipsoid at least); 0 or 1 ended in an IndexError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more (every other draw has square pixels), got {value}")
+    return value
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--draws", type=draws_count, default=300, help="ellipsoids, 2 or more (default 300)")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     errors = {"square": [], "non-square": []}
     for draw in range(args.draws):

@@ -55,15 +55,32 @@ def crop_box(labels2d: np.ndarray, margin: int = 25) -> Tuple[slice, slice]:
             slice(max(0, xs.min() - margin), xs.max() + margin + 1))
 
 
+def at_least(kind, low, exclusive: bool = False):
+    """argparse type: a ``kind`` number >= ``low`` (> with ``exclusive``). --panels 0 or -1, --pixel-mm 0 or -1
+    and --context -1 ended in tracebacks (matplotlib's 'Number of rows', ZeroDivisionError, IndexError)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+        if not (value > low if exclusive else value >= low) or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {'above' if exclusive else 'at least'} {low:g}, got {text}")
+        return value
+    return parse
+
+
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", help="CT and liver label paths, alternating")
     parser.add_argument("-o", "--output", required=True,
                         help="PNG to write (docs/images/synthetic_lesions_gallery.png is the committed picture)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--panels", type=int, default=8, help="image pairs in total (default 8 -> 4x4 grid)")
-    parser.add_argument("--pixel-mm", type=float, default=1.5, help="network grid pixel size (default 1.5)")
-    parser.add_argument("--context", type=int, default=1, help="c: stack of 2c+1 slices (default 1)")
+    parser.add_argument("--panels", type=at_least(int, 1), default=8,
+                        help="image pairs in total, 1 or more (default 8 -> 4x4 grid)")
+    parser.add_argument("--pixel-mm", type=at_least(float, 0.0, exclusive=True), default=1.5,
+                        help="network grid pixel size in mm, above 0 (default 1.5)")
+    parser.add_argument("--context", type=at_least(int, 0), default=1,
+                        help="c: stack of 2c+1 slices, 0 or more (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if len(args.pairs) % 2:

@@ -1,6 +1,8 @@
 """Render a picture of the LiverTumorSeg module panel from its Qt Designer file, without 3D Slicer.
 
-Usage: python render_panel_layout.py OUT.png [--project DIR] [--project-python PY] [--width PX]
+Usage: python render_panel_layout.py OUT.png [--project DIR] [--project-python PY] [--width PX] [--overwrite]
+
+An existing OUT.png (such as the committed docs/images/panel_layout.png) is replaced only with --overwrite.
 
 The result is NOT a 3D Slicer screenshot. LiverTumorSeg/Resources/UI/LiverTumorSeg.ui is loaded with plain Qt
 (PySide6 QUiLoader, "offscreen" platform, Fusion style). Slicer's own widgets are replaced: ctkCollapsibleButton
@@ -26,11 +28,19 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # the .ui connects Slicer signals (mrmlSceneChanged) that the stand-ins lack: harmless, do not log them
 os.environ.setdefault("QT_LOGGING_RULES", "qt.core.qobject.connect=false")
 
-from PySide6.QtCore import QFile, Qt  # noqa: E402
-from PySide6.QtGui import QFont  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
-from PySide6.QtWidgets import (QApplication, QComboBox, QFrame, QGroupBox, QLabel, QProgressBar,  # noqa: E402
-                               QVBoxLayout, QWidget)
+try:
+    from PySide6.QtCore import QFile, Qt  # noqa: E402
+    from PySide6.QtGui import QFont  # noqa: E402
+    from PySide6.QtUiTools import QUiLoader  # noqa: E402
+    from PySide6.QtWidgets import (QApplication, QComboBox, QFrame, QGroupBox, QLabel, QProgressBar,  # noqa: E402
+                                   QVBoxLayout, QWidget)
+except ImportError as exc:  # even --help ended in a ModuleNotFoundError traceback
+    if __name__ != "__main__":
+        raise
+    print(f"error: render_panel_layout.py needs PySide6 ({exc}); install it in a separate venv "
+          f"(python3 -m venv /tmp/render && /tmp/render/bin/pip install PySide6) and run the script with that "
+          f"venv's python.", file=sys.stderr)
+    sys.exit(2)
 
 NOTE = ("Panel layout rendered from LiverTumorSeg.ui with plain Qt (not a 3D Slicer screenshot); "
         "Slicer widgets shown as placeholders.")
@@ -155,7 +165,14 @@ def main(argv=None):
     parser.add_argument("--project-python", default="",
                         help="Python with the project's dependencies (default PROJECT/.venv/bin/python)")
     parser.add_argument("--width", type=int, default=572, help="picture width in pixels (default 572)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     args = parser.parse_args(argv)
+    if args.width < 1:
+        parser.error(f"--width must be 1 pixel or more, got {args.width}")
+    if Path(args.out).suffix.lower() != ".png":
+        parser.error(f"OUT '{args.out}' must end in .png (the picture is written as PNG)")
+    if os.path.exists(args.out) and not args.overwrite:  # it replaced any file, the committed picture included
+        parser.error(f"'{args.out}' already exists; pass --overwrite to replace it or choose another path")
     project = os.path.abspath(args.project)
     python = args.project_python or os.path.join(project, ".venv", "bin", "python")
     texts = panel_texts(project, python)

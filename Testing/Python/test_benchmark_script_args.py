@@ -1,0 +1,178 @@
+"""Benchmark and helper scripts: a bad argument is one argparse line (exit 2), not a traceback or a table of
+'inf s'; an existing --json / picture is kept unless --overwrite; warm-ups stay out of the timings."""
+import sys
+import types
+
+import pytest
+
+from script_helpers import ROOT, load_script
+
+
+def _argparse_error(capsys, function, argv, words):
+    with pytest.raises(SystemExit) as exc:
+        function(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--shape", "-3", "64", "64"], "argument --shape: must be 1 or more voxels, got -3"),
+    (["--shape", "0", "64", "64"], "argument --shape: must be 1 or more voxels, got 0"),
+])
+def test_bench_metrics_refuses_empty_or_negative_shapes(capsys, argv, words):
+    script = load_script("benchmarks/bench_metrics.py", "bench_metrics_args")
+    _argparse_error(capsys, script.main, argv, words)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch", "0"], "argument --batch: must be above 0, got 0"),
+    (["--shape", "4", "-1", "64"], "argument --shape: must be above 0, got -1"),
+    (["--spacing", "0"], "argument --spacing: must be above 0, got 0"),
+])
+def test_bench_preprocessing_refuses_bad_numbers(capsys, argv, words):
+    script = load_script("benchmarks/bench_preprocessing.py", "bench_preprocessing_args")
+    _argparse_error(capsys, script.main, argv, words)
+
+
+def test_bench_preprocessing_warms_each_config_before_its_clock(capsys, monkeypatch):
+    """The first config's 'prepare' carried the first call's costs (0.36-0.46 s on 4 slices, then 0.00 s)."""
+    pytest.importorskip("torch")
+    script = load_script("benchmarks/bench_preprocessing.py", "bench_preprocessing_warm")
+    from LiverTumorSegLib.preprocessing import SlicePreprocessor
+
+    prepared = []
+    original = SlicePreprocessor.prepare
+    monkeypatch.setattr(SlicePreprocessor, "prepare",
+                        lambda self, ct: (prepared.append(tuple(ct.array.shape)), original(self, ct))[1])
+    script.main(["--shape", "3", "40", "40", "--batch", "2", "--configs", "default", "default"])
+    assert prepared == [(2, 32, 32), (3, 40, 40)] * 2  # the tiny warm-up, then the timed volume, per config
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("ms/slice" in line for line in lines[1:])
+
+
+def test_bench_models_refuses_an_unknown_device(capsys):
+    pytest.importorskip("torch")
+    script = load_script("benchmarks/bench_models.py", "bench_models_args")
+    _argparse_error(capsys, script.main, ["--devices", "tpu"], "invalid choice: 'tpu' (choose from 'cpu', 'cuda')")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--repeats", "0"], "argument --repeats: must be 1 or more, got 0"),   # printed 'inf s', '0.0 slices/s'
+    (["--slices", "-3"], "argument --slices: must be 1 or more, got -3"),
+    (["--shape", "0", "8", "8"], "argument --shape: must be 1 or more, got 0"),
+    (["--batch-slices", "4"], "--batch-slices needs --batch-cases"),
+])
+def test_bench_inference_refuses_bad_numbers(capsys, argv, words):
+    pytest.importorskip("torch")
+    script = load_script("benchmarks/bench_inference.py", "bench_inference_args")
+    _argparse_error(capsys, script.main, argv, words)
+
+
+def test_bench_inference_keeps_an_existing_json_and_warms_the_naive_loop(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+
+    script = load_script("benchmarks/bench_inference.py", "bench_inference_json")
+    out = tmp_path / "results.json"
+    out.write_text("user's file")
+    monkeypatch.setattr(script, "make_phantom", lambda *a, **k: pytest.fail("timed before the --json check"))
+    with pytest.raises(LiverTumorSegError, match="already exists; pass"):
+        script.main(["--shape", "2", "32", "32", "--json", str(out)])
+    assert out.read_text() == "user's file"
+    with pytest.raises(InputError, match="must end in .json"):
+        script.main(["--json", str(tmp_path / "results.txt")])
+
+    monkeypatch.undo()
+    calls = []
+    naive = script.naive_segment
+    monkeypatch.setattr(script, "naive_segment", lambda *a: (calls.append(1), naive(*a))[1])
+    script.main(["--shape", "2", "32", "32", "--channels", "4", "8", "--repeats", "1", "--threads", "1",
+                 "--json", str(out), "--overwrite"])
+    assert len(calls) == 2  # one untimed warm-up (the engine had one, the naive loop none), one timed run
+    import json
+
+    rows = json.loads(out.read_text())["results"]
+    assert [r["variant"][:12] for r in rows] == ["naive loop (", "engine torch"]
+    assert all(r["slices_per_second"] == pytest.approx(2 / r["seconds_per_volume"]) for r in rows)
+
+
+def test_batch_timeline_keeps_an_existing_json_unless_overwrite(tmp_path, monkeypatch):
+    from LiverTumorSegLib.errors import LiverTumorSegError
+
+    script = load_script("benchmarks/batch_timeline.py", "batch_timeline_json")
+    out = tmp_path / "timeline.json"
+    out.write_text("user's file")
+    monkeypatch.setattr(script, "batch_timeline", lambda *a, **k: pytest.fail("ran before the --json check"))
+    with pytest.raises(LiverTumorSegError, match="already exists; pass"):
+        script.main([str(tmp_path), "--json", str(out)])
+    assert out.read_text() == "user's file"
+    result = {"events": [], "wall_s": 2.0, "cpu_s": 1.0, "cases": 2}
+    monkeypatch.setattr(script, "batch_timeline", lambda *a, **k: result)
+    assert script.main([str(tmp_path), "--json", str(out), "--overwrite"]) == 0
+    import json
+
+    assert json.loads(out.read_text()) == result
+
+
+def test_recist_accuracy_needs_two_draws(capsys):
+    script = load_script("benchmarks/recist_accuracy.py", "recist_accuracy_args")
+    _argparse_error(capsys, script.main, ["--draws", "1"], "argument --draws: must be 2 or more")
+    script.main(["--draws", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["square pixels", "non-square pixels"]
+    assert all("(1 draws)" in line and line.endswith(" mm") for line in lines)
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--panels", "0"], "argument --panels: must be at least 1, got 0"),
+    (["--pixel-mm", "0"], "argument --pixel-mm: must be above 0, got 0"),
+    (["--context", "-1"], "argument --context: must be at least 0, got -1"),
+])
+def test_lesion_gallery_refuses_bad_numbers(tmp_path, capsys, option, words):
+    script = load_script("scripts/lesion_gallery.py", "lesion_gallery_args")
+    _argparse_error(capsys, script.main, ["ct.nii.gz", "liver.nii.gz", "-o", str(tmp_path / "g.png")] + option,
+                    words)
+
+
+def _fake_pyside6(monkeypatch):
+    """Stand-in PySide6 modules: enough for the script to import (its rendering is not run here)."""
+    names = {"QtCore": ["QFile", "Qt"], "QtGui": ["QFont"], "QtUiTools": ["QUiLoader"],
+             "QtWidgets": ["QApplication", "QComboBox", "QFrame", "QGroupBox", "QLabel", "QProgressBar",
+                           "QVBoxLayout", "QWidget"]}
+    monkeypatch.setitem(sys.modules, "PySide6", types.ModuleType("PySide6"))
+    for module, classes in names.items():
+        fake = types.ModuleType("PySide6." + module)
+        for name in classes:
+            setattr(fake, name, type(name, (), {}))
+        monkeypatch.setitem(sys.modules, "PySide6." + module, fake)
+
+
+def test_render_panel_layout_keeps_an_existing_picture_unless_overwrite(tmp_path, capsys, monkeypatch):
+    _fake_pyside6(monkeypatch)
+    script = load_script("scripts/render_panel_layout.py", "render_panel_layout_args")
+    picture = tmp_path / "panel_layout.png"
+    picture.write_bytes(b"committed picture")
+    monkeypatch.setattr(script, "panel_texts", lambda *a: pytest.fail("ran before the output check"))
+    _argparse_error(capsys, script.main, [str(picture)], "already exists; pass --overwrite")
+    _argparse_error(capsys, script.main, [str(tmp_path / "panel.jpg")], "must end in .png")
+    _argparse_error(capsys, script.main, [str(tmp_path / "new.png"), "--width", "0"], "--width must be 1 pixel")
+    assert picture.read_bytes() == b"committed picture"
+    rendered = []
+    monkeypatch.setattr(script, "panel_texts", lambda *a: {})
+    monkeypatch.setattr(script, "render", lambda ui, texts, out, width: rendered.append(out))
+    script.main([str(picture), "--overwrite"])
+    assert rendered == [str(picture)]
+
+
+def test_render_panel_layout_without_pyside6_is_one_line(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['PySide6'] = None; "
+                           f"sys.argv = ['render_panel_layout.py', '--help']; "
+                           f"exec(compile(open({str(ROOT / 'scripts' / 'render_panel_layout.py')!r}).read(), "
+                           f"'render_panel_layout.py', 'exec'), {{'__name__': '__main__'}})"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "error: render_panel_layout.py needs PySide6" in done.stderr and "Traceback" not in done.stderr
+

@@ -349,6 +349,18 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
     return raw.astype(np.uint8, copy=False)
 
 
+def _refuse_probability_map(volume: CTVolume) -> None:
+    """LabelError for a file tagged as a ``segment --probabilities`` map (uint8 255 x p): read as a label map, its
+    values 3..255 were called a multi-organ labelling (advice: map liver = 5), and under a ``--label-map`` such as
+    ``{"255": 1}`` its probabilities became liver or background without a word."""
+    from .formats import PROBABILITY_255_CONTENT
+
+    if volume.meta.get("content") == PROBABILITY_255_CONTENT:
+        raise LabelError(f"'{volume.source}' is a tumor probability map (uint8, 255 x probability, as segment "
+                         f"--probabilities writes it), not a label map (0 background, 1 liver, 2 tumor). Give the "
+                         f"label map here (evaluate takes probability maps with --prob).")
+
+
 def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
                    allowed_values: Sequence[int] = LABEL_VALUES,
                    tolerance: float = GEOMETRY_TOLERANCE, series: Optional[str] = None) -> CTVolume:
@@ -375,6 +387,7 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         volume = read_dicom_seg(path, reference)
     else:
         volume = read_volume(path, series=series, uint8_if_fits=True)  # no int16 copy of a 0/1/2 map
+        _refuse_probability_map(volume)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
         volume = _match_reference(volume, reference, tolerance)

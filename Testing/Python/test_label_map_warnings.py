@@ -2,8 +2,8 @@
 0/1/2 reference into background without a word at run time, and its case scored liver Dice 0. remap_labels now
 says so, naming the file and the values, and evaluate shows it on stderr."""
 import logging
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +105,25 @@ def test_a_label_map_option_that_names_one_value_twice_is_refused(text, said):
     with pytest.raises(InputError, match=r"lists the value 1 twice with different targets \('1': 1, '01': 2\)"):
         remap_labels(raw, {"1": 1, "01": 2}, "case.nii.gz")
     assert remap_labels(raw, {"1": 1, "01": 1, "2": 2}, "case.nii.gz").tolist() == [[[0, 1, 2]]]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_a_probability_map_given_as_a_label_map_is_named_as_one(tmp_path, suffix):
+    """A ``segment --probabilities`` map (uint8 255 x p, tagged) given as a reference was called a multi-organ
+    labelling (advice: map liver = 5), and under --label-map '{"255": 1}' its probabilities became liver and
+    background without a word (liver Dice 0.08)."""
+    from LiverTumorSegLib.errors import LabelError
+    from LiverTumorSegLib.io import read_label_map
+    from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE
+    from LiverTumorSegLib.io.writers import write_probability_map
+
+    phantom = make_phantom(shape_zyx=(4, 12, 12), spacing_xyz=(2.0, 2.0, 3.0), seed=0)
+    levels = np.linspace(0, 255, phantom.labels.size).reshape(phantom.labels.shape).round().astype(np.uint8)
+    path = write_probability_map(tmp_path / f"case1_prob{suffix}", levels, phantom.ct.geometry)
+    for allowed in ((0, 1, 2), ANY_LABEL_VALUE):
+        with pytest.raises(LabelError, match=r"is a tumor probability map \(uint8, 255 x probability.*not a label "
+                                             r"map.*--prob"):
+            read_label_map(path, allowed_values=allowed)
+    # an untagged 0/1/2 map is still a label map
+    labels = write_label_map(tmp_path / f"case1_seg{suffix}", phantom.labels, phantom.ct.geometry)
+    assert (read_label_map(labels).array == phantom.labels).all()

@@ -1110,3 +1110,22 @@ def test_an_unparsable_yaml_config_is_a_one_line_error_with_its_line(tmp_path):
     with pytest.raises(InputError, match=r"Cannot parse training config .*line 2") as raised:
         load_config_file(broken_json)
     assert "\n" not in str(raised.value)
+
+
+def test_a_network_a_package_cannot_hold_is_refused_before_training(monkeypatch):
+    """A network over the package limits (200 M parameters; 2 GiB of layer outputs per 256 x 256 slice) trained for
+    hours and then its package was refused at the save, or, before that, at every load (helper-24's audit). The
+    meta-device check that runs before any data is read now refuses it."""
+    import LiverTumorSegLib.package as package
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.trainer import check_model_spec
+
+    options = {"channels": [4, 8, 16], "strides": [2, 2]}
+    check_model_spec("unet", 3, options)
+    monkeypatch.setattr(package, "MAX_PARAMETERS", 100)
+    with pytest.raises(InputError, match=r"a model package holds at most 0 M, so this run's result could not be saved"):
+        check_model_spec("unet", 3, options)
+    monkeypatch.setattr(package, "MAX_PARAMETERS", 200_000_000)
+    monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", 1 << 20)
+    with pytest.raises(InputError, match=r"layer outputs for one 256 x 256 slice take .* GiB"):
+        check_model_spec("unet", 3, options)

@@ -546,7 +546,7 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     extra = dict(metadata or {})
     meta: Dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "name": str(extra.pop("name", path.stem)),
+        "name": str(extra.pop("name", None) or path.stem),  # None or "" was stored as the text 'None' / nothing
         "description": str(extra.pop("description", "")),
         "architecture": architecture,
         "preprocessing": _preprocessing_to_dict(preprocessing),

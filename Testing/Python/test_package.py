@@ -1415,3 +1415,9 @@ def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_
     assert package.preprocessing.to_dict() == expected
     assert "does not record the preprocessing setting(s) body_threshold_hu, channels, " in caplog.text
     assert "current defaults are used for them" in caplog.text
+
+
+def test_a_package_saved_with_name_none_is_named_by_its_file(tmp_path):
+    """metadata {"name": None} was stored as the text 'None', which 'models' listed as the package's name."""
+    saved = save_model_package(tmp_path / "liver_v5.safetensors", _tiny_model(), PREP, metadata={"name": None})
+    assert read_package_metadata(saved)["name"] == "liver_v5"

@@ -254,6 +254,18 @@ def resample_slices(arrays: np.ndarray, source_yx: np.ndarray, mode: str, fill: 
     return out[0].numpy() + np.float32(fill)
 
 
+def _checked_pixel_mm(value: Any) -> float:
+    """``value`` as an in-plane pixel size in mm: a finite number > 0. NaN, infinity or text failed later, inside
+    the DataLoader, with "cannot convert float NaN to integer" or a division by zero."""
+    import numbers
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not (np.isfinite(float(value)) and float(value) > 0):
+        raise InputError("pixel_spacing_mm must be a finite number of mm > 0 (the in-plane pixel size of the "
+                         "network grid, e.g. 1.5); got %r." % (value,))
+    return float(value)
+
+
 class SliceAugmenter:
     """Random augmentation of one 2.5D sample; ``__call__(hu, labels, rng) -> (hu, labels)``.
 
@@ -265,10 +277,11 @@ class SliceAugmenter:
     """
 
     def __init__(self, config: Optional[AugmentationConfig] = None, pixel_spacing_mm: float = 1.5) -> None:
+        if config is not None and not isinstance(config, AugmentationConfig):
+            raise InputError("SliceAugmenter needs an AugmentationConfig, got %s; build one from a dict with "
+                             "AugmentationConfig.from_dict(options)." % type(config).__name__)
         self.config = config or AugmentationConfig()
-        if pixel_spacing_mm <= 0:
-            raise InputError("pixel_spacing_mm must be > 0 mm; got %r." % pixel_spacing_mm)
-        self.pixel_spacing_mm = float(pixel_spacing_mm)
+        self.pixel_spacing_mm = _checked_pixel_mm(pixel_spacing_mm)
         self.last_params: Dict[str, Any] = {}
 
     def draw_spatial(self, rng: np.random.Generator, shape_hw: Tuple[int, int]) -> Dict[str, Any]:
@@ -298,9 +311,7 @@ class SliceAugmenter:
         """This call's in-plane pixel size (mm): the given one, else the augmenter's."""
         if pixel_spacing_mm is None:
             return self.pixel_spacing_mm
-        if not float(pixel_spacing_mm) > 0:
-            raise InputError("pixel_spacing_mm must be > 0 mm; got %r." % pixel_spacing_mm)
-        return float(pixel_spacing_mm)
+        return _checked_pixel_mm(pixel_spacing_mm)
 
     def source_reach_px(self, params: Dict[str, Any], half_extent_px: float,
                         pixel_spacing_mm: Optional[float] = None) -> float:

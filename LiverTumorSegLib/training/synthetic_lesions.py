@@ -26,6 +26,7 @@ vessels called tumors). Vessels are inserted before the lesions, so a lesion dra
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
 import functools
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -582,6 +583,9 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
     (labelled voxels inside this array, mL) and ``ellipsoid_volume_ml`` (the whole ellipsoid).
     Inputs are never modified. No liver (fewer than ``config.min_liver_voxels``) -> unchanged copies.
     """
+    if config is not None and not isinstance(config, LesionConfig):
+        raise InputError("insert_lesions needs a LesionConfig, got %s; build one from a dict with "
+                         "LesionConfig.from_dict(options)." % type(config).__name__)
     config = config or LesionConfig()
     rng = _as_rng(rng)
     hu_arr = np.asarray(hu)
@@ -598,8 +602,11 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
     else:
         raise InputError("Labels %s must have the HU stack's shape %s or be one (H, W) slice."
                          % (lab_arr.shape, hu_arr.shape))
-    if len(spacing_zyx) != 3 or min(float(s) for s in spacing_zyx) <= 0:
-        raise InputError("spacing_zyx must be three positive mm values (z, y, x); got %r." % (spacing_zyx,))
+    # NaN or infinity gave no lesion at all without a word (NaN boxes, RuntimeWarnings); text was read digit by digit
+    if isinstance(spacing_zyx, (str, bytes)) or len(spacing_zyx) != 3 \
+            or not all(isinstance(s, numbers.Real) and not isinstance(s, (bool, np.bool_)) for s in spacing_zyx) \
+            or not all(np.isfinite(float(s)) and float(s) > 0 for s in spacing_zyx):
+        raise InputError("spacing_zyx must be three finite positive mm values (z, y, x); got %r." % (spacing_zyx,))
     spacing = tuple(float(s) for s in spacing_zyx)
     hu_new = hu_arr.astype(np.float32, copy=True)
 

@@ -314,3 +314,19 @@ def test_nested_options_take_their_defaults_types_and_ranges():
     for cls, values, name in refused:
         with pytest.raises(InputError, match=name):
             cls.from_dict(values)
+
+
+@pytest.mark.parametrize("spacing", [float("nan"), float("inf"), "1.5", True, 0.0, -1.5])
+def test_pixel_spacing_must_be_a_finite_positive_number(spacing):
+    """NaN and text were taken by the constructor and failed inside the DataLoader ("cannot convert float NaN to
+    integer", "'<=' not supported"); infinity failed with a division by zero, also as a call's own pixel size."""
+    hu, labels = _square_sample(16)
+    with pytest.raises(InputError, match="pixel_spacing_mm must be a finite number"):
+        SliceAugmenter(_only(elastic_probability=1.0), pixel_spacing_mm=spacing)
+    with pytest.raises(InputError, match="pixel_spacing_mm must be a finite number"):
+        SliceAugmenter(_only(elastic_probability=1.0), pixel_spacing_mm=1.5)(hu, labels, 0, pixel_spacing_mm=spacing)
+
+
+def test_a_dict_for_the_config_is_refused_with_the_way_to_build_one():
+    with pytest.raises(InputError, match=r"AugmentationConfig\.from_dict"):
+        SliceAugmenter({"zoom_probability": 1.0})

@@ -184,6 +184,20 @@ def test_shape_mismatch_is_a_user_error():
         insert_lesions(np.zeros((3, 8, 8), np.float32), np.zeros((3, 8, 9), np.uint8), (1, 1, 1), 0)
 
 
+@pytest.mark.parametrize("spacing", [(float("nan"), 2.0, 2.0), (4.0, 2.0, float("inf")), "421", (4.0, True, 2.0)])
+def test_spacing_must_be_three_finite_positive_numbers(phantom, spacing):
+    """NaN or infinity gave no lesion at all without a word (and RuntimeWarnings); text was read digit by digit."""
+    hu, labels, _ = phantom
+    with pytest.raises(InputError, match="spacing_zyx must be three finite positive mm values"):
+        insert_lesions(hu, labels, spacing, 0, LesionConfig(probability=1.0))
+
+
+def test_a_dict_for_the_config_is_refused_with_the_way_to_build_one(phantom):
+    hu, labels, spacing = phantom
+    with pytest.raises(InputError, match=r"LesionConfig\.from_dict"):
+        insert_lesions(hu, labels, spacing, 0, {"probability": 1.0})
+
+
 def test_cluster_makes_one_confluent_mass(phantom):
     from scipy.ndimage import label as connected_components
 

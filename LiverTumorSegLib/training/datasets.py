@@ -129,12 +129,16 @@ def detect_format(root: PathLike) -> str:
         if root.suffix.lower() == ".csv":
             return "csv"
         raise InputError(f"Training data '{root}' is a file but not a .csv. {_LAYOUT_HELP}")
+    found = None
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
-        return "msd"
-    if any(_in_visible_tree(p, root) for p in root.rglob("volume-*.nii*")):
-        return "lits"
-    if any(p.is_dir() and _in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM")):
-        return "ircadb"
+        found = "msd"
+    elif any(_in_visible_tree(p, root) for p in root.rglob("volume-*.nii*")):
+        found = "lits"
+    elif any(p.is_dir() and _in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM")):
+        found = "ircadb"
+    if found:
+        _warn_unread_csvs(root, found)
+        return found
     if any(_in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM.zip")):
         raise InputError(f"'{root}' holds zipped 3D-IRCADb folders (PATIENT_DICOM.zip); unzip PATIENT_DICOM.zip "
                          f"and MASKS_DICOM.zip in each patient folder first.")
@@ -145,6 +149,19 @@ def detect_format(root: PathLike) -> str:
         raise InputError(f"'{root}' holds several CSV files ({', '.join(p.name for p in csvs)}); pass the one "
                          f"to use as --data.")
     raise InputError(f"Cannot tell the layout of '{root}'. {_LAYOUT_HELP}")
+
+
+def _warn_unread_csvs(root: Path, layout: str) -> None:
+    """Warn when the data folder ``root``, read as ``layout``, also holds CSV files: a list of the cases with their
+    patient ids kept beside the images was left unread without a word, and scans of one patient that it grouped
+    could be split between training and validation."""
+    csvs = sorted(p.name for p in root.glob("*.csv") if _visible(p) and p.is_file())
+    key = (os.path.normcase(str(root.resolve())), "unread: " + "|".join(csvs))
+    if csvs and key not in _WARNED_CSVS:  # said once per process: crossval lists the cases again for each fold
+        _WARNED_CSVS.add(key)
+        log.warning("warning: '%s' is read as the %s layout; its CSV file(s) %s are not read (nor their patient "
+                    "ids). To train on a CSV's pairs and patient ids, pass the CSV itself as --data.", root, layout,
+                    ", ".join(csvs[:5]) + (" ..." if len(csvs) > 5 else ""))
 
 
 def _visible(path: Path) -> bool:

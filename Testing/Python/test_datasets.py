@@ -88,6 +88,23 @@ def test_nnunet_v2_raw_layout_pairs_channel_0000_with_its_case_label(tmp_path, c
     assert [c.case_id for c in discover_cases(tmp_path / "msd", "msd")] == ["case_0001"]
 
 
+def test_a_csv_beside_a_lits_or_msd_layout_is_said_to_be_unread(tmp_path, caplog):
+    """A CSV of the cases with their patient ids kept in the data folder was left unread without a word when the
+    folder was read as LiTS (or MSD, IRCADb): its patients' scans could be split between training and
+    validation."""
+    _write_pair(tmp_path / "volume-0.nii", tmp_path / "segmentation-0.nii")
+    (tmp_path / "cases.csv").write_text("image,label,patient\nvolume-0.nii,segmentation-0.nii,P0\n")
+    with caplog.at_level("WARNING"):
+        assert [c.patient_id for c in discover_cases(tmp_path)] == ["lits-0"]
+        discover_cases(tmp_path)  # crossval lists the cases again: said once
+    assert caplog.text.count("is read as the lits layout; its CSV file(s) cases.csv are not read") == 1
+    assert "pass the CSV itself as --data" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert [c.patient_id for c in discover_cases(tmp_path / "cases.csv")] == ["P0"]
+    assert caplog.text == ""
+
+
 def test_msd_labels_without_an_image_are_named_not_left_out(tmp_path, caplog):
     """labelsTr/ holding labels whose CTs are missing from imagesTr/ (an interrupted copy) was read as a smaller
     data set without a word; LiTS refuses segmentations without a volume."""

@@ -482,7 +482,7 @@ def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
     elastic = {"elastic_magnitude_mm": 4.0}
     assert augmenter.source_reach_px(elastic, 0.0) == pytest.approx(4.0 * 4.0 / 0.7)
     assert augmenter.source_reach_px(elastic, 0.0, pixel_spacing_mm=1.4) == pytest.approx(4.0 * 4.0 / 1.4)
-    with pytest.raises(InputError, match="pixel_spacing_mm must be > 0"):
+    with pytest.raises(InputError, match="pixel_spacing_mm must be a finite number of mm > 0"):
         augmenter(np.zeros((3, 8, 8), np.float32), np.zeros((8, 8), np.uint8), 0, pixel_spacing_mm=0.0)
 
 

@@ -469,7 +469,10 @@ def _flocked_lock_file(folder: Path, lock: Path, mark: str) -> Optional[int]:
     import fcntl
 
     for _ in range(3):
-        handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:  # another user's lock file, not ours to open: the mark decides (_marked_lock_file)
+            return None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

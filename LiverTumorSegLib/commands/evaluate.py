@@ -126,6 +126,12 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
                 fitting = unmarked  # the others' names say they are something else
             if len(fitting) != 1:
                 shown = "', '".join(str(p.relative_to(folder)) for p, _ in files)
+                if len({p.parent for p, _ in files}) == len(files):  # one file name in per-case folders
+                    raise InputError(f"{what} folder '{folder}' holds '{files[0][0].name}' in {len(files)} "
+                                     f"subfolders ('{shown}'), and case names come from file names, not from "
+                                     f"folders (TotalSegmentator writes CASE/liver.nii.gz): copy or link each file "
+                                     f"into one folder under its case's name (e.g. CASE.nii.gz or CASE_liver.nii.gz, "
+                                     f"named as the reference of that case).")
                 raise InputError(f"{what} folder '{folder}' holds {len(files)} files for case '{name}' ('{shown}'), "
                                  f"and their names do not say which one is the {ROLE_WORDS.get(wanted, 'input')} "
                                  f"(case names drop "

@@ -780,3 +780,25 @@ def test_an_all_nan_images_ct_is_said_and_the_overlay_drawn_without_it(tmp_path,
     assert code == 0
     assert f"of case 'a' has {nan_ct.array.size} NaN/Inf voxels; overlay without CT" in caplog.text
     assert any(p.name.startswith("overlay") or "best" in p.name for p in out.rglob("*.png"))
+
+
+def test_one_file_name_in_per_case_folders_is_told_apart_from_two_files_of_one_case(tmp_path):
+    """TotalSegmentator writes CASE/liver.nii.gz; such a --pred folder was refused as 'case liver' with the advice
+    to keep one of the files in this folder, which would have dropped all other cases."""
+    from LiverTumorSegLib.commands.evaluate import list_cases
+    from LiverTumorSegLib.errors import InputError
+
+    phantom = make_phantom(shape_zyx=(3, 8, 8), spacing_xyz=(2.0, 2.0, 3.0), seed=0)
+    for case in ("case1", "case2"):
+        (tmp_path / "ts" / case).mkdir(parents=True)
+        write_label_map(tmp_path / "ts" / case / "liver.nii.gz", phantom.labels, phantom.ct.geometry)
+    with pytest.raises(InputError, match=r"holds 'liver.nii.gz' in 2 subfolders \('case1/liver.nii.gz', "
+                                         r"'case2/liver.nii.gz'\), and case names come from file names, not from "
+                                         r"folders .*under its case's name") as err:
+        list_cases(tmp_path / "ts", "--pred")
+    assert "keep one of them" not in str(err.value)
+    (tmp_path / "one").mkdir()
+    write_label_map(tmp_path / "one" / "case1_seg.nii.gz", phantom.labels, phantom.ct.geometry)
+    write_label_map(tmp_path / "one" / "case1_label.nii.gz", phantom.labels, phantom.ct.geometry)
+    with pytest.raises(InputError, match="holds 2 files for case 'case1'.*keep one of them"):
+        list_cases(tmp_path / "one", "--pred")

@@ -28,18 +28,36 @@ FAMILIES = {
 }
 # train's last line: "validation liver Dice" in older versions, now "validation (slices on the network grid) liver
 # Dice" or "validation (whole volumes, CT grid) liver Dice"; the old pattern matched none of today's lines
-DONE_LINE = re.compile(r"done: (\d+) epochs, (\d+) steps .*?validation(?: \([^)]*\))? liver Dice ([0-9.]+), "
+DONE_LINE = re.compile(r"done: (\d+) epochs, (\d+) steps .*?validation(?: \(([^)]*)\))? liver Dice ([0-9.]+), "
                        r"tumor Dice ([0-9.]+)")
+SLICES = "slices on the network grid"
+WHOLE = "whole volumes, CT grid"
+NOT_STATED = "not stated in the log (older train)"
+# what each kind of 'done:' line measured, for the packages' validation.method
+MEASURED = {
+    SLICES: "validated on that patient's slices with synthetic tumors on the network grid (dice_tumor_synthetic: "
+            "Dice of the synthetic tumors)",
+    WHOLE: "validated on that patient's whole CT through the inference pipeline (segment's post-processing), "
+           "without synthetic tumors: the patient has no labelled tumor, so dice_tumor_whole_volume is 1.0 when no "
+           "tumor is predicted and 0 otherwise (LiTS per case), not a tumor's Dice",
+    NOT_STATED: "validated on that patient (the train log does not say on what: slices on the network grid with "
+                "synthetic tumors in the train versions that printed such lines)",
+}
 
 
 def comparison(log_dir: Path) -> dict:
-    """``{architecture: {"steps", "dice_liver", "dice_tumor_synthetic"}}`` from the phase-4 logs."""
+    """``{architecture: {"steps", "dice_liver", tumor Dice, "validated_on"}}`` from the phase-4 logs. The tumor
+    Dice is ``dice_tumor_synthetic`` for slice-level validation (synthetic tumors), ``dice_tumor_whole_volume``
+    for whole-volume validation (the held-out real CT, which has no labelled tumor: 1.0 = no false tumor); train
+    prints the whole-volume numbers when it has them, and they were stored as a synthetic tumor's Dice."""
     rows = {}
     for log in sorted(log_dir.glob("arch_*.log")):
         match = DONE_LINE.search(log.read_text())
         if match:
-            rows[log.stem[len("arch_"):]] = {"steps": int(match.group(2)), "dice_liver": float(match.group(3)),
-                                             "dice_tumor_synthetic": float(match.group(4))}
+            kind = match.group(3) if match.group(3) in (SLICES, WHOLE) else NOT_STATED
+            tumor = "dice_tumor_whole_volume" if kind == WHOLE else "dice_tumor_synthetic"
+            rows[log.stem[len("arch_"):]] = {"steps": int(match.group(2)), "dice_liver": float(match.group(4)),
+                                             tumor: float(match.group(5)), "validated_on": kind}
     return rows
 
 
@@ -57,6 +75,13 @@ def main() -> int:
     if missing:  # the packages would claim a comparison their metadata does not hold
         parser.error(f"no 'done: ... liver Dice ..., tumor Dice ...' line for {', '.join(missing)} in "
                      f"'{args.comparison_logs}' (arch_<architecture>.log)")
+    kinds = sorted({row["validated_on"] for row in table.values()})
+    if len(kinds) > 1:  # a whole-volume Dice beside a slice Dice is no comparison at an equal budget
+        parser.error("the logs' validations differ (" + "; ".join(
+            f"{kind}: {', '.join(a for a, row in sorted(table.items()) if row['validated_on'] == kind)}"
+            for kind in kinds) + "); the families compare only when validated alike: train them all again with "
+            "the same train version, or give logs of one kind")
+    measured = MEASURED[kinds[0]]
     # every input and output checked before the first package is written: a missing one stopped the run with
     # some packages in the bundled folder rewritten and the rest not; a U-Net given as segnet.safetensors was
     # saved as a "SegNet" package
@@ -85,15 +110,16 @@ def main() -> int:
         meta["validation"] = {
             "method": "architecture comparison at an equal budget: every family (this one and the 24-384 U-Net) "
                       "trained with the same recipe for 750-800 steps of batch 16 (one H100, 2.6 min each, run "
-                      "side by side) without patient ts_dicom20 (leave-one-patient-out fold 0), then validated "
-                      "on that patient's slices with synthetic tumors on the network grid. These are the fold "
-                      "models' numbers, not this package's (which saw all 3 patients).",
+                      "side by side) without patient ts_dicom20 (leave-one-patient-out fold 0), then "
+                      + measured + ". These are the fold models' numbers, not this package's (which saw all 3 "
+                      "patients).",
             "held_out_patient": "ts_dicom20",
             "all_architectures": [dict(architecture=name, **row) for name, row in sorted(table.items())],
         }
         if arch in table:  # top-level numbers are what `livertumorseg models` prints
-            meta["validation"]["fold0_dice_liver"] = table[arch]["dice_liver"]
-            meta["validation"]["fold0_dice_tumor_synthetic"] = table[arch]["dice_tumor_synthetic"]
+            for key in ("dice_liver", "dice_tumor_synthetic", "dice_tumor_whole_volume"):
+                if key in table[arch]:
+                    meta["validation"]["fold0_" + key] = table[arch][key]
         meta["training"] = dict(meta.get("training", {}))
         meta["training"]["data_description"] = (
             "3 real abdominal CT patients with liver labels: TotalSegmentator example CTs (Apache-2.0; liver labels "

@@ -163,7 +163,8 @@ def test_the_family_script_reads_what_train_prints_and_refuses_missing_logs(tmp_
         (logs / f"arch_{arch}.log").write_text(f"step 1\ndone: 2 epochs, 800 steps (completed); "
                                                f"{validation_summary(validation)}; package x\n")
     table = family.comparison(logs)
-    assert table["segnet"] == {"steps": 800, "dice_liver": 0.852, "dice_tumor_synthetic": 0.169}
+    assert table["segnet"] == {"steps": 800, "dice_liver": 0.852, "dice_tumor_synthetic": 0.169,
+                               "validated_on": "slices on the network grid"}
     assert table["unet"]["dice_liver"] == 0.91                          # the whole-volume numbers when printed
     monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path), "--comparison-logs",
                                       str(logs)])

@@ -1,0 +1,71 @@
+"""scripts/finalize_family_models.py: a whole-volume validation line is not stored as a synthetic tumor's Dice.
+
+Train's last line gives whole-volume numbers when it has them ('validation (whole volumes, CT grid) ...'): the
+held-out patient's real CT, which has no labelled tumor, so its tumor Dice is 1.0 when no tumor is predicted and
+0 otherwise. The script stored that number as ``dice_tumor_synthetic`` and its method text said 'validated on that
+patient's slices with synthetic tumors on the network grid' whichever line it read."""
+import sys
+
+import pytest
+
+from script_helpers import load_script
+
+FAMILIES = ("segnet", "resnet18_fcn", "alexnet_fcn", "attention_unet")
+
+
+def _logs(folder, kinds):
+    from LiverTumorSegLib.commands.train import validation_summary
+
+    folder.mkdir()
+    for arch, kind in kinds.items():
+        validation = {"liver_dice": 0.85, "tumor_dice": 0.17}
+        if kind == "whole":
+            validation["whole_volume"] = {"liver_dice": 0.93, "tumor_dice": 1.0}
+        (folder / f"arch_{arch}.log").write_text(f"done: 2 epochs, 800 steps (completed); "
+                                                 f"{validation_summary(validation)}; package x\n")
+    return folder
+
+
+def _packages(folder):
+    from LiverTumorSegLib.models import build_model
+    from LiverTumorSegLib.package import save_model_package
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    folder.mkdir()
+    options = {"segnet": {"width": 0.05}, "resnet18_fcn": {"width": 0.05},
+               "alexnet_fcn": {"width": 0.05, "fc_channels": 4}, "attention_unet": {"channels": [2, 4, 8]}}
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], context_slices=0)
+    for arch in FAMILIES:
+        save_model_package(folder / f"{arch}.safetensors", build_model(arch, 1, 3, **options[arch]), config)
+
+
+def test_whole_volume_numbers_are_named_as_such(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from LiverTumorSegLib.package import read_package_metadata
+
+    script = load_script("scripts/finalize_family_models.py", "finalize_family_models_whole")
+    logs = _logs(tmp_path / "logs", {arch: "whole" for arch in FAMILIES + ("unet",)})
+    _packages(tmp_path / "models")
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path / "models"),
+                                      "--comparison-logs", str(logs), "-o", str(tmp_path / "out")])
+    assert script.main() == 0
+    validation = read_package_metadata(tmp_path / "out" / "segnet_v2.safetensors")["validation"]
+    assert validation["fold0_dice_liver"] == 0.93 and validation["fold0_dice_tumor_whole_volume"] == 1.0
+    assert "fold0_dice_tumor_synthetic" not in validation
+    assert "whole CT" in validation["method"] and "slices with synthetic tumors" not in validation["method"]
+    assert {row["validated_on"] for row in validation["all_architectures"]} == {"whole volumes, CT grid"}
+    assert all("dice_tumor_synthetic" not in row for row in validation["all_architectures"])
+
+
+def test_logs_of_two_kinds_are_refused(tmp_path, monkeypatch, capsys):
+    script = load_script("scripts/finalize_family_models.py", "finalize_family_models_mixed")
+    kinds = dict({arch: "slices" for arch in FAMILIES}, unet="whole")
+    logs = _logs(tmp_path / "logs", kinds)
+    monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path / "none"),
+                                      "--comparison-logs", str(logs)])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "the logs' validations differ" in err and "whole volumes, CT grid: unet" in err

@@ -105,9 +105,14 @@ class AugmentationConfig(JsonDataclassMixin):
         for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
-        if self.zoom_anisotropy < 1.0 or self.elastic_grid_mm <= 0:
-            raise InputError("AugmentationConfig: zoom_anisotropy must be >= 1 and elastic_grid_mm > 0 "
-                             "(got %r, %r)." % (self.zoom_anisotropy, self.elastic_grid_mm))
+        if self.zoom_anisotropy < 1.0:
+            raise InputError("AugmentationConfig.zoom_anisotropy = %r must be >= 1 (1: the same zoom along y and x)."
+                             % (self.zoom_anisotropy,))
+        if self.elastic_grid_mm <= 0:
+            raise InputError("AugmentationConfig.elastic_grid_mm = %r must be > 0 mm." % (self.elastic_grid_mm,))
+        if self.gamma_window_hu[0] >= self.gamma_window_hu[1]:  # an empty window made gamma a silent no-op
+            raise InputError("AugmentationConfig.gamma_window_hu = %r must be an HU window (low, high) with low < high."
+                             % (self.gamma_window_hu,))
 
     @classmethod
     def disabled(cls) -> "AugmentationConfig":

@@ -94,9 +94,10 @@ class LesionConfig(JsonDataclassMixin):
                 if len(value) != 2 or float(value[0]) > float(value[1]):
                     raise InputError("LesionConfig.%s = %r must be a (low, high) pair with low <= high."
                                      % (f.name, value))
-        if self.count_range[0] < 0 or self.diameter_range_mm[0] <= 0:
-            raise InputError("LesionConfig: count_range must be >= 0 and diameter_range_mm > 0 mm (got %r, %r)."
-                             % (self.count_range, self.diameter_range_mm))
+        if self.count_range[0] < 0:
+            raise InputError("LesionConfig.count_range = %r must be >= 0 lesions." % (self.count_range,))
+        if self.diameter_range_mm[0] <= 0:
+            raise InputError("LesionConfig.diameter_range_mm = %r must be > 0 mm." % (self.diameter_range_mm,))
         for name in ("margin_softness_mm", "rim_width_mm", "heterogeneity_scale_mm", "vessel_radius_mm",
                      "vessel_length_mm"):
             if getattr(self, name)[0] <= 0:  # a negative edge width turned the lesion inside out

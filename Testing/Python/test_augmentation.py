@@ -330,3 +330,15 @@ def test_pixel_spacing_must_be_a_finite_positive_number(spacing):
 def test_a_dict_for_the_config_is_refused_with_the_way_to_build_one():
     with pytest.raises(InputError, match=r"AugmentationConfig\.from_dict"):
         SliceAugmenter({"zoom_probability": 1.0})
+
+
+@pytest.mark.parametrize("options, named, other", [
+    ({"zoom_anisotropy": 0.5}, "zoom_anisotropy", "elastic_grid_mm"),
+    ({"elastic_grid_mm": -1.0}, "elastic_grid_mm", "zoom_anisotropy"),
+    ({"gamma_window_hu": [100.0, 100.0]}, "gamma_window_hu", None)])
+def test_each_refusal_names_only_the_wrong_key(options, named, other):
+    """Two keys shared one message ('zoom_anisotropy must be >= 1 and elastic_grid_mm > 0'); an empty gamma window
+    was accepted and gamma then did nothing however often it was drawn."""
+    with pytest.raises(InputError, match=named) as refused:
+        AugmentationConfig.from_dict(options)
+    assert other is None or other not in str(refused.value)

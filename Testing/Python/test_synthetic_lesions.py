@@ -198,6 +198,14 @@ def test_a_dict_for_the_config_is_refused_with_the_way_to_build_one(phantom):
         insert_lesions(hu, labels, spacing, 0, {"probability": 1.0})
 
 
+@pytest.mark.parametrize("options, named, other", [({"count_range": [-1, 3]}, "count_range", "diameter_range_mm"),
+                                                    ({"diameter_range_mm": [-3.0, 10.0]}, "diameter_range_mm", "count_range")])
+def test_each_refusal_names_only_the_wrong_key(options, named, other):
+    with pytest.raises(InputError, match=named) as refused:
+        LesionConfig.from_dict(options)
+    assert other not in str(refused.value)
+
+
 def test_cluster_makes_one_confluent_mass(phantom):
     from scipy.ndimage import label as connected_components
 

@@ -53,14 +53,23 @@ def set_context_spacing(package: Any, min_mm: Any = KEEP, max_mm: Any = KEEP) ->
     wanted = {name: old[name] if value is KEEP else value for name, value in zip(BOUNDS, (min_mm, max_mm))}
     PreprocessingConfig.from_dict(dict(before, **wanted))  # the values are checked before the file is touched
     if old == wanted:
-        return f"{path.name}: the bounds are {old['context_min_mm']} - {old['context_max_mm']} mm already"
+        return f"{path.name}: the bounds are {_bounds_text(old)} already"
 
     def change(meta: Dict[str, Any]) -> None:
         meta["preprocessing"] = dict(meta["preprocessing"], **wanted)
 
     rewrite_package_metadata(path, change)
-    return (f"{path.name}: neighbours {old['context_min_mm']} - {old['context_max_mm']} mm -> "
-            f"{wanted['context_min_mm']} - {wanted['context_max_mm']} mm from the centre")
+    return f"{path.name}: neighbours {_bounds_text(old)} -> {_bounds_text(wanted)} from the centre"
+
+
+def _bounds_text(bounds: Dict[str, Any]) -> str:
+    """``0.8 - 2.5 mm``, ``at least 0.8 mm``, ``at most 2.5 mm`` or ``unbounded``: 'None - None mm' before."""
+    low, high = bounds["context_min_mm"], bounds["context_max_mm"]
+    if low is not None and high is not None:
+        return f"{low} - {high} mm"
+    if low is not None:
+        return f"at least {low} mm"
+    return f"at most {high} mm" if high is not None else "unbounded"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1102,7 +1102,7 @@ def test_set_context_spacing_script_sets_the_bounds_and_leaves_single_slice_pack
     single_bytes, weights = single.read_bytes(), read_package_metadata(stacked)["weights_sha256"]
     assert script.main([str(stacked), str(single), "--min-mm", "0.8", "--max-mm", "2.5"]) == 0
     out = capsys.readouterr().out
-    assert "stacked.safetensors: neighbours None - None mm -> 0.8 - 2.5 mm from the centre" in out
+    assert "stacked.safetensors: neighbours unbounded -> 0.8 - 2.5 mm from the centre" in out
     assert "single.safetensors: single-slice input (context_slices 0), left unchanged" in out
     loaded = load_model_package(stacked).preprocessing
     assert (loaded.context_min_mm, loaded.context_max_mm) == (0.8, 2.5)
@@ -1122,6 +1122,7 @@ def test_set_context_spacing_script_sets_the_bounds_and_leaves_single_slice_pack
     assert script.main([str(stacked), "--min-mm", "none"]) == 0
     loaded = load_model_package(stacked).preprocessing
     assert (loaded.context_min_mm, loaded.context_max_mm) == (None, 4.0)
+    assert "0.8 - 4.0 mm -> at most 4.0 mm from the centre" in capsys.readouterr().out  # not 'None - 4.0 mm'
 
 
 def test_every_bundled_2_5d_package_keeps_neighbours_as_far_apart_as_its_training_slices():

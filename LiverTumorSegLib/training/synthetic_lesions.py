@@ -20,7 +20,7 @@ Label 2 is written where the lesion blend weight is > 0.5 and the voxel is liver
 ``vessel_count_range`` tubes through the liver (a random 3D direction through a liver point, slightly
 curved, radius ``vessel_radius_mm``, length ``vessel_length_mm``), brighter than the local liver by
 ``vessel_contrast_hu`` (portal-venous vessels; a fraction ``vessel_hypodense_probability`` darker, as
-unenhanced or arterial-phase veins). They stay **liver** (label 1): in a 2.5D view a bright vessel's
+unenhanced or arterial-phase veins), only on tumor-free liver (label 1). They stay **liver** (label 1): in a 2.5D view a bright vessel's
 cross-section is a bright round spot, and the network must learn it is not a tumor (issue 11: bright
 vessels called tumors). Vessels are inserted before the lesions, so a lesion drawn over a vessel covers it.
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
@@ -523,9 +523,10 @@ def insert_vessels(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
 
     Each vessel passes through a random liver voxel along a random 3D direction (centred there), radius
     and length from the config, soft edge (~0.7 mm), intensity ``local liver + contrast`` with the local
-    grain noise; only liver voxels (``labels >= 1``) change. Returns one info dict per vessel.
+    grain noise; only tumor-free liver voxels (``labels == 1``) change: a vessel drawn through a labelled tumor was
+    a bright tube labelled tumor, the opposite of what vessels are for. Returns one info dict per vessel.
     """
-    liver = labels >= 1
+    liver = labels == 1
     index = np.flatnonzero(liver)
     if index.size < config.min_liver_voxels:
         return []

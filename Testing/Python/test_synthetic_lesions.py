@@ -206,6 +206,26 @@ def test_each_refusal_names_only_the_wrong_key(options, named, other):
     assert other not in str(refused.value)
 
 
+def test_vessels_never_run_through_a_labelled_tumor(phantom):
+    """Vessels are the negatives for 'a bright tube is tumor': one drawn through a real tumor (label 2, synthetic
+    lesions switched on for data with tumor labels) was a bright tube labelled tumor (67 of 100 stacks)."""
+    hu, labels, spacing = phantom
+    z = int(np.argmax((labels >= 1).sum(axis=(1, 2))))
+    hu3, lab3 = hu[z - 1:z + 2].copy(), labels[z - 1:z + 2].copy()
+    ys, xs = np.nonzero(lab3[1] == 1)
+    yy, xx = np.mgrid[:lab3.shape[1], :lab3.shape[2]]
+    tumor = ((yy - ys.mean()) ** 2 + (xx - xs.mean()) ** 2 < 12 ** 2) & (lab3[1] == 1)
+    lab3[:, tumor] = 2
+    cfg = LesionConfig(probability=0.0, vessel_probability=1.0, vessel_count_range=(4, 4))
+    changed_liver = 0
+    for seed in range(10):
+        hu_new, lab_new, _ = insert_lesions(hu3, lab3, spacing, seeding.rng(seed), cfg)
+        assert np.array_equal(lab_new, lab3)
+        assert np.array_equal(hu_new[lab3 == 2], hu3[lab3 == 2])
+        changed_liver += np.any(np.abs(hu_new - hu3)[lab3 == 1] > 20)
+    assert changed_liver >= 8                 # vessels are still drawn in the tumor-free liver
+
+
 def test_cluster_makes_one_confluent_mass(phantom):
     from scipy.ndimage import label as connected_components
 

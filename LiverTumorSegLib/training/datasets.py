@@ -404,10 +404,7 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
     for index, (number, row) in enumerate(rows, start=1):
         if not row.get("image") or not row.get("label"):
             raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
-        image, label = _resolve(root.parent, row["image"]), _resolve(root.parent, row["label"])
-        for kind, path in (("image", image), ("label", label)):
-            if not path.exists():
-                raise InputError(f"CSV '{root}' line {number}: {kind} '{path}' does not exist.")
+        image, label = (_csv_path(root, number, kind, row[kind]) for kind in ("image", "label"))
         case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{index}"
         patient = row.get("patient") or case_id
         if not row.get("patient"):
@@ -494,6 +491,23 @@ def voxel_digest(array_zyx: np.ndarray) -> str:
     for plane in array_zyx:
         digest.update(np.ascontiguousarray(plane, dtype="<f4").tobytes())
     return digest.hexdigest()
+
+
+def _csv_path(csv: Path, number: int, kind: str, text: str) -> Path:
+    """The existing file or folder a training CSV's cell names (relative to the CSV's folder), else InputError
+    naming the line. A path written with Windows backslashes (``img\\case1.nii.gz``, a CSV made on Windows) is
+    read with ``/`` where the system takes ``\\`` as a letter of the name and only that spelling exists (it was
+    reported missing without saying why)."""
+    path = _resolve(csv.parent, text)
+    if path.exists():
+        return path
+    if "\\" in text and os.sep == "/":
+        slashed = _resolve(csv.parent, text.replace("\\", "/"))
+        if slashed.exists():
+            return slashed
+        raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist (nor with '/' for its '\\'); "
+                         f"a path written on Windows (C:\\...) must name the file as this computer sees it.")
+    raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist.")
 
 
 def _resolve(base: Path, text: str) -> Path:

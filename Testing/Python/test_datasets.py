@@ -1,5 +1,6 @@
 """Dataset discovery (LiTS, MSD, 3D-IRCADb DICOM, CSV), label checks, canonical loading and patient splits."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +302,20 @@ def test_a_csv_without_patient_ids_says_once_that_each_row_is_its_own_patient(tm
     with caplog.at_level("WARNING"):
         discover_cases(tmp_path / "full.csv")
     assert "patient" not in caplog.text
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a backslash is a folder separator on Windows")
+def test_a_training_csv_written_on_windows_with_backslashes_is_read(tmp_path):
+    """'img\\ct0.nii.gz' (a CSV made on Windows, trained on Linux) was reported missing without saying why."""
+    _write_pair(tmp_path / "img" / "ct0.nii.gz", tmp_path / "lab" / "lab0.nii.gz")
+    (tmp_path / "win.csv").write_text("image,label,patient\nimg\\ct0.nii.gz,lab\\lab0.nii.gz,P0\n")
+    cases = discover_cases(tmp_path / "win.csv")
+    assert [(c.case_id, Path(c.image_path), Path(c.label_path)) for c in cases] == [
+        ("ct0", tmp_path / "img" / "ct0.nii.gz", tmp_path / "lab" / "lab0.nii.gz")]
+    (tmp_path / "drive.csv").write_text("image,label\nC:\\data\\ct0.nii.gz,lab/lab0.nii.gz\n")
+    with pytest.raises(InputError, match=r"line 2: image .*C:\\data\\ct0.nii.gz' does not exist \(nor with '/' "
+                                         r"for its '\\'\); a path written on Windows"):
+        discover_cases(tmp_path / "drive.csv")
 
 
 def test_a_csv_whose_patient_column_has_another_name_is_told_to_rename_it(tmp_path, caplog):

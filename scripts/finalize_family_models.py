@@ -61,6 +61,20 @@ def comparison(log_dir: Path) -> dict:
     return rows
 
 
+def trained_how(training: dict) -> str:
+    """``cuda, 1200 steps of batch 16, 192x192 patches`` as a package's ``training`` record gives them ("" when it
+    records none): the hardware and steps of the v2 round (one H100, 1,200 steps) were written into every
+    package this script made, however it had been trained."""
+    config = training.get("config") or {}
+    steps, batch, patch = training.get("global_step"), config.get("batch_size"), config.get("patch_size")
+    parts = [str(training["device"])] if training.get("device") else []
+    if steps is not None:
+        parts.append(f"{steps} steps" + (f" of batch {batch}" if batch else ""))
+    if patch:
+        parts.append(f"{patch}x{patch} patches")
+    return ", ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", required=True)
@@ -82,6 +96,9 @@ def main() -> int:
             for kind in kinds) + "); the families compare only when validated alike: train them all again with "
             "the same train version, or give logs of one kind")
     measured = MEASURED[kinds[0]]
+    steps = sorted({int(row["steps"]) for row in table.values() if row.get("steps") is not None})
+    steps_text = (f"{steps[0]} steps" if len(steps) == 1 else f"{steps[0]}-{steps[-1]} steps" if steps else
+                  "the steps the logs record")
     # every input and output checked before the first package is written: a missing one stopped the run with
     # some packages in the bundled folder rewritten and the rest not; a U-Net given as segnet.safetensors was
     # saved as a "SegNet" package
@@ -103,14 +120,15 @@ def main() -> int:
         meta = carried_metadata(package.metadata)
         meta.pop("default", None)
         meta["name"] = f"{arch}_v2"
+        hardware = trained_how(package.metadata.get("training") or {})
         meta["description"] = (f"{text}, for liver and liver-tumor segmentation of abdominal CT; the default v2 "
-                               f"recipe (scripts/default_model_v2.yaml) on 3 real CT patients, 1,200 steps of "
-                               f"batch 16 on one H100. For architecture comparison; the default model is the "
-                               f"24-384 U-Net. Research use only; not a medical device.")
+                               f"recipe (scripts/default_model_v2.yaml) on 3 real CT patients"
+                               f"{', ' + hardware if hardware else ''}. For architecture comparison; the default "
+                               f"model is the 24-384 U-Net. Research use only; not a medical device.")
         meta["validation"] = {
             "method": "architecture comparison at an equal budget: every family (this one and the 24-384 U-Net) "
-                      "trained with the same recipe for 750-800 steps of batch 16 (one H100, 2.6 min each, run "
-                      "side by side) without patient ts_dicom20 (leave-one-patient-out fold 0), then "
+                      f"trained with the same recipe for {steps_text} (arch_<architecture>.log) without patient "
+                      "ts_dicom20 (leave-one-patient-out fold 0), then "
                       + measured + ". These are the fold models' numbers, not this package's (which saw all 3 "
                       "patients).",
             "held_out_patient": "ts_dicom20",
@@ -125,8 +143,8 @@ def main() -> int:
             "3 real abdominal CT patients with liver labels: TotalSegmentator example CTs (Apache-2.0; liver labels "
             "are TotalSegmentator predictions) 512x512x20 at 0.98 mm and 122x101x112 at 3 mm, and the dcmqi 3-slice "
             "GE CT (BSD-style) at 0.81 mm; synthetic tumors and vessels inserted on the fly.")
-        meta["training"]["hardware"] = ("1x NVIDIA H100 80GB (bf16 AMP), 1200 steps of batch 16, 192x192 patches "
-                                        "(scripts/gpu_training_round.sh phase1)")
+        if hardware:  # as the package records it: the text of the v2 round's H100 run went into any package
+            meta["training"]["hardware"] = hardware
         out = Path(args.output_dir) / f"{arch}_v2.safetensors"
         save_model_package(out, package.model, package.preprocessing, meta, overwrite=args.overwrite,
                            weights_storage="float16")

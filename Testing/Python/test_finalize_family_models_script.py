@@ -69,3 +69,26 @@ def test_logs_of_two_kinds_are_refused(tmp_path, monkeypatch, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "the logs' validations differ" in err and "whole volumes, CT grid: unet" in err
+
+
+def test_the_steps_and_hardware_are_those_the_logs_and_packages_record(tmp_path, monkeypatch):
+    """The method text said '750-800 steps of batch 16 (one H100, 2.6 min each ...)', the description '1,200 steps
+    of batch 16 on one H100' and training.hardware the v2 round's H100 run, whatever the logs and packages
+    recorded (helper-31's audit). Those come from the logs (steps) and the packages' training record now."""
+    pytest.importorskip("torch")
+    from LiverTumorSegLib.package import read_package_metadata
+
+    script = load_script("scripts/finalize_family_models.py", "finalize_family_models_steps")
+    logs = _logs(tmp_path / "logs", {arch: "whole" for arch in FAMILIES + ("unet",)})
+    _packages(tmp_path / "models")
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path / "models"),
+                                      "--comparison-logs", str(logs), "-o", str(tmp_path / "out")])
+    assert script.main() == 0
+    meta = read_package_metadata(tmp_path / "out" / "segnet_v2.safetensors")
+    assert "for 800 steps (arch_<architecture>.log)" in meta["validation"]["method"]
+    assert "H100" not in meta["validation"]["method"] and "H100" not in meta["description"]
+    assert "hardware" not in meta["training"]  # these packages record no training run
+    assert script.trained_how({"device": "cuda", "global_step": 1200, "config": {"batch_size": 16,
+                                                                                  "patch_size": 192}}) == \
+        "cuda, 1200 steps of batch 16, 192x192 patches"

@@ -199,7 +199,8 @@ def test_a_dict_for_the_config_is_refused_with_the_way_to_build_one(phantom):
 
 
 @pytest.mark.parametrize("options, named, other", [({"count_range": [-1, 3]}, "count_range", "diameter_range_mm"),
-                                                    ({"diameter_range_mm": [-3.0, 10.0]}, "diameter_range_mm", "count_range")])
+                                                    ({"diameter_range_mm": [-3.0, 10.0]}, "diameter_range_mm", "count_range"),
+                                                    ({"z_offset_fraction": 2.0}, "z_offset_fraction", "count_range")])
 def test_each_refusal_names_only_the_wrong_key(options, named, other):
     with pytest.raises(InputError, match=named) as refused:
         LesionConfig.from_dict(options)

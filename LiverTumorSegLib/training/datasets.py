@@ -373,10 +373,12 @@ def _discover_ircadb(root: Path) -> List[Case]:
                          f"MASKS_DICOM.zip there first (or remove those patients), so that no patient is left out.")
     cases = []
     for patient_dicom in sorted(root.rglob("PATIENT_DICOM")):
-        if not patient_dicom.is_dir() or not _in_visible_tree(patient_dicom, root):
+        if not patient_dicom.is_dir() or not _in_visible_tree(patient_dicom, root) \
+                or patient_dicom.parent.name == "PATIENT_DICOM":  # the inner folder of a wrapped one
             continue
         patient = patient_dicom.parent
-        masks = patient / "MASKS_DICOM"
+        patient_dicom = _unwrapped(patient_dicom)
+        masks = _unwrapped(patient / "MASKS_DICOM")
         if not masks.is_dir():
             if (patient / "MASKS_DICOM.zip").exists():
                 raise InputError(f"'{patient}' holds MASKS_DICOM.zip; unzip it first.")
@@ -385,6 +387,17 @@ def _discover_ircadb(root: Path) -> List[Case]:
             raise InputError(f"3D-IRCADb patient '{patient}' has no MASKS_DICOM/liver mask series.")
         cases.append(Case(patient.name, patient.name, str(patient_dicom), str(masks), "ircadb"))
     return cases
+
+
+def _unwrapped(folder: Path) -> Path:
+    """``folder``'s namesake inside it (``MASKS_DICOM/MASKS_DICOM/liver``) when ``folder`` holds nothing else that
+    is visible: a zip unpacked into a folder named after it (as some unzip tools do with 3D-IRCADb's
+    MASKS_DICOM.zip) was refused for having no MASKS_DICOM/liver, and its wrapped PATIENT_DICOM taken for a
+    patient of its own; else ``folder``."""
+    inner = folder / folder.name
+    if inner.is_dir() and all(p == inner or is_hidden_name(p.name) for p in folder.iterdir()):
+        return inner
+    return folder
 
 
 def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:

@@ -194,6 +194,21 @@ def test_ircadb_without_liver_mask_is_an_error(tmp_path):
         discover_cases(tmp_path, "ircadb")
 
 
+def test_ircadb_folders_unzipped_into_a_folder_of_their_own_name_are_read(tmp_path):
+    """MASKS_DICOM.zip unpacked into MASKS_DICOM/ (MASKS_DICOM/MASKS_DICOM/liver, as some unzip tools do) was
+    refused for having no MASKS_DICOM/liver, and a wrapped PATIENT_DICOM/PATIENT_DICOM was taken for a patient of
+    its own."""
+    patient = tmp_path / "3Dircadb1.1"
+    for sub in ("PATIENT_DICOM/PATIENT_DICOM", "MASKS_DICOM/MASKS_DICOM/liver", "MASKS_DICOM/MASKS_DICOM/livertumor01"):
+        (patient / sub).mkdir(parents=True)
+    cases = discover_cases(tmp_path)
+    assert [(c.case_id, Path(c.image_path), Path(c.label_path)) for c in cases] == [
+        ("3Dircadb1.1", patient / "PATIENT_DICOM" / "PATIENT_DICOM", patient / "MASKS_DICOM" / "MASKS_DICOM")]
+    (patient / "MASKS_DICOM" / "notes.txt").write_text("x")  # not only the wrapped folder: not unwrapped
+    with pytest.raises(InputError, match="has no MASKS_DICOM/liver"):
+        discover_cases(tmp_path)
+
+
 def _ircadb_patient_folders(patient: Path) -> None:
     for sub in ("PATIENT_DICOM", "MASKS_DICOM/liver"):
         (patient / sub).mkdir(parents=True)

@@ -54,7 +54,8 @@ class AugmentationConfig(JsonDataclassMixin):
     shear_probability: float = 0.2
     shear_range: Tuple[float, float] = (-0.08, 0.08)
     zoom_probability: float = 0.4
-    zoom_range: Tuple[float, float] = (0.85, 1.2)              # log-uniform; > 1 magnifies
+    zoom_range: Tuple[float, float] = (0.85, 1.2)              # log-uniform; > 1 magnifies; the geometric mean of
+    # the y and x zooms: each axis alone reaches up to sqrt(zoom_anisotropy) beyond the range (1.6 with a = 1.2: 1.75)
     zoom_anisotropy: float = 1.05                              # y and x zoom differ by log-uniform [1/a, a]
     elastic_probability: float = 0.2
     elastic_magnitude_mm: Tuple[float, float] = (1.0, 4.0)     # displacement std at the control points

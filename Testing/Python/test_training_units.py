@@ -1129,3 +1129,40 @@ def test_a_network_a_package_cannot_hold_is_refused_before_training(monkeypatch)
     monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", 1 << 20)
     with pytest.raises(InputError, match=r"layer outputs for one 256 x 256 slice take .* GiB"):
         check_model_spec("unet", 3, options)
+
+
+def test_the_slice_cache_key_changes_exactly_with_the_settings_that_change_the_cached_arrays():
+    """Every preprocessing option changed alone: the cache key (slice_cache.SPATIAL_KEYS) must change when the cached
+    HU or labels on the network grid change, and only then (an option missing from the key would train on stale
+    arrays; an intensity option in it would re-cache every case for nothing)."""
+    from LiverTumorSegLib.preprocessing.config import PreprocessingConfig
+    from LiverTumorSegLib.preprocessing.preprocessor import SlicePreprocessor
+    from LiverTumorSegLib.training.slice_cache import cache_key, spatial_settings_of
+
+    rng = np.random.default_rng(0)
+    hu = np.full((3, 100, 120), -1000.0, np.float32)
+    hu[:, 30:70, 35:95] = rng.normal(40.0, 20.0, (3, 40, 60))       # the body, wide air around it
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 40:60, 45:75] = 1
+    spacing = (2.5, 0.8, 0.9)
+    changed = {"channels": [{"kind": "window", "level": 60.0, "width": 300.0}], "context_slices": 2,
+               "context_min_mm": 2.0, "context_max_mm": 5.0, "target_spacing_mm": 1.2, "target_size": [64, 80],
+               "size_multiple": 16, "crop_to_body": False, "crop_margin_mm": 2.0, "body_threshold_hu": 100.0,
+               "pad_hu": -900.0, "median_size": 3, "gaussian_sigma_mm": 1.0, "equalize": "histogram",
+               "clahe_clip_limit": 0.02, "clahe_tiles": 4}
+    base = PreprocessingConfig.preset("default").to_dict()
+    assert sorted(changed) == sorted(base)                          # a new option must be judged here too
+
+    def cached(options):
+        pre = SlicePreprocessor(PreprocessingConfig.from_dict(options))
+        hu_net, info = pre.spatial_forward(hu, spacing)
+        return hu_net, pre.labels_forward(labels, info), cache_key(spatial_settings_of(options), None)
+
+    hu0, lab0, key0 = cached(base)
+    for name, value in changed.items():
+        options = dict(base, **{name: value})
+        if name == "target_size":
+            options["target_spacing_mm"] = None                       # one or the other
+        hu1, lab1, key1 = cached(options)
+        arrays_differ = hu1.shape != hu0.shape or not (np.array_equal(hu1, hu0) and np.array_equal(lab1, lab0))
+        assert arrays_differ == (key1 != key0), name

@@ -269,9 +269,11 @@ def test_a_segment_that_refuses_to_run_is_an_error_column_not_an_evaluation_of_e
     argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--device", "cpu",
             "--overwrite"]
     assert comparison.main(argv, runner=in_process([])) == 0
-    (out / "a" / "pred" / BATCH_LOCK_FILE).write_text(process_mark(), encoding="ascii")  # this process: alive
+    from LiverTumorSegLib.inference.batch import batch_folder_lock
     calls = []
-    assert comparison.main(argv, runner=in_process(calls)) == 1
+    with batch_folder_lock(out / "a" / "pred"):  # another run holds it (a run holds a flock on the file since 60275a1)
+        assert (out / "a" / "pred" / BATCH_LOCK_FILE).read_text(encoding="ascii") == process_mark()
+        assert comparison.main(argv, runner=in_process(calls)) == 1
     assert [c[0] for c in calls] == ["segment"]  # never evaluated
     row = json.loads((out / "comparison.json").read_text())["models"]["a"]
     assert row["error"].startswith("segment could not run (exit 2")

@@ -53,9 +53,9 @@ class TrainConfig:
     ``iterations_per_epoch`` batches make an epoch (sampling-based epochs, independent of data size).
     ``patch_size``: square random crop (pixels of the preprocessed grid), biased toward the liver.
     ``liver_slice_fraction``: the chance that a centre slice is drawn from the case's liver slices (else from all
-    its slices, uniformly, which adds liver slices too: 0.85 gives 0.91 liver slices on a case with 40 % of them); it is also
-    the chance that the patch is centred on a liver pixel of that slice (else on any pixel; moved inward where
-    the patch would leave the image). Cases are drawn
+    its slices, uniformly, which adds liver slices too: 0.85 gives 0.91 liver slices on a case with 40 % of them);
+    it is also the chance that the patch is centred on a liver pixel of that slice (else on any pixel; moved inward
+    where the patch would leave the image). Cases are drawn
     uniformly, whatever their slice count: a 3-slice case gets as many samples as a 300-slice one.
     ``tumor_slice_fraction``: of the liver-slice draws, fraction taken from tumor slices when any exist.
     ``synthetic_lesions``: "auto" (on when the training data has no tumor label), true or false.

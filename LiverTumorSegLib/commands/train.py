@@ -69,10 +69,20 @@ HELP = {
 
 
 def _json_value(text: str) -> Any:
+    repeated = []  # a key written twice in one object: json keeps the last without a word ('{"1":1,"1":2}')
+
+    def keep_repeats(items: list) -> dict:
+        keys = [key for key, _ in items]
+        repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
+        return dict(items)
+
     try:
-        return json.loads(text)
+        value = json.loads(text, object_pairs_hook=keep_repeats)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{text!r} gives the key {repeated[0]!r} twice; give each key once")
+    return value
 
 
 def _preprocessing_value(text: str) -> Any:

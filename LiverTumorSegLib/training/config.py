@@ -201,13 +201,15 @@ class TrainConfig:
             if value is not None and not isinstance(value, dict):
                 raise InputError(f"Option {name} must be a JSON object like {{\"key\": value}}, got "
                                  f"{type(value).__name__} {value!r}.")
-        for key, value in (self.label_map or {}).items():
-            try:
-                int(key)
-            except (TypeError, ValueError):
-                raise InputError(f"label_map key {key!r} is not an integer label value.") from None
-            if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
-                raise InputError(f"label_map maps {key} to {value!r}; targets must be 0, 1 or 2.")
+        if self.label_map:  # evaluate's rules: integer keys 0..255 ('1_0' was 10), each value once ('1' and '01')
+            import json
+
+            from ..io.labels import parse_label_map_option
+            for key in self.label_map:  # text, or a YAML file's unquoted integer (5: 1)
+                if isinstance(key, bool) or not isinstance(key, (str, int)):
+                    raise InputError(f"label_map key {key!r} is not an integer label value.")
+            pairs = ", ".join(f"{json.dumps(str(k))}: {json.dumps(v)}" for k, v in self.label_map.items())
+            parse_label_map_option("{" + pairs + "}", option="label_map")  # 5 and "5" in one YAML map: refused
         for name in ("class_weights", "deep_supervision_weights"):
             _check_weights(name, getattr(self, name))
         self._check_numeric_ranges()

@@ -1166,3 +1166,26 @@ def test_the_slice_cache_key_changes_exactly_with_the_settings_that_change_the_c
         hu1, lab1, key1 = cached(options)
         arrays_differ = hu1.shape != hu0.shape or not (np.array_equal(hu1, hu0) and np.array_equal(lab1, lab0))
         assert arrays_differ == (key1 != key0), name
+
+
+def test_train_label_map_follows_evaluates_rules_and_json_options_refuse_repeated_keys():
+    """train's --label-map was read with plain json.loads ('{"1":1,"1":2}' became {"1": 2}: liver trained as tumor
+    without a word) and TrainConfig took keys such as '1_0' (10), 300, or '1' beside '01' (helper-30's audit).
+    It follows evaluate's --label-map rules now, and every JSON option refuses a key given twice."""
+    import argparse
+
+    from LiverTumorSegLib.commands.train import _json_value
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.config import TrainConfig
+
+    with pytest.raises(argparse.ArgumentTypeError, match="gives the key '1' twice"):
+        _json_value('{"1": 1, "1": 2}')
+    with pytest.raises(argparse.ArgumentTypeError, match="gives the key 'channels' twice"):
+        _json_value('{"channels": [4, 8], "dropout": 0.1, "channels": [8, 16]}')
+    assert _json_value('{"5": 1}') == {"5": 1}
+    for label_map, why in (({"1": 1, "01": 2}, "lists the value 1 more than once"),
+                           ({"1_0": 1}, "is not an integer label value"), ({"300": 1}, "outside 0..255"),
+                           ({5: 1, "5": 2}, "lists the value 5 more than once"), ({"1": 3}, "targets must be 0, 1 or 2")):
+        with pytest.raises(InputError, match=why):
+            TrainConfig.from_dict({"data": "cases.csv", "label_map": label_map})
+    assert TrainConfig.from_dict({"data": "cases.csv", "label_map": {5: 1}}).label_map == {5: 1}  # YAML's 5: 1

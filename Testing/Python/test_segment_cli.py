@@ -266,6 +266,20 @@ def test_cli_needs_input_or_sample(tmp_path, capsys):
     assert "--sample" in capsys.readouterr().err
 
 
+def test_cli_missing_input_names_quoted_home_and_missing_folder(tmp_path, capsys, monkeypatch):
+    """segment's own input check said only 'Input '~/ct.nii.gz' does not exist; check the path.', where preprocess
+    (read_volume) names the quoted '~' and the missing folder, as docs/bad_inputs.md says for both."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("~/no_such_ct.nii.gz", "-o", tmp_path / "seg.nii.gz") == 2
+    err = capsys.readouterr().err
+    assert "(its folder '~' does not exist either)" in err
+    assert "a quoted '~' is not your home folder" in err
+    assert run_cli(tmp_path / "no_such_ct.nii.gz", "-o", tmp_path / "seg.nii.gz") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: Input '{tmp_path / 'no_such_ct.nii.gz'}' does not exist; check the path."
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
 def _bundled_default_model():
     try:
         from LiverTumorSegLib.package import resolve_model

@@ -30,14 +30,50 @@ def _load_command(name: str):
     return importlib.import_module(f"LiverTumorSegLib.commands.{name}")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that fits the terminal (80 columns when not a terminal) without broken words: argparse's own wrapping
+    split option names at their hyphens (``--uncertain-`` / ``lesion-max-ml`` at 60 columns, ``--split-seed``'s
+    ``hold-`` / ``out`` at 70), and the commands' descriptions (their module docstrings, written 110-120 columns
+    wide) were printed as written. A description's paragraphs (blank-line separated) are wrapped to the width;
+    lines indented 4 spaces (a command-line example) keep their own lines, a longer one continuing indented 8;
+    reST's double backticks become single ones; a number and its '%' stay on one line."""
+
+    def _split_lines(self, text: str, width: int) -> List[str]:
+        import textwrap
+
+        text = self._whitespace_matcher.sub(" ", text).strip().replace(" %", "\xa0%")  # '30 %' stays on one line
+        return [line.replace("\xa0", " ")
+                for line in textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)]
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import re
+        import textwrap
+
+        wrap = dict(break_on_hyphens=False, break_long_words=False)
+        paragraphs = []
+        for paragraph in re.split(r"\n[ \t]*\n", text.replace("``", "`").strip("\n")):
+            lines = [line for line in paragraph.splitlines() if line.strip()]
+            if lines and all(line.startswith("    ") for line in lines):  # command-line examples
+                paragraphs.append("\n".join("\n".join(textwrap.wrap(
+                    line.strip(), width, initial_indent=indent + "    ", subsequent_indent=indent + "        ",
+                    **wrap)) for line in lines))
+            else:
+                words = " ".join(paragraph.split()).replace(" %", "\xa0%")
+                paragraphs.append("\n".join(textwrap.wrap(words, width, initial_indent=indent,
+                                                          subsequent_indent=indent, **wrap)))
+        return "\n\n".join(paragraphs).replace("\xa0", " ")
+
+
 class _WholeOptionParser(argparse.ArgumentParser):
     """A parser that takes options only as spelt in full: argparse's default took any unambiguous prefix
     (``--no-post`` ran as ``--no-postprocess``, ``--overwrit`` as ``--overwrite``), so a shortened option in a
     script could silently change meaning when a later version adds an option with the same prefix. A prefix now
-    gets the unknown-option answer, naming the options it starts (:class:`_CommandAwareParser`)."""
+    gets the unknown-option answer, naming the options it starts (:class:`_CommandAwareParser`). Its help is
+    wrapped by :class:`HelpFormatter`."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
 

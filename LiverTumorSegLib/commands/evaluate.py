@@ -212,7 +212,7 @@ def optional_inputs(path: Optional[str], cases: List[str], what: str) -> Dict[st
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate", help="compare predicted with reference label maps (Dice, surface distances, lesions)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__)
     p.add_argument("--pred", required=True, help="predicted label map file or folder (0 bg, 1 liver, 2 tumor)")
     p.add_argument("--ref", required=True, help="reference label map file or folder")
     p.add_argument("-o", "--output-dir", required=True, help="folder for cases.csv, summary.json and plots/")
@@ -227,12 +227,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="what --prob is the probability of (default: tumor)")
     p.add_argument("--images", help="CT file or folder of CT files named like the cases (a DICOM series folder "
                                     "with one case), background of the overlay PNGs")
-    p.add_argument("--detection-iou", type=float, default=0.5,
+    p.add_argument("--detection-iou", type=float, default=0.5, metavar="IOU",
                    help="a lesion is detected when IoU > this (default 0.5, LiTS)")
     p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
                    help="voxel connectivity of lesions (default 26, as segment's lesion report counts them; "
                         "the LiTS challenge script used 6, scipy's default: pass 6 to compare with LiTS numbers)")
-    p.add_argument("--rank-metric", default="dice_liver",
+    p.add_argument("--rank-metric", default="dice_liver", metavar="COLUMN",
                    help="metric choosing the best and worst case overlays (default dice_liver)")
     p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")
     p.add_argument("--no-plots", action="store_true", help="write only cases.csv and summary.json")

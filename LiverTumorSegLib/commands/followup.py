@@ -25,7 +25,7 @@ from ..errors import InputError
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("followup", help="compare follow-up with baseline lesions (RECIST 1.1 response)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     p.add_argument("--baseline", required=True, help="baseline label map")
     p.add_argument("--followup", required=True, help="follow-up label map")
     p.add_argument("--baseline-ct", default=None, help="baseline CT (file or DICOM folder); with --followup-ct "
@@ -38,8 +38,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--title", default="", help="text put before the response in the picture's title")
     p.add_argument("--alignment", choices=["auto", "ct", "liver", "none"], default="auto",
                    help="auto (default): CTs when both are given, else liver masks; none: scanner coordinates")
-    p.add_argument("--min-new-lesion-mm", type=float, default=5.0,
-                   help="new lesions with a shorter long axis are listed but do not make PD (default 5)")
+    p.add_argument("--min-new-lesion-mm", type=float, default=5.0, metavar="MM",
+                   help="new lesions with a shorter long axis (mm) are listed but do not make PD (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 

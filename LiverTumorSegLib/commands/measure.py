@@ -21,7 +21,7 @@ MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu in this report are this
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("measure", help="lesion report (volumes, RECIST axes) of an existing label map",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__)
     p.add_argument("labels", help="label map (0 background, 1 liver, 2 tumor): .nii.gz, .nii, .nrrd, .mha, "
                                   ".seg.nrrd or DICOM SEG .dcm")
     p.add_argument("-o", "--output", required=True, help="report to write: .json or .csv")

@@ -20,10 +20,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("input", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
     p.add_argument("-o", "--output", required=True, help="preview PNG to write")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", default=None, choices=sorted(PRESETS), type=preset_name,
-                       help="named preprocessing (default: 'default', the bundled model's; the others follow "
-                            "the papers this project started from, see README)")
-    group.add_argument("--config", default=None, help="preprocessing config JSON file")
+    group.add_argument("--preset", default=None, choices=sorted(PRESETS), type=preset_name, metavar="NAME",
+                       help=f"named preprocessing: {', '.join(sorted(PRESETS))} (default: 'default', the bundled "
+                            f"model's; the others follow the papers this project started from, see README)")
+    group.add_argument("--config", default=None, metavar="JSON", help="preprocessing config JSON file")
     group.add_argument("--model", default=None,
                        help="the preprocessing recorded in this model package (an installed model's name, "
                             "'default', or a .safetensors path), as segment applies it with --model")

@@ -36,14 +36,27 @@ HELP = {
     "lesions": "JSON LesionConfig overrides for synthetic lesions, merged key by key into --config's",
     "synthetic_lesions": "auto (on when the data has no tumor label), true or false",
     "loss": "ce, dice, dice_ce (default), focal or dice_focal",
-    "class_weights": "JSON list of 3 cross-entropy/focal class weights",
+    "class_weights": "JSON list of 3 cross-entropy/focal class weights (background, liver, tumor; default: all 1)",
+    "deep_supervision_weights": ("JSON list of loss weights: the main output, then the auxiliary outputs finest "
+                                 "first (default 1, 1/2, 1/4, ...; normalised to sum 1)"),
     "optimizer": "adam, adamw (default), sgd or adagrad",
+    "lr": "learning rate (per optimizer step)",
+    "weight_decay": "the optimizer's weight decay",
+    "momentum": "SGD momentum (--optimizer sgd only; Nesterov when above 0)",
     "schedule": "cosine (default), step, plateau or none",
-    "warmup": "linear warmup steps",
+    "warmup": "linear learning-rate warm-up over this many steps (batches) from the start",
+    "step_size": "--schedule step: multiply the learning rate by --gamma every this many epochs",
+    "gamma": "--schedule step: the learning-rate factor applied every --step-size epochs",
+    "plateau_patience": ("--schedule plateau: validations without a lower validation loss (epochs of training "
+                         "loss when there are no validation cases) before the learning rate is cut"),
+    "plateau_factor": "--schedule plateau: the learning-rate factor of each cut",
+    "epochs": "number of epochs (of --iterations-per-epoch batches each)",
     "iterations_per_epoch": "batches per epoch (epochs are sampled, not passes over the data)",
+    "batch_size": "patches per batch (per process under torchrun)",
     "patch_size": "square training crop in pixels of the preprocessed grid",
     "liver_slice_fraction": ("chance that a sample is drawn from the liver slices (the other draws are uniform "
                              "over all slices, liver ones included)"),
+    "tumor_slice_fraction": "of the draws from liver slices, the share drawn from tumor slices (where a case has any)",
     "every_other_slice": ("sample every other slice as a centre (as Kulkarni et al. do; every other run of k slices "
                           "where the 2.5D neighbours are k slices apart, so every slice is still read)"),
     "val_fraction": "patient-level validation fraction when --folds is 0",
@@ -51,21 +64,50 @@ HELP = {
                    "value to runs with different --seed that must hold out the same patients"),
     "folds": "k for k-fold cross-validation (0 = hold-out split)",
     "fold": "which fold to train (0-based)",
+    "val_every": "validate every this many epochs (and after the last one)",
+    "val_max_slices": "validate on at most this many evenly spaced slices per case (0 = all slices)",
+    "seed": "random seed of the training (and of the patient split, unless --split-seed)",
     "device": "auto (CUDA when available), cpu, cuda, cuda:N, gpu (= cuda); mps (Apple GPUs) is for segment only",
     "amp": "auto (bf16 on CUDA), bf16, fp16 or off",
+    "channels_last": "channels-last memory layout (can be faster on GPUs with tensor cores)",
     "num_workers": "DataLoader worker processes (0 = in the main process)",
     "early_stopping_patience": ("stop after this many validations without improvement (0 = never); decided on the "
                                 "validation cases, so their Dice is then marked optimistic"),
     "use_best_checkpoint": ("package the best validation epoch's weights instead of the last epoch's (default): "
                             "selected on the validation cases, so their Dice is marked optimistic"),
+    "grad_clip": "clip the gradient norm to this value (0 = no clipping)",
     "output": "model package to write (.safetensors)",
     "log_dir": "folder for checkpoints, logs and cache (default: <output>_train/)",
+    "cache_dir": "folder for the preprocessed slice cache (default: <log_dir>/cache/)",
     "resume": "continue from <log_dir>/checkpoints/last.pt",
     "overwrite": "replace an existing output / start over in a log dir holding a checkpoint",
     "allow_non_hu": "train on volumes that do not look like CT in Hounsfield units (MR, normalised data); NaN, "
                     "constant and broken volumes are refused all the same",
     "max_time_minutes": "stop gracefully after this many minutes and still write the package (0 = no limit)",
+    "checkpoint_every_steps": ("also save <log_dir>/checkpoints/last.pt every this many steps (0 = at each epoch's "
+                               "end only)"),
+    "tensorboard": "TensorBoard logs in <log_dir>/tensorboard/",
+    "name": "model name stored in the package (default: none)",
+    "description": "free-text description stored in the package (default: none)",
 }
+
+METAVAR = {"lr": "LR", "weight_decay": "X", "momentum": "X", "gamma": "X", "plateau_factor": "X",
+           "liver_slice_fraction": "P", "tumor_slice_fraction": "P", "val_fraction": "P", "grad_clip": "NORM",
+           "patch_size": "PIXELS", "max_time_minutes": "MINUTES", "output": "OUTPUT", "log_dir": "DIR",
+           "cache_dir": "DIR", "data": "DIR|CSV", "name": "TEXT", "description": "TEXT"}
+"""Option metavars; other whole-number options show N: argparse's default, the option's name in capitals
+(``EARLY_STOPPING_PATIENCE``), made crossval's usage lines wider than 80 columns."""
+
+
+def _with_default(help_text: str, value: Any) -> str:
+    """``help_text`` with the option's default appended, unless the text says it already (``dice_ce (default)``:
+    the help said it twice) or the default is the empty text of an option that has none (``--data``: it said
+    ``(default '')``)."""
+    if "default" in help_text or value == "":
+        return help_text
+    if isinstance(value, bool):
+        return f"{help_text} (default: {'on' if value else 'off'})"
+    return f"{help_text} (default {value!r})"
 
 
 def _json_value(text: str) -> Any:
@@ -113,8 +155,9 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
         elif f.name == "split_seed":
             parser.add_argument(*names, dest=f.name, type=int, default=None, metavar="SEED", help=help_text)
         elif isinstance(value, bool):
+            shown = help_text if f.name in help_for else _with_default(help_text, value)
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+                                help=shown)
         elif isinstance(value, (dict, list)) or value is None:
             parser.add_argument(*names, dest=f.name, type=_json_value, default=None, metavar="JSON",
                                 help=help_text)
@@ -122,8 +165,9 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
             parser.add_argument(*names, dest=f.name, default=None, choices=["auto", "true", "false"],
                                 help=help_text)
         else:
-            shown = help_text if f.name in help_for else f"{help_text} (default {value!r})"
-            parser.add_argument(*names, dest=f.name, type=type(value), default=None, help=shown)
+            shown = help_text if f.name in help_for else _with_default(help_text, value)
+            metavar = METAVAR.get(f.name, "N" if type(value) is int else None)
+            parser.add_argument(*names, dest=f.name, type=type(value), default=None, metavar=metavar, help=shown)
 
 
 def add_progress_options(parser: argparse.ArgumentParser, dest: str = "progress_bar") -> None:

@@ -359,7 +359,9 @@ def add_segmentation_arguments(parser: Any) -> None:
     """Add every setting of :class:`SegmentationOptions` to an argparse parser (``segment``'s options)."""
     defaults = SegmentationOptions()
     post = defaults.postprocessing
-    parser.add_argument("--model", default=defaults.model, help="installed model name or .safetensors package path")
+    parser.add_argument("--model", default=defaults.model,
+                        help=f"installed model name or .safetensors package path (default {defaults.model}: the "
+                             f"bundled model; 'livertumorseg models' lists them)")
     parser.add_argument("--device", default=defaults.device,
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default {defaults.device})")
     parser.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")
@@ -380,9 +382,9 @@ def add_segmentation_arguments(parser: Any) -> None:
                              "per run, so it only pays off on long volumes: on 2 idle cores both ran a 32-slice "
                              "256x256 CT in 1.1 s); auto = onnx when installed and torch would run fp32 on this "
                              "CPU (ONNX Runtime runs fp32 only, slower than torch's bf16), else torch")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="slices per batch (default: from free GPU memory on a GPU, 8 on the CPU)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="network arithmetic. auto (default): bf16 on GPUs, and on CPUs with native bf16 "
                              "(AVX512-BF16/AMX), checked on one batch of the first CT against fp32 (fp32 when "

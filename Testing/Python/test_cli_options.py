@@ -174,3 +174,43 @@ def test_an_error_found_at_once_is_not_preceded_by_empty_progress_bars(capsys, t
     code = main(["segment", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out.nii.gz"), "--progress", "bar"])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err and "0%|" not in err
+
+
+HELP_COMMANDS = ["", "segment", "preprocess", "models", "train", "crossval", "evaluate", "measure", "followup"]
+
+
+def _help_text(capsys, monkeypatch, command: str, columns: int) -> str:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit) as exit_info:
+        main(([command] if command else []) + ["--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_fits_80_columns_without_broken_words(capsys, monkeypatch, command):
+    """evaluate's, measure's and followup's descriptions were printed as their docstrings are written (up to 120
+    columns), preprocess's --preset choices made a 163-column usage line, crossval's usage had an 81-column line,
+    and argparse's wrapping split option names at a hyphen ('--uncertain-' / 'lesion-max-ml' at 60 columns)."""
+    for columns in (60, 70, 80, 100):
+        lines = _help_text(capsys, monkeypatch, command, columns).splitlines()
+        if columns == 80:
+            assert [line for line in lines if len(line) > 80] == []
+        for line, following in zip(lines, lines[1:]):  # a word or option split at its hyphen, '30' / '%'
+            assert not (line.rstrip()[-1:] == "-" and following.strip()[:1].isalnum()), (line, following)
+            assert not following.strip().startswith("%"), (line, following)
+    assert "``" not in "\n".join(lines)  # reST markup of the docstrings
+
+
+def test_train_help_gives_each_default_once_and_no_empty_ones(capsys, monkeypatch):
+    text = " ".join(_help_text(capsys, monkeypatch, "train", 80).split())
+    assert "(default '')" not in text  # --data, -o, --log-dir, --cache-dir, --name had no default to give
+    assert "(default 'dice_ce')" not in text and "(default 'unet')" not in text  # said twice before
+    for said in ("--lr LR learning rate", "--val-max-slices N validate on at most this many evenly spaced slices "
+                 "per case (0 = all slices) (default 0)", "--step-size N --schedule step: multiply the learning "
+                 "rate by --gamma every this many epochs (default 30)", "(default: <log_dir>/cache/)",
+                 "TensorBoard logs in <log_dir>/tensorboard/ (default: on)", "--patch-size PIXELS",
+                 "--max-time-minutes MINUTES"):
+        assert said in text
+    crossval = " ".join(_help_text(capsys, monkeypatch, "crossval", 80).split())
+    assert "(default: <output folder>/cache/)" in crossval and "stop each fold gracefully" in crossval

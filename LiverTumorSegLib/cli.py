@@ -69,12 +69,17 @@ class _WholeOptionParser(argparse.ArgumentParser):
     (``--no-post`` ran as ``--no-postprocess``, ``--overwrit`` as ``--overwrite``), so a shortened option in a
     script could silently change meaning when a later version adds an option with the same prefix. A prefix now
     gets the unknown-option answer, naming the options it starts (:class:`_CommandAwareParser`). Its help is
-    wrapped by :class:`HelpFormatter`."""
+    wrapped by :class:`HelpFormatter`.
+
+    ``refused_together`` (set by a command's ``register``): ``(option, option, why)`` triples; a command line that
+    types both options of one is refused with a usage error naming both and saying why (one of them would do
+    nothing: ``followup --picture p.png --no-picture`` wrote no picture without a word)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.refused_together = []  # type: List[tuple]
 
 
 class _CommandAwareParser(_WholeOptionParser):
@@ -92,6 +97,10 @@ class _CommandAwareParser(_WholeOptionParser):
             if repeated:  # argparse keeps the last one: `--report a.json --report b.csv` wrote only b.csv
                 command.error(f"{' and '.join(repeated)} given more than once (only the last one would count); "
                               f"give each option once")
+            typed = typed_options(command, list(sys.argv[1:] if args is None else args))
+            for first, second, why in getattr(command, "refused_together", ()):
+                if first in typed and second in typed:
+                    command.error(f"{first} and {second} cannot be given together: {why}")
         return parsed
 
     def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
@@ -130,6 +139,22 @@ def repeated_options(parser: argparse.ArgumentParser, tokens: List[str]) -> List
         if action is not None:
             seen.setdefault(action.dest, []).append(name)
     return [" / ".join(dict.fromkeys(names)) for names in seen.values() if len(names) > 1]
+
+
+def typed_options(parser: argparse.ArgumentParser, tokens: List[str]) -> set:
+    """The options of ``parser`` that ``tokens`` (a command line) types, each under every spelling of its setting
+    (``--no-progress`` typed: ``--no-progress`` and ``--no-progress-bar``); tokens after ``--`` are positional."""
+    by_string = {o: action for action in parser._actions for o in action.option_strings}
+    typed = set()
+    for token in tokens:
+        if token == "--":
+            break
+        if not token.startswith("-") or token == "-":
+            continue
+        action = by_string.get(token.split("=", 1)[0] if token.startswith("--") else token[:2])
+        if action is not None:
+            typed.update(action.option_strings)
+    return typed
 
 
 def build_parser() -> argparse.ArgumentParser:

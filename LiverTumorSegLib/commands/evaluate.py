@@ -239,6 +239,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT_DIR")
     p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
                    help="no per-case progress lines (the summary is still printed)")
+    p.refused_together = [(option, "--no-plots", f"{option} is used only for the overlay PNGs, which --no-plots "
+                                                 f"leaves out; give one or the other")
+                          for option in ("--images", "--rank-metric")]
     return p
 
 

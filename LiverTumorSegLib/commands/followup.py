@@ -41,6 +41,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--min-new-lesion-mm", type=float, default=5.0, metavar="MM",
                    help="new lesions with a shorter long axis (mm) are listed but do not make PD (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.refused_together = [("--picture", "--no-picture", "--no-picture writes no PNG; give one or the other"),
+                          ("--title", "--no-picture", "the title goes in the PNG, which --no-picture leaves out; "
+                                                      "give one or the other")]
     return p
 
 

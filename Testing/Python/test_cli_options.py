@@ -214,3 +214,26 @@ def test_train_help_gives_each_default_once_and_no_empty_ones(capsys, monkeypatc
         assert said in text
     crossval = " ".join(_help_text(capsys, monkeypatch, "crossval", 80).split())
     assert "(default: <output folder>/cache/)" in crossval and "stop each fold gracefully" in crossval
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--picture", "p.png", "--no-picture"], "--picture and --no-picture cannot be given together"),
+    (["--no-picture", "--title=Patient A"], "--title and --no-picture cannot be given together")])
+def test_followup_refuses_picture_options_with_no_picture(capsys, tmp_path, extra, named):
+    """`followup --picture p.png --no-picture` wrote no picture and said nothing of the one asked for."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["followup", "--baseline", str(tmp_path / "a.nii.gz"), "--followup", str(tmp_path / "b.nii.gz"),
+              "-o", str(tmp_path / "change.json")] + extra)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and named in err and "usage: livertumorseg followup" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [["--rank-metric", "dice_tumor"], ["--images", "ct.nii.gz"]])
+def test_evaluate_refuses_overlay_options_with_no_plots(capsys, tmp_path, extra):
+    """--rank-metric and --images only choose and draw the overlay PNGs: beside --no-plots they did nothing."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--pred", "p", "--ref", "r", "-o", str(tmp_path / "out"), "--no-plots"] + extra)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{extra[0]} and --no-plots cannot be given together" in err
+    assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o"] + extra).no_plots is False  # alone: fine

@@ -215,7 +215,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__)
     p.add_argument("--pred", required=True, help="predicted label map file or folder (0 bg, 1 liver, 2 tumor)")
     p.add_argument("--ref", required=True, help="reference label map file or folder")
-    p.add_argument("-o", "--output-dir", required=True, help="folder for cases.csv, summary.json and plots/")
+    p.add_argument("-o", "--output-dir", "--output", dest="output_dir", metavar="OUT_DIR", required=True,
+                   help="folder for cases.csv, summary.json and plots/ (--output, as the other commands spell it, "
+                        "is the same)")
     p.add_argument("--label-map", metavar="JSON",
                    help="map the references' raw values to 0/1/2, e.g. '{\"255\": 1}' for 0/255 masks or "
                         "'{\"1\": 1, \"2\": 2, \"5\": 1}'; values not listed become 0")

@@ -237,3 +237,11 @@ def test_evaluate_refuses_overlay_options_with_no_plots(capsys, tmp_path, extra)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"{extra[0]} and --no-plots cannot be given together" in err
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o"] + extra).no_plots is False  # alone: fine
+
+
+def test_evaluate_takes_output_as_the_other_commands_spell_it(capsys):
+    assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o"]).output_dir == "o"
+    assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output-dir", "o"]).output_dir == "o"
+    with pytest.raises(SystemExit):
+        _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o", "-o", "p"])
+    assert "given more than once" in capsys.readouterr().err

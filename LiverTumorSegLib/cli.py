@@ -103,6 +103,16 @@ class _CommandAwareParser(_WholeOptionParser):
                     command.error(f"{first} and {second} cannot be given together: {why}")
         return parsed
 
+    def error(self, message: str):  # noqa: D102 - argparse's signature
+        import difflib
+        import re
+
+        wrong = re.match(r"argument COMMAND: invalid choice: '(.*?)'", message)
+        close = difflib.get_close_matches(wrong.group(1), COMMANDS, n=1, cutoff=0.6) if wrong else []
+        if close:  # 'segmnt' was answered with the list of commands only
+            message = f"{message}; did you mean '{close[0]}'?"
+        super().error(message)
+
     def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
         import difflib
 

@@ -245,3 +245,10 @@ def test_evaluate_takes_output_as_the_other_commands_spell_it(capsys):
     with pytest.raises(SystemExit):
         _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o", "-o", "p"])
     assert "given more than once" in capsys.readouterr().err
+
+
+def test_a_misspelt_command_gets_the_closest_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segmnt", "ct.nii.gz"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "invalid choice: 'segmnt'" in err and "did you mean 'segment'?" in err

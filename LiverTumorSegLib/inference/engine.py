@@ -179,6 +179,22 @@ def _to_device(tensor: "object", device: "object") -> "object":
     return tensor if tensor.device == device else tensor.to(device)
 
 
+def _float32_network(model: "object") -> "object":
+    """``model`` itself when its floating-point parameters and buffers are float32, else a float32 copy (the caller's
+    module keeps its dtype). A caller's network in half or bf16 (``model.half()``) met the engine's float32 input
+    with torch's ``Input type (float) and bias type (c10::Half) should be the same`` traceback, or, on the ONNX
+    backend, with advice to use ``--backend torch``, which failed the same way. fp16/bf16 -> fp32 is exact, and
+    ``precision`` then decides the arithmetic as for any package."""
+    import copy
+
+    import torch
+
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(t.dtype == torch.float32 for t in tensors if t.is_floating_point()):
+        return model
+    return copy.deepcopy(model).float()
+
+
 def _model_on_device(model: "object", device: "object") -> "object":
     """``model`` on ``device``: a copy in eval mode when it must move, so a shared package stays where it is; else
     the same module, untouched (the engine runs it in eval mode, :func:`~..models.eval_mode.eval_mode`)."""
@@ -349,6 +365,7 @@ class SliceInferenceEngine:
         if batch_predictor is None:
             if self.model is None:
                 raise InputError("The model package has no network to run.")
+            self.model = _float32_network(self.model)
             self._cpu_model = self.model if self.device.type == "mps" else None
             try:
                 self.model = _model_on_device(self.model, self.device)

@@ -1,5 +1,8 @@
 """A package given as an object holds the caller's network: the engine runs it in eval mode without switching the
 caller's module to eval for good (an audit found a model being trained left in eval mode after segment_volume)."""
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -50,3 +53,28 @@ def test_a_callers_network_in_training_mode_is_run_in_eval_mode_and_left_in_trai
     engine = SliceInferenceEngine(package, device="cpu", threads=1, backend="onnx")
     assert package.model.training  # the ONNX export, too, leaves the caller's module as it was
     assert np.mean(engine.predict(ct) == raw) > 0.999  # ONNX Runtime's float arithmetic: a near-tie may flip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_callers_half_or_bf16_network_runs_as_float32_and_keeps_its_dtype_device_and_mode(tmp_path, dtype):
+    """A caller's network in half or bf16 met the float32 input with torch's "Input type (float) and bias type
+    (c10::Half) should be the same" traceback (and, on ONNX, advice to use --backend torch, which failed alike):
+    the engine now runs a float32 copy, which gives the labels of the same weights in float32."""
+    package = tiny_unet_package(tmp_path, context_slices=1)
+    ct = corner_phantom().ct
+    package.model.to(dtype).train()
+    same_weights = dataclasses.replace(package, model=copy.deepcopy(package.model).float())
+    expected = SliceInferenceEngine(same_weights, device="cpu", threads=1, precision="fp32").predict(ct)
+    before = {name: (t.dtype, t.device) for name, t in package.model.state_dict().items()}
+    for backend, precision in (("torch", "fp32"), ("torch", "auto"), ("onnx", "fp32")):
+        if backend == "onnx":
+            pytest.importorskip("onnxruntime")
+            pytest.importorskip("onnx")
+        engine = SliceInferenceEngine(package, device="cpu", threads=1, backend=backend, precision=precision)
+        labels = engine.predict(ct)
+        assert np.mean(labels == expected) > 0.999, (backend, precision)  # ONNX Runtime: a near-tie may flip
+        assert {name: (t.dtype, t.device) for name, t in package.model.state_dict().items()} == before
+        assert package.model.training and all(m.training for m in package.model.modules())
+    bf16 = SliceInferenceEngine(package, device="cpu", threads=1, precision="bf16").predict(ct)
+    assert np.mean(bf16 == expected) > 0.99  # bf16 arithmetic, as for any package
+    assert next(package.model.parameters()).dtype == dtype

@@ -351,6 +351,7 @@ class SliceInferenceEngine:
         self.cpu_dtype = None  # torch.bfloat16 while CPU bf16 autocast is on
         self._verify_cpu_dtype = False
         self._precision_check = None  # type: Optional[Dict[str, object]]
+        self._precision_note = ""  # why precision="auto" runs fp32 on this CPU, for last_precision["note"]
         self._verify_device = False  # MPS: check the first volume's middle batch against the CPU
         self._device_check = None  # type: Optional[Dict[str, object]]
         self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
@@ -425,6 +426,8 @@ class SliceInferenceEngine:
         if self.backend == "onnx" or precision == "fp32":
             return
         if precision == "auto" and not cpu_has_native_bf16():
+            # said in the report: "requested auto, used fp32" alone did not tell that bf16 was never considered
+            self._precision_note = "fp32: this CPU has no native bf16 (AVX512-BF16 / AMX-BF16), where bf16 is slower"
             return
         if precision == "bf16" and not cpu_has_native_bf16():
             message = ("This CPU has no native bf16 (AVX512-BF16 / AMX-BF16); bf16 runs emulated and is slower than "
@@ -648,6 +651,8 @@ class SliceInferenceEngine:
         if self.backend == "onnx" or self._batch_predictor is not None:
             self.last_precision["note"] = ("custom batch predictor" if self._batch_predictor is not None
                                            else "ONNX Runtime runs fp32")
+        elif self._precision_note and self.device.type == "cpu":
+            self.last_precision["note"] = self._precision_note
 
     def _check_batch(self, prepared: object, count: int) -> Tuple[List[int], np.ndarray]:
         """The slices and input ``(n, C, H, W)`` of the checks' batch: one batch from the middle of the volume

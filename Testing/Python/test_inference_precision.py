@@ -76,6 +76,11 @@ def test_auto_keeps_fp32_on_a_cpu_without_bf16(monkeypatch):
     engine.predict(corner_phantom().ct)
     assert engine.precision_used == "fp32" and engine.last_precision["check"] is None
     assert set(engine.model.calls) == {torch.float32}
+    # the report says why auto chose fp32 here ("requested auto, used fp32" alone did not)
+    assert "no native bf16" in engine.last_precision["note"]
+    fp32 = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, precision="fp32")
+    fp32.predict(corner_phantom().ct)
+    assert "note" not in fp32.last_precision  # fp32 was asked for: nothing to explain
 
 
 def test_asked_for_bf16_on_a_cpu_without_it_warns_into_the_report(monkeypatch):

@@ -89,6 +89,8 @@ class _CommandAwareParser(_WholeOptionParser):
 
     def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
         parsed, extras = self.parse_known_args(args, namespace)
+        if getattr(parsed, "_unavailable", None):  # its options are unknown: say why the command cannot run
+            return parsed  # ('segment ct.nii.gz -o out.nii.gz' was 'unrecognized arguments: ct.nii.gz -o ...')
         if extras:
             self._unknown_options(parsed, extras)
         command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None))

@@ -252,3 +252,21 @@ def test_a_misspelt_command_gets_the_closest_one(capsys):
         main(["segmnt", "ct.nii.gz"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "invalid choice: 'segmnt'" in err and "did you mean 'segment'?" in err
+
+
+def test_a_command_that_cannot_be_imported_says_why_whatever_its_arguments(capsys, monkeypatch):
+    """A command whose module failed to import (a missing dependency) was answered 'unrecognized arguments:
+    ct.nii.gz -o out.nii.gz' as soon as it was given any argument; only the bare command named the reason."""
+    import LiverTumorSegLib.cli as cli
+
+    load = cli._load_command
+
+    def missing_segment(name):
+        if name == "segment":
+            raise ImportError("No module named 'SimpleITK'")
+        return load(name)
+
+    monkeypatch.setattr(cli, "_load_command", missing_segment)
+    assert main(["segment", "ct.nii.gz", "-o", "out.nii.gz", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "command 'segment' is unavailable: No module named 'SimpleITK'" in err and "unrecognized" not in err

@@ -120,9 +120,14 @@ class _CommandAwareParser(_WholeOptionParser):
 
         command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None)) or self
         known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
+        top_level = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
         hints = []
         for extra in extras:
             given = extra.split("=", 1)[0]
+            if command is not self and given in top_level and given not in known:
+                # '--debug' typed after the command was answered without a hint, '--version' with '--overwrite?'
+                hints.append(f"{given} goes before the command: livertumorseg {given} {parsed.command} ...")
+                continue
             started = [o for o in known if o.startswith(given)] if given.startswith("--") and len(given) > 2 else []
             if started:  # a shortened option: options are taken spelt in full only
                 hints.append(f"{extra} -> options are spelt in full: {' or '.join(started)}?")

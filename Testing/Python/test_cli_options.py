@@ -270,3 +270,13 @@ def test_a_command_that_cannot_be_imported_says_why_whatever_its_arguments(capsy
     assert main(["segment", "ct.nii.gz", "-o", "out.nii.gz", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "command 'segment' is unavailable: No module named 'SimpleITK'" in err and "unrecognized" not in err
+
+
+@pytest.mark.parametrize("option", ["--debug", "--version"])
+def test_a_top_level_option_after_the_command_says_where_it_goes(capsys, option):
+    """'measure x -o y.json --version' was answered 'did you mean --overwrite?', '--debug' with no hint."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["measure", "labels.nii.gz", "-o", "report.json", option])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "did you mean" not in err
+    assert f"{option} goes before the command: livertumorseg {option} measure ..." in err

@@ -820,6 +820,12 @@ class SliceInferenceEngine:
                              already_softmax: bool) -> np.ndarray:
         def run(batch: np.ndarray) -> np.ndarray:
             out = np.asarray(fn(batch), dtype=np.float32)
+            n, _, h, w = batch.shape
+            if out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (h, w):
+                # a custom predictor's wrong shape failed later with "IndexError: boolean index did not match"
+                what = "batch predictor" if already_softmax else "network"
+                raise InputError(f"The {what} returned shape {out.shape} for a batch of shape {batch.shape}; it "
+                                 f"must return ({n}, K, {h}, {w}): one map per class for each input slice.")
             return out if already_softmax else softmax_channels(out)
 
         probs = run(x)

@@ -550,3 +550,12 @@ def test_two_engines_export_onnx_at_the_same_time(tmp_path):
     assert not errors, errors
     for index in range(3):
         np.testing.assert_allclose(results[index], reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("broken", [lambda p: p[:-1], lambda p: p[:, 0], lambda p: p[..., :-1, :], lambda p: None])
+def test_a_batch_predictor_of_the_wrong_shape_gets_a_clear_error(broken):
+    """One slice too few (or None) failed deep in the restore with "IndexError: boolean index did not match"."""
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_size=4, threads=1,
+                                  batch_predictor=lambda x: broken(oracle_predictor(x)))
+    with pytest.raises(InputError, match=r"batch predictor returned shape .* must return \(4, K, 40, 44\)"):
+        engine.predict(corner_phantom().ct)

@@ -939,7 +939,11 @@ def _check_state_dict_matches(model, tensors: Mapping[str, Any], path: Path, arc
 
 def _unbuildable(where: str, exc: BaseException) -> ModelPackageError:
     """The error for a package (``where``) naming an architecture this library does not have (``exc``: the models
-    registry's error, which lists the ones it has)."""
+    registry's error, which lists the ones it has), or options its network refuses (build_model's option checks:
+    a damaged or hand-edited package, which a newer LiverTumorSeg would not build either)."""
+    if str(exc).startswith("Invalid options for model"):
+        return ModelPackageError(f"{where} records architecture options this library refuses: {exc} The package is "
+                                 f"damaged or was edited by hand; get a fresh copy of it (or retrain it).")
     return ModelPackageError(f"{where} needs an architecture this library cannot build: {exc} Update LiverTumorSeg "
                              f"or use another package.")
 

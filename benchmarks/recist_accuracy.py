@@ -64,8 +64,9 @@ def main(argv=None) -> None:
             (axes["long_axis_mm"] - 2 * SEMI_AXES_MM[0], axes["short_axis_mm"] - 2 * SEMI_AXES_MM[1]))
     for kind, values in errors.items():
         e = np.asarray(values)
-        print(f"{kind} pixels ({len(e)} draws): long axis {e[:, 0].min():+.2f}..{e[:, 0].max():+.2f} mm, "
-              f"short axis {e[:, 1].min():+.2f}..{e[:, 1].max():+.2f} mm")
+        print(f"{kind} pixels ({len(e)} draws): long axis {e[:, 0].min():+.2f}..{e[:, 0].max():+.2f} mm (mean "
+              f"{e[:, 0].mean():+.2f}), short axis {e[:, 1].min():+.2f}..{e[:, 1].max():+.2f} mm (mean "
+              f"{e[:, 1].mean():+.2f})")
 
 
 if __name__ == "__main__":

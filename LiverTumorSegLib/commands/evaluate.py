@@ -223,8 +223,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "'{\"1\": 1, \"2\": 2, \"5\": 1}'; values not listed become 0")
     p.add_argument("--pred-label-map", metavar="JSON",
                    help="the same for the predictions (another tool's label values)")
-    p.add_argument("--prob", help="probability map file or folder (floats in [0, 1], or uint8 255 x p as segment "
-                                  "--probabilities writes; same grid as the reference) for ROC")
+    p.add_argument("--prob", "--probabilities", dest="prob", metavar="PROB",
+                   help="probability map file or folder (floats in [0, 1], or uint8 255 x p as segment "
+                        "--probabilities writes; same grid as the reference) for ROC (--probabilities, as segment "
+                        "and measure spell it, is the same)")
     p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
                    help="what --prob is the probability of (default: tumor)")
     p.add_argument("--images", help="CT file or folder of CT files named like the cases (a DICOM series folder "

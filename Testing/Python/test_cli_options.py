@@ -242,6 +242,9 @@ def test_evaluate_refuses_overlay_options_with_no_plots(capsys, tmp_path, extra)
 def test_evaluate_takes_output_as_the_other_commands_spell_it(capsys):
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o"]).output_dir == "o"
     assert _parse(["evaluate", "--pred", "p", "--ref", "r", "--output-dir", "o"]).output_dir == "o"
+    # the probability map: --probabilities in segment and measure, --prob (kept) in evaluate
+    assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o", "--probabilities", "pr"]).prob == "pr"
+    assert _parse(["evaluate", "--pred", "p", "--ref", "r", "-o", "o", "--prob", "pr"]).prob == "pr"
     with pytest.raises(SystemExit):
         _parse(["evaluate", "--pred", "p", "--ref", "r", "--output", "o", "-o", "p"])
     assert "given more than once" in capsys.readouterr().err

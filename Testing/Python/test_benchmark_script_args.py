@@ -121,7 +121,7 @@ def test_recist_accuracy_needs_two_draws(capsys):
     script.main(["--draws", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" (")[0] for line in lines] == ["square pixels", "non-square pixels"]
-    assert all("(1 draws)" in line and line.endswith(" mm") for line in lines)
+    assert all("(1 draws)" in line and line.endswith(")") and " mm (mean " in line for line in lines)
 
 
 @pytest.mark.parametrize("option, words", [

@@ -228,9 +228,9 @@ def _ct_hint(bad_values: Sequence[int]) -> str:
     which file of a case is the label map ('' otherwise)."""
     if bad_values[0] > -100 and len(bad_values) < 100:
         return ""
-    return ("its values look like a CT's Hounsfield units: is it the CT rather than the label map? (evaluate pairs "
-            "the files of a case by name, see 'livertumorseg evaluate --help'; a label map named CASE_seg or "
-            "segmentation-N is never taken for a CT.)")
+    return ("its values look like a CT's Hounsfield units: is it the CT rather than the label map? Check which "
+            "file was given as the label map (where a folder's files are paired by name, as evaluate and train "
+            "pair them, a label map named CASE_seg or segmentation-N is never taken for a CT).")
 
 
 ANY_LABEL_VALUE = tuple(range(256))

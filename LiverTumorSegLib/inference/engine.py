@@ -767,6 +767,8 @@ class SliceInferenceEngine:
             self._add_time("restore", time.perf_counter() - start)
             return len(pending.indices)
         probs = result  # type: np.ndarray  # type: ignore[assignment]
+        if not np.isfinite(probs).all():  # argmax made NaN background: a failed network read as "no liver"
+            self._raise_non_finite(pending.indices, probs)
         class_index = self._kept_probability_class(probs.shape[1])
         # slices with nothing but background (above and below the liver) are zeros without a restore; their
         # probability counts only when it is kept everywhere (a written map), not when read inside the labels
@@ -785,6 +787,20 @@ class SliceInferenceEngine:
                 self._probability_out[indices] = native_probability
         self._add_time("restore", time.perf_counter() - start)
         return len(pending.indices)
+
+    def _raise_non_finite(self, indices: List[int], probs: np.ndarray) -> None:
+        """Refuse a batch whose probabilities hold NaN or Inf (network grid): they became background (label 0,
+        probability 0) without a word, so a network that overflowed or a faulty package read as "no liver"."""
+        from ..errors import ModelPackageError
+
+        bad = ~np.isfinite(probs).all(axis=1)  # (n, H, W)
+        slices = [indices[i] for i in np.flatnonzero(bad.reshape(len(indices), -1).any(axis=1))]
+        fp32 = option_hint("--precision fp32", "precision='fp32'")
+        hint = (f"Run it with {fp32}" if self.precision_used != "fp32" else
+                "The model package is faulty (or its network overflows on this CT)")
+        raise ModelPackageError(f"The network gave non-finite (NaN or Inf) probabilities on {int(bad.sum())} of "
+                                f"{bad.size} network-grid pixels of slices {slices[0]}..{slices[-1]} (running "
+                                f"{self.precision_used}), which the argmax would have made background. {hint}.")
 
     def _submit(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
         """Start the network on one batch. On CUDA with ``prepared`` (a PreparedVolume), the restore to the

@@ -559,3 +559,19 @@ def test_a_batch_predictor_of_the_wrong_shape_gets_a_clear_error(broken):
                                   batch_predictor=lambda x: broken(oracle_predictor(x)))
     with pytest.raises(InputError, match=r"batch predictor returned shape .* must return \(4, K, 40, 44\)"):
         engine.predict(corner_phantom().ct)
+
+
+@pytest.mark.parametrize("rows", [10, 40])
+def test_non_finite_network_probabilities_are_refused_not_read_as_background(rows):
+    """NaN probabilities became label 0 and probability 0 without a word: a network that overflowed on some rows
+    (or all: "no liver found") gave a plausible-looking label map."""
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    def nan_rows(x):
+        probs = oracle_predictor(x)
+        probs[:, :, :rows] = np.nan
+        return probs
+
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_size=4, threads=1, batch_predictor=nan_rows)
+    with pytest.raises(ModelPackageError, match=rf"non-finite .* on {4 * rows * 44} of 7040 network-grid pixels"):
+        engine.predict_with_probability(corner_phantom().ct)

@@ -30,6 +30,7 @@ engine to the CPU for good, with a warning (``device_message``) that the report 
 """
 import contextlib
 import logging
+import numbers
 import time
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -549,6 +550,9 @@ class SliceInferenceEngine:
         count = int(prepared.num_slices)
         if probability_out is not None and probability_out.shape != tuple(canonical.shape_zyx):
             raise ValueError(f"probability_out has shape {probability_out.shape}, expected {canonical.shape_zyx}")
+        if isinstance(class_index, bool) or not isinstance(class_index, numbers.Integral):  # int(1.5): liver's
+            raise InputError(f"class_index must be a whole number (a class of the network: 1 liver, 2 tumor), got "
+                             f"{class_index!r}.")
         self._probability_out, self._class_index = probability_out, int(class_index)
         self._probability_everywhere = bool(probability_everywhere)
         labels = np.zeros(canonical.shape_zyx, dtype=np.uint8)

@@ -575,3 +575,13 @@ def test_non_finite_network_probabilities_are_refused_not_read_as_background(row
     engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_size=4, threads=1, batch_predictor=nan_rows)
     with pytest.raises(ModelPackageError, match=rf"non-finite .* on {4 * rows * 44} of 7040 network-grid pixels"):
         engine.predict_with_probability(corner_phantom().ct)
+
+
+@pytest.mark.parametrize("class_index", [1.5, True, "2"])
+def test_a_class_index_that_is_not_a_whole_number_is_refused(class_index):
+    """int(1.5) and int(True) wrote the liver's probability where a caller asked for something else."""
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_size=4, threads=1,
+                                  batch_predictor=oracle_predictor)
+    with pytest.raises(InputError, match="class_index must be a whole number"):
+        engine.predict_with_probability(corner_phantom().ct, class_index=class_index)
+    assert engine.predict_with_probability(corner_phantom().ct, class_index=np.int64(2))[1].max() == 255

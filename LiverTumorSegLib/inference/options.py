@@ -173,8 +173,10 @@ class SegmentationOptions:
     """Everything that decides how a CT is segmented (not which files: inputs and outputs are per call).
 
     * ``model``: installed model name (``"default"`` = the bundled one) or ``.safetensors`` package path.
-    * ``device``: ``auto|cpu|cuda|cuda:N``; ``backend``: ``torch|onnx|auto`` (CPU runtime).
-    * ``batch_size``: slices per batch (None = from free memory); ``threads``: CPU threads (None = all cores).
+    * ``device``: ``auto|cpu|cuda|cuda:N|mps|gpu`` (a GPU that is not there: the CPU, with a warning);
+      ``backend``: ``torch|onnx|auto`` (CPU runtime).
+    * ``batch_size``: slices per batch (None = from free GPU memory, or 8 on the CPU); ``threads``: CPU threads
+      (None = all cores).
     * ``tta``: left-right flip test-time augmentation; ``two_stage``: coarse liver pass, then full-res crop.
     * ``postprocessing``: :class:`PostprocessingOptions` (a dict is accepted and converted; min lesion size
       is ``postprocessing.min_lesion_ml``).

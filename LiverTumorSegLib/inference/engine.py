@@ -304,8 +304,8 @@ class SliceInferenceEngine:
     ``package``: a loaded model package (``.model``, ``.preprocessing``) or a name/path for
     ``package.load_model_package``. ``device``: ``auto|cpu|cuda[:N]|mps|gpu`` (a GPU requested but absent -> CPU
     with a logged message, kept in ``device_message``; :func:`~.device.resolve_device`). ``batch_size``: slices
-    per batch (None = from free GPU memory, or 8 on CPU). ``amp``: mixed precision on CUDA. ``tta_flip``: average softmax with the
-    left-right flipped slice. ``backend``: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto`` (ONNX Runtime on
+    per batch (None = from free GPU memory, or 8 on CPU). ``amp``: mixed precision on CUDA. ``tta_flip``: average
+    softmax with the left-right flipped slice. ``backend``: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto`` (ONNX Runtime on
     the CPU when onnx + onnxruntime are installed and torch would run fp32 there: about 1.2x faster than torch
     fp32, slower than torch bf16 (:func:`resolve_backend`); torch otherwise, and torch again with a logged
     message if the network cannot be exported). ``threads``: CPU

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -211,6 +212,8 @@ def resolve_device(name: str) -> torch.device:
     requested, name = name, "cuda" if name == "gpu" else name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and re.fullmatch(r"cuda(:[0-9]+)?", str(name)) is None:  # 'tpu' ended as an internal error
+        raise InputError(f"Unknown device '{requested}'; training runs on auto, cpu, cuda, cuda:N or gpu (= cuda).")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device '{requested}' requested but this torch has no usable CUDA GPU; use --device cpu.")
     return torch.device(name)

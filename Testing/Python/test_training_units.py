@@ -1189,3 +1189,14 @@ def test_train_label_map_follows_evaluates_rules_and_json_options_refuse_repeate
         with pytest.raises(InputError, match=why):
             TrainConfig.from_dict({"data": "cases.csv", "label_map": label_map})
     assert TrainConfig.from_dict({"data": "cases.csv", "label_map": {5: 1}}).label_map == {5: 1}  # YAML's 5: 1
+
+
+def test_train_refuses_an_unknown_device_by_name():
+    """train --device tpu ended as 'internal error: RuntimeError ...' with exit 1 (helper-34's audit)."""
+    from LiverTumorSegLib.errors import InputError
+    from LiverTumorSegLib.training.trainer import resolve_device
+
+    assert str(resolve_device("cpu")) == "cpu"
+    for name in ("tpu", "CPU", "cuda:x"):
+        with pytest.raises(InputError, match=f"Unknown device '{name}'; training runs on auto, cpu, cuda, cuda:N"):
+            resolve_device(name)

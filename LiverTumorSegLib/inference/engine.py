@@ -303,16 +303,17 @@ class SliceInferenceEngine:
 
     ``package``: a loaded model package (``.model``, ``.preprocessing``) or a name/path for
     ``package.load_model_package``. ``device``: ``auto|cpu|cuda[:N]|mps|gpu`` (a GPU requested but absent -> CPU
-    with a logged message, kept in ``device_message``; :func:`~.device.resolve_device`). ``batch_size``: slices
-    per batch (None = from free GPU memory, or 8 on CPU). ``amp``: mixed precision on CUDA. ``tta_flip``: average
+    with a logged message, kept in ``device_message``; :func:`~.device.resolve_device`). ``batch_size``: slices per
+    batch (None = from free GPU memory, or 8 on CPU). ``amp``: mixed precision on CUDA. ``tta_flip``: average
     softmax with the left-right flipped slice. ``backend``: ``torch``, ``onnx`` (ONNX Runtime, CPU) or ``auto``
-    (ONNX Runtime on the CPU when onnx + onnxruntime are installed and torch would run fp32 there: about 1.2x
-    faster than torch fp32, slower than torch bf16 (:func:`resolve_backend`); torch otherwise, and torch again
-    with a logged message if the network cannot be exported). ``threads``: CPU threads (None = all cores). ``batch_predictor``: replaces the network with a function
-    ``(n, C, H, W) -> probabilities (n, K, H, W)`` (tests, custom runtimes). ``precision``: ``auto`` (CUDA:
-    bf16/fp16 autocast as ``amp`` says; CPU torch: bf16 autocast when the CPU computes bf16 natively, checked
-    on one batch of the first volume against fp32 and dropped for fp32 when labels differ on more than
-    :data:`BF16_MAX_DISAGREEMENT` of its voxels; ONNX Runtime: fp32), ``fp32``, or ``bf16`` (no check).
+    (ONNX Runtime on the CPU when onnx + onnxruntime are installed and torch would run fp32 there: about 1.2x faster
+    than torch fp32, slower than torch bf16 (:func:`resolve_backend`); torch otherwise, and torch again with a
+    logged message if the network cannot be exported). ``threads``: CPU threads (None = all cores).
+    ``batch_predictor``: replaces the network with a function ``(n, C, H, W) -> probabilities (n, K, H, W)`` (tests,
+    custom runtimes). ``precision``: ``auto`` (CUDA: bf16/fp16 autocast as ``amp`` says; CPU torch: bf16 autocast
+    when the CPU computes bf16 natively, checked on one batch of the first volume against fp32 and dropped for fp32
+    when labels differ on more than :data:`BF16_MAX_DISAGREEMENT` of its voxels; ONNX Runtime: fp32), ``fp32``, or
+    ``bf16`` (no check).
     """
 
     def __init__(self, package: object, device: str = "auto", batch_size: Optional[int] = None, amp: bool = True,

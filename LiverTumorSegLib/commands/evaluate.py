@@ -338,7 +338,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     """Read everything the best/worst overlays need (label maps, CTs from --images) *before* any output is
     written, so an unreadable CT stops the run with nothing left behind. Returns one dict per overlay:
     ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
-    from ..io import read_volume
+    from . import read_one_series
     from ..io.labels import onto_reference_grid
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
@@ -363,7 +363,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         ref_c, reorientation = canonicalize(ref)
         image = None
         if case in images:
-            ct = onto_reference_grid(read_volume(images[case]), ref, 1e-3)  # also in another axis order
+            ct = onto_reference_grid(read_one_series(images[case], "evaluate"), ref, 1e-3)  # or another axis order
             bad = 0 if ct is None else int(ct.array.size - np.count_nonzero(np.isfinite(ct.array)))
             if bad:  # an all-NaN CT drew a blank overlay without a word
                 log.warning("warning: CT '%s' of case '%s' has %d NaN/Inf voxels; overlay without CT",

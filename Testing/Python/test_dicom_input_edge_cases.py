@@ -661,3 +661,21 @@ def test_a_single_slice_without_a_thickness_in_its_header_is_read_with_a_warning
     assert bare.spacing_zyx[0] == 1.0
     assert any("neither SliceThickness nor SpacingBetweenSlices; its thickness is taken as 1 mm" in w
                for w in bare.meta["warnings"])
+
+
+def test_commands_without_series_say_so_for_a_folder_of_several_series(tmp_path, ct):
+    """followup's --baseline-ct/--followup-ct and evaluate's --images, given a folder of two series, answered
+    'choose one with --series', an option neither command has (helper-34's audit). They now say to give the folder
+    of the one series wanted, and still list the series."""
+    from LiverTumorSegLib.commands import read_checked_ct, read_one_series
+
+    write_ct_series(tmp_path / "study", ct, uid_seed=2, description="abdomen venous", name_prefix="a")
+    write_ct_series(tmp_path / "study", ct, uid_seed=3, description="abdomen arterial", name_prefix="b")
+    with pytest.raises(InputError, match=r"(?s)holds 2 DICOM series; followup has no --series: give the folder "
+                                         r"that holds only the series you want.*abdomen arterial.*abdomen venous") as info:
+        read_checked_ct(tmp_path / "study", allow_non_hu=True, command="followup")
+    assert "choose one with" not in str(info.value)
+    with pytest.raises(InputError, match="evaluate has no --series"):
+        read_one_series(tmp_path / "study", "evaluate")
+    with pytest.raises(InputError, match="choose one with series="):  # commands with a series option keep their advice
+        read_checked_ct(tmp_path / "study")

@@ -399,8 +399,9 @@ def test_mr_like_data_with_a_noisy_background_below_zero_is_refused(name):
 
 def test_network_memory_error_blames_the_preprocessings_padding_when_it_makes_the_slices_large():
     """An audit padded the sample's 101 x 122 slices to 4096 x 4096 with size_multiple 4096: the memory error then
-    said 'check the voxel spacing in the header', which was wrong (the spacing was fine). It now names the settings that enlarge the
-    slices beyond the resampled CT, and keeps the spacing advice where the slices are the CT's own size."""
+    said 'check the voxel spacing in the header', which was wrong (the spacing was fine). It now names the settings
+    that enlarge the slices beyond the resampled CT, and keeps the spacing advice where the slices are the CT's own
+    size."""
     from LiverTumorSegLib.preprocessing import PreprocessingConfig
     from LiverTumorSegLib.validation import check_network_memory
     from LiverTumorSegLib.volume import CTVolume, ImageGeometry

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 NIFTI_RE = r"\.nii(\.gz)?$"
+_LITS_NAME = re.compile(r"^(volume|segmentation)-(\d+)" + NIFTI_RE, re.IGNORECASE)
+"""A LiTS file name, in any letter case (``Volume-3.nii``, ``SEGMENTATION-3.NII.GZ``: copies renamed on Windows or
+macOS, whose disks ignore case, were left out without a word on Linux)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,8 @@ def detect_format(root: PathLike) -> str:
     found = None
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         found = "msd"
-    elif any(_in_visible_tree(p, root) for p in root.rglob("volume-*.nii*")):
+    elif any(_LITS_NAME.match(p.name) and p.name[:1] in "vV" and _in_visible_tree(p, root)
+             for p in root.rglob("*")):  # Volume-N.NII too: the glob 'volume-*.nii*' is case-sensitive on Linux
         found = "lits"
     elif any(p.is_dir() and _in_visible_tree(p, root) for p in root.rglob("PATIENT_DICOM")):
         found = "ircadb"
@@ -185,13 +189,13 @@ def _natural_key(text: str):
 def _discover_lits(root: Path) -> List[Case]:
     volumes: Dict[str, Path] = {}
     labels: Dict[str, Path] = {}
-    for path in root.rglob("*.nii*"):
+    for path in root.rglob("*"):  # any letter case (_LITS_NAME)
         if not _in_visible_tree(path, root):
             continue
-        m = re.match(r"^(volume|segmentation)-(\d+)" + NIFTI_RE, path.name)
+        m = _LITS_NAME.match(path.name)
         if not m:
             continue
-        target = volumes if m.group(1) == "volume" else labels
+        target = volumes if m.group(1).lower() == "volume" else labels
         number = str(int(m.group(2)))  # volume-1 and volume-01 are one case number
         if number in target:
             raise InputError(f"LiTS case {number} appears twice: '{target[number]}' and '{path}'. "

@@ -641,3 +641,14 @@ def test_load_case_drops_other_organs_on_purpose_without_a_warning_per_file(tmp_
     with caplog.at_level("WARNING"):
         _, labels = load_case(discover_cases(tmp_path)[0], {"5": 1, "2": 2})
     assert (labels == 1).any() and "does not list" not in caplog.text
+
+
+def test_lits_names_in_another_letter_case_are_read(tmp_path):
+    """Volume-N.nii / Segmentation-N.nii (renamed on a Windows or macOS disk, which ignore case) were left out on
+    Linux without a word, and a folder of only such files was 'no known layout' (helper-30's audit)."""
+    _write_pair(tmp_path / "Volume-3.nii", tmp_path / "Segmentation-3.nii")
+    _write_pair(tmp_path / "volume-4.nii.gz", tmp_path / "SEGMENTATION-4.NII.GZ", 1)
+    assert detect_format(tmp_path) == "lits"
+    cases = discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["lits-3", "lits-4"]
+    assert cases[0].label_path.endswith("Segmentation-3.nii") and cases[1].label_path.endswith("SEGMENTATION-4.NII.GZ")

@@ -4,7 +4,8 @@ A file's *case name* is its file name, lower-cased, without the extension (.seg.
 .mha, .mhd), without one known prefix (segmentation-, volume-, LiTS's test-set test-segmentation- and test-volume-,
 prediction-, pred-, pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of
 known suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
-_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and 12.nii.gz.
+_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and 12.nii.gz;
+after a LiTS prefix a number is read without leading zeros (volume-012.nii matches segmentation-12.nii).
 ``evaluate`` pairs files by it; a batch ``segment`` of a folder leaves out the files named as label or probability
 maps (LiTS keeps segmentation-N beside volume-N)."""
 from pathlib import Path
@@ -18,6 +19,8 @@ CASE_PREFIXES = {"test-segmentation-": "label", "test-volume-": "image", "segmen
                  "volume-": "image", "prediction-": "label", "pred-": "label", "pred_": "label", "label-": "label",
                  "label_": "label", "labels-": "label", "seg-": "label", "seg_": "label", "prob-": "prob",
                  "prob_": "prob", "ct-": "image", "ct_": "image"}
+LITS_PREFIXES = ("test-segmentation-", "test-volume-", "segmentation-", "volume-")
+"""Prefixes of LiTS's numbered files, whose number is read without leading zeros (``volume-01`` is case ``1``)."""
 CASE_SUFFIXES = {"_pred": "label", "_prediction": "label", "_seg": "label", "_segmentation": "label",
                  "_label": "label", "_labels": "label", "_labelmap": "label", "_mask": "label", "_liver": "label",
                  "_prob": "prob", "_ct": "image", "_image": "image", "_0000": "image"}
@@ -39,6 +42,8 @@ def case_key(path: Path) -> Optional[Tuple[str, Optional[str]]]:
         if stem.startswith(prefix) and len(stem) > len(prefix):
             stem = stem[len(prefix):]
             roles.add(role)
+            if prefix in LITS_PREFIXES and stem.isdigit():  # volume-01 and segmentation-1: one LiTS case, as
+                stem = str(int(stem))  # training's LiTS reader pairs them (they were 'without a reference')
             break
     removed = True
     while removed:  # "_liver_seg" -> "_liver" -> ""

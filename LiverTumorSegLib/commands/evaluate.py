@@ -9,8 +9,9 @@ Pairing in folders: each file's *case name* is its file name, lower-cased, witho
 test-segmentation- and test-volume-, prediction-, pred-,
 pred_, label-, label_, labels-, seg-, seg_, prob-, prob_, ct-, ct_) and without any number of known
 suffixes at its end (_pred, _prediction, _seg, _segmentation, _label, _labels, _labelmap, _mask, _liver,
-_prob, _ct, _image, _0000, removed repeatedly). So LiTS's segmentation-12.nii matches volume-12.nii and
-12.nii.gz, and ct3slice_liver_seg.nii.gz matches ct3slice_ct.nii.gz. One folder may hold the CT and the
+_prob, _ct, _image, _0000, removed repeatedly); after a LiTS prefix a number loses its leading zeros. So LiTS's
+segmentation-12.nii matches volume-12.nii, volume-012.nii and 12.nii.gz, and ct3slice_liver_seg.nii.gz matches
+ct3slice_ct.nii.gz. One folder may hold the CT and the
 label map of a case when the names say which is which (ct3slice_ct is a CT, ct3slice_liver_seg a label map:
 --ref/--pred take the label map, --images the CT); two files of one case that the names do not tell apart
 (case1_seg.nii.gz and case1_label.nii.gz) are ambiguous: the command stops and names both. Cases

@@ -17,7 +17,10 @@ from LiverTumorSegLib.volume import ImageGeometry
 @pytest.mark.parametrize("name,expected", [
     ("segmentation-12.nii", "12"), ("volume-12.nii.gz", "12"), ("Case_01.nrrd", "case_01"),
     ("pred_7_seg.mha", "7"), ("liver_0000.nii.gz", "liver"), ("notes.txt", None), ("x.seg.nrrd", "x"),
-    ("ct3slice_ct.nii.gz", "ct3slice"), ("ct3slice_liver_seg.nii.gz", "ct3slice"), ("Case1_Liver_Label.nrrd", "case1")])
+    ("ct3slice_ct.nii.gz", "ct3slice"), ("ct3slice_liver_seg.nii.gz", "ct3slice"), ("Case1_Liver_Label.nrrd", "case1"),
+    # LiTS numbers without leading zeros, as training's LiTS reader takes them (helper-30's audit: volume-01 and
+    # segmentation-1 were 'without a reference'); other names keep theirs
+    ("volume-01.nii", "1"), ("segmentation-007.nii.gz", "7"), ("test-volume-000.nii", "0"), ("pred_07.nii", "07")])
 def test_case_name(name, expected):
     assert case_name(Path(name)) == expected
 

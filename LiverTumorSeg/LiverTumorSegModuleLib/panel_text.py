@@ -198,9 +198,10 @@ def result_warnings(report: Dict[str, Any], input_path: str = "", volume_name: s
 
 
 def summary_text(report: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
-    """``Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s), RECIST sum of diameters 46.5 mm`` from a
-    lesion report (tumor to 0.01 mL: a 0.04 mL lesion read "tumor 0.0 mL, 1 lesion(s)"; the sum only when
-    there are target lesions), then one ``Warning: ...`` line per warning."""
+    """``Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesions, RECIST sum of diameters 46.5 mm`` from a
+    lesion report (tumor to 0.01 mL: a 0.04 mL lesion read "tumor 0.0 mL"; a tumor volume or burden above zero
+    that still rounds to zero reads "<0.01": a one-voxel lesion read "tumor 0.00 mL (burden 0.00 %), 1 lesion";
+    the sum only when there are target lesions), then one ``Warning: ...`` line per warning."""
     from LiverTumorSegLib.mrml import report_summary
 
     return _summary_text(report_summary(report), warnings)
@@ -242,17 +243,47 @@ def change_table_summary_text(table_node: Any) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` to ``decimals`` places; above zero but rounding to zero: ``<0.01`` (the panel never says 0.00 of
+    something the report has); -0.0 as 0.0; NaN (a hand-edited table attribute) as 'unknown'."""
+    if math.isnan(value):
+        return "unknown"
+    smallest = 10.0 ** -decimals
+    if 0 < value < smallest / 2:
+        return f"<{smallest:.{decimals}f}"
+    return f"{value + 0.0:.{decimals}f}".replace("-0." + "0" * decimals, "0." + "0" * decimals)
+
+
 def _summary_text(numbers: Dict[str, Any], warnings: Sequence[str] = ()) -> str:
     """The summary line from :func:`LiverTumorSegLib.mrml.report_summary`'s numbers (or their attribute texts)."""
     liver, tumor, burden, count, diameters = (_number(numbers.get(key)) for key in (
         "liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesion_count", "recist_sum_of_diameters_mm"))
     if math.isnan(liver):
         return NO_RESULT
-    line = (f"Liver {liver:.1f} mL, tumor {tumor:.2f} mL (burden {burden:.2f} %), "
-            f"{0 if math.isnan(count) else int(count)} lesion(s)")
+    count = 0 if math.isnan(count) else int(count)
+    line = (f"Liver {_fixed(liver, 1)} mL, tumor {_fixed(tumor, 2)} mL (burden {_fixed(burden, 2)} %), "
+            f"{count} lesion{'' if count == 1 else 's'}")
     if not math.isnan(diameters) and diameters > 0:
         line += f", RECIST sum of diameters {diameters:.1f} mm"
     return "\n".join([line] + [f"Warning: {w}" for w in warnings])
+
+
+def comparison_text(change: Dict[str, Any]) -> str:
+    """What the compare section shows after a comparison: the response, the target lesions' sum of diameters (when
+    there are targets), the alignment, then one ``Warning: ...`` line per warning of ``change`` (the follow-up
+    command's report). Its first three summary lines were shown, in which the warnings come second: with two
+    warnings the sum of diameters and the alignment were not shown, and a third warning was dropped unseen."""
+    from LiverTumorSegLib.followup import change_summary_lines
+
+    lines = [line for line in change_summary_lines(dict(change, warnings=[])) if not line.startswith(" ")]
+    return "\n".join(lines + [f"Warning: {warning}" for warning in change.get("warnings") or []])
+
+
+def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> str:
+    """The line above the summary of a run whose CT is no longer the panel's input (changed while it ran): the
+    summary would otherwise stand under the other CT, beside its empty lesion table, as if it were that CT's."""
+    return (f"Result of the CT '{ct_name}', which is no longer the selected input: see the segmentation "
+            f"'{segmentation_name}' and the table '{table_name}'.")
 
 
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:

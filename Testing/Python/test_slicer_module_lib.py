@@ -232,11 +232,19 @@ def test_describe_gpu_and_preprocessing_and_summary():
             f"centre; 1.5 mm pixels")
     assert panel_text.summary_text({"liver_volume_ml": 1520.04, "tumor_volume_ml": 12.5,
                                     "tumor_burden_percent": 0.8224, "lesions": [{}, {}]}) == \
-        "Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesion(s)"
+        "Liver 1520.0 mL, tumor 12.50 mL (burden 0.82 %), 2 lesions"
     assert panel_text.summary_text({"liver_volume_ml": 900.0, "tumor_volume_ml": 0.04, "tumor_burden_percent": 0.0,
                                     "lesions": [{}], "recist": {"sum_of_diameters_mm": 46.54}}) == \
-        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion(s), RECIST sum of diameters 46.5 mm"
+        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion, RECIST sum of diameters 46.5 mm"
     assert panel_text.summary_text({}) == "No result yet."
+    # a one-voxel lesion (0.0005 mL at 0.7 x 0.7 x 1 mm) in a 1500 mL liver: never "tumor 0.00 mL (burden 0.00 %)"
+    # beside "1 lesion"; a rounding -0.0 reads 0.00
+    assert panel_text.summary_text({"liver_volume_ml": 1500.0, "tumor_volume_ml": 0.00049,
+                                    "tumor_burden_percent": 3.3e-5, "lesions": [{}]}) == \
+        "Liver 1500.0 mL, tumor <0.01 mL (burden <0.01 %), 1 lesion"
+    assert panel_text.summary_text({"liver_volume_ml": 1500.0, "tumor_volume_ml": 0.006,
+                                    "tumor_burden_percent": -1e-9, "lesions": [{}]}) == \
+        "Liver 1500.0 mL, tumor 0.01 mL (burden 0.00 %), 1 lesion"
     report = {"liver_volume_ml": 1520.04, "tumor_volume_ml": 0.0, "tumor_burden_percent": 0.0, "lesions": [],
               "warnings": ["'/tmp/LiverTumorSeg-x/ct.nrrd' is stored on a grid tilted 30 degrees from the patient "
                            "axes", "liver volume 6100 mL is implausible (/tmp/LiverTumorSeg-x/ct.nrrd)"]}
@@ -244,7 +252,7 @@ def test_describe_gpu_and_preprocessing_and_summary():
     assert warnings == ["Volume 'CT chest' is stored on a grid tilted 30 degrees from the patient axes",
                         "liver volume 6100 mL is implausible (CT chest)"]
     assert panel_text.summary_text(report, warnings).splitlines() == [
-        "Liver 1520.0 mL, tumor 0.00 mL (burden 0.00 %), 0 lesion(s)", "Warning: " + warnings[0],
+        "Liver 1520.0 mL, tumor 0.00 mL (burden 0.00 %), 0 lesions", "Warning: " + warnings[0],
         "Warning: " + warnings[1]]
     assert panel_text.result_warnings({"warnings": None}) == []
     # Windows: Qt's temporary path has forward slashes, the child prints the path with backslashes
@@ -378,8 +386,10 @@ def test_a_loaded_scenes_table_gives_the_summary_its_run_gave():
               "lesions": [{"id": 1, "volume_ml": 0.04}], "recist": {"sum_of_diameters_mm": 46.54}}
     table = mrml.create_lesion_table_node(scene, report)
     assert panel_text.table_summary_text(table) == panel_text.summary_text(report) == (
-        "Liver 900.0 mL, tumor 0.04 mL (burden 0.00 %), 1 lesion(s), RECIST sum of diameters 46.5 mm")
+        "Liver 900.0 mL, tumor 0.04 mL (burden <0.01 %), 1 lesion, RECIST sum of diameters 46.5 mm")
     assert panel_text.table_summary_text(None) == "No result yet."
+    table.SetAttribute("LiverTumorSeg.tumor_volume_ml", "")  # edited by hand: 'unknown', not 'nan'
+    assert panel_text.table_summary_text(table).startswith("Liver 900.0 mL, tumor unknown mL (burden <0.01 %)")
 
 
 def test_a_loaded_scenes_change_table_gives_the_response_and_sums_its_run_gave(tmp_path):

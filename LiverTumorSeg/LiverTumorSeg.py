@@ -39,7 +39,7 @@ def _addLibraryToPath() -> None:
 _addLibraryToPath()
 
 import LiverTumorSegLib  # noqa: E402
-from LiverTumorSegLib import followup, mrml  # noqa: E402
+from LiverTumorSegLib import mrml  # noqa: E402
 from LiverTumorSegLib.errors import CancelledError, LiverTumorSegError  # noqa: E402
 from LiverTumorSegModuleLib import childprocess, dependencies, followup_job, job, measure_job, panel_text  # noqa: E402
 
@@ -502,10 +502,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome.kind == job.DONE:
             # keep the result selected only while its CT is still the input: after a switch to another CT during
             # the run, the finished CT's segmentation must not become the next run's target
-            if p and job.output_for_input(p.inputVolume, outcome.segmentation_node) is outcome.segmentation_node:
+            selected = p is None or job.output_for_input(p.inputVolume, outcome.segmentation_node) \
+                is outcome.segmentation_node
+            if p and selected:
                 p.outputSegmentation = outcome.segmentation_node
                 p.lesionTable = outcome.table_node
-            self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report, outcome.warnings)
+            self.ui.resultsSummaryLabel.text = self.resultSummary(outcome, selected)
             self.ui.statusLabel.text = panel_text.done_text(outcome.seconds, outcome.warnings)
             for warning in outcome.warnings:
                 logging.warning(warning)
@@ -516,6 +518,19 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.showFailure(self.ui.statusLabel, outcome, "Segmentation")
         self.updateGUI()
+
+    @staticmethod
+    def resultSummary(outcome: job.SegmentationOutcome, selected: bool) -> str:
+        """The results summary of a finished run; when its segmentation is not the panel's output (the input CT
+        was changed while it ran) a first line says whose result it is and where it went."""
+        summary = panel_text.summary_text(outcome.report, outcome.warnings)
+        if selected:
+            return summary
+        segmentation, table = outcome.segmentation_node, outcome.table_node
+        ct = job.source_volume(segmentation) if segmentation is not None else None
+        return "\n".join([panel_text.not_selected_text(ct.GetName() if ct is not None else "?",
+                                                         segmentation.GetName() if segmentation is not None else "?",
+                                                         table.GetName() if table is not None else "?"), summary])
 
     @staticmethod
     def showFailure(label, outcome, what: str) -> None:
@@ -550,9 +565,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._measuring = None
         p = self._parameterNode
         if outcome.kind == job.DONE:
-            if p and p.outputSegmentation is outcome.segmentation_node:
+            selected = p is None or p.outputSegmentation is outcome.segmentation_node
+            if p and selected:
                 p.lesionTable = outcome.table_node
-            self.ui.resultsSummaryLabel.text = panel_text.summary_text(outcome.report, outcome.warnings)
+            self.ui.resultsSummaryLabel.text = self.resultSummary(outcome, selected)
             self.ui.statusLabel.text = f"Lesion table updated from the segments in {outcome.seconds:.0f} s."
         elif outcome.kind == job.CANCELLED:
             self.ui.statusLabel.text = "Cancelled; the lesion table was not changed."
@@ -661,7 +677,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome.kind == job.DONE:
             self._summaryTable = outcome.table_node  # the run's own lines follow, not the table's attributes
             self.showChangeTable(outcome.table_node)
-            c["result"].text = "\n".join(followup.change_summary_lines(outcome.change)[:3])
+            c["result"].text = panel_text.comparison_text(outcome.change)  # with every warning
             if self._parameterNode:  # saved with the scene
                 self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:

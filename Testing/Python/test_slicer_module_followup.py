@@ -169,7 +169,7 @@ def test_widget_connects_the_table_selection_and_builds_the_compare_section():
     assert "self.logic.ensureDependencies(" in methods["dependenciesReady"]
     assert "waitForCompletion=False" in methods["onCompareButton"]  # never blocks Slicer's main thread
     assert "onFinished=self.onCompareFinished" in methods["onCompareButton"]
-    assert re.search(r"followup\.change_summary_lines\(", methods["onCompareFinished"])
+    assert "panel_text.comparison_text(outcome.change)" in methods["onCompareFinished"]
 
 
 def test_the_compare_section_is_saved_with_the_scene():

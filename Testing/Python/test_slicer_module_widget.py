@@ -180,3 +180,84 @@ def test_a_scene_close_empties_both_table_views(panel, module):
     w.onSceneStartClose(None, None)
     assert w.ui.lesionTableView.mrmlTableNode() is None and w.compare["table"].mrmlTableNode() is None
     assert w._parameterNode is None
+
+
+class Label:
+    """A QLabel / QPushButton / QProgressBar stand-in: ``text`` and ``value`` attributes, setVisible."""
+
+    def __init__(self, text=""):
+        self.text, self.value, self.visible = text, 0, True
+
+    def setVisible(self, visible):
+        self.visible = visible
+
+
+def _finished_run(loaded, ct_name="CT A"):
+    """A run's DONE outcome for a new CT (its segmentation records it as its CT) and the node of that CT."""
+    import numpy as np
+    from mrml_helpers import add_volume_node
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    geometry = ImageGeometry(spacing=(0.8, 0.8, 2.0))
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1:3, 2:6, 2:6] = 1
+    labels[2, 3, 3] = 2
+    ct = add_volume_node(loaded.scene, np.zeros((4, 8, 8), np.int16), geometry, ct_name)
+    segmentation = loaded.mrml.labels_to_segmentation_node(loaded.scene, labels, geometry, reference_volume_node=ct)
+    segmentation.SetName(ct_name + " segmentation")
+    report = {"liver_volume_ml": 41.0, "tumor_volume_ml": 1.28, "tumor_burden_percent": 3.12, "lesions": [{}]}
+    table = loaded.mrml.create_lesion_table_node(loaded.scene, report, name=ct_name + " liver lesions")
+    outcome = loaded.m.job.SegmentationOutcome(loaded.m.job.DONE, segmentation, table, report, seconds=3.0)
+    return ct, outcome
+
+
+def _results_panel(loaded, input_volume):
+    widget = loaded.m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(resultsSummaryLabel=Label(), statusLabel=Label(), progressBar=Label(),
+                                      gpuInfoLabel=Label())
+    widget._parameterNode = types.SimpleNamespace(inputVolume=input_volume, outputSegmentation=None,
+                                                  lesionTable=None)
+    widget.updateGUI = lambda caller=None, event=None: None
+    return widget
+
+
+@pytest.mark.parametrize("handler", ["onFinished", "onMeasureFinished"])
+def test_a_result_for_a_ct_that_is_no_longer_the_input_says_whose_it_is(module, handler):
+    """The input CT changed while the run went on: the result is not selected (nor its table shown), and its
+    summary stood alone under the other CT, beside that CT's empty lesion table, as if those were its numbers."""
+    ct, outcome = _finished_run(module)
+    other = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT B")
+    widget = _results_panel(module, other)
+    getattr(widget, handler)(outcome)
+    lines = widget.ui.resultsSummaryLabel.text.splitlines()
+    assert lines[0] == ("Result of the CT 'CT A', which is no longer the selected input: see the segmentation "
+                        "'CT A segmentation' and the table 'CT A liver lesions'.")
+    assert lines[1] == "Liver 41.0 mL, tumor 1.28 mL (burden 3.12 %), 1 lesion"
+    assert widget._parameterNode.outputSegmentation is None and widget._parameterNode.lesionTable is None
+    # the CT still selected: its result is selected and summarised alone
+    widget = _results_panel(module, ct)
+    widget._parameterNode.outputSegmentation = outcome.segmentation_node
+    getattr(widget, handler)(outcome)
+    assert widget.ui.resultsSummaryLabel.text == "Liver 41.0 mL, tumor 1.28 mL (burden 3.12 %), 1 lesion"
+    assert widget._parameterNode.lesionTable is outcome.table_node
+
+
+def test_the_compare_section_shows_every_warning_and_the_sum_of_diameters(module):
+    """The compare section showed the first three summary lines, in which the warnings come right after the response:
+    with two warnings the sum of diameters and the alignment were not shown, and a third warning was dropped."""
+    widget = module.m.LiverTumorSegWidget()
+    widget.compare = {"button": Label("Cancel"), "result": Label(), "table": TableViewStandIn(None)}
+    widget._comparison, widget._summaryTable, widget._parameterNode = object(), None, None
+    change = {"response": "PR", "response_reason": "sum of diameters -40.0 %", "lesions": [],
+              "warnings": ["first", "second", "third"],
+              "sum_of_diameters": {"target_lesion_ids": [1], "baseline_mm": 50.0, "followup_mm": 30.0,
+                                   "change_mm": -20.0, "change_percent": -40.0},
+              "alignment": {"method": "ct", "translation_lps_mm": [1.0, 2.0, 3.0], "liver_dice_after_alignment": 0.9}}
+    outcome = module.m.followup_job.FollowupOutcome(module.m.job.DONE, change, None)
+    widget.onCompareFinished(outcome)
+    lines = widget.compare["result"].text.splitlines()
+    assert lines[0].startswith("RECIST 1.1 response: PR (sum of diameters -40.0 %)")
+    assert lines[1:] == ["target lesions [1]: sum of diameters 50.0 -> 30.0 mm (-40.0 %)",
+                         "alignment: ct, translation LPS (1.0, 2.0, 3.0) mm, liver Dice after alignment 0.900",
+                         "Warning: first", "Warning: second", "Warning: third"]
+    assert widget.compare["button"].text == "Compare"

@@ -145,6 +145,7 @@ def _panel_wording(text: str) -> str:
         text = text.replace(f"run again with {flag}", f"check the result: the panel has no control for this step "
                                                       f"(the command line's `livertumorseg segment {flag}` turns it "
                                                       f"off)")
+    text = text.replace("(--device gpu)", '(Device "GPU")')  # the child's "A GPU ... was requested" without one
     return text.replace("use --device cpu", 'choose "CPU" as the Device')  # the child's GPU out-of-memory advice
 
 

@@ -255,6 +255,12 @@ def test_describe_gpu_and_preprocessing_and_summary():
         "Liver 1520.0 mL, tumor 0.00 mL (burden 0.00 %), 0 lesions", "Warning: " + warnings[0],
         "Warning: " + warnings[1]]
     assert panel_text.result_warnings({"warnings": None}) == []
+    # the panel's Device "GPU" on a machine without one (the child's words, from a real run)
+    assert panel_text.result_warnings({"warnings": [
+        "A GPU (CUDA or Apple MPS) was requested (--device gpu) but this PyTorch (torch 2.13.0+cpu) sees none; "
+        "running on the CPU instead (slower)."]}) == [
+        'A GPU (CUDA or Apple MPS) was requested (Device "GPU") but this PyTorch (torch 2.13.0+cpu) sees none; '
+        "running on the CPU instead (slower)."]
     # Windows: Qt's temporary path has forward slashes, the child prints the path with backslashes
     windows = {"warnings": ["'C:\\Users\\jo\\AppData\\Local\\Temp\\Slicer\\LiverTumorSeg-x\\ct.nrrd' has thick "
                             "slices"]}

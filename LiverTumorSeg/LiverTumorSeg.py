@@ -184,6 +184,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None  # connectParametersToGui's, for disconnectGui
         self._lastInputVolume = None  # the input CT updateGUI saw last (to reset the output when it changes)
         self._closingScene = False  # between the scene's StartClose and EndClose
+        self._cancelledByClose = []  # the measure and compare jobs a scene close cancelled (they report no outcome)
         self._task = None
         self._comparison = None  # the running follow-up comparison (a followup_job.FollowupJob), if any
         self._summaryTable = None  # the change table the compare section's result text describes
@@ -247,9 +248,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
             self._task.cancel()
-        for childJob in (self._comparison, self._measuring):  # its table would otherwise land in the next scene
-            if childJob is not None:
-                childJob.cancel()
+        # their table would otherwise land in the next scene; their "Cancelled; ... not changed" would stand in it
+        self._cancelledByClose = [childJob for childJob in (self._comparison, self._measuring) if childJob is not None]
+        for childJob in self._cancelledByClose:
+            childJob.cancel()
         self.ui.resultsSummaryLabel.text = panel_text.NO_RESULT  # the closed scene's numbers are not the next one's
         self.compare["result"].text = ""
         self._summaryTable = None
@@ -561,7 +563,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = "Measuring the segments in a separate process..."
         self.updateGUI()
 
+    def _closedByScene(self, childJob) -> bool:
+        """Whether ``childJob`` was cancelled by a scene close (its outcome then shows nothing)."""
+        return any(closed is childJob for closed in self._cancelledByClose)
+
     def onMeasureFinished(self, outcome: job.SegmentationOutcome) -> None:
+        closedByScene = self._closedByScene(self._measuring)
         self._measuring = None
         p = self._parameterNode
         if outcome.kind == job.DONE:
@@ -571,7 +578,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.resultsSummaryLabel.text = self.resultSummary(outcome, selected)
             self.ui.statusLabel.text = f"Lesion table updated from the segments in {outcome.seconds:.0f} s."
         elif outcome.kind == job.CANCELLED:
-            self.ui.statusLabel.text = "Cancelled; the lesion table was not changed."
+            self.ui.statusLabel.text = "" if closedByScene else "Cancelled; the lesion table was not changed."
         else:
             self.showFailure(self.ui.statusLabel, outcome, "Measuring")
         self.updateGUI()
@@ -672,6 +679,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCompareFinished(self, outcome) -> None:
         c = self.compare
+        closedByScene = self._closedByScene(self._comparison)
         self._comparison = None
         c["button"].text = "Compare"
         if outcome.kind == job.DONE:
@@ -681,7 +689,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._parameterNode:  # saved with the scene
                 self._parameterNode.changeTable = outcome.table_node
         elif outcome.kind == job.CANCELLED:
-            c["result"].text = "Cancelled; the scene was not changed."
+            c["result"].text = "" if closedByScene else "Cancelled; the scene was not changed."
         else:
             self.showFailure(c["result"], outcome, "Comparison")
 

@@ -191,6 +191,9 @@ class Label:
     def setVisible(self, visible):
         self.visible = visible
 
+    def property(self, key):
+        return None  # bound to no parameter
+
 
 def _finished_run(loaded, ct_name="CT A"):
     """A run's DONE outcome for a new CT (its segmentation records it as its CT) and the node of that CT."""
@@ -261,3 +264,36 @@ def test_the_compare_section_shows_every_warning_and_the_sum_of_diameters(module
                          "alignment: ct, translation LPS (1.0, 2.0, 3.0) mm, liver Dice after alignment 0.900",
                          "Warning: first", "Warning: second", "Warning: third"]
     assert widget.compare["button"].text == "Compare"
+
+
+class CancellableJob:
+    def __init__(self):
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_measure_or_comparison_cancelled_by_a_scene_close_says_nothing_in_the_next_scene(panel, module):
+    """Closing the scene cancels a running Update lesion table and comparison; their outcome came on the next poll
+    and wrote "Cancelled; the lesion table was not changed." / "... the scene was not changed." into the panel of
+    the next scene (a segmentation cancelled by the close already said nothing). One the user cancels still says so."""
+    w = panel.widget
+    w.ui.lesionTableView = TableViewStandIn(None)
+    w.ui.resultsSummaryLabel, w.ui.statusLabel = Label(), Label()
+    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"))
+    measuring, comparing = CancellableJob(), CancellableJob()
+    w._task, w._measuring, w._comparison = None, measuring, comparing
+    w.initializeParameterNode()
+    w.onSceneStartClose(None, None)
+    assert measuring.cancelled and comparing.cancelled
+    cancelled = module.m.job.SegmentationOutcome(module.m.job.CANCELLED)
+    w.onMeasureFinished(cancelled)
+    w.onCompareFinished(module.m.followup_job.FollowupOutcome(module.m.job.CANCELLED))
+    assert w.ui.statusLabel.text == "" and w.compare["result"].text == ""
+    # in the next scene, a run the user cancels
+    w._measuring, w._comparison = CancellableJob(), CancellableJob()
+    w.onMeasureFinished(cancelled)
+    w.onCompareFinished(module.m.followup_job.FollowupOutcome(module.m.job.CANCELLED))
+    assert w.ui.statusLabel.text == "Cancelled; the lesion table was not changed."
+    assert w.compare["result"].text == "Cancelled; the scene was not changed."

@@ -136,7 +136,7 @@ def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
     assert "if not self.dependenciesReady():" in handler
     assert "self.logic.measureSegmentation(" in handler and "waitForCompletion=False" in handler
     assert "onFinished=self.onMeasureFinished" in handler
-    assert "panel_text.summary_text(" in methods["onMeasureFinished"]
+    assert "self.resultSummary(outcome, selected)" in methods["onMeasureFinished"]  # panel_text.summary_text
     gui = methods["updateGUI"]
     assert "self.ui.segmentButton.enabled = running or (ready and not measuring)" in gui
     assert "self.ui.measureButton.enabled = measuring or (measurable and not running)" in gui

@@ -4,15 +4,21 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 
 def validation_dice(validation: Dict[str, Any]) -> List[str]:
-    """``"<metric> 0.953"`` for every numeric validation entry whose name contains 'dice' (nested dicts too)."""
+    """``"<metric> 0.953"`` for every numeric validation entry whose name contains 'dice' (nested dicts too);
+    ``"<metric> not measured"`` for one that is null (the default package's ``dice_tumor``: no real tumor labels),
+    which was left out, so the panel showed only the liver's Dice with no word that the tumor's is unknown."""
     found = []
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for key in sorted(value):
                 walk(f"{prefix} {key}".strip(), value[key])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and "dice" in prefix.lower():
+        elif "dice" not in prefix.lower():
+            return
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found.append(f"{prefix.replace('_', ' ')} {float(value):.3f}")
+        elif value is None:
+            found.append(f"{prefix.replace('_', ' ')} not measured")
 
     walk("", validation or {})
     return found

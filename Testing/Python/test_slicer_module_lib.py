@@ -216,6 +216,9 @@ def test_describe_model_shows_description_training_data_and_dice():
                                  "Validation: dice liver 0.951; dice tumor 0.610; per case dice mean 0.500"]
     assert panel_text.describe_model({"error": "bad sha"}) == "This model cannot be used: bad sha"
     assert panel_text.describe_model({}) == "Validation: no Dice reported"
+    # the default package's tumor Dice is null (no real tumor labels): said, not left out
+    assert panel_text.describe_model({"validation": {"dice_liver_mean": 0.739, "dice_tumor": None}}) == \
+        "Validation: dice liver mean 0.739; dice tumor not measured"
 
 
 def test_describe_gpu_and_preprocessing_and_summary():

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import shlex
 import sys
 from typing import Any, Dict, Optional
@@ -220,7 +221,10 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
     file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
     values = merge_options(file_values, cli)
-    config = TrainConfig.from_dict(values, source=args.config_file or "command line")
+    try:
+        config = TrainConfig.from_dict(values, source=args.config_file or "command line")
+    except InputError as exc:  # a typed option is named as typed: 'Option batch_size must ...' read as a file key
+        raise InputError(_as_typed(str(exc), cli)) from None
     if name_unused_val_fraction and config.folds and "val_fraction" in values:  # the fold decides validation
         where = "--val-fraction" if "val_fraction" in cli else f"val_fraction in '{args.config_file}'"
         log.warning("warning: %s is not used with folds %d: fold %d holds out its own share (1/%d) of the patients.",
@@ -228,6 +232,21 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
     return config
+
+
+def _as_typed(message: str, typed: Dict[str, Any]) -> str:
+    """``message`` with each setting given on the command line (``typed``: field name -> value) spelt as its option
+    (``Option batch_size must`` -> ``Option --batch-size must``): a name with an underscore wherever it stands (no
+    English word has one), a one-word name ('model', 'data', 'lr') only as the subject ("Option NAME", "NAME
+    must"), so such words elsewhere in a message are left alone. A config file's settings keep their key."""
+    for name in sorted(typed, key=len, reverse=True):  # val_max_slices before a shorter name inside it
+        key = re.escape(name)
+        if "_" in name:
+            pattern = r"(?<![\w-])" + key + r"(?![\w-])"
+        else:
+            pattern = r"(?<=Option )" + key + r"(?![\w-])|(?<![\w-])" + key + r"(?= must\b)"
+        message = re.sub(pattern, "--" + name.replace("_", "-"), message)
+    return message
 
 
 def command_line() -> str:

@@ -283,3 +283,19 @@ def test_a_top_level_option_after_the_command_says_where_it_goes(capsys, option)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "did you mean" not in err
     assert f"{option} goes before the command: livertumorseg {option} measure ..." in err
+
+
+def test_train_names_a_typed_option_as_typed_and_a_config_files_key_as_written(tmp_path, capsys):
+    """'error: Option batch_size must be at least 1' named a command-line option by its config-file key
+    (helper-34's audit). A typed option is named as typed; a config file's setting keeps the file's key."""
+    from LiverTumorSegLib.cli import main
+
+    out = str(tmp_path / "m.safetensors")
+    assert main(["train", "--data", "cases.csv", "-o", out, "--batch-size", "0"]) == 2
+    assert "error: Option --batch-size must be at least 1 (got 0)." in capsys.readouterr().err
+    assert main(["train", "--data", "cases.csv", "-o", out, "--val-fraction", "1.5"]) == 2
+    assert "error: --val-fraction must be in [0, 1) (got 1.5)." in capsys.readouterr().err
+    config = tmp_path / "recipe.yaml"
+    config.write_text("batch_size: 0\n")
+    assert main(["train", "--config", str(config), "--data", "cases.csv", "-o", out]) == 2
+    assert "error: Option batch_size must be at least 1 (got 0)." in capsys.readouterr().err

@@ -42,10 +42,11 @@ def test_options_that_would_do_nothing_are_refused_or_named(tmp_path, caplog):
     from LiverTumorSegLib.cli import build_parser
     from LiverTumorSegLib.commands.train import config_from_args
 
-    for extra, said in ((["--early-stopping-patience", "3"], "early_stopping_patience decides"),
-                        (["--use-best-checkpoint"], "use_best_checkpoint decides"),
-                        (["--early-stopping-patience", "3", "--use-best-checkpoint"], "and use_best_checkpoint decide")):
-        with pytest.raises(InputError, match=f"{said} on the validation cases, and val_fraction 0 leaves none"):
+    # (named as typed, --early-stopping-patience, since the options were typed on the command line)
+    for extra, said in ((["--early-stopping-patience", "3"], "--early-stopping-patience decides"),
+                        (["--use-best-checkpoint"], "--use-best-checkpoint decides"),
+                        (["--early-stopping-patience", "3", "--use-best-checkpoint"], "and --use-best-checkpoint decide")):
+        with pytest.raises(InputError, match=f"{said} on the validation cases, and --val-fraction 0 leaves none"):
             config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--val-fraction", "0"] + extra))
     assert config_from_args(build_parser().parse_args(["train", "--data", "d.csv", "--val-fraction", "0.2",
                                                        "--use-best-checkpoint"])).use_best_checkpoint

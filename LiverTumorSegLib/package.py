@@ -785,7 +785,14 @@ def _no_default_model_message(listed: Sequence[Dict[str, Any]]) -> str:
 def _from_the_release(*names: str) -> str:
     """``from the release (in a clone: git checkout -- Resources/Models/NAME ...)``: how bundled files (``names``;
     none: the whole folder) are restored; the one wording of every message that says so."""
+    import os
+
+    from .resources import bundled_models_dir
+
     paths = " ".join(f"Resources/Models/{name}" for name in names) or "Resources/Models"
+    if os.environ.get("LIVERTUMORSEG_RESOURCES"):  # the folder is named: it may be no clone's, or another clone's
+        return (f"from the release into '{bundled_models_dir()}' (LIVERTUMORSEG_RESOURCES; if that is a clone's "
+                f"Resources/ folder: git checkout -- {paths} there)")
     return f"from the release (in a clone: git checkout -- {paths})"
 
 

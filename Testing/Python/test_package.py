@@ -1158,6 +1158,8 @@ def test_a_missing_default_says_what_is_missing_and_how_to_restore_it(tmp_path, 
     said = str(no_default.value)
     assert "holds segnet_like.safetensors, but no default.safetensors" in said
     assert "git checkout -- Resources/Models/default.safetensors" in said
+    # the folder in use is named: under LIVERTUMORSEG_RESOURCES it may be no clone's (helper-24's audit)
+    assert f"from the release into '{models}' (LIVERTUMORSEG_RESOURCES; if that is a clone's Resources/" in said
     assert "pip install -e ." not in said and "warning above" not in said
 
 

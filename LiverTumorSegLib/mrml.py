@@ -780,6 +780,15 @@ def change_table_describes(table_node, baseline_segmentation, followup_segmentat
     return _table_describes(table_node, CHANGE_TABLE_SEGMENTATION_ROLES, (baseline_segmentation, followup_segmentation))
 
 
+def _set_column_title(table_node, name: str, unit: str) -> None:
+    """The header a Slicer table view shows for column ``name``: the name with its unit, ``Volume (mL)``. Slicer's
+    view shows the unit label only in a tooltip, so the headers read 'Volume' and 'Long axis' without mL or mm.
+    The column keeps its name (what code and saved scenes read it by); releases before column titles show the
+    name alone."""
+    if hasattr(table_node, "SetColumnTitle"):
+        table_node.SetColumnTitle(name, f"{name} ({unit})" if unit else name)
+
+
 def show_column_names_as_headers(table_node) -> None:
     """Make a table view show each column's name as its header (not A, B, C with the names in a bold first row).
 
@@ -826,6 +835,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
         if unit:
             table_node.SetColumnUnitLabel(col_name, unit)
         table_node.SetColumnDescription(col_name, description)
+        _set_column_title(table_node, col_name, unit)
     show_column_names_as_headers(table_node)
     table_node.SetLocked(True)  # read-only cells: an edited "Lesion" number would break row selection
     summary = report_summary(report)
@@ -1129,6 +1139,7 @@ def create_change_table_node(scene, change: Dict[str, Any], table_node=None, nam
         if unit:
             table_node.SetColumnUnitLabel(col_name, unit)
         table_node.SetColumnDescription(col_name, description)
+        _set_column_title(table_node, col_name, unit)
     show_column_names_as_headers(table_node)
     sod = change.get("sum_of_diameters", {})
     facts = {"response": change.get("response"), "response_reason": change.get("response_reason"),

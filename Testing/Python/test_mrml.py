@@ -457,11 +457,14 @@ def test_lesion_and_change_tables_show_their_column_names_as_headers(scene):
     since late 2023 it shows each column's title, so the titles are the names."""
     lesions = mrml.create_lesion_table_node(scene, REPORT)
     change = mrml.create_change_table_node(scene, {"lesions": [], "response": "NE"})
+    # the header carries the unit ('Volume (mL)'): Slicer's view shows the unit label only as a tooltip (helper-35)
     for table, columns in ((lesions, mrml.LESION_TABLE_COLUMNS), (change, mrml.CHANGE_TABLE_COLUMNS)):
         assert table.GetUseColumnTitleAsColumnHeader()
-        assert [table.GetColumnTitle(c[0]) for c in columns] == [c[0] for c in columns]
+        assert [table.GetColumnTitle(c[0]) for c in columns] == [f"{c[0]} ({c[2]})" if c[2] else c[0] for c in columns]
+    assert lesions.GetColumnTitle("Volume") == "Volume (mL)" and lesions.GetColumnTitle("Lesion") == "Lesion"
     again = mrml.create_lesion_table_node(scene, REPORT, table_node=lesions)  # reused: still headers, no stale title
-    assert again.GetUseColumnTitleAsColumnHeader() and again.GetColumnTitle("Volume") == "Volume"
+    assert again.GetUseColumnTitleAsColumnHeader() and again.GetColumnTitle("Volume") == "Volume (mL)"
+    assert again.GetTable().GetColumnByName("Volume") is not None  # the column keeps its name
 
 
 def test_tables_of_slicer_releases_before_column_titles_use_the_name_switch():

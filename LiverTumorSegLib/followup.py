@@ -836,7 +836,8 @@ def sum_of_diameters_line(sum_of_diameters: Dict[str, Any]) -> Optional[str]:
     elif sod.get("change_percent") is None:  # no percent of a zero baseline sum
         follow = f"{sod['followup_mm']:.1f} mm"
     else:
-        follow = f"{sod['followup_mm']:.1f} mm ({sod['change_percent']:+.1f} %)"
+        change = round(float(sod["change_percent"]), 1) + 0.0  # -0.02 % printed '-0.0 %': a change none can see
+        follow = f"{sod['followup_mm']:.1f} mm ({change:+.1f} %)" if change else f"{sod['followup_mm']:.1f} mm (0.0 %)"
     targets = "target lesions" if sod.get("target_lesion_ids") is None else f"target lesions {sod['target_lesion_ids']}"
     return f"{targets}: sum of diameters {sod['baseline_mm']:.1f} -> {follow}"
 

@@ -778,3 +778,12 @@ def test_a_ct_of_the_label_maps_size_on_another_grid_is_refused():
         follow.ct.geometry.spacing, follow.ct.geometry.origin, (-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)))
     with pytest.raises(InputError, match=r"follow-up label map is not on its CT's grid: direction"):
         compare_followup(labels_of(base), labels_of(follow), baseline_ct=base.ct, followup_ct=flipped)
+
+
+def test_a_sum_of_diameters_change_that_rounds_to_zero_reads_0_0_percent():
+    """A -0.02 % change printed '(-0.0 %)' (helper-35's audit)."""
+    from LiverTumorSegLib.followup import sum_of_diameters_line
+
+    for change, shown in ((-0.02, "(0.0 %)"), (0.04, "(0.0 %)"), (-12.34, "(-12.3 %)"), (5.0, "(+5.0 %)")):
+        line = sum_of_diameters_line({"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": change})
+        assert line.endswith(shown), line

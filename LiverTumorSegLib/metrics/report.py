@@ -382,10 +382,13 @@ def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
 def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: PathLike,
                       image: Optional[np.ndarray] = None, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
                       title: str = "", overwrite: bool = False, reference_name: str = "reference",
-                      slice_s_mm: Optional[Sequence[float]] = None) -> Path:
+                      slice_s_mm: Optional[Sequence[float]] = None, orientation_known: bool = True) -> Path:
     """PNG of one axial slice with reference (solid) and prediction (dashed) outlines of the liver
     (green / yellow) and tumor (blue / red), over the CT (``image`` in HU, window level 40 width 400) or
-    a black background. Arrays ``(z, y, x)``; ``spacing_zyx`` (mm) sets the pixel aspect ratio.
+    a black background. Arrays ``(z, y, x)`` in the canonical orientation (:mod:`~LiverTumorSegLib.orientation`),
+    shown in radiological convention as ``segment --preview`` shows them: image left = patient right, top =
+    anterior, marked R, L, A and P on the image's edges (``orientation_known=False``, a NIfTI without sform or
+    qform: no letters, which would be a guess drawn as a fact); ``spacing_zyx`` (mm) sets the pixel aspect ratio.
     ``reference_name`` names the reference in the legend ("reference"; say "expert" only when it is).
     ``slice_s_mm``: each slice's S position (mm), which the title then gives: the arrays are often a reoriented
     copy, whose slice index is no slice number of the user's file."""
@@ -415,5 +418,10 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
     ax.set_title(f"{title}\n{where}" if title else where, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
+    if orientation_known:  # the sides, as segment's preview and followup's figure mark them
+        style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold")
+        for text, x, y, ha, va in (("A", 0.5, 0.99, "center", "top"), ("P", 0.5, 0.01, "center", "bottom"),
+                                   ("R", 0.01, 0.5, "left", "center"), ("L", 0.99, 0.5, "right", "center")):
+            ax.text(x, y, text, ha=ha, va=va, **style)
     fig.tight_layout()
     return _save_figure(fig, path, overwrite)

@@ -802,3 +802,57 @@ def test_one_file_name_in_per_case_folders_is_told_apart_from_two_files_of_one_c
     write_label_map(tmp_path / "one" / "case1_label.nii.gz", phantom.labels, phantom.ct.geometry)
     with pytest.raises(InputError, match="holds 2 files for case 'case1'.*keep one of them"):
         list_cases(tmp_path / "one", "--pred")
+
+
+def _figure_of_overlay(monkeypatch):
+    """Keeps the figures evaluate's plots would save (``{file name: figure}``), closed by the caller's end."""
+    from LiverTumorSegLib.metrics import report
+
+    figures = {}
+
+    def keep_figure(fig, path, overwrite):
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(report, "_save_figure", keep_figure)
+    return figures
+
+
+def test_overlay_marks_the_sides_and_a_lesion_on_the_patients_left_lies_beside_the_l(tmp_path, monkeypatch):
+    """The overlay is radiological (image left = patient right) but said nowhere on it: a reader could not tell a
+    lesion in the left lobe from one in the right. A NIfTI whose identity affine runs i toward the patient's right
+    (RAS), with the tumor at low i (patient's LEFT): drawn on the image's right half, where the 'L' is."""
+    import nibabel as nib
+
+    figures = _figure_of_overlay(monkeypatch)
+    ref = np.zeros((20, 20, 4), np.uint8)  # (i, j, k)
+    ref[2:18, 2:18, 1:3] = 1
+    ref[3:7, 8:12, 1:3] = 2
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(ref, np.eye(4)), str(tmp_path / folder / "a.nii.gz"))
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-surface", "--no-progress") == 0
+    fig = figures["overlay_best_a.png"]
+    try:
+        ax = fig.axes[0]
+        letters = {t.get_text(): t.get_position() for t in ax.texts}
+        assert set(letters) == {"A", "P", "R", "L"}
+        assert letters["R"][0] < 0.5 < letters["L"][0] and letters["P"][1] < 0.5 < letters["A"][1]
+        tumor = [c for c in ax.collections if np.allclose(c.get_edgecolor()[0][:3], (1, 0, 0))]  # predicted
+        vertices = np.concatenate([p.vertices for c in tumor for p in c.get_paths()])
+        in_axes = ax.transAxes.inverted().transform(ax.transData.transform(vertices))
+        assert in_axes[:, 0].min() > 0.5  # the patient's left: the image's right, the 'L' side
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close("all")
+
+
+def test_overlay_of_an_unknown_orientation_has_no_side_letters(tmp_path, monkeypatch):
+    from LiverTumorSegLib.metrics import report
+
+    figures = _figure_of_overlay(monkeypatch)
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, 2:8, 2:8] = 1
+    report.plot_case_overlay(labels, labels, tmp_path / "o.png", orientation_known=False)
+    assert [t.get_text() for t in figures["o.png"].axes[0].texts] == []

@@ -319,7 +319,8 @@ MIN_BOXPLOT_CASES = 2
 def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
                          metrics: Optional[Sequence[str]] = None, overwrite: bool = False) -> Optional[Path]:
     """One box plot per metric (cases as dots) in a grid, saved as PNG; metrics without any finite
-    value are left out. Returns None when nothing could be plotted, and for fewer than
+    value are left out, and a box leaving out a case's NaN (a surface distance of a case without tumor) says how
+    many cases it holds (``n = 2 of 3 cases``). Returns None when nothing could be plotted, and for fewer than
     :data:`MIN_BOXPLOT_CASES` cases (a box of one value says nothing; the table holds it)."""
     if len(rows) < MIN_BOXPLOT_CASES:
         return None
@@ -338,6 +339,8 @@ def plot_metric_boxplots(rows: Sequence[Dict[str, Any]], path: PathLike,
         ax.scatter(1 + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.7, color="tab:blue")
         hint, scope = metric_hint(name), metric_scope(name)
         title = f"{name}\n({hint})" if hint else name
+        if values.size < len(rows):  # the figure's title counts every case; this box does not hold them all
+            title += f"\nn = {values.size} of {len(rows)} cases (others undefined)"
         if scope:  # two lines: a box plot's title is narrow
             title += "\n" + scope.replace(" (", "\n(")
         ax.set_title(title, fontsize=9)

@@ -856,3 +856,17 @@ def test_overlay_of_an_unknown_orientation_has_no_side_letters(tmp_path, monkeyp
     labels[1, 2:8, 2:8] = 1
     report.plot_case_overlay(labels, labels, tmp_path / "o.png", orientation_known=False)
     assert [t.get_text() for t in figures["o.png"].axes[0].texts] == []
+
+
+def test_a_box_plot_leaving_out_undefined_cases_says_how_many_it_holds(tmp_path, monkeypatch):
+    """The figure's title said '(3 cases)' over a hd95_tumor_mm box of 2 dots (the tumor-free case's distance is
+    NaN), read as three cases' spread."""
+    from LiverTumorSegLib.metrics import report
+
+    figures = _figure_of_overlay(monkeypatch)
+    rows = [{"case": "a", "dice_liver": 0.9, "hd95_tumor_mm": 3.0}, {"case": "b", "dice_liver": 0.8,
+            "hd95_tumor_mm": float("nan")}, {"case": "c", "dice_liver": 0.7, "hd95_tumor_mm": 5.0}]
+    report.plot_metric_boxplots(rows, tmp_path / "b.png", metrics=["dice_liver", "hd95_tumor_mm"])
+    titles = [ax.get_title() for ax in figures["b.png"].axes]
+    assert "n = 2 of 3 cases" in titles[1] and "n =" not in titles[0]
+    assert figures["b.png"]._suptitle.get_text() == "Per-case metrics (3 cases)"

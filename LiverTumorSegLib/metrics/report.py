@@ -280,7 +280,8 @@ def rank_cases(rows: Sequence[Dict[str, Any]], metric: str = "dice_liver") -> Tu
     """``(best_case, worst_case)`` by ``metric`` (higher is better for Dice-like metrics; for metrics
     ending in ``_mm``, starting with ``voe``/``rvd``/``tumor_burden_error``, and for counts and volumes of
     errors (false or missed lesions, volume outside the reference) lower absolute value is better). Cases with
-    NaN are ignored; ``(None, None)`` when no case has a value."""
+    NaN are ignored; ``(None, None)`` when no case has a value. Ties go to the first such case in ``rows``' order, so
+    where every case has the same value both are the first case (evaluate then draws one overlay)."""
     values = metric_values(rows, metric)
     if metric.endswith("_mm") or metric.startswith(LOWER_IS_BETTER_PREFIXES):
         values = -np.abs(values)

@@ -81,6 +81,7 @@ TUMOR_SEGMENT = SegmentSpec(
     category=("SCT", "49755003", "Morphologically Altered Structure"),
     type=("SCT", "108369006", "Neoplasm"), anatomic_region=_LIVER_CODE, context=DICOM_MASTER_CONTEXT)
 SEGMENTS: Tuple[SegmentSpec, ...] = (LIVER_SEGMENT, TUMOR_SEGMENT)
+_OUR_SEGMENT_IDS = tuple(spec.segment_id for spec in SEGMENTS)
 
 # Attribute names on the lesion table node (string values) that carry the whole-liver summary.
 TABLE_ATTRIBUTE_PREFIX = "LiverTumorSeg."
@@ -285,12 +286,18 @@ def _segment_mask_in_its_box(labels: np.ndarray, organ_box: Tuple[slice, ...], l
     return oriented_image_from_array(region[box].astype(np.uint8), geometry, start)
 
 
-def _existing_segment_id(segmentation, spec: "SegmentSpec") -> Optional[str]:
-    """The ID of the segment that is ``spec``'s in ``segmentation``: ours (``spec.segment_id``), else one the user
-    named like it ("Liver" drawn by hand has ID Segment_1); None if there is none."""
-    if segmentation.GetSegment(spec.segment_id) is not None:
-        return spec.segment_id
-    return segmentation.GetSegmentIdBySegmentName(spec.name) or None  # "" when there is none
+def _existing_segment_ids(segmentation, spec: "SegmentSpec") -> List[str]:
+    """The IDs of the segments that are ``spec``'s in ``segmentation``: ours (``spec.segment_id``) first, then each
+    one the user named like it, in any case and spacing ("Liver" drawn by hand has ID Segment_1; "liver",
+    "LIVER "). Slicer's ``GetSegmentIdBySegmentName`` gives only the first: the others were left out of the
+    labels (with a warning that called them neither liver nor tumor) and kept beside ours by a run."""
+    found = [spec.segment_id] if segmentation.GetSegment(spec.segment_id) is not None else []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName() or ""
+        if segment_id not in _OUR_SEGMENT_IDS and name.strip().lower() == spec.name.lower():
+            found.append(segment_id)
+    return found
 
 
 def existing_output_segment_ids(segmentation_node) -> List[str]:
@@ -300,8 +307,7 @@ def existing_output_segment_ids(segmentation_node) -> List[str]:
     if segmentation_node is None:
         return []
     segmentation = segmentation_node.GetSegmentation()
-    found = [_existing_segment_id(segmentation, spec) for spec in SEGMENTS]
-    return [segment_id for segment_id in found if segment_id is not None]
+    return [segment_id for spec in SEGMENTS for segment_id in _existing_segment_ids(segmentation, spec)]
 
 
 def require_output_segments(segmentation_node) -> None:
@@ -421,9 +427,9 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     replaced = False
     for spec in SEGMENTS:
         mask = _segment_mask_in_its_box(labels, organ_box, spec.label, local)
-        existing_id = _existing_segment_id(segmentation, spec)
-        if existing_id is not None and existing_id != spec.segment_id:
-            segmentation.RemoveSegment(existing_id)  # a user's "Liver": replaced by ours (the panel asked first)
+        for existing_id in _existing_segment_ids(segmentation, spec):
+            if existing_id != spec.segment_id:  # a user's "Liver": replaced by ours (the panel asked first)
+                segmentation.RemoveSegment(existing_id)
         segment = segmentation.GetSegment(spec.segment_id)
         if segment is not None:
             # the segment object stays (its display settings and tags with it), moved out of any layer it shares
@@ -492,30 +498,30 @@ def segmentation_to_labels(segmentation_node, geometry: ImageGeometry,
     read as empty)."""
     labels = np.zeros(shape_zyx, np.uint8)
     segmentation = segmentation_node.GetSegmentation()
+    # ours and the same-named ones (every 'Liver' in any case), then more segments named as the .seg.nrrd reader
+    # takes them ('Liver tumor -_1' from Split islands, 'Metastasis'): the panel's lesion table and follow-up
+    # count what measure counts; liver first, tumor over it
+    others = _other_segments(segmentation)
     for spec in SEGMENTS:
-        segment_id = _existing_segment_id(segmentation, spec)
-        if segment_id is not None:
+        segment_ids = _existing_segment_ids(segmentation, spec) + [
+            segment_id for segment_id, _, label in others if label == spec.label]
+        for segment_id in segment_ids:
             labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = spec.label
-    # more tumor segments, named as the .seg.nrrd reader takes them ('Liver tumor -_1' from Split islands,
-    # 'Metastasis'): the panel's lesion table and follow-up count what measure counts
-    for segment_id, _, is_tumor in _other_segments(segmentation):
-        if is_tumor:
-            labels[segment_mask(segmentation_node, segment_id, geometry, shape_zyx) > 0] = 2
     return labels
 
 
-def _other_segments(segmentation) -> List[Tuple[str, str, bool]]:
-    """``(segment ID, name, is a tumor by name)`` of each segment that is not this tool's "Liver" / "Liver tumor"
-    (by ID or name; :func:`~.segnrrd.label_of_segment` decides the tumors)."""
+def _other_segments(segmentation) -> List[Tuple[str, str, Optional[int]]]:
+    """``(segment ID, name, label by name)`` of each segment that is not this tool's "Liver" / "Liver tumor" (by ID
+    or name); the label (1 liver, 2 tumor, None neither) is :func:`~.segnrrd.label_of_segment`'s."""
     from .segnrrd import label_of_segment
 
-    ours = {_existing_segment_id(segmentation, spec) for spec in SEGMENTS}
+    ours = {segment_id for spec in SEGMENTS for segment_id in _existing_segment_ids(segmentation, spec)}
     found = []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         if segment_id not in ours:
             name = segmentation.GetSegment(segment_id).GetName() or ""
-            found.append((segment_id, name, label_of_segment({"ID": segment_id, "Name": name}) == 2))
+            found.append((segment_id, name, label_of_segment({"ID": segment_id, "Name": name})))
     return found
 
 
@@ -531,8 +537,8 @@ def segments_left_out(segmentation_node) -> List[str]:
     """Names of the segments :func:`segmentation_to_labels` leaves out: neither this tool's "Liver" / "Liver tumor"
     nor a tumor by name (:func:`~.segnrrd.names_tumor`). The panel warns with them: a hand-drawn lesion its reader
     named 'HCC' or 'Lesion no 2' was left out of the lesion table without a word."""
-    return [name or segment_id for segment_id, name, is_tumor in _other_segments(segmentation_node.GetSegmentation())
-            if not is_tumor]
+    return [name or segment_id for segment_id, name, label in _other_segments(segmentation_node.GetSegmentation())
+            if label is None]
 
 
 def show_segmentation_in_3d(segmentation_node) -> None:

@@ -730,3 +730,34 @@ def test_a_result_without_tumor_has_an_empty_tumor_segment_that_shows_in_3d_with
     liver = segmentation.GetSegment(mrml.LIVER_SEGMENT.segment_id)
     assert liver.GetRepresentation(converter.GetClosedSurfaceRepresentationName()).GetNumberOfPoints() > 0
     np.testing.assert_array_equal(mrml.segmentation_to_labels(node, geometry, labels.shape), labels)
+
+
+@needs_slicer
+def test_every_segment_named_liver_in_any_case_is_read_as_liver_and_replaced_by_a_run(scene):
+    """Of ten segments named 'Liver' in different cases ('liver', 'LIVER ', ...), only the first was read (Slicer's
+    GetSegmentIdBySegmentName gives one); the other nine were left out of the liver, with a warning that called
+    them 'neither liver nor tumor by name', while the .seg.nrrd reader counts them all; a run replaced only the
+    first and kept nine 'Liver' segments beside its own."""
+    import slicer
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    shape = (4, 5, 10)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ten livers")
+    names = ["liver", "LIVER", "Liver ", "lIver", "Liver", "liVer", "LiVeR", " liver", "LIVer", "livER"]
+    for column, name in enumerate(names):
+        mask = np.zeros(shape, np.uint8)
+        mask[:, :, column] = 1
+        segment = slicer.vtkSegment()
+        segment.SetName(name)
+        segment.AddRepresentation(mrml._labelmap_name(), mrml.oriented_image_from_array(mask, geometry))
+        seg.GetSegmentation().AddSegment(segment, f"Segment_{column}")
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, shape), np.ones(shape, np.uint8))
+    assert mrml.segments_left_out(seg) == [] and mrml.left_out_warning(seg) == ""
+    assert mrml.existing_output_segment_ids(seg) == [f"Segment_{c}" for c in range(10)]
+
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 1:4, 2:8] = 1
+    labels[2, 2, 3] = 2
+    mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg)
+    segmentation = seg.GetSegmentation()
+    assert list(segmentation.GetSegmentIDs()) == ["livertumorseg_liver", "livertumorseg_tumor"]
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, shape), labels)

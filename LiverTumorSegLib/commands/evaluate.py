@@ -341,6 +341,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     ``tag, case, pred, ref, image, spacing_zyx, title`` (canonical ``(z, y, x)`` arrays)."""
     from . import read_one_series
     from ..io.labels import onto_reference_grid
+    from ..io.nifti import has_unknown_orientation
     from ..metrics.report import rank_cases
     from ..orientation import canonicalize
     import numpy as np
@@ -380,7 +381,9 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
         overlays.append({"tag": tag, "case": case, "pred": reorientation.to_canonical(pred.array),
                          "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title,
                          "slice_s_mm": [ref_c.geometry.slice_s_mm(k)
-                                        for k in range(ref_c.shape_zyx[0])]})
+                                        for k in range(ref_c.shape_zyx[0])],
+                         # a NIfTI without sform and qform: its sides are a guess, not marked R/L/A/P
+                         "orientation_known": not has_unknown_orientation(ref)})
         if best == worst:
             break
     return overlays
@@ -391,7 +394,7 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
 
     return [plot_case_overlay(o["pred"], o["ref"], plots_dir / OVERLAY_PLOT_NAME.format(tag=o["tag"], case=o["case"]),
                               image=o["image"], spacing_zyx=o["spacing_zyx"], title=o["title"], overwrite=overwrite,
-                              slice_s_mm=o["slice_s_mm"])
+                              slice_s_mm=o["slice_s_mm"], orientation_known=o.get("orientation_known", True))
             for o in overlays]
 
 

@@ -858,6 +858,29 @@ def test_overlay_of_an_unknown_orientation_has_no_side_letters(tmp_path, monkeyp
     assert [t.get_text() for t in figures["o.png"].axes[0].texts] == []
 
 
+def test_evaluate_draws_no_side_letters_on_a_nifti_without_orientation(tmp_path, monkeypatch):
+    """evaluate marked R/L/A/P on the overlay of a NIfTI with no sform or qform, whose sides are only a guess
+    (helper-37's audit); the letters appear where the header gives an orientation (test above)."""
+    import nibabel as nib
+
+    figures = _figure_of_overlay(monkeypatch)
+    ref = np.zeros((20, 20, 4), np.uint8)
+    ref[2:18, 2:18, 1:3] = 1
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        image = nib.Nifti1Image(ref, np.eye(4))
+        image.set_sform(None, code=0)
+        image.set_qform(None, code=0)
+        nib.save(image, str(tmp_path / folder / "a.nii.gz"))
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-surface", "--no-progress") == 0
+    try:
+        assert [t.get_text() for t in figures["overlay_best_a.png"].axes[0].texts] == []
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close("all")
+
+
 def test_a_box_plot_leaving_out_undefined_cases_says_how_many_it_holds(tmp_path, monkeypatch):
     """The figure's title said '(3 cases)' over a hd95_tumor_mm box of 2 dots (the tumor-free case's distance is
     NaN), read as three cases' spread."""

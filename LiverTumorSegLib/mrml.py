@@ -224,7 +224,12 @@ def ctvolume_from_volume_node(volume_node) -> CTVolume:
                          f"(a color or vector image); choose a scalar CT volume.")
     nx, ny, nz = image.GetDimensions()
     array = numpy_support.vtk_to_numpy(scalars).reshape(nz, ny, nx).copy()
-    geometry = ImageGeometry.from_ijk_to_ras(world_ijk_to_ras(volume_node))
+    # the first voxel is IJK (extent start), not (0, 0, 0), for image data whose extent does not start at 0 (a
+    # script's vtkImageData, a cut-out): its IJK-to-RAS applies to that index, so the grid starts there (the CT
+    # was read as if its first voxel were at IJK 0, shifted by the extent's start)
+    start = np.eye(4)
+    start[:3, 3] = [image.GetExtent()[0], image.GetExtent()[2], image.GetExtent()[4]]
+    geometry = ImageGeometry.from_ijk_to_ras(world_ijk_to_ras(volume_node) @ start)
     return CTVolume(array=array, geometry=geometry, source=volume_node.GetName() or "",
                     meta={"mrml_node_id": volume_node.GetID()})
 

@@ -761,3 +761,32 @@ def test_every_segment_named_liver_in_any_case_is_read_as_liver_and_replaced_by_
     segmentation = seg.GetSegmentation()
     assert list(segmentation.GetSegmentIDs()) == ["livertumorseg_liver", "livertumorseg_tumor"]
     np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, geometry, shape), labels)
+
+
+@needs_slicer
+def test_a_volume_whose_image_extent_does_not_start_at_zero_keeps_its_place(scene):
+    """Image data whose extent starts at (2, 0, 1) (a script's vtkImageData, a cut-out) was read as if its first
+    voxel were at IJK (0, 0, 0): its grid 2 voxels off where Slicer's views and Segmentations module put it."""
+    import slicer
+    from vtk.util import numpy_support
+    geometry = _oblique_geometry()
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "cut-out")
+    image = vtk.vtkImageData()
+    image.SetExtent(2, 5, 0, 2, 1, 2)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    labels = np.random.default_rng(4).integers(0, 3, size=(2, 3, 4)).astype(np.uint8)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = labels.ravel()
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(geometry.ijk_to_ras()))
+
+    volume = mrml.ctvolume_from_volume_node(node)
+    np.testing.assert_array_equal(volume.array, labels)
+    np.testing.assert_allclose(volume.geometry.ijk_to_ras(), geometry.ijk_to_ras() @ np.array(
+        [[1, 0, 0, 2], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1.0]]), atol=1e-9)
+    # Slicer's own import of the label map lands on that grid voxel for voxel
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "imported cut-out")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(node, seg)
+    segmentation = seg.GetSegmentation()
+    for index, name in enumerate(("Liver", "Liver tumor")):
+        segmentation.GetNthSegment(index).SetName(name)
+    np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, volume.geometry, labels.shape), labels)

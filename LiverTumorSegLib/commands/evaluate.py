@@ -356,6 +356,11 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
     if best is None:
         log.warning("warning: no case has a value for --rank-metric %s; no overlays drawn", metric)
         return []
+    from ..metrics.report import metric_values
+    ranked = int(np.count_nonzero(~np.isnan(metric_values(rows, metric))))
+    if best == worst and ranked > 1:  # one overlay and no word: read as a missing 'worst' picture
+        log.warning("warning: all %d cases with a value have the same --rank-metric %s; one overlay drawn (case "
+                    "'%s')", ranked, metric, best)
     paths = {name: (p, r) for name, p, r in matched}
     row_of = {row["case"]: row for row in rows}
     overlays = []

@@ -893,3 +893,20 @@ def test_a_box_plot_leaving_out_undefined_cases_says_how_many_it_holds(tmp_path,
     titles = [ax.get_title() for ax in figures["b.png"].axes]
     assert "n = 2 of 3 cases" in titles[1] and "n =" not in titles[0]
     assert figures["b.png"]._suptitle.get_text() == "Per-case metrics (3 cases)"
+
+
+def test_evaluate_says_why_it_draws_one_overlay_when_every_case_ties(tmp_path, caplog):
+    """Every case with liver Dice 1.0: best and worst were one case, and only 'best' was drawn without a word
+    (helper-37's audit)."""
+    import logging
+
+    phantom = make_phantom((6, 24, 24), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0)
+    for folder in ("ref", "pred"):
+        (tmp_path / folder).mkdir()
+        for case in ("a", "b"):
+            write_label_map(tmp_path / folder / f"{case}.nii.gz", phantom.labels, phantom.ct.geometry)
+    with caplog.at_level(logging.WARNING):
+        assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                         "--no-surface", "--no-progress") == 0
+    assert "all 2 cases with a value have the same --rank-metric dice_liver; one overlay drawn (case 'a')" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out").rglob("overlay_*.png")) == ["overlay_best_a.png"]

@@ -238,7 +238,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="voxel connectivity of lesions (default 26, as segment's lesion report counts them; "
                         "the LiTS challenge script used 6, scipy's default: pass 6 to compare with LiTS numbers)")
     p.add_argument("--rank-metric", default="dice_liver", metavar="COLUMN",
-                   help="metric choosing the best and worst case overlays (default dice_liver)")
+                   help="metric choosing the best and worst case overlays (default dice_liver); cases where it "
+                        "is undefined (NaN, e.g. hd95_tumor_mm of a case with no predicted tumor) are not ranked, "
+                        "so the 'worst' overlay is the worst case with a value")
     p.add_argument("--no-surface", action="store_true", help="skip surface distances (faster)")
     p.add_argument("--no-plots", action="store_true", help="write only cases.csv and summary.json")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT_DIR")

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from LiverTumorSegLib.argtypes import bounded_number
 from LiverTumorSegLib.inference.device import cpu_has_native_bf16
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine
 from LiverTumorSegLib.models import build_model
@@ -343,17 +344,9 @@ def batch_benchmark(args, volume, tmp, env, threads):
     return {"cases": args.batch_cases, "pairs": pairs, "median_ratio": median}
 
 
-def positive_int(text):
-    """argparse type: a whole number, 1 or more (--repeats 0 printed 'inf s' and '0.0 slices/s', a negative
-    --shape or --slices ended in a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
+positive_int = bounded_number(int, 1)
+"""argparse type: a whole number, 1 or more (--repeats 0 printed 'inf s' and '0.0 slices/s', a negative --shape or
+--slices ended in a traceback)."""
 
 def check_json_output(path, overwrite):
     """Before any timing: ``--json`` ends in .json and can be written (an existing file only with

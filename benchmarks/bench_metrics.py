@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from LiverTumorSegLib.argtypes import bounded_number
+
 
 def ellipsoid(shape, center, radii):
     z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
@@ -44,17 +46,9 @@ def timed(label, fn, *args, **kwargs):
     return value
 
 
-def positive_int(text: str) -> int:
-    """``--shape``: a whole number of voxels, 1 or more (0 printed half the table, then an error; a negative one
-    ended in numpy's 'negative dimensions are not allowed' traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of voxels, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more voxels, got {value}")
-    return value
-
+positive_int = bounded_number(int, 1, unit="voxels")
+"""``--shape``: 1 or more voxels (0 printed half the table, then an error; a negative one ended in numpy's
+'negative dimensions are not allowed' traceback)."""
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

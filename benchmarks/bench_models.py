@@ -41,11 +41,9 @@ def main(argv: List[str] = None) -> None:
     from LiverTumorSegLib.errors import InputError
     from LiverTumorSegLib.models import available_models, build_model
 
-    def positive(text: str) -> int:
-        value = int(text)
-        if value < 1:  # 0 repeats ended in 'no median for empty data', 0 batches in a ZeroDivisionError
-            raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-        return value
+    from LiverTumorSegLib.argtypes import bounded_number
+
+    positive = bounded_number(int, 1)  # 0 repeats ended in 'no median for empty data', 0 batches in a ZeroDivisionError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=available_models(), choices=available_models())

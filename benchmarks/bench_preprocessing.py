@@ -50,15 +50,9 @@ def bench(config_name: str, ct, batch_size: int, warm_ct=None) -> None:
 def positive(kind):
     """argparse type: a ``kind`` (int or float) above 0 (a batch of 0 ended in range()'s 'arg 3 must not be zero'
     traceback, a negative shape in numpy's 'negative dimensions are not allowed')."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-    return parse
+    from LiverTumorSegLib.argtypes import bounded_number
+
+    return bounded_number(kind, 0, exclusive=True)
 
 
 def main(argv=None) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from LiverTumorSegLib.argtypes import bounded_number  # noqa: E402
 from LiverTumorSegLib.metrics.recist import lesion_axes  # noqa: E402
 from LiverTumorSegLib.volume import ImageGeometry  # noqa: E402
 
@@ -36,16 +37,8 @@ def ellipse_mask(spacing_xy, angle_deg, offset_xy) -> np.ndarray:
     return (u / a) ** 2 + (v / b) ** 2 + (z / c) ** 2 <= 1
 
 
-def draws_count(text: str) -> int:
-    """``--draws``: 2 or more (one square and one non-square ellipsoid at least); 0 or 1 ended in an IndexError."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be 2 or more (every other draw has square pixels), got {value}")
-    return value
-
+draws_count = bounded_number(int, 2, note=" (every other draw has square pixels)")
+"""``--draws``: 2 or more (one square and one non-square ellipsoid at least); 0 or 1 ended in an IndexError."""
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

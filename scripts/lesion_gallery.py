@@ -58,15 +58,9 @@ def crop_box(labels2d: np.ndarray, margin: int = 25) -> Tuple[slice, slice]:
 def at_least(kind, low, exclusive: bool = False):
     """argparse type: a ``kind`` number >= ``low`` (> with ``exclusive``). --panels 0 or -1, --pixel-mm 0 or -1
     and --context -1 ended in tracebacks (matplotlib's 'Number of rows', ZeroDivisionError, IndexError)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
-        if not (value > low if exclusive else value >= low) or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be {'above' if exclusive else 'at least'} {low:g}, got {text}")
-        return value
-    return parse
+    from LiverTumorSegLib.argtypes import bounded_number
+
+    return bounded_number(kind, low, exclusive=exclusive, at_least=True)
 
 
 def main(argv: Sequence[str] = None) -> int:

@@ -176,3 +176,19 @@ def test_render_panel_layout_without_pyside6_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "error: render_panel_layout.py needs PySide6" in done.stderr and "Traceback" not in done.stderr
 
+
+
+def test_bounded_number_is_the_one_rule_of_the_scripts_numeric_options():
+    """LiverTumorSegLib.argtypes.bounded_number replaced five near-copies in the scripts; its bounds and words."""
+    import argparse
+
+    from LiverTumorSegLib.argtypes import bounded_number
+
+    assert bounded_number()("3") == 3 and bounded_number(float, 0, exclusive=True)("0.5") == 0.5
+    for parse, text, words in ((bounded_number(), "x", "must be a whole number, got 'x'"),
+                               (bounded_number(int, 1, unit="voxels"), "0", "must be 1 or more voxels, got 0"),
+                               (bounded_number(float, 0, exclusive=True), "nan", "must be above 0, got nan"),
+                               (bounded_number(float, 0, exclusive=True), "inf", "must be above 0, got inf"),
+                               (bounded_number(int, 0, at_least=True), "-1", "must be at least 0, got -1")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            parse(text)

@@ -39,17 +39,24 @@ def _packages(folder):
         save_model_package(folder / f"{arch}.safetensors", build_model(arch, 1, 3, **options[arch]), config)
 
 
-def test_whole_volume_numbers_are_named_as_such(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("torch")
-    from LiverTumorSegLib.package import read_package_metadata
-
-    script = load_script("scripts/finalize_family_models.py", "finalize_family_models_whole")
+def _finalize_whole_volume_round(tmp_path, monkeypatch, module_name):
+    """The script (loaded as ``module_name``), run on whole-volume logs of every family and tiny packages into
+    ``tmp_path/out`` (exit 0 asserted)."""
+    script = load_script("scripts/finalize_family_models.py", module_name)
     logs = _logs(tmp_path / "logs", {arch: "whole" for arch in FAMILIES + ("unet",)})
     _packages(tmp_path / "models")
     (tmp_path / "out").mkdir()
     monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path / "models"),
                                       "--comparison-logs", str(logs), "-o", str(tmp_path / "out")])
     assert script.main() == 0
+    return script
+
+
+def test_whole_volume_numbers_are_named_as_such(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from LiverTumorSegLib.package import read_package_metadata
+
+    script = _finalize_whole_volume_round(tmp_path, monkeypatch, "finalize_family_models_whole")
     validation = read_package_metadata(tmp_path / "out" / "segnet_v2.safetensors")["validation"]
     assert validation["fold0_dice_liver"] == 0.93 and validation["fold0_dice_tumor_whole_volume"] == 1.0
     assert "fold0_dice_tumor_synthetic" not in validation
@@ -78,13 +85,7 @@ def test_the_steps_and_hardware_are_those_the_logs_and_packages_record(tmp_path,
     pytest.importorskip("torch")
     from LiverTumorSegLib.package import read_package_metadata
 
-    script = load_script("scripts/finalize_family_models.py", "finalize_family_models_steps")
-    logs = _logs(tmp_path / "logs", {arch: "whole" for arch in FAMILIES + ("unet",)})
-    _packages(tmp_path / "models")
-    (tmp_path / "out").mkdir()
-    monkeypatch.setattr(sys, "argv", ["finalize_family_models.py", "--models", str(tmp_path / "models"),
-                                      "--comparison-logs", str(logs), "-o", str(tmp_path / "out")])
-    assert script.main() == 0
+    script = _finalize_whole_volume_round(tmp_path, monkeypatch, "finalize_family_models_steps")
     meta = read_package_metadata(tmp_path / "out" / "segnet_v2.safetensors")
     assert "for 800 steps (arch_<architecture>.log)" in meta["validation"]["method"]
     assert "H100" not in meta["validation"]["method"] and "H100" not in meta["description"]

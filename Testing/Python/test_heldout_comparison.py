@@ -354,14 +354,10 @@ sys.exit(comparison.main(sys.argv[1:], runner=runner))
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_script_alone_stops_the_running_segment_too(tmp_path, signum):
-    """SIGTERM to the script's pid (not its process group) ended it silently while the child segment went on,
-    orphaned; SIGINT to it alone killed the child outright (subprocess.run's clean-up)."""
-    import os
+def _script_running_a_waiting_child(tmp_path):
+    """``(script process, marker)``: the script started in a process of its own on one case, its segment replaced
+    by STOPPED_CHILD, which writes its pid to ``marker + '.pid'`` and waits to be stopped."""
     import sys
-    import time
 
     cts, labels = write_cases(tmp_path, count=1)
     a = tiny_unet_package(tmp_path).path
@@ -372,6 +368,18 @@ def test_a_signal_to_the_script_alone_stops_the_running_segment_too(tmp_path, si
     script = subprocess.Popen([sys.executable, str(driver), str(cts), "--ref", str(labels), "-o", str(tmp_path / "o"),
                                "--models", "", "--model", f"a={a}", "--device", "cpu"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return script, marker
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_script_alone_stops_the_running_segment_too(tmp_path, signum):
+    """SIGTERM to the script's pid (not its process group) ended it silently while the child segment went on,
+    orphaned; SIGINT to it alone killed the child outright (subprocess.run's clean-up)."""
+    import os
+    import time
+
+    script, marker = _script_running_a_waiting_child(tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not Path(marker + ".pid").exists() or not Path(marker + ".pid").read_text():
@@ -408,18 +416,9 @@ def test_ctrl_z_pauses_the_running_segment_with_the_script_and_fg_continues_both
     the terminal's Ctrl-Z (SIGTSTP to the script's process group) paused the script alone and segment wrote on.
     The script now pauses it with itself and continues it when continued."""
     import os
-    import sys
     import time
 
-    cts, labels = write_cases(tmp_path, count=1)
-    a = tiny_unet_package(tmp_path).path
-    marker = str(tmp_path / "child")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(root=str(Path(comparison.__file__).parents[1]),
-                                    helpers=str(Path(__file__).parent), child=STOPPED_CHILD, marker=marker))
-    script = subprocess.Popen([sys.executable, str(driver), str(cts), "--ref", str(labels), "-o", str(tmp_path / "o"),
-                               "--models", "", "--model", f"a={a}", "--device", "cpu"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script, marker = _script_running_a_waiting_child(tmp_path)
 
     def wait_for(condition):
         deadline = time.monotonic() + 30

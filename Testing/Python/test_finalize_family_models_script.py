@@ -56,7 +56,7 @@ def test_whole_volume_numbers_are_named_as_such(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     from LiverTumorSegLib.package import read_package_metadata
 
-    script = _finalize_whole_volume_round(tmp_path, monkeypatch, "finalize_family_models_whole")
+    _finalize_whole_volume_round(tmp_path, monkeypatch, "finalize_family_models_whole")
     validation = read_package_metadata(tmp_path / "out" / "segnet_v2.safetensors")["validation"]
     assert validation["fold0_dice_liver"] == 0.93 and validation["fold0_dice_tumor_whole_volume"] == 1.0
     assert "fold0_dice_tumor_synthetic" not in validation

@@ -103,11 +103,7 @@ def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
         hd.seg.SegmentDescription(segment_number=3, segment_label="Renal tumor",
                                   anatomic_regions=[C("64033007", "SCT", "Kidney")], **neoplasm)]
     pixels = np.stack([labels == 1, labels == 2, kidney], axis=-1).astype(np.uint8)
-    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
-                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
-                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="other tool",
-                              manufacturer_model_name="x", software_versions="1", device_serial_number="1")
-    seg.save_as(str(tmp_path / "other.dcm"))
+    _binary_seg(datasets, pixels, descriptions, "other tool").save_as(str(tmp_path / "other.dcm"))
     read = read_dicom_seg(tmp_path / "other.dcm", reference=ct)
     np.testing.assert_array_equal(read.array, labels)  # liver 1 (was 0: 'tumor' in its label), no kidney tumor
     assert [s["value"] for s in read.meta["segments"]] == [1, 2, None]
@@ -121,6 +117,15 @@ def test_segments_are_mapped_by_their_codes_first(series_a, tmp_path):
     fractional.save_as(str(tmp_path / "fractional.dcm"))
     for reference in (None, ct):  # was refused: 'not a regular 3D volume' / 'database table is locked'
         np.testing.assert_array_equal(read_dicom_seg(tmp_path / "fractional.dcm", reference=reference).array, labels)
+
+
+def _binary_seg(datasets, pixels, descriptions, manufacturer):
+    """A BINARY DICOM SEG of ``pixels`` ((frames, rows, columns, segments) 0/1) on ``datasets``, made by highdicom as
+    another tool (``manufacturer``) would write it."""
+    return hd.seg.Segmentation(source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
+                               segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
+                               sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,
+                               manufacturer_model_name="x", software_versions="1", device_serial_number="1")
 
 
 @pytest.mark.parametrize("liver_code, tumor_code, region", [
@@ -143,11 +148,7 @@ def test_legacy_and_other_snomed_liver_and_neoplasm_codes_are_read(series_a, tmp
                                   segmented_property_type=C(*tumor_code),
                                   anatomic_regions=[C(*region)] if region else None)]
     pixels = np.stack([labels == 1, labels == 2], axis=-1).astype(np.uint8)
-    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=pixels, segmentation_type="BINARY",
-                              segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
-                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="older tool",
-                              manufacturer_model_name="x", software_versions="1", device_serial_number="1")
-    seg.save_as(str(tmp_path / "legacy.dcm"))
+    _binary_seg(datasets, pixels, descriptions, "older tool").save_as(str(tmp_path / "legacy.dcm"))
     read = read_dicom_seg(tmp_path / "legacy.dcm", reference=ct)
     np.testing.assert_array_equal(read.array, labels)
     assert [s["value"] for s in read.meta["segments"]] == [1, 2] and not read.meta.get("warnings")

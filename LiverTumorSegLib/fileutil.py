@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -54,6 +54,22 @@ def finite_json(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def json_loads_noting_repeats(text: str) -> Tuple[Any, List[str]]:
+    """``(json.loads(text), keys written twice in one object)``: json keeps a repeated key's last value without a
+    word ('{"1": 1, "1": 2}' is {"1": 2}), so a caller that must refuse it (``--label-map``, train's JSON options)
+    needs the list. ValueError for text that is not JSON, as json.loads."""
+    import json
+
+    repeated: List[str] = []
+
+    def keep_repeats(items: List[Tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in items]
+        repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
+        return dict(items)
+
+    return json.loads(text, object_pairs_hook=keep_repeats), repeated
 
 
 def printable_path(path: PathLike) -> str:

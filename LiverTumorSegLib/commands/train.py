@@ -12,7 +12,6 @@ e.g. ``--label-map '{"5": 1}'``. Multi-GPU / multi-node: launch with
 """
 import argparse
 import dataclasses
-import json
 import logging
 import re
 import shlex
@@ -112,15 +111,10 @@ def _with_default(help_text: str, value: Any) -> str:
 
 
 def _json_value(text: str) -> Any:
-    repeated = []  # a key written twice in one object: json keeps the last without a word ('{"1":1,"1":2}')
+    from ..fileutil import json_loads_noting_repeats
 
-    def keep_repeats(items: list) -> dict:
-        keys = [key for key, _ in items]
-        repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
-        return dict(items)
-
-    try:
-        value = json.loads(text, object_pairs_hook=keep_repeats)
+    try:  # a key written twice in one object: json keeps the last without a word ('{"1":1,"1":2}')
+        value, repeated = json_loads_noting_repeats(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
     if repeated:

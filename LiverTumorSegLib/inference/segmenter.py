@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError, submit_in_caller_context
 from ..dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input
-from ..fileutil import atomic_outputs, check_can_write, full_suffix, restore_set_aside_outputs_of, same_file_among
+from ..fileutil import atomic_outputs, check_can_write, file_identities, full_suffix, restore_set_aside_outputs_of
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
 from .options import (LABEL_MAP_SUFFIXES, PREVIEW_SUFFIX, PROBABILITY_SUFFIXES, SEG_NRRD_SUFFIX,
@@ -668,9 +668,10 @@ def _check_outputs(input_path: Any, output_path: Any, report_path: Any, preview_
                                                         probability_path)) if p is not None]
     # before the existence checks ('segment ct.nii.gz -o ct.nii.gz' was told to pass --overwrite); also 'ct.nii.gz'
     # against 'CT.nii.gz' on Windows and macOS, hard links and symbolic links
+    identities = [set(file_identities(path)) for _, path in given]  # each path's once, not once per pair
     for k, (role, path) in enumerate(given):
-        for other_role, other in given[k + 1:]:
-            if same_file_among([path, other]):  # said which two: 'must all be different files' named none
+        for (other_role, other), other_identities in zip(given[k + 1:], identities[k + 1:]):
+            if identities[k] & other_identities:  # said which two: 'must all be different files' named none
                 raise InputError(f"The {role} '{path}' and the {other_role} '{other}' are the same file; the input "
                                  f"and each output must be different files.")
     check_can_write(outputs["labels"], overwrite)

@@ -239,15 +239,10 @@ ANY_LABEL_VALUE = tuple(range(256))
 def parse_label_map_option(text: str, option: str = "--label-map") -> Dict[str, int]:
     """A ``--label-map`` JSON text (``'{"255": 1}'``: raw value -> 0 background, 1 liver, 2 tumor) as a dict;
     InputError saying what is wrong otherwise."""
-    repeated: List[str] = []  # keys written twice in one JSON object: json keeps the last without a word
+    from ..fileutil import json_loads_noting_repeats
 
-    def keep_repeats(items: List[Tuple[str, object]]) -> dict:
-        keys = [key for key, _ in items]
-        repeated.extend(key for index, key in enumerate(keys) if key in keys[:index])
-        return dict(items)
-
-    try:
-        mapping = json.loads(text, object_pairs_hook=keep_repeats)
+    try:  # keys written twice in one JSON object: json keeps the last without a word
+        mapping, repeated = json_loads_noting_repeats(text)
     except ValueError as exc:
         raise InputError(f"{option} must be JSON like '{{\"255\": 1}}' (raw value -> 0, 1 or 2): {exc}.") from None
     if not isinstance(mapping, dict) or not mapping:

@@ -213,11 +213,20 @@ class _Pending:
     network-grid probabilities ``(n, K, H, W)``, or, when ``restored`` (the CUDA path restores on the GPU), the
     native-grid ``(labels, probability or None)``, each ``(n, y, x)`` uint8."""
 
-    def __init__(self, indices: List[int], result: object, event: object = None, restored: bool = False) -> None:
+    def __init__(self, indices: List[int], result: object, event: object = None, restored: bool = False,
+                 non_finite: object = None, grid_pixels: int = 0) -> None:
         self.indices = indices
         self.result = result
         self.event = event
         self.restored = restored
+        self.non_finite = non_finite  # restored only: per slice, network-grid pixels with a NaN/Inf probability
+        self.grid_pixels = grid_pixels  # network-grid pixels per slice (H * W), for the non-finite message
+
+    def non_finite_per_slice(self) -> Optional[np.ndarray]:
+        """``(n,)`` int64 counts of network-grid pixels whose probabilities held NaN or Inf, per slice, for a
+        batch restored on the GPU (counted there, copied back with the labels); None for other batches, whose
+        probabilities are checked on the host. Call after :meth:`get`."""
+        return None if self.non_finite is None else np.asarray(_as_numpy(self.non_finite), dtype=np.int64)
 
     def get(self) -> object:
         if self.event is not None:
@@ -238,7 +247,11 @@ def _concatenate_pending(indices: List[int], parts: List[_Pending]) -> _Pending:
         return _Pending(indices, np.concatenate(results, axis=0))
     labels = np.concatenate([r[0] for r in results], axis=0)
     probability = None if results[0][1] is None else np.concatenate([r[1] for r in results], axis=0)
-    return _Pending(indices, (labels, probability), restored=True)
+    counts = [part.non_finite_per_slice() for part in parts]
+    non_finite = np.concatenate([np.zeros(len(part.indices), np.int64) if count is None else count
+                                 for part, count in zip(parts, counts)], axis=0)
+    return _Pending(indices, (labels, probability), restored=True, non_finite=non_finite,
+                    grid_pixels=parts[0].grid_pixels)
 
 
 def _to_pinned_host(tensor: "object") -> "object":
@@ -765,6 +778,9 @@ class SliceInferenceEngine:
         with_probability = self._probability_out is not None
         if pending.restored:  # restored on the GPU (_submit_cuda): native-grid uint8 labels and probability
             native_labels, native_probability = result  # type: ignore[misc]
+            non_finite = pending.non_finite_per_slice()
+            if non_finite is not None and non_finite.any():  # counted on the GPU before its argmax
+                self._raise_non_finite(pending.indices, non_finite, pending.grid_pixels)
             labels[pending.indices] = native_labels
             if with_probability:
                 self._probability_out[pending.indices] = native_probability
@@ -772,7 +788,8 @@ class SliceInferenceEngine:
             return len(pending.indices)
         probs = result  # type: np.ndarray  # type: ignore[assignment]
         if not np.isfinite(probs).all():  # argmax made NaN background: a failed network read as "no liver"
-            self._raise_non_finite(pending.indices, probs)
+            bad = ~np.isfinite(probs).all(axis=1)  # (n, H, W)
+            self._raise_non_finite(pending.indices, bad.reshape(len(bad), -1).sum(axis=1), bad[0].size)
         class_index = self._kept_probability_class(probs.shape[1])
         # slices with nothing but background (above and below the liver) are zeros without a restore; their
         # probability counts only when it is kept everywhere (a written map), not when read inside the labels
@@ -792,18 +809,19 @@ class SliceInferenceEngine:
         self._add_time("restore", time.perf_counter() - start)
         return len(pending.indices)
 
-    def _raise_non_finite(self, indices: List[int], probs: np.ndarray) -> None:
+    def _raise_non_finite(self, indices: List[int], bad_per_slice: np.ndarray, grid_pixels: int) -> None:
         """Refuse a batch whose probabilities hold NaN or Inf (network grid): they became background (label 0,
-        probability 0) without a word, so a network that overflowed or a faulty package read as "no liver"."""
+        probability 0) without a word, so a network that overflowed or a faulty package read as "no liver".
+        ``bad_per_slice``: ``(n,)`` counts of such pixels per slice of the batch; ``grid_pixels``: H * W."""
         from ..errors import ModelPackageError
 
-        bad = ~np.isfinite(probs).all(axis=1)  # (n, H, W)
-        slices = [indices[i] for i in np.flatnonzero(bad.reshape(len(indices), -1).any(axis=1))]
+        bad_per_slice = np.asarray(bad_per_slice, dtype=np.int64)
+        slices = [indices[i] for i in np.flatnonzero(bad_per_slice)]
         fp32 = option_hint("--precision fp32", "precision='fp32'")
         hint = (f"Run it with {fp32}" if self.precision_used != "fp32" else
                 "The model package is faulty (or its network overflows on this CT)")
-        raise ModelPackageError(f"The network gave non-finite (NaN or Inf) probabilities on {int(bad.sum())} of "
-                                f"{bad.size} network-grid pixels of slices {slices[0]}..{slices[-1]} (running "
+        raise ModelPackageError(f"The network gave non-finite (NaN or Inf) probabilities on {int(bad_per_slice.sum())} "
+                                f"of {len(indices) * int(grid_pixels)} network-grid pixels of slices {slices[0]}..{slices[-1]} (running "
                                 f"{self.precision_used}), which the argmax would have made background. {hint}.")
 
     def _submit(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
@@ -893,14 +911,18 @@ class SliceInferenceEngine:
             probs = torch.softmax(logits.float(), dim=1)
             if flipped_logits is not None:
                 probs = 0.5 * (probs + torch.flip(torch.softmax(flipped_logits.float(), dim=1), dims=[3]))
+            non_finite = None
             if prepared is not None:
+                # counted before the argmax makes NaN background; copied back with the labels (no extra sync)
+                non_finite = _to_pinned_host((~torch.isfinite(probs)).any(dim=1).sum(dim=(1, 2)))
                 restored = prepared.restore_argmax_tensor(probs, self._kept_probability_class(probs.shape[1]))
                 host = tuple(None if part is None else _to_pinned_host(part) for part in restored)
             else:
                 host = _to_pinned_host(probs)
             event = torch.cuda.Event()
             event.record()
-        return _Pending(indices, host, event, restored=prepared is not None)
+        return _Pending(indices, host, event, restored=prepared is not None, non_finite=non_finite,
+                        grid_pixels=int(probs.shape[2] * probs.shape[3]))
 
     def _kept_probability_class(self, num_classes: int) -> Optional[int]:
         """The class whose probability is kept (None when no probability is wanted); checked against the

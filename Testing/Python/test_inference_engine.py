@@ -222,6 +222,53 @@ def test_cuda_restore_on_the_gpu_matches_the_cpu_restore(tmp_path):
     assert engine.last_timings["restore"] >= 0
 
 
+def _nan_rows_forward(engine, rows):
+    """Wrap ``engine._forward_logits`` so that the first ``rows`` network-grid rows of every slice are NaN."""
+    original = engine._forward_logits
+
+    def forward(xt, model=None):
+        logits = original(xt, model).clone()
+        logits[:, :, :rows] = float("nan")
+        return logits
+
+    engine._forward_logits = forward
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_non_finite_probabilities_are_refused_not_read_as_background(tmp_path, amp):
+    """The CUDA path restores on the GPU, where the argmax made NaN probabilities background without a word (the
+    host check saw only uint8 labels): the GPU counts them per slice and the batch is refused like on the CPU."""
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    package = tiny_unet_package(tmp_path)
+    ph = corner_phantom()
+    engine = SliceInferenceEngine(package, device="cuda", amp=amp, batch_size=4)
+    clean = engine.predict(ph.ct)  # the same engine, unbroken, runs
+    assert clean.shape == ph.ct.shape_zyx
+    _nan_rows_forward(engine, 3)
+    with pytest.raises(ModelPackageError, match=r"non-finite \(NaN or Inf\) probabilities on \d+ of \d+ network-grid"):
+        engine.predict_with_probability(ph.ct)
+
+
+def test_restored_batch_with_non_finite_counts_is_refused():
+    """The host side of the GPU's count (CPU-runnable): a restored batch whose per-slice non-finite counts are not
+    all zero is refused, naming the pixels and the slices; all zeros pass and the labels land."""
+    from LiverTumorSegLib.errors import ModelPackageError
+
+    engine = oracle_engine(batch_size=4)
+    labels = np.zeros((6, 5, 5), dtype=np.uint8)
+    restored = (np.full((2, 5, 5), 1, dtype=np.uint8), None)
+    ok = engine_module._Pending([2, 3], restored, restored=True, non_finite=np.zeros(2, np.int64), grid_pixels=30)
+    assert engine._finish(None, ok, labels) == 2 and labels[2:4].min() == 1 and labels[:2].max() == 0
+    bad = engine_module._Pending([4, 5], restored, restored=True, non_finite=np.array([0, 7]), grid_pixels=30)
+    with pytest.raises(ModelPackageError, match=r"on 7 of 60 network-grid pixels of slices 5\.\.5"):
+        engine._finish(None, bad, labels)
+    joined = engine_module._concatenate_pending([2, 3, 4, 5], [ok, bad])
+    assert joined.non_finite_per_slice().tolist() == [0, 0, 0, 7] and joined.grid_pixels == 30
+
+
 def test_engine_does_not_move_a_shared_package_model(tmp_path):
     package = tiny_unet_package(tmp_path)
     engine = SliceInferenceEngine(package, device="cpu", threads=1, precision="fp32")

@@ -18,6 +18,9 @@
 #           fresh process three times (stages and the model load's parts) and once after loading the model
 #           (read alone); a batch of 5 x 100-slice CTs against 5 x (read + network + write) + one model load;
 #           the cost of each further 500-slice CT in a batch. DEVICE=cpu SLICES=40 BATCH_SLICES=20 tries it on a CPU.
+#   cuda_checks: no training (about 2 min): the CUDA tests CI skips (`pytest -m gpu`), `segment --sample` on CUDA
+#           (its liver Dice), and one `segment` of the 500-slice CT (after `speed`, which writes it) under cProfile
+#           (main thread; top functions by own and by cumulative time to $OUT/segment_profile.txt).
 #   levers: issue 11's next lever measured, nothing shipped: the v2 recipe as it is now (with the stop-22 sampler
 #           fix the shipped models predate) against v2 + the smooth liver field, each over 3 leave-one-patient-out
 #           folds x 2 training seeds (12 trainings of 1,200 steps at once, ~9 min); then levers_eval (next call,
@@ -50,10 +53,11 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASE=${1:?phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4, v4_collect or v4_seed}
+PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, levers, levers_eval, v4, v4_collect or v4_seed"
+PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|levers|levers_eval|v4|v4_collect|v4_seed) ;;
-    *) echo "unknown phase '$PHASE': give phase1, phase2, phase3, phase4, speed, levers, levers_eval, v4, v4_collect or v4_seed" >&2
+    phase1|phase2|phase3|phase4|speed|cuda_checks|levers|levers_eval|v4|v4_collect|v4_seed) ;;
+    *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
@@ -174,7 +178,7 @@ PYEOF
         show "$W/seg_big_$run.json"
     done
     sequential() {  # sequential CT REPORT: load the model, then segment CT (no overlap): the budget's parts
-        python3 benchmarks/segment_sequential.py "$1" "$W/sequential.nii.gz" "$2" --device "$DEVICE" >/dev/null
+        python3 benchmarks/segment_sequential.py "$1" "$W/sequential.nii.gz" "$2" --device "$DEVICE" --overwrite >/dev/null
     }
     sequential "$W/ct_big.nii.gz" "$W/seq_big.json"
     python3 - "$W/seq_big.json" "$W/seg_big_3.json" <<'PYEOF'
@@ -222,6 +226,33 @@ for one, three in zip(walls[1], walls[3]):
 PYEOF
     cp "$W/seg_big_3.json" "$W/seq_big.json" "$W/single_2.json" "$OUT/" 2>/dev/null
     echo "speed done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = cuda_checks ]; then   # the CUDA tests, the sample on CUDA, one profiled 500-slice segment
+    echo "== CUDA tests (the ones CI skips), at $(elapsed) s"
+    timeout "${TEST_SECONDS:-240}" python3 -m pytest -q -p no:cacheprovider -rs -m gpu \
+        Testing/Python/test_inference_device.py Testing/Python/test_inference_engine.py Testing/Python/test_models.py \
+        Testing/Python/test_training_loop.py >"$OUT/cuda_tests.log" 2>&1
+    echo "pytest exit $?"; tail -n 15 "$OUT/cuda_tests.log"
+    echo "== segment --sample --device cuda, at $(elapsed) s"
+    python3 -m LiverTumorSegLib segment --sample --device cuda -o "$W/sample_seg.nii.gz" --overwrite --progress none 2>&1 \
+        | tail -n 4
+    if [ -f "$W/ct_big.nii.gz" ]; then
+        echo "== one segment of the 500-slice CT under cProfile (bytecode cache warm), at $(elapsed) s"
+        export PYTHONPYCACHEPREFIX=$W/pycache
+        python3 -m cProfile -o "$W/segment.prof" -m LiverTumorSegLib segment "$W/ct_big.nii.gz" --device cuda \
+            -o "$W/seg_prof.nii.gz" --report "$W/seg_prof.json" --overwrite --progress none >/dev/null 2>&1
+        python3 - "$W/segment.prof" "$W/seg_prof.json" >"$OUT/segment_profile.txt" <<'PYEOF'
+import json, pstats, sys
+print({k: round(v, 2) for k, v in json.load(open(sys.argv[2]))["timings_s"].items()})
+stats = pstats.Stats(sys.argv[1])
+stats.sort_stats("tottime").print_stats(30)
+stats.sort_stats("cumulative").print_stats(60)
+PYEOF
+        head -n 1 "$OUT/segment_profile.txt"
+    fi
+    echo "cuda_checks done at $(elapsed) s"
     exit 0
 fi
 

@@ -15,7 +15,9 @@ Pipeline for one volume (array axes ``(z, y, x)`` throughout, batches ``(N, C, H
 Only the uint8 label volume is held for the whole volume; probabilities exist one batch at a time.
 
 On CUDA: autocast (bf16 where supported, else fp16), channels-last, pinned host buffers and
-non-blocking copies; batch ``i+1`` is prepared on the CPU while the GPU computes batch ``i``. The batch
+non-blocking copies; for window-only preprocessing the 2.5D input is built on the GPU from the network-grid HU
+(``preprocessing.device_input``: one channel travels instead of nine), otherwise batch ``i+1`` is prepared on
+the CPU while the GPU computes batch ``i``. The batch
 size comes from free GPU memory and halves on out-of-memory. On CPU: all cores, optional ONNX Runtime (fp32),
 and with ``precision="auto"`` bf16 autocast (channels-last) on CPUs that compute bf16 natively
 (AVX512-BF16 / AMX-BF16): verified on one batch of the engine's first volume against fp32 (see
@@ -371,6 +373,7 @@ class SliceInferenceEngine:
         self._cpu_model = None  # type: Optional[object]  # MPS: the CPU network to check against and fall back to
         self._cached = None  # type: Optional[Tuple[List[int], np.ndarray]]
         self._offered = None  # type: Optional[object]  # a PreparedInput for the next predict call (offer_prepared)
+        self._device_batches = None  # type: Optional[object]  # a DeviceBatchBuilder during a CUDA volume
         self.used_offered = False  # whether the last predict call used the offered preparation
         self._working = 0  # calls under way (_own_threads)
         self.last_timings = {}  # type: Dict[str, float]
@@ -582,6 +585,7 @@ class SliceInferenceEngine:
             self._check_cpu_precision(prepared, count)
         done = 0
         pending = None  # type: Optional[_Pending]
+        self._device_batches = self._device_batch_builder(prepared)
         for indices in _batches(count, lambda: self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -589,12 +593,16 @@ class SliceInferenceEngine:
             if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
                 submitted, self._cached = _Pending(indices, self._cached[1]), None
             else:
+                x = None  # built on the GPU inside _submit_cuda (device_input), timed as preprocess there
                 start = time.perf_counter()
-                x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
+                if self._device_batches is None:
+                    x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
                 self._add_time("preprocess", time.perf_counter() - start)
                 start = time.perf_counter()
                 submitted = self._submit(indices, x, prepared)
-                self._add_time("network", time.perf_counter() - start)
+                built = 0.0 if self._device_batches is None else self._device_batches.take_host_seconds()
+                self._add_time("preprocess", built)
+                self._add_time("network", time.perf_counter() - start - built)
             if pending is not None:  # finish the previous batch while this one runs on the GPU
                 done += self._finish(prepared, pending, labels)
                 reporter(0.02 + 0.98 * done / count, "segmenting")
@@ -604,6 +612,7 @@ class SliceInferenceEngine:
                 cancel.raise_if_cancelled()
             done += self._finish(prepared, pending, labels)
         self._cached = None
+        self._device_batches = None  # holds the prepared volume: let it go with the loop
         self.last_precision["used"] = self.precision_used
         reporter(1.0, "segmenting")
         return labels
@@ -820,13 +829,24 @@ class SliceInferenceEngine:
         fp32 = option_hint("--precision fp32", "precision='fp32'")
         hint = (f"Run it with {fp32}" if self.precision_used != "fp32" else
                 "The model package is faulty (or its network overflows on this CT)")
-        raise ModelPackageError(f"The network gave non-finite (NaN or Inf) probabilities on {int(bad_per_slice.sum())} "
-                                f"of {len(indices) * int(grid_pixels)} network-grid pixels of slices {slices[0]}..{slices[-1]} (running "
-                                f"{self.precision_used}), which the argmax would have made background. {hint}.")
+        raise ModelPackageError(f"The network gave non-finite (NaN or Inf) probabilities on "
+                                f"{int(bad_per_slice.sum())} of {len(indices) * int(grid_pixels)} network-grid pixels "
+                                f"of slices {slices[0]}..{slices[-1]} (running {self.precision_used}), which the "
+                                f"argmax would have made background. {hint}.")
 
-    def _submit(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
+    def _device_batch_builder(self, prepared: object) -> Optional[object]:
+        """On the CUDA torch path, a :class:`~..preprocessing.device_input.DeviceBatchBuilder` that builds each
+        batch's input on the GPU from the network-grid HU (None where the preprocessing needs the host path)."""
+        if self.device.type != "cuda" or self._batch_predictor is not None or self._onnx is not None:
+            return None
+        from ..preprocessing.device_input import device_batch_builder
+
+        return device_batch_builder(prepared)
+
+    def _submit(self, indices: List[int], x: Optional[np.ndarray], prepared: object = None) -> _Pending:
         """Start the network on one batch. On CUDA with ``prepared`` (a PreparedVolume), the restore to the
-        native grid runs on the GPU too and the pending result is already restored (:class:`_Pending`)."""
+        native grid runs on the GPU too and the pending result is already restored (:class:`_Pending`); ``x``
+        None: the input is built on the GPU (:meth:`_device_batch_builder`)."""
         if self._batch_predictor is not None:
             return _Pending(indices, self._probabilities_numpy(self._batch_predictor, x, already_softmax=True))
         if self._onnx is not None:
@@ -896,15 +916,18 @@ class SliceInferenceEngine:
                 probs = 0.5 * (probs + torch.flip(flipped, dims=[3]))
         return _to_device(probs, torch.device("cpu")).contiguous()
 
-    def _submit_cuda(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
+    def _submit_cuda(self, indices: List[int], x: Optional[np.ndarray], prepared: object = None) -> _Pending:
         """Queue one batch on the GPU. With ``prepared``, the probabilities are also restored to the native grid
         there (``prepared.restore_argmax_tensor``), so uint8 labels (and probability), not float32 maps of every
         class, are copied back to pinned host memory."""
         import torch
 
         with torch.inference_mode():
-            host_in = torch.from_numpy(x).pin_memory()
-            xt = host_in.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if x is None:  # windows and 2.5D stacking on the GPU (bit-identical to prepared.batch)
+                xt = self._device_batches.batch(indices, self.device)
+            else:
+                xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
+            xt = xt.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 logits = self._forward_logits(xt)
                 flipped_logits = self._forward_logits(torch.flip(xt, dims=[3])) if self.tta_flip else None
@@ -934,7 +957,8 @@ class SliceInferenceEngine:
                              f"to write probabilities for.")
         return self._class_index
 
-    def _submit_cuda_with_backoff(self, indices: List[int], x: np.ndarray, prepared: object = None) -> _Pending:
+    def _submit_cuda_with_backoff(self, indices: List[int], x: Optional[np.ndarray], prepared: object = None
+                                  ) -> _Pending:
         """Submit; on CUDA out-of-memory halve ``batch_size`` and run this batch in smaller pieces."""
         import torch
 
@@ -949,6 +973,6 @@ class SliceInferenceEngine:
             step = max(1, len(indices) // 2)
             self.batch_size = step
             log.warning("warning: GPU out of memory; retrying with batch size %d", step)
-            parts = [self._submit_cuda_with_backoff(indices[s:s + step], x[s:s + step], prepared)
-                     for s in range(0, len(indices), step)]
+            parts = [self._submit_cuda_with_backoff(indices[s:s + step], None if x is None else x[s:s + step],
+                                                    prepared) for s in range(0, len(indices), step)]
             return _concatenate_pending(indices, parts)

@@ -21,6 +21,10 @@
 #   cuda_checks: no training (about 2 min): the CUDA tests CI skips (`pytest -m gpu`), `segment --sample` on CUDA
 #           (its liver Dice), and one `segment` of the 500-slice CT (after `speed`, which writes it) under cProfile
 #           (main thread; top functions by own and by cumulative time to $OUT/segment_profile.txt).
+#   ab:     the working tree against a base (about 3 min, no training): BASE_FILES="SAVED=REPO_PATH ..." names saved
+#           copies of library files that make up the base. `segment` of a 512 x 512 x 500 CT in a fresh process,
+#           new and base interleaved (AB_PAIRS pairs, 3, after one warm-up each), a batch of 1 and of 3 such CTs
+#           for each (the cost of each further CT), the read alone once, then the CUDA tests.
 #   levers: issue 11's next lever measured, nothing shipped: the v2 recipe as it is now (with the stop-22 sampler
 #           fix the shipped models predate) against v2 + the smooth liver field, each over 3 leave-one-patient-out
 #           folds x 2 training seeds (12 trainings of 1,200 steps at once, ~9 min); then levers_eval (next call,
@@ -53,10 +57,10 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, levers, levers_eval, v4, v4_collect or v4_seed"
+PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, ab, levers, levers_eval, v4, v4_collect or v4_seed"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|levers|levers_eval|v4|v4_collect|v4_seed) ;;
+    phase1|phase2|phase3|phase4|speed|cuda_checks|ab|levers|levers_eval|v4|v4_collect|v4_seed) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
@@ -253,6 +257,56 @@ PYEOF
         head -n 1 "$OUT/segment_profile.txt"
     fi
     echo "cuda_checks done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = ab ]; then   # the working tree (new) against BASE_FILES (base), interleaved, on one 500-slice CT
+    export PYTHONPYCACHEPREFIX=$W/pycache AB_SLICES=${AB_SLICES:-500}
+    unset OMP_NUM_THREADS PYTHONDONTWRITEBYTECODE
+    mkdir -p "$W/ab_new" "$W/big3"
+    for pair in ${BASE_FILES:?BASE_FILES=\"SAVED=REPO_PATH ...\"}; do cp "${pair#*=}" "$W/ab_new/$(echo "${pair#*=}" | tr / _)"; done
+    use() {  # use new|base: put that variant's library files in place
+        for pair in $BASE_FILES; do
+            if [ "$1" = base ]; then cp "${pair%%=*}" "${pair#*=}"; else cp "$W/ab_new/$(echo "${pair#*=}" | tr / _)" "${pair#*=}"; fi
+        done
+    }
+    python3 - <<'PYEOF'
+import nibabel as nib, numpy as np
+img = nib.load(".gpudata/example_ct_dicom20.nii.gz")
+a = np.asanyarray(img.dataobj)
+import os; n = int(os.environ.get("AB_SLICES", "500"))
+idx = np.concatenate([np.arange(a.shape[2]), np.arange(a.shape[2])[::-1]] * (n // 40 + 1))[:n]
+nib.save(nib.Nifti1Image(a[:, :, idx], img.affine, img.header), "/tmp/ltsw/big3/big_0.nii.gz")
+PYEOF
+    cp "$W/big3/big_0.nii.gz" "$W/big3/big_1.nii.gz"; cp "$W/big3/big_0.nii.gz" "$W/big3/big_2.nii.gz"
+    mkdir -p "$W/big1"; cp "$W/big3/big_0.nii.gz" "$W/big1/"
+    one() {  # one VARIANT RUN: a fresh-process segment of the 500-slice CT, its stages
+        use "$1"
+        python3 -m LiverTumorSegLib segment "$W/big1/big_0.nii.gz" --device "${DEVICE:-cuda}" -o "$W/ab.nii.gz" \
+            --report "$W/ab_$1_$2.json" --overwrite --progress none >/dev/null 2>&1
+        python3 -c "import json; r=json.load(open('$W/ab_$1_$2.json')); t=r['timings_s']; print('$1', '$2', t['total'], {k: round(v, 2) for k, v in t.items() if k != 'total'})"
+    }
+    one new warm; one base warm
+    for k in $(seq 1 "${AB_PAIRS:-3}"); do one new "$k"; one base "$k"; done
+    for k in 1 2; do
+        for v in new base; do
+            use "$v"
+            for n in 1 3; do
+                rm -rf "$W/ab_out"; start=$(date +%s.%N)
+                python3 -m LiverTumorSegLib segment "$W/big$n" --device "${DEVICE:-cuda}" -o "$W/ab_out" --progress none >/dev/null 2>&1
+                end=$(date +%s.%N); echo "$v batch of $n: $(python3 -c "print(round($end - $start, 2))") s"
+            done
+        done
+    done
+    use new
+    python3 benchmarks/segment_sequential.py "$W/big1/big_0.nii.gz" "$W/ab_seq.nii.gz" "$W/ab_seq.json" --device "${DEVICE:-cuda}" \
+        --overwrite >/dev/null 2>&1
+    python3 -c "import json; t=json.load(open('$W/ab_seq.json'))['timings_s']; print('read alone', t['read'], 'write', t['write'])"
+    tar czf "$OUT/ab_reports.tgz" -C "$W" $(cd "$W" && ls ab_*.json)
+    echo "== CUDA tests, at $(elapsed) s"
+    timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider -rs -m gpu Testing/Python/test_device_input.py \
+        Testing/Python/test_inference_engine.py Testing/Python/test_inference_device.py 2>&1 | tail -n 6
+    echo "ab done at $(elapsed) s"
     exit 0
 fi
 

@@ -226,8 +226,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="the same for the predictions (another tool's label values)")
     p.add_argument("--prob", "--probabilities", dest="prob", metavar="PROB",
                    help="probability map file or folder (floats in [0, 1], or uint8 255 x p as segment "
-                        "--probabilities writes; same grid as the reference) for ROC (--probabilities, as segment "
-                        "and measure spell it, is the same)")
+                        "--probabilities writes; same grid as the reference) for ROC and, of tumor, the lesion "
+                        "FROC (--probabilities, as segment and measure spell it, is the same)")
     p.add_argument("--prob-structure", choices=["tumor", "liver"], default="tumor",
                    help="what --prob is the probability of (default: tumor)")
     p.add_argument("--images", help="CT file or folder of CT files named like the cases (a DICOM series folder "
@@ -407,9 +407,11 @@ def _write_overlays(overlays: List[Dict[str, object]], plots_dir: Path, overwrit
 
 BOXPLOT_NAME = "boxplots.png"
 ROC_PLOT_NAME = "roc_{structure}.png"             # structure: tumor or liver (--prob-structure)
+FROC_PLOT_NAME = "froc_tumor.png"                 # lesion FROC, with a tumor probability map
 OVERLAY_PLOT_NAME = "overlay_{tag}_{case}.png"    # tag: best or worst
 """The names of the pictures evaluate draws in ``OUT_DIR/plots``; :data:`PLOT_NAME_PATTERNS` matches them."""
 PLOT_NAME_PATTERNS = (BOXPLOT_NAME, ROC_PLOT_NAME.format(structure="tumor"), ROC_PLOT_NAME.format(structure="liver"),
+                      FROC_PLOT_NAME,
                       OVERLAY_PLOT_NAME.format(tag="best", case="*"), OVERLAY_PLOT_NAME.format(tag="worst", case="*"))
 
 
@@ -479,7 +481,9 @@ def evaluate_folders(args) -> Dict[str, object]:
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
     from ..metrics.lits import evaluate_case, structure_mask
     from ..metrics.report import (MIN_BOXPLOT_CASES, WHOLE_TUMOR_MASK_COLUMNS, WHOLE_TUMOR_MASK_NOTE,
-                                  plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table, write_json)
+                                  plot_froc_curve, plot_metric_boxplots, plot_roc_curve, summarize_cases, write_case_table,
+                                  write_json)
+    from ..metrics.froc import froc_curve, lesion_hits
     from ..metrics.roc import RocAccumulator
 
     if not 0.0 <= args.detection_iou < 1.0:
@@ -508,6 +512,7 @@ def evaluate_folders(args) -> Dict[str, object]:
     rows = []
     roc = RocAccumulator() if probs else None
     roc_cases = len(probs)  # cases with a probability map: those the pooled ROC holds (each matched case's)
+    froc_cases = []  # per case with a tumor probability map: its predicted lesions' confidences and hits (FROC)
     read_warnings = {}  # case -> what reading its maps left out (a .seg.nrrd segment neither liver nor tumor)
     for index, (case, pred_path, ref_path) in enumerate(matched):
         pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
@@ -524,6 +529,9 @@ def evaluate_folders(args) -> Dict[str, object]:
             # Memory: the map as read, which the reader's check_memory_for_read counts, and a few MiB (metrics.roc)
             row[f"roc_auc_{args.prob_structure}"] = roc.add_and_score(
                 prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
+            if args.prob_structure == "tumor":  # each predicted lesion's mean probability: the lesion FROC
+                froc_cases.append(lesion_hits(structure_mask(pred.array, "tumor"), structure_mask(ref.array, "tumor"),
+                                              prob, divisor=divisor, connectivity=args.connectivity))
         del pred, ref, prob  # not held while the next case is read
         rows.append(row)
         if not getattr(args, "no_progress", False):
@@ -548,6 +556,9 @@ def evaluate_folders(args) -> Dict[str, object]:
     if curve is not None:
         summary["roc_pooled"] = dict(structure=args.prob_structure, auc=curve.auc, n_cases=roc_cases,
                                      **curve.to_dict())
+    froc = froc_curve(froc_cases) if froc_cases else None
+    if froc is not None:
+        summary["lesion_froc"] = froc.summary()
     notes = []
     with _staged_outputs(out_dir, args.overwrite) as staged:
         written = [write_case_table(rows, staged["table"], overwrite=True),
@@ -567,6 +578,12 @@ def evaluate_folders(args) -> Dict[str, object]:
                 roc_plot = staged["plots"] / ROC_PLOT_NAME.format(structure=args.prob_structure)
                 written.append(plot_roc_curve(curve, roc_plot, overwrite=True,
                                               title=f"ROC, {args.prob_structure} voxels, {roc_cases} case(s)"))
+            if froc is not None and froc.n_ref_lesions:
+                written.append(plot_froc_curve(froc, staged["plots"] / FROC_PLOT_NAME, overwrite=True,
+                                               title=f"Lesion FROC, {froc.n_ref_lesions} reference lesion(s), "
+                                                     f"{froc.n_cases} case(s)"))
+            elif froc is not None:
+                notes.append("no FROC plot: the references hold no tumor, so the lesion sensitivity is undefined")
             written.extend(_write_overlays(overlays, staged["plots"], True))
         written = [out_dir / Path(p).relative_to(staged["table"].parent) for p in written]
     return {"rows": rows, "summary": summary, "written": list(written), "notes": notes}
@@ -626,6 +643,8 @@ def tumor_segmentation_lines(summary: Dict[str, object]) -> List[str]:
 
 
 def run(args) -> int:
+    from ..metrics.froc import froc_line
+
     result = evaluate_folders(args)
     summary = result["summary"]
     metrics = summary["metrics"]
@@ -661,6 +680,9 @@ def run(args) -> int:
     roc = summary.get("roc_pooled")
     if roc:
         print(f"  pooled ROC AUC ({roc['structure']} voxels): {_fmt(roc['auc'])}")
+    froc = froc_line(summary.get("lesion_froc"))
+    if froc:
+        print(f"  {froc}")
     for note in result.get("notes", []):
         print(f"  {note}")
     for path in result["written"]:

@@ -371,6 +371,32 @@ def plot_roc_curve(curve, path: PathLike, title: str = "ROC curve", overwrite: b
     return _save_figure(fig, path, overwrite)
 
 
+@quiet_missing_glyphs()
+def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite: bool = False) -> Path:
+    """Plot a :class:`~LiverTumorSegLib.metrics.froc.FrocCurve` as PNG: sensitivity against false-positive lesions
+    per case (log axis), the operating points as a step line, the sensitivity at each of
+    :data:`~LiverTumorSegLib.metrics.froc.FROC_FP_RATES` marked and their mean in the legend."""
+    from .froc import FROC_FP_RATES
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 4.5))
+    low, high = FROC_FP_RATES[0] / 2, max(FROC_FP_RATES[-1] * 1.5, float(curve.fp_per_case.max()) * 1.2)
+    x = np.clip(curve.fp_per_case, low, None)  # a log axis has no 0: the points without false positives at its left
+    ax.step(np.append(x, high), np.append(curve.sensitivity, curve.sensitivity[-1]), where="post",
+            color="tab:red", label=f"mean sensitivity at 1/8..8 FP/case = {curve.summary()['mean_sensitivity']:.3f}")
+    at = [curve.sensitivity_at(rate) for rate in FROC_FP_RATES]
+    ax.plot(FROC_FP_RATES, at, "o", color="black", markersize=4, label="at 1/8, 1/4, ... 8 FP/case")
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive lesions per case")
+    ax.set_ylabel("sensitivity (reference lesions hit)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path, overwrite)
+
+
 def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
     """Axial slice ``z`` to show for a case: most tumor voxels (reference or prediction), else most
     liver voxels, else the middle slice. Arrays ``(z, y, x)``."""

@@ -75,7 +75,27 @@ def test_evaluate_folders_writes_table_summary_and_plots(dataset, capsys, caplog
     assert 0.0 <= summary["lesion_detection"]["precision"] <= 1.0
     assert summary["roc_pooled"]["structure"] == "tumor" and 0.5 < summary["roc_pooled"]["auc"] <= 1.0
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["boxplots.png", "overlay_best_0.png", "overlay_worst_2.png", "roc_tumor.png"]
+    assert plots == ["boxplots.png", "froc_tumor.png", "overlay_best_0.png", "overlay_worst_2.png", "roc_tumor.png"]
+    # lesion FROC: every predicted lesion's mean tumor probability is 0.8 (0.1 + 0.7 on the predicted tumor), so one
+    # operating point; its hits counted here by a plain loop over components
+    from scipy import ndimage
+    hit, n_ref, n_pred = 0, 0, 0
+    for case in ("0", "1", "2"):
+        pred, ref = truth[case]
+        pred_ids, k_pred = ndimage.label(pred == 2, structure=np.ones((3, 3, 3)))
+        ref_ids, k_ref = ndimage.label(ref == 2, structure=np.ones((3, 3, 3)))
+        n_ref, n_pred = n_ref + k_ref, n_pred + k_pred
+        found = set()
+        for i in range(1, k_pred + 1):
+            shared = np.bincount(ref_ids[(pred_ids == i) & (ref_ids > 0)], minlength=k_ref + 1)
+            if shared.any():
+                found.add(int(np.argmax(shared)))
+        hit += len(found)
+    froc = summary["lesion_froc"]
+    assert (froc["n_cases"], froc["n_ref_lesions"], froc["n_pred_lesions"]) == (3, n_ref, n_pred) and n_ref > 0
+    assert froc["points"]["threshold"][0] is None and froc["points"]["threshold"][1] == pytest.approx(0.8, abs=1e-6)
+    assert froc["sensitivity_at_fp_per_case"]["8"] == pytest.approx(hit / n_ref)
+    assert "lesion FROC" in printed.out
     # a second run refuses to overwrite, then succeeds with --overwrite
     args = ["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(out), "--no-plots"]
     assert main(args) == 2

@@ -1,0 +1,173 @@
+"""Lesion-level FROC: sensitivity against false-positive lesions per case as the lesion confidence threshold falls.
+
+Where ROC (:mod:`.roc`) counts voxels, FROC counts lesions, as lesion-detection studies report them (LUNA16,
+CAMELYON16, liver-lesion detection papers): each predicted lesion (a connected component of the predicted tumor
+mask) gets a **confidence**, the mean tumor probability over its voxels (what ``segment``'s report gives each
+lesion as ``mean_tumor_probability``); at a threshold ``t`` only the predicted lesions with confidence >= ``t``
+are kept, and
+
+* a predicted lesion **hits** the reference lesion it shares the most voxels with (ties: the lowest-numbered
+  reference lesion); one that shares no voxel with any reference lesion is a **false positive**;
+* **sensitivity** = reference lesions hit by at least one kept predicted lesion / all reference lesions, pooled
+  over cases; a second predicted lesion on a lesion already hit is neither a second hit nor a false positive;
+* **false positives per case** = kept false-positive lesions of all cases / number of cases.
+
+The hit rule is overlap (any shared voxel), the usual FROC criterion for segmentation-derived detections; it is
+more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS precision and recall), so the two
+numbers are not comparable. Lesions are ``connectivity``-connected components (26 by default, as the lesion report
+and :func:`~.lits.detect_lesions` count them).
+
+The summary numbers are the sensitivity at :data:`FROC_FP_RATES` false positives per case (the LUNA16 / CAMELYON
+operating points) and their mean (LUNA16's competition performance metric, CPM). The sensitivity at a rate ``r``
+is the highest sensitivity of an operating point with at most ``r`` false positives per case (no interpolation
+between thresholds: an operating point that exists, never one between two).
+
+Masks and probability maps are ``(z, y, x)`` arrays of one case's grid.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""False-positive lesions per case at which :meth:`FrocCurve.summary` gives the sensitivity (LUNA16, CAMELYON16)."""
+
+HIT_RULE = ("a predicted lesion hits the reference lesion it shares the most voxels with (any shared voxel); "
+            "confidence = mean tumor probability over the predicted lesion's voxels")
+
+
+@dataclass
+class CaseLesionHits:
+    """One case's predicted lesions for FROC: ``confidences[i]`` (mean probability over lesion ``i``'s voxels, in
+    [0, 1]) and ``hits[i]`` (the 0-based reference lesion it hits, -1: a false positive), and ``n_ref``, the
+    number of reference lesions."""
+
+    confidences: np.ndarray
+    hits: np.ndarray
+    n_ref: int
+
+
+def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.ndarray, divisor: float = 1.0,
+                connectivity: int = 26) -> CaseLesionHits:
+    """:class:`CaseLesionHits` of one case: boolean (or nonzero = tumor) ``(z, y, x)`` masks and the tumor
+    ``probability`` map on the same grid, ``probability / divisor`` in [0, 1] (``divisor`` 255 for the uint8
+    maps ``segment --probabilities`` writes). Only the box holding both masks' tumor voxels is labelled."""
+    from scipy import ndimage
+
+    from .lits import _structure
+    from .overlap import _as_bool
+    from .surface import union_bounding_box
+
+    pred_tumor, ref_tumor = _as_bool(pred_tumor), _as_bool(ref_tumor)  # boolean masks as they are: no copy
+    if pred_tumor.shape != ref_tumor.shape or np.shape(probability) != pred_tumor.shape:
+        raise ValueError(f"FROC needs masks and a probability map of one shape, got {pred_tumor.shape}, "
+                         f"{ref_tumor.shape} and {np.shape(probability)}")
+    if not divisor > 0:
+        raise ValueError(f"divisor must be > 0, got {divisor}")
+    box = union_bounding_box(pred_tumor, ref_tumor)
+    if box is None:
+        return CaseLesionHits(np.zeros(0), np.zeros(0, dtype=np.int64), 0)
+    structure = _structure(connectivity, pred_tumor.ndim)
+    ref_ids, n_ref = ndimage.label(ref_tumor[box], structure=structure)
+    pred_ids, n_pred = ndimage.label(pred_tumor[box], structure=structure)
+    if n_pred == 0:
+        return CaseLesionHits(np.zeros(0), np.zeros(0, dtype=np.int64), int(n_ref))
+    inside = pred_ids > 0
+    voxels = np.bincount(pred_ids[inside], minlength=n_pred + 1)[1:]
+    sums = np.bincount(pred_ids[inside], weights=np.asarray(probability)[box][inside].astype(np.float64),
+                       minlength=n_pred + 1)[1:]
+    confidences = sums / voxels / float(divisor)
+    hits = np.full(n_pred, -1, dtype=np.int64)
+    both = inside & (ref_ids > 0)
+    if both.any():
+        keys = (pred_ids[both].astype(np.int64) - 1) * n_ref + (ref_ids[both].astype(np.int64) - 1)
+        keys, counts = np.unique(keys, return_counts=True)
+        pred, ref = keys // n_ref, keys % n_ref
+        order = np.lexsort((ref, -counts, pred))  # per predicted lesion: most shared voxels, then lowest reference
+        pred, ref = pred[order], ref[order]
+        first = np.ones(pred.size, dtype=bool)
+        first[1:] = pred[1:] != pred[:-1]
+        hits[pred[first]] = ref[first]
+    return CaseLesionHits(confidences, hits, int(n_ref))
+
+
+@dataclass
+class FrocCurve:
+    """FROC operating points, from the highest threshold down. ``thresholds[k]``: predicted lesions with
+    confidence >= it are kept (``thresholds[0] = +inf``: none kept, sensitivity 0, no false positive);
+    ``sensitivity[k]`` (NaN when no case has a reference lesion) and ``fp_per_case[k]`` at it."""
+
+    thresholds: np.ndarray
+    sensitivity: np.ndarray
+    fp_per_case: np.ndarray
+    n_cases: int
+    n_ref_lesions: int
+    n_pred_lesions: int
+
+    def sensitivity_at(self, fp_rate: float) -> float:
+        """The highest sensitivity among the operating points with at most ``fp_rate`` false positives per case
+        (NaN when the sensitivity is undefined)."""
+        if self.n_ref_lesions == 0:
+            return float("nan")
+        allowed = self.fp_per_case <= float(fp_rate) + 1e-12
+        return float(self.sensitivity[allowed].max())
+
+    def summary(self, fp_rates: Sequence[float] = FROC_FP_RATES, max_points: int = 200) -> Dict[str, Any]:
+        """JSON-friendly: counts, the sensitivity at each of ``fp_rates``, their mean (CPM) and the operating
+        points (thinned to ``max_points``, end points kept)."""
+        at = {f"{rate:g}": self.sensitivity_at(rate) for rate in fp_rates}
+        values = list(at.values())
+        n = self.thresholds.size
+        keep = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(int))
+        return {"hit_rule": HIT_RULE, "n_cases": self.n_cases, "n_ref_lesions": self.n_ref_lesions,
+                "n_pred_lesions": self.n_pred_lesions, "sensitivity_at_fp_per_case": at,
+                "mean_sensitivity": float(np.mean(values)) if self.n_ref_lesions else float("nan"),
+                "points": {"threshold": [None if not np.isfinite(t) else float(t) for t in self.thresholds[keep]],
+                           "sensitivity": self.sensitivity[keep].tolist(),
+                           "fp_per_case": self.fp_per_case[keep].tolist()}}
+
+
+def froc_curve(cases: Sequence[CaseLesionHits]) -> FrocCurve:
+    """Pool the cases' predicted lesions and sweep the confidence threshold from the highest value down (see the
+    module docstring). Raises ValueError for no cases."""
+    if not cases:
+        raise ValueError("FROC needs at least one case")
+    n_ref = sum(int(case.n_ref) for case in cases)
+    confidences = np.concatenate([np.asarray(case.confidences, dtype=np.float64) for case in cases])
+    hits = np.concatenate([np.asarray(case.hits, dtype=np.int64) for case in cases])
+    case_of = np.concatenate([np.full(len(case.hits), k, dtype=np.int64) for k, case in enumerate(cases)])
+    order = np.argsort(-confidences, kind="stable")
+    confidences, hits, case_of = confidences[order], hits[order], case_of[order]
+    thresholds: List[float] = [float("inf")]
+    detected_counts, fp_counts = [0], [0]
+    found = set()
+    false_positives = 0
+    for i in range(confidences.size):
+        if hits[i] < 0:
+            false_positives += 1
+        else:
+            found.add((int(case_of[i]), int(hits[i])))
+        if i + 1 == confidences.size or confidences[i + 1] != confidences[i]:  # the last lesion at this threshold
+            thresholds.append(float(confidences[i]))
+            detected_counts.append(len(found))
+            fp_counts.append(false_positives)
+    detected = np.asarray(detected_counts, dtype=np.float64)
+    sensitivity = detected / n_ref if n_ref else np.full(detected.size, np.nan)
+    return FrocCurve(np.asarray(thresholds), sensitivity, np.asarray(fp_counts, dtype=np.float64) / len(cases),
+                     len(cases), n_ref, int(confidences.size))
+
+
+def froc_line(summary: Optional[Dict[str, Any]]) -> Optional[str]:
+    """One line for a terminal: the sensitivity at 1 and 4 false positives per case and the mean over
+    :data:`FROC_FP_RATES` (None without a summary)."""
+    if not summary:
+        return None
+    at = summary["sensitivity_at_fp_per_case"]
+
+    def fmt(value: Optional[float]) -> str:
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+    return (f"lesion FROC ({summary['n_ref_lesions']} reference, {summary['n_pred_lesions']} predicted lesions in "
+            f"{summary['n_cases']} case(s); hit = any overlap, confidence = mean tumor probability): sensitivity "
+            f"{fmt(at.get('1'))} at 1 and {fmt(at.get('4'))} at 4 false positives per case, mean over 1/8..8 "
+            f"{fmt(summary['mean_sensitivity'])}")

@@ -1,0 +1,119 @@
+"""Lesion FROC (metrics.froc): hits, confidences and the operating points against counts made by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.metrics.froc import CaseLesionHits, froc_curve, froc_line, lesion_hits
+
+
+def cube(mask, z, y, x, size=3):
+    mask[z:z + size, y:y + size, x:x + size] = True
+
+
+def case_a():
+    """Reference lesions R0 (a long bar at y 2..4, x 0..22) and R1 (a cube at y 12); predicted cubes: on R0 at x 0
+    (p 0.9) and at x 20 (p 0.7), one at y 7 touching nothing (p 0.8), and one half on R1 (p 0.6)."""
+    shape = (4, 16, 26)
+    ref, pred = np.zeros(shape, bool), np.zeros(shape, bool)
+    prob = np.zeros(shape, np.float32)
+    ref[0:3, 2:5, 0:23] = True  # R0: a long lesion at y 2..4
+    cube(ref, 0, 12, 0)  # R1
+    for (y, x, p) in ((2, 0, 0.9), (7, 0, 0.8), (12, 1, 0.6), (2, 20, 0.7)):
+        cube(pred, 0, y, x)
+        prob[0:3, y:y + 3, x:x + 3] = p
+    return pred, ref, prob
+
+
+def test_hits_and_confidences_of_one_case():
+    pred, ref, prob = case_a()
+    hits = lesion_hits(pred, ref, prob)
+    assert hits.n_ref == 2
+    # components in raster order of their first voxel: (y2,x0), (y2,x20), (y7,x0), (y12,x1)
+    np.testing.assert_allclose(hits.confidences, [0.9, 0.7, 0.8, 0.6], rtol=1e-6)
+    assert hits.hits.tolist() == [0, 0, -1, 1]
+
+
+def test_uint8_probability_levels_are_divided():
+    pred, ref, prob = case_a()
+    levels = np.rint(prob * 255).astype(np.uint8)
+    hits = lesion_hits(pred, ref, levels, divisor=255.0)
+    np.testing.assert_allclose(hits.confidences, np.rint(np.array([0.9, 0.7, 0.8, 0.6]) * 255) / 255, rtol=1e-9)
+
+
+def test_a_prediction_on_two_references_hits_the_one_it_shares_most_with():
+    ref, pred = np.zeros((3, 10, 20), bool), np.zeros((3, 10, 20), bool)
+    ref[0:3, 0:3, 0:3] = True  # R0: 27 voxels
+    ref[0:3, 0:3, 6:12] = True  # R1: 54 voxels
+    pred[0:3, 0:3, 1:10] = True  # shares 18 with R0, 36 with R1
+    hits = lesion_hits(pred, ref, pred.astype(np.float32) * 0.5)
+    assert hits.hits.tolist() == [1] and hits.n_ref == 2
+    np.testing.assert_allclose(hits.confidences, [0.5])
+
+
+def test_mean_probability_is_over_the_lesion_voxels_only():
+    ref, pred = np.zeros((2, 8, 8), bool), np.zeros((2, 8, 8), bool)
+    pred[0, 0:2, 0:2] = True  # 4 voxels
+    prob = np.zeros((2, 8, 8), np.float32)
+    prob[0, 0, 0:2], prob[0, 1, 0:2] = 1.0, 0.2
+    prob[1] = 0.9  # outside the lesion: does not count
+    hits = lesion_hits(pred, ref, prob)
+    np.testing.assert_allclose(hits.confidences, [0.6], rtol=1e-6)
+    assert hits.hits.tolist() == [-1] and hits.n_ref == 0
+
+
+def test_curve_by_hand():
+    """Case A: references R0, R1; lesions 0.9 -> R0, 0.8 false, 0.7 -> R0 again, 0.6 -> R1. Case B: reference R2;
+    lesions 0.95 false, 0.5 -> R2. Three reference lesions, two cases. Thresholds from the top:
+    0.95: 0/3, 1 FP; 0.9: 1/3, 1; 0.8: 1/3, 2; 0.7: 1/3, 2 (a second hit on R0 is no FP); 0.6: 2/3, 2; 0.5: 3/3, 2."""
+    a = CaseLesionHits(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, -1, 0, 1]), 2)
+    b = CaseLesionHits(np.array([0.95, 0.5]), np.array([-1, 0]), 1)
+    curve = froc_curve([a, b])
+    assert curve.thresholds[0] == math.inf and curve.thresholds[1:].tolist() == [0.95, 0.9, 0.8, 0.7, 0.6, 0.5]
+    np.testing.assert_allclose(curve.sensitivity, [0, 0, 1 / 3, 1 / 3, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(curve.fp_per_case, [0, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0])
+    assert (curve.n_cases, curve.n_ref_lesions, curve.n_pred_lesions) == (2, 3, 6)
+    # highest sensitivity with at most r FP per case: 0 below 0.5, 1/3 at 0.5, all three from 1 on
+    assert [curve.sensitivity_at(r) for r in (0.125, 0.25, 0.5, 1, 2, 4, 8)] == pytest.approx(
+        [0, 0, 1 / 3, 1, 1, 1, 1])
+    summary = curve.summary()
+    assert summary["mean_sensitivity"] == pytest.approx((1 / 3 + 4) / 7)
+    assert summary["sensitivity_at_fp_per_case"]["0.125"] == 0 and summary["points"]["threshold"][0] is None
+    assert "1.000 at 1 and 1.000 at 4" in froc_line(summary)
+
+
+def test_tied_confidences_are_one_operating_point():
+    a = CaseLesionHits(np.array([0.7, 0.7, 0.4]), np.array([-1, 0, 1]), 2)
+    curve = froc_curve([a])
+    assert curve.thresholds[1:].tolist() == [0.7, 0.4]
+    np.testing.assert_allclose(curve.sensitivity, [0, 0.5, 1.0])
+    np.testing.assert_allclose(curve.fp_per_case, [0, 1.0, 1.0])
+
+
+def test_no_reference_lesion_gives_undefined_sensitivity_and_counts_false_positives():
+    curve = froc_curve([CaseLesionHits(np.array([0.8]), np.array([-1]), 0),
+                        CaseLesionHits(np.zeros(0), np.zeros(0, np.int64), 0)])
+    assert np.isnan(curve.sensitivity).all() and curve.fp_per_case.tolist() == [0.0, 0.5]
+    assert math.isnan(curve.sensitivity_at(1)) and math.isnan(curve.summary()["mean_sensitivity"])
+    assert "n/a at 1" in froc_line(curve.summary())
+
+
+def test_empty_and_mismatched_inputs():
+    empty = lesion_hits(np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3)))
+    assert empty.n_ref == 0 and empty.hits.size == 0
+    only_ref = np.zeros((2, 3, 3), bool)
+    only_ref[0, 0, 0] = True
+    missed = lesion_hits(np.zeros((2, 3, 3), bool), only_ref, np.zeros((2, 3, 3)))
+    assert missed.n_ref == 1 and missed.hits.size == 0
+    with pytest.raises(ValueError, match="one shape"):
+        lesion_hits(np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3), bool), np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="at least one case"):
+        froc_curve([])
+
+
+def test_connectivity_six_splits_corner_touching_lesions():
+    pred = np.zeros((2, 4, 4), bool)
+    pred[0, 0, 0] = pred[1, 1, 1] = True  # touch at a corner only
+    prob = pred.astype(np.float32)
+    assert lesion_hits(pred, np.zeros_like(pred), prob).hits.size == 1
+    assert lesion_hits(pred, np.zeros_like(pred), prob, connectivity=6).hits.size == 2

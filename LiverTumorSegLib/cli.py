@@ -376,12 +376,17 @@ profiler that writes its results after the entry point returns."""
 
 def _may_skip_interpreter_teardown() -> bool:
     """Whether the finished command may end with :func:`_exit_without_teardown`: no other thread is still alive
-    but daemon ones (a live non-daemon thread might still be writing), no profiler or tracer is attached, and
-    :data:`FULL_EXIT_VARIABLE` is not set."""
+    but daemon ones (a live non-daemon thread might still be writing), no profiler, tracer or coverage tool is
+    attached (through ``sys.setprofile``/``settrace``, or, from Python 3.12, ``sys.monitoring``, which cProfile and
+    coverage.py use there: the process ended before cProfile wrote its ``-o`` file), and :data:`FULL_EXIT_VARIABLE`
+    is not set."""
     if os.environ.get(FULL_EXIT_VARIABLE, "") not in ("", "0"):
         return False
     if sys.gettrace() is not None or sys.getprofile() is not None:
         return False
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6)):
+        return False  # tool ids 0-5: debugger, coverage, profiler, optimizer and the two reserved ones
     return all(t.daemon or t is threading.main_thread() for t in threading.enumerate() if t.is_alive())
 
 

@@ -7,6 +7,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from LiverTumorSegLib import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,6 +151,34 @@ def test_a_finished_command_ends_without_the_interpreter_teardown_but_with_its_e
     assert proc.returncode == 2 and proc.stdout == "result line\n", proc.stderr
     assert (tmp_path / "exit.txt").read_text() == "skipped teardown 2"
     assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def test_a_command_run_under_cprofile_keeps_the_teardown_so_the_profile_is_written(tmp_path):
+    """`python -m cProfile -o out.prof -m LiverTumorSegLib segment ...` wrote no profile on Python 3.12: cProfile
+    attaches through sys.monitoring there (sys.getprofile() is None), so the teardown was skipped before cProfile
+    wrote its file after the entry point returned."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        from LiverTumorSegLib import cli
+        cli.main = lambda argv=None: 0
+        cli.console_main()
+    """))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop(cli.FULL_EXIT_VARIABLE, None)
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", "out.prof", str(script)], env=env, cwd=tmp_path,
+                          timeout=60, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.prof").stat().st_size > 0
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is Python 3.12+")
+def test_a_sys_monitoring_tool_keeps_the_teardown(tmp_path):
+    proc = _console_run(tmp_path, """
+        sys.monitoring.use_tool_id(sys.monitoring.COVERAGE_ID, "a coverage tool")
+        cli.main = lambda argv=None: 0
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "exit.txt").exists() and (tmp_path / "atexit.txt").read_text() == "ran"
 
 
 def test_a_live_thread_or_the_full_exit_variable_keeps_the_whole_teardown(tmp_path):

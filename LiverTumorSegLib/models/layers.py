@@ -104,14 +104,18 @@ class AttentionGate(nn.Module):
         self.w_g = nn.Sequential(nn.Conv2d(gate_channels, inter_channels, 1, bias=True),
                                  nn.BatchNorm2d(inter_channels))
         self.psi = nn.Sequential(nn.Conv2d(inter_channels, 1, 1, bias=True), nn.BatchNorm2d(1), nn.Sigmoid())
-        self.last_alpha = None  # (N, 1, H, W) of the latest forward, for inspection/visualisation
+        # True keeps each forward's alpha in last_alpha (inspection, visualisation). Off by default: every gate
+        # held its latest batch's map, up to ~64 MB over the network's gates for a batch of 352 x 352 slices, on the
+        # GPU between batches and for as long as the model lived.
+        self.record_alpha = False
+        self.last_alpha = None  # (N, 1, H, W) of the latest forward while record_alpha is True
 
     def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         g = self.w_g(gate)
         if g.shape[-2:] != skip.shape[-2:]:
             g = F.interpolate(g, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         alpha = self.psi(F.relu(self.w_x(skip) + g))
-        self.last_alpha = alpha.detach()
+        self.last_alpha = alpha.detach() if self.record_alpha else None
         return skip * alpha
 
 

@@ -346,6 +346,9 @@ def test_attention_gate_weights_skip_between_zero_and_one():
     gate = AttentionGate(4, 8, 2).eval()
     skip = torch.rand(2, 4, 16, 16)
     out = gate(skip, torch.rand(2, 8, 8, 8))
+    assert gate.last_alpha is None  # not kept unless asked for (it held up to ~64 MB per network)
+    gate.record_alpha = True
+    out = gate(skip, torch.rand(2, 8, 8, 8))
     alpha = gate.last_alpha
     assert out.shape == skip.shape and alpha.shape == (2, 1, 16, 16)
     assert (alpha >= 0).all() and (alpha <= 1).all()

@@ -583,9 +583,22 @@ class SliceInferenceEngine:
             self._check_device_against_cpu(prepared, count)
         if self._verify_cpu_dtype and self.cpu_dtype is not None:
             self._check_cpu_precision(prepared, count)
+        self._device_batches = self._device_batch_builder(prepared)
+        try:
+            self._run_batches(prepared, count, labels, reporter, cancel)
+        finally:
+            self._device_batches = None  # holds the prepared volume: not kept past it, also after an error
+        self._cached = None
+        self.last_precision["used"] = self.precision_used
+        reporter(1.0, "segmenting")
+        return labels
+
+    def _run_batches(self, prepared: object, count: int, labels: np.ndarray, reporter: "ProgressReporter",
+                     cancel: Optional[CancellationToken]) -> None:
+        """The batch loop of :meth:`_predict_canonical`: each batch's input (on the host, or on the GPU through
+        :attr:`_device_batches`), the network, and the previous batch finished into ``labels`` while it runs."""
         done = 0
         pending = None  # type: Optional[_Pending]
-        self._device_batches = self._device_batch_builder(prepared)
         for indices in _batches(count, lambda: self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -593,7 +606,7 @@ class SliceInferenceEngine:
             if self._cached is not None and self._cached[0] == indices:  # the precision check's batch
                 submitted, self._cached = _Pending(indices, self._cached[1]), None
             else:
-                x = None  # built on the GPU inside _submit_cuda (device_input), timed as preprocess there
+                x = None  # built on the GPU inside _submit_cuda (device_input); its host part counted below
                 start = time.perf_counter()
                 if self._device_batches is None:
                     x = np.ascontiguousarray(prepared.batch(indices), dtype=np.float32)
@@ -611,11 +624,6 @@ class SliceInferenceEngine:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             done += self._finish(prepared, pending, labels)
-        self._cached = None
-        self._device_batches = None  # holds the prepared volume: let it go with the loop
-        self.last_precision["used"] = self.precision_used
-        reporter(1.0, "segmenting")
-        return labels
 
     def predict_batch_probabilities(self, x_nchw: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(n, K, H, W)`` float32 for one preprocessed batch ``(n, C, H, W)``."""

@@ -103,3 +103,4 @@ def test_cuda_engine_labels_are_the_same_with_the_input_built_on_the_gpu(tmp_pat
     np.testing.assert_array_equal(labels, labels_host)
     np.testing.assert_array_equal(probability, probability_host)
     assert on_gpu.last_timings["preprocess"] > 0
+    assert on_gpu._device_batches is None  # the builder (it holds the network-grid CT) is let go after the volume

@@ -237,7 +237,7 @@ if [ "$PHASE" = cuda_checks ]; then   # the CUDA tests, the sample on CUDA, one 
     echo "== CUDA tests (the ones CI skips), at $(elapsed) s"
     timeout "${TEST_SECONDS:-240}" python3 -m pytest -q -p no:cacheprovider -rs -m gpu \
         Testing/Python/test_inference_device.py Testing/Python/test_inference_engine.py Testing/Python/test_models.py \
-        Testing/Python/test_training_loop.py >"$OUT/cuda_tests.log" 2>&1
+        Testing/Python/test_training_loop.py Testing/Python/test_device_input.py >"$OUT/cuda_tests.log" 2>&1
     echo "pytest exit $?"; tail -n 15 "$OUT/cuda_tests.log"
     echo "== segment --sample --device cuda, at $(elapsed) s"
     python3 -m LiverTumorSegLib segment --sample --device cuda -o "$W/sample_seg.nii.gz" --overwrite --progress none 2>&1 \

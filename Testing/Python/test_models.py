@@ -477,6 +477,7 @@ def test_each_model_overfits_one_phantom_slice(name):
     assert best > 0.9, f"{name} reached liver Dice {best:.3f} only (seed {seed}, loss {float(loss):.3f})"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ALL)
 def test_cuda_forward_matches_cpu(name):

@@ -607,7 +607,7 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
     transform's frame), so that it moves with the CT, as the segmentation does (it stayed behind, 50 mm off after
     the CT's transform changed). Returns the node."""
     import vtk
-    array = np.asarray(probability_zyx)
+    array = _checked_probability_map(probability_zyx)
     nz, ny, nx = array.shape
     image = vtk.vtkImageData()
     image.SetDimensions(nx, ny, nz)
@@ -638,6 +638,26 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
             legend.SetTitleText(name)
             legend.SetLabelFormat("%.1f")
     return node
+
+
+def _checked_probability_map(probability_zyx: Any) -> np.ndarray:
+    """``probability_zyx`` as an array, refused (InputError, before any node is made or refilled) unless it is a
+    3-D ``(z, y, x)`` map of uint8 levels (255 x p) or of real numbers in 0..1: a 0/1/2 label map, a 2-D slice or a
+    map with NaN was shown as a heat map of wrong values (or failed inside VTK)."""
+    array = np.asarray(probability_zyx)
+    if array.ndim != 3 or 0 in array.shape:
+        raise InputError(f"A probability map must be a 3-D (z, y, x) array with voxels, got shape {array.shape}.")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise InputError(f"A probability map holds numbers (uint8 255 x p, or 0..1), not {array.dtype}.")
+    low, high = float(np.min(array)), float(np.max(array))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError("The probability map holds NaN or infinite values; it is not a probability map.")
+    if low < 0.0 or high > 1.0:
+        raise InputError(f"The probability map's values run from {low:g} to {high:g}; probabilities lie in 0..1 "
+                         f"(uint8 maps as 255 x p). Is it a label map?")
+    return array
 
 
 def _probability_scalars(probability_zyx: np.ndarray):

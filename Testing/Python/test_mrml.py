@@ -540,6 +540,24 @@ def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
 
 
 @needs_slicer
+@pytest.mark.parametrize("bad, words", [
+    (np.array([[[0, 1, 2]]], dtype=np.int16), "from 0 to 2"),  # a label map
+    (np.full((2, 2, 2), np.nan, dtype=np.float32), "NaN"),
+    (np.zeros((4, 4), dtype=np.float32), "3-D"),
+    (np.zeros((0, 4, 4), dtype=np.float32), "3-D"),
+    (np.zeros((2, 2, 2), dtype=bool), "not bool"),
+    (np.full((2, 2, 2), -0.5), "from -0.5"),
+])
+def test_probability_volume_node_refuses_what_is_no_probability_map(scene, bad, words):
+    """A 0/1/2 label map was shown as a heat map saturated at 1, NaN as VTK's undefined colours; the refusal comes
+    before any node is added."""
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=words):
+        mrml.probability_volume_node(scene, bad, ImageGeometry(spacing=(1.0, 1.0, 2.0)), name="p")
+    assert scene.GetNumberOfNodes() == nodes
+
+
+@needs_slicer
 def test_probability_volume_node_takes_the_uint8_map_as_segment_writes_it(scene):
     """A uint8 map (255 x p) is shown as float32 0..1, the numbers ``astype(np.float32) / 255.0`` gave, bit for bit,
     without a float copy beside the node's own voxels; float64 and float32 maps keep their float32 values."""

@@ -958,16 +958,26 @@ def _hold_the_whole_grid(segmentation_node, spec: SegmentSpec, shape_zyx: Sequen
 
 
 def read_seg_nrrd(scene, path: Union[str, Path]):
-    """Load a ``.seg.nrrd`` into ``scene`` with a segmentation storage node; returns the segmentation node."""
+    """Load a ``.seg.nrrd`` into ``scene`` with a segmentation storage node; returns the segmentation node.
+
+    The file is first read as :mod:`.segnrrd` reads it (SimpleITK, the gzip stream checked whole): a damaged header
+    made the storage node's ITK reader throw a C++ exception that no caller could catch, which ended the process
+    (headless slicer-core: "terminate called after throwing an instance of itk::ExceptionObject"). A file the storage
+    node still cannot read leaves no node in ``scene``. Raises :class:`InputError` for a missing or unreadable file."""
     import slicer
+
+    from .segnrrd import _read_image
     path = Path(path)
     if not path.exists():
         raise InputError(f"Segmentation file '{path}' does not exist.")
+    _read_image(path)  # InputError naming what is wrong, before ITK inside MRML sees the file
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", path.name.split(".")[0])
     storage = slicer.vtkMRMLSegmentationStorageNode()
     scene.AddNode(storage)
     storage.SetFileName(str(path))
     if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
         raise InputError(f"Could not read '{path}' as a Slicer segmentation (.seg.nrrd).")
     node.SetAndObserveStorageNodeID(storage.GetID())
     return node

@@ -407,6 +407,36 @@ def test_seg_nrrd_refuses_overwrite_and_wrong_suffix(tmp_path):
         mrml.read_seg_nrrd(mrml.make_headless_scene(), tmp_path / "missing.seg.nrrd")
 
 
+@needs_slicer
+@pytest.mark.parametrize("damage", ["type", "gzip"])
+def test_a_damaged_seg_nrrd_is_refused_without_ending_the_process_or_leaving_nodes(tmp_path, damage):
+    """A header ITK cannot parse ended the whole process inside the storage node (an uncaught C++ exception), so
+    this test runs the read in a child process and expects its InputError line and a clean exit."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "bad.seg.nrrd"
+    if damage == "type":
+        path.write_bytes(b"NRRD0004\ntype: garbage\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n" + bytes(8))
+    else:
+        path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: gzip\n\nnot gzip data")
+    script = textwrap.dedent(f"""
+        from LiverTumorSegLib import mrml
+        from LiverTumorSegLib.errors import InputError
+        scene = mrml.make_headless_scene()
+        before = scene.GetNumberOfNodes()
+        try:
+            mrml.read_seg_nrrd(scene, {str(path)!r})
+        except InputError as exc:
+            print("refused:", exc)
+        print("nodes added:", scene.GetNumberOfNodes() - before)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: Cannot read" in proc.stdout and "nodes added: 0" in proc.stdout, proc.stdout
+
+
 REPORT = {
     "liver_volume_ml": 1520.0, "tumor_volume_ml": 12.5, "tumor_burden_percent": 0.822,
     "lesions": [

@@ -2,9 +2,11 @@
 
 Where ROC (:mod:`.roc`) counts voxels, FROC counts lesions, as lesion-detection studies report them (LUNA16,
 CAMELYON16, liver-lesion detection papers): each predicted lesion (a connected component of the predicted tumor
-mask) gets a **confidence**, the mean tumor probability over its voxels (what ``segment``'s report gives each
-lesion as ``mean_tumor_probability``); at a threshold ``t`` only the predicted lesions with confidence >= ``t``
-are kept, and
+mask) gets a **confidence**, the mean tumor probability over its voxels (like the ``mean_tumor_probability`` of
+``segment``'s report, which averages the float probabilities over the voxels the network labelled tumor, leaving
+out a core the hole fill added; here it is the map as given, e.g. the uint8 file ``segment --probabilities``
+writes, over every voxel of the ``connectivity``-connected component); at a threshold ``t`` only the predicted
+lesions with confidence >= ``t`` are kept, and
 
 * a predicted lesion **hits** the reference lesion it shares the most voxels with (ties: the lowest-numbered
   reference lesion); one that shares no voxel with any reference lesion is a **false positive**;
@@ -13,14 +15,15 @@ are kept, and
 * **false positives per case** = kept false-positive lesions of all cases / number of cases.
 
 The hit rule is overlap (any shared voxel), the usual FROC criterion for segmentation-derived detections; it is
-more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS precision and recall), so the two
-numbers are not comparable. Lesions are ``connectivity``-connected components (26 by default, as the lesion report
+more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS precision and recall; for any
+``--detection-iou`` of 0.5 or more a lesion detected there is hit here), so the two numbers are not comparable. Lesions are ``connectivity``-connected components (26 by default, as the lesion report
 and :func:`~.lits.detect_lesions` count them).
 
-The summary numbers are the sensitivity at :data:`FROC_FP_RATES` false positives per case (the LUNA16 / CAMELYON
-operating points) and their mean (LUNA16's competition performance metric, CPM). The sensitivity at a rate ``r``
-is the highest sensitivity of an operating point with at most ``r`` false positives per case (no interpolation
-between thresholds: an operating point that exists, never one between two).
+The summary numbers are the sensitivity at :data:`FROC_FP_RATES` false positives per case (LUNA16's seven
+operating points; CAMELYON16 uses the six from 1/4) and their mean (LUNA16's competition performance metric, CPM).
+The sensitivity at a rate ``r`` is the highest sensitivity of an operating point with at most ``r`` false positives
+per case: a step curve, no interpolation between thresholds (an operating point that exists, never one between
+two; LUNA16's script interpolates, so its CPM can be somewhat higher on the same detections).
 
 Masks and probability maps are ``(z, y, x)`` arrays of one case's grid.
 """
@@ -30,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-"""False-positive lesions per case at which :meth:`FrocCurve.summary` gives the sensitivity (LUNA16, CAMELYON16)."""
+"""False-positive lesions per case at which :meth:`FrocCurve.summary` gives the sensitivity (LUNA16's points)."""
 
 HIT_RULE = ("a predicted lesion hits the reference lesion it shares the most voxels with (any shared voxel); "
             "confidence = mean tumor probability over the predicted lesion's voxels")
@@ -77,6 +80,11 @@ def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.n
     sums = np.bincount(pred_ids[inside], weights=np.asarray(probability)[box][inside].astype(np.float64),
                        minlength=n_pred + 1)[1:]
     confidences = sums / voxels / float(divisor)
+    if not np.isfinite(confidences).all():  # NaN sorted as a threshold of its own that no lesion can pass
+        raise ValueError("FROC needs a finite probability over every predicted lesion; the map holds NaN or Inf")
+    if confidences.min() < -1e-6 or confidences.max() > 1.0 + 1e-6:
+        raise ValueError(f"FROC needs probabilities in 0..1, got lesion means from {confidences.min():g} to "
+                         f"{confidences.max():g}; give the divisor of an integer map (255 for segment's uint8 maps)")
     hits = np.full(n_pred, -1, dtype=np.int64)
     both = inside & (ref_ids > 0)
     if both.any():
@@ -107,6 +115,8 @@ class FrocCurve:
     def sensitivity_at(self, fp_rate: float) -> float:
         """The highest sensitivity among the operating points with at most ``fp_rate`` false positives per case
         (NaN when the sensitivity is undefined)."""
+        if not float(fp_rate) >= 0:
+            raise ValueError(f"fp_rate must be a number >= 0 of false positives per case, got {fp_rate}")
         if self.n_ref_lesions == 0:
             return float("nan")
         allowed = self.fp_per_case <= float(fp_rate) + 1e-12
@@ -114,7 +124,7 @@ class FrocCurve:
 
     def summary(self, fp_rates: Sequence[float] = FROC_FP_RATES, max_points: int = 200) -> Dict[str, Any]:
         """JSON-friendly: counts, the sensitivity at each of ``fp_rates``, their mean (CPM) and the operating
-        points (thinned to ``max_points``, end points kept)."""
+        points (thinned to ``max_points``, end points kept; the first threshold, +inf: no lesion kept, is null)."""
         at = {f"{rate:g}": self.sensitivity_at(rate) for rate in fp_rates}
         values = list(at.values())
         n = self.thresholds.size

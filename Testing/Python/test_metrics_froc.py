@@ -117,3 +117,21 @@ def test_connectivity_six_splits_corner_touching_lesions():
     prob = pred.astype(np.float32)
     assert lesion_hits(pred, np.zeros_like(pred), prob).hits.size == 1
     assert lesion_hits(pred, np.zeros_like(pred), prob, connectivity=6).hits.size == 2
+
+
+def test_maps_that_are_no_probabilities_and_bad_rates_are_refused():
+    """A NaN in a lesion made a threshold of its own that no lesion passes (sensitivity 1.0 at 1 FP/case where 0
+    was right); a uint16 map without its divisor gave confidences of 1000 (helper audit)."""
+    pred, ref = np.zeros((5, 5, 5), bool), np.zeros((5, 5, 5), bool)
+    pred[0, 0, 0] = ref[0, 0, 0] = pred[4, 4, 4] = True
+    prob = np.full((5, 5, 5), 0.5)
+    prob[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lesion_hits(pred, ref, prob)
+    with pytest.raises(ValueError, match="from 1000 to 1000"):
+        lesion_hits(pred, ref, np.full((5, 5, 5), 1000, np.uint16))
+    assert lesion_hits(pred, ref, np.full((5, 5, 5), 1000, np.uint16), divisor=1000.0).confidences.tolist() == [1, 1]
+    curve = froc_curve([lesion_hits(pred, ref, np.full((5, 5, 5), 0.5))])
+    for rate in (-1, float("nan")):
+        with pytest.raises(ValueError, match="fp_rate must be a number >= 0"):
+            curve.sensitivity_at(rate)

@@ -392,7 +392,7 @@ def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite
     ax.set_xlabel("false-positive lesions per case")
     ax.set_ylabel("sensitivity (reference lesions hit)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # a curve near the top or the bottom: wherever it covers least
     fig.tight_layout()
     return _save_figure(fig, path, overwrite)
 

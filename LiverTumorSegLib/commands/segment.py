@@ -54,7 +54,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
-                        "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`")
+                        "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`; for a batch, a folder "
+                        "(PROB/<case>.nii.gz)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_segmentation_arguments(p)  # model, device, backend, batch size, threads, TTA, two-stage, post-processing ...
     p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
@@ -307,8 +308,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
     from ..inference.batch import batch_folder_lock, find_cases
 
-    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series),
-                        ("--probabilities", args.probabilities)):
+    for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series)):
         if value is not None:
             raise InputError(f"{flag} is for one CT; a batch writes OUT/<case>.nii.gz and OUT/reports/<case>.json.")
     if args.batch_size is not None and args.batch_size < 1:
@@ -322,7 +322,11 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise InputError(f"'{args.input}' is a folder or list of CTs (a batch), which writes an output folder, but -o "
                          f"'{out}' names a {full_suffix(out)} file; give a folder name (e.g. -o preds/).")
     options = options_from_args(args)  # every setting checked first
-    cases = find_cases(args.input, out)
+    if args.probabilities is not None:  # a folder: PROB/<case>.nii.gz, the tumor probability before post-processing
+        import dataclasses
+
+        options = dataclasses.replace(options, probabilities=True)
+    cases = find_cases(args.input, out, probability_folder=args.probabilities)
     created = outermost_missing_folder(out)
     _make_output_folder(out)
     try:

@@ -46,12 +46,19 @@ STATUS_FILE = "batch_status.csv"
 
 @dataclass
 class BatchCase:
-    """One CT to segment: ``input_path`` (file or DICOM folder) -> ``output_path`` and ``report_path``."""
+    """One CT to segment: ``input_path`` (file or DICOM folder) -> ``output_path`` and ``report_path``, and the
+    tumor probability map to ``probability_path`` when the batch writes them (``segment ... --probabilities
+    FOLDER``)."""
 
     case_id: str
     input_path: Path
     output_path: Path
     report_path: Path
+    probability_path: Optional[Path] = None
+
+    def outputs(self) -> List[Path]:
+        """The files this case writes: report, probability map (when asked for) and label map."""
+        return [self.report_path] + ([self.probability_path] if self.probability_path else []) + [self.output_path]
 
 
 @dataclass
@@ -315,21 +322,47 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
                              f"folder.")
     inputs = {identity: case.input_path for case, identities in zip(cases, identities_in) for identity in identities}
     for case in cases:
-        for output in (case.output_path, case.report_path):
+        for output in case.outputs():
             for identity in file_identities(output):
                 if identity in inputs:
                     raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
                                      f"'{inputs[identity]}'; choose another output folder or case_id.")
 
 
-def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> List[BatchCase]:
-    """The cases of a folder or CSV (see the module docstring), with their output paths under ``output_folder``.
+def _check_probability_folder(input_path: Path, output_folder: Path, probability_folder: Path) -> None:
+    """Refuse a probability folder that is the output folder (a case's probability map and label map would be one
+    file), the input folder, or names a file."""
+    from ..io import WRITE_SUFFIXES
+
+    if probability_folder.exists() and not probability_folder.is_dir():
+        raise InputError(f"For a batch, --probabilities names a folder for the cases' probability maps; "
+                         f"'{probability_folder}' is a file.")
+    if not probability_folder.exists() and full_suffix(probability_folder) in WRITE_SUFFIXES:
+        raise InputError(f"For a batch, --probabilities names a folder (each case's map is written there as "
+                         f"<case>.nii.gz), not a {full_suffix(probability_folder)} file: give a folder name, e.g. "
+                         f"--probabilities probabilities/.")
+    same = set(file_identities(probability_folder))  # (none while it does not exist yet)
+    if same & set(file_identities(output_folder)) or probability_folder.resolve() == output_folder.resolve():
+        raise InputError(f"--probabilities '{probability_folder}' is the output folder: each case's probability map "
+                         f"would be written over its label map. Give another folder (e.g. '{output_folder}/prob').")
+    if input_path.is_dir() and same & set(file_identities(input_path)):
+        raise InputError(f"--probabilities '{probability_folder}' is the input folder: the maps would be read as "
+                         f"CTs by the next run. Give another folder.")
+
+
+def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
+               probability_folder: Any = None) -> List[BatchCase]:
+    """The cases of a folder or CSV (see the module docstring), with their output paths under ``output_folder``
+    and, with ``probability_folder``, their tumor probability maps there (``<case_id><suffix>``).
 
     Raises InputError for an empty list, duplicate case ids, a case_id with a folder part, a bad output suffix,
-    an output folder that is the input folder or an output that is an input CT; missing inputs are left for the
-    run to report per case.
+    an output folder that is the input folder, a probability folder that is the output or the input folder, or an
+    output that is an input CT; missing inputs are left for the run to report per case.
     """
     input_path, output_folder = Path(input_path), Path(output_folder)
+    if probability_folder is not None:
+        probability_folder = Path(probability_folder)
+        _check_probability_folder(input_path, output_folder, probability_folder)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
         raise InputError(f"Batch output type '{suffix}' is not supported; use .nii.gz, .nii, .nrrd or .mha.")
     if input_path.is_file():
@@ -351,7 +384,8 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz") -> 
                              f"case_id values in a CSV.")
         seen[key] = (case_id, path)
     reports = output_folder / REPORTS_FOLDER
-    cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json")
+    cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",
+                       None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]
     _check_outputs_are_not_inputs(input_path, output_folder, cases)
     return cases
@@ -408,11 +442,20 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         result.report["timings_s"] = dict({"read": round(read_seconds, 3)}, **result.report["timings_s"])
         case.report_path.parent.mkdir(parents=True, exist_ok=True)
         targets = {"report": case.report_path, "labels": case.output_path}
-        # --overwrite: both or neither (replaced one by one, a kill or a full disk between them left this run's
-        # report beside the earlier run's label map); else the report first, the label map (which marks the
-        # case done) last
+        if case.probability_path is not None:
+            case.probability_path.parent.mkdir(parents=True, exist_ok=True)
+            targets["probabilities"] = case.probability_path
+        # --overwrite: all or none (replaced one by one, a kill or a full disk between them left this run's
+        # report beside the earlier run's label map); else the report first, then the probability map (a killed
+        # run's is replaced: segment_batch kept a case whose path holds another file), the label map (which marks
+        # the case done) last
         with atomic_outputs(targets, overwrite=True) if overwrite else contextlib.nullcontext(targets) as paths:
             write_report(result.report, paths["report"], overwrite=True)
+            if case.probability_path is not None:
+                from ..io import write_probability_map
+
+                write_probability_map(paths["probabilities"], result.tumor_probability, volume.geometry,
+                                      overwrite=True, **nifti_write_options(volume))
             write_label_map(paths["labels"], result.labels, result.geometry, overwrite=overwrite,
                             **nifti_write_options(volume))
         return result, time.perf_counter() - start
@@ -552,6 +595,19 @@ def _is_a_report_of_this_tool(path: Path) -> bool:
     return isinstance(report, dict) and "liver_volume_ml" in report and "lesions" in report
 
 
+def _is_a_probability_map_of_this_tool(path: Path) -> bool:
+    """Whether ``path`` holds a tumor probability map this library wrote (tagged
+    :data:`~..io.formats.PROBABILITY_255_CONTENT`): a batch replaces such a leftover of a killed run (written before
+    the label map that marks a case done), and keeps any other file there."""
+    from ..io import read_volume
+    from ..io.formats import PROBABILITY_255_CONTENT
+
+    try:
+        return read_volume(path).meta.get("content") == PROBABILITY_255_CONTENT
+    except Exception:  # noqa: BLE001 - anything unreadable is no map of ours: kept
+        return False
+
+
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
                   on_case: Optional[Callable[[CaseStatus], None]] = None,
                   on_loaded: Optional[Callable[[], None]] = None, share_cores: bool = True) -> List[CaseStatus]:
@@ -568,16 +624,26 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     statuses = {}  # type: Dict[str, CaseStatus]
     todo = []
     # a label map a killed --overwrite run left hidden is back before "already segmented" is judged by it
-    restore_set_aside_outputs_of([path for case in cases for path in (case.output_path, case.report_path)])
+    restore_set_aside_outputs_of([path for case in cases for path in case.outputs()])
     if not overwrite and any(case.output_path.exists() for case in cases):
         check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options)
     for case in cases:
+        probability = case.probability_path
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)
+            if probability is not None and not probability.exists() and statuses[case.case_id].status == "skipped":
+                statuses[case.case_id] = CaseStatus(  # done by a run without --probabilities: no map to read
+                    case.case_id, "failed", message=f"{case.output_path} was segmented without its probability map "
+                    f"({probability} is missing); pass --overwrite to segment this case again with it")
         elif not overwrite and case.report_path.exists() and not _is_a_report_of_this_tool(case.report_path):
             statuses[case.case_id] = CaseStatus(  # a user's file where the report goes: kept, not replaced
                 case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "
                 f"kept: move it, or pass --overwrite to replace it")
+        elif not overwrite and probability is not None and probability.exists() and \
+                not _is_a_probability_map_of_this_tool(probability):
+            statuses[case.case_id] = CaseStatus(  # a user's file where the probability map goes: kept
+                case.case_id, "failed", message=f"'{probability}' exists and is no probability map of segment; it "
+                f"was kept: move it, or pass --overwrite to replace it")
         else:
             todo.append(case)
             continue

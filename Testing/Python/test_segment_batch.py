@@ -234,6 +234,62 @@ def test_cli_batch_folder_with_tiny_model(tmp_path, capsys):
     assert code == 2 and "--report is for one CT" in capsys.readouterr().err
 
 
+def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_path, capsys):
+    """`segment FOLDER -o OUT --probabilities PROB` writes PROB/<case>.nii.gz, the map a single run's --probabilities
+    writes for that CT (it was refused: 'is for one CT', so a dataset could not be segmented for evaluate --prob);
+    evaluate then takes the folder, ROC and lesion FROC included."""
+    from LiverTumorSegLib.io import read_volume
+
+    package = tiny_unet_package(tmp_path)
+    paths = write_phantoms(tmp_path / "cts", 2)
+    out, prob = tmp_path / "out", tmp_path / "prob"
+    common = ["--model", str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 0
+    assert "2 done" in capsys.readouterr().out
+    single = tmp_path / "single"
+    single.mkdir()
+    for path in paths:
+        case = path.name[:-len(".nii.gz")]
+        assert cli.main(["segment", str(path), "-o", str(single / f"{case}.nii.gz"), "--probabilities",
+                         str(single / f"{case}_prob.nii.gz")] + common) == 0
+        batch_map, single_map = read_volume(prob / f"{case}.nii.gz"), read_volume(single / f"{case}_prob.nii.gz")
+        assert batch_map.meta.get("content") == single_map.meta.get("content") != ""
+        np.testing.assert_array_equal(batch_map.array, single_map.array)
+        np.testing.assert_array_equal(read_label_map(out / f"{case}.nii.gz").array,
+                                      read_label_map(single / f"{case}.nii.gz").array)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--pred", str(out), "--ref", str(out), "--prob", str(prob), "-o",
+                     str(tmp_path / "eval"), "--no-plots", "--no-progress"]) == 0
+    # a rerun skips both cases; one asking for maps where an earlier run wrote none says why and how
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 0
+    assert "0 done, 2 skipped" in capsys.readouterr().out
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities",
+                     str(tmp_path / "other")] + common) == 2
+    printed = capsys.readouterr().out
+    assert "segmented without its probability map" in printed and "--overwrite" in printed
+    # a run killed after writing a case's report and map, before its label map: the rerun replaces both
+    (out / "ct_1.nii.gz").unlink()
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 0
+    assert "1 done, 1 skipped" in capsys.readouterr().out and (out / "ct_1.nii.gz").exists()
+
+
+def test_batch_probability_folder_mistakes_are_refused_and_a_users_file_is_kept(tmp_path, capsys):
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    out = tmp_path / "out"
+    common = ["--model", str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    for prob, words in ((out, "is the output folder"), (tmp_path / "cts", "is the input folder"),
+                        (tmp_path / "p.nii.gz", "names a folder")):
+        assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 2
+        assert words in capsys.readouterr().err
+    (tmp_path / "prob").mkdir()
+    mine = tmp_path / "prob" / "ct_0.nii.gz"
+    mine.write_bytes(b"my own notes")
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(tmp_path / "prob")]
+                    + common) == 2
+    assert "is no probability map of segment" in capsys.readouterr().out and mine.read_bytes() == b"my own notes"
+
+
 def test_a_case_is_finished_while_the_next_runs_and_a_failing_finish_fails_only_that_case(tmp_path, monkeypatch):
     write_phantoms(tmp_path / "cts", 3)
     segmenter = oracle_segmenter()

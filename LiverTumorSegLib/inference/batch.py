@@ -5,8 +5,9 @@ Cases come from a folder (every CT file in it: .nii, .nii.gz, .nrrd, .nhdr, .mha
 or a CSV (column ``image``, optional ``case_id``; relative paths are relative to the CSV's folder; an ``image``
 may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by comma, tab or semicolon, as Excel
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
-``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``). The report is written first and
-the label map last, each atomically, so an existing label map with a readable report means a finished case: a
+``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``) and, with a probability folder
+``PROB`` (``segment ... --probabilities PROB``), ``PROB/c.nii.gz`` (uint8 255 x tumor probability, before
+post-processing). The report is written first, then the probability map, and the label map last, each atomically, so an existing label map with a readable report means a finished case: a
 rerun skips it (resumable) unless ``overwrite`` (a label map without one, such as a file put there by hand, is
 kept and its case reported failed); a rerun whose model or result-changing options differ from those the existing
 cases' reports record is refused before any work (:func:`check_earlier_results`).

@@ -290,16 +290,17 @@ def _run_json(args: argparse.Namespace) -> int:
         sys.stdout = real_stdout
 
 
-def _make_output_folder(folder: Path) -> None:
-    """Create a batch's output folder (and its parents) and check it is writable, before any work."""
+def _make_output_folder(folder: Path, what: str = "Output folder") -> None:
+    """Create a batch's output folder (or ``what``: its probability folder) and its parents and check it is
+    writable, before any work."""
     from ..fileutil import check_folder_writable, check_path_encoding
 
-    check_path_encoding(folder, "Output folder")
+    check_path_encoding(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"Output folder '{folder}' cannot be created ({exc.strerror or exc}); choose another "
-                         f"output location or fix its permissions.") from None
+        raise InputError(f"{what} '{folder}' cannot be created ({exc.strerror or exc}); choose another "
+                         f"location or fix its permissions.") from None
     check_folder_writable(folder)
 
 
@@ -327,16 +328,20 @@ def _run_batch(args: argparse.Namespace) -> int:
 
         options = dataclasses.replace(options, probabilities=True)
     cases = find_cases(args.input, out, probability_folder=args.probabilities)
-    created = outermost_missing_folder(out)
-    _make_output_folder(out)
+    made = []  # (folder, its outermost part this run created): removed again while empty after a failure
     try:
+        for folder, what in [(out, "Output folder")] + ([(Path(args.probabilities), "Probability folder")]
+                                                        if args.probabilities is not None else []):
+            made.append((folder, outermost_missing_folder(folder)))
+            _make_output_folder(folder, what)  # an unwritable one is refused before any CT is segmented
         with batch_folder_lock(out):  # one batch run at a time writes into a folder
             return _run_batch_cases(args, options, cases, out)
     except BaseException:
         # a run refused once the model loads (--model misspelt or damaged, --tta for a model trained without
         # flips) left the empty output folder, and its parents, behind
-        if created is not None:
-            remove_empty_folders(out, created)
+        for folder, created in reversed(made):
+            if created is not None:
+                remove_empty_folders(folder, created)
         raise
 
 

@@ -326,8 +326,9 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
         for output in case.outputs():
             for identity in file_identities(output):
                 if identity in inputs:
+                    folder = "--probabilities folder" if output == case.probability_path else "output folder"
                     raise InputError(f"Case '{case.case_id}' would write '{output}', which is the input CT "
-                                     f"'{inputs[identity]}'; choose another output folder or case_id.")
+                                     f"'{inputs[identity]}'; choose another {folder} or case_id.")
 
 
 def _check_probability_folder(input_path: Path, output_folder: Path, probability_folder: Path) -> None:
@@ -351,14 +352,28 @@ def _check_probability_folder(input_path: Path, output_folder: Path, probability
                          f"CTs by the next run. Give another folder.")
 
 
+def _check_probability_folder_holds_no_ct(cases: List[BatchCase], probability_folder: Path) -> None:
+    """Refuse a probability folder that holds a listed CT (a CSV's cases lie in folders of their own): the maps would
+    lie among the CTs, and a later batch of that folder would read them as CTs."""
+    same = set(file_identities(probability_folder))
+    if not same:
+        return
+    for case in cases:
+        if same & set(file_identities(case.input_path.parent)):
+            raise InputError(f"--probabilities '{probability_folder}' holds case '{case.case_id}''s CT "
+                             f"'{case.input_path}': the maps would lie among the CTs and be read as CTs by a later "
+                             f"batch of that folder. Give another folder.")
+
+
 def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
                probability_folder: Any = None) -> List[BatchCase]:
     """The cases of a folder or CSV (see the module docstring), with their output paths under ``output_folder``
     and, with ``probability_folder``, their tumor probability maps there (``<case_id><suffix>``).
 
     Raises InputError for an empty list, duplicate case ids, a case_id with a folder part, a bad output suffix,
-    an output folder that is the input folder, a probability folder that is the output or the input folder, or an
-    output that is an input CT; missing inputs are left for the run to report per case.
+    an output folder that is the input folder, a probability folder that is the output or the input folder, holds a
+    listed CT or names a file, or an output that is an input CT; missing inputs are left for the run to report per
+    case.
     """
     input_path, output_folder = Path(input_path), Path(output_folder)
     if probability_folder is not None:
@@ -389,6 +404,8 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
                        None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]
     _check_outputs_are_not_inputs(input_path, output_folder, cases)
+    if probability_folder is not None:
+        _check_probability_folder_holds_no_ct(cases, probability_folder)
     return cases
 
 
@@ -426,8 +443,9 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
 
 def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output: Any, warnings: List[str],
                            read_seconds: float, overwrite: bool, share: CoreShare) -> tuple:
-    """Post-processing and report of a predicted case (``segmenter.finish``), then write the report and the
-    label map (its existence marks the case done); returns ``(result, seconds)``. Runs on the finishing
+    """Post-processing and report of a predicted case (``segmenter.finish``), then write the report, the
+    probability map when asked for, and the label map (its existence marks the case done); returns
+    ``(result, seconds)``. Runs on the finishing
     thread while the next case's network runs."""
     from ..io import nifti_write_options, write_label_map
     from .lesion_report import write_report
@@ -446,10 +464,11 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
         if case.probability_path is not None:
             case.probability_path.parent.mkdir(parents=True, exist_ok=True)
             targets["probabilities"] = case.probability_path
+            result.report["probabilities"] = _recorded_path(case.probability_path)  # whose map it is (resume)
         # --overwrite: all or none (replaced one by one, a kill or a full disk between them left this run's
-        # report beside the earlier run's label map); else the report first, then the probability map (a killed
-        # run's is replaced: segment_batch kept a case whose path holds another file), the label map (which marks
-        # the case done) last
+        # report beside the earlier run's label map); else the report first (it names the map), then the
+        # probability map (one there is replaced only when this report named it: segment_batch kept any other),
+        # the label map (which marks the case done) last
         with atomic_outputs(targets, overwrite=True) if overwrite else contextlib.nullcontext(targets) as paths:
             write_report(result.report, paths["report"], overwrite=True)
             if case.probability_path is not None:
@@ -596,17 +615,23 @@ def _is_a_report_of_this_tool(path: Path) -> bool:
     return isinstance(report, dict) and "liver_volume_ml" in report and "lesions" in report
 
 
-def _is_a_probability_map_of_this_tool(path: Path) -> bool:
-    """Whether ``path`` holds a tumor probability map this library wrote (tagged
-    :data:`~..io.formats.PROBABILITY_255_CONTENT`): a batch replaces such a leftover of a killed run (written before
-    the label map that marks a case done), and keeps any other file there."""
-    from ..io import read_volume
-    from ..io.formats import PROBABILITY_255_CONTENT
+def _recorded_path(path: Path) -> str:
+    """How a case's report names its probability map (``probabilities``): the absolute path, links resolved."""
+    return str(Path(path).resolve())
+
+
+def _report_names_probability_map(case: BatchCase) -> bool:
+    """Whether the case's report in the output folder names its probability map path (``probabilities``): the report
+    is written before the map, so a map there that the report does not name is not this case's (a user's file, or
+    another run's map, into another output folder or without ``--probabilities``)."""
+    import json
 
     try:
-        return read_volume(path).meta.get("content") == PROBABILITY_255_CONTENT
-    except Exception:  # noqa: BLE001 - anything unreadable is no map of ours: kept
+        report = json.loads(case.report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return False
+    return isinstance(report, dict) and case.probability_path is not None and \
+        report.get("probabilities") == _recorded_path(case.probability_path)
 
 
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,
@@ -632,19 +657,23 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         probability = case.probability_path
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)
-            if probability is not None and not probability.exists() and statuses[case.case_id].status == "skipped":
-                statuses[case.case_id] = CaseStatus(  # done by a run without --probabilities: no map to read
-                    case.case_id, "failed", message=f"{case.output_path} was segmented without its probability map "
-                    f"({probability} is missing); pass --overwrite to segment this case again with it")
+            if probability is not None and statuses[case.case_id].status == "skipped" and \
+                    not (probability.exists() and _report_names_probability_map(case)):
+                statuses[case.case_id] = CaseStatus(  # a map from another run would pass for this label map's
+                    case.case_id, "failed", message=f"{case.output_path} was segmented without writing "
+                    f"{probability} (by a run without --probabilities, or with another folder); remove "
+                    f"{case.output_path} to segment this case again, or rerun with --overwrite, which segments "
+                    f"every case again")
         elif not overwrite and case.report_path.exists() and not _is_a_report_of_this_tool(case.report_path):
             statuses[case.case_id] = CaseStatus(  # a user's file where the report goes: kept, not replaced
                 case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "
                 f"kept: move it, or pass --overwrite to replace it")
         elif not overwrite and probability is not None and probability.exists() and \
-                not _is_a_probability_map_of_this_tool(probability):
-            statuses[case.case_id] = CaseStatus(  # a user's file where the probability map goes: kept
-                case.case_id, "failed", message=f"'{probability}' exists and is no probability map of segment; it "
-                f"was kept: move it, or pass --overwrite to replace it")
+                not _report_names_probability_map(case):
+            statuses[case.case_id] = CaseStatus(  # a user's file, or another run's map: kept, not replaced
+                case.case_id, "failed", message=f"'{probability}' exists and was not written for this case's report "
+                f"in {case.report_path.parent.parent} (a file of its own, or a map another run wrote); it was kept: "
+                f"move it, or pass --overwrite to replace it")
         else:
             todo.append(case)
             continue

@@ -266,11 +266,50 @@ def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_pa
     assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities",
                      str(tmp_path / "other")] + common) == 2
     printed = capsys.readouterr().out
-    assert "segmented without its probability map" in printed and "--overwrite" in printed
+    assert "was segmented without writing" in printed and "--overwrite" in printed
     # a run killed after writing a case's report and map, before its label map: the rerun replaces both
     (out / "ct_1.nii.gz").unlink()
     assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 0
     assert "1 done, 1 skipped" in capsys.readouterr().out and (out / "ct_1.nii.gz").exists()
+
+
+def test_a_probability_map_another_run_wrote_never_passes_for_a_cases_own(tmp_path, capsys):
+    """Helper-2's audit: a rerun took any map in PROB as the case's (maps of another model after an --overwrite run
+    without maps; a user's file put there), and a second output folder's run replaced the first's finished maps.
+    A case's report names its map (``probabilities``), and only a map its report names counts or is replaced."""
+    package = tiny_unet_package(tmp_path)
+    other = tiny_unet_package(tmp_path, name="other.safetensors")
+    write_phantoms(tmp_path / "cts", 1)
+    out, prob = tmp_path / "out", tmp_path / "prob"
+    common = ["--device", "cpu", "--precision", "fp32", "--no-progress"]
+    run = ["segment", str(tmp_path / "cts")]
+    assert cli.main(run + ["-o", str(out), "--probabilities", str(prob), "--model", str(package.path)] + common) == 0
+    written = (prob / "ct_0.nii.gz").read_bytes()
+    # another model's labels over them, without maps: the old map is not this label map's
+    assert cli.main(run + ["-o", str(out), "--overwrite", "--model", str(other.path)] + common) == 0
+    capsys.readouterr()
+    assert cli.main(run + ["-o", str(out), "--probabilities", str(prob), "--model", str(other.path)] + common) == 2
+    assert "was segmented without writing" in capsys.readouterr().out
+    # a second output folder sharing PROB: the first run's finished map is kept, the case fails
+    assert cli.main(run + ["-o", str(tmp_path / "out2"), "--probabilities", str(prob), "--model",
+                           str(package.path)] + common) == 2
+    assert "was not written for this case's report" in capsys.readouterr().out
+    assert (prob / "ct_0.nii.gz").read_bytes() == written and not (tmp_path / "out2" / "ct_0.nii.gz").exists()
+
+
+def test_an_unwritable_probability_folder_or_one_among_listed_cts_is_refused_before_any_work(tmp_path, capsys):
+    package = tiny_unet_package(tmp_path)
+    paths = write_phantoms(tmp_path / "cts", 1)
+    common = ["--model", str(package.path), "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities",
+                     str(tmp_path / "afile" / "sub")] + common) == 2
+    assert "Probability folder" in capsys.readouterr().err and not out.exists()  # nothing made, nothing run
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"case_id,image\npatientA,{paths[0]}\n")
+    assert cli.main(["segment", str(listing), "-o", str(out), "--probabilities", str(tmp_path / "cts")] + common) == 2
+    assert "holds case 'patientA''s CT" in capsys.readouterr().err
 
 
 def test_batch_probability_folder_mistakes_are_refused_and_a_users_file_is_kept(tmp_path, capsys):
@@ -287,7 +326,8 @@ def test_batch_probability_folder_mistakes_are_refused_and_a_users_file_is_kept(
     mine.write_bytes(b"my own notes")
     assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(tmp_path / "prob")]
                     + common) == 2
-    assert "is no probability map of segment" in capsys.readouterr().out and mine.read_bytes() == b"my own notes"
+    assert "was not written for this case's report" in capsys.readouterr().out
+    assert mine.read_bytes() == b"my own notes"
 
 
 def test_a_case_is_finished_while_the_next_runs_and_a_failing_finish_fails_only_that_case(tmp_path, monkeypatch):

@@ -57,7 +57,7 @@ def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.n
     maps ``segment --probabilities`` writes). Only the box holding both masks' tumor voxels is labelled."""
     from scipy import ndimage
 
-    from .lits import _structure
+    from .lits import _first_per_key, _overlap_pairs, _structure
     from .overlap import _as_bool
     from .surface import union_bounding_box
 
@@ -86,16 +86,10 @@ def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.n
         raise ValueError(f"FROC needs probabilities in 0..1, got lesion means from {confidences.min():g} to "
                          f"{confidences.max():g}; give the divisor of an integer map (255 for segment's uint8 maps)")
     hits = np.full(n_pred, -1, dtype=np.int64)
-    both = inside & (ref_ids > 0)
-    if both.any():
-        keys = (pred_ids[both].astype(np.int64) - 1) * n_ref + (ref_ids[both].astype(np.int64) - 1)
-        keys, counts = np.unique(keys, return_counts=True)
-        pred, ref = keys // n_ref, keys % n_ref
-        order = np.lexsort((ref, -counts, pred))  # per predicted lesion: most shared voxels, then lowest reference
-        pred, ref = pred[order], ref[order]
-        first = np.ones(pred.size, dtype=bool)
-        first[1:] = pred[1:] != pred[:-1]
-        hits[pred[first]] = ref[first]
+    pair_pred, pair_ref, pair_voxels = _overlap_pairs(pred_ids, ref_ids, n_ref)  # detect_lesions' overlap table
+    if pair_pred.size:  # per predicted lesion: the reference it shares most voxels with, the lowest among ties
+        pred, ref = _first_per_key(pair_pred, pair_ref, pair_voxels)
+        hits[pred] = ref
     return CaseLesionHits(confidences, hits, int(n_ref))
 
 

@@ -7,10 +7,11 @@ may be a DICOM folder; UTF-8, or UTF-16 with a byte-order mark, separated by com
 and PowerShell save it). Case ``c`` writes ``OUT/c.nii.gz`` (labels 0/1/2 in the input geometry) and
 ``OUT/reports/c.json`` (lesion report with ``timings_s`` and ``precision``) and, with a probability folder
 ``PROB`` (``segment ... --probabilities PROB``), ``PROB/c.nii.gz`` (uint8 255 x tumor probability, before
-post-processing). The report is written first, then the probability map, and the label map last, each atomically, so an existing label map with a readable report means a finished case: a
-rerun skips it (resumable) unless ``overwrite`` (a label map without one, such as a file put there by hand, is
-kept and its case reported failed); a rerun whose model or result-changing options differ from those the existing
-cases' reports record is refused before any work (:func:`check_earlier_results`).
+post-processing). The report is written first, then the probability map, and the label map last, each
+atomically, so an existing label map with a readable report means a finished case: a rerun skips it (resumable)
+unless ``overwrite`` (a label map without one, such as a file put there by hand, is kept and its case reported
+failed); a rerun whose model or result-changing options differ from those the existing cases' reports record is
+refused before any work (:func:`check_earlier_results`).
 
 While the network runs on case ``i``, a reader thread reads and checks case ``i + 1`` and a finishing thread
 post-processes, reports and writes case ``i - 1`` (gzip, file reads and most numpy/scipy work release the GIL;
@@ -331,9 +332,9 @@ def _check_outputs_are_not_inputs(input_path: Path, output_folder: Path, cases: 
                                      f"'{inputs[identity]}'; choose another {folder} or case_id.")
 
 
-def _check_probability_folder(input_path: Path, output_folder: Path, probability_folder: Path) -> None:
+def _check_probability_folder(output_folder: Path, probability_folder: Path) -> None:
     """Refuse a probability folder that is the output folder (a case's probability map and label map would be one
-    file), the input folder, or names a file."""
+    file) or names a file (the input folder: :func:`_check_probability_folder_holds_no_ct`)."""
     from ..io import WRITE_SUFFIXES
 
     if probability_folder.exists() and not probability_folder.is_dir():
@@ -347,17 +348,17 @@ def _check_probability_folder(input_path: Path, output_folder: Path, probability
     if same & set(file_identities(output_folder)) or probability_folder.resolve() == output_folder.resolve():
         raise InputError(f"--probabilities '{probability_folder}' is the output folder: each case's probability map "
                          f"would be written over its label map. Give another folder (e.g. '{output_folder}/prob').")
-    if input_path.is_dir() and same & set(file_identities(input_path)):
-        raise InputError(f"--probabilities '{probability_folder}' is the input folder: the maps would be read as "
-                         f"CTs by the next run. Give another folder.")
 
 
-def _check_probability_folder_holds_no_ct(cases: List[BatchCase], probability_folder: Path) -> None:
-    """Refuse a probability folder that holds a listed CT (a CSV's cases lie in folders of their own): the maps would
-    lie among the CTs, and a later batch of that folder would read them as CTs."""
+def _check_probability_folder_holds_no_ct(input_path: Path, cases: List[BatchCase], probability_folder: Path) -> None:
+    """Refuse a probability folder that holds a case's CT: the input folder, or a folder a CSV lists a CT in. The maps
+    would lie among the CTs, and a later batch of that folder would read them as CTs."""
     same = set(file_identities(probability_folder))
     if not same:
         return
+    if input_path.is_dir() and same & set(file_identities(input_path)):
+        raise InputError(f"--probabilities '{probability_folder}' is the input folder: the maps would be read as "
+                         f"CTs by the next run. Give another folder.")
     for case in cases:
         if same & set(file_identities(case.input_path.parent)):
             raise InputError(f"--probabilities '{probability_folder}' holds case '{case.case_id}''s CT "
@@ -378,7 +379,7 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     input_path, output_folder = Path(input_path), Path(output_folder)
     if probability_folder is not None:
         probability_folder = Path(probability_folder)
-        _check_probability_folder(input_path, output_folder, probability_folder)
+        _check_probability_folder(output_folder, probability_folder)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
         raise InputError(f"Batch output type '{suffix}' is not supported; use .nii.gz, .nii, .nrrd or .mha.")
     if input_path.is_file():
@@ -403,9 +404,9 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",
                        None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]
+    if probability_folder is not None:  # first: the folder's own message, not one of its maps' (an input CT)
+        _check_probability_folder_holds_no_ct(input_path, cases, probability_folder)
     _check_outputs_are_not_inputs(input_path, output_folder, cases)
-    if probability_folder is not None:
-        _check_probability_folder_holds_no_ct(cases, probability_folder)
     return cases
 
 
@@ -445,8 +446,7 @@ def _finish_and_write_case(case: BatchCase, segmenter: Any, volume: Any, output:
                            read_seconds: float, overwrite: bool, share: CoreShare) -> tuple:
     """Post-processing and report of a predicted case (``segmenter.finish``), then write the report, the
     probability map when asked for, and the label map (its existence marks the case done); returns
-    ``(result, seconds)``. Runs on the finishing
-    thread while the next case's network runs."""
+    ``(result, seconds)``. Runs on the finishing thread while the next case's network runs."""
     from ..io import nifti_write_options, write_label_map
     from .lesion_report import write_report
 

@@ -16,8 +16,9 @@ lesions with confidence >= ``t`` are kept, and
 
 The hit rule is overlap (any shared voxel), the usual FROC criterion for segmentation-derived detections; it is
 more lenient than the IoU > 0.5 rule of :func:`~.lits.detect_lesions` (LiTS precision and recall; for any
-``--detection-iou`` of 0.5 or more a lesion detected there is hit here), so the two numbers are not comparable. Lesions are ``connectivity``-connected components (26 by default, as the lesion report
-and :func:`~.lits.detect_lesions` count them).
+``--detection-iou`` of 0.5 or more a lesion detected there is hit here), so the two numbers are not comparable.
+Lesions are ``connectivity``-connected components (26 by default, as the lesion report and
+:func:`~.lits.detect_lesions` count them).
 
 The summary numbers are the sensitivity at :data:`FROC_FP_RATES` false positives per case (LUNA16's seven
 operating points; CAMELYON16 uses the six from 1/4) and their mean (LUNA16's competition performance metric, CPM).

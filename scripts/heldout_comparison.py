@@ -1,15 +1,21 @@
 """Issue 11's held-out table for several models side by side, in one command.
 
     python scripts/heldout_comparison.py CTS --ref LABELS -o OUT [--models v3,v2,v4] [--model NAME=PACKAGE ...]
-                                         [--device auto|cpu|cuda] [--label-map JSON] [--overwrite]
+                                         [--device auto|cpu|cuda] [--label-map JSON] [--no-probabilities]
+                                         [--overwrite]
 
 ``CTS``: a folder (or CSV) of CTs, as ``livertumorseg segment`` takes it; ``LABELS``: the reference label maps
 (0 background, 1 liver, 2 tumor), paired with the predictions by case name as ``livertumorseg evaluate`` pairs
 them. For each model, in its own process each, exactly as one would type them:
 
     livertumorseg segment CTS -o OUT/NAME/pred --model PACKAGE --device DEVICE --no-progress
+                          --probabilities OUT/NAME/prob
     livertumorseg evaluate --pred OUT/NAME/pred --ref LABELS -o OUT/NAME/eval --no-plots --no-progress
+                           --prob OUT/NAME/prob
                            [--label-map JSON]     (the references' other label values, as evaluate takes them)
+
+(``--no-probabilities`` leaves out ``--probabilities`` and ``--prob``: no maps are written, 1 byte a voxel of each
+CT, gzipped, and the table has no lesion FROC.)
 
 then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparison.json``) with issue 11's rows:
 liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
@@ -17,7 +23,11 @@ labelled outside the reference liver (total mL), and beside them the reference c
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
 result", and whether the model meets the issue's targets (never when a case has no prediction). Each number is shown
 with as many digits as it takes to be on the side of its target it is on (a worst liver Dice of 0.9196 is not shown
-as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)".
+as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)". With the probability maps, a row
+(no target) gives evaluate's lesion FROC: the tumor lesion sensitivity at 1 false lesion per case, and the mean
+sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false lesions per case (CPM), over the cases pooled, each predicted lesion
+ranked by its mean tumor probability (``comparison.json`` holds evaluate's whole ``lesion_froc``, with its curve): it
+shows at what confidence a model's false lesions sit, beside the "<= 10 false lesions" target.
 ``OUT/per_case.csv`` puts each reference case's numbers side by side, a column per model and number (liver Dice,
 tumor Dice, predicted lesions touching no reference lesion, mL liver outside the reference liver, the
 "Implausible result" flag; empty where that model has no prediction of the case): the per-patient differences
@@ -42,12 +52,14 @@ the one pinned here (a clone without that commit, a shallow one, says how to get
 recorded a metadata hash, so loading it prints a warning that says so.
 
 Resumable: a rerun of the same command after an interruption goes on where it stopped. ``segment`` skips the cases
-it has already written (delete ``OUT/NAME/pred`` to segment again); an ``OUT/NAME/eval`` this script's ``evaluate``
+it has already written (delete ``OUT/NAME/pred`` and ``OUT/NAME/prob`` to segment again); an ``OUT/NAME/eval`` this script's ``evaluate``
 wrote is kept when the predictions, the references and ``--label-map`` are those it evaluated, and evaluated again
 (replaced without ``--overwrite``) when they changed; the script records what it wrote and read in
 ``OUT/NAME/.heldout_comparison.json`` and its comparison files in ``OUT/.heldout_comparison.json``. Before any CT is
 segmented, every model's package is loaded,
-and a ``OUT/NAME/pred`` is refused when it holds a label map that NAME's package did not write (its report names
+and a ``OUT/NAME/pred`` is refused when it holds a label map segmented without its probability map (by this script
+before it asked for them: delete the folder, or pass ``--no-probabilities``), when ``OUT/NAME/prob`` holds a map its
+case's report does not name, or when it holds a label map that NAME's package did not write (its report names
 other weights, or none), a case that is not in CTS, or a label map that ``segment`` itself would refuse to resume
 (``batch.check_earlier_results``: made with other result-changing settings than this script's segment command,
 such as ``--no-postprocess``, or of another CT file than the case's now): each would be evaluated as NAME's, or
@@ -388,6 +400,7 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
         "predictions_without_reference": list(unmatched.get("predictions_without_reference") or []),
         "segment_failed_cases": failed_segment_cases(pred_dir),
         "implausible_cases": implausible_cases(pred_dir, evaluated),
+        "lesion_froc": summary.get("lesion_froc"),  # evaluate's, with the probability maps (else None)
     }
     row["meets_targets"] = meets_targets(row)
     return row
@@ -441,6 +454,18 @@ def _names(items: Sequence[str]) -> str:
     return str(len(items)) + (f" ({', '.join(items[:5])}{' ...' if len(items) > 5 else ''})" if items else "")
 
 
+def _froc_number(row: Dict[str, Any], fp_per_case: Optional[str]) -> str:
+    """The row's lesion FROC sensitivity at ``fp_per_case`` false lesions per case (a key of evaluate's
+    ``sensitivity_at_fp_per_case``), or with None its mean over them (CPM); "n/a" without probability maps or
+    reference lesions."""
+    froc = row.get("lesion_froc") or {}
+    value = froc.get("mean_sensitivity") if fp_per_case is None else \
+        (froc.get("sensitivity_at_fp_per_case") or {}).get(fp_per_case)
+    if value is None or value != value:  # absent, or NaN (no reference lesion)
+        return "n/a"
+    return f"{float(value):.3f}"
+
+
 TABLE_ROWS = (
     ("liver Dice, mean / worst case",
      lambda r: f"{_target_cell(r, 'dice_liver_mean')} / {_target_cell(r, 'dice_liver_worst')}", ">= 0.945 / >= 0.92"),
@@ -450,6 +475,8 @@ TABLE_ROWS = (
      str(int(r["false_lesions"])) + ("" if meets_target("false_lesions", r["false_lesions"]) else MISSES), "<= 10"),
     ("liver labelled outside the reference liver (total mL)", lambda r: _target_cell(r, "liver_outside_ml", 1),
      "<= 80"),
+    ("lesion FROC: tumor sensitivity at 1 false lesion per case / mean at 1/8-8 (CPM)",
+     lambda r: f"{_froc_number(r, '1')} / {_froc_number(r, None)}", ""),
     ("cases evaluated", lambda r: str(r["cases_evaluated"]), ""),
     ("reference cases without a prediction (failures, not in the numbers above)",
      lambda r: _names(r["cases_without_prediction"]) + (MISSES if r["cases_without_prediction"] else ""), "0"),
@@ -482,9 +509,12 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def segment_argv(cts: str, pred: Path, package: str, device: str) -> List[str]:
-    """The ``livertumorseg`` arguments this script segments CTS into ``pred`` with."""
-    return ["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"]
+def segment_argv(cts: str, pred: Path, package: str, device: str, probabilities: Optional[Path] = None
+                 ) -> List[str]:
+    """The ``livertumorseg`` arguments this script segments CTS into ``pred`` with (and, with ``probabilities``,
+    each case's tumor probability map into that folder)."""
+    argv = ["segment", cts, "-o", str(pred), "--model", package, "--device", device, "--no-progress"]
+    return argv + (["--probabilities", str(probabilities)] if probabilities is not None else [])
 
 
 def segment_options(argv: List[str]) -> Any:
@@ -499,6 +529,28 @@ def segment_options(argv: List[str]) -> Any:
     return segment.options_from_args(parser.parse_args([str(a) for a in argv]))
 
 
+def check_probability_map(case: Any, pred: Path, name: str) -> None:
+    """Refuse, before any work, a case (``batch.BatchCase`` with a ``probability_path``) that ``segment
+    --probabilities`` would fail: its label map was written without its probability map (by this script before it
+    asked for maps, or by a run with ``--no-probabilities``), or a file lies where its map goes that its report does
+    not name (a user's, or another run's); the first would count as a failure of NAME, the second too, and the lesion
+    FROC would pool fewer cases than the Dice."""
+    from LiverTumorSegLib.inference.batch import report_names_probability_map
+
+    probability = case.probability_path
+    named = report_names_probability_map(case)
+    if case.output_path.exists() and not (probability.exists() and named):
+        raise InputError(f"{case.output_path} was segmented without its tumor probability map {probability} (by "
+                         f"this script before it asked segment for the maps, or with --no-probabilities), which "
+                         f"the lesion FROC needs: delete {pred} to segment again with {name}, or rerun with "
+                         f"--no-probabilities to compare without the FROC.")
+    if probability.exists() and not named:
+        raise InputError(f"{probability} exists and was not written for {name}'s segmentation of case "
+                         f"'{case.case_id}' in {pred} (no report there names it), so segment would keep it and fail "
+                         f"the case: left from a segmentation whose label map was deleted, delete it too; a file of "
+                         f"your own, move it away; or give another -o.")
+
+
 def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: str,
                       options: Optional[Any] = None) -> None:
     """Refuse a ``pred`` folder whose label maps ``segment`` would keep as already done but that are not NAME's as
@@ -508,6 +560,9 @@ def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: s
     settings, such as ``--no-postprocess``): segment itself refuses those, after the models before NAME ran, and
     each of the others would be evaluated as NAME's."""
     if not pred.is_dir():
+        for case in cases:  # a map left in OUT/NAME/prob without its folder of label maps and reports
+            if case.probability_path is not None:
+                check_probability_map(case, pred, name)
         return
     expected = {case.output_path.name for case in cases}
     strays = sorted(p.name for p in pred.iterdir()
@@ -527,19 +582,22 @@ def check_predictions(cases: List[Any], pred: Path, name: str, weights_sha256: s
             raise InputError(f"{case.output_path} was not segmented with {name}'s package (its report names weights "
                              f"{recorded or 'none'}; {name}'s are {weights_sha256}), and segment would keep it as "
                              f"already done. Delete {pred} to segment again with {name}, or give another -o.")
-    if options is None:
-        return
-    from LiverTumorSegLib.inference.batch import check_earlier_results
+    if options is not None:
+        from LiverTumorSegLib.inference.batch import check_earlier_results
 
-    try:
-        check_earlier_results(cases, weights_sha256, options)
-    except InputError as exc:
-        said = str(exc)
-        cut = said.find(" Rerun with --overwrite")  # segment's own way out: this script never passes it on
-        raise InputError(f"{name}: {said[:cut] if cut > 0 else said} This script runs segment as 'livertumorseg "
-                         f"{' '.join(segment_argv('CTS', pred, 'PACKAGE', options.device))}' and never with "
-                         f"--overwrite: delete {pred} to segment again with {name}'s package and these settings, or "
-                         f"give another -o.") from None
+        try:
+            check_earlier_results(cases, weights_sha256, options)
+        except InputError as exc:
+            said = str(exc)
+            cut = said.find(" Rerun with --overwrite")  # segment's own way out: this script never passes it on
+            prob = next((case.probability_path.parent for case in cases if case.probability_path is not None), None)
+            raise InputError(f"{name}: {said[:cut] if cut > 0 else said} This script runs segment as 'livertumorseg "
+                             f"{' '.join(segment_argv('CTS', pred, 'PACKAGE', options.device, prob))}' and never with "
+                             f"--overwrite: delete {pred} to segment again with {name}'s package and these settings, "
+                             f"or give another -o.") from None
+    for case in cases:  # last: a label map made otherwise is not mended by --no-probabilities
+        if case.probability_path is not None:
+            check_probability_map(case, pred, name)
 
 
 def _stat_key(path: Path) -> Optional[tuple]:
@@ -692,13 +750,17 @@ def _canonical_label_map(label_map: Optional[str]) -> Optional[Dict[str, int]]:
                                                                  key=lambda item: int(item[0]))}
 
 
-def evaluation_inputs(pred: Path, ref: str, label_map: Optional[str]) -> Dict[str, Any]:
+def evaluation_inputs(pred: Path, ref: str, label_map: Optional[str], prob: Optional[Path] = None
+                      ) -> Dict[str, Any]:
     """What an evaluation of ``pred`` against ``ref`` reads and how: the prediction files (segment's status table
     aside, which each segment run rewrites), the reference folder and its files, evaluate's settings and the
-    ``--label-map``."""
-    return {"predictions": _files_state(pred, recursive=False, skip=[STATUS_FILE]),
-            "references": {"folder": str(Path(ref).resolve()), "files": _files_state(Path(ref), recursive=True)},
-            "settings": EVALUATE_SETTINGS, "label_map": _canonical_label_map(label_map)}
+    ``--label-map``, and with ``prob`` the probability maps given as ``--prob``."""
+    inputs = {"predictions": _files_state(pred, recursive=False, skip=[STATUS_FILE]),
+              "references": {"folder": str(Path(ref).resolve()), "files": _files_state(Path(ref), recursive=True)},
+              "settings": EVALUATE_SETTINGS, "label_map": _canonical_label_map(label_map)}
+    if prob is not None:
+        inputs["probabilities"] = _files_state(prob, recursive=False)
+    return inputs
 
 
 def _sha256_of(folder: Path, names: Sequence[str]) -> Dict[str, Optional[str]]:
@@ -741,13 +803,14 @@ def evaluation_state(evaluation: Path) -> str:
 COMPARISON_FILES = RESERVED_NAMES[1:]
 
 
-def comparison_command(cts: str, ref: str, models: Dict[str, Optional[str]], label_map: Optional[str]
-                       ) -> Dict[str, Any]:
-    """What the comparison files are of: CTS, the references, the models (as given, in order) and ``--label-map``
-    (not --device: a rerun on another device resumes)."""
+def comparison_command(cts: str, ref: str, models: Dict[str, Optional[str]], label_map: Optional[str],
+                       probabilities: bool = True) -> Dict[str, Any]:
+    """What the comparison files are of: CTS, the references, the models (as given, in order), ``--label-map``
+    and whether the probability maps (the lesion FROC) were asked for (not --device: a rerun on another device
+    resumes)."""
     return {"cts": str(Path(cts).resolve()), "ref": str(Path(ref).resolve()),
             "models": [[name, package] for name, package in models.items()],
-            "label_map": _canonical_label_map(label_map)}
+            "label_map": _canonical_label_map(label_map), "probabilities": bool(probabilities)}
 
 
 def foreign_comparison_file(out: Path, command: Dict[str, Any]) -> Optional[Path]:
@@ -767,18 +830,24 @@ def foreign_comparison_file(out: Path, command: Dict[str, Any]) -> Optional[Path
     return None
 
 
+def prob_folder(out: Path, name: str, probabilities: bool = True) -> Optional[Path]:
+    """Where NAME's tumor probability maps go (``OUT/NAME/prob``), or None with ``--no-probabilities``."""
+    return out / name / "prob" if probabilities else None
+
+
 def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], device: str = "auto",
             overwrite: bool = False, runner: Runner = run_cli, repo: Path = ROOT,
-            label_map: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+            label_map: Optional[str] = None, probabilities: bool = True) -> Dict[str, Dict[str, Any]]:
     """Segment and evaluate with each model (see the module docstring); returns ``{name: row}``, a row holding
-    ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run."""
+    ``error`` (and no numbers) for a model whose ``segment`` or ``evaluate`` could not run. ``probabilities``:
+    segment writes each case's tumor probability map and evaluate gets them (the lesion FROC)."""
     from LiverTumorSegLib.inference.batch import find_cases
 
     if _inside(out, Path(ref)):
         raise InputError(f"-o {out} lies inside --ref {ref}: evaluate would find the predictions among the reference "
                          f"label maps. Give an output folder outside it.")
     if not overwrite:  # this script's own results of the same command are resumed; anything else needs --overwrite
-        taken = foreign_comparison_file(out, comparison_command(cts, ref, models, label_map))
+        taken = foreign_comparison_file(out, comparison_command(cts, ref, models, label_map, probabilities))
         if taken is not None:
             raise InputError(f"{taken} exists (a comparison of other models, CTs, references or --label-map, or a "
                              f"file this script did not write): rerun with --overwrite to replace the comparison and "
@@ -792,20 +861,22 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     # package fails in seconds, not after hours of v3 and v2), and no earlier prediction would pass as another's
     packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
                 for name, package in models.items()}
-    cases = {name: find_cases(cts, out / name / "pred") for name in packages}
+    cases = {name: find_cases(cts, out / name / "pred", probability_folder=prob_folder(out, name, probabilities))
+             for name in packages}
     references = reference_cases(ref)
     check_label_named_cts(cts, next(iter(cases.values())), references)
     for name, package in packages.items():
-        options = segment_options(segment_argv(cts, out / name / "pred", package, device))
+        options = segment_options(segment_argv(cts, out / name / "pred", package, device,
+                                               prob_folder(out, name, probabilities)))
         check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package), options)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]
     for name, package in packages.items():
-        pred, evaluation = out / name / "pred", out / name / "eval"
+        pred, evaluation, prob = out / name / "pred", out / name / "eval", prob_folder(out, name, probabilities)
         print(f"== {name}: {package}", flush=True)
         status = pred / STATUS_FILE
         before = _stat_key(status)
-        code = runner(segment_argv(cts, pred, package, device))
+        code = runner(segment_argv(cts, pred, package, device, prob))
         # exit 2 with the status table of this run: some cases failed, counted below as failures, not hidden; any
         # other exit but 0 (a refusal before any work, such as another run writing into the folder, or a crash):
         # segment could not run, and label maps an earlier run left are not evaluated as this one's
@@ -818,7 +889,7 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
             rows[name] = {"package": package, "error": f"segment could not run (exit {code}; see its output above), "
                                                        f"so the label maps in {pred} were not evaluated"}
             continue
-        inputs = evaluation_inputs(pred, ref, label_map)  # what evaluate reads (the predictions are complete now)
+        inputs = evaluation_inputs(pred, ref, label_map, prob)  # what evaluate reads (the predictions are complete)
         state = evaluation_state(evaluation)
         if not overwrite and state == "ours" and _read_record(out / name / RECORD).get("inputs") == inputs:
             print(f"== {name}: {evaluation} is this script's evaluation of these predictions and references: kept",
@@ -830,7 +901,8 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         else:  # a new evaluation, or this script's own of other predictions (more cases done since): redone
             (out / name).mkdir(parents=True, exist_ok=True)
             _write_record(out / name / RECORD, {"pending": True})  # a stop from here on leaves a folder still ours
-            args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation)] + EVALUATE_SETTINGS
+            args = ["evaluate", "--pred", str(pred), "--ref", ref, "-o", str(evaluation)] + EVALUATE_SETTINGS \
+                + (["--prob", str(prob)] if prob is not None else [])
             code = runner(args + (["--label-map", label_map] if label_map else [])
                           + (["--overwrite"] if overwrite or state == "ours" else []))
             if code != 0 or any(not (evaluation / n).exists() for n in EVALUATE_OUTPUTS):
@@ -916,6 +988,8 @@ def _main(argv: Optional[List[str]], runner: Runner) -> int:
     p.add_argument("--device", default="auto", help="as segment --device")
     p.add_argument("--label-map", default=None, metavar="JSON",
                    help="the references' label values, as evaluate --label-map takes them (e.g. '{\"255\": 1}')")
+    p.add_argument("--no-probabilities", action="store_true",
+                   help="do not write tumor probability maps (OUT/NAME/prob): no lesion FROC in the table")
     p.add_argument("--overwrite", action="store_true",
                    help="evaluate every model again, and replace evaluations and comparison files this script did not "
                         "write for this command (a plain rerun of the same command resumes)")
@@ -925,9 +999,11 @@ def _main(argv: Optional[List[str]], runner: Runner) -> int:
         if not Path(path).exists():
             raise InputError(f"{what} '{path}' does not exist.")
     out = Path(args.output)
+    probabilities = not args.no_probabilities
     rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner,
-                   label_map=args.label_map)
-    print(write_comparison(rows, out, comparison_command(args.cts, args.ref, models, args.label_map)))
+                   label_map=args.label_map, probabilities=probabilities)
+    print(write_comparison(rows, out, comparison_command(args.cts, args.ref, models, args.label_map,
+                                                         probabilities)))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'per_case.csv'} (per case, side by "
           f"side)")
     return 1 if any("error" in row for row in rows.values()) else 0

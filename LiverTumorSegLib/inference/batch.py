@@ -620,7 +620,7 @@ def _recorded_path(path: Path) -> str:
     return str(Path(path).resolve())
 
 
-def _report_names_probability_map(case: BatchCase) -> bool:
+def report_names_probability_map(case: BatchCase) -> bool:
     """Whether the case's report in the output folder names its probability map path (``probabilities``): the report
     is written before the map, so a map there that the report does not name is not this case's (a user's file, or
     another run's map, into another output folder or without ``--probabilities``)."""
@@ -658,7 +658,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
         if case.output_path.exists() and not overwrite:
             statuses[case.case_id] = _skipped_status(case)
             if probability is not None and statuses[case.case_id].status == "skipped" and \
-                    not (probability.exists() and _report_names_probability_map(case)):
+                    not (probability.exists() and report_names_probability_map(case)):
                 statuses[case.case_id] = CaseStatus(  # a map from another run would pass for this label map's
                     case.case_id, "failed", message=f"{case.output_path} was segmented without writing "
                     f"{probability} (by a run without --probabilities, or with another folder); remove "
@@ -669,7 +669,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
                 case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "
                 f"kept: move it, or pass --overwrite to replace it")
         elif not overwrite and probability is not None and probability.exists() and \
-                not _report_names_probability_map(case):
+                not report_names_probability_map(case):
             statuses[case.case_id] = CaseStatus(  # a user's file, or another run's map: kept, not replaced
                 case.case_id, "failed", message=f"'{probability}' exists and was not written for this case's report "
                 f"in {case.report_path.parent.parent} (a file of its own, or a map another run wrote); it was kept: "

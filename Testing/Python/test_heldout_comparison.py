@@ -162,6 +162,9 @@ def test_a_rerun_after_an_interruption_goes_on_where_it_stopped(tmp_path):
     # predictions that changed since (a case segmented again) are evaluated again, the script's own folder replaced
     (out / "a" / "pred" / "case1.nii.gz").unlink()
     (out / "a" / "pred" / "reports" / "case1.json").unlink()
+    with pytest.raises(InputError, match=r"prob.case1.nii.gz exists and was not written .* delete it too"):
+        comparison.main(argv, runner=in_process([]))  # its probability map is left: segment would fail the case
+    (out / "a" / "prob" / "case1.nii.gz").unlink()
     calls = []
     assert comparison.main(argv, runner=in_process(calls)) == 0
     assert [c[0] for c in calls] == ["segment", "evaluate", "segment"] and "--overwrite" in calls[1]
@@ -655,3 +658,56 @@ def test_the_commands_it_runs_stop_when_it_is_killed_outright():
     check = ("import os, sys; sys.exit(0 if os.environ.get('LIVERTUMORSEG_PARENT_PID') == str(os.getppid()) "
              "else 3)")
     assert comparison.run_child([sys.executable, "-c", check]) == 0
+
+
+def test_probability_maps_give_evaluate_s_lesion_froc_and_an_older_folder_without_them_is_refused(tmp_path):
+    """The team's table had no lesion FROC: the script never asked segment for probability maps. Now each model's
+    segment writes OUT/NAME/prob, evaluate reads them, and the table shows evaluate's FROC; a folder segmented
+    without them (this script before, or --no-probabilities) is refused before any work, not failed case by case."""
+    cts, labels = write_cases(tmp_path, count=2)
+    a = tiny_unet_package(tmp_path).path
+    out = tmp_path / "out"
+    argv = [str(cts), "--ref", str(labels), "-o", str(out), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    calls = []
+    assert comparison.main(argv, runner=in_process(calls)) == 0
+    segment, evaluate = calls
+    assert segment[segment.index("--probabilities") + 1] == str(out / "a" / "prob")
+    assert evaluate[evaluate.index("--prob") + 1] == str(out / "a" / "prob")
+    assert sorted(p.name for p in (out / "a" / "prob").iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
+    summary = json.loads((out / "a" / "eval" / "summary.json").read_text())
+    froc = summary["lesion_froc"]
+    assert froc["n_cases"] == 2 and froc["n_ref_lesions"] == 2  # one reference tumor per phantom
+    row = json.loads((out / "comparison.json").read_text())["models"]["a"]
+    assert row["lesion_froc"] == froc
+    expected = "n/a" if froc["mean_sensitivity"] is None else f"{froc['mean_sensitivity']:.3f}"
+    at_one = froc["sensitivity_at_fp_per_case"]["1"]
+    table = (out / "comparison.md").read_text()
+    assert f"| lesion FROC: tumor sensitivity at 1 false lesion per case / mean at 1/8-8 (CPM) | {at_one:.3f} / " \
+        f"{expected} |  |" in table
+    # the cell's numbers, read back, are the FROC's
+    assert comparison._froc_number(row, "1") == f"{at_one:.3f}"
+    assert comparison._froc_number({"lesion_froc": None}, "1") == "n/a"
+    assert comparison._froc_number({"lesion_froc": {"mean_sensitivity": float("nan")}}, None) == "n/a"
+
+    # --no-probabilities: neither option, no maps, an n/a row; its folder is refused by a run that asks for maps
+    other = tmp_path / "other"
+    plain = [str(cts), "--ref", str(labels), "-o", str(other), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    calls = []
+    assert comparison.main(plain + ["--no-probabilities"], runner=in_process(calls)) == 0
+    assert all("--probabilities" not in c and "--prob" not in c for c in calls)
+    assert not (other / "a" / "prob").exists()
+    assert "| n/a / n/a |" in (other / "comparison.md").read_text()
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    calls = []
+    with pytest.raises(InputError, match=r"case0.nii.gz was segmented without its tumor probability map .*"
+                                         r"--no-probabilities to compare without the FROC"):
+        comparison.main(plain + ["--overwrite"], runner=in_process(calls))
+    assert calls == [] and {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+    # a map in OUT/NAME/prob that no report names (a user's file) is refused before any work too
+    third = tmp_path / "third"
+    (third / "a" / "prob").mkdir(parents=True)
+    (third / "a" / "prob" / "case0.nii.gz").write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"case0.nii.gz exists and was not written for a's segmentation"):
+        comparison.main([str(cts), "--ref", str(labels), "-o", str(third), "--models", "", "--model", f"a={a}",
+                         "--device", "cpu"], runner=in_process(calls))
+    assert calls == [] and (third / "a" / "prob" / "case0.nii.gz").read_bytes() == b"mine"

@@ -141,7 +141,8 @@ def check_can_write(path: PathLike, overwrite: bool = False) -> Path:
     """Raise a clear error if ``path`` exists (and not ``overwrite``), its folder is missing or not writable,
     or its name holds bytes that are not UTF-8. ``overwrite`` must be a bool: ``overwrite="no"`` is truthy, and
     replaced the user's file. Before judging, an earlier version of ``path`` that a killed run left hidden is
-    put back or made visible (:func:`restore_set_aside_outputs_of`). Outputs written together:
+    put back or made visible (:func:`restore_set_aside_outputs_of`). Returns the path to write: ``path``, or the
+    file a symbolic link ``path`` names (:func:`through_link`). Outputs written together:
     :func:`check_can_write_all`."""
     return check_can_write_all([path], overwrite)[0]
 
@@ -152,9 +153,21 @@ def check_can_write_all(paths: Sequence[PathLike], overwrite: bool = False) -> L
     :func:`restore_set_aside_outputs_of`), then each path is judged. Returns the paths checked, in order."""
     if not isinstance(overwrite, (bool, np.bool_)):
         raise InputError(f"overwrite must be True or False (got {overwrite!r}).")
-    checked = [check_path_encoding(path, "Output") for path in paths]
+    checked = [through_link(check_path_encoding(path, "Output")) for path in paths]
     restore_set_aside_outputs_of(checked)  # a killed run's hidden earlier versions are back before they are judged
     return [_check_writable(path, overwrite) for path in checked]
+
+
+def through_link(path: PathLike) -> Path:
+    """Where an output named ``path`` is written: the file a symbolic link ``path`` points to (links resolved, as a
+    shell's ``>`` or ``cp`` writes through a link), so the link is kept and names the new file; ``path`` itself when
+    it is no link, or a link to nothing (a dangling link is refused without overwrite and replaced with it) or to a
+    folder (refused as a folder). (Outputs used to be renamed over the link itself: the link became a plain file,
+    and the file it named kept the old result.)"""
+    path = Path(path)
+    if path.is_symlink() and path.is_file():
+        return Path(os.path.realpath(path))
+    return path
 
 
 def _check_writable(path: Path, overwrite: bool) -> Path:
@@ -440,7 +453,7 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
         temporaries = {key: stack.enter_context(_temporary_beside(checked[key])) for key in paths}
         with _named_for_the_user(temporaries, paths):
             yield temporaries
-        targets = {key: Path(paths[key]) for key in paths}
+        targets = checked  # links resolved (through_link)
         for key, tmp in temporaries.items():
             if tmp.is_file():  # the writer may have replaced the file (safetensors does)
                 apply_output_permissions(tmp, targets[key])

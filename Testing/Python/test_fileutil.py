@@ -70,6 +70,42 @@ def test_dangling_symlink_output_is_refused_without_overwrite(tmp_path):
     assert not link.is_symlink() and link.read_bytes() == b"new"
 
 
+def test_overwriting_through_a_symlink_writes_the_file_it_names_and_keeps_the_link(tmp_path):
+    """`-o latest.nii.gz --overwrite`, latest.nii.gz a link to runs/3/seg.nii.gz: the output was renamed over the
+    link, which became a plain file, while the file it named kept the old result."""
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "seg.nii.gz"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "latest.nii.gz"
+    link.symlink_to(Path("runs") / "seg.nii.gz")  # relative, as `ln -s` makes them
+    with pytest.raises(OutputExistsError, match="already exists"):  # still an existing output without overwrite
+        with atomic_output(link):
+            pass
+    with atomic_output(link, overwrite=True) as tmp:
+        assert tmp.parent == target.parent  # written beside the file, renamed onto it
+        tmp.write_bytes(b"new")
+    assert link.is_symlink() and os.readlink(link) == str(Path("runs") / "seg.nii.gz")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert fileutil.check_can_write(link, overwrite=True) == target.resolve()
+    # outputs written together (a label map and its report) too
+    report = tmp_path / "runs" / "seg.json"
+    report.write_text("{}")
+    report_link = tmp_path / "latest.json"
+    report_link.symlink_to(report)
+    with fileutil.atomic_outputs({"labels": link, "report": report_link}, overwrite=True) as temporaries:
+        temporaries["labels"].write_bytes(b"newer")
+        temporaries["report"].write_text('{"a": 1}')
+    assert link.is_symlink() and report_link.is_symlink()
+    assert target.read_bytes() == b"newer" and report.read_text() == '{"a": 1}'
+    # a link to a folder is a folder, as before
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "to_folder").symlink_to(tmp_path / "folder")
+    with pytest.raises(InputError, match="is a folder"):
+        with atomic_output(tmp_path / "to_folder", overwrite=True):
+            pass
+
+
 def test_missing_output_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         with atomic_output(tmp_path / "nope" / "x.nii"):

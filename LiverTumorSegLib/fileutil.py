@@ -162,12 +162,18 @@ def through_link(path: PathLike) -> Path:
     """Where an output named ``path`` is written: the file a symbolic link ``path`` points to (links resolved, as a
     shell's ``>`` or ``cp`` writes through a link), so the link is kept and names the new file; ``path`` itself when
     it is no link, or a link to nothing (a dangling link is refused without overwrite and replaced with it) or to a
-    folder (refused as a folder). (Outputs used to be renamed over the link itself: the link became a plain file,
-    and the file it named kept the old result.)"""
+    folder (refused as a folder). A link to a file of another extension is refused (the writers pick the format
+    by the name). (Outputs used to be renamed over the link itself: the link became a plain file, and the file it
+    named kept the old result.)"""
     path = Path(path)
-    if path.is_symlink() and path.is_file():
-        return Path(os.path.realpath(path))
-    return path
+    if not (path.is_symlink() and path.is_file()):
+        return path
+    target = Path(os.path.realpath(path))
+    if full_suffix(target).lower() != full_suffix(path).lower():  # the format is chosen by the name's extension
+        raise InputError(f"Output '{path}' is a symbolic link to '{target}', a file of another extension: the output "
+                         f"would be written in one format under the other's name. Give the file's own name, or "
+                         f"another output path.")
+    return target
 
 
 def _check_writable(path: Path, overwrite: bool) -> Path:

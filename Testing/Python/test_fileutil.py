@@ -98,6 +98,14 @@ def test_overwriting_through_a_symlink_writes_the_file_it_names_and_keeps_the_li
         temporaries["report"].write_text('{"a": 1}')
     assert link.is_symlink() and report_link.is_symlink()
     assert target.read_bytes() == b"newer" and report.read_text() == '{"a": 1}'
+    # a link to a file of another format is refused: its name and its contents would disagree
+    other = tmp_path / "other.nrrd"
+    other.write_bytes(b"nrrd")
+    (tmp_path / "as_nifti.nii.gz").symlink_to(other)
+    with pytest.raises(InputError, match="symbolic link to .*other.nrrd', a file of another extension"):
+        with atomic_output(tmp_path / "as_nifti.nii.gz", overwrite=True):
+            pass
+    assert other.read_bytes() == b"nrrd" and (tmp_path / "as_nifti.nii.gz").is_symlink()
     # a link to a folder is a folder, as before
     (tmp_path / "folder").mkdir()
     (tmp_path / "to_folder").symlink_to(tmp_path / "folder")

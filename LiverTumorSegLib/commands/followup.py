@@ -41,6 +41,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--min-new-lesion-mm", type=float, default=5.0, metavar="MM",
                    help="new lesions with a shorter long axis (mm) are listed but do not make PD (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
     p.refused_together = [("--picture", "--no-picture", "--no-picture writes no PNG; give one or the other"),
                           ("--title", "--no-picture", "the title goes in the PNG, which --no-picture leaves out; "
                                                       "give one or the other")]

@@ -31,6 +31,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="tumor probability map on the label grid (floats 0..1 or uint8 255 = 1.0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
     return p
 
 

@@ -21,6 +21,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                           f"default options, in_channels={COUNT_IN_CHANNELS}) and the "
                                           "installed trained model packages.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    p.add_argument("--no-progress", "--no-progress-bar", action="store_true",
+                   help="accepted as by the other commands (--no-progress-bar is the same); this one prints no progress")
     p.add_argument("--verify", action="store_true",
                    help="also check every package's weights now (reads each file whole; without it the weights "
                         "are checked when a package is loaded)")

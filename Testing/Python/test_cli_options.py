@@ -299,3 +299,17 @@ def test_train_names_a_typed_option_as_typed_and_a_config_files_key_as_written(t
     config.write_text("batch_size: 0\n")
     assert main(["train", "--config", str(config), "--data", "cases.csv", "-o", out]) == 2
     assert "error: Option batch_size must be at least 1 (got 0)." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [c for c in HELP_COMMANDS if c])
+def test_every_command_takes_no_progress(command):
+    """A script passing --no-progress (and the older --no-progress-bar) to every command got 'unrecognized
+    arguments' from measure, followup and models, which print no progress."""
+    import argparse
+
+    from LiverTumorSegLib.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for spelling in ("--no-progress", "--no-progress-bar"):
+        assert any(spelling in action.option_strings for action in sub._actions), (command, spelling)

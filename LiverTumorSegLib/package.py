@@ -523,10 +523,12 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     plain = unwrap_model(model)
     architecture = model_config(plain)
     parameters = int(sum(p.numel() for p in plain.parameters()))
-    if parameters > MAX_PARAMETERS:  # written, and every load refused it as 'corrupt or hostile'
-        raise InputError(f"Not saved: the network has {parameters / 1e6:,.0f} M parameters, and loading refuses more "
-                         f"than {MAX_PARAMETERS / 1e6:.0f} M (a guard against corrupt or hostile files). Use a smaller "
-                         f"network (fewer channels, a smaller width).")
+    problem = network_size_problem(parameters)  # written, and every load refused it as 'corrupt or hostile'
+    if problem is None:
+        problem = network_size_problem(parameters, network_activation_bytes(architecture))
+    if problem:
+        raise InputError(f"Not saved: {problem}, and loading refuses such a package (a guard against corrupt or "
+                         f"hostile files). Use a smaller network (fewer channels, a smaller width).")
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in plain.state_dict().items()}
     # the network loading builds holds float32 weights: a model.half() / .bfloat16() network was written and every
     # load refused it ('F16 but must be F32'); those cast to float32 exactly, a float64 one would be rounded
@@ -991,6 +993,45 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
                                     f"{default!r}, got {repr(value)[:80]}.")
 
 
+def network_size_problem(parameters: int, activations: Optional[int] = None) -> Optional[str]:
+    """What a network is over of the package limits, in words (``"the network has 250 M parameters, more than the
+    200 M a model package may hold"``), or None: :data:`MAX_PARAMETERS` parameters and, when ``activations`` is
+    given (:func:`network_activation_bytes`), :data:`MAX_ACTIVATION_BYTES` of float32 layer outputs per
+    :data:`ACTIVATION_PROBE_HW` x :data:`ACTIVATION_PROBE_HW` slice. The one rule that training (before any data is
+    read), :func:`save_model_package` and every load apply."""
+    if parameters > MAX_PARAMETERS:
+        return (f"the network has {parameters / 1e6:,.0f} M parameters, more than the {MAX_PARAMETERS / 1e6:.0f} M "
+                f"a model package may hold")
+    if activations is not None and activations > MAX_ACTIVATION_BYTES:
+        return (f"the network's layer outputs for one {ACTIVATION_PROBE_HW} x {ACTIVATION_PROBE_HW} slice take "
+                f"{activations / 2 ** 30:.1f} GiB, more than the {MAX_ACTIVATION_BYTES / 2 ** 30:.0f} GiB a model "
+                f"package may need")
+    return None
+
+
+def network_activation_bytes(architecture: Dict[str, Any], net: Any = None) -> int:
+    """:func:`_activation_bytes` of the network ``architecture`` describes (``models.model_config``'s dict), from
+    the plan cache (:mod:`.plan_cache`) when this library and torch computed it before, else measured on the meta
+    device (``net``: that network already built there; else it is built) and cached."""
+    import warnings
+
+    import torch
+
+    from .models import build_model
+
+    key = plan_cache.plan_key(architecture, ACTIVATION_PROBE_HW)
+    activations = plan_cache.cached_activation_bytes(key)   # the meta forward's imports cost 1-1.5 s
+    if activations is None:
+        if net is None:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
+                net = build_model(architecture["name"], architecture["in_channels"], architecture["num_classes"],
+                                  **architecture["options"])
+        activations = _activation_bytes(net, architecture["in_channels"])
+        plan_cache.store_activation_bytes(key, activations)
+    return activations
+
+
 def _activation_bytes(net, in_channels: int) -> int:
     """Sum of every layer's output size (float32 bytes) for one ``(1, C, 256, 256)`` slice, computed on the
     meta device (shapes only, nothing allocated)."""
@@ -1061,28 +1102,23 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
         raise ModelPackageError(f"{where}: its architecture options cannot be built ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the package is corrupt.")
     parameters = int(sum(p.numel() for p in net.parameters()))
-    if parameters > MAX_PARAMETERS:
-        raise ModelPackageError(f"{where} describes a network with {parameters / 1e6:,.0f} M parameters (at most "
-                                f"{MAX_PARAMETERS / 1e6:.0f} M are accepted); the package is corrupt or hostile (save_model_package "
-                                f"refuses such a network).")
+    problem = network_size_problem(parameters)
+    if problem:
+        raise ModelPackageError(f"{where}: {problem}; the package is corrupt or hostile (save_model_package refuses "
+                                f"such a network).")
     expected = {k: (tuple(int(d) for d in v.shape), _storage_code(_safetensors_dtype(v), meta))
                 for k, v in net.state_dict().items()}
     found = {k: (tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__"}
     _compare_tensor_entries(expected, found, where, arch)
-    key = plan_cache.plan_key(arch, ACTIVATION_PROBE_HW)
-    activations = plan_cache.cached_activation_bytes(key)   # the meta forward's imports cost 1-1.5 s
-    if activations is None:
-        try:
-            activations = _activation_bytes(net, arch["in_channels"])
-        except Exception as exc:  # noqa: BLE001 - a network that cannot run on its own input size is unusable
-            raise ModelPackageError(f"{where}: its network cannot process {arch['in_channels']}-channel slices "
-                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}).")
-        plan_cache.store_activation_bytes(key, activations)
-    if activations > MAX_ACTIVATION_BYTES:
-        raise ModelPackageError(f"{where} describes a network needing {activations / 2 ** 30:.1f} GiB of "
-                                f"activations per {ACTIVATION_PROBE_HW} x {ACTIVATION_PROBE_HW} slice (at most "
-                                f"{MAX_ACTIVATION_BYTES / 2 ** 30:.0f} GiB are accepted); the package is corrupt "
-                                f"or hostile.")
+    try:
+        activations = network_activation_bytes(arch, net)
+    except Exception as exc:  # noqa: BLE001 - a network that cannot run on its own input size is unusable
+        raise ModelPackageError(f"{where}: its network cannot process {arch['in_channels']}-channel slices "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}).")
+    problem = network_size_problem(parameters, activations)
+    if problem:
+        raise ModelPackageError(f"{where}: {problem}; the package is corrupt or hostile (save_model_package refuses "
+                                f"such a network).")
     return activations
 
 

@@ -406,25 +406,23 @@ def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slice
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
         net = build_model(name, in_channels=in_channels, num_classes=NUM_CLASSES, **dict(options or {}))
-        _check_package_limits(net, in_channels)
+        _check_package_limits(net)
 
 
-def _check_package_limits(net: Any, in_channels: int) -> None:
+def _check_package_limits(net: Any) -> None:
     """InputError when the network (on the meta device) is over what a model package may hold
     (``package.MAX_PARAMETERS`` parameters, ``package.MAX_ACTIVATION_BYTES`` of layer outputs per 256 x 256 slice):
     such a run trained for hours and then its package was refused at the save (or, before, at every load)."""
-    from ..package import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, _activation_bytes
+    from ..models import model_config
+    from ..package import network_activation_bytes, network_size_problem
 
     parameters = int(sum(p.numel() for p in net.parameters()))
-    if parameters > MAX_PARAMETERS:
-        raise InputError(f"The network has {parameters / 1e6:,.0f} M parameters; a model package holds at most "
-                         f"{MAX_PARAMETERS / 1e6:.0f} M, so this run's result could not be saved. Use a smaller "
+    problem = network_size_problem(parameters)
+    if problem is None:
+        problem = network_size_problem(parameters, network_activation_bytes(model_config(net), net))
+    if problem:
+        raise InputError(f"{problem[0].upper()}{problem[1:]}, so this run's result could not be saved. Use a smaller "
                          f"network (fewer channels, a smaller width).")
-    activations = _activation_bytes(net, in_channels)
-    if activations > MAX_ACTIVATION_BYTES:
-        raise InputError(f"The network's layer outputs for one 256 x 256 slice take {activations / 2 ** 30:.1f} GiB; "
-                         f"a model package may need at most {MAX_ACTIVATION_BYTES / 2 ** 30:.0f} GiB, so this run's "
-                         f"result could not be loaded. Use a smaller network (fewer channels, a smaller width).")
 
 
 def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:

@@ -657,7 +657,7 @@ def test_cached_activation_estimate_is_still_held_to_the_limit(tmp_path, monkeyp
     path = save_model_package(tmp_path / "a.safetensors", _tiny_model(1), PREP)
     load_model_package(path)                                          # fills the cache
     monkeypatch.setattr(package_module, "MAX_ACTIVATION_BYTES", 1024)
-    with pytest.raises(ModelPackageError, match="activations"):
+    with pytest.raises(ModelPackageError, match="layer outputs for one 256 x 256 slice take"):
         load_model_package(path)
 
 
@@ -1381,11 +1381,33 @@ def test_a_network_larger_than_loading_accepts_is_not_saved(tmp_path, monkeypatc
     model = _tiny_model()
     count = sum(p.numel() for p in model.parameters())
     monkeypatch.setattr(package, "MAX_PARAMETERS", count - 1)
-    with pytest.raises(InputError, match="Not saved: the network has .* loading refuses more than.*smaller network"):
+    with pytest.raises(InputError, match="Not saved: the network has .* parameters, more than .* loading refuses "
+                                         "such a package.*smaller network"):
         save_model_package(tmp_path / "big.safetensors", model, PREP)
     assert not (tmp_path / "big.safetensors").exists()
     monkeypatch.setattr(package, "MAX_PARAMETERS", count)
     load_model_package(save_model_package(tmp_path / "fits.safetensors", model, PREP))
+
+
+def test_a_network_whose_activations_loading_refuses_is_not_saved(tmp_path, monkeypatch):
+    """The 2 GiB activation limit was checked before training and at every load, not at the save: a package a
+    library caller saved was written, and every load refused it as 'corrupt or hostile'. One rule
+    (package.network_size_problem) now serves the three."""
+    import LiverTumorSegLib.package as package
+
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", str(tmp_path / "cache"))
+    model = _tiny_model()
+    path = save_model_package(tmp_path / "fits.safetensors", model, PREP)
+    needed = load_model_package(path).activation_bytes_per_pixel * package.ACTIVATION_PROBE_HW ** 2
+    monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", int(needed) - 1)
+    with pytest.raises(InputError, match="Not saved: the network's layer outputs for one 256 x 256 slice take .* "
+                                         "GiB, more than .* loading refuses such a package"):
+        save_model_package(tmp_path / "big.safetensors", model, PREP)
+    assert not (tmp_path / "big.safetensors").exists()
+    with pytest.raises(ModelPackageError, match="layer outputs for one 256 x 256 slice take"):
+        load_model_package(path)  # the load applies the same rule
+    monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", int(needed))
+    load_model_package(save_model_package(tmp_path / "exact.safetensors", model, PREP))  # at the limit: kept
 
 
 def test_a_package_records_every_preprocessing_setting_and_an_older_partial_one_loads_with_a_warning(tmp_path,

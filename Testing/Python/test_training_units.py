@@ -1124,7 +1124,8 @@ def test_a_network_a_package_cannot_hold_is_refused_before_training(monkeypatch)
     options = {"channels": [4, 8, 16], "strides": [2, 2]}
     check_model_spec("unet", 3, options)
     monkeypatch.setattr(package, "MAX_PARAMETERS", 100)
-    with pytest.raises(InputError, match=r"a model package holds at most 0 M, so this run's result could not be saved"):
+    with pytest.raises(InputError, match=r"The network has 0 M parameters, more than the 0 M a model package may hold, so this run's result "
+                                         r"could not be saved"):
         check_model_spec("unet", 3, options)
     monkeypatch.setattr(package, "MAX_PARAMETERS", 200_000_000)
     monkeypatch.setattr(package, "MAX_ACTIVATION_BYTES", 1 << 20)

@@ -31,6 +31,8 @@ HELP = {
     "model_options": ("JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}' (merged "
                       "key by key into --config's while --model is the file's)"),
     "preprocessing": "preprocessing preset name, JSON file, or JSON dict (default: 'default')",
+    "init_from": ("model package (file, or an installed model's name such as default) whose weights training "
+                  "starts from (fine-tuning); --model, --model-options and --preprocessing default to its own"),
     "augmentation": ("JSON AugmentationConfig overrides, merged key by key into --config's; "
                      "'{\"enabled\": false}' turns augmentation off"),
     "lesions": "JSON LesionConfig overrides for synthetic lesions, merged key by key into --config's",
@@ -94,7 +96,8 @@ HELP = {
 METAVAR = {"lr": "LR", "weight_decay": "X", "momentum": "X", "gamma": "X", "plateau_factor": "X",
            "liver_slice_fraction": "P", "tumor_slice_fraction": "P", "val_fraction": "P", "grad_clip": "NORM",
            "patch_size": "PIXELS", "max_time_minutes": "MINUTES", "output": "OUTPUT", "log_dir": "DIR",
-           "cache_dir": "DIR", "data": "DIR|CSV", "name": "TEXT", "description": "TEXT"}
+           "cache_dir": "DIR", "data": "DIR|CSV", "name": "TEXT", "description": "TEXT",
+           "init_from": "PACKAGE"}
 """Option metavars; other whole-number options show N: argparse's default, the option's name in capitals
 (``EARLY_STOPPING_PATIENCE``), made crossval's usage lines wider than 80 columns."""
 
@@ -207,6 +210,28 @@ def merge_options(file_values: Dict[str, Any], cli: Dict[str, Any]) -> Dict[str,
     return values
 
 
+def with_start_package_settings(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``values`` (the ``--config`` file's and the command line's) with, when ``init_from`` names a package, its
+    architecture, options and preprocessing where they are not given (options only while the architecture is the
+    package's): a fine-tuning run needs the package's own network and input, which the user should not have to
+    copy out of its metadata. Given and different, the trainer refuses them (``init_from.load_start_package``)."""
+    start = values.get("init_from") or values.get("init-from")
+    if not start:
+        return values
+    from ..training.init_from import package_settings
+
+    settings = package_settings(str(start))
+    given = {str(key).replace("-", "_") for key in values}
+    filled = dict(values)
+    if "model" not in given:
+        filled["model"] = settings["model"]
+    if "model_options" not in given and filled.get("model") == settings["model"]:
+        filled["model_options"] = settings["model_options"]
+    if "preprocessing" not in given:
+        filled["preprocessing"] = settings["preprocessing"]
+    return filled
+
+
 def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = True):
     """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`).
     ``name_unused_val_fraction``: warn when a val_fraction is given with folds (``crossval`` says it its own way)."""
@@ -214,7 +239,7 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
 
     file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
-    values = merge_options(file_values, cli)
+    values = with_start_package_settings(merge_options(file_values, cli))
     try:
         config = TrainConfig.from_dict(values, source=args.config_file or "command line")
     except InputError as exc:  # a typed option is named as typed: 'Option batch_size must ...' read as a file key
@@ -285,9 +310,19 @@ def validation_summary(validation: Any) -> str:
         before = (f"; before segment's post-processing liver Dice {_fmt(raw.get('liver_dice'))}, tumor Dice "
                   f"{_fmt(raw.get('tumor_dice'))}" if raw else "")
         return (f"validation (whole volumes, CT grid) liver Dice {_fmt(whole.get('liver_dice'))}, tumor Dice "
-                f"{_fmt(whole.get('tumor_dice'))}{note}{before}{_optimistic(v)}")
+                f"{_fmt(whole.get('tumor_dice'))}{note}{before}{_optimistic(v)}{_not_held_out(v)}")
     return (f"validation (slices on the network grid) liver Dice {_fmt(v.get('liver_dice'))}, tumor Dice "
-            f"{_fmt(v.get('tumor_dice'))}{_optimistic(v)}")
+            f"{_fmt(v.get('tumor_dice'))}{_optimistic(v)}{_not_held_out(v)}")
+
+
+def _not_held_out(validation: Dict[str, Any]) -> str:
+    """`` - not held out: ...`` when the package the run started from (--init-from) was trained on validation
+    patients (``validation.init_trained_on_validation_patients``), else ""."""
+    seen = validation.get("init_trained_on_validation_patients")
+    if not seen:
+        return ""
+    return (f" - not held out: the --init-from package was trained on validation patient(s) "
+            f"{', '.join(str(p) for p in seen)}")
 
 
 def _optimistic(validation: Dict[str, Any]) -> str:

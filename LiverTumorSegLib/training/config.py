@@ -64,6 +64,8 @@ class TrainConfig:
     1/4, ...; normalised to sum 1).
     ``val_fraction``: patient-level hold-out used when ``folds`` is 0; ``folds``/``fold``: k-fold split.
     ``amp``: "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off".
+    ``init_from``: a model package (a path or an installed model's name) whose weights the network starts from
+    (fine-tuning; :mod:`.init_from`): ``model``, ``model_options`` and ``preprocessing`` must be its own.
     ``resume``: continue from ``<log_dir>/checkpoints/last.pt``.
     ``allow_non_hu``: train on volumes that do not look like CT in HU (each case gets ``segment``'s checks).
     ``max_time_minutes``: stop gracefully when exceeded and still write the model package (0 = no limit).
@@ -78,6 +80,7 @@ class TrainConfig:
     model: str = "unet"
     model_options: Dict[str, Any] = field(default_factory=dict)
     preprocessing: Union[str, Dict[str, Any]] = "default"
+    init_from: str = ""
     augmentation: Dict[str, Any] = field(default_factory=dict)
     lesions: Dict[str, Any] = field(default_factory=dict)
     synthetic_lesions: Union[str, bool] = "auto"

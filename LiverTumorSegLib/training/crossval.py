@@ -6,10 +6,11 @@ Writes into ``out_dir``: ``fold_<i>.safetensors`` (+ ``fold_<i>_train/`` logs), 
 ``liver_dice_raw`` / ``tumor_dice_raw`` of the network's own labels before it, ``val_cases``, its validation case
 ids joined by "; ", ``weights`` (``last_epoch``, or ``best_on_validation`` with ``use_best_checkpoint``) and
 ``selected_on_validation`` ("no", or what the fold decided on its validation cases: then its Dice is optimistic),
+``held_out`` ("yes", or "no: ..." when the fold's ``--init-from`` package was trained on its validation patients),
 then a ``mean`` row) and ``crossval.json`` (the rows and a summary over folds: ``n_folds``,
 ``n_validation_cases``, ``metrics_over_folds``, liver and tumor Dice as ``metrics.report.summarize_cases``
 gives a metric's statistics, ``raw_network_metrics_over_folds`` the same for the raw Dice, ``postprocessing``,
-``weights``, ``optimistic`` and, when so, ``note``).
+``weights``, ``optimistic`` and, when so, ``note``, and ``not_held_out`` when a fold's is not).
 By default every fold packages and validates its last epoch's weights, so its Dice is measured on cases that
 made no decision in its training; best-epoch selection (``use_best_checkpoint``), early stopping and the plateau
 schedule decide on the validation cases, and the table says so.
@@ -65,7 +66,19 @@ def fold_row(fold: int, result) -> Dict[str, Any]:
                 f"{_num(v.get('liver_dice')):.3f}, tumor {_num(v.get('tumor_dice')):.3f}: not comparable"),
             "postprocessing": postprocessing_text(whole) if whole else "",
             "weights": weights,
-            "selected_on_validation": f"yes, {OPTIMISTIC_NOTE}: {'; '.join(decided)}" if decided else "no"}
+            "selected_on_validation": f"yes, {OPTIMISTIC_NOTE}: {'; '.join(decided)}" if decided else "no",
+            "held_out": held_out_text(v)}
+
+
+def held_out_text(validation: Dict[str, Any]) -> str:
+    """A fold's ``held_out`` column: "yes", or "no: ..." when the package the fold started from (``--init-from``)
+    was trained on its validation patients (``validation.init_trained_on_validation_patients``): a
+    leave-one-patient-out fold fine-tuned from the bundled default, which saw every shared patient, measures
+    nothing held out."""
+    seen = validation.get("init_trained_on_validation_patients")
+    if not seen:
+        return "yes"
+    return f"no: the --init-from package was trained on {', '.join(str(p) for p in seen)}"
 
 
 def postprocessing_text(whole: Dict[str, Any]) -> str:
@@ -134,6 +147,8 @@ def mean_row(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     if weights:
         out["weights"] = weights if isinstance(weights, str) else "mixed: " + ", ".join(weights)
     out["selected_on_validation"] = f"yes, {OPTIMISTIC_NOTE} (see the folds)" if summary["optimistic"] else "no"
+    seen = [str(r["fold"]) for r in rows if str(r.get("held_out", "yes")) != "yes"]
+    out["held_out"] = "yes" if not seen else f"no for fold(s) {', '.join(seen)} (see the folds)"
     return out
 
 
@@ -320,6 +335,11 @@ def selection_summary(folds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     weights = sorted({str(r.get("weights")) for r in folds if r.get("weights")})
     selected = [r["fold"] for r in folds if str(r.get("selected_on_validation") or "no") != "no"]
     summary = {"weights": weights[0] if len(weights) == 1 else weights, "optimistic": bool(selected)}
+    seen = [r["fold"] for r in folds if str(r.get("held_out", "yes")) != "yes"]
+    if seen:
+        summary["not_held_out"] = (f"fold(s) {', '.join(str(f) for f in seen)} started (--init-from) from a package "
+                                   f"trained on their validation patients: their Dice is not a held-out measure "
+                                   f"(see each fold's held_out)")
     if selected:
         summary["note"] = (f"the Dice of fold(s) {', '.join(str(f) for f in selected)} is {OPTIMISTIC_NOTE}: "
                            f"see each fold's selected_on_validation. Without use_best_checkpoint, early stopping "

@@ -36,6 +36,7 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases, refuse_identical_images, refuse_identical_voxels
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
+from .init_from import check_same_start, load_start_package, patients_seen, start_record
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
@@ -548,10 +549,19 @@ class Trainer:
         self.pre_config = build_preprocessing(cfg.preprocessing)
         check_model_spec(cfg.model, self.pre_config.in_channels, cfg.model_options, self.pre_config.num_context)
         _check_deep_supervision_weights(cfg)
+        self.init_package = None  # the package whose weights the network starts from (fine-tuning)
+        if cfg.init_from:
+            self.init_package = load_start_package(cfg.init_from, cfg.model, cfg.model_options,
+                                                   self.pre_config.to_dict(), self.pre_config.in_channels,
+                                                   NUM_CLASSES)
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
         check_dataset_labels(cfg.data, cfg.format, cfg.label_map)  # a dataset.json saying 1 = tumor, 2 = liver
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
+        self.init_overlap = []  # type: List[str]  # validation patients the start package trained on (after caching)
+        self.init_record = None  # type: Optional[Dict[str, Any]]
+        if self.init_package is not None:
+            self.init_record = start_record(self.init_package, cfg.init_from)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.log_dir / CACHE_FOLDER
         # rank 0 records it in its checkpoints; every rank checks a resume with it, so that all refuse alike.
         # Files hashed before are not read again: the cache folder (made here on a fresh run) keeps their hashes
@@ -565,6 +575,8 @@ class Trainer:
         if self._resume_payload is not None:  # what the options name may have changed under the same text
             check_resume_contents(self._resume_payload, self._split_record(), self.pre_config.to_dict(),
                                   self.last_path, self._data_fingerprint)
+            if self.init_record is not None:
+                check_same_start(self._resume_payload.get("init_from"), self.init_record, self.last_path)
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -576,6 +588,9 @@ class Trainer:
                  + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else "")
                  + (f"; validation patients: {', '.join(sorted({c.patient_id for c in self.val_cases}))}"
                     f" (split seed {cfg.data_split_seed})" if self.val_cases else ""))
+        if self.init_package is not None:
+            self.log(f"starting from the weights of {self.init_package.path} ({self.init_package.name}, weights "
+                     f"{self.init_package.sha256[:12]})")
 
         from ..preprocessing import SlicePreprocessor
 
@@ -587,6 +602,13 @@ class Trainer:
         if not self.dist.is_main:
             self._build_caches(cache_dir)
 
+        if self.init_package is not None:  # by name, or by content now that the voxels' digests are known
+            self.init_overlap[:] = patients_seen(self.init_package, self.val_cases, self._voxel_digests(),
+                                                 self._data_fingerprint)
+            if self.init_overlap:
+                self.log(f"warning: the package this run starts from was trained on validation patient(s) "
+                         f"{', '.join(self.init_overlap)}, so they are not held out and this run's validation Dice "
+                         f"is optimistic (the package records it)")
         if not any(c.liver_slices for c in self.train_cached):  # each case warned; all of them is no task at all
             raise InputError(f"No training case's label holds any liver or tumor voxel ({len(self.train_cached)} "
                              f"training cases), so the network would only learn to call every CT background. Check "
@@ -734,6 +756,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, in_channels=self.pre_config.in_channels, num_classes=NUM_CLASSES,
                             **dict(cfg.model_options or {}))
+        if getattr(self, "init_package", None) is not None:  # fine-tuning: the package's weights, checked alike
+            model.load_state_dict(self.init_package.model.state_dict())
+            self.init_package.model = None  # its copy is not held through training
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -802,7 +827,8 @@ class Trainer:
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
-            "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps})
+            "data_fingerprint": self._data_fingerprint, "schedule_total_steps": self.schedule_total_steps,
+            "init_from": getattr(self, "init_record", None)})
 
     def _split_record(self) -> Dict[str, List[str]]:
         """The case ids this run trains and validates on (checked on resume)."""
@@ -1129,6 +1155,8 @@ class Trainer:
                               "synthetic_lesions_in_validation": any(
                                   isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
                               **self._selection}
+            if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
+                validation["init_trained_on_validation_patients"] = list(self.init_overlap)
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
                 # so (an interrupt there left a 'completed' package without it, which resume took as finished)
@@ -1200,6 +1228,8 @@ class Trainer:
                     "data_files": data_files(list(self.train_cases) + list(self.val_cases), self._voxel_digests(),
                                              self._data_fingerprint),
                     "environment": software_environment()}
+        if getattr(self, "init_record", None) is not None:
+            training["init_from"] = dict(self.init_record, validation_patients_it_trained_on=list(self.init_overlap))
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:
             meta["name"] = cfg.name

@@ -2,10 +2,12 @@
 LiverTumorSegLib.phantom; no patient data): a baseline and a follow-up label map + CT, the follow-up scan
 displaced by (12, -8, 10) mm, one lesion grown, one shrunk, one vanished and one new.
 
-    python docs/examples/make_followup_example.py [OUT_DIR]     # default: a temporary folder
+    python docs/examples/make_followup_example.py [OUT_DIR] [--update-docs-picture]   # default: a temporary folder
 
-Runs ``livertumorseg measure`` and ``livertumorseg followup`` on the files it writes, prints the lesion table and
-the follow-up summary as Markdown, and copies the picture to docs/images/followup_example.png.
+Runs ``livertumorseg measure`` and ``livertumorseg followup`` on the files it writes (``OUT_DIR/baseline_report.json``,
+``OUT_DIR/change.json`` and ``change.png``), prints the lesion table and the follow-up summary as Markdown and, with
+``--update-docs-picture``, copies the picture to docs/images/followup_example.png (the README's; without it a user's
+run left the checkout changed).
 """
 import json
 import shutil
@@ -29,7 +31,7 @@ def write_case(folder: Path, name: str, lesions, origin, seed):
     return labels, ct
 
 
-def main_example(out: Path) -> None:
+def main_example(out: Path, update_docs_picture: bool = False) -> None:
     base = [PhantomLesion((14, 34, 22), 9.0, 15.0), PhantomLesion((12, 44, 34), 8.0, 20.0),
             PhantomLesion((17, 30, 36), 6.0, 18.0)]
     follow = [PhantomLesion((14, 34, 22), 13.0, 15.0), PhantomLesion((12, 44, 34), 4.5, 20.0),
@@ -46,16 +48,19 @@ def main_example(out: Path) -> None:
     main(["followup", "--baseline", str(base_seg), "--followup", str(follow_seg), "--baseline-ct", str(base_ct),
           "--followup-ct", str(follow_ct), "-o", str(out / "change.json"), "--overwrite",
           "--title", "SYNTHETIC phantom"])
-    target = Path(__file__).resolve().parents[1] / "images" / "followup_example.png"
-    shutil.copyfile(out / "change.png", target)
-    print(f"picture copied to {target}")
+    if update_docs_picture:
+        target = Path(__file__).resolve().parents[1] / "images" / "followup_example.png"
+        shutil.copyfile(out / "change.png", target)
+        print(f"picture copied to {target}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        folder = Path(sys.argv[1])
+    arguments = [a for a in sys.argv[1:] if a != "--update-docs-picture"]
+    update = len(arguments) < len(sys.argv) - 1
+    if arguments:
+        folder = Path(arguments[0])
         folder.mkdir(parents=True, exist_ok=True)
-        main_example(folder)
+        main_example(folder, update)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            main_example(Path(tmp))
+            main_example(Path(tmp), update)

@@ -106,10 +106,54 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
     if not text:
         return default
     try:
-        return int(float(text))
+        number = float(text)
     except ValueError:
-        raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' has {key} '{text}', not a number; the "
-                         f"file is damaged (re-save it from Slicer).") from None
+        number = float("nan")
+    if not (np.isfinite(number) and number.is_integer()):
+        raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' has {key} '{text}', not a whole number; "
+                         f"the file is damaged (re-save it from Slicer).")
+    return int(number)
+
+
+def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequence[int], layers: int,
+                         max_label: int) -> None:
+    """Refuse segment entries that no reader can take as they are: a ``LayerN`` outside the file's ``layers``, a
+    ``LabelValue`` that is not a whole number in 1..``max_label`` (the voxel type's largest value; 0 is the layer's
+    background), or an ``Extent`` (``i0 i1 j0 j1 k0 k1``, voxels of the file's ``size_xyz`` grid; empty when an upper
+    bound is below its lower one) that is not six whole numbers or reaches outside the grid. The MRML storage node
+    took a text LabelValue as 0 (every background voxel became the segment), dropped a segment of a missing layer
+    with only a log line, and ended the process on an extent of -2e9 (``std::bad_alloc``) or grew to tens of GB on
+    one of 2e9. LabelError naming the segment and the field."""
+    layer_count = int(layers)
+    for index, segment in enumerate(segment_table(metadata)):
+        name = segment.get("Name") or segment.get("ID") or f"Segment{index}"
+        layer = _int_field(segment, "Layer", index if layer_count > 1 else 0, path)
+        if not 0 <= layer < layer_count:
+            raise LabelError(f"'{path}': segment '{name}' is in layer {layer}, but the file has {layer_count} "
+                             f"layer(s); the file is damaged (re-save it from Slicer).")
+        value = _int_field(segment, "LabelValue", 1, path)
+        if not 1 <= value <= int(max_label):
+            raise LabelError(f"'{path}': segment '{name}' has LabelValue {segment.get('LabelValue', '').strip()}, but "
+                             f"its voxels hold 1..{max_label} "
+                             f"(0 is the background of its layer); the file is damaged (re-save it from Slicer).")
+        text = segment.get("Extent", "")
+        if not text:
+            continue
+        try:
+            numbers = [float(v) for v in text.split()]
+        except ValueError:
+            numbers = []
+        if len(numbers) != 6 or not all(np.isfinite(v) and float(v).is_integer() for v in numbers):
+            raise LabelError(f"'{path}': segment '{name}' has Extent '{text}', not six whole numbers "
+                             f"(i0 i1 j0 j1 k0 k1); the file is damaged (re-save it from Slicer).")
+        extent = [int(v) for v in numbers]
+        if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+            continue  # an empty segment, as Slicer writes one without a voxel
+        sizes = [int(n) for n in tuple(size_xyz)[:3]]
+        if any(extent[2 * a] < 0 or extent[2 * a + 1] >= sizes[a] for a in range(3)):
+            raise LabelError(f"'{path}': segment '{name}' has Extent '{text}', which reaches outside the file's "
+                             f"{' x '.join(str(n) for n in sizes)} voxels; the file is damaged (re-save it from "
+                             f"Slicer).")
 
 
 def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
@@ -118,7 +162,9 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     z)``, mm) and the header's key/value pairs. A gzip file's stream is checked whole (ITK's gzip NRRD reader may
     return damaged voxels without a word) and inflated once: the check's bytes are the voxels
     (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read."""
-    from .io.itk import _itk_reason, _quiet_itk, _read_header, _sitk, _stored_data, inflated_voxels
+    from .io.conversions import _check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read
+    from .io.itk import (_direction_3d, _itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _read_header, _sitk,
+                         _stored_data, inflated_voxels)
 
     sitk = _sitk()
     reader = sitk.ImageFileReader()
@@ -126,8 +172,29 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     try:
         with _quiet_itk():
             reader.ReadImageInformation()
-            header = _read_header(path)
-            voxels = inflated_voxels(path, reader, header, _stored_data(path, header))
+    except RuntimeError as exc:
+        raise_if_out_of_memory(exc, str(path))
+        raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
+    # the checks the CT reader makes (io.itk._read_itk_file), before any voxel is read: the header's grid, its data
+    # against the bytes the file holds (a 4 KB file claiming 4 GiB was allocated first; a 'data file: /dev/stdin'
+    # waited for input forever), the memory, and the segment fields the MRML storage node trusts
+    shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
+    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
+                          if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
+    layers = int(reader.GetNumberOfComponents())
+    itemsize = _itk_itemsize(reader.GetPixelID()) * layers
+    header = _read_header(path)
+    stored = _stored_data(path, header)
+    if stored is not None:
+        check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
+    check_memory_for_read(shape, itemsize, str(path))
+    metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    dtype = _itk_numpy_dtype(reader.GetPixelID())
+    max_label = int(np.iinfo(dtype).max) if dtype.kind in "ui" else 255
+    check_segment_fields(path, metadata, shape, layers, max_label)
+    try:
+        with _quiet_itk():
+            voxels = inflated_voxels(path, reader, header, stored)
             grid = reader
             if voxels is None:  # ITK reads the voxels: a view of its image, which is returned to stay alive
                 grid = reader.Execute()
@@ -137,7 +204,6 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     if reader.GetNumberOfComponents() == 1:
         voxels = voxels[..., None]
-    metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     return voxels, grid, metadata
 
 
@@ -198,8 +264,6 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
 
     Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
     """
-    from .io.conversions import _check_3d_shape, check_geometry_values
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Segmentation file '{path}' does not exist; check the path.")
@@ -208,9 +272,7 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     if not segments:
         raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
                          f"give a plain label map (.nrrd, .nii.gz) instead.")
-    _check_3d_shape(tuple(reader.GetSize()), str(path))
-    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), str(path))
-    layers = array.shape[-1]
+    layers = array.shape[-1]  # its shape, geometry and segment fields were checked by _read_image
     labels = np.zeros(array.shape[:3], dtype=np.uint8)
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
@@ -219,15 +281,8 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         if label is None:
             ignored.append(segment.get("Name") or segment.get("ID") or f"Segment{index}")
             continue
-        layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)
+        layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
         value = _int_field(segment, "LabelValue", 1, path)
-        if not 0 <= layer < layers:
-            raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' is in layer {layer}, but the file has "
-                             f"{layers} layer(s); the file is damaged (re-save it from Slicer).")
-        if value < 1:  # 0 is every background voxel of the layer: they all became this segment
-            raise LabelError(f"'{path}': segment '{segment.get('Name', '?')}' has LabelValue {value}, but 0 is the "
-                             f"background of its layer (segments are 1 and up); the file is damaged (re-save it "
-                             f"from Slicer).")
         masks[label] |= array[..., layer] == value
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
@@ -247,6 +302,11 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         return _empty_on_its_grid(volume, metadata, reference, path)
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None
     if grid is not None:
+        from .io.conversions import check_memory_for_read
+
+        # the header's grid, not the file's voxels, sizes this map: a 3.5 KB file naming a 2000 x 2000 x 1000 grid
+        # took 4 GB before anything was checked
+        check_memory_for_read(tuple(grid[1])[::-1], 1, f"{path} (its recorded reference grid)")
         full_grid = CTVolume(array=np.broadcast_to(np.uint8(0), grid[1]), geometry=grid[0], source=str(path))
         volume = embed_in_reference(volume, full_grid)
     return volume

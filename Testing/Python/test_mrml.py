@@ -407,20 +407,48 @@ def test_seg_nrrd_refuses_overwrite_and_wrong_suffix(tmp_path):
         mrml.read_seg_nrrd(mrml.make_headless_scene(), tmp_path / "missing.seg.nrrd")
 
 
+def _damaged_seg_nrrd(tmp_path, damage):
+    """A .seg.nrrd damaged as ``damage`` says: a header ITK cannot parse, a broken gzip stream, or a file the
+    storage node read up to a C++ abort or a tens-of-GB allocation (helper-4's audit: zero spacing, parallel axes,
+    an extent of -2e9 or 2e9), silently wrongly (a text LabelValue as 0, a missing layer dropped) or waited on for
+    ever ('data file: /dev/stdin')."""
+    path = tmp_path / "bad.seg.nrrd"
+    if damage == "type":
+        path.write_bytes(b"NRRD0004\ntype: garbage\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n" + bytes(8))
+        return path
+    if damage == "gzip":
+        path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: gzip\n\nnot gzip data")
+        return path
+    labels = np.zeros((7, 9, 11), np.uint8)
+    labels[2:5, 2:7, 2:9] = 1
+    labels[3, 4:6, 4:6] = 2
+    good = mrml.write_seg_nrrd(tmp_path / "good.seg.nrrd", labels, ImageGeometry(spacing=(0.8, 0.9, 2.5))).read_bytes()
+    replaced = {"zero_spacing": (b"space directions: (0.80000000000000004,0,0)", b"space directions: (0,0,0)"),
+                "parallel_axes": (b"space directions: (0.80000000000000004,0,0) (0,0.89999999999999991,0)",
+                                  b"space directions: (1,0,0) (1,0,0)"),
+                "extent_below": (b"Segment0_Extent:=2 8 2 6 2 4", b"Segment0_Extent:=-2000000000 8 2 6 2 4"),
+                "extent_above": (b"Segment0_Extent:=2 8 2 6 2 4", b"Segment0_Extent:=0 2000000000 0 2 0 2"),
+                "label_text": (b"Segment0_LabelValue:=1", b"Segment0_LabelValue:=abc"),
+                "label_huge": (b"Segment0_LabelValue:=1", b"Segment0_LabelValue:=99999999999999999999"),
+                "layer": (b"Segment0_Layer:=0", b"Segment0_Layer:=5"),
+                "stdin": (b"encoding: gzip\n", b"encoding: gzip\ndata file: /dev/stdin\n")}[damage]
+    assert replaced[0] in good, damage
+    path.write_bytes(good.replace(replaced[0], replaced[1]))
+    return path
+
+
 @needs_slicer
-@pytest.mark.parametrize("damage", ["type", "gzip"])
+@pytest.mark.parametrize("damage", ["type", "gzip", "zero_spacing", "parallel_axes", "extent_below", "extent_above",
+                                    "label_text", "label_huge", "layer", "stdin"])
 def test_a_damaged_seg_nrrd_is_refused_without_ending_the_process_or_leaving_nodes(tmp_path, damage):
     """A header ITK cannot parse ended the whole process inside the storage node (an uncaught C++ exception), so
-    this test runs the read in a child process and expects its InputError line and a clean exit."""
+    this test runs the read in a child process (an address-space cap of 4 GB, stdin open) and expects its
+    InputError line and a clean exit."""
     import subprocess
     import sys
     import textwrap
 
-    path = tmp_path / "bad.seg.nrrd"
-    if damage == "type":
-        path.write_bytes(b"NRRD0004\ntype: garbage\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n\n" + bytes(8))
-    else:
-        path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: gzip\n\nnot gzip data")
+    path = _damaged_seg_nrrd(tmp_path, damage)
     script = textwrap.dedent(f"""
         from LiverTumorSegLib import mrml
         from LiverTumorSegLib.errors import InputError
@@ -428,13 +456,23 @@ def test_a_damaged_seg_nrrd_is_refused_without_ending_the_process_or_leaving_nod
         before = scene.GetNumberOfNodes()
         try:
             mrml.read_seg_nrrd(scene, {str(path)!r})
-        except InputError as exc:
+        except InputError as exc:  # LabelError is one
             print("refused:", exc)
         print("nodes added:", scene.GetNumberOfNodes() - before)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    def cap_memory():  # the extent of 2e9 grew a process to 22 GB before the OOM killer ended it
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.PIPE, preexec_fn=cap_memory if sys.platform.startswith("linux") else None)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "refused: Cannot read" in proc.stdout and "nodes added: 0" in proc.stdout, proc.stdout
+    assert "refused: " in proc.stdout and "nodes added: 0" in proc.stdout, proc.stdout
+    said = {"type": "Cannot read", "gzip": "Cannot read", "zero_spacing": "invalid voxel spacing",
+            "parallel_axes": "direction matrix", "extent_below": "reaches outside", "extent_above": "reaches outside",
+            "label_text": "not a whole number", "label_huge": "LabelValue 99999999999999999999, but its voxels hold "
+            "1..255", "layer": "is in layer 5, but the file has 1", "stdin": "truncated or its header is wrong"}
+    assert said[damage] in proc.stdout, proc.stdout
 
 
 REPORT = {
@@ -838,3 +876,23 @@ def test_a_volume_whose_image_extent_does_not_start_at_zero_keeps_its_place(scen
     for index, name in enumerate(("Liver", "Liver tumor")):
         segmentation.GetNthSegment(index).SetName(name)
     np.testing.assert_array_equal(mrml.segmentation_to_labels(seg, volume.geometry, labels.shape), labels)
+
+
+@needs_slicer
+def test_a_recorded_reference_grid_is_held_to_the_memory_check_before_it_is_allocated(tmp_path):
+    """read_seg_nrrd_labels (measure, evaluate, followup) embedded a cropped file into the grid its header's
+    'Reference image geometry' names: a 3.5 KB file naming 100001^3 voxels ended in numpy's 'Unable to allocate
+    910 TiB', and one naming 2000 x 2000 x 1000 took 4 GB before anything was checked."""
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
+
+    labels = np.zeros((7, 9, 11), np.uint8)
+    labels[2:5, 2:7, 2:9] = 1
+    good = mrml.write_seg_nrrd(tmp_path / "good.seg.nrrd", labels, ImageGeometry(spacing=(0.8, 0.9, 2.5)))
+    assert read_seg_nrrd_labels(good).array.shape == (7, 9, 11)
+    data = good.read_bytes()
+    assert b";0;10;0;8;0;6;" in data
+    huge = tmp_path / "huge.seg.nrrd"
+    huge.write_bytes(data.replace(b";0;10;0;8;0;6;", b";0;100000;0;100000;0;100000;"))
+    with pytest.raises(ResourceError, match=r"its recorded reference grid.*\(100001, 100001, 100001\) needs about"):
+        read_seg_nrrd_labels(huge)

@@ -361,8 +361,7 @@ def console_main() -> None:
             pass
     code = main()
     if code in (129, 130, 143) and any(t.name.startswith("model-load") and t.is_alive() for t in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_standard_streams(code)
         os._exit(code)
     if _may_skip_interpreter_teardown():
         _exit_without_teardown(code)
@@ -384,6 +383,10 @@ def _may_skip_interpreter_teardown() -> bool:
         return False
     if sys.gettrace() is not None or sys.getprofile() is not None:
         return False
+    if sys.flags.inspect or os.environ.get("PYTHONINSPECT"):  # `python -i`: its prompt comes after the command
+        return False
+    if _run_by_a_debugger():
+        return False
     monitoring = getattr(sys, "monitoring", None)
     if monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6)):
         return False  # tool ids 0-5: debugger, coverage, profiler, optimizer and the two reserved ones
@@ -399,12 +402,43 @@ def _exit_without_teardown(code: int) -> None:
     import atexit
 
     atexit._run_exitfuncs()
+    os._exit(_flush_standard_streams(code))
+
+
+def _run_by_a_debugger() -> bool:
+    """Whether the command runs under pdb (``python -m pdb -m LiverTumorSegLib ...``): a frame of the standard
+    library's debugger (``bdb``) is on the call stack. Without breakpoints pdb removes its tracer, and the fast exit
+    then ended the process before pdb regained control ("The program finished")."""
+    frame = sys._getframe()
+    while frame is not None:
+        if os.path.basename(frame.f_code.co_filename) in ("bdb.py", "pdb.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _flush_standard_streams(code: int) -> int:
+    """Flush stdout and stderr before an ``os._exit``; returns the exit status to use: ``code``, or 120 (what
+    Python's own exit returns when its final flush fails) when stdout could not be written (a full disk: the
+    output was lost and the exit said 0). A closed pipe (`| head`), a closed stream and a stream that is None
+    (`>&-`; ``None.flush`` ended the command with an AttributeError) are not errors."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or a closed stream: nothing more to say
+        except (BrokenPipeError, ValueError):  # the reader went away, or the stream was closed: nothing to say
             pass
-    os._exit(code)
+        except OSError as exc:
+            if stream is sys.stdout:
+                try:
+                    if sys.stderr is not None:
+                        sys.stderr.write(f"error: the output could not be written to stdout ({exc}).\n")
+                        sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+                code = code or 120
+    return code
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -199,3 +199,68 @@ def test_a_live_thread_or_the_full_exit_variable_keeps_the_whole_teardown(tmp_pa
     proc = _console_run(tmp_path, "cli.main = lambda argv=None: 0\n", **{cli.FULL_EXIT_VARIABLE: "1"})
     assert proc.returncode == 0 and not (tmp_path / "exit.txt").exists()
     assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def _console_script(tmp_path, body: str) -> Path:
+    """A script running ``cli.console_main`` after ``body``, as :func:`_console_run` does, for runs it cannot make
+    (another stdout, a debugger, ``python -i``)."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from LiverTumorSegLib import cli
+    """) + textwrap.dedent(body) + "\ncli.console_main()\n")
+    return script
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop(cli.FULL_EXIT_VARIABLE, None)
+    env.pop("PYTHONINSPECT", None)
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as a terminal's or a file's stdout is by default
+    return env
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_an_output_that_cannot_be_written_is_not_an_exit_status_of_0(tmp_path):
+    """`livertumorseg measure ... > /dev/full` (a full disk) exited 0 with its output lost: the fast exit ignored every
+    error of its final flush. Python's own exit returns 120 then, and says why; so does this one."""
+    script = _console_script(tmp_path, """
+        def command(argv=None):
+            print("result line")
+            return 0
+        cli.main = command
+    """)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=60, stdout=full,
+                              stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 120 and "could not be written to stdout" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="closes file descriptor 1 before the child starts")
+def test_a_closed_stdout_or_stderr_is_no_internal_error(tmp_path):
+    """`livertumorseg models >&-` ended with "AttributeError: 'NoneType' object has no attribute 'flush'" and exit 1
+    (Python sets sys.stdout to None when fd 1 is closed at start)."""
+    script = _console_script(tmp_path, """
+        def command(argv=None):
+            if sys.stdout is not None:
+                print("result line")
+            return 0
+        cli.main = command
+    """)
+    for fd in (1, 2):
+        proc = subprocess.run([sys.executable, str(script)], env=_env(), cwd=tmp_path, timeout=60,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, close_fds=True,
+                              preexec_fn=lambda fd=fd: os.close(fd))
+        assert proc.returncode == 0, (fd, proc.stderr)
+
+
+def test_python_i_and_pdb_get_control_back_after_the_command(tmp_path):
+    """Under `python -i` the prompt never came, and under `python -m pdb` (no breakpoints: pdb removes its tracer)
+    pdb never regained control: the fast exit ended the process first."""
+    script = _console_script(tmp_path, "cli.main = lambda argv=None: 0\n")
+    proc = subprocess.run([sys.executable, "-i", str(script)], env=_env(), cwd=tmp_path, timeout=60,
+                          input='print("REPL " + "reached")\n', capture_output=True, text=True)
+    assert "REPL reached" in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
+    proc = subprocess.run([sys.executable, "-m", "pdb", str(script)], env=_env(), cwd=tmp_path, timeout=60,
+                          input="c\nq\n", capture_output=True, text=True)
+    assert "The program" in proc.stdout, proc.stdout[-2000:]  # "... finished and will be restarted" / "exited via"

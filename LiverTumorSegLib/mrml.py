@@ -608,6 +608,10 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
     the CT's transform changed). Returns the node."""
     import vtk
     array = _checked_probability_map(probability_zyx)
+    if node is not None and node.GetClassName() != "vtkMRMLScalarVolumeNode":  # before anything of it is changed
+        raise InputError(f"node '{node.GetName()}' is a {node.GetClassName()}; a probability map is refilled only "
+                         f"into a scalar volume node (an earlier one this function made), so the label map or "
+                         f"other volume stays as it is.")
     nz, ny, nx = array.shape
     image = vtk.vtkImageData()
     image.SetDimensions(nx, ny, nz)
@@ -654,10 +658,15 @@ def _checked_probability_map(probability_zyx: Any) -> np.ndarray:
     low, high = float(np.min(array)), float(np.max(array))
     if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError("The probability map holds NaN or infinite values; it is not a probability map.")
-    if low < 0.0 or high > 1.0:
-        raise InputError(f"The probability map's values run from {low:g} to {high:g}; probabilities lie in 0..1 "
+    if low < -PROBABILITY_TOLERANCE or high > 1.0 + PROBABILITY_TOLERANCE:
+        raise InputError(f"The probability map's values run from {low:.9g} to {high:.9g}; probabilities lie in 0..1 "
                          f"(uint8 maps as 255 x p). Is it a label map?")
     return array
+
+
+PROBABILITY_TOLERANCE = 1e-6
+"""How far past 0..1 a float probability map may reach and still be shown (clipped to 0..1): a float64 softmax
+can give 1 + 2**-52, which was refused with 'values run from 0 to 1; probabilities lie in 0..1'."""
 
 
 def _probability_scalars(probability_zyx: np.ndarray):
@@ -675,6 +684,7 @@ def _probability_scalars(probability_zyx: np.ndarray):
         np.divide(probability_zyx, np.float32(255.0), out=voxels, dtype=np.float32)
     else:
         np.copyto(voxels, probability_zyx, casting="unsafe")
+        np.clip(voxels, 0.0, 1.0, out=voxels)  # rounding past 0..1 (PROBABILITY_TOLERANCE), shown as 0 and 1
     return scalars
 
 

@@ -626,6 +626,29 @@ def test_probability_volume_node_refuses_what_is_no_probability_map(scene, bad, 
 
 
 @needs_slicer
+def test_a_softmax_rounding_past_1_is_shown_and_a_label_map_node_is_not_refilled(scene):
+    """A float64 map reaching 1 + 2**-52 (a softmax sum can) was refused with 'values run from 0 to 1;
+    probabilities lie in 0..1'; a label map node given as ``node`` was renamed and filled with floats, then the
+    call failed in its display node (helper-4's audit)."""
+    import slicer
+    import vtk
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    node = mrml.probability_volume_node(scene, np.array([[[1 + 2 ** -52, 0.0, -1e-9]]]), geometry, name="p")
+    assert slicer.util.arrayFromVolume(node).tolist() == [[[1.0, 0.0, 0.0]]]
+    with pytest.raises(InputError, match=r"run from 0 to 1.00001"):
+        mrml.probability_volume_node(scene, np.array([[[1.00001, 0.0]]]), geometry, name="p")
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "my labels")
+    image = vtk.vtkImageData()
+    image.SetDimensions(2, 2, 2)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    labels.SetAndObserveImageData(image)
+    with pytest.raises(InputError, match="is a vtkMRMLLabelMapVolumeNode"):
+        mrml.probability_volume_node(scene, np.full((2, 2, 2), 0.5), geometry, name="prob", node=labels)
+    assert labels.GetName() == "my labels" and labels.GetImageData().GetScalarTypeAsString() == "unsigned char"
+
+
+@needs_slicer
 def test_probability_volume_node_takes_the_uint8_map_as_segment_writes_it(scene):
     """A uint8 map (255 x p) is shown as float32 0..1, the numbers ``astype(np.float32) / 255.0`` gave, bit for bit,
     without a float copy beside the node's own voxels; float64 and float32 maps keep their float32 values."""

@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"Dice of the whole volumes after segment's post-processing (column postprocessing); the network's "
               f"own labels before it: mean liver Dice {mean['liver_dice_raw']:.3f}, tumor Dice "
               f"{mean.get('tumor_dice_raw', float('nan')):.3f} (columns liver_dice_raw, tumor_dice_raw)")
-    note = selection_summary(table[:-1]).get("note")  # crossval.json's note
-    if note:
-        print(f"note: {note}")
+    summary = selection_summary(table[:-1])  # crossval.json's notes
+    for key in ("not_held_out", "note"):
+        if summary.get(key):
+            print(f"note: {summary[key]}")
     print(f"table written to {Path(out_dir) / 'crossval.csv'}")
     return 0

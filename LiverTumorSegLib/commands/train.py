@@ -215,10 +215,14 @@ def with_start_package_settings(values: Dict[str, Any]) -> Dict[str, Any]:
     architecture, options and preprocessing where they are not given (options only while the architecture is the
     package's): a fine-tuning run needs the package's own network and input, which the user should not have to
     copy out of its metadata. Given and different, the trainer refuses them (``init_from.load_start_package``)."""
+    from ..training.init_from import check_start_given, package_settings
+
+    for key in ("init_from", "init-from"):
+        if key in values:
+            check_start_given(values[key], "--init-from (or init_from in the config file)")
     start = values.get("init_from") or values.get("init-from")
     if not start:
         return values
-    from ..training.init_from import package_settings
 
     settings = package_settings(str(start))
     given = {str(key).replace("-", "_") for key in values}

@@ -182,11 +182,28 @@ def finished_fold(fold_cfg: TrainConfig, cases: Optional[Sequence[Any]] = None):
         cases = discover_cases(fold_cfg.data, fold_cfg.format)
     _check_same_validation_cases(fold_cfg, training, path, cases)
     _check_same_files(fold_cfg, training, path, cases)
+    _check_same_start(fold_cfg, training, path)
     return TrainResult(package_path=path, log_dir=Path(fold_cfg.log_dir),
                        epochs_completed=int(training.get("epochs_completed", 0)),
                        global_step=int(training.get("global_step", 0)), validation=meta.get("validation") or {},
                        stop_reason=str(training["stop_reason"]), train_cases=list(training.get("cases", [])),
                        val_cases=list(training.get("validation_cases", [])))
+
+
+def _check_same_start(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path) -> None:
+    """Refuse a finished fold fine-tuned from other weights than ``--init-from`` holds now (the package replaced
+    between the runs): the table mixed folds started from two packages (``train --resume`` refuses the same)."""
+    if not fold_cfg.init_from:
+        return
+    from ..package import load_model_package
+
+    start = training.get("init_from")
+    recorded = start.get("weights_sha256") if isinstance(start, dict) else None
+    now = load_model_package(fold_cfg.init_from).sha256  # verified, as the folds' training loads it
+    if recorded != now:
+        raise InputError(f"Fold {fold_cfg.fold}'s package '{path}' was fine-tuned from weights {recorded or 'none'}; "
+                         f"--init-from '{fold_cfg.init_from}' now holds {now}. Resume with the package the folds "
+                         f"started from, or pass --overwrite (without --resume) to train every fold again.")
 
 
 def _check_same_validation_cases(fold_cfg: TrainConfig, training: Dict[str, Any], path: Path,

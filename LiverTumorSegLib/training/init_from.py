@@ -13,6 +13,7 @@ starting package was trained on is not held out: the run warns, and its validati
 (trained on every shared patient) would otherwise report leave-one-patient-out numbers that are not.
 """
 import logging
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import InputError
@@ -29,6 +30,14 @@ def package_settings(init_from: str) -> Dict[str, Any]:
     arch = meta["architecture"]
     return {"model": arch["name"], "model_options": dict(arch.get("options") or {}),
             "preprocessing": dict(meta["preprocessing"])}
+
+
+def check_start_given(init_from: Any, where: str = "--init-from") -> None:
+    """Refuse an empty or blank ``init_from`` that was given (``--init-from ""``, an unset shell variable, or an
+    empty ``init_from:`` in a config file): it trained from random weights without a word."""
+    if init_from is not None and not str(init_from).strip():
+        raise InputError(f"{where} is empty: give a model package (a file, or an installed model's name such as "
+                         f"default), or leave the option out to train from random weights.")
 
 
 def load_start_package(init_from: str, model: str, model_options: Dict[str, Any], preprocessing: Dict[str, Any],
@@ -83,39 +92,86 @@ def resolved_options(model: str, in_channels: int, num_classes: int, options: Di
     return dict(model_config(net)["options"])
 
 
-def patients_seen(package: Any, cases: Sequence[Any], voxel_digests: Optional[Dict[str, str]] = None,
-                  file_hashes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[str]:
-    """The patient ids of ``cases`` (this run's validation cases: ``case_id``, ``patient_id``) that the package's own
-    training used, sorted: by patient or case name (``training.patients`` / ``training.cases`` of its metadata), or
-    by content where the package records it for a training case (``training.data_files``: the voxel digest, which
-    ``voxel_digests`` gives for this run's cases from the slice cache, or the image file's SHA-256, which
-    ``file_hashes`` gives: ``slice_cache.data_fingerprint``), so a copy under another name is found too. A scan the
-    package only validated on is not counted. [] when the package records none of these."""
-    training = package.metadata.get("training") or {}
-    trained_cases = {str(c) for c in training.get("cases") or []}
-    trained_patients = {str(p) for p in training.get("patients") or []}
-    digests, images = set(), set()
-    for entry in training.get("data_files") or []:
-        if isinstance(entry, dict) and str(entry.get("case")) in trained_cases:
-            digests.update([str(entry["voxel_sha256"])] if entry.get("voxel_sha256") else [])
-            images.update([str(entry["image_sha256"])] if entry.get("image_sha256") else [])
-    seen = set()
+def _texts(value: Any) -> List[str]:
+    """The names of a metadata list (text or whole numbers), [] for anything else: ``training`` is free-form in a
+    package (``{"patients": 12}`` ended a run in a TypeError after its data was cached)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [str(v) for v in value if isinstance(v, (str, int)) and not isinstance(v, bool)]
+
+
+TRAINED_ON_KEYS = ("patients", "cases", "voxel_sha256", "image_sha256")
+
+
+def trained_on(metadata: Dict[str, Any]) -> Dict[str, List[str]]:
+    """What a package's training used, with what every package it was fine-tuned from used (its
+    ``training.init_from.trained_on``, recorded by :func:`start_record`): ``{"patients", "cases", "voxel_sha256",
+    "image_sha256"}``, the digests from ``training.data_files`` of its training cases (not of cases it only validated
+    on). A chain of fine-tunings keeps every patient: a package fine-tuned from one trained on patient X has seen X."""
+    training = metadata.get("training") if isinstance(metadata, dict) else None
+    if not isinstance(training, dict):
+        return {key: [] for key in TRAINED_ON_KEYS}
+    cases = _texts(training.get("cases"))
+    found = {"patients": _texts(training.get("patients")), "cases": cases, "voxel_sha256": [], "image_sha256": []}
+    files = training.get("data_files")
+    for entry in files if isinstance(files, list) else []:
+        if isinstance(entry, dict) and str(entry.get("case")) in set(cases):
+            for key in ("voxel_sha256", "image_sha256"):
+                if isinstance(entry.get(key), str) and entry[key]:
+                    found[key].append(entry[key])
+    start = training.get("init_from")
+    earlier = start.get("trained_on") if isinstance(start, dict) else None
+    if isinstance(earlier, dict):
+        for key in TRAINED_ON_KEYS:
+            found[key] += _texts(earlier.get(key))
+    return {key: sorted(set(values)) for key, values in found.items()}
+
+
+def patients_seen(trained: Dict[str, List[str]], cases: Sequence[Any],
+                  voxel_digests: Optional[Dict[str, str]] = None,
+                  file_hashes: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, str]:
+    """``{patient id: how it was matched}`` of ``cases`` (this run's validation cases: ``case_id``, ``patient_id``)
+    that ``trained`` (:func:`trained_on` of the start package) holds: ``"voxels"`` or ``"image file"`` (the voxel
+    digest ``voxel_digests`` gives from the slice cache, or the image file's SHA-256 ``file_hashes`` gives,
+    ``slice_cache.data_fingerprint``, among the start's training scans: a copy under another name), ``"patient
+    id"`` (the same patient id: that patient, or another data set reusing the id), or ``"case name"`` (the same case
+    name, used only when the start records no content to compare: two data sets' ``case0`` are not one scan when
+    their voxels differ)."""
+    patients, names = set(trained.get("patients") or []), set(trained.get("cases") or [])
+    digests, images = set(trained.get("voxel_sha256") or []), set(trained.get("image_sha256") or [])
+    seen = {}  # type: Dict[str, str]
     for case in cases:
         digest = (voxel_digests or {}).get(case.case_id)
         image = ((file_hashes or {}).get(case.case_id) or {}).get("image_sha256")
-        if str(case.patient_id) in trained_patients or str(case.case_id) in trained_cases \
-                or (digest and digest in digests) or (image and image in images):
-            seen.add(str(case.patient_id))
-    return sorted(seen)
+        content_known = bool((digests and digest) or (images and image))
+        if (digest and digest in digests) or (image and image in images):
+            how = "voxels" if digest and digest in digests else "image file"
+        elif str(case.patient_id) in patients:
+            how = "patient id"
+        elif not content_known and str(case.case_id) in names:
+            how = "case name"
+        else:
+            continue
+        seen.setdefault(str(case.patient_id), how)
+    return dict(sorted(seen.items()))
 
 
-def start_record(package: Any, init_from: str, overlap: Sequence[str] = ()) -> Dict[str, Any]:
-    """``training.init_from`` of the run's package: what it started from, and ``overlap``
-    (:func:`patients_seen` of its validation cases)."""
-    return {"package": str(package.path), "given_as": str(init_from), "name": package.name,
-            "weights_sha256": package.sha256,
-            "library_version": package.metadata.get("library_version"),
-            "validation_patients_it_trained_on": list(overlap)}
+def start_record(package: Any, init_from: str, overlap: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """``training.init_from`` of the run's package: what it started from (the package's absolute path, as given,
+    its name and weights SHA-256), what the start and its own starts trained on (:func:`trained_on`, so that a
+    package fine-tuned from this one knows them too), and ``overlap`` (:func:`patients_seen` of the run's validation
+    cases: ``validation_patients_it_trained_on`` and how each was matched)."""
+    overlap = dict(overlap or {})
+    return {"package": str(Path(package.path).resolve()), "given_as": str(init_from), "name": package.name,
+            "weights_sha256": package.sha256, "library_version": package.metadata.get("library_version"),
+            "trained_on": trained_on(package.metadata),
+            "validation_patients_it_trained_on": sorted(overlap), "matched_by": overlap}
+
+
+def overlap_text(overlap: Dict[str, str]) -> str:
+    """``p1 (voxels), p2 (patient id)``: the validation patients the start package trained on, and how each was
+    found."""
+    return ", ".join(f"{patient} ({how})" for patient, how in overlap.items())
 
 
 def check_same_start(saved: Optional[Dict[str, Any]], now: Dict[str, Any], source: Any) -> None:

@@ -36,7 +36,7 @@ from .config import TrainConfig
 from .datasets import check_dataset_labels, discover_cases, refuse_identical_images, refuse_identical_voxels
 from .distributed import DistInfo, barrier, broadcast_floats, cleanup, init_distributed, all_reduce_mean
 from .logs import CsvLog, TensorBoardLog, plot_curves, read_log
-from .init_from import check_same_start, load_start_package, patients_seen, start_record
+from .init_from import check_same_start, load_start_package, overlap_text, patients_seen, start_record
 from .interrupts import (call_with_interrupts_held, detach_worker_from_group_signals, interrupts_deferred,
                          is_worker_stopped_by_signal, stop_loader_workers)
 from .losses import DeepSupervisionLoss, SegmentationLoss
@@ -142,6 +142,7 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
     now = config.to_dict()
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
+        else not _same_data(saved.get(name), now.get(name)) if name == "init_from"  # its weights: check_same_start
         else _comparable(saved.get(name)) != _comparable(now.get(name)))]
     if differing:
         listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])
@@ -554,11 +555,15 @@ class Trainer:
             self.init_package = load_start_package(cfg.init_from, cfg.model, cfg.model_options,
                                                    self.pre_config.to_dict(), self.pre_config.in_channels,
                                                    NUM_CLASSES)
+            if self.output is not None and self.output.exists() and \
+                    self.output.resolve() == Path(self.init_package.path).resolve():
+                raise InputError(f"-o '{self.output}' is the --init-from package: the run would replace the weights it "
+                                 f"starts from (and a --resume could no longer find them). Give another -o.")
         cases = discover_cases(cfg.data, cfg.format)  # data and split errors before any folder is made
         check_dataset_labels(cfg.data, cfg.format, cfg.label_map)  # a dataset.json saying 1 = tumor, 2 = liver
         self.train_cases, self.val_cases = select_split(cases, cfg.val_fraction, cfg.folds, cfg.fold,
                                                         cfg.data_split_seed)
-        self.init_overlap = []  # type: List[str]  # validation patients the start package trained on (after caching)
+        self.init_overlap = {}  # type: Dict[str, str]  # validation patients the start trained on (after caching)
         self.init_record = None  # type: Optional[Dict[str, Any]]
         if self.init_package is not None:
             self.init_record = start_record(self.init_package, cfg.init_from)
@@ -603,11 +608,12 @@ class Trainer:
             self._build_caches(cache_dir)
 
         if self.init_package is not None:  # by name, or by content now that the voxels' digests are known
-            self.init_overlap[:] = patients_seen(self.init_package, self.val_cases, self._voxel_digests(),
-                                                 self._data_fingerprint)
+            self.init_overlap = patients_seen(self.init_record["trained_on"], self.val_cases, self._voxel_digests(),
+                                              self._data_fingerprint)
             if self.init_overlap:
-                self.log(f"warning: the package this run starts from was trained on validation patient(s) "
-                         f"{', '.join(self.init_overlap)}, so they are not held out and this run's validation Dice "
+                self.log(f"warning: the package this run starts from (or one it was fine-tuned from) was trained on "
+                         f"validation patient(s) {overlap_text(self.init_overlap)}, so they are not held out and this "
+                         f"run's validation Dice "
                          f"is optimistic (the package records it)")
         if not any(c.liver_slices for c in self.train_cached):  # each case warned; all of them is no task at all
             raise InputError(f"No training case's label holds any liver or tumor voxel ({len(self.train_cached)} "
@@ -1156,7 +1162,7 @@ class Trainer:
                                   isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
                               **self._selection}
             if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
-                validation["init_trained_on_validation_patients"] = list(self.init_overlap)
+                validation["init_trained_on_validation_patients"] = sorted(self.init_overlap)
             if self.output is not None:
                 # the whole-volume validation loads the package from its file; until it is done the package says
                 # so (an interrupt there left a 'completed' package without it, which resume took as finished)
@@ -1229,7 +1235,8 @@ class Trainer:
                                              self._data_fingerprint),
                     "environment": software_environment()}
         if getattr(self, "init_record", None) is not None:
-            training["init_from"] = dict(self.init_record, validation_patients_it_trained_on=list(self.init_overlap))
+            training["init_from"] = dict(self.init_record, validation_patients_it_trained_on=sorted(self.init_overlap),
+                                         matched_by=dict(self.init_overlap))
         meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
         if cfg.name:
             meta["name"] = cfg.name

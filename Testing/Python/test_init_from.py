@@ -76,6 +76,7 @@ def test_the_network_starts_from_the_package_s_weights(data_csv, start_package, 
     record = read_package_metadata(tuned.package_path)["training"]["init_from"]
     assert record["weights_sha256"] == load_model_package(start_package).sha256
     assert record["package"] == str(start_package.resolve())
+    assert record["trained_on"]["patients"] == ["p0", "p1", "p2"]
     assert "init_from" not in read_package_metadata(scratch.package_path)["training"]
 
 
@@ -90,6 +91,7 @@ def test_a_validation_patient_the_start_was_trained_on_is_said_not_held_out(data
     saved = read_package_metadata(result.package_path)
     assert saved["validation"]["init_trained_on_validation_patients"] == overlap
     assert saved["training"]["init_from"]["validation_patients_it_trained_on"] == overlap
+    assert set(saved["training"]["init_from"]["matched_by"].values()) == {"voxels"}  # the start recorded them
     from LiverTumorSegLib.commands.train import validation_summary
 
     assert "not held out" in validation_summary(result.validation)
@@ -154,25 +156,92 @@ def test_crossval_marks_a_fold_whose_start_saw_its_validation_patients():
 
 
 def test_a_validation_scan_is_known_as_trained_on_by_name_or_by_content():
-    """By patient or case name, and by the voxels' digest or the image file's SHA-256 that the package records for
-    a training case (a copy of a training scan under another name); a scan the package only validated on is not
-    counted."""
+    """By the voxels' digest or the image file's SHA-256 that the package records for a training case (a copy of a
+    training scan under another name), by patient id, and by case name only where no content can be compared (two
+    data sets' 'case0' with other voxels are not one scan); a scan the package only validated on is not counted."""
     from types import SimpleNamespace
 
-    from LiverTumorSegLib.training.init_from import patients_seen
+    from LiverTumorSegLib.training.init_from import patients_seen, trained_on
 
-    package = SimpleNamespace(metadata={"training": {
-        "patients": ["pa"], "cases": ["ca", "cb"], "validation_cases": ["cv"],
+    metadata = {"training": {
+        "patients": ["pa"], "cases": ["ca", "cb", "cc"], "validation_cases": ["cv"],
         "data_files": [{"case": "ca", "voxel_sha256": "d1"}, {"case": "cb", "image_sha256": "h2"},
-                       {"case": "cv", "voxel_sha256": "d3", "image_sha256": "h3"}]}})
+                       {"case": "cv", "voxel_sha256": "d3", "image_sha256": "h3"}]}}
+    trained = trained_on(metadata)
+    assert trained == {"patients": ["pa"], "cases": ["ca", "cb", "cc"], "voxel_sha256": ["d1"], "image_sha256": ["h2"]}
 
     def case(case_id, patient_id):
         return SimpleNamespace(case_id=case_id, patient_id=patient_id)
 
-    cases = [case("x1", "pa"), case("cb", "p2"), case("x3", "p3"), case("x4", "p4"), case("x5", "p5"),
-             case("x6", "p6")]
-    digests = {"x3": "d1", "x5": "d3"}
+    cases = [case("x1", "pa"), case("cc", "p2"), case("x3", "p3"), case("x4", "p4"), case("x5", "p5"),
+             case("x6", "p6"), case("ca", "p7")]
+    digests = {"x3": "d1", "x5": "d3", "ca": "other voxels"}
     hashes = {"x4": {"image_sha256": "h2"}, "x6": {"image_sha256": "h3"}}
-    assert patients_seen(package, cases, digests, hashes) == ["p2", "p3", "p4", "pa"]
-    assert patients_seen(package, cases) == ["p2", "pa"]
-    assert patients_seen(SimpleNamespace(metadata={}), cases, digests, hashes) == []
+    assert patients_seen(trained, cases, digests, hashes) == {"p2": "case name", "p3": "voxels", "p4": "image file",
+                                                             "pa": "patient id"}
+    assert patients_seen(trained, cases) == {"p2": "case name", "p7": "case name", "pa": "patient id"}
+    # free-form training metadata (package.py allows it) is no TypeError
+    assert trained_on({"training": {"patients": 12, "cases": 12}}) == {k: [] for k in trained}
+    assert patients_seen(trained_on({}), cases, digests, hashes) == {}
+
+
+def test_a_chain_of_fine_tunings_keeps_every_patient_the_starts_trained_on():
+    """B fine-tuned from A (trained on ctsm) on other data: a run fine-tuned from B and validated on ctsm was not
+    warned (only B's own training cases were looked at)."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.training.init_from import patients_seen, start_record, trained_on
+
+    a = SimpleNamespace(path="a.safetensors", name="a", sha256="1" * 64, metadata={"training": {
+        "patients": ["ctsm"], "cases": ["example_ct_sm"]}})
+    b_meta = {"training": {"patients": ["q1"], "cases": ["q1"], "init_from": start_record(a, "a.safetensors")}}
+    assert trained_on(b_meta)["patients"] == ["ctsm", "q1"]
+    assert patients_seen(trained_on(b_meta), [SimpleNamespace(case_id="s", patient_id="ctsm")]) == \
+        {"ctsm": "patient id"}
+
+
+def test_an_empty_init_from_and_a_run_that_would_replace_its_start_are_refused(start_package, tmp_path):
+    """`--init-from "$START"` with the variable unset trained from random weights without a word; `-o` naming the
+    start package replaced the weights the run started from, and its --resume could then not find them."""
+    from LiverTumorSegLib.commands.train import with_start_package_settings
+
+    for value in ("", "  "):
+        with pytest.raises(InputError, match="--init-from .* is empty"):
+            with_start_package_settings({"init_from": value})
+    assert with_start_package_settings({"lr": 0.1}) == {"lr": 0.1}
+    import shutil
+
+    copy = tmp_path / "start.safetensors"
+    shutil.copy(start_package, copy)
+    with pytest.raises(InputError, match="is the --init-from package"):
+        train(_config(tmp_path / "no_data.csv", tmp_path, init_from=str(copy), output=str(copy), overwrite=True),
+              log=lambda s: None)
+    assert copy.read_bytes() == start_package.read_bytes()
+
+
+def test_resuming_with_another_spelling_of_the_same_start_package_is_not_other_settings(data_csv, start_package,
+                                                                                       tmp_path, monkeypatch):
+    """The start path was compared as text: a relative --init-from and its absolute form were 'other settings'."""
+    from LiverTumorSegLib.training.trainer import check_resume_config
+
+    monkeypatch.chdir(start_package.parent)
+    relative = _config(data_csv, tmp_path / "a", init_from=start_package.name)
+    absolute = _config(data_csv, tmp_path / "a", init_from=str(start_package.resolve()))
+    check_resume_config(relative.to_json(), absolute, tmp_path / "last.pt")
+    with pytest.raises(InputError, match="init_from"):
+        check_resume_config(relative.to_json(), _config(data_csv, tmp_path / "a", init_from="default"),
+                            tmp_path / "last.pt")
+
+
+def test_a_finished_crossval_fold_from_another_start_package_is_refused(data_csv, start_package, tmp_path):
+    """`crossval --resume` took a finished fold fine-tuned from the package's earlier weights beside folds trained
+    from the new ones (train --resume refused the same)."""
+    from LiverTumorSegLib.training.crossval import _check_same_start
+
+    cfg = _config(data_csv, tmp_path, init_from=str(start_package))
+    sha = load_model_package(start_package).sha256
+    _check_same_start(cfg, {"init_from": {"weights_sha256": sha}}, tmp_path / "fold_0.safetensors")
+    _check_same_start(_config(data_csv, tmp_path), {}, tmp_path / "fold_0.safetensors")  # no --init-from
+    for training in ({"init_from": {"weights_sha256": "0" * 64}}, {}):
+        with pytest.raises(InputError, match="was fine-tuned from weights .* now holds " + sha):
+            _check_same_start(cfg, training, tmp_path / "fold_0.safetensors")

@@ -760,6 +760,7 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from .metrics.report import draw_outline
     from .orientation import plan_reorientation
 
     arrays = change["_arrays"]
@@ -791,7 +792,7 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
             if not mask.any():
                 continue
             color = STATUS_COLORS[entry["status"]]
-            ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5, linestyles=style)
+            draw_outline(ax, mask, colors=[color], linewidths=1.5, linestyles=style)
             rows, cols = np.nonzero(mask)
             ax.text(cols.mean(), rows.min() - 1.5, str(entry["number"]), color=color, fontsize=12, fontweight="bold",
                     ha="center", va="bottom")

@@ -1,5 +1,6 @@
 """Reading NIfTI (``.nii``, ``.nii.gz``) with nibabel: geometry from sform/qform exactly as nibabel's affine,
 scl_slope/scl_inter applied in float32."""
+import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -11,6 +12,30 @@ from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
                           check_data_fits_file, check_memory_for_read, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
+
+
+def _qform_problem_of_file(path: Path) -> Optional[str]:
+    """:func:`_quaternion_problem` of the file's header when only its qform places it (qform code > 0, sform code
+    0), read without nibabel's image loading (which computes that qform's affine and fails on it); else None."""
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        opener = gzip.open if full_suffix(path) == ".nii.gz" else open
+        with opener(str(path), "rb") as fh:
+            head = fh.read(540)
+        for kind in (nib.Nifti1Header, nib.Nifti2Header):
+            try:
+                header = kind.from_fileobj(io.BytesIO(head), check=False)
+            except Exception:  # noqa: BLE001 - not this kind of header
+                continue
+            if int(header["qform_code"]) > 0 and int(header["sform_code"]) <= 0:
+                return _quaternion_problem(header)
+            return None
+    except Exception:  # noqa: BLE001 - an unreadable head (a damaged gzip stream too): the caller's own message
+        return None
+    return None
 
 
 def _raw_nifti_pixdim(path: Path) -> Optional[Tuple[float, float, float]]:
@@ -63,6 +88,8 @@ def _transforms_disagree(header: Any, scale: float) -> bool:
     is 1."""
     if int(header["sform_code"]) <= 0 or int(header["qform_code"]) <= 0:
         return False
+    if _quaternion_problem(header):  # no qform to compare: the caller's own warning says so
+        return False
     return not np.allclose(_scaled_affine(header.get_sform(), scale), _scaled_affine(header.get_qform(), scale),
                            atol=1e-3)
 
@@ -93,7 +120,11 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         else:
             if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
                 warnings += _pixdim_against_sform(Path(source), spacing, scale)
-            if _transforms_disagree(header, scale):
+            if qform_code > 0 and _quaternion_problem(header):
+                warnings.append(f"NIfTI qform is damaged ({_quaternion_problem(header)}); the sform was used (as "
+                                f"nibabel does), while ITK and 3D Slicer, which read the qform unless the sform code "
+                                f"is 1, may refuse or misplace this CT. Re-export it to be sure")
+            elif _transforms_disagree(header, scale):
                 warnings.append("NIfTI sform and qform disagree; the sform was used (as nibabel does), while ITK and "
                                 "3D Slicer use the qform unless the sform code is 1, so tools may place this CT "
                                 "differently. NIfTI outputs keep both transforms and their codes, so each tool lays "
@@ -121,6 +152,27 @@ def _check_pixdim_and_quatern(header: Any, source: str, qform_code: int) -> None
     if qform_code > 0 and not all(np.isfinite(v) for v in quatern):
         raise InputError(f"'{source}' has non-finite values (NaN/Inf) in its qform orientation or origin; fix the "
                          f"header (e.g. re-export from the scanner/PACS).")
+    problem = _quaternion_problem(header) if qform_code > 0 else None
+    if problem:  # nibabel's get_qform raised 'w2 should be positive', an internal error
+        raise InputError(f"'{source}' has a damaged qform orientation ({problem}); fix the header (e.g. re-export "
+                         f"from the scanner/PACS).")
+
+
+QUATERNION_TOLERANCE = 3 * float(np.finfo(np.float32).eps)
+"""How far b^2 + c^2 + d^2 of a qform quaternion may exceed 1 (float32 rounding; nibabel's own threshold)."""
+
+
+def _quaternion_problem(header: Any) -> Optional[str]:
+    """Why the header's qform quaternion ``(b, c, d)`` is no rotation (not finite, or b^2 + c^2 + d^2 > 1, which
+    leaves no real a), or None."""
+    bcd = np.array([float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d")], dtype=np.float64)
+    if not np.all(np.isfinite(bcd)):
+        return "its quaternion is not finite"
+    with np.errstate(over="ignore"):
+        norm = float(np.sum(bcd * bcd))
+    if not norm <= 1.0 + QUATERNION_TOLERANCE:
+        return f"quaternion b, c, d = {bcd[0]:.4g}, {bcd[1]:.4g}, {bcd[2]:.4g} is no rotation: b^2 + c^2 + d^2 > 1"
+    return None
 
 
 def _pixdim_against_sform(path: Path, sform_spacing_mm: np.ndarray, scale: float) -> List[str]:
@@ -173,6 +225,10 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         image = nib.load(str(path), mmap=False)  # a .nii stays unmapped: Windows cannot replace a mapped file
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise_if_out_of_memory(exc, str(path))
+        problem = _qform_problem_of_file(path)
+        if problem:  # nibabel computes the affine from a qform-only header while loading ('w2 should be positive')
+            raise InputError(f"'{path}' has a damaged qform orientation ({problem}) and no sform; fix the header (e.g. "
+                             f"re-export from the scanner/PACS).") from None
         from .formats import renamed_hint
         hint = renamed_hint(path, full_suffix(path))
         raise InputError(f"Cannot read '{path}' as NIfTI: {_short(exc)}"

@@ -397,6 +397,20 @@ def plot_froc_curve(curve, path: PathLike, title: str = "Lesion FROC", overwrite
     return _save_figure(fig, path, overwrite)
 
 
+def draw_outline(ax: Any, mask: np.ndarray, **style: Any) -> None:
+    """Outline the boolean 2-D ``mask`` (rows, columns; image pixel coordinates) on the matplotlib axes ``ax`` with
+    ``ax.contour``'s ``style``, the mask padded by a pixel of background first: matplotlib refused masks under
+    2 x 2 pixels (a one-voxel lesion ended ``followup`` in an internal error) and drew no line along the image's
+    edge (a region touching it was left open; one filling the slice got no outline). Nothing is drawn for an
+    empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or not mask.any():
+        return
+    rows, cols = mask.shape
+    ax.contour(np.arange(-1, cols + 1), np.arange(-1, rows + 1), np.pad(mask, 1).astype(np.float32), levels=[0.5],
+               **style)
+
+
 def overlay_slice_index(pred_labels: np.ndarray, ref_labels: np.ndarray) -> int:
     """Axial slice ``z`` to show for a case: most tumor voxels (reference or prediction), else most
     liver voxels, else the middle slice. Arrays ``(z, y, x)``."""
@@ -436,9 +450,7 @@ def plot_case_overlay(pred_labels: np.ndarray, ref_labels: np.ndarray, path: Pat
     styles = [(ref_labels, 1, "limegreen", "solid"), (pred_labels, 1, "yellow", "dashed"),
               (ref_labels, 2, "deepskyblue", "solid"), (pred_labels, 2, "red", "dashed")]
     for labels, value, color, linestyle in styles:
-        mask = (labels[z] >= value).astype(np.float32)
-        if mask.any() and not mask.all():
-            ax.contour(mask, levels=[0.5], colors=[color], linestyles=linestyle, linewidths=1.4)
+        draw_outline(ax, labels[z] >= value, colors=[color], linestyles=linestyle, linewidths=1.4)
     handles = [Line2D([0], [0], color=c, linestyle=ls, label=lab) for c, ls, lab in (
         ("limegreen", "solid", f"liver, {reference_name}"), ("yellow", "dashed", "liver, prediction"),
         ("deepskyblue", "solid", f"tumor, {reference_name}"), ("red", "dashed", "tumor, prediction"))]

@@ -787,3 +787,28 @@ def test_a_sum_of_diameters_change_that_rounds_to_zero_reads_0_0_percent():
     for change, shown in ((-0.02, "(0.0 %)"), (0.04, "(0.0 %)"), (-12.34, "(-12.3 %)"), (5.0, "(+5.0 %)")):
         line = sum_of_diameters_line({"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": change})
         assert line.endswith(shown), line
+
+
+def test_outlines_are_drawn_for_one_pixel_masks_and_closed_along_the_image_edge():
+    """matplotlib's contour refused masks under 2 x 2 pixels: `followup` with a one-voxel baseline lesion ended in
+    an internal error (the fuzzing audit), and a region touching the image edge was left open there. The outline is
+    drawn on the mask padded by one background pixel, in the same pixel coordinates."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from LiverTumorSegLib.metrics.report import draw_outline
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    draw_outline(ax, np.ones((1, 1), bool), colors=["red"])  # refused before: "at least a (2, 2) shaped array"
+    full = np.ones((4, 6), bool)
+    draw_outline(ax, full, colors=["red"])
+    draw_outline(ax, np.zeros((3, 3), bool), colors=["red"])  # nothing to draw, no error
+    contours = [c for c in ax.collections]
+    assert len(contours) == 2
+    vertices = np.concatenate([path.vertices for path in contours[1].get_paths()])
+    # the whole 4 x 6 mask is enclosed half a pixel outside its pixel centres, on every side (closed at the edge)
+    assert vertices[:, 0].min() == pytest.approx(-0.5) and vertices[:, 0].max() == pytest.approx(5.5)
+    assert vertices[:, 1].min() == pytest.approx(-0.5) and vertices[:, 1].max() == pytest.approx(3.5)

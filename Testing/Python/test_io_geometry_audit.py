@@ -47,3 +47,28 @@ def test_sheared_sform_with_a_zero_pixdim_is_refused_not_read_with_1_mm_voxels(t
     # voxels instead of 2 mm (half its size) and no word about it
     with pytest.raises(InputError, match="invalid voxel spacing"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("sform_code", [2, 0])
+def test_a_damaged_qform_quaternion_is_a_clear_error_or_a_warning_not_an_internal_error(tmp_path, sform_code):
+    """A qform quaternion with b = -2.4e21 (b^2 + c^2 + d^2 > 1: no rotation) ended `preprocess` and `segment` in
+    nibabel's "ValueError: w2 should be positive" (the fuzzing audit). With a valid sform the sform is used, as
+    nibabel does, with a warning that ITK and Slicer may refuse or misplace the CT; without one the file is refused."""
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    image = nib.Nifti1Image(_ct(), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=sform_code)
+    path = tmp_path / "ct.nii"
+    nib.save(image, str(path))
+    import struct
+
+    data = bytearray(path.read_bytes())  # quatern_b is the float32 at byte 256 of a NIfTI-1 header
+    data[256:260] = struct.pack("<f", -2.3611832414348226e21)
+    path.write_bytes(bytes(data))
+    if sform_code:
+        volume = read_volume(path)
+        assert np.allclose(volume.geometry.spacing, (3.0, 3.0, 3.0))
+        assert any("qform is damaged" in w and "no rotation" in w for w in volume.meta.get("warnings", []))
+    else:
+        with pytest.raises(InputError, match="damaged qform orientation .*no rotation"):
+            read_volume(path)

@@ -462,10 +462,51 @@ def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolum
     return np.asarray(pixels)
 
 
+UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+"""Implicit and explicit VR little endian, explicit big endian: pixel data stored as it is, so its size is known."""
+
+
+def _check_seg_frames(path: Any) -> None:
+    """Before highdicom reads a SEG's pixels: its frame count must be the per-frame sequence's length and its pixel
+    data must fit the file (uncompressed), and the frames as one uint8 byte a pixel must fit in memory. A header
+    saying 2**31 - 1 frames grew the process to 24 GB until the kernel killed it; one saying fewer frames than it
+    holds was read as a smaller label map without a word (the fuzzing audit). InputError / ResourceError."""
+    import os
+
+    import pydicom
+
+    from .io.conversions import check_memory_for_read
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        stated = getattr(ds, "NumberOfFrames", None)
+        frames = 1 if stated is None or str(stated).strip() == "" else int(stated)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits = int(getattr(ds, "BitsAllocated", 1) or 1)
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    except Exception:  # noqa: BLE001 - what highdicom cannot read either: its own message says so
+        return
+    if frames < 1 or rows < 1 or columns < 1:
+        raise InputError(f"DICOM SEG '{path}' says it has {frames} frame(s) of {rows} x {columns} pixels; the file "
+                         f"is damaged.")
+    if per_frame is not None and len(per_frame) != frames:
+        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames (NumberOfFrames) but describes "
+                         f"{len(per_frame)} (PerFrameFunctionalGroupsSequence); the file is damaged: export the "
+                         f"segmentation again.")
+    pixels = rows * columns * frames
+    if syntax in UNCOMPRESSED_SYNTAXES and (pixels * bits + 7) // 8 > os.path.getsize(str(path)):
+        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames of {rows} x {columns} pixels, "
+                         f"{(pixels * bits + 7) // 8} bytes of pixel data, but the file holds "
+                         f"{os.path.getsize(str(path))} bytes; it is truncated or its header is wrong.")
+    check_memory_for_read((columns, rows, frames), 1, str(path))
+
+
 def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     """Label map ``(z, y, x)`` uint8 (0/1/2) from a DICOM SEG file (see module doc); ``meta["format"]`` is
     ``"dicom-seg"`` and ``meta["segments"]`` lists ``{number, label, value}``."""
     hd = _highdicom()
+    _check_seg_frames(path)
     try:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files

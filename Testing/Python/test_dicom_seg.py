@@ -432,3 +432,21 @@ def test_a_label_map_seg_is_read_like_a_binary_one(tmp_path):
     assert str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7"
     assert is_dicom_seg(tmp_path / "labelmap.dcm")
     assert np.array_equal(read_label_map(tmp_path / "labelmap.dcm", reference=ct).array, phantom.labels)
+
+
+@pytest.mark.parametrize("frames, said", [(2 ** 31 - 1, "says it has 2147483647 frames"),
+                                          (2, "says it has 2 frames"), (0, "0 frame")])
+def test_a_seg_whose_frame_count_is_not_its_frames_is_refused_before_its_pixels_are_read(series, tmp_path, frames,
+                                                                                         said):
+    """NumberOfFrames edited to 2**31 - 1 grew `measure` to 24 GB until the kernel killed it; edited to fewer than
+    the SEG holds, it was read as a smaller label map without a word (the fuzzing audit)."""
+    folder, ct, labels = series
+    path = write_dicom_seg(tmp_path / "result.dcm", labels, ct.geometry, dicom_series_files(folder))
+    good = read_dicom_seg(path).array
+    assert (good == labels).all()
+    dataset = pydicom.dcmread(str(path))
+    assert int(dataset.NumberOfFrames) > 2
+    dataset.NumberOfFrames = frames
+    dataset.save_as(str(tmp_path / "edited.dcm"))
+    with pytest.raises(InputError, match=said):
+        read_dicom_seg(tmp_path / "edited.dcm")

@@ -667,7 +667,7 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
 def _channels_problem(meta: Mapping[str, Any], path: Path) -> Optional[str]:
     """Why :func:`check_input_channels` refuses the package described by ``meta`` (None: it does not); a
     preprocessing configuration that does not parse raises ModelPackageError."""
-    config = _preprocessing_from_dict(meta["preprocessing"], path)
+    config = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)  # absent: the defaults, as a load takes
     try:
         check_input_channels(SimpleNamespace(preprocessing=config, architecture=meta["architecture"], path=path))
     except ModelPackageError as exc:

@@ -166,6 +166,9 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     from .io.itk import (_direction_3d, _itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _read_header, _sitk,
                          _stored_data, inflated_voxels)
 
+    from .io.itk import check_header_dimension
+
+    check_header_dimension(path)
     sitk = _sitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))

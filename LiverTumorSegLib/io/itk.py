@@ -438,9 +438,35 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
     return kept if keep else None
 
 
+MAX_HEADER_DIMENSIONS = 16
+"""The most axes a NRRD (``dimension``) or MetaImage (``NDims``) header may name before ITK reads it: ITK's MetaIO
+reader corrupted the heap (glibc abort) at NDims 65-100 and crashed (SIGSEGV) at -3 or 1000 (the fuzzing audit); a
+CT has 3 (4 with a trailing single axis)."""
+
+
+def check_header_dimension(path: Path) -> None:
+    """Refuse, before ITK reads it, a NRRD or MetaImage header whose axis count is not a whole number in
+    1..:data:`MAX_HEADER_DIMENSIONS` (InputError); other files pass."""
+    header = _read_header(Path(path))
+    if header is None:
+        return
+    text = header.fields.get("dimension" if header.kind == "nrrd" else "ndims")
+    if text is None:
+        return
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 1 <= count <= MAX_HEADER_DIMENSIONS:
+        field = "dimension" if header.kind == "nrrd" else "NDims"
+        raise InputError(f"Cannot read '{path}': its header says {field} = {text}, not an axis count a CT file can "
+                         f"have (a 3D volume has 3); the header is damaged. Export the volume again.")
+
+
 def _information_reader(path: Path) -> Any:
     """An ITK reader of ``path`` after its ``ReadImageInformation`` (ITK's own lines kept off stderr); RuntimeError
-    from ITK for a file it cannot read."""
+    from ITK for a file it cannot read, InputError for a header ITK must not see (:func:`check_header_dimension`)."""
+    check_header_dimension(path)
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     with _quiet_itk():

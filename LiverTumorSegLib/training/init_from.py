@@ -24,12 +24,15 @@ log = logging.getLogger(__name__)
 def package_settings(init_from: str) -> Dict[str, Any]:
     """``{"model", "model_options", "preprocessing"}`` of the package ``init_from`` (a path or an installed model's
     name), from its header alone (no torch): the settings a fine-tuning run takes when not given."""
-    from ..package import read_package_metadata, resolve_model
+    from ..package import _preprocessing_from_dict, read_package_metadata, resolve_model
 
-    meta = read_package_metadata(resolve_model(init_from))
+    path = resolve_model(init_from)
+    meta = read_package_metadata(path)
     arch = meta["architecture"]
+    # as a load resolves it: an older package recording part of it (or none) gets the defaults for the rest
+    preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
     return {"model": arch["name"], "model_options": dict(arch.get("options") or {}),
-            "preprocessing": dict(meta["preprocessing"])}
+            "preprocessing": preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)}
 
 
 def check_start_given(init_from: Any, where: str = "--init-from") -> None:

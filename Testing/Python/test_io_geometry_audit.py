@@ -72,3 +72,20 @@ def test_a_damaged_qform_quaternion_is_a_clear_error_or_a_warning_not_an_interna
     else:
         with pytest.raises(InputError, match="damaged qform orientation .*no rotation"):
             read_volume(path)
+
+
+@pytest.mark.parametrize("ndims", ["99", "65", "-3", "1000", "x"])
+def test_a_metaimage_axis_count_itk_cannot_take_is_refused_before_itk_reads_it(tmp_path, ndims):
+    """NDims 65-100 corrupted the heap inside ITK's MetaIO reader (glibc abort) and -3 or 1000 crashed it (SIGSEGV):
+    every command died without a message (the fuzzing audit)."""
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+
+    sitk = pytest.importorskip("SimpleITK")
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(path))
+    data = path.read_bytes()
+    assert b"NDims = 3" in data
+    path.write_bytes(data.replace(b"NDims = 3", b"NDims = " + ndims.encode(), 1))
+    for read in (read_volume, read_label_map, read_header_geometry):
+        with pytest.raises(InputError, match=f"NDims = {ndims}, not an axis count"):
+            read(path)

@@ -1446,3 +1446,18 @@ def test_a_package_saved_with_name_none_is_named_by_its_file(tmp_path):
     """metadata {"name": None} was stored as the text 'None', which 'models' listed as the package's name."""
     saved = save_model_package(tmp_path / "liver_v5.safetensors", _tiny_model(), PREP, metadata={"name": None})
     assert read_package_metadata(saved)["name"] == "liver_v5"
+
+
+def test_a_listed_package_without_preprocessing_does_not_end_the_listing(package_path, tmp_path, monkeypatch, capsys):
+    """One package in the user's folder recording no preprocessing ended `livertumorseg models` (and --verify,
+    --json) in "internal error: KeyError: 'preprocessing'" for every model (the fuzzing audit), while segment loads
+    such a package with the defaults and a warning."""
+    from LiverTumorSegLib.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    _rewrite_metadata(package_path, models / "old.safetensors", lambda meta: meta.pop("preprocessing"))
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(models))
+    for extra in ([], ["--json"], ["--verify"]):
+        assert main(["models"] + extra) in (0, 2)
+        assert "internal error" not in capsys.readouterr().err

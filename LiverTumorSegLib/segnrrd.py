@@ -125,6 +125,7 @@ def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequenc
     with only a log line, and ended the process on an extent of -2e9 (``std::bad_alloc``) or grew to tens of GB on
     one of 2e9. LabelError naming the segment and the field."""
     layer_count = int(layers)
+    owner = {}  # type: Dict[Tuple[int, int], str]
     for index, segment in enumerate(segment_table(metadata)):
         name = segment.get("Name") or segment.get("ID") or f"Segment{index}"
         layer = _int_field(segment, "Layer", index if layer_count > 1 else 0, path)
@@ -136,6 +137,11 @@ def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequenc
             raise LabelError(f"'{path}': segment '{name}' has LabelValue {segment.get('LabelValue', '').strip()}, but "
                              f"its voxels hold 1..{max_label} "
                              f"(0 is the background of its layer); the file is damaged (re-save it from Slicer).")
+        if (layer, value) in owner:  # one set of voxels would be two segments: the tumor read as the whole liver
+            raise LabelError(f"'{path}': segments '{owner[(layer, value)]}' and '{name}' both have LabelValue {value} "
+                             f"in layer {layer}, so their voxels cannot be told apart; the file is damaged (re-save "
+                             f"it from Slicer).")
+        owner[(layer, value)] = name
         text = segment.get("Extent", "")
         if not text:
             continue

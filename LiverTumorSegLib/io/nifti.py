@@ -199,6 +199,11 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     when an uncompressed file holds a slice or more beyond them (a header edited to fewer slices: the rest of
     the scan is not read). ``data_offset``: where the voxels start (the loaded image's ``dataobj.offset``; a
     loaded header's own vox_offset reads 0)."""
+    header_bytes = int(header["sizeof_hdr"]) if "sizeof_hdr" in header else 348
+    if int(data_offset) < header_bytes:  # nibabel takes vox_offset 0 as it stands: the header read as voxels
+        raise InputError(f"Cannot read '{path}': its header puts the voxels at byte {int(data_offset)} (vox_offset), "
+                         f"inside the {header_bytes}-byte header itself; the header is damaged (a single-file NIfTI "
+                         f"stores them from byte {header_bytes + 4} on). Export the CT again.")
     size = path.stat().st_size
     deflated = full_suffix(path) == ".nii.gz"
     itemsize = header.get_data_dtype().itemsize

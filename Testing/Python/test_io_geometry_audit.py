@@ -89,3 +89,22 @@ def test_a_metaimage_axis_count_itk_cannot_take_is_refused_before_itk_reads_it(t
     for read in (read_volume, read_label_map, read_header_geometry):
         with pytest.raises(InputError, match=f"NDims = {ndims}, not an axis count"):
             read(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_whose_voxels_start_inside_its_header_is_refused(tmp_path, suffix):
+    """vox_offset 0 (nibabel takes it as it stands) read the 352 header bytes as voxels: the CT shifted by 176
+    voxels and `segment` found a 236 mL liver instead of 1087 mL, exit 0 (the fuzzing audit)."""
+    import gzip
+    import struct
+
+    from LiverTumorSegLib.io import read_label_map
+
+    path = tmp_path / ("ct" + suffix)
+    nib.save(nib.Nifti1Image(_ct(), np.diag([2.0, 2.0, 4.0, 1.0])), str(path))
+    raw = bytearray(gzip.decompress(path.read_bytes()) if suffix == ".nii.gz" else path.read_bytes())
+    raw[108:112] = struct.pack("<f", 0.0)  # vox_offset
+    path.write_bytes(gzip.compress(bytes(raw)) if suffix == ".nii.gz" else bytes(raw))
+    for read in (read_volume, read_label_map):
+        with pytest.raises(InputError, match="voxels at byte 0 .*inside the 348-byte header"):
+            read(path)

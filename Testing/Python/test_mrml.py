@@ -919,3 +919,21 @@ def test_a_recorded_reference_grid_is_held_to_the_memory_check_before_it_is_allo
     huge.write_bytes(data.replace(b";0;10;0;8;0;6;", b";0;100000;0;100000;0;100000;"))
     with pytest.raises(ResourceError, match=r"its recorded reference grid.*\(100001, 100001, 100001\) needs about"):
         read_seg_nrrd_labels(huge)
+
+
+@needs_slicer
+def test_two_segments_with_one_label_value_in_one_layer_are_refused(tmp_path):
+    """The tumor segment's LabelValue edited to the liver's (1, same layer) read as one 1038 mL tumor, burden 100 %,
+    without a word (the fuzzing audit): their voxels cannot be told apart."""
+    from LiverTumorSegLib.segnrrd import read_seg_nrrd_labels
+
+    labels = np.zeros((7, 9, 11), np.uint8)
+    labels[2:5, 2:7, 2:9] = 1
+    labels[3, 4:6, 4:6] = 2
+    good = mrml.write_seg_nrrd(tmp_path / "good.seg.nrrd", labels, ImageGeometry(spacing=(0.8, 0.9, 2.5)))
+    data = good.read_bytes()
+    assert b"Segment1_LabelValue:=2" in data
+    bad = tmp_path / "bad.seg.nrrd"
+    bad.write_bytes(data.replace(b"Segment1_LabelValue:=2", b"Segment1_LabelValue:=1"))
+    with pytest.raises(LabelError, match="segments 'Liver' and 'Liver tumor' both have LabelValue 1 in layer 0"):
+        read_seg_nrrd_labels(bad)

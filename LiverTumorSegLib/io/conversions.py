@@ -73,6 +73,16 @@ def _check_header_spacing(spacing_xyz: Sequence[float], source: str) -> None:
                          f"header (e.g. re-export from the scanner/PACS).")
 
 
+MAX_HEADER_SPACING_MM = 1000.0
+"""The largest voxel spacing any reader accepts (a CT is refused above 20 mm later, by ``validation``): label maps
+had no bound, and a spacing of 1e308 mm ended measure and followup in an internal error (the fuzzing audit)."""
+
+MAX_HEADER_ORIGIN_MM = 1e5
+"""The farthest origin (each coordinate, mm) any reader accepts: 100 m, far beyond any scanner's frame (DICOM origins
+lie within a metre or so). An origin of 1e308 hung followup's registration beyond SIGTERM, and one of 1e7 gave
+3 mm RECIST axes for 27 mm ones (float32 rounding), exit 0."""
+
+
 def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[float], direction: Sequence[float],
                           source: str) -> None:
     """Refuse a header whose spacing is zero, negative or non-finite, whose origin or direction holds NaN/Inf,
@@ -83,6 +93,12 @@ def check_geometry_values(spacing_xyz: Sequence[float], origin_xyz: Sequence[flo
     if not all(np.isfinite(v) for v in origin):
         raise InputError(f"'{source}' has a non-finite origin ({', '.join(f'{v:g}' for v in origin)}) in its header; "
                          f"fix the header (e.g. re-export from the scanner/PACS).")
+    spacing = [float(v) for v in spacing_xyz[:3]]
+    if max(spacing) > MAX_HEADER_SPACING_MM or max(abs(v) for v in origin) > MAX_HEADER_ORIGIN_MM:
+        raise InputError(f"'{source}' has voxel spacing ({', '.join(f'{v:g}' for v in spacing)}) mm and origin "
+                         f"({', '.join(f'{v:g}' for v in origin)}) mm in its header: no scanner's image is "
+                         f"{MAX_HEADER_SPACING_MM:g} mm a voxel or lies {MAX_HEADER_ORIGIN_MM:g} mm from its "
+                         f"origin; the header is damaged. Fix it (e.g. re-export from the scanner/PACS).")
     cosines = np.asarray([float(v) for v in direction], dtype=float)
     if cosines.size != 9 or not np.all(np.isfinite(cosines)) or abs(np.linalg.det(cosines.reshape(3, 3))) < 1e-3:
         raise InputError(f"'{source}' has an invalid (non-finite or degenerate) direction matrix in its header; fix "

@@ -1009,6 +1009,7 @@ def test_header_claiming_more_voxels_than_the_file_can_hold_is_a_broken_file_not
     header = nib.Nifti1Header()
     header.set_data_shape((32767, 32767, 32767))
     header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352  # the voxels after the header and its 4-byte extension flag (0 is refused itself)
     path = tmp_path / f"hugedims{suffix}"
     raw = header.binaryblock + b"\0" * 4 + b"\0" * 64
     path.write_bytes(gzip.compress(raw) if suffix == ".nii.gz" else raw)

@@ -108,3 +108,18 @@ def test_a_nifti_whose_voxels_start_inside_its_header_is_refused(tmp_path, suffi
     for read in (read_volume, read_label_map):
         with pytest.raises(InputError, match="voxels at byte 0 .*inside the 348-byte header"):
             read(path)
+
+
+@pytest.mark.parametrize("spacing, origin", [((1e30, 2.0, 4.0), (0.0, 0.0, 0.0)), ((2.0, 2.0, 4.0), (1e7, 0.0, 0.0)),
+                                             ((2.0, 2.0, 4.0), (0.0, -1e30, 0.0))])
+def test_a_label_map_with_an_absurd_spacing_or_origin_is_refused(tmp_path, spacing, origin):
+    """Label maps had no geometry bound: an origin of 1e308 hung followup's registration beyond SIGTERM, 1e7 gave
+    3 mm RECIST axes for 27 mm ones, and a spacing of 1e308 ended measure in an internal error (the fuzzing audit; NIfTI stores float32, so 1e30 here)."""
+    from LiverTumorSegLib.io import read_label_map
+
+    affine = np.diag(list(spacing) + [1.0])
+    affine[:3, 3] = origin
+    path = tmp_path / "labels.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 7, 5), np.uint8), affine), str(path))
+    with pytest.raises(InputError, match="the header is damaged"):
+        read_label_map(path)

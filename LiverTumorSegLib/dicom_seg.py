@@ -478,7 +478,10 @@ def _check_seg_frames(path: Any) -> None:
     from .io.conversions import check_memory_for_read
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(str(path), defer_size=1024, force=True)  # the pixel data's length, not its bytes
+        element = ds.get_item(0x7FE00010, keep_deferred=True)
+        stored = None if element is None else \
+            int(element.length) if hasattr(element, "length") else len(element.value)
         stated = getattr(ds, "NumberOfFrames", None)
         frames = 1 if stated is None or str(stated).strip() == "" else int(stated)
         rows, columns = int(ds.Rows), int(ds.Columns)
@@ -495,10 +498,12 @@ def _check_seg_frames(path: Any) -> None:
                          f"{len(per_frame)} (PerFrameFunctionalGroupsSequence); the file is damaged: export the "
                          f"segmentation again.")
     pixels = rows * columns * frames
-    if syntax in UNCOMPRESSED_SYNTAXES and (pixels * bits + 7) // 8 > os.path.getsize(str(path)):
-        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames of {rows} x {columns} pixels, "
-                         f"{(pixels * bits + 7) // 8} bytes of pixel data, but the file holds "
-                         f"{os.path.getsize(str(path))} bytes; it is truncated or its header is wrong.")
+    expected = (pixels * bits + 7) // 8
+    if syntax in UNCOMPRESSED_SYNTAXES and stored is not None and stored != 0xFFFFFFFF \
+            and stored not in (expected, expected + 1):  # one byte pads to an even length
+        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames of {rows} x {columns} pixels, {expected} "
+                         f"bytes of pixel data, but holds {stored} (of {os.path.getsize(str(path))} bytes in the "
+                         f"file); it is truncated or its header is wrong. Export the segmentation again.")
     check_memory_for_read((columns, rows, frames), 1, str(path))
 
 

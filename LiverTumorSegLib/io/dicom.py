@@ -663,6 +663,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     cut_note = _check_search_reached(chosen, folder, search)
     _refuse_damaged_files_beside(chosen, folder)
     _check_dicom_series_memory(chosen, folder)
+    _refuse_pixel_data_of_another_size(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -1046,6 +1047,39 @@ def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path, positio
     return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
             f"{spacing:.4g} mm was used, which places some slices up to {misplaced:.2g} mm from their recorded "
             f"positions")
+
+
+UNCOMPRESSED_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+"""Implicit and explicit VR little endian, explicit big endian: pixel data stored as it is, its length known."""
+
+
+def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) -> None:
+    """Refuse, before the series is read, an uncompressed file whose Pixel Data holds another number of bytes than
+    its Rows x Columns x frames x samples x BitsAllocated describe (one odd padding byte allowed): GDCM read a
+    half-length Pixel Data with the missing half filled from uninitialised memory (4 false tumors, exit 0), and
+    Columns 100 on 122-wide data sheared every slice (the fuzzing audit). Files pydicom cannot read this way are
+    left to the series reader."""
+    import pydicom
+
+    for name in series.files:
+        try:
+            ds = pydicom.dcmread(str(name), defer_size=1024, force=True)
+            syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+            element = ds.get_item(0x7FE00010, keep_deferred=True)  # its length, without reading its bytes
+            if element is None or syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
+                continue
+            stored = int(element.length) if hasattr(element, "length") else len(element.value)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            expected = (int(ds.Rows) * int(ds.Columns) * frames * int(getattr(ds, "SamplesPerPixel", 1) or 1)
+                        * int(ds.BitsAllocated) + 7) // 8
+        except Exception:  # noqa: BLE001 - what pydicom cannot tell, the series reader judges
+            continue
+        if stored == 0xFFFFFFFF or stored in (expected, expected + 1):
+            continue
+        raise InputError(f"DICOM file '{Path(name).name}' of series {series.uid} in '{folder}' holds {stored} bytes of "
+                         f"pixel data, but its header describes {expected} ({ds.Rows} rows x {ds.Columns} columns"
+                         f"{f' x {frames} frames' if frames > 1 else ''} of {ds.BitsAllocated} bits): the file is "
+                         f"truncated or its header is wrong. Copy or export the series again.")
 
 
 def _files_of_another_size(files: Sequence[str]) -> str:

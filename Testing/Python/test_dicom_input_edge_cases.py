@@ -679,3 +679,23 @@ def test_commands_without_series_say_so_for_a_folder_of_several_series(tmp_path,
         read_one_series(tmp_path / "study", "evaluate")
     with pytest.raises(InputError, match="choose one with series="):  # commands with a series option keep their advice
         read_checked_ct(tmp_path / "study")
+
+
+@pytest.mark.parametrize("damage", ["half", "columns"])
+def test_pixel_data_of_another_size_than_the_header_describes_is_refused(tmp_path, damage):
+    """Pixel Data cut to half its length was read with the missing half from uninitialised memory (4 false tumors,
+    exit 0), and Columns edited from 40 to 30 sheared every slice (a 0.4 mL liver; the fuzzing audit)."""
+    pydicom = pytest.importorskip("pydicom")
+    phantom = make_phantom(shape_zyx=(4, 36, 40), spacing_xyz=(1.0, 1.0, 3.0), seed=2)
+    files = write_ct_series(tmp_path / "ct", phantom.ct)
+    read_volume(tmp_path / "ct")  # intact: read
+    ds = pydicom.dcmread(str(files[1]))
+    if damage == "half":
+        ds.PixelData = ds.PixelData[:len(ds.PixelData) // 2]
+        said = r"holds 1440 bytes of pixel data, but its header describes 2880 \(36 rows x 40 columns of 16 bits\)"
+    else:
+        ds.Columns = 30
+        said = r"holds 2880 bytes of pixel data, but its header describes 2160 \(36 rows x 30 columns"
+    ds.save_as(str(files[1]))
+    with pytest.raises(InputError, match=said):
+        read_volume(tmp_path / "ct")

@@ -1054,7 +1054,8 @@ UNCOMPRESSED_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1
 
 
 def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) -> None:
-    """Refuse, before the series is read, an uncompressed file whose Pixel Data holds another number of bytes than
+    """Refuse, before the series is read, a file whose orientation is no rotation (:func:`_check_orientation`) or an
+    uncompressed file whose Pixel Data holds another number of bytes than
     its Rows x Columns x frames x samples x BitsAllocated describe (one odd padding byte allowed): GDCM read a
     half-length Pixel Data with the missing half filled from uninitialised memory (4 false tumors, exit 0), and
     Columns 100 on 122-wide data sheared every slice (the fuzzing audit). Files pydicom cannot read this way are
@@ -1074,12 +1075,36 @@ def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) ->
                         * int(ds.BitsAllocated) + 7) // 8
         except Exception:  # noqa: BLE001 - what pydicom cannot tell, the series reader judges
             continue
+        _check_orientation(ds, name, series, folder)
         if stored == 0xFFFFFFFF or stored in (expected, expected + 1):
             continue
         raise InputError(f"DICOM file '{Path(name).name}' of series {series.uid} in '{folder}' holds {stored} bytes of "
                          f"pixel data, but its header describes {expected} ({ds.Rows} rows x {ds.Columns} columns"
                          f"{f' x {frames} frames' if frames > 1 else ''} of {ds.BitsAllocated} bits): the file is "
                          f"truncated or its header is wrong. Copy or export the series again.")
+
+
+def _check_orientation(ds: Any, name: Any, series: DicomSeriesInfo, folder: Path) -> None:
+    """Refuse an ImageOrientationPatient that is not two unit-length, perpendicular direction cosines (six finite
+    numbers): GDCM took 0\\0\\0\\0\\0\\0 or 0.9\\0.1\\0\\0\\1\\0 as the identity without a word, and the CT came out
+    rotated (a 68 mL liver instead of 381 mL; the fuzzing audit). A file without the tag is left to the reader."""
+    values = ds.get("ImageOrientationPatient") if hasattr(ds, "get") else None
+    if values is None:
+        return
+    try:
+        cosines = np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        cosines = np.zeros(0)
+    good = cosines.size == 6 and bool(np.all(np.isfinite(cosines)))
+    if good:
+        row, column = cosines[:3], cosines[3:]
+        good = abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(column) - 1) < 1e-2 and \
+            abs(float(row @ column)) < 1e-2
+    if not good:
+        shown = "\\".join(str(v) for v in values)
+        raise InputError(f"DICOM file '{Path(name).name}' of series {series.uid} in '{folder}' has "
+                         f"ImageOrientationPatient {shown}, which is not two perpendicular unit directions; the "
+                         f"orientation of the CT cannot be known. Export the series again.")
 
 
 def _files_of_another_size(files: Sequence[str]) -> str:

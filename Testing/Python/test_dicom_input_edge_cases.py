@@ -699,3 +699,18 @@ def test_pixel_data_of_another_size_than_the_header_describes_is_refused(tmp_pat
     ds.save_as(str(files[1]))
     with pytest.raises(InputError, match=said):
         read_volume(tmp_path / "ct")
+
+
+@pytest.mark.parametrize("orientation", [[0, 0, 0, 0, 0, 0], [0.9, 0.1, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0]])
+def test_an_orientation_that_is_no_rotation_is_refused_not_taken_as_the_identity(tmp_path, orientation):
+    """ImageOrientationPatient 0\\0\\0\\0\\0\\0 or 0.9\\0.1\\0\\0\\1\\0 was read as the identity without a word: the CT
+    came out rotated and its liver measured 68 mL instead of 381 mL (the fuzzing audit)."""
+    pydicom = pytest.importorskip("pydicom")
+    phantom = make_phantom(shape_zyx=(4, 36, 40), spacing_xyz=(1.0, 1.0, 3.0), seed=2)
+    files = write_ct_series(tmp_path / "ct", phantom.ct)
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        ds.ImageOrientationPatient = orientation
+        ds.save_as(str(name))
+    with pytest.raises(InputError, match="ImageOrientationPatient .* not two perpendicular unit directions"):
+        read_volume(tmp_path / "ct")

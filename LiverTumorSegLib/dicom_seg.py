@@ -462,10 +462,6 @@ def _frames_by_source_slice(seg: Any, numbers: Sequence[int], reference: CTVolum
     return np.asarray(pixels)
 
 
-UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
-"""Implicit and explicit VR little endian, explicit big endian: pixel data stored as it is, so its size is known."""
-
-
 def _check_seg_frames(path: Any) -> None:
     """Before highdicom reads a SEG's pixels: its frame count must be the per-frame sequence's length and its pixel
     data must fit the file (uncompressed), and the frames as one uint8 byte a pixel must fit in memory. A header
@@ -476,18 +472,14 @@ def _check_seg_frames(path: Any) -> None:
     import pydicom
 
     from .io.conversions import check_memory_for_read
+    from .io.dicom import pixel_data_sizes
 
     try:
         ds = pydicom.dcmread(str(path), defer_size=1024, force=True)  # the pixel data's length, not its bytes
-        element = ds.get_item(0x7FE00010, keep_deferred=True)
-        stored = None if element is None else \
-            int(element.length) if hasattr(element, "length") else len(element.value)
         stated = getattr(ds, "NumberOfFrames", None)
         frames = 1 if stated is None or str(stated).strip() == "" else int(stated)
         rows, columns = int(ds.Rows), int(ds.Columns)
-        bits = int(getattr(ds, "BitsAllocated", 1) or 1)
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     except Exception:  # noqa: BLE001 - what highdicom cannot read either: its own message says so
         return
     if frames < 1 or rows < 1 or columns < 1:
@@ -497,12 +489,10 @@ def _check_seg_frames(path: Any) -> None:
         raise InputError(f"DICOM SEG '{path}' says it has {frames} frames (NumberOfFrames) but describes "
                          f"{len(per_frame)} (PerFrameFunctionalGroupsSequence); the file is damaged: export the "
                          f"segmentation again.")
-    pixels = rows * columns * frames
-    expected = (pixels * bits + 7) // 8
-    if syntax in UNCOMPRESSED_SYNTAXES and stored is not None and stored != 0xFFFFFFFF \
-            and stored not in (expected, expected + 1):  # one byte pads to an even length
-        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames of {rows} x {columns} pixels, {expected} "
-                         f"bytes of pixel data, but holds {stored} (of {os.path.getsize(str(path))} bytes in the "
+    sizes = pixel_data_sizes(ds)
+    if sizes is not None and sizes[0] not in (sizes[1], sizes[1] + 1):  # one byte pads to an even length
+        raise InputError(f"DICOM SEG '{path}' says it has {frames} frames of {rows} x {columns} pixels, {sizes[1]} "
+                         f"bytes of pixel data, but holds {sizes[0]} (of {os.path.getsize(str(path))} bytes in the "
                          f"file); it is truncated or its header is wrong. Export the segmentation again.")
     check_memory_for_read((columns, rows, frames), 1, str(path))
 

@@ -1013,20 +1013,14 @@ def network_activation_bytes(architecture: Dict[str, Any], net: Any = None) -> i
     """:func:`_activation_bytes` of the network ``architecture`` describes (``models.model_config``'s dict), from
     the plan cache (:mod:`.plan_cache`) when this library and torch computed it before, else measured on the meta
     device (``net``: that network already built there; else it is built) and cached."""
-    import warnings
-
-    import torch
-
-    from .models import build_model
+    from .models import build_on_meta
 
     key = plan_cache.plan_key(architecture, ACTIVATION_PROBE_HW)
     activations = plan_cache.cached_activation_bytes(key)   # the meta forward's imports cost 1-1.5 s
     if activations is None:
         if net is None:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
-                net = build_model(architecture["name"], architecture["in_channels"], architecture["num_classes"],
-                                  **architecture["options"])
+            net = build_on_meta(architecture["name"], architecture["in_channels"], architecture["num_classes"],
+                                **architecture["options"])
         activations = _activation_bytes(net, architecture["in_channels"])
         plan_cache.store_activation_bytes(key, activations)
     return activations

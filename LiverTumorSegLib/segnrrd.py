@@ -168,11 +168,8 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     z)``, mm) and the header's key/value pairs. A gzip file's stream is checked whole (ITK's gzip NRRD reader may
     return damaged voxels without a word) and inflated once: the check's bytes are the voxels
     (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read."""
-    from .io.conversions import _check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read
-    from .io.itk import (_direction_3d, _itk_itemsize, _itk_numpy_dtype, _itk_reason, _quiet_itk, _read_header, _sitk,
-                         _stored_data, inflated_voxels)
-
-    from .io.itk import check_header_dimension
+    from .io.itk import (_itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
+                         checked_before_voxels, inflated_voxels)
 
     check_header_dimension(path)
     sitk = _sitk()
@@ -184,19 +181,10 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     except RuntimeError as exc:
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
-    # the checks the CT reader makes (io.itk._read_itk_file), before any voxel is read: the header's grid, its data
-    # against the bytes the file holds (a 4 KB file claiming 4 GiB was allocated first; a 'data file: /dev/stdin'
-    # waited for input forever), the memory, and the segment fields the MRML storage node trusts
-    shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
-    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
-                          if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
+    # the checks the CT reader makes, before any voxel is read (a 4 KB file claiming 4 GiB was allocated first; a
+    # 'data file: /dev/stdin' waited for input forever), then the segment fields the MRML storage node trusts
+    shape, header, stored, _ = checked_before_voxels(path, reader)
     layers = int(reader.GetNumberOfComponents())
-    itemsize = _itk_itemsize(reader.GetPixelID()) * layers
-    header = _read_header(path)
-    stored = _stored_data(path, header)
-    if stored is not None:
-        check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
-    check_memory_for_read(shape, itemsize, str(path))
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     dtype = _itk_numpy_dtype(reader.GetPixelID())
     max_label = int(np.iinfo(dtype).max) if dtype.kind in "ui" else 255

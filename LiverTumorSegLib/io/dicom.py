@@ -1053,6 +1053,27 @@ UNCOMPRESSED_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1
 """Implicit and explicit VR little endian, explicit big endian: pixel data stored as it is, its length known."""
 
 
+def pixel_data_sizes(ds: Any) -> Optional[Tuple[int, int]]:
+    """``(bytes stored, bytes the header describes)`` of the Pixel Data of ``ds`` (a pydicom dataset read with
+    ``defer_size``, so its length is known without its bytes): Rows x Columns x NumberOfFrames x SamplesPerPixel x
+    BitsAllocated bits, rounded up to bytes. None when that cannot be judged: no Pixel Data, a compressed
+    (encapsulated) transfer syntax or undefined length, or header fields that are not numbers. A stored size of
+    the described one, or one more (the padding to an even length), is right."""
+    try:
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        element = ds.get_item(0x7FE00010, keep_deferred=True)  # its length, without reading its bytes
+        if element is None or syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
+            return None
+        stored = int(element.length) if hasattr(element, "length") else len(element.value)
+        stated = getattr(ds, "NumberOfFrames", None)
+        frames = 1 if stated is None or str(stated).strip() == "" else int(stated)
+        expected = (int(ds.Rows) * int(ds.Columns) * frames * int(getattr(ds, "SamplesPerPixel", 1) or 1)
+                    * int(getattr(ds, "BitsAllocated", 1) or 1) + 7) // 8
+    except Exception:  # noqa: BLE001 - what pydicom cannot tell, the reader judges
+        return None
+    return None if stored == 0xFFFFFFFF else (stored, expected)
+
+
 def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) -> None:
     """Refuse, before the series is read, a file whose orientation is no rotation (:func:`_check_orientation`) or an
     uncompressed file whose Pixel Data holds another number of bytes than
@@ -1065,21 +1086,15 @@ def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) ->
     for name in series.files:
         try:
             ds = pydicom.dcmread(str(name), defer_size=1024, force=True)
-            syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-            element = ds.get_item(0x7FE00010, keep_deferred=True)  # its length, without reading its bytes
-            if element is None or syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
-                continue
-            stored = int(element.length) if hasattr(element, "length") else len(element.value)
-            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-            expected = (int(ds.Rows) * int(ds.Columns) * frames * int(getattr(ds, "SamplesPerPixel", 1) or 1)
-                        * int(ds.BitsAllocated) + 7) // 8
-        except Exception:  # noqa: BLE001 - what pydicom cannot tell, the series reader judges
+        except Exception:  # noqa: BLE001 - what pydicom cannot read, the series reader judges
             continue
         _check_orientation(ds, name, series, folder)
-        if stored == 0xFFFFFFFF or stored in (expected, expected + 1):
+        sizes = pixel_data_sizes(ds)
+        if sizes is None or sizes[0] in (sizes[1], sizes[1] + 1):
             continue
-        raise InputError(f"DICOM file '{Path(name).name}' of series {series.uid} in '{folder}' holds {stored} bytes of "
-                         f"pixel data, but its header describes {expected} ({ds.Rows} rows x {ds.Columns} columns"
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        raise InputError(f"DICOM file '{Path(name).name}' of series {series.uid} in '{folder}' holds {sizes[0]} bytes "
+                         f"of pixel data, but its header describes {sizes[1]} ({ds.Rows} rows x {ds.Columns} columns"
                          f"{f' x {frames} frames' if frames > 1 else ''} of {ds.BitsAllocated} bits): the file is "
                          f"truncated or its header is wrong. Copy or export the series again.")
 

@@ -705,6 +705,31 @@ def _missing_spacing_notes(header: Optional[_Header]) -> List[str]:
             "(mL) and sizes (mm) are right only if the voxels are 1 mm. Export the volume with its spacing"]
 
 
+def checked_before_voxels(path: Path, reader: Any
+                          ) -> Tuple[Tuple[int, int, int], Optional[_Header], Optional[_StoredData], List[str]]:
+    """The checks a NRRD or MetaImage file gets from the header ``reader`` (after ``ReadImageInformation``) before
+    any voxel is read: a 3D shape, finite and bounded geometry, MetaImage fields ITK gets wrong, data that fits the
+    bytes the file holds (a 4 KB file claiming 4 GiB), and the memory, for all of the reader's components (a
+    ``.seg.nrrd``'s layers). Returns ``(shape_xyz, header, stored data, warnings)``: the warnings say that 1 mm
+    voxels were assumed, or that a raw file holds a slice or more after its voxels. The CT reader and the
+    ``.seg.nrrd`` reader share it."""
+    shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
+    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
+                          if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
+    itemsize = _itk_itemsize(reader.GetPixelID()) * int(reader.GetNumberOfComponents())
+    header = _read_header(path)
+    stored = _stored_data(path, header)
+    _check_metaimage_header(path, header, stored)
+    notes: List[str] = _missing_spacing_notes(header)
+    if stored is not None:
+        needed = check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
+        if not stored.deflated:  # a header edited to fewer slices (raw data), as NIfTI's reader says it
+            from .nifti import _data_after_voxels_warning
+            notes += _data_after_voxels_warning(shape, itemsize, stored.size - needed)
+    check_memory_for_read(shape, itemsize, str(path))
+    return shape, header, stored, notes
+
+
 def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     """A NRRD or MetaImage file as a :class:`CTVolume` (``uint8_if_fits``: see :func:`~.conversions.to_hu_dtype`)."""
     try:
@@ -716,20 +741,7 @@ def _read_itk_file(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     if reader.GetNumberOfComponents() != 1:
         raise InputError(f"'{path}' has {reader.GetNumberOfComponents()} components per voxel (RGB or vector "
                          f"image); a scalar 3D CT volume is needed.")
-    shape = _check_3d_shape(tuple(reader.GetSize()), str(path))
-    check_geometry_values(reader.GetSpacing(), reader.GetOrigin(), tuple(reader.GetDirection())[:9]
-                          if reader.GetDimension() == 3 else _direction_3d(reader), str(path))
-    itemsize = _itk_itemsize(reader.GetPixelID())
-    header = _read_header(path)
-    stored = _stored_data(path, header)
-    _check_metaimage_header(path, header, stored)
-    notes: List[str] = _missing_spacing_notes(header)
-    if stored is not None:
-        needed = check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
-        if not stored.deflated:  # a header edited to fewer slices (raw data), as NIfTI's reader says it
-            from .nifti import _data_after_voxels_warning
-            notes += _data_after_voxels_warning(shape, itemsize, stored.size - needed)
-    check_memory_for_read(shape, itemsize, str(path))
+    shape, header, stored, notes = checked_before_voxels(path, reader)
     voxels = inflated_voxels(path, reader, header, stored, notes)
     if voxels is not None:
         volume = _volume_from_voxels(voxels, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),

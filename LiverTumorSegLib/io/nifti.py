@@ -120,8 +120,9 @@ def _nifti_geometry(header, source: str, warn: bool = True) -> Tuple[ImageGeomet
         else:
             if warn:  # re-opens the file for the raw pixdim: not for a caller that drops the warnings
                 warnings += _pixdim_against_sform(Path(source), spacing, scale)
-            if qform_code > 0 and _quaternion_problem(header):
-                warnings.append(f"NIfTI qform is damaged ({_quaternion_problem(header)}); the sform was used (as "
+            damaged_qform = _quaternion_problem(header) if qform_code > 0 else None
+            if damaged_qform:
+                warnings.append(f"NIfTI qform is damaged ({damaged_qform}); the sform was used (as "
                                 f"nibabel does), while ITK and 3D Slicer, which read the qform unless the sform code "
                                 f"is 1, may refuse or misplace this CT. Re-export it to be sure")
             elif _transforms_disagree(header, scale):

@@ -278,6 +278,19 @@ def unwrap_model(model):
     return model
 
 
+def build_on_meta(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any):
+    """:func:`build_model` on PyTorch's meta device: shapes only, no memory, no weights (for the package limits and
+    option checks before any data is read). Pretrained-weight loads into meta tensors warn "no-op"; those warnings
+    are dropped."""
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_model(name, in_channels, num_classes, **options)
+
+
 def model_config(model) -> Dict[str, Any]:
     """``{"name", "in_channels", "num_classes", "options"}`` of a model made by :func:`build_model`
     (wrappers are unwrapped). JSON-serialisable; ``build_model(**cfg)`` rebuilds the same architecture."""

@@ -83,15 +83,9 @@ def load_start_package(init_from: str, model: str, model_options: Dict[str, Any]
 def resolved_options(model: str, in_channels: int, num_classes: int, options: Dict[str, Any]) -> Dict[str, Any]:
     """The options a network ``model`` built with ``options`` records (its defaults filled in, as a package
     stores them), from a build on the meta device (no memory)."""
-    import warnings
+    from ..models import build_on_meta, model_config
 
-    import torch
-
-    from ..models import build_model, model_config
-
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
-        net = build_model(model, in_channels=in_channels, num_classes=num_classes, **dict(options or {}))
+    net = build_on_meta(model, in_channels=in_channels, num_classes=num_classes, **dict(options or {}))
     return dict(model_config(net)["options"])
 
 

@@ -399,15 +399,15 @@ def check_model_spec(name: str, in_channels: int, options: Dict[str, Any], slice
     ``num_context``) must match a slice-grouping network's. Raises :class:`InputError`."""
     import warnings
 
-    from ..models import build_model, slice_grouping_problem
+    from ..models import build_on_meta, slice_grouping_problem
 
     problem = slice_grouping_problem(name, options, slices_per_input) if slices_per_input else ""
     if problem:
         raise InputError(problem)
 
+    net = build_on_meta(name, in_channels=in_channels, num_classes=NUM_CLASSES, **dict(options or {}))
     with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # loading pretrained weights into meta tensors warns "no-op"
-        net = build_model(name, in_channels=in_channels, num_classes=NUM_CLASSES, **dict(options or {}))
+        warnings.simplefilter("ignore")  # as before: the meta forward of the activation probe, quietly
         _check_package_limits(net)
 
 

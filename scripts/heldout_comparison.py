@@ -21,7 +21,8 @@ then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparis
 liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
 labelled outside the reference liver (total mL), and beside them the reference cases without a prediction (a case
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
-result", and whether the model meets the issue's targets (never when a case has no prediction). Each number is shown
+result", and whether the model meets the issue's targets (never when a case has no prediction; not judged, and the
+tumor Dice shown as not measured, when no reference case has a tumor). Each number is shown
 with as many digits as it takes to be on the side of its target it is on (a worst liver Dice of 0.9196 is not shown
 as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)". With the probability maps, a row
 (no target) gives evaluate's lesion FROC: the tumor lesion sensitivity at 1 false lesion per case, and the mean
@@ -382,9 +383,13 @@ def failed_segment_cases(pred_dir: Path) -> List[str]:
         return [evaluate_name(row["case_id"]) for row in csv.DictReader(handle) if row.get("status") == "failed"]
 
 
-def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Sequence[str]] = None,
+              reference_tumor_cases: Optional[int] = None) -> Dict[str, Any]:
     """Issue 11's numbers of one model from ``evaluate``'s summary.json and ``segment``'s outputs; ``evaluated``:
-    evaluate's case names (cases.csv), to which the "Implausible result" count is limited."""
+    evaluate's case names (cases.csv), to which the "Implausible result" count is limited; ``reference_tumor_cases``:
+    how many of them have a reference tumor (cases.csv's ``voxels_ref_tumor`` above 0; None: not known). With none,
+    the tumor Dice mean (1 for every case without predicted tumor, 0 for one with) measures no tumor, so the row
+    shows it as not measured and the verdict is not judged (``meets_targets`` None)."""
     metrics = summary.get("metrics") or {}
     liver, tumor = metrics.get("dice_liver") or {}, metrics.get("dice_tumor") or {}
     unmatched = summary.get("unmatched") or {}
@@ -401,9 +406,21 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
         "segment_failed_cases": failed_segment_cases(pred_dir),
         "implausible_cases": implausible_cases(pred_dir, evaluated),
         "lesion_froc": summary.get("lesion_froc"),  # evaluate's, with the probability maps (else None)
+        "reference_tumor_cases": reference_tumor_cases,
     }
-    row["meets_targets"] = meets_targets(row)
+    row["meets_targets"] = None if reference_tumor_cases == 0 else meets_targets(row)
     return row
+
+
+def reference_tumor_count(cases: Sequence[Dict[str, str]]) -> int:
+    """How many of evaluate's cases.csv rows have a reference tumor (``voxels_ref_tumor`` above 0)."""
+    count = 0
+    for case in cases:
+        try:
+            count += float(case.get("voxels_ref_tumor") or 0) > 0
+        except ValueError:
+            pass
+    return count
 
 
 TARGET_SIDES = {"dice_liver_mean": "min", "dice_liver_worst": "min", "dice_tumor_mean": "min", "false_lesions": "max",
@@ -466,10 +483,23 @@ def _froc_number(row: Dict[str, Any], fp_per_case: Optional[str]) -> str:
     return f"{float(value):.3f}"
 
 
+def _tumor_dice_cell(row: Dict[str, Any]) -> str:
+    """The tumor Dice mean's cell: "not measured" when no evaluated case has a reference tumor (the mean is then 1 or 0
+    per case only for whether tumor was predicted), and how many cases have one when some lack it (LiTS's per-case
+    mean counts a case without reference tumor as 1 with no predicted tumor, 0 with any)."""
+    with_tumor, cases = row.get("reference_tumor_cases"), row.get("cases_evaluated")
+    if with_tumor == 0 and cases:
+        return "not measured: no reference tumor"
+    cell = _target_cell(row, "dice_tumor_mean")
+    if with_tumor is not None and cases and with_tumor < cases:
+        cell += f" ({with_tumor} of {cases} cases with a reference tumor)"
+    return cell
+
+
 TABLE_ROWS = (
     ("liver Dice, mean / worst case",
      lambda r: f"{_target_cell(r, 'dice_liver_mean')} / {_target_cell(r, 'dice_liver_worst')}", ">= 0.945 / >= 0.92"),
-    ("tumor Dice, mean", lambda r: _target_cell(r, "dice_tumor_mean"), ">= 0.70"),
+    ("tumor Dice, mean", lambda r: _tumor_dice_cell(r), ">= 0.70"),
     ("predicted lesions touching no reference lesion (total)",
      lambda r: "n/a" if r["false_lesions"] is None else
      str(int(r["false_lesions"])) + ("" if meets_target("false_lesions", r["false_lesions"]) else MISSES), "<= 10"),
@@ -482,7 +512,8 @@ TABLE_ROWS = (
      lambda r: _names(r["cases_without_prediction"]) + (MISSES if r["cases_without_prediction"] else ""), "0"),
     ("predictions without a reference (not evaluated)", lambda r: _names(r["predictions_without_reference"]), ""),
     ("evaluated cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
-    ("meets issue 11's targets", lambda r: "yes" if r["meets_targets"] else "no", ""),
+    ("meets issue 11's targets", lambda r: {True: "yes", False: "no"}.get(
+        r["meets_targets"], "not judged: no reference case has a tumor"), ""),
 )
 """``(label, cell of a model's row, target)``: a number is shown on the side of its target it is on, and a cell that
 misses its target says so (rounding showed a tumor Dice of 0.6996 as 0.700 beside ">= 0.70", 80.04 mL as 80.0
@@ -912,9 +943,10 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
                                                 "outputs": _sha256_of(evaluation, EVALUATE_OUTPUTS)})
         summary_path, cases_path = evaluation / "summary.json", evaluation / "cases.csv"
         with cases_path.open(newline="", encoding="utf-8") as handle:
-            evaluated = [row["case"] for row in csv.DictReader(handle)]
+            case_rows = list(csv.DictReader(handle))
+        evaluated = [row["case"] for row in case_rows]
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        rows[name] = dict(model_row(summary, pred, evaluated), package=package)
+        rows[name] = dict(model_row(summary, pred, evaluated, reference_tumor_count(case_rows)), package=package)
     return rows
 
 

@@ -711,3 +711,34 @@ def test_probability_maps_give_evaluate_s_lesion_froc_and_an_older_folder_withou
         comparison.main([str(cts), "--ref", str(labels), "-o", str(third), "--models", "", "--model", f"a={a}",
                          "--device", "cpu"], runner=in_process(calls))
     assert calls == [] and (third / "a" / "prob" / "case0.nii.gz").read_bytes() == b"mine"
+
+
+def test_without_a_reference_tumor_the_tumor_dice_is_not_measured_and_the_verdict_not_judged():
+    """Seen on the H200 on 26 Nov 2026 with the shared cases (liver labels only): every case's tumor Dice was 1.0
+    (no tumor predicted, none in the reference), the table showed "tumor Dice, mean 1.000" beside ">= 0.70" and the
+    verdict "yes", a pass no tumor was measured for."""
+    row = _table_row()
+    row.update(reference_tumor_cases=0, meets_targets=None)
+    cells = _cells(comparison.comparison_table({"v3": row}))
+    assert cells["tumor Dice, mean"] == "not measured: no reference tumor"
+    assert cells["meets issue 11's targets"] == "not judged: no reference case has a tumor"
+    some = _table_row(dice_tumor_mean=0.75)
+    some["reference_tumor_cases"] = 2
+    assert _cells(comparison.comparison_table({"v3": some}))["tumor Dice, mean"] == \
+        "0.750 (2 of 3 cases with a reference tumor)"
+    every = _table_row(dice_tumor_mean=0.75)
+    every["reference_tumor_cases"] = 3
+    assert _cells(comparison.comparison_table({"v3": every}))["tumor Dice, mean"] == "0.750"
+
+
+def test_reference_tumor_count_reads_evaluate_s_cases_csv_column():
+    rows = [{"voxels_ref_tumor": "0"}, {"voxels_ref_tumor": "17"}, {"voxels_ref_tumor": ""}, {}]
+    assert comparison.reference_tumor_count(rows) == 1
+
+
+def test_a_model_row_without_reference_tumors_is_not_judged(tmp_path):
+    summary = {"n_cases": 2, "metrics": {"dice_liver": {"mean": 0.99, "min": 0.98}, "dice_tumor": {"mean": 1.0}},
+               "lesion_detection": {"pred_no_overlap": 0}, "volume_outside_ref_total_ml": {"liver": 5.0}}
+    assert comparison.model_row(summary, tmp_path, ["a", "b"], reference_tumor_cases=0)["meets_targets"] is None
+    assert comparison.model_row(summary, tmp_path, ["a", "b"], reference_tumor_cases=2)["meets_targets"] is True
+    assert comparison.model_row(summary, tmp_path, ["a", "b"])["meets_targets"] is True  # count not known

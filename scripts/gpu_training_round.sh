@@ -21,6 +21,12 @@
 #   cuda_checks: no training (about 2 min): the CUDA tests CI skips (`pytest -m gpu`), `segment --sample` on CUDA
 #           (its liver Dice), and one `segment` of the 500-slice CT (after `speed`, which writes it) under cProfile
 #           (main thread; top functions by own and by cumulative time to $OUT/segment_profile.txt).
+#   fine_tune: stop 56's new paths on CUDA, no long training (about 2 min on an H200): the CUDA tests and the sample
+#           (as cuda_checks), `train --init-from default` for 3 x 100 steps on leave-one-patient-out fold FT_FOLD (2) of
+#           the shared cases (each of which trained the default, so the run must warn that its validation patient is
+#           not held out), the fine-tuned package's init_from record and its sample Dice, then
+#           scripts/heldout_comparison.py (v3 and the fine-tuned package, probability maps and FROC) on the three cases.
+#           DEVICE=cpu FT_EPOCHS=1 FT_ITERATIONS=2 FT_BATCH=2 FT_PATCH=96 FT_WORKERS=0 tries it on a CPU (about 1.5 min).
 #   ab:     the working tree against a base (about 3 min, no training): BASE_FILES="SAVED=REPO_PATH ..." names saved
 #           copies of library files that make up the base. `segment` of a 512 x 512 x 500 CT in a fresh process,
 #           new and base interleaved (AB_PAIRS pairs, 3, after one warm-up each), a batch of 1 and of 3 such CTs
@@ -57,10 +63,10 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, ab, levers, levers_eval, v4, v4_collect or v4_seed"
+PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect or v4_seed"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|ab|levers|levers_eval|v4|v4_collect|v4_seed) ;;
+    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
@@ -233,7 +239,7 @@ PYEOF
     exit 0
 fi
 
-if [ "$PHASE" = cuda_checks ]; then   # the CUDA tests, the sample on CUDA, one profiled 500-slice segment
+cuda_tests_and_sample() {  # the CUDA tests CI skips (log to $OUT/cuda_tests.log), then the sample on CUDA
     echo "== CUDA tests (the ones CI skips), at $(elapsed) s"
     timeout "${TEST_SECONDS:-240}" python3 -m pytest -q -p no:cacheprovider -rs -m gpu \
         Testing/Python/test_inference_device.py Testing/Python/test_inference_engine.py Testing/Python/test_models.py \
@@ -242,6 +248,47 @@ if [ "$PHASE" = cuda_checks ]; then   # the CUDA tests, the sample on CUDA, one 
     echo "== segment --sample --device cuda, at $(elapsed) s"
     python3 -m LiverTumorSegLib segment --sample --device cuda -o "$W/sample_seg.nii.gz" --overwrite --progress none 2>&1 \
         | tail -n 4
+}
+
+if [ "$PHASE" = fine_tune ]; then   # stop 56's new paths on CUDA: train --init-from, heldout_comparison with maps
+    DEVICE=${DEVICE:-cuda}
+    [ "$DEVICE" = cuda ] && cuda_tests_and_sample
+    echo "== train --init-from default on $DEVICE: leave-one-patient-out fold ${FT_FOLD:-2} of 3, at $(elapsed) s"
+    # Every patient of the shared cases trained the default, so the run must say its validation patient is not held out.
+    python3 -m LiverTumorSegLib train --init-from default --config scripts/default_model_v3.yaml --data "$DATA" \
+        --device "$DEVICE" --folds 3 --fold "${FT_FOLD:-2}" --epochs "${FT_EPOCHS:-3}" \
+        --iterations-per-epoch "${FT_ITERATIONS:-100}" --val-every "${FT_EPOCHS:-3}" --lr 1e-4 --warmup 0 \
+        --batch-size "${FT_BATCH:-16}" --patch-size "${FT_PATCH:-192}" --num-workers "${FT_WORKERS:-6}" \
+        --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache" --log-dir "$W/ft" \
+        -o "$W/ft.safetensors" >"$OUT/fine_tune.log" 2>&1
+    echo "train exit $?"; grep -i -E "warning|held out|done:|dice" "$OUT/fine_tune.log" | tail -n 12
+    python3 - "$W/ft.safetensors" <<'PYEOF'
+import json, sys
+from LiverTumorSegLib.package import read_package_metadata
+meta = read_package_metadata(sys.argv[1])
+training = meta.get("training", {})
+print("init_from:", json.dumps(training.get("init_from"), default=str)[:600])
+print("validation:", json.dumps({k: v for k, v in meta.get("validation", {}).items()
+                                 if "held" in k or "init" in k or k in ("liver_dice", "patients")}, default=str)[:600])
+PYEOF
+    echo "== segment --sample with the fine-tuned package on $DEVICE, at $(elapsed) s"
+    python3 -m LiverTumorSegLib segment --sample --model "$W/ft.safetensors" --device "$DEVICE" \
+        -o "$W/sample_ft.nii.gz" --overwrite --progress none 2>&1 | tail -n 4
+    echo "== heldout_comparison.py (v3 and the fine-tuned package, probability maps, FROC) on $DEVICE, at $(elapsed) s"
+    rm -rf "$W/hc_cts" "$W/hc_refs" "$W/hc"; mkdir -p "$W/hc_cts" "$W/hc_refs"
+    tail -n +2 "$DATA" | while IFS=, read -r image label patient; do
+        ln -s "$PWD/.gpudata/$image" "$W/hc_cts/$patient.nii.gz"; ln -s "$PWD/.gpudata/$label" "$W/hc_refs/$patient.nii.gz"
+    done
+    python3 scripts/heldout_comparison.py "$W/hc_cts" --ref "$W/hc_refs" -o "$W/hc" --models v3 \
+        --model "ft=$W/ft.safetensors" --device "$DEVICE" >"$OUT/heldout_comparison.log" 2>&1
+    echo "heldout_comparison exit $?"; tail -n 30 "$OUT/heldout_comparison.log"
+    cp "$W/hc/comparison.md" "$W/hc/comparison.json" "$W/hc/per_case.csv" "$OUT/" 2>/dev/null
+    echo "fine_tune done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = cuda_checks ]; then   # the CUDA tests, the sample on CUDA, one profiled 500-slice segment
+    cuda_tests_and_sample
     if [ -f "$W/ct_big.nii.gz" ]; then
         echo "== one segment of the 500-slice CT under cProfile (bytecode cache warm), at $(elapsed) s"
         export PYTHONPYCACHEPREFIX=$W/pycache

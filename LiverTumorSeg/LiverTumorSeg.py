@@ -469,9 +469,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.dependenciesReady():
             return
         present = mrml.existing_output_segment_ids(p.outputSegmentation)
-        if present and not slicer.util.confirmOkCancelDisplay(
-                f"'{p.outputSegmentation.GetName()}' already has Liver / Liver tumor segments. Replace them? "
-                f"This cannot be undone; its other segments are kept."):
+        splitOffs = mrml.split_off_segments(p.outputSegmentation)
+        if (present or splitOffs) and not slicer.util.confirmOkCancelDisplay(
+                panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()))):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

@@ -15,6 +15,7 @@ Conventions
   its geometry, voxels untouched). A non-linear (warping) transform is refused: harden or remove it first.
 """
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -315,6 +316,31 @@ def existing_output_segment_ids(segmentation_node) -> List[str]:
     return [segment_id for spec in SEGMENTS for segment_id in _existing_segment_ids(segmentation, spec)]
 
 
+_SPLIT_OFF_NAME = re.compile(r"^(?P<base>.*?)(?:_| -_)\d+$")
+"""A segment name as Segment Editor's Islands effect ("Split islands to segments") names the pieces it splits off a
+segment: the segment's name, "_" and the island's number ("Liver tumor_2", "Liver tumor_3"; the first island stays in
+the segment itself); " -_1" in older Slicer releases."""
+
+
+def split_off_segments(segmentation_node) -> Dict[str, str]:
+    """``{segment ID: name}`` of the segments in ``segmentation_node`` named as pieces split off this tool's "Liver" or
+    "Liver tumor" by Segment Editor's Islands effect (:data:`_SPLIT_OFF_NAME`, base name in any case). They are parts
+    of a result that a re-run replaces: kept, the lesion table of the new result left them out while *Update lesion
+    table* counted them ("Liver tumor_2" is a tumor by name) beside the new tumor."""
+    if segmentation_node is None:
+        return {}
+    segmentation = segmentation_node.GetSegmentation()
+    ours = {spec.name.lower() for spec in SEGMENTS}
+    found = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName() or ""
+        match = _SPLIT_OFF_NAME.match(name.strip())
+        if segment_id not in _OUR_SEGMENT_IDS and match and match.group("base").strip().lower() in ours:
+            found[segment_id] = name
+    return found
+
+
 def require_output_segments(segmentation_node) -> None:
     """Refuse a segmentation with neither a "Liver" nor a "Liver tumor" segment (this tool's or the user's, by
     name): measured or compared, it was read as an empty map."""
@@ -387,7 +413,8 @@ def check_labelmap_output(segmentation_node) -> None:
 
 def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGeometry,
                                 segmentation_node=None, reference_volume_node=None,
-                                replace_existing: bool = True, name: str = "Liver segmentation"):
+                                replace_existing: bool = True, name: str = "Liver segmentation",
+                                remove_segment_ids: Sequence[str] = ()):
     """Write a 0/1/2 label map into a segmentation node as the segments "Liver" and "Liver tumor".
 
     ``labels_zyx``: ``(z, y, x)`` integer array on ``geometry``'s grid (LPS geometry, world coordinates).
@@ -397,6 +424,9 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
     :data:`SEGMENTS`) are replaced; with ``replace_existing=False`` existing ones raise
     :class:`OutputExistsError`. A node under a parent transform gets the labels in its own coordinates, so
     they show where the CT is.
+    ``remove_segment_ids``: segments of an existing node replaced with ours, such as the pieces Segment Editor split
+    off an earlier result (:func:`split_off_segments`); those still in the node are removed (with
+    ``replace_existing=False`` they raise :class:`OutputExistsError` as ours do).
     ``reference_volume_node``: recorded as the segmentation's source volume (Segment Editor uses it).
     Both segments are always created (possibly empty) with Slicer's colors and SNOMED CT terminology, each
     in its own labelmap layer: written into a layer shared with the user's segments, Slicer would resample
@@ -411,9 +441,11 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         segmentation_node.CreateDefaultDisplayNodes()
     try:
         present = existing_output_segment_ids(segmentation_node)
-        if present and not replace_existing:
+        doomed = [i for i in remove_segment_ids if segmentation_node.GetSegmentation().GetSegment(i) is not None
+                  and i not in _OUR_SEGMENT_IDS and i not in present]
+        if (present or doomed) and not replace_existing:
             raise OutputExistsError(f"Segmentation '{segmentation_node.GetName()}' already has the segments "
-                                    f"{present}; allow replacing them or choose a new output segmentation.")
+                                    f"{present + doomed}; allow replacing them or choose a new output segmentation.")
         if created and reference_volume_node is not None and reference_volume_node.GetParentTransformNode():
             node_to_world(reference_volume_node)  # refuses a non-linear transform
             segmentation_node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
@@ -427,6 +459,8 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
         raise
     segmentation = segmentation_node.GetSegmentation()
     check_labelmap_output(segmentation_node)
+    for segment_id in doomed:
+        segmentation.RemoveSegment(segment_id)
     _make_labelmap_the_source(segmentation)
     labelmap_name = _labelmap_name()
     if segmentation.GetNumberOfSegments() == len(present):  # nothing of the user's: our grid is the grid

@@ -19,7 +19,7 @@ Python thread: Slicer's main thread holds the GIL while Qt idles, which starves 
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -159,9 +159,12 @@ def hand_over_segmentation(segmentation_node: Any, volume_node: Any, labels_path
 
 def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometry: Any,
                  input_volume_node: Any = None, segmentation_node: Any = None, table_node: Any = None,
-                 replace_existing: bool = True, show_3d: bool = True, name: str = "") -> Any:
+                 replace_existing: bool = True, show_3d: bool = True, name: str = "",
+                 remove_segment_ids: Sequence[str] = ()) -> Any:
     """Main thread: write ``labels`` ((z, y, x) 0/1/2 on ``geometry``, LPS world) into a segmentation node and
-    ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``.
+    ``report`` into a lesion table node. Returns ``(segmentation_node, table_node)``. ``remove_segment_ids``: segments
+    of ``segmentation_node`` replaced with the result (pieces split off an earlier result; see
+    ``LiverTumorSegLib.mrml.labels_to_segmentation_node``).
 
     ``table_node`` is refilled only when it is the table made for ``segmentation_node``
     (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise a new table is made, so another
@@ -172,7 +175,7 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
     new_segmentation, new_table = segmentation_node is None, table_node is None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
-        replace_existing=replace_existing, name=f"{base} liver segmentation")
+        replace_existing=replace_existing, name=f"{base} liver segmentation", remove_segment_ids=remove_segment_ids)
     table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node, name=f"{base} liver lesions")
     mrml.link_lesion_table(table_node, segmentation_node)
     for node, new in ((segmentation_node, new_segmentation), (table_node, new_table)):
@@ -288,8 +291,10 @@ class SegmentationJob(ChildJob):
         self.geometry, self.shape_zyx = volume_grid(input_volume_node)
         if segmentation_node is not None:  # a warping or shearing transform on it: refused now, not after the run
             mrml.geometry_in_node_frame(self.geometry, segmentation_node)
-        # the Liver / Liver tumor segments the user agreed to replace (the panel asked about these when clicked)
+        # the Liver / Liver tumor segments the user agreed to replace (the panel asked about these when clicked), and
+        # the pieces Segment Editor split off them, replaced with them (the panel named these too)
         self._replaceable = set(mrml.existing_output_segment_ids(segmentation_node))
+        self._split_offs = mrml.split_off_segments(segmentation_node) if replace_existing else {}
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []
@@ -415,7 +420,8 @@ class SegmentationJob(ChildJob):
             present = [None, None]
         segmentation_node, table_node = apply_result(
             self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
-            present[1], self._replace_existing, self._show_3d)
+            present[1], self._replace_existing, self._show_3d,
+            remove_segment_ids=self._split_offs_still_there(present[0]))
         probability_node = None
         if probabilities is None:  # an earlier run's map no longer describes these segments ("Update lesion
             segmentation_node.RemoveNodeReferenceIDs(mrml.PROBABILITY_VOLUME_ROLE)  # table" read it as theirs)
@@ -436,6 +442,15 @@ class SegmentationJob(ChildJob):
                                f"'{segmentation_node.GetName()}'.")
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)
+
+    def _split_offs_still_there(self, segmentation_node: Any) -> List[str]:
+        """The pieces split off the earlier result that were in the node when the run started (and the panel named)
+        and are still there under the same name: a segment renamed during the run (so no longer such a piece) is
+        kept."""
+        if segmentation_node is None:
+            return []
+        now = mrml.split_off_segments(segmentation_node)
+        return [segment_id for segment_id, name in self._split_offs.items() if now.get(segment_id) == name]
 
     def _segments_added_during_run(self, segmentation_node: Any) -> List[str]:
         """Names of the Liver / Liver tumor segments (by name) that ``segmentation_node`` gained while the child ran,

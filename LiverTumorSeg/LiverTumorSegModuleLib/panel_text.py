@@ -293,6 +293,19 @@ def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> 
             f"'{segmentation_name}' and the table '{table_name}'.")
 
 
+def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()) -> str:
+    """The confirmation before a run writes into a segmentation that already has Liver / Liver tumor segments, or
+    pieces Segment Editor's Islands effect split off them (``split_off_names``, "Liver tumor_2"...), which the run
+    replaces too: kept, they would be counted as tumor beside the new result by *Update lesion table*."""
+    pieces = ""
+    if split_off_names:
+        shown = ", ".join(repr(n) for n in split_off_names[:8]) + (" ..." if len(split_off_names) > 8 else "")
+        pieces = (f" and {len(split_off_names)} piece(s) split off them ({shown}), which are removed with them "
+                  f"so that the new result is not counted with pieces of the old one")
+    return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}. Replace them? This cannot be "
+            f"undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
+
+
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
     if not warnings:

@@ -220,6 +220,57 @@ def test_rerun_replaces_only_our_segments(scene):
     assert segmentation.GetSegment("user").GetName() == "My notes"
 
 
+def _add_segment(seg, segment_id, name, mask, geometry):
+    seg.GetSegmentation().AddEmptySegment(segment_id, name, [0, 0, 1])
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        mrml.oriented_image_from_array(mask, geometry), seg, segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+@needs_slicer
+def test_a_rerun_removes_the_pieces_segment_editor_split_off_the_earlier_tumor(scene):
+    """Islands' "Split islands to segments" on our "Liver tumor" leaves the first island in it and puts the others
+    in "Liver tumor_2", "Liver tumor_3" (Slicer's naming). A re-run replaced "Liver tumor" and kept the pieces, so
+    the new result's lesion table left them out while "Update lesion table" counted them (tumor by name) beside the
+    new tumor: an old lesion the new run did not find came back."""
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    old_piece = np.zeros(labels.shape, np.uint8)
+    old_piece[5, 6:8, 7:9] = 1  # inside the liver, not tumor in the new result
+    notes = np.zeros(labels.shape, np.uint8)
+    notes[0, 0:2, 0:2] = 1
+    for segment_id, name, mask in [("piece2", "Liver tumor_2", old_piece), ("piece3", "liver tumor -_3", old_piece),
+                                   ("notes", "Liver tumor notes", notes), ("meta", "Metastasis_2", notes),
+                                   ("liver2", "Liver_2", notes)]:
+        _add_segment(seg, segment_id, name, mask, geometry)
+    assert mrml.split_off_segments(seg) == {"piece2": "Liver tumor_2", "piece3": "liver tumor -_3",
+                                            "liver2": "Liver_2"}
+    before = mrml.segmentation_to_labels(seg, geometry, labels.shape)
+    # the pieces are counted as tumor (as are "Liver tumor notes" and "Metastasis_2", which are no pieces)
+    assert (before == 2).sum() == ((labels == 2) | (old_piece > 0) | (notes > 0)).sum() == (labels == 2).sum() + 8
+
+    with pytest.raises(OutputExistsError, match="piece2"):
+        mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg, replace_existing=False,
+                                         remove_segment_ids=["piece2"])
+    with pytest.raises(OutputExistsError):  # pieces alone (ours deleted) are refused too
+        alone = mrml.labels_to_segmentation_node(scene, labels, geometry)
+        _add_segment(alone, "p", "Liver tumor_2", old_piece, geometry)
+        for spec in mrml.SEGMENTS:
+            alone.GetSegmentation().RemoveSegment(spec.segment_id)
+        mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=alone, replace_existing=False,
+                                         remove_segment_ids=["p"])
+
+    mrml.labels_to_segmentation_node(scene, labels, geometry, segmentation_node=seg,
+                                     remove_segment_ids=list(mrml.split_off_segments(seg)) + ["gone"])
+    segmentation = seg.GetSegmentation()
+    remaining = sorted(segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
+    assert remaining == ["livertumorseg_liver", "livertumorseg_tumor", "meta", "notes"]
+    after = mrml.segmentation_to_labels(seg, geometry, labels.shape)
+    assert after[5, 6:8, 7:9].tolist() == [[1, 1], [1, 1]]  # the old piece is liver again, as the new result says
+    np.testing.assert_array_equal(mrml.segment_mask(seg, "notes", geometry, labels.shape), notes)
+
+
 def _native_segment_voxels(seg, segment_id):
     """(spacing, voxel count) of a segment's own stored labelmap, without any resampling."""
     from vtk.util import numpy_support

@@ -947,3 +947,46 @@ def test_ct_voxels_edited_during_the_run_get_a_warning_and_an_untouched_ct_none(
     outcome = running.wait(timeout_s=60)
     assert outcome.kind == job.DONE, outcome.details
     assert outcome.warnings[0].startswith("The voxels of the CT 'CT to edit' were changed while it was segmented")
+
+
+def _add_piece(scene_mrml, seg, segment_id, name, geometry, shape_zyx):
+    import slicer
+    mask = np.zeros(shape_zyx, np.uint8)
+    mask[0, 0:2, 0:2] = 1
+    seg.GetSegmentation().AddEmptySegment(segment_id, name, [0, 0, 1])
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        scene_mrml.oriented_image_from_array(mask, geometry), seg, segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+def test_a_rerun_removes_the_pieces_split_off_the_earlier_result_but_not_one_renamed_during_the_run(fake):
+    """The panel names the pieces Segment Editor split off the earlier "Liver tumor" ("Liver tumor_2"...) in its
+    confirmation, and the run replaces them with the result; kept, "Update lesion table" counted them as tumor beside
+    the new result. A piece the user renamed while the child ran is no longer such a piece and is kept."""
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    seg = first.segmentation_node
+    shape = _ct_array().shape
+    for segment_id, name in [("p2", "Liver tumor_2"), ("p3", "Liver tumor_3"), ("mine", "Metastasis")]:
+        _add_piece(fake.mrml, seg, segment_id, name, fake.geometry, shape)
+    running = fake.job(segmentation_node=seg, table_node=first.table_node).start()
+    seg.GetSegmentation().GetSegment("p3").SetName("Lesion I keep")  # renamed during the run
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert outcome.segmentation_node is seg
+    segmentation = seg.GetSegmentation()
+    kept = sorted(segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
+    assert kept == ["livertumorseg_liver", "livertumorseg_tumor", "mine", "p3"]
+    # a job told not to replace (the library's replace_existing=False) removes nothing: the run is refused
+    refused = fake.job(segmentation_node=seg, replace_existing=False).start().wait(timeout_s=60)
+    assert refused.kind == job.FAILED and "already has the segments" in str(refused.error)
+
+
+def test_the_replace_question_names_the_split_off_pieces():
+    plain = panel_text.replace_question("CT liver segmentation")
+    assert plain.startswith("'CT liver segmentation' already has Liver / Liver tumor segments. Replace them?")
+    assert "its other segments are kept" in plain and "piece" not in plain
+    pieces = panel_text.replace_question("S", ["Liver tumor_2", "Liver tumor_3"])
+    assert "and 2 piece(s) split off them ('Liver tumor_2', 'Liver tumor_3'), which are removed with them" in pieces
+    many = panel_text.replace_question("S", [f"Liver tumor_{i}" for i in range(2, 14)])
+    assert "12 piece(s)" in many and "'Liver tumor_9' ..." in many and "Liver tumor_10" not in many

@@ -132,7 +132,10 @@ class _WholeOptionParser(argparse.ArgumentParser):
 
     ``refused_together`` (set by a command's ``register``): ``(option, option, why)`` triples; a command line that
     types both options of one is refused with a usage error naming both and saying why (one of them would do
-    nothing: ``followup --picture p.png --no-picture`` wrote no picture without a word)."""
+    nothing: ``followup --picture p.png --no-picture`` wrote no picture without a word).
+
+    ``misplaced_options`` (set by a command's ``register``, optional): option -> ``hint(option, value)``, the text
+    added to the unknown-option error for another command's option given to this one (``segment --config``)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
@@ -181,8 +184,14 @@ class _CommandAwareParser(_WholeOptionParser):
         known = [o for action in command._actions for o in action.option_strings if o.startswith("--")]
         top_level = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
         hints = []
-        for extra in extras:
+        misplaced = getattr(command, "misplaced_options", None) or {}
+        for index, extra in enumerate(extras):
             given = extra.split("=", 1)[0]
+            if given in misplaced and given not in known:  # another command's option (segment --config)
+                value = extra.split("=", 1)[1] if "=" in extra else (
+                    extras[index + 1] if index + 1 < len(extras) and not extras[index + 1].startswith("-") else "")
+                hints.append(misplaced[given](given, value))
+                continue
             if command is not self and given in top_level and given not in known:
                 # '--debug' typed after the command was answered without a hint, '--version' with '--overwrite?'
                 hints.append(f"{given} goes before the command: livertumorseg {given} {parsed.command} ...")

@@ -63,7 +63,45 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "(progress, then the outputs or the error) for programs that run this command")
     p.add_argument("--no-progress", "--no-progress-bar", dest="progress", action="store_const", const="none",
                    help="same as --progress none (--no-progress-bar is the same)")
+    p.misplaced_options = MISPLACED_OPTIONS  # the cli's answer to train's --config and --init-from given here
     return p
+
+
+def _package_goes_to_model(option: str, value: str) -> str:
+    return (f"segment has no {option}: the trained model package to segment with goes to --model NAME|PATH (an "
+            f"installed model's name or a .safetensors file; it carries its own preprocessing and architecture)"
+            + (f", e.g. --model {value}" if value.lower().endswith(".safetensors") else "")
+            + ("; a training recipe is for train --config" if option == "--config" else ""))
+
+
+MISPLACED_OPTIONS = {"--config": _package_goes_to_model, "--init-from": _package_goes_to_model}
+"""Options of ``train`` that ``segment`` has not, each with its hint for the unknown-option error (a function of the
+option and the value typed after it, '' if none): ``segment --config recipe.yaml`` was answered with
+'unrecognized arguments' alone."""
+
+
+def check_model_is_a_package(model: str) -> None:
+    """Refuse an architecture name (unet, segnet, ...: what ``train --model`` takes) as ``--model``, which in
+    ``segment`` is a trained model package, before the CT is read: ``segment --model unet`` read the CT, then said
+    "No installed model named 'unet'" without saying that an architecture cannot segment, nor which installed
+    packages are of that architecture. A package installed under that name, or a file of that name here (which the
+    package lookup's own message explains), is left to the lookup."""
+    from ..models import available_models
+
+    if model not in available_models() or Path(model).exists():
+        return
+    from ..package import list_installed_models
+
+    entries = list_installed_models(warn=False)
+    if any(e["name"] == model or Path(e["path"]).stem == model for e in entries):  # usable or not: the lookup's
+        return
+    same = sorted({e["name"] for e in entries if e["error"] is None and e["architecture"] == model})
+    installed = (f"installed packages of that architecture: {', '.join(same)}" if same
+                 else f"no installed package is a {model}")
+    raise InputError(f"--model {model}: in segment, --model is a trained model package (an installed model's name or "
+                     f"a .safetensors file), and '{model}' is an architecture, which has no trained weights (train "
+                     f"--model takes it to train one). Leave --model out for the bundled default model, or give a "
+                     f"package ({installed}; livertumorseg models lists them all).")
 
 
 def liver_dice(labels_zyx: np.ndarray, reference_zyx: np.ndarray) -> float:
@@ -394,12 +432,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.progress == "json":
         try:  # a refusal before the run (a folder of CTs, a folder mixing DICOM and CT files) ends the protocol too
+            check_model_is_a_package(args.model)
             if args.input and not args.sample and is_batch_input(args.input):
                 raise InputError("--progress json is for one CT; run a batch with --progress bar or none.")
         except LiverTumorSegError as exc:
             JsonLines(sys.stdout).error(exc)
             raise
         return _run_json(args)
+    check_model_is_a_package(args.model)
     if args.input and not args.sample and is_batch_input(args.input):
         return _run_batch(args)
     progress = _TqdmProgress(enabled=args.progress == "bar")

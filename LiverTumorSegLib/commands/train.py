@@ -16,6 +16,7 @@ import logging
 import re
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import InputError
@@ -27,7 +28,8 @@ HELP = {
              "columns image,label[,patient]"),
     "format": "data layout: auto, lits, msd, ircadb or csv",
     "label_map": "JSON remap of raw label values, e.g. '{\"5\": 1}' (unlisted values -> 0)",
-    "model": "architecture (livertumorseg models lists them; default unet)",
+    "model": ("architecture of the network to build (livertumorseg models lists them; default unet); a trained "
+              "model package to start from goes to --init-from"),
     "model_options": ("JSON options for the architecture, e.g. '{\"channels\": [16, 32, 64, 128, 256]}' (merged "
                       "key by key into --config's while --model is the file's)"),
     "preprocessing": "preprocessing preset name, JSON file, or JSON dict (default: 'default')",
@@ -137,7 +139,8 @@ def add_config_options(parser: argparse.ArgumentParser, help_for: Optional[Dict[
     help_for = help_for or {}
 
     parser.add_argument("--config", dest="config_file", default=None,
-                        help="YAML/JSON file with training options (command-line options override it)")
+                        help="training recipe: a YAML/JSON file of the options below (command-line options override "
+                             "it); a model package to start from goes to --init-from")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag]
@@ -224,6 +227,7 @@ def with_start_package_settings(values: Dict[str, Any]) -> Dict[str, Any]:
     if not start:
         return values
 
+    check_start_is_a_package(str(start))
     settings = package_settings(str(start))
     given = {str(key).replace("-", "_") for key in values}
     filled = dict(values)
@@ -236,14 +240,101 @@ def with_start_package_settings(values: Dict[str, Any]) -> Dict[str, Any]:
     return filled
 
 
+def _readable_package(text: str) -> Optional[Dict[str, Any]]:
+    """The header settings (:func:`~..training.init_from.package_settings`: model, model_options, preprocessing) of
+    the model package ``text`` names (a path, or an installed model's name such as default); None when it names
+    none that can be read. Reads the header alone (no torch)."""
+    from ..errors import LiverTumorSegError
+    from ..training.init_from import package_settings
+
+    try:
+        return package_settings(text)
+    except (LiverTumorSegError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_model_is_an_architecture(model: Any, command: str = "train", config_file: Any = None) -> None:
+    """Refuse a model *package* given where ``train`` (``command``: or ``crossval``) takes an architecture name:
+    ``--model default`` or ``--model Resources/Models/default.safetensors`` (``segment``'s meaning of --model) got
+    "Unknown model architecture", which did not say that a package to start from goes to --init-from.
+    ``config_file``: the file the value came from (None: the command line). An unknown name that is no package
+    keeps that message."""
+    from ..models import available_models
+    from ..package import looks_like_path
+
+    text = str(model)
+    if text in available_models():
+        return
+    option = "model" if config_file is not None else "--model"
+    given = f"model: {text} in '{config_file}'" if config_file is not None else f"--model {text}"
+    meaning = (f"{given}: in {command}, {option} is the architecture of the network to build "
+               f"({', '.join(available_models())})")
+    settings = _readable_package(text) if text.strip() else None
+    if settings is not None:
+        arch = settings["model"]
+        new = f"set model: {arch} in the file" if config_file is not None else f"give --model {arch}"
+        raise InputError(f"{meaning}, and '{text}' is a trained model package (architecture {arch}). To start "
+                         f"training from its weights (fine-tuning), give --init-from {text} instead (it takes the "
+                         f"package's architecture); to train a new {arch} from random weights, {new}.")
+    if looks_like_path(text):
+        raise InputError(f"{meaning}, and '{text}' is a file path. A model package (.safetensors) to start from "
+                         f"goes to --init-from; an interrupted run is continued with --resume.")
+
+
+def check_config_is_a_recipe(config_file: Any, command: str = "train") -> None:
+    """Refuse a model package or weights file given to ``--config``, which in ``train`` and ``crossval``
+    (``command``) is a training recipe (YAML/JSON): ``--config default.safetensors`` got "Training config ... is not
+    UTF-8 text; save it as UTF-8", and ``--config default`` (an installed model's name) "does not exist"."""
+    from ..package import PACKAGE_SUFFIX, PATH_SUFFIXES
+
+    text = str(config_file)
+    meaning = f"--config {text}: in {command}, --config is a training recipe (a YAML or JSON file of training options)"
+    suffix = Path(text).suffix.lower()
+    if suffix == PACKAGE_SUFFIX:
+        raise InputError(f"{meaning}, and '{text}' is a model package. To start training from its weights "
+                         f"(fine-tuning), give --init-from {text} instead.")
+    if suffix in PATH_SUFFIXES:
+        raise InputError(f"{meaning}, and '{text}' is a weights or checkpoint file. A model package (.safetensors) "
+                         f"to start from goes to --init-from; an interrupted run is continued with --resume (from its "
+                         f"--log-dir).")
+    if not Path(text).exists() and "/" not in text and "\\" not in text and _readable_package(text) is not None:
+        raise InputError(f"{meaning}; there is no file '{text}', but an installed model package has that name. To "
+                         f"start training from its weights (fine-tuning), give --init-from {text} instead.")
+
+
+def check_start_is_a_package(start: str) -> None:
+    """Refuse an architecture name given to ``--init-from`` (a package to start from): ``--init-from unet`` got
+    "No installed model named 'unet'", which did not say that an architecture goes to --model. A name that is
+    also an installed package's, or a file, is taken as the package."""
+    from ..models import available_models
+
+    if start not in available_models() or Path(start).exists() or _readable_package(start) is not None:
+        return
+    from ..package import list_installed_models
+
+    same = sorted({e["name"] for e in list_installed_models(warn=False)
+                   if e["error"] is None and e["architecture"] == start})
+    installed = (f"installed packages of that architecture, to start from: {', '.join(same)}" if same
+                 else f"no installed package is a {start}")
+    raise InputError(f"--init-from {start}: --init-from is a trained model package to start from (a .safetensors "
+                     f"file or an installed model's name), and '{start}' is an architecture. To train a {start} from "
+                     f"random weights, give --model {start} instead ({installed}).")
+
+
 def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = True):
     """TrainConfig = defaults < ``--config`` file < command-line options (:func:`merge_options`).
     ``name_unused_val_fraction``: warn when a val_fraction is given with folds (``crossval`` says it its own way)."""
     from ..training.config import TrainConfig, load_config_file
 
+    command = getattr(args, "command", None) or "train"
+    if getattr(args, "config_file", None):
+        check_config_is_a_recipe(args.config_file, command)
     file_values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
     cli = {f: getattr(args, f) for f in TrainConfig.field_names() if getattr(args, f, None) is not None}
-    values = with_start_package_settings(merge_options(file_values, cli))
+    merged = merge_options(file_values, cli)
+    if merged.get("model") is not None:
+        check_model_is_an_architecture(merged["model"], command, None if "model" in cli else args.config_file)
+    values = with_start_package_settings(merged)
     try:
         config = TrainConfig.from_dict(values, source=args.config_file or "command line")
     except InputError as exc:  # a typed option is named as typed: 'Option batch_size must ...' read as a file key

@@ -12,6 +12,9 @@ Segments become labels by ID or name (case-insensitive): ``livertumorseg_liver``
 segments are left out with a warning; a file with neither raises :class:`~LiverTumorSegLib.errors.LabelError`
 naming the segments it holds.
 
+A header describing more than :data:`MAX_SEGMENTS` segments is refused before ITK parses it
+(:func:`check_segment_count`).
+
 Slicer may save a segmentation cropped to the segments' extent; :func:`embed_in_reference` puts such a
 cropped grid back into its CT's grid (same spacing and direction, whole-voxel offset): the grid the header
 records (:func:`stored_reference_grid`) when the file is read alone, or the CT given with it.
@@ -115,6 +118,30 @@ def _int_field(segment: Dict[str, str], key: str, default: int, path: Path) -> i
     return int(number)
 
 
+MAX_SEGMENTS = 2000
+"""The most segments a ``.seg.nrrd`` header may describe (distinct ``SegmentN_`` numbers): well above real use (a
+TotalSegmentator segmentation in Slicer has 117), far below what makes ITK's header parser crawl (100,000 segments
+took over 5 minutes before any check; :data:`~LiverTumorSegLib.io.itk.MAX_NRRD_KEY_VALUES`)."""
+
+
+def check_segment_count(path: Path) -> None:
+    """Refuse, before ITK parses its header, a ``.seg.nrrd`` whose header describes more than :data:`MAX_SEGMENTS`
+    segments (InputError saying the limit). The header text is read only as far as it takes to know."""
+    from .io.itk import nrrd_header_keys
+
+    numbers = set()
+    for key in nrrd_header_keys(path):
+        match = _SEGMENT_KEY.match(key)
+        if match:
+            numbers.add(match.group(1))
+            if len(numbers) > MAX_SEGMENTS:
+                raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): its header describes "
+                                 f"more than {MAX_SEGMENTS} segments (SegmentN_ entries), the most this tool reads "
+                                 f"(a TotalSegmentator segmentation has 117); ITK would take minutes to parse such "
+                                 f"a header. The header is damaged or the file is not a liver segmentation: re-save "
+                                 f"it from 3D Slicer, or give the liver and tumor as a label map (.nii.gz, .nrrd).")
+
+
 def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequence[int], layers: int,
                          max_label: int) -> None:
     """Refuse segment entries that no reader can take as they are: a ``LayerN`` outside the file's ``layers``, a
@@ -171,6 +198,7 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     from .io.itk import (_itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
                          checked_before_voxels, inflated_voxels)
 
+    check_segment_count(path)  # before ITK parses the header: 100,000 segments took it over 5 minutes
     check_header_dimension(path)
     sitk = _sitk()
     reader = sitk.ImageFileReader()

@@ -9,7 +9,7 @@ times per CT. Used for ``.nii.gz`` voxel data; nibabel still parses the header.
 """
 import zlib
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -21,6 +21,10 @@ INFLATE_STEP_BYTES = 64 * 1024 * 1024
 READ_STEP_BYTES = 16 * 1024 * 1024
 """Compressed bytes read from the file at a time: the compressed file is never held whole (nor copied again at
 every step as the unconsumed rest of it; that made a 600-slice read allocate 2.7x its volume)."""
+
+AFTER_RANGE_COUNT_MIN_BYTES = 64 * 1024 * 1024
+"""The least :func:`after_range_count_limit` gives: a small image's data after its voxels is counted exactly up to
+this many bytes (well under a second of inflating)."""
 
 _GZIP_OR_ZLIB_WBITS = 32 + 15  # zlib detects a gzip or zlib header itself
 _MIN_PENDING_BYTES = 64  # zlib's gzip-or-zlib detection misreads a member that starts with only 1 byte given
@@ -36,30 +40,49 @@ def inflate_range(path: Union[str, Path], offset: int, nbytes: int, step: int = 
     return _inflate(path, offset, nbytes, step, read_step, to_end=False)[0]
 
 
+def after_range_count_limit(nbytes: int) -> int:
+    """How many decompressed bytes after an image's ``nbytes`` bytes of voxels the readers inflate to count them
+    (``max_after`` of :func:`inflate_to_end` and :func:`inflate_one_stream`): as many as the voxels themselves, at
+    least :data:`AFTER_RANGE_COUNT_MIN_BYTES`. The readers only warn about data after the voxels (a header edited to
+    fewer slices), so knowing that there is more than this is enough; counting it all made a ``.nii.gz`` with
+    48 GiB of zeros appended as a second gzip member take over 2 minutes to read (the fuzzing audit). Inflating at
+    most one more volume's worth bounds the work at twice that of a plain read."""
+    return max(int(nbytes), AFTER_RANGE_COUNT_MIN_BYTES)
+
+
 def inflate_to_end(path: Union[str, Path], offset: int, nbytes: int, step: int = INFLATE_STEP_BYTES,
-                   read_step: int = READ_STEP_BYTES, start: int = 0, allow_short: bool = False
-                   ) -> Tuple[np.ndarray, int]:
+                   read_step: int = READ_STEP_BYTES, start: int = 0, allow_short: bool = False,
+                   max_after: Optional[int] = None) -> Tuple[np.ndarray, int]:
     """:func:`inflate_range`, then the rest of the stream inflated (and dropped) to its end: ``(bytes, number of
     decompressed bytes after them)``. So every member's CRC-32 and length are checked, a file cut off after the
     range (its gzip trailer missing) is refused as truncated, and data after the range is counted (a header
     edited to fewer slices than the file holds). Zero bytes after the last member (padding) are allowed.
     ``start``: where in the file the compressed stream begins (after a NRRD header; a zlib stream is read as well
-    as gzip; a MetaImage's is read by :func:`inflate_one_stream`, as ITK reads it). ``allow_short``: an intact stream that ends inside the range is
-    not refused; the bytes returned are then fewer than ``nbytes`` (the caller says what is missing)."""
-    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start, allow_short=allow_short)[:2]
+    as gzip; a MetaImage's is read by :func:`inflate_one_stream`, as ITK reads it). ``allow_short``: an intact stream
+    that ends inside the range is not refused; the bytes returned are then fewer than ``nbytes`` (the caller says
+    what is missing). ``max_after``: inflating stops once more than this many bytes are known to follow the range
+    (:func:`after_range_count_limit`); the count returned is then a lower bound above ``max_after``, and what
+    follows it (with any gzip trailer there: the CRC-32 of a member holding the range, a cut-off end) is neither
+    inflated nor checked. None: to the stream's end, however long."""
+    return _inflate(path, offset, nbytes, step, read_step, to_end=True, start=start, allow_short=allow_short,
+                    max_after=max_after)[:2]
 
 
 def inflate_one_stream(path: Union[str, Path], nbytes: int, start: int = 0, step: int = INFLATE_STEP_BYTES,
-                       read_step: int = READ_STEP_BYTES) -> Tuple[np.ndarray, int, int]:
+                       read_step: int = READ_STEP_BYTES, max_after: Optional[int] = None
+                       ) -> Tuple[np.ndarray, int, int]:
     """The first ``nbytes`` decompressed bytes of the one zlib or gzip stream that begins at byte ``start`` of
     ``path``, inflated to its end marker (its checksum and length checked) and no further, as ITK's MetaImage
     reader (MetaIO) inflates ``CompressedData = True`` voxels: whatever follows the stream's end is not inflated,
     however many bytes and whatever they hold (another stream is not read on). Returns ``(bytes, number of
     decompressed bytes after them, the stream's compressed length in bytes from start)``; the bytes are fewer than
-    ``nbytes`` when the stream holds fewer (the caller says what is missing).
+    ``nbytes`` when the stream holds fewer (the caller says what is missing). ``max_after``: as for
+    :func:`inflate_to_end`; when more than that many bytes follow, the count is a lower bound above it and the
+    length is only how far the stream was read (its end marker not reached, its checksum not checked).
 
     Raises InputError when the stream is corrupt or the file ends before its end marker."""
-    return _inflate(path, 0, nbytes, step, read_step, to_end=True, start=start, allow_short=True, one_stream=True)
+    return _inflate(path, 0, nbytes, step, read_step, to_end=True, start=start, allow_short=True, one_stream=True,
+                    max_after=max_after)
 
 
 def _truncated(path: Union[str, Path], detail: str) -> InputError:
@@ -67,9 +90,11 @@ def _truncated(path: Union[str, Path], detail: str) -> InputError:
 
 
 def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_step: int, to_end: bool,
-             start: int = 0, allow_short: bool = False, one_stream: bool = False) -> Tuple[np.ndarray, int, int]:
+             start: int = 0, allow_short: bool = False, one_stream: bool = False, max_after: Optional[int] = None
+             ) -> Tuple[np.ndarray, int, int]:
     """``(the range's bytes, decompressed bytes after them, compressed bytes from start to the end of the last
-    stream inflated)``; ``one_stream``: stop at the first stream's end (:func:`inflate_one_stream`)."""
+    stream inflated)``; ``one_stream``: stop at the first stream's end (:func:`inflate_one_stream`);
+    ``max_after``: stop once more than that many bytes follow the range (:func:`inflate_to_end`)."""
     if offset < 0 or nbytes < 0:
         raise ValueError(f"offset and nbytes must be >= 0 (got {offset}, {nbytes})")
     out = np.empty(nbytes, dtype=np.uint8)
@@ -110,6 +135,8 @@ def _inflate(path: Union[str, Path], offset: int, nbytes: int, step: int, read_s
                 position += len(piece)
                 if one_stream and member_ended:
                     break
+                if max_after is not None and position - offset - nbytes > max_after:
+                    break  # enough is known: more than max_after bytes follow the range
             taken = handle.tell() - start - len(pending)  # compressed bytes from start on that were inflated
     except zlib.error as exc:
         raise _truncated(path, f"zlib: {exc}") from None

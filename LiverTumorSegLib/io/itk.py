@@ -407,7 +407,8 @@ def data_bytes(reader: Any) -> int:
 
 
 def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, keep: bool = False,
-                        warnings: Optional[List[str]] = None) -> Optional[np.ndarray]:
+                        warnings: Optional[List[str]] = None,
+                        shape_xyz: Optional[Sequence[int]] = None) -> Optional[np.ndarray]:
     """Refuse a compressed NRRD / MetaImage (``stored``: :func:`_stored_data` of ``path``; nothing is checked when
     it is None or uncompressed) whose voxel data is not one whole, intact zlib or gzip stream of at least
     ``nbytes`` bytes (inflated here): ITK's MetaImage reader only prints "Uncompress failed" and returns whatever
@@ -416,17 +417,25 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
     (uint8), from which :func:`_voxels_from_inflated` builds the voxels without ITK inflating them again;
     else they are dropped (one more inflate of the data, about 0.2 s per 50 MB) and None is returned, as it is
     when nothing was checked. A MetaImage's data is the one stream ITK inflates (:func:`_metaimage_stream`; a
-    note on bytes after it is added to ``warnings``); a NRRD's, every gzip member to the data's end."""
-    from .gzip_inflate import inflate_to_end
+    note on bytes after it is added to ``warnings``); a NRRD's, every gzip member to the data's end. Data after
+    the ``nbytes`` is inflated only as far as :func:`~.gzip_inflate.after_range_count_limit` (more is not needed
+    to know that it is there; 4 GiB of zeros after the voxels took 4-5.5 s to count): past that, the stream's end
+    is neither read nor checked. ``shape_xyz``: the header's voxel counts ``(x, y, z)``; with it and
+    ``warnings``, a slice or more of data after the voxels adds the warning a raw file gets (a header edited to
+    fewer slices: the rest of the scan is not read)."""
+    from .gzip_inflate import after_range_count_limit, inflate_to_end
 
     if stored is None or not stored.deflated:
         return None
     data_path, start = stored.data_path, stored.start
+    counted_up_to = after_range_count_limit(nbytes)  # bytes after the voxels that are inflated to count them
+    max_after = counted_up_to + (0 if keep else nbytes)  # after the range inflated: the voxels too when not kept
     try:
         if stored.stream_limit is None:
-            kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True)
+            kept, after = inflate_to_end(data_path, 0, nbytes if keep else 0, start=start, allow_short=True,
+                                         max_after=max_after)
         else:
-            kept, after = _metaimage_stream(path, stored, nbytes, keep, warnings)
+            kept, after = _metaimage_stream(path, stored, nbytes, keep, warnings, max_after)
     except InputError as exc:
         raise InputError(str(exc).replace(f"'{data_path}'", f"'{path}'")) from None
     except MemoryError as exc:  # the voxels' buffer (keep): named as the reader's own failures are
@@ -435,6 +444,11 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
     if produced < nbytes:
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "
                          f"{produced} of the {nbytes} bytes its header describes). Copy or export it again.")
+    if warnings is not None and shape_xyz is not None and nbytes > 0:  # as for raw data and .nii.gz
+        from .nifti import _data_after_voxels_warning
+
+        itemsize = nbytes // max(1, math.prod(int(n) for n in shape_xyz))  # all of a voxel's components
+        warnings += _data_after_voxels_warning(shape_xyz, itemsize, produced - nbytes, counted_up_to=counted_up_to)
     return kept if keep else None
 
 
@@ -444,9 +458,67 @@ reader corrupted the heap (glibc abort) at NDims 65-100 and crashed (SIGSEGV) at
 CT has 3 (4 with a trailing single axis)."""
 
 
+MAX_NRRD_KEY_VALUES = 25_000
+"""The most ``key:=value`` entries a NRRD header may hold before ITK reads it: ITK's (teem's) header parser looks
+each new key up among those before it, so its time grows with their square: 50,000 took 4 s, 500,000 (a
+``.seg.nrrd`` claiming 100,000 segments) over 5 minutes. A Slicer segmentation writes about 9 a segment (2000
+segments, :data:`~LiverTumorSegLib.segnrrd.MAX_SEGMENTS`: 18,000); a CT a handful."""
+
+_NRRD_HEADER_READ_BYTES = 65536  # as _file_head reads: a header is a few KB (a 1 MiB buffer was most of a small
+# label map's read peak)
+_NRRD_HEADER_LINE_BYTES = 16 << 20  # a longer line: not a header this reader judges (ITK says what it makes of it)
+
+
+def nrrd_header_keys(path: Union[str, Path]) -> Iterator[str]:
+    """The keys of the ``key:=value`` lines of the NRRD header of ``path`` (teem's rule: the ``:=`` before any
+    ``': '``; comments skipped), in file order, read 64 KiB at a time up to the blank line that ends the header and
+    no further than the caller takes them. Nothing for a file that is not NRRD or cannot be read (ITK's own read
+    says why), or after a line longer than 16 MiB."""
+    try:
+        handle = open(str(path), "rb")
+    except OSError:
+        return
+    with handle:
+        if handle.read(4) != b"NRRD":
+            return
+        rest, magic_line = b"", True
+        while True:
+            chunk = handle.read(_NRRD_HEADER_READ_BYTES)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop() if chunk else b""
+            for line in lines:
+                line = line.rstrip(b"\r")
+                if magic_line:  # the rest of 'NRRD0004'
+                    magic_line = False
+                    continue
+                if not line:  # the blank line that ends the header
+                    return
+                if line.startswith(b"#"):
+                    continue
+                pair, field = line.find(b":="), line.find(b": ")
+                if pair > 0 and (field < 0 or pair < field):
+                    yield line[:pair].decode("latin-1")
+            if not chunk or len(rest) > _NRRD_HEADER_LINE_BYTES:
+                return
+
+
+def check_nrrd_key_values(path: Union[str, Path]) -> None:
+    """Refuse, before ITK parses it, a NRRD header with more than :data:`MAX_NRRD_KEY_VALUES` ``key:=value``
+    entries (InputError), which ITK parses ever more slowly (minutes for a few hundred thousand); other files pass.
+    Only as much of the header is read as it takes to know."""
+    for count, _ in enumerate(nrrd_header_keys(path), start=1):
+        if count > MAX_NRRD_KEY_VALUES:
+            raise InputError(f"Cannot read '{path}': its NRRD header holds more than {MAX_NRRD_KEY_VALUES} key/value "
+                             f"entries ('key:=value' lines), more than any image needs and more than ITK parses in "
+                             f"reasonable time (its time grows with their square: 500,000 took minutes); the header "
+                             f"is damaged. Export the volume again.")
+
+
 def check_header_dimension(path: Path) -> None:
     """Refuse, before ITK reads it, a NRRD or MetaImage header whose axis count is not a whole number in
-    1..:data:`MAX_HEADER_DIMENSIONS` (InputError); other files pass."""
+    1..:data:`MAX_HEADER_DIMENSIONS`, or a NRRD header with more key/value entries than ITK parses in reasonable
+    time (:func:`check_nrrd_key_values`): InputError; other files pass."""
+    check_nrrd_key_values(path)
     header = _read_header(Path(path))
     if header is None:
         return
@@ -500,19 +572,24 @@ def check_written_image(path: Path) -> None:
 
 
 def _metaimage_stream(path: Path, stored: _StoredData, nbytes: int, keep: bool,
-                      warnings: Optional[List[str]]) -> Tuple[np.ndarray, int]:
+                      warnings: Optional[List[str]], max_after: Optional[int] = None) -> Tuple[np.ndarray, int]:
     """``(the first nbytes when keep, else none; number of inflated bytes after them)`` of a compressed MetaImage
     ``path``'s voxel data (``stored``: :func:`_stored_data` of it; ``nbytes``: the bytes its header describes),
     read as ITK reads it: the one zlib (or gzip) stream that begins at ``stored.start``, inflated to its end
     marker, which must lie within the ``stored.stream_limit`` bytes ITK inflates (its ``CompressedDataSize``).
     Bytes after the stream's end are ignored, as MetaIO stops at that marker; unless they are all zero (padding),
     ``warnings`` gets a note saying how many. InputError when the stream holds fewer than ``nbytes`` and a second
-    compressed stream follows it (the voxels continue there, where ITK does not read)."""
+    compressed stream follows it (the voxels continue there, where ITK does not read). ``max_after``: inflating
+    stops once more than this many bytes follow the ones returned (:func:`~.gzip_inflate.inflate_one_stream`);
+    the stream's end, and so what follows it, is then not looked at."""
     from .gzip_inflate import inflate_one_stream
 
-    kept, after, length = inflate_one_stream(stored.data_path, nbytes if keep else 0, start=stored.start)
+    kept, after, length = inflate_one_stream(stored.data_path, nbytes if keep else 0, start=stored.start,
+                                             max_after=max_after)
     if length > stored.stream_limit:  # ITK would inflate the stream only in part
         raise _compressed_size_error(path, "corrupt or its header is wrong", str(stored.stream_limit), length)
+    if max_after is not None and after > max_after:  # stopped inside the stream: its end is not known
+        return kept, after
     trailing = stored.size - length
     if trailing > 0 and kept.size + after < nbytes and _starts_compressed_stream(stored.data_path,
                                                                                  stored.start + length):
@@ -685,7 +762,7 @@ def inflated_voxels(path: Path, reader: Any, header: Optional[_Header], stored: 
     (``reader.Execute()``, which inflates the stream again). ``warnings``: the check's notes are added to it."""
     stored_dtype = _voxel_dtype(header, reader) if stored is not None else None
     inflated = check_deflated_data(path, stored, data_bytes(reader), keep=stored_dtype is not None,
-                                   warnings=warnings)
+                                   warnings=warnings, shape_xyz=_check_3d_shape(tuple(reader.GetSize()), str(path)))
     if inflated is None:
         return None
     return _voxels_from_inflated(inflated, stored_dtype, reader.GetSize(), reader.GetNumberOfComponents())

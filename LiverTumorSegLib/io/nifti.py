@@ -213,12 +213,22 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     return [] if deflated else _data_after_voxels_warning(shape_xyz, itemsize, available - stored)
 
 
-def _data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int) -> List[str]:
-    """The warning for ``after`` bytes of data after the voxels (none below one slice: padding)."""
+def _data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int,
+                               counted_up_to: Optional[int] = None) -> List[str]:
+    """The warning for ``after`` bytes of data after the voxels (none below one slice: padding); ``shape_xyz``:
+    the header's voxel counts ``(x, y, z)``; ``itemsize``: bytes per voxel (all its components). ``counted_up_to``:
+    for compressed data, the most bytes the reader inflated to count them
+    (:func:`~.gzip_inflate.after_range_count_limit`); an ``after`` above it says only that there are more, and the
+    warning says so ("more than")."""
     slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
     if after < slice_bytes:
         return []
-    return [f"the file holds {after} bytes after the {' x '.join(str(int(n)) for n in shape_xyz)} "
+    voxels = " x ".join(str(int(n)) for n in shape_xyz)
+    if counted_up_to is not None and after > counted_up_to:
+        return [f"the file holds more than {counted_up_to} bytes after the {voxels} voxels its header describes "
+                f"(more than {counted_up_to / slice_bytes:.3g} more slices; the rest of the file was not inflated "
+                f"or checked); they are not read. If the header's slice count is wrong, export the CT again"]
+    return [f"the file holds {after} bytes after the {voxels} "
             f"voxels its header describes (about {after / slice_bytes:.3g} more slices); they are "
             f"not read. If the header's slice count is wrong, export the CT again"]
 
@@ -352,14 +362,18 @@ def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...], warnings: Li
     (its ``offset``, ``dtype`` in the file's byte order and ``order``), shaped ``(x, y, z)``. The stream is read
     to its end (a file cut off after the voxels, its gzip trailer missing, is refused as truncated), and a slice
     or more of data after the voxels adds the warning an uncompressed file gets (a header edited to fewer slices:
-    a 30-slice CT whose header said 15 was read as half a liver without a word)."""
-    from .gzip_inflate import inflate_to_end
+    a 30-slice CT whose header said 15 was read as half a liver without a word). Data after the voxels is
+    inflated only as far as :func:`~.gzip_inflate.after_range_count_limit` (48 GiB of zeros appended as a second
+    gzip member took over 2 minutes to be counted): past that the stream's end is not read, and the warning says
+    "more than"."""
+    from .gzip_inflate import after_range_count_limit, inflate_to_end
 
     proxy = image.dataobj
     dtype = np.dtype(proxy.dtype)
     count = int(np.prod(shape, dtype=np.int64))
-    raw, after = inflate_to_end(path, int(proxy.offset), count * dtype.itemsize)
-    warnings += _data_after_voxels_warning(shape, dtype.itemsize, after)
+    limit = after_range_count_limit(count * dtype.itemsize)
+    raw, after = inflate_to_end(path, int(proxy.offset), count * dtype.itemsize, max_after=limit)
+    warnings += _data_after_voxels_warning(shape, dtype.itemsize, after, counted_up_to=limit)
     return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
 
 

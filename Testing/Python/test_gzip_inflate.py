@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.errors import InputError
+from LiverTumorSegLib.io import read_volume
 from LiverTumorSegLib.io.gzip_inflate import inflate_range
 
 PAYLOAD = np.random.default_rng(5).integers(0, 256, size=100_000, dtype=np.uint8).tobytes()
@@ -186,3 +187,96 @@ def test_inflate_one_stream_stops_at_the_first_streams_end_as_metaio_does(tmp_pa
     path.write_bytes(b"header\n" + bytes(damaged) + b"not a stream\n")
     with pytest.raises(InputError, match="truncated or corrupt"):
         inflate_one_stream(path, 0, start=7, read_step=read_step)
+
+
+def test_max_after_stops_inflating_once_that_much_is_known_to_follow_the_range(tmp_path):
+    """Data after the range was inflated whole just to be counted: a .nii.gz with 48 GiB of zeros appended as a
+    second gzip member took over 2 minutes to read. With max_after, inflating stops once more than that many
+    bytes are known to follow (the count returned is then a lower bound); what lies beyond is not checked."""
+    from LiverTumorSegLib.io.gzip_inflate import inflate_one_stream, inflate_to_end
+
+    zeros = gzip.compress(bytes(4_000_000), compresslevel=1)  # 4 MB after the payload, in 4 kB of file
+    path = tmp_path / "appended.gz"
+    path.write_bytes(gzip.compress(PAYLOAD) + zeros)
+    assert inflate_to_end(path, 0, 20_000, step=4096)[1] == 80_000 + 4_000_000  # the whole count, as before
+    out, after = inflate_to_end(path, 0, 20_000, step=4096, max_after=100_000)
+    assert out.tobytes() == PAYLOAD[:20_000] and 100_000 < after <= 100_000 + 4096
+    out, after = inflate_to_end(path, 0, 20_000, step=4096, max_after=4_080_000)  # all of it fits: exact
+    assert out.tobytes() == PAYLOAD[:20_000] and after == 4_080_000
+    # the second member cut off beyond the limit: not reached, so not refused (the caller's warning says so)
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(gzip.compress(PAYLOAD) + zeros[:-8])
+    with pytest.raises(InputError, match="ends before its end marker"):
+        inflate_to_end(cut, 0, 20_000)
+    assert inflate_to_end(cut, 0, 20_000, step=4096, max_after=100_000)[1] <= 100_000 + 4096
+    # one zlib stream (a compressed MetaImage's): the length is how far it was read, not its end
+    stream = zlib.compress(PAYLOAD + bytes(4_000_000), 1)
+    path.write_bytes(b"header\n" + stream)
+    out, after, length = inflate_one_stream(path, 20_000, start=7, step=4096, max_after=100_000)
+    assert out.tobytes() == PAYLOAD[:20_000] and 100_000 < after <= 100_000 + 4096 and length < len(stream)
+    assert inflate_one_stream(path, 20_000, start=7, step=4096)[1:] == (4_080_000, len(stream))
+
+
+def test_after_range_count_limit_is_the_voxels_size_at_least_64_mib():
+    from LiverTumorSegLib.io.gzip_inflate import after_range_count_limit
+
+    assert after_range_count_limit(0) == after_range_count_limit(1000) == 64 * 1024 * 1024
+    assert after_range_count_limit(512 * 512 * 400 * 2) == 512 * 512 * 400 * 2
+
+
+def _with_appended_zeros(path, suffix, zeros):
+    """A 6 x 5 x 4 int16 CT written as ``suffix`` at ``path``, ``zeros`` zero bytes of inflated data after its
+    voxels: a second gzip member (.nii.gz, gzip .nrrd), or the voxels' own zlib stream going on (.mha, whose
+    reader inflates only the first stream)."""
+    import re
+
+    sitk = pytest.importorskip("SimpleITK")
+    nib = pytest.importorskip("nibabel")
+    ct = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)  # (z, y, x)
+    if suffix == ".nii.gz":
+        nib.save(nib.Nifti1Image(ct.T.copy(), np.eye(4)), str(path.with_suffix("")))
+        path.write_bytes(gzip.compress(path.with_suffix("").read_bytes()) + gzip.compress(bytes(zeros), 1))
+    elif suffix == ".nrrd":
+        sitk.WriteImage(sitk.GetImageFromArray(ct), str(path), True)
+        path.write_bytes(path.read_bytes() + gzip.compress(bytes(zeros), 1))
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(ct), str(path), True)
+        head = path.read_bytes().split(b"ElementDataFile = LOCAL\n")[0] + b"ElementDataFile = LOCAL\n"
+        stream = zlib.compress(ct.astype("<i2").tobytes() + bytes(zeros), 1)
+        path.write_bytes(re.sub(rb"CompressedDataSize = \d+", b"CompressedDataSize = %d" % len(stream), head) + stream)
+    return ct
+
+
+@pytest.mark.parametrize("suffix, itk_reads", [(".nii.gz", False), (".nrrd", False), (".nrrd", True),
+                                               (".mha", False)],
+                         ids=[".nii.gz", ".nrrd", ".nrrd whose voxels ITK reads", ".mha"])
+def test_the_readers_count_data_after_the_voxels_only_as_far_as_the_warning_needs(tmp_path, monkeypatch, suffix,
+                                                                                  itk_reads):
+    """48 GiB of zeros appended to a .nii.gz as a second gzip member took over 2 minutes to read (4 GiB: 3.9 s for
+    .nii.gz, 4.3 s for a gzip .nrrd, 3.9 s for a .mha, for 240 bytes of voxels): all of it was inflated to be
+    counted. Now the readers stop once more than after_range_count_limit bytes are known to follow (here made
+    10000 bytes; 64 MiB or the voxels' size in use) and say "more than"."""
+    import functools
+
+    from LiverTumorSegLib.io import gzip_inflate
+
+    monkeypatch.setattr(gzip_inflate, "AFTER_RANGE_COUNT_MIN_BYTES", 10_000, raising=False)  # (older code: none)
+    counted = []
+    for name in ("inflate_to_end", "inflate_one_stream"):
+        def counting(*args, _real=getattr(gzip_inflate, name), **kwargs):
+            result = _real(*args, **kwargs)
+            counted.append(result[1])  # the bytes inflated after the range
+            return result
+        monkeypatch.setattr(gzip_inflate, name, functools.partial(counting, step=4096, read_step=4096))
+    path = tmp_path / ("ct" + suffix)
+    ct = _with_appended_zeros(path, suffix, 2_000_000)
+    if itk_reads:  # a field the fast read does not take: the check inflates from the voxels' start, ITK reads them
+        path.write_bytes(path.read_bytes().replace(b"encoding: gzip\n", b"encoding: gzip\nold min: 0\n", 1))
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.array, ct)
+    voxels = 240 if itk_reads else 0  # counted after the range: the voxels too when they are not kept
+    assert len(counted) == 1 and voxels + 10_000 < counted[0] <= voxels + 10_000 + 4096, counted  # not 2,000,000
+    (warning,) = [w for w in volume.meta.get("warnings", []) if "after the" in w]
+    assert warning == ("the file holds more than 10000 bytes after the 6 x 5 x 4 voxels its header describes (more "
+                       "than 167 more slices; the rest of the file was not inflated or checked); they are not "
+                       "read. If the header's slice count is wrong, export the CT again")

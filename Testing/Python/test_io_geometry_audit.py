@@ -146,18 +146,59 @@ def test_a_nrrd_or_metaimage_without_spacing_says_1_mm_was_assumed(tmp_path, suf
     assert any("no voxel spacing, so 1 mm voxels were assumed" in w for w in volume.meta.get("warnings", []))
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "compressed"])
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
-def test_a_raw_nrrd_or_metaimage_holding_more_slices_than_its_header_says_is_warned_about(tmp_path, suffix):
+def test_a_nrrd_or_metaimage_holding_more_slices_than_its_header_says_is_warned_about(tmp_path, suffix, compressed):
     """A header edited from 30 to 15 slices read half the liver (287 of 1043 mL) without a word, where the NIfTI
-    reader warns (the fuzzing audit)."""
+    reader warns (the fuzzing audit). The raw case was warned about first; a gzip NRRD (encoding gzip) or a
+    MetaImage with CompressedData still read the 4 of 8 slices without a word: the inflate counted the 240
+    bytes after them, and nobody looked."""
     sitk = pytest.importorskip("SimpleITK")
     path = tmp_path / ("ct" + suffix)
-    sitk.WriteImage(sitk.GetImageFromArray(_ct((6, 5, 8)).T.copy()), str(path), False)  # (z, y, x) = (8, 5, 6)
+    ct = _ct((6, 5, 8)).T.copy()  # (z, y, x) = (8, 5, 6)
+    sitk.WriteImage(sitk.GetImageFromArray(ct), str(path), compressed)
     assert not any("after the" in w for w in read_volume(path).meta.get("warnings", []))
     data = path.read_bytes()
+    assert (b"encoding: gzip" in data or b"CompressedData = True" in data) == compressed
     old, new = (b"sizes: 6 5 8", b"sizes: 6 5 4") if suffix == ".nrrd" else (b"DimSize = 6 5 8", b"DimSize = 6 5 4")
     assert old in data
     path.write_bytes(data.replace(old, new, 1))
     volume = read_volume(path)
     assert volume.shape_zyx == (4, 5, 6)
-    assert any("240 bytes after the 6 x 5 x 4 voxels" in w for w in volume.meta.get("warnings", []))
+    np.testing.assert_array_equal(volume.array, ct[:4])
+    (warning,) = [w for w in volume.meta.get("warnings", []) if "after the" in w]
+    assert warning == ("the file holds 240 bytes after the 6 x 5 x 4 voxels its header describes (about 4 more "
+                       "slices); they are not read. If the header's slice count is wrong, export the CT again")
+
+
+def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_refused_before_itk(tmp_path,
+                                                                                                  monkeypatch):
+    """ITK's NRRD header parser looks each key up among those before it: 50,000 'key:=value' lines took 4 s,
+    500,000 (a .seg.nrrd claiming 100,000 segments) minutes, before any check. The CT and label map readers
+    (and the header-only read) now count them first, up to MAX_NRRD_KEY_VALUES."""
+    import SimpleITK
+
+    from LiverTumorSegLib.io import read_header_geometry, read_label_map
+    from LiverTumorSegLib.io.itk import MAX_NRRD_KEY_VALUES, check_nrrd_key_values
+
+    assert MAX_NRRD_KEY_VALUES == 25_000
+    head = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nendian: little\nencoding: raw\nspacings: 1 1 1\n"
+    path = tmp_path / "ct.nrrd"
+    path.write_bytes(head + b"key:=value\n\n" + bytes(16))
+    assert read_volume(path).shape_zyx == (2, 2, 2)
+    keys = b"".join(b"key%d:=value\n" % i for i in range(MAX_NRRD_KEY_VALUES))
+    path.write_bytes(head + keys + b"\n" + b"after:=the header\n")
+    check_nrrd_key_values(path)  # the limit itself passes (ITK then parses it in about 1 s)
+    path.write_bytes(head + keys + b"one:=more\n\n" + bytes(16))
+
+    def itk_parses(*args, **kwargs):
+        raise AssertionError("ITK parsed the header")
+
+    monkeypatch.setattr(SimpleITK.ImageFileReader, "ReadImageInformation", itk_parses)
+    for read in (read_volume, read_label_map, read_header_geometry):
+        with pytest.raises(InputError) as excinfo:
+            read(path)
+        assert str(excinfo.value) == (
+            f"Cannot read '{path}': its NRRD header holds more than 25000 key/value entries ('key:=value' lines), "
+            f"more than any image needs and more than ITK parses in reasonable time (its time grows with their "
+            f"square: 500,000 took minutes); the header is damaged. Export the volume again.")

@@ -495,6 +495,75 @@ def _check_seg_frames(path: Any) -> None:
                          f"bytes of pixel data, but holds {sizes[0]} (of {os.path.getsize(str(path))} bytes in the "
                          f"file); it is truncated or its header is wrong. Export the segmentation again.")
     check_memory_for_read((columns, rows, frames), 1, str(path))
+    _check_segment_references(path, ds)
+
+
+def _referenced_segment(item: Any) -> Optional[int]:
+    """The ReferencedSegmentNumber of a functional groups item (per-frame or shared), None when it names none."""
+    identification = item.get("SegmentIdentificationSequence") if item is not None else None
+    if not identification:
+        return None
+    try:
+        return int(identification[0].ReferencedSegmentNumber)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _check_segment_references(path: Any, ds: Any) -> None:
+    """Refuse a SEG whose frames reference a segment that its SegmentSequence does not define (InputError naming
+    the frame, 1-based as DICOM counts them, and the segment number): highdicom reads only the frames of the
+    defined segments, so a tumor whose frames said segment 3 where 2 was defined was left out of the label map
+    without a word (52 tumor voxels read as 0; the fuzzing audit). A BINARY or FRACTIONAL SEG says which segment
+    each frame holds in its functional groups; a LABELMAP SEG holds segment numbers as pixel values, read frame by
+    frame here (0 is the background)."""
+    try:
+        defined = {int(item.SegmentNumber) for item in ds.SegmentSequence}
+    except (AttributeError, TypeError, ValueError):
+        return  # no readable SegmentSequence: highdicom's own message says what is wrong
+    shown = ", ".join(str(n) for n in sorted(defined)) or "none"
+    if str(getattr(ds, "SegmentationType", "")).upper() == "LABELMAP":
+        frame, value = _undefined_label_value(path, defined | {0})
+        if value is not None:
+            raise InputError(f"DICOM SEG '{path}': frame {frame} holds pixel value {value}, but its SegmentSequence "
+                             f"defines no segment {value} (it defines segments {shown}); those voxels would be left "
+                             f"out of the label map. The file is damaged: export the segmentation again.")
+        return
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    number = _referenced_segment(shared[0] if shared else None)
+    if number is not None and number not in defined:
+        raise InputError(f"DICOM SEG '{path}': its frames (SharedFunctionalGroupsSequence) reference segment {number}, "
+                         f"which its SegmentSequence does not define (it defines segments {shown}); their voxels "
+                         f"would be left out of the label map. The file is damaged: export the segmentation again.")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    undefined = [(index, number) for index, number in enumerate(_referenced_segment(item) for item in per_frame)
+                 if number is not None and number not in defined]
+    if undefined:
+        index, number = undefined[0]
+        count = f"; {len(undefined)} of its {len(per_frame)} frames reference undefined segments" \
+            if len(undefined) > 1 else ""
+        raise InputError(f"DICOM SEG '{path}': frame {index + 1} references segment {number}, which its "
+                         f"SegmentSequence does not define (it defines segments {shown}{count}); those voxels would "
+                         f"be left out of the label map. The file is damaged: export the segmentation again.")
+
+
+def _undefined_label_value(path: Any, allowed: set) -> Tuple[Optional[int], Optional[int]]:
+    """``(frame, value)``: the first frame (1-based) of a LABELMAP SEG holding a pixel value outside ``allowed``
+    and the smallest such value, or ``(None, None)`` when every value is allowed or the pixels cannot be decoded
+    here (highdicom's read then says why). One frame is decoded at a time."""
+    try:
+        from pydicom.pixels import iter_pixels
+    except ImportError:  # pydicom < 3
+        return None, None
+    allowed_values = np.asarray(sorted(allowed))
+    try:
+        for index, frame in enumerate(iter_pixels(str(path))):
+            values = np.unique(frame)
+            odd = values[~np.isin(values, allowed_values)]
+            if odd.size:
+                return index + 1, int(odd[0])
+    except Exception:  # noqa: BLE001 - a transfer syntax pydicom cannot decode alone: highdicom's read decides
+        return None, None
+    return None, None
 
 
 def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:

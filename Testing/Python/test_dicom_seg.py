@@ -450,3 +450,69 @@ def test_a_seg_whose_frame_count_is_not_its_frames_is_refused_before_its_pixels_
     dataset.save_as(str(tmp_path / "edited.dcm"))
     with pytest.raises(InputError, match=said):
         read_dicom_seg(tmp_path / "edited.dcm")
+
+
+def test_a_seg_whose_frames_reference_an_undefined_segment_is_refused_naming_frame_and_segment(tmp_path):
+    """The tumor frames of a SEG edited to reference segment 3 (its SegmentSequence defines 1 and 2) were dropped
+    by highdicom without a word: the 52 tumor voxels read as background, and measure reported no lesion (the
+    fuzzing audit). The label map would be incomplete, so the file is refused."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    path = write_dicom_seg(tmp_path / "seg.dcm", phantom.labels, ct.geometry, files)
+    assert np.bincount(read_dicom_seg(path).array.ravel(), minlength=3)[2] == 52
+    dataset = pydicom.dcmread(str(path))
+    frames = dataset.PerFrameFunctionalGroupsSequence
+    numbers = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber) for f in frames]
+    assert numbers == [1] * 6 + [2] * 6
+    for frame in frames[6:]:
+        frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 3
+    dataset.save_as(str(tmp_path / "undefined.dcm"))
+    message = (f"DICOM SEG '{tmp_path / 'undefined.dcm'}': frame 7 references segment 3, which its SegmentSequence "
+               f"does not define (it defines segments 1, 2; 6 of its 12 frames reference undefined segments); those "
+               f"voxels would be left out of the label map. The file is damaged: export the segmentation again.")
+    for read in (read_dicom_seg, lambda p: read_label_map(p, reference=ct)):
+        with pytest.raises(InputError) as excinfo:
+            read(tmp_path / "undefined.dcm")
+        assert str(excinfo.value) == message
+    frames[6].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2  # one frame left: no count
+    frames[7].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
+    frames[8].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
+    frames[9].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
+    frames[10].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
+    dataset.save_as(str(tmp_path / "one.dcm"))
+    with pytest.raises(InputError, match=r"frame 12 references segment 3, which its SegmentSequence does not define "
+                                         r"\(it defines segments 1, 2\); those voxels"):
+        read_dicom_seg(tmp_path / "one.dcm")
+    for frame in frames:  # the segment named once for all frames (shared functional groups)
+        del frame.SegmentIdentificationSequence
+    shared = Dataset()
+    shared.ReferencedSegmentNumber = 3
+    dataset.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence = Sequence([shared])
+    dataset.save_as(str(tmp_path / "shared.dcm"))
+    with pytest.raises(InputError, match=r"its frames \(SharedFunctionalGroupsSequence\) reference segment 3, which "
+                                         r"its SegmentSequence does not define \(it defines segments 1, 2\)"):
+        read_dicom_seg(tmp_path / "shared.dcm")
+
+
+def test_a_label_map_seg_holding_an_undefined_segment_number_is_refused(tmp_path):
+    """A LABELMAP SEG stores segment numbers as pixel values; with segment 2 (the tumor) taken out of its
+    SegmentSequence, its 52 tumor voxels read as background without a word."""
+    from LiverTumorSegLib.dicom_seg import segment_descriptions
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    datasets = [pydicom.dcmread(str(f)) for f in files]
+    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=phantom.labels.astype(np.uint8),
+                              segmentation_type="LABELMAP", segment_descriptions=segment_descriptions("x", "1"),
+                              series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="m", manufacturer_model_name="m",
+                              software_versions="1", device_serial_number="1")
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [0, 1, 2]
+    seg.SegmentSequence = pydicom.sequence.Sequence(list(seg.SegmentSequence)[:2])
+    seg.save_as(str(tmp_path / "labelmap.dcm"))
+    frames = pydicom.dcmread(str(tmp_path / "labelmap.dcm")).pixel_array  # (frames, rows, columns), file order
+    first = 1 + int(np.flatnonzero((frames == 2).any(axis=(1, 2)))[0])
+    with pytest.raises(InputError, match=rf"frame {first} holds pixel value 2, but its SegmentSequence defines no "
+                                         rf"segment 2 \(it defines segments 0, 1\); those voxels would be left out"):
+        read_dicom_seg(tmp_path / "labelmap.dcm")

@@ -732,6 +732,11 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     }
 
 
+PICTURE_MAX_NUMBERS = 100
+"""At most this many rows of the change table are numbered per panel of :func:`save_change_picture` (those whose
+outline encloses the most pixels; ties: the lower number), and the panel's title says so: each number is a text
+of its own for matplotlib to lay out twice (about 3 ms), so 7,225 one-voxel lesions spent about 50 s on numbers
+that covered each other; every lesion is still outlined."""
 STATUS_COLORS = {"new": "#ff3b30", "disappeared": "#34c759", "grown": "#ff9500", "shrunk": "#30b0ff",
                  "stable": "#ffd60a", "present": "#c7a17a", "merged": "#bf5af2", "split": "#ff2d95",
                  "not_assessed": "#8e8e93"}
@@ -749,18 +754,38 @@ def _picture_crop(panels, margin: int = 8) -> Tuple[slice, slice]:
             slice(max(0, cols.min() - margin), cols.max() + margin + 1))
 
 
+def _lesion_projection(components: np.ndarray, boxes: Sequence[Any], ids: Sequence[int]
+                       ) -> Optional[Tuple[np.ndarray, Tuple[int, int]]]:
+    """The axial projection of lesions ``ids`` of the ``(z, y, x)`` lesion-id array ``components``, read within
+    their bounding boxes (``boxes``: ``scipy.ndimage.find_objects(components)``, lesion ``i`` at ``i - 1``):
+    ``(mask (rows, columns) of the box's y and x, (row, column) of its first pixel)``; None when none of ``ids`` is
+    in ``components``. Costs the lesions' boxes, not the volume: a mask of the whole volume per lesion took minutes
+    and gigabytes for thousands of lesions."""
+    found = [boxes[i - 1] for i in ids if 0 < i <= len(boxes) and boxes[i - 1] is not None]
+    if not found:
+        return None
+    box = tuple(slice(min(b[axis].start for b in found), max(b[axis].stop for b in found)) for axis in range(3))
+    part = components[box]
+    mask = (part == ids[0]) if len(ids) == 1 else np.isin(part, ids)
+    return mask.any(axis=0), (box[1].start, box[2].start)
+
+
 @quiet_missing_glyphs()
 def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = False, title: str = "") -> Path:
     """PNG: baseline (left) and follow-up aligned to the baseline (right), axial maximum projections of the
-    liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``),
-    cropped to the liver; disappeared lesions are dashed on the follow-up side where they were.
+    liver (grey) and the lesions (outlined in their status colour, numbered as in ``change["lesions"]``: at most
+    :data:`PICTURE_MAX_NUMBERS` per panel, the largest), cropped to the liver; disappeared lesions are dashed on the
+    follow-up side where they were. Each lesion is read within its bounding box and all outlines of a panel are one
+    matplotlib collection (:func:`~.metrics.report.draw_outlines`): the cost grows with the lesions' boxes, not with
+    lesions x volume.
     Radiological convention (image left = patient right, top = anterior). ``change``: from
     :func:`compare_followup` (needs its ``_arrays``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+    from scipy import ndimage
 
-    from .metrics.report import draw_outline
+    from .metrics.report import draw_outlines
     from .orientation import plan_reorientation
 
     arrays = change["_arrays"]
@@ -778,26 +803,32 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     fig = Figure(figsize=(11, 6))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
+    boxes = [ndimage.find_objects(components) for _, _, components, _ in panels]  # per lesion id - 1
     for ax, (name, labels, components, key) in zip(axes, panels):
         liver = (labels >= 1).any(axis=0)
         ax.imshow(np.where(liver, 0.45, 0.0), cmap="gray", vmin=0, vmax=1, aspect=sy / sx, interpolation="nearest")
+        outlines = []  # one collection per panel: an artist per lesion made thousands of lesions take minutes
+        numbers = []  # (pixels, number, x, y, colour) per outlined row of the change table
         for entry in change["lesions"]:
-            ids, style = entry[key], "solid"
-            source = components
+            ids, style, source = entry[key], "solid", (components, boxes[0 if key == "baseline_ids" else 1])
             if not ids and key == "followup_ids" and entry["status"] == "disappeared":
-                ids, style, source = entry["baseline_ids"], "dashed", panels[0][2]  # where it was
-            if not ids:
+                ids, style, source = entry["baseline_ids"], "dashed", (panels[0][2], boxes[0])  # where it was
+            projection = _lesion_projection(*source, ids)
+            if projection is None:
                 continue
-            mask = np.isin(source, ids).any(axis=0)
-            if not mask.any():
-                continue
+            mask, (row0, col0) = projection
             color = STATUS_COLORS[entry["status"]]
-            draw_outline(ax, mask, colors=[color], linewidths=1.5, linestyles=style)
+            outlines.append((mask, (row0, col0), color, style))
             rows, cols = np.nonzero(mask)
-            ax.text(cols.mean(), rows.min() - 1.5, str(entry["number"]), color=color, fontsize=12, fontweight="bold",
-                    ha="center", va="bottom")
+            numbers.append((rows.size, entry["number"], (cols + col0).mean(), rows.min() + row0 - 1.5, color))
+        draw_outlines(ax, outlines, image_shape=liver.shape, linewidths=1.5)
+        shown = {n for _, n, _, _, _ in sorted(numbers, key=lambda t: (-t[0], t[1]))[:PICTURE_MAX_NUMBERS]}
+        for _, number, x, y, color in numbers:  # in the table's order, as ever: the same picture up to the cap
+            if number in shown:
+                ax.text(x, y, str(number), color=color, fontsize=12, fontweight="bold", ha="center", va="bottom")
         count = sum(len(e[key]) for e in change["lesions"])  # lesions, not groups (a merge is 2 baseline lesions)
-        ax.set_title(f"{name}\n(axial projection; {count} lesion{'' if count == 1 else 's'})")
+        capped = f"\nnumbered: the {len(shown)} largest of {len(numbers)} outlines" if len(shown) < len(numbers) else ""
+        ax.set_title(f"{name}\n(axial projection; {count} lesion{'' if count == 1 else 's'}){capped}")
         ax.set_xticks([])
         ax.set_yticks([])
         style = dict(transform=ax.transAxes, color="white", fontsize=10, fontweight="bold")

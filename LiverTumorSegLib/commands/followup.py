@@ -14,7 +14,8 @@ RECIST 1.1 category from the baseline's target lesions (at most 2 measurable liv
 PR (sum of diameters <= -30 %), PD (>= +20 % and >= 5 mm, or a new lesion of at least --min-new-lesion-mm), else
 SD; with lesions but no measurable target lesion, Non-CR/non-PD (CR when none is left, PD for a new lesion); NE
 when neither time point has a lesion. A PNG shows baseline and aligned follow-up side by side, lesions numbered
-as in the JSON. Research use only: not a medical device.
+as in the JSON (every lesion outlined; at most 100 numbered per side, the largest). Research use only: not a
+medical device.
 """
 import argparse
 from pathlib import Path

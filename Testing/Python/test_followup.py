@@ -812,3 +812,141 @@ def test_outlines_are_drawn_for_one_pixel_masks_and_closed_along_the_image_edge(
     # the whole 4 x 6 mask is enclosed half a pixel outside its pixel centres, on every side (closed at the edge)
     assert vertices[:, 0].min() == pytest.approx(-0.5) and vertices[:, 0].max() == pytest.approx(5.5)
     assert vertices[:, 1].min() == pytest.approx(-0.5) and vertices[:, 1].max() == pytest.approx(3.5)
+
+
+def _rendered(draw, shape=(30, 40)):
+    """RGBA pixels and axis limits of a figure with a black ``shape`` image that ``draw(ax)`` outlines on."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(np.zeros(shape), cmap="gray", vmin=0, vmax=1, aspect=0.8, interpolation="nearest")
+    draw(ax)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy(), (ax.get_xlim(), ax.get_ylim())
+
+
+def _outline_cases(shape=(30, 40)):
+    """Whole-image masks with their colour and line style: a one-pixel lesion, a ring (hole in its projection),
+    one cut by the image's edge and two overlapping ones, dashed and solid (the later one on top)."""
+    cases = []
+    for box, color, style in (((slice(5, 6), slice(5, 6)), "red", "solid"),
+                              ((slice(8, 20), slice(10, 24)), "yellow", "solid"),
+                              ((slice(0, 6), slice(30, 40)), "lime", "dashed"),
+                              ((slice(12, 26), slice(16, 30)), "magenta", "dashed"),
+                              ((slice(14, 28), slice(20, 36)), "cyan", "solid")):
+        mask = np.zeros(shape, bool)
+        mask[box] = True
+        cases.append((mask, color, style))
+    cases[1][0][11:17, 13:21] = False  # the ring's hole
+    return cases
+
+
+def _boxed(mask):
+    """``(mask within its bounding box, (row, column) of the box's first pixel)``."""
+    rows, cols = np.nonzero(mask)
+    return mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1], (int(rows.min()), int(cols.min()))
+
+
+def test_outlines_drawn_at_once_from_their_boxes_are_the_pixels_of_one_contour_per_whole_image_mask():
+    """followup's picture drew each lesion with ax.contour on a whole-image mask (minutes and gigabytes for
+    thousands of lesions); draw_outlines draws them from their bounding boxes in one collection: the same pixels,
+    line by line (dashes, a ring's hole, the image's edge, which one lies on top) and the same axis limits."""
+    pytest.importorskip("matplotlib")
+    from LiverTumorSegLib.metrics.report import draw_outline, draw_outlines
+
+    cases = _outline_cases()
+
+    def one_contour_each(ax):
+        for mask, color, style in cases:
+            draw_outline(ax, mask, colors=[color], linewidths=1.5, linestyles=style)
+
+    def at_once(ax):
+        draw_outlines(ax, [_boxed(m) + (c, s) for m, c, s in cases], image_shape=(30, 40), linewidths=1.5)
+        assert len(ax.collections) == 1 and len(ax.collections[0].get_paths()) == len(cases)
+
+    before, before_limits = _rendered(one_contour_each)
+    after, after_limits = _rendered(at_once)
+    assert after_limits == before_limits == ((-1.0, 40.0), (30.0, -1.0))
+    assert np.count_nonzero((before != after).any(axis=-1)) == 0
+    assert np.count_nonzero((after != _rendered(lambda ax: None)[0]).any(axis=-1)) > 500  # something was drawn
+
+
+def test_outlines_without_contourpy_are_drawn_one_contour_each(monkeypatch):
+    """matplotlib < 3.6 has no contourpy: draw_outlines then calls ax.contour per box, with the same pixels."""
+    pytest.importorskip("matplotlib")
+    import builtins
+
+    from LiverTumorSegLib.metrics import report
+
+    cases = _outline_cases()
+    draw = lambda ax: report.draw_outlines(ax, [_boxed(m) + (c, s) for m, c, s in cases], image_shape=(30, 40))
+    with_contourpy = _rendered(draw)
+    real_import = builtins.__import__
+
+    def no_contourpy(name, globals=None, *args, **kwargs):
+        if name == "contourpy" and globals is not None and globals.get("__name__") == report.__name__:
+            raise ImportError("No module named 'contourpy'")
+        return real_import(name, globals, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_contourpy)
+    without = _rendered(draw)
+    assert without[1] == with_contourpy[1]
+    assert np.count_nonzero((without[0] != with_contourpy[0]).any(axis=-1)) == 0
+
+
+def test_change_picture_outlines_lesions_from_their_boxes_and_numbers_at_most_a_hundred(tmp_path, monkeypatch):
+    """A map of 144 one-voxel lesions (12 x 12, half gone at follow-up): each panel is one collection of 144
+    outlines (no ax.contour, no whole-volume mask per lesion: 7,225 such lesions took 10 min and 14 GB), each
+    lesion read within its one-voxel box; 100 numbers per panel, the title says which. A lesion's outline and
+    number lie where they were: the outline half a pixel around the voxel, the number 1.5 pixels above it."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+    from matplotlib.collections import PathCollection
+
+    import LiverTumorSegLib.followup as followup
+
+    base = np.ones((3, 40, 40), np.uint8)
+    base[1, 8:32:2, 8:32:2] = 2
+    follow = base.copy()
+    follow[1, 8:32:4, 8:32:2] = 1
+    g = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
+    assert len(change["lesions"]) == 144 and change["status_counts"]["disappeared"] == 72
+    boxes_read = []
+    real_projection = followup._lesion_projection
+
+    def spy(components, boxes, ids):
+        found = real_projection(components, boxes, ids)
+        boxes_read.append(found[0].size)
+        return found
+
+    monkeypatch.setattr(followup, "_lesion_projection", spy)
+    monkeypatch.setattr(Axes, "contour", lambda *a, **k: pytest.fail("ax.contour per lesion"))
+    titles, panels = [], []
+    from matplotlib.figure import Figure
+
+    real_savefig = Figure.savefig
+
+    def keep_axes(fig, *args, **kwargs):
+        panels.extend(fig.axes[:2])
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_axes)
+    followup.save_change_picture(tmp_path / "many.png", change)
+    assert (tmp_path / "many.png").stat().st_size > 0
+    assert boxes_read == [1] * 288  # 144 lesions per panel (gone ones dashed where they were), a pixel each
+    for ax in panels:
+        assert [type(c) for c in ax.collections] == [PathCollection]
+        assert len(ax.collections[0].get_paths()) == 144
+        numbers = [t for t in ax.texts if t.get_text().isdigit()]
+        assert [int(t.get_text()) for t in numbers] == list(range(1, 101))  # all one pixel: the lowest numbers
+        assert ax.get_title().endswith("\nnumbered: the 100 largest of 144 outlines")
+        titles.append(ax.get_title().split("\n")[1])
+        # lesion 1 is voxel (1, 8, 8); the liver fills the map, so the picture is not cropped: pixel (8, 8)
+        first = ax.collections[0].get_paths()[0].vertices
+        assert numbers[0].get_position() == (8.0, 8.0 - 1.5)
+        assert (first.min(axis=0).tolist(), first.max(axis=0).tolist()) == ([7.5, 7.5], [8.5, 8.5])
+    assert titles == ["(axial projection; 144 lesions)", "(axial projection; 72 lesions)"]

@@ -529,7 +529,7 @@ def evaluate_folders(args) -> Dict[str, object]:
             # Memory: the map as read, which the reader's check_memory_for_read counts, and a few MiB (metrics.roc)
             row[f"roc_auc_{args.prob_structure}"] = roc.add_and_score(
                 prob, structure_mask(ref.array, args.prob_structure), divisor=divisor)
-            if args.prob_structure == "tumor":  # each predicted lesion's mean probability: the lesion FROC
+            if args.prob_structure == "tumor":  # each predicted lesion's mean probability (measure's): the FROC
                 froc_cases.append(lesion_hits(structure_mask(pred.array, "tumor"), structure_mask(ref.array, "tumor"),
                                               prob, divisor=divisor, connectivity=args.connectivity))
         del pred, ref, prob  # not held while the next case is read

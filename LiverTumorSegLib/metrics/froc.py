@@ -2,10 +2,8 @@
 
 Where ROC (:mod:`.roc`) counts voxels, FROC counts lesions, as lesion-detection studies report them (LUNA16,
 CAMELYON16, liver-lesion detection papers): each predicted lesion (a connected component of the predicted tumor
-mask) gets a **confidence**, the mean tumor probability over its voxels (like the ``mean_tumor_probability`` of
-``segment``'s report, which averages the float probabilities over the voxels the network labelled tumor, leaving
-out a core the hole fill added; here it is the map as given, e.g. the uint8 file ``segment --probabilities``
-writes, over every voxel of the ``connectivity``-connected component); at a threshold ``t`` only the predicted
+mask) gets a **confidence**, its mean tumor probability, computed as the lesion report's
+``mean_tumor_probability`` by the same function (:func:`lesion_hits`); at a threshold ``t`` only the predicted
 lesions with confidence >= ``t`` are kept, and
 
 * a predicted lesion **hits** the reference lesion it shares the most voxels with (ties: the lowest-numbered
@@ -26,6 +24,17 @@ The sensitivity at a rate ``r`` is the highest sensitivity of an operating point
 per case: a step curve, no interpolation between thresholds (an operating point that exists, never one between
 two; LUNA16's script interpolates, so its CPM can be somewhat higher on the same detections).
 
+**Which mean.** ``segment``'s report (and its uncertain-lesion rule) averages the uint8 map it writes with
+``--probabilities`` over the lesion's voxels the network labelled tumor: a core that post-processing's hole fill
+made tumor (background to the network, at a low probability) does not count. ``evaluate --prob`` reads the final
+label map and that map, and neither file says which voxels the fill added, so its confidence is the mean over all
+of the lesion's voxels: ``measure --probabilities``'s value for the same two files, and ``segment``'s for every
+lesion without a filled core (all 11 lesions the bundled model found in 8 synthetic-tumor versions of
+``Testing/Data/example_ct_sm``, 26 Nov 2026, agreed to 1e-16). A lesion with a filled core reads lower here: a ring
+at 191/255 around a filled core at 13/255 (1162 and 257 voxels) is 0.6226 in the FROC and 0.7490 in ``segment``'s
+report, on either side of the 0.65 of ``--min-lesion-probability``. A caller holding the network's labels passes
+them (``network_tumor``) and gets ``segment``'s value.
+
 Masks and probability maps are ``(z, y, x)`` arrays of one case's grid.
 """
 from dataclasses import dataclass
@@ -37,7 +46,8 @@ FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """False-positive lesions per case at which :meth:`FrocCurve.summary` gives the sensitivity (LUNA16's points)."""
 
 HIT_RULE = ("a predicted lesion hits the reference lesion it shares the most voxels with (any shared voxel); "
-            "confidence = mean tumor probability over the predicted lesion's voxels")
+            "confidence = the predicted lesion's mean tumor probability as the lesion report computes it (over all "
+            "its voxels when only the final label map is known, as in evaluate: measure --probabilities's value)")
 
 
 @dataclass
@@ -52,20 +62,32 @@ class CaseLesionHits:
 
 
 def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.ndarray, divisor: float = 1.0,
-                connectivity: int = 26) -> CaseLesionHits:
+                connectivity: int = 26, network_tumor: Optional[np.ndarray] = None) -> CaseLesionHits:
     """:class:`CaseLesionHits` of one case: boolean (or nonzero = tumor) ``(z, y, x)`` masks and the tumor
     ``probability`` map on the same grid, ``probability / divisor`` in [0, 1] (``divisor`` 255 for the uint8
-    maps ``segment --probabilities`` writes). Only the box holding both masks' tumor voxels is labelled."""
+    maps ``segment --probabilities`` writes). Only the box holding both masks' tumor voxels is labelled.
+
+    Each predicted lesion's confidence is the lesion report's ``mean_tumor_probability``, from the one function
+    both use (:func:`~LiverTumorSegLib.inference.postprocess.component_mean_probability`, also behind the
+    post-processing's uncertain-lesion rule): the mean over the lesion's voxels ``network_tumor`` marks (bool, same
+    grid: the voxels the network labelled tumor before post-processing, as ``segment`` passes them), else, and
+    for a lesion without such a voxel, over all its voxels (``measure --probabilities``; ``evaluate`` has only the
+    final label map, so this). The map's values are taken as ``measure`` reads them
+    (:func:`~LiverTumorSegLib.io.probability.read_probability_map`): uint8 with divisor 255 as they are, other
+    integers divided by ``divisor`` in float32, floats divided by it; values outside 0..1 raise ValueError."""
     from scipy import ndimage
 
+    from ..inference.postprocess import component_mean_probability
     from .lits import _first_per_key, _overlap_pairs, _structure
     from .overlap import _as_bool
     from .surface import union_bounding_box
 
     pred_tumor, ref_tumor = _as_bool(pred_tumor), _as_bool(ref_tumor)  # boolean masks as they are: no copy
-    if pred_tumor.shape != ref_tumor.shape or np.shape(probability) != pred_tumor.shape:
+    if pred_tumor.shape != ref_tumor.shape or np.shape(probability) != pred_tumor.shape or \
+            (network_tumor is not None and np.shape(network_tumor) != pred_tumor.shape):
         raise ValueError(f"FROC needs masks and a probability map of one shape, got {pred_tumor.shape}, "
-                         f"{ref_tumor.shape} and {np.shape(probability)}")
+                         f"{ref_tumor.shape} and {np.shape(probability)}"
+                         + ("" if network_tumor is None else f" (network tumor mask {np.shape(network_tumor)})"))
     if not divisor > 0:
         raise ValueError(f"divisor must be > 0, got {divisor}")
     box = union_bounding_box(pred_tumor, ref_tumor)
@@ -77,15 +99,21 @@ def lesion_hits(pred_tumor: np.ndarray, ref_tumor: np.ndarray, probability: np.n
     if n_pred == 0:
         return CaseLesionHits(np.zeros(0), np.zeros(0, dtype=np.int64), int(n_ref))
     inside = pred_ids > 0
-    voxels = np.bincount(pred_ids[inside], minlength=n_pred + 1)[1:]
-    sums = np.bincount(pred_ids[inside], weights=np.asarray(probability)[box][inside].astype(np.float64),
-                       minlength=n_pred + 1)[1:]
-    confidences = sums / voxels / float(divisor)
-    if not np.isfinite(confidences).all():  # NaN sorted as a threshold of its own that no lesion can pass
+    values = np.asarray(probability)[box][inside]  # the lesions' voxels only: no float copy of the box
+    if not np.issubdtype(values.dtype, np.integer) and not np.isfinite(values).all():
         raise ValueError("FROC needs a finite probability over every predicted lesion; the map holds NaN or Inf")
-    if confidences.min() < -1e-6 or confidences.max() > 1.0 + 1e-6:
-        raise ValueError(f"FROC needs probabilities in 0..1, got lesion means from {confidences.min():g} to "
-                         f"{confidences.max():g}; give the divisor of an integer map (255 for segment's uint8 maps)")
+    if np.issubdtype(values.dtype, np.integer):  # as read_probability_map hands measure a map
+        if not (float(divisor) == 255.0 and values.dtype == np.uint8):
+            values = values.astype(np.float32) / np.float32(divisor)
+    elif float(divisor) != 1.0:
+        values = values.astype(np.float64) / float(divisor)
+    scale = 255.0 if np.issubdtype(values.dtype, np.integer) else 1.0
+    low, high = float(values.min()) / scale, float(values.max()) / scale
+    if low < -1e-6 or high > 1.0 + 1e-6:  # component_mean_probability clips floats to 0..1: refused here instead
+        raise ValueError(f"FROC needs probabilities in 0..1, got values from {low:g} to {high:g} in the predicted "
+                         f"lesions; give the divisor of an integer map (255 for segment's uint8 maps)")
+    network = None if network_tumor is None else np.asarray(network_tumor)[box][inside].astype(bool)
+    confidences = component_mean_probability(pred_ids[inside], n_pred, values, None, network)[1:]
     hits = np.full(n_pred, -1, dtype=np.int64)
     pair_pred, pair_ref, pair_voxels = _overlap_pairs(pred_ids, ref_ids, n_ref)  # detect_lesions' overlap table
     if pair_pred.size:  # per predicted lesion: the reference it shares most voxels with, the lowest among ties

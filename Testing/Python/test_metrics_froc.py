@@ -135,3 +135,86 @@ def test_maps_that_are_no_probabilities_and_bad_rates_are_refused():
     for rate in (-1, float("nan")):
         with pytest.raises(ValueError, match="fp_rate must be a number >= 0"):
             curve.sensitivity_at(rate)
+
+
+def _ring_and_plain_lesion():
+    """segment's path (Segmenter.finish: post-processing, then the lesion report with the network's labels) on a
+    network output of two lesions, 1 mm voxels: a ring (radius 4-7 voxels, 1162 voxels at p 191/255) around a core
+    the network left unlabelled (257 voxels at 13/255), which the hole fill makes tumor, and a plain 6 x 6 x 6 cube
+    at 204/255. Returns the network's labels, the result and the reference tumor (the whole ball)."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    network = np.zeros((24, 48, 48), np.uint8)
+    network[2:22, 4:44, 4:44] = 1
+    zz, yy, xx = np.ogrid[:24, :48, :48]
+    r = np.sqrt((zz - 12.0) ** 2 + (yy - 16.0) ** 2 + (xx - 16.0) ** 2)
+    network[r <= 7] = 2
+    network[r <= 4] = 0
+    network[9:15, 28:34, 28:34] = 2
+    probability = np.zeros(network.shape, np.uint8)
+    probability[network == 2] = 191
+    probability[r <= 4] = 13
+    probability[9:15, 28:34, 28:34] = 204
+    assert ((network == 2) & (r <= 7)).sum() == 1162 and (r <= 4).sum() == 257
+    ct = CTVolume(np.full(network.shape, 60.0, np.float32), ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    result = Segmenter(SegmentationOptions(probabilities=True)).finish(
+        ct, NetworkOutput(labels=network, probability=probability, facts={"device": "cpu"}, timings={}))
+    assert (result.labels[r <= 4] == 2).all()  # the core was filled as tumor
+    return network, result, r <= 7
+
+
+RING_WHOLE = (1162 * 191 + 257 * 13) / (1419 * 255)  # the ring lesion's mean over all its voxels: 0.6226
+
+
+def test_froc_confidence_is_the_lesion_reports_mean_tumor_probability():
+    """The FROC took its own mean over the whole predicted component while segment's report takes the one of the
+    voxels the network labelled tumor (a core the hole fill added does not count): on this ring lesion 0.6226
+    against 0.7490, on either side of the 0.65 the uncertain-lesion rule applies. Both now come from one function;
+    given the network's tumor voxels the FROC confidence is the report's value, and without them (evaluate: the
+    final label map only) it is the report's value of measure --probabilities, over the whole lesion."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+
+    network, result, ref = _ring_and_plain_lesion()
+    report = [d["mean_tumor_probability"] for d in result.report["lesions"]]  # segment's report
+    assert report == [pytest.approx(191 / 255, abs=1e-15), pytest.approx(204 / 255, abs=1e-15)]
+    hits = lesion_hits(result.labels == 2, ref, result.tumor_probability, divisor=255.0, network_tumor=network == 2)
+    assert hits.hits.tolist() == [0, -1]  # the ring (lesion 1 of the report) hits, the cube is a false positive
+    assert hits.confidences.tolist() == report
+    measured = lesion_report(result.labels, result.geometry, tumor_probability_zyx=result.tumor_probability)
+    whole = lesion_hits(result.labels == 2, ref, result.tumor_probability, divisor=255.0)
+    assert whole.confidences.tolist() == [d["mean_tumor_probability"] for d in measured["lesions"]]
+    assert whole.confidences.tolist() == [pytest.approx(RING_WHOLE, abs=1e-15), pytest.approx(204 / 255, abs=1e-15)]
+    as_floats = lesion_hits(result.labels == 2, ref, result.tumor_probability.astype(np.float32) / 255,
+                            network_tumor=network == 2)
+    np.testing.assert_allclose(as_floats.confidences, report, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"network tumor mask \(1, 2, 3\)"):
+        lesion_hits(result.labels == 2, ref, result.tumor_probability, 255.0, network_tumor=np.zeros((1, 2, 3)))
+
+
+def test_evaluate_froc_thresholds_are_the_confidences_measure_reports(tmp_path, capsys):
+    """evaluate --prob on segment's label map and uint8 map: the FROC's thresholds are the lesions' confidences,
+    each the mean_tumor_probability measure --probabilities reports for the same two files."""
+    import json
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_label_map, write_probability_map
+
+    _, result, ref = _ring_and_plain_lesion()
+    reference = np.where(result.labels > 0, 1, 0).astype(np.uint8)
+    reference[ref] = 2
+    write_label_map(tmp_path / "pred.nii.gz", result.labels, result.geometry)
+    write_label_map(tmp_path / "ref.nii.gz", reference, result.geometry)
+    write_probability_map(tmp_path / "prob.nii.gz", result.tumor_probability, result.geometry)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
+                 "--prob", str(tmp_path / "prob.nii.gz"), "--no-surface", "--no-plots", "--no-progress",
+                 "-o", str(tmp_path / "eval")]) == 0
+    assert main(["measure", str(tmp_path / "pred.nii.gz"), "--probabilities", str(tmp_path / "prob.nii.gz"),
+                 "-o", str(tmp_path / "measure.json")]) == 0
+    froc = json.loads((tmp_path / "eval" / "summary.json").read_text())["lesion_froc"]
+    measured = json.loads((tmp_path / "measure.json").read_text())["lesions"]
+    assert froc["points"]["threshold"] == [None] + sorted((d["mean_tumor_probability"] for d in measured),
+                                                          reverse=True)
+    assert froc["points"]["threshold"][2] == pytest.approx(RING_WHOLE, abs=1e-12)
+    assert froc["points"]["sensitivity"] == [0.0, 0.0, 1.0] and froc["points"]["fp_per_case"] == [0.0, 1.0, 1.0]

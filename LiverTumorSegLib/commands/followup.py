@@ -55,7 +55,8 @@ def _read_ct(path: Optional[str]):
     look like HU only warn: NaN/Inf, constant or broken volumes are refused (NaN once reached ITK's SVD)."""
     from . import read_checked_ct
 
-    return read_checked_ct(path, allow_non_hu=True, non_hu_going_on=CT_NOT_HU, command="followup") if path else None
+    return read_checked_ct(path, allow_non_hu=True, non_hu_going_on=CT_NOT_HU, command="followup",
+                           for_model=False) if path else None
 
 
 CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans and for the lesions' mean HU, which "

@@ -37,23 +37,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def tilted_grid_warnings(geometry: Any, name: str) -> List[str]:
-    """A warning when the label map's slices nearest to axial are tilted from the axial plane (their normal
-    more than the CT check's ``OBLIQUE_WARN_DEGREES`` from S): RECIST axes are measured in those slices, not in
-    true axial planes. A grid turned only about S has true axial slices and gets none. Without --ct no CT
-    check ran, so the report said nothing of it."""
-    import numpy as np
+    """A warning when the label map's slices nearest to axial are tilted from the axial plane
+    (:func:`~LiverTumorSegLib.validation.measurement_tilt_warnings`): RECIST axes are measured in those slices, not
+    in true axial planes. A grid turned only about S has true axial slices and gets none. Without --ct no CT check
+    ran, so the report said nothing of it."""
+    from ..validation import measurement_tilt_warnings
 
-    from ..metrics.recist import axial_axis_zyx
-    from ..validation import OBLIQUE_WARN_DEGREES
-
-    direction = np.asarray(geometry.direction_matrix, dtype=float)
-    in_plane = [2 - a for a in range(3) if a != axial_axis_zyx(geometry)]  # columns of the slices' two axes
-    normal = np.cross(direction[:, in_plane[0]], direction[:, in_plane[1]])
-    tilt = float(np.degrees(np.arccos(np.clip(abs(normal[2]) / max(np.linalg.norm(normal), 1e-12), 0.0, 1.0))))
-    if tilt <= OBLIQUE_WARN_DEGREES:
-        return []
-    return [f"'{name}' is stored in slices tilted {tilt:.0f} degrees from the axial plane: the long and short axes "
-            f"are measured in those slices, not in true axial planes."]
+    return measurement_tilt_warnings(geometry.direction_matrix, name)
 
 
 def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
@@ -89,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # refused when NaN/Inf, constant or broken; values that do not look like HU only warn
     warnings: List[str] = []
     ct = read_checked_ct(args.ct, args.series, allow_non_hu=True, warnings_out=warnings,
-                         non_hu_going_on=MEAN_HU_NOT_HU) if args.ct else None
+                         non_hu_going_on=MEAN_HU_NOT_HU, for_model=False) if args.ct else None
     printed = len(warnings)  # the CT's warnings, printed as it was read
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]

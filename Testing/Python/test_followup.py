@@ -460,6 +460,36 @@ def test_measure_without_a_ct_says_when_the_label_grid_is_tilted(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text())["warnings"] == []
 
 
+def test_measure_with_its_ct_gives_the_measurement_warning_not_segments(tmp_path):
+    """With --ct the CT's check spoke for the grid in segment's words: a CT turned 25 degrees about S (true axial
+    slices, measured correctly) got 'the model reads the grid's slices as axial slices ... Resample it'; a tilted
+    one now gets the same words as without --ct."""
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.volume import CTVolume
+
+    labels = np.zeros((6, 40, 40), np.uint8)
+    labels[1:5, 10:30, 10:30] = 1
+    labels[2:4, 15:20, 15:20] = 2
+    ct = np.where(labels > 0, 60.0, -1000.0).astype(np.float32)
+    ct[:, 2:38, 2:38] = np.where(labels[:, 2:38, 2:38] > 0, 60.0, 20.0)
+    for name, axis in (("turned", 2), ("tilted", 0)):
+        angle = np.radians(25.0)
+        c, s = np.cos(angle), np.sin(angle)
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) if axis == 2 else \
+            np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+        g = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=tuple(rotation.ravel()))
+        label_path = write_label_map(tmp_path / f"{name}_labels.nii.gz", labels, g)
+        ct_path = write_volume(tmp_path / f"{name}_ct.nii.gz", CTVolume(array=ct, geometry=g))
+        out = tmp_path / f"{name}.json"
+        assert main(["measure", str(label_path), "--ct", str(ct_path), "-o", str(out)]) == 0
+        warnings = [w for w in json.loads(out.read_text())["warnings"] if "degrees" in w]
+        if name == "turned":
+            assert warnings == []
+        else:
+            assert len(warnings) == 1 and "tilted 25 degrees from the axial plane" in warnings[0]
+            assert "model" not in warnings[0]
+
+
 def test_measure_prints_the_label_maps_warnings_on_stderr(tmp_path, capsys):
     """A map with tumor but no liver: the report said its burden (100 %) means nothing, the console nothing."""
     labels = np.zeros((6, 40, 40), np.uint8)

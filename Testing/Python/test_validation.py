@@ -202,6 +202,33 @@ def test_strongly_oblique_grid_warns_and_a_slightly_oblique_one_does_not():
             assert f"tilted {degrees:.0f} degrees" in tilted[0] and "Resample" in tilted[0]
 
 
+def test_a_grid_turned_about_s_is_warned_about_as_an_in_plane_rotation_and_not_where_only_lesions_are_measured():
+    """The lesion measurement audit: a CT turned 25 degrees about S (true axial slices) was told 'tilted 25 degrees
+    ... the model reads the grid's slices as axial slices', which they are; and `measure --ct`, which runs no model
+    and measures those axial slices correctly, repeated segment's advice to resample (which would only blur the
+    lesions). Now segment says what the model sees (a rotated anatomy), measure says nothing, and a grid tilted
+    about x keeps its warnings."""
+    from scipy.spatial.transform import Rotation
+
+    ct = phantom_ct()
+
+    def volume(axis, degrees):
+        d = Rotation.from_euler(axis, degrees, degrees=True).as_matrix()
+        return CTVolume(array=ct.array, geometry=ImageGeometry(spacing=(2, 2, 4), direction=tuple(d.ravel())),
+                        source="grid.nii.gz")
+
+    turned = [w for w in check_ct(volume("z", 25.0)) if "degrees" in w]
+    assert len(turned) == 1 and "turned 25 degrees about the head-foot axis: its slices are axial" in turned[0]
+    assert "tilted" not in turned[0]
+    assert [w for w in check_ct(volume("z", 25.0), for_model=False) if "degrees" in w] == []
+    assert [w for w in check_ct(volume("z", 15.0)) if "degrees" in w] == []
+    tilted = [w for w in check_ct(volume("x", 25.0)) if "degrees" in w]
+    assert len(tilted) == 1 and "tilted 25 degrees from the patient axes; the model reads" in tilted[0]
+    measured = [w for w in check_ct(volume("x", 25.0), for_model=False) if "degrees" in w]
+    assert measured == ["'grid.nii.gz' is stored in slices tilted 25 degrees from the axial plane: the long and "
+                        "short axes are measured in those slices, not in true axial planes."]
+
+
 def test_missing_air_and_soft_tissue_warn():
     ct = phantom_ct()
     crop = ct.array[:, 10:30, 8:30].copy()  # inside the body

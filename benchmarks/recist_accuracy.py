@@ -1,9 +1,10 @@
 """How far the RECIST-style axes are from the truth on digital ellipsoids (the numbers README quotes).
 
-    python benchmarks/recist_accuracy.py [--draws 300] [--seed 1]
+    python benchmarks/recist_accuracy.py [--draws 300] [--seed 1] [--pixel-mm 0.6 1.5]
 
 Each draw: an ellipsoid with axial diameters 30 x 20 mm (12 mm in z) at a random in-plane angle and sub-voxel
-position, on 2.5 mm slices with in-plane spacing drawn from 0.6..1.5 mm; every other draw has square pixels,
+position, on 2.5 mm slices with in-plane spacing drawn from 0.6..1.5 mm (``--pixel-mm MIN MAX``: another range,
+e.g. ``3 3`` for the 3 mm pixels of a low-dose or downsampled CT); every other draw has square pixels,
 the rest independent x and y spacings. Prints the range of (measured - true) in mm for the long and the short
 axis, for square and non-square pixels.
 """
@@ -44,13 +45,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draws", type=draws_count, default=300, help="ellipsoids, 2 or more (default 300)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pixel-mm", type=float, nargs=2, default=(0.6, 1.5), metavar=("MIN", "MAX"),
+                        help="range of the in-plane pixel spacing drawn, mm (default 0.6 1.5)")
     args = parser.parse_args(argv)
+    low, high = args.pixel_mm
+    if not 0.1 <= low <= high <= 10.0:
+        parser.error(f"--pixel-mm {low:g} {high:g}: give MIN <= MAX, each 0.1..10 mm")
     rng = np.random.default_rng(args.seed)
     errors = {"square": [], "non-square": []}
     for draw in range(args.draws):
         square = draw % 2 == 0
-        sx = rng.uniform(0.6, 1.5)
-        sy = sx if square else rng.uniform(0.6, 1.5)
+        sx = rng.uniform(low, high)
+        sy = sx if square else rng.uniform(low, high)
         angle, offset = rng.uniform(0, 180), rng.uniform(-0.5, 0.5, 2)
         axes = lesion_axes(ellipse_mask((sx, sy), angle, offset), ImageGeometry(spacing=(sx, sy, SLICE_MM)))
         errors["square" if square else "non-square"].append(

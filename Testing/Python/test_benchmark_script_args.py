@@ -124,6 +124,22 @@ def test_recist_accuracy_needs_two_draws(capsys):
     assert all("(1 draws)" in line and line.endswith(")") and " mm (mean " in line for line in lines)
 
 
+def test_recist_accuracy_takes_a_pixel_range(capsys):
+    """--pixel-mm (added with the lesion measurement audit, which found the long axis reading about 1 mm high on
+    3 mm pixels): a reversed or absurd range is a usage error; 3 mm pixels read high by more than 0.6-1.5 mm ones."""
+    script = load_script("benchmarks/recist_accuracy.py", "recist_accuracy_pixels")
+    _argparse_error(capsys, script.main, ["--pixel-mm", "3", "2"], "--pixel-mm 3 2: give MIN <= MAX")
+    _argparse_error(capsys, script.main, ["--pixel-mm", "0", "1"], "each 0.1..10 mm")
+
+    def mean_long(argv):
+        script.main(argv)
+        square = capsys.readouterr().out.splitlines()[0]
+        return float(square.split("(mean ")[1].split(")")[0])
+
+    fine, coarse = mean_long(["--draws", "40"]), mean_long(["--draws", "40", "--pixel-mm", "3", "3"])
+    assert 0.3 < fine < 0.8 and coarse > fine + 0.3, (fine, coarse)
+
+
 @pytest.mark.parametrize("option, words", [
     (["--panels", "0"], "argument --panels: must be at least 1, got 0"),
     (["--pixel-mm", "0"], "argument --pixel-mm: must be above 0, got 0"),

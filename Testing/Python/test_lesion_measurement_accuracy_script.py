@@ -1,0 +1,128 @@
+"""The helpers of benchmarks/lesion_measurement_accuracy.py: the truth it computes (analytic volumes, its own lesion
+measurement from a NIfTI affine, re-stored grids) and the checks it makes of a report. Small synthetic arrays only."""
+import math
+
+import numpy as np
+import pytest
+
+from script_helpers import load_script
+
+LMA = load_script("benchmarks/lesion_measurement_accuracy.py", "lesion_measurement_accuracy_script")
+LPS_STORED = np.array([[-0.8, 0, 0, 40.0], [0, -0.8, 0, 30.0], [0, 0, 2.0, -100.0], [0, 0, 0, 1]])
+"""A voxel-to-RAS affine as SimpleITK writes an LPS-stored DICOM series: i runs to patient left (RAS x falls)."""
+
+
+def test_truncated_ellipsoid_volume_and_centroid():
+    a, b, c = 3.0, 4.0, 5.0
+    full, z_full = LMA.truncated_ellipsoid((a, b, c), -10, 10)
+    assert full == pytest.approx(4 / 3 * math.pi * a * b * c)
+    assert z_full == pytest.approx(0.0)
+    half, z_half = LMA.truncated_ellipsoid((a, b, c), 0, 10)
+    assert half == pytest.approx(full / 2)
+    assert z_half == pytest.approx(3 * c / 8)  # centroid of a half ellipsoid
+    assert LMA.truncated_ellipsoid((a, b, c), 6, 9)[0] == 0.0
+
+
+def test_signed_distance_is_exact_for_a_sphere_and_turns_with_the_angle():
+    pts = np.array([[13.0, 0, 0], [10.0, 5.0, 0], [10.0, 0, 0]])
+    rho, d = LMA.ellipsoid_signed_distance(pts, (10.0, 0, 0), (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(rho, [1.5, 2.5, 0.0])
+    np.testing.assert_allclose(d[:2], [1.0, 3.0])
+    assert d[2] < 0
+    # an ellipsoid 2a = 10 along x, turned 90 degrees about S, reaches 5 mm along y and 1 mm along x
+    rho, _ = LMA.ellipsoid_signed_distance(np.array([[0, 5.0, 0], [1.0, 0, 0]]), (0, 0, 0), (5.0, 1.0, 1.0), 90.0)
+    np.testing.assert_allclose(rho, [1.0, 1.0])
+
+
+def test_true_axes_use_the_slice_plane_nearest_the_centre():
+    long_mm, short_mm, index = LMA.true_axes_on_slices((15.0, 7.5, 6.0), 1.0, [-4.0, -2.0, 0.0, 2.0, 4.0])
+    f = math.sqrt(1 - (1.0 / 6.0) ** 2)
+    assert index == 2  # a tie between 0 and 2 mm: the first
+    assert long_mm == pytest.approx(30 * f)
+    assert short_mm == pytest.approx(15 * f)
+
+
+@pytest.mark.parametrize("storage", [("flip_k",), ("swap_ij",), ("swap_ij", "flip_k"), ("flip_i", "flip_j")])
+def test_restore_order_keeps_every_voxel_at_its_ras_position(storage):
+    data = np.arange(4 * 3 * 5).reshape(4, 3, 5)
+    new, affine = LMA.restore_order(data, LPS_STORED, storage)
+    def position(aff, ijk):
+        return tuple(np.round(LMA.voxel_centres_ras(aff, [ijk])[0], 6))
+
+    old_pos = {position(LPS_STORED, ijk): data[ijk] for ijk in np.ndindex(data.shape)}
+    for ijk in np.ndindex(new.shape):
+        assert old_pos[position(affine, ijk)] == new[ijk]
+
+
+def test_rotation_about_s_keeps_the_slices_and_the_spacing():
+    new, affine = LMA.restore_order(np.zeros((4, 3, 5)), LPS_STORED, ("rot_s_30",))
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), [0.8, 0.8, 2.0])
+    np.testing.assert_allclose(affine[2], LPS_STORED[2])  # S of every voxel unchanged
+    # i pointed to patient left (RAS -x, 180 degrees); turned by +30 degrees about S it points to -150 degrees
+    np.testing.assert_allclose(math.degrees(math.atan2(affine[1, 0], affine[0, 0])), -150.0)
+
+
+def _bar(shape, i_range, j_range, k_range):
+    mask = np.zeros(shape, dtype=bool)
+    mask[slice(*i_range), slice(*j_range), slice(*k_range)] = True
+    return mask
+
+
+def test_own_measurement_in_an_lps_stored_grid():
+    """A bar of 10 x 1 pixels along i on 2 slices: i runs to patient left, so the centroid's RAS x falls with i."""
+    mask = _bar((20, 12, 6), (4, 14), (2, 3), (2, 4))
+    hu = np.where(mask, 30, 90).astype(np.int16)
+    m = LMA.measure_mask(mask, LPS_STORED, hu)
+    # mean index (8.5, 2, 2.5) -> RAS (40 - 0.8 * 8.5, 30 - 0.8 * 2, -100 + 2 * 2.5)
+    np.testing.assert_allclose(m["centroid_ras_mm"], [33.2, 28.4, -95.0])
+    np.testing.assert_allclose(m["centroid_lps_mm"], [-33.2, -28.4, -95.0])
+    assert m["volume_ml"] == pytest.approx(20 * 0.8 * 0.8 * 2 / 1000)
+    assert m["long_axis_mm"] == pytest.approx(10 * 0.8)  # 9 pixels between centres, plus one
+    np.testing.assert_allclose(np.abs(m["long_dir_ras"]), [1.0, 0.0, 0.0], atol=1e-12)  # along RAS x
+    assert m["short_axis_mm"] == pytest.approx(0.8)  # one pixel across
+    assert m["mean_hu"] == 30.0 and not m["touches_scan_edge"]
+    assert LMA.measure_mask(_bar((20, 12, 6), (4, 14), (2, 3), (0, 2)), LPS_STORED)["touches_scan_edge"]
+    turned = LMA.measure_mask(np.swapaxes(mask, 0, 1), LPS_STORED)  # the same bar along j: along RAS y
+    np.testing.assert_allclose(np.abs(turned["long_dir_ras"]), [0.0, 1.0, 0.0], atol=1e-12)
+
+
+def test_own_measurement_agrees_with_the_library_report_on_a_small_mask():
+    """The library's lesion report and this script's measurement of the same disc: equal to rounding, and the
+    report passes the script's internal checks; a report with the LPS sign wrong is caught."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    shape = (24, 24, 5)
+    ii, jj = np.mgrid[0:24, 0:24]
+    disc = ((ii - 11.3) ** 2 + ((jj - 12.6) * 1.0) ** 2 <= 6.2 ** 2)
+    mask = np.zeros(shape, dtype=bool)
+    mask[:, :, 1:4] = disc[:, :, None]
+    mask[:, :, 1] &= ((ii - 11.3) ** 2 + (jj - 12.6) ** 2 <= 4.0 ** 2)
+    labels_xyz = np.where(mask, 2, 1).astype(np.uint8)
+    report = lesion_report(labels_xyz.T, ImageGeometry.from_ijk_to_ras(LPS_STORED))
+    lesion = report["lesions"][0]
+    mine = LMA.measure_mask(mask, LPS_STORED, None, lesion["long_axis"]["end_points_ras_mm"])
+    assert lesion["volume_ml"] == pytest.approx(mine["volume_ml"])
+    np.testing.assert_allclose(lesion["centroid_ras_mm"], mine["centroid_ras_mm"], atol=1e-9)
+    np.testing.assert_allclose(lesion["centroid_lps_mm"], mine["centroid_lps_mm"], atol=1e-9)
+    assert lesion["long_axis_mm"] == pytest.approx(mine["long_axis_mm"])
+    assert lesion["short_axis_mm"] == pytest.approx(mine["short_axis_mm"])
+    assert LMA.report_consistency(report, LPS_STORED, shape) == []
+    lesion["centroid_lps_mm"] = list(lesion["centroid_ras_mm"])  # the RAS numbers written as LPS
+    problems = LMA.report_consistency(report, LPS_STORED, shape)
+    assert len(problems) == 1 and "is not RAS" in problems[0]
+
+
+def test_cli_refuses_unknown_scenarios_and_a_non_empty_work_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        LMA.main(["--scenarios", "nope", "--data", str(tmp_path)])
+    assert exc.value.code == 2 and "unknown ['nope']" in capsys.readouterr().err
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "keep.txt").write_text("x")
+    for scenario in LMA.SCENARIOS.values():
+        for name in (scenario.ct, scenario.label):
+            (tmp_path / name).write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        LMA.main(["--data", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert exc.value.code == 2 and "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "work" / "keep.txt").read_text() == "x"

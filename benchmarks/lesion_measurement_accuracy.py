@@ -12,6 +12,7 @@ Each *scenario* takes one real CT, inserts hypodense lesions of known geometry i
 the CT (same header, int16), then runs, as a user would,
 
     python -m LiverTumorSegLib segment CT -o seg.nii.gz --report r.json --no-progress --model M --device D
+        --probabilities prob.nii.gz
 
 and, on a label map made of the liver label (1) plus the *inserted* lesion masks (2),
 
@@ -574,8 +575,9 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
     truth_path = folder / "truth_labels.nii.gz"
     nib.save(nib.Nifti1Image(truth_labels, affine, header.copy()), str(truth_path))
     seg_path, report_path, truth_report_path = folder / "seg.nii.gz", folder / "r.json", folder / "truth_report.json"
+    prob_path = folder / "prob.nii.gz"
     seg_args = ["segment", str(ct_path), "-o", str(seg_path), "--report", str(report_path), "--no-progress",
-                "--model", model, "--device", device]
+                "--model", model, "--device", device, "--probabilities", str(prob_path)]
     if threads:
         seg_args += ["--threads", str(threads)]
     run_tool(seg_args, folder / "segment.log")
@@ -641,6 +643,7 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
         rows.append(row)
     false = [h for h in range(1, pred_count + 1) if h not in used]
     liver_label_ml = float(liver.sum()) * voxel_ml
+    sweep = tumor_threshold_sweep(np.asarray(nib.load(str(prob_path)).dataobj), truth_labels == 2)
     return {
         "scenario": scenario.name, "ct": scenario.ct, "affine": affine.tolist(), "shape_xyz": list(hu.shape),
         "orientation": "".join(nib.aff2axcodes(affine)), **facts, "rows": rows,
@@ -652,6 +655,8 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
         "liver_report_ml": report.get("liver_volume_ml"), "liver_seg_count_ml": float((seg >= 1).sum()) * voxel_ml,
         "liver_measure_on_truth_ml": truth_report.get("liver_volume_ml"),
         "liver_dice_vs_label": dice(seg >= 1, truth_labels >= 1),
+        "tumor_threshold_sweep": sweep, "segment_tumor_dice": dice(seg == 2, truth_labels == 2),
+        "segment_tumor_volume_ratio": float((seg == 2).sum()) / max(1, int((truth_labels == 2).sum())),
         "recist": report.get("recist"), "truth_recist": truth_report.get("recist"),
         "postprocessing_changes": report.get("postprocessing_changes"), "precision": report.get("precision"),
         "warnings": report.get("warnings"), "work": str(folder), "storage": list(scenario.storage),
@@ -662,6 +667,25 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
         + [f"`measure` of the inserted masks vs the same re-stored {'+'.join(INVARIANCE_STORAGE)}: {p}"
            for p in storage_problems],
     }
+
+
+SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
+"""Tumor probability thresholds of :func:`tumor_threshold_sweep`."""
+
+
+def tumor_threshold_sweep(probability_u8: np.ndarray, truth_tumor: np.ndarray,
+                          thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> List[Dict[str, float]]:
+    """Where the network's tumor boundary lies against the inserted lesions: for each threshold ``t``, the voxels
+    whose tumor probability (``segment --probabilities``' uint8 map, 255 = 1.0, same grid and axis order as
+    ``truth_tumor``) is above ``t``, as ``{"threshold", "volume_ratio" (their count / the inserted tumor voxels),
+    "dice"}``. ``segment`` itself labels tumor by the argmax over background, liver and tumor, close to t = 0.5."""
+    truth = np.asarray(truth_tumor, dtype=bool)
+    rows = []
+    for t in thresholds:
+        above = np.asarray(probability_u8, dtype=np.float64) / 255.0 > t
+        rows.append({"threshold": float(t), "volume_ratio": float(above.sum()) / max(1, int(truth.sum())),
+                     "dice": dice(above, truth)})
+    return rows
 
 
 INVARIANCE_STORAGE = ("flip_i", "swap_ij", "flip_k")
@@ -1044,13 +1068,20 @@ def summary_rows(results: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, List[
 
 
 def print_summary(results: Sequence[Dict[str, Any]]) -> None:
-    """Mean [min..max] of every error of :func:`summary_rows`."""
+    """Mean [min..max] of every error of :func:`summary_rows`, then the tumor-threshold sweep per scenario."""
     print("\n=== summary over all lesions: mean [min..max] of (reported - truth); every CT here is a training case of "
           "the bundled model")
     for source, values in summary_rows(results).items():
         for key, v in values.items():
             a = np.asarray(v)
             print(f"  {source:14s} {key:24s} {a.mean():+8.2f} [{a.min():+.2f}..{a.max():+.2f}]  (n={a.size})")
+    print("\n=== tumor voxels of each scenario against the inserted ones: segment's labels, and tumor probability "
+          "above t (volume ratio, Dice)")
+    for result in results:
+        cells = [f"t {row['threshold']:.1f}: {row['volume_ratio']:.2f} {row['dice']:.3f}"
+                 for row in result["tumor_threshold_sweep"]]
+        print(f"  {result['scenario']:34s} segment: {result['segment_tumor_volume_ratio']:.2f} "
+              f"{result['segment_tumor_dice']:.3f} | " + " | ".join(cells))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -126,3 +126,16 @@ def test_cli_refuses_unknown_scenarios_and_a_non_empty_work_folder(tmp_path, cap
         LMA.main(["--data", str(tmp_path), "--work", str(tmp_path / "work")])
     assert exc.value.code == 2 and "is not empty" in capsys.readouterr().err
     assert (tmp_path / "work" / "keep.txt").read_text() == "x"
+
+
+def test_tumor_threshold_sweep_counts_the_voxels_above_each_threshold():
+    truth = np.zeros((4, 4, 4), bool)
+    truth[1:3, 1:3, 1:3] = True                       # 8 voxels
+    prob = np.zeros((4, 4, 4), np.uint8)
+    prob[truth] = 230                                 # 0.90
+    prob[0, 1:3, 1:3] = 166                           # 4 voxels at 0.65, outside the truth
+    rows = LMA.tumor_threshold_sweep(prob, truth, thresholds=(0.5, 0.7, 0.95))
+    assert [r["threshold"] for r in rows] == [0.5, 0.7, 0.95]
+    assert rows[0]["volume_ratio"] == pytest.approx(12 / 8) and rows[0]["dice"] == pytest.approx(16 / 20)
+    assert rows[1]["volume_ratio"] == pytest.approx(1.0) and rows[1]["dice"] == pytest.approx(1.0)
+    assert rows[2]["volume_ratio"] == 0.0 and rows[2]["dice"] == 0.0

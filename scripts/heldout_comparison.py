@@ -21,8 +21,9 @@ then one table (printed, and written to ``OUT/comparison.md`` and ``OUT/comparis
 liver Dice mean / worst case, tumor Dice mean, predicted lesions that touch no reference lesion (total), liver
 labelled outside the reference liver (total mL), and beside them the reference cases without a prediction (a case
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
-result", and whether the model meets the issue's targets (never when a case has no prediction; not judged, and the
-tumor Dice shown as not measured, when no reference case has a tumor). Each number is shown
+result", and whether the model meets the issue's targets (never when a case has no prediction; when no reference
+case has a tumor, the tumor Dice is shown as not measured and the verdict is "no" if another target is missed, else
+not judged). Each number is shown
 with as many digits as it takes to be on the side of its target it is on (a worst liver Dice of 0.9196 is not shown
 as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)". With the probability maps, a row
 (no target) gives evaluate's lesion FROC: the tumor lesion sensitivity at 1 false lesion per case, and the mean
@@ -389,7 +390,8 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
     evaluate's case names (cases.csv), to which the "Implausible result" count is limited; ``reference_tumor_cases``:
     how many of them have a reference tumor (cases.csv's ``voxels_ref_tumor`` above 0; None: not known). With none,
     the tumor Dice mean (1 for every case without predicted tumor, 0 for one with) measures no tumor, so the row
-    shows it as not measured and the verdict is not judged (``meets_targets`` None)."""
+    shows it as not measured and the verdict is not judged (``meets_targets`` None) unless a case failed or another
+    target is missed, which makes it "no" (False) whatever the tumor."""
     metrics = summary.get("metrics") or {}
     liver, tumor = metrics.get("dice_liver") or {}, metrics.get("dice_tumor") or {}
     unmatched = summary.get("unmatched") or {}
@@ -408,7 +410,7 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
         "lesion_froc": summary.get("lesion_froc"),  # evaluate's, with the probability maps (else None)
         "reference_tumor_cases": reference_tumor_cases,
     }
-    row["meets_targets"] = None if reference_tumor_cases == 0 else meets_targets(row)
+    row["meets_targets"] = meets_targets(row, judge_tumor=reference_tumor_cases != 0)
     return row
 
 
@@ -435,12 +437,17 @@ def meets_target(key: str, value: float) -> bool:
     return value <= TARGETS[key]
 
 
-def meets_targets(row: Dict[str, Any]) -> bool:
-    """Issue 11's targets, with no reference case left without a prediction (a failure is not a pass)."""
-    values = [row.get(key) for key in TARGETS]
+def meets_targets(row: Dict[str, Any], judge_tumor: bool = True) -> Optional[bool]:
+    """Issue 11's targets, with no reference case left without a prediction (a failure is not a pass).
+    ``judge_tumor=False`` (no reference case has a tumor, so the tumor Dice measures nothing): False when a case
+    failed or another target is missed (no tumor Dice could make that a pass), else None (not judged)."""
+    keys = [key for key in TARGETS if judge_tumor or key != "dice_tumor_mean"]
+    values = [row.get(key) for key in keys]
     if row.get("cases_without_prediction") or any(v is None for v in values):
         return False
-    return all(meets_target(key, row[key]) for key in TARGETS)
+    if not all(meets_target(key, row[key]) for key in keys):
+        return False
+    return True if judge_tumor else None
 
 
 MISSES = " (misses)"
@@ -513,7 +520,7 @@ TABLE_ROWS = (
     ("predictions without a reference (not evaluated)", lambda r: _names(r["predictions_without_reference"]), ""),
     ("evaluated cases with an \"Implausible result\" warning", lambda r: _names(r["implausible_cases"]), ""),
     ("meets issue 11's targets", lambda r: {True: "yes", False: "no"}.get(
-        r["meets_targets"], "not judged: no reference case has a tumor"), ""),
+        r["meets_targets"], "not judged: no reference case has a tumor (the other targets are met)"), ""),
 )
 """``(label, cell of a model's row, target)``: a number is shown on the side of its target it is on, and a cell that
 misses its target says so (rounding showed a tumor Dice of 0.6996 as 0.700 beside ">= 0.70", 80.04 mL as 80.0

@@ -721,7 +721,8 @@ def test_without_a_reference_tumor_the_tumor_dice_is_not_measured_and_the_verdic
     row.update(reference_tumor_cases=0, meets_targets=None)
     cells = _cells(comparison.comparison_table({"v3": row}))
     assert cells["tumor Dice, mean"] == "not measured: no reference tumor"
-    assert cells["meets issue 11's targets"] == "not judged: no reference case has a tumor"
+    assert cells["meets issue 11's targets"] == \
+        "not judged: no reference case has a tumor (the other targets are met)"
     some = _table_row(dice_tumor_mean=0.75)
     some["reference_tumor_cases"] = 2
     assert _cells(comparison.comparison_table({"v3": some}))["tumor Dice, mean"] == \
@@ -742,3 +743,25 @@ def test_a_model_row_without_reference_tumors_is_not_judged(tmp_path):
     assert comparison.model_row(summary, tmp_path, ["a", "b"], reference_tumor_cases=0)["meets_targets"] is None
     assert comparison.model_row(summary, tmp_path, ["a", "b"], reference_tumor_cases=2)["meets_targets"] is True
     assert comparison.model_row(summary, tmp_path, ["a", "b"])["meets_targets"] is True  # count not known
+
+
+def test_without_reference_tumors_a_missed_liver_target_or_a_failed_case_is_still_a_no(tmp_path):
+    """With no reference tumor the verdict was "not judged: no reference case has a tumor" whatever the rest: a
+    worst liver Dice of 0.50 "(misses)" or a case segment failed on still read as not judged, where no tumor Dice
+    could make them a pass (the verdict is "no" for those, as with tumors)."""
+    summary = {"n_cases": 2, "metrics": {"dice_liver": {"mean": 0.99, "min": 0.50}, "dice_tumor": {"mean": 1.0}},
+               "lesion_detection": {"pred_no_overlap": 0}, "volume_outside_ref_total_ml": {"liver": 5.0}}
+    row = comparison.model_row(summary, tmp_path, ["a", "b"], reference_tumor_cases=0)
+    assert row["meets_targets"] is False
+    assert _cells(comparison.comparison_table({"v3": dict(row, predictions_without_reference=[])}))[
+        "meets issue 11's targets"] == "no"
+    failed = dict(summary, metrics={"dice_liver": {"mean": 0.99, "min": 0.98}, "dice_tumor": {"mean": 1.0}},
+                  unmatched={"references_without_prediction": ["b"]})
+    assert comparison.model_row(failed, tmp_path, ["a"], reference_tumor_cases=0)["meets_targets"] is False
+    many_false = dict(summary, metrics=failed["metrics"], lesion_detection={"pred_no_overlap": 11})
+    assert comparison.model_row(many_false, tmp_path, ["a", "b"], reference_tumor_cases=0)["meets_targets"] is False
+    fine = dict(summary, metrics=failed["metrics"])
+    row = comparison.model_row(fine, tmp_path, ["a", "b"], reference_tumor_cases=0)
+    assert row["meets_targets"] is None
+    assert _cells(comparison.comparison_table({"v3": dict(row, predictions_without_reference=[])}))[
+        "meets issue 11's targets"] == "not judged: no reference case has a tumor (the other targets are met)"

@@ -471,7 +471,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         present = mrml.existing_output_segment_ids(p.outputSegmentation)
         splitOffs = mrml.split_off_segments(p.outputSegmentation)
         if (present or splitOffs) and not slicer.util.confirmOkCancelDisplay(
-                panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()))):
+                panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()),
+                                            has_segments=bool(present))):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

@@ -316,10 +316,11 @@ def existing_output_segment_ids(segmentation_node) -> List[str]:
     return [segment_id for spec in SEGMENTS for segment_id in _existing_segment_ids(segmentation, spec)]
 
 
-_SPLIT_OFF_NAME = re.compile(r"^(?P<base>.*?)(?:_| -_)\d+$")
+_SPLIT_OFF_NAME = re.compile(r"^(?P<base>.*?)(?:_(?:[2-9]|[1-9]\d+)| -_\d+)$")
 """A segment name as Segment Editor's Islands effect ("Split islands to segments") names the pieces it splits off a
-segment: the segment's name, "_" and the island's number ("Liver tumor_2", "Liver tumor_3"; the first island stays in
-the segment itself); " -_1" in older Slicer releases."""
+segment: the segment's name, "_" and the island's number from 2 on ("Liver tumor_2", "Liver tumor_3"; the first
+island stays in the segment itself, so Slicer never names a piece "_1", "_0" or "_02": a "Liver tumor_1" is the
+user's own and kept); " -_1" in older Slicer releases."""
 
 
 def split_off_segments(segmentation_node) -> Dict[str, str]:

@@ -294,7 +294,8 @@ class SegmentationJob(ChildJob):
         # the Liver / Liver tumor segments the user agreed to replace (the panel asked about these when clicked), and
         # the pieces Segment Editor split off them, replaced with them (the panel named these too)
         self._replaceable = set(mrml.existing_output_segment_ids(segmentation_node))
-        self._split_offs = mrml.split_off_segments(segmentation_node) if replace_existing else {}
+        # (with replace_existing=False they are refused as ours are: kept, they were counted beside the new result)
+        self._split_offs = mrml.split_off_segments(segmentation_node)
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []

@@ -293,15 +293,24 @@ def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> 
             f"'{segmentation_name}' and the table '{table_name}'.")
 
 
-def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()) -> str:
+def replace_question(segmentation_name: str, split_off_names: Sequence[str] = (), has_segments: bool = True) -> str:
     """The confirmation before a run writes into a segmentation that already has Liver / Liver tumor segments, or
     pieces Segment Editor's Islands effect split off them (``split_off_names``, "Liver tumor_2"...), which the run
-    replaces too: kept, they would be counted as tumor beside the new result by *Update lesion table*."""
+    replaces too: kept, they would be counted as tumor beside the new result by *Update lesion table*.
+    ``has_segments``: whether the Liver / Liver tumor segments themselves are there (False: only pieces are, the
+    segments having been deleted or renamed; the question then does not say it has them)."""
     pieces = ""
     if split_off_names:
         shown = ", ".join(repr(n) for n in split_off_names[:8]) + (" ..." if len(split_off_names) > 8 else "")
-        pieces = (f" and {len(split_off_names)} piece(s) split off them ({shown}), which are removed with them "
-                  f"so that the new result is not counted with pieces of the old one")
+        source = "them" if has_segments else "an earlier result"
+        pieces = f"{len(split_off_names)} piece(s) split off {source} ({shown})"
+    if not has_segments and pieces:
+        return (f"'{segmentation_name}' has {pieces}, which are removed and replaced with the new result so that it "
+                f"is not counted with pieces of the old one. Replace them? This cannot be undone; its other segments "
+                f"are kept. (To keep them, choose 'Create new segmentation' as the output.)")
+    if pieces:
+        pieces = (f" and {pieces}, which are removed with them so that the new result is not counted with pieces of "
+                  f"the old one")
     return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}. Replace them? This cannot be "
             f"undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
 

@@ -271,6 +271,24 @@ def test_a_rerun_removes_the_pieces_segment_editor_split_off_the_earlier_tumor(s
     np.testing.assert_array_equal(mrml.segment_mask(seg, "notes", geometry, labels.shape), notes)
 
 
+@needs_slicer
+def test_only_names_segment_editor_gives_split_off_pieces_count_as_pieces(scene):
+    """The Islands effect names the pieces it splits off "Liver tumor" from "_2" on (the first island stays in the
+    segment): a user's "Liver tumor_1" (a first lesion), "Liver_0" or "Liver tumor_02" was taken for a piece too and
+    deleted by a re-run, once OK was clicked on a question that called it a piece split off the result."""
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry)
+    mask = np.zeros(labels.shape, np.uint8)
+    mask[0, 0:2, 0:2] = 1
+    names = {"a": "Liver tumor_1", "b": "Liver_0", "c": "Liver tumor_02", "d": "Liver tumor_2", "e": "Liver_10",
+             "f": "Liver tumor_1_2", "g": "LIVER TUMOR_3", "h": "Liver tumor -_1"}
+    for segment_id, name in names.items():
+        _add_segment(seg, segment_id, name, mask, geometry)
+    assert mrml.split_off_segments(seg) == {"d": "Liver tumor_2", "e": "Liver_10", "g": "LIVER TUMOR_3",
+                                            "h": "Liver tumor -_1"}
+
+
 def _native_segment_voxels(seg, segment_id):
     """(spacing, voxel count) of a segment's own stored labelmap, without any resampling."""
     from vtk.util import numpy_support

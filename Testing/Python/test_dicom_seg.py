@@ -516,3 +516,36 @@ def test_a_label_map_seg_holding_an_undefined_segment_number_is_refused(tmp_path
     with pytest.raises(InputError, match=rf"frame {first} holds pixel value 2, but its SegmentSequence defines no "
                                          rf"segment 2 \(it defines segments 0, 1\); those voxels would be left out"):
         read_dicom_seg(tmp_path / "labelmap.dcm")
+
+
+def test_a_valid_label_map_seg_is_checked_by_each_frames_maximum_not_by_sorting_its_values(tmp_path, monkeypatch):
+    """The undefined-segment check sorted every frame's values (np.unique): 0.09 s more on a 0.54 s read of a
+    120-frame 512 x 512 LABELMAP SEG. With segments 0..n defined a frame's maximum says it; other numberings (2 and
+    5 defined) and a frame past the maximum are still judged value by value, naming the frame and value."""
+    from LiverTumorSegLib import dicom_seg
+    from LiverTumorSegLib.dicom_seg import segment_descriptions
+
+    files, ct, phantom = _phantom_series(tmp_path / "ct")
+    datasets = [pydicom.dcmread(str(f)) for f in files]
+    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=phantom.labels.astype(np.uint8),
+                              segmentation_type="LABELMAP", segment_descriptions=segment_descriptions("x", "1"),
+                              series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="m", manufacturer_model_name="m",
+                              software_versions="1", device_serial_number="1")
+    path = tmp_path / "labelmap.dcm"
+    seg.save_as(str(path))
+    frames = pydicom.dcmread(str(path)).pixel_array
+    first_tumor = 1 + int(np.flatnonzero((frames == 2).any(axis=(1, 2)))[0])
+    sorted_frames = []
+    real_unique = np.unique
+
+    def counting_unique(array, *args, **kwargs):
+        sorted_frames.append(np.shape(array))
+        return real_unique(array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "unique", counting_unique)
+    assert dicom_seg._undefined_label_value(path, {0, 1, 2}) == (None, None)
+    assert sorted_frames == []
+    assert dicom_seg._undefined_label_value(path, {0, 1}) == (first_tumor, 2)
+    assert dicom_seg._undefined_label_value(path, {0, 2, 5}) == (1, 1)  # not 0..n: value by value
+    assert dicom_seg._undefined_label_value(path, {0, 1, 2, 5}) == (None, None)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from LiverTumorSegLib import mrml
-from LiverTumorSegLib.errors import InputError, LiverTumorSegError
+from LiverTumorSegLib.errors import InputError, LiverTumorSegError, OutputExistsError
 from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
@@ -296,6 +296,11 @@ class SegmentationJob(ChildJob):
         self._replaceable = set(mrml.existing_output_segment_ids(segmentation_node))
         # (with replace_existing=False they are refused as ours are: kept, they were counted beside the new result)
         self._split_offs = mrml.split_off_segments(segmentation_node)
+        if not replace_existing and (self._replaceable or self._split_offs):  # now, not after minutes of work
+            raise OutputExistsError(
+                f"Segmentation '{segmentation_node.GetName()}' already has the segments "
+                f"{mrml.existing_output_segment_ids(segmentation_node) + list(self._split_offs)}; allow replacing "
+                f"them or choose a new output segmentation.")
         self.input_path: Optional[str] = None
         self.used_storage_file = False
         self.stages: List[str] = []

@@ -977,9 +977,10 @@ def test_a_rerun_removes_the_pieces_split_off_the_earlier_result_but_not_one_ren
     segmentation = seg.GetSegmentation()
     kept = sorted(segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))
     assert kept == ["livertumorseg_liver", "livertumorseg_tumor", "mine", "p3"]
-    # a job told not to replace (the library's replace_existing=False) removes nothing: the run is refused
-    refused = fake.job(segmentation_node=seg, replace_existing=False).start().wait(timeout_s=60)
-    assert refused.kind == job.FAILED and "already has the segments" in str(refused.error)
+    # a job told not to replace (the library's replace_existing=False) removes nothing: refused before it runs
+    from LiverTumorSegLib.errors import OutputExistsError
+    with pytest.raises(OutputExistsError, match="already has the segments"):
+        fake.job(segmentation_node=seg, replace_existing=False)
 
 
 def test_a_job_told_not_to_replace_refuses_pieces_split_off_an_earlier_result_as_it_refuses_ours(fake):
@@ -993,9 +994,9 @@ def test_a_job_told_not_to_replace_refuses_pieces_split_off_an_earlier_result_as
     _add_piece(fake.mrml, seg, "p2", "Liver tumor_2", fake.geometry, _ct_array().shape)
     for spec in mrml.SEGMENTS:
         seg.GetSegmentation().RemoveSegment(spec.segment_id)
-    refused = fake.job(segmentation_node=seg, replace_existing=False).start().wait(timeout_s=60)
-    assert refused.kind == job.FAILED
-    assert "already has the segments ['p2']; allow replacing them" in str(refused.error)
+    from LiverTumorSegLib.errors import OutputExistsError
+    with pytest.raises(OutputExistsError, match=r"already has the segments \['p2'\]; allow replacing them"):
+        fake.job(segmentation_node=seg, replace_existing=False)  # before the child runs, not after its work
     segmentation = seg.GetSegmentation()
     assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == ["p2"]
 

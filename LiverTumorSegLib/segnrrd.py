@@ -189,12 +189,14 @@ def check_segment_fields(path: Path, metadata: Dict[str, str], size_xyz: Sequenc
                              f"Slicer).")
 
 
-def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
+def _read_image(path: Path, warnings: Optional[List[str]] = None) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     """``(voxels, grid, metadata)`` of a ``.seg.nrrd``: the voxels ``(z, y, x, layers)`` (one layer: a last axis
     of 1), the ITK reader of the header or the image ITK read (``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``: ``(x, y,
     z)``, mm) and the header's key/value pairs. A gzip file's stream is checked whole (ITK's gzip NRRD reader may
     return damaged voxels without a word) and inflated once: the check's bytes are the voxels
-    (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read."""
+    (:func:`~.io.itk.inflated_voxels`) unless the header needs ITK's own read. ``warnings``: the notes the NRRD
+    reader gives a plain label map are added to it (no spacing, so 1 mm voxels assumed; raw or compressed data
+    holding a slice or more after the voxels the header describes)."""
     from .io.itk import (_itk_numpy_dtype, _itk_reason, _quiet_itk, _sitk, check_header_dimension,
                          checked_before_voxels, inflated_voxels)
 
@@ -211,7 +213,7 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     # the checks the CT reader makes, before any voxel is read (a 4 KB file claiming 4 GiB was allocated first; a
     # 'data file: /dev/stdin' waited for input forever), then the segment fields the MRML storage node trusts
-    shape, header, stored, _ = checked_before_voxels(path, reader)
+    shape, header, stored, notes = checked_before_voxels(path, reader)
     layers = int(reader.GetNumberOfComponents())
     metadata = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
     dtype = _itk_numpy_dtype(reader.GetPixelID())
@@ -219,7 +221,7 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
     check_segment_fields(path, metadata, shape, layers, max_label)
     try:
         with _quiet_itk():
-            voxels = inflated_voxels(path, reader, header, stored)
+            voxels = inflated_voxels(path, reader, header, stored, notes)
             grid = reader
             if voxels is None:  # ITK reads the voxels: a view of its image, which is returned to stay alive
                 grid = reader.Execute()
@@ -229,6 +231,8 @@ def _read_image(path: Path) -> Tuple[np.ndarray, Any, Dict[str, str]]:
         raise InputError(f"Cannot read '{path}' as a Slicer segmentation (.seg.nrrd): {_itk_reason(exc)}.") from None
     if reader.GetNumberOfComponents() == 1:
         voxels = voxels[..., None]
+    if warnings is not None:  # as a plain .nrrd label map gets them (they were dropped: a header edited to fewer
+        warnings.extend(notes)  # slices, or without spacings, was read without a word)
     return voxels, grid, metadata
 
 
@@ -287,12 +291,17 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     Slicer stores it as one voxel at the origin. It reads as zeros on the grid its header records (whatever
     ``embed_in_stored_reference``), else on ``reference``'s grid (the CT it goes with); with neither, LabelError.
 
+    ``volume.meta["warnings"]`` holds what a plain ``.nrrd`` label map's would (the header gives no spacing, so
+    1 mm voxels were assumed; the file holds a slice or more after the voxels its header describes, which are not
+    read), then the segments left out (also logged).
+
     Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Segmentation file '{path}' does not exist; check the path.")
-    array, reader, metadata = _read_image(path)  # (z, y, x, layers)
+    notes: List[str] = []  # the NRRD reader's warnings, in the volume's as a plain label map's
+    array, reader, metadata = _read_image(path, notes)  # (z, y, x, layers)
     segments = segment_table(metadata)
     if not segments:
         raise LabelError(f"'{path}' has no SegmentN_ entries in its header, so it is not a Slicer segmentation; "
@@ -321,9 +330,12 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     volume = CTVolume(array=labels, geometry=geometry, source=str(path))
     volume.meta["format"] = "seg.nrrd"
     volume.meta["segments"] = [s.get("Name", "") for s in segments]
-    if left_out:
-        volume.meta["warnings"] = [left_out]
-    if _all_segments_empty(segments) and not labels.any():
+    stand_in = _all_segments_empty(segments) and not labels.any()
+    if stand_in:  # the grid of its one stand-in voxel is not used, so what the reader says of it does not matter
+        notes = []
+    if notes or left_out:
+        volume.meta["warnings"] = notes + ([left_out] if left_out else [])
+    if stand_in:
         return _empty_on_its_grid(volume, metadata, reference, path)
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None
     if grid is not None:

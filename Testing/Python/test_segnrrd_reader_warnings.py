@@ -1,0 +1,116 @@
+"""A .seg.nrrd gets the warnings the NRRD reader gives a plain .nrrd label map: its header edited to fewer slices
+(raw or gzip data holding more slices than it describes: they are not read) or without spacings (1 mm voxels
+assumed). The .seg.nrrd reader dropped them, so such a file was measured without a word while the same voxels as a
+plain .nrrd warned on stderr and in the report's warnings."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_segnrrd import LIVER, TUMOR, write_seg_nrrd_by_hand  # noqa: E402
+
+from LiverTumorSegLib.cli import main  # noqa: E402
+from LiverTumorSegLib.io import read_label_map  # noqa: E402
+from LiverTumorSegLib.phantom import make_phantom  # noqa: E402
+from LiverTumorSegLib.volume import CTVolume  # noqa: E402
+
+EXTRA_SLICES = ("the file holds {n} bytes after the 24 x 20 x 4 voxels its header describes (about 2 more slices); "
+                "they are not read. If the header's slice count is wrong, export the CT again")
+NO_SPACING = ("the header gives no voxel spacing, so 1 mm voxels were assumed (as ITK and 3D Slicer read it): "
+              "volumes (mL) and sizes (mm) are right only if the voxels are 1 mm. Export the volume with its spacing")
+
+
+def _labels() -> np.ndarray:
+    labels = make_phantom(shape_zyx=(6, 20, 24), seed=1).labels
+    assert set(np.unique(labels[:4]).tolist()) == {0, 1, 2}  # liver and tumor in the 4 slices the header keeps
+    return labels
+
+
+def _fewer_slices(path: Path) -> Path:
+    """``path`` with its header edited from 6 slices to 4 (the data still holds 6)."""
+    text = path.read_bytes()
+    assert text.count(b" 24 20 6\n") == 1
+    path.write_bytes(text.replace(b" 24 20 6\n", b" 24 20 4\n"))
+    return path
+
+
+def _without_spacing(path: Path) -> Path:
+    """``path`` with no ``space``, ``space directions`` or ``space origin`` line (ITK then takes 1 mm voxels)."""
+    text = re.sub(rb"space[^\n]*\n", b"", path.read_bytes().split(b"\n\n", 1)[0]) + b"\n\n" + \
+        path.read_bytes().split(b"\n\n", 1)[1]
+    assert b"space" not in text.split(b"\n\n", 1)[0]
+    path.write_bytes(text)
+    return path
+
+
+def _measure(path: Path, capsys, *more: str):
+    out = path.parent / (path.name + ".json")
+    capsys.readouterr()
+    assert main(["measure", str(path), "-o", str(out), *more]) == 0
+    stderr = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    return stderr, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("encoding", ["raw", "gzip"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_seg_nrrd_holding_more_slices_than_its_header_says_warns_as_a_plain_nrrd(tmp_path, encoding, layers):
+    labels = _labels()
+    if layers == 1:
+        stored, segments = [labels], [LIVER, TUMOR]
+    else:  # two layers: two bytes a voxel, so twice the bytes after the voxels
+        stored = [(labels >= 1).astype(np.uint8), (labels == 2).astype(np.uint8)]
+        segments = [LIVER, dict(TUMOR, Layer="1", LabelValue="1")]
+    path = _fewer_slices(write_seg_nrrd_by_hand(tmp_path / "case.seg.nrrd", stored, segments, encoding=encoding))
+    said = EXTRA_SLICES.format(n=2 * 24 * 20 * layers)
+    volume = read_label_map(path)
+    assert volume.meta["warnings"] == [said]
+    assert np.array_equal(volume.array, labels[:4])  # what is read is unchanged
+    # the same file given with a larger CT it is a crop of: the note is kept beside the placement's
+    ct = CTVolume(np.zeros((6, 20, 24), np.int16), volume.geometry)
+    on_ct = read_label_map(path, reference=ct)
+    assert on_ct.meta["warnings"] == [said, "cropped segmentation placed into the reference grid"]
+    if layers == 1:  # the same bytes as a plain .nrrd label map: the same warning
+        plain = tmp_path / "case.nrrd"
+        plain.write_bytes(path.read_bytes())
+        assert read_label_map(plain).meta["warnings"] == [said]
+
+
+def test_measure_says_a_seg_nrrd_has_more_slices_or_no_spacing_as_it_says_it_of_a_plain_nrrd(tmp_path, capsys):
+    labels = _labels()
+    edited = _fewer_slices(write_seg_nrrd_by_hand(tmp_path / "edited.seg.nrrd", [labels], [LIVER, TUMOR],
+                                                  encoding="gzip"))
+    bare = _without_spacing(write_seg_nrrd_by_hand(tmp_path / "bare.seg.nrrd", [labels], [LIVER, TUMOR]))
+    for path, said in ((edited, EXTRA_SLICES.format(n=960)), (bare, NO_SPACING)):
+        stderr, report = _measure(path, capsys)
+        assert stderr == [f"warning: {said}"] and report["warnings"] == [said]
+        plain = tmp_path / path.name.replace(".seg.nrrd", ".nrrd")
+        plain.write_bytes(path.read_bytes())
+        assert _measure(plain, capsys) == (stderr, dict(report, labels=str(plain)))
+    # 1 mm assumed: the liver's volume is its voxel count in mL / 1000, as the warning says
+    assert report["liver_volume_ml"] == pytest.approx(np.count_nonzero(labels) / 1000.0)
+
+
+def test_evaluate_records_the_reader_warnings_of_a_seg_nrrd(tmp_path):
+    labels = _labels()
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+        _without_spacing(write_seg_nrrd_by_hand(tmp_path / folder / "case1.seg.nrrd", [labels], [LIVER, TUMOR]))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                 str(tmp_path / "ev"), "--no-plots", "--no-surface", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["warnings"] == {"case1": [f"prediction: {NO_SPACING}", f"reference: {NO_SPACING}"]}
+
+
+def test_an_empty_stand_in_without_spacing_reads_on_its_recorded_grid_without_the_1_mm_note(tmp_path):
+    """A .seg.nrrd whose segments are all empty is one stand-in voxel; its labels lie on the CT's grid, so what
+    the reader says of the stand-in's own spacing does not apply."""
+    empty = [dict(LIVER, Extent="0 -1 0 -1 0 -1"), dict(TUMOR, Extent="0 -1 0 -1 0 -1")]
+    path = _without_spacing(write_seg_nrrd_by_hand(tmp_path / "empty.seg.nrrd", [np.zeros((1, 1, 1))], empty))
+    ct = CTVolume(np.zeros((3, 4, 5), np.int16), make_phantom(shape_zyx=(3, 4, 5), seed=0).ct.geometry)
+    volume = read_label_map(path, reference=ct)
+    assert volume.shape_zyx == (3, 4, 5) and not volume.array.any()
+    assert "warnings" not in volume.meta

@@ -335,6 +335,8 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         notes = []
     if notes or left_out:
         volume.meta["warnings"] = notes + ([left_out] if left_out else [])
+    if left_out:  # already on stderr: a caller that prints meta["warnings"] leaves it out (measure said it twice)
+        volume.meta["logged_warnings"] = [left_out]
     if stand_in:
         return _empty_on_its_grid(volume, metadata, reference, path)
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None

@@ -88,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
     if (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
         warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
                         "volume counts the tumor alone and the tumor burden (100 %) means nothing")
+    logged = set(labels.meta.get("logged_warnings", ()))  # the reader has printed these itself
     for warning in warnings[printed:]:  # in the report too; a map with tumor but no liver ran without a word
-        print(f"warning: {warning}", file=sys.stderr)
+        if warning not in logged:
+            print(f"warning: {warning}", file=sys.stderr)
     probability = None
     if args.probabilities:  # the label map's grid, also in another axis order (with --ct the labels are in the
         from ..io.probability import read_probability_map  # CT's axis order, the map in its own)

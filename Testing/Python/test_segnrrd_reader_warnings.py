@@ -114,3 +114,23 @@ def test_an_empty_stand_in_without_spacing_reads_on_its_recorded_grid_without_th
     volume = read_label_map(path, reference=ct)
     assert volume.shape_zyx == (3, 4, 5) and not volume.array.any()
     assert "warnings" not in volume.meta
+
+
+def test_measure_says_a_left_out_segment_once(tmp_path, capsys):
+    """The .seg.nrrd reader logs its left-out segments (evaluate's only word of them on stderr) and puts them in the
+    map's warnings, which measure prints: measure said it twice."""
+    labels = _labels()
+    stored = labels.copy()
+    stored[0, :2, :2] = 3  # a third segment, neither liver nor tumor by name
+    path = write_seg_nrrd_by_hand(tmp_path / "three.seg.nrrd", [stored], [
+        LIVER, TUMOR, {"ID": "Segment_3", "Name": "Portal vein", "LabelValue": "3", "Layer": "0"}])
+    import subprocess
+
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "LiverTumorSegLib", "measure", str(path), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)  # the log handler's stderr, as users see it
+    assert proc.returncode == 0, proc.stderr
+    left_out = [line for line in proc.stderr.splitlines() if "'Portal vein'" in line]
+    assert len(left_out) == 1 and left_out[0].startswith("warning: ") and "left out" in left_out[0], proc.stderr
+    report = json.loads(out.read_text())
+    assert [w for w in report["warnings"] if "'Portal vein'" in w] == [left_out[0][len("warning: "):]]

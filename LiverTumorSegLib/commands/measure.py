@@ -36,16 +36,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def tilted_grid_warnings(geometry: Any, name: str) -> List[str]:
-    """A warning when the label map's slices nearest to axial are tilted from the axial plane
-    (:func:`~LiverTumorSegLib.validation.measurement_tilt_warnings`): RECIST axes are measured in those slices, not
-    in true axial planes. A grid turned only about S has true axial slices and gets none. Without --ct no CT check
-    ran, so the report said nothing of it."""
-    from ..validation import measurement_tilt_warnings
-
-    return measurement_tilt_warnings(geometry.direction_matrix, name)
-
-
 def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``)."""
     recist = report["recist"]
@@ -83,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     printed = len(warnings)  # the CT's warnings, printed as it was read
     labels = read_label_map(args.labels, reference=ct)
     warnings += [str(w) for w in labels.meta.get("warnings", [])]
-    if ct is None:  # with --ct, the CT's own check has said it
-        warnings += tilted_grid_warnings(labels.geometry, str(args.labels))
+    if ct is None:  # with --ct, the CT's own check has said it (in these words: read_checked_ct's for_model=False)
+        from ..validation import measurement_tilt_warnings
+
+        warnings += measurement_tilt_warnings(labels.geometry.direction_matrix, str(args.labels))
     if (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
         warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
                         "volume counts the tumor alone and the tumor burden (100 %) means nothing")

@@ -416,9 +416,9 @@ def test_a_model_name_fits_the_segs_long_string_fields(tmp_path):
         assert all(len(t) <= 64 and t.isascii() and "\\" not in t for t in texts), texts
 
 
-def test_a_label_map_seg_is_read_like_a_binary_one(tmp_path):
-    """A LABELMAP SEG (Label Map Segmentation Storage, 1.2.840.10008.5.1.4.1.1.66.7) was 'not a readable DICOM
-    file', though the module says it reads them."""
+def _label_map_seg(tmp_path):
+    """``(a LABELMAP highdicom Segmentation of the phantom's labels (segments 0, 1, 2), its CT volume, the
+    phantom)``, the CT series written to ``tmp_path/ct``; the SEG not yet saved."""
     from LiverTumorSegLib.dicom_seg import segment_descriptions
 
     files, ct, phantom = _phantom_series(tmp_path / "ct")
@@ -428,6 +428,13 @@ def test_a_label_map_seg_is_read_like_a_binary_one(tmp_path):
                               series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
                               instance_number=1, manufacturer="m", manufacturer_model_name="m",
                               software_versions="1", device_serial_number="1")
+    return seg, ct, phantom
+
+
+def test_a_label_map_seg_is_read_like_a_binary_one(tmp_path):
+    """A LABELMAP SEG (Label Map Segmentation Storage, 1.2.840.10008.5.1.4.1.1.66.7) was 'not a readable DICOM
+    file', though the module says it reads them."""
+    seg, ct, phantom = _label_map_seg(tmp_path)
     seg.save_as(str(tmp_path / "labelmap.dcm"))
     assert str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7"
     assert is_dicom_seg(tmp_path / "labelmap.dcm")
@@ -499,15 +506,7 @@ def test_a_seg_whose_frames_reference_an_undefined_segment_is_refused_naming_fra
 def test_a_label_map_seg_holding_an_undefined_segment_number_is_refused(tmp_path):
     """A LABELMAP SEG stores segment numbers as pixel values; with segment 2 (the tumor) taken out of its
     SegmentSequence, its 52 tumor voxels read as background without a word."""
-    from LiverTumorSegLib.dicom_seg import segment_descriptions
-
-    files, ct, phantom = _phantom_series(tmp_path / "ct")
-    datasets = [pydicom.dcmread(str(f)) for f in files]
-    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=phantom.labels.astype(np.uint8),
-                              segmentation_type="LABELMAP", segment_descriptions=segment_descriptions("x", "1"),
-                              series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
-                              instance_number=1, manufacturer="m", manufacturer_model_name="m",
-                              software_versions="1", device_serial_number="1")
+    seg, ct, phantom = _label_map_seg(tmp_path)
     assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [0, 1, 2]
     seg.SegmentSequence = pydicom.sequence.Sequence(list(seg.SegmentSequence)[:2])
     seg.save_as(str(tmp_path / "labelmap.dcm"))
@@ -523,15 +522,7 @@ def test_a_valid_label_map_seg_is_checked_by_each_frames_maximum_not_by_sorting_
     120-frame 512 x 512 LABELMAP SEG. With segments 0..n defined a frame's maximum says it; other numberings (2 and
     5 defined) and a frame past the maximum are still judged value by value, naming the frame and value."""
     from LiverTumorSegLib import dicom_seg
-    from LiverTumorSegLib.dicom_seg import segment_descriptions
-
-    files, ct, phantom = _phantom_series(tmp_path / "ct")
-    datasets = [pydicom.dcmread(str(f)) for f in files]
-    seg = hd.seg.Segmentation(source_images=datasets, pixel_array=phantom.labels.astype(np.uint8),
-                              segmentation_type="LABELMAP", segment_descriptions=segment_descriptions("x", "1"),
-                              series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(),
-                              instance_number=1, manufacturer="m", manufacturer_model_name="m",
-                              software_versions="1", device_serial_number="1")
+    seg, ct, phantom = _label_map_seg(tmp_path)
     path = tmp_path / "labelmap.dcm"
     seg.save_as(str(path))
     frames = pydicom.dcmread(str(path)).pixel_array

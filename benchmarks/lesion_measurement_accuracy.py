@@ -1,12 +1,14 @@
 """How exactly does ``livertumorseg segment`` report lesions of known geometry inserted into real CT?
 
-    python benchmarks/lesion_measurement_accuracy.py [--data DIR] [--model default] [--seed 0]
+    python benchmarks/lesion_measurement_accuracy.py --data DIR [--model default] [--seed 0]
         [--scenarios NAME,NAME] [--work DIR] [--json OUT]
         [--overwrite] [--device cpu] [--threads N]
 
 ``--data``: the folder holding TotalSegmentator's example CTs with their liver labels
 (``example_ct_dicom20.nii.gz`` + ``example_ct_dicom20_liver.nii.gz``, ``example_ct_sm`` + ``_liver``,
-``example_ct_full112`` + ``_liver_tsv1``; default ``../shared/data/totalsegmentator_examples`` next to the checkout).
+``example_ct_full112`` + ``_liver_tsv1``: the team keeps them in ``../shared/data/totalsegmentator_examples``;
+a fresh clone's ``Testing/Data`` holds the ``sm_3mm`` scenario's, so ``--data Testing/Data --scenarios sm_3mm``
+runs there).
 
 Each *scenario* takes one real CT, inserts hypodense lesions of known geometry inside its liver label and writes
 the CT (same header, int16), then runs, as a user would,
@@ -85,7 +87,6 @@ MARGIN_MM = 6.0
 """Liver (label) kept around every lesion placed inside the liver, mm."""
 GAP_MM = 12.0
 """Smallest distance (mm) between two lesions' bounding spheres: apart enough that predictions do not merge."""
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "totalsegmentator_examples"
 
 
 @dataclass
@@ -1086,7 +1087,8 @@ def print_summary(results: Sequence[Dict[str, Any]]) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of the TotalSegmentator example CTs")
+    parser.add_argument("--data", required=True, help="folder of the TotalSegmentator example CTs and their liver "
+                        "labels (Testing/Data holds the sm_3mm scenario's)")
     parser.add_argument("--model", default="default", help="installed model name or package path (default default)")
     parser.add_argument("--seed", type=int, default=0, help="placement and noise seed (default 0)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
@@ -1103,13 +1105,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--scenarios: unknown {unknown or args.scenarios!r}; choose from {', '.join(SCENARIOS)}")
     if args.json and Path(args.json).exists() and not args.overwrite:
         parser.error(f"--json {args.json} exists; add --overwrite to replace it")
-    data = Path(args.data)
+    data = Path(args.data).resolve()  # the tools run with the checkout as their folder: no relative paths
     for name in names:
         for f in (SCENARIOS[name].ct, SCENARIOS[name].label):
             if not (data / f).is_file():
                 parser.error(f"--data {data}: {f} is missing")
     if args.work:
-        work = Path(args.work)
+        work = Path(args.work).resolve()
         if work.exists() and any(work.iterdir()):
             parser.error(f"--work {work} is not empty; give a new or empty folder")
         work.mkdir(parents=True, exist_ok=True)

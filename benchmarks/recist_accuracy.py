@@ -6,7 +6,8 @@ Each draw: an ellipsoid with axial diameters 30 x 20 mm (12 mm in z) at a random
 position, on 2.5 mm slices with in-plane spacing drawn from 0.6..1.5 mm (``--pixel-mm MIN MAX``: another range,
 e.g. ``3 3`` for the 3 mm pixels of a low-dose or downsampled CT); every other draw has square pixels,
 the rest independent x and y spacings. Prints the range of (measured - true) in mm for the long and the short
-axis, for square and non-square pixels.
+axis, for square and non-square pixels (with MIN = MAX every pixel is square, and the two lines are two halves of
+the draws).
 """
 import argparse
 import sys

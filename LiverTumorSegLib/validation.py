@@ -91,6 +91,19 @@ def slice_tilt_degrees(direction: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(abs(normal[2]) / max(np.linalg.norm(normal), 1e-12), 0.0, 1.0))))
 
 
+def in_plane_turn_degrees(direction: np.ndarray) -> float:
+    """The angle (degrees, 0-45) by which the grid's slices nearest to axial are turned about the patient's
+    superior-inferior axis: between the patient axis nearest to one of the slices' two index axes and that axis
+    projected onto the axial plane. 0 for any axis-aligned grid (flipped or permuted) and for one only tilted about x
+    or y; 30 for one turned 30 degrees about S, tilted or not. ``direction``: 3 x 3, columns = the i, j, k axes in
+    LPS."""
+    direction = np.asarray(direction, dtype=float)
+    axial_column = int(np.argmax(np.abs(direction[2, :])))
+    in_plane = direction[:2, [c for c in range(3) if c != axial_column][0]]  # its L and P components
+    angle = float(np.degrees(np.arctan2(abs(in_plane[1]), abs(in_plane[0]))))  # 0..90 from L
+    return min(angle, 90.0 - angle)
+
+
 def measurement_tilt_warnings(direction: np.ndarray, name: str) -> List[str]:
     """Where lesions are measured (``measure``, ``followup``), not segmented: a warning when the slices nearest to
     axial are tilted more than :data:`OBLIQUE_WARN_DEGREES` from the axial plane (:func:`slice_tilt_degrees`), since
@@ -108,16 +121,15 @@ def model_obliquity_warnings(direction: np.ndarray, name: str) -> List[str]:
     read as axial ones (liver Dice 0 at 30 degrees about x on the 3 mm CT); a grid turned only about S has true axial
     slices whose anatomy the model sees rotated in-plane (0.98 at 10 degrees, 0.91 at 44), which it was trained on
     only up to 15 degrees: each case gets its own words."""
-    from .orientation import obliquity_degrees
-
-    tilt, turn = slice_tilt_degrees(direction), obliquity_degrees(direction)
+    tilt, turn = slice_tilt_degrees(direction), in_plane_turn_degrees(direction)
     if tilt > OBLIQUE_WARN_DEGREES:
         return [f"'{name}' is stored on a grid tilted {tilt:.0f} degrees from the patient axes; the model reads the "
                 f"grid's slices as axial slices, so the result may be wrong. Resample it onto an axial, "
                 f"patient-aligned grid first."]
     if turn > OBLIQUE_WARN_DEGREES:
+        slices = "axial" if tilt < 0.5 else f"within {tilt:.0f} degrees of axial"
         return [f"'{name}' is stored on a grid turned {turn:.0f} degrees about the head-foot axis: its slices are "
-                f"axial, but the model sees the anatomy rotated in-plane by that much (it was trained on rotations "
+                f"{slices}, but the model sees the anatomy rotated in-plane by that much (it was trained on rotations "
                 f"up to 15 degrees; liver Dice fell from 0.98 at 10 degrees to 0.91 at 44 on a test CT). Check the "
                 f"result, or resample the CT onto a patient-aligned grid first."]
     return []

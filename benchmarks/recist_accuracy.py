@@ -53,18 +53,21 @@ def main(argv=None) -> None:
     if not 0.1 <= low <= high <= 10.0:
         parser.error(f"--pixel-mm {low:g} {high:g}: give MIN <= MAX, each 0.1..10 mm")
     rng = np.random.default_rng(args.seed)
-    errors = {"square": [], "non-square": []}
+    # with MIN = MAX every pixel is square: the two lines are then the even and the odd draws
+    kinds = ("square pixels", "non-square pixels") if low < high else ("square pixels, even draws",
+                                                                        "square pixels, odd draws")
+    errors = {kind: [] for kind in kinds}
     for draw in range(args.draws):
         square = draw % 2 == 0
         sx = rng.uniform(low, high)
         sy = sx if square else rng.uniform(low, high)
         angle, offset = rng.uniform(0, 180), rng.uniform(-0.5, 0.5, 2)
         axes = lesion_axes(ellipse_mask((sx, sy), angle, offset), ImageGeometry(spacing=(sx, sy, SLICE_MM)))
-        errors["square" if square else "non-square"].append(
+        errors[kinds[0] if square else kinds[1]].append(
             (axes["long_axis_mm"] - 2 * SEMI_AXES_MM[0], axes["short_axis_mm"] - 2 * SEMI_AXES_MM[1]))
     for kind, values in errors.items():
         e = np.asarray(values)
-        print(f"{kind} pixels ({len(e)} draws): long axis {e[:, 0].min():+.2f}..{e[:, 0].max():+.2f} mm (mean "
+        print(f"{kind} ({len(e)} draws): long axis {e[:, 0].min():+.2f}..{e[:, 0].max():+.2f} mm (mean "
               f"{e[:, 0].mean():+.2f}), short axis {e[:, 1].min():+.2f}..{e[:, 1].max():+.2f} mm (mean "
               f"{e[:, 1].mean():+.2f})")
 

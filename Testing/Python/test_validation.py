@@ -224,6 +224,15 @@ def test_a_grid_turned_about_s_is_warned_about_as_an_in_plane_rotation_and_not_w
     assert [w for w in check_ct(volume("z", 15.0)) if "degrees" in w] == []
     tilted = [w for w in check_ct(volume("x", 25.0)) if "degrees" in w]
     assert len(tilted) == 1 and "tilted 25 degrees from the patient axes; the model reads" in tilted[0]
+    # tilted 18 degrees (under the limit) and turned 40 about S: the turn and the tilt, each as it is (helper-14's
+    # read: "turned 43 degrees ... its slices are axial", the grid's whole obliquity and slices that are not axial)
+    d = Rotation.from_euler("xz", [18.0, 40.0], degrees=True).as_matrix()  # tilted about x, then turned about S
+    both = CTVolume(array=ct.array, geometry=ImageGeometry(spacing=(2, 2, 4), direction=tuple(d.ravel())),
+                    source="grid.nii.gz")
+    said = [w for w in check_ct(both) if "degrees" in w]
+    assert len(said) == 1 and "turned 40 degrees about the head-foot axis: its slices are within 18 degrees of " \
+        "axial" in said[0], said
+    assert [w for w in check_ct(volume("z", 70.0)) if "degrees" in w] == []  # 70 about S: 20 from the other axis
     measured = [w for w in check_ct(volume("x", 25.0), for_model=False) if "degrees" in w]
     assert measured == ["'grid.nii.gz' is stored in slices tilted 25 degrees from the axial plane: the long and "
                         "short axes are measured in those slices, not in true axial planes."]

@@ -70,9 +70,13 @@ inside ``LABELS`` (``evaluate`` would find the predictions among the references)
 named as a label map (``p1_liver.nii``: segment leaves such files out of a folder, as LiTS keeps segmentation-N
 beside volume-N) is refused when its case has a reference and no other CT: rename it, or list the CTs in a CSV.
 The references are checked then too, each as ``evaluate`` reads it (values 0/1/2, or those ``--label-map`` maps:
-a 0/255 reference stops the script with the ``--label-map`` that maps it) and its grid against its CT's header
-(segment writes each prediction on its CT's grid, and evaluate refuses a prediction off its reference's grid):
-such a reference used to stop evaluate once per model, after every model had segmented every CT.
+a 0/255 reference stops the script with the ``--label-map`` that maps it, and so does a value other than 0 that
+``--label-map`` does not list, which evaluate would score as background: map it to 0 to drop it on purpose) and its
+grid against its CT's header (segment writes each prediction on its CT's grid, and evaluate refuses a prediction off
+its reference's grid): such a reference used to stop evaluate once per model, after every model had segmented every
+CT. A reference whose case has no CT in CTS stops the script too (it was counted as a failure of every model): put
+its CT in CTS under its case's name, or move it out of ``LABELS``; a DICOM series is no case of a folder CTS
+(``segment`` takes a folder's CT files only): list the CTs in a case CSV (columns ``image``, ``case_id``) instead.
 An ``evaluate`` folder that this script did not write (or one changed since), and comparison files of another
 command (other models, CTS, references or ``--label-map``) or not written by this script, are replaced only with
 ``--overwrite``, which also evaluates every model again; a model taken from git history that is already in
@@ -686,6 +690,48 @@ def check_label_named_cts(cts: str, cases: List[Any], references: Dict[str, Path
                          f"are label maps, move them out of CTS.")
 
 
+def dicom_series_folders(cts: str) -> List[Path]:
+    """The subfolders of a folder CTS that hold DICOM images (``io.dicom.holds_dicom_images``): segment takes no
+    DICOM series from a folder (only its CT files), so each is no case of it; a CSV CTS names its series itself."""
+    from LiverTumorSegLib.io.dicom import holds_dicom_images
+
+    folder = Path(cts)
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir())
+            if path.is_dir() and not path.name.startswith(".") and holds_dicom_images(path)]
+
+
+def _dicom_series_advice(series: Sequence[Path]) -> str:
+    shown = ", ".join(path.name for path in series[:5]) + (" ..." if len(series) > 5 else "")
+    return (f"CTS holds {len(series)} DICOM series folder(s) ({shown}), and segment takes only the CT files of a "
+            f"folder: list the CTs in a case CSV (columns image and case_id: image the series folder or the CT file, "
+            f"case_id the name of its reference, e.g. '{series[0].name}' for {series[0].name}.nii.gz in --ref) and "
+            f"give the CSV as CTS.")
+
+
+def check_references_have_cts(cts: str, cases: List[Any], references: Dict[str, Path]) -> None:
+    """Refuse references whose case has no CT in CTS (``cases``: ``batch.find_cases`` of CTS), before any work: each
+    was counted as a reference without a prediction, a failure of every model that no model made (a CT not copied,
+    named otherwise than its reference, or a DICOM series in a folder CTS, which segment does not take), and no model
+    could then meet issue 11's targets. With no case in common, :func:`check_references` says so."""
+    segmented = {evaluate_name(case.case_id) for case in cases}
+    if not segmented & set(references):
+        return
+    missing = [name for name in references if name not in segmented]
+    if not missing:
+        return
+    shown = ", ".join(f"'{references[name].name}' (case '{name}')" for name in missing[:5]) \
+        + (" ..." if len(missing) > 5 else "")
+    series = dicom_series_folders(cts)
+    raise InputError(f"{len(missing)} of the {len(references)} reference(s) in --ref have no CT in CTS: {shown}. "
+                     f"Each would count as a failure of every model (a reference without a prediction), and no model "
+                     f"could meet issue 11's targets. Put each one's CT in CTS under a name of that case (the file "
+                     f"name without extension and without affixes such as _0000, volume-, _ct: see 'livertumorseg "
+                     f"evaluate --help'), or move those references out of --ref if their CTs are not part of this "
+                     f"comparison." + (f" {_dicom_series_advice(series)}" if series else ""))
+
+
 def _ct_grid(path: Path) -> Optional[Any]:
     """The grid of the CT ``path`` as a CTVolume without voxels (a read-only zero-stride array of its shape): from the
     header alone for NIfTI, NRRD and MetaImage files, else (a DICOM series) from the CT read whole; None when it
@@ -712,7 +758,9 @@ def check_references(cases: List[Any], references: Dict[str, Path], label_map: O
     """Refuse, before any CT is segmented, references that would stop ``evaluate`` for every model after every model
     has segmented every CT (hours on a real cohort): each reference of a case of CTS read as evaluate reads it
     (label values 0..255 mapped by ``label_map``, ``--label-map``, else 0/1/2 only: its message names the
-    ``--label-map`` that maps them) and its grid compared with its CT's (read from the header where it has one),
+    ``--label-map`` that maps them; a value other than 0 that ``label_map`` does not list is refused too, which
+    evaluate only warns of and scores as background: a 0/1/2 reference under '{"255": 1}' lost its whole liver)
+    and its grid compared with its CT's (read from the header where it has one),
     on which segment writes the prediction that evaluate compares with it. Also a ``--label-map`` evaluate would
     refuse, and CTS and references without a case name in common. ``cases``: ``batch.find_cases`` of CTS;
     ``references``: :func:`reference_cases`."""
@@ -731,12 +779,17 @@ def check_references(cases: List[Any], references: Dict[str, Path], label_map: O
     problems = []
     for case, name in paired:
         path = references[name]
+        dropped = []  # type: List[str]
         try:  # as evaluate reads a reference (commands.evaluate._read_labels)
             reference = read_label_map(path, allowed_values=ANY_LABEL_VALUE)
-            reference.array = remap_labels(reference.array, mapping, str(path), option="--label-map")
+            reference.array = remap_labels(reference.array, mapping, str(path), option="--label-map",
+                                           warnings=dropped, log_dropped=False)
         except LiverTumorSegError as exc:
             problems.append(str(exc))
             continue
+        if dropped:  # evaluate only warns, and scores them as background for every model
+            problems.append(f"{dropped[0][:1].upper()}{dropped[0][1:]} The evaluation would score them as background "
+                            f"for every model, so this script stops here.")
         ct = _ct_grid(Path(case.input_path))
         if ct is not None and onto_reference_grid(ct, reference, GEOMETRY_TOLERANCE) is None:
             differences = "; ".join(describe_grid_mismatch(ct, reference, GEOMETRY_TOLERANCE))
@@ -747,8 +800,9 @@ def check_references(cases: List[Any], references: Dict[str, Path], label_map: O
         del reference
     if problems:
         more = f" ... and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise InputError(f"{len(problems)} of the {len(paired)} reference(s) of CTS's cases would stop evaluate, for "
-                         f"every model and after all of them had segmented: " + " ".join(problems[:5]) + more)
+        raise InputError(f"{len(problems)} of the {len(paired)} reference(s) of CTS's cases would stop evaluate, or "
+                         f"lose liver or tumor voxels in it, for every model and after all of them had segmented: "
+                         + " ".join(problems[:5]) + more)
 
 
 RECORD = ".heldout_comparison.json"
@@ -899,14 +953,21 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
     # package fails in seconds, not after hours of v3 and v2), and no earlier prediction would pass as another's
     packages = {name: package if package is not None else builtin_package(name, out / "models", repo)
                 for name, package in models.items()}
-    cases = {name: find_cases(cts, out / name / "pred", probability_folder=prob_folder(out, name, probabilities))
-             for name in packages}
+    try:
+        cases = {name: find_cases(cts, out / name / "pred", probability_folder=prob_folder(out, name, probabilities))
+                 for name in packages}
+    except InputError as exc:  # "No CT files in CTS": a folder of DICOM series says how to give them
+        series = dicom_series_folders(cts) if str(exc).startswith("No CT files") else []
+        if not series:
+            raise
+        raise InputError(f"{exc} {_dicom_series_advice(series)}") from None
     references = reference_cases(ref)
     check_label_named_cts(cts, next(iter(cases.values())), references)
     for name, package in packages.items():
         options = segment_options(segment_argv(cts, out / name / "pred", package, device,
                                                prob_folder(out, name, probabilities)))
         check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package), options)
+    check_references_have_cts(cts, next(iter(cases.values())), references)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]
     for name, package in packages.items():

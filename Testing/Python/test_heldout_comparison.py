@@ -41,22 +41,24 @@ def in_process(calls):
     return run
 
 
-def write_cases(root, count=2, extra_reference=False):
-    """``count`` phantom CTs in root/cts and their label maps in root/labels (a tumor each); with
-    ``extra_reference`` one more label map whose CT is missing (a case segment never produced)."""
+def write_cases(root, count=2, damaged_ct=False):
+    """``count`` phantom CTs in root/cts and their label maps in root/labels (a tumor each); with ``damaged_ct``
+    one more label map whose CT file is damaged (a case segment fails on, so it has no prediction)."""
     (root / "cts").mkdir(parents=True)
     (root / "labels").mkdir()
-    for i in range(count + int(extra_reference)):
+    for i in range(count + int(damaged_ct)):
         lesion = PhantomLesion(center_zyx=(5.0, 16.0, 14.0), radius_mm=5.0 + i, hu=15.0)
         ph = make_phantom((12, 40, 44), (2.0, 2.0, 4.0), lesions=[lesion], noise_hu=0.0)
         if i < count:
             write_volume(root / "cts" / f"case{i}.nii.gz", ph.ct)
+        else:
+            (root / "cts" / f"case{i}.nii.gz").write_bytes(b"not a CT")
         write_label_map(root / "labels" / f"case{i}.nii.gz", ph.labels, ph.ct.geometry)
     return root / "cts", root / "labels"
 
 
 def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_failure(tmp_path):
-    cts, labels = write_cases(tmp_path, count=2, extra_reference=True)
+    cts, labels = write_cases(tmp_path, count=2, damaged_ct=True)
     a = tiny_unet_package(tmp_path, name="a.safetensors").path
     b = tiny_unet_package(tmp_path, context_slices=1, name="b.safetensors").path
     calls = []
@@ -77,8 +79,8 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
         assert row["dice_tumor_mean"] == pytest.approx(summary["metrics"]["dice_tumor"]["mean"])
         assert row["false_lesions"] == summary["lesion_detection"]["pred_no_overlap"]
         assert row["liver_outside_ml"] == pytest.approx(summary["volume_outside_ref_total_ml"]["liver"])
-        # the reference without a CT: outside the numbers, named, and never a pass
-        assert row["cases_without_prediction"] == ["case2"]
+        # the case segment failed on: outside the numbers, named, and never a pass
+        assert row["cases_without_prediction"] == ["case2"] and row["segment_failed_cases"] == ["case2"]
         assert row["meets_targets"] is False
     with (out / "per_case.csv").open(newline="") as handle:
         per_case = list(csv.DictReader(handle))
@@ -300,8 +302,16 @@ def test_references_evaluate_would_refuse_stop_the_script_before_any_ct_is_segme
     with pytest.raises(InputError, match="--label-map must be JSON"):
         comparison.main(base + ["-o", str(tmp_path / "o2"), "--label-map", "{255: 1}"], runner=recording(calls))
     assert calls == []
-    # mapped as evaluate maps it, it passes (case0's 0/1/2 now draw the warning that they become background)
-    comparison.main(base + ["-o", str(tmp_path / "o3"), "--label-map", '{"255": 1}'], runner=recording(calls))
+    # a map that leaves values out: evaluate only warns and scores them as background (case0's whole liver and
+    # tumor under '{"255": 1}', and the run went on to segment); refused before any work
+    with pytest.raises(InputError, match=r"case0.nii.gz' holds value\(s\) 1 \(\d+ voxels\), 2 \(\d+ voxels\) that "
+                                         r"--label-map \{\"255\": 1\} does not list.*e.g. --label-map "
+                                         r"'\{\"255\": 1, \"1\": 1, \"2\": 2\}'.*score them as background"):
+        comparison.main(base + ["-o", str(tmp_path / "o3"), "--label-map", '{"255": 1}'], runner=recording(calls))
+    assert calls == []
+    # mapped as evaluate maps it, every value listed, it passes
+    comparison.main(base + ["-o", str(tmp_path / "o3"), "--label-map", '{"255": 1, "1": 1, "2": 2}'],
+                    runner=recording(calls))
     assert [c[0] for c in calls] == ["segment"]
     calls.clear()
     # another grid than its CT's (here 1 mm off in origin, and another spacing)
@@ -481,6 +491,43 @@ def test_a_ct_named_as_a_label_map_is_refused_before_any_work_not_counted_as_a_f
     comparison.main([str(cts), "--ref", str(labels), "-o", str(tmp_path / "out3"), "--models", "", "--model",
                      f"a={a}"], runner=recording(calls))
     assert [c[0] for c in calls] == ["segment", "segment"]
+
+
+def test_a_reference_without_a_ct_is_refused_before_any_work_not_counted_as_a_failure(tmp_path):
+    """A reference whose CT was not in CTS (not copied, named otherwise, or a DICOM series folder, which segment does
+    not take from a folder) was listed as a reference without a prediction: '1 (case1) (misses)' for every model and
+    the verdict "no" for all, for a failure no model made."""
+    cts, labels = write_cases(tmp_path, count=2)
+    (cts / "case1.nii.gz").unlink()
+    a = tiny_unet_package(tmp_path).path
+    calls = []
+    base = ["--ref", str(labels), "--models", "", "--model", f"a={a}", "--device", "cpu"]
+    with pytest.raises(InputError, match=r"^1 of the 2 reference\(s\) in --ref have no CT in CTS: 'case1.nii.gz' "
+                                         r"\(case 'case1'\)\. Each would count as a failure of every model.*move "
+                                         r"those references out of --ref if their CTs are not part of this "
+                                         r"comparison\.$"):
+        comparison.main([str(cts), "-o", str(tmp_path / "o1")] + base, runner=recording(calls))
+    # its CT a DICOM series folder: segment takes only a folder's CT files, so the message says to list them in a CSV
+    series = cts / "case1"
+    series.mkdir()
+    (series / "IM0001.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    with pytest.raises(InputError, match=r"no CT in CTS: 'case1.nii.gz'.*CTS holds 1 DICOM series folder\(s\) "
+                                         r"\(case1\).*case CSV \(columns image and case_id.*'case1' for "
+                                         r"case1.nii.gz in --ref\) and give the CSV as CTS\.$"):
+        comparison.main([str(cts), "-o", str(tmp_path / "o2")] + base, runner=recording(calls))
+    # a folder of DICOM series only: segment's "No CT files", with the same way out
+    only_series = tmp_path / "series_only"
+    only_series.mkdir()
+    series.rename(only_series / "case1")
+    with pytest.raises(InputError, match=r"^No CT files .*CTS holds 1 DICOM series folder\(s\) \(case1\).*give "
+                                         r"the CSV as CTS\.$"):
+        comparison.main([str(only_series), "-o", str(tmp_path / "o3")] + base, runner=recording(calls))
+    assert calls == []
+    # every reference with its CT (a CT without a reference is no such case: it is in no number), it runs
+    write_volume(cts / "case1.nii.gz", make_phantom((12, 40, 44), (2.0, 2.0, 4.0), noise_hu=0.0).ct)
+    shutil.copy(cts / "case0.nii.gz", cts / "extra.nii.gz")
+    comparison.main([str(cts), "-o", str(tmp_path / "o4")] + base, runner=recording(calls))
+    assert [c[0] for c in calls] == ["segment"]
 
 
 def _row(**changes):

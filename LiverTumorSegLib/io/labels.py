@@ -329,7 +329,8 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
         for source, target in label_map.items():
             out[raw == int(source)] = int(target)
         return out
-    bad = sorted(v for v in label_value_counts(raw) if v not in (0, 1, 2))
+    counts = label_value_counts(raw)
+    bad = sorted(v for v in counts if v not in (0, 1, 2))
     if bad:
         shown = ", ".join(str(int(v)) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
         if len(bad) > 2:  # a multi-organ labelling: its first extra value (TotalSegmentator's 3) is no liver
@@ -337,8 +338,14 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
                    f"e.g. {option} '{{\"5\": 1}}' for TotalSegmentator's (liver = 5), with the tumor value to 2 "
                    f"where it has one (every value not in the map becomes 0).")
         else:
-            how = (f"Map them with {option} '{{\"{int(bad[0])}\": 1}}' (every value not in the map becomes 0, so "
-                   f"list 1 and 2 too where they occur).")
+            # the whole map to give: the values 1 and 2 the file holds kept, the others mapped (two of them, as
+            # in 0/127/255: the lower to liver, the higher to tumor, which the data's owner confirms)
+            mapping = {v: v for v in (1, 2) if v in counts}
+            mapping.update({int(v): target for v, target in zip(bad, (1, 2))})
+            shown_map = "{" + ", ".join(f'"{v}": {t}' for v, t in sorted(mapping.items())) + "}"
+            which = (f" if {int(bad[0])} is liver and {int(bad[1])} tumor (the other way round otherwise)"
+                     if len(bad) == 2 else "")
+            how = f"Map them with {option} '{shown_map}'{which}; every value not in the map becomes 0."
         raise LabelError(f"Label map '{where}' holds values {shown} outside 0 (background), 1 (liver), 2 (tumor). "
                          f"{how}")
     return raw.astype(np.uint8, copy=False)

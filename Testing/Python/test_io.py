@@ -1158,3 +1158,22 @@ def test_a_pipe_or_a_device_given_as_the_ct_is_named_as_no_regular_file(tmp_path
     for path in [fifo] + ([Path("/dev/zero")] if Path("/dev/zero").exists() else []):
         with pytest.raises(InputError, match="is not a regular file \\(a pipe, socket or device\\)"):
             read_volume(path)
+
+
+def test_the_label_map_advice_gives_a_whole_map_that_loses_nothing():
+    """The advice for values outside 0/1/2 named only the first of them and left the file's own 1 and 2 out of the
+    map ('{"127": 1}' for a 0/127/255 reference, whose tumor then became background; helper-13's dress rehearsal):
+    it now gives a map that keeps every class the file holds."""
+    from LiverTumorSegLib.io.labels import remap_labels
+
+    def advice(values):
+        with pytest.raises(LabelError) as caught:
+            remap_labels(np.array(values), None, "x.nii.gz", option="--label-map")
+        return str(caught.value).split(" (tumor). ")[1]
+
+    assert advice([0, 255]) == "Map them with --label-map '{\"255\": 1}'; every value not in the map becomes 0."
+    assert advice([0, 1, 2, 5]) == ("Map them with --label-map '{\"1\": 1, \"2\": 2, \"5\": 1}'; every value not in "
+                                    "the map becomes 0.")
+    assert advice([0, 127, 255]) == ("Map them with --label-map '{\"127\": 1, \"255\": 2}' if 127 is liver and 255 "
+                                     "tumor (the other way round otherwise); every value not in the map becomes 0.")
+    assert "multi-organ" in advice([0, 3, 5, 7])

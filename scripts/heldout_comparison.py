@@ -23,7 +23,8 @@ labelled outside the reference liver (total mL), and beside them the reference c
 ``segment`` failed on: **a failure**, and outside every number above it), the cases whose report says "Implausible
 result", and whether the model meets the issue's targets (never when a case has no prediction; when no reference
 case has a tumor, the tumor Dice is shown as not measured and the verdict is "no" if another target is missed, else
-not judged). Each number is shown
+not judged; when only some have one, the cell says how many, and gives the mean over those cases beside LiTS's mean
+over every case, in which a tumor-free case counts 1 with no tumor predicted and 0 with any). Each number is shown
 with as many digits as it takes to be on the side of its target it is on (a worst liver Dice of 0.9196 is not shown
 as 0.920 beside ">= 0.92"), and a cell that misses its target ends in "(misses)". With the probability maps, a row
 (no target) gives evaluate's lesion FROC: the tumor lesion sensitivity at 1 false lesion per case, and the mean
@@ -389,7 +390,8 @@ def failed_segment_cases(pred_dir: Path) -> List[str]:
 
 
 def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Sequence[str]] = None,
-              reference_tumor_cases: Optional[int] = None) -> Dict[str, Any]:
+              reference_tumor_cases: Optional[int] = None,
+              tumor_dice_with_tumor: Optional[float] = None) -> Dict[str, Any]:
     """Issue 11's numbers of one model from ``evaluate``'s summary.json and ``segment``'s outputs; ``evaluated``:
     evaluate's case names (cases.csv), to which the "Implausible result" count is limited; ``reference_tumor_cases``:
     how many of them have a reference tumor (cases.csv's ``voxels_ref_tumor`` above 0; None: not known). With none,
@@ -413,20 +415,39 @@ def model_row(summary: Dict[str, Any], pred_dir: Path, evaluated: Optional[Seque
         "implausible_cases": implausible_cases(pred_dir, evaluated),
         "lesion_froc": summary.get("lesion_froc"),  # evaluate's, with the probability maps (else None)
         "reference_tumor_cases": reference_tumor_cases,
+        # the tumor Dice mean over the cases with a reference tumor only (tumor_dice_over_reference_tumors)
+        "dice_tumor_mean_cases_with_tumor": tumor_dice_with_tumor,
     }
     row["meets_targets"] = meets_targets(row, judge_tumor=reference_tumor_cases != 0)
     return row
 
 
+def _has_reference_tumor(case: Dict[str, str]) -> bool:
+    try:
+        return float(case.get("voxels_ref_tumor") or 0) > 0
+    except ValueError:
+        return False
+
+
 def reference_tumor_count(cases: Sequence[Dict[str, str]]) -> int:
     """How many of evaluate's cases.csv rows have a reference tumor (``voxels_ref_tumor`` above 0)."""
-    count = 0
+    return sum(_has_reference_tumor(case) for case in cases)
+
+
+def tumor_dice_over_reference_tumors(cases: Sequence[Dict[str, str]]) -> Optional[float]:
+    """The mean ``dice_tumor`` of evaluate's cases.csv rows that have a reference tumor (None when none has, or no
+    such row has a number): beside the mean over every case (LiTS's, where a case without reference tumor counts 1
+    with no predicted tumor and 0 with any), the tumor segmentation's own quality."""
+    values = []
     for case in cases:
-        try:
-            count += float(case.get("voxels_ref_tumor") or 0) > 0
-        except ValueError:
-            pass
-    return count
+        if _has_reference_tumor(case):
+            try:
+                value = float(case.get("dice_tumor") or "nan")
+            except ValueError:
+                continue
+            if value == value:
+                values.append(value)
+    return sum(values) / len(values) if values else None
 
 
 TARGET_SIDES = {"dice_liver_mean": "min", "dice_liver_worst": "min", "dice_tumor_mean": "min", "false_lesions": "max",
@@ -503,7 +524,9 @@ def _tumor_dice_cell(row: Dict[str, Any]) -> str:
         return "not measured: no reference tumor"
     cell = _target_cell(row, "dice_tumor_mean")
     if with_tumor is not None and cases and with_tumor < cases:
-        cell += f" ({with_tumor} of {cases} cases with a reference tumor)"
+        over_those = row.get("dice_tumor_mean_cases_with_tumor")
+        cell += f" ({with_tumor} of {cases} cases with a reference tumor" + (
+            f"; over those {float(over_those):.3f})" if over_those is not None else ")")
     return cell
 
 
@@ -1014,7 +1037,8 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
             case_rows = list(csv.DictReader(handle))
         evaluated = [row["case"] for row in case_rows]
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        rows[name] = dict(model_row(summary, pred, evaluated, reference_tumor_count(case_rows)), package=package)
+        rows[name] = dict(model_row(summary, pred, evaluated, reference_tumor_count(case_rows),
+                                    tumor_dice_over_reference_tumors(case_rows)), package=package)
     return rows
 
 

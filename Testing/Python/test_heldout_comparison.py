@@ -779,6 +779,19 @@ def test_without_a_reference_tumor_the_tumor_dice_is_not_measured_and_the_verdic
     assert _cells(comparison.comparison_table({"v3": every}))["tumor Dice, mean"] == "0.750"
 
 
+def test_the_tumor_dice_cell_gives_the_mean_over_the_cases_with_a_tumor_too():
+    """The mean over every case counts a tumor-free case as 1 (no tumor predicted) or 0 (any): helper-13's rehearsal
+    had v3 at 0.9135 over 5 cases and 0.892 over the 4 with a tumor, and the table showed only the first."""
+    rows = [{"voxels_ref_tumor": "120", "dice_tumor": "0.8"}, {"voxels_ref_tumor": "40", "dice_tumor": "0.7"},
+            {"voxels_ref_tumor": "0", "dice_tumor": "1.0"}, {"voxels_ref_tumor": "9", "dice_tumor": "nan"}]
+    assert comparison.tumor_dice_over_reference_tumors(rows) == pytest.approx(0.75)
+    assert comparison.tumor_dice_over_reference_tumors(rows[2:3]) is None
+    row = _table_row(dice_tumor_mean=0.8333)
+    row.update(reference_tumor_cases=2, dice_tumor_mean_cases_with_tumor=0.75)
+    assert _cells(comparison.comparison_table({"v3": row}))["tumor Dice, mean"] == \
+        "0.833 (2 of 3 cases with a reference tumor; over those 0.750)"
+
+
 def test_reference_tumor_count_reads_evaluate_s_cases_csv_column():
     rows = [{"voxels_ref_tumor": "0"}, {"voxels_ref_tumor": "17"}, {"voxels_ref_tumor": ""}, {}]
     assert comparison.reference_tumor_count(rows) == 1

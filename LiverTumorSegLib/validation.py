@@ -80,14 +80,20 @@ def _check_shape(volume: CTVolume, warnings: List[str]) -> None:
         warnings.append(f"'{name}' has very small axial slices ({ny} x {nx} voxels); is it cropped{hint}?")
 
 
+def _slice_axes(direction: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The two in-plane index axes (columns of ``direction``, LPS) of the slices nearest to axial: those of the
+    index axes other than the one closest to S."""
+    direction = np.asarray(direction, dtype=float)
+    axial_column = int(np.argmax(np.abs(direction[2, :])))  # 0=i(x), 1=j(y), 2=k(z)
+    first, second = (direction[:, c] for c in range(3) if c != axial_column)
+    return first, second
+
+
 def slice_tilt_degrees(direction: np.ndarray) -> float:
     """The angle (degrees) between the patient's superior-inferior axis and the normal of the grid's slices nearest
     to axial (those of the index axis closest to S): 0 for any grid turned only about S (its slices are true axial
     planes), 30 for one tilted 30 degrees about x or y. ``direction``: 3 x 3, columns = the i, j, k axes in LPS."""
-    direction = np.asarray(direction, dtype=float)
-    axial_column = int(np.argmax(np.abs(direction[2, :])))  # 0=i(x), 1=j(y), 2=k(z)
-    in_plane = [c for c in range(3) if c != axial_column]
-    normal = np.cross(direction[:, in_plane[0]], direction[:, in_plane[1]])
+    normal = np.cross(*_slice_axes(direction))
     return float(np.degrees(np.arccos(np.clip(abs(normal[2]) / max(np.linalg.norm(normal), 1e-12), 0.0, 1.0))))
 
 
@@ -97,9 +103,7 @@ def in_plane_turn_degrees(direction: np.ndarray) -> float:
     projected onto the axial plane. 0 for any axis-aligned grid (flipped or permuted) and for one only tilted about x
     or y; 30 for one turned 30 degrees about S, tilted or not. ``direction``: 3 x 3, columns = the i, j, k axes in
     LPS."""
-    direction = np.asarray(direction, dtype=float)
-    axial_column = int(np.argmax(np.abs(direction[2, :])))
-    in_plane = direction[:2, [c for c in range(3) if c != axial_column][0]]  # its L and P components
+    in_plane = _slice_axes(direction)[0][:2]  # its L and P components
     angle = float(np.degrees(np.arctan2(abs(in_plane[1]), abs(in_plane[0]))))  # 0..90 from L
     return min(angle, 90.0 - angle)
 

@@ -6,7 +6,7 @@
 
 ``--data``: the folder holding TotalSegmentator's example CTs with their liver labels
 (``example_ct_dicom20.nii.gz`` + ``example_ct_dicom20_liver.nii.gz``, ``example_ct_sm`` + ``_liver``,
-``example_ct_full112`` + ``_liver_tsv1``: the team keeps them in ``../shared/data/totalsegmentator_examples``;
+``example_ct_full112`` + ``_liver_tsv1``: the team keeps them in its shared data folder, under ``data/totalsegmentator_examples``;
 a fresh clone's ``Testing/Data`` holds the ``sm_3mm`` scenario's, so ``--data Testing/Data --scenarios sm_3mm``
 runs there).
 

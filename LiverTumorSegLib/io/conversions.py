@@ -2,7 +2,7 @@
 
 No SimpleITK or nibabel here: these work on numpy arrays and plain header values.
 """
-from typing import Any, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -186,3 +186,24 @@ def check_memory_for_read(shape_xyz: Sequence[int], itemsize: int, source: str) 
     shape_zyx = tuple(int(s) for s in tuple(shape_xyz)[:3][::-1])
     required = estimate_memory_bytes(shape_zyx, input_itemsize=int(itemsize))
     check_memory(required, what=f"'{source}' (z, y, x) {shape_zyx}")
+
+
+def data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int,
+                              counted_up_to: Optional[int] = None) -> List[str]:
+    """The warning for ``after`` bytes of data after the voxels (none below one slice: padding), which the NIfTI,
+    NRRD and MetaImage readers give alike (a header edited to fewer slices than the file holds); ``shape_xyz``:
+    the header's voxel counts ``(x, y, z)``; ``itemsize``: bytes per voxel (all its components). ``counted_up_to``:
+    for compressed data, the most bytes the reader inflated to count them
+    (:func:`~.gzip_inflate.after_range_count_limit`); an ``after`` above it says only that there are more, and the
+    warning says so ("more than")."""
+    slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
+    if after < slice_bytes:
+        return []
+    voxels = " x ".join(str(int(n)) for n in shape_xyz)
+    if counted_up_to is not None and after > counted_up_to:
+        return [f"the file holds more than {counted_up_to} bytes after the {voxels} voxels its header describes "
+                f"(more than {counted_up_to / slice_bytes:.3g} more slices; the rest of the file was not inflated "
+                f"or checked); they are not read. If the header's slice count is wrong, export the CT again"]
+    return [f"the file holds {after} bytes after the {voxels} "
+            f"voxels its header describes (about {after / slice_bytes:.3g} more slices); they are "
+            f"not read. If the header's slice count is wrong, export the CT again"]

@@ -15,7 +15,7 @@ from ..errors import InputError, out_of_memory_error, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, check_data_fits_file, check_geometry_values, check_memory_for_read,
-                          to_hu_dtype, unit_direction)
+                          data_after_voxels_warning, to_hu_dtype, unit_direction)
 
 
 def _sitk():
@@ -445,10 +445,8 @@ def check_deflated_data(path: Path, stored: Optional[_StoredData], nbytes: int, 
         raise InputError(f"Cannot read '{path}': the file is truncated or corrupt (its compressed data holds "
                          f"{produced} of the {nbytes} bytes its header describes). Copy or export it again.")
     if warnings is not None and shape_xyz is not None and nbytes > 0:  # as for raw data and .nii.gz
-        from .nifti import _data_after_voxels_warning
-
         itemsize = nbytes // max(1, math.prod(int(n) for n in shape_xyz))  # all of a voxel's components
-        warnings += _data_after_voxels_warning(shape_xyz, itemsize, produced - nbytes, counted_up_to=counted_up_to)
+        warnings += data_after_voxels_warning(shape_xyz, itemsize, produced - nbytes, counted_up_to=counted_up_to)
     return kept if keep else None
 
 
@@ -823,8 +821,7 @@ def checked_before_voxels(path: Path, reader: Any
     if stored is not None:
         needed = check_data_fits_file(path, shape, itemsize, stored.size, stored.deflated)
         if not stored.deflated:  # a header edited to fewer slices (raw data), as NIfTI's reader says it
-            from .nifti import _data_after_voxels_warning
-            notes += _data_after_voxels_warning(shape, itemsize, stored.size - needed)
+            notes += data_after_voxels_warning(shape, itemsize, stored.size - needed)
     check_memory_for_read(shape, itemsize, str(path))
     return shape, header, stored, notes
 

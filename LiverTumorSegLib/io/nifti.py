@@ -10,7 +10,7 @@ from ..errors import InputError, raise_if_out_of_memory
 from ..fileutil import full_suffix
 from ..volume import CTVolume, ImageGeometry
 from .conversions import (_check_3d_shape, _check_header_spacing, axes_are_orthogonal, check_geometry_values,
-                          check_data_fits_file, check_memory_for_read, to_hu_dtype)
+                          check_data_fits_file, check_memory_for_read, data_after_voxels_warning, to_hu_dtype)
 from .formats import _SUPPORTED_TEXT
 
 
@@ -210,27 +210,7 @@ def _check_data_fits_file(path: Path, shape_xyz: tuple, header: Any, data_offset
     itemsize = header.get_data_dtype().itemsize
     available = size if deflated else size - int(data_offset)
     stored = check_data_fits_file(path, shape_xyz, itemsize, available, deflated)
-    return [] if deflated else _data_after_voxels_warning(shape_xyz, itemsize, available - stored)
-
-
-def _data_after_voxels_warning(shape_xyz: tuple, itemsize: int, after: int,
-                               counted_up_to: Optional[int] = None) -> List[str]:
-    """The warning for ``after`` bytes of data after the voxels (none below one slice: padding); ``shape_xyz``:
-    the header's voxel counts ``(x, y, z)``; ``itemsize``: bytes per voxel (all its components). ``counted_up_to``:
-    for compressed data, the most bytes the reader inflated to count them
-    (:func:`~.gzip_inflate.after_range_count_limit`); an ``after`` above it says only that there are more, and the
-    warning says so ("more than")."""
-    slice_bytes = int(shape_xyz[0]) * int(shape_xyz[1]) * itemsize
-    if after < slice_bytes:
-        return []
-    voxels = " x ".join(str(int(n)) for n in shape_xyz)
-    if counted_up_to is not None and after > counted_up_to:
-        return [f"the file holds more than {counted_up_to} bytes after the {voxels} voxels its header describes "
-                f"(more than {counted_up_to / slice_bytes:.3g} more slices; the rest of the file was not inflated "
-                f"or checked); they are not read. If the header's slice count is wrong, export the CT again"]
-    return [f"the file holds {after} bytes after the {voxels} "
-            f"voxels its header describes (about {after / slice_bytes:.3g} more slices); they are "
-            f"not read. If the header's slice count is wrong, export the CT again"]
+    return [] if deflated else data_after_voxels_warning(shape_xyz, itemsize, available - stored)
 
 
 def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
@@ -373,7 +353,7 @@ def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...], warnings: Li
     count = int(np.prod(shape, dtype=np.int64))
     limit = after_range_count_limit(count * dtype.itemsize)
     raw, after = inflate_to_end(path, int(proxy.offset), count * dtype.itemsize, max_after=limit)
-    warnings += _data_after_voxels_warning(shape, dtype.itemsize, after, counted_up_to=limit)
+    warnings += data_after_voxels_warning(shape, dtype.itemsize, after, counted_up_to=limit)
     return raw.view(dtype).reshape(shape, order=getattr(proxy, "order", "F"))
 
 

@@ -12,6 +12,25 @@ import numpy as np
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
+def save_dicom(ds, path, implicit_vr=None) -> None:
+    """Write the pydicom dataset ``ds`` to ``path`` as a Part 10 file (preamble, 'DICM', file meta header) with
+    pydicom 3 and with pydicom 2 alike: pydicom 2 is the newest for Python 3.9 (Slicer 5.6 and 5.8's Python), and
+    its ``save_as`` has no ``enforce_file_format``. ``implicit_vr``: True or False chooses the little-endian
+    encoding (the file meta's TransferSyntaxUID must agree); None keeps what ``ds`` says."""
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        options = {} if implicit_vr is None else {"implicit_vr": implicit_vr, "little_endian": True}
+        ds.save_as(str(path), enforce_file_format=True, **options)
+        return
+    if implicit_vr is not None:
+        ds.is_implicit_VR, ds.is_little_endian = implicit_vr, True
+    elif getattr(ds, "is_little_endian", None) is None:  # pydicom 2 takes the encoding from the dataset only
+        syntax = ds.file_meta.TransferSyntaxUID
+        ds.is_implicit_VR, ds.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
+    ds.save_as(str(path), write_like_original=False)
+
+
 def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool = True,
                     description: str = "synthetic test CT", charset: str = "", modality: str = "CT",
                     photometric: str = "MONOCHROME2", series_number: int = 3, name_prefix: str = "ct") -> List[Path]:
@@ -19,9 +38,12 @@ def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool
 
     File names are in reverse slice order when ``shuffle_names`` (readers must sort by position, not name).
     ``charset``: SpecificCharacterSet (e.g. "ISO_IR 100": the description is stored in Latin-1). ``name_prefix``: of
-    the file names (give each series its own to put several in one folder).
+    the file names (give each series its own to put several in one folder). Skips the calling test where pydicom is
+    not installed (the package installs it on Python >= 3.10 only).
     """
-    import pydicom
+    import pytest
+
+    pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -69,7 +91,7 @@ def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
         ds.PixelData = stored[k].tobytes()
         name = folder / f"{name_prefix}{(nz - 1 - k) if shuffle_names else k:04d}.dcm"
-        ds.save_as(str(name), enforce_file_format=True)
+        save_dicom(ds, name)
         files.append(name)
     return files
 
@@ -141,5 +163,5 @@ def write_enhanced_ct(path: Path, volume, order=None, intercepts=None, uid_seed:
         frames.append(np.rint(np.asarray(volume.array[k], dtype=float) - intercept).astype(np.int16))
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = np.stack(frames).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    save_dicom(ds, path)
     return path

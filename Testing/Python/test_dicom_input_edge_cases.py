@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("pydicom")
 
-from dicom_helpers import write_ct_series, write_enhanced_ct  # noqa: E402
+from dicom_helpers import save_dicom, write_ct_series, write_enhanced_ct  # noqa: E402
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.io import read_volume  # noqa: E402
@@ -164,7 +164,7 @@ def _retag(files, **changes):
                 ds.file_meta.TransferSyntaxUID = value
             else:
                 setattr(ds, key, value)
-        pydicom.dcmwrite(str(name), ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
+        save_dicom(ds, name, implicit_vr=False)
 
 
 @pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.110", "1.2.826.0.1.3680043.9.1"])
@@ -625,7 +625,7 @@ def test_a_series_whose_later_slices_have_a_fractional_slope_keeps_their_half_hu
         ds = pydicom.dcmread(str(name))
         ds.RescaleSlope, ds.RescaleIntercept = "0.5", "-1024"
         ds.PixelData = np.round((hu[k] + 1024) / 0.5).astype(np.int16).tobytes()
-        ds.save_as(str(name), enforce_file_format=True)
+        save_dicom(ds, name)
     read = read_volume(tmp_path / "mixed")
     assert read.array.dtype == np.float32
     np.testing.assert_array_equal(read.array, hu.astype(np.float32))
@@ -635,7 +635,7 @@ def test_a_series_whose_later_slices_have_a_fractional_slope_keeps_their_half_hu
         ds = pydicom.dcmread(str(name))
         ds.RescaleIntercept = str(-7 * k)
         ds.PixelData = (np.asarray(ct.array[k], dtype=np.int16) + 7 * k).astype(np.int16).tobytes()
-        ds.save_as(str(name), enforce_file_format=True)
+        save_dicom(ds, name)
     read = read_volume(tmp_path / "intercepts")
     assert read.array.dtype == np.int16
     np.testing.assert_array_equal(read.array, np.asarray(ct.array, dtype=np.int16))

@@ -835,6 +835,7 @@ def test_the_probability_volume_moves_with_its_ct_like_the_segmentation(scene):
     np.testing.assert_allclose(world_ijk_to_ras(), moved, atol=1e-6)  # and moves with the CT
 
 
+@needs_slicer
 def test_a_segmentation_moved_partly_off_the_ct_grid_is_read_on_that_grid(scene):
     """A segmentation nudged 8 mm (two slices) superior with a parent transform, its liver touching the CT's last
     slice: the resample padded to the union of both extents, so reading it on the CT's grid (Update lesion table,

@@ -1,6 +1,7 @@
 """Unit tests of the training pieces with known answers: config, losses, schedules, sampling, checkpoints."""
 import json
 import math
+import pathlib
 from pathlib import Path
 
 import numpy as np
@@ -861,6 +862,8 @@ def test_a_dicom_folders_fingerprint_walks_it_once(tmp_path, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", counting_scandir)
+    if hasattr(pathlib, "_NormalAccessor"):  # Python < 3.11: Path.rglob lists through the accessor's own reference
+        monkeypatch.setattr(pathlib._NormalAccessor, "scandir", staticmethod(counting_scandir))
     slice_cache._files_of(series)
     one_walk = dict(listed)  # the folder and its subfolder, each listed as often as one walk lists it
     assert one_walk.get(str(series)), "the walk no longer lists folders with os.scandir: count its walks otherwise"
@@ -1039,6 +1042,8 @@ def test_a_training_start_walks_a_dicom_image_folder_once(tmp_path, monkeypatch)
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", counting_scandir)
+    if hasattr(pathlib, "_NormalAccessor"):  # Python < 3.11: Path.rglob lists through the accessor's own reference
+        monkeypatch.setattr(pathlib._NormalAccessor, "scandir", staticmethod(counting_scandir))
     slice_cache._files_of(series)
     one_walk = listed[str(series)]
     assert one_walk, "the walk no longer lists folders with os.scandir: count its walks otherwise"

@@ -1073,7 +1073,10 @@ def pixel_data_sizes(ds: Any) -> Optional[Tuple[int, int]]:
     the described one, or one more (the padding to an even length), is right."""
     try:
         syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-        element = ds.get_item(0x7FE00010, keep_deferred=True)  # its length, without reading its bytes
+        try:
+            element = ds.get_item(0x7FE00010, keep_deferred=True)  # its length, without reading its bytes
+        except TypeError:  # pydicom 2 (the newest for Python 3.9, as in Slicer 5.8) leaves a deferred value unread
+            element = ds.get_item(0x7FE00010)
         if element is None or syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
             return None
         stored = int(element.length) if hasattr(element, "length") else len(element.value)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dicom_helpers import write_ct_series  # noqa: E402
+from dicom_helpers import save_dicom, write_ct_series  # noqa: E402
 
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.io import read_volume  # noqa: E402
@@ -29,10 +29,10 @@ def _series(folder: Path, layout: str = "explicit"):
         ds = pydicom.dcmread(str(name))
         if layout == "implicit":
             ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-            ds.save_as(str(name), implicit_vr=True, little_endian=True, enforce_file_format=True)
+            save_dicom(ds, name, implicit_vr=True)
         else:
             ds.add_new(0xFFFCFFFC, "OB", b"\0" * 126)
-            ds.save_as(str(name), enforce_file_format=True)
+            save_dicom(ds, name)
     return phantom, files
 
 
@@ -74,12 +74,37 @@ def test_a_damaged_file_is_read_with_pydicom_and_refused_as_before(tmp_path, mon
     assert [Path(p).name for p in reads] == [files[1].name]  # only the file the listing gave no clean answer for
 
 
+@pytest.mark.parametrize("damage", ["half", "columns"])
+def test_a_damaged_file_is_refused_with_pydicom_2_s_get_item(tmp_path, monkeypatch, damage):
+    """pydicom 2 (the newest for Python 3.9, so Slicer 5.6 and 5.8's) has ``Dataset.get_item(key)`` without
+    ``keep_deferred``: the call raised TypeError, which the size check took for "cannot judge", so a slice with
+    half its Pixel Data was read (GDCM fills the rest from uninitialised memory) without a word. Seen with pydicom
+    2.4.4 on Python 3.9; here its signature is imitated on pydicom 3."""
+    _, files = _series(tmp_path / "ct")
+    ds = pydicom.dcmread(str(files[1]))
+    if damage == "half":
+        ds.PixelData = ds.PixelData[:len(ds.PixelData) // 2]
+        said = r"holds 1440 bytes of pixel data, but its header describes 2880"
+    else:
+        ds.Columns = 30
+        said = r"holds 2880 bytes of pixel data, but its header describes 2160"
+    ds.save_as(str(files[1]))
+    real_get_item = pydicom.dataset.Dataset.get_item
+
+    def get_item_of_pydicom_2(self, key):
+        return real_get_item(self, key)
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "get_item", get_item_of_pydicom_2)
+    with pytest.raises(InputError, match=f"DICOM file '{files[1].name}' of series .* {said}"):
+        read_volume(tmp_path / "ct")
+
+
 def test_without_pydicom_a_series_is_read_and_a_bad_orientation_still_refused(tmp_path, monkeypatch):
     phantom, files = _series(tmp_path / "ct")
     for name in files:  # a compressed-looking file (Pixel Data not last) too: its Pixel Data is left to GDCM
         ds = pydicom.dcmread(str(name))
         ds.add_new(0xFFFCFFFC, "OB", b"\0" * 8000)  # more padding than the check looks through
-        ds.save_as(str(name), enforce_file_format=True)
+        save_dicom(ds, name)
     bad = tmp_path / "bad"
     _, bad_files = _series(bad)
     ds = pydicom.dcmread(str(bad_files[2]))

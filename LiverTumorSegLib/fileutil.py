@@ -702,6 +702,37 @@ def has_dicom_preamble(path: PathLike) -> bool:
         return False
 
 
+def media_storage_sop_class(path: PathLike) -> Optional[str]:
+    """The MediaStorageSOPClassUID (0002,0002) of a DICOM Part 10 file, read from its file meta header (explicit
+    VR little endian, at the start of the file, so it survives a file cut short at its end; no pydicom needed);
+    None when the file has no 128-byte preamble and 'DICM', or the element is not in its first 4 KiB."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(4096)
+    except OSError:
+        return None
+    if data[128:132] != b"DICM":
+        return None
+    pos = 132
+    while pos + 8 <= len(data):
+        group, element = struct.unpack("<HH", data[pos:pos + 4])
+        if group != 0x0002:
+            return None
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if pos + 12 > len(data):
+                return None
+            length, start = struct.unpack("<I", data[pos + 8:pos + 12])[0], pos + 12
+        else:
+            length, start = struct.unpack("<H", data[pos + 6:pos + 8])[0], pos + 8
+        if element == 0x0002:
+            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = start + length
+    return None
+
+
 def is_dicom_file(path: PathLike) -> bool:
     """Whether ``path`` is a DICOM file: with the Part 10 preamble, or without it (older exports write bare data
     sets, which the series reader accepts) a header pydicom reads with a SOP Instance UID."""

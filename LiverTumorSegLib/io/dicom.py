@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, option_hint, raise_if_out_of_memory
-from ..fileutil import check_path_encoding, is_hidden_name
+from ..fileutil import check_path_encoding, is_hidden_name, media_storage_sop_class
 from ..volume import CTVolume
 from .conversions import check_memory_for_read, to_hu_dtype
 from .formats import _FILE_FORMATS_TEXT, PathLike
@@ -560,37 +560,6 @@ CT_IMAGE_STORAGE_UIDS = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2
 """CT Image Storage, Enhanced CT Image Storage, Legacy Converted Enhanced CT Image Storage (SOP Class UIDs)."""
 
 
-def _media_storage_sop_class(path: str) -> Optional[str]:
-    """The MediaStorageSOPClassUID (0002,0002) of a DICOM Part 10 file, read from its file meta header (explicit
-    VR little endian, at the start of the file, so it survives a file cut short at its end); None when the file
-    has no 128-byte preamble and 'DICM', or the element is not in its first 4 KiB."""
-    import struct
-
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(4096)
-    except OSError:
-        return None
-    if data[128:132] != b"DICM":
-        return None
-    pos = 132
-    while pos + 8 <= len(data):
-        group, element = struct.unpack("<HH", data[pos:pos + 4])
-        if group != 0x0002:
-            return None
-        vr = data[pos + 4:pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            if pos + 12 > len(data):
-                return None
-            length, start = struct.unpack("<I", data[pos + 8:pos + 12])[0], pos + 12
-        else:
-            length, start = struct.unpack("<H", data[pos + 6:pos + 8])[0], pos + 8
-        if element == 0x0002:
-            return data[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
-        pos = start + length
-    return None
-
-
 def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
     """Files in the folders of the ``chosen`` series, outside it, that look like part of it but cannot be read:
     a CT image file (by its meta header's SOP Class) that GDCM cannot read (cut short, damaged), or an empty file
@@ -612,7 +581,7 @@ def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
                 if Path(entry.name).suffix.lower() in suffixes:
                     damaged.append(path)
                 continue
-            if _media_storage_sop_class(path) in CT_IMAGE_STORAGE_UIDS:
+            if media_storage_sop_class(path) in CT_IMAGE_STORAGE_UIDS:
                 with _quiet_itk():
                     if _read_file_header(path) is None:
                         damaged.append(path)

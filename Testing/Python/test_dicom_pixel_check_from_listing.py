@@ -121,6 +121,32 @@ def test_without_pydicom_a_series_is_read_and_a_bad_orientation_still_refused(tm
     assert f"'{bad_files[2].name}'" in said and "ImageOrientationPatient 0.0\\0.0\\0.0\\0.0\\0.0\\0.0," in said
 
 
+def test_without_pydicom_ct_slices_named_dcm_are_images_and_a_seg_is_told_by_its_meta_header(tmp_path, monkeypatch):
+    """Without pydicom (Python 3.9) every '.dcm' file with a preamble counted as a DICOM SEG, so a folder of CT
+    slices named '*.dcm' held "no DICOM images": the held-out script did not name such a folder among the CTs, nor
+    did segment's search tell it from a study folder holding only a SEG. The SOP Class of the file meta header
+    (0002,0002) now tells them apart, with or without pydicom."""
+    from LiverTumorSegLib.dicom_seg import LABEL_MAP_SEG_SOP_CLASS_UID, SEG_SOP_CLASS_UID, is_dicom_seg
+    from LiverTumorSegLib.io.dicom import holds_dicom_images
+
+    _, files = _series(tmp_path / "ct")
+    assert all(name.suffix == ".dcm" for name in files)
+    segs = []
+    for uid in (SEG_SOP_CLASS_UID, LABEL_MAP_SEG_SOP_CLASS_UID):  # the meta header is what is read, not the pixels
+        ds = pydicom.dcmread(str(files[0]))
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid
+        segs.append(tmp_path / "seg" / f"{len(segs)}.dcm")
+        segs[-1].parent.mkdir(exist_ok=True)
+        save_dicom(ds, segs[-1])
+    for blocked in (False, True):
+        if blocked:
+            monkeypatch.setitem(sys.modules, "pydicom", None)  # as on Python 3.9, where the package does not install it
+        assert [is_dicom_seg(name) for name in files] == [False] * 4, blocked
+        assert [is_dicom_seg(name) for name in segs] == [True, True], blocked
+        assert holds_dicom_images(tmp_path / "ct"), blocked
+        assert not holds_dicom_images(tmp_path / "seg"), blocked
+
+
 def test_pixel_data_is_found_at_the_end_of_the_file_or_before_trailing_padding(tmp_path):
     from LiverTumorSegLib.io.dicom import _ends_with_pixel_data
 

@@ -154,7 +154,7 @@ class _CommandAwareParser(_WholeOptionParser):
         if getattr(parsed, "_unavailable", None):  # its options are unknown: say why the command cannot run
             return parsed  # ('segment ct.nii.gz -o out.nii.gz' was 'unrecognized arguments: ct.nii.gz -o ...')
         if extras:
-            self._unknown_options(parsed, extras)
+            self._unknown_options(parsed, extras, list(sys.argv[1:] if args is None else args))
         command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None))
         if command is not None:
             repeated = repeated_options(command, list(sys.argv[1:] if args is None else args))
@@ -177,7 +177,11 @@ class _CommandAwareParser(_WholeOptionParser):
             message = f"{message}; did you mean '{close[0]}'?"
         super().error(message)
 
-    def _unknown_options(self, parsed: argparse.Namespace, extras: List[str]) -> None:
+    def _unknown_options(self, parsed: argparse.Namespace, extras: List[str], tokens: List[str]) -> None:
+        """Exit with a usage error naming ``extras`` (what argparse could not place) and a hint for each, where one
+        helps. ``tokens`` is the whole command line: the value typed after another command's option is read
+        there, since argparse may have taken it as this command's positional (``segment --config pkg.safetensors
+        ct.nii.gz`` made the package the input, leaving ``--config ct.nii.gz`` over)."""
         import difflib
 
         command = (getattr(parsed, "_command_parsers", None) or {}).get(getattr(parsed, "command", None)) or self
@@ -185,12 +189,10 @@ class _CommandAwareParser(_WholeOptionParser):
         top_level = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
         hints = []
         misplaced = getattr(command, "misplaced_options", None) or {}
-        for index, extra in enumerate(extras):
+        for extra in extras:
             given = extra.split("=", 1)[0]
             if given in misplaced and given not in known:  # another command's option (segment --config)
-                value = extra.split("=", 1)[1] if "=" in extra else (
-                    extras[index + 1] if index + 1 < len(extras) and not extras[index + 1].startswith("-") else "")
-                hints.append(misplaced[given](given, value))
+                hints.append(misplaced[given](given, _value_typed_after(extra, tokens)))
                 continue
             if command is not self and given in top_level and given not in known:
                 # '--debug' typed after the command was answered without a hint, '--version' with '--overwrite?'
@@ -204,6 +206,18 @@ class _CommandAwareParser(_WholeOptionParser):
             if close:
                 hints.append(f"{extra} -> did you mean {close[0]}?")
         command.error("unrecognized arguments: " + " ".join(extras) + ("; " + "; ".join(hints) if hints else ""))
+
+
+def _value_typed_after(option_token: str, tokens: List[str]) -> str:
+    """The value typed with ``option_token`` on the command line ``tokens``: after its ``=`` or, for ``--option
+    value``, the next token unless that is an option; '' if none (or the option is not among the tokens)."""
+    if "=" in option_token:
+        return option_token.split("=", 1)[1]
+    if option_token not in tokens:
+        return ""
+    index = tokens.index(option_token)
+    following = tokens[index + 1] if index + 1 < len(tokens) else ""
+    return "" if following.startswith("-") else following
 
 
 def repeated_options(parser: argparse.ArgumentParser, tokens: List[str]) -> List[str]:

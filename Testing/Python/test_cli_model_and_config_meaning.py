@@ -157,3 +157,14 @@ def test_segment_answers_train_s_options_with_the_one_it_has(env, capsys, option
         f"unrecognized arguments: {option} {value}; segment has no {option}: the trained model package to segment "
         f"with goes to --model NAME|PATH (an installed model's name or a .safetensors file; it carries its own "
         f"preprocessing and architecture){said}"), err
+
+
+def test_segment_config_before_the_ct_still_names_the_package_typed(env, capsys):
+    """`segment --config default.safetensors ct.nii.gz`: argparse takes the package as the CT (the positional) and
+    leaves `--config ct.nii.gz` over, so the hint read the CT as the option's value and gave no --model example."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", "--config", "default.safetensors", "ct.nii.gz", "-o", "seg.nii.gz"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "e.g. --model default.safetensors; a training recipe is for train --config" in err, err
+    assert "--model ct.nii.gz" not in err, err

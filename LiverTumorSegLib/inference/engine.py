@@ -936,7 +936,8 @@ class SliceInferenceEngine:
             else:
                 xt = torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
             xt = xt.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                  else contextlib.nullcontext()):  # no float32 placeholder (torch 2.1 refused one on the CPU)
                 logits = self._forward_logits(xt)
                 flipped_logits = self._forward_logits(torch.flip(xt, dims=[3])) if self.tta_flip else None
             probs = torch.softmax(logits.float(), dim=1)

@@ -462,8 +462,7 @@ def validate_slices(model, cases: Sequence[Any], preprocessor, device: torch.dev
             idx = indices[start:start + batch_size]
             x = torch.from_numpy(full_slice_inputs(case, preprocessor, idx)).to(device)
             y = torch.from_numpy(np.asarray(case.labels[idx], dtype=np.int64)).to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
+            with autocast_or_not(device.type, autocast_dtype):
                 out = model(x)
             logits = out[0] if isinstance(out, (tuple, list)) else out
             logits = logits.float()
@@ -1062,8 +1061,7 @@ class Trainer:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with autocast_or_not(self.device.type, self.amp_dtype):
             out = self.net(x)
         logits, aux = split_deep_supervision(out)
         loss = self.loss_fn(logits.float(), [a.float() for a in aux], y)
@@ -1379,6 +1377,16 @@ def _check_deep_supervision_weights(cfg: TrainConfig) -> None:
         raise InputError(f"deep_supervision_weights has {len(cfg.deep_supervision_weights)} value(s) but model "
                          f"'{cfg.model}' gives {count} output(s) in training{hint}; give one weight per output "
                          f"(main first), or leave it out.")
+
+
+def autocast_or_not(device_type: str, dtype: Optional["torch.dtype"]) -> Any:
+    """``torch.autocast(device_type, dtype=dtype)``, or no autocast at all when ``dtype`` is None (fp32 training):
+    a disabled autocast with a float32 placeholder dtype, ``torch.autocast("cpu", dtype=torch.float32,
+    enabled=False)``, raised "Currently, AutocastCPU only support Bfloat16" on torch 2.1, which the package allows,
+    so every CPU training step failed there."""
+    import contextlib
+
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
 
 
 def grad_scaler(device_type: str, enabled: bool) -> "torch.amp.GradScaler":

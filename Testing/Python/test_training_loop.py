@@ -1300,3 +1300,24 @@ def test_a_resumed_or_overwritten_run_still_replaces_its_own_package(data_csv, t
     (out / "model.safetensors").write_bytes(b"old")
     result = train(tiny_config(data_csv, out, epochs=1, overwrite=True), log=lambda line: None)
     assert result.package_path == out / "model.safetensors" and (out / "model.safetensors").read_bytes() != b"old"
+
+
+def test_fp32_training_and_validation_run_where_torch_refuses_a_float32_cpu_autocast(data_csv, tmp_path, monkeypatch):
+    """torch 2.1 (the package allows torch>=2.1) raised "Currently, AutocastCPU only support Bfloat16" for
+    ``torch.autocast("cpu", dtype=torch.float32, enabled=False)``, the placeholder fp32 training and validation
+    passed it, so every CPU training failed there (seen on torch 2.1.0). Here torch.autocast behaves as 2.1's."""
+    real_autocast = torch.autocast
+
+    def autocast_of_torch_2_1(device_type, dtype=None, enabled=True, cache_enabled=None):
+        if device_type == "cpu" and dtype is not None and dtype != torch.bfloat16:
+            raise RuntimeError("Currently, AutocastCPU only support Bfloat16 as the autocast_cpu_dtype")
+        return real_autocast(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(torch, "autocast", autocast_of_torch_2_1)
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_csv, tmp_path / "run", epochs=1, iterations_per_epoch=2, val_every=1,
+                      augmentation={"enabled": False})
+    (tmp_path / "run").mkdir()
+    result = train(cfg, command="livertumorseg train test", log=lambda s: None)
+    assert result.global_step == 2 and result.stop_reason == "completed"
+    assert "val_loss" in result.history[-1], result.history[-1]  # validation ran (its forward passes too)

@@ -592,8 +592,10 @@ def test_a_damaged_slice_file_is_named_not_left_out(tmp_path, ct, damage):
     data = target.read_bytes()
     target.write_bytes({"end_cut_short": data[:-100], "first_cut_in_half": data[:len(data) // 2], "last_empty": b"",
                         "middle_cut_short": data[:-100]}[damage])
-    with pytest.raises(InputError, match=rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\).*"
-                                         r"Copy or export the series again"):
+    # GDCM of SimpleITK >= 2.3 lists no cut-short file in the series; 2.2's lists it, and the pixel-data check names it
+    beside = rf"1 file\(s\) beside DICOM series .* cannot be read \('{target.name}'\)"
+    in_series = rf"DICOM file '{target.name}' of series .* holds \d+ bytes of pixel data, but its header describes"
+    with pytest.raises(InputError, match=rf"({beside}|{in_series}).*Copy or export the series again"):
         read_volume(tmp_path / "series")
 
 

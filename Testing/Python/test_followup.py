@@ -885,6 +885,7 @@ def test_outlines_drawn_at_once_from_their_boxes_are_the_pixels_of_one_contour_p
     thousands of lesions); draw_outlines draws them from their bounding boxes in one collection: the same pixels,
     line by line (dashes, a ring's hole, the image's edge, which one lies on top) and the same axis limits."""
     pytest.importorskip("matplotlib")
+    pytest.importorskip("contourpy")  # matplotlib >= 3.6; before, each outline is an ax.contour
     from LiverTumorSegLib.metrics.report import draw_outline, draw_outlines
 
     cases = _outline_cases()
@@ -933,6 +934,7 @@ def test_change_picture_outlines_lesions_from_their_boxes_and_numbers_at_most_a_
     lesion read within its one-voxel box; 100 numbers per panel, the title says which. A lesion's outline and
     number lie where they were: the outline half a pixel around the voxel, the number 1.5 pixels above it."""
     pytest.importorskip("matplotlib")
+    pytest.importorskip("contourpy")  # matplotlib >= 3.6; before, each outline is an ax.contour
     from matplotlib.axes import Axes
     from matplotlib.collections import PathCollection
 

@@ -25,6 +25,7 @@ empty frames are filled with 0); a SEG on another grid is refused. BINARY, LABEL
 Needs ``highdicom`` (and ``pydicom``), Python >= 3.10: ``pip install highdicom``.
 """
 import logging
+import re
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -56,6 +57,12 @@ its SNOMED-RT form (PS3.16's SRT-to-SCT mapping)."""
 SEGMENT_RGB = {1: (221, 130, 101), 2: (144, 238, 144)}
 
 
+HIGHDICOM_MINIMUM = (0, 23)
+"""The oldest highdicom our SEG code works with (pyproject's ``highdicom>=0.23``, which needs pydicom 3 and Python
+>= 3.10): highdicom 0.22, the last for pydicom 2 and Python 3.9, has no ``CIELabColor.from_rgb`` and no label-map
+SEGs, and writing a SEG with it ended in 'internal error: AttributeError'."""
+
+
 def _highdicom():
     try:
         import highdicom  # noqa: F401
@@ -63,6 +70,14 @@ def _highdicom():
     except ImportError:
         raise InputError("DICOM SEG needs the highdicom package (Python >= 3.10): pip install highdicom") from None
     import highdicom
+
+    found = str(getattr(highdicom, "__version__", "") or "")
+    numbers = tuple(int(part) for part in re.findall(r"\d+", found)[:2])
+    if numbers and numbers < HIGHDICOM_MINIMUM:
+        raise InputError(f"DICOM SEG needs highdicom {'.'.join(map(str, HIGHDICOM_MINIMUM))} or newer (with pydicom "
+                         f"3, Python >= 3.10); this Python has highdicom {found}. Upgrade it (pip install -U "
+                         f"highdicom) where the Python allows, or write the result as .seg.nrrd or NIfTI instead "
+                         f"(e.g. -o result.seg.nrrd).")
 
     quiet = logging.getLogger("highdicom")
     if quiet.level == logging.NOTSET:  # its INFO lines ("copy attributes of module ...") are not for our users

@@ -152,9 +152,10 @@ def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
 def is_dicom_seg(path: Any) -> bool:
     """True when ``path`` is a file holding a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4, or
     66.7, a label map segmentation), told by the MediaStorageSOPClassUID of its file meta header, or where that is
-    missing by pydicom's read of its SOPClassUID. Without pydicom (not installed with the package on Python 3.9)
-    the meta header is all: every '.dcm' file used to count as a SEG there, so a folder of CT slices named
-    '*.dcm' held "no DICOM images" (the held-out script did not name such a folder among the CTs)."""
+    missing by pydicom's read of its SOPClassUID. Without pydicom (an environment without it; the package installed
+    none on Python 3.9 before) the meta header is all: every '.dcm' file used to count as a SEG there, so a folder
+    of CT slices named '*.dcm' held "no DICOM images" (the held-out script did not name such a folder among the
+    CTs)."""
     from .fileutil import has_dicom_preamble, media_storage_sop_class
     path = Path(path)
     if not path.is_file() or not has_dicom_preamble(path):

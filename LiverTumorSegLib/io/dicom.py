@@ -1152,9 +1152,9 @@ def _refuse_pixel_data_of_another_size(series: DicomSeriesInfo, folder: Path) ->
 
     A file whose listing header (``series._headers``) and last bytes show both right (:func:`_passes_from_listing`:
     most uncompressed files) is not read again; the others are read with pydicom, which words every refusal.
-    Without pydicom (not installed with the package on Python 3.9; importing it stopped every DICOM read) those
-    others get the orientation check from the listing's header alone, and their Pixel Data is left to the series
-    reader, as it was before this check."""
+    Without pydicom (an environment without it; the package installed none on Python 3.9 before, and importing it
+    stopped every DICOM read) those others get the orientation check from the listing's header alone, and their
+    Pixel Data is left to the series reader, as it was before this check."""
     try:
         import pydicom
     except ImportError:

@@ -401,7 +401,7 @@ def test_sheared_grid_is_refused_in_every_format(tmp_path, suffix):
 
 def _retag(path: Path, **attributes) -> None:
     """Rewrite one DICOM file with some attributes (pydicom keywords) changed, or removed when None."""
-    pydicom = pytest.importorskip("pydicom")  # not installed with the package on Python 3.9
+    pydicom = pytest.importorskip("pydicom")  # an environment without it
     ds = pydicom.dcmread(str(path))
     for keyword, value in attributes.items():
         if value is None:

@@ -39,7 +39,7 @@ def write_ct_series(folder: Path, volume, uid_seed: int = 1, shuffle_names: bool
     File names are in reverse slice order when ``shuffle_names`` (readers must sort by position, not name).
     ``charset``: SpecificCharacterSet (e.g. "ISO_IR 100": the description is stored in Latin-1). ``name_prefix``: of
     the file names (give each series its own to put several in one folder). Skips the calling test where pydicom is
-    not installed (the package installs it on Python >= 3.10 only).
+    not installed.
     """
     import pytest
 

@@ -52,11 +52,10 @@ def test_an_intact_series_is_checked_without_reading_its_files_again(tmp_path, m
     assert np.array_equal(volume.array, phantom.ct.array) and volume.meta["num_files"] == 4
 
 
-@pytest.mark.parametrize("layout", ["explicit", "padded"])
-@pytest.mark.parametrize("damage", ["half", "columns", "orientation"])
-def test_a_damaged_file_is_read_with_pydicom_and_refused_as_before(tmp_path, monkeypatch, layout, damage):
-    _, files = _series(tmp_path / "ct", layout)
-    ds = pydicom.dcmread(str(files[1]))
+def _damage(path: Path, damage: str) -> str:
+    """Rewrite the DICOM file ``path`` with half its Pixel Data (``half``), Columns 30 instead of 40 (``columns``) or
+    an ImageOrientationPatient that is no rotation (``orientation``); returns the refusal's text as a regex."""
+    ds = pydicom.dcmread(str(path))
     if damage == "half":
         ds.PixelData = ds.PixelData[:len(ds.PixelData) // 2]
         said = r"holds 1440 bytes of pixel data, but its header describes 2880 \(36 rows x 40 columns of 16 bits\)"
@@ -67,7 +66,15 @@ def test_a_damaged_file_is_read_with_pydicom_and_refused_as_before(tmp_path, mon
         ds.ImageOrientationPatient = [0.9, 0.1, 0, 0, 1, 0]
         said = (r"has ImageOrientationPatient 0\.9\\0\.1\\0\.0\\0\.0\\1\.0\\0\.0, which is not two perpendicular "
                 r"unit directions")
-    ds.save_as(str(files[1]))
+    ds.save_as(str(path))
+    return said
+
+
+@pytest.mark.parametrize("layout", ["explicit", "padded"])
+@pytest.mark.parametrize("damage", ["half", "columns", "orientation"])
+def test_a_damaged_file_is_read_with_pydicom_and_refused_as_before(tmp_path, monkeypatch, layout, damage):
+    _, files = _series(tmp_path / "ct", layout)
+    said = _damage(files[1], damage)
     reads = _count_pydicom_reads(monkeypatch)
     with pytest.raises(InputError, match=f"DICOM file '{files[1].name}' of series .* {said}"):
         read_volume(tmp_path / "ct")
@@ -81,14 +88,7 @@ def test_a_damaged_file_is_refused_with_pydicom_2_s_get_item(tmp_path, monkeypat
     half its Pixel Data was read (GDCM fills the rest from uninitialised memory) without a word. Seen with pydicom
     2.4.4 on Python 3.9; here its signature is imitated on pydicom 3."""
     _, files = _series(tmp_path / "ct")
-    ds = pydicom.dcmread(str(files[1]))
-    if damage == "half":
-        ds.PixelData = ds.PixelData[:len(ds.PixelData) // 2]
-        said = r"holds 1440 bytes of pixel data, but its header describes 2880"
-    else:
-        ds.Columns = 30
-        said = r"holds 2880 bytes of pixel data, but its header describes 2160"
-    ds.save_as(str(files[1]))
+    said = _damage(files[1], damage)
     real_get_item = pydicom.dataset.Dataset.get_item
 
     def get_item_of_pydicom_2(self, key):

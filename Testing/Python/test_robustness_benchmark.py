@@ -709,3 +709,78 @@ def test_a_csv_case_without_liver_gets_the_benchmarks_error_without_training_not
     said = caplog.text + capsys.readouterr().err
     assert "has no liver voxel" in said
     assert "taken as a patient of its own" not in said and "training would call" not in said
+
+
+def test_in_plane_rotation_turns_image_and_label_together():
+    hu = np.full((2, 41, 41), -100.0, dtype=np.float32)
+    labels = np.zeros((2, 41, 41), dtype=np.uint8)
+    hu[:, 13:28, 22:37], labels[:, 13:28, 22:37] = 60.0, 1      # a block towards +x of the slice centre (20, 20)
+    hu[:, 18:23, 27:32], labels[:, 18:23, 27:32] = 20.0, 2
+    s = rb.Sample(hu, labels, (2.0, 1.0, 1.0), (2.0, 1.0, 1.0))
+    quarter = rb.rotate_in_plane(s, 90.0)                      # +x turns towards -y: np.rot90 with k=1
+    np.testing.assert_allclose(quarter.hu, np.rot90(hu, 1, axes=(1, 2)), atol=1e-3)
+    np.testing.assert_array_equal(quarter.labels, np.rot90(labels, 1, axes=(1, 2)))
+    turned = rb.rotate_in_plane(s, 10.0)
+    assert turned.hu.shape == hu.shape and turned.labels.dtype == np.uint8
+    assert set(np.unique(turned.labels)) == {0, 1, 2}
+    # the label follows the anatomy: inside the turned liver label the HU is the block's, outside it is not
+    assert float(np.median(turned.hu[turned.labels == 1])) == pytest.approx(60.0, abs=1.0)
+    assert float(np.median(turned.hu[turned.labels == 2])) == pytest.approx(20.0, abs=1.0)
+    assert abs(int(np.count_nonzero(turned.labels >= 1)) - int(np.count_nonzero(labels >= 1))) <= 12
+    assert float(np.median(turned.hu[turned.labels == 0])) == pytest.approx(-100.0, abs=1.0)
+    assert turned.hu[0, 0, 0] == pytest.approx(-1000.0)        # a corner brought in from outside: air
+    assert turned.spacing_zyx == s.spacing_zyx and turned.true_spacing_zyx == s.true_spacing_zyx
+
+
+def test_in_plane_field_of_view_is_a_square_around_the_liver_kept_inside_the_image():
+    hu = np.arange(3 * 100 * 120, dtype=np.float32).reshape(3, 100, 120)
+    labels = np.zeros((3, 100, 120), dtype=np.uint8)
+    labels[1, 30:50, 20:60] = 1                                # liver box: y 30..49, x 20..59 (centres 40, 40)
+    s = rb.Sample(hu, labels, (3.0, 1.0, 0.5), (3.0, 1.0, 0.5))
+    out = rb.crop_in_plane(s, 40.0)                            # 40 px in y (1 mm), 80 px in x (0.5 mm)
+    assert out.hu.shape == (3, 40, 80)
+    np.testing.assert_array_equal(out.hu, hu[:, 20:60, 0:80])  # x window 0..79: clamped at the image's edge
+    assert int(out.labels.sum()) == int(labels.sum())          # the liver fits: nothing of it cut
+    small = rb.crop_in_plane(s, 30.0)                          # narrower than the liver in y: the label is cut too
+    assert small.hu.shape == (3, 30, 60)
+    np.testing.assert_array_equal(small.labels, labels[:, 25:55, 10:70])
+    assert rb.crop_in_plane(s, 200.0) is None                  # the image is no larger already
+    assert rb.skip_reason("fov_xy300").startswith("the image is no larger")
+
+
+def test_sharper_kernel_overshoots_edges_and_leaves_flat_slices_and_z_alone():
+    hu = np.zeros((3, 32, 32), dtype=np.float32)
+    hu[0] = 50.0                                               # a flat slice stays flat (no z mixing)
+    hu[1, :, 16:] = 100.0                                      # a step edge
+    hu[2] = -300.0
+    s = rb.Sample(hu, np.zeros(hu.shape, np.uint8), (5.0, 1.0, 1.0), (5.0, 1.0, 1.0))
+    out = rb.sharpen_in_plane(s, amount=2.0, sigma_mm=1.0)
+    np.testing.assert_allclose(out.hu[0], 50.0, atol=1e-3)
+    np.testing.assert_allclose(out.hu[2], -300.0, atol=1e-3)
+    assert float(out.hu[1, 10, 16]) > 120.0 and float(out.hu[1, 10, 15]) < -20.0  # overshoot both sides
+    np.testing.assert_allclose(out.hu[1, :, :8], 0.0, atol=1e-2)  # far from the edge: unchanged
+    coarse = rb.sharpen_in_plane(rb.Sample(hu, s.labels, (5.0, 3.0, 3.0), (5.0, 3.0, 3.0)))
+    assert float(np.abs(coarse.hu - hu).max()) < float(np.abs(out.hu - hu).max()) / 2  # 3 mm pixels: barely
+
+
+def test_cli_precision_reaches_the_engine_and_the_json_records_what_ran(tmp_path, monkeypatch):
+    import torch
+
+    from LiverTumorSegLib.inference import api
+
+    torch.manual_seed(0)
+    write_case(tmp_path / "data")
+    package = tiny_unet_package(tmp_path)
+    made = []
+    real = api.make_engine
+
+    def recording(*args, **kwargs):
+        made.append(kwargs.get("precision"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(api, "make_engine", recording)
+    out_json = tmp_path / "rob.json"
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--precision",
+                    "fp32", "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
+    document = json.loads(out_json.read_text())
+    assert made == ["fp32"] and document["precision"] == "fp32"
+    assert [r["precision_used"] for r in document["packages"]] == ["fp32"]

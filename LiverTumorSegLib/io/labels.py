@@ -119,8 +119,9 @@ def _whole_voxel_offset(part: ImageGeometry, whole: ImageGeometry, tolerance: fl
     return rounded[::-1].astype(int)
 
 
-def _match_reference(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
-    """Return ``label`` on the reference's grid (:func:`onto_reference_grid`), else raise LabelError."""
+def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: float) -> CTVolume:
+    """Return ``label`` on the reference's grid (:func:`onto_reference_grid`: itself, or reoriented when it is the
+    same grid in another axis order), else raise LabelError naming the differences."""
     matched = onto_reference_grid(label, reference, tolerance,
                                   "label map stored in another axis order; reoriented to the CT")
     if matched is not None:
@@ -392,5 +393,5 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
         _refuse_probability_map(volume)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:
-        volume = _match_reference(volume, reference, tolerance)
+        volume = label_on_reference_grid(volume, reference, tolerance)
     return volume

@@ -127,9 +127,34 @@ def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: flo
     if matched is not None:
         return matched
     problems = describe_grid_mismatch(label, reference, tolerance)
+    advice = header_rounding_advice(label, reference, "label map") or (
+        " Use the label map made for this image (same grid), or resample it onto the reference grid first.")
     raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
-                     + "; ".join(problems) + ". Use the label map made for this image (same grid), or resample it "
-                     "onto the reference grid first.")
+                     + "; ".join(problems) + "." + advice)
+
+
+HEADER_ROUNDING_VOXELS = 0.05
+"""Largest displacement, as a fraction of the reference's smallest voxel size, between where two grids of the same
+size put any voxel, for their difference to be called header rounding rather than another grid."""
+
+
+def header_rounding_advice(volume: CTVolume, reference: CTVolume, what: str) -> str:
+    """Advice (a sentence with a leading space) when ``volume``'s grid has the reference's size and puts every voxel
+    within :data:`HEADER_ROUNDING_VOXELS` of a voxel of where the reference puts it (the eight corners checked, in
+    LPS mm): their headers differ by rounding (another conversion tool), and resampling, which the general advice
+    says, would only blur ``what`` (e.g. "label map"); '' otherwise."""
+    if tuple(volume.shape_zyx) != tuple(reference.shape_zyx):
+        return ""
+    nz, ny, nx = (n - 1 for n in reference.shape_zyx)
+    corners = [(x, y, z) for x in (0, nx) for y in (0, ny) for z in (0, nz)]
+    moved = max(float(np.linalg.norm(volume.geometry.index_to_lps(c) - reference.geometry.index_to_lps(c)))
+                for c in corners)
+    if moved > HEADER_ROUNDING_VOXELS * float(min(reference.geometry.spacing)):
+        return ""
+    return (f" No voxel lies more than {moved:.3g} mm from where the reference puts it (under "
+            f"{HEADER_ROUNDING_VOXELS:.0%} of a voxel): the headers differ by rounding (e.g. another conversion tool), "
+            f"so do not resample the {what}: if it was made on this image, give it the image's header (nibabel: "
+            f"nib.Nifti1Image(its voxels, image.affine, image.header); SimpleITK: its_image.CopyInformation(image)).")
 
 
 _COUNT_CHUNK_VOXELS = 1 << 22  # 4 M voxels: 32 MiB of intp indices per bincount call

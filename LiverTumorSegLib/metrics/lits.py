@@ -508,9 +508,11 @@ def check_same_grid(pred, ref, case: str = "", tol: float = 1e-3) -> None:
                          f"reference {ref.source or ''} has {ref.shape_zyx} (z, y, x); resample the prediction "
                          f"onto the reference grid first.")
     if not pred.geometry.almost_equal(ref.geometry, tol=tol):
+        from ..io.labels import header_rounding_advice
+
         raise LabelError(f"case '{case}': prediction and reference geometries differ (prediction "
                          f"{pred.geometry.to_dict()}, reference {ref.geometry.to_dict()}); they must share "
-                         f"spacing, origin and direction.")
+                         f"spacing, origin and direction." + header_rounding_advice(pred, ref, "prediction"))
 
 
 def global_dice(rows: Sequence[Dict[str, Any]], structure: str) -> float:

@@ -199,3 +199,41 @@ def test_crossval_keeps_each_patients_scans_in_one_fold(tmp_path):
         for patient in {c.patient_id for c in validation}:
             assert {c.case_id for c in validation if c.patient_id == patient} == \
                 {c.case_id for c in cases if c.patient_id == patient}
+
+
+def test_a_header_that_differs_by_rounding_is_told_to_take_the_images_header_not_to_resample(tmp_path):
+    """A label 0.01 mm off its CT (another conversion tool's rounding) was told 'resample it onto the reference
+    grid', which would only blur it; grids that put every voxel within 5 % of a voxel of the CT's now get the header
+    advice, and a real offset keeps the resampling advice."""
+    from LiverTumorSegLib.errors import LabelError as Refused
+    from LiverTumorSegLib.metrics.lits import check_same_grid
+
+    ph = _phantom()  # 3 x 3 x 5 mm voxels: 5 % of the smallest is 0.15 mm
+    g = ph.ct.geometry
+
+    def shifted(mm):
+        return ImageGeometry(spacing=g.spacing, origin=(g.origin[0] + mm,) + tuple(g.origin[1:]), direction=g.direction)
+
+    with pytest.raises(Refused) as rounding:
+        load_case(_write_case(tmp_path, "rounded", ph.ct.array, g, ph.labels, shifted(0.01)))
+    text = str(rounding.value)
+    assert "do not resample the label map" in text and "CopyInformation" in text and "resample it onto" not in text
+    assert "No voxel lies more than 0.01 mm from where the reference puts it" in text
+    with pytest.raises(Refused) as offset:
+        load_case(_write_case(tmp_path, "offset", ph.ct.array, g, ph.labels, shifted(2.0)))
+    assert "resample it onto the reference grid" in str(offset.value) and "do not resample" not in str(offset.value)
+    # a turn of 0.2 degrees (cosines 0.0035 apart) moves the far corner (about 94 mm out) by 0.33 mm: another grid
+    angle = np.radians(0.2)
+    turned = ImageGeometry(spacing=g.spacing, origin=g.origin,
+                           direction=(np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    with pytest.raises(Refused) as turn:
+        load_case(_write_case(tmp_path, "turned", ph.ct.array, g, ph.labels, turned))
+    assert "do not resample" not in str(turn.value) and "resample it onto the reference grid" in str(turn.value)
+    angle = np.radians(0.06)  # 0.1 mm at that corner: rounding, though the cosines are 1.05e-3 apart
+    slight = ImageGeometry(spacing=g.spacing, origin=g.origin,
+                           direction=(np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    with pytest.raises(Refused, match=r"do not resample the label map"):
+        load_case(_write_case(tmp_path, "slight", ph.ct.array, g, ph.labels, slight))
+    pred, ref = CTVolume(array=ph.labels, geometry=shifted(0.02)), CTVolume(array=ph.labels, geometry=g)
+    with pytest.raises(Refused, match=r"do not resample the prediction"):
+        check_same_grid(pred, ref, "c1")

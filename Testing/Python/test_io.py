@@ -905,10 +905,12 @@ def test_a_nifti_in_metres_or_microns_is_read_in_mm_as_itk_reads_it(tmp_path, un
     volume = read_volume(path)
     np.testing.assert_allclose(volume.geometry.spacing, (0.8, 0.8, 3.0), rtol=1e-5)
     np.testing.assert_allclose(volume.geometry.index_to_ras((1, 2, 3)), (-99.2, 51.6, 29.0), atol=1e-3)
-    if (sitk.Version.MajorVersion(), sitk.Version.MinorVersion()) >= (2, 3):  # 2.2 did not convert the unit
+    itk_version = (sitk.Version.MajorVersion(), sitk.Version.MinorVersion())
+    if itk_version >= (2, 3):  # 2.2 did not convert the unit, 2.3 (2.3.1 seen) the spacing but not the origin
         itk = sitk.ReadImage(str(path))
         np.testing.assert_allclose(itk.GetSpacing(), volume.geometry.spacing, rtol=1e-5)
-        np.testing.assert_allclose(itk.GetOrigin(), volume.geometry.origin, atol=1e-3)
+        if itk_version >= (2, 4):
+            np.testing.assert_allclose(itk.GetOrigin(), volume.geometry.origin, atol=1e-3)
     assert any("converted to mm" in w for w in volume.meta.get("warnings", [])) == (unit != "mm")
 
 

@@ -213,7 +213,9 @@ def test_cli_rejects_unknown_perturbation(tmp_path, capsys):
     assert "error: Unknown perturbation" in capsys.readouterr().err
 
 
-def test_cli_tta_reaches_the_engine_and_the_json(tmp_path, monkeypatch, capsys):
+def _run_with_engine_spy(tmp_path, monkeypatch, *options):
+    """The CLI on one generated case with a tiny package and ``options``, ``make_engine``'s keyword arguments
+    recorded: ``(a list of their dicts, the --json document)``."""
     import torch
 
     from LiverTumorSegLib.inference import api
@@ -225,13 +227,18 @@ def test_cli_tta_reaches_the_engine_and_the_json(tmp_path, monkeypatch, capsys):
     real = api.make_engine
 
     def recording(*args, **kwargs):
-        made.append(kwargs.get("tta_flip"))
+        made.append(kwargs)
         return real(*args, **kwargs)
     monkeypatch.setattr(api, "make_engine", recording)
     out_json = tmp_path / "rob.json"
-    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--tta",
+    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), *options,
                     "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
-    assert made == [True] and json.loads(out_json.read_text())["tta"] is True
+    return made, json.loads(out_json.read_text())
+
+
+def test_cli_tta_reaches_the_engine_and_the_json(tmp_path, monkeypatch, capsys):
+    made, document = _run_with_engine_spy(tmp_path, monkeypatch, "--tta")
+    assert [m.get("tta_flip") for m in made] == [True] and document["tta"] is True
     assert "test-time augmentation" in capsys.readouterr().out
 
 
@@ -764,23 +771,6 @@ def test_sharper_kernel_overshoots_edges_and_leaves_flat_slices_and_z_alone():
 
 
 def test_cli_precision_reaches_the_engine_and_the_json_records_what_ran(tmp_path, monkeypatch):
-    import torch
-
-    from LiverTumorSegLib.inference import api
-
-    torch.manual_seed(0)
-    write_case(tmp_path / "data")
-    package = tiny_unet_package(tmp_path)
-    made = []
-    real = api.make_engine
-
-    def recording(*args, **kwargs):
-        made.append(kwargs.get("precision"))
-        return real(*args, **kwargs)
-    monkeypatch.setattr(api, "make_engine", recording)
-    out_json = tmp_path / "rob.json"
-    assert rb.main([str(package.path), "--data", str(tmp_path / "data"), "--json", str(out_json), "--precision",
-                    "fp32", "--perturbations", "baseline", "--threads", "1", "--quiet"]) == 0
-    document = json.loads(out_json.read_text())
-    assert made == ["fp32"] and document["precision"] == "fp32"
+    made, document = _run_with_engine_spy(tmp_path, monkeypatch, "--precision", "fp32")
+    assert [m.get("precision") for m in made] == ["fp32"] and document["precision"] == "fp32"
     assert [r["precision_used"] for r in document["packages"]] == ["fp32"]

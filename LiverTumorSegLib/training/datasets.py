@@ -417,14 +417,14 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
     columns, rows = read_csv_rows(root, "CSV")
     if "image" not in columns or "label" not in columns:
         raise InputError(f"CSV '{root}' needs a header with columns 'image' and 'label' (optional "
-                         f"'patient', 'case'); found {columns}.")
+                         f"'patient', 'case' or 'case_id'); found {columns}.")
     cases = []
     unnamed = []  # lines without a patient id
     for index, (number, row) in enumerate(rows, start=1):
         if not row.get("image") or not row.get("label"):
             raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
         image, label = (_csv_path(root, number, kind, row[kind]) for kind in ("image", "label"))
-        case_id = row.get("case") or re.sub(NIFTI_RE, "", image.name) or f"case{index}"
+        case_id = _csv_case_name(root, number, row) or re.sub(NIFTI_RE, "", image.name) or f"case{index}"
         patient = row.get("patient") or case_id
         if not row.get("patient"):
             unnamed.append(number)
@@ -432,6 +432,17 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
     if warn_patients:
         _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases), columns)
     return cases
+
+
+def _csv_case_name(root: Path, number: int, row: Dict[str, str]) -> str:
+    """A CSV row's case name: its 'case' cell, or its 'case_id' cell, the column ``segment LIST.csv`` reads (one CSV
+    can serve both; 'case_id' was ignored without a word, and two CTs named ct.nii.gz were then refused as one case
+    id); '' when neither is given. Both given and different: refused, naming the line."""
+    case, case_id = (row.get("case") or "").strip(), (row.get("case_id") or "").strip()
+    if case and case_id and case != case_id:
+        raise InputError(f"CSV '{root}' line {number}: its 'case' ({case!r}) and 'case_id' ({case_id!r}) cells name "
+                         f"the case differently; keep one of the two columns, or give both the same name.")
+    return case or case_id
 
 
 # (CSV, what was said) pairs already warned about in this process: crossval lists the cases again for each fold

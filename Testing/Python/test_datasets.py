@@ -652,3 +652,21 @@ def test_lits_names_in_another_letter_case_are_read(tmp_path):
     cases = discover_cases(tmp_path)
     assert [c.case_id for c in cases] == ["lits-3", "lits-4"]
     assert cases[0].label_path.endswith("Segmentation-3.nii") and cases[1].label_path.endswith("SEGMENTATION-4.NII.GZ")
+
+
+def test_a_training_csv_names_its_cases_by_case_or_by_segments_case_id_column(tmp_path):
+    """'segment LIST.csv' names cases by a 'case_id' column, training by 'case': training ignored 'case_id' without
+    a word, so two CTs named ct.nii.gz were refused as one case id although the CSV named them apart."""
+    for patient in ("p1", "p2"):
+        (tmp_path / patient).mkdir()
+        for name in ("ct.nii.gz", "seg.nii.gz"):
+            (tmp_path / patient / name).write_bytes(b"x")
+    csv = tmp_path / "list.csv"
+    csv.write_text("image,label,case_id\np1/ct.nii.gz,p1/seg.nii.gz,alpha\np2/ct.nii.gz,p2/seg.nii.gz,beta\n")
+    assert [c.case_id for c in discover_cases(csv, "csv", warn_patients=False)] == ["alpha", "beta"]
+    csv.write_text("image,label,case,case_id\np1/ct.nii.gz,p1/seg.nii.gz,a,a\np2/ct.nii.gz,p2/seg.nii.gz,b,c\n")
+    with pytest.raises(InputError, match=r"line 3: its 'case' \('b'\) and 'case_id' \('c'\) cells name the case "
+                                         r"differently"):
+        discover_cases(csv, "csv", warn_patients=False)
+    csv.write_text("image,label,case,case_id\np1/ct.nii.gz,p1/seg.nii.gz,a,\np2/ct.nii.gz,p2/seg.nii.gz,,b\n")
+    assert [c.case_id for c in discover_cases(csv, "csv", warn_patients=False)] == ["a", "b"]

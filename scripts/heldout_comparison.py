@@ -34,7 +34,11 @@ shows at what confidence a model's false lesions sit, beside the "<= 10 false le
 ``OUT/per_case.csv`` puts each reference case's numbers side by side, a column per model and number (liver Dice,
 tumor Dice, predicted lesions touching no reference lesion, mL liver outside the reference liver, the
 "Implausible result" flag; empty where that model has no prediction of the case): the per-patient differences
-between two models, which a mean hides.
+between two models, which a mean hides. Its first columns say what each case is like, from its CT and reference
+(numbers only, nothing that names a patient; also ``comparison.json``'s ``cases``): pixel size and slice spacing
+(mm), slices, how far the scan reaches above and below the reference liver (mm: chest and pelvis in the field of
+view), the reference liver's volume (mL) and the mean HU of its parenchyma (contrast phase), and the reference tumor
+volume (mL), so a failure can be read against scale, slice thickness, field of view and phase.
 
 Models: ``--models`` names built-in ones (default ``v3,v2,v4``), ``--model NAME=PACKAGE`` adds any package (a file
 or an installed model's name). Built-in:
@@ -1047,9 +1051,11 @@ PER_CASE_COLUMNS = (("dice_liver", "dice_liver"), ("dice_tumor", "dice_tumor"),
 """``(per_case.csv column suffix, evaluate's cases.csv column)``."""
 
 
-def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path) -> List[Dict[str, str]]:
+def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path,
+                  descriptors: Optional[Dict[str, Dict[str, str]]] = None) -> List[Dict[str, str]]:
     """One dict per reference case (evaluated by any model, or without a prediction), columns ``NAME_<number>``
-    and ``NAME_implausible`` per model that ran; empty where that model has no prediction of the case."""
+    and ``NAME_implausible`` per model that ran; empty where that model has no prediction of the case. With
+    ``descriptors`` (:func:`case_descriptors`), the :data:`CASE_DESCRIPTORS` columns follow the case name."""
     per_case = {}  # type: Dict[str, Dict[str, str]]
     ran = [name for name in rows if "error" not in rows[name]]
     for name in ran:
@@ -1061,24 +1067,94 @@ def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path) -> List[Dict[str, 
                 cells[f"{name}_implausible"] = "yes" if case["case"] in rows[name]["implausible_cases"] else "no"
         for case in rows[name]["cases_without_prediction"]:
             per_case.setdefault(case, {})
-    header = ["case"] + [f"{n}_{c}" for n in ran for c in [c for c, _ in PER_CASE_COLUMNS] + ["implausible"]]
-    return [dict({h: "" for h in header}, case=case, **cells) for case, cells in sorted(per_case.items())]
+    described = list(CASE_DESCRIPTORS) if descriptors is not None else []
+    header = ["case"] + described + [f"{n}_{c}" for n in ran
+                                      for c in [c for c, _ in PER_CASE_COLUMNS] + ["implausible"]]
+    return [dict({h: "" for h in header}, case=case, **dict((descriptors or {}).get(case, {}), **cells))
+            for case, cells in sorted(per_case.items())]
 
 
-def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Optional[Dict[str, Any]] = None) -> str:
-    """Write ``out/comparison.md``, ``out/comparison.json`` and ``out/per_case.csv``, and with ``command``
-    (:func:`comparison_command`) this script's record of them (:data:`RECORD`); returns the table."""
+CASE_DESCRIPTORS = ("ct_pixel_mm", "ct_slice_mm", "ct_slices", "scan_above_liver_mm", "scan_below_liver_mm",
+                    "ref_liver_ml", "ref_liver_mean_hu", "ref_tumor_ml")
+"""per_case.csv's columns that say what each case's CT and reference are like: numbers only (nothing that names a
+patient), for reading a model's failures against scale, slice thickness, field of view and contrast phase."""
+
+
+def describe_case(ct_path: Any, reference_path: Path, label_map: Optional[str] = None) -> Dict[str, str]:
+    """:data:`CASE_DESCRIPTORS` of one case: the CT's in-plane pixel size and slice spacing (mm), its slices, how far
+    the scan reaches above and below the reference liver (mm along the patient's head-foot axis: 0 = a liver-only
+    scan), the reference liver's volume (mL, tumor included) and the mean HU of its parenchyma (label 1: roughly
+    45-65 HU unenhanced, 90-130 HU portal venous), and the reference tumor volume (mL). The CT (a file or
+    a DICOM folder) and the reference (on its grid, or the same grid in another axis order; ``label_map`` as
+    ``--label-map``) are read as ``evaluate --images`` and ``evaluate`` read them."""
+    import numpy as np
+
+    from LiverTumorSegLib.commands import read_one_series
+    from LiverTumorSegLib.io import read_label_map
+    from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, parse_label_map_option, remap_labels
+    from LiverTumorSegLib.orientation import canonicalize
+
+    volume = read_one_series(str(ct_path), "heldout_comparison")
+    reference = read_label_map(reference_path, reference=volume, allowed_values=ANY_LABEL_VALUE)  # on its grid
+    mapping = parse_label_map_option(label_map) if label_map else None
+    labels = remap_labels(reference.array, mapping, str(reference_path), log_dropped=False)
+    ct, reorientation = canonicalize(volume)  # identity direction (LPS): z runs towards the head
+    labels = reorientation.to_canonical(labels)
+    spacing_x, spacing_y, spacing_z = (float(v) for v in ct.geometry.spacing)
+    voxel_ml = spacing_x * spacing_y * spacing_z / 1000.0
+    liver = labels >= 1
+    slices = np.nonzero(liver.any(axis=(1, 2)))[0]
+    parenchyma = ct.array[labels == 1]
+    return {"ct_pixel_mm": f"{spacing_x:.3g} x {spacing_y:.3g}", "ct_slice_mm": f"{spacing_z:.3g}",
+            "ct_slices": str(int(ct.shape_zyx[0])),
+            "scan_above_liver_mm": f"{(ct.shape_zyx[0] - 1 - slices[-1]) * spacing_z:.0f}" if slices.size else "",
+            "scan_below_liver_mm": f"{slices[0] * spacing_z:.0f}" if slices.size else "",
+            "ref_liver_ml": f"{np.count_nonzero(liver) * voxel_ml:.1f}",
+            "ref_liver_mean_hu": f"{float(parenchyma.mean()):.0f}" if parenchyma.size else "",
+            "ref_tumor_ml": f"{np.count_nonzero(labels == 2) * voxel_ml:.1f}"}
+
+
+def case_descriptors(cts: str, ref: str, out: Path, model: str, label_map: Optional[str] = None
+                     ) -> Dict[str, Dict[str, str]]:
+    """``{evaluate's case name: describe_case(...)}`` for every case of CTS that has a reference (``model``: the name
+    of a model folder under ``out``, which only places find_cases' outputs). A case whose CT or reference cannot be
+    read, or whose reference is on another grid, gets empty cells and one line on stderr: these columns describe the
+    cases, they judge no model (the table's numbers come from evaluate alone)."""
+    from LiverTumorSegLib.errors import LiverTumorSegError
+    from LiverTumorSegLib.inference.batch import find_cases
+
+    references = reference_cases(ref)
+    described = {}  # type: Dict[str, Dict[str, str]]
+    for case in find_cases(cts, out / model / "pred"):
+        name = evaluate_name(case.case_id)
+        if name not in references:
+            continue
+        try:
+            described[name] = describe_case(case.input_path, references[name], label_map)
+        except (LiverTumorSegError, OSError, ValueError) as exc:
+            print(f"note: per_case.csv does not describe case '{name}': {exc}", file=sys.stderr, flush=True)
+            described[name] = {column: "" for column in CASE_DESCRIPTORS}
+    return described
+
+
+def write_comparison(rows: Dict[str, Dict[str, Any]], out: Path, command: Optional[Dict[str, Any]] = None,
+                     descriptors: Optional[Dict[str, Dict[str, str]]] = None) -> str:
+    """Write ``out/comparison.md``, ``out/comparison.json`` and ``out/per_case.csv`` (with ``descriptors``, each
+    case's :data:`CASE_DESCRIPTORS` in both), and with ``command`` (:func:`comparison_command`) this script's record
+    of them (:data:`RECORD`); returns the table."""
     import io
 
     table = comparison_table(rows)
     out.mkdir(parents=True, exist_ok=True)
-    cases = per_case_rows(rows, out)
+    cases = per_case_rows(rows, out, descriptors)
     per_case = io.StringIO(newline="")
     writer = csv.DictWriter(per_case, fieldnames=list(cases[0]) if cases else ["case"])
     writer.writeheader()
     writer.writerows(cases)
-    contents = {"comparison.md": table + "\n", "comparison.json": json.dumps({"targets": TARGETS, "models": rows},
-                                                                            indent=1) + "\n",
+    document = {"targets": TARGETS, "models": rows}  # type: Dict[str, Any]
+    if descriptors is not None:
+        document["cases"] = descriptors
+    contents = {"comparison.md": table + "\n", "comparison.json": json.dumps(document, indent=1) + "\n",
                 "per_case.csv": per_case.getvalue()}
     if command is not None:  # first, naming the files' new contents and the ones they replace
         _write_record(out / RECORD, {"command": command, "previous": _sha256_of(out, COMPARISON_FILES),
@@ -1126,8 +1202,9 @@ def _main(argv: Optional[List[str]], runner: Runner) -> int:
     probabilities = not args.no_probabilities
     rows = compare(args.cts, args.ref, out, models, device=args.device, overwrite=args.overwrite, runner=runner,
                    label_map=args.label_map, probabilities=probabilities)
+    descriptors = case_descriptors(args.cts, args.ref, out, next(iter(models)), args.label_map) if models else None
     print(write_comparison(rows, out, comparison_command(args.cts, args.ref, models, args.label_map,
-                                                         probabilities)))
+                                                         probabilities), descriptors))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.json'} and {out / 'per_case.csv'} (per case, side by "
           f"side)")
     return 1 if any("error" in row for row in rows.values()) else 0

@@ -86,6 +86,17 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
         per_case = list(csv.DictReader(handle))
     assert [r["case"] for r in per_case] == ["case0", "case1", "case2"]
     assert per_case[2]["a_dice_liver"] == "" and per_case[0]["b_dice_liver"] != ""
+    # what each case is like, from its CT and reference (the damaged CT's case: empty cells, named on stderr)
+    reference = read_label_map(labels / "case0.nii.gz").array  # (z, y, x), 2 x 2 x 4 mm voxels, canonical already
+    liver_slices = np.nonzero((reference >= 1).any(axis=(1, 2)))[0]
+    assert {k: per_case[0][k] for k in comparison.CASE_DESCRIPTORS} == {
+        "ct_pixel_mm": "2 x 2", "ct_slice_mm": "4", "ct_slices": "12",
+        "scan_above_liver_mm": f"{(11 - liver_slices[-1]) * 4}", "scan_below_liver_mm": f"{liver_slices[0] * 4}",
+        "ref_liver_ml": f"{np.count_nonzero(reference >= 1) * 0.016:.1f}", "ref_liver_mean_hu": "60",
+        "ref_tumor_ml": f"{np.count_nonzero(reference == 2) * 0.016:.1f}"}
+    assert float(per_case[0]["ref_tumor_ml"]) > 0 and per_case[0]["scan_above_liver_mm"] != ""
+    assert all(per_case[2][k] == "" for k in comparison.CASE_DESCRIPTORS)
+    assert saved["cases"]["case1"]["ref_liver_mean_hu"] == "60" and saved["cases"]["case2"]["ct_slices"] == ""
     table = (out / "comparison.md").read_text()
     assert table.splitlines()[0] == "| | a | b | target |"
     assert "| reference cases without a prediction (failures, not in the numbers above) | 1 (case2) (misses) | " \
@@ -825,3 +836,31 @@ def test_without_reference_tumors_a_missed_liver_target_or_a_failed_case_is_stil
     assert row["meets_targets"] is None
     assert _cells(comparison.comparison_table({"v3": dict(row, predictions_without_reference=[])}))[
         "meets issue 11's targets"] == "not judged: no reference case has a tumor (the other targets are met)"
+
+
+def test_each_case_is_described_by_its_ct_and_reference_in_patient_terms_whatever_its_storage(tmp_path):
+    """per_case.csv's descriptors: 'above' and 'below' the liver are the patient's head and feet, read from the
+    geometry, so a scan stored from head to foot gives the same numbers as one stored from foot to head."""
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    ph = make_phantom((12, 40, 44), (2.0, 2.0, 4.0), lesions=[PhantomLesion(center_zyx=(5.0, 16.0, 14.0),
+                                                                            radius_mm=5.0, hu=15.0)], noise_hu=0.0)
+    hu = np.concatenate([np.repeat(ph.ct.array[:1], 5, axis=0), ph.ct.array])  # 5 more slices below the liver
+    labels = np.concatenate([np.zeros((5,) + ph.labels.shape[1:], np.uint8), ph.labels])
+    assert np.nonzero((labels >= 1).any(axis=(1, 2)))[0][[0, -1]].tolist() == [6, 15]  # of slices 0..16
+    feet_first = ImageGeometry(spacing=(2.0, 2.0, 4.0), origin=(0.0, 0.0, 0.0))
+    head_first = ImageGeometry(spacing=(2.0, 2.0, 4.0), origin=(0.0, 0.0, 64.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    described = []
+    for name, geometry, order in (("feet_first", feet_first, slice(None)), ("head_first", head_first,
+                                                                              slice(None, None, -1))):
+        write_volume(tmp_path / f"{name}_ct.nii.gz", CTVolume(array=hu[order].copy(), geometry=geometry))
+        write_label_map(tmp_path / f"{name}_seg.nii.gz", labels[order].copy(), geometry)
+        described.append(comparison.describe_case(tmp_path / f"{name}_ct.nii.gz", tmp_path / f"{name}_seg.nii.gz"))
+    assert described[0] == described[1] == {
+        "ct_pixel_mm": "2 x 2", "ct_slice_mm": "4", "ct_slices": "17", "scan_above_liver_mm": "4",
+        "scan_below_liver_mm": "24", "ref_liver_ml": f"{np.count_nonzero(labels >= 1) * 0.016:.1f}",
+        "ref_liver_mean_hu": "60", "ref_tumor_ml": f"{np.count_nonzero(labels == 2) * 0.016:.1f}"}
+    # a reference mapped with --label-map: 0/255 liver masks read as liver
+    write_label_map(tmp_path / "mask_seg.nii.gz", ((labels >= 1) * 255).astype(np.uint8), feet_first)
+    masked = comparison.describe_case(tmp_path / "feet_first_ct.nii.gz", tmp_path / "mask_seg.nii.gz", '{"255": 1}')
+    assert masked["ref_liver_ml"] == described[0]["ref_liver_ml"] and masked["ref_tumor_ml"] == "0.0"

@@ -46,7 +46,7 @@ import csv
 import io as _io
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -169,12 +169,24 @@ def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what:
                          f"{tuple(labels_zyx.shape)} (z, y, x); give it on the label map's grid.")
 
 
+def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, Any]:
+    """The measured grid as the report states it: ``size_xyz`` (voxels), ``spacing_mm`` (x, y, z), ``origin_lps_mm``
+    (the first voxel's centre) and ``direction`` (the 3 x 3 direction cosines, row-major, LPS, as ITK and DICOM
+    give them): a report then says on what pixel size and slice spacing its volumes and axes were measured, which
+    the label map alone would have to be opened for."""
+    return {"size_xyz": [int(n) for n in reversed(tuple(shape_zyx))],
+            "spacing_mm": [float(v) for v in geometry.spacing],
+            "origin_lps_mm": [float(v) for v in geometry.origin],
+            "direction": [float(v) for v in geometry.direction]}
+
+
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,
                   extra: Optional[Dict[str, Any]] = None,
                   tumor_probability_zyx: Optional[np.ndarray] = None,
                   network_labels_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
-    ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``; ``extra`` is merged in.
+    ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
+    (:func:`grid_record`); ``extra`` is merged in.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
     ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
@@ -250,6 +262,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "tumor_burden_percent": 100.0 * tumor_ml / liver_ml if liver_ml > 0 else 0.0,
         "lesion_count": len(lesions),
         "voxel_volume_ml": voxel_ml,
+        "grid": grid_record(labels_zyx.shape, geometry),
         "recist": {"note": RECIST_NOTE, "target_lesion_ids": targets,
                    "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
                    "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness},
@@ -293,7 +306,7 @@ def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
 
 def _run_fact_columns(report: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(column, text) for the report's extra facts (input, model, ...): scalars as text, others as JSON."""
-    known = set(CASE_COLUMNS) | {"lesions", "voxel_volume_ml", "recist"}
+    known = set(CASE_COLUMNS) | {"lesions", "voxel_volume_ml", "recist", "grid"}
     facts = []
     note = (report.get("recist") or {}).get("note")
     if note:  # the JSON's disclaimer travels with the spreadsheet too

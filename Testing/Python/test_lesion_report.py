@@ -251,3 +251,18 @@ def test_a_sheared_or_unscaled_geometry_is_refused_not_measured():
     square = ImageGeometry(spacing=(0.7, 1.3, 2.5), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated, not sheared
     report = lesion_report(labels, square)
     assert report["tumor_volume_ml"] == pytest.approx(32 * 0.7 * 1.3 * 2.5 / 1000)
+
+
+def test_the_report_states_the_grid_it_measured_on(tmp_path):
+    """Volumes and axes depend on pixel size and slice spacing, which a report did not state (only one voxel's
+    volume): it now gives the grid as the label map is stored, also for a flipped storage of the same anatomy."""
+    ph = two_lesion_phantom()
+    report = lesion_report(ph.labels, ph.ct.geometry, ph.ct.array)
+    assert report["grid"] == {"size_xyz": [80, 80, 20], "spacing_mm": [1.0, 1.0, 2.0],
+                              "origin_lps_mm": [-50.0, -30.0, 10.0], "direction": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
+    flipped = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(29.0, -30.0, 10.0), direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    other = lesion_report(ph.labels[:, :, ::-1], flipped, ph.ct.array[:, :, ::-1])
+    assert other["grid"]["origin_lps_mm"] == [29.0, -30.0, 10.0] and other["grid"]["direction"][0] == -1.0
+    assert other["liver_volume_ml"] == report["liver_volume_ml"]
+    header = write_report(report, tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    assert "grid" not in header  # a JSON fact; the CSV keeps its columns

@@ -240,7 +240,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         """Leaving the module: the panel stops following the parameter node (updateGUI runs again on enter). The
-        widgets stay bound to it: unbinding here made every entry bind again, and Slicer 5.6-5.8's disconnectGui
+        widgets stay bound to it: unbinding here made every entry bind again, and Slicer 5.6-5.10's disconnectGui
         does not remove the observer connectParametersToGui added, so each entry left one more live wrapper and
         its observers on the node (see setParameterNode)."""
         self._stopObservingParameterNode()
@@ -307,7 +307,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Bind the panel to ``inputParameterNode`` (None: unbind it). A new wrapper of the MRML node the panel is
         already bound to is dropped and the bound one kept: setup, every enter() and a scene's EndClose each wrap
         the same node again, and binding each new wrapper left the previous one alive with its observers, since
-        Slicer 5.6-5.8's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
+        Slicer 5.6-5.10's disconnectGui does not remove the observer connectParametersToGui adds. The widgets are
         bound again only when the node changes (or after an unbind: scene close, cleanup)."""
         # a tag is held only while the widgets are bound to self._parameterNode (_disconnectParameterNode drops it)
         if (self._parameterNodeGuiTag is None or inputParameterNode is None

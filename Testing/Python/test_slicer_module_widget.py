@@ -1,6 +1,6 @@
 """The panel's binding to its parameter node (LiverTumorSegWidget.setParameterNode, enter, exit, cleanup), headless:
 the module is imported with the stand-ins of Testing/Python/test_slicer_module_logic.py, the parameter node is a real
-``vtkMRMLScriptedModuleNode`` (slicer-core), and the wrapper is a stand-in that behaves as Slicer 5.6-5.8's
+``vtkMRMLScriptedModuleNode`` (slicer-core), and the wrapper is a stand-in that behaves as Slicer 5.6-5.10's
 ``parameterNodeWrapper`` does where it matters: ``connectParametersToGui`` adds a ModifiedEvent observer (holding the
 wrapper) that ``disconnectGui`` never removes (Slicer/Slicer#9063, 2026), and the module's logic returns a new
 wrapper on every ``getParameterNode()``. The widgets are stand-ins that have only a SlicerParameterName property."""
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="the modu
 
 
 class SlicerLikeWrapper:
-    """What the widget uses of a ``parameterNodeWrapper`` instance, with Slicer 5.6-5.8's observer leak."""
+    """What the widget uses of a ``parameterNodeWrapper`` instance, with Slicer 5.6-5.10's observer leak."""
 
     made = []
 

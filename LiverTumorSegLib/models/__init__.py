@@ -37,7 +37,8 @@ _ARCHITECTURES: Dict[str, Tuple[str, Dict[str, Any], str]] = {
     "resnet34_fcn": ("resnet_fcn", {"depth": 34}, "ResNet-34 encoder (random init) + U-Net-style upsampling "
                                                   "decoder"),
     "resnet50_fcn": ("resnet_fcn", {"depth": 50}, "ResNet-50 (bottleneck) encoder (random init) + U-Net-style "
-                                                  "upsampling decoder (the ResNet-50 FCN of Kulkarni et al.)"),
+                                                  "upsampling decoder (the ResNet-50 FCN of Kulkarni et al., whose "
+                                                  "decoder is upsampling + convs with no skips)"),
     "alexnet_fcn": ("alexnet_fcn", {}, "CDNN-AlexNet: AlexNet convs (random init), FC6/FC7 as convs, "
                                        "transposed-conv decoder with skips (Elmenabawy et al.)"),
     "attention_unet": ("attention_unet", {}, "Attention U-Net (AU-Net), optional deep supervision (as in Li et al.)"),

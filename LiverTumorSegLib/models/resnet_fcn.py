@@ -14,10 +14,13 @@ classifier. H, W multiple of 32 avoids the internal padding.
 
 Where it differs from the papers: the encoder starts from random (Kaiming) weights unless
 ``pretrained_encoder_path`` is given; the papers' ResNet-50 (seed 001) and ResNet-18 (seed 004) encoders were
-ImageNet-pretrained, and nothing is downloaded here. Seed 004's ResNet-18 decoder mirrors the encoder with
-deconvolutions (no skip connections are described); this decoder upsamples bilinearly and concatenates the
-encoder's features (U-Net style), like the fastai U-Net of seed 001. Default ``decoder_channels``:
-(256, 128, 64, 32, 16) x ``width``.
+ImageNet-pretrained, and nothing is downloaded here. This decoder upsamples bilinearly and concatenates the
+encoder's features (U-Net style); neither paper's ResNet decoder has such skip connections: seed 004's ResNet-18
+decoder mirrors the encoder with deconvolutions, and seed 001's ResNet-50 "adds upsampling and convolutional
+layers that progressively restore the spatial resolution", while the same paper credits its U-Net's lead over
+the ResNet-50 to the U-Net's "skip connections that effectively preserve spatial information". Seed 001's
+``include_top=False`` suggests a Keras ResNet50, which strides in the first 1x1 conv of a bottleneck; here the
+3x3 conv strides (torchvision's v1.5). Default ``decoder_channels``: (256, 128, 64, 32, 16) x ``width``.
 
 ``pretrained_encoder_path``: a LOCAL file (``.safetensors`` or a plain state dict loadable with
 ``torch.load(weights_only=True)``; never downloaded) of ResNet weights at the same width. Keys may carry

@@ -9,7 +9,7 @@ Channel specs (a list of dicts; order = network channel order inside one slice):
 * ``{"kind": "window", "level": 40, "width": 400}`` or ``{"kind": "window", "preset": "liver"}``
   (presets: :data:`~LiverTumorSegLib.preprocessing.intensity.WINDOW_PRESETS`) -> [0, 1];
 * ``{"kind": "hist_scaled", "n_bins": 100}`` (break points per slice) or with ``"bins": [...]``
-  (fixed break points, e.g. from a training-set sample, as in seed 001's notebook) -> [0, 1];
+  (fixed break points, e.g. from a training-set sample; seed 001's text does not say which its bins were) -> [0, 1];
 * ``{"kind": "zscore", "mask": "body" | "none"}`` -> zero mean, unit variance per slice (seed 000).
 
 Any spec may carry ``"name"`` (used in previews). Per-slice adaptive channels (hist_scaled without
@@ -83,7 +83,7 @@ def _integer(value: Any, what: str, minimum: int, maximum: Optional[int] = None)
 
 
 MAX_HIST_BINS = 65536          # more bins than one slice has distinct HU values add nothing
-MAX_MEDIAN_SIZE = 15           # pixels; the papers use 3-5; 1001 took ~2 h per 512 x 512 slice
+MAX_MEDIAN_SIZE = 15           # pixels; the papers give no size (presets: 3); 1001 took ~2 h per 512 x 512 slice
 MAX_GAUSSIAN_SIGMA_MM = 20.0   # beyond this the channel is flat (sigma 1e6 mm: days per CT, a constant channel)
 MAX_CLAHE_TILES = 64           # per side; equalization.clahe also keeps each tile >= CLAHE_MIN_TILE_PX pixels
 MIN_WINDOW_WIDTH_HU = 1.0      # a narrower window's scale overflows float32 (NaN at the window's lower edge)
@@ -426,16 +426,29 @@ class PreprocessingConfig:
 #             1.5 mm (a prototype held its accuracy at 1.25-2.5 mm pixels and lost it at <= 1.0 mm), cropped
 #             to the body and padded to a multiple of 32 for 5-level encoders.
 #   two_windows_histscaled : Kulkarni, Vasistha and Roy, "Liver Tumor Segmentation using Image Segmentation
-#             Techniques" (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200) plus
-#             a per-slice frequency-histogram-scaled channel, single slices, resized to 256x256 (half
-#             of LiTS' 512x512; the paper does not state its size), no crop.
+#             Techniques" (fastai LiTS notebook): two windows (fastai liver 30/150, "custom" 60/200; the paper
+#             names windowing but no level or width) plus a per-slice frequency-histogram-scaled channel, in
+#             the paper's to_nchan order (windows, then the scaled channel), single slices, resized to 256x256
+#             (half of LiTS' 512x512; the paper does not state its size), no crop. Unlike the paper, the HU
+#             slice is resized before it is windowed and scaled, in float32; the paper scales the full slices,
+#             saves them as 8-bit JPEGs and resizes those. Its "every alternate slice" is a training choice,
+#             not part of this preset.
 #   window250_equalized : Li, Pan and Lin, "Deep Learning-Based Liver Cancer Segmentation Using U-net":
-#             window centre 0 / width 250 followed by histogram equalization, 512 native.
+#             window centre 0 / width 250 followed by histogram equalization (the paper's order), 512 native
+#             (the paper's U-Net takes 572 x 572 with valid padding).
 #   wide_equalized_median : Elmenabawy, Elnakib and Moustafa, "Deep joint segmentation of liver and
-#             cancerous nodules from CT images": histogram equalization + 3x3 median filter, joint 3-label;
-#             wide window (-1000..1000 HU) before equalizing; native 512x512 slices.
+#             cancerous nodules from CT images": histogram equalization + median filter, joint 3-label;
+#             native 512x512 slices. The paper gives neither a window nor a filter size: the wide window
+#             (-1000..1000 HU) before equalizing and the 3x3 median are this preset's choices. The paper lists
+#             equalization first, then the median; here the median (like every filter) comes first, so the
+#             equalization map is the filtered slice's histogram (the median commutes with the map itself, not
+#             with the histogram it comes from): on a noisy 256 x 256 body phantom the two orders differ by up
+#             to 0.14 (mean 0.06 inside the body) on the [0, 1] scale.
 #   zscore_body : Dhanush et al., "Medical Image Analysis for Liver Tumor Localization and Segmentation
-#             using Deep Learning": zero-mean unit-variance slices (statistics inside the body), native size.
+#             using Deep Learning": zero-mean unit-variance slices, native size. The paper normalises "every
+#             image" as a whole; here mean and standard deviation come from inside the body, so the body has
+#             mean 0 and variance 1 and the whole slice does not (on the same phantom: whole-slice mean -4.1,
+#             the air near -11); {"kind": "zscore", "mask": "none"} takes the paper's whole-slice statistics.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {"channels": _default_channels(), "context_slices": 1, "context_min_mm": 1.0,
                 "context_max_mm": 3.0, "target_spacing_mm": 1.5, "size_multiple": 32, "crop_to_body": True},

@@ -144,8 +144,8 @@ def hist_scaled(x: np.ndarray, bins: Optional[np.ndarray] = None, n_bins: int = 
 
     * ``bins=None``: break points are computed **per slice** (``x`` is ``(H, W)`` or ``(n, H, W)``;
       each ``[i]`` gets its own, vectorised over the batch).
-    * ``bins`` 1-D (sorted, e.g. :func:`freqhist_bins` of a dataset sample, as seed 001's notebook does):
-      the same break points for every value of ``x`` (any shape).
+    * ``bins`` 1-D (sorted, e.g. :func:`freqhist_bins` of a dataset sample): the same break points for every
+      value of ``x`` (any shape). Seed 001's text does not say whether its bins were per slice or fixed.
     Values below the first break map to 0, above the last to 1; a constant slice maps to 0.
     """
     import torch

@@ -49,6 +49,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     larger already)
 ``sharp_kernel``    a sharper reconstruction kernel, imitated by an in-plane unsharp mask (amount 2, 1 mm): edges
                     overshoot and fine noise grows (acts on fine pixels only)
+``hyperdense``      the real CT with the benchmark's tumors all brighter than the liver (15-60 HU above it, as an
+                    arterial phase shows hypervascular tumors), inserted with the row's own seed into the kept slices
 ==================  =====================================================================================
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2: the synthetic tumors and the case's real ones together; None where there is no tumor
@@ -431,6 +433,21 @@ def sharpen_in_plane(sample: Sample, amount: float = 2.0, sigma_mm: float = 1.0)
     return replace(sample, hu=(sample.hu + np.float32(amount) * (sample.hu - blurred)).astype(np.float32))
 
 
+HYPERDENSE_LESIONS = replace(BENCHMARK_LESIONS, hypodense_probability=0.0)
+"""The benchmark's synthetic tumors, all brighter than the liver around them (15-60 HU above it)."""
+
+
+def with_hyperdense_lesions(case: BenchCase, seed: int) -> Sample:
+    """The real CT (``case.original``, no synthetic tumor) with :data:`HYPERDENSE_LESIONS` inserted (seeded by
+    ``seed``): hypervascular tumors as an arterial phase shows them (HCC; neuroendocrine, renal-cell or melanoma
+    metastases), where the benchmark's usual tumors are 90 % darker than the liver and the bundled models trained on
+    97 % darker ones. Its tumor Dice is on these tumors alone (the case's own real ones, if labelled, stay too)."""
+    original = case.original
+    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
+                                   config=HYPERDENSE_LESIONS)
+    return replace(original, hu=hu, labels=labels)
+
+
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
@@ -475,6 +492,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "fov_xy300": ("in-plane field of view 300 mm around the liver", lambda c, s: crop_in_plane(c.sample, 300.0)),
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
     "sharp_kernel": ("sharper reconstruction kernel (unsharp mask)", lambda c, s: sharpen_in_plane(c.sample)),
+    "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
 }
 
 

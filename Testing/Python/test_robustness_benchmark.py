@@ -774,3 +774,18 @@ def test_cli_precision_reaches_the_engine_and_the_json_records_what_ran(tmp_path
     made, document = _run_with_engine_spy(tmp_path, monkeypatch, "--precision", "fp32")
     assert [m.get("precision") for m in made] == ["fp32"] and document["precision"] == "fp32"
     assert [r["precision_used"] for r in document["packages"]] == ["fp32"]
+
+
+def test_hyperdense_row_inserts_tumors_brighter_than_the_liver_into_the_real_ct(tmp_path):
+    write_case(tmp_path)  # a noise-free tumor-free phantom: liver 60 HU
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    sample = rb.PERTURBATIONS["hyperdense"][1](case, rb.case_seed(case.case_id + "hyperdense", 0))
+    tumor, liver = sample.labels == 2, sample.labels == 1
+    assert tumor.sum() > 20 and not (case.original.labels == 2).any()
+    assert float(np.median(sample.hu[tumor])) > float(np.median(sample.hu[liver])) + 10.0  # brighter, not darker
+    outside = sample.labels == 0
+    np.testing.assert_array_equal(sample.hu[outside], case.original.hu[outside])  # only the liver is changed
+    again = rb.PERTURBATIONS["hyperdense"][1](case, rb.case_seed(case.case_id + "hyperdense", 0))
+    np.testing.assert_array_equal(again.labels, sample.labels)  # seeded
+    assert rb.HYPERDENSE_LESIONS.hypodense_probability == 0.0
+    assert rb.HYPERDENSE_LESIONS.diameter_range_mm == rb.BENCHMARK_LESIONS.diameter_range_mm

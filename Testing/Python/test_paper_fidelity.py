@@ -1,7 +1,8 @@
 """What the preprocessing presets and architectures take from the five seed papers, pinned with known inputs.
 
-Each test names the paper's sentence it checks (seeds in ../shared/seeds, not read here). Where the code
-deliberately differs from a paper, the test pins the code's behaviour and that README.md says so.
+Each test names the paper's sentence it checks (the seed papers the team provides beside the checkout, not read
+here). Where the code deliberately differs from a paper, the test pins the code's behaviour and that README.md says
+so.
 Slices are ``(n, H, W)`` = ``(z, y, x)`` in HU.
 """
 from pathlib import Path

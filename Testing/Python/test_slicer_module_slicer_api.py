@@ -224,6 +224,14 @@ def test_every_bound_widget_has_a_connector_in_slicer_5_6_to_5_10():
     assert classes == ["QCheckBox", "QDoubleSpinBox", "qMRMLNodeComboBox"]
 
 
+def _edited(path: Path, old: str, new: str) -> str:
+    """The text of ``path`` with its first ``old`` replaced by ``new`` (``old`` must be there: an edit that finds
+    nothing would test the unedited file)."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
 @pytest.mark.parametrize("old, new, expected", [
     # a ctkCheckBox has a connector only in newer Slicer versions (docs list it; guiConnectors 0e31bd8c does not)
     ('<widget class="QCheckBox" name="fillHolesCheckBox">', '<widget class="ctkCheckBox" name="fillHolesCheckBox">',
@@ -235,17 +243,13 @@ def test_every_bound_widget_has_a_connector_in_slicer_5_6_to_5_10():
      "windowLevel: the .ui range (-1024.0, 2000.0) differs from WithinRange(-1024.0, 3000.0)"),
 ])
 def test_binding_check_reports_what_slicer_would_refuse(old, new, expected):
-    ui_text = UI_FILE.read_text(encoding="utf-8")
-    assert old in ui_text
-    problems = binding_problems(ui_text.replace(old, new, 1), MODULE_FILE.read_text(encoding="utf-8"))
+    problems = binding_problems(_edited(UI_FILE, old, new), MODULE_FILE.read_text(encoding="utf-8"))
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
 def test_binding_check_reports_a_default_the_spin_box_cannot_show():
-    module_text = MODULE_FILE.read_text(encoding="utf-8")
     old = "minLesionProbability: Annotated[float, WithinRange(0, 1)] = 0.65"
-    assert old in module_text
-    problems = binding_problems(UI_FILE.read_text(encoding="utf-8"), module_text.replace(old, old[:-4] + "0.655"))
+    problems = binding_problems(UI_FILE.read_text(encoding="utf-8"), _edited(MODULE_FILE, old, old[:-4] + "0.655"))
     assert problems == ["minLesionProbability: default 0.655 is shown as 0.66 with 2 decimals (the spin box "
                         "would write that back)"]
 
@@ -273,9 +277,7 @@ def test_connected_signals_exist_on_their_classes_and_slots_take_their_arguments
      "self.ui.measureButton.clicked(bool): slot self.onMeasureButton needs 2 arguments, the signal gives 1"),
 ])
 def test_signal_check_reports_a_wrong_signature(old, new, expected):
-    module_text = MODULE_FILE.read_text(encoding="utf-8")
-    assert old in module_text
-    problems = signal_problems(UI_FILE.read_text(encoding="utf-8"), module_text.replace(old, new, 1))
+    problems = signal_problems(UI_FILE.read_text(encoding="utf-8"), _edited(MODULE_FILE, old, new))
     assert problems == [expected]
 
 

@@ -51,6 +51,10 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     overshoot and fine noise grows (acts on fine pixels only)
 ``hyperdense``      the real CT with the benchmark's tumors all brighter than the liver (15-60 HU above it, as an
                     arterial phase shows hypervascular tumors), inserted with the row's own seed into the kept slices
+``large_confluent`` the real CT with one confluent mass instead: 3-4 tumors of 30-60 mm, each touching the first
+                    (issue 11 saw large confluent tumors partly called background and the liver beside them missed)
+``dome``            the real CT with 1-2 tumors of 10-30 mm centred on the slice 15 mm below the liver's top slice,
+                    half of them at the liver's edge (issue 11 saw a tumor at the dome missed)
 ==================  =====================================================================================
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2: the synthetic tumors and the case's real ones together; None where there is no tumor
@@ -448,6 +452,46 @@ def with_hyperdense_lesions(case: BenchCase, seed: int) -> Sample:
     return replace(original, hu=hu, labels=labels)
 
 
+LARGE_CONFLUENT_LESIONS = replace(BENCHMARK_LESIONS, count_range=(3, 4), diameter_range_mm=(30.0, 60.0),
+                                  cluster_probability=1.0)
+"""One confluent mass: 3-4 tumors of 30-60 mm, each touching the first (the mass 60-120 mm across)."""
+
+
+def with_large_confluent_lesions(case: BenchCase, seed: int) -> Sample:
+    """The real CT (``case.original``) with one confluent tumor mass (:data:`LARGE_CONFLUENT_LESIONS`, seeded by
+    ``seed``): issue 11 saw large confluent tumors partly called background and the liver beside big tumors left
+    out. Liver Dice (liver and tumor together) measures the parenchyma around the mass; tumor Dice the mass."""
+    original = case.original
+    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
+                                   config=LARGE_CONFLUENT_LESIONS)
+    return replace(original, hu=hu, labels=labels)
+
+
+DOME_LESIONS = replace(BENCHMARK_LESIONS, count_range=(1, 2), diameter_range_mm=(10.0, 30.0), edge_probability=0.5)
+"""Tumors of 10-30 mm centred on the slice :data:`DOME_DEPTH_MM` below the top of the liver (half of them at its
+edge)."""
+
+DOME_DEPTH_MM = 15.0
+"""How far below the liver's top slice (mm, between slice centres) the dome tumors' anchor slice is."""
+
+
+def dome_anchor_slice(labels: np.ndarray, spacing_z_mm: float, depth_mm: float = DOME_DEPTH_MM) -> int:
+    """z index of the slice ``depth_mm`` below the highest slice holding liver (canonical LPS: z grows towards
+    the head), or the lowest liver slice when the liver is shorter than that. ``labels``: ``(z, y, x)``."""
+    liver_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
+    return int(max(liver_z[0], liver_z[-1] - int(round(depth_mm / float(spacing_z_mm)))))
+
+
+def with_dome_lesions(case: BenchCase, seed: int) -> Sample:
+    """The real CT (``case.original``) with :data:`DOME_LESIONS` under the dome (seeded by ``seed``): issue 11 saw
+    a real tumor at the dome missed and the heart above it called liver."""
+    original = case.original
+    anchor = dome_anchor_slice(original.labels, original.spacing_zyx[0])
+    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
+                                   config=DOME_LESIONS, anchor_slice=anchor)
+    return replace(original, hu=hu, labels=labels)
+
+
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
@@ -493,6 +537,8 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
     "sharp_kernel": ("sharper reconstruction kernel (unsharp mask)", lambda c, s: sharpen_in_plane(c.sample)),
     "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
+    "large_confluent": ("one confluent tumor mass 60-120 mm across", with_large_confluent_lesions),
+    "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
 }
 
 

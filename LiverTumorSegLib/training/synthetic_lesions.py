@@ -575,6 +575,7 @@ def insert_vessels(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
 
 def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float], rng: RngLike = None,
                    config: Optional[LesionConfig] = None, sphere: bool = False,
+                   anchor_slice: Optional[int] = None,
                    ) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:
     """Insert synthetic 3D lesions into a liver; returns ``(hu_new, labels_new, infos)``.
 
@@ -582,7 +583,9 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
     shape uint8 (0/1/2), or ``(H, W)`` = the label of the **middle** slice only (then that liver mask is
     used for all T slices and an ``(H, W)`` label is returned). ``spacing_zyx``: voxel size in mm, (z, y, x).
     ``rng``: ``np.random.Generator`` or seed. ``sphere=True`` forces round lesions with no outline noise
-    and no anisotropy (used by tests and calibration).
+    and no anisotropy (used by tests and calibration). ``anchor_slice``: a z index whose liver the lesion
+    centres are drawn on (then moved in z as for ``anchor="middle_slice"``), instead of ``config.anchor``'s
+    slice; for placing lesions at a chosen height, such as under the dome (a slice without liver is refused).
 
     Each info dict: ``center_zyx`` (voxel index), ``diameter_mm``, ``radii_mm``, ``contrast_hu`` (signed,
     relative to ``local_liver_hu``), ``kind``, ``necrotic``, ``rim``, ``voxel_count``, ``volume_ml``
@@ -621,14 +624,21 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
         return hu_new, out_labels, infos
 
     liver = lab3 >= 1
+    if anchor_slice is not None:  # checked before any draw: a wrong index fails every time, not by chance
+        if isinstance(anchor_slice, (bool, np.bool_)) or not isinstance(anchor_slice, numbers.Integral) \
+                or not 0 <= int(anchor_slice) < hu_arr.shape[0] or not liver[int(anchor_slice)].any():
+            raise InputError("anchor_slice = %r must be the z index of a slice holding liver (0..%d)."
+                             % (anchor_slice, hu_arr.shape[0] - 1))
+        anchor_slice = int(anchor_slice)
     if config.vessel_probability > 0 and np.count_nonzero(liver) >= config.min_liver_voxels \
             and rng.random() < config.vessel_probability:
         insert_vessels(hu_new, lab3, spacing, rng, config)
     if np.count_nonzero(liver) < config.min_liver_voxels or rng.random() >= config.probability:
         return finish([])
-    anchor_slice = hu_arr.shape[0] // 2 if config.anchor == "middle_slice" else None
-    if anchor_slice is not None and not liver[anchor_slice].any():
-        anchor_slice = None
+    if anchor_slice is None and config.anchor == "middle_slice":
+        anchor_slice = hu_arr.shape[0] // 2
+        if not liver[anchor_slice].any():
+            anchor_slice = None
     need_edges = (not config.allow_boundary_touching) or config.edge_probability > 0
     edge_mm = _edge_distance_mm(liver, spacing, anchor_slice) if need_edges else None
 

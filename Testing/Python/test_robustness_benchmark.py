@@ -789,3 +789,34 @@ def test_hyperdense_row_inserts_tumors_brighter_than_the_liver_into_the_real_ct(
     np.testing.assert_array_equal(again.labels, sample.labels)  # seeded
     assert rb.HYPERDENSE_LESIONS.hypodense_probability == 0.0
     assert rb.HYPERDENSE_LESIONS.diameter_range_mm == rb.BENCHMARK_LESIONS.diameter_range_mm
+
+
+def test_dome_anchor_is_the_slice_the_depth_below_the_liver_top_or_its_lowest_slice():
+    labels = np.zeros((30, 4, 4), dtype=np.uint8)
+    labels[4:22, 1:3, 1:3] = 1                                 # liver on z 4..21 (z grows towards the head)
+    assert rb.dome_anchor_slice(labels, 2.0) == 21 - 8         # 15 mm = 7.5 slices, rounded to 8
+    assert rb.dome_anchor_slice(labels, 5.0) == 21 - 3
+    assert rb.dome_anchor_slice(labels, 2.0, depth_mm=6.0) == 18
+    assert rb.dome_anchor_slice(labels, 0.5) == 4              # the liver is shorter than 15 mm: its lowest slice
+
+
+def test_dome_row_puts_tumors_in_the_liver_top_and_large_row_one_confluent_mass(tmp_path):
+    from scipy import ndimage
+
+    write_case(tmp_path, shape=(24, 48, 48))  # liver on z 2..21 of 2.5 mm slices, 97 mL; liver 60 HU
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    liver_z = np.flatnonzero((case.original.labels >= 1).any(axis=(1, 2)))
+    voxel_ml = float(np.prod(case.original.spacing_zyx)) / 1000.0
+    for seed in range(3):
+        dome = rb.PERTURBATIONS["dome"][1](case, rb.case_seed(case.case_id + "dome", seed))
+        tumor_z = np.nonzero(dome.labels == 2)[0]
+        anchor = rb.dome_anchor_slice(case.original.labels, case.original.spacing_zyx[0])
+        assert anchor == 21 - 6 and tumor_z.min() <= anchor <= tumor_z.max()
+        assert float(np.mean(tumor_z)) > float(np.mean(liver_z)) + 2  # voxel-weighted: in the upper part
+        assert np.array_equal(dome.labels >= 1, case.original.labels >= 1)               # liver extent kept
+        large = rb.PERTURBATIONS["large_confluent"][1](case, rb.case_seed(case.case_id + "large", seed))
+        _, masses = ndimage.label(large.labels == 2, np.ones((3, 3, 3)))
+        assert masses == 1                                                               # confluent
+        assert float(np.count_nonzero(large.labels == 2)) * voxel_ml > 25.0  # > a 36 mm ball: large
+    assert rb.LARGE_CONFLUENT_LESIONS.cluster_probability == 1.0
+    assert rb.DOME_LESIONS.hypodense_probability == rb.BENCHMARK_LESIONS.hypodense_probability

@@ -375,3 +375,22 @@ def test_text_numbers_in_a_recipe_draw_lesions_like_numbers():
     as_text = LesionConfig.from_dict({"probability": "8e-1", "diameter_range_mm": ["10", "20"]})
     as_numbers = LesionConfig.from_dict({"probability": 0.8, "diameter_range_mm": [10, 20]})
     assert as_text == as_numbers
+
+
+def test_anchor_slice_puts_every_centre_on_that_slice_and_a_slice_without_liver_is_refused(phantom):
+    hu, labels, spacing = phantom
+    liver_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
+    high = int(liver_z[-1]) - 2                               # near the top of the liver, far from the middle
+    cfg = _fixed(count_range=(3, 3), anchor="any", edge_probability=0.5, allow_boundary_touching=True)
+    _, lab_new, infos = insert_lesions(hu, labels, spacing, seeding.rng(5), cfg, anchor_slice=high)
+    assert len(infos) == 3 and all(float(i["center_zyx"][0]) == high for i in infos)  # z_offset_fraction 0
+    assert (lab_new[high] == 2).any()
+    moved = _fixed(count_range=(3, 3), z_offset_fraction=0.6)  # moved in z by at most 0.6 of the z radius
+    _, _, infos = insert_lesions(hu, labels, spacing, seeding.rng(6), moved, anchor_slice=high)
+    assert infos and all(abs(float(i["center_zyx"][0]) - high) <= 0.6 * i["diameter_mm"] / 2 / spacing[0] + 1e-6
+                         for i in infos)
+    assert float(np.mean([i["center_zyx"][0] for i in infos])) > labels.shape[0] // 2 + 3  # not the middle
+    empty = int(np.flatnonzero(~(labels >= 1).any(axis=(1, 2)))[0])
+    for wrong in (empty, labels.shape[0], -1, True, 2.0):
+        with pytest.raises(InputError, match="anchor_slice"):
+            insert_lesions(hu, labels, spacing, seeding.rng(5), _fixed(probability=0.0), anchor_slice=wrong)

@@ -437,6 +437,16 @@ def sharpen_in_plane(sample: Sample, amount: float = 2.0, sigma_mm: float = 1.0)
     return replace(sample, hu=(sample.hu + np.float32(amount) * (sample.hu - blurred)).astype(np.float32))
 
 
+def original_with_lesions(case: BenchCase, seed: int, lesions: LesionConfig,
+                          anchor_slice: Optional[int] = None) -> Sample:
+    """The real CT of the kept slices (``case.original``, no benchmark tumor) with ``lesions`` inserted by the
+    training generator, seeded by ``seed`` (``anchor_slice``: as :func:`insert_lesions`'s)."""
+    original = case.original
+    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed, config=lesions,
+                                   anchor_slice=anchor_slice)
+    return replace(original, hu=hu, labels=labels)
+
+
 HYPERDENSE_LESIONS = replace(BENCHMARK_LESIONS, hypodense_probability=0.0)
 """The benchmark's synthetic tumors, all brighter than the liver around them (15-60 HU above it)."""
 
@@ -446,25 +456,19 @@ def with_hyperdense_lesions(case: BenchCase, seed: int) -> Sample:
     ``seed``): hypervascular tumors as an arterial phase shows them (HCC; neuroendocrine, renal-cell or melanoma
     metastases), where the benchmark's usual tumors are 90 % darker than the liver and the bundled models trained on
     97 % darker ones. Its tumor Dice is on these tumors alone (the case's own real ones, if labelled, stay too)."""
-    original = case.original
-    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
-                                   config=HYPERDENSE_LESIONS)
-    return replace(original, hu=hu, labels=labels)
+    return original_with_lesions(case, seed, HYPERDENSE_LESIONS)
 
 
 LARGE_CONFLUENT_LESIONS = replace(BENCHMARK_LESIONS, count_range=(3, 4), diameter_range_mm=(30.0, 60.0),
                                   cluster_probability=1.0)
-"""One confluent mass: 3-4 tumors of 30-60 mm, each touching the first (the mass 60-120 mm across)."""
+"""One confluent mass: 3-4 tumors of 30-60 mm, each touching the first."""
 
 
 def with_large_confluent_lesions(case: BenchCase, seed: int) -> Sample:
     """The real CT (``case.original``) with one confluent tumor mass (:data:`LARGE_CONFLUENT_LESIONS`, seeded by
     ``seed``): issue 11 saw large confluent tumors partly called background and the liver beside big tumors left
     out. Liver Dice (liver and tumor together) measures the parenchyma around the mass; tumor Dice the mass."""
-    original = case.original
-    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
-                                   config=LARGE_CONFLUENT_LESIONS)
-    return replace(original, hu=hu, labels=labels)
+    return original_with_lesions(case, seed, LARGE_CONFLUENT_LESIONS)
 
 
 DOME_LESIONS = replace(BENCHMARK_LESIONS, count_range=(1, 2), diameter_range_mm=(10.0, 30.0), edge_probability=0.5)
@@ -485,11 +489,8 @@ def dome_anchor_slice(labels: np.ndarray, spacing_z_mm: float, depth_mm: float =
 def with_dome_lesions(case: BenchCase, seed: int) -> Sample:
     """The real CT (``case.original``) with :data:`DOME_LESIONS` under the dome (seeded by ``seed``): issue 11 saw
     a real tumor at the dome missed and the heart above it called liver."""
-    original = case.original
-    anchor = dome_anchor_slice(original.labels, original.spacing_zyx[0])
-    hu, labels, _ = insert_lesions(original.hu, original.labels, original.spacing_zyx, rng=seed,
-                                   config=DOME_LESIONS, anchor_slice=anchor)
-    return replace(original, hu=hu, labels=labels)
+    anchor = dome_anchor_slice(case.original.labels, case.original.spacing_zyx[0])
+    return original_with_lesions(case, seed, DOME_LESIONS, anchor_slice=anchor)
 
 
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
@@ -537,7 +538,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
     "sharp_kernel": ("sharper reconstruction kernel (unsharp mask)", lambda c, s: sharpen_in_plane(c.sample)),
     "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
-    "large_confluent": ("one confluent tumor mass 60-120 mm across", with_large_confluent_lesions),
+    "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
 }
 

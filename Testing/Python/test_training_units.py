@@ -1220,7 +1220,10 @@ def test_train_refuses_an_unknown_device_by_name():
             resolve_device(name)
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "scripts").glob("*.yaml")))
+SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in SHIPPED_RECIPES.glob("*.yaml")))
 def test_every_shipped_recipe_reads_into_a_valid_training_config(recipe):
     """The recipes in scripts/ are what a GPU session trains the next default from: a misspelt key or a range out
     of order must fail here, not minutes into a lent machine's time."""
@@ -1229,7 +1232,7 @@ def test_every_shipped_recipe_reads_into_a_valid_training_config(recipe):
     from LiverTumorSegLib.training.augmentation import AugmentationConfig
     from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / recipe
+    path = SHIPPED_RECIPES / recipe
     cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path), "--data", "d.csv"]))
     AugmentationConfig.from_dict(cfg.augmentation or {})
     LesionConfig.from_dict(cfg.lesions or {}).validate()
@@ -1240,7 +1243,7 @@ def test_the_v5_recipe_is_v3s_with_a_fifth_of_the_synthetic_tumors_brighter_than
     """docs/hyperdense_lever.md measured this one change; the recipe must not carry another one unmeasured."""
     from LiverTumorSegLib.training.config import load_config_file
 
-    scripts = Path(__file__).resolve().parents[2] / "scripts"
-    v3, v5 = load_config_file(scripts / "default_model_v3.yaml"), load_config_file(scripts / "default_model_v5.yaml")
+    v3 = load_config_file(SHIPPED_RECIPES / "default_model_v3.yaml")
+    v5 = load_config_file(SHIPPED_RECIPES / "default_model_v5.yaml")
     assert v5["lesions"].pop("hypodense_probability") == 0.80 and v3["lesions"].pop("hypodense_probability") == 0.97
     assert v5 == v3

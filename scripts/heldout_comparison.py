@@ -1075,19 +1075,29 @@ def per_case_rows(rows: Dict[str, Dict[str, Any]], out: Path,
 
 
 CASE_DESCRIPTORS = ("ct_pixel_mm", "ct_slice_mm", "ct_slices", "scan_above_liver_mm", "scan_below_liver_mm",
-                    "ref_liver_ml", "ref_liver_mean_hu", "ref_tumor_ml")
+                    "ref_liver_ml", "ref_liver_mean_hu", "ref_tumor_ml", "ref_tumor_vs_liver_hu",
+                    "ref_lesions_brighter")
 """per_case.csv's columns that say what each case's CT and reference are like: numbers only (nothing that names a
-patient), for reading a model's failures against scale, slice thickness, field of view and contrast phase."""
+patient), for reading a model's failures against scale, slice thickness, field of view, contrast phase and whether
+the tumors are darker or brighter than the liver (the bundled v3 misses bright ones: README, *Hyperdense tumors*)."""
+
+BRIGHTER_LESION_HU = 10.0
+"""A reference lesion counts in ``ref_lesions_brighter`` when its mean HU is at least this much above the mean HU of
+the liver parenchyma (label 1) of its case."""
 
 
 def describe_case(ct_path: Any, reference_path: Path, label_map: Optional[str] = None) -> Dict[str, str]:
     """:data:`CASE_DESCRIPTORS` of one case: the CT's in-plane pixel size and slice spacing (mm), its slices, how far
     the scan reaches above and below the reference liver (mm along the patient's head-foot axis: 0 = a liver-only
     scan), the reference liver's volume (mL, tumor included) and the mean HU of its parenchyma (label 1: roughly
-    45-65 HU unenhanced, 90-130 HU portal venous), and the reference tumor volume (mL). The CT (a file or
+    45-65 HU unenhanced, 90-130 HU portal venous), the reference tumor volume (mL), the tumor's mean HU less the
+    parenchyma's (``ref_tumor_vs_liver_hu``: negative for darker tumors, empty without tumor) and how many reference
+    lesions (26-connected components of label 2) are :data:`BRIGHTER_LESION_HU` or more brighter than the
+    parenchyma (``ref_lesions_brighter``, "k of n"; hypervascular tumors in an arterial phase). The CT (a file or
     a DICOM folder) and the reference (on its grid, or the same grid in another axis order; ``label_map`` as
     ``--label-map``) are read as ``evaluate --images`` and ``evaluate`` read them."""
     import numpy as np
+    from scipy import ndimage
 
     from LiverTumorSegLib.commands import read_one_series
     from LiverTumorSegLib.io import read_label_map
@@ -1105,13 +1115,21 @@ def describe_case(ct_path: Any, reference_path: Path, label_map: Optional[str] =
     liver = labels >= 1
     slices = np.nonzero(liver.any(axis=(1, 2)))[0]
     parenchyma = ct.array[labels == 1]
+    liver_hu = float(parenchyma.mean()) if parenchyma.size else None
+    tumor = labels == 2
+    lesions, count = ndimage.label(tumor, structure=np.ones((3, 3, 3), dtype=bool))
+    lesion_hu = np.asarray(ndimage.mean(ct.array, lesions, index=np.arange(1, count + 1)) if count else [])
+    brighter = int(np.count_nonzero(lesion_hu >= liver_hu + BRIGHTER_LESION_HU)) if liver_hu is not None else 0
     return {"ct_pixel_mm": f"{spacing_x:.3g} x {spacing_y:.3g}", "ct_slice_mm": f"{spacing_z:.3g}",
             "ct_slices": str(int(ct.shape_zyx[0])),
             "scan_above_liver_mm": f"{(ct.shape_zyx[0] - 1 - slices[-1]) * spacing_z:.0f}" if slices.size else "",
             "scan_below_liver_mm": f"{slices[0] * spacing_z:.0f}" if slices.size else "",
             "ref_liver_ml": f"{np.count_nonzero(liver) * voxel_ml:.1f}",
-            "ref_liver_mean_hu": f"{float(parenchyma.mean()):.0f}" if parenchyma.size else "",
-            "ref_tumor_ml": f"{np.count_nonzero(labels == 2) * voxel_ml:.1f}"}
+            "ref_liver_mean_hu": f"{liver_hu:.0f}" if liver_hu is not None else "",
+            "ref_tumor_ml": f"{np.count_nonzero(tumor) * voxel_ml:.1f}",
+            "ref_tumor_vs_liver_hu": (f"{float(ct.array[tumor].mean()) - liver_hu:.0f}"
+                                      if count and liver_hu is not None else ""),
+            "ref_lesions_brighter": f"{brighter} of {count}" if liver_hu is not None else ""}
 
 
 def case_descriptors(cts: str, ref: str, out: Path, model: str, label_map: Optional[str] = None

@@ -93,7 +93,8 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
         "ct_pixel_mm": "2 x 2", "ct_slice_mm": "4", "ct_slices": "12",
         "scan_above_liver_mm": f"{(11 - liver_slices[-1]) * 4}", "scan_below_liver_mm": f"{liver_slices[0] * 4}",
         "ref_liver_ml": f"{np.count_nonzero(reference >= 1) * 0.016:.1f}", "ref_liver_mean_hu": "60",
-        "ref_tumor_ml": f"{np.count_nonzero(reference == 2) * 0.016:.1f}"}
+        "ref_tumor_ml": f"{np.count_nonzero(reference == 2) * 0.016:.1f}", "ref_tumor_vs_liver_hu": "-45",
+        "ref_lesions_brighter": "0 of 1"}  # the phantom's lesion: 15 HU in a 60 HU liver
     assert float(per_case[0]["ref_tumor_ml"]) > 0 and per_case[0]["scan_above_liver_mm"] != ""
     assert all(per_case[2][k] == "" for k in comparison.CASE_DESCRIPTORS)
     assert saved["cases"]["case1"]["ref_liver_mean_hu"] == "60" and saved["cases"]["case2"]["ct_slices"] == ""
@@ -859,8 +860,24 @@ def test_each_case_is_described_by_its_ct_and_reference_in_patient_terms_whateve
     assert described[0] == described[1] == {
         "ct_pixel_mm": "2 x 2", "ct_slice_mm": "4", "ct_slices": "17", "scan_above_liver_mm": "4",
         "scan_below_liver_mm": "24", "ref_liver_ml": f"{np.count_nonzero(labels >= 1) * 0.016:.1f}",
-        "ref_liver_mean_hu": "60", "ref_tumor_ml": f"{np.count_nonzero(labels == 2) * 0.016:.1f}"}
+        "ref_liver_mean_hu": "60", "ref_tumor_ml": f"{np.count_nonzero(labels == 2) * 0.016:.1f}",
+        "ref_tumor_vs_liver_hu": "-45", "ref_lesions_brighter": "0 of 1"}
     # a reference mapped with --label-map: 0/255 liver masks read as liver
     write_label_map(tmp_path / "mask_seg.nii.gz", ((labels >= 1) * 255).astype(np.uint8), feet_first)
     masked = comparison.describe_case(tmp_path / "feet_first_ct.nii.gz", tmp_path / "mask_seg.nii.gz", '{"255": 1}')
     assert masked["ref_liver_ml"] == described[0]["ref_liver_ml"] and masked["ref_tumor_ml"] == "0.0"
+    assert masked["ref_tumor_vs_liver_hu"] == "" and masked["ref_lesions_brighter"] == "0 of 0"
+
+
+def test_the_descriptors_count_the_reference_lesions_brighter_than_the_liver(tmp_path):
+    """A case of hypervascular tumors (brighter than the liver, as an arterial phase shows them) reads as such in
+    per_case.csv, so a held-out failure can be read against it: v3 misses such tumors (README)."""
+    lesions = [PhantomLesion(center_zyx=(4.0, 12.0, 10.0), radius_mm=5.0, hu=95.0),   # 35 HU brighter
+               PhantomLesion(center_zyx=(4.0, 20.0, 17.0), radius_mm=5.0, hu=66.0),   # 6 HU: not counted
+               PhantomLesion(center_zyx=(7.0, 15.0, 13.0), radius_mm=4.0, hu=10.0)]   # darker (voxel centres)
+    ph = make_phantom((12, 40, 44), (2.0, 2.0, 4.0), lesions=lesions, noise_hu=0.0)
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    write_label_map(tmp_path / "seg.nii.gz", ph.labels, ph.ct.geometry)
+    described = comparison.describe_case(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
+    assert described["ref_lesions_brighter"] == "1 of 3"
+    assert described["ref_tumor_vs_liver_hu"] == "9"  # (39 x 95 + 39 x 66 + 15 x 10 HU) / 93 voxels - 60 = 9.1

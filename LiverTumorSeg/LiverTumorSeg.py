@@ -101,7 +101,8 @@ class LiverTumorSeg(ScriptedLoadableModule):
             "Segments the liver and liver tumors in an abdominal CT with a 2.5D deep-learning model, in a "
             "separate process (Cancel stops it at once). Results: 'Liver' and 'Liver tumor' segments (SNOMED CT "
             "coded), a lesion table and optionally the tumor probability map. "
-            "Research use only; not a medical device. "
+            "Research use only; not a medical device. Before relying on an outline, read what the bundled model "
+            "was trained on and what it misses (the documentation's first section). "
             f"See <a href=\"{qt.QUrl.fromLocalFile(documentationPath()).toString()}\">the documentation</a> "
             "(docs/slicer.md, installed with the extension).")
         self.parent.acknowledgementText = (

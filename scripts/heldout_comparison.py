@@ -1092,14 +1092,16 @@ def describe_case(ct_path: Any, reference_path: Path, label_map: Optional[str] =
     scan), the reference liver's volume (mL, tumor included) and the mean HU of its parenchyma (label 1: roughly
     45-65 HU unenhanced, 90-130 HU portal venous), the reference tumor volume (mL), the tumor's mean HU less the
     parenchyma's (``ref_tumor_vs_liver_hu``: negative for darker tumors, empty without tumor) and how many reference
-    lesions (26-connected components of label 2) are :data:`BRIGHTER_LESION_HU` or more brighter than the
-    parenchyma (``ref_lesions_brighter``, "k of n"; hypervascular tumors in an arterial phase). The CT (a file or
+    lesions (26-connected components of label 2, as the lesion report counts them) are :data:`BRIGHTER_LESION_HU`
+    or more brighter than the parenchyma (``ref_lesions_brighter``, "k of n"; hypervascular tumors in an arterial
+    phase). The CT (a file or
     a DICOM folder) and the reference (on its grid, or the same grid in another axis order; ``label_map`` as
     ``--label-map``) are read as ``evaluate --images`` and ``evaluate`` read them."""
     import numpy as np
     from scipy import ndimage
 
     from LiverTumorSegLib.commands import read_one_series
+    from LiverTumorSegLib.inference.lesion_report import lesion_components
     from LiverTumorSegLib.io import read_label_map
     from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, parse_label_map_option, remap_labels
     from LiverTumorSegLib.orientation import canonicalize
@@ -1117,7 +1119,7 @@ def describe_case(ct_path: Any, reference_path: Path, label_map: Optional[str] =
     parenchyma = ct.array[labels == 1]
     liver_hu = float(parenchyma.mean()) if parenchyma.size else None
     tumor = labels == 2
-    lesions, count = ndimage.label(tumor, structure=np.ones((3, 3, 3), dtype=bool))
+    lesions, count = lesion_components(labels)  # the reports' lesions: 26-connected components of label 2
     lesion_hu = np.asarray(ndimage.mean(ct.array, lesions, index=np.arange(1, count + 1)) if count else [])
     brighter = int(np.count_nonzero(lesion_hu >= liver_hu + BRIGHTER_LESION_HU)) if liver_hu is not None else 0
     return {"ct_pixel_mm": f"{spacing_x:.3g} x {spacing_y:.3g}", "ct_slice_mm": f"{spacing_z:.3g}",

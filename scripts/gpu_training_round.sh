@@ -46,6 +46,13 @@
 #           them, writes the four packages to $OUT and runs the CUDA tests.
 #   v4_seed: the 3 v4 folds again with another training seed (FOLD_SEED, 7; split seed 2027, so the same patients
 #           are held out), 5 loader workers each, nothing beside them (about 8 minutes): the seed spread of the folds.
+#   folds:  the three leave-one-patient-out folds of RECIPE (which must be set) with one training seed (FOLD_SEED,
+#           2027, the recipe's own; split seed 2027, so v3's held-out patients), 5 loader workers each, nothing beside
+#           them (about 8-9 minutes; fits one 15-minute device session): each finished fold package and its log
+#           to $OUT. Folds still running when the call returns (FOLD_SECONDS, 540) go on in the background:
+#           folds_collect (the next call, before the machine goes back) waits for them and returns them.
+#           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:
+#           DEVICE=cpu FOLD_EPOCHS=1 FOLD_ITERATIONS=2 FOLD_ARGS="--batch-size 2 --patch-size 96" FOLD_WORKERS=0.
 #   RECIPE (every phase): the recipe YAML, scripts/default_model_v2.yaml unless set. RECIPE=scripts/default_model_v3.yaml
 #           with phase1 and phase2 trains a v4 candidate: v3's recipe with the patch sampler fixed on 24 Nov 2026
 #           (afa80dd; every shipped model was trained with patches held at the image centre, docs/sampler_lever.md).
@@ -63,10 +70,11 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect or v4_seed"
+PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect, v4_seed,
+folds or folds_collect"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed) ;;
+    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds|folds_collect) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
@@ -80,12 +88,13 @@ mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 case "$PHASE" in v4*) RECIPE=${RECIPE:-scripts/default_model_v3.yaml} ;; esac   # the v4 phases: v3's recipe
+case "$PHASE" in folds*) [ -n "${RECIPE:-}" ] || { echo "folds: set RECIPE (the recipe YAML whose folds to train)" >&2; exit 2; } ;; esac
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
-case "$PHASE" in v4*) COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --no-tensorboard --no-progress \
-                              --overwrite) ;; esac   # RECIPE's own batch, patch and warmup (each call: its cache)
+case "$PHASE" in v4*|folds*) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --no-tensorboard \
+                                     --no-progress --overwrite) ;; esac   # RECIPE's own batch, patch and warmup
 UNET24='{"channels": [24, 48, 96, 192, 384], "strides": [2, 2, 2, 2], "num_res_units": 2, "dropout": 0.1}'
 
 train() {  # train NAME LOGFILE ARGS... : one background training in its own session
@@ -469,6 +478,37 @@ if [ "$PHASE" = v4_seed ]; then   # the v4 folds with another training seed (sam
         cp "$W/$n.safetensors" "$W/$n.log" "$OUT/" 2>/dev/null
     done
     echo "v4_seed done at $(elapsed) s"
+    exit 0
+fi
+
+FOLD_SEED=${FOLD_SEED:-2027}
+FOLD_TAG="$(basename "$RECIPE" .yaml)_s${FOLD_SEED}"   # e.g. default_model_v5_s2027: fold K is ${FOLD_TAG}_foldK
+fold_report() {  # fold_report: each fold's last lines; finished packages and every log to $OUT
+    for k in 0 1 2; do
+        n="${FOLD_TAG}_fold$k"; echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 1 "$W/$n.log"
+        cp "$W/$n.log" "$OUT/" 2>/dev/null
+        if pgrep -f "name ${FOLD_TAG}_fold$k( |\$)" >/dev/null; then echo "    still training"
+        else cp "$W/$n.safetensors" "$OUT/" 2>/dev/null || echo "    no package"; fi
+    done
+}
+if [ "$PHASE" = folds ]; then   # RECIPE's three folds, one training seed, nothing beside them
+    E=${FOLD_EPOCHS:-27}
+    for k in 0 1 2; do
+        train "${FOLD_TAG}_fold$k" "$W/${FOLD_TAG}_fold$k.log" --seed "$FOLD_SEED" --split-seed 2027 --folds 3 \
+            --fold "$k" --epochs "$E" --val-every "$E" --num-workers "${FOLD_WORKERS:-5}" \
+            ${FOLD_ITERATIONS:+--iterations-per-epoch "$FOLD_ITERATIONS"} ${FOLD_ARGS:-} \
+            -o "$W/${FOLD_TAG}_fold$k.safetensors" --log-dir "$W/${FOLD_TAG}_fold$k" --cache-dir "$W/cache_fold$k"
+    done
+    sleep 30; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; uptime
+    wait_for "${FOLD_SECONDS:-540}" "name ${FOLD_TAG}_fold[0-9]"
+    fold_report
+    echo "folds returns at $(elapsed) s; still training: $(pgrep -fc "name ${FOLD_TAG}_fold[0-9]")"
+    exit 0
+fi
+if [ "$PHASE" = folds_collect ]; then   # after folds: wait for the folds still training and return them
+    wait_for "${FOLD_SECONDS:-420}" "name ${FOLD_TAG}_fold[0-9]"
+    fold_report
+    echo "folds_collect done at $(elapsed) s"
     exit 0
 fi
 

@@ -53,6 +53,12 @@
 #           folds_collect (the next call, before the machine goes back) waits for them and returns them.
 #           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:
 #           DEVICE=cpu FOLD_EPOCHS=1 FOLD_ITERATIONS=2 FOLD_ARGS="--batch-size 2 --patch-size 96" FOLD_WORKERS=0.
+#   default: RECIPE's model on all three patients, alone (DEFAULT_WORKERS, 12 loader workers; v5's recipe ran 6.4 s
+#           per 100-step epoch on an H100 this way, so its 84 epochs take about 9 minutes), stopped gracefully
+#           after DEFAULT_MINUTES (8.5) with a package and a checkpoint: the package (if the run completed) and the
+#           checkpoint, split into 15 MB parts (last.pt.partNN; `cat` them back), go to $OUT. RESUME_FROM (a
+#           last.pt carried in .gpudata) continues a stopped run (on any device: a CPU resume is the same command
+#           with --device cpu --amp bf16 --resume and the checkpoint in LOG_DIR/checkpoints/last.pt).
 #   RECIPE (every phase): the recipe YAML, scripts/default_model_v2.yaml unless set. RECIPE=scripts/default_model_v3.yaml
 #           with phase1 and phase2 trains a v4 candidate: v3's recipe with the patch sampler fixed on 24 Nov 2026
 #           (afa80dd; every shipped model was trained with patches held at the image centre, docs/sampler_lever.md).
@@ -71,10 +77,10 @@
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
 PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect, v4_seed,
-folds or folds_collect"
+folds, folds_collect or default"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds|folds_collect) ;;
+    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds|folds_collect|default) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
@@ -88,12 +94,12 @@ mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 case "$PHASE" in v4*) RECIPE=${RECIPE:-scripts/default_model_v3.yaml} ;; esac   # the v4 phases: v3's recipe
-case "$PHASE" in folds*) [ -n "${RECIPE:-}" ] || { echo "folds: set RECIPE (the recipe YAML whose folds to train)" >&2; exit 2; } ;; esac
+case "$PHASE" in folds*|default) [ -n "${RECIPE:-}" ] || { echo "folds: set RECIPE (the recipe YAML whose folds to train)" >&2; exit 2; } ;; esac
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
-case "$PHASE" in v4*|folds*) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --no-tensorboard \
+case "$PHASE" in v4*|folds*|default) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --no-tensorboard \
                                      --no-progress --overwrite) ;; esac   # RECIPE's own batch, patch and warmup
 UNET24='{"channels": [24, 48, 96, 192, 384], "strides": [2, 2, 2, 2], "num_res_units": 2, "dropout": 0.1}'
 
@@ -509,6 +515,20 @@ if [ "$PHASE" = folds_collect ]; then   # after folds: wait for the folds still 
     wait_for "${FOLD_SECONDS:-420}" "name ${FOLD_TAG}_fold[0-9]"
     fold_report
     echo "folds_collect done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = default ]; then   # RECIPE's model on all patients, alone, within one call; resumable
+    TAG="$(basename "$RECIPE" .yaml)"; LOG_DIR="$W/${TAG}_all"; mkdir -p "$LOG_DIR/checkpoints"
+    RESUME=()
+    if [ -n "${RESUME_FROM:-}" ]; then cp "$RESUME_FROM" "$LOG_DIR/checkpoints/last.pt" || exit 1; RESUME=(--resume); fi
+    python3 -m LiverTumorSegLib train "${COMMON[@]}" --name "$TAG" --val-fraction 0 \
+        --num-workers "${DEFAULT_WORKERS:-12}" --checkpoint-every-steps 500 --max-time-minutes "${DEFAULT_MINUTES:-8.5}" \
+        "${RESUME[@]}" -o "$W/$TAG.safetensors" --log-dir "$LOG_DIR" >"$OUT/${TAG}_all.log" 2>&1
+    echo "train rc $?"; tail -n 3 "$OUT/${TAG}_all.log"
+    if grep -q "(completed)" "$OUT/${TAG}_all.log"; then cp "$W/$TAG.safetensors" "$OUT/"; fi
+    sha256sum "$LOG_DIR/checkpoints/last.pt" && split -b 15M -d "$LOG_DIR/checkpoints/last.pt" "$OUT/last.pt.part"
+    echo "default done at $(elapsed) s"
     exit 0
 fi
 

@@ -1,0 +1,64 @@
+"""benchmarks/robustness_compare.py: the ship rules' quantities from robustness JSONs, against sums done by hand."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_helpers import load_script  # noqa: E402
+
+
+def _row(case, perturbation, liver, tumor, false):
+    return {"case": case, "perturbation": perturbation, "liver_dice": liver, "tumor_dice": tumor,
+            "false_lesions": false}
+
+
+def _doc(seed, base_rows, cand_rows):
+    return {"seed": seed, "packages": [
+        {"package": "/models/default.safetensors", "name": "default", "rows": base_rows},
+        {"package": "/tmp/v5/default_v5.safetensors", "name": "default_v5", "rows": cand_rows}]}
+
+
+@pytest.fixture(scope="module")
+def compare():
+    return load_script("benchmarks/robustness_compare.py", "robustness_compare_under_test")
+
+
+def test_summary_pools_cases_and_seeds_as_counted_by_hand(compare):
+    rows = [_row("a", "original", 0.90, None, 1), _row("b", "original", 0.80, None, 0),
+            _row("a", "hyperdense", 0.90, 0.50, 2), _row("b", "hyperdense", 0.70, 0.30, 0),
+            _row("a", "hyperdense", 0.95, 0.70, 0)]  # a second seed's row
+    s = compare.summarize(rows)
+    assert s["liver_dice"] == pytest.approx((0.90 + 0.80 + 0.90 + 0.70 + 0.95) / 5)
+    assert s["tumor_dice"] == pytest.approx((0.50 + 0.30 + 0.70) / 3)  # rows without tumors left out
+    assert s["false_lesions"] == 3 and s["false_lesions_original"] == 1
+    hyper = s["per_perturbation"]["hyperdense"]
+    assert hyper["tumor_dice"] == pytest.approx(0.5) and hyper["false_lesions"] == 2 and hyper["rows"] == 3
+    assert list(s["per_perturbation"]) == ["original", "hyperdense"]  # the table's order
+
+
+def test_main_reads_both_packages_of_each_seed(compare, tmp_path, capsys):
+    files = []
+    for seed, (b, c) in enumerate([(0.5, 0.7), (0.3, 0.9)]):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_doc(seed, [_row("a", "hyperdense", 0.9, b, seed)],
+                                        [_row("a", "hyperdense", 0.9, c, 0)])))
+        files.append(str(path))
+    out = tmp_path / "summary.json"
+    assert compare.main(files + ["--base", "default", "--candidate", "v5/", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["seeds"] == [0, 1]
+    assert summary["base"]["tumor_dice"] == pytest.approx(0.4)
+    assert summary["candidate"]["tumor_dice"] == pytest.approx(0.8)
+    assert summary["base"]["false_lesions"] == 1 and summary["candidate"]["false_lesions"] == 0
+    assert "hyperdense" in capsys.readouterr().out
+
+
+def test_a_name_is_taken_before_a_path_and_an_ambiguous_path_is_refused(compare, tmp_path):
+    doc = _doc(0, [], [])
+    assert compare.pick_package(doc, "default", "x")["name"] == "default"  # also in the other's path
+    path = tmp_path / "seed0.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="matches 2 of its packages"):
+        compare.main([str(path), "--base", "safetensors", "--candidate", "default_v5"])

@@ -1,0 +1,107 @@
+"""Two packages' robustness tables side by side: the quantities the default model's ship rules read.
+
+    python benchmarks/robustness_compare.py SEED0.json SEED1.json ... --base default --candidate v5
+
+Each JSON is one ``benchmarks/robustness.py ... --json`` run that holds both packages (the rules compare
+packages run together, with the same code and seed). ``--base`` and ``--candidate`` pick each package by its
+name or by a part of its path. For each package, over every JSON (seed), case and perturbation:
+
+- mean liver Dice (every row with a reference liver);
+- false lesions (predicted lesions that touch no reference or synthetic tumor), all rows and on ``original``
+  alone (the real CTs without synthetic tumors);
+- mean tumor Dice over the rows that have tumors;
+- each perturbation's mean liver Dice, mean tumor Dice and false lesions (so ``hyperdense`` or ``air_pad15``
+  can be read as a rule names them).
+
+Dice are means of the per-case values (cases weighted alike). Nothing is decided here: the rule is written in
+the docs before the run, and this prints what it reads.
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def pick_package(doc: dict, which: str, source: str) -> dict:
+    """The package entry of one robustness JSON named ``which``: its name, else a part of its path."""
+    found = [p for p in doc["packages"] if p.get("name") == which] or \
+        [p for p in doc["packages"] if which in str(p.get("package", ""))]
+    if len(found) != 1:
+        listed = ", ".join(f"{p.get('name')} ({p.get('package')})" for p in doc["packages"])
+        raise SystemExit(f"{source}: '{which}' matches {len(found)} of its packages ({listed}); give a name or a "
+                         f"part of a path that matches exactly one")
+    return found[0]
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return statistics.mean(values) if values else None
+
+
+def summarize(rows: List[dict]) -> Dict[str, object]:
+    """What the ship rules read, over ``rows`` (robustness rows of one package, any number of seeds)."""
+    perturbations: List[str] = []
+    for row in rows:
+        if row["perturbation"] not in perturbations:
+            perturbations.append(row["perturbation"])
+
+    def of(subset: List[dict]) -> Dict[str, object]:
+        return {"liver_dice": _mean([r["liver_dice"] for r in subset if r.get("liver_dice") is not None]),
+                "tumor_dice": _mean([r["tumor_dice"] for r in subset if r.get("tumor_dice") is not None]),
+                "false_lesions": sum(int(r.get("false_lesions") or 0) for r in subset),
+                "rows": len(subset)}
+
+    out = of(rows)
+    out["false_lesions_original"] = of([r for r in rows if r["perturbation"] == "original"])["false_lesions"]
+    out["per_perturbation"] = {p: of([r for r in rows if r["perturbation"] == p]) for p in perturbations}
+    return out
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", nargs="+", help="robustness.py --json files, one per seed, each with both packages")
+    parser.add_argument("--base", required=True, help="the shipped package: its name or a part of its path")
+    parser.add_argument("--candidate", required=True, help="the candidate: its name or a part of its path")
+    parser.add_argument("--out", default=None, help="also write the summaries to this JSON file")
+    args = parser.parse_args(argv)
+    rows: Dict[str, List[dict]] = {"base": [], "candidate": []}
+    seeds = []
+    for path in args.json:
+        doc = json.loads(Path(path).read_text())
+        seeds.append(doc.get("seed"))
+        base, cand = pick_package(doc, args.base, path), pick_package(doc, args.candidate, path)
+        if base is cand:
+            raise SystemExit(f"{path}: --base and --candidate pick the same package ({base.get('package')})")
+        for key, package in (("base", base), ("candidate", cand)):
+            rows[key].extend(package["rows"])
+    if len(set(seeds)) != len(seeds):
+        print(f"warning: the JSON files repeat a seed ({seeds}): each seed's rows count once per file",
+              file=sys.stderr)
+    summary = {key: summarize(value) for key, value in rows.items()}
+    print(f"seeds {seeds}; base '{args.base}', candidate '{args.candidate}'")
+    print(f"{'':26s} {'base':>10s} {'candidate':>10s} {'difference':>11s}")
+    for label, key, digits in (("mean liver Dice", "liver_dice", 4), ("mean tumor Dice", "tumor_dice", 3)):
+        b, c = summary["base"][key], summary["candidate"][key]
+        diff = None if b is None or c is None else c - b
+        print(f"{label:26s} {_fmt(b, digits):>10s} {_fmt(c, digits):>10s} {_fmt(diff, digits):>11s}")
+    for label, key in (("false lesions, all rows", "false_lesions"), ("false lesions, original", "false_lesions_original")):
+        b, c = summary["base"][key], summary["candidate"][key]
+        print(f"{label:26s} {b:>10d} {c:>10d} {c - b:>+11d}")
+    print("\nper perturbation: liver Dice / tumor Dice / false lesions (base | candidate)")
+    for name, base_row in summary["base"]["per_perturbation"].items():
+        cand_row = summary["candidate"]["per_perturbation"].get(name)
+        cells = [f"{_fmt(r['liver_dice'], 4)} / {_fmt(r['tumor_dice'])} / {r['false_lesions']}" if r else "absent"
+                 for r in (base_row, cand_row)]
+        print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"seeds": seeds, **summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

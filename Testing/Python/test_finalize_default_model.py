@@ -204,3 +204,36 @@ def test_a_final_model_of_other_patients_or_another_recipe_is_refused_before_any
     _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"],
              config=dict(recipe, batch_size=16))  # trained longer or with larger batches: still the same recipe
     assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--folds", "0", "-o", out) == 0
+
+
+def test_evaluate_folds_scores_each_fold_on_its_own_held_out_patient(tmp_path, three_cases, capsys):
+    import json
+
+    csv, _, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    folds = [_package(tmp_path / f"fold{k}.safetensors", held[k], seed=k) for k in (0, 2)]
+    out = tmp_path / "folds.json"
+    assert evaluate.main([*map(str, folds), "--cases", str(csv), "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert [r["case"] for r in summary["rows"]] == held[0] + held[2]
+    assert [Path(r["package"]).name for r in summary["rows"]] == ["fold0.safetensors", "fold2.safetensors"]
+    dice = [r["dice_liver"] for r in summary["rows"]]
+    assert summary["dice_liver_mean"] == pytest.approx(sum(dice) / 2, abs=1e-4)
+    assert summary["false_tumor_ml_total"] == pytest.approx(sum(r["false_tumor_ml"] for r in summary["rows"]),
+                                                            abs=0.01)
+    # the same numbers as the final package's validation computes for that fold
+    assert summary["rows"][0]["dice_liver"] == fin.evaluate_fold(folds[0], next(
+        c for c in discover_cases(csv, "csv") if c.case_id == held[0][0]))["dice_liver"]
+    assert "held-out case(s)" in capsys.readouterr().out
+
+
+def test_evaluate_folds_refuses_a_package_that_is_no_fold_model_before_evaluating_any(tmp_path, three_cases):
+    csv, _, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    fold = _package(tmp_path / "fold0.safetensors", held[0])
+    whole = _package(tmp_path / "default.safetensors", [])
+    with pytest.raises(SystemExit, match="records no held-out"):
+        evaluate.main([str(fold), str(whole), "--cases", str(csv)])
+    stranger = _package(tmp_path / "other.safetensors", ["case_of_another_dataset"])
+    with pytest.raises(SystemExit):
+        evaluate.main([str(stranger), "--cases", str(csv)])

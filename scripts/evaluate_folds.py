@@ -1,0 +1,64 @@
+"""Leave-one-patient-out fold models on their held-out patients, as the default model's ship rules read them.
+
+    python scripts/evaluate_folds.py --cases CASES.csv FOLD.safetensors [FOLD.safetensors ...] [--json OUT.json]
+
+Each fold package records the cases it held out (``training.validation_cases``); each such case's whole CT is
+segmented through the normal pipeline with the default post-processing on the CPU, exactly as
+``scripts/finalize_default_model.py`` validates the folds of a final package (its ``evaluate_fold``), but without
+needing the final model or writing a package: for folds trained before the final model, or with a second training
+seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL: the shared cases'
+references have no tumor), then the mean liver Dice and the total false tumor.
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finalize_default_model import evaluate_fold  # noqa: E402
+
+from LiverTumorSegLib.package import read_package_metadata  # noqa: E402
+from LiverTumorSegLib.training.datasets import discover_cases  # noqa: E402
+
+
+def held_out_cases(package_path: Path) -> list:
+    """The case ids a fold package records as held out (its validation cases); refused if it records none."""
+    listed = ((read_package_metadata(package_path) or {}).get("training") or {}).get("validation_cases")
+    if not isinstance(listed, list) or not listed:
+        raise SystemExit(f"{package_path} records no held-out (validation) case: it is not a fold model of "
+                         f"`livertumorseg train --folds N --fold K`")
+    return [str(case) for case in listed]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("packages", nargs="+", help="fold model packages")
+    parser.add_argument("--cases", required=True, help="the CSV (image,label,patient) the folds were trained from")
+    parser.add_argument("--json", default=None, help="also write every row, the mean and the total here")
+    args = parser.parse_args(argv)
+    if not Path(args.cases).is_file():
+        parser.error(f"--cases '{args.cases}' does not exist")
+    cases = {case.case_id: case for case in discover_cases(args.cases, "csv")}
+    plan = []
+    for package in args.packages:  # every package's cases are checked before the first (minutes-long) evaluation
+        for case_id in held_out_cases(Path(package)):
+            if case_id not in cases:
+                parser.error(f"{package} held out '{case_id}', which {args.cases} does not list")
+            plan.append((Path(package), cases[case_id]))
+    rows = []
+    for package, case in plan:
+        row = evaluate_fold(package, case)
+        row["package"] = str(package)
+        rows.append(row)
+    summary = {"rows": rows, "dice_liver_mean": round(statistics.mean(r["dice_liver"] for r in rows), 4),
+               "false_tumor_ml_total": round(sum(r["false_tumor_ml"] for r in rows), 2)}
+    print(f"mean liver Dice {summary['dice_liver_mean']:.4f} over {len(rows)} held-out case(s); false tumor "
+          f"{summary['false_tumor_ml_total']:.1f} mL in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,13 +48,13 @@
 #           are held out), 5 loader workers each, nothing beside them (about 8 minutes): the seed spread of the folds.
 #   folds:  the three leave-one-patient-out folds of RECIPE (which must be set) with one training seed (FOLD_SEED,
 #           2027, the recipe's own; split seed 2027, so v3's held-out patients), 5 loader workers each, nothing beside
-#           them (about 8-9 minutes; fits one 15-minute device session): each finished fold package and its log
+#           them (v5's: 447 s on an H100; fits one 15-minute device session): each finished fold package and its log
 #           to $OUT. Folds still running when the call returns (FOLD_SECONDS, 540) go on in the background:
 #           folds_collect (the next call, before the machine goes back) waits for them and returns them.
 #           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:
 #           DEVICE=cpu FOLD_EPOCHS=1 FOLD_ITERATIONS=2 FOLD_ARGS="--batch-size 2 --patch-size 96" FOLD_WORKERS=0.
-#   default: RECIPE's model on all three patients, alone (DEFAULT_WORKERS, 12 loader workers; v5's recipe ran 6.4 s
-#           per 100-step epoch on an H100 this way, so its 84 epochs take about 9 minutes), stopped gracefully
+#   default: RECIPE's model on all three patients, alone (DEFAULT_WORKERS, 12 loader workers; v5's recipe ran 6.1-7.1
+#           s per 100-step epoch on an H100 this way, so its 84 epochs take about 9 minutes), stopped gracefully
 #           after DEFAULT_MINUTES (8.5) with a package and a checkpoint: the package (if the run completed) and the
 #           checkpoint, split into 15 MB parts (last.pt.partNN; `cat` them back), go to $OUT. RESUME_FROM (a
 #           last.pt carried in .gpudata) continues a stopped run (on any device: a CPU resume is the same command
@@ -80,7 +80,8 @@ PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, lever
 folds, folds_collect or default"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds|folds_collect|default) ;;
+    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds| \
+    folds_collect|default) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
 esac
@@ -94,13 +95,14 @@ mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 case "$PHASE" in v4*) RECIPE=${RECIPE:-scripts/default_model_v3.yaml} ;; esac   # the v4 phases: v3's recipe
-case "$PHASE" in folds*|default) [ -n "${RECIPE:-}" ] || { echo "folds: set RECIPE (the recipe YAML whose folds to train)" >&2; exit 2; } ;; esac
+case "$PHASE" in folds*|default) [ -n "${RECIPE:-}" ] || { echo "$PHASE: set RECIPE (the recipe YAML to train)" >&2
+                                                         exit 2; } ;; esac
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
 COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
-case "$PHASE" in v4*|folds*|default) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --no-tensorboard \
-                                     --no-progress --overwrite) ;; esac   # RECIPE's own batch, patch and warmup
+case "$PHASE" in v4*|folds*|default) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" \
+                                     --no-tensorboard --no-progress --overwrite) ;; esac   # RECIPE's own batch etc.
 UNET24='{"channels": [24, 48, 96, 192, 384], "strides": [2, 2, 2, 2], "num_res_units": 2, "dropout": 0.1}'
 
 train() {  # train NAME LOGFILE ARGS... : one background training in its own session

@@ -44,8 +44,8 @@
 #           v3's folds), all four at once in the background (7 + 3 x 3 loader workers); the call returns after
 #           about 9 minutes with their progress. v4_collect (the next call, before the machine goes back) waits for
 #           them, writes the four packages to $OUT and runs the CUDA tests.
-#   v4_seed: the 3 v4 folds again with another training seed (FOLD_SEED, 7; split seed 2027, so the same patients
-#           are held out), 5 loader workers each, nothing beside them (about 8 minutes): the seed spread of the folds.
+#   v4_seed: the 3 v4 folds again with another training seed: the folds phase (below) with RECIPE
+#           scripts/default_model_v3.yaml and FOLD_SEED 7 unless set (about 8 minutes): the seed spread of the folds.
 #   folds:  the three leave-one-patient-out folds of RECIPE (which must be set) with one training seed (FOLD_SEED,
 #           2027, the recipe's own; split seed 2027, so v3's held-out patients), 5 loader workers each, nothing beside
 #           them (v5's: 447 s on an H100; fits one 15-minute device session): each finished fold package and its log
@@ -95,6 +95,7 @@ mkdir -p "$W"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 case "$PHASE" in v4*) RECIPE=${RECIPE:-scripts/default_model_v3.yaml} ;; esac   # the v4 phases: v3's recipe
+if [ "$PHASE" = v4_seed ]; then PHASE=folds; FOLD_SEED=${FOLD_SEED:-7}; fi      # the folds phase, v4's second seed
 case "$PHASE" in folds*|default) [ -n "${RECIPE:-}" ] || { echo "$PHASE: set RECIPE (the recipe YAML to train)" >&2
                                                          exit 2; } ;; esac
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
@@ -469,23 +470,6 @@ if [ "$PHASE" = v4_collect ]; then   # after v4: wait for the four trainings, re
         Testing/Python/test_inference_engine.py Testing/Python/test_models.py Testing/Python/test_training_loop.py \
         -k "cuda or gpu" 2>&1 | tail -n 25
     echo "v4_collect done at $(elapsed) s"
-    exit 0
-fi
-
-if [ "$PHASE" = v4_seed ]; then   # the v4 folds with another training seed (same held-out patients)
-    SEED=${FOLD_SEED:-7}
-    for k in 0 1 2; do
-        train "v4s${SEED}fold$k" "$W/v4_s${SEED}_fold$k.log" --seed "$SEED" --split-seed 2027 --folds 3 --fold "$k" \
-            --epochs 27 --val-every 27 --num-workers 5 -o "$W/v4_s${SEED}_fold$k.safetensors" \
-            --log-dir "$W/v4_s${SEED}_fold$k" --cache-dir "$W/cache_v4s_fold$k"
-    done
-    sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; uptime
-    wait_for "${V4_SECONDS:-560}" "name v4s${SEED}fold[0-9]"
-    for k in 0 1 2; do
-        n="v4_s${SEED}_fold$k"; echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 1 "$W/$n.log"
-        cp "$W/$n.safetensors" "$W/$n.log" "$OUT/" 2>/dev/null
-    done
-    echo "v4_seed done at $(elapsed) s"
     exit 0
 fi
 

@@ -42,6 +42,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``fov_liver20/60``  field of view cut along z to the liver's extent +-20 / +-60 mm (liver-only scans)
 ``air_pad15``       15 slices of air (-1000 HU, no label) added above and below the scan: a reconstruction
                     range reaching beyond the body (the bundled network labelled such slices liver)
+``scan_end_tumor``  the scan cut at the slice where a tumor is widest, which becomes its first (or last) slice: a
+                    tumor at the scan's edge, where a 2.5D network's missing neighbours repeat the edge slice
 ``rotate-10/+10``   the anatomy turned 10 degrees either way about the z axis (a patient lying turned on the
                     table): HU linearly interpolated, the label by nearest neighbour, air brought in at the corners
 ``fov_xy300/220``   a tighter in-plane field of view: a 300 / 220 mm square centred on the liver's in-plane
@@ -388,6 +390,22 @@ def pad_with_air(sample: Sample, slices: int, hu: float = -1000.0) -> Sample:
                   sample.spacing_zyx, sample.true_spacing_zyx)
 
 
+def cut_at_widest_tumor(sample: Sample) -> Optional[Sample]:
+    """The scan cut so that its end passes through a tumor: the slice with the most tumor voxels (the lowest
+    such z on a tie) becomes the scan's first slice, the slices below it gone, or its last, the slices above it
+    gone, whichever keeps more slices (z in ``(z, y, x)``). A tumor at a scan's edge is common (a chest CT ending
+    in the liver, an abdominal one starting below the dome), and there a 2.5D network's missing neighbours are
+    the edge slice repeated. None when the sample has no tumor or that slice is already its first or last."""
+    per_slice = np.count_nonzero(sample.labels == 2, axis=(1, 2))
+    nz = sample.hu.shape[0]
+    if not per_slice.any():
+        return None
+    z = int(np.argmax(per_slice))
+    if z in (0, nz - 1):
+        return None
+    return crop_z(sample, z, nz) if nz - z >= z + 1 else crop_z(sample, 0, z + 1)
+
+
 def rotate_in_plane(sample: Sample, degrees: float, air_hu: float = -1000.0) -> Sample:
     """The anatomy turned ``degrees`` about the z axis (a patient lying turned on the table), about the centre of
     each ``(y, x)`` slice, on the same grid: HU linearly interpolated, the label by nearest neighbour, air
@@ -500,6 +518,7 @@ SKIP_REASONS = {
     "thin": "the scan's slices are already less than 1.5 x that thin",
     "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
     "fov_xy": "the image is no larger than that field of view in-plane already",
+    "scan_end": "the kept slices hold no tumor, or the slice where it is widest is already the scan's end",
 }
 
 
@@ -532,6 +551,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "fov_liver20": ("z field of view liver +-20 mm", lambda c, s: crop_to_liver(c.whole_sample(), 20.0)),
     "fov_liver60": ("z field of view liver +-60 mm", lambda c, s: crop_to_liver(c.whole_sample(), 60.0)),
     "air_pad15": ("15 air slices above and below", lambda c, s: pad_with_air(c.sample, 15)),
+    "scan_end_tumor": ("the scan's end cuts the widest tumor slice", lambda c, s: cut_at_widest_tumor(c.sample)),
     "rotate-10": ("anatomy turned -10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, -10.0)),
     "rotate+10": ("anatomy turned +10 degrees in-plane", lambda c, s: rotate_in_plane(c.sample, 10.0)),
     "fov_xy300": ("in-plane field of view 300 mm around the liver", lambda c, s: crop_in_plane(c.sample, 300.0)),

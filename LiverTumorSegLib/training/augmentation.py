@@ -3,6 +3,11 @@
 A sample is an HU stack ``(T, H, W)`` = ``(z, y, x)`` float32 (T adjacent axial slices at the network grid)
 with labels ``(T, H, W)`` or ``(H, W)`` (uint8, 0/1/2). :class:`SliceAugmenter` applies
 
+0. optionally (``edge_context_probability``, off by default) **the scan's end** (:func:`cut_context`): the stack's
+   neighbours on one side, beyond a random one of them, become air (-1000 HU, label 0; a reconstruction reaching
+   beyond the body) or repeat the last kept slice (a scan's first or last slice, whose missing neighbours
+   inference fills by repeating it), so a network sees a tumor on the slice next to air or at a cut as it will at
+   inference (a bundled candidate trained with bright tumors called air neighbours tumor: docs/edge_context_lever.md).
 1. **liver-only HU shift** (contrast-phase augmentation, on the original grid where label and image are
    exactly aligned): every voxel with label >= 1 is shifted by ``d`` HU (tumors by ``d`` times a fraction,
    as tumors enhance less than liver), the liver's outermost pixel ring by half of it; background untouched.
@@ -83,6 +88,10 @@ class AugmentationConfig(JsonDataclassMixin):
     noise_std_hu: Tuple[float, float] = (2.0, 12.0)
     noise_grain_probability: float = 0.0                       # off (measured, not adopted: docs/synthetic_lesions.md)
     noise_grain_px: Tuple[float, float] = (0.5, 1.5)           # in-plane Gaussian sigma of the noise's grain, px
+    # the 2.5D stack at a scan's end (off: existing recipes draw the same numbers): the neighbours on one side,
+    # beyond a random one of them, replaced by air or by the last kept slice (cut_context)
+    edge_context_probability: float = 0.0
+    edge_context_air_fraction: float = 0.5                     # of the cut stacks, the fraction given air
     fill_hu: float = -1024.0
 
     def validate(self) -> None:
@@ -106,6 +115,10 @@ class AugmentationConfig(JsonDataclassMixin):
         for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
+        if not 0.0 <= float(self.edge_context_air_fraction) <= 1.0:
+            raise InputError("AugmentationConfig.edge_context_air_fraction = %r must be a fraction in [0, 1] (of the "
+                             "cut stacks, those given air rather than the last kept slice)."
+                             % (self.edge_context_air_fraction,))
         if self.zoom_anisotropy < 1.0:
             raise InputError("AugmentationConfig.zoom_anisotropy = %r must be >= 1 (1: the same zoom along y and x)."
                              % (self.zoom_anisotropy,))
@@ -169,6 +182,32 @@ def _organ_weight(organ: np.ndarray) -> np.ndarray:
     structure[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]      # in-plane 4-neighbourhood
     core = binary_erosion(organ, structure=structure, border_value=1)
     return 0.5 * organ.astype(np.float32) + 0.5 * core.astype(np.float32)
+
+
+AIR_HU = -1000.0
+
+
+def cut_context(hu: np.ndarray, labels: np.ndarray, side: int, keep: int, air: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """A 2.5D stack ``(T, H, W)`` (``T = 2c + 1`` slices along z, the centre at index ``c``) as it looks at the end of
+    a scan: the slices on ``side`` (-1: lower indices, +1: higher) more than ``keep`` (0 .. c - 1) slices from the
+    centre are replaced, with ``air`` by air (``AIR_HU`` = -1000 HU, label 0: a reconstruction reaching beyond the
+    body), else by the slice ``keep`` from the centre, the scan's last slice, which inference's neighbour clipping
+    repeats (``preprocessor.context_positions``). ``labels`` ``(T, H, W)`` are replaced alike; a single centre
+    label ``(H, W)`` is returned as it is. Returns new arrays; the centre slice is never changed."""
+    t = hu.shape[0]
+    c = t // 2
+    if t % 2 != 1 or c < 1:
+        raise InputError("cut_context needs a 2.5D stack of 2c + 1 >= 3 slices, got shape %s." % (hu.shape,))
+    if side not in (-1, 1) or not 0 <= int(keep) < c:
+        raise InputError("cut_context: side must be -1 or +1 and keep in 0 .. %d, got side=%r, keep=%r."
+                         % (c - 1, side, keep))
+    last = c + side * int(keep)
+    cut = slice(last + 1, t) if side > 0 else slice(0, last)
+    out_hu, out_lab = hu.copy(), labels.copy()
+    out_hu[cut] = AIR_HU if air else hu[last]
+    if labels.ndim == 3:
+        out_lab[cut] = 0 if air else labels[last]
+    return out_hu, out_lab
 
 
 def gamma_in_window(hu: np.ndarray, gamma: float, window_hu: Tuple[float, float]) -> np.ndarray:
@@ -372,6 +411,15 @@ class SliceAugmenter:
         out_lab = lab_arr.astype(np.uint8, copy=True)
         params: Dict[str, Any] = {}
 
+        # first, so that the later HU operations (noise included) act on the new slices as on a scan's own;
+        # drawn only when switched on, so recipes without it keep their random stream (and weights)
+        if cfg.edge_context_probability > 0 and out_hu.shape[0] >= 3 and out_hu.shape[0] % 2 == 1 \
+                and rng.random() < cfg.edge_context_probability:
+            side = -1 if rng.random() < 0.5 else 1
+            keep = int(rng.integers(out_hu.shape[0] // 2))
+            air = bool(rng.random() < cfg.edge_context_air_fraction)
+            out_hu, out_lab = cut_context(out_hu, out_lab, side, keep, air)
+            params["edge_context"] = {"side": side, "keep": keep, "air": air}
         if rng.random() < cfg.liver_shift_probability and (out_lab >= 1).any():
             shift = float(rng.uniform(*cfg.liver_shift_range_hu))
             liver_values = out_hu[np.broadcast_to(out_lab, out_hu.shape) == 1]

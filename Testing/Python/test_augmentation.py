@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.errors import InputError
-from LiverTumorSegLib.training.augmentation import (AugmentationConfig, SliceAugmenter, affine_source_matrix,
-                                                    gamma_in_window, gaussian_blur_in_plane, grain_gain, grained_noise,
+from LiverTumorSegLib.training.augmentation import (AIR_HU, AugmentationConfig, SliceAugmenter, affine_source_matrix,
+                                                    cut_context, gamma_in_window, gaussian_blur_in_plane, grain_gain, grained_noise,
                                                     liver_hu_shift,
                                                     resample_slices, smooth_displacement, smooth_liver_field)
 import seeding
@@ -275,6 +275,98 @@ def test_noise_grain_in_the_augmenter_is_drawn_only_when_asked():
     assert abs(_lag1_correlation(out - 50.0, 2)) < 0.03
     with pytest.raises(InputError, match="noise_grain_px"):
         _only(noise_grain_px=(0.0, 1.0))
+
+
+def _numbered_stack(t=5):
+    """HU stack (t, 4, 4) whose slice z holds HU 10 z, labels z % 3 (0/1/2)."""
+    z = np.arange(t)
+    hu = (10.0 * z)[:, None, None] * np.ones((t, 4, 4), dtype=np.float32)
+    labels = (z % 3).astype(np.uint8)[:, None, None] * np.ones((t, 4, 4), dtype=np.uint8)
+    return hu.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("side, keep, air, hu_z, labels_z", [
+    (1, 0, False, [0, 10, 20, 20, 20], [0, 1, 2, 2, 2]),     # the scan's last slice is the centre: repeated
+    (1, 1, False, [0, 10, 20, 30, 30], [0, 1, 2, 0, 0]),
+    (-1, 0, False, [20, 20, 20, 30, 40], [2, 2, 2, 0, 1]),
+    (-1, 1, True, [AIR_HU, 10, 20, 30, 40], [0, 1, 2, 0, 1]),  # air beyond the body, unlabelled
+    (1, 0, True, [0, 10, 20, AIR_HU, AIR_HU], [0, 1, 2, 0, 0]),
+])
+def test_cut_context_known_answers(side, keep, air, hu_z, labels_z):
+    hu, labels = _numbered_stack()
+    out_hu, out_lab = cut_context(hu, labels, side, keep, air)
+    np.testing.assert_array_equal(out_hu[:, 0, 0], np.asarray(hu_z, dtype=np.float32))
+    np.testing.assert_array_equal(out_lab[:, 0, 0], labels_z)
+    assert (out_hu == out_hu[:, :1, :1]).all() and (out_lab == out_lab[:, :1, :1]).all()  # whole slices
+    np.testing.assert_array_equal(hu, _numbered_stack()[0])  # the input is not changed
+    centre_label = labels[2]
+    assert cut_context(hu, centre_label, side, keep, air)[1] is not centre_label  # a (H, W) label: a copy
+    np.testing.assert_array_equal(cut_context(hu, centre_label, side, keep, air)[1], centre_label)
+
+
+def test_cut_context_refuses_what_is_no_stack_or_no_cut():
+    hu, labels = _numbered_stack()
+    for bad in [dict(side=0, keep=0), dict(side=1, keep=2), dict(side=-1, keep=-1)]:
+        with pytest.raises(InputError, match="side must be -1 or \\+1 and keep in 0 .. 1"):
+            cut_context(hu, labels, air=False, **bad)
+    with pytest.raises(InputError, match="2c \\+ 1 >= 3"):
+        cut_context(hu[:1], labels[:1], 1, 0, False)
+    with pytest.raises(InputError, match="2c \\+ 1 >= 3"):
+        cut_context(hu[:4], labels[:4], 1, 0, False)
+
+
+def test_edge_context_in_the_augmenter_draws_both_sides_and_kinds_and_keeps_the_centre():
+    seeding.seed_everything(43)
+    hu, labels = _numbered_stack()
+    cfg = _only(edge_context_probability=0.5, edge_context_air_fraction=0.25)
+    augmenter, rng = SliceAugmenter(cfg), np.random.default_rng(test_seed(43))
+    drawn = []
+    for _ in range(800):
+        out_hu, out_lab = augmenter(hu, labels, rng)
+        np.testing.assert_array_equal(out_hu[2], hu[2])
+        np.testing.assert_array_equal(out_lab[2], labels[2])
+        cut = augmenter.last_params.get("edge_context")
+        if cut is None:
+            np.testing.assert_array_equal(out_hu, hu)
+            continue
+        drawn.append((cut["side"], cut["keep"], cut["air"]))
+        expected_hu, expected_lab = cut_context(hu, labels, cut["side"], cut["keep"], cut["air"])
+        np.testing.assert_array_equal(out_hu, expected_hu)
+        np.testing.assert_array_equal(out_lab, expected_lab)
+    # binomial margins: 800 x 0.5 = 400 (sd 14); of the cut, air 25 %, each side and keep 50 % (sd about 10)
+    assert 340 < len(drawn) < 460
+    air = sum(d[2] for d in drawn)
+    assert 0.17 < air / len(drawn) < 0.33
+    for position, value in ((0, -1), (1, 0)):
+        assert 0.42 < sum(d[position] == value for d in drawn) / len(drawn) < 0.58
+    np.testing.assert_array_equal(SliceAugmenter(_only(edge_context_probability=1.0))(hu[:1], labels[:1], 0)[0],
+                                  hu[:1])  # one slice: no neighbour to cut
+
+
+def test_recipes_without_the_edge_context_draw_the_random_numbers_they_drew_before_it():
+    """The default augmentation with v3's liver field, seed 2027: the draws and the generator's state after six
+    calls, recorded with the code before ``edge_context_probability`` existed (so v3's recipe trains on the same
+    samples; a draw added for everyone would shift every later one)."""
+    augmenter, rng = SliceAugmenter(AugmentationConfig(liver_field_probability=0.5)), np.random.default_rng(2027)
+    drawn = []
+    for _ in range(6):
+        hu, labels = _square_sample()
+        augmenter(hu, labels, rng)
+        drawn.append(augmenter.last_params)
+    assert drawn[0] == pytest.approx({"elastic_magnitude_mm": 3.171162684, "liver_field_amplitude_hu": 18.974912669,
+                                      "liver_field_scale_mm": 82.325700606, "liver_shift_hu": -1.411744911,
+                                      "shear": 0.023504988, "tumor_shift_fraction": 0.541260308}, abs=1e-8)
+    assert drawn[4] == pytest.approx({"elastic_magnitude_mm": 1.286322841, "hu_scale": 0.952526205,
+                                      "hu_shift": -2.164707432}, abs=1e-8)
+    assert rng.random() == 0.7657123490208317
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_edge_context_air_fraction_must_be_a_fraction(value):
+    with pytest.raises(InputError, match="edge_context_air_fraction"):
+        AugmentationConfig(edge_context_air_fraction=value).validate()
+    with pytest.raises(InputError, match="edge_context_probability"):
+        AugmentationConfig(edge_context_probability=value).validate()
 
 
 def test_nested_options_take_their_defaults_types_and_ranges():

@@ -111,6 +111,25 @@ def test_the_air_step_can_be_turned_off_for_a_comparison_but_not_stored(tmp_path
     assert "air step off" in capsys.readouterr().out
 
 
+def test_scan_end_row_cuts_the_scan_at_the_widest_tumor_slice_keeping_the_longer_side():
+    s = sample_with_liver(z_slices=(2, 18), nz=20)
+    s.hu[:] = np.arange(20, dtype=np.float32)[:, None, None]  # each slice's HU is its z index
+    s.labels[5:9, 3:5, 3:5] = 2
+    s.labels[7, 2:6, 2:6] = 2                               # widest tumor slice: z = 7 (16 voxels against 4)
+    out = rb.cut_at_widest_tumor(s)
+    assert out.hu.shape[0] == 13 and out.hu[0, 0, 0] == 7.0 and out.hu[-1, 0, 0] == 19.0  # 7..19: the longer side
+    assert (out.labels[0] == 2).sum() == 16 and out.spacing_zyx == s.spacing_zyx
+    s.labels[:] = np.where(s.labels == 2, 1, s.labels)
+    s.labels[15, 2:6, 2:6] = 2                              # near the top: the scan ends on it, slices 0..15 kept
+    out = rb.cut_at_widest_tumor(s)
+    assert out.hu.shape[0] == 16 and out.hu[-1, 0, 0] == 15.0 and (out.labels[-1] == 2).sum() == 16
+    s.labels[15] = np.where(s.labels[15] == 2, 1, s.labels[15])
+    assert rb.cut_at_widest_tumor(s) is None                # no tumor
+    s.labels[19, 2:6, 2:6] = 2
+    assert rb.cut_at_widest_tumor(s) is None                # already the scan's last slice
+    assert "scan's end" in rb.skip_reason("scan_end_tumor")
+
+
 def test_liver_hu_shift_moves_liver_not_background():
     s = sample_with_liver(nz=12)
     out = rb.shift_liver_hu(s, 40.0)

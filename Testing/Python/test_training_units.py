@@ -447,6 +447,50 @@ def test_zoomed_out_patches_read_only_real_pixels(tmp_path):
     assert hu.shape == (3, patch, patch) and label.shape == (patch, patch)
 
 
+def test_edge_context_reaches_the_training_patches_after_the_lesions(tmp_path):
+    """The recipes' ``edge_context_probability``: a patch's 2.5D neighbours on one side become air or repeat the
+    centre, after the synthetic lesions were drawn through the whole stack (a tumor on a scan's last slice, with
+    air or the scan's end beside it); the centre slice and its label are never changed."""
+    from LiverTumorSegLib.training.augmentation import AIR_HU, AugmentationConfig, SliceAugmenter
+    from LiverTumorSegLib.training.sampling import PatchDataset
+
+    np.save(tmp_path / "hu.npy", (40.0 + 10.0 * np.arange(3, dtype=np.float32))[:, None, None]
+            * np.ones((3, 48, 48), np.float32))                  # slices at 40, 50 and 60 HU
+    labels = np.ones((3, 48, 48), np.uint8)
+    np.save(tmp_path / "lab.npy", labels)
+    case = CachedCase("c", "p", str(tmp_path / "hu.npy"), str(tmp_path / "lab.npy"), (3.0, 1.5, 1.5),
+                      (3.0, 1.5, 1.5), [1], [], 3)
+
+    def bright_tumor_everywhere(hu, labels, spacing, rng):  # a lesion through the stack: 200, 210, 220 HU, label 2
+        hu, labels = hu.copy(), labels.copy()
+        hu[:, 4:44, 4:44] = (200.0 + 10.0 * np.arange(3, dtype=np.float32))[:, None, None]
+        labels[:, 4:44, 4:44] = 2  # in every 16 px patch of the 48 px slice
+        return hu, labels
+
+    class Preprocessor:  # only the context (size, adjacent slices) and the whole slices' statistics (none) are read
+        config = type("C", (), {"context_slices": 1, "context_offset": lambda self, spacing: 1.0})()
+
+        def slice_statistics(self, hu, spacing_yx):
+            return None
+
+    for air in (1.0, 0.0):
+        config = AugmentationConfig.disabled()
+        config.edge_context_probability, config.edge_context_air_fraction = 1.0, air
+        dataset = PatchDataset([case], Preprocessor(), patch_size=16, seed=0, liver_slice_fraction=1.0,
+                               lesion_inserter=bright_tumor_everywhere, augmenter=SliceAugmenter(config))
+        sides = set()
+        for index in range(12):
+            hu, label = dataset.sample_arrays(index)
+            assert np.all((hu[1] == 50.0) | (hu[1] == 210.0)) and (hu[1] == 210.0).any()  # the centre, as it was
+            assert set(np.unique(label)) <= {1, 2} and (label == 2).any()
+            cut = [k for k in (0, 2) if not np.all((hu[k] == 40.0 + 10.0 * k) | (hu[k] == 200.0 + 10.0 * k))]
+            assert len(cut) == 1  # exactly one side replaced
+            expected = np.full_like(hu[1], AIR_HU) if air else hu[1]
+            np.testing.assert_array_equal(hu[cut[0]], expected)
+            sides.add(cut[0])
+        assert sides == {0, 2}
+
+
 def test_each_sample_is_augmented_in_its_own_cases_pixel_size(tmp_path):
     """Without a fixed network spacing every case keeps its own pixel size, but mm-valued augmentation (an elastic
     warp of 4 mm, a liver field over 40-100 mm) was converted to pixels with the first case's for all (a stop-31

@@ -1291,3 +1291,14 @@ def test_the_v5_recipe_is_v3s_with_a_fifth_of_the_synthetic_tumors_brighter_than
     v5 = load_config_file(SHIPPED_RECIPES / "default_model_v5.yaml")
     assert v5["lesions"].pop("hypodense_probability") == 0.80 and v3["lesions"].pop("hypodense_probability") == 0.97
     assert v5 == v3
+
+
+def test_the_v6_recipe_is_v5s_with_the_scan_end_in_the_2d5_input():
+    """docs/edge_context_lever.md measured this one change on top of v5's recipe; nothing else may differ."""
+    from LiverTumorSegLib.training.config import load_config_file
+
+    v5 = load_config_file(SHIPPED_RECIPES / "default_model_v5.yaml")
+    v6 = load_config_file(SHIPPED_RECIPES / "default_model_v6.yaml")
+    assert v6["augmentation"].pop("edge_context_probability") == 0.2
+    assert v6["augmentation"].pop("edge_context_air_fraction") == 0.5
+    assert v6 == v5

@@ -193,7 +193,7 @@ def cut_context(hu: np.ndarray, labels: np.ndarray, side: int, keep: int, air: b
     centre are replaced, with ``air`` by air (``AIR_HU`` = -1000 HU, label 0: a reconstruction reaching beyond the
     body), else by the slice ``keep`` from the centre, the scan's last slice, which inference's neighbour clipping
     repeats (``preprocessor.context_positions``). ``labels`` ``(T, H, W)`` are replaced alike; a single centre
-    label ``(H, W)`` is returned as it is. Returns new arrays; the centre slice is never changed."""
+    label ``(H, W)`` comes back unchanged (a copy). Returns new arrays; the centre slice is never changed."""
     t = hu.shape[0]
     c = t // 2
     if t % 2 != 1 or c < 1:

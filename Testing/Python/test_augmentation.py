@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.errors import InputError
-from LiverTumorSegLib.training.augmentation import (AIR_HU, AugmentationConfig, SliceAugmenter, affine_source_matrix,
-                                                    cut_context, gamma_in_window, gaussian_blur_in_plane, grain_gain, grained_noise,
+from LiverTumorSegLib.training.augmentation import (AIR_HU, AugmentationConfig, SliceAugmenter,
+                                                    affine_source_matrix, cut_context, gamma_in_window,
+                                                    gaussian_blur_in_plane, grain_gain, grained_noise,
                                                     liver_hu_shift,
                                                     resample_slices, smooth_displacement, smooth_liver_field)
 import seeding
@@ -333,12 +334,13 @@ def test_edge_context_in_the_augmenter_draws_both_sides_and_kinds_and_keeps_the_
         expected_hu, expected_lab = cut_context(hu, labels, cut["side"], cut["keep"], cut["air"])
         np.testing.assert_array_equal(out_hu, expected_hu)
         np.testing.assert_array_equal(out_lab, expected_lab)
-    # binomial margins: 800 x 0.5 = 400 (sd 14); of the cut, air 25 %, each side and keep 50 % (sd about 10)
+    # binomial margins of 4 sd or more: 800 x 0.5 = 400 cut (sd 14); of about 400 cut, air 25 % (sd 0.022), each
+    # side and keep 50 % (sd 0.025)
     assert 340 < len(drawn) < 460
     air = sum(d[2] for d in drawn)
-    assert 0.17 < air / len(drawn) < 0.33
+    assert 0.16 < air / len(drawn) < 0.34
     for position, value in ((0, -1), (1, 0)):
-        assert 0.42 < sum(d[position] == value for d in drawn) / len(drawn) < 0.58
+        assert 0.40 < sum(d[position] == value for d in drawn) / len(drawn) < 0.60
     np.testing.assert_array_equal(SliceAugmenter(_only(edge_context_probability=1.0))(hu[:1], labels[:1], 0)[0],
                                   hu[:1])  # one slice: no neighbour to cut
 

@@ -184,13 +184,15 @@ def _organ_weight(organ: np.ndarray) -> np.ndarray:
     return 0.5 * organ.astype(np.float32) + 0.5 * core.astype(np.float32)
 
 
-AIR_HU = -1000.0
+EDGE_AIR_HU = -1000.0
+"""HU of the air :func:`cut_context` puts beside a cut stack (a value, as ``air_pad15`` pads with; not
+``inference.postprocess.AIR_HU``, the -400 HU threshold that finds lungs)."""
 
 
 def cut_context(hu: np.ndarray, labels: np.ndarray, side: int, keep: int, air: bool) -> Tuple[np.ndarray, np.ndarray]:
     """A 2.5D stack ``(T, H, W)`` (``T = 2c + 1`` slices along z, the centre at index ``c``) as it looks at the end of
     a scan: the slices on ``side`` (-1: lower indices, +1: higher) more than ``keep`` (0 .. c - 1) slices from the
-    centre are replaced, with ``air`` by air (``AIR_HU`` = -1000 HU, label 0: a reconstruction reaching beyond the
+    centre are replaced, with ``air`` by air (:data:`EDGE_AIR_HU`, label 0: a reconstruction reaching beyond the
     body), else by the slice ``keep`` from the centre, the scan's last slice, which inference's neighbour clipping
     repeats (``preprocessor.context_positions``). ``labels`` ``(T, H, W)`` are replaced alike; a single centre
     label ``(H, W)`` comes back unchanged (a copy). Returns new arrays; the centre slice is never changed."""
@@ -204,7 +206,7 @@ def cut_context(hu: np.ndarray, labels: np.ndarray, side: int, keep: int, air: b
     last = c + side * int(keep)
     cut = slice(last + 1, t) if side > 0 else slice(0, last)
     out_hu, out_lab = hu.copy(), labels.copy()
-    out_hu[cut] = AIR_HU if air else hu[last]
+    out_hu[cut] = EDGE_AIR_HU if air else hu[last]
     if labels.ndim == 3:
         out_lab[cut] = 0 if air else labels[last]
     return out_hu, out_lab

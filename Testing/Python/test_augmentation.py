@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.errors import InputError
-from LiverTumorSegLib.training.augmentation import (AIR_HU, AugmentationConfig, SliceAugmenter,
+from LiverTumorSegLib.training.augmentation import (EDGE_AIR_HU, AugmentationConfig, SliceAugmenter,
                                                     affine_source_matrix, cut_context, gamma_in_window,
                                                     gaussian_blur_in_plane, grain_gain, grained_noise,
                                                     liver_hu_shift,
@@ -290,8 +290,8 @@ def _numbered_stack(t=5):
     (1, 0, False, [0, 10, 20, 20, 20], [0, 1, 2, 2, 2]),     # the scan's last slice is the centre: repeated
     (1, 1, False, [0, 10, 20, 30, 30], [0, 1, 2, 0, 0]),
     (-1, 0, False, [20, 20, 20, 30, 40], [2, 2, 2, 0, 1]),
-    (-1, 1, True, [AIR_HU, 10, 20, 30, 40], [0, 1, 2, 0, 1]),  # air beyond the body, unlabelled
-    (1, 0, True, [0, 10, 20, AIR_HU, AIR_HU], [0, 1, 2, 0, 0]),
+    (-1, 1, True, [EDGE_AIR_HU, 10, 20, 30, 40], [0, 1, 2, 0, 1]),  # air beyond the body, unlabelled
+    (1, 0, True, [0, 10, 20, EDGE_AIR_HU, EDGE_AIR_HU], [0, 1, 2, 0, 0]),
 ])
 def test_cut_context_known_answers(side, keep, air, hu_z, labels_z):
     hu, labels = _numbered_stack()

@@ -451,7 +451,7 @@ def test_edge_context_reaches_the_training_patches_after_the_lesions(tmp_path):
     """The recipes' ``edge_context_probability``: a patch's 2.5D neighbours on one side become air or repeat the
     centre, after the synthetic lesions were drawn through the whole stack (a tumor on a scan's last slice, with
     air or the scan's end beside it); the centre slice and its label are never changed."""
-    from LiverTumorSegLib.training.augmentation import AIR_HU, AugmentationConfig, SliceAugmenter
+    from LiverTumorSegLib.training.augmentation import EDGE_AIR_HU, AugmentationConfig, SliceAugmenter
     from LiverTumorSegLib.training.sampling import PatchDataset
 
     np.save(tmp_path / "hu.npy", (40.0 + 10.0 * np.arange(3, dtype=np.float32))[:, None, None]
@@ -485,7 +485,7 @@ def test_edge_context_reaches_the_training_patches_after_the_lesions(tmp_path):
             assert set(np.unique(label)) <= {1, 2} and (label == 2).any()
             cut = [k for k in (0, 2) if not np.all((hu[k] == 40.0 + 10.0 * k) | (hu[k] == 200.0 + 10.0 * k))]
             assert len(cut) == 1  # exactly one side replaced
-            expected = np.full_like(hu[1], AIR_HU) if air else hu[1]
+            expected = np.full_like(hu[1], EDGE_AIR_HU) if air else hu[1]
             np.testing.assert_array_equal(hu[cut[0]], expected)
             sides.add(cut[0])
         assert sides == {0, 2}

@@ -8,8 +8,8 @@ from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.training.augmentation import (EDGE_AIR_HU, AugmentationConfig, SliceAugmenter,
                                                     affine_source_matrix, cut_context, gamma_in_window,
                                                     gaussian_blur_in_plane, grain_gain, grained_noise,
-                                                    liver_hu_shift,
-                                                    resample_slices, smooth_displacement, smooth_liver_field)
+                                                    liver_hu_shift, resample_slices, smooth_displacement,
+                                                    smooth_liver_field)
 import seeding
 from seeding import test_seed
 

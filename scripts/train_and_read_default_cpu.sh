@@ -37,12 +37,16 @@ if [ ! -f "$pkg" ]; then
     [ -f "$out/train/checkpoints/last.pt" ] && resume=(--resume)
     run "$out/train.log" "$py" -m LiverTumorSegLib train --config "$recipe" --data "$cases" --val-fraction 0 \
         --device cpu --amp bf16 --num-workers 1 --checkpoint-every-steps 500 --no-tensorboard --no-progress \
-        --overwrite "${resume[@]}" --name "$(basename "$recipe" .yaml)" -o "$pkg" --log-dir "$out/train"
+        --overwrite "${resume[@]}" --name "$(basename "$recipe" .yaml)" -o "$pkg" --log-dir "$out/train" \
+        || { echo "training failed: see $out/train.log (run this again to resume)" >&2; exit 1; }
 fi
 [ -n "${DRY_RUN:-}" ] || [ -f "$pkg" ] || { echo "training ended without $pkg: see $out/train.log" >&2; exit 1; }
-if [ ! -s "$out/sample.txt" ]; then
-    run "$out/sample.txt" "$py" -m LiverTumorSegLib segment --sample --model "$pkg" -o "$out/sample_seg.nii.gz" \
-        --report "$out/sample_report.json" --overwrite
+if [ ! -s "$out/sample.txt" ]; then  # written under another name first: a failed run is not taken as done
+    rm -f "$out/sample.part"
+    run "$out/sample.part" "$py" -m LiverTumorSegLib segment --sample --model "$pkg" -o "$out/sample_seg.nii.gz" \
+        --report "$out/sample_report.json" --overwrite \
+        || { echo "the sample failed: see $out/sample.part" >&2; exit 1; }
+    [ -n "${DRY_RUN:-}" ] || mv "$out/sample.part" "$out/sample.txt"
 fi
 for seed in 0 1 2; do
     [ -f "$out/rob_seed$seed.json" ] && continue

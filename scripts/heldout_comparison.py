@@ -1079,7 +1079,8 @@ CASE_DESCRIPTORS = ("ct_pixel_mm", "ct_slice_mm", "ct_slices", "scan_above_liver
                     "ref_lesions_brighter")
 """per_case.csv's columns that say what each case's CT and reference are like: numbers only (nothing that names a
 patient), for reading a model's failures against scale, slice thickness, field of view, contrast phase and whether
-the tumors are darker or brighter than the liver (the bundled v3 misses bright ones: README, *Hyperdense tumors*)."""
+the tumors are darker or brighter than the liver (the bundled v3 misses bright ones: README, *Known weaknesses*;
+docs/bundled_model.md, *Hyperdense tumors*)."""
 
 BRIGHTER_LESION_HU = 10.0
 """A reference lesion counts in ``ref_lesions_brighter`` when its mean HU is at least this much above the mean HU of

@@ -1,0 +1,77 @@
+"""Relative links in README.md and the Markdown files beside it resolve: the file exists and, for ``file.md#anchor``
+(or ``#anchor`` in the same file), a heading with that GitHub anchor exists. README's long records moved into
+docs/ (27 Nov 2026); a later move or a renamed heading must not leave a reader at a dead link."""
+import re
+from pathlib import Path
+from typing import List, Set, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+FENCE = re.compile(r"```.*?```", flags=re.DOTALL)
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading's text: lower case, punctuation other than ``-`` and ``_`` dropped,
+    spaces made ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(markdown: str) -> Set[str]:
+    """Every heading anchor of a Markdown text (outside code fences); a repeated heading gets ``-1``, ``-2``, ..."""
+    found, seen = set(), {}
+    for line in FENCE.sub("", markdown).splitlines():
+        match = re.match(r"^#{1,6} (.*)", line)
+        if match:
+            anchor = github_anchor(match.group(1))
+            count = seen.get(anchor, 0)
+            seen[anchor] = count + 1
+            found.add(anchor if count == 0 else f"{anchor}-{count}")
+    return found
+
+
+def dead_links(markdown_file: Path) -> List[Tuple[str, str]]:
+    """``(link, why)`` for each relative link of ``markdown_file`` whose file or heading anchor does not exist.
+    Links with a scheme (``https:``, ``mailto:``) and links inside code fences are not checked."""
+    dead = []
+    for target in LINK.findall(FENCE.sub("", markdown_file.read_text(encoding="utf-8"))):
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (markdown_file.parent / path) if path else markdown_file
+        if not linked.exists():
+            dead.append((target, "no such file"))
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text(encoding="utf-8")):
+            dead.append((target, "no such heading"))
+    return dead
+
+
+def documentation_files() -> List[Path]:
+    """README.md, docs/*.md and the READMEs of the project's folders (not a virtual environment's)."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    for folder in ("LiverTumorSeg", "LiverTumorSegLib", "Testing", "Resources", "LICENSES", "benchmarks", "scripts"):
+        files += sorted((ROOT / folder).glob("**/README.md"))
+    return files
+
+
+def test_github_anchor_of_known_headings():
+    assert github_anchor("Speed (measured; scripts in `benchmarks/`)") == "speed-measured-scripts-in-benchmarks"
+    assert github_anchor("Lesion measurements (RECIST) and follow-up") == "lesion-measurements-recist-and-follow-up"
+    assert github_anchor("Where issue 13's targets stand") == "where-issue-13s-targets-stand"
+    assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
+
+
+def test_dead_links_finds_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "other.md").write_text("# Present\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text("# Here\n[ok](other.md#present) [ok](#here) [web](https://example.org/x)\n"
+                    "[gone](missing.md) [bad](other.md#absent) [self](#nowhere)\n```\n[fenced](nope.md)\n```\n",
+                    encoding="utf-8")
+    assert dead_links(page) == [("missing.md", "no such file"), ("other.md#absent", "no such heading"),
+                                ("#nowhere", "no such heading")]
+
+
+@pytest.mark.parametrize("markdown_file", documentation_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(markdown_file):
+    assert dead_links(markdown_file) == []

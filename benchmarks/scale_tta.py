@@ -11,7 +11,14 @@ restore), averages them and takes the argmax (first maximum wins); the tumor pro
 the report read is ``round(255 p)`` of the average. ``--scales 1`` is the same code with one scale: the baseline
 to compare with, so that a difference is the averaging, not this path. Everything after the network (post-processing,
 report, metrics) is the script's own. Two-stage mode and a custom predictor are not patched (refused).
-See docs/scale_tta_lever.md for what it measured.
+
+``--lesion-check`` instead leaves the engine alone and checks each lesion of ``segment_volume``'s result (after the
+default post-processing): the network runs at the ``--scales`` on the slabs of the canonical CT that hold tumor
+(plus a margin of :func:`context_margin` slices each side, so the 2.5D neighbours are the scan's own), the
+averaged argmax is taken, and a tumor component (26-connected) that it calls tumor on fewer than half of its
+voxels becomes liver. Only ``labels`` change (the result's report still lists the lesions as post-processing
+left them). At exit it prints the slices checked and the lesions turned into liver.
+See docs/scale_tta_lever.md for what both measured.
 """
 import argparse
 import dataclasses
@@ -83,6 +90,78 @@ def install(scales: Sequence[float]) -> None:
     SliceInferenceEngine.predict_with_probability = predict_with_probability
 
 
+CHECK_COUNTS = {"scans": 0, "slices": 0, "slices_checked": 0, "lesions": 0, "lesions_to_liver": 0}
+
+
+def context_margin(spacing_z_mm: float) -> int:
+    """Slices each side of a checked slab: 3 mm (the bundled packages' widest 2.5D reach) and one slice more, at
+    least 4."""
+    return max(4, int(np.ceil(3.0 / float(spacing_z_mm))) + 1)
+
+
+def tumor_slabs(tumor_z: Sequence[int], num_slices: int, margin: int) -> List[tuple]:
+    """Half-open ``(z0, z1)`` slabs covering the slices in ``tumor_z`` +- ``margin``, overlapping ones merged."""
+    slabs = []  # type: List[list]
+    for z in sorted(int(v) for v in tumor_z):
+        z0, z1 = max(0, z - margin), min(num_slices, z + margin + 1)
+        if slabs and z0 <= slabs[-1][1]:
+            slabs[-1][1] = max(slabs[-1][1], z1)
+        else:
+            slabs.append([z0, z1])
+    return [tuple(s) for s in slabs]
+
+
+def lesion_check(engine, volume, labels: np.ndarray, scales: Sequence[float]) -> np.ndarray:
+    """``labels`` (``volume``'s grid, after post-processing) with each tumor component that the ``scales``'
+    averaged argmax calls tumor on fewer than half of its voxels made liver (label 1). A copy."""
+    from scipy import ndimage
+
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.volume import CTVolume
+
+    CHECK_COUNTS["scans"] += 1
+    CHECK_COUNTS["slices"] += int(labels.shape[0])
+    if not (labels == 2).any():
+        return labels
+    canonical, reorientation = canonicalize(volume)
+    canon = np.array(reorientation.to_canonical(labels), dtype=np.uint8, copy=True)
+    n = canon.shape[0]
+    agrees = np.zeros(canon.shape, dtype=bool)  # averaged argmax == tumor, on the checked slabs
+    margin = context_margin(canonical.spacing_zyx[0])
+    for z0, z1 in tumor_slabs(np.nonzero((canon == 2).any(axis=(1, 2)))[0], n, margin):
+        slab = CTVolume(np.ascontiguousarray(canonical.array[z0:z1]), canonical.geometry, source="lesion check slab")
+        agrees[z0:z1] = np.argmax(averaged_probabilities(engine, slab, scales), axis=1) == 2
+        CHECK_COUNTS["slices_checked"] += z1 - z0
+    components, count = ndimage.label(canon == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    voxels = np.bincount(components.ravel(), minlength=count + 1)
+    tumor_votes = np.bincount(components[agrees], minlength=count + 1)
+    drop = np.zeros(count + 1, dtype=bool)
+    drop[1:] = 2 * tumor_votes[1:] < voxels[1:]
+    canon[drop[components]] = 1
+    CHECK_COUNTS["lesions"] += int(count)
+    CHECK_COUNTS["lesions_to_liver"] += int(drop.sum())
+    return np.ascontiguousarray(reorientation.from_canonical(canon))
+
+
+def install_lesion_check(scales: Sequence[float]) -> None:
+    """Wrap ``Segmenter.segment_volume`` so its result's labels go through :func:`lesion_check`."""
+    import atexit
+
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    original = Segmenter.segment_volume
+
+    def segment_volume(self, volume, *args, **kwargs):
+        result = original(self, volume, *args, **kwargs)
+        if getattr(self.engine, "_batch_predictor", None) is not None:
+            raise SystemExit("scale_tta.py: a custom predictor is not patched")
+        result.labels = lesion_check(self.engine, volume, result.labels, scales)
+        return result
+
+    Segmenter.segment_volume = segment_volume
+    atexit.register(lambda: print(f"scale_tta lesion check: {CHECK_COUNTS}", file=sys.stderr))
+
+
 def parse_scales(text: str) -> List[float]:
     scales = [float(part) for part in text.split(",") if part.strip()]
     if not scales or any(not 0.25 <= s <= 4.0 for s in scales):
@@ -93,12 +172,18 @@ def parse_scales(text: str) -> List[float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=parse_scales, required=True, help="factors of the pixel size, e.g. 0.8,1,1.25")
+    parser.add_argument("--lesion-check", action="store_true",
+                        help="keep the one-scale result and check each lesion at --scales (see above)")
     parser.add_argument("script", help="the script to run (e.g. scripts/evaluate_folds.py)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
-    install(args.scales)
-    print(f"scale_tta: network pixel size x {', '.join(f'{s:g}' for s in args.scales)}, probabilities averaged",
-          file=sys.stderr)
+    scales = ", ".join(f"{s:g}" for s in args.scales)
+    if args.lesion_check:
+        install_lesion_check(args.scales)
+        print(f"scale_tta: lesions checked at network pixel size x {scales}", file=sys.stderr)
+    else:
+        install(args.scales)
+        print(f"scale_tta: network pixel size x {scales}, probabilities averaged", file=sys.stderr)
     sys.argv = [args.script] + args.args
     sys.path.insert(0, str(Path(args.script).resolve().parent))
     runpy.run_path(args.script, run_name="__main__")

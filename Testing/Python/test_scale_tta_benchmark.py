@@ -67,3 +67,53 @@ def test_scales_argument_refuses_what_is_not_a_list_of_factors(text):
 
 def test_scales_argument_reads_a_list():
     assert tta.parse_scales("0.8,1,1.25") == [0.8, 1.0, 1.25]
+
+
+def test_tumor_slabs_and_margin():
+    assert tta.tumor_slabs([5, 6, 7], 100, 4) == [(1, 12)]
+    assert tta.tumor_slabs([20, 2], 30, 4) == [(0, 7), (16, 25)]
+    assert tta.tumor_slabs([2, 11], 30, 4) == [(0, 16)]  # slabs that touch are one
+    assert tta.tumor_slabs([0, 29], 30, 4) == [(0, 5), (25, 30)]
+    assert tta.context_margin(2.0) == 4 and tta.context_margin(0.5) == 7 and tta.context_margin(0.75) == 5
+
+
+def _oracle_engine(target_spacing_mm=2.0):
+    """An engine stand-in whose network is the oracle (tumor where the HU are 10-30 % of the 0..100 window):
+    its answer at every scale is known."""
+    import dataclasses
+    import types
+
+    from inference_helpers import oracle_config, oracle_predictor
+
+    config = dataclasses.replace(oracle_config(), target_spacing_mm=target_spacing_mm)
+    return types.SimpleNamespace(preprocessing=config, predict_batch_probabilities=oracle_predictor)
+
+
+def _labels_with_a_false_lesion(phantom):
+    """The phantom's labels plus a 'lesion' of 3 x 3 x 3 liver voxels (liver HU: the oracle calls it liver) deep
+    inside the liver, away from the real lesion (lesion HU: the oracle calls it tumor)."""
+    from scipy import ndimage
+
+    labels = np.array(phantom.labels, dtype=np.uint8, copy=True)
+    inner = ndimage.binary_erosion(labels == 1, iterations=3)
+    z, y, x = (int(v[-1]) for v in np.nonzero(inner))  # the deepest liver voxel last in scan order
+    labels[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = 2
+    return labels, (z, y, x)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "permuted"])
+def test_lesion_check_keeps_what_every_scale_calls_tumor_and_makes_the_rest_liver(orientation):
+    phantom = corner_phantom()
+    labels, (z, y, x) = _labels_with_a_false_lesion(phantom)
+    assert (labels[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] == 2).all() and (phantom.labels == 2).sum() > 0
+    ct, moved = reoriented(phantom.ct, labels, *ORIENTATIONS[orientation])
+    _, real = reoriented(phantom.ct, phantom.labels, *ORIENTATIONS[orientation])
+    checked = tta.lesion_check(_oracle_engine(), ct, moved, [0.8, 1.0, 1.25])
+    np.testing.assert_array_equal(checked, real)  # the false lesion is liver again, the real one untouched
+    assert checked.shape == moved.shape and (moved == 2).sum() > (checked == 2).sum()
+
+
+def test_lesion_check_leaves_a_result_without_tumor_alone():
+    phantom = corner_phantom()
+    labels = np.where(phantom.labels == 2, 1, phantom.labels).astype(np.uint8)
+    assert tta.lesion_check(_oracle_engine(), phantom.ct, labels, [0.8, 1.0, 1.25]) is labels

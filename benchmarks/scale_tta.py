@@ -10,7 +10,8 @@ runs the network on each, restores every class's probability to the CT's grid (b
 restore), averages them and takes the argmax (first maximum wins); the tumor probability the post-processing and
 the report read is ``round(255 p)`` of the average. ``--scales 1`` is the same code with one scale: the baseline
 to compare with, so that a difference is the averaging, not this path. Everything after the network (post-processing,
-report, metrics) is the script's own. Two-stage mode and a custom predictor are not patched (refused).
+report, metrics) is the script's own. A custom predictor (no network to resample for) is refused; in two-stage mode
+both passes would be averaged, which nothing here measured.
 
 ``--lesion-check`` instead leaves the engine alone and checks each lesion of ``segment_volume``'s result (after the
 default post-processing): the network runs at the ``--scales`` on the slabs of the canonical CT that hold tumor

@@ -1,6 +1,7 @@
 """benchmarks/scale_tta.py: its one-scale path gives the engine's own labels and probability (so a difference it
-measures is the averaging), averaging a scale with itself changes nothing, and the scaled configs and the
-``--scales`` argument are what they say."""
+measures is the averaging), averaging a scale with itself changes nothing, the scaled configs and the ``--scales``
+argument are what they say, and the lesion check makes liver of a lesion that no scale calls tumor (an oracle
+network) and keeps the real one."""
 import argparse
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def _labels_with_a_false_lesion(phantom):
 
     labels = np.array(phantom.labels, dtype=np.uint8, copy=True)
     inner = ndimage.binary_erosion(labels == 1, iterations=3)
-    z, y, x = (int(v[-1]) for v in np.nonzero(inner))  # the deepest liver voxel last in scan order
+    z, y, x = (int(v[-1]) for v in np.nonzero(inner))  # 3 voxels inside the liver, the last in scan order
     labels[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = 2
     return labels, (z, y, x)
 

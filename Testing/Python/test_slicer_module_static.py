@@ -354,3 +354,14 @@ def test_panel_device_choices_are_library_devices_and_the_ui_items():
     assert [panel_device(v) for v in ("cuda", "mps", "gpu", "cpu", "auto", "tpu")] == \
         ["gpu", "gpu", "gpu", "cpu", "auto", "auto"]
     assert namespace["DEVICE_TEXT_BY_VALUE"]["cuda"] == "GPU"
+
+
+def test_installed_help_page_links_only_what_is_installed_with_it():
+    """docs/slicer.md is installed with the extension and the module's help links it, but README and the other docs
+    are not installed: a relative link from it to any file CMake does not install is dead in Slicer."""
+    shared = set(_cmake_lists()["LIVERTUMORSEG_SHARED_RESOURCES"])
+    text = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [t.partition("#")[0] for t in links if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t)]
+    targets = {(Path("docs") / t).as_posix() for t in local if t}
+    assert targets and targets <= shared, f"linked but not installed: {sorted(targets - shared)}"

@@ -41,6 +41,19 @@ def _ras_of(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tup
     return ijk_to_ras[:, :3] @ ijk + ijk_to_ras[:, 3:]
 
 
+def liver_cut_by_scan_end(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bool:
+    """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the scan's first or
+    last slice along the array axis that runs head to foot: the scan starts or ends inside the liver (a scan of a
+    few slices, one that stops at the dome or above the tip), so the liver volume is that of the part scanned."""
+    from ..metrics.recist import axial_axis_zyx
+
+    labels = np.asarray(labels_zyx)
+    axis = axial_axis_zyx(geometry)
+    if labels.ndim != 3 or labels.shape[axis] == 0:
+        return False
+    return bool((np.take(labels, 0, axis=axis) >= 1).any() or (np.take(labels, -1, axis=axis) >= 1).any())
+
+
 def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
     """Where the liver is read: every voxel along the array axis that runs head to foot (the slices of an axial
     scan: :func:`~..metrics.recist.axial_axis_zyx`), every second one along the other two, so that the head-foot

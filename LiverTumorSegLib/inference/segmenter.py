@@ -97,11 +97,20 @@ def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default:
     return callback
 
 
-def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML) -> List[str]:
-    """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`)."""
+def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, cut_by_scan_end: bool = False
+                          ) -> List[str]:
+    """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`).
+    ``cut_by_scan_end``: the scan starts or ends inside the liver
+    (:func:`~.plausibility.liver_cut_by_scan_end`); a small liver is then what the scan holds, so instead of
+    "Implausible result" the message says that the lower limit does not apply (no liver at all, or one above the
+    upper limit, is still implausible)."""
     low, high = limits_ml
     shown = f"{liver_ml:.0f}" if round(liver_ml) not in (round(low), round(high)) else f"{liver_ml:.1f}"
     liver_ml = round(float(liver_ml), 6)  # a voxel count x voxel volume of exactly 5000 mL was 5000.000000000001
+    if 0 < liver_ml < low and cut_by_scan_end:
+        return [f"The scan starts or ends inside the liver (liver on its first or last slice), so the liver volume, "
+                f"{shown} mL, is that of the part scanned and the check for a liver under {low:.0f} mL does not "
+                f"apply; check that the outline covers the liver the scan shows."]
     if liver_ml < low:
         found = "no liver was found" if liver_ml <= 0 else f"the liver volume is {shown} mL"
         return [f"Implausible result: {found} (adult livers are about 800-3000 mL; below {low:.0f} mL the scan "
@@ -447,15 +456,16 @@ class Segmenter:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
+        from .plausibility import liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings
+
+        cut = report["liver_volume_ml"] < PLAUSIBLE_LIVER_ML[0] and liver_cut_by_scan_end(labels, volume.geometry)
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
-            liver_volume_warnings(report["liver_volume_ml"])
+            liver_volume_warnings(report["liver_volume_ml"], cut_by_scan_end=cut)
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
                             f"(below {ORGAN_AIR_HU:.0f} HU) kept, tube-shaped tumors judged by shape alone, the "
                             f"liver's side not checked.")
-        from .plausibility import liver_extent_warnings, liver_ras_xz, liver_side_warnings
-
         liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
         warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU

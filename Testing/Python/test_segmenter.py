@@ -193,6 +193,59 @@ def test_liver_volume_plausibility(liver_ml, warned):
         assert "check it" in messages[0] and ("leaked" in messages[0] or "missed" in messages[0])
 
 
+@pytest.mark.parametrize("liver_ml,implausible", [(0.0, True), (71.0, False), (299.0, False), (1500.0, None),
+                                                  (9720.0, True)])
+def test_a_small_liver_the_scan_cuts_is_not_called_implausible(liver_ml, implausible):
+    """A scan that starts or ends inside the liver holds only part of it: under 300 mL says nothing there (the
+    3-slice CT of Testing/Data, 71 mL, was 'Implausible result'). No liver, or one over 5000 mL, still is."""
+    messages = liver_volume_warnings(liver_ml, cut_by_scan_end=True)
+    if implausible is None:
+        assert messages == []
+        return
+    assert len(messages) == 1 and messages[0].startswith("Implausible result") == implausible
+    if not implausible:
+        assert f"{liver_ml:.0f} mL, is that of the part scanned" in messages[0] and "300 mL" in messages[0]
+        assert liver_volume_warnings(liver_ml)[0].startswith("Implausible result")  # the same volume, not cut
+
+
+def test_liver_cut_by_scan_end_reads_the_head_to_foot_axis_in_any_storage_order():
+    from inference_helpers import ORIENTATIONS, reoriented
+
+    from LiverTumorSegLib.inference.plausibility import liver_cut_by_scan_end
+
+    phantom = make_phantom((12, 40, 44), (2.0, 2.5, 4.0), lesions=[], noise_hu=0.0)
+    liver_z = np.nonzero((phantom.labels >= 1).any(axis=(1, 2)))[0]
+    assert liver_z[0] > 0 and liver_z[-1] < 11  # the whole phantom liver lies inside the scan
+    crops = [((0, 12), False), ((liver_z[0], 12), True), ((0, liver_z[-1] + 1), True),
+             ((liver_z[0] + 1, liver_z[-1]), True), ((liver_z[0] - 1, liver_z[-1] + 2), False)]
+    for (first, last), cut in crops:
+        ct = phantom.ct
+        cropped = type(ct)(np.ascontiguousarray(ct.array[first:last]), ct.geometry, source="cropped")
+        labels = np.ascontiguousarray(phantom.labels[first:last])
+        for name in ("LPS", "permuted", "sagittal-like"):
+            stored, stored_labels = reoriented(cropped, labels, *ORIENTATIONS[name])
+            assert liver_cut_by_scan_end(stored_labels, stored.geometry) == cut, (first, last, name)
+    inside = np.zeros((5, 8, 8), dtype=np.uint8)
+    inside[1:4, 0:3, 0:8] = 1  # touches the in-plane edges, not the first or last slice
+    assert not liver_cut_by_scan_end(inside, phantom.ct.geometry)
+    inside[4, 2, 2] = 2  # tumor is liver too (label >= 1)
+    assert liver_cut_by_scan_end(inside, phantom.ct.geometry)
+
+
+def test_segmenting_a_scan_that_starts_inside_the_liver_gives_the_part_scanned_note_not_implausible():
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    phantom = make_phantom((12, 40, 44), (2.0, 2.5, 4.0), lesions=[], noise_hu=0.0)
+    middle = int(np.nonzero((phantom.labels >= 1).any(axis=(1, 2)))[0].mean())
+    ct = type(phantom.ct)(np.ascontiguousarray(phantom.ct.array[middle:]), phantom.ct.geometry, source="cut")
+    result = Segmenter(engine=engine).segment_volume(ct)
+    assert 0 < result.report["liver_volume_ml"] < PLAUSIBLE_LIVER_ML[0]
+    assert any("is that of the part scanned" in w for w in result.warnings)
+    assert not any(w.startswith("Implausible result: the liver volume") for w in result.warnings)
+    whole = Segmenter(engine=engine).segment_volume(phantom.ct)  # the whole, small liver: still implausible
+    assert any(w.startswith("Implausible result: the liver volume") for w in whole.warnings)
+
+
 def test_implausible_liver_volume_is_in_the_report_and_on_stderr(tmp_path, caplog):
     # a phantom whose liver is about 7 L (coarse 10 x 10 x 15 mm voxels over a wide field of view)
     big = make_phantom((20, 56, 56), (10.0, 10.0, 15.0), lesions=[], noise_hu=0.0).ct

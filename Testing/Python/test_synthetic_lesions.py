@@ -385,7 +385,9 @@ def test_anchor_slice_puts_every_centre_on_that_slice_and_a_slice_without_liver_
     _, lab_new, infos = insert_lesions(hu, labels, spacing, seeding.rng(5), cfg, anchor_slice=high)
     assert len(infos) == 3 and all(float(i["center_zyx"][0]) == high for i in infos)  # z_offset_fraction 0
     assert (lab_new[high] == 2).any()
-    moved = _fixed(count_range=(3, 3), z_offset_fraction=0.6)  # moved in z by at most 0.6 of the z radius
+    # moved in z by at most 0.6 of the z radius; not clustered: a clustered lesion starts from the first one's
+    # moved centre and adds its own offset (under test seed 69 one landed 0.6 x (r1 + r2) away)
+    moved = _fixed(count_range=(3, 3), z_offset_fraction=0.6, cluster_probability=0.0)
     _, _, infos = insert_lesions(hu, labels, spacing, seeding.rng(6), moved, anchor_slice=high)
     assert infos and all(abs(float(i["center_zyx"][0]) - high) <= 0.6 * i["diameter_mm"] / 2 / spacing[0] + 1e-6
                          for i in infos)

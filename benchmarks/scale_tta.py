@@ -94,10 +94,14 @@ def install(scales: Sequence[float]) -> None:
 CHECK_COUNTS = {"scans": 0, "slices": 0, "slices_checked": 0, "lesions": 0, "lesions_to_liver": 0}
 
 
-def context_margin(spacing_z_mm: float) -> int:
+def context_margin(spacing_z_mm: float, config=None) -> int:
     """Slices each side of a checked slab: 3 mm (the bundled packages' widest 2.5D reach) and one slice more, at
-    least 4."""
-    return max(4, int(np.ceil(3.0 / float(spacing_z_mm))) + 1)
+    least 4, and with ``config`` (the package's preprocessing) at least its own 2.5D reach on these slices
+    (``context_slices x context_offset``) plus one, for a package that reaches further."""
+    margin = max(4, int(np.ceil(3.0 / float(spacing_z_mm))) + 1)
+    if config is not None and config.context_slices:
+        margin = max(margin, int(np.ceil(config.context_slices * config.context_offset(spacing_z_mm))) + 1)
+    return margin
 
 
 def tumor_slabs(tumor_z: Sequence[int], num_slices: int, margin: int) -> List[tuple]:
@@ -117,6 +121,7 @@ def lesion_check(engine, volume, labels: np.ndarray, scales: Sequence[float]) ->
     averaged argmax calls tumor on fewer than half of its voxels made liver (label 1). A copy."""
     from scipy import ndimage
 
+    from LiverTumorSegLib.inference.postprocess import CONNECTIVITY_26
     from LiverTumorSegLib.orientation import canonicalize
     from LiverTumorSegLib.volume import CTVolume
 
@@ -128,12 +133,12 @@ def lesion_check(engine, volume, labels: np.ndarray, scales: Sequence[float]) ->
     canon = np.array(reorientation.to_canonical(labels), dtype=np.uint8, copy=True)
     n = canon.shape[0]
     agrees = np.zeros(canon.shape, dtype=bool)  # averaged argmax == tumor, on the checked slabs
-    margin = context_margin(canonical.spacing_zyx[0])
+    margin = context_margin(canonical.spacing_zyx[0], engine.preprocessing)
     for z0, z1 in tumor_slabs(np.nonzero((canon == 2).any(axis=(1, 2)))[0], n, margin):
         slab = CTVolume(np.ascontiguousarray(canonical.array[z0:z1]), canonical.geometry, source="lesion check slab")
         agrees[z0:z1] = np.argmax(averaged_probabilities(engine, slab, scales), axis=1) == 2
         CHECK_COUNTS["slices_checked"] += z1 - z0
-    components, count = ndimage.label(canon == 2, structure=np.ones((3, 3, 3), dtype=bool))
+    components, count = ndimage.label(canon == 2, structure=CONNECTIVITY_26)
     voxels = np.bincount(components.ravel(), minlength=count + 1)
     tumor_votes = np.bincount(components[agrees], minlength=count + 1)
     drop = np.zeros(count + 1, dtype=bool)

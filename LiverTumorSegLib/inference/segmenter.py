@@ -458,9 +458,9 @@ class Segmenter:
         # returned here; segment_file also logs them
         from .plausibility import liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings
 
-        cut = report["liver_volume_ml"] < PLAUSIBLE_LIVER_ML[0] and liver_cut_by_scan_end(labels, volume.geometry)
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
-            liver_volume_warnings(report["liver_volume_ml"], cut_by_scan_end=cut)
+            liver_volume_warnings(report["liver_volume_ml"],
+                                  cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry))
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "

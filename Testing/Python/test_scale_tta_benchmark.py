@@ -78,6 +78,16 @@ def test_tumor_slabs_and_margin():
     assert tta.context_margin(2.0) == 4 and tta.context_margin(0.5) == 7 and tta.context_margin(0.75) == 5
 
 
+def test_context_margin_covers_a_package_that_reaches_further_than_3_mm():
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+
+    bundled_like = PreprocessingConfig(context_slices=1, context_min_mm=1.0, context_max_mm=3.0)
+    assert tta.context_margin(0.5, bundled_like) == tta.context_margin(0.5) == 7  # within the 3 mm margin
+    far = PreprocessingConfig(context_slices=2, context_min_mm=6.0, context_max_mm=8.0)
+    assert far.context_offset(0.5) == 12  # every 12th slice: neighbours 12 and 24 slices away
+    assert tta.context_margin(0.5, far) == 25
+
+
 def _oracle_engine(target_spacing_mm=2.0):
     """An engine stand-in whose network is the oracle (tumor where the HU are 10-30 % of the 0..100 window):
     its answer at every scale is known."""

@@ -235,6 +235,22 @@ def stops_forwarded() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+CHILD_WAIT_STEP_SECONDS = 0.25
+"""How long one wait for :func:`run_child`'s command lasts before this script's signal handlers get their turn."""
+
+
+def wait_for_child(process: "subprocess.Popen") -> int:
+    """``process.wait()`` in steps of :data:`CHILD_WAIT_STEP_SECONDS`. Python runs a signal handler in the main
+    thread, at its next bytecode; the kernel may hand a signal sent to this process to any thread that does not
+    block it (torch's, when the main thread already has one pending), and then a wait without a timeout is not
+    interrupted: a SIGTERM or Ctrl-Z was acted on only when the command ended by itself, minutes later."""
+    while True:
+        try:
+            return process.wait(timeout=CHILD_WAIT_STEP_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_child(command: List[str], what: str = "") -> int:
     """Exit status of ``command``, run in a session of its own (POSIX): a Ctrl-C in the terminal reaches only this
     script, which hands it on once (:func:`stops_forwarded`) instead of the child getting two. After a stop signal
@@ -253,7 +269,7 @@ def run_child(command: List[str], what: str = "") -> int:
         if _Child.received:  # came while the child started
             with contextlib.suppress(OSError, ValueError):
                 process.send_signal(_Child.received[0])
-        code = process.wait()
+        code = wait_for_child(process)  # a stop signal's handler runs within one step
     finally:
         _Child.process = None
     if _Child.received:

@@ -371,6 +371,7 @@ time.sleep(120)
 DRIVER = """
 import sys
 sys.path[:0] = [{root!r}, {helpers!r}]
+{prelude}
 from script_helpers import load_script
 comparison = load_script("scripts/heldout_comparison.py", "heldout_comparison")
 def runner(argv):  # the script's own way of running a command, here one that waits to be stopped
@@ -379,9 +380,20 @@ sys.exit(comparison.main(sys.argv[1:], runner=runner))
 """
 
 
-def _script_running_a_waiting_child(tmp_path):
+SIGNAL_TO_ANOTHER_THREAD = """
+import os, signal, threading, time
+def _signal_this_thread(marker):  # as the kernel may hand a process's signal to any of its threads (torch's)
+    while not (os.path.exists(marker + ".pid") and open(marker + ".pid").read()):
+        time.sleep(0.05)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+threading.Thread(target=_signal_this_thread, args=({marker!r},), daemon=True).start()
+"""
+
+
+def _script_running_a_waiting_child(tmp_path, prelude=""):
     """``(script process, marker)``: the script started in a process of its own on one case, its segment replaced
-    by STOPPED_CHILD, which writes its pid to ``marker + '.pid'`` and waits to be stopped."""
+    by STOPPED_CHILD, which writes its pid to ``marker + '.pid'`` and waits to be stopped. ``prelude``: code the
+    script runs first (``{marker!r}`` in it is the marker)."""
     import sys
 
     cts, labels = write_cases(tmp_path, count=1)
@@ -389,7 +401,8 @@ def _script_running_a_waiting_child(tmp_path):
     marker = str(tmp_path / "child")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(root=str(Path(comparison.__file__).parents[1]),
-                                    helpers=str(Path(__file__).parent), child=STOPPED_CHILD, marker=marker))
+                                    helpers=str(Path(__file__).parent), child=STOPPED_CHILD, marker=marker,
+                                    prelude=prelude.format(marker=marker)))
     script = subprocess.Popen([sys.executable, str(driver), str(cts), "--ref", str(labels), "-o", str(tmp_path / "o"),
                                "--models", "", "--model", f"a={a}", "--device", "cpu"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -426,6 +439,28 @@ def test_a_signal_to_the_script_alone_stops_the_running_segment_too(tmp_path, si
     name = signal.Signals(signum).name
     assert last == (f"error: stopped by {name}; the running 'livertumorseg segment' was stopped too (it removes its "
                     f"unfinished files; exit {128 + signum}); rerun the same command to go on where it stopped")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX threads' signals")
+def test_a_stop_signal_that_lands_on_another_thread_of_the_script_still_stops_it_and_the_segment(tmp_path):
+    """Python runs signal handlers in the main thread, and the kernel may hand a signal sent to the process to any
+    thread that does not block it (torch's, for one, when the main thread already has a signal pending). The
+    script waited for the running segment without a timeout, so such a SIGTERM was noted and acted on only when the
+    segment ended by itself: minutes, in a real run (seen once in CI as the Ctrl-Z test below timing out)."""
+    import time
+
+    script, marker = _script_running_a_waiting_child(tmp_path, prelude=SIGNAL_TO_ANOTHER_THREAD)
+    start = time.monotonic()
+    try:
+        _, stderr = script.communicate(timeout=60)  # the child would sleep 120 s
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert time.monotonic() - start < 60
+    assert script.returncode == 128 + signal.SIGTERM, stderr
+    assert Path(marker + ".got").read_text() == f"{int(signal.SIGTERM)}\n"  # handed on once, and waited for
+    assert stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM; the running 'livertumorseg "
+                                                      "segment' was stopped too")
 
 
 def _process_state(pid):

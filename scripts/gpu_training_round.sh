@@ -14,6 +14,12 @@
 #           then the leave-one-patient-out folds again, longer (5 workers each, ~6 min).
 #   phase4: the five architecture families at an equal budget (900 steps, 3 workers each) on leave-one-
 #           patient-out fold 0 of the recipe's split; each log ends with the held-out patient's Dice.
+#   lopo_families: phase4 on every leave-one-patient-out fold (issue 11's table for the families): the five families
+#           (the default's 24-384 U-Net and the shipped widths) x 3 folds, all 15 at once, LOPO_EPOCHS (6) x
+#           LOPO_ITERATIONS (100) steps each with LOPO_WORKERS (1) loader worker, stopped after LOPO_MINUTES (6.5) if
+#           not done; each log (lopo_<architecture>_f<fold>.log, to $OUT) ends with the held-out patient's whole-CT
+#           Dice. LOPO_FOLDS ("0 1 2"), LOPO_BATCH (16), LOPO_PATCH (192). A CPU dry run: DEVICE=cpu LOPO_EPOCHS=1
+#           LOPO_ITERATIONS=2 LOPO_FOLDS=2 LOPO_BATCH=2 LOPO_PATCH=96 (about 3 min on 2 cores).
 #   speed:  issue 13 with the bundled default, no training (about 4 min): `segment` on a 512 x 512 x 500 CT in a
 #           fresh process three times (stages and the model load's parts) and once after loading the model
 #           (read alone); a batch of 5 x 100-slice CTs against 5 x (read + network + write) + one model load;
@@ -76,11 +82,11 @@
 #      monai==1.6.1 nibabel==5.4.2
 # phase3 also needs the trained default as .gpudata/default_v2.safetensors.
 set -u
-PHASES="phase1, phase2, phase3, phase4, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect, v4_seed,
+PHASES="phase1, phase2, phase3, phase4, lopo_families, speed, cuda_checks, fine_tune, ab, levers, levers_eval, v4, v4_collect, v4_seed,
 folds, folds_collect or default"
 PHASE=${1:?$PHASES}
 case "$PHASE" in  # a mistyped phase fell through to phase 2's four trainings
-    phase1|phase2|phase3|phase4|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds| \
+    phase1|phase2|phase3|phase4|lopo_families|speed|cuda_checks|fine_tune|ab|levers|levers_eval|v4|v4_collect|v4_seed|folds| \
     folds_collect|default) ;;
     *) echo "unknown phase '$PHASE': give $PHASES" >&2
        exit 2 ;;
@@ -100,7 +106,7 @@ case "$PHASE" in folds*|default) [ -n "${RECIPE:-}" ] || { echo "$PHASE: set REC
                                                          exit 2; } ;; esac
 RECIPE=${RECIPE:-scripts/default_model_v2.yaml}
 DATA=.gpudata/cases.csv
-COMMON=(--config "$RECIPE" --data "$DATA" --device cuda --batch-size 16 --patch-size 192 --warmup 300
+COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --batch-size 16 --patch-size 192 --warmup 300
         --no-tensorboard --no-progress --overwrite --cache-dir "$W/cache")
 case "$PHASE" in v4*|folds*|default) COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" \
                                      --no-tensorboard --no-progress --overwrite) ;; esac   # RECIPE's own batch etc.
@@ -520,6 +526,8 @@ fi
 
 if [ "$PHASE" = phase4 ]; then   # architectures at an equal budget on one leave-one-patient-out fold (fold 0)
     E=${EPOCHS4:-9}
+    COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --batch-size 16 --patch-size 192 --warmup 300
+            --no-tensorboard --no-progress --overwrite)  # no --cache-dir: each family has its own (train refuses two)
     for spec in "unet|$UNET24" "segnet|{\"width\": 0.35}" "resnet18_fcn|{\"width\": 0.5}" \
                 "alexnet_fcn|{\"width\": 0.75, \"fc_channels\": 384}" \
                 "attention_unet|{\"channels\": [16, 32, 64, 128, 256]}"; do
@@ -531,6 +539,53 @@ if [ "$PHASE" = phase4 ]; then   # architectures at an equal budget on one leave
     wait_for 215 "name arch_"
     for f in "$OUT"/arch_*.log; do echo "--- $f"; tail -n 1 "$f"; done
     echo "phase4 done at $(elapsed) s"
+    exit 0
+fi
+
+if [ "$PHASE" = lopo_families ]; then   # phase4 on every leave-one-patient-out fold, all 15 trainings at once
+    E=${LOPO_EPOCHS:-6}; MINUTES=${LOPO_MINUTES:-6.5}
+    COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --batch-size "${LOPO_BATCH:-16}"
+            --patch-size "${LOPO_PATCH:-192}" --warmup 300 --no-tensorboard --no-progress --overwrite)  # no --cache-dir
+    for k in ${LOPO_FOLDS:-0 1 2}; do
+        for spec in "unet|$UNET24" "segnet|{\"width\": 0.35}" "resnet18_fcn|{\"width\": 0.5}" \
+                    "alexnet_fcn|{\"width\": 0.75, \"fc_channels\": 384}" \
+                    "attention_unet|{\"channels\": [16, 32, 64, 128, 256]}"; do
+            arch=${spec%%|*}; opts=${spec#*|}; run="lopo_${arch}_f$k"
+            train "$run" "$OUT/$run.log" --model "$arch" --model-options "$opts" --folds 3 --fold "$k" \
+                --val-every "$E" --num-workers "${LOPO_WORKERS:-1}" --epochs "$E" \
+                --iterations-per-epoch "${LOPO_ITERATIONS:-100}" --max-time-minutes "$MINUTES" \
+                -o "$W/$run.safetensors" --log-dir "$W/$run" --cache-dir "$W/cache_$run"
+        done
+    done
+    wait_for $(( ${LOPO_DEADLINE:-530} )) "name lopo_"
+    pgrep -f "name lopo_" >/dev/null && echo "still running at $(elapsed) s: $(pgrep -f -a 'name lopo_' | wc -l) process(es)"
+    for f in "$OUT"/lopo_*.log; do
+        echo "--- $(basename "$f")"
+        if grep -q "^done:" "$f"; then grep "^done:" "$f" | tail -n 1; else tail -n 3 "$f"; fi
+    done
+    python3 - "$W" "$OUT/lopo_families.json" <<'PYEOF'
+import json, sys
+from pathlib import Path
+from LiverTumorSegLib.package import read_package_metadata
+rows = []
+for path in sorted(Path(sys.argv[1]).glob("lopo_*_f[0-9].safetensors")):
+    meta = read_package_metadata(path)
+    v, t = meta.get("validation") or {}, meta.get("training") or {}
+    whole = v.get("whole_volume") or {}
+    rows.append({"run": path.stem, "architecture": (meta.get("architecture") or {}).get("name"),
+                 "fold": int(path.stem.rsplit("_f", 1)[1]), "steps": t.get("global_step"),
+                 "stop_reason": t.get("stop_reason"), "seconds": t.get("seconds"),
+                 "held_out": [c.get("case") for c in whole.get("cases") or []],
+                 "slices_liver_dice": v.get("liver_dice"), "slices_synthetic_tumor_dice": v.get("tumor_dice"),
+                 "whole_liver_dice": whole.get("liver_dice"), "whole_liver_dice_raw": (whole.get("raw_network") or {}).get("liver_dice"),
+                 "whole_no_tumor_predicted": whole.get("tumor_dice")})
+    r = rows[-1]
+    print(f"{r['run']:28s} {r['steps']} steps ({r['stop_reason']}): slices liver {r['slices_liver_dice']:.3f} tumor "
+          f"{r['slices_synthetic_tumor_dice']:.3f}; whole CT liver {r['whole_liver_dice']:.3f} (raw "
+          f"{r['whole_liver_dice_raw']:.3f}), no tumor predicted {r['whole_no_tumor_predicted']}")
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+PYEOF
+    echo "lopo_families done at $(elapsed) s"
     exit 0
 fi
 

@@ -18,7 +18,8 @@
 #           (the default's 24-384 U-Net and the shipped widths) x 3 folds, all 15 at once, LOPO_EPOCHS (6) x
 #           LOPO_ITERATIONS (100) steps each with LOPO_WORKERS (1) loader worker, stopped after LOPO_MINUTES (6.5) if
 #           not done; each log (lopo_<architecture>_f<fold>.log, to $OUT) ends with the held-out patient's whole-CT
-#           Dice. LOPO_FOLDS ("0 1 2"), LOPO_BATCH (16), LOPO_PATCH (192). A CPU dry run: DEVICE=cpu LOPO_EPOCHS=1
+#           Dice. LOPO_FOLDS ("0 1 2"), LOPO_ARCHS (all five), LOPO_SEED (2027, the recipe's), LOPO_BATCH (16),
+#           LOPO_PATCH (192). A CPU dry run: DEVICE=cpu LOPO_EPOCHS=1
 #           LOPO_ITERATIONS=2 LOPO_FOLDS=2 LOPO_BATCH=2 LOPO_PATCH=96 (about 3 min on 2 cores).
 #   speed:  issue 13 with the bundled default, no training (about 4 min): `segment` on a 512 x 512 x 500 CT in a
 #           fresh process three times (stages and the model load's parts) and once after loading the model
@@ -551,10 +552,11 @@ if [ "$PHASE" = lopo_families ]; then   # phase4 on every leave-one-patient-out 
                     "alexnet_fcn|{\"width\": 0.75, \"fc_channels\": 384}" \
                     "attention_unet|{\"channels\": [16, 32, 64, 128, 256]}"; do
             arch=${spec%%|*}; opts=${spec#*|}; run="lopo_${arch}_f$k"
+            case " ${LOPO_ARCHS:-$arch} " in *" $arch "*) ;; *) continue ;; esac   # LOPO_ARCHS: only these
             train "$run" "$OUT/$run.log" --model "$arch" --model-options "$opts" --folds 3 --fold "$k" \
                 --val-every "$E" --num-workers "${LOPO_WORKERS:-1}" --epochs "$E" \
                 --iterations-per-epoch "${LOPO_ITERATIONS:-100}" --max-time-minutes "$MINUTES" \
-                -o "$W/$run.safetensors" --log-dir "$W/$run" --cache-dir "$W/cache_$run"
+                -o "$W/$run.safetensors" --log-dir "$W/$run" --cache-dir "$W/cache_$run" --seed "${LOPO_SEED:-2027}"
         done
     done
     wait_for $(( ${LOPO_DEADLINE:-530} )) "name lopo_"

@@ -18,8 +18,9 @@
 #           (the default's 24-384 U-Net and the shipped widths) x 3 folds, all 15 at once, LOPO_EPOCHS (6) x
 #           LOPO_ITERATIONS (100) steps each with LOPO_WORKERS (1) loader worker, stopped after LOPO_MINUTES (6.5) if
 #           not done; each log (lopo_<architecture>_f<fold>.log, to $OUT) ends with the held-out patient's whole-CT
-#           Dice. LOPO_FOLDS ("0 1 2"), LOPO_ARCHS (all five), LOPO_SEED (2027, the recipe's), LOPO_BATCH (16),
-#           LOPO_PATCH (192). A CPU dry run: DEVICE=cpu LOPO_EPOCHS=1
+#           Dice; $OUT/lopo_families.json has every run's numbers. LOPO_FOLDS ("0 1 2"), LOPO_ARCHS (all five),
+#           LOPO_SEED (2027, the recipe's), LOPO_BATCH (16), LOPO_PATCH (192), LOPO_DEADLINE (530: seconds after the
+#           script's start when it stops waiting; runs still going are left running). A CPU dry run: DEVICE=cpu LOPO_EPOCHS=1
 #           LOPO_ITERATIONS=2 LOPO_FOLDS=2 LOPO_BATCH=2 LOPO_PATCH=96 (about 3 min on 2 cores).
 #   speed:  issue 13 with the bundled default, no training (about 4 min): `segment` on a 512 x 512 x 500 CT in a
 #           fresh process three times (stages and the model load's parts) and once after loading the model
@@ -547,6 +548,7 @@ if [ "$PHASE" = lopo_families ]; then   # phase4 on every leave-one-patient-out 
     E=${LOPO_EPOCHS:-6}; MINUTES=${LOPO_MINUTES:-6.5}
     COMMON=(--config "$RECIPE" --data "$DATA" --device "${DEVICE:-cuda}" --batch-size "${LOPO_BATCH:-16}"
             --patch-size "${LOPO_PATCH:-192}" --warmup 300 --no-tensorboard --no-progress --overwrite)  # no --cache-dir
+    rm -f "$W"/lopo_*.safetensors   # an earlier call's packages on a still-warm machine would join the summary
     for k in ${LOPO_FOLDS:-0 1 2}; do
         for spec in "unet|$UNET24" "segnet|{\"width\": 0.35}" "resnet18_fcn|{\"width\": 0.5}" \
                     "alexnet_fcn|{\"width\": 0.75, \"fc_channels\": 384}" \
@@ -581,10 +583,10 @@ for path in sorted(Path(sys.argv[1]).glob("lopo_*_f[0-9].safetensors")):
                  "slices_liver_dice": v.get("liver_dice"), "slices_synthetic_tumor_dice": v.get("tumor_dice"),
                  "whole_liver_dice": whole.get("liver_dice"), "whole_liver_dice_raw": (whole.get("raw_network") or {}).get("liver_dice"),
                  "whole_no_tumor_predicted": whole.get("tumor_dice")})
-    r = rows[-1]
-    print(f"{r['run']:28s} {r['steps']} steps ({r['stop_reason']}): slices liver {r['slices_liver_dice']:.3f} tumor "
-          f"{r['slices_synthetic_tumor_dice']:.3f}; whole CT liver {r['whole_liver_dice']:.3f} (raw "
-          f"{r['whole_liver_dice_raw']:.3f}), no tumor predicted {r['whole_no_tumor_predicted']}")
+    r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}  # None: not measured
+    print(f"{r['run']:28s} {r['steps']} steps ({r['stop_reason']}): slices liver {r['slices_liver_dice']} tumor "
+          f"{r['slices_synthetic_tumor_dice']}; whole CT liver {r['whole_liver_dice']} (raw "
+          f"{r['whole_liver_dice_raw']}), no tumor predicted {r['whole_no_tumor_predicted']}")
 json.dump(rows, open(sys.argv[2], "w"), indent=1)
 PYEOF
     echo "lopo_families done at $(elapsed) s"

@@ -7,20 +7,24 @@ Definitions
 -----------
 * Axial slice: one index of the array axis whose direction is closest to the patient S axis
   (:func:`axial_axis_zyx`).
-* ``long_axis_mm``: the largest distance between two voxel centres of the lesion in one axial slice, over all
-  slices, plus one pixel spacing along that direction (half at each end; with non-square pixels the length of
-  one pixel step along it, :func:`voxel_length_along`). Along a pixel row or column that is the mask's extent
+* ``long_axis_mm``: the largest distance between two voxel centres of the lesion in one axial slice plus one
+  pixel spacing along that direction (half at each end), over all pairs and slices. With non-square pixels the
+  pixel's length depends on the direction (:func:`voxel_length_along`), and the pair (and slice) is the one whose
+  distance *plus* that length is largest, so the reported axis is the longest of its kind; with square pixels that
+  is the farthest pair. Along a pixel row or column that is the mask's extent
   edge to edge; in other directions it is shorter than corner to corner on the displayed mask: a 45-degree line
   of 15 pixels of 1 mm measures 14 x sqrt(2) + 1 = 20.80 mm (corner to corner 15 x sqrt(2) = 21.21 mm). The
   slice where it is reached is the *measurement slice* (ties: the slice with more lesion voxels, then the one
-  nearest the lesion's centre). Its end points are that farthest pair of voxel centres, each moved outward by
+  nearest the lesion's centre). Its end points are that pair of voxel centres, each moved outward by
   half that pixel length.
 * ``short_axis_mm``: in the measurement slice, the longest extent of the lesion along a line perpendicular to the
   long axis: the in-slice voxel centres are binned by their position along the long axis (bin width = the largest
   in-plane spacing, so that with non-square pixels one bin still holds a whole row of the chord), the largest
   spread (ties: the bin nearest the long axis' middle) across the long axis within one bin is taken, plus one
   pixel length across (as for the long axis). Its end points lie on one line exactly perpendicular to the long
-  axis (through the bin's centre). Measured on ellipsoids of axial diameters 30 x 20 mm (2.5 mm slices) at
+  axis (through the bin's centre). With non-square pixels that extent can exceed the long axis (a row of 0.6 mm
+  pixels 1.5 mm tall); RECIST's short axis is never the longer one, so the two are then exchanged (the longer,
+  perpendicular extent becomes the long axis). Measured on ellipsoids of axial diameters 30 x 20 mm (2.5 mm slices) at
   in-plane spacings 0.6..1.5 mm, square or not, random angles and sub-voxel positions (300 draws): long axis
   within -0.1..+1.3 mm of the truth, short axis -0.7..+1.5 mm (voxel-centre distances alone: -1.9..-0.1 mm). With
   bins of the smallest spacing, non-square pixels (0.6 x 1.5 mm) gave short axes down to -1.1 mm.
@@ -163,13 +167,39 @@ def _extend(a: np.ndarray, b: np.ndarray, geometry: ImageGeometry, axis: int
     return norm + 2.0 * half, a - half * unit, b + half * unit
 
 
-def _long_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, in_plane: Sequence[int]
-                        ) -> Tuple[float, np.ndarray, np.ndarray]:
-    """Longest in-slice voxel-centre diameter of ``kji`` ``(n, 3)`` (one slice): (mm, LPS end a, LPS end b)."""
-    hull = kji[hull_vertices_2d(kji[:, list(in_plane)])]
+def _extended_lengths(points: np.ndarray, geometry: ImageGeometry, axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(centre, extended)``, each ``(n, n)`` mm, for every pair of in-slice points ``points`` ``(n, 3)`` (LPS):
+    the distance between the voxel centres, and that distance plus one voxel length along the pair's direction
+    (:func:`voxel_length_along`; 0 on the diagonal)."""
+    diff = points[None, :, :] - points[:, None, :]
+    centre = np.sqrt((diff ** 2).sum(-1))
+    across = np.zeros_like(centre)
+    for array_axis in range(3):
+        if array_axis == axis:
+            continue
+        column = 2 - array_axis
+        across += ((diff @ geometry.direction_matrix[:, column]) * geometry.spacing[column]) ** 2
+    step = np.sqrt(across) / np.where(centre > 0, centre, 1.0)
+    return centre, centre + step
+
+
+def _long_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int
+                        ) -> Tuple[float, float, np.ndarray, np.ndarray]:
+    """Long axis of the in-slice voxels ``kji`` ``(n, 3)`` (one slice): the pair of voxel centres whose distance
+    plus one voxel length along it is largest (with square pixels: the farthest pair). Returns (that extended
+    length mm, the centre distance mm, LPS end a, LPS end b); equally long pairs are decided by the points'
+    coordinates (as :func:`farthest_pair`), not by the storage order."""
+    in_plane = [a for a in range(3) if a != axis]
+    hull = kji[hull_vertices_2d(kji[:, in_plane])]
     lps = _slice_points_lps(hull, geometry)
-    a, b, distance = farthest_pair(lps)
-    return distance, lps[a], lps[b]
+    if len(lps) == 1:  # one voxel: its longer in-plane side (as lesion_axes reports it)
+        return max(geometry.spacing[2 - a] for a in in_plane), 0.0, lps[0], lps[0]
+    centre, extended = _extended_lengths(lps, geometry, axis)
+    longest = float(extended.max())
+    rows, cols = np.nonzero(np.triu(extended >= longest - 1e-9 * max(1.0, longest), k=1))
+    pairs = [tuple(sorted((int(r), int(c)), key=lambda i: _point_key(lps[i]))) for r, c in zip(rows, cols)]
+    a, b = min(pairs, key=lambda pair: (_point_key(lps[pair[0]]), _point_key(lps[pair[1]])))
+    return float(extended[a, b]), float(centre[a, b]), lps[a], lps[b]
 
 
 def _short_axis_in_slice(kji: np.ndarray, geometry: ImageGeometry, axis: int, end_a: np.ndarray,
@@ -239,13 +269,13 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
     best_key, best = None, None
     for value in np.unique(slice_values):
         kji = kji_all[slice_values == value]
-        length, a, b = _long_axis_in_slice(kji, geometry, in_plane)
+        length, centre_length, a, b = _long_axis_in_slice(kji, geometry, axis)
         # ties (equal length and area, as far from the centre): the more superior slice, whatever the storage
         key = (round(length, 6), len(kji), round(-abs(value - centre), 6), round(value * superior, 6))
         if best_key is None or key > best_key:
-            best_key, best = key, (value, kji, length, a, b)
+            best_key, best = key, (value, kji, centre_length, a, b)
     value, kji, centre_distance, a, b = best
-    _, c, d = _short_axis_in_slice(kji, geometry, axis, a, b)
+    short_centres_mm, c, d = _short_axis_in_slice(kji, geometry, axis, a, b)
     if np.allclose(a, b):  # one voxel in the measurement slice: its in-plane sides are the axes
         # longer side first; square pixels: the side whose end points come first (not the storage order)
         sides = sorted((_voxel_side(a, geometry, x) for x in in_plane),
@@ -257,6 +287,9 @@ def lesion_axes(mask_zyx: np.ndarray, geometry: ImageGeometry, offset_zyx: Seque
         else:
             short_mm, c, d = _extend(c, d, geometry, axis)
         long_mm, a, b = _extend(a, b, geometry, axis)
+        if short_mm > long_mm + 1e-9:  # non-square pixels: the lesion is longer across (RECIST: short <= long)
+            (long_mm, a, b), (short_mm, c, d) = (short_mm, c, d), (long_mm, a, b)
+            centre_distance = short_centres_mm
     return {"long_axis_mm": long_mm, "short_axis_mm": short_mm, "long_axis_voxel_centres_mm": centre_distance,
             "long_axis": _segment_dict(long_mm, a, b), "short_axis": _segment_dict(short_mm, c, d),
             "measurement_slice": {"axis_zyx": int(axis), "index": int(value)}}

@@ -49,13 +49,19 @@ def test_single_voxel_slice_does_not_outrank_a_two_voxel_slice():
 
 def test_one_voxel_wide_lesion_in_a_coronally_stored_volume():
     # array axis 1 (j) points to patient S: the axial slices are mask[:, y, :]; a row of 3 voxels along x is
-    # 3 x 0.7 mm long and one voxel across, which in that slice is along k (array axis 0, 2.5 mm)
+    # 3 x 0.7 mm long and one voxel across, which in that slice is along k (array axis 0, 2.5 mm): a 2.1 x 2.5 mm
+    # rectangle, so the long axis is the 2.5 mm across the row and the short axis the row (RECIST: short <= long)
     g = ImageGeometry(spacing=(0.7, 1.1, 2.5), direction=(1, 0, 0, 0, 0, 1, 0, 1, 0))
     mask = np.zeros((5, 4, 6), bool)
     mask[2, 1, 1:4] = True
     axes = lesion_axes(mask, g)
     assert axes["measurement_slice"] == {"axis_zyx": 1, "index": 1}
-    assert axes["long_axis_mm"] == pytest.approx(2.1) and axes["short_axis_mm"] == pytest.approx(2.5)
+    assert axes["long_axis_mm"] == pytest.approx(2.5) and axes["short_axis_mm"] == pytest.approx(2.1)
+    long_ends = np.asarray(axes["long_axis"]["end_points_lps_mm"])
+    short_ends = np.asarray(axes["short_axis"]["end_points_lps_mm"])
+    assert np.allclose(np.abs(long_ends[1] - long_ends[0]), [0, 2.5, 0])   # along k: LPS y (direction column 3)
+    assert np.allclose(np.abs(short_ends[1] - short_ends[0]), [2.1, 0, 0])
+    assert axes["long_axis_voxel_centres_mm"] == 0.0   # one voxel across: no two centres along the long axis
 
 
 def test_a_long_straight_one_voxel_line_keeps_its_full_length():
@@ -103,3 +109,37 @@ def test_one_tolerance_for_thresholds_and_for_equal_long_axes():
     assert select_target_lesions(rounded) == [1, 2] and select_target_lesions(rounded[::-1]) == [1, 2]
     apart = [{"id": 1, "long_axis_mm": 20.0}, {"id": 2, "long_axis_mm": 20.0000001}, {"id": 3, "long_axis_mm": 15.0}]
     assert select_target_lesions(apart) == [2, 1]
+
+
+def test_non_square_pixels_the_slice_with_the_longest_reported_axis_is_the_measurement_slice():
+    # x 0.5 mm, y 2.0 mm: slice 0 holds 21 pixels along x (centres 10 mm apart, 10.5 mm edge to edge), slice 1
+    # holds 6 pixels along y (centres also 10 mm apart, 12 mm edge to edge). The long axis is the 12 mm one.
+    g = ImageGeometry(spacing=(0.5, 2.0, 2.5))
+    mask = np.zeros((3, 20, 60), bool)
+    mask[0, 5, 10:31] = True
+    mask[1, 5:11, 10] = True
+    axes = lesion_axes(mask, g)
+    assert axes["long_axis_mm"] == pytest.approx(12.0)
+    assert axes["measurement_slice"]["index"] == 1
+    assert axes["long_axis_voxel_centres_mm"] == pytest.approx(10.0)
+
+
+def test_non_square_pixels_never_give_a_short_axis_longer_than_the_long_axis():
+    # near-circular discs at 0.6 x 1.5 mm pixels: a voxel is 1.5 mm across but 0.6 mm along a row, so the
+    # perpendicular extent plus its voxel length could exceed the long axis (10.35 against 10.75 mm before)
+    g = ImageGeometry(spacing=(0.6, 1.5, 2.5))
+    radius, ratio, angle = 5.132308503527405, 0.9801113111929683, 2.0182205081593323
+    n = int(30 / 0.6) + 4
+    y, x = np.meshgrid(np.arange(n) * 1.5, np.arange(n) * 0.6, indexing="ij")
+    worst = -np.inf
+    for dx in np.linspace(0, 1, 6):
+        for dy in np.linspace(0, 1, 6):
+            px, py = x - (n * 0.6 / 2 + dx), y - (n * 1.5 / 2 + dy)
+            u = np.cos(angle) * px + np.sin(angle) * py
+            v = -np.sin(angle) * px + np.cos(angle) * py
+            axes = lesion_axes(((u / radius) ** 2 + (v / (radius * ratio)) ** 2 <= 1)[None], g)
+            worst = max(worst, axes["short_axis_mm"] - axes["long_axis_mm"])
+            ends = np.asarray(axes["short_axis"]["end_points_lps_mm"])
+            assert np.linalg.norm(ends[1] - ends[0]) == pytest.approx(axes["short_axis_mm"])
+            assert axes["long_axis_mm"] == pytest.approx(2 * radius, abs=1.6)
+    assert worst <= 1e-9

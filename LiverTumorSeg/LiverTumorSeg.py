@@ -927,8 +927,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         if outcome.probability_node is not None:
             slicer.util.setSliceViewerLayers(background=inputVolumeNode, foreground=outcome.probability_node,
                                              foregroundOpacity=0.5)
-        else:
+        else:  # Slicer keeps the current foreground: an earlier run's map would stay over these segments
             slicer.util.setSliceViewerLayers(background=inputVolumeNode)
+            mrml.hide_probability_maps(slicer.mrmlScene)
         display = outcome.segmentation_node.GetDisplayNode()
         if display is not None:
             display.SetVisibility(True)

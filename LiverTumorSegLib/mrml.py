@@ -625,6 +625,9 @@ def segment_terminology_tag(segment) -> str:
 # --- the tumor probability volume ---------------------------------------------------------------------
 
 PROBABILITY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
+PROBABILITY_MAP_ATTRIBUTE = "LiverTumorSeg.TumorProbability"
+"""Node attribute (value "1") that marks a volume :func:`probability_volume_node` made, so that a later result
+without a map can take an earlier map off the slice views (:func:`hide_probability_maps`)."""
 
 
 def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageGeometry,
@@ -662,6 +665,7 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
     node.SetAndObserveTransformNodeID(transform_id)
     node.SetAndObserveImageData(image)
     node.SetIJKToRASMatrix(_numpy_to_matrix(geometry_in_node_frame(geometry, node).ijk_to_ras()))
+    node.SetAttribute(PROBABILITY_MAP_ATTRIBUTE, "1")
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     if scene.GetNodeByID(PROBABILITY_COLOR_NODE_ID) is not None:
@@ -677,6 +681,24 @@ def probability_volume_node(scene, probability_zyx: np.ndarray, geometry: ImageG
             legend.SetTitleText(name)
             legend.SetLabelFormat("%.1f")
     return node
+
+
+def hide_probability_maps(scene, keep=None) -> int:
+    """Take every tumor probability map (:data:`PROBABILITY_MAP_ATTRIBUTE`) other than ``keep`` out of the slice
+    views' foreground layer; other foreground volumes (the user's own overlays) stay. A result without a map left
+    the previous run's map shown over it (Slicer keeps the current foreground when none is given), on the same CT
+    or another one. The map nodes themselves stay in the scene. Returns how many views changed."""
+    changed = 0
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(index)
+        volume_id = composite.GetForegroundVolumeID()
+        volume = scene.GetNodeByID(volume_id) if volume_id else None
+        if volume is None or volume is keep or volume.GetAttribute(PROBABILITY_MAP_ATTRIBUTE) != "1":
+            continue
+        composite.SetForegroundVolumeID(None)
+        changed += 1
+    return changed
 
 
 def _checked_probability_map(probability_zyx: Any) -> np.ndarray:

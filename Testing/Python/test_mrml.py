@@ -677,6 +677,29 @@ def test_probability_volume_node_shows_a_heat_map_with_colour_bar(scene):
 
 
 @needs_slicer
+def test_hide_probability_maps_takes_only_the_maps_off_the_slice_views():
+    """A result without a probability map left the previous run's map shown over it (Slicer keeps the current
+    foreground); the user's own overlay in another view stays."""
+    scene = mrml.make_headless_scene()
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    old_map = mrml.probability_volume_node(scene, np.full((2, 3, 4), 0.5, dtype=np.float32), geometry, name="old")
+    new_map = mrml.probability_volume_node(scene, np.full((2, 3, 4), 0.5, dtype=np.float32), geometry, name="new")
+    overlay = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "user's PET")
+    views = []
+    for foreground in (old_map, overlay, new_map, None):
+        composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        views.append(composite)
+    assert old_map.GetAttribute(mrml.PROBABILITY_MAP_ATTRIBUTE) == "1"
+    assert overlay.GetAttribute(mrml.PROBABILITY_MAP_ATTRIBUTE) is None
+    assert mrml.hide_probability_maps(scene, keep=new_map) == 1
+    assert [v.GetForegroundVolumeID() for v in views] == [None, overlay.GetID(), new_map.GetID(), None]
+    assert mrml.hide_probability_maps(scene) == 1
+    assert [v.GetForegroundVolumeID() for v in views] == [None, overlay.GetID(), None, None]
+    assert scene.IsNodePresent(old_map) and scene.IsNodePresent(new_map)   # the maps stay in the scene
+
+
+@needs_slicer
 @pytest.mark.parametrize("bad, words", [
     (np.array([[[0, 1, 2]]], dtype=np.int16), "from 0 to 2"),  # a label map
     (np.full((2, 2, 2), np.nan, dtype=np.float32), "NaN"),

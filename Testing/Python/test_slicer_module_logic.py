@@ -146,6 +146,18 @@ def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path
     assert outcome.segmentation_node.GetScene() is module.scene
     assert module.layers == [{"background": node, "foreground": outcome.probability_node, "foregroundOpacity": 0.5}]
     assert list(module.temp.iterdir()) == []
+    # a second run without the map: the first run's map, shown as the foreground (the recorder above stands in for
+    # Slicer's layout), no longer describes the segments and goes off the view; the user's overlay stays
+    shown = module.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    shown.SetForegroundVolumeID(outcome.probability_node.GetID())
+    overlay = module.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "user's overlay")
+    other = module.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    other.SetForegroundVolumeID(overlay.GetID())
+    again = logic.process(node, outcome.segmentation_node, "m.safetensors", "cpu",
+                          options=module.m.job.SegmentationOptions(model="m.safetensors"), showIn3D=False)
+    assert again.kind == "done" and again.probability_node is None
+    assert module.layers[-1] == {"background": node}
+    assert shown.GetForegroundVolumeID() is None and other.GetForegroundVolumeID() == overlay.GetID()
 
 
 def test_logic_raises_the_childs_error_and_cancel_without_waiting(module, tmp_path):

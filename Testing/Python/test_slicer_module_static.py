@@ -125,6 +125,11 @@ def test_top_level_cmake_is_a_slicer_extension():
     icon = re.search(r'set\(EXTENSION_ICONURL "[^"]+/main/([^"]+)"\)', text).group(1)
     screenshot = re.search(r'set\(EXTENSION_SCREENSHOTURLS "[^"]+/main/([^"]+)"\)', text).group(1)
     assert (ROOT / icon).is_file() and (ROOT / screenshot).is_file(), "icon / screenshot URLs name files in this repo"
+    # the package carries this extension's README and licence, not Slicer's (UseSlicer's defaults), set after it
+    for var, name in (("EXTENSION_README_FILE", "README.md"), ("EXTENSION_LICENSE_FILE", "LICENSE")):
+        found = re.search(rf"set\({var} \$\{{CMAKE_CURRENT_SOURCE_DIR\}}/([^)]+)\)", text)
+        assert found and found.group(1) == name and (ROOT / name).is_file(), var
+        assert text.index(found.group(0)) > text.index("include(${Slicer_USE_FILE})"), var
 
 
 def test_no_address_names_a_repository_that_may_not_exist():

@@ -298,6 +298,51 @@ def _shifted_by_intercept_reason(arr: np.ndarray, maximum: float) -> Optional[st
     return None
 
 
+SCALED_IMAGE_BELOW_PADDING_FRACTION = 0.05
+"""Voxels below :data:`PADDING_BELOW_HU` that are image, not padding: more than this fraction of them (the most
+common value there, the padding, left out) with at least :data:`PADDED_PICTURE_MIN_VALUES` distinct values. Real CTs
+(the shared cases, the sample, and each with -2048 / -3024 / -32768 padding): 0; the sample x4 and x10: 37-39 %."""
+SCALED_AIR_HU = (-850.0, -300.0)
+SCALED_AIR_SPREAD_HU = 60.0
+"""A CT whose values were scaled down: nothing above the padding reaches :data:`SCALED_AIR_HU`'s low end (real
+air is -1000 HU), while the lowest 5 % of the voxels lie within :data:`SCALED_AIR_SPREAD_HU` of each other below
+its high end: a sharp cluster, like the air around a body, where no tissue lies (lung is broad and reaches -900;
+fat lies at -150..-50). The sample x 0.5: minimum -550, lowest 5 % within -550..-502; real CTs reach -1000."""
+
+
+def _scaled_reason(arr: np.ndarray) -> Optional[str]:
+    """Why a CT's values look multiplied by a factor (a rescale slope missing, applied twice or wrong), or None.
+    Read on every 4th voxel along each axis.
+
+    * Scaled up (x 2 and more): air lies far below -1000, among the padding values, but with many different values
+      (:data:`SCALED_IMAGE_BELOW_PADDING_FRACTION`), where real padding is one value.
+    * Scaled down (x 0.5): see :data:`SCALED_AIR_SPREAD_HU`. A CT with no air at all (a crop inside the body) is
+      not judged here (:func:`check_ct` warns that it has no air)."""
+    sample = np.asarray(arr[::4, ::4, ::4], dtype=np.float32).ravel()
+    if sample.size == 0:
+        return None
+    low = sample[sample < PADDING_BELOW_HU]
+    if low.size:
+        values, counts = np.unique(low, return_counts=True)
+        image = low[low != values[counts.argmax()]]
+        fraction = image.size / sample.size
+        if fraction >= SCALED_IMAGE_BELOW_PADDING_FRACTION and np.unique(image).size >= PADDED_PICTURE_MIN_VALUES:
+            return (f"{100 * fraction:.0f} % of the voxels lie below {PADDING_BELOW_HU:g} with many different values "
+                    f"(median {float(np.median(image)):.0f}), where a CT holds only padding of one value: air at "
+                    f"about {float(np.median(image)):.0f} instead of -1000 HU, so the values look multiplied, i.e. "
+                    f"stored with a rescale slope missing or applied twice")
+    above = sample[sample >= PADDING_BELOW_HU]
+    if above.size == 0:
+        return None
+    air_lo, air_hi = SCALED_AIR_HU
+    lowest, p5 = float(above.min()), float(np.percentile(above, 5))
+    if lowest > air_lo and p5 < air_hi and p5 - lowest <= SCALED_AIR_SPREAD_HU:
+        return (f"the lowest 5 % of the voxels form a sharp cluster at {lowest:.0f}..{p5:.0f} and nothing reaches "
+                f"air's -1000 HU: air at about {p5:.0f}, so the values look multiplied by about "
+                f"{p5 / -1000.0:.2g}, i.e. stored with a wrong rescale slope")
+    return None
+
+
 def not_hu_reason(volume: CTVolume) -> Optional[str]:
     """Why ``volume``'s values are not CT in Hounsfield units (a DICOM Modality other than CT, a value range no CT
     has, values shifted by about 1024), or None when they look like HU: the test :func:`check_ct` refuses by unless
@@ -307,7 +352,8 @@ def not_hu_reason(volume: CTVolume) -> Optional[str]:
         return f"a DICOM series of Modality {modality}"
     arr = volume.array
     lo, hi = float(arr.min()), float(arr.max())
-    return _not_hu_reason(lo, hi) or _shifted_by_intercept_reason(arr, hi) or _not_hu_content_reason(arr, lo, hi)
+    return (_not_hu_reason(lo, hi) or _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
+            or _not_hu_content_reason(arr, lo, hi))
 
 
 NON_HU_GOING_ON = "going on because non-HU input was allowed: results may be meaningless"
@@ -352,7 +398,7 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
         raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
     air_lo, air_hi = AIR_HU_RANGE
     reason = _not_hu_reason(lo, hi)
-    shifted = None if reason is not None else _shifted_by_intercept_reason(arr, hi)
+    shifted = None if reason is not None else (_shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr))
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
     if reason is not None or shifted is not None:

@@ -110,6 +110,40 @@ def test_a_raw_ct_with_some_air_like_voxels_and_a_doubly_shifted_ct_are_refused(
     assert not any("shifted" in w for w in check_ct(real))  # the real CT itself passes
 
 
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])
+@pytest.mark.parametrize("factor, words", [(10.0, "rescale slope missing or applied twice"),
+                                           (4.0, "rescale slope missing or applied twice"),
+                                           (2.0, "rescale slope missing or applied twice"),
+                                           (0.5, "multiplied by about 0.5")])
+def test_a_ct_whose_values_are_scaled_is_refused(name, factor, words):
+    """HU x 10 / x 4 (air among the padding values, but with many values) and x 0.5 (air at -500) passed every
+    check: the sample x 10 got a 780 mL liver with 2 false tumors, x 4 was blamed on a head-foot flip, x 0.5 got 3
+    false tumors. Real padding (one value: -3024 in ct3slice) stays unscaled, as a converter leaves it."""
+    real = read_volume(DATA / name)
+    arr = real.array.astype(np.float32)
+    padding = arr <= -3024
+    scaled = np.where(padding, arr, arr * factor)
+    with pytest.raises(InputError, match=rf"Hounsfield units .*{words}.*allow_non_hu=True"):
+        check_ct(with_array(real, scaled))
+    assert len(check_ct(with_array(real, scaled), allow_non_hu=True)) == 1
+
+
+@pytest.mark.parametrize("padding", [-2048.0, -3024.0, -32768.0])
+def test_real_padding_and_a_lung_without_outside_air_are_not_taken_for_scaled_values(padding):
+    real = read_volume(DATA / "example_ct_sm.nii.gz")
+    arr = real.array.astype(np.float32)
+    z, y, x = arr.shape
+    yy, xx = np.mgrid[:y, :x]
+    outside = ((yy - y / 2) / (y / 2)) ** 2 + ((xx - x / 2) / (x / 2)) ** 2 > 1.0  # a circular field of view
+    arr[:, outside] = padding
+    assert check_ct(with_array(real, arr)) == []
+    # a crop with no air around the body, only broad lung-like values (-950..-600) beside soft tissue
+    rng = np.random.default_rng(0)
+    lung = rng.uniform(-950.0, -600.0, size=(z, y, x)).astype(np.float32)
+    inside = np.where(arr > -500, arr, lung)
+    assert not any("multiplied" in w for w in check_ct(with_array(real, inside)))
+
+
 def test_a_tight_crop_without_air_only_warns():
     real = read_volume(DATA / "ct3slice_ct.nii.gz")
     z, y, x = real.array.shape

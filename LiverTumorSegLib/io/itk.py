@@ -797,9 +797,32 @@ def _missing_spacing_notes(header: Optional[_Header]) -> List[str]:
     keys = ("space directions", "spacedirections", "spacings") if header.kind == "nrrd" else \
         ("elementspacing", "elementsize")
     if any(key in header.fields for key in keys):
-        return []
+        return _nrrd_axes_without_spacing_notes(header)
     return ["the header gives no voxel spacing, so 1 mm voxels were assumed (as ITK and 3D Slicer read it): volumes "
             "(mL) and sizes (mm) are right only if the voxels are 1 mm. Export the volume with its spacing"]
+
+
+def _nrrd_axes_without_spacing_notes(header: _Header) -> List[str]:
+    """A warning when a NRRD header gives spacing for some axes only: ``none`` in ``space directions`` or ``nan``
+    in ``spacings`` for an axis of the 3-D volume (NRRD's mark of a non-spatial axis). ITK then takes 1 mm along
+    that axis, and a CT of 3 mm slices was measured at a third of its volume without a word (the bad-input audit).
+    Axes are numbered as the header lists them (1 = the fastest, x)."""
+    if header.kind != "nrrd":
+        return []
+    fields = header.fields
+    directions = fields.get("space directions", fields.get("spacedirections"))
+    if directions is not None:
+        vectors = re.findall(r"\([^)]*\)|none", directions, flags=re.IGNORECASE)
+        missing = [i + 1 for i, vector in enumerate(vectors) if vector.lower() == "none"]
+    else:
+        values = fields.get("spacings", "").split()
+        missing = [i + 1 for i, value in enumerate(values) if value.lower() in ("nan", "none")]
+    if not missing:
+        return []
+    which = ", ".join(str(axis) for axis in missing)
+    return [f"the header gives no spacing along axis {which} ('none' or 'nan' there), so 1 mm was assumed along it "
+            f"(as ITK reads it): volumes (mL) and sizes (mm) are right only if that is the true spacing. Export the "
+            f"volume with its spacing (for a CT: its slice spacing)"]
 
 
 def checked_before_voxels(path: Path, reader: Any

@@ -222,3 +222,22 @@ def test_a_nrrd_header_with_more_key_value_entries_than_itk_parses_in_time_is_re
             f"Cannot read '{path}': its NRRD header holds more than 25000 key/value entries ('key:=value' lines), "
             f"more than any image needs and more than ITK parses in reasonable time (its time grows with their "
             f"square: 500,000 took minutes); the header is damaged. Export the volume again.")
+
+
+@pytest.mark.parametrize("field, value", [("space directions", "(2,0,0) (0,2,0) none"), ("spacings", "2 2 nan")])
+def test_a_nrrd_without_the_spacing_of_one_axis_says_1_mm_was_assumed_along_it(tmp_path, field, value):
+    """`space directions: ... none` (or `spacings: ... nan`) for the slice axis: ITK takes 1 mm along it, and a CT
+    of 3 mm slices was measured at a third of its volume without a word (the bad-input audit)."""
+    from LiverTumorSegLib.io import read_label_map
+
+    path = tmp_path / "labels.nrrd"
+    header = ("NRRD0004\ntype: unsigned char\ndimension: 3\n" + ("space: left-posterior-superior\n"
+              if field == "space directions" else "") + f"sizes: 6 5 4\n{field}: {value}\nencoding: raw\n\n")
+    path.write_bytes(header.encode("ascii") + bytes(6 * 5 * 4))
+    volume = read_label_map(path)
+    assert volume.geometry.spacing == pytest.approx((2.0, 2.0, 1.0))
+    notes = [w for w in volume.meta.get("warnings", []) if "no spacing along axis 3" in w]
+    assert len(notes) == 1 and "1 mm was assumed" in notes[0]
+    full = value.replace("none", "(0,0,3)").replace("nan", "3")
+    path.write_bytes(path.read_bytes().replace(value.encode("ascii"), full.encode("ascii")))
+    assert not any("spacing" in w for w in read_label_map(path).meta.get("warnings", []))

@@ -225,14 +225,20 @@ def ctvolume_from_volume_node(volume_node) -> CTVolume:
                          f"(a color or vector image); choose a scalar CT volume.")
     nx, ny, nz = image.GetDimensions()
     array = numpy_support.vtk_to_numpy(scalars).reshape(nz, ny, nx).copy()
-    # the first voxel is IJK (extent start), not (0, 0, 0), for image data whose extent does not start at 0 (a
-    # script's vtkImageData, a cut-out): its IJK-to-RAS applies to that index, so the grid starts there (the CT
-    # was read as if its first voxel were at IJK 0, shifted by the extent's start)
-    start = np.eye(4)
-    start[:3, 3] = [image.GetExtent()[0], image.GetExtent()[2], image.GetExtent()[4]]
-    geometry = ImageGeometry.from_ijk_to_ras(world_ijk_to_ras(volume_node) @ start)
-    return CTVolume(array=array, geometry=geometry, source=volume_node.GetName() or "",
+    return CTVolume(array=array, geometry=volume_node_world_geometry(volume_node), source=volume_node.GetName() or "",
                     meta={"mrml_node_id": volume_node.GetID()})
+
+
+def volume_node_world_geometry(volume_node) -> ImageGeometry:
+    """The LPS geometry of a volume node's voxel array ``(z, y, x)`` in world coordinates (its linear parent
+    transform applied). The array's first voxel is IJK (extent start), not (0, 0, 0), for image data whose extent
+    does not start at 0 (a script's vtkImageData, a cut-out): its IJK-to-RAS applies to that index, so the grid
+    starts there (the CT was read as if its first voxel were at IJK 0, shifted by the extent's start; the module's
+    own grid check did so until an audit found its hand-over 14.8 mm off the file it wrote)."""
+    extent = volume_node.GetImageData().GetExtent()
+    start = np.eye(4)
+    start[:3, 3] = [extent[0], extent[2], extent[4]]
+    return ImageGeometry.from_ijk_to_ras(world_ijk_to_ras(volume_node) @ start)
 
 
 # --- labels -> segmentation node --------------------------------------------------------------------

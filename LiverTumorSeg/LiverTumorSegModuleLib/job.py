@@ -242,9 +242,8 @@ def volume_grid(node: Any) -> tuple:
         raise InputError(f"Volume '{node.GetName()}' holds no image data; load a CT volume.")
     if image.GetPointData().GetScalars().GetNumberOfComponents() != 1:
         raise InputError(f"Volume '{node.GetName()}' is a color or vector image; choose a scalar CT volume.")
-    from LiverTumorSegLib.volume import ImageGeometry
     nx, ny, nz = image.GetDimensions()
-    return ImageGeometry.from_ijk_to_ras(mrml.world_ijk_to_ras(node)), (nz, ny, nx)
+    return mrml.volume_node_world_geometry(node), (nz, ny, nx)
 
 
 def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:

@@ -356,6 +356,24 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     assert list(fake.temp_root.iterdir()) == []
 
 
+def test_a_ct_node_whose_image_extent_does_not_start_at_0_is_segmented_on_its_own_grid(fake):
+    """The job's grid ignored the image data's extent start (a script's vtkImageData, a cut-out) while the CT file
+    it handed over did not: 14.8 mm apart on an audit's oblique CT, so a finished run was refused as 'a label map
+    on another grid', and 'Update lesion table' as labels off their CT."""
+    node = _volume_node(fake.scene, _ct_array(), fake.geometry, name="cut-out")
+    image = node.GetImageData()
+    nz, ny, nx = _ct_array().shape
+    image.SetExtent(5, 5 + nx - 1, 3, 3 + ny - 1, 2, 2 + nz - 1)
+    world = fake.mrml.volume_node_world_geometry(node)
+    assert np.allclose(world.origin, np.asarray(fake.geometry.origin) + [5 * 0.8, 3 * 0.9, 2 * 2.5])
+    assert job.volume_grid(node)[0].almost_equal(fake.mrml.ctvolume_from_volume_node(node).geometry)
+    outcome = fake.job(node=node).start().wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    np.testing.assert_array_equal(
+        fake.mrml.segmentation_to_labels(outcome.segmentation_node, world, expected.shape), expected)
+
+
 def test_results_are_loaded_without_whole_volume_int16_or_float_copies(fake, monkeypatch):
     """The child's uint8 labels and probability map were read as int16 and the map turned into float32 twice
     (astype, then / 255) before VTK copied it a third time: 12 bytes a voxel at the peak, 2.7 GiB for a 512 x 512

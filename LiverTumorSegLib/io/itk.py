@@ -391,12 +391,16 @@ def _runs_from_letters(direction_matrix: np.ndarray) -> str:
 
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":
-    """Bytes of the data file ``name`` a header names (relative to the header's folder; 0 when it is missing), or
-    None for a list of files or a numbered pattern, which is not judged."""
+    """Bytes of the data file ``name`` a header names (relative to the header's folder), or None for a list of files
+    or a numbered pattern, which is not judged. InputError when that file is not there: a MetaImage header whose
+    ``.raw`` was left behind was called 'truncated, the file holds 0 bytes' (the bad-input audit)."""
     if name.upper().startswith("LIST") or "%" in name or " " in name:
         return None
     target = header.parent / name  # an absolute name stays absolute
-    return target.stat().st_size if target.is_file() else 0
+    if not target.is_file():
+        raise InputError(f"Cannot read '{header}': its voxels are in the data file '{name}' its header names, which "
+                         f"is not there ({target}). Keep the header and its data file together (copy both).")
+    return target.stat().st_size
 
 
 def data_bytes(reader: Any) -> int:
@@ -553,6 +557,27 @@ def check_header_dimension(path: Path) -> None:
         field = "dimension" if header.kind == "nrrd" else "NDims"
         raise InputError(f"Cannot read '{path}': its header says {field} = {text}, not an axis count a CT file can "
                          f"have (a 3D volume has 3); the header is damaged. Export the volume again.")
+    if header.kind == "metaimage":
+        _check_metaimage_value_counts(path, header, count)
+
+
+_METAIMAGE_PER_AXIS_FIELDS = ("dimsize", "elementspacing", "elementsize", "offset", "origin", "position")
+_METAIMAGE_MATRIX_FIELDS = ("transformmatrix", "rotation", "orientation")
+
+
+def _check_metaimage_value_counts(path: Path, header: _Header, ndims: int) -> None:
+    """Refuse a MetaImage header whose per-axis field (``DimSize``, ``ElementSpacing``, ``Offset``, ...) has fewer
+    values than ``NDims`` (a matrix field fewer than ``NDims`` squared): MetaIO then reads the next line as the
+    missing values, prints its own lines to the console (``ElementDataFile required and not defined``) and fails
+    with a message that names neither the field nor the fault (the bad-input audit)."""
+    for field in _METAIMAGE_PER_AXIS_FIELDS + _METAIMAGE_MATRIX_FIELDS:
+        text = header.fields.get(field)
+        needed = ndims * ndims if field in _METAIMAGE_MATRIX_FIELDS else ndims
+        if text is None or len(text.split()) >= needed:
+            continue
+        name = next((written for written in header.names if written.lower() == field), field)
+        raise InputError(f"Cannot read '{path}': its header's {name} has {len(text.split())} value(s) for NDims = "
+                         f"{ndims} ({needed} needed); the header is damaged. Export the volume again.")
 
 
 def _information_reader(path: Path) -> Any:
@@ -812,11 +837,18 @@ def _nrrd_axes_without_spacing_notes(header: _Header) -> List[str]:
     fields = header.fields
     directions = fields.get("space directions", fields.get("spacedirections"))
     if directions is not None:
-        vectors = re.findall(r"\([^)]*\)|none", directions, flags=re.IGNORECASE)
-        missing = [i + 1 for i, vector in enumerate(vectors) if vector.lower() == "none"]
+        entries = [v.lower() for v in re.findall(r"\([^)]*\)|none", directions, flags=re.IGNORECASE)]
     else:
-        values = fields.get("spacings", "").split()
-        missing = [i + 1 for i, value in enumerate(values) if value.lower() in ("nan", "none")]
+        entries = [v.lower() for v in fields.get("spacings", "").split()]
+    kinds = [k.lower() for k in fields.get("kinds", "").split()]
+    missing = [i + 1 for i, entry in enumerate(entries) if entry in ("none", "nan")
+               and (len(kinds) != len(entries) or kinds[i] in ("domain", "space"))]
+    try:  # a .seg.nrrd's layers (or any list axis) have no spacing by right: only the 3 spatial axes need one
+        non_spatial = max(int(fields.get("dimension", "3")) - 3, 0)
+    except ValueError:
+        non_spatial = 0
+    if len(missing) <= non_spatial and len(kinds) != len(entries):
+        return []
     if not missing:
         return []
     which = ", ".join(str(axis) for axis in missing)

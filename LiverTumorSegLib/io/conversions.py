@@ -172,6 +172,10 @@ def check_data_fits_file(path: Any, shape_xyz: Sequence[int], itemsize: int, ava
     if stored <= (MAX_DEFLATE_RATIO if deflated else 1) * max(int(available_bytes), 0):
         return stored
     dims = " x ".join(str(int(n)) for n in shape_xyz)
+    if int(available_bytes) < 0:  # the header's data offset (NIfTI vox_offset, ...) lies past the file's end
+        raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header puts the "
+                         f"voxels {-int(available_bytes)} bytes past the end of the file, which holds none of the "
+                         f"{dims} voxels it describes). Check that the file is complete.")
     raise InputError(f"Cannot read '{path}': the file is truncated or its header is wrong (the header describes "
                      f"{dims} voxels, {stored / 2 ** 30:.3g} GiB of data, but the file holds {int(available_bytes)} "
                      f"bytes for them). Check that the file is complete.")

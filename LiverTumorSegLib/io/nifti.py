@@ -18,6 +18,7 @@ def _qform_problem_of_file(path: Path) -> Optional[str]:
     """:func:`_quaternion_problem` of the file's header when only its qform places it (qform code > 0, sform code
     0), read without nibabel's image loading (which computes that qform's affine and fails on it); else None."""
     import gzip
+    import warnings
 
     import nibabel as nib
 
@@ -27,7 +28,9 @@ def _qform_problem_of_file(path: Path) -> Optional[str]:
             head = fh.read(540)
         for kind in (nib.Nifti1Header, nib.Nifti2Header):
             try:
-                header = kind.from_fileobj(io.BytesIO(head), check=False)
+                with warnings.catch_warnings():  # a probe: its header's oddities are the caller's to report
+                    warnings.simplefilter("ignore")
+                    header = kind.from_fileobj(io.BytesIO(head), check=False)
             except Exception:  # noqa: BLE001 - not this kind of header
                 continue
             if int(header["qform_code"]) > 0 and int(header["sform_code"]) <= 0:

@@ -319,9 +319,12 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
     # a failed rename (os.replace of a finished temporary file onto the output) names the output second
     target = exc.filename2 or exc.filename
     where = f"'{target}'" if target else "a file"
-    if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM):
+    if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM) and sys.platform == "win32":
         return (f"Cannot replace {where} ({exc.strerror}): it is probably open in another program (a viewer, "
                 f"Excel, Slicer); close it there and run again, or choose another output name.")
+    if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM):  # elsewhere an open file is replaced anyway
+        return (f"Cannot replace {where} ({exc.strerror}): its folder's permissions or the file's attributes (e.g. "
+                f"immutable) forbid it; fix them, or choose another output name.")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (f"Cannot write or read {where} ({exc.strerror}); choose another location or fix its "
                 f"permissions.")

@@ -290,9 +290,12 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
     """``(case_id, CT path)`` per row of the case list ``csv_path`` (read by :func:`~..fileutil.read_csv_rows`:
     UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon; 'Case_ID ' is 'case_id')."""
     columns, rows = read_csv_rows(csv_path, "Case list")
-    if not rows or "image" not in columns:
+    if "image" not in columns:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
                          f"'case_id'), one CT per row.")
+    if not rows:  # a header alone was told it needed the header it has
+        raise InputError(f"Case list '{csv_path}' lists no cases: add one row per CT under its header "
+                         f"({', '.join(columns)}).")
     out = []
     for number, row in rows:
         image = row.get("image", "")

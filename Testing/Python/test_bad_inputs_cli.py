@@ -432,7 +432,7 @@ def test_evaluate_into_a_folder_that_cannot_be_made_is_a_user_error(tmp_path, ca
     record15("`evaluate -o FILE/eval` (a file where a folder belongs)", line, tmp_path)
 
 
-def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not():
+def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not(monkeypatch):
     import errno
 
     from LiverTumorSegLib.cli import file_system_error_text
@@ -444,8 +444,15 @@ def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not():
     assert file_system_error_text(ValueError("a bug")) is None
     # Windows: the finished temporary file cannot replace an output that Excel holds open; the output is named
     held = PermissionError(errno.EACCES, "Access is denied", "C:\\out\\.cases.x1.tmp.csv", None, "C:\\out\\cases.csv")
+    monkeypatch.setattr(sys, "platform", "win32")
     assert file_system_error_text(held).startswith("Cannot replace 'C:\\out\\cases.csv' (Access is denied): it is "
                                                    "probably open in another program")
+    # elsewhere an open file never blocks the rename: an immutable file or a folder without write permission does
+    monkeypatch.setattr(sys, "platform", "linux")
+    immutable = PermissionError(errno.EPERM, "Operation not permitted", "/o/.s.tmp.nii.gz", None, "/o/s.nii.gz")
+    text = file_system_error_text(immutable)
+    assert text.startswith("Cannot replace '/o/s.nii.gz' (Operation not permitted): its folder's permissions or the "
+                           "file's attributes") and "open in another program" not in text
 
 
 def test_a_full_disk_reported_without_an_error_number_is_worded_not_an_internal_error():

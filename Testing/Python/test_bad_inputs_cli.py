@@ -165,6 +165,22 @@ def make_mr_like(d: Path) -> Path:
     return _ct_like(d / "mr_like.nii.gz", arr)
 
 
+def _scaled_sample(path: Path, factor: float) -> Path:
+    """The real sample CT (its air has a scanner's noise) with its HU multiplied by ``factor``."""
+    sample = read_volume(SAMPLE_CT)
+    write_volume(path, CTVolume(array=(sample.array.astype(np.float32) * factor).astype(np.int16),
+                                geometry=sample.geometry))
+    return path
+
+
+def make_scaled_up(d: Path) -> Path:
+    return _scaled_sample(d / "hu_times_4.nii.gz", 4.0)
+
+
+def make_scaled_down(d: Path) -> Path:
+    return _scaled_sample(d / "hu_times_half.nii.gz", 0.5)
+
+
 def make_absurd_spacing(d: Path) -> Path:
     return _ct_like(d / "spacing_50mm.nii.gz", _phantom().ct.array, spacing_xyz=(50.0, 50.0, 4.0))
 
@@ -259,6 +275,10 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "unit_range": (make_unit_range, ["Hounsfield", "0..1", "--allow-non-hu"], "intensities 0..1 (pre-normalised)"),
     "byte_range": (make_byte_range, ["Hounsfield", "0..255", "--allow-non-hu"], "intensities 0..255 (8-bit export)"),
     "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
+    "scaled_up": (make_scaled_up, ["Hounsfield", "rescale slope missing or applied twice", "--allow-non-hu"],
+                  "real CT with its HU x 4 (a wrong rescale slope)"),
+    "scaled_down": (make_scaled_down, ["Hounsfield", "multiplied by about 0.5", "--allow-non-hu"],
+                    "real CT with its HU x 0.5 (a wrong rescale slope)"),
     "absurd_spacing": (make_absurd_spacing, ["spacing", "50", "over 20 mm"], "voxel spacing 50 x 50 x 4 mm"),
     "zero_spacing": (make_zero_spacing, ["invalid voxel spacing", "header"], "voxel spacing 0 mm (NRRD header)"),
     "pixdim_0": (make_pixdim_zero, ["invalid voxel spacing (0, 2, 4)"], "NIfTI pixdim x = 0 (qform only)"),
@@ -274,7 +294,8 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
-CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "absurd_spacing", "zero_spacing",
+CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "scaled_up", "scaled_down", "absurd_spacing",
+           "zero_spacing",
            "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 
 

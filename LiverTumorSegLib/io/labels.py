@@ -18,6 +18,12 @@ LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
 
+
+_REMAP_ADVICE = ("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={255: 1})); "
+                 "evaluate and train can map them with --label-map instead.")
+"""How to fix a label map with other values: measure and followup have no --label-map (the advice said only 'remap
+them first', without how)."""
+
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
                            compare_shape: bool = True) -> List[str]:
     """How ``label``'s grid differs from ``reference``'s (size, spacing, origin, direction), one phrase each;
@@ -244,7 +250,7 @@ def check_label_values(array: np.ndarray, source: str = "label map",
                              f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:] or advice}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or 'remap them first.'}")
+                         f"{_ct_hint(bad) or _REMAP_ADVICE}")
     return array.astype(np.uint8, copy=False)
 
 

@@ -597,7 +597,9 @@ def test_label_values_are_checked(tmp_path):
             read_label_map(ct_like, allowed_values=allowed)
     with pytest.raises(LabelError) as err:  # a few odd label values are no CT
         read_label_map(bad)
-    assert "Hounsfield" not in str(err.value) and str(err.value).endswith("remap them first.")
+    assert "Hounsfield" not in str(err.value)
+    assert str(err.value).endswith("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, "
+                                   "changeMap={255: 1})); evaluate and train can map them with --label-map instead.")
 
     frac = _write_nifti(tmp_path / "prob.nii.gz", np.array([[[0.0, 0.5], [1.0, 0.25]]], np.float32))
     with pytest.raises(LabelError, match="non-integer values"):

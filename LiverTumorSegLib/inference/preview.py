@@ -27,6 +27,18 @@ def pick_preview_slices(labels_zyx: np.ndarray) -> Tuple[int, int]:
     return labels_zyx.shape[0] // 2, labels_zyx.shape[1] // 2
 
 
+def preview_positions_mm(canonical: CTVolume, z: int, y: int) -> Tuple[float, float]:
+    """``(S mm of axial slice z, A mm of coronal row y)`` of a canonical volume (RAS mm, at the slice's or the row's
+    centre): the titles give these, as the report's ``axial_position_s_mm`` and Slicer's slice sliders do. The
+    canonical array's indices (the titles' numbers until an audit) are no slice or row of the user's file when it
+    is stored in another order."""
+    nz, _, nx = canonical.shape_zyx
+    centre_x, centre_z = (nx - 1) / 2.0, (nz - 1) / 2.0
+    s_mm = float(canonical.geometry.index_to_ras((centre_x, (canonical.shape_zyx[1] - 1) / 2.0, float(z)))[2])
+    a_mm = float(canonical.geometry.index_to_ras((centre_x, float(y), centre_z))[1])
+    return s_mm, a_mm
+
+
 def overlay_rgb(hu_2d: np.ndarray, labels_2d: np.ndarray, level: float = 40.0, width: float = 400.0) -> np.ndarray:
     """``(H, W, 3)`` float32 image in [0, 1]: HU windowed to grey, liver and tumor alpha-blended on top."""
     grey = np.clip((hu_2d.astype(np.float32) - (level - width / 2.0)) / width, 0.0, 1.0)
@@ -64,11 +76,12 @@ def save_overlay_preview(path: Any, volume: CTVolume, labels_zyx: np.ndarray, ov
     axial = overlay_rgb(canonical.array[z], labels[z])
     coronal = overlay_rgb(canonical.array[:, y, :][::-1], labels[:, y, :][::-1])  # superior at the top
     coronal_aspect, stretch = coronal_display_aspect(canonical.shape_zyx, canonical.spacing_zyx)
-    coronal_title = f"coronal (canonical row {y})"
+    axial_s, coronal_a = preview_positions_mm(canonical, z, y)
+    coronal_title = f"coronal at A {coronal_a:.1f} mm"
     if round(stretch, 1) > 1.0:  # a stretch of 1.02 was announced as "stretched x1.0"
         coronal_title += f"\n{canonical.shape_zyx[0]} slices, z stretched x{stretch:.1f} to be visible"
     axial_ids, coronal_ids = ids[z], ids[:, y, :][::-1]
-    axial_title = f"axial (canonical slice {z})"
+    axial_title = f"axial at S {axial_s:.1f} mm"
     if count:
         shown = len(np.setdiff1d(np.unique(axial_ids), [0]))
         axial_title += f"\nlesions numbered as in the report; {shown} of {count} on this slice"

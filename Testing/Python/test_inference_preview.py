@@ -134,3 +134,28 @@ def test_a_nifti_without_orientation_gets_no_side_letters_but_a_warning_on_the_p
     unknown_yellow, unknown_red = letters_and_note({"nifti_orientation_unknown": True})
     assert known_yellow > 20 and unknown_yellow == 0
     assert unknown_red > known_red + 20                      # the red note above the panels
+
+
+def test_preview_titles_give_mm_positions_that_do_not_depend_on_the_storage_order(tmp_path, monkeypatch):
+    """The titles said 'axial (canonical slice 5)', an index of the reoriented copy, not of the user's file (the
+    geometry audit); they now give the slice's S and the row's A position in mm."""
+    import matplotlib.axes
+
+    said = []
+    original = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, text, *a, **k: said.append(text) or original(self, text, *a, **k))
+    ct = np.full((8, 12, 12), -1000, np.int16)
+    ct[1:7, 2:10, 2:10] = 60
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1:7, 2:10, 2:10] = 1
+    labels[5, 4:7, 4:7] = 2                                 # the most tumor: slice 5, S = -20 + 5 x 3 mm
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 3.0), origin=(0.0, 0.0, -20.0))
+    save_overlay_preview(tmp_path / "a.png", CTVolume(ct, geometry), labels)
+    # the same CT stored with its slices in the other order (inferior to superior flipped)
+    flipped = ImageGeometry(spacing=(1.0, 1.0, 3.0), origin=(0.0, 0.0, -20.0 + 7 * 3.0),
+                            direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    save_overlay_preview(tmp_path / "b.png", CTVolume(ct[::-1].copy(), flipped), labels[::-1].copy())
+    first, second = said[:2], said[2:4]
+    assert first == second
+    assert first[0].startswith("axial at S -5.0 mm") and first[1].startswith("coronal at A ")

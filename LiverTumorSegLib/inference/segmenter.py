@@ -456,7 +456,8 @@ class Segmenter:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
-        from .plausibility import liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings
+        from .plausibility import (liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings,
+                                   spine_front_back_warnings)
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
@@ -469,7 +470,8 @@ class Segmenter:
         liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
         warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU
-            warnings += liver_side_warnings(liver_xz, hu, volume.geometry)
+            warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
+                                                                                            volume.geometry)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings

@@ -6,7 +6,8 @@ import pytest
 
 from LiverTumorSegLib.inference.plausibility import (LIVER_HEAD_FOOT_MAX_MM, liver_extent_warnings,
                                                      liver_head_foot_mm, liver_ras_xz, liver_side_mm,
-                                                     liver_side_warnings)
+                                                     liver_side_warnings, spine_front_back_mm,
+                                                     spine_front_back_warnings)
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.volume import ImageGeometry
 
@@ -90,3 +91,36 @@ def test_the_span_is_read_along_the_patient_axis_not_the_array_z_axis():
     labels[2:28, 4, 2:8] = 1  # one more 6 mm row
     assert "spans 306 mm" in liver_extent_warnings(liver_ras_xz(labels, coronal), coronal)[0]
 
+
+
+def test_a_spine_behind_the_body_centre_passes_and_one_in_front_warns():
+    """A 300 x 200 mm body (LPS identity, 2 mm pixels) with a 40 x 40 mm 'vertebra' of 700 HU at the back of the
+    midline: its centre lies 70 mm behind the body's; mirrored front to back, 70 mm in front."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=(-200.0, -150.0, 0.0))
+    hu = np.full((6, 150, 200), -1000, np.int16)
+    hu[:, 25:125, 25:175] = 40                  # LPS y -100..98 mm: the body's front-back centre at y = -1 mm
+    hu[:, 90:110, 90:110] = 700                 # LPS y 30..68 mm (posterior), x -20..18 mm: the midline
+    offset = spine_front_back_mm(hu, geometry)
+    assert offset == pytest.approx(-(49.0 + 1.0), abs=3.0)   # RAS A: the vertebra's -49 mm against the body's ~1
+    assert spine_front_back_warnings(hu, geometry) == []
+    warning = spine_front_back_warnings(np.ascontiguousarray(hu[:, ::-1]), geometry)
+    assert len(warning) == 1 and "in front of the body's centre" in warning[0] and "front and back" in warning[0]
+    off_midline = hu.copy()
+    off_midline[:, 90:110, 90:110] = 40
+    off_midline[:, 40:60, 30:50] = 700           # bone 110 mm to one side (a rib, a hip): not the spine
+    assert spine_front_back_mm(off_midline, geometry) is None
+
+
+def test_real_cts_pass_and_their_voxels_mirrored_front_to_back_or_turned_180_degrees_warn():
+    for name in ("ct3slice_ct.nii.gz",):   # the one trunk CT in Testing/Data with enough midline bone samples
+        ct = read_volume(DATA / name)
+        assert spine_front_back_mm(ct.array, ct.geometry) == pytest.approx(-78.0, abs=5.0)
+        assert spine_front_back_warnings(ct.array, ct.geometry) == []
+        front_back = int(np.argmax(np.abs(ct.geometry.direction_matrix[1, :])))  # index axis along LPS y
+        mirrored = np.ascontiguousarray(np.flip(ct.array, axis=2 - front_back))
+        assert len(spine_front_back_warnings(mirrored, ct.geometry)) == 1
+        left_right = int(np.argmax(np.abs(ct.geometry.direction_matrix[0, :])))  # index axis along LPS x
+        turned = np.ascontiguousarray(np.flip(mirrored, axis=2 - left_right))
+        assert len(spine_front_back_warnings(turned, ct.geometry)) == 1
+    sample = read_volume(DATA / "example_ct_sm.nii.gz")     # too coarse for enough midline bone samples: not judged
+    assert spine_front_back_mm(sample.array, sample.geometry) is None

@@ -644,3 +644,33 @@ def test_many_tumor_specks_with_a_wide_margin_are_judged_quickly_and_in_mm():
     expected = np.where(specks, np.where(near[components], 2, 0), labels)
     np.testing.assert_array_equal(out, expected)
     assert 0 < np.count_nonzero(out == 2) < np.count_nonzero(specks)   # some kept, some beyond 100 mm removed
+
+
+def test_a_round_tumor_joined_to_a_vessel_labelled_tumor_is_not_taken_for_a_vessel():
+    """A 20 mm hypodense tumor and a bright 7 x 60 mm vessel the network also called tumor form one component that
+    is elongated and 'narrow' on average (the tube rule's width comes from the spread of all its voxels), and mean
+    HU near the liver's: it became liver whole and the report said 0 lesions (the post-processing audit). The
+    component is thicker than a vessel where the tumor is, so it stays tumor; the vessel alone still goes."""
+    from LiverTumorSegLib.inference.postprocess import component_shape, thin_everywhere
+
+    shape = (30, 40, 100)
+    z, y, x = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    labels = np.ones(shape, np.uint8)
+    sphere = (z - 15) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 100            # 20 mm across (1 mm voxels)
+    vessel = (np.abs(z - 15) <= 3) & (np.abs(y - 20) <= 3) & (x >= 20) & (x <= 85)
+    hu = np.full(shape, 100.0, np.float32)                                  # enhanced liver
+    hu[vessel] = 165.0
+    hu[sphere] = 55.0                                                       # 45 HU darker: a tumor
+    labels[sphere | vessel] = 2
+    components = (labels == 2).astype(np.int32)
+    _, elongation, width = component_shape(components, 1, (1.0, 1.0, 1.0))
+    assert elongation[1] >= 3.0 and width[1] <= 15.0                        # a tube by its spread alone
+    assert not thin_everywhere(components, 1, (1.0, 1.0, 1.0), np.array([False, True]), 15.0)[1]
+    options = PostprocessingOptions(min_lesion_ml=0.0, tumor_inside_liver=False)
+    changes = {}
+    out = clean_tumors(labels.copy(), (1.0, 1.0, 1.0), options, hu=hu, changes=changes)
+    assert (out[sphere] == 2).all() and changes.get("tumor_components", []) == []
+    alone = np.ones(shape, np.uint8)
+    alone[vessel & ~sphere] = 2
+    out = clean_tumors(alone, (1.0, 1.0, 1.0), options, hu=hu)
+    assert (out[vessel & ~sphere] == 1).all()                                # a vessel by itself is still liver

@@ -147,6 +147,9 @@ def _panel_wording(text: str) -> str:
     for flag, label in PANEL_SWITCHES.items():
         text = text.replace(f"run again with {flag}",
                             f'segment again with "{label}" unticked (under Preprocessing and post-processing)')
+    text = text.replace("run again with --min-lesion-probability 0",  # a spin box, not a checkbox
+                        'segment again with "Lowest tumor probability of a small lesion" set to 0 (under '
+                        'Preprocessing and post-processing)')
     for flag in NO_PANEL_CONTROL:
         text = text.replace(f"run again with {flag}", f"check the result: the panel has no control for this step "
                                                       f"(the command line's `livertumorseg segment {flag}` turns it "

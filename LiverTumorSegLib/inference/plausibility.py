@@ -114,7 +114,8 @@ def liver_side_warnings(liver_xz: np.ndarray, hu_zyx: np.ndarray, geometry: Imag
              f"only {offset:.0f} mm to the patient's right of")
     return [f"Implausible result: the segmented liver's centre lies {where} the body's centre (a liver lies well to "
             f"the right: 51-73 mm on the bundled cases). Check the image's left-right orientation (its header), "
-            f"that this is an abdominal CT, or situs inversus, and review the result before use."]
+            f"that this is an abdominal CT, situs inversus, or a resection of the right liver (a left lobe alone lies "
+            f"near the midline), and review the result before use."]
 
 
 def liver_head_foot_mm(liver_xz: np.ndarray, geometry: ImageGeometry) -> Optional[float]:

@@ -305,7 +305,11 @@ def test_a_separated_liver_part_is_reported_with_its_tumor():
     with cli_wording():  # the command line (and the Slicer panel, which reads the child's lines) gets the flag
         assert "--keep-all-liver-components" in postprocessing_warnings(changes)[0]
     assert postprocessing_warnings({"liver_above_lungs_ml": 4.9, "tumor_components": [
-        {"rule": "uncertain", "volume_ml": 3.0}, {"rule": "outside_liver", "volume_ml": 0.4}]}) == []
+        {"rule": "uncertain", "volume_ml": 0.4}, {"rule": "outside_liver", "volume_ml": 0.4}]}) == []
+    # lesions of low confidence made liver are told from 0.5 mL on, as the other tumor rules (a 4.8 mL lesion went
+    # without a word: the post-processing audit)
+    (doubtful,) = postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 3.0}]})
+    assert "1 small lesion(s) whose mean tumor probability was below the limit" in doubtful and "3.0 mL" in doubtful
 
 
 def test_enclosed_background_equals_scipy_fill_holes():

@@ -333,6 +333,17 @@ def test_post_processing_warnings_name_the_panels_checkboxes():
     assert all("--" not in line and "unticked (under Preprocessing and post-processing)" in line for line in panel)
     section = _ui_widgets()["advancedCollapsibleButton"][1]["text"]
     assert section == "Preprocessing and post-processing"                # the section the warnings name
+    # lesions of low mean tumor probability made liver: a spin box, set to 0, keeps them
+    with cli_wording():
+        doubtful = postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 3.9}] * 3})
+    assert doubtful == ["post-processing: 3 small lesion(s) whose mean tumor probability was below the limit were "
+                        "labelled liver (11.7 mL); to keep them, run again with --min-lesion-probability 0."]
+    (panel,) = panel_text.result_warnings({"warnings": doubtful})
+    assert panel.endswith('segment again with "Lowest tumor probability of a small lesion" set to 0 (under '
+                          'Preprocessing and post-processing).') and "--" not in panel
+    label = _ui_widgets()["minLesionProbabilityLabel"][1]["text"]
+    assert label == "Lowest tumor probability of a small lesion:"
+    assert postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 0.4}]}) == []
 
 
 def test_panel_device_choices_are_library_devices_and_the_ui_items():

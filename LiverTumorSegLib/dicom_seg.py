@@ -646,8 +646,26 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
                                       and geometry.almost_equal(reference.geometry, tol=1e-3)):
         labels = _onto_reference(labels, geometry, reference, path)
         geometry = reference.geometry
+    if reference is None:
+        warnings += _frames_left_out_warning(seg, labels.shape[0])
     out = CTVolume(array=labels, geometry=geometry, source=str(path),
                    meta={"format": "dicom-seg", "segments": segments})
     if warnings:
         out.meta["warnings"] = warnings
     return out
+
+
+def _frames_left_out_warning(seg: Any, slices: int) -> List[str]:
+    """A warning when a SEG read without its CT references more source images than the slices its frames cover:
+    its empty frames were left out (highdicom's and dcmqi's default), so its grid covers only the slices with
+    segments. A lesion on its first or last frame was then called cut by the scan's edge and left out of the RECIST
+    targets (64.3 mm of target diameters read 44.6 mm), without a word (the output-format audit)."""
+    referenced = 0
+    for series in getattr(seg, "ReferencedSeriesSequence", None) or []:
+        referenced += len(getattr(series, "ReferencedInstanceSequence", None) or [])
+    if referenced <= slices:
+        return []
+    return [f"the DICOM SEG covers {slices} slice(s) but references {referenced} source images: its empty frames "
+            f"were left out, so without its CT its grid holds only the slices with segments, and a lesion on its "
+            f"first or last slice is taken as cut by the scan's edge (and left out of the RECIST targets). Give the "
+            f"CT series (--ct) to measure on the whole scan"]

@@ -115,6 +115,15 @@ def test_seg_that_omits_empty_frames_is_placed_on_the_reference_grid(series, tmp
     back = read_dicom_seg(path, reference=ct)
     assert back.shape_zyx == ct.shape_zyx
     assert np.array_equal(back.array, np.where(only_middle == 2, 2, 0))  # "Metastasis" label -> tumor
+    assert not back.meta.get("warnings")
+    # without its CT the grid holds only the SEG's one frame: the lesion on it looked cut by the scan's edge and
+    # was left out of the RECIST targets, without a word (the output-format audit)
+    alone = read_dicom_seg(path)
+    assert alone.shape_zyx[0] == 1
+    (said,) = alone.meta["warnings"]
+    assert "covers 1 slice(s) but references 3 source images" in said and "--ct" in said
+    assert not read_dicom_seg(write_dicom_seg(tmp_path / "ours.dcm", labels, ct.geometry,
+                                              dicom_series_files(folder))).meta.get("warnings")
 
 
 def test_errors_are_one_line_and_clear(series, tmp_path):

@@ -174,10 +174,12 @@ def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, 
     (the first voxel's centre) and ``direction`` (the 3 x 3 direction cosines, row-major, LPS, as ITK and DICOM
     give them): a report then says on what pixel size and slice spacing its volumes and axes were measured, which
     the label map alone would have to be opened for."""
+    def tidy(values: Sequence[float]) -> List[float]:  # 2.9999999999999996 -> 3.0 and -0.0 -> 0.0 (DICOM inputs)
+        return [round(float(v), 9) + 0.0 for v in values]
+
     return {"size_xyz": [int(n) for n in reversed(tuple(shape_zyx))],
-            "spacing_mm": [float(v) for v in geometry.spacing],
-            "origin_lps_mm": [float(v) for v in geometry.origin],
-            "direction": [float(v) for v in geometry.direction]}
+            "spacing_mm": tidy(geometry.spacing), "origin_lps_mm": tidy(geometry.origin),
+            "direction": tidy(geometry.direction)}
 
 
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,

@@ -850,9 +850,12 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     if notable:
         volume = sum(p["volume_ml"] for p in notable)
         tumor = sum(p["tumor_ml"] for p in notable)
+        rest = len(parts) - len(notable)  # specks: counted, so the warning and the report's list agree
+        more = (f"; {rest} smaller part(s) without tumor ({_ml(sum(p['volume_ml'] for p in parts) - volume)} mL) "
+                f"too, listed in the report") if rest else ""
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
                      f"largest one holding liver "
-                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor); {liver_parts_advice()}")
+                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",

@@ -264,5 +264,11 @@ def test_the_report_states_the_grid_it_measured_on(tmp_path):
     other = lesion_report(ph.labels[:, :, ::-1], flipped, ph.ct.array[:, :, ::-1])
     assert other["grid"]["origin_lps_mm"] == [29.0, -30.0, 10.0] and other["grid"]["direction"][0] == -1.0
     assert other["liver_volume_ml"] == report["liver_volume_ml"]
+    # a DICOM input's float noise is not stated: 2.9999999999999996 mm and -0.0 read 3.0 and 0.0
+    noisy = ImageGeometry(spacing=(1.0, 1.0, 2.9999999999999996), origin=(-0.0, 0.1 + 0.2, 10.0),
+                          direction=(1, -0.0, 0, 0, 1, 0, 0, 0, 1))
+    grid = lesion_report(ph.labels, noisy)["grid"]
+    assert grid["spacing_mm"] == [1.0, 1.0, 3.0] and grid["origin_lps_mm"] == [0.0, 0.3, 10.0]
+    assert "-0.0" not in json.dumps(grid)
     header = write_report(report, tmp_path / "r.csv").read_text().splitlines()[0].split(",")
     assert "grid" not in header  # a JSON fact; the CSV keeps its columns

@@ -147,6 +147,9 @@ def _panel_wording(text: str) -> str:
     for flag, label in PANEL_SWITCHES.items():
         text = text.replace(f"run again with {flag}",
                             f'segment again with "{label}" unticked (under Preprocessing and post-processing)')
+    text = text.replace("a larger --tumor-liver-margin-mm keeps it",  # no panel control
+                        "the command line's `livertumorseg segment --tumor-liver-margin-mm` with a larger margin "
+                        "keeps it (the panel has no control for it)")
     text = text.replace("run again with --min-lesion-probability 0",  # a spin box, not a checkbox
                         'segment again with "Lowest tumor probability of a small lesion" set to 0 (under '
                         'Preprocessing and post-processing)')

@@ -585,8 +585,31 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
 
 # ------------------------------------------------------------------------------------------ pipeline
 
+def tumor_parts_left_to_tumor_rules(components: np.ndarray, count: int, largest: int, region: np.ndarray,
+                                    spacing_zyx: Sequence[float], options: PostprocessingOptions) -> np.ndarray:
+    """Per organ part ``0..count`` (``components`` of ``region``'s organ): whether the largest-component step
+    leaves it to the tumor rules instead of dropping it: a part mostly tumor (label 2 in at least half of its
+    voxels), smaller than the kept part ``largest``, within ``liver_dilation_mm`` of it (or anywhere, when tumor may
+    lie outside the liver). The margin rule otherwise never saw such a part: an exophytic or pedunculated tumor whose stalk the
+    network missed, one voxel from the liver, was dropped as a separate organ part whatever
+    ``--tumor-liver-margin-mm`` said (the post-processing audit)."""
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    tumor = np.bincount(components[region == 2], minlength=count + 1)
+    # smaller than the kept part: a 901 mL 'tumor' beside a 512 mL liver is no lesion of it, and stays dropped
+    left = (2 * tumor >= sizes) & (tumor > 0) & (sizes < sizes[largest])
+    left[0] = left[largest] = False
+    if not left.any() or not options.tumor_inside_liver:
+        return left
+    candidates = np.where(left[components], components, 0)
+    kept_as_liver = (components == largest).astype(np.uint8)
+    near = near_liver_components(kept_as_liver, candidates, count, spacing_zyx,
+                                 max(float(options.liver_dilation_mm), 0.0))
+    return left & near[:count + 1]
+
+
 def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
-                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None
+                 removed: Optional[list] = None, air_hu: Optional[np.ndarray] = None,
+                 spacing_zyx: Optional[Sequence[float]] = None
                  ) -> Tuple[Tuple[slice, ...], Optional[np.ndarray]]:
     """Steps 1-2 on the organ's bounding box (one organ labelling), in place. Returns the kept organ's
     bounding box (+1 voxel) in ``labels``, where the tumor steps then work (the whole array if it is empty), and
@@ -594,7 +617,9 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     network labelled tumor, over which :func:`clean_tumors` takes a lesion's mean probability.
     ``removed``: a list that receives ``(organ voxels, tumor voxels)`` of each component dropped. ``air_hu``: the
     CT (same grid) when the air step ran: a hole below :data:`ORGAN_AIR_HU` stays background, and so does a
-    dropped component inside a hole (the fill had put both back, while the report said they were removed)."""
+    dropped component inside a hole (the fill had put both back, while the report said they were removed).
+    ``spacing_zyx`` (mm): given, parts that are mostly tumor near the kept part are left to the tumor rules
+    (:func:`tumor_parts_left_to_tumor_rules`) and the returned box takes them in."""
     from scipy import ndimage
 
     organ_any = labels >= 1
@@ -617,19 +642,24 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             liver_sizes = np.bincount(components[region == 1], minlength=count + 1)
             with_liver = np.where(liver_sizes > 0, sizes, 0)
             largest = int(np.argmax(with_liver if with_liver.max() > 0 else sizes))
+            spared = np.zeros(count + 1, dtype=bool) if spacing_zyx is None else \
+                tumor_parts_left_to_tumor_rules(components, count, largest, region, spacing_zyx, options)
             if removed is not None:
                 tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
                 removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
-                               if k != largest and sizes[k])
+                               if k != largest and sizes[k] and not spared[k])
+            spared[largest] = True
             organ = components == largest
-            region[~organ & (region >= 1)] = 0
-            inner = ndimage.find_objects(components, max_label=largest)[largest - 1]
+            staying = organ if spared.sum() == 1 else spared[components]  # the kept part, and any left to the rules
+            region[~staying & (region >= 1)] = 0
+            inner = ndimage.find_objects(staying.astype(np.uint8), max_label=1)[0]
+            del staying
             shape = region.shape
             box = tuple(slice(b.start + max(0, i.start - 1), b.start + min(n, i.stop + 1))
                         for b, i, n in zip(box, inner, shape))
             kept = tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))
             organ = organ[kept]
-            dropped = (components[kept] > 0) & ~organ
+            dropped = (components[kept] > 0) & ~spared[components[kept]]
             region = labels[box]
     tumor_before = None
     if options.fill_liver_holes and organ.any():
@@ -756,7 +786,7 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             probability = reorientation.canonical_view(probability)
     dropped = []  # type: list
     box, network_tumor = _clean_organ(labels, options, dropped,
-                                      air_hu=hu if options.air_to_background else None)
+                                      air_hu=hu if options.air_to_background else None, spacing_zyx=spacing)
     record["liver_components_removed"] = [{"volume_ml": organ * voxel_ml, "tumor_ml": tumor * voxel_ml}
                                           for organ, tumor in sorted(dropped, reverse=True)]
     clean_tumors(labels[box], spacing, options, None if probability is None else probability[box],
@@ -828,6 +858,8 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     the switch that keeps it: anatomical rules can be wrong on anatomy they were not built for.
     ``liver_left_ml``: the organ (label >= 1) left after post-processing; when the lung-base step removed more
     than that (most of the organ), its line adds that a head-foot flip in the file's header does this."""
+    from ..errors import option_hint
+
     lines = []
     in_air = float(changes.get("liver_in_air_ml", 0.0))
     if in_air >= WARN_LIVER_REMOVED_ML or float(changes.get("tumor_in_air_ml", 0.0)) >= WARN_TUMOR_CHANGED_ML:
@@ -853,9 +885,16 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
         rest = len(parts) - len(notable)  # specks: counted, so the warning and the report's list agree
         more = (f"; {rest} smaller part(s) without tumor ({_ml(sum(p['volume_ml'] for p in parts) - volume)} mL) "
                 f"too, listed in the report") if rest else ""
+        # parts mostly tumor and smaller than the liver kept go only when farther than the tumor margin
+        lesion_like = sum(1 for p in notable if 2 * p["tumor_ml"] >= p["volume_ml"] > 0
+                          and (liver_left_ml is None or p["volume_ml"] < float(liver_left_ml)))
+        lesion_advice = (f" {lesion_like} of them mostly tumor, farther from the liver than the tumor margin: if "
+                         f"that is a lesion (an exophytic or pedunculated tumor), a larger "
+                         f"{option_hint(MARGIN_FLAG, 'postprocessing liver_dilation_mm')} keeps it.") \
+            if lesion_like else ""
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
                      f"largest one holding liver "
-                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}")
+                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",
@@ -867,12 +906,13 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
     # lesions of low confidence made liver: three lesions of about 20 mm (RECIST-measurable) went without a word
     doubtful = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == "uncertain"]
     if sum(doubtful) >= WARN_TUMOR_CHANGED_ML:
-        from ..errors import option_hint
         switch = option_hint(KEEP_ALL_LESIONS_FLAG, "postprocessing min_lesion_probability=0")
         lines.append(f"post-processing: {len(doubtful)} small lesion(s) whose mean tumor probability was below the "
                      f"limit were labelled liver ({sum(doubtful):.1f} mL); to keep them, {KEEP_HINT.format(switch)}.")
     return lines
 
 
+MARGIN_FLAG = "--tumor-liver-margin-mm"
+"""The tumor margin's switch (the panel has no control for it)."""
 KEEP_ALL_LESIONS_FLAG = "--min-lesion-probability 0"
 """The switch that keeps lesions of low mean tumor probability (the panel: its spin box set to 0)."""

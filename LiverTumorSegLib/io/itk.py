@@ -397,10 +397,10 @@ def _detached_size(header: Path, name: str) -> "Optional[int]":
     if name.upper().startswith("LIST") or "%" in name or " " in name:
         return None
     target = header.parent / name  # an absolute name stays absolute
-    if not target.is_file():
+    if not target.exists():
         raise InputError(f"Cannot read '{header}': its voxels are in the data file '{name}' its header names, which "
                          f"is not there ({target}). Keep the header and its data file together (copy both).")
-    return target.stat().st_size
+    return target.stat().st_size if target.is_file() else 0  # a device (/dev/stdin): no voxels to count on
 
 
 def data_bytes(reader: Any) -> int:

@@ -514,9 +514,10 @@ def test_the_kept_organ_part_is_the_one_with_liver_not_a_larger_tumor_only_blob(
     assert changes["liver_components_removed"] == [{"volume_ml": pytest.approx(901.12),
                                                     "tumor_ml": pytest.approx(901.12)}]
     assert changes["tumor_components"] == []
-    warnings = postprocessing_warnings(changes)
+    warnings = postprocessing_warnings(changes, liver_left_ml=512.0)
     assert len(warnings) == 1 and "1 part(s) of the liver label apart from the largest one holding liver (901 mL, " \
         "901.1 mL of it tumor)" in warnings[0]
+    assert "mostly tumor" not in warnings[0]  # larger than the liver kept: no margin would keep it as a lesion
 
 
 def test_a_liver_that_is_mostly_tumor_is_kept_over_a_smaller_liver_only_blob():
@@ -679,3 +680,35 @@ def test_a_round_tumor_joined_to_a_vessel_labelled_tumor_is_not_taken_for_a_vess
     alone[vessel & ~sphere] = 2
     out = clean_tumors(alone, (1.0, 1.0, 1.0), options, hu=hu)
     assert (out[vessel & ~sphere] == 1).all()                                # a vessel by itself is still liver
+
+
+def test_a_tumor_part_near_the_liver_is_left_to_the_tumor_margin_not_dropped_as_a_separate_part():
+    """A 33 mL tumor one voxel off the liver (an exophytic or pedunculated tumor whose stalk the network missed)
+    was dropped as a separate organ part whatever --tumor-liver-margin-mm said: the margin rule only saw parts
+    touching the liver (the post-processing audit). A part mostly tumor within the margin now stays a lesion;
+    farther, it goes with a warning that names the margin; a liver-only part still goes."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    def case(gap_voxels, tumor=True):
+        labels = np.zeros((20, 40, 80), np.uint8)
+        labels[2:18, 5:35, 5:40] = 1                                       # the liver: x 5..39 (1 mm voxels)
+        start = 40 + gap_voxels
+        labels[6:14, 12:28, start:start + 15] = 2 if tumor else 1          # 8 x 16 x 15 mm beside it
+        return labels, (slice(6, 14), slice(12, 28), slice(start, start + 15))
+
+    near, part = case(1)                                                   # 1 mm of background between them
+    changes = {}
+    out = postprocess_labels(near, (1.0, 1.0, 1.0), PostprocessingOptions(), changes=changes)
+    assert (out[part] == 2).all() and changes["liver_components_removed"] == []
+    far, part = case(10)                                                   # 10 mm: beyond the 5 mm margin
+    changes = {}
+    out = postprocess_labels(far, (1.0, 1.0, 1.0), PostprocessingOptions(), changes=changes)
+    assert not out[part].any() and len(changes["liver_components_removed"]) == 1
+    (line,) = postprocessing_warnings(changes)
+    assert "1 of them mostly tumor, farther from the liver than the tumor margin" in line
+    wider = PostprocessingOptions(liver_dilation_mm=12.0)
+    assert (postprocess_labels(far, (1.0, 1.0, 1.0), wider)[part] == 2).all()
+    outside_allowed = PostprocessingOptions(tumor_inside_liver=False)
+    assert (postprocess_labels(far, (1.0, 1.0, 1.0), outside_allowed)[part] == 2).all()
+    liver_only, part = case(1, tumor=False)                                # a liver-only part near: still dropped
+    assert not postprocess_labels(liver_only, (1.0, 1.0, 1.0), PostprocessingOptions())[part].any()

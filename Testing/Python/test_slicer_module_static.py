@@ -344,6 +344,12 @@ def test_post_processing_warnings_name_the_panels_checkboxes():
     label = _ui_widgets()["minLesionProbabilityLabel"][1]["text"]
     assert label == "Lowest tumor probability of a small lesion:"
     assert postprocessing_warnings({"tumor_components": [{"rule": "uncertain", "volume_ml": 0.4}]}) == []
+    with cli_wording():  # a part mostly tumor beyond the margin: the margin has no panel control
+        (far,) = postprocessing_warnings({"liver_components_removed": [{"volume_ml": 33.4, "tumor_ml": 33.4}]})
+    (panel,) = panel_text.result_warnings({"warnings": [far]})
+    assert "a larger --tumor-liver-margin-mm keeps it" in far
+    assert "`livertumorseg segment --tumor-liver-margin-mm` with a larger margin keeps it (the panel has no " \
+           "control for it)" in panel and "run again with --" not in panel
 
 
 def test_panel_device_choices_are_library_devices_and_the_ui_items():

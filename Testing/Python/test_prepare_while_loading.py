@@ -314,3 +314,66 @@ def test_the_early_preparation_uses_the_threads_asked_for_and_gives_the_count_ba
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _blocked_build(monkeypatch):
+    """The network build blocks until released: a model load that has not ended when the input's error comes."""
+    release = threading.Event()
+    real_build = models_module.build_model
+
+    def blocked(*args, **kwargs):
+        release.wait(WAIT_S)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(models_module, "build_model", blocked)
+    return release
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, "cancel"])
+def test_ctrl_c_or_a_cancel_during_the_read_leaves_at_once_without_waiting_for_the_model_load(tmp_path, tiny_path,
+                                                                                             monkeypatch, interrupt):
+    """An interrupt before the load ended waited for the whole load: 1-5 s, and for ever in 4 of 10 early SIGTERMs
+    (the interrupted import left a lock the load then waited on: the batch audit). A bad input still lets the load
+    end first (no import runs on behind the caller's back)."""
+    import time
+
+    from LiverTumorSegLib import io as io_module
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+
+    ct = write_volume(tmp_path / "ct.nii.gz", corner_phantom().ct)
+    release = _blocked_build(monkeypatch)
+    token = CancellationToken()
+    real_read = io_module.read_volume
+
+    def read_then_interrupt(*args, **kwargs):
+        volume = real_read(*args, **kwargs)
+        if interrupt is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        token.cancel()
+        return volume
+
+    monkeypatch.setattr(io_module, "read_volume", read_then_interrupt)
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu"))
+    started = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt if interrupt is KeyboardInterrupt else CancelledError):
+            segmenter.segment_file(ct, tmp_path / "seg.nii.gz", cancel=token)
+        assert time.perf_counter() - started < WAIT_S / 4     # the load is still blocked: nothing waited for it
+    finally:
+        release.set()
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_bad_input_during_the_load_still_waits_for_the_load_to_end(tmp_path, tiny_path, monkeypatch):
+    from LiverTumorSegLib.errors import InputError
+
+    release = _blocked_build(monkeypatch)
+    bad = tmp_path / "ct.nii.gz"
+    bad.write_bytes(b"not a CT")
+    segmenter = Segmenter(SegmentationOptions(model=str(tiny_path), device="cpu"))
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    with pytest.raises(InputError):
+        segmenter.segment_file(bad, tmp_path / "seg.nii.gz")
+    assert release.is_set() and segmenter.loaded                # it left only after the load had ended

@@ -579,10 +579,12 @@ class SliceInferenceEngine:
             self.batch_size = self._auto_batch_size(prepared)
         self._start_precision_record()
         self._cached = None  # never a stale batch from a cancelled or failed earlier volume
+        if cancel is not None:  # the checks below run whole network batches before the batch loop's first look
+            cancel.raise_if_cancelled()
         if self._verify_device and self.device.type == "mps":
             self._check_device_against_cpu(prepared, count)
         if self._verify_cpu_dtype and self.cpu_dtype is not None:
-            self._check_cpu_precision(prepared, count)
+            self._check_cpu_precision(prepared, count, cancel)
         self._device_batches = self._device_batch_builder(prepared)
         try:
             self._run_batches(prepared, count, labels, reporter, cancel)
@@ -744,14 +746,19 @@ class SliceInferenceEngine:
         self.device_message = f"{reason}; running on the CPU instead (slower)."
         log.warning("warning: %s", self.device_message)
 
-    def _check_cpu_precision(self, prepared: object, count: int) -> None:
+    def _check_cpu_precision(self, prepared: object, count: int, cancel: Optional[CancellationToken] = None
+                             ) -> None:
         """Run the check batch (:meth:`_check_batch`) in fp32 and bf16; keep bf16 when their labels differ on at
         most :data:`BF16_MAX_DISAGREEMENT` of the voxels, else switch this engine to fp32 for good. Once per
-        engine. The kept result is reused for that batch (nothing is computed twice)."""
+        engine. The kept result is reused for that batch (nothing is computed twice). ``cancel`` is looked at
+        between the two passes (each a whole batch: a cancel took 2.5-5 s to be seen on 2 cores), before this
+        engine's precision is touched, so a cancelled check runs again on the next volume."""
         indices, x = self._check_batch(prepared, count)
         start = time.perf_counter()
         reduced = self._torch_probabilities(x).numpy()
         seconds_reduced = time.perf_counter() - start
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         dtype, self.cpu_dtype = self.cpu_dtype, None
         start = time.perf_counter()
         full = self._torch_probabilities(x).numpy()

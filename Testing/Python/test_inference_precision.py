@@ -113,6 +113,39 @@ def test_auto_uses_bf16_when_the_check_passes_and_reuses_the_checked_batch(monke
     assert engine.last_precision["check"]["passed"] and not engine.last_precision["check"]["this_volume"]
 
 
+def test_a_cancel_during_the_bf16_check_is_seen_between_its_passes_and_the_check_runs_again(monkeypatch):
+    """The check runs two whole batches before the batch loop first looks at the cancel token: with --progress
+    json (the Slicer module's child) a cancel took 2.5-5 s on 2 cores (the batch audit). It is now looked at
+    before the check and between its passes, and leaves this engine's precision as it was."""
+    from LiverTumorSegLib.errors import CancelledError
+    from LiverTumorSegLib.progress import CancellationToken
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    ph = corner_phantom()
+
+    class CancelOnFirstPass(MarginNet):
+        def forward(self, x):
+            token.cancel()  # the user cancels while the check's first (bf16) pass runs
+            return super().forward(x)
+
+    token = CancellationToken()
+    engine = SliceInferenceEngine(package_with(CancelOnFirstPass()), device="cpu", threads=1, batch_size=4)
+    with pytest.raises(CancelledError):
+        engine.predict(ph.ct, cancel=token)
+    assert engine.model.calls == [torch.bfloat16]           # the fp32 pass never ran
+    assert engine.cpu_dtype == torch.bfloat16 and engine._verify_cpu_dtype  # untouched: checked again next time
+    engine.model.forward = types.MethodType(MarginNet.forward, engine.model)
+    engine.model.calls.clear()
+    np.testing.assert_array_equal(engine.predict(ph.ct), fp32_labels(ph.ct, MarginNet()))
+    assert engine.last_precision["check"]["this_volume"] and engine.last_precision["used"] == "bf16"
+    cancelled_first = CancellationToken()
+    cancelled_first.cancel()
+    engine.model.calls.clear()
+    with pytest.raises(CancelledError):                      # a cancel before the work: no network at all
+        SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4).predict(
+            ph.ct, cancel=cancelled_first)
+
+
 def test_auto_falls_back_to_fp32_when_bf16_labels_disagree(monkeypatch, caplog):
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
     ph = corner_phantom()

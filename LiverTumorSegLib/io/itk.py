@@ -175,10 +175,14 @@ def _nrrd_fields(head: bytes) -> "Optional[Tuple[Dict[str, str], int, Tuple[str,
     """``(fields, where the header's blank line starts, ())`` of a NRRD header: field names lower case (``type``,
     ``data file``; teem matches them in any case, so their spelling is not kept), values stripped; comments and
     ``key:=value`` pairs (free metadata, as teem tells them: the ``:=`` before any ``': '``) left out. None
-    without the blank line that ends a header."""
+    without the blank line that ends a header, unless the header is the whole file and names its data file (a
+    detached .nhdr, as ITK writes it, ends at the file's end)."""
     end = head.find(b"\n\n")
     if end < 0:
-        return None
+        lower = head.lower()
+        if len(head) >= 65536 or not re.search(rb"(?m)^data ?file:", lower):
+            return None
+        end = len(head.rstrip(b"\r\n"))
     fields = {}
     for line in head[:end].decode("latin-1").splitlines()[1:]:
         if line.startswith("#") or ":" not in line:
@@ -388,6 +392,23 @@ def _runs_from_letters(direction_matrix: np.ndarray) -> str:
     for patient_axis, (index_axis, sign) in enumerate(zip(index_axis_of, signs)):
         letters[index_axis] = ("RL", "AP", "IS")[patient_axis][0 if sign > 0 else 1]
     return "".join(letters)
+
+
+def detached_data_file(path: Path) -> Optional[Path]:
+    """The one data file a NRRD (``data file``) or MetaImage (``ElementDataFile``) header ``path`` keeps its voxels
+    in, or None: voxels in the header's own file, a list of files or a numbered pattern, or no such header. The
+    batch's fingerprint of a CT covers it: a .mhd whose .raw changed was skipped as already segmented."""
+    header = _read_header(Path(path))
+    if header is None:
+        return None
+    if header.kind == "nrrd":
+        name = header.fields.get("data file") or header.fields.get("datafile") or ""
+    else:
+        name = _metaimage_data_file(header)
+    if not name or name.upper() in ("LOCAL", "LIST") or name.upper().startswith("LIST") or "%" in name \
+            or " " in name:
+        return None
+    return Path(path).parent / name
 
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":

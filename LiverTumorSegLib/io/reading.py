@@ -1,4 +1,5 @@
 """The public CT read: :func:`read_volume` picks the reader (DICOM folder or file, NIfTI, NRRD/MetaImage)."""
+from pathlib import Path
 from typing import Optional, Tuple
 
 from ..errors import InputError, raise_if_out_of_memory
@@ -8,7 +9,7 @@ from .dicom import _dicom_series_of_file, _read_dicom_folder
 from .formats import (_SUPPORTED_TEXT, DICOM_FILE_SUFFIXES, IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PathLike,
                       may_be_dicom_file)
 from .conversions import unit_direction
-from .itk import _read_itk_file
+from .itk import _read_itk_file, detached_data_file
 from .nifti import _read_nifti
 
 
@@ -85,7 +86,12 @@ def file_fingerprint(path: PathLike) -> dict:
         if stat.st_size > FINGERPRINT_SAMPLE_BYTES:
             handle.seek(max(FINGERPRINT_SAMPLE_BYTES, stat.st_size - FINGERPRINT_SAMPLE_BYTES))
             add(handle, FINGERPRINT_SAMPLE_BYTES)
-    return {"bytes": int(stat.st_size), "modified_ns": int(stat.st_mtime_ns), "sample_sha256": digest.hexdigest()}
+    found = {"bytes": int(stat.st_size), "modified_ns": int(stat.st_mtime_ns), "sample_sha256": digest.hexdigest()}
+    if full_suffix(path) in ITK_SUFFIXES:  # a .mhd / .nhdr: its voxels are in another file, fingerprinted too
+        data = detached_data_file(Path(path))
+        if data is not None and data.is_file():
+            found["data_file"] = file_fingerprint(data)
+    return found
 
 
 def same_file_content(recorded: dict, now: dict) -> bool:
@@ -93,7 +99,12 @@ def same_file_content(recorded: dict, now: dict) -> bool:
     modification time or (a copy that did not keep the time, a file touched or rewritten unchanged) the same
     ``sample_sha256``. A fingerprint without ``sample_sha256`` (reports written before 25 Nov 2026) is the same only
     with the same time. Keys ``recorded`` lacks are not compared. Not seen: an uncompressed file of the same size
-    changed only between its first and last megabyte, and given a new modification time."""
+    changed only between its first and last megabyte, and given a new modification time. A header's data file
+    (``data_file``: a .mhd's .raw, a .nhdr's data file) is compared the same way: its voxels changed while the
+    header stayed the same were taken for the CT segmented before."""
+    if "data_file" in recorded and not ("data_file" in now and same_file_content(recorded["data_file"],
+                                                                                 now["data_file"])):
+        return False
     if "bytes" in recorded and recorded["bytes"] != now["bytes"]:
         return False
     if "modified_ns" not in recorded or recorded["modified_ns"] == now["modified_ns"]:

@@ -1097,6 +1097,45 @@ def test_a_resumed_batch_takes_a_copy_without_its_times_for_the_same_ct_and_refu
         segment_batch(cases, oracle_segmenter())
 
 
+@pytest.mark.parametrize("header", ["ct_1.mhd", "ct_1.nhdr"])
+def test_a_resumed_batch_refuses_a_header_whose_data_file_changed(tmp_path, header):
+    """A .mhd whose .raw was replaced by another patient's voxels (same size, the header untouched) was skipped as
+    already segmented: the fingerprint covered the 346-byte header only (the batch audit). It now covers the data
+    file the header names."""
+    import os
+
+    from LiverTumorSegLib.io.reading import file_fingerprint
+
+    sitk = pytest.importorskip("SimpleITK")
+
+    def write_detached(path, array):  # ITK writes the header and its data file beside it
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.0, 2.0, 4.0))
+        sitk.WriteImage(image, str(path), False)
+        return path
+
+    folder = tmp_path / "cts"
+    folder.mkdir()
+    first = make_phantom((12, 36, 40), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=1).ct
+    path = write_detached(folder / header, first.array)
+    data = sorted(p for p in folder.iterdir() if p != path)
+    assert len(data) == 1, data                                     # the header and its one data file
+    assert file_fingerprint(path)["data_file"]["bytes"] == data[0].stat().st_size
+    cases = find_cases(folder, tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done"]
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped"]
+    mirrored = first.array[:, :, ::-1].copy()                       # another CT of the same size and grid
+    other = tmp_path / "other"
+    other.mkdir()
+    write_detached(other / header, mirrored)
+    replacement = next(p for p in other.iterdir() if p.suffix != path.suffix)
+    stamp = data[0].stat().st_mtime_ns + 10 ** 9
+    os.replace(replacement, data[0])
+    os.utime(data[0], ns=(stamp, stamp))
+    with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file"):
+        segment_batch(cases, oracle_segmenter())
+
+
 def test_an_explicit_bf16_rerun_does_not_keep_fp32_results_nor_the_other_way(tmp_path):
     """A batch segmented in fp32, rerun with --precision bf16 (unchecked, labels differ from fp32's a little), skipped
     every case without a word and the table named fp32. Auto against fp32 still resumes (auto's bf16 is checked)."""

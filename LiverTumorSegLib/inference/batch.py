@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -393,15 +394,17 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
     seen = {}  # type: Dict[str, tuple]
     for case_id, path in pairs:
-        key = case_id.casefold()  # 'CT' and 'ct' are one file name on Windows and macOS disks
+        # 'CT' and 'ct' are one file name on Windows and macOS disks, and so are 'café' composed (NFC) and decomposed
+        # (NFD) on macOS; a simple lower case, not casefold: 'straße' and 'STRASSE' are two names there
+        key = unicodedata.normalize("NFC", case_id).lower()
         if key in seen:
             other_id, other_path = seen[key]
             if other_id == case_id:  # the letter-case reason only where the two names differ in case alone
                 raise InputError(f"Two cases are both named '{case_id}' ({other_path} and {path}), so they would "
                                  f"write the same output files; give them distinct case_id values in a CSV.")
             raise InputError(f"Two cases are named '{other_id}' and '{case_id}' ({other_path} and {path}), which "
-                             f"name the same output files on disks that ignore letter case; give them distinct "
-                             f"case_id values in a CSV.")
+                             f"name the same output files on disks that ignore letter case or how an accented "
+                             f"letter is encoded (Windows, macOS); give them distinct case_id values in a CSV.")
         seen[key] = (case_id, path)
     reports = output_folder / REPORTS_FOLDER
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",

@@ -94,7 +94,7 @@ def test_a_case_list_in_another_encoding_is_refused_naming_the_file_and_the_form
 
 def _csv_refused(listing, text, match):
     """A case list with ``text`` is refused by find_cases with an InputError matching ``match``."""
-    listing.write_text(text)
+    listing.write_text(text, encoding="utf-8")
     with pytest.raises(InputError, match=match):
         find_cases(listing, listing.parent / "out_refused")
 
@@ -560,6 +560,11 @@ def test_batch_warnings_orientation_and_case_ids_like_single_runs(tmp_path, capl
                  "line 5: case_id 'bad/id'")
     _csv_refused(listing, "case_id,image\nCT,cts/ct_0.nii.gz\nct,cts/ct_0.nii.gz\n",
                  "named 'CT' and 'ct'.*ignore letter case")
+    # 'café' composed and decomposed: one name on a macOS disk (the second report replaced the first's there)
+    _csv_refused(listing, "case_id,image\ncaf\u00e9,cts/ct_0.nii.gz\ncafe\u0301,cts/ct_0.nii.gz\n",
+                 "how an accented letter is encoded")
+    listing.write_text("case_id,image\nstra\u00dfe,cts/ct_0.nii.gz\nSTRASSE,cts/ct_0.nii.gz\n", encoding="utf-8")
+    assert [c.case_id for c in find_cases(listing, tmp_path / "out_sharp_s")] == ["stra\u00dfe", "STRASSE"]
 
 
 def test_progress_json_with_a_folder_of_cts_ends_with_an_error_line(tmp_path, capsys):

@@ -816,19 +816,21 @@ class Trainer:
         """Where a rank > 0 keeps its random state beside ``last.pt`` (rank 0's is in ``last.pt``)."""
         return self.ckpt_dir / f"last_rng_rank{self.dist.rank}.pt"
 
-    def save_last(self, epoch: int, step_in_epoch: int) -> None:
+    def save_last(self, epoch: int, step_in_epoch: int, rng: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Checkpoint (rank 0): ``epoch`` = epochs completed when ``step_in_epoch == 0``, else the one in progress.
         Every other rank saves its own random state (no collective call: a rank may be interrupted alone): it
-        draws its own dropout masks, and a resumed DDP run with dropout was not bit for bit without them."""
+        draws its own dropout masks, and a resumed DDP run with dropout was not bit for bit without them.
+        ``rng``: the random state to record (:func:`rng_state` at that position), else the current one."""
+        rng = rng_state() if rng is None else rng
         if not self.dist.is_main:  # and its own running loss of the epoch (rank 0's is in last.pt)
-            save_checkpoint(self._rank_rng_path(), {"rng": rng_state(), "global_step": int(self.global_step),
+            save_checkpoint(self._rank_rng_path(), {"rng": rng, "global_step": int(self.global_step),
                                                     "loss_sum": float(self.loss_sum),
                                                     "loss_count": int(self.loss_count)})
             return
         save_checkpoint(self.last_path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler_state(self.scheduler), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
+            "rng": rng, "epoch": int(epoch), "step_in_epoch": int(step_in_epoch),
             "global_step": int(self.global_step), "config": self.config.to_json(), "state": self._state_json(),
             "data_path": resolved_data_path(self.config.data), "split": self._split_record(),
             "preprocessing_resolved": json.dumps(self.pre_config.to_dict(), sort_keys=True),
@@ -993,7 +995,12 @@ class Trainer:
             return False
         self.log(f"interrupted; checkpoint saved to {self.last_path}. Rerun the same command with --resume "
                  f"to continue.")
-        self.save_last(*self._interrupt_position())
+        epoch, step = self._interrupt_position()
+        # the random state where that position was recorded: an interrupt inside a step's forward or backward
+        # pass has drawn that step's dropout masks, which the resumed run draws again (with dropout, a resumed
+        # run was not bit for bit: the training audit)
+        mid_epoch = (epoch, step) == (getattr(self, "_interrupt_epoch", None), getattr(self, "_interrupt_step", None))
+        self.save_last(epoch, step, rng=getattr(self, "_interrupt_rng", None) if mid_epoch else None)
         tb.close()
         stop_loader_workers(self.loader)
         return True
@@ -1021,6 +1028,7 @@ class Trainer:
         self.sampler.set_epoch(epoch, first_step * cfg.batch_size)
         self.net.train()
         self._interrupt_epoch, self._interrupt_step = epoch, first_step
+        self._interrupt_rng = rng_state()
         from tqdm import tqdm
 
         bar = tqdm(total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -1036,6 +1044,7 @@ class Trainer:
                     self.loss_sum += loss
                     self.loss_count += 1
                     self._interrupt_epoch, self._interrupt_step = epoch, step
+                    self._interrupt_rng = rng_state()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 self._callback("on_step_end", {"epoch": epoch, "step_in_epoch": step,

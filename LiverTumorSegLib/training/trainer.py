@@ -1107,6 +1107,28 @@ class Trainer:
             self._last_validation = (self.global_step, val)
             values = [val["loss"], val["liver_dice"], val["tumor_dice"]]
         val_loss, liver, tumor = broadcast_floats(values, self.dist, self._comm_device())
+        with interrupts_deferred():  # the epoch's bookkeeping and its row, whole (see _record_epoch)
+            row, stop = self._record_epoch(epoch, seconds, train_loss, do_val, val_loss, liver, tumor)
+            if self.dist.is_main:
+                csv_log.append(row)
+        if self.dist.is_main:
+            tb.scalars({"loss/train": train_loss, "loss/val": val_loss, "dice/val_liver": liver,
+                        "dice/val_tumor": tumor, "lr": row["lr"]}, self.global_step)
+            self.log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f}  val liver Dice "
+                     f"{_f(liver)}  val tumor Dice {_f(tumor)}  lr {row['lr']:.2e}  time {seconds:.1f}s")
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.save_last(epoch + 1, 0)
+        self._callback("on_epoch_end", dict(row))
+        return dict(row, stop=stop)
+
+    def _record_epoch(self, epoch: int, seconds: float, train_loss: float, do_val: bool, val_loss: float,
+                      liver: float, tumor: float) -> Tuple[Dict[str, Any], bool]:
+        """The best score (and ``best.pt``), early stopping and a plateau schedule updated from the epoch's
+        validation, and its row added to the history: ``(row, stop)``. Run with interrupts held: an interrupt
+        between the best-score update and the row left a checkpoint that redid the epoch's validation with the new
+        best already recorded, so on resume the epoch did not count as improved (early stopping counted one more,
+        the plateau schedule stepped twice, best.pt stayed on the epoch before: the training audit)."""
+        cfg = self.config
         stop = False
         if do_val:
             score = validation_score(liver, tumor)
@@ -1131,16 +1153,7 @@ class Trainer:
                "val_loss": val_loss, "val_liver_dice": liver, "val_tumor_dice": tumor,
                "lr": current_lr(self.optimizer), "epoch_time_s": seconds}
         self.history.append(row)
-        if self.dist.is_main:
-            csv_log.append(row)
-            tb.scalars({"loss/train": train_loss, "loss/val": val_loss, "dice/val_liver": liver,
-                        "dice/val_tumor": tumor, "lr": row["lr"]}, self.global_step)
-            self.log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f}  val liver Dice "
-                     f"{_f(liver)}  val tumor Dice {_f(tumor)}  lr {row['lr']:.2e}  time {seconds:.1f}s")
-        self.loss_sum, self.loss_count = 0.0, 0
-        self.save_last(epoch + 1, 0)
-        self._callback("on_epoch_end", dict(row))
-        return dict(row, stop=stop)
+        return row, stop
 
     # -- the end
     def _finish(self, stop_reason: str) -> TrainResult:

@@ -259,6 +259,52 @@ def test_ctrl_c_inside_a_forward_pass_with_dropout_resumes_as_if_uninterrupted(d
         assert torch.allclose(got[key], value, atol=1e-6), key  # other masks: up to 1.6e-3 off
 
 
+def test_ctrl_c_while_the_best_checkpoint_is_written_resumes_with_the_same_best_and_early_stopping(data_csv, tmp_path,
+                                                                                                  monkeypatch):
+    """A real SIGINT while epoch 1's best.pt was written: the checkpoint redid epoch 1's validation with the new
+    best already recorded, so on resume the epoch did not count as improved (early stopping one more, best.pt on
+    the epoch before: the training audit). The epoch's bookkeeping is now whole, with the signal held."""
+    import signal
+
+    from LiverTumorSegLib.training import trainer as trainer_module
+
+    torch.set_num_threads(1)
+    quiet = dict(log=lambda s: None)
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    cut_dir.mkdir()
+
+    def config(out_dir):
+        return tiny_config(data_csv, out_dir, epochs=3, early_stopping_patience=5, use_best_checkpoint=True)
+
+    def final(out_dir):
+        last = load_checkpoint(out_dir / "model_train" / "checkpoints" / "last.pt")
+        state = json.loads(last["state"])
+        best = load_checkpoint(out_dir / "model_train" / "checkpoints" / "best.pt")
+        return state["best"], state["early"], int(best["epoch"])
+
+    train(config(full_dir), **quiet)
+    real_save = trainer_module.save_checkpoint
+    writes = []
+
+    def save_with_a_signal(path, payload):
+        if Path(path).name == "best.pt" and not writes:
+            writes.append(path)
+            os.kill(os.getpid(), signal.SIGINT)  # lands while the best checkpoint is written
+        return real_save(path, payload)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_with_a_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(cut_dir), **quiet)
+    monkeypatch.undo()
+    last = load_checkpoint(cut_dir / "model_train" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step_in_epoch"]) == (1, 0)  # epoch 1 recorded whole, with its row
+    train(config(cut_dir).updated({"resume": True}), **quiet)
+    assert final(cut_dir) == final(full_dir)
+    from LiverTumorSegLib.training.logs import read_log
+    assert [int(r["epoch"]) for r in read_log(cut_dir / "model_train" / "log.csv")] == [1, 2, 3]
+
+
 RUN_SHAPE_ZYX = (8, 48, 48)
 """The voxels of :func:`_interrupted_run`'s phantom CTs."""
 

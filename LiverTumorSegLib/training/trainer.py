@@ -633,7 +633,10 @@ class Trainer:
         self._warn_patch_adaptive_preprocessing()
         self.val_eval_cases: List[Any] = list(self.val_cached)
         if self.synthetic_lesions and self.dist.is_main:
-            self.val_eval_cases = [c if c.tumor_slices else SyntheticValidationCase(c, self.lesion_inserter, cfg.seed)
+            # the split's seed, not the training seed: runs that compare training seeds on one split (a shared
+            # --split-seed) were validated on other synthetic tumors each (the training audit)
+            self.val_eval_cases = [c if c.tumor_slices else
+                                   SyntheticValidationCase(c, self.lesion_inserter, cfg.data_split_seed)
                                    for c in self.val_cached]
 
         self._build_model()
@@ -1180,6 +1183,7 @@ class Trainer:
                               "cases": val["cases"], "best_epoch": self.best.best_epoch,
                               "synthetic_lesions_in_validation": any(
                                   isinstance(c, SyntheticValidationCase) for c in self.val_eval_cases),
+                              "synthetic_lesions_seed": self.config.data_split_seed,
                               **self._selection}
             if validation and getattr(self, "init_overlap", None):  # not held out: the start had seen them
                 validation["init_trained_on_validation_patients"] = sorted(self.init_overlap)

@@ -442,6 +442,19 @@ def test_training_with_synthetic_lesions_validates_and_writes_its_package(data_c
     assert result.stop_reason == "completed" and result.package_path.is_file()
     validation = read_package_metadata(result.package_path)["validation"]
     assert 0.0 <= validation["liver_dice"] <= 1.0 and "tumor_dice" in validation
+    # the synthetic tumors of validation follow the split's seed: two training seeds on one split are validated
+    # on the same tumors (with --seed they differed: 0 tumor voxels against 2 on one case, the training audit)
+    assert validation["synthetic_lesions_seed"] == test_seed(5)
+    from LiverTumorSegLib.training.trainer import Trainer
+
+    tumors = []
+    for seed in (1, 2):
+        trainer = Trainer(tiny_config(cases, tmp_path / "run", epochs=1, iterations_per_epoch=2, val_fraction=0.5,
+                                      seed=seed, split_seed=11, overwrite=True), log=lambda s: None)
+        trainer.setup()
+        tumors.append([np.asarray(c.labels == 2) for c in trainer.val_eval_cases])
+    assert len(tumors[0]) == len(tumors[1]) == 1 and tumors[0][0].any()
+    assert np.array_equal(tumors[0][0], tumors[1][0])
 
 
 def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, capsys):

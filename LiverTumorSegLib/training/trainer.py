@@ -789,6 +789,12 @@ class Trainer:
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.epochs * self.steps_per_epoch,
                                          self.steps_per_epoch, cfg.warmup, cfg.step_size, cfg.gamma,
                                          cfg.plateau_patience, cfg.plateau_factor)
+        if int(cfg.warmup) >= cfg.epochs * self.steps_per_epoch > 0 and cfg.schedule != "plateau":
+            # said, not refused: short trial runs of a recipe (its warmup for the full run) are a use of their own
+            self.log(f"warning: warmup ({cfg.warmup} steps) is as long as the whole run or longer ({cfg.epochs} x "
+                     f"{self.steps_per_epoch} = {cfg.epochs * self.steps_per_epoch} steps): the learning rate never "
+                     f"reaches lr ({cfg.lr:g}) and the {cfg.schedule} schedule never starts (the training audit: "
+                     f"0.01-0.04 x lr throughout); give --warmup 0 or a shorter one for a run this short")
         self.scaler = grad_scaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def _build_data(self) -> None:

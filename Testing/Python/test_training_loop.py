@@ -305,6 +305,18 @@ def test_ctrl_c_while_the_best_checkpoint_is_written_resumes_with_the_same_best_
     assert [int(r["epoch"]) for r in read_log(cut_dir / "model_train" / "log.csv")] == [1, 2, 3]
 
 
+def test_a_warmup_as_long_as_the_run_is_said(data_csv, tmp_path):
+    """--warmup 100 on a 6-step run: learning rates of 0.01-0.06 x lr throughout and 'cosine' in the package,
+    without a word (the training audit). Said, not refused: a short trial of a recipe keeps the recipe's warmup."""
+    said = []
+    train(tiny_config(data_csv, tmp_path, warmup=100), log=said.append)
+    assert sum("warning: warmup (100 steps) is as long as the whole run or longer (2 x 3 = 6 steps)" in line
+               for line in said) == 1
+    said.clear()
+    train(tiny_config(data_csv, tmp_path, warmup=2, overwrite=True), log=said.append)
+    assert not any("warning: warmup" in line for line in said)
+
+
 RUN_SHAPE_ZYX = (8, 48, 48)
 """The voxels of :func:`_interrupted_run`'s phantom CTs."""
 

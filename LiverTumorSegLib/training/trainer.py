@@ -143,6 +143,10 @@ def check_resume_config(saved_config: Any, config: TrainConfig, source: Path, wh
     differing = [name for name in sorted(now) if name not in RESUME_MAY_CHANGE and (
         not _same_data(saved.get(name), now.get(name), saved_data_path) if name == "data"
         else not _same_data(saved.get(name), now.get(name)) if name == "init_from"  # its weights: check_same_start
+        # a preprocessing file given as ./pre.json, then by its full path, is one file (its content is compared
+        # by check_resume_contents); a preset name compares as text
+        else not _same_data(saved.get(name), now.get(name)) if name == "preprocessing"
+        and isinstance(saved.get(name), str) and isinstance(now.get(name), str)
         else _comparable(saved.get(name)) != _comparable(now.get(name)))]
     if differing:
         listed = "; ".join(f"{name} {saved.get(name)!r} (now {now.get(name)!r})" for name in differing[:6])

@@ -91,7 +91,10 @@ TENSORBOARD_MISSING = ("TensorBoard logs off: the tensorboard package is not ins
 class TensorBoardLog:
     """Scalars to TensorBoard when ``torch.utils.tensorboard`` works; otherwise a one-line notice and no-ops."""
 
-    def __init__(self, log_dir, enabled: bool = True, notice: Callable[[str], None] = print) -> None:
+    def __init__(self, log_dir, enabled: bool = True, notice: Callable[[str], None] = print,
+                 purge_step: Optional[int] = None) -> None:
+        """``purge_step``: a resumed run's first step; TensorBoard hides the events an earlier writer logged from
+        it on (the interrupted run's last epoch would otherwise show twice)."""
         self.writer = None
         if not enabled:
             return
@@ -104,7 +107,7 @@ class TensorBoardLog:
             notice(f"TensorBoard logs off: tensorboard failed to load ({type(exc).__name__}: {exc}); log.csv and "
                    f"curves.png are still written (--no-tensorboard hides this notice).")
             return
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: Dict[str, Optional[float]], step: int) -> None:
         if self.writer is None:

@@ -955,15 +955,17 @@ class Trainer:
             self._clear_earlier_run()
         csv_log = CsvLog(self.log_dir / "log.csv", notice=self.log)
         if self.dist.is_main:
-            if start_epoch == 0 and start_step == 0 and (self.log_dir / "log.csv").exists():
-                (self.log_dir / "log.csv").unlink()
+            if start_epoch == 0 and start_step == 0:  # a fresh start: no earlier run's rows or events
+                (self.log_dir / "log.csv").unlink(missing_ok=True)
+                # TensorBoard showed an overwritten run's loss beside the new one's (the training audit)
+                shutil.rmtree(self.log_dir / "tensorboard", ignore_errors=True)
             csv_log.truncate_after(start_epoch)
             if start_epoch and len(read_log(self.log_dir / "log.csv")) < len(self.history):
                 (self.log_dir / "log.csv").unlink(missing_ok=True)  # an interrupt cut the last row: rewrite
                 for row in self.history:
                     csv_log.append(row)
         tb = TensorBoardLog(self.log_dir / "tensorboard", enabled=cfg.tensorboard and self.dist.is_main,
-                            notice=self.log)
+                            notice=self.log, purge_step=int(self.global_step) if (start_epoch or start_step) else None)
         stop_reason = "completed"
         try:
             for epoch in range(start_epoch, cfg.epochs):

@@ -317,6 +317,37 @@ def test_a_warmup_as_long_as_the_run_is_said(data_csv, tmp_path):
     assert not any("warning: warmup" in line for line in said)
 
 
+def test_tensorboard_keeps_one_runs_events(data_csv, tmp_path, monkeypatch):
+    """An overwritten run's TensorBoard events stayed beside the new run's (loss/train twice at each step), and a
+    resumed run logged its first epoch's steps again (the training audit): a fresh start clears the folder, and
+    a resume has TensorBoard hide the events from its first step on (purge_step)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from LiverTumorSegLib.training import trainer as trainer_module
+
+    quiet = dict(log=lambda s: None)
+
+    def train_loss_steps():
+        events = EventAccumulator(str(tmp_path / "model_train" / "tensorboard"))
+        events.Reload()
+        return [e.step for e in events.Scalars("loss/train")]
+
+    train(tiny_config(data_csv, tmp_path, tensorboard=True), **quiet)
+    assert train_loss_steps() == [3, 6]
+    train(tiny_config(data_csv, tmp_path, tensorboard=True, overwrite=True), **quiet)
+    assert train_loss_steps() == [3, 6]                                      # the new run's only
+    purges = []
+    real = trainer_module.TensorBoardLog
+    monkeypatch.setattr(trainer_module, "TensorBoardLog",
+                        lambda *a, **k: purges.append(k.get("purge_step")) or real(*a, **k))
+    config = tiny_config(data_csv, tmp_path, tensorboard=True, overwrite=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[RaiseAt(4, KeyboardInterrupt())], **quiet)
+    train(config.updated({"resume": True, "overwrite": False}), **quiet)
+    assert purges == [None, 4]                                               # fresh, then resumed at step 4
+
+
 RUN_SHAPE_ZYX = (8, 48, 48)
 """The voxels of :func:`_interrupted_run`'s phantom CTs."""
 

@@ -469,6 +469,11 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     for structure in STRUCTURES:
         row.update(structure_row(structure_mask(pred_labels, structure), structure_mask(ref_labels, structure),
                                  spacing_zyx, structure, surface=surface))
+    if not (pred_labels == 2).any() and not (ref_labels == 2).any():
+        # no tumor on either side: VOE and RVD are not defined (as the surface distances), not perfect. Counted as 0
+        # they made the tumor means of a data set with tumor-free cases look better than its tumors were segmented
+        # (the evaluate audit); Dice keeps LiTS's 1.0 for such a case
+        row["voe_tumor"] = row["rvd_tumor"] = NAN
     # the whole tumor masks' scores, which a detected group holding every lesion takes instead of scoring them again
     whole_mask_scores = {key: row[f"{key}_tumor"] for key in LITS_LESION_OVERLAP_KEYS}
     if surface:

@@ -639,3 +639,29 @@ def test_a_detected_group_holding_every_lesion_takes_the_whole_tumor_masks_score
     calls.clear()
     two = lits.evaluate_case(np.roll(one, 1, axis=2), ref, spacing)   # B missed: A scored alone
     assert len(calls) == 3 and two["lits_lesion_dice"] == 0.9 and two["lits_lesion_dice"] != two["dice_tumor"]
+
+
+def test_tumor_voe_and_rvd_of_a_case_without_tumor_on_either_side_are_not_defined():
+    """Counted as 0 (perfect), a tumor-free case lowered the tumor VOE and RVD means, which the printout said were
+    'over the cases where each is defined' (the evaluate audit: VOE 0.600 over n=4 where 0.800 over 3 is right).
+    Dice keeps LiTS's 1.0 for such a case."""
+    import math
+
+    from LiverTumorSegLib.metrics import report
+    from LiverTumorSegLib.metrics.lits import evaluate_case
+
+    spacing = (2.5, 0.8, 0.8)
+    liver = np.zeros((6, 20, 20), np.uint8)
+    liver[1:5, 2:18, 2:18] = 1
+    empty = evaluate_case(liver, liver, spacing, case="no tumor", surface=False)
+    assert empty["dice_tumor"] == 1.0 and math.isnan(empty["voe_tumor"]) and math.isnan(empty["rvd_tumor"])
+    ref = liver.copy()
+    ref[2:4, 5:9, 5:9] = 2                                        # 32 voxels
+    pred = liver.copy()
+    pred[2:4, 5:9, 5:7] = 2                                       # 16 of them: IoU 0.5, RVD -0.5
+    half = evaluate_case(pred, ref, spacing, case="half", surface=False)
+    assert half["voe_tumor"] == pytest.approx(0.5) and half["rvd_tumor"] == pytest.approx(-0.5)
+    metrics = report.summarize_cases([empty, half])["metrics"]
+    assert metrics["voe_tumor"]["n"] == 1 and metrics["voe_tumor"]["mean"] == pytest.approx(0.5)
+    assert metrics["rvd_tumor"]["n"] == 1 and metrics["rvd_tumor"]["mean"] == pytest.approx(-0.5)
+    assert metrics["dice_tumor"]["n"] == 2

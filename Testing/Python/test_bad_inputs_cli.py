@@ -1184,8 +1184,8 @@ def test_resume_at_an_epoch_boundary_logs_no_phantom_epoch(tmp_path, capsys, mon
     out = tmp_path / "model.safetensors"
     original = trainer_module.Trainer.save_last
 
-    def save_then_interrupt(self, epoch, step_in_epoch):
-        original(self, epoch, step_in_epoch)
+    def save_then_interrupt(self, epoch, step_in_epoch, **kwargs):
+        original(self, epoch, step_in_epoch, **kwargs)
         if (epoch, step_in_epoch) == (1, 0):
             raise KeyboardInterrupt
 

@@ -318,6 +318,11 @@ def test_a_training_ct_under_another_name_is_flagged_by_its_voxels(tmp_path, cap
         else:
             assert "records no voxel digests" in printed and "a copy under another name is not caught" in printed
     assert not rb.is_training_case(rb.BenchCase("x", "x", None, None), set(), {""})  # no digest: never a match
+    # a crop of a training case under another name: example_ct_sm is slices 82-111 of example_ct_full112 (it was
+    # called unseen on Testing/Data, the evaluate audit)
+    crop = rb.BenchCase("example_ct_sm", "example_ct_sm", None, None)
+    assert rb.is_training_case(crop, {"example_ct_full112"}, set())
+    assert not rb.is_training_case(crop, {"ct3slice_ct"}, set())
 
 
 def _carried_resave(package, target, scale=0.0):

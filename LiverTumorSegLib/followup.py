@@ -22,7 +22,7 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    the lower baseline id), and a baseline lesion that owns none but shares voxels with follow-up lesions
    coalesced into the one it shares most voxels with; a lesion without any overlap is linked to the nearest
    lesion of the other scan that has no link yet whose centroid (after alignment) is within max(5 mm, half the
-   larger long axis): a lesion that moved. Merges and splits need shared voxels; a follow-up lesion that only
+   larger long axis), at most :data:`MOVED_MAX_MM` (10 mm): a lesion that moved (said in the report's warnings). Merges and splits need shared voxels; a follow-up lesion that only
    touches another baseline lesion's old place (one lesion grown into where a neighbour was, the neighbour
    still its own lesion) is not a merge. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (partly or wholly
@@ -86,6 +86,11 @@ response reason, after the lesion numbers; words of the printed lesion line)``."
 GROWN_CHANGE = 0.20
 SHRUNK_CHANGE = -0.30
 DEFAULT_MIN_NEW_LESION_MM = 5.0
+MOVED_MAX_MM = 10.0
+"""A lesion without shared voxels is linked to one of the other scan as 'moved' only within max(5 mm, half the larger
+long axis), at most this: the alignment's error, not the lesion's size, bounds how far one lesion can seem to move
+(under 1 mm with the CTs, up to about 4 mm with the livers, in the follow-up audit). With half a 42 mm long axis a
+new 11 mm lesion 14 mm beside a vanished target was taken for it, shrunk: PR instead of PD."""
 ALIGNMENT_METHODS = ("auto", "ct", "liver", "none")
 
 
@@ -387,7 +392,8 @@ def link_lesions(base_components: np.ndarray, follow_on_base: np.ndarray, base_l
     def near(base_id: int, follow_id: int) -> float:
         distance = float(np.linalg.norm(np.asarray(base_by_id[base_id]["centroid_lps_mm"])
                                         - follow_centroids_on_base_lps[follow_id]))
-        limit = max(5.0, 0.5 * max(base_by_id[base_id]["long_axis_mm"], follow_by_id[follow_id]["long_axis_mm"]))
+        limit = min(MOVED_MAX_MM, max(5.0, 0.5 * max(base_by_id[base_id]["long_axis_mm"],
+                                                      follow_by_id[follow_id]["long_axis_mm"])))
         return distance if distance <= limit else np.inf
 
     # without overlap only a lesion that moved is linked (each partner at most once): a merge or split needs
@@ -598,6 +604,11 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch
 
     check_min_new_lesion_mm(min_new_lesion_mm)
+    for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
+        if not np.asarray(labels.array).any():  # read as 'all lesions disappeared': CR, the best category
+            raise InputError(f"The {what} label map holds no liver and no tumor (every voxel 0): a failed "
+                             f"segmentation or the wrong file (the follow-up audit: an empty follow-up read as CR). "
+                             f"Give the {what} segmentation of the liver and its lesions.")
     for ct, labels, what in ((baseline_ct, baseline, "baseline"), (followup_ct, followup, "follow-up")):
         if ct is not None and tuple(ct.shape_zyx) != tuple(labels.shape_zyx):
             raise InputError(f"The {what} CT {ct.shape_zyx} and label map {labels.shape_zyx} (z, y, x) differ in "
@@ -700,6 +711,12 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
+    moved = [(i, j) for j, i in sorted(links.owner.items()) if (i, j) not in links.overlap]
+    if moved:  # linked by the centroid rule alone: a reader should see that no voxel is shared
+        warnings.append("baseline and follow-up lesion(s) " + ", ".join(
+            f"{i} and {j} ({float(np.linalg.norm(np.asarray(base_by_id[i]['centroid_lps_mm']) - follow_centroids[j])):.1f} "
+            f"mm apart)" for i, j in moved) + " share no voxel after alignment and were taken for one lesion that "
+            f"moved; check them: a new lesion beside one that disappeared would make PD")
     grown = _non_target_growth(entries)
     if grown:
         warnings.append("non-target lesion(s) " + ", ".join(

@@ -573,11 +573,28 @@ def test_alignment_errors_name_the_library_argument_in_a_library_call():
     """Library callers (and the Slicer panel) were told to use '--alignment none', a flag they do not have."""
     from LiverTumorSegLib.errors import InputError, cli_wording
     geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
-    empty = CTVolume(np.zeros((4, 8, 8), np.uint8), geometry)
+    tumor_only = np.zeros((4, 8, 8), np.uint8)
+    tumor_only[1:3, 2:5, 2:5] = 2                              # no liver label to align on
+    tumor_only = CTVolume(tumor_only, geometry)
     with pytest.raises(InputError, match=r"baseline_ct=, followup_ct=\) or alignment='none'"):
-        compare_followup(empty, empty, alignment="liver")
+        compare_followup(tumor_only, tumor_only, alignment="liver")
     with cli_wording(), pytest.raises(InputError, match=r"--baseline-ct, --followup-ct\) or --alignment none"):
-        compare_followup(empty, empty, alignment="liver")
+        compare_followup(tumor_only, tumor_only, alignment="liver")
+
+
+@pytest.mark.parametrize("which", ["baseline", "follow-up"])
+def test_an_empty_label_map_is_refused_not_read_as_every_lesion_gone(which):
+    """An all-zero follow-up map (a failed segmentation, the wrong file) gave CR, the best category, with a warning
+    that blamed the alignment (the follow-up audit)."""
+    from LiverTumorSegLib.errors import InputError
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 2.0))
+    labels = np.zeros((12, 24, 24), np.uint8)
+    labels[2:10, 2:22, 2:22] = 1
+    labels[3:9, 6:13, 6:13] = 2
+    full, empty = CTVolume(labels, geometry), CTVolume(np.zeros_like(labels), geometry)
+    pair = (empty, full) if which == "baseline" else (full, empty)
+    with pytest.raises(InputError, match=f"The {which} label map holds no liver and no tumor"):
+        compare_followup(*pair, alignment="none")
 
 
 def test_a_map_with_tumor_but_no_liver_label_is_not_aligned_on_its_tumor():
@@ -982,3 +999,29 @@ def test_change_picture_outlines_lesions_from_their_boxes_and_numbers_at_most_a_
         assert numbers[0].get_position() == (8.0, 8.0 - 1.5)
         assert (first.min(axis=0).tolist(), first.max(axis=0).tolist()) == ([7.5, 7.5], [8.5, 8.5])
     assert titles == ["(axial projection; 144 lesions)", "(axial projection; 72 lesions)"]
+
+
+def test_a_new_lesion_beside_a_vanished_long_target_is_new_not_the_target_moved():
+    """A 42 mm target gone and a new 11 mm lesion 14 mm from its centre, sharing no voxel: half the long axis (21 mm)
+    let the new lesion pass for the target, shrunk, so PR stood where a new lesion makes PD (the follow-up audit).
+    A lesion counts as moved within 10 mm at most; such a link is said in the warnings."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    liver = np.zeros((20, 80, 80), np.uint8)
+    liver[2:18, 5:75, 5:75] = 1
+    baseline = liver.copy()
+    baseline[8:12, 30:34, 19:61] = 2                           # 42 x 4 mm in-plane: the target
+    baseline[8:12, 60:70, 10:20] = 2                           # a second lesion, unchanged
+    followup = liver.copy()
+    followup[8:12, 60:70, 10:20] = 2
+    followup[8:12, 41:48, 36:47] = 2                           # 11 mm, its centre 12.5 mm from the target's
+    report = compare_followup(CTVolume(baseline, geometry), CTVolume(followup, geometry), alignment="none")
+    statuses = sorted(e["status"] for e in report["lesions"])
+    assert statuses == ["disappeared", "new", "stable"] and report["response"] == "PD"
+    # a lesion that did move a little (5 mm, no shared voxel) is still one lesion, and the link is said
+    moved = liver.copy()
+    moved[8:12, 60:70, 10:20] = 2
+    moved[8:12, 35:39, 19:61] = 2                              # the target 5 mm further along y
+    report = compare_followup(CTVolume(baseline, geometry), CTVolume(moved, geometry), alignment="none")
+    assert sorted(e["status"] for e in report["lesions"]) == ["stable", "stable"]
+    assert any("share no voxel after alignment and were taken for one lesion that moved" in w
+               for w in report["warnings"])

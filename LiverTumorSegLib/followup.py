@@ -216,7 +216,11 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
 
 
 def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform) -> Optional[float]:
-    a = baseline.array >= 1
+    """Liver (label >= 1) Dice after alignment, on the baseline grid, where both scans show (the follow-up's field
+    of view on that grid): a follow-up covering part of the baseline's range read 0.668 after a 0.5 mm alignment,
+    and its warning asked to check that the scans show the same patient (the follow-up audit)."""
+    shown = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline, transform) > 0
+    a = (baseline.array >= 1) & shown
     b = resample_to_baseline((followup.array >= 1).astype(np.uint8), followup.geometry, baseline, transform) > 0
     total = int(a.sum()) + int(b.sum())
     return None if total == 0 else float(2.0 * np.count_nonzero(a & b) / total)
@@ -230,6 +234,8 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     if method not in ALIGNMENT_METHODS:
         raise InputError(f"Unknown alignment '{method}'; use one of {', '.join(ALIGNMENT_METHODS)}.")
     has_ct = baseline_ct is not None and followup_ct is not None
+    one_ct = None if has_ct or (baseline_ct is None and followup_ct is None) else \
+        ("baseline" if baseline_ct is not None else "follow-up")
     if method == "auto":
         method = "ct" if has_ct else "liver"
     if method == "ct" and not has_ct:
@@ -248,7 +254,11 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     try:
         if method == "liver":
             transform, metric = _align_livers(baseline, followup)
-            return _checked(Alignment("liver", transform, metric, _liver_dice_after(baseline, followup, transform)))
+            said = [] if one_ct is None else [  # the CT alignment was dropped without a word
+                f"only the {one_ct} CT was given, so the scans were aligned on their liver masks, not on the CTs; give "
+                f"both CTs ({_ct_options()}) to align on the CTs"]
+            return _checked(Alignment("liver", transform, metric, _liver_dice_after(baseline, followup, transform),
+                                      said))
         fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
         mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
         livers = None
@@ -486,7 +496,7 @@ def _group_entry(number: int, base_ids: List[int], follow_ids: List[int], base_b
         "recist_followup_ids": counted,
         "recist_followup_mm": float(sum(follow_by_id[j]["long_axis_mm"] for j in counted)),
         "centroid_baseline_lps_mm": [float(v) for v in centroid],
-        "centroid_baseline_ras_mm": [float(-centroid[0]), float(-centroid[1]), float(centroid[2])],
+        "centroid_baseline_ras_mm": [0.0 - float(centroid[0]), 0.0 - float(centroid[1]), float(centroid[2])],
     }
     if status == "new":
         entry["unequivocal"] = at_least(follow_long, min_new_lesion_mm)  # exactly it counts

@@ -1025,3 +1025,23 @@ def test_a_new_lesion_beside_a_vanished_long_target_is_new_not_the_target_moved(
     assert sorted(e["status"] for e in report["lesions"]) == ["stable", "stable"]
     assert any("share no voxel after alignment and were taken for one lesion that moved" in w
                for w in report["warnings"])
+
+
+def test_the_liver_overlap_is_judged_where_both_scans_show_and_a_single_ct_is_said():
+    """A follow-up covering part of the baseline's head-foot range read liver Dice 0.67 after a 0.5 mm alignment,
+    with a warning to check that both scans show the same patient; and with only one CT given, the CT alignment
+    was dropped without a word (the follow-up audit)."""
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    baseline = np.zeros((30, 40, 40), np.uint8)
+    baseline[2:28, 5:35, 5:35] = 1
+    baseline[10:14, 15:22, 15:22] = 2
+    part = baseline[8:22].copy()                               # the follow-up scans slices 8-21 only
+    shifted = ImageGeometry(spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 16.0))
+    report = compare_followup(CTVolume(baseline, geometry), CTVolume(part, shifted), alignment="none")
+    assert report["alignment"]["liver_dice_after_alignment"] == pytest.approx(1.0)
+    assert not any("overlap little" in w for w in report["warnings"])
+    hu = np.where(baseline >= 1, 60, -1000).astype(np.int16)
+    one = compare_followup(CTVolume(baseline, geometry), CTVolume(baseline, geometry),
+                           baseline_ct=CTVolume(hu, geometry))
+    assert one["alignment"]["method"] == "liver"
+    assert any("only the baseline CT was given" in w for w in one["warnings"])

@@ -699,6 +699,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
             response, reason = "NE", (f"{_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed), so the "
                                       f"follow-up sum of diameters is unknown (the targets seen sum to "
                                       f"{follow_sum:.1f} mm, baseline {base_sum:.1f} mm)")
+        else:  # the reason quoted a sum the report then calls unknown: it is the seen targets' lower bound
+            reason += (f"; {_unseen_text(unseen_targets, 'target lesion(s)')} (not assessed): the follow-up sum "
+                       f"counts the targets seen only, a lower bound that already shows progression")
         follow_sum = None
     elif unseen and targets and response == "CR":  # Table 1: target CR, non-target not evaluated, no new -> PR
         response, reason = "PR", (f"all target lesions disappeared; {_unseen_text(unseen, 'non-target lesion(s)')} "

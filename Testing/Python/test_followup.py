@@ -1045,3 +1045,18 @@ def test_the_liver_overlap_is_judged_where_both_scans_show_and_a_single_ct_is_sa
                            baseline_ct=CTVolume(hu, geometry))
     assert one["alignment"]["method"] == "liver"
     assert any("only the baseline CT was given" in w for w in one["warnings"])
+
+
+def test_pd_with_a_target_not_assessed_says_its_sum_is_the_seen_targets_lower_bound():
+    """The reason quoted 'sum of diameters 27.4 -> 37.0 mm (+34.9 %)' while the report's sum read 'unknown', with no
+    word that 37.0 mm counts the targets seen only (the follow-up audit). PD stands: the lower bound shows it."""
+    g = ImageGeometry(spacing=(1.0, 1.0, 3.0))
+    base = np.ones((12, 60, 60), np.uint8)
+    base[2:4, 5:25, 5:10] = 2                    # target 1: 20 mm, slices 2-3
+    base[8:10, 35:50, 40:45] = 2                 # target 2: 15 mm, slices 8-9
+    follow = np.ones_like(base)
+    follow[8:10, 5:60, 40:45] = 2                # target 2 grown to 55 mm; target 1's slices not scanned
+    change = compare_followup(CTVolume(base, g), _cropped_in_z(CTVolume(follow, g), 6, 12), alignment="none")
+    assert change["response"] == "PD" and change["sum_of_diameters"]["followup_mm"] is None
+    assert "the follow-up sum counts the targets seen only, a lower bound that already shows progression" in \
+        change["response_reason"]

@@ -304,6 +304,34 @@ def _align_livers(baseline: CTVolume, followup: CTVolume) -> Tuple[Any, float]:
                                                                   moving.GetSize()))
 
 
+def dicom_patient_id(ct: Optional[CTVolume]) -> Optional[str]:
+    """The PatientID of a CT read from a DICOM series (its first file's header), or None (no DICOM files, no
+    pydicom, an unreadable header, an empty ID)."""
+    files = (ct.meta.get("files") if ct is not None else None) or []
+    if not files:
+        return None
+    try:
+        import pydicom
+
+        value = str(pydicom.dcmread(str(files[0]), stop_before_pixels=True, specific_tags=["PatientID"],
+                                    force=True).get("PatientID", "") or "").strip()
+    except Exception:  # noqa: BLE001 - a header that cannot be read says nothing about the patient
+        return None
+    return value or None
+
+
+def _other_patient_warning(baseline_ct: Optional[CTVolume], followup_ct: Optional[CTVolume]) -> List[str]:
+    """A warning when both CTs are DICOM series whose PatientIDs differ: another patient's scan with a similar liver
+    aligned with liver Dice 0.91 and gave a response without a word (the follow-up audit). Only DICOM series carry
+    the ID; NIfTI and other files are not checked."""
+    ids = dicom_patient_id(baseline_ct), dicom_patient_id(followup_ct)
+    if None in ids or ids[0] == ids[1]:
+        return []
+    return [f"the two CTs' DICOM PatientIDs differ ('{ids[0]}' and '{ids[1]}'): they may be two patients' scans, "
+            f"and then no change or response here means anything; check that both belong to one patient (an "
+            f"anonymisation may also have given one patient two IDs)"]
+
+
 def _ct_options() -> str:
     return option_hint("--baseline-ct, --followup-ct", "baseline_ct=, followup_ct=")
 
@@ -723,6 +751,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
+    warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     moved = [(i, j) for j, i in sorted(links.owner.items()) if (i, j) not in links.overlap]
     if moved:  # linked by the centroid rule alone: a reader should see that no voxel is shared

@@ -1060,3 +1060,34 @@ def test_pd_with_a_target_not_assessed_says_its_sum_is_the_seen_targets_lower_bo
     assert change["response"] == "PD" and change["sum_of_diameters"]["followup_mm"] is None
     assert "the follow-up sum counts the targets seen only, a lower bound that already shows progression" in \
         change["response_reason"]
+
+
+def test_two_dicom_series_of_other_patient_ids_are_said():
+    """Another patient's scan with a similar liver aligned with liver Dice 0.91 and gave a response without a word
+    (the follow-up audit). Where both CTs are DICOM series, differing PatientIDs are now said."""
+    import tempfile
+
+    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("pydicom")
+    from pathlib import Path
+
+    from LiverTumorSegLib.followup import _other_patient_warning, dicom_patient_id
+
+    folder = Path(tempfile.mkdtemp())
+
+    def dicom_ct(name, patient):
+        image = sitk.GetImageFromArray(np.zeros((4, 4), np.int16))
+        for tag, value in {"0008|0060": "CT", "0010|0020": patient}.items():
+            image.SetMetaData(tag, value)
+        sitk.WriteImage(image, str(folder / name))
+        return CTVolume(np.zeros((1, 4, 4), np.int16), ImageGeometry(spacing=(1.0, 1.0, 1.0)),
+                        meta={"files": [str(folder / name)]})
+
+    first, second, same = dicom_ct("a.dcm", "P-001"), dicom_ct("b.dcm", "P-002"), dicom_ct("c.dcm", "P-001")
+    assert dicom_patient_id(first) == "P-001"
+    (said,) = _other_patient_warning(first, second)
+    assert "DICOM PatientIDs differ ('P-001' and 'P-002')" in said
+    assert _other_patient_warning(first, same) == []
+    assert _other_patient_warning(first, None) == [] and _other_patient_warning(None, second) == []
+    nifti = CTVolume(np.zeros((1, 4, 4), np.int16), ImageGeometry(spacing=(1.0, 1.0, 1.0)))  # not DICOM: not judged
+    assert _other_patient_warning(first, nifti) == []

@@ -360,9 +360,24 @@ def recist_response(baseline_sum_mm: Optional[float], followup_sum_mm: Optional[
             return NON_CR_NON_PD, "no measurable target lesion at baseline; non-target lesions persist"
         return "NE", "no lesion at baseline"
     relative = (followup_sum_mm - baseline_sum_mm) / baseline_sum_mm
-    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({100 * relative:+.1f} %)"
+    text = f"sum of diameters {baseline_sum_mm:.1f} -> {followup_sum_mm:.1f} mm ({_percent_text(relative)})"
     if meets_progression(baseline_sum_mm, followup_sum_mm):
         return "PD", text
     if at_most(relative, RECIST_PR_CHANGE):
         return "PR", text
+    if at_least(relative, RECIST_PD_CHANGE):  # up 20 % or more, but by under 5 mm: said, as it is not PD
+        text += f"; up by {followup_sum_mm - baseline_sum_mm:.1f} mm, under the {RECIST_PD_ABSOLUTE_MM:g} mm PD needs"
     return "SD", text
+
+
+def _percent_text(relative: float) -> str:
+    """``relative`` (a fraction) as a signed percentage to 0.1 %, or to 0.01 % where 0.1 % would round it onto a
+    rule's threshold it does not meet: +19.97 % read '+20.0 %' beside SD, -29.96 % '-30.0 %' beside SD (the
+    follow-up audit)."""
+    percent = 100.0 * relative
+    text = f"{percent:+.1f} %"
+    for threshold, met in ((100.0 * RECIST_PD_CHANGE, at_least(relative, RECIST_PD_CHANGE)),
+                           (100.0 * RECIST_PR_CHANGE, at_most(relative, RECIST_PR_CHANGE))):
+        if round(percent, 1) == round(threshold, 1) and not met:
+            return f"{percent:+.2f} %"
+    return text

@@ -143,3 +143,14 @@ def test_non_square_pixels_never_give_a_short_axis_longer_than_the_long_axis():
             assert np.linalg.norm(ends[1] - ends[0]) == pytest.approx(axes["short_axis_mm"])
             assert axes["long_axis_mm"] == pytest.approx(2 * radius, abs=1.6)
     assert worst <= 1e-9
+
+
+def test_the_response_reason_never_rounds_a_change_onto_a_threshold_it_misses_and_says_why_20_percent_is_not_pd():
+    """+19.97 % read '+20.0 %' beside SD and -29.96 % read '-30.0 %' beside SD; 20 -> 24 mm (+20 %, +4 mm) said
+    nothing of the 5 mm rule (the follow-up audit)."""
+    assert recist_response(100.0, 119.97, False, 1, 1) == ("SD", "sum of diameters 100.0 -> 120.0 mm (+19.97 %)")
+    assert recist_response(100.0, 70.04, False, 1, 1) == ("SD", "sum of diameters 100.0 -> 70.0 mm (-29.96 %)")
+    category, reason = recist_response(20.0, 24.0, False, 1, 1)
+    assert category == "SD" and reason.endswith("(+20.0 %); up by 4.0 mm, under the 5 mm PD needs")
+    assert recist_response(100.0, 120.0, False, 1, 1) == ("PD", "sum of diameters 100.0 -> 120.0 mm (+20.0 %)")
+    assert recist_response(100.0, 70.0, False, 1, 1) == ("PR", "sum of diameters 100.0 -> 70.0 mm (-30.0 %)")

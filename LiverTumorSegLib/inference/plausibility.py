@@ -147,14 +147,29 @@ def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optional
     bone samples (no spine in the scan, or not a CT of the trunk)."""
     step = (2, 4, 4)
     sampled = _sampled(hu_zyx, step)
-    body = _ras_of(sampled > BODY_HU, geometry, step, axes=(0, 1))
-    if body.shape[1] == 0:
+    body_centre = _mean_ras(sampled > BODY_HU, geometry, step)
+    if body_centre is None:
         return None
-    bone = _ras_of(sampled > SPINE_BONE_HU, geometry, step, axes=(0, 1))
-    midline = np.abs(bone[0] - body[0].mean()) < SPINE_MIDLINE_MM
+    bone = _ras_of(sampled > SPINE_BONE_HU, geometry, step, axes=(0, 1))  # few voxels: their own coordinates
+    midline = np.abs(bone[0] - body_centre[0]) < SPINE_MIDLINE_MM
     if int(midline.sum()) < SPINE_MIN_SAMPLES:
         return None
-    return float(bone[1][midline].mean() - body[1].mean())
+    return float(bone[1][midline].mean() - body_centre[1])
+
+
+def _mean_ras(sampled_mask_zyx: np.ndarray, geometry: ImageGeometry, step_zyx: Tuple[int, int, int]
+              ) -> Optional[np.ndarray]:
+    """RAS (mm) of the mean position of a sampled mask's voxels (as :func:`_ras_of`), or None without any: the mean
+    index from the mask's sums along each axis, not every voxel's coordinates (the body is most of a CT: those
+    took 0.19 s of a 300-slice run)."""
+    count = int(np.count_nonzero(sampled_mask_zyx))
+    if count == 0:
+        return None
+    mean_kji = [float((sampled_mask_zyx.sum(axis=tuple(a for a in range(3) if a != axis))
+                       * np.arange(sampled_mask_zyx.shape[axis])).sum()) / count * step_zyx[axis]
+                for axis in range(3)]
+    ijk_to_ras = geometry.ijk_to_ras()
+    return ijk_to_ras[:3, :3] @ np.asarray(mean_kji[::-1]) + ijk_to_ras[:3, 3]
 
 
 def spine_front_back_warnings(hu_zyx: np.ndarray, geometry: ImageGeometry) -> List[str]:

@@ -104,6 +104,14 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
         assert torch.equal(package.model(x), reference(x))
 
 
+def _full_and_cut_dirs(tmp_path):
+    """Folders of an uninterrupted run and of the same run interrupted and resumed, to compare their weights."""
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    cut_dir.mkdir()
+    return full_dir, cut_dir
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 def test_resume_after_crash_or_ctrl_c_matches_uninterrupted_run(data_csv, tmp_path, dropout, monkeypatch):
     """With dropout the resumed run once drew other masks: making the data loader's iterator took a number from
@@ -186,9 +194,7 @@ def test_ctrl_c_arriving_inside_the_weight_update_resumes_as_if_uninterrupted(da
 
     torch.set_num_threads(1)
     quiet = dict(log=lambda s: None)
-    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full_dir.mkdir()
-    cut_dir.mkdir()
+    full_dir, cut_dir = _full_and_cut_dirs(tmp_path)
     train(tiny_config(data_csv, full_dir), **quiet)
     reference = _weights(full_dir / "model_train" / "checkpoints" / "last.pt")
     build_optimizer = trainer_module.build_optimizer
@@ -229,9 +235,7 @@ def test_ctrl_c_inside_a_forward_pass_with_dropout_resumes_as_if_uninterrupted(d
 
     torch.set_num_threads(1)
     quiet = dict(log=lambda s: None)
-    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full_dir.mkdir()
-    cut_dir.mkdir()
+    full_dir, cut_dir = _full_and_cut_dirs(tmp_path)
 
     def config(out_dir):
         return tiny_config(data_csv, out_dir, model_options={"channels": [4, 8, 16], "dropout": 0.2})
@@ -270,9 +274,7 @@ def test_ctrl_c_while_the_best_checkpoint_is_written_resumes_with_the_same_best_
 
     torch.set_num_threads(1)
     quiet = dict(log=lambda s: None)
-    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full_dir.mkdir()
-    cut_dir.mkdir()
+    full_dir, cut_dir = _full_and_cut_dirs(tmp_path)
 
     def config(out_dir):
         return tiny_config(data_csv, out_dir, epochs=3, early_stopping_patience=5, use_best_checkpoint=True)

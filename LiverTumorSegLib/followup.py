@@ -22,9 +22,10 @@ with its own :class:`~LiverTumorSegLib.volume.ImageGeometry`) and optionally bot
    the lower baseline id), and a baseline lesion that owns none but shares voxels with follow-up lesions
    coalesced into the one it shares most voxels with; a lesion without any overlap is linked to the nearest
    lesion of the other scan that has no link yet whose centroid (after alignment) is within max(5 mm, half the
-   larger long axis), at most :data:`MOVED_MAX_MM` (10 mm): a lesion that moved (said in the report's warnings). Merges and splits need shared voxels; a follow-up lesion that only
-   touches another baseline lesion's old place (one lesion grown into where a neighbour was, the neighbour
-   still its own lesion) is not a merge. The connected groups of links give each lesion's status:
+   larger long axis), at most :data:`MOVED_MAX_MM` (10 mm): a lesion that moved (said in the report's
+   warnings). Merges and splits need shared voxels; a follow-up lesion that only touches another baseline
+   lesion's old place (one lesion grown into where a neighbour was, the neighbour still its own lesion) is not a
+   merge. The connected groups of links give each lesion's status:
    ``disappeared`` (baseline only, inside the follow-up's field of view), ``not_assessed`` (partly or wholly
    outside the follow-up scan: unseen or cut by its edge; or cut by the baseline scan's edge where the follow-up
    does not reach max(10 mm, its long axis) beyond that edge), ``present`` (cut by the baseline scan's edge,
@@ -755,9 +756,12 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     moved = [(i, j) for j, i in sorted(links.owner.items()) if (i, j) not in links.overlap]
     if moved:  # linked by the centroid rule alone: a reader should see that no voxel is shared
+        def apart_mm(i: int, j: int) -> float:
+            return float(np.linalg.norm(np.asarray(base_by_id[i]["centroid_lps_mm"]) - follow_centroids[j]))
+
         warnings.append("baseline and follow-up lesion(s) " + ", ".join(
-            f"{i} and {j} ({float(np.linalg.norm(np.asarray(base_by_id[i]['centroid_lps_mm']) - follow_centroids[j])):.1f} "
-            f"mm apart)" for i, j in moved) + " share no voxel after alignment and were taken for one lesion that "
+            f"{i} and {j} ({apart_mm(i, j):.1f} mm apart)" for i, j in moved)
+            + " share no voxel after alignment and were taken for one lesion that "
             f"moved; check them: a new lesion beside one that disappeared would make PD")
     grown = _non_target_growth(entries)
     if grown:

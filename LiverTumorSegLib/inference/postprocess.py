@@ -590,8 +590,8 @@ def tumor_parts_left_to_tumor_rules(components: np.ndarray, count: int, largest:
     """Per organ part ``0..count`` (``components`` of ``region``'s organ): whether the largest-component step
     leaves it to the tumor rules instead of dropping it: a part mostly tumor (label 2 in at least half of its
     voxels), smaller than the kept part ``largest``, within ``liver_dilation_mm`` of it (or anywhere, when tumor may
-    lie outside the liver). The margin rule otherwise never saw such a part: an exophytic or pedunculated tumor whose stalk the
-    network missed, one voxel from the liver, was dropped as a separate organ part whatever
+    lie outside the liver). The margin rule otherwise never saw such a part: an exophytic or pedunculated tumor
+    whose stalk the network missed, one voxel from the liver, was dropped as a separate organ part whatever
     ``--tumor-liver-margin-mm`` said (the post-processing audit)."""
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     tumor = np.bincount(components[region == 2], minlength=count + 1)

@@ -19,8 +19,9 @@ GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction c
 
 
 
-_REMAP_ADVICE = ("remap them first (e.g. in 3D Slicer, or with SimpleITK: sitk.ChangeLabel(image, changeMap={255: 1})); "
-                 "evaluate and train can map them with --label-map instead.")
+_REMAP_ADVICE = ("remap them first (e.g. in 3D Slicer, or with SimpleITK: "
+                 "sitk.ChangeLabel(image, changeMap={255: 1})); evaluate and train can map them with --label-map "
+                 "instead.")
 """How to fix a label map with other values: measure and followup have no --label-map (the advice said only 'remap
 them first', without how)."""
 

@@ -322,7 +322,7 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
     if sample.size == 0:
         return None
     low = sample[sample < PADDING_BELOW_HU]
-    if low.size:
+    if low.size >= SCALED_IMAGE_BELOW_PADDING_FRACTION * sample.size:  # else too few to be image, whatever they are
         values, counts = np.unique(low, return_counts=True)
         image = low[low != values[counts.argmax()]]
         fraction = image.size / sample.size
@@ -335,7 +335,8 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
     if above.size == 0:
         return None
     air_lo, air_hi = SCALED_AIR_HU
-    lowest, p5 = float(above.min()), float(np.percentile(above, 5))
+    fifth = int(0.05 * (above.size - 1))  # the 5th percentile's rank: a partial sort, not a whole one
+    lowest, p5 = float(above.min()), float(np.partition(above, fifth)[fifth])
     if lowest > air_lo and p5 < air_hi and p5 - lowest <= SCALED_AIR_SPREAD_HU:
         return (f"the lowest 5 % of the voxels form a sharp cluster at {lowest:.0f}..{p5:.0f} and nothing reaches "
                 f"air's -1000 HU: air at about {p5:.0f}, so the values look multiplied by about "

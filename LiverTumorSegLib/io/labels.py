@@ -17,13 +17,12 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = (0, 1, 2)
 GEOMETRY_TOLERANCE = 1e-3  # mm for spacing and origin, unitless for direction cosines
 
-
-
 _REMAP_ADVICE = ("remap them first (e.g. in 3D Slicer, or with SimpleITK: "
                  "sitk.ChangeLabel(image, changeMap={255: 1})); evaluate and train can map them with --label-map "
                  "instead.")
 """How to fix a label map with other values: measure and followup have no --label-map (the advice said only 'remap
 them first', without how)."""
+
 
 def describe_grid_mismatch(label: CTVolume, reference: CTVolume, tolerance: float,
                            compare_shape: bool = True) -> List[str]:

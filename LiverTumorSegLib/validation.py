@@ -302,6 +302,11 @@ SCALED_IMAGE_BELOW_PADDING_FRACTION = 0.05
 """Voxels below :data:`PADDING_BELOW_HU` that are image, not padding: more than this fraction of them (the most
 common value there, the padding, left out) with at least :data:`PADDED_PICTURE_MIN_VALUES` distinct values. Real CTs
 (the shared cases, the sample, and each with -2048 / -3024 / -32768 padding): 0; the sample x4 and x10: 37-39 %."""
+SCALED_IMAGE_SPREAD_HU = 200.0
+"""...and those values spread over at least this much (5th to 95th percentile): air and lung at x 2 and more span
+hundreds of HU, while padding with noise on it (the robustness benchmark's noise rows on the GE CT's -3024, as
+lossy compression could leave it) stays within a few tens and is still padding: the check refused those rows. (On
+that padding, noise of 10 / 25 / 40 / 60 HU spreads 32 / 84 / 133 / 201 HU: up to about 60 HU of noise passes.)"""
 SCALED_AIR_HU = (-850.0, -300.0)
 SCALED_AIR_SPREAD_HU = 60.0
 """A CT whose values were scaled down: nothing above the padding reaches :data:`SCALED_AIR_HU`'s low end (real
@@ -326,7 +331,9 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
         values, counts = np.unique(low, return_counts=True)
         image = low[low != values[counts.argmax()]]
         fraction = image.size / sample.size
-        if fraction >= SCALED_IMAGE_BELOW_PADDING_FRACTION and np.unique(image).size >= PADDED_PICTURE_MIN_VALUES:
+        spread = float(np.ptp(np.percentile(image, [5, 95]))) if image.size else 0.0
+        if fraction >= SCALED_IMAGE_BELOW_PADDING_FRACTION and np.unique(image).size >= PADDED_PICTURE_MIN_VALUES \
+                and spread >= SCALED_IMAGE_SPREAD_HU:
             return (f"{100 * fraction:.0f} % of the voxels lie below {PADDING_BELOW_HU:g} with many different values "
                     f"(median {float(np.median(image)):.0f}), where a CT holds only padding of one value: air at "
                     f"about {float(np.median(image)):.0f} instead of -1000 HU, so the values look multiplied, i.e. "

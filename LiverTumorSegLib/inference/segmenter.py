@@ -456,12 +456,20 @@ class Segmenter:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
+        cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
         from .plausibility import (liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings)
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
                                   cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry))
+        if cut:
+            for lesion in report["lesions"]:
+                if lesion["id"] in cut:
+                    lesion["cut_by_postprocessing"] = True
+            warnings.append(f"post-processing removed part of lesion(s) {', '.join(map(str, sorted(cut)))} (above the "
+                            f"lung bases or on air): the report's volume and axes of each are those of the part left "
+                            f"(cut_by_postprocessing in the report); check them in the images.")
         if hu_rules_skipped:
             warnings.append(f"The rules that read Hounsfield units were skipped, as the CT's values are not HU "
                             f"({hu_rules_skipped}): liver above the lung bases kept, liver and tumor on air "
@@ -640,6 +648,34 @@ def _prepare_while_loading_wanted(options: SegmentationOptions) -> bool:
 
 LOAD_WAIT_STEP_SECONDS = 0.25
 """How long one wait for the model-load thread lasts (:func:`wait_for_load`)."""
+
+
+def _lesions_cut_by_postprocessing(network_labels: np.ndarray, labels: np.ndarray, geometry: ImageGeometry,
+                                   changes: Dict[str, Any]) -> set:
+    """Report ids of the lesions whose tumor, as the network labelled it, post-processing cut (made background in
+    part): the lung-base and air steps act on voxels, not on whole lesions, so a lesion bulging above the line kept
+    only its part below it, and the report gave that part's size without a word (the post-processing audit). Looked
+    for only when those steps removed tumor."""
+    if not (changes.get("tumor_above_lungs_ml") or changes.get("tumor_in_air_ml")):
+        return set()
+    from scipy import ndimage
+
+    from .lesion_report import lesion_components
+    from .postprocess import CONNECTIVITY_26, bounding_box
+
+    network_tumor = network_labels == 2
+    if not network_tumor.any():
+        return set()
+    box = bounding_box(network_tumor, 1)
+    network_ids, _ = ndimage.label(network_tumor[box], structure=CONNECTIVITY_26)
+    removed = network_tumor[box] & (labels[box] == 0)
+    cut_network = np.unique(network_ids[removed])
+    cut_network = cut_network[cut_network > 0]
+    if cut_network.size == 0:
+        return set()
+    lesion_ids, _ = lesion_components(labels, geometry)  # numbered as the report numbers them
+    touched = lesion_ids[box][np.isin(network_ids, cut_network)]
+    return {int(i) for i in np.unique(touched) if i > 0}
 
 
 def wait_for_load(loading: "concurrent.futures.Future") -> Any:

@@ -160,6 +160,30 @@ def test_tumor_removed_above_the_lung_bases_is_recorded_and_warned_from_half_a_m
     assert len(lines) == 1 and f"({removed_ml:.1f} mL of it tumor)" in lines[0], lines
 
 
+def test_a_lesion_the_lung_base_step_cuts_is_flagged_and_named_in_the_report():
+    """The heart's lower part called tumor, touching the liver: the lung-base step removes its top and keeps the
+    rest as a lesion, whose report gave the size of the part left without a word (the post-processing audit). The
+    lesion is now marked cut_by_postprocessing and named in a warning."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.inference.segmenter import _lesions_cut_by_postprocessing
+
+    hu, parts = chest_phantom()
+    predicted = parts["liver"].astype(np.uint8)
+    predicted[parts["heart"] & (np.arange(40)[:, None, None] <= 23)] = 2
+    geometry = ImageGeometry(spacing=CHEST_SPACING[::-1])
+    changes = {}
+    out = postprocess_labels(predicted, CHEST_SPACING, PostprocessingOptions(min_lesion_probability=0),
+                             hu_zyx=hu, geometry=geometry, changes=changes)
+    assert changes["tumor_above_lungs_ml"] > 0 and (out == 2).any()
+    report = lesion_report(out, geometry, hu)
+    cut = _lesions_cut_by_postprocessing(predicted, out, geometry, changes)
+    assert cut == {lesion["id"] for lesion in report["lesions"]} and len(cut) == 1
+    untouched = parts["liver"].astype(np.uint8)
+    untouched[8:12, 28:34, 16:22] = 2                      # a tumor well inside the liver: nothing cut
+    assert _lesions_cut_by_postprocessing(untouched, untouched, geometry, changes) == set()
+    assert _lesions_cut_by_postprocessing(predicted, out, geometry, {}) == set()   # steps removed no tumor
+
+
 def test_without_chest_or_hu_nothing_anatomical_happens():
     hu, parts = chest_phantom()
     predicted = parts["liver"].astype(np.uint8)

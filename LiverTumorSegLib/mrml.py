@@ -784,7 +784,8 @@ TEXT_COLUMNS = ("Location", "Tumor probability")  # shown as text: an absent val
 def lesion_location_text(lesion: Dict[str, Any]) -> str:
     """Where to find the lesion: the report's ``location`` if given, else the axial slice of its long axis
     (``axial S ... mm``: where the views centre when the row is selected; older reports: the long axis' middle,
-    else the centroid's S), and a note when the scan's edge cuts it (its size is then a lower bound)."""
+    else the centroid's S), and a note when the scan's edge or post-processing cuts it (its size is then a lower
+    bound)."""
     if lesion.get("location"):
         return str(lesion["location"])
     s_mm = lesion.get("axial_position_s_mm")
@@ -793,6 +794,8 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     text = "" if s_mm is None else "axial S {:.1f} mm".format(float(s_mm))
     if lesion.get("touches_scan_edge"):
         text += (", " if text else "") + "cut by scan edge"
+    if lesion.get("cut_by_postprocessing"):  # its size is that of the part post-processing left
+        text += (", " if text else "") + "cut by post-processing"
     return text
 
 

@@ -405,17 +405,21 @@ def detached_data_file(path: Path) -> Optional[Path]:
         name = header.fields.get("data file") or header.fields.get("datafile") or ""
     else:
         name = _metaimage_data_file(header)
-    if not name or name.upper() in ("LOCAL", "LIST") or name.upper().startswith("LIST") or "%" in name \
-            or " " in name:
+    if not name or name.upper() == "LOCAL" or _several_data_files(name):
         return None
     return Path(path).parent / name
+
+
+def _several_data_files(name: str) -> bool:
+    """Whether a header's data-file value names a list of files (``LIST``) or a numbered pattern, not one file."""
+    return name.upper().startswith("LIST") or "%" in name or " " in name
 
 
 def _detached_size(header: Path, name: str) -> "Optional[int]":
     """Bytes of the data file ``name`` a header names (relative to the header's folder), or None for a list of files
     or a numbered pattern, which is not judged. InputError when that file is not there: a MetaImage header whose
     ``.raw`` was left behind was called 'truncated, the file holds 0 bytes' (the bad-input audit)."""
-    if name.upper().startswith("LIST") or "%" in name or " " in name:
+    if _several_data_files(name):
         return None
     target = header.parent / name  # an absolute name stays absolute
     if not target.exists():

@@ -128,11 +128,19 @@ class Alignment:
     def map_followup_to_baseline(self, lps: Sequence[float]) -> np.ndarray:
         return np.asarray(self.transform.GetInverse().TransformPoint(tuple(float(v) for v in lps)))
 
+    def rotation_angle_deg(self) -> float:
+        """The rotation's whole angle (degrees, about its axis), from the transform's 3 x 3 matrix: 0.0 for a
+        translation only. The Euler angles alone (``rotation_deg_xyz``) do not give it, since their order matters."""
+        matrix = np.asarray(getattr(self.transform, "GetMatrix", lambda: np.eye(3).ravel())(), dtype=float)
+        cosine = (float(np.trace(matrix.reshape(3, 3))) - 1.0) / 2.0
+        return float(np.rad2deg(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
     def to_dict(self) -> Dict[str, Any]:
         params = list(self.transform.GetParameters())
         rotation = [float(np.rad2deg(v)) for v in params[:3]] if len(params) == 6 else []
         translation = [float(v) for v in params[3:6]] if len(params) == 6 else [0.0, 0.0, 0.0]
-        return {"method": self.method, "rotation_deg_xyz": rotation, "translation_lps_mm": translation,
+        return {"method": self.method, "rotation_deg_xyz": rotation, "rotation_angle_deg": self.rotation_angle_deg(),
+                "translation_lps_mm": translation,
                 "center_lps_mm": [float(v) for v in getattr(self.transform, "GetCenter", lambda: (0, 0, 0))()],
                 "metric_value": self.metric_value, "liver_dice_after_alignment": self.liver_dice,
                 "warnings": list(self.warnings),
@@ -947,7 +955,9 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
     align = change["alignment"]
     shift = ", ".join(f"{v:.1f}" for v in align["translation_lps_mm"])
     dice = align["liver_dice_after_alignment"]
+    angle = align.get("rotation_angle_deg")  # reports from before it was recorded have none
     lines.append(f"alignment: {align['method']}, translation LPS ({shift}) mm"
+                 + (f", rotation {angle:.1f} deg" if angle is not None else "")
                  + (f", liver Dice after alignment {dice:.3f}" if dice is not None else ""))
     for e in change["lesions"]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"

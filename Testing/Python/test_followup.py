@@ -1091,3 +1091,27 @@ def test_two_dicom_series_of_other_patient_ids_are_said():
     assert _other_patient_warning(first, None) == [] and _other_patient_warning(None, second) == []
     nifti = CTVolume(np.zeros((1, 4, 4), np.int16), ImageGeometry(spacing=(1.0, 1.0, 1.0)))  # not DICOM: not judged
     assert _other_patient_warning(first, nifti) == []
+
+
+def test_alignment_reports_the_rotations_whole_angle_not_only_the_translation():
+    """A rigid alignment turned 12 degrees about an oblique axis: the record and the printed line give 12.0 deg
+    (not one of the Euler angles, whose order matters), a translation-only one 0.0 deg."""
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.followup import Alignment, change_summary_lines
+
+    versor = sitk.VersorRigid3DTransform()
+    versor.SetRotation((1.0 / np.sqrt(2.0), 1.0 / np.sqrt(2.0), 0.0), np.deg2rad(12.0))
+    euler = sitk.Euler3DTransform()
+    euler.SetMatrix(versor.GetMatrix())
+    euler.SetTranslation((1.0, 2.0, 3.0))
+    record = Alignment(method="ct", transform=euler, liver_dice=0.9).to_dict()
+    assert record["rotation_angle_deg"] == pytest.approx(12.0, abs=1e-6)
+    assert max(abs(a) for a in record["rotation_deg_xyz"]) < 11.0  # no single Euler angle is the whole turn
+    change = {"response": "SD", "response_reason": "", "sum_of_diameters": {"baseline_mm": None}, "lesions": [],
+              "alignment": record}
+    line = [text for text in change_summary_lines(change) if text.startswith("alignment:")][0]
+    assert line == "alignment: ct, translation LPS (1.0, 2.0, 3.0) mm, rotation 12.0 deg, liver Dice after alignment 0.900"
+    shifted = sitk.Euler3DTransform()
+    shifted.SetTranslation((4.0, 0.0, 0.0))
+    assert Alignment(method="livers", transform=shifted).to_dict()["rotation_angle_deg"] == 0.0

@@ -827,7 +827,7 @@ def _padding_hu_interval(reader, index: int) -> Optional[Tuple[float, float]]:
     PixelPaddingRangeLimit, 0028,0121, are *stored* values, before the rescale slope and intercept), or None.
 
     A signed series (PixelRepresentation 1) whose padding was written unsigned (63536 for -2000) is read as the
-    two's complement of its BitsStored."""
+    two's complement of its BitsStored (:func:`_signed_stored_value`)."""
     padding = _tag_numbers(reader, index, "0028|0120")
     if not padding:
         return None
@@ -835,12 +835,23 @@ def _padding_hu_interval(reader, index: int) -> Optional[Tuple[float, float]]:
     signed = (_tag_numbers(reader, index, "0028|0103") or [0])[0] == 1
     bits = int((_tag_numbers(reader, index, "0028|0101") or [16])[0])
     if signed and 0 < bits <= 32:
-        stored = [v - 2 ** bits if v >= 2 ** (bits - 1) else v for v in stored]
+        stored = [_signed_stored_value(v, bits) for v in stored]
     slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
     intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
     hu = [v * slope + intercept for v in stored]
     margin = 0.5 * abs(slope)  # stored values are integers: half a step either side
     return min(hu) - margin, max(hu) + margin
+
+
+def _signed_stored_value(value: float, bits: int) -> float:
+    """A signed stored value of ``bits`` bits (BitsStored) as a number: a value written unsigned is taken as the
+    two's complement of its low ``bits`` bits (63536 = 0xF830 is -2000 for 16 and for 12 bits stored; subtracting
+    2 ** 12 alone made it 59440, so a 12-bit series' padding was left at -2000 HU). Values already negative, or
+    below 2 ** (bits - 1), are left as they are."""
+    if value < 2 ** (bits - 1) or not float(value).is_integer():
+        return value
+    low = int(value) & (2 ** bits - 1)
+    return float(low - 2 ** bits if low >= 2 ** (bits - 1) else low)
 
 
 def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:

@@ -108,8 +108,9 @@ def test_a_latin1_series_description_is_listed_and_chosen_as_written(tmp_path, c
     assert chosen.meta["series_description"] == "Abdomen portalvenös"
 
 
-def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0):
-    """Rewrite each file: stored = HU - intercept, with PixelPaddingValue ``padding`` outside the circle."""
+def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float = -1024.0, bits_stored: int = 16):
+    """Rewrite each file: stored = HU - intercept, with PixelPaddingValue ``padding`` outside the circle, in
+    ``bits_stored`` bits of 16 allocated (a negative value sign-extended to 16 bits, as scanners store it)."""
     import pydicom
     for f in files:
         ds = pydicom.dcmread(str(f))
@@ -117,6 +118,7 @@ def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float
         stored = hu - int(intercept)
         stored[outside] = padding
         ds.PixelRepresentation = 1 if signed else 0
+        ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
         ds.RescaleIntercept = f"{intercept:g}"
         ds.PixelPaddingValue = padding if not signed or padding >= 0 or vr == "SS" else padding & 0xFFFF
         ds["PixelPaddingValue"].VR = vr
@@ -124,15 +126,20 @@ def _pad_series(files, outside, padding, signed: bool, vr: str, intercept: float
         ds.save_as(str(f))
 
 
-@pytest.mark.parametrize("padding, signed, vr", [(63536, False, "US"), (-2000, True, "SS"), (-2000, True, "US")],
-                         ids=["unsigned-63536", "signed-minus2000", "signed-written-unsigned"])
-def test_pixel_padding_reads_as_air_not_as_bone(tmp_path, ct, padding, signed, vr):
+@pytest.mark.parametrize("padding, signed, vr, bits_stored",
+                         [(63536, False, "US", 16), (-2000, True, "SS", 16), (-2000, True, "US", 16),
+                          (-2000, True, "US", 12)],
+                         ids=["unsigned-63536", "signed-minus2000", "signed-written-unsigned",
+                              "signed-12-bits-written-unsigned"])
+def test_pixel_padding_reads_as_air_not_as_bone(tmp_path, ct, padding, signed, vr, bits_stored):
     """ITK applies the rescale but not PixelPaddingValue: an unsigned series padded with 63536 (intercept -1024)
-    read its corners as +62512 HU and was refused as 'shifted by +1024'; a signed one read -3024 HU there."""
+    read its corners as +62512 HU and was refused as 'shifted by +1024'; a signed one read -3024 HU there. A
+    signed 12-bit series whose padding -2000 was written unsigned (63536) was read as padding 59440 (63536 - 2^12)
+    and its corners kept -3024 HU."""
     files = write_ct_series(tmp_path / "padded", ct)
     yy, xx = np.mgrid[:32, :32]
     outside = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 > 16 ** 2
-    _pad_series(files, outside, padding, signed, vr)
+    _pad_series(files, outside, padding, signed, vr, bits_stored=bits_stored)
     volume = read_volume(tmp_path / "padded")
     assert volume.meta["padding_voxels"] == int(outside.sum()) * ct.shape_zyx[0]
     assert np.all(volume.array[:, outside] == -1024)

@@ -812,8 +812,46 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
                          f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
                          f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
                          f"acquisition as its own series.")
+    _refuse_interleaved_acquisitions(series, reader, positions, folder)
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
     return np.asarray(positions)
+
+
+def _acquisition_numbers(reader, num_files: int) -> Optional[List[int]]:
+    """Each file's AcquisitionNumber (0020,0012) from a series reader's tags (file order); None when a file lacks
+    it or it is not a whole number."""
+    numbers = []
+    for index in range(num_files):
+        try:
+            text = reader.GetMetaData(index, "0020|0012").strip()
+        except RuntimeError:
+            return None
+        if not re.fullmatch(r"[+-]?\d+", text):
+            return None
+        numbers.append(int(text))
+    return numbers
+
+
+def _refuse_interleaved_acquisitions(series: DicomSeriesInfo, reader, positions: Sequence[float],
+                                     folder: Path) -> None:
+    """Refuse a series whose acquisitions (AcquisitionNumber) alternate along the scan: sorted by ``positions``
+    (mm along the slice normal, file order), each acquisition's slices must lie together. Several scans stored as
+    one series (contrast phases at positions shifted by half a slice) were read as one volume of half the slice
+    spacing whose slices came from the phases in turn, without a word. Acquisitions that follow each other along
+    the scan (a step-and-shoot scan numbers each rotation) are one volume and are read."""
+    numbers = _acquisition_numbers(reader, len(series.files))
+    if numbers is None or len(set(numbers)) < 2:
+        return
+    along = [numbers[i] for i in np.argsort(np.asarray(positions, dtype=float), kind="stable")]
+    runs = [along[0]] + [b for a, b in zip(along, along[1:]) if a != b]  # the acquisition of each run of slices
+    if len(runs) == len(set(runs)):
+        return
+    shown = ", ".join(str(n) for n in runs[:8]) + (", ..." if len(runs) > 8 else "")
+    raise InputError(f"DICOM series {series.uid} in '{folder}' mixes {len(set(runs))} acquisitions whose slices "
+                     f"alternate along the scan (AcquisitionNumber, slice by slice from one end: {shown}): several "
+                     f"scans (contrast phases, a repeated scan) stored as one series, which would be read as one "
+                     f"volume of slices taken from them in turn. Export each acquisition as its own series (or put "
+                     f"each acquisition's files into a folder of its own) and segment that.")
 
 
 PADDING_AIR_HU = -1024

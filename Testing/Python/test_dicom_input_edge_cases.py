@@ -723,3 +723,30 @@ def test_an_orientation_that_is_no_rotation_is_refused_not_taken_as_the_identity
         ds.save_as(str(name))
     with pytest.raises(InputError, match="ImageOrientationPatient .* not two perpendicular unit directions"):
         read_volume(tmp_path / "ct")
+
+
+def _set_acquisition_numbers(files, numbers):
+    """Rewrite DICOM ``files`` (slice order) with AcquisitionNumber ``numbers[k]`` for slice k."""
+    import pydicom
+
+    for name, number in zip(files, numbers):
+        ds = pydicom.dcmread(str(name))
+        ds.AcquisitionNumber = number
+        save_dicom(ds, name)
+
+
+def test_acquisitions_that_alternate_along_the_scan_are_refused_and_consecutive_ones_read(tmp_path, ct):
+    """Two scans stored as one series, slices half a slice apart (a series of 2 mm slices from acquisitions 1 and 2
+    in turn), were read as one volume of 2 mm slices from both without a word. Acquisitions that follow each other
+    along the scan (one per rotation of a step-and-shoot scan) are one volume."""
+    interleaved = write_ct_series(tmp_path / "interleaved", ct)
+    _set_acquisition_numbers(interleaved, [1, 2] * 4)
+    with pytest.raises(InputError, match=r"mixes 2 acquisitions whose slices alternate along the scan "
+                                         r"\(AcquisitionNumber, slice by slice from one end: 1, 2, 1, 2, 1, 2, 1, 2\)"
+                                         r".*Export each acquisition as its own series"):
+        read_volume(tmp_path / "interleaved")
+    consecutive = write_ct_series(tmp_path / "consecutive", ct)
+    _set_acquisition_numbers(consecutive, [3, 3, 3, 3, 4, 4, 4, 4])
+    volume = read_volume(tmp_path / "consecutive")
+    np.testing.assert_array_equal(volume.array, np.asarray(ct.array))
+    assert volume.geometry.almost_equal(ct.geometry)

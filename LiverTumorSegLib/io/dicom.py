@@ -777,9 +777,7 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
         try:
             text = reader.GetMetaData(index, "0020|0032")
         except RuntimeError:
-            raise InputError(f"DICOM series {series.uid} in '{folder}': file '{name}' has no ImagePositionPatient, so "
-                             f"the slice positions and spacing cannot be known. Re-export the series from the "
-                             f"scanner/PACS with its position tags.") from None
+            _refuse_files_without_position(series, reader, folder)
         try:
             xyz = [float(v) for v in text.strip().split("\\")[:3]]
         except ValueError:
@@ -815,6 +813,30 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
     _refuse_interleaved_acquisitions(series, reader, positions, folder)
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
     return np.asarray(positions)
+
+
+def _refuse_files_without_position(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for a multi-file series some of whose files have no ImagePositionPatient (0020,0032). When the
+    other files have one, those are no slices of the CT (a dose report screen or another secondary capture
+    filed in the series): they are named, with the advice to remove them, where re-exporting the series (the
+    advice for a series whose files all lack it) would bring them back."""
+    missing = []
+    for index in range(len(series.files)):
+        try:
+            reader.GetMetaData(index, "0020|0032")
+        except RuntimeError:
+            missing.append(Path(series.files[index]).name)
+    shown = ", ".join(f"'{name}'" for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                              else "")
+    if len(missing) < len(series.files):
+        raise InputError(f"DICOM series {series.uid} in '{folder}': {len(missing)} of its {len(series.files)} files "
+                         f"({shown}) {'has' if len(missing) == 1 else 'have'} no ImagePositionPatient while the "
+                         f"others have one: such files are probably not slices of this CT (a dose report screen, a "
+                         f"screenshot or another secondary capture filed in the series). Remove them, or export the "
+                         f"axial series alone.")
+    raise InputError(f"DICOM series {series.uid} in '{folder}': its files ({shown}) have no ImagePositionPatient, "
+                     f"so the slice positions and spacing cannot be known. Re-export the series from the "
+                     f"scanner/PACS with its position tags.")
 
 
 def _acquisition_numbers(reader, num_files: int) -> Optional[List[int]]:

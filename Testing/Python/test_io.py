@@ -418,8 +418,16 @@ def test_dicom_slices_must_agree_on_position_orientation_and_pixel_spacing(tmp_p
     stored = np.zeros((5, 4, 4), np.int16)
     write_dicom_series(tmp_path / "nopos", stored, UID_A, "no positions")
     _retag(tmp_path / "nopos" / "s002.dcm", ImagePositionPatient=None)
-    with pytest.raises(InputError, match=r"file 's002.dcm' has no ImagePositionPatient"):
+    with pytest.raises(InputError, match=r"1 of its 5 files \('s002.dcm'\) has no ImagePositionPatient while the "
+                                         r"others have one: such files are probably not slices of this CT \(a dose "
+                                         r"report screen.*Remove them"):
         read_volume(tmp_path / "nopos")
+    write_dicom_series(tmp_path / "nopos_all", stored, UID_A, "no positions at all")
+    for name in sorted((tmp_path / "nopos_all").glob("*.dcm")):
+        _retag(name, ImagePositionPatient=None)
+    with pytest.raises(InputError, match=r"its files \('s000.dcm', 's001.dcm', 's002.dcm' and 2 more\) have no "
+                                         r"ImagePositionPatient, so the slice positions .*Re-export the series"):
+        read_volume(tmp_path / "nopos_all")
     write_dicom_series(tmp_path / "spacing", stored, UID_A, "odd spacing")
     _retag(tmp_path / "spacing" / "s003.dcm", PixelSpacing=[0.8, 0.8])
     with pytest.raises(InputError, match=r"another pixel spacing \(PixelSpacing\) \(0.8\\0.8\)"):

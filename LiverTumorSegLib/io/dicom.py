@@ -589,12 +589,19 @@ def _damaged_files_beside(chosen: DicomSeriesInfo) -> List[str]:
 
 
 def _refuse_damaged_files_beside(chosen: DicomSeriesInfo, folder: Path) -> None:
-    """InputError naming the files :func:`_damaged_files_beside` finds."""
+    """InputError naming the files :func:`_damaged_files_beside` finds; when they are images in a transfer syntax
+    this reader cannot decode (a series partly recompressed, e.g. in JPEG XL), it says so and how to decompress
+    them (they were called cut short or damaged, with the advice to copy the series again)."""
     damaged = _damaged_files_beside(chosen)
     if not damaged:
         return
     shown = ", ".join(f"'{os.path.relpath(p, os.path.abspath(str(folder)))}'" for p in damaged[:3])
     more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    undecodable = undecodable_transfer_syntax([Path(p) for p in damaged])
+    if undecodable is not None:
+        where = f"Folder '{folder}'"
+        raise InputError(f"{_undecodable_text(undecodable, where)} Without them ({len(damaged)} "
+                         f"file(s): {shown}{more}), DICOM series {chosen.uid} would be read with slices missing.")
     raise InputError(f"Folder '{folder}': {len(damaged)} file(s) beside DICOM series {chosen.uid} cannot be read "
                      f"({shown}{more}): CT image files that are cut short or damaged, or empty files named like the "
                      f"series' files. They may be slices of this series, which would then be segmented with slices "

@@ -750,3 +750,19 @@ def test_acquisitions_that_alternate_along_the_scan_are_refused_and_consecutive_
     volume = read_volume(tmp_path / "consecutive")
     np.testing.assert_array_equal(volume.array, np.asarray(ct.array))
     assert volume.geometry.almost_equal(ct.geometry)
+
+
+def test_slices_of_a_series_in_a_transfer_syntax_the_reader_cannot_decode_are_named_as_such(tmp_path, ct):
+    """Two slices of a series recompressed in JPEG XL (which GDCM cannot decode) were called 'cut short or damaged',
+    with the advice to copy the series again, which brings the same files back; the message says what they are
+    and how to decompress them."""
+    files = write_ct_series(tmp_path / "partly_jxl", ct, shuffle_names=False)
+    private, jpeg_xl = "1.2.826.0.1.3680043.9.1", "1.2.840.10008.1.2.4.110"  # as long as each other (see above)
+    _retag([files[0], files[4]], TransferSyntaxUID=private)
+    for name in (files[0], files[4]):
+        name.write_bytes(name.read_bytes().replace(private.encode(), jpeg_xl.encode(), 1))
+    with pytest.raises(InputError, match=r"cannot decode \(transfer syntax .*1\.2\.840\.10008\.1\.2\.4\.110, e\.g\. "
+                                         r"'ct0000\.dcm'\)\. Decompress the files first .*Without them \(2 file\(s\): "
+                                         r"'ct0000\.dcm', 'ct0004\.dcm'\), DICOM series .* would be read with slices "
+                                         r"missing\."):
+        read_volume(tmp_path / "partly_jxl")

@@ -1089,8 +1089,9 @@ def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path, positio
     worst = float(np.max(np.abs(gaps - median))) if gaps.size else 0.0
     if median <= 0 or worst > 0.2 * median:
         raise InputError(f"DICOM series {series.uid} in '{folder}' has missing slices or uneven slice spacing "
-                         f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm, typical {median:.3g} mm); a regular 3D grid "
-                         f"cannot be built. Export the complete series (or resample it to even spacing) first.")
+                         f"(gaps {gaps.min():.3g}..{gaps.max():.3g} mm, typical {median:.3g} mm"
+                         f"{_odd_gap_text(series, positions, median)}); a regular 3D grid cannot be built. Export "
+                         f"the complete series (or resample it to even spacing) first.")
     # each gap may be near the median while the gaps add up: slice k is placed at origin + k * spacing
     spacing = float(image.GetSpacing()[2])
     placed = float(np.dot(image.GetOrigin(), normal)) + spacing * np.arange(len(positions))
@@ -1106,6 +1107,21 @@ def _check_slice_positions(series: DicomSeriesInfo, image, folder: Path, positio
     return (f"slice spacing varies by up to {worst:.3g} mm around {median:.3g} mm; the mean spacing "
             f"{spacing:.4g} mm was used, which places some slices up to {misplaced:.2g} mm from their recorded "
             f"positions")
+
+
+def _odd_gap_text(series: DicomSeriesInfo, positions: np.ndarray, median: float) -> str:
+    """Where the gap between neighbouring slices that differs most from the ``median`` gap (mm) lies, for a message:
+    "; the one most off, 5 mm, between 'a.dcm' and 'b.dcm' (at 7.5 and 12.5 mm along the slice normal): about 1
+    slice missing there". ``positions``: each file's position along the slice normal (mm, file order)."""
+    order = np.argsort(positions, kind="stable")
+    along = np.asarray(positions, dtype=float)[order]
+    gaps = np.diff(along)
+    i = int(np.argmax(np.abs(gaps - median)))
+    first, second = (Path(series.files[order[n]]).name for n in (i, i + 1))
+    missing = int(round(gaps[i] / median)) - 1 if median > 0 else 0
+    return (f"; the one most off, {gaps[i]:.3g} mm, between '{first}' and '{second}' (at {along[i]:.5g} and "
+            f"{along[i + 1]:.5g} mm along the slice normal)"
+            f"{f': about {missing} slice(s) missing there' if missing >= 1 else ''}")
 
 
 UNCOMPRESSED_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")

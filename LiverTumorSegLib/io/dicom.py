@@ -197,6 +197,7 @@ class _DicomFileHeader:
     size: Tuple[int, ...] = ()               # columns, rows (and frames of a multi-frame file), as GDCM reads them
     pixel_id: int = -1                       # the SimpleITK pixel type GDCM reads the pixels as
     check_tags: Tuple[Optional[str], ...] = ()  # the values of _CHECK_TAGS as stored (None: absent); () unknown
+    photometric: str = ""                    # PhotometricInterpretation (0028,0004), upper case; "" when absent
 
 
 _CHECK_TAGS = ("0028|0010", "0028|0011", "0028|0008", "0028|0002", "0028|0100", "0020|0037")
@@ -224,7 +225,8 @@ def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
         description=_dicom_text(reader, "0008|103e"), modality=_dicom_tag(reader, "0008|0060"),
         series_number=_dicom_tag(reader, "0020|0011"), size=tuple(int(n) for n in reader.GetSize()),
         pixel_id=int(reader.GetPixelID()),
-        check_tags=tuple(reader.GetMetaData(t) if reader.HasMetaDataKey(t) else None for t in _CHECK_TAGS))
+        check_tags=tuple(reader.GetMetaData(t) if reader.HasMetaDataKey(t) else None for t in _CHECK_TAGS),
+        photometric=_dicom_tag(reader, "0028|0004").upper())
 
 
 def _gdcm_series_id(series_instance_uid: str) -> str:
@@ -652,6 +654,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     _refuse_damaged_files_beside(chosen, folder)
     _check_dicom_series_memory(chosen, folder)
     _refuse_pixel_data_of_another_size(chosen, folder)
+    if any(h.photometric == "MONOCHROME1" for h in chosen._headers or []):  # before GDCM, which fails on some
+        raise InputError(_inverted_grey_scale_text(chosen, folder))      # (12 bits stored, signed) with its own words
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -1342,10 +1346,17 @@ def _refuse_inverted_grey_scale(series: DicomSeriesInfo, reader, folder: Path) -
     except RuntimeError:
         return
     if photometric == "MONOCHROME1":
-        raise InputError(f"DICOM series {series.uid} in '{folder}' is stored as MONOCHROME1 (inverted grey scale); "
-                         f"the DICOM reader would invert its values, so the Hounsfield units would come out "
-                         f"mirrored. Convert it to MONOCHROME2 or to NIfTI with a tool that applies only the rescale "
-                         f"slope and intercept (air should read about -1000 HU, the liver 40-150 HU afterwards).")
+        raise InputError(_inverted_grey_scale_text(series, folder))
+
+
+def _inverted_grey_scale_text(series: DicomSeriesInfo, folder: Path) -> str:
+    """The refusal of a MONOCHROME1 series (:func:`_refuse_inverted_grey_scale`); the listing's headers let the
+    reader give it before GDCM reads the pixels: GDCM failed on a signed 12-bit MONOCHROME1 series with
+    'An invalid logic behavior occurredPF.GetBitsStored() != 12. Check that all its files are complete.'"""
+    return (f"DICOM series {series.uid} in '{folder}' is stored as MONOCHROME1 (inverted grey scale); the DICOM "
+            f"reader would invert its values, so the Hounsfield units would come out mirrored. Convert it to "
+            f"MONOCHROME2 or to NIfTI with a tool that applies only the rescale slope and intercept (air should read "
+            f"about -1000 HU, the liver 40-150 HU afterwards).")
 
 
 def _functional_item(frame, shared, sequence: str):

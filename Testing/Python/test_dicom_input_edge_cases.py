@@ -34,6 +34,12 @@ def test_a_monochrome1_series_is_refused_not_read_mirrored(tmp_path, ct):
     write_ct_series(tmp_path / "mono1", ct, photometric="MONOCHROME1")
     with pytest.raises(InputError, match="MONOCHROME1.*mirrored"):
         read_volume(tmp_path / "mono1")
+    # signed, 12 bits stored: GDCM failed first, with 'An invalid logic behavior occurredPF.GetBitsStored() != 12.
+    # Check that all its files are complete.'
+    files = write_ct_series(tmp_path / "mono1_12bit", ct, photometric="MONOCHROME1")
+    _retag(files, BitsStored=12, HighBit=11)
+    with pytest.raises(InputError, match="is stored as MONOCHROME1 .*mirrored"):
+        read_volume(tmp_path / "mono1_12bit")
 
 
 def test_an_enhanced_ct_in_order_is_read_and_one_the_reader_would_misplace_is_refused(tmp_path, ct):

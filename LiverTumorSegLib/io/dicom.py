@@ -656,6 +656,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     _refuse_pixel_data_of_another_size(chosen, folder)
     if any(h.photometric == "MONOCHROME1" for h in chosen._headers or []):  # before GDCM, which fails on some
         raise InputError(_inverted_grey_scale_text(chosen, folder))      # (12 bits stored, signed) with its own words
+    _refuse_colour_images_among_slices(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -1347,6 +1348,35 @@ def _refuse_inverted_grey_scale(series: DicomSeriesInfo, reader, folder: Path) -
         return
     if photometric == "MONOCHROME1":
         raise InputError(_inverted_grey_scale_text(series, folder))
+
+
+def _is_colour(header: _DicomFileHeader) -> bool:
+    """Whether the file of ``header`` (as the series listing read it) holds a colour or multi-sample image: more
+    than one SamplesPerPixel (0028,0002), or a PhotometricInterpretation other than MONOCHROME1/2 (RGB, YBR_*,
+    PALETTE COLOR)."""
+    samples = header.check_tags[3] if len(header.check_tags) == len(_CHECK_TAGS) else None
+    try:
+        several = samples is not None and samples.strip() != "" and int(samples.strip()) > 1
+    except ValueError:
+        several = False
+    return several or header.photometric not in ("", "MONOCHROME1", "MONOCHROME2")
+
+
+def _refuse_colour_images_among_slices(series: DicomSeriesInfo, folder: Path) -> None:
+    """Refuse a greyscale series with colour images among its files (a screenshot or colour map filed in the series
+    with a slice's size and position): ITK turned each into its grey luminance and read it as a slice of 0 HU
+    or so, without a word. A series of colour images alone is refused after the read (it has several components
+    per voxel)."""
+    headers = series._headers or []
+    colour = [Path(h.path).name for h in headers if _is_colour(h)]
+    if not colour or len(colour) == len(headers):
+        return
+    shown = ", ".join(f"'{name}'" for name in colour[:3]) + (f" and {len(colour) - 3} more" if len(colour) > 3 else "")
+    raise InputError(f"DICOM series {series.uid} in '{folder}': {len(colour)} of its {len(headers)} files ({shown}) "
+                     f"{'holds' if len(colour) == 1 else 'hold'} colour images (RGB or another colour photometric "
+                     f"interpretation) among its greyscale CT slices: a screenshot or a derived colour image filed in "
+                     f"the series, which would be read as a slice of made-up HU. Remove them, or export the axial "
+                     f"series alone.")
 
 
 def _inverted_grey_scale_text(series: DicomSeriesInfo, folder: Path) -> str:

@@ -772,3 +772,20 @@ def test_slices_of_a_series_in_a_transfer_syntax_the_reader_cannot_decode_are_na
                                          r"'ct0000\.dcm', 'ct0004\.dcm'\), DICOM series .* would be read with slices "
                                          r"missing\."):
         read_volume(tmp_path / "partly_jxl")
+
+
+def test_a_colour_image_filed_among_the_slices_is_refused_not_read_as_a_slice(tmp_path, ct):
+    """A screenshot (RGB) with a slice's size, position and series UID among the CT slices was turned into its
+    grey luminance by ITK and read as a slice of 0 HU, without a word."""
+    import pydicom
+
+    files = write_ct_series(tmp_path / "with_rgb", ct, shuffle_names=False)
+    ds = pydicom.dcmread(str(files[3]))
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.full((32, 32, 3), 200, np.uint8).tobytes()
+    save_dicom(ds, files[3])
+    with pytest.raises(InputError, match=r"1 of its 8 files \('ct0003.dcm'\) holds colour images \(RGB or another "
+                                         r"colour photometric interpretation\) among its greyscale CT slices.*Remove "
+                                         r"them, or export the axial series alone"):
+        read_volume(tmp_path / "with_rgb")

@@ -657,6 +657,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
     if any(h.photometric == "MONOCHROME1" for h in chosen._headers or []):  # before GDCM, which fails on some
         raise InputError(_inverted_grey_scale_text(chosen, folder))      # (12 bits stored, signed) with its own words
     _refuse_colour_images_among_slices(chosen, folder)
+    _refuse_several_multiframe_files(chosen, folder)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -1348,6 +1349,24 @@ def _refuse_inverted_grey_scale(series: DicomSeriesInfo, reader, folder: Path) -
         return
     if photometric == "MONOCHROME1":
         raise InputError(_inverted_grey_scale_text(series, folder))
+
+
+def _refuse_several_multiframe_files(series: DicomSeriesInfo, folder: Path) -> None:
+    """Refuse a series of several files of which some hold several frames (an enhanced CT split over files, or
+    multi-frame files beside single slices): the series reader stacks one image per file, and such a series was
+    refused with 'the pixel spacing ... of file ... is missing ... Re-export the series' (its spacing lies in the
+    frames' functional groups), which named neither the files nor what to do. One multi-frame file alone is read
+    (:func:`_check_multiframe`)."""
+    headers = series._headers or []
+    multiframe = [h for h in headers if len(h.size) > 2 and h.size[2] > 1]
+    if len(headers) < 2 or not multiframe:
+        return
+    shown = ", ".join(f"'{Path(h.path).name}' ({h.size[2]} frames)" for h in multiframe[:3]) + (
+        f" and {len(multiframe) - 3} more" if len(multiframe) > 3 else "")
+    raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(headers)} files, {len(multiframe)} of them "
+                     f"multi-frame (enhanced) images ({shown}); this reader reads a multi-frame series only as one "
+                     f"file, and stacks single-frame slices otherwise. Convert the series to NIfTI with a tool that "
+                     f"reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that file.")
 
 
 def _is_colour(header: _DicomFileHeader) -> bool:

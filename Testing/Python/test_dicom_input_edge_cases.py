@@ -789,3 +789,25 @@ def test_a_colour_image_filed_among_the_slices_is_refused_not_read_as_a_slice(tm
                                          r"colour photometric interpretation\) among its greyscale CT slices.*Remove "
                                          r"them, or export the axial series alone"):
         read_volume(tmp_path / "with_rgb")
+
+
+def test_an_enhanced_ct_split_over_several_files_is_refused_naming_them(tmp_path, ct):
+    """One enhanced CT series stored as two multi-frame files (4 frames each) was refused with 'the pixel spacing
+    (PixelSpacing, 0028,0030) of file ... is missing ... Re-export the series', which named neither the
+    multi-frame files nor a way to read them."""
+    import pydicom
+
+    folder = tmp_path / "split_enhanced"
+    folder.mkdir()
+    for part, first in enumerate((0, 4)):
+        half = CTVolume(np.asarray(ct.array)[first:first + 4].copy(),
+                        ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.index_to_lps((0.0, 0.0, first))))
+        path = write_enhanced_ct(folder / f"part{part}.dcm", half, uid_seed=part)
+        ds = pydicom.dcmread(str(path))  # one series, one frame of reference
+        ds.SeriesInstanceUID, ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.71", "1.2.826.0.1.3680043.8.498.72"
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.73"
+        save_dicom(ds, path)
+    with pytest.raises(InputError, match=r"has 2 files, 2 of them multi-frame \(enhanced\) images \('part0.dcm' \(4 "
+                                         r"frames\), 'part1.dcm' \(4 frames\)\).*Convert the series to NIfTI "
+                                         r".*dcm2niix"):
+        read_volume(folder)

@@ -501,6 +501,13 @@ read from a real CT series by an audit; the others are GDCM's uncompressed and J
 (JPEG XL, MPEG, a vendor's private one) GDCM lists no series, and the reader says which one it is."""
 
 
+NEWER_TRANSFER_SYNTAX_NAMES = {"1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+                               "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+                               "1.2.840.10008.1.2.4.112": "JPEG XL"}
+"""Names (PS3.6 Table A-1) of transfer syntaxes that pydicom 3.0 does not name: the message said "transfer syntax
+a newer standard one, 1.2.840.10008.1.2.4.110" for JPEG XL."""
+
+
 def _sample_files(folders: Sequence[Path], limit: int = 20) -> List[Path]:
     """Up to ``limit`` files of ``folders``, the first folder's first (a folder, then the subfolders its series
     search looked at: :attr:`_SubfolderSearch.folders`), hidden ones skipped."""
@@ -530,8 +537,9 @@ def undecodable_transfer_syntax(files: Sequence[Path]) -> Optional[Tuple[Path, s
         uid = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
         if uid and uid not in READABLE_TRANSFER_SYNTAXES and "Rows" in ds:
             name = str(getattr(pydicom.uid.UID(uid), "name", "") or "")
-            if not name or name == uid:  # one this pydicom does not know by name (JPEG XL in older versions)
-                name = "a newer standard one" if uid.startswith("1.2.840.10008.") else "a private one"
+            if not name or name == uid:  # one this pydicom does not know by name (JPEG XL in pydicom 3.0)
+                name = NEWER_TRANSFER_SYNTAX_NAMES.get(uid) or (
+                    "a standard one newer than this reader" if uid.startswith("1.2.840.10008.") else "a private one")
             return Path(path), uid, name
     return None
 

@@ -198,6 +198,7 @@ class _DicomFileHeader:
     pixel_id: int = -1                       # the SimpleITK pixel type GDCM reads the pixels as
     check_tags: Tuple[Optional[str], ...] = ()  # the values of _CHECK_TAGS as stored (None: absent); () unknown
     photometric: str = ""                    # PhotometricInterpretation (0028,0004), upper case; "" when absent
+    localizer: bool = False                  # whether ImageType (0008,0008) says LOCALIZER (a scout, topogram)
 
 
 _CHECK_TAGS = ("0028|0010", "0028|0011", "0028|0008", "0028|0002", "0028|0100", "0020|0037")
@@ -226,7 +227,8 @@ def _read_file_header(path: str) -> Optional[_DicomFileHeader]:
         series_number=_dicom_tag(reader, "0020|0011"), size=tuple(int(n) for n in reader.GetSize()),
         pixel_id=int(reader.GetPixelID()),
         check_tags=tuple(reader.GetMetaData(t) if reader.HasMetaDataKey(t) else None for t in _CHECK_TAGS),
-        photometric=_dicom_tag(reader, "0028|0004").upper())
+        photometric=_dicom_tag(reader, "0028|0004").upper(),
+        localizer="LOCALIZER" in _dicom_tag(reader, "0008|0008").upper())
 
 
 def _gdcm_series_id(series_instance_uid: str) -> str:
@@ -666,6 +668,8 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         raise InputError(_inverted_grey_scale_text(chosen, folder))      # (12 bits stored, signed) with its own words
     _refuse_colour_images_among_slices(chosen, folder)
     _refuse_several_multiframe_files(chosen, folder)
+    if chosen._headers:  # before GDCM, which refused two scouts of two sizes as 'a localizer ... mixed in'
+        _refuse_localizer_series(chosen, [h.localizer for h in chosen._headers], folder, others=len(images) > 1)
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
@@ -689,6 +693,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
     _refuse_inverted_grey_scale(chosen, reader, folder)
+    _refuse_localizer_series(chosen, _localizer_kinds(chosen, reader), folder, others=len(images) > 1)
     if len(chosen.files) == 1 and image.GetDimension() >= 3 and image.GetSize()[2] > 1:  # one multi-frame file
         _check_multiframe(chosen, image, folder)
     else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
@@ -956,16 +961,36 @@ def _apply_pixel_padding(volume: CTVolume, reader, num_files: int) -> int:
     return padded
 
 
-def _refuse_mixed_in_localizer(series: DicomSeriesInfo, reader, folder: Path) -> None:
-    """A file whose ImageType (0008,0008) says LOCALIZER among slices that do not: a scout image in the series
-    folder. One with the axial orientation was refused as 'uneven slice spacing', which named neither it nor the
-    fix."""
+def _localizer_kinds(series: DicomSeriesInfo, reader) -> List[bool]:
+    """For each file of ``series`` (file order), whether its ImageType (0008,0008) in a series reader's tags says
+    LOCALIZER."""
     kinds = []
     for index in range(len(series.files)):
         try:
             kinds.append("LOCALIZER" in reader.GetMetaData(index, "0008|0008").upper())
         except RuntimeError:
             kinds.append(False)
+    return kinds
+
+
+def _refuse_localizer_series(series: DicomSeriesInfo, kinds: Sequence[bool], folder: Path, others: bool) -> None:
+    """Refuse a series whose files all say LOCALIZER in ImageType (``kinds``: one bool per file): the scout
+    (topogram) series chosen instead of the axial CT. Two orthogonal scouts were refused as 'another orientation
+    ... a localizer/scout image is mixed into the series; remove that file', advice that leaves a scout.
+    ``others``: whether the folder holds other image series (the message then says to choose one)."""
+    if not kinds or not all(kinds):
+        return
+    choose = (f"choose the axial CT series with {option_hint('--series', 'series=')}" if others else
+              "give the folder of the axial CT series")
+    raise InputError(f"DICOM series {series.uid} in '{folder}' is a localizer (scout) series (ImageType LOCALIZER, "
+                     f"{series.num_files} image(s)), not an axial CT; {choose}.")
+
+
+def _refuse_mixed_in_localizer(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """A file whose ImageType (0008,0008) says LOCALIZER among slices that do not: a scout image in the series
+    folder. One with the axial orientation was refused as 'uneven slice spacing', which named neither it nor the
+    fix."""
+    kinds = _localizer_kinds(series, reader)
     if any(kinds) and not all(kinds):
         scouts = [Path(series.files[i]).name for i, scout in enumerate(kinds) if scout]
         raise InputError(f"DICOM series {series.uid} in '{folder}' holds {len(scouts)} localizer (scout) image(s) "

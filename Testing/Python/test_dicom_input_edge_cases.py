@@ -812,3 +812,30 @@ def test_an_enhanced_ct_split_over_several_files_is_refused_naming_them(tmp_path
                                          r"frames\), 'part1.dcm' \(4 frames\)\).*Convert the series to NIfTI "
                                          r".*dcm2niix"):
         read_volume(folder)
+
+
+def test_a_localizer_series_chosen_instead_of_the_ct_is_named_as_a_scout(tmp_path, ct):
+    """A topogram series (AP and lateral scouts, two sizes) given or chosen instead of the axial CT was refused as
+    'Its images have different sizes ...: a localizer/scout image ... is probably mixed in; remove the odd file(s)',
+    advice that leaves a scout to segment; two of one size were told to remove 'that file' alike."""
+    import pydicom
+
+    scouts = write_ct_series(tmp_path / "study" / "scouts", ct, uid_seed=8, description="Topogram", series_number=1)
+    for name in scouts[2:]:
+        name.unlink()
+    for index, name in enumerate(scouts[:2]):
+        ds = pydicom.dcmread(str(name))
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"] if index == 0 else ["0", "1", "0", "0", "0", "-1"]
+        if index == 1:  # the lateral scout is shorter
+            ds.Rows = 24
+            ds.PixelData = ds.PixelData[:24 * 32 * 2]
+        save_dicom(ds, name)
+    with pytest.raises(InputError, match=r"is a localizer \(scout\) series \(ImageType LOCALIZER, 2 image\(s\)\), not "
+                                         r"an axial CT; give the folder of the axial CT series\.$"):
+        read_volume(tmp_path / "study" / "scouts")
+    write_ct_series(tmp_path / "study" / "axial", ct, uid_seed=9, description="Abdomen")
+    with pytest.raises(InputError, match=r"is a localizer \(scout\) series .*not an axial CT; choose the axial CT "
+                                         r"series with (--series|series=)"):
+        read_volume(tmp_path / "study", series="Topogram")
+    assert np.array_equal(read_volume(tmp_path / "study", series="Abdomen").array, np.asarray(ct.array))

@@ -698,6 +698,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
         _check_multiframe(chosen, image, folder)
     else:  # single-frame slices (a multi-frame file keeps its spacing in functional groups)
         _check_pixel_spacing(chosen, reader, folder)
+        _check_orientation_present(chosen, reader, folder)
     positions = _checked_slice_positions(chosen, reader, image, folder) if len(chosen.files) > 1 else None
     notes = [cut_note] if cut_note else []
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
@@ -1015,6 +1016,31 @@ def _check_pixel_spacing(series: DicomSeriesInfo, reader, folder: Path) -> None:
                          f"file '{name}' is {found}; a CT slice needs two positive pixel sizes in mm (row\\column). "
                          f"Without them the image's size and left-right orientation are unknown. Re-export the "
                          f"series from the scanner/PACS.")
+
+
+def _check_orientation_present(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """Every file of a single-frame series must have an ImageOrientationPatient (0020,0037; Type 1 in the Image
+    Plane Module). GDCM takes a missing one as the identity: a series without it was read as axial, and a sagittal
+    series whose first file lacked it was read as axial too, both without a word. (Values that are no rotation:
+    :func:`_check_orientation`; files that differ: :func:`_checked_slice_positions`.)"""
+    missing = []
+    for index in range(len(series.files)):
+        try:
+            reader.GetMetaData(index, "0020|0037")
+        except RuntimeError:
+            missing.append(Path(series.files[index]).name)
+    if not missing:
+        return
+    shown = ", ".join(f"'{name}'" for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                              else "")
+    which = "its files" if len(missing) == len(series.files) else f"{len(missing)} of its {len(series.files)} files"
+    verb = "has" if len(missing) == 1 and which != "its files" else "have"
+    unless = "" if which == "its files" else " (or, if those are no slices of the CT, remove them)"
+    raise InputError(f"DICOM series {series.uid} in '{folder}': {which} ({shown}) {verb} no orientation "
+                     f"(ImageOrientationPatient, 0020,0037), so the direction of the image rows and columns in the "
+                     f"patient (which side is the patient's left, whether the slices are axial) is unknown; the "
+                     f"reader would take them as axial without a word. Re-export the series from the scanner/PACS "
+                     f"with its orientation tags{unless}.")
 
 
 def _rescale_differs_between_slices(reader, num_files: int) -> bool:

@@ -839,3 +839,28 @@ def test_a_localizer_series_chosen_instead_of_the_ct_is_named_as_a_scout(tmp_pat
                                          r"series with (--series|series=)"):
         read_volume(tmp_path / "study", series="Topogram")
     assert np.array_equal(read_volume(tmp_path / "study", series="Abdomen").array, np.asarray(ct.array))
+
+
+def test_slices_without_an_orientation_are_refused_not_taken_as_axial(tmp_path, ct):
+    """GDCM takes a missing ImageOrientationPatient as the identity: a series without it was read as axial, and a
+    coronal series whose first file lacked it was read as axial (rows and slices swapped), both without a word."""
+    import pydicom
+
+    coronal = CTVolume(np.asarray(ct.array), ImageGeometry(spacing=ct.geometry.spacing, origin=ct.geometry.origin,
+                                                           direction=(1, 0, 0, 0, 0, 1, 0, -1, 0)))
+    files = write_ct_series(tmp_path / "coronal", coronal, shuffle_names=False)
+    assert read_volume(tmp_path / "coronal").geometry.almost_equal(coronal.geometry)
+    ds = pydicom.dcmread(str(files[0]))
+    del ds.ImageOrientationPatient
+    save_dicom(ds, files[0])
+    with pytest.raises(InputError, match=r"1 of its 8 files \('ct0000.dcm'\) has no orientation "
+                                         r"\(ImageOrientationPatient, 0020,0037\).*would take them as axial"):
+        read_volume(tmp_path / "coronal")
+    for name in files[1:]:
+        ds = pydicom.dcmread(str(name))
+        del ds.ImageOrientationPatient
+        save_dicom(ds, name)
+    with pytest.raises(InputError, match=r"its files \('ct0000.dcm', 'ct0001.dcm', 'ct0002.dcm' and 5 more\) have no "
+                                         r"orientation .*Re-export the series from the scanner/PACS with its "
+                                         r"orientation tags\.$"):
+        read_volume(tmp_path / "coronal")

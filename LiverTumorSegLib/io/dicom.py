@@ -1044,17 +1044,18 @@ def _check_orientation_present(series: DicomSeriesInfo, reader, folder: Path) ->
 
 
 def _rescale_differs_between_slices(reader, num_files: int) -> bool:
-    """Whether the files of a series reader give different RescaleSlope (0028,1053) values, or a slope or
-    RescaleIntercept (0028,1052) that is not a whole number, in a series whose first file has whole ones. ITK takes
-    the pixel type from the first file: slope 1 and a whole intercept there made the volume int16, and a later slice
-    with slope 0.5 lost its half HU (up to 0.5 HU off, without a word). Whole intercepts that differ per slice are
-    exact in int16 (ITK rescales each slice with its own)."""
-    slopes = set()
+    """Whether the files of a series reader give different RescaleSlope (0028,1053) or RescaleIntercept (0028,1052)
+    values, or a slope or intercept that is not a whole number, in a series whose first file has whole ones. ITK
+    takes the pixel type from the first file: slope 1 and a whole intercept there made the volume int16, and a later
+    slice with slope 0.5 lost its half HU (up to 0.5 HU off, without a word); an unsigned first slice with intercept
+    0 made it uint16, and a later slice with intercept -1024 wrapped round (-500 HU read as 65036)."""
+    slopes, intercepts = set(), set()
     for index in range(num_files):
         slope = (_tag_numbers(reader, index, "0028|1053") or [1.0])[0]
         intercept = (_tag_numbers(reader, index, "0028|1052") or [0.0])[0]
         slopes.add(slope)
-        if len(slopes) > 1 or not (float(slope).is_integer() and float(intercept).is_integer()):
+        intercepts.add(intercept)
+        if len(slopes) > 1 or len(intercepts) > 1 or not (float(slope).is_integer() and float(intercept).is_integer()):
             return True
     return False
 

@@ -864,3 +864,22 @@ def test_slices_without_an_orientation_are_refused_not_taken_as_axial(tmp_path, 
                                          r"orientation .*Re-export the series from the scanner/PACS with its "
                                          r"orientation tags\.$"):
         read_volume(tmp_path / "coronal")
+
+
+def test_an_unsigned_series_whose_first_slice_has_another_intercept_keeps_its_negative_hu(tmp_path, ct):
+    """ITK takes the voxel type from the first file: an unsigned first slice with intercept 0 made the volume uint16,
+    and the later slices, stored unsigned with intercept -1024, wrapped round (-500 HU read as 65036), no warning."""
+    import pydicom
+
+    hu = np.asarray(ct.array, dtype=np.int32).copy()
+    hu[0] = np.abs(hu[0])  # the first slice, stored with intercept 0, holds no negative HU
+    files = write_ct_series(tmp_path / "unsigned", ct, shuffle_names=False)
+    for k, name in enumerate(files):
+        ds = pydicom.dcmread(str(name))
+        intercept = 0 if k == 0 else -1024
+        ds.PixelRepresentation, ds.RescaleIntercept = 0, str(intercept)
+        ds.PixelData = (hu[k] - intercept).astype(np.uint16).tobytes()
+        save_dicom(ds, name)
+    read = read_volume(tmp_path / "unsigned")
+    assert read.array.dtype == np.int16
+    np.testing.assert_array_equal(read.array, hu)

@@ -835,8 +835,9 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
         _refuse_copies_of_one_image(series, reader, folder)
         raise InputError(f"DICOM series {series.uid} in '{folder}' has {len(positions)} slices but only {distinct} "
                          f"distinct slice position(s) (ImagePositionPatient), so its slice spacing is unknown; it "
-                         f"probably mixes several acquisitions (phases, echoes, a repeated scan). Export each "
-                         f"acquisition as its own series.")
+                         f"probably mixes several acquisitions (phases, echoes, a repeated scan)"
+                         f"{_same_position_text(series, reader, positions)}. Export each acquisition as its own "
+                         f"series.")
     _refuse_interleaved_acquisitions(series, reader, positions, folder)
     _check_no_gantry_tilt(series, np.asarray(points), direction, image.GetSpacing(), folder)
     return np.asarray(positions)
@@ -864,6 +865,23 @@ def _refuse_files_without_position(series: DicomSeriesInfo, reader, folder: Path
     raise InputError(f"DICOM series {series.uid} in '{folder}': its files ({shown}) have no ImagePositionPatient, "
                      f"so the slice positions and spacing cannot be known. Re-export the series from the "
                      f"scanner/PACS with its position tags.")
+
+
+def _same_position_text(series: DicomSeriesInfo, reader, positions: Sequence[float]) -> str:
+    """The first two files of ``series`` at one position (``positions``: mm along the slice normal, file order,
+    compared to 0.001 mm), with their AcquisitionNumbers when the files have them, for a message: " ('a.dcm' and
+    'b.dcm' both lie at 12.5 mm along the slice normal; acquisitions 1 and 2)"."""
+    first: Dict[float, int] = {}
+    for index, position in enumerate(np.round(np.asarray(positions, dtype=float), 3)):
+        if float(position) in first:
+            pair = (first[float(position)], index)
+            names = " and ".join(f"'{Path(series.files[i]).name}'" for i in pair)
+            numbers = _acquisition_numbers(reader, len(series.files))
+            acquisitions = "" if numbers is None or numbers[pair[0]] == numbers[pair[1]] else (
+                f"; acquisitions {numbers[pair[0]]} and {numbers[pair[1]]}")
+            return f" ({names} both lie at {float(position):.5g} mm along the slice normal{acquisitions})"
+        first[float(position)] = index
+    return ""
 
 
 def _acquisition_numbers(reader, num_files: int) -> Optional[List[int]]:

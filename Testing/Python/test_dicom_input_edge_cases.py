@@ -883,3 +883,21 @@ def test_an_unsigned_series_whose_first_slice_has_another_intercept_keeps_its_ne
     read = read_volume(tmp_path / "unsigned")
     assert read.array.dtype == np.int16
     np.testing.assert_array_equal(read.array, hu)
+
+
+def test_two_acquisitions_at_the_same_positions_are_refused_naming_two_files_that_share_one(tmp_path, ct):
+    """Two scans of the same slices in one series were refused as 'only 4 distinct slice position(s) ... mixes
+    several acquisitions', naming no file, so the user could not tell which files belong together."""
+    import pydicom
+
+    files = write_ct_series(tmp_path / "two_scans", ct, shuffle_names=False)
+    for k, name in enumerate(files):  # slices 4..7 repeat the positions of slices 0..3, as acquisition 2
+        ds = pydicom.dcmread(str(name))
+        ds.AcquisitionNumber = 1 + k // 4
+        if k >= 4:
+            ds.ImagePositionPatient = pydicom.dcmread(str(files[k - 4])).ImagePositionPatient
+        save_dicom(ds, name)
+    with pytest.raises(InputError, match=r"has 8 slices but only 4 distinct slice position\(s\) .*a repeated scan\) "
+                                         r"\('ct0000.dcm' and 'ct0004.dcm' both lie at -100 mm along the slice normal; "
+                                         r"acquisitions 1 and 2\)\. Export each acquisition as its own series\."):
+        read_volume(tmp_path / "two_scans")

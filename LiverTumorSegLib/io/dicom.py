@@ -905,13 +905,15 @@ def _refuse_interleaved_acquisitions(series: DicomSeriesInfo, reader, positions:
     (mm along the slice normal, file order), each acquisition's slices must lie together. Several scans stored as
     one series (contrast phases at positions shifted by half a slice) were read as one volume of half the slice
     spacing whose slices came from the phases in turn, without a word. Acquisitions that follow each other along
-    the scan (a step-and-shoot scan numbers each rotation) are one volume and are read."""
+    the scan (a step-and-shoot scan numbers each rotation) are one volume and are read, also where two neighbours
+    swap a slice or two at their overlap (at most two runs of slices per acquisition on average); such a series
+    with uneven gaps there is refused by the spacing check instead."""
     numbers = _acquisition_numbers(reader, len(series.files))
     if numbers is None or len(set(numbers)) < 2:
         return
     along = [numbers[i] for i in np.argsort(np.asarray(positions, dtype=float), kind="stable")]
     runs = [along[0]] + [b for a, b in zip(along, along[1:]) if a != b]  # the acquisition of each run of slices
-    if len(runs) == len(set(runs)):
+    if len(runs) <= 2 * len(set(runs)):  # each acquisition in one run, or two where neighbours overlap at an end
         return
     shown = ", ".join(str(n) for n in runs[:8]) + (", ..." if len(runs) > 8 else "")
     raise InputError(f"DICOM series {series.uid} in '{folder}' mixes {len(set(runs))} acquisitions whose slices "

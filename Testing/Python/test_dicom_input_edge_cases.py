@@ -756,6 +756,9 @@ def test_acquisitions_that_alternate_along_the_scan_are_refused_and_consecutive_
     volume = read_volume(tmp_path / "consecutive")
     np.testing.assert_array_equal(volume.array, np.asarray(ct.array))
     assert volume.geometry.almost_equal(ct.geometry)
+    overlapping = write_ct_series(tmp_path / "overlapping", ct)  # rotations 1 and 2 swap slices where they meet
+    _set_acquisition_numbers(overlapping, [1, 1, 1, 2, 1, 2, 2, 2])
+    np.testing.assert_array_equal(read_volume(tmp_path / "overlapping").array, np.asarray(ct.array))
 
 
 def test_slices_of_a_series_in_a_transfer_syntax_the_reader_cannot_decode_are_named_as_such(tmp_path, ct):

@@ -302,6 +302,24 @@ def read_csv_rows(path: PathLike, what: str) -> Tuple[List[str], List[Tuple[int,
     return columns, rows
 
 
+def csv_cell_path(folder: PathLike, text: str) -> Path:
+    """The file or folder a CSV cell ``text`` names: as written when absolute, else relative to ``folder`` (the
+    CSV's own). A path written with Windows backslashes (``img\\ct1.nii.gz``, a list made on Windows) is taken with
+    ``/`` for its ``\\`` where the system reads ``\\`` as a letter of a name (Linux, macOS) and only that spelling
+    exists; otherwise the path as written (its caller reports a missing file)."""
+    path = _csv_cell_in(folder, text)
+    if "\\" in text and os.sep == "/" and not os.path.lexists(path):
+        slashed = _csv_cell_in(folder, text.replace("\\", "/"))
+        if os.path.lexists(slashed):
+            return slashed
+    return path
+
+
+def _csv_cell_in(folder: PathLike, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else Path(folder) / path
+
+
 def file_identities(path: PathLike) -> list:
     """What makes ``path`` the same file as another: its real path (symlinks and ``..`` resolved; compared
     without case on Windows and macOS, whose usual file systems ignore it) and, when it exists on a file system

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
-from ..fileutil import atomic_outputs, file_identities, full_suffix, read_csv_rows, restore_set_aside_outputs_of
+from ..fileutil import (atomic_outputs, csv_cell_path, file_identities, full_suffix, read_csv_rows,
+                        restore_set_aside_outputs_of)
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -289,7 +290,8 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
 
 def _cases_from_csv(csv_path: Path) -> List[tuple]:
     """``(case_id, CT path)`` per row of the case list ``csv_path`` (read by :func:`~..fileutil.read_csv_rows`:
-    UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon; 'Case_ID ' is 'case_id')."""
+    UTF-8 or UTF-16 as Excel and PowerShell save it; comma, tab or semicolon; 'Case_ID ' is 'case_id'; a
+    path with Windows backslashes is read on Linux and macOS too: :func:`~..fileutil.csv_cell_path`)."""
     columns, rows = read_csv_rows(csv_path, "Case list")
     if "image" not in columns:
         raise InputError(f"Case list '{csv_path}' needs a header with an 'image' column (and optionally "
@@ -302,8 +304,7 @@ def _cases_from_csv(csv_path: Path) -> List[tuple]:
         image = row.get("image", "")
         if not image:
             raise InputError(f"Case list '{csv_path}' line {number} has an empty 'image'.")
-        path = Path(image)
-        path = path if path.is_absolute() else csv_path.parent / path
+        path = csv_cell_path(csv_path.parent, image)  # a list made on Windows: img\ct1.nii.gz is img/ct1.nii.gz
         case_id = row.get("case_id", "")
         out.append((_check_case_id(case_id, csv_path, number) if case_id else case_id_of(path), path))
     return out

@@ -97,6 +97,12 @@ def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path
                          f"existing) for the outputs.")
     try:
         fd, probe = tempfile.mkstemp(prefix=".livertumorseg-write-test.", dir=str(folder))
+    except FileNotFoundError as exc:  # Windows: a path over its limit; elsewhere (a folder that vanished) as below
+        too_long = _folder_too_long_error(folder, _SHORTEST_NII_GZ_TEMPORARY)
+        if too_long is not None:
+            raise too_long from None
+        raise InputError(f"{what} '{printable_path(folder)}' is not writable ({exc.strerror or exc}); choose "
+                         f"another output location or fix its permissions.") from None
     except OSError as exc:
         raise InputError(f"{what} '{printable_path(folder)}' is not writable ({exc.strerror or exc}); choose "
                          f"another output location or fix its permissions.") from None
@@ -450,7 +456,8 @@ def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     This helps an output whose own name is long. The rest of the temporary name cannot be shortened: ``/``,
     ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 40 characters beside the output's
     extension, so an output in a folder whose full path is longer than 219 characters less that extension (212
-    for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there."""
+    for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there, which the
+    error says (:func:`_folder_too_long_error`)."""
     limit = _max_path()
     if limit is None:
         return stem
@@ -792,9 +799,40 @@ def make_temporary_file(folder: Path, stem: str, suffix: str) -> Path:
     temporaries of that name that killed runs left (:func:`remove_stale_temporaries`). Mode 0600 (mkstemp's)."""
     stem = temporary_stem(folder, stem, suffix)
     remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(f".{stem}."), suffix=".tmp" + suffix, dir=str(folder))
+    prefix = temporary_prefix(f".{stem}.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + suffix, dir=str(folder))
+    except FileNotFoundError as exc:  # Windows' answer to a path over its limit, in a folder that exists
+        too_long = _folder_too_long_error(folder, len(prefix) + _MKSTEMP_RANDOM_CHARACTERS + len(".tmp" + suffix))
+        if too_long is None:
+            raise
+        raise too_long from exc
     os.close(fd)
     return Path(tmp)
+
+
+_MKSTEMP_RANDOM_CHARACTERS = 8
+"""Characters ``tempfile.mkstemp`` puts between a name's prefix and suffix."""
+
+_SHORTEST_NII_GZ_TEMPORARY = len(".x") + _TEMPORARY_EXTRA + len(".nii.gz")
+"""Characters of the shortest temporary name of a ``.nii.gz`` output on Windows (its stem cut to one character by
+:func:`temporary_stem`): what :func:`check_folder_writable`'s advice on a folder path too long counts with."""
+
+
+def _folder_too_long_error(folder: Path, name_length: int) -> Optional[InputError]:
+    """The error for a file of ``name_length`` characters that could not be made in the existing ``folder`` because
+    the whole path passes Windows' limit (:func:`_max_path`); None where that is not why (no limit here, a path
+    within it, or no such folder). Windows reports such a path as not found (ERROR_PATH_NOT_FOUND), which was an
+    'internal error' naming a hidden temporary file."""
+    limit = _max_path()
+    path_length = len(os.path.abspath(str(folder))) + 1 + name_length
+    if limit is None or path_length < limit or not os.path.isdir(folder):
+        return None
+    longest = len(os.path.abspath(str(folder))) - (path_length - (limit - 1))
+    return InputError(f"Cannot write into '{printable_path(folder)}': a file there would have a path of {path_length} "
+                      f"characters (outputs are first written under a longer temporary name), beyond Windows' limit "
+                      f"of {limit - 1}. Choose an output folder whose path has at most {longest} characters, or turn "
+                      f"on long paths in Windows (LongPathsEnabled).")
 
 
 @contextlib.contextmanager

@@ -197,6 +197,49 @@ def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
     assert fileutil.temporary_stem(folder, "r" * 300, ".nii.gz") == "r" * 300  # elsewhere: no limit
 
 
+def test_a_folder_too_deep_for_windows_path_limit_is_a_clear_error(tmp_path, monkeypatch):
+    """Windows refuses a path of 260 characters or more as not found (ERROR_PATH_NOT_FOUND): an output in a folder
+    whose path had 213-225 characters failed as "internal error: FileNotFoundError ... No such file or directory:
+    '...\\.r.4294967295-...tmp.nii.gz'" (exit 1, a hidden temporary named), and one in a longer folder as "not
+    writable ... fix its permissions". Simulated: the limit, a Windows process mark (the longest), and mkstemp
+    failing as Windows does beyond the limit."""
+    import errno
+    import tempfile
+
+    from LiverTumorSegLib import processes
+
+    real_mkstemp = tempfile.mkstemp
+
+    def windows_mkstemp(suffix=None, prefix=None, dir=None, text=False):
+        path = os.path.join(str(dir), f"{prefix or ''}abcdefgh{suffix or ''}")
+        if len(path) >= fileutil.WINDOWS_MAX_PATH:
+            raise FileNotFoundError(errno.ENOENT, "The system cannot find the path specified", path)
+        return real_mkstemp(suffix=suffix, prefix=prefix, dir=dir, text=text)
+
+    monkeypatch.setattr(fileutil, "_max_path", lambda: fileutil.WINDOWS_MAX_PATH)
+    monkeypatch.setattr(fileutil.tempfile, "mkstemp", windows_mkstemp)
+    monkeypatch.setattr(fileutil, "process_mark", lambda: processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1))
+    temporary_name = len(".r.") + 23 + len("-") + 8 + len(".tmp.nii.gz")  # the stem cut to 'r' by temporary_stem
+    for folder_length in (215, 240):  # the output's temporary fails; the writability probe fails
+        folder = tmp_path / ("d" * (folder_length - len(str(tmp_path)) - 1))
+        folder.mkdir()
+        assert len(str(folder)) == folder_length
+        with pytest.raises(InputError) as caught:
+            with fileutil.atomic_output(folder / "report_of_case.nii.gz"):
+                pass
+        assert (f"a path of {folder_length + 1 + temporary_name} characters (outputs are first written under a "
+                f"longer temporary name), beyond Windows' limit of 259. Choose an output folder whose path has at "
+                f"most 212 characters") in str(caught.value)
+        assert list(folder.iterdir()) == []
+    with pytest.raises(FileNotFoundError):  # a folder that is not there is not called too long
+        fileutil.make_temporary_file(tmp_path / "gone", "r", ".nii.gz")
+    deepest = tmp_path / ("d" * (212 - len(str(tmp_path)) - 1))
+    deepest.mkdir()
+    with fileutil.atomic_output(deepest / "report_of_case.nii.gz") as tmp:  # 212: written as before
+        tmp.write_bytes(b"x")
+    assert (deepest / "report_of_case.nii.gz").read_bytes() == b"x"
+
+
 def test_atomic_outputs_are_put_in_place_all_or_none(tmp_path, monkeypatch):
     """segment renamed its outputs one by one: a rename failing (or Ctrl-C) halfway left this run's report
     beside no label map, or beside an older run's; with --overwrite the old report was replaced and the old

@@ -82,13 +82,16 @@ def monai_unet_class():
 def give_monai_a_user_name() -> None:
     """MONAI's import calls ``getpass.getuser()``, which raises KeyError for a user id without a passwd entry and
     without LOGNAME/USER (``docker run --user 54321``): every model then failed to build. Such a process gets
-    ``USER=uid<N>``; nothing else in it reads the name. Called before any import of MONAI by this library."""
+    ``USER=uid<N>``; nothing else in it reads the name. On Windows, before Python 3.13, the same lookup imports the
+    POSIX module ``pwd`` (ModuleNotFoundError) when none of LOGNAME, USER, LNAME and USERNAME is set (a service
+    account, an emptied environment): the CLI then asked to 'pip install pwd'. Called before any import of MONAI by
+    this library."""
     import getpass
     import os
 
     try:
         getpass.getuser()
-    except (KeyError, OSError):
+    except (KeyError, OSError, ImportError):
         os.environ.setdefault("USER", f"uid{os.getuid() if hasattr(os, 'getuid') else 0}")
 
 

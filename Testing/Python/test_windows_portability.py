@@ -339,3 +339,25 @@ def test_a_windows_process_mark_is_12_characters_longer_than_its_process_id(monk
     assert processes.process_mark(4321) == "4321-10nf1a66iz28"
     longest = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1)  # the largest process id, the year 16600
     assert len(f".{longest}-{'r' * 8}.tmp") == fileutil._TEMPORARY_EXTRA
+
+
+def test_monai_imports_on_windows_without_a_user_name_in_the_environment(monkeypatch):
+    """Python < 3.13 on Windows looks a user name up with the POSIX module pwd when LOGNAME, USER, LNAME and
+    USERNAME are all unset; MONAI's import calls getpass.getuser(), so every model failed to build and the CLI said
+    "needs the Python package 'pwd' ... pip install pwd". The process gets USER=uid0 instead (no os.getuid there)."""
+    import getpass
+
+    from LiverTumorSegLib.models import monai_import
+
+    def windows_getuser():
+        for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+            if os.environ.get(name):
+                return os.environ[name]
+        raise ModuleNotFoundError("No module named 'pwd'", name="pwd")
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(getpass, "getuser", windows_getuser)
+    monkeypatch.delattr(os, "getuid", raising=False)
+    monai_import.give_monai_a_user_name()
+    assert os.environ["USER"] == "uid0" and getpass.getuser() == "uid0"

@@ -5,7 +5,8 @@ with two functions:
 * ``run(args) -> int``: does the work and returns the exit code.
 
 Errors the user can fix (:class:`~LiverTumorSegLib.errors.LiverTumorSegError`) print one line
-``error: ...`` and exit 2; Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (unless ignored, as under ``nohup``), all after removing unfinished outputs (the
+``error: ...`` and exit 2; Ctrl-C exits 130, SIGTERM 143 and SIGHUP 129 (unless ignored, as under ``nohup``),
+Ctrl-Break on Windows (SIGBREAK) 149, all after removing unfinished outputs (the
 signal becomes an exception, so every ``atomic_output`` cleans up its temporary file); anything else is a bug: one line plus a hint to rerun with
 ``--debug`` for the traceback, exit 1.
 
@@ -284,9 +285,10 @@ def _wants_json_progress(argv: List[str]) -> bool:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (or SIGHUP: the terminal closed, an ssh connection dropped), raised like Ctrl-C's KeyboardInterrupt
-    so that ``finally`` blocks remove temporaries and training saves its interrupt checkpoint. ``signal_name``:
-    which; ``exit_code``: 128 + its number, as a shell reports a process the signal ended (143, 129)."""
+    """SIGTERM (or SIGHUP: the terminal closed, an ssh connection dropped; or SIGBREAK: Ctrl-Break on Windows),
+    raised like Ctrl-C's KeyboardInterrupt so that ``finally`` blocks remove temporaries and training saves its
+    interrupt checkpoint. ``signal_name``: which; ``exit_code``: 128 + its number, as a shell reports a process the
+    signal ended (143, 129; 149 for SIGBREAK)."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__()
@@ -299,13 +301,16 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def _stop_signals() -> List[int]:
-    """The signals :func:`main` handles like SIGTERM: SIGTERM, and SIGHUP where it exists and is not ignored (under
-    ``nohup`` it is, and stays so). A closed terminal ended a run with no clean-up, and ``train`` saved no
-    interrupt checkpoint."""
+    """The signals :func:`main` handles like SIGTERM: SIGTERM, and SIGHUP (POSIX) and SIGBREAK (Windows) where they
+    exist and are not ignored (under ``nohup`` SIGHUP is, and stays so). A closed terminal ended a run with no
+    clean-up, and ``train`` saved no interrupt checkpoint; so did Ctrl-Break on Windows, and
+    ``os.kill(pid, signal.CTRL_BREAK_EVENT)``, the one way a Windows program can ask another to stop (SIGTERM cannot
+    be sent there: ``os.kill`` with it terminates the process at once)."""
     signals = [signal.SIGTERM]
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is not None and signal.getsignal(hangup) == signal.SIG_DFL:
-        signals.append(hangup)
+    for name in ("SIGHUP", "SIGBREAK"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:
+            signals.append(number)
     return signals
 
 

@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterator, List, Tuple, TypeVar
 
 T = TypeVar("T")
 
-HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+                     if hasattr(signal, name))
+"""The stop signals (SIGBREAK: Ctrl-Break on Windows) :func:`interrupts_deferred` holds, where they exist."""
 
 
 @contextlib.contextmanager
@@ -85,7 +87,8 @@ def _is_worker_stopped_message(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and WORKER_STOPPED_PATTERN.search(str(exc)) is not None
 
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK")
+                     if hasattr(signal, name))
 
 
 def is_worker_stopped_by_signal(exc: BaseException, loader: Any = None) -> bool:

@@ -361,3 +361,46 @@ def test_monai_imports_on_windows_without_a_user_name_in_the_environment(monkeyp
     monkeypatch.delattr(os, "getuid", raising=False)
     monai_import.give_monai_a_user_name()
     assert os.environ["USER"] == "uid0" and getpass.getuser() == "uid0"
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="stands a POSIX signal in for SIGBREAK")
+def test_ctrl_break_stops_a_command_like_sigterm_and_training_holds_it(monkeypatch, capsys):
+    """Ctrl-Break, and os.kill(pid, signal.CTRL_BREAK_EVENT) (the one way a Windows program asks another to stop),
+    raise SIGBREAK, whose default ends the process at once: unfinished outputs were left and training saved no
+    interrupt checkpoint. Simulated with SIGUSR2 standing in for signal.SIGBREAK."""
+    import runpy
+    import signal
+
+    from LiverTumorSegLib import cli
+    from LiverTumorSegLib.training import interrupts
+
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR2, raising=False)
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        assert signal.SIGUSR2 in cli._stop_signals()
+
+        def parser_that_gets_ctrl_break():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            for _ in range(100):  # the handler runs at the next bytecode
+                pass
+            raise AssertionError("SIGBREAK was not handled")
+
+        monkeypatch.setattr(cli, "build_parser", parser_that_gets_ctrl_break)
+        assert cli.main(["models"]) == 128 + signal.SIGUSR2
+        assert "terminated (SIGUSR2) before any work started" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # given back
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        assert signal.SIGUSR2 not in cli._stop_signals()  # one started with it ignored keeps it ignored
+
+        held = runpy.run_path(interrupts.__file__)  # the module as Windows builds it (its own imports: stdlib)
+        assert signal.SIGUSR2 in held["HELD_SIGNALS"] and signal.SIGUSR2 in held["STOP_SIGNALS"]
+        seen = []
+        signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
+        with held["interrupts_deferred"]():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            for _ in range(100):
+                pass
+            assert seen == []  # held inside the block (a whole training step)
+        assert seen == [signal.SIGUSR2]  # delivered when it ends
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -449,6 +449,18 @@ def _max_path() -> Union[int, None]:
     return WINDOWS_MAX_PATH if sys.platform == "win32" else None
 
 
+def path_limit_hint(path: PathLike) -> str:
+    """For a path that was not found: where it passes Windows' path limit (:func:`_max_path`), a hint saying so, as
+    Windows reports such a path as missing (ERROR_PATH_NOT_FOUND) whether or not it exists; '' anywhere else."""
+    limit = _max_path()
+    length = len(os.path.abspath(os.fspath(path)))
+    if limit is None or length < limit:
+        return ""
+    return (f" (its full path has {length} characters, beyond Windows' limit of {limit - 1}: Windows cannot open it "
+            f"even where it exists; move it to a folder with a shorter path, or turn on long paths in Windows "
+            f"(LongPathsEnabled))")
+
+
 def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     """``stem`` shortened (never below 1 character) so that ``folder/.{stem}.{mark}-{random}.tmp{suffix}`` stays
     within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the

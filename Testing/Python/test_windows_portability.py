@@ -404,3 +404,26 @@ def test_ctrl_break_stops_a_command_like_sigterm_and_training_holds_it(monkeypat
         assert seen == [signal.SIGUSR2]  # delivered when it ends
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_an_input_path_over_windows_limit_is_not_only_called_missing(tmp_path, monkeypatch):
+    """Windows reports a path of 260 characters or more as not found, also for a file that is there (long paths
+    off): "Input '...' does not exist; check the path" sent the user looking for a file they could see in Explorer.
+    The message now says the path's length and the limit. Simulated: the limit (the file is really missing here)."""
+    from LiverTumorSegLib.io import read_volume as read
+
+    monkeypatch.setattr(fileutil, "_max_path", lambda: fileutil.WINDOWS_MAX_PATH)
+    folder = tmp_path / ("d" * (200 - len(str(tmp_path)) - 1))
+    folder.mkdir()
+    deep = folder / ("c" * (260 - 201 - len(".nii.gz")) + ".nii.gz")
+    assert len(str(deep)) == 260
+    with pytest.raises(InputError) as caught:
+        read(deep)
+    assert ("does not exist (its full path has 260 characters, beyond Windows' limit of 259: Windows cannot open it "
+            "even where it exists; move it to a folder with a shorter path") in str(caught.value)
+    short = folder / "ct.nii.gz"
+    with pytest.raises(InputError) as caught:
+        read(short)
+    assert str(caught.value) == f"Input '{short}' does not exist; check the path."  # within the limit: as before
+    monkeypatch.setattr(fileutil, "_max_path", lambda: None)  # Linux and macOS: no such limit, no such hint
+    assert fileutil.path_limit_hint(deep) == ""

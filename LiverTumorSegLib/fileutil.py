@@ -88,6 +88,29 @@ def check_path_encoding(path: PathLike, what: str = "Path") -> Path:
     return Path(path)
 
 
+WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]
+                                   + [f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)])
+"""Device names Windows reserves for a file's stem (``CON.nii.gz`` is the console, not a file)."""
+
+
+def windows_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` (one file name, no folder) cannot be a file's name on Windows, or None: one of ``< > : " | ? *``
+    or a control character (``:`` names an NTFS alternate data stream of another file), a trailing space or dot
+    (Windows drops it), or a device name as its stem (:data:`WINDOWS_RESERVED_NAMES`)."""
+    if re.search(r'[<>:"|?*\x00-\x1f]', name):
+        return "it holds one of < > : \" | ? * or a control character"
+    if name.endswith((" ", ".")):
+        return "it ends in a space or a dot"
+    if name.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES:
+        return f"'{name.split('.')[0]}' is a device name there (CON, PRN, AUX, NUL, COM1-9, LPT1-9)"
+    return None
+
+
+def _windows_file_names() -> bool:
+    """Whether file names follow Windows' rules here (:func:`windows_name_problem`)."""
+    return sys.platform == "win32"
+
+
 def check_folder_writable(folder: PathLike, what: str = "Output folder") -> Path:
     """Raise InputError unless a file can be created in ``folder`` (tried for real, so read-only mounts and
     ACLs count too, also for root): an unwritable output folder is found before the work, not after it."""
@@ -190,6 +213,9 @@ def _check_writable(path: Path, overwrite: bool) -> Path:
                                 f"another output path.")
     if path.is_dir():  # before 'exists': --overwrite, which that advice named, cannot replace a folder
         raise InputError(f"Output '{path}' is a folder; give a file name.")
+    problem = windows_name_problem(path.name) if _windows_file_names() else None
+    if problem is not None:  # its temporary failed as an 'internal error' after the work; ':' wrote a hidden stream
+        raise InputError(f"Output '{path}' cannot be a file name on Windows ({problem}); choose another name.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"Output '{path}' already exists; pass {option_hint('--overwrite', 'overwrite=True')} "
                                 f"to replace it or choose another output path.")

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
-from ..fileutil import (atomic_outputs, csv_cell_path, file_identities, full_suffix, read_csv_rows,
-                        restore_set_aside_outputs_of)
+from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
+                        read_csv_rows, restore_set_aside_outputs_of)
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -40,10 +40,6 @@ from .core_share import CoreShare
 log = logging.getLogger(__name__)
 
 REPORTS_FOLDER = "reports"
-WINDOWS_RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL"]
-                                   + [f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)])
-"""Device names Windows reserves for a file's stem: a case written as 'CON.nii.gz' fails there after its network
-ran, so the batch refuses such a case_id on every system (a case list should work on each)."""
 STATUS_FILE = "batch_status.csv"
 """The status table a batch writes into its output folder."""
 
@@ -280,6 +276,8 @@ def _check_case_id(case_id: str, csv_path: Path, line: int) -> str:
             or "\0" in case_id or ":" in case_id):
         raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' must be a plain name (no folder, "
                          f"'/', '\\', ':' or leading '.'); each case is written as OUT/<case_id>.nii.gz.")
+    # a device name (fileutil.WINDOWS_RESERVED_NAMES) fails on Windows after the case's network ran, so such a
+    # case_id is refused on every system (a case list should work on each)
     if (re.search(r'[<>"|?*\x00-\x1f]', case_id) or case_id.endswith((" ", "."))
             or case_id.split(".")[0].strip().upper() in WINDOWS_RESERVED_NAMES):
         raise InputError(f"Case list '{csv_path}' line {line}: case_id '{case_id}' cannot be a file name on Windows "

@@ -427,3 +427,26 @@ def test_an_input_path_over_windows_limit_is_not_only_called_missing(tmp_path, m
     assert str(caught.value) == f"Input '{short}' does not exist; check the path."  # within the limit: as before
     monkeypatch.setattr(fileutil, "_max_path", lambda: None)  # Linux and macOS: no such limit, no such hint
     assert fileutil.path_limit_hint(deep) == ""
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("seg_2026-11-27T12:30:00.nii.gz", "it holds one of < > : \" | ? * or a control character"),
+    ("seg:v2.nii.gz", "it holds one of < > : \" | ? * or a control character"),
+    ("liver?.nii.gz", "it holds one of < > : \" | ? * or a control character"),
+    ("report.json.", "it ends in a space or a dot"),
+    ("nul.nii.gz", "'nul' is a device name there (CON, PRN, AUX, NUL, COM1-9, LPT1-9)")])
+def test_an_output_name_windows_cannot_hold_is_refused_before_any_work(tmp_path, monkeypatch, name, reason):
+    """An output named with a time stamp from a script (isoformat's ':'), a '?' or a device name failed on Windows
+    only when its temporary was made, after the network ran, as "internal error: OSError: [Errno 22] Invalid
+    argument", and 'seg:v2.nii.gz' named an NTFS alternate data stream of a hidden file '.seg'. Simulated: Windows'
+    name rules switched on (the failures themselves need Windows)."""
+    monkeypatch.setattr(fileutil, "_windows_file_names", lambda: True)
+    with pytest.raises(InputError) as caught:
+        fileutil.check_can_write(tmp_path / name)
+    assert str(caught.value) == f"Output '{tmp_path / name}' cannot be a file name on Windows ({reason}); choose " \
+                                "another name."
+    assert list(tmp_path.iterdir()) == []
+    fine = "seg_2026-11-27T12-30-00.nii.gz"
+    assert fileutil.check_can_write(tmp_path / fine).name == fine
+    monkeypatch.setattr(fileutil, "_windows_file_names", lambda: False)  # Linux and macOS take such names
+    assert fileutil.check_can_write(tmp_path / name).name == name

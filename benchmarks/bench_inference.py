@@ -35,15 +35,15 @@ monai  = MONAI sliding_window_inference with the same network: the windowed volu
 
 Prints seconds per volume, slices per second and peak memory for each variant (best of --repeats, after one
 untimed warm-up run of each): on
-CUDA the peak GPU memory of that variant; on CPU the process's peak resident memory so far (ru_maxrss,
-monotone: it can only grow from one variant to the next, so read it as an upper bound).
+CUDA the peak GPU memory of that variant; on CPU the process's peak resident memory so far (ru_maxrss on Linux
+and macOS, the peak working set on Windows; monotone: it can only grow from one variant to the next, so read it
+as an upper bound).
 """
 import json
 import os
 import platform
 import re
 import shutil
-import resource
 import statistics
 import argparse
 import subprocess
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from LiverTumorSegLib.argtypes import bounded_number
-from LiverTumorSegLib.inference.device import cpu_has_native_bf16
+from LiverTumorSegLib.inference.device import cpu_has_native_bf16, cpu_thread_count
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine
 from LiverTumorSegLib.models import build_model
 from LiverTumorSegLib.orientation import canonicalize
@@ -102,7 +102,42 @@ def peak_memory_mib(device):
     """Peak GPU memory of the last variant (CUDA) or the process's peak RSS so far (CPU), MiB."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mib()
+
+
+def peak_rss_mib(platform_name=None):
+    """This process's peak resident memory so far, MiB: ``ru_maxrss``, which Linux counts in KiB and macOS in
+    bytes (read as KiB there, macOS's peak was printed 1024 times too large); on Windows, which has no
+    ``resource`` module (the script failed to import), the peak working set (``GetProcessMemoryInfo``); NaN
+    where it cannot be read."""
+    platform_name = sys.platform if platform_name is None else platform_name
+    if platform_name == "win32":
+        return _windows_peak_working_set_mib()
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if platform_name == "darwin" else peak / 1024.0
+
+
+def _windows_peak_working_set_mib():
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
+            (name, ctypes.c_size_t) for name in ("PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
+                                                 "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage",
+                                                 "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
+
+    try:
+        counters = Counters()
+        counters.cb = ctypes.sizeof(Counters)
+        process = ctypes.windll.kernel32.GetCurrentProcess()
+        if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+            return float("nan")
+        return counters.PeakWorkingSetSize / 2 ** 20
+    except (AttributeError, OSError):
+        return float("nan")
 
 
 def timed(fn, repeats):
@@ -154,6 +189,13 @@ def network_seconds(engine, batches):
 
 
 def children_cpu_seconds():
+    """CPU seconds of this process's ended children: ``getrusage`` (microseconds), else ``os.times`` (Windows has
+    no ``resource`` module and counts no children there: 0)."""
+    try:
+        import resource
+    except ImportError:
+        times = os.times()
+        return times.children_user + times.children_system
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -186,7 +228,7 @@ def real_ct_benchmark(args):
     from LiverTumorSegLib.orientation import canonicalize
     from LiverTumorSegLib.preprocessing import SlicePreprocessor
 
-    threads = args.threads or len(os.sched_getaffinity(0))
+    threads = args.threads or cpu_thread_count()  # os.sched_getaffinity alone: macOS and Windows have none
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     original = read_volume(args.ct)
     volume = stacked_volume(original, args.slices) if args.slices else original

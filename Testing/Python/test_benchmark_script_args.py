@@ -208,3 +208,23 @@ def test_bounded_number_is_the_one_rule_of_the_scripts_numeric_options():
                                (bounded_number(int, 0, at_least=True), "-1", "must be at least 0, got -1")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             parse(text)
+
+
+def test_bench_inference_imports_without_resource_and_reads_peak_memory_in_each_platforms_unit(monkeypatch):
+    """bench_inference.py imported the POSIX-only module ``resource`` at the top (it failed to start on Windows),
+    called os.sched_getaffinity (missing on macOS and Windows) for its default thread count, and divided ru_maxrss
+    by 1024 everywhere: macOS counts it in bytes, so its peak memory was printed 1024 times too large."""
+    pytest.importorskip("torch")
+    import math
+    import resource
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows: `import resource` raises ImportError
+    script = load_script("benchmarks/bench_inference.py", "bench_inference_windows")
+    assert script.children_cpu_seconds() >= 0.0
+    assert math.isnan(script.peak_rss_mib("win32")) or script.peak_rss_mib("win32") > 0  # no kernel32 here: NaN
+    monkeypatch.setitem(sys.modules, "resource", resource)
+    monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=3 * 2 ** 30))
+    assert script.peak_rss_mib("darwin") == 3 * 1024.0  # bytes there: 3 GiB
+    assert script.peak_rss_mib("linux") == 3 * 2 ** 20  # KiB there: 3 TiB of the same number
+    monkeypatch.delattr(script.os, "sched_getaffinity", raising=False)  # macOS: the thread default still works
+    assert script.cpu_thread_count() >= 1

@@ -631,7 +631,9 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
     meta = read_package_metadata(path)
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata() or {})
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        # copies: safetensors' tensors are views of a memory map of the file, and Windows cannot replace a mapped
+        # file (the rename below failed there as 'open in another program', every time)
+        tensors = {name: handle.get_tensor(name).clone() for name in handle.keys()}
     meta_weights_sha256 = weights_sha256(tensors)
     if meta_weights_sha256 != meta.get("weights_sha256"):  # replaced since the check above
         raise ModelPackageError(f"'{path}' changed while it was read; nothing was rewritten. Try again.")

@@ -1,5 +1,6 @@
 """Model package save/load round trip and every refusal case (never executing code from a file)."""
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -1026,6 +1027,37 @@ def test_an_edited_bundled_default_is_named_and_restored_not_resaved(tmp_path, m
     with pytest.raises(ModelPackageError, match="The bundled default .* cannot be used: .*git checkout") as caught:
         resolve_model("default")
     assert "non-editable" not in str(caught.value) and "re-save" not in str(caught.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads which files this process maps (Linux)")
+def test_rewriting_a_packages_metadata_holds_no_map_of_the_file_it_replaces(package_path, monkeypatch):
+    """safetensors' tensors are views of a memory map of the package, and Windows cannot replace a mapped file:
+    rewrite_package_metadata (which a changed package's error message recommends) failed there every time, as
+    "Cannot replace ... it is probably open in another program". Windows' rule simulated: os.replace refuses a
+    target this process maps."""
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    real_replace = os.replace
+
+    def mapped(path) -> bool:
+        real = os.path.realpath(path)
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any(line.split(maxsplit=5)[5].strip() == real for line in maps if len(line.split(maxsplit=5)) == 6)
+
+    def windows_replace(source, target, **kwargs):
+        if os.path.exists(target) and mapped(target):
+            raise PermissionError(13, "The requested operation cannot be performed on a file with a user-mapped "
+                                      "section open", str(source), None, str(target))
+        return real_replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "replace", windows_replace)
+
+    def describe(meta):
+        meta["description"] = "rewritten"
+
+    rewrite_package_metadata(package_path, describe)
+    assert read_package_metadata(package_path)["description"] == "rewritten"
+    assert not mapped(package_path)
 
 
 def test_rewriting_a_packages_metadata_keeps_its_weights_and_its_checksum_list(tmp_path, monkeypatch):

@@ -325,6 +325,10 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
     target = exc.filename2 or exc.filename
     where = f"'{target}'" if target else "a file"
     if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM) and sys.platform == "win32":
+        if _read_only_file(target):  # Windows replaces no such file: closing programs did not help
+            return (f"Cannot replace {where} ({exc.strerror}): the file is read-only (its Read-only attribute is "
+                    f"set, as on files copied from a CD or DVD); clear it (the file's Properties, or attrib -r) and "
+                    f"run again, or choose another output name.")
         return (f"Cannot replace {where} ({exc.strerror}): it is probably open in another program (a viewer, "
                 f"Excel, Slicer); close it there and run again, or choose another output name.")
     if exc.filename2 and exc.errno in (errno.EACCES, errno.EPERM):  # elsewhere an open file is replaced anyway
@@ -338,6 +342,16 @@ def file_system_error_text(exc: BaseException) -> Optional[str]:
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST):
         return f"{where}: {exc.strerror}; check the path."
     return None
+
+
+def _read_only_file(path: Any) -> bool:
+    """Whether ``path`` is a file without write permission in its mode (on Windows: its Read-only attribute)."""
+    import stat
+
+    try:
+        return os.path.isfile(path) and not os.stat(path).st_mode & stat.S_IWRITE
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def missing_package_text(exc: BaseException) -> Optional[str]:

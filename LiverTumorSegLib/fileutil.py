@@ -450,15 +450,41 @@ scanner for a moment, Excel or a viewer for longer) cannot be replaced."""
 def replace_file(source: PathLike, target: PathLike) -> None:
     """``os.replace(source, target)``; on Windows retried a few times when the target is held open (a scanner
     that looks at every new file lets go within a second; a program the user has it open in does not, and
-    the error then names the target: see ``cli.file_system_error_text``)."""
+    the error then names the target: see ``cli.file_system_error_text``). Windows replaces no file whose Read-only
+    attribute is set (an output copied from a CD or DVD), where Linux and macOS replace it: there the attribute is
+    cleared for the replacement, and set again when the replacement still fails."""
     waits = REPLACE_RETRY_SECONDS if sys.platform == "win32" else ()
+    mode_before = None  # the target's mode while its Read-only attribute is cleared
     for wait in waits:
         try:
             os.replace(source, target)
             return
         except PermissionError:
+            if mode_before is None:
+                mode_before = _clear_read_only(target)
+                if mode_before is not None:
+                    continue
             time.sleep(wait)
-    os.replace(source, target)
+    try:
+        os.replace(source, target)
+    except OSError:
+        if mode_before is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(target, mode_before)
+        raise
+
+
+def _clear_read_only(path: PathLike) -> Optional[int]:
+    """Give the existing file ``path`` write permission when its mode has none (on Windows: clear its Read-only
+    attribute); returns its mode before (``os.chmod`` sets it back), None when nothing was changed."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) or mode & stat.S_IWRITE:
+            return None
+        os.chmod(path, stat.S_IMODE(mode) | stat.S_IWRITE)
+    except OSError:
+        return None
+    return stat.S_IMODE(mode)
 
 
 WINDOWS_MAX_PATH = 260
@@ -751,9 +777,23 @@ def move_all_or_none(moves: Sequence[Tuple[Path, Path]], overwrite: bool = True)
                     replace_file(backup, target)
         raise
     for _, backup in moved:
-        with contextlib.suppress(OSError):
-            backup.unlink()
+        _remove_replaced(backup)
     return placed
+
+
+def _remove_replaced(backup: Path) -> None:
+    """Remove the set-aside earlier version of a replaced output (never raises). Windows does not delete a file
+    whose Read-only attribute is set (an output copied from a CD or DVD, or protected by the user), which then
+    stayed hidden beside the new output and was later shown as a killed run's leftover: there the attribute is
+    cleared first, as the user asked for the file to be replaced (``--overwrite``)."""
+    try:
+        backup.unlink()
+    except PermissionError:
+        if sys.platform == "win32" and _clear_read_only(backup) is not None:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+    except OSError:
+        pass
 
 
 def has_dicom_preamble(path: PathLike) -> bool:

@@ -450,3 +450,81 @@ def test_an_output_name_windows_cannot_hold_is_refused_before_any_work(tmp_path,
     assert fileutil.check_can_write(tmp_path / fine).name == fine
     monkeypatch.setattr(fileutil, "_windows_file_names", lambda: False)  # Linux and macOS take such names
     assert fileutil.check_can_write(tmp_path / name).name == name
+
+
+def _windows_read_only_rules(monkeypatch):
+    """Windows' rules for a file whose Read-only attribute is set (its mode without write permission here):
+    os.replace onto it and deleting it are refused (PermissionError), renaming it is allowed."""
+    import stat
+
+    real_replace, real_unlink = os.replace, os.unlink
+
+    def read_only(path) -> bool:
+        return os.path.isfile(path) and not os.stat(path).st_mode & stat.S_IWRITE
+
+    def windows_replace(source, target, **kwargs):
+        if read_only(target):
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(target))
+        return real_replace(source, target, **kwargs)
+
+    def windows_unlink(path, *args, **kwargs):
+        if read_only(path):
+            raise PermissionError(errno.EACCES, "Access is denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(fileutil, "REPLACE_RETRY_SECONDS", (0.0, 0.0))
+    monkeypatch.setattr(os, "replace", windows_replace)
+    monkeypatch.setattr(os, "unlink", windows_unlink)
+    monkeypatch.setattr(os, "remove", windows_unlink)
+
+
+def test_overwrite_replaces_a_read_only_output_on_windows_as_elsewhere(tmp_path, monkeypatch):
+    """An output whose Read-only attribute is set (copied from a CD or DVD) was replaced by --overwrite on Linux
+    and macOS, but on Windows a single output failed after 2 s of retries as "it is probably open in another
+    program" (closing programs did not help), and a label map written with its report was replaced while the
+    read-only earlier file stayed hidden beside it ('.seg.nii.gz.<pid>-<start>.old'), later shown as a killed run's.
+    Now both are replaced there too, and stay read-only as on Linux. Simulated: Windows' rules for such files."""
+    import stat
+
+    single, label_map, report = tmp_path / "single.nii.gz", tmp_path / "seg.nii.gz", tmp_path / "seg.json"
+    for path in (single, label_map, report):
+        path.write_text("old", encoding="utf-8")
+    for path in (single, label_map):
+        os.chmod(path, 0o444)
+    _windows_read_only_rules(monkeypatch)
+    with fileutil.atomic_output(single, overwrite=True) as tmp:
+        tmp.write_text("new", encoding="utf-8")
+    with fileutil.atomic_outputs({"labels": label_map, "report": report}, overwrite=True) as tmps:
+        for tmp in tmps.values():
+            tmp.write_text("new", encoding="utf-8")
+    assert [p.read_text(encoding="utf-8") for p in (single, label_map, report)] == ["new", "new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.json", "seg.nii.gz", "single.nii.gz"]
+    assert not os.stat(single).st_mode & stat.S_IWRITE and not os.stat(label_map).st_mode & stat.S_IWRITE
+
+
+def test_a_read_only_output_that_still_cannot_be_replaced_is_called_read_only_and_kept(tmp_path, monkeypatch):
+    """Where clearing the attribute does not help (the file also held open, or an access rule), the file is left
+    read-only as it was, and the message says it is read-only instead of only 'open in another program'."""
+    import stat
+
+    target = tmp_path / "seg.nii.gz"
+    target.write_text("old", encoding="utf-8")
+    os.chmod(target, 0o444)
+    _windows_read_only_rules(monkeypatch)
+    windows_replace = os.replace
+
+    def held_open(source, dest, **kwargs):
+        if Path(dest) == target:
+            raise PermissionError(errno.EACCES, "Access is denied", str(source), None, str(dest))
+        return windows_replace(source, dest, **kwargs)
+
+    monkeypatch.setattr(os, "replace", held_open)
+    with pytest.raises(PermissionError) as info:
+        with fileutil.atomic_output(target, overwrite=True) as tmp:
+            tmp.write_text("new", encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == "old" and stat.S_IMODE(os.stat(target).st_mode) == 0o444
+    assert file_system_error_text(info.value) == (
+        f"Cannot replace '{target}' (Access is denied): the file is read-only (its Read-only attribute is set, as on "
+        f"files copied from a CD or DVD); clear it (the file's Properties, or attrib -r) and run again, or choose "
+        f"another output name.")

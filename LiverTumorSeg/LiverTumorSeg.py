@@ -871,7 +871,10 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         folder = user_models_dir()
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / os.path.basename(path)
-        if os.path.abspath(path) != os.path.abspath(str(target)):
+        from LiverTumorSegLib.fileutil import same_file_among
+        # the installed file itself under another spelling (a symlinked models folder, another letter case on
+        # Windows or macOS): copying it onto itself raised shutil.SameFileError
+        if not same_file_among([path, str(target)]):
             from LiverTumorSegLib.package import file_sha256
             if target.exists() and file_sha256(target) != file_sha256(path):
                 raise LiverTumorSegError(f"Another model file named '{target.name}' is already installed in "

@@ -311,6 +311,21 @@ def test_add_model_never_replaces_another_installed_file_of_the_same_name(module
     assert (users / "mine.safetensors").read_bytes() == (a / "mine.safetensors").read_bytes()
 
 
+def test_add_model_of_the_installed_file_under_another_spelling_keeps_it(module, tmp_path, monkeypatch):
+    """The installed package chosen again through a symlinked folder (or in another letter case on Windows and
+    macOS) was copied onto itself: shutil.SameFileError instead of 'already installed'."""
+    import shutil as shutil_module
+    from LiverTumorSegLib.resources import bundled_models_dir
+    users = tmp_path / "user models"
+    users.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(users))
+    shutil_module.copy(bundled_models_dir() / "unet16_widezoom_cpu.safetensors", users / "mine.safetensors")
+    before = (users / "mine.safetensors").read_bytes()
+    (tmp_path / "link").symlink_to(users, target_is_directory=True)
+    target = module.m.LiverTumorSegLogic.addUserModel(str(tmp_path / "link" / "mine.safetensors"))
+    assert target == str(users / "mine.safetensors") and (users / "mine.safetensors").read_bytes() == before
+
+
 def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming_them(module, monkeypatch):
     """With the Liver / Liver tumor segments deleted and only a piece split off them left ("Liver tumor_2"), the
     panel asked "... already has Liver / Liver tumor segments and 1 piece(s) split off them"; it now says what is

@@ -75,6 +75,7 @@ def discover_cases(root: PathLike, fmt: str = "auto", warn_patients: bool = True
         raise InputError(f"Case ids {duplicates} occur more than once in '{root}'; give each case a unique id "
                          f"(CSV: a 'case' column).")
     _refuse_repeated_images(cases, root)
+    _refuse_crossed_pairs(cases, root)
     return sorted(cases, key=lambda c: _natural_key(c.case_id))
 
 
@@ -120,6 +121,33 @@ def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
         pair = _shared_across_patients(cases, path_of)
         if pair:
             raise InputError(message(root, *pair))
+
+
+def _refuse_crossed_pairs(cases: Sequence[Case], root: Path) -> None:
+    """Refuse a case whose label file is named as another patient's image and not as its own (names compared as
+    ``evaluate`` pairs files, :func:`~..casenames.case_name`: ``liver_3`` in imagesTr/ and labelsTr/,
+    ``volume-3`` and ``segmentation-3``, ``p3_ct`` and ``p3_seg``): a dataset.json whose "training" entries were
+    swapped or shifted (image liver_1 with label liver_0), or a CSV row with the next row's label, trained each CT
+    on another CT's label without a word wherever the two grids had one size. Labels named otherwise (``ct.nii.gz``
+    with ``seg.nii.gz`` in per-case folders) are not judged; rows of one patient may share a label (phases on one
+    grid)."""
+    from ..casenames import case_name
+
+    images_named: Dict[str, List[Case]] = {}
+    for case in cases:
+        images_named.setdefault(case_name(Path(case.image_path)) or "", []).append(case)
+    for case in cases:
+        label_name = case_name(Path(case.label_path))  # None for a folder (3D-IRCADb's MASKS_DICOM)
+        if not label_name or label_name == case_name(Path(case.image_path)):
+            continue
+        owners = images_named.get(label_name, [])
+        if owners and all(owner.patient_id != case.patient_id for owner in owners):
+            raise InputError(
+                f"Case '{case.case_id}' pairs image '{case.image_path}' with label '{case.label_path}', whose name is "
+                f"that of the image '{owners[0].image_path}' (case '{owners[0].case_id}', another patient): the images "
+                f"and labels of '{root}' are probably paired crosswise (swapped or shifted entries in dataset.json's "
+                f"\"training\" list or in the CSV), which would train each CT on another CT's label. Pair each image "
+                f"with the label of its own case, and run again.")
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

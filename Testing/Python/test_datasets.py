@@ -670,3 +670,34 @@ def test_a_training_csv_names_its_cases_by_case_or_by_segments_case_id_column(tm
         discover_cases(csv, "csv", warn_patients=False)
     csv.write_text("image,label,case,case_id\np1/ct.nii.gz,p1/seg.nii.gz,a,\np2/ct.nii.gz,p2/seg.nii.gz,,b\n")
     assert [c.case_id for c in discover_cases(csv, "csv", warn_patients=False)] == ["a", "b"]
+
+
+def test_images_and_labels_paired_crosswise_are_refused(tmp_path):
+    """dataset.json entries whose labels were swapped (image liver_0 with label liver_1 and back) trained each CT on
+    the other's label with exit 0 (the two grids had one size); so did a CSV row holding the next row's label."""
+    msd = tmp_path / "msd"
+    for n in (0, 1):
+        _write_pair(msd / "imagesTr" / f"liver_{n}.nii.gz", msd / "labelsTr" / f"liver_{n}.nii.gz", n)
+    entry = {"image": "./imagesTr/liver_{}.nii.gz", "label": "./labelsTr/liver_{}.nii.gz"}
+    training = [{key: value.format(n if key == "image" else 1 - n) for key, value in entry.items()} for n in (0, 1)]
+    (msd / "dataset.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(InputError, match=r"image '.*imagesTr/liver_0.nii.gz' with label '.*labelsTr/liver_1.nii.gz'"
+                                         r".*that of the image '.*imagesTr/liver_1.nii.gz' \(case 'liver_0'"
+                                         r".*crosswise"):
+        discover_cases(msd)
+    (msd / "dataset.json").write_text(json.dumps({"training": [
+        {key: value.format(n) for key, value in entry.items()} for n in (0, 1)]}))
+    assert [(Path(c.image_path).name, Path(c.label_path).name) for c in discover_cases(msd)] == [
+        ("liver_0.nii.gz", "liver_0.nii.gz"), ("liver_1.nii.gz", "liver_1.nii.gz")]
+
+    for n in (0, 1, 2):
+        _write_pair(tmp_path / f"p{n}_ct.nii.gz", tmp_path / f"p{n}_seg.nii.gz", n)
+    (tmp_path / "swapped.csv").write_text("image,label,patient\np0_ct.nii.gz,p0_seg.nii.gz,P0\n"
+                                          "p1_ct.nii.gz,p2_seg.nii.gz,P1\np2_ct.nii.gz,p1_seg.nii.gz,P2\n")
+    with pytest.raises(InputError, match=r"Case 'p1_ct' pairs image .*p1_ct.nii.gz' with label .*p2_seg.nii.gz'"):
+        discover_cases(tmp_path / "swapped.csv")
+    # two phases of one patient on one grid share that patient's label: not crosswise
+    _write_pair(tmp_path / "p0_venous.nii.gz", tmp_path / "unused_seg.nii.gz", 0)
+    (tmp_path / "phases.csv").write_text("image,label,patient\np0_ct.nii.gz,p0_seg.nii.gz,P0\n"
+                                         "p0_venous.nii.gz,p0_seg.nii.gz,P0\np1_ct.nii.gz,p1_seg.nii.gz,P1\n")
+    assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["p0_ct", "p0_venous", "p1_ct"]

@@ -151,7 +151,8 @@ def _refuse_crossed_pairs(cases: Sequence[Case], root: Path) -> None:
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "
-                "imagesTr/, labelsTr/), 3D-IRCADb-01 (<patient>/PATIENT_DICOM + <patient>/MASKS_DICOM/liver), "
+                "imagesTr/, labelsTr/), an nnU-Net v2 raw data set (imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz), "
+                "3D-IRCADb-01 (<patient>/PATIENT_DICOM + <patient>/MASKS_DICOM/liver), "
                 "or a CSV with columns image,label[,patient].")
 
 
@@ -182,7 +183,29 @@ def detect_format(root: PathLike) -> str:
     if len(csvs) > 1:
         raise InputError(f"'{root}' holds several CSV files ({', '.join(p.name for p in csvs)}); pass the one "
                          f"to use as --data.")
-    raise InputError(f"Cannot tell the layout of '{root}'. {_LAYOUT_HELP}")
+    raise InputError(f"Cannot tell the layout of '{root}'.{_msd_folder_hint(root)} {_LAYOUT_HELP}")
+
+
+_MSD_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def _msd_folder_hint(root: Path) -> str:
+    """Where the MSD / nnU-Net data set is when ``root`` is one of its subfolders (``imagesTr/``) or the folder
+    that holds it (the folder ``Task03_Liver.tar`` was unpacked into, ``nnUNet_raw/``): '' when neither. Such a
+    folder was answered with the list of layouts only, though LiTS and 3D-IRCADb-01 are found below the folder
+    given and the data set was one level away."""
+    if root.name in _MSD_SUBFOLDERS and (root.parent / "imagesTr").is_dir():
+        return (f" It is the {root.name}/ folder of an MSD / nnU-Net data set: pass that data set's folder "
+                f"'{root.parent}' as --data.")
+    try:
+        below = sorted(p for p in root.iterdir() if _visible(p) and (p / "imagesTr").is_dir())
+    except OSError:
+        return ""
+    if not below:
+        return ""
+    names = ", ".join(f"'{p.name}'" for p in below[:5]) + (" ..." if len(below) > 5 else "")
+    return (f" It holds the MSD / nnU-Net data set folder(s) {names}: pass one of them as --data (e.g. "
+            f"'{below[0]}'), the folder holding imagesTr/ and labelsTr/.")
 
 
 def _warn_unread_csvs(root: Path, layout: str) -> None:
@@ -265,7 +288,8 @@ def _discover_msd(root: Path) -> List[Case]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir() or not labels_dir.is_dir():
         raise InputError(f"MSD data set '{root}' needs both imagesTr/ and labelsTr/ folders "
-                         f"(found imagesTr: {images_dir.is_dir()}, labelsTr: {labels_dir.is_dir()}).")
+                         f"(found imagesTr: {images_dir.is_dir()}, labelsTr: {labels_dir.is_dir()})."
+                         f"{_msd_folder_hint(root)}")
     pairs: List[Tuple[Path, Path]] = []
     manifest = root / "dataset.json"
     info = _read_dataset_json(root)

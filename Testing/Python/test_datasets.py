@@ -701,3 +701,18 @@ def test_images_and_labels_paired_crosswise_are_refused(tmp_path):
     (tmp_path / "phases.csv").write_text("image,label,patient\np0_ct.nii.gz,p0_seg.nii.gz,P0\n"
                                          "p0_venous.nii.gz,p0_seg.nii.gz,P0\np1_ct.nii.gz,p1_seg.nii.gz,P1\n")
     assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["p0_ct", "p0_venous", "p1_ct"]
+
+
+def test_a_folder_one_level_away_from_an_msd_or_nnunet_data_set_names_the_data_sets_folder(tmp_path):
+    """The folder Task03_Liver.tar was unpacked into, nnUNet_raw/ or imagesTr/ itself was answered with the list
+    of layouts only (which did not name nnU-Net), though LiTS and 3D-IRCADb-01 are found below the folder given."""
+    data_set = tmp_path / "nnUNet_raw" / "Dataset003_Liver"
+    _write_pair(data_set / "imagesTr" / "liver_000_0000.nii.gz", data_set / "labelsTr" / "liver_000.nii.gz")
+    with pytest.raises(InputError, match=r"Cannot tell the layout of '.*nnUNet_raw'\. It holds the MSD / nnU-Net data "
+                                         r"set folder\(s\) 'Dataset003_Liver': pass one of them as --data \(e\.g\. "
+                                         r"'.*nnUNet_raw/Dataset003_Liver'\).*nnU-Net v2 raw data set"):
+        discover_cases(tmp_path / "nnUNet_raw")
+    with pytest.raises(InputError, match=r"It is the labelsTr/ folder of an MSD / nnU-Net data set: pass that data "
+                                         r"set's folder '.*Dataset003_Liver' as --data"):
+        discover_cases(data_set / "labelsTr", "msd")
+    assert [c.case_id for c in discover_cases(data_set)] == ["liver_000"]

@@ -128,6 +128,7 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
             if len(fitting) != 1:
                 shown = "', '".join(str(p.relative_to(folder)) for p, _ in files)
                 if len({p.parent for p, _ in files}) == len(files):  # one file name in per-case folders
+                    _refuse_msd_data_set_folder(folder, what, [p for p, _ in files])
                     raise InputError(f"{what} folder '{folder}' holds '{files[0][0].name}' in {len(files)} "
                                      f"subfolders ('{shown}'), and case names come from file names, not from "
                                      f"folders (TotalSegmentator writes CASE/liver.nii.gz): copy or link each file "
@@ -141,6 +142,27 @@ def list_cases(folder: Path, what: str) -> "OrderedDict[str, Path]":
             files = [(fitting[0], wanted)]
         cases[name] = files[0][0]
     return cases
+
+
+MSD_FOLDER_OF_ROLE = {"label": "labelsTr", "image": "imagesTr"}
+"""The subfolder of an MSD / nnU-Net data set (``Task03_Liver/``) that holds what an option takes."""
+
+
+def _refuse_msd_data_set_folder(folder: Path, what: str, files: List[Path]) -> None:
+    """InputError naming the subfolder to give when ``files``, one case's files of one name, lie in the imagesTr/,
+    labelsTr/ (or imagesTs/, labelsTs/) folders of an MSD / nnU-Net data set below ``folder``: ``--ref Task03_Liver``
+    found ``liver_0.nii.gz`` in imagesTr/ and labelsTr/ and was told to copy the files into one folder under their
+    case names, where the answer is ``--ref Task03_Liver/labelsTr``. Returns when they lie elsewhere."""
+    if not all(p.parent.name in ("imagesTr", "labelsTr", "imagesTs", "labelsTs") for p in files):
+        return
+    data_set = files[0].parent.parent
+    wanted = MSD_FOLDER_OF_ROLE.get(ROLE_OF_OPTION.get(what, ""), "labelsTr")
+    images = "" if wanted == "imagesTr" else " (and its imagesTr/ as --images for the overlays)"
+    where = "is" if data_set.resolve() == folder.resolve() else "holds"
+    raise InputError(f"{what} folder '{folder}' {where} the MSD / nnU-Net data set '{data_set}', whose subfolders hold "
+                     f"files of one name ('{files[0].name}' in "
+                     f"{', '.join(repr(p.parent.name + '/') for p in files)}): give its {wanted}/ folder "
+                     f"'{data_set / wanted}' as {what}{images}.")
 
 
 def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:

@@ -804,6 +804,27 @@ def test_one_file_name_in_per_case_folders_is_told_apart_from_two_files_of_one_c
         list_cases(tmp_path / "one", "--pred")
 
 
+def test_an_msd_data_set_folder_given_as_ref_or_images_names_the_subfolder_to_give(tmp_path):
+    """--ref Task03_Liver (imagesTr/liver_0.nii.gz beside labelsTr/liver_0.nii.gz) was told to copy the files into
+    one folder under their case names, where the answer is --ref Task03_Liver/labelsTr."""
+    from LiverTumorSegLib.commands.evaluate import list_cases
+    from LiverTumorSegLib.errors import InputError
+
+    data_set = tmp_path / "msd" / "Task03_Liver"
+    for sub in ("imagesTr", "labelsTr"):
+        (data_set / sub).mkdir(parents=True)
+        for n in (0, 1):
+            (data_set / sub / f"liver_{n}.nii.gz").write_bytes(b"")  # list_cases reads names only
+    for given, what, wanted in ((data_set, "--ref", "labelsTr"), (tmp_path / "msd", "--pred", "labelsTr"),
+                                (data_set, "--images", "imagesTr")):
+        with pytest.raises(InputError, match=rf"{what} folder '{given}' (is|holds) the MSD / nnU-Net data set "
+                                             rf"'{data_set}'.*give its {wanted}/ folder '{data_set / wanted}' as "
+                                             rf"{what}") as err:
+            list_cases(given, what)
+        assert "copy or link" not in str(err.value)
+    assert list(list_cases(data_set / "labelsTr", "--ref")) == ["liver_0", "liver_1"]
+
+
 def _figure_of_overlay(monkeypatch):
     """Keeps the figures evaluate's plots would save (``{file name: figure}``), closed by the caller's end."""
     from LiverTumorSegLib.metrics import report

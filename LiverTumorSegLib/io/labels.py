@@ -133,10 +133,25 @@ def label_on_reference_grid(label: CTVolume, reference: CTVolume, tolerance: flo
     if matched is not None:
         return matched
     problems = describe_grid_mismatch(label, reference, tolerance)
-    advice = header_rounding_advice(label, reference, "label map") or (
+    advice = header_rounding_advice(label, reference, "label map") or reversed_axes_advice(label, reference) or (
         " Use the label map made for this image (same grid), or resample it onto the reference grid first.")
     raise LabelError(f"Label map '{label.source}' does not match its reference '{reference.source}': "
                      + "; ".join(problems) + "." + advice)
+
+
+def reversed_axes_advice(label: CTVolume, reference: CTVolume) -> str:
+    """Advice (a sentence with a leading space) when ``label``'s size (x, y, z) is the reference's in reverse order,
+    and not the same size: a ``(z, y, x)`` array (as SimpleITK's GetArrayFromImage gives) saved as ``(x, y, z)``
+    voxels with the image's affine (nibabel), or the other way round. Resampling, which the general advice says,
+    cannot mend such a file (a real 512 x 512 x 75 label saved so reads 75 x 512 x 512); '' otherwise."""
+    size_zyx = tuple(label.shape_zyx)
+    if size_zyx == tuple(reference.shape_zyx) or size_zyx != tuple(reference.shape_zyx)[::-1]:
+        return ""
+    return (" Its size is the reference's in reverse order: its voxel array was probably saved with its axes reversed "
+            "(a (z, y, x) array, as SimpleITK's GetArrayFromImage gives, written by a tool that takes (x, y, z), as "
+            "nibabel does, or the other way round). Do not resample it: reverse its axes (array.transpose(2, 1, 0)) "
+            "and save it with the image's header (nibabel: nib.Nifti1Image(array, image.affine, image.header); "
+            "SimpleITK: out = sitk.GetImageFromArray(array); out.CopyInformation(image)).")
 
 
 HEADER_ROUNDING_VOXELS = 0.05

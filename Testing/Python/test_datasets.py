@@ -716,3 +716,28 @@ def test_a_folder_one_level_away_from_an_msd_or_nnunet_data_set_names_the_data_s
                                          r"set's folder '.*Dataset003_Liver' as --data"):
         discover_cases(data_set / "labelsTr", "msd")
     assert [c.case_id for c in discover_cases(data_set)] == ["liver_000"]
+
+
+def test_a_label_saved_with_its_axes_reversed_is_told_to_reverse_them_not_to_resample(tmp_path):
+    """A (z, y, x) label array saved by nibabel with the CT's affine reads (z, y, x) as (x, y, z): the advice was to
+    resample it onto the reference grid, which cannot mend it."""
+    import nibabel as nib
+
+    ph = _phantom(0, shape=(6, 24, 20))
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    write_label_map(tmp_path / "good.nii.gz", ph.labels, ph.ct.geometry)
+    affine = nib.load(str(tmp_path / "good.nii.gz")).affine
+    nib.save(nib.Nifti1Image(ph.labels.astype(np.uint8), affine), str(tmp_path / "zyx.nii.gz"))  # (z, y, x) voxels
+    case = Case("c", "c", str(tmp_path / "ct.nii.gz"), str(tmp_path / "zyx.nii.gz"))
+    with pytest.raises(LabelError, match=r"size \(x, y, z\) \(6, 24, 20\) vs the reference's \(20, 24, 6\) voxels\. "
+                                         r"Its size is the reference's in reverse order.*Do not resample it: reverse "
+                                         r"its axes \(array\.transpose\(2, 1, 0\)\)") as err:
+        load_case(case)
+    assert "resample it onto the reference grid" not in str(err.value)
+    nib.save(nib.Nifti1Image(ph.labels.transpose(2, 1, 0).astype(np.uint8), affine), str(tmp_path / "xyz.nii.gz"))
+    _, labels = load_case(Case("c", "c", str(tmp_path / "ct.nii.gz"), str(tmp_path / "xyz.nii.gz")))
+    assert np.array_equal(labels, ph.labels)  # the advice mends it (phantom grid: canonical already)
+    write_label_map(tmp_path / "other.nii.gz", ph.labels[:, :, :18], ph.ct.geometry)  # another size: general advice
+    with pytest.raises(LabelError, match="resample it onto the reference grid") as err:
+        load_case(Case("c", "c", str(tmp_path / "ct.nii.gz"), str(tmp_path / "other.nii.gz")))
+    assert "reverse order" not in str(err.value)

@@ -257,15 +257,16 @@ def check_label_values(array: np.ndarray, source: str = "label map",
     bad = sorted(v for v in label_value_counts(array) if v not in set(allowed))
     if bad:
         shown = ", ".join(f"{int(v)}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        if bad[-1] > 255 and len(allowed) > 5:  # any value allowed, to be mapped with --label-map
-            advice = ("Convert the file to 0 background, 1 liver, 2 tumor first (e.g. in 3D Slicer or with "
-                      "SimpleITK's ChangeLabel).")
-            hint = _ct_hint(bad)
+        outside_bytes = bad[0] < 0 or bad[-1] > 255  # -1 (an 'ignore' value) too: --label-map cannot map it
+        advice = ("convert the file to 0 background, 1 liver, 2 tumor first (e.g. in 3D Slicer or with "
+                  "SimpleITK's ChangeLabel).")
+        if outside_bytes and len(allowed) > 5:  # any value allowed, to be mapped with --label-map
+            hint = _ct_hint(bad) or advice
             raise LabelError(f"Label map '{source}' has values {shown}; label values must lie in 0..255 (also for "
-                             f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:] or advice}")
+                             f"--label-map, which maps values 0..255). {hint[:1].upper() + hint[1:]}")
         meaning = "" if "0 background" in allowed_txt else " (0 background, 1 liver, 2 tumor)"
         raise LabelError(f"Label map '{source}' has values {shown} outside the allowed {allowed_txt}{meaning}; "
-                         f"{_ct_hint(bad) or _REMAP_ADVICE}")
+                         f"{_ct_hint(bad) or (advice if outside_bytes else _REMAP_ADVICE)}")
     return array.astype(np.uint8, copy=False)
 
 

@@ -625,6 +625,23 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(neg)
 
 
+def test_a_negative_label_value_is_not_said_to_be_mappable_with_label_map(tmp_path):
+    """A label map holding -1 (an 'ignore' value) was told that evaluate and train can map it with --label-map,
+    which refuses any key outside 0..255: the advice led to a second error."""
+    from LiverTumorSegLib.io.labels import ANY_LABEL_VALUE, parse_label_map_option
+
+    ignore = _write_nifti(tmp_path / "ignore.nii.gz", np.array([[[0, 1], [2, -1]]], np.int16))
+    for allowed, said in ((ANY_LABEL_VALUE, r"values -1; label values must lie in 0\.\.255 \(also for --label-map"),
+                          ((0, 1, 2), r"values -1 outside the allowed 0, 1, 2 \(0 background, 1 liver, 2 tumor\); "
+                                      r"convert the file")):
+        with pytest.raises(LabelError, match=said) as err:
+            read_label_map(ignore, allowed_values=allowed)
+        assert "can map them with --label-map" not in str(err.value)
+        assert "convert the file to 0 background, 1 liver, 2 tumor first" in str(err.value).lower()
+    with pytest.raises(InputError, match="key -1 is outside 0..255"):
+        parse_label_map_option('{"-1": 0, "1": 1}')
+
+
 
 @pytest.mark.parametrize("suffix", [".nii", ".nrrd"])
 def test_label_maps_are_read_as_uint8_without_an_int16_copy(tmp_path, suffix, monkeypatch):

@@ -416,10 +416,31 @@ def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[
     if liver_ok and tumor_ok and not extra:
         return
     meaning = ", ".join(f"{number} = {said(number)}" for number in sorted(names))
+    suggested = _label_map_from_names(names)
+    example = (f"here '{json.dumps(suggested)}', as its \"labels\" name them" if suggested else
+               "e.g. '{\"1\": 2, \"2\": 1}' for a data set with 1 = tumor and 2 = liver")
+    ignored = sorted(number for number, said_as in names.items() if any(n.strip().lower() == "ignore" for n in said_as))
+    note = (f" Its 'ignore' value ({', '.join(map(str, ignored))}) marks voxels left unannotated (nnU-Net); training "
+            f"has no such value, so they would be trained as background: use this data set only if they are "
+            f"background." if ignored else "")
     raise InputError(f"'{root / 'dataset.json'}' says its label values mean {meaning}; training needs 1 = liver "
-                     f"and 2 = liver tumor. Pass --label-map to say which values are liver and tumor (e.g. "
-                     f"'{{\"1\": 2, \"2\": 1}}' for a data set with 1 = tumor and 2 = liver; values left out "
-                     f"become background), or fix dataset.json's \"labels\" if they are wrong.")
+                     f"and 2 = liver tumor. Pass --label-map to say which values are liver and tumor ({example}; "
+                     f"values left out become background), or fix dataset.json's \"labels\" if they are wrong.{note}")
+
+
+def _label_map_from_names(names: Dict[int, List[str]]) -> Dict[str, int]:
+    """The ``--label-map`` that a dataset.json's label names (value -> its names, :func:`check_dataset_labels`)
+    call for: each value named a tumor -> 2 (an nnU-Net region holding the tumor value too), each value named
+    only the liver -> 1; {} when no value names the liver (nothing to suggest: a data set of other organs)."""
+    from ..segnrrd import names_liver, names_tumor
+
+    suggested = {}
+    for number in sorted(n for n in names if n > 0):
+        if any(names_tumor(name) for name in names[number]):
+            suggested[str(number)] = 2
+        elif all(names_liver(name) for name in names[number]):
+            suggested[str(number)] = 1
+    return suggested if 1 in suggested.values() else {}
 
 
 def _discover_ircadb(root: Path) -> List[Case]:

@@ -741,3 +741,29 @@ def test_a_label_saved_with_its_axes_reversed_is_told_to_reverse_them_not_to_res
     with pytest.raises(LabelError, match="resample it onto the reference grid") as err:
         load_case(Case("c", "c", str(tmp_path / "ct.nii.gz"), str(tmp_path / "other.nii.gz")))
     assert "reverse order" not in str(err.value)
+
+
+@pytest.mark.parametrize("labels, suggested", [
+    ({"background": 0, "tumor": 1, "liver": 2}, '{"1": 2, "2": 1}'),
+    ({"background": 0, "spleen": 1, "kidney": 2, "liver": 5, "liver tumor": 6}, '{"5": 1, "6": 2}'),
+    ({"background": 0, "liver": [1, 2], "tumor": 2, "lung": 3}, '{"1": 1, "2": 2}'),
+    ({"0": "background", "1": "Vessel", "2": "Tumour"}, None)])  # names no liver: only the general example
+def test_a_refused_dataset_json_is_told_the_label_map_its_label_names_call_for(tmp_path, labels, suggested):
+    """The refusal's example was always '{"1": 2, "2": 1}' (swapped liver and tumor), also for a multi-organ data
+    set whose liver is 5 and tumor 6, where that map trained kidney as liver."""
+    with pytest.raises(InputError) as err:
+        check_dataset_labels(_msd_set(tmp_path / "set", labels))
+    if suggested:
+        assert f"--label-map to say which values are liver and tumor (here '{suggested}', as its \"labels\" name " \
+               f"them; values left out become background)" in str(err.value)
+    else:
+        assert "here '" not in str(err.value) and "e.g. '{\"1\": 2, \"2\": 1}' for a data set with 1 = tumor" in \
+            str(err.value)
+    assert "'ignore' value" not in str(err.value)
+
+
+def test_a_dataset_json_with_an_nnunet_ignore_label_says_what_mapping_it_away_means(tmp_path):
+    with pytest.raises(InputError, match=r"here '\{\"1\": 1, \"2\": 2\}'.*Its 'ignore' value \(3\) marks voxels "
+                                         r"left unannotated \(nnU-Net\); training has no such value, so they would be "
+                                         r"trained as background"):
+        check_dataset_labels(_msd_set(tmp_path / "set", {"background": 0, "liver": 1, "tumor": 2, "ignore": 3}))

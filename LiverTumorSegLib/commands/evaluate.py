@@ -165,6 +165,14 @@ def _refuse_msd_data_set_folder(folder: Path, what: str, files: List[Path]) -> N
                      f"'{data_set / wanted}' as {what}{images}.")
 
 
+_IRCADB_HINT = ("evaluate reads one label map file per case (a 3D-IRCADb-01 patient's masks "
+                "are a DICOM series per structure: MASKS_DICOM/liver, MASKS_DICOM/livertumor01, ...). Convert them "
+                "first, e.g. in Python: for case in discover_cases(ROOT): ct, labels = load_case(case) "
+                "(LiverTumorSegLib.training.datasets), then LiverTumorSegLib.io.write_label_map("
+                "f'{case.case_id}.nii.gz', labels, ct.geometry).")
+"""Advice for 3D-IRCADb-01's DICOM masks given to evaluate, which reads label map files."""
+
+
 def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:
     """Two files given explicitly are compared as given; when both case names carry numbers and the numbers
     differ ('volume-3' against 'segmentation-2'), a warning says so: the pair may be a slip, and its numbers
@@ -187,7 +195,10 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
         _warn_if_other_case_numbers(pred, ref)
         return [(case_name(ref) or ref.name, pred, ref)], [], []
     if pred.is_dir() != ref.is_dir():
-        raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.")
+        folder = pred if pred.is_dir() else ref
+        hint = (f" '{folder}' is a DICOM series folder, not a label map file: {_IRCADB_HINT}"
+                if holds_dicom_images(folder, 20, is_dicom_file) else "")
+        raise InputError(f"--pred '{pred}' and --ref '{ref}' must both be files or both be folders.{hint}")
     preds, refs = list_cases(pred, "--pred"), list_cases(ref, "--ref")
     matched = [(name, preds[name], refs[name]) for name in refs if name in preds]
     only_pred = [name for name in preds if name not in refs]
@@ -195,10 +206,7 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     if not matched:
         hint = ""
         if any((p / "MASKS_DICOM").is_dir() for p in (pred, ref, *pred.iterdir(), *ref.iterdir()) if p.is_dir()):
-            hint = (" 3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files: evaluate reads one label "
-                    "map file per case. Convert them first, e.g. in Python: for case in discover_cases(ROOT): ct, "
-                    "labels = load_case(case) (LiverTumorSegLib.training.datasets), then "
-                    "LiverTumorSegLib.io.write_label_map(f'{case.case_id}.nii.gz', labels, ct.geometry).")
+            hint = " 3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files: " + _IRCADB_HINT
         raise InputError(f"No case name matches between --pred '{pred}' ({len(preds)} files) and --ref '{ref}' "
                          f"({len(refs)} files). Case names are file names without extension and without prefixes "
                          f"such as 'segmentation-' (see 'livertumorseg evaluate --help').{hint}")

@@ -278,6 +278,28 @@ def test_ircadb_masks_as_reference_get_a_hint(tmp_path, capsys):
     assert "3D-IRCADb masks (MASKS_DICOM/ DICOM series) are not label map files" in capsys.readouterr().err
 
 
+def test_a_dicom_mask_series_given_against_a_label_file_gets_the_ircadb_hint(tmp_path, capsys):
+    """--ref 3Dircadb1.1/MASKS_DICOM/liver (a DICOM series) against one prediction file said only 'must both be
+    files or both be folders'."""
+    import SimpleITK as sitk
+
+    masks = tmp_path / "3Dircadb1.1" / "MASKS_DICOM" / "liver"
+    masks.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.SetFileName(str(masks / "image_0"))
+    writer.Execute(sitk.GetImageFromArray(np.zeros((4, 4), np.int16)))
+    _case(tmp_path / "pred", "3Dircadb1.1.nii.gz")
+    assert _evaluate("--pred", tmp_path / "pred" / "3Dircadb1.1.nii.gz", "--ref", masks, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "must both be files or both be folders" in err
+    assert f"'{masks}' is a DICOM series folder, not a label map file: evaluate reads one label map file per case" \
+           in err and "load_case(case)" in err
+    assert _evaluate("--pred", tmp_path / "pred" / "3Dircadb1.1.nii.gz", "--ref", tmp_path / "pred", "-o",
+                     tmp_path / "out") == 2
+    assert "DICOM" not in capsys.readouterr().err  # a folder of label files: no such hint
+
+
 def test_interrupted_overwrite_keeps_the_previous_results(tmp_path, capsys, monkeypatch):
     """A Ctrl-C while plots were drawn in an --overwrite run deleted the previous cases.csv and summary.json
     (the new ones had replaced them and were then removed as this run's). Outputs are staged now."""

@@ -304,7 +304,7 @@ def _discover_msd(root: Path) -> List[Case]:
                     and isinstance(item.get("label"), str)):
                 raise InputError(f"'{manifest}': entry {number} of \"training\" must be an object with the strings "
                                  f"\"image\" and \"label\" (paths relative to the data set), got {str(item)[:120]}.")
-            pairs.append(((root / item["image"]).resolve(), (root / item["label"]).resolve()))
+            pairs.append((_listed_nifti(root, item["image"]), _listed_nifti(root, item["label"])))
         listed = {image for image, _ in pairs}
         unlisted = sorted(p.name for p in images_dir.iterdir()
                           if _visible(p) and re.search(NIFTI_RE, p.name) and p.resolve() not in listed)
@@ -353,6 +353,19 @@ def _discover_msd(root: Path) -> List[Case]:
         case_id = re.sub(NIFTI_RE, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
         cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
     return cases
+
+
+def _listed_nifti(root: Path, listed: str) -> Path:
+    """The file a dataset.json entry names (``listed``, relative to ``root``), resolved; where it is missing but the
+    same name with the other NIfTI compression exists (``liver_0.nii`` for ``liver_0.nii.gz``: a data set
+    decompressed with gunzip, as some users do for faster reading), that file. Every listed case of a gunzipped
+    MSD Task03 was refused as missing and named as unlisted at once."""
+    path = (root / listed).resolve()
+    if path.exists():
+        return path
+    other = re.sub(r"\.nii$", ".nii.gz", path.name) if path.name.endswith(".nii") else \
+        re.sub(r"\.nii\.gz$", ".nii", path.name)
+    return path.with_name(other) if path.with_name(other).is_file() else path
 
 
 def _check_labels_without_image(labels_dir: Path, pairs: Sequence[Tuple[Path, Path]],

@@ -767,3 +767,22 @@ def test_a_dataset_json_with_an_nnunet_ignore_label_says_what_mapping_it_away_me
                                          r"left unannotated \(nnU-Net\); training has no such value, so they would be "
                                          r"trained as background"):
         check_dataset_labels(_msd_set(tmp_path / "set", {"background": 0, "liver": 1, "tumor": 2, "ignore": 3}))
+
+
+def test_an_msd_set_decompressed_with_gunzip_is_read_from_its_dataset_json(tmp_path, caplog):
+    """dataset.json names imagesTr/liver_N.nii.gz; after gunzip the files are liver_N.nii, and every case was named
+    as unlisted and then refused as missing."""
+    for n in (1, 2):
+        _write_pair(tmp_path / "imagesTr" / f"liver_{n}.nii", tmp_path / "labelsTr" / f"liver_{n}.nii", n)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "cancer"},
+                                                       "training": [{"image": f"./imagesTr/liver_{n}.nii.gz",
+                                                                     "label": f"./labelsTr/liver_{n}.nii.gz"}
+                                                                    for n in (1, 2)]}))
+    with caplog.at_level("WARNING"):
+        cases = discover_cases(tmp_path)
+    assert [(c.case_id, Path(c.image_path).name, Path(c.label_path).name) for c in cases] == [
+        ("liver_1", "liver_1.nii", "liver_1.nii"), ("liver_2", "liver_2.nii", "liver_2.nii")]
+    assert "not listed" not in caplog.text
+    (tmp_path / "imagesTr" / "liver_2.nii").unlink()
+    with pytest.raises(InputError, match=r"MSD image '.*liver_2.nii.gz' listed in dataset.json is missing"):
+        discover_cases(tmp_path)

@@ -124,13 +124,27 @@ def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:
 
 
 def _refuse_crossed_pairs(cases: Sequence[Case], root: Path) -> None:
-    """Refuse a case whose label file is named as another patient's image and not as its own (names compared as
-    ``evaluate`` pairs files, :func:`~..casenames.case_name`: ``liver_3`` in imagesTr/ and labelsTr/,
-    ``volume-3`` and ``segmentation-3``, ``p3_ct`` and ``p3_seg``): a dataset.json whose "training" entries were
-    swapped or shifted (image liver_1 with label liver_0), or a CSV row with the next row's label, trained each CT
-    on another CT's label without a word wherever the two grids had one size. Labels named otherwise (``ct.nii.gz``
-    with ``seg.nii.gz`` in per-case folders) are not judged; rows of one patient may share a label (phases on one
-    grid)."""
+    """Refuse a case whose label is another patient's by its name or its folder (:func:`_crossed_by_name`,
+    :func:`_crossed_by_folder`): a dataset.json whose "training" entries were swapped or shifted (image liver_1
+    with label liver_0), or a CSV row with another row's label, trained each CT on another CT's label without a
+    word wherever the two grids had one size. Rows of one patient may share a label (phases on one grid)."""
+    for finder in (_crossed_by_name, _crossed_by_folder):
+        crossed = finder(cases)
+        if crossed:
+            case, owner, whose = crossed
+            raise InputError(
+                f"Case '{case.case_id}' pairs image '{case.image_path}' with label '{case.label_path}', whose {whose} "
+                f"is that of the image '{owner.image_path}' (case '{owner.case_id}', another patient): the images "
+                f"and labels of '{root}' are probably paired crosswise (swapped or shifted entries in dataset.json's "
+                f"\"training\" list or in the CSV), which would train each CT on another CT's label. Pair each image "
+                f"with the label of its own case, and run again.")
+
+
+def _crossed_by_name(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]]:
+    """``(case, the other patient's case, "name")`` for the first case whose label file is named as another
+    patient's image and not as its own (names compared as ``evaluate`` pairs files,
+    :func:`~..casenames.case_name`: ``liver_3`` in imagesTr/ and labelsTr/, ``volume-3`` and ``segmentation-3``,
+    ``p3_ct`` and ``p3_seg``); None when there is none. Labels named otherwise (``seg.nii.gz``) are not judged."""
     from ..casenames import case_name
 
     images_named: Dict[str, List[Case]] = {}
@@ -142,12 +156,31 @@ def _refuse_crossed_pairs(cases: Sequence[Case], root: Path) -> None:
             continue
         owners = images_named.get(label_name, [])
         if owners and all(owner.patient_id != case.patient_id for owner in owners):
-            raise InputError(
-                f"Case '{case.case_id}' pairs image '{case.image_path}' with label '{case.label_path}', whose name is "
-                f"that of the image '{owners[0].image_path}' (case '{owners[0].case_id}', another patient): the images "
-                f"and labels of '{root}' are probably paired crosswise (swapped or shifted entries in dataset.json's "
-                f"\"training\" list or in the CSV), which would train each CT on another CT's label. Pair each image "
-                f"with the label of its own case, and run again.")
+            return case, owners[0], "name"
+    return None
+
+
+def _crossed_by_folder(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]]:
+    """``(case, the other patient's case, "folder")`` for the first case whose label lies in the folder of another
+    patient's image and not in its own image's, while that patient's case takes its label from outside its folder
+    too, in a data set where at least half the cases keep image and label in one folder (one folder per scan,
+    ``P0/ct.nii.gz`` + ``P0/seg.nii.gz``, where names cannot tell); None when there is none or when most cases keep
+    labels apart from their images (imagesTr/ + labelsTr/, images/ + labels/). A CT kept elsewhere whose label was
+    saved beside another patient's correctly paired scan is not judged."""
+    def folder(path: str) -> str:
+        return _same_file_key(Path(path).parent)
+
+    apart = [case for case in cases if folder(case.label_path) != folder(case.image_path)]
+    if not apart or 2 * len(apart) > len(cases):
+        return None
+    images_in: Dict[str, List[Case]] = {}
+    for case in cases:
+        images_in.setdefault(folder(case.image_path), []).append(case)
+    for case in apart:
+        owners = images_in.get(folder(case.label_path), [])
+        if owners and all(owner.patient_id != case.patient_id and owner in apart for owner in owners):
+            return case, owners[0], "folder"  # its folder's own case took a label from elsewhere too: crossed
+    return None
 
 
 _LAYOUT_HELP = ("Expected one of: LiTS (volume-N.nii + segmentation-N.nii), MSD Task03_Liver (dataset.json, "

@@ -786,3 +786,37 @@ def test_an_msd_set_decompressed_with_gunzip_is_read_from_its_dataset_json(tmp_p
     (tmp_path / "imagesTr" / "liver_2.nii").unlink()
     with pytest.raises(InputError, match=r"MSD image '.*liver_2.nii.gz' listed in dataset.json is missing"):
         discover_cases(tmp_path)
+
+
+def test_a_csv_row_with_another_scan_folders_label_is_refused(tmp_path):
+    """One folder per scan (P1/ct.nii.gz + P1/seg.nii.gz), as hospital exports and TotalSegmentator runs lay data
+    out: a CSV row holding another patient's folder's seg.nii.gz was trained on that label, since the names cannot
+    tell (both are seg.nii.gz)."""
+    rows = []
+    for n in range(4):
+        _write_pair(tmp_path / f"P{n}" / "ct.nii.gz", tmp_path / f"P{n}" / "seg.nii.gz", n)
+        rows.append([f"P{n}/ct.nii.gz", f"P{n}/seg.nii.gz", f"pat{n}", f"c{n}"])
+    rows[1][1], rows[2][1] = rows[2][1], rows[1][1]
+    (tmp_path / "swapped.csv").write_text("image,label,patient,case\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    with pytest.raises(InputError, match=r"Case 'c1' pairs image '.*P1/ct.nii.gz' with label '.*P2/seg.nii.gz', "
+                                         r"whose folder is that of the image '.*P2/ct.nii.gz' \(case 'c2', another "
+                                         r"patient\)"):
+        discover_cases(tmp_path / "swapped.csv")
+    rows[1][1], rows[2][1] = rows[2][1], rows[1][1]
+    rows[3][2] = "pat2"  # P3's scan with P2's label, one patient (phases on one grid): allowed
+    rows[3][1] = "P2/seg.nii.gz"
+    (tmp_path / "phases.csv").write_text("image,label,patient,case\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    assert [c.case_id for c in discover_cases(tmp_path / "phases.csv")] == ["c0", "c1", "c2", "c3"]
+    rows[3] = ["elsewhere/ct3.nii.gz", "P2/seg3.nii.gz", "pat3", "c3"]  # a CT kept elsewhere, its label saved
+    _write_pair(tmp_path / "elsewhere" / "ct3.nii.gz", tmp_path / "P2" / "seg3.nii.gz", 3)  # beside P2's own pair
+    (tmp_path / "elsewhere.csv").write_text("image,label,patient,case\n" + "\n".join(",".join(r) for r in rows)
+                                            + "\n")
+    assert [c.case_id for c in discover_cases(tmp_path / "elsewhere.csv")] == ["c0", "c1", "c2", "c3"]
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    lines = []
+    for n in range(3):  # images/ and labels/ apart: a label beside no image is not judged by its folder
+        _write_pair(tmp_path / "images" / f"a{n}.nii.gz", tmp_path / "labels" / f"b{n}.nii.gz", n)
+        lines.append(f"images/a{n}.nii.gz,labels/b{n}.nii.gz,p{n}")
+    (tmp_path / "apart.csv").write_text("image,label,patient\n" + "\n".join(lines) + "\n")
+    assert len(discover_cases(tmp_path / "apart.csv")) == 3

@@ -539,6 +539,7 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
                          f"'patient', 'case' or 'case_id'); found {columns}.")
     cases = []
     unnamed = []  # lines without a patient id
+    named_patients: List[str] = []  # the 'patient' cells given
     for index, (number, row) in enumerate(rows, start=1):
         if not row.get("image") or not row.get("label"):
             raise InputError(f"CSV '{root}' line {number}: empty image or label path.")
@@ -547,10 +548,27 @@ def _discover_csv(root: Path, warn_patients: bool = True) -> List[Case]:
         patient = row.get("patient") or case_id
         if not row.get("patient"):
             unnamed.append(number)
+        else:
+            named_patients.append(patient)
         cases.append(Case(case_id, patient, str(image), str(label), "csv"))
+    _refuse_patient_ids_differing_in_case(root, named_patients)
     if warn_patients:
         _warn_cases_as_own_patients(root, "patient" in columns, unnamed, len(cases), columns)
     return cases
+
+
+def _refuse_patient_ids_differing_in_case(root: Path, patients: Sequence[str]) -> None:
+    """InputError for two patient ids of a CSV's 'patient' cells (``patients``) that differ only in letter case
+    ('P07' and 'p07'): read as two patients, one patient's scans were split between training and validation (and
+    its validation measured a patient the network was trained on); which spelling is meant is the user's to say."""
+    first: Dict[str, str] = {}
+    for patient in patients:
+        seen = first.setdefault(patient.casefold(), patient)
+        if seen != patient:
+            raise InputError(f"CSV '{root}' names patients '{seen}' and '{patient}', which differ only in "
+                             f"letter case; they would be taken as two patients, and one patient's scans could be "
+                             f"split between training and validation. Spell each patient's id one way (or make "
+                             f"two patients' ids differ by more than letter case).")
 
 
 def _csv_case_name(root: Path, number: int, row: Dict[str, str]) -> str:

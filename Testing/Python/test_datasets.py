@@ -820,3 +820,25 @@ def test_a_csv_row_with_another_scan_folders_label_is_refused(tmp_path):
         lines.append(f"images/a{n}.nii.gz,labels/b{n}.nii.gz,p{n}")
     (tmp_path / "apart.csv").write_text("image,label,patient\n" + "\n".join(lines) + "\n")
     assert len(discover_cases(tmp_path / "apart.csv")) == 3
+
+
+def test_csv_patient_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
+    """'P07' and 'p07' were two patients: one patient's two scans landed in training and in validation."""
+    for n in range(3):
+        _write_pair(tmp_path / f"ct{n}.nii.gz", tmp_path / f"lab{n}.nii.gz", n)
+    (tmp_path / "cases.csv").write_text("image,label,patient\nct0.nii.gz,lab0.nii.gz,P07\nct1.nii.gz,lab1.nii.gz,p07\n"
+                                        "ct2.nii.gz,lab2.nii.gz,P08\n")
+    with pytest.raises(InputError, match=r"names patients 'P07' and 'p07', which differ only in letter case.*Spell "
+                                         r"each patient's id one way"):
+        discover_cases(tmp_path / "cases.csv")
+    (tmp_path / "cases.csv").write_text("image,label,patient\nct0.nii.gz,lab0.nii.gz,P07\nct1.nii.gz,lab1.nii.gz,P07\n"
+                                        "ct2.nii.gz,lab2.nii.gz,P08\n")
+    train, val = holdout_split(discover_cases(tmp_path / "cases.csv"), 0.5, 0)
+    assert {c.patient_id for c in train}.isdisjoint({c.patient_id for c in val})
+    assert sorted(len(side) for side in (train, val)) == [1, 2]  # P07's two scans stay together
+    import shutil  # rows without a patient id are named by their files: not judged as patient ids
+
+    (tmp_path / "sub").mkdir()
+    shutil.copyfile(tmp_path / "ct1.nii.gz", tmp_path / "sub" / "CT0.nii.gz")
+    (tmp_path / "unnamed.csv").write_text("image,label,case\nct0.nii.gz,lab0.nii.gz,a\nsub/CT0.nii.gz,lab1.nii.gz,A\n")
+    assert [c.patient_id for c in discover_cases(tmp_path / "unnamed.csv")] == ["A", "a"]

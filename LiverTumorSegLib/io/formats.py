@@ -66,9 +66,27 @@ def content_format(path: PathLike) -> "Union[tuple, None]":
     return None
 
 
+APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
+"""The first bytes of a macOS AppleDouble file: the ``._NAME`` that macOS writes beside ``NAME`` on a non-Mac disk
+or in a zip or tar (MSD's Task03_Liver.tar holds ``._liver_N.nii.gz`` beside every ``liver_N.nii.gz``)."""
+
+
 def renamed_hint(path: PathLike, suffix: str) -> str:
     """``" (its content is an NRRD image: rename it to .nrrd)"`` when the file's first bytes say a format other than
-    its name's ``suffix`` (:func:`content_format`), else ''."""
+    its name's ``suffix`` (:func:`content_format`); a note naming the image beside it for a macOS AppleDouble
+    ``._NAME`` file (a CSV of a folder's ``*.nii.gz``, as pathlib's glob lists them, holds them, and they were
+    'not a gzip file ... Check that the file is complete'); else ''."""
+    name = os.path.basename(str(path))
+    try:
+        with open(path, "rb") as handle:
+            apple_double = handle.read(4) == APPLE_DOUBLE_MAGIC
+    except OSError:
+        apple_double = False
+    image = name[2:] if name.startswith("._") else name
+    if apple_double or (image != name and os.path.isfile(os.path.join(os.path.dirname(str(path)), image))):
+        return (f": it is a macOS resource file (AppleDouble), not an image; macOS writes such '._NAME' files beside "
+                f"'NAME' when copying to other disks or into archives. Use '{image}' and leave the '._' files out "
+                f"(e.g. of a case list made with a file search)")
     found = content_format(path)
     if found is None or found[1] == suffix or (found[1] == ".mha" and suffix == ".mhd"):
         return ""

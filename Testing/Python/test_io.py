@@ -625,6 +625,22 @@ def test_label_values_are_checked(tmp_path):
         read_label_map(neg)
 
 
+def test_a_macos_resource_file_is_named_as_one_with_the_image_beside_it(tmp_path):
+    """MSD's Task03_Liver.tar holds ._liver_N.nii.gz (AppleDouble) beside each image; a case CSV made from a file
+    search lists them, and reading one said 'not a gzip file. Check that the file is complete.'"""
+    _write_nifti(tmp_path / "liver_1.nii.gz", np.zeros((4, 4, 2), np.int16))
+    (tmp_path / "._liver_1.nii.gz").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(40))
+    with pytest.raises(InputError, match=r"Cannot read '.*\._liver_1.nii.gz' as NIfTI: .*: it is a macOS resource file "
+                                         r"\(AppleDouble\), not an image;.*Use 'liver_1.nii.gz' and leave the '\._' "
+                                         r"files out") as err:
+        read_volume(tmp_path / "._liver_1.nii.gz")
+    assert "Check that the file is complete" not in str(err.value)
+    (tmp_path / "cut.nii.gz").write_bytes(b"\x1f\x8b\x08")  # a cut-short file is still told so
+    with pytest.raises(InputError, match="Check that the file is complete") as err:
+        read_volume(tmp_path / "cut.nii.gz")
+    assert "AppleDouble" not in str(err.value)
+
+
 def test_a_negative_label_value_is_not_said_to_be_mappable_with_label_map(tmp_path):
     """A label map holding -1 (an 'ignore' value) was told that evaluate and train can map it with --label-map,
     which refuses any key outside 0..255: the advice led to a second error."""

@@ -68,7 +68,7 @@ def discover_cases(root: PathLike, fmt: str = "auto", warn_patients: bool = True
         raise InputError(f"Unknown data format '{fmt}'; use one of auto, {', '.join(finders)}.")
     cases = _discover_csv(root, warn_patients) if fmt == "csv" else finders[fmt](root)
     if not cases:
-        raise InputError(f"No {fmt} cases found in '{root}'. {_LAYOUT_HELP}")
+        raise InputError(f"No {fmt} cases found in '{root}'.{_lits_test_set_hint(root)} {_LAYOUT_HELP}")
     ids = [c.case_id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -216,7 +216,24 @@ def detect_format(root: PathLike) -> str:
     if len(csvs) > 1:
         raise InputError(f"'{root}' holds several CSV files ({', '.join(p.name for p in csvs)}); pass the one "
                          f"to use as --data.")
-    raise InputError(f"Cannot tell the layout of '{root}'.{_msd_folder_hint(root)} {_LAYOUT_HELP}")
+    raise InputError(f"Cannot tell the layout of '{root}'.{_msd_folder_hint(root) or _lits_test_set_hint(root)} "
+                     f"{_LAYOUT_HELP}")
+
+
+_LITS_TEST_NAME = re.compile(r"^test-volume-\d+" + NIFTI_RE, re.IGNORECASE)
+
+
+def _lits_test_set_hint(root: Path) -> str:
+    """A note when ``root`` holds LiTS test-set volumes (``test-volume-N.nii``), which come without labels (the
+    challenge kept them): given as training data, they were answered with the list of layouts only. '' otherwise."""
+    if not root.is_dir():
+        return ""
+    found = sorted(p.name for p in root.rglob("*") if _LITS_TEST_NAME.match(p.name) and _in_visible_tree(p, root))
+    if not found:
+        return ""
+    shown = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+    return (f" It holds {len(found)} LiTS test-set volume(s) ({shown}), which come without labels: training needs "
+            f"LiTS's training volumes (volume-N.nii with segmentation-N.nii, 'Training Batch 1' and '2').")
 
 
 _MSD_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")

@@ -842,3 +842,19 @@ def test_csv_patient_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
     shutil.copyfile(tmp_path / "ct1.nii.gz", tmp_path / "sub" / "CT0.nii.gz")
     (tmp_path / "unnamed.csv").write_text("image,label,case\nct0.nii.gz,lab0.nii.gz,a\nsub/CT0.nii.gz,lab1.nii.gz,A\n")
     assert [c.patient_id for c in discover_cases(tmp_path / "unnamed.csv")] == ["A", "a"]
+
+
+def test_lits_test_set_volumes_given_as_training_data_are_said_to_have_no_labels(tmp_path):
+    """LiTS's test set (test-volume-N.nii, whose labels the challenge kept) was answered with the list of layouts
+    only, as if the folder held nothing known."""
+    (tmp_path / "Test Batch").mkdir()
+    for n in (0, 1):
+        write_volume(tmp_path / "Test Batch" / f"test-volume-{n}.nii", _phantom(n).ct)
+    for fmt in ("auto", "lits"):
+        with pytest.raises(InputError, match=r"It holds 2 LiTS test-set volume\(s\) \(test-volume-0.nii, "
+                                             r"test-volume-1.nii\), which come without labels: training needs LiTS's "
+                                             r"training volumes \(volume-N.nii with segmentation-N.nii"):
+            discover_cases(tmp_path, fmt)
+    with pytest.raises(InputError) as err:  # a folder of nothing known: the list of layouts only
+        discover_cases(tmp_path / "Test Batch" / "test-volume-0.nii")
+    assert "test-set" not in str(err.value)

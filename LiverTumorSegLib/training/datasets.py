@@ -720,7 +720,7 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
     else:
         volume, stored = _read_label_onto(case.label_path, image)
         for note in volume.meta.get("warnings", []):
-            log.warning("warning: case %s: %s ('%s').", case.case_id, note, case.label_path)
+            _warn_once(case.label_path, f"case {case.case_id}: {note} ('{case.label_path}').")
         raw = volume.array
     # values a map drops are dropped on purpose here (multi-organ labels); label_content_warnings names them when
     # no liver is left, the one case where that is a mistake
@@ -728,8 +728,17 @@ def read_case_labels(case: Case, image: CTVolume, label_map: Optional[Dict] = No
     if stored is not None and not allow_non_hu:
         _refuse_label_fitting_only_as_stored(case, image, labels, stored, label_map)
     for warning in label_content_warnings(labels, raw if label_map else None, label_map) if content_warnings else []:
-        log.warning("warning: case %s: %s", case.case_id, warning)
+        _warn_once(case.label_path, f"case {case.case_id}: {warning}")
     return labels
+
+
+def _warn_once(path: str, text: str) -> None:
+    """Log ``warning: text`` once per process for the file ``path``: training reads a validation case for its slice
+    cache and again for the whole-volume validation at the end, and each label warning was printed twice."""
+    key = (str(path), text)
+    if key not in _WARNED_CASES:
+        _WARNED_CASES.add(key)
+        log.warning("warning: %s", text)
 
 
 def _read_label_onto(path: str, image: CTVolume) -> Tuple[CTVolume, Optional[np.ndarray]]:

@@ -858,3 +858,16 @@ def test_lits_test_set_volumes_given_as_training_data_are_said_to_have_no_labels
     with pytest.raises(InputError) as err:  # a folder of nothing known: the list of layouts only
         discover_cases(tmp_path / "Test Batch" / "test-volume-0.nii")
     assert "test-set" not in str(err.value)
+
+
+def test_load_case_logs_each_label_warning_once_however_often_the_case_is_read(tmp_path, caplog):
+    """A validation case is read for the slice cache and again for the whole-volume validation: its label's
+    warnings (tumor without liver, a label stored in another axis order) were printed twice."""
+    ph = _phantom(0)
+    write_volume(tmp_path / "ct.nii.gz", ph.ct)
+    write_label_map(tmp_path / "seg.nii.gz", np.where(ph.labels == 1, 0, ph.labels), ph.ct.geometry)
+    case = Case("c", "c", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"))
+    with caplog.at_level("WARNING"):
+        load_case(case)
+        load_case(case)
+    assert caplog.text.count("warning: case c: its label has tumor (2) but no liver (1) voxel") == 1

@@ -841,18 +841,18 @@ def label_content_warnings(labels: np.ndarray, raw: Optional[np.ndarray] = None,
     present = label_value_counts(labels)
     counts = [present.get(v, 0) for v in (0, 1, 2)]
     warnings = []
+    dropped_text = ""
+    if label_map and raw is not None:
+        dropped = [v for v in sorted(label_value_counts(raw)) if v != 0 and str(v) not in {str(k) for k in label_map}]
+        if dropped:
+            dropped_text = (f"; its values {dropped[:8]} are not in the label map {json.dumps(label_map)} and became 0 "
+                            f"(list every value you mean to keep, e.g. \"1\": 1, \"2\": 2)")
     if counts[1] == 0 and counts[2] == 0:
-        text = "its label has no liver or tumor voxel, so training would call its whole CT background"
-        if label_map and raw is not None:
-            dropped = [v for v in sorted(label_value_counts(raw)) if v != 0 and str(v) not in
-                       {str(k) for k in label_map}]
-            if dropped:
-                text += (f"; its values {dropped[:8]} are not in the label map {json.dumps(label_map)} and became 0 "
-                         f"(list every value you mean to keep, e.g. \"1\": 1, \"2\": 2)")
-        return [text + "."]
+        return ["its label has no liver or tumor voxel, so training would call its whole CT background"
+                + dropped_text + "."]
     if counts[2] and counts[1] == 0:
-        return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor. "
-                "Check the label values (--label-map)."]
+        return ["its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor"
+                + (dropped_text + "." if dropped_text else ". Check the label values (--label-map).")]
     if counts[2]:
         from ..metrics.surface import bounding_box
 

@@ -871,3 +871,19 @@ def test_load_case_logs_each_label_warning_once_however_often_the_case_is_read(t
         load_case(case)
         load_case(case)
     assert caplog.text.count("warning: case c: its label has tumor (2) but no liver (1) voxel") == 1
+
+
+def test_a_label_map_that_drops_a_cases_liver_but_keeps_its_tumor_names_the_dropped_value():
+    """One --label-map for a data set mixing 0/255/2 and 0/1/2 labels ('{"255": 1, "2": 2}') dropped the second
+    kind's liver (1): the warning said only 'tumor but no liver ... Check the label values', not that the map had
+    dropped 1."""
+    raw = np.zeros((3, 10, 10), np.uint8)
+    raw[1, 2:6, 2:6] = 1
+    raw[1, 3, 3] = 2
+    mapped = np.where(raw == 2, 2, 0).astype(np.uint8)
+    assert label_content_warnings(mapped, raw, {"255": 1, "2": 2}) == [
+        "its label has tumor (2) but no liver (1) voxel; liver labels mark the liver around each tumor; its values "
+        "[1] are not in the label map {\"255\": 1, \"2\": 2} and became 0 (list every value you mean to keep, e.g. "
+        "\"1\": 1, \"2\": 2)."]
+    assert label_content_warnings(mapped) == ["its label has tumor (2) but no liver (1) voxel; liver labels mark the "
+                                              "liver around each tumor. Check the label values (--label-map)."]

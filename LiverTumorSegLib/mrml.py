@@ -348,6 +348,36 @@ def split_off_segments(segmentation_node) -> Dict[str, str]:
     return found
 
 
+def segment_voxels_fingerprint(segmentation_node, segment_id: str) -> str:
+    """A digest of one segment's voxels as stored (its binary labelmap in the segmentation's own frame, no
+    resampling): the grid's image-to-world matrix, the IJK box of the segment's voxels and their 0/1 mask in it.
+    Equal before and after exactly when the segment's voxels did not change: other segments drawn into a shared
+    layer (another label value, a wider extent) do not change it, a Segment Editor edit does. '' for a segment
+    that is not there or has no labelmap; ``"empty"`` for one without voxels."""
+    import hashlib
+
+    import vtk
+    from vtk.util import numpy_support
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id) if segmentation_node is not None else None
+    image = segment.GetRepresentation(_labelmap_name()) if segment is not None else None
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    x0, x1, y0, y1, z0, z1 = image.GetExtent() if image is not None else (0, -1, 0, -1, 0, -1)
+    if scalars is None or x1 < x0 or y1 < y0 or z1 < z0:
+        return "" if scalars is None else "empty"
+    voxels = numpy_support.vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    mask = voxels == segment.GetLabelValue()
+    if not mask.any():
+        return "empty"
+    box = _box_of(mask)
+    image_to_world = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(image_to_world)
+    first_voxel_ijk = np.array([z0 + box[0].start, y0 + box[1].start, x0 + box[2].start], np.int64)
+    digest = hashlib.sha1(np.round(_matrix_to_numpy(image_to_world), 6).tobytes())
+    digest.update(first_voxel_ijk.tobytes() + np.array(mask[box].shape, np.int64).tobytes())
+    digest.update(np.packbits(mask[box]).tobytes())
+    return digest.hexdigest()
+
+
 def require_output_segments(segmentation_node) -> None:
     """Refuse a segmentation with neither a "Liver" nor a "Liver tumor" segment (this tool's or the user's, by
     name): measured or compared, it was read as an empty map."""

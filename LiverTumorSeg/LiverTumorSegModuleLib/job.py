@@ -295,6 +295,11 @@ class SegmentationJob(ChildJob):
         self._replaceable = set(mrml.existing_output_segment_ids(segmentation_node))
         # (with replace_existing=False they are refused as ours are: kept, they were counted beside the new result)
         self._split_offs = mrml.split_off_segments(segmentation_node)
+        # what the user agreed to replace, as it was: an edit of these segments during the run is the user's work
+        self._names_at_start = {i: segmentation_node.GetSegmentation().GetSegment(i).GetName()
+                                for i in self._replaceable}
+        self._voxels_of_segments = {i: mrml.segment_voxels_fingerprint(segmentation_node, i)
+                                    for i in sorted(self._replaceable | set(self._split_offs))}
         if not replace_existing and (self._replaceable or self._split_offs):  # now, not after minutes of work
             raise OutputExistsError(
                 f"Segmentation '{segmentation_node.GetName()}' already has the segments "
@@ -421,7 +426,8 @@ class SegmentationJob(ChildJob):
         present = [node if node is not None and self._scene.IsNodePresent(node) else None
                    for node in (self._segmentation_node, self._table_node)]
         redirected = self._segments_added_during_run(present[0])
-        if redirected:
+        edited = self._segments_edited_during_run(present[0])
+        if redirected or edited:
             present = [None, None]
         segmentation_node, table_node = apply_result(
             self._scene, labels.astype(np.uint8, copy=False), report, self.geometry, self._input, present[0],
@@ -445,6 +451,10 @@ class SegmentationJob(ChildJob):
             warnings.insert(0, f"'{self._segmentation_node.GetName()}' was given the segment(s) {redirected} while "
                                f"the CT was segmented; they are kept, and the result went into the new segmentation "
                                f"'{segmentation_node.GetName()}'.")
+        if edited:
+            warnings.insert(0, f"The segment(s) {edited} of '{self._segmentation_node.GetName()}' were edited or "
+                               f"renamed while the CT was segmented; they are kept as edited, and the result went into "
+                               f"the new segmentation '{segmentation_node.GetName()}'.")
         return SegmentationOutcome(DONE, segmentation_node, table_node, report, seconds=seconds,
                                    probability_node=probability_node, device=self._done.device, warnings=warnings)
 
@@ -456,6 +466,25 @@ class SegmentationJob(ChildJob):
             return []
         now = mrml.split_off_segments(segmentation_node)
         return [segment_id for segment_id, name in self._split_offs.items() if now.get(segment_id) == name]
+
+    def _segments_edited_during_run(self, segmentation_node: Any) -> List[str]:
+        """Names of the segments the run would replace (the Liver / Liver tumor segments and the pieces split off
+        them, as they were when Segment was clicked) whose voxels were edited while the child ran, or which were
+        renamed then (a split-off piece renamed is the user's and kept anyway): the question before the run did not
+        cover those edits, and replacing the segments lost them without a word. The result then goes into a new
+        segmentation."""
+        if segmentation_node is None:
+            return []
+        segmentation = segmentation_node.GetSegmentation()
+        edited = []
+        for segment_id, voxels in self._voxels_of_segments.items():
+            segment = segmentation.GetSegment(segment_id)
+            if segment is None:  # deleted meanwhile: nothing of it is lost
+                continue
+            renamed = segment_id in self._names_at_start and segment.GetName() != self._names_at_start[segment_id]
+            if renamed or mrml.segment_voxels_fingerprint(segmentation_node, segment_id) != voxels:
+                edited.append(segment.GetName())
+        return edited
 
     def _segments_added_during_run(self, segmentation_node: Any) -> List[str]:
         """Names of the Liver / Liver tumor segments (by name) that ``segmentation_node`` gained while the child ran,

@@ -941,6 +941,50 @@ def test_a_liver_segment_drawn_during_the_run_is_kept_and_the_result_goes_into_a
     assert not any("was given the segment" in w for w in again.warnings)
 
 
+def test_segments_edited_or_renamed_during_the_run_are_kept_and_the_result_goes_into_a_new_segmentation(fake):
+    """The panel asks before a run replaces the earlier Liver / Liver tumor; a reader who went on correcting that
+    tumor in Segment Editor while the child ran (minutes on a CPU) lost the correction without a word. Segments
+    edited or renamed during the run are kept as they are now, the result goes into a new segmentation and the
+    outcome says so; segments left alone are replaced in place, and another segment drawn into their layer meanwhile
+    is no edit of them."""
+    import slicer
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    first = fake.job().start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    seg = first.segmentation_node
+    shape = _ct_array().shape
+    painted = np.zeros(shape, np.uint8)
+    painted[0, 0, 0:3] = 1  # three voxels added to the tumor, as Segment Editor's Paint writes them
+    running = fake.job(segmentation_node=seg, table_node=first.table_node).start()
+    logic.SetBinaryLabelmapToSegment(fake.mrml.oriented_image_from_array(painted, fake.geometry), seg,
+                                     "livertumorseg_tumor", logic.MODE_MERGE_MAX)
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == job.DONE, outcome.details
+    assert outcome.segmentation_node is not seg and outcome.table_node is not first.table_node
+    assert outcome.warnings[0] == (f"The segment(s) ['Liver tumor'] of 'CT liver segmentation' were edited or renamed "
+                                   f"while the CT was segmented; they are kept as edited, and the result went into "
+                                   f"the new segmentation '{outcome.segmentation_node.GetName()}'.")
+    expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
+    assert fake.mrml.segment_mask(seg, "livertumorseg_tumor", fake.geometry, shape).sum() == (expected == 2).sum() + 3
+    np.testing.assert_array_equal(fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, shape),
+                                  expected)
+    # renamed during the run: the reader's now, kept as well
+    running = fake.job(segmentation_node=seg).start()
+    seg.GetSegmentation().GetSegment("livertumorseg_liver").SetName("Liver (reviewed)")
+    renamed = running.wait(timeout_s=60)
+    assert renamed.kind == job.DONE and renamed.segmentation_node is not seg
+    assert "['Liver (reviewed)']" in renamed.warnings[0]
+    assert seg.GetSegmentation().GetSegment("livertumorseg_liver").GetName() == "Liver (reviewed)"
+    # left alone (another segment added to the node meanwhile): replaced in place, as agreed
+    again = fake.job(segmentation_node=outcome.segmentation_node).start()
+    other = outcome.segmentation_node.GetSegmentation().AddEmptySegment("", "Spleen")
+    logic.SetBinaryLabelmapToSegment(fake.mrml.oriented_image_from_array(painted, fake.geometry),
+                                     outcome.segmentation_node, other, logic.MODE_REPLACE)
+    done = again.wait(timeout_s=60)
+    assert done.kind == job.DONE and done.segmentation_node is outcome.segmentation_node
+    assert not any("edited or renamed" in w for w in done.warnings)
+
+
 def test_the_child_stops_when_slicer_has_ended():
     """A crash of Slicer left its child segmenting for minutes: the child watches this process (parent_watch)."""
     from LiverTumorSegLib.parent_watch import PARENT_VARIABLE

@@ -473,7 +473,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         splitOffs = mrml.split_off_segments(p.outputSegmentation)
         if (present or splitOffs) and not slicer.util.confirmOkCancelDisplay(
                 panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()),
-                                            has_segments=bool(present))):
+                                            has_segments=bool(present),
+                                            segment_names=mrml.segment_names(p.outputSegmentation, present))):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

@@ -312,6 +312,13 @@ def _existing_segment_ids(segmentation, spec: "SegmentSpec") -> List[str]:
     return found
 
 
+def segment_names(segmentation_node, segment_ids: Sequence[str]) -> List[str]:
+    """The names the segments ``segment_ids`` of ``segmentation_node`` have now (those still there, in that order)."""
+    segmentation = segmentation_node.GetSegmentation() if segmentation_node is not None else None
+    segments = [segmentation.GetSegment(i) for i in segment_ids] if segmentation is not None else []
+    return [segment.GetName() or "" for segment in segments if segment is not None]
+
+
 def existing_output_segment_ids(segmentation_node) -> List[str]:
     """IDs of the segments in ``segmentation_node`` that this tool's "Liver" and "Liver tumor" would replace:
     its own (fixed IDs), or a user's segment of the same name. A same-named segment kept beside ours gave two

@@ -299,12 +299,16 @@ def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> 
             f"'{segmentation_name}' and the table '{table_name}'.")
 
 
-def replace_question(segmentation_name: str, split_off_names: Sequence[str] = (), has_segments: bool = True) -> str:
+def replace_question(segmentation_name: str, split_off_names: Sequence[str] = (), has_segments: bool = True,
+                     segment_names: Sequence[str] = ()) -> str:
     """The confirmation before a run writes into a segmentation that already has Liver / Liver tumor segments, or
     pieces Segment Editor's Islands effect split off them (``split_off_names``, "Liver tumor_2"...), which the run
     replaces too: kept, they would be counted as tumor beside the new result by *Update lesion table*.
     ``has_segments``: whether the Liver / Liver tumor segments themselves are there (False: only pieces are, the
-    segments having been deleted or renamed; the question then does not say it has them)."""
+    segments having been deleted or renamed; the question then does not say it has them).
+    ``segment_names``: the names those segments have now (``mrml.segment_names``). A run replaces this module's
+    segments by their IDs, also after the user renamed them ("Metastasis 4 (confirmed)"): the question names such
+    segments, which "Liver / Liver tumor segments ... its other segments are kept" did not let a reader recognise."""
     pieces = ""
     if split_off_names:
         shown = ", ".join(repr(n) for n in split_off_names[:8]) + (" ..." if len(split_off_names) > 8 else "")
@@ -317,6 +321,9 @@ def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()
     if pieces:
         pieces = (f" and {pieces}, which are removed with them so that the new result is not counted with pieces of "
                   f"the old one")
+    renamed = [name for name in segment_names if name.strip().lower() not in ("liver", "liver tumor")]
+    if renamed:  # this module's segments under names the user gave them
+        pieces = f" (among them {', '.join(repr(n) for n in renamed)}, renamed)" + pieces
     return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}. Replace them? This cannot be "
             f"undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
 

@@ -365,6 +365,46 @@ def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming
         "undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)"]
 
 
+def test_segment_asks_before_replacing_this_modules_segments_naming_those_the_user_renamed(module, monkeypatch):
+    """A run replaces this module's Liver / Liver tumor by their IDs, also after the reader renamed them (to
+    "Metastasis 4 (confirmed)"); the question spoke of "Liver / Liver tumor segments" and said "its other segments are
+    kept", so the renamed segments read as kept. It now names them."""
+    import slicer.util
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    m = module.m
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1, 2:6, 2:6] = 1
+    labels[1, 3, 3] = 2
+    seg = mrml.labels_to_segmentation_node(module.scene, labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)),
+                                           name="Old result")
+    seg.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id).SetName("Metastasis 4 (confirmed)")
+    widget = m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume="CT", modelPath="m.safetensors",
+                                                  device="auto", lesionTable=None)
+    widget.dependenciesReady = lambda: True
+    widget.updateGUI = lambda *args: None
+    starts, confirmations = [], []
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget.onSegmentButton()
+    assert starts == []  # declined: no run
+    assert confirmations == [
+        "'Old result' already has Liver / Liver tumor segments (among them 'Metastasis 4 (confirmed)', renamed). "
+        "Replace them? This cannot be undone; its other segments are kept. (To keep them, choose 'Create new "
+        "segmentation' as the output.)"]
+    assert mrml.segment_names(seg, ["livertumorseg_liver", "gone", "livertumorseg_tumor"]) == [
+        "Liver", "Metastasis 4 (confirmed)"]
+    assert mrml.segment_names(None, ["livertumorseg_liver"]) == []
+    seg.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id).SetName("Liver tumor")
+    widget.onSegmentButton()
+    assert confirmations[-1].startswith("'Old result' already has Liver / Liver tumor segments. Replace them?")
+
+
 def test_a_click_while_packages_install_starts_no_second_install_or_run(module, monkeypatch):
     """Slicer's pip_install processes events for every line pip prints, so a second click on Segment during the
     minutes-long install re-entered onSegmentButton: a second confirmation, a second pip on the same packages at

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError, LabelError, OutputExistsError
-from .io.conversions import axes_are_orthogonal
+from .io.conversions import axes_angles_deg, axes_are_orthogonal
 from .fileutil import atomic_output, full_suffix
 from .volume import CTVolume, ImageGeometry
 
@@ -164,7 +164,15 @@ def world_ijk_to_ras(volume_node) -> np.ndarray:
     import vtk
     m = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(m)
-    ijk_to_ras = node_to_world(volume_node) @ _matrix_to_numpy(m)
+    own = _matrix_to_numpy(m)
+    if not axes_are_orthogonal(own[:3, :3], SHEAR_TOLERANCE):  # not the transform's doing: the message said it was
+        worst = max(abs(90.0 - angle) for angle in axes_angles_deg(own[:3, :3]))
+        raise InputError(f"Volume '{volume_node.GetName()}' has a sheared grid: its voxel axes are up to {worst:.3g} "
+                         f"degrees off a right angle (as a gantry-tilted CT kept without correction); volumes and "
+                         f"positions on it would be wrong. Resample it onto a regular grid "
+                         f"(Resample Scalar/Vector/DWI Volume), or load the DICOM series again with the DICOM module's "
+                         f"acquisition geometry regularization, then run again.")
+    ijk_to_ras = node_to_world(volume_node) @ own
     if not axes_are_orthogonal(ijk_to_ras[:3, :3], SHEAR_TOLERANCE):
         raise InputError(f"Volume '{volume_node.GetName()}' is sheared by its parent transform; its voxel "
                          f"axes are not perpendicular. Resample it (Resample Scalar/Vector/DWI Volume) first.")

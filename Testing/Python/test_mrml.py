@@ -161,8 +161,24 @@ def test_nonlinear_and_shearing_transforms_are_refused(scene):
     m[0, 1] = 0.5
     shear.SetMatrixTransformToParent(mrml._numpy_to_matrix(m))
     node.SetAndObserveTransformNodeID(shear.GetID())
-    with pytest.raises(InputError, match="sheared"):
+    with pytest.raises(InputError, match="sheared by its parent transform"):
         mrml.ctvolume_from_volume_node(node)
+
+
+@needs_slicer
+def test_a_volume_sheared_by_its_own_grid_is_refused_without_blaming_a_transform(scene):
+    """A gantry-tilted CT kept on its sheared grid (IJK-to-RAS columns not perpendicular, no transform anywhere) was
+    refused as 'sheared by its parent transform', which sent the user looking for a transform that is not there."""
+    node = _add_volume_node(scene, np.zeros((3, 4, 5), np.int16), ImageGeometry(spacing=(1.0, 1.0, 1.0)),
+                            name="tilted")
+    tilted = np.eye(4)
+    tilted[1, 2] = 0.3  # each slice 0.3 mm further anterior: a 16.7 degree gantry tilt
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(tilted))
+    for read in (mrml.ctvolume_from_volume_node, mrml.world_ijk_to_ras):
+        with pytest.raises(InputError, match="'tilted' has a sheared grid: its voxel axes are up to 16.7 degrees off "
+                                             "a right angle.*Resample it onto a regular grid") as raised:
+            read(node)
+        assert "transform" not in str(raised.value).split("Resample")[0]
 
 
 @needs_slicer

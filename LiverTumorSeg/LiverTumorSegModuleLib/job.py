@@ -168,15 +168,20 @@ def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometr
 
     ``table_node`` is refilled only when it is the table made for ``segmentation_node``
     (:func:`LiverTumorSegLib.mrml.lesion_table_describes`); otherwise a new table is made, so another
-    segmentation's (another CT's) lesion table is never overwritten."""
+    segmentation's (another CT's) lesion table is never overwritten. New nodes get names no other node has ("CT liver
+    segmentation_1" for a second result of the CT), as Slicer names new nodes: two results of one CT (a run into a
+    new segmentation with other settings) were both "CT liver segmentation", with two "CT liver lesions" tables, which
+    the node lists and the Compare selectors could not tell apart."""
     base = name or (input_volume_node.GetName() if input_volume_node is not None else "CT")
     if not mrml.lesion_table_describes(table_node, segmentation_node):
         table_node = None
     new_segmentation, new_table = segmentation_node is None, table_node is None
     segmentation_node = mrml.labels_to_segmentation_node(
         scene, labels, geometry, segmentation_node=segmentation_node, reference_volume_node=input_volume_node,
-        replace_existing=replace_existing, name=f"{base} liver segmentation", remove_segment_ids=remove_segment_ids)
-    table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node, name=f"{base} liver lesions")
+        replace_existing=replace_existing, name=scene.GenerateUniqueName(f"{base} liver segmentation"),
+        remove_segment_ids=remove_segment_ids)
+    table_node = mrml.create_lesion_table_node(scene, report, table_node=table_node,
+                                               name=scene.GenerateUniqueName(f"{base} liver lesions"))
     mrml.link_lesion_table(table_node, segmentation_node)
     for node, new in ((segmentation_node, new_segmentation), (table_node, new_table)):
         if new:  # a node the user chose stays where the user keeps it
@@ -438,9 +443,13 @@ class SegmentationJob(ChildJob):
             segmentation_node.RemoveNodeReferenceIDs(mrml.PROBABILITY_VOLUME_ROLE)  # table" read it as theirs)
         else:
             earlier = segmentation_node.GetNodeReference(mrml.PROBABILITY_VOLUME_ROLE)  # a re-run refills it
+            # a refilled map keeps its name, as the segmentation and its table do (renamed, "CT tumor probability_1"
+            # would take the name of another result's map)
+            name = earlier.GetName() if earlier is not None else \
+                self._scene.GenerateUniqueName(f"{self._input.GetName()} tumor probability")
             probability_node = mrml.probability_volume_node(
                 self._scene, probabilities, self.geometry,  # uint8 255 x p: shown as float32 0..1
-                name=f"{self._input.GetName()} tumor probability",
+                name=name,
                 colors_logic=self._colors_logic if earlier is None else None, node=earlier, follow=self._input)
             segmentation_node.SetNodeReferenceID(mrml.PROBABILITY_VOLUME_ROLE, probability_node.GetID())
             if earlier is None:

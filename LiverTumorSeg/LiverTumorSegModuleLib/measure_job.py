@@ -105,8 +105,8 @@ class MeasureJob(ChildJob):
         self._check_placement_unchanged()
         reuse = reusable_table(self._scene, self._table_node,
                                lambda table: mrml.lesion_table_describes(table, self._segmentation))
-        table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse,
-                                                   name=f"{self._volume.GetName()} liver lesions")
+        name = self._scene.GenerateUniqueName(f"{self._volume.GetName()} liver lesions")  # as a run names a new one
+        table_node = mrml.create_lesion_table_node(self._scene, report, table_node=reuse, name=name)
         mrml.link_lesion_table(table_node, self._segmentation)
         if reuse is None:
             mrml.place_beside(self._scene, table_node, self._volume)

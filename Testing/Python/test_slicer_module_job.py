@@ -440,6 +440,25 @@ def test_a_new_segmentation_gets_a_new_lesion_table_and_the_old_one_is_kept(fake
     assert not fake.mrml.lesion_table_describes(again.table_node, other)
 
 
+def test_a_second_result_of_one_ct_gets_names_no_other_node_has(fake):
+    """Two runs of one CT into new segmentations (other settings compared) both gave "CT liver segmentation", "CT
+    liver lesions" and "CT tumor probability": the node lists and the Compare selectors could not tell them apart. New
+    nodes are named as Slicer names new nodes; a re-run into a segmentation refills its table and map, names kept."""
+    options = job.SegmentationOptions(model="m.safetensors", probabilities=True)
+    first = fake.job(options=options).start().wait(timeout_s=60)
+    second = fake.job(options=options).start().wait(timeout_s=60)
+    assert first.kind == second.kind == job.DONE, second.details
+    names = [(o.segmentation_node.GetName(), o.table_node.GetName(), o.probability_node.GetName())
+             for o in (first, second)]
+    assert names == [("CT liver segmentation", "CT liver lesions", "CT tumor probability"),
+                     ("CT liver segmentation_1", "CT liver lesions_1", "CT tumor probability_1")]
+    again = fake.job(options=options, segmentation_node=second.segmentation_node,
+                     table_node=second.table_node).start().wait(timeout_s=60)
+    assert again.kind == job.DONE and again.table_node is second.table_node
+    assert again.probability_node is second.probability_node
+    assert (again.segmentation_node.GetName(), again.table_node.GetName(), again.probability_node.GetName()) == names[1]
+
+
 def test_results_join_the_cts_study_and_a_rerun_refills_its_probability_volume(fake):
     """New nodes go into the CT's subject hierarchy study (where Data module and DICOM SEG export look); a re-run
     with 'Show tumor probability' refills its volume instead of adding one per run."""

@@ -222,8 +222,32 @@ def require_made_on(segmentation_node: Any, volume_node: Any, purpose: str) -> N
 
 def first_plain_scalar_volume(volume_nodes: Any) -> Any:
     """The first node of ``volume_nodes`` whose class is exactly vtkMRMLScalarVolumeNode (what the input selector
-    lists: its showChildNodeTypes is off), not a label map, vector, DTI or DWI volume; None if there is none."""
-    return next((node for node in volume_nodes if node.GetClassName() == "vtkMRMLScalarVolumeNode"), None)
+    lists: its showChildNodeTypes is off), not a label map, vector, DTI or DWI volume, nor a tumor probability map this
+    module made (:func:`not_a_ct_reason`); None if there is none."""
+    return next((node for node in volume_nodes if node.GetClassName() == "vtkMRMLScalarVolumeNode"
+                 and not not_a_ct_reason(node)), None)
+
+
+def not_a_ct_reason(volume_node: Any) -> str:
+    """Why ``volume_node`` is no CT to segment or measure on, known from the node alone ('' when nothing says so): a
+    label map volume, or a tumor probability map this module made (the input selector lists it beside the CTs). Given
+    as the CT, either went to the child process, which refused it as 'not CT in Hounsfield units' only after its start
+    (a minute and more on a busy machine), or, measured, gave each lesion the map's values as its 'Mean HU'."""
+    name = volume_node.GetName()
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return (f"'{name}' is a label map volume, not a CT; select the CT volume (a label map holds label values, not "
+                f"Hounsfield units).")
+    if volume_node.GetAttribute(mrml.PROBABILITY_MAP_ATTRIBUTE) == "1":
+        return (f"'{name}' is a tumor probability map made by this module, not a CT; select the CT volume it was made "
+                f"from.")
+    return ""
+
+
+def require_ct_volume(volume_node: Any) -> None:
+    """InputError, before any work, when :func:`not_a_ct_reason` knows ``volume_node`` is no CT."""
+    reason = not_a_ct_reason(volume_node)
+    if reason:
+        raise InputError(reason)
 
 
 def lesion_table_to_show(table_node: Any, segmentation_node: Any) -> Any:
@@ -279,6 +303,7 @@ class SegmentationJob(ChildJob):
                  env: Optional[Dict[str, str]] = None) -> None:
         if input_volume_node is None:
             raise InputError("No input volume selected; choose a CT volume.")
+        require_ct_volume(input_volume_node)
         if not isinstance(options, SegmentationOptions):
             raise TypeError("options must be LiverTumorSegLib.inference.options.SegmentationOptions")
         mrml.check_labelmap_output(segmentation_node)  # before the run, not after it

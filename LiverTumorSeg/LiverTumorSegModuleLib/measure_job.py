@@ -17,8 +17,8 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
-from .job import (DONE, SegmentationOutcome, hand_over_segmentation, require_made_on, same_grid, volume_grid,
-                  write_temporary_ct)
+from .job import (DONE, SegmentationOutcome, hand_over_segmentation, require_ct_volume, require_made_on, same_grid,
+                  volume_grid, write_temporary_ct)
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -39,6 +39,7 @@ class MeasureJob(ChildJob):
                  env: Optional[Dict[str, str]] = None) -> None:
         if segmentation_node is None or volume_node is None:
             raise InputError("Select the CT and its liver segmentation to measure.")
+        require_ct_volume(volume_node)
         mrml.require_output_segments(segmentation_node)
         require_made_on(segmentation_node, volume_node, "to measure it")
         super().__init__(runner, python, library_root, temp_root, env)

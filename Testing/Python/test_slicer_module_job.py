@@ -8,6 +8,7 @@
 import dataclasses
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -551,6 +552,35 @@ def test_the_default_input_is_a_volume_the_input_selector_can_show(fake):
     assert job.first_plain_scalar_volume(nodes) is None
     ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     assert job.first_plain_scalar_volume(nodes + [ct]) is ct
+
+
+def test_a_label_map_or_this_modules_probability_map_as_the_ct_is_refused_before_any_work(fake):
+    """The input selector lists the module's own "CT tumor probability" beside the CTs (a plain scalar volume), and a
+    script may pass a label map volume: either went to the child, which refused it as "not CT in Hounsfield units"
+    only after its start, and measured on it a lesion's "Mean HU" was the map's value. Both are refused at once, no
+    child started, no folder made; the panel's default input skips the map."""
+    from LiverTumorSegModuleLib import measure_job
+
+    options = job.SegmentationOptions(model="m.safetensors", probabilities=True)
+    first = fake.job(options=options).start().wait(timeout_s=60)
+    assert first.kind == job.DONE, first.details
+    labelmap = fake.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "CT-label")
+    labelmap.SetAndObserveImageData(fake.node.GetImageData())
+    before = _scene_counts(fake.scene)
+    for node, words in ((first.probability_node, "'CT tumor probability' is a tumor probability map made by this "
+                                                 "module, not a CT; select the CT volume it was made from."),
+                        (labelmap, "'CT-label' is a label map volume, not a CT; select the CT volume")):
+        runner = FakeChildRunner(Path("never-run.py"), "ok")
+        with pytest.raises(InputError, match=re.escape(words)):
+            job.SegmentationJob(fake.scene, node, options, runner, sys.executable, str(ROOT),
+                                temp_root=str(fake.temp_root))
+        assert runner.args is None
+        with pytest.raises(InputError, match="not a CT"):
+            measure_job.MeasureJob(fake.scene, first.segmentation_node, node, FakeChildRunner(Path("x"), "ok"),
+                                   sys.executable, str(ROOT), temp_root=str(fake.temp_root))
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+    assert job.first_plain_scalar_volume([first.probability_node, labelmap, fake.node]) is fake.node
+    assert job.not_a_ct_reason(fake.node) == ""
 
 
 def test_panel_shows_a_lesion_table_only_beside_the_segmentation_it_lists(fake):

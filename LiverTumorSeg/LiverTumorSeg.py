@@ -474,7 +474,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if (present or splitOffs) and not slicer.util.confirmOkCancelDisplay(
                 panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()),
                                             has_segments=bool(present),
-                                            segment_names=mrml.segment_names(p.outputSegmentation, present))):
+                                            segment_names=mrml.segment_names(p.outputSegmentation, present),
+                                            edited_names=mrml.segments_edited_since_result(p.outputSegmentation))):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

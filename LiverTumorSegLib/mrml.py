@@ -393,6 +393,43 @@ def segment_voxels_fingerprint(segmentation_node, segment_id: str) -> str:
     return digest.hexdigest()
 
 
+RESULT_VOXELS_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "resultVoxels"
+"""On a segmentation node: JSON ``{segment ID: segment_voxels_fingerprint}`` of this tool's segments as the last run
+wrote them (saved with the scene), so that a later run can say which of them were edited since."""
+
+
+def _record_result_voxels(segmentation_node) -> None:
+    """Store the fingerprints of this tool's segments as just written (:data:`RESULT_VOXELS_ATTRIBUTE`)."""
+    import json
+
+    segmentation = segmentation_node.GetSegmentation()
+    recorded = {spec.segment_id: segment_voxels_fingerprint(segmentation_node, spec.segment_id) for spec in SEGMENTS
+                if segmentation.GetSegment(spec.segment_id) is not None}
+    segmentation_node.SetAttribute(RESULT_VOXELS_ATTRIBUTE, json.dumps(recorded, sort_keys=True))
+
+
+def segments_edited_since_result(segmentation_node) -> List[str]:
+    """Names (as they are now) of this tool's segments whose voxels differ from what the last run wrote into
+    ``segmentation_node`` (:data:`RESULT_VOXELS_ATTRIBUTE`): a reader's corrections in Segment Editor, which another run
+    into the node would replace. [] when the node records no run (made before this record, or not by this tool) or
+    nothing of it was edited; a segment deleted since is not listed."""
+    import json
+
+    if segmentation_node is None:
+        return []
+    try:
+        recorded = json.loads(segmentation_node.GetAttribute(RESULT_VOXELS_ATTRIBUTE) or "{}")
+    except ValueError:
+        return []
+    segmentation = segmentation_node.GetSegmentation()
+    edited = []
+    for segment_id, voxels in sorted(recorded.items()):
+        segment = segmentation.GetSegment(segment_id)
+        if segment is not None and segment_voxels_fingerprint(segmentation_node, segment_id) != voxels:
+            edited.append(segment.GetName() or segment_id)
+    return edited
+
+
 def require_output_segments(segmentation_node) -> None:
     """Refuse a segmentation with neither a "Liver" nor a "Liver tumor" segment (this tool's or the user's, by
     name): measured or compared, it was read as an empty map."""
@@ -546,6 +583,7 @@ def labels_to_segmentation_node(scene, labels_zyx: np.ndarray, geometry: ImageGe
             raise RuntimeError(f"Slicer could not store the '{spec.name}' segment.")
     if replaced:
         _invalidate_derived_representations(segmentation)
+    _record_result_voxels(segmentation_node)
     return segmentation_node
 
 

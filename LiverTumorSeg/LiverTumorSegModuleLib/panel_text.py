@@ -300,7 +300,7 @@ def not_selected_text(ct_name: str, segmentation_name: str, table_name: str) -> 
 
 
 def replace_question(segmentation_name: str, split_off_names: Sequence[str] = (), has_segments: bool = True,
-                     segment_names: Sequence[str] = ()) -> str:
+                     segment_names: Sequence[str] = (), edited_names: Sequence[str] = ()) -> str:
     """The confirmation before a run writes into a segmentation that already has Liver / Liver tumor segments, or
     pieces Segment Editor's Islands effect split off them (``split_off_names``, "Liver tumor_2"...), which the run
     replaces too: kept, they would be counted as tumor beside the new result by *Update lesion table*.
@@ -308,7 +308,9 @@ def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()
     segments having been deleted or renamed; the question then does not say it has them).
     ``segment_names``: the names those segments have now (``mrml.segment_names``). A run replaces this module's
     segments by their IDs, also after the user renamed them ("Metastasis 4 (confirmed)"): the question names such
-    segments, which "Liver / Liver tumor segments ... its other segments are kept" did not let a reader recognise."""
+    segments, which "Liver / Liver tumor segments ... its other segments are kept" did not let a reader recognise.
+    ``edited_names``: those of them edited since the run that made them (``mrml.segments_edited_since_result``): the
+    question says the edits are lost, which "Replace them?" alone did not tell a reader who corrected the outline."""
     pieces = ""
     if split_off_names:
         shown = ", ".join(repr(n) for n in split_off_names[:8]) + (" ..." if len(split_off_names) > 8 else "")
@@ -324,8 +326,13 @@ def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()
     renamed = [name for name in segment_names if name.strip().lower() not in ("liver", "liver tumor")]
     if renamed:  # this module's segments under names the user gave them
         pieces = f" (among them {', '.join(repr(n) for n in renamed)}, renamed)" + pieces
-    return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}. Replace them? This cannot be "
-            f"undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
+    edited = ""
+    if edited_names:
+        one = len(edited_names) == 1
+        edited = (f" {', '.join(repr(n) for n in edited_names)} {'was' if one else 'were'} edited after the run that "
+                  f"made {'it' if one else 'them'}: replacing {'it' if one else 'them'} loses those edits.")
+    return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}.{edited} Replace them? This cannot "
+            f"be undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
 
 
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:

@@ -182,6 +182,49 @@ def test_a_volume_sheared_by_its_own_grid_is_refused_without_blaming_a_transform
 
 
 @needs_slicer
+def test_segments_edited_since_the_run_are_named_also_after_the_scene_was_saved_and_loaded(tmp_path):
+    """A reader corrects the tumor in Segment Editor and then clicks Segment again: the question only said "Replace
+    them?". The node records its segments' voxels as the run wrote them, so the panel can name the edited ones; saved
+    and loaded (a .seg.nrrd that merges the layers, and the scene file), an unedited result is not called edited."""
+    scene = mrml.make_headless_scene()
+    geometry = _oblique_geometry()
+    labels = _labels()
+    seg = mrml.labels_to_segmentation_node(scene, labels, geometry, name="Result")
+    seg.GetSegmentation().AddEmptySegment("mine", "Spleen")
+    assert mrml.segments_edited_since_result(seg) == []
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "Result.seg.nrrd"))
+    assert storage.WriteData(seg)
+    seg.SetAndObserveStorageNodeID(storage.GetID())
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    loaded = mrml.make_headless_scene()
+    loaded.SetURL(str(tmp_path / "scene.mrml"))
+    loaded.Import()
+    reloaded = loaded.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    assert reloaded.GetSegmentation().GetNumberOfLayers() == 1  # the storage node merged them
+    assert mrml.segments_edited_since_result(reloaded) == []
+    painted = (labels == 2).astype(np.uint8)
+    painted[0, 0, 0:2] = 1  # the tumor with two voxels added, set as Segment Editor's effects end (in a shared layer)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    logic.SetBinaryLabelmapToSegment(mrml.oriented_image_from_array(painted, geometry), reloaded,
+                                     mrml.TUMOR_SEGMENT.segment_id, logic.MODE_REPLACE)
+    assert mrml.segment_mask(reloaded, mrml.TUMOR_SEGMENT.segment_id, geometry, labels.shape).sum() == painted.sum()
+    assert mrml.segments_edited_since_result(reloaded) == ["Liver tumor"]
+    reloaded.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id).SetName("Metastasis 4")
+    logic.SetBinaryLabelmapToSegment(mrml.oriented_image_from_array(painted, geometry), reloaded, "mine",
+                                     logic.MODE_REPLACE)  # another segment drawn: no edit of ours
+    assert mrml.segments_edited_since_result(reloaded) == ["Metastasis 4"]
+    mrml.labels_to_segmentation_node(loaded, labels, geometry, segmentation_node=reloaded)  # a run replaces them
+    assert mrml.segments_edited_since_result(reloaded) == []
+    reloaded.GetSegmentation().RemoveSegment(mrml.LIVER_SEGMENT.segment_id)  # deleted: nothing to lose
+    assert mrml.segments_edited_since_result(reloaded) == []
+    assert mrml.segments_edited_since_result(scene.AddNewNodeByClass("vtkMRMLSegmentationNode")) == []  # no record
+    assert mrml.segments_edited_since_result(None) == []
+
+
+@needs_slicer
 def test_empty_and_vector_volumes_are_refused(scene):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):

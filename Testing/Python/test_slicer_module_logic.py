@@ -403,6 +403,19 @@ def test_segment_asks_before_replacing_this_modules_segments_naming_those_the_us
     seg.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id).SetName("Liver tumor")
     widget.onSegmentButton()
     assert confirmations[-1].startswith("'Old result' already has Liver / Liver tumor segments. Replace them?")
+    # corrected in Segment Editor after the run: the question says those edits are lost
+    import slicer
+    edit = np.zeros(labels.shape, np.uint8)
+    edit[0, 0, 0] = 1
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    logic.SetBinaryLabelmapToSegment(mrml.oriented_image_from_array(edit, ImageGeometry(spacing=(1.0, 1.0, 2.0))), seg,
+                                     mrml.TUMOR_SEGMENT.segment_id, logic.MODE_MERGE_MAX)
+    widget.onSegmentButton()
+    assert starts == []
+    assert confirmations[-1] == (
+        "'Old result' already has Liver / Liver tumor segments. 'Liver tumor' was edited after the run that made it: "
+        "replacing it loses those edits. Replace them? This cannot be undone; its other segments are kept. (To keep "
+        "them, choose 'Create new segmentation' as the output.)")
 
 
 def test_a_click_while_packages_install_starts_no_second_install_or_run(module, monkeypatch):

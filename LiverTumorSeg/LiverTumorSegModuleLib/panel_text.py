@@ -331,8 +331,9 @@ def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()
         one = len(edited_names) == 1
         edited = (f" {', '.join(repr(n) for n in edited_names)} {'was' if one else 'were'} edited after the run that "
                   f"made {'it' if one else 'them'}: replacing {'it' if one else 'them'} loses those edits.")
-    return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}.{edited} Replace them? This cannot "
-            f"be undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the output.)")
+    return (f"'{segmentation_name}' already has Liver / Liver tumor segments{pieces}.{edited} Replace them? This "
+            f"cannot be undone; its other segments are kept. (To keep them, choose 'Create new segmentation' as the "
+            f"output.)")
 
 
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:

@@ -1007,11 +1007,14 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
 
     Columns: see :data:`LESION_TABLE_COLUMNS` (units in the column's unit label). The whole-liver summary
     (``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, lesion count) is stored as node
-    attributes ``LiverTumorSeg.<key>`` (strings). ``table_node``: reuse (cleared) instead of creating one.
+    attributes ``LiverTumorSeg.<key>`` (strings). ``table_node``: reuse (cleared, the axis markups drawn for its rows
+    removed) instead of creating one.
     """
     import vtk
     if table_node is None:
         table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    else:  # its rows change: axes drawn for its old rows ("Lesion 1 long axis", 23.4 mm) would stay on show
+        remove_lesion_axis_markups(scene, table_node)
     table = vtk.vtkTable()
     lesions = list(report.get("lesions", []))
     for col_name, key, unit, description in LESION_TABLE_COLUMNS:
@@ -1145,6 +1148,9 @@ def read_seg_nrrd(scene, path: Union[str, Path]):
 # --- RECIST axes as line markups, views centred on a lesion ----------------------------------------------
 
 LESION_AXIS_ATTRIBUTE = "LiverTumorSeg.lesionAxis"  # "long" / "short" on the line markups made here
+LESION_AXIS_TABLE_ROLE = "LiverTumorSegLesionTable"
+"""Node reference role from an axis line markup to the lesion table whose row it was drawn for: when that table is
+refilled (a re-run, *Update lesion table*), its drawn axes are taken away with the rows they belonged to."""
 AXIS_COLORS = {"long": (1.0, 0.85, 0.1), "short": (0.1, 0.8, 1.0)}
 
 
@@ -1192,12 +1198,12 @@ def focus_on_table_lesion(scene, table_node, lesion_id: int) -> List[Any]:
     segmentation = table_node.GetNodeReference(LESION_TABLE_SEGMENTATION_ROLE)
     frame = table_node.GetAttribute(LESION_FRAME_ATTRIBUTE)
     if segmentation is None or not scene.IsNodePresent(segmentation) or not frame:
-        return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id))
+        return focus_on_lesion(scene, {"lesions": lesions}, int(lesion_id), table_node=table_node)
     lesion = _lesion_of(lesions, lesion_id)
     measured_to_world = np.asarray(json.loads(frame), dtype=np.float64).reshape(4, 4)
     local = _lesion_points_mapped(lesion, np.linalg.inv(measured_to_world))
     center_slice_views_on(scene, _mapped_point(node_to_world(segmentation), lesion_focus_ras(local)))
-    return show_lesion_axes(scene, local, transform_node_id=segmentation.GetTransformNodeID())
+    return show_lesion_axes(scene, local, transform_node_id=segmentation.GetTransformNodeID(), table_node=table_node)
 
 
 def _lesion_of(lesions: Sequence[Dict[str, Any]], lesion_id: int) -> Dict[str, Any]:
@@ -1231,20 +1237,24 @@ def focus_on_table_row(scene, table_node, row: int) -> List[Any]:
     return focus_on_table_lesion(scene, table_node, int(table.GetValueByName(int(row), "Lesion").ToInt()))
 
 
-def remove_lesion_axis_markups(scene) -> int:
-    """Remove the axis line markups made by :func:`show_lesion_axes`; returns how many were removed."""
+def remove_lesion_axis_markups(scene, table_node=None) -> int:
+    """Remove the axis line markups made by :func:`show_lesion_axes` (``table_node``: only those drawn for a row of
+    that lesion table); returns how many were removed."""
     nodes = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
              for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]
-    ours = [n for n in nodes if n is not None and n.GetAttribute(LESION_AXIS_ATTRIBUTE)]
+    ours = [n for n in nodes if n is not None and n.GetAttribute(LESION_AXIS_ATTRIBUTE)
+            and (table_node is None or n.GetNodeReferenceID(LESION_AXIS_TABLE_ROLE) == table_node.GetID())]
     for node in ours:
         scene.RemoveNode(node)
     return len(ours)
 
 
-def show_lesion_axes(scene, lesion: Dict[str, Any], transform_node_id: Optional[str] = None) -> List[Any]:
+def show_lesion_axes(scene, lesion: Dict[str, Any], transform_node_id: Optional[str] = None,
+                     table_node=None) -> List[Any]:
     """Replace any previous axis markups by two locked ``vtkMRMLMarkupsLineNode`` (long, short) drawn from the
     lesion's RAS end points, named "Lesion N long axis" / "Lesion N short axis"; returns the new nodes.
-    ``transform_node_id``: the points are in that transform's local frame and the markups go under it."""
+    ``transform_node_id``: the points are in that transform's local frame and the markups go under it.
+    ``table_node``: the lesion table the lesion is a row of (:data:`LESION_AXIS_TABLE_ROLE`)."""
     import vtk
 
     remove_lesion_axis_markups(scene)
@@ -1256,6 +1266,8 @@ def show_lesion_axes(scene, lesion: Dict[str, Any], transform_node_id: Optional[
         node.AddControlPoint(vtk.vtkVector3d(*q))
         node.SetLocked(True)
         node.SetAttribute(LESION_AXIS_ATTRIBUTE, which)
+        if table_node is not None:
+            node.SetNodeReferenceID(LESION_AXIS_TABLE_ROLE, table_node.GetID())
         node.CreateDefaultDisplayNodes()
         display = node.GetDisplayNode()
         if display is not None:
@@ -1275,12 +1287,13 @@ def center_slice_views_on(scene, ras: Sequence[float]) -> int:
     return count
 
 
-def focus_on_lesion(scene, report: Dict[str, Any], lesion_id: int) -> List[Any]:
+def focus_on_lesion(scene, report: Dict[str, Any], lesion_id: int, table_node=None) -> List[Any]:
     """Centre the slice views on lesion ``lesion_id`` of ``report`` and draw its two axes; returns the markups.
-    Raises InputError when the report has no such lesion."""
+    ``table_node``: the lesion table listing the report (see :func:`show_lesion_axes`). Raises InputError when the
+    report has no such lesion."""
     lesion = _lesion_of(report.get("lesions", []), lesion_id)
     center_slice_views_on(scene, lesion_focus_ras(lesion))
-    return show_lesion_axes(scene, lesion)
+    return show_lesion_axes(scene, lesion, table_node=table_node)
 
 
 # --- follow-up comparison of two segmentations in the scene ---------------------------------------------

@@ -45,6 +45,24 @@ def test_axes_become_locked_line_markups_and_replace_earlier_ones(scene):
     assert mrml.remove_lesion_axis_markups(scene) == 2
 
 
+def test_a_refilled_lesion_table_takes_away_the_axes_drawn_for_its_old_rows(scene):
+    """A reader selects lesion 1 (its axes are drawn, with their lengths), erases it in Segment Editor and presses
+    Update lesion table (or segments again): the table's lesion 1 is now another lesion, but "Lesion 1 long axis"
+    stayed drawn where the erased one was. Refilling a table removes the axes drawn for it; another table's stay."""
+    first = dict(LESION, id=1)
+    table = mrml.create_lesion_table_node(scene, {"lesions": [first], "liver_volume_ml": 1.0})
+    other_table = mrml.create_lesion_table_node(scene, {"lesions": [LESION], "liver_volume_ml": 1.0})
+    drawn = mrml.focus_on_table_row(scene, table, 0)
+    assert [m.GetNodeReferenceID(mrml.LESION_AXIS_TABLE_ROLE) for m in drawn] == [table.GetID()] * 2
+    mrml.create_lesion_table_node(scene, {"lesions": [], "liver_volume_ml": 1.0}, table_node=other_table)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 2  # not that table's axes
+    mrml.create_lesion_table_node(scene, {"lesions": [dict(LESION, id=1)], "liver_volume_ml": 1.0}, table_node=table)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode") == 0
+    mrml.focus_on_lesion(scene, {"lesions": [LESION]}, 3)  # drawn for no table: only the next selection replaces it
+    mrml.create_lesion_table_node(scene, {"lesions": []}, table_node=table)
+    assert mrml.remove_lesion_axis_markups(scene) == 2
+
+
 def test_focus_on_lesion_centres_every_slice_view(scene):
     views = []
     for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):

@@ -471,11 +471,15 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         present = mrml.existing_output_segment_ids(p.outputSegmentation)
         splitOffs = mrml.split_off_segments(p.outputSegmentation)
-        if (present or splitOffs) and not slicer.util.confirmOkCancelDisplay(
-                panel_text.replace_question(p.outputSegmentation.GetName(), list(splitOffs.values()),
-                                            has_segments=bool(present),
-                                            segment_names=mrml.segment_names(p.outputSegmentation, present),
-                                            edited_names=mrml.segments_edited_since_result(p.outputSegmentation))):
+        question = panel_text.replace_question(
+            p.outputSegmentation.GetName(), list(splitOffs.values()), has_segments=bool(present),
+            segment_names=mrml.segment_names(p.outputSegmentation, present),
+            edited_names=mrml.segments_edited_since_result(p.outputSegmentation)) if present or splitOffs else ""
+        otherCT = job.other_source_volume_name(p.outputSegmentation, p.inputVolume)
+        if otherCT:  # an output chosen by hand that holds another CT's result
+            question = panel_text.another_ct_question(p.outputSegmentation.GetName(), otherCT,
+                                                      p.inputVolume.GetName(), question)
+        if question and not slicer.util.confirmOkCancelDisplay(question):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0

@@ -208,6 +208,16 @@ def output_for_input(input_volume_node: Any, segmentation_node: Any) -> Any:
     return None
 
 
+def other_source_volume_name(segmentation_node: Any, volume_node: Any) -> str:
+    """The name of the CT ``segmentation_node`` records as the one it was made on when that is not ``volume_node``;
+    '' when it is, when it records none, or when either is missing."""
+    if segmentation_node is None or volume_node is None or source_volume(segmentation_node) is None:
+        return ""
+    if output_for_input(volume_node, segmentation_node) is segmentation_node:
+        return ""
+    return source_volume(segmentation_node).GetName() or ""
+
+
 def require_made_on(segmentation_node: Any, volume_node: Any, purpose: str) -> None:
     """InputError when ``segmentation_node`` records another CT than ``volume_node`` as the one it was made on
     (``purpose``: what reading it on the wrong CT would spoil, e.g. "to measure it"). A segmentation that records

@@ -336,6 +336,19 @@ def replace_question(segmentation_name: str, split_off_names: Sequence[str] = ()
             f"output.)")
 
 
+def another_ct_question(segmentation_name: str, its_ct: str, input_ct: str, replace_text: str = "") -> str:
+    """The confirmation before a run writes the CT ``input_ct``'s result into a segmentation made on the CT ``its_ct``
+    (chosen as the output by hand: choosing another input CT sets the output back to 'Create new'). The segmentation's
+    Liver / Liver tumor are that CT's result, and its lesion table that CT's lesions, which the run replaced (or the
+    run took the segmentation over, its source volume changed) after no more than the plain replace question.
+    ``replace_text``: :func:`replace_question`'s text when the run replaces segments, '' when it replaces none."""
+    lead = f"'{segmentation_name}' was made on the CT '{its_ct}', not on '{input_ct}', the CT to segment."
+    if replace_text:
+        return f"{lead} {replace_text}"
+    return (f"{lead} Segment '{input_ct}' into it? Its segments are kept, and it records '{input_ct}' as its CT from "
+            f"then on. (To leave it as it is, choose 'Create new segmentation' as the output.)")
+
+
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
     if not warnings:

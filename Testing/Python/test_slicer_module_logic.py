@@ -418,6 +418,51 @@ def test_segment_asks_before_replacing_this_modules_segments_naming_those_the_us
         "them, choose 'Create new segmentation' as the output.)")
 
 
+def test_segment_into_a_segmentation_made_on_another_ct_asks_first_naming_both_cts(module, monkeypatch):
+    """Choosing another input CT sets the output back to 'Create new', but a reader may then pick the first CT's
+    segmentation by hand: its Liver / Liver tumor (the first CT's result) were replaced after the plain "Replace
+    them?", and a segmentation of the first CT without them was taken over (its CT changed) without a question."""
+    import slicer.util
+    from LiverTumorSegLib import mrml
+    from LiverTumorSegLib.volume import ImageGeometry
+    from mrml_helpers import add_volume_node
+
+    m = module.m
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1, 2:6, 2:6] = 1
+    first_ct = add_volume_node(module.scene, labels.astype(np.int16), geometry, "Baseline CT")
+    second_ct = add_volume_node(module.scene, labels.astype(np.int16), geometry, "Follow-up CT")
+    seg = mrml.labels_to_segmentation_node(module.scene, labels, geometry, name="Baseline result",
+                                           reference_volume_node=first_ct)
+    widget = m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume=second_ct,
+                                                  modelPath="m.safetensors", device="auto", lesionTable=None)
+    widget.dependenciesReady = lambda: True
+    widget.updateGUI = lambda *args: None
+    starts, confirmations = [], []
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget.onSegmentButton()
+    assert starts == [] and confirmations == [
+        "'Baseline result' was made on the CT 'Baseline CT', not on 'Follow-up CT', the CT to segment. 'Baseline "
+        "result' already has Liver / Liver tumor segments. Replace them? This cannot be undone; its other segments are "
+        "kept. (To keep them, choose 'Create new segmentation' as the output.)"]
+    for spec in mrml.SEGMENTS:  # none of this module's segments left: the run would take it over
+        seg.GetSegmentation().RemoveSegment(spec.segment_id)
+    widget.onSegmentButton()
+    assert starts == [] and confirmations[-1] == (
+        "'Baseline result' was made on the CT 'Baseline CT', not on 'Follow-up CT', the CT to segment. Segment "
+        "'Follow-up CT' into it? Its segments are kept, and it records 'Follow-up CT' as its CT from then on. (To "
+        "leave it as it is, choose 'Create new segmentation' as the output.)")
+    widget._parameterNode.inputVolume = first_ct  # its own CT, nothing to replace: no question
+    widget.onSegmentButton()
+    assert starts == [1] and len(confirmations) == 2
+
+
 def test_a_click_while_packages_install_starts_no_second_install_or_run(module, monkeypatch):
     """Slicer's pip_install processes events for every line pip prints, so a second click on Segment during the
     minutes-long install re-entered onSegmentButton: a second confirmation, a second pip on the same packages at

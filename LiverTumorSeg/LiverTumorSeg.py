@@ -782,6 +782,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         self.runnerFactory = runnerFactory or QProcessRunner
         self.python = python
         self._runs = {}  # "segment" / "compare" -> (child job, its poll timer or None): one of each at a time
+        self._onOutcome = {}  # kind -> the onOutcome of its running polled run (told when a new run replaces it)
         # a stopped poll timer is kept until its kind's next stop: a run ends inside the timer's own timeout(), and
         # dropping the last reference there would make PythonQt delete the QTimer while its slot still runs
         self._stoppedTimers = {}
@@ -791,6 +792,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
 
     def cleanup(self) -> None:
         """Stop the poll timers and kill running children (widget cleanup, Reload, application exit)."""
+        self._onOutcome.clear()  # the widget is going away: nothing is told
         for kind in list(self._runs):
             self._stopRun(kind)
 
@@ -815,8 +817,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     def _runChild(self, kind: str, childJob, waitForCompletion: bool, onOutcome: Callable[[Any], None]):
         """Start ``childJob`` (a ``childjob.ChildJob``) as the one ``kind`` run. ``waitForCompletion``: block and
         return its outcome. Else poll it from a ``qt.QTimer`` on the main thread, call ``onOutcome(outcome)`` once
-        it has ended (also when polling itself failed) and return the running job."""
-        self._stopRun(kind)
+        it has ended (also when polling itself failed) and return the running job. A ``kind`` run still going is
+        cancelled first and its own ``onOutcome`` gets its outcome (cancelled): a script's callback waited for ever."""
+        self._replaceRun(kind)
         childJob.start()
         if waitForCompletion:
             self._runs[kind] = (childJob, None)
@@ -834,6 +837,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             if outcome is None:
                 return
             self._stopRun(kind)
+            self._onOutcome.pop(kind, None)
             onOutcome(outcome)
 
         timer = qt.QTimer()
@@ -841,7 +845,18 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         timer.connect("timeout()", poll)
         timer.start()
         self._runs[kind] = (childJob, timer)
+        self._onOutcome[kind] = onOutcome
         return childJob
+
+    def _replaceRun(self, kind: str) -> None:
+        """Stop the ``kind`` run a new one replaces and give its outcome (cancelled, or the one it had reached but not
+        yet reported) to its ``onOutcome``."""
+        earlier = self._runs.get(kind, (None, None))[0]
+        onOutcome = self._onOutcome.pop(kind, None)
+        self._stopRun(kind)
+        outcome = earlier.poll() if earlier is not None and onOutcome is not None else None
+        if outcome is not None:
+            onOutcome(outcome)
 
     @staticmethod
     def installTorch(versionRequirement: str):

@@ -201,6 +201,28 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     assert not process_alive(pid) and list(module.temp.iterdir()) == []
 
 
+def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled(module, tmp_path):
+    """A script that started a run with onFinished and then another (another CT) before the first ended: the first
+    child was killed, but its onFinished was never called, so the script waited for it for ever. The first run's
+    callback now gets its cancelled outcome at once; the second runs on; cleanup tells no one."""
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    first, second = [], []
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                            onFinished=first.append, showIn3D=False)
+    pid = running.child_pid
+    logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                  onFinished=second.append, showIn3D=False)
+    assert [o.kind for o in first] == ["cancelled"] and second == []
+    deadline = time.monotonic() + 2
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not process_alive(pid)
+    logic.cleanup()
+    for timer in FakeTimer.instances:
+        timer.fire()
+    assert len(first) == 1 and second == []
+
+
 def test_reload_forgets_the_helper_packages(module):
     import LiverTumorSegModuleLib.job  # noqa: F401
     before = dict(sys.modules)  # put the original modules back afterwards: later tests hold their classes

@@ -363,48 +363,102 @@ def split_off_segments(segmentation_node) -> Dict[str, str]:
     return found
 
 
-def segment_voxels_fingerprint(segmentation_node, segment_id: str) -> str:
-    """A digest of one segment's voxels as stored (its binary labelmap in the segmentation's own frame, no
-    resampling): the grid's image-to-world matrix, the IJK box of the segment's voxels and their 0/1 mask in it.
-    Equal before and after exactly when the segment's voxels did not change: other segments drawn into a shared
-    layer (another label value, a wider extent) do not change it, a Segment Editor edit does. '' for a segment
-    that is not there or has no labelmap; ``"empty"`` for one without voxels."""
+def _segment_labelmap(segmentation_node, segment_id: str):
+    """The segment's binary labelmap representation (shared with other segments of its layer), or None."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id) if segmentation_node is not None else None
+    return (segment, segment.GetRepresentation(_labelmap_name())) if segment is not None else (None, None)
+
+
+def segment_grid(segmentation_node, segment_id: str) -> Optional[np.ndarray]:
+    """4x4 image-to-world matrix (the segmentation's own frame, RAS) of the grid a segment's labelmap is stored on;
+    None for a segment that is not there or has no labelmap."""
+    import vtk
+    _, image = _segment_labelmap(segmentation_node, segment_id)
+    if image is None:
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return _matrix_to_numpy(matrix)
+
+
+def _segment_mask_box(image, label_value: int) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """``(mask, first voxel IJK (z, y, x))`` of the voxels holding ``label_value`` in an oriented image, cut to their
+    bounding box; ``(None, ...)`` when there are none."""
+    from vtk.util import numpy_support
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    scalars = image.GetPointData().GetScalars()
+    if scalars is None or x1 < x0 or y1 < y0 or z1 < z0:
+        return None, np.zeros(3, np.int64)
+    mask = numpy_support.vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1) == label_value
+    if not mask.any():
+        return None, np.zeros(3, np.int64)
+    box = _box_of(mask)
+    return mask[box], np.array([z0 + box[0].start, y0 + box[1].start, x0 + box[2].start], np.int64)
+
+
+def _mask_resampled(mask: np.ndarray, first_zyx: np.ndarray, matrix: np.ndarray, grid: np.ndarray):
+    """``(mask, first voxel IJK (z, y, x))`` of a box mask on the grid ``matrix`` moved onto the grid ``grid`` (both
+    4x4 image-to-world) by nearest neighbour, cut to its bounding box: a layer the storage node moved onto a user's
+    whole-number finer grid comes back voxel for voxel."""
+    import slicer
+    corners = np.array([[x, y, z, 1.0] for z in (first_zyx[0] - 1, first_zyx[0] + mask.shape[0])
+                        for y in (first_zyx[1] - 1, first_zyx[1] + mask.shape[1])
+                        for x in (first_zyx[2] - 1, first_zyx[2] + mask.shape[2])]).T
+    ijk = (np.linalg.inv(grid) @ matrix @ corners)[:3]  # (x, y, z) rows on the target grid
+    low, high = np.floor(ijk.min(axis=1)).astype(int), np.ceil(ijk.max(axis=1)).astype(int)
+    start_zyx, shape_zyx = low[::-1], (high - low + 1)[::-1]
+    source = oriented_image_from_array(mask.astype(np.uint8), ImageGeometry.from_ijk_to_ras(matrix), first_zyx)
+    reference = oriented_image_from_array(np.zeros(tuple(shape_zyx), np.uint8), ImageGeometry.from_ijk_to_ras(grid),
+                                          start_zyx)
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        source, reference, resampled, False, False)
+    moved, first = _segment_mask_box(resampled, 1)
+    return moved, first
+
+
+def segment_voxels_fingerprint(segmentation_node, segment_id: str, grid: Optional[np.ndarray] = None) -> str:
+    """A digest of one segment's voxels (in the segmentation's own frame): the grid's image-to-world matrix, the IJK box
+    of the segment's voxels and their 0/1 mask in it. Equal before and after exactly when the segment's voxels did not
+    change: other segments drawn into a shared layer (another label value, a wider extent) do not change it, a Segment
+    Editor edit does. ``grid`` (4x4, :func:`segment_grid`): the grid to take the voxels on; a labelmap stored on
+    another grid (the .seg.nrrd storage node moves every layer onto a user's finer one) is moved onto it first, so
+    that whole-number oversampling does not count as an edit. '' for a segment that is not there or has no labelmap;
+    ``"empty"`` for one without voxels."""
     import hashlib
 
-    import vtk
-    from vtk.util import numpy_support
-    segment = segmentation_node.GetSegmentation().GetSegment(segment_id) if segmentation_node is not None else None
-    image = segment.GetRepresentation(_labelmap_name()) if segment is not None else None
-    scalars = image.GetPointData().GetScalars() if image is not None else None
-    x0, x1, y0, y1, z0, z1 = image.GetExtent() if image is not None else (0, -1, 0, -1, 0, -1)
-    if scalars is None or x1 < x0 or y1 < y0 or z1 < z0:
-        return "" if scalars is None else "empty"
-    voxels = numpy_support.vtk_to_numpy(scalars).reshape(z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
-    mask = voxels == segment.GetLabelValue()
-    if not mask.any():
+    segment, image = _segment_labelmap(segmentation_node, segment_id)
+    if image is None:
+        return ""
+    mask, first = _segment_mask_box(image, segment.GetLabelValue())
+    matrix = segment_grid(segmentation_node, segment_id)
+    if mask is not None and grid is not None and not np.allclose(matrix, grid, atol=1e-6):
+        mask, first = _mask_resampled(mask, first, matrix, np.asarray(grid, dtype=float))
+        matrix = np.asarray(grid, dtype=float)
+    if mask is None:
         return "empty"
-    box = _box_of(mask)
-    image_to_world = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(image_to_world)
-    first_voxel_ijk = np.array([z0 + box[0].start, y0 + box[1].start, x0 + box[2].start], np.int64)
-    digest = hashlib.sha1(np.round(_matrix_to_numpy(image_to_world), 6).tobytes())
-    digest.update(first_voxel_ijk.tobytes() + np.array(mask[box].shape, np.int64).tobytes())
-    digest.update(np.packbits(mask[box]).tobytes())
+    digest = hashlib.sha1(np.round(matrix, 6).tobytes())
+    digest.update(first.tobytes() + np.array(mask.shape, np.int64).tobytes())
+    digest.update(np.packbits(mask).tobytes())
     return digest.hexdigest()
 
 
 RESULT_VOXELS_ATTRIBUTE = TABLE_ATTRIBUTE_PREFIX + "resultVoxels"
-"""On a segmentation node: JSON ``{segment ID: segment_voxels_fingerprint}`` of this tool's segments as the last run
-wrote them (saved with the scene), so that a later run can say which of them were edited since."""
+"""On a segmentation node: JSON ``{segment ID: [segment_voxels_fingerprint, its grid]}`` of this tool's segments as the
+last run wrote them (saved with the scene), so that a later run can say which of them were edited since."""
 
 
 def _record_result_voxels(segmentation_node) -> None:
-    """Store the fingerprints of this tool's segments as just written (:data:`RESULT_VOXELS_ATTRIBUTE`)."""
+    """Store the fingerprints of this tool's segments as just written, with the grid they are on
+    (:data:`RESULT_VOXELS_ATTRIBUTE`: ``{segment ID: [digest, 16 matrix elements row by row]}``)."""
     import json
 
-    segmentation = segmentation_node.GetSegmentation()
-    recorded = {spec.segment_id: segment_voxels_fingerprint(segmentation_node, spec.segment_id) for spec in SEGMENTS
-                if segmentation.GetSegment(spec.segment_id) is not None}
+    recorded = {}
+    for spec in SEGMENTS:
+        grid = segment_grid(segmentation_node, spec.segment_id)
+        if grid is not None:
+            recorded[spec.segment_id] = [segment_voxels_fingerprint(segmentation_node, spec.segment_id),
+                                         [float(v) for v in grid.ravel()]]
     segmentation_node.SetAttribute(RESULT_VOXELS_ATTRIBUTE, json.dumps(recorded, sort_keys=True))
 
 
@@ -419,13 +473,15 @@ def segments_edited_since_result(segmentation_node) -> List[str]:
         return []
     try:
         recorded = json.loads(segmentation_node.GetAttribute(RESULT_VOXELS_ATTRIBUTE) or "{}")
-    except ValueError:
+        recorded = {segment_id: (digest, np.asarray(grid, dtype=float).reshape(4, 4))
+                    for segment_id, (digest, grid) in recorded.items()}
+    except (ValueError, TypeError):  # edited by hand: no record
         return []
     segmentation = segmentation_node.GetSegmentation()
     edited = []
-    for segment_id, voxels in sorted(recorded.items()):
+    for segment_id, (digest, grid) in sorted(recorded.items()):
         segment = segmentation.GetSegment(segment_id)
-        if segment is not None and segment_voxels_fingerprint(segmentation_node, segment_id) != voxels:
+        if segment is not None and segment_voxels_fingerprint(segmentation_node, segment_id, grid) != digest:
             edited.append(segment.GetName() or segment_id)
     return edited
 

@@ -338,7 +338,8 @@ class SegmentationJob(ChildJob):
         # what the user agreed to replace, as it was: an edit of these segments during the run is the user's work
         self._names_at_start = {i: segmentation_node.GetSegmentation().GetSegment(i).GetName()
                                 for i in self._replaceable}
-        self._voxels_of_segments = {i: mrml.segment_voxels_fingerprint(segmentation_node, i)
+        self._voxels_of_segments = {i: (mrml.segment_voxels_fingerprint(segmentation_node, i),
+                                        mrml.segment_grid(segmentation_node, i))
                                     for i in sorted(self._replaceable | set(self._split_offs))}
         if not replace_existing and (self._replaceable or self._split_offs):  # now, not after minutes of work
             raise OutputExistsError(
@@ -521,12 +522,12 @@ class SegmentationJob(ChildJob):
             return []
         segmentation = segmentation_node.GetSegmentation()
         edited = []
-        for segment_id, voxels in self._voxels_of_segments.items():
+        for segment_id, (voxels, grid) in self._voxels_of_segments.items():
             segment = segmentation.GetSegment(segment_id)
             if segment is None:  # deleted meanwhile: nothing of it is lost
                 continue
             renamed = segment_id in self._names_at_start and segment.GetName() != self._names_at_start[segment_id]
-            if renamed or mrml.segment_voxels_fingerprint(segmentation_node, segment_id) != voxels:
+            if renamed or mrml.segment_voxels_fingerprint(segmentation_node, segment_id, grid) != voxels:
                 edited.append(segment.GetName())
         return edited
 

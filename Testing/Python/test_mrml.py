@@ -225,6 +225,40 @@ def test_segments_edited_since_the_run_are_named_also_after_the_scene_was_saved_
 
 
 @needs_slicer
+def test_a_save_onto_a_users_finer_grid_is_no_edit_but_an_edit_after_it_is(tmp_path):
+    """Saved as .seg.nrrd, a segmentation holding a user's segment drawn with 2x oversampling has every layer moved
+    onto that finer grid (in memory too): the replace question then called the untouched tumor "edited". The record
+    keeps the grid the run wrote on, and whole-number oversampling maps back voxel for voxel; a real edit still
+    counts."""
+    scene = mrml.make_headless_scene()
+    ct_geometry = ImageGeometry.from_ijk_to_ras(np.eye(4))
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[3:17, 3:17, 3:17] = 1
+    labels[8:11, 8:11, 8:11] = 2
+    fine = np.diag([0.5, 0.5, 0.5, 1.0])
+    fine[:3, 3] = -0.25
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My work")
+    nodule = np.zeros((40, 40, 40), np.uint8)
+    nodule[5:9, 5:9, 5:9] = 1
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    seg.GetSegmentation().AddEmptySegment("nodule", "nodule", [1, 0, 0])
+    logic.SetBinaryLabelmapToSegment(mrml.oriented_image_from_array(nodule, ImageGeometry.from_ijk_to_ras(fine)), seg,
+                                     "nodule", logic.MODE_REPLACE)
+    mrml.labels_to_segmentation_node(scene, labels, ct_geometry, segmentation_node=seg)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "fine.seg.nrrd"))
+    assert storage.WriteData(seg)
+    moved = mrml.segment_grid(seg, mrml.TUMOR_SEGMENT.segment_id)
+    assert np.allclose(moved[:3, :3], np.eye(3) * 0.5)  # the tumor now lies on the finer grid
+    assert mrml.segments_edited_since_result(seg) == []
+    tumor = (labels == 2).astype(np.uint8)
+    tumor[12, 12, 12] = 1  # one CT voxel more
+    logic.SetBinaryLabelmapToSegment(mrml.oriented_image_from_array(tumor, ct_geometry), seg,
+                                     mrml.TUMOR_SEGMENT.segment_id, logic.MODE_REPLACE)
+    assert mrml.segments_edited_since_result(seg) == ["Liver tumor"]
+
+
+@needs_slicer
 def test_empty_and_vector_volumes_are_refused(scene):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):

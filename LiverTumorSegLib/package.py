@@ -169,6 +169,14 @@ def _missing_package_error(path: Path) -> ModelPackageError:
                              f"to list installed models.")
 
 
+def _folder_names(folder: Path) -> List[str]:
+    """The entry names of ``folder``; [] when it is missing or unreadable."""
+    try:
+        return [entry.name for entry in folder.iterdir()] if folder.is_dir() else []
+    except OSError:
+        return []
+
+
 def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
     """Parse and validate a safetensors header without reading tensor data.
 
@@ -185,6 +193,9 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
         except OSError:
             found = []
         inside = f" (it holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''})" if found else ""
+        if not found and _looks_like_monai_bundle([f"configs/{name}" for name in _folder_names(path / "configs")]):
+            raise ModelPackageError(f"Model package '{path}' is a folder holding a MONAI bundle. "
+                                    f"{MONAI_BUNDLE_REFUSAL}.")
         raise ModelPackageError(f"Model package '{path}' is a folder{inside}; a model package is one "
                                 f"{PACKAGE_SUFFIX} file: give the path of such a file.")
     if not path.is_file():
@@ -199,16 +210,10 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
         (header_len,) = struct.unpack("<Q", first)
         if header_len == 0 or header_len > MAX_HEADER_BYTES or header_len > size - 8:
             # (only now: a valid length's low bytes may happen to equal these magic bytes)
-            zipped = _zipped_package_names(path) if first[:2] == b"PK" else []
-            if zipped:
-                raise ModelPackageError(f"{not_package}: it is a zip archive holding {', '.join(zipped[:3])}; "
-                                        f"unzip it and give the .safetensors file.")
-            if first[:2] == b"PK" or first[:1] == b"\x80":
-                raise ModelPackageError(f"{not_package}: it looks like a PyTorch pickle (.pt/.pth), which is "
-                                        f"never loaded because unpickling can run arbitrary code. Convert "
-                                        f"trusted weights with 'save_model_package' first.")
-            raise ModelPackageError(f"{not_package}: its header length ({header_len} bytes) does not fit the "
-                                    f"file size ({size} bytes); the file is truncated or of another type.")
+            what = _foreign_file_kind(path, first + fh.read(4088))
+            raise ModelPackageError(f"{not_package}: " + (what or f"its header length ({header_len} bytes) does not "
+                                                                  f"fit the file size ({size} bytes); the file is "
+                                                                  f"truncated or of another type."))
         raw = fh.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -597,17 +602,55 @@ def save_model_package(path: PathLike, model, preprocessing, metadata: Optional[
     return path
 
 
-def _zipped_package_names(path: Path) -> List[str]:
-    """The ``.safetensors`` members of the zip archive ``path`` (a package zipped for sending; PyTorch's own .pt
-    files are zip archives too, without such members); [] when there are none or it is no readable zip. Such a
-    zip was called a PyTorch pickle."""
+PICKLE_REFUSAL = ("it looks like a PyTorch pickle (.pt/.pth), which is never loaded because unpickling can run "
+                  "arbitrary code. Convert trusted weights with 'save_model_package' first.")
+MONAI_BUNDLE_REFUSAL = ("LiverTumorSeg does not run MONAI bundles (their networks are built from the bundle's own "
+                        "configs and code, and their weights are pickles): give a LiverTumorSeg .safetensors model "
+                        "package ('livertumorseg models' lists the installed ones)")
+
+
+def _zip_member_names(path: Path) -> List[str]:
+    """The member names of the zip archive ``path``; [] when it is no readable zip."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
-            return [name for name in archive.namelist() if name.lower().endswith(".safetensors")]
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return []
+
+
+def _looks_like_monai_bundle(names: Sequence[str]) -> bool:
+    """Whether the paths ``names`` (of a folder or a zip, '/'-separated) hold a MONAI bundle's
+    ``configs/metadata.json`` or ``configs/inference.json``."""
+    markers = (["configs", "metadata.json"], ["configs", "inference.json"])
+    return any(name.replace("\\", "/").split("/")[-2:] in markers for name in names)
+
+
+def _foreign_file_kind(path: Path, head: bytes) -> Optional[str]:
+    """What the file ``path`` (whose first bytes are ``head``) is instead of a package, and what to give, or None
+    when it is not recognised: a zipped package, a MONAI bundle zip, a PyTorch pickle or TorchScript file, an ONNX
+    file. A MONAI bundle zip and any other zip were called a PyTorch pickle, an ONNX file a truncated file with a
+    header length of 8031177557570357256 bytes."""
+    if head[:2] == b"PK":
+        names = _zip_member_names(path)
+        packages = [name for name in names if name.lower().endswith(PACKAGE_SUFFIX)]
+        if packages:
+            return f"it is a zip archive holding {', '.join(packages[:3])}; unzip it and give the .safetensors file."
+        if _looks_like_monai_bundle(names):
+            return f"it is a zipped MONAI bundle. {MONAI_BUNDLE_REFUSAL}."
+        if names and not any(name.endswith(".pkl") or "/code/" in name for name in names):
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            return (f"it is a zip archive ({shown}) holding no .safetensors model package; give the package "
+                    f"itself.")
+        return PICKLE_REFUSAL
+    if head[:1] == b"\x80":
+        return PICKLE_REFUSAL
+    # ONNX: a protobuf ModelProto opening with ir_version (tag 0x08); a package's header JSON opens at byte 8
+    if head[8:9] != b"{" and (path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower())):
+        return ("it is an ONNX model file, which LiverTumorSeg does not run: give the .safetensors model package it "
+                "was exported from (with --backend onnx, segment runs a package's network on ONNX Runtime itself).")
+    return None
 
 
 def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], None]) -> Path:

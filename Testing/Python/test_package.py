@@ -152,6 +152,55 @@ def test_a_zipped_package_is_named_as_a_zip_to_unzip_not_a_pickle(tmp_path):
         read_package_metadata(tmp_path / "w.pt")
 
 
+def test_monai_bundles_onnx_files_and_other_zips_are_named_as_what_they_are(tmp_path):
+    """A zipped MONAI bundle and any zip without a package were called 'a PyTorch pickle (.pt/.pth)', an ONNX file a
+    truncated file whose header length is 8031177557570357256 bytes, a MONAI bundle folder just 'a folder'."""
+    import zipfile
+
+    bundle = tmp_path / "spleen_ct_segmentation"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "configs" / "metadata.json").write_text('{"name": "spleen"}')
+    torch.save({"w": torch.zeros(2)}, str(bundle / "models" / "model.pt"))
+    with pytest.raises(ModelPackageError, match="is a folder holding a MONAI bundle. LiverTumorSeg does not run MONAI "
+                                                "bundles .*give a LiverTumorSeg .safetensors model package"):
+        read_package_metadata(bundle)
+    zipped = tmp_path / "spleen_ct_segmentation.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.write(bundle / "configs" / "metadata.json", "spleen_ct_segmentation/configs/metadata.json")
+        archive.write(bundle / "models" / "model.pt", "spleen_ct_segmentation/models/model.pt")
+    with pytest.raises(ModelPackageError, match="it is a zipped MONAI bundle. LiverTumorSeg does not run"):
+        read_package_metadata(zipped)
+    other = tmp_path / "results.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("seg.nii.gz", b"x")
+        archive.writestr("report.json", b"{}")
+    with pytest.raises(ModelPackageError, match=r"it is a zip archive \(seg.nii.gz, report.json\) holding no "
+                                                r"\.safetensors model package; give the package itself"):
+        read_package_metadata(other)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x062.1.0:\xab\x92\x08\n9\n\x0fonnx::Conv_0" + bytes(200))
+    renamed = tmp_path / "model.safetensors"  # by its bytes too, under a package's suffix
+    renamed.write_bytes(onnx.read_bytes())
+    for path in (onnx, renamed):
+        with pytest.raises(ModelPackageError, match="it is an ONNX model file, which LiverTumorSeg does not run: give "
+                                                    "the .safetensors model package it was exported from"):
+            read_package_metadata(path)
+    script = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 1, 1)), str(script))  # TorchScript: a zip holding code
+    with pytest.raises(ModelPackageError, match="PyTorch pickle"):
+        read_package_metadata(script)
+
+
+def test_a_truncated_package_is_not_taken_for_an_onnx_file(package_path, tmp_path):
+    """The ONNX check must not fire on a package cut inside its header, even one whose header mentions onnx."""
+    data = package_path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(b"\x08" + data[1:200].replace(b"test", b"onnx"))
+    with pytest.raises(ModelPackageError, match="does not fit the file size"):
+        read_package_metadata(cut)
+
+
 def test_weight_files_in_the_user_folder_that_are_no_package_are_named(tmp_path, monkeypatch, capsys):
     """A .pt or a zipped package dropped in the user models folder was left out of 'models' without a word."""
     from LiverTumorSegLib.cli import main

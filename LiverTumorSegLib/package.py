@@ -384,7 +384,8 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
         raise ModelPackageError(f"{where}: metadata 'default' must be true or false.")
     if meta.get("weights_storage", "float32") not in WEIGHT_STORAGE_DTYPES:
         raise ModelPackageError(f"{where}: metadata 'weights_storage' must be one of "
-                                f"{', '.join(WEIGHT_STORAGE_DTYPES)}, got {str(meta['weights_storage'])[:40]!r}.")
+                                f"{', '.join(WEIGHT_STORAGE_DTYPES)}, got {str(meta['weights_storage'])[:40]!r}. "
+                                f"{unknown_setting_advice(meta)}")
     for key in ("weights_sha256", "metadata_sha256"):
         if (key in meta or key == "weights_sha256") and not _is_sha256_hex(meta[key]):
             raise ModelPackageError(f"{where}: metadata '{key}' is not a SHA-256 hex digest; the file is corrupt.")
@@ -712,7 +713,7 @@ def rewrite_package_metadata(path: PathLike, change: Callable[[Dict[str, Any]], 
 def _channels_problem(meta: Mapping[str, Any], path: Path) -> Optional[str]:
     """Why :func:`check_input_channels` refuses the package described by ``meta`` (None: it does not); a
     preprocessing configuration that does not parse raises ModelPackageError."""
-    config = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)  # absent: the defaults, as a load takes
+    config = _recorded_preprocessing(meta, path)  # absent: the defaults, as a load takes
     try:
         check_input_channels(SimpleNamespace(preprocessing=config, architecture=meta["architecture"], path=path))
     except ModelPackageError as exc:
@@ -970,6 +971,34 @@ def _preprocessing_from_dict(data: Dict[str, Any], path: Path):
         raise ModelPackageError(f"Model package '{path}' has an invalid preprocessing configuration: {exc}")
 
 
+def _version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
+    """``"0.12.3"`` -> ``(0, 12, 3)``; None for a text that is not dot-separated whole numbers (``"0.2.0rc1"``)."""
+    parts = str(text).split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) and len(parts) <= 4 else None
+
+
+def unknown_setting_advice(meta: Mapping[str, Any]) -> str:
+    """What to do about a package recording a setting this library does not know (a preprocessing key or channel
+    kind, an architecture option): update LiverTumorSeg when the package's ``library_version`` is newer than this
+    library, else that or a fresh copy. Those refusals named the setting but said nothing to do."""
+    written = meta.get("library_version")
+    theirs, ours = _version_tuple(written), _version_tuple(__version__)
+    if theirs is not None and ours is not None and theirs > ours:
+        return (f"The package was written by LiverTumorSeg {written}, newer than this one ({__version__}): update "
+                f"LiverTumorSeg to use it.")
+    return (f"Update LiverTumorSeg if the package comes from a newer version (it records library_version "
+            f"{str(written)[:40]!r}; this is {__version__}); otherwise it was damaged or edited: obtain a fresh copy.")
+
+
+def _recorded_preprocessing(meta: Mapping[str, Any], path: Path) -> Any:
+    """:func:`_preprocessing_from_dict` of a package's recorded preprocessing (absent: the defaults), its refusal
+    ending in :func:`unknown_setting_advice`."""
+    try:
+        return _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    except ModelPackageError as exc:
+        raise ModelPackageError(f"{exc} {unknown_setting_advice(meta)}") from None
+
+
 def _warn_unrecorded_preprocessing(recorded: Mapping[str, Any], preprocessing: Any, path: Path) -> None:
     """Warn when a package records only part of its preprocessing (packages saved before 25 Nov 2026 from a partial
     dict; save_model_package now records every setting): the rest are this library's current defaults, which
@@ -1002,9 +1031,10 @@ def _unbuildable(where: str, exc: BaseException) -> ModelPackageError:
                              f"or use another package.")
 
 
-def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
+def _check_option_types(name: str, options: Dict[str, Any], where: str, advice: str = "") -> None:
     """Option names must be the architecture's and each value of its default's type; options that load a
-    file at build time (``TRANSIENT_OPTIONS``, e.g. ``pretrained_encoder_path``) must keep their default."""
+    file at build time (``TRANSIENT_OPTIONS``, e.g. ``pretrained_encoder_path``) must keep their default.
+    ``advice``: what to do about an unknown option (:func:`unknown_setting_advice`)."""
     from .models import _module, default_options
 
     try:
@@ -1014,7 +1044,7 @@ def _check_option_types(name: str, options: Dict[str, Any], where: str) -> None:
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ModelPackageError(f"{where}: unknown option(s) {unknown[:5]} for architecture '{name}'; valid "
-                                f"options: {sorted(defaults)}.")
+                                f"options: {sorted(defaults)}. {advice}".rstrip())
     for key in getattr(_module(name), "TRANSIENT_OPTIONS", ()):
         if options.get(key, defaults[key]) != defaults[key]:
             raise ModelPackageError(f"{where}: architecture option '{key}' would make the loader read another "
@@ -1131,7 +1161,7 @@ def _plan_network(meta: Dict[str, Any], header: Dict[str, Any], path: Path) -> i
 
     where = f"Model package '{path}'"
     arch = meta["architecture"]
-    _check_option_types(arch["name"], arch["options"], where)
+    _check_option_types(arch["name"], arch["options"], where, unknown_setting_advice(meta))
     try:
         with torch.device("meta"):
             net = build_model(arch["name"], arch["in_channels"], arch["num_classes"], **arch["options"])
@@ -1172,7 +1202,7 @@ def weights_problem(path: PathLike) -> Optional[str]:
     try:
         bundled_bytes = _verified_bundled_bytes(path)
         header, meta = _read_header_and_metadata(path)
-        _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+        _recorded_preprocessing(meta, path)
         _plan_network(meta, header, path)  # options a newer version wrote, weights another network's
         _verified_tensors(path, meta, bundled_bytes)
     except ModelPackageError as exc:
@@ -1243,7 +1273,7 @@ def load_model_package(path_or_name: PathLike, device: Any = "cpu",
     path = resolve_model(path_or_name)
     bundled_bytes = _verified_bundled_bytes(path)  # first: a bundled file's own check names SHA256SUMS and restoring
     header, meta = _read_header_and_metadata(path)
-    preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    preprocessing = _recorded_preprocessing(meta, path)
     _warn_unrecorded_preprocessing(meta.get("preprocessing") or {}, preprocessing, path)
     if preprocessing_ready is not None:
         preprocessing_ready(preprocessing)

@@ -1056,6 +1056,43 @@ def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatc
     assert weights_problem(source) is None
 
 
+@pytest.mark.parametrize("written_by, advice", [
+    ("9.0.0", "The package was written by LiverTumorSeg 9.0.0, newer than this one ({ours}): update LiverTumorSeg "
+              "to use it."),
+    (None, "Update LiverTumorSeg if the package comes from a newer version (it records library_version '{ours}'; "
+           "this is {ours}); otherwise it was damaged or edited: obtain a fresh copy."),
+])
+def test_settings_a_newer_version_writes_are_refused_saying_what_to_do(tmp_path, written_by, advice):
+    """A package recording a preprocessing key, a channel kind, an architecture option or a weight storage this
+    version does not know (a newer version's package) was refused naming the setting, with nothing to do."""
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib import __version__
+    from LiverTumorSegLib.package import sealed_metadata_json, weights_problem
+
+    advice = advice.format(ours=__version__)
+    source = save_model_package(tmp_path / "src.safetensors", _tiny_model(), PREP)
+    changes = {
+        "key": lambda m: m["preprocessing"].update(bias_field_correction=True),
+        "kind": lambda m: m["preprocessing"]["channels"].__setitem__(0, {"kind": "dual_energy", "kev": 70}),
+        "option": lambda m: m["architecture"]["options"].update(attention_heads=4),
+        "storage": lambda m: m.update(weights_storage="int8"),
+    }
+    for name, change in changes.items():
+        meta = json.loads(read_safetensors_header(source)["__metadata__"]["livertumorseg"])
+        meta.pop("metadata_sha256")
+        if written_by:
+            meta["library_version"] = written_by
+        change(meta)  # sealed with its own metadata hash, as that version would write it
+        path = tmp_path / f"{name}.safetensors"
+        save_file(load_file(str(source)), str(path),
+                  metadata={"livertumorseg": sealed_metadata_json(meta), "format": "pt"})
+        with pytest.raises(ModelPackageError) as refused:
+            load_model_package(path)
+        assert str(refused.value).endswith(advice), (name, str(refused.value))
+        assert weights_problem(path).endswith(advice), name
+
+
 def test_an_edited_bundled_default_is_named_and_restored_not_resaved(tmp_path, monkeypatch):
     """A sealed bundled default edited in place got the metadata-hash message ('re-save it with
     save_model_package', which in the bundled folder records the edit in SHA256SUMS and approves it) instead of

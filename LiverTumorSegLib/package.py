@@ -1396,8 +1396,9 @@ def other_weight_files(folder: Path) -> List[Path]:
 
 def _unusable_reason(file: Path) -> Any:
     """``(metadata, None)`` for a usable package file, ``(None, reason)`` otherwise; never raises. Without
-    importing torch (the Slicer panel lists packages in Slicer's process): the header, the metadata and the
-    architecture's name; its options are checked by ``models --verify`` and by every load."""
+    importing torch (the Slicer panel lists packages in Slicer's process): the header, the metadata, the
+    preprocessing settings (numpy only) and the architecture's name; its options are checked by
+    ``models --verify`` and by every load."""
     from .models import available_models  # no torch
 
     try:
@@ -1407,6 +1408,8 @@ def _unusable_reason(file: Path) -> Any:
             return None, (f"Model package '{file}' needs the architecture '{str(name)[:60]}', which this version "
                           f"cannot build (it has {', '.join(available_models())}). Update LiverTumorSeg or use "
                           f"another package.")
+        # a setting a newer version writes: every load refused it; the list offered it as usable
+        _recorded_preprocessing(meta, file)
         return meta, None
     except ModelPackageError as exc:
         return None, str(exc)

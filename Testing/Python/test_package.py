@@ -1024,8 +1024,9 @@ def test_package_labels_must_mean_liver_and_tumor(tmp_path, package_path, labels
 
 
 def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatch):
-    """A sealed package naming an architecture (or an option) this version cannot build was listed as usable, also
-    by `models --verify`, and offered in the Slicer panel, while every load refused it."""
+    """A sealed package naming an architecture (or an option) this version cannot build, or a preprocessing setting
+    it does not know, was listed as usable, also by `models --verify`, and offered in the Slicer panel, while every
+    load refused it."""
     from safetensors.torch import load_file, save_file
 
     from LiverTumorSegLib.package import sealed_metadata_json, weights_problem
@@ -1045,11 +1046,16 @@ def test_packages_of_a_newer_version_are_listed_as_unusable(tmp_path, monkeypatc
 
     new_architecture = variant("newarch.safetensors", lambda m: m["architecture"].update(name="unet_v9"))
     new_option = variant("newoption.safetensors", lambda m: m["architecture"]["options"].update(attention_heads=4))
-    for path in (new_architecture, new_option):
+    # a preprocessing setting this version lacks was listed as usable too (with a note that segment refuses it)
+    new_setting = variant("newsetting.safetensors", lambda m: m["preprocessing"].update(bias_field_correction=True))
+    for path in (new_architecture, new_option, new_setting):
         with pytest.raises(ModelPackageError):
             load_model_package(path)
     entries = {Path(e["path"]).name: e for e in list_installed_models(warn=False)}
     assert "needs the architecture 'unet_v9'" in entries["newarch.safetensors"]["error"]
+    assert "Unknown preprocessing config key(s) ['bias_field_correction']" in entries["newsetting.safetensors"]["error"]
+    with pytest.raises(ModelPackageError, match="named 'newsetting' cannot be used"):
+        resolve_model("newsetting")
     # option names need the architecture's module (torch), which the listing leaves to --verify and to loading
     assert entries["newoption.safetensors"]["error"] is None
     assert "unknown option(s) ['attention_heads']" in weights_problem(new_option)

@@ -219,6 +219,18 @@ def _folder_state(folder: Any) -> str:
     return " (not a folder)" if folder.exists() else " (does not exist yet)"
 
 
+def shown_text(text: Any) -> str:
+    """``text`` with each non-printable character (newline, tab, ESC, BEL, ...) written as its Python escape
+    (``\\n``, ``\\x1b``): a package's name, validation keys and error texts come from its metadata, and a name
+    holding a newline or a terminal escape sequence printed fake lines into the listing or cleared the screen."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _say(line: str) -> None:
+    """Print one line of the installed-models listing (:func:`shown_text`)."""
+    print(shown_text(line))
+
+
 def _format_params(count: int) -> str:
     return f"{count / 1e6:.2f} M"
 
@@ -269,23 +281,23 @@ def run(args: argparse.Namespace) -> int:
         if not bundled_models_dir().is_dir():
             print(f"  (no bundled models folder: {MISSING_RESOURCES_HINT})")
         return 0
-    print(f"  {'name':<24} {'architecture':<16} {'source':<8} {'validation':<32} file")
+    _say(f"  {'name':<24} {'architecture':<16} {'source':<8} {'validation':<32} file")
     for entry in installed:
         if entry["error"]:
-            print(f"  {entry['name']:<24} {'UNUSABLE':<16} {entry['source']:<8} {'-':<32} {entry['path']}")
-            print(f"      {entry['error']}")
+            _say(f"  {entry['name']:<24} {'UNUSABLE':<16} {entry['source']:<8} {'-':<32} {entry['path']}")
+            _say(f"      {entry['error']}")
             continue
         name = entry["name"] + (" (default)" if entry["default"] else "")
-        print(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
-              f"{dice_summary(entry['validation']):<32} {entry['path']}")
+        _say(f"  {name:<24} {entry['architecture']:<16} {entry['source']:<8} "
+             f"{dice_summary(entry['validation']):<32} {entry['path']}")
         if entry.get("name_note"):
-            print(f"      note: {entry['name_note']}")
+            _say(f"      note: {entry['name_note']}")
         if entry.get("segment_refusal"):
-            print(f"      note: segment and evaluate refuse it: {entry['segment_refusal']}")
+            _say(f"      note: segment and evaluate refuse it: {entry['segment_refusal']}")
         for line in robustness_lines(entry.get("robustness"), weights=entry.get("robustness_weights", ""),
                                      missing=missing_perturbations(entry.get("robustness"),
                                                                    entry.get("robustness_settings"))):
-            print("      " + line)
+            _say("      " + line)
     if not verify:
         print("  (weights are checked when a package is loaded; 'livertumorseg models --verify' checks them all now)")
     elif code:

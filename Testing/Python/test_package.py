@@ -216,6 +216,24 @@ def test_weight_files_in_the_user_folder_that_are_no_package_are_named(tmp_path,
     assert "notes.txt" not in out
 
 
+def test_the_models_listing_prints_no_control_characters_from_a_package(tmp_path, monkeypatch, capsys):
+    """A package's name (and validation keys) holding a newline or a terminal escape sequence was printed raw by
+    'livertumorseg models': the name could clear the screen or add a fake line, such as a fake default model."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    save_model_package(user / "shared.safetensors", _tiny_model(), PREP,
+                       metadata={"name": "clinic\x1b[2J\nfake (default)", "validation": {"dice\x07liver": 0.5}})
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    line = next(text for text in out.splitlines() if "shared.safetensors" in text)
+    assert line.startswith("  clinic\\x1b[2J\\nfake (default)") and "dice\\x07liver=0.500" in line
+    assert not any(text.startswith("fake") for text in out.splitlines())
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

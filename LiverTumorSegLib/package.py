@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__, plan_cache
 from .errors import InputError, ModelPackageError, raise_if_out_of_memory
-from .fileutil import atomic_output, finite_json, same_file_among
+from .fileutil import atomic_output, finite_json, same_file_among, unexpanded_home_hint
 from .resources import bundled_models_dir, user_models_dir
 
 FORMAT_VERSION = 1
@@ -165,8 +165,8 @@ def _missing_package_error(path: Path) -> ModelPackageError:
         return ModelPackageError(f"Model package '{path}' is a symbolic link{target} that leads to no file (its target "
                                  f"was moved or deleted, or the links form a loop). Point the link at the package "
                                  f"file, or give the package's own path.")
-    return ModelPackageError(f"Model package '{path}' does not exist. Check the path, or run 'livertumorseg models' "
-                             f"to list installed models.")
+    return ModelPackageError(f"Model package '{path}' does not exist{unexpanded_home_hint(path)}. Check the path, or "
+                             f"run 'livertumorseg models' to list installed models.")
 
 
 def _folder_names(folder: Path) -> List[str]:

@@ -234,6 +234,21 @@ def test_the_models_listing_prints_no_control_characters_from_a_package(tmp_path
     assert not any(text.startswith("fake") for text in out.splitlines())
 
 
+def test_a_quoted_tilde_in_a_package_path_is_named(package_path, tmp_path, monkeypatch):
+    """--model '~/models/x.safetensors' (quoted, or --model=~/..., which the shell leaves alone) said only that the
+    package does not exist, while it was there in the home folder; input paths name the quoted '~'."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    package_path.rename(home / "models" / "x.safetensors")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(ModelPackageError, match=r"does not exist \(a quoted '~' is not your home folder: write the "
+                                                r"path without quotes, or in full, such as '.*home/models/x\.safetensors'"
+                                                r"\)\. Check the path"):
+        load_model_package("~/models/x.safetensors")
+    with pytest.raises(ModelPackageError, match=r"'nothing\.safetensors' does not exist\. Check the path"):
+        resolve_model("nothing.safetensors")
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

@@ -24,13 +24,14 @@ log = logging.getLogger(__name__)
 def package_settings(init_from: str) -> Dict[str, Any]:
     """``{"model", "model_options", "preprocessing"}`` of the package ``init_from`` (a path or an installed model's
     name), from its header alone (no torch): the settings a fine-tuning run takes when not given."""
-    from ..package import _preprocessing_from_dict, read_package_metadata, resolve_model
+    from ..package import _recorded_preprocessing, read_package_metadata, resolve_model
 
     path = resolve_model(init_from)
     meta = read_package_metadata(path)
     arch = meta["architecture"]
-    # as a load resolves it: an older package recording part of it (or none) gets the defaults for the rest
-    preprocessing = _preprocessing_from_dict(meta.get("preprocessing") or {}, path)
+    # as a load resolves it: an older package recording part of it (or none) gets the defaults for the rest; a
+    # setting this version does not know is refused saying what to do (a newer version's package)
+    preprocessing = _recorded_preprocessing(meta, path)
     return {"model": arch["name"], "model_options": dict(arch.get("options") or {}),
             "preprocessing": preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)}
 

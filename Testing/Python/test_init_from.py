@@ -245,3 +245,26 @@ def test_a_finished_crossval_fold_from_another_start_package_is_refused(data_csv
     for training in ({"init_from": {"weights_sha256": "0" * 64}}, {}):
         with pytest.raises(InputError, match="was fine-tuned from weights .* now holds " + sha):
             _check_same_start(cfg, training, tmp_path / "fold_0.safetensors")
+
+
+def test_a_start_package_of_a_newer_version_is_refused_saying_what_to_do(start_package, tmp_path):
+    """--init-from a package recording a preprocessing setting this version does not know named the setting with
+    nothing to do (segment and models say to update LiverTumorSeg)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from LiverTumorSegLib.errors import ModelPackageError
+    from LiverTumorSegLib.package import read_safetensors_header, sealed_metadata_json
+    from LiverTumorSegLib.training.init_from import package_settings
+
+    meta = json.loads(read_safetensors_header(start_package)["__metadata__"]["livertumorseg"])
+    meta.pop("metadata_sha256")
+    meta.update(library_version="9.0.0")
+    meta["preprocessing"]["bias_field_correction"] = True
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(start_package)), str(newer),
+              metadata={"livertumorseg": sealed_metadata_json(meta), "format": "pt"})
+    with pytest.raises(ModelPackageError, match=r"\['bias_field_correction'\].*The package was written by "
+                                                r"LiverTumorSeg 9\.0\.0, newer than this one .*: update LiverTumorSeg"):
+        package_settings(str(newer))

@@ -393,13 +393,23 @@ def validate_package_metadata(meta: Any, path: PathLike = "package") -> Dict[str
     return meta
 
 
+def _foreign_safetensors_message(path: PathLike, header: Mapping[str, Any]) -> str:
+    """Why a safetensors file without LiverTumorSeg metadata (another project's weights, such as a Hugging Face
+    model) is refused and what to give instead. It said 'Create packages with save_model_package', which cannot turn
+    another project's network into a LiverTumorSeg one."""
+    tensors = sum(1 for name in header if name != "__metadata__")
+    return (f"'{path}' is a safetensors file but not a LiverTumorSeg model package: it holds {tensors} tensor(s) "
+            f"and no '{METADATA_KEY}' record of the network and preprocessing LiverTumorSeg needs (the "
+            f"weights of another program, such as a Hugging Face model, cannot be run here). Give a LiverTumorSeg "
+            f"model package ('livertumorseg models' lists the installed ones; 'livertumorseg train' makes one).")
+
+
 def _read_header_and_metadata(path: PathLike):
     """``(safetensors header, validated livertumorseg metadata)`` of a package file."""
     header = read_safetensors_header(path)
     meta_strings = header.get("__metadata__", {})
     if METADATA_KEY not in meta_strings:
-        raise ModelPackageError(f"'{path}' is a safetensors file but not a LiverTumorSeg model package "
-                                f"(no '{METADATA_KEY}' metadata). Create packages with save_model_package.")
+        raise ModelPackageError(_foreign_safetensors_message(path, header))
     meta = parse_package_metadata(meta_strings[METADATA_KEY], path)
     _check_metadata_hash(meta, path)
     return header, meta

@@ -249,6 +249,22 @@ def test_a_quoted_tilde_in_a_package_path_is_named(package_path, tmp_path, monke
         resolve_model("nothing.safetensors")
 
 
+def test_another_program_s_safetensors_file_is_refused_saying_what_to_give(tmp_path):
+    """A Hugging Face style .safetensors file was refused with 'Create packages with save_model_package', which
+    cannot turn another program's network into a LiverTumorSeg one."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"embeddings.weight": torch.zeros(10, 4), "lm_head.weight": torch.zeros(4, 10)}, str(path),
+              metadata={"format": "pt"})
+    for refused in (read_package_metadata, load_model_package):
+        with pytest.raises(ModelPackageError, match=r"is a safetensors file but not a LiverTumorSeg model package: it "
+                                                    r"holds 2 tensor\(s\) and no 'livertumorseg' record .* Give a "
+                                                    r"LiverTumorSeg model package \('livertumorseg models' lists") as e:
+            refused(path)
+        assert "save_model_package" not in str(e.value)
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

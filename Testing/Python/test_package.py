@@ -154,7 +154,9 @@ def test_a_zipped_package_is_named_as_a_zip_to_unzip_not_a_pickle(tmp_path):
 
 def test_monai_bundles_onnx_files_and_other_zips_are_named_as_what_they_are(tmp_path):
     """A zipped MONAI bundle and any zip without a package were called 'a PyTorch pickle (.pt/.pth)', an ONNX file a
-    truncated file whose header length is 8031177557570357256 bytes, a MONAI bundle folder just 'a folder'."""
+    truncated file whose header length is 8031177557570357256 bytes, a MONAI bundle folder just 'a folder', a
+    gzipped package 'truncated or of another type'."""
+    import gzip
     import zipfile
 
     bundle = tmp_path / "spleen_ct_segmentation"
@@ -186,6 +188,10 @@ def test_monai_bundles_onnx_files_and_other_zips_are_named_as_what_they_are(tmp_
         with pytest.raises(ModelPackageError, match="it is an ONNX model file, which LiverTumorSeg does not run: give "
                                                     "the .safetensors model package it was exported from"):
             read_package_metadata(path)
+    gzipped = tmp_path / "model.safetensors.gz"  # a package compressed for download: 'truncated or of another type'
+    gzipped.write_bytes(gzip.compress(save_model_package(tmp_path / "m.safetensors", _tiny_model(), PREP).read_bytes()))
+    with pytest.raises(ModelPackageError, match=r"it is gzip-compressed; decompress it \(gunzip"):
+        read_package_metadata(gzipped)
     script = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 1, 1)), str(script))  # TorchScript: a zip holding code
     with pytest.raises(ModelPackageError, match="PyTorch pickle"):
@@ -242,8 +248,8 @@ def test_a_quoted_tilde_in_a_package_path_is_named(package_path, tmp_path, monke
     package_path.rename(home / "models" / "x.safetensors")
     monkeypatch.setenv("HOME", str(home))
     with pytest.raises(ModelPackageError, match=r"does not exist \(a quoted '~' is not your home folder: write the "
-                                                r"path without quotes, or in full, such as '.*home/models/x\.safetensors'"
-                                                r"\)\. Check the path"):
+                                                r"path without quotes, or in full, such as "
+                                                r"'.*home/models/x\.safetensors'\)\. Check the path"):
         load_model_package("~/models/x.safetensors")
     with pytest.raises(ModelPackageError, match=r"'nothing\.safetensors' does not exist\. Check the path"):
         resolve_model("nothing.safetensors")

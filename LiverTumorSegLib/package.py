@@ -1389,11 +1389,20 @@ def _package_files(folder: Path) -> List[Path]:
         # any case: save_model_package writes 'Clinic.SAFETENSORS' and --model takes it, but a case-sensitive glob
         # left it out of the listing and of --model NAME without a word
         # (a link whose target is gone is listed as unusable, saying so, not left out without a word)
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() == PACKAGE_SUFFIX and not _hidden(p)
                       and (p.is_file() or (p.is_symlink() and not p.exists())))
     except OSError as exc:  # an unreadable models folder must not break the default path
         log.warning("warning: cannot list model folder '%s' (%s); its models are skipped.", folder, exc)
         return []
+
+
+def _hidden(path: Path) -> bool:
+    """A hidden file (its name begins with a dot): a package being written (save_model_package's temporary
+    ``.NAME.*.tmp.safetensors``, also one a killed run left), or the ``._NAME.safetensors`` AppleDouble file macOS
+    writes beside a package copied to a USB stick or network share. They were listed as packages: the temporary as a
+    second package of the same name, which made ``--model NAME`` ambiguous, the AppleDouble file as unusable, with
+    a warning on every ``--model NAME``."""
+    return path.name.startswith(".")
 
 
 def other_weight_files(folder: Path) -> List[Path]:
@@ -1402,7 +1411,8 @@ def other_weight_files(folder: Path) -> List[Path]:
     missing or unreadable folder."""
     try:
         suffixes = set(PATH_SUFFIXES) - {PACKAGE_SUFFIX} | {".zip"}
-        return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes
+                      and not _hidden(p))
     except OSError:
         return []
 

@@ -271,6 +271,29 @@ def test_another_program_s_safetensors_file_is_refused_saying_what_to_give(tmp_p
         assert "save_model_package" not in str(e.value)
 
 
+def test_hidden_files_in_a_models_folder_are_not_listed_as_packages(tmp_path, monkeypatch, caplog):
+    """A package's temporary (.NAME.*.tmp.safetensors: being written, or left by a killed run) was listed as a second
+    package of the same name, and '--model NAME' refused as ambiguous; macOS's AppleDouble '._NAME.safetensors' beside a
+    package copied to a USB stick was listed as unusable, with a warning on every '--model NAME'."""
+    import logging
+    import shutil
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    package = save_model_package(user / "clinic.safetensors", _tiny_model(), PREP)
+    shutil.copy(package, user / ".clinic.1234-ab.tmp.safetensors")
+    (user / "._clinic.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000))
+    (user / "._weights.pt").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
+    with caplog.at_level(logging.WARNING):
+        assert resolve_model("clinic") == package
+    assert "skipping unusable" not in caplog.text
+    assert [e["path"] for e in list_installed_models() if e["source"] == "user"] == [str(package)]
+    from LiverTumorSegLib.package import other_weight_files
+    assert other_weight_files(user) == []
+    assert load_model_package(user / ".clinic.1234-ab.tmp.safetensors").name == "clinic"  # a path still loads
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

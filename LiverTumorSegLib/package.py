@@ -142,6 +142,15 @@ def metadata_sha256(meta: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def network_settings_sha256(meta: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of what in a package's metadata, beside its weights, decides its labels: the
+    ``architecture`` and ``preprocessing`` entries (canonical JSON, keys sorted). Two packages with the same
+    ``weights_sha256`` (one re-saved by :func:`rewrite_package_metadata` with another window, say) differ here."""
+    settings = {"architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing")}
+    text = json.dumps(finite_json(settings), allow_nan=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def sealed_metadata_json(meta: Mapping[str, Any]) -> str:
     """The JSON text to store for ``meta``: its finite, JSON-typed form with ``metadata_sha256`` set. Raises
     ``TypeError``/``ValueError`` for metadata that is not JSON-serialisable."""

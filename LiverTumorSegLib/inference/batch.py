@@ -147,10 +147,12 @@ def _other_dicom_series(recorded: Dict[str, Any], folder: Any) -> bool:
 
 
 def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[str, Any],
-                             input_path: Any = None) -> List[str]:
-    """What of a case's earlier ``segment`` report differs from this run: "another model" (other weights), the
-    names of :data:`RESULT_OPTIONS` set otherwise, and "another CT file" when the file at ``input_path`` is not
-    the one segmented (:func:`_other_input_file`). Entries the report lacks are not compared."""
+                             input_path: Any = None, settings_sha256: str = "") -> List[str]:
+    """What of a case's earlier ``segment`` report differs from this run: "another model" (other weights, or the
+    same weights with another architecture or preprocessing: ``settings_sha256``, the package's
+    :func:`~..package.network_settings_sha256`), the names of :data:`RESULT_OPTIONS` set otherwise, and "another
+    CT file" when the file at ``input_path`` is not the one segmented (:func:`_other_input_file`). Entries the
+    report lacks are not compared."""
     if not isinstance(report, dict):
         return []
     why = []
@@ -161,6 +163,10 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
     recorded = report.get("model_weights_sha256")
     if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:
         why.append("another model")
+    else:  # same weights, but a package re-saved with another window or spacing segments otherwise
+        recorded = report.get("model_settings_sha256")
+        if settings_sha256 and isinstance(recorded, str) and recorded and recorded != settings_sha256:
+            why.append("another model (the same weights with other preprocessing or network settings)")
     earlier = report.get("options")
     if isinstance(earlier, dict):
         changed = [name for name in RESULT_OPTIONS if name in earlier and earlier[name] != settings[name]]
@@ -172,13 +178,16 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
     return why
 
 
-def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any) -> None:
+def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options: Any,
+                          settings_sha256: str = "") -> None:
     """Refuse (InputError, before any work) a run without ``--overwrite`` that would keep, as "already segmented",
     label maps an earlier run made with other weights (``weights_sha256``: this run's package's) or other
     result-changing options (:data:`RESULT_OPTIONS` of ``options``, a SegmentationOptions), or of another CT file
     than the case's input now is (its size or content, recorded as ``input_file``), as their reports
     say: the folder would mix two models' or two settings' results under one run's table, or keep a result of
-    another CT. A label map without a readable report is kept as before (nothing to compare)."""
+    another CT. ``settings_sha256``: this run's package's architecture and preprocessing
+    (:func:`segmenter_settings_sha256`). A label map without a readable report is kept as before (nothing to
+    compare)."""
     import json
 
     settings = options.to_dict()
@@ -190,7 +199,7 @@ def check_earlier_results(cases: List["BatchCase"], weights_sha256: str, options
             report = json.loads(case.report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        why = _earlier_run_differences(report, weights_sha256, settings, case.input_path)
+        why = _earlier_run_differences(report, weights_sha256, settings, case.input_path, settings_sha256)
         if why:
             differing.append(f"{case.case_id} ({'; '.join(why)})")
     if differing:
@@ -210,6 +219,19 @@ def segmenter_weights_sha256(segmenter: Any) -> str:
     from ..package import read_package_metadata, resolve_model
 
     return str(read_package_metadata(resolve_model(segmenter.options.model)).get("weights_sha256") or "")
+
+
+def segmenter_settings_sha256(segmenter: Any) -> str:
+    """The :func:`~..package.network_settings_sha256` of the package a :class:`~.segmenter.Segmenter` runs (or will
+    run), read as :func:`segmenter_weights_sha256` reads the weights' hash; "" when neither says."""
+    from ..package import network_settings_sha256, read_package_metadata, resolve_model
+
+    package = getattr(segmenter, "package", None)
+    if package is not None:
+        metadata = getattr(package, "metadata", None) or {}
+    else:
+        metadata = read_package_metadata(resolve_model(segmenter.options.model))
+    return network_settings_sha256(metadata) if metadata else ""
 
 
 def is_batch_input(input_path: Any) -> bool:
@@ -657,7 +679,8 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
     # a label map a killed --overwrite run left hidden is back before "already segmented" is judged by it
     restore_set_aside_outputs_of([path for case in cases for path in case.outputs()])
     if not overwrite and any(case.output_path.exists() for case in cases):
-        check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options)
+        check_earlier_results(cases, segmenter_weights_sha256(segmenter), segmenter.options,
+                              segmenter_settings_sha256(segmenter))
     for case in cases:
         probability = case.probability_path
         if case.output_path.exists() and not overwrite:

@@ -338,6 +338,7 @@ class Segmenter:
     def _run_facts(self) -> Dict[str, Any]:
         """Report entries saying what actually ran."""
         from .. import __version__
+        from ..package import network_settings_sha256
 
         engine, package = self.engine, self.package
         options = dataclasses.replace(self.options, **_engine_settings(self.options, engine))  # e.g. "auto" resolved
@@ -345,6 +346,8 @@ class Segmenter:
         return {"model": str(getattr(package, "name", "") or getattr(package, "path", "") or options.model),
                 "model_path": str(getattr(package, "path", "") or ""),  # which file ran (names can repeat)
                 "model_weights_sha256": str(metadata.get("weights_sha256", "")),
+                # the package's architecture and preprocessing: same weights with another window is another model
+                "model_settings_sha256": network_settings_sha256(metadata) if metadata else "",
                 "library_version": str(__version__),
                 "device": self.device_description,
                 "backend": options.backend,

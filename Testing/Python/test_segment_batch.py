@@ -891,6 +891,37 @@ def test_a_rerun_with_another_model_or_settings_is_refused_instead_of_mixing_res
         check_earlier_results(find_cases(tmp_path / "cts", out), first.sha256, SegmentationOptions())
 
 
+def test_a_rerun_with_the_same_weights_but_another_window_is_refused_instead_of_mixing_results(tmp_path, capsys):
+    """A package re-saved with another window (rewrite_package_metadata keeps the weights and their SHA-256) passed
+    for the same model: a resumed batch kept the cases the old window had segmented as 'already segmented' and
+    segmented the rest with the new one, one folder and table mixing two models."""
+    import json
+
+    from LiverTumorSegLib.package import network_settings_sha256, read_package_metadata, rewrite_package_metadata
+
+    package = tiny_unet_package(tmp_path, name="clinic.safetensors")
+    write_phantoms(tmp_path / "cts", 2)
+    out = tmp_path / "out"
+
+    def segment(*extra):
+        return cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path),
+                         "--device", "cpu", "--precision", "fp32", "--no-progress"] + list(extra))
+
+    assert segment() == 0
+    report = json.loads((out / "reports" / "ct_0.json").read_text())
+    assert report["model_settings_sha256"] == network_settings_sha256(read_package_metadata(package.path))
+    (out / "ct_1.nii.gz").unlink()  # a case still to do
+    rewrite_package_metadata(package.path, lambda meta: meta["preprocessing"]["channels"][0].update(level=300.0))
+    assert read_package_metadata(package.path)["weights_sha256"] == package.sha256
+    capsys.readouterr()
+    assert segment() == 2
+    err = capsys.readouterr().err
+    assert "ct_0 (another model (the same weights with other preprocessing or network settings))" in err
+    assert not (out / "ct_1.nii.gz").exists()
+    assert segment("--overwrite") == 0 and "2 done" in capsys.readouterr().out
+    assert segment() == 0 and "2 skipped" in capsys.readouterr().out  # the same package resumes
+
+
 def test_a_batch_refused_when_its_model_loads_leaves_no_output_folder_behind(tmp_path, capsys):
     """A batch whose model is refused once it loads (a misspelt --model, --tta for a model trained without
     flips) made the output folder and its missing parents first, and left them behind empty: the error said what

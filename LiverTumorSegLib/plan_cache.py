@@ -22,10 +22,12 @@ MAX_ENTRIES = 256
 
 
 def cache_dir() -> Path:
-    """``LIVERTUMORSEG_CACHE_DIR``, else ``~/.livertumorseg/cache`` (see :func:`resources.home_folder`)."""
+    """``LIVERTUMORSEG_CACHE_DIR`` (a leading ``~`` expanded, as for ``LIVERTUMORSEG_MODELS_DIR``), else
+    ``~/.livertumorseg/cache`` (see :func:`resources.home_folder`). A quoted ``export
+    LIVERTUMORSEG_CACHE_DIR="~/cache"`` made every load create a folder literally named '~' in the working folder."""
     folder = os.environ.get("LIVERTUMORSEG_CACHE_DIR")
     if folder:
-        return Path(folder)
+        return Path(folder).expanduser()
     from .resources import home_folder
 
     return home_folder() / ".livertumorseg" / "cache"

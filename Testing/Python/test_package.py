@@ -740,6 +740,20 @@ def test_activation_estimate_is_computed_once_per_architecture(tmp_path, monkeyp
     assert len(calls) == 2                                             # other options: another key
 
 
+def test_a_quoted_tilde_in_the_cache_folder_is_the_home_folder(tmp_path, monkeypatch):
+    """export LIVERTUMORSEG_CACHE_DIR="~/cache" (quoted, so the shell leaves the '~') made every package load create
+    a folder literally named '~' in the working folder; LIVERTUMORSEG_MODELS_DIR expands it."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LIVERTUMORSEG_CACHE_DIR", "~/cache")
+    monkeypatch.chdir(work)
+    load_model_package(save_model_package(tmp_path / "a.safetensors", _tiny_model(), PREP))
+    assert (home / "cache" / "activation_bytes.json").is_file()
+    assert not (work / "~").exists()
+
+
 def test_activation_cache_key_changes_when_the_model_source_changes(tmp_path, monkeypatch):
     """The key held the library version, which stays 0.1.0 between commits of a clone: an edited layer kept the
     estimate of the old code."""

@@ -95,7 +95,10 @@ class ModelPackage:
 
     @property
     def labels(self) -> Dict[str, str]:
-        return self.metadata.get("labels", DEFAULT_LABELS)
+        """Class number -> name (``{"0": "background", "1": "liver", "2": "tumor"}``): the package's own wording,
+        or those defaults where it records none (absent, null or empty: an older package, or ``labels=None`` given
+        to :func:`save_model_package`, which gave None here); every output means 1 = liver, 2 = tumor."""
+        return dict(self.metadata.get("labels") or DEFAULT_LABELS)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -294,6 +294,14 @@ def test_hidden_files_in_a_models_folder_are_not_listed_as_packages(tmp_path, mo
     assert load_model_package(user / ".clinic.1234-ab.tmp.safetensors").name == "clinic"  # a path still loads
 
 
+@pytest.mark.parametrize("labels", [None, {}])
+def test_a_package_recording_no_labels_gives_the_default_labels(tmp_path, labels):
+    """ModelPackage.labels (documented as a dict) was None for a package saved with labels=None."""
+    package = load_model_package(save_model_package(tmp_path / "m.safetensors", _tiny_model(), PREP,
+                                                    metadata={"labels": labels}))
+    assert package.labels == {"0": "background", "1": "liver", "2": "tumor"}
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

@@ -655,6 +655,8 @@ def _foreign_file_kind(path: Path, head: bytes) -> Optional[str]:
     when it is not recognised: a zipped or gzipped package, a MONAI bundle zip, a PyTorch pickle or TorchScript file,
     an ONNX file. A MONAI bundle zip and any other zip were called a PyTorch pickle, an ONNX file a truncated file
     with a header length of 8031177557570357256 bytes."""
+    if head[8:9] == b"{":  # a package's header JSON opens there: a package cut short, whatever its length's bytes
+        return None
     if head[:2] == b"PK":
         names = _zip_member_names(path)
         packages = [name for name in names if name.lower().endswith(PACKAGE_SUFFIX)]
@@ -672,8 +674,8 @@ def _foreign_file_kind(path: Path, head: bytes) -> Optional[str]:
     if head[:2] == b"\x1f\x8b":  # a package gzipped for download
         return ("it is gzip-compressed; decompress it (gunzip, or tar -xzf for a .tar.gz) and give the .safetensors "
                 "file.")
-    # ONNX: a protobuf ModelProto opening with ir_version (tag 0x08); a package's header JSON opens at byte 8
-    if head[8:9] != b"{" and (path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower())):
+    # ONNX: a protobuf ModelProto opening with ir_version (tag 0x08)
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower()):
         return ("it is an ONNX model file, which LiverTumorSeg does not run: give the .safetensors model package it "
                 "was exported from (with --backend onnx, segment runs a package's network on ONNX Runtime itself).")
     return None

@@ -198,11 +198,13 @@ def test_monai_bundles_onnx_files_and_other_zips_are_named_as_what_they_are(tmp_
         read_package_metadata(script)
 
 
-def test_a_truncated_package_is_not_taken_for_an_onnx_file(package_path, tmp_path):
-    """The ONNX check must not fire on a package cut inside its header, even one whose header mentions onnx."""
+@pytest.mark.parametrize("length_bytes", [b"\x08", b"PK", b"\x80", b"\x1f\x8b"])
+def test_a_truncated_package_is_not_taken_for_another_file_type(package_path, tmp_path, length_bytes):
+    """A package cut inside its header, whose header length begins with the magic bytes of an ONNX file (and whose
+    header mentions onnx), a zip, a pickle or gzip, is called truncated, not that file type."""
     data = package_path.read_bytes()
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(b"\x08" + data[1:200].replace(b"test", b"onnx"))
+    cut.write_bytes(length_bytes + data[len(length_bytes):200].replace(b"test", b"onnx"))
     with pytest.raises(ModelPackageError, match="does not fit the file size"):
         read_package_metadata(cut)
 

@@ -166,9 +166,10 @@ def _is_sha256_hex(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def _missing_package_error(path: Path) -> ModelPackageError:
+def _missing_package_error(path: Path, named_like_path: str = "") -> ModelPackageError:
     """The error for a package path that names nothing: a symbolic link whose target is gone (or a loop of links) is
-    called one, as 'ls' shows the link itself and 'does not exist' contradicted it."""
+    called one, as 'ls' shows the link itself and 'does not exist' contradicted it. ``named_like_path``: the
+    ``--model`` text, when an installed package may carry it as its name ('abdomen/liver', read as a path)."""
     if path.is_symlink():
         try:
             target = f" to '{os.readlink(path)}'"
@@ -177,6 +178,13 @@ def _missing_package_error(path: Path) -> ModelPackageError:
         return ModelPackageError(f"Model package '{path}' is a symbolic link{target} that leads to no file (its target "
                                  f"was moved or deleted, or the links form a loop). Point the link at the package "
                                  f"file, or give the package's own path.")
+    named = [e for e in (list_installed_models(warn=False) if named_like_path else [])
+             if e["error"] is None and e["name"] == named_like_path]
+    if named:  # a name holding '/' or ending in '.pt' is read as a path: 'does not exist' hid the package
+        return ModelPackageError(f"Model package '{path}' does not exist as a file; an installed package is named "
+                                 f"'{named_like_path}', but --model reads a name with a path separator or a weights "
+                                 f"suffix as a file path: give --model {Path(named[0]['path']).stem} (its file name) "
+                                 f"or its path '{named[0]['path']}'.")
     return ModelPackageError(f"Model package '{path}' does not exist{unexpanded_home_hint(path)}. Check the path, or "
                              f"run 'livertumorseg models' to list installed models.")
 
@@ -1520,7 +1528,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
     if looks_like_path(name_or_path):
         candidate = Path(text)
         if not candidate.exists():
-            raise _missing_package_error(candidate)
+            raise _missing_package_error(candidate, named_like_path=text)
         return candidate
     if text == "default":
         listed = [e for e in list_installed_models() if e["source"] == "bundled"]

@@ -41,14 +41,21 @@ def mark_damaged_weights(installed: List[Dict[str, Any]]) -> None:
 
 def name_notes(installed: List[Dict[str, Any]]) -> Dict[str, str]:
     """path -> a note for a usable package that ``--model NAME`` will not reach by its name: a user package
-    called "default" (that name means the bundled default) or a name two usable packages share (refused as
-    ambiguous)."""
+    called "default" (that name means the bundled default), a name ``--model`` reads as a file path (one holding
+    a path separator or ending in a weights suffix, e.g. ``abdomen/liver``: it said "does not exist") or a name
+    two usable packages share (refused as ambiguous)."""
+    from pathlib import Path
+
     from ..fileutil import same_file_among
-    from ..package import installed_matches
+    from ..package import installed_matches, looks_like_path
 
     usable = [e for e in installed if not e.get("error")]
     notes = {}
     for entry in usable:
+        if looks_like_path(entry["name"]):
+            notes[entry["path"]] = (f"'--model {entry['name']}' is read as a file path, not this package's name: "
+                                    f"give '--model {Path(entry['path']).stem}' (its file name) or its path")
+            continue
         if entry["name"] == "default":  # the name always means the bundled default
             if entry["source"] != "bundled":
                 notes[entry["path"]] = "'--model default' means the bundled default, not this package: give its path"

@@ -304,6 +304,25 @@ def test_a_package_recording_no_labels_gives_the_default_labels(tmp_path, labels
     assert package.labels == {"0": "background", "1": "liver", "2": "tumor"}
 
 
+def test_a_package_named_like_a_path_is_noted_and_found(tmp_path, monkeypatch, capsys):
+    """A package named 'abdomen/liver' (train --name) was listed under that name, but '--model abdomen/liver' is read
+    as a file path and said only 'does not exist'."""
+    from LiverTumorSegLib.cli import main
+
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("LIVERTUMORSEG_MODELS_DIR", str(user))
+    monkeypatch.chdir(tmp_path)
+    package = save_model_package(user / "liver2.safetensors", _tiny_model(), PREP, metadata={"name": "abdomen/liver"})
+    assert main(["models"]) == 0
+    assert ("note: '--model abdomen/liver' is read as a file path, not this package's name: give '--model liver2' "
+            "(its file name) or its path") in capsys.readouterr().out
+    with pytest.raises(ModelPackageError, match="an installed package is named 'abdomen/liver', but --model reads a "
+                                                "name with a path separator .* give --model liver2 "):
+        resolve_model("abdomen/liver")
+    assert resolve_model("liver2") == package
+
+
 def test_refuses_torch_pickle(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(_tiny_model().state_dict(), path)

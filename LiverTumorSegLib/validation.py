@@ -486,21 +486,56 @@ def _meminfo_available(meminfo_path: Path) -> Optional[int]:
 _CGROUP_V1_NO_LIMIT = 1 << 60  # cgroup v1 reports "no limit" as a number near 2**63
 
 
-def _cgroup_available(cgroup_dir: Path) -> Optional[int]:
-    """Room left under a container's memory limit, or None when there is no limit: cgroup v2
-    (``memory.max`` / ``memory.current``) or, on older Docker hosts, cgroup v1 (``memory/memory.limit_in_bytes``
-    / ``memory/memory.usage_in_bytes``)."""
-    for limit_file, usage_file in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
-        try:
-            limit = (cgroup_dir / limit_file).read_text().strip()
-            if limit == "max" or int(limit) >= _CGROUP_V1_NO_LIMIT:
-                return None
-            current = int((cgroup_dir / usage_file).read_text().strip())
-            return max(0, int(limit) - current)
-        except (OSError, ValueError):
+def _cgroup_available(cgroup_dir: Path, own_cgroups_path: Path = Path("/proc/self/cgroup")) -> Optional[int]:
+    """Room left under the memory limits of this process's cgroups, or None when none has a limit: the smallest
+    headroom (limit less usage) of the cgroup ``own_cgroups_path`` names for this process, of every cgroup above it
+    and of the hierarchy's root under ``cgroup_dir``, in cgroup v2 (``memory.max`` / ``memory.current``) and cgroup
+    v1 (``memory/memory.limit_in_bytes`` / ``memory/memory.usage_in_bytes``, older Docker hosts). The root alone is
+    a container's own cgroup; a Slurm job's (ConstrainRAMSpace), a systemd scope's or a v1 sub-group's limit is set
+    on a cgroup below it, and reading the root only let a process in a 800 MiB group be killed by the kernel with
+    no word (the memory audit)."""
+    headrooms = [room for room in (_cgroup_headroom(directory, limit_file, usage_file)
+                                   for directory, limit_file, usage_file in _own_cgroup_dirs(cgroup_dir,
+                                                                                            own_cgroups_path))
+                 if room is not None]
+    return min(headrooms) if headrooms else None
+
+
+def _own_cgroup_dirs(cgroup_dir: Path, own_cgroups_path: Path) -> List[Tuple[Path, str, str]]:
+    """``(directory, limit file, usage file)`` of each memory cgroup that bounds this process: the one
+    ``own_cgroups_path`` (``/proc/self/cgroup``: ``ID:CONTROLLERS:PATH`` lines, ``0::PATH`` for cgroup v2) names and
+    those above it, where they exist under ``cgroup_dir`` (not in a container that sees only its own cgroup as the
+    root), then the root's v2 and v1 files."""
+    found = []  # type: List[Tuple[Path, str, str]]
+    try:
+        lines = own_cgroups_path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
             continue
-    return None
+        if fields[0] == "0" and fields[1] == "":
+            base, limit_file, usage_file = cgroup_dir, "memory.max", "memory.current"
+        elif "memory" in fields[1].split(","):
+            base, limit_file, usage_file = cgroup_dir / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        parts = [part for part in fields[2].strip().split("/") if part and part not in (".", "..")]
+        found += [(base.joinpath(*parts[:depth]), limit_file, usage_file) for depth in range(len(parts), 0, -1)]
+    return found + [(cgroup_dir, "memory.max", "memory.current"),
+                    (cgroup_dir / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+
+
+def _cgroup_headroom(directory: Path, limit_file: str, usage_file: str) -> Optional[int]:
+    """Bytes left under the memory limit of the cgroup ``directory``; None without a limit or the files."""
+    try:
+        limit = (directory / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= _CGROUP_V1_NO_LIMIT:
+            return None
+        return max(0, int(limit) - int((directory / usage_file).read_text().strip()))
+    except (OSError, ValueError):
+        return None
 
 
 def _windows_available() -> Optional[int]:
@@ -580,9 +615,11 @@ def address_space_room(statm_path: str = "/proc/self/statm") -> Optional[int]:
 
 
 def available_memory_bytes(meminfo_path: str = "/proc/meminfo", cgroup_dir: str = "/sys/fs/cgroup",
-                           statm_path: str = "/proc/self/statm") -> Optional[int]:
-    """Memory available to this process in bytes: on Linux the smallest of MemAvailable, a container's cgroup
-    limit's headroom and the room left under the process's address-space limit (:func:`address_space_room`,
+                           statm_path: str = "/proc/self/statm", own_cgroups_path: str = "/proc/self/cgroup"
+                           ) -> Optional[int]:
+    """Memory available to this process in bytes: on Linux the smallest of MemAvailable, the headroom under the
+    memory limits of its cgroups (a container's, a Slurm job's, a systemd scope's: :func:`_cgroup_available`) and
+    the room left under the process's address-space limit (:func:`address_space_room`,
     ``ulimit -v``); on Windows GlobalMemoryStatusEx's available physical memory; on macOS free + inactive
     pages (``vm_stat``; macOS does not enforce ``RLIMIT_AS``); on other Unixes ``os.sysconf`` and the address-space
     limit. None when it cannot be determined (the check then passes)."""
@@ -590,8 +627,8 @@ def available_memory_bytes(meminfo_path: str = "/proc/meminfo", cgroup_dir: str 
         return _windows_available()
     if sys.platform == "darwin":
         return _macos_available()
-    candidates = [v for v in (_meminfo_available(Path(meminfo_path)), _cgroup_available(Path(cgroup_dir)))
-                  if v is not None]
+    candidates = [v for v in (_meminfo_available(Path(meminfo_path)),
+                              _cgroup_available(Path(cgroup_dir), Path(own_cgroups_path))) if v is not None]
     if not candidates:  # no /proc/meminfo
         candidates = [v for v in (_sysconf_available(),) if v is not None]
     room = address_space_room(statm_path)
@@ -620,14 +657,20 @@ def _memory_advice(shape_zyx: Tuple[int, ...], spacing_zyx: Tuple[float, ...], n
     return "check the voxel spacing in the header, crop the volume, or use a machine with more memory."
 
 
-def _address_space_note(available_bytes: int) -> str:
-    """A few words for a memory error when the address-space limit (``ulimit -v``) is what leaves only
-    ``available_bytes``: more physical memory would not help there; raising the limit would."""
+def _limit_note(available_bytes: int) -> str:
+    """A few words for a memory error when a limit on this process, not the machine's free memory, is what leaves
+    only ``available_bytes``: the address-space limit (``ulimit -v``) or its cgroup's memory limit (a batch job's
+    or a container's). More physical memory would not help there; raising the limit would."""
     room = address_space_room()
-    if room is None or room > available_bytes:
-        return ""
-    return (" under this process's address-space limit (ulimit -v: raise it, e.g. 'ulimit -v unlimited', or ask the "
-            "batch job for more memory)")
+    if room is not None and room <= available_bytes:
+        return (" under this process's address-space limit (ulimit -v: raise it, e.g. 'ulimit -v unlimited', or ask "
+                "the batch job for more memory)")
+    if sys.platform.startswith("linux"):
+        cgroup_room, free = _cgroup_available(Path("/sys/fs/cgroup")), _meminfo_available(Path("/proc/meminfo"))
+        if cgroup_room is not None and cgroup_room <= available_bytes and (free is None or cgroup_room < free):
+            return (" under the memory limit of this process's cgroup (a batch job's, e.g. Slurm's --mem, or a "
+                    "container's: ask for more memory there)")
+    return ""
 
 
 MEMORY_ADVICE = "close other programs, crop the volume, or use a machine with more memory"
@@ -640,7 +683,7 @@ def check_memory(required_bytes: int, available_bytes: Optional[int] = None, wha
 
     ``available_bytes=None`` asks the system (:func:`available_memory_bytes`); when that is unknown the
     check passes and None is returned. The error names ``what`` needs the memory, both amounts, ``advice`` (what to
-    do) and the address-space limit when that is what leaves so little.
+    do) and the limit (address space, cgroup) when that is what leaves so little.
     """
     asked_the_system = available_bytes is None
     if asked_the_system:
@@ -648,7 +691,7 @@ def check_memory(required_bytes: int, available_bytes: Optional[int] = None, wha
     if available_bytes is None:
         return None
     if required_bytes > available_bytes:
-        limit = _address_space_note(available_bytes) if asked_the_system else ""
+        limit = _limit_note(available_bytes) if asked_the_system else ""
         raise ResourceError(f"Processing {what} needs about {required_bytes / GIB:.1f} GiB of memory but only "
                             f"{available_bytes / GIB:.1f} GiB is available{limit}; {advice}.")
     return int(available_bytes)
@@ -744,6 +787,6 @@ def check_network_memory(volume: CTVolume, preprocessing: Any, in_channels: Opti
         raise ResourceError(f"Processing '{_source(volume)}' (z, y, x) {shape} needs about {still_needed / GIB:.1f} "
                             f"GiB of memory at the network's resolution ((z, H, W) {net}: {how}) beside the CT "
                             f"itself, but only {available_bytes / GIB:.1f} GiB is available"
-                            f"{_address_space_note(available_bytes) if asked_the_system else ''}; "
+                            f"{_limit_note(available_bytes) if asked_the_system else ''}; "
                             f"{_memory_advice(shape, spacing_zyx, net, preprocessing)}")
     return int(required)

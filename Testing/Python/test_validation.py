@@ -336,6 +336,52 @@ def test_available_memory_reads_meminfo_and_cgroup_limit(tmp_path):
     assert real is None or real > 0
 
 
+def test_available_memory_counts_the_limit_of_the_process_own_cgroup(tmp_path, monkeypatch):
+    """A process in a memory-limited cgroup below the hierarchy's root (a Slurm job with ConstrainRAMSpace, a
+    systemd scope, a cgroup v1 sub-group) was told the machine's free memory: in an 800 MiB v1 group, segment of a
+    512 x 512 x 300 CT passed the checks and was killed by the kernel (signal 9, no message). The process's own
+    cgroup (/proc/self/cgroup) and those above it count, in v1 and v2, the tightest one wins, and the error says so."""
+    from LiverTumorSegLib import validation
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemAvailable:    {64 << 20} kB\n")  # 64 GiB free on the node
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    job = v1 / "memory" / "slurm" / "uid_1" / "job_7"
+    job.mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # the root: no limit
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{40 << 30}\n")
+    (job / "memory.limit_in_bytes").write_text(f"{8 << 30}\n")
+    (job / "memory.usage_in_bytes").write_text(f"{3 << 30}\n")
+    own = tmp_path / "cgroup"
+    own.write_text("12:cpu,cpuacct:/slurm/uid_1/job_7\n4:memory:/slurm/uid_1/job_7/step_0\n0::/\n")
+    assert available_memory_bytes(str(meminfo), str(v1), own_cgroups_path=str(own)) == 5 << 30
+    (job.parent / "memory.limit_in_bytes").write_text(f"{6 << 30}\n")  # the user's group is tighter still
+    (job.parent / "memory.usage_in_bytes").write_text(f"{4 << 30}\n")
+    assert available_memory_bytes(str(meminfo), str(v1), own_cgroups_path=str(own)) == 2 << 30
+    scope = v2 / "system.slice" / "job.scope"  # cgroup v2: memory.max of the process's group
+    scope.mkdir(parents=True)
+    (scope / "memory.max").write_text(f"{4 << 30}\n")
+    (scope / "memory.current").write_text(f"{1 << 30}\n")
+    (v2 / "system.slice" / "memory.max").write_text("max\n")
+    (v2 / "system.slice" / "memory.current").write_text(f"{9 << 30}\n")
+    own.write_text("0::/system.slice/job.scope\n")
+    assert available_memory_bytes(str(meminfo), str(v2), own_cgroups_path=str(own)) == 3 << 30
+    own.write_text("0::/docker/0123abcd\n")  # a container sees its own group as the root: the root's files count
+    (v2 / "memory.max").write_text(f"{2 << 30}\n")
+    (v2 / "memory.current").write_text(f"{1 << 30}\n")
+    assert available_memory_bytes(str(meminfo), str(v2), own_cgroups_path=str(own)) == 1 << 30
+    assert available_memory_bytes(str(meminfo), str(v2), own_cgroups_path=str(tmp_path / "none")) == 1 << 30
+
+    monkeypatch.setattr(validation.sys, "platform", "linux")  # the error names the limit and what to do
+    monkeypatch.setattr(validation, "_meminfo_available", lambda path: 64 << 30)
+    monkeypatch.setattr(validation, "_cgroup_available", lambda *args: 3 << 30)
+    monkeypatch.setattr(validation, "address_space_room", lambda *args: None)
+    with pytest.raises(ResourceError, match=r"needs about 10.0 GiB of memory but only 3.0 GiB is available under the "
+                                            r"memory limit of this process's cgroup \(a batch job's, e.g. Slurm's "
+                                            r"--mem, or a container's: ask for more memory there\)"):
+        check_memory(10 << 30)
+
+
 def test_available_memory_counts_the_address_space_limit(tmp_path, monkeypatch):
     """A process under 'ulimit -v 8G' (RLIMIT_AS, HPC login nodes, Slurm) on a node with 256 GiB free was told 256
     GiB were available and died with MemoryError; the room under the limit is the soft limit minus the address
@@ -365,7 +411,7 @@ def test_available_memory_counts_the_address_space_limit(tmp_path, monkeypatch):
     soft_limit["bytes"] = 8 << 30  # the error says which limit leaves so little, and what to do about it
     monkeypatch.setattr(validation.sys, "platform", "linux")
     monkeypatch.setattr(validation, "_meminfo_available", lambda path: 256 << 30)
-    monkeypatch.setattr(validation, "_cgroup_available", lambda path: None)
+    monkeypatch.setattr(validation, "_cgroup_available", lambda *args: None)
     monkeypatch.setattr(validation, "_mapped_bytes", lambda path: 1 << 30)
     with pytest.raises(ResourceError, match=r"needs about 10.0 GiB of memory but only 7.0 GiB is available under "
                                             r"this process's address-space limit \(ulimit -v: raise it"):

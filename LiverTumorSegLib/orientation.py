@@ -130,14 +130,17 @@ def plan_reorientation(geometry: ImageGeometry, shape_zyx: Sequence[int]) -> Reo
                          source_axis=source_axis, flip=flip)  # type: ignore[arg-type]
 
 
-def canonicalize(volume: CTVolume) -> Tuple[CTVolume, Reorientation]:
+def canonicalize(volume: CTVolume, copy: bool = True) -> Tuple[CTVolume, Reorientation]:
     """Return ``volume`` permuted/flipped to canonical orientation (no resampling) and the mapping back.
 
     The canonical array is C-contiguous ``(z, y, x)``; when the volume already is canonical its array is
-    passed through without a copy (if already contiguous).
+    passed through without a copy (if already contiguous). ``copy=False``: the canonical array is a view of
+    ``volume.array`` (:meth:`Reorientation.canonical_view`: the same voxels, not C-contiguous, no memory) for a
+    caller that only reads it once, as the engine resamples it to the network grid: the contiguous copy held a
+    second CT (2 bytes a voxel of an int16 CT) through the whole network loop.
     """
     reorientation = plan_reorientation(volume.geometry, volume.shape_zyx)
-    array = reorientation.to_canonical(volume.array)
+    array = reorientation.to_canonical(volume.array) if copy else reorientation.canonical_view(volume.array)
     canonical = CTVolume(array=array, geometry=reorientation.canonical_geometry, source=volume.source,
                          meta=dict(volume.meta))
     return canonical, reorientation

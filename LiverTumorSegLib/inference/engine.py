@@ -477,7 +477,7 @@ class SliceInferenceEngine:
             prepared, offered.prepared = offered.prepared, None  # freed with the network loop, not held beyond
             return offered.canonical, offered.reorientation, prepared
         start = time.perf_counter()
-        canonical, reorientation = canonicalize(volume)
+        canonical, reorientation = canonicalize(volume, copy=False)  # read once, by the preprocessing: a view
         self._add_time("reorient", time.perf_counter() - start)
         return canonical, reorientation, None
 

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedInput:
-    """``volume`` (the CT as given, ``(z, y, x)``), ``canonical`` (the same CT in the canonical frame),
-    ``reorientation`` (the way back), ``prepared`` (a ``PreparedVolume``: the canonical CT on the network grid),
-    ``config`` (the ``PreprocessingConfig`` it was prepared with) and ``seconds`` (wall time spent)."""
+    """``volume`` (the CT as given, ``(z, y, x)``), ``canonical`` (the same CT in the canonical frame: a view of
+    ``volume``'s voxels, no copy), ``reorientation`` (the way back), ``prepared`` (a ``PreparedVolume``: the canonical
+    CT on the network grid), ``config`` (the ``PreprocessingConfig`` it was prepared with) and ``seconds`` (wall time
+    spent)."""
 
     volume: CTVolume
     canonical: CTVolume
@@ -44,7 +45,7 @@ def prepare_input(volume: CTVolume, config: Any) -> PreparedInput:
     from ..preprocessing import SlicePreprocessor
 
     start = time.perf_counter()
-    canonical, reorientation = canonicalize(volume)
+    canonical, reorientation = canonicalize(volume, copy=False)  # a view: no second CT held beside the grid
     prepared = SlicePreprocessor(config).prepare(canonical)
     return PreparedInput(volume=volume, canonical=canonical, reorientation=reorientation, prepared=prepared,
                          config=config, seconds=time.perf_counter() - start)

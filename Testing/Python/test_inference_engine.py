@@ -632,3 +632,40 @@ def test_a_class_index_that_is_not_a_whole_number_is_refused(class_index):
     with pytest.raises(InputError, match="class_index must be a whole number"):
         engine.predict_with_probability(corner_phantom().ct, class_index=class_index)
     assert engine.predict_with_probability(corner_phantom().ct, class_index=np.int64(2))[1].max() == 255
+
+
+@pytest.mark.parametrize("prepared_ahead", [False, True])
+def test_a_reoriented_ct_is_resampled_from_its_own_voxels_without_a_canonical_copy(monkeypatch, prepared_ahead):
+    """A CT stored in another orientation (RAS, as most NIfTI files) was copied whole into the canonical layout and
+    that copy held through the network loop: a second CT (2 bytes a voxel of int16) at the loop's peak. The
+    preprocessing now reads a view of the CT's own voxels; the labels and probabilities are those of a contiguous
+    canonical copy, voxel for voxel."""
+    from LiverTumorSegLib.inference.prepared_input import prepare_input
+    from LiverTumorSegLib.orientation import canonicalize
+    from LiverTumorSegLib.preprocessing import SlicePreprocessor
+
+    ph = corner_phantom()
+    volume, _ = reoriented(ph.ct, ph.labels, *ORIENTATIONS["RAS"])
+    assert not canonicalize(volume)[1].is_identity
+    read_arrays = []
+    prepare = SlicePreprocessor.prepare
+
+    def recording_prepare(self, canonical, *args, **kwargs):
+        read_arrays.append(canonical.array)
+        return prepare(self, canonical, *args, **kwargs)
+
+    monkeypatch.setattr(SlicePreprocessor, "prepare", recording_prepare)
+    engine = oracle_engine(batch_size=5)
+    if prepared_ahead:  # as segment does while the model loads
+        engine.offer_prepared(prepare_input(volume, engine.preprocessing))
+    labels, probability = engine.predict_with_probability(volume)
+    assert len(read_arrays) == 1 and np.shares_memory(read_arrays[0], volume.array)
+    monkeypatch.setattr(SlicePreprocessor, "prepare", prepare)
+    # the network grid from the view is the one from a contiguous canonical copy, as the engine made before
+    from_view = SlicePreprocessor(engine.preprocessing).prepare(canonicalize(volume, copy=False)[0]).hu_net
+    from_copy = SlicePreprocessor(engine.preprocessing).prepare(canonicalize(volume)[0]).hu_net
+    np.testing.assert_array_equal(from_view, from_copy)
+    monkeypatch.setattr("LiverTumorSegLib.orientation.canonicalize", lambda vol, copy=True: canonicalize(vol))
+    ref_labels, ref_probability = oracle_engine(batch_size=5).predict_with_probability(volume)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(probability, ref_probability)

@@ -60,6 +60,11 @@ class Reorientation:
 
     def from_canonical(self, arr: np.ndarray) -> np.ndarray:
         """Canonical layout ``(..., z', y', x')`` -> original ``(..., z, y, x)``; C-contiguous result."""
+        return np.ascontiguousarray(self.original_view(arr))
+
+    def original_view(self, arr: np.ndarray) -> np.ndarray:
+        """:meth:`from_canonical` as a view (axes flipped and permuted back, no copy; not C-contiguous): for a
+        map that is only read, in parts, in the original layout."""
         arr = np.asarray(arr)
         self._check_shape(arr, self.canonical_shape, "canonical")
         lead = arr.ndim - 3
@@ -68,7 +73,7 @@ class Reorientation:
         inverse = [0, 0, 0]
         for n, a in enumerate(self.source_axis):
             inverse[a] = n
-        return np.ascontiguousarray(unflipped.transpose(list(range(lead)) + [lead + n for n in inverse]))
+        return unflipped.transpose(list(range(lead)) + [lead + n for n in inverse])
 
     def original_volume(self, canonical_array: np.ndarray, source: str = "") -> CTVolume:
         """A ``(z, y, x)`` canonical array (e.g. labels) as a CTVolume in the original layout and geometry."""

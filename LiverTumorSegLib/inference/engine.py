@@ -507,7 +507,9 @@ class SliceInferenceEngine:
         ``probability_everywhere=False``: the caller reads the probability only where ``labels`` is not
         background (post-processing and the lesion report read it inside tumor labels), so a slice whose
         labels are all background gets probability 0 without a restore, whatever its network probability
-        (exact elsewhere). ``True`` (a probability map that is written out): exact in every voxel.
+        (exact elsewhere); for a CT stored in another orientation it is then a view of the canonical map, not a
+        contiguous copy (the copy made the zeros of every slice resident: 1 byte a voxel more at the peak).
+        ``True`` (a probability map that is written out): exact in every voxel, C-contiguous.
         """
         reporter = ProgressReporter(progress)
         reporter(0.0, "reorienting")
@@ -521,7 +523,10 @@ class SliceInferenceEngine:
             cancel.raise_if_cancelled()
         start = time.perf_counter()
         labels = np.ascontiguousarray(reorientation.from_canonical(labels)).astype(np.uint8, copy=False)
-        probability = np.ascontiguousarray(reorientation.from_canonical(probability))
+        if probability_everywhere:  # a map to write out: contiguous in the CT's own layout
+            probability = np.ascontiguousarray(reorientation.from_canonical(probability))
+        else:  # read inside the labels only: a view of the canonical map, whose slices never restored stay unallocated
+            probability = reorientation.original_view(probability)
         self._add_time("reorient", time.perf_counter() - start)
         reporter(1.0, "done")
         return labels, probability

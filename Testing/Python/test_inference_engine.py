@@ -669,3 +669,29 @@ def test_a_reoriented_ct_is_resampled_from_its_own_voxels_without_a_canonical_co
     ref_labels, ref_probability = oracle_engine(batch_size=5).predict_with_probability(volume)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_array_equal(probability, ref_probability)
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "permuted"])
+def test_a_probability_read_inside_the_labels_only_is_a_view_not_a_copy(orientation):
+    """predict_with_probability(probability_everywhere=False) (segment without --probabilities: the map is read
+    inside the labels only) copied the canonical map whole into a CT stored in another orientation: the copy made
+    the zeros of every slice resident, 1 byte a voxel more from the network's end through post-processing and the
+    report. It is now a view of the canonical map (owns no data), equal voxel for voxel to that copy; the map
+    that is written out (probability_everywhere=True) stays a C-contiguous array of its own."""
+    ph = corner_phantom()
+    volume, _ = reoriented(ph.ct, ph.labels, *ORIENTATIONS[orientation])
+    labels, probability = oracle_engine(batch_size=5).predict_with_probability(volume, probability_everywhere=False)
+    assert probability.shape == volume.shape_zyx and probability.dtype == np.uint8
+    assert not probability.flags.owndata
+    everywhere_labels, everywhere = oracle_engine(batch_size=5).predict_with_probability(volume)
+    assert everywhere.flags.c_contiguous and everywhere.flags.owndata
+    np.testing.assert_array_equal(labels, everywhere_labels)
+    from LiverTumorSegLib.orientation import plan_reorientation
+
+    reorientation = plan_reorientation(volume.geometry, volume.shape_zyx)
+    canonical_labels = reorientation.to_canonical(labels)
+    restored = canonical_labels.any(axis=(1, 2))  # canonical slices with labels: restored; the others stay 0
+    expected = reorientation.to_canonical(everywhere)
+    expected[~restored] = 0
+    np.testing.assert_array_equal(reorientation.to_canonical(probability), expected)
+    assert probability[labels > 0].any()  # the lesion's own probability is there

@@ -102,12 +102,42 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return largest_labelled_component(components, count)
 
 
+COUNT_CHUNK_VOXELS = 1 << 22
+"""Voxels counted per ``np.bincount`` call in :func:`label_counts` (4 Mi: a 32 MiB int64 copy at most)."""
+
+
+def label_counts(ids: np.ndarray, count: int, region: Optional[np.ndarray] = None, value: int = 0) -> np.ndarray:
+    """Voxels per label ``0..count`` of the int labels ``ids`` (``(z, y, x)``, as ``ndimage.label`` gives them),
+    with ``region`` (same shape) only where ``region == value``: ``np.bincount(ids.ravel())`` or
+    ``np.bincount(ids[region == value])`` with ``minlength=count + 1``, counted a slab of slices at a time when
+    ``ids`` holds more than :data:`COUNT_CHUNK_VOXELS`. ``np.bincount`` casts its whole input to int64 (8 bytes a
+    voxel beside an int32 labelling of 4), and ``ids[region == value]`` is a mask and a copy: together they made
+    post-processing's peak 14 bytes a voxel of the organ's box (its whole grid for a large organ)."""
+    ids = np.asarray(ids)
+    if ids.size <= COUNT_CHUNK_VOXELS or ids.ndim == 0:  # one call, as before
+        return np.bincount(ids.ravel() if region is None else ids[np.asarray(region) == value],
+                           minlength=int(count) + 1)
+    counts = np.zeros(int(count) + 1, dtype=np.intp)
+    step = max(1, COUNT_CHUNK_VOXELS // max(1, int(np.prod(ids.shape[1:], dtype=np.int64))))
+    for start in range(0, ids.shape[0], step):
+        part = ids[start:start + step]
+        if region is not None:
+            part = part[np.asarray(region)[start:start + step] == value]
+        part = np.bincount(part.ravel(), minlength=int(count) + 1)
+        if part.size > counts.size:  # a label above count: longer, as np.bincount's own answer would be
+            part[:counts.size] += counts
+            counts = part
+        else:
+            counts += part
+    return counts
+
+
 def largest_labelled_component(components: np.ndarray, count: int) -> np.ndarray:
     """Boolean mask of the largest of the ``count`` components ``ndimage.label`` numbered in ``components``
     (all False when there are none): :func:`largest_component` for a caller that needs the labelling too."""
     if count <= 1:
         return components > 0
-    sizes = np.bincount(components.ravel())
+    sizes = label_counts(components, count)
     sizes[0] = 0
     return components == int(np.argmax(sizes))
 
@@ -593,8 +623,8 @@ def tumor_parts_left_to_tumor_rules(components: np.ndarray, count: int, largest:
     lie outside the liver). The margin rule otherwise never saw such a part: an exophytic or pedunculated tumor
     whose stalk the network missed, one voxel from the liver, was dropped as a separate organ part whatever
     ``--tumor-liver-margin-mm`` said (the post-processing audit)."""
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    tumor = np.bincount(components[region == 2], minlength=count + 1)
+    sizes = label_counts(components, count)
+    tumor = label_counts(components, count, region, 2)
     # smaller than the kept part: a 901 mL 'tumor' beside a 512 mL liver is no lesion of it, and stays dropped
     left = (2 * tumor >= sizes) & (tumor > 0) & (sizes < sizes[largest])
     left[0] = left[largest] = False
@@ -633,19 +663,19 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
     if options.largest_liver_component:
         components, count = ndimage.label(organ, structure=CONNECTIVITY_26)
         if count > 1:
-            sizes = np.bincount(components.ravel(), minlength=count + 1)
+            sizes = label_counts(components, count)
             sizes[0] = 0
             # the largest part that holds any liver (label 1): a tumor-only blob larger than the liver (901 mL of
             # tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver; the
             # part with the most liver label would instead drop a real liver that is mostly tumor beside a smaller
             # liver-only blob. Without liver anywhere, the largest part
-            liver_sizes = np.bincount(components[region == 1], minlength=count + 1)
+            liver_sizes = label_counts(components, count, region, 1)
             with_liver = np.where(liver_sizes > 0, sizes, 0)
             largest = int(np.argmax(with_liver if with_liver.max() > 0 else sizes))
             spared = np.zeros(count + 1, dtype=bool) if spacing_zyx is None else \
                 tumor_parts_left_to_tumor_rules(components, count, largest, region, spacing_zyx, options)
             if removed is not None:
-                tumor_sizes = np.bincount(components[region == 2], minlength=count + 1)
+                tumor_sizes = label_counts(components, count, region, 2)
                 removed.extend((int(sizes[k]), int(tumor_sizes[k])) for k in range(1, count + 1)
                                if k != largest and sizes[k] and not spared[k])
             spared[largest] = True
@@ -661,6 +691,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             organ = organ[kept]
             dropped = (components[kept] > 0) & ~spared[components[kept]]
             region = labels[box]
+        del components  # the box's int32 labelling (4 bytes a box voxel): not held through the hole fill below
     tumor_before = None
     if options.fill_liver_holes and organ.any():
         tumor_before = region == 2

@@ -454,7 +454,8 @@ def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, flo
                           overhead_bytes: int = 256 * (1 << 20)) -> int:
     """Rough peak memory (bytes) to segment a ``(z, y, x)`` volume at its own grid, the input included.
 
-    Per voxel: the input and its canonical copy (``2 * input_itemsize``), the uint8 labels and tumor probability
+    Per voxel: the input and room for a canonical copy (``2 * input_itemsize``; ``segment`` resamples from a view
+    since 27 Nov 2026, and the room is kept as margin), the uint8 labels and tumor probability
     and the post-processing's masks (4 bytes), ``float_copies`` float32 working volumes (none: the restore
     writes uint8 straight to the native grid) and, with ``keep_probabilities``, a float32 map per class. Plus
     ``overhead_bytes`` for the runtime's temporaries. The network grid's share is in
@@ -464,7 +465,8 @@ def estimate_memory_bytes(shape_zyx: Sequence[int], input_itemsize: int = 2, flo
     2026): peak RSS 1.41 and 2.39 GiB, of which 0.39 GiB is the process with the model loaded, i.e. 6.9 bytes per
     voxel. This counts 8 per voxel; with the network grid and a batch, :func:`check_network_memory` asks for 1.97
     and 3.13 GiB beside the CT (2.26 and 3.71 GiB in all): still on the safe side, where the previous formula's
-    2.83 and 4.85 GiB would have refused the 1200-slice CT on a laptop with 4.5 GiB free.
+    2.83 and 4.85 GiB would have refused the 1200-slice CT on a laptop with 4.5 GiB free. Re-measured 27 Nov 2026
+    (512 x 512 x 1000 RAS CT, docs/speed.md): peak RSS 2.04 GiB, check_network_memory asked for 2.76 GiB in all.
     """
     voxels = int(np.prod([int(s) for s in shape_zyx], dtype=np.int64))
     per_voxel = 2 * int(input_itemsize) + 4 + 4 * int(float_copies)

@@ -639,6 +639,14 @@ def available_memory_bytes(meminfo_path: str = "/proc/meminfo", cgroup_dir: str 
     return min(candidates) if candidates else None
 
 
+PLAUSIBLE_IN_PLANE_MM = (100.0, 700.0)
+"""Field of view (mm) across a slice within which a CT's header spacing is taken as right for a memory refusal's
+advice: abdominal CTs reconstruct 250-500 mm; 20 mm pixels made a 512-pixel slice 10 m wide."""
+PLAUSIBLE_Z_MM = 2000.0
+"""Scan length (mm) up to which the spacing between slices is taken as right for that advice (a whole body is
+under 2 m)."""
+
+
 def _memory_advice(shape_zyx: Tuple[int, ...], spacing_zyx: Tuple[float, ...], net_zyx: Tuple[int, ...],
                    preprocessing: Any) -> str:
     """What to check when the network grid does not fit in memory: the voxel spacing in the header, or, where the
@@ -656,6 +664,12 @@ def _memory_advice(shape_zyx: Tuple[int, ...], spacing_zyx: Tuple[float, ...], n
                     f"resampled CT's (about {rows:.0f} x {columns:.0f}) by the preprocessing ({settings}): "
                     f"use a model (or preprocessing config) with a smaller size_multiple or target_size, or a "
                     f"machine with more memory.")
+    extent_zyx = [n * float(d) for n, d in zip(shape_zyx, spacing_zyx)]
+    if PLAUSIBLE_IN_PLANE_MM[0] <= min(extent_zyx[1:]) and max(extent_zyx[1:]) <= PLAUSIBLE_IN_PLANE_MM[1] \
+            and extent_zyx[0] <= PLAUSIBLE_Z_MM:  # the header's spacing gives a body's size: it is not the cause
+        return (f"the CT measures {extent_zyx[2]:.0f} x {extent_zyx[1]:.0f} x {extent_zyx[0]:.0f} mm (x, y, z), a "
+                f"body's size, so its spacing is not the cause: close other programs, crop the volume to the liver's "
+                f"region, or use a machine (or a batch job or container with a memory limit) with more memory.")
     return "check the voxel spacing in the header, crop the volume, or use a machine with more memory."
 
 

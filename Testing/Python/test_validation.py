@@ -533,3 +533,17 @@ def test_network_memory_error_blames_the_preprocessings_padding_when_it_makes_th
         check_network_memory(volume, padded, available_bytes=1)
     with pytest.raises(ResourceError, match="check the voxel spacing in the header"):
         check_network_memory(volume, PreprocessingConfig.preset("default"), available_bytes=1)
+
+
+def test_network_memory_error_of_a_ct_of_a_bodys_size_does_not_blame_its_spacing():
+    """A 0.98 mm CT refused by a memory limit (a cgroup's, in the memory audit) was told to 'check the voxel spacing
+    in the header'; where the spacing gives a body's size it is told to free or find memory, or crop."""
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig
+    from LiverTumorSegLib.validation import check_network_memory
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    volume = CTVolume(array=np.zeros((40, 512, 512), np.int16), geometry=ImageGeometry(spacing=(0.98, 0.98, 2.5)))
+    with pytest.raises(ResourceError, match=r"the CT measures 502 x 502 x 100 mm \(x, y, z\), a body's size, so its "
+                                            r"spacing is not the cause: close other programs, crop") as caught:
+        check_network_memory(volume, PreprocessingConfig.preset("default"), available_bytes=1)
+    assert "check the voxel spacing" not in str(caught.value)

@@ -843,19 +843,30 @@ def _checked_slice_positions(series: DicomSeriesInfo, reader, image, folder: Pat
     return np.asarray(positions)
 
 
+def _first_names(names: Sequence[str], shown: int = 3) -> str:
+    """``names`` quoted for a message, the first ``shown`` of them: "'a.dcm', 'b.dcm', 'c.dcm' and 4 more"."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(f"'{name}'" for name in names[:shown]) + more
+
+
+def _files_without_tag(series: DicomSeriesInfo, reader, tag: str) -> List[str]:
+    """Names of the files of ``series`` (file order) whose tags, as a series reader read them, lack ``tag``."""
+    missing = []
+    for index in range(len(series.files)):
+        try:
+            reader.GetMetaData(index, tag)
+        except RuntimeError:
+            missing.append(Path(series.files[index]).name)
+    return missing
+
+
 def _refuse_files_without_position(series: DicomSeriesInfo, reader, folder: Path) -> None:
     """InputError for a multi-file series some of whose files have no ImagePositionPatient (0020,0032). When the
     other files have one, those are no slices of the CT (a dose report screen or another secondary capture
     filed in the series): they are named, with the advice to remove them, where re-exporting the series (the
     advice for a series whose files all lack it) would bring them back."""
-    missing = []
-    for index in range(len(series.files)):
-        try:
-            reader.GetMetaData(index, "0020|0032")
-        except RuntimeError:
-            missing.append(Path(series.files[index]).name)
-    shown = ", ".join(f"'{name}'" for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
-                                                              else "")
+    missing = _files_without_tag(series, reader, "0020|0032")
+    shown = _first_names(missing)
     if len(missing) < len(series.files):
         raise InputError(f"DICOM series {series.uid} in '{folder}': {len(missing)} of its {len(series.files)} files "
                          f"({shown}) {'has' if len(missing) == 1 else 'have'} no ImagePositionPatient while the "
@@ -1043,16 +1054,10 @@ def _check_orientation_present(series: DicomSeriesInfo, reader, folder: Path) ->
     Plane Module). GDCM takes a missing one as the identity: a series without it was read as axial, and a sagittal
     series whose first file lacked it was read as axial too, both without a word. (Values that are no rotation:
     :func:`_check_orientation`; files that differ: :func:`_checked_slice_positions`.)"""
-    missing = []
-    for index in range(len(series.files)):
-        try:
-            reader.GetMetaData(index, "0020|0037")
-        except RuntimeError:
-            missing.append(Path(series.files[index]).name)
+    missing = _files_without_tag(series, reader, "0020|0037")
     if not missing:
         return
-    shown = ", ".join(f"'{name}'" for name in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
-                                                              else "")
+    shown = _first_names(missing)
     which = "its files" if len(missing) == len(series.files) else f"{len(missing)} of its {len(series.files)} files"
     verb = "has" if len(missing) == 1 and which != "its files" else "have"
     unless = "" if which == "its files" else " (or, if those are no slices of the CT, remove them)"
@@ -1470,7 +1475,7 @@ def _refuse_colour_images_among_slices(series: DicomSeriesInfo, folder: Path) ->
     colour = [Path(h.path).name for h in headers if _is_colour(h)]
     if not colour or len(colour) == len(headers):
         return
-    shown = ", ".join(f"'{name}'" for name in colour[:3]) + (f" and {len(colour) - 3} more" if len(colour) > 3 else "")
+    shown = _first_names(colour)
     raise InputError(f"DICOM series {series.uid} in '{folder}': {len(colour)} of its {len(headers)} files ({shown}) "
                      f"{'holds' if len(colour) == 1 else 'hold'} colour images (RGB or another colour photometric "
                      f"interpretation) among its greyscale CT slices: a screenshot or a derived colour image filed in "

@@ -366,10 +366,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self._task is not None
         measuring = self._measuring is not None  # the two runs both refill the lesion table: one at a time
         ready = bool(p.inputVolume and p.modelPath) and not self._installingPackages
-        self.ui.segmentButton.enabled = running or (ready and not measuring)
+        notCT = job.not_a_ct_reason(p.inputVolume) if p.inputVolume is not None else ""
+        self.ui.segmentButton.enabled, self.ui.segmentButton.toolTip = panel_text.segment_button_state(
+            running, ready, measuring, notCT)
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
-        self.ui.segmentButton.toolTip = ("Stop the running segmentation" if running else
-                                         "Segment liver and tumors" if ready else "Select a CT volume and a model")
         # only the output made on (or for) the selected CT: measured on another CT it got that CT's HU, or failed
         measurable = bool(p.inputVolume and not self._installingPackages
                           and mrml.existing_output_segment_ids(p.outputSegmentation)

@@ -349,6 +349,18 @@ def another_ct_question(segmentation_name: str, its_ct: str, input_ct: str, repl
             f"then on. (To leave it as it is, choose 'Create new segmentation' as the output.)")
 
 
+def segment_button_state(running: bool, ready: bool, measuring: bool, not_ct_reason: str = "") -> tuple:
+    """``(enabled, tooltip)`` of the Segment button. ``running``: a segmentation runs (the button cancels it);
+    ``ready``: a CT volume and a model are selected and no packages are being installed; ``measuring``: a lesion
+    table update runs; ``not_ct_reason``: why the selected volume is no CT (a label map, this module's tumor
+    probability map, which the CT selector lists), shown instead of a button that fails when clicked."""
+    if running:
+        return True, "Stop the running segmentation"
+    if ready and not_ct_reason:
+        return False, not_ct_reason
+    return bool(ready and not measuring), "Segment liver and tumors" if ready else "Select a CT volume and a model"
+
+
 def done_text(seconds: float, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: ``Done in 12 s.``, or ``Done in 12 s, with 2 warnings (below).``"""
     if not warnings:

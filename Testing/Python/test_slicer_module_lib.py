@@ -488,3 +488,15 @@ def test_followup_advice_names_the_panels_checkbox_not_command_line_flags():
     for text in (no_liver, failed, doubtful):
         shown = panel_text.followup_text(text)
         assert "--" not in shown and '"Align on the CTs"' in shown, shown
+
+
+def test_segment_button_is_off_with_the_reason_when_the_selected_volume_is_no_ct():
+    """With this module's tumor probability map (which the CT selector lists) selected, Segment stayed enabled and
+    failed only when clicked; it is now off and its tooltip says why. A running segmentation can always be
+    cancelled, and a running measure excludes a segmentation."""
+    reason = "'CT tumor probability' is a tumor probability map made by this module, not a CT; select the CT volume"
+    assert panel_text.segment_button_state(False, True, False, reason) == (False, reason)
+    assert panel_text.segment_button_state(False, True, False) == (True, "Segment liver and tumors")
+    assert panel_text.segment_button_state(False, True, True) == (False, "Segment liver and tumors")
+    assert panel_text.segment_button_state(False, False, False) == (False, "Select a CT volume and a model")
+    assert panel_text.segment_button_state(True, True, False, reason) == (True, "Stop the running segmentation")

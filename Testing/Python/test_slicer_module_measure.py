@@ -138,7 +138,8 @@ def test_widget_has_an_update_lesion_table_button_that_runs_in_a_child():
     assert "onFinished=self.onMeasureFinished" in handler
     assert "self.resultSummary(outcome, selected)" in methods["onMeasureFinished"]  # panel_text.summary_text
     gui = methods["updateGUI"]
-    assert "self.ui.segmentButton.enabled = running or (ready and not measuring)" in gui
+    assert "self.ui.segmentButton.enabled, self.ui.segmentButton.toolTip = panel_text.segment_button_state(" in gui
+    assert "running, ready, measuring, notCT)" in gui
     assert "self.ui.measureButton.enabled = measuring or (measurable and not running)" in gui
 
 

@@ -16,6 +16,9 @@ voxels hold, when that cannot be told from the values (:data:`PROBABILITY_255_CO
 ``CTVolume.meta["content"]``."""
 PROBABILITY_255_CONTENT = "LiverTumorSeg tumor probability, uint8, 255 = 1.0"
 """The content tag of ``segment --probabilities`` maps: a map whose largest value is 1 is 1/255, not 1.0."""
+PROBABILITY_255_SLOPE = 1.0 / 255.0
+"""NIfTI ``scl_slope`` of a ``segment --probabilities`` map (``scl_inter`` 0): nibabel's ``get_fdata``, ITK,
+3D Slicer, MONAI and nnU-Net's readers then read its stored uint8 ``255 x p`` as the probability ``p``."""
 _FILE_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
 _SUPPORTED_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 

@@ -240,7 +240,8 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     shape = _check_3d_shape(tuple(image.shape), str(path))
     geometry, warnings = _nifti_geometry(header, str(path))
     slope, inter = _nifti_scaling(image)
-    scaled = (slope, inter) != (1.0, 0.0)
+    content = _nifti_content(header)
+    scaled = (slope, inter) != (1.0, 0.0) and not _stored_as_probability_255(content, header, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))
     check_memory_for_read(shape, 4 if scaled else header.get_data_dtype().itemsize, str(path))
     try:
@@ -277,7 +278,6 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
         volume.meta[NIFTI_TRANSFORMS_KEY] = _header_transforms(header)  # the writers keep them (nifti_transforms)
     if isinstance(image, nib.Nifti2Image):
         volume.meta[NIFTI_VERSION_KEY] = 2  # the writers keep it (nifti_version)
-    content = _nifti_content(header)
     if content:
         volume.meta["content"] = content
     if warnings:
@@ -338,6 +338,16 @@ def _nifti_content(header: object) -> str:
     except (KeyError, ValueError, AttributeError):
         return ""
     return text if text == PROBABILITY_255_CONTENT else ""
+
+
+def _stored_as_probability_255(content: str, header: Any, slope: float, inter: float) -> bool:
+    """Whether a NIfTI is a ``segment --probabilities`` map as written (:data:`~.formats.PROBABILITY_255_CONTENT`
+    tag, uint8, ``scl_slope`` 1/255, ``scl_inter`` 0): it is then read as stored, uint8 ``255 x p`` (the tag tells
+    the probability readers to divide by 255), not as a float32 copy 4 times its size."""
+    from .formats import PROBABILITY_255_CONTENT, PROBABILITY_255_SLOPE
+
+    return (content == PROBABILITY_255_CONTENT and header.get_data_dtype() == np.uint8 and inter == 0.0
+            and abs(slope - PROBABILITY_255_SLOPE) <= 1e-6 * PROBABILITY_255_SLOPE)
 
 
 def _gzip_voxels(path: Path, image: object, shape: Tuple[int, ...], warnings: List[str]) -> np.ndarray:

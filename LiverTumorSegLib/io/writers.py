@@ -7,7 +7,8 @@ import numpy as np
 from ..errors import InputError
 from ..fileutil import atomic_output, full_suffix
 from ..volume import CTVolume, ImageGeometry, checked_geometry, numeric_array
-from .formats import CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, WRITE_SUFFIXES, PathLike
+from .formats import (CONTENT_KEY, NIFTI_SUFFIXES, PROBABILITY_255_CONTENT, PROBABILITY_255_SLOPE, WRITE_SUFFIXES,
+                      PathLike)
 from .itk import _itk_reason, _quiet_itk, _sitk, non_ascii_path_hint
 
 
@@ -63,7 +64,18 @@ def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, cont
     image.header.set_xyzt_units(unit, "sec")
     if content:
         image.header["descrip"] = content.encode("ascii")[:79]
+    if content == PROBABILITY_255_CONTENT:
+        _scale_as_probability(image.header)
     nib.save(image, str(tmp))
+
+
+def _scale_as_probability(header: Any) -> None:
+    """Give the NIfTI ``header`` of a uint8 ``255 x p`` map ``scl_slope`` 1/255 and ``scl_inter`` 0 (the voxels
+    are stored unchanged: nibabel keeps a set scale), and the display range ``cal_min`` 0 / ``cal_max`` 1, so that
+    a reader that applies the NIfTI scale (nibabel's ``get_fdata``, ITK and 3D Slicer, MONAI, nnU-Net) reads
+    probabilities in [0, 1]: without it they read 0..255, and only ``descrip`` said that 255 means 1.0."""
+    header.set_slope_inter(PROBABILITY_255_SLOPE, 0.0)
+    header["cal_min"], header["cal_max"] = 0.0, 1.0
 
 
 def _write_itk(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "") -> None:
@@ -166,6 +178,8 @@ def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry:
     """Write a tumor probability map ``(z, y, x)`` uint8 ``round(255 p)`` (``segment --probabilities``) to
     .nii/.nii.gz/.nrrd/.mha, tagged :data:`~.formats.PROBABILITY_255_CONTENT` so that readers take its values as
     255 x p even when the largest is 0 or 1 (a confident tumor-free case; untagged, that reads as a hard 0/1 map).
+    A NIfTI map also gets ``scl_slope`` 1/255 (:data:`~.formats.PROBABILITY_255_SLOPE`), so that other tools read
+    it as probabilities in [0, 1]; this library's readers keep its stored uint8.
     ``orientation_unknown``, ``nifti_transforms`` and ``nifti_version`` as in :func:`write_label_map`."""
     probability_zyx = _checked_map(probability_zyx, "write_probability_map", "probability map",
                                    "LiverTumorSegLib.io.read_volume(path) (its .array)")

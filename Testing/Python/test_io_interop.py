@@ -1,0 +1,58 @@
+"""What other tools read from the files this library writes: nibabel, SimpleITK (ITK, 3D Slicer), MONAI.
+
+Arrays are (z, y, x); nibabel arrays are (x, y, z)."""
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LiverTumorSegLib.io import read_volume, write_probability_map
+from LiverTumorSegLib.io.formats import PROBABILITY_255_CONTENT
+from LiverTumorSegLib.io.probability import read_probability_map
+from LiverTumorSegLib.volume import ImageGeometry
+
+OBLIQUE = ImageGeometry(spacing=(0.8, 0.9, 2.5), origin=(10.5, -20.25, 30.0),
+                        direction=(0.9396926, 0.3420201, 0.0, 0.3420201, -0.9396926, 0.0, 0.0, 0.0, -1.0))
+
+
+def _probability_levels() -> np.ndarray:
+    """A (z, y, x) = (3, 4, 5) uint8 map 255 x p holding 0, 1, 128 and 255."""
+    levels = np.zeros((3, 4, 5), np.uint8)
+    levels[1, 1, 1], levels[1, 2, 2], levels[2, 3, 4] = 1, 128, 255
+    return levels
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_nifti_probability_map_reads_as_probabilities_in_other_tools(tmp_path, suffix):
+    """segment --probabilities stored 255 x p without a NIfTI scale: nibabel's get_fdata, SimpleITK (3D Slicer) and
+    MONAI read 0..255 (255 where the probability is 1.0); only descrip said otherwise. Its scl_slope 1/255 now
+    makes them read p, the stored voxels stay uint8, and this library still reads those uint8 levels."""
+    levels = _probability_levels()
+    path = write_probability_map(tmp_path / f"prob{suffix}", levels, OBLIQUE)
+    expected_xyz = levels.T / 255.0
+
+    image = nib.load(str(path))
+    assert image.get_data_dtype() == np.uint8
+    assert np.array_equal(np.asanyarray(image.dataobj.get_unscaled()), levels.T)
+    np.testing.assert_allclose(image.get_fdata(), expected_xyz, rtol=0, atol=1e-6)
+    assert float(image.dataobj.slope) == pytest.approx(1 / 255, rel=1e-6) and float(image.dataobj.inter) == 0.0
+    assert (float(image.header["cal_min"]), float(image.header["cal_max"])) == (0.0, 1.0)
+    assert bytes(image.header["descrip"].item()).rstrip(b"\0").decode() == PROBABILITY_255_CONTENT
+
+    itk_values = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # (z, y, x)
+    np.testing.assert_allclose(itk_values, levels / 255.0, rtol=0, atol=1e-6)
+
+    own = read_volume(path, uint8_if_fits=True)
+    assert own.array.dtype == np.uint8 and np.array_equal(own.array, levels)
+    assert own.meta["content"] == PROBABILITY_255_CONTENT
+    placed = read_probability_map(path, own, "map")
+    assert placed.dtype == np.uint8 and np.array_equal(placed, levels)
+
+
+def test_monai_loads_a_nifti_probability_map_as_probabilities(tmp_path):
+    """MONAI's LoadImage (nibabel reader), what a researcher's pipeline uses, reads p, not 255 x p."""
+    LoadImage = pytest.importorskip("monai.transforms").LoadImage
+    levels = _probability_levels()
+    path = write_probability_map(tmp_path / "prob.nii.gz", levels, OBLIQUE)
+    loaded = np.asarray(LoadImage(image_only=True)(str(path)))  # (x, y, z)
+    np.testing.assert_allclose(loaded, levels.T / 255.0, rtol=0, atol=1e-6)

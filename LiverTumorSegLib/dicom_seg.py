@@ -363,6 +363,8 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         seg.ContentCreatorName = ""
     if len(datasets) == 1:  # highdicom writes 1.0 mm between the slices of one slice: measure then read a 4 mm
         _set_single_slice_spacing(seg, geometry)  # slice as 1 mm, a quarter of its volume
+    else:
+        _fill_missing_slice_thickness(seg, float(geometry.spacing[2]))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:
         try:
@@ -382,6 +384,30 @@ def _set_single_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:
         for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
             measures.SpacingBetweenSlices = f"{thickness:.6g}"
             measures.SliceThickness = f"{thickness:.6g}"
+
+
+def _fill_missing_slice_thickness(seg: Any, thickness_mm: Optional[float] = None) -> bool:
+    """Give the SEG dataset ``seg`` a SliceThickness in its shared Pixel Measures where it has none or an empty one
+    (in memory; True when one was given): ``thickness_mm``, else the item's own SpacingBetweenSlices. A source series
+    without a SliceThickness value (de-identified, or written by SimpleITK) gave a SEG without one, which the
+    Segmentation IOD requires: highdicom's reader, and so measure, evaluate and followup, refused that SEG ("Sequence
+    does not have the required attributes for a Pixel Measures Sequence"). The slice spacing stands in for the
+    unknown reconstruction thickness (contiguous slices), as the CT reader takes it."""
+    filled = False
+    for groups in (getattr(seg, "SharedFunctionalGroupsSequence", None) or []):
+        for measures in (getattr(groups, "PixelMeasuresSequence", None) or []):
+            if str(getattr(measures, "SliceThickness", "") or "").strip():
+                continue
+            value = thickness_mm
+            if value is None:
+                try:
+                    value = float(getattr(measures, "SpacingBetweenSlices", "") or "nan")
+                except (TypeError, ValueError):
+                    continue
+            if np.isfinite(value) and value > 0:
+                measures.SliceThickness = f"{value:.6g}"
+                filled = True
+    return filled
 
 
 def _label_of_segment(description: Any) -> Optional[int]:
@@ -600,7 +626,11 @@ def read_dicom_seg(path: Any, reference: Optional[CTVolume] = None) -> CTVolume:
     hd = _highdicom()
     _check_seg_frames(path)
     try:
-        seg = hd.seg.segread(str(path))
+        import pydicom
+
+        dataset = pydicom.dcmread(str(path))
+        _fill_missing_slice_thickness(dataset)  # a SEG written without it (by versions before 27 Nov 2026, too)
+        seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for bad files
         raise_if_out_of_memory(exc, str(path))
         raise InputError(f"Cannot read DICOM SEG '{path}': {str(exc).splitlines()[0][:160]}.") from None

@@ -215,3 +215,37 @@ def test_segment_label_words_follow_the_seg_nrrd_rule_negations_included():
     assert _label_of_segment(described("Liver without lesion")) is None
     assert _label_of_segment(described("Metastasis 2")) == 2
     assert _label_of_segment(described("LIVER TUMOR -_1")) == 2
+
+
+@pytest.mark.parametrize("thickness", ["missing", "empty"])
+def test_a_seg_of_a_series_without_slice_thickness_has_one_and_highdicom_reads_it(tmp_path, thickness):
+    """A series whose SliceThickness is empty (de-identified) or missing (SimpleITK) gave a SEG whose shared Pixel
+    Measures had no SliceThickness value: highdicom's Segmentation.from_dataset refused it ("Sequence does not have
+    the required attributes for a Pixel Measures Sequence"), and so did measure, evaluate and followup. It now holds
+    the slice spacing, and a SEG already written without one is read."""
+    ct = small_ct()
+    files = write_ct_series(tmp_path / "ct", ct)
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        if thickness == "missing":
+            del ds.SliceThickness
+        else:
+            ds.SliceThickness = ""
+        ds.save_as(str(name))
+    read = read_volume(tmp_path / "ct")
+    labels = small_labels(read.shape_zyx)
+    out = write_dicom_seg(tmp_path / "seg.dcm", labels, read.geometry, files)
+
+    dataset = pydicom.dcmread(str(out))
+    measures = dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(3.0)
+    volume = hd.seg.Segmentation.from_dataset(dataset).get_volume(combine_segments=True)
+    assert volume.spacing == pytest.approx((3.0, 2.0, 1.5))  # highdicom's (slice, row, column) order
+    np.testing.assert_array_equal(read_dicom_seg(out, reference=read).array, labels)
+
+    del measures.SliceThickness  # as SEGs were written before this fix
+    dataset.save_as(str(tmp_path / "old.dcm"))
+    with pytest.raises(AttributeError):
+        hd.seg.Segmentation.from_dataset(pydicom.dcmread(str(tmp_path / "old.dcm")))
+    np.testing.assert_array_equal(read_dicom_seg(tmp_path / "old.dcm", reference=read).array, labels)
+    assert read_dicom_seg(tmp_path / "old.dcm").geometry.spacing == pytest.approx((1.5, 2.0, 3.0))

@@ -40,9 +40,14 @@ def _nifti_image_class(shape_zyx: Tuple[int, ...], nifti_version: int) -> Any:
     return nib.Nifti1Image
 
 
+NIFTI_LABEL_INTENT = "label"
+"""nibabel's name of NIfTI intent code 1002 (NIFTI_INTENT_LABEL, "each voxel is an index into a set of labels"), which
+the label maps get: viewers that read it (NiiVue, AFNI, MRIcroGL) show them as labels, not as a grey image."""
+
+
 def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, content: str = "",
                  orientation_unknown: bool = False, nifti_transforms: Optional[Dict[str, Any]] = None,
-                 nifti_version: int = 1) -> None:
+                 nifti_version: int = 1, intent: str = "") -> None:
     import nibabel as nib
 
     affine = geometry.ijk_to_ras()
@@ -66,6 +71,8 @@ def _write_nifti(tmp: Path, array_zyx: np.ndarray, geometry: ImageGeometry, cont
         image.header["descrip"] = content.encode("ascii")[:79]
     if content == PROBABILITY_255_CONTENT:
         _scale_as_probability(image.header)
+    if intent:
+        image.header.set_intent(intent)
     nib.save(image, str(tmp))
 
 
@@ -111,8 +118,10 @@ def _checked_map(array: Any, caller: str, what: str, reader: str) -> np.ndarray:
 
 def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry, overwrite: bool,
                  content: str = "", orientation_unknown: bool = False,
-                 nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1) -> Path:
+                 nifti_transforms: Optional[Dict[str, Any]] = None, nifti_version: int = 1,
+                 nifti_intent: str = "") -> Path:
     """``content``: the tag (:data:`~.formats.CONTENT_KEY`) saying what the voxels hold, or "" for none.
+    ``nifti_intent``: a NIfTI output's intent (nibabel's name, e.g. :data:`NIFTI_LABEL_INTENT`), "" for none.
     ``orientation_unknown``: a NIfTI output gets no sform/qform, like an input that had none (``geometry`` must
     then be that input's nibabel base affine); ``nifti_version``: 2 writes a NIfTI output as NIfTI-2
     (:func:`_nifti_image_class`); other formats ignore both."""
@@ -128,7 +137,8 @@ def _write_array(path: PathLike, array_zyx: np.ndarray, geometry: ImageGeometry,
     with atomic_output(path, overwrite) as tmp:
         try:
             if suffix in NIFTI_SUFFIXES:
-                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms, nifti_version)
+                _write_nifti(tmp, array_zyx, geometry, content, orientation_unknown, nifti_transforms, nifti_version,
+                             nifti_intent)
             else:
                 _write_itk(tmp, array_zyx, geometry, content)
             written = tmp.stat().st_size
@@ -149,7 +159,7 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
-    codes 1). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
+    codes 1; intent code 1002, NIFTI_INTENT_LABEL; no scl_slope/scl_inter). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
     the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
     ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_write_options`), a
@@ -169,7 +179,8 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
             raise ValueError(f"label values {labels_zyx.min()}..{labels_zyx.max()} do not fit uint8 (0..255)")
         labels_zyx = labels_zyx.astype(np.uint8)
     return _write_array(path, labels_zyx, geometry, overwrite, orientation_unknown=orientation_unknown,
-                        nifti_transforms=nifti_transforms, nifti_version=nifti_version)
+                        nifti_transforms=nifti_transforms, nifti_version=nifti_version,
+                        nifti_intent=NIFTI_LABEL_INTENT)
 
 
 def write_probability_map(path: PathLike, probability_zyx: np.ndarray, geometry: ImageGeometry,

@@ -56,3 +56,34 @@ def test_monai_loads_a_nifti_probability_map_as_probabilities(tmp_path):
     path = write_probability_map(tmp_path / "prob.nii.gz", levels, OBLIQUE)
     loaded = np.asarray(LoadImage(image_only=True)(str(path)))  # (x, y, z)
     np.testing.assert_allclose(loaded, levels.T / 255.0, rtol=0, atol=1e-6)
+
+
+def test_a_nifti_label_map_has_the_label_intent_no_scale_and_the_ct_placement(tmp_path):
+    """The label map said nothing of being labels (intent code 0), so viewers that read the intent (NiiVue, AFNI,
+    MRIcroGL) showed it as a grey image. It now has NIFTI_INTENT_LABEL (1002); the rest of what nibabel and ITK
+    read is checked against an oblique CT written by nibabel: uint8, no scale, mm, sform = qform (codes 1)."""
+    from LiverTumorSegLib.io import write_label_map
+
+    affine = OBLIQUE.ijk_to_ras()
+    ct_path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 4, 3), np.int16), affine), str(ct_path))
+    ct = read_volume(ct_path)
+    labels = np.zeros(ct.shape_zyx, np.uint8)
+    labels[1, 2, 3], labels[2, 3, 4] = 1, 2
+    image = nib.load(str(write_label_map(tmp_path / "labels.nii.gz", labels, ct.geometry)))
+    header = image.header
+
+    assert int(header["intent_code"]) == 1002 and header.get_intent()[0] == "label"
+    assert image.get_data_dtype() == np.uint8 and int(header["datatype"]) == 2
+    assert image.dataobj.slope == 1.0 and image.dataobj.inter == 0.0  # stored NaN: no scale
+    assert header.get_xyzt_units()[0] == "mm"
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (1, 1)
+    np.testing.assert_allclose(image.get_sform(), nib.load(str(ct_path)).affine, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(image.get_qform(), nib.load(str(ct_path)).affine, rtol=0, atol=1e-5)
+    assert np.array_equal(np.asanyarray(image.dataobj), labels.T)
+
+    itk_labels, itk_ct = sitk.ReadImage(str(tmp_path / "labels.nii.gz")), sitk.ReadImage(str(ct_path))
+    assert itk_labels.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_allclose(itk_labels.GetOrigin(), itk_ct.GetOrigin(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(itk_labels.GetDirection(), itk_ct.GetDirection(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(itk_labels.GetSpacing(), itk_ct.GetSpacing(), rtol=1e-6)

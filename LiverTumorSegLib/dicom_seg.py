@@ -26,6 +26,7 @@ Needs ``highdicom`` (and ``pydicom``), Python >= 3.10: ``pip install highdicom``
 """
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -281,6 +282,9 @@ def _slice_index_of(dataset: Any, geometry: ImageGeometry, shape_zyx: Sequence[i
     return k
 
 
+PERSON_NAME_WARNING = r"The string .* is unlikely to represent the intended person name"
+"""The start of highdicom's UserWarning on a source PatientName of one component (de-identified series: "ANONYMOUS",
+a study ID), which the SEG copies unchanged: not for our users."""
 MAX_IS_VALUE = 2 ** 31 - 1  # the largest Integer String (IS) value, PS3.5 Table 6.2-1
 
 
@@ -350,15 +354,19 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
     datasets, slices = sources
     pixel_array = np.ascontiguousarray(labels_zyx[slices].astype(np.uint8))
     first = datasets[0]
-    seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
-        series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE), sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="LiverTumorSeg",
-        manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
-        software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
-        series_description=long_string(series_description), content_label="LIVERTUMORSEG",
-        content_description="Liver and liver tumor; research use, not a medical device")
+    with warnings.catch_warnings():
+        # the SEG copies the source's PatientName as it is; highdicom's advice on a one-part name ("ANONYMOUS", an
+        # ID) was printed to the user as a Python UserWarning about pydicom's API
+        warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
+            series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE),
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LiverTumorSeg",
+            manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
+            software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
+            series_description=long_string(series_description), content_label="LIVERTUMORSEG",
+            content_description="Liver and liver tumor; research use, not a medical device")
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""
     if len(datasets) == 1:  # highdicom writes 1.0 mm between the slices of one slice: measure then read a 4 mm

@@ -249,3 +249,26 @@ def test_a_seg_of_a_series_without_slice_thickness_has_one_and_highdicom_reads_i
         hd.seg.Segmentation.from_dataset(pydicom.dcmread(str(tmp_path / "old.dcm")))
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "old.dcm", reference=read).array, labels)
     assert read_dicom_seg(tmp_path / "old.dcm").geometry.spacing == pytest.approx((1.5, 2.0, 3.0))
+
+
+def test_a_one_part_patient_name_is_copied_into_the_seg_without_a_python_warning(tmp_path):
+    """A de-identified series' PatientName 'ANONYMOUS' made `segment -o result.dcm` print highdicom's UserWarning
+    ('... is unlikely to represent the intended person name ... use the pydicom.valuerep.PersonName
+    .from_named_components() method') with a site-packages path: advice on pydicom's API, not for a user. The name
+    is copied unchanged and nothing is printed."""
+    import warnings
+
+    files = write_ct_series(tmp_path / "ct", small_ct())
+    for name in files:
+        ds = pydicom.dcmread(str(name))
+        ds.PatientName = "ANONYMOUS"
+        ds.save_as(str(name))
+    read = read_volume(tmp_path / "ct")
+    labels = small_labels(read.shape_zyx)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = write_dicom_seg(tmp_path / "seg.dcm", labels, read.geometry, files)
+    assert not [str(w.message) for w in caught if "person name" in str(w.message)]
+    dataset = pydicom.dcmread(str(out))
+    assert str(dataset.PatientName) == "ANONYMOUS"
+    np.testing.assert_array_equal(read_dicom_seg(out, reference=read).array, labels)

@@ -26,8 +26,9 @@ Definitions
   (Slicer/NIfTI; x and y negated) in mm.
 * ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
   measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it.
-* ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis (cut by the
-  field of view): its volume and axes are lower bounds.
+* ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
+  lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
+  -1500: -3024, -2048, -2000, ...): cut by the field of view, so its volume and axes are lower bounds.
 * ``mean_hu``: mean CT value in the lesion (None without a CT); ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
   255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
@@ -169,6 +170,23 @@ def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what:
                          f"{tuple(labels_zyx.shape)} (z, y, x); give it on the label map's grid.")
 
 
+def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray]) -> bool:
+    """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
+    neighbour) a CT voxel below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding
+    outside its circular field of view (-3024, -2048, -2000, ...), which cuts the lesion as the array's edge would.
+    False without a CT."""
+    if hu_zyx is None:
+        return False
+    from scipy import ndimage
+
+    from ..validation import PADDING_BELOW_HU
+    grown = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, np.shape(hu_zyx)))
+    placed = np.zeros(tuple(g.stop - g.start for g in grown), dtype=bool)
+    placed[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))] = mask
+    beside = ndimage.binary_dilation(placed, structure=ndimage.generate_binary_structure(3, 1))
+    return bool((np.asarray(hu_zyx)[grown][beside] < PADDING_BELOW_HU).any())
+
+
 def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, Any]:
     """The measured grid as the report states it: ``size_xyz`` (voxels), ``spacing_mm`` (x, y, z), ``origin_lps_mm``
     (the first voxel's centre) and ``direction`` (the 3 x 3 direction cosines, row-major, LPS, as ITK and DICOM
@@ -244,7 +262,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "mean_hu": float(hu_zyx[box][mask].astype(np.float64).mean()) if hu_zyx is not None else None,
             "bounding_box_zyx": [[int(b.start), int(b.stop)] for b in box],
             "axial_position_s_mm": float(np.mean([p[2] for p in axes["long_axis"]["end_points_ras_mm"]])),
-            "touches_scan_edge": any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape)),
+            "touches_scan_edge": (any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape))
+                                  or _borders_scanner_padding(mask, box, hu_zyx)),
         }
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])

@@ -226,6 +226,31 @@ def test_each_lesion_says_its_axial_slice_and_whether_the_scan_cuts_it():
     assert "research use" in rows[0]["note"]              # the JSON's disclaimer is in the spreadsheet too
 
 
+def test_a_lesion_cut_by_the_scanners_circular_field_of_view_is_cut_by_the_scans_edge():
+    """A lesion at the edge of the reconstruction circle (the CT holds -3024 padding outside it, as GE writes it) is
+    cut as by the array's edge, but was reported as whole (touches_scan_edge false) and chosen as the RECIST target,
+    its long axis a lower bound. With the CT it is now cut; a lesion kept off the padding, or without a CT, is not."""
+    size = 60
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = np.hypot(yy - 29.5, xx - 29.5)
+    ct = np.where(radius <= 28.0, 60, -3024).astype(np.int16)[None].repeat(8, axis=0)  # circle: 1..58 along x
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    labels[1:7][:, radius <= 28.0] = 1
+    block = (np.abs(yy - 29.5) <= 10) & (xx <= 16)
+    labels[2:6][:, block & (radius <= 28.0)] = 2                # up to the circle: beside the padding
+    geometry = ImageGeometry(spacing=(0.7, 0.7, 5.0))
+    assert not (ct[labels == 2] < -1500).any()
+    (lesion,) = lesion_report(labels, geometry, ct)["lesions"]
+    assert lesion["long_axis_mm"] > 10.0 and lesion["mean_hu"] == pytest.approx(60.0)
+    assert lesion["touches_scan_edge"] and not lesion["recist_target"]
+    (lesion,) = lesion_report(labels, geometry)["lesions"]      # no CT: the field of view is not known
+    assert not lesion["touches_scan_edge"] and lesion["recist_target"]
+    inner = np.where(labels >= 1, 1, 0).astype(np.uint8)
+    inner[2:6][:, block & (radius <= 26.5)] = 2                 # its face neighbours lie within 27.5: no padding
+    (lesion,) = lesion_report(inner, geometry, ct)["lesions"]
+    assert not lesion["touches_scan_edge"] and lesion["recist_target"]
+
+
 def test_csv_cells_of_missing_or_non_finite_numbers_are_empty():
     """The JSON report writes null for a non-finite number; the CSV wrote the text 'nan'."""
     from LiverTumorSegLib.inference.lesion_report import _number

@@ -92,7 +92,7 @@ GAP_MM = 12.0
 @dataclass
 class LesionSpec:
     """One lesion to insert. ``semi_axes_mm``: (a, b, c) mm along the lesion's own axes; a, b in the axial plane,
-    a along RAS +x (towards the patient's left) turned by ``angle_deg`` about S (towards +y, anterior), c along S.
+    a along RAS +x (towards the patient's right) turned by ``angle_deg`` about S (towards +y, anterior), c along S.
     ``edge``:
     "" (inside the liver and the scan), "first" or "last" (cut by the scan's first / last slice of the stored array;
     its centre then lies ``edge_offset_slices`` slices inward from that slice's centre, negative = outside the

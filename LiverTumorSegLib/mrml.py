@@ -948,7 +948,13 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
         return int(value or 0)
     if name in TEXT_COLUMNS:
         return "" if value is None else "{:.{}f}".format(float(value), TABLE_DECIMALS[name])
-    return float("nan") if value is None else round(float(value), TABLE_DECIMALS.get(name, 3))
+    if value is None:
+        return float("nan")
+    decimals = TABLE_DECIMALS.get(name, 3)
+    if name == "Volume":  # a 0.0025 mL lesion read 0 mL: 2 significant digits where 2 places show 0
+        from .inference.lesion_report import places_keeping_nonzero
+        decimals = places_keeping_nonzero(value, decimals)
+    return round(float(value), decimals)
 
 
 PROBABILITY_VOLUME_ROLE = "LiverTumorSegProbability"

@@ -38,14 +38,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
     """Human-readable lines: liver, burden, RECIST targets and one line per lesion (at most ``limit``)."""
+    from ..inference.lesion_report import lesion_summary_line, number_text
+
     recist = report["recist"]
     targets = ", ".join(str(i) for i in recist["target_lesion_ids"]) or "none"
     lines = [f"liver volume: {report['liver_volume_ml']:.1f} mL; tumors: {report['lesion_count']} "
-             f"({report['tumor_volume_ml']:.2f} mL, burden {report['tumor_burden_percent']:.2f} %)",
+             f"({number_text(report['tumor_volume_ml'], 2)} mL, "
+             f"burden {number_text(report['tumor_burden_percent'], 2)} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
              f"(measurable from {recist['measurable_minimum_mm']:g} mm; {RECIST_NOTE})"]
-    from ..inference.lesion_report import lesion_summary_line
-
     for lesion in report["lesions"][:limit]:
         lines.append("  " + lesion_summary_line(lesion))
     if len(report["lesions"]) > limit:

@@ -214,11 +214,12 @@ class _SignalsCancel:
 
 def format_summary(result: Any) -> str:
     """Human-readable summary lines of a SegmentationResult."""
+    from ..inference.lesion_report import lesion_summary_line, number_text
+
     r = result.report
     lines = [f"wrote {result.output_path} ({result.seconds:.1f} s on {result.device})",
              f"liver volume: {r['liver_volume_ml']:.1f} mL; tumors: {r['lesion_count']} "
-             f"({r['tumor_volume_ml']:.2f} mL, burden {r['tumor_burden_percent']:.2f} %)"]
-    from ..inference.lesion_report import lesion_summary_line
+             f"({number_text(r['tumor_volume_ml'], 2)} mL, burden {number_text(r['tumor_burden_percent'], 2)} %)"]
 
     for lesion in r["lesions"][:10]:
         lines.append("  " + lesion_summary_line(lesion, centroid=True))

@@ -311,10 +311,27 @@ def _lesion_cells(d: Dict[str, Any]) -> List[str]:
             + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
 
 
+def places_keeping_nonzero(value: float, decimals: int) -> int:
+    """Decimal places to show ``value`` with: ``decimals``, or, where that would show a value that is not zero as 0,
+    as many as give it 2 significant digits (a one-voxel lesion of 0.00245 mL: 4 places, 0.0025 (0.0024 as the
+    float rounds), not 0.00)."""
+    value = abs(float(value))
+    if value == 0.0 or not np.isfinite(value) or round(value, decimals) != 0.0:
+        return decimals
+    return max(decimals, 1 - int(np.floor(np.log10(value))))
+
+
+def number_text(value: float, decimals: int) -> str:
+    """``value`` as text to :func:`places_keeping_nonzero` places: the console said '0.00 mL' and 'burden 0.00 %'
+    of a lesion the report holds."""
+    return f"{float(value):.{places_keeping_nonzero(value, decimals)}f}"
+
+
 def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
     """``lesion 1: 5.73 mL, long axis 26.6 mm, short axis 24.7 mm, axial S -770.5 mm (target; cut by the
     scan's edge)`` for the console (``centroid``: also the RAS centroid)."""
-    text = (f"lesion {lesion['id']}: {lesion['volume_ml']:.2f} mL, long axis {lesion['long_axis_mm']:.1f} mm, "
+    text = (f"lesion {lesion['id']}: {number_text(lesion['volume_ml'], 2)} mL, "
+            f"long axis {lesion['long_axis_mm']:.1f} mm, "
             f"short axis {lesion['short_axis_mm']:.1f} mm")
     if lesion.get("axial_position_s_mm") is not None:
         text += f", axial S {lesion['axial_position_s_mm']:.1f} mm"

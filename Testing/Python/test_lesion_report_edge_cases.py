@@ -116,6 +116,30 @@ def test_measure_prints_a_fractional_recist_minimum_as_it_is():
     assert "measurable from 12.5 mm" in summary_lines(report)[1]
 
 
+def test_a_one_voxel_lesion_is_not_printed_or_tabled_as_0_ml():
+    """A one-voxel lesion of 0.7 x 0.7 x 5 mm = 0.00245 mL in a 707.56 mL liver (burden 0.000346 %): measure
+    printed 'tumors: 1 (0.00 mL, burden 0.00 %)' and 'lesion 1: 0.00 mL', and the Slicer table's Volume column
+    read 0 mL, of a lesion the report holds. Such numbers now get 2 significant digits; others keep their places."""
+    from LiverTumorSegLib.commands.measure import summary_lines
+    from LiverTumorSegLib.inference.lesion_report import number_text
+    from LiverTumorSegLib.mrml import _column_value
+
+    labels = np.zeros((10, 200, 200), np.uint8)
+    labels[1:9, 5:195, 5:195] = 1                  # 8 x 190 x 190 voxels = 707.56 mL
+    labels[5, 50, 50] = 2
+    report = lesion_report(labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)))
+    assert report["lesions"][0]["volume_ml"] == pytest.approx(0.7 * 0.7 * 5.0 / 1000.0)
+    assert report["tumor_burden_percent"] == pytest.approx(100 * 0.00245 / 707.56)
+    lines = summary_lines(report)
+    assert "tumors: 1 (0.0024 mL, burden 0.00035 %)" in lines[0]   # 0.00245 is 0.0024499... as a float
+    assert lines[2].startswith("  lesion 1: 0.0024 mL,")
+    assert _column_value(report["lesions"][0], "Volume", "volume_ml") == pytest.approx(0.0024)
+    assert _column_value({"volume_ml": 3.0849}, "Volume", "volume_ml") == 3.08
+    assert _column_value({"mean_hu": 0.04}, "Mean HU", "mean_hu") == 0.0     # other columns keep their places
+    assert (number_text(0.0, 2), number_text(12.346, 2), number_text(0.006, 2), number_text(-0.0004, 2)) == \
+        ("0.00", "12.35", "0.01", "-0.00040")
+
+
 @pytest.mark.parametrize("dtype, value", [("int16", 600), ("uint16", 32768), ("int16", -50)])
 def test_an_integer_probability_map_outside_0_255_is_refused(dtype, value):
     """lesion_report took any integer map as 255 x p: int16 600 reported a mean tumor probability of 2.35."""

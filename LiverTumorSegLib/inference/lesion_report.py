@@ -304,7 +304,7 @@ def _lesion_cells(d: Dict[str, Any]) -> List[str]:
     for name in ("long_axis", "short_axis"):
         for point in d[name]["end_points_ras_mm"]:
             axes += [f"{v:.2f}" for v in point]
-    return ([str(d["id"]), f"{d['volume_ml']:.4f}", str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
+    return ([str(d["id"]), number_text(d["volume_ml"], 4), str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
              _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
              "1" if d.get("touches_scan_edge") else "0"]
@@ -362,8 +362,8 @@ def _run_fact_columns(report: Dict[str, Any]) -> List[Tuple[str, str]]:
 def report_to_csv_text(report: Dict[str, Any]) -> str:
     """One row per lesion (columns :data:`CSV_COLUMNS`, then run facts); see the module doc. No comment lines."""
     facts = _run_fact_columns(report)
-    case = [f"{report['liver_volume_ml']:.3f}", f"{report['tumor_volume_ml']:.4f}",
-            f"{report['tumor_burden_percent']:.3f}", str(report["lesion_count"]),
+    case = [number_text(report["liver_volume_ml"], 3), number_text(report["tumor_volume_ml"], 4),
+            number_text(report["tumor_burden_percent"], 3), str(report["lesion_count"]),
             _number(report.get("recist", {}).get("sum_of_diameters_mm"), 2)]
     out = _io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -140,6 +140,34 @@ def test_a_one_voxel_lesion_is_not_printed_or_tabled_as_0_ml():
         ("0.00", "12.35", "0.01", "-0.00040")
 
 
+def test_the_csv_keeps_a_tiny_lesions_volume_and_burden_above_zero():
+    """One voxel of 0.125 mm (1.95e-06 mL) in a liver of 8000 of them (0.0156 mL), and one voxel of 1 mm in a
+    liver of 2 million (2000 mL, burden 0.00005 %): the CSV wrote volume_ml 0.0000 and tumor_burden_percent 0.000
+    of lesions it lists. Those get 2 significant digits now; a number that does not round to zero keeps its
+    places (a 27-voxel and a 1-voxel lesion of 1 mm: 0.0270 and 0.0010 mL)."""
+    import csv
+    import io
+
+    from LiverTumorSegLib.inference.lesion_report import report_to_csv_text
+
+    def csv_rows(labels, spacing_mm):
+        text = report_to_csv_text(lesion_report(labels, ImageGeometry(spacing=(spacing_mm,) * 3)))
+        return list(csv.DictReader(io.StringIO(text)))
+
+    labels = np.ones((20, 20, 20), np.uint8)
+    labels[10, 10, 10] = 2
+    (row,) = csv_rows(labels, 0.125)
+    assert (row["volume_ml"], row["tumor_volume_ml"], row["liver_volume_ml"]) == ("0.0000020", "0.0000020", "0.016")
+    assert row["tumor_burden_percent"] == "0.013"         # 1 / 8000 = 0.0125 % (0.01250000000000000069 as a float)
+    big = np.ones((200, 100, 100), np.uint8)
+    big[100, 50, 50] = 2
+    (row,) = csv_rows(big, 1.0)
+    assert (row["volume_ml"], row["liver_volume_ml"], row["tumor_burden_percent"]) == ("0.0010", "2000.000",
+                                                                                        "0.000050")
+    labels[5:8, 5:8, 5:8] = 2
+    assert [r["volume_ml"] for r in csv_rows(labels, 1.0)] == ["0.0270", "0.0010"]
+
+
 @pytest.mark.parametrize("dtype, value", [("int16", 600), ("uint16", 32768), ("int16", -50)])
 def test_an_integer_probability_map_outside_0_255_is_refused(dtype, value):
     """lesion_report took any integer map as 255 x p: int16 600 reported a mean tumor probability of 2.35."""

@@ -25,7 +25,8 @@ Definitions
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.
 * ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
-  measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it.
+  measured, the number Slicer's axial slice slider and a PACS show for that slice, so a reader can go to it (a
+  tilted slice has no single S: there, the mean S of the long axis' end points, its middle).
 * ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
   -1500: -3024, -2048, -2000, ...): cut by the field of view, so its volume and axes are lower bounds.

@@ -251,6 +251,29 @@ def test_a_lesion_cut_by_the_scanners_circular_field_of_view_is_cut_by_the_scans
     assert not lesion["touches_scan_edge"] and lesion["recist_target"]
 
 
+def test_on_a_tilted_grid_the_axes_lie_in_the_tilted_image_slice_as_docs_say():
+    """docs/report_format.md: on a gantry-tilted grid the axes are measured in the tilted image slice (not a true
+    axial plane) and axial_position_s_mm is the S of the long axis' middle. A row of 21 voxels of 1 mm along the
+    tilted j axis (25 degrees about x): long axis 20 + 1 = 21 mm in the slice (its S-projection would be
+    21 cos 25 = 19.0 mm), end points 10.5 mm either side of the row's centre along j."""
+    tilt = np.deg2rad(25.0)
+    j_axis = np.array([0.0, np.cos(tilt), np.sin(tilt)])          # LPS; k (the slice normal) = i x j
+    k_axis = np.cross([1.0, 0.0, 0.0], j_axis)
+    direction = np.stack([[1.0, 0.0, 0.0], j_axis, k_axis], axis=1)  # columns: i, j, k
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 5.0), origin=(0.0, 0.0, 100.0), direction=tuple(direction.ravel()))
+    labels = np.zeros((5, 40, 20), dtype=np.uint8)
+    labels[1:4, 5:35, 2:18] = 1
+    labels[2, 10:31, 10] = 2                                       # slice k = 2, rows j = 10..30, column i = 10
+    (lesion,) = lesion_report(labels, geometry)["lesions"]
+    assert lesion["long_axis_mm"] == pytest.approx(21.0) and lesion["short_axis_mm"] == pytest.approx(1.0)
+    centre = np.asarray(geometry.origin) + direction @ np.array([10.0, 20.0, 2 * 5.0])  # LPS of (i, j, k) = (10, 20, 2)
+    ends = np.asarray(lesion["long_axis"]["end_points_lps_mm"])
+    assert np.allclose(sorted(np.linalg.norm(ends - centre, axis=1)), [10.5, 10.5])
+    assert np.allclose(np.cross(ends[1] - ends[0], j_axis), 0.0, atol=1e-9)      # along the tilted j axis
+    assert lesion["axial_position_s_mm"] == pytest.approx(centre[2])              # the long axis' middle
+    assert lesion["axial_position_s_mm"] == pytest.approx(100.0 + 20 * np.sin(tilt) + 2 * 5.0 * np.cos(tilt))
+
+
 def test_csv_cells_of_missing_or_non_finite_numbers_are_empty():
     """The JSON report writes null for a non-finite number; the CSV wrote the text 'nan'."""
     from LiverTumorSegLib.inference.lesion_report import _number

@@ -30,7 +30,8 @@ Definitions
 * ``touches_scan_edge``: the lesion reaches the first or last voxel of the scan along some axis, or, with a CT,
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
   -1500: -3024, -2048, -2000, ...): cut by the field of view, so its volume and axes are lower bounds.
-* ``mean_hu``: mean CT value in the lesion (None without a CT); ``mean_tumor_probability``: mean of the
+* ``mean_hu``: mean CT value in the lesion, the scanner's padding left out (None without a CT, or with nothing but
+  padding); ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
   255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
   when its labels are given (``segment``: a core the hole fill made tumor does not dilute it), else, and for a
@@ -171,6 +172,16 @@ def _check_same_shape(array: Optional[np.ndarray], labels_zyx: np.ndarray, what:
                          f"{tuple(labels_zyx.shape)} (z, y, x); give it on the label map's grid.")
 
 
+def _mean_hu(values: np.ndarray) -> Optional[float]:
+    """Mean CT value (HU) of a lesion's voxels, the scanner's padding outside its field of view (below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`) left out: no tissue lies there, and a hand-drawn lesion
+    reaching it read -471 HU for a 40 HU lesion. None when every voxel is padding."""
+    from ..validation import PADDING_BELOW_HU
+
+    tissue = values[values >= PADDING_BELOW_HU]
+    return float(tissue.astype(np.float64).mean()) if tissue.size else None
+
+
 def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray]) -> bool:
     """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
     neighbour) a CT voxel below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding
@@ -260,7 +271,7 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "measurement_slice": axes["measurement_slice"],
             "centroid_lps_mm": [float(v) for v in geometry.index_to_lps(centroid_ijk)],
             "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(centroid_ijk)],
-            "mean_hu": float(hu_zyx[box][mask].astype(np.float64).mean()) if hu_zyx is not None else None,
+            "mean_hu": _mean_hu(hu_zyx[box][mask]) if hu_zyx is not None else None,
             "bounding_box_zyx": [[int(b.start), int(b.stop)] for b in box],
             "axial_position_s_mm": float(np.mean([p[2] for p in axes["long_axis"]["end_points_ras_mm"]])),
             "touches_scan_edge": (any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape))

@@ -320,3 +320,18 @@ def test_the_report_states_the_grid_it_measured_on(tmp_path):
     assert "-0.0" not in json.dumps(grid)
     header = write_report(report, tmp_path / "r.csv").read_text().splitlines()[0].split(",")
     assert "grid" not in header  # a JSON fact; the CSV keeps its columns
+
+
+def test_a_lesions_mean_hu_leaves_out_the_scanners_padding():
+    """A hand-drawn lesion of 40 HU reaching the padding outside the field of view (-3024) read a mean of -471 HU; the
+    padding is no tissue and is now left out (the lesion is still flagged as cut by the scan's edge)."""
+    ct = np.full((5, 20, 20), 40, np.int16)
+    ct[:, :, :3] = -3024
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1:4, 2:18, 3:18] = 1
+    labels[2, 8:12, 2:8] = 2  # 4 x 6 voxels, 4 x 1 of them on the padding
+    lesion = lesion_report(labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)), ct)["lesions"][0]
+    assert lesion["mean_hu"] == pytest.approx(40.0) and lesion["touches_scan_edge"]
+    labels[2, 8:12, 0:3] = 2  # and a lesion wholly on padding has no mean HU
+    labels[2, 8:12, 3:8] = 1
+    assert lesion_report(labels, ImageGeometry(spacing=(0.7, 0.7, 5.0)), ct)["lesions"][0]["mean_hu"] is None

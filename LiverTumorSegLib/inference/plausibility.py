@@ -184,3 +184,29 @@ def spine_front_back_warnings(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Li
             f"centre, where it lies behind it in every CT of the trunk (33-77 mm on the bundled cases). The image's "
             f"front and back look swapped (a flipped image or a wrong direction in its header): check its orientation "
             f"in a viewer; the segmentation of such a file is not to be trusted."]
+
+
+LESION_FAT_MAX_HU = -50.0
+"""A lesion whose mean CT value is at or below this (HU) is of fat density (fat: about -150 to -50 HU; a liver tumor,
+cyst or necrosis: above about -10 HU; a lipoma or angiomyolipoma may be fat), so it gets a warning: fat beside the
+liver, in a fissure or in a resection bed labelled tumor. On a CT whose right liver lobe was replaced by fat (-100
+HU, a right hepatectomy), the bundled model called that fat a 33 mL tumor of mean -99 HU with a 145 mm long axis,
+without a word."""
+
+
+def fat_density_lesion_warnings(lesions: List[dict]) -> List[str]:
+    """One warning naming every lesion of the report's ``lesions`` (dicts with ``id``, ``mean_hu`` (HU, None without
+    a CT) and ``recist_target``) whose mean CT value is at or below :data:`LESION_FAT_MAX_HU`; none without such a
+    lesion."""
+    fatty = [lesion for lesion in lesions
+             if lesion.get("mean_hu") is not None and lesion["mean_hu"] <= LESION_FAT_MAX_HU]
+    if not fatty:
+        return []
+    listed = ", ".join(f"{lesion['id']} ({lesion['mean_hu']:.0f} HU)" for lesion in fatty)
+    targets = [str(lesion["id"]) for lesion in fatty if lesion.get("recist_target")]
+    target_note = (f"; lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of "
+                   f"diameters" if targets else "")
+    return [f"Implausible lesion(s) {listed}: a mean density of fat (at or below {LESION_FAT_MAX_HU:.0f} HU), "
+            f"which a liver tumor rarely has (a lipoma or angiomyolipoma may): most likely fat beside the liver, in "
+            f"a fissure or in a resection bed was labelled tumor{target_note}. Check each in the images; if it is "
+            f"not a tumor, remove it before using the lesion count, volumes and RECIST sum."]

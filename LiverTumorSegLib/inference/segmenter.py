@@ -460,8 +460,8 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
-        from .plausibility import (liver_cut_by_scan_end, liver_extent_warnings, liver_ras_xz, liver_side_warnings,
-                                   spine_front_back_warnings)
+        from .plausibility import (fat_density_lesion_warnings, liver_cut_by_scan_end, liver_extent_warnings,
+                                   liver_ras_xz, liver_side_warnings, spine_front_back_warnings)
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
@@ -483,6 +483,7 @@ class Segmenter:
         if hu is not None:  # the body is found by its HU
             warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
                                                                                             volume.geometry)
+            warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings

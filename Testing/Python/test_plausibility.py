@@ -124,3 +124,43 @@ def test_real_cts_pass_and_their_voxels_mirrored_front_to_back_or_turned_180_deg
         assert len(spine_front_back_warnings(turned, ct.geometry)) == 1
     sample = read_volume(DATA / "example_ct_sm.nii.gz")     # too coarse for enough midline bone samples: not judged
     assert spine_front_back_mm(sample.array, sample.geometry) is None
+
+
+def _finished(fat_hu):
+    """segment's path after the network (Segmenter.finish) on a 1 mm phantom: a liver box of 60 HU in a body of
+    40 HU, and a 10 x 10 x 10 voxel (1 mL) lesion the network labelled tumor whose CT value is ``fat_hu``."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    hu = np.full((30, 60, 60), 40.0, np.float32)
+    network = np.zeros(hu.shape, np.uint8)
+    network[5:25, 10:50, 10:50] = 1
+    hu[network == 1] = 60.0
+    network[10:20, 20:30, 20:30] = 2
+    hu[10:20, 20:30, 20:30] = fat_hu
+    probability = np.where(network == 2, 230, 0).astype(np.uint8)
+    return Segmenter(SegmentationOptions()).finish(
+        CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, 1.0))),
+        NetworkOutput(labels=network, probability=probability, facts={"device": "cpu"}, timings={}))
+
+
+def test_a_lesion_of_fat_density_is_flagged_and_a_hypodense_one_is_not():
+    """After a right hepatectomy whose bed was fat (-100 HU), the bundled model called the fat a 33 mL tumor of
+    mean -99 HU (145 mm long) and segment said nothing; a lesion of mean -50 HU or less now gets a warning naming it
+    and its mean HU, and a hypodense tumor (10 HU) or a cyst (0 HU) does not."""
+    from LiverTumorSegLib.inference.plausibility import LESION_FAT_MAX_HU, fat_density_lesion_warnings
+
+    fat = _finished(-100.0)
+    assert [lesion["mean_hu"] for lesion in fat.report["lesions"]] == [pytest.approx(-100.0)]
+    flagged = [w for w in fat.warnings if w.startswith("Implausible lesion(s) 1 (-100 HU): a mean density of fat")]
+    assert len(flagged) == 1 and "resection bed" in flagged[0] and flagged[0] in fat.report["warnings"]
+    for hu in (10.0, 0.0):
+        assert not any("density of fat" in w for w in _finished(hu).warnings)
+    assert LESION_FAT_MAX_HU == -50.0
+    lesions = [dict(id=1, mean_hu=-50.0, recist_target=True), dict(id=2, mean_hu=-49.9, recist_target=True),
+               dict(id=3, mean_hu=None), dict(id=4, mean_hu=-120.0, recist_target=False)]
+    warning, = fat_density_lesion_warnings(lesions)
+    assert warning.startswith("Implausible lesion(s) 1 (-50 HU), 4 (-120 HU): ")
+    assert "lesion(s) 1 count among the RECIST target lesions" in warning
+    assert fat_density_lesion_warnings(lesions[1:3]) == []

@@ -193,6 +193,20 @@ def test_liver_volume_plausibility(liver_ml, warned):
         assert "check it" in messages[0] and ("leaked" in messages[0] or "missed" in messages[0])
 
 
+def test_a_small_whole_liver_is_explained_by_a_child_or_a_resection_too():
+    """A CT at 0.6 of an adult's size (a child's) whose 1123 mL liver became 226 mL, outlined with Dice 0.94, was
+    told only that the scan covers part of the liver or the segmentation missed most of it. A liver under 300 mL
+    now names a small child (Urata's standard liver volume, about 320 mL at one year) and a resection too; no
+    liver at all does not."""
+    small, = liver_volume_warnings(226.0)
+    assert small.startswith("Implausible result: the liver volume is 226 mL")
+    assert "unless the patient is a small child" in small and "320 mL at one year" in small
+    assert "had part of the liver removed" in small
+    none, = liver_volume_warnings(0.0)
+    assert "no liver was found" in none and "child" not in none
+    assert "child" not in liver_volume_warnings(9720.0)[0]
+
+
 @pytest.mark.parametrize("liver_ml,implausible", [(0.0, True), (71.0, False), (299.0, False), (1500.0, None),
                                                   (9720.0, True)])
 def test_a_small_liver_the_scan_cuts_is_not_called_implausible(liver_ml, implausible):

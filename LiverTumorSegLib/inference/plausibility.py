@@ -62,6 +62,22 @@ def liver_cut_by_scan_end(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bo
     return bool((np.take(labels, 0, axis=axis) >= 1).any() or (np.take(labels, -1, axis=axis) >= 1).any())
 
 
+def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bool:
+    """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the first or last row
+    or column of the slices: along either array axis that does not run head to foot (an axial scan: y and x). A
+    field of view narrower than the body (an obese patient, or one reconstructed around the liver) then cuts the
+    liver, so its volume is that of the part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL
+    liver without a word."""
+    from ..metrics.recist import axial_axis_zyx
+
+    labels = np.asarray(labels_zyx)
+    if labels.ndim != 3 or labels.size == 0:
+        return False
+    head_foot = axial_axis_zyx(geometry)
+    return any(bool((np.take(labels, end, axis=axis) >= 1).any())
+               for axis in range(3) if axis != head_foot for end in (0, -1))
+
+
 def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
     """Where the liver is read: every voxel along the array axis that runs head to foot (the slices of an axial
     scan: :func:`~..metrics.recist.axial_axis_zyx`), every second one along the other two, so that the head-foot

@@ -47,6 +47,9 @@ ENGINE_STAGES = {"reorienting": "preprocessing", "preprocessing": "preprocessing
 # with steatosis, hepatomegaly or many tumors); outside 300-5000 mL the segmentation most likely missed or
 # leaked (or the scan covers only part of the liver, or the file's spacing is wrong), so a person should look.
 PLAUSIBLE_LIVER_ML = (300.0, 5000.0)
+LIVER_CUT_BY_SCAN_END = "the scan starts or ends inside the liver (liver on its first or last slice)"
+LIVER_CUT_BY_IMAGE_SIDE = ("the image's field of view cuts the liver (liver on the outermost row or column of its "
+                           "slices)")
 SMALL_LIVER_PATIENTS = ("the patient is a small child (a child's standard liver volume is about 706 mL per square "
                         "metre of body surface area + 2 mL (Urata 1995): some 320 mL at one year, 0.45 square "
                         "metres) or had part of the liver removed")
@@ -103,20 +106,26 @@ def renamed_stages(progress: ProgressCallback, mapping: Dict[str, str], default:
     return callback
 
 
-def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, cut_by_scan_end: bool = False
-                          ) -> List[str]:
+def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, cut_by_scan_end: bool = False,
+                          cut_by_image_side: bool = False) -> List[str]:
     """A warning when the segmented liver volume (mL) is outside ``limits_ml`` (see :data:`PLAUSIBLE_LIVER_ML`).
-    ``cut_by_scan_end``: the scan starts or ends inside the liver
-    (:func:`~.plausibility.liver_cut_by_scan_end`); a small liver is then what the scan holds, so instead of
-    "Implausible result" the message says that the lower limit does not apply (no liver at all, or one above the
-    upper limit, is still implausible)."""
+    ``cut_by_scan_end``: the scan starts or ends inside the liver (:func:`~.plausibility.liver_cut_by_scan_end`);
+    ``cut_by_image_side``: the liver reaches the side of the image's slices, a field of view narrower than the
+    body (:func:`~.plausibility.liver_cut_by_image_side`). A cut liver's volume is that of the part scanned, so
+    instead of "Implausible result" a small one gets a note that the lower limit does not apply, and a plausible one
+    a note that its volume is a lower bound (no liver at all, or one above the upper limit, is still implausible)."""
     low, high = limits_ml
     shown = f"{liver_ml:.0f}" if round(liver_ml) not in (round(low), round(high)) else f"{liver_ml:.1f}"
     liver_ml = round(float(liver_ml), 6)  # a voxel count x voxel volume of exactly 5000 mL was 5000.000000000001
-    if 0 < liver_ml < low and cut_by_scan_end:
-        return [f"The scan starts or ends inside the liver (liver on its first or last slice), so the liver volume, "
-                f"{shown} mL, is that of the part scanned and the check for a liver under {low:.0f} mL does not "
-                f"apply; check that the outline covers the liver the scan shows."]
+    cut = " and ".join(([LIVER_CUT_BY_SCAN_END] if cut_by_scan_end else [])
+                       + ([LIVER_CUT_BY_IMAGE_SIDE] if cut_by_image_side else []))
+    if 0 < liver_ml < low and cut:
+        return [f"{cut[0].upper()}{cut[1:]}, so the liver volume, {shown} mL, is that of the part scanned and the "
+                f"check for a liver under {low:.0f} mL does not apply; check that the outline covers the liver the "
+                f"scan shows."]
+    if low <= liver_ml <= high and cut:
+        return [f"{cut[0].upper()}{cut[1:]}, so the liver volume, {shown} mL, is that of the part scanned: a lower "
+                f"bound for the whole liver's volume."]
     if liver_ml < low:
         found = "no liver was found" if liver_ml <= 0 else f"the liver volume is {shown} mL"
         unless = "" if liver_ml <= 0 else f", unless {SMALL_LIVER_PATIENTS}"
@@ -467,12 +476,14 @@ class Segmenter:
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
         # returned here; segment_file also logs them
         cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
-        from .plausibility import (fat_density_lesion_warnings, liver_cut_by_scan_end, liver_extent_warnings,
-                                   liver_ras_xz, liver_side_warnings, spine_front_back_warnings)
+        from .plausibility import (fat_density_lesion_warnings, liver_cut_by_image_side, liver_cut_by_scan_end,
+                                   liver_extent_warnings, liver_ras_xz, liver_side_warnings,
+                                   spine_front_back_warnings)
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
-                                  cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry))
+                                  cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry),
+                                  cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry))
         if cut:
             for lesion in report["lesions"]:
                 if lesion["id"] in cut:

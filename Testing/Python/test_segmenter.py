@@ -213,8 +213,11 @@ def test_a_small_liver_the_scan_cuts_is_not_called_implausible(liver_ml, implaus
     """A scan that starts or ends inside the liver holds only part of it: under 300 mL says nothing there (the
     3-slice CT of Testing/Data, 71 mL, was 'Implausible result'). No liver, or one over 5000 mL, still is."""
     messages = liver_volume_warnings(liver_ml, cut_by_scan_end=True)
-    if implausible is None:
-        assert messages == []
+    if implausible is None:  # a plausible volume: not implausible, but only the part scanned (a lower bound)
+        assert messages == ["The scan starts or ends inside the liver (liver on its first or last slice), so the "
+                            "liver volume, 1500 mL, is that of the part scanned: a lower bound for the whole liver's "
+                            "volume."]
+        assert liver_volume_warnings(liver_ml) == []
         return
     assert len(messages) == 1 and messages[0].startswith("Implausible result") == implausible
     if not implausible:
@@ -244,6 +247,62 @@ def test_liver_cut_by_scan_end_reads_the_head_to_foot_axis_in_any_storage_order(
     assert not liver_cut_by_scan_end(inside, phantom.ct.geometry)
     inside[4, 2, 2] = 2  # tumor is liver too (label >= 1)
     assert liver_cut_by_scan_end(inside, phantom.ct.geometry)
+
+
+def test_liver_cut_by_image_side_reads_the_in_plane_axes_in_any_storage_order():
+    """A field of view narrower than the body (an obese patient) cut 252 of a 1123 mL liver off and segment
+    reported 871 mL as the liver volume without a word; liver on the outermost row or column of the slices now
+    counts as cut, in any storage order, and liver on the first or last slice only does not."""
+    from inference_helpers import ORIENTATIONS, reoriented
+
+    from LiverTumorSegLib.inference.plausibility import liver_cut_by_image_side
+
+    phantom = make_phantom((12, 40, 44), (2.0, 2.5, 4.0), lesions=[], noise_hu=0.0)
+    liver_y = np.nonzero((phantom.labels >= 1).any(axis=(0, 2)))[0]
+    liver_x = np.nonzero((phantom.labels >= 1).any(axis=(0, 1)))[0]
+    assert liver_y[0] > 0 and liver_x[0] > 0 and liver_x[-1] < 43 and liver_y[-1] < 39
+    crops = [((slice(None), slice(None)), False), ((slice(liver_y[0] + 1, None), slice(None)), True),
+             ((slice(None), slice(0, liver_x[-1])), True), ((slice(None), slice(liver_x[0] - 1, None)), False)]
+    for (rows, columns), cut in crops:
+        ct = phantom.ct
+        cropped = type(ct)(np.ascontiguousarray(ct.array[:, rows, columns]), ct.geometry, source="cropped")
+        labels = np.ascontiguousarray(phantom.labels[:, rows, columns])
+        for name in ("LPS", "permuted", "sagittal-like"):
+            stored, stored_labels = reoriented(cropped, labels, *ORIENTATIONS[name])
+            assert liver_cut_by_image_side(stored_labels, stored.geometry) == cut, (rows, columns, name)
+    on_end_slices = np.zeros((5, 8, 8), dtype=np.uint8)
+    on_end_slices[0:5, 2:6, 2:6] = 1
+    assert not liver_cut_by_image_side(on_end_slices, phantom.ct.geometry)
+    on_end_slices[2, 7, 3] = 2  # tumor is liver too
+    assert liver_cut_by_image_side(on_end_slices, phantom.ct.geometry)
+
+
+def test_a_liver_the_field_of_view_cuts_gets_a_lower_bound_note_or_the_part_scanned_one():
+    big, = liver_volume_warnings(871.0, cut_by_image_side=True)
+    assert big == ("The image's field of view cuts the liver (liver on the outermost row or column of its slices), "
+                   "so the liver volume, 871 mL, is that of the part scanned: a lower bound for the whole liver's "
+                   "volume.")
+    small, = liver_volume_warnings(120.0, cut_by_image_side=True, cut_by_scan_end=True)
+    assert small.startswith("The scan starts or ends inside the liver (liver on its first or last slice) and the "
+                            "image's field of view cuts the liver")
+    assert "check for a liver under 300 mL does not apply" in small
+    assert liver_volume_warnings(6000.0, cut_by_image_side=True)[0].startswith("Implausible result")
+    assert liver_volume_warnings(0.0, cut_by_image_side=True)[0].startswith("Implausible result: no liver")
+
+
+def test_segmenting_a_ct_whose_field_of_view_cuts_the_liver_says_its_volume_is_a_lower_bound():
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4,
+                                  batch_predictor=oracle_predictor)
+    phantom = make_phantom((12, 40, 44), (4.0, 8.0, 8.0), lesions=[], noise_hu=0.0)
+    whole = Segmenter(engine=engine).segment_volume(phantom.ct)
+    assert whole.report["liver_volume_ml"] >= PLAUSIBLE_LIVER_ML[0]
+    assert not any("part scanned" in w for w in whole.warnings)
+    middle = int(np.nonzero((phantom.labels >= 1).any(axis=(0, 1)))[0].mean())
+    ct = type(phantom.ct)(np.ascontiguousarray(phantom.ct.array[:, :, :middle]), phantom.ct.geometry, source="cut")
+    result = Segmenter(engine=engine).segment_volume(ct)
+    notes = [w for w in result.warnings if "field of view cuts the liver" in w]
+    assert len(notes) == 1 and notes == [w for w in result.report["warnings"] if "field of view" in w]
+    assert f"{result.report['liver_volume_ml']:.0f} mL, is that of the part scanned" in notes[0]
 
 
 def test_segmenting_a_scan_that_starts_inside_the_liver_gives_the_part_scanned_note_not_implausible():

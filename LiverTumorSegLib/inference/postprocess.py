@@ -925,7 +925,8 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
             if lesion_like else ""
         lines.append(f"post-processing removed {len(notable)} part(s) of the liver label apart from the "
                      f"largest one holding liver "
-                     f"({_ml(volume)} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
+                     f"({volume:.1f} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
+        # ... both to 0.1 mL: '23 mL, 23.2 mL of it tumor' read as more tumor than the parts held (23.355 mL)
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",

@@ -429,7 +429,21 @@ def test_small_removed_volumes_are_not_rounded_to_zero_in_warnings():
         [{"volume_ml": 0.4, "tumor_ml": 0.0}] * 12
     (line,) = postprocessing_warnings({"liver_components_removed": parts})
     assert "removed 2 part(s)" in line
-    assert "(12 mL, 0.5 mL of it tumor); 12 smaller part(s) without tumor (4.8 mL)" in line
+    assert "(12.0 mL, 0.5 mL of it tumor); 12 smaller part(s) without tumor (4.8 mL)" in line
+
+
+def test_removed_parts_and_their_tumor_share_one_precision():
+    """After a right hepatectomy the warning read '(23 mL, 23.2 mL of it tumor)': more tumor than the 23.355 mL
+    the parts held, as the total was rounded to 1 mL above 10 mL and the tumor to 0.1 mL. Both are to 0.1 mL now."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    parts = [{"volume_ml": 15.633, "tumor_ml": 15.633}, {"volume_ml": 5.427, "tumor_ml": 5.427},
+             {"volume_ml": 1.485, "tumor_ml": 1.377}, {"volume_ml": 0.324, "tumor_ml": 0.324},
+             {"volume_ml": 0.216, "tumor_ml": 0.135}, {"volume_ml": 0.135, "tumor_ml": 0.135},
+             {"volume_ml": 0.135, "tumor_ml": 0.135}]
+    (line,) = postprocessing_warnings({"liver_components_removed": parts}, liver_left_ml=502.0)
+    assert "removed 7 part(s) of the liver label apart from the largest one holding liver (23.4 mL, 23.2 mL of it " \
+        "tumor)" in line
 
 
 def _ring_lesion(ring_p_u8):
@@ -516,7 +530,7 @@ def test_the_kept_organ_part_is_the_one_with_liver_not_a_larger_tumor_only_blob(
                                                     "tumor_ml": pytest.approx(901.12)}]
     assert changes["tumor_components"] == []
     warnings = postprocessing_warnings(changes, liver_left_ml=512.0)
-    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the largest one holding liver (901 mL, " \
+    assert len(warnings) == 1 and "1 part(s) of the liver label apart from the largest one holding liver (901.1 mL, " \
         "901.1 mL of it tumor)" in warnings[0]
     assert "mostly tumor" not in warnings[0]  # larger than the liver kept: no margin would keep it as a lesion
 

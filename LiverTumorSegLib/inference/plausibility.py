@@ -62,20 +62,54 @@ def liver_cut_by_scan_end(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bo
     return bool((np.take(labels, 0, axis=axis) >= 1).any() or (np.take(labels, -1, axis=axis) >= 1).any())
 
 
-def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bool:
+FOV_PADDING_HU = -1500.0
+"""Values below this (HU) lie below air (-1000) and any tissue: the padding a scanner writes outside its circular
+reconstruction field of view (-2048 or -3024 on many scanners; -3024 on the GE CT of Testing/Data)."""
+
+
+def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,
+                            hu_zyx: Optional[np.ndarray] = None) -> bool:
     """True when liver (label >= 1 of ``labels_zyx``, ``(z, y, x)`` on ``geometry``) lies on the first or last row
-    or column of the slices: along either array axis that does not run head to foot (an axial scan: y and x). A
-    field of view narrower than the body (an obese patient, or one reconstructed around the liver) then cuts the
-    liver, so its volume is that of the part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL
-    liver without a word."""
+    or column of the slices (along either array axis that does not run head to foot; an axial scan: y and x) or,
+    given the CT ``hu_zyx`` (same grid), next to (in the slice: a 4-neighbour) padding below
+    :data:`FOV_PADDING_HU` outside a circular reconstruction field of view. A field of view narrower than the body
+    (an obese patient, or one reconstructed around the liver) then cuts the liver, so its volume is that of the
+    part inside the image: a 30 mm narrower field of view gave 871 of a 1123 mL liver without a word, and a
+    circular one of 228 mm 858 mL of a liver whose 943 mL inside it the scan showed."""
     from ..metrics.recist import axial_axis_zyx
 
     labels = np.asarray(labels_zyx)
     if labels.ndim != 3 or labels.size == 0:
         return False
     head_foot = axial_axis_zyx(geometry)
-    return any(bool((np.take(labels, end, axis=axis) >= 1).any())
-               for axis in range(3) if axis != head_foot for end in (0, -1))
+    in_plane = [axis for axis in range(3) if axis != head_foot]
+    if any(bool((np.take(labels, end, axis=axis) >= 1).any()) for axis in in_plane for end in (0, -1)):
+        return True
+    return hu_zyx is not None and _liver_next_to_padding(labels, np.asarray(hu_zyx), in_plane)
+
+
+def _liver_next_to_padding(labels_zyx: np.ndarray, hu_zyx: np.ndarray, in_plane: List[int]) -> bool:
+    """True when a liver voxel (label >= 1 of ``labels_zyx``, a 0/1/2 label map) has a neighbour along an axis of
+    ``in_plane`` whose CT value is below :data:`FOV_PADDING_HU`; only the liver's bounding box is thresholded (0.1 s
+    for a 200 x 250 x 260 voxel liver box of a 300 x 512 x 512 CT)."""
+    z = np.nonzero(labels_zyx.any(axis=(1, 2)))[0]  # labels 0/1/2: any label is liver (>= 1)
+    if z.size == 0:
+        return False
+    slab = labels_zyx[z[0]:z[-1] + 1]
+    liver_along = [z, np.nonzero(slab.any(axis=(0, 2)))[0], np.nonzero(slab.any(axis=(0, 1)))[0]]
+    box = tuple(slice(max(int(found[0]) - 1, 0), int(found[-1]) + 2) for found in liver_along)
+    liver = labels_zyx[box] >= 1
+    padding = hu_zyx[box] < FOV_PADDING_HU
+    if not padding.any():
+        return False
+    for axis in in_plane:
+        n = liver.shape[axis]
+        lower = [slice(None)] * 3
+        upper = [slice(None)] * 3
+        lower[axis], upper[axis] = slice(0, n - 1), slice(1, n)
+        if (liver[tuple(lower)] & padding[tuple(upper)]).any() or (liver[tuple(upper)] & padding[tuple(lower)]).any():
+            return True
+    return False
 
 
 def liver_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:

@@ -49,7 +49,7 @@ ENGINE_STAGES = {"reorienting": "preprocessing", "preprocessing": "preprocessing
 PLAUSIBLE_LIVER_ML = (300.0, 5000.0)
 LIVER_CUT_BY_SCAN_END = "the scan starts or ends inside the liver (liver on its first or last slice)"
 LIVER_CUT_BY_IMAGE_SIDE = ("the image's field of view cuts the liver (liver on the outermost row or column of its "
-                           "slices)")
+                           "slices, or next to the padding outside a round field of view)")
 SMALL_LIVER_PATIENTS = ("the patient is a small child (a child's standard liver volume is about 706 mL per square "
                         "metre of body surface area + 2 mL (Urata 1995): some 320 mL at one year, 0.45 square "
                         "metres) or had part of the liver removed")
@@ -483,7 +483,7 @@ class Segmenter:
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
                                   cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry),
-                                  cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry))
+                                  cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry, hu))
         if cut:
             for lesion in report["lesions"]:
                 if lesion["id"] in cut:

@@ -277,11 +277,39 @@ def test_liver_cut_by_image_side_reads_the_in_plane_axes_in_any_storage_order():
     assert liver_cut_by_image_side(on_end_slices, phantom.ct.geometry)
 
 
+def test_a_liver_next_to_the_padding_of_a_round_field_of_view_is_cut_too():
+    """A round reconstruction field of view (padding at -3024 HU outside it) cut 180 of a 1123 mL liver, away from
+    the image's rows and columns: segment called 858 mL a lower bound only for the scan's end. Liver beside the
+    padding in a slice now counts as cut; liver beside air (-1000 HU), or beside padding only on the next slice,
+    does not."""
+    from LiverTumorSegLib.inference.plausibility import FOV_PADDING_HU, liver_cut_by_image_side
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    yy, xx = np.mgrid[:40, :40]
+    outside = np.hypot(yy - 19.5, xx - 19.5) > 18
+    hu = np.where(outside, -3024, -1000).astype(np.int16)[None].repeat(6, axis=0)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[1:5, 15:25, 15:25] = 1
+    assert not liver_cut_by_image_side(labels, geometry, hu)  # the liver lies in air, inside the field of view
+    labels[1:5, 15:25, 15:38] = 2  # reaches x 37 at rows 15-24: outside the circle (radius 18 about 19.5)
+    touching = labels >= 1
+    assert (touching & outside[None]).any()
+    labels[:, outside] = 0  # the scanner shows nothing there
+    assert not liver_cut_by_image_side(labels, geometry)  # without the CT: not on an outermost row or column
+    assert liver_cut_by_image_side(labels, geometry, hu)
+    air = np.where(hu < FOV_PADDING_HU, -1000, hu).astype(np.int16)  # the same image padded with air
+    assert not liver_cut_by_image_side(labels, geometry, air)
+    above = hu.copy()
+    above[1:5] = -1000  # padding only on slices 0 and 5, above and below the liver's slices
+    assert not liver_cut_by_image_side(labels, geometry, above)
+
+
 def test_a_liver_the_field_of_view_cuts_gets_a_lower_bound_note_or_the_part_scanned_one():
     big, = liver_volume_warnings(871.0, cut_by_image_side=True)
-    assert big == ("The image's field of view cuts the liver (liver on the outermost row or column of its slices), "
-                   "so the liver volume, 871 mL, is that of the part scanned: a lower bound for the whole liver's "
-                   "volume.")
+    assert big == ("The image's field of view cuts the liver (liver on the outermost row or column of its slices, or "
+                   "next to the padding outside a round field of view), so the liver volume, 871 mL, is that of the "
+                   "part scanned: a lower bound for the whole liver's volume.")
     small, = liver_volume_warnings(120.0, cut_by_image_side=True, cut_by_scan_end=True)
     assert small.startswith("The scan starts or ends inside the liver (liver on its first or last slice) and the "
                             "image's field of view cuts the liver")

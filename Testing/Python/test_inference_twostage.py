@@ -218,6 +218,18 @@ def test_two_stage_keeps_or_reports_the_liver_parts_outside_its_crop():
     assert not (result.labels[80:92] >= 1).any()
     assert result.report["two_stage_record"]["parts_outside_crop"] == {"count": 1, "volume_ml": pytest.approx(108.0)}
     assert any("1 other part(s) (about 108.0 mL) were left out" in w for w in result.warnings), result.warnings
+    assert set(result.report["two_stage_record"]) <= documented_two_stage_record_keys()  # it was not named there
+
+
+def documented_two_stage_record_keys() -> set:
+    """The keys docs/report_format.md names in its ``two_stage_record`` row (those written in backticks that are
+    names, not values such as ``[start, stop)``)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "report_format.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `two_stage_record`"))
+    return set(re.findall(r"`([a-z_]+)`", row.split("|")[2]))
 
 
 def test_two_stage_runs_an_engine_without_probabilities():

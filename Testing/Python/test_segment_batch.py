@@ -417,6 +417,38 @@ def test_the_first_cases_report_says_its_read_ran_during_the_model_load(tmp_path
     assert "model_load_s" not in json.loads((tmp_path / "out2" / "reports" / "ct_0.json").read_text())
 
 
+def documented_batch_case_stages() -> set:
+    """The ``timings_s`` stages docs/report_format.md lists for a batch case: the names it gives there, with "the
+    stages from `A` to `B`" read as the one-CT stages from A to B in the order that row lists them."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "report_format.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `timings_s`"))
+    one_ct = re.findall(r"`(\w+)`", re.search(r"one CT gives (.*?); a batch case", row).group(1))
+    batch = re.search(r"a batch case gives (.*?), as its report", row).group(1)
+    first, last = re.search(r"the stages from `(\w+)` to `(\w+)`", batch).groups()
+    return set(re.findall(r"`(\w+)`", batch)) | set(one_ct[one_ct.index(first):one_ct.index(last) + 1])
+
+
+def test_the_stages_of_a_batch_cases_timings_are_the_documented_ones(tmp_path):
+    """docs/report_format.md said a batch case's ``timings_s`` holds ``read`` and the stages from ``reorient`` to
+    ``report``; the first case's also holds ``model_load`` (its run loaded the model beside its read), which the
+    docs left out. Every stage a batch report gives is now named there, ``model_load`` only in the first case's."""
+    import json
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+
+    write_phantoms(tmp_path / "cts", 2)
+    package = tiny_unet_package(tmp_path)
+    segmenter = Segmenter(SegmentationOptions(model=str(package.path), device="cpu", threads=1))
+    segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), segmenter)
+    documented = documented_batch_case_stages()
+    first, second = (json.loads((tmp_path / "out" / "reports" / f"ct_{i}.json").read_text()) for i in (0, 1))
+    assert set(first["timings_s"]) == documented
+    assert set(second["timings_s"]) == documented - {"model_load"}
+
+
 def test_the_second_ct_is_read_while_the_model_loads_and_a_load_error_cancels_later_reads(tmp_path, monkeypatch):
     """The load (imports, mostly one thread) leaves a core free for longer than one read: the reader goes on to
     the second CT before the load ends (it waited for the first case's network before). A load that fails

@@ -277,3 +277,32 @@ def test_model_load_parts_are_reported_once_and_add_up(tmp_path):
     # a library caller's process never hides packages from MONAI (None: MONAI was already imported before)
     assert parts["monai_optional_packages_hidden"] in (None, False)
     assert "model_load_s" not in second and "model_load" not in second["timings_s"]  # reported by the first only
+
+
+def documented_precision_keys() -> set:
+    """The names docs/report_format.md gives in backticks in its ``precision`` row (the report's ``precision``
+    object and its checks' keys)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "report_format.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `device`, `backend`, `precision`"))
+    return set(re.findall(r"`([a-z_0-9]+)`", row.split("|")[2]))
+
+
+def test_every_key_of_the_precision_record_is_documented(monkeypatch):
+    """The report's ``precision`` held ``note`` (why auto ran fp32 on this CPU) and its check ``this_volume`` (false
+    for a CT after the checked one), and on a Mac's GPU ``device_check``, which docs/report_format.md did not name:
+    it listed requested, used and check alone. Every key an engine records is now named there."""
+    documented = documented_precision_keys()
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    no_bf16 = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1)
+    no_bf16.predict(corner_phantom().ct)
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    checked = SliceInferenceEngine(package_with(MarginNet()), device="cpu", threads=1, batch_size=4)
+    checked.predict(corner_phantom().ct)
+    records = [no_bf16.last_precision, checked.last_precision]
+    assert "note" in records[0] and records[1]["check"] is not None
+    for record in records:
+        assert set(record) <= documented, set(record) - documented
+    assert set(records[1]["check"]) <= documented, set(records[1]["check"]) - documented

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..errors import InputError
+from ..io.formats import READ_SUFFIXES
 from ..metrics.recist import RECIST_NOTE
 
 MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu in this report are this file's values, not Hounsfield "
@@ -22,7 +23,7 @@ MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu in this report are this
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("measure", help="lesion report (volumes, RECIST axes) of an existing label map",
                               description=__doc__)
-    p.add_argument("labels", help="label map (0 background, 1 liver, 2 tumor): .nii.gz, .nii, .nrrd, .mha, "
+    p.add_argument("labels", help=f"label map (0 background, 1 liver, 2 tumor): {', '.join(READ_SUFFIXES)}, "
                                   ".seg.nrrd or DICOM SEG .dcm")
     p.add_argument("-o", "--output", required=True, help="report to write: .json or .csv")
     p.add_argument("--ct", default=None, help="the CT the label map belongs to (adds mean HU per lesion)")

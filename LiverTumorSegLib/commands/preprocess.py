@@ -13,11 +13,12 @@ from ..errors import InputError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
+    from ..io.formats import READ_SUFFIXES
     from ..preprocessing.config import PRESETS, preset_name
     p = subparsers.add_parser("preprocess", help="preview the network input channels of a CT as a PNG",
                               description="Apply a preprocessing configuration to a CT and write a PNG grid of "
                                           "axial slices (original + each input channel).")
-    p.add_argument("input", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder")
+    p.add_argument("input", help=f"CT file ({', '.join(READ_SUFFIXES)}) or DICOM folder")
     p.add_argument("-o", "--output", required=True, help="preview PNG to write")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", default=None, choices=sorted(PRESETS), type=preset_name, metavar="NAME",

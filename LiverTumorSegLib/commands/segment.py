@@ -28,6 +28,8 @@ import numpy as np
 
 from ..errors import CancelledError, InputError, LiverTumorSegError, out_of_memory_error
 from ..inference.options import add_segmentation_arguments, options_from_args, postprocessing_from_args  # noqa: F401
+from ..inference.options import PROBABILITY_SUFFIXES
+from ..io.formats import READ_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("segment", help="segment liver and liver tumors in a CT",
                               description="Segment liver (1) and liver tumors (2) in an abdominal CT; "
                                           "labels are written in the input's geometry.")
-    p.add_argument("input", nargs="?", help="CT file (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM folder; or, for "
-                                            "a batch, a folder of CT files or a .csv with an 'image' column "
+    p.add_argument("input", nargs="?", help=f"CT file ({', '.join(READ_SUFFIXES)}) or DICOM folder; or, for a "
+                                            "batch, a folder of CT files or a .csv with an 'image' column "
                                             "(optional 'case_id'): then -o is an output folder")
     p.add_argument("-o", "--output", required=True,
                    help="label map to write; extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd; "
@@ -54,8 +56,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--preview", default=None, help="preview PNG with liver/tumor overlays")
     p.add_argument("--probabilities", default=None, metavar="PROB",
                    help="also write the tumor probability map (uint8 0..255 = 255 x p, before post-processing, "
-                        "input geometry; .nii.gz/.nrrd/.mha), e.g. for `evaluate --prob`; for a batch, a folder "
-                        "(PROB/<case>.nii.gz)")
+                        f"input geometry; {'/'.join(PROBABILITY_SUFFIXES)}), e.g. for `evaluate --prob`; for a "
+                        "batch, a folder (PROB/<case>.nii.gz)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_segmentation_arguments(p)  # model, device, backend, batch size, threads, TTA, two-stage, post-processing ...
     p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",

@@ -313,3 +313,29 @@ def test_every_command_takes_no_progress(command):
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     for spelling in ("--no-progress", "--no-progress-bar"):
         assert any(spelling in action.option_strings for action in sub._actions), (command, spelling)
+
+
+def _suffixes_named(text):
+    """The file suffixes a help text names (``.nii`` and ``.nii.gz`` told apart)."""
+    import re
+
+    return set(re.findall(r"(?<![\w.])(\.[a-z]+(?:\.[a-z]+)?)(?![\w.])", text))
+
+
+@pytest.mark.parametrize("command, positional", [("segment", "input"), ("preprocess", "input"),
+                                                 ("measure", "labels")])
+def test_the_input_help_names_every_file_type_the_readers_take(command, positional):
+    """segment's and preprocess's input help listed .nii.gz, .nii, .nrrd, .mha and .mhd, and measure's label map
+    help not .nhdr or .mhd either, while all of them read a detached NRRD header (.nhdr) and a MetaImage header
+    (.mhd): the help named the readers' suffixes only in part. It now names every one (io.formats.READ_SUFFIXES),
+    and segment's --probabilities help every suffix the map is written in (.nii was missing)."""
+    import argparse
+
+    from LiverTumorSegLib.inference.options import PROBABILITY_SUFFIXES
+    from LiverTumorSegLib.io.formats import READ_SUFFIXES
+
+    parsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    helps = {a.dest: a.help for a in parsers[command]._actions}
+    assert set(READ_SUFFIXES) <= _suffixes_named(helps[positional]), helps[positional]
+    if command == "segment":
+        assert set(PROBABILITY_SUFFIXES) <= _suffixes_named(helps["probabilities"]), helps["probabilities"]

@@ -339,3 +339,48 @@ def test_the_input_help_names_every_file_type_the_readers_take(command, position
     assert set(READ_SUFFIXES) <= _suffixes_named(helps[positional]), helps[positional]
     if command == "segment":
         assert set(PROBABILITY_SUFFIXES) <= _suffixes_named(helps["probabilities"]), helps["probabilities"]
+
+
+CROSS_REFERENCES = {"segment": {"--config"}, "preprocess": {"--patch-size"}, "models": {"--model"}}
+"""Options the docs name, bare, beside a command that has not got them: 'segment has no `--config`',
+preprocess's advice to set train's `--patch-size`, and the models row's 'a package whose name `--model` will not
+reach' (segment's)."""
+
+
+def _documented_options():
+    """``(command, option, where)`` for each ``--option`` in a backticked span of docs/cli.md's section of
+    ``livertumorseg COMMAND`` and of README's command table row of COMMAND; a span that starts with another
+    command's name (``evaluate --prob``, ``torchrun ...``) is that command's, not checked here."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    commands = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    blocks = [(re.match(r"livertumorseg (\w+)", section).group(1), section, "docs/cli.md")
+              for section in (root / "docs" / "cli.md").read_text(encoding="utf-8").split("\n## ")[1:]]
+    blocks += [(re.match(r"\| `livertumorseg (\w+)", row).group(1), row, "README.md")
+               for row in (root / "README.md").read_text(encoding="utf-8").splitlines()
+               if row.startswith("| `livertumorseg ")]
+    for command, text, where in blocks:
+        for span in re.findall(r"`([^`]*)`", text):
+            first = (span.split() or [""])[0]
+            if first in ("torchrun", "python") or (first in commands and first != command):
+                continue
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", span):
+                yield command, option, where
+
+
+def test_every_option_the_docs_name_for_a_command_is_one_it_takes():
+    """docs/cli.md and README's command table name each command's options; one renamed or removed in the code
+    would have stayed there unnoticed (no test read them). Every ``--option`` they give a command must be one of
+    its parser's, bar the cross-references of :data:`CROSS_REFERENCES`."""
+    import argparse
+
+    commands = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    found = list(_documented_options())
+    assert len({command for command, _, _ in found}) >= 5 and len(found) > 50  # the docs were read
+    unknown = [(command, option, where) for command, option, where in found
+               if option not in {o for a in commands[command]._actions for o in a.option_strings}
+               and option not in CROSS_REFERENCES.get(command, set())]
+    assert unknown == []

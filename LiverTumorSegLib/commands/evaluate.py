@@ -40,8 +40,10 @@ script's are 18-connected) and the lesions of --connectivity (LiTS: 6).
 
 Outputs in -o OUT_DIR (a folder, created): cases.csv (one row per case, "case" first, then metric columns
 such as dice_liver, assd_liver_mm), summary.json (mean/std/median per metric, global Dice, lesion
-detection precision/recall, tumor burden errors, settings, unmatched cases, pooled ROC) and plots/ (box
-plots when there are 2 or more cases, ROC curve, overlays of the best and worst case). Every input is read
+detection precision/recall (also as the LiTS script counts them), the per-lesion LiTS scores, tumor burden
+errors, mL labelled liver outside the reference liver, settings, unmatched cases, warnings, and with --prob
+the pooled ROC and, of tumor, the lesion FROC) and plots/ (box plots when there are 2 or more cases, with
+--prob the ROC curve and the lesion FROC curve, overlays of the best and worst case). Every input is read
 and checked before the first output is written, and the outputs are written into a hidden staging folder
 and moved into place only when all are done, so a failing or interrupted run leaves OUT_DIR as it was (with
 --overwrite: the previous results intact); without --overwrite, a result file that appeared in OUT_DIR during

@@ -46,6 +46,32 @@ def dataset(tmp_path):
     return tmp_path, truth
 
 
+SUMMARY_KEY_IN_HELP = {"metrics": "mean/std/median per metric", "global_dice": "global Dice",
+                       "lesion_detection": "lesion detection precision/recall",
+                       "lesion_segmentation_lits": "per-lesion LiTS scores", "tumor_burden": "tumor burden errors",
+                       "volume_outside_ref_total_ml": "outside the reference liver", "settings": "settings",
+                       "unmatched": "unmatched cases", "warnings": "warnings", "roc_pooled": "pooled ROC",
+                       "lesion_froc": "lesion FROC", "n_cases": None}
+"""What evaluate --help calls each key of summary.json (None: not worth a word)."""
+PLOT_IN_HELP = {"boxplots.png": "box plots", "roc_tumor.png": "ROC curve", "froc_tumor.png": "lesion FROC curve",
+                "overlay_best_0.png": "overlays of the best", "overlay_worst_2.png": "worst case"}
+
+
+def assert_help_names_each_output(summary, plots):
+    """evaluate --help's list of what summary.json and plots/ hold left out the lesion FROC (its key and its
+    curve), the per-lesion LiTS scores, the mL outside the reference liver and the warnings, and named the ROC
+    curve as if always drawn; each output of a run with --prob must now be named there (a new key must be given a
+    name in SUMMARY_KEY_IN_HELP)."""
+    from LiverTumorSegLib.commands import evaluate
+
+    help_text = " ".join(evaluate.__doc__.split())
+    assert set(summary) <= set(SUMMARY_KEY_IN_HELP), set(summary) - set(SUMMARY_KEY_IN_HELP)
+    for key in summary:
+        assert SUMMARY_KEY_IN_HELP[key] is None or SUMMARY_KEY_IN_HELP[key] in help_text, key
+    for name in plots:
+        assert PLOT_IN_HELP[name] in help_text, name
+
+
 def test_evaluate_folders_writes_table_summary_and_plots(dataset, capsys, caplog):
     root, truth = dataset
     out = root / "out"
@@ -96,6 +122,7 @@ def test_evaluate_folders_writes_table_summary_and_plots(dataset, capsys, caplog
     assert froc["points"]["threshold"][0] is None and froc["points"]["threshold"][1] == pytest.approx(0.8, abs=1e-6)
     assert froc["sensitivity_at_fp_per_case"]["8"] == pytest.approx(hit / n_ref)
     assert "lesion FROC" in printed.out
+    assert_help_names_each_output(summary, plots)
     # a second run refuses to overwrite, then succeeds with --overwrite
     args = ["evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "-o", str(out), "--no-plots"]
     assert main(args) == 2

@@ -16,6 +16,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..validation import PADDING_BELOW_HU
 from ..volume import ImageGeometry
 
 BODY_HU = -500.0
@@ -64,9 +65,10 @@ def liver_cut_by_scan_end(labels_zyx: np.ndarray, geometry: ImageGeometry) -> bo
     return bool((np.take(labels, 0, axis=axis) >= 1).any() or (np.take(labels, -1, axis=axis) >= 1).any())
 
 
-FOV_PADDING_HU = -1500.0
+FOV_PADDING_HU = PADDING_BELOW_HU
 """Values below this (HU) lie below air (-1000) and any tissue: the padding a scanner writes outside its circular
-reconstruction field of view (-2048 or -3024 on many scanners; -3024 on the GE CT of Testing/Data)."""
+reconstruction field of view (-2048 or -3024 on many scanners; -3024 on the GE CT of Testing/Data); the input
+checks' and the lesion report's threshold for it (:data:`~..validation.PADDING_BELOW_HU`)."""
 
 
 def liver_cut_by_image_side(labels_zyx: np.ndarray, geometry: ImageGeometry,

@@ -348,15 +348,33 @@ def test_add_model_of_the_installed_file_under_another_spelling_keeps_it(module,
     assert target == str(users / "mine.safetensors") and (users / "mine.safetensors").read_bytes() == before
 
 
+def _segment_button_panel(module, monkeypatch, segmentation, input_volume):
+    """The module's widget (no Qt) with ``segmentation`` as its output and ``input_volume`` as its CT, whose Segment
+    button records each run it starts in ``starts`` and each question it asks in ``confirmations`` (answered No):
+    ``(widget, starts, confirmations)``."""
+    import slicer.util
+
+    widget = module.m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=segmentation, inputVolume=input_volume,
+                                                  modelPath="m.safetensors", device="auto", lesionTable=None)
+    widget.dependenciesReady = lambda: True
+    widget.updateGUI = lambda *args: None
+    starts, confirmations = [], []
+    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
+    monkeypatch.setattr(module.m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    return widget, starts, confirmations
+
+
 def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming_them(module, monkeypatch):
     """With the Liver / Liver tumor segments deleted and only a piece split off them left ("Liver tumor_2"), the
     panel asked "... already has Liver / Liver tumor segments and 1 piece(s) split off them"; it now says what is
     there. A user's "Liver tumor_1" (Slicer never names a piece so) is no piece and asks nothing."""
-    import slicer.util
     from LiverTumorSegLib import mrml
     from LiverTumorSegLib.volume import ImageGeometry
 
-    m = module.m
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:6, 2:6] = 1
@@ -364,17 +382,7 @@ def test_segment_asks_before_replacing_pieces_split_off_an_earlier_result_naming
     for spec in mrml.SEGMENTS:
         seg.GetSegmentation().RemoveSegment(spec.segment_id)
     seg.GetSegmentation().AddEmptySegment("mine", "Liver tumor_1", [0, 0, 1])
-    widget = m.LiverTumorSegWidget()
-    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
-                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
-    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume="CT", modelPath="m.safetensors",
-                                                  device="auto", lesionTable=None)
-    widget.dependenciesReady = lambda: True
-    widget.updateGUI = lambda *args: None
-    starts, confirmations = [], []
-    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
-    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget, starts, confirmations = _segment_button_panel(module, monkeypatch, seg, "CT")
     widget.onSegmentButton()
     assert confirmations == [] and starts == [1]  # "Liver tumor_1" alone: nothing is replaced, nothing asked
     widget._task = None
@@ -391,28 +399,16 @@ def test_segment_asks_before_replacing_this_modules_segments_naming_those_the_us
     """A run replaces this module's Liver / Liver tumor by their IDs, also after the reader renamed them (to
     "Metastasis 4 (confirmed)"); the question spoke of "Liver / Liver tumor segments" and said "its other segments are
     kept", so the renamed segments read as kept. It now names them."""
-    import slicer.util
     from LiverTumorSegLib import mrml
     from LiverTumorSegLib.volume import ImageGeometry
 
-    m = module.m
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:6, 2:6] = 1
     labels[1, 3, 3] = 2
     seg = mrml.labels_to_segmentation_node(module.scene, labels, ImageGeometry(spacing=(1.0, 1.0, 2.0)),
                                            name="Old result")
     seg.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id).SetName("Metastasis 4 (confirmed)")
-    widget = m.LiverTumorSegWidget()
-    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
-                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
-    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume="CT", modelPath="m.safetensors",
-                                                  device="auto", lesionTable=None)
-    widget.dependenciesReady = lambda: True
-    widget.updateGUI = lambda *args: None
-    starts, confirmations = [], []
-    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
-    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget, starts, confirmations = _segment_button_panel(module, monkeypatch, seg, "CT")
     widget.onSegmentButton()
     assert starts == []  # declined: no run
     assert confirmations == [
@@ -444,12 +440,10 @@ def test_segment_into_a_segmentation_made_on_another_ct_asks_first_naming_both_c
     """Choosing another input CT sets the output back to 'Create new', but a reader may then pick the first CT's
     segmentation by hand: its Liver / Liver tumor (the first CT's result) were replaced after the plain "Replace
     them?", and a segmentation of the first CT without them was taken over (its CT changed) without a question."""
-    import slicer.util
     from LiverTumorSegLib import mrml
     from LiverTumorSegLib.volume import ImageGeometry
     from mrml_helpers import add_volume_node
 
-    m = module.m
     geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[1, 2:6, 2:6] = 1
@@ -457,17 +451,7 @@ def test_segment_into_a_segmentation_made_on_another_ct_asks_first_naming_both_c
     second_ct = add_volume_node(module.scene, labels.astype(np.int16), geometry, "Follow-up CT")
     seg = mrml.labels_to_segmentation_node(module.scene, labels, geometry, name="Baseline result",
                                            reference_volume_node=first_ct)
-    widget = m.LiverTumorSegWidget()
-    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
-                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
-    widget._parameterNode = types.SimpleNamespace(outputSegmentation=seg, inputVolume=second_ct,
-                                                  modelPath="m.safetensors", device="auto", lesionTable=None)
-    widget.dependenciesReady = lambda: True
-    widget.updateGUI = lambda *args: None
-    starts, confirmations = [], []
-    widget.logic = types.SimpleNamespace(process=lambda *args, **kwargs: starts.append(1) or None)
-    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or False)
+    widget, starts, confirmations = _segment_button_panel(module, monkeypatch, seg, second_ct)
     widget.onSegmentButton()
     assert starts == [] and confirmations == [
         "'Baseline result' was made on the CT 'Baseline CT', not on 'Follow-up CT', the CT to segment. 'Baseline "

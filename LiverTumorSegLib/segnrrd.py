@@ -60,13 +60,14 @@ Task03 names label 2 'cancer'. "hcc" counts only as a word of its own (not insid
 _WHOLE_WORDS_ONLY = ("hcc",)
 _TUMOR_WORD = "(?:" + "|".join(rf"\b{w}\b" if w in _WHOLE_WORDS_ONLY else re.escape(w) for w in TUMOR_WORDS) + ")"
 _NEGATED_TUMOR = re.compile(
-    r"\b(?:without|excluding|no)[\s_-]+(?:any[\s_-]+)?(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor'
+    r"\b(?:without|excluding|no|negative[\s_-]+for|no[\s_-]+evidence[\s_-]+of)[\s_-]+(?:any[\s_-]+)?"
+    r"(?:liver[\s_-]+)?\w*" + _TUMOR_WORD  # 'liver without tumor', 'no evidence of tumor', 'negative for lesions'
     + r"|\bnon[\s_-]*" + _TUMOR_WORD  # 'non-tumor liver', 'nontumorous'
-    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*free\b")  # 'tumor-free parenchyma', 'lesion free'
-"""A negated tumor word: 'no', 'without' or 'excluding' before it (one 'any' or 'liver' between allowed), 'non'
-joined to it, or 'free' after it. Only the tumor word itself is negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and
-'Non-enhancing tumor part' are tumors (a first rule took any 'no ' or 'non-' in the name as a negation, and those
-hand-drawn lesions were left out of the lesion table)."""
+    + r"|" + _TUMOR_WORD + r"\w*[\s_-]*(?:free|absent|\(?none\)?)(?!\w)")  # 'tumor-free', 'Tumor (none)'
+"""A negated tumor word: 'no', 'without', 'excluding', 'negative for' or 'no evidence of' before it (one 'any' or
+'liver' between allowed), 'non' joined to it, or 'free', 'absent' or 'none' after it. Only the tumor word itself is
+negated: 'Lesion no 2' (no. 2), 'Tumor No 3' and 'Non-enhancing tumor part' are tumors (a first rule took any 'no '
+or 'non-' in the name as a negation, and those hand-drawn lesions were left out of the lesion table)."""
 
 
 def names_tumor(name: str) -> bool:

@@ -360,7 +360,9 @@ def test_empty_seg_nrrd_as_slicer_saves_it_reads_onto_its_recorded_grid(tmp_path
     ("Liver without tumor", False), ("Tumor-free parenchyma", False), ("lesion free liver", False),
     ("non-tumor liver", False), ("nontumorous liver", False), ("no tumor", False), ("Liver (no lesions)", False),
     ("Liver excluding tumours", False), ("without any lesion", False), ("liver without liver tumor", False),
-    ("Liver", False), ("Liver segment 7", False), ("Portal vein", False), ("tchcc", False)])
+    ("Liver", False), ("Liver segment 7", False), ("Portal vein", False), ("tchcc", False),
+    ("No evidence of tumor", False), ("tumor absent", False), ("Tumor (none)", False), ("negative for lesions", False),
+    ("Tumor nonenhancing", True), ("Lesion absentia 2", True)])
 def test_only_a_negated_tumor_word_makes_a_name_no_tumor(name, tumor):
     """Any 'no ' or 'non-' in a name was taken as a negation: hand-drawn 'Lesion no 2' and 'Non-enhancing tumor
     part' were left out of the lesion table, and 'HCC' held no tumor word."""

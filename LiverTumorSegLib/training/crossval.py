@@ -324,7 +324,9 @@ def _run_folds(config: TrainConfig, out_dir: Path, command: str, train_fn: Calla
     try:
         listed = discover_cases(config.data, config.format) if resuming else None  # for finished folds' splits
         for fold in range(config.folds):
-            log(f"=== fold {fold + 1}/{config.folds} ===")
+            # numbered from 0, as fold_K.safetensors, the table and train --fold K are ("fold 2/2" beside the
+            # trainer's "(fold 1 of 2)" named one fold two ways in one log)
+            log(f"=== fold {fold} (folds 0-{config.folds - 1}) ===")
             fold_cfg = fold_config(config, out_dir, fold)
             result = finished_fold(fold_cfg, listed) if resuming else None
             if result is not None:

@@ -593,7 +593,7 @@ class Trainer:
         self.log(f"data: {len(cases)} cases ({len({c.patient_id for c in cases})} patients, {self.layout} layout) "
                  f"from {cfg.data}; "
                  f"train {len(self.train_cases)}, validation {len(self.val_cases)}"
-                 + (f" (fold {cfg.fold} of {cfg.folds})" if cfg.folds else "")
+                 + (f" (fold {cfg.fold} of folds 0-{cfg.folds - 1})" if cfg.folds else "")
                  + (f"; validation patients: {', '.join(sorted({c.patient_id for c in self.val_cases}))}"
                     f" (split seed {cfg.data_split_seed})" if self.val_cases else ""))
         if self.init_package is not None:

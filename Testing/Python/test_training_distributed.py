@@ -39,7 +39,9 @@ def test_crossval_under_torchrun_writes_one_table_from_rank_0(tmp_path):
     done = subprocess.run(command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert output.count("=== fold 2/2 ===") == 1 and output.count("table written to") == 1  # rank 0 alone
+    assert output.count("=== fold 1 (folds 0-1) ===") == 1 and output.count("table written to") == 1  # rank 0 alone
+    # the trainer's line names the fold as the header does ("fold 2/2" beside "(fold 1 of 2)" named one fold two ways)
+    assert "(fold 1 of folds 0-1)" in output and "fold 2/2" not in output
     rows = {row["fold"]: row for row in csv.DictReader((tmp_path / "cv" / "crossval.csv").open())}
     assert set(rows) == {"0", "1", "mean"}
     assert all(math.isfinite(float(rows[fold]["liver_dice"])) for fold in rows)  # rank 1's rows were NaN

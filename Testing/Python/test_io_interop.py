@@ -49,6 +49,7 @@ def test_a_nifti_probability_map_reads_as_probabilities_in_other_tools(tmp_path,
     assert placed.dtype == np.uint8 and np.array_equal(placed, levels)
 
 
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader:UserWarning")  # MONAI's note on a missing GPU decoder
 def test_monai_loads_a_nifti_probability_map_as_probabilities(tmp_path):
     """MONAI's LoadImage (nibabel reader), what a researcher's pipeline uses, reads p, not 255 x p."""
     LoadImage = pytest.importorskip("monai.transforms").LoadImage

@@ -159,8 +159,8 @@ def write_label_map(path: PathLike, labels_zyx: np.ndarray, geometry: ImageGeome
     """Write a ``(z, y, x)`` label map (integers 0..255) as uint8 to .nii/.nii.gz/.nrrd/.mha; returns the path.
 
     The file's geometry equals ``geometry`` exactly (NIfTI: sform = qform = ``geometry.ijk_to_ras()``,
-    codes 1; intent code 1002, NIFTI_INTENT_LABEL; no scl_slope/scl_inter). Written atomically; an existing file is kept unless ``overwrite``. ``orientation_unknown``: for
-    the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
+    codes 1; intent code 1002, NIFTI_INTENT_LABEL; no scl_slope/scl_inter). Written atomically; an existing file is
+    kept unless ``overwrite``. ``orientation_unknown``: for the label map of a NIfTI CT without orientation (:func:`~.nifti.has_unknown_orientation`), a NIfTI output
     keeps sform and qform codes 0, so that ITK and 3D Slicer place it as they place that CT.
     ``nifti_transforms``: for a NIfTI CT whose sform and qform disagree (:func:`~.nifti.nifti_write_options`), a
     NIfTI output gets the same two, with their codes and unit, for the same reason. ``nifti_version``: 2 for the

@@ -1111,7 +1111,8 @@ def test_alignment_reports_the_rotations_whole_angle_not_only_the_translation():
     change = {"response": "SD", "response_reason": "", "sum_of_diameters": {"baseline_mm": None}, "lesions": [],
               "alignment": record}
     line = [text for text in change_summary_lines(change) if text.startswith("alignment:")][0]
-    assert line == "alignment: ct, translation LPS (1.0, 2.0, 3.0) mm, rotation 12.0 deg, liver Dice after alignment 0.900"
+    assert line == ("alignment: ct, translation LPS (1.0, 2.0, 3.0) mm, rotation 12.0 deg, liver Dice after "
+                    "alignment 0.900")
     shifted = sitk.Euler3DTransform()
     shifted.SetTranslation((4.0, 0.0, 0.0))
     assert Alignment(method="livers", transform=shifted).to_dict()["rotation_angle_deg"] == 0.0

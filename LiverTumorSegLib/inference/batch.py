@@ -107,7 +107,8 @@ def _skipped_status(case: "BatchCase") -> CaseStatus:
     return status
 
 
-RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu")
+RESULT_OPTIONS = ("postprocessing", "two_stage", "tta", "window_level", "window_width", "allow_non_hu",
+                  "body_size_scaling")
 """The :class:`~.options.SegmentationOptions` fields that change a label map. Device, threads, batch size,
 backend and precision ``auto`` do not (bf16 runs there only where its check agrees with fp32); an explicit
 ``--precision bf16``, which runs unchecked, counts as another setting against any other precision."""
@@ -465,7 +466,10 @@ def _read_and_prepare_case(case: BatchCase, allow_non_hu: bool, share: CoreShare
     from .prepared_input import prepare_ahead
 
     with share.busy():
-        early = prepare_ahead(volume, config, getattr(options, "batch_size", None), what=f"case {case.case_id}")
+        # the object the network is given (a child's CT enlarged): the engine uses a preparation of that object only
+        network_volume = segmenter.network_volume(volume)[0] if hasattr(segmenter, "network_volume") else volume
+        early = prepare_ahead(network_volume, config, getattr(options, "batch_size", None),
+                              what=f"case {case.case_id}")
     return volume, warnings, seconds, early
 
 

@@ -184,6 +184,8 @@ class SegmentationOptions:
     * ``allow_non_hu``: accept intensities that do not look like Hounsfield units.
     * ``precision``: ``auto|fp32|bf16`` network arithmetic (auto: bf16 on GPUs, and on CPUs with native bf16
       after a check against fp32 on one batch; see :class:`~.engine.SliceInferenceEngine`).
+    * ``body_size_scaling``: a body much narrower than the training adults' (a child) is given to the network
+      enlarged in-plane (:mod:`~LiverTumorSegLib.inference.body_size`); False gives every CT as it is.
     * ``window_level`` / ``window_width`` (HU): both or neither; replace the model's first window channel
       (expert override: the model was trained with its own window).
 
@@ -204,6 +206,7 @@ class SegmentationOptions:
     window_level: Optional[float] = None
     window_width: Optional[float] = None
     precision: str = "auto"
+    body_size_scaling: bool = True
     # New settings go here: add the field, its check in __post_init__ and its row in _FLAGS;
     # to_dict/from_dict/to_cli_args/the CLI then carry it.
 
@@ -219,7 +222,7 @@ class SegmentationOptions:
                              f"{', '.join(BACKENDS)}.")
         set_("batch_size", check_count("batch_size", "--batch-size", self.batch_size))
         set_("threads", check_count("threads", "--threads", self.threads, MAX_THREADS))
-        for name in ("tta", "two_stage", "probabilities", "allow_non_hu"):
+        for name in ("tta", "two_stage", "probabilities", "allow_non_hu", "body_size_scaling"):
             _check_bool(name, _FLAGS[name], getattr(self, name))
         set_("postprocessing", _checked_postprocessing(self.postprocessing))
         try:
@@ -290,6 +293,8 @@ class SegmentationOptions:
         for name in ("tta", "two_stage", "allow_non_hu"):
             if getattr(self, name):
                 args.append(_FLAGS[name])
+        if not self.body_size_scaling:
+            args.append(_FLAGS["body_size_scaling"])
         args += _postprocessing_cli_args(self.postprocessing)
         if self.probabilities:
             if probabilities_path is None:
@@ -321,7 +326,8 @@ def segment_command_args(input_path: Any, output_path: Any, options: Segmentatio
 _FLAGS = {"model": "--model", "device": "--device", "backend": "--backend", "batch_size": "--batch-size",
           "threads": "--threads", "tta": "--tta", "two_stage": "--two-stage", "allow_non_hu": "--allow-non-hu",
           "probabilities": "--probabilities", "window_level": "--window-level", "window_width": "--window-width",
-          "postprocessing": "post-processing switches", "precision": "--precision"}
+          "postprocessing": "post-processing switches", "precision": "--precision",
+          "body_size_scaling": "--no-body-size-scaling"}
 
 
 def _number_text(value: Any) -> str:
@@ -397,6 +403,11 @@ def add_segmentation_arguments(parser: Any) -> None:
     parser.add_argument("--window-width", type=float, default=None, metavar="HU", help="see --window-level")
     parser.add_argument("--allow-non-hu", action="store_true",
                         help="accept intensities that do not look like Hounsfield units")
+    parser.add_argument("--no-body-size-scaling", action="store_true",
+                        help="give a body much smaller than the package's training bodies (a child) to the network "
+                             "as it is; by default one under 0.75 x the smallest (236 mm across for the bundled model) "
+                             "is given enlarged in-plane, with a warning (the report's body_size says what was "
+                             "measured and done)")
 
 
 def postprocessing_from_args(args: Any) -> PostprocessingOptions:
@@ -432,4 +443,5 @@ def options_from_args(args: Any) -> SegmentationOptions:
         threads=getattr(args, "threads", None), tta=bool(args.tta), two_stage=bool(args.two_stage),
         postprocessing=postprocessing_from_args(args), probabilities=getattr(args, "probabilities", None) is not None,
         allow_non_hu=bool(args.allow_non_hu), window_level=getattr(args, "window_level", None),
-        window_width=getattr(args, "window_width", None), precision=getattr(args, "precision", "auto"))
+        window_width=getattr(args, "window_width", None), precision=getattr(args, "precision", "auto"),
+        body_size_scaling=not getattr(args, "no_body_size_scaling", False))

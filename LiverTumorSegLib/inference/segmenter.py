@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -242,6 +242,11 @@ def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
     return check_ct(volume, allow_non_hu=allow_non_hu)
 
 
+MAX_NETWORK_VOLUMES_KEPT = 4
+"""CTs whose network form :meth:`Segmenter.network_volume` keeps until :meth:`Segmenter.predict` takes it: a batch
+holds two (the one running, the next one read); one prepared and then refused is let go after a few more."""
+
+
 class Segmenter:
     """Segments CT volumes with one model package, loaded once.
 
@@ -268,6 +273,56 @@ class Segmenter:
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
         self._preprocessing_known = threading.Event()  # set by the load once the config is known, and when it ends
         self._loading_config = None  # type: Any  # the package's preprocessing config, as the engine will use it
+        self._network_volumes = {}  # type: Dict[int, Tuple[CTVolume, CTVolume, Optional[Dict[str, Any]]]]
+        self._network_volumes_lock = threading.Lock()
+
+    def network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
+        """``(the CT the network is given, the report's body_size record or None)`` for ``volume``: a body much
+        narrower than the training adults' is given enlarged in-plane (:mod:`.body_size`; ``options.body_size_scaling``,
+        a CT in HU only), any other CT as it is. Kept for the same CT object until :meth:`predict` takes it, so an
+        early resampling (:meth:`_prepare_while_loading`, a batch's reader) prepares the very object the engine is
+        then given (its preparation serves only that object)."""
+        with self._network_volumes_lock:
+            known = self._network_volumes.get(id(volume))
+        if known is not None and known[0] is volume:
+            return known[1], known[2]
+        record = None
+        network_volume = volume
+        if self.options.body_size_scaling and _why_not_hu(volume, self.options.allow_non_hu) is None:
+            from .body_size import body_size_record, with_in_plane_scale
+
+            record = body_size_record(volume, self._training_body_diameter_mm())
+            if record["in_plane_scale"] != 1.0:
+                network_volume = with_in_plane_scale(volume, record["in_plane_scale"])
+        with self._network_volumes_lock:
+            self._network_volumes[id(volume)] = (volume, network_volume, record)
+            while len(self._network_volumes) > MAX_NETWORK_VOLUMES_KEPT:  # CTs prepared but never run (failed)
+                self._network_volumes.pop(next(iter(self._network_volumes)))
+        return network_volume, record
+
+    def _training_body_diameter_mm(self) -> Optional[float]:
+        """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.
+        Before the load has made the package, read from the file's metadata (not yet verified: a batch's reader or
+        the early resampling decides with it, and the engine then uses that work only for the very CT object it is
+        given, which the verified package's run asks for again only through this cache)."""
+        from .body_size import training_body_diameter_mm
+
+        metadata = getattr(self.package, "metadata", None)
+        if metadata is None and self.package is None:
+            try:
+                from ..package import read_package_metadata, resolve_model
+
+                metadata = read_package_metadata(resolve_model(self.options.model))
+            except Exception:  # noqa: BLE001 - the load reports a package it cannot read; here: not scaled
+                return None
+        return training_body_diameter_mm(metadata)
+
+    def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
+        """:meth:`network_volume`, then forgotten (the CT is not held beyond its run)."""
+        result = self.network_volume(volume)
+        with self._network_volumes_lock:
+            self._network_volumes.pop(id(volume), None)
+        return result
 
     # ------------------------------------------------------------------ loading
     @property
@@ -426,15 +481,20 @@ class Segmenter:
         if cancel is not None:
             cancel.raise_if_cancelled()
         not_hu = _why_not_hu(volume, self.options.allow_non_hu)  # for the crop's air gate and finish's HU rules
+        # a child's CT is given enlarged (its labels come back on its own voxels); finish works on the true grid
+        network_volume, body_size = self._take_network_volume(volume)
         with self._network_lock:  # two threads sharing one Segmenter mixed up the engine's buffers
             two_stage_record = {}  # type: Dict[str, Any]
-            labels, probability = self._network(volume, reporter.sub(0.02, 1.0), cancel, keep_probability=True,
-                                                two_stage_record=two_stage_record, in_hu=not_hu is None)
+            labels, probability = self._network(network_volume, reporter.sub(0.02, 1.0), cancel,
+                                                keep_probability=True, two_stage_record=two_stage_record,
+                                                in_hu=not_hu is None)
             timings.update(getattr(self.engine, "last_timings", None) or {})
             if load_parts is not None:  # the CT was resampled while the model loaded (segment_file)
                 load_parts["during_preprocess"] = bool(self._load_overlapped_preprocess and
                                                        getattr(self.engine, "used_offered", False))
             facts = self._run_facts()
+            if body_size is not None:
+                facts["body_size"] = body_size
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
                 facts["two_stage_record"] = two_stage_record
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
@@ -502,6 +562,11 @@ class Segmenter:
             warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
                                                                                             volume.geometry)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
+        from .body_size import body_size_warning
+
+        scaled = body_size_warning(facts.get("body_size") or {})
+        if scaled:
+            warnings.append(scaled)
         if (facts.get("two_stage_record") or {}).get("fallback"):
             warnings = ["Two-stage mode found no liver in its coarse pass, so the whole volume was segmented."] \
                 + warnings
@@ -572,7 +637,8 @@ class Segmenter:
             return None
         from .prepared_input import prepare_ahead
 
-        early = prepare_ahead(volume, config, self.options.batch_size, self.options.threads, "the CT")
+        early = prepare_ahead(self.network_volume(volume)[0], config, self.options.batch_size, self.options.threads,
+                              "the CT")
         self._load_overlapped_preprocess = early is not None
         return early
 

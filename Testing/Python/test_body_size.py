@@ -1,0 +1,145 @@
+"""Body-size scaling (LiverTumorSegLib.inference.body_size): a body's area-equivalent diameter on known shapes, when
+a CT is scaled for the network and by how much, and that the network gets the scaled CT while the labels, volumes
+and report stay on the CT's own grid."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.body_size import (MAX_IN_PLANE_SCALE, PACKAGE_KEY, body_diameter_mm,
+                                                  body_size_record, body_size_warning, in_plane_scale,
+                                                  training_body_diameter_mm, with_in_plane_scale)
+from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+
+def _ellipse_body(diameter_lr_mm, diameter_ap_mm, shape=(6, 256, 256), spacing=1.0, padding_radius_px=None):
+    """A water-density elliptic body (40 HU) in air, (z, y, x) on an LPS identity grid of ``spacing`` mm pixels;
+    optionally padding (-3024) outside a round field of view of ``padding_radius_px`` pixels."""
+    z, h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    inside = ((xx - cx) * spacing / (diameter_lr_mm / 2)) ** 2 + ((yy - cy) * spacing / (diameter_ap_mm / 2)) ** 2 <= 1
+    plane = np.where(inside, 40, -1000).astype(np.int16)
+    if padding_radius_px is not None:
+        plane[(xx - cx) ** 2 + (yy - cy) ** 2 > padding_radius_px ** 2] = -3024
+    return np.repeat(plane[None], z, axis=0), ImageGeometry(spacing=(spacing, spacing, 5.0))
+
+
+def test_the_diameter_of_an_elliptic_body_is_its_area_equivalent_diameter():
+    hu, geometry = _ellipse_body(160.0, 100.0)
+    expected = np.sqrt(160.0 * 100.0)  # area pi ab = pi (d/2)^2 -> d = sqrt(lr * ap) = 126.5 mm
+    record = body_diameter_mm(hu, geometry)
+    assert record["diameter_mm"] == pytest.approx(expected, abs=3.0)
+    assert record["slices_measured"] == 6 and record["slices_cut"] == 0
+
+
+def test_a_body_with_gas_inside_counts_its_whole_area_and_a_distant_arm_is_left_out():
+    hu, geometry = _ellipse_body(160.0, 100.0)
+    hu[:, 120:136, 120:136] = -1000  # bowel gas: a hole, filled
+    hu[:, 10:30, 10:30] = 40  # a part elsewhere, smaller than the trunk
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(np.sqrt(160.0 * 100.0), abs=3.0)
+
+
+def test_a_body_cut_by_the_image_or_a_round_field_of_view_is_not_measured():
+    hu, geometry = _ellipse_body(300.0, 200.0)  # wider than the 256 mm image: cut at both sides
+    record = body_diameter_mm(hu, geometry)
+    assert record["diameter_mm"] is None and record["slices_cut"] == 6
+    hu, geometry = _ellipse_body(200.0, 150.0, padding_radius_px=90)  # a 180 mm round field of view cuts it
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] is None
+    hu, geometry = _ellipse_body(160.0, 100.0, padding_radius_px=120)  # the field of view around it: measured
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(126.5, abs=3.0)
+
+
+def test_air_only_gives_no_diameter():
+    hu = np.full((3, 64, 64), -1000, np.int16)
+    assert body_diameter_mm(hu, ImageGeometry(spacing=(1.0, 1.0, 5.0)))["diameter_mm"] is None
+
+
+def test_the_scale_acts_only_below_three_quarters_of_the_smallest_training_body():
+    assert in_plane_scale(250.0, 315.0) == 1.0  # 250 >= 0.75 x 315 = 236
+    assert in_plane_scale(200.0, 315.0) == pytest.approx(0.9 * 315.0 / 200.0)
+    assert in_plane_scale(50.0, 315.0) == MAX_IN_PLANE_SCALE
+    assert in_plane_scale(None, 315.0) == 1.0 and in_plane_scale(200.0, None) == 1.0
+    assert training_body_diameter_mm({PACKAGE_KEY: {"a": 341.8, "b": 324.7, "c": None}}) == 324.7
+    assert training_body_diameter_mm({PACKAGE_KEY: {"c": None}}) is None and training_body_diameter_mm({}) is None
+    assert training_body_diameter_mm({PACKAGE_KEY: {"a": True, "b": float("nan")}}) is None
+
+
+def test_the_network_volume_scales_the_two_in_plane_spacings_of_any_stored_orientation():
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(4, 64, 64))
+    scaled = with_in_plane_scale(CTVolume(hu, geometry), 2.0)
+    assert scaled.geometry.spacing == (2.0, 2.0, 5.0) and scaled.array is hu
+    # a coronal stack: array axis 1 (j) runs head to foot, so i (x) and k (z) are in-plane
+    coronal = ImageGeometry(spacing=(1.0, 3.0, 1.5), direction=(1, 0, 0, 0, 0, 1, 0, -1, 0))
+    assert with_in_plane_scale(CTVolume(hu, coronal), 2.0).geometry.spacing == (2.0, 3.0, 3.0)
+
+
+def test_the_record_and_warning_say_what_was_measured_and_done():
+    hu, geometry = _ellipse_body(160.0, 100.0)
+    record = body_size_record(CTVolume(hu, geometry), 315.0)
+    assert record["training_diameter_mm"] == 315.0
+    assert record["in_plane_scale"] == pytest.approx(0.9 * 315.0 / record["diameter_mm"], abs=0.001)
+    warning = body_size_warning(record)
+    assert "enlarged 2.2" in warning and "(315 mm)" in warning and "--no-body-size-scaling" in warning
+    assert body_size_warning(body_size_record(CTVolume(hu, geometry), None)) is None
+
+
+class _RecordingEngine:
+    """An engine stand-in: records the CT it is given and labels everything above 0 HU liver."""
+
+    def __init__(self, package):
+        self.package, self.given = package, []
+
+    def predict(self, volume, progress=None, cancel=None):
+        self.given.append(volume)
+        return (np.asarray(volume.array) > 0).astype(np.uint8)
+
+
+def _segment(volume, metadata, scaling=True):
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    engine = _RecordingEngine(SimpleNamespace(metadata=metadata, name="stand-in", path="stand-in"))
+    segmenter = Segmenter(SegmentationOptions(body_size_scaling=scaling), engine=engine)
+    return segmenter, engine, segmenter.segment_volume(volume, checked=True)
+
+
+def test_segment_gives_the_network_a_small_body_enlarged_and_measures_on_the_true_grid():
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(4, 200, 200))
+    volume = CTVolume(hu, geometry)
+    segmenter, engine, result = _segment(volume, {PACKAGE_KEY: {"adult": 315.0}})
+    given = engine.given[0]
+    scale = result.report["body_size"]["in_plane_scale"]
+    assert scale > 2.0 and given.geometry.spacing == pytest.approx((scale, scale, 5.0)) and given.array is hu
+    assert result.labels.shape == hu.shape and result.geometry == geometry
+    # the liver volume is the body's on the true 1 x 1 x 5 mm grid: 4 slices x pi x 80 x 50 mm^2
+    assert result.report["liver_volume_ml"] == pytest.approx(4 * np.pi * 80 * 50 * 5 / 1000, rel=0.02)
+    assert any("enlarged" in w for w in result.warnings)
+    assert segmenter._network_volumes == {}  # nothing held after the run
+
+    _, engine, result = _segment(volume, {PACKAGE_KEY: {"adult": 315.0}}, scaling=False)
+    assert engine.given[0] is volume and "body_size" not in result.report
+    assert not any("enlarged" in w for w in result.warnings)
+    _, engine, result = _segment(volume, {})  # a package without training sizes: never scaled
+    assert engine.given[0] is volume and result.report["body_size"]["in_plane_scale"] == 1.0
+
+
+def test_an_adult_sized_body_is_given_as_it_is():
+    hu, geometry = _ellipse_body(330.0, 250.0, shape=(3, 200, 200), spacing=2.0)
+    volume = CTVolume(hu, geometry)
+    _, engine, result = _segment(volume, {PACKAGE_KEY: {"adult": 315.0}})
+    assert engine.given[0] is volume and result.report["body_size"]["in_plane_scale"] == 1.0
+    assert not any("enlarged" in w for w in result.warnings)
+
+
+def test_early_preparation_and_the_run_share_one_network_volume():
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from types import SimpleNamespace
+
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(2, 200, 200))
+    volume = CTVolume(hu, geometry)
+    segmenter = Segmenter(SegmentationOptions(), package=SimpleNamespace(metadata={PACKAGE_KEY: {"a": 315.0}}))
+    first, record = segmenter.network_volume(volume)
+    assert first is not volume and segmenter.network_volume(volume)[0] is first  # the object an early prep used
+    assert segmenter._take_network_volume(volume)[0] is first and segmenter._network_volumes == {}

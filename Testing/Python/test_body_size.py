@@ -143,3 +143,45 @@ def test_early_preparation_and_the_run_share_one_network_volume():
     first, record = segmenter.network_volume(volume)
     assert first is not volume and segmenter.network_volume(volume)[0] is first  # the object an early prep used
     assert segmenter._take_network_volume(volume)[0] is first and segmenter._network_volumes == {}
+
+
+def test_the_record_script_writes_each_training_ct_s_body_diameter_into_the_package(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+    from script_helpers import load_script
+
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.package import read_package_metadata, rewrite_package_metadata
+
+    small = write_volume(tmp_path / "small.nii.gz", CTVolume(*_ellipse_body(160.0, 100.0, shape=(3, 200, 200))))
+    cut = write_volume(tmp_path / "cut.nii.gz", CTVolume(*_ellipse_body(300.0, 200.0, shape=(3, 256, 256))))
+    package = tiny_unet_package(tmp_path).path
+    files = [{"case": "small", "image": str(tmp_path / "moved.nii.gz")}, {"case": "cut", "image": str(cut)}]
+    rewrite_package_metadata(package, lambda meta: meta.setdefault("training", {}).update(data_files=files))
+    script = load_script("scripts/record_training_body_size.py", "record_training_body_size")
+    before = package.read_bytes()
+    assert script.main([str(package)]) == 2  # a listed CT that is not there: nothing written
+    assert "--image small=PATH" in capsys.readouterr().err and package.read_bytes() == before
+    assert script.main([str(package), "--image", "other=x.nii.gz"]) == 2 and package.read_bytes() == before
+    assert script.main([str(package), "--image", f"small={small}"]) == 0
+    recorded = read_package_metadata(package)[PACKAGE_KEY]
+    assert recorded["cut"] is None and recorded["small"] == pytest.approx(np.sqrt(160.0 * 100.0), abs=3.0)
+    assert training_body_diameter_mm(read_package_metadata(package)) == recorded["small"]
+    assert "cut: cut by the field of view (null)" in capsys.readouterr().out
+
+
+def test_the_bundled_default_records_its_training_bodies():
+    from LiverTumorSegLib.package import read_package_metadata, resolve_model
+
+    recorded = read_package_metadata(resolve_model("default"))[PACKAGE_KEY]
+    assert recorded == {"ct3slice_ct": 341.8, "example_ct_dicom20": 324.7, "example_ct_full112": None}
+
+
+def test_the_real_sample_measures_as_an_adult_and_is_not_scaled():
+    from pathlib import Path
+
+    from LiverTumorSegLib.io import read_volume
+
+    ct = read_volume(Path(__file__).resolve().parents[2] / "Testing" / "Data" / "example_ct_sm.nii.gz")
+    record = body_size_record(ct, 324.7)
+    assert record["diameter_mm"] == pytest.approx(306.2, abs=3.0) and record["in_plane_scale"] == 1.0

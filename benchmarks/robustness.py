@@ -538,6 +538,11 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
                        lambda c, s: c.whole_sample()),
     "spacing-30": ("anatomy shown 0.70x (spacing -30 %)", lambda c, s: scale_spacing(c.sample, 0.70)),
     "spacing-15": ("anatomy shown 0.85x (spacing -15 %)", lambda c, s: scale_spacing(c.sample, 0.85)),
+    "spacing-40": ("anatomy shown 0.60x (spacing -40 %; bodies 202-250 mm wide)",
+                   lambda c, s: scale_spacing(c.sample, 0.60)),
+    "spacing-50": ("anatomy shown 0.50x (spacing -50 %)", lambda c, s: scale_spacing(c.sample, 0.50)),
+    "spacing-60": ("anatomy shown 0.40x (spacing -60 %; bodies 134-166 mm wide, a toddler's)",
+                   lambda c, s: scale_spacing(c.sample, 0.40)),
     "spacing+15": ("anatomy shown 1.15x (spacing +15 %)", lambda c, s: scale_spacing(c.sample, 1.15)),
     "spacing+30": ("anatomy shown 1.30x (spacing +30 %)", lambda c, s: scale_spacing(c.sample, 1.30)),
     "liver_hu-40": ("liver -40 HU", lambda c, s: shift_liver_hu(c.sample, -40.0)),
@@ -663,10 +668,11 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
              postprocessing: Any = None, trained_on: Optional[set] = None,
              log: Optional[Callable[[str], None]] = None,
              refused: Optional[List[Tuple[str, str, str]]] = None,
-             trained_digests: Optional[set] = None) -> List[Dict[str, Any]]:
+             trained_digests: Optional[set] = None, body_size_scaling: bool = True) -> List[Dict[str, Any]]:
     """One flat row per (case, perturbation): the scores of ``engine`` (a SliceInferenceEngine) after the
-    default (or given) post-processing. Perturbations that do not apply to a case are left out; one whose
-    volume segment refuses is left out too and appended to ``refused`` as ``(case, perturbation, reason)``."""
+    default (or given) post-processing (``body_size_scaling``: as ``segment``'s, on by default). Perturbations that
+    do not apply to a case are left out; one whose volume segment refuses is left out too and appended to
+    ``refused`` as ``(case, perturbation, reason)``."""
     from LiverTumorSegLib.inference.api import segment_volume
 
     trained_on = trained_on or set()
@@ -687,7 +693,7 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
                 start = time.perf_counter()
                 try:
                     out = segment_volume(sample.volume(case.case_id), engine.package, engine=engine,
-                                         postprocessing=postprocessing,
+                                         postprocessing=postprocessing, body_size_scaling=body_size_scaling,
                                          allow_non_hu=bool(case.read_options.get("allow_non_hu")))
                 except InputError as exc:  # a perturbed volume the input check refuses (the real CT passed it
                     # at load): that row is skipped with the reason; before, the whole run stopped
@@ -912,6 +918,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="remap the label maps' values as train does, e.g. '{\"255\": 1}' (unlisted values -> 0)")
     p.add_argument("--allow-non-hu", action="store_true",
                    help="read CTs whose values do not look like Hounsfield units (as train --allow-non-hu)")
+    p.add_argument("--no-body-size-scaling", action="store_true",
+                   help="as segment's: give child-sized bodies to the network as they are (the spacing-40..-60 rows "
+                        "are where it acts)")
     p.add_argument("--quiet", action="store_true", help="no per-row progress lines")
     return p.parse_args(argv)
 
@@ -944,9 +953,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_slices < 0:
         raise InputError("--max-slices must be >= 0 (0 = all slices).")
     changed_post = args.min_lesion_probability is not None or args.keep_liver_in_air
-    if args.store_in_package and (args.tta or args.no_postprocessing or changed_post):
+    if args.store_in_package and (args.tta or args.no_postprocessing or changed_post or args.no_body_size_scaling):
         raise InputError("--store-in-package stores the table of the default inference; run it without --tta, "
-                         "--no-postprocessing, --min-lesion-probability and --keep-liver-in-air.")
+                         "--no-postprocessing, --min-lesion-probability, --keep-liver-in-air and "
+                         "--no-body-size-scaling.")
     if changed_post and args.no_postprocessing:
         raise InputError("--min-lesion-probability and --keep-liver-in-air set post-processing steps; "
                          "--no-postprocessing turns them all off. Give one or the other.")
@@ -983,7 +993,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"{package.name} ({path}):")
         refused = []  # type: List[Tuple[str, str, str]]
         rows = evaluate(engine, cases, perturbations, args.seed, post, trained_on, say, refused,
-                        trained_digests=trained_digests)
+                        trained_digests=trained_digests, body_size_scaling=not args.no_body_size_scaling)
         if refused and args.store_in_package and not args.replace_stored:  # the stored table would lose them
             raise InputError(f"segment refused {len(refused)} perturbed volume(s) (e.g. {refused[0][0]} "
                              f"{refused[0][1]}: {refused[0][2][:160]}), so the package's table would lack those "
@@ -998,7 +1008,8 @@ def run(args: argparse.Namespace) -> int:
               f"{' (raw network output)' if args.no_postprocessing else ''}"
               f"{'' if threshold is None else f' (min lesion probability {threshold:g})'}"
               f"{' (left-right flip test-time augmentation)' if args.tta else ''}"
-              f"{' (air step off: --keep-liver-in-air)' if args.keep_liver_in_air else ''}:")
+              f"{' (air step off: --keep-liver-in-air)' if args.keep_liver_in_air else ''}"
+              f"{' (no body-size scaling)' if args.no_body_size_scaling else ''}:")
         print(summary_table(rows, perturbations))
         trained = sorted({r["case"] for r in rows if r["training_case"]})
         validated = validation_only_names(package.metadata, {c.case_id: c.patient_id for c in cases})
@@ -1024,6 +1035,7 @@ def run(args: argparse.Namespace) -> int:
                     "keep_liver_in_air": bool(args.keep_liver_in_air),
                     "label_map": args.label_map, "allow_non_hu": bool(args.allow_non_hu),
                     "tta": bool(args.tta), "precision": args.precision,
+                    "body_size_scaling": not args.no_body_size_scaling,
                     "note": NOTE, "packages": results}
         with atomic_output(args.json, overwrite=args.overwrite) as tmp:
             Path(tmp).write_text(json.dumps(document, indent=1), encoding="utf-8")

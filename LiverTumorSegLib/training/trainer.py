@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, OutputExistsError
+from ..inference.body_size import PACKAGE_KEY as BODY_SIZE_KEY
 from ..fileutil import check_can_write
 from .callbacks import BestTracker, EarlyStopping, validation_score, validation_selection
 from .checkpoint import decode_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -429,6 +430,20 @@ def _check_package_limits(net: Any) -> None:
     if problem:
         raise InputError(f"{problem[0].upper()}{problem[1:]}, so this run's result could not be saved. Use a smaller "
                          f"network (fewer channels, a smaller width).")
+
+
+def training_body_diameters(cached: Sequence[CachedCase]) -> Dict[str, Optional[float]]:
+    """Case id -> the body's area-equivalent diameter (mm, :func:`~..inference.body_size.body_diameter_mm`) of each
+    cached training CT, read on its network grid (canonical, cropped to the body with a margin), or None where the
+    image or a round field of view cuts the body."""
+    from ..inference.body_size import body_diameter_mm
+    from ..volume import ImageGeometry
+
+    out = {}  # type: Dict[str, Optional[float]]
+    for case in cached:
+        sz, sy, sx = case.spacing_zyx
+        out[case.case_id] = body_diameter_mm(case.hu, ImageGeometry(spacing=(sx, sy, sz)))["diameter_mm"]
+    return out
 
 
 def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:
@@ -1273,7 +1288,9 @@ class Trainer:
         if getattr(self, "init_record", None) is not None:
             training["init_from"] = dict(self.init_record, validation_patients_it_trained_on=sorted(self.init_overlap),
                                          matched_by=dict(self.init_overlap))
-        meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES)}
+        meta = {"training": training, "validation": validation, "labels": dict(LABEL_NAMES),
+                # segment gives a body much smaller than these to the network enlarged (inference/body_size.py)
+                BODY_SIZE_KEY: training_body_diameters(self.train_cached)}
         if cfg.name:
             meta["name"] = cfg.name
         if cfg.description:

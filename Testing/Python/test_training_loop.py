@@ -75,6 +75,9 @@ def test_loss_falls_and_package_reloads_to_identical_output(data_csv, tmp_path):
     meta = read_package_metadata(result.package_path)
     assert meta["training"]["cases"] == result.train_cases and meta["training"]["command"] == "livertumorseg train test"
     assert meta["training"]["spacing_zyx_min_mm"] == [5.0, 3.0, 3.0]
+    # each training CT's body size, for segment's body-size scaling (a phantom body, cut by no image side)
+    bodies = meta["training_body_diameter_mm"]
+    assert sorted(bodies) == sorted(result.train_cases) and all(40.0 < d < 400.0 for d in bodies.values())
     assert 0.0 <= meta["validation"]["liver_dice"] <= 1.0
     env = meta["training"]["environment"]       # enough to reproduce the run: software, resolved settings, files
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__ and "git_commit" in env

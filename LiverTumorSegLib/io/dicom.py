@@ -1502,11 +1502,83 @@ def _functional_item(frame, shared, sequence: str):
     return None
 
 
+def _frame_pixel_spacings(frames, shared, count: int) -> List[Optional[Tuple[float, float]]]:
+    """The PixelSpacing (0028,0030; row spacing, column spacing, mm) of each of the ``count`` frames of a
+    multi-frame file: from the frame's own PixelMeasuresSequence, else the shared one (:func:`_functional_item`).
+    None for a frame that gives none, or not two positive finite numbers."""
+    spacings: List[Optional[Tuple[float, float]]] = []
+    for index in range(count):
+        frame = frames[index] if frames is not None and len(frames) > index else None
+        measures = _functional_item(frame, shared, "PixelMeasuresSequence")
+        try:
+            values = [float(v) for v in measures.PixelSpacing] if measures is not None else []
+        except (AttributeError, TypeError, ValueError):
+            values = []
+        ok = len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)
+        spacings.append((round(values[0], 6), round(values[1], 6)) if ok else None)
+    return spacings
+
+
+def _frame_numbers_text(numbers: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in numbers[:5]) + (" ..." if len(numbers) > 5 else "")
+
+
+def _multiframe_pixel_spacing(path: str, series: DicomSeriesInfo, frames, shared, count: int) -> Tuple[float, float]:
+    """The one PixelSpacing (row, column; mm) that all frames of a multi-frame file give, in their shared or
+    per-frame functional groups (:func:`_frame_pixel_spacings`). A file that gave none was refused as "frames not
+    on the grid ... out of order" (GDCM took 1 mm, also between the slices), which sent the user after the
+    frames' order; one whose frames gave different spacings was read at the first frame's, without a word. Both
+    are InputErrors naming the tag and what to do."""
+    spacings = _frame_pixel_spacings(frames, shared, count)
+    missing = [number for number, spacing in enumerate(spacings, start=1) if spacing is None]
+    where = ("PixelSpacing, 0028,0030, in a PixelMeasuresSequence of its shared functional groups "
+             "(SharedFunctionalGroupsSequence) or of each frame's (PerFrameFunctionalGroupsSequence)")
+    if missing:
+        which = "any of its frames" if len(missing) == count else \
+            f"{len(missing)} of its {count} frames (numbers {_frame_numbers_text(missing)})"
+        raise InputError(f"'{path}' (series {series.uid}) gives no pixel spacing for {which} ({where}); without it "
+                         f"the size of its voxels in mm, and so every volume measured on it, is unknown (the DICOM "
+                         f"reader would take 1 mm). Re-export the series from the scanner/PACS with its pixel "
+                         f"measures, or convert it to NIfTI with a tool that lets you give the spacing.")
+    distinct = sorted(set(spacings))
+    if len(distinct) > 1:
+        shown = "; ".join(f"{row:g}\\{column:g} mm in frames "
+                          f"{_frame_numbers_text([n for n, s in enumerate(spacings, start=1) if s == (row, column)])}"
+                          for row, column in distinct[:3]) + (" ..." if len(distinct) > 3 else "")
+        raise InputError(f"'{path}' (series {series.uid}) gives its frames different pixel spacings ({shown}; "
+                         f"{where}); a volume has one pixel size, so some slices would be measured at the wrong "
+                         f"scale. Re-export it with one pixel spacing for all frames (resampled on the scanner/PACS), "
+                         f"or convert each group of frames to NIfTI separately.")
+    return distinct[0]
+
+
+def _set_multiframe_spacing(image, pixel_spacing: Tuple[float, float], positions: Sequence[Sequence[float]]) -> None:
+    """Give ``image`` (SimpleITK, read from one multi-frame file; changed in place) the frames' ``pixel_spacing``
+    (row, column; mm) where the reader's in-plane spacing differs from it (GDCM reads the pixel measures of the
+    shared functional groups, else of the first frame only), and then the distance between slices from the
+    frames' ``positions`` (mm, LPS, frame order) along the slice normal (their median step), which the reader
+    took from the same measures; :func:`_check_multiframe` then checks every frame against that grid."""
+    column_row = (pixel_spacing[1], pixel_spacing[0])  # ITK: x (along a row, the column spacing) first
+    if np.allclose(image.GetSpacing()[:2], column_row, rtol=1e-4, atol=1e-6):
+        return
+    spacing = list(image.GetSpacing())
+    spacing[:2] = column_row
+    if len(positions) > 1:
+        size = int(round(len(image.GetDirection()) ** 0.5))
+        normal = np.asarray(image.GetDirection(), dtype=float).reshape(size, size)[:3, 2]
+        step = float(np.median(np.diff(np.asarray(positions, dtype=float) @ normal)))
+        if step > 0:
+            spacing[2] = step
+    image.SetSpacing(tuple(spacing))
+
+
 def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
     """Refuse a multi-frame (enhanced) CT file whose frames the reader would misplace or mis-scale: it builds the
     grid from the first frames and applies one rescale to all, so frames out of order, a missing frame or a
     rescale intercept set per frame came out silently wrong (1 mm slices, a 0 mL liver; every other slice
-    1024 HU off). Frames in order on an even grid with one rescale pass. Needs pydicom to see the frames."""
+    1024 HU off). Frames in order on an even grid with one rescale pass. The pixel spacing is taken from the
+    frames' functional groups (:func:`_multiframe_pixel_spacing`; ``image``'s spacing is set in place where the
+    reader's differs). Needs pydicom to see the frames."""
     path = series.files[0]
     try:
         import pydicom
@@ -1540,6 +1612,7 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
     if len(positions) != count or count != image.GetSize()[2]:
         raise InputError(f"'{path}' (series {series.uid}) has {count} frames but {len(positions)} frame positions "
                          f"and {image.GetSize()[2]} slices were read; its slice geometry cannot be trusted. {fix}")
+    _set_multiframe_spacing(image, _multiframe_pixel_spacing(path, series, frames, shared, count), positions)
     rest = (0,) * (image.GetDimension() - 3)  # ITK reads a multi-frame file as (x, y, frames, 1)
     expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k) + rest)[:3] for k in range(count)],
                         dtype=float)

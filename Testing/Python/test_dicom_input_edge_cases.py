@@ -57,6 +57,62 @@ def test_an_enhanced_ct_in_order_is_read_and_one_the_reader_would_misplace_is_re
         read_volume(write_enhanced_ct(tmp_path / "per_frame.dcm", ct, intercepts=intercepts, uid_seed=3))
 
 
+def _pixel_measures_per_frame(path: Path, spacing_of_frame) -> Path:
+    """Rewrite the enhanced CT ``path`` with its PixelMeasuresSequence moved from the shared functional groups to
+    each frame's, that frame's PixelSpacing being ``spacing_of_frame(index)`` (a ``[row, column]`` text pair; None:
+    the frame has no pixel measures)."""
+    import copy
+
+    import pydicom
+    from pydicom.sequence import Sequence as DicomSequence
+
+    ds = pydicom.dcmread(str(path))
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+    for index, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        if spacing_of_frame(index) is not None:
+            own = copy.deepcopy(measures)
+            own.PixelSpacing = spacing_of_frame(index)
+            frame.PixelMeasuresSequence = DicomSequence([own])
+    save_dicom(ds, path)
+    return path
+
+
+def test_an_enhanced_ct_takes_its_pixel_spacing_from_the_frames_or_says_which_frames_lack_it(tmp_path, ct):
+    """Pixel measures in the per-frame functional groups only: all frames agreeing is read at their spacing; none
+    given was refused as 'frames are not on the grid ... frames out of order, a missing frame or uneven spacing'
+    (GDCM took 1 mm), one frame differing was read at the first frame's spacing without a word."""
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.io.dicom import DicomSeriesInfo, _check_multiframe
+
+    oblong = CTVolume(ct.array, ImageGeometry(spacing=(0.7, 0.8, 2.5), origin=(-48.0, -60.0, -100.0)))
+    for name in ("agree", "none", "differ", "first_lacks"):
+        (tmp_path / name).mkdir()
+    agree = _pixel_measures_per_frame(write_enhanced_ct(tmp_path / "agree" / "ct.dcm", oblong),
+                                      lambda k: ["0.8", "0.7"])
+    read = read_volume(agree)
+    np.testing.assert_allclose(read.geometry.spacing, (0.7, 0.8, 2.5), atol=1e-4)
+    # a reader that took the pixel measures from nowhere (1 mm) gets the frames' spacing set
+    image = sitk.ReadImage(str(agree))
+    image.SetSpacing((1.0, 1.0, 1.0))
+    _check_multiframe(DicomSeriesInfo(uid="1.2.3", files=[str(agree)]), image, tmp_path / "agree")
+    np.testing.assert_allclose(image.GetSpacing()[:3], (0.7, 0.8, 2.5), atol=1e-4)
+    none = _pixel_measures_per_frame(write_enhanced_ct(tmp_path / "none" / "ct.dcm", oblong), lambda k: None)
+    with pytest.raises(InputError, match=r"gives no pixel spacing for any of its frames \(PixelSpacing, 0028,0030, "
+                                         r"in a PixelMeasuresSequence .*Re-export the series"):
+        read_volume(none)
+    first_lacks = _pixel_measures_per_frame(write_enhanced_ct(tmp_path / "first_lacks" / "ct.dcm", oblong),
+                                            lambda k: ["0.8", "0.7"] if k else None)
+    with pytest.raises(InputError, match=r"no pixel spacing for 1 of its 8 frames \(numbers 1\)"):
+        read_volume(first_lacks)
+    differ = _pixel_measures_per_frame(write_enhanced_ct(tmp_path / "differ" / "ct.dcm", oblong),
+                                       lambda k: ["0.8", "0.7"] if k else ["0.9", "0.7"])
+    with pytest.raises(InputError, match=r"different pixel spacings \(0.8\\0.7 mm in frames 2, 3, 4, 5, 6 ...; "
+                                         r"0.9\\0.7 mm in frames 1;"):
+        read_volume(differ)
+
+
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""

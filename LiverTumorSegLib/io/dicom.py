@@ -629,9 +629,14 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                              f"Data, e.g. '{float_file.name}'), which CT images do not use (they store integers with "
                              f"a rescale to HU); they cannot be read as a CT. Export the series as a standard CT "
                              f"Image series, or convert it to NIfTI/NRRD.")
-        undecodable = undecodable_transfer_syntax(_sample_files([folder] + search.folders))  # not walked again
+        sampled = _sample_files([folder] + search.folders)  # not walked again
+        undecodable = undecodable_transfer_syntax(sampled)
         if undecodable is not None:
             raise InputError(_undecodable_text(undecodable, f"Folder '{folder}'"))
+        zero_slope = zero_rescale_slope_file(sampled)
+        if zero_slope is not None:
+            raise InputError(_zero_slope_text(f"Folder '{folder}' holds no DICOM series the reader can read",
+                                              f"'{zero_slope}'"))
         if search.cut:
             raise InputError(f"Folder '{folder}' holds no DICOM series, nor do its subfolders as far as they were "
                              f"searched: the search {_search_stop_text(search, folder)}. Give the folder of the "
@@ -689,6 +694,7 @@ def _read_dicom_folder(folder: Path, series: Optional[str]) -> CTVolume:
                f"'dcmconv', or pydicom's dcmread(..., force=True) and save_as)." if bare else
                "Check that all its files are complete.")
         raise InputError(f"Cannot read DICOM series {chosen.uid} in '{folder}': {reason}. {fix}") from None
+    _refuse_zero_rescale_slope(chosen, reader, folder)
     if len(chosen.files) > 1 and _rescale_differs_between_slices(reader, len(chosen.files)) \
             and image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = _read_as_float(reader, folder, chosen)
@@ -876,6 +882,62 @@ def _refuse_files_without_position(series: DicomSeriesInfo, reader, folder: Path
     raise InputError(f"DICOM series {series.uid} in '{folder}': its files ({shown}) have no ImagePositionPatient, "
                      f"so the slice positions and spacing cannot be known. Re-export the series from the "
                      f"scanner/PACS with its position tags.")
+
+
+def _zero_slope_text(where: str, files: str) -> str:
+    """The refusal of a RescaleSlope of 0 (:func:`_refuse_zero_rescale_slope`, :func:`zero_rescale_slope_file`):
+    ``where`` names the series or file, ``files`` the files (what the user would fix)."""
+    return (f"{where}: RescaleSlope (0028,1053) is 0 in {files}. A slope of 0 maps every pixel to the "
+            f"RescaleIntercept, so the Hounsfield units cannot be computed; the DICOM reader would take slope 1 (or "
+            f"fail) without saying so. If the writer meant no rescale, set RescaleSlope to 1 (e.g. DCMTK: dcmodify "
+            f"-m \"(0028,1053)=1\" FILES) and read it again; otherwise re-export the series from the scanner/PACS.")
+
+
+def _refuse_zero_rescale_slope(series: DicomSeriesInfo, reader, folder: Path) -> None:
+    """InputError for files of a series (read by ``reader``) whose RescaleSlope (0028,1053) is 0: GDCM takes
+    such a slope as 1 without a word (a phantom series with slope 0 in every file read with its stored values as
+    HU), but a slope of 0 is no rescale at all (every pixel would be the intercept): whether the writer meant 1
+    or the tag is damaged is the user's to say, so the file is named rather than read as a guess."""
+    zero = [Path(name).name for index, name in enumerate(series.files)
+            if (_tag_numbers(reader, index, "0028|1053") or [1.0])[0] == 0]
+    if not zero:
+        return
+    which = "its files" if len(zero) == len(series.files) else f"{len(zero)} of its {len(series.files)} files"
+    raise InputError(_zero_slope_text(f"DICOM series {series.uid} in '{folder}'", f"{which} ({_first_names(zero)})"))
+
+
+def _zero_slope_in(dataset: Any) -> bool:
+    """Whether a pydicom data set gives a RescaleSlope (0028,1053) of 0: at its top level (a single-frame image)
+    or in a PixelValueTransformationSequence of its shared or per-frame functional groups (an enhanced CT)."""
+    holders = [dataset]
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in getattr(dataset, groups, None) or []:
+            holders.extend(getattr(group, "PixelValueTransformationSequence", None) or [])
+    for holder in holders:
+        try:
+            if "RescaleSlope" in holder and holder.RescaleSlope not in (None, "") and float(holder.RescaleSlope) == 0:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def zero_rescale_slope_file(files: Sequence[Path]) -> Optional[Path]:
+    """The first of ``files`` that is DICOM with a RescaleSlope of 0 (:func:`_zero_slope_in`), else None: GDCM
+    cannot read an enhanced CT whose functional groups give that slope, so a folder of it listed no series and one
+    such file was "not a readable DICOM file", neither saying why."""
+    try:
+        import pydicom
+    except ImportError:
+        return None
+    for path in files:
+        try:
+            dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM, unreadable: not this case
+            continue
+        if _zero_slope_in(dataset):
+            return Path(path)
+    return None
 
 
 def _same_position_text(series: DicomSeriesInfo, reader, positions: Sequence[float]) -> str:
@@ -1602,8 +1664,11 @@ def _check_multiframe(series: DicomSeriesInfo, image, folder: Path) -> None:
             positions.append([float(v) for v in plane.ImagePositionPatient])
         transform = _functional_item(frame, shared, "PixelValueTransformationSequence")
         if transform is not None:
-            rescales.append((float(transform.get("RescaleSlope", 1) or 1),
+            slope = transform.get("RescaleSlope", 1)
+            rescales.append((1.0 if slope in (None, "") else float(slope),
                              float(transform.get("RescaleIntercept", 0) or 0)))
+    if any(slope == 0 for slope, _ in rescales):
+        raise InputError(_zero_slope_text(f"'{path}' (series {series.uid})", "its frames' functional groups"))
     fix = "Convert it to NIfTI with a tool that reads enhanced DICOM frame by frame (e.g. dcm2niix) and segment that."
     if len(set(rescales)) > 1:
         shown = ", ".join(f"{s:g} x + {i:g}" for s, i in sorted(set(rescales))[:4])
@@ -1633,6 +1698,8 @@ def _dicom_series_of_file(path: Path) -> str:
         undecodable = undecodable_transfer_syntax([path])
         if undecodable is not None:
             raise InputError(_undecodable_text(undecodable, f"'{path}'")) from None
+        if zero_rescale_slope_file([path]) is not None:
+            raise InputError(_zero_slope_text(f"'{path}' cannot be read", "this file")) from None
         raise InputError(f"'{path}' is not a readable DICOM file; give the folder holding the DICOM series.") from None
     uid = _dicom_tag(reader, "0020|000e")
     if not uid:

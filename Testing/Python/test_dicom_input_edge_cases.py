@@ -113,6 +113,40 @@ def test_an_enhanced_ct_takes_its_pixel_spacing_from_the_frames_or_says_which_fr
         read_volume(differ)
 
 
+def test_a_rescale_slope_of_zero_is_refused_naming_the_files_not_read_as_one(tmp_path, ct):
+    """RescaleSlope 0 maps every pixel to the intercept: GDCM read a series with it as slope 1 without a word
+    (stored values as HU), and could not read an enhanced CT with it at all ('holds no DICOM series', 'not a
+    readable DICOM file')."""
+    import pydicom
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.io.dicom import DicomSeriesInfo, _check_multiframe
+
+    every = write_ct_series(tmp_path / "every", ct)
+    _retag(every, RescaleSlope="0")
+    with pytest.raises(InputError, match=r"RescaleSlope \(0028,1053\) is 0 in its files \('ct0007.dcm', .*maps every "
+                                         r"pixel to the RescaleIntercept.*set RescaleSlope to 1"):
+        read_volume(tmp_path / "every")
+    one = write_ct_series(tmp_path / "one", ct)
+    _retag(one[3:4], RescaleSlope="0")
+    with pytest.raises(InputError, match=r"is 0 in 1 of its 8 files \('ct0004.dcm'\)"):
+        read_volume(tmp_path / "one")
+    (tmp_path / "enhanced").mkdir()
+    enhanced = write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", ct)
+    good = sitk.ReadImage(str(enhanced))
+    ds = pydicom.dcmread(str(enhanced))
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "0"
+    save_dicom(ds, enhanced)
+    with pytest.raises(InputError, match=r"Folder .* holds no DICOM series the reader can read: RescaleSlope "
+                                         r"\(0028,1053\) is 0 in '.*ct.dcm'"):
+        read_volume(tmp_path / "enhanced")
+    with pytest.raises(InputError, match=r"ct.dcm' cannot be read: RescaleSlope \(0028,1053\) is 0 in this file"):
+        read_volume(enhanced)
+    # the frames' check, given the frames of a file a reader could read, refuses the slope too (was taken as 1)
+    with pytest.raises(InputError, match=r"is 0 in its frames' functional groups"):
+        _check_multiframe(DicomSeriesInfo(uid="1.2.3", files=[str(enhanced)]), good, tmp_path / "enhanced")
+
+
 def test_the_number_an_ambiguous_series_choice_lists_is_the_one_series_takes(tmp_path, ct):
     """'--series Abdomen' matched two of three series and numbered them 1 and 2 among the matches; '--series 1'
     then took the first series of the folder, 'Non contrast'."""

@@ -5,7 +5,9 @@ Layouts (``discover_cases(root, fmt)``; ``fmt="auto"`` picks from what is on dis
 * ``lits``: ``volume-N.nii[.gz]`` + ``segmentation-N.nii[.gz]`` anywhere below ``root`` (the original
   LiTS zips and the Kaggle folders ``volume_pt1..5/`` + ``segmentations/`` both work).
 * ``msd``: Medical Segmentation Decathlon Task03_Liver: ``dataset.json``, ``imagesTr/liver_N.nii.gz``,
-  ``labelsTr/liver_N.nii.gz`` (macOS ``._*`` files are ignored).
+  ``labelsTr/liver_N.nii.gz`` (macOS ``._*`` files are ignored); also an nnU-Net v2 raw data set
+  (``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``), whose dataset.json ``file_ending`` may name another
+  3D format the CT reader reads (``.mha``, ``.nrrd``, ...; :func:`_dataset_file_ending`).
 * ``ircadb``: 3D-IRCADb-01: one folder per patient holding ``PATIENT_DICOM/`` and
   ``MASKS_DICOM/liver`` + ``MASKS_DICOM/livertumor*`` (DICOM masks merged to 0/1/2).
 * ``csv``: a ``.csv`` with columns ``image``, ``label`` and optional ``patient``, ``case``
@@ -30,6 +32,7 @@ import numpy as np
 
 from ..errors import InputError, LabelError
 from ..fileutil import is_hidden_name, read_csv_rows, read_text_file
+from ..io.formats import _FILE_FORMATS_TEXT, ITK_SUFFIXES, NIFTI_SUFFIXES
 from ..io.labels import ANY_LABEL_VALUE, label_value_counts, remap_labels
 from ..volume import CTVolume
 
@@ -314,8 +317,47 @@ def _discover_lits(root: Path) -> List[Case]:
     return [Case(f"lits-{n}", f"lits-{n}", str(volumes[n]), str(labels[n]), "lits") for n in volumes]
 
 
-NNUNET_CHANNEL_RE = r"_(\d{4})(\.nii(?:\.gz)?)$"
+@dataclass(frozen=True)
+class _FileEnding:
+    """How the image and label files of an MSD / nnU-Net data set end (:func:`_dataset_file_ending`): ``pattern``,
+    a regular expression without ``$``; ``text``, the ending as messages name it."""
+
+    pattern: str
+    text: str
+
+    @property
+    def name_re(self) -> str:
+        """A file name of the data set: ``liver_3.nii.gz``, ``case_0000.mha``."""
+        return self.pattern + "$"
+
+    @property
+    def channel_re(self) -> str:
+        """An nnU-Net image name ``CASE_XXXX<ending>``: group 1 the channel, group 2 the ending
+        (:data:`NNUNET_CHANNEL_RE` for NIfTI)."""
+        return r"_(\d{4})(" + self.pattern + r")$"
+
+
+_NIFTI_ENDING = _FileEnding(r"\.nii(?:\.gz)?", ".nii.gz")
+"""NIfTI, compressed or not: MSD's files, and nnU-Net's when dataset.json gives no other ``file_ending``."""
+NNUNET_CHANNEL_RE = _NIFTI_ENDING.channel_re
 """nnU-Net v2's image naming in imagesTr: ``CASE_XXXX.nii.gz`` with XXXX the channel (0000 for CT)."""
+
+
+def _dataset_file_ending(root: Path, info: Dict[str, Any]) -> _FileEnding:
+    """The file ending of the MSD / nnU-Net data set ``root`` whose dataset.json is ``info``: its ``file_ending``
+    (nnU-Net v2) where that is a 3D format the CT reader reads (NIfTI, NRRD, MetaImage), else NIfTI when it gives
+    none (MSD). A data set with ``"file_ending": ".mha"`` was refused as holding "no .nii/.nii.gz image" though
+    its images are read like any ``.mha``. An ending the reader cannot read (nnU-Net's ``.png``, ``.tif``) is an
+    InputError naming it and what to do."""
+    ending = info.get("file_ending")
+    if ending is None or ending in NIFTI_SUFFIXES:
+        return _NIFTI_ENDING if ending is None else _FileEnding(_NIFTI_ENDING.pattern, ending)
+    if isinstance(ending, str) and ending in ITK_SUFFIXES:
+        return _FileEnding(re.escape(ending), ending)
+    raise InputError(f"'{root / 'dataset.json'}' gives \"file_ending\": {json.dumps(ending)}; the images and "
+                     f"labels of a data set are read as 3D {_FILE_FORMATS_TEXT} files (\"file_ending\" one of "
+                     f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}). Convert the cases to 3D volumes in one of "
+                     f"those formats, with their spacing and orientation, and set \"file_ending\" to match.")
 
 
 def _read_dataset_json(root: Path) -> Dict[str, Any]:
@@ -343,6 +385,7 @@ def _discover_msd(root: Path) -> List[Case]:
     pairs: List[Tuple[Path, Path]] = []
     manifest = root / "dataset.json"
     info = _read_dataset_json(root)
+    ending = _dataset_file_ending(root, info)
     if "training" in info:  # MSD: the manifest lists the pairs (nnU-Net v2's dataset.json has no such list)
         training = info.get("training")
         if not isinstance(training, list):
@@ -357,7 +400,7 @@ def _discover_msd(root: Path) -> List[Case]:
             pairs.append((_listed_nifti(root, item["image"]), _listed_nifti(root, item["label"])))
         listed = {image for image, _ in pairs}
         unlisted = sorted(p.name for p in images_dir.iterdir()
-                          if _visible(p) and re.search(NIFTI_RE, p.name) and p.resolve() not in listed)
+                          if _visible(p) and re.search(ending.name_re, p.name) and p.resolve() not in listed)
         if unlisted:
             log.warning("warning: %d image(s) in '%s' are not listed in dataset.json's \"training\" entries and are "
                         "not used: %s%s. Add them to dataset.json (or delete dataset.json to use every "
@@ -366,13 +409,13 @@ def _discover_msd(root: Path) -> List[Case]:
     else:
         other_channels = []
         for image in sorted(images_dir.iterdir()):
-            if not (_visible(image) and re.search(NIFTI_RE, image.name)):
+            if not (_visible(image) and re.search(ending.name_re, image.name)):
                 continue
-            channel = re.search(NNUNET_CHANNEL_RE, image.name)
+            channel = re.search(ending.channel_re, image.name)
             if channel is None or (labels_dir / image.name).is_file():  # MSD: the label has the image's name
                 pairs.append((image, labels_dir / image.name))
             elif channel.group(1) == "0000":  # nnU-Net v2: CASE_0000.nii.gz -> labelsTr/CASE.nii.gz
-                pairs.append((image, labels_dir / re.sub(NNUNET_CHANNEL_RE, r"\2", image.name)))
+                pairs.append((image, labels_dir / re.sub(ending.channel_re, r"\2", image.name)))
             else:
                 other_channels.append(image.name)
         if other_channels:
@@ -381,16 +424,14 @@ def _discover_msd(root: Path) -> List[Case]:
                         " ..." if len(other_channels) > 5 else "")
     if not pairs:
         others = sorted(p.name for p in images_dir.iterdir() if _visible(p) and p.is_file()
-                        and not re.search(NIFTI_RE, p.name))
+                        and not re.search(ending.name_re, p.name))
         if others:
-            raise InputError(f"'{images_dir}' holds no .nii/.nii.gz image but {len(others)} other file(s) "
-                             f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); an MSD / nnU-Net folder is "
-                             f"read for NIfTI only. List the pairs in a CSV (columns image,label) and pass it as --data.")
-    _check_labels_without_image(labels_dir, pairs, listed_in_manifest="training" in info)
+            raise InputError(_no_image_of_ending_text(images_dir, others, ending, "file_ending" in info))
+    _check_labels_without_image(labels_dir, pairs, listed_in_manifest="training" in info, ending=ending)
     cases = []
     for image, label in pairs:
         if not image.is_file():
-            channel_file = image.with_name(re.sub(NIFTI_RE, r"_0000\g<0>", image.name))
+            channel_file = image.with_name(re.sub(ending.name_re, r"_0000\g<0>", image.name))
             if channel_file.is_file():  # nnU-Net v1: dataset.json names CASE, the file is CASE_0000
                 raise InputError(f"dataset.json lists '{image.name}', but imagesTr/ holds '{channel_file.name}': "
                                  f"nnU-Net v1 naming. Rename or delete '{manifest}' so that CASE_0000 images pair with "
@@ -399,10 +440,24 @@ def _discover_msd(root: Path) -> List[Case]:
                              f"entry from dataset.json's \"training\" list.")
         if not label.is_file():
             raise InputError(f"MSD label '{label}' for image '{image.name}' is missing in labelsTr/ (MSD: the "
-                             f"image's own name; nnU-Net v2: CASE.nii.gz for CASE_0000.nii.gz).")
-        case_id = re.sub(NIFTI_RE, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
+                             f"image's own name; nnU-Net v2: CASE{ending.text} for CASE_0000{ending.text}).")
+        case_id = re.sub(ending.name_re, "", label.name)  # MSD: the image's name; nnU-Net v2: without _0000
         cases.append(Case(case_id, case_id, str(image), str(label), "msd"))
     return cases
+
+
+def _no_image_of_ending_text(images_dir: Path, others: Sequence[str], ending: _FileEnding, given: bool) -> str:
+    """The refusal of an imagesTr/ holding no image of the data set's file ending but the files ``others``;
+    ``given``: whether dataset.json names the ending (``file_ending``), else NIfTI was assumed."""
+    shown = f"{', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+    if given:
+        return (f"'{images_dir}' holds no {ending.text} image (dataset.json's \"file_ending\") but {len(others)} "
+                f"other file(s) ({shown}). Set \"file_ending\" to the images' ending, or convert them to it.")
+    return (f"'{images_dir}' holds no .nii/.nii.gz image but {len(others)} other file(s) ({shown}); an MSD / "
+            f"nnU-Net folder whose dataset.json gives no \"file_ending\" is read as NIfTI. For images in another 3D "
+            f"format the reader reads (.nrrd, .nhdr, .mha, .mhd), give dataset.json the nnU-Net v2 key "
+            f"\"file_ending\" (e.g. \".mha\"); otherwise list the pairs in a CSV (columns image,label) and pass it "
+            f"as --data.")
 
 
 def _listed_nifti(root: Path, listed: str) -> Path:
@@ -419,18 +474,19 @@ def _listed_nifti(root: Path, listed: str) -> Path:
 
 
 def _check_labels_without_image(labels_dir: Path, pairs: Sequence[Tuple[Path, Path]],
-                                listed_in_manifest: bool) -> None:
+                                listed_in_manifest: bool, ending: _FileEnding = _NIFTI_ENDING) -> None:
     """Label files in ``labelsTr/`` that no pair uses: their CTs are missing (an interrupted copy or extraction),
     and training would quietly use fewer cases. Paired by file name (no ``training`` list), that is an
     InputError naming them, as LiTS's segmentations without a volume are; with dataset.json's ``training`` list,
-    which chooses the cases, a warning (a label whose image is unlisted is named by the unlisted-image warning)."""
+    which chooses the cases, a warning (a label whose image is unlisted is named by the unlisted-image warning).
+    ``ending``: how the data set's files end (:func:`_dataset_file_ending`)."""
     used = {_same_file_key(label) for _, label in pairs}
     images_dir = labels_dir.parent / "imagesTr"
     orphans = []
     for label in sorted(labels_dir.iterdir()):
-        if not (_visible(label) and re.search(NIFTI_RE, label.name)) or _same_file_key(label) in used:
+        if not (_visible(label) and re.search(ending.name_re, label.name)) or _same_file_key(label) in used:
             continue
-        nnunet_image = re.sub(NIFTI_RE, r"_0000\g<0>", label.name)
+        nnunet_image = re.sub(ending.name_re, r"_0000\g<0>", label.name)
         if listed_in_manifest and ((images_dir / label.name).is_file() or (images_dir / nnunet_image).is_file()):
             continue  # its image is there, only not listed: named by the unlisted-image warning
         orphans.append(label.name)
@@ -443,8 +499,8 @@ def _check_labels_without_image(labels_dir: Path, pairs: Sequence[Tuple[Path, Pa
                     "cases belong to the data set.", len(orphans), labels_dir, shown)
         return
     raise InputError(f"{len(orphans)} label(s) in '{labels_dir}' have no image in imagesTr/ (MSD: the same file "
-                     f"name; nnU-Net v2: CASE_0000.nii.gz for labelsTr/CASE.nii.gz): {shown}. Restore the missing "
-                     f"images, or remove those labels.")
+                     f"name; nnU-Net v2: CASE_0000{ending.text} for labelsTr/CASE{ending.text}): {shown}. Restore "
+                     f"the missing images, or remove those labels.")
 
 
 def check_dataset_labels(root: PathLike, fmt: str = "auto", label_map: Optional[Dict[Any, Any]] = None) -> None:

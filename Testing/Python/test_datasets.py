@@ -89,6 +89,62 @@ def test_nnunet_v2_raw_layout_pairs_channel_0000_with_its_case_label(tmp_path, c
     assert [c.case_id for c in discover_cases(tmp_path / "msd", "msd")] == ["case_0001"]
 
 
+def _write_nnunet_case(root: Path, case: str, ending: str, ph) -> None:
+    """imagesTr/CASE_0000<ending> and labelsTr/CASE<ending> of the phantom ``ph``, written by SimpleITK itself on
+    an oblique-free but flipped, anisotropic grid (spacing x, y, z 0.7, 0.8, 2.5 mm; x and y axes reversed)."""
+    import SimpleITK as sitk
+
+    for folder, name, array in (("imagesTr", f"{case}_0000{ending}", np.asarray(ph.ct.array, dtype=np.int16)),
+                                ("labelsTr", f"{case}{ending}", np.asarray(ph.labels, dtype=np.uint8))):
+        image = sitk.GetImageFromArray(array)  # (z, y, x)
+        image.SetSpacing((0.7, 0.8, 2.5))
+        image.SetOrigin((30.0, -20.0, 100.0))
+        image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(root / folder / name))
+
+
+@pytest.mark.parametrize("ending", [".mha", ".nrrd"])
+def test_an_nnunet_data_set_whose_file_ending_is_mha_or_nrrd_is_read_with_its_geometry(tmp_path, ending):
+    """dataset.json "file_ending": ".mha" (or ".nrrd"): refused as 'holds no .nii/.nii.gz image but 2 other
+    file(s) ... read for NIfTI only', though the CT reader reads those files. Read now, to the same canonical
+    volume and labels as the same case written as NIfTI."""
+    ph = _phantom(3)
+    manifest = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumor": 2}, "numTraining": 1}
+    for folder, suffix in (("other", ending), ("nifti", ".nii.gz")):
+        _write_nnunet_case(tmp_path / folder, "case", suffix, ph)
+        (tmp_path / folder / "dataset.json").write_text(json.dumps(dict(manifest, file_ending=suffix)))
+    cases = discover_cases(tmp_path / "other")
+    assert [(c.case_id, Path(c.image_path).name, Path(c.label_path).name) for c in cases] == \
+        [("case", f"case_0000{ending}", f"case{ending}")]
+    ct, labels = load_case(cases[0])
+    reference_ct, reference_labels = load_case(discover_cases(tmp_path / "nifti")[0])
+    np.testing.assert_allclose(ct.geometry.spacing, reference_ct.geometry.spacing, atol=1e-5)
+    np.testing.assert_allclose(sorted(ct.geometry.spacing), [0.7, 0.8, 2.5], atol=1e-5)
+    np.testing.assert_allclose(ct.geometry.origin, reference_ct.geometry.origin, atol=1e-4)
+    np.testing.assert_allclose(ct.geometry.direction_matrix, reference_ct.geometry.direction_matrix, atol=1e-6)
+    np.testing.assert_array_equal(ct.array, reference_ct.array)
+    np.testing.assert_array_equal(labels, reference_labels)
+    assert (labels == 1).sum() > 0 and (labels == 2).sum() > 0
+
+
+def test_an_nnunet_file_ending_the_reader_cannot_read_is_refused_naming_it(tmp_path):
+    """A dataset.json "file_ending" the CT reader cannot read (.png) is named, with what to do; .mha images without
+    a "file_ending" are told how to say it."""
+    _write_nnunet_case(tmp_path, "case", ".mha", _phantom(3))
+    (tmp_path / "dataset.json").write_text(json.dumps({"file_ending": ".png"}))
+    with pytest.raises(InputError, match=r'gives "file_ending": ".png"; the images and labels of a data set are read '
+                                         r'as 3D NIfTI .*Convert the cases to 3D volumes'):
+        discover_cases(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    with pytest.raises(InputError, match=r'holds no .nii/.nii.gz image but 1 other file\(s\) \(case_0000.mha\); .*'
+                                         r'give dataset.json the nnU-Net v2 key "file_ending" \(e.g. ".mha"\)'):
+        discover_cases(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"file_ending": ".nrrd"}))
+    with pytest.raises(InputError, match=r'holds no .nrrd image \(dataset.json\'s "file_ending"\) but 1 other'):
+        discover_cases(tmp_path)
+
+
 def test_a_csv_beside_a_lits_or_msd_layout_is_said_to_be_unread(tmp_path, caplog):
     """A CSV of the cases with their patient ids kept in the data folder was left unread without a word when the
     folder was read as LiTS (or MSD, IRCADb): its patients' scans could be split between training and

@@ -57,6 +57,9 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     (issue 11 saw large confluent tumors partly called background and the liver beside them missed)
 ``dome``            the real CT with 1-2 tumors of 10-30 mm centred on the slice 15 mm below the liver's top slice,
                     half of them at the liver's edge (issue 11 saw a tumor at the dome missed)
+``fluid_region``    the real CT with a 40-70 mm smooth blob of water (0-15 HU plus the liver's own noise) where
+                    liver was, at its edge, labelled background: a resection bed, a large cyst or abscess, a
+                    necrotic tumor (an earlier audit saw a resection bed's fluid labelled liver)
 ==================  =====================================================================================
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2: the synthetic tumors and the case's real ones together; None where there is no tumor
@@ -65,7 +68,9 @@ in the truth),
 ``tumor_outside_ml`` (predicted tumor outside the true tumor, mL: on a tumor-free real CT, all predicted tumor),
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
-``seconds`` and ``training_case`` (the case id or patient is listed in the package's training metadata as a
+``seconds``, on the ``fluid_region`` row ``fluid_ml`` (the water put in) with ``fluid_as_liver_ml`` and
+``fluid_as_tumor_ml`` (the parts of it predicted liver and tumor, mL; also in ``liver_outside_ml``), and
+``training_case`` (the case id or patient is listed in the package's training metadata as a
 training or validation case, or the CT's voxels have the SHA-256 its ``data_files`` record for one (packages
 trained since 25 Nov 2026): validation cases chose the best epoch, so neither kind is unseen).
 
@@ -128,6 +133,7 @@ class Sample:
     labels: np.ndarray
     spacing_zyx: Tuple[float, float, float]
     true_spacing_zyx: Tuple[float, float, float]
+    fluid: Optional[np.ndarray] = None  # (z, y, x) bool: where :func:`with_fluid_region` put water (label 0)
 
     def volume(self, source: str = "") -> CTVolume:
         """A canonical-orientation CTVolume (identity direction, LPS) with the told spacing."""
@@ -511,6 +517,70 @@ def with_dome_lesions(case: BenchCase, seed: int) -> Sample:
     return original_with_lesions(case, seed, DOME_LESIONS, anchor_slice=anchor)
 
 
+FLUID_DIAMETER_MM = (40.0, 70.0)
+"""Diameter range (mm) of the :func:`with_fluid_region` blob: a resection bed, a large cyst or abscess (the
+resection bed the earlier audit saw labelled liver held 1,158 - 282 = about 876 mL; a 55 mm half-ball is 44 mL)."""
+FLUID_HU = (0.0, 15.0)
+"""Range (HU) of the fluid's mean CT value: water 0 HU; bile, ascites, simple cysts and a fresh resection bed's fluid
+0-20 HU."""
+FLUID_EDGE_MM = 1.0
+"""Width (mm) of the fluid's soft edge (a sigmoid's scale): partial volume between liver and fluid."""
+
+
+def _fluid_centre(liver: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Voxel index ``(z, y, x)`` of a liver voxel 0.25-0.5 ``radius_mm`` from the liver's edge (the scan's first
+    and last slices are no edge), drawn by ``rng``, so a ball of ``radius_mm`` there reaches out of the liver: a
+    fluid region at the liver's edge. The deepest liver voxel when the liver is nowhere that thick."""
+    from scipy.ndimage import distance_transform_edt
+
+    ends = int(np.ceil(0.5 * radius_mm / float(spacing_zyx[0]))) + 1  # slices beyond the scan's ends: liver
+    padded = np.pad(np.pad(liver, ((ends, ends), (0, 0), (0, 0)), mode="edge"), ((0, 0), (1, 1), (1, 1)))
+    depth = distance_transform_edt(padded, sampling=tuple(spacing_zyx))[ends:-ends, 1:-1, 1:-1]
+    candidates = np.flatnonzero(liver & (depth >= 0.25 * radius_mm) & (depth <= 0.5 * radius_mm))
+    if candidates.size == 0:
+        return np.array(np.unravel_index(int(np.argmax(depth)), liver.shape), dtype=float)
+    return np.array(np.unravel_index(int(candidates[rng.integers(candidates.size)]), liver.shape), dtype=float)
+
+
+def with_fluid_region(case: BenchCase, seed: int) -> Sample:
+    """The real CT (``case.original``, no synthetic tumor) with a smooth blob of water density at the liver's edge:
+    an ellipsoid of :data:`FLUID_DIAMETER_MM` (radii 0.8-1.2 x, turned in-plane) centred 0.25-0.5 radius inside the
+    liver's edge, clipped to the liver, of one CT value in :data:`FLUID_HU` plus noise of the liver's own grain (its
+    std and correlation measured around the centre, as the synthetic tumors') and a soft edge
+    (:data:`FLUID_EDGE_MM`); labelled background (it is not liver). A resection bed, a large cyst or abscess, a
+    necrotic tumor or ascites: an earlier audit saw the bundled model label a resection bed's fluid liver
+    (1,158 mL liver against 282 mL) without a word. Seeded by ``seed``; the blob is the sample's ``fluid``."""
+    from LiverTumorSegLib.training.synthetic_lesions import correlated_noise, local_liver_stats
+
+    original = case.original
+    rng = np.random.default_rng(seed)
+    spacing = np.asarray(original.spacing_zyx, dtype=float)
+    liver = original.labels >= 1
+    radius_mm = 0.5 * float(rng.uniform(*FLUID_DIAMETER_MM))
+    radii_mm = radius_mm * rng.uniform(0.8, 1.2, size=3)
+    angle = float(rng.uniform(0.0, np.pi))
+    fluid_hu = float(rng.uniform(*FLUID_HU))
+    centre = _fluid_centre(liver, spacing, radius_mm, rng)
+    reach = (float(radii_mm.max()) + 3.0 * FLUID_EDGE_MM) / spacing
+    box = tuple(slice(max(0, int(np.floor(c - r))), min(n, int(np.ceil(c + r)) + 1))
+                for c, r, n in zip(centre, reach, liver.shape))
+    z, y, x = [(np.arange(b.start, b.stop) - c) * s for b, c, s in zip(box, centre, spacing)]
+    dz, dy, dx = np.meshgrid(z, y, x, indexing="ij")
+    u, v = np.cos(angle) * dy + np.sin(angle) * dx, -np.sin(angle) * dy + np.cos(angle) * dx
+    q = np.sqrt((dz / radii_mm[0]) ** 2 + (u / radii_mm[1]) ** 2 + (v / radii_mm[2]) ** 2)
+    weight = 0.5 * (1.0 - np.tanh(0.5 * (q - 1.0) * radius_mm / FLUID_EDGE_MM))  # 1 inside, 0.5 on the outline
+    weight = (weight * liver[box]).astype(np.float32)
+    _, noise_std, rho = local_liver_stats(original.hu, liver, centre, tuple(spacing), 25.0)
+    water = np.float32(fluid_hu) + np.float32(noise_std) * correlated_noise(weight.shape, rho, rng)
+    hu, labels = original.hu.copy(), original.labels.copy()
+    hu[box] = (1.0 - weight) * hu[box] + weight * water
+    fluid = np.zeros_like(liver)
+    fluid[box] = weight >= 0.5
+    labels[fluid] = 0
+    return replace(original, hu=hu, labels=labels, fluid=fluid)
+
+
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
@@ -565,6 +635,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
     "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
+    "fluid_region": ("a 40-70 mm blob of water (0-15 HU) at the liver's edge, labelled background", with_fluid_region),
 }
 
 
@@ -600,7 +671,19 @@ def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
             "tumor_dice": round(dice(truth_tumor, pred_tumor) or 0.0, 4) if truth_tumor.any() else None,
             "liver_outside_ml": round(float(np.count_nonzero(pred_liver & ~truth_liver)) * voxel_ml, 2),
             "tumor_outside_ml": round(float(np.count_nonzero(pred_tumor & ~truth_tumor)) * voxel_ml, 2),
-            "true_lesions": n_true, "detected_lesions": detected, "false_lesions": false}
+            "true_lesions": n_true, "detected_lesions": detected, "false_lesions": false,
+            **fluid_scores(sample, predicted, voxel_ml)}
+
+
+def fluid_scores(sample: Sample, predicted: np.ndarray, voxel_ml: float) -> Dict[str, Any]:
+    """``fluid_ml`` (the water :func:`with_fluid_region` put in, mL), ``fluid_as_liver_ml`` and ``fluid_as_tumor_ml``
+    (the parts of it ``predicted`` labels liver (1) and tumor (2), mL; both counted in ``liver_outside_ml`` too, the
+    tumor in ``tumor_outside_ml``); nothing for a sample without fluid."""
+    if sample.fluid is None:
+        return {}
+    return {"fluid_ml": round(float(np.count_nonzero(sample.fluid)) * voxel_ml, 2),
+            "fluid_as_liver_ml": round(float(np.count_nonzero(sample.fluid & (predicted == 1))) * voxel_ml, 2),
+            "fluid_as_tumor_ml": round(float(np.count_nonzero(sample.fluid & (predicted == 2))) * voxel_ml, 2)}
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -714,7 +797,9 @@ def evaluate(engine: Any, cases: Sequence[BenchCase], perturbations: Sequence[st
             if log:
                 log(f"  {case.case_id:<22} {name:<12} liver {fmt(row['liver_dice'])}  tumor "
                     f"{fmt(row['tumor_dice'])}  outside {row['liver_outside_ml']:.1f} mL  "
-                    f"false lesions {row['false_lesions']}  {seconds:.1f} s")
+                    f"false lesions {row['false_lesions']}  {seconds:.1f} s"
+                    + (f"  fluid {row['fluid_ml']:.1f} mL: {row['fluid_as_liver_ml']:.1f} called liver, "
+                       f"{row['fluid_as_tumor_ml']:.1f} tumor" if "fluid_ml" in row else ""))
         case.whole = None  # a batch of large CTs is not held twice in memory
     return rows
 

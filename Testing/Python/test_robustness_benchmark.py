@@ -844,3 +844,30 @@ def test_dome_row_puts_tumors_in_the_liver_top_and_large_row_one_confluent_mass(
         assert float(np.count_nonzero(large.labels == 2)) * voxel_ml > 25.0  # > a 36 mm ball: large
     assert rb.LARGE_CONFLUENT_LESIONS.cluster_probability == 1.0
     assert rb.DOME_LESIONS.hypodense_probability == rb.BENCHMARK_LESIONS.hypodense_probability
+
+
+def test_fluid_row_puts_water_at_the_liver_edge_labelled_background_and_scores_it(tmp_path):
+    from scipy import ndimage
+
+    write_case(tmp_path, shape=(24, 48, 48))  # liver on z 2..21 of 2.5 mm slices, 97 mL; liver 60 HU, no noise
+    case = rb.load_bench_case(rb.find_cases(tmp_path)[0], seed=0)
+    original, voxel_ml = case.original, float(np.prod(case.original.spacing_zyx)) / 1000.0
+    sizes = []
+    for seed in range(3):
+        fluid = rb.PERTURBATIONS["fluid_region"][1](case, rb.case_seed(case.case_id + "fluid_region", seed))
+        was_liver = original.labels >= 1
+        assert fluid.fluid.any() and not (fluid.fluid & ~was_liver).any()       # water only where liver was
+        assert not (fluid.labels[fluid.fluid]).any()                             # ... labelled background
+        np.testing.assert_array_equal(fluid.labels[~fluid.fluid], original.labels[~fluid.fluid])
+        np.testing.assert_array_equal(fluid.hu[~was_liver], original.hu[~was_liver])  # nothing outside changed
+        assert rb.FLUID_HU[0] - 1.0 <= float(np.median(fluid.hu[fluid.fluid])) <= rb.FLUID_HU[1] + 1.0
+        assert (ndimage.binary_dilation(fluid.fluid) & ~was_liver).any()         # at the liver's edge
+        sizes.append(float(np.count_nonzero(fluid.fluid)) * voxel_ml)
+        again = rb.PERTURBATIONS["fluid_region"][1](case, rb.case_seed(case.case_id + "fluid_region", seed))
+        np.testing.assert_array_equal(again.hu, fluid.hu)                         # seeded
+        scores = rb.score(fluid, original.labels)   # a prediction calling the water liver
+        assert scores["fluid_ml"] == pytest.approx(sizes[-1], abs=0.01)
+        assert scores["fluid_as_liver_ml"] == scores["fluid_ml"] and scores["fluid_as_tumor_ml"] == 0.0
+        assert rb.score(fluid, fluid.labels)["fluid_as_liver_ml"] == 0.0
+    assert min(sizes) > 20.0 and len(set(sizes)) == 3  # a large part of a 97 mL liver (40-67 mL), one per seed
+    assert "fluid_ml" not in rb.score(original, original.labels)  # only the fluid row has the keys

@@ -539,6 +539,7 @@ class Segmenter:
         from .plausibility import (fat_density_lesion_warnings, liver_cut_by_image_side, liver_cut_by_scan_end,
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings)
+        from .fluid_in_liver import fluid_in_liver_warnings
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
@@ -562,6 +563,7 @@ class Segmenter:
             warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
                                                                                             volume.geometry)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
+            warnings += fluid_in_liver_warnings(labels, hu, volume.geometry)  # water density in label 1
         from .body_size import body_size_warning
 
         scaled = body_size_warning(facts.get("body_size") or {})

@@ -1,0 +1,139 @@
+"""Water density inside the segmented liver (LiverTumorSegLib.inference.fluid_in_liver): phantoms with known fluid,
+fatty and shifted livers, and the real sample CT."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from LiverTumorSegLib.inference.fluid_in_liver import (FLUID_MIN_ML, fluid_in_liver_warnings,
+                                                       fluid_regions_in_liver)
+from LiverTumorSegLib.io import read_label_map, read_volume
+from LiverTumorSegLib.volume import ImageGeometry
+
+DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 2.0), origin=(-64.0, -64.0, -40.0))
+"""The phantoms' grid: 2 mm voxels, LPS identity direction, array (z, y, x) of (40, 64, 64)."""
+
+
+def _ball(centre_zyx, radius_mm, shape=(40, 64, 64)):
+    """Boolean ball of ``radius_mm`` around voxel ``centre_zyx`` on the 2 mm phantom grid."""
+    z, y, x = np.indices(shape)
+    cz, cy, cx = centre_zyx
+    return ((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) * 4.0 <= radius_mm ** 2
+
+
+def _phantom(liver_hu=100.0, noise_hu=12.0, seed=0):
+    """A 2 mm phantom: an ellipsoidal liver (about 320 mL) of ``liver_hu`` in fat (-100 HU) inside air, noise of
+    ``noise_hu`` std, blurred by one voxel so its edge has partial volume; ``(hu, labels)``, labels 1 = liver."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices((40, 64, 64))
+    liver = ((z - 20) / 16.0) ** 2 + ((y - 32) / 22.0) ** 2 + ((x - 32) / 26.0) ** 2 <= 1.0
+    hu = np.where(liver, liver_hu, -100.0).astype(np.float32)
+    hu[:, :, :3] = -1000.0
+    hu = ndimage.gaussian_filter(hu + rng.normal(0.0, noise_hu, hu.shape).astype(np.float32), 0.6)
+    return hu.astype(np.float32), liver.astype(np.uint8)
+
+
+def _with_fluid(hu, labels, ball, fluid_hu=8.0, noise_hu=12.0, seed=1):
+    """``hu`` with the voxels of ``ball`` set to ``fluid_hu`` plus noise (the labels are not changed)."""
+    rng = np.random.default_rng(seed)
+    out = hu.copy()
+    out[ball] = fluid_hu + rng.normal(0.0, noise_hu, int(ball.sum())).astype(np.float32)
+    return out
+
+
+def test_a_fluid_ball_labelled_liver_warns_with_its_volume_place_and_density():
+    hu, labels = _phantom()
+    ball = _ball((20, 32, 20), 16.0)  # 17.2 mL of 8 HU water, deep in the liver's right half
+    found, = fluid_regions_in_liver(labels, _with_fluid(hu, labels, ball), GEOMETRY)
+    assert found["volume_ml"] == pytest.approx(float(ball.sum()) * 0.008, rel=0.25)
+    assert found["median_hu"] == pytest.approx(8.0, abs=5.0) and found["liver_median_hu"] == pytest.approx(100, abs=5)
+    centre_ras = GEOMETRY.index_to_ras((20, 32, 20))  # (i, j, k) = (x, y, z)
+    np.testing.assert_allclose(found["centroid_ras_mm"], centre_ras, atol=3.0)
+    assert 10 <= found["slices_z"][0] <= 13 and 27 <= found["slices_z"][1] <= 30
+    warning, = fluid_in_liver_warnings(labels, _with_fluid(hu, labels, ball), GEOMETRY)
+    assert warning.startswith("Possible fluid labelled liver: a ") and " mL part of the segmented liver" in warning
+    assert "median 8 HU" in warning or "median 7 HU" in warning or "median 9 HU" in warning
+    assert "resection bed" in warning and "cystic or necrotic lesion" in warning
+    assert "the liver volume includes it" in warning
+
+
+def test_a_plain_liver_a_tumor_of_water_and_a_small_cyst_do_not_warn():
+    hu, labels = _phantom()
+    assert fluid_regions_in_liver(labels, hu, GEOMETRY) == []
+    ball = _ball((20, 32, 20), 16.0)
+    tumor = labels.copy()
+    tumor[ball] = 2  # the same water labelled tumor: the lesion report lists it already
+    assert fluid_regions_in_liver(tumor, _with_fluid(hu, labels, ball), GEOMETRY) == []
+    small = _ball((20, 32, 20), 12.0)  # 7.2 mL: a small cyst, under the minimum
+    assert float(small.sum()) * 0.008 < FLUID_MIN_ML
+    assert fluid_regions_in_liver(labels, _with_fluid(hu, labels, small), GEOMETRY) == []
+
+
+def test_blood_density_in_a_contrast_liver_does_not_warn_and_fluid_in_an_unenhanced_one_does():
+    hu, labels = _phantom()
+    ball = _ball((20, 32, 20), 16.0)
+    assert fluid_regions_in_liver(labels, _with_fluid(hu, labels, ball, fluid_hu=45.0), GEOMETRY) == []
+    plain, labels = _phantom(liver_hu=50.0)  # unenhanced liver: water lies 40 HU below it
+    assert len(fluid_regions_in_liver(labels, _with_fluid(plain, labels, ball, fluid_hu=10.0), GEOMETRY)) == 1
+
+
+@pytest.mark.parametrize("liver_hu", [5.0, 15.0, 60.0, 140.0])
+def test_a_liver_dark_or_bright_as_a_whole_does_not_warn(liver_hu):
+    """A fatty liver (5-15 HU: all of it of water density) and livers 40 HU darker or brighter than the phantom's
+    100 HU: nothing lies darker than the rest of the liver."""
+    hu, labels = _phantom(liver_hu=liver_hu)
+    assert fluid_regions_in_liver(labels, hu, GEOMETRY) == []
+
+
+def test_a_sliver_of_gallbladder_at_the_edge_does_not_warn_and_a_whole_one_does():
+    hu, labels = _phantom()
+    gallbladder = _ball((20, 58, 32), 18.0) & (labels == 0)  # 18.7 mL of bile against the liver's back
+    hu = _with_fluid(hu, labels, gallbladder, fluid_hu=10.0)
+    sliver = labels.copy()
+    sliver[gallbladder & ndimage.binary_dilation(labels == 1, iterations=2)] = 1  # 2 voxels (2.9 mL) taken in
+    assert 2.0 < float(np.count_nonzero(sliver != labels)) * 0.008 < 4.0
+    assert fluid_regions_in_liver(sliver, hu, GEOMETRY) == []
+    whole = labels.copy()
+    whole[gallbladder] = 1
+    found, = fluid_regions_in_liver(whole, hu, GEOMETRY)
+    assert found["volume_ml"] == pytest.approx(float(gallbladder.sum()) * 0.008, rel=0.2)
+
+
+def test_no_liver_gives_nothing():
+    hu, labels = _phantom()
+    assert fluid_regions_in_liver(np.zeros_like(labels), hu, GEOMETRY) == []
+
+
+def test_the_sample_ct_with_its_liver_passes_and_warns_with_water_put_in():
+    """The real sample (unenhanced, liver about 46 HU, 3 mm voxels): its vessels and edges give no warning; a 40 mm
+    ball of 8 HU water put inside its liver does."""
+    ct = read_volume(DATA / "example_ct_sm.nii.gz")
+    liver = np.asarray(read_label_map(DATA / "example_ct_sm_liver.nii.gz", reference=ct).array).astype(np.uint8)
+    hu = np.asarray(ct.array, dtype=np.float32)
+    assert fluid_in_liver_warnings(liver, hu, ct.geometry) == []
+    depth = ndimage.distance_transform_edt(np.pad(liver, ((3, 3), (0, 0), (0, 0)), mode="edge"))[3:-3]
+    centre = np.unravel_index(int(np.argmax(depth)), liver.shape)
+    z, y, x = np.indices(liver.shape)
+    ball = (((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) * 9.0 <= 20.0 ** 2) & (liver == 1)
+    watered = _with_fluid(hu, liver, ball, fluid_hu=8.0, noise_hu=10.0)
+    warning, = fluid_in_liver_warnings(liver, watered, ct.geometry)
+    assert "water density" in warning
+
+
+def test_segment_reports_the_warning_only_for_a_ct_in_hu():
+    """Segmenter.finish (segment's path after the network) adds the warning to the report."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    hu, labels = _phantom()
+    hu = _with_fluid(hu, labels, _ball((20, 32, 20), 16.0))
+    result = Segmenter(SegmentationOptions()).finish(
+        CTVolume(hu, GEOMETRY), NetworkOutput(labels=labels, probability=None, facts={"device": "cpu"}, timings={}))
+    assert sum(w.startswith("Possible fluid labelled liver") for w in result.report["warnings"]) == 1
+    unknown = NetworkOutput(labels=labels, probability=None, facts={"device": "cpu"}, timings={},
+                            not_hu="values 0..1")
+    result = Segmenter(SegmentationOptions()).finish(CTVolume(hu, GEOMETRY), unknown)
+    assert not any(w.startswith("Possible fluid labelled liver") for w in result.report["warnings"])

@@ -51,6 +51,9 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
                     larger already)
 ``sharp_kernel``    a sharper reconstruction kernel, imitated by an in-plane unsharp mask (amount 2, 1 mm): edges
                     overshoot and fine noise grows (acts on fine pixels only)
+``metal_streaks``   a metal bar at the scanner's ceiling (3071 HU, 6 x 30 mm: a pedicle screw) on the spine in every
+                    slice holding liver, with 10 straight streaks through it across the slice, alternately bright
+                    and dark, about 400-700 HU at the metal and fading with distance (skipped without a spine)
 ``hyperdense``      the real CT with the benchmark's tumors all brighter than the liver (15-60 HU above it, as an
                     arterial phase shows hypervascular tumors), inserted with the row's own seed into the kept slices
 ``large_confluent`` the real CT with one confluent mass instead: 3-4 tumors of 30-60 mm, each touching the first
@@ -110,6 +113,7 @@ if str(ROOT) not in sys.path:
 from LiverTumorSegLib.errors import InputError  # noqa: E402
 from LiverTumorSegLib.preprocessing.preprocessor import slices_at  # noqa: E402
 from LiverTumorSegLib.training.synthetic_lesions import LesionConfig, insert_lesions  # noqa: E402
+from LiverTumorSegLib.validation import PADDING_BELOW_HU  # noqa: E402
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry  # noqa: E402
 
 NOTE = ("Rows on cases the package was trained on measure invariance to the perturbation, not accuracy on "
@@ -461,6 +465,83 @@ def sharpen_in_plane(sample: Sample, amount: float = 2.0, sigma_mm: float = 1.0)
     return replace(sample, hu=(sample.hu + np.float32(amount) * (sample.hu - blurred)).astype(np.float32))
 
 
+METAL_HU = 3071.0
+"""HU of the inserted metal: the ceiling of the usual 12-bit CT scale (-1024..3071), where steel and titanium end up
+on a scanner without an extended HU range."""
+METAL_BAR_MM = (6.0, 30.0)
+"""In-plane size (mm, x by y) of the inserted metal: a pedicle screw's width (5.5-7.5 mm) by part of its length,
+running front to back through the vertebral body as such a screw does."""
+STREAK_LINES = 10
+"""Straight streaks through the metal per slice, alternately bright and dark, at angles spread over 180 degrees."""
+STREAK_PEAK_HU = 700.0
+STREAK_DECAY_MM = 25.0
+"""A streak's amplitude (HU) at the metal's edge, and the distance (mm) over which it halves: ``peak x decay / (decay +
+distance)`` (about 230 HU 50 mm from the metal, 100 HU 150 mm away), as a steel screw's streaks of several hundred HU
+beside it fade across the slice."""
+STREAK_WIDTH_MM = (1.0, 3.0)
+"""Range of a streak's width (Gaussian sigma across it, mm)."""
+SPINE_SEARCH_MM = 20.0
+"""How far (mm) left or right of the body's centre bone counts as the spine's (a lumbar vertebral body is 40-50 mm
+wide)."""
+
+
+def spine_centre_yx(hu_zyx: np.ndarray, liver_slices: np.ndarray, spacing_yx: Tuple[float, float]
+                    ) -> Optional[Tuple[float, float]]:
+    """``(y, x)`` (voxels) of the spine in the canonical LPS grid (y grows to the back): the median position of the
+    bone (over 300 HU) within :data:`SPINE_SEARCH_MM` of the body's left-right centre and behind the body's centre
+    (body: over -500 HU), over the slices ``liver_slices`` of ``hu_zyx`` (``(z, y, x)``, HU); ``spacing_yx`` in mm.
+    None with fewer than 20 such voxels. On the four shared cases it lies in the back of the vertebral body or in
+    the spinal canal just behind it, where a pedicle screw's path runs."""
+    sub = hu_zyx[liver_slices]
+    body = np.nonzero(sub > -500.0)
+    if body[0].size == 0:
+        return None
+    cy, cx = float(body[1].mean()), float(body[2].mean())
+    _, by, bx = np.nonzero(sub > 300.0)
+    keep = (np.abs(bx - cx) * spacing_yx[1] < SPINE_SEARCH_MM) & (by > cy)
+    if int(keep.sum()) < 20:
+        return None
+    return float(np.median(by[keep])), float(np.median(bx[keep]))
+
+
+def metal_streaks(sample: Sample, seed: int) -> Optional[Sample]:
+    """Metal in the spine with its streak artefacts, in every slice that holds liver: a bar of :data:`METAL_HU`
+    (:data:`METAL_BAR_MM`, a pedicle screw running front to back) centred on the spine (:func:`spine_centre_yx`),
+    plus :data:`STREAK_LINES` straight bands through the metal's centre across the whole slice, alternately bright
+    and dark, each of a random width, angle and strength (0.6-1 x :data:`STREAK_PEAK_HU`, fading with distance from
+    the metal as :data:`STREAK_DECAY_MM` says); the angles move by about 2 degrees from slice to slice. Values stay
+    within the scanner's range (-1024..3071 HU); padding outside the field of view is left alone. The label is
+    unchanged. Deterministic given ``seed``. None when no spine is found behind the body's centre."""
+    liver_slices = np.nonzero((sample.labels >= 1).any(axis=(1, 2)))[0]
+    if liver_slices.size == 0:
+        return None
+    sy, sx = float(sample.spacing_zyx[1]), float(sample.spacing_zyx[2])
+    centre = spine_centre_yx(sample.hu, liver_slices, (sy, sx))
+    if centre is None:
+        return None
+    rng = np.random.default_rng(seed)
+    ny, nx = sample.hu.shape[1:]
+    dy = (np.arange(ny, dtype=np.float32)[:, None] - np.float32(centre[0])) * np.float32(sy)  # mm from the centre
+    dx = (np.arange(nx, dtype=np.float32)[None, :] - np.float32(centre[1])) * np.float32(sx)
+    metal = (np.abs(dx) <= METAL_BAR_MM[0] / 2) & (np.abs(dy) <= METAL_BAR_MM[1] / 2)
+    beyond_metal = np.maximum(np.sqrt(dx ** 2 + dy ** 2) - np.float32(METAL_BAR_MM[1] / 2), 0.0)
+    fade = np.float32(STREAK_PEAK_HU * STREAK_DECAY_MM) / (np.float32(STREAK_DECAY_MM) + beyond_metal)
+    angles = rng.uniform(0.0, np.pi) + np.arange(STREAK_LINES) * np.pi / STREAK_LINES
+    strengths = rng.uniform(0.6, 1.0, STREAK_LINES) * np.where(np.arange(STREAK_LINES) % 2 == 0, -1.0, 1.0)
+    widths = rng.uniform(*STREAK_WIDTH_MM, STREAK_LINES)
+    hu = sample.hu.astype(np.float32, copy=True)
+    for z in liver_slices:
+        turned = angles + rng.normal(0.0, np.radians(2.0), STREAK_LINES)
+        streaks = np.zeros((ny, nx), dtype=np.float32)
+        for angle, strength, width in zip(turned, strengths, widths):
+            across = dx * np.float32(-np.sin(angle)) + dy * np.float32(np.cos(angle))  # mm from the line
+            streaks += np.float32(strength) * np.exp(-0.5 * (across / np.float32(width)) ** 2)
+        scanned = hu[z] > PADDING_BELOW_HU
+        hu[z] = np.where(scanned, np.clip(hu[z] + streaks * fade, -1024.0, METAL_HU), hu[z])
+        hu[z][metal] = METAL_HU
+    return replace(sample, hu=hu)
+
+
 def original_with_lesions(case: BenchCase, seed: int, lesions: LesionConfig,
                           anchor_slice: Optional[int] = None) -> Sample:
     """The real CT of the kept slices (``case.original``, no benchmark tumor) with ``lesions`` inserted by the
@@ -589,6 +670,7 @@ SKIP_REASONS = {
     "fov_liver": "the liver +- the margin already spans the whole scan (needs a scan reaching beyond the liver)",
     "fov_xy": "the image is no larger than that field of view in-plane already",
     "scan_end": "the kept slices hold no tumor, or the slice where it is widest is already the scan's end",
+    "metal": "no spine (bone near the midline behind the body's centre) in the slices that hold liver",
 }
 
 
@@ -632,6 +714,7 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "fov_xy300": ("in-plane field of view 300 mm around the liver", lambda c, s: crop_in_plane(c.sample, 300.0)),
     "fov_xy220": ("in-plane field of view 220 mm around the liver", lambda c, s: crop_in_plane(c.sample, 220.0)),
     "sharp_kernel": ("sharper reconstruction kernel (unsharp mask)", lambda c, s: sharpen_in_plane(c.sample)),
+    "metal_streaks": ("a metal screw in the spine with its streaks", lambda c, s: metal_streaks(c.sample, s)),
     "hyperdense": ("synthetic tumors brighter than the liver (arterial phase)", with_hyperdense_lesions),
     "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),

@@ -871,3 +871,50 @@ def test_fluid_row_puts_water_at_the_liver_edge_labelled_background_and_scores_i
         assert rb.score(fluid, fluid.labels)["fluid_as_liver_ml"] == 0.0
     assert min(sizes) > 20.0 and len(set(sizes)) == 3  # a large part of a 97 mL liver (40-67 mL), one per seed
     assert "fluid_ml" not in rb.score(original, original.labels)  # only the fluid row has the keys
+
+
+def trunk_with_spine(nz=6, liver_slices=(1, 5), padding=False):
+    """A (z, y, x) trunk of 1 mm pixels in the canonical LPS grid (y grows to the back): soft tissue of 40 HU in an
+    ellipse, a vertebra of 700 HU on the midline behind its centre, liver (label 1) on the patient's right (low x)
+    in ``liver_slices``; ``padding``: -3024 outside a circular field of view."""
+    y, x = np.mgrid[0:120, 0:120]
+    hu = np.full((nz, 120, 120), -1000.0, dtype=np.float32)
+    hu[:, ((y - 60) / 45.0) ** 2 + ((x - 60) / 55.0) ** 2 <= 1] = 40.0
+    hu[:, 80:95, 54:66] = 700.0
+    if padding:
+        hu[:, (y - 60) ** 2 + (x - 60) ** 2 > 59 ** 2] = -3024.0
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[liver_slices[0]:liver_slices[1], 40:75, 15:50] = 1
+    return rb.Sample(hu, labels, (2.0, 1.0, 1.0), (2.0, 1.0, 1.0))
+
+
+def test_metal_streaks_put_metal_in_the_spine_and_fading_streaks_in_the_liver_slices_only():
+    s = trunk_with_spine(padding=True)
+    out = rb.metal_streaks(s, seed=3)
+    np.testing.assert_array_equal(out.labels, s.labels)                     # the label is unchanged
+    for z in (0, 5):                                                        # slices without liver: untouched
+        np.testing.assert_array_equal(out.hu[z], s.hu[z])
+    metal = out.hu >= rb.METAL_HU
+    assert metal[1:5].any(axis=(1, 2)).all() and not metal[[0, 5]].any()
+    _, my, mx = np.nonzero(metal)
+    assert 80 <= np.median(my) <= 95 and 54 <= np.median(mx) <= 66        # in the vertebra, on the midline
+    assert 5 * 30 * 0.8 <= metal[2].sum() <= 7 * 31 * 1.2                   # a 6 x 30 mm bar
+    change = np.abs(out.hu[2] - s.hu[2])
+    y, x = np.mgrid[0:120, 0:120]
+    r = np.hypot(y - np.median(my), x - np.median(mx))
+    near, far = change[(r > 18) & (r < 25)], change[(r > 45) & (r < 55) & (s.hu[2] > -1500)]
+    assert near.max() > 300.0 and near.mean() > 1.5 * far.mean() > 0.0    # several hundred HU near, fading
+    soft = (s.hu[2] == 40.0) & ~metal[2]
+    assert (out.hu[2][soft] > 140).any() and (out.hu[2][soft] < -60).any()  # bright and dark streaks
+    assert (out.hu[2][s.labels[2] == 1] != 40.0).any()                      # they cross the liver
+    np.testing.assert_array_equal(out.hu[s.hu < -1500], s.hu[s.hu < -1500])  # padding outside the FOV kept
+    assert out.hu[s.hu >= -1500].min() >= -1024.0 and out.hu.max() <= rb.METAL_HU
+    np.testing.assert_array_equal(rb.metal_streaks(s, seed=3).hu, out.hu)  # deterministic given the seed
+    assert not np.array_equal(rb.metal_streaks(s, seed=4).hu, out.hu)
+
+
+def test_metal_streaks_skip_a_scan_without_a_spine():
+    s = trunk_with_spine()
+    s.hu[s.hu == 700.0] = 40.0
+    assert rb.metal_streaks(s, seed=0) is None
+    assert rb.skip_reason("metal_streaks").startswith("no spine")

@@ -540,6 +540,7 @@ class Segmenter:
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings)
         from .fluid_in_liver import fluid_in_liver_warnings
+        from .metal import metal_warnings
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
@@ -564,6 +565,7 @@ class Segmenter:
                                                                                             volume.geometry)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
             warnings += fluid_in_liver_warnings(labels, hu, volume.geometry)  # water density in label 1
+            warnings += metal_warnings(hu, labels, volume.geometry)  # metal found by its HU
         from .body_size import body_size_warning
 
         scaled = body_size_warning(facts.get("body_size") or {})

@@ -1,0 +1,87 @@
+"""Metal in the slices of the segmented liver (LiverTumorSegLib.inference.metal): a warning where its streaks can
+make the outline and lesions wrong, none for metal far below the liver or for bone and contrast."""
+import re
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.metal import METAL_MIN_HU, METAL_MIN_ML, metal_in_liver_slices, metal_warnings
+from LiverTumorSegLib.volume import ImageGeometry
+
+GEOMETRY = ImageGeometry(spacing=(1.0, 1.0, 2.0))  # (x, y, z) mm; identity direction: z grows to the head
+
+
+def _trunk():
+    """``(hu, labels)`` ``(z, y, x)`` on :data:`GEOMETRY`: 30 slices of a body (40 HU) with a vertebra (300 HU,
+    cortex 1800 HU) behind its centre, a kidney with excreted contrast (1500 HU) and a liver box (label 1) in slices
+    10-20 (S 20-40 mm) on the patient's right (low x)."""
+    hu = np.full((30, 100, 100), -1000.0, np.float32)
+    hu[:, 10:90, 5:95] = 40.0
+    hu[:, 60:80, 42:58] = 1800.0
+    hu[:, 62:78, 44:56] = 300.0
+    hu[:, 55:65, 70:80] = 1500.0
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[10:21, 20:55, 10:45] = 1
+    return hu, labels
+
+
+def test_metal_in_the_liver_slices_is_found_with_its_amount_slices_and_distance():
+    hu, labels = _trunk()
+    hu[12:19, 60:80, 47:53] = 3071.0  # a 6 x 20 mm screw in 7 of the liver's 11 slices: 7 x 0.24 mL
+    found = metal_in_liver_slices(hu, labels, GEOMETRY)
+    assert found["volume_ml"] == pytest.approx(7 * 0.24, rel=0.25)
+    assert found["slices"] == 7 and found["liver_slices"] == 11
+    assert found["s_range_mm"] == pytest.approx((24.0, 36.0))
+    assert found["distance_mm"] == pytest.approx(np.hypot(60 - 54, 47 - 44), abs=2.0)  # liver corner (54, 44)
+    warning, = metal_warnings(hu, labels, GEOMETRY)
+    assert warning.startswith("Metal in the liver's slices: about 1.")
+    assert "in 7 of the 11 slices that hold liver (from S 24 to 36 mm)" in warning
+    distance = float(re.search(r"its nearest part about (\d+) mm from the segmented liver", warning).group(1))
+    assert distance == pytest.approx(6.7, abs=2.0)
+    assert "check them in the images" in warning and "may be an artefact" in warning
+    labels[:, :, 30:45] = 0  # the liver now ends at x 29: metal 18-19 mm from it
+    assert metal_in_liver_slices(hu, labels, GEOMETRY)["distance_mm"] == pytest.approx(np.hypot(6, 47 - 29), abs=2.0)
+    hu[14, 30:40, 20:30] = 3071.0  # metal inside the liver too (a coil): the nearest part touches it
+    assert "touching or inside the segmented liver" in metal_warnings(hu, labels, GEOMETRY)[0]
+
+
+def test_metal_only_below_the_liver_as_a_hip_prosthesis_gets_no_warning():
+    hu, labels = _trunk()
+    hu[0:9, 40:70, 70:90] = 3071.0  # 5 mL of metal in slices 0-8, below the liver's slices 10-20
+    assert metal_in_liver_slices(hu, labels, GEOMETRY) is None and metal_warnings(hu, labels, GEOMETRY) == []
+    hu[9:11, 40:70, 70:90] = 3071.0  # reaching into the liver's lowest slice: warned
+    warning, = metal_warnings(hu, labels, GEOMETRY)
+    assert "in 1 of the 11 slices that hold liver (at S 20 mm)" in warning
+
+
+def test_bone_and_contrast_or_a_few_metal_voxels_get_no_warning():
+    hu, labels = _trunk()
+    hu[15, 60, 42:58] = METAL_MIN_HU - 1.0  # the densest cortex, just under the threshold
+    assert metal_warnings(hu, labels, GEOMETRY) == []
+    hu[14:16, 30:35, 60:65] = 3071.0  # a clip: 2 x 25 voxels of 2 mm^3 = 0.1 mL, under the minimum
+    assert 0.1 < METAL_MIN_ML and metal_warnings(hu, labels, GEOMETRY) == []
+    assert metal_warnings(hu, np.zeros_like(labels), GEOMETRY) == []  # no liver: nothing to warn about
+
+
+def _finished(hu, labels):
+    """segment's path after the network (Segmenter.finish) with ``labels`` as the network's output on ``hu``."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    return Segmenter(SegmentationOptions()).finish(
+        CTVolume(hu, GEOMETRY), NetworkOutput(labels=labels, probability=np.zeros(labels.shape, np.uint8),
+                                              facts={"device": "cpu"}, timings={}))
+
+
+def test_segment_reports_metal_in_the_liver_slices_and_not_below():
+    hu, labels = _trunk()
+    hu[labels == 1] = 60.0
+    assert not any(w.startswith("Metal") for w in _finished(hu, labels).warnings)
+    below = hu.copy()
+    below[0:9, 60:80, 47:53] = 3071.0
+    assert not any(w.startswith("Metal") for w in _finished(below, labels).warnings)
+    hu[10:21, 60:80, 47:53] = 3071.0
+    result = _finished(hu, labels)
+    flagged = [w for w in result.warnings if w.startswith("Metal in the liver's slices")]
+    assert len(flagged) == 1 and flagged[0] in result.report["warnings"]

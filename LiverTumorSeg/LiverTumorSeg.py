@@ -121,7 +121,8 @@ class LiverTumorSegParameterNode:
     modelPath - model package file; device - auto | gpu | cpu (also cuda, mps); overrideWindow, windowLevel,
     windowWidth (HU);
     post-processing switches, minLesionMl (mL) and minLesionProbability (0..1: small lesions below it become liver),
-    removeLiverAboveLungs and tubularLesionsToLiver (the anatomical rules);
+    removeLiverAboveLungs and tubularLesionsToLiver (the anatomical rules); bodySizeScaling (a child-sized body is
+    given to the network enlarged);
     showTumorProbability - also load the tumor probability map;
     "Compare with baseline": baselineSegmentation, baselineVolume, followupSegmentation, followupVolume,
     alignOnCT (else on the liver masks) and changeTable (its last follow-up table), so a saved scene reopens with
@@ -143,6 +144,7 @@ class LiverTumorSegParameterNode:
     minLesionProbability: Annotated[float, WithinRange(0, 1)] = 0.65
     removeLiverAboveLungs: bool = True
     tubularLesionsToLiver: bool = True
+    bodySizeScaling: bool = True
     showTumorProbability: bool = False
     baselineSegmentation: vtkMRMLSegmentationNode
     baselineVolume: vtkMRMLScalarVolumeNode
@@ -168,7 +170,7 @@ def segmentationOptionsFromParameters(p: LiverTumorSegParameterNode) -> job.Segm
                         "below_lungs": p.removeLiverAboveLungs, "tubular_lesions_to_liver": p.tubularLesionsToLiver},
         window_level=p.windowLevel if p.overrideWindow else None,
         window_width=p.windowWidth if p.overrideWindow else None,
-        probabilities=p.showTumorProbability)
+        probabilities=p.showTumorProbability, body_size_scaling=p.bodySizeScaling)
 
 
 #

@@ -134,9 +134,10 @@ PANEL_SWITCHES = {
     "--keep-all-liver-components": "Keep only the largest liver component",
     "--allow-tumor-outside-liver": "Remove tumor outside the liver",
     "--keep-tubular-lesions": "Tube-shaped tumors become liver (vessels)",
+    "--no-body-size-scaling": "Enlarge a child-sized body for the network",
 }
-"""The command-line switch a post-processing warning names (``run again with --flag``) -> the Advanced
-checkbox that does the same in the panel, unticked (the labels are the .ui's)."""
+"""The command-line switch a post-processing (or body-size) warning names (``run again with --flag``) -> the
+Advanced checkbox that does the same in the panel, unticked (the labels are the .ui's)."""
 NO_PANEL_CONTROL = ("--keep-liver-in-air",)
 """Switches a post-processing warning may name that the panel has no control for: the panel says so instead of
 showing a flag its user cannot give."""

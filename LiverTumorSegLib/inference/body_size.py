@@ -170,6 +170,8 @@ def body_size_record(volume: CTVolume, training_diameter_mm: Optional[float]) ->
 
 def body_size_warning(record: Dict[str, Any]) -> Optional[str]:
     """The report's warning when :func:`body_size_record` scaled the CT for the network, else None."""
+    from ..errors import option_hint
+
     scale = record.get("in_plane_scale", 1.0)
     if scale == 1.0:
         return None
@@ -177,5 +179,5 @@ def body_size_warning(record: Dict[str, Any]) -> Optional[str]:
             f"the smallest body the model was trained on ({record['training_diameter_mm']:.0f} mm): a child, or a "
             f"small patient. The network was given the CT enlarged {scale:.2f}x in-plane, so that the anatomy appears "
             f"at about a training body's size; volumes and lengths are measured on the CT's own grid. No child's CT "
-            f"was among the training or test data: check the outline slice by slice (--no-body-size-scaling turns "
-            f"this off).")
+            f"was among the training or test data: check the outline slice by slice. To give the CT as it is, run "
+            f"again with {option_hint('--no-body-size-scaling', 'body_size_scaling=False')}.")

@@ -77,8 +77,12 @@ def test_the_record_and_warning_say_what_was_measured_and_done():
     record = body_size_record(CTVolume(hu, geometry), 315.0)
     assert record["training_diameter_mm"] == 315.0
     assert record["in_plane_scale"] == pytest.approx(0.9 * 315.0 / record["diameter_mm"], abs=0.001)
+    from LiverTumorSegLib.errors import cli_wording
+
     warning = body_size_warning(record)
-    assert "enlarged 2.2" in warning and "(315 mm)" in warning and "--no-body-size-scaling" in warning
+    assert "enlarged 2.2" in warning and "(315 mm)" in warning and "body_size_scaling=False" in warning
+    with cli_wording():  # the command line (and the Slicer panel's child) names the flag
+        assert body_size_warning(record).endswith("run again with --no-body-size-scaling.")
     assert body_size_warning(body_size_record(CTVolume(hu, geometry), None)) is None
 
 

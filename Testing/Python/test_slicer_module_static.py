@@ -90,7 +90,8 @@ def test_ui_parameter_bindings_match_parameter_node_fields():
     bound = {props["SlicerParameterName"] for _, props in _ui_widgets().values() if "SlicerParameterName" in props}
     assert bound == {"inputVolume", "outputSegmentation", "overrideWindow", "windowLevel", "windowWidth",
                      "keepLargestLiverComponent", "fillLiverHoles", "tumorInsideLiver", "minLesionMl",
-                     "minLesionProbability", "removeLiverAboveLungs", "tubularLesionsToLiver", "showTumorProbability"}
+                     "minLesionProbability", "removeLiverAboveLungs", "tubularLesionsToLiver", "bodySizeScaling",
+                     "showTumorProbability"}
     assert bound <= fields, f"SlicerParameterName values without a parameter node field: {sorted(bound - fields)}"
 
 
@@ -288,8 +289,8 @@ def test_ui_defaults_equal_parameter_node_defaults():
         elif cls == "QDoubleSpinBox":
             assert float(props.get("value", "0")) == pytest.approx(defaults[name]), name
             checked += 1
-    assert checked == 11  # overrideWindow, five post-processing switches, level, width, smallest lesion,
-    # lowest lesion confidence, probability map
+    assert checked == 12  # overrideWindow, five post-processing switches, level, width, smallest lesion,
+    # lowest lesion confidence, body-size scaling, probability map
 
 
 def test_panel_post_processing_defaults_are_the_library_defaults():
@@ -309,6 +310,8 @@ def test_panel_post_processing_defaults_are_the_library_defaults():
     assert defaults["minLesionProbability"] == library.min_lesion_probability
     assert defaults["removeLiverAboveLungs"] == library.below_lungs                 # the anatomical rules: the
     assert defaults["tubularLesionsToLiver"] == library.tubular_lesions_to_liver    # panel's warnings name them
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    assert defaults["bodySizeScaling"] == SegmentationOptions().body_size_scaling
 
 
 def test_post_processing_warnings_name_the_panels_checkboxes():
@@ -387,3 +390,19 @@ def test_installed_help_page_links_only_what_is_installed_with_it():
     local = [t.partition("#")[0] for t in links if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t)]
     targets = {(Path("docs") / t).as_posix() for t in local if t}
     assert targets and targets <= shared, f"linked but not installed: {sorted(targets - shared)}"
+
+
+def test_the_body_size_warning_names_the_panels_checkbox():
+    import sys
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from LiverTumorSegModuleLib import panel_text
+
+    from LiverTumorSegLib.errors import cli_wording
+    from LiverTumorSegLib.inference.body_size import body_size_warning
+
+    with cli_wording():  # the child process the panel runs is the command line
+        cli = body_size_warning({"in_plane_scale": 2.2, "diameter_mm": 130.0, "training_diameter_mm": 324.7})
+    (panel,) = panel_text.result_warnings({"warnings": [cli]})
+    assert "--" not in panel and panel.endswith('segment again with "Enlarge a child-sized body for the network" '
+                                                'unticked (under Preprocessing and post-processing).')

@@ -12,8 +12,9 @@ liver that is dark as a whole (fatty: near 0 HU; a liver shifted 40 HU down) fro
 A third condition tells such a region from the darkest part of a liver that darkens gradually (uneven enhancement,
 beam hardening): fluid has an edge (:data:`SHARP_EDGE_FRACTION`).
 
-Label 2 (tumor) is left out: the lesion report lists the tumors with their mean HU already (the bundled model called
-the benchmark's water blobs tumor, 98 % of them: docs/bundled_model.md, ``fluid_region``). The check reads a coarse
+Label 2 (tumor) is left out: the lesion report lists the tumors with their mean HU already, and flags and warns of
+those of water density (:mod:`.water_density`; the bundled model called the benchmark's water blobs tumor, 98 % of
+them: docs/bundled_model.md, ``fluid_region``). The check reads a coarse
 sample (about :data:`SAMPLE_MM` apart) of the liver's bounding box only: 0.14 s on a 300 x 512 x 512 CT whose liver
 filled all 300 slices (``example_ct_dicom20`` and its segmentation repeated 15 times), 0.16-0.20 s with a 65 mL ball of
 water in it.

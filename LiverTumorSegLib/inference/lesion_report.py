@@ -19,9 +19,10 @@ Definitions
   centres, i.e. ``long_axis_mm`` less that pixel spacing (a sphere of radius r gives about 2r minus up to one
   voxel).
 * ``recist_target``: the lesion is one of the RECIST 1.1 target lesions (at most 2 measurable lesions,
-  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge);
-  report-level ``recist``
-  holds ``target_lesion_ids``, ``sum_of_diameters_mm``, ``measurable_minimum_mm`` and ``slice_thickness_mm``.
+  long axis >= 10 mm or twice the slice thickness above 5 mm, largest first, none cut by the scan's edge, lesions
+  of water density only after all others); report-level ``recist`` holds ``target_lesion_ids``,
+  ``sum_of_diameters_mm``, ``measurable_minimum_mm``, ``slice_thickness_mm`` and ``water_density_passed_over_ids``
+  (the lesions that the long axis alone would have chosen, passed over as of water density).
 * ``centroid_lps_mm`` / ``centroid_ras_mm``: mean voxel-centre position, patient LPS (DICOM/ITK) and RAS
   (Slicer/NIfTI; x and y negated) in mm.
 * ``axial_position_s_mm``: the S (superior, RAS = LPS z) coordinate of the axial slice where the long axis was
@@ -31,7 +32,9 @@ Definitions
   lies on or beside (a face neighbour) the scanner's padding outside its circular field of view (CT values below
   -1500: -3024, -2048, -2000, ...): cut by the field of view, so its volume and axes are lower bounds.
 * ``mean_hu``: mean CT value in the lesion, the scanner's padding left out (None without a CT, or with nothing but
-  padding); ``mean_tumor_probability``: mean of the
+  padding); ``median_hu``: median CT value of the lesion's core (:mod:`.water_density`); ``water_density``: the
+  lesion has the CT values of water (a simple cyst, or a necrotic or cystic tumor; None without a CT in HU);
+  ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
   255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
   when its labels are given (``segment``: a core the hole fill made tumor does not dilute it), else, and for a
@@ -60,7 +63,7 @@ from ..metrics.recist import (RECIST_NOTE, axial_axis_zyx, farthest_pair, hull_v
 from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
-                  "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge",
+                  "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge", "median_hu", "water_density",
                   "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
                   "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
@@ -182,6 +185,18 @@ def _mean_hu(values: np.ndarray) -> Optional[float]:
     return float(tissue.astype(np.float64).mean()) if tissue.size else None
 
 
+def _density(hu_zyx: Optional[np.ndarray], labels_zyx: np.ndarray, mask: np.ndarray, box: Tuple[slice, ...],
+             geometry: ImageGeometry, in_hu: bool) -> Dict[str, Any]:
+    """``median_hu`` (None without a CT) and ``water_density`` (None without a CT in HU) of one lesion (``mask``
+    within ``box``), see :mod:`.water_density`."""
+    if hu_zyx is None:
+        return {"median_hu": None, "water_density": None}
+    from .water_density import lesion_water_density
+
+    density = lesion_water_density(hu_zyx, labels_zyx, mask, box, tuple(geometry.spacing)[::-1])
+    return {"median_hu": density["median_hu"], "water_density": density["water_density"] if in_hu else None}
+
+
 def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray]) -> bool:
     """True when the lesion ``mask`` (``(z, y, x)``, the part of the volume in ``box``) lies on or beside (a face
     neighbour) a CT voxel below :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`: the scanner's padding
@@ -215,14 +230,15 @@ def grid_record(shape_zyx: Sequence[int], geometry: ImageGeometry) -> Dict[str, 
 def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optional[np.ndarray] = None,
                   extra: Optional[Dict[str, Any]] = None,
                   tumor_probability_zyx: Optional[np.ndarray] = None,
-                  network_labels_zyx: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                  network_labels_zyx: Optional[np.ndarray] = None, in_hu: bool = True) -> Dict[str, Any]:
     """Report dict: ``liver_volume_ml``, ``tumor_volume_ml``, ``tumor_burden_percent``, ``lesion_count``,
     ``lesions`` (list of dicts, see module doc), ``recist``, ``voxel_volume_ml``, ``grid``
     (:func:`grid_record`); ``extra`` is merged in.
 
     ``tumor_probability_zyx``: optional tumor probability map on the label grid; adds
     ``mean_tumor_probability`` to every lesion, taken over the voxels ``network_labels_zyx`` (the network's labels
-    before post-processing, same grid; optional) labels tumor (module doc)."""
+    before post-processing, same grid; optional) labels tumor (module doc). ``in_hu``: the CT's values are
+    Hounsfield units (False: ``water_density`` is None, as without a CT; ``segment --allow-non-hu``)."""
     from scipy import ndimage
 
     geometry = checked_geometry(geometry, "lesion_report")  # a spacing tuple failed deep inside, on .direction_matrix
@@ -277,12 +293,14 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
             "touches_scan_edge": (any(b.start == 0 or b.stop == n for b, n in zip(box, labels_zyx.shape))
                                   or _borders_scanner_padding(mask, box, hu_zyx)),
         }
+        lesion.update(_density(hu_zyx, labels_zyx, mask, box, geometry, in_hu))
         if mean_probability is not None:
             lesion["mean_tumor_probability"] = float(mean_probability[index])
         lesions.append(lesion)
     thickness = slice_thickness_mm(geometry)
     minimum = measurable_minimum_mm(thickness)
     targets = select_target_lesions(lesions, minimum)
+    by_long_axis_alone = select_target_lesions([dict(d, water_density=False) for d in lesions], minimum)
     for lesion in lesions:
         lesion["recist_target"] = lesion["id"] in targets
     by_id = {d["id"]: d for d in lesions}
@@ -298,7 +316,8 @@ def lesion_report(labels_zyx: np.ndarray, geometry: ImageGeometry, hu_zyx: Optio
         "grid": grid_record(labels_zyx.shape, geometry),
         "recist": {"note": RECIST_NOTE, "target_lesion_ids": targets,
                    "sum_of_diameters_mm": float(sum(by_id[i]["long_axis_mm"] for i in targets)),
-                   "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness},
+                   "measurable_minimum_mm": minimum, "slice_thickness_mm": thickness,
+                   "water_density_passed_over_ids": [i for i in by_long_axis_alone if i not in targets]},
         "lesions": lesions,
     }
     if extra:
@@ -319,7 +338,8 @@ def _lesion_cells(d: Dict[str, Any]) -> List[str]:
     return ([str(d["id"]), number_text(d["volume_ml"], 4), str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
              _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
-             "1" if d.get("touches_scan_edge") else "0"]
+             "1" if d.get("touches_scan_edge") else "0", _number(d.get("median_hu"), 1),
+             "" if d.get("water_density") is None else ("1" if d["water_density"] else "0")]
             + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
 
 

@@ -530,7 +530,8 @@ class Segmenter:
             if isinstance(volume.meta.get(key), dict):  # to recognise it later (a resumed batch)
                 source[key] = dict(volume.meta[key])
         report = lesion_report(labels, volume.geometry, volume.array, extra=dict(facts, **source),
-                               tumor_probability_zyx=probability, network_labels_zyx=output.labels)
+                               tumor_probability_zyx=probability, network_labels_zyx=output.labels,
+                               in_hu=not hu_rules_skipped)
         if not self.options.probabilities:
             probability = None
         report["postprocessing_changes"] = changes  # what post-processing took out (mL), nothing silently
@@ -541,6 +542,7 @@ class Segmenter:
                                    spine_front_back_warnings)
         from .fluid_in_liver import fluid_in_liver_warnings
         from .metal import metal_warnings
+        from .water_density import water_density_lesion_warnings
 
         warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
@@ -564,6 +566,7 @@ class Segmenter:
             warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
                                                                                             volume.geometry)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
+            warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor
             warnings += fluid_in_liver_warnings(labels, hu, volume.geometry)  # water density in label 1
             warnings += metal_warnings(hu, labels, volume.geometry)  # metal found by its HU
         from .body_size import body_size_warning

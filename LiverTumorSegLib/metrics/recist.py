@@ -327,11 +327,14 @@ def select_target_lesions(lesions: Sequence[Dict[str, Any]], minimum_mm: float =
     """Ids of the RECIST 1.1 target lesions of one organ: up to ``max_targets`` lesions (dicts with ``id`` and
     ``long_axis_mm``) with long axis >= ``minimum_mm``, largest long axis first (ties: lower id). A lesion cut
     by the scan's edge (``touches_scan_edge``) is not chosen: its axes are lower bounds that move with the scan
-    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. A long axis of
-    exactly ``minimum_mm`` is measurable, and long axes apart by float rounding only are equal (the lower id first),
-    whatever the rounding (:data:`BOUNDARY_TOLERANCE`)."""
+    range, and RECIST 1.1 asks for target lesions suited to reproducible repeated measurement. A lesion of water
+    density (``water_density``, :mod:`~LiverTumorSegLib.inference.water_density`) comes after every other
+    measurable lesion: RECIST 1.1 counts a simple cyst as neither target nor non-target, and prefers non-cystic
+    lesions to cystic metastases as targets; it is chosen only where no other measurable lesion fills the place.
+    A long axis of exactly ``minimum_mm`` is measurable, and long axes apart by float rounding only are equal (the
+    lower id first), whatever the rounding (:data:`BOUNDARY_TOLERANCE`)."""
     measurable = [d for d in lesions if at_least(d["long_axis_mm"], minimum_mm) and not d.get("touches_scan_edge")]
-    measurable.sort(key=lambda d: (-tolerance_key(d["long_axis_mm"]), d["id"]))
+    measurable.sort(key=lambda d: (bool(d.get("water_density")), -tolerance_key(d["long_axis_mm"]), d["id"]))
     return [int(d["id"]) for d in measurable[:max_targets]]
 
 

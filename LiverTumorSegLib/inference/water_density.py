@@ -1,0 +1,136 @@
+"""Lesions of water density: a per-lesion flag (``water_density``) and a warning naming them.
+
+A simple hepatic cyst (several % of adults) holds water-like fluid: 0-20 HU, homogeneous, sharply bounded, darker
+than liver parenchyma in every phase (unenhanced about 45-65 HU, portal venous 90-130 HU). A radiologist does not
+call it a tumor, yet the bundled model labels such fluid tumor: the ``fluid_region`` rows of
+``benchmarks/robustness.py`` (a 40-70 mm blob of 0-15 HU water in the liver of the four shared CTs) came back 98 %
+tumor (seed 0, ``--max-slices 40``: 204.5 of 208.6 mL), one lesion per case, each listed with a volume and RECIST
+axes. A necrotic or cystic metastasis can come close to water density too, so the lesion is flagged and warned of,
+never dropped or relabelled: only a reader (and earlier imaging) can tell.
+
+A lesion is of water density when, over its core (:func:`lesion_water_density`), its median CT value lies in
+:data:`WATER_MIN_HU` .. :data:`WATER_MAX_HU`, it is at least :data:`WATER_DARKER_THAN_LIVER_HU` darker than the liver
+around it, and its spread (interquartile range) is at most :data:`WATER_SPREAD_RATIO` times that liver's: as
+homogeneous as liver, whose own spread is the CT's noise.
+
+What it cannot tell: a homogeneous hypodense tumor of water density. The benchmark's synthetic tumors (not cysts)
+are drawn 15-60 HU below the liver with the liver's noise grain, so in an unenhanced liver (33-56 HU around the
+flagged ones) many land at water density. Over ``benchmarks/robustness.py default --max-slices 40`` seeds 0-3, of
+the bundled model's lesions over synthetic tumors, 17 of 41 were flagged on the ``baseline`` rows (6 of 12 on
+ct3slice_ct, 6 of 9 on example_ct_full112, 5 of 8 on example_ct_sm, all three unenhanced; 0 of 12 on the contrast CT
+example_ct_dicom20), 3 of 38 on ``liver_hu-40`` (all on example_ct_dicom20, whose enhanced liver then reads about 60
+HU) and 0 of 9 on ``liver_hu+40`` (seed 0); every ``fluid_region`` lesion (16 of 16) was flagged, and none of the 8
+other lesions (false lesions over neither; one of them, on example_ct_full112's liver_hu-40 row, the same at seeds
+0-3). Hence a flag and a warning, not a relabelling.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+WATER_MIN_HU = -10.0
+WATER_MAX_HU = 20.0
+"""Median CT value (HU) range of a lesion of water density: water 0 HU, serous cyst fluid 0-20 HU; -10 leaves room for
+noise and beam hardening (fat, -150..-50 HU, lies well below; :data:`~.plausibility.LESION_FAT_MAX_HU` warns of it).
+The water of the ``fluid_region`` rows (drawn at 0-15 HU plus the liver's noise), as the bundled model's lesion over
+it, measured medians of 2.1-14.7 HU over its core (the four shared CTs, seeds 0-3, ``--max-slices 40``: 16 lesions)."""
+WATER_DARKER_THAN_LIVER_HU = 20.0
+"""The lesion's median lies at least this far (HU) below the median of the liver (label 1) around it
+(:data:`SURROUNDING_MM`): a lesion in a fatty liver (near 0 HU) is not of water density against it, however dark
+(the same margin as :data:`~.fluid_in_liver.FLUID_DARKER_THAN_LIVER_HU`). The ``fluid_region`` lesions lay 25.8-91.2
+HU below the liver around them (the least in the unenhanced livers of 36-49 HU; 16 lesions as above); a lesion of
+6 HU in the benchmark's liver shifted to 10 HU (``liver_hu-40``, example_ct_full112) lay 4 HU below it: not flagged."""
+WATER_SPREAD_RATIO = 1.5
+"""The lesion core's interquartile range of CT values is at most this multiple of the surrounding liver's: water is as
+homogeneous as liver (both show the CT's noise); a necrotic tumor with solid parts or an enhancing rim spreads wider.
+The ratio, not an absolute bound, as noise differs between scanners: the liver around the ``fluid_region`` lesions
+spread 14.0-70.9 HU (the noisy 3-slice GE CT: 44-71 HU), the lesions 0.78-1.11 times that (16 lesions as above). It
+does not tell the benchmark's synthetic tumors (drawn with the liver's noise grain and 0-8 HU of smooth texture):
+they spread 0.47-1.69 times their liver."""
+SURROUNDING_MM = (2.0, 10.0)
+"""The liver around a lesion: label-1 voxels this far (mm, from ... to, from the lesion's voxel centres) outside it;
+the first 2 mm hold partial volume with the lesion."""
+MIN_VOXELS = 10
+"""Fewest voxels (of the lesion, or of the liver around it) judged: fewer give no median or spread worth reading, so
+such a lesion is not flagged."""
+
+
+def _interquartile(values: np.ndarray) -> float:
+    low, high = np.percentile(values, [25.0, 75.0])
+    return float(high - low)
+
+
+def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.ndarray, box: Tuple[slice, ...],
+                         spacing_zyx: Sequence[float]) -> Dict[str, Any]:
+    """The density of one lesion: ``median_hu`` (HU, over its core: the voxels whose 6 neighbours are all in it, or
+    over all its voxels when the core holds fewer than :data:`MIN_VOXELS`; None when every voxel is the scanner's
+    padding), ``spread_hu`` (that core's interquartile range, HU), ``liver_median_hu`` and ``liver_spread_hu`` (the
+    same of the liver around it, :data:`SURROUNDING_MM`; None without :data:`MIN_VOXELS` such voxels) and
+    ``water_density`` (bool, see the module doc).
+
+    ``hu_zyx`` and ``labels_zyx`` (0/1/2): the CT (HU) and label map, ``(z, y, x)`` on one grid; ``mask``: the lesion
+    within ``box`` (slices of the whole volume); ``spacing_zyx``: voxel size (mm)."""
+    from scipy import ndimage
+
+    from ..validation import PADDING_BELOW_HU
+
+    shape = np.shape(labels_zyx)
+    margin = [int(np.ceil(SURROUNDING_MM[1] / float(s))) for s in spacing_zyx]
+    grown = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, shape))
+    lesion = np.zeros(tuple(g.stop - g.start for g in grown), dtype=bool)
+    lesion[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))] = mask
+    hu = np.asarray(hu_zyx)[grown]
+    tissue = hu >= PADDING_BELOW_HU
+    core = ndimage.binary_erosion(lesion, structure=ndimage.generate_binary_structure(3, 1)) & tissue
+    if np.count_nonzero(core) < MIN_VOXELS:
+        core = lesion & tissue
+    out = {"median_hu": None, "spread_hu": None, "liver_median_hu": None, "liver_spread_hu": None,
+           "water_density": False}  # type: Dict[str, Any]
+    if not core.any():
+        return out
+    values = hu[core].astype(np.float64)
+    out["median_hu"], out["spread_hu"] = float(np.median(values)), _interquartile(values)
+    distance = ndimage.distance_transform_edt(~lesion, sampling=tuple(float(s) for s in spacing_zyx))
+    around = ((distance > SURROUNDING_MM[0]) & (distance <= SURROUNDING_MM[1])
+              & (np.asarray(labels_zyx)[grown] == 1) & tissue)
+    if np.count_nonzero(around) >= MIN_VOXELS:
+        liver = hu[around].astype(np.float64)
+        out["liver_median_hu"], out["liver_spread_hu"] = float(np.median(liver)), _interquartile(liver)
+    out["water_density"] = is_water_density(out["median_hu"], out["spread_hu"], out["liver_median_hu"],
+                                            out["liver_spread_hu"], int(np.count_nonzero(lesion)))
+    return out
+
+
+def is_water_density(median_hu: Optional[float], spread_hu: Optional[float], liver_median_hu: Optional[float],
+                     liver_spread_hu: Optional[float], voxels: int) -> bool:
+    """The rule of the module doc on the numbers :func:`lesion_water_density` measures (HU; ``voxels``: the
+    lesion's count): False where any is missing or the lesion has fewer than :data:`MIN_VOXELS` voxels."""
+    if None in (median_hu, spread_hu, liver_median_hu, liver_spread_hu) or voxels < MIN_VOXELS:
+        return False
+    return bool(WATER_MIN_HU <= median_hu <= WATER_MAX_HU
+                and liver_median_hu - median_hu >= WATER_DARKER_THAN_LIVER_HU
+                and spread_hu <= WATER_SPREAD_RATIO * liver_spread_hu)
+
+
+def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str, Any]] = None) -> List[str]:
+    """One warning naming every lesion of the report's ``lesions`` (dicts with ``id``, ``median_hu`` (HU) and
+    ``water_density``, ``recist_target``) of water density, with the RECIST consequence (``recist``: the report's,
+    its ``water_density_passed_over_ids``); none without such a lesion."""
+    watery = [lesion for lesion in lesions if lesion.get("water_density")]
+    if not watery:
+        return []
+    listed = ", ".join(f"{lesion['id']} (median {lesion['median_hu']:.0f} HU)" for lesion in watery)
+    text = (f"Lesion(s) {listed} of water density (median {WATER_MIN_HU:.0f} to {WATER_MAX_HU:.0f} HU, at least "
+            f"{WATER_DARKER_THAN_LIVER_HU:.0f} HU darker than the liver around it and about as homogeneous): a simple "
+            f"cyst is likely, which is not a tumor, but a necrotic or cystic tumor can look the same. Check each in "
+            f"the images and compare with earlier imaging; each is kept in the lesion count, tumor volume and burden "
+            f"(water_density in the report).")
+    passed = [str(i) for i in (recist or {}).get("water_density_passed_over_ids") or []]
+    if passed:
+        text += (f" Lesion(s) {', '.join(passed)} were passed over as RECIST target lesions although measurable "
+                 f"(RECIST 1.1: a simple cyst is neither target nor non-target, and non-cystic lesions are preferred "
+                 f"as targets).")
+    targets = [str(lesion["id"]) for lesion in watery if lesion.get("recist_target")]
+    if targets:
+        text += (f" Lesion(s) {', '.join(targets)} count among the RECIST target lesions and in the sum of diameters, "
+                 f"as no other measurable lesion was found: if a simple cyst, it is no target.")
+    return [text]

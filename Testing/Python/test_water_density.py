@@ -1,0 +1,137 @@
+"""Lesions of water density (a simple cyst, or a necrotic or cystic tumor): flagged per lesion, warned of by id and
+median HU, kept in the table, and chosen as RECIST targets only after the other measurable lesions. The bundled
+model labelled 98 % of the benchmark's blobs of water (fluid_region) tumor, listed as tumors with volumes and axes."""
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.lesion_report import lesion_report, report_to_csv_text
+from LiverTumorSegLib.inference.water_density import (WATER_SPREAD_RATIO, is_water_density,
+                                                      water_density_lesion_warnings)
+from LiverTumorSegLib.metrics.recist import select_target_lesions
+from LiverTumorSegLib.volume import ImageGeometry
+
+NOISE_HU = 10.0
+
+
+def _ball(shape, centre, radius):
+    z, y, x = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius ** 2
+
+
+def _liver_with_lesions(liver_hu, lesions, seed=0, shape=(36, 48, 48)):
+    """Labels and CT (HU, noise of :data:`NOISE_HU`) of a box of liver with balls ``(centre, radius, hu_of)``
+    labelled tumor, ``hu_of(rng, n)`` giving the ball's values; 1 mm voxels."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[2:-2, 2:-2, 2:-2] = 1
+    hu = np.full(shape, -100.0, dtype=np.float32)
+    hu[labels == 1] = liver_hu
+    for centre, radius, hu_of in lesions:
+        ball = _ball(shape, centre, radius)
+        labels[ball] = 2
+        hu[ball] = hu_of(rng, int(ball.sum()))
+    hu += rng.normal(0.0, NOISE_HU, shape).astype(np.float32)
+    return labels, hu
+
+
+def _report(labels, hu, **kwargs):
+    return lesion_report(labels, ImageGeometry(spacing=(1.0, 1.0, 1.0)), hu, **kwargs)
+
+
+def _uniform(value):
+    return lambda rng, n: np.full(n, value)
+
+
+def _two_valued(low, high):
+    """A lesion half ``low``, half ``high`` (a necrotic centre with solid tissue, coarse)."""
+    return lambda rng, n: np.where(rng.random(n) < 0.5, low, high)
+
+
+def test_a_homogeneous_water_ball_in_liver_is_flagged_and_kept():
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, _uniform(5.0))])
+    report = _report(labels, hu)
+    (lesion,) = report["lesions"]
+    assert lesion["water_density"] is True and lesion["median_hu"] == pytest.approx(5.0, abs=3.0)
+    assert report["lesion_count"] == 1 and lesion["volume_ml"] > 1.5  # kept, as tumor
+    assert lesion["recist_target"] and report["recist"]["water_density_passed_over_ids"] == []
+    row, = csv.DictReader(io.StringIO(report_to_csv_text(report)))
+    assert row["water_density"] == "1" and abs(float(row["median_hu"]) - 5.0) < 3.0
+
+
+@pytest.mark.parametrize("hu_of", [_two_valued(-10.0, 70.0), _two_valued(-40.0, 60.0)],
+                         ids=["heterogeneous_30HU", "heterogeneous_median_about_10HU"])
+def test_a_heterogeneous_lesion_is_not_of_water_density(hu_of):
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, hu_of)])
+    (lesion,) = _report(labels, hu)["lesions"]
+    assert lesion["water_density"] is False
+
+
+def test_a_lesion_no_darker_than_a_fatty_liver_is_not_of_water_density():
+    labels, hu = _liver_with_lesions(5.0, [((18, 24, 24), 8, _uniform(10.0))])
+    (lesion,) = _report(labels, hu)["lesions"]
+    assert lesion["median_hu"] == pytest.approx(10.0, abs=3.0) and lesion["water_density"] is False
+
+
+def test_without_a_ct_in_hu_nothing_is_judged():
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, _uniform(5.0))])
+    assert _report(labels, None)["lesions"][0]["water_density"] is None
+    assert _report(labels, hu, in_hu=False)["lesions"][0]["water_density"] is None
+    row, = csv.DictReader(io.StringIO(report_to_csv_text(_report(labels, None))))
+    assert row["water_density"] == "" and row["median_hu"] == ""
+
+
+def test_the_rule_on_its_numbers():
+    assert is_water_density(5.0, 13.0, 60.0, 13.0, 100)
+    assert not is_water_density(5.0, 13.0 * WATER_SPREAD_RATIO + 1.0, 60.0, 13.0, 100)  # wider than the liver
+    assert not is_water_density(25.0, 13.0, 60.0, 13.0, 100)  # above water
+    assert not is_water_density(-20.0, 13.0, 60.0, 13.0, 100)  # below water
+    assert not is_water_density(5.0, 13.0, 20.0, 13.0, 100)  # 15 HU darker only
+    assert not is_water_density(5.0, 13.0, None, None, 100) and not is_water_density(5.0, 0.0, 60.0, 13.0, 5)
+
+
+def test_recist_chooses_a_water_density_lesion_only_after_the_others_and_says_so():
+    lesions = [dict(id=1, long_axis_mm=40.0, water_density=True), dict(id=2, long_axis_mm=20.0),
+               dict(id=3, long_axis_mm=15.0, water_density=False)]
+    assert select_target_lesions(lesions) == [2, 3]
+    assert select_target_lesions(lesions[:2]) == [2, 1]  # no other measurable lesion: it fills the place
+    # a cyst of 16 mm radius, and two solid tumors (40 HU: not water) of 8 and 6 mm radius
+    labels, hu = _liver_with_lesions(60.0, [((18, 15, 15), 11, _uniform(5.0)), ((18, 34, 34), 8, _uniform(40.0)),
+                                            ((18, 36, 12), 6, _uniform(40.0))])
+    report = _report(labels, hu)
+    water = [d["id"] for d in report["lesions"] if d["water_density"]]
+    assert len(water) == 1 and report["lesions"][water[0] - 1]["long_axis_mm"] > 20.0
+    assert water[0] not in report["recist"]["target_lesion_ids"] and len(report["recist"]["target_lesion_ids"]) == 2
+    assert report["recist"]["water_density_passed_over_ids"] == water
+    assert report["lesion_count"] == 3  # kept in the table
+    warning, = water_density_lesion_warnings(report["lesions"], report["recist"])
+    assert warning.startswith(f"Lesion(s) {water[0]} (median ")
+    assert "a simple cyst is likely" in warning and "necrotic or cystic tumor" in warning
+    assert f"Lesion(s) {water[0]} were passed over as RECIST target lesions" in warning
+
+
+def test_the_warning_says_when_a_water_density_lesion_is_a_target():
+    lesions = [dict(id=1, median_hu=8.4, water_density=True, recist_target=True),
+               dict(id=2, median_hu=12.0, water_density=False), dict(id=3, median_hu=None, water_density=None)]
+    warning, = water_density_lesion_warnings(lesions, {"water_density_passed_over_ids": []})
+    assert warning.startswith("Lesion(s) 1 (median 8 HU) of water density")
+    assert "Lesion(s) 1 count among the RECIST target lesions" in warning and "passed over" not in warning
+    assert water_density_lesion_warnings(lesions[1:]) == []
+
+
+def test_segment_warns_of_a_water_density_lesion_by_id_and_median():
+    """``segment`` (its finish step on a network output) writes the flag and the warning into the report."""
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, SegmentationOptions, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, _uniform(5.0))])
+    volume = CTVolume(hu, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    output = NetworkOutput(labels=labels, probability=np.where(labels == 2, 230, 0).astype(np.uint8),
+                           facts={"device": "cpu"}, timings={})
+    result = Segmenter(SegmentationOptions()).finish(volume, output)
+    (lesion,) = result.report["lesions"]
+    assert lesion["water_density"] is True
+    flagged = [w for w in result.report["warnings"] if w.startswith("Lesion(s) 1 (median ")]
+    assert len(flagged) == 1 and "of water density" in flagged[0] and flagged[0] in result.warnings

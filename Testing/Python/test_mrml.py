@@ -46,6 +46,11 @@ def test_location_text_prefers_report_location():
         "axial S -40.0 mm, cut by scan edge"
     assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "cut_by_postprocessing": True}) == \
         "axial S -40.0 mm, cut by post-processing"
+    # a lesion of water density (a simple cyst is likely) says so in the Slicer table, beside the other notes
+    assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "touches_scan_edge": True,
+                                      "water_density": True}) == \
+        "axial S -40.0 mm, cut by scan edge, water density: cyst?"
+    assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "water_density": False}) == "axial S -40.0 mm"
     # an older report without the field: the slice the views centre on (the long axis' middle), not the centroid
     older = {"centroid_ras_mm": [1, -2.25, 3],
              "long_axis": {"end_points_ras_mm": [[0.0, 0.0, 5.0], [10.0, 0.0, 5.0]]}}

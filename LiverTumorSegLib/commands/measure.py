@@ -93,11 +93,19 @@ def run(args: argparse.Namespace) -> int:
         # segment's uint8 map (255 x p) stays uint8, and each lesion's mean is taken of it as segment takes it
         probability = read_probability_map(args.probabilities, labels, f"Probability map '{args.probabilities}' "
                                                                        f"is not on the label map's grid")
+    from ..validation import not_hu_reason
+
+    in_hu = ct is not None and not_hu_reason(ct) is None  # water density is judged in HU only
     report = lesion_report(labels.array, labels.geometry, ct.array if ct is not None else None,
                            extra={"labels": str(args.labels), "ct": str(args.ct) if args.ct else None,
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
                                   "warnings": warnings},
-                           tumor_probability_zyx=probability)
+                           tumor_probability_zyx=probability, in_hu=in_hu)
+    from ..inference.water_density import water_density_lesion_warnings
+
+    for warning in water_density_lesion_warnings(report["lesions"], report["recist"]):  # as segment warns
+        print(f"warning: {warning}", file=sys.stderr)
+        report["warnings"] = list(report["warnings"]) + [warning]
     write_report(report, output, overwrite=args.overwrite)
     print("\n".join(summary_lines(report)))
     print(f"report: {output}")

@@ -361,7 +361,7 @@ def number_text(value: float, decimals: int) -> str:
 
 def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
     """``lesion 1: 5.73 mL, long axis 26.6 mm, short axis 24.7 mm, axial S -770.5 mm (target; cut by the
-    scan's edge)`` for the console (``centroid``: also the RAS centroid)."""
+    scan's edge: a lower bound; water density: a cyst?)`` for the console (``centroid``: also the RAS centroid)."""
     text = (f"lesion {lesion['id']}: {number_text(lesion['volume_ml'], 2)} mL, "
             f"long axis {lesion['long_axis_mm']:.1f} mm, "
             f"short axis {lesion['short_axis_mm']:.1f} mm")
@@ -370,7 +370,8 @@ def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
     if centroid:
         text += ", centroid RAS ({}) mm".format(", ".join(f"{v:.1f}" for v in lesion["centroid_ras_mm"]))
     notes = (["target"] if lesion.get("recist_target") else []) + \
-        (["cut by the scan's edge: a lower bound"] if lesion.get("touches_scan_edge") else [])
+        (["cut by the scan's edge: a lower bound"] if lesion.get("touches_scan_edge") else []) + \
+        (["water density: a cyst?"] if lesion.get("water_density") else [])
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 

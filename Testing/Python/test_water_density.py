@@ -135,3 +135,28 @@ def test_segment_warns_of_a_water_density_lesion_by_id_and_median():
     assert lesion["water_density"] is True
     flagged = [w for w in result.report["warnings"] if w.startswith("Lesion(s) 1 (median ")]
     assert len(flagged) == 1 and "of water density" in flagged[0] and flagged[0] in result.warnings
+
+
+def test_measure_with_a_ct_flags_warns_and_notes_a_water_density_lesion(tmp_path, capsys):
+    """``measure --ct`` (a label map drawn or edited by hand) judges the lesions as segment does: the flag, the
+    warning in its report and on stderr, and a note on the lesion's console line; not with a CT that is not in HU."""
+    import json
+
+    import SimpleITK as sitk
+
+    from LiverTumorSegLib.cli import main
+
+    labels, hu = _liver_with_lesions(60.0, [((18, 24, 24), 8, _uniform(5.0))])
+    for name, array in (("ct.nii.gz", hu.astype(np.int16)), ("labels.nii.gz", labels),
+                        ("shifted.nii.gz", (hu + 3000.0).astype(np.int16))):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    assert main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"),
+                 "-o", str(tmp_path / "r.json")]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["lesions"][0]["water_density"] is True
+    assert [w for w in report["warnings"] if w.startswith("Lesion(s) 1 (median ")]
+    assert "warning: Lesion(s) 1 (median " in err and "water density: a cyst?" in out
+    assert main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "shifted.nii.gz"),
+                 "-o", str(tmp_path / "shifted.json")]) == 0
+    assert json.loads((tmp_path / "shifted.json").read_text())["lesions"][0]["water_density"] is None

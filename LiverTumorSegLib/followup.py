@@ -666,8 +666,13 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
         if problems:
             raise InputError(f"The {what} label map is not on its CT's grid: {'; '.join(problems)}; give the CT "
                              f"the label map was made on.")
-    base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None)
-    follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None)
+    from .validation import not_hu_reason
+
+    # a CT read with followup's allow_non_hu: water density (which orders the RECIST targets) is judged in HU only
+    base_report = lesion_report(baseline.array, baseline.geometry, baseline_ct.array if baseline_ct else None,
+                                in_hu=baseline_ct is not None and not_hu_reason(baseline_ct) is None)
+    follow_report = lesion_report(followup.array, followup.geometry, followup_ct.array if followup_ct else None,
+                                  in_hu=followup_ct is not None and not_hu_reason(followup_ct) is None)
     base_components, _ = lesion_components(baseline.array, baseline.geometry)  # numbered as the reports are
     follow_components, _ = lesion_components(followup.array, followup.geometry)
     align = align_followup(baseline, followup, baseline_ct, followup_ct, method=alignment)

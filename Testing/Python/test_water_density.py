@@ -160,3 +160,22 @@ def test_measure_with_a_ct_flags_warns_and_notes_a_water_density_lesion(tmp_path
     assert main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "shifted.nii.gz"),
                  "-o", str(tmp_path / "shifted.json")]) == 0
     assert json.loads((tmp_path / "shifted.json").read_text())["lesions"][0]["water_density"] is None
+
+
+def test_followup_judges_water_density_on_a_ct_in_hu_only():
+    """followup reads a CT that is not in HU too (for the mean HU): its baseline's RECIST targets, which water density
+    orders, were then ordered by values that are not HU. The same lesions, CT in HU: the cyst is flagged and passed
+    over; CT shifted by 3000: not judged, the long axis alone chooses."""
+    from LiverTumorSegLib.followup import compare_followup
+    from LiverTumorSegLib.volume import CTVolume
+
+    labels, hu = _liver_with_lesions(60.0, [((18, 15, 15), 11, _uniform(5.0)), ((18, 34, 34), 8, _uniform(40.0)),
+                                            ((18, 36, 12), 6, _uniform(40.0))])
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    for shift, flag in ((0.0, True), (3000.0, None)):
+        ct = CTVolume(hu + np.float32(shift), geometry)
+        change = compare_followup(CTVolume(labels, geometry), CTVolume(labels, geometry), ct, ct, alignment="none")
+        baseline = change["baseline"]
+        assert [d["water_density"] for d in baseline["lesions"]].count(flag) >= 1
+        passed = baseline["recist"]["water_density_passed_over_ids"]
+        assert (passed != []) == bool(flag)

@@ -910,7 +910,7 @@ LESION_TABLE_COLUMNS = (
     ("Centroid S", "centroid_ras_mm", "mm", "Centroid, RAS superior coordinate"),
     ("Location", "location", "",
      "Axial slice of the long axis (S in mm, as on the axial slice slider); flags a lesion cut by the scan's "
-     "edge, whose size is then a lower bound, and one of water density (a simple cyst is likely, or a necrotic "
+     "edge, whose size is then a lower bound, and one of water density (a simple cyst is possible, or a necrotic "
      "or cystic tumor)"),
 )
 
@@ -925,7 +925,7 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     """Where to find the lesion: the report's ``location`` if given, else the axial slice of its long axis
     (``axial S ... mm``: where the views centre when the row is selected; older reports: the long axis' middle,
     else the centroid's S), a note when the scan's edge or post-processing cuts it (its size is then a lower
-    bound), and one when it has the CT values of water (``water_density``: a simple cyst is likely, or a necrotic or
+    bound), and one when it has the CT values of water (``water_density``: a simple cyst is possible, or a necrotic or
     cystic tumor)."""
     if lesion.get("location"):
         return str(lesion["location"])
@@ -937,7 +937,7 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
         text += (", " if text else "") + "cut by scan edge"
     if lesion.get("cut_by_postprocessing"):  # its size is that of the part post-processing left
         text += (", " if text else "") + "cut by post-processing"
-    if lesion.get("water_density"):  # a simple cyst is likely (inference.water_density): the warning says more
+    if lesion.get("water_density"):  # a simple cyst is possible (inference.water_density): the warning says more
         text += (", " if text else "") + "water density: cyst?"
     return text
 

@@ -120,10 +120,10 @@ def water_density_lesion_warnings(lesions: List[dict], recist: Optional[Dict[str
         return []
     listed = ", ".join(f"{lesion['id']} (median {lesion['median_hu']:.0f} HU)" for lesion in watery)
     text = (f"Lesion(s) {listed} of water density (median {WATER_MIN_HU:.0f} to {WATER_MAX_HU:.0f} HU, at least "
-            f"{WATER_DARKER_THAN_LIVER_HU:.0f} HU darker than the liver around it and about as homogeneous): a simple "
-            f"cyst is likely, which is not a tumor, but a necrotic or cystic tumor can look the same. Check each in "
-            f"the images and compare with earlier imaging; each is kept in the lesion count, tumor volume and burden "
-            f"(water_density in the report).")
+            f"{WATER_DARKER_THAN_LIVER_HU:.0f} HU darker than the liver around it and about as homogeneous): each may "
+            f"be a simple cyst, which is not a tumor, but a necrotic or cystic tumor, and on an unenhanced CT many a "
+            f"hypodense tumor, can look the same. Check each in the images and compare with earlier imaging; each is "
+            f"kept in the lesion count, tumor volume and burden (water_density in the report).")
     passed = [str(i) for i in (recist or {}).get("water_density_passed_over_ids") or []]
     if passed:
         text += (f" Lesion(s) {', '.join(passed)} were passed over as RECIST target lesions although measurable "

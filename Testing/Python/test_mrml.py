@@ -46,7 +46,7 @@ def test_location_text_prefers_report_location():
         "axial S -40.0 mm, cut by scan edge"
     assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "cut_by_postprocessing": True}) == \
         "axial S -40.0 mm, cut by post-processing"
-    # a lesion of water density (a simple cyst is likely) says so in the Slicer table, beside the other notes
+    # a lesion of water density (a simple cyst is possible) says so in the Slicer table, beside the other notes
     assert mrml.lesion_location_text({"axial_position_s_mm": -40.0, "touches_scan_edge": True,
                                       "water_density": True}) == \
         "axial S -40.0 mm, cut by scan edge, water density: cyst?"

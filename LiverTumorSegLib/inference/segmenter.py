@@ -21,9 +21,11 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -244,7 +246,17 @@ def _checked_in_memory(volume: Any, allow_non_hu: bool) -> List[str]:
 
 MAX_NETWORK_VOLUMES_KEPT = 4
 """CTs whose network form :meth:`Segmenter.network_volume` keeps until :meth:`Segmenter.predict` takes it: a batch
-holds two (the one running, the next one read); one prepared and then refused is let go after a few more."""
+holds two (the one running, the next one read). The cache holds the CT itself only weakly: one prepared and then
+refused (its memory check, a cancel) goes when its caller lets go of it."""
+
+
+def _forget_network_volume(cache: Dict[int, Tuple[Any, Any, Any]], lock: Any, key: int, reference: Any) -> None:
+    """The weak-reference callback of :meth:`Segmenter.network_volume`: the CT ``reference`` pointed to is gone, so
+    its entry ``key`` of ``cache`` goes too (unless the entry is already another CT's, which got the same id)."""
+    with lock:
+        entry = cache.get(key)
+        if entry is not None and entry[0] is reference:
+            del cache[key]
 
 
 class Segmenter:
@@ -273,8 +285,9 @@ class Segmenter:
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
         self._preprocessing_known = threading.Event()  # set by the load once the config is known, and when it ends
         self._loading_config = None  # type: Any  # the package's preprocessing config, as the engine will use it
-        self._network_volumes = {}  # type: Dict[int, Tuple[CTVolume, CTVolume, Optional[Dict[str, Any]]]]
-        self._network_volumes_lock = threading.Lock()
+        # id(CT) -> (weak reference to the CT, its enlarged network form or None: the CT itself, body_size record)
+        self._network_volumes = {}  # type: Dict[int, Tuple[Any, Optional[CTVolume], Optional[Dict[str, Any]]]]
+        self._network_volumes_lock = threading.RLock()  # an entry's weak-reference callback may run under it
 
     def network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
         """``(the CT the network is given, the report's body_size record or None)`` for ``volume``: a body much
@@ -284,8 +297,8 @@ class Segmenter:
         then given (its preparation serves only that object)."""
         with self._network_volumes_lock:
             known = self._network_volumes.get(id(volume))
-        if known is not None and known[0] is volume:
-            return known[1], known[2]
+        if known is not None and known[0]() is volume:
+            return (volume if known[1] is None else known[1]), known[2]
         record = None
         network_volume = volume
         if self.options.body_size_scaling and _why_not_hu(volume, self.options.allow_non_hu) is None:
@@ -294,8 +307,13 @@ class Segmenter:
             record = body_size_record(volume, self._training_body_diameter_mm())
             if record["in_plane_scale"] != 1.0:
                 network_volume = with_in_plane_scale(volume, record["in_plane_scale"])
+        # the CT is held weakly (and never as its own network form): a CT prepared and then refused before
+        # predict took it (a batch case over the memory limit, a cancel) held up to 4 CTs in memory for good
+        key = id(volume)
+        reference = weakref.ref(volume, functools.partial(_forget_network_volume, self._network_volumes,
+                                                          self._network_volumes_lock, key))
         with self._network_volumes_lock:
-            self._network_volumes[id(volume)] = (volume, network_volume, record)
+            self._network_volumes[key] = (reference, None if network_volume is volume else network_volume, record)
             while len(self._network_volumes) > MAX_NETWORK_VOLUMES_KEPT:  # CTs prepared but never run (failed)
                 self._network_volumes.pop(next(iter(self._network_volumes)))
         return network_volume, record

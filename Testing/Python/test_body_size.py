@@ -189,3 +189,25 @@ def test_the_real_sample_measures_as_an_adult_and_is_not_scaled():
     ct = read_volume(Path(__file__).resolve().parents[2] / "Testing" / "Data" / "example_ct_sm.nii.gz")
     record = body_size_record(ct, 324.7)
     assert record["diameter_mm"] == pytest.approx(306.2, abs=3.0) and record["in_plane_scale"] == 1.0
+
+
+@pytest.mark.parametrize("diameter_mm", [160.0, 330.0])  # scaled, and given as it is
+def test_a_ct_prepared_and_then_refused_is_not_held_by_the_segmenter(diameter_mm):
+    """A batch's reader (or segment_file's early preparation) asks for the network volume; when the CT is then
+    refused (its memory check, a cancel) predict never takes it: the CT must go when its caller lets go of it."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    segmenter = Segmenter(SegmentationOptions(), package=SimpleNamespace(metadata={PACKAGE_KEY: {"a": 315.0}}))
+    hu, geometry = _ellipse_body(diameter_mm, diameter_mm * 0.7, shape=(2, 200, 200), spacing=2.0)
+    volume = CTVolume(hu, geometry)
+    segmenter.network_volume(volume)
+    voxels = weakref.ref(hu)
+    del hu, volume
+    gc.collect()
+    assert voxels() is None and segmenter._network_volumes == {}
+

@@ -335,6 +335,21 @@ class Segmenter:
                 return None
         return training_body_diameter_mm(metadata)
 
+    def check_network_memory(self, volume: CTVolume) -> Optional[int]:
+        """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT
+        enlarged 1.5x in-plane is resampled to 2.25x the network pixels (the 20-slice CT shrunk to 0.6x: 631 MiB
+        where its own grid counts 472 MiB); a refusal then says that the enlargement is counted."""
+        from ..errors import ResourceError
+
+        network_volume, record = self.network_volume(volume)
+        try:
+            return _estimate_and_check_memory(network_volume, self.package, self.options.batch_size)
+        except ResourceError as exc:
+            if network_volume is volume:
+                raise
+            raise ResourceError(f"{exc} (This counts the CT enlarged {record['in_plane_scale']:.2f}x in-plane for the "
+                                f"network, as its body is small; --no-body-size-scaling gives it as it is.)") from None
+
     def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
         """:meth:`network_volume`, then forgotten (the CT is not held beyond its run)."""
         result = self.network_volume(volume)
@@ -725,7 +740,7 @@ class Segmenter:
             if early is not None and hasattr(self.engine, "offer_prepared"):
                 self.engine.offer_prepared(early)  # used when it is this CT and the engine's config
             early = None  # the engine's network loop lets go of it; held here, it lived on through post-processing
-        _estimate_and_check_memory(volume, self.package, self.options.batch_size)  # at the network's resolution
+        self.check_network_memory(volume)  # at the network's resolution
         if cancel is not None:
             cancel.raise_if_cancelled()
         segmenter = self

@@ -211,3 +211,35 @@ def test_a_ct_prepared_and_then_refused_is_not_held_by_the_segmenter(diameter_mm
     gc.collect()
     assert voxels() is None and segmenter._network_volumes == {}
 
+
+def test_the_memory_check_counts_the_enlarged_network_grid(tmp_path, monkeypatch):
+    """A CT given to the network enlarged 2.2x in-plane is resampled to about 5x more network pixels than as it is:
+    the memory check before the network must count those, not the CT's own grid (on the bundled model's grid the
+    20-slice CT shrunk to 0.6x, enlarged 1.5x, needs 631 MiB where its own grid counts 472 MiB)."""
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+
+    from LiverTumorSegLib import validation
+    from LiverTumorSegLib.errors import ResourceError
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.package import rewrite_package_metadata
+
+    package = tiny_unet_package(tmp_path).path
+    rewrite_package_metadata(package, lambda meta: meta.update({PACKAGE_KEY: {"adult": 315.0}}))
+    volume = CTVolume(*_ellipse_body(160.0, 100.0, shape=(3, 64, 64), spacing=3.0))  # the network grid's size
+    ct = write_volume(tmp_path / "child.nii.gz", volume)
+    config = Segmenter(SegmentationOptions(model=str(package), device="cpu")).load().package.preprocessing
+    scale = in_plane_scale(body_diameter_mm(volume.array, volume.geometry)["diameter_mm"], 315.0)
+    as_given = validation.check_network_memory(volume, config, available_bytes=2 ** 60) - volume.array.nbytes
+    enlarged = validation.check_network_memory(with_in_plane_scale(volume, scale), config,
+                                               available_bytes=2 ** 60) - volume.array.nbytes
+    assert enlarged > as_given + 2 ** 23  # both hold the same fixed share (the runtime's)
+    between = (as_given + enlarged) // 2
+    monkeypatch.setattr(validation, "available_memory_bytes", lambda *args, **kwargs: between)
+    segmenter = Segmenter(SegmentationOptions(model=str(package), device="cpu", threads=1))
+    with pytest.raises(ResourceError, match="enlarged"):
+        segmenter.segment_file(ct, tmp_path / "labels.nii.gz")
+    segmenter = Segmenter(SegmentationOptions(model=str(package), device="cpu", threads=1, body_size_scaling=False))
+    segmenter.segment_file(ct, tmp_path / "labels.nii.gz")  # as it is, the CT fits

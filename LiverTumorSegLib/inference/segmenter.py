@@ -259,6 +259,18 @@ def _forget_network_volume(cache: Dict[int, Tuple[Any, Any, Any]], lock: Any, ke
             del cache[key]
 
 
+def _on_the_true_grid(two_stage_record: Dict[str, Any], network_volume: CTVolume, volume: CTVolume
+                      ) -> Dict[str, Any]:
+    """``two_stage_record`` with the mL of the liver parts its crop left out (``parts_outside_crop``, measured on
+    ``network_volume``, the CT enlarged in-plane for a small body) on ``volume``'s true voxel size: they read the
+    in-plane scale squared too much (40.2 mL for an 8 mL part at 2.24x)."""
+    outside = two_stage_record.get("parts_outside_crop")
+    if network_volume is volume or not isinstance(outside, dict):
+        return two_stage_record
+    voxel_ratio = float(np.prod(volume.geometry.spacing)) / float(np.prod(network_volume.geometry.spacing))
+    return dict(two_stage_record, parts_outside_crop=dict(outside, volume_ml=outside["volume_ml"] * voxel_ratio))
+
+
 class Segmenter:
     """Segments CT volumes with one model package, loaded once.
 
@@ -529,7 +541,7 @@ class Segmenter:
             if body_size is not None:
                 facts["body_size"] = body_size
             if self.options.two_stage:  # where the fine pass ran, or that it fell back to the whole volume
-                facts["two_stage_record"] = two_stage_record
+                facts["two_stage_record"] = _on_the_true_grid(two_stage_record, network_volume, volume)
         return NetworkOutput(labels=labels, probability=probability, facts=facts, timings=timings,
                              model_load_parts=load_parts, seconds=time.perf_counter() - start, not_hu=not_hu)
 

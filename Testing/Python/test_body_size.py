@@ -243,3 +243,25 @@ def test_the_memory_check_counts_the_enlarged_network_grid(tmp_path, monkeypatch
         segmenter.segment_file(ct, tmp_path / "labels.nii.gz")
     segmenter = Segmenter(SegmentationOptions(model=str(package), device="cpu", threads=1, body_size_scaling=False))
     segmenter.segment_file(ct, tmp_path / "labels.nii.gz")  # as it is, the CT fits
+
+
+def test_two_stage_reports_the_liver_left_out_of_its_crop_in_true_millilitres():
+    """Two-stage mode runs on the enlarged CT; the liver parts its crop leaves out are reported in mL, which must be
+    the CT's own (its true voxel size), not the enlarged grid's (the in-plane scale squared more)."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(40, 200, 200))
+    hu = hu.copy()
+    hu[24:] = -1000
+    hu[34:38, 90:110, 90:110] = 40  # a separate 4 x 20 x 20 mm^3 "liver" part (8 mL) far below the body's slices
+    engine = _RecordingEngine(SimpleNamespace(metadata={PACKAGE_KEY: {"adult": 315.0}}, name="stand-in",
+                                              path="stand-in"))
+    segmenter = Segmenter(SegmentationOptions(two_stage=True), engine=engine)
+    result = segmenter.segment_volume(CTVolume(hu, geometry), checked=True)
+    assert result.report["body_size"]["in_plane_scale"] > 2.0  # the CT was enlarged
+    outside = result.report["two_stage_record"]["parts_outside_crop"]
+    assert outside["count"] == 1 and outside["volume_ml"] == pytest.approx(4 * 5 * 20 * 20 / 1000, rel=0.2)
+    assert f"about {outside['volume_ml']:.1f} mL" in " ".join(result.warnings)

@@ -34,8 +34,9 @@ BODY_HU = -500.0
 """Voxels above this (HU) are body (soft tissue, fat at about -100, bone); air and lung lie below."""
 PACKAGE_KEY = "training_body_diameter_mm"
 """The package metadata key: ``{case name: body diameter in mm (:func:`body_diameter_mm`) or null where not
-measurable}`` of the CTs the package was trained on: ``train`` records it (measured on each training CT's network
-grid), and ``scripts/record_training_body_size.py`` adds it to a package trained before (measured on the CT files)."""
+measurable}`` of the CTs the package was trained on: ``train`` records it (measured on each training CT as read,
+when the slice cache is built), and ``scripts/record_training_body_size.py`` adds it to a package trained before
+(measured on the CT files)."""
 SMALL_FRACTION = 0.75
 """Bodies smaller than this share of the smallest training body are scaled: the benchmark's 0.7x rows lose nothing
 (0.001 liver Dice), its 0.6x rows lose 0.009 liver and 0.10 tumor Dice. For the bundled default (smallest 305 mm),

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output
+from ..inference.body_size import body_diameter_mm
 from .datasets import Case, load_case, voxel_digest
 
 CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were nearest: half a pixel off at 2:1)
@@ -30,7 +31,8 @@ CACHE_VERSION = 2  # 2: shrunk labels take the largest bilinear share (were near
 class CachedCase:
     """One cached case. ``hu``/``labels`` are read-only memory maps ``(z, H, W)``; ``spacing_zyx`` is the
     network-grid voxel size in mm; ``native_spacing_zyx`` the canonical CT's; ``voxel_sha256`` the canonical CT's
-    :func:`~.datasets.voxel_digest`."""
+    :func:`~.datasets.voxel_digest`; ``body_diameter_mm`` the canonical CT's body size
+    (:func:`~..inference.body_size.body_diameter_mm`; None where the image or a round field of view cuts the body)."""
 
     case_id: str
     patient_id: str
@@ -44,6 +46,7 @@ class CachedCase:
     voxel_sha256: str = ""
     _hu: Any = None
     _labels: Any = None
+    body_diameter_mm: Optional[float] = None
 
     @property
     def hu(self) -> np.ndarray:
@@ -288,8 +291,10 @@ def _usable_entry(meta_path: Path, hu_path: Path, lab_path: Path, signature: Dic
             array = np.load(str(path), mmap_mode="r")
             if array.shape != shape or array.dtype != dtype:
                 return None
-        # a missing key: rebuild (entries cached before the voxel digest was taken are cached again, once)
-        for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id", "voxel_sha256"):
+        # a missing key: rebuild (entries cached before the voxel digest or the body's size was taken are cached
+        # again, once)
+        for key in ("spacing_zyx", "native_spacing_zyx", "liver_slices", "tumor_slices", "case_id", "voxel_sha256",
+                    "body_diameter_mm"):
             meta[key]  # noqa: B018
         return meta
     except (OSError, ValueError, KeyError, TypeError):
@@ -346,7 +351,11 @@ def _cache_one(case: Case, preprocessor, folder: Path, label_map: Optional[Dict]
     meta = {"source": signature, "case_id": case.case_id, "patient_id": case.patient_id,
             "shape_zhw": list(hu_net.shape), "spacing_zyx": list(network_spacing(info, volume, hu_net.shape)),
             "native_spacing_zyx": list(volume.spacing_zyx), "liver_slices": liver, "tumor_slices": tumor,
-            "allow_non_hu": bool(allow_non_hu), "voxel_sha256": voxel_digest(volume.array)}
+            "allow_non_hu": bool(allow_non_hu), "voxel_sha256": voxel_digest(volume.array),
+            # the package records it (segment's body-size scaling): on the CT as read, where the image's side
+            # and a round field of view still show where they cut the body (the network grid's body crop and
+            # padding hide it: a cut body's part was recorded as its size)
+            "body_diameter_mm": body_diameter_mm(volume.array, volume.geometry)["diameter_mm"]}
     _save_npy_atomic(hu_path, hu_net)
     _save_npy_atomic(lab_path, lab_net)
     with atomic_output(meta_path, overwrite=True) as tmp:
@@ -359,7 +368,7 @@ def _record(case: Case, meta: Dict[str, Any], hu_path: Path, lab_path: Path) -> 
                       labels_path=str(lab_path), spacing_zyx=tuple(meta["spacing_zyx"]),
                       native_spacing_zyx=tuple(meta["native_spacing_zyx"]), liver_slices=list(meta["liver_slices"]),
                       tumor_slices=list(meta["tumor_slices"]), num_slices=int(meta["shape_zhw"][0]),
-                      voxel_sha256=str(meta["voxel_sha256"]))
+                      voxel_sha256=str(meta["voxel_sha256"]), body_diameter_mm=meta["body_diameter_mm"])
 
 
 def network_spacing(info, volume, shape_zhw: Sequence[int]) -> Tuple[float, float, float]:

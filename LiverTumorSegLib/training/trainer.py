@@ -434,16 +434,9 @@ def _check_package_limits(net: Any) -> None:
 
 def training_body_diameters(cached: Sequence[CachedCase]) -> Dict[str, Optional[float]]:
     """Case id -> the body's area-equivalent diameter (mm, :func:`~..inference.body_size.body_diameter_mm`) of each
-    cached training CT, read on its network grid (canonical, cropped to the body with a margin), or None where the
-    image or a round field of view cuts the body."""
-    from ..inference.body_size import body_diameter_mm
-    from ..volume import ImageGeometry
-
-    out = {}  # type: Dict[str, Optional[float]]
-    for case in cached:
-        sz, sy, sx = case.spacing_zyx
-        out[case.case_id] = body_diameter_mm(case.hu, ImageGeometry(spacing=(sx, sy, sz)))["diameter_mm"]
-    return out
+    cached training CT, measured when it was cached on the CT as read (not on the network grid, whose body crop and
+    padding hid where the image cut the body), or None where the image or a round field of view cuts the body."""
+    return {case.case_id: case.body_diameter_mm for case in cached}
 
 
 def spacing_summary(cached: Sequence[CachedCase]) -> Dict[str, Any]:

@@ -265,3 +265,28 @@ def test_two_stage_reports_the_liver_left_out_of_its_crop_in_true_millilitres():
     outside = result.report["two_stage_record"]["parts_outside_crop"]
     assert outside["count"] == 1 and outside["volume_ml"] == pytest.approx(4 * 5 * 20 * 20 / 1000, rel=0.2)
     assert f"about {outside['volume_ml']:.1f} mL" in " ".join(result.warnings)
+
+
+def test_train_records_null_for_a_training_ct_whose_body_the_image_cuts(tmp_path):
+    """train records each training CT's body; it measured them on the cached network grid, where the body crop and
+    the padding to the size multiple (air, -1024 HU) moved the image's side away from a body it cuts: the cut went
+    unseen and a part of the body was recorded (the abdomen-pelvis CT: 307.5 mm, null from its file)."""
+    from LiverTumorSegLib.io import write_label_map, write_volume
+    from LiverTumorSegLib.preprocessing import PreprocessingConfig, SlicePreprocessor
+    from LiverTumorSegLib.training.datasets import Case
+    from LiverTumorSegLib.training.slice_cache import build_slice_cache
+    from LiverTumorSegLib.training.trainer import training_body_diameters
+
+    cases = []
+    for name, lr_mm, ap_mm in (("cut", 300.0, 200.0), ("whole", 160.0, 100.0)):
+        hu, geometry = _ellipse_body(lr_mm, ap_mm, shape=(3, 256, 256))
+        labels = np.zeros(hu.shape, np.uint8)
+        labels[:, 110:150, 100:140] = 1
+        image = write_volume(tmp_path / f"{name}.nii.gz", CTVolume(hu, geometry))
+        label = write_label_map(tmp_path / f"{name}_label.nii.gz", labels, geometry)
+        cases.append(Case(name, name, str(image), str(label), "csv"))
+    config = PreprocessingConfig(channels=[{"kind": "window", "level": 40.0, "width": 400.0}], target_spacing_mm=3.0,
+                                 size_multiple=32, crop_to_body=True)
+    for _ in range(2):  # cached, then read from the cache
+        bodies = training_body_diameters(build_slice_cache(cases, SlicePreprocessor(config), tmp_path / "cache"))
+        assert bodies["cut"] is None and bodies["whole"] == pytest.approx(np.sqrt(160.0 * 100.0), abs=3.0)

@@ -290,3 +290,29 @@ def test_train_records_null_for_a_training_ct_whose_body_the_image_cuts(tmp_path
     for _ in range(2):  # cached, then read from the cache
         bodies = training_body_diameters(build_slice_cache(cases, SlicePreprocessor(config), tmp_path / "cache"))
         assert bodies["cut"] is None and bodies["whole"] == pytest.approx(np.sqrt(160.0 * 100.0), abs=3.0)
+
+
+def test_the_sizes_quoted_for_the_bundled_default_follow_from_what_it_records():
+    """--help, docs/cli.md and the module's docstrings quote the bundled default's thresholds in mm; they were
+    worked out from 305 or 315 mm, while the package records 341.8 and 324.7 mm (the third CT's body is cut)."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from LiverTumorSegLib.inference import body_size
+    from LiverTumorSegLib.inference.options import add_segmentation_arguments
+    from LiverTumorSegLib.package import read_package_metadata, resolve_model
+
+    smallest = training_body_diameter_mm(read_package_metadata(resolve_model("default")))
+    threshold, target = body_size.SMALL_FRACTION * smallest, body_size.TARGET_FRACTION * smallest
+    parser = argparse.ArgumentParser()
+    add_segmentation_arguments(parser)
+    texts = {"--help": " ".join(parser.format_help().split()),
+             "docs/cli.md": (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")}
+    for where, text in texts.items():
+        quoted = [float(n) for n in re.findall(r"(\d+) mm across for the bundled", text)]
+        assert quoted and all(abs(n - threshold) < 1.0 for n in quoted), (where, quoted, threshold)
+    source = Path(body_size.__file__).read_text(encoding="utf-8")
+    assert f"smallest {smallest:.0f} mm" in source and f"bodies under {threshold:.0f} mm" in source
+    assert f"bundled default: {target:.0f} mm" in source
+    assert f"bodies under {target / body_size.MAX_IN_PLANE_SCALE:.0f} mm" in source

@@ -148,8 +148,15 @@ def metadata_sha256(meta: Mapping[str, Any]) -> str:
 def network_settings_sha256(meta: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of what in a package's metadata, beside its weights, decides its labels: the
     ``architecture`` and ``preprocessing`` entries (canonical JSON, keys sorted). Two packages with the same
-    ``weights_sha256`` (one re-saved by :func:`rewrite_package_metadata` with another window, say) differ here."""
+    ``weights_sha256`` (one re-saved by :func:`rewrite_package_metadata` with another window, say) differ here.
+    So do two whose smallest recorded training body differs (``training_body_diameter_mm``: it decides which CTs
+    segment enlarges, :mod:`~.inference.body_size`); a package that records none hashes as before it was recorded."""
+    from .inference.body_size import training_body_diameter_mm
+
     settings = {"architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing")}
+    smallest_body = training_body_diameter_mm(dict(meta))
+    if smallest_body is not None:
+        settings["smallest_training_body_mm"] = smallest_body
     text = json.dumps(finite_json(settings), allow_nan=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

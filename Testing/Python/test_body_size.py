@@ -316,3 +316,24 @@ def test_the_sizes_quoted_for_the_bundled_default_follow_from_what_it_records():
     assert f"smallest {smallest:.0f} mm" in source and f"bodies under {threshold:.0f} mm" in source
     assert f"bundled default: {target:.0f} mm" in source
     assert f"bodies under {target / body_size.MAX_IN_PLANE_SCALE:.0f} mm" in source
+
+
+def test_the_package_s_settings_hash_tells_apart_a_package_that_records_its_training_bodies():
+    """A resumed batch refuses results of a package with the same weights but other settings (the report's
+    model_settings_sha256). The smallest training body decides which CTs are enlarged, so a package given its
+    record afterwards (scripts/record_training_body_size.py) segments a child's CT otherwise: it must not hash
+    the same; a package without the record hashes as before."""
+    import hashlib
+    import json
+
+    from LiverTumorSegLib.package import network_settings_sha256
+
+    settings = {"architecture": {"name": "unet"}, "preprocessing": {"target_spacing_mm": 1.5}}
+    before = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    assert network_settings_sha256(dict(settings, name="any")) == before
+    recorded = dict(settings, **{PACKAGE_KEY: {"a": 341.8, "b": 324.7, "c": None}})
+    assert network_settings_sha256(recorded) != before
+    other_larger = dict(settings, **{PACKAGE_KEY: {"a": 350.0, "b": 324.7}})  # the same smallest body
+    assert network_settings_sha256(other_larger) == network_settings_sha256(recorded)
+    smaller = dict(settings, **{PACKAGE_KEY: {"a": 341.8, "b": 300.0}})
+    assert network_settings_sha256(smaller) != network_settings_sha256(recorded)

@@ -337,3 +337,18 @@ def test_the_package_s_settings_hash_tells_apart_a_package_that_records_its_trai
     assert network_settings_sha256(other_larger) == network_settings_sha256(recorded)
     smaller = dict(settings, **{PACKAGE_KEY: {"a": 341.8, "b": 300.0}})
     assert network_settings_sha256(smaller) != network_settings_sha256(recorded)
+
+
+def test_the_diameter_does_not_depend_on_how_the_ct_is_stored():
+    """Every second pixel is read; where an arm touches the trunk across a one-pixel gap, which pixels were read
+    decided whether the arm counted: the 20-slice CT shrunk to 0.6x measured 194.8 mm stored as scanned and 190.7 mm
+    stored with y and z reversed (enlarged 1.50x and 1.53x). The pixels read are now the same ones in the patient."""
+    hu, geometry = _ellipse_body(120.0, 100.0, shape=(2, 200, 200))  # the trunk: columns 40-159
+    hu = hu.copy()
+    hu[:, 90:110, 150:169] = 40  # tissue from the trunk to a one-pixel gap (column 169), then an arm
+    hu[:, 90:110, 170:195] = 40
+    flipped = ImageGeometry(spacing=geometry.spacing, direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    as_scanned = body_diameter_mm(hu, geometry)["diameter_mm"]
+    assert body_diameter_mm(np.ascontiguousarray(hu[:, :, ::-1]), flipped)["diameter_mm"] == as_scanned
+    transposed = ImageGeometry(spacing=(5.0, 1.0, 1.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))  # (x, y, z) stored
+    assert body_diameter_mm(np.ascontiguousarray(hu.transpose(2, 1, 0)), transposed)["diameter_mm"] == as_scanned

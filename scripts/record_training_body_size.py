@@ -3,7 +3,8 @@
 
     python scripts/record_training_body_size.py PACKAGE [--image CASE=PATH ...]
 
-Each training CT the package lists (``training.data_files``: case name and image path) is read and measured with
+Each training CT the package lists (``training.data_files``: case name and image path; of them, the cases in
+``training.cases``, not the validation CTs) is read and measured with
 ``body_diameter_mm`` (area-equivalent diameter of the body, mm); a CT whose body the image or a round field of view
 cuts is recorded as null. ``--image CASE=PATH`` reads a case from another place (the data moved). A listed CT that
 cannot be read stops the script with nothing written: a record of some cases only would set the scale by them.
@@ -21,10 +22,16 @@ from LiverTumorSegLib.errors import InputError  # noqa: E402
 
 
 def training_images(metadata: dict, overrides: Dict[str, str]) -> Dict[str, str]:
-    """``{case: image path}`` of the package's training CTs, ``overrides`` replacing listed paths."""
-    files = ((metadata.get("training") or {}).get("data_files")) or []
+    """``{case: image path}`` of the package's training CTs, ``overrides`` replacing listed paths. ``data_files``
+    lists the validation CTs too: only the cases the network was trained on (``training.cases``, where the package
+    lists them) are taken."""
+    training = metadata.get("training") or {}
+    files = training.get("data_files") or []
     images = {str(f["case"]): str(f["image"]) for f in files
               if isinstance(f, dict) and f.get("case") and f.get("image")}
+    trained = training.get("cases")
+    if isinstance(trained, list) and trained:
+        images = {case: image for case, image in images.items() if case in {str(c) for c in trained}}
     if not images:
         raise InputError("the package lists no training CTs (training.data_files): its training data is unknown, so "
                          "no body size can be recorded.")

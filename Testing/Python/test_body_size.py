@@ -352,3 +352,24 @@ def test_the_diameter_does_not_depend_on_how_the_ct_is_stored():
     assert body_diameter_mm(np.ascontiguousarray(hu[:, :, ::-1]), flipped)["diameter_mm"] == as_scanned
     transposed = ImageGeometry(spacing=(5.0, 1.0, 1.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))  # (x, y, z) stored
     assert body_diameter_mm(np.ascontiguousarray(hu.transpose(2, 1, 0)), transposed)["diameter_mm"] == as_scanned
+
+
+def test_the_record_script_records_the_training_cases_only_not_the_validation_cases(tmp_path, capsys):
+    """training.data_files lists the validation CTs too (train writes both); only the CTs the network was trained
+    on (training.cases) set the size the network learned."""
+    pytest.importorskip("torch")
+    from inference_helpers import tiny_unet_package
+    from script_helpers import load_script
+
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.package import read_package_metadata, rewrite_package_metadata
+
+    adult = write_volume(tmp_path / "adult.nii.gz", CTVolume(*_ellipse_body(220.0, 160.0, shape=(2, 256, 256))))
+    child = write_volume(tmp_path / "child.nii.gz", CTVolume(*_ellipse_body(120.0, 90.0, shape=(2, 256, 256))))
+    package = tiny_unet_package(tmp_path).path
+    files = [{"case": "trained", "image": str(adult)}, {"case": "validation", "image": str(child)}]
+    rewrite_package_metadata(package, lambda meta: meta.setdefault("training", {}).update(data_files=files,
+                                                                                          cases=["trained"]))
+    script = load_script("scripts/record_training_body_size.py", "record_training_body_size")
+    assert script.main([str(package)]) == 0
+    assert list(read_package_metadata(package)[PACKAGE_KEY]) == ["trained"]

@@ -292,6 +292,7 @@ class Segmenter:
             raise InputError(f"options must be SegmentationOptions (got {type(options).__name__}).")
         self.package = package if engine is None else getattr(engine, "package", package)
         self.engine = engine
+        self._engine_given = engine is not None  # its model is the engine's, whatever options.model names
         self.options = options if engine is None else _engine_options(options, engine)
         self._load_lock = threading.Lock()
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
@@ -334,11 +335,12 @@ class Segmenter:
         """The narrowest training body (mm) the package records (:func:`.body_size.training_body_diameter_mm`), or None.
         Before the load has made the package, read from the file's metadata (not yet verified: a batch's reader or
         the early resampling decides with it, and the engine then uses that work only for the very CT object it is
-        given, which the verified package's run asks for again only through this cache)."""
+        given, which the verified package's run asks for again only through this cache). An engine given without a
+        package runs a model of its own: not options.model's record, None."""
         from .body_size import training_body_diameter_mm
 
         metadata = getattr(self.package, "metadata", None)
-        if metadata is None and self.package is None:
+        if metadata is None and self.package is None and not self._engine_given:  # the package load() will read
             try:
                 from ..package import read_package_metadata, resolve_model
 

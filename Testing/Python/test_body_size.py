@@ -373,3 +373,20 @@ def test_the_record_script_records_the_training_cases_only_not_the_validation_ca
     script = load_script("scripts/record_training_body_size.py", "record_training_body_size")
     assert script.main([str(package)]) == 0
     assert list(read_package_metadata(package)[PACKAGE_KEY]) == ["trained"]
+
+
+def test_an_engine_given_without_a_package_is_not_scaled_by_the_default_model_s_record():
+    """Segmenter(engine=...) runs the engine's model; an engine that names no package ("anything with predict")
+    got the training bodies of options.model (the bundled default's) and its CTs were enlarged by them."""
+    from LiverTumorSegLib.inference import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import Segmenter
+
+    class NamelessEngine:
+        def predict(self, volume, progress=None, cancel=None):
+            return (np.asarray(volume.array) > 0).astype(np.uint8)
+
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(2, 200, 200))
+    result = Segmenter(SegmentationOptions(), engine=NamelessEngine()).segment_volume(CTVolume(hu, geometry),
+                                                                                    checked=True)
+    assert result.report["body_size"]["training_diameter_mm"] is None
+    assert result.report["body_size"]["in_plane_scale"] == 1.0

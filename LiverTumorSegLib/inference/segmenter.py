@@ -353,7 +353,7 @@ class Segmenter:
         """:func:`_estimate_and_check_memory` of the CT the network is given (:meth:`network_volume`): a child's CT
         enlarged 1.5x in-plane is resampled to 2.25x the network pixels (the 20-slice CT shrunk to 0.6x: 631 MiB
         where its own grid counts 472 MiB); a refusal then says that the enlargement is counted."""
-        from ..errors import ResourceError
+        from ..errors import ResourceError, option_hint
 
         network_volume, record = self.network_volume(volume)
         try:
@@ -361,8 +361,9 @@ class Segmenter:
         except ResourceError as exc:
             if network_volume is volume:
                 raise
+            flag = option_hint("--no-body-size-scaling", "body_size_scaling=False")
             raise ResourceError(f"{exc} (This counts the CT enlarged {record['in_plane_scale']:.2f}x in-plane for the "
-                                f"network, as its body is small; --no-body-size-scaling gives it as it is.)") from None
+                                f"network, as its body is small; to give it as it is, run again with {flag}.)") from None
 
     def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
         """:meth:`network_volume`, then forgotten (the CT is not held beyond its run)."""

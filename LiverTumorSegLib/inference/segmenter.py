@@ -589,6 +589,7 @@ class Segmenter:
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
                                    spine_front_back_warnings)
         from .fluid_in_liver import fluid_in_liver_warnings
+        from .contrast_phase import arterial_phase_warnings, estimate_contrast_phase, unknown_phase
         from .metal import metal_warnings
         from .water_density import water_density_lesion_warnings
 
@@ -617,6 +618,11 @@ class Segmenter:
             warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor
             warnings += fluid_in_liver_warnings(labels, hu, volume.geometry)  # water density in label 1
             warnings += metal_warnings(hu, labels, volume.geometry)  # metal found by its HU
+            # the aorta's and the liver's HU: an arterial phase, where the model misses bright tumors, is warned of
+            report["contrast_phase"] = estimate_contrast_phase(hu, labels, volume.geometry)
+            warnings += arterial_phase_warnings(report["contrast_phase"])
+        else:
+            report["contrast_phase"] = unknown_phase("the CT's values are not HU")
         from .body_size import body_size_warning
 
         scaled = body_size_warning(facts.get("body_size") or {})

@@ -1,0 +1,103 @@
+"""The contrast phase estimated from the aorta's and the liver's HU (LiverTumorSegLib.inference.contrast_phase): each
+class on a small synthetic trunk, "unknown" without a spine, a liver or a working estimate, and a warning for an
+arterial phase only, from segment's post-processing path."""
+import numpy as np
+import pytest
+
+from LiverTumorSegLib.inference.contrast_phase import (ARTERIAL_AORTA_MIN_HU, UNENHANCED_AORTA_MAX_HU,
+                                                       arterial_phase_warnings, classify_phase,
+                                                       estimate_contrast_phase)
+from LiverTumorSegLib.volume import ImageGeometry
+
+GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 3.0))  # (x, y, z) mm; identity LPS: x grows to the patient's left,
+# y to the back
+
+
+def _trunk(aorta_hu, liver_hu, spine=True, seed=0):
+    """``(hu, labels)`` ``(z, y, x)`` on :data:`GEOMETRY`: 6 slices of an elliptic trunk (240 x 200 mm, 20 HU, with
+    5 HU of noise) holding a vertebral body (radius 20 mm: cortex 700 HU, cancellous bone 200 HU) with a spinous
+    process behind it, an aorta (radius 11 mm, ``aorta_hu``) 12 mm in front of the vertebra's front and 10 mm to the
+    patient's left of the midline, and a liver box (label 1, ``liver_hu``) on the patient's right (low x)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:120, 0:140]
+    hu = np.full((6, 120, 140), -1000.0, np.float32)
+    trunk = ((rows - 60) / 50.0) ** 2 + ((cols - 70) / 60.0) ** 2 <= 1.0
+    hu[:, trunk] = 20.0
+    if spine:
+        distance = np.hypot(rows - 90, cols - 70)
+        hu[:, distance <= 10] = 700.0
+        hu[:, distance <= 8.5] = 200.0
+        hu[:, 100:107, 68:73] = 500.0  # the spinous process
+    hu[:, np.hypot(rows - 74, cols - 75) <= 5.5] = aorta_hu
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 30:65, 20:55] = 1
+    hu[labels == 1] = liver_hu
+    hu += rng.normal(0.0, 5.0, hu.shape).astype(np.float32)
+    return hu, labels
+
+
+@pytest.mark.parametrize("aorta_hu, liver_hu, expected", [
+    (45.0, 55.0, "unenhanced"),
+    (320.0, 75.0, "arterial"),
+    (160.0, 110.0, "portal_venous_or_later"),
+    (200.0, 100.0, "portal_venous_or_later"),  # a portal venous aorta of 180-220 HU with an enhanced liver
+    (220.0, 100.0, "portal_venous_or_later"),
+])
+def test_each_phase_is_told_from_the_aortas_and_the_livers_density(aorta_hu, liver_hu, expected):
+    phase = estimate_contrast_phase(*_trunk(aorta_hu, liver_hu), GEOMETRY)
+    assert phase["estimate"] == expected
+    assert phase["aorta_hu"] == pytest.approx(aorta_hu, abs=8.0)  # the aorta itself was found, not a neighbour
+    assert phase["liver_hu"] == pytest.approx(liver_hu, abs=3.0)
+    assert phase["aorta_slices"] == phase["slices_read"] == 6 and phase["reason"] is None
+    assert (arterial_phase_warnings(phase) != []) == (expected == "arterial")
+
+
+def test_the_warning_names_the_measured_values_and_the_hyperdense_weakness():
+    (warning,) = arterial_phase_warnings(estimate_contrast_phase(*_trunk(320.0, 75.0), GEOMETRY))
+    assert warning.startswith("Arterial contrast phase likely: the aorta measures about 3")
+    assert "the liver 7" in warning and "hyperdense" in warning and "0.485" in warning
+    assert "look for bright lesions by eye" in warning
+
+
+def test_without_a_spine_or_a_liver_the_phase_is_unknown():
+    no_spine = estimate_contrast_phase(*_trunk(45.0, 55.0, spine=False), GEOMETRY)
+    assert no_spine["estimate"] == "unknown" and no_spine["aorta_hu"] is None
+    assert no_spine["liver_hu"] == pytest.approx(55.0, abs=3.0) and "no aorta" in no_spine["reason"]
+    hu, labels = _trunk(320.0, 75.0)
+    no_liver = estimate_contrast_phase(hu, np.zeros_like(labels), GEOMETRY)
+    assert no_liver["estimate"] == "unknown" and "no liver" in no_liver["reason"]
+    assert arterial_phase_warnings(no_spine) == arterial_phase_warnings(no_liver) == []
+
+
+def test_a_failing_estimate_gives_unknown_not_an_error():
+    hu, labels = _trunk(320.0, 75.0)
+    phase = estimate_contrast_phase(hu[:, :50], labels, GEOMETRY)  # the label map does not match the CT
+    assert phase["estimate"] == "unknown" and phase["reason"].startswith("the estimate failed")
+
+
+def test_classification_bounds():
+    assert classify_phase(UNENHANCED_AORTA_MAX_HU - 1.0, 50.0) == "unenhanced"
+    assert classify_phase(ARTERIAL_AORTA_MIN_HU - 1.0, 40.0) == "portal_venous_or_later"
+    assert classify_phase(300.0, 119.0) == "arterial"
+    assert classify_phase(300.0, 121.0) == "portal_venous_or_later"
+    assert classify_phase(None, 50.0) == classify_phase(300.0, None) == "unknown"
+
+
+def _finished(hu, labels):
+    """segment's path after the network (Segmenter.finish) with ``labels`` as the network's output on ``hu``."""
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    return Segmenter(SegmentationOptions()).finish(
+        CTVolume(hu, GEOMETRY), NetworkOutput(labels=labels, probability=np.zeros(labels.shape, np.uint8),
+                                              facts={"device": "cpu"}, timings={}))
+
+
+def test_segment_reports_the_phase_and_warns_of_an_arterial_one_only():
+    arterial = _finished(*_trunk(320.0, 75.0))
+    assert arterial.report["contrast_phase"]["estimate"] == "arterial"
+    assert sum(w.startswith("Arterial contrast phase likely") for w in arterial.report["warnings"]) == 1
+    portal = _finished(*_trunk(200.0, 100.0))
+    assert portal.report["contrast_phase"]["estimate"] == "portal_venous_or_later"
+    assert not any(w.startswith("Arterial") for w in portal.report["warnings"])

@@ -101,14 +101,18 @@ def _ras(indices_zyx: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
 def _metal_to_liver_mm(metal_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry) -> float:
     """Smallest distance (mm) from the metal voxels ``metal_zyx`` (indices ``(3, n)``; at most
     :data:`MAX_METAL_POINTS` of them, evenly picked, are measured) to a liver voxel (label >= 1 of ``labels_zyx``):
-    first to the liver read every :data:`DISTANCE_SAMPLE_MM`, then to every liver voxel within two such steps of the
-    nearest liver point found (so the coarse reading's error, up to a step along each axis, is not in the result)."""
+    first to the liver read every :data:`DISTANCE_SAMPLE_MM` (every voxel of a liver that this reading misses, one
+    thinner than a step), then to every liver voxel within two such steps of the nearest liver point found (so the
+    coarse reading's error, up to a step along each axis, is not in the result)."""
     from scipy.spatial import cKDTree
 
     pick = np.linspace(0, metal_zyx.shape[1] - 1, min(metal_zyx.shape[1], MAX_METAL_POINTS)).astype(int)
     metal_ras = _ras(metal_zyx[:, pick], geometry).T
     coarse = np.array(_steps(geometry, DISTANCE_SAMPLE_MM))
     liver_zyx = np.stack(np.nonzero(labels_zyx[::coarse[0], ::coarse[1], ::coarse[2]] >= 1)) * coarse[:, None]
+    if liver_zyx.shape[1] == 0:  # a liver thinner than a step (its dome in a chest CT's last slices): every voxel
+        coarse = np.ones(3, dtype=int)
+        liver_zyx = np.stack(np.nonzero(np.asarray(labels_zyx) >= 1))
     distances, nearest = cKDTree(_ras(liver_zyx, geometry).T).query(metal_ras, k=1)
     closest = liver_zyx[:, nearest[int(np.argmin(distances))]]
     low = np.maximum(closest - 2 * coarse, 0)

@@ -85,3 +85,18 @@ def test_segment_reports_metal_in_the_liver_slices_and_not_below():
     result = _finished(hu, labels)
     flagged = [w for w in result.warnings if w.startswith("Metal in the liver's slices")]
     assert len(flagged) == 1 and flagged[0] in result.report["warnings"]
+
+
+def test_metal_beside_a_liver_thinner_than_the_distance_step_is_measured_not_a_crash():
+    # the liver's dome in two slices at the end of a chest CT (1 mm slices), missed by the 5 mm reading of the
+    # distance step, with a sternal wire or lead in those slices: an IndexError ended segment after the network ran
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    hu = np.full((12, 40, 40), 40.0, np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[1:3, 10:20, 10:20] = 1
+    hu[1:3, 24:38, 24:38] = 3071.0
+    found = metal_in_liver_slices(hu, labels, geometry)
+    assert found["slices"] == 2 and found["liver_slices"] == 2
+    assert found["distance_mm"] == pytest.approx(np.hypot(24 - 19, 24 - 19), abs=0.5)  # corner (19, 19) to (24, 24)
+    warning, = metal_warnings(hu, labels, geometry)
+    assert "in 2 of the 2 slices that hold liver" in warning

@@ -390,3 +390,43 @@ def test_an_engine_given_without_a_package_is_not_scaled_by_the_default_model_s_
                                                                                     checked=True)
     assert result.report["body_size"]["training_diameter_mm"] is None
     assert result.report["body_size"]["in_plane_scale"] == 1.0
+
+
+def test_the_cut_edge_shares_quoted_for_the_threshold_are_what_the_code_measures(monkeypatch):
+    """MAX_CUT_EDGE_FRACTION's docstring quotes the share of the body's edge on the image's edge or beside padding of
+    the CTs it was set on; it said 1.3 % for the 3-slice GE CT, which measures 1.2-1.6 % over its three slices."""
+    import re
+    from pathlib import Path
+
+    from LiverTumorSegLib.inference import body_size
+    from LiverTumorSegLib.io import read_volume
+
+    data = Path(__file__).resolve().parents[2] / "Testing" / "Data"
+    measured = []
+    original = body_size._cut_edge_fraction
+    monkeypatch.setattr(body_size, "_cut_edge_fraction", lambda part, plane: measured.append(
+        original(part, plane)) or measured[-1])
+    doc = " ".join(_constant_doc("MAX_CUT_EDGE_FRACTION").split())
+    ct = read_volume(data / "ct3slice_ct.nii.gz")
+    body_diameter_mm(ct.array, ct.geometry)
+    low, high = (float(v) for v in re.search(r"grazes its body along ([\d.]+)-([\d.]+) %", doc).groups())
+    assert low == pytest.approx(100 * min(measured), abs=0.05) and high == pytest.approx(100 * max(measured), abs=0.05)
+    measured.clear()
+    ct = read_volume(data / "example_ct_sm.nii.gz")
+    body_diameter_mm(ct.array, ct.geometry)
+    sample = float(re.search(r"\(``example_ct_sm``\) along ([\d.]+) %", doc).group(1))
+    assert sample == pytest.approx(100 * max(measured), abs=0.05) and max(measured) < body_size.MAX_CUT_EDGE_FRACTION
+
+
+def _constant_doc(name):
+    """The docstring written under the module constant ``name`` of body_size.py."""
+    import ast
+    from pathlib import Path
+
+    from LiverTumorSegLib.inference import body_size
+
+    tree = ast.parse(Path(body_size.__file__).read_text(encoding="utf-8"))
+    for node, following in zip(tree.body, tree.body[1:]):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return following.value.value
+    raise AssertionError(f"no docstring under {name}")

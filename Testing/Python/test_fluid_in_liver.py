@@ -137,3 +137,13 @@ def test_segment_reports_the_warning_only_for_a_ct_in_hu():
                             not_hu="values 0..1")
     result = Segmenter(SegmentationOptions()).finish(CTVolume(hu, GEOMETRY), unknown)
     assert not any(w.startswith("Possible fluid labelled liver") for w in result.report["warnings"])
+
+
+def test_the_fluid_s_centre_and_slices_follow_the_array_s_axis_order():
+    """The first phantom's ball lies at z = x = 20, where a centre read in (x, y, z) order instead of (z, y, x)
+    comes out the same: here z and x differ, so a swap moves the centre by 12 mm along two axes."""
+    hu, labels = _phantom()
+    ball = _ball((16, 32, 22), 16.0)
+    found, = fluid_regions_in_liver(labels, _with_fluid(hu, labels, ball), GEOMETRY)
+    np.testing.assert_allclose(found["centroid_ras_mm"], GEOMETRY.index_to_ras((22, 32, 16)), atol=3.0)
+    assert 6 <= found["slices_z"][0] <= 9 and 23 <= found["slices_z"][1] <= 26

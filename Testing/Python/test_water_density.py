@@ -180,3 +180,25 @@ def test_followup_judges_water_density_on_a_ct_in_hu_only():
         assert [d["water_density"] for d in baseline["lesions"]].count(flag) >= 1
         passed = baseline["recist"]["water_density_passed_over_ids"]
         assert (passed != []) == bool(flag)
+
+
+def test_the_liver_around_a_lesion_is_taken_in_mm_along_each_array_axis():
+    """Thick slices (5 mm) of fine pixels (0.5 mm): the liver 2-10 mm around the lesion is its own two or three slices
+    above and below and 4-20 pixels in-plane. With the spacing given in (x, y, z) order instead of (z, y, x) the
+    shell reached 20 slices away, into a part of label 1 of 10 HU, and the lesion of water in a 60 HU liver was not
+    flagged; the other tests' 1 mm voxels cannot tell the orders apart."""
+    rng = np.random.default_rng(0)
+    shape = (31, 80, 80)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[1:-1, 2:-2, 2:-2] = 1
+    hu = np.full(shape, 10.0, dtype=np.float32)  # label 1 far from the lesion: another, darker part
+    hu[12:19] = 60.0  # the liver within 3 slices (15 mm) of the lesion's centre slice
+    z, y, x = np.ogrid[:31, :80, :80]
+    lesion = ((z - 15) * 5.0) ** 2 + ((y - 40) * 0.5) ** 2 + ((x - 40) * 0.5) ** 2 <= 8.0 ** 2
+    labels[lesion] = 2
+    hu[lesion] = 0.0
+    hu += rng.normal(0.0, NOISE_HU, shape).astype(np.float32)
+    report = lesion_report(labels, ImageGeometry(spacing=(0.5, 0.5, 5.0)), hu)
+    lesion_record, = report["lesions"]
+    assert lesion_record["water_density"] is True
+    assert lesion_record["median_hu"] == pytest.approx(0.0, abs=4.0)

@@ -363,7 +363,8 @@ class Segmenter:
                 raise
             flag = option_hint("--no-body-size-scaling", "body_size_scaling=False")
             raise ResourceError(f"{exc} (This counts the CT enlarged {record['in_plane_scale']:.2f}x in-plane for the "
-                                f"network, as its body is small; to give it as it is, run again with {flag}.)") from None
+                                f"network, as its body is small; to give it as it is, run again with "
+                                f"{flag}.)") from None
 
     def _take_network_volume(self, volume: CTVolume) -> Tuple[CTVolume, Optional[Dict[str, Any]]]:
         """:meth:`network_volume`, then forgotten (the CT is not held beyond its run)."""

@@ -229,6 +229,17 @@ def test_segments_edited_since_the_run_are_named_also_after_the_scene_was_saved_
     assert mrml.segments_edited_since_result(None) == []
 
 
+def _liver_cube_and_half_voxel_grid():
+    """A 1 mm identity CT grid, labels ``(z, y, x)`` with a liver cube holding a tumor cube, and the 4 x 4 ijk-to-RAS
+    matrix of Segment Editor's 2x oversampling of that grid (0.5 mm voxels, origin a quarter voxel back)."""
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[3:17, 3:17, 3:17] = 1
+    labels[8:11, 8:11, 8:11] = 2
+    fine = np.diag([0.5, 0.5, 0.5, 1.0])
+    fine[:3, 3] = -0.25
+    return ImageGeometry.from_ijk_to_ras(np.eye(4)), labels, fine
+
+
 @needs_slicer
 def test_a_save_onto_a_users_finer_grid_is_no_edit_but_an_edit_after_it_is(tmp_path):
     """Saved as .seg.nrrd, a segmentation holding a user's segment drawn with 2x oversampling has every layer moved
@@ -236,12 +247,7 @@ def test_a_save_onto_a_users_finer_grid_is_no_edit_but_an_edit_after_it_is(tmp_p
     keeps the grid the run wrote on, and whole-number oversampling maps back voxel for voxel; a real edit still
     counts."""
     scene = mrml.make_headless_scene()
-    ct_geometry = ImageGeometry.from_ijk_to_ras(np.eye(4))
-    labels = np.zeros((20, 20, 20), np.uint8)
-    labels[3:17, 3:17, 3:17] = 1
-    labels[8:11, 8:11, 8:11] = 2
-    fine = np.diag([0.5, 0.5, 0.5, 1.0])
-    fine[:3, 3] = -0.25
+    ct_geometry, labels, fine = _liver_cube_and_half_voxel_grid()
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My work")
     nodule = np.zeros((40, 40, 40), np.uint8)
     nodule[5:9, 5:9, 5:9] = 1
@@ -403,12 +409,7 @@ def test_user_segments_on_a_finer_grid_are_left_voxel_for_voxel(scene, tmp_path)
     """The user's segments, drawn with Segment Editor's oversampling (0.5 mm on a 1 mm CT) and overlapping the
     liver, must survive writing our segments into their segmentation: written into their shared labelmap layer,
     Slicer resampled the layer onto the CT grid and erased the small ones."""
-    ct_geometry = ImageGeometry.from_ijk_to_ras(np.eye(4))
-    labels = np.zeros((20, 20, 20), np.uint8)
-    labels[3:17, 3:17, 3:17] = 1
-    labels[8:11, 8:11, 8:11] = 2
-    fine = np.diag([0.5, 0.5, 0.5, 1.0])
-    fine[:3, 3] = -0.25
+    ct_geometry, labels, fine = _liver_cube_and_half_voxel_grid()
     fine_geometry = ImageGeometry.from_ijk_to_ras(fine)
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My work")
     seg.CreateDefaultDisplayNodes()

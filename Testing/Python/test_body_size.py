@@ -430,3 +430,38 @@ def _constant_doc(name):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return following.value.value
     raise AssertionError(f"no docstring under {name}")
+
+
+def _disc_body_on_a_table(bridge=True, seed=0):
+    """A 150 mm water-density disc body (40 HU) in noisy air (-1000 +- 20 HU) above a CT table: a slab 240 mm wide
+    and 4 mm thick (200 HU) 6 mm below the body, joined to it (``bridge``) by a 4 mm wide strip of mattress cover
+    (-100 HU). ``(z, y, x)`` on a 1 mm LPS identity grid, y (rows) running to the back, the table at the back."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    plane = rng.normal(-1000.0, 20.0, (256, 256))
+    plane[(yy - 120.0) ** 2 + (xx - 128.0) ** 2 <= 75.0 ** 2] = 40.0  # the body's lowest row: 195
+    plane[201:205, 8:248] = 200.0  # the table
+    if bridge:
+        plane[195:201, 126:130] = -100.0
+    return np.repeat(plane[None].astype(np.int16), 3, axis=0), ImageGeometry(spacing=(1.0, 1.0, 5.0))
+
+
+def test_a_table_joined_to_the_body_by_a_thin_strip_is_not_body():
+    """The table and a mattress cover touching the body were counted as body: the table's 960 mm^2 made this
+    150 mm disc measure 154.2 mm (a child lying on a table measured larger, and maybe not enlarged)."""
+    hu, geometry = _disc_body_on_a_table(bridge=False)
+    alone = body_diameter_mm(hu, geometry)["diameter_mm"]
+    assert alone == pytest.approx(150.0, abs=1.5)
+    hu, geometry = _disc_body_on_a_table(bridge=True)
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(alone, abs=0.5)
+
+
+def test_a_thin_wall_around_the_lungs_keeps_the_air_it_holds():
+    """The opening that parts a table removes a wall thinner than its disc; the air the body encloses (lungs, a thin
+    child's chest wall around them) must still count as body."""
+    hu, geometry = _ellipse_body(160.0, 120.0, shape=(2, 256, 256))
+    hu = hu.copy()
+    yy, xx = np.mgrid[0:256, 0:256]
+    outer = ((xx - 127.5) / 77.0) ** 2 + ((yy - 127.5) / 57.0) ** 2 <= 1  # 3 mm in from the skin
+    hu[:, outer & (np.abs(xx - 127.5) > 25)] = -850  # two lungs beside a 50 mm mediastinum
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(np.sqrt(160.0 * 120.0), abs=3.0)

@@ -465,3 +465,41 @@ def test_a_thin_wall_around_the_lungs_keeps_the_air_it_holds():
     outer = ((xx - 127.5) / 77.0) ** 2 + ((yy - 127.5) / 57.0) ** 2 <= 1  # 3 mm in from the skin
     hu[:, outer & (np.abs(xx - 127.5) > 25)] = -850  # two lungs beside a 50 mm mediastinum
     assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(np.sqrt(160.0 * 120.0), abs=3.0)
+
+
+def _noisy_air(hu, seed=0):
+    """``hu`` with its air (-1000) given scanner noise (20 HU), clipped at -1024 as many scanners store it."""
+    rng = np.random.default_rng(seed)
+    hu = hu.astype(np.int16)
+    air = hu == -1000
+    hu[air] = np.maximum(np.round(rng.normal(-1000.0, 20.0, int(air.sum()))), -1024).astype(np.int16)
+    return hu
+
+
+def test_a_round_field_of_view_padded_with_the_value_of_air_cuts_the_body():
+    """Padding written as -1024 (air's value) could not be told from air: a 200 x 150 mm body cut by a 180 mm round
+    field of view measured 168.0 mm, as if whole (an adult so cut could be measured small and enlarged)."""
+    hu, geometry = _ellipse_body(200.0, 150.0, padding_radius_px=90)
+    hu = _noisy_air(np.where(hu == -3024, -1000, hu))
+    hu[:, _outside_circle(hu.shape[1:], 90)] = -1024
+    record = body_diameter_mm(hu, geometry)
+    assert record["diameter_mm"] is None and record["slices_cut"] == 6
+    hu, geometry = _ellipse_body(160.0, 100.0, padding_radius_px=120)  # the field of view around the body: measured
+    hu = _noisy_air(np.where(hu == -3024, -1000, hu))
+    hu[:, _outside_circle(hu.shape[1:], 120)] = -1024
+    assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(126.5, abs=3.0)
+
+
+def test_air_set_to_one_value_around_a_round_body_is_not_a_field_of_view():
+    """A CT whose air was set to -1024 has one value all around the body: the body is not cut, even a round one
+    (the border of that air is a circle, but there is no air inside it)."""
+    for lr_mm, ap_mm in ((160.0, 100.0), (150.0, 150.0)):
+        hu, geometry = _ellipse_body(lr_mm, ap_mm)
+        hu = np.where(hu == -1000, -1024, hu)
+        assert body_diameter_mm(hu, geometry)["diameter_mm"] == pytest.approx(np.sqrt(lr_mm * ap_mm), abs=3.0)
+
+
+def _outside_circle(shape_yx, radius_px):
+    """The pixels of a ``shape_yx`` plane outside a circle of ``radius_px`` about its centre."""
+    yy, xx = np.mgrid[0:shape_yx[0], 0:shape_yx[1]]
+    return (yy - (shape_yx[0] - 1) / 2) ** 2 + (xx - (shape_yx[1] - 1) / 2) ** 2 > radius_px ** 2

@@ -13,6 +13,7 @@ import re
 import stat
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -404,7 +405,7 @@ def temporary_prefix(stem: str) -> str:
 
 
 def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
-                             min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> None:
+                             min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> List[Path]:
     """Remove temporary files and folders ``{prefix}{mark}-{random}{suffix}`` in ``folder`` (as
     :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}`` or, in names of older versions
     and where no start time can be read, ``{pid}``; also one nested inside another, ``.{prefix}...``) whose
@@ -412,15 +413,18 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     process that started at another time, after the temporary was last changed, counts as ended) and which were
     last written more than ``min_age_seconds`` ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over
     the network may hold the temporaries of a run on another computer, whose process ids mean nothing here).
-    Never raises."""
+    What it removes, and what it keeps of an ended process only because it is younger, is said in one line each
+    (:func:`_say_leftovers`; a user who found hidden ``.tmp`` files beside the outputs after a kill was told
+    nothing). Returns the paths removed. Never raises."""
     import shutil
 
     folder = Path(folder)
     try:
-        names = [entry.name for entry in os.scandir(folder)]
+        names = sorted(entry.name for entry in os.scandir(folder))
     except OSError:
-        return
+        return []
     now = time.time()
+    removed, too_recent = [], []  # type: List[Path], List[Path]
     for name in names:
         if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
             continue
@@ -430,16 +434,79 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
         candidate = folder / name
         try:
             status = candidate.lstat()
-            if now - status.st_mtime <= min_age_seconds:
-                continue
             if any(marked_process_alive(mark, _last_changed(status)) for mark in marks):
                 continue  # a writer still running
+            if now - status.st_mtime <= min_age_seconds:
+                too_recent.append(candidate)
+                continue
             if candidate.is_dir() and not candidate.is_symlink():
                 shutil.rmtree(candidate, ignore_errors=True)
             else:
                 candidate.unlink()
+            if not os.path.lexists(candidate):
+                removed.append(candidate)
         except OSError:
             pass
+    _say_leftovers(folder, removed, too_recent, min_age_seconds)
+    return removed
+
+
+_LEFTOVER_NAMES_SHOWN = 4
+"""How many leftover names one line about them lists (then "and N more"): a batch folder can hold hundreds."""
+
+_leftovers_held = threading.local()
+"""``found``: the leftovers (:func:`remove_stale_temporaries`) of a group of outputs being written, said together
+at its end (:func:`leftovers_said_together`); absent outside such a group."""
+
+
+@contextlib.contextmanager
+def leftovers_said_together() -> Iterator[None]:
+    """What :func:`remove_stale_temporaries` finds inside the block (in this thread) is said at its end, one line per
+    folder and kind, not one line per output: a killed ``segment`` leaves a label map's, a report's, a preview's
+    and a probability map's temporaries, found by four calls. Nested blocks are part of the outermost."""
+    if getattr(_leftovers_held, "found", None) is not None:
+        yield
+        return
+    _leftovers_held.found = []
+    try:
+        yield
+    finally:
+        found, _leftovers_held.found = _leftovers_held.found, None
+        merged = {}  # type: Dict[Tuple[Path, float], Tuple[List[Path], List[Path]]]
+        for folder, removed, too_recent, min_age_seconds in found:
+            entry = merged.setdefault((folder, min_age_seconds), ([], []))
+            entry[0].extend(removed)
+            entry[1].extend(too_recent)
+        for (folder, min_age_seconds), (removed, too_recent) in merged.items():
+            _say_leftovers(folder, removed, too_recent, min_age_seconds)
+
+
+def _listed_names(paths: Sequence[Path]) -> str:
+    """The names of ``paths`` in quotes, at most :data:`_LEFTOVER_NAMES_SHOWN` of them, then how many more."""
+    shown = ", ".join(f"'{printable_path(path.name)}'" for path in paths[:_LEFTOVER_NAMES_SHOWN])
+    rest = len(paths) - _LEFTOVER_NAMES_SHOWN
+    return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _say_leftovers(folder: Path, removed: List[Path], too_recent: List[Path], min_age_seconds: float) -> None:
+    """Log one line for the temporaries :func:`remove_stale_temporaries` removed from ``folder`` (info) and one
+    for those of ended processes it kept as younger than ``min_age_seconds`` (a warning: they can be deleted);
+    held until the end of a :func:`leftovers_said_together` block where one is open."""
+    if not removed and not too_recent:
+        return
+    held = getattr(_leftovers_held, "found", None)
+    if held is not None:
+        held.append((folder, removed, too_recent, min_age_seconds))
+        return
+    where = printable_path(folder)
+    if removed:
+        log.info("removed %d unfinished temporary file(s) that runs stopped by SIGKILL, a crash or a power cut left "
+                 "in '%s': %s", len(removed), where, _listed_names(removed))
+    if too_recent:
+        log.warning("warning: '%s' holds %d unfinished temporary file(s) of a run that ended without finishing "
+                    "(SIGKILL, a crash or a power cut): %s; they can be deleted (a later run writing there removes "
+                    "them once they are %g minutes old).", where, len(too_recent), _listed_names(too_recent),
+                    min_age_seconds / 60)
 
 
 REPLACE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
@@ -545,7 +612,8 @@ def atomic_outputs(paths: Dict[str, PathLike], overwrite: bool = False) -> Itera
     so a run never leaves this run's report beside another run's label map."""
     checked = dict(zip(paths, check_can_write_all(list(paths.values()), overwrite)))
     with contextlib.ExitStack() as stack:
-        temporaries = {key: stack.enter_context(_temporary_beside(checked[key])) for key in paths}
+        with leftovers_said_together():  # a killed run's temporaries of all these outputs in one line
+            temporaries = {key: stack.enter_context(_temporary_beside(checked[key])) for key in paths}
         with _named_for_the_user(temporaries, paths):
             yield temporaries
         targets = checked  # links resolved (through_link)

@@ -748,3 +748,41 @@ def test_two_writers_of_one_output_group_place_it_one_after_the_other(tmp_path):
     assert not writer.is_alive()
     assert {key: path.read_text() for key, path in paths.items()} == {"labels": "second", "report": "second"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "seg.nii.gz"]
+
+
+def test_a_killed_writers_leftovers_are_said_in_one_line_and_others_are_left_alone(tmp_path, caplog):
+    """After a SIGKILL mid-write, hidden temporaries stayed beside the outputs and nothing ever said so: those
+    older than 10 minutes were removed in silence, younger ones kept in silence. Now a group of outputs says in
+    one line which it removed, and in one warning which of an ended process it kept (too recent) and that they
+    can be deleted. A running writer's temporary (this process's) and a user's files of near names are left
+    alone and not named."""
+    import logging
+    import time
+
+    from LiverTumorSegLib.processes import process_mark
+
+    dead = ended_process_id()
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"stale_seg": f".seg.{dead}-abc123.tmp.nii.gz", "stale_report": f".r.{dead}-def456.tmp.json",
+             "recent": f".seg.{dead}-xyz789.tmp.nii.gz", "running": f".seg.{process_mark()}-q1w2e3.tmp.nii.gz",
+             "near_1": "seg.nii.gz.tmp", "near_2": f"seg.{dead}-abc123.tmp.nii.gz", "near_3": ".seg.backup.tmp.nii.gz",
+             "near_4": f".seg.{dead}.nii.gz"}
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"partial")
+        if key != "recent":
+            os.utime(tmp_path / name, (old, old))
+    caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
+    with fileutil.atomic_outputs({"seg": tmp_path / "seg.nii.gz", "report": tmp_path / "r.json"}) as temporaries:
+        for temporary in temporaries.values():
+            temporary.write_bytes(b"done")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["seg.nii.gz", "r.json"] + [names[key] for key in names if not key.startswith("stale")])
+    removed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    kept = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(removed) == 1 and len(kept) == 1, caplog.text
+    assert "removed 2 unfinished temporary file(s)" in removed[0]
+    assert names["stale_seg"] in removed[0] and names["stale_report"] in removed[0]
+    assert f"'{names['recent']}'" in kept[0] and "can be deleted" in kept[0] and "10 minutes" in kept[0]
+    for key in names:
+        if key.startswith(("running", "near")):
+            assert f"'{names[key]}'" not in caplog.text, key

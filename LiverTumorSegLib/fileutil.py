@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from .errors import OutputExistsError, InputError, option_hint
-from .processes import PROCESS_MARK, marked_process_alive, process_mark
+from .processes import HOST_TAG_CHARACTERS, PROCESS_MARK, marked_elsewhere, marked_process_alive, process_mark
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -407,13 +407,16 @@ def temporary_prefix(stem: str) -> str:
 def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
                              min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> List[Path]:
     """Remove temporary files and folders ``{prefix}{mark}-{random}{suffix}`` in ``folder`` (as
-    :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}`` or, in names of older versions
-    and where no start time can be read, ``{pid}``; also one nested inside another, ``.{prefix}...``) whose
-    writing processes have all ended (:func:`~.processes.marked_process_alive`: a process id now held by a
-    process that started at another time, after the temporary was last changed, counts as ended) and which were
-    last written more than ``min_age_seconds`` ago (default :data:`STALE_TEMPORARY_SECONDS`: a folder shared over
-    the network may hold the temporaries of a run on another computer, whose process ids mean nothing here).
-    What it removes, and what it keeps of an ended process only because it is younger, is said in one line each
+    :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}@{host}`` or, in names of older
+    versions and where no start time can be read, without ``@{host}`` or ``-{start time}``; also one nested inside
+    another, ``.{prefix}...``) whose writing processes have all ended (:func:`~.processes.marked_process_alive`:
+    a process id now held by a process that started at another time, after the temporary was last changed, counts
+    as ended) and which were last written more than ``min_age_seconds`` ago (default
+    :data:`STALE_TEMPORARY_SECONDS`). One whose name carries another computer's (or container's) host
+    (:func:`~.processes.marked_elsewhere`: a folder on a network drive, or mounted into a container) is never
+    removed, whatever its age: its process id means nothing here (a run there was removed while it wrote, once its
+    files were 10 minutes old and its id unused here). What it removes, what it keeps of an ended process only
+    because it is younger, and another computer's older than ``min_age_seconds``, is said in one line each
     (:func:`_say_leftovers`; a user who found hidden ``.tmp`` files beside the outputs after a kill was told
     nothing). Returns the paths removed. Never raises."""
     import shutil
@@ -424,7 +427,7 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     except OSError:
         return []
     now = time.time()
-    removed, too_recent = [], []  # type: List[Path], List[Path]
+    removed, too_recent, elsewhere = [], [], []  # type: List[Path], List[Path], List[Path]
     for name in names:
         if not (name.startswith(prefix) or name.startswith("." + prefix)) or not name.endswith(suffix):
             continue
@@ -434,6 +437,10 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
         candidate = folder / name
         try:
             status = candidate.lstat()
+            if any(marked_elsewhere(mark) for mark in marks):
+                if now - status.st_mtime > min_age_seconds:
+                    elsewhere.append(candidate)
+                continue
             if any(marked_process_alive(mark, _last_changed(status)) for mark in marks):
                 continue  # a writer still running
             if now - status.st_mtime <= min_age_seconds:
@@ -447,7 +454,7 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
                 removed.append(candidate)
         except OSError:
             pass
-    _say_leftovers(folder, removed, too_recent, min_age_seconds)
+    _say_leftovers(folder, removed, too_recent, elsewhere, min_age_seconds)
     return removed
 
 
@@ -472,13 +479,13 @@ def leftovers_said_together() -> Iterator[None]:
         yield
     finally:
         found, _leftovers_held.found = _leftovers_held.found, None
-        merged = {}  # type: Dict[Tuple[Path, float], Tuple[List[Path], List[Path]]]
-        for folder, removed, too_recent, min_age_seconds in found:
-            entry = merged.setdefault((folder, min_age_seconds), ([], []))
-            entry[0].extend(removed)
-            entry[1].extend(too_recent)
-        for (folder, min_age_seconds), (removed, too_recent) in merged.items():
-            _say_leftovers(folder, removed, too_recent, min_age_seconds)
+        merged = {}  # type: Dict[Tuple[Path, float], Tuple[List[Path], List[Path], List[Path]]]
+        for folder, removed, too_recent, elsewhere, min_age_seconds in found:
+            entry = merged.setdefault((folder, min_age_seconds), ([], [], []))
+            for kind, paths in zip(entry, (removed, too_recent, elsewhere)):
+                kind.extend(paths)
+        for (folder, min_age_seconds), kinds in merged.items():
+            _say_leftovers(folder, *kinds, min_age_seconds)
 
 
 def _listed_names(paths: Sequence[Path]) -> str:
@@ -488,15 +495,17 @@ def _listed_names(paths: Sequence[Path]) -> str:
     return shown + (f" and {rest} more" if rest > 0 else "")
 
 
-def _say_leftovers(folder: Path, removed: List[Path], too_recent: List[Path], min_age_seconds: float) -> None:
-    """Log one line for the temporaries :func:`remove_stale_temporaries` removed from ``folder`` (info) and one
-    for those of ended processes it kept as younger than ``min_age_seconds`` (a warning: they can be deleted);
-    held until the end of a :func:`leftovers_said_together` block where one is open."""
-    if not removed and not too_recent:
+def _say_leftovers(folder: Path, removed: List[Path], too_recent: List[Path], elsewhere: List[Path],
+                   min_age_seconds: float) -> None:
+    """Log one line for the temporaries :func:`remove_stale_temporaries` removed from ``folder`` (info), one for
+    those of ended processes it kept as younger than ``min_age_seconds`` (a warning: they can be deleted) and one
+    for those of another computer or container older than that (a warning: they can be deleted if no run there
+    writes into the folder); held until the end of a :func:`leftovers_said_together` block where one is open."""
+    if not removed and not too_recent and not elsewhere:
         return
     held = getattr(_leftovers_held, "found", None)
     if held is not None:
-        held.append((folder, removed, too_recent, min_age_seconds))
+        held.append((folder, removed, too_recent, elsewhere, min_age_seconds))
         return
     where = printable_path(folder)
     if removed:
@@ -507,6 +516,12 @@ def _say_leftovers(folder: Path, removed: List[Path], too_recent: List[Path], mi
                     "(SIGKILL, a crash or a power cut): %s; they can be deleted (a later run writing there removes "
                     "them once they are %g minutes old).", where, len(too_recent), _listed_names(too_recent),
                     min_age_seconds / 60)
+    if elsewhere:
+        unchanged = f", unchanged for over {min_age_seconds / 60:g} minutes" if min_age_seconds > 0 else ""
+        log.warning("warning: '%s' holds %d unfinished temporary file(s) of a run on another computer or container "
+                    "(a network or shared folder)%s: %s; whether that run still goes on cannot be told from here, "
+                    "so they are left alone: delete them if no run there is writing into this folder.", where,
+                    len(elsewhere), unchanged, _listed_names(elsewhere))
 
 
 REPLACE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)
@@ -557,10 +572,11 @@ def _clear_read_only(path: PathLike) -> Optional[int]:
 WINDOWS_MAX_PATH = 260
 """Characters in a whole Windows path (with its terminating NUL) unless long paths are enabled system-wide."""
 
-_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 12 + len("-") + 8 + len(".tmp")
-"""Characters of ``.{pid}-{start time}-{random}.tmp`` on Windows at most (the only system with a path limit here),
-37: the process id below 2**32 (10 digits), the start time in 100 ns units since 1601 in base 36 (12 characters
-until the year 16600: :func:`~.processes.process_mark_of`), ``mkstemp``'s 8 random characters."""
+_TEMPORARY_EXTRA = len(".") + 10 + len("-") + 12 + len("@") + HOST_TAG_CHARACTERS + len("-") + 8 + len(".tmp")
+"""Characters of ``.{pid}-{start time}@{host}-{random}.tmp`` on Windows at most (the only system with a path limit
+here), 42: the process id below 2**32 (10 digits), the start time in 100 ns units since 1601 in base 36 (12
+characters until the year 16600: :func:`~.processes.process_mark_of`), the 4-character
+:func:`~.processes.host_tag`, ``mkstemp``'s 8 random characters."""
 
 
 def _max_path() -> Union[int, None]:
@@ -585,8 +601,8 @@ def temporary_stem(folder: Path, stem: str, suffix: str) -> str:
     within Windows' 260-character path limit: an output path that fits would otherwise fail only because of the
     longer temporary name. The same output always gets the same stem, so stale temporaries are still found.
     This helps an output whose own name is long. The rest of the temporary name cannot be shortened: ``/``,
-    ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 40 characters beside the output's
-    extension, so an output in a folder whose full path is longer than 219 characters less that extension (212
+    ``.``, one character of the stem and :data:`_TEMPORARY_EXTRA` are 45 characters beside the output's
+    extension, so an output in a folder whose full path is longer than 214 characters less that extension (207
     for ``.nii.gz``) can still fail, however short its name: a shorter folder is the way there, which the
     error says (:func:`_folder_too_long_error`)."""
     limit = _max_path()

@@ -8,7 +8,10 @@ folder whose id now belongs to an unrelated process was kept for good. A start t
 Linux shifts ``/proc/PID/stat``'s by the reader's time-namespace offset (``unshare --time``), so a running writer
 in another time namespace reads as another process; a differing start time counts only for what was last changed
 before the process now holding the id started (:func:`process_alive`). ``os.kill(pid, 0)`` is no such test on
-Windows (there ``os.kill`` terminates the process).
+Windows (there ``os.kill`` terminates the process). A process id means something only on the computer (and, on
+Linux, in the process-id namespace: a container) that gave it out, and a folder on a network drive or mounted
+into a container is written from several: the mark ends in :func:`host_tag`, and a mark of another computer is
+never judged ended here (:func:`marked_process_alive`).
 """
 import calendar
 import contextlib
@@ -30,10 +33,16 @@ _WINDOWS_FILETIME_OF_1970 = 116444736000000000  # 1970-01-01 (UTC) as a FILETIME
 _PS_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _BASE_36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
-PROCESS_MARK = r"(?P<pid>\d+)(?:-(?P<start>[0-9a-z]+))?"
-"""A regular expression matching :func:`process_mark`'s text: groups ``pid`` and ``start`` (the start time in
+PROCESS_MARK = r"(?P<pid>\d+)(?:-(?P<start>[0-9a-z]+))?(?:@(?P<host>[0-9a-z]+))?"
+"""A regular expression matching :func:`process_mark`'s text: groups ``pid``, ``start`` (the start time in
 base 36; no ``start`` in the names that versions before start times were recorded wrote, and where no start time
-can be read)."""
+can be read) and ``host`` (:func:`host_tag`; none in the names of versions up to 0.2.0)."""
+
+HOST_TAG_CHARACTERS = 4
+"""Base-36 characters of :func:`host_tag`: 36**4 = 1679616 values, so two given computers share one with a chance
+of about 6e-7 (and then only the 10-minute age of ``fileutil.STALE_TEMPORARY_SECONDS`` guards their files), while
+each temporary name grows by only 5 characters, which Windows' 260-character path limit takes from the deepest
+output folder (``fileutil.temporary_stem``)."""
 
 START_TIME_SLACK_SECONDS = 2.0
 """How much earlier than the start of the process now holding an id a file or folder must have been last changed
@@ -74,24 +83,61 @@ def _changed_before_start_of(pid: int, changed_at: float) -> bool:
 
 def marked_process_alive(match: "re.Match", changed_at: float) -> bool:
     """:func:`process_alive` for the process that a match of :data:`PROCESS_MARK` names, in the name of a file or
-    folder last changed at ``changed_at`` (seconds since 1970: the later of its ``st_mtime`` and ``st_ctime``)."""
+    folder last changed at ``changed_at`` (seconds since 1970: the later of its ``st_mtime`` and ``st_ctime``).
+    True for a process of another computer or container (:func:`marked_elsewhere`): its id means nothing here."""
+    if marked_elsewhere(match):
+        return True
     start = match["start"]
     return process_alive(int(match["pid"]), None if start is None else int(start, 36), changed_at)
 
 
 def process_mark(pid: Optional[int] = None) -> str:
-    """:func:`process_mark_of` process ``pid`` (default: this one) and its :func:`process_start_time`: the names of
-    the files and folders a run may leave behind carry it, and :func:`marked_process_alive` tells from it whether
-    their writer still runs."""
+    """:func:`process_mark_of` process ``pid`` (default: this one, which must run on this computer), its
+    :func:`process_start_time` and this computer's :func:`host_tag`: the names of the files and folders a run may
+    leave behind carry it, and :func:`marked_process_alive` tells from it whether their writer still runs."""
     pid = os.getpid() if pid is None else int(pid)
-    return process_mark_of(pid, process_start_time(pid))
+    return process_mark_of(pid, process_start_time(pid), host_tag())
 
 
-def process_mark_of(pid: int, start_time: Optional[int]) -> str:
-    """``{pid}-{start_time}``, the start time in base 36 (lower-case letters: 12 characters for a Windows
+def process_mark_of(pid: int, start_time: Optional[int], host: Optional[str] = None) -> str:
+    """``{pid}-{start_time}@{host}``, the start time in base 36 (lower-case letters: 12 characters for a Windows
     FILETIME until the year 16600, where 18 decimal digits made names in deep folders exceed Windows' path
-    limit), or ``{pid}`` alone where ``start_time`` is None: the text :data:`PROCESS_MARK` matches."""
-    return str(int(pid)) if start_time is None else f"{int(pid)}-{_in_base_36(int(start_time))}"
+    limit), without ``-{start_time}`` where ``start_time`` is None and without ``@{host}`` where ``host`` is None
+    (the names of versions up to 0.2.0): the text :data:`PROCESS_MARK` matches."""
+    mark = str(int(pid)) if start_time is None else f"{int(pid)}-{_in_base_36(int(start_time))}"
+    return mark if host is None else f"{mark}@{host}"
+
+
+@functools.lru_cache(maxsize=None)
+def host_tag() -> str:
+    """:data:`HOST_TAG_CHARACTERS` base-36 characters of a SHA-256 of this computer's name
+    (``socket.gethostname()``) and, on Linux, this process's process-id namespace (``/proc/self/ns/pid``: a
+    container sharing the computer's name, such as a Kubernetes pod on the host network, has its own process ids).
+    Process ids in names carrying another tag are not this computer's to judge. A computer whose name changes
+    (macOS renames itself on some networks) sees its own earlier names as another computer's: they are then kept
+    and reported, never removed by mistake."""
+    import hashlib
+    import socket
+
+    try:
+        name = socket.gethostname()
+    except OSError:
+        name = ""
+    namespace = ""
+    if sys.platform.startswith("linux"):
+        try:
+            namespace = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            pass
+    digest = hashlib.sha256(f"{name}\0{namespace}".encode("utf-8", "surrogateescape")).digest()
+    return _in_base_36(int.from_bytes(digest[:8], "big") % 36 ** HOST_TAG_CHARACTERS).rjust(HOST_TAG_CHARACTERS, "0")
+
+
+def marked_elsewhere(match: "re.Match") -> bool:
+    """Whether a match of :data:`PROCESS_MARK` names a process of another computer or container (its ``host`` is
+    not this :func:`host_tag`); False for marks without a host (versions up to 0.2.0)."""
+    host = match.groupdict().get("host")
+    return host is not None and host != host_tag()
 
 
 def _in_base_36(number: int) -> str:

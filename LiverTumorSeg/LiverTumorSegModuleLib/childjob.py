@@ -51,9 +51,9 @@ def last_error_line(stderr: str) -> str:
 
 
 TEMP_FOLDER_PREFIX = "LiverTumorSeg."
-"""A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{start time}-{random}.tmp`` (Slicer's process
-id and start time: ``LiverTumorSegLib.fileutil.temporary_prefix``; ``LiverTumorSeg.{pid}-{random}.tmp`` where
-no start time can be read, and from earlier versions). It holds a copy of the CT (patient data): one that Slicer
+"""A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{start time}@{host}-{random}.tmp`` (Slicer's
+process id and start time and this computer's tag: ``LiverTumorSegLib.fileutil.temporary_prefix``; without
+``-{start time}`` where no start time can be read, and from earlier versions also without ``@{host}``). It holds a copy of the CT (patient data): one that Slicer
 left behind when it crashed or was killed while a job ran is removed when a later job starts, once that process
 has ended (:func:`remove_stale_job_folders`)."""
 

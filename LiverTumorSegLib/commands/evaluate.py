@@ -469,9 +469,10 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
     :func:`_check_outputs` found none, is not replaced: OutputExistsError, and none of this run's files stay),
     else the staging folder is removed. A failed or interrupted run (error, Ctrl-C) therefore
     leaves ``out_dir`` as it was: nothing new, and the previous results intact. The staging folder is named
-    ``.evaluate.{pid}-{start time}-{random}.tmp`` (``fileutil.temporary_prefix``): one that a killed run
+    ``.evaluate.{pid}-{start time}@{host}-{random}.tmp`` (``fileutil.temporary_prefix``): one that a killed run
     (SIGKILL, the out-of-memory killer) left behind is removed by a later run into ``out_dir`` once its process
-    has ended (``remove_stale_temporaries``)."""
+    has ended (``remove_stale_temporaries``), never when ``{host}`` is another computer's (``OUT_DIR`` on a network
+    drive: a run there may still be writing into its staging folder)."""
     import shutil
     import tempfile
 

@@ -528,10 +528,10 @@ BATCH_LOCK_FILE = ".livertumorseg-batch.lock"
 
 
 def _busy_error(folder: Path, lock: Path, held: str) -> InputError:
-    from ..processes import PROCESS_MARK
+    from ..processes import PROCESS_MARK, marked_elsewhere
 
     match = re.fullmatch(PROCESS_MARK, held)
-    who = f" (process {match['pid']})" if match else ""
+    who = f" (process {match['pid']}{' on another computer' if marked_elsewhere(match) else ''})" if match else ""
     return InputError(f"Another batch run{who} is writing into '{folder}'; wait for it to end, or choose another "
                       f"output folder. (If no such run is going on, remove '{lock}'.)")
 

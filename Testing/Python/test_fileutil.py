@@ -187,9 +187,10 @@ def test_temporary_name_stays_within_windows_path_limit(tmp_path, monkeypatch):
     assert out.read_bytes() == b"x"
     assert len(seen[0]) <= fileutil.WINDOWS_MAX_PATH - 1 and seen[0].endswith(".tmp.nii.gz")
     assert len(fileutil.temporary_stem(folder, "short", ".nii.gz")) == 5  # short names are kept whole
-    deepest = tmp_path / ("d" * (212 - len(str(tmp_path)) - 1))  # the deepest folder temporary_stem's note allows
+    deepest = tmp_path / ("d" * (207 - len(str(tmp_path)) - 1))  # the deepest folder temporary_stem's note allows
     deepest.mkdir()
-    monkeypatch.setattr(fileutil, "process_mark", lambda: processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1))
+    longest_mark = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1, "zzzz")
+    monkeypatch.setattr(fileutil, "process_mark", lambda: longest_mark)
     with fileutil.atomic_output(deepest / "r.nii.gz") as tmp:  # the longest process id and start time (year 16600)
         assert len(str(tmp)) == fileutil.WINDOWS_MAX_PATH - 1, tmp
         tmp.write_bytes(b"x")
@@ -218,8 +219,9 @@ def test_a_folder_too_deep_for_windows_path_limit_is_a_clear_error(tmp_path, mon
 
     monkeypatch.setattr(fileutil, "_max_path", lambda: fileutil.WINDOWS_MAX_PATH)
     monkeypatch.setattr(fileutil.tempfile, "mkstemp", windows_mkstemp)
-    monkeypatch.setattr(fileutil, "process_mark", lambda: processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1))
-    temporary_name = len(".r.") + 23 + len("-") + 8 + len(".tmp.nii.gz")  # the stem cut to 'r' by temporary_stem
+    longest_mark = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1, "zzzz")
+    monkeypatch.setattr(fileutil, "process_mark", lambda: longest_mark)
+    temporary_name = len(".r.") + 28 + len("-") + 8 + len(".tmp.nii.gz")  # the stem cut to 'r' by temporary_stem
     for folder_length in (215, 240):  # the output's temporary fails; the writability probe fails
         folder = tmp_path / ("d" * (folder_length - len(str(tmp_path)) - 1))
         folder.mkdir()
@@ -229,13 +231,13 @@ def test_a_folder_too_deep_for_windows_path_limit_is_a_clear_error(tmp_path, mon
                 pass
         assert (f"a path of {folder_length + 1 + temporary_name} characters (outputs are first written under a "
                 f"longer temporary name), beyond Windows' limit of 259. Choose an output folder whose path has at "
-                f"most 212 characters") in str(caught.value)
+                f"most 207 characters") in str(caught.value)
         assert list(folder.iterdir()) == []
     with pytest.raises(FileNotFoundError):  # a folder that is not there is not called too long
         fileutil.make_temporary_file(tmp_path / "gone", "r", ".nii.gz")
-    deepest = tmp_path / ("d" * (212 - len(str(tmp_path)) - 1))
+    deepest = tmp_path / ("d" * (207 - len(str(tmp_path)) - 1))
     deepest.mkdir()
-    with fileutil.atomic_output(deepest / "report_of_case.nii.gz") as tmp:  # 212: written as before
+    with fileutil.atomic_output(deepest / "report_of_case.nii.gz") as tmp:  # 207: written as before
         tmp.write_bytes(b"x")
     assert (deepest / "report_of_case.nii.gz").read_bytes() == b"x"
 
@@ -448,10 +450,16 @@ def test_process_marks_hold_the_start_time_in_base_36_and_names_without_one_are_
                              (".seg.1234-k2_9x0ab.tmp.nii.gz", "1234", None),
                              (".seg.1234-12345678.tmp.nii.gz", "1234", None)]:
         mark = fileutil._TEMPORARY_MARK.search(name)
-        assert (mark["pid"], mark["start"]) == (pid, start), name
-    for name, start in [(".seg.nii.gz.1234-10nf1a66iz28.old", "10nf1a66iz28"), (".seg.nii.gz.1234.old", None)]:
+        assert (mark["pid"], mark["start"], mark["host"]) == (pid, start, None), name
+    for name, start in [(".seg.1234-10nf1a66iz28@ab12-k2_9x0ab.tmp.nii.gz", "10nf1a66iz28"),
+                        (".seg.1234@ab12-k2_9x0ab.tmp.nii.gz", None)]:  # this version's, with the computer's tag
+        mark = fileutil._TEMPORARY_MARK.search(name)
+        assert (mark["pid"], mark["start"], mark["host"]) == ("1234", start, "ab12"), name
+    for name, start, host in [(".seg.nii.gz.1234-10nf1a66iz28.old", "10nf1a66iz28", None),
+                              (".seg.nii.gz.1234.old", None, None),
+                              (".seg.nii.gz.1234-2zqda@ab12.old", "2zqda", "ab12")]:
         mark = fileutil._SET_ASIDE_NAME.fullmatch(name)
-        assert (mark["name"], mark["pid"], mark["start"]) == ("seg.nii.gz", "1234", start), name
+        assert (mark["name"], mark["pid"], mark["start"], mark["host"]) == ("seg.nii.gz", "1234", start, host), name
 
 
 def test_a_running_writers_leftovers_are_kept_when_its_start_time_reads_differently_here(tmp_path, monkeypatch):
@@ -526,7 +534,7 @@ def test_a_process_id_with_another_start_time_is_another_process(monkeypatch):
 
     mark_of_an_earlier_holder_of_this_process_id(monkeypatch)  # skips where no start time can be read
     started = processes.process_start_time(os.getpid())
-    assert processes.process_mark() == processes.process_mark_of(os.getpid(), started)
+    assert processes.process_mark() == processes.process_mark_of(os.getpid(), started, processes.host_tag())
     assert processes.process_alive(os.getpid(), started)
     assert not processes.process_alive(os.getpid(), started - 1)
     launched = time.time()
@@ -786,3 +794,70 @@ def test_a_killed_writers_leftovers_are_said_in_one_line_and_others_are_left_alo
     for key in names:
         if key.startswith(("running", "near")):
             assert f"'{names[key]}'" not in caplog.text, key
+
+
+def _another_host_tag() -> str:
+    """A :func:`~LiverTumorSegLib.processes.host_tag` that is not this computer's."""
+    from LiverTumorSegLib.processes import host_tag
+
+    return "0000" if host_tag() != "0000" else "0001"
+
+
+def test_a_temporary_of_another_computer_is_never_removed_and_is_said(tmp_path, caplog):
+    """A folder on a network drive (or mounted into a container) holds the temporaries of runs elsewhere, whose
+    process ids mean nothing here: one whose id ran no process here was removed once 10 minutes old, while its
+    run (an evaluate staging folder, for one) could still be writing. Names now carry their computer's host tag:
+    another computer's are left alone, at any age, and those older than 10 minutes are named in a warning; this
+    computer's of an ended process are removed as before."""
+    import logging
+    import time
+
+    from LiverTumorSegLib.processes import host_tag
+
+    dead, other = ended_process_id(), _another_host_tag()
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"elsewhere_old": f".seg.{dead}-2zqda@{other}-k2c9x0ab.tmp.nii.gz",
+             "elsewhere_folder": f".seg.{dead}@{other}-m3d8y1cd.tmp.nii.gz",
+             "elsewhere_recent": f".seg.{dead}-2zqda@{other}-q1w2e3r4.tmp.nii.gz",
+             "here_ended": f".seg.{dead}-2zqda@{host_tag()}-z9x8c7v6.tmp.nii.gz"}
+    for key, name in names.items():
+        if key == "elsewhere_folder":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "table.csv").write_text("partial")
+        else:
+            (tmp_path / name).write_bytes(b"partial")
+        if key != "elsewhere_recent":
+            os.utime(tmp_path / name, (old, old))
+    caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
+    with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
+        assert f"@{host_tag()}-" in out.name  # this writer's own temporary names its computer
+        out.write_bytes(b"done")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["seg.nii.gz", names["elsewhere_old"], names["elsewhere_folder"], names["elsewhere_recent"]])
+    assert (tmp_path / names["elsewhere_folder"] / "table.csv").read_text() == "partial"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "another computer or container" in warned[0], caplog.text
+    assert f"'{names['elsewhere_old']}'" in warned[0] and f"'{names['elsewhere_folder']}'" in warned[0]
+    assert f"'{names['elsewhere_recent']}'" not in caplog.text
+    assert f"removed 1 unfinished temporary file(s)" in caplog.text and f"'{names['here_ended']}'" in caplog.text
+
+
+def test_an_output_another_computer_set_aside_is_not_put_back(tmp_path):
+    """A file set aside by a run on another computer (``.NAME.PID-START@HOST.old``) was put back over the output
+    when its process id ran nothing here, although that run may be about to place its new output. It is left."""
+    dead, other = ended_process_id(), _another_host_tag()
+    set_aside = tmp_path / f".seg.nii.gz.{dead}-2zqda@{other}.old"
+    set_aside.write_bytes(b"earlier")
+    assert fileutil.restore_set_aside_outputs_of([tmp_path / "seg.nii.gz"]) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [set_aside.name]
+
+
+def test_a_batch_lock_of_another_computer_says_so():
+    """A batch lock left by a run on another computer is never taken over (its process id means nothing here): the
+    error says whose it is."""
+    from pathlib import Path
+
+    from LiverTumorSegLib.inference.batch import _busy_error
+
+    text = str(_busy_error(Path("out"), Path("out/.lock"), f"{ended_process_id()}-2zqda@{_another_host_tag()}"))
+    assert "on another computer" in text

@@ -336,8 +336,8 @@ def test_a_windows_process_mark_is_12_characters_longer_than_its_process_id(monk
     created = 134_000_000_000_000_000  # a FILETIME in 2025
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(processes, "_windows_kernel32", lambda: FakeKernel32(processes._WINDOWS_STILL_ACTIVE, created))
-    assert processes.process_mark(4321) == "4321-10nf1a66iz28"
-    longest = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1)  # the largest process id, the year 16600
+    assert processes.process_mark(4321) == "4321-10nf1a66iz28@" + processes.host_tag()
+    longest = processes.process_mark_of(2 ** 32 - 1, 36 ** 12 - 1, "zzzz")  # the largest process id, year 16600
     assert len(f".{longest}-{'r' * 8}.tmp") == fileutil._TEMPORARY_EXTRA
 
 

@@ -405,7 +405,8 @@ def temporary_prefix(stem: str) -> str:
 
 
 def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
-                             min_age_seconds: float = STALE_TEMPORARY_SECONDS) -> List[Path]:
+                             min_age_seconds: float = STALE_TEMPORARY_SECONDS,
+                             this_computer_only: bool = False) -> List[Path]:
     """Remove temporary files and folders ``{prefix}{mark}-{random}{suffix}`` in ``folder`` (as
     :func:`temporary_prefix` names them, ``mark`` being ``{pid}-{start time}@{host}`` or, in names of older
     versions and where no start time can be read, without ``@{host}`` or ``-{start time}``; also one nested inside
@@ -418,7 +419,8 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     files were 10 minutes old and its id unused here). What it removes, what it keeps of an ended process only
     because it is younger, and another computer's older than ``min_age_seconds``, is said in one line each
     (:func:`_say_leftovers`; a user who found hidden ``.tmp`` files beside the outputs after a kill was told
-    nothing). Returns the paths removed. Never raises."""
+    nothing). With ``this_computer_only``, only names whose every mark carries this computer's host tag are
+    looked at (:func:`remove_this_computers_leftovers`). Returns the paths removed. Never raises."""
     import shutil
 
     folder = Path(folder)
@@ -434,6 +436,8 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
         marks = list(_TEMPORARY_MARK.finditer(name))
         if not marks:
             continue  # an older naming (no process id)
+        if this_computer_only and any(mark["host"] is None or marked_elsewhere(mark) for mark in marks):
+            continue
         candidate = folder / name
         try:
             status = candidate.lstat()
@@ -458,6 +462,24 @@ def remove_stale_temporaries(folder: PathLike, prefix: str, suffix: str,
     return removed
 
 
+_folders_looked_through = set()  # type: set
+"""The folders (real paths) :func:`remove_this_computers_leftovers` has looked through in this process."""
+
+
+def remove_this_computers_leftovers(folder: PathLike) -> List[Path]:
+    """Once per process and folder: :func:`remove_stale_temporaries` of every temporary in ``folder`` named by this
+    computer (``.{anything}.{pid}-{start time}@{host}-{random}.tmp{anything}``, ``host`` this :func:`~.processes.host_tag`),
+    whatever output it was for. A killed run's temporaries were removed only when the same output was written
+    again, so those of an output written under another name next time (a new case name, a changed ``-o``) stayed
+    for good. Only names that carry this computer's tag are looked at: a user's file, another computer's and an
+    older version's (no tag: their output's own write still removes them) are not. Returns the paths removed."""
+    key = os.path.realpath(os.fspath(folder) or ".")
+    if key in _folders_looked_through:
+        return []
+    _folders_looked_through.add(key)
+    return remove_stale_temporaries(folder, ".", "", this_computer_only=True)
+
+
 _LEFTOVER_NAMES_SHOWN = 4
 """How many leftover names one line about them lists (then "and N more"): a batch folder can hold hundreds."""
 
@@ -479,13 +501,13 @@ def leftovers_said_together() -> Iterator[None]:
         yield
     finally:
         found, _leftovers_held.found = _leftovers_held.found, None
-        merged = {}  # type: Dict[Tuple[Path, float], Tuple[List[Path], List[Path], List[Path]]]
+        merged = {}  # type: Dict[Tuple[Path, float], Tuple[Dict[Path, None], Dict[Path, None], Dict[Path, None]]]
         for folder, removed, too_recent, elsewhere, min_age_seconds in found:
-            entry = merged.setdefault((folder, min_age_seconds), ([], [], []))
+            entry = merged.setdefault((folder, min_age_seconds), ({}, {}, {}))
             for kind, paths in zip(entry, (removed, too_recent, elsewhere)):
-                kind.extend(paths)
+                kind.update(dict.fromkeys(paths))  # in order, each once (two looks may find one file)
         for (folder, min_age_seconds), kinds in merged.items():
-            _say_leftovers(folder, *kinds, min_age_seconds)
+            _say_leftovers(folder, *(list(kind) for kind in kinds), min_age_seconds)
 
 
 def _listed_names(paths: Sequence[Path]) -> str:
@@ -958,9 +980,12 @@ def _named_for_the_user(temporaries: Dict[str, Path], paths: Dict[str, PathLike]
 def make_temporary_file(folder: Path, stem: str, suffix: str) -> Path:
     """A new empty temporary file ``.{stem}.{mark}-{random}.tmp{suffix}`` in ``folder`` (``stem`` shortened by
     :func:`temporary_stem` for Windows' path limit; ``mark``: :func:`temporary_prefix`), after removing the
-    temporaries of that name that killed runs left (:func:`remove_stale_temporaries`). Mode 0600 (mkstemp's)."""
+    temporaries of that name that killed runs left (:func:`remove_stale_temporaries`), and this computer's of any
+    name once per folder (:func:`remove_this_computers_leftovers`). Mode 0600 (mkstemp's)."""
     stem = temporary_stem(folder, stem, suffix)
-    remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
+    with leftovers_said_together():  # the two looks may find the same file: said once
+        remove_stale_temporaries(folder, f".{stem}.", ".tmp" + suffix)
+        remove_this_computers_leftovers(folder)
     prefix = temporary_prefix(f".{stem}.")
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + suffix, dir=str(folder))

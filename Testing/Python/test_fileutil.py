@@ -861,3 +861,45 @@ def test_a_batch_lock_of_another_computer_says_so():
 
     text = str(_busy_error(Path("out"), Path("out/.lock"), f"{ended_process_id()}-2zqda@{_another_host_tag()}"))
     assert "on another computer" in text
+
+
+def test_this_computers_leftovers_of_other_outputs_are_removed_once_per_folder(tmp_path, caplog):
+    """A killed run's temporaries were removed only when the same output was written again: those of an output
+    written under another name next time (a new case name, a changed -o) stayed for good. A write into the folder
+    now also removes this computer's (its host tag in the name) of any output there, once its process has ended
+    and they are 10 minutes old; a running writer's, an older version's (no tag), another computer's and a
+    user's file of a near name stay."""
+    import logging
+    import time
+
+    from LiverTumorSegLib.processes import host_tag, process_mark
+
+    dead, here, other = ended_process_id(), host_tag(), _another_host_tag()
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"other_output": f".case_7.{dead}-2zqda@{here}-k2c9x0ab.tmp.nii.gz",
+             "staging_folder": f".evaluate.{dead}-2zqda@{here}-m3d8y1cd.tmp",
+             "running": f".case_8.{process_mark()}-q1w2e3r4.tmp.nii.gz",
+             "older_version": f".case_9.{dead}-2zqda-z9x8c7v6.tmp.nii.gz",
+             "elsewhere": f".case_10.{dead}-2zqda@{other}-a1s2d3f4.tmp.nii.gz",
+             "near_name": f"case_11.{dead}-2zqda@{here}-a1s2d3f4.tmp.nii.gz",
+             "set_aside": f".case_12.nii.gz.{dead}-2zqda@{here}.old"}
+    for key, name in names.items():
+        if key == "staging_folder":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "table.csv").write_text("partial")
+        else:
+            (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (old, old))
+    caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
+    with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
+        out.write_bytes(b"done")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["seg.nii.gz"] + [names[key] for key in names
+                                            if key not in ("other_output", "staging_folder")])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    assert len(said) == 1 and "removed 2 unfinished" in said[0], caplog.text
+    (tmp_path / names["other_output"]).write_bytes(b"partial")  # as if left again: the folder was looked through
+    os.utime(tmp_path / names["other_output"], (old, old))
+    with fileutil.atomic_output(tmp_path / "seg.nii.gz", overwrite=True) as out:
+        out.write_bytes(b"again")
+    assert (tmp_path / names["other_output"]).exists()

@@ -30,6 +30,13 @@ _EXPORT_LOCK = threading.Lock()
 """One ``torch.onnx.export`` at a time in this process (the exporter is not thread-safe)."""
 
 
+EXPORT_FILE_PREFIX = "livertumorseg-onnx."
+"""The start of the name of the file in the system's temporary folder that an ONNX export is written to and read
+back from: ``livertumorseg-onnx.{pid}-{start time}@{host}-{random}.tmp.onnx`` (``fileutil.temporary_prefix``).
+It was ``tmp{random}.onnx``, which a run killed while exporting (SIGKILL, the out-of-memory killer) left there
+with no sign of whose it was; a later export removes those of ended processes (``remove_stale_temporaries``)."""
+
+
 def onnx_available() -> bool:
     """True when both ``onnx`` and ``onnxruntime`` import."""
     try:
@@ -52,7 +59,11 @@ def export_onnx_bytes(model: "object", input_shape_chw: Tuple[int, int, int], op
     if next(iter(model.parameters()), torch.zeros(0)).device.type != "cpu":
         model = copy.deepcopy(model).to("cpu")  # .to() acts in place: never move the caller's network
     example = torch.zeros((1,) + tuple(int(v) for v in input_shape_chw), dtype=torch.float32)
-    fd, path = tempfile.mkstemp(suffix=".onnx")
+    from ..fileutil import remove_stale_temporaries, temporary_prefix
+
+    folder = tempfile.gettempdir()
+    remove_stale_temporaries(folder, EXPORT_FILE_PREFIX, ".tmp.onnx")
+    fd, path = tempfile.mkstemp(prefix=temporary_prefix(EXPORT_FILE_PREFIX), suffix=".tmp.onnx", dir=folder)
     os.close(fd)
     try:
         # the TorchScript exporter: newer torch defaults to the dynamo one (and has the keyword), torch < 2.5 has

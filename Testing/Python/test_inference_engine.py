@@ -695,3 +695,43 @@ def test_a_probability_read_inside_the_labels_only_is_a_view_not_a_copy(orientat
     expected[~restored] = 0
     np.testing.assert_array_equal(reorientation.to_canonical(probability), expected)
     assert probability[labels > 0].any()  # the lesion's own probability is there
+
+
+def test_an_onnx_export_file_a_killed_run_left_is_removed_by_the_next_export(tmp_path, monkeypatch):
+    """The ONNX export went to ``tmp{random}.onnx`` in the system's temporary folder: a run killed while exporting
+    (SIGKILL, the out-of-memory killer) left the graph there (14.7 MB for the bundled model) with no sign of whose
+    it was, for good. It is named ``livertumorseg-onnx.{mark}-{random}.tmp.onnx`` now, and the next export removes
+    those of this computer's ended processes; a running process's and other programs' files stay."""
+    import functools
+    import os
+    import tempfile
+    import time
+
+    pytest.importorskip("onnx")
+    from process_helpers import ended_process_id
+
+    from LiverTumorSegLib import fileutil
+    from LiverTumorSegLib.inference import onnx_backend
+    from LiverTumorSegLib.processes import process_mark
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mark = process_mark()
+    dead_mark = mark.replace(mark.split("@")[0], f"{ended_process_id()}-2zqda")
+    old = time.time() - 2 * fileutil.STALE_TEMPORARY_SECONDS
+    names = {"killed": f"livertumorseg-onnx.{dead_mark}-k2c9x0ab.tmp.onnx",
+             "running": f"livertumorseg-onnx.{mark}-q1w2e3r4.tmp.onnx", "other_program": "tmpk2c9x0ab.onnx"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (old, old))
+    exported_to = []
+    real_export = torch.onnx.export
+
+    @functools.wraps(real_export)
+    def recording_export(*args, **kwargs):
+        exported_to.append(os.path.basename(str(args[2])))
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", recording_export)
+    assert onnx_backend.export_onnx_bytes(torch.nn.Conv2d(1, 2, 3, padding=1), (1, 8, 8))
+    assert len(exported_to) == 1 and exported_to[0].startswith(f"livertumorseg-onnx.{mark}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["running"], names["other_program"]])

@@ -597,6 +597,18 @@ def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, A
     return bool(np.all((ijk >= -0.5) & (ijk < size_ijk - 0.5)))
 
 
+def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
+    """The lesion reports' water-density warnings (a simple cyst is possible), as ``segment`` and ``measure`` give
+    them, prefixed with the scan they name lesions of: the baseline's says which lesions were passed over as RECIST
+    targets or fill a target's place; the follow-up's only which lesions are of water density, since its own target
+    choice is not the response's (followup sums the lesions that belong to the baseline's targets)."""
+    from .inference.water_density import water_density_lesion_warnings
+
+    baseline = water_density_lesion_warnings(base_report["lesions"], base_report["recist"])
+    followup = water_density_lesion_warnings([dict(d, recist_target=False) for d in follow_report["lesions"]])
+    return [f"baseline: {w}" for w in baseline] + [f"follow-up: {w}" for w in followup]
+
+
 def _mixed_lesion_warnings(entries: Sequence[Dict[str, Any]], links: LesionLinks, targets: Sequence[int]
                            ) -> List[str]:
     """One warning per follow-up lesion that shares voxels with a baseline target and a baseline non-target lesion:
@@ -765,6 +777,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     if cut_targets and response in ("PR", "SD"):  # more size could only raise the category (PD is already PD)
         reason += (f"; target lesion(s) {', '.join(cut_targets)} are cut by the follow-up scan's edge: the follow-up "
                    f"sum of diameters is a lower bound, so the response may be understated")
+    warnings.extend(_water_density_warnings(base_report, follow_report))
     warnings.extend(_other_patient_warning(baseline_ct, followup_ct))
     warnings.extend(_mixed_lesion_warnings(entries, links, targets))
     moved = [(i, j) for j, i in sorted(links.owner.items()) if (i, j) not in links.overlap]

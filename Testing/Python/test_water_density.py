@@ -182,6 +182,28 @@ def test_followup_judges_water_density_on_a_ct_in_hu_only():
         assert (passed != []) == bool(flag)
 
 
+def test_followup_warns_of_water_density_lesions_of_either_scan():
+    """followup ordered the baseline's RECIST targets by water density (``recist.water_density_passed_over_ids`` of
+    its ``baseline``) but said nothing: a cyst passed over, or one filling a target's place, went unremarked, where
+    segment and measure warn. Its warnings now carry each scan's water-density warning, named by scan; the
+    follow-up's without the target sentence (the response sums the baseline's targets); none without CTs."""
+    from LiverTumorSegLib.followup import compare_followup
+    from LiverTumorSegLib.volume import CTVolume
+
+    labels, hu = _liver_with_lesions(60.0, [((18, 15, 15), 11, _uniform(5.0)), ((18, 34, 34), 8, _uniform(40.0)),
+                                            ((18, 36, 12), 6, _uniform(40.0))])
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    ct, maps = CTVolume(hu, geometry), CTVolume(labels, geometry)
+    change = compare_followup(maps, maps, ct, ct, alignment="none")
+    (cyst,) = change["baseline"]["recist"]["water_density_passed_over_ids"]
+    base = [w for w in change["warnings"] if w.startswith(f"baseline: Lesion(s) {cyst} (median ")]
+    follow = [w for w in change["warnings"] if w.startswith(f"follow-up: Lesion(s) {cyst} (median ")]
+    assert len(base) == 1 and f"Lesion(s) {cyst} were passed over as RECIST target lesions" in base[0]
+    assert len(follow) == 1 and "RECIST target" not in follow[0] and "of water density" in follow[0]
+    without_ct = compare_followup(maps, maps, alignment="none")
+    assert not [w for w in without_ct["warnings"] if "water density" in w]
+
+
 def test_the_liver_around_a_lesion_is_taken_in_mm_along_each_array_axis():
     """Thick slices (5 mm) of fine pixels (0.5 mm): the liver 2-10 mm around the lesion is its own two or three slices
     above and below and 4-20 pixels in-plane. With the spacing given in (x, y, z) order instead of (z, y, x) the

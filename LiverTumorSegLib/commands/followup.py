@@ -59,9 +59,10 @@ def _read_ct(path: Optional[str]):
                            for_model=False) if path else None
 
 
-CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans and for the lesions' mean HU, which "
-             "are then this file's values, not Hounsfield units (volumes, diameters and the response do not depend "
-             "on them)")
+CT_NOT_HU = ("compared anyway: followup reads the CTs only to align the scans and for the lesions' mean and median "
+             "HU, which are then this file's values, not Hounsfield units, and water density is not judged (the "
+             "baseline's RECIST targets are chosen by their long axes alone; volumes, diameters and the response "
+             "do not depend on the values)")
 """How followup's warning ends for a CT that does not look like HU (it has no --allow-non-hu: none was given)."""
 
 

@@ -3,8 +3,10 @@
     livertumorseg measure LABELS [--ct CT] [--probabilities PROB] -o report.json|report.csv
 
 LABELS: a label map (0 background, 1 liver, 2 tumor; NIfTI, NRRD, MetaImage, or a DICOM SEG ``.dcm`` as
-``segment`` writes), e.g. a segmentation a reader corrected in Slicer. ``--ct`` adds each lesion's mean HU
-(and checks that the label map lies on the CT's grid); ``--probabilities`` adds the mean tumor probability.
+``segment`` writes), e.g. a segmentation a reader corrected in Slicer. ``--ct`` adds each lesion's mean and median
+HU and, on a CT in HU, whether it is of water density (a simple cyst is possible; such a lesion is chosen as a RECIST
+target only after the others, so the targets can differ from a run without --ct), and checks that the label map lies
+on the CT's grid; ``--probabilities`` adds the mean tumor probability.
 """
 import argparse
 import sys
@@ -15,9 +17,11 @@ from ..errors import InputError
 from ..io.formats import READ_SUFFIXES
 from ..metrics.recist import RECIST_NOTE
 
-MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu in this report are this file's values, not Hounsfield "
-                  "units (volumes and diameters do not depend on them)")
-"""How measure's warning ends for a --ct that does not look like HU: measure reads it only for the mean HU."""
+MEAN_HU_NOT_HU = ("measured anyway: the lesions' mean_hu and median_hu in this report are this file's values, not "
+                  "Hounsfield units, and water density is not judged (water_density null: the RECIST targets are "
+                  "chosen by their long axes alone); volumes and diameters do not depend on them")
+"""How measure's warning ends for a --ct that does not look like HU: measure reads it for the lesions' mean and median
+HU and, in HU only, their water density."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,7 +30,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("labels", help=f"label map (0 background, 1 liver, 2 tumor): {', '.join(READ_SUFFIXES)}, "
                                   ".seg.nrrd or DICOM SEG .dcm")
     p.add_argument("-o", "--output", required=True, help="report to write: .json or .csv")
-    p.add_argument("--ct", default=None, help="the CT the label map belongs to (adds mean HU per lesion)")
+    p.add_argument("--ct", default=None,
+                   help="the CT the label map belongs to (adds mean and median HU per lesion and, on a CT in HU, "
+                        "water density, which orders the RECIST targets)")
     p.add_argument("--series", default=None,
                    help="with a DICOM folder as --ct: the series (UID, unique UID prefix, description or number)")
     p.add_argument("--probabilities", default=None, metavar="PROB",

@@ -261,8 +261,11 @@ def test_measure_says_what_a_ct_that_is_not_in_hu_means_for_its_report(tmp_path)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["lesions"][0]["mean_hu"] == pytest.approx(0.45, abs=1e-6)
     warning = next(w for w in report["warnings"] if "does not look like CT in Hounsfield units" in w)
-    assert "mean_hu in this report are this file's values, not Hounsfield units" in warning
+    assert "mean_hu and median_hu in this report are this file's values, not Hounsfield units" in warning
     assert "was allowed" not in warning
+    # 0.2.0 added median_hu and water density: the warning said the CT gave the mean HU alone, and nothing of the
+    # water density it then leaves unjudged (null), which orders the RECIST targets on a CT in HU
+    assert report["lesions"][0]["water_density"] is None and "water density is not judged" in warning
 
 
 def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch(tmp_path, capsys):
@@ -275,6 +278,7 @@ def test_followup_says_what_a_ct_that_is_not_in_hu_means_without_naming_a_switch
     err = capsys.readouterr().err
     assert "does not look like CT in Hounsfield units" in err and "was allowed" not in err
     assert "followup reads the CTs only to align the scans" in err
+    assert "mean and median HU" in err and "water density is not judged" in err
 
 
 def test_measure_reads_a_slicer_seg_nrrd(tmp_path):

@@ -163,6 +163,19 @@ def test_measure_with_a_ct_flags_warns_and_notes_a_water_density_lesion(tmp_path
     assert json.loads((tmp_path / "shifted.json").read_text())["lesions"][0]["water_density"] is None
 
 
+def test_measure_help_says_that_ct_adds_median_hu_and_water_density(capsys):
+    """measure's --help said --ct 'adds mean HU per lesion'; since 0.2.0 it also adds the median HU and, on a CT in
+    HU, water density, which orders the RECIST targets (a label map measured without --ct can get other targets)."""
+    from LiverTumorSegLib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["measure", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    ct_option = text[text.index("--ct CT "):text.index("--series SERIES ", text.index("--ct CT "))]
+    assert "median HU" in ct_option and "water density" in ct_option and "RECIST targets" in ct_option
+    assert "so the targets can differ from a run without --ct" in text  # the description
+
+
 def test_followup_judges_water_density_on_a_ct_in_hu_only():
     """followup reads a CT that is not in HU too (for the mean HU): its baseline's RECIST targets, which water density
     orders, were then ordered by values that are not HU. The same lesions, CT in HU: the cyst is flagged and passed

@@ -503,3 +503,28 @@ def _outside_circle(shape_yx, radius_px):
     """The pixels of a ``shape_yx`` plane outside a circle of ``radius_px`` about its centre."""
     yy, xx = np.mgrid[0:shape_yx[0], 0:shape_yx[1]]
     return (yy - (shape_yx[0] - 1) / 2) ** 2 + (xx - (shape_yx[1] - 1) / 2) ** 2 > radius_px ** 2
+
+
+def test_preprocess_model_shows_a_small_body_at_its_own_size_and_its_help_says_so(tmp_path, capsys):
+    """``preprocess --model`` said it shows the package's preprocessing 'as segment applies it', but it does not apply
+    the body-size scaling: a 120 mm body, which segment gives the bundled model enlarged (about 2.4x), is previewed on
+    the package's own 1.5 mm network pixels. Its help now says so (as README and docs/cli.md do)."""
+    import re
+
+    from LiverTumorSegLib.cli import main
+    from LiverTumorSegLib.io import write_volume
+    from LiverTumorSegLib.package import read_package_metadata, resolve_model
+
+    hu, geometry = _ellipse_body(120.0, 120.0, shape=(3, 160, 160))
+    training = training_body_diameter_mm(read_package_metadata(resolve_model("default")))
+    assert body_size_record(CTVolume(hu, geometry), training)["in_plane_scale"] > 2.0  # segment would enlarge it
+    write_volume(tmp_path / "small.nii.gz", CTVolume(hu, geometry))
+    assert main(["preprocess", str(tmp_path / "small.nii.gz"), "--model", "default", "--slices", "1",
+                 "-o", str(tmp_path / "p.png")]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    model_help = text[text.index("--model MODEL "):text.index("--slices SLICES ")]
+    assert re.search(r"child-sized body, which segment gives the network enlarged in-plane, is shown at its own "
+                     r"size", model_help)

@@ -63,7 +63,8 @@ MAX_CUT_EDGE_FRACTION = 0.05
 The 3-slice GE CT's round field of view grazes its body along 1.2-1.3 % of its edge (its three slices), the 20-slice
 CT's (padded with -1024, :func:`_round_air_padding`) its arms along 1.7-4.2 % (the 16 slices read, nearest below
 this); the abdomen-pelvis CT's image edge cuts its body along 3.3-20.4 % in 12 of the 16 slices read (in 8 of them
-more than this), and the sample CT (``example_ct_sm``) along 3.8 % in its first slice read."""
+more than this; it is the bundled sample CT), and its 30-slice crop in Testing/Data (``example_ct_sm``) along 3.8 %
+in its first slice read."""
 MIN_FOV_BORDER_PIXELS = 32
 """Fewer pixels than this (read every second pixel) on the border of a plane's corner-connected lowest-value region
 are no field of view's circle: the 20-slice CT's round field of view padded with -1024 has 725-776 in each slice

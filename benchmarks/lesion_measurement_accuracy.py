@@ -644,7 +644,7 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
         rows.append(row)
     false = [h for h in range(1, pred_count + 1) if h not in used]
     liver_label_ml = float(liver.sum()) * voxel_ml
-    sweep = tumor_threshold_sweep(np.asarray(nib.load(str(prob_path)).dataobj), truth_labels == 2)
+    sweep = tumor_threshold_sweep(read_probability_u8(prob_path), truth_labels == 2)
     return {
         "scenario": scenario.name, "ct": scenario.ct, "affine": affine.tolist(), "shape_xyz": list(hu.shape),
         "orientation": "".join(nib.aff2axcodes(affine)), **facts, "rows": rows,
@@ -668,6 +668,15 @@ def evaluate_scenario(scenario: Scenario, data: Path, work: Path, model: str, de
         + [f"`measure` of the inserted masks vs the same re-stored {'+'.join(INVARIANCE_STORAGE)}: {p}"
            for p in storage_problems],
     }
+
+
+def read_probability_u8(path: Path) -> np.ndarray:
+    """``segment --probabilities``' NIfTI map as stored, uint8 255 x p (its voxel array, axis order as nibabel gives
+    it). The map carries scl_slope 1/255 since 27 Nov 2026, so nibabel's scaled ``dataobj`` reads 0..1, which the
+    sweep's division by 255 took to 0..0.004: no voxel above any threshold."""
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).dataobj.get_unscaled())
 
 
 SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)

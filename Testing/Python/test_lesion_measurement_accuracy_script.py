@@ -139,3 +139,19 @@ def test_tumor_threshold_sweep_counts_the_voxels_above_each_threshold():
     assert rows[0]["volume_ratio"] == pytest.approx(12 / 8) and rows[0]["dice"] == pytest.approx(16 / 20)
     assert rows[1]["volume_ratio"] == pytest.approx(1.0) and rows[1]["dice"] == pytest.approx(1.0)
     assert rows[2]["volume_ratio"] == 0.0 and rows[2]["dice"] == 0.0
+
+
+def test_the_sweep_reads_segment_s_probability_map_as_stored_255_x_p(tmp_path):
+    """segment's NIfTI probability map gained scl_slope 1/255 (27 Nov 2026); the script read nibabel's scaled dataobj
+    (0..1) and divided it by 255 again, so its sweep printed 0.00 volume and Dice 0.000 at every threshold."""
+    from LiverTumorSegLib.io.writers import write_probability_map
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    truth = np.zeros((4, 4, 4), bool)
+    truth[1:3, 1:3, 1:3] = True
+    prob = np.where(truth, 230, 0).astype(np.uint8)  # 0.90 on the 8 truth voxels
+    path = write_probability_map(tmp_path / "prob.nii.gz", prob, ImageGeometry(spacing=(1.0, 1.0, 1.0)))
+    stored = LMA.read_probability_u8(path)
+    assert stored.dtype == np.uint8 and int(stored.max()) == 230
+    row, = LMA.tumor_threshold_sweep(stored, truth, thresholds=(0.6,))  # a cube: the same in either axis order
+    assert row["volume_ratio"] == pytest.approx(1.0) and row["dice"] == pytest.approx(1.0)

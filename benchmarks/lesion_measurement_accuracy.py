@@ -783,7 +783,8 @@ def compare_csv(report: Dict[str, Any], csv_path: Path) -> List[str]:
 def report_consistency(report: Dict[str, Any], affine: np.ndarray, shape_xyz: Sequence[int]) -> List[str]:
     """Internal checks of one report (no truth needed): axis end points (length, slice, perpendicularity, LPS =
     RAS with x, y negated), measurement slice index -> S through the affine, ids by decreasing volume, totals and
-    burden, RECIST targets (the <= 2 longest measurable lesions not cut by the scan's edge)."""
+    burden, RECIST targets (the <= 2 longest measurable lesions not cut by the scan's edge, a lesion of water density
+    after the others)."""
     out = []
     lesions = report.get("lesions", [])
     axis_k = axial_axis(affine)
@@ -833,10 +834,12 @@ def report_consistency(report: Dict[str, Any], affine: np.ndarray, shape_xyz: Se
     rec = report.get("recist") or {}
     measurable = [d for d in lesions if d["long_axis_mm"] >= rec.get("measurable_minimum_mm", 10.0) - 1e-9
                   and not d["touches_scan_edge"]]
-    expected = [d["id"] for d in sorted(measurable, key=lambda d: (-round(d["long_axis_mm"], 9), d["id"]))[:2]]
+    # a lesion of water density (a simple cyst is possible) comes after every other measurable lesion (0.2.0)
+    expected = [d["id"] for d in sorted(measurable, key=lambda d: (bool(d.get("water_density")),
+                                                                   -round(d["long_axis_mm"], 9), d["id"]))[:2]]
     if rec.get("target_lesion_ids") != expected:
         out.append(f"RECIST targets {rec.get('target_lesion_ids')}, expected {expected} (<= 2 longest measurable, "
-                   f"none cut by the scan's edge)")
+                   f"none cut by the scan's edge, water density last)")
     elif abs(rec.get("sum_of_diameters_mm", 0.0)
              - sum(d["long_axis_mm"] for d in lesions if d["id"] in expected)) > 1e-9:
         out.append(f"RECIST sum {rec.get('sum_of_diameters_mm')} != the targets' long axes")

@@ -155,3 +155,29 @@ def test_the_sweep_reads_segment_s_probability_map_as_stored_255_x_p(tmp_path):
     assert stored.dtype == np.uint8 and int(stored.max()) == 230
     row, = LMA.tumor_threshold_sweep(stored, truth, thresholds=(0.6,))  # a cube: the same in either axis order
     assert row["volume_ratio"] == pytest.approx(1.0) and row["dice"] == pytest.approx(1.0)
+
+
+def test_the_target_check_takes_a_lesion_of_water_density_last():
+    """Since 0.2.0 the lesion report chooses a lesion of water density as a RECIST target only after the others; the
+    script's check still expected the longest first, so README's fresh-clone run (sm_3mm, whose inserted lesions of
+    -9..+5 HU are of water density) listed 'RECIST targets [4, 2], expected [2, 4]' as a measurement discrepancy."""
+    from LiverTumorSegLib.inference.lesion_report import lesion_report
+    from LiverTumorSegLib.volume import ImageGeometry
+
+    rng = np.random.default_rng(0)
+    shape = (48, 48, 12)  # (x, y, z) voxels of LPS_STORED: 0.8 mm pixels, 2 mm slices
+    ii, jj, kk = np.mgrid[0:48, 0:48, 0:12]
+    labels = np.zeros(shape, np.uint8)
+    labels[2:-2, 2:-2, 1:-1] = 1
+    hu = np.where(labels == 1, 60.0, -100.0)
+    for (ci, cj, ck), radius_px, value in (((14, 14, 6), 9, 5.0), ((34, 34, 6), 8, 40.0)):  # a cyst, a solid tumor
+        ball = (ii - ci) ** 2 + (jj - cj) ** 2 + ((kk - ck) * 2.5) ** 2 <= radius_px ** 2
+        labels[ball], hu[ball] = 2, value
+    hu = hu + rng.normal(0.0, 10.0, shape)
+    report = lesion_report(labels.T, ImageGeometry.from_ijk_to_ras(LPS_STORED), hu.T.astype(np.float32))
+    cyst, solid = report["lesions"]
+    assert cyst["water_density"] and not solid["water_density"] and cyst["long_axis_mm"] > solid["long_axis_mm"] > 10
+    assert report["recist"]["target_lesion_ids"] == [solid["id"], cyst["id"]]
+    assert LMA.report_consistency(report, LPS_STORED, shape) == []
+    report["recist"]["target_lesion_ids"] = [cyst["id"], solid["id"]]  # the long axis alone: now a discrepancy
+    assert any("RECIST targets" in p for p in LMA.report_consistency(report, LPS_STORED, shape))

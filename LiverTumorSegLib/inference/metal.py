@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..volume import ImageGeometry
+from .sampling import anchored_slices
 
 METAL_MIN_HU = 2500.0
 """Voxels at or above this (HU) are taken as metal. Cortical bone reaches about 1000-2000 HU and contrast (oral,
@@ -59,21 +60,23 @@ def metal_in_liver_slices(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     ``{"volume_ml", "slices", "liver_slices", "s_range_mm", "distance_mm"}``: the metal's volume (mL, from a sample
     of the CT every :data:`METAL_SAMPLE_MM` in-plane), how many of the liver's slices hold it out of how many, the
     RAS S range (mm, superior +) of those slices, and the distance (mm, :func:`_metal_to_liver_mm`) from the metal to
-    the nearest liver voxel (0: metal inside the liver). None with less than :data:`METAL_MIN_ML`. ``hu_zyx`` (HU)
-    and ``labels_zyx`` are ``(z, y, x)`` on ``geometry``; slices are taken along the array axis that runs head to
-    foot (:func:`~..metrics.recist.axial_axis_zyx`)."""
+    the nearest liver voxel (0: metal inside the liver). None with less than :data:`METAL_MIN_ML`. The samples are
+    the same voxels of the patient however the CT is stored (:mod:`.sampling`). ``hu_zyx`` (HU) and ``labels_zyx``
+    are ``(z, y, x)`` on ``geometry``; slices are taken along the array axis that runs head to foot
+    (:func:`~..metrics.recist.axial_axis_zyx`)."""
     from ..metrics.recist import axial_axis_zyx
 
     head_foot = axial_axis_zyx(geometry)
     labels = np.asarray(labels_zyx)
     liver_step = _steps(geometry, LIVER_SAMPLE_MM, head_foot)
     other = tuple(a for a in range(3) if a != head_foot)
-    liver_slices = np.nonzero((labels[::liver_step[0], ::liver_step[1], ::liver_step[2]] >= 1).any(axis=other))[0]
+    sampled_liver = labels[anchored_slices(geometry, labels.shape, liver_step)] >= 1
+    liver_slices = np.nonzero(sampled_liver.any(axis=other))[0]
     if liver_slices.size == 0:
         return None
     first, last = int(liver_slices[0]), int(liver_slices[-1])
     step = _steps(geometry, METAL_SAMPLE_MM, head_foot)
-    block = [slice(None, None, s) for s in step]
+    block = list(anchored_slices(geometry, labels.shape, step))  # the same voxels of the patient in any storage
     block[head_foot] = slice(first, last + 1)
     metal = np.asarray(hu_zyx)[tuple(block)] >= METAL_MIN_HU
     count = int(np.count_nonzero(metal))
@@ -84,8 +87,8 @@ def metal_in_liver_slices(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: 
     along = [np.nonzero(metal.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
     box = tuple(slice(int(found[0]), int(found[-1]) + 1) for found in along)
     origin = np.array([int(found[0]) for found in along])
-    metal_zyx = (np.stack(np.nonzero(metal[box])) + origin[:, None]) * np.array(step)[:, None]
-    metal_zyx[head_foot] += first
+    start = np.array([int(b.start) for b in block])
+    metal_zyx = (np.stack(np.nonzero(metal[box])) + origin[:, None]) * np.array(step)[:, None] + start[:, None]
     metal_slices = along[head_foot] + first
     return {"volume_ml": count * voxel_ml, "slices": int(metal_slices.size),
             "liver_slices": last - first + 1, "s_range_mm": _s_range(metal_slices, head_foot, geometry),
@@ -100,16 +103,20 @@ def _ras(indices_zyx: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
 
 def _metal_to_liver_mm(metal_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry) -> float:
     """Smallest distance (mm) from the metal voxels ``metal_zyx`` (indices ``(3, n)``; at most
-    :data:`MAX_METAL_POINTS` of them, evenly picked, are measured) to a liver voxel (label >= 1 of ``labels_zyx``):
-    first to the liver read every :data:`DISTANCE_SAMPLE_MM` (every voxel of a liver that this reading misses, one
-    thinner than a step), then to every liver voxel within two such steps of the nearest liver point found (so the
-    coarse reading's error, up to a step along each axis, is not in the result)."""
+    :data:`MAX_METAL_POINTS` of them, evenly picked in the patient's S, A, R order, are measured) to a liver voxel
+    (label >= 1 of ``labels_zyx``): first to the liver read every :data:`DISTANCE_SAMPLE_MM` (every voxel of a liver
+    that this reading misses, one thinner than a step), then to every liver voxel within two such steps of the
+    nearest liver point found (so the coarse reading's error, up to a step along each axis, is not in the result)."""
     from scipy.spatial import cKDTree
 
-    pick = np.linspace(0, metal_zyx.shape[1] - 1, min(metal_zyx.shape[1], MAX_METAL_POINTS)).astype(int)
-    metal_ras = _ras(metal_zyx[:, pick], geometry).T
+    metal_ras = _ras(metal_zyx, geometry)
+    order = np.lexsort(np.round(metal_ras, 2))  # by S, then A, then R: the same points picked in any storage
+    pick = order[np.linspace(0, order.size - 1, min(order.size, MAX_METAL_POINTS)).astype(int)]
+    metal_ras = metal_ras[:, pick].T
     coarse = np.array(_steps(geometry, DISTANCE_SAMPLE_MM))
-    liver_zyx = np.stack(np.nonzero(labels_zyx[::coarse[0], ::coarse[1], ::coarse[2]] >= 1)) * coarse[:, None]
+    reading = anchored_slices(geometry, np.shape(labels_zyx), coarse)
+    liver_zyx = (np.stack(np.nonzero(np.asarray(labels_zyx)[reading] >= 1)) * coarse[:, None]
+                 + np.array([int(r.start) for r in reading])[:, None])
     if liver_zyx.shape[1] == 0:  # a liver thinner than a step (its dome in a chest CT's last slices): every voxel
         coarse = np.ones(3, dtype=int)
         liver_zyx = np.stack(np.nonzero(np.asarray(labels_zyx) >= 1))

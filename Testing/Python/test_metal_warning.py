@@ -100,3 +100,36 @@ def test_metal_beside_a_liver_thinner_than_the_distance_step_is_measured_not_a_c
     assert found["distance_mm"] == pytest.approx(np.hypot(24 - 19, 24 - 19), abs=0.5)  # corner (19, 19) to (24, 24)
     warning, = metal_warnings(hu, labels, geometry)
     assert "in 2 of the 2 slices that hold liver" in warning
+
+
+def _flipped(array_zyx, geometry, axis_zyx):
+    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header)."""
+    index_axis = 2 - axis_zyx
+    far = [0, 0, 0]
+    far[index_axis] = array_zyx.shape[axis_zyx] - 1
+    direction = geometry.direction_matrix.copy()
+    direction[:, index_axis] *= -1
+    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
+            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
+                          direction=tuple(direction.ravel())))
+
+
+def test_a_clip_is_measured_alike_however_the_ct_is_stored():
+    # a 7 x 7 mm clip in two slices (0.196 mL): read every second pixel from index 0, it was 3 x 3 samples (0.14 mL,
+    # no warning) as stored and 4 x 4 (0.26 mL, a warning) with x and y stored the other way round
+    hu, labels = _trunk()
+    hu[14:16, 61:68, 61:68] = 3071.0
+    found = metal_in_liver_slices(hu, labels, GEOMETRY)
+    for axes in ((2,), (1,), (1, 2), (0, 1, 2)):
+        other_hu, other_labels, geometry = hu, labels, GEOMETRY
+        for axis in axes:
+            other_hu, flipped = _flipped(other_hu, geometry, axis)
+            other_labels, _ = _flipped(other_labels, geometry, axis)
+            geometry = flipped
+        other = metal_in_liver_slices(other_hu, other_labels, geometry)
+        assert (found is None) == (other is None), axes
+        if found is not None:
+            assert other["volume_ml"] == pytest.approx(found["volume_ml"]), axes
+            assert other["distance_mm"] == pytest.approx(found["distance_mm"]), axes
+            assert other["s_range_mm"] == pytest.approx(found["s_range_mm"]), axes
+        assert len(metal_warnings(other_hu, other_labels, geometry)) == len(metal_warnings(hu, labels, GEOMETRY))

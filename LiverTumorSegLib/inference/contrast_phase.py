@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..volume import ImageGeometry
+from .sampling import anchored_start, in_patient_order, runs_forward
 
 BODY_HU = -500.0
 """The body: voxels above this (HU), as the plausibility checks' :data:`~.plausibility.BODY_HU`."""
@@ -117,25 +118,31 @@ to a 200 HU aorta (0.45) is not called arterial; a late arterial phase with a st
 the aorta is missed."""
 
 
-def _liver_slices(labels_zyx: np.ndarray, head_foot: int) -> np.ndarray:
-    """Indices along ``head_foot`` of the slices that hold liver (label 1 or 2), read every third pixel."""
-    sampled = [slice(None, None, 3)] * 3
+def _liver_slices(labels_zyx: np.ndarray, head_foot: int, geometry: ImageGeometry) -> np.ndarray:
+    """Indices along ``head_foot`` of the slices that hold liver (label 1 or 2), read every third pixel (the same
+    pixels of the patient however the CT is stored, :mod:`.sampling`)."""
+    shape = np.shape(labels_zyx)
+    sampled = [slice(anchored_start(geometry, shape, axis, 3), None, 3) for axis in range(3)]
     sampled[head_foot] = slice(None)
     other = tuple(a for a in range(3) if a != head_foot)
     return np.nonzero((np.asarray(labels_zyx)[tuple(sampled)] >= 1).any(axis=other))[0]
 
 
-def _plane(array_zyx: np.ndarray, head_foot: int, index: int, step: Tuple[int, int]) -> np.ndarray:
-    """Slice ``index`` along ``head_foot`` of ``array_zyx``, read every ``step`` along its two remaining axes."""
-    cut = [slice(None, None, step[0]), slice(None, None, step[1])]
+def _plane(array_zyx: np.ndarray, head_foot: int, index: int, step: Tuple[int, int],
+           start: Tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Slice ``index`` along ``head_foot`` of ``array_zyx``, read every ``step`` along its two remaining axes from
+    ``start``."""
+    cut = [slice(start[0], None, step[0]), slice(start[1], None, step[1])]
     cut.insert(head_foot, index)  # type: ignore
     return np.asarray(array_zyx[tuple(cut)])
 
 
 def _plane_ras(shape: Tuple[int, int], head_foot: int, index: int, step: Tuple[int, int],
-               geometry: ImageGeometry) -> Tuple[np.ndarray, np.ndarray]:
-    """RAS x (mm, + the patient's right) and y (mm, + anterior) of every pixel of a :func:`_plane` of ``shape``."""
-    rows, cols = np.meshgrid(np.arange(shape[0]) * step[0], np.arange(shape[1]) * step[1], indexing="ij")
+               geometry: ImageGeometry, start: Tuple[int, int] = (0, 0)) -> Tuple[np.ndarray, np.ndarray]:
+    """RAS x (mm, + the patient's right) and y (mm, + anterior) of every pixel of a :func:`_plane` of ``shape``
+    (read every ``step`` from ``start``)."""
+    rows, cols = np.meshgrid(start[0] + np.arange(shape[0]) * step[0], start[1] + np.arange(shape[1]) * step[1],
+                             indexing="ij")
     zyx = [rows, cols]
     zyx.insert(head_foot, np.full(shape, index))
     ijk = np.stack([zyx[2].ravel(), zyx[1].ravel(), zyx[0].ravel()]).astype(np.float64)
@@ -207,12 +214,23 @@ def _body(hu: np.ndarray) -> np.ndarray:
     return components == int(np.argmax(np.bincount(components.ravel())[1:])) + 1
 
 
+def _smoothing_origin(size: List[int], forward: Tuple[bool, bool]) -> List[int]:
+    """``uniform_filter``'s origin along each of a slice's two axes for a box ``size`` pixels wide: 0 for an odd
+    width (centred); for an even width the box reaches one pixel further toward the patient's L or P than toward R
+    or A (origin -1 on an axis that runs toward L or P, 0 on one that runs against it), in any storage."""
+    return [-1 if width % 2 == 0 and ahead else 0 for width, ahead in zip(size, forward)]
+
+
 def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm: Tuple[float, float],
-                    liver_hu: Optional[float] = None) -> Optional[Tuple[float, int, int]]:
+                    liver_hu: Optional[float] = None, forward: Tuple[bool, bool] = (False, False)
+                    ) -> Optional[Tuple[float, int, int]]:
     """``(median HU, row, column)`` of the aorta's core (:data:`CORE_RADIUS_MM`) in one sampled slice (``hu``, with
     each pixel's RAS ``x_mm`` and ``y_mm``; ``pixel_mm`` the sampled pixel size along its two axes), or None without
     a spine or a candidate disc. ``liver_hu``: the liver's median (HU), which sets the bone threshold
-    (:func:`_vertebra_body_hu`)."""
+    (:func:`_vertebra_body_hu`). ``forward``: whether each of the slice's two axes runs toward the patient's L or P
+    (:func:`~.sampling.runs_forward`), so that a smoothing box of an even width (2 pixels: a 3 mm CT's, or a 0.7 or
+    1 mm CT's read every third or second pixel) covers the same pixels of the patient however the CT is stored
+    (:func:`_smoothing_origin`)."""
     from scipy import ndimage
 
     body = _body(hu)
@@ -220,7 +238,7 @@ def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm
         return None
     body_hu = _vertebra_body_hu(liver_hu)
     size = [max(1, int(round(SMOOTH_MM / p))) for p in pixel_mm]
-    smooth = ndimage.uniform_filter(hu, size=size, mode="nearest")
+    smooth = ndimage.uniform_filter(hu, size=size, mode="nearest", origin=_smoothing_origin(size, forward))
     back = _spine_back(smooth, body, x_mm, y_mm, body_hu)
     if back is None:
         return None
@@ -292,7 +310,7 @@ def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometr
     from ..metrics.recist import axial_axis_zyx
 
     head_foot = axial_axis_zyx(geometry)
-    slices = _liver_slices(labels_zyx, head_foot)
+    slices = in_patient_order(_liver_slices(labels_zyx, head_foot, geometry), geometry, head_foot)
     if slices.size == 0:
         return unknown_phase("no liver was segmented")
     picked = np.unique(slices[np.linspace(0, slices.size - 1, min(MAX_SLICES, slices.size)).round().astype(int)])
@@ -300,14 +318,17 @@ def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometr
     spacing_zyx = [float(s) for s in geometry.spacing[::-1]]
     step = tuple(max(1, int(round(SAMPLE_MM / spacing_zyx[a]))) for a in in_plane)
     pixel_mm = tuple(spacing_zyx[a] * s for a, s in zip(in_plane, step))
-    planes = [_plane(hu_zyx, head_foot, int(index), step).astype(np.float32) for index in picked]
-    liver_values = np.concatenate([hu[_plane(labels_zyx, head_foot, int(index), step) == 1]
+    # the same pixels of the patient however the CT is stored (a flipped storage read the aorta 153-164 HU)
+    start = tuple(anchored_start(geometry, np.shape(hu_zyx), a, s) for a, s in zip(in_plane, step))
+    forward = tuple(runs_forward(geometry, a) for a in in_plane)
+    planes = [_plane(hu_zyx, head_foot, int(index), step, start).astype(np.float32) for index in picked]  # type: ignore
+    liver_values = np.concatenate([hu[_plane(labels_zyx, head_foot, int(index), step, start) == 1]  # type: ignore
                                    for hu, index in zip(planes, picked)])
     liver_hu = round(float(np.median(liver_values)), 1) if liver_values.size else None
     aorta = []  # type: List[float]
     for hu, index in zip(planes, picked):
-        x_mm, y_mm = _plane_ras(hu.shape, head_foot, int(index), step, geometry)
-        found = _aorta_in_slice(hu, x_mm, y_mm, pixel_mm, liver_hu)  # type: ignore
+        x_mm, y_mm = _plane_ras(hu.shape, head_foot, int(index), step, geometry, start)  # type: ignore
+        found = _aorta_in_slice(hu, x_mm, y_mm, pixel_mm, liver_hu, forward)  # type: ignore
         if found is not None:
             aorta.append(found[0])
     if not aorta:

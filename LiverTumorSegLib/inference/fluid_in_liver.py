@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from ..volume import ImageGeometry
+from .sampling import anchored_start
 
 FLUID_MIN_HU = -10.0
 FLUID_MAX_HU = 25.0
@@ -96,7 +97,10 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
         return []
     spacing = np.asarray(geometry.spacing, dtype=float)[::-1]  # (z, y, x)
     step = tuple(max(1, int(SAMPLE_MM // s)) for s in spacing)
-    sampled = tuple(slice(b.start, b.stop, k) for b, k in zip(box, step))
+    # the same voxels of the patient however the CT is stored (:mod:`.sampling`; read from the box's first index, a
+    # 30 mL region of water measured 30.17 or 29.98 mL and 10 or 9 HU as the same CT was stored)
+    start = [anchored_start(geometry, labels.shape, axis, k, b.start) for axis, (b, k) in enumerate(zip(box, step))]
+    sampled = tuple(slice(a, b.stop, k) for a, b, k in zip(start, box, step))
     lab = labels[sampled]
     parenchyma = lab == 1
     if not parenchyma.any():
@@ -136,8 +140,8 @@ def fluid_regions_in_liver(labels_zyx: np.ndarray, hu_zyx: np.ndarray, geometry:
         edge_contrast = float(np.median(raw[shell])) - median if shell.any() else 0.0
         if edge_contrast < SHARP_EDGE_FRACTION * (liver_median - median):
             continue  # the darkest part of a gradual change in the liver, not a collection with an edge
-        kji = np.argwhere(region).mean(axis=0) * np.asarray(step) + [b.start for b in box]
-        z = np.flatnonzero(region.any(axis=(1, 2))) * step[0] + box[0].start
+        kji = np.argwhere(region).mean(axis=0) * np.asarray(step) + start
+        z = np.flatnonzero(region.any(axis=(1, 2))) * step[0] + start[0]
         found.append({"volume_ml": volume_ml, "median_hu": float(np.median(raw[region])),
                       "liver_median_hu": liver_median, "edge_contrast_hu": edge_contrast,
                       "centroid_ras_mm": [float(v) for v in geometry.index_to_ras(kji[::-1])],

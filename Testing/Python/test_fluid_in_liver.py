@@ -147,3 +147,40 @@ def test_the_fluid_s_centre_and_slices_follow_the_array_s_axis_order():
     found, = fluid_regions_in_liver(labels, _with_fluid(hu, labels, ball), GEOMETRY)
     np.testing.assert_allclose(found["centroid_ras_mm"], GEOMETRY.index_to_ras((22, 32, 16)), atol=3.0)
     assert 6 <= found["slices_z"][0] <= 9 and 23 <= found["slices_z"][1] <= 26
+
+
+def _flipped(array_zyx, geometry, axis_zyx):
+    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header)."""
+    index_axis = 2 - axis_zyx
+    far = [0, 0, 0]
+    far[index_axis] = array_zyx.shape[axis_zyx] - 1
+    direction = geometry.direction_matrix.copy()
+    direction[:, index_axis] *= -1
+    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
+            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
+                          direction=tuple(direction.ravel())))
+
+
+def test_the_same_ct_stored_flipped_gives_the_same_region():
+    # 1 mm pixels are read every second one: from the liver box's first index, a flipped storage read other voxels
+    # of the patient, and the same fluid measured another volume and median
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 2.0))
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((30, 101, 101))
+    liver = (((z - 15) * 2.0 / 24.0) ** 2 + ((y - 50) / 40.0) ** 2 + ((x - 50.5) / 45.0) ** 2 <= 1.0)  # x 6-95
+    water = ((z - 15) * 2.0) ** 2 + (y - 50) ** 2 + (x - 37) ** 2 <= 17.0 ** 2  # 20.6 mL
+    hu = np.where(liver, 100.0, -100.0) + rng.normal(0.0, 12.0, liver.shape)
+    hu[water] = 8.0 + rng.normal(0.0, 12.0, int(water.sum()))
+    hu = ndimage.gaussian_filter(hu, 0.6).astype(np.float32)
+    labels = liver.astype(np.uint8)
+    found, = fluid_regions_in_liver(labels, hu, geometry)
+    for axes in ((0,), (1,), (2,), (1, 2)):
+        other_hu, other_labels, other_geometry = hu, labels, geometry
+        for axis in axes:
+            other_hu, flipped = _flipped(other_hu, other_geometry, axis)
+            other_labels, _ = _flipped(other_labels, other_geometry, axis)
+            other_geometry = flipped
+        other, = fluid_regions_in_liver(other_labels, other_hu, other_geometry)
+        for key in ("volume_ml", "median_hu", "liver_median_hu", "edge_contrast_hu"):
+            assert other[key] == pytest.approx(found[key]), (axes, key)
+        np.testing.assert_allclose(other["centroid_ras_mm"], found["centroid_ras_mm"], atol=1e-6)

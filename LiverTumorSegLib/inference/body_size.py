@@ -319,10 +319,23 @@ def body_size_record(volume: CTVolume, training_diameter_mm: Optional[float]) ->
     return record
 
 
+def body_size_failed_record(training_diameter_mm: Optional[float], error: BaseException) -> Dict[str, Any]:
+    """The report's ``body_size`` when :func:`body_size_record` raised ``error``: nothing measured, the CT given to
+    the network as it is (``in_plane_scale`` 1.0), and ``error`` (the exception's type and text), which
+    :func:`body_size_warning` turns into a warning."""
+    return {"diameter_mm": None, "slices_measured": 0, "slices_cut": 0, "training_diameter_mm": training_diameter_mm,
+            "in_plane_scale": 1.0, "error": f"{type(error).__name__}: {error}"}
+
+
 def body_size_warning(record: Dict[str, Any]) -> Optional[str]:
-    """The report's warning when :func:`body_size_record` scaled the CT for the network, else None."""
+    """The report's warning when :func:`body_size_record` scaled the CT for the network, or when it failed
+    (:func:`body_size_failed_record`); else None."""
     from ..errors import option_hint
 
+    if record.get("error"):
+        return (f"The body size check failed ({record['error']}) and was left out: the CT was given to the network "
+                f"as it is, not enlarged for a small body; the segmentation and the report's measurements do not "
+                f"depend on it otherwise.")
     scale = record.get("in_plane_scale", 1.0)
     if scale == 1.0:
         return None

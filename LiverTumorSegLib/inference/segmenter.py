@@ -28,7 +28,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -221,6 +221,24 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     return dataclasses.replace(options, **actual)
 
 
+def _failed_check_warning(what: str, error: BaseException) -> str:
+    """The report's warning for an image check (``what``: metal, fluid in the liver) that raised
+    ``error``: it is left out, and the run goes on."""
+    return (f"The {what} check failed ({type(error).__name__}: {error}) and was left out: the segmentation and "
+            f"the report's measurements do not depend on it, but a warning it might have given is missing.")
+
+
+def _check_warnings(what: str, check: Callable[..., List[str]], *args: Any) -> List[str]:
+    """``check(*args)``'s warnings, or :func:`_failed_check_warning` when it raises: an image check that only adds
+    warnings (:mod:`.metal`, :mod:`.fluid_in_liver`) must not fail a segmentation the network has already made (an
+    IndexError in the metal check once ended segment there)."""
+    try:
+        return list(check(*args))
+    except Exception as error:  # noqa: BLE001 - reported in the warnings instead
+        log.warning("the %s check failed", what, exc_info=True)
+        return [_failed_check_warning(what, error)]
+
+
 def _why_not_hu(volume: CTVolume, allow_non_hu: bool) -> Optional[str]:
     """Why the rules that read Hounsfield units (the two-stage crop's air gate, the anatomical post-processing)
     must not run on ``volume``, or None when they may. Without ``allow_non_hu`` the input checks have refused
@@ -315,9 +333,14 @@ class Segmenter:
         record = None
         network_volume = volume
         if self.options.body_size_scaling and _why_not_hu(volume, self.options.allow_non_hu) is None:
-            from .body_size import body_size_record, with_in_plane_scale
+            from .body_size import body_size_failed_record, body_size_record, with_in_plane_scale
 
-            record = body_size_record(volume, self._training_body_diameter_mm())
+            training_diameter_mm = self._training_body_diameter_mm()
+            try:
+                record = body_size_record(volume, training_diameter_mm)
+            except Exception as error:  # noqa: BLE001 - the CT is then given as it is, and the report says why
+                log.warning("the body size check failed", exc_info=True)
+                record = body_size_failed_record(training_diameter_mm, error)
             if record["in_plane_scale"] != 1.0:
                 network_volume = with_in_plane_scale(volume, record["in_plane_scale"])
         # the CT is held weakly (and never as its own network form): a CT prepared and then refused before
@@ -617,8 +640,9 @@ class Segmenter:
                                                                                             volume.geometry)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
             warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor
-            warnings += fluid_in_liver_warnings(labels, hu, volume.geometry)  # water density in label 1
-            warnings += metal_warnings(hu, labels, volume.geometry)  # metal found by its HU
+            warnings += _check_warnings("fluid in the liver", fluid_in_liver_warnings, labels, hu,
+                                        volume.geometry)  # water density in label 1
+            warnings += _check_warnings("metal", metal_warnings, hu, labels, volume.geometry)  # metal by its HU
             # the aorta's and the liver's HU: an arterial phase, where the model misses bright tumors, is warned of
             report["contrast_phase"] = estimate_contrast_phase(hu, labels, volume.geometry)
             warnings += arterial_phase_warnings(report["contrast_phase"])

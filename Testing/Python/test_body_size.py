@@ -528,3 +528,20 @@ def test_preprocess_model_shows_a_small_body_at_its_own_size_and_its_help_says_s
     model_help = text[text.index("--model MODEL "):text.index("--slices SLICES ")]
     assert re.search(r"child-sized body, which segment gives the network enlarged in-plane, is shown at its own "
                      r"size", model_help)
+
+
+def test_a_failing_body_size_check_gives_the_ct_as_it_is_with_a_warning_not_an_error(monkeypatch):
+    import LiverTumorSegLib.inference.body_size as body_size
+
+    def broken(hu_zyx, geometry):
+        raise IndexError("index 3 is out of bounds")
+
+    monkeypatch.setattr(body_size, "body_diameter_mm", broken)
+    hu, geometry = _ellipse_body(160.0, 100.0, shape=(4, 200, 200))
+    volume = CTVolume(hu, geometry)
+    _, engine, result = _segment(volume, {PACKAGE_KEY: {"adult": 315.0}})  # the IndexError ended segment
+    record = result.report["body_size"]
+    assert engine.given[0] is volume and record["in_plane_scale"] == 1.0 and record["diameter_mm"] is None
+    assert record["error"] == "IndexError: index 3 is out of bounds" and record["training_diameter_mm"] == 315.0
+    warning, = [w for w in result.warnings if w.startswith("The body size check failed")]
+    assert "index 3 is out of bounds" in warning and "given to the network as it is" in warning

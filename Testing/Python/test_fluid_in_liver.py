@@ -184,3 +184,22 @@ def test_the_same_ct_stored_flipped_gives_the_same_region():
         for key in ("volume_ml", "median_hu", "liver_median_hu", "edge_contrast_hu"):
             assert other[key] == pytest.approx(found[key]), (axes, key)
         np.testing.assert_allclose(other["centroid_ras_mm"], found["centroid_ras_mm"], atol=1e-6)
+
+
+def test_a_failing_fluid_check_is_a_warning_not_a_failed_segmentation(monkeypatch):
+    import LiverTumorSegLib.inference.fluid_in_liver as fluid_in_liver
+    from LiverTumorSegLib.inference.options import SegmentationOptions
+    from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
+    from LiverTumorSegLib.volume import CTVolume
+
+    def broken(labels_zyx, hu_zyx, geometry):
+        raise MemoryError("Unable to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fluid_in_liver, "fluid_regions_in_liver", broken)
+    hu, labels = _phantom()
+    result = Segmenter(SegmentationOptions()).finish(  # the MemoryError ended segment after the network had run
+        CTVolume(hu, GEOMETRY), NetworkOutput(labels=labels, probability=np.zeros(labels.shape, np.uint8),
+                                              facts={"device": "cpu"}, timings={}))
+    assert result.labels.shape == labels.shape and result.report["liver_volume_ml"] > 0
+    warning, = [w for w in result.warnings if w.startswith("The fluid in the liver check failed")]
+    assert "(MemoryError: Unable to allocate 2.00 GiB)" in warning and "measurements do not depend on it" in warning

@@ -133,3 +133,18 @@ def test_a_clip_is_measured_alike_however_the_ct_is_stored():
             assert other["distance_mm"] == pytest.approx(found["distance_mm"]), axes
             assert other["s_range_mm"] == pytest.approx(found["s_range_mm"]), axes
         assert len(metal_warnings(other_hu, other_labels, geometry)) == len(metal_warnings(hu, labels, GEOMETRY))
+
+
+def test_a_failing_metal_check_is_a_warning_not_a_failed_segmentation(monkeypatch):
+    import LiverTumorSegLib.inference.metal as metal
+
+    def broken(hu_zyx, labels_zyx, geometry):
+        raise IndexError("index 2 is out of bounds for axis 1 with size 2")
+
+    monkeypatch.setattr(metal, "metal_in_liver_slices", broken)
+    hu, labels = _trunk()
+    result = _finished(hu, labels)  # the IndexError ended segment after the network had run
+    assert result.labels.shape == labels.shape and result.report["liver_volume_ml"] > 0
+    warning, = [w for w in result.warnings if w.startswith("The metal check failed")]
+    assert "(IndexError: index 2 is out of bounds for axis 1 with size 2)" in warning and warning in \
+        result.report["warnings"]

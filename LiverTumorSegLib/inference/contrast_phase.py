@@ -267,8 +267,10 @@ def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm
     if not np.isfinite(score).any():
         return None
     row, col = np.unravel_index(int(np.argmax(score)), score.shape)
-    # a disc off the box's edge is blocked (cval 1 above), so the chosen one lies whole inside it
-    core = part[row - radius[0]:row + radius[0] + 1, col - radius[1]:col + radius[1] + 1][disc > 0]
+    # a disc off the box's edge is blocked (cval 1 above), so the chosen one's pixels lie inside it; its square
+    # may not (pixels over 5 mm: the disc is its centre alone, and the square's slice came out short: IndexError)
+    rows_in, cols_in = np.nonzero(disc)
+    core = part[row + rows_in - radius[0], col + cols_in - radius[1]]
     return float(np.median(core)), int(row + box[0].start), int(col + box[1].start)
 
 

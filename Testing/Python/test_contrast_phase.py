@@ -136,3 +136,15 @@ def test_the_same_ct_stored_flipped_gives_the_same_values(spacing):
             other_geometry = flipped
         other = estimate_contrast_phase(other_hu, other_labels, other_geometry)
         assert (other["aorta_hu"], other["liver_hu"]) == (found["aorta_hu"], found["liver_hu"]), axes
+
+
+def test_pixels_coarser_than_the_core_s_radius_give_an_estimate_not_an_index_error():
+    # read at 6 mm pixels the aorta's 5 mm disc is its centre pixel alone, while its values were cut from the 3 x 3
+    # square around it, which the image's edge cut short: the estimate failed with an IndexError
+    hu = np.full((2, 8, 12), 40.0, np.float32)  # a body filling the image (48 x 72 mm), anterior at row 0
+    hu[:, 5:8, 4:8] = 700.0  # the vertebra at its back, on the midline
+    hu[:, 0, 6] = 150.0  # contrast in front of it, on the image's anterior edge
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 2:5, 0:3] = 1
+    phase = estimate_contrast_phase(hu, labels, ImageGeometry(spacing=(6.0, 6.0, 6.0)))
+    assert phase["reason"] is None and phase["aorta_hu"] == 150.0 and phase["aorta_slices"] == 2

@@ -148,3 +148,16 @@ def test_a_failing_metal_check_is_a_warning_not_a_failed_segmentation(monkeypatc
     warning, = [w for w in result.warnings if w.startswith("The metal check failed")]
     assert "(IndexError: index 2 is out of bounds for axis 1 with size 2)" in warning and warning in \
         result.report["warnings"]
+
+
+@pytest.mark.parametrize("plate_y", [40, 41, 42, 43])
+def test_metal_beside_a_liver_plate_thinner_than_the_distance_step_is_measured_to_it(plate_y):
+    # a 3 mm plate of liver (a thin left lobe) lying between two planes of the 5 mm reading was missed, and a clip
+    # 2 mm beyond its tip was measured 47 mm away, to the thick part of the liver
+    geometry = ImageGeometry(spacing=(1.0, 1.0, 1.0))
+    hu = np.full((40, 120, 120), 40.0, np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[5:35, 20:60, 10:50] = 1
+    labels[5:35, plate_y:plate_y + 3, 50:100] = 1  # x 50-99
+    hu[15:25, 38:48, 101:108] = 3071.0  # 0.7 mL from x 101: 2 mm from the plate (3 mm from the sampled metal)
+    assert metal_in_liver_slices(hu, labels, geometry)["distance_mm"] == pytest.approx(2.5, abs=0.6)

@@ -76,6 +76,19 @@ def pythonSlicerExecutable() -> str:
     return path
 
 
+def selectedIndexes(view) -> list:
+    """The ``QModelIndex`` of every selected cell of ``view`` (a ``QAbstractItemView``; none without a selection
+    model). Since Qt 5.5 ``QItemSelectionModel`` declares ``selectedIndexes`` both as a method and as a read-only
+    ``Q_PROPERTY``, and PythonQt looks a name up among the properties first (``PythonQtClassInfo::member``), so in
+    Slicer ``selectionModel().selectedIndexes`` is the list itself and calling it would raise TypeError on every click
+    in the lesion table (read in the sources, not run in a Slicer). A binding that gives the method is called."""
+    model = view.selectionModel()
+    if model is None:
+        return []
+    selected = model.selectedIndexes
+    return list(selected() if callable(selected) else selected)
+
+
 def forgetLibraryModules() -> List[str]:
     """Remove this module's helper packages from sys.modules (so Reload imports the edited files)."""
     names = [n for n in list(sys.modules) if n.split(".")[0] in RELOADED_PACKAGES]
@@ -599,7 +612,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Centre the slice views on the selected lesion and draw its long and short axes as line markups."""
         view = self.ui.lesionTableView
         table = view.mrmlTableNode()
-        indexes = view.selectionModel().selectedIndexes() if view.selectionModel() else []
+        indexes = selectedIndexes(view)
         if table is None or not indexes:
             return
         lesionText = indexes[0].sibling(indexes[0].row(), 0).data()  # column 0 = "Lesion" number

@@ -106,6 +106,35 @@ def _vtk_stderr_silenced() -> Iterator[None]:
         logger.SetStderrVerbosity(before)
 
 
+HEADLESS_SCENE_CLASSES = ("vtkMRMLScene", "vtkSlicerApplicationLogic", "vtkSlicerColorLogic", "vtkSlicerVolumesLogic",
+                          "vtkSlicerSegmentationsModuleLogic", "vtkMRMLSegmentationStorageNode")
+"""The ``slicer`` classes :func:`make_headless_scene` and :func:`write_seg_nrrd` use. slicer-core has them all, and so
+has ``slicer`` inside the Slicer application. Slicer's ``PythonSlicer`` outside the application has not the module
+logics: Slicer puts them into ``slicer`` when its modules load (Base/Python/slicer/modulelogic imports the running
+application), and its ``import slicer`` there skipped the ``logic`` kit that holds ``vtkSlicerApplicationLogic`` in
+Slicer 5.6.2 ("No module named 'logic'", Slicer forum topic 36784)."""
+
+SEG_NRRD_ELSEWHERE = ("Write a label map instead (for example -o labels.nii.gz) and load it in Slicer, segment in "
+                      "Slicer with the LiverTumorSeg module, or run this command from a Python with slicer-core "
+                      "(pip install slicer-core).")
+"""What to do when this Python cannot write ``.seg.nrrd`` (:func:`headless_scene_problem`)."""
+
+
+def headless_scene_problem() -> str:
+    """'' when this Python's ``slicer`` has every class of :data:`HEADLESS_SCENE_CLASSES`; else why a headless scene
+    (and so a ``.seg.nrrd``) cannot be made here, and what to do instead."""
+    try:
+        import slicer
+    except ImportError:
+        return ("needs the slicer-core package: pip install slicer-core (or write .nii.gz / .nrrd label maps "
+                "instead).")
+    missing = [name for name in HEADLESS_SCENE_CLASSES if not hasattr(slicer, name)]
+    if not missing:
+        return ""
+    return (f"needs Slicer's segmentation classes, and this Python's 'slicer' lacks {', '.join(missing)} (Slicer's "
+            f"PythonSlicer outside the running application does not load them). {SEG_NRRD_ELSEWHERE}")
+
+
 def make_headless_scene():
     """A new ``vtkMRMLScene`` set up as a running Slicer sets up its scene, for use without Slicer's GUI.
 
@@ -113,8 +142,12 @@ def make_headless_scene():
     segmentations logic registers the segmentation converter rules (binary labelmap <-> closed surface)
     when it is first given a scene and again on every later ``SetMRMLScene``; the rules are global, so
     one segmentations logic is created per process and shared by later scenes.
-    Not needed (and not used) inside Slicer, where ``slicer.mrmlScene`` is already set up.
+    Not needed (and not used) inside Slicer, where ``slicer.mrmlScene`` is already set up. Raises
+    :class:`InputError` saying what is missing where ``slicer`` lacks a class (:func:`headless_scene_problem`).
     """
+    problem = headless_scene_problem()
+    if problem:
+        raise InputError(f"A Slicer scene cannot be made here: it {problem}")
     import slicer
 
     scene = slicer.vtkMRMLScene()
@@ -1149,11 +1182,9 @@ def write_seg_nrrd(path: Union[str, Path], labels_zyx: np.ndarray, geometry: Ima
     path = Path(path)
     if full_suffix(path) != ".seg.nrrd":
         raise InputError(f"'{path}' does not end in .seg.nrrd; Slicer segmentation files need that extension.")
-    try:
-        import slicer  # noqa: F401
-    except ImportError as exc:
-        raise InputError("Writing .seg.nrrd needs the slicer-core package: pip install slicer-core "
-                         "(or write .nii.gz / .nrrd label maps instead).") from exc
+    problem = headless_scene_problem()
+    if problem:
+        raise InputError(f"Writing '{path}' (.seg.nrrd) {problem}")
     import slicer as _slicer
     scene = make_headless_scene()
     node = labels_to_segmentation_node(scene, labels_zyx, geometry)

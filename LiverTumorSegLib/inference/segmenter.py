@@ -141,21 +141,22 @@ def liver_volume_warnings(liver_ml: float, limits_ml: Any = PLAUSIBLE_LIVER_ML, 
 
 
 def slicer_available() -> bool:
-    """True when ``slicer`` (slicer-core or Slicer's Python) imports."""
-    try:
-        import slicer  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when ``slicer`` imports with every class a ``.seg.nrrd`` is written with (slicer-core, or Slicer's Python
+    inside the application; not Slicer's ``PythonSlicer`` on its own: ``mrml.headless_scene_problem``)."""
+    from ..mrml import headless_scene_problem
+    return not headless_scene_problem()
 
 
 def check_output_format(path: Any) -> str:
-    """The output's full suffix if supported (.nii, .nii.gz, .nrrd, .mha, .seg.nrrd), else InputError."""
+    """The output's full suffix if supported (.nii, .nii.gz, .nrrd, .mha, .seg.nrrd), else InputError. A
+    ``.seg.nrrd`` this Python cannot write is refused here, before the CT is read and the network runs."""
     suffix = full_suffix(path)
     if suffix == SEG_NRRD_SUFFIX:
         if not slicer_available():
-            raise InputError(f"Writing '{path}' (.seg.nrrd) needs slicer-core: pip install slicer-core "
-                             f"(or write .nii.gz / .nrrd instead).")
+            from ..mrml import headless_scene_problem
+            problem = (headless_scene_problem()
+                       or "needs slicer-core: pip install slicer-core (or write .nii.gz / .nrrd instead).")
+            raise InputError(f"Writing '{path}' (.seg.nrrd) {problem}")
         return suffix
     if suffix == DICOM_SEG_SUFFIX:  # DICOM Segmentation referencing the input series (dicom_seg)
         return suffix

@@ -68,6 +68,19 @@ def reoriented(volume: CTVolume, labels: np.ndarray, source_axis: Sequence[int],
     return CTVolume(array=move(volume.array), geometry=geometry, source="reoriented"), move(labels)
 
 
+def stored_flipped(array_zyx: np.ndarray, geometry: ImageGeometry, axis_zyx: int) -> Tuple[np.ndarray, ImageGeometry]:
+    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header: every
+    voxel keeps its LPS position)."""
+    index_axis = 2 - axis_zyx
+    far = [0, 0, 0]
+    far[index_axis] = array_zyx.shape[axis_zyx] - 1
+    direction = geometry.direction_matrix.copy()
+    direction[:, index_axis] *= -1
+    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
+            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
+                          direction=tuple(direction.ravel())))
+
+
 ORIENTATIONS = {
     "LPS": ((0, 1, 2), (False, False, False)),
     "RAS": ((0, 1, 2), (False, True, True)),

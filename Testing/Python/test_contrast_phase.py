@@ -9,6 +9,8 @@ from LiverTumorSegLib.inference.contrast_phase import (ARTERIAL_AORTA_MIN_HU, UN
                                                        estimate_contrast_phase)
 from LiverTumorSegLib.volume import ImageGeometry
 
+from inference_helpers import stored_flipped
+
 GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 3.0))  # (x, y, z) mm; identity LPS: x grows to the patient's left,
 # y to the back
 
@@ -103,17 +105,6 @@ def test_segment_reports_the_phase_and_warns_of_an_arterial_one_only():
     assert not any(w.startswith("Arterial") for w in portal.report["warnings"])
 
 
-def _flipped(array_zyx, geometry, axis_zyx):
-    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header)."""
-    index_axis = 2 - axis_zyx
-    far = [0, 0, 0]
-    far[index_axis] = array_zyx.shape[axis_zyx] - 1
-    direction = geometry.direction_matrix.copy()
-    direction[:, index_axis] *= -1
-    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
-            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
-                          direction=tuple(direction.ravel())))
-
 
 @pytest.mark.parametrize("spacing", [(2.0, 2.0, 3.0), (1.0, 1.0, 3.0)])
 def test_the_same_ct_stored_flipped_gives_the_same_values(spacing):
@@ -131,8 +122,8 @@ def test_the_same_ct_stored_flipped_gives_the_same_values(spacing):
     for axes in ((0,), (1,), (2,), (1, 2)):
         other_hu, other_labels, other_geometry = hu, labels, geometry
         for axis in axes:
-            other_hu, flipped = _flipped(other_hu, other_geometry, axis)
-            other_labels, _ = _flipped(other_labels, other_geometry, axis)
+            other_hu, flipped = stored_flipped(other_hu, other_geometry, axis)
+            other_labels, _ = stored_flipped(other_labels, other_geometry, axis)
             other_geometry = flipped
         other = estimate_contrast_phase(other_hu, other_labels, other_geometry)
         assert (other["aorta_hu"], other["liver_hu"]) == (found["aorta_hu"], found["liver_hu"]), axes

@@ -11,6 +11,8 @@ from LiverTumorSegLib.inference.fluid_in_liver import (FLUID_MIN_ML, fluid_in_li
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.volume import ImageGeometry
 
+from inference_helpers import stored_flipped
+
 DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 2.0), origin=(-64.0, -64.0, -40.0))
 """The phantoms' grid: 2 mm voxels, LPS identity direction, array (z, y, x) of (40, 64, 64)."""
@@ -149,17 +151,6 @@ def test_the_fluid_s_centre_and_slices_follow_the_array_s_axis_order():
     assert 6 <= found["slices_z"][0] <= 9 and 23 <= found["slices_z"][1] <= 26
 
 
-def _flipped(array_zyx, geometry, axis_zyx):
-    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header)."""
-    index_axis = 2 - axis_zyx
-    far = [0, 0, 0]
-    far[index_axis] = array_zyx.shape[axis_zyx] - 1
-    direction = geometry.direction_matrix.copy()
-    direction[:, index_axis] *= -1
-    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
-            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
-                          direction=tuple(direction.ravel())))
-
 
 def test_the_same_ct_stored_flipped_gives_the_same_region():
     # 1 mm pixels are read every second one: from the liver box's first index, a flipped storage read other voxels
@@ -177,8 +168,8 @@ def test_the_same_ct_stored_flipped_gives_the_same_region():
     for axes in ((0,), (1,), (2,), (1, 2)):
         other_hu, other_labels, other_geometry = hu, labels, geometry
         for axis in axes:
-            other_hu, flipped = _flipped(other_hu, other_geometry, axis)
-            other_labels, _ = _flipped(other_labels, other_geometry, axis)
+            other_hu, flipped = stored_flipped(other_hu, other_geometry, axis)
+            other_labels, _ = stored_flipped(other_labels, other_geometry, axis)
             other_geometry = flipped
         other, = fluid_regions_in_liver(other_labels, other_hu, other_geometry)
         for key in ("volume_ml", "median_hu", "liver_median_hu", "edge_contrast_hu"):

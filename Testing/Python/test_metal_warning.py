@@ -8,6 +8,8 @@ import pytest
 from LiverTumorSegLib.inference.metal import METAL_MIN_HU, METAL_MIN_ML, metal_in_liver_slices, metal_warnings
 from LiverTumorSegLib.volume import ImageGeometry
 
+from inference_helpers import stored_flipped
+
 GEOMETRY = ImageGeometry(spacing=(1.0, 1.0, 2.0))  # (x, y, z) mm; identity direction: z grows to the head
 
 
@@ -102,17 +104,6 @@ def test_metal_beside_a_liver_thinner_than_the_distance_step_is_measured_not_a_c
     assert "in 2 of the 2 slices that hold liver" in warning
 
 
-def _flipped(array_zyx, geometry, axis_zyx):
-    """``(array, geometry)``: the same image stored with array axis ``axis_zyx`` reversed (a correct header)."""
-    index_axis = 2 - axis_zyx
-    far = [0, 0, 0]
-    far[index_axis] = array_zyx.shape[axis_zyx] - 1
-    direction = geometry.direction_matrix.copy()
-    direction[:, index_axis] *= -1
-    return (np.ascontiguousarray(np.flip(array_zyx, axis_zyx)),
-            ImageGeometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(far)),
-                          direction=tuple(direction.ravel())))
-
 
 def test_a_clip_is_measured_alike_however_the_ct_is_stored():
     # a 7 x 7 mm clip in two slices (0.196 mL): read every second pixel from index 0, it was 3 x 3 samples (0.14 mL,
@@ -123,8 +114,8 @@ def test_a_clip_is_measured_alike_however_the_ct_is_stored():
     for axes in ((2,), (1,), (1, 2), (0, 1, 2)):
         other_hu, other_labels, geometry = hu, labels, GEOMETRY
         for axis in axes:
-            other_hu, flipped = _flipped(other_hu, geometry, axis)
-            other_labels, _ = _flipped(other_labels, geometry, axis)
+            other_hu, flipped = stored_flipped(other_hu, geometry, axis)
+            other_labels, _ = stored_flipped(other_labels, geometry, axis)
             geometry = flipped
         other = metal_in_liver_slices(other_hu, other_labels, geometry)
         assert (found is None) == (other is None), axes

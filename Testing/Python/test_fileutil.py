@@ -803,6 +803,19 @@ def _another_host_tag() -> str:
     return "0000" if host_tag() != "0000" else "0001"
 
 
+def _write_leftovers(folder, names, folder_key, last_written, recent=()):
+    """Write ``names`` (key -> file name) into ``folder`` as a killed run leaves them: ``folder_key``'s as a folder
+    holding a partial table, the others as partial files; all but ``recent`` last written at ``last_written``."""
+    for key, name in names.items():
+        if key == folder_key:
+            (folder / name).mkdir()
+            (folder / name / "table.csv").write_text("partial")
+        else:
+            (folder / name).write_bytes(b"partial")
+        if key not in recent:
+            os.utime(folder / name, (last_written, last_written))
+
+
 def test_a_temporary_of_another_computer_is_never_removed_and_is_said(tmp_path, caplog):
     """A folder on a network drive (or mounted into a container) holds the temporaries of runs elsewhere, whose
     process ids mean nothing here: one whose id ran no process here was removed once 10 minutes old, while its
@@ -820,14 +833,7 @@ def test_a_temporary_of_another_computer_is_never_removed_and_is_said(tmp_path, 
              "elsewhere_folder": f".seg.{dead}@{other}-m3d8y1cd.tmp.nii.gz",
              "elsewhere_recent": f".seg.{dead}-2zqda@{other}-q1w2e3r4.tmp.nii.gz",
              "here_ended": f".seg.{dead}-2zqda@{host_tag()}-z9x8c7v6.tmp.nii.gz"}
-    for key, name in names.items():
-        if key == "elsewhere_folder":
-            (tmp_path / name).mkdir()
-            (tmp_path / name / "table.csv").write_text("partial")
-        else:
-            (tmp_path / name).write_bytes(b"partial")
-        if key != "elsewhere_recent":
-            os.utime(tmp_path / name, (old, old))
+    _write_leftovers(tmp_path, names, folder_key="elsewhere_folder", last_written=old, recent=("elsewhere_recent",))
     caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
     with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
         assert f"@{host_tag()}-" in out.name  # this writer's own temporary names its computer
@@ -883,13 +889,7 @@ def test_this_computers_leftovers_of_other_outputs_are_removed_once_per_folder(t
              "elsewhere": f".case_10.{dead}-2zqda@{other}-a1s2d3f4.tmp.nii.gz",
              "near_name": f"case_11.{dead}-2zqda@{here}-a1s2d3f4.tmp.nii.gz",
              "set_aside": f".case_12.nii.gz.{dead}-2zqda@{here}.old"}
-    for key, name in names.items():
-        if key == "staging_folder":
-            (tmp_path / name).mkdir()
-            (tmp_path / name / "table.csv").write_text("partial")
-        else:
-            (tmp_path / name).write_bytes(b"partial")
-        os.utime(tmp_path / name, (old, old))
+    _write_leftovers(tmp_path, names, folder_key="staging_folder", last_written=old)
     caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
     with fileutil.atomic_output(tmp_path / "seg.nii.gz") as out:
         out.write_bytes(b"done")

@@ -81,6 +81,17 @@ def stored_flipped(array_zyx: np.ndarray, geometry: ImageGeometry, axis_zyx: int
                           direction=tuple(direction.ravel())))
 
 
+def stored_flipped_case(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry,
+                        axes_zyx: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, ImageGeometry]:
+    """``(hu, labels, geometry)``: a CT and its labels stored with each array axis of ``axes_zyx`` reversed
+    (:func:`stored_flipped`, one after another)."""
+    for axis in axes_zyx:
+        hu_zyx, flipped = stored_flipped(hu_zyx, geometry, axis)
+        labels_zyx, _ = stored_flipped(labels_zyx, geometry, axis)
+        geometry = flipped
+    return hu_zyx, labels_zyx, geometry
+
+
 ORIENTATIONS = {
     "LPS": ((0, 1, 2), (False, False, False)),
     "RAS": ((0, 1, 2), (False, True, True)),

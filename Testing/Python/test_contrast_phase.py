@@ -9,7 +9,7 @@ from LiverTumorSegLib.inference.contrast_phase import (ARTERIAL_AORTA_MIN_HU, UN
                                                        estimate_contrast_phase)
 from LiverTumorSegLib.volume import ImageGeometry
 
-from inference_helpers import stored_flipped
+from inference_helpers import stored_flipped_case
 
 GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 3.0))  # (x, y, z) mm; identity LPS: x grows to the patient's left,
 # y to the back
@@ -120,11 +120,7 @@ def test_the_same_ct_stored_flipped_gives_the_same_values(spacing):
     found = estimate_contrast_phase(hu, labels, geometry)
     assert found["estimate"] != "unknown"
     for axes in ((0,), (1,), (2,), (1, 2)):
-        other_hu, other_labels, other_geometry = hu, labels, geometry
-        for axis in axes:
-            other_hu, flipped = stored_flipped(other_hu, other_geometry, axis)
-            other_labels, _ = stored_flipped(other_labels, other_geometry, axis)
-            other_geometry = flipped
+        other_hu, other_labels, other_geometry = stored_flipped_case(hu, labels, geometry, axes)
         other = estimate_contrast_phase(other_hu, other_labels, other_geometry)
         assert (other["aorta_hu"], other["liver_hu"]) == (found["aorta_hu"], found["liver_hu"]), axes
 

@@ -11,7 +11,7 @@ from LiverTumorSegLib.inference.fluid_in_liver import (FLUID_MIN_ML, fluid_in_li
 from LiverTumorSegLib.io import read_label_map, read_volume
 from LiverTumorSegLib.volume import ImageGeometry
 
-from inference_helpers import stored_flipped
+from inference_helpers import stored_flipped_case
 
 DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 GEOMETRY = ImageGeometry(spacing=(2.0, 2.0, 2.0), origin=(-64.0, -64.0, -40.0))
@@ -166,11 +166,7 @@ def test_the_same_ct_stored_flipped_gives_the_same_region():
     labels = liver.astype(np.uint8)
     found, = fluid_regions_in_liver(labels, hu, geometry)
     for axes in ((0,), (1,), (2,), (1, 2)):
-        other_hu, other_labels, other_geometry = hu, labels, geometry
-        for axis in axes:
-            other_hu, flipped = stored_flipped(other_hu, other_geometry, axis)
-            other_labels, _ = stored_flipped(other_labels, other_geometry, axis)
-            other_geometry = flipped
+        other_hu, other_labels, other_geometry = stored_flipped_case(hu, labels, geometry, axes)
         other, = fluid_regions_in_liver(other_labels, other_hu, other_geometry)
         for key in ("volume_ml", "median_hu", "liver_median_hu", "edge_contrast_hu"):
             assert other[key] == pytest.approx(found[key]), (axes, key)

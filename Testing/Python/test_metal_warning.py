@@ -8,7 +8,7 @@ import pytest
 from LiverTumorSegLib.inference.metal import METAL_MIN_HU, METAL_MIN_ML, metal_in_liver_slices, metal_warnings
 from LiverTumorSegLib.volume import ImageGeometry
 
-from inference_helpers import stored_flipped
+from inference_helpers import stored_flipped_case
 
 GEOMETRY = ImageGeometry(spacing=(1.0, 1.0, 2.0))  # (x, y, z) mm; identity direction: z grows to the head
 
@@ -112,11 +112,7 @@ def test_a_clip_is_measured_alike_however_the_ct_is_stored():
     hu[14:16, 61:68, 61:68] = 3071.0
     found = metal_in_liver_slices(hu, labels, GEOMETRY)
     for axes in ((2,), (1,), (1, 2), (0, 1, 2)):
-        other_hu, other_labels, geometry = hu, labels, GEOMETRY
-        for axis in axes:
-            other_hu, flipped = stored_flipped(other_hu, geometry, axis)
-            other_labels, _ = stored_flipped(other_labels, geometry, axis)
-            geometry = flipped
+        other_hu, other_labels, geometry = stored_flipped_case(hu, labels, GEOMETRY, axes)
         other = metal_in_liver_slices(other_hu, other_labels, geometry)
         assert (found is None) == (other is None), axes
         if found is not None:

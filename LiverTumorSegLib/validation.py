@@ -351,6 +351,43 @@ def _scaled_reason(arr: np.ndarray) -> Optional[str]:
     return None
 
 
+LABEL_MAP_MAX_VALUES = 48
+"""A volume of at most this many distinct whole values, all in 0..255 and mostly 0
+(:data:`LABEL_MAP_MIN_BACKGROUND`), is taken as a label map (a segmentation) given where a CT belongs. Measured on
+the shared real cases: their liver and liver-spine label maps hold 2-3 values, TotalSegmentator's multi-organ maps 32
+(example_ct_dicom20_ts117labels) and 42 (example_ct_sm_ts117labels); the CTs themselves 1711-2598 values, and
+windowed to 8 bits (0..255) 248-256 values at a 400 or 2000 HU window and 81 at an 80 HU one. An 8-bit export with a
+window narrower than about 48 HU would be called a label map too."""
+LABEL_MAP_MIN_BACKGROUND = 0.5
+"""...with at least this fraction of the voxels 0 (background): 70 % (example_ct_sm_ts117labels) to 97 %
+(sample_liver_reference) in the shared label maps."""
+LABEL_MAP_FULL_READ_VOXELS = 8_000_000
+"""A larger volume is judged on every 2nd voxel along each axis (the distinct values found can only be fewer)."""
+
+
+def label_map_description(arr: np.ndarray) -> Optional[str]:
+    """What makes ``arr`` (``(z, y, x)``) look like a label map rather than a CT, or None: at most
+    :data:`LABEL_MAP_MAX_VALUES` distinct whole values, all within 0..255, with at least
+    :data:`LABEL_MAP_MIN_BACKGROUND` of the voxels 0. A CT in HU never passes (air lies near -1000)."""
+    sample = np.asarray(arr[::2, ::2, ::2] if arr.size > LABEL_MAP_FULL_READ_VOXELS else arr)
+    values, counts = np.unique(sample, return_counts=True)
+    values = values.astype(np.float64)
+    if values.size == 0 or values.size > LABEL_MAP_MAX_VALUES or values[0] < 0 or values[-1] > 255 \
+            or np.any(values != np.round(values)):
+        return None
+    background = float(counts[values == 0].sum()) / float(counts.sum())
+    if background < LABEL_MAP_MIN_BACKGROUND:
+        return None
+    shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
+    return f"only {values.size} distinct whole values ({shown}), {100 * background:.0f} % of the voxels 0"
+
+
+def _label_map_reason(arr: np.ndarray, lo: float, hi: float) -> Optional[str]:
+    """:func:`label_map_description` of a volume whose range ``lo``..``hi`` lies within 0..255, else None (without a
+    look at the voxels: a CT in HU has negative values)."""
+    return label_map_description(arr) if lo >= 0 and hi <= 255 else None
+
+
 def not_hu_reason(volume: CTVolume) -> Optional[str]:
     """Why ``volume``'s values are not CT in Hounsfield units (a DICOM Modality other than CT, a value range no CT
     has, values shifted by about 1024), or None when they look like HU: the test :func:`check_ct` refuses by unless
@@ -360,6 +397,9 @@ def not_hu_reason(volume: CTVolume) -> Optional[str]:
         return f"a DICOM series of Modality {modality}"
     arr = volume.array
     lo, hi = float(arr.min()), float(arr.max())
+    label_map = _label_map_reason(arr, lo, hi)
+    if label_map is not None:
+        return f"it looks like a label map, not a CT: {label_map}"
     return (_not_hu_reason(lo, hi) or _shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr)
             or _not_hu_content_reason(arr, lo, hi))
 
@@ -390,6 +430,21 @@ def _has_values_in(arr: np.ndarray, lo: float, hi: float, chunk_slices: int = 8)
     return False
 
 
+def _checked_as_label_map(volume: CTVolume, lo: float, hi: float, allow_non_hu: bool, warnings: List[str],
+                          going_on: str) -> bool:
+    """Whether ``volume`` (value range ``lo``..``hi``) looks like a label map (:func:`label_map_description`): then
+    InputError, or with ``allow_non_hu`` a warning ending in ``going_on`` and True. Its message does not offer
+    ``--allow-non-hu``: a segmentation given for the CT is no CT in any units, and segmenting it gave nonsense."""
+    label_map = _label_map_reason(volume.array, lo, hi)
+    if label_map is None:
+        return False
+    what = f"'{_source(volume)}' looks like a label map (a segmentation), not a CT ({label_map})"
+    if not allow_non_hu:
+        raise InputError(f"{what}: give the CT scan itself (the image in Hounsfield units), not a segmentation.")
+    warnings.append(f"{what}; {going_on}.")
+    return True
+
+
 def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str],
                        going_on: str = NON_HU_GOING_ON) -> None:
     arr = volume.array
@@ -409,6 +464,8 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
     shifted = None if reason is not None else (_shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr))
     if reason is None and shifted is None:
         reason = _not_hu_content_reason(arr, lo, hi)  # after the raw-CT rule, whose re-export advice is the fix
+    if _checked_as_label_map(volume, lo, hi, allow_non_hu, warnings, going_on):
+        return
     if reason is not None or shifted is not None:
         what = f"'{name}' does not look like CT in Hounsfield units ({reason or shifted})"
         if allow_non_hu:
@@ -431,7 +488,8 @@ def check_ct(volume: CTVolume, allow_non_hu: bool = False, non_hu_going_on: str 
 
     Raises InputError for: not 3D, empty, a line/voxel, a single non-axial slice, invalid or > 20 mm
     spacing, non-finite origin, degenerate direction, a DICOM Modality other than CT (unless ``allow_non_hu``), NaN/Inf voxels, constant volume, and (unless ``allow_non_hu``)
-    intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values).
+    intensities that are not HU (within 0..1, within 0..255, a span of <= 20, or no negative values; a label map
+    is named as one, :func:`label_map_description`).
     A single axial slice is accepted with a warning. The reader's own notes (``volume.meta["warnings"]``: uneven
     slice gaps put on the mean spacing, NIfTI sform/qform disagreeing or missing, fewer slices than files) come
     first: they were kept in the volume but reached neither the user nor the report. ``non_hu_going_on``: how a

@@ -160,6 +160,11 @@ def make_byte_range(d: Path) -> Path:
     return _ct_like(d / "windowed_0_255.nii.gz", arr)
 
 
+def make_label_map_as_ct(d: Path) -> Path:
+    return _ct_like(d / "case_liver.nii.gz", make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(2.0, 2.0, 4.0),
+                                                          seed=1).labels)
+
+
 def make_mr_like(d: Path) -> Path:
     arr = np.clip(_phantom().ct.array.astype(np.int32) + 1000, 0, 3000).astype(np.int16)
     return _ct_like(d / "mr_like.nii.gz", arr)
@@ -275,6 +280,8 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "unit_range": (make_unit_range, ["Hounsfield", "0..1", "--allow-non-hu"], "intensities 0..1 (pre-normalised)"),
     "byte_range": (make_byte_range, ["Hounsfield", "0..255", "--allow-non-hu"], "intensities 0..255 (8-bit export)"),
     "mr_like": (make_mr_like, ["Hounsfield", "MR", "--allow-non-hu"], "MR-like (all values >= 0, 0..3000)"),
+    "label_map": (make_label_map_as_ct, ["looks like a label map", "not a CT", "give the CT scan itself"],
+                  "a label map (0, 1, 2) given as the CT"),
     "scaled_up": (make_scaled_up, ["Hounsfield", "rescale slope missing or applied twice", "--allow-non-hu"],
                   "real CT with its HU x 4 (a wrong rescale slope)"),
     "scaled_down": (make_scaled_down, ["Hounsfield", "multiplied by about 0.5", "--allow-non-hu"],
@@ -295,7 +302,7 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
 CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "scaled_up", "scaled_down", "absurd_spacing",
-           "zero_spacing",
+           "zero_spacing", "label_map",
            "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 
 
@@ -367,6 +374,24 @@ def test_preprocess_bad_input(tmp_path, capsys, name):
     line = assert_clean_error(code, err, words, multi_line_ok=(name == "two_series"))
     assert files_under(out_dir) == []
     record(name, "preprocess", line, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["segment", "preprocess"])
+def test_a_label_map_given_as_the_ct_is_not_told_to_pass_allow_non_hu(tmp_path, capsys, command):
+    """The advice to pass --allow-non-hu made segment run on the label map and give nonsense."""
+    inp = make_label_map_as_ct(tmp_path)
+    code, out, err = run_cli([command, inp, "-o", tmp_path / ("seg.nii.gz" if command == "segment" else "p.png")],
+                             capsys)
+    line = assert_clean_error(code, err, ["looks like a label map"])
+    assert "--allow-non-hu" not in line and "pre-normalised" not in line
+
+
+def test_measure_with_a_label_map_as_its_ct_warns_that_it_looks_like_a_label_map(tmp_path, capsys):
+    inp = make_label_map_as_ct(tmp_path)
+    code, out, err = run_cli(["measure", inp, "--ct", inp, "-o", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert "warning: '" in err and "looks like a label map (a segmentation), not a CT" in err, err
+    assert "measured anyway" in err
 
 
 @pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])

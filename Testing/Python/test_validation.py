@@ -8,7 +8,8 @@ import pytest
 from LiverTumorSegLib.errors import InputError, ResourceError
 from LiverTumorSegLib.io import read_volume
 from LiverTumorSegLib.phantom import make_phantom
-from LiverTumorSegLib.validation import (available_memory_bytes, check_ct, check_memory, estimate_memory_bytes)
+from LiverTumorSegLib.validation import (available_memory_bytes, check_ct, check_memory, estimate_memory_bytes,
+                                         label_map_description, not_hu_reason)
 from LiverTumorSegLib.volume import CTVolume, ImageGeometry
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
@@ -78,6 +79,47 @@ def test_non_hu_intensities_are_fatal_unless_allowed(scale, words):
     assert words in msg and "pre-normalised/not CT" in msg and "allow_non_hu=True" in msg  # a library call names the argument
     warnings = check_ct(vol, allow_non_hu=True)
     assert len(warnings) == 1 and words in warnings[0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_a_label_map_given_as_the_ct_is_called_a_label_map_without_offering_allow_non_hu(dtype):
+    """A label map (0/1/2) given as the CT was refused as 'pre-normalised/not CT' with the advice to pass
+    allow_non_hu, which then segmented it into nonsense. It is a segmentation, not a CT in other units."""
+    labels = make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(2.0, 2.0, 4.0), seed=0).labels
+    assert set(np.unique(labels)) == {0, 1, 2}
+    volume = with_array(phantom_ct(), labels.astype(dtype))
+    with pytest.raises(InputError) as err:
+        check_ct(volume)
+    message = str(err.value)
+    assert "looks like a label map" in message and "(0, 1, 2)" in message, message
+    assert "allow_non_hu" not in message and "pre-normalised" not in message, message
+    warnings = check_ct(volume, allow_non_hu=True)  # measure --ct and followup read a CT so: warned in these words
+    assert len(warnings) == 1 and "looks like a label map" in warnings[0]
+    assert "label map" in not_hu_reason(volume)  # segment's 'rules that read HU were skipped' names it too
+
+
+@pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz", "ct3slice_liver_seg.nii.gz",
+                                  "example_ct_sm_liver.nii.gz"])
+def test_real_cts_and_their_8_bit_exports_are_not_label_maps_and_their_label_maps_are(name):
+    """The label-map wording is for segmentations only: a real CT, or one windowed to 8 bits (80 and 400 HU
+    windows: 81 and 256 values), still gets the 'not Hounsfield units' message that offers allow_non_hu."""
+    volume = read_volume(DATA / name)
+    if "liver" in name:
+        assert label_map_description(volume.array) is not None
+        return
+    assert label_map_description(volume.array) is None
+    for low, high in ((-160.0, 240.0), (0.0, 80.0)):
+        picture = np.clip(np.round((volume.array.astype(np.float32) - low) / (high - low) * 255), 0, 255)
+        assert label_map_description(picture.astype(np.uint8)) is None
+        with pytest.raises(InputError, match=r"within 0\.\.255.*allow_non_hu=True"):
+            check_ct(with_array(volume, picture.astype(np.uint8)))
+
+
+def test_values_with_fractions_or_mostly_nonzero_are_not_a_label_map():
+    labels = make_phantom(shape_zyx=(6, 40, 40), spacing_xyz=(2.0, 2.0, 4.0), seed=0).labels
+    assert label_map_description(labels.astype(np.float32) * 0.5) is None  # 0, 0.5, 1: not whole values
+    assert label_map_description(labels + 1) is None  # no background 0
+    assert label_map_description(np.arange(6 * 40 * 40).reshape(6, 40, 40) % 60) is None  # 60 values
 
 
 @pytest.mark.parametrize("name", ["ct3slice_ct.nii.gz", "example_ct_sm.nii.gz"])

@@ -368,8 +368,8 @@ def add_segmentation_arguments(parser: Any) -> None:
     defaults = SegmentationOptions()
     post = defaults.postprocessing
     parser.add_argument("--model", default=defaults.model,
-                        help=f"installed model name or .safetensors package path (default {defaults.model}: the "
-                             f"bundled model; 'livertumorseg models' lists them)")
+                        help=f"installed model name or .safetensors package path (default: the bundled model, "
+                             f"named {defaults.model!r}; 'livertumorseg models' lists them)")
     parser.add_argument("--device", default=defaults.device,
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default {defaults.device})")
     parser.add_argument("--no-postprocess", action="store_true", help="raw network labels (no clean-up)")

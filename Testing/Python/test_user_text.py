@@ -18,6 +18,17 @@ def test_help_texts_do_not_name_internal_seeds(command):
     assert not INTERNAL.search(sub.format_help())
 
 
+def test_help_texts_do_not_say_default_twice():
+    """segment's --model read '(default default: the bundled model; ...)': the value 'default' after the word,
+    unquoted (the quoted '(default: 'default', the bundled model's; ...)' of preprocess --preset reads as meant)."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        assert not re.search(r"\bdefault:? default\b", text, re.IGNORECASE), (command, text)
+    segment = " ".join(commands["segment"].format_help().split())
+    assert "(default: the bundled model, named 'default'; 'livertumorseg models' lists them)" in segment
+
+
 def test_architecture_list_names_papers_not_seeds(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

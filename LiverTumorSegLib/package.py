@@ -1527,10 +1527,11 @@ def installed_matches(usable: Sequence[Dict[str, Any]], text: str) -> List[str]:
     return matches
 
 
-def resolve_model(name_or_path: PathLike) -> Path:
+def resolve_model(name_or_path: PathLike, warn: bool = True) -> Path:
     """Path of a package given a file path (see :func:`looks_like_path`), an installed model name (metadata
     name or file stem), or ``"default"`` (the bundled package flagged ``"default": true``, else the bundled
-    ``default*.safetensors``). Names are looked up only among installed models, never in the working folder."""
+    ``default*.safetensors``). Names are looked up only among installed models, never in the working folder.
+    ``warn``: :func:`list_installed_models`'s (False: unusable packages are skipped without a logged line)."""
     text = os.fspath(name_or_path)
     if looks_like_path(name_or_path):
         candidate = Path(text)
@@ -1538,7 +1539,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
             raise _missing_package_error(candidate, named_like_path=text)
         return candidate
     if text == "default":
-        listed = [e for e in list_installed_models() if e["source"] == "bundled"]
+        listed = [e for e in list_installed_models(warn) if e["source"] == "bundled"]
         bundled = [e for e in listed if e["error"] is None]
         flagged = [e for e in bundled if e["default"]]
         if len(flagged) > 1:  # e.g. a new default finalized beside the old one: never pick one silently
@@ -1554,7 +1555,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
         if broken:  # there, but damaged: not the missing-install advice
             raise ModelPackageError(f"The bundled default '{broken[0]['path']}' cannot be used: {broken[0]['error']}")
         raise ModelPackageError(_no_default_model_message(listed))
-    entries = list_installed_models()
+    entries = list_installed_models(warn)
     broken = [e for e in entries if e["error"] is not None and (e["name"] == text or Path(e["path"]).stem == text)]
     if broken:  # a damaged user package must not quietly give way to a bundled one of the same name
         raise ModelPackageError(f"The installed package '{broken[0]['path']}' named '{text}' cannot be used "
@@ -1575,3 +1576,19 @@ def resolve_model(name_or_path: PathLike) -> Path:
         hint = f" (a file '{text}' exists here: to use it as a package, write './{text}')"
     raise ModelPackageError(f"No installed model named '{text}'{hint}. Installed: {', '.join(names) or 'none'}. "
                             f"Give a path to a .safetensors package, or copy one into '{user_models_dir()}'.")
+
+
+def is_bundled_default(metadata: Optional[Mapping[str, Any]]) -> bool:
+    """Whether the package whose metadata is ``metadata`` is the bundled default model, however it was named
+    (``--model default``, its path, a copy): it has the weights (``weights_sha256``) and the network settings
+    (:func:`network_settings_sha256`) of the package ``--model default`` loads. False without metadata or without a
+    usable bundled default; a re-saved default with another window (the ``"default"`` flag kept) is another model."""
+    weights = (metadata or {}).get("weights_sha256")
+    if not weights:
+        return False
+    try:
+        default = read_package_metadata(resolve_model("default", warn=False))
+    except (ModelPackageError, OSError, ValueError):
+        return False
+    return default.get("weights_sha256") == weights \
+        and network_settings_sha256(default) == network_settings_sha256(dict(metadata or {}))

@@ -343,16 +343,25 @@ def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometr
             "slices_read": int(picked.size), "reason": "no liver (label 1) value" if liver_hu is None else None}
 
 
-def arterial_phase_warnings(phase: Dict[str, Any]) -> List[str]:
+def arterial_phase_warnings(phase: Dict[str, Any], bundled_default: bool = False, model: str = "") -> List[str]:
     """A warning when the report's ``contrast_phase`` (:func:`estimate_contrast_phase`) is ``"arterial"``: what was
-    measured, and that the bundled model misses or undersizes tumors brighter than the liver in this phase; none
-    for any other estimate."""
+    measured, and that a model built for the portal venous phase misses or undersizes tumors brighter than the liver
+    in this phase; none for any other estimate. ``bundled_default``: the package that ran is the bundled default
+    (:func:`~LiverTumorSegLib.package.is_bundled_default`), built for the portal venous phase; for any other package
+    (``model``: its name) which phase it was built for is not known, and the warning says so rather than claim it."""
     if phase.get("estimate") != "arterial":
         return []
-    return [f"Arterial contrast phase likely: the aorta measures about {phase['aorta_hu']:.0f} HU and the liver "
-            f"{phase['liver_hu']:.0f} HU (an aorta of {ARTERIAL_AORTA_MIN_HU:.0f} HU or more with a liver at most "
-            f"{ARTERIAL_LIVER_TO_AORTA_MAX:.1f} of it; contrast_phase in the report). The bundled model was built for "
-            f"the portal venous phase and misses or undersizes tumors brighter than the liver, as hypervascular "
-            f"tumors (HCC; neuroendocrine, renal-cell or melanoma metastases) appear in this phase (the benchmark's "
-            f"hyperdense row: mean tumor Dice 0.485 against 0.820 for darker tumors): look for bright lesions by "
-            f"eye."]
+    measured = (f"Arterial contrast phase likely: the aorta measures about {phase['aorta_hu']:.0f} HU and the liver "
+                f"{phase['liver_hu']:.0f} HU (an aorta of {ARTERIAL_AORTA_MIN_HU:.0f} HU or more with a liver at most "
+                f"{ARTERIAL_LIVER_TO_AORTA_MAX:.1f} of it; contrast_phase in the report). ")
+    tumors = ("tumors brighter than the liver, as hypervascular tumors (HCC; neuroendocrine, renal-cell or melanoma "
+              "metastases) appear in this phase")
+    if bundled_default:
+        return [f"{measured}The bundled default model was built for the portal venous phase and misses or undersizes "
+                f"{tumors} (the benchmark's hyperdense row: mean tumor Dice 0.485 against 0.820 for darker tumors): "
+                f"look for bright lesions by eye."]
+    which = f"the model '{model}'" if model else "this model"
+    return [f"{measured}Which contrast phase {which} was built for is not known; the bundled default model, built for "
+            f"the portal venous phase, misses or undersizes {tumors} (its hyperdense benchmark row: mean tumor Dice "
+            f"0.485 against 0.820 for darker tumors), and a model trained like it may too: look for bright lesions "
+            f"by eye."]

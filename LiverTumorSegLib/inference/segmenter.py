@@ -314,6 +314,7 @@ class Segmenter:
         self._engine_given = engine is not None  # its model is the engine's, whatever options.model names
         self.options = options if engine is None else _engine_options(options, engine)
         self._load_lock = threading.Lock()
+        self._bundled_default = None  # type: Optional[bool]  # the loaded package is the bundled default
         self._network_lock = threading.Lock()  # the engine keeps per-call state: one CT at a time
         self._preprocessing_known = threading.Event()  # set by the load once the config is known, and when it ends
         self._loading_config = None  # type: Any  # the package's preprocessing config, as the engine will use it
@@ -466,6 +467,7 @@ class Segmenter:
         self.engine = SliceInferenceEngine(package, device=o.device, batch_size=o.batch_size, tta_flip=o.tta,
                                            backend=o.backend, threads=o.threads, precision=o.precision)
         self.package = self.engine.package
+        self._bundled_default = None  # judged again of this package
         end = time.perf_counter()
         self._load_seconds = end - start  # reported once, by the first segmentation, with its parts:
         monai_seconds = max(0.0, monai["seconds"] - monai_before)
@@ -478,6 +480,15 @@ class Segmenter:
     def device_description(self) -> str:
         """What runs the network, e.g. ``cpu (2 threads, torch)`` (after :meth:`load`)."""
         return str(getattr(self.engine, "device_description", self.options.device))
+
+    def _ran_bundled_default(self) -> bool:
+        """Whether the package that ran is the bundled default (:func:`~LiverTumorSegLib.package.is_bundled_default`):
+        what the arterial-phase warning may say of it. Judged once per load (the package does not change between)."""
+        if self._bundled_default is None:
+            from ..package import is_bundled_default
+
+            self._bundled_default = is_bundled_default(getattr(self.package, "metadata", None))
+        return bool(self._bundled_default)
 
     def _run_facts(self) -> Dict[str, Any]:
         """Report entries saying what actually ran."""
@@ -646,7 +657,8 @@ class Segmenter:
             warnings += _check_warnings("metal", metal_warnings, hu, labels, volume.geometry)  # metal by its HU
             # the aorta's and the liver's HU: an arterial phase, where the model misses bright tumors, is warned of
             report["contrast_phase"] = estimate_contrast_phase(hu, labels, volume.geometry)
-            warnings += arterial_phase_warnings(report["contrast_phase"])
+            warnings += arterial_phase_warnings(report["contrast_phase"], self._ran_bundled_default(),
+                                                report.get("model", ""))
         else:
             report["contrast_phase"] = unknown_phase("the CT's values are not HU")
         from .body_size import body_size_warning

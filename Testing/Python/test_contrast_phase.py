@@ -1,12 +1,17 @@
 """The contrast phase estimated from the aorta's and the liver's HU (LiverTumorSegLib.inference.contrast_phase): each
 class on a small synthetic trunk, "unknown" without a spine, a liver or a working estimate, and a warning for an
 arterial phase only, from segment's post-processing path."""
+import copy
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from LiverTumorSegLib.inference.contrast_phase import (ARTERIAL_AORTA_MIN_HU, UNENHANCED_AORTA_MAX_HU,
                                                        arterial_phase_warnings, classify_phase,
                                                        estimate_contrast_phase)
+from LiverTumorSegLib.package import is_bundled_default, read_package_metadata
 from LiverTumorSegLib.volume import ImageGeometry
 
 from inference_helpers import stored_flipped_case
@@ -85,15 +90,46 @@ def test_classification_bounds():
     assert classify_phase(None, 50.0) == classify_phase(300.0, None) == "unknown"
 
 
-def _finished(hu, labels):
-    """segment's path after the network (Segmenter.finish) with ``labels`` as the network's output on ``hu``."""
+def _finished(hu, labels, package=None, facts=None):
+    """segment's path after the network (Segmenter.finish) with ``labels`` as the network's output on ``hu``;
+    ``package``: the package that ran (an object with its ``metadata``), ``facts``: the run's report entries."""
     from LiverTumorSegLib.inference.options import SegmentationOptions
     from LiverTumorSegLib.inference.segmenter import NetworkOutput, Segmenter
     from LiverTumorSegLib.volume import CTVolume
 
-    return Segmenter(SegmentationOptions()).finish(
+    return Segmenter(SegmentationOptions(), package=package).finish(
         CTVolume(hu, GEOMETRY), NetworkOutput(labels=labels, probability=np.zeros(labels.shape, np.uint8),
-                                              facts={"device": "cpu"}, timings={}))
+                                              facts=dict(facts or {}, device="cpu"), timings={}))
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+
+
+def test_the_arterial_warning_says_built_for_the_portal_venous_phase_only_of_the_bundled_default():
+    """It said 'The bundled model was built for the portal venous phase' whatever package ran: of a user's own
+    package (--model PATH) or another bundled one that is not known."""
+    hu, labels = _trunk(320.0, 75.0)
+    default = types.SimpleNamespace(metadata=read_package_metadata(BUNDLED / "default.safetensors"))
+    (said,) = [w for w in _finished(hu, labels, default, {"model": "default"}).report["warnings"]
+               if w.startswith("Arterial")]
+    assert "The bundled default model was built for the portal venous phase" in said and "0.485" in said
+    other = types.SimpleNamespace(metadata=read_package_metadata(BUNDLED / "alexnet_fcn_v2.safetensors"))
+    (said,) = [w for w in _finished(hu, labels, other, {"model": "alexnet_fcn_v2"}).report["warnings"]
+               if w.startswith("Arterial")]
+    assert "Which contrast phase the model 'alexnet_fcn_v2' was built for is not known" in said
+    assert "model was built for the portal venous" not in said and "look for bright lesions by eye" in said
+    (said,) = arterial_phase_warnings(estimate_contrast_phase(hu, labels, GEOMETRY))  # no package named
+    assert "Which contrast phase this model was built for is not known" in said
+
+
+def test_the_bundled_default_is_known_by_its_weights_and_settings_not_its_name_or_flag():
+    meta = read_package_metadata(BUNDLED / "default.safetensors")
+    assert is_bundled_default(meta) and is_bundled_default(dict(meta, name="my_copy"))  # a copy, renamed
+    rewindowed = copy.deepcopy(meta)  # re-saved with another window: the "default" flag kept, another model
+    rewindowed["preprocessing"]["channels"][0]["level"] += 50.0
+    assert rewindowed.get("default") is True and not is_bundled_default(rewindowed)
+    assert not is_bundled_default(read_package_metadata(BUNDLED / "segnet_v2.safetensors"))
+    assert not is_bundled_default(None) and not is_bundled_default({})
 
 
 def test_segment_reports_the_phase_and_warns_of_an_arterial_one_only():

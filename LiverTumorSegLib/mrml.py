@@ -16,6 +16,7 @@ Conventions
 """
 import contextlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -92,18 +93,46 @@ _SEGMENTATIONS_LOGIC = []  # the one vtkSlicerSegmentationsModuleLogic of this p
 
 # --- scene set-up for headless use ------------------------------------------------------------------
 
+_VTK_SILENCE_LOCK = threading.Lock()
+_vtk_silence = {"depth": 0, "restore": None}  # type: Dict[str, Any]
+"""Open :func:`_vtk_stderr_silenced` blocks (nested, or in several threads) and the stderr verbosity the last one to
+close restores: an inner block that restored on its own exit made the outer one noisy again."""
+
+
 @contextlib.contextmanager
 def _vtk_stderr_silenced() -> Iterator[None]:
-    """VTK's logger prints nothing on stderr inside the block; its verbosity is restored afterwards."""
+    """VTK's logger prints nothing on stderr inside the block; its stderr verbosity is restored afterwards
+    (:func:`_turn_vtk_stderr_off`), when the last of the blocks open at once closes."""
     import vtk
 
     logger = vtk.vtkLogger
-    before = logger.GetCurrentVerbosityCutoff()
-    logger.SetStderrVerbosity(logger.VERBOSITY_OFF)
+    with _VTK_SILENCE_LOCK:
+        if _vtk_silence["depth"] == 0:
+            _vtk_silence["restore"] = _turn_vtk_stderr_off(logger)
+        _vtk_silence["depth"] += 1
     try:
         yield
     finally:
-        logger.SetStderrVerbosity(before)
+        with _VTK_SILENCE_LOCK:
+            _vtk_silence["depth"] -= 1
+            if _vtk_silence["depth"] == 0:
+                logger.SetStderrVerbosity(_vtk_silence["restore"])
+
+
+def _turn_vtk_stderr_off(logger: Any) -> Any:
+    """Set ``logger``'s (``vtk.vtkLogger``) stderr verbosity to off; return the one it had, as far as VTK lets it be
+    read. vtkLogger has no getter for it (vtkLogger.h declares SetStderrVerbosity alone; VTK 9.6's
+    ``stderr_verbosity`` property is write-only), and ``GetCurrentVerbosityCutoff`` is the highest verbosity over
+    stderr and every other output (a log file at VERBOSITY_MAX makes it 9): restoring that left stderr printing
+    everything after the block. With stderr off the cutoff is that of the other outputs alone: when it drops,
+    stderr's was the cutoff before; when it does not, stderr's was at most that, and VTK's default for stderr,
+    VERBOSITY_INFO (0: vtkLogger.h, and a fresh VTK 9.6.2 process's cutoff), is restored, never above the cutoff
+    before."""
+    cutoff = logger.GetCurrentVerbosityCutoff()
+    logger.SetStderrVerbosity(logger.VERBOSITY_OFF)
+    if logger.GetCurrentVerbosityCutoff() < cutoff:
+        return cutoff
+    return min(cutoff, logger.VERBOSITY_INFO)
 
 
 HEADLESS_SCENE_CLASSES = ("vtkMRMLScene", "vtkSlicerApplicationLogic", "vtkSlicerColorLogic", "vtkSlicerVolumesLogic",

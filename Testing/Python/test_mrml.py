@@ -36,6 +36,38 @@ def test_module_imports_without_slicer_or_vtk():
     assert out.split() == ["False", "False"]
 
 
+def _vtk_stderr_verbosity(logger) -> int:
+    """VTK's stderr verbosity, read as the cutoff while no other output (log file, callback) is open."""
+    return int(logger.GetCurrentVerbosityCutoff())
+
+
+@pytest.mark.parametrize("stderr_level,file_level,restored", [
+    ("VERBOSITY_INFO", "VERBOSITY_MAX", "VERBOSITY_INFO"),  # stderr unreadable under the file's 9: VTK's default
+    ("VERBOSITY_WARNING", "VERBOSITY_MAX", "VERBOSITY_INFO"),  # ... which is one step above this WARNING
+    ("VERBOSITY_5", "VERBOSITY_ERROR", "VERBOSITY_5"),  # stderr above the file: read exactly
+    ("VERBOSITY_WARNING", "VERBOSITY_ERROR", "VERBOSITY_WARNING"),
+])
+def test_vtk_stderr_verbosity_is_restored_not_raised_to_a_log_files(tmp_path, stderr_level, file_level, restored):
+    """The block restored GetCurrentVerbosityCutoff(), the highest verbosity over all outputs: with a log file at
+    VERBOSITY_MAX, stderr printed every VTK trace message after it."""
+    vtk = pytest.importorskip("vtk")
+    logger = vtk.vtkLogger
+    start = _vtk_stderr_verbosity(logger)
+    log_file = str(tmp_path / "vtk.log")
+    try:
+        logger.SetStderrVerbosity(getattr(logger, stderr_level))
+        logger.LogToFile(log_file, logger.TRUNCATE, getattr(logger, file_level))
+        with mrml._vtk_stderr_silenced():
+            with mrml._vtk_stderr_silenced():  # nested: the inner exit leaves stderr off for the outer block
+                pass
+            assert int(logger.GetCurrentVerbosityCutoff()) == int(getattr(logger, file_level))  # the file alone
+        logger.EndLogToFile(log_file)
+        assert _vtk_stderr_verbosity(logger) == int(getattr(logger, restored))
+    finally:
+        logger.EndLogToFile(log_file)
+        logger.SetStderrVerbosity(logger.ConvertToVerbosity(start))
+
+
 def test_location_text_prefers_report_location():
     assert mrml.lesion_location_text({"location": "segment VII"}) == "segment VII"
     # where to go: the axial slice of the long axis (S, as on the slice slider); older reports: the centroid's S

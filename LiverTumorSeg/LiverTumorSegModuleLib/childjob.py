@@ -50,6 +50,35 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+class ChildResultError(RuntimeError):
+    """The child ended without an error, but a file it wrote cannot be used (truncated, not JSON, not the report the
+    module reads: a full disk, a virus scanner, a child of another library version); raised before the scene is
+    changed."""
+
+
+def unusable_result(what: str, name: str, problem: Any) -> ChildResultError:
+    """The :class:`ChildResultError` for ``what`` ("The segmentation process") whose file ``name`` (or report key)
+    cannot be used because of ``problem`` (an exception or a text)."""
+    return ChildResultError(f"{what} ended without an error, but its result could not be used ({name}: "
+                            f"{str(problem).rstrip('.')}). "
+                            f"The scene was not changed; run it again, and if this happens again, report it with "
+                            f"the details.")
+
+
+def read_result_json(path: str, what: str) -> Dict[str, Any]:
+    """The JSON object in the child's file ``path``; :class:`ChildResultError` (see :func:`unusable_result`) when
+    it cannot be read or is no JSON object: a truncated file failed with "Expecting value: line 1 column 21"."""
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise unusable_result(what, name, exc) from exc
+    if not isinstance(data, dict):
+        raise unusable_result(what, name, f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
 TEMP_FOLDER_PREFIX = "LiverTumorSeg."
 """A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{start time}@{host}-{random}.tmp`` (Slicer's
 process id and start time and this computer's tag: ``LiverTumorSegLib.fileutil.temporary_prefix``; without
@@ -149,14 +178,14 @@ class ChildJob:
         """The outcome reporting ``error`` (used by the caller when polling itself raised)."""
         return self.outcome_class(FAILED, error=error, details=details, seconds=self.elapsed_seconds())
 
-    def _result_json(self, code: Optional[int], name: str) -> Optional[Dict[str, Any]]:
-        """The JSON file ``name`` the child wrote into :attr:`temp_dir`, when it exited 0 and wrote it; else None
-        (then :meth:`_exit_failure` says why)."""
+    def _result_json(self, code: Optional[int], name: str, what: str) -> Optional[Dict[str, Any]]:
+        """The JSON object in the file ``name`` the child (``what``: "The measuring process") wrote into
+        :attr:`temp_dir`, when it exited 0 and wrote it; else None (then :meth:`_exit_failure` says why).
+        :class:`ChildResultError` when the file cannot be read (:func:`read_result_json`)."""
         path = self._path(name)
         if code != 0 or not os.path.isfile(path):
             return None
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return read_result_json(path, what)
 
     def _exit_failure(self, code: Optional[int], stderr: str, error_class: type, what: str,
                       message: Optional[str] = None) -> Any:

@@ -90,7 +90,7 @@ class FollowupJob(ChildJob):
     def _finish(self) -> FollowupOutcome:
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
-        change = self._result_json(code, "change.json")
+        change = self._result_json(code, "change.json", "The follow-up process")
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
                                       message=self._panel_text(last_error_line(stderr)))

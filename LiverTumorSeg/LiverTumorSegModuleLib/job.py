@@ -16,7 +16,6 @@
 Temporary files (input copy, outputs) live in one folder that is removed in every outcome. Nothing runs in a
 Python thread: Slicer's main thread holds the GIL while Qt idles, which starves Python worker threads.
 """
-import json
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -28,7 +27,8 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError, OutputExists
 from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
-from .childjob import CANCELLED, DONE, FAILED, ChildJob, ended_text  # noqa: F401 - kinds re-exported
+from .childjob import CANCELLED, DONE, FAILED, ChildJob, ChildResultError, ended_text  # noqa: F401 - re-exported
+from .childjob import read_result_json, unusable_result
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -155,6 +155,32 @@ def hand_over_segmentation(segmentation_node: Any, volume_node: Any, labels_path
     labels = mrml.segmentation_to_labels(segmentation_node, geometry, shape_zyx)
     written = write_label_map(labels_path, labels, geometry)
     return [str(written), usable_storage_file(volume_node) or write_temporary_ct(volume_node, ct_path)]
+
+
+LESION_REPORT_KEYS = ("liver_volume_ml", "tumor_volume_ml", "tumor_burden_percent", "lesions")
+"""The keys of a lesion report (docs/report_format.md) that the lesion table and the panel's summary are made of:
+``segment`` and ``measure`` always write them."""
+
+
+def check_lesion_report(report: Dict[str, Any], what: str, name: str = "report.json") -> Dict[str, Any]:
+    """``report`` (the child's lesion report, file ``name``) when the lesion table, the panel's summary and its
+    warnings can be made from it; else :class:`~.childjob.ChildResultError`, raised before the scene is changed. A
+    report without its liver volume was "done" with "No result yet." in the panel, and one with a lesion volume as
+    text failed after the user's segments had been replaced. The table is made in a scene of its own to find out."""
+    missing = [key for key in LESION_REPORT_KEYS if key not in report]
+    if missing:
+        raise unusable_result(what, name, f"no {', '.join(missing)}")
+    try:
+        import slicer
+        scratch = slicer.vtkMRMLScene()
+        try:
+            mrml.create_lesion_table_node(scratch, report)
+        finally:
+            scratch.Clear(1)
+        panel_text.summary_text(report, panel_text.result_warnings(report))
+    except Exception as exc:  # noqa: BLE001 - whatever the report holds that the table cannot
+        raise unusable_result(what, name, f"{type(exc).__name__}: {exc}") from exc
+    return report
 
 
 def apply_result(scene: Any, labels: np.ndarray, report: Dict[str, Any], geometry: Any,
@@ -305,6 +331,7 @@ class SegmentationJob(ChildJob):
     """
 
     outcome_class = SegmentationOutcome
+    WHAT = "The segmentation process"  # how its messages name the child
 
     def __init__(self, scene: Any, input_volume_node: Any, options: SegmentationOptions, runner: Any,
                  python: str, library_root: str, temp_root: Optional[str] = None, segmentation_node: Any = None,
@@ -440,7 +467,10 @@ class SegmentationJob(ChildJob):
         int16 they cost twice their size, 0.9 GiB each for a 900-slice CT)."""
         from LiverTumorSegLib.io import read_volume
 
-        volume = read_volume(path, uint8_if_fits=True)
+        try:
+            volume = read_volume(path, uint8_if_fits=True)
+        except LiverTumorSegError as exc:  # a truncated or damaged file: "Check that the file is complete"
+            raise unusable_result(self.WHAT, os.path.basename(path), exc) from exc
         if not same_grid(volume.geometry, volume.shape_zyx, self.geometry, self.shape_zyx):
             raise RuntimeError(f"The segmentation process wrote a {what} on another grid ({volume.shape_zyx} (z, y, "
                                f"x), {volume.geometry.to_dict()}) than the CT's ({self.shape_zyx}, "
@@ -453,7 +483,9 @@ class SegmentationJob(ChildJob):
             raise RuntimeError("The segmentation process reported success but wrote no label map.")
         labels = self._read_child_volume(labels_path, "label map")
         report_path = self._output_path("report", self._path("report.json"))
-        report = json.loads(open(report_path, encoding="utf-8").read()) if report_path else {}
+        if report_path is None:  # asked for with --report: the table and the summary are made of it
+            raise unusable_result(self.WHAT, "report.json", "no such file")
+        report = check_lesion_report(read_result_json(report_path, self.WHAT), self.WHAT, os.path.basename(report_path))
         probabilities = None
         probability_path = self._output_path("probabilities", self._path("probabilities.nii.gz"))
         if self.options.probabilities and probability_path:

@@ -17,8 +17,8 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
-from .job import (DONE, SegmentationOutcome, hand_over_segmentation, require_ct_volume, require_made_on, same_grid,
-                  volume_grid, write_temporary_ct)
+from .job import (DONE, SegmentationOutcome, check_lesion_report, hand_over_segmentation, require_ct_volume,
+                  require_made_on, same_grid, volume_grid, write_temporary_ct)
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -33,6 +33,7 @@ class MeasureJob(ChildJob):
     :class:`~.job.SegmentationOutcome` (segmentation node, table node, report, warnings)."""
 
     outcome_class = SegmentationOutcome
+    WHAT = "The measuring process"  # how its messages name the child
 
     def __init__(self, scene: Any, segmentation_node: Any, volume_node: Any, runner: Any, python: str,
                  library_root: str, table_node: Any = None, temp_root: Optional[str] = None,
@@ -97,10 +98,11 @@ class MeasureJob(ChildJob):
     def _finish(self) -> SegmentationOutcome:
         code = self._runner.exit_code()
         stderr = self._runner.read_stderr()
-        report = self._result_json(code, "report.json")
+        report = self._result_json(code, "report.json", self.WHAT)
         if report is None:
             message = panel_text.error_text(last_error_line(stderr), self.ct_path, self._volume.GetName())
-            return self._exit_failure(code, stderr, MeasureProcessError, "The measuring process", message)
+            return self._exit_failure(code, stderr, MeasureProcessError, self.WHAT, message)
+        check_lesion_report(report, self.WHAT)  # before the table (and the axes drawn for its rows) is touched
         require_in_scene(self._scene, (self._segmentation, self._volume), "The segmentation or its CT was removed "
                          "from the scene while it was measured; the lesion table was not changed.")
         self._check_placement_unchanged()

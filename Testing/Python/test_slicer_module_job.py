@@ -1132,3 +1132,60 @@ def test_the_replace_question_with_only_pieces_left_does_not_say_the_segments_ar
                      "segmentation' as the output.)")
     assert "already has" not in alone
     assert panel_text.replace_question("S", has_segments=True) == panel_text.replace_question("S")
+
+
+class _SpoilingRunner(FakeChildRunner):
+    """The fake child (success); once it has ended, ``spoil(labels path, report path)`` damages what it wrote, as a
+    full disk, a virus scanner or a child of another library version can leave it."""
+
+    def __init__(self, script, spoil):
+        super().__init__(script, "ok")
+        self.spoil, self.spoiled = spoil, False
+
+    def is_running(self):
+        running = super().is_running()
+        if not running and not self.spoiled:
+            self.spoiled = True
+            self.spoil(self.args[self.args.index("-o") + 1], self.args[self.args.index("--report") + 1])
+        return running
+
+
+def _truncate(path):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:len(data) // 2])
+
+
+def _edit_report(change):
+    def spoil(labels_path, report_path):
+        report = json.loads(Path(report_path).read_text())
+        Path(report_path).write_text(json.dumps(change(report)))
+    return spoil
+
+
+@pytest.mark.parametrize("spoil, named", [
+    (lambda labels, report: _truncate(labels), "labels.nii.gz"),
+    (lambda labels, report: _truncate(report), "report.json"),
+    (_edit_report(lambda r: dict(r, lesions=[{"id": 1, "volume_ml": "12 mL"}])), "report.json"),
+    (_edit_report(lambda r: {k: v for k, v in r.items() if k != "liver_volume_ml"}), "liver_volume_ml"),
+], ids=["truncated labels", "truncated report", "lesion volume not a number", "no liver volume"])
+def test_a_result_that_cannot_be_read_is_refused_saying_so_and_the_users_nodes_stay_as_they_were(fake, spoil, named):
+    """A report that was JSON but not a lesion report (a lesion volume as text) failed with "could not convert string
+    to float" after the user's Liver / Liver tumor segments had already been replaced; one without its liver volume was
+    "done" and the panel read "No result yet."; a truncated report failed with "Expecting value: line 1 column 21"."""
+    labels = np.ones(_ct_array().shape, np.uint8)
+    labels[0] = 2
+    mine = fake.mrml.labels_to_segmentation_node(fake.scene, labels, fake.geometry, reference_volume_node=fake.node)
+    table = fake.mrml.create_lesion_table_node(fake.scene, {"lesions": [{"id": 7, "volume_ml": 3.0}]})
+    fake.mrml.link_lesion_table(table, mine)
+    before = (_scene_counts(fake.scene), mine.GetMTime(), table.GetMTime())
+    running = fake.job(segmentation_node=mine, table_node=table)
+    running._runner = _SpoilingRunner(running._runner.script, spoil)
+    outcome = running.start().wait(timeout_s=60)
+    assert outcome.kind == job.FAILED
+    assert str(outcome.error).startswith("The segmentation process ended without an error, but its result could not "
+                                         "be used") and named in str(outcome.error)
+    assert "The scene was not changed" in str(outcome.error)
+    assert (_scene_counts(fake.scene), mine.GetMTime(), table.GetMTime()) == before
+    np.testing.assert_array_equal(fake.mrml.segmentation_to_labels(mine, fake.geometry, labels.shape), labels)
+    assert [row["Lesion"] for row in fake.mrml.lesion_table_rows(table)] == [7]
+    assert list(fake.temp_root.iterdir()) == []

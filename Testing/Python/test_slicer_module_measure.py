@@ -2,6 +2,7 @@
 edits the segments, the lesion table is measured again from them in a child process. Headless, with the stand-ins
 of Testing/Python/test_slicer_module_logic.py and real MRML from slicer-core."""
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -203,4 +204,45 @@ def test_a_ct_moved_while_its_lesions_are_measured_leaves_the_table_as_it_was(mo
     with pytest.raises(InputError, match="was moved or changed while it was measured"):
         running.wait(timeout_s=60)
     assert str(module.mrml.lesion_table_rows(table)) == rows_before
+    assert list(module.temp.iterdir()) == []
+
+
+class _ReportWritingRunner:
+    """A stand-in ``measure`` child (a bare Python, fast) that writes ``text`` as its report and exits 0."""
+
+    def __new__(cls, text):
+        from LiverTumorSegModuleLib.childprocess import SubprocessRunner
+
+        class Runner(SubprocessRunner):
+            def start(self, program, args, env=None):
+                out = args[args.index("-o") + 1]
+                super().start(sys.executable, ["-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", out,
+                                               text], env)
+        return Runner()
+
+
+_AXIS = {"end_points_ras_mm": [[20.0, -5.0, 110.0], [30.0, -5.0, 110.0]]}
+_REPORT = {"liver_volume_ml": 1500.0, "tumor_volume_ml": 2.0, "tumor_burden_percent": 0.13,
+           "lesions": [{"id": 1, "volume_ml": 2.0, "long_axis": _AXIS, "centroid_ras_mm": [25.0, -5.0, 110.0]}]}
+
+
+@pytest.mark.parametrize("text", ['{"liver_volume_ml": 1500.0, "lesio',
+                                  json.dumps(dict(_REPORT, lesions=[{"id": 1, "volume_ml": "2 mL"}]))],
+                         ids=["truncated", "a volume as text"])
+def test_a_measure_report_that_cannot_be_used_leaves_the_table_and_its_axes_as_they_were(module, text):
+    """A report with a lesion volume as text took the axes drawn for the table's rows off the views and failed with
+    "could not convert string to float"; a truncated one with "Expecting value". Both now say that the result could
+    not be used and that the scene was not changed."""
+    _, volume, segmentation = _scene_with_result(module)
+    made = lambda: _ReportWritingRunner(json.dumps(_REPORT))  # noqa: E731
+    table = module.m.LiverTumorSegLogic(runnerFactory=made, python=sys.executable).measureSegmentation(
+        segmentation, volume).table_node
+    axes = module.mrml.focus_on_table_lesion(module.scene, table, 1)
+    rows_before = str(module.mrml.lesion_table_rows(table))
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _ReportWritingRunner(text), python=sys.executable)
+    with pytest.raises(module.m.job.ChildResultError, match="The measuring process ended without an error, but "
+                       "its result could not be used .report.json: .*The scene was not changed"):
+        logic.measureSegmentation(segmentation, volume, tableNode=table)
+    assert str(module.mrml.lesion_table_rows(table)) == rows_before
+    assert all(module.scene.IsNodePresent(node) for node in axes) and len(axes) == 1
     assert list(module.temp.iterdir()) == []

@@ -249,16 +249,22 @@ class ChildJob:
             close()
 
     def poll(self) -> Any:
-        """Main thread: read the child's output; once it has ended, its outcome (kept). ``None`` while running."""
+        """Main thread: read the child's output; once it has ended, its outcome (kept). ``None`` while running. A
+        :meth:`cancel` while the output is read (from a progress callback) gives the cancelled outcome: the child it
+        killed is not read as one that ended by itself."""
         if self._outcome is not None:
             return self._outcome
         if self._cancelled:
             self._outcome = self._cancelled_outcome()
             return self._outcome
         self._read_messages()
+        if self._cancelled:  # by a progress callback (or in events it processed): the child was killed, not ended
+            return self.poll()
         if self._runner.is_running():
             return None
         self._read_messages()
+        if self._cancelled:
+            return self.poll()
         try:
             self._outcome = self._finish()
         finally:

@@ -728,6 +728,25 @@ def test_job_cancel_kills_the_child_at_once_and_changes_nothing(fake):
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 
 
+def test_a_cancel_while_progress_is_delivered_is_a_cancel_not_a_kill_by_the_system(fake):
+    """A progress callback that cancels the run (a script's, or one that processes events, where a Cancel click or a
+    new run of the Logic lands) killed the child inside ``poll``, which then read the killed child as ended: "killed
+    (signal 9) ... the system most likely ran out of memory", a failure, instead of cancelled."""
+    before = _scene_counts(fake.scene)
+    running = {}
+
+    def progress(fraction, stage):
+        if stage == "network":
+            running["job"].cancel()
+
+    running["job"] = fake.job("hang", progress=progress)
+    pid = running["job"].start().child_pid
+    outcome = running["job"].wait(timeout_s=30)
+    assert outcome.kind == job.CANCELLED and outcome.error is None
+    assert not process_alive(pid)
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
 def test_job_refuses_missing_input_and_cleans_up_when_the_start_fails(fake):
     from LiverTumorSegLib.errors import InputError
     with pytest.raises(InputError, match="No input volume"):

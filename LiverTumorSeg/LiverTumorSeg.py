@@ -841,7 +841,10 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             try:
                 return childJob.wait()  # kills the child when the wait raises (e.g. the caller's progress callback)
             finally:
-                self._runs.pop(kind, None)
+                # only its own entry: a run started in events the progress callback processed replaced this one, and
+                # dropping that run left its child running with no timer polling it and nothing to kill it on cleanup
+                if self._runs.get(kind, (None, None))[0] is childJob:
+                    self._runs.pop(kind)
 
         def poll() -> None:
             try:

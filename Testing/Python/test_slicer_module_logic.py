@@ -223,6 +223,32 @@ def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled
     assert len(first) == 1 and second == []
 
 
+def test_a_run_started_while_a_waited_run_delivers_progress_stays_the_logics_run(module, tmp_path):
+    """A script's waited run whose progress callback processes events (to keep Slicer responsive), in which the panel
+    starts a run of the same kind on the shared Logic (``slicer.util.getModuleLogic``): the new run cancelled the
+    waited one, whose ``finally`` then dropped the new run from the Logic. Its poll timer lost its last holder (PythonQt
+    deletes the QTimer: the panel waited for ever) and cleanup (Reload, closing Slicer) did not kill its child."""
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    started = {}
+
+    def progress(fraction, stage):  # what a click on Segment during processEvents does
+        if stage == "network" and not started:
+            started["run"] = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu",
+                                           waitForCompletion=False, showIn3D=False)
+
+    with pytest.raises(module.m.CancelledError):
+        logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=progress, showIn3D=False)
+    run = started["run"]
+    job_, timer = logic._runs["segment"]
+    assert job_ is run and timer is FakeTimer.instances[-1] and timer.active
+    pid = run.child_pid
+    logic.cleanup()  # Reload or closing Slicer
+    deadline = time.monotonic() + 2
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not process_alive(pid) and list(module.temp.iterdir()) == []
+
+
 def test_reload_forgets_the_helper_packages(module):
     import LiverTumorSegModuleLib.job  # noqa: F401
     before = dict(sys.modules)  # put the original modules back afterwards: later tests hold their classes

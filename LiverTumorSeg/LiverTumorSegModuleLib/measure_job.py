@@ -25,6 +25,37 @@ class MeasureProcessError(LiverTumorSegError):
     """The measuring process reported an error the user can fix (its one-line message)."""
 
 
+def segments_state(segmentation_node: Any, grids: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``{segment ID: (name, voxel fingerprint)}`` of every segment of ``segmentation_node``: what a measuring reads
+    (a segment's name decides whether it is liver, tumor or left out). ``grids`` (``{segment ID: 4x4}``,
+    :func:`segment_grids`): take each segment's voxels on that grid, as the segment run's edit check does
+    (:func:`LiverTumorSegLib.mrml.segment_voxels_fingerprint`: a layer moved onto a whole-number finer grid is no
+    edit)."""
+    segmentation = segmentation_node.GetSegmentation()
+    state = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        grid = (grids or {}).get(segment_id)
+        state[segment_id] = (segmentation.GetSegment(segment_id).GetName(),
+                             mrml.segment_voxels_fingerprint(segmentation_node, segment_id, grid))
+    return state
+
+
+def segment_grids(segmentation_node: Any) -> Dict[str, Any]:
+    """``{segment ID: 4x4 image-to-world matrix of its labelmap}`` (:func:`LiverTumorSegLib.mrml.segment_grid`)."""
+    segmentation = segmentation_node.GetSegmentation()
+    return {segment_id: mrml.segment_grid(segmentation_node, segment_id)
+            for segment_id in (segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments()))}
+
+
+def changed_segment_names(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    """Names of the segments whose name or voxels differ between two :func:`segments_state` (or that only one of them
+    has; a removed segment by its name before, any other by its name now)."""
+    segment_ids = list(before) + [segment_id for segment_id in after if segment_id not in before]
+    return [(after.get(segment_id) or before[segment_id])[0] or segment_id for segment_id in segment_ids
+            if before.get(segment_id) != after.get(segment_id)]
+
+
 class MeasureJob(ChildJob):
     """Measure ``segmentation_node``'s Liver / Liver tumor segments on ``volume_node`` (the CT they were drawn on)
     and refill its lesion table. ``table_node``: the lesion table to refill when it is the one made for this
@@ -51,6 +82,8 @@ class MeasureJob(ChildJob):
         self.ct_path = ""
         self._placed_at_start = None  # type: Any  # see _placement (set when the run starts)
         self._left_out = ""  # the warning for segments measure leaves out (set when the run starts)
+        self._segments_at_start = {}  # type: Dict[str, Any]  # segments_state as handed over, and their grids:
+        self._grids_at_start = {}  # type: Dict[str, Any]  # an edit while the child runs is not in the table
 
     def _probability_arguments(self) -> List[str]:
         """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
@@ -90,6 +123,8 @@ class MeasureJob(ChildJob):
     def _prepare(self) -> List[str]:
         self._placed_at_start = self._placement()
         self._left_out = mrml.left_out_warning(self._segmentation)
+        self._grids_at_start = segment_grids(self._segmentation)
+        self._segments_at_start = segments_state(self._segmentation, self._grids_at_start)
         labels_path, self.ct_path = hand_over_segmentation(
             self._segmentation, self._volume, self._path("labels.nii"), self._path("ct.nii"))
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]
@@ -115,5 +150,12 @@ class MeasureJob(ChildJob):
             mrml.place_beside(self._scene, table_node, self._volume)
         warnings = ([self._left_out] if self._left_out else []) + panel_text.result_warnings(
             report, self.ct_path, self._volume.GetName())
+        now = segments_state(self._segmentation, self._grids_at_start)
+        edited = changed_segment_names(self._segments_at_start, now)
+        if edited:
+            warnings.insert(0, f"The segment(s) {edited} of '{self._segmentation.GetName()}' were edited, added, "
+                               f"removed or renamed while they were measured; the lesion table lists the segments as "
+                               f"they were when 'Update lesion table' was clicked. Update it again to measure them as "
+                               f"they are now.")
         return SegmentationOutcome(DONE, self._segmentation, table_node, report, seconds=self.elapsed_seconds(),
                                    warnings=warnings)

@@ -246,3 +246,31 @@ def test_a_measure_report_that_cannot_be_used_leaves_the_table_and_its_axes_as_t
     assert str(module.mrml.lesion_table_rows(table)) == rows_before
     assert all(module.scene.IsNodePresent(node) for node in axes) and len(axes) == 1
     assert list(module.temp.iterdir()) == []
+
+
+def test_segments_edited_while_they_are_measured_get_a_warning_that_the_table_lists_them_as_they_were(module):
+    """A reader who clicked *Update lesion table* and went on correcting the tumor in Segment Editor while the child
+    measured (seconds: its start-up alone) read "Lesion table updated from the segments" over a table without that
+    correction. The outcome now says which segments changed meanwhile; a run without edits says nothing of it."""
+    import slicer
+
+    phantom, volume, segmentation = _scene_with_result(module)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _ReportWritingRunner(json.dumps(_REPORT)),
+                                        python=sys.executable)
+    untouched = logic.measureSegmentation(segmentation, volume)
+    assert not [w for w in untouched.warnings if "while they were measured" in w]
+    painted = np.zeros(phantom.labels.shape, np.uint8)
+    painted[4:6, 20:22, 14:16] = 1  # eight voxels added to the tumor, as Segment Editor's Paint writes them
+    running = logic.measureSegmentation(segmentation, volume, tableNode=untouched.table_node, waitForCompletion=False)
+    segments = slicer.vtkSlicerSegmentationsModuleLogic
+    segments.SetBinaryLabelmapToSegment(module.mrml.oriented_image_from_array(painted, GEOMETRY), segmentation,
+                                        module.mrml.TUMOR_SEGMENT.segment_id, segments.MODE_MERGE_MAX)
+    edited = running.wait(timeout_s=60)
+    assert edited.kind == "done" and edited.warnings[0] == (
+        "The segment(s) ['Liver tumor'] of 'Liver segmentation' were edited, added, removed or renamed while they were "
+        "measured; the lesion table lists the segments as they were when 'Update lesion table' was clicked. Update it "
+        "again to measure them as they are now.")
+    running = logic.measureSegmentation(segmentation, volume, tableNode=edited.table_node, waitForCompletion=False)
+    segmentation.GetSegmentation().GetSegment(module.mrml.LIVER_SEGMENT.segment_id).SetName("Liver (corrected)")
+    renamed = running.wait(timeout_s=60)
+    assert "['Liver (corrected)']" in renamed.warnings[0]

@@ -15,6 +15,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 from . import panel_text
 from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
 from .job import hand_over_segmentation, require_made_on
+from .measure_job import changed_segment_names, segment_grids, segments_state
 
 
 class FollowupProcessError(LiverTumorSegError):
@@ -62,6 +63,9 @@ class FollowupJob(ChildJob):
         self._table_node = table_node
         self._ct_names = {}  # type: Dict[str, str]  # the CT file handed over -> the volume's name
         self._left_out = []  # type: List[str]  # warnings for segments the comparison leaves out
+        # each segmentation's segments_state as handed over, with their grids: an edit while the child runs is not in
+        # the change table
+        self._handed_over = []  # type: List[Any]
 
     def _panel_text(self, text: str) -> str:
         """A child's error or warning in the panel's words, with the CTs named as volumes instead of the
@@ -76,8 +80,23 @@ class FollowupJob(ChildJob):
         left_out = mrml.left_out_warning(segmentation)
         if left_out:
             self._left_out.append(left_out)
+        grids = segment_grids(segmentation)
+        self._handed_over.append((segmentation, grids, segments_state(segmentation, grids)))
         return hand_over_segmentation(segmentation, volume, self._path(f"{tag}_labels.nii"),
                                       self._path(f"{tag}_ct.nii"))
+
+    def _edited_warnings(self) -> List[str]:
+        """One warning per segmentation whose segments were edited, added, removed or renamed since they were
+        handed over (the same node given as baseline and follow-up is named once)."""
+        warnings = []  # type: List[str]
+        for segmentation, grids, state in self._handed_over:
+            edited = changed_segment_names(state, segments_state(segmentation, grids))
+            text = (f"The segment(s) {edited} of '{segmentation.GetName()}' were edited, added, removed or renamed "
+                    f"while they were compared; the change table compares the segments as they were when 'Compare' "
+                    f"was clicked. Compare again to compare them as they are now.")
+            if edited and text not in warnings:
+                warnings.append(text)
+        return warnings
 
     def _prepare(self) -> List[str]:
         base_labels, base_ct = self._hand_over(self._nodes[0], self._nodes[1], "baseline")
@@ -94,7 +113,8 @@ class FollowupJob(ChildJob):
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
                                       message=self._panel_text(last_error_line(stderr)))
-        change["warnings"] = self._left_out + [self._panel_text(w) for w in change.get("warnings", [])]
+        change["warnings"] = self._edited_warnings() + self._left_out + [self._panel_text(w)
+                                                                         for w in change.get("warnings", [])]
         require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "
                          "compared; no change table was made.")
         baseline, followup = self._nodes[0], self._nodes[2]

@@ -259,3 +259,42 @@ def test_no_table_view_of_the_module_is_given_the_scene():
     setup = next(ast.get_source_segment(text, f) for f in widget.body
                  if isinstance(f, ast.FunctionDef) and f.name == "setup")
     assert "EndBatchProcessEvent, self.onSceneEndBatchProcess)" in setup
+
+def test_segments_edited_while_they_are_compared_get_a_warning_that_the_table_compares_them_as_they_were(module):
+    """The comparison hands both segmentations over when Compare is clicked; a tumor corrected in Segment Editor while
+    the child registered the CTs was not in the change table, and nothing said so. The outcome's warnings (shown
+    under the response) now name the changed segments; a comparison without edits names none."""
+    import json
+    import slicer
+    from LiverTumorSegModuleLib.childprocess import SubprocessRunner
+
+    change = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [], "warnings": [],
+              "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0},
+              "alignment": {"method": "ct", "translation_lps_mm": [0.0, 0.0, 0.0], "liver_dice_after_alignment": 1.0}}
+
+    class ChangeWritingRunner(SubprocessRunner):  # a stand-in `followup` child (a bare Python, fast)
+        def start(self, program, args, env=None):
+            out = args[args.index("-o") + 1]
+            super().start(sys.executable, ["-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", out,
+                                           json.dumps(change)], env)
+
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
+    other.SetName("Follow-up segmentation")
+    logic = module.m.LiverTumorSegLogic(runnerFactory=ChangeWritingRunner, python=sys.executable)
+    untouched, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
+    assert not [w for w in untouched["warnings"] if "while they were compared" in w]
+    running = logic.compareWithBaseline(segmentation, volume, other, other_volume, waitForCompletion=False)
+    painted = np.zeros(base.labels.shape, np.uint8)
+    painted[6, 30:32, 30:32] = 1  # four voxels added to the follow-up's tumor, as Segment Editor's Paint writes them
+    segments = slicer.vtkSlicerSegmentationsModuleLogic
+    segments.SetBinaryLabelmapToSegment(module.mrml.oriented_image_from_array(painted, base.ct.geometry), other,
+                                        module.mrml.TUMOR_SEGMENT.segment_id, segments.MODE_MERGE_MAX)
+    outcome = running.wait(timeout_s=60)
+    assert outcome.kind == "done" and outcome.change["warnings"][0] == (
+        "The segment(s) ['Liver tumor'] of 'Follow-up segmentation' were edited, added, removed or renamed while they "
+        "were compared; the change table compares the segments as they were when 'Compare' was clicked. Compare "
+        "again to compare them as they are now.")
+    assert "Warning: The segment(s) ['Liver tumor']" in module.m.panel_text.comparison_text(outcome.change)

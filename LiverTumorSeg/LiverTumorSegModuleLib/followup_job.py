@@ -13,13 +13,31 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table
+from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table, unusable_result
 from .job import hand_over_segmentation, require_made_on
 from .measure_job import changed_segment_names, segment_grids, segments_state
 
 
 class FollowupProcessError(LiverTumorSegError):
     """The follow-up process reported an error the user can fix (its one-line message)."""
+
+
+def check_change_report(change: Dict[str, Any], what: str = "The follow-up process") -> Dict[str, Any]:
+    """``change`` (the child's change.json) when the change table and the compare section's text can be made from it;
+    else :class:`~.childjob.ChildResultError`, raised before the scene is changed: one without its alignment made a
+    table and ended 'done', and the panel's text then raised KeyError in the poll timer's slot. The table is made in
+    a scene of its own to find out."""
+    try:
+        import slicer
+        scratch = slicer.vtkMRMLScene()
+        try:
+            mrml.create_change_table_node(scratch, change)
+        finally:
+            scratch.Clear(1)
+        panel_text.comparison_text(change)
+    except Exception as exc:  # noqa: BLE001 - whatever the change report holds that the table or the text cannot
+        raise unusable_result(what, "change.json", f"{type(exc).__name__}: {exc}") from exc
+    return change
 
 
 class FollowupOutcome:
@@ -113,6 +131,7 @@ class FollowupJob(ChildJob):
         if change is None:
             return self._exit_failure(code, stderr, FollowupProcessError, "The follow-up process",
                                       message=self._panel_text(last_error_line(stderr)))
+        check_change_report(change)  # before a table is made or refilled
         change["warnings"] = self._edited_warnings() + self._left_out + [self._panel_text(w)
                                                                          for w in change.get("warnings", [])]
         require_in_scene(self._scene, self._nodes, "A segmentation or CT was removed from the scene while it was "

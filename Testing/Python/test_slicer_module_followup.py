@@ -260,30 +260,37 @@ def test_no_table_view_of_the_module_is_given_the_scene():
                  if isinstance(f, ast.FunctionDef) and f.name == "setup")
     assert "EndBatchProcessEvent, self.onSceneEndBatchProcess)" in setup
 
-def test_segments_edited_while_they_are_compared_get_a_warning_that_the_table_compares_them_as_they_were(module):
-    """The comparison hands both segmentations over when Compare is clicked; a tumor corrected in Segment Editor while
-    the child registered the CTs was not in the change table, and nothing said so. The outcome's warnings (shown
-    under the response) now name the changed segments; a comparison without edits names none."""
+_CHANGE = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [], "warnings": [],
+           "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0},
+           "alignment": {"method": "ct", "translation_lps_mm": [0.0, 0.0, 0.0], "liver_dice_after_alignment": 1.0}}
+"""A change report as ``followup`` writes it (no lesions), for the stand-in child."""
+
+
+def _change_writing_runner(change):
+    """A stand-in ``followup`` child (a bare Python, fast) that writes ``change`` as its change.json and exits 0."""
     import json
-    import slicer
     from LiverTumorSegModuleLib.childprocess import SubprocessRunner
 
-    change = {"response": "SD", "response_reason": "sum of diameters +0.0 %", "lesions": [], "warnings": [],
-              "sum_of_diameters": {"baseline_mm": 40.0, "followup_mm": 40.0, "change_percent": 0.0},
-              "alignment": {"method": "ct", "translation_lps_mm": [0.0, 0.0, 0.0], "liver_dice_after_alignment": 1.0}}
-
-    class ChangeWritingRunner(SubprocessRunner):  # a stand-in `followup` child (a bare Python, fast)
+    class ChangeWritingRunner(SubprocessRunner):
         def start(self, program, args, env=None):
             out = args[args.index("-o") + 1]
             super().start(sys.executable, ["-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", out,
                                            json.dumps(change)], env)
+    return ChangeWritingRunner()
+
+
+def test_segments_edited_while_they_are_compared_get_a_warning_that_the_table_compares_them_as_they_were(module):
+    """The comparison hands both segmentations over when Compare is clicked; a tumor corrected in Segment Editor while
+    the child registered the CTs was not in the change table, and nothing said so. The outcome's warnings (shown
+    under the response) now name the changed segments; a comparison without edits names none."""
+    import slicer
 
     base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
                         noise_hu=5.0)
     volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
     other_volume, other = _ct_and_segmentation(module.scene, module.mrml, base, "follow-up")
     other.SetName("Follow-up segmentation")
-    logic = module.m.LiverTumorSegLogic(runnerFactory=ChangeWritingRunner, python=sys.executable)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(_CHANGE), python=sys.executable)
     untouched, _ = logic.compareWithBaseline(segmentation, volume, other, other_volume)
     assert not [w for w in untouched["warnings"] if "while they were compared" in w]
     running = logic.compareWithBaseline(segmentation, volume, other, other_volume, waitForCompletion=False)
@@ -298,3 +305,21 @@ def test_segments_edited_while_they_are_compared_get_a_warning_that_the_table_co
         "were compared; the change table compares the segments as they were when 'Compare' was clicked. Compare "
         "again to compare them as they are now.")
     assert "Warning: The segment(s) ['Liver tumor']" in module.m.panel_text.comparison_text(outcome.change)
+
+
+def test_a_change_report_that_cannot_be_shown_is_refused_before_a_table_is_made(module):
+    """A change.json without its alignment (a child of another library version) made a change table and ended
+    'done'; the panel's response text then raised KeyError in the timer's slot, a traceback in Slicer's console and
+    the compare section stuck on "Comparing in a separate process...". It is now refused, saying so, before any
+    table is made."""
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 16), 6.0, 15.0)],
+                        noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    broken = {key: value for key, value in _CHANGE.items() if key != "alignment"}
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _change_writing_runner(broken), python=sys.executable)
+    tables = module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
+    with pytest.raises(module.m.job.ChildResultError, match=r"The follow-up process ended without an error, but its "
+                       r"result could not be used \(change.json: KeyError: 'alignment'\). The scene was not changed"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume)
+    assert module.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == tables
+    assert list(module.temp.iterdir()) == []

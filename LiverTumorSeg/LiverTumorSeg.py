@@ -801,6 +801,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
         # a stopped poll timer is kept until its kind's next stop: a run ends inside the timer's own timeout(), and
         # dropping the last reference there would make PythonQt delete the QTimer while its slot still runs
         self._stoppedTimers = {}
+        # kind -> what its poll timer's slot works on (the job, its onOutcome), emptied when the run stops: the kept
+        # stopped timer held the job, its CT node and voxels, after the scene was closed
+        self._polled = {}
 
     def getParameterNode(self) -> LiverTumorSegParameterNode:
         return LiverTumorSegParameterNode(super().getParameterNode())
@@ -814,6 +817,7 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
     def _stopRun(self, kind: str) -> None:
         """Stop the ``kind`` run's timer and kill its child if it still runs."""
         childJob, timer = self._runs.pop(kind, (None, None))
+        self._polled.pop(kind, {}).clear()
         if timer is not None:
             timer.stop()
             self._stoppedTimers[kind] = timer
@@ -846,23 +850,29 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
                 if self._runs.get(kind, (None, None))[0] is childJob:
                     self._runs.pop(kind)
 
+        polled = {"job": childJob, "onOutcome": onOutcome}
+
         def poll() -> None:
+            running, tell = polled.get("job"), polled.get("onOutcome")
+            if running is None:  # stopped (the run ended, was replaced or cleaned up)
+                return
             try:
-                outcome = childJob.poll()
+                outcome = running.poll()
             except Exception as exc:  # noqa: BLE001 - never leave the timer running on a bug
                 import traceback
-                outcome = childJob.failed_outcome(exc, traceback.format_exc())
+                outcome = running.failed_outcome(exc, traceback.format_exc())
             if outcome is None:
                 return
             self._stopRun(kind)
             self._onOutcome.pop(kind, None)
-            onOutcome(outcome)
+            tell(outcome)
 
         timer = qt.QTimer()
         timer.setInterval(POLL_INTERVAL_MS)
         timer.connect("timeout()", poll)
         timer.start()
         self._runs[kind] = (childJob, timer)
+        self._polled[kind] = polled
         self._onOutcome[kind] = onOutcome
         return childJob
 

@@ -249,6 +249,36 @@ def test_a_run_started_while_a_waited_run_delivers_progress_stays_the_logics_run
     assert not process_alive(pid) and list(module.temp.iterdir()) == []
 
 
+def test_a_run_that_ended_leaves_nothing_of_its_ct_held_by_the_logic(module, tmp_path):
+    """The Logic keeps a stopped poll timer until its kind's next run (PythonQt must not delete it inside its own slot),
+    and that timer's slot held the job: its CT node with the voxels (hundreds of MB for a big CT), segmentation and
+    table stayed in memory after the scene was closed and another patient loaded. Also after a cleanup (Reload)."""
+    import gc
+    import weakref
+
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "ok"), python=sys.executable)
+    outcomes = []
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                            onFinished=outcomes.append, showIn3D=False)
+    timer = FakeTimer.instances[-1]
+    deadline = time.monotonic() + 30
+    while not outcomes and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+    assert [o.kind for o in outcomes] == ["done"] and logic._stoppedTimers["segment"] is timer
+    ended = weakref.ref(running)
+    del running, outcomes[:]
+    module.scene.Clear()  # the user closes the scene
+    gc.collect()
+    assert ended() is None
+    hang = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    stopped = weakref.ref(hang.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
+                                       showIn3D=False))
+    hang.cleanup()
+    gc.collect()
+    assert stopped() is None and list(module.temp.iterdir()) == []
+
+
 def test_reload_forgets_the_helper_packages(module):
     import LiverTumorSegModuleLib.job  # noqa: F401
     before = dict(sys.modules)  # put the original modules back afterwards: later tests hold their classes

@@ -241,6 +241,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is not None:
             self.logic.cleanup()
         self._task = None
+        self._cancelledByClose = []
         self._disconnectParameterNode()  # after a Reload no connector writes into this panel's deleted widgets
         self.removeObservers()
 
@@ -587,8 +588,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGUI()
 
     def _closedByScene(self, childJob) -> bool:
-        """Whether ``childJob`` was cancelled by a scene close (its outcome then shows nothing)."""
-        return any(closed is childJob for closed in self._cancelledByClose)
+        """Whether ``childJob`` was cancelled by a scene close (its outcome then shows nothing). Asked once, when its
+        outcome comes, and then forgotten: the job holds the closed scene's nodes and the CT's voxels."""
+        closed = any(cancelled is childJob for cancelled in self._cancelledByClose)
+        self._cancelledByClose = [cancelled for cancelled in self._cancelledByClose if cancelled is not childJob]
+        return closed
 
     def onMeasureFinished(self, outcome: job.SegmentationOutcome) -> None:
         closedByScene = self._closedByScene(self._measuring)

@@ -298,3 +298,25 @@ def test_a_measure_or_comparison_cancelled_by_a_scene_close_says_nothing_in_the_
     w.onCompareFinished(module.m.followup_job.FollowupOutcome(module.m.job.CANCELLED))
     assert w.ui.statusLabel.text == "Cancelled; the lesion table was not changed."
     assert w.compare["result"].text == "Cancelled; the scene was not changed."
+
+
+def test_a_measure_or_comparison_cancelled_by_a_scene_close_is_let_go_once_its_outcome_came(panel, module):
+    """The panel remembered the jobs a scene close cancelled (so that their outcome says nothing in the next scene)
+    until the next close: each holds the closed scene's segmentation and CT nodes, with the CT's voxels, which stayed
+    in memory while the reader went on with the next patient."""
+    import gc
+    import weakref
+
+    w = panel.widget
+    w.ui.lesionTableView = TableViewStandIn(None)
+    w.ui.resultsSummaryLabel, w.ui.statusLabel = Label(), Label()
+    w.compare.update(table=TableViewStandIn(None), result=Label(), button=Label("Cancel"))
+    w._task, w._measuring, w._comparison = None, CancellableJob(), CancellableJob()
+    jobs = [weakref.ref(w._measuring), weakref.ref(w._comparison)]
+    w.initializeParameterNode()
+    w.onSceneStartClose(None, None)
+    w.onMeasureFinished(module.m.job.SegmentationOutcome(module.m.job.CANCELLED))
+    w.onCompareFinished(module.m.followup_job.FollowupOutcome(module.m.job.CANCELLED))
+    assert w.ui.statusLabel.text == "" and w.compare["result"].text == ""  # still nothing said in the next scene
+    gc.collect()
+    assert [job() for job in jobs] == [None, None]

@@ -206,6 +206,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._summaryTable = None  # the change table the compare section's result text describes
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
+        self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
         self._defaultModelPath = ""  # the model list's default package (populateModels)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -240,6 +241,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Called when the application closes and before Reload: stop the timer and kill a running child."""
         if self.logic is not None:
             self.logic.cleanup()
+        self._cleanedUp = True
         self._task = None
         self._cancelledByClose = []
         self._disconnectParameterNode()  # after a Reload no connector writes into this panel's deleted widgets
@@ -449,7 +451,9 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Check (and offer to install) the Python packages the work needs; False, after telling the user why,
         when they are not ready. Slicer's pip_install processes events for every line pip prints, so a click
         during the minutes-long install arrives here again: it is ignored (it had started a second pip on the
-        same packages and a second run), the buttons are off and the panel says what is going on."""
+        same packages and a second run), the buttons are off and the panel says what is going on. A Reload in those
+        events cleans this panel up and deletes its widgets: then nothing more is shown in it and False is returned,
+        so that the click starts no run for a panel that is gone."""
         if self._installingPackages:
             return False
         self._installingPackages = True
@@ -472,10 +476,11 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         finally:
             self._installingPackages = False
-            if self.ui.statusLabel.text == self.INSTALLING_TEXT:
-                self.ui.statusLabel.text = before
-            self.updateGUI()
-        return True
+            if not self._cleanedUp:
+                if self.ui.statusLabel.text == self.INSTALLING_TEXT:
+                    self.ui.statusLabel.text = before
+                self.updateGUI()
+        return not self._cleanedUp
 
     def onSegmentButton(self) -> None:
         if self._task is not None:

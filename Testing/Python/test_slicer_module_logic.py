@@ -560,3 +560,65 @@ def test_a_click_while_packages_install_starts_no_second_install_or_run(module, 
     assert len(confirmations) == 1 and starts == [1]
     assert (True, widget.INSTALLING_TEXT) in shown_during_install  # the panel showed it (buttons off meanwhile)
     assert widget._installingPackages is False and status.text != widget.INSTALLING_TEXT
+
+
+class _QtWidgetStandIn:
+    """A label, button or progress bar whose C++ object Reload deletes: any use after ``destroy()`` raises as
+    PythonQt does ("Trying to call ... on a destroyed ... object")."""
+
+    def __init__(self):
+        object.__setattr__(self, "_destroyed", False)
+        object.__setattr__(self, "text", "")
+
+    def destroy(self):
+        object.__setattr__(self, "_destroyed", True)
+
+    def _check(self):
+        if object.__getattribute__(self, "_destroyed"):
+            raise RuntimeError("Trying to use a destroyed QWidget object")
+
+    def __getattribute__(self, name):
+        if name not in ("destroy", "_check") and not name.startswith("__"):
+            object.__getattribute__(self, "_check")()
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name, value):
+        self._check()
+        object.__setattr__(self, name, value)
+
+    def setVisible(self, visible):
+        pass
+
+
+@pytest.mark.parametrize("button", ["onSegmentButton", "onMeasureButton"])
+def test_a_reload_while_packages_install_starts_nothing_and_touches_no_deleted_widget(module, monkeypatch, button):
+    """Slicer's pip_install processes events for every line pip prints, so the Reload button can be clicked during the
+    minutes-long install. The old panel's cleanup ran, its widgets were deleted, and then the click handler went on:
+    it wrote its status into a deleted label (a traceback in Slicer's console) and would have started a run whose
+    outcome went to the dead panel. Now nothing is started and no widget of the old panel is touched."""
+    import slicer.util
+
+    m = module.m
+    widget = m.LiverTumorSegWidget()
+    status, progress = _QtWidgetStandIn(), _QtWidgetStandIn()
+    widget.ui = types.SimpleNamespace(statusLabel=status, progressBar=progress)
+    widget._parameterNode = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
+                                                  device="auto", lesionTable=None, parameterNode=None,
+                                                  disconnectGui=lambda tag: None)
+    widget.updateGUI = lambda *args: status.text  # reads the panel's widgets, as the real one does
+    starts = []
+
+    def ensure(confirm):  # the packages are installed; meanwhile the user clicks Reload
+        confirm("Install monai?")
+        widget.cleanup()
+        status.destroy()
+        progress.destroy()
+        return []
+
+    widget.logic = types.SimpleNamespace(process=lambda *a, **k: starts.append("segment"),
+                                         measureSegmentation=lambda *a, **k: starts.append("measure"),
+                                         ensureDependencies=ensure, cleanup=lambda: None)
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: True)
+    getattr(widget, button)()
+    assert starts == []

@@ -207,12 +207,32 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+PEP440_VERSION = re.compile(
+    r"v?(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*"  # epoch, release
+    r"(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?[0-9]*)?"  # pre-release
+    r"(?:-[0-9]+|[-_.]?(?:post|rev|r)[-_.]?[0-9]*)?"  # post-release
+    r"(?:[-_.]?dev[-_.]?[0-9]*)?"  # development release
+    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?",  # local version label
+    re.IGNORECASE)
+"""A version pip accepts after ``==`` in a constraints file (PEP 440's grammar, as the ``packaging`` library's
+``VERSION_PATTERN`` spells it)."""
+
+
+def pinnable(version: str) -> bool:
+    """Whether ``name==version`` is a line pip accepts. pip 24.1 and later reject the whole constraints file over
+    one non-PEP 440 version: with ``weirdpkg==1.0-custom`` in it, pip 24.1 and 25.0 stopped at "Invalid
+    requirement" and installed nothing, while pip 23.2 and 24.0 accepted it (all four tried here, 27 Nov 2026)."""
+    return PEP440_VERSION.fullmatch(version.strip()) is not None
+
+
 def pins_besides(to_install: Sequence["RequirementStatus"], installed: Sequence[Tuple[str, str]]
                  ) -> List[Tuple[str, str]]:
     """The installed distributions to keep at their versions while ``to_install`` is installed: all but torch
-    (pinned on its own) and the ones being installed."""
+    (pinned on its own), the ones being installed, and any whose version pip cannot read in a constraints file
+    (see :func:`pinnable`; such a package is left unprotected rather than failing every install)."""
     changing = {_normalized(s.requirement.distribution) for s in to_install} | {"torch"}
-    return [(name, version) for name, version in installed if _normalized(name) not in changing]
+    return [(name, version) for name, version in installed
+            if _normalized(name) not in changing and pinnable(version)]
 
 
 def pip_requirement(status: RequirementStatus) -> str:

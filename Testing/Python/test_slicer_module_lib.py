@@ -500,3 +500,19 @@ def test_segment_button_is_off_with_the_reason_when_the_selected_volume_is_no_ct
     assert panel_text.segment_button_state(False, True, True) == (False, "Segment liver and tumors")
     assert panel_text.segment_button_state(False, False, False) == (False, "Select a CT volume and a model")
     assert panel_text.segment_button_state(True, True, False, reason) == (True, "Stop the running segmentation")
+
+
+def test_an_installed_package_with_a_version_pip_cannot_read_is_not_pinned():
+    """pip 25.0 refuses a whole constraints file over one line like ``weirdpkg==1.0-custom`` (not PEP 440), so one
+    such package in Slicer's Python would have stopped every install; it is left out of the pins instead."""
+    env = FakeEnvironment(dict(ALL_OK, scipy="1.8.1"))
+    env.installed["weirdpkg"] = "1.0-custom"
+    env.installed["dicomweb-client"] = "0.59.1.post1+g12ab"
+    env.ensure()
+    pins = env.constraints[0].splitlines()
+    assert "numpy==1.26.4" in pins and "dicomweb-client==0.59.1.post1+g12ab" in pins
+    assert not any(p.startswith("weirdpkg") for p in pins)
+    for version in ("2.3.1+cu121", "1.4.0rc1", "2.0.0.dev20230101", "1!2.0", "v1.0", "1.0-1", "0.9.post2"):
+        assert dependencies.pinnable(version), version
+    for version in ("1.0-custom", "unknown", "2.0 beta", ""):
+        assert not dependencies.pinnable(version), version

@@ -13,16 +13,20 @@ Rules:
 * Every pip install runs with a constraints file pinning the installed torch (``torch==<installed>``), so
   pip's resolver picks a monai that fits that torch or fails; it cannot pull another torch from PyPI. The file
   also pins every other installed distribution except the ones being installed (Slicer's own numpy, VTK,
-  SimpleITK, ...): ``slicer.util.pip_install`` of Slicer 5.6-5.8 does not protect them, and a monai or nibabel
+  SimpleITK, ...): ``slicer.util.pip_install`` of Slicer 5.6-5.10 does not protect them, and a monai or nibabel
   release asking for a newer numpy would have upgraded Slicer's. pip then fails with its reason rather than
   break Slicer.
 * "Fits" is checked too: an installed monai whose own ``torch>=...`` requirement the installed torch does not
   meet counts as incompatible and is reinstalled (under the constraint) after confirmation.
 """
+import contextlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -250,6 +254,105 @@ def pip_arguments(to_install: Sequence[RequirementStatus], constraint_path: str)
     return [pip_requirement(s) for s in to_install] + ["-c", constraint_path]
 
 
+class _LogLines(logging.Handler):
+    """Every message logged (root logger) while installed, split into lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.extend(str(record.getMessage()).splitlines())
+        except Exception:  # noqa: BLE001 - a message that cannot be formatted is not pip's
+            pass
+
+
+class _StdoutLines:
+    """Stands in for ``sys.stdout``: writes go on to ``stream`` and are also kept, split into lines."""
+
+    def __init__(self, stream):
+        self._stream, self._partial = stream, ""
+        self.lines: List[str] = []
+
+    def write(self, text):
+        self._partial += str(text)
+        *complete, self._partial = self._partial.split("\n")
+        self.lines.extend(line.rstrip("\r") for line in complete)
+        return self._stream.write(text) if self._stream is not None else len(text)
+
+    def flush(self):
+        if self._stream is not None:
+            self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def recorded_output():
+    """Record what a Slicer install prints or logs while the block runs; yields a callable giving those lines.
+
+    ``slicer.util.pip_install`` (and PyTorchUtils' ``installTorch``, through ``slicer.util._executePythonModule``)
+    hands each line pip prints to ``slicer.util.logProcessOutput``, which logs it with ``logging.info`` (read in
+    an undated Slicer 4.x-era util.py) or prints it (Slicer 5.8.0's log tags pip's lines ``[Stream]``); the
+    ``CalledProcessError`` it raises says only the command and exit status. Both routes are recorded (and still go
+    where they went); the longer record is given."""
+    log_lines, root = _LogLines(), logging.getLogger()
+    stdout_lines = _StdoutLines(sys.stdout)
+    root.addHandler(log_lines)
+    sys.stdout = stdout_lines
+    try:
+        yield lambda: max(log_lines.lines, stdout_lines.lines, key=len)
+    finally:
+        if sys.stdout is stdout_lines:
+            sys.stdout = stdout_lines._stream
+        root.removeHandler(log_lines)
+
+
+PIP_REASON_LINES = 12
+"""At most this many of pip's lines (from its first ``ERROR:`` line on, blank ones dropped) are quoted in the error
+message. pip 23.0's report of a version conflict (monai>=1.5 against a pinned torch 2.1.2, run here on Python 3.9)
+is 10 such lines; pip's "no internet" failure 2 (``Could not find a version`` / ``No matching distribution``)."""
+
+CONNECTION_TROUBLE = ("Failed to establish a new connection", "NewConnectionError", "ProxyError", "SSLError",
+                      "ConnectTimeoutError", "Read timed out", "Temporary failure in name resolution")
+"""pip/urllib3 texts of a package index that could not be reached (pip 23.0 with no server at the index address
+printed 'NewConnectionError(... Failed to establish a new connection ...)' in its retry warning)."""
+
+
+def pip_reason(lines: Sequence[str]) -> List[str]:
+    """pip's own explanation among ``lines``: from its first ``ERROR:`` line on, blank lines dropped, at most
+    :data:`PIP_REASON_LINES` (the last of them then ``...``)."""
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ERROR:")), None)
+    if start is None:
+        return []
+    reason = [line.rstrip() for line in lines[start:] if line.strip()]
+    return reason if len(reason) <= PIP_REASON_LINES else reason[:PIP_REASON_LINES - 1] + ["..."]
+
+
+def install_failure_message(what: str, error: subprocess.CalledProcessError, lines: Sequence[str]) -> str:
+    """What the user reads when installing ``what`` failed: pip's reason (from ``lines``, what the install printed),
+    a likely cause, and where pip's whole output is. Slicer's own ``CalledProcessError`` text (the command line and
+    'returned non-zero exit status 1') says none of that."""
+    reason = pip_reason(lines)
+    text = f"Installing {what} failed (pip ended with exit status {error.returncode})."
+    if reason:
+        text += "\npip said:\n" + "\n".join(f"  {line}" for line in reason)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if any(marker in line for line in lines for marker in CONNECTION_TROUBLE):
+        text += ("\nThe package index could not be reached: check the internet connection (and proxy or firewall "
+                 "settings), then click Segment again.")
+    elif any("ResolutionImpossible" in line or "conflicting dependencies" in line for line in reason):
+        text += ("\nNo release fits the packages already installed (PyTorch and Slicer's own packages are kept at "
+                 "their versions); see the conflict above.")
+    elif any("No matching distribution" in line for line in reason):
+        text += (f"\npip found no release for this Slicer's Python {python} that fits the packages already "
+                 "installed, or could not reach the package index (check the internet connection).")
+    text += "\npip's whole output is in the Python console (View > Python Console) and the application log."
+    return text
+
+
 def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[List[str]], None],
                         install_torch: Optional[Callable[[str], object]],
                         requirements: Sequence[Requirement] = REQUIREMENTS,
@@ -265,8 +368,9 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
     PyTorch extension is missing. ``pip_install(args)`` gets :func:`pip_arguments` (torch pinned, and every
     other distribution ``installed()`` lists that is not being installed).
     Returns the statuses that were fixed. Raises :class:`DependencyDeclinedError` when the user says no,
-    :class:`DependencyError` when torch is missing/too old and cannot be installed here, or when a check after
-    installing still fails.
+    :class:`DependencyError` when torch is missing/too old and cannot be installed here, when pip fails (a
+    ``CalledProcessError`` from ``pip_install`` or ``install_torch``: the message quotes pip's reason, see
+    :func:`install_failure_message`), or when a check after installing still fails.
     """
     check = lambda: check_requirements(requirements, version_of, requires_of, find_spec)  # noqa: E731
     to_fix = problems(check())
@@ -291,7 +395,13 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
         if install_torch is None:
             raise DependencyError("PyTorch is missing and the PyTorch extension is not installed. Install the "
                                   "'PyTorch' extension from the Extensions Manager, restart Slicer and try again.")
-        if install_torch(f">={TORCH.minimum}") is None:
+        with recorded_output() as printed:
+            try:
+                torch_module = install_torch(f">={TORCH.minimum}")
+            except subprocess.CalledProcessError as error:
+                raise DependencyError(install_failure_message(
+                    "PyTorch (through the PyTorch extension)", error, printed())) from error
+        if torch_module is None:
             raise DependencyError("PyTorch was not installed. Open the PyTorch Utils module to install it, "
                                   "then try again.")
     after_torch = recheck()  # torch may be new, and may have brought others
@@ -302,7 +412,11 @@ def ensure_requirements(confirm: Callable[[str], bool], pip_install: Callable[[L
     if rest:
         constraint = torch_constraint_file(torch_version, also_pinned=pins_besides(rest, installed()))
         try:
-            pip_install(pip_arguments(rest, constraint))
+            with recorded_output() as printed:
+                pip_install(pip_arguments(rest, constraint))
+        except subprocess.CalledProcessError as error:
+            names = ", ".join(s.requirement.distribution for s in rest)
+            raise DependencyError(install_failure_message(names, error, printed())) from error
         finally:
             os.remove(constraint)
     remaining = recheck()

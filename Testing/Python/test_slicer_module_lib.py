@@ -516,3 +516,83 @@ def test_an_installed_package_with_a_version_pip_cannot_read_is_not_pinned():
         assert dependencies.pinnable(version), version
     for version in ("1.0-custom", "unknown", "2.0 beta", ""):
         assert not dependencies.pinnable(version), version
+
+
+OFFLINE_PIP_OUTPUT = [  # pip 23.0 on Python 3.9 with no server at the index address (run here, 27 Nov 2026)
+    "Looking in indexes: http://127.0.0.1:9/simple",
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken "
+    "by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection object at 0x7f06613d3d30>: Failed to "
+    "establish a new connection: [Errno 111] Connection refused')': /simple/monai/",
+    "ERROR: Could not find a version that satisfies the requirement monai>=1.3 (from versions: none)",
+    "ERROR: No matching distribution found for monai>=1.3",
+]
+
+
+def slicer_pip_install(output_lines, calls, logged=False):
+    """Stands in for ``slicer.util.pip_install`` of Slicer 5.2-5.10: takes a str (shlex-split) or a list (kept as
+    is, ``type(requirements) == list``), anything else is a ValueError; each line pip prints is printed (5.8's log
+    tags them [Stream]) or logged with logging.info (Slicer's 2020 util.py); a failed pip is a CalledProcessError
+    that names only the command and exit status."""
+    import logging
+    import shlex
+    import subprocess
+
+    def pip_install(requirements):
+        if type(requirements) == str:  # noqa: E721 - as Slicer checks it
+            args = ["install", *shlex.split(requirements)]
+        elif type(requirements) == list:  # noqa: E721
+            args = ["install", *requirements]
+        else:
+            raise ValueError("pip_install requirement input must be string or list")
+        calls.append(args)
+        for line in output_lines:
+            logging.getLogger().info(line) if logged else print(line)
+        raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", *args])
+    return pip_install
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_a_failed_pip_install_says_pips_reason_not_slicers_command_line(caplog, logged):
+    """Slicer's pip_install raises CalledProcessError("Command '[...PythonSlicer', '-m', 'pip', ...]' returned
+    non-zero exit status 1"): shown as it was, the user learnt nothing of why. The message now quotes pip's ERROR
+    lines, names the likely cause and where pip's whole output is."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    env = FakeEnvironment(dict(ALL_OK, scipy="1.8.1"))
+    calls = []
+    env.pip_install = slicer_pip_install(OFFLINE_PIP_OUTPUT, calls, logged=logged)
+    with pytest.raises(dependencies.DependencyError) as raised:
+        env.ensure()
+    message = str(raised.value)
+    assert "exit status 1" in message and "Command '[" not in message
+    assert "  ERROR: No matching distribution found for monai>=1.3" in message
+    assert "internet connection" in message and "Python console" in message
+    (args,) = calls  # the list reached pip whole: the constraints path stays one argument
+    assert args[0] == "install" and args[-2] == "-c" and not os.path.exists(args[-1])
+
+
+def test_a_failed_torch_install_and_a_version_conflict_say_what_pip_said():
+    conflict = ["Collecting monai>=1.3",  # pip 23.0's words for monai>=1.5 under torch==2.1.2 (run here)
+                "ERROR: Cannot install monai==1.5.0 and monai==1.5.2 because these package versions have "
+                "conflicting dependencies.", "", "The conflict is caused by:",
+                "    monai 1.5.2 depends on torch>=2.4.1", "    The user requested (constraint) torch==2.1.2", "",
+                "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/"
+                "dependency-resolution/#dealing-with-dependency-conflicts"]
+    installed = dict(ALL_OK)
+    del installed["torch"]
+    env = FakeEnvironment(installed)
+
+    def install_torch(requirement):  # PyTorchUtils' installTorch: light-the-torch through _executePythonModule
+        import subprocess
+        print("ERROR: No matching distribution found for torch>=2.1")
+        raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "light_the_torch", "install"])
+    with pytest.raises(dependencies.DependencyError, match=r"Installing PyTorch .*failed.*\n.*\n  ERROR: No match"):
+        env.ensure(install_torch=install_torch)
+    message = dependencies.install_failure_message("monai", __import__("subprocess").CalledProcessError(1, "pip"),
+                                                   conflict)
+    assert "  The user requested (constraint) torch==2.1.2" in message and "No release fits" in message
+    assert "internet" not in message
+    long_output = ["ERROR: first"] + [f"line {i}" for i in range(40)]
+    reason = dependencies.pip_reason(long_output)
+    assert len(reason) == dependencies.PIP_REASON_LINES and reason[0] == "ERROR: first" and reason[-1] == "..."

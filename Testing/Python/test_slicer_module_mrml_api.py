@@ -142,7 +142,8 @@ GUARDED: Dict[str, str] = {
 """Name -> the name whose ``hasattr``/``getattr`` check guards the call, in the same file."""
 
 NOT_SLICER = {
-    "ChildMessage", "CrashExit", "DependencyDeclinedError", "DependencyError", "FollowupJob", "LineBuffer", "Lock",
+    "CalledProcessError", "ChildMessage", "CrashExit", "DependencyDeclinedError", "DependencyError", "FollowupJob",
+    "Handler", "LineBuffer", "Lock", "LogRecord",
     "MeasureJob", "NotRunning", "PackageNotFoundError", "Popen", "PyTorchUtilsLogic", "QCheckBox", "QFileDialog",
     "QFormLayout", "QLabel", "QProcess", "QPushButton", "QTimer", "QUrl", "SegmentationJob", "SegmentationOptions",
     "SegmentationOutcome", "SeparateChannels", "Signals", "SkipTest", "SubprocessError", "TemporaryDirectory",

@@ -870,7 +870,9 @@ class LiverTumorSegLogic(ScriptedLoadableModuleLogic):
             except Exception as exc:  # noqa: BLE001 - never leave the timer running on a bug
                 import traceback
                 outcome = running.failed_outcome(exc, traceback.format_exc())
-            if outcome is None:
+            if outcome is None or polled.get("job") is not running:
+                # stopped while it polled (a new run or a Reload in events its progress callback processed): the
+                # kind's run is now another one, and this one's outcome was given (or not wanted) by the stop
                 return
             self._stopRun(kind)
             self._onOutcome.pop(kind, None)

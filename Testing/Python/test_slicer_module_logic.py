@@ -249,6 +249,66 @@ def test_a_run_started_while_a_waited_run_delivers_progress_stays_the_logics_run
     assert not process_alive(pid) and list(module.temp.iterdir()) == []
 
 
+def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run(module, tmp_path):
+    """As above, for a run that is polled (``waitForCompletion=False``): a new run of the same kind started in events
+    its progress callback processed cancelled it, and the old run's poll slot, on getting that cancelled outcome,
+    then stopped the kind's run, which was by then the new one (its child killed, its timer stopped, its onFinished
+    never called), and told the old run's onFinished a second time."""
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    first, second, started = [], [], {}
+
+    def progress(fraction, stage):  # what a click on Segment during processEvents does
+        if stage == "network" and not started:
+            started["run"] = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu",
+                                           waitForCompletion=False, onFinished=second.append, showIn3D=False)
+
+    logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=progress, waitForCompletion=False,
+                  onFinished=first.append, showIn3D=False)
+    timer = FakeTimer.instances[-1]
+    deadline = time.monotonic() + 30
+    while not started and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+    run = started["run"]
+    assert [o.kind for o in first] == ["cancelled"] and second == []
+    job_, new_timer = logic._runs["segment"]
+    assert job_ is run and new_timer is FakeTimer.instances[-1] and new_timer.active
+    assert process_alive(run.child_pid) and not run.finished
+    pid = run.child_pid
+    logic.cleanup()
+    deadline = time.monotonic() + 2
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not process_alive(pid) and len(first) == 1 and second == []
+
+
+def test_a_cleanup_while_a_polled_run_delivers_progress_tells_no_one(module, tmp_path):
+    """A Reload (the Logic's cleanup) in events a polled run's progress callback processed: cleanup tells no one (the
+    panel is going away), but the run's poll slot went on with the cancelled outcome and called the torn-down panel's
+    onFinished."""
+    logic = module.m.LiverTumorSegLogic(runnerFactory=_fake_runner_factory(tmp_path, "hang"), python=sys.executable)
+    outcomes, cleaned = [], []
+
+    def progress(fraction, stage):  # a Reload during processEvents
+        if stage == "network" and not cleaned:
+            logic.cleanup()
+            cleaned.append(True)
+
+    running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=progress,
+                            waitForCompletion=False, onFinished=outcomes.append, showIn3D=False)
+    timer = FakeTimer.instances[-1]
+    pid = running.child_pid
+    deadline = time.monotonic() + 30
+    while not cleaned and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+    assert cleaned and outcomes == [] and not timer.active and logic._runs == {}
+    deadline = time.monotonic() + 2
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not process_alive(pid)
+
+
 def test_a_run_that_ended_leaves_nothing_of_its_ct_held_by_the_logic(module, tmp_path):
     """The Logic keeps a stopped poll timer until its kind's next run (PythonQt must not delete it inside its own slot),
     and that timer's slot held the job: its CT node with the voxels (hundreds of MB for a big CT), segmentation and

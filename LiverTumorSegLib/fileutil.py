@@ -385,7 +385,8 @@ def same_file_among(paths) -> bool:
 STALE_TEMPORARY_SECONDS = 600
 """A temporary output file (or folder) of a process that no longer runs, untouched this long, is left over from a
 kill (the system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written
-again."""
+again, and (this computer's only) when anything is next written into its folder
+(:func:`remove_this_computers_leftovers`)."""
 
 _TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[^./]*\.tmp")
 
@@ -400,7 +401,8 @@ def _last_changed(status: os.stat_result) -> float:
 def temporary_prefix(stem: str) -> str:
     """The start of the name of a temporary file or folder that this process makes, for ``mkstemp`` or
     ``mkdtemp`` (which add ``{random}{suffix}``): ``{stem}{mark}-``, ``mark`` being this process's
-    :func:`~.processes.process_mark` (id and start time), which :func:`remove_stale_temporaries` reads."""
+    :func:`~.processes.process_mark` (id, start time and this computer's host tag), which
+    :func:`remove_stale_temporaries` reads."""
     return f"{stem}{process_mark()}-"
 
 
@@ -468,10 +470,10 @@ _folders_looked_through = set()  # type: set
 
 def remove_this_computers_leftovers(folder: PathLike) -> List[Path]:
     """Once per process and folder: :func:`remove_stale_temporaries` of every temporary in ``folder`` named by this
-    computer (``.{anything}.{pid}-{start time}@{host}-{random}.tmp{anything}``, ``host`` this :func:`~.processes.host_tag`),
-    whatever output it was for. A killed run's temporaries were removed only when the same output was written
-    again, so those of an output written under another name next time (a new case name, a changed ``-o``) stayed
-    for good. Only names that carry this computer's tag are looked at: a user's file, another computer's and an
+    computer (``.{anything}.{pid}-{start time}@{host}-{random}.tmp{anything}``, ``host`` this
+    :func:`~.processes.host_tag`), whatever output it was for. A killed run's temporaries were removed only when
+    the same output was written again, so those of an output written under another name next time (a new case
+    name, a changed ``-o``) stayed for good. Only names that carry this computer's tag are looked at: a user's file, another computer's and an
     older version's (no tag: their output's own write still removes them) are not. Returns the paths removed."""
     key = os.path.realpath(os.fspath(folder) or ".")
     if key in _folders_looked_through:
@@ -710,8 +712,8 @@ _SET_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\." + PROCESS_MARK + r"\.old")
 
 def set_aside_path(target: Path) -> Path:
     """Where :func:`move_all_or_none` keeps a file it replaces until the new one is in place: the hidden
-    ``.{name}.{mark}.old`` beside it (``mark``: this process's :func:`~.processes.process_mark`, its id and start
-    time; older versions wrote ``.{name}.{pid}.old``, which are judged by the id alone)."""
+    ``.{name}.{mark}.old`` beside it (``mark``: this process's :func:`~.processes.process_mark`, its id, start
+    time and host tag; older versions wrote ``.{name}.{pid}.old``, which are judged by the id alone)."""
     return target.with_name(f".{target.name}.{process_mark()}.old")
 
 

@@ -82,9 +82,9 @@ def read_result_json(path: str, what: str) -> Dict[str, Any]:
 TEMP_FOLDER_PREFIX = "LiverTumorSeg."
 """A job's temporary folder is ``{temp_root}/LiverTumorSeg.{pid}-{start time}@{host}-{random}.tmp`` (Slicer's
 process id and start time and this computer's tag: ``LiverTumorSegLib.fileutil.temporary_prefix``; without
-``-{start time}`` where no start time can be read, and from earlier versions also without ``@{host}``). It holds a copy of the CT (patient data): one that Slicer
-left behind when it crashed or was killed while a job ran is removed when a later job starts, once that process
-has ended (:func:`remove_stale_job_folders`)."""
+``-{start time}`` where no start time can be read, and from earlier versions also without ``@{host}``). It holds
+a copy of the CT (patient data): one that Slicer left behind when it crashed or was killed while a job ran is
+removed when a later job starts, once that process has ended (:func:`remove_stale_job_folders`)."""
 
 REMOVE_RETRY_SECONDS = (0.1, 0.2, 0.3, 0.4)
 SIGKILL_NUMBER = 9  # on every POSIX system

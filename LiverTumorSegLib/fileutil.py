@@ -473,8 +473,9 @@ def remove_this_computers_leftovers(folder: PathLike) -> List[Path]:
     computer (``.{anything}.{pid}-{start time}@{host}-{random}.tmp{anything}``, ``host`` this
     :func:`~.processes.host_tag`), whatever output it was for. A killed run's temporaries were removed only when
     the same output was written again, so those of an output written under another name next time (a new case
-    name, a changed ``-o``) stayed for good. Only names that carry this computer's tag are looked at: a user's file, another computer's and an
-    older version's (no tag: their output's own write still removes them) are not. Returns the paths removed."""
+    name, a changed ``-o``) stayed for good. Only names that carry this computer's tag are looked at: a user's file,
+    another computer's and an older version's (no tag: their output's own write still removes them) are not.
+    Returns the paths removed."""
     key = os.path.realpath(os.fspath(folder) or ".")
     if key in _folders_looked_through:
         return []

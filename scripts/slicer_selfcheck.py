@@ -7,7 +7,9 @@ checks it in a real Slicer (its Qt, PythonQt, VTK and Python), without building 
         --python-script CHECKOUT/scripts/slicer_selfcheck.py --out selfcheck.json [--install-dependencies]
 
 (``--additional-module-paths`` is not needed where the extension is installed from the Extensions Manager.) In order,
-and each step recorded in the JSON file whatever the next one does:
+and each step recorded in the JSON file whatever the next one does (the file is rewritten after every step and before
+and after every test, ``"complete": false`` until the end, so a Slicer that crashes or hangs in a test leaves the
+steps done and that test, ``"outcome": "running"``):
 
 1. the Slicer and Python versions, the platform;
 2. whether Slicer loaded the module (``slicer.modules.livertumorseg``), and from where;
@@ -77,9 +79,10 @@ class _LogLines(logging.Handler):
 class _RecordingResult(unittest.TestResult):
     """A unittest result that keeps, per test, its outcome, seconds, message and log lines."""
 
-    def __init__(self):
+    def __init__(self, on_change: Optional[Callable[[List[Dict[str, Any]]], None]] = None):
         super().__init__()
         self.records = []  # type: List[Dict[str, Any]]
+        self._on_change = on_change or (lambda _records: None)
         self._started = 0.0
         self._log = None  # type: Optional[_LogLines]
         self._root_level = logging.WARNING
@@ -93,8 +96,9 @@ class _RecordingResult(unittest.TestResult):
         root.addHandler(self._log)
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        self.records.append({"test": getattr(test, "_testMethodName", str(test)), "outcome": "passed",
+        self.records.append({"test": getattr(test, "_testMethodName", str(test)), "outcome": "running",
                              "seconds": None, "message": "", "log": []})
+        self._on_change(self.records)
 
     def stopTest(self, test):
         record = self.records[-1]
@@ -103,7 +107,10 @@ class _RecordingResult(unittest.TestResult):
         root.removeHandler(self._log)
         root.setLevel(self._root_level)
         record["log"] = list(self._log.lines)
+        if record["outcome"] == "running":  # neither failed, raised nor skipped
+            record["outcome"] = "passed"
         super().stopTest(test)
+        self._on_change(self.records)
 
     def _set(self, outcome: str, message: str) -> None:
         record = self.records[-1]
@@ -126,11 +133,13 @@ class _RecordingResult(unittest.TestResult):
         self._set("skipped", str(reason))
 
 
-def run_tests(test_class: type, names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+def run_tests(test_class: type, names: Optional[Sequence[str]] = None,
+              on_change: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> List[Dict[str, Any]]:
     """Run the ``test*`` methods of ``test_class`` (only ``names``, in that order, when given) with unittest, as
     ctest's ``slicer.testing.runUnitTest`` does (``setUp``, the test, its clean-ups); one dict per test: ``test``,
     ``outcome`` (passed / failed / error / skipped), ``seconds``, ``message`` (traceback or skip reason) and
-    ``log`` (the INFO-or-above log lines written meanwhile). Raises ValueError naming a test the class lacks."""
+    ``log`` (the INFO-or-above log lines written meanwhile). ``on_change(records)`` is called as each test starts
+    (its outcome ``running``) and ends. Raises ValueError naming a test the class lacks."""
     loader = unittest.TestLoader()
     if names:
         unknown = [n for n in names if not callable(getattr(test_class, n, None))]
@@ -140,7 +149,7 @@ def run_tests(test_class: type, names: Optional[Sequence[str]] = None) -> List[D
         suite = unittest.TestSuite(test_class(n) for n in names)
     else:
         suite = loader.loadTestsFromTestCase(test_class)
-    result = _RecordingResult()
+    result = _RecordingResult(on_change)
     suite.run(result)
     return result.records
 
@@ -248,31 +257,47 @@ def non_interactive_test_class(test_class: type, dependencies: Any) -> type:
     return NonInteractive
 
 
-def check(slicer: Any, module: Any, args: argparse.Namespace) -> Dict[str, Any]:
+def check(slicer: Any, module: Any, args: argparse.Namespace,
+          save: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Steps 1-5 of the module docstring in ``slicer`` (the ``slicer`` package) with ``module`` (a callable
     returning the imported ``LiverTumorSeg`` module, called once the module is known to be loaded); the result
-    with ``exit_code``. Never raises for a failed step: it is recorded."""
-    result = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": {}, "tests": [],
-              "ignored_arguments": list(getattr(args, "ignored_arguments", []))}  # type: Dict[str, Any]
+    with ``exit_code`` and ``complete`` true. ``save(result)`` is called after every step and as every test starts
+    and ends, the result then ``complete`` false and ``exit_code`` None. Never raises for a failed step: it is
+    recorded."""
+    save = save or (lambda _result: None)
+    result = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False, "exit_code": None, "steps": {},
+              "tests": [], "ignored_arguments": list(getattr(args, "ignored_arguments", []))}  # type: Dict[str, Any]
     try:
         result["slicer"] = slicer_facts(slicer)
     except Exception:  # noqa: BLE001
         result["slicer"] = {"error": traceback.format_exc()}
     steps = result["steps"]
-    if _step(steps, "module_loaded", lambda: _module_loaded(slicer)):
+
+    def tests_changed(records: List[Dict[str, Any]]) -> None:
+        result["tests"] = records
+        save(result)
+
+    loaded_ok = _step(steps, "module_loaded", lambda: _module_loaded(slicer))
+    save(result)
+    if loaded_ok:
         loaded = module()
         _step(steps, "panel_opens", lambda: _panel_opens(slicer))
+        save(result)
         deps = loaded.dependencies
         install = None
         if args.install_dependencies:
             def install():
                 return loaded.LiverTumorSegLogic.ensureDependencies(confirm=lambda _text: True)
-        if _step(steps, "packages", lambda: _packages(deps, install)):
+        packages_ok = _step(steps, "packages", lambda: _packages(deps, install))
+        save(result)
+        if packages_ok:
             try:
-                result["tests"] = run_tests(non_interactive_test_class(loaded.LiverTumorSegTest, deps), args.tests)
+                result["tests"] = run_tests(non_interactive_test_class(loaded.LiverTumorSegTest, deps), args.tests,
+                                            tests_changed)
             except Exception:  # noqa: BLE001 - e.g. an unknown test name
                 steps["tests"] = {"ok": False, "message": traceback.format_exc()}
     result["exit_code"] = exit_code(result)
+    result["complete"] = True
     return result
 
 
@@ -285,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None, slicer: Any = None, module: Optio
         def module():
             import LiverTumorSeg  # the scripted module, on sys.path once Slicer loaded it
             return LiverTumorSeg
-    result = check(slicer, module, args)
+    result = check(slicer, module, args, save=lambda partial: write_result(partial, args.out))
     write_result(result, args.out)
     for line in summary_lines(result):
         print(line)

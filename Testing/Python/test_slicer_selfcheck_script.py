@@ -196,3 +196,30 @@ def test_main_writes_the_json_file_and_prints_what_the_status_means(tmp_path, ca
     printed = capsys.readouterr().out
     assert "test_SegmentSampleCT: skipped" in printed and "the segmentation was not checked" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["check.json"]  # no temporary file left
+
+
+def test_the_file_is_written_before_each_test_so_a_crash_leaves_what_ran(tmp_path):
+    """Slicer can crash inside a test (the launcher then exits 1, like a failed test): the file already holds the
+    steps, the tests done and the one that was running, marked incomplete; a stale file of an earlier run is gone."""
+    out = tmp_path / "check.json"
+    out.write_text('{"exit_code": 0, "complete": true}', encoding="utf-8")  # an earlier run's file
+    seen_while_running = []
+
+    class TwoTests(unittest.TestCase):
+        def test_a_first(self):
+            pass
+
+        def test_b_reads_the_file(self):
+            seen_while_running.append(json.loads(out.read_text(encoding="utf-8")))
+
+    fake = types.SimpleNamespace(dependencies=_fake_module([]).dependencies, LiverTumorSegTest=TwoTests,
+                                 LiverTumorSegLogic=None)
+    code = selfcheck.main(["--out", str(out)], slicer=_slicer(), module=lambda: fake)
+    during = seen_while_running[0]
+    assert during["complete"] is False and during["exit_code"] is None
+    assert during["steps"]["module_loaded"]["ok"] and "packages" in during["steps"]
+    assert [(t["test"], t["outcome"]) for t in during["tests"]] == [("test_a_first", "passed"),
+                                                                    ("test_b_reads_the_file", "running")]
+    final = json.loads(out.read_text(encoding="utf-8"))
+    assert final["complete"] is True and final["exit_code"] == code == 0
+    assert [t["outcome"] for t in final["tests"]] == ["passed", "passed"]

@@ -22,7 +22,9 @@ steps done and that test, ``"outcome": "running"``):
    with its outcome (``passed``, ``failed``, ``error`` or ``skipped``), seconds, message and the log lines it wrote
    (the sample's liver Dice and mL among them).
 
-No dialog is shown: a test that needs packages that are not ready is skipped with the reason, as under ctest.
+No dialog is shown: a test that needs packages that are not ready is skipped with the reason, as under ctest, and
+``slicer.util``'s message boxes (which outside testing mode wait for a click) log their text and answer no while the
+check runs (their texts in ``dialogs_not_shown``).
 
 Exit status (also ``exit_code`` in the file): 0 every step worked and every test passed; 1 a test failed or
 raised, the module was not loaded or its panel did not open (nothing of the segmentation was checked then);
@@ -30,6 +32,7 @@ raised, the module was not loaded or its panel did not open (nothing of the segm
 the script ends. Research use; Python 3.9 syntax (Slicer 5.6 and 5.8 run Python 3.9).
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -39,13 +42,17 @@ import tempfile
 import time
 import traceback
 import unittest
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_SKIPPED = 3
 MODULE_NAME = "LiverTumorSeg"
 """The module's name as Slicer knows it (``slicer.modules.livertumorseg``, ``getModuleWidget("LiverTumorSeg")``)."""
+MESSAGE_BOXES = ("messageBox", "infoDisplay", "warningDisplay", "errorDisplay", "confirmOkCancelDisplay",
+                 "confirmYesNoDisplay", "confirmRetryCloseDisplay")
+"""``slicer.util``'s modal message boxes (Base/Python/slicer/util.py): outside testing mode, with a main window, each
+runs ``ctkMessageBox.exec_()`` and waits for a click, which nobody gives in an unattended run."""
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -177,6 +184,9 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
     for test in result.get("tests") or []:
         why = test["message"].strip().splitlines()[-1] if test["message"].strip() else ""
         lines.append(f"  {test['test']}: {test['outcome']} ({test['seconds']} s)" + (f" - {why}" if why else ""))
+    if result.get("dialogs_not_shown"):
+        lines.append(f"  message boxes not shown (answered no): {len(result['dialogs_not_shown'])}, "
+                     "see dialogs_not_shown in the file")
     meaning = {EXIT_PASSED: "every test passed", EXIT_FAILED: "something FAILED (see the file for tracebacks)",
                EXIT_SKIPPED: "nothing failed, but tests were skipped: the segmentation was not checked"}
     lines.append(f"Exit status {result['exit_code']}: {meaning[result['exit_code']]}.")
@@ -195,6 +205,37 @@ def write_result(result: Dict[str, Any], path: str) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _not_shown_answer(name: str) -> Any:
+    """What a message box that was not shown returns: no (``False`` for a question, ``0``, no button, for
+    ``messageBox``), nothing for a message."""
+    if name.startswith("confirm"):
+        return False
+    return 0 if name == "messageBox" else None
+
+
+@contextlib.contextmanager
+def message_boxes_not_shown(util: Any, texts: List[str]) -> Iterator[None]:
+    """While the block runs, each of ``util``'s :data:`MESSAGE_BOXES` it has logs its text (WARNING, so a test's log
+    lines show it), appends ``"name: text"`` to ``texts`` and answers no instead of waiting for a click; Slicer's
+    own functions are put back afterwards."""
+    originals = {name: getattr(util, name) for name in MESSAGE_BOXES if hasattr(util, name)}
+
+    def not_shown(name: str) -> Callable[..., Any]:
+        def replacement(text: Any = "", *_args: Any, **_kwargs: Any) -> Any:
+            texts.append(f"{name}: {text}")
+            logging.warning(f"Message box not shown (unattended self-check), answered no - {name}: {text}")
+            return _not_shown_answer(name)
+        return replacement
+
+    for name in originals:
+        setattr(util, name, not_shown(name))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(util, name, original)
 
 
 def _step(steps: Dict[str, Dict[str, Any]], name: str, action: Callable[[], Dict[str, Any]]) -> bool:
@@ -266,7 +307,8 @@ def check(slicer: Any, module: Any, args: argparse.Namespace,
     recorded."""
     save = save or (lambda _result: None)
     result = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False, "exit_code": None, "steps": {},
-              "tests": [], "ignored_arguments": list(getattr(args, "ignored_arguments", []))}  # type: Dict[str, Any]
+              "tests": [], "dialogs_not_shown": [],
+              "ignored_arguments": list(getattr(args, "ignored_arguments", []))}  # type: Dict[str, Any]
     try:
         result["slicer"] = slicer_facts(slicer)
     except Exception:  # noqa: BLE001
@@ -280,25 +322,33 @@ def check(slicer: Any, module: Any, args: argparse.Namespace,
     loaded_ok = _step(steps, "module_loaded", lambda: _module_loaded(slicer))
     save(result)
     if loaded_ok:
-        loaded = module()
-        _step(steps, "panel_opens", lambda: _panel_opens(slicer))
-        save(result)
-        deps = loaded.dependencies
-        install = None
-        if args.install_dependencies:
-            def install():
-                return loaded.LiverTumorSegLogic.ensureDependencies(confirm=lambda _text: True)
-        packages_ok = _step(steps, "packages", lambda: _packages(deps, install))
-        save(result)
-        if packages_ok:
-            try:
-                result["tests"] = run_tests(non_interactive_test_class(loaded.LiverTumorSegTest, deps), args.tests,
-                                            tests_changed)
-            except Exception:  # noqa: BLE001 - e.g. an unknown test name
-                steps["tests"] = {"ok": False, "message": traceback.format_exc()}
+        with message_boxes_not_shown(slicer.util, result["dialogs_not_shown"]):
+            _checks_of_the_loaded_module(slicer, module(), args, result, save, tests_changed)
     result["exit_code"] = exit_code(result)
     result["complete"] = True
     return result
+
+
+def _checks_of_the_loaded_module(slicer: Any, loaded: Any, args: argparse.Namespace, result: Dict[str, Any],
+                                 save: Callable[[Dict[str, Any]], None],
+                                 tests_changed: Callable[[List[Dict[str, Any]]], None]) -> None:
+    """Steps 3-5 (panel, packages, tests) into ``result``, saved after each."""
+    steps = result["steps"]
+    _step(steps, "panel_opens", lambda: _panel_opens(slicer))
+    save(result)
+    deps = loaded.dependencies
+    install = None
+    if args.install_dependencies:
+        def install():
+            return loaded.LiverTumorSegLogic.ensureDependencies(confirm=lambda _text: True)
+    packages_ok = _step(steps, "packages", lambda: _packages(deps, install))
+    save(result)
+    if packages_ok:
+        try:
+            result["tests"] = run_tests(non_interactive_test_class(loaded.LiverTumorSegTest, deps), args.tests,
+                                        tests_changed)
+        except Exception:  # noqa: BLE001 - e.g. an unknown test name
+            steps["tests"] = {"ok": False, "message": traceback.format_exc()}
 
 
 def main(argv: Optional[Sequence[str]] = None, slicer: Any = None, module: Optional[Callable[[], Any]] = None) -> int:

@@ -223,3 +223,28 @@ def test_the_file_is_written_before_each_test_so_a_crash_leaves_what_ran(tmp_pat
     final = json.loads(out.read_text(encoding="utf-8"))
     assert final["complete"] is True and final["exit_code"] == code == 0
     assert [t["outcome"] for t in final["tests"]] == ["passed", "passed"]
+
+
+def test_no_message_box_can_wait_for_a_click(tmp_path):
+    """Outside testing mode slicer.util's message boxes wait for a click (the main window is shown): during the
+    self-check they log their text and answer no instead, and are Slicer's own again afterwards."""
+    def shown(*_args, **_kwargs):
+        raise AssertionError("a message box waited for a click")
+    stand_in = _slicer()
+    stand_in.util.confirmOkCancelDisplay = shown
+    stand_in.util.errorDisplay = shown
+    answers = []
+
+    class AsksAndFails(unittest.TestCase):
+        def test_asks(self):
+            answers.append(stand_in.util.confirmOkCancelDisplay("Install torch?"))
+            answers.append(stand_in.util.errorDisplay("Segmentation could not start", windowTitle="x"))
+
+    fake = types.SimpleNamespace(dependencies=_fake_module([]).dependencies, LiverTumorSegTest=AsksAndFails,
+                                 LiverTumorSegLogic=None)
+    result = selfcheck.check(stand_in, lambda: fake, selfcheck.parse_args([]))
+    assert answers == [False, None] and result["tests"][0]["outcome"] == "passed"
+    assert result["dialogs_not_shown"] == ["confirmOkCancelDisplay: Install torch?",
+                                           "errorDisplay: Segmentation could not start"]
+    assert any("Install torch?" in line for line in result["tests"][0]["log"])
+    assert stand_in.util.confirmOkCancelDisplay is shown and stand_in.util.errorDisplay is shown  # restored

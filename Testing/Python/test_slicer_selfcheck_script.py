@@ -248,3 +248,11 @@ def test_no_message_box_can_wait_for_a_click(tmp_path):
                                            "errorDisplay: Segmentation could not start"]
     assert any("Install torch?" in line for line in result["tests"][0]["log"])
     assert stand_in.util.confirmOkCancelDisplay is shown and stand_in.util.errorDisplay is shown  # restored
+
+
+def test_the_script_is_ascii_because_slicer_reads_it_in_the_locale_encoding():
+    """CTK's executeFile runs ``exec(open(path).read(), globals())``: no encoding given, so cp1252 on most Windows;
+    a UTF-8 character there could stop the script before it starts, with Slicer left open."""
+    with open(selfcheck.__file__, "rb") as script:
+        source = script.read()
+    assert source.decode("ascii")  # raises UnicodeDecodeError naming the offending byte

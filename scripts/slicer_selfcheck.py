@@ -12,7 +12,7 @@ and after every test, ``"complete": false`` until the end, so a Slicer that cras
 steps done and that test, ``"outcome": "running"``):
 
 1. the Slicer and Python versions, the platform;
-2. whether Slicer loaded the module (``slicer.modules.livertumorseg``), and from where;
+2. whether Slicer loaded the module (``slicer.modules.livertumorseg``), and from where, and whether it imports;
 3. whether its panel opens (``slicer.util.getModuleWidget``: the parameter-node binding of every widget);
 4. the Python packages the segmentation's child process needs (torch, monai, ...): installed and recent enough?
    With ``--install-dependencies`` missing ones are installed as the panel's Segment button would (torch through
@@ -27,8 +27,8 @@ No dialog is shown: a test that needs packages that are not ready is skipped wit
 check runs (their texts in ``dialogs_not_shown``).
 
 Exit status (also ``exit_code`` in the file): 0 every step worked and every test passed; 1 a test failed or
-raised, the module was not loaded or its panel did not open (nothing of the segmentation was checked then);
-3 nothing failed but tests were skipped (packages missing: the segmentation was not checked). Slicer exits when
+raised, the module was not loaded or did not import, or its panel did not open (nothing of the segmentation was
+checked then); 3 nothing failed but tests were skipped (packages missing: the segmentation was not checked). Slicer exits when
 the script ends. On Windows run it with ``start "" /wait`` (README) and read the file: the prompt may neither wait
 for ``Slicer.exe`` nor show what is printed. Research use; Python 3.9 syntax (Slicer 5.6 and 5.8 run Python 3.9).
 This file stays ASCII: Slicer runs it as ``exec(open(path).read(), globals())`` (CTK's ``executeFile``), in the
@@ -324,12 +324,23 @@ def check(slicer: Any, module: Any, args: argparse.Namespace,
 
     loaded_ok = _step(steps, "module_loaded", lambda: _module_loaded(slicer))
     save(result)
-    if loaded_ok:
+    imported = []  # type: List[Any]
+    if loaded_ok and _step(steps, "module_imports", lambda: _imported(module, imported)):
+        save(result)
         with message_boxes_not_shown(slicer.util, result["dialogs_not_shown"]):
-            _checks_of_the_loaded_module(slicer, module(), args, result, save, tests_changed)
+            _checks_of_the_loaded_module(slicer, imported[0], args, result, save, tests_changed)
+    else:
+        save(result)
     result["exit_code"] = exit_code(result)
     result["complete"] = True
     return result
+
+
+def _imported(module: Callable[[], Any], into: List[Any]) -> Dict[str, Any]:
+    """``module()`` (``import LiverTumorSeg``) appended to ``into``: a module Slicer loaded may still fail to import
+    here (a library file missing beside it); the step records its traceback in the file."""
+    into.append(module())
+    return {}
 
 
 def _checks_of_the_loaded_module(slicer: Any, loaded: Any, args: argparse.Namespace, result: Dict[str, Any],

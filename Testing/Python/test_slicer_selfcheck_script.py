@@ -256,3 +256,14 @@ def test_the_script_is_ascii_because_slicer_reads_it_in_the_locale_encoding():
     with open(selfcheck.__file__, "rb") as script:
         source = script.read()
     assert source.decode("ascii")  # raises UnicodeDecodeError naming the offending byte
+
+
+def test_a_module_that_slicer_loaded_but_that_fails_to_import_is_recorded_in_the_file(tmp_path):
+    """``import LiverTumorSeg`` ran outside any step: an ImportError there ended the script with no file written."""
+    def broken():
+        raise ImportError("No module named 'LiverTumorSegLib.inference.sampling'")
+    out = tmp_path / "check.json"
+    assert selfcheck.main(["--out", str(out)], slicer=_slicer(), module=broken) == 1
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert not written["steps"]["module_imports"]["ok"] and written["tests"] == [] and written["complete"]
+    assert "No module named 'LiverTumorSegLib.inference.sampling'" in written["steps"]["module_imports"]["message"]

@@ -30,7 +30,8 @@ Exit status (also ``exit_code`` in the file): 0 every step worked and every test
 raised, the module was not loaded or did not import, or its panel did not open (nothing of the segmentation was
 checked then); 3 nothing failed but tests were skipped (packages missing: the segmentation was not checked).
 Slicer exits when the script ends. On Windows run it with ``start "" /wait`` (README) and read the file: the prompt
-may neither wait for ``Slicer.exe`` nor show what is printed. Research use; Python 3.9 syntax (Slicer 5.6 and 5.8 run Python 3.9).
+may neither wait for ``Slicer.exe`` nor show what is printed. Research use; Python 3.9 syntax (Slicer 5.6 and 5.8
+run Python 3.9).
 This file stays ASCII: Slicer runs it as ``exec(open(path).read(), globals())`` (CTK's ``executeFile``), in the
 locale's encoding, cp1252 on most Windows.
 """

@@ -207,6 +207,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._measuring = None  # the running "Update lesion table" (a measure_job.MeasureJob), if any
         self._installingPackages = False  # dependenciesReady is installing (pip_install processes events meanwhile)
         self._cleanedUp = False  # cleanup() ran (Reload, closing Slicer): this panel's widgets are gone
+        self._sceneCloses = 0  # how many scene closes began (dependenciesReady: one during the install)
         self._defaultModelPath = ""  # the model list's default package (populateModels)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -265,6 +266,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._stopObservingParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._sceneCloses += 1
         if self._task is not None:
             self._task.cancel()
         # their table would otherwise land in the next scene; their "Cancelled; ... not changed" would stand in it
@@ -446,6 +448,8 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- running ------------------------------------------------------------------------------------
 
     INSTALLING_TEXT = "Installing Python packages (this can take several minutes)..."
+    SCENE_CLOSED_DURING_INSTALL_TEXT = ("The scene was closed while the Python packages were installed; nothing was "
+                                        "started. Click again to run it in the new scene.")
 
     def dependenciesReady(self) -> bool:
         """Check (and offer to install) the Python packages the work needs; False, after telling the user why,
@@ -453,10 +457,12 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         during the minutes-long install arrives here again: it is ignored (it had started a second pip on the
         same packages and a second run), the buttons are off and the panel says what is going on. A Reload in those
         events cleans this panel up and deletes its widgets: then nothing more is shown in it and False is returned,
-        so that the click starts no run for a panel that is gone."""
+        so that the click starts no run for a panel that is gone. A scene closed in those events took the nodes the
+        click was for (the closed scene's parameter node has no CT any more): False too, and the panel says so."""
         if self._installingPackages:
             return False
         self._installingPackages = True
+        sceneClosesBefore = self._sceneCloses
         before = self.ui.statusLabel.text
 
         def confirm(question: str) -> bool:
@@ -479,8 +485,10 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._cleanedUp:
                 if self.ui.statusLabel.text == self.INSTALLING_TEXT:
                     self.ui.statusLabel.text = before
+                if self._sceneCloses != sceneClosesBefore:
+                    self.ui.statusLabel.text = self.SCENE_CLOSED_DURING_INSTALL_TEXT
                 self.updateGUI()
-        return not self._cleanedUp
+        return not self._cleanedUp and self._sceneCloses == sceneClosesBefore
 
     def onSegmentButton(self) -> None:
         if self._task is not None:

@@ -682,3 +682,54 @@ def test_a_reload_while_packages_install_starts_nothing_and_touches_no_deleted_w
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: True)
     getattr(widget, button)()
     assert starts == []
+
+
+class _TableViewStandIn:
+    def setMRMLTableNode(self, table):
+        pass
+
+
+@pytest.mark.parametrize("button", ["onSegmentButton", "onMeasureButton", "onCompareButton"])
+def test_a_scene_closed_while_packages_install_starts_nothing_and_says_so(module, monkeypatch, button):
+    """Slicer's pip_install processes events for every line pip prints, so File > Close Scene can be clicked during
+    the minutes-long install. The click that asked for the install then went on with the closed scene's nodes: Segment
+    ended with "Could not start: No input volume selected" (the closed scene's parameter node has no CT any more),
+    Compare with the removed CTs. Now nothing is started and the panel says the scene was closed meanwhile."""
+    import slicer.util
+
+    m = module.m
+    widget = m.LiverTumorSegWidget()
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      resultsSummaryLabel=types.SimpleNamespace(text=""),
+                                      progressBar=types.SimpleNamespace(value=0, setVisible=lambda visible: None),
+                                      lesionTableView=_TableViewStandIn())
+    chosen = types.SimpleNamespace(checked=True, text="Compare", currentNode=lambda: "node of the closed scene")
+    widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",
+                                                    "followupVolume", "alignOnCT", "button")},
+                          result=types.SimpleNamespace(text=""), table=_TableViewStandIn())
+    closedScenes = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
+                                         device="auto", lesionTable=None, changeTable=None, parameterNode=None,
+                                         disconnectGui=lambda tag: None)
+    widget._parameterNode = closedScenes
+    widget.updateGUI = lambda *args: None
+    starts = []
+
+    def ensure(confirm):  # the packages are installed; meanwhile the user closes the scene
+        confirm("Install monai?")
+        widget.onSceneStartClose(None, None)
+        closedScenes.inputVolume = None  # the scene's Clear took the CT away; EndClose binds the panel to a new node
+        widget._parameterNode = types.SimpleNamespace(**vars(closedScenes))
+        return []
+
+    widget.logic = types.SimpleNamespace(process=lambda *a, **k: starts.append("segment"),
+                                         measureSegmentation=lambda *a, **k: starts.append("measure"),
+                                         compareWithBaseline=lambda *a, **k: starts.append("compare"),
+                                         ensureDependencies=ensure, cleanup=lambda: None)
+    monkeypatch.setattr(m, "segmentationOptionsFromParameters", lambda p: None)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: True)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: starts.append(f"error: {text}"))
+    getattr(widget, button)()
+    assert starts == []
+    assert widget.ui.statusLabel.text == ("The scene was closed while the Python packages were installed; nothing "
+                                          "was started. Click again to run it in the new scene.")
+    assert widget._installingPackages is False

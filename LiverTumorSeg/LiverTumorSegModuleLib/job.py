@@ -311,6 +311,14 @@ def volume_grid(node: Any) -> tuple:
     return mrml.volume_node_world_geometry(node), (nz, ny, nx)
 
 
+def voxels_state(volume_node: Any) -> Any:
+    """The volume node's image data object and its modification time (None without image data): an edit of the
+    voxels in place (a Segment Editor mask, ``arrayFromVolumeModified``) raises the time, new image data changes the
+    object. Taken when a child job hands the CT over and again when it finishes, to warn of a CT changed meanwhile."""
+    image = volume_node.GetImageData()
+    return None if image is None else (image.GetAddressAsString("vtkImageData"), image.GetMTime())
+
+
 def same_grid(geometry: Any, shape_zyx: Any, other_geometry: Any, other_shape_zyx: Any) -> bool:
     """Whether two ``(geometry, (z, y, x) shape)`` grids are one (within ``LiverTumorSegLib.io.GEOMETRY_TOLERANCE``);
     a missing geometry (None) is no grid."""
@@ -396,16 +404,10 @@ class SegmentationJob(ChildJob):
                              f"transform, origin, spacing or size); the result was not loaded, since it lies where "
                              f"the CT was. Segment it again.")
 
-    def _voxels_state(self) -> Any:
-        """The CT node's image data object and its modification time: an edit of the voxels in place (a Segment
-        Editor mask, ``arrayFromVolumeModified``) raises the time, new image data changes the object."""
-        image = self._input.GetImageData()
-        return None if image is None else (image.GetAddressAsString("vtkImageData"), image.GetMTime())
-
     def _voxels_changed_warning(self) -> List[str]:
         """A warning when the CT's voxels were changed while it was segmented (its grid unchanged: that is
         refused, :meth:`_check_grid_unchanged`): the outline fits the CT as it was when Segment was clicked."""
-        if self._voxels_at_start is None or self._voxels_state() == self._voxels_at_start:
+        if self._voxels_at_start is None or voxels_state(self._input) == self._voxels_at_start:
             return []
         return [f"The voxels of the CT '{self._input.GetName()}' were changed while it was segmented; the outline "
                 f"and the lesion table are of the CT as it was when Segment was clicked. Segment it again to "
@@ -415,7 +417,7 @@ class SegmentationJob(ChildJob):
         storage_file = usable_storage_file(self._input)
         self.used_storage_file = storage_file is not None
         self.input_path = storage_file or write_temporary_ct(self._input, self._path(HANDOVER_CT_NAME))
-        self._voxels_at_start = self._voxels_state()  # after the hand-over, which reads them
+        self._voxels_at_start = voxels_state(self._input)  # after the hand-over, which reads them
         return child_arguments(self.input_path, self._path("labels.nii.gz"), self._path("report.json"),
                                self._path("probabilities.nii.gz"), self.options)
 

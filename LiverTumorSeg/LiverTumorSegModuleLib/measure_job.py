@@ -18,7 +18,7 @@ from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 from . import panel_text
 from .childjob import ChildJob, last_error_line, require_in_scene, reusable_table
 from .job import (DONE, SegmentationOutcome, check_lesion_report, hand_over_segmentation, require_ct_volume,
-                  require_made_on, same_grid, volume_grid, write_temporary_ct)
+                  require_made_on, same_grid, volume_grid, voxels_state, write_temporary_ct)
 
 
 class MeasureProcessError(LiverTumorSegError):
@@ -84,6 +84,7 @@ class MeasureJob(ChildJob):
         self._left_out = ""  # the warning for segments measure leaves out (set when the run starts)
         self._segments_at_start = {}  # type: Dict[str, Any]  # segments_state as handed over, and their grids:
         self._grids_at_start = {}  # type: Dict[str, Any]  # an edit while the child runs is not in the table
+        self._voxels_at_start = None  # type: Any  # the CT's job.voxels_state as handed over (set when it starts)
 
     def _probability_arguments(self) -> List[str]:
         """``--probabilities PATH`` when the segmentation has its tumor probability volume, with voxels, on the CT's
@@ -127,6 +128,7 @@ class MeasureJob(ChildJob):
         self._segments_at_start = segments_state(self._segmentation, self._grids_at_start)
         labels_path, self.ct_path = hand_over_segmentation(
             self._segmentation, self._volume, self._path("labels.nii"), self._path("ct.nii"))
+        self._voxels_at_start = voxels_state(self._volume)  # after the hand-over, which reads them
         return (["-m", "LiverTumorSegLib", "measure", labels_path, "--ct", self.ct_path]
                 + self._probability_arguments() + ["-o", self._path("report.json")])
 
@@ -157,5 +159,9 @@ class MeasureJob(ChildJob):
                                f"removed or renamed while they were measured; the lesion table lists the segments as "
                                f"they were when 'Update lesion table' was clicked. Update it again to measure them as "
                                f"they are now.")
+        if self._voxels_at_start is not None and voxels_state(self._volume) != self._voxels_at_start:
+            warnings.insert(0, f"The voxels of the CT '{self._volume.GetName()}' were changed while its segments were "
+                               f"measured; the lesion table is of the CT as it was when 'Update lesion table' was "
+                               f"clicked. Update it again to measure the CT as it is now.")
         return SegmentationOutcome(DONE, self._segmentation, table_node, report, seconds=self.elapsed_seconds(),
                                    warnings=warnings)

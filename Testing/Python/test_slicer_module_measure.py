@@ -274,3 +274,25 @@ def test_segments_edited_while_they_are_measured_get_a_warning_that_the_table_li
     segmentation.GetSegmentation().GetSegment(module.mrml.LIVER_SEGMENT.segment_id).SetName("Liver (corrected)")
     renamed = running.wait(timeout_s=60)
     assert "['Liver (corrected)']" in renamed.warnings[0]
+
+
+def test_ct_voxels_edited_while_the_segments_are_measured_get_the_segment_runs_warning(module):
+    """The Segment run warns when the CT's voxels are changed while it runs ("were changed while it was segmented");
+    *Update lesion table* fingerprinted the segments only, so a CT masked in place meanwhile (Segment Editor's
+    Mask volume, a script's arrayFromVolume edit) gave "Lesion table updated" over mean HU of the CT as it had been.
+    It now warns the same way; an untouched CT gives no such warning."""
+    import slicer
+
+    _, volume, segmentation = _scene_with_result(module)
+    logic = module.m.LiverTumorSegLogic(runnerFactory=lambda: _ReportWritingRunner(json.dumps(_REPORT)),
+                                        python=sys.executable)
+    untouched = logic.measureSegmentation(segmentation, volume)
+    assert not [w for w in untouched.warnings if "were changed while" in w]
+    running = logic.measureSegmentation(segmentation, volume, tableNode=untouched.table_node, waitForCompletion=False)
+    voxels = slicer.util.arrayFromVolume(volume)
+    voxels[0] = -1000  # masked, in place
+    slicer.util.arrayFromVolumeModified(volume)
+    edited = running.wait(timeout_s=60)
+    assert edited.kind == "done" and edited.warnings[0] == (
+        "The voxels of the CT 'phantom CT' were changed while its segments were measured; the lesion table is of the "
+        "CT as it was when 'Update lesion table' was clicked. Update it again to measure the CT as it is now.")

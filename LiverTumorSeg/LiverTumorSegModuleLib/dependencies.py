@@ -180,8 +180,11 @@ def confirmation_text(to_fix: Sequence[RequirementStatus]) -> str:
     return text
 
 
-DECLINED_MESSAGE = ("Segmentation needs the packages listed before. Nothing was installed. Click Segment again "
-                    "to install them, or install them from the Python console with slicer.util.pip_install().")
+DECLINED_MESSAGE = ("Liver Tumor Segmentation needs the packages listed before. Nothing was installed. Click Segment, "
+                    "Update lesion table or Compare again to install them, or install them from the Python console "
+                    "with slicer.util.pip_install().")
+"""Said when the install is declined; the install is offered by Segment, Update lesion table, Compare and the
+self-test, so no one button is named as the way back."""
 
 
 def torch_constraint_file(torch_version: str, folder: Optional[str] = None,
@@ -342,7 +345,7 @@ def install_failure_message(what: str, error: subprocess.CalledProcessError, lin
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     if any(marker in line for line in lines for marker in CONNECTION_TROUBLE):
         text += ("\nThe package index could not be reached: check the internet connection (and proxy or firewall "
-                 "settings), then click Segment again.")
+                 "settings), then try again.")
     elif any("ResolutionImpossible" in line or "conflicting dependencies" in line for line in reason):
         text += ("\nNo release fits the packages already installed (PyTorch and Slicer's own packages are kept at "
                  "their versions); see the conflict above.")

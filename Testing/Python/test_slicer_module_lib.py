@@ -596,3 +596,15 @@ def test_a_failed_torch_install_and_a_version_conflict_say_what_pip_said():
     long_output = ["ERROR: first"] + [f"line {i}" for i in range(40)]
     reason = dependencies.pip_reason(long_output)
     assert len(reason) == dependencies.PIP_REASON_LINES and reason[0] == "ERROR: first" and reason[-1] == "..."
+
+
+def test_the_install_messages_do_not_send_an_update_compare_or_self_check_user_to_segment():
+    """The install is started by Segment, Update lesion table, Compare or the self-check (scripts/slicer_selfcheck.py),
+    but a failed install (no internet) ended "then click Segment again" and a declined one "Click Segment again to
+    install them": a reader who had clicked Compare was sent to a button that segments. Both are worded neutrally."""
+    import subprocess
+
+    failed = dependencies.install_failure_message("monai", subprocess.CalledProcessError(1, "pip"), OFFLINE_PIP_OUTPUT)
+    for message in (failed, dependencies.DECLINED_MESSAGE):
+        assert "Segment again" not in message and "again" in message, message
+    assert "check the internet connection" in failed

@@ -384,8 +384,9 @@ def same_file_among(paths) -> bool:
 
 STALE_TEMPORARY_SECONDS = 600
 """A temporary output file (or folder) of a process that no longer runs, untouched this long, is left over from a
-kill (the system's out-of-memory killer, SIGKILL, a power cut) and is removed when the same output is written
-again, and (this computer's only) when anything is next written into its folder
+kill (the system's out-of-memory killer, SIGKILL, a power cut), a crash, or a run that could not delete it (on
+Windows, a file a virus scanner or indexer held open: :func:`_temporary_beside` leaves it) and is removed when the
+same output is written again, and (this computer's only) when anything is next written into its folder
 (:func:`remove_this_computers_leftovers`)."""
 
 _TEMPORARY_MARK = re.compile(r"\." + PROCESS_MARK + r"-[^./]*\.tmp")
@@ -534,12 +535,12 @@ def _say_leftovers(folder: Path, removed: List[Path], too_recent: List[Path], el
         return
     where = printable_path(folder)
     if removed:
-        log.info("removed %d unfinished temporary file(s) that runs stopped by SIGKILL, a crash or a power cut left "
-                 "in '%s': %s", len(removed), where, _listed_names(removed))
+        log.info("removed %d unfinished temporary file(s) that runs which ended without removing them (killed, "
+                 "crashed, or a file held open) left in '%s': %s", len(removed), where, _listed_names(removed))
     if too_recent:
-        log.warning("warning: '%s' holds %d unfinished temporary file(s) of a run that ended without finishing "
-                    "(SIGKILL, a crash or a power cut): %s; they can be deleted (a later run writing there removes "
-                    "them once they are %g minutes old).", where, len(too_recent), _listed_names(too_recent),
+        log.warning("warning: '%s' holds %d unfinished temporary file(s) of a run that ended without removing them "
+                    "(killed, crashed, or a file held open): %s; they can be deleted (a later run writing there "
+                    "removes them once they are %g minutes old).", where, len(too_recent), _listed_names(too_recent),
                     min_age_seconds / 60)
     if elsewhere:
         unchanged = f", unchanged for over {min_age_seconds / 60:g} minutes" if min_age_seconds > 0 else ""

@@ -903,3 +903,34 @@ def test_this_computers_leftovers_of_other_outputs_are_removed_once_per_folder(t
     with fileutil.atomic_output(tmp_path / "seg.nii.gz", overwrite=True) as out:
         out.write_bytes(b"again")
     assert (tmp_path / names["other_output"]).exists()
+
+
+def test_a_temporary_a_failed_write_could_not_delete_is_not_blamed_on_a_kill(tmp_path, caplog, monkeypatch):
+    """On Windows a run whose write failed could not delete its temporary while a virus scanner or indexer held it
+    open (``atomic_output`` then leaves it to a later write's clean-up); the next write, once that run had ended, said
+    it was left by "SIGKILL, a crash or a power cut". The lines now name a file held open among the causes."""
+    import logging
+
+    real_unlink = Path.unlink
+
+    def held_open(self, *args, **kwargs):
+        if ".tmp" in self.name:
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        return real_unlink(self, *args, **kwargs)
+
+    target = tmp_path / "seg.nii.gz"
+    monkeypatch.setattr(Path, "unlink", held_open)
+    with pytest.raises(ValueError):
+        with atomic_output(target) as temporary:
+            temporary.write_bytes(b"partial")
+            raise ValueError("the write failed")
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    (left,) = [p.name for p in tmp_path.iterdir()]  # the temporary the failed run could not delete
+    monkeypatch.setattr(fileutil, "marked_process_alive", lambda mark, changed_at: False)  # that run has ended
+    caplog.set_level(logging.INFO, logger="LiverTumorSegLib.fileutil")
+    with atomic_output(target) as temporary:
+        temporary.write_bytes(b"done")
+    (kept,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"'{left}'" in kept and "held open" in kept, kept
+    fileutil._say_leftovers(tmp_path, [tmp_path / left], [], [], fileutil.STALE_TEMPORARY_SECONDS)
+    assert "held open" in caplog.records[-1].getMessage()

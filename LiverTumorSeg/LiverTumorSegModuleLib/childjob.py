@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import childprocess
 
@@ -63,6 +63,23 @@ def unusable_result(what: str, name: str, problem: Any) -> ChildResultError:
                             f"{str(problem).rstrip('.')}). "
                             f"The scene was not changed; run it again, and if this happens again, report it with "
                             f"the details.")
+
+
+def check_shown_in_scratch_scene(what: str, name: str, make_table: Callable[[Any], Any],
+                                  make_text: Callable[[], Any]) -> None:
+    """Raise :func:`unusable_result` (``what``'s file ``name``) unless ``make_table(scene)`` works in an MRML scene of
+    its own and ``make_text()`` works: the child's report is tried before the user's scene is changed (a report the
+    table or the panel's text cannot take failed after the user's segments had been replaced)."""
+    try:
+        import slicer
+        scratch = slicer.vtkMRMLScene()
+        try:
+            make_table(scratch)
+        finally:
+            scratch.Clear(1)
+        make_text()
+    except Exception as exc:  # noqa: BLE001 - whatever the report holds that the table or the text cannot
+        raise unusable_result(what, name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_result_json(path: str, what: str) -> Dict[str, Any]:

@@ -13,7 +13,8 @@ from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LiverTumorSegError
 
 from . import panel_text
-from .childjob import DONE, ChildJob, last_error_line, require_in_scene, reusable_table, unusable_result
+from .childjob import (DONE, ChildJob, check_shown_in_scratch_scene, last_error_line, require_in_scene,
+                       reusable_table)
 from .job import hand_over_segmentation, require_made_on
 from .measure_job import changed_segment_names, segment_grids, segments_state
 
@@ -27,16 +28,8 @@ def check_change_report(change: Dict[str, Any], what: str = "The follow-up proce
     else :class:`~.childjob.ChildResultError`, raised before the scene is changed: one without its alignment made a
     table and ended 'done', and the panel's text then raised KeyError in the poll timer's slot. The table is made in
     a scene of its own to find out."""
-    try:
-        import slicer
-        scratch = slicer.vtkMRMLScene()
-        try:
-            mrml.create_change_table_node(scratch, change)
-        finally:
-            scratch.Clear(1)
-        panel_text.comparison_text(change)
-    except Exception as exc:  # noqa: BLE001 - whatever the change report holds that the table or the text cannot
-        raise unusable_result(what, "change.json", f"{type(exc).__name__}: {exc}") from exc
+    check_shown_in_scratch_scene(what, "change.json", lambda scene: mrml.create_change_table_node(scene, change),
+                                 lambda: panel_text.comparison_text(change))
     return change
 
 

@@ -28,7 +28,7 @@ from LiverTumorSegLib.io import GEOMETRY_TOLERANCE
 
 from . import childprocess, panel_text
 from .childjob import CANCELLED, DONE, FAILED, ChildJob, ChildResultError, ended_text  # noqa: F401 - re-exported
-from .childjob import read_result_json, unusable_result
+from .childjob import check_shown_in_scratch_scene, read_result_json, unusable_result
 
 from LiverTumorSegLib.inference.device import DEVICE_CHOICES as DEVICES  # noqa: F401 - one list for all callers
 from LiverTumorSegLib.inference.options import SegmentationOptions, segment_command_args
@@ -170,16 +170,8 @@ def check_lesion_report(report: Dict[str, Any], what: str, name: str = "report.j
     missing = [key for key in LESION_REPORT_KEYS if key not in report]
     if missing:
         raise unusable_result(what, name, f"no {', '.join(missing)}")
-    try:
-        import slicer
-        scratch = slicer.vtkMRMLScene()
-        try:
-            mrml.create_lesion_table_node(scratch, report)
-        finally:
-            scratch.Clear(1)
-        panel_text.summary_text(report, panel_text.result_warnings(report))
-    except Exception as exc:  # noqa: BLE001 - whatever the report holds that the table cannot
-        raise unusable_result(what, name, f"{type(exc).__name__}: {exc}") from exc
+    check_shown_in_scratch_scene(what, name, lambda scene: mrml.create_lesion_table_node(scene, report),
+                                 lambda: panel_text.summary_text(report, panel_text.result_warnings(report)))
     return report
 
 

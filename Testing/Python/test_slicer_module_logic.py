@@ -121,6 +121,22 @@ def module(monkeypatch, tmp_path):
     return types.SimpleNamespace(m=loaded, scene=scene, temp=temp, layers=layers, mrml=mrml)
 
 
+def _fire_until(timer, done, timeout_s=30.0):
+    """Fire the stand-in poll ``timer`` (Qt's event loop) every 20 ms until ``done()`` or ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        timer.fire()
+        time.sleep(0.02)
+
+
+def _ended_within(pid, timeout_s):
+    """Whether process ``pid`` has ended within ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not process_alive(pid)
+
+
 def _fake_runner_factory(tmp_path, mode):
     from test_slicer_module_job import FAKE_CHILD, FakeChildRunner
     script = tmp_path / "fake_child.py"
@@ -195,10 +211,7 @@ def test_logic_cleanup_stops_the_timer_and_kills_the_child(module, tmp_path):
     pid = running.child_pid
     logic.cleanup()  # what the widget's cleanup() and Reload call
     assert not timer.active and running.finished is False and running.poll().kind == "cancelled"
-    deadline = time.monotonic() + 2
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not process_alive(pid) and list(module.temp.iterdir()) == []
+    assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
 
 
 def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled(module, tmp_path):
@@ -213,10 +226,7 @@ def test_a_second_run_of_one_kind_tells_the_first_runs_callback_it_was_cancelled
     logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
                   onFinished=second.append, showIn3D=False)
     assert [o.kind for o in first] == ["cancelled"] and second == []
-    deadline = time.monotonic() + 2
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not process_alive(pid)
+    assert _ended_within(pid, 2.0)
     logic.cleanup()
     for timer in FakeTimer.instances:
         timer.fire()
@@ -243,10 +253,7 @@ def test_a_run_started_while_a_waited_run_delivers_progress_stays_the_logics_run
     assert job_ is run and timer is FakeTimer.instances[-1] and timer.active
     pid = run.child_pid
     logic.cleanup()  # Reload or closing Slicer
-    deadline = time.monotonic() + 2
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not process_alive(pid) and list(module.temp.iterdir()) == []
+    assert _ended_within(pid, 2.0) and list(module.temp.iterdir()) == []
 
 
 def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run(module, tmp_path):
@@ -265,10 +272,7 @@ def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run
     logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", progress=progress, waitForCompletion=False,
                   onFinished=first.append, showIn3D=False)
     timer = FakeTimer.instances[-1]
-    deadline = time.monotonic() + 30
-    while not started and time.monotonic() < deadline:
-        timer.fire()
-        time.sleep(0.02)
+    _fire_until(timer, lambda: started)
     run = started["run"]
     assert [o.kind for o in first] == ["cancelled"] and second == []
     job_, new_timer = logic._runs["segment"]
@@ -276,10 +280,7 @@ def test_a_run_started_while_a_polled_run_delivers_progress_stays_the_logics_run
     assert process_alive(run.child_pid) and not run.finished
     pid = run.child_pid
     logic.cleanup()
-    deadline = time.monotonic() + 2
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not process_alive(pid) and len(first) == 1 and second == []
+    assert _ended_within(pid, 2.0) and len(first) == 1 and second == []
 
 
 def test_a_cleanup_while_a_polled_run_delivers_progress_tells_no_one(module, tmp_path):
@@ -298,15 +299,9 @@ def test_a_cleanup_while_a_polled_run_delivers_progress_tells_no_one(module, tmp
                             waitForCompletion=False, onFinished=outcomes.append, showIn3D=False)
     timer = FakeTimer.instances[-1]
     pid = running.child_pid
-    deadline = time.monotonic() + 30
-    while not cleaned and time.monotonic() < deadline:
-        timer.fire()
-        time.sleep(0.02)
+    _fire_until(timer, lambda: cleaned)
     assert cleaned and outcomes == [] and not timer.active and logic._runs == {}
-    deadline = time.monotonic() + 2
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not process_alive(pid)
+    assert _ended_within(pid, 2.0)
 
 
 def test_a_run_that_ended_leaves_nothing_of_its_ct_held_by_the_logic(module, tmp_path):
@@ -321,10 +316,7 @@ def test_a_run_that_ended_leaves_nothing_of_its_ct_held_by_the_logic(module, tmp
     running = logic.process(_ct_node(module.scene), None, "m.safetensors", "cpu", waitForCompletion=False,
                             onFinished=outcomes.append, showIn3D=False)
     timer = FakeTimer.instances[-1]
-    deadline = time.monotonic() + 30
-    while not outcomes and time.monotonic() < deadline:
-        timer.fire()
-        time.sleep(0.02)
+    _fire_until(timer, lambda: outcomes)
     assert [o.kind for o in outcomes] == ["done"] and logic._stoppedTimers["segment"] is timer
     ended = weakref.ref(running)
     del running, outcomes[:]

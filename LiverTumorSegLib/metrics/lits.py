@@ -444,7 +444,9 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     (``(z, y, x)`` probability of ``prob_structure``: floats, or a ``255 x p`` integer map as stored, which gives
     the same AUC since it depends only on the scores' order; :func:`~.roc.roc_auc`) are given,
     ``roc_auc_<prob_structure>``.
-    ``surface=False`` skips the surface distances (faster).
+    ``surface=False`` skips the surface distances (faster). A case with tumor on neither side has ``voe_tumor``,
+    ``rvd_tumor``, ``iou_tumor``, ``precision_tumor``, ``sensitivity_tumor`` and the tumor surface distances NaN (not
+    defined), ``dice_tumor`` and ``f1_tumor`` 1.0 (LiTS's Dice of such a case).
     """
     pred_labels = np.asarray(pred_labels)
     ref_labels = np.asarray(ref_labels)
@@ -472,8 +474,11 @@ def evaluate_case(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing_zyx: 
     if not (pred_labels == 2).any() and not (ref_labels == 2).any():
         # no tumor on either side: VOE and RVD are not defined (as the surface distances), not perfect. Counted as 0
         # they made the tumor means of a data set with tumor-free cases look better than its tumors were segmented
-        # (the evaluate audit); Dice keeps LiTS's 1.0 for such a case
-        row["voe_tumor"] = row["rvd_tumor"] = NAN
+        # (the evaluate audit); Dice keeps LiTS's 1.0 for such a case. IoU goes with VOE (VOE = 1 - IoU in every row and
+        # in the means), and precision and sensitivity are 0 / 0 (MONAI: NaN): at 1.0 they lifted their means as a
+        # tumor-free case's lesion recall did (the metrics audit)
+        for key in ("voe", "rvd", "iou", "precision", "sensitivity"):
+            row[f"{key}_tumor"] = NAN
     # the whole tumor masks' scores, which a detected group holding every lesion takes instead of scoring them again
     whole_mask_scores = {key: row[f"{key}_tumor"] for key in LITS_LESION_OVERLAP_KEYS}
     if surface:

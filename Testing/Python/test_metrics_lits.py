@@ -665,3 +665,33 @@ def test_tumor_voe_and_rvd_of_a_case_without_tumor_on_either_side_are_not_define
     assert metrics["voe_tumor"]["n"] == 1 and metrics["voe_tumor"]["mean"] == pytest.approx(0.5)
     assert metrics["rvd_tumor"]["n"] == 1 and metrics["rvd_tumor"]["mean"] == pytest.approx(-0.5)
     assert metrics["dice_tumor"]["n"] == 2
+
+
+def test_tumor_iou_precision_and_sensitivity_of_a_case_without_tumor_on_either_side_are_not_defined():
+    """VOE = 1 - IoU in every row: a tumor-free case had IoU 1.0 beside VOE NaN, so the summary's tumor IoU mean
+    (0.8 over a tumor-free case and one of IoU 0.6, hand-computed: two 4-voxel cubes shifted by one voxel share 48 of
+    80 voxels) was not 1 - its VOE mean (0.4 over the one case). Precision and sensitivity are 0/0 there too (MONAI
+    gives NaN) and read 1.0, lifting their means as the tumor-free cases' lesion recall did. Dice (and F1, its
+    twin) keeps LiTS's 1.0."""
+    import math
+
+    from LiverTumorSegLib.metrics import report
+    from LiverTumorSegLib.metrics.lits import evaluate_case
+
+    liver = np.zeros((10, 10, 10), np.uint8)
+    liver[1:9, 1:9, 1:9] = 1
+    empty = evaluate_case(liver, liver, (1.0, 1.0, 1.0), case="no tumor", surface=False)
+    for column in ("iou_tumor", "precision_tumor", "sensitivity_tumor"):
+        assert math.isnan(empty[column]), column
+    assert empty["dice_tumor"] == 1.0 and empty["f1_tumor"] == 1.0 and empty["iou_liver"] == 1.0
+    ref, pred = liver.copy(), liver.copy()
+    ref[2:6, 2:6, 2:6] = 2                                        # 64 voxels
+    pred[2:6, 2:6, 3:7] = 2                                       # shifted by one voxel: 48 shared, union 80
+    shifted = evaluate_case(pred, ref, (1.0, 1.0, 1.0), case="shifted", surface=False)
+    assert shifted["iou_tumor"] == pytest.approx(0.6) and shifted["sensitivity_tumor"] == pytest.approx(0.75)
+    metrics = report.summarize_cases([empty, shifted])["metrics"]
+    assert metrics["iou_tumor"]["n"] == 1 and metrics["iou_tumor"]["mean"] == pytest.approx(0.6)
+    assert metrics["voe_tumor"]["mean"] == pytest.approx(1.0 - metrics["iou_tumor"]["mean"])
+    assert metrics["sensitivity_tumor"]["mean"] == pytest.approx(0.75)
+    assert metrics["precision_tumor"]["mean"] == pytest.approx(0.75)
+    assert metrics["dice_tumor"]["n"] == 2 and metrics["dice_tumor"]["mean"] == pytest.approx((1.0 + 0.75) / 2)

@@ -578,3 +578,17 @@ def test_roc_memory_beside_the_map_is_bounded(monkeypatch, dtype):
     accumulator = roc.RocAccumulator()
     assert _peak_bytes_per_voxel(accumulator.add, scores, labels, **({"divisor": divisor} if divisor != 1 else {})
                                  ) / voxels < 10
+
+
+def test_hd95_of_directed_percentiles_can_sit_just_below_the_pooled_percentile():
+    """The docstring said HD95 (larger directed P95) is never below medpy's pooled P95; numpy's interpolation can put
+    the pooled one above both: directed distances [0, 1] and [0, 1] mm give P95 0 + 0.95 x 1 = 0.95 mm each, while
+    the pooled [0, 0, 1, 1] has its P95 at position 0.95 x 3 = 2.85, between two 1s: 1.0 mm."""
+    from LiverTumorSegLib.metrics.surface import SurfaceDistances, surface_metrics_from_distances
+
+    distances = SurfaceDistances(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    metrics = surface_metrics_from_distances(distances)
+    assert metrics["hd95_mm"] == pytest.approx(0.95)
+    assert np.percentile(distances.pooled, 95) == pytest.approx(1.0)                 # medpy's hd95 definition
+    assert metrics["assd_mm"] == pytest.approx(0.5) and metrics["hd_mm"] == 1.0
+    assert metrics["rmsd_mm"] == pytest.approx(np.sqrt(0.5))

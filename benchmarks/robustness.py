@@ -59,7 +59,8 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``large_confluent`` the real CT with one confluent mass instead: 3-4 tumors of 30-60 mm, each touching the first
                     (issue 11 saw large confluent tumors partly called background and the liver beside them missed)
 ``dome``            the real CT with 1-2 tumors of 10-30 mm centred on the slice 15 mm below the liver's top slice,
-                    half of them at the liver's edge (issue 11 saw a tumor at the dome missed)
+                    half of them at the liver's edge (issue 11 saw a tumor at the dome missed); the top of the whole
+                    scan's liver, also under ``--max-slices`` (skipped when that slice is not kept)
 ``fluid_region``    the real CT with a 40-70 mm smooth blob of water (0-15 HU plus the liver's own noise) where
                     liver was, at its edge, labelled background: a resection bed, a large cyst or abscess, a
                     necrotic tumor (an earlier audit saw a resection bed's fluid labelled liver)
@@ -162,6 +163,7 @@ class BenchCase:
     read_options: Dict[str, Any] = field(default_factory=dict)  # label_map / allow_non_hu the case was read with
     whole: Optional[Sample] = field(default=None, repr=False)  # the whole scan while this case is evaluated
     voxel_sha256: str = ""  # training.datasets.voxel_digest of the whole canonical real CT
+    liver_top: Optional[int] = None  # z index (kept slices' numbering) of the whole scan's highest liver slice
 
     def whole_sample(self) -> Sample:
         """The whole scan with the same synthetic tumors (``sample`` itself when it is not cropped): read once per
@@ -311,10 +313,11 @@ def load_bench_case(case: Any, seed: int = 0, max_slices: Optional[int] = None,
     digest = voxel_digest(original.hu) if digest else ""  # as the slice cache records it for data_files
     z0, z1 = liver_centred_window(original.labels, max_slices)
     cropped = (z0, z1) != (0, original.hu.shape[0])
+    liver_top = int(np.flatnonzero((original.labels >= 1).any(axis=(1, 2)))[-1]) - z0  # before the cut
     if cropped:
         original, sample = crop_z(original, z0, z1), crop_z(sample, z0, z1)
     return BenchCase(case.case_id, case.patient_id, sample, original, case, seed, lesions, cropped, read_options,
-                     voxel_sha256=digest)
+                     voxel_sha256=digest, liver_top=liver_top)
 
 
 # ------------------------------------------------------------------------------------------- perturbations
@@ -584,17 +587,28 @@ DOME_DEPTH_MM = 15.0
 """How far below the liver's top slice (mm, between slice centres) the dome tumors' anchor slice is."""
 
 
-def dome_anchor_slice(labels: np.ndarray, spacing_z_mm: float, depth_mm: float = DOME_DEPTH_MM) -> int:
+def dome_anchor_slice(labels: np.ndarray, spacing_z_mm: float, depth_mm: float = DOME_DEPTH_MM,
+                      liver_top: Optional[int] = None) -> Optional[int]:
     """z index of the slice ``depth_mm`` below the highest slice holding liver (canonical LPS: z grows towards
-    the head), or the lowest liver slice when the liver is shorter than that. ``labels``: ``(z, y, x)``."""
+    the head), or the lowest liver slice when the liver is shorter than that. ``labels``: ``(z, y, x)``.
+    ``liver_top``: the liver's highest slice when ``labels`` are slices kept from a longer scan (its index in
+    their numbering, beyond their last when the cut left the top out); the window's own top liver slice is then
+    only where the cut ran. None when the anchor lies above the kept slices."""
     liver_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
-    return int(max(liver_z[0], liver_z[-1] - int(round(depth_mm / float(spacing_z_mm)))))
+    top = int(liver_z[-1]) if liver_top is None else int(liver_top)
+    anchor = int(max(liver_z[0], top - int(round(depth_mm / float(spacing_z_mm)))))
+    return anchor if anchor <= int(liver_z[-1]) else None
 
 
-def with_dome_lesions(case: BenchCase, seed: int) -> Sample:
+def with_dome_lesions(case: BenchCase, seed: int) -> Optional[Sample]:
     """The real CT (``case.original``) with :data:`DOME_LESIONS` under the dome (seeded by ``seed``): issue 11 saw
-    a real tumor at the dome missed and the heart above it called liver."""
-    anchor = dome_anchor_slice(case.original.labels, case.original.spacing_zyx[0])
+    a real tumor at the dome missed and the heart above it called liver. The depth is counted from the whole
+    scan's top liver slice (``case.liver_top``): under ``--max-slices`` the kept window's top liver slice was
+    where the window cut the liver (on example_ct_full112 the anchor sat 2 slices, 6 mm, too deep). None when the
+    anchor is above the kept slices."""
+    anchor = dome_anchor_slice(case.original.labels, case.original.spacing_zyx[0], liver_top=case.liver_top)
+    if anchor is None:
+        return None
     return original_with_lesions(case, seed, DOME_LESIONS, anchor_slice=anchor)
 
 
@@ -671,6 +685,7 @@ SKIP_REASONS = {
     "fov_xy": "the image is no larger than that field of view in-plane already",
     "scan_end": "the kept slices hold no tumor, or the slice where it is widest is already the scan's end",
     "metal": "no spine (bone near the midline behind the body's centre) in the slices that hold liver",
+    "dome": "the slice 15 mm below the liver's top is above the kept slices (raise --max-slices)",
 }
 
 

@@ -846,6 +846,22 @@ def test_dome_row_puts_tumors_in_the_liver_top_and_large_row_one_confluent_mass(
     assert rb.DOME_LESIONS.hypodense_probability == rb.BENCHMARK_LESIONS.hypodense_probability
 
 
+def test_dome_depth_is_counted_from_the_whole_livers_top_under_max_slices(tmp_path):
+    """--max-slices cut the liver's top off example_ct_full112, and the dome tumors were put 15 mm below the kept
+    window's top liver slice (the cut), not below the liver's top."""
+    write_case(tmp_path, shape=(24, 48, 48))  # liver on z 2..21 of 2.5 mm slices: 15 mm below its top is z 15
+    found = rb.find_cases(tmp_path)[0]
+    case = rb.load_bench_case(found, seed=0, max_slices=12)
+    z0, z1 = rb.liver_centred_window(rb.load_bench_case(found, seed=0).original.labels, 12)
+    assert case.cropped and z1 <= 21 and z0 <= 15 < z1   # the window leaves the liver's top out, keeps z 15
+    assert rb.dome_anchor_slice(case.original.labels, 2.5, liver_top=case.liver_top) == 15 - z0
+    dome = rb.PERTURBATIONS["dome"][1](case, rb.case_seed(case.case_id + "dome", 0))
+    tumor_z = np.nonzero(dome.labels == 2)[0]
+    assert tumor_z.min() <= 15 - z0 <= tumor_z.max()
+    short = rb.load_bench_case(found, seed=0, max_slices=4)  # z 10..13: the anchor is above the kept slices
+    assert rb.PERTURBATIONS["dome"][1](short, 0) is None and "--max-slices" in rb.skip_reason("dome")
+
+
 def test_fluid_row_puts_water_at_the_liver_edge_labelled_background_and_scores_it(tmp_path):
     from scipy import ndimage
 

@@ -794,6 +794,21 @@ def test_sharper_kernel_overshoots_edges_and_leaves_flat_slices_and_z_alone():
     assert float(np.abs(coarse.hu - hu).max()) < float(np.abs(out.hu - hu).max()) / 2  # 3 mm pixels: barely
 
 
+def test_sharper_kernel_leaves_the_padding_outside_a_round_field_of_view_out():
+    """The padding (-3024 HU) around a round field of view was blurred in with the air inside it: the air at the
+    field's edge came out above -500 HU, a ring no sharper kernel makes, and the padding itself changed."""
+    yy, xx = np.mgrid[:40, :40]
+    inside = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 18.0 ** 2
+    hu = np.where(inside, np.float32(-1000.0), np.float32(-3024.0))[None].repeat(2, axis=0).astype(np.float32)
+    hu[:, 15:25, 15:25] = 50.0                                 # a body inside: its edges still overshoot
+    s = rb.Sample(hu, np.zeros(hu.shape, np.uint8), (5.0, 1.0, 1.0), (5.0, 1.0, 1.0))
+    out = rb.sharpen_in_plane(s).hu
+    np.testing.assert_array_equal(out[:, ~inside], -3024.0)    # the padding is left as it is
+    air = inside & ((yy - 19.5) ** 2 + (xx - 19.5) ** 2 > 12.0 ** 2)
+    np.testing.assert_allclose(out[:, air], -1000.0, atol=1.0)  # the air at the field's edge stays air
+    assert float(out[0, 20, 25]) < -1100.0 and float(out[0, 20, 24]) > 150.0  # the body's edge overshoots
+
+
 def test_cli_precision_reaches_the_engine_and_the_json_records_what_ran(tmp_path, monkeypatch):
     made, document = _run_with_engine_spy(tmp_path, monkeypatch, "--precision", "fp32")
     assert [m.get("precision") for m in made] == ["fp32"] and document["precision"] == "fp32"

@@ -398,9 +398,9 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     and, with ``probability_folder``, their tumor probability maps there (``<case_id><suffix>``).
 
     Raises InputError for an empty list, duplicate case ids, a case_id with a folder part, a bad output suffix,
-    an output folder that is the input folder, a probability folder that is the output or the input folder, holds a
-    listed CT or names a file, or an output that is an input CT; missing inputs are left for the run to report per
-    case.
+    an output folder that is the input folder, a file named ``reports`` in the output folder, a probability folder
+    that is the output or the input folder, holds a listed CT or names a file, or an output that is an input CT;
+    missing inputs are left for the run to report per case.
     """
     input_path, output_folder = Path(input_path), Path(output_folder)
     if probability_folder is not None:
@@ -429,6 +429,9 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
                              f"letter is encoded (Windows, macOS); give them distinct case_id values in a CSV.")
         seen[key] = (case_id, path)
     reports = output_folder / REPORTS_FOLDER
+    if reports.exists() and not reports.is_dir():  # each case's network ran, then its write failed on it
+        raise InputError(f"'{reports}' is a file, and the batch writes each case's report into a folder of that "
+                         f"name; move the file, or choose another output folder.")
     cases = [BatchCase(case_id, path, output_folder / f"{case_id}{suffix}", reports / f"{case_id}.json",
                        None if probability_folder is None else probability_folder / f"{case_id}{suffix}")
              for case_id, path in pairs]

@@ -1276,3 +1276,15 @@ def test_a_resumed_batch_refuses_a_result_of_another_dicom_series_put_in_the_cas
     with pytest.raises(InputError, match=r"1 case\(s\) .*case_b \(another CT series: the DICOM folder"):
         segment_batch(cases, oracle_segmenter())
     assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
+
+
+def test_a_file_named_reports_in_the_output_folder_is_refused_before_any_work(tmp_path):
+    """A user's file OUT/reports (where the batch keeps its reports folder) let every case run its network and then
+    fail writing ('FileExistsError: ... reports'), exit 2 with nothing done. It is refused before any work, and
+    kept."""
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "reports").write_text("my notes", encoding="utf-8")
+    with pytest.raises(InputError, match="reports' is a file, and the batch writes each case's report"):
+        find_cases(tmp_path / "cts", tmp_path / "out")
+    assert (tmp_path / "out" / "reports").read_text(encoding="utf-8") == "my notes"

@@ -428,7 +428,7 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.batch import is_batch_input
+    from ..inference.batch import check_batch_folder_has_cts, is_batch_input
     from ..models.monai_import import hide_optional_packages_while_importing_monai
 
     hide_optional_packages_while_importing_monai()  # this process only segments: about 1 s less to load MONAI
@@ -445,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
     check_model_is_a_package(args.model)
     if args.input and not args.sample and is_batch_input(args.input):
         return _run_batch(args)
+    if args.input and not args.sample and args.output:
+        check_batch_folder_has_cts(args.input, args.output)
     progress = _TqdmProgress(enabled=args.progress == "bar")
     try:
         result = _segment(args, progress=progress)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
-                        read_csv_rows, restore_set_aside_outputs_of)
+                        is_dicom_file, read_csv_rows, restore_set_aside_outputs_of)
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -254,6 +254,27 @@ def is_batch_input(input_path: Any) -> bool:
                          f"series' folder counts too: write results elsewhere); for a batch, put each DICOM series "
                          f"in a subfolder and list it in a case CSV (column 'image').")
     return bool(ct_files)
+
+
+def check_batch_folder_has_cts(input_path: Any, output_path: Any) -> None:
+    """Refuse (InputError naming the input folder) ``segment FOLDER -o OUT`` where ``OUT`` has no extension (a batch's
+    output folder) and ``FOLDER`` holds no CT file, no DICOM image and no subfolder (which could hold a DICOM
+    series): empty, or files of other names only (``ct.nii.gz.bak``, notes). Such a run was told "Output 'OUT' has
+    no file extension", blaming the output folder, not the folder without CTs."""
+    folder = Path(input_path)
+    if not folder.is_dir() or full_suffix(output_path) or _ct_files(folder) or \
+            holds_dicom_images(folder, is_dicom=is_dicom_file):  # also bare data sets without the preamble
+        return
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return
+    if any(entry.is_dir() for entry in entries):
+        return  # maybe a DICOM study folder: segment_file searches it (and says what it found)
+    held = ("it is empty" if not entries else "it holds " + ", ".join(p.name for p in entries[:5])
+            + (" ..." if len(entries) > 5 else ""))
+    raise InputError(f"Folder '{folder}' holds no CT files (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) to segment as "
+                     f"a batch, and no DICOM series ({held}). Give a folder of CT files, or a CSV listing them.")
 
 
 def _ct_files(folder: Path) -> List[Path]:

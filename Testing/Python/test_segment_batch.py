@@ -1288,3 +1288,16 @@ def test_a_file_named_reports_in_the_output_folder_is_refused_before_any_work(tm
     with pytest.raises(InputError, match="reports' is a file, and the batch writes each case's report"):
         find_cases(tmp_path / "cts", tmp_path / "out")
     assert (tmp_path / "out" / "reports").read_text(encoding="utf-8") == "my notes"
+
+
+def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_path, capsys):
+    """'segment EMPTY_FOLDER -o OUT' (or a folder of notes only, or CTs with another extension) said "Output 'OUT'
+    has no file extension", blaming the output folder a batch needs; it now says the input folder holds no CT."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "ct_0.nii.gz.bak").write_bytes(b"x")
+    for folder, says in (("empty", "it is empty"), ("notes", "ct_0.nii.gz.bak")):
+        code = cli.main(["segment", str(tmp_path / folder), "-o", str(tmp_path / "out"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "holds no CT files" in err and says in err and "no file extension" not in err
+        assert not (tmp_path / "out").exists()

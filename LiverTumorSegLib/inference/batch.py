@@ -284,6 +284,22 @@ def _ct_files(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in READ_SUFFIXES)
 
 
+def _warn_of_dicom_subfolders(folder: Path) -> None:
+    """Warn of ``folder``'s subfolders (hidden ones left out) that hold DICOM files: a folder batch takes CT files
+    only, and a patient's DICOM series beside the NIfTI CTs was left out without a word (no row in the table)."""
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()
+                            and full_suffix(p) not in READ_SUFFIXES)  # 'x.nii.gz/' is a case (fails as one)
+    except OSError:
+        return
+    series = [p for p in subfolders if holds_dicom_images(p, is_dicom=is_dicom_file)]
+    if series:
+        names = ", ".join(p.name for p in series[:5]) + (" ..." if len(series) > 5 else "")
+        log.warning("warning: %d subfolder(s) of '%s' hold DICOM files and are not segmented (%s): a batch of a "
+                    "folder takes its CT files; to segment a DICOM series too, list its folder in a case CSV "
+                    "(column 'image').", len(series), folder, names)
+
+
 def _cts_of_folder(folder: Path) -> List[Path]:
     """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
     (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
@@ -292,6 +308,7 @@ def _cts_of_folder(folder: Path) -> List[Path]:
     then says why it is no CT)."""
     from ..casenames import named_as_label_or_probability
 
+    _warn_of_dicom_subfolders(folder)
     files = _ct_files(folder)
     left_out = [p for p in files if named_as_label_or_probability(p)]
     if not left_out or len(left_out) == len(files):

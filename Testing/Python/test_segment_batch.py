@@ -1301,3 +1301,20 @@ def test_a_batch_of_a_folder_without_cts_names_the_folder_not_the_output(tmp_pat
         err = capsys.readouterr().err
         assert code == 2 and "holds no CT files" in err and says in err and "no file extension" not in err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_dicom_series_folder_beside_the_cts_is_named_not_left_out_silently(tmp_path, caplog):
+    """A batch folder of NIfTI CTs with one patient's DICOM series in a subfolder segmented the CTs and left the
+    series out without a word (no row in the table, exit 0). It is still not segmented (a folder batch takes CT
+    files) but a warning names it and says how to include it."""
+    import logging
+
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "cts" / "patient7").mkdir()
+    (tmp_path / "cts" / "patient7" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (tmp_path / "cts" / "scratch").mkdir()  # a subfolder without DICOM files is not named
+    with caplog.at_level(logging.WARNING):
+        cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [c.case_id for c in cases] == ["ct_0"]
+    assert "1 subfolder(s)" in caplog.text and "patient7" in caplog.text and "scratch" not in caplog.text
+    assert "case CSV" in caplog.text

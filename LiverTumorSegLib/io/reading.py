@@ -13,6 +13,25 @@ from .itk import _read_itk_file, detached_data_file
 from .nifti import _read_nifti
 
 
+def _broken_link_hint(path: Path) -> str:
+    """Why a ``path`` that 'ls' lists does not exist: " (it is a link to '...', which does not exist)" or " (it is a
+    link in a loop of links)"; "" for a path that is no link."""
+    import errno
+    import os
+
+    if not path.is_symlink():
+        return ""
+    try:
+        os.stat(str(path))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return " (it is a link in a loop of links)"
+    try:
+        return f" (it is a link to '{os.readlink(str(path))}', which does not exist)"
+    except OSError:
+        return " (it is a link whose target cannot be reached)"
+
+
 def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: bool = False) -> CTVolume:
     """Read a CT volume: NIfTI, NRRD, MetaImage file, a DICOM series folder, or one file of a DICOM series.
 
@@ -26,8 +45,8 @@ def read_volume(path: PathLike, series: Optional[str] = None, uint8_if_fits: boo
     if not path.exists():
         too_long = path_limit_hint(path)  # on Windows an existing file may be 'missing' for its path's length
         parent_hint = "" if too_long or path.parent.exists() else f" (its folder '{path.parent}' does not exist either)"
-        raise InputError(f"Input '{path}' does not exist{too_long}{parent_hint}; check the path"
-                         f"{unexpanded_home_hint(path)}.")
+        raise InputError(f"Input '{path}' does not exist{too_long}{parent_hint}{_broken_link_hint(path)}; check the "
+                         f"path{unexpanded_home_hint(path)}.")
     if path.is_dir():
         return _read_dicom_folder(path, series)
     if path.name.upper() == "DICOMDIR":  # a DICOM medium's index: its series lie in the folders beside it

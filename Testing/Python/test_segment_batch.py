@@ -1318,3 +1318,15 @@ def test_a_dicom_series_folder_beside_the_cts_is_named_not_left_out_silently(tmp
     assert [c.case_id for c in cases] == ["ct_0"]
     assert "1 subfolder(s)" in caplog.text and "patient7" in caplog.text and "scratch" not in caplog.text
     assert "case CSV" in caplog.text
+
+
+def test_a_ct_link_in_a_loop_or_to_a_gone_file_says_it_is_a_link(tmp_path):
+    """A link named like a CT that leads back to itself (a loop) or to a removed file failed as "Input ... does not
+    exist; check the path" while 'ls' shows the name there: the case's message now says it is such a link."""
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "cts" / "loop.nii.gz").symlink_to("loop.nii.gz")
+    (tmp_path / "cts" / "p2.nii.gz").symlink_to(tmp_path / "gone" / "p2.nii.gz")
+    statuses = segment_batch(find_cases(tmp_path / "cts", tmp_path / "out"), oracle_segmenter())
+    assert [s.status for s in statuses] == ["done", "failed", "failed"]
+    assert "is a link in a loop of links" in statuses[1].message
+    assert "is a link to '" + str(tmp_path / "gone" / "p2.nii.gz") + "', which does not exist" in statuses[2].message

@@ -348,7 +348,7 @@ def _make_output_folder(folder: Path, what: str = "Output folder") -> None:
 def _run_batch(args: argparse.Namespace) -> int:
     """Batch mode: every CT of a folder/CSV into ``args.output`` (a folder), model loaded once; prints the
     per-case status table (also ``OUT/batch_status.csv``). Exit 0 when no case failed, else 2."""
-    from ..inference.batch import batch_folder_lock, find_cases
+    from ..inference.batch import batch_folder_lock, check_status_file_is_a_table, find_cases
 
     for flag, value in (("--report", args.report), ("--preview", args.preview), ("--series", args.series)):
         if value is not None:
@@ -369,6 +369,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
         options = dataclasses.replace(options, probabilities=True)
     cases = find_cases(args.input, out, probability_folder=args.probabilities)
+    check_status_file_is_a_table(out, overwrite=args.overwrite)
     made = []  # (folder, its outermost part this run created): removed again while empty after a failure
     try:
         for folder, what in [(out, "Output folder")] + ([(Path(args.probabilities), "Probability folder")]

@@ -886,6 +886,23 @@ def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> 
     return "\n".join(lines)
 
 
+def check_status_file_is_a_table(output_folder: Any, overwrite: bool = False) -> None:
+    """Refuse (InputError, before any work) a file at ``OUT/batch_status.csv`` that is no batch's status table (its
+    first line is not the table's header, ``case_id,status,...``): a user's own file of that name was replaced by the
+    run's table without ``--overwrite``. An earlier batch's table is replaced, as each run writes its own."""
+    path = Path(output_folder) / STATUS_FILE
+    if overwrite or not path.exists():
+        return
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as stream:
+            first_line = stream.readline(4096)
+    except OSError:
+        first_line = ""
+    if not first_line.startswith("case_id,status,"):
+        raise InputError(f"'{path}' exists and is no batch status table (the file each batch writes there); it was "
+                         f"kept: move it, choose another output folder, or pass --overwrite to replace it.")
+
+
 def write_status_csv(statuses: List[CaseStatus], path: Any) -> Path:
     """The per-case table as CSV (atomically; metrics.report.write_case_table, as evaluate's cases.csv)."""
     from ..metrics.report import write_case_table

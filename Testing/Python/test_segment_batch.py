@@ -1330,3 +1330,22 @@ def test_a_ct_link_in_a_loop_or_to_a_gone_file_says_it_is_a_link(tmp_path):
     assert [s.status for s in statuses] == ["done", "failed", "failed"]
     assert "is a link in a loop of links" in statuses[1].message
     assert "is a link to '" + str(tmp_path / "gone" / "p2.nii.gz") + "', which does not exist" in statuses[2].message
+
+
+def test_a_users_file_named_batch_status_csv_in_the_output_folder_is_kept(tmp_path, capsys):
+    """A user's own OUT/batch_status.csv (not a status table of a batch) was replaced by the run's table without
+    --overwrite. It is now refused before any work and kept; an earlier batch's table is still replaced."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 1)
+    (tmp_path / "out").mkdir()
+    mine = "patient,notes\n7,check the liver dome\n"
+    (tmp_path / "out" / "batch_status.csv").write_text(mine, encoding="utf-8")
+    args = ["segment", str(tmp_path / "cts"), "-o", str(tmp_path / "out"), "--model", str(package.path),
+            "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    assert cli.main(args) == 2
+    assert "batch_status.csv' exists and is no batch status table" in capsys.readouterr().err
+    assert (tmp_path / "out" / "batch_status.csv").read_text(encoding="utf-8") == mine
+    assert not (tmp_path / "out" / "ct_0.nii.gz").exists()
+    assert cli.main(args + ["--overwrite"]) == 0
+    assert cli.main(args) == 0  # the table the run wrote is replaced by the next run's
+    assert "ct_0,skipped" in (tmp_path / "out" / "batch_status.csv").read_text(encoding="utf-8")

@@ -459,6 +459,9 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
         key = unicodedata.normalize("NFC", case_id).lower()
         if key in seen:
             other_id, other_path = seen[key]
+            if other_id == case_id and Path(other_path) == Path(path):  # a row pasted twice: not two case_ids
+                raise InputError(f"Case list '{input_path}' lists '{path}' twice (case '{case_id}'); remove one of "
+                                 f"the rows.")
             if other_id == case_id:  # the letter-case reason only where the two names differ in case alone
                 raise InputError(f"Two cases are both named '{case_id}' ({other_path} and {path}), so they would "
                                  f"write the same output files; give them distinct case_id values in a CSV.")

@@ -1349,3 +1349,11 @@ def test_a_users_file_named_batch_status_csv_in_the_output_folder_is_kept(tmp_pa
     assert cli.main(args + ["--overwrite"]) == 0
     assert cli.main(args) == 0  # the table the run wrote is replaced by the next run's
     assert "ct_0,skipped" in (tmp_path / "out" / "batch_status.csv").read_text(encoding="utf-8")
+
+
+def test_a_ct_listed_twice_in_a_case_list_is_named_as_such(tmp_path):
+    """A CSV row pasted twice was refused as "Two cases are both named 'ct_0' (X and X) ... give them distinct
+    case_id values", which would segment the one CT twice; it now says the list names that CT twice."""
+    write_phantoms(tmp_path / "cts", 1)
+    _csv_refused(tmp_path / "list.csv", "image\ncts/ct_0.nii.gz\ncts/ct_0.nii.gz\n",
+                 "lists .*ct_0.nii.gz' twice.*remove one of the rows")

@@ -185,13 +185,10 @@ def _every_second_pixel(shape_zyx: tuple, geometry: ImageGeometry, axis: int) ->
     second pixel, starting where the same pixels of the patient are read however the CT is stored (an axis running
     against the patient's L, P or S direction starts at its far end's parity): an arm touching the trunk across a
     one-pixel gap counted in one storage and not in another (the 20-slice CT shrunk to 0.6x: 194.8 or 190.7 mm)."""
-    direction = geometry.direction_matrix
-    steps = []
-    for a in (a for a in range(3) if a != axis):
-        column = direction[:, 2 - a]  # the LPS direction of array axis a (index axis 2 - a)
-        runs_forward = column[int(np.argmax(np.abs(column)))] > 0
-        steps.append(slice(0 if runs_forward else (int(shape_zyx[a]) - 1) % 2, None, 2))
-    return steps[0], steps[1]
+    from .sampling import anchored_start
+
+    rows, columns = (slice(anchored_start(geometry, shape_zyx, a, 2), None, 2) for a in range(3) if a != axis)
+    return rows, columns
 
 
 def _in_plane_axes_xyz(axis: int) -> list:

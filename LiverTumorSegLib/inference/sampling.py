@@ -7,7 +7,7 @@ patient, and a small object (a clip, a 1 mm aorta's edge) is counted differently
 153-164 HU of aorta, and the same 0.31 mL clip 0.24-0.38 mL of metal, in its four flips (27 Nov 2026,
 ``example_ct_dicom20``). Here an axis that runs toward the patient's left, posterior or superior (LPS +) is read
 from index 0, one that runs against it from its far end's residue, so a flipped storage reads the same voxels
-(as :func:`~.body_size._every_second_pixel` does for the body size).
+(:func:`~.body_size._every_second_pixel` reads the body's planes through it too).
 """
 from typing import Sequence, Tuple
 

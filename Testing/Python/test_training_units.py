@@ -1302,3 +1302,13 @@ def test_the_v6_recipe_is_v5s_with_the_scan_end_in_the_2d5_input():
     assert v6["augmentation"].pop("edge_context_probability") == 0.2
     assert v6["augmentation"].pop("edge_context_air_fraction") == 0.5
     assert v6 == v5
+
+
+def test_the_v7_recipe_is_v6s_with_grained_training_noise():
+    """docs/synthetic_lesions.md measured the grain on v3's recipe; v7 adds that one key to v6 and nothing else."""
+    from LiverTumorSegLib.training.config import load_config_file
+
+    v6 = load_config_file(SHIPPED_RECIPES / "default_model_v6.yaml")
+    v7 = load_config_file(SHIPPED_RECIPES / "default_model_v7.yaml")
+    assert v7["augmentation"].pop("noise_grain_probability") == 0.5
+    assert v7 == v6

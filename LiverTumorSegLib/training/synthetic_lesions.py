@@ -23,6 +23,10 @@ curved, radius ``vessel_radius_mm``, length ``vessel_length_mm``), brighter than
 unenhanced or arterial-phase veins), only on tumor-free liver (label 1). They stay **liver** (label 1): in a 2.5D view a bright vessel's
 cross-section is a bright round spot, and the network must learn it is not a tumor (issue 11: bright
 vessels called tumors). Vessels are inserted before the lesions, so a lesion drawn over a vessel covers it.
+
+**Synthetic fluid beside the liver (negatives)**: with ``perihepatic_fluid_probability``,
+:func:`~.synthetic_fluid.insert_perihepatic_fluid` first lays water-density fluid against the liver's outer surface
+(ascites, a perihepatic collection, a pleural effusion); it stays **background** (label 0).
 Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
 import functools
@@ -80,12 +84,16 @@ class LesionConfig(JsonDataclassMixin):
     vessel_length_mm: Tuple[float, float] = (30.0, 120.0)
     vessel_contrast_hu: Tuple[float, float] = (30.0, 120.0)   # above local liver (portal-venous)
     vessel_hypodense_probability: float = 0.2                 # then (contrast / 3) below local liver
+    perihepatic_fluid_probability: float = 0.0   # chance a sample gets fluid outside the liver (label stays 0)
+    perihepatic_fluid_thickness_mm: Tuple[float, float] = (3.0, 15.0)   # from the liver's surface
+    perihepatic_fluid_sector_deg: Tuple[float, float] = (90.0, 240.0)   # in-plane arc around the liver's centre
+    perihepatic_fluid_hu: Tuple[float, float] = (0.0, 20.0)             # water, bile, ascites, effusion
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
         for name in ("probability", "hypodense_probability", "necrosis_probability", "rim_probability",
                      "edge_probability", "cluster_probability", "vessel_probability",
-                     "vessel_hypodense_probability"):
+                     "vessel_hypodense_probability", "perihepatic_fluid_probability"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InputError("LesionConfig.%s = %r must be a probability in [0, 1]." % (name, getattr(self, name)))
         for f in fields(self):
@@ -99,7 +107,7 @@ class LesionConfig(JsonDataclassMixin):
         if self.diameter_range_mm[0] <= 0:
             raise InputError("LesionConfig.diameter_range_mm = %r must be > 0 mm." % (self.diameter_range_mm,))
         for name in ("margin_softness_mm", "rim_width_mm", "heterogeneity_scale_mm", "vessel_radius_mm",
-                     "vessel_length_mm"):
+                     "vessel_length_mm", "perihepatic_fluid_thickness_mm", "perihepatic_fluid_sector_deg"):
             if getattr(self, name)[0] <= 0:  # a negative edge width turned the lesion inside out
                 raise InputError("LesionConfig.%s = %r must be > 0 mm." % (name, getattr(self, name)))
         for name in ("irregularity_range", "hypo_contrast_hu", "hyper_contrast_hu", "necrosis_extra_hu",
@@ -107,6 +115,9 @@ class LesionConfig(JsonDataclassMixin):
                      "vessel_count_range", "vessel_contrast_hu"):
             if getattr(self, name)[0] < 0:  # contrasts are sizes: hypo- and hyperdense say the sign
                 raise InputError("LesionConfig.%s = %r must be >= 0." % (name, getattr(self, name)))
+        if self.perihepatic_fluid_sector_deg[1] > 360.0:
+            raise InputError("LesionConfig.perihepatic_fluid_sector_deg = %r: an arc around the liver's centre is at "
+                             "most 360 degrees." % (self.perihepatic_fluid_sector_deg,))
         if self.necrosis_fraction[1] > 1.0:
             raise InputError("LesionConfig.necrosis_fraction = %r: the necrotic radius is a fraction of the "
                              "lesion's, at most 1." % (self.necrosis_fraction,))
@@ -630,6 +641,12 @@ def insert_lesions(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[flo
             raise InputError("anchor_slice = %r must be the z index of a slice holding liver (0..%d)."
                              % (anchor_slice, hu_arr.shape[0] - 1))
         anchor_slice = int(anchor_slice)
+    # drawn only when switched on, so recipes without it keep their random stream (and weights)
+    if config.perihepatic_fluid_probability > 0 and np.count_nonzero(liver) >= config.min_liver_voxels \
+            and rng.random() < config.perihepatic_fluid_probability:
+        from .synthetic_fluid import insert_perihepatic_fluid
+
+        insert_perihepatic_fluid(hu_new, lab3, spacing, rng, config)
     if config.vessel_probability > 0 and np.count_nonzero(liver) >= config.min_liver_voxels \
             and rng.random() < config.vessel_probability:
         insert_vessels(hu_new, lab3, spacing, rng, config)

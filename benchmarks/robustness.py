@@ -64,6 +64,11 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``fluid_region``    the real CT with a 40-70 mm smooth blob of water (0-15 HU plus the liver's own noise) where
                     liver was, at its edge, labelled background: a resection bed, a large cyst or abscess, a
                     necrotic tumor (an earlier audit saw a resection bed's fluid labelled liver)
+``perihepatic_fluid`` the real CT with a layer of water (0-15 HU plus the liver's own noise) 5-20 mm deep (in-plane)
+                    outside the liver on a 120-200 degree sector from its front through its right side to its back,
+                    in every slice holding liver, replacing fat and soft tissue only (-250..150 HU); labels unchanged:
+                    ascites, a perihepatic collection, a pleural effusion (fold models called 0.8-3.5 mL of tumor in
+                    a water-density region beside example_ct_dicom20's liver); skipped when under 5 mL fits
 ==================  =====================================================================================
 
 Each row: ``liver_dice`` (label >= 1), ``tumor_dice`` (label 2: the synthetic tumors and the case's real ones together; None where there is no tumor
@@ -72,9 +77,9 @@ in the truth),
 ``tumor_outside_ml`` (predicted tumor outside the true tumor, mL: on a tumor-free real CT, all predicted tumor),
 ``true_lesions`` / ``detected_lesions`` (true tumor components touched by the prediction) /
 ``false_lesions`` (predicted tumor components touching no true tumor; 26-connectivity), ``slices``,
-``seconds``, on the ``fluid_region`` row ``fluid_ml`` (the water put in) with ``fluid_as_liver_ml`` and
-``fluid_as_tumor_ml`` (the parts of it predicted liver and tumor, mL; also in ``liver_outside_ml``), and
-``training_case`` (the case id or patient is listed in the package's training metadata as a
+``seconds``, on the ``fluid_region`` and ``perihepatic_fluid`` rows ``fluid_ml`` (the water put in) with
+``fluid_as_liver_ml`` and ``fluid_as_tumor_ml`` (the parts of it predicted liver and tumor, mL; also in
+``liver_outside_ml``), and ``training_case`` (the case id or patient is listed in the package's training metadata as a
 training or validation case, or the CT's voxels have the SHA-256 its ``data_files`` record for one (packages
 trained since 25 Nov 2026): validation cases chose the best epoch, so neither kind is unseen).
 
@@ -138,7 +143,7 @@ class Sample:
     labels: np.ndarray
     spacing_zyx: Tuple[float, float, float]
     true_spacing_zyx: Tuple[float, float, float]
-    fluid: Optional[np.ndarray] = None  # (z, y, x) bool: where :func:`with_fluid_region` put water (label 0)
+    fluid: Optional[np.ndarray] = None  # (z, y, x) bool: where water was put (label 0): the fluid rows
 
     def volume(self, source: str = "") -> CTVolume:
         """A canonical-orientation CTVolume (identity direction, LPS) with the told spacing."""
@@ -683,6 +688,138 @@ def with_fluid_region(case: BenchCase, seed: int) -> Sample:
     return replace(original, hu=hu, labels=labels, fluid=fluid)
 
 
+PERIHEPATIC_THICKNESS_MM = (5.0, 20.0)
+"""Range (mm) of the :func:`with_perihepatic_fluid` layer's thickness at the middle of its sector, measured in-plane
+from the liver's outline in each slice: chosen as a small to moderate perihepatic rim of ascites or a pleural effusion
+behind the liver's top, a few mm to about 2 cm deep on an axial slice (not measured on a scan with ascites: none of
+the shared cases has any). The layer is thinner where a wall is nearer (:data:`PERIHEPATIC_WALL_MM`)."""
+PERIHEPATIC_SECTOR_DEG = (120.0, 200.0)
+"""Range (degrees) of the layer's angular width around the liver's in-plane centroid: a rim over a third to a good
+half of the liver's outline, as a perihepatic collection covers the convex surface and not the hilum."""
+PERIHEPATIC_DIRECTION_DEG = (-90.0, 90.0)
+"""Range (degrees) of the sector's middle direction in the canonical LPS plane: 0 points to the patient's right
+(-x), -90 to the front (-y), +90 to the back (+y). Anterior to posterior through the right-lateral side: ascites
+gathers anterior and lateral to the right lobe, fluid in the hepatorenal pouch and a pleural effusion lie posterior."""
+PERIHEPATIC_REACH_DEG = 135.0
+"""The sector stays within this angle (degrees) of the patient's right (moved, keeping its width, where the drawn
+one reached further): the medial quarter, the porta hepatis, vena cava and stomach, is never covered (a 200 degree
+sector drawn around the back filled example_ct_sm's hilum, seen by eye)."""
+PERIHEPATIC_TAPER = 0.25
+"""Share of the sector's half-width at either end over which the layer thins linearly to nothing, so the layer is a
+crescent (as a free-fluid rim thins where it ends) and not a slab with square ends."""
+PERIHEPATIC_TISSUE_HU = (-250.0, 150.0)
+"""CT range (HU) the layer may replace: fat (-150..-50) and soft tissue (muscle, diaphragm, bowel wall, unenhanced
+and enhanced parenchyma up to 150) with partial volume between them. Bone (over 300), lung and gas (under -500) and
+the brightest contrast (enhanced vessels and kidney cortex over 150) stay as they are: fluid displaces soft tissue,
+it does not fill bone or replace aerated lung on the same slice."""
+PERIHEPATIC_WALL_MM = 15.0
+"""Half-width (mm, along the liver's outline) over which the layer's depth is capped by the nearest wall: at a point of
+the outline, the layer reaches no further than the shortest distance from the liver to anything it may not replace
+(a rib, lung, gas, the skin) at any liver voxel within this reach (that distance taken in any direction, so a point
+facing the gap between two ribs is capped by the ribs beside it). On example_ct_dicom20 the bone pieces within 30 mm
+of the liver lie 11-59 mm from their nearest neighbours (slices 4, 10, 16 of the 40 kept; 4-6 mm between the two
+cortices of one rib); without the cap the layer ran through the gaps between ribs into the chest wall outside them
+(seen by eye on its slice 10), with it the layer stayed on the liver's side of the ribs there."""
+PERIHEPATIC_BODY_HU = -500.0
+"""Threshold (HU) of the body in a slice: the layer is put only in connected parts of over -500 HU that hold liver
+(never the couch or a separate arm); the body threshold :func:`spine_centre_yx` uses."""
+PERIHEPATIC_MIN_ML = 5.0
+"""Smallest layer (mL) the row is measured with: the fold models' 0.8-3.5 mL of tumor in example_ct_dicom20's
+fluid-like region are then at most a part of it, and it is about the smallest ``fluid_region`` blob measured on the
+shared cases (5.18 mL on ct3slice_ct, docs/bundled_model.md). Less fits where little soft tissue or fat borders the
+liver on the drawn sector (a scan of a few thin slices, a liver against lung and ribs): the row is skipped."""
+
+
+def perihepatic_weight(liver_yx: np.ndarray, tissue_yx: np.ndarray, spacing_yx: Sequence[float],
+                       direction_rad: float, half_width_rad: float, thickness_mm: float) -> np.ndarray:
+    """The layer's weight (float32 ``(y, x)``, 0..1; 0.5 on its outer outline) in one slice: the voxels of
+    ``tissue_yx`` (bool, where the layer may go) outside ``liver_yx`` (bool) within the local thickness of the liver's
+    outline (in-plane distance, mm, ``spacing_yx`` ``(y, x)`` mm; holes in the liver, its vessels at the hilum, count
+    as liver), with a soft outer edge of :data:`FLUID_EDGE_MM` (cut 4 edges beyond), on the sector of half-width
+    ``half_width_rad`` around ``direction_rad`` (as :data:`PERIHEPATIC_DIRECTION_DEG`) seen from the liver's centroid
+    in this slice. The thickness is ``thickness_mm`` over the sector's middle and thins to 0 over
+    :data:`PERIHEPATIC_TAPER` of the half-width at either end, and at most the distance from the liver to the nearest
+    wall (:data:`PERIHEPATIC_WALL_MM`). Zero everywhere when the slice holds no liver."""
+    from scipy.ndimage import binary_fill_holes, distance_transform_edt, minimum_filter
+
+    weight = np.zeros(liver_yx.shape, dtype=np.float32)
+    if not liver_yx.any():
+        return weight
+    sy, sx = float(spacing_yx[0]), float(spacing_yx[1])
+    reach_mm = thickness_mm + 4.0 * FLUID_EDGE_MM
+    ys, xs = np.nonzero(liver_yx)
+    box = (slice(max(0, int(ys.min() - np.ceil(reach_mm / sy)) - 1), int(ys.max() + np.ceil(reach_mm / sy)) + 2),
+           slice(max(0, int(xs.min() - np.ceil(reach_mm / sx)) - 1), int(xs.max() + np.ceil(reach_mm / sx)) + 2))
+    liver, tissue = binary_fill_holes(liver_yx[box]), tissue_yx[box]
+    distance, nearest = distance_transform_edt(~liver, sampling=(sy, sx), return_indices=True)  # mm to the liver
+    to_wall = np.where(liver, distance_transform_edt(tissue | liver, sampling=(sy, sx)), np.inf)  # on the liver
+    window = (2 * int(round(PERIHEPATIC_WALL_MM / sy)) + 1, 2 * int(round(PERIHEPATIC_WALL_MM / sx)) + 1)
+    wall_mm = minimum_filter(to_wall, size=window, mode="nearest")[nearest[0], nearest[1]]
+    y = (np.arange(box[0].start, box[0].start + liver.shape[0]) - ys.mean()) * sy
+    x = (np.arange(box[1].start, box[1].start + liver.shape[1]) - xs.mean()) * sx
+    angle = np.arctan2(y[:, None], -x[None, :])  # 0: the patient's right, +pi/2: the back
+    off = np.abs(np.angle(np.exp(1j * (angle - direction_rad)))) / half_width_rad  # 0 middle, 1 the sector's end
+    local_mm = np.minimum(thickness_mm * np.clip((1.0 - off) / PERIHEPATIC_TAPER, 0.0, 1.0), wall_mm)
+    layer = 0.5 * (1.0 - np.tanh(0.5 * (distance - local_mm) / FLUID_EDGE_MM))
+    keep = tissue & ~liver & (off < 1.0) & (distance <= local_mm + 4.0 * FLUID_EDGE_MM)
+    weight[box] = np.where(keep, layer, 0.0)
+    return weight
+
+
+def perihepatic_tissue(hu_yx: np.ndarray, liver_yx: np.ndarray) -> np.ndarray:
+    """Where the layer may go in one slice (bool ``(y, x)``): :data:`PERIHEPATIC_TISSUE_HU` inside the connected
+    parts of the body (over :data:`PERIHEPATIC_BODY_HU`) that hold liver, outside the liver."""
+    from scipy.ndimage import label
+
+    parts, _ = label(hu_yx > PERIHEPATIC_BODY_HU)
+    body = np.isin(parts, np.unique(parts[liver_yx & (parts > 0)]))
+    low, high = PERIHEPATIC_TISSUE_HU
+    return body & (hu_yx >= low) & (hu_yx <= high) & ~liver_yx
+
+
+def with_perihepatic_fluid(case: BenchCase, seed: int) -> Optional[Sample]:
+    """The real CT (``case.original``, no synthetic tumor) with a layer of water density outside the liver along
+    part of its surface, in every slice holding liver: ascites or a perihepatic collection (common with cirrhosis
+    and liver cancer), or a pleural effusion behind the liver's top. Drawn per ``seed``: the thickness
+    (:data:`PERIHEPATIC_THICKNESS_MM`, in-plane distance from the liver's outline in each slice), the sector's width
+    (:data:`PERIHEPATIC_SECTOR_DEG`) and direction (:data:`PERIHEPATIC_DIRECTION_DEG`, the sector kept within
+    :data:`PERIHEPATIC_REACH_DEG` of the patient's right), the same in every slice, and one CT value in
+    :data:`FLUID_HU`, plus noise of the liver's own grain (std and correlation measured around
+    the liver's centroid, as :func:`with_fluid_region` does) and a soft outer edge (:func:`perihepatic_weight`). Only
+    fat and soft tissue of the body are replaced (:func:`perihepatic_tissue`); liver, labels, bone, lung and gas stay.
+    The layer (weight >= 0.5) is the sample's ``fluid``. Leave-one-patient-out fold models of the v3, v6 and v7 recipes
+    called 0.8-3.5 mL of tumor in a water-density region between example_ct_dicom20's liver and ribs. None when
+    under :data:`PERIHEPATIC_MIN_ML` fits."""
+    from LiverTumorSegLib.training.synthetic_lesions import correlated_noise, local_liver_stats
+
+    original = case.original
+    liver = original.labels >= 1
+    if not liver.any():
+        return None
+    rng = np.random.default_rng(seed)
+    thickness_mm = float(rng.uniform(*PERIHEPATIC_THICKNESS_MM))
+    half_width = 0.5 * np.radians(float(rng.uniform(*PERIHEPATIC_SECTOR_DEG)))
+    reach = np.radians(PERIHEPATIC_REACH_DEG) - half_width
+    direction = float(np.clip(np.radians(float(rng.uniform(*PERIHEPATIC_DIRECTION_DEG))), -reach, reach))
+    fluid_hu = float(rng.uniform(*FLUID_HU))
+    weight = np.zeros(liver.shape, dtype=np.float32)
+    for z in np.flatnonzero(liver.any(axis=(1, 2))):
+        tissue = perihepatic_tissue(original.hu[z], liver[z])
+        weight[z] = perihepatic_weight(liver[z], tissue, original.spacing_zyx[1:], direction, half_width,
+                                       thickness_mm)
+    fluid = weight >= 0.5
+    voxel_ml = float(np.prod(original.true_spacing_zyx)) / 1000.0
+    if float(np.count_nonzero(fluid)) * voxel_ml < PERIHEPATIC_MIN_ML:
+        return None
+    centre = np.argwhere(liver).mean(axis=0)
+    _, noise_std, rho = local_liver_stats(original.hu, liver, centre, tuple(original.spacing_zyx), 25.0)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(weight > 0.0))
+    water = np.float32(fluid_hu) + np.float32(noise_std) * correlated_noise(weight[box].shape, rho, rng)
+    hu = original.hu.copy()
+    hu[box] = (1.0 - weight[box]) * hu[box] + weight[box] * water
+    return replace(original, hu=hu, fluid=fluid)
+
+
 Perturbation = Callable[[BenchCase, int], Optional[Sample]]
 
 SKIP_REASONS = {
@@ -693,6 +830,8 @@ SKIP_REASONS = {
     "scan_end": "the kept slices hold no tumor, or the slice where it is widest is already the scan's end",
     "metal": "no spine (bone near the midline behind the body's centre) in the slices that hold liver",
     "dome": "the slice 15 mm below the liver's top is above the kept slices (raise --max-slices)",
+    "perihepatic": "under 5 mL of fat or soft tissue (-250..150 HU) borders the liver within the drawn sector and "
+                   "thickness",
 }
 
 
@@ -741,6 +880,8 @@ PERTURBATIONS: Dict[str, Tuple[str, Perturbation]] = {
     "large_confluent": ("one confluent mass of 3-4 tumors of 30-60 mm", with_large_confluent_lesions),
     "dome": ("1-2 tumors of 10-30 mm under the liver's dome", with_dome_lesions),
     "fluid_region": ("a 40-70 mm blob of water (0-15 HU) at the liver's edge, labelled background", with_fluid_region),
+    "perihepatic_fluid": ("a 5-20 mm layer of water (0-15 HU) outside the liver on a 120-200 degree sector (ascites)",
+                          with_perihepatic_fluid),
 }
 
 
@@ -781,9 +922,10 @@ def score(sample: Sample, predicted: np.ndarray) -> Dict[str, Any]:
 
 
 def fluid_scores(sample: Sample, predicted: np.ndarray, voxel_ml: float) -> Dict[str, Any]:
-    """``fluid_ml`` (the water :func:`with_fluid_region` put in, mL), ``fluid_as_liver_ml`` and ``fluid_as_tumor_ml``
-    (the parts of it ``predicted`` labels liver (1) and tumor (2), mL; both counted in ``liver_outside_ml`` too, the
-    tumor in ``tumor_outside_ml``); nothing for a sample without fluid."""
+    """``fluid_ml`` (the water :func:`with_fluid_region` or :func:`with_perihepatic_fluid` put in, mL),
+    ``fluid_as_liver_ml`` and ``fluid_as_tumor_ml`` (the parts of it ``predicted`` labels liver (1) and tumor (2), mL;
+    both counted in ``liver_outside_ml`` too, the tumor in ``tumor_outside_ml``); nothing for a sample without
+    fluid."""
     if sample.fluid is None:
         return {}
     return {"fluid_ml": round(float(np.count_nonzero(sample.fluid)) * voxel_ml, 2),

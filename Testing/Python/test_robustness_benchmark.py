@@ -904,6 +904,98 @@ def test_fluid_row_puts_water_at_the_liver_edge_labelled_background_and_scores_i
     assert "fluid_ml" not in rb.score(original, original.labels)  # only the fluid row has the keys
 
 
+def perihepatic_case(shape=(6, 64, 64), noise_hu=8.0):
+    """A phantom (3 mm voxels, liver 60 HU with ``noise_hu`` of noise) with a rib of 700 HU between the liver's right
+    side and the body wall and a pocket of gas (-900 HU) in front of the liver, as a BenchCase."""
+    phantom = make_phantom(shape, (3.0, 3.0, 3.0), lesions=[], noise_hu=noise_hu, seed=1)
+    hu = phantom.ct.array.astype(np.float32)
+    liver = phantom.labels >= 1
+    assert not liver[:, 18:30, 4:7].any() and not liver[:, 8:10, 14:24].any()
+    hu[:, 18:30, 4:7] = 700.0    # a rib 3-9 mm right of the liver (its edge at x 7-8)
+    hu[:, 8:10, 14:24] = -900.0  # gas in front of it
+    sample = rb.Sample(hu, phantom.labels.astype(np.uint8), (3.0, 3.0, 3.0), (3.0, 3.0, 3.0))
+    return rb.BenchCase("peri", "peri", sample, sample)
+
+
+def in_plane_angles_deg(mask, liver):
+    """Angle (degrees) of each voxel of ``mask`` seen from its slice's liver centroid: 0 the patient's right (-x),
+    +90 the back (+y), as the row draws its sector."""
+    angles = []
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        ly, lx = np.nonzero(liver[z])
+        y, x = np.nonzero(mask[z])
+        angles.append(np.degrees(np.arctan2(y - ly.mean(), -(x - lx.mean()))))
+    return np.concatenate(angles)
+
+
+def test_perihepatic_fluid_puts_a_water_layer_outside_the_liver_and_leaves_bone_air_and_labels(tmp_path):
+    from scipy import ndimage
+
+    case = perihepatic_case()
+    original = case.original
+    liver = original.labels >= 1
+    outside_mm = np.stack([ndimage.distance_transform_edt(~liver[z], sampling=(3.0, 3.0)) for z in range(6)])
+    keep = (original.hu > 300.0) | (original.hu < -500.0)
+    assert keep[:, 18:30, 4:7].all() and keep[:, 8:10, 14:24].all()
+    made, directions = {}, []
+    for seed in range(4):
+        out = rb.PERTURBATIONS["perihepatic_fluid"][1](case, seed)
+        made[seed] = out
+        assert out is not None and out.fluid.any() and not (out.fluid & liver).any()      # outside the liver
+        np.testing.assert_array_equal(out.labels, original.labels)                       # labels unchanged
+        np.testing.assert_array_equal(out.hu[liver | keep], original.hu[liver | keep])  # liver, bone, gas kept
+        changed = out.hu != original.hu
+        assert outside_mm[out.fluid].max() <= rb.PERIHEPATIC_THICKNESS_MM[1]              # within T
+        assert outside_mm[changed].max() <= rb.PERIHEPATIC_THICKNESS_MM[1] + 4.0 * rb.FLUID_EDGE_MM  # + soft edge
+        assert np.abs(in_plane_angles_deg(out.fluid, liver)).max() <= rb.PERIHEPATIC_REACH_DEG  # never medial
+        core = out.fluid & ~ndimage.binary_dilation(~out.fluid & ~liver, np.ones((1, 3, 3), bool))
+        assert core.sum() > 20
+        assert rb.FLUID_HU[0] - 4.0 <= float(out.hu[core].mean()) <= rb.FLUID_HU[1] + 4.0    # water, with grain
+        assert float(out.hu[core].std()) > 3.0                                             # the liver's noise
+        directions.append(float(np.median(in_plane_angles_deg(out.fluid, liver))))
+        np.testing.assert_array_equal(rb.PERTURBATIONS["perihepatic_fluid"][1](case, seed).hu, out.hu)  # seeded
+    assert max(directions) - min(directions) > 30.0                                        # other seed, other sector
+    voxel_ml = 27.0 / 1000.0
+    out = made[0]
+    called_tumor = original.labels.copy()
+    called_tumor[out.fluid] = 2
+    scores = rb.score(out, called_tumor)
+    assert scores["fluid_ml"] == pytest.approx(out.fluid.sum() * voxel_ml, abs=0.01) and scores["fluid_ml"] >= 5.0
+    assert scores["fluid_as_tumor_ml"] == scores["fluid_ml"] and scores["fluid_as_liver_ml"] == 0.0
+    assert scores["false_lesions"] >= 1
+    right = rb.score(out, original.labels)
+    assert right["fluid_as_tumor_ml"] == 0.0 and right["fluid_as_liver_ml"] == 0.0
+
+
+def test_perihepatic_fluid_row_carries_the_fluid_columns():
+    from LiverTumorSegLib.inference.engine import SliceInferenceEngine
+
+    case = perihepatic_case(noise_hu=0.0)
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", batch_predictor=oracle_predictor)
+    rows = rb.evaluate(engine, [case], ["perihepatic_fluid"], seed=0)
+    assert len(rows) == 1 and rows[0]["fluid_ml"] >= 5.0
+    assert 0.0 <= rows[0]["fluid_as_liver_ml"] + rows[0]["fluid_as_tumor_ml"] <= rows[0]["fluid_ml"]
+
+
+def test_perihepatic_fluid_is_skipped_where_no_soft_tissue_borders_the_liver():
+    spacing = (3.0, 2.0, 2.0)
+    hu = np.full((8, 50, 50), -1000.0, dtype=np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[:, 10:40, 10:40] = 1                                              # 60 x 60 mm, 24 mm high: 86 mL
+    hu[labels == 1] = 60.0
+    in_air = rb.Sample(hu, labels, spacing, spacing)                         # a liver in air (lung)
+    assert rb.with_perihepatic_fluid(rb.BenchCase("a", "a", in_air, in_air), 0) is None
+    walled = hu.copy()
+    walled[:, 6:44, 6:44][labels[:, 6:44, 6:44] == 0] = 700.0               # a liver walled in by bone
+    walled_in = rb.Sample(walled, labels, spacing, spacing)
+    assert rb.with_perihepatic_fluid(rb.BenchCase("b", "b", walled_in, walled_in), 0) is None
+    soft = hu.copy()
+    soft[:, 2:48, 2:48][labels[:, 2:48, 2:48] == 0] = 40.0                  # the same liver in 16 mm of soft tissue
+    in_tissue = rb.Sample(soft, labels, spacing, spacing)
+    assert rb.with_perihepatic_fluid(rb.BenchCase("c", "c", in_tissue, in_tissue), 0) is not None
+    assert "5 mL" in rb.skip_reason("perihepatic_fluid")
+
+
 def trunk_with_spine(nz=6, liver_slices=(1, 5), padding=False):
     """A (z, y, x) trunk of 1 mm pixels in the canonical LPS grid (y grows to the back): soft tissue of 40 HU in an
     ellipse, a vertebra of 700 HU on the midline behind its centre, liver (label 1) on the patient's right (low x)

@@ -107,7 +107,7 @@ class LesionConfig(JsonDataclassMixin):
         if self.diameter_range_mm[0] <= 0:
             raise InputError("LesionConfig.diameter_range_mm = %r must be > 0 mm." % (self.diameter_range_mm,))
         for name in ("margin_softness_mm", "rim_width_mm", "heterogeneity_scale_mm", "vessel_radius_mm",
-                     "vessel_length_mm", "perihepatic_fluid_thickness_mm", "perihepatic_fluid_sector_deg"):
+                     "vessel_length_mm", "perihepatic_fluid_thickness_mm"):
             if getattr(self, name)[0] <= 0:  # a negative edge width turned the lesion inside out
                 raise InputError("LesionConfig.%s = %r must be > 0 mm." % (name, getattr(self, name)))
         for name in ("irregularity_range", "hypo_contrast_hu", "hyper_contrast_hu", "necrosis_extra_hu",
@@ -115,9 +115,9 @@ class LesionConfig(JsonDataclassMixin):
                      "vessel_count_range", "vessel_contrast_hu"):
             if getattr(self, name)[0] < 0:  # contrasts are sizes: hypo- and hyperdense say the sign
                 raise InputError("LesionConfig.%s = %r must be >= 0." % (name, getattr(self, name)))
-        if self.perihepatic_fluid_sector_deg[1] > 360.0:
-            raise InputError("LesionConfig.perihepatic_fluid_sector_deg = %r: an arc around the liver's centre is at "
-                             "most 360 degrees." % (self.perihepatic_fluid_sector_deg,))
+        if not 0.0 < self.perihepatic_fluid_sector_deg[0] <= self.perihepatic_fluid_sector_deg[1] <= 360.0:
+            raise InputError("LesionConfig.perihepatic_fluid_sector_deg = %r: an arc around the liver's centre, "
+                             "more than 0 and at most 360 degrees." % (self.perihepatic_fluid_sector_deg,))
         if self.necrosis_fraction[1] > 1.0:
             raise InputError("LesionConfig.necrosis_fraction = %r: the necrotic radius is a fraction of the "
                              "lesion's, at most 1." % (self.necrosis_fraction,))

@@ -108,6 +108,7 @@ def test_recipes_without_fluid_keep_their_random_stream():
 @pytest.mark.parametrize("bad", [{"perihepatic_fluid_probability": 1.5},
                                  {"perihepatic_fluid_thickness_mm": (0.0, 5.0)},
                                  {"perihepatic_fluid_sector_deg": (90.0, 400.0)},
+                                 {"perihepatic_fluid_sector_deg": (0.0, 90.0)},
                                  {"perihepatic_fluid_thickness_mm": (9.0, 3.0)}])
 def test_out_of_range_settings_are_refused_by_name(bad):
     with pytest.raises(InputError, match=list(bad)[0]):

@@ -14,7 +14,7 @@ above or below the liver where the stack reaches past it), with a soft outer edg
 (:data:`DISPLACEABLE_HU`) change: bone, lung, gas and the padding outside the image stay. Labels stay as they are:
 the layer is background. The array's axis order is ``(z, y, x)`` throughout.
 """
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -45,6 +45,14 @@ def _filled_slices(mask: np.ndarray) -> np.ndarray:
     from scipy.ndimage import binary_fill_holes
 
     return np.stack([binary_fill_holes(plane) for plane in mask])
+
+
+def _box_around(mask: np.ndarray, reach_mm: float, spacing_zyx: np.ndarray) -> Tuple[slice, slice, slice]:
+    """The index box ``(z, y, x)`` of ``mask`` grown by ``reach_mm`` on every side, within the array."""
+    margin = np.ceil(reach_mm / spacing_zyx).astype(int) + 1
+    nonzero = np.nonzero(mask)
+    return tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + m + 1))
+                 for i, m, n in zip(nonzero, margin, mask.shape))
 
 
 def _touching(room: np.ndarray, outline: np.ndarray) -> np.ndarray:
@@ -81,22 +89,27 @@ def insert_perihepatic_fluid(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Se
     width = float(np.deg2rad(rng.uniform(*config.perihepatic_fluid_sector_deg)))
     fluid_hu = float(rng.uniform(*config.perihepatic_fluid_hu))
     outline = _filled_slices(liver)  # background the liver encloses (the hilum's vessels) is no place for it
-    distance = distance_transform_edt(~outline, sampling=tuple(spacing)).astype(np.float32)  # mm to the liver
+    reach_mm = thickness + 3.0 * FLUID_EDGE_MM
+    box = _box_around(outline, reach_mm, spacing)  # all the layer can touch: the work stays in it
+    outline_box, hu_box = outline[box], hu[box]
+    distance = distance_transform_edt(~outline_box, sampling=tuple(spacing)).astype(np.float32)  # mm to the liver
     centre = np.array([np.mean(axis) for axis in np.nonzero(liver)])
-    yy, xx = np.meshgrid((np.arange(hu.shape[1]) - centre[1]) * spacing[1],
-                         (np.arange(hu.shape[2]) - centre[2]) * spacing[2], indexing="ij")
+    yy, xx = np.meshgrid((np.arange(box[1].start, box[1].stop) - centre[1]) * spacing[1],
+                         (np.arange(box[2].start, box[2].stop) - centre[2]) * spacing[2], indexing="ij")
     sector = _sector_weight(np.arctan2(yy, xx), direction, width)  # (y, x), the same on every slice
     edge = 0.5 * (1.0 - np.tanh(0.5 * (distance - np.float32(thickness)) / np.float32(FLUID_EDGE_MM)))
-    room = (hu >= DISPLACEABLE_HU[0]) & (hu <= DISPLACEABLE_HU[1]) & ~outline \
-        & (distance <= thickness + 3.0 * FLUID_EDGE_MM) & (sector[None] > 0)
-    weight = (edge * sector[None] * _touching(room, outline)).astype(np.float32)
+    room = (hu_box >= DISPLACEABLE_HU[0]) & (hu_box <= DISPLACEABLE_HU[1]) & ~outline_box \
+        & (distance <= reach_mm) & (sector[None] > 0)
+    weight = (edge * sector[None] * _touching(room, outline_box)).astype(np.float32)
     if not (weight > 0.5).any():
         return []
     from .synthetic_lesions import correlated_noise, local_liver_stats
 
     _, noise_std, rho = local_liver_stats(hu, labels == 1, centre, tuple(spacing), 25.0)
-    water = np.float32(fluid_hu) + np.float32(noise_std) * correlated_noise(hu.shape, rho, rng)
-    hu += weight * (water - hu)
+    inner = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(weight > 0))  # within the box
+    water = np.float32(fluid_hu) + np.float32(noise_std) * correlated_noise(weight[inner].shape, rho, rng)
+    layer = hu_box[inner]  # a view into hu
+    layer += weight[inner] * (water - layer)
     return [{"thickness_mm": thickness, "direction_deg": float(np.rad2deg(direction)),
              "sector_deg": float(np.rad2deg(width)), "fluid_hu": fluid_hu,
              "voxel_count": int(np.count_nonzero(weight > 0.5))}]

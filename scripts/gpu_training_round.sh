@@ -56,7 +56,8 @@
 #           scripts/default_model_v3.yaml and FOLD_SEED 7 unless set (about 8 minutes): the seed spread of the folds.
 #   folds:  the three leave-one-patient-out folds of RECIPE (which must be set) with one training seed (FOLD_SEED,
 #           2027, the recipe's own; split seed 2027, so v3's held-out patients), 5 loader workers each, nothing beside
-#           them (v5's: 447 s on an H100; v7's: 392 and 396 s per seed on an H200, both seeds in one 15-minute session): each finished fold package and its log
+#           them (v5's: 447 s on an H100; v7's: 392 and 396 s per seed on an H200, both seeds in one 15-minute
+#           session): each finished fold package and its log
 #           to $OUT. Folds still running when the call returns (FOLD_SECONDS, 540) go on in the background:
 #           folds_collect (the next call, before the machine goes back) waits for them and returns them.
 #           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:

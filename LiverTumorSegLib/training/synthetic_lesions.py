@@ -23,11 +23,11 @@ curved, radius ``vessel_radius_mm``, length ``vessel_length_mm``), brighter than
 unenhanced or arterial-phase veins), only on tumor-free liver (label 1). They stay **liver** (label 1): in a 2.5D view a bright vessel's
 cross-section is a bright round spot, and the network must learn it is not a tumor (issue 11: bright
 vessels called tumors). Vessels are inserted before the lesions, so a lesion drawn over a vessel covers it.
+Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 
 **Synthetic fluid beside the liver (negatives)**: with ``perihepatic_fluid_probability``,
 :func:`~.synthetic_fluid.insert_perihepatic_fluid` first lays water-density fluid against the liver's outer surface
 (ascites, a perihepatic collection, a pleural effusion); it stays **background** (label 0).
-Pure numpy/scipy; all per-lesion work happens in the lesion's bounding box.
 """
 import functools
 import numbers

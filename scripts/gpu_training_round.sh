@@ -60,6 +60,9 @@
 #           session): each finished fold package and its log
 #           to $OUT. Folds still running when the call returns (FOLD_SECONDS, 540) go on in the background:
 #           folds_collect (the next call, before the machine goes back) waits for them and returns them.
+#           FOLD_SEEDS ("2027 7") trains several seeds' folds at once (FOLD_WORKERS each; v8's six: 2 workers each),
+#           so that the data caching and validation of one overlap the others' training; FOLD_COPY_SEEDS (all of
+#           FOLD_SEEDS) says whose packages a call returns (at most 4 of 14.7 MB fit what comes back from one call).
 #           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:
 #           DEVICE=cpu FOLD_EPOCHS=1 FOLD_ITERATIONS=2 FOLD_ARGS="--batch-size 2 --patch-size 96" FOLD_WORKERS=0.
 #   default: RECIPE's model on all three patients, alone (DEFAULT_WORKERS, 12 loader workers; v5's recipe ran 6.1-7.1
@@ -483,31 +486,42 @@ if [ "$PHASE" = v4_collect ]; then   # after v4: wait for the four trainings, re
 fi
 
 FOLD_SEED=${FOLD_SEED:-2027}
-FOLD_TAG="$(basename "$RECIPE" .yaml)_s${FOLD_SEED}"   # e.g. default_model_v5_s2027: fold K is ${FOLD_TAG}_foldK
-fold_report() {  # fold_report: each fold's last lines; finished packages and every log to $OUT
-    for k in 0 1 2; do
-        n="${FOLD_TAG}_fold$k"; echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 1 "$W/$n.log"
-        cp "$W/$n.log" "$OUT/" 2>/dev/null
-        if pgrep -f "name ${FOLD_TAG}_fold$k( |\$)" >/dev/null; then echo "    still training"
-        else cp "$W/$n.safetensors" "$OUT/" 2>/dev/null || echo "    no package"; fi
+FOLD_SEEDS=${FOLD_SEEDS:-$FOLD_SEED}   # several training seeds' folds at once: "2027 7"
+fold_tag() { echo "$(basename "$RECIPE" .yaml)_s$1"; }   # e.g. default_model_v5_s2027: fold K is ..._s2027_foldK
+fold_report() {  # fold_report: each fold's last lines; the logs (one tar) and the finished packages of the seeds in
+    # FOLD_COPY_SEEDS (FOLD_SEEDS unless set; at most 8 files of 16 MiB, 64 MiB together come back) to $OUT
+    local s k n
+    for s in $FOLD_SEEDS; do
+        for k in 0 1 2; do
+            n="$(fold_tag "$s")_fold$k"; echo "--- $n"; grep -E "^(data|epoch)" "$W/$n.log" | tail -n 2; tail -n 1 "$W/$n.log"
+            if pgrep -f "name $n( |\$)" >/dev/null; then echo "    still training"
+            elif case " ${FOLD_COPY_SEEDS:-$FOLD_SEEDS} " in *" $s "*) true ;; *) false ;; esac; then
+                cp "$W/$n.safetensors" "$OUT/" 2>/dev/null || echo "    no package"
+            fi
+        done
     done
+    (cd "$W" && tar czf "$OUT/fold_logs.tgz" $(for s in $FOLD_SEEDS; do echo "$(fold_tag "$s")"_fold[0-9].log; done))
 }
-if [ "$PHASE" = folds ]; then   # RECIPE's three folds, one training seed, nothing beside them
+fold_pattern() { local s p=""; for s in $FOLD_SEEDS; do p="$p${p:+|}$(fold_tag "$s")"; done; echo "name ($p)_fold[0-9]"; }
+if [ "$PHASE" = folds ]; then   # RECIPE's three folds for each seed of FOLD_SEEDS, nothing beside them
     E=${FOLD_EPOCHS:-27}
-    for k in 0 1 2; do
-        train "${FOLD_TAG}_fold$k" "$W/${FOLD_TAG}_fold$k.log" --seed "$FOLD_SEED" --split-seed 2027 --folds 3 \
-            --fold "$k" --epochs "$E" --val-every "$E" --num-workers "${FOLD_WORKERS:-5}" \
-            ${FOLD_ITERATIONS:+--iterations-per-epoch "$FOLD_ITERATIONS"} ${FOLD_ARGS:-} \
-            -o "$W/${FOLD_TAG}_fold$k.safetensors" --log-dir "$W/${FOLD_TAG}_fold$k" --cache-dir "$W/cache_fold$k"
+    for s in $FOLD_SEEDS; do
+        for k in 0 1 2; do
+            n="$(fold_tag "$s")_fold$k"
+            train "$n" "$W/$n.log" --seed "$s" --split-seed 2027 --folds 3 \
+                --fold "$k" --epochs "$E" --val-every "$E" --num-workers "${FOLD_WORKERS:-5}" \
+                ${FOLD_ITERATIONS:+--iterations-per-epoch "$FOLD_ITERATIONS"} ${FOLD_ARGS:-} \
+                -o "$W/$n.safetensors" --log-dir "$W/$n" --cache-dir "$W/cache_${s}_fold$k"
+        done
     done
     sleep 30; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; uptime
-    wait_for "${FOLD_SECONDS:-540}" "name ${FOLD_TAG}_fold[0-9]"
+    wait_for "${FOLD_SECONDS:-540}" "$(fold_pattern)"
     fold_report
-    echo "folds returns at $(elapsed) s; still training: $(pgrep -fc "name ${FOLD_TAG}_fold[0-9]")"
+    echo "folds returns at $(elapsed) s; still training: $(pgrep -fc "$(fold_pattern)")"
     exit 0
 fi
 if [ "$PHASE" = folds_collect ]; then   # after folds: wait for the folds still training and return them
-    wait_for "${FOLD_SECONDS:-420}" "name ${FOLD_TAG}_fold[0-9]"
+    wait_for "${FOLD_SECONDS:-420}" "$(fold_pattern)"
     fold_report
     echo "folds_collect done at $(elapsed) s"
     exit 0

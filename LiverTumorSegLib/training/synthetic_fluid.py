@@ -40,6 +40,25 @@ def _sector_weight(angles: np.ndarray, direction: float, width: float) -> np.nda
     return np.clip((0.5 * width - offset) / taper + 0.5, 0.0, 1.0).astype(np.float32)
 
 
+RIGHT_RAD = float(np.pi)
+"""In-plane angle (radians, ``arctan2(y, x)`` in the canonical LPS plane, x towards the patient's left, y towards the
+back) of the patient's right: the direction the fluid's reach is measured from. -pi/2 is the front, +pi/2 the back."""
+
+
+def _kept_within_reach(direction: float, width: float, reach_deg: float) -> Tuple[float, float]:
+    """The sector (``direction``, ``width``, radians) kept within ``reach_deg`` of the patient's right
+    (:data:`RIGHT_RAD`), its taper (:data:`SECTOR_TAPER_DEG`, half of it beyond the width) included: the width capped
+    so that the arc fits, and the drawn direction (uniform over the circle) mapped linearly onto the directions whose
+    whole arc stays within reach, so they stay uniform. ``reach_deg`` 180 (the default) keeps the sector as drawn: any
+    direction, the random stream and the layer as before this option."""
+    if reach_deg >= 180.0:
+        return direction, width
+    reach = float(np.deg2rad(reach_deg)) - 0.5 * float(np.deg2rad(SECTOR_TAPER_DEG))
+    width = min(width, max(2.0 * reach, float(np.deg2rad(SECTOR_TAPER_DEG))))
+    spread = max(0.0, reach - 0.5 * width)     # how far the sector's middle may turn from the right
+    return RIGHT_RAD + (direction / np.pi - 1.0) * spread, width
+
+
 def _filled_slices(mask: np.ndarray) -> np.ndarray:
     """``mask`` ``(z, y, x)`` with the holes of each axial slice filled."""
     from scipy.ndimage import binary_fill_holes
@@ -75,7 +94,10 @@ def insert_perihepatic_fluid(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Se
 
     The sector's direction is uniform over the whole circle (ascites lies in front of and beside the right lobe, an
     effusion behind it, fluid in the gallbladder fossa or the lesser sac medial to it), its width uniform in
-    ``perihepatic_fluid_sector_deg``. Returns one info dict (``thickness_mm``, ``direction_deg``, ``sector_deg``,
+    ``perihepatic_fluid_sector_deg``; with ``perihepatic_fluid_reach_deg`` under 180 the whole arc stays within that
+    angle of the patient's right (:func:`_kept_within_reach`; 135 is the benchmark row's: never the medial quarter
+    where the vena cava, the hilum and the spine lie, where the any-direction layer cost the posterior right lobe's
+    outline in a fine-tune, docs/perihepatic_fluid_lever.md). Returns one info dict (``thickness_mm``, ``direction_deg``, ``sector_deg``,
     ``fluid_hu``, ``voxel_count``: voxels of weight > 0.5), or none when no liver or no room beside it.
     """
     from scipy.ndimage import distance_transform_edt
@@ -88,6 +110,7 @@ def insert_perihepatic_fluid(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Se
     direction = float(rng.uniform(0.0, 2.0 * np.pi))
     width = float(np.deg2rad(rng.uniform(*config.perihepatic_fluid_sector_deg)))
     fluid_hu = float(rng.uniform(*config.perihepatic_fluid_hu))
+    direction, width = _kept_within_reach(direction, width, float(config.perihepatic_fluid_reach_deg))
     outline = _filled_slices(liver)  # background the liver encloses (the hilum's vessels) is no place for it
     reach_mm = thickness + 3.0 * FLUID_EDGE_MM
     box = _box_around(outline, reach_mm, spacing)  # all the layer can touch: the work stays in it

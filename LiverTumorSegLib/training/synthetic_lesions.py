@@ -88,6 +88,7 @@ class LesionConfig(JsonDataclassMixin):
     perihepatic_fluid_thickness_mm: Tuple[float, float] = (3.0, 15.0)   # from the liver's surface
     perihepatic_fluid_sector_deg: Tuple[float, float] = (90.0, 240.0)   # in-plane arc around the liver's centre
     perihepatic_fluid_hu: Tuple[float, float] = (0.0, 20.0)             # water, bile, ascites, effusion
+    perihepatic_fluid_reach_deg: float = 180.0   # the arc stays within this angle of the patient's right (180: anywhere)
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""
@@ -118,6 +119,10 @@ class LesionConfig(JsonDataclassMixin):
         if not 0.0 < self.perihepatic_fluid_sector_deg[0] <= self.perihepatic_fluid_sector_deg[1] <= 360.0:
             raise InputError("LesionConfig.perihepatic_fluid_sector_deg = %r: an arc around the liver's centre, "
                              "more than 0 and at most 360 degrees." % (self.perihepatic_fluid_sector_deg,))
+        if not 0.0 < float(self.perihepatic_fluid_reach_deg) <= 180.0:
+            raise InputError("LesionConfig.perihepatic_fluid_reach_deg = %r: the angle (degrees) from the patient's "
+                             "right the fluid's arc may reach, more than 0 and at most 180 (anywhere)."
+                             % (self.perihepatic_fluid_reach_deg,))
         if self.necrosis_fraction[1] > 1.0:
             raise InputError("LesionConfig.necrosis_fraction = %r: the necrotic radius is a fraction of the "
                              "lesion's, at most 1." % (self.necrosis_fraction,))

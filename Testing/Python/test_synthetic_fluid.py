@@ -105,7 +105,52 @@ def test_recipes_without_fluid_keep_their_random_stream():
     assert int(g.integers(1 << 30)) == 448779271
 
 
+def _angle_from_right_deg(yy, xx, centre_yx=(40, 36)):
+    """Degrees (0..180) between the patient's right (-x in the canonical LPS plane) and each pixel, seen from the
+    phantom liver's centre."""
+    return np.degrees(np.abs(np.arctan2((yy - centre_yx[0]) * SPACING[1], -(xx - centre_yx[1]) * SPACING[2])))
+
+
+@pytest.mark.parametrize("sector", [(90.0, 240.0), (300.0, 300.0)])
+def test_a_reach_keeps_the_whole_arc_on_the_patients_right_and_still_turns_it(sector):
+    """perihepatic_fluid_reach_deg 135 (the benchmark row's): over many draws no changed pixel lies more than 135
+    degrees from the patient's right (the medial quarter, vena cava and hilum, stays as it is; an arc wider than the
+    reach is narrowed), while the layers still cover the front, the right side and the back."""
+    hu, labels = _phantom()
+    widest, reached_front, reached_back = 0.0, False, False
+    for seed in range(12):
+        out = hu.copy()
+        infos = insert_perihepatic_fluid(out, labels, SPACING, np.random.default_rng(seed),
+                                         _config(perihepatic_fluid_sector_deg=sector, perihepatic_fluid_reach_deg=135.0))
+        assert len(infos) == 1
+        yy, xx = np.nonzero((np.abs(out - hu) > 1.0).any(axis=0))
+        angle = _angle_from_right_deg(yy, xx)
+        widest = max(widest, float(angle.max()))
+        signed = np.degrees(np.arctan2((yy - 40) * SPACING[1], -(xx - 36) * SPACING[2]))
+        reached_front |= bool((signed < -100).any())
+        reached_back |= bool((signed > 100).any())
+    assert widest <= 135.0 + 3.0       # a pixel's slack
+    assert widest > 100.0 and reached_front and reached_back
+
+
+def test_the_default_reach_leaves_the_layer_as_it_was():
+    """reach 180 (the default) is the any-direction layer: the same output as a config without the key, and over a
+    few draws the medial side (within 45 degrees of the patient's left) gets fluid too."""
+    hu, labels = _phantom()
+    medial = False
+    for seed in range(8):
+        a, b = hu.copy(), hu.copy()
+        insert_perihepatic_fluid(a, labels, SPACING, np.random.default_rng(seed), _config())
+        insert_perihepatic_fluid(b, labels, SPACING, np.random.default_rng(seed), _config(perihepatic_fluid_reach_deg=180.0))
+        assert np.array_equal(a, b)
+        yy, xx = np.nonzero((np.abs(a - hu) > 1.0).any(axis=0))
+        medial |= bool((_angle_from_right_deg(yy, xx) > 150.0).any())
+    assert medial
+
+
 @pytest.mark.parametrize("bad", [{"perihepatic_fluid_probability": 1.5},
+                                 {"perihepatic_fluid_reach_deg": 0.0},
+                                 {"perihepatic_fluid_reach_deg": 200.0},
                                  {"perihepatic_fluid_thickness_mm": (0.0, 5.0)},
                                  {"perihepatic_fluid_sector_deg": (90.0, 400.0)},
                                  {"perihepatic_fluid_sector_deg": (0.0, 90.0)},

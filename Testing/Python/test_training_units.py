@@ -1312,3 +1312,17 @@ def test_the_v7_recipe_is_v6s_with_grained_training_noise():
     v7 = load_config_file(SHIPPED_RECIPES / "default_model_v7.yaml")
     assert v7["augmentation"].pop("noise_grain_probability") == 0.5
     assert v7 == v6
+
+
+def test_the_v8_recipe_is_v7s_with_fluid_beside_the_liver_on_its_right():
+    """docs/perihepatic_fluid_lever.md suggested this arm; v8 adds the fluid negative, kept to the patient's right
+    side of the liver, to v7 and nothing else."""
+    from LiverTumorSegLib.training.config import load_config_file
+    from LiverTumorSegLib.training.synthetic_lesions import LesionConfig
+
+    v7 = load_config_file(SHIPPED_RECIPES / "default_model_v7.yaml")
+    v8 = load_config_file(SHIPPED_RECIPES / "default_model_v8.yaml")
+    LesionConfig.from_dict(v8["lesions"]).validate()
+    assert v8["lesions"].pop("perihepatic_fluid_probability") == 0.15
+    assert v8["lesions"].pop("perihepatic_fluid_reach_deg") == 135.0
+    assert v8 == v7

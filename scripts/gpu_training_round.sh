@@ -60,9 +60,10 @@
 #           session): each finished fold package and its log
 #           to $OUT. Folds still running when the call returns (FOLD_SECONDS, 540) go on in the background:
 #           folds_collect (the next call, before the machine goes back) waits for them and returns them.
-#           FOLD_SEEDS ("2027 7") trains several seeds' folds at once (FOLD_WORKERS each; v8's six: 2 workers each),
-#           so that the data caching and validation of one overlap the others' training; FOLD_COPY_SEEDS (all of
-#           FOLD_SEEDS) says whose packages a call returns (at most 4 of 14.7 MB fit what comes back from one call).
+#           FOLD_SEEDS ("2027 7") trains several seeds' folds at once (FOLD_WORKERS each); it did not pay for v8
+#           (six at once with 3 workers each: 24-29 s per 100-step epoch against v7's 11-13 s three at a time with
+#           5 workers; docs/default_model_v8.md): run the seeds one by one. FOLD_COPY_SEEDS (all of FOLD_SEEDS) says
+#           whose packages a call returns (at most 4 of 14.7 MB fit what comes back from one call).
 #           FOLD_EPOCHS (27, v3's folds), FOLD_ITERATIONS (the recipe's), DEVICE (cuda). A CPU dry run:
 #           DEVICE=cpu FOLD_EPOCHS=1 FOLD_ITERATIONS=2 FOLD_ARGS="--batch-size 2 --patch-size 96" FOLD_WORKERS=0.
 #   default: RECIPE's model on all three patients, alone (DEFAULT_WORKERS, 12 loader workers; v5's recipe ran 6.1-7.1

@@ -34,6 +34,9 @@ Definitions
 * ``mean_hu``: mean CT value in the lesion, the scanner's padding left out (None without a CT, or with nothing but
   padding); ``median_hu``: median CT value of the lesion's core (:mod:`.water_density`); ``water_density``: the
   lesion has the CT values of water (a simple cyst, or a necrotic or cystic tumor; None without a CT in HU);
+  ``contrast_to_liver_hu``: median CT value of all the lesion's voxels minus that of the liver (label 1) more than 2
+  and at most 6 mm outside it (HU; negative: darker than the liver; None without a CT in HU, or with fewer than 20
+  such liver voxels: a lesion at the liver's edge or outside it), reported only, see :mod:`.water_density`;
   ``mean_tumor_probability``: mean of the
   tumor probability map in the lesion (only when a map is given; floats in [0, 1], or integers 0..255 =
   255 x probability as ``segment --probabilities`` writes), over the lesion's voxels the network labelled tumor
@@ -64,7 +67,7 @@ from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
                   "mean_tumor_probability", "axial_position_s_mm", "touches_scan_edge", "median_hu", "water_density",
-                  "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
+                  "contrast_to_liver_hu", "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm",
                   "centroid_ras_x_mm", "centroid_ras_y_mm", "centroid_ras_z_mm",
                   "long_axis_ras_a_x_mm", "long_axis_ras_a_y_mm", "long_axis_ras_a_z_mm",
                   "long_axis_ras_b_x_mm", "long_axis_ras_b_y_mm", "long_axis_ras_b_z_mm",
@@ -187,14 +190,15 @@ def _mean_hu(values: np.ndarray) -> Optional[float]:
 
 def _density(hu_zyx: Optional[np.ndarray], labels_zyx: np.ndarray, mask: np.ndarray, box: Tuple[slice, ...],
              geometry: ImageGeometry, in_hu: bool) -> Dict[str, Any]:
-    """``median_hu`` (None without a CT) and ``water_density`` (None without a CT in HU) of one lesion (``mask``
-    within ``box``), see :mod:`.water_density`."""
+    """``median_hu`` (None without a CT), ``water_density`` and ``contrast_to_liver_hu`` (both None without a CT in
+    HU) of one lesion (``mask`` within ``box``), see :mod:`.water_density`."""
     if hu_zyx is None:
-        return {"median_hu": None, "water_density": None}
+        return {"median_hu": None, "water_density": None, "contrast_to_liver_hu": None}
     from .water_density import lesion_water_density
 
     density = lesion_water_density(hu_zyx, labels_zyx, mask, box, tuple(geometry.spacing)[::-1])
-    return {"median_hu": density["median_hu"], "water_density": density["water_density"] if in_hu else None}
+    return {"median_hu": density["median_hu"], "water_density": density["water_density"] if in_hu else None,
+            "contrast_to_liver_hu": density["contrast_to_liver_hu"] if in_hu else None}
 
 
 def _borders_scanner_padding(mask: np.ndarray, box: Tuple[slice, ...], hu_zyx: Optional[np.ndarray]) -> bool:
@@ -339,7 +343,8 @@ def _lesion_cells(d: Dict[str, Any]) -> List[str]:
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
              _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
              "1" if d.get("touches_scan_edge") else "0", _number(d.get("median_hu"), 1),
-             "" if d.get("water_density") is None else ("1" if d["water_density"] else "0")]
+             "" if d.get("water_density") is None else ("1" if d["water_density"] else "0"),
+             _number(d.get("contrast_to_liver_hu"), 1)]
             + [f"{v:.2f}" for v in d["centroid_lps_mm"]] + [f"{v:.2f}" for v in d["centroid_ras_mm"]] + axes)
 
 

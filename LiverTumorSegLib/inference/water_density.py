@@ -50,6 +50,19 @@ they spread 0.47-1.69 times their liver."""
 SURROUNDING_MM = (2.0, 10.0)
 """The liver around a lesion: label-1 voxels this far (mm, from ... to, from the lesion's voxel centres) outside it;
 the first 2 mm hold partial volume with the lesion."""
+CONTRAST_SHELL_MM = (2.0, 6.0)
+"""The liver beside a lesion for ``contrast_to_liver_hu``: label-1 voxels more than 2 and at most 6 mm (from the
+lesion's voxel centres) outside it, within :data:`SURROUNDING_MM` so one distance transform serves both. Thinner than
+:data:`SURROUNDING_MM` so the contrast compares the lesion with the liver right beside it (a liver's HU drifts over
+centimetres, by its vessels and enhancement); the first 2 mm hold partial volume with the lesion. The definition the
+lesion-contrast audit set (27 Nov 2026), not fitted: with it, fold models' false lesions inside example_ct_dicom20's
+liver (no real tumor) read -10 to -6.5 HU, and 127 of the bundled model's 138 lesions over the robustness benchmark's
+synthetic tumors 15 HU or more (``benchmarks/lesion_contrast_analysis.py``, seeds 0-3)."""
+CONTRAST_MIN_SHELL_VOXELS = 20
+"""Fewest liver voxels in :data:`CONTRAST_SHELL_MM` for a ``contrast_to_liver_hu`` (else None): a lesion at the
+liver's edge, or outside the liver, has too few liver voxels beside it for a median worth comparing. Set with
+:data:`CONTRAST_SHELL_MM` by the same audit; it left 2 of the 100 false lesions of the fold models (both outside the
+liver of example_ct_full112) and none of the benchmark's lesions without a contrast."""
 SHELL_BLOCK_VOXELS = 2 ** 21
 """Most voxels of one block of the lesion's grown box over which the distance transform runs (scipy's takes about 56
 bytes a voxel: about 110 MiB here), see :func:`_liver_around`. Measured on a synthetic lesion of 6.5 M voxels (an
@@ -66,8 +79,10 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     """The density of one lesion: ``median_hu`` (HU, over its core: the voxels whose 6 neighbours are all in it, or
     over all its voxels when the core holds fewer than :data:`MIN_VOXELS`; None when every voxel is the scanner's
     padding), ``spread_hu`` (that core's interquartile range, HU), ``liver_median_hu`` and ``liver_spread_hu`` (the
-    same of the liver around it, :data:`SURROUNDING_MM`; None without :data:`MIN_VOXELS` such voxels) and
-    ``water_density`` (bool, see the module doc).
+    same of the liver around it, :data:`SURROUNDING_MM`; None without :data:`MIN_VOXELS` such voxels),
+    ``water_density`` (bool, see the module doc) and ``contrast_to_liver_hu`` (HU: the median of all the lesion's
+    voxels, padding left out, minus the median of the liver beside it, :data:`CONTRAST_SHELL_MM`; None with fewer
+    than :data:`CONTRAST_MIN_SHELL_VOXELS` such voxels; negative: darker than the liver).
 
     ``hu_zyx`` and ``labels_zyx`` (0/1/2): the CT (HU) and label map, ``(z, y, x)`` on one grid; ``mask``: the lesion
     within ``box`` (slices of the whole volume); ``spacing_zyx``: voxel size (mm)."""
@@ -86,12 +101,17 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     if np.count_nonzero(core) < MIN_VOXELS:
         core = lesion & tissue
     out = {"median_hu": None, "spread_hu": None, "liver_median_hu": None, "liver_spread_hu": None,
-           "water_density": False}  # type: Dict[str, Any]
+           "water_density": False, "contrast_to_liver_hu": None}  # type: Dict[str, Any]
     if not core.any():
         return out
     out["median_hu"], out["spread_hu"] = _median_and_spread(hu[core])
     del core
-    liver = _liver_around(lesion, hu, np.asarray(labels_zyx)[grown], tissue, margin, spacing_zyx)
+    liver, distance = _liver_around(lesion, hu, np.asarray(labels_zyx)[grown], tissue, margin, spacing_zyx)
+    beside = liver[(distance > CONTRAST_SHELL_MM[0]) & (distance <= CONTRAST_SHELL_MM[1])]
+    if beside.size >= CONTRAST_MIN_SHELL_VOXELS:
+        lesion_median = float(np.median(hu[lesion & tissue].astype(np.float64)))
+        out["contrast_to_liver_hu"] = lesion_median - float(np.median(beside.astype(np.float64)))
+    del beside, distance
     if liver.size >= MIN_VOXELS:
         out["liver_median_hu"], out["liver_spread_hu"] = _median_and_spread(liver)
     out["water_density"] = is_water_density(out["median_hu"], out["spread_hu"], out["liver_median_hu"],
@@ -128,11 +148,11 @@ def _block_lengths(shape: Sequence[int], reach: Sequence[int], max_voxels: int) 
 
 
 def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue: np.ndarray, reach: Sequence[int],
-                  spacing_zyx: Sequence[float]) -> np.ndarray:
-    """CT values (HU, the CT's dtype, in no set order) of the liver around the lesion: label-1 voxels of tissue (not
-    padding) more than ``SURROUNDING_MM[0]`` and at most ``SURROUNDING_MM[1]`` mm from the nearest lesion voxel
-    (centres, ``spacing_zyx`` in mm). All arrays ``(z, y, x)`` on the lesion's grown box; ``reach``: voxels per axis
-    spanning ``SURROUNDING_MM[1]``.
+                  spacing_zyx: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(values, distances)``: CT values (HU, the CT's dtype, in no set order) of the liver around the lesion, label-1
+    voxels of tissue (not padding) more than ``SURROUNDING_MM[0]`` and at most ``SURROUNDING_MM[1]`` mm from the nearest
+    lesion voxel (centres, ``spacing_zyx`` in mm), and each one's distance (mm, same order). All arrays
+    ``(z, y, x)`` on the lesion's grown box; ``reach``: voxels per axis spanning ``SURROUNDING_MM[1]``.
 
     Block by block (:data:`SHELL_BLOCK_VOXELS`): each block's distance transform gives the true distance wherever it
     is at most 10 mm (every lesion voxel that near lies within the block) and more than 10 mm elsewhere, so the
@@ -143,7 +163,7 @@ def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue
     sampling = tuple(float(s) for s in spacing_zyx)
     shape = lesion.shape
     lengths = _block_lengths(shape, reach, SHELL_BLOCK_VOXELS)
-    found = []  # type: List[np.ndarray]
+    found, distances = [], []  # type: List[np.ndarray], List[np.ndarray]
     for start in itertools.product(*(range(0, s, n) for s, n in zip(shape, lengths))):
         decided = tuple(slice(b, min(b + n, s)) for b, n, s in zip(start, lengths, shape))
         liver = (labels[decided] == 1) & tissue[decided]
@@ -157,7 +177,10 @@ def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue
         distance = distance[tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(decided, block))]
         liver &= (distance > SURROUNDING_MM[0]) & (distance <= SURROUNDING_MM[1])
         found.append(hu[decided][liver])
-    return np.concatenate(found) if found else np.empty(0, dtype=hu.dtype)
+        distances.append(distance[liver])
+    if not found:
+        return np.empty(0, dtype=hu.dtype), np.empty(0, dtype=np.float64)
+    return np.concatenate(found), np.concatenate(distances)
 
 
 def is_water_density(median_hu: Optional[float], spread_hu: Optional[float], liver_median_hu: Optional[float],

@@ -964,6 +964,10 @@ LESION_TABLE_COLUMNS = (
     ("Short axis", "short_axis_mm", "mm", "Longest diameter perpendicular to the long axis, same slice"),
     ("RECIST target", "recist_target", "", "1 = one of the (at most 2) RECIST 1.1 target lesions of the liver"),
     ("Mean HU", "mean_hu", "HU", "Mean CT value inside the lesion"),
+    ("Contrast to liver", "contrast_to_liver_hu", "HU",
+     "Lesion's median CT value minus that of the liver 2-6 mm around it: negative when darker. A lesion within "
+     "about 10 HU of the liver beside it is more often a false one (docs/lesion_confidence.md). nan without a CT in "
+     "HU or with too little liver beside it (a number column, so the table sorts by it)"),
     ("Tumor probability", "mean_tumor_probability", "",
      "Mean tumor probability the network gave the lesion's voxels (0-1, before post-processing): low values are "
      "the least certain lesions; not a calibrated likelihood of malignancy. Empty when the report has none"),
@@ -978,8 +982,8 @@ LESION_TABLE_COLUMNS = (
 
 
 # Displayed digits per numeric column (the report keeps full precision): no false precision in the panel
-TABLE_DECIMALS = {"Volume": 2, "Long axis": 1, "Short axis": 1, "Mean HU": 1, "Tumor probability": 2,
-                  "Centroid R": 1, "Centroid A": 1, "Centroid S": 1}
+TABLE_DECIMALS = {"Volume": 2, "Long axis": 1, "Short axis": 1, "Mean HU": 1, "Contrast to liver": 1,
+                  "Tumor probability": 2, "Centroid R": 1, "Centroid A": 1, "Centroid S": 1}
 TEXT_COLUMNS = ("Location", "Tumor probability")  # shown as text: an absent value is empty, not "nan"
 
 

@@ -1,0 +1,55 @@
+"""scripts/fluid_rim_lever.py: the prototype step removes water-density tumor lying outside the liver's outline and
+nothing else (phantoms with known answers)."""
+import numpy as np
+
+from script_helpers import load_script
+
+LEVER = load_script("scripts/fluid_rim_lever.py", "fluid_rim_lever")
+
+
+def _phantom():
+    """(4, 80, 80) (z, y, x): a disc of liver (label 1, 100 HU, radius 25 px) in 40 HU tissue."""
+    yy, xx = np.mgrid[:80, :80]
+    r = np.hypot(yy - 40, xx - 40)
+    labels = np.zeros((4, 80, 80), np.uint8)
+    labels[:, r <= 25] = 1
+    hu = np.full((4, 80, 80), 40.0, np.float32)
+    hu[labels == 1] = 100.0
+    return labels, hu, r, yy, xx
+
+
+def test_a_water_rim_outside_the_liver_is_removed_and_a_cyst_inside_is_kept():
+    labels, hu, r, yy, xx = _phantom()
+    rim = (r > 25) & (r <= 29) & (xx < 30)          # an arc against the disc's left side, outside it
+    cyst = np.hypot(yy - 40, xx - 45) <= 5           # inside the liver
+    labels[:, rim] = 2
+    labels[:, cyst] = 2
+    hu[:, rim] = 10.0
+    hu[:, cyst] = 5.0
+    out = LEVER.apply_fluid_rim_step(labels, hu)
+    assert (out[:, rim] == 0).all()                  # background, not liver
+    assert (out[:, cyst] == 2).all()
+    assert np.array_equal(out[labels == 1], labels[labels == 1])
+
+
+def test_a_rim_of_tissue_density_and_an_edge_lesion_mostly_inside_stay():
+    labels, hu, r, yy, xx = _phantom()
+    rim = (r > 25) & (r <= 29) & (xx < 30)
+    labels[:, rim] = 2
+    hu[:, rim] = 60.0                                # not water: a lesion of soft tissue, left to the other rules
+    edge = (np.hypot(yy - 40, xx - 64) <= 6)         # a water lesion at the liver's edge, most of it inside
+    labels[:, edge & (r <= 27)] = 2
+    hu[:, edge & (r <= 27)] = 10.0
+    out = LEVER.apply_fluid_rim_step(labels, hu)
+    assert (out[:, rim] == 2).all()
+    assert (out[:, edge & (r <= 27)] == 2).all()
+    share = LEVER.outside_hull_share(edge & (r <= 27) & np.ones((4, 1, 1), bool), labels == 1)
+    assert share < 0.5
+
+
+def test_outside_share_of_a_component_on_a_slice_without_liver_is_one():
+    comp = np.zeros((2, 10, 10), bool)
+    comp[1, 4:6, 4:6] = True
+    liver = np.zeros((2, 10, 10), bool)
+    liver[0, 2:8, 2:8] = True                        # liver on the other slice only
+    assert LEVER.outside_hull_share(comp, liver) == 1.0

@@ -1,0 +1,146 @@
+"""The fluid-rim lever (docs/fluid_rim_lever.md): a prototype post-processing step, measured, not shipped.
+
+A tumor component (26-connected) of water density (median -10..25 HU) with more than half of its voxels outside the
+convex hull of the liver (label 1) in their own axial slice becomes background: fluid lying against the liver's outer
+surface (ascites, an effusion) that the network called tumor.
+
+    python scripts/fluid_rim_lever.py robustness [robustness.py arguments]   # the benchmark, step on if FLUID_RIM=1
+    python scripts/fluid_rim_lever.py segment CT LABEL PACKAGE [PACKAGE ...]  # each package's lesions, the step's verdict
+
+``robustness`` runs ``benchmarks/robustness.py`` with the step added after the default post-processing when the
+environment variable ``FLUID_RIM`` is 1 (the same run otherwise). ``segment`` segments CT with each package (default
+post-processing) and prints every lesion: volume, median HU, share outside the liver's hull, share outside the
+reference liver, and whether the step removes it. Arrays are ``(z, y, x)`` with z the axial index.
+"""
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WATER_HU = (-10.0, 25.0)
+"""Median CT value (HU) of a water-density component: the range ``inference.fluid_in_liver`` uses for fluid."""
+OUTSIDE_SHARE = 0.5
+"""A component with more than this share of its voxels outside the liver's per-slice convex hull lies beside it."""
+
+
+def outside_hull_share(component_zyx: np.ndarray, liver_zyx: np.ndarray) -> float:
+    """Share (0..1) of ``component_zyx``'s voxels outside the convex hull of ``liver_zyx`` in their own axial slice
+    (a slice without at least 3 non-collinear liver voxels: all outside)."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial import Delaunay, QhullError
+
+    total = int(component_zyx.sum())
+    outside = 0
+    for z in np.flatnonzero(component_zyx.any(axis=(1, 2))):
+        points = np.argwhere(component_zyx[z])
+        liver = liver_zyx[z]
+        edge = np.argwhere(liver & ~binary_erosion(liver))
+        if len(edge) < 3:
+            outside += len(points)
+            continue
+        try:
+            hull = Delaunay(edge.astype(np.float64))
+        except QhullError:  # collinear: no area
+            outside += len(points)
+            continue
+        outside += int((hull.find_simplex(points.astype(np.float64)) < 0).sum())
+    return outside / max(total, 1)
+
+
+def fluid_rim_components(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> List[Dict[str, float]]:
+    """Every tumor component: its voxel indices' mask id, median HU, share outside the liver's hull and whether the
+    step removes it (``remove``)."""
+    from scipy.ndimage import find_objects, label
+
+    components, count = label(labels_zyx == 2, structure=np.ones((3, 3, 3), bool))
+    rows = []
+    for i, box in enumerate(find_objects(components), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(0, s.start - 40), s.stop + 40) if k else s for k, s in enumerate(box))
+        mask = components[grown] == i
+        median = float(np.median(hu_zyx[grown][mask]))
+        share = outside_hull_share(mask, labels_zyx[grown] == 1)
+        rows.append({"id": i, "median_hu": median, "outside_hull": share,
+                     "remove": bool(WATER_HU[0] <= median <= WATER_HU[1] and share > OUTSIDE_SHARE)})
+    return rows, components
+
+
+def apply_fluid_rim_step(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> np.ndarray:
+    """``labels_zyx`` with the step's components made background (a copy)."""
+    rows, components = fluid_rim_components(labels_zyx, hu_zyx)
+    out = labels_zyx.copy()
+    for row in rows:
+        if row["remove"]:
+            out[components == row["id"]] = 0
+    return out
+
+
+def _patch_postprocessing() -> None:
+    """Add the step after ``postprocess_labels`` (canonical orientation: z axial), as segment's finish calls it."""
+    from LiverTumorSegLib.inference import postprocess
+
+    original = postprocess.postprocess_labels
+
+    def with_step(labels_zyx, spacing_zyx, options=postprocess.PostprocessingOptions(), hu_zyx=None, geometry=None,
+                  tumor_probability_zyx=None, changes=None):
+        labels = original(labels_zyx, spacing_zyx, options, hu_zyx, geometry, tumor_probability_zyx, changes)
+        if hu_zyx is None:
+            return labels
+        if geometry is not None:
+            from LiverTumorSegLib.orientation import plan_reorientation
+
+            plan = plan_reorientation(geometry, labels.shape)
+            if not plan.is_identity:
+                return plan.from_canonical(apply_fluid_rim_step(plan.to_canonical(labels),
+                                                                plan.to_canonical(np.asarray(hu_zyx))))
+        return apply_fluid_rim_step(labels, np.asarray(hu_zyx))
+
+    postprocess.postprocess_labels = with_step
+
+
+def _segment(args: List[str]) -> None:
+    import nibabel as nib
+
+    ct, reference = args[0], args[1]
+    hu_xyz = np.asanyarray(nib.load(ct).dataobj).astype(np.float32)
+    ref_xyz = np.asanyarray(nib.load(reference).dataobj) > 0
+    import tempfile
+
+    from LiverTumorSegLib.inference.api import segment_file
+
+    for package in args[2:]:
+        with tempfile.TemporaryDirectory() as tmp:
+            segment_file(ct, Path(tmp) / "seg.nii.gz", model=package)  # segment's defaults
+            labels_xyz = np.asanyarray(nib.load(str(Path(tmp) / "seg.nii.gz")).dataobj).astype(np.uint8)
+        hu, labels, ref = (np.transpose(a, (2, 1, 0)) for a in (hu_xyz, labels_xyz, ref_xyz))
+        rows, components = fluid_rim_components(labels, hu)
+        zooms = nib.load(ct).header.get_zooms()
+        voxel_ml = float(np.prod(zooms[:3])) / 1000.0
+        for row in rows:
+            mask = components == row["id"]
+            print(f"{Path(package).stem:32s} lesion {row['id']}: {mask.sum() * voxel_ml:6.2f} mL, median "
+                  f"{row['median_hu']:6.1f} HU, outside the liver's hull {row['outside_hull']:.2f}, outside the "
+                  f"reference liver {float((mask & ~ref).sum()) / mask.sum():.2f} -> "
+                  f"{'REMOVED' if row['remove'] else 'kept'}")
+        if not rows:
+            print(f"{Path(package).stem:32s} no lesion")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("robustness", "segment"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "robustness":
+        if os.environ.get("FLUID_RIM") == "1":
+            _patch_postprocessing()
+        import runpy
+
+        sys.argv = [str(ROOT / "benchmarks" / "robustness.py")] + sys.argv[2:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    else:
+        _segment(sys.argv[2:])

@@ -26,6 +26,10 @@
 #           fresh process three times (stages and the model load's parts) and once after loading the model
 #           (read alone); a batch of 5 x 100-slice CTs against 5 x (read + network + write) + one model load;
 #           the cost of each further 500-slice CT in a batch. DEVICE=cpu SLICES=40 BATCH_SLICES=20 tries it on a CPU.
+#           The CTs are example_ct_dicom20's 20 slices in mirrored repetition (liver on every slice: the stages that
+#           scale with the liver cost more than on a real CT of that length; report 2.65 s against 1.04-1.19 s on
+#           2 CPU cores at 500 slices, docs/speed.md) unless SPEED_CT=upsampled: example_ct_full112 (3 mm,
+#           abdomen and pelvis) resampled linearly to 512 x 512 x SLICES.
 #   cuda_checks: no training (about 2 min): the CUDA tests CI skips (`pytest -m gpu`), `segment --sample` on CUDA
 #           (its liver Dice), and one `segment` of the 500-slice CT (after `speed`, which writes it) under cProfile
 #           (main thread; top functions by own and by cumulative time to $OUT/segment_profile.txt).
@@ -204,11 +208,25 @@ a = np.asanyarray(img.dataobj)
 def stacked(n):
     idx = np.concatenate([np.arange(a.shape[2]), np.arange(a.shape[2])[::-1]] * (n // (2 * a.shape[2]) + 1))[:n]
     return nib.Nifti1Image(a[:, :, idx], img.affine, img.header)
-nib.save(stacked(int(sys.argv[1])), "/tmp/ltsw/ct_big.nii.gz")
+def upsampled(n):  # the 3 mm abdomen-pelvis CT (liver on 42 of its 112 slices) resampled to 512 x 512 x n
+    from scipy.ndimage import zoom
+    src = nib.load(".gpudata/example_ct_full112.nii.gz")
+    b = np.asanyarray(src.dataobj).astype(np.float32)
+    f = (512 / b.shape[0], 512 / b.shape[1], n / b.shape[2])
+    out = np.rint(zoom(b, f, order=1)).astype(np.int16)
+    affine = src.affine.copy()
+    for i in range(3):
+        affine[:3, i] = src.affine[:3, i] / f[i]
+    header = src.header.copy()
+    header.set_data_dtype(np.int16)
+    return nib.Nifti1Image(out, affine, header)
+make = upsampled if os.environ.get("SPEED_CT") == "upsampled" else stacked
+nib.save(make(int(sys.argv[1])), "/tmp/ltsw/ct_big.nii.gz")
 os.makedirs("/tmp/ltsw/batch_in", exist_ok=True)
 for k in range(5):
-    nib.save(stacked(int(sys.argv[2])), f"/tmp/ltsw/batch_in/case_{k}.nii.gz")
-print("CTs written: one of", sys.argv[1], "slices, five of", sys.argv[2], "(512 x 512, mirrored repetition)")
+    nib.save(make(int(sys.argv[2])), f"/tmp/ltsw/batch_in/case_{k}.nii.gz")
+print("CTs written: one of", sys.argv[1], "slices, five of", sys.argv[2], "(512 x 512,",
+      "the abdomen-pelvis CT upsampled)" if make is upsampled else "mirrored repetition)")
 PYEOF
     show() {  # show REPORT: the stages and the model load's parts of a report
         python3 -c "import json; r=json.load(open('$1')); print({k: round(v, 2) for k, v in r['timings_s'].items()}); print(r.get('model_load_s'))"

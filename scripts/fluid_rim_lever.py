@@ -8,7 +8,8 @@ surface (ascites, an effusion) that the network called tumor.
     python scripts/fluid_rim_lever.py segment CT LABEL PACKAGE [PACKAGE ...]  # each package's lesions, the step's verdict
 
 ``robustness`` runs ``benchmarks/robustness.py`` with the step added after the default post-processing when the
-environment variable ``FLUID_RIM`` is 1 (the same run otherwise). ``segment`` segments CT with each package (default
+environment variable ``FLUID_RIM`` is 1 (the first arm) or 2 (the second: a layer's shape too; the same run
+otherwise; ``segment`` takes the same variable, 1 unless set). ``segment`` segments CT with each package (default
 post-processing) and prints every lesion: volume, median HU, share outside the liver's hull, share outside the
 reference liver, and whether the step removes it. Arrays are ``(z, y, x)`` with z the axial index.
 """
@@ -26,6 +27,20 @@ WATER_HU = (-10.0, 25.0)
 """Median CT value (HU) of a water-density component: the range ``inference.fluid_in_liver`` uses for fluid."""
 OUTSIDE_SHARE = 0.5
 """A component with more than this share of its voxels outside the liver's per-slice convex hull lies beside it."""
+LAYER_SHAPE = 3.0
+"""Second arm: area / thickness**2 of the component's largest axial cut at least this (a disc about 0.8)."""
+
+
+def layer_shape(component_zyx: np.ndarray, spacing_yx=(1.0, 1.0)) -> float:
+    """In the axial slice where ``component_zyx`` has the largest area: that area (mm^2) divided by the square of
+    its thickness (twice the largest in-plane distance, mm, from one of its pixels to the nearest pixel outside it;
+    pixel centres, so a one-pixel line is one pixel thick)."""
+    from scipy.ndimage import distance_transform_edt
+
+    areas = component_zyx.sum(axis=(1, 2))
+    plane = np.pad(component_zyx[int(np.argmax(areas))], 1)
+    thickness = 2.0 * float(distance_transform_edt(plane, sampling=spacing_yx).max())
+    return float(areas.max()) * float(spacing_yx[0]) * float(spacing_yx[1]) / max(thickness, 1e-6) ** 2
 
 
 def outside_hull_share(component_zyx: np.ndarray, liver_zyx: np.ndarray) -> float:
@@ -52,9 +67,10 @@ def outside_hull_share(component_zyx: np.ndarray, liver_zyx: np.ndarray) -> floa
     return outside / max(total, 1)
 
 
-def fluid_rim_components(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> List[Dict[str, float]]:
-    """Every tumor component: its voxel indices' mask id, median HU, share outside the liver's hull and whether the
-    step removes it (``remove``)."""
+def fluid_rim_components(labels_zyx: np.ndarray, hu_zyx: np.ndarray, spacing_yx=(1.0, 1.0),
+                         arm: int = 1) -> List[Dict[str, float]]:
+    """Every tumor component: its voxel indices' mask id, median HU, share outside the liver's hull, its layer
+    shape (:func:`layer_shape`) and whether the step removes it (``remove``; ``arm`` 2 also asks the shape)."""
     from scipy.ndimage import find_objects, label
 
     components, count = label(labels_zyx == 2, structure=np.ones((3, 3, 3), bool))
@@ -66,14 +82,19 @@ def fluid_rim_components(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> List[Dic
         mask = components[grown] == i
         median = float(np.median(hu_zyx[grown][mask]))
         share = outside_hull_share(mask, labels_zyx[grown] == 1)
-        rows.append({"id": i, "median_hu": median, "outside_hull": share,
-                     "remove": bool(WATER_HU[0] <= median <= WATER_HU[1] and share > OUTSIDE_SHARE)})
+        shape = layer_shape(mask, spacing_yx)
+        remove = WATER_HU[0] <= median <= WATER_HU[1] and share > OUTSIDE_SHARE
+        if arm == 2:
+            remove = remove and shape >= LAYER_SHAPE
+        rows.append({"id": i, "median_hu": median, "outside_hull": share, "layer_shape": shape,
+                     "remove": bool(remove)})
     return rows, components
 
 
-def apply_fluid_rim_step(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> np.ndarray:
+def apply_fluid_rim_step(labels_zyx: np.ndarray, hu_zyx: np.ndarray, spacing_yx=(1.0, 1.0),
+                         arm: int = 1) -> np.ndarray:
     """``labels_zyx`` with the step's components made background (a copy)."""
-    rows, components = fluid_rim_components(labels_zyx, hu_zyx)
+    rows, components = fluid_rim_components(labels_zyx, hu_zyx, spacing_yx, arm)
     out = labels_zyx.copy()
     for row in rows:
         if row["remove"]:
@@ -81,7 +102,7 @@ def apply_fluid_rim_step(labels_zyx: np.ndarray, hu_zyx: np.ndarray) -> np.ndarr
     return out
 
 
-def _patch_postprocessing() -> None:
+def _patch_postprocessing(arm: int) -> None:
     """Add the step after ``postprocess_labels`` (canonical orientation: z axial), as segment's finish calls it."""
     from LiverTumorSegLib.inference import postprocess
 
@@ -92,14 +113,17 @@ def _patch_postprocessing() -> None:
         labels = original(labels_zyx, spacing_zyx, options, hu_zyx, geometry, tumor_probability_zyx, changes)
         if hu_zyx is None:
             return labels
+        spacing_yx = (float(spacing_zyx[1]), float(spacing_zyx[2]))
         if geometry is not None:
             from LiverTumorSegLib.orientation import plan_reorientation
 
             plan = plan_reorientation(geometry, labels.shape)
             if not plan.is_identity:
+                canonical_yx = tuple(float(v) for v in plan.canonical_geometry.spacing[::-1][1:])
                 return plan.from_canonical(apply_fluid_rim_step(plan.to_canonical(labels),
-                                                                plan.to_canonical(np.asarray(hu_zyx))))
-        return apply_fluid_rim_step(labels, np.asarray(hu_zyx))
+                                                                plan.to_canonical(np.asarray(hu_zyx)),
+                                                                canonical_yx, arm))
+        return apply_fluid_rim_step(labels, np.asarray(hu_zyx), spacing_yx, arm)
 
     postprocess.postprocess_labels = with_step
 
@@ -119,13 +143,15 @@ def _segment(args: List[str]) -> None:
             segment_file(ct, Path(tmp) / "seg.nii.gz", model=package)  # segment's defaults
             labels_xyz = np.asanyarray(nib.load(str(Path(tmp) / "seg.nii.gz")).dataobj).astype(np.uint8)
         hu, labels, ref = (np.transpose(a, (2, 1, 0)) for a in (hu_xyz, labels_xyz, ref_xyz))
-        rows, components = fluid_rim_components(labels, hu)
         zooms = nib.load(ct).header.get_zooms()
+        rows, components = fluid_rim_components(labels, hu, (float(zooms[1]), float(zooms[0])),
+                                                int(os.environ.get("FLUID_RIM", "1")))
         voxel_ml = float(np.prod(zooms[:3])) / 1000.0
         for row in rows:
             mask = components == row["id"]
             print(f"{Path(package).stem:32s} lesion {row['id']}: {mask.sum() * voxel_ml:6.2f} mL, median "
-                  f"{row['median_hu']:6.1f} HU, outside the liver's hull {row['outside_hull']:.2f}, outside the "
+                  f"{row['median_hu']:6.1f} HU, outside the liver's hull {row['outside_hull']:.2f}, layer shape "
+                  f"{row['layer_shape']:.1f}, outside the "
                   f"reference liver {float((mask & ~ref).sum()) / mask.sum():.2f} -> "
                   f"{'REMOVED' if row['remove'] else 'kept'}")
         if not rows:
@@ -136,8 +162,8 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in ("robustness", "segment"):
         sys.exit(__doc__)
     if sys.argv[1] == "robustness":
-        if os.environ.get("FLUID_RIM") == "1":
-            _patch_postprocessing()
+        if os.environ.get("FLUID_RIM") in ("1", "2"):
+            _patch_postprocessing(int(os.environ["FLUID_RIM"]))
         import runpy
 
         sys.argv = [str(ROOT / "benchmarks" / "robustness.py")] + sys.argv[2:]

@@ -53,3 +53,19 @@ def test_outside_share_of_a_component_on_a_slice_without_liver_is_one():
     liver = np.zeros((2, 10, 10), bool)
     liver[0, 2:8, 2:8] = True                        # liver on the other slice only
     assert LEVER.outside_hull_share(comp, liver) == 1.0
+
+
+def test_the_second_arm_keeps_a_round_water_lesion_bulging_out_and_removes_a_layer():
+    labels, hu, r, yy, xx = _phantom()
+    rim = (r > 25) & (r <= 29) & (xx < 30)                     # a layer 4 px thick along the left side
+    blob = np.hypot(yy - 40, xx - 68) <= 6                      # a round lesion two thirds outside the disc
+    labels[:, rim] = 2
+    labels[:, blob] = 2
+    hu[:, rim] = 10.0
+    hu[:, blob] = 10.0
+    assert LEVER.layer_shape(np.broadcast_to(blob, (4, 80, 80)).copy()) < 1.0   # a disc: about 0.8
+    assert LEVER.layer_shape(np.broadcast_to(rim, (4, 80, 80)).copy()) >= 3.0
+    first = LEVER.apply_fluid_rim_step(labels, hu, arm=1)
+    second = LEVER.apply_fluid_rim_step(labels, hu, arm=2)
+    assert (first[:, blob] == 0).all() and (first[:, rim] == 0).all()   # the hull alone takes both
+    assert (second[:, blob] == 2).all() and (second[:, rim] == 0).all()

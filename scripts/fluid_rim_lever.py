@@ -5,7 +5,7 @@ convex hull of the liver (label 1) in their own axial slice becomes background: 
 surface (ascites, an effusion) that the network called tumor.
 
     python scripts/fluid_rim_lever.py robustness [robustness.py arguments]   # the benchmark, step on if FLUID_RIM=1
-    python scripts/fluid_rim_lever.py segment CT LABEL PACKAGE [PACKAGE ...]  # each package's lesions, the step's verdict
+    python scripts/fluid_rim_lever.py segment CT LABEL PACKAGE [PACKAGE ...]  # each lesion and the step's verdict
 
 ``robustness`` runs ``benchmarks/robustness.py`` with the step added after the default post-processing when the
 environment variable ``FLUID_RIM`` is 1 (the first arm) or 2 (the second: a layer's shape too; the same run

@@ -97,8 +97,9 @@ def insert_perihepatic_fluid(hu: np.ndarray, labels: np.ndarray, spacing_zyx: Se
     ``perihepatic_fluid_sector_deg``; with ``perihepatic_fluid_reach_deg`` under 180 the whole arc stays within that
     angle of the patient's right (:func:`_kept_within_reach`; 135 is the benchmark row's: never the medial quarter
     where the vena cava, the hilum and the spine lie, where the any-direction layer cost the posterior right lobe's
-    outline in a fine-tune, docs/perihepatic_fluid_lever.md). Returns one info dict (``thickness_mm``, ``direction_deg``, ``sector_deg``,
-    ``fluid_hu``, ``voxel_count``: voxels of weight > 0.5), or none when no liver or no room beside it.
+    outline in a fine-tune, docs/perihepatic_fluid_lever.md). Returns one info dict (``thickness_mm``,
+    ``direction_deg``, ``sector_deg``, ``fluid_hu``, ``voxel_count``: voxels of weight > 0.5), or none when no liver
+    or no room beside it.
     """
     from scipy.ndimage import distance_transform_edt
 

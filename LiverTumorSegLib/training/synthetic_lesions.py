@@ -88,7 +88,7 @@ class LesionConfig(JsonDataclassMixin):
     perihepatic_fluid_thickness_mm: Tuple[float, float] = (3.0, 15.0)   # from the liver's surface
     perihepatic_fluid_sector_deg: Tuple[float, float] = (90.0, 240.0)   # in-plane arc around the liver's centre
     perihepatic_fluid_hu: Tuple[float, float] = (0.0, 20.0)             # water, bile, ascites, effusion
-    perihepatic_fluid_reach_deg: float = 180.0   # the arc stays within this angle of the patient's right (180: anywhere)
+    perihepatic_fluid_reach_deg: float = 180.0   # the arc within this angle of the patient's right (180: anywhere)
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field that is out of range."""

@@ -120,8 +120,8 @@ def test_a_reach_keeps_the_whole_arc_on_the_patients_right_and_still_turns_it(se
     widest, reached_front, reached_back = 0.0, False, False
     for seed in range(12):
         out = hu.copy()
-        infos = insert_perihepatic_fluid(out, labels, SPACING, np.random.default_rng(seed),
-                                         _config(perihepatic_fluid_sector_deg=sector, perihepatic_fluid_reach_deg=135.0))
+        config = _config(perihepatic_fluid_sector_deg=sector, perihepatic_fluid_reach_deg=135.0)
+        infos = insert_perihepatic_fluid(out, labels, SPACING, np.random.default_rng(seed), config)
         assert len(infos) == 1
         yy, xx = np.nonzero((np.abs(out - hu) > 1.0).any(axis=0))
         angle = _angle_from_right_deg(yy, xx)
@@ -141,7 +141,8 @@ def test_the_default_reach_leaves_the_layer_as_it_was():
     for seed in range(8):
         a, b = hu.copy(), hu.copy()
         insert_perihepatic_fluid(a, labels, SPACING, np.random.default_rng(seed), _config())
-        insert_perihepatic_fluid(b, labels, SPACING, np.random.default_rng(seed), _config(perihepatic_fluid_reach_deg=180.0))
+        insert_perihepatic_fluid(b, labels, SPACING, np.random.default_rng(seed),
+                                 _config(perihepatic_fluid_reach_deg=180.0))
         assert np.array_equal(a, b)
         yy, xx = np.nonzero((np.abs(a - hu) > 1.0).any(axis=0))
         medial |= bool((_angle_from_right_deg(yy, xx) > 150.0).any())

@@ -23,7 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WATER_HU = (-10.0, 25.0)
+from LiverTumorSegLib.inference.fluid_in_liver import FLUID_MAX_HU, FLUID_MIN_HU  # noqa: E402
+
+WATER_HU = (FLUID_MIN_HU, FLUID_MAX_HU)
 """Median CT value (HU) of a water-density component: the range ``inference.fluid_in_liver`` uses for fluid."""
 OUTSIDE_SHARE = 0.5
 """A component with more than this share of its voxels outside the liver's per-slice convex hull lies beside it."""

@@ -58,15 +58,14 @@ def fold_of(package: Path) -> Optional[int]:
 
 
 def csv_cases(path: Path) -> Dict[str, Dict[str, Path]]:
-    """CT stem -> {"image", "label"} (absolute paths) of a CSV with columns image,label (relative paths)."""
-    import csv
+    """CT stem -> {"image", "label"} (paths) of a CSV with columns image,label, read as ``train`` and the robustness
+    benchmark read one (``training.datasets.discover_cases``)."""
+    from LiverTumorSegLib.training.datasets import discover_cases
 
     out = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            image = (path.parent / row["image"]).resolve()
-            stem = re.sub(r"\.nii(\.gz)?$", "", image.name)
-            out[stem] = {"image": image, "label": (path.parent / row["label"]).resolve()}
+    for case in discover_cases(path, "csv", warn_patients=False):
+        image = Path(case.image_path).resolve()  # segment runs with the repository as its working folder
+        out[re.sub(r"\.nii(\.gz)?$", "", image.name)] = {"image": image, "label": Path(case.label_path).resolve()}
     return out
 
 

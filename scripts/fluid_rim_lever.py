@@ -16,7 +16,7 @@ reference liver, and whether the step removes it. Arrays are ``(z, y, x)`` with 
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -70,9 +70,10 @@ def outside_hull_share(component_zyx: np.ndarray, liver_zyx: np.ndarray) -> floa
 
 
 def fluid_rim_components(labels_zyx: np.ndarray, hu_zyx: np.ndarray, spacing_yx=(1.0, 1.0),
-                         arm: int = 1) -> List[Dict[str, float]]:
-    """Every tumor component: its voxel indices' mask id, median HU, share outside the liver's hull, its layer
-    shape (:func:`layer_shape`) and whether the step removes it (``remove``; ``arm`` 2 also asks the shape)."""
+                         arm: int = 1) -> Tuple[List[Dict[str, Any]], np.ndarray]:
+    """``(rows, components)``: one row per tumor component (its id in ``components``, the 26-connected labelling;
+    median HU, share outside the liver's hull, layer shape (:func:`layer_shape`) and whether the step removes it,
+    ``remove``; ``arm`` 2 also asks the shape)."""
     from scipy.ndimage import find_objects, label
 
     components, count = label(labels_zyx == 2, structure=np.ones((3, 3, 3), bool))

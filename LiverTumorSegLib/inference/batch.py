@@ -22,13 +22,12 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import logging
-import os
 import re
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
@@ -572,109 +571,24 @@ BATCH_LOCK_FILE = ".livertumorseg-batch.lock"
 
 
 def _busy_error(folder: Path, lock: Path, held: str) -> InputError:
-    from ..processes import PROCESS_MARK, marked_elsewhere
+    from ..folder_lock import holder_description
 
-    match = re.fullmatch(PROCESS_MARK, held)
-    who = f" (process {match['pid']}{' on another computer' if marked_elsewhere(match) else ''})" if match else ""
-    return InputError(f"Another batch run{who} is writing into '{folder}'; wait for it to end, or choose another "
-                      f"output folder. (If no such run is going on, remove '{lock}'.)")
-
-
-def _read_mark(lock: Path) -> Tuple[str, float]:
-    """The process mark in ``lock`` and the file's last change (seconds); ``("", 0.0)`` when it cannot be read."""
-    try:
-        status = lock.stat()
-        return lock.read_text(encoding="ascii").strip(), max(status.st_mtime, status.st_ctime)
-    except (OSError, UnicodeDecodeError):
-        return "", 0.0
-
-
-def _held_by_a_live_process(held: str, changed: float) -> bool:
-    from ..processes import PROCESS_MARK, marked_process_alive
-
-    match = re.fullmatch(PROCESS_MARK, held)
-    return bool(match) and marked_process_alive(match, changed)
-
-
-def _flocked_lock_file(folder: Path, lock: Path, mark: str) -> Optional[int]:
-    """POSIX: a descriptor of ``lock`` holding an exclusive ``flock`` with ``mark`` written in it, or None where
-    flock is not available (Windows, some network file systems: :func:`batch_folder_lock` then goes by the mark
-    alone). InputError when another process holds it: the kernel drops a killed run's flock, so a stale lock is
-    taken over by one run only. Going by the mark alone, two runs both judged a killed run's lock stale (or one run's
-    lock not yet written, empty, unreadable) and each removed the other's and wrote on."""
-    if os.name != "posix":
-        return None
-    import fcntl
-
-    for _ in range(3):
-        try:
-            handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError:  # another user's lock file, not ours to open: the mark decides (_marked_lock_file)
-            return None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(handle)
-            raise _busy_error(folder, lock, _read_mark(lock)[0]) from None
-        except OSError:
-            os.close(handle)
-            return None
-        try:
-            same = os.stat(str(lock)).st_ino == os.fstat(handle).st_ino
-        except OSError:
-            same = False
-        if not same:  # removed by the run that held it, between our open and our flock: try the new file
-            os.close(handle)
-            continue
-        held, changed = _read_mark(lock)
-        if held != mark and _held_by_a_live_process(held, changed):  # a run of a version that took no flock
-            os.close(handle)
-            raise _busy_error(folder, lock, held)
-        os.ftruncate(handle, 0)
-        os.write(handle, mark.encode("ascii"))
-        return handle
-    raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
-
-
-def _marked_lock_file(folder: Path, lock: Path, mark: str) -> None:
-    """Where flock is not available: create ``lock`` holding ``mark``, taking over one whose process has ended."""
-    for _ in range(3):
-        try:
-            handle = os.open(str(lock), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            held, changed = _read_mark(lock)  # removed meanwhile, or not ours to read: tried again below
-            if _held_by_a_live_process(held, changed):
-                raise _busy_error(folder, lock, held) from None
-            with contextlib.suppress(OSError):
-                lock.unlink()  # a killed run's (or an unreadable one's): taken over
-            continue
-        with os.fdopen(handle, "w", encoding="ascii") as stream:
-            stream.write(mark)
-        return
-    raise InputError(f"Could not take the batch lock '{lock}'; remove it if no batch run is writing there.")
+    return InputError(f"Another batch run{holder_description(held)} is writing into '{folder}'; wait for it to end, "
+                      f"or choose another output folder. (If no such run is going on, remove '{lock}'.)")
 
 
 @contextlib.contextmanager
 def batch_folder_lock(folder: Path) -> Iterator[None]:
-    """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block. A second batch run into a
-    folder in use is refused (InputError naming the process): two runs with different models each replaced the
-    other's reports and left every case with one run's label map beside the other's report. A lock whose
-    process has ended (a killed run) is taken over, by one run only where flock is available
-    (:func:`_flocked_lock_file`)."""
-    from ..processes import process_mark
+    """Hold :data:`BATCH_LOCK_FILE` in ``folder`` (which exists) for the ``with`` block
+    (:func:`~..folder_lock.folder_lock`). A second batch run into a folder in use is refused (InputError naming the
+    process): two runs with different models each replaced the other's reports and left every case with one run's
+    label map beside the other's report. A lock whose process has ended (a killed run) is taken over, by one run
+    only where flock is available."""
+    from ..folder_lock import folder_lock
 
-    lock, mark = folder / BATCH_LOCK_FILE, process_mark()
-    handle = _flocked_lock_file(folder, lock, mark)
-    if handle is None:
-        _marked_lock_file(folder, lock, mark)
-    try:
+    lock = folder / BATCH_LOCK_FILE
+    with folder_lock(folder, BATCH_LOCK_FILE, lambda held: _busy_error(folder, lock, held)):
         yield
-    finally:
-        with contextlib.suppress(OSError):
-            if lock.read_text(encoding="ascii").strip() == mark:
-                lock.unlink()  # while its flock is held: a run waiting on this file finds it gone and tries anew
-        if handle is not None:
-            os.close(handle)
 
 
 def _is_a_report_of_this_tool(path: Path) -> bool:

@@ -13,6 +13,7 @@ epoch's weights, for reference; packaged only with ``use_best_checkpoint``), ``l
 ``tensorboard/``, ``curves.png``, ``cache/``. Rerunning the same command with ``--resume`` continues from
 ``last.pt`` at the exact step it holds (batches are a pure function of seed and step).
 """
+import contextlib
 import functools
 import hashlib
 import json
@@ -23,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -741,7 +742,7 @@ class Trainer:
             raise OutputExistsError(f"'{self.log_dir}' holds a checkpoint of an earlier run; pass --resume to "
                                     f"continue it or --overwrite to start over.")
         if not (cfg.resume or cfg.overwrite) and self.log_dir.is_dir():
-            entries = sorted(p.name for p in self.log_dir.iterdir())
+            entries = sorted(p.name for p in self.log_dir.iterdir() if p.name != TRAIN_LOCK_FILE)  # this run's
             if holds_only_slice_cache(self.log_dir):  # a failed run's
                 self.log(f"reusing the slice cache an earlier run left in '{self.log_dir / CACHE_FOLDER}' (cases "
                          f"whose files changed are cached again)")
@@ -1454,16 +1455,52 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), command: str = "",
     trainer = Trainer(config, callbacks, command, log)
     log_dir = default_log_dir(config)
     created = not log_dir.exists() or holds_only_slice_cache(log_dir)  # a failed run's cache: cleared again
+    with training_folder_lock(log_dir, config.output):
+        try:
+            trainer.setup()
+            return trainer.fit()
+        except BaseException:  # also Ctrl-C/SIGTERM before the first checkpoint: nothing there to resume
+            # workers stopped before torch can report their deaths over this cleanup (or over the error being raised)
+            call_with_interrupts_held(lambda: stop_loader_workers(getattr(trainer, "loader", None)))
+            dist = getattr(trainer, "dist", None)
+            if created and (dist is None or dist.is_main):
+                remove_if_no_checkpoint(log_dir)
+            raise
+
+
+TRAIN_LOCK_FILE = ".livertumorseg-train.lock"
+"""Held in a training folder while a run trains there; it holds the run's :func:`~..processes.process_mark`."""
+
+
+def _busy_training_folder(log_dir: Path, held: str) -> InputError:
+    from ..folder_lock import holder_description
+
+    return InputError(f"Another training{holder_description(held)} is running in '{log_dir}'; wait for it to end, "
+                      f"or give this run another -o (or --log-dir). Two runs there would each resume from and "
+                      f"overwrite the other's checkpoint. (If no such run is going on, remove "
+                      f"'{log_dir / TRAIN_LOCK_FILE}'.)")
+
+
+@contextlib.contextmanager
+def training_folder_lock(log_dir: Path, output: Optional[str]) -> Iterator[None]:
+    """Hold :data:`TRAIN_LOCK_FILE` in the training folder ``log_dir`` (made here when missing) for the ``with``
+    block: a second run into a folder in use is refused (InputError naming the process) before it reads a
+    checkpoint or caches a slice. Two runs in one folder had each resumed from the other's ``last.pt``, replaced it
+    every epoch and written their epochs into one ``log.csv``. Under ``torchrun`` only rank 0 takes it (the other
+    ranks write nothing there). Nothing is held where the folder cannot be made (an -o whose folder does not exist,
+    a read-only place): the run's own checks then refuse it with their message."""
+    from ..folder_lock import folder_lock
+
+    if os.environ.get("RANK", "0") != "0" or (output and not Path(output).parent.is_dir()):
+        yield
+        return
     try:
-        trainer.setup()
-        return trainer.fit()
-    except BaseException:  # also Ctrl-C/SIGTERM before the first checkpoint: nothing there to resume
-        # workers stopped before torch can report their deaths over this cleanup (or over the error being raised)
-        call_with_interrupts_held(lambda: stop_loader_workers(getattr(trainer, "loader", None)))
-        dist = getattr(trainer, "dist", None)
-        if created and (dist is None or dist.is_main):
-            remove_if_no_checkpoint(log_dir)
-        raise
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        yield
+        return
+    with folder_lock(log_dir, TRAIN_LOCK_FILE, lambda held: _busy_training_folder(log_dir, held)):
+        yield
 
 
 VALIDATING = "validating"
@@ -1530,5 +1567,6 @@ def holds_only_slice_cache(folder: Path) -> bool:
     which a new run may use without --overwrite."""
     if not Path(folder).is_dir():
         return False
-    return [p.name for p in Path(folder).iterdir()] == [CACHE_FOLDER] and holds_finished_entries(
+    names = [p.name for p in Path(folder).iterdir() if p.name != TRAIN_LOCK_FILE]  # a running or killed run's lock
+    return names == [CACHE_FOLDER] and holds_finished_entries(
         Path(folder) / CACHE_FOLDER)

@@ -1,0 +1,125 @@
+"""One run at a time writes into a folder: :func:`folder_lock`.
+
+A lock file in the folder holds the run's :func:`~.processes.process_mark` (process id, start time, computer) and,
+on POSIX, an exclusive ``flock`` on it. A second run is refused with the error its caller builds from the mark; a
+lock whose process has ended (a killed run) is taken over, by one run only where flock is available (the kernel
+drops a killed process's flock). Used by batch segmentation (``segment FOLDER``: two runs with different models each
+replaced the other's reports) and by training (two ``train`` runs in one training folder each resumed from and
+overwrote the other's checkpoint and interleaved one ``log.csv``).
+"""
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Tuple
+
+from .errors import InputError
+
+BusyError = Callable[[str], BaseException]
+"""Builds the refusal from the mark held in the lock file ('' when it could not be read)."""
+
+
+def holder_description(held: str) -> str:
+    """' (process N)' or ' (process N on another computer)' for a lock file's mark, '' for an unreadable one."""
+    from .processes import PROCESS_MARK, marked_elsewhere
+
+    match = re.fullmatch(PROCESS_MARK, held)
+    if not match:
+        return ""
+    return f" (process {match['pid']}{' on another computer' if marked_elsewhere(match) else ''})"
+
+
+def read_mark(lock: Path) -> Tuple[str, float]:
+    """The process mark in ``lock`` and the file's last change (seconds); ``("", 0.0)`` when it cannot be read."""
+    try:
+        status = lock.stat()
+        return lock.read_text(encoding="ascii").strip(), max(status.st_mtime, status.st_ctime)
+    except (OSError, UnicodeDecodeError):
+        return "", 0.0
+
+
+def held_by_a_live_process(held: str, changed: float) -> bool:
+    from .processes import PROCESS_MARK, marked_process_alive
+
+    match = re.fullmatch(PROCESS_MARK, held)
+    return bool(match) and marked_process_alive(match, changed)
+
+
+def _flocked_lock_file(lock: Path, mark: str, busy: BusyError) -> Optional[int]:
+    """POSIX: a descriptor of ``lock`` holding an exclusive ``flock`` with ``mark`` written in it, or None where
+    flock is not available (Windows, some network file systems: :func:`folder_lock` then goes by the mark alone).
+    ``busy(held)`` is raised when another process holds it. Going by the mark alone, two runs both judged a killed
+    run's lock stale (or one run's lock not yet written, empty, unreadable) and each removed the other's and wrote
+    on."""
+    if os.name != "posix":
+        return None
+    import fcntl
+
+    for _ in range(3):
+        try:
+            handle = os.open(str(lock), os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:  # another user's lock file, not ours to open: the mark decides (_marked_lock_file)
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise busy(read_mark(lock)[0]) from None
+        except OSError:
+            os.close(handle)
+            return None
+        try:
+            same = os.stat(str(lock)).st_ino == os.fstat(handle).st_ino
+        except OSError:
+            same = False
+        if not same:  # removed by the run that held it, between our open and our flock: try the new file
+            os.close(handle)
+            continue
+        held, changed = read_mark(lock)
+        if held != mark and held_by_a_live_process(held, changed):  # a run of a version that took no flock
+            os.close(handle)
+            raise busy(held)
+        os.ftruncate(handle, 0)
+        os.write(handle, mark.encode("ascii"))
+        return handle
+    raise InputError(f"Could not take the lock '{lock}'; remove it if no run is writing there.")
+
+
+def _marked_lock_file(lock: Path, mark: str, busy: BusyError) -> None:
+    """Where flock is not available: create ``lock`` holding ``mark``, taking over one whose process has ended."""
+    for _ in range(3):
+        try:
+            handle = os.open(str(lock), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held, changed = read_mark(lock)  # removed meanwhile, or not ours to read: tried again below
+            if held_by_a_live_process(held, changed):
+                raise busy(held) from None
+            with contextlib.suppress(OSError):
+                lock.unlink()  # a killed run's (or an unreadable one's): taken over
+            continue
+        with os.fdopen(handle, "w", encoding="ascii") as stream:
+            stream.write(mark)
+        return
+    raise InputError(f"Could not take the lock '{lock}'; remove it if no run is writing there.")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, lock_name: str, busy: BusyError) -> Iterator[Path]:
+    """Hold the lock file ``folder / lock_name`` (``folder`` exists) for the ``with`` block, which gets its path.
+    Raises ``busy(held_mark)`` when a live process holds it; takes over one whose process has ended. On leaving,
+    the file is removed (while its flock is held: a run waiting on it finds it gone and tries anew); a block that
+    removed the folder itself is fine."""
+    from .processes import process_mark
+
+    lock, mark = Path(folder) / lock_name, process_mark()
+    handle = _flocked_lock_file(lock, mark, busy)
+    if handle is None:
+        _marked_lock_file(lock, mark, busy)
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="ascii").strip() == mark:
+                lock.unlink()
+        if handle is not None:
+            os.close(handle)

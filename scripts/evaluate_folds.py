@@ -6,8 +6,8 @@ Each fold package records the cases it held out (``training.validation_cases``);
 segmented through the normal pipeline with the default post-processing on the CPU, exactly as
 ``scripts/finalize_default_model.py`` validates the folds of a final package (its ``evaluate_fold``), but without
 needing the final model or writing a package: for folds trained before the final model, or with a second training
-seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL: the shared cases'
-references have no tumor), then the mean liver Dice and the total false tumor.
+seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL and each false lesion's mL,
+largest first: the shared cases' references have no tumor), then the mean liver Dice and the total false tumor.
 """
 import argparse
 import json

@@ -53,6 +53,9 @@ def evaluate_fold(package_path: Path, case) -> dict:
     out = {"case": case.case_id, "patient": case.patient_id}
     out.update({k: round(float(row[k]), 4) for k in KEEP})
     out["false_tumor_ml"] = round(float((result.labels == 2).sum()) * ct.geometry.voxel_volume_ml, 2)
+    # each lesion of the report, largest first (mL): a ship rule may bound the largest (v9's F4': < 5 mL)
+    out["false_lesions_ml"] = sorted((round(float(lesion["volume_ml"]), 2) for lesion in
+                                      result.report.get("lesions") or []), reverse=True)
     out["reference_liver_ml"] = round(float(ref_labels.sum()) * ct.geometry.voxel_volume_ml, 1)
     out["in_plane_spacing_mm"] = round(float(ct.geometry.spacing[0]), 3)
     out["slices"] = int(ct.shape_zyx[0])

@@ -221,6 +221,10 @@ def test_evaluate_folds_scores_each_fold_on_its_own_held_out_patient(tmp_path, t
     assert summary["dice_liver_mean"] == pytest.approx(sum(dice) / 2, abs=1e-4)
     assert summary["false_tumor_ml_total"] == pytest.approx(sum(r["false_tumor_ml"] for r in summary["rows"]),
                                                             abs=0.01)
+    for row in summary["rows"]:  # each lesion, largest first, adding up to the false tumor
+        assert row["false_lesions_ml"] == sorted(row["false_lesions_ml"], reverse=True)
+        assert sum(row["false_lesions_ml"]) == pytest.approx(row["false_tumor_ml"], abs=0.01 * (1 + len(
+            row["false_lesions_ml"])))
     # the same numbers as the final package's validation computes for that fold
     assert summary["rows"][0]["dice_liver"] == fin.evaluate_fold(folds[0], next(
         c for c in discover_cases(csv, "csv") if c.case_id == held[0][0]))["dice_liver"]

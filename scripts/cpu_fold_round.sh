@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Leave-one-patient-out folds of a recipe on a CPU, one after another, resumable across sessions (issue 11).
+# Leave-one-patient-out folds of a recipe on a CPU, one after another, resumable where DIR survives (issue 11).
 #
 # Why: a candidate default model is read on its three folds at two training seeds (docs/fold_clause_noise.md) before
 # it is trained on all patients. On a lent GPU the six folds take about 13 minutes (gpu_training_round.sh folds); a
 # session without one can still train them here, 48-50 minutes per fold on 2 cores (bf16 autocast, 1 loader worker:
 # 108 s per 100-step epoch for v7's recipe, 27 epochs; stop 74). A fold the session's end cuts off continues from its
-# per-epoch checkpoint the next time this script runs with the same DIR.
+# per-epoch checkpoint the next time this script runs with the same DIR, where DIR survived: a new session may get a
+# new machine with an empty /tmp (stop 75 did: stop 74's /tmp/v9 was gone), so plan folds that end within the
+# session and write each fold's numbers down (scripts/evaluate_folds.py) before it ends.
 #
 #   RECIPE=scripts/default_model_v7.yaml FOLD_SEEDS="11 13" DIR=/tmp/v9 MINUTES=150 scripts/cpu_fold_round.sh
 #

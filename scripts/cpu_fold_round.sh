@@ -20,6 +20,10 @@
 # FOLD_ARGS="--iterations-per-epoch 2 --batch-size 2 --patch-size 96 --warmup 0").
 # Then: python scripts/evaluate_folds.py --cases DATA DIR/NAME_fold0.safetensors ..._fold1 ..._fold2, per seed.
 set -u
+# The whole body is one { } block, read before it runs: bash reads a script as it goes, so a file changed under a
+# round of hours (an edit, a git checkout or pull) ran the changed bytes from the old offset (stop 75: 'kers: command
+# not found' after a fold).
+{
 RECIPE=${RECIPE:?set RECIPE (the recipe YAML to train)}
 DIR=${DIR:-/tmp/folds}; DATA=${DATA:-.gpudata/cases.csv}
 FOLD_SEEDS=${FOLD_SEEDS:-11}; FOLDS=${FOLDS:-0 1 2}; MINUTES=${MINUTES:-170}; E=${FOLD_EPOCHS:-27}
@@ -48,3 +52,5 @@ for seed in $FOLD_SEEDS; do
         echo "$name: rc $?; $(tail -n 1 "$log")"
     done
 done
+exit 0
+}

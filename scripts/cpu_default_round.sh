@@ -3,16 +3,17 @@
 #
 # Why: a candidate whose folds pass its ship rule is then trained on all three patients with the recipe's own seed
 # and epochs, as `gpu_training_round.sh default` does on a lent GPU in about 9 minutes. Without a GPU the same
-# training takes about 2.5 hours on 2 cores (84 epochs of 100 steps at 100-110 s each, bf16 autocast, 1 loader
-# worker; v7's recipe on a 2-core AMD EPYC, stop 76), longer than what is left of most sessions after their other
-# work: each run continues from the last per-epoch (and every-500-step) checkpoint, and stops gracefully with a
+# training should take about 2.5 hours on 2 cores: 84 epochs of 100 steps, and the same recipe's fold epochs took
+# 98-127 s each on a 2-core AMD EPYC (bf16 autocast, 1 loader worker; stop 76; no default has been trained with this
+# script yet, only dry runs). That is longer than what is left of most sessions after their other work: each run
+# continues from the last per-epoch (and every-500-step) checkpoint, and stops gracefully with a
 # checkpoint after MINUTES. A new session may get a new machine with an empty /tmp; then the run starts over.
 #
 #   RECIPE=scripts/default_model_v7.yaml DIR=/tmp/v9 MINUTES=110 scripts/cpu_default_round.sh
 #
 # RECIPE (required): the recipe YAML. DIR: package, log, run folder and cache (/tmp/default). MINUTES: wall-clock
 # limit of this run (170). DATA: the cases CSV (.gpudata/cases.csv, set up as gpu_training_round.sh's header says).
-# NAME = <recipe>_all: DIR/NAME.safetensors once complete (its log's last line says "(completed)"), DIR/NAME.log.
+# NAME = <recipe>_all: DIR/NAME.safetensors once complete (its log says "(completed)"), DIR/NAME.log.
 # ARGS: more train options (a dry run: ARGS="--epochs 1 --iterations-per-epoch 2 --batch-size 2 --patch-size 96
 # --warmup 0"). Differences from the GPU's default: the device's arithmetic and the loader's random stream (1 worker,
 # not 12).

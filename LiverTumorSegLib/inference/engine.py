@@ -502,7 +502,8 @@ class SliceInferenceEngine:
                                  probability_everywhere: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """``(labels, probability)``, both ``(z, y, x)`` uint8 on ``volume``'s grid and orientation.
 
-        ``probability`` is the network's softmax probability of class ``class_index`` (2 = tumor), before
+        ``probability`` is the network's softmax probability of class ``class_index`` (2 = tumor, 1 = liver; 0,
+        background, is refused: the map is 0 where the network does not run, outside its in-plane crop), before
         post-processing, scaled to 0..255 (``round(255 * p)``): one byte per voxel instead of a float copy.
         ``probability_everywhere=False``: the caller reads the probability only where ``labels`` is not
         background (post-processing and the lesion report read it inside tumor labels), so a slice whose
@@ -574,6 +575,12 @@ class SliceInferenceEngine:
         if isinstance(class_index, bool) or not isinstance(class_index, numbers.Integral):  # int(1.5): liver's
             raise InputError(f"class_index must be a whole number (a class of the network: 1 liver, 2 tumor), got "
                              f"{class_index!r}.")
+        if probability_out is not None and int(class_index) < 1:
+            # outside the network's in-plane crop (air around the body), and on all-background slices where the map
+            # is read inside the labels only, it is 0 without a restore: right for liver and tumor, not background
+            raise InputError(f"class_index {int(class_index)} is not a foreground class: the probability map is "
+                             f"kept for 1 (liver) or 2 (tumor) only, and is 0 where the network did not run. For "
+                             f"the background's probability use 1 - p(liver) - p(tumor) inside the network's field.")
         self._probability_out, self._class_index = probability_out, int(class_index)
         self._probability_everywhere = bool(probability_everywhere)
         labels = np.zeros(canonical.shape_zyx, dtype=np.uint8)

@@ -392,6 +392,20 @@ def test_tumor_probability_lands_in_input_geometry_as_uint8(orientation):
         engine.predict_with_probability(volume, class_index=5)
 
 
+@pytest.mark.parametrize("class_index", [0, -1])
+def test_the_background_class_probability_is_refused(class_index):
+    """The map is 0 outside the network's crop (never run there): class 0's map said "background probability 0" in
+    the air around the body, without a word (stop 76). -1 was refused already, as "no class -1", after the first
+    batch; both are now refused before the network runs."""
+    ph = corner_phantom()
+    engine = SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=5,
+                                  batch_predictor=soft_oracle_predictor)
+    with pytest.raises(InputError, match=f"class_index {class_index} is not a foreground class"):
+        engine.predict_with_probability(ph.ct, class_index=class_index)
+    assert engine._probability_out is None
+    np.testing.assert_array_equal(engine.predict_with_probability(ph.ct, class_index=1)[0], ph.labels)
+
+
 def test_out_of_memory_back_off_logic_without_a_gpu(tmp_path, monkeypatch):
     """The CUDA back-off path driven with a fake submit on the CPU: batches above 2 slices 'run out of memory';
     the batch is split, results keep their order, and the engine remembers the smaller size."""

@@ -5,20 +5,22 @@
 The region is the largest piece of the reference liver that the LAST model leaves out, farther than 3 px from the
 liver's border. Each row perturbs the CT (that region's HU, the liver's half that holds it, the whole liver's HU, the
 in-plane pixel size the network is told) and prints each model's liver Dice (labels > 0 against the reference, fp32,
-before post-processing) and the share of the region it then finds. Arrays are (z, y, x); the reference is read with
-nibabel and must lie on the CT's grid (a NIfTI as the CT). Run from the repository root with the library importable.
+before post-processing) and the share of the region it then finds. Arrays are (z, y, x); the reference is read onto
+the CT's grid (read_label_map: its geometry is checked). Run from the repository root with the library importable.
 """
 import argparse
-import dataclasses, numpy as np, nibabel as nib
+import dataclasses, numpy as np
 from scipy import ndimage
+from LiverTumorSegLib.io.labels import read_label_map
 from LiverTumorSegLib.io.reading import read_volume
+from LiverTumorSegLib.metrics.overlap import dice
 from LiverTumorSegLib.inference.engine import SliceInferenceEngine, load_package
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--ct", required=True); ap.add_argument("--ref", required=True)
 ap.add_argument("models", nargs="+", help="fold packages; the last one defines the left-out region")
 args = ap.parse_args()
 vol = read_volume(args.ct)
-ref = np.asarray(nib.load(args.ref).dataobj).transpose(2, 1, 0) > 0   # nibabel (x, y, z) -> (z, y, x)
+ref = read_label_map(args.ref, reference=vol).array > 0   # liver and tumor, (z, y, x) on the CT's grid
 ct = vol.array.astype(np.float32)
 engines = {m: SliceInferenceEngine(load_package(m), device='cpu', precision='fp32') for m in args.models}
 base_last = engines[args.models[-1]].predict(vol) > 0
@@ -52,5 +54,5 @@ for name, v in rows:
     out = []
     for s, e in engines.items():
         p = e.predict(v) > 0
-        out.append(f'{s.rsplit("/", 1)[-1]} {2 * (p & ref).sum() / (p.sum() + ref.sum()):.4f} (missed-region recall {(p & missed).sum() / missed.sum():.2f})')
+        out.append(f'{s.rsplit("/", 1)[-1]} {dice(p, ref):.4f} (missed-region recall {(p & missed).sum() / missed.sum():.2f})')
     print(f'{name:28s}', ' | '.join(out), flush=True)

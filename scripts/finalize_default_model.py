@@ -2,7 +2,7 @@
 
     python scripts/finalize_default_model.py --cases CASES.csv --models DIR [-o Resources/Models/default.safetensors]
         [--config RECIPE.yaml] [--fold-steps N] [--hardware TEXT] [--fold-note TEXT] [--weights-storage float16]
-        [--folds 0,1,2]
+        [--folds 0,1,2] [--recorded-folds FOLDS.json]
 
 ``DIR`` holds what ``scripts/train_default_model.sh`` (v1) or ``scripts/gpu_training_round.sh`` (v2) wrote:
 ``fold0..2.safetensors`` (same recipe, one patient held out each; the split is ``kfold_splits`` with the
@@ -15,6 +15,20 @@ copied unchanged (their SHA-256 is re-checked on load).
 ``--folds 0`` validates only the folds that were trained (when time allowed no more): the package then says
 which folds were not run, and its mean is named ``dice_liver_mean_of_folds_run`` so that no reader takes it
 for the mean over all patients.
+
+``--recorded-folds FOLDS.json`` takes the folds' numbers as ``scripts/evaluate_folds.py`` measured them earlier, when
+the fold packages are no longer kept (a new machine's empty /tmp: v10's six folds, two training seeds, were read in
+stops 76-78 and only their numbers survived). ``DIR`` then needs only ``default.safetensors``. The file::
+
+    {"source": "where and when the rows were measured (text)", "recipe": "scripts/default_model_v10.yaml",
+     "fold_steps": 2700,
+     "rows": [{"seed": 11, "fold": 0, "case": "example_ct_dicom20", "patient": "ts_dicom20", "dice_liver": 0.9566,
+               "hd95_liver_mm": 4.4, ...}, ...]}
+
+Each row's fold must have held out its case under ``kfold_splits`` with the recipe's split seed, every training seed
+must cover the same folds once each, ``recipe`` must be ``--config`` and the final package must have been trained
+with that recipe (:data:`RECIPE_KEYS`). The package's ``validation`` says the rows were recorded, not re-measured,
+and from where; its mean is over all rows (each seed covers the same folds, so it is the mean of the seeds' means).
 """
 import argparse
 import json
@@ -121,6 +135,82 @@ def final_package_problems(final: dict, folds: dict, patients: set) -> list:
     return problems
 
 
+RECORDED_ROW_KEYS = {"seed", "fold", "case", "patient", "dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm",
+                     "rvd_liver", "false_tumor_ml", "false_lesions", "largest_false_lesion_ml", "false_lesions_ml"}
+"""What a recorded fold row may carry (the numbers ``evaluate_fold`` prints, or a count and the largest lesion where
+the lesions' list was not kept)."""
+
+
+def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> list:
+    """What makes ``recorded`` (a ``--recorded-folds`` file's content) not the leave-one-patient-out folds of
+    ``--config``'s recipe: ``expected`` is ``{fold: [held-out case ids]}`` from ``kfold_splits``. Each problem is one
+    sentence; [] when none."""
+    problems = []
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("rows"), list) or not recorded["rows"]:
+        return ["it holds no 'rows' list (one row per fold model and held-out case)."]
+    if not isinstance(recorded.get("source"), str) or not recorded["source"].strip():
+        problems.append("it does not say where and when the rows were measured ('source').")
+    recipe = recorded.get("recipe")
+    if not isinstance(recipe, str) or Path(recipe).resolve() != Path(config_path).resolve():
+        problems.append(f"its folds were trained with recipe {recipe!r}, not --config {config_path}.")
+    steps = recorded.get("fold_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
+        problems.append(f"fold_steps must be a whole number of steps or null, not {steps!r}.")
+    seen = {}
+    for k, row in enumerate(recorded["rows"]):
+        if not isinstance(row, dict):
+            problems.append(f"row {k} is not an object.")
+            continue
+        extra = sorted(set(row) - RECORDED_ROW_KEYS)
+        if extra:
+            problems.append(f"row {k} has unknown key(s) {', '.join(extra)}.")
+        seed, fold, case, dice = row.get("seed"), row.get("fold"), row.get("case"), row.get("dice_liver")
+        if isinstance(seed, bool) or not isinstance(seed, int) or fold not in expected or \
+                isinstance(fold, bool) or not isinstance(case, str):
+            problems.append(f"row {k} needs a whole-number 'seed', a 'fold' out of {sorted(expected)} and a 'case'.")
+            continue
+        if case not in expected[fold]:
+            problems.append(f"row {k} (seed {seed}, fold {fold}) holds case {case}, but fold {fold} held out "
+                            f"{', '.join(expected[fold])} under the recipe's split seed.")
+        if isinstance(dice, bool) or not isinstance(dice, (int, float)) or not 0.0 <= float(dice) <= 1.0:
+            problems.append(f"row {k} needs 'dice_liver' between 0 and 1, not {dice!r}.")
+        if (seed, fold, case) in seen:
+            problems.append(f"seed {seed}, fold {fold}, case {case} is recorded twice (rows {seen[(seed, fold, case)]} "
+                            f"and {k}).")
+        seen[(seed, fold, case)] = k
+    by_seed = {}
+    for seed, fold, case in seen:
+        by_seed.setdefault(seed, set()).add((fold, case))
+    covered = {seed: sorted(pairs) for seed, pairs in by_seed.items()}
+    if len({tuple(pairs) for pairs in covered.values()}) > 1:
+        problems.append("the training seeds cover different folds or cases ("
+                        + "; ".join(f"seed {seed}: folds {sorted({f for f, _ in pairs})}"
+                                    for seed, pairs in sorted(covered.items())) + "): their mean would mix patients.")
+    return problems
+
+
+def recorded_validation(recorded: dict, final_config: dict, config_path: str) -> tuple:
+    """``(rows, method)`` for the final package's validation from a checked ``--recorded-folds`` file: each row as
+    recorded plus ``"recorded": True``; the method text names the seeds, the steps and the file's source. Raises
+    ``ValueError`` when the final package was not trained with ``config_path``'s recipe."""
+    recipe = TrainConfig.from_file(config_path).to_dict()
+    differing = [key for key in RECIPE_KEYS if key in final_config
+                 and json.loads(json.dumps(final_config[key])) != json.loads(json.dumps(recipe.get(key)))]
+    if differing:
+        raise ValueError(f"default.safetensors was trained with another recipe than --config {config_path} "
+                         f"({', '.join(differing)} differ), so the recorded folds do not describe it.")
+    rows = [dict(row, recorded=True) for row in recorded["rows"]]
+    seeds = sorted({row["seed"] for row in rows})
+    folds = sorted({row["fold"] for row in rows})
+    steps = recorded.get("fold_steps")
+    method = (f"leave-one-patient-out over the 3 training patients at training seed(s) "
+              f"{', '.join(map(str, seeds))} ({len(seeds) * len(folds)} fold models, same recipe, "
+              f"{f'{steps} steps' if steps else 'training steps not recorded'}): each fold model segments its "
+              f"held-out patient's whole CT; post-processing on; liver = label >= 1. Recorded, not re-measured "
+              f"for this package (the fold packages were not kept): {recorded['source'].strip()}")
+    return rows, method
+
+
 def recorded_hardware(training: dict) -> str:
     """How the final model was trained, from its package's ``training`` record (device, AMP, processes, steps,
     batch and patch size; "" when it records none of them): the old ``--hardware`` default described the v1 run on
@@ -164,6 +254,9 @@ def main() -> int:
     parser.add_argument("--weights-storage", default=None, choices=["float32", "float16"],
                         help="store the weights as this dtype (default: as the final package stores them)")
     parser.add_argument("--description", default=None, help="replace the package's description (text)")
+    parser.add_argument("--recorded-folds", default=None,
+                        help="JSON of the folds' numbers measured earlier (scripts/evaluate_folds.py) when the fold "
+                             "packages were not kept; --models then needs only default.safetensors")
     parser.add_argument("--folds", default="0,1,2",
                         help="comma-separated folds that were trained (default all three); the rest are recorded "
                              "as not run")
@@ -192,6 +285,15 @@ def main() -> int:
 
     if not Path(args.cases).is_file():
         parser.error(f"--cases '{args.cases}' does not exist; give the CSV train_default_model.sh wrote")
+    recorded = None
+    if args.recorded_folds:
+        if args.folds != "0,1,2" or args.fold_steps is not None:
+            parser.error("--recorded-folds says which folds were run and their steps: leave --folds and --fold-steps out")
+        try:
+            recorded = json.loads(Path(args.recorded_folds).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--recorded-folds '{args.recorded_folds}' could not be read as JSON: {exc}")
+        folds = []
     needed = [Path(args.models) / f"fold{fold}.safetensors" for fold in folds] + \
         [Path(args.models) / "default.safetensors"]
     missing = [str(path) for path in needed if not path.is_file()]
@@ -200,31 +302,48 @@ def main() -> int:
     fold_steps = recorded_fold_steps(parser, args, [Path(args.models) / f"fold{fold}.safetensors" for fold in folds])
     seed = TrainConfig.from_file(args.config).data_split_seed
     cases = discover_cases(args.cases, "csv")
+    splits = kfold_splits(cases, 3, seed)
     from LiverTumorSegLib.package import read_package_metadata
+    final_metadata = read_package_metadata(Path(args.models) / "default.safetensors")
     problems = final_package_problems(
-        read_package_metadata(Path(args.models) / "default.safetensors"),
+        final_metadata,
         {f"fold{fold}.safetensors": read_package_metadata(Path(args.models) / f"fold{fold}.safetensors")
          for fold in folds}, {str(case.patient_id) for case in cases})
     if problems:  # the package would carry fold numbers that do not describe it, under 'same recipe'
         parser.error("the fold numbers would not describe the final model: " + " ".join(problems))
-    rows = []
-    for fold, (_, held_out) in enumerate(kfold_splits(cases, 3, seed)):
-        if fold not in folds:
-            continue
-        for case in held_out:
-            row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case)
-            row["fold"] = fold
-            rows.append(row)
+    if recorded is not None:
+        wrong = recorded_fold_problems(recorded, args.config, {fold: [case.case_id for case in held_out]
+                                                               for fold, (_, held_out) in enumerate(splits)})
+        if wrong:
+            parser.error(f"--recorded-folds {args.recorded_folds}: " + " ".join(wrong))
+        try:
+            rows, method = recorded_validation(recorded, (final_metadata.get("training") or {}).get("config") or {},
+                                               args.config)
+        except ValueError as exc:
+            parser.error(str(exc))
+        folds = sorted({row["fold"] for row in rows})
+    else:
+        rows = []
+        for fold, (_, held_out) in enumerate(splits):
+            if fold not in folds:
+                continue
+            for case in held_out:
+                row = evaluate_fold(Path(args.models) / f"fold{fold}.safetensors", case)
+                row["fold"] = fold
+                rows.append(row)
     final = load_model_package(Path(args.models) / "default.safetensors")
     metadata = carried_metadata(final.metadata)
     dice = [r["dice_liver"] for r in rows]
     not_run = [f for f in (0, 1, 2) if f not in folds]
     scope = "" if not not_run else f" (folds run: {', '.join(map(str, folds))}; not run: " \
                                    f"{', '.join(map(str, not_run))})"
+    if recorded is None:
+        method = (f"leave-one-patient-out over the 3 training patients{scope}: each fold model (same recipe, "
+                  f"{fold_steps}) segments its held-out patient's whole CT; post-processing on; liver = label >= 1")
+    elif scope:
+        method = method.replace("training patients", "training patients" + scope, 1)
     metadata["validation"] = {
-        "method": f"leave-one-patient-out over the 3 training patients{scope}: each fold model (same recipe, "
-                  f"{fold_steps}) segments its held-out patient's whole CT; post-processing on; "
-                  f"liver = label >= 1",
+        "method": method,
         "cases": rows,
         "dice_tumor": None,
         "tumor_note": "No real tumor labels exist in the training data (tumors are synthetic), so tumor Dice "
@@ -232,12 +351,21 @@ def main() -> int:
                       "tumor-free held-out livers.",
         "fold_note": args.fold_note,
     }
+    # the median over patients: with two training seeds, each patient's mean over the seeds first
+    by_patient = {}
+    for row in rows:
+        by_patient.setdefault(row["case"], []).append(row["dice_liver"])
     if not_run:
         metadata["validation"]["dice_liver_mean_of_folds_run"] = round(float(np.mean(dice)), 4)
         metadata["validation"]["folds_not_run"] = not_run
     else:
         metadata["validation"]["dice_liver_mean"] = round(float(np.mean(dice)), 4)
-        metadata["validation"]["dice_liver_median"] = round(float(np.median(dice)), 4)
+        metadata["validation"]["dice_liver_median"] = round(float(np.median(
+            [np.mean(values) for values in by_patient.values()])), 4)
+    seeds = sorted({row["seed"] for row in rows if "seed" in row})
+    if len(seeds) > 1:
+        metadata["validation"]["dice_liver_mean_per_seed"] = {
+            str(s): round(float(np.mean([r["dice_liver"] for r in rows if r.get("seed") == s])), 4) for s in seeds}
     if args.description:
         metadata["description"] = args.description
     metadata["default"] = True

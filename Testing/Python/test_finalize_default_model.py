@@ -241,3 +241,80 @@ def test_evaluate_folds_refuses_a_package_that_is_no_fold_model_before_evaluatin
     stranger = _package(tmp_path / "other.safetensors", ["case_of_another_dataset"])
     with pytest.raises(SystemExit):
         evaluate.main([str(stranger), "--cases", str(csv)])
+
+
+def _recorded(config, held, seeds=(11, 13)):
+    """A --recorded-folds file's content: each seed's three folds on the cases the split held out, Dice known."""
+    rows = []
+    for s, seed in enumerate(seeds):
+        for fold in range(3):
+            rows.append({"seed": seed, "fold": fold, "case": held[fold][0], "patient": f"p{held[fold][0][4]}",
+                         "dice_liver": [0.9, 0.3, 0.6][fold] + 0.03 * s, "false_tumor_ml": 1.5, "false_lesions": 1,
+                         "largest_false_lesion_ml": 1.5})
+    return {"source": "evaluate_folds.py, 28 Nov 2026 (test)", "recipe": str(config), "fold_steps": 2700, "rows": rows}
+
+
+def test_recorded_folds_go_into_the_validation_marked_as_recorded_without_fold_packages(tmp_path, three_cases,
+                                                                                        monkeypatch):
+    """Stop 80: v10's six fold packages were gone with the machine's /tmp; only their numbers survived. The package
+    takes them as recorded (said so, with the source), with the mean over all six rows and each seed's mean."""
+    import json
+
+    from LiverTumorSegLib.package import load_model_package
+
+    csv, config, held = three_cases
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0, "loss": "dice_ce"})
+    recorded = tmp_path / "folds.json"
+    recorded.write_text(json.dumps(_recorded(config, held)))
+    monkeypatch.setattr(fin, "evaluate_fold", lambda *a: pytest.fail("a fold was evaluated"))
+    out = tmp_path / "final.safetensors"
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+                "-o", out) == 0
+    validation = load_model_package(out).metadata["validation"]
+    assert len(validation["cases"]) == 6 and all(row["recorded"] is True for row in validation["cases"])
+    # by hand: seed 11 (0.9 + 0.3 + 0.6) / 3 = 0.6, seed 13 0.63, all six 0.615; per patient 0.915, 0.315, 0.615
+    assert validation["dice_liver_mean"] == pytest.approx(0.615)
+    assert validation["dice_liver_mean_per_seed"] == {"11": pytest.approx(0.6), "13": pytest.approx(0.63)}
+    assert validation["dice_liver_median"] == pytest.approx(0.615)
+    assert "training seed(s) 11, 13 (6 fold models, same recipe, 2700 steps)" in validation["method"]
+    assert "Recorded, not re-measured" in validation["method"] and "28 Nov 2026 (test)" in validation["method"]
+    assert "folds_not_run" not in validation
+
+
+def test_recorded_folds_that_do_not_match_the_split_the_seeds_or_the_recipe_are_refused(tmp_path, three_cases,
+                                                                                       monkeypatch, capsys):
+    import json
+
+    csv, config, held = three_cases
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0, "loss": "focal"})
+    out = tmp_path / "final.safetensors"
+    good = _recorded(config, held)
+    swapped = json.loads(json.dumps(good))
+    swapped["rows"][0]["case"], swapped["rows"][1]["case"] = held[1][0], held[0][0]
+    short = json.loads(json.dumps(good))
+    short["rows"].pop()  # seed 13 lacks fold 2: its mean would be over other patients than seed 11's
+    other_recipe = dict(good, recipe="scripts/default_model_v3.yaml")
+    twice = json.loads(json.dumps(good))
+    twice["rows"].append(dict(twice["rows"][0]))
+    recorded = tmp_path / "folds.json"
+    for content, expected in [
+            (swapped, f"row 0 (seed 11, fold 0) holds case {held[1][0]}, but fold 0 held out {held[0][0]}"),
+            (short, "the training seeds cover different folds or cases (seed 11: folds [0, 1, 2]; seed 13: folds "
+                    "[0, 1])"),
+            (other_recipe, "its folds were trained with recipe 'scripts/default_model_v3.yaml', not --config"),
+            (twice, f"seed 11, fold 0, case {held[0][0]} is recorded twice (rows 0 and 6)"),
+            # the final package's loss differs from the recipe's (dice_ce by default): the folds do not describe it
+            (good, "default.safetensors was trained with another recipe than --config")]:
+        recorded.write_text(json.dumps(content))
+        with pytest.raises(SystemExit) as stop:
+            _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+                 "-o", out)
+        assert stop.value.code == 2 and expected in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):  # which folds ran is the file's to say
+        _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+             "--folds", "0", "-o", out)
+    assert "leave --folds and --fold-steps out" in capsys.readouterr().err

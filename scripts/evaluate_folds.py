@@ -8,6 +8,9 @@ segmented through the normal pipeline with the default post-processing on the CP
 needing the final model or writing a package: for folds trained before the final model, or with a second training
 seed. Prints one JSON line per case (liver Dice and surface distances, false tumor in mL and each false lesion's mL,
 largest first: the shared cases' references have no tumor), then the mean liver Dice and the total false tumor.
+Each row also names the fold package's training ``seed`` and ``fold`` (as its training record gives them): the
+``--json`` rows of every seed, put together under ``rows`` with a ``source`` and the ``recipe``, are what
+``finalize_default_model.py --recorded-folds`` takes when the fold packages will not be kept.
 """
 import argparse
 import json
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     for package, case in plan:
         row = evaluate_fold(package, case)
         row["package"] = str(package)
+        config = ((read_package_metadata(package) or {}).get("training") or {}).get("config") or {}
+        row.update({key: config[key] for key in ("seed", "fold") if isinstance(config.get(key), int)})
         rows.append(row)
     summary = {"rows": rows, "dice_liver_mean": round(statistics.mean(r["dice_liver"] for r in rows), 4),
                "false_tumor_ml_total": round(sum(r["false_tumor_ml"] for r in rows), 2)}

@@ -2,7 +2,7 @@
 
     python scripts/finalize_default_model.py --cases CASES.csv --models DIR [-o Resources/Models/default.safetensors]
         [--config RECIPE.yaml] [--fold-steps N] [--hardware TEXT] [--fold-note TEXT] [--weights-storage float16]
-        [--folds 0,1,2] [--recorded-folds FOLDS.json]
+        [--folds 0,1,2] [--recorded-folds FOLDS.json] [--name NAME]
 
 ``DIR`` holds what ``scripts/train_default_model.sh`` (v1) or ``scripts/gpu_training_round.sh`` (v2) wrote:
 ``fold0..2.safetensors`` (same recipe, one patient held out each; the split is ``kfold_splits`` with the
@@ -136,9 +136,10 @@ def final_package_problems(final: dict, folds: dict, patients: set) -> list:
 
 
 RECORDED_ROW_KEYS = {"seed", "fold", "case", "patient", "dice_liver", "iou_liver", "assd_liver_mm", "hd95_liver_mm",
-                     "rvd_liver", "false_tumor_ml", "false_lesions", "largest_false_lesion_ml", "false_lesions_ml"}
-"""What a recorded fold row may carry (the numbers ``evaluate_fold`` prints, or a count and the largest lesion where
-the lesions' list was not kept)."""
+                     "rvd_liver", "false_tumor_ml", "false_lesions", "largest_false_lesion_ml", "false_lesions_ml",
+                     "reference_liver_ml", "in_plane_spacing_mm", "slices", "package"}
+"""What a recorded fold row may carry: a row of ``scripts/evaluate_folds.py --json`` as it is, or fewer numbers (a
+count and the largest lesion where the lesions' list was not kept)."""
 
 
 def recorded_fold_problems(recorded: dict, config_path: str, expected: dict) -> list:
@@ -254,6 +255,9 @@ def main() -> int:
     parser.add_argument("--weights-storage", default=None, choices=["float32", "float16"],
                         help="store the weights as this dtype (default: as the final package stores them)")
     parser.add_argument("--description", default=None, help="replace the package's description (text)")
+    parser.add_argument("--name", default=None,
+                        help="replace the package's name (as `livertumorseg models` and the Slicer panel list it, and "
+                             "as --model NAME takes it); default: the final package's, e.g. the training run's name")
     parser.add_argument("--recorded-folds", default=None,
                         help="JSON of the folds' numbers measured earlier (scripts/evaluate_folds.py) when the fold "
                              "packages were not kept; --models then needs only default.safetensors")
@@ -288,7 +292,8 @@ def main() -> int:
     recorded = None
     if args.recorded_folds:
         if args.folds != "0,1,2" or args.fold_steps is not None:
-            parser.error("--recorded-folds says which folds were run and their steps: leave --folds and --fold-steps out")
+            parser.error("--recorded-folds says which folds were run and their steps: leave --folds and "
+                         "--fold-steps out")
         try:
             recorded = json.loads(Path(args.recorded_folds).read_text())
         except (OSError, ValueError) as exc:
@@ -368,6 +373,8 @@ def main() -> int:
             str(s): round(float(np.mean([r["dice_liver"] for r in rows if r.get("seed") == s])), 4) for s in seeds}
     if args.description:
         metadata["description"] = args.description
+    if args.name:
+        metadata["name"] = args.name
     metadata["default"] = True
     metadata["training"] = dict(metadata.get("training", {}))
     metadata["training"]["trained_at"] = final.metadata.get("created")

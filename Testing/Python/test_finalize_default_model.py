@@ -271,7 +271,8 @@ def test_recorded_folds_go_into_the_validation_marked_as_recorded_without_fold_p
     monkeypatch.setattr(fin, "evaluate_fold", lambda *a: pytest.fail("a fold was evaluated"))
     out = tmp_path / "final.safetensors"
     assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
-                "-o", out) == 0
+                "--name", "default_v10", "-o", out) == 0
+    assert load_model_package(out).metadata["name"] == "default_v10"  # not the training run's "default"
     validation = load_model_package(out).metadata["validation"]
     assert len(validation["cases"]) == 6 and all(row["recorded"] is True for row in validation["cases"])
     # by hand: seed 11 (0.9 + 0.3 + 0.6) / 3 = 0.6, seed 13 0.63, all six 0.615; per patient 0.915, 0.315, 0.615
@@ -318,3 +319,36 @@ def test_recorded_folds_that_do_not_match_the_split_the_seeds_or_the_recipe_are_
         _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
              "--folds", "0", "-o", out)
     assert "leave --folds and --fold-steps out" in capsys.readouterr().err
+
+
+def test_evaluate_folds_rows_are_what_recorded_folds_takes(tmp_path, three_cases, monkeypatch):
+    """The round trip a session without a persistent disk needs: evaluate_folds --json names each row's seed and
+    fold (from the fold package's record), and its rows, with a source and the recipe, finalize the default later
+    without the fold packages; the folds not among them are recorded as not run."""
+    import json
+
+    from LiverTumorSegLib.package import load_model_package
+
+    csv, config, held = three_cases
+    evaluate = load_script("scripts/evaluate_folds.py", "evaluate_folds_script")
+    folds = [_package(tmp_path / f"fold{k}.safetensors", held[k], config={"seed": 11, "fold": k}) for k in (0, 2)]
+    measured = tmp_path / "s11.json"
+    assert evaluate.main([*map(str, folds), "--cases", str(csv), "--json", str(measured)]) == 0
+    rows = json.loads(measured.read_text())["rows"]
+    assert [(r["seed"], r["fold"]) for r in rows] == [(11, 0), (11, 2)]
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text(json.dumps({"source": "test run", "recipe": str(config), "fold_steps": None, "rows": rows}))
+    models = tmp_path / "models"
+    models.mkdir()
+    _package(models / "default.safetensors", [], patients=["p0", "p1", "p2"], config={"seed": 0})
+    for fold in folds:
+        fold.unlink()  # gone, as v10's were
+    out = tmp_path / "final.safetensors"
+    assert _run(monkeypatch, "--cases", csv, "--models", models, "--config", config, "--recorded-folds", recorded,
+                "-o", out) == 0
+    validation = load_model_package(out).metadata["validation"]
+    assert [r["dice_liver"] for r in validation["cases"]] == [r["dice_liver"] for r in rows]
+    assert validation["folds_not_run"] == [1] and "not run: 1" in validation["method"]
+    assert "training steps not recorded" in validation["method"]
+    assert validation["dice_liver_mean_of_folds_run"] == pytest.approx(sum(r["dice_liver"] for r in rows) / 2,
+                                                                       abs=1e-4)

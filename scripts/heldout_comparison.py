@@ -1,6 +1,6 @@
 """Issue 11's held-out table for several models side by side, in one command.
 
-    python scripts/heldout_comparison.py CTS --ref LABELS -o OUT [--models v3,v2,v4] [--model NAME=PACKAGE ...]
+    python scripts/heldout_comparison.py CTS --ref LABELS -o OUT [--models v10,v3] [--model NAME=PACKAGE ...]
                                          [--device auto|cpu|cuda] [--label-map JSON] [--no-probabilities]
                                          [--overwrite]
 
@@ -40,18 +40,21 @@ between two models, which a mean hides. Its first columns say what each case is 
 view), the reference liver's volume (mL) and the mean HU of its parenchyma (contrast phase), and the reference tumor
 volume (mL), so a failure can be read against scale, slice thickness, field of view and phase.
 
-Models: ``--models`` names built-in ones (default ``v3,v2,v4``), ``--model NAME=PACKAGE`` adds any package (a file
+Models: ``--models`` names built-in ones (default ``v10,v3``), ``--model NAME=PACKAGE`` adds any package (a file
 or an installed model's name). Built-in:
 
-- ``v3``: the bundled default (used as installed when its weights are v3's; else taken from git history);
+- ``v10``: the bundled default since 28 Nov 2026 (used as installed when its weights are v10's; else taken from git
+  history, commit 6cb0dcd);
+- ``v3``: the default from 23 to 28 Nov 2026, from git history as it was last bundled (commit 3faa2c5: its weights
+  of 758666e with the 2.5D neighbour bounds and training body sizes added since);
 - ``v2``: the default before v3, from this repository's git history (commit 013a56e);
 - ``v4``: the candidate that lost to v3 by the two-seed rule (docs/default_model_v4.md), from git history
   (commit 4614857).
 
 The bundled packages keep their 2.5D neighbour slices 1-3 mm from the centre (``context_min_mm`` 1.0 and
 ``context_max_mm`` 3.0, set on 25 Nov 2026: on a CT with slices under 1 mm they take every second or third slice,
-on slices over 3 mm HU interpolated 3 mm from the centre); v2 and v4 from git history predate it and stack adjacent
-slices. To compare the three alike on such CT, give copies of v2 and v4 the same setting
+on slices over 3 mm HU interpolated 3 mm from the centre; v10 and v3 record it too); v2 and v4 from git history
+predate it and stack adjacent slices. To compare them alike on such CT, give copies of v2 and v4 the same setting
 (``python scripts/set_context_spacing.py COPY --min-mm 1.0 --max-mm 3.0``) and pass them with ``--model``.
 
 A model from git history is written to ``OUT/models/NAME.safetensors`` and used only when its weights' SHA-256 is
@@ -134,8 +137,14 @@ class BuiltinModel:
 
 
 BUILTIN_MODELS = {
-    "v3": BuiltinModel("bundled default since 23 Nov 2026", "758666e", "Resources/Models/default.safetensors",
-                       "52f18c7a4517f7ab264270958cc51be727699ba5916f4b7d8a0ea0ccef6494ca",
+    "v10": BuiltinModel("bundled default since 28 Nov 2026 (docs/default_model_v10.md)", "6cb0dcd",
+                        "Resources/Models/default.safetensors",
+                        "e8d9776bd7b3d0def4c6d64d9abf1ee20915591b7b120ae062954f3b3f62fb7a",
+                        "aec4712901953b6cc5abab0d9270dec5ae3f9b3b6ec0c45c968e3a77170b33ee", bundled_name="default"),
+    # v3 as it was last bundled (3faa2c5): its weights of 758666e with the metadata added since (2.5D neighbour
+    # bounds, training body sizes, the stored robustness table), so it runs as it did while it was the default
+    "v3": BuiltinModel("bundled default from 23 to 28 Nov 2026", "3faa2c5", "Resources/Models/default.safetensors",
+                       "1670517f0a12bca9fd73cb5f6bc321c2a03d435fa59f43bbfe7650eb556e7b5b",
                        "39135919f0d70b2820761d28e035c13d29081525adb14697fda0218f6c626307", bundled_name="default"),
     "v2": BuiltinModel("default before v3", "013a56e", "Resources/Models/default.safetensors",
                        "dbe4e960200498115d4bae703f298b48880d62f65312626b796c1aab945c47f2",
@@ -1219,7 +1228,7 @@ def _main(argv: Optional[List[str]], runner: Runner) -> int:
     p.add_argument("cts", help="folder or CSV of CTs (as `livertumorseg segment` takes it)")
     p.add_argument("--ref", required=True, help="folder of reference label maps (0/1/2)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--models", default="v3,v2,v4",
+    p.add_argument("--models", default="v10,v3",
                    help=f"built-in models, comma-separated ({', '.join(BUILTIN_MODELS)}; '' for none)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PACKAGE", help="another model (repeatable)")
     p.add_argument("--device", default="auto", help="as segment --device")

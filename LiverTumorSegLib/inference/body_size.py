@@ -2,11 +2,11 @@
 network enlarged in-plane, so that its anatomy appears at a size the network has seen.
 
 A 2.5D network learns the size of a liver in millimetres as well as its look: the bundled default was trained on three
-adults, two of whose bodies measure 325 and 342 mm across (area-equivalent diameter, :func:`body_diameter_mm`, as
-the package records them: measured before a touching table was left out, which now gives 324.6 and 341.3 mm; the
-third's is cut by the image) with a zoom augmentation of 0.6-1.6. The robustness benchmark shows where that stops
-holding, with the anatomy shown smaller than it is (the header's pixel spacing scaled; ``benchmarks/robustness.py`` rows
-``spacing-30`` .. ``spacing-60``, seed 0, 27 Nov 2026, without this scaling): mean liver / synthetic-tumor Dice 0.982 /
+adults, two of whose bodies measure 324.6 and 341.3 mm across (area-equivalent diameter, :func:`body_diameter_mm`, as
+the package records them; the third's is cut by the image), v3 (the default until 28 Nov 2026) with a zoom
+augmentation of 0.6-1.6, v10 with 0.6-2.0. The robustness benchmark shows where that stops holding, with the anatomy
+shown smaller than it is (the header's pixel spacing scaled; ``benchmarks/robustness.py`` rows ``spacing-30`` ..
+``spacing-60``, v3, seed 0, 27 Nov 2026, without this scaling): mean liver / synthetic-tumor Dice 0.982 /
 0.781 as scanned, 0.981 / 0.736 at 0.7x, 0.973 / 0.682 at 0.6x, 0.954 / 0.533 at 0.5x and 0.872 / 0.370 at 0.4x (a
 toddler's size).
 
@@ -42,7 +42,7 @@ when the slice cache is built), and ``scripts/record_training_body_size.py`` add
 SMALL_FRACTION = 0.75
 """Bodies smaller than this share of the smallest training body are scaled: the benchmark's 0.7x rows lose nothing
 (0.001 liver Dice), its 0.6x rows lose 0.009 liver and 0.10 tumor Dice. For the bundled default (smallest 325 mm),
-bodies under 244 mm: a child, or a very thin adult."""
+bodies under 243 mm: a child, or a very thin adult."""
 TARGET_FRACTION = 0.9
 """A scaled body is shown at this share of the smallest training body (the bundled default: 292 mm): inside the range
 where the benchmark loses nothing, and on the small side since a child's liver is larger for its body than an

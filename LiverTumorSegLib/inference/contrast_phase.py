@@ -2,8 +2,10 @@
 for an arterial phase, in which the bundled model misses or undersizes tumors brighter than the liver.
 
 The bundled model was built for the portal venous phase. The benchmark's ``hyperdense`` row (tumors 15-60 HU
-brighter than the liver, as an arterial phase shows hypervascular tumors) gave it mean tumor Dice 0.485 over seeds
-0-2 against 0.820 for darker ones (README, "Known weaknesses"), and ``segment`` said nothing about the phase.
+brighter than the liver, as an arterial phase shows hypervascular tumors) gave v3 (the default until 28 Nov 2026) mean
+tumor Dice 0.485 over seeds 0-2 against 0.820 for darker ones, and ``segment`` said nothing about the phase; v10, the
+default since, was trained with 20 % bright synthetic tumors and gives 0.685 against 0.837 (seeds 0-2, fp32; README,
+"Known weaknesses"): better, still below darker tumors.
 
 In (up to :data:`MAX_SLICES`) slices that hold the segmented liver, each read every :data:`SAMPLE_MM`: the spine
 is the bone near the body's left-right centre behind its middle (:func:`_spine_back`), the vertebral body the
@@ -358,10 +360,10 @@ def arterial_phase_warnings(phase: Dict[str, Any], bundled_default: bool = False
               "metastases) appear in this phase")
     if bundled_default:
         return [f"{measured}The bundled default model was built for the portal venous phase and misses or undersizes "
-                f"{tumors} (the benchmark's hyperdense row: mean tumor Dice 0.485 against 0.820 for darker tumors): "
+                f"{tumors} (the benchmark's hyperdense row: mean tumor Dice 0.685 against 0.837 for darker tumors): "
                 f"look for bright lesions by eye."]
     which = f"the model '{model}'" if model else "this model"
     return [f"{measured}Which contrast phase {which} was built for is not known; the bundled default model, built for "
             f"the portal venous phase, misses or undersizes {tumors} (its hyperdense benchmark row: mean tumor Dice "
-            f"0.485 against 0.820 for darker tumors), and a model trained like it may too: look for bright lesions "
+            f"0.685 against 0.837 for darker tumors), and a model trained like it may too: look for bright lesions "
             f"by eye."]

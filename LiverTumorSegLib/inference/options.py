@@ -405,7 +405,7 @@ def add_segmentation_arguments(parser: Any) -> None:
                         help="accept intensities that do not look like Hounsfield units")
     parser.add_argument("--no-body-size-scaling", action="store_true",
                         help="give a body much smaller than the package's training bodies (a child) to the network "
-                             "as it is; by default one under 0.75 x the smallest (244 mm across for the bundled model) "
+                             "as it is; by default one under 0.75 x the smallest (243 mm across for the bundled model) "
                              "is given enlarged in-plane, with a warning (the report's body_size says what was "
                              "measured and done)")
 

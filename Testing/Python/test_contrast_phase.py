@@ -62,7 +62,7 @@ def test_each_phase_is_told_from_the_aortas_and_the_livers_density(aorta_hu, liv
 def test_the_warning_names_the_measured_values_and_the_hyperdense_weakness():
     (warning,) = arterial_phase_warnings(estimate_contrast_phase(*_trunk(320.0, 75.0), GEOMETRY))
     assert warning.startswith("Arterial contrast phase likely: the aorta measures about 3")
-    assert "the liver 7" in warning and "hyperdense" in warning and "0.485" in warning
+    assert "the liver 7" in warning and "hyperdense" in warning and "0.685" in warning
     assert "look for bright lesions by eye" in warning
 
 
@@ -112,7 +112,7 @@ def test_the_arterial_warning_says_built_for_the_portal_venous_phase_only_of_the
     default = types.SimpleNamespace(metadata=read_package_metadata(BUNDLED / "default.safetensors"))
     (said,) = [w for w in _finished(hu, labels, default, {"model": "default"}).report["warnings"]
                if w.startswith("Arterial")]
-    assert "The bundled default model was built for the portal venous phase" in said and "0.485" in said
+    assert "The bundled default model was built for the portal venous phase" in said and "0.685" in said
     other = types.SimpleNamespace(metadata=read_package_metadata(BUNDLED / "alexnet_fcn_v2.safetensors"))
     (said,) = [w for w in _finished(hu, labels, other, {"model": "alexnet_fcn_v2"}).report["warnings"]
                if w.startswith("Arterial")]

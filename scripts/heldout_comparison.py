@@ -44,7 +44,7 @@ Models: ``--models`` names built-in ones (default ``v10,v3``), ``--model NAME=PA
 or an installed model's name). Built-in:
 
 - ``v10``: the bundled default since 28 Nov 2026 (used as installed when its weights are v10's; else taken from git
-  history, commit 6cb0dcd);
+  history, commit 142c637);
 - ``v3``: the default from 23 to 28 Nov 2026, from git history as it was last bundled (commit 3faa2c5: its weights
   of 758666e with the 2.5D neighbour bounds and training body sizes added since);
 - ``v2``: the default before v3, from this repository's git history (commit 013a56e);
@@ -137,9 +137,9 @@ class BuiltinModel:
 
 
 BUILTIN_MODELS = {
-    "v10": BuiltinModel("bundled default since 28 Nov 2026 (docs/default_model_v10.md)", "6cb0dcd",
+    "v10": BuiltinModel("bundled default since 28 Nov 2026 (docs/default_model_v10.md)", "142c637",
                         "Resources/Models/default.safetensors",
-                        "e8d9776bd7b3d0def4c6d64d9abf1ee20915591b7b120ae062954f3b3f62fb7a",
+                        "795279efb795f9133a8ec74c6c8b5b31e6af2676ead34cd0d8825cd25b78f75d",
                         "aec4712901953b6cc5abab0d9270dec5ae3f9b3b6ec0c45c968e3a77170b33ee", bundled_name="default"),
     # v3 as it was last bundled (3faa2c5): its weights of 758666e with the metadata added since (2.5D neighbour
     # bounds, training body sizes, the stored robustness table), so it runs as it did while it was the default

@@ -11,7 +11,10 @@ name or by a part of its path. For each package, over every JSON (seed), case an
   alone (the real CTs without synthetic tumors);
 - mean tumor Dice over the rows that have tumors;
 - each perturbation's mean liver Dice, mean tumor Dice and false lesions (so ``hyperdense`` or ``air_pad15``
-  can be read as a rule names them).
+  can be read as a rule names them);
+- on the rows that put water in (``fluid_region``, ``perihepatic_fluid``), the water's mL summed over cases and
+  seeds, and how much of it was called liver and tumor (mL): v10's rule D1 read ``perihepatic_fluid``'s sums, which
+  this printed nothing of until then (a throwaway script summed them).
 
 Dice are means of the per-case values (cases weighted alike). Nothing is decided here: the rule is written in
 the docs before the run, and this prints what it reads.
@@ -39,6 +42,10 @@ def _mean(values: List[float]) -> Optional[float]:
     return statistics.mean(values) if values else None
 
 
+FLUID_KEYS = ("fluid_ml", "fluid_as_liver_ml", "fluid_as_tumor_ml")
+"""What robustness.py's water rows add (mL): the water put in, and the parts of it predicted liver and tumor."""
+
+
 def summarize(rows: List[dict]) -> Dict[str, object]:
     """What the ship rules read, over ``rows`` (robustness rows of one package, any number of seeds)."""
     perturbations: List[str] = []
@@ -47,12 +54,17 @@ def summarize(rows: List[dict]) -> Dict[str, object]:
             perturbations.append(row["perturbation"])
 
     def of(subset: List[dict]) -> Dict[str, object]:
-        return {"liver_dice": _mean([r["liver_dice"] for r in subset if r.get("liver_dice") is not None]),
-                "tumor_dice": _mean([r["tumor_dice"] for r in subset if r.get("tumor_dice") is not None]),
-                "false_lesions": sum(int(r.get("false_lesions") or 0) for r in subset),
-                "rows": len(subset)}
+        out = {"liver_dice": _mean([r["liver_dice"] for r in subset if r.get("liver_dice") is not None]),
+               "tumor_dice": _mean([r["tumor_dice"] for r in subset if r.get("tumor_dice") is not None]),
+               "false_lesions": sum(int(r.get("false_lesions") or 0) for r in subset),
+               "rows": len(subset)}
+        with_fluid = [r for r in subset if r.get("fluid_ml") is not None]
+        if with_fluid:  # mL summed over cases and seeds: how much of the water put in was called liver and tumor
+            for key in FLUID_KEYS:
+                out[key] = round(sum(float(r.get(key) or 0.0) for r in with_fluid), 2)
+        return out
 
-    out = of(rows)
+    out = {key: value for key, value in of(rows).items() if key not in FLUID_KEYS}  # two rows' water: per row only
     out["false_lesions_original"] = of([r for r in rows if r["perturbation"] == "original"])["false_lesions"]
     out["per_perturbation"] = {p: of([r for r in rows if r["perturbation"] == p]) for p in perturbations}
     return out
@@ -97,6 +109,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         cand_row = summary["candidate"]["per_perturbation"].get(name)
         cells = [f"{_fmt(r['liver_dice'], 4)} / {_fmt(r['tumor_dice'])} / {r['false_lesions']}" if r else "absent"
                  for r in (base_row, cand_row)]
+        print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
+    fluid_rows = [name for name, row in summary["base"]["per_perturbation"].items() if "fluid_ml" in row]
+    if fluid_rows:
+        print("\nwater put in, mL summed over cases and seeds: put in / called liver / called tumor (base | candidate)")
+    for name in fluid_rows:
+        cells = []
+        for row in (summary["base"]["per_perturbation"][name], summary["candidate"]["per_perturbation"].get(name)):
+            cells.append(" / ".join(f"{row[key]:.1f}" for key in FLUID_KEYS) if row and "fluid_ml" in row
+                         else "absent")
         print(f"  {name:16s} {cells[0]:>24s} | {cells[1]}")
     if args.out:
         Path(args.out).write_text(json.dumps({"seeds": seeds, **summary}, indent=1))

@@ -62,3 +62,30 @@ def test_a_name_is_taken_before_a_path_and_an_ambiguous_path_is_refused(compare,
     path.write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match="matches 2 of its packages"):
         compare.main([str(path), "--base", "safetensors", "--candidate", "default_v5"])
+
+
+def test_the_water_rows_are_summed_over_cases_and_seeds(compare, tmp_path, capsys):
+    """v10's rule D1 read perihepatic_fluid's water called tumor and liver, summed over cases and seeds, with a
+    throwaway script: the comparison prints and stores them itself (sums by hand below)."""
+    def fluid(case, put, liver, tumor, false):
+        return dict(_row(case, "perihepatic_fluid", 0.95, None, false), fluid_ml=put, fluid_as_liver_ml=liver,
+                    fluid_as_tumor_ml=tumor)
+    files = []
+    for seed in (0, 1):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(_doc(seed, [fluid("a", 100.0, 10.0 + seed, 5.0, 1), fluid("b", 50.0, 0.0, 2.5, 0),
+                                               _row("a", "original", 0.9, None, 0)],
+                                        [fluid("a", 100.0, 4.0, 1.0, 0), fluid("b", 50.0, 0.5, 0.0, 0)])))
+        files.append(str(path))
+    out = tmp_path / "summary.json"
+    assert compare.main(files + ["--base", "default", "--candidate", "v5/", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    base = summary["base"]["per_perturbation"]["perihepatic_fluid"]
+    assert (base["fluid_ml"], base["fluid_as_liver_ml"], base["fluid_as_tumor_ml"]) == (300.0, 21.0, 15.0)
+    assert base["false_lesions"] == 2
+    cand = summary["candidate"]["per_perturbation"]["perihepatic_fluid"]
+    assert (cand["fluid_ml"], cand["fluid_as_liver_ml"], cand["fluid_as_tumor_ml"]) == (300.0, 9.0, 2.0)
+    assert "fluid_ml" not in summary["base"]["per_perturbation"]["original"]  # no water put in there
+    assert "fluid_ml" not in summary["base"]  # fluid_region's and perihepatic_fluid's water are not one number
+    printed = capsys.readouterr().out
+    assert "perihepatic_fluid" in printed and "300.0 / 21.0 / 15.0 | 300.0 / 9.0 / 2.0" in printed

@@ -3,9 +3,10 @@
 #
 # Why: a candidate whose folds pass its ship rule is then trained on all three patients with the recipe's own seed
 # and epochs, as `gpu_training_round.sh default` does on a lent GPU in about 9 minutes. Without a GPU the same
-# training should take about 2.5 hours on 2 cores: 84 epochs of 100 steps, and the same recipe's fold epochs took
-# 98-127 s each on a 2-core AMD EPYC (bf16 autocast, 1 loader worker; stop 76; no default has been trained with this
-# script yet, only dry runs). That is longer than what is left of most sessions after their other work: each run
+# training takes about 2.5 hours on 2 cores: 84 epochs of 100 steps; v10's default (the bundled one since 28 Nov
+# 2026) was trained with this script on a 2-core AMD EPYC in 2 h 37 min of training (99.6-132 s per epoch, bf16
+# autocast, 1 loader worker; stops 78-79, resumed once). That is longer than what is left of most sessions after
+# their other work: each run
 # continues from the last per-epoch (and every-500-step) checkpoint, and stops gracefully with a
 # checkpoint after MINUTES. A new session may get a new machine with an empty /tmp; then the run starts over.
 #

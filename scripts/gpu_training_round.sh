@@ -37,7 +37,8 @@
 #           (as cuda_checks), `train --init-from default` for 3 x 100 steps on leave-one-patient-out fold FT_FOLD (2) of
 #           the shared cases (each of which trained the default, so the run must warn that its validation patient is
 #           not held out), the fine-tuned package's init_from record and its sample Dice, then
-#           scripts/heldout_comparison.py (v3 and the fine-tuned package, probability maps and FROC) on the three cases.
+#           scripts/heldout_comparison.py (the bundled default, v10 since 28 Nov 2026, and the fine-tuned package, with
+#           probability maps and FROC) on the three cases; the fine-tune takes the default's recipe, v10's.
 #           DEVICE=cpu FT_EPOCHS=1 FT_ITERATIONS=2 FT_BATCH=2 FT_PATCH=96 FT_WORKERS=0 tries it on a CPU (about 1.5 min).
 #   ab:     the working tree against a base (about 3 min, no training): BASE_FILES="SAVED=REPO_PATH ..." names saved
 #           copies of library files that make up the base. `segment` of a 512 x 512 x 500 CT in a fresh process,
@@ -304,7 +305,7 @@ if [ "$PHASE" = fine_tune ]; then   # stop 56's new paths on CUDA: train --init-
     [ "$DEVICE" = cuda ] && cuda_tests_and_sample
     echo "== train --init-from default on $DEVICE: leave-one-patient-out fold ${FT_FOLD:-2} of 3, at $(elapsed) s"
     # Every patient of the shared cases trained the default, so the run must say its validation patient is not held out.
-    python3 -m LiverTumorSegLib train --init-from default --config scripts/default_model_v3.yaml --data "$DATA" \
+    python3 -m LiverTumorSegLib train --init-from default --config scripts/default_model_v10.yaml --data "$DATA" \
         --device "$DEVICE" --folds 3 --fold "${FT_FOLD:-2}" --epochs "${FT_EPOCHS:-3}" \
         --iterations-per-epoch "${FT_ITERATIONS:-100}" --val-every "${FT_EPOCHS:-3}" --lr 1e-4 --warmup 0 \
         --batch-size "${FT_BATCH:-16}" --patch-size "${FT_PATCH:-192}" --num-workers "${FT_WORKERS:-6}" \
@@ -323,12 +324,12 @@ PYEOF
     echo "== segment --sample with the fine-tuned package on $DEVICE, at $(elapsed) s"
     python3 -m LiverTumorSegLib segment --sample --model "$W/ft.safetensors" --device "$DEVICE" \
         -o "$W/sample_ft.nii.gz" --overwrite --progress none 2>&1 | tail -n 4
-    echo "== heldout_comparison.py (v3 and the fine-tuned package, probability maps, FROC) on $DEVICE, at $(elapsed) s"
+    echo "== heldout_comparison.py (the bundled v10 and the fine-tuned package, probability maps, FROC) on $DEVICE, at $(elapsed) s"
     rm -rf "$W/hc_cts" "$W/hc_refs" "$W/hc"; mkdir -p "$W/hc_cts" "$W/hc_refs"
     tail -n +2 "$DATA" | while IFS=, read -r image label patient; do
         ln -s "$PWD/.gpudata/$image" "$W/hc_cts/$patient.nii.gz"; ln -s "$PWD/.gpudata/$label" "$W/hc_refs/$patient.nii.gz"
     done
-    python3 scripts/heldout_comparison.py "$W/hc_cts" --ref "$W/hc_refs" -o "$W/hc" --models v3 \
+    python3 scripts/heldout_comparison.py "$W/hc_cts" --ref "$W/hc_refs" -o "$W/hc" --models v10 \
         --model "ft=$W/ft.safetensors" --device "$DEVICE" >"$OUT/heldout_comparison.log" 2>&1
     echo "heldout_comparison exit $?"; tail -n 30 "$OUT/heldout_comparison.log"
     cp "$W/hc/comparison.md" "$W/hc/comparison.json" "$W/hc/per_case.csv" "$OUT/" 2>/dev/null

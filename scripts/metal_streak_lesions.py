@@ -1,10 +1,12 @@
 """What the bundled model's lesions on the robustness benchmark's ``metal_streaks`` row are, and whether a shape rule
 would tell the streaks' false lesions from the true ones.
 
-    python scripts/metal_streak_lesions.py [--data ../shared/data] [--model default] [--seeds 0,1,2] [--max-slices 40]
+    python scripts/metal_streak_lesions.py --data DIR|CSV [--model default] [--seeds 0,1,2] [--max-slices 40]
         [--json OUT.json]
 
-Each shared case gets the benchmark's synthetic tumors and its ``metal_streaks`` perturbation (a pedicle screw on
+``--data``: the cases as ``benchmarks/robustness.py --data`` takes them (the team's shared cases were used).
+
+Each case gets the benchmark's synthetic tumors and its ``metal_streaks`` perturbation (a pedicle screw on
 the spine with straight streaks through it, ``benchmarks/robustness.py``), exactly as the benchmark makes them for
 that seed, and is segmented with the default post-processing. Every predicted tumor component (26-connected) is then
 described: volume (mL), slices, median HU less the median of the predicted liver, whether it touches a true
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     from scipy import ndimage
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data", required=True, help="cases as benchmarks/robustness.py --data takes them")
     parser.add_argument("--model", default="default")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-slices", type=int, default=40)

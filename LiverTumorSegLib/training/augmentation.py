@@ -22,6 +22,10 @@ with labels ``(T, H, W)`` or ``(H, W)`` (uint8, 0/1/2). :class:`SliceAugmenter` 
    anisotropic zoom, optional flips and an elastic displacement are composed into a single sampling grid
    and resampled **once** with ``torch.nn.functional.grid_sample`` (image bilinear, labels nearest;
    outside the image: ``fill_hu`` = -1024 HU air, label 0).
+   Optionally (``metal_artifact_probability``, off by default) **metal with its streak artefacts**
+   (:mod:`.metal_artifacts`: a projection-domain simulation of beam hardening and photon starvation, placed on
+   bone, near the liver or anywhere in the body, on the network grid after the spatial transform); the labels
+   stay as they are, so tissue under a streak keeps its class.
 3. intensity ops in HU: global scale/shift, gamma inside an HU window, Gaussian blur, Gaussian noise
    (optionally, ``noise_grain_probability``, off by default, with an in-plane grain of ``noise_grain_px``:
    :func:`grained_noise`).
@@ -92,6 +96,9 @@ class AugmentationConfig(JsonDataclassMixin):
     # beyond a random one of them, replaced by air or by the last kept slice (cut_context)
     edge_context_probability: float = 0.0
     edge_context_air_fraction: float = 0.5                     # of the cut stacks, the fraction given air
+    # metal and its streaks (metal_artifacts.py; off: existing recipes draw the same numbers)
+    metal_artifact_probability: float = 0.0
+    metal_artifact_rms_hu: Tuple[float, float] = (20.0, 200.0)  # log-uniform; RMS over 15-40 mm from the metal
     fill_hu: float = -1024.0
 
     def validate(self) -> None:
@@ -112,7 +119,8 @@ class AugmentationConfig(JsonDataclassMixin):
                 # blur sigma silently meant no blur
                 raise InputError("AugmentationConfig.%s = %r must be >= 0 (a size, not a signed change)."
                                  % (name, getattr(self, name)))
-        for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px"):
+        for name in ("zoom_range", "gamma_range", "hu_scale_range", "liver_field_scale_mm", "noise_grain_px",
+                     "metal_artifact_rms_hu"):
             if getattr(self, name)[0] <= 0:
                 raise InputError("AugmentationConfig.%s = %r must be > 0." % (name, getattr(self, name)))
         if not 0.0 <= float(self.edge_context_air_fraction) <= 1.0:
@@ -449,6 +457,12 @@ class SliceAugmenter:
             if lab_arr.ndim == 2:
                 out_lab = out_lab[0]
             params.update(spatial)
+        # drawn only when switched on, so recipes without it keep their random stream (and weights)
+        if cfg.metal_artifact_probability > 0 and rng.random() < cfg.metal_artifact_probability:
+            from .metal_artifacts import add_metal_artifact
+
+            out_hu, params["metal_artifact"] = add_metal_artifact(out_hu, out_lab, rng, pixel_mm,
+                                                                  cfg.metal_artifact_rms_hu)
 
         if rng.random() < cfg.hu_scale_probability:
             params["hu_scale"] = float(rng.uniform(*cfg.hu_scale_range))

@@ -35,6 +35,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from .augmentation import _log_uniform
 
 METAL_HU = 3071.0
 """HU given to the metal's own pixels: the ceiling of a 12-bit CT (-1024..3071), where steel and titanium land."""
@@ -306,7 +307,7 @@ def add_metal_artifact(hu: np.ndarray, labels: np.ndarray, rng: np.random.Genera
     cy, cx, kind = _pick_metal_centre(hu[c], centre_labels, rng, pixel_mm, focus)
     index = int(rng.integers(TEMPLATE_COUNT))
     symmetry = int(rng.integers(8))
-    rms_hu = float(np.exp(rng.uniform(np.log(rms_range_hu[0]), np.log(rms_range_hu[1]))))
+    rms_hu = _log_uniform(rng, float(rms_range_hu[0]), float(rms_range_hu[1]))
     artefact, coverage = artifact_template(index, pixel_mm)
     artefact, coverage = _symmetry(artefact, symmetry), _symmetry(coverage, symmetry)
     field = np.zeros((h, w), dtype=np.float32)

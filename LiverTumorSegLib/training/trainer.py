@@ -1000,6 +1000,10 @@ class Trainer:
             # beside the first signal), must neither replace the interrupt nor cut the checkpoint short
             if not call_with_interrupts_held(functools.partial(self._checkpoint_if_interrupted, exc, tb)):
                 raise
+            # leave no gloo process group to the interpreter's exit: its threads, destroyed there while the other
+            # rank was ending too, aborted a rank now and then ("terminate called without an active exception",
+            # SIGABRT, seen once in the suite's two-process resume test)
+            cleanup(self.dist)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise KeyboardInterrupt from exc  # the signal that stopped the workers is on its way to this process

@@ -9,6 +9,7 @@ also loads the results into MRML; Cancel kills the child and its children at onc
 thread (in Slicer the main thread holds the GIL while Qt idles, which starves Python threads).
 """
 import dataclasses
+import html
 import logging
 import os
 import shutil
@@ -108,16 +109,18 @@ class LiverTumorSeg(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["LiverTumorSeg contributors"]
-        # The documentation ships with the extension (docs/slicer.md beside the library): link the local file,
-        # not a web address that may not exist.
+        # The documentation ships with the extension (docs/slicer.md beside the library); no web address exists
+        # yet. Its path is given as text, not as a link: the module panel's help browser opens only links that are
+        # not file:// in the system's browser (QTextBrowser with openExternalLinks) and would load a file link in
+        # place, the whole Markdown page in the help box with no way back.
         self.parent.helpText = (
             "Segments the liver and liver tumors in an abdominal CT with a 2.5D deep-learning model, in a "
             "separate process (Cancel stops it at once). Results: 'Liver' and 'Liver tumor' segments (SNOMED CT "
             "coded), a lesion table and optionally the tumor probability map. "
             "Research use only; not a medical device. Before relying on an outline, read what the bundled model "
             "was trained on and what it misses (the documentation's first section). "
-            f"See <a href=\"{qt.QUrl.fromLocalFile(documentationPath()).toString()}\">the documentation</a> "
-            "(docs/slicer.md, installed with the extension).")
+            "The documentation is installed with the extension; open it in a browser or a text editor: "
+            f"<code>{html.escape(documentationPath())}</code>")
         self.parent.acknowledgementText = (
             "Built on 3D Slicer, PyTorch and MONAI. Sample CT from TotalSegmentator (Apache-2.0).")
 
@@ -512,7 +515,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = "Starting..."
+        self.showStatusNow("Starting...")  # the CT may be written for the child first, on this thread
         try:
             self._closingScene = False
             self._task = self.logic.process(
@@ -532,7 +535,15 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onProgress(self, fraction: float, stage: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = stage
+        self.showStatusNow(stage)  # the last one ("Loading the result...") is followed by work on this thread
+
+    def showStatusNow(self, text: str) -> None:
+        """``text`` in the status line, painted at once (with the progress bar): the work that may follow (writing
+        the CT for the child, loading a result into the scene) runs on this thread, and no paint event is handled
+        until it ends. Repainting only these two widgets processes no user input, so no second click gets in."""
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.repaint()
+        self.ui.progressBar.repaint()
 
     def onFinished(self, outcome: job.SegmentationOutcome) -> None:
         self._task = None
@@ -588,6 +599,7 @@ class LiverTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if not self.dependenciesReady():  # the hand-over writes the label map with nibabel in Slicer's process
             return
+        self.showStatusNow("Preparing the segments for measuring...")  # written for the child on this thread
         try:
             self._measuring = self.logic.measureSegmentation(
                 p.outputSegmentation, p.inputVolume, tableNode=p.lesionTable, waitForCompletion=False,
@@ -762,6 +774,7 @@ class QProcessRunner:
                                      f"{self._process.errorString()}")
 
     def read_stdout_lines(self) -> List[str]:
+        self.read_stderr()  # drained on every poll (kept: the last 64 KiB), not held by Qt until the child ends
         lines = self._stdout.feed(childprocess.qbytearray_bytes(self._process.readAllStandardOutput()))
         if not self.is_running():
             lines += self._stdout.flush()

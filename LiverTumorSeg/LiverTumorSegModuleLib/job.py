@@ -113,6 +113,10 @@ def usable_storage_file(volume_node: Any) -> Optional[str]:
     return str(path)
 
 
+LOADING_RESULT_STAGE = "Loading the result into the scene..."
+"""The progress stage reported when the child has ended well and its result is read into the scene (on the main
+thread, which then handles no events: a large CT's segments and 3D surface take seconds)."""
+
 HANDOVER_CT_NAME = "ct.nii"
 """The child's copy of a CT: uncompressed NIfTI, read in the child by nibabel (Python's own file calls). SimpleITK,
 which reads NRRD, cannot open a path with non-ASCII characters on Windows unless the process runs in a UTF-8
@@ -442,6 +446,10 @@ class SegmentationJob(ChildJob):
             last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
             return SegmentationOutcome(FAILED, error=RuntimeError(ended_text(code, "The segmentation process", last)),
                                        details=details, seconds=seconds)
+        if self._progress:  # loading blocks the main thread: the panel says so before it starts
+            self._progress(1.0, LOADING_RESULT_STAGE)
+        if self._cancelled:  # by that callback (its temporary files are gone): nothing is loaded
+            return self._cancelled_outcome()
         try:
             return self._load_results(seconds)
         except Exception as exc:  # noqa: BLE001 - reported to the user by the caller

@@ -342,7 +342,8 @@ def test_job_success_loads_labels_report_and_probability_and_leaves_no_file(fake
     assert not segmentation_job.used_storage_file and segmentation_job.input_path.endswith("ct.nii")
     outcome = segmentation_job.wait(timeout_s=60)
     assert outcome.kind == job.DONE, outcome.details
-    assert stages == [(0.0, "reading"), (0.2, "network"), (1.0, "done")] and outcome.device == "cpu"
+    assert stages == [(0.0, "reading"), (0.2, "network"), (1.0, "done"), (1.0, job.LOADING_RESULT_STAGE)]
+    assert outcome.device == "cpu"
     expected = (_ct_array() > 0).astype(np.uint8) + (_ct_array() > 100)
     labels = fake.mrml.segmentation_to_labels(outcome.segmentation_node, fake.geometry, expected.shape)
     np.testing.assert_array_equal(labels, expected)
@@ -744,6 +745,26 @@ def test_a_cancel_while_progress_is_delivered_is_a_cancel_not_a_kill_by_the_syst
     outcome = running["job"].wait(timeout_s=30)
     assert outcome.kind == job.CANCELLED and outcome.error is None
     assert not process_alive(pid)
+    assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
+
+
+def test_a_cancel_when_the_result_is_about_to_load_changes_nothing(fake):
+    """The panel paints "Loading the result..." before the result is read into the scene on the main thread; a
+    cancel arriving with that stage (the child has ended well, its temporary files are removed by the cancel) is a
+    cancel: no node is added or changed and nothing is left behind."""
+    before = _scene_counts(fake.scene)
+    running, stages = {}, []
+
+    def progress(fraction, stage):
+        stages.append(stage)
+        if stage == job.LOADING_RESULT_STAGE:
+            running["job"].cancel()
+
+    running["job"] = fake.job(progress=progress)
+    running["job"].start()
+    outcome = running["job"].wait(timeout_s=60)
+    assert stages[-2:] == ["done", job.LOADING_RESULT_STAGE]
+    assert outcome.kind == job.CANCELLED and outcome.error is None and outcome.segmentation_node is None
     assert _scene_counts(fake.scene) == before and list(fake.temp_root.iterdir()) == []
 
 

@@ -158,7 +158,7 @@ def test_logic_process_waits_and_shows_segments_and_probability(module, tmp_path
     options = module.m.job.SegmentationOptions(model="m.safetensors", probabilities=True)
     outcome = logic.process(node, None, "m.safetensors", "cpu", options=options,
                             progress=lambda f, s: stages.append(s), showIn3D=False)
-    assert outcome.kind == "done" and stages[-1] == "done"
+    assert outcome.kind == "done" and stages[-2:] == ["done", module.m.job.LOADING_RESULT_STAGE]
     assert outcome.segmentation_node.GetScene() is module.scene
     assert module.layers == [{"background": node, "foreground": outcome.probability_node, "foregroundOpacity": 0.5}]
     assert list(module.temp.iterdir()) == []
@@ -463,8 +463,8 @@ def _segment_button_panel(module, monkeypatch, segmentation, input_volume):
     import slicer.util
 
     widget = module.m.LiverTumorSegWidget()
-    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
-                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text="", repaint=lambda: None),
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0, repaint=lambda: None))
     widget._parameterNode = types.SimpleNamespace(outputSegmentation=segmentation, inputVolume=input_volume,
                                                   modelPath="m.safetensors", device="auto", lesionTable=None)
     widget.dependenciesReady = lambda: True
@@ -586,9 +586,9 @@ def test_a_click_while_packages_install_starts_no_second_install_or_run(module, 
 
     m = module.m
     widget = m.LiverTumorSegWidget()
-    status = types.SimpleNamespace(text="")
+    status = types.SimpleNamespace(text="", repaint=lambda: None)
     widget.ui = types.SimpleNamespace(statusLabel=status,
-                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0))
+                                      progressBar=types.SimpleNamespace(setVisible=lambda visible: None, value=0, repaint=lambda: None))
     widget._parameterNode = types.SimpleNamespace(outputSegmentation=None, inputVolume="CT", modelPath="m.safetensors",
                                                   device="auto", lesionTable=None)
     shown_during_install = []
@@ -641,6 +641,9 @@ class _QtWidgetStandIn:
     def setVisible(self, visible):
         pass
 
+    def repaint(self):
+        pass
+
 
 @pytest.mark.parametrize("button", ["onSegmentButton", "onMeasureButton"])
 def test_a_reload_while_packages_install_starts_nothing_and_touches_no_deleted_widget(module, monkeypatch, button):
@@ -691,9 +694,9 @@ def test_a_scene_closed_while_packages_install_starts_nothing_and_says_so(module
 
     m = module.m
     widget = m.LiverTumorSegWidget()
-    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text="", repaint=lambda: None),
                                       resultsSummaryLabel=types.SimpleNamespace(text=""),
-                                      progressBar=types.SimpleNamespace(value=0, setVisible=lambda visible: None),
+                                      progressBar=types.SimpleNamespace(value=0, setVisible=lambda visible: None, repaint=lambda: None),
                                       lesionTableView=_TableViewStandIn())
     chosen = types.SimpleNamespace(checked=True, text="Compare", currentNode=lambda: "node of the closed scene")
     widget.compare = dict({key: chosen for key in ("baselineSegmentation", "baselineVolume", "followupSegmentation",

@@ -92,9 +92,9 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "QObject": {"property": (CALL, "qt")},
     "QPushButton": {**dict.fromkeys(("enabled", "toolTip", "text"), (PROPERTY, "qt")), "connect": (CALL, "pythonqt")},
     "QCheckBox": {"checked": (PROPERTY, "qt")},
-    "QLabel": {**dict.fromkeys(("text", "wordWrap"), (PROPERTY, "qt"))},
+    "QLabel": {**dict.fromkeys(("text", "wordWrap"), (PROPERTY, "qt")), "repaint": (CALL, "qt")},  # QWidget slot
     "QDoubleSpinBox": {"enabled": (PROPERTY, "qt")},
-    "QProgressBar": {"value": (PROPERTY, "qt"), "setVisible": (CALL, "qt")},
+    "QProgressBar": {"value": (PROPERTY, "qt"), **dict.fromkeys(("setVisible", "repaint"), (CALL, "qt"))},
     "QComboBox": {
         **dict.fromkeys(("currentIndex", "currentText", "currentData"), (PROPERTY, "qt")),
         **dict.fromkeys(("findData", "blockSignals", "clear", "addItem"), (CALL, "qt")),
@@ -107,7 +107,6 @@ QT_MEMBERS: Dict[str, Dict[str, Tuple[str, str]]] = {
                          "exitCode", "waitForReadyRead", "kill", "waitForFinished", "close"), (CALL, "qt")),
         **dict.fromkeys(("SeparateChannels", "NotRunning", "CrashExit"), (ENUM, "qt")),
     },
-    "QUrl": {**dict.fromkeys(("fromLocalFile", "toString"), (CALL, "qt"))},
     "QFileDialog": {"getOpenFileName": (CALL, "qt")},
     "qSlicerApplication": {
         "temporaryPath": (PROPERTY, "app"), "repositoryRevision": (PROPERTY, "app"),
@@ -137,7 +136,7 @@ MODULE_RECEIVERS: List[Tuple[str, str]] = [
     (r"indexes\[0\]|indexes\[0\]\.sibling\(.*\)", "QModelIndex"),
     (r"self\.layout", "QVBoxLayout"), (r"uiWidget", "qMRMLWidget"), (r"label", "QLabel"), (r"w", "QObject"),
     (r"self\.parent", "module parent"), (r"qt\.QProcess", "QProcess"),
-    (r"qt\.QUrl|qt\.QUrl\.fromLocalFile\(.*\)", "QUrl"), (r"qt\.QFileDialog", "QFileDialog"),
+    (r"qt\.QFileDialog", "QFileDialog"),
     (r"slicer\.app", "qSlicerApplication"), (r"slicer\.app\.commandOptions\(\)", "qSlicerCommandOptions"),
     (r"slicer\.modules\.colors", "qSlicerAbstractCoreModule"),
 ]

@@ -192,6 +192,9 @@ class Label:
     def setVisible(self, visible):
         self.visible = visible
 
+    def repaint(self):
+        self.repaints = getattr(self, "repaints", 0) + 1
+
     def property(self, key):
         return None  # bound to no parameter
 
@@ -244,6 +247,18 @@ def test_a_result_for_a_ct_that_is_no_longer_the_input_says_whose_it_is(module, 
     getattr(widget, handler)(outcome)
     assert widget.ui.resultsSummaryLabel.text == "Liver 41.0 mL, tumor 1.28 mL (burden 3.12 %), 1 lesion"
     assert widget._parameterNode.lesionTable is outcome.table_node
+
+
+def test_each_progress_stage_is_painted_at_once(module):
+    """The last stage ("Loading the result into the scene...") is followed by work on the main thread, during which
+    no paint event is handled: the status line and the bar are repainted when they are set, or the panel froze on the
+    stage before it (and on "Starting..." while the CT was written for the child)."""
+    widget = _results_panel(module, None)
+    widget.onProgress(0.5, "network")
+    assert (widget.ui.statusLabel.text, widget.ui.progressBar.value) == ("network", 50)
+    widget.onProgress(1.0, module.m.job.LOADING_RESULT_STAGE)
+    assert widget.ui.statusLabel.text == module.m.job.LOADING_RESULT_STAGE and widget.ui.progressBar.value == 100
+    assert widget.ui.statusLabel.repaints == 2 and widget.ui.progressBar.repaints == 2
 
 
 def test_the_compare_section_shows_every_warning_and_the_sum_of_diameters(module):

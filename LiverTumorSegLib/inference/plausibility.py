@@ -30,11 +30,19 @@ SPINE_MIDLINE_MM = 30.0
 SPINE_IN_FRONT_MIN_MM = 20.0
 """The spine (bone above :data:`SPINE_BONE_HU` within :data:`SPINE_MIDLINE_MM` of the body's left-right centre)
 lies behind the body's centre in every abdominal CT, whichever way the patient lay (DICOM's axes are the
-patient's): 32-78 mm behind on the bundled cases (the CTs of the bundled model's three training patients: 32 mm
-on the sample CT, 71 mm on the 20-slice contrast CT, 78 mm on the 3-slice GE CT), and as far in front when their
+patient's): 33-77 mm behind on the bundled cases (the CTs of the bundled model's three training patients: 33 mm
+on the sample CT, 55 mm on its 30 slices through the liver, 53 mm on the 20-slice contrast CT, 77 mm on the 3-slice
+GE CT; read as :func:`spine_front_back_mm` reads them), and as far in front when their
 voxels are mirrored front to back. A spine at least this far (mm) in front gets a warning: the header's front and
 back are swapped."""
-SPINE_MIN_SAMPLES = 50
+SPINE_SAMPLE_MM = 2.5
+"""The spine check reads the CT about every this many mm along each array axis (every voxel of voxels this large or
+larger), so that a coarse CT gives as many samples of its spine as a fine one: read every (2, 4, 4) voxels, the
+3 mm sample CT gave 28 midline bone samples, too few to be judged, and its voxels turned by 180 degrees were
+segmented (a 157 mL liver) without the orientation warning."""
+SPINE_MIN_BONE_ML = 2.0
+"""Midline bone (mL, the samples' count times the volume each stands for) below which the spine check does not
+judge (no spine in the scan, or not a CT of the trunk)."""
 LIVER_HEAD_FOOT_MAX_MM = 300.0
 """A liver spanning more than this (mm) from head to foot gets a warning: about twice the 155-160 mm above which
 a liver is called enlarged, so only a segmentation that took in other organs (or a giant liver) reaches it."""
@@ -194,19 +202,27 @@ def liver_extent_warnings(liver_xz: np.ndarray, geometry: ImageGeometry) -> List
             f"other organs, such as bowel below the liver or the heart above it); check it before use."]
 
 
+def spine_step_zyx(geometry: ImageGeometry) -> Tuple[int, int, int]:
+    """Voxel steps along ``(z, y, x)`` that read the CT about every :data:`SPINE_SAMPLE_MM` mm (1 for voxels that
+    large or larger)."""
+    spacing_zyx = tuple(reversed(geometry.spacing))
+    return tuple(max(1, int(round(SPINE_SAMPLE_MM / s))) for s in spacing_zyx)  # type: ignore[return-value]
+
+
 def spine_front_back_mm(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Optional[float]:
     """How far (mm, RAS: + anterior) the midline bone (:data:`SPINE_BONE_HU`, within :data:`SPINE_MIDLINE_MM` of the
-    body's left-right centre) lies from the body's centre (voxels above :data:`BODY_HU`), read every (2, 4, 4)
-    voxels of ``hu_zyx`` (``(z, y, x)`` on ``geometry``); None with fewer than :data:`SPINE_MIN_SAMPLES` such
-    bone samples (no spine in the scan, or not a CT of the trunk)."""
-    step = (2, 4, 4)
+    body's left-right centre) lies from the body's centre (voxels above :data:`BODY_HU`), read every
+    :func:`spine_step_zyx` voxels of ``hu_zyx`` (``(z, y, x)`` on ``geometry``); None with less than
+    :data:`SPINE_MIN_BONE_ML` of such bone (no spine in the scan, or not a CT of the trunk)."""
+    step = spine_step_zyx(geometry)
     sampled = _sampled(hu_zyx, step)
     body_centre = _mean_ras(sampled > BODY_HU, geometry, step)
     if body_centre is None:
         return None
     bone = _ras_of(sampled > SPINE_BONE_HU, geometry, step, axes=(0, 1))  # few voxels: their own coordinates
     midline = np.abs(bone[0] - body_centre[0]) < SPINE_MIDLINE_MM
-    if int(midline.sum()) < SPINE_MIN_SAMPLES:
+    sample_ml = float(np.prod(geometry.spacing) * np.prod(step)) / 1000.0
+    if int(midline.sum()) * sample_ml < SPINE_MIN_BONE_ML:
         return None
     return float(bone[1][midline].mean() - body_centre[1])
 
@@ -235,7 +251,7 @@ def spine_front_back_warnings(hu_zyx: np.ndarray, geometry: ImageGeometry) -> Li
     if offset is None or offset < SPINE_IN_FRONT_MIN_MM:
         return []
     return [f"Implausible orientation: the spine (bone near the midline) lies {offset:.0f} mm in front of the body's "
-            f"centre, where it lies behind it in every CT of the trunk (32-78 mm on the bundled cases). The image's "
+            f"centre, where it lies behind it in every CT of the trunk (33-77 mm on the bundled cases). The image's "
             f"front and back look swapped (a flipped image or a wrong direction in its header): check its orientation "
             f"in a viewer; the segmentation of such a file is not to be trusted."]
 

@@ -188,11 +188,23 @@ def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:
                     pred.name, case_name(pred), ref.name, case_name(ref))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file or folder (links and hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
             raise InputError(f"{what} '{path}' does not exist.")
+    if _same_file(pred, ref):  # a slip of the shell's completion scored a file against itself: Dice 1.0
+        raise InputError(f"--pred '{pred}' and --ref '{ref}' are the same {'folder' if pred.is_dir() else 'file'}: "
+                         f"the predictions would be scored against themselves (Dice 1.0). Give the segmentations "
+                         f"as --pred and the expert labels as --ref.")
     if pred.is_file() and ref.is_file():
         _warn_if_other_case_numbers(pred, ref)
         return [(case_name(ref) or ref.name, pred, ref)], [], []
@@ -205,6 +217,11 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     matched = [(name, preds[name], refs[name]) for name in refs if name in preds]
     only_pred = [name for name in preds if name not in refs]
     only_ref = [name for name in refs if name not in preds]
+    same = [name for name, pred_path, ref_path in matched if _same_file(pred_path, ref_path)]
+    if same:  # links, or one folder holding the other's files
+        raise InputError(f"{len(same)} case(s) of --pred '{pred}' are the same files as --ref '{ref}' holds "
+                         f"({', '.join(same[:10])}{' ...' if len(same) > 10 else ''}): they would be scored against "
+                         f"themselves (Dice 1.0). Give the segmentations as --pred and the expert labels as --ref.")
     if not matched:
         hint = ""
         if any((p / "MASKS_DICOM").is_dir() for p in (pred, ref, *pred.iterdir(), *ref.iterdir()) if p.is_dir()):
@@ -509,6 +526,20 @@ def _staged_outputs(out_dir: Path, overwrite: bool) -> Iterator[Dict[str, Path]]
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def _empty_reference_warnings(case: str, ref_zyx) -> List[str]:
+    """A warning (printed and in the summary's ``warnings``) when a reference label map holds neither liver nor
+    tumor: its liver Dice is 1.0 for an empty prediction and 0.0 for any other, which says nothing about the
+    segmentation (a wrong file, or label values that --label-map should map)."""
+    import numpy as np
+
+    if np.any(ref_zyx):
+        return []
+    text = (f"reference: it holds no liver or tumor (every voxel background): its liver Dice is 1.0 for an empty "
+            f"prediction and 0.0 for any other. Check that it is the right file, and its label values (--label-map).")
+    log.warning("warning: case %s: %s", case, text)
+    return [text]
+
+
 def evaluate_folders(args) -> Dict[str, object]:
     """The work of the command; returns ``{"rows", "summary", "written", "notes"}`` (paths written, lines
     saying what was not drawn and why). Reads and checks every input before writing the first output."""
@@ -551,7 +582,7 @@ def evaluate_folders(args) -> Dict[str, object]:
         pred, ref, prob, divisor = _read_case(case, pred_path, ref_path, probs.get(case), label_maps)
         _check_case_memory(case, pred, ref, prob, not args.no_surface, args.prob_structure)
         said = [f"prediction: {w}" for w in pred.meta.get("warnings", [])] + \
-            [f"reference: {w}" for w in ref.meta.get("warnings", [])]
+            [f"reference: {w}" for w in ref.meta.get("warnings", [])] + _empty_reference_warnings(case, ref.array)
         if said:
             read_warnings[case] = said
         row = evaluate_case(pred.array, ref.array, ref.spacing_zyx, case=case, surface=not args.no_surface,

@@ -85,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
         from ..validation import measurement_tilt_warnings
 
         warnings += measurement_tilt_warnings(labels.geometry.direction_matrix, str(args.labels))
-    if (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
+    if not labels.array.any():  # 0.0 mL and no lesion, reported as a liver without tumor
+        warnings.append("the label map holds no liver and no tumor (every voxel background): its liver volume 0.0 mL "
+                        "and empty lesion table describe no segmentation; check that it is the right file (segment "
+                        "writes 1 = liver, 2 = tumor)")
+    elif (labels.array == 2).any() and not (labels.array == 1).any():  # its "liver" is the tumor alone: burden 100 %
         warnings.append("the label map holds tumor but no liver label (1) (an empty Liver segment?): the liver "
                         "volume counts the tumor alone and the tumor burden (100 %) means nothing")
     logged = set(labels.meta.get("logged_warnings", ()))  # the reader has printed these itself

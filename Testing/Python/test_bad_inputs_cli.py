@@ -394,6 +394,18 @@ def test_measure_with_a_label_map_as_its_ct_warns_that_it_looks_like_a_label_map
     assert "measured anyway" in err
 
 
+def test_measure_of_an_all_background_label_map_warns_in_the_report_too(tmp_path, capsys):
+    """A label map with no liver and no tumor was measured as a 0.0 mL liver without tumor, with no warning."""
+    import json
+
+    write_label_map(tmp_path / "empty.nii.gz", np.zeros((4, 8, 8), np.uint8), ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    code, out, err = run_cli(["measure", tmp_path / "empty.nii.gz", "-o", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert err.count("holds no liver and no tumor") == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert any("holds no liver and no tumor" in w for w in report["warnings"])
+
+
 @pytest.mark.parametrize("name", ["unit_range", "mr_like", "dicom_mr"])
 def test_preprocess_allow_non_hu_warns_and_writes(tmp_path, capsys, name):
     maker, _, _ = CT_CASES[name]
@@ -471,11 +483,22 @@ def test_evaluate_into_a_folder_that_cannot_be_made_is_a_user_error(tmp_path, ca
     """`evaluate -o /sys/ev` was an internal error (PermissionError from mkdir); a file where a folder belongs
     gives the same kind of OSError on any machine, also for root."""
     ref = _reference_label(tmp_path)
+    pred = tmp_path / "pred.nii.gz"
+    pred.write_bytes(ref.read_bytes())
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, out, err = run_cli(["evaluate", "--pred", ref, "--ref", ref, "-o", blocker / "eval"], capsys)
+    code, out, err = run_cli(["evaluate", "--pred", pred, "--ref", ref, "-o", blocker / "eval"], capsys)
     line = assert_clean_error(code, err, ["file/eval", "check the path"])
     record15("`evaluate -o FILE/eval` (a file where a folder belongs)", line, tmp_path)
+
+
+def test_evaluate_of_a_file_against_itself_is_refused(tmp_path, capsys):
+    ref = _reference_label(tmp_path)
+    code, out, err = run_cli(["evaluate", "--pred", ref, "--ref", ref, "-o", tmp_path / "eval"], capsys)
+    line = assert_clean_error(code, err, ["are the same file", "scored against themselves (Dice 1.0)"])
+    assert not (tmp_path / "eval").exists()
+    record15("`evaluate` with one file as `--pred` and `--ref` (or one folder, or links to the reference's files)",
+             line, tmp_path)
 
 
 def test_file_system_errors_the_user_can_fix_are_worded_and_others_are_not(monkeypatch):

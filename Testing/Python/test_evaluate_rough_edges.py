@@ -98,12 +98,47 @@ def test_two_files_of_other_case_numbers_are_compared_with_a_warning(tmp_path, c
     assert err.count("name different case numbers") == 1 and "'3'" in err and "'2'" in err
     _case(tmp_path, "pred.nii.gz")
     _case(tmp_path, "segmentation-02.nii.gz")
-    for pred, ref in (("pred.nii.gz", "segmentation-2.nii.gz"), ("volume-3.nii.gz", "volume-3.nii.gz"),
+    _case(tmp_path / "other", "volume-3.nii.gz")
+    for pred, ref in (("pred.nii.gz", "segmentation-2.nii.gz"), ("other/volume-3.nii.gz", "volume-3.nii.gz"),
                       ("segmentation-02.nii.gz", "segmentation-2.nii.gz")):
         caplog.clear()
-        assert _evaluate("--pred", tmp_path / pred, "--ref", tmp_path / ref, "-o", tmp_path / f"o_{pred}_{ref}",
+        out = tmp_path / f"o_{pred}_{ref}".replace("/", "_")
+        assert _evaluate("--pred", tmp_path / pred, "--ref", tmp_path / ref, "-o", out,
                          "--no-plots", "--no-surface") == 0
         assert "different case numbers" not in caplog.text
+
+
+def test_a_prediction_that_is_the_reference_file_itself_is_refused(tmp_path, capsys):
+    """The same file (or folder) given as --pred and --ref, a slip of the shell's completion, was scored against
+    itself: Dice 1.0, exit 0, no word. Links to the reference's files in the --pred folder are the same files."""
+    _case(tmp_path / "ref", "case1.nii.gz")
+    _case(tmp_path / "ref", "case2.nii.gz", seed=1)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "case1.nii.gz").symlink_to(tmp_path / "ref" / "case1.nii.gz")
+    _case(tmp_path / "pred", "case2.nii.gz", seed=2)
+    for pred, ref, said in ((tmp_path / "ref" / "case1.nii.gz", tmp_path / "ref" / "case1.nii.gz", "the same file"),
+                            (tmp_path / "ref", tmp_path / "ref", "the same folder"),
+                            (tmp_path / "pred", tmp_path / "ref", "1 case(s) of --pred")):
+        assert _evaluate("--pred", pred, "--ref", ref, "-o", tmp_path / "out", "--no-surface") == 2
+        err = capsys.readouterr().err
+        assert said in err and "against themselves (Dice 1.0)" in err and err.count("\n") == 1
+        assert not (tmp_path / "out").exists()
+    assert "(case1)" in err
+
+
+def test_a_reference_without_liver_or_tumor_is_warned_of(tmp_path, capsys, caplog):
+    """An all-background reference scores liver Dice 0.0 against any prediction (1.0 against an empty one): a wrong
+    file or unmapped label values, scored without a word."""
+    phantom = _case(tmp_path / "pred", "case1.nii.gz")
+    (tmp_path / "ref").mkdir()
+    write_label_map(tmp_path / "ref" / "case1.nii.gz", np.zeros_like(phantom.labels), phantom.ct.geometry)
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", tmp_path / "out",
+                     "--no-plots", "--no-surface") == 0
+    assert caplog.text.count("holds no liver or tumor") == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("holds no liver or tumor" in w for w in summary["warnings"]["case1"])
+    row = next(csv.DictReader(open(tmp_path / "out" / "cases.csv", newline="")))
+    assert float(row["dice_liver"]) == 0.0
 
 
 def test_two_label_maps_of_one_case_are_refused_naming_both(tmp_path, capsys):

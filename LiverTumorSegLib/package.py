@@ -484,10 +484,24 @@ def _bounded_int(text: str) -> int:
 _WARNED_UNSEALED = set()  # type: set
 
 
+SEALED_SINCE_VERSION = (0, 2, 0)
+"""Every package saved by this library version or later records ``metadata_sha256`` (added during 0.1.0, so a 0.1.0
+package may lack it)."""
+
+
 def _check_metadata_hash(meta: Dict[str, Any], path: PathLike) -> None:
-    """Refuse metadata that differs from the ``metadata_sha256`` it was saved with (packages without one,
-    written before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`, with
-    a warning once per file: an edited window level with the hash key deleted loaded without a word)."""
+    """Refuse metadata that differs from the ``metadata_sha256`` it was saved with. Packages without one, written
+    before it existed, are left to the weights' hash and, when bundled, to :data:`BUNDLED_CHECKSUMS`, with a warning
+    once per file (an edited window level with the hash key deleted loaded without a word); one whose
+    ``library_version`` is :data:`SEALED_SINCE_VERSION` or later was saved with it, so its record was removed: refused
+    (a window level edited from 40 to 300 with the record deleted ran with a warning and labelled 240 mL of tumor)."""
+    written = _version_tuple(meta.get("library_version"))
+    if "metadata_sha256" not in meta and written is not None and written >= SEALED_SINCE_VERSION:
+        raise ModelPackageError(f"Model package '{path}' failed its integrity check: it was written by LiverTumorSeg "
+                                f"{meta.get('library_version')}, which records every package's metadata SHA-256, but "
+                                f"this one records none: the record was removed, so its preprocessing, labels or "
+                                f"architecture may have been changed. A package runs only as trained; "
+                                f"{_fresh_copy_advice(Path(path))}")
     if "metadata_sha256" not in meta:
         if str(path) not in _WARNED_UNSEALED:
             _WARNED_UNSEALED.add(str(path))

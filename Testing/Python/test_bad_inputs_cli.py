@@ -800,13 +800,14 @@ def _tiny_package(d: Path, name: str = "tiny", arch: str = "unet", **options) ->
 
 def _rewrite_package(src: Path, dst: Path, change_meta=None, change_tensors=None, raw_meta=None) -> Path:
     """Copy package ``src`` to ``dst`` with its metadata dict and/or tensors changed (sha kept consistent
-    with the tensors unless the change sets it; the metadata's own hash dropped, as in a hand-made package, so
-    that each probe meets the check it is about)."""
+    with the tensors unless the change sets it; the metadata's own hash recomputed after the change, as a hostile
+    package made with the library's code would have it, so that each probe meets the check it is about; a package
+    of this version without it is refused by that check alone)."""
     import json
 
     from safetensors.torch import load_file, save_file
 
-    from LiverTumorSegLib.package import read_safetensors_header, weights_sha256
+    from LiverTumorSegLib.package import metadata_sha256, read_safetensors_header, weights_sha256
 
     tensors = load_file(str(src))
     meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
@@ -816,6 +817,8 @@ def _rewrite_package(src: Path, dst: Path, change_meta=None, change_tensors=None
         meta["weights_sha256"] = weights_sha256(tensors)
     if change_meta is not None:
         change_meta(meta)
+    if "metadata_sha256" not in meta:  # not set by the change
+        meta["metadata_sha256"] = metadata_sha256(meta)
     text = raw_meta(meta) if raw_meta is not None else json.dumps(meta)
     save_file(tensors, str(dst), metadata={"livertumorseg": text, "format": "pt"})
     return dst

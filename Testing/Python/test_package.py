@@ -53,12 +53,14 @@ def package_path(tmp_path):
 
 def _rewrite_metadata(src: Path, dst: Path, change, keep_metadata_hash: bool = False) -> Path:
     """Copy package ``src`` to ``dst`` with its livertumorseg metadata dict changed by ``change(meta)``. The
-    metadata's own hash is dropped (a package as written before it existed, or by hand) unless
-    ``keep_metadata_hash``: then the edit is one the loader must catch."""
+    metadata's own hash is dropped and the package said to be written by 0.1.0 (a package as written before the
+    hash existed; one of a later version without it is refused for that alone) unless ``keep_metadata_hash``: then
+    the edit is one the loader must catch."""
     from safetensors.torch import load_file, save_file
     meta = json.loads(read_safetensors_header(src)["__metadata__"]["livertumorseg"])
     if not keep_metadata_hash:
         meta.pop("metadata_sha256")
+        meta["library_version"] = "0.1.0"
     change(meta)
     save_file(load_file(str(src)), str(dst), metadata={"livertumorseg": json.dumps(meta)})
     return dst
@@ -1091,6 +1093,22 @@ def test_an_unsealed_package_loads_with_a_warning_and_save_refuses_what_loading_
         with pytest.raises(InputError, match="Not saved: loading would refuse"):
             save_model_package(tmp_path / "bad.safetensors", _tiny_model(), dict(PREP.to_dict(), **change))
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+@pytest.mark.parametrize("written_by", ["0.2.0", "0.4.0", "1.0"])
+def test_a_package_of_a_version_that_seals_every_package_without_its_seal_is_refused(package_path, tmp_path,
+                                                                                      written_by):
+    """Since 0.2.0 every saved package records its metadata SHA-256, so one of those versions without it had the
+    record removed: a window level edited from 40 to 300 with the record deleted ran with a warning only (1232 mL
+    of liver and 240 mL of 'tumor' on a CT without tumor). 0.1.0 packages may lack it and still load (above)."""
+    def edit(meta):
+        meta["library_version"] = written_by
+        meta["preprocessing"]["channels"][0]["level"] = 300.0
+
+    edited = _rewrite_metadata(package_path, tmp_path / "edited.safetensors", edit)
+    with pytest.raises(ModelPackageError, match=rf"written by LiverTumorSeg {written_by}, which records every "
+                                                r"package's metadata SHA-256, but this one records none"):
+        load_model_package(edited)
 
 
 def test_models_verify_finds_a_flipped_weight_byte_and_names_a_shadowed_default(tmp_path, monkeypatch, capsys):

@@ -1483,12 +1483,18 @@ def _unusable_reason(file: Path) -> Any:
         return None, f"Model package '{file}' cannot be read ({type(exc).__name__}: {exc})."
 
 
+_WARNED_UNUSABLE = set()  # type: set
+"""``(path, reason)`` of the unusable packages already warned of in this process: a run resolves its model more than
+once (segment warned of each unusable user package twice)."""
+
+
 def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
     """Packages in the bundled folder (``resources.bundled_models_dir()``) then the user folder
     (``resources.user_models_dir()``). Each entry: ``name, path, source ("bundled"|"user"), default,
     architecture, in_channels, description, validation, error`` (``error`` is None for readable
     packages, else the reason it cannot be used). A file that is not a usable package never raises: it
-    gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line."""
+    gets an ``error`` and, with ``warn``, a logged ``warning: ... skipped`` line (once per file and reason in a
+    process)."""
     entries = []
     folders = [("bundled", bundled_models_dir())]
     if not same_file_among([user_models_dir(), bundled_models_dir()]):  # listed once, not twice
@@ -1501,7 +1507,8 @@ def list_installed_models(warn: bool = True) -> List[Dict[str, Any]]:
             meta, reason = _unusable_reason(file)
             if reason is not None:
                 entry["error"] = reason
-                if warn:
+                if warn and (str(file), reason) not in _WARNED_UNUSABLE:
+                    _WARNED_UNUSABLE.add((str(file), reason))
                     log.warning("warning: skipping unusable model package '%s': %s", file, reason)
             else:
                 # only a bundled package can be what --model default runs (a re-saved copy keeps the flag)

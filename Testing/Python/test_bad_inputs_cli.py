@@ -991,6 +991,8 @@ def test_broken_package_in_user_folder_is_skipped_with_a_warning(tmp_path, capsy
     assert code == 0, err
     warned = err + caplog.text  # logging goes to stderr in a real run, to caplog under pytest
     assert "warning: skipping unusable model package" in warned and "broken.safetensors" in warned
+    # once in the run (the model is resolved more than once: each time warned of it again)
+    assert warned.count("warning: skipping unusable model package") == 1, warned
     from LiverTumorSegLib.package import list_installed_models
 
     entries = list_installed_models(warn=False)

@@ -436,7 +436,12 @@ def read_label_map(path: PathLike, reference: Optional[CTVolume] = None,
     elif is_dicom_seg(path):
         volume = read_dicom_seg(path, reference)
     else:
-        volume = read_volume(path, series=series, uint8_if_fits=True)  # no int16 copy of a 0/1/2 map
+        try:
+            volume = read_volume(path, series=series, uint8_if_fits=True)  # no int16 copy of a 0/1/2 map
+        except InputError as exc:  # the reader's shape refusal speaks of a CT: a 2D label map was told one is needed
+            if "3D CT volume is needed" not in str(exc):
+                raise
+            raise InputError(str(exc).replace("3D CT volume is needed", "3D label map is needed")) from exc
         _refuse_probability_map(volume)
     volume.array = check_label_values(volume.array, volume.source, allowed_values)
     if reference is not None:

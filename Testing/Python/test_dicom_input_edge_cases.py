@@ -378,7 +378,8 @@ def test_evaluate_takes_a_dicom_series_folder_as_the_one_cases_ct(tmp_path, ct, 
     real = evaluate.optional_inputs
     monkeypatch.setattr(evaluate, "optional_inputs",
                         lambda path, cases, what: backgrounds.append(real(path, cases, what)) or backgrounds[-1])
-    code = main(["evaluate", "--pred", str(tmp_path / "case.nii.gz"), "--ref", str(tmp_path / "case.nii.gz"),
+    (tmp_path / "pred.nii.gz").write_bytes((tmp_path / "case.nii.gz").read_bytes())
+    code = main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "case.nii.gz"),
                  "-o", str(tmp_path / "eval"), "--images", str(tmp_path / "ct"), "--no-surface"])
     assert code == 0
     assert {"case": tmp_path / "ct"} in backgrounds

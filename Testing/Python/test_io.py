@@ -1225,3 +1225,21 @@ def test_the_label_map_advice_gives_a_whole_map_that_loses_nothing():
     assert advice([0, 127, 255]) == ("Map them with --label-map '{\"127\": 1, \"255\": 2}' if 127 is liver and 255 "
                                      "tumor (the other way round otherwise); every value not in the map becomes 0.")
     assert "multi-organ" in advice([0, 3, 5, 7])
+
+
+def test_a_nifti_saved_without_its_extension_is_told_how_to_rename_it(tmp_path):
+    """A NIfTI named without an extension ('scan', as some exports write it) was only an 'Unknown file type'."""
+    for name, suffix in (("scan.nii.gz", ".nii.gz"), ("plain.nii", ".nii")):
+        _write_nifti(tmp_path / name, np.zeros((4, 4, 4), np.int16))
+        bare = tmp_path / name.split(".")[0]
+        (tmp_path / name).rename(bare)
+        with pytest.raises(InputError, match=rf"Unknown file type '{bare.name}' .* rename it to {re.escape(suffix)}\)"):
+            read_volume(bare)
+
+
+def test_a_2d_label_map_is_told_a_3d_label_map_is_needed_not_a_ct(tmp_path):
+    _write_nifti(tmp_path / "slice.nii.gz", np.zeros((16, 16), np.uint8))
+    with pytest.raises(InputError, match=r"is 2D \(16 x 16 pixels\); a 3D label map is needed"):
+        read_label_map(tmp_path / "slice.nii.gz")
+    with pytest.raises(InputError, match=r"a 3D CT volume is needed"):  # as a CT, it is told so
+        read_volume(tmp_path / "slice.nii.gz")

@@ -1,6 +1,7 @@
 """Batch segmentation (``segment FOLDER|LIST.csv -o OUT``): case discovery, one result per case identical to a
 single-CT run, resumability, a failing case not stopping the others, reading overlapped with the network."""
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -258,7 +259,8 @@ def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_pa
         np.testing.assert_array_equal(read_label_map(out / f"{case}.nii.gz").array,
                                       read_label_map(single / f"{case}.nii.gz").array)
     capsys.readouterr()
-    assert cli.main(["evaluate", "--pred", str(out), "--ref", str(out), "--prob", str(prob), "-o",
+    shutil.copytree(out, tmp_path / "ref")  # the labels as their own reference (one folder for both is refused)
+    assert cli.main(["evaluate", "--pred", str(out), "--ref", str(tmp_path / "ref"), "--prob", str(prob), "-o",
                      str(tmp_path / "eval"), "--no-plots", "--no-progress"]) == 0
     # a rerun skips both cases; one asking for maps where an earlier run wrote none says why and how
     assert cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--probabilities", str(prob)] + common) == 0

@@ -320,7 +320,8 @@ def test_probability_map_written_in_input_geometry_and_read_by_evaluate(tmp_path
                        probability_path=tmp_path / "prob2.nii.gz", postprocessing=PostprocessingOptions.disabled())
     np.testing.assert_array_equal(two.tumor_probability, written.array)
     # evaluate --prob reads the uint8 map as 255 x p: a perfect tumor score -> AUC 1
-    code = main(["evaluate", "--pred", str(tmp_path / "seg.nii.gz"), "--ref", str(tmp_path / "seg.nii.gz"),
+    (tmp_path / "ref.nii.gz").write_bytes((tmp_path / "seg.nii.gz").read_bytes())  # one file for both is refused
+    code = main(["evaluate", "--pred", str(tmp_path / "seg.nii.gz"), "--ref", str(tmp_path / "ref.nii.gz"),
                  "-o", str(tmp_path / "ev"), "--prob", str(prob_path)])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())

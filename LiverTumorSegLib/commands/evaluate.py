@@ -553,6 +553,11 @@ def evaluate_folders(args) -> Dict[str, object]:
     if not 0.0 <= args.detection_iou < 1.0:
         raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}.")
     out_dir = Path(args.output_dir)
+    for folder, option in ((args.pred, "--pred"), (args.ref, "--ref"), (args.images, "--images"),
+                           (args.prob, "--prob")):
+        if folder and Path(folder).is_dir() and _same_file(out_dir, Path(folder)):  # as segment refuses its input
+            raise InputError(f"-o '{out_dir}' is the {option} folder: the results (cases.csv, summary.json, plots/) "
+                             f"would lie among its files. Choose another output folder.")
     paths = _output_paths(out_dir)
     _check_outputs(paths, args.overwrite)
     from ..fileutil import check_folder_writable, nearest_existing_folder

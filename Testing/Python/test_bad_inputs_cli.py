@@ -470,6 +470,7 @@ LABEL_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 @pytest.mark.parametrize("name", [n for n in CT_CASES if n not in CT_ONLY] + list(LABEL_CASES))
 def test_evaluate_bad_prediction(tmp_path, capsys, name):
     maker, words, _ = CT_CASES[name] if name in CT_CASES else LABEL_CASES[name]
+    words = [w.replace("CT volume", "label map").replace("scalar 3D CT", "scalar 3D label map") for w in words]
     pred = maker(tmp_path)
     ref = _reference_label(tmp_path)
     out_dir = tmp_path / "eval"

@@ -988,3 +988,17 @@ def test_evaluate_says_why_it_draws_one_overlay_when_every_case_ties(tmp_path, c
                          "--no-surface", "--no-progress") == 0
     assert "all 2 cases with a value have the same --rank-metric dice_liver; one overlay drawn (case 'a')" in caplog.text
     assert sorted(p.name for p in (tmp_path / "out").rglob("overlay_*.png")) == ["overlay_best_a.png"]
+
+
+@pytest.mark.parametrize("option", ["--pred", "--ref"])
+def test_an_output_folder_that_is_an_input_folder_is_refused(tmp_path, capsys, option):
+    """-o PRED wrote cases.csv, summary.json and plots/ among the label maps (segment refuses its input folder as
+    its output folder)."""
+    _case(tmp_path / "pred", "case1.nii.gz")
+    _case(tmp_path / "ref", "case1.nii.gz", seed=1)
+    out = tmp_path / option.lstrip("-")
+    before = sorted(p.name for p in out.iterdir())
+    assert _evaluate("--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "-o", out, "--no-surface") == 2
+    err = capsys.readouterr().err
+    assert f"is the {option} folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == before

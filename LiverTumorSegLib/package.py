@@ -285,9 +285,13 @@ def read_safetensors_header(path: PathLike) -> Dict[str, Any]:
         if begin != position:
             raise ModelPackageError(f"Model package '{path}' is corrupt: tensor data overlap or leave gaps.")
         position = end
-    if end_max != data_len:
+    if end_max > data_len:  # (a file cut short is refused before, naming the tensor that ends past it)
         raise ModelPackageError(f"Model package '{path}' is corrupt or truncated: the tensors fill "
-                                f"{end_max} bytes but the data section has {data_len}.")
+                                f"{end_max} bytes but the data section has {data_len}. Download or copy it again.")
+    if end_max < data_len:  # bytes appended: an interrupted or doubled copy, or something hidden behind the weights
+        raise ModelPackageError(f"Model package '{path}' is corrupt: {data_len - end_max} byte(s) follow the tensors' "
+                                f"{end_max} bytes of data (a safetensors file ends with its last tensor). Download or "
+                                f"copy it again.")
     return header
 
 

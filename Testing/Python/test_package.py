@@ -332,6 +332,15 @@ def test_refuses_torch_pickle(tmp_path):
         load_model_package(path)
 
 
+def test_bytes_appended_to_a_package_are_called_so_not_truncation(package_path, tmp_path):
+    """7 bytes appended were reported as 'corrupt or truncated', of a file longer than it should be."""
+    appended = tmp_path / "appended.safetensors"
+    appended.write_bytes(package_path.read_bytes() + b"trailer")
+    with pytest.raises(ModelPackageError, match=r"corrupt: 7 byte\(s\) follow the tensors' \d+ bytes of data") as refused:
+        load_model_package(appended)
+    assert "truncated" not in str(refused.value) and str(refused.value).endswith("Download or copy it again.")
+
+
 def test_refuses_truncated_file(package_path, tmp_path):
     data = package_path.read_bytes()
     cut = tmp_path / "cut.safetensors"

@@ -58,6 +58,17 @@ centimetres, by its vessels and enhancement); the first 2 mm hold partial volume
 lesion-contrast audit set (27 Nov 2026), not fitted: with it, fold models' false lesions inside example_ct_dicom20's
 liver (no real tumor) read -10 to -6.5 HU, and 127 of the bundled model's 138 lesions over the robustness benchmark's
 synthetic tumors 15 HU or more (``benchmarks/lesion_contrast_analysis.py``, seeds 0-3)."""
+DISTANCE_TOLERANCE_MM = 1e-4
+"""Distances within this (mm) of a shell's bound count as on it: on 3 mm voxels the distances are multiples of 3, so a
+header whose spacing reads 3.000000026 mm (metres converted to mm) put voxels at 6.00000005 mm outside the 6 mm
+bound that the same CT in mm kept, and a lesion's contrast to its liver read -27 instead of -29 HU."""
+
+
+def within_shell(distance_mm: np.ndarray, shell_mm: Tuple[float, float]) -> np.ndarray:
+    """Mask of distances more than ``shell_mm[0]`` and at most ``shell_mm[1]`` mm (:data:`DISTANCE_TOLERANCE_MM`)."""
+    return (distance_mm > shell_mm[0] + DISTANCE_TOLERANCE_MM) & (distance_mm <= shell_mm[1] + DISTANCE_TOLERANCE_MM)
+
+
 CONTRAST_MIN_SHELL_VOXELS = 20
 """Fewest liver voxels in :data:`CONTRAST_SHELL_MM` for a ``contrast_to_liver_hu`` (else None): a lesion at the
 liver's edge, or outside the liver, has too few liver voxels beside it for a median worth comparing. Set with
@@ -107,7 +118,7 @@ def lesion_water_density(hu_zyx: np.ndarray, labels_zyx: np.ndarray, mask: np.nd
     out["median_hu"], out["spread_hu"] = _median_and_spread(hu[core])
     del core
     liver, distance = _liver_around(lesion, hu, np.asarray(labels_zyx)[grown], tissue, margin, spacing_zyx)
-    beside = liver[(distance > CONTRAST_SHELL_MM[0]) & (distance <= CONTRAST_SHELL_MM[1])]
+    beside = liver[within_shell(distance, CONTRAST_SHELL_MM)]
     if beside.size >= CONTRAST_MIN_SHELL_VOXELS:
         lesion_median = float(np.median(hu[lesion & tissue].astype(np.float64)))
         out["contrast_to_liver_hu"] = lesion_median - float(np.median(beside.astype(np.float64)))
@@ -175,7 +186,7 @@ def _liver_around(lesion: np.ndarray, hu: np.ndarray, labels: np.ndarray, tissue
             continue
         distance = ndimage.distance_transform_edt(~near, sampling=sampling)
         distance = distance[tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(decided, block))]
-        liver &= (distance > SURROUNDING_MM[0]) & (distance <= SURROUNDING_MM[1])
+        liver &= within_shell(distance, SURROUNDING_MM)
         found.append(hu[decided][liver])
         distances.append(distance[liver])
     if not found:

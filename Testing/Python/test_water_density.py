@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from LiverTumorSegLib.inference.lesion_report import lesion_report, report_to_csv_text
-from LiverTumorSegLib.inference.water_density import (WATER_SPREAD_RATIO, is_water_density,
+from LiverTumorSegLib.inference.water_density import (WATER_SPREAD_RATIO, is_water_density, lesion_water_density,
+                                                      within_shell,
                                                       water_density_lesion_warnings)
 from LiverTumorSegLib.metrics.recist import select_target_lesions
 from LiverTumorSegLib.volume import ImageGeometry
@@ -291,3 +292,26 @@ def test_the_liver_around_a_lesion_is_taken_block_by_block_with_the_same_numbers
     monkeypatch.setattr(water_density, "SHELL_BLOCK_VOXELS", 30000)
     assert judge_each() == whole
     assert len(transformed) > 2 * count and max(transformed) <= 30000
+
+
+def test_the_liver_shells_keep_voxels_on_their_bound_whatever_the_rounding_of_the_spacing():
+    """On 3 mm voxels the liver's distances from a lesion are multiples of 3 mm, so the 6 mm bound of the liver beside
+    it falls on voxels: a header whose spacing reads 3.000000026 mm (metres converted to mm) left them out, and the
+    same lesion's contrast to its liver read -27 instead of -29 HU. Here the liver 6 mm (54 voxels) and 4.2 mm (36)
+    from a 3 x 3 x 3 voxel lesion is 90 HU, the rest of the shell (62 voxels) 60 HU: the median of the shell is 90 HU
+    with the voxels on the bound and 60 HU without them."""
+    shape = (9, 15, 15)
+    labels = np.ones(shape, np.uint8)
+    labels[3:6, 6:9, 6:9] = 2                      # a 9 mm cube of lesion
+    from scipy import ndimage
+    steps = ndimage.distance_transform_edt(labels != 2)  # voxels from the lesion
+    hu = np.where(np.isclose(steps, 2.0) | np.isclose(steps, np.sqrt(2.0)), 90, 60).astype(np.int16)
+    hu[labels == 2] = 20
+    box = (slice(3, 6), slice(6, 9), slice(6, 9))
+    mask = labels[box] == 2
+    contrasts = [lesion_water_density(hu, labels, mask, box, (s, s, s))["contrast_to_liver_hu"]
+                 for s in (3.0, 3.000000026, 2.999999974)]
+    assert contrasts[0] is not None and contrasts == [contrasts[0]] * 3
+    assert contrasts[0] == 20 - 90
+    assert within_shell(np.array([2.0, 2.00000005, 6.0, 6.00000005, 6.001]), (2.0, 6.0)).tolist() == \
+        [False, False, True, True, False]

@@ -43,11 +43,12 @@ Definitions
 * ``rmsd_mm``: root mean square of the pooled distances of both directions (the formula of LiTS's "RMSD", on
   6-connected surfaces).
 
-Empty masks: when either mask is empty all four are NaN (no surface to measure; reported as NaN in
-tables and left out of means, with the count of NaN cases in the summary), as in MONAI for two empty masks (MONAI
-1.6 gives infinity for the Hausdorff and average surface distances when only one is empty, NaN for its 95th percentile). So a case whose prediction is empty while its reference is not, a
-complete miss, is in the Dice mean (as 0) but not in the surface-distance means: quote those with their count of
-undefined cases (``evaluate`` prints it), or the misses make them look better.
+Empty masks: when either mask is empty all four are NaN (no surface to measure; reported as NaN in tables and left
+out of means, with the count of NaN cases in the summary), as in MONAI for two empty masks (MONAI 1.6 gives infinity
+for the Hausdorff and average surface distances when only one is empty, NaN for its 95th percentile). So a case
+whose prediction is empty while its reference is not, a complete miss, is in the Dice mean (as 0) but not in the
+surface-distance means: quote those with their count of undefined cases (``evaluate`` prints it), or the misses make
+them look better.
 The LiTS evaluation scripts differ from each other here (the first challenge script wrote 0, the later
 ``lits`` evaluation code a large penalty 9001); NaN keeps an empty prediction from looking perfect or from
 swamping a mean. Two empty masks gave 0.0 before: tumor-free cases then pulled a tumor ASSD/HD95 mean to 0

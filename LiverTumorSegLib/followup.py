@@ -224,11 +224,27 @@ def _dilated_liver_mask(labels: CTVolume, reference, margin_mm: float = 20.0):
     return sitk.BinaryDilate(liver, radius)
 
 
-def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform) -> Optional[float]:
+def followup_view(followup: CTVolume, followup_ct: Optional[CTVolume] = None) -> np.ndarray:
+    """What the follow-up scan shows, uint8 ``(z, y, x)`` on its grid (1 = shown): every voxel of its grid, less the
+    scanner's padding outside a round field of view (CT values below
+    :data:`~LiverTumorSegLib.validation.PADDING_BELOW_HU`) when its CT is given. Counting the whole grid as shown, a
+    target lying in the padding (the segmentation finds nothing there) was 'disappeared' and the response PR or CR
+    instead of NE (the RECIST audit); the lesion report already treats that padding as a scan edge."""
+    if followup_ct is None:
+        return np.ones(followup.shape_zyx, np.uint8)
+    from .validation import PADDING_BELOW_HU
+
+    return (np.asarray(followup_ct.array) >= PADDING_BELOW_HU).astype(np.uint8)
+
+
+def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform, view: Optional[np.ndarray] = None
+                      ) -> Optional[float]:
     """Liver (label >= 1) Dice after alignment, on the baseline grid, where both scans show (the follow-up's field
-    of view on that grid): a follow-up covering part of the baseline's range read 0.668 after a 0.5 mm alignment,
-    and its warning asked to check that the scans show the same patient (the follow-up audit)."""
-    shown = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline, transform) > 0
+    of view on that grid, ``view``: :func:`followup_view`, by default the whole grid): a follow-up covering part of
+    the baseline's range read 0.668 after a 0.5 mm alignment, and its warning asked to check that the scans show the
+    same patient (the follow-up audit)."""
+    view = np.ones(followup.shape_zyx, np.uint8) if view is None else view
+    shown = resample_to_baseline(view, followup.geometry, baseline, transform) > 0
     a = (baseline.array >= 1) & shown
     b = resample_to_baseline((followup.array >= 1).astype(np.uint8), followup.geometry, baseline, transform) > 0
     total = int(a.sum()) + int(b.sum())
@@ -245,6 +261,7 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
     has_ct = baseline_ct is not None and followup_ct is not None
     one_ct = None if has_ct or (baseline_ct is None and followup_ct is None) else \
         ("baseline" if baseline_ct is not None else "follow-up")
+    view = followup_view(followup, followup_ct)
     if method == "auto":
         method = "ct" if has_ct else "liver"
     if method == "ct" and not has_ct:
@@ -259,15 +276,15 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
                          f"nothing; give both CTs ({_ct_options()}) or {_alignment_option('none')}.")
     if method == "none":
         transform = sitk.Euler3DTransform()
-        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform)))
+        return _checked(Alignment("none", transform, None, _liver_dice_after(baseline, followup, transform, view)))
     try:
         if method == "liver":
             transform, metric = _align_livers(baseline, followup)
             said = [] if one_ct is None else [  # the CT alignment was dropped without a word
                 f"only the {one_ct} CT was given, so the scans were aligned on their liver masks, not on the CTs; give "
                 f"both CTs ({_ct_options()}) to align on the CTs"]
-            return _checked(Alignment("liver", transform, metric, _liver_dice_after(baseline, followup, transform),
-                                      said))
+            return _checked(Alignment("liver", transform, metric,
+                                      _liver_dice_after(baseline, followup, transform, view), said))
         fixed, moving = _clamped_ct(baseline_ct), _clamped_ct(followup_ct)
         mask = _dilated_liver_mask(baseline, fixed) if (baseline.array >= 1).any() else None
         livers = None
@@ -283,9 +300,9 @@ def align_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Optional
         reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
         raise InputError(f"Alignment of the follow-up to the baseline failed ({reason}); "
                          f"check that both scans show the same region, or use {_alignment_option('none')}.") from None
-    aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform))
+    aligned = Alignment("ct", transform, metric, _liver_dice_after(baseline, followup, transform, view))
     if livers is not None:
-        by_livers = _liver_dice_after(baseline, followup, livers)
+        by_livers = _liver_dice_after(baseline, followup, livers, view)
         if aligned.liver_dice is not None and by_livers is not None and \
                 aligned.liver_dice < by_livers - CT_WORSE_THAN_LIVER:
             aligned = Alignment("liver", livers, None, by_livers, [
@@ -568,7 +585,7 @@ def _unseen_text(entries: Sequence[Dict[str, Any]], noun: str) -> str:
 
 
 def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, Any], geometry: ImageGeometry,
-                                followup: CTVolume, align: "Alignment") -> bool:
+                                followup: CTVolume, align: "Alignment", view: Optional[np.ndarray] = None) -> bool:
     """Whether the follow-up scan's field of view covers where ``lesion`` (a baseline report's lesion cut by the
     baseline scan's edge) may go on beyond that edge: for each face of the baseline grid it touches, its voxels on
     that face moved outward by one voxel and by max(its long axis, ``EDGE_CONTINUATION_MIN_MM``) all lie inside
@@ -594,7 +611,12 @@ def _shows_beyond_baseline_edge(base_components: np.ndarray, lesion: Dict[str, A
     to_index = np.linalg.inv(followup.geometry.ijk_to_lps())
     ijk = follow_lps @ to_index[:3, :3].T + to_index[:3, 3]
     size_ijk = np.asarray(followup.shape_zyx[::-1], dtype=np.float64)
-    return bool(np.all((ijk >= -0.5) & (ijk < size_ijk - 0.5)))
+    if not np.all((ijk >= -0.5) & (ijk < size_ijk - 0.5)):
+        return False
+    if view is None:
+        return True
+    nearest = np.clip(np.floor(ijk + 0.5).astype(np.int64), 0, size_ijk.astype(np.int64) - 1)
+    return bool(np.all(view[nearest[:, 2], nearest[:, 1], nearest[:, 0]] > 0))  # not in the scanner's padding
 
 
 def _water_density_warnings(base_report: Dict[str, Any], follow_report: Dict[str, Any]) -> List[str]:
@@ -702,7 +724,8 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     target_followup = {j for t in targets for j in links.followup_of(t)}
     entries = [_group_entry(n, b, f, base_by_id, follow_by_id, targets, min_new_lesion_mm, follow_centroids,
                             target_followup) for n, (b, f) in enumerate(groups, start=1)]
-    covered = resample_to_baseline(np.ones(followup.shape_zyx, np.uint8), followup.geometry, baseline,
+    view = followup_view(followup, followup_ct)
+    covered = resample_to_baseline(view, followup.geometry, baseline,
                                    align.transform) > 0  # the follow-up's field of view on the baseline grid
     uncovered = set(np.unique(base_components[~covered]).tolist())  # lesions with a voxel outside it (one pass)
     # the baseline scan's own edge cuts these: their baseline volume and axes are lower bounds (report_format.md),
@@ -711,7 +734,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     # follow-up that shows all of it was 'not_assessed': CR read PR, or NE without targets)
     cut = {d["id"]: d for d in base_report["lesions"] if d.get("touches_scan_edge")}
     unseen_beyond = {i for i, d in cut.items() if i not in uncovered and
-                     not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align)}
+                     not _shows_beyond_baseline_edge(base_components, d, baseline.geometry, followup, align, view)}
     for entry in entries:
         ids = entry["baseline_ids"]
         if not uncovered.intersection(ids) and not cut.keys() & set(ids):  # (unseen_beyond lies in cut)

@@ -380,6 +380,30 @@ def test_a_target_outside_the_followup_scan_is_not_assessed_not_gone():
     assert any("-> unknown" in line for line in change_summary_lines(upper))
 
 
+def test_a_target_in_the_followup_cts_padding_outside_its_round_field_of_view_is_not_assessed():
+    """A follow-up reconstructed with a smaller round field of view: outside the circle the CT holds the scanner's
+    padding (-3024) and the segmentation nothing, so a target lying there was 'disappeared' and the response PR
+    (-50 %) instead of NE (the RECIST audit). With the CT given, the padding is not part of what the follow-up
+    shows; without it, nothing tells padding from tissue."""
+    base = make_phantom((24, 48, 40), (2.0, 2.0, 3.0), lesions=[PhantomLesion((12, 19, 8), 7.0, 15.0),
+                                                                   PhantomLesion((12, 19, 17), 7.0, 20.0)],
+                        noise_hu=0.0, seed=0)
+    baseline, baseline_ct = labels_of(base), base.ct
+    y, x = np.mgrid[:48, :40]
+    outside = (y - 19) ** 2 + (x - 17) ** 2 > 6 ** 2  # a circle of 12 mm radius around the second lesion
+    follow_labels = np.where(outside[None], 0, base.labels).astype(np.uint8)
+    follow_hu = np.where(outside[None], -3024, base.ct.array).astype(base.ct.array.dtype)
+    follow = CTVolume(follow_labels, base.ct.geometry, source="follow-up labels")
+    follow_ct = CTVolume(follow_hu, base.ct.geometry, source="follow-up CT")
+    change = compare_followup(baseline, follow, baseline_ct, follow_ct, alignment="none")
+    by_status = {e["status"]: e for e in change["lesions"]}
+    assert sorted(by_status) == ["not_assessed", "stable"] and change["response"] == "NE"
+    assert by_status["not_assessed"]["not_assessed_reason"] == "outside_followup_view"
+    assert change["alignment"]["liver_dice_after_alignment"] == pytest.approx(1.0)  # where both scans show liver
+    without_ct = compare_followup(baseline, follow, alignment="none")  # padding unknown: taken as tissue
+    assert sorted(e["status"] for e in without_ct["lesions"]) == ["shrunk", "stable"]  # its part in the circle
+
+
 def test_targets_gone_with_a_non_target_outside_the_followup_scan_is_pr_not_ne():
     """RECIST 1.1 Table 1: target CR, non-target not evaluated, no new lesion -> PR (it said NE). Two 20 mm
     targets and a 6 mm non-target at the top; the follow-up covers the targets' slices only, both gone."""

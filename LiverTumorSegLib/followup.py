@@ -949,7 +949,9 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
         ax.text(0.5, 0.99, "A", ha="center", va="top", **style)
         ax.set_facecolor("black")
     present = [s for s in STATUSES if change["status_counts"].get(s)]
-    fig.legend(handles=[Patch(color=STATUS_COLORS[s], label=s) for s in present], loc="lower center",
+    equivocal = sum(1 for e in change["lesions"] if e["status"] == "new" and e.get("unequivocal") is False)
+    names = {"new": f"new ({equivocal} equivocal, not counted)"} if equivocal else {}
+    fig.legend(handles=[Patch(color=STATUS_COLORS[s], label=names.get(s, s)) for s in present], loc="lower center",
                ncol=max(1, len(present)), frameon=False)
     sod = change["sum_of_diameters"]
     follow_text = "unknown" if sod["followup_mm"] is None else f"{sod['followup_mm']:.1f} mm"
@@ -1004,7 +1006,7 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
         ids = f"baseline {e['baseline_ids'] or '-'} -> follow-up {e['followup_ids'] or '-'}"
         if e["status"] == "not_assessed":
             lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} mm, "
-                         f"volume {e['baseline_volume_ml']:.2f} mL; not wholly in both scans ("
+                         f"volume {_ml_text(e['baseline_volume_ml'])} mL; not wholly in both scans ("
                          f"{NOT_ASSESSED_REASONS.get(e.get('not_assessed_reason'), ('', 'cut by a scan edge'))[1]}): "
                          f"not measured")
             continue
@@ -1012,10 +1014,24 @@ def change_summary_lines(change: Dict[str, Any]) -> List[str]:
             if e.get("baseline_cut_by_scan_edge") else ""
         if e.get("followup_cut_by_scan_edge"):
             cut += "; cut by the follow-up scan's edge: follow-up size a lower bound"
-        lines.append(f"  {e['number']}: {e['status']:<11} {ids}; long axis {e['baseline_long_axis_mm']:.1f} -> "
-                     f"{e['followup_long_axis_mm']:.1f} mm, volume {e['baseline_volume_ml']:.2f} -> "
-                     f"{e['followup_volume_ml']:.2f} mL{cut}")
+        if e["status"] == "new" and e.get("unequivocal") is False:  # printed beside 'CR' as if it counted
+            cut += (f"; equivocal (long axis under {change.get('min_new_lesion_mm', DEFAULT_MIN_NEW_LESION_MM):g} mm): "
+                    f"not counted as a new lesion")
+        # a merged or split group's numbers are sums over its lesions (RECIST sums the fragments' diameters)
+        several = len(e["baseline_ids"]) > 1 or len(e["followup_ids"]) > 1
+        lines.append(f"  {e['number']}: {e['status']:<11} {ids}; {'long axes summed' if several else 'long axis'} "
+                     f"{e['baseline_long_axis_mm']:.1f} -> {e['followup_long_axis_mm']:.1f} mm, "
+                     f"volume{'s summed' if several else ''} {_ml_text(e['baseline_volume_ml'])} -> "
+                     f"{_ml_text(e['followup_volume_ml'])} mL{cut}")
     return lines
+
+
+def _ml_text(value: float) -> str:
+    """A volume (mL) to 2 decimals, or as many as show a lesion's nonzero volume (a one-voxel new lesion, which made
+    the response PD, read '0.00 mL')."""
+    from .inference.lesion_report import number_text
+
+    return number_text(value, 2)
 
 
 def change_to_json(change: Dict[str, Any]) -> str:

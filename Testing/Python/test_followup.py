@@ -140,6 +140,10 @@ def test_merged_status_in_a_report():
     assert statuses(change) == ["merged"]
     entry = change["lesions"][0]
     assert entry["baseline_ids"] == [1, 2] and entry["followup_ids"] == [1]
+    from LiverTumorSegLib.followup import change_summary_lines
+    line = [text for text in change_summary_lines(change) if text.startswith("  1: merged")][0]
+    # two 8 x 8 x 2 voxel squares (10.9 mm long axis, 0.256 mL each) became one of 8 x 18 x 2 (19.4 mm, 0.576 mL)
+    assert "; long axes summed 21.8 -> 19.4 mm, volumes summed 0.51 -> 0.58 mL" in line, line
 
 
 def test_followup_command_writes_report_and_picture(tmp_path, capsys):
@@ -302,8 +306,14 @@ def test_tiny_new_lesion_is_listed_but_not_progression():
     change = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none")
     new = next(e for e in change["lesions"] if e["status"] == "new")
     assert new["unequivocal"] is False and change["response"] == "SD"
+    from LiverTumorSegLib.followup import change_summary_lines
+    line = [text for text in change_summary_lines(change) if ": new " in text][0]
+    # said beside the response, not only in the JSON; its one voxel is 0.002 mL, not '0.00 mL'
+    assert line.endswith("volume 0.00 -> 0.0020 mL; equivocal (long axis under 5 mm): not counted as a new lesion")
     strict = compare_followup(CTVolume(base, g), CTVolume(follow, g), alignment="none", min_new_lesion_mm=0.5)
     assert strict["response"] == "PD"
+    line = [text for text in change_summary_lines(strict) if ": new " in text][0]
+    assert "equivocal" not in line
 
 
 def test_recist_rules_a_radiologist_applies_at_follow_up():

@@ -253,12 +253,23 @@ def node_to_world(node) -> np.ndarray:
     if transform_node is None:
         return np.eye(4)
     if not transform_node.IsTransformToWorldLinear():
-        raise InputError(f"'{node.GetName()}' is under the non-linear transform '{transform_node.GetName()}'. "
-                         f"Harden the transform (Data module, right-click -> Harden transform) or remove it, then "
-                         f"run again.")
+        raise InputError(f"'{node.GetName()}' is under the non-linear transform "
+                         f"'{_first_non_linear(transform_node).GetName()}'. Harden the transform (Data module, "
+                         f"right-click -> Harden transform) or remove it, then run again.")
     to_world = vtk.vtkMatrix4x4()
     transform_node.GetMatrixTransformToWorld(to_world)
     return _matrix_to_numpy(to_world)
+
+
+def _first_non_linear(transform_node):
+    """The transform node in ``transform_node``'s chain to the world (it, its parent, ...) that is itself not linear:
+    the one to harden or remove (the chain's first node may be a linear one under it)."""
+    node = transform_node
+    while node is not None:
+        if not node.IsLinear():
+            return node
+        node = node.GetParentTransformNode()
+    return transform_node
 
 
 def geometry_in_node_frame(geometry: ImageGeometry, node) -> ImageGeometry:

@@ -122,7 +122,10 @@ class MeasureJob(ChildJob):
                          f"its positions lie where the lesions were. Update the lesion table again.")
 
     def _prepare(self) -> List[str]:
-        self._placed_at_start = self._placement()
+        # read strictly at the start: a segmentation under a non-linear transform is refused here with what to do
+        # (harden it), as a segmentation run refuses it; read leniently, it ran to the end and was then reported as
+        # 'moved or changed while it was measured', on every try
+        self._placed_at_start = volume_grid(self._volume), mrml.node_to_world(self._segmentation)
         self._left_out = mrml.left_out_warning(self._segmentation)
         self._grids_at_start = segment_grids(self._segmentation)
         self._segments_at_start = segments_state(self._segmentation, self._grids_at_start)

@@ -193,6 +193,13 @@ def test_nonlinear_and_shearing_transforms_are_refused(scene):
     node.SetAndObserveTransformNodeID(warp.GetID())
     with pytest.raises(InputError, match="non-linear transform 'warp'.*Harden"):
         mrml.ctvolume_from_volume_node(node)
+    # under a linear transform that lies under the warp: the warp is named (the linear one was, to be hardened in vain)
+    between = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "between")
+    between.SetAndObserveTransformNodeID(warp.GetID())
+    node.SetAndObserveTransformNodeID(between.GetID())
+    with pytest.raises(InputError, match="non-linear transform 'warp'.*Harden"):
+        mrml.ctvolume_from_volume_node(node)
+    node.SetAndObserveTransformNodeID(warp.GetID())
 
     shear = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shear")
     m = np.eye(4)

@@ -106,6 +106,28 @@ def test_update_lesion_table_refuses_a_segmentation_without_the_modules_segments
     assert list(module.temp.iterdir()) == []
 
 
+def test_update_lesion_table_refuses_a_segmentation_under_a_non_linear_transform_at_the_start(module):
+    """Read leniently, the placement of a segmentation under a warp ran the child to the end and was then reported as
+    'moved or changed while it was measured', on every try; it is refused at the start with what to do, as a
+    segmentation run refuses it."""
+    import vtk
+
+    _, volume, segmentation = _scene_with_result(module)
+    warp = module.scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+    tps = vtk.vtkThinPlateSplineTransform()
+    points = vtk.vtkPoints()
+    for p in [(0, 0, 0), (50, 0, 0), (0, 50, 0), (0, 0, 50)]:
+        points.InsertNextPoint(*p)
+    tps.SetSourceLandmarks(points)
+    tps.SetTargetLandmarks(points)
+    tps.SetBasisToR()
+    warp.SetAndObserveTransformToParent(tps)
+    segmentation.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(InputError, match="under the non-linear transform 'warp'.*Harden"):
+        _logic(module).measureSegmentation(segmentation, volume)
+    assert list(module.temp.iterdir()) == []
+
+
 def test_cancelled_update_leaves_the_table_as_it_was(module):
     from test_slicer_module_logic import FakeTimer
 

@@ -64,6 +64,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
     **dict.fromkeys(("CreateDefaultDisplayNodes", "GetDisplayNode"), "api"),
     # vtkMRMLTransformNode
     **dict.fromkeys(("IsTransformToWorldLinear", "GetMatrixTransformToWorld"), "old"),
+    "IsLinear": "svn: vtkMRMLTransformNode.h's 'virtual int IsLinear()', 1 if linear (Slicer 4's linear and "
+                "non-linear transform node headers)",
     # vtkMRMLVolumeNode, vtkMRMLScalarVolumeDisplayNode, vtkMRMLDisplayNode
     **dict.fromkeys(("GetIJKToRASMatrix", "SetIJKToRASMatrix", "GetImageData", "SetAndObserveImageData"), "svn"),
     **dict.fromkeys(("AutoWindowLevelOff", "SetWindowLevelMinMax", "SetLowerThreshold", "SetUpperThreshold",

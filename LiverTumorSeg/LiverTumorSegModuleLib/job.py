@@ -125,6 +125,25 @@ code page (SimpleITK issues 795, 1255; its FAQ), and the temporary folder lies u
 not exist'."""
 
 
+def writable_image(image: Any) -> Any:
+    """``image`` (vtkImageData) itself when Slicer's volume writer takes its voxel type, else a copy in the narrowest
+    type that holds its values (int16, int32, else float64). The writer knows no 64-bit or signed 8-bit integers: a
+    CT made by a script with numpy's default int64 (``slicer.util.addVolumeFromArray(a.astype(int))``) failed with
+    'check free disk space' (vtkITKImageWriter: Unknown output ScalarType)."""
+    import vtk
+
+    if image is None or image.GetScalarType() in (vtk.VTK_UNSIGNED_CHAR, vtk.VTK_SHORT, vtk.VTK_UNSIGNED_SHORT,
+                                                  vtk.VTK_INT, vtk.VTK_UNSIGNED_INT, vtk.VTK_FLOAT, vtk.VTK_DOUBLE):
+        return image
+    low, high = image.GetScalarRange()
+    cast = vtk.vtkImageCast()
+    cast.SetInputData(image)
+    cast.SetOutputScalarType(vtk.VTK_SHORT if -32768 <= low and high <= 32767 else
+                             vtk.VTK_INT if -2 ** 31 <= low and high < 2 ** 31 else vtk.VTK_DOUBLE)
+    cast.Update()
+    return cast.GetOutput()
+
+
 def write_temporary_ct(volume_node: Any, path: str) -> str:
     """Write the node's voxels with its world geometry (parent transforms applied) to an uncompressed file
     (``path``'s extension picks the format: NIfTI for the child, :data:`HANDOVER_CT_NAME`), through a private
@@ -134,7 +153,7 @@ def write_temporary_ct(volume_node: Any, path: str) -> str:
     scene = slicer.vtkMRMLScene()
     copy = slicer.vtkMRMLScalarVolumeNode()
     scene.AddNode(copy)
-    copy.SetAndObserveImageData(volume_node.GetImageData())  # shared, not copied
+    copy.SetAndObserveImageData(writable_image(volume_node.GetImageData()))  # shared, not copied, where writable
     copy.SetIJKToRASMatrix(mrml._numpy_to_matrix(ijk_to_ras))
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene.AddNode(storage)

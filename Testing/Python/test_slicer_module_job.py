@@ -1229,3 +1229,23 @@ def test_a_result_that_cannot_be_read_is_refused_saying_so_and_the_users_nodes_s
     np.testing.assert_array_equal(fake.mrml.segmentation_to_labels(mine, fake.geometry, labels.shape), labels)
     assert [row["Lesion"] for row in fake.mrml.lesion_table_rows(table)] == [7]
     assert list(fake.temp_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint64, np.int16, np.float32])
+def test_a_ct_of_any_integer_or_float_voxel_type_is_handed_over_with_its_values(fake, tmp_path, dtype):
+    """Slicer's volume writer knows no 64-bit or signed 8-bit integers: a CT made by a script with numpy's default
+    int64 failed with 'check free disk space'. Such voxels are written in the narrowest type that holds them, with
+    their values and the node's world grid; the node's own image data is not changed."""
+    import slicer
+
+    from LiverTumorSegLib.io import read_volume
+
+    values = np.clip(_ct_array(), 0 if dtype == np.uint64 else -128, 127).astype(dtype)
+    node = _volume_node(fake.scene, values, fake.geometry, f"CT {np.dtype(dtype).name}")
+    scalar_type = node.GetImageData().GetScalarType()
+    path = job.write_temporary_ct(node, str(tmp_path / job.HANDOVER_CT_NAME))
+    written = read_volume(path)
+    np.testing.assert_array_equal(written.array, values.astype(np.float64))
+    assert written.geometry.almost_equal(fake.geometry)
+    assert node.GetImageData().GetScalarType() == scalar_type
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), values)

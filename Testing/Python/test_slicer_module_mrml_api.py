@@ -33,8 +33,8 @@ be in 5.6, 5.8 and 5.10 (nothing found was removed and added back). Sources, rea
 - ``issue``: ``SetCropToMinimumExtent``: Slicer/SlicerGitSVNArchive PR 1278 (Dec 2019) added it; Slicer issue 6102
   (Jan 2022, Slicer 4.13) names its option. ``AddDefaultColorLegendDisplayNode``: Slicer issue 6827 (Feb 2023) calls
   ``slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(volumeNode)``, as the library does.
-- ``vtk``: VTK's own classes (vtkImageData, vtkTable, vtkVariant, arrays, vtkMatrix4x4, vtkCollection, vtkCommand,
-  vtkLogger); Slicer 5.6 and 5.8 build a VTK 9.2 fork (docs/slicer.md), and these are VTK 9.0 API or older. Not
+- ``vtk``: VTK's own classes (vtkImageData, vtkImageCast, vtkTable, vtkVariant, arrays, vtkMatrix4x4, vtkCollection,
+  vtkCommand, vtkLogger); Slicer 5.6 and 5.8 build a VTK 9.2 fork (docs/slicer.md), and these are VTK 9.0 API or older. Not
   looked up in VTK's sources.
 - ``api``: MRML API that Slicer's own scripted modules have used since Slicer 4 and 5.13 has; not looked up in a
   dated header (``CreateDefaultDisplayNodes``, ``GetDisplayNode``, ``vtkOrientedImageData.SetImageToWorldMatrix``,
@@ -108,7 +108,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "AddColumn", "GetColumn", "GetColumnName", "GetNumberOfColumns", "GetNumberOfRows", "GetValue",
                      "GetValueByName", "ToString", "ToDouble", "ToInt", "GetElement", "SetElement",
                      "GetNumberOfItems", "GetItemAsObject", "ModifiedEvent", "GetCurrentVerbosityCutoff",
-                     "SetStderrVerbosity"), "vtk"),
+                     "SetStderrVerbosity", "GetScalarType", "GetScalarRange", "SetInputData", "SetOutputScalarType",
+                     "Update", "GetOutput"), "vtk"),
     # classes named
     **dict.fromkeys(("vtkMRMLScene", "vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode",
                      "vtkMRMLSegmentationStorageNode", "vtkMRMLVolumeArchetypeStorageNode", "vtkMRMLTableNode",
@@ -117,7 +118,8 @@ CHECKED_IN_SLICER_5_6: Dict[str, str] = {
                      "vtkOrientedImageDataResample", "vtkSlicerApplicationLogic", "vtkSlicerColorLogic",
                      "vtkSlicerVolumesLogic", "vtkSlicerSegmentationsModuleLogic", "qMRMLNodeComboBox",
                      "qMRMLTableView", "ctkCollapsibleButton"), "api"),
-    **dict.fromkeys(("vtkCommand", "vtkDoubleArray", "vtkFloatArray", "vtkImageData", "vtkIntArray", "vtkLogger",
+    **dict.fromkeys(("vtkCommand", "vtkDoubleArray", "vtkFloatArray", "vtkImageCast", "vtkImageData", "vtkIntArray",
+                     "vtkLogger",
                      "vtkMatrix4x4", "vtkStringArray", "vtkTable", "vtkVector3d"), "vtk"),
 }
 """Name -> where it was found in a Slicer source from before 5.6 (the keys of the module docstring's list)."""

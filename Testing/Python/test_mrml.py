@@ -310,6 +310,36 @@ def test_a_save_onto_a_users_finer_grid_is_no_edit_but_an_edit_after_it_is(tmp_p
 
 
 @needs_slicer
+@pytest.mark.parametrize("edit", ["trim", "grow", "dot"])
+def test_an_edit_of_part_of_a_voxel_on_a_finer_grid_is_an_edit(edit):
+    """Segment Editor with oversampling 2 moves the segment onto a 2x grid; the record, taken on the CT's grid, read
+    one sub-voxel per CT voxel, so erasing or drawing the other seven went unseen (a tumor trimmed by 0.5 mm read as
+    not edited, and the next run replaced it without a word). A move onto the finer grid alone is still no edit."""
+    scene = mrml.make_headless_scene()
+    ct_geometry, labels, fine = _liver_cube_and_half_voxel_grid()
+    seg = mrml.labels_to_segmentation_node(scene, labels, ct_geometry)
+    tumor = np.zeros((40, 40, 40), np.uint8)
+    tumor[16:22, 16:22, 16:22] = 1  # the 3 x 3 x 3 voxel tumor, each voxel as 2 x 2 x 2 on the finer grid
+    segment = seg.GetSegmentation().GetSegment(mrml.TUMOR_SEGMENT.segment_id)
+
+    def put(mask):
+        segment.AddRepresentation(mrml._labelmap_name(),
+                                  mrml.oriented_image_from_array(mask, ImageGeometry.from_ijk_to_ras(fine)))
+
+    put(tumor)
+    assert mrml.segments_edited_since_result(seg) == []
+    edited = tumor.copy()
+    if edit == "trim":
+        edited[16:22, 16:22, 21] = 0  # 0.5 mm off one face
+    elif edit == "grow":
+        edited[16:22, 16:22, 15] = 1  # 0.5 mm onto the other
+    else:
+        edited[2, 2, 2] = 1  # one sub-voxel far away
+    put(edited)
+    assert mrml.segments_edited_since_result(seg) == ["Liver tumor"]
+
+
+@needs_slicer
 def test_empty_and_vector_volumes_are_refused(scene):
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):

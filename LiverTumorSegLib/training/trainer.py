@@ -1218,7 +1218,13 @@ class Trainer:
                 pending = bool(self.val_cases)
                 package_path = self._write_package(validation, VALIDATING if pending else stop_reason,
                                                    final_stop_reason=stop_reason if pending else None)
-                whole = self._whole_volume_validation(package_path)
+                try:
+                    whole = self._whole_volume_validation(package_path)
+                except KeyboardInterrupt:  # said only 'interrupted': no word of the package or of --resume
+                    self.log(f"interrupted in the final whole-volume validation; the model package {package_path} "
+                             f"is written but its validation is unfinished (training.stop_reason "
+                             f"'{VALIDATING}'). Rerun the same command with --resume to finish the validation.")
+                    raise
                 if whole:
                     validation = dict(validation, whole_volume=whole)
                 if pending:

@@ -1382,8 +1382,12 @@ def test_a_run_stopped_in_its_final_validation_resumes_that_validation(data_csv,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(inference.Segmenter, "predict", interrupted)
+    said = []
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(data_csv, out, epochs=1))
+        train(tiny_config(data_csv, out, epochs=1), log=said.append)
+    # it said only 'interrupted' (the command's line): nothing of the package or of --resume
+    assert f"the model package {out / 'model.safetensors'} is written but its validation is unfinished" in said[-1]
+    assert said[-1].endswith("Rerun the same command with --resume to finish the validation.")
     training = read_package_metadata(out / "model.safetensors")["training"]
     assert training["stop_reason"] == "validating" and training["final_stop_reason"] == "completed"
     monkeypatch.setattr(inference.Segmenter, "predict", original)

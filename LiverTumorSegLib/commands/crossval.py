@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "val_fraction", None) is not None:  # an option list shared with train: said, not refused
         log.warning("warning: --val-fraction does not apply to crossval, which validates each fold on the patients "
                     "it holds out; it is ignored.")
-    if getattr(args, "folds", None) is not None and args.folds != 0 and args.folds < 2:
-        # before the training options are checked, whose message speaks of a hold-out split crossval never makes
+    if getattr(args, "folds", None) is not None and args.folds < 2:
+        # before the training options are checked, whose message speaks of a hold-out split crossval never makes;
+        # an explicit --folds 0 (train's hold-out) ran 4 folds without a word (a config file's folds: 0 still does)
         raise InputError(f"crossval needs --folds 2 or more (got {args.folds}); without --folds it makes 4.")
     config = config_from_args(args, name_unused_val_fraction=False)
     if getattr(args, "val_fraction", None) is None and getattr(args, "config_file", None):

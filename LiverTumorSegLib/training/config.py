@@ -171,6 +171,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise InputError(f"Option {name}={value!r} is not one of {', '.join(allowed)}.")
+        from ..package import MAX_TEXT_CHARS
+
+        for name in sorted(FREE_TEXT_FIELDS):  # the package refused them after the training (naming a function)
+            if len(str(getattr(self, name) or "")) > MAX_TEXT_CHARS:
+                raise InputError(f"Option {name} is {len(str(getattr(self, name)))} characters long; a model package "
+                                 f"holds at most {MAX_TEXT_CHARS}. Shorten it (--{name}).")
         choice("format", FORMATS)
         choice("loss", LOSSES)
         choice("optimizer", OPTIMIZERS)

@@ -840,7 +840,7 @@ def test_fold_counts_are_checked_before_the_fold_and_crossval_says_what_it_needs
 
     with pytest.raises(InputError, match=r"folds must be 0 \(hold-out split\) or at least 2 \(got -2\)"):
         TrainConfig.from_dict({"data": "x.csv", "folds": -2})
-    for folds in ("1", "-2"):
+    for folds in ("1", "-2", "0"):  # 0 (train's hold-out) ran 4 folds without a word
         assert main(["crossval", "--data", "x.csv", "--folds", folds, "-o", "cv"]) == 2
         assert f"crossval needs --folds 2 or more (got {folds})" in capsys.readouterr().err
 
@@ -1326,3 +1326,15 @@ def test_the_v8_recipe_is_v7s_with_fluid_beside_the_liver_on_its_right():
     assert v8["lesions"].pop("perihepatic_fluid_probability") == 0.15
     assert v8["lesions"].pop("perihepatic_fluid_reach_deg") == 135.0
     assert v8 == v7
+
+
+@pytest.mark.parametrize("option", ["name", "description"])
+def test_a_name_or_description_longer_than_a_package_holds_is_refused_before_training(option):
+    """A 70,000-character --description trained the whole run and was then refused by the package writer, in words
+    naming save_model_package rather than the option."""
+    from LiverTumorSegLib.package import MAX_TEXT_CHARS
+
+    TrainConfig(data="x.csv", **{option: "x" * MAX_TEXT_CHARS}).validate()
+    with pytest.raises(InputError, match=rf"Option {option} is {MAX_TEXT_CHARS + 1} characters long; a model package "
+                                         rf"holds at most {MAX_TEXT_CHARS}\. Shorten it \(--{option}\)\."):
+        TrainConfig(data="x.csv", **{option: "x" * (MAX_TEXT_CHARS + 1)}).validate()

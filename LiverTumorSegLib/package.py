@@ -1374,18 +1374,36 @@ def check_input_channels(package: Any) -> None:
             raise ModelPackageError(f"Model package '{getattr(package, 'path', '?')}' is inconsistent: {problem}")
 
 
-def refusal_reason(exc: BaseException) -> str:
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+"""First bytes of a file ``torch.save`` writes: a zip archive (since torch 1.6), or a pickle (protocol 2 or later)."""
+
+
+def refusal_reason(exc: BaseException, path: Optional[PathLike] = None) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in our words and one line (torch's own text is
-    six lines and suggests ``weights_only=False``, which would let the file run code)."""
+    six lines and suggests ``weights_only=False``, which would let the file run code). ``path``: the file, whose first
+    bytes tell a damaged or foreign file from a pickle (random bytes were called 'a pickle that could run code')."""
     import pickle
 
     name = type(exc).__name__
+    if path is not None and not _starts_like_torch_file(path):
+        return f"it is truncated or not a PyTorch file (it does not begin as one: {name})"
     if isinstance(exc, pickle.UnpicklingError) or "weights only" in str(exc).lower() or "weights_only" in str(exc):
         return ("it holds Python objects other than tensors and plain numbers/strings (a pickle that could run code "
                 "when loaded)")
     if isinstance(exc, (EOFError, RuntimeError, ValueError, OSError)):
         return f"it is truncated or not a PyTorch file ({name})"
     return f"it cannot be read ({name})"
+
+
+def _starts_like_torch_file(path: PathLike) -> bool:
+    """Whether the file at ``path`` begins as ``torch.save`` writes files (:data:`TORCH_FILE_STARTS`); True when it
+    cannot be read (the caller's error says why)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True
+    return any(head.startswith(start) for start in TORCH_FILE_STARTS)
 
 
 def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
@@ -1416,7 +1434,7 @@ def load_torch_state_dict_safely(path: PathLike) -> Dict[str, Any]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
         raise_if_out_of_memory(exc, str(path))
-        raise ModelPackageError(f"Refused to load weights '{path}': {refusal_reason(exc)}. Save the weights as "
+        raise ModelPackageError(f"Refused to load weights '{path}': {refusal_reason(exc, path)}. Save the weights as "
                                 f"a plain state dict or .safetensors file.")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

@@ -74,7 +74,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: Sequenc
         payload = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt / foreign file
         raise_if_out_of_memory(exc, str(path))  # the advice was to delete the checkpoint
-        raise InputError(f"Checkpoint '{path}' cannot be read and was refused: {refusal_reason(exc)}; delete it "
+        raise InputError(f"Checkpoint '{path}' cannot be read and was refused: {refusal_reason(exc, path)}; delete it "
                          f"(or its run folder) to start over.") from None
     if not isinstance(payload, dict):
         raise InputError(f"Checkpoint '{path}' holds a {type(payload).__name__}, not a training checkpoint; it was "

@@ -1365,6 +1365,12 @@ def test_refused_checkpoint_is_one_line_in_our_words(tmp_path, capsys, train_csv
     line = assert_clean_error(code, err, ["last.pt' cannot be read and was refused", "could run code"])
     assert "weights_only" not in err and "will likely succeed" not in err
     record15("`train --resume` whose checkpoint holds a non-tensor Python object", line, tmp_path)
+    # random bytes (a damaged copy) were called 'a pickle that could run code' too
+    ckpt.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes().replace(b"\x80", b"\x81"))
+    code, text, err = run_cli(_train_argv(train_csv, tmp_path / "model.safetensors") + ["--resume"], capsys)
+    line = assert_clean_error(code, err, ["last.pt' cannot be read and was refused",
+                                          "it is truncated or not a PyTorch file (it does not begin as one"])
+    assert "could run code" not in line
 
 
 def test_checkpoint_of_another_model_is_refused_in_one_line(tmp_path, capsys, train_csv):

@@ -72,6 +72,7 @@ def discover_cases(root: PathLike, fmt: str = "auto", warn_patients: bool = True
     cases = _discover_csv(root, warn_patients) if fmt == "csv" else finders[fmt](root)
     if not cases:
         raise InputError(f"No {fmt} cases found in '{root}'.{_lits_test_set_hint(root)} {_LAYOUT_HELP}")
+    _refuse_repeated_rows(cases, root)  # before the id check, whose advice (a 'case' column) trained them twice
     ids = [c.case_id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -111,6 +112,20 @@ def _label_listed_twice(root: Path, first: Case, case: Case) -> str:
             f"'{root}' (patients '{first.patient_id}' and '{case.patient_id}'); each CT needs its own label file, "
             f"so one of the two rows names the wrong file. If both CTs are phases of one patient on one grid, give "
             f"them the same patient id (CSV column 'patient').")
+
+
+def _refuse_repeated_rows(cases: Sequence[Case], root: Path) -> None:
+    """Refuse two cases of one patient with one image and one label file (a repeated row): the CT would be trained on
+    twice as often. Asked to give the cases unique ids, a user did so (a 'case' column) and the run trained on the
+    repeated CT without a word. (Of two patients: :func:`_refuse_repeated_images` names the leak.)"""
+    seen: Dict[Tuple[str, str, str], Case] = {}
+    for case in cases:
+        key = (_same_file_key(case.image_path), _same_file_key(case.label_path), str(case.patient_id))
+        first = seen.setdefault(key, case)
+        if first is not case:
+            raise InputError(f"Cases '{first.case_id}' and '{case.case_id}' of '{root}' are one image "
+                             f"('{case.image_path}') with one label ('{case.label_path}'): a repeated row, which "
+                             f"would train that CT twice as often. Remove the repeated row.")
 
 
 def _refuse_repeated_images(cases: Sequence[Case], root: Path) -> None:

@@ -943,3 +943,19 @@ def test_a_label_map_that_drops_a_cases_liver_but_keeps_its_tumor_names_the_drop
         "\"1\": 1, \"2\": 2)."]
     assert label_content_warnings(mapped) == ["its label has tumor (2) but no liver (1) voxel; liver labels mark the "
                                               "liver around each tumor. Check the label values (--label-map)."]
+
+
+@pytest.mark.parametrize("rows", ["ct0.nii.gz,lab0.nii.gz,P0\nct0.nii.gz,lab0.nii.gz,P0\n",
+                                  "ct0.nii.gz,lab0.nii.gz,a,P0\nct1.nii.gz,lab1.nii.gz,b,P1\n./ct0.nii.gz,lab0.nii.gz,c,P0\n"])
+def test_a_repeated_row_is_refused_as_one_not_told_to_get_its_own_case_id(tmp_path, rows):
+    """A row listed twice was told to get a unique id (a 'case' column); with one, the CT trained twice as often, and
+    a split could validate on a copy of a training case."""
+    _write_pair(tmp_path / "ct0.nii.gz", tmp_path / "lab0.nii.gz")
+    _write_pair(tmp_path / "ct1.nii.gz", tmp_path / "lab1.nii.gz", seed=1)
+    header = "image,label,patient\n" if rows.count(",") == 4 else "image,label,case,patient\n"
+    (tmp_path / "list.csv").write_text(header + rows)
+    with pytest.raises(InputError, match=r"are one image \('.*ct0\.nii\.gz'\) with one label \('.*lab0\.nii\.gz'\): a "
+                                         r"repeated row, which would train that CT twice as often\. Remove the "
+                                         r"repeated row\.") as refused:
+        discover_cases(tmp_path / "list.csv")
+    assert "'case' column" not in str(refused.value)

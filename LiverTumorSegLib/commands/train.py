@@ -352,7 +352,13 @@ def _as_typed(message: str, typed: Dict[str, Any]) -> str:
     """``message`` with each setting given on the command line (``typed``: field name -> value) spelt as its option
     (``Option batch_size must`` -> ``Option --batch-size must``): a name with an underscore wherever it stands (no
     English word has one), a one-word name ('model', 'data', 'lr') only as the subject ("Option NAME", "NAME
-    must"), so such words elsewhere in a message are left alone. A config file's settings keep their key."""
+    must"), so such words elsewhere in a message are left alone. A config file's settings keep their key, and so does
+    the whole unknown-option refusal, which is about a config file's keys (its list of every option read '...,
+    --batch-size, ..., lr, ...': the typed ones spelt as options among the others as keys)."""
+    from ..training.config import VALID_OPTIONS_LEAD
+
+    if VALID_OPTIONS_LEAD in message:
+        return message
     for name in sorted(typed, key=len, reverse=True):  # val_max_slices before a shorter name inside it
         key = re.escape(name)
         if "_" in name:

@@ -21,6 +21,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("cosine", "step", "plateau", "none")
 
 
+VALID_OPTIONS_LEAD = "Valid options (as config keys):"
+"""Begins the list of every option in the unknown-option refusal (the command line spells each with -- and -)."""
+
 FREE_TEXT_FIELDS = {"name", "description"}
 """Text options where a number (YAML reads ``name: 2024`` as one) is taken as its text."""
 
@@ -159,8 +162,13 @@ class TrainConfig:
             if value is not None:
                 current[name] = _typed_value(name, value, current[name], source)
         if unknown:
-            raise InputError(f"Unknown training option(s) {', '.join(sorted(unknown))} in {source}. "
-                             f"Valid options: {', '.join(sorted(known))}.")
+            import difflib
+
+            close = {key: difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=1, cutoff=0.6)
+                     for key in sorted(unknown)}
+            hint = "; ".join(f"{key}: did you mean {found[0]}?" for key, found in close.items() if found)
+            raise InputError(f"Unknown training option(s) {', '.join(sorted(unknown))} in {source}"
+                             f"{f' ({hint})' if hint else ''}. {VALID_OPTIONS_LEAD} {', '.join(sorted(known))}.")
         cfg = TrainConfig(**current)
         cfg.validate()
         return cfg

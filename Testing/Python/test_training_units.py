@@ -96,7 +96,8 @@ def test_cli_dict_options_merge_into_the_config_file_key_by_key(tmp_path):
 
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
-    with pytest.raises(InputError, match="Unknown training option.*epoch\\b"):
+    with pytest.raises(InputError, match=r"Unknown training option\(s\) epoch in config \(epoch: did you mean "
+                                         r"epochs\?\)\. Valid options \(as config keys\): .*\bepochs\b"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(InputError, match="optimizer"):
         TrainConfig.from_dict({"optimizer": "lbfgs"})
@@ -1338,3 +1339,17 @@ def test_a_name_or_description_longer_than_a_package_holds_is_refused_before_tra
     with pytest.raises(InputError, match=rf"Option {option} is {MAX_TEXT_CHARS + 1} characters long; a model package "
                                          rf"holds at most {MAX_TEXT_CHARS}\. Shorten it \(--{option}\)\."):
         TrainConfig(data="x.csv", **{option: "x" * (MAX_TEXT_CHARS + 1)}).validate()
+
+
+def test_an_unknown_config_key_beside_typed_options_lists_every_option_as_a_key(tmp_path, capsys):
+    """With --batch-size typed, the list of valid options after an unknown config key read '..., --batch-size, ...,
+    lr, ...': the typed ones spelt as options among config keys."""
+    from LiverTumorSegLib.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("batchsize: 4\n")
+    assert main(["train", "--data", "x.csv", "--config", str(config), "--batch-size", "2", "-o", "m.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown training option(s) batchsize in " in err and "(batchsize: did you mean batch_size?)" in err
+    listed = err.split("Valid options (as config keys): ")[1]
+    assert "batch_size" in listed and "--" not in listed

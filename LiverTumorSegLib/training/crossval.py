@@ -269,6 +269,25 @@ def fold_leftover(fold_cfg: TrainConfig) -> Optional[Path]:
     return None
 
 
+def _refuse_used_fold_folders(config: TrainConfig, out_dir: Path) -> None:
+    """Refuse, before any fold trains, a fold's training folder that already holds a user's files (a fold refuses
+    it when its turn comes, and a user's folder 'fold_1_train' was found only after fold 0 had trained; the advice
+    then, --overwrite, would train the finished fold again)."""
+    from .trainer import TRAIN_LOCK_FILE, holds_only_slice_cache
+
+    for fold in range(config.folds):
+        folder = Path(fold_config(config, out_dir, fold).log_dir)
+        if not folder.is_dir() or holds_only_slice_cache(folder):
+            continue
+        entries = sorted(p.name for p in folder.iterdir() if p.name != TRAIN_LOCK_FILE)
+        if entries:
+            raise OutputExistsError(f"Fold {fold}'s training folder '{folder}' already exists and holds "
+                                    f"{len(entries)} item(s) (e.g. '{entries[0]}'); each fold writes its log, "
+                                    f"checkpoints and cache there. Move that folder, choose another -o"
+                                    f"{' or --log-dir' if config.log_dir else ''}, or pass --overwrite to write "
+                                    f"into it.")
+
+
 def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Callable = None,
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Train folds ``0 .. config.folds - 1`` and write the tables; returns the per-fold rows + mean row. With
@@ -295,6 +314,7 @@ def run_crossval(config: TrainConfig, out_dir, command: str = "", train_fn: Call
                                     f"before its table; pass --resume to finish that run (finished folds are kept, "
                                     f"an interrupted one continues), --overwrite to start over, or choose another -o "
                                     f"folder.")
+        _refuse_used_fold_folders(config, out_dir)
     # what this run makes, and removes when it fails: the output folder, and the folds' --log-dir when given
     made = [outermost_missing_folder(folder) for folder in (out_dir, config.log_dir) if folder]
     # under torchrun: one process group for all folds. Each fold's train() made and destroyed its own on the

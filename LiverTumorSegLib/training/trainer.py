@@ -749,8 +749,8 @@ class Trainer:
             elif entries:  # a folder of the user's: the run would replace its log.csv and add its own files
                 raise OutputExistsError(f"Training folder '{self.log_dir}' already exists and holds {len(entries)} "
                                         f"item(s) (e.g. '{entries[0]}'); train writes log.csv, checkpoints and a "
-                                        f"cache there. Choose another -o, move that folder, or pass --overwrite "
-                                        f"to write into it.")
+                                        f"cache there. Choose another {'--log-dir' if cfg.log_dir else '-o'}, move "
+                                        f"that folder, or pass --overwrite to write into it.")
 
     def _build_caches(self, cache_dir: Path) -> None:
         label_map = self.config.label_map or None

@@ -528,6 +528,22 @@ def test_time_limit_stops_and_still_writes_package_via_cli(data_csv, tmp_path, c
     assert again == 2 and "limit stopped" in capsys.readouterr().err
 
 
+def test_crossval_refuses_a_users_files_in_a_later_folds_folder_before_any_fold_trains(data_csv, tmp_path):
+    """A user's folder fold_1_train was found when fold 1's turn came, after fold 0 had trained; the advice then
+    (--overwrite) would have trained fold 0 again."""
+    from LiverTumorSegLib.errors import OutputExistsError
+    from LiverTumorSegLib.training.crossval import run_crossval
+
+    (tmp_path / "cv" / "fold_1_train").mkdir(parents=True)
+    (tmp_path / "cv" / "fold_1_train" / "mine.txt").write_text("x")
+    trained = []
+    cfg = tiny_config(data_csv, tmp_path, epochs=1, iterations_per_epoch=1, folds=2, output="")
+    with pytest.raises(OutputExistsError, match=r"Fold 1's training folder '.*fold_1_train' already exists and "
+                                                r"holds 1 item\(s\) \(e\.g\. 'mine\.txt'\)"):
+        run_crossval(cfg, tmp_path / "cv", train_fn=lambda *a, **k: trained.append(a), log=lambda s: None)
+    assert trained == [] and (tmp_path / "cv" / "fold_1_train" / "mine.txt").read_text() == "x"
+
+
 def test_crossval_writes_per_fold_and_mean_table(data_csv, tmp_path):
     from LiverTumorSegLib.package import read_package_metadata
     from LiverTumorSegLib.training.crossval import run_crossval

@@ -392,7 +392,9 @@ def remap_labels(raw: np.ndarray, label_map: Optional[Mapping] = None, where: st
             mapping.update({int(v): target for v, target in zip(bad, (1, 2))})
             shown_map = "{" + ", ".join(f'"{v}": {t}' for v, t in sorted(mapping.items())) + "}"
             which = (f" if {int(bad[0])} is liver and {int(bad[1])} tumor (the other way round otherwise)"
-                     if len(bad) == 2 else "")
+                     if len(bad) == 2 else
+                     f" if {int(bad[0])} is liver (\"{int(bad[0])}\": 2 if it is tumor, \"{int(bad[0])}\": 0 if "
+                     f"it is neither)")
             how = f"Map them with {option} '{shown_map}'{which}; every value not in the map becomes 0."
         raise LabelError(f"Label map '{where}' holds values {shown} outside 0 (background), 1 (liver), 2 (tumor). "
                          f"{how}")

@@ -25,7 +25,8 @@ def holdout_split(cases: Sequence[Case], val_fraction: float, seed: int) -> Tupl
         return list(cases), []
     if len(patients) < 2:
         raise InputError(f"A validation split needs at least 2 patients; the data has {len(patients)}. "
-                         f"Add cases or set val_fraction: 0.")
+                         f"Add cases, or train without validation: --val-fraction 0 (val_fraction: 0 in a "
+                         f"config file).")
     n_val = min(len(patients) - 1, max(1, int(round(val_fraction * len(patients)))))
     val_patients = set(patients[:n_val])
     return ([c for c in cases if c.patient_id not in val_patients],
@@ -42,8 +43,10 @@ def kfold_splits(cases: Sequence[Case], folds: int, seed: int) -> List[Tuple[Lis
     if folds < 2:
         raise InputError(f"Cross-validation needs at least 2 folds (got {folds}).")
     if len(patients) < folds:
+        advice = "Use fewer folds." if len(patients) >= 2 else \
+            "Cross-validation needs at least 2 patients: add cases, or train one model with train."
         raise InputError(f"{folds}-fold cross-validation needs at least {folds} patients; the data has "
-                         f"{len(patients)}. Use fewer folds.")
+                         f"{len(patients)}. {advice}")
     groups = [set(patients[i::folds]) for i in range(folds)]
     return [([c for c in cases if c.patient_id not in g], [c for c in cases if c.patient_id in g]) for g in groups]
 

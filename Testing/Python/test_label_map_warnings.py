@@ -71,7 +71,8 @@ def test_evaluate_prints_the_warning_on_stderr(tmp_path):
     assert "background" in lines[0]
     summary = __import__("json").loads((tmp_path / "eval" / "summary.json").read_text())
     said = summary["warnings"]["case1"]
-    assert len(said) == 1 and said[0].startswith("reference: ") and "background" in said[0]
+    assert len(said) == 2 and said[0].startswith("reference: ") and "background" in said[0]
+    assert "holds no liver or tumor" in said[1]  # what the map left of it: nothing
 
 
 def test_a_multi_organ_label_is_told_to_map_its_liver_value_not_its_first_extra_one():

@@ -17,7 +17,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 
@@ -345,7 +345,27 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
                     where, int(config.folds), int(config.fold), int(config.folds))
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
+    for text in unused_typed_options(config, cli):
+        log.warning("warning: %s", text)
     return config
+
+
+UNUSED_UNLESS = {"momentum": ("optimizer", ("sgd",)), "step_size": ("schedule", ("step",)),
+                 "gamma": ("schedule", ("step",)), "plateau_patience": ("schedule", ("plateau",)),
+                 "plateau_factor": ("schedule", ("plateau",))}
+"""Options that only one optimizer or schedule reads: ``option -> (the choosing option, the choices that read it)``."""
+
+
+def unused_typed_options(config: Any, typed: Dict[str, Any]) -> List[str]:
+    """Warnings for options typed on the command line (``typed``) that the run's optimizer or schedule does not read:
+    --momentum with adamw, --step-size under cosine were ignored without a word. (A config file's keys are not named:
+    the recipes list every option.)"""
+    said = []
+    for name, (chooser, readers) in UNUSED_UNLESS.items():
+        if name in typed and getattr(config, chooser) not in readers:
+            said.append(f"--{name.replace('_', '-')} is read only by {chooser} {' or '.join(readers)}; with "
+                        f"{chooser} {getattr(config, chooser)} it is ignored.")
+    return said
 
 
 def _as_typed(message: str, typed: Dict[str, Any]) -> str:

@@ -1353,3 +1353,25 @@ def test_an_unknown_config_key_beside_typed_options_lists_every_option_as_a_key(
     assert "Unknown training option(s) batchsize in " in err and "(batchsize: did you mean batch_size?)" in err
     listed = err.split("Valid options (as config keys): ")[1]
     assert "batch_size" in listed and "--" not in listed
+
+
+def test_options_the_chosen_optimizer_or_schedule_does_not_read_are_warned_of(caplog):
+    """--momentum with adamw and --step-size under cosine were ignored without a word."""
+    import argparse
+
+    from LiverTumorSegLib.commands.train import add_config_options, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    base = ["--data", "x.csv", "-o", "m.safetensors"]
+    with caplog.at_level("WARNING"):
+        config_from_args(parser.parse_args(base + ["--optimizer", "adamw", "--momentum", "0.5", "--schedule", "cosine",
+                                                   "--step-size", "10"]))
+    said = [r.getMessage() for r in caplog.records]
+    assert "warning: --momentum is read only by optimizer sgd; with optimizer adamw it is ignored." in said
+    assert "warning: --step-size is read only by schedule step; with schedule cosine it is ignored." in said
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        config_from_args(parser.parse_args(base + ["--optimizer", "sgd", "--momentum", "0.5", "--schedule", "step",
+                                                   "--step-size", "10"]))
+    assert not [r for r in caplog.records if "is read only by" in r.getMessage()]

@@ -345,9 +345,23 @@ def config_from_args(args: argparse.Namespace, name_unused_val_fraction: bool = 
                     where, int(config.folds), int(config.fold), int(config.folds))
     if not config.data:
         raise InputError("No training data given: pass --data (folder or CSV) or set 'data' in the config file.")
+    _refuse_data_beside_the_config_only(config.data, "data" in cli, getattr(args, "config_file", None))
     for text in unused_typed_options(config, cli):
         log.warning("warning: %s", text)
     return config
+
+
+def _refuse_data_beside_the_config_only(data: str, typed: bool, config_file: Optional[str]) -> None:
+    """A config file's relative ``data`` is read from the working folder (docs/cli.md); where it exists only beside
+    the config file, say so (it was 'Training data 'ok.csv' does not exist', naming neither the file nor the rule)."""
+    if typed or not config_file or Path(data).is_absolute() or Path(data).exists():
+        return
+    beside = Path(config_file).parent / data
+    if beside.exists():
+        raise InputError(f"Training data '{data}' (data in '{config_file}') does not exist in the working folder; a "
+                         f"config file's relative paths are read from the working folder, not from the file's "
+                         f"folder, where '{beside}' exists. Run from that folder, write its path in the file, or pass "
+                         f"--data.")
 
 
 UNUSED_UNLESS = {"momentum": ("optimizer", ("sgd",)), "step_size": ("schedule", ("step",)),

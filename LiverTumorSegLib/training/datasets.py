@@ -762,7 +762,12 @@ def _csv_path(csv: Path, number: int, kind: str, text: str) -> Path:
             return slashed
         raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist (nor with '/' for its '\\'); "
                          f"a path written on Windows (C:\\...) must name the file as this computer sees it.")
-    raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist.")
+    hint = ""
+    if not Path(text).is_absolute() and Path(text).exists():  # written relative to the working folder
+        hint = (f" A relative path in a training CSV is read from the CSV's folder ('{csv.parent}'), not from the "
+                f"working folder, where '{text}' exists: write it relative to the CSV's folder, or as an absolute "
+                f"path.")
+    raise InputError(f"CSV '{csv}' line {number}: {kind} '{path}' does not exist.{hint}")
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -1375,3 +1375,26 @@ def test_options_the_chosen_optimizer_or_schedule_does_not_read_are_warned_of(ca
         config_from_args(parser.parse_args(base + ["--optimizer", "sgd", "--momentum", "0.5", "--schedule", "step",
                                                    "--step-size", "10"]))
     assert not [r for r in caplog.records if "is read only by" in r.getMessage()]
+
+
+def test_a_relative_path_found_only_from_the_other_folder_says_which_folder_it_is_read_from(tmp_path, monkeypatch):
+    """A config file's relative data is read from the working folder, a CSV's rows from the CSV's folder; a path
+    written the other way was only 'does not exist', naming neither rule."""
+    import argparse
+
+    from LiverTumorSegLib.commands.train import add_config_options, config_from_args
+    from LiverTumorSegLib.training.datasets import discover_cases
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "ok.csv").write_text("image,label\n")
+    (tmp_path / "sub" / "cfg.yaml").write_text("data: ok.csv\n")
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    with pytest.raises(InputError, match=r"Training data 'ok.csv' \(data in 'sub/cfg.yaml'\) does not exist in the "
+                                         r"working folder; .* not from the file's folder, where 'sub/ok.csv' exists"):
+        config_from_args(parser.parse_args(["--config", "sub/cfg.yaml", "-o", "m.safetensors"]))
+    (tmp_path / "sub" / "rows.csv").write_text("image,label\nsub/ok.csv,sub/ok.csv\n")  # written from tmp_path
+    with pytest.raises(InputError, match=r"read from the CSV's folder \('sub'\), not from the working folder, where "
+                                         r"'sub/ok.csv' exists"):
+        discover_cases(Path("sub/rows.csv"))

@@ -56,6 +56,11 @@ def _check_3d_shape(shape_xyz: Tuple[int, ...], source: str) -> Tuple[int, int, 
     dims = " x ".join(str(s) for s in shape)
     if len(shape) < 3:
         raise InputError(f"'{source}' is 2D ({dims} pixels); a 3D CT volume is needed ({_SUPPORTED_TEXT}).")
+    if len(shape) == 4 and shape[2] == 1 and shape[3] > 1:  # one volume of one slice each: 'extract one' left 2D
+        raise InputError(f"'{source}' is {dims} voxels: its {shape[3]} slices are stored along the 4th (time) axis "
+                         f"with one slice along z; a 3D CT volume is needed. Re-save it with the slices along z "
+                         f"(e.g. with nibabel: the data reshaped to {shape[0]} x {shape[1]} x {shape[3]}, the slice "
+                         f"spacing in pixdim[3]).")
     if len(shape) > 3:
         raise InputError(f"'{source}' is {len(shape)}D ({dims} voxels, e.g. several time points or channels); "
                          f"a single 3D CT volume is needed: extract one volume first.")

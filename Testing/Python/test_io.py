@@ -1245,3 +1245,11 @@ def test_a_2d_label_map_is_told_a_3d_label_map_is_needed_not_a_ct(tmp_path):
         read_label_map(tmp_path / "slice.nii.gz")
     with pytest.raises(InputError, match=r"a 3D CT volume is needed"):  # as a CT, it is told so
         read_volume(tmp_path / "slice.nii.gz")
+
+
+def test_slices_stored_along_the_time_axis_are_told_so_not_to_extract_one_volume(tmp_path):
+    """A (x, y, 1, 3) NIfTI (slices along t) was told it is 4D and to extract one volume, which leaves one 2D slice."""
+    _write_nifti(tmp_path / "t.nii.gz", np.zeros((16, 16, 1, 3), np.int16))
+    with pytest.raises(InputError, match=r"is 16 x 16 x 1 x 3 voxels: its 3 slices are stored along the 4th \(time\) "
+                                         r"axis with one slice along z; a 3D CT volume is needed\. Re-save it"):
+        read_volume(tmp_path / "t.nii.gz")

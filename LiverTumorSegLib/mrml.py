@@ -501,7 +501,6 @@ def segment_voxels_fingerprint(segmentation_node, segment_id: str, grid: Optiona
     digest, so such an edit counts (taking one sub-voxel per voxel, a tumor trimmed by 0.5 mm on a 2x grid read as
     not edited, and a later run replaced the reader's edit without a word). '' for a segment that is not there or has
     no labelmap; ``"empty"`` for one without voxels."""
-
     segment, image = _segment_labelmap(segmentation_node, segment_id)
     if image is None:
         return ""

@@ -1700,6 +1700,11 @@ def _dicom_series_of_file(path: Path) -> str:
             raise InputError(_undecodable_text(undecodable, f"'{path}'")) from None
         if zero_rescale_slope_file([path]) is not None:
             raise InputError(_zero_slope_text(f"'{path}' cannot be read", "this file")) from None
+        from .formats import renamed_hint  # a NIfTI named .dcm was told to give a DICOM folder
+
+        hint = renamed_hint(path, path.suffix.lower())
+        if hint:
+            raise InputError(f"'{path}' is not a DICOM file{hint}.") from None
         raise InputError(f"'{path}' is not a readable DICOM file; give the folder holding the DICOM series.") from None
     uid = _dicom_tag(reader, "0020|000e")
     if not uid:

@@ -1253,3 +1253,11 @@ def test_slices_stored_along_the_time_axis_are_told_so_not_to_extract_one_volume
     with pytest.raises(InputError, match=r"is 16 x 16 x 1 x 3 voxels: its 3 slices are stored along the 4th \(time\) "
                                          r"axis with one slice along z; a 3D CT volume is needed\. Re-save it"):
         read_volume(tmp_path / "t.nii.gz")
+
+
+def test_a_nifti_named_dcm_is_told_to_be_renamed_not_to_give_a_dicom_folder(tmp_path):
+    _write_nifti(tmp_path / "scan.nii.gz", np.zeros((4, 4, 4), np.int16))
+    (tmp_path / "scan.nii.gz").rename(tmp_path / "scan.dcm")
+    with pytest.raises(InputError, match=r"'.*scan\.dcm' is not a DICOM file \(its content is a gzip-compressed NIfTI "
+                                         r"image: rename it to \.nii\.gz\)\.$"):
+        read_volume(tmp_path / "scan.dcm")

@@ -40,3 +40,23 @@ def read_volume_node(scene, path, name: str = "CT", keep_storage: bool = True, c
     if keep_storage:
         node.SetAndObserveStorageNodeID(storage.GetID())
     return node
+
+
+def add_warp_transform_node(scene, name: str = "warp", moved_point=None):
+    """A non-linear (thin-plate spline) ``vtkMRMLTransformNode`` in ``scene`` through the landmarks (0, 0, 0),
+    (50, 0, 0), (0, 50, 0), (0, 0, 50) and, when given, ``moved_point = (source, target)`` (mm): without it the warp
+    is the identity, still non-linear in kind."""
+    import vtk
+
+    warp = scene.AddNewNodeByClass("vtkMRMLTransformNode", name)
+    tps = vtk.vtkThinPlateSplineTransform()
+    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    pairs = [((0, 0, 0),) * 2, ((50, 0, 0),) * 2, ((0, 50, 0),) * 2, ((0, 0, 50),) * 2]
+    for a, b in pairs + ([moved_point] if moved_point else []):
+        source.InsertNextPoint(*a)
+        target.InsertNextPoint(*b)
+    tps.SetSourceLandmarks(source)
+    tps.SetTargetLandmarks(target)
+    tps.SetBasisToR()
+    warp.SetAndObserveTransformToParent(tps)
+    return warp

@@ -14,7 +14,7 @@ import pytest
 from LiverTumorSegLib import mrml
 from LiverTumorSegLib.errors import InputError, LabelError, OutputExistsError
 from LiverTumorSegLib.volume import ImageGeometry
-from mrml_helpers import add_volume_node, read_volume_node
+from mrml_helpers import add_volume_node, add_warp_transform_node, read_volume_node
 
 DATA = Path(__file__).resolve().parents[2] / "Testing" / "Data"
 
@@ -180,16 +180,7 @@ def test_linear_parent_transform_is_applied_to_geometry(scene):
 @needs_slicer
 def test_nonlinear_and_shearing_transforms_are_refused(scene):
     node = _add_volume_node(scene, np.zeros((3, 4, 5), np.int16), _oblique_geometry(), name="warped")
-    warp = scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
-    tps = vtk.vtkThinPlateSplineTransform()
-    src, dst = vtk.vtkPoints(), vtk.vtkPoints()
-    for p in [(0, 0, 0), (50, 0, 0), (0, 50, 0), (0, 0, 50), (30, 30, 30)]:
-        src.InsertNextPoint(*p)
-        dst.InsertNextPoint(p[0] + (3 if p == (30, 30, 30) else 0), p[1], p[2])
-    tps.SetSourceLandmarks(src)
-    tps.SetTargetLandmarks(dst)
-    tps.SetBasisToR()
-    warp.SetAndObserveTransformToParent(tps)
+    warp = add_warp_transform_node(scene, "warp", moved_point=((30, 30, 30), (33, 30, 30)))
     node.SetAndObserveTransformNodeID(warp.GetID())
     with pytest.raises(InputError, match="non-linear transform 'warp'.*Harden"):
         mrml.ctvolume_from_volume_node(node)

@@ -14,7 +14,7 @@ from test_slicer_module_logic import module  # noqa: F401 - the module-under-tes
 from LiverTumorSegLib.errors import InputError
 from LiverTumorSegLib.phantom import PhantomLesion, make_phantom
 from LiverTumorSegLib.volume import ImageGeometry
-from mrml_helpers import add_volume_node
+from mrml_helpers import add_volume_node, add_warp_transform_node
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "LiverTumorSeg" / "LiverTumorSeg.py"
 # 2 x 2 x 4 mm voxels, origin off zero, so that volumes and RAS positions have one right answer
@@ -110,19 +110,8 @@ def test_update_lesion_table_refuses_a_segmentation_under_a_non_linear_transform
     """Read leniently, the placement of a segmentation under a warp ran the child to the end and was then reported as
     'moved or changed while it was measured', on every try; it is refused at the start with what to do, as a
     segmentation run refuses it."""
-    import vtk
-
     _, volume, segmentation = _scene_with_result(module)
-    warp = module.scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
-    tps = vtk.vtkThinPlateSplineTransform()
-    points = vtk.vtkPoints()
-    for p in [(0, 0, 0), (50, 0, 0), (0, 50, 0), (0, 0, 50)]:
-        points.InsertNextPoint(*p)
-    tps.SetSourceLandmarks(points)
-    tps.SetTargetLandmarks(points)
-    tps.SetBasisToR()
-    warp.SetAndObserveTransformToParent(tps)
-    segmentation.SetAndObserveTransformNodeID(warp.GetID())
+    segmentation.SetAndObserveTransformNodeID(add_warp_transform_node(module.scene, "warp").GetID())
     with pytest.raises(InputError, match="under the non-linear transform 'warp'.*Harden"):
         _logic(module).measureSegmentation(segmentation, volume)
     assert list(module.temp.iterdir()) == []

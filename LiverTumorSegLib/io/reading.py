@@ -118,21 +118,22 @@ def file_fingerprint(path: PathLike) -> dict:
 
 
 def same_file_content(recorded: dict, now: dict) -> bool:
-    """Whether two :func:`file_fingerprint` s are of the same file content: the same size, and the same
-    modification time or (a copy that did not keep the time, a file touched or rewritten unchanged) the same
-    ``sample_sha256``. A fingerprint without ``sample_sha256`` (reports written before 25 Nov 2026) is the same only
-    with the same time. Keys ``recorded`` lacks are not compared. Not seen: an uncompressed file of the same size
-    changed only between its first and last megabyte, and given a new modification time. A header's data file
-    (``data_file``: a .mhd's .raw, a .nhdr's data file) is compared the same way: its voxels changed while the
-    header stayed the same were taken for the CT segmented before."""
+    """Whether two :func:`file_fingerprint` s are of the same file content: the same size and the same
+    ``sample_sha256`` (whatever the modification time: a copy that did not keep it, a file touched or rewritten
+    unchanged). The time alone decided before: another patient's CT of the same size copied with its time kept
+    (``cp -p``, an archive's whole-second times) was skipped as segmented. A fingerprint without ``sample_sha256``
+    (reports written before 25 Nov 2026) is the same only with the same time. Keys ``recorded`` lacks are not
+    compared. Not seen: an uncompressed file of the same size changed only between its first and last megabyte. A
+    header's data file (``data_file``: a .mhd's .raw, a .nhdr's data file) is compared the same way: its voxels
+    changed while the header stayed the same were taken for the CT segmented before."""
     if "data_file" in recorded and not ("data_file" in now and same_file_content(recorded["data_file"],
                                                                                  now["data_file"])):
         return False
     if "bytes" in recorded and recorded["bytes"] != now["bytes"]:
         return False
-    if "modified_ns" not in recorded or recorded["modified_ns"] == now["modified_ns"]:
-        return True
-    return "sample_sha256" in recorded and recorded["sample_sha256"] == now["sample_sha256"]
+    if "sample_sha256" in recorded:
+        return recorded["sample_sha256"] == now.get("sample_sha256")
+    return "modified_ns" not in recorded or recorded["modified_ns"] == now["modified_ns"]
 
 
 def read_header_geometry(path: PathLike) -> Tuple[ImageGeometry, Tuple[int, int, int]]:

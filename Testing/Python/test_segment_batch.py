@@ -1167,6 +1167,25 @@ def test_a_resumed_batch_takes_a_copy_without_its_times_for_the_same_ct_and_refu
         segment_batch(cases, oracle_segmenter())
 
 
+def test_a_resumed_batch_refuses_another_ct_of_the_same_size_whose_modification_time_was_kept(tmp_path):
+    """Another patient's CT of the same size put under a case's name with the segmented file's modification time
+    (cp -p, an archive's whole-second times) was skipped as segmented: the time alone decided. The sampled SHA-256
+    now decides whenever the report holds one."""
+    import os
+
+    paths = write_phantoms(tmp_path / "cts", 2)
+    cases = find_cases(tmp_path / "cts", tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done", "done"]
+    stat = paths[1].stat()
+    data = bytearray(paths[1].read_bytes())  # the same size, other content (the gzip trailer's CRC-32)
+    data[-5] ^= 0xFF
+    paths[1].write_bytes(bytes(data))
+    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the segmented file's time, kept
+    assert paths[1].stat().st_size == stat.st_size and paths[1].stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(InputError, match=r"1 case\(s\) .*ct_1 \(another CT file: its size or content differs"):
+        segment_batch(cases, oracle_segmenter())
+
+
 @pytest.mark.parametrize("header", ["ct_1.mhd", "ct_1.nhdr"])
 def test_a_resumed_batch_refuses_a_header_whose_data_file_changed(tmp_path, header):
     """A .mhd whose .raw was replaced by another patient's voxels (same size, the header untouched) was skipped as

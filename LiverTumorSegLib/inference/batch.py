@@ -609,6 +609,26 @@ def _recorded_path(path: Path) -> str:
     return str(Path(path).resolve())
 
 
+def _unnamed_probability_map_text(case: BatchCase) -> str:
+    """Why a segmented case is failed when its report does not name the probability map asked for: made without
+    ``--probabilities``, into another folder, or (its report naming a map of that name at a path that no longer
+    exists) in a results folder moved since, which was told it was 'segmented without writing' the map beside it."""
+    import json
+
+    try:
+        recorded = json.loads(case.report_path.read_text(encoding="utf-8")).get("probabilities")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    again = (f"remove {case.output_path} to segment this case again, or rerun with --overwrite, which segments every "
+             f"case again")
+    if isinstance(recorded, str) and Path(recorded).name == case.probability_path.name and not Path(recorded).exists():
+        return (f"the report of {case.output_path} names its probability map at '{recorded}', which no longer exists "
+                f"(a results folder moved or copied since?); whether {case.probability_path} is that map cannot be "
+                f"told, so it is not taken as this case's: {again}")
+    return (f"{case.output_path} was segmented without writing {case.probability_path} (by a run without "
+            f"--probabilities, or with another folder); {again}")
+
+
 def report_names_probability_map(case: BatchCase) -> bool:
     """Whether the case's report in the output folder names its probability map path (``probabilities``): the report
     is written before the map, so a map there that the report does not name is not this case's (a user's file, or
@@ -650,10 +670,7 @@ def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = Fals
             if probability is not None and statuses[case.case_id].status == "skipped" and \
                     not (probability.exists() and report_names_probability_map(case)):
                 statuses[case.case_id] = CaseStatus(  # a map from another run would pass for this label map's
-                    case.case_id, "failed", message=f"{case.output_path} was segmented without writing "
-                    f"{probability} (by a run without --probabilities, or with another folder); remove "
-                    f"{case.output_path} to segment this case again, or rerun with --overwrite, which segments "
-                    f"every case again")
+                    case.case_id, "failed", message=_unnamed_probability_map_text(case))
         elif not overwrite and case.report_path.exists() and not _is_a_report_of_this_tool(case.report_path):
             statuses[case.case_id] = CaseStatus(  # a user's file where the report goes: kept, not replaced
                 case.case_id, "failed", message=f"'{case.report_path}' exists and is no segment report; it was "

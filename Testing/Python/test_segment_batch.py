@@ -275,6 +275,24 @@ def test_cli_batch_writes_each_cases_probability_map_as_a_single_run_does(tmp_pa
     assert "1 done, 1 skipped" in capsys.readouterr().out and (out / "ct_1.nii.gz").exists()
 
 
+def test_a_moved_results_folder_is_told_its_report_names_a_map_that_is_no_longer_there(tmp_path, capsys):
+    """A results folder made with --probabilities and then moved failed every case as 'segmented without writing'
+    the map that lay beside it. Whether that map is the one the report names cannot be told (the report names it by
+    its path), so the case still fails, saying why."""
+    import shutil
+
+    write_phantoms(tmp_path / "cts", 1)
+    run = ["segment", str(tmp_path / "cts"), "--device", "cpu", "--precision", "fp32", "--no-progress",
+           "--model", str(tiny_unet_package(tmp_path).path)]
+    assert cli.main(run + ["-o", str(tmp_path / "a" / "out"), "--probabilities", str(tmp_path / "a" / "prob")]) == 0
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    capsys.readouterr()
+    assert cli.main(run + ["-o", str(tmp_path / "b" / "out"), "--probabilities", str(tmp_path / "b" / "prob")]) == 2
+    printed = capsys.readouterr().out
+    assert f"names its probability map at '{tmp_path / 'a' / 'prob' / 'ct_0.nii.gz'}', which no longer exists" in \
+        printed and "--overwrite" in printed
+
+
 def test_a_probability_map_another_run_wrote_never_passes_for_a_cases_own(tmp_path, capsys):
     """Helper-2's audit: a rerun took any map in PROB as the case's (maps of another model after an --overwrite run
     without maps; a user's file put there), and a second output folder's run replaced the first's finished maps.

@@ -22,12 +22,13 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import logging
+import os
 import re
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
@@ -283,23 +284,41 @@ def _ct_files(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in READ_SUFFIXES)
 
 
-def _warn_of_dicom_subfolders(folder: Path) -> None:
-    """Warn of ``folder``'s subfolders (hidden ones left out) that hold DICOM files: a folder batch takes CT files
-    only, and a patient's DICOM series beside the NIfTI CTs was left out without a word (no row in the table)."""
+def _warn_of_dicom_subfolders(folder: Path, own: Sequence[Path] = ()) -> None:
+    """Warn of ``folder``'s subfolders (hidden ones left out) that hold DICOM files, or CT files: a folder batch takes
+    the CT files directly in it, and a patient's DICOM series (or CT files in a subfolder) beside the NIfTI CTs was
+    left out without a word (no row in the table). ``own``: the run's output and probability folders, not warned of
+    (the label maps a run wrote into a folder inside its input folder)."""
     try:
         subfolders = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()
                             and full_suffix(p) not in READ_SUFFIXES)  # 'x.nii.gz/' is a case (fails as one)
     except OSError:
         return
+    own_keys = {os.path.normcase(str(Path(p).resolve())) for p in own if p is not None}
+    subfolders = [p for p in subfolders if os.path.normcase(str(p.resolve())) not in own_keys]
     series = [p for p in subfolders if holds_dicom_images(p, is_dicom=is_dicom_file)]
     if series:
         names = ", ".join(p.name for p in series[:5]) + (" ..." if len(series) > 5 else "")
         log.warning("warning: %d subfolder(s) of '%s' hold DICOM files and are not segmented (%s): a batch of a "
                     "folder takes its CT files; to segment a DICOM series too, list its folder in a case CSV "
                     "(column 'image').", len(series), folder, names)
+    nested = [p for p in subfolders if p not in series and _readable_ct_files(p)]
+    if nested:
+        names = ", ".join(p.name for p in nested[:5]) + (" ..." if len(nested) > 5 else "")
+        log.warning("warning: %d subfolder(s) of '%s' hold CT files that are not segmented (%s): a batch of a folder "
+                    "takes the CT files directly in it, not in its subfolders; run segment on each subfolder, or "
+                    "list the files in a case CSV (column 'image').", len(nested), folder, names)
 
 
-def _cts_of_folder(folder: Path) -> List[Path]:
+def _readable_ct_files(folder: Path) -> List[Path]:
+    """:func:`_ct_files` of ``folder``, none when it cannot be listed."""
+    try:
+        return _ct_files(folder)
+    except OSError:
+        return []
+
+
+def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     """The folder's CT files (:func:`_ct_files`) but those named as label or probability maps
     (:func:`~..casenames.named_as_label_or_probability`: LiTS's ``segmentation-N`` beside ``volume-N``, a
     ``case_seg.nii.gz`` beside ``case.nii.gz``), which are left out with a warning naming them; they were read as
@@ -307,7 +326,7 @@ def _cts_of_folder(folder: Path) -> List[Path]:
     then says why it is no CT)."""
     from ..casenames import named_as_label_or_probability
 
-    _warn_of_dicom_subfolders(folder)
+    _warn_of_dicom_subfolders(folder, own)
     files = _ct_files(folder)
     left_out = [p for p in files if named_as_label_or_probability(p)]
     if not left_out or len(left_out) == len(files):
@@ -448,7 +467,7 @@ def find_cases(input_path: Any, output_folder: Any, suffix: str = ".nii.gz",
     if input_path.is_file():
         pairs = _cases_from_csv(input_path)
     else:
-        pairs = [(case_id_of(p), p) for p in _cts_of_folder(input_path)]
+        pairs = [(case_id_of(p), p) for p in _cts_of_folder(input_path, (output_folder, probability_folder))]
     if not pairs:
         raise InputError(f"No CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) in '{input_path}'.")
     seen = {}  # type: Dict[str, tuple]

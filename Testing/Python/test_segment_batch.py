@@ -1396,3 +1396,19 @@ def test_a_ct_listed_twice_in_a_case_list_is_named_as_such(tmp_path):
     write_phantoms(tmp_path / "cts", 1)
     _csv_refused(tmp_path / "list.csv", "image\ncts/ct_0.nii.gz\ncts/ct_0.nii.gz\n",
                  "lists .*ct_0.nii.gz' twice.*remove one of the rows")
+
+
+def test_ct_files_in_a_subfolder_are_named_not_left_out_without_a_word(tmp_path, caplog):
+    """A folder batch takes the CT files directly in its folder; a CT in a subfolder got no row and no word (DICOM
+    subfolders were warned of). The run's own output and probability folders inside the input folder are not named."""
+    paths = write_phantoms(tmp_path / "cts", 2)
+    (tmp_path / "cts" / "more").mkdir()
+    paths[1].rename(tmp_path / "cts" / "more" / paths[1].name)
+    out, prob = tmp_path / "cts" / "seg", tmp_path / "cts" / "prob"
+    for folder in (out, prob):  # a previous run's results inside the input folder
+        write_phantoms(folder, 1)
+    with caplog.at_level("WARNING"):
+        cases = find_cases(tmp_path / "cts", out, probability_folder=prob)
+    assert [c.case_id for c in cases] == ["ct_0"]
+    said = [r.getMessage() for r in caplog.records if "subfolder(s)" in r.getMessage()]
+    assert len(said) == 1 and "1 subfolder(s) of" in said[0] and "hold CT files that are not segmented (more)" in said[0]

@@ -398,13 +398,34 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
     def on_loaded() -> None:
         print(f"{len(cases)} case(s) -> {out} on {segmenter.device_description}", file=sys.stderr)
 
+    import threading
+
+    from ..inference.batch import CaseStatus
+
     finished = {}  # type: Dict[str, Any]
+    table_lock = threading.Lock()  # cases end on the finishing thread and on this one
+
+    def so_far(message: str) -> List[Any]:  # every case: its status, or 'not run' with ``message``
+        return [finished.get(c.case_id) or CaseStatus(c.case_id, "not run", message=message) for c in cases]
+
+    def write_table(statuses: List[Any]) -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_status_csv(statuses, out / STATUS_FILE)
+        except (OSError, LiverTumorSegError) as exc:  # a full disk, an output folder gone read-only
+            from ..cli import file_system_error_text
+            log.warning("warning: %s was not written: %s", out / STATUS_FILE, file_system_error_text(exc) or exc)
 
     def on_case(status: Any) -> None:
-        finished[status.case_id] = status
-        if args.progress == "bar":
-            print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
-                  file=sys.stderr)
+        with table_lock:
+            finished[status.case_id] = status
+            if args.progress == "bar":
+                print(f"{status.case_id}: {status.status} ({status.seconds:.1f} s) {status.message}".rstrip(),
+                      file=sys.stderr)
+            if status.status != "skipped":  # as each case is segmented or fails: a run killed without a word
+                # (SIGKILL, out of memory) left the previous run's table, calling done cases it had redone
+                write_table(so_far("not reached (this run was going on, or was killed, when the table was "
+                                   "written)"))
 
     interrupted = None  # type: Optional[BaseException]
     try:
@@ -412,17 +433,10 @@ def _run_batch_cases(args: argparse.Namespace, options: Any, cases: List[Any], o
     except (KeyboardInterrupt, CancelledError) as exc:
         # the cases finished so far are on disk: say so in the table and batch_status.csv, as after a full run
         # (before, an interrupted batch left no table and kept an earlier run's batch_status.csv)
-        from ..inference.batch import CaseStatus
-        statuses = [finished.get(c.case_id) or CaseStatus(c.case_id, "not run", message="interrupted")
-                    for c in cases]
+        statuses = so_far("interrupted")
         interrupted = exc
     print(format_status_table(statuses, overwrite=bool(args.overwrite)))  # first: a full disk must not hide it
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_status_csv(statuses, out / STATUS_FILE)
-    except (OSError, LiverTumorSegError) as exc:  # a full disk, an output folder gone read-only
-        from ..cli import file_system_error_text
-        log.warning("warning: %s was not written: %s", out / STATUS_FILE, file_system_error_text(exc) or exc)
+    write_table(statuses)
     if interrupted is not None:
         raise interrupted
     return 2 if any(s.status == "failed" for s in statuses) else 0

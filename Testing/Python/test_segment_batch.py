@@ -679,6 +679,33 @@ def test_an_interrupted_batch_writes_its_table_and_status_file(tmp_path, capsys,
     assert "1 done, 0 skipped (already segmented), 0 failed, 2 not run (interrupted; rerun to resume)" in printed
 
 
+def test_a_batch_killed_without_a_word_leaves_a_table_of_the_cases_it_ended(tmp_path, capsys, monkeypatch):
+    """A run killed without a word (SIGKILL, out of memory: nothing of it runs after) left the previous run's
+    batch_status.csv, which called cases done that it had redone with other settings. The table is written as each
+    case ends; here the 'kill' is an exception nothing handles, raised in the second case's network."""
+    package = tiny_unet_package(tmp_path)
+    write_phantoms(tmp_path / "cts", 3)
+    out = tmp_path / "out"
+    real = Segmenter.predict
+    calls = []
+
+    class Killed(BaseException):
+        pass
+
+    def killed_in_the_second_network(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Segmenter, "predict", killed_in_the_second_network)
+    with pytest.raises(Killed):
+        cli.main(["segment", str(tmp_path / "cts"), "-o", str(out), "--model", str(package.path), "--device", "cpu",
+                  "--precision", "fp32", "--no-progress"])
+    rows = (out / "batch_status.csv").read_text().splitlines()
+    assert rows[1].startswith("ct_0,done") and rows[2].startswith("ct_1,not run") and rows[3].startswith("ct_2,not run")
+    assert "not reached (this run was going on, or was killed, when the table was written)" in rows[2]
+
+
 def test_case_list_headers_ignore_letter_case_and_the_status_table_never_replaces_the_list(tmp_path):
     """'Image,Case_ID' lost its case_id column silently (and 'Image' was refused); a list saved as
     OUT/batch_status.csv was overwritten by the status table."""

@@ -64,7 +64,9 @@ class BatchCase:
 @dataclass
 class CaseStatus:
     """What happened to one case: ``status`` is ``done``, ``skipped`` (output existed), ``failed`` or, in the table
-    of an interrupted run, ``not run``."""
+    of an interrupted run, ``not run``. ``seconds``: the case's time after its CT was read (the read runs on the
+    reader thread beside the previous case's network; the report's ``timings_s.read`` holds it), so a case that failed
+    while being read shows 0.0."""
 
     case_id: str
     status: str

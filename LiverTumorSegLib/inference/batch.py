@@ -822,6 +822,13 @@ RESUME_AFTER_OVERWRITE = ("rerun with --overwrite to redo them: without it, a ca
                           "label map, if it had one, as 'already segmented'")
 
 
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide characters (Chinese, Japanese, Korean: East Asian width W or F) two,
+    combining marks none, others one. Padded by characters, a case named '患者 2' pushed its row's columns out of line."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+               for c in text)
+
+
 def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> str:
     """A plain-text table: case, status, seconds, liver mL, lesions, precision, message. ``overwrite``: the run
     replaced earlier outputs, so its cases not run still hold an earlier run's label maps, which a plain rerun
@@ -829,10 +836,10 @@ def format_status_table(statuses: List[CaseStatus], overwrite: bool = False) -> 
     header = ["case", "status", "seconds", "liver_mL", "lesions", "precision", "message"]
     rows = [[s.case_id, s.status, f"{s.seconds:.1f}", "" if s.liver_ml is None else f"{s.liver_ml:.1f}",
              "" if s.lesion_count is None else str(s.lesion_count), s.precision, s.message] for s in statuses]
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
+    widths = [max(display_width(str(r[i])) for r in [header] + rows) for i in range(len(header) - 1)]
     lines = []
     for row in [header] + rows:
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
+        cells = [str(c) + " " * (w - display_width(str(c))) for c, w in zip(row[:-1], widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     counts = {k: sum(1 for s in statuses if s.status == k) for k in ("done", "skipped", "failed", "not run")}
     resume = RESUME_AFTER_OVERWRITE if overwrite else "rerun to resume"

@@ -1439,3 +1439,16 @@ def test_ct_files_in_a_subfolder_are_named_not_left_out_without_a_word(tmp_path,
     assert [c.case_id for c in cases] == ["ct_0"]
     said = [r.getMessage() for r in caplog.records if "subfolder(s)" in r.getMessage()]
     assert len(said) == 1 and "1 subfolder(s) of" in said[0] and "hold CT files that are not segmented (more)" in said[0]
+
+
+def test_the_status_table_keeps_its_columns_in_line_for_wide_and_combining_characters():
+    """Padded by characters, a case named '患者 2' (two columns per character in a terminal) pushed its row out of
+    line; a decomposed 'é' (e and a combining accent) takes one column."""
+    from LiverTumorSegLib.inference.batch import CaseStatus, display_width, format_status_table
+
+    assert display_width("患者 2") == 6 and display_width("cafe\u0301") == 4 and display_width("ct_1") == 4
+    lines = format_status_table([CaseStatus("患者 2", "done", 1.0), CaseStatus("cafe\u0301", "done", 2.0),
+                                 CaseStatus("ct_1", "failed", 0.0, message="x")]).splitlines()
+    starts = {display_width(line[:line.index(" done") if " done" in line else line.index(" failed")]) for line in
+              lines[1:4]}
+    assert len(starts) == 1  # the status column starts at one screen column on every row

@@ -240,6 +240,10 @@ def _read_nifti(path: Path, uint8_if_fits: bool = False) -> CTVolume:
     shape = _check_3d_shape(tuple(image.shape), str(path))
     geometry, warnings = _nifti_geometry(header, str(path))
     slope, inter = _nifti_scaling(image)
+    if slope < 0:  # the values come out mirrored: it was told its values look shifted by +1024 or are not HU
+        raise InputError(f"'{path}': its header's scl_slope is negative ({slope:g}), which turns every value around "
+                         f"(air bright, bone dark); a CT, label map or probability map is stored with a positive "
+                         f"slope (1 for Hounsfield units). Fix scl_slope in the header, or export the file again.")
     content = _nifti_content(header)
     scaled = (slope, inter) != (1.0, 0.0) and not _stored_as_probability_255(content, header, slope, inter)
     warnings += _check_data_fits_file(path, shape, header, int(getattr(image.dataobj, "offset", 0) or 0))

@@ -1261,3 +1261,12 @@ def test_a_nifti_named_dcm_is_told_to_be_renamed_not_to_give_a_dicom_folder(tmp_
     with pytest.raises(InputError, match=r"'.*scan\.dcm' is not a DICOM file \(its content is a gzip-compressed NIfTI "
                                          r"image: rename it to \.nii\.gz\)\.$"):
         read_volume(tmp_path / "scan.dcm")
+
+
+def test_a_nifti_whose_scale_slope_is_negative_is_refused_saying_so(tmp_path):
+    """scl_slope -1 turned every value around (air +1000 HU); it was told its values looked shifted by +1024."""
+    image = nib.Nifti1Image(np.full((8, 8, 4), 1000, np.int16), np.eye(4))
+    image.header.set_slope_inter(-1.0, 0.0)
+    nib.save(image, str(tmp_path / "negated.nii.gz"))
+    with pytest.raises(InputError, match=r"its header's scl_slope is negative \(-1\), which turns every value around"):
+        read_volume(tmp_path / "negated.nii.gz")

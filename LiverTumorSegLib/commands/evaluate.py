@@ -66,7 +66,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..casenames import case_key, case_name
 from ..errors import InputError, OutputExistsError, ResourceError
-from ..fileutil import is_dicom_file
+from ..fileutil import is_dicom_file, same_file_among
 from ..io.dicom import holds_dicom_images
 
 log = logging.getLogger(__name__)
@@ -188,20 +188,12 @@ def _warn_if_other_case_numbers(pred: Path, ref: Path) -> None:
                     pred.name, case_name(pred), ref.name, case_name(ref))
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two existing paths are one file or folder (links and hard links included)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], List[str]]:
     """Pair predictions with references. Returns ``(matched [(case, pred, ref)], only_pred, only_ref)``."""
     for path, what in ((pred, "--pred"), (ref, "--ref")):
         if not path.exists():
             raise InputError(f"{what} '{path}' does not exist.")
-    if _same_file(pred, ref):  # a slip of the shell's completion scored a file against itself: Dice 1.0
+    if same_file_among([pred, ref]):  # a slip of the shell's completion scored a file against itself: Dice 1.0
         raise InputError(f"--pred '{pred}' and --ref '{ref}' are the same {'folder' if pred.is_dir() else 'file'}: "
                          f"the predictions would be scored against themselves (Dice 1.0). Give the segmentations "
                          f"as --pred and the expert labels as --ref.")
@@ -217,7 +209,7 @@ def match_cases(pred: Path, ref: Path) -> Tuple[List[Tuple[str, Path, Path]], Li
     matched = [(name, preds[name], refs[name]) for name in refs if name in preds]
     only_pred = [name for name in preds if name not in refs]
     only_ref = [name for name in refs if name not in preds]
-    same = [name for name, pred_path, ref_path in matched if _same_file(pred_path, ref_path)]
+    same = [name for name, pred_path, ref_path in matched if same_file_among([pred_path, ref_path])]
     if same:  # links, or one folder holding the other's files
         raise InputError(f"{len(same)} case(s) of --pred '{pred}' are the same files as --ref '{ref}' holds "
                          f"({', '.join(same[:10])}{' ...' if len(same) > 10 else ''}): they would be scored against "
@@ -555,7 +547,7 @@ def evaluate_folders(args) -> Dict[str, object]:
     out_dir = Path(args.output_dir)
     for folder, option in ((args.pred, "--pred"), (args.ref, "--ref"), (args.images, "--images"),
                            (args.prob, "--prob")):
-        if folder and Path(folder).is_dir() and _same_file(out_dir, Path(folder)):  # as segment refuses its input
+        if folder and Path(folder).is_dir() and same_file_among([out_dir, folder]):  # as segment refuses its input
             raise InputError(f"-o '{out_dir}' is the {option} folder: the results (cases.csv, summary.json, plots/) "
                              f"would lie among its files. Choose another output folder.")
     paths = _output_paths(out_dir)

@@ -22,7 +22,6 @@ recorded with its one-line error and the others go on.
 import concurrent.futures
 import contextlib
 import logging
-import os
 import re
 import time
 import unicodedata
@@ -32,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..errors import InputError, LiverTumorSegError, out_of_memory_error, submit_in_caller_context
 from ..fileutil import (WINDOWS_RESERVED_NAMES, atomic_outputs, csv_cell_path, file_identities, full_suffix,
-                        is_dicom_file, read_csv_rows, restore_set_aside_outputs_of)
+                        is_dicom_file, read_csv_rows, restore_set_aside_outputs_of, same_file_among)
 from ..io.dicom import holds_dicom_images
 from ..io.formats import READ_SUFFIXES
 from .core_share import CoreShare
@@ -286,7 +285,7 @@ def _ct_files(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and full_suffix(p) in READ_SUFFIXES)
 
 
-def _warn_of_dicom_subfolders(folder: Path, own: Sequence[Path] = ()) -> None:
+def _warn_of_subfolders_left_out(folder: Path, own: Sequence[Path] = ()) -> None:
     """Warn of ``folder``'s subfolders (hidden ones left out) that hold DICOM files, or CT files: a folder batch takes
     the CT files directly in it, and a patient's DICOM series (or CT files in a subfolder) beside the NIfTI CTs was
     left out without a word (no row in the table). ``own``: the run's output and probability folders, not warned of
@@ -296,8 +295,7 @@ def _warn_of_dicom_subfolders(folder: Path, own: Sequence[Path] = ()) -> None:
                             and full_suffix(p) not in READ_SUFFIXES)  # 'x.nii.gz/' is a case (fails as one)
     except OSError:
         return
-    own_keys = {os.path.normcase(str(Path(p).resolve())) for p in own if p is not None}
-    subfolders = [p for p in subfolders if os.path.normcase(str(p.resolve())) not in own_keys]
+    subfolders = [p for p in subfolders if not any(same_file_among([p, o]) for o in own if o is not None)]
     series = [p for p in subfolders if holds_dicom_images(p, is_dicom=is_dicom_file)]
     if series:
         names = ", ".join(p.name for p in series[:5]) + (" ..." if len(series) > 5 else "")
@@ -328,7 +326,7 @@ def _cts_of_folder(folder: Path, own: Sequence[Path] = ()) -> List[Path]:
     then says why it is no CT)."""
     from ..casenames import named_as_label_or_probability
 
-    _warn_of_dicom_subfolders(folder, own)
+    _warn_of_subfolders_left_out(folder, own)
     files = _ct_files(folder)
     left_out = [p for p in files if named_as_label_or_probability(p)]
     if not left_out or len(left_out) == len(files):
@@ -634,15 +632,10 @@ def _unnamed_probability_map_text(case: BatchCase) -> str:
     """Why a segmented case is failed when its report does not name the probability map asked for: made without
     ``--probabilities``, into another folder, or (its report naming a map of that name at a path that no longer
     exists) in a results folder moved since, which was told it was 'segmented without writing' the map beside it."""
-    import json
-
-    try:
-        recorded = json.loads(case.report_path.read_text(encoding="utf-8")).get("probabilities")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = _recorded_probability_map(case)
     again = (f"remove {case.output_path} to segment this case again, or rerun with --overwrite, which segments every "
              f"case again")
-    if isinstance(recorded, str) and Path(recorded).name == case.probability_path.name and not Path(recorded).exists():
+    if recorded is not None and Path(recorded).name == case.probability_path.name and not Path(recorded).exists():
         return (f"the report of {case.output_path} names its probability map at '{recorded}', which no longer exists "
                 f"(a results folder moved or copied since?); whether {case.probability_path} is that map cannot be "
                 f"told, so it is not taken as this case's: {again}")
@@ -650,18 +643,25 @@ def _unnamed_probability_map_text(case: BatchCase) -> str:
             f"--probabilities, or with another folder); {again}")
 
 
-def report_names_probability_map(case: BatchCase) -> bool:
-    """Whether the case's report in the output folder names its probability map path (``probabilities``): the report
-    is written before the map, so a map there that the report does not name is not this case's (a user's file, or
-    another run's map, into another output folder or without ``--probabilities``)."""
+def _recorded_probability_map(case: BatchCase) -> Optional[str]:
+    """The probability map path (``probabilities``) the case's report in the output folder names, None without one
+    (no report, or one that cannot be read)."""
     import json
 
     try:
         report = json.loads(case.report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and case.probability_path is not None and \
-        report.get("probabilities") == _recorded_path(case.probability_path)
+        return None
+    recorded = report.get("probabilities") if isinstance(report, dict) else None
+    return recorded if isinstance(recorded, str) else None
+
+
+def report_names_probability_map(case: BatchCase) -> bool:
+    """Whether the case's report in the output folder names its probability map path (``probabilities``): the report
+    is written before the map, so a map there that the report does not name is not this case's (a user's file, or
+    another run's map, into another output folder or without ``--probabilities``)."""
+    return case.probability_path is not None and \
+        _recorded_probability_map(case) == _recorded_path(case.probability_path)
 
 
 def segment_batch(cases: List[BatchCase], segmenter: Any, overwrite: bool = False,

@@ -239,6 +239,29 @@ def test_cluster_makes_one_confluent_mass(phantom):
     assert n_components == 1
 
 
+def test_companion_of_a_confluent_mass_lands_in_reach_when_random_directions_miss_the_liver():
+    """When none of the eight random directions at the drawn distance landed on liver (a mass at the liver's
+    edge), the companion was placed anywhere in the liver: the benchmark's "one confluent mass" came out as two
+    (example_ct_sm, seed 4). It now takes a liver voxel at 0.4-0.9 x the sum of radii from the first centre."""
+    from LiverTumorSegLib.training.synthetic_lesions import _pick_next_to
+
+    spacing = (2.0, 1.0, 1.0)
+    liver = np.zeros((20, 80, 80), dtype=bool)
+    liver[9:12, 38:43, 58:63] = True        # a small patch about 20 mm from the first centre, towards +x
+    liver[9:12, 5:10, 5:10] = True          # and one 50 mm away: out of reach
+    first = {"center_zyx": [10.0, 40.0, 40.0], "diameter_mm": 20.0}
+    for seed in range(10):
+        center, radius = _pick_next_to(first, liver, 12.0, spacing, False, seeding.rng(seed))
+        assert radius == 12.0 and liver[tuple(np.rint(center).astype(int))]
+        distance = float(np.linalg.norm((np.asarray(center) - first["center_zyx"]) * spacing))
+        assert 0.4 * 22.0 <= distance <= 0.9 * 22.0        # touching the first: within the sum of radii
+        flat, _ = _pick_next_to(first, liver, 12.0, spacing, True, seeding.rng(seed))  # in-plane: same z
+        assert flat[0] == 10.0 and liver[tuple(np.rint(flat).astype(int))]
+    lonely = np.zeros_like(liver)
+    lonely[9:12, 5:10, 5:10] = True
+    assert _pick_next_to(first, lonely, 12.0, spacing, False, seeding.rng(0)) is None   # nothing in reach
+
+
 def test_cluster_is_confluent_in_a_three_slice_stack(phantom):
     """A training stack has 3 slices and the first lesion's centre is moved in z by up to 0.6 of its radius, often
     past the stack: companions were then refused (centre 'not on liver') and placed anywhere (14 of 20 seeds)."""

@@ -45,15 +45,17 @@ where it moves anatomy, to the label) and the whole volume goes through the norm
 ``scan_end_tumor``  the scan cut at the slice where a tumor is widest, which becomes its first (or last) slice: a
                     tumor at the scan's edge, where a 2.5D network's missing neighbours repeat the edge slice
 ``rotate-10/+10``   the anatomy turned 10 degrees either way about the z axis (a patient lying turned on the
-                    table): HU linearly interpolated, the label by nearest neighbour, air brought in at the corners
+                    table): HU linearly interpolated, the label by nearest neighbour, air brought in at the corners;
+                    a round field of view's padding stays where it was (the scanner's field does not turn)
 ``fov_xy300/220``   a tighter in-plane field of view: a 300 / 220 mm square centred on the liver's in-plane
                     extent, the body cut at the image edges (pixel size unchanged; skipped when the image is no
                     larger already)
 ``sharp_kernel``    a sharper reconstruction kernel, imitated by an in-plane unsharp mask (amount 2, 1 mm): edges
-                    overshoot and fine noise grows (acts on fine pixels only)
-``metal_streaks``   a metal bar at the scanner's ceiling (3071 HU, 6 x 30 mm: a pedicle screw) on the spine in every
-                    slice holding liver, with 10 straight streaks through it across the slice, alternately bright
-                    and dark, about 400-700 HU at the metal and fading with distance (skipped without a spine)
+                    overshoot and fine noise grows (acts on fine pixels only; values kept in -1024..3071 HU)
+``metal_streaks``   a metal bar at the scanner's ceiling (3071 HU, 6 x 30 mm, partial volume in its edge pixels:
+                    a pedicle screw) on the spine in every slice holding liver, with 10 straight streaks through it
+                    across the slice, alternately bright and dark, about 400-700 HU at the metal and fading with
+                    distance (skipped without a spine)
 ``hyperdense``      the real CT with the benchmark's tumors all brighter than the liver (15-60 HU above it, as an
                     arterial phase shows hypervascular tumors), inserted with the row's own seed into the kept slices
 ``large_confluent`` the real CT with one confluent mass instead: 3-4 tumors of 30-60 mm, each touching the first
@@ -429,12 +431,23 @@ def rotate_in_plane(sample: Sample, degrees: float, air_hu: float = -1000.0) -> 
     each ``(y, x)`` slice, on the same grid: HU linearly interpolated, the label by nearest neighbour, air
     (``air_hu``, label 0) where the turn brings in voxels from outside the scan. A positive angle turns +x towards
     -y (``scipy.ndimage.rotate`` with ``axes=(1, 2)``; at 90 degrees ``np.rot90(a, 1, axes=(1, 2))``): the patient's
-    left towards anterior in the canonical LPS grid."""
+    left towards anterior in the canonical LPS grid.
+
+    The scanner's field of view does not turn with the patient: padding outside a round field (voxels at or below
+    :data:`PADDING_BELOW_HU`, -3024 HU on the 3-slice shared CT) is air while the anatomy turns and is put back
+    where it was afterwards, anatomy turned into it is cut (its HU, label 0). Before, the padding turned with the
+    anatomy and was interpolated with the air beside it into values from -3024 to -1000 HU that no scanner
+    makes (the network's windows clip them all alike; checks that find padding by its value did not)."""
     from scipy import ndimage
 
-    hu = ndimage.rotate(sample.hu, degrees, axes=(1, 2), reshape=False, order=1, mode="constant", cval=air_hu,
+    padding = sample.hu <= PADDING_BELOW_HU
+    anatomy = np.where(padding, np.float32(air_hu), sample.hu) if padding.any() else sample.hu
+    hu = ndimage.rotate(anatomy, degrees, axes=(1, 2), reshape=False, order=1, mode="constant", cval=air_hu,
                         prefilter=False)
     labels = ndimage.rotate(sample.labels, degrees, axes=(1, 2), reshape=False, order=0, mode="constant", cval=0)
+    if padding.any():
+        hu = np.where(padding, sample.hu, hu)
+        labels = np.where(padding, np.uint8(0), labels)
     return replace(sample, hu=np.ascontiguousarray(hu, dtype=np.float32),
                    labels=np.ascontiguousarray(labels, dtype=np.uint8))
 
@@ -468,7 +481,9 @@ def sharpen_in_plane(sample: Sample, amount: float = 2.0, sigma_mm: float = 1.0)
     3 mm pixels. Only the scanned voxels (above :data:`PADDING_BELOW_HU`) are blurred, sharpened and changed, as a
     scanner's kernel acts inside its field of view: the padding around a round field of view (-3024 HU on the
     3-slice shared CT) was blurred in with the air inside it, and that air's ring at the field's edge went from
-    -1000 to above -500 HU (1,836 voxels a slice there), an edge no sharper kernel makes."""
+    -1000 to above -500 HU (1,836 voxels a slice there), an edge no sharper kernel makes. The sharpened values are
+    kept within the scanner's range (-1024..:data:`METAL_HU`): air beside the body's edge overshot to -2422 HU on
+    the 0.98 mm shared CT, below what a scanner stores."""
     from scipy import ndimage
 
     sigma = (0.0, sigma_mm / float(sample.spacing_zyx[1]), sigma_mm / float(sample.spacing_zyx[2]))
@@ -476,16 +491,33 @@ def sharpen_in_plane(sample: Sample, amount: float = 2.0, sigma_mm: float = 1.0)
     scanned = hu > PADDING_BELOW_HU
     weight = ndimage.gaussian_filter(scanned.astype(np.float32), sigma)  # normalized blur over scanned voxels
     blurred = ndimage.gaussian_filter(np.where(scanned, hu, np.float32(0.0)), sigma) / np.maximum(weight, 1e-6)
-    sharpened = hu + np.float32(amount) * (hu - blurred)
+    sharpened = np.clip(hu + np.float32(amount) * (hu - blurred), np.float32(SCANNER_MIN_HU), np.float32(METAL_HU))
     return replace(sample, hu=np.where(scanned, sharpened, hu).astype(np.float32))
 
 
 METAL_HU = 3071.0
 """HU of the inserted metal: the ceiling of the usual 12-bit CT scale (-1024..3071), where steel and titanium end up
 on a scanner without an extended HU range."""
+SCANNER_MIN_HU = -1024.0
+"""The floor of that scale: the lowest value a scanner stores inside its field of view."""
 METAL_BAR_MM = (6.0, 30.0)
 """In-plane size (mm, x by y) of the inserted metal: a pedicle screw's width (5.5-7.5 mm) by part of its length,
-running front to back through the vertebral body as such a screw does."""
+running front to back through the vertebral body as such a screw does. A pixel the bar covers in part holds that
+share of :data:`METAL_HU` (partial volume, :func:`metal_fraction`)."""
+
+
+def metal_fraction(dy_mm: np.ndarray, dx_mm: np.ndarray, spacing_yx: Tuple[float, float],
+                   bar_mm: Tuple[float, float] = METAL_BAR_MM) -> np.ndarray:
+    """Share (0..1) of each pixel covered by a ``bar_mm`` (x by y, mm) bar centred on 0: the overlap of the pixel
+    (``spacing_yx`` mm, centred at ``dy_mm``, ``dx_mm`` mm from the bar's centre; broadcast arrays) with the bar,
+    per axis, multiplied. Its sum times the pixel area is the bar's area wherever the bar lies within the image.
+    Before, every pixel whose centre lay in the bar was metal: on 3 mm pixels a 6 x 30 mm bar became 9 x 33 mm."""
+    cover = np.float32(1.0)
+    for d, pixel, size in ((dx_mm, spacing_yx[1], bar_mm[0]), (dy_mm, spacing_yx[0], bar_mm[1])):
+        lo = np.maximum(d - np.float32(pixel / 2.0), np.float32(-size / 2.0))
+        hi = np.minimum(d + np.float32(pixel / 2.0), np.float32(size / 2.0))
+        cover = cover * np.clip((hi - lo) / np.float32(pixel), 0.0, 1.0)
+    return np.asarray(cover, dtype=np.float32)
 STREAK_LINES = 10
 """Straight streaks through the metal per slice, alternately bright and dark, at angles spread over 180 degrees."""
 STREAK_PEAK_HU = 700.0
@@ -521,8 +553,8 @@ def spine_centre_yx(hu_zyx: np.ndarray, liver_slices: np.ndarray, spacing_yx: Tu
 
 def metal_streaks(sample: Sample, seed: int) -> Optional[Sample]:
     """Metal in the spine with its streak artefacts, in every slice that holds liver: a bar of :data:`METAL_HU`
-    (:data:`METAL_BAR_MM`, a pedicle screw running front to back) centred on the spine (:func:`spine_centre_yx`),
-    plus :data:`STREAK_LINES` straight bands through the metal's centre across the whole slice, alternately bright
+    (:data:`METAL_BAR_MM`, a pedicle screw running front to back; partial volume at its edges) centred on the spine
+    (:func:`spine_centre_yx`), plus :data:`STREAK_LINES` straight bands through the metal's centre across the whole slice, alternately bright
     and dark, each of a random width, angle and strength (0.6-1 x :data:`STREAK_PEAK_HU`, fading with distance from
     the metal as :data:`STREAK_DECAY_MM` says); the angles move by about 2 degrees from slice to slice. Values stay
     within the scanner's range (-1024..3071 HU); padding outside the field of view is left alone. The label is
@@ -538,7 +570,7 @@ def metal_streaks(sample: Sample, seed: int) -> Optional[Sample]:
     ny, nx = sample.hu.shape[1:]
     dy = (np.arange(ny, dtype=np.float32)[:, None] - np.float32(centre[0])) * np.float32(sy)  # mm from the centre
     dx = (np.arange(nx, dtype=np.float32)[None, :] - np.float32(centre[1])) * np.float32(sx)
-    metal = (np.abs(dx) <= METAL_BAR_MM[0] / 2) & (np.abs(dy) <= METAL_BAR_MM[1] / 2)
+    metal = metal_fraction(dy, dx, (sy, sx))
     beyond_metal = np.maximum(np.sqrt(dx ** 2 + dy ** 2) - np.float32(METAL_BAR_MM[1] / 2), 0.0)
     fade = np.float32(STREAK_PEAK_HU * STREAK_DECAY_MM) / (np.float32(STREAK_DECAY_MM) + beyond_metal)
     angles = rng.uniform(0.0, np.pi) + np.arange(STREAK_LINES) * np.pi / STREAK_LINES
@@ -552,8 +584,8 @@ def metal_streaks(sample: Sample, seed: int) -> Optional[Sample]:
             across = dx * np.float32(-np.sin(angle)) + dy * np.float32(np.cos(angle))  # mm from the line
             streaks += np.float32(strength) * np.exp(-0.5 * (across / np.float32(width)) ** 2)
         scanned = hu[z] > PADDING_BELOW_HU
-        hu[z] = np.where(scanned, np.clip(hu[z] + streaks * fade, -1024.0, METAL_HU), hu[z])
-        hu[z][metal] = METAL_HU
+        streaked = np.clip(hu[z] + streaks * fade, SCANNER_MIN_HU, METAL_HU)
+        hu[z] = np.where(scanned, streaked * (np.float32(1.0) - metal) + np.float32(METAL_HU) * metal, hu[z])
     return replace(sample, hu=hu)
 
 

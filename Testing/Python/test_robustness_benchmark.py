@@ -763,6 +763,25 @@ def test_in_plane_rotation_turns_image_and_label_together():
     assert turned.spacing_zyx == s.spacing_zyx and turned.true_spacing_zyx == s.true_spacing_zyx
 
 
+def test_in_plane_rotation_keeps_a_round_field_of_views_padding_where_it_was():
+    """The padding (-3024 HU) outside a round field of view turned with the anatomy and was interpolated with the
+    air beside it into -3024..-1000 HU values no scanner makes; the scanner's field does not turn with the patient."""
+    yy, xx = np.mgrid[:41, :41]
+    outside = (yy - 20) ** 2 + (xx - 20) ** 2 > 19 ** 2
+    hu = np.full((2, 41, 41), -1000.0, dtype=np.float32)
+    hu[:, 8:33, 30:40] = 40.0                                  # a body reaching the field's edge on the +x side
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[:, 10:31, 30:40] = 1
+    hu[:, outside], labels[:, outside] = -3024.0, 0
+    s = rb.Sample(hu, labels, (2.0, 1.0, 1.0), (2.0, 1.0, 1.0))
+    turned = rb.rotate_in_plane(s, 10.0)
+    np.testing.assert_array_equal(turned.hu[:, outside], -3024.0)    # padding kept, nothing blended into it
+    assert not turned.labels[:, outside].any()                       # anatomy turned out of the field is cut
+    inside = turned.hu[:, ~outside]
+    assert inside.min() >= -1000.0 - 1e-3                            # inside: anatomy and air only
+    assert (turned.hu[:, ~outside] == 40.0).sum() > 100 and turned.labels.sum() > 300
+
+
 def test_in_plane_field_of_view_is_a_square_around_the_liver_kept_inside_the_image():
     hu = np.arange(3 * 100 * 120, dtype=np.float32).reshape(3, 100, 120)
     labels = np.zeros((3, 100, 120), dtype=np.uint8)
@@ -806,7 +825,17 @@ def test_sharper_kernel_leaves_the_padding_outside_a_round_field_of_view_out():
     np.testing.assert_array_equal(out[:, ~inside], -3024.0)    # the padding is left as it is
     air = inside & ((yy - 19.5) ** 2 + (xx - 19.5) ** 2 > 12.0 ** 2)
     np.testing.assert_allclose(out[:, air], -1000.0, atol=1.0)  # the air at the field's edge stays air
-    assert float(out[0, 20, 25]) < -1100.0 and float(out[0, 20, 24]) > 150.0  # the body's edge overshoots
+    assert float(out[0, 20, 25]) < -1010.0 and float(out[0, 20, 24]) > 150.0  # the body's edge overshoots
+
+
+def test_sharper_kernel_keeps_values_in_the_scanners_range():
+    """Air beside a bright edge overshot to -2422 HU on the 0.98 mm shared CT: below what a scanner stores."""
+    hu = np.full((1, 32, 32), -1000.0, dtype=np.float32)
+    hu[0, :, 16:] = 1500.0                                     # air against dense bone
+    s = rb.Sample(hu, np.zeros(hu.shape, np.uint8), (5.0, 1.0, 1.0), (5.0, 1.0, 1.0))
+    out = rb.sharpen_in_plane(s, amount=2.0, sigma_mm=1.0).hu
+    assert float(out.min()) == rb.SCANNER_MIN_HU                # the undershoot reaches the floor and stops there
+    assert float(out[0, 10, 16]) > 1600.0 and float(out.max()) <= rb.METAL_HU
 
 
 def test_cli_precision_reaches_the_engine_and_the_json_records_what_ran(tmp_path, monkeypatch):
@@ -1034,6 +1063,20 @@ def test_metal_streaks_put_metal_in_the_spine_and_fading_streaks_in_the_liver_sl
     assert out.hu[s.hu >= -1500].min() >= -1024.0 and out.hu.max() <= rb.METAL_HU
     np.testing.assert_array_equal(rb.metal_streaks(s, seed=3).hu, out.hu)  # deterministic given the seed
     assert not np.array_equal(rb.metal_streaks(s, seed=4).hu, out.hu)
+
+
+@pytest.mark.parametrize("spacing_yx, centre", [((1.0, 1.0), (0.0, 0.0)), ((3.0, 3.0), (0.0, 0.0)),
+                                                 ((3.0, 3.0), (1.2, -0.7)), ((0.7, 0.8), (0.3, 0.45))])
+def test_metal_bar_covers_its_area_on_any_pixel_size(spacing_yx, centre):
+    """Every pixel whose centre lay in the 6 x 30 mm bar was metal: on 3 mm pixels the bar was 9 x 33 mm."""
+    sy, sx = spacing_yx
+    dy = (np.arange(60, dtype=np.float32)[:, None] - 30 - np.float32(centre[0])) * np.float32(sy)
+    dx = (np.arange(60, dtype=np.float32)[None, :] - 30 - np.float32(centre[1])) * np.float32(sx)
+    share = rb.metal_fraction(dy, dx, (sy, sx))
+    assert float(share.sum()) * sy * sx == pytest.approx(6.0 * 30.0, rel=1e-4)   # the bar's area, in mm2
+    assert share.min() >= 0.0 and share.max() <= 1.0
+    across = np.nonzero(share.max(axis=0) > 0)[0]
+    assert (across.max() - across.min() + 1) * sx <= 6.0 + 2 * sx      # no wider than the bar and its edge pixels
 
 
 def test_metal_streaks_skip_a_scan_without_a_spine():

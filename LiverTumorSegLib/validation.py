@@ -460,6 +460,12 @@ def _check_intensities(volume: CTVolume, allow_non_hu: bool, warnings: List[str]
     if lo == hi:
         raise InputError(f"'{name}' is constant (every voxel is {lo:g}); it holds no image. Check the file.")
     air_lo, air_hi = AIR_HU_RANGE
+    if air_lo <= hi <= air_hi and not allow_non_hu:
+        # a volume of air alone was told its values were 'like z-scored or rescaled data' (a span under 20 HU)
+        raise InputError(f"'{name}' holds nothing denser than air (values {lo:g}..{hi:g} HU, while a body's fat, "
+                         f"organs and bone lie above {air_hi:g} HU): no body lies in this volume. Check that it is "
+                         f"the CT series you meant (not a crop outside the body or a scan of air); if its values are "
+                         f"not HU, pass {_allow_non_hu()} to proceed.")
     reason = _not_hu_reason(lo, hi)
     shifted = None if reason is not None else (_shifted_by_intercept_reason(arr, hi) or _scaled_reason(arr))
     if reason is None and shifted is None:

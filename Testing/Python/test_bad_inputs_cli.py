@@ -143,6 +143,12 @@ def make_constant(d: Path) -> Path:
     return _ct_like(d / "constant.nii.gz", np.full((6, 40, 40), -1000, np.int16))
 
 
+def make_air_only(d: Path) -> Path:
+    arr = np.full((6, 40, 40), -1000, np.int16)
+    arr[2:4, 10:20, 10:20] = -990                           # a span under 20 HU: was called 'z-scored' data
+    return _ct_like(d / "air_only.nii.gz", arr)
+
+
 def make_nan(d: Path) -> Path:
     arr = _phantom().ct.array.astype(np.float32)
     arr[2, 10, 10] = np.nan
@@ -276,6 +282,8 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
     "zero_bytes": (make_zero_bytes, ["empty file (0 bytes)"], "0-byte file"),
     "zero_size": (make_zero_size, ["zero size"], "NIfTI with a 0-voxel axis"),
     "constant": (make_constant, ["constant", "-1000"], "all-constant volume (-1000)"),
+    "air_only": (make_air_only, ["nothing denser than air", "no body", "-1000..-990"],
+                 "a volume of air alone (-1000..-990)"),
     "nan": (make_nan, ["NaN/Inf"], "NaN and Inf voxels"),
     "unit_range": (make_unit_range, ["Hounsfield", "0..1", "--allow-non-hu"], "intensities 0..1 (pre-normalised)"),
     "byte_range": (make_byte_range, ["Hounsfield", "0..255", "--allow-non-hu"], "intensities 0..255 (8-bit export)"),
@@ -301,7 +309,7 @@ CT_CASES: Dict[str, Tuple[Callable[[Path], Path], List[str], str]] = {
 }
 # checks that only the CT pipeline (segment, preprocess) makes; evaluate reads label maps, and its folders are
 # folders of cases (tested below), not DICOM series
-CT_ONLY = {"constant", "nan", "unit_range", "byte_range", "mr_like", "scaled_up", "scaled_down", "absurd_spacing",
+CT_ONLY = {"constant", "air_only", "nan", "unit_range", "byte_range", "mr_like", "scaled_up", "scaled_down", "absurd_spacing",
            "zero_spacing", "label_map",
            "no_dicom", "two_series", "dicom_same_position", "dicom_mr", "dicom_tilted"}
 

@@ -323,8 +323,22 @@ def test_missing_air_and_soft_tissue_warn():
     crop[crop < -500] = 40  # no bowel gas either
     cropped = check_ct(with_array(ct, crop))
     assert any("no air voxels" in w for w in cropped)
-    air_only = np.where(ct.array > -500, -600, ct.array).astype(np.int16)
-    assert any("no soft tissue" in w for w in check_ct(with_array(ct, air_only)))
+    lung_only = np.where(ct.array > -500, -300, ct.array).astype(np.int16)
+    assert any("no soft tissue" in w for w in check_ct(with_array(ct, lung_only)))
+
+
+@pytest.mark.parametrize("low, high", [(-1000, -990), (-1067, -929), (-1000, -600)])
+def test_a_volume_of_air_alone_is_refused_as_holding_no_body(low, high):
+    """A volume of air (-1000..-990 HU) was refused as values 'like z-scored or rescaled data'; one of noisy air ran
+    the network for a 0 mL liver. Nothing denser than air means no body, whatever the span."""
+    ct = phantom_ct()
+    air = np.full(ct.array.shape, low, dtype=np.int16)
+    air[2, 3:6, 4:9] = high
+    with pytest.raises(InputError) as refused:
+        check_ct(with_array(ct, air))
+    message = str(refused.value)
+    assert "holds nothing denser than air" in message and "no body" in message and "z-scored" not in message
+    assert check_ct(with_array(ct, air), allow_non_hu=True)   # let through, with a warning
 
 
 @pytest.mark.parametrize("where", [0, 7, 8, 20])

@@ -402,8 +402,9 @@ def component_sums(components: np.ndarray, count: int, values: np.ndarray) -> np
 
 def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count: int, new_value: np.ndarray,
                           rule_of: np.ndarray, spacing_zyx: Sequence[float]) -> None:
-    """Append to ``changes["tumor_components"]`` one ``{"rule", "volume_ml"}`` per tumor component a rule
-    changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver). ``components``:
+    """Append to ``changes["tumor_components"]`` one ``{"rule", "became", "volume_ml"}`` per tumor component a
+    rule changed (``outside_liver``: removed; ``tubular``, ``small``, ``uncertain``: became liver, or background
+    when the part touches no liver; ``became``: ``"liver"`` or ``"background"``). ``components``:
     the voxels of each component that count (:func:`clean_tumors` passes those the network labelled tumor, so a
     filled core, background before and liver or background after, is not reported as tumor changed)."""
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
@@ -412,8 +413,9 @@ def _record_tumor_changes(changes: Dict[str, Any], components: np.ndarray, count
     for k in np.flatnonzero(new_value[1:] != 2) + 1:
         if not sizes[k]:
             continue
-        rule = "outside_liver" if new_value[k] == 0 else str(rule_of[k])
-        record.append({"rule": rule, "volume_ml": float(sizes[k] * voxel_ml)})
+        rule = str(rule_of[k])
+        record.append({"rule": rule, "became": "liver" if new_value[k] == 1 else "background",
+                       "volume_ml": float(sizes[k] * voxel_ml)})
 
 
 def reach_voxels(radius_mm: float, spacing_zyx: Sequence[float]) -> List[int]:
@@ -600,8 +602,15 @@ def clean_tumors(labels: np.ndarray, spacing_zyx: Sequence[float], options: Post
             new_value[doubtful] = 1
             rule_of[doubtful & (rule_of == "")] = "uncertain"
     if check_liver:
-        new_value[~near_liver_components(region, components, count, spacing_zyx, margin_mm)] = 0
+        away = ~near_liver_components(region, components, count, spacing_zyx, margin_mm)
+        new_value[away] = 0
+        rule_of[away] = "outside_liver"
     new_value[0] = 0
+    to_liver = new_value == 1
+    if options.largest_liver_component and to_liver.any() and (region == 1).any():
+        # a part the largest-component step left to these rules (near the liver, not touching it) was made liver
+        # as uncertain, tubular or small: a piece of 'liver' apart from the liver, which that step exists to drop
+        new_value[to_liver & ~near_liver_components(region, components, count, spacing_zyx, 0.0)] = 0
     if changes is not None and count:
         _record_tumor_changes(changes, components if network is None else components * network, count, new_value,
                               rule_of, spacing_zyx)
@@ -683,12 +692,15 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
             staying = organ if spared.sum() == 1 else spared[components]  # the kept part, and any left to the rules
             region[~staying & (region >= 1)] = 0
             inner = ndimage.find_objects(staying.astype(np.uint8), max_label=1)[0]
-            del staying
             shape = region.shape
             box = tuple(slice(b.start + max(0, i.start - 1), b.start + min(n, i.stop + 1))
                         for b, i, n in zip(box, inner, shape))
             kept = tuple(slice(max(0, i.start - 1), min(n, i.stop + 1)) for i, n in zip(inner, shape))
-            organ = organ[kept]
+            # the hole fill's organ: the kept part and the parts left to the tumor rules. A tumor inside the liver
+            # with a shell of background around it (a part of its own) lay in a hole of the kept part alone, and
+            # the fill made it liver without a word
+            organ = staying[kept]
+            del staying
             dropped = (components[kept] > 0) & ~spared[components[kept]]
             region = labels[box]
         del components  # the box's int32 labelling (4 bytes a box voxel): not held through the hole fill below
@@ -927,21 +939,36 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
                      f"largest one holding liver "
                      f"({volume:.1f} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
         # ... both to 0.1 mL: '23 mL, 23.2 mL of it tumor' read as more tumor than the parts held (23.355 mL)
+    components = changes.get("tumor_components", [])
     for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
-                               ("tubular", "tube-shaped tumor region(s) read as vessels and labelled liver",
+                               ("tubular", "tube-shaped tumor region(s) read as vessels and " + _made(components,
+                                                                                                   "tubular"),
                                 _switch("--keep-tubular-lesions", "tubular_lesions_to_liver"))):
-        hits = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == rule]
+        hits = [c["volume_ml"] for c in components if c["rule"] == rule]
         if sum(hits) >= WARN_TUMOR_CHANGED_ML:
             lines.append(f"post-processing: {len(hits)} {what} ({sum(hits):.1f} mL); to keep them, "
                          f"{KEEP_HINT.format(switch)}.")
     # lesions of low confidence made liver: three lesions of about 20 mm (RECIST-measurable) went without a word
-    doubtful = [c["volume_ml"] for c in changes.get("tumor_components", []) if c["rule"] == "uncertain"]
+    doubtful = [c["volume_ml"] for c in components if c["rule"] == "uncertain"]
     if sum(doubtful) >= WARN_TUMOR_CHANGED_ML:
         switch = option_hint(KEEP_ALL_LESIONS_FLAG, "postprocessing min_lesion_probability=0")
         lines.append(f"post-processing: {len(doubtful)} small lesion(s) whose mean tumor probability was below the "
-                     f"limit were labelled liver ({sum(doubtful):.1f} mL); to keep them, {KEEP_HINT.format(switch)}.")
+                     f"limit were {_made(components, 'uncertain')} ({sum(doubtful):.1f} mL); to keep them, "
+                     f"{KEEP_HINT.format(switch)}.")
     return lines
+
+
+def _made(components: Sequence[Dict[str, Any]], rule: str) -> str:
+    """What the tumor components of ``rule`` became, for a warning: 'labelled liver', or with those touching no
+    liver (``became`` background: :func:`clean_tumors`) counted."""
+    apart = sum(1 for c in components if c["rule"] == rule and c.get("became") == "background")
+    every = sum(1 for c in components if c["rule"] == rule)
+    if not apart:
+        return "labelled liver"
+    if apart == every:
+        return "removed (touching no liver)"
+    return f"labelled liver ({apart} of them touching no liver: removed)"
 
 
 MARGIN_FLAG = "--tumor-liver-margin-mm"

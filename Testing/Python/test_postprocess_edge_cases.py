@@ -483,7 +483,8 @@ def test_an_uncertain_ring_lesion_is_recorded_with_the_tumor_the_network_labelle
     out = postprocess_labels(labels, spacing, PostprocessingOptions(), tumor_probability_zyx=probability,
                              changes=changes)
     assert not (out == 2).any() and (out[core] == 1).all()
-    assert changes["tumor_components"] == [{"rule": "uncertain", "volume_ml": pytest.approx(1738 * 0.00128)}]
+    assert changes["tumor_components"] == [{"rule": "uncertain", "became": "liver",
+                                           "volume_ml": pytest.approx(1738 * 0.00128)}]
 
 
 def test_lesion_mean_probability_counts_the_network_tumor_voxels_else_the_whole_lesion():
@@ -780,3 +781,67 @@ def test_the_organ_step_counts_its_parts_without_int64_copies_of_the_box(monkeyp
     np.testing.assert_array_equal(out, expected)
     assert out[0, 0, 0] == 0 and (out[20:24, 60:64, 60:64] == 1).all()  # far part removed, hole filled
     assert peak < 9.0 * labels.size, f"{peak / labels.size:.2f} bytes a voxel"  # 13.8 before
+
+
+def _ball(shape, centre, radius_mm, spacing):
+    zz, yy, xx = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((g - c) * s) ** 2 for g, c, s in zip((zz, yy, xx), centre, spacing)) <= radius_mm ** 2
+
+
+@pytest.mark.parametrize("spacing", [(5.0, 0.7, 0.7), (1.0, 1.0, 1.0)])
+def test_a_tumor_in_a_shell_of_background_inside_the_liver_stays_tumor(spacing):
+    """A tumor with a one-voxel shell of background around it, inside the liver, is an organ part of its own; the
+    largest-component step left it to the tumor rules, but the hole fill counted only the kept part as organ and
+    made the tumor liver without a word (4.0 mL on 5 mm slices; the post-processing audit)."""
+    from scipy import ndimage
+
+    shape = (16, 120, 120) if spacing[0] == 5.0 else (60, 60, 60)
+    centre = tuple(n // 2 for n in shape)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[_ball(shape, centre, 38.0 if spacing[0] == 5.0 else 25.0, spacing)] = 1
+    tumor = _ball(shape, centre, 10.0 if spacing[0] == 5.0 else 7.0, spacing)
+    shell = ndimage.binary_dilation(tumor, np.ones((3, 3, 3), bool)) & ~tumor
+    labels[shell], labels[tumor] = 0, 2
+    changes = {}
+    out = postprocess_labels(labels, spacing, changes=changes)
+    np.testing.assert_array_equal(out == 2, tumor)                 # the tumor is kept, voxel for voxel
+    assert (out[shell] == 1).all()                                 # its shell, a hole between it and the liver
+    assert changes["tumor_components"] == [] and changes["liver_components_removed"] == []
+
+
+def test_a_part_left_to_the_tumor_rules_and_made_liver_does_not_stay_apart_from_the_liver():
+    """A tumor part one voxel off the liver, of low mean probability, was made liver by the uncertain rule after the
+    largest-component step had spared it: a second 3 mL piece of 'liver' outside the liver. It now becomes
+    background, recorded with its rule, and the warning says so."""
+    from scipy import ndimage
+
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    spacing, shape = (2.5, 0.8, 0.8), (40, 120, 120)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[_ball(shape, (20, 60, 45), 35.0, spacing)] = 1
+    blob = _ball(shape, (20, 60, 100), 9.0, spacing) & (labels == 0)
+    labels[blob] = 2
+    labels[ndimage.binary_dilation(blob, np.ones((3, 3, 3), bool)) & (labels == 1)] = 0   # a one-voxel gap
+    probability = np.zeros(shape, dtype=np.uint8)
+    probability[labels == 2] = 115                                  # mean 0.45: uncertain
+    changes = {}
+    out = postprocess_labels(labels, spacing, tumor_probability_zyx=probability, changes=changes)
+    assert not out[blob].any() and not (out == 2).any()
+    assert ndimage.label(out >= 1, np.ones((3, 3, 3)))[1] == 1      # one liver, no piece apart from it
+    (record,) = changes["tumor_components"]
+    assert record["rule"] == "uncertain" and record["became"] == "background"
+    assert record["volume_ml"] == pytest.approx(np.count_nonzero(blob) * 1.6e-3)
+    (line,) = postprocessing_warnings(changes)
+    assert "removed (touching no liver)" in line and "labelled liver" not in line
+    kept_apart = postprocess_labels(labels, spacing, PostprocessingOptions(largest_liver_component=False),
+                                    tumor_probability_zyx=probability)
+    assert (kept_apart[blob] == 1).all()                            # all parts kept when asked: it stays liver
+    inside = labels.copy()
+    inside[inside == 2] = 1
+    inside[_ball(shape, (20, 60, 45), 8.0, spacing)] = 2            # an uncertain lesion inside the liver: liver
+    changes = {}
+    out = postprocess_labels(inside, spacing, tumor_probability_zyx=np.where(inside == 2, 115, 0).astype(np.uint8),
+                             changes=changes)
+    assert not (out == 2).any() and (out[_ball(shape, (20, 60, 45), 8.0, spacing)] == 1).all()
+    assert [c["became"] for c in changes["tumor_components"]] == ["liver"]

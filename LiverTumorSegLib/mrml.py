@@ -1045,7 +1045,9 @@ def lesion_location_text(lesion: Dict[str, Any]) -> str:
     return text
 
 
-def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
+def _column_value(lesion: Dict[str, Any], name: str, key: str, minimum_mm: float = 10.0) -> Any:
+    """One cell of the lesion table; ``minimum_mm``: the report's RECIST measurable minimum, which a long axis
+    short of it is not rounded onto (:func:`~LiverTumorSegLib.inference.lesion_report.places_short_of`)."""
     if name == "Location":
         return lesion_location_text(lesion)
     value = lesion.get(key)
@@ -1061,6 +1063,9 @@ def _column_value(lesion: Dict[str, Any], name: str, key: str) -> Any:
     if name == "Volume":  # a 0.0025 mL lesion read 0 mL: 2 significant digits where 2 places show 0
         from .inference.lesion_report import places_keeping_nonzero
         decimals = places_keeping_nonzero(value, decimals)
+    if name == "Long axis":  # a 9.988 mm lesion read 10.0 beside 'RECIST target 0'
+        from .inference.lesion_report import places_short_of
+        decimals = places_short_of(value, minimum_mm, decimals)
     return round(float(value), decimals)
 
 
@@ -1186,6 +1191,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
         remove_lesion_axis_markups(scene, table_node)
     table = vtk.vtkTable()
     lesions = list(report.get("lesions", []))
+    minimum_mm = float((report.get("recist") or {}).get("measurable_minimum_mm", 10.0))
     for col_name, key, unit, description in LESION_TABLE_COLUMNS:
         if col_name in ("Lesion", "RECIST target"):
             column = vtk.vtkIntArray()
@@ -1195,7 +1201,7 @@ def create_lesion_table_node(scene, report: Dict[str, Any], table_node=None, nam
             column = vtk.vtkDoubleArray()
         column.SetName(col_name)
         for lesion in lesions:
-            value = _column_value(lesion, col_name, key)
+            value = _column_value(lesion, col_name, key, minimum_mm)
             column.InsertNextValue(value)
         table.AddColumn(column)
     table_node.SetAndObserveTable(table)

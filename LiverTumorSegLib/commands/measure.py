@@ -49,13 +49,13 @@ def summary_lines(report: Dict[str, Any], limit: int = 10) -> List[str]:
 
     recist = report["recist"]
     targets = ", ".join(str(i) for i in recist["target_lesion_ids"]) or "none"
-    lines = [f"liver volume: {report['liver_volume_ml']:.1f} mL; tumors: {report['lesion_count']} "
+    lines = [f"liver volume: {number_text(report['liver_volume_ml'], 1)} mL; tumors: {report['lesion_count']} "
              f"({number_text(report['tumor_volume_ml'], 2)} mL, "
              f"burden {number_text(report['tumor_burden_percent'], 2)} %)",
              f"RECIST 1.1 target lesions: {targets}; sum of diameters {recist['sum_of_diameters_mm']:.1f} mm "
              f"(measurable from {recist['measurable_minimum_mm']:g} mm; {RECIST_NOTE})"]
     for lesion in report["lesions"][:limit]:
-        lines.append("  " + lesion_summary_line(lesion))
+        lines.append("  " + lesion_summary_line(lesion, minimum_mm=recist["measurable_minimum_mm"]))
     if len(report["lesions"]) > limit:
         lines.append(f"  ... {len(report['lesions']) - limit} more in the report")
     return lines
@@ -111,9 +111,14 @@ def run(args: argparse.Namespace) -> int:
                                   "probabilities": str(args.probabilities) if args.probabilities else None,
                                   "warnings": warnings},
                            tumor_probability_zyx=probability, in_hu=in_hu)
+    from ..inference.plausibility import fat_density_lesion_warnings
     from ..inference.water_density import water_density_lesion_warnings
 
-    for warning in water_density_lesion_warnings(report["lesions"], report["recist"]):  # as segment warns
+    # as segment warns; fat density is judged in HU only (a corrected or third-party label map is where fat
+    # labelled tumor is most likely, and measure said nothing of a -90 HU 'tumor' it chose as a RECIST target)
+    density = (fat_density_lesion_warnings(report["lesions"]) if in_hu else []) + \
+        water_density_lesion_warnings(report["lesions"], report["recist"])
+    for warning in density:
         print(f"warning: {warning}", file=sys.stderr)
         report["warnings"] = list(report["warnings"]) + [warning]
     write_report(report, output, overwrite=args.overwrite)

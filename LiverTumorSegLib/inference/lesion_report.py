@@ -61,8 +61,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileutil import atomic_output, finite_json, full_suffix
-from ..metrics.recist import (RECIST_NOTE, axial_axis_zyx, farthest_pair, hull_vertices_2d, lesion_axes,  # noqa: F401
-                              measurable_minimum_mm, select_target_lesions, slice_thickness_mm)
+from ..metrics.recist import (RECIST_MIN_LONG_AXIS_MM, RECIST_NOTE, at_least, axial_axis_zyx,  # noqa: F401
+                              farthest_pair, hull_vertices_2d, lesion_axes, measurable_minimum_mm,
+                              select_target_lesions, slice_thickness_mm)
 from ..volume import ImageGeometry, checked_geometry
 
 LESION_COLUMNS = ["id", "volume_ml", "voxel_count", "long_axis_mm", "short_axis_mm", "recist_target", "mean_hu",
@@ -334,12 +335,13 @@ def _number(value: Any, digits: int) -> str:
     return "" if value is None or not np.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
 
-def _lesion_cells(d: Dict[str, Any]) -> List[str]:
+def _lesion_cells(d: Dict[str, Any], minimum_mm: float = RECIST_MIN_LONG_AXIS_MM) -> List[str]:
     axes = []  # type: List[str]
     for name in ("long_axis", "short_axis"):
         for point in d[name]["end_points_ras_mm"]:
             axes += [f"{v:.2f}" for v in point]
-    return ([str(d["id"]), number_text(d["volume_ml"], 4), str(d["voxel_count"]), f"{d['long_axis_mm']:.2f}",
+    long_axis = f"{d['long_axis_mm']:.{places_short_of(d['long_axis_mm'], minimum_mm, 2)}f}"
+    return ([str(d["id"]), number_text(d["volume_ml"], 4), str(d["voxel_count"]), long_axis,
              f"{d['short_axis_mm']:.2f}", "1" if d.get("recist_target") else "0", _number(d.get("mean_hu"), 1),
              _number(d.get("mean_tumor_probability"), 4), _number(d.get("axial_position_s_mm"), 1),
              "1" if d.get("touches_scan_edge") else "0", _number(d.get("median_hu"), 1),
@@ -364,11 +366,34 @@ def number_text(value: float, decimals: int) -> str:
     return f"{float(value):.{places_keeping_nonzero(value, decimals)}f}"
 
 
-def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False) -> str:
+def places_short_of(value: float, minimum: float, decimals: int) -> int:
+    """Decimal places to show ``value`` with: ``decimals``, or more where ``decimals`` would round a value short of
+    ``minimum`` (:func:`~LiverTumorSegLib.metrics.recist.at_least`: not met) onto it, as many as show it below
+    (at most 6): a 9.988 mm long axis read 'long axis 10.0 mm' beside a RECIST rule 'measurable from 10 mm' that it
+    does not meet (the report audit)."""
+    value = float(value)
+    if not np.isfinite(value) or at_least(value, minimum):
+        return decimals
+    places = decimals
+    while places < 6 and round(value, places) >= minimum:
+        places += 1
+    return places
+
+
+def long_axis_text(long_axis_mm: float, minimum_mm: float = RECIST_MIN_LONG_AXIS_MM) -> str:
+    """A long axis (mm) as text to 0.1 mm, or to as many places as keep one short of the measurable minimum
+    (``minimum_mm``, the report's ``recist.measurable_minimum_mm``) below it (:func:`places_short_of`)."""
+    return f"{float(long_axis_mm):.{places_short_of(long_axis_mm, minimum_mm, 1)}f}"
+
+
+def lesion_summary_line(lesion: Dict[str, Any], centroid: bool = False,
+                        minimum_mm: float = RECIST_MIN_LONG_AXIS_MM) -> str:
     """``lesion 1: 5.73 mL, long axis 26.6 mm, short axis 24.7 mm, axial S -770.5 mm (target; cut by the
-    scan's edge: a lower bound; water density: a cyst?)`` for the console (``centroid``: also the RAS centroid)."""
+    scan's edge: a lower bound; water density: a cyst?)`` for the console (``centroid``: also the RAS centroid).
+    ``minimum_mm``: the report's measurable minimum, which the long axis is not shown rounded onto
+    (:func:`long_axis_text`)."""
     text = (f"lesion {lesion['id']}: {number_text(lesion['volume_ml'], 2)} mL, "
-            f"long axis {lesion['long_axis_mm']:.1f} mm, "
+            f"long axis {long_axis_text(lesion['long_axis_mm'], minimum_mm)} mm, "
             f"short axis {lesion['short_axis_mm']:.1f} mm")
     if lesion.get("axial_position_s_mm") is not None:
         text += f", axial S {lesion['axial_position_s_mm']:.1f} mm"
@@ -406,7 +431,8 @@ def report_to_csv_text(report: Dict[str, Any]) -> str:
     out = _io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + [name for name, _ in facts])
-    rows = [_lesion_cells(d) for d in report["lesions"]] or [[""] * len(LESION_COLUMNS)]
+    minimum_mm = float(report.get("recist", {}).get("measurable_minimum_mm", RECIST_MIN_LONG_AXIS_MM))
+    rows = [_lesion_cells(d, minimum_mm) for d in report["lesions"]] or [[""] * len(LESION_COLUMNS)]
     for row in rows:
         writer.writerow(row + case + [text for _, text in facts])
     return out.getvalue()

@@ -276,3 +276,93 @@ def test_measure_refuses_series_without_ct(tmp_path, capsys):
     code = main(["measure", str(tmp_path / "labels.nii.gz"), "--series", "3", "-o", str(tmp_path / "r.json")])
     assert code == 2 and "--series picks the DICOM series of --ct" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_long_axis_short_of_the_measurable_minimum_is_not_shown_rounded_onto_it():
+    """A 9.988 mm long axis read 'long axis 10.0 mm' in the console and 10.0 in the Slicer table, beside 'RECIST
+    target lesions: none ... measurable from 10 mm' (the report audit): such a value gets the places that keep it
+    below; the others keep 0.1 mm (the CSV 0.01 mm)."""
+    from LiverTumorSegLib.commands.measure import summary_lines
+    from LiverTumorSegLib.inference.lesion_report import (lesion_summary_line, long_axis_text, places_short_of,
+                                                          report_to_csv_text)
+    from LiverTumorSegLib.mrml import _column_value
+
+    assert [long_axis_text(v) for v in (9.9879, 9.9999, 9.94, 10.0, 10.04, 26.63)] == \
+        ["9.99", "9.9999", "9.9", "10.0", "10.0", "26.6"]
+    assert long_axis_text(10.0 - 1e-12) == "10.0"                  # short by float rounding only: it meets 10 mm
+    assert long_axis_text(11.96, 12.0) == "11.96" and long_axis_text(11.96) == "12.0"  # 6 mm slices: 12 mm
+    assert places_short_of(float("nan"), 10.0, 1) == 1
+    lesion = {"id": 1, "volume_ml": 0.48, "long_axis_mm": 9.9879, "short_axis_mm": 8.4}
+    assert "long axis 9.99 mm, short axis 8.4 mm" in lesion_summary_line(lesion)
+    assert _column_value(lesion, "Long axis", "long_axis_mm") == 9.99
+    assert _column_value(lesion, "Long axis", "long_axis_mm", 12.0) == 10.0
+    assert _column_value({"long_axis_mm": 26.63}, "Long axis", "long_axis_mm") == 26.6
+    # a real report: a lesion of 9.9959 mm along x (1 pixel of 0.9995 mm times 10 by the centre-distance-plus-one
+    # rule) on 1 mm-thick slices
+    labels = np.zeros((3, 30, 30), np.uint8)
+    labels[:, 2:28, 2:28] = 1
+    labels[1, 10, 5:15] = 2                                         # 10 pixels along x, one row
+    report = lesion_report(labels, ImageGeometry(spacing=(0.99959, 0.99959, 1.0)))
+    (found,) = report["lesions"]
+    assert found["long_axis_mm"] == pytest.approx(9.9959) and not found["recist_target"]
+    assert "long axis 9.996 mm" in summary_lines(report)[2]
+    row = report_to_csv_text(report).splitlines()[1].split(",")
+    assert row[3] == "9.996"                                        # 2 places would read 10.00
+
+
+def test_measure_warns_of_a_lesion_of_fat_density_as_segment_does(tmp_path, capsys):
+    """measure --ct chose a -90 HU 'tumor' as a RECIST target without a word, where segment warns of it."""
+    import json
+
+    import nibabel as nib
+
+    from LiverTumorSegLib.cli import main
+
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[2:18, 5:35, 5:35] = 1
+    labels[6:12, 10:24, 10:24] = 2                                  # 14 mm across: measurable
+    ct = np.where(labels == 1, 60, -1000).astype(np.int16)
+    ct[labels == 2] = -90
+    ct[:, 36:39, 18:22] = 500                                       # bone and soft tissue: a CT in HU
+    ct[:, 0:2, :] = 40
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    for name, array in (("labels.nii.gz", labels), ("ct.nii.gz", ct)):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine), str(tmp_path / name))
+    out = tmp_path / "r.json"
+    code = main(["measure", str(tmp_path / "labels.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["lesions"][0]["recist_target"] is True
+    assert any("Implausible lesion(s) 1 (-90 HU)" in w for w in report["warnings"])
+    assert "Implausible lesion(s) 1 (-90 HU)" in err
+    code = main(["measure", str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "r2.json")])  # no CT: no HU
+    assert code == 0 and not any("Implausible" in w for w in json.loads((tmp_path / "r2.json").read_text())["warnings"])
+
+
+def test_a_small_liver_volume_is_not_printed_as_0_ml():
+    """A liver label of 0.01 mL was printed 'liver volume: 0.0 mL' beside a tumor of 0.00025 mL (the report audit)."""
+    from LiverTumorSegLib.commands.measure import summary_lines
+
+    labels = np.zeros((4, 10, 10), np.uint8)
+    labels[1:3, 2:5, 2:5] = 1                                       # 18 voxels of 0.5 x 0.5 x 1 mm: 0.0045 mL
+    labels[1, 3, 3] = 2
+    report = lesion_report(labels, ImageGeometry(spacing=(0.5, 0.5, 1.0)))
+    assert summary_lines(report)[0].startswith("liver volume: 0.0045 mL; tumors: 1 (0.00025 mL")
+
+
+def test_segments_console_summary_keeps_small_livers_and_short_long_axes_apart_from_the_rounding():
+    """segment's console lines follow measure's: the liver volume with 2 significant digits where 0.1 mL shows 0, and
+    a long axis short of the report's measurable minimum (here 12 mm: 6 mm slices) not rounded onto it."""
+    from types import SimpleNamespace
+
+    from LiverTumorSegLib.commands.segment import format_summary
+
+    lesion = {"id": 1, "volume_ml": 0.48, "long_axis_mm": 11.96, "short_axis_mm": 8.4, "centroid_ras_mm": [1, 2, 3]}
+    report = {"liver_volume_ml": 0.0045, "lesion_count": 1, "tumor_volume_ml": 0.48, "tumor_burden_percent": 1.0,
+              "lesions": [lesion], "recist": {"measurable_minimum_mm": 12.0}}
+    result = SimpleNamespace(output_path="out.nii.gz", seconds=1.0, device="cpu", report=report, report_path=None,
+                             preview_path=None, probability_path=None)
+    lines = format_summary(result).splitlines()
+    assert lines[1].startswith("liver volume: 0.0045 mL;")
+    assert "long axis 11.96 mm" in lines[2]

@@ -822,6 +822,31 @@ def test_an_orientation_that_is_no_rotation_is_refused_not_taken_as_the_identity
         read_volume(tmp_path / "ct")
 
 
+def test_an_orientation_gdcm_would_drop_is_refused_and_one_it_keeps_is_read_as_written(tmp_path):
+    """A series turned 20 degrees whose ImageOrientationPatient was written to too few digits (row . column =
+    -0.0017, inside the reader's old 1 % but beyond GDCM's 0.001) was read as axial and unturned without a word:
+    its corners lay 164 mm from where its header puts them (the DICOM audit)."""
+    pydicom = pytest.importorskip("pydicom")
+    phantom = make_phantom(shape_zyx=(4, 36, 40), spacing_xyz=(1.0, 1.0, 3.0), seed=2)
+    angle = np.radians(20.0)
+    exact = [np.cos(angle), np.sin(angle), 0.0, -np.sin(angle), np.cos(angle), 0.0]
+    for name, orientation, refused in (("coarse", ["0.939693", "0.342020", "0", "-0.343660", "0.939094", "0"], True),
+                                       ("fine", [f"{v:.6f}" for v in exact], False)):
+        files = write_ct_series(tmp_path / name, phantom.ct)
+        for index, path in enumerate(files):
+            ds = pydicom.dcmread(str(path))
+            ds.ImageOrientationPatient = orientation
+            ds.ImagePositionPatient = [0.0, 0.0, 3.0 * index]
+            ds.save_as(str(path))
+        if refused:
+            with pytest.raises(InputError, match=r"not two perpendicular unit directions \(within 0.001"):
+                read_volume(tmp_path / name)
+        else:
+            direction = np.asarray(read_volume(tmp_path / name).geometry.direction_matrix)  # LPS columns
+            np.testing.assert_allclose(direction[:, 0], exact[:3], atol=1e-5)
+            np.testing.assert_allclose(direction[:, 1], exact[3:], atol=1e-5)
+
+
 def _set_acquisition_numbers(files, numbers):
     """Rewrite DICOM ``files`` (slice order) with AcquisitionNumber ``numbers[k]`` for slice k."""
     import pydicom

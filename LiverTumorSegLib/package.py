@@ -1306,6 +1306,15 @@ def _check_load_device(device: Any) -> None:
             raise InputError(f"load_model_package: device '{chosen}' is not available here (this PyTorch, torch "
                              f"{torch.__version__}, sees {count} CUDA GPU(s)); use device='cpu', or pick one with "
                              f"LiverTumorSegLib.inference.device.resolve_device('auto').device.")
+    elif chosen.type == "mps":  # 'PyTorch is not linked with support for mps devices' came after the whole load
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            raise InputError(f"load_model_package: device '{chosen}' is not available here (this PyTorch, torch "
+                             f"{torch.__version__}, has no usable Apple MPS device); use device='cpu', or pick one "
+                             f"with LiverTumorSegLib.inference.device.resolve_device('auto').device.")
+    elif chosen.type != "cpu":
+        raise InputError(f"load_model_package: device '{chosen}' is not one this library runs on; use 'cpu', 'cuda', "
+                         f"'cuda:N' or 'mps'.")
 
 
 def load_model_package(path_or_name: PathLike, device: Any = "cpu",

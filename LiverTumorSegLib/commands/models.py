@@ -251,7 +251,6 @@ def run(args: argparse.Namespace) -> int:
     verify = bool(getattr(args, "verify", False))  # a Namespace built by a script may lack it
     if verify:
         mark_damaged_weights(installed)
-    code = verify_exit_code(installed, verify)
     notes = name_notes(installed)
     refusals = segment_refusals(installed)
     for entry in installed:
@@ -259,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
             entry["name_note"] = notes[entry["path"]]
         if entry["path"] in refusals:
             entry["segment_refusal"] = refusals[entry["path"]]
+    code = verify_exit_code(installed, verify)
     if args.json:
         from ..fileutil import finite_json  # strict JSON: a non-finite number becomes null
         print(json.dumps(finite_json({"architectures": rows, "installed": installed,
@@ -315,5 +315,6 @@ def run(args: argparse.Namespace) -> int:
 
 def verify_exit_code(installed: List[Dict[str, Any]], verify: bool) -> int:
     """``--verify``: 2 when any installed package is unusable (a script's check step must see it), else 0; a
-    plain listing is 0 whatever it shows."""
-    return 2 if verify and any(e["error"] for e in installed) else 0
+    plain listing is 0 whatever it shows. Unusable: it does not load (``error``), or it loads and ``segment`` and
+    ``evaluate`` refuse it (``segment_refusal``: 0 with the note only before, while README said 2)."""
+    return 2 if verify and any(e["error"] or e.get("segment_refusal") for e in installed) else 0

@@ -1608,6 +1608,10 @@ def test_models_notes_a_package_that_loads_but_segment_refuses(tmp_path, monkeyp
     assert main(["models", "--json"]) == 0
     rows = {e["path"]: e for e in json.loads(capsys.readouterr().out)["installed"]}
     assert "9 input channels" in rows[str(odd)]["segment_refusal"] and "segment_refusal" not in rows[str(fine)]
+    assert main(["models", "--verify"]) == 2       # unusable for segment: --verify exited 0 with the note only
+    capsys.readouterr()
+    odd.unlink()
+    assert main(["models", "--verify"]) == 0
 
 
 def test_a_link_whose_target_is_gone_is_called_one(tmp_path, monkeypatch):
@@ -1641,6 +1645,12 @@ def test_a_device_torch_does_not_know_or_lacks_is_refused_before_loading(package
         load_model_package(package_path, device="cuda:1")
     with pytest.raises(InputError, match="device 'gpu0' is not a device torch knows; use 'cpu'"):
         load_model_package(package_path, device="gpu0")
+    # 'PyTorch is not linked with support for mps devices', a RuntimeError after the whole load (the models audit)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(InputError, match="device 'mps' is not available here .*no usable Apple MPS device"):
+        load_model_package(package_path, device="mps")
+    with pytest.raises(InputError, match="device 'meta' is not one this library runs on"):
+        load_model_package(package_path, device="meta")
     for device in ("cpu", torch.device("cpu"), None):
         assert not load_model_package(package_path, device=device).model.training
 

@@ -98,10 +98,61 @@ REQUIRED_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInsta
 """What a SEG must reference or copy from every source image (DICOM Type 1); no empty stand-in is valid."""
 
 
-def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> None:
+SEG_DATE_TIME_ATTRIBUTES = (("PatientBirthDate", "DA"), ("StudyDate", "DA"), ("StudyTime", "TM"))
+"""Dates and times a SEG copies from its source, which highdicom parses (and refuses when they do not parse)."""
+
+
+def _seg_ready_header(ds: Any) -> List[str]:
+    """Make the patient and study values a SEG copies from source dataset ``ds`` ones highdicom takes, in memory
+    (the source files are not changed); returns a note per value left out. highdicom refused, after the whole run,
+    Japanese and Korean series (Specific Character Set ``\\ISO 2022 IR 87``: an empty first value, the default
+    repertoire), an empty one, PatientSex 'U' and dates such as '19700101000000' (the DICOM audit).
+
+    * A character set highdicom does not list: the text values are decoded with the series' own one and the SEG
+      gets them in UTF-8 (``ISO_IR 192``), or, where the set named only the default repertoire, none: no text
+      changes.
+    * PatientSex: lower case is raised (m -> M); a value other than M, F, O is left empty (Type 2: unknown).
+    * A date or time that does not parse is left empty."""
+    from highdicom.enum import SpecificCharacterSetValues
+    from pydicom.valuerep import DA, TM
+
+    notes = []
+    charset = ds.get("SpecificCharacterSet")
+    if charset is not None:
+        values = [charset] if isinstance(charset, str) else [str(v) for v in charset]
+        try:
+            for value in values:
+                SpecificCharacterSetValues(value)
+        except ValueError:
+            ds.decode()  # every text value to str with the series' own character set
+            if all(value.strip() in ("", "ISO_IR 6") for value in values):
+                del ds.SpecificCharacterSet
+            else:
+                ds.SpecificCharacterSet = "ISO_IR 192"
+    sex = str(ds.get("PatientSex", "") or "").strip()
+    if sex.upper() in ("M", "F", "O"):
+        ds.PatientSex = sex.upper()
+    elif sex:
+        ds.PatientSex = ""
+        notes.append(f"PatientSex {sex!r} (not M, F or O)")
+    for attribute, vr in SEG_DATE_TIME_ATTRIBUTES:
+        text = str(ds.get(attribute, "") or "").strip()
+        if not text:
+            continue
+        try:
+            (DA if vr == "DA" else TM)(text)
+        except ValueError:
+            setattr(ds, attribute, "")
+            notes.append(f"{attribute} {text!r} (not a DICOM {'date' if vr == 'DA' else 'time'})")
+    return notes
+
+
+def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> List[str]:
     """Check that every source dataset has :data:`REQUIRED_SOURCE_ATTRIBUTES` (else InputError naming the first
-    file and attribute) and add any missing :data:`PATIENT_STUDY_TYPE2` attribute as empty, in memory only (the
-    source files are not changed)."""
+    file and attribute), add any missing :data:`PATIENT_STUDY_TYPE2` attribute as empty and make the values a SEG
+    copies ones highdicom takes (:func:`_seg_ready_header`), in memory only (the source files are not changed).
+    Returns one warning naming the values left out of the SEG, or none."""
+    left_out = []  # type: List[str]
     for ds, name in zip(datasets, files):
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             raise InputError(f"{name} is a multi-frame (enhanced) image; DICOM SEG output is written for series of "
@@ -114,6 +165,7 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
         for attribute in PATIENT_STUDY_TYPE2:
             if attribute not in ds:
                 setattr(ds, attribute, "")
+        left_out += [note for note in _seg_ready_header(ds) if note not in left_out]
     _share_orientation(datasets, files)
     for attribute in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         # one SEG references one series in one frame of reference (highdicom refuses otherwise, after the network)
@@ -123,6 +175,10 @@ def _prepare_source_datasets(datasets: Sequence[Any], files: Sequence[Any]) -> N
             raise InputError(f"The DICOM series' files differ in {attribute} ({files[0]} and {odd}); a DICOM SEG "
                              f"references one series of one frame of reference. Write the result as NIfTI, NRRD or "
                              f".seg.nrrd instead (e.g. -o result.seg.nrrd), or fix the series.")
+    if not left_out:
+        return []
+    return [f"The DICOM SEG leaves out (empty) what the source series holds as {', '.join(left_out)}: values a "
+            f"DICOM SEG may not hold. The source series is not changed."]
 
 
 def _share_orientation(datasets: Sequence[Any], files: Sequence[Any]) -> None:
@@ -289,11 +345,12 @@ MAX_IS_VALUE = 2 ** 31 - 1  # the largest Integer String (IS) value, PS3.5 Table
 
 
 def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
-                        shape_zyx: Sequence[int]) -> Tuple[List[Any], List[int]]:
+                        shape_zyx: Sequence[int], notes: Optional[List[str]] = None) -> Tuple[List[Any], List[int]]:
     """``(datasets, slice index of each)`` of the series a SEG of a ``shape_zyx`` label map on ``geometry`` will
-    reference (headers only; missing Type 2 attributes filled). Raises InputError when the series cannot be
-    referenced (no frame of reference, other pixel size, files off the grid): ``segment`` calls it right after
-    reading, before the network, so such a series is refused at once instead of after the whole run."""
+    reference (headers only; missing Type 2 attributes filled, values the SEG may not hold left out:
+    :func:`_seg_ready_header`, with a warning appended to ``notes`` when given). Raises InputError when the series
+    cannot be referenced (no frame of reference, other pixel size, files off the grid): ``segment`` calls it right
+    after reading, before the network, so such a series is refused at once instead of after the whole run."""
     import pydicom
 
     datasets = []
@@ -305,7 +362,9 @@ def prepare_seg_sources(source_files: Sequence[Any], geometry: ImageGeometry,
             raise InputError(f"Cannot read the DICOM header of '{name}' for the SEG's references "
                              f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); write the "
                              f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).") from None
-    _prepare_source_datasets(datasets, source_files)
+    left_out = _prepare_source_datasets(datasets, source_files)
+    if notes is not None:
+        notes.extend(left_out)
     if len(datasets) != int(shape_zyx[0]):
         raise InputError(f"The DICOM series has {len(datasets)} files but the label map {shape_zyx[0]} slices; "
                          f"give the series the label map was made from.")
@@ -342,9 +401,6 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
     DICOM SEG referencing ``source_files`` (the series' files, any order). ``sources``: what
     :func:`prepare_seg_sources` returned for them, when already checked. Atomic; returns the path."""
     hd = _highdicom()
-
-    from . import __version__
-
     labels_zyx = np.asarray(labels_zyx)
     if labels_zyx.ndim != 3:
         raise ValueError(f"expected a (z, y, x) label map, got shape {labels_zyx.shape}")
@@ -358,15 +414,11 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
         # the SEG copies the source's PatientName as it is; highdicom's advice on a one-part name ("ANONYMOUS", an
         # ID) was printed to the user as a Python UserWarning about pydicom's API
         warnings.filterwarnings("ignore", message=PERSON_NAME_WARNING, category=UserWarning)
-        seg = hd.seg.Segmentation(
-            source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
-            series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE),
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LiverTumorSeg",
-            manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
-            software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
-            series_description=long_string(series_description), content_label="LIVERTUMORSEG",
-            content_description="Liver and liver tumor; research use, not a medical device")
+        try:
+            seg = _segmentation(hd, datasets, pixel_array, model_name, series_description, first)
+        except ValueError as exc:  # a source value highdicom refuses that _seg_ready_header does not know of
+            raise InputError(f"The DICOM SEG cannot be written from this series' header: {str(exc)[:200]}. Write the "
+                             f"result as NIfTI, NRRD or .seg.nrrd instead (e.g. -o result.seg.nrrd).") from None
     if "ContentCreatorName" not in seg:  # Type 2 in the Content Identification Macro; highdicom omits it unless given
         seg.ContentCreatorName = ""
     if len(datasets) == 1:  # highdicom writes 1.0 mm between the slices of one slice: measure then read a 4 mm
@@ -382,6 +434,22 @@ def write_dicom_seg(path: Any, labels_zyx: np.ndarray, geometry: ImageGeometry, 
             raise InputError(f"Cannot write '{path}': {reason} (is the disk full or read-only?); nothing was "
                              f"replaced.") from None
     return path
+
+
+def _segmentation(hd: Any, datasets: Sequence[Any], pixel_array: np.ndarray, model_name: str,
+                  series_description: str, first: Any) -> Any:
+    """highdicom's BINARY Segmentation of ``pixel_array`` (frames, rows, columns) referencing ``datasets``."""
+    from . import __version__
+
+    return hd.seg.Segmentation(
+        source_images=datasets, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segment_descriptions(model_name, __version__), series_instance_uid=hd.UID(),
+        series_number=min(int(getattr(first, "SeriesNumber", 0) or 0) + 1000, MAX_IS_VALUE),
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LiverTumorSeg",
+        manufacturer_model_name=long_string(model_name) or "LiverTumorSeg",
+        software_versions=str(__version__), device_serial_number="none", omit_empty_frames=False,
+        series_description=long_string(series_description), content_label="LIVERTUMORSEG",
+        content_description="Liver and liver tumor; research use, not a medical device")
 
 
 def _set_single_slice_spacing(seg: Any, geometry: ImageGeometry) -> None:

@@ -773,8 +773,12 @@ class Segmenter:
             if outputs["labels"] is not None and full_suffix(outputs["labels"]) == DICOM_SEG_SUFFIX:
                 from ..dicom_seg import prepare_seg_sources  # the SEG's references checked now, not after the network
 
+                seg_notes = []  # type: List[str]
                 volume.meta["dicom_seg_sources"] = prepare_seg_sources(volume.meta["files"], volume.geometry,
-                                                                       volume.shape_zyx)
+                                                                       volume.shape_zyx, seg_notes)
+                for message in seg_notes:
+                    log.warning("warning: %s", message)
+                input_warnings += seg_notes
             timings["checks"] = time.perf_counter() - stage_start
             if cancel is not None:
                 cancel.raise_if_cancelled()

@@ -211,6 +211,55 @@ def test_deidentified_series_without_patient_and_study_type2_attributes_gets_a_s
     assert np.array_equal(read_dicom_seg(path).array, labels)
 
 
+def _copy_series_with(folder: Path, target: Path, values: dict) -> list:
+    """``folder``'s files copied to ``target`` with each of ``values`` set; the copies' paths."""
+    target.mkdir()
+    copies = []
+    for f in dicom_series_files(folder):
+        ds = pydicom.dcmread(f)
+        for attribute, value in values.items():
+            setattr(ds, attribute, value)
+        copies.append(target / Path(f).name)
+        ds.save_as(str(copies[-1]))
+    return copies
+
+
+@pytest.mark.parametrize("values, left_out", [
+    ({"SpecificCharacterSet": ["", "ISO 2022 IR 87"], "PatientName": "ヤマダ^タロウ=山田^太郎"}, []),
+    ({"SpecificCharacterSet": ["", "ISO 2022 IR 149"], "PatientName": "Hong^Gildong=洪^吉洞=홍^길동"}, []),
+    ({"SpecificCharacterSet": ""}, []),
+    ({"PatientSex": "m"}, []),
+    ({"PatientSex": "U", "PatientBirthDate": "19700101000000", "StudyDate": "20261301", "StudyTime": "250000"},
+     ["PatientSex 'U'", "PatientBirthDate '19700101000000'", "StudyDate '20261301'", "StudyTime '250000'"]),
+])
+def test_a_source_header_highdicom_refuses_gets_a_seg_with_those_values_left_out(series, tmp_path, values, left_out):
+    """Japanese and Korean series (Specific Character Set \\ISO 2022 IR 87 / 149), an empty character set, PatientSex
+    'U' and dates that do not parse passed the check before the network, then highdicom refused the SEG: 'internal
+    error: ValueError' after the whole run (the DICOM audit). Names keep their characters (in UTF-8); values a SEG
+    may not hold are left empty, with a warning; the source files are not changed."""
+    folder, ct, labels = series
+    copies = _copy_series_with(folder, tmp_path / "src", values)
+    before = [c.read_bytes() for c in copies]
+    notes = []
+    from LiverTumorSegLib.dicom_seg import prepare_seg_sources
+
+    sources = prepare_seg_sources(copies, ct.geometry, ct.shape_zyx, notes)
+    path = write_dicom_seg(tmp_path / "out.dcm", labels, ct.geometry, copies, sources=sources)
+    assert [c.read_bytes() for c in copies] == before
+    seg = pydicom.dcmread(str(path))
+    if "PatientName" in values:
+        assert str(seg.PatientName) == values["PatientName"] and seg.SpecificCharacterSet == "ISO_IR 192"
+    if values.get("PatientSex") == "m":
+        assert seg.PatientSex == "M"
+    if left_out:
+        (note,) = notes
+        assert all(item in note for item in left_out) and "source series is not changed" in note
+        assert (seg.PatientSex, seg.PatientBirthDate, seg.StudyDate, seg.StudyTime) == ("", "", "", "")
+    else:
+        assert notes == []
+    assert np.array_equal(read_dicom_seg(path).array, labels)
+
+
 def test_series_without_frame_of_reference_is_refused_with_what_to_write_instead(series, tmp_path):
     folder, ct, labels = series
     copies = _copy_series_without(folder, tmp_path / "nofor", ["FrameOfReferenceUID"])
@@ -284,6 +333,18 @@ def _oracle_engine(refuse: bool = False):
         return oracle_predictor(x)
 
     return SliceInferenceEngine(oracle_package(), device="cpu", threads=1, batch_size=4, batch_predictor=predictor)
+
+
+def test_segment_warns_of_source_values_the_seg_leaves_out_and_writes_it(series, tmp_path):
+    """segment's run: the warning on the console's log and in the result's warnings, the SEG written."""
+    from LiverTumorSegLib.inference.api import segment_file
+
+    folder, _, _ = series
+    copies = _copy_series_with(folder, tmp_path / "src", {"PatientSex": "U"})
+    result = segment_file(copies[0].parent, tmp_path / "result.dcm", engine=_oracle_engine())
+    assert any("The DICOM SEG leaves out (empty) what the source series holds as PatientSex 'U'" in w
+               for w in result.warnings)
+    assert pydicom.dcmread(str(tmp_path / "result.dcm")).PatientSex == ""
 
 
 def test_uneven_slice_gaps_get_a_seg_with_each_files_own_position_and_a_warning(tmp_path):

@@ -119,13 +119,20 @@ def _other_input_file(report: Dict[str, Any], input_path: Any) -> bool:
     """True when the report's ``input_file`` (the :func:`~..io.reading.file_fingerprint` of the CT file it
     segmented) is not of the file now at ``input_path`` (:func:`~..io.reading.same_file_content`): another CT put
     under the same name, or the CT rewritten since. A copy that did not keep the file's modification time is the
-    same file (such copies were refused before 25 Nov 2026). A DICOM folder's series is compared by its
-    ``input_dicom`` (:func:`_other_dicom_series`). False when the report has neither (an older report) or the
-    file cannot be looked at."""
+    same file (such copies were refused before 25 Nov 2026). A DICOM folder's series, and the series of a DICOM
+    file listed as the case, is compared by its ``input_dicom`` (:func:`_other_dicom_series`; a file's was compared
+    as a file, which DICOM reads do not record, so another patient's series under the same file names was kept as
+    done: the DICOM audit). False when the report has neither (an older report) or the file cannot be looked at."""
     from ..io.reading import file_fingerprint, same_file_content
 
-    if input_path is not None and isinstance(report.get("input_dicom"), dict) and Path(input_path).is_dir():
-        return _other_dicom_series(report["input_dicom"], input_path)
+    if input_path is not None and isinstance(report.get("input_dicom"), dict):
+        path = Path(input_path)
+        if path.is_dir() or path.name.upper() == "DICOMDIR":
+            return _other_dicom_series(report["input_dicom"], path if path.is_dir() else path.parent)
+        if path.is_file():  # one file of the series (a folder of two series is listed so): the series it is in now
+            from ..io.dicom import current_dicom_fingerprint_of_file
+
+            return _differs(report["input_dicom"], current_dicom_fingerprint_of_file(path))
     recorded = report.get("input_file")
     if not isinstance(recorded, dict) or input_path is None:
         return False
@@ -142,7 +149,12 @@ def _other_dicom_series(recorded: Dict[str, Any], folder: Any) -> bool:
     file sizes, or no single series any more. Entries ``recorded`` lacks are not compared."""
     from ..io.dicom import current_dicom_fingerprint
 
-    now = current_dicom_fingerprint(folder)
+    return _differs(recorded, current_dicom_fingerprint(folder))
+
+
+def _differs(recorded: Dict[str, Any], now: Optional[Dict[str, Any]]) -> bool:
+    """Whether the DICOM series fingerprint ``now`` (None: no such series now) is not ``recorded``'s (keys
+    ``recorded`` lacks are not compared)."""
     if now is None:
         return True
     return any(key in recorded and recorded[key] != now[key] for key in now)
@@ -160,7 +172,7 @@ def _earlier_run_differences(report: Any, weights_sha256: str, settings: Dict[st
     why = []
     if _other_input_file(report, input_path):
         why.append("another CT series: the DICOM folder's series UID, files or file sizes differ from the ones "
-                   "segmented" if Path(input_path).is_dir() else
+                   "segmented" if isinstance(report.get("input_dicom"), dict) else
                    "another CT file: its size or content differs from the one segmented")
     recorded = report.get("model_weights_sha256")
     if weights_sha256 and isinstance(recorded, str) and recorded and recorded != weights_sha256:

@@ -770,6 +770,19 @@ def current_dicom_fingerprint(folder: PathLike) -> Optional[Dict[str, Any]]:
         return None
 
 
+def current_dicom_fingerprint_of_file(path: PathLike) -> Optional[Dict[str, Any]]:
+    """:func:`dicom_series_fingerprint` of the series ``segment`` reads now for the DICOM file ``path`` (as
+    ``read_volume`` does: the series of the file's folder that holds it); None when the file is no readable DICOM
+    file or no single series of its folder has its series UID."""
+    path = Path(path)
+    try:
+        uid = _dicom_series_of_file(path)
+        chosen = [s for s in find_dicom_series(path.parent) if s.uid == uid]
+        return dicom_series_fingerprint(chosen[0], path.parent) if len(chosen) == 1 else None
+    except (InputError, OSError):
+        return None
+
+
 def _refuse_copies_of_one_image(series: DicomSeriesInfo, reader, folder: Path) -> None:
     """InputError when two files of ``series`` are the same image (one SOPInstanceUID): two copies of one export
     in the folder tree. They were blamed on 'several acquisitions', with advice to export each on its own."""

@@ -1344,6 +1344,31 @@ def test_a_resumed_batch_refuses_a_result_of_another_dicom_series_put_in_the_cas
     assert [s.status for s in segment_batch(cases, oracle_segmenter(), overwrite=True)] == ["done", "done"]
 
 
+def test_a_resumed_batch_compares_the_series_of_a_case_listed_as_one_dicom_file(tmp_path):
+    """A case listed as one file of its series (what the batch advises for a folder of two series) was compared as a
+    file, which a DICOM read does not record: another patient's series put in the folder under the same file names
+    was skipped as already segmented (the DICOM audit). The series the file is in now is compared instead; the same
+    series still resumes."""
+    import shutil
+    from pathlib import Path
+
+    from dicom_helpers import write_ct_series
+
+    first = make_phantom((6, 24, 28), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=1).ct
+    files = write_ct_series(tmp_path / "cts" / "case_a", first, uid_seed=1)
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"case_id,image\ncase_a,cts/case_a/{Path(files[0]).name}\n")
+    cases = find_cases(listing, tmp_path / "out")
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["done"]
+    assert [s.status for s in segment_batch(cases, oracle_segmenter())] == ["skipped"]
+    shutil.rmtree(tmp_path / "cts" / "case_a")  # another patient's series under the same file names
+    other = make_phantom((6, 24, 28), (2.0, 2.0, 4.0), lesions=[], noise_hu=0.0, seed=5).ct
+    again = write_ct_series(tmp_path / "cts" / "case_a", other, uid_seed=9)
+    assert sorted(Path(f).name for f in again) == sorted(Path(f).name for f in files)
+    with pytest.raises(InputError, match=r"1 case\(s\) .*case_a \(another CT series"):
+        segment_batch(cases, oracle_segmenter())
+
+
 def test_a_file_named_reports_in_the_output_folder_is_refused_before_any_work(tmp_path):
     """A user's file OUT/reports (where the batch keeps its reports folder) let every case run its network and then
     fail writing ('FileExistsError: ... reports'), exit 2 with nothing done. It is refused before any work, and

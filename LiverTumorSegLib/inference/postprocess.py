@@ -142,6 +142,23 @@ def largest_labelled_component(components: np.ndarray, count: int) -> np.ndarray
     return components == int(np.argmax(sizes))
 
 
+def largest_part_holding_liver(components: np.ndarray, count: int, labels: np.ndarray,
+                               sizes: Optional[np.ndarray] = None) -> int:
+    """Number (1..``count``) of the largest organ part of ``components`` (``ndimage.label`` of ``labels >= 1``,
+    same grid) that holds any liver (label 1 in ``labels``); without liver anywhere, the largest part; 0 when there
+    is none. ``sizes``: the parts' voxel counts (index 0 ignored) when the caller has them. A tumor-only blob larger
+    than the liver (901 mL of tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside
+    the liver; the part with the most liver label would instead drop a real liver that is mostly tumor beside a
+    smaller liver-only blob."""
+    if count == 0:
+        return 0
+    sizes = np.array(label_counts(components, count) if sizes is None else sizes, copy=True)
+    sizes[0] = 0
+    liver_sizes = label_counts(components, count, labels, 1)
+    with_liver = np.where(liver_sizes > 0, sizes, 0)
+    return int(np.argmax(with_liver if with_liver.max() > 0 else sizes))
+
+
 def ellipsoid_structure(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
     """Boolean ellipsoid ``(z, y, x)`` of physical radius ``radius_mm`` on a grid of ``spacing_zyx`` mm."""
     half = [int(np.floor(radius_mm / float(s))) for s in spacing_zyx]
@@ -674,13 +691,7 @@ def _clean_organ(labels: np.ndarray, options: PostprocessingOptions,
         if count > 1:
             sizes = label_counts(components, count)
             sizes[0] = 0
-            # the largest part that holds any liver (label 1): a tumor-only blob larger than the liver (901 mL of
-            # tumor beside 512 mL of liver, 1.6 mm apart) was kept, then removed as tumor outside the liver; the
-            # part with the most liver label would instead drop a real liver that is mostly tumor beside a smaller
-            # liver-only blob. Without liver anywhere, the largest part
-            liver_sizes = label_counts(components, count, region, 1)
-            with_liver = np.where(liver_sizes > 0, sizes, 0)
-            largest = int(np.argmax(with_liver if with_liver.max() > 0 else sizes))
+            largest = largest_part_holding_liver(components, count, region, sizes)
             spared = np.zeros(count + 1, dtype=bool) if spacing_zyx is None else \
                 tumor_parts_left_to_tumor_rules(components, count, largest, region, spacing_zyx, options)
             if removed is not None:
@@ -940,7 +951,10 @@ def postprocessing_warnings(changes: Dict[str, Any], liver_left_ml: Optional[flo
                      f"({volume:.1f} mL, {tumor:.1f} mL of it tumor){more}; {liver_parts_advice()}{lesion_advice}")
         # ... both to 0.1 mL: '23 mL, 23.2 mL of it tumor' read as more tumor than the parts held (23.355 mL)
     components = changes.get("tumor_components", [])
-    for rule, what, switch in (("outside_liver", "tumor region(s) away from the liver removed",
+    # with no liver left, 'away from the liver' named a liver that was not there (a prediction of tumor alone)
+    away = "tumor region(s) with no liver found anywhere removed (tumor is kept in or near the liver only)" \
+        if liver_left_ml is not None and float(liver_left_ml) <= 0.0 else "tumor region(s) away from the liver removed"
+    for rule, what, switch in (("outside_liver", away,
                                 _switch("--allow-tumor-outside-liver", "tumor_inside_liver")),
                                ("tubular", "tube-shaped tumor region(s) read as vessels and " + _made(components,
                                                                                                    "tubular"),

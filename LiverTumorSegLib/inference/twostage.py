@@ -17,7 +17,7 @@ import numpy as np
 
 from ..progress import CancellationToken, ProgressCallback, ProgressReporter
 from ..volume import CTVolume, ImageGeometry
-from .postprocess import CONNECTIVITY_26, largest_labelled_component
+from .postprocess import CONNECTIVITY_26, largest_part_holding_liver
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,18 @@ def organ_components(coarse_labels: np.ndarray) -> Components:
 def organ_box(coarse_labels: np.ndarray, factors_zyx: Sequence[int], full_shape_zyx: Sequence[int],
               spacing_zyx: Sequence[float], margin_mm: float, axial_axis: Optional[int] = None,
               all_components: bool = False, components: Optional[Components] = None) -> Optional[Box]:
-    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component (with
-    ``all_components``: of every organ voxel), or None. ``axial_axis`` (array axis of the slices): crop only
-    along it, keeping whole slices. ``components``: :func:`organ_components` of ``coarse_labels`` when the
-    caller has them (else labelled here)."""
+    """Full-resolution bounding box (plus ``margin_mm``) of the largest coarse organ component holding liver, as
+    post-processing keeps it (:func:`~.postprocess.largest_part_holding_liver`; with ``all_components``: of every
+    organ voxel), or None. ``axial_axis`` (array axis of the slices): crop only along it, keeping whole slices.
+    ``components``: :func:`organ_components` of ``coarse_labels`` when the caller has them (else labelled here).
+    The largest part by size alone could be a tumor-only blob: the crop then left the liver out, and the
+    post-processing removed that blob as tumor outside the liver, for an empty result (the post-processing
+    audit)."""
     if all_components:
         organ = coarse_labels >= 1
     else:
-        organ = largest_labelled_component(*(components if components is not None
-                                             else organ_components(coarse_labels)))
+        labelled, count = components if components is not None else organ_components(coarse_labels)
+        organ = labelled == largest_part_holding_liver(labelled, count, coarse_labels) if count else labelled > 0
     if not organ.any():
         return None
     where = np.nonzero(organ)

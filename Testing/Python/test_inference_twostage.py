@@ -38,6 +38,19 @@ def test_decimation_factors_respect_max_spacing():
     assert decimation_factors((5.0, 0.8, 0.8), 2) == (1, 2, 2)
 
 
+def test_organ_box_takes_the_largest_part_holding_liver_as_post_processing_keeps_it():
+    """A tumor-only blob larger than the liver, apart from it, was the crop's part (the largest by size): the crop left
+    the liver out and post-processing then removed the blob as tumor outside the liver, an empty result where the
+    whole volume's post-processing keeps the liver (the post-processing audit)."""
+    coarse = np.zeros((40, 50, 50), np.uint8)
+    coarse[2:12, 10:40, 10:40] = 1                             # the liver, 9,000 coarse voxels
+    coarse[20:38, 5:45, 5:45] = 2                              # tumor alone, 28,800 voxels, not touching it
+    box = organ_box(coarse, (2, 2, 2), (80, 100, 100), (2.5, 1.5, 1.5), 15.0, axial_axis=0)
+    assert box[0].start <= 4 and box[0].stop >= 24 and box[0].stop < 40      # the liver's slices, not the blob's
+    tumor_only = np.where(coarse == 2, 2, 0).astype(np.uint8)  # no liver anywhere: the largest part
+    assert organ_box(tumor_only, (2, 2, 2), (80, 100, 100), (2.5, 1.5, 1.5), 15.0, axial_axis=0)[0].start >= 20
+
+
 def test_organ_box_scales_and_adds_margin():
     coarse = np.zeros((5, 10, 10), np.uint8)
     coarse[1:3, 2:5, 3:4] = 1

@@ -845,3 +845,20 @@ def test_a_part_left_to_the_tumor_rules_and_made_liver_does_not_stay_apart_from_
                              changes=changes)
     assert not (out == 2).any() and (out[_ball(shape, (20, 60, 45), 8.0, spacing)] == 1).all()
     assert [c["became"] for c in changes["tumor_components"]] == ["liver"]
+
+
+def test_tumor_removed_where_no_liver_was_found_is_said_so():
+    """A prediction of tumor alone came out empty with 'tumor region(s) away from the liver removed', naming a liver
+    that was not there (the post-processing audit)."""
+    from LiverTumorSegLib.inference.postprocess import postprocessing_warnings
+
+    spacing, shape = (2.0, 1.0, 1.0), (30, 60, 60)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[_ball(shape, (15, 30, 30), 20.0, spacing)] = 2
+    changes = {}
+    out = postprocess_labels(labels, spacing, changes=changes)
+    assert not out.any()
+    (line,) = postprocessing_warnings(changes, liver_left_ml=0.0)
+    assert "with no liver found anywhere removed" in line and "away from the liver" not in line
+    (line,) = postprocessing_warnings(changes, liver_left_ml=812.0)      # a liver elsewhere: away from it
+    assert "away from the liver removed" in line

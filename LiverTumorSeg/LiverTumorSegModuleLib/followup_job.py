@@ -67,6 +67,8 @@ class FollowupJob(ChildJob):
         # swapped CT selectors compared each segmentation on the other CT's grid and HU (a PD that was an SD)
         require_made_on(baseline_segmentation, baseline_volume, "to compare it as the baseline")
         require_made_on(followup_segmentation, followup_volume, "to compare it as the follow-up")
+        for node in nodes:  # a node under a warp was compared as the warp resampled it; the other runs refuse it
+            mrml.node_to_world(node)  # InputError naming the non-linear transform, with what to do (harden it)
         super().__init__(runner, python, library_root, temp_root, env)
         self._scene = scene
         self._nodes = nodes

@@ -129,6 +129,22 @@ def test_a_segmentation_without_liver_segments_is_refused_before_the_comparison(
         logic.compareWithBaseline(segmentation, volume, other, volume)
 
 
+@pytest.mark.parametrize("warped", [0, 1])
+def test_a_node_under_a_non_linear_transform_is_refused_before_the_comparison(module, warped):
+    """A segmentation or CT under a warp was compared as the warp resampled it, where a segmentation run and Update
+    lesion table refuse such a node with what to do (harden the transform)."""
+    from LiverTumorSegLib.errors import InputError
+
+    from mrml_helpers import add_warp_transform_node
+
+    base = make_phantom((12, 48, 48), (2.0, 2.0, 4.0), lesions=[PhantomLesion((6, 20, 20), 5.0, 15.0)], noise_hu=5.0)
+    volume, segmentation = _ct_and_segmentation(module.scene, module.mrml, base, "baseline")
+    (segmentation, volume)[warped].SetAndObserveTransformNodeID(add_warp_transform_node(module.scene, "warp").GetID())
+    logic = module.m.LiverTumorSegLogic(runnerFactory=module.m.childprocess.SubprocessRunner, python=sys.executable)
+    with pytest.raises(InputError, match="under the non-linear transform 'warp'.*Harden"):
+        logic.compareWithBaseline(segmentation, volume, segmentation, volume)
+
+
 def test_a_node_removed_while_it_was_compared_leaves_no_change_table(module):
     """The user deleted the baseline segmentation while the child ran: the comparison still ended 'done' and added
     a change table pointing at the removed node (measuring and segmenting refused this already)."""

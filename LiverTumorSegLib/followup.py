@@ -243,7 +243,7 @@ def _liver_dice_after(baseline: CTVolume, followup: CTVolume, transform, view: O
     of view on that grid, ``view``: :func:`followup_view`, by default the whole grid): a follow-up covering part of
     the baseline's range read 0.668 after a 0.5 mm alignment, and its warning asked to check that the scans show the
     same patient (the follow-up audit)."""
-    view = np.ones(followup.shape_zyx, np.uint8) if view is None else view
+    view = followup_view(followup) if view is None else view
     shown = resample_to_baseline(view, followup.geometry, baseline, transform) > 0
     a = (baseline.array >= 1) & shown
     b = resample_to_baseline((followup.array >= 1).astype(np.uint8), followup.geometry, baseline, transform) > 0

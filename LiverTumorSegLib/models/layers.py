@@ -10,9 +10,10 @@ from torch import nn
 
 
 def check_input(x: torch.Tensor, channels: int) -> None:
-    """Raise ValueError unless ``x`` is an (N, ``channels``, H, W) tensor with H, W >= 1 (N may be 0): torch's
-    own errors named the internally padded shape, or (MONAI's U-Net on a (C, H, W) slice) 'Sizes of tensors
-    must match', or replicate padding's rule for an empty slice."""
+    """Raise ValueError unless ``x`` is an (N, ``channels``, H, W) tensor with N, H, W >= 1: torch's own errors named
+    the internally padded shape, or (MONAI's U-Net on a (C, H, W) slice) 'Sizes of tensors must match', or replicate
+    padding's rule for an empty slice. An empty batch (N = 0) passed the batch-norm networks and failed inside
+    instance norm ('select(): index 0 out of range'; the models audit): it is refused alike for every network."""
     shape = tuple(x.shape)
     if len(shape) != 4:
         hint = " (add the batch dimension: x[None])" if len(shape) == 3 else ""
@@ -20,6 +21,8 @@ def check_input(x: torch.Tensor, channels: int) -> None:
     if shape[1] != channels:
         raise ValueError(f"the network takes {channels} input channels (dimension 1), got {shape[1]} "
                          f"(shape {shape})")
+    if shape[0] < 1:
+        raise ValueError(f"the batch holds no slices (N = 0, shape {shape}); give at least one")
     if shape[2] < 1 or shape[3] < 1:
         raise ValueError(f"H and W must be at least 1 pixel, got H={shape[2]}, W={shape[3]}")
 

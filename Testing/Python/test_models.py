@@ -550,6 +550,7 @@ def test_whole_float_options_are_recorded_as_ints_so_the_package_reloads():
     ((3, 16, 16), r"4 dimensions, got shape \(3, 16, 16\) \(add the batch dimension"),
     ((1, 4, 16, 16), r"takes 3 input channels \(dimension 1\), got 4"),
     ((1, 3, 0, 5), "H and W must be at least 1 pixel, got H=0, W=5"),
+    ((0, 3, 16, 16), r"the batch holds no slices \(N = 0"),   # instance norm failed inside; batch norm passed
 ])
 def test_wrong_input_shapes_get_an_error_naming_the_rule(name, shape, message):
     """torch's errors named the internally padded shape ('expected input[1, 4, 32, 64] to have 3 channels' for a

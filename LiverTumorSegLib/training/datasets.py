@@ -181,15 +181,16 @@ def _crossed_by_name(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]]:
 def _crossed_by_folder(cases: Sequence[Case]) -> Optional[Tuple[Case, Case, str]]:
     """``(case, the other patient's case, "folder")`` for the first case whose label lies in the folder of another
     patient's image and not in its own image's, while that patient's case takes its label from outside its folder
-    too, in a data set where at least half the cases keep image and label in one folder (one folder per scan,
-    ``P0/ct.nii.gz`` + ``P0/seg.nii.gz``, where names cannot tell); None when there is none or when most cases keep
-    labels apart from their images (imagesTr/ + labelsTr/, images/ + labels/). A CT kept elsewhere whose label was
-    saved beside another patient's correctly paired scan is not judged."""
+    too (one folder per scan, ``P0/ct.nii.gz`` + ``P0/seg.nii.gz``, where names cannot tell); None when there is none.
+    Layouts that keep labels apart from their images (imagesTr/ + labelsTr/, images/ + labels/) hold no image in a
+    label's folder, so none of their cases is judged. A CT kept elsewhere whose label was saved beside another
+    patient's correctly paired scan is not judged. Judged only where most cases kept image and label together, a
+    label column shifted by one row (every row crossed) or two rows swapped passed (the preprocessing audit)."""
     def folder(path: str) -> str:
         return _same_file_key(Path(path).parent)
 
     apart = [case for case in cases if folder(case.label_path) != folder(case.image_path)]
-    if not apart or 2 * len(apart) > len(cases):
+    if not apart:
         return None
     images_in: Dict[str, List[Case]] = {}
     for case in cases:

@@ -878,6 +878,21 @@ def test_a_csv_row_with_another_scan_folders_label_is_refused(tmp_path):
     assert len(discover_cases(tmp_path / "apart.csv")) == 3
 
 
+@pytest.mark.parametrize("scans, crossing", [(3, "shifted"), (2, "swapped")])
+def test_a_csv_whose_every_row_takes_another_scan_folders_label_is_refused(tmp_path, scans, crossing):
+    """The folder check judged only data sets where most rows keep image and label in one folder: a label column
+    shifted by one row (every row crossed), or the two rows of two patients swapped, trained on the wrong labels
+    without a word when the CTs share a grid (the preprocessing audit)."""
+    rows = []
+    for n in range(scans):
+        _write_pair(tmp_path / f"P{n}" / "ct.nii.gz", tmp_path / f"P{n}" / "seg.nii.gz", n)
+        rows.append([f"P{n}/ct.nii.gz", f"P{(n + 1) % scans}/seg.nii.gz", f"pat{n}", f"c{n}"])
+    (tmp_path / "crossed.csv").write_text("image,label,patient,case\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    with pytest.raises(InputError, match=r"Case 'c0' pairs image '.*P0/ct.nii.gz' with label '.*P1/seg.nii.gz', "
+                                         r"whose folder is that of the image '.*P1/ct.nii.gz'"):
+        discover_cases(tmp_path / "crossed.csv")
+
+
 def test_csv_patient_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
     """'P07' and 'p07' were two patients: one patient's two scans landed in training and in validation."""
     for n in range(3):

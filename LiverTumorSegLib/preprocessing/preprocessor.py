@@ -88,10 +88,15 @@ class SlicePreprocessor:
         return spatial.forward_image(hu_zyx, info, self.config.pad_hu), info
 
     def labels_forward(self, labels_zyx: np.ndarray, info: SpatialInfo) -> np.ndarray:
-        """Label map ``(z, y, x)`` -> ``(z, H, W)`` uint8 on the grid of ``info`` (nearest)."""
+        """Label map ``(z, y, x)`` -> ``(z, H, W)`` uint8 on the grid of ``info`` (nearest). Its slices must be the
+        CT's: a label map of another slice count was mapped, and its slices no longer lined up with the CT's (the
+        preprocessing audit)."""
         labels_zyx = np.asarray(labels_zyx)
         if labels_zyx.shape[-2:] != tuple(info.native_shape_yx):
             raise InputError(f"Label slices {labels_zyx.shape[-2:]} do not match the CT slices {info.native_shape_yx}.")
+        if labels_zyx.ndim == 3 and labels_zyx.shape[0] != int(info.num_slices):
+            raise InputError(f"The label map has {labels_zyx.shape[0]} slices, the CT {info.num_slices}; give the label "
+                             f"map of this CT's grid (z, y, x).")
         return spatial.forward_labels(labels_zyx, info)
 
     def spatial_inverse(self, probs_nkhw: np.ndarray, info: SpatialInfo,

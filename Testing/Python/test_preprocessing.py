@@ -405,6 +405,9 @@ def test_spatial_round_trip_exact_when_spacing_is_target():
     np.testing.assert_array_equal(pre.labels_inverse(lab, info), ph.labels)
     onehot = np.stack([lab == k for k in range(3)], axis=1).astype(np.float32)
     np.testing.assert_array_equal(np.argmax(pre.spatial_inverse(onehot, info), axis=1), ph.labels)
+    # a label map of another slice count was mapped, its slices no longer the CT's (the preprocessing audit)
+    with pytest.raises(InputError, match="The label map has 5 slices, the CT 6"):
+        pre.labels_forward(ph.labels[:5], info)
 
 
 def test_spatial_round_trip_with_resampling():

@@ -152,14 +152,18 @@ def _plane_ras(shape: Tuple[int, int], head_foot: int, index: int, step: Tuple[i
     return ras[0].reshape(shape), ras[1].reshape(shape)
 
 
-def _spine_back(smooth: np.ndarray, body: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, body_hu: float
-                ) -> Optional[Tuple[float, float]]:
+def _spine_back(smooth: np.ndarray, body: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, body_hu: float,
+                midline_hint_x: Optional[float] = None) -> Optional[Tuple[float, float]]:
     """RAS ``(x, y)`` (mm) of the spine's midline and its most posterior bone. Bone is what lies above ``body_hu``
     in the smoothed slice ``smooth``, inside the body (``body``, the table left out), behind the body's centre
-    and within :data:`SPINE_MIDLINE_MM` of its left-right centre: the midline is the median left-right position of
-    that bone (ribs and transverse processes come in pairs), its back the most posterior of it within
-    :data:`VERTEBRA_HALF_WIDTH_MM` of the midline. None without such bone."""
+    and within :data:`SPINE_MIDLINE_MM` of its left-right centre (or of ``midline_hint_x``, the scan's spine midline
+    when known: :func:`~.plausibility.spine_midline_x_mm`; a field of view cut to the liver moved the body's centre
+    away from the spine, and a disc on other tissue read as a 246 HU 'aorta'): the midline is the median
+    left-right position of that bone (ribs and transverse processes come in pairs), its back the most posterior of
+    it within :data:`VERTEBRA_HALF_WIDTH_MM` of the midline. None without such bone."""
     body_x, body_y = float(x_mm[body].mean()), float(y_mm[body].mean())
+    if midline_hint_x is not None:
+        body_x = float(midline_hint_x)
     bone = body & (smooth > body_hu) & (np.abs(x_mm - body_x) < SPINE_MIDLINE_MM) & (y_mm < body_y)
     if not bone.any():
         return None
@@ -224,15 +228,15 @@ def _smoothing_origin(size: List[int], forward: Tuple[bool, bool]) -> List[int]:
 
 
 def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm: Tuple[float, float],
-                    liver_hu: Optional[float] = None, forward: Tuple[bool, bool] = (False, False)
-                    ) -> Optional[Tuple[float, int, int]]:
+                    liver_hu: Optional[float] = None, forward: Tuple[bool, bool] = (False, False),
+                    midline_hint_x: Optional[float] = None) -> Optional[Tuple[float, int, int]]:
     """``(median HU, row, column)`` of the aorta's core (:data:`CORE_RADIUS_MM`) in one sampled slice (``hu``, with
     each pixel's RAS ``x_mm`` and ``y_mm``; ``pixel_mm`` the sampled pixel size along its two axes), or None without
     a spine or a candidate disc. ``liver_hu``: the liver's median (HU), which sets the bone threshold
     (:func:`_vertebra_body_hu`). ``forward``: whether each of the slice's two axes runs toward the patient's L or P
     (:func:`~.sampling.runs_forward`), so that a smoothing box of an even width (2 pixels: a 3 mm CT's, or a 0.7 or
     1 mm CT's read every third or second pixel) covers the same pixels of the patient however the CT is stored
-    (:func:`_smoothing_origin`)."""
+    (:func:`_smoothing_origin`). ``midline_hint_x``: as :func:`_spine_back`'s."""
     from scipy import ndimage
 
     body = _body(hu)
@@ -241,7 +245,7 @@ def _aorta_in_slice(hu: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray, pixel_mm
     body_hu = _vertebra_body_hu(liver_hu)
     size = [max(1, int(round(SMOOTH_MM / p))) for p in pixel_mm]
     smooth = ndimage.uniform_filter(hu, size=size, mode="nearest", origin=_smoothing_origin(size, forward))
-    back = _spine_back(smooth, body, x_mm, y_mm, body_hu)
+    back = _spine_back(smooth, body, x_mm, y_mm, body_hu, midline_hint_x)
     if back is None:
         return None
     midline_x, back_y = back
@@ -296,20 +300,28 @@ def unknown_phase(reason: str, liver_hu: Optional[float] = None) -> Dict[str, An
             "reason": reason}
 
 
-def estimate_contrast_phase(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry
-                            ) -> Dict[str, Any]:
+MIN_AORTA_SLICES = 2
+"""Slices the aorta must be found in before a phase is estimated (one, on a CT of one slice read): found in 1 of 9
+slices of a CT whose front and back were swapped, a disc on the bowel read as a 359 HU 'aorta' (the warnings
+audit)."""
+
+
+def estimate_contrast_phase(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry,
+                            midline_x_mm: Optional[float] = None) -> Dict[str, Any]:
     """The report's ``contrast_phase``: ``{"estimate", "aorta_hu", "liver_hu", "aorta_slices", "slices_read",
     "reason"}``: the class (:func:`classify_phase`), the aorta's median core value (HU, over the slices where it was
     found; None where it was not), the liver's median (label 1, HU, same slices), in how many of the slices read the
     aorta was found, and ``reason`` (None, or why the estimate is ``"unknown"``). ``hu_zyx`` (HU) and
-    ``labels_zyx`` are ``(z, y, x)`` on ``geometry``. Never raises: any failure gives ``"unknown"``."""
+    ``labels_zyx`` are ``(z, y, x)`` on ``geometry``; ``midline_x_mm``: the spine's midline (RAS x, mm) when known
+    (:func:`_spine_back`). Never raises: any failure gives ``"unknown"``."""
     try:
-        return _estimate(hu_zyx, labels_zyx, geometry)
+        return _estimate(hu_zyx, labels_zyx, geometry, midline_x_mm)
     except Exception as error:  # an estimate for the report; it must never fail the run
         return unknown_phase(f"the estimate failed ({type(error).__name__}: {error})")
 
 
-def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry) -> Dict[str, Any]:
+def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometry,
+              midline_x_mm: Optional[float] = None) -> Dict[str, Any]:
     """:func:`estimate_contrast_phase` without its guard."""
     from ..metrics.recist import axial_axis_zyx
 
@@ -332,12 +344,15 @@ def _estimate(hu_zyx: np.ndarray, labels_zyx: np.ndarray, geometry: ImageGeometr
     aorta = []  # type: List[float]
     for hu, index in zip(planes, picked):
         x_mm, y_mm = _plane_ras(hu.shape, head_foot, int(index), step, geometry, start)  # type: ignore
-        found = _aorta_in_slice(hu, x_mm, y_mm, pixel_mm, liver_hu, forward)  # type: ignore
+        found = _aorta_in_slice(hu, x_mm, y_mm, pixel_mm, liver_hu, forward, midline_x_mm)  # type: ignore
         if found is not None:
             aorta.append(found[0])
-    if not aorta:
-        result = unknown_phase("no aorta was found in front of the spine", liver_hu)
+    if len(aorta) < min(MIN_AORTA_SLICES, int(picked.size)):
+        result = unknown_phase("no aorta was found in front of the spine" if not aorta else
+                               f"the aorta was found in {len(aorta)} of {picked.size} slices read, too few to judge",
+                               liver_hu)
         result["slices_read"] = int(picked.size)
+        result["aorta_slices"] = len(aorta)
         return result
     aorta_hu = round(float(np.median(aorta)), 1)
     estimate = classify_phase(aorta_hu, liver_hu)

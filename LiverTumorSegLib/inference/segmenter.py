@@ -623,7 +623,7 @@ class Segmenter:
         cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
         from .plausibility import (fat_density_lesion_warnings, liver_cut_by_image_side, liver_cut_by_scan_end,
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
-                                   spine_front_back_warnings)
+                                   spine_front_back_warnings, spine_midline_x_mm)
         from .fluid_in_liver import fluid_in_liver_warnings
         from .contrast_phase import arterial_phase_warnings, estimate_contrast_phase, unknown_phase
         from .metal import metal_warnings
@@ -648,15 +648,19 @@ class Segmenter:
         liver_xz = liver_ras_xz(labels, volume.geometry)  # read once for both checks
         warnings += liver_extent_warnings(liver_xz, volume.geometry)
         if hu is not None:  # the body is found by its HU
-            warnings += spine_front_back_warnings(hu, volume.geometry) + liver_side_warnings(liver_xz, hu,
-                                                                                            volume.geometry)
+            # front and back swapped: that warning says it, and the liver's side and the aorta, found from the spine's
+            # place, are not judged (the side check called such a liver 62 mm left of a 'spine' that was not one)
+            front_back = spine_front_back_warnings(hu, volume.geometry)
+            midline = None if front_back else spine_midline_x_mm(hu, volume.geometry, liver_xz)
+            warnings += front_back or liver_side_warnings(liver_xz, hu, volume.geometry, midline)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
             warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor
             warnings += _check_warnings("fluid in the liver", fluid_in_liver_warnings, labels, hu,
                                         volume.geometry)  # water density in label 1
             warnings += _check_warnings("metal", metal_warnings, hu, labels, volume.geometry)  # metal by its HU
             # the aorta's and the liver's HU: an arterial phase, where the model misses bright tumors, is warned of
-            report["contrast_phase"] = estimate_contrast_phase(hu, labels, volume.geometry)
+            report["contrast_phase"] = unknown_phase("the image's front and back look swapped") if front_back else \
+                estimate_contrast_phase(hu, labels, volume.geometry, midline)
             warnings += arterial_phase_warnings(report["contrast_phase"], self._ran_bundled_default(),
                                                 report.get("model", ""))
         else:

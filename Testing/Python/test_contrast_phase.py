@@ -171,3 +171,48 @@ def test_pixels_coarser_than_the_core_s_radius_give_an_estimate_not_an_index_err
     labels[:, 2:5, 0:3] = 1
     phase = estimate_contrast_phase(hu, labels, ImageGeometry(spacing=(6.0, 6.0, 6.0)))
     assert phase["reason"] is None and phase["aorta_hu"] == 150.0 and phase["aorta_slices"] == 2
+
+
+def test_the_spines_midline_given_keeps_the_aorta_found_when_the_field_of_view_moves_the_bodys_centre():
+    """A field of view cut to the liver moved the body's centre away from the spine; the spine search, within 30 mm
+    of that centre, missed it and a disc on other tissue read as a 246 HU 'aorta' (the warnings audit). Given the
+    spine's midline (segment passes plausibility.spine_midline_x_mm's), the aorta is found again."""
+    from LiverTumorSegLib.inference.plausibility import liver_ras_xz, spine_midline_x_mm
+
+    hu, labels = _trunk(160.0, 110.0)
+    hu[:, :, 95:] = -1000.0                                   # the body's left side cut off: its centre moves right
+    # RAS x of the spine's centre (column 70 of an LPS grid of 2 mm: LPS x 140 mm, RAS -140 mm)
+    midline = spine_midline_x_mm(hu, GEOMETRY, liver_ras_xz(labels, GEOMETRY))
+    assert midline == pytest.approx(-140.0, abs=3.0)
+    phase = estimate_contrast_phase(hu, labels, GEOMETRY, midline)
+    assert phase["aorta_hu"] == pytest.approx(160.0, abs=8.0) and phase["estimate"] == "portal_venous_or_later"
+    elsewhere = estimate_contrast_phase(hu, labels, GEOMETRY, midline + 70.0)  # the hint is where it looks
+    assert elsewhere["aorta_hu"] != pytest.approx(160.0, abs=8.0)
+
+
+def test_an_aorta_found_in_one_slice_of_several_is_too_few_to_judge():
+    """Found in 1 of 9 slices of a CT whose front and back were swapped, a disc on the bowel read as a 359 HU
+    'aorta' and an arterial phase was claimed (the warnings audit): two slices at least (one on a CT of one)."""
+    hu, labels = _trunk(320.0, 75.0)
+    hu[1:, 66:110, 58:84] = 20.0                              # spine and aorta gone but in the first slice
+    phase = estimate_contrast_phase(hu, labels, GEOMETRY)
+    assert phase["estimate"] == "unknown" and phase["aorta_slices"] == 1 and phase["slices_read"] == 6
+    assert "found in 1 of 6 slices read, too few" in phase["reason"] and arterial_phase_warnings(phase) == []
+    one = estimate_contrast_phase(hu[:1], labels[:1], GEOMETRY)  # a CT of one slice: that slice decides
+    assert one["estimate"] == "arterial" and one["aorta_slices"] == 1
+
+
+def test_with_front_and_back_swapped_neither_the_phase_nor_the_livers_side_is_judged():
+    """A CT whose front and back were swapped got, beside the orientation warning, an 'arterial phase' and a liver
+    '62 mm to the patient's left of the spine' measured from bone that was not the spine (the warnings audit): the
+    orientation warning alone is given, and the phase is unknown, saying why."""
+    hu, labels = _trunk(320.0, 75.0)
+    flipped_hu, flipped_labels = np.ascontiguousarray(hu[:, ::-1]), np.ascontiguousarray(labels[:, ::-1])
+    report = _finished(flipped_hu, flipped_labels).report
+    assert any(w.startswith("Implausible orientation: the spine") for w in report["warnings"])
+    assert not any(w.startswith("Arterial") or "the segmented liver" in w for w in report["warnings"])
+    assert report["contrast_phase"]["estimate"] == "unknown"
+    assert report["contrast_phase"]["reason"] == "the image's front and back look swapped"
+    plain = _finished(hu, labels).report                       # the same CT stored right: both judged
+    assert plain["contrast_phase"]["estimate"] == "arterial"
+    assert not any(w.startswith("Implausible orientation") for w in plain["warnings"])

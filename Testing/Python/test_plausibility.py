@@ -206,3 +206,55 @@ def test_the_documented_spine_distances_of_the_bundled_cases_are_the_measured_on
                                  ("docs/cli.md", cli_md, r"\((\d+)-(\d+) mm behind it on the bundled cases")):
         low, high = _documented_mm_range(text, pattern)
         assert (low, high) == (round(min(measured)), round(max(measured))), where
+
+
+def _trunk_with_spine(crop_left_mm=0.0):
+    """``(hu, geometry)``: 12 slices of a 340 mm wide trunk (40 HU) on a 2 mm LPS grid, a vertebra (700 HU, 40 mm
+    wide) on its midline behind the centre at LPS x 0 (RAS x 0), ribs (700 HU) at its sides; the body's part more
+    than ``340 / 2 - crop_left_mm`` mm to the patient's left cut off (a field of view cut to the liver)."""
+    geometry = ImageGeometry(spacing=(2.0, 2.0, 5.0), origin=(-200.0, -150.0, 0.0))  # LPS x = -200 + 2 i
+    hu = np.full((12, 150, 200), -1000, np.int16)
+    hu[:, 25:125, 15:185] = 40                         # LPS x -170..168
+    hu[:, 95:115, 90:110] = 700                        # the vertebra: LPS x -20..18, behind the centre
+    hu[:, 100:104, 20:30] = 700                        # ribs on both sides
+    hu[:, 100:104, 170:180] = 700
+    if crop_left_mm:
+        hu[:, :, 100 + int((170 - crop_left_mm) / 2):] = -1000
+    return hu, geometry
+
+
+def test_the_side_is_measured_from_the_spine_so_a_field_of_view_cut_to_the_liver_does_not_warn():
+    """A square or round field of view about the liver put the body's centre 17-19 mm left of a normal liver's
+    centre, and the warning blamed the header, situs inversus or a resection (the warnings audit)."""
+    from LiverTumorSegLib.inference.plausibility import spine_midline_x_mm
+
+    hu, geometry = _trunk_with_spine(crop_left_mm=110.0)   # body left of the spine: 60 mm of 170
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 30:90, 30:85] = 1                        # LPS x -140..-32: the patient's right, RAS centre 87 mm
+    liver_xz = liver_ras_xz(labels, geometry)
+    assert spine_midline_x_mm(hu, geometry, liver_xz) == pytest.approx(0.0, abs=3.0)
+    assert liver_side_mm(liver_xz, hu, geometry)[0] < 60.0   # the body's centre moved towards the liver
+    assert liver_side_warnings(liver_xz, hu, geometry) == []
+    mirrored = np.ascontiguousarray(labels[:, :, ::-1])      # the same liver on the patient's left: warned
+    (warning,) = liver_side_warnings(liver_ras_xz(mirrored, geometry), hu, geometry)
+    assert "to the patient's left of the spine's midline" in warning
+
+
+def test_a_liver_reaching_far_to_the_left_of_the_spine_warns_of_swapped_sides():
+    """Left and right swapped in the header: the network labelled the spleen and the liver both 'liver', whose
+    centre stayed 35-40 mm right of the body's, and nothing was said on two of the four shared CTs (the warnings
+    audit). A liver reaching 90 mm or more left of the spine with 30 % of it there is warned of."""
+    hu, geometry = _trunk_with_spine()
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[:, 30:90, 20:85] = 1                        # the liver: LPS x -160..-32 (right)
+    labels[:, 30:90, 140:165] = 1                      # the spleen called liver: LPS x 80..128 (left)
+    labels[:, 60:70, 85:140] = 1                       # joined to it (stomach)
+    liver_xz = liver_ras_xz(labels, geometry)
+    (warning,) = liver_side_warnings(liver_xz, hu, geometry)
+    assert "reaches 1" in warning and "left of the spine's midline" in warning and "left and right may be swapped" \
+        in warning
+    normal = np.zeros(hu.shape, np.uint8)
+    normal[:, 30:90, 20:85] = 1
+    normal[:, 40:70, 85:125] = 1                       # a left lobe reaching 50 mm left of the spine
+    assert liver_side_warnings(liver_ras_xz(normal, geometry), hu, geometry) == []
+    assert liver_side_warnings(liver_xz, hu, geometry, None) == []  # no spine given: the body's centre rule

@@ -428,7 +428,7 @@ def _prepare_overlays(rows, matched, images: Dict[str, Path], metric: str,
                  f"tumor Dice {row.get('dice_tumor', float('nan')):.3f}")
         overlays.append({"tag": tag, "case": case, "pred": reorientation.to_canonical(pred.array),
                          "ref": ref_c.array, "image": image, "spacing_zyx": ref_c.spacing_zyx, "title": title,
-                         "slice_s_mm": [ref_c.geometry.slice_s_mm(k)
+                         "slice_s_mm": [ref_c.geometry.slice_centre_s_mm(k, ref_c.shape_zyx)
                                         for k in range(ref_c.shape_zyx[0])],
                          # a NIfTI without sform and qform: its sides are a guess, not marked R/L/A/P
                          "orientation_known": not has_unknown_orientation(ref)})

@@ -85,7 +85,7 @@ def render_preview(volume: CTVolume, config: Union[PreprocessingConfig, str, Non
         ax.imshow(window_hu(hu[z], level, width), cmap="gray", vmin=0, vmax=1, aspect=sy / sx,
                   interpolation="nearest")
         # the slice's S position: ``volume`` is often a reoriented copy, whose index is no slice of the user's file
-        s_mm = volume.geometry.slice_s_mm(z)
+        s_mm = volume.geometry.slice_centre_s_mm(z, volume.shape_zyx)
         ax.set_ylabel(f"axial at S {s_mm:.1f} mm", fontsize=8)
         for c, spec in enumerate(config.channels):
             img = chans[r, c]

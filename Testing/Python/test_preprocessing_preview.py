@@ -107,6 +107,32 @@ def test_preview_rows_say_the_slices_s_position_and_non_square_pixels(tmp_path, 
     assert any("32x32 px, 1.50 x 2.00 mm" in text for text in said)
 
 
+def test_captions_on_a_tilted_ct_give_the_s_of_the_slices_centre(tmp_path, monkeypatch):
+    """On a CT tilted 15 degrees about the left-right axis, evaluate's overlay and the preprocess preview gave the S
+    of each slice's first voxel (35.9 mm for a slice centred at 10.1 mm) where segment's preview gave its centre
+    (the preview audit)."""
+    import matplotlib.axes
+
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    t = np.radians(15.0)
+    direction = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
+    geometry = ImageGeometry(spacing=(1.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), direction=direction)
+    shape = (6, 40, 32)                                    # (z, y, x): the row axis (y) is tilted towards S
+    # by hand: the centre of slice 4 is index ((32 - 1) / 2, (40 - 1) / 2, 4); its S is the direction's third row
+    # applied to the index times the spacing
+    expected = float(np.sin(t) * 19.5 * 2.0 + np.cos(t) * 4 * 3.0)
+    assert geometry.slice_centre_s_mm(4, shape) == pytest.approx(expected)
+    assert geometry.slice_s_mm(4) == pytest.approx(np.cos(t) * 12.0)          # the first voxel's: 10 mm lower
+    said = []
+    original = matplotlib.axes.Axes.set_ylabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                        lambda self, text, *a, **k: said.append(text) or original(self, text, *a, **k))
+    ph = make_phantom(shape)
+    render_preview(CTVolume(ph.ct.array, geometry), "default", tmp_path / "p.png", slices=[4])
+    assert f"axial at S {expected:.1f} mm" in said
+
+
 def test_evaluate_overlay_title_gives_the_slice_s_position(tmp_path, monkeypatch):
     import matplotlib.axes
 

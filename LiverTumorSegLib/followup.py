@@ -683,6 +683,7 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
     from .metrics.recist import NON_CR_NON_PD, recist_response
 
     from .io.labels import GEOMETRY_TOLERANCE, describe_grid_mismatch
+    from .io.nifti import has_unknown_orientation
 
     check_min_new_lesion_mm(min_new_lesion_mm)
     for labels, what in ((baseline, "baseline"), (followup, "follow-up")):
@@ -840,7 +841,9 @@ def compare_followup(baseline: CTVolume, followup: CTVolume, baseline_ct: Option
                     "baseline_labels": baseline.array,
                     "followup_labels_on_baseline": resample_to_baseline(followup.array, followup.geometry, baseline,
                                                                         align.transform),
-                    "baseline_geometry": baseline.geometry},
+                    "baseline_geometry": baseline.geometry,
+                    # a NIfTI without sform/qform: its sides are a guess, not marked R/L/A (as segment's preview)
+                    "orientation_known": not any(has_unknown_orientation(v) for v in (baseline, followup))},
     }
 
 
@@ -906,9 +909,12 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     sz, sy, sx = reo.canonical_geometry.spacing[::-1]
     base_comp = reo.to_canonical(arrays["baseline_components"])
     follow_comp = reo.to_canonical(arrays["followup_on_baseline"])
+    alignment = change.get("alignment") or {}
+    # '(aligned to baseline)' was written over a follow-up that --alignment none had not moved (the preview audit)
+    follow_name = "Follow-up (not aligned: alignment none)" if alignment.get("method") == "none" else \
+        "Follow-up (aligned to baseline)"
     panels = (("Baseline", reo.to_canonical(arrays["baseline_labels"]), base_comp, "baseline_ids"),
-              ("Follow-up (aligned to baseline)", reo.to_canonical(arrays["followup_labels_on_baseline"]),
-               follow_comp, "followup_ids"))
+              (follow_name, reo.to_canonical(arrays["followup_labels_on_baseline"]), follow_comp, "followup_ids"))
     rows, cols = _picture_crop(panels)
     panels = tuple((name, labels[:, rows, cols], components[:, rows, cols], key)
                    for name, labels, components, key in panels)
@@ -944,9 +950,10 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
         ax.set_xticks([])
         ax.set_yticks([])
         style = dict(transform=ax.transAxes, color="white", fontsize=10, fontweight="bold")
-        ax.text(0.01, 0.5, "R", ha="left", va="center", **style)
-        ax.text(0.99, 0.5, "L", ha="right", va="center", **style)
-        ax.text(0.5, 0.99, "A", ha="center", va="top", **style)
+        if arrays.get("orientation_known", True):
+            ax.text(0.01, 0.5, "R", ha="left", va="center", **style)
+            ax.text(0.99, 0.5, "L", ha="right", va="center", **style)
+            ax.text(0.5, 0.99, "A", ha="center", va="top", **style)
         ax.set_facecolor("black")
     present = [s for s in STATUSES if change["status_counts"].get(s)]
     equivocal = sum(1 for e in change["lesions"] if e["status"] == "new" and e.get("unequivocal") is False)
@@ -957,8 +964,13 @@ def save_change_picture(path: Any, change: Dict[str, Any], overwrite: bool = Fal
     follow_text = "unknown" if sod["followup_mm"] is None else f"{sod['followup_mm']:.1f} mm"
     sod_text = "" if sod["baseline_mm"] is None else (f"; sum of diameters {sod['baseline_mm']:.1f} mm -> "
                                                        f"{follow_text}")
+    dice = alignment.get("liver_dice_after_alignment")
+    doubts = ([f"the livers overlap little after alignment (liver Dice {dice:.3f}): check the alignment"]
+              if dice is not None and dice < LOW_LIVER_DICE else []) + \
+        ([] if arrays.get("orientation_known", True) else
+         ["ORIENTATION UNKNOWN (NIfTI without sform/qform): left/right and front/back may be swapped"])
     fig.suptitle(f"{title + ': ' if title else ''}RECIST 1.1 response {change['response']}{sod_text}\n"
-                 f"({RECIST_NOTE})", fontsize=13)
+                 f"({RECIST_NOTE})" + "".join(f"\n{d}" for d in doubts), fontsize=13)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     path = Path(path)
     with atomic_output(path, overwrite) as tmp:

@@ -728,6 +728,39 @@ def test_change_picture_counts_lesions_not_groups(tmp_path, monkeypatch):
                                                                                               "1 lesion)"]
 
 
+def _picture_texts(tmp_path, monkeypatch, change):
+    """Every title, suptitle and text the change picture draws."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from LiverTumorSegLib.followup import save_change_picture
+
+    said = []
+    for cls, method in ((Axes, "set_title"), (Axes, "text"), (Figure, "suptitle")):
+        original = getattr(cls, method)
+        monkeypatch.setattr(cls, method, lambda self, *a, _o=original, _m=method, **k: said.append(
+            str(a[2] if _m == "text" and len(a) > 2 else a[0])) or _o(self, *a, **k))
+    save_change_picture(tmp_path / "change.png", change, overwrite=True)
+    return said
+
+
+def test_change_picture_says_when_the_follow_up_was_not_aligned_or_its_sides_are_unknown(tmp_path, monkeypatch):
+    """With --alignment none the follow-up panel still said '(aligned to baseline)', and a follow-up picture of
+    NIfTIs without sform/qform marked R, L and A as fact, where segment's preview says the orientation is unknown
+    (the preview audit)."""
+    pytest.importorskip("matplotlib")
+    change = merged_change()                                   # alignment none
+    said = _picture_texts(tmp_path, monkeypatch, change)
+    assert any(t.startswith("Follow-up (not aligned: alignment none)") for t in said)
+    assert not any("aligned to baseline" in t for t in said) and {"R", "L", "A"} <= set(said)
+    change["_arrays"]["orientation_known"] = False
+    change["alignment"]["liver_dice_after_alignment"] = 0.655
+    said = _picture_texts(tmp_path, monkeypatch, change)
+    assert not {"R", "L", "A"} & set(said)
+    (title,) = [t for t in said if t.startswith("RECIST 1.1 response")]
+    assert "ORIENTATION UNKNOWN" in title and "livers overlap little after alignment (liver Dice 0.655)" in title
+
+
 def _spheres(spheres, shape=(40, 120, 160)):
     """Label map (1 mm x 1 mm x 2 mm voxels, origin 0): a liver box and tumor balls ``(x, y, z, radius)`` mm."""
     labels = np.zeros(shape, np.uint8)

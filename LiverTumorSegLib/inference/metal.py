@@ -28,9 +28,11 @@ kernel's overshoot at bone edges (the benchmark's ``sharp_kernel`` imitation on 
 up to 3648 HU) put 0.010-0.023 mL there, while one pedicle screw (6.5 x 45 mm) is about 1.5 mL and the
 ``metal_streaks`` row's screw on the 3-slice CT of 1 mm slices 0.54 mL (found as 0.4 mL from the sample)."""
 
-METAL_SAMPLE_MM = 1.5
-"""In-plane step (mm) at which the CT is read for metal: every second pixel of a 0.8-1 mm CT, every pixel of a
-coarser one (each slice that holds liver is read)."""
+METAL_SAMPLE_MM = 0.0
+"""In-plane step (mm) at which the CT is read for metal: 0, every pixel of each slice that holds liver. Read every
+1.5 mm (every second pixel of a 0.8-1 mm CT), a 3 mm rod through the liver (0.34 mL) was found or missed by where
+it fell on the sampling grid, and a 0.89 mL screw was reported as about 0.5 mL (the warnings audit); a contiguous
+read of every pixel is no slower (13 against 17 ms for 150 slices of 512 x 512)."""
 
 LIVER_SAMPLE_MM = 3.0
 """In-plane step (mm) at which the liver is read to find the slices that hold it (each slice is read)."""

@@ -217,6 +217,15 @@ def _engine_options(options: SegmentationOptions, engine: Any) -> SegmentationOp
     accepted = {"auto": None, "gpu": ("cuda", "mps")}.get(asked, (asked,))
     if accepted is not None and not actual["device"].startswith(accepted):
         log.warning("warning: the engine given runs on %s; ignoring device=%r.", actual["device"], options.device)
+    # precision, threads and batch size asked for were replaced by the engine's without a word (the inference
+    # options audit: precision='fp32' ran bf16), where the docstrings promise a warning for each setting overridden
+    if options.precision not in ("auto", actual["precision"]):
+        log.warning("warning: the engine given runs with precision %r; ignoring precision=%r.", actual["precision"],
+                    options.precision)
+    for name in ("threads", "batch_size"):
+        if getattr(options, name) is not None and getattr(options, name) != actual[name]:
+            log.warning("warning: the engine given runs with %s=%r; ignoring %s=%r.", name, actual[name], name,
+                        getattr(options, name))
     if options.window_level is not None:
         raise InputError("A window override needs the Segmenter to build its own engine; do not pass an engine.")
     return dataclasses.replace(options, **actual)

@@ -143,6 +143,17 @@ def test_given_engine_wins_and_the_report_says_what_ran(caplog):
     assert report["lesion_count"] == 1
     with pytest.raises(InputError, match="window"):
         Segmenter(SegmentationOptions(window_level=40.0, window_width=400.0), engine=engine)
+    # precision, threads and batch size asked for were replaced without a word (the inference options audit)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = segment_volume(volume, None, engine=engine, precision="fp32", threads=2, batch_size=2)
+    assert "ignoring precision='fp32'" in caplog.text and "ignoring threads=2" in caplog.text
+    assert "ignoring batch_size=2" in caplog.text
+    assert result.report["options"]["batch_size"] == 4 and result.report["options"]["threads"] == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        segment_volume(volume, None, engine=engine, threads=1, batch_size=4)     # as the engine runs: no word
+    assert "ignoring" not in caplog.text
 
 
 def test_window_override_reaches_the_engine(tiny_path):

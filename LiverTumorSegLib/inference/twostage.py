@@ -11,7 +11,7 @@ the slice network was trained on, and with only the liver's tip in the scan the 
 (Dice 0.00-0.60 against 0.72-0.94 single-stage); the time saved comes from the skipped slices anyway.
 """
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -132,6 +132,7 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     factors = decimation_factors(volume.spacing_zyx, factor)
     coarse = decimate_volume(volume, factors)
     coarse_labels = coarse_engine.predict(coarse, progress=reporter.sub(0.0, 0.3), cancel=cancel)
+    coarse_check = _this_volumes_check(coarse_engine) if coarse_engine is fine_engine else None
     if air_hu is not None:  # the post-processing's air rule, on the coarse labels (a copy: the engine's own array)
         from .postprocess import remove_organ_in_air
 
@@ -150,9 +151,12 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
         log.info("Two-stage: no liver on the coarse pass; segmenting the whole volume.")
         record["fallback"] = "no liver on the coarse pass: the whole volume was segmented"
         if with_probability:
-            return fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel,
-                                                        probability_everywhere=probability_everywhere)
-        return fine_engine.predict(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
+            whole = fine_engine.predict_with_probability(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel,
+                                                         probability_everywhere=probability_everywhere)
+        else:
+            whole = fine_engine.predict(volume, progress=reporter.sub(0.3, 1.0), cancel=cancel)
+        _keep_coarse_check(fine_engine, coarse_check)
+        return whole
     log.debug("Two-stage crop (z, y, x): %s", [(b.start, b.stop) for b in box])
     record["crop_zyx"] = [[int(b.start), int(b.stop)] for b in box]
     labels = np.zeros(volume.shape_zyx, dtype=np.uint8)
@@ -165,5 +169,23 @@ def segment_two_stage(volume: CTVolume, fine_engine: object, coarse_engine: Opti
     else:
         crop_labels = fine_engine.predict(crop_volume(volume, box), progress=reporter.sub(0.3, 1.0), cancel=cancel)
     labels[box] = crop_labels
+    _keep_coarse_check(fine_engine, coarse_check)
     reporter(1.0, "done")
     return (labels, probability) if with_probability else labels
+
+
+def _this_volumes_check(engine: Any) -> Optional[dict]:
+    """The precision check ``engine`` ran on the volume it last segmented (its ``last_precision["check"]`` with
+    ``this_volume``), or None."""
+    check = (getattr(engine, "last_precision", None) or {}).get("check")
+    return dict(check) if isinstance(check, dict) and check.get("this_volume") else None
+
+
+def _keep_coarse_check(engine: Any, coarse_check: Optional[dict]) -> None:
+    """After the fine pass: the bf16 check the coarse pass of this CT ran (``coarse_check``) is this volume's, not an
+    earlier CT's (the fine pass recorded it with ``this_volume`` False, as for a later CT of a batch), and its
+    ``slices`` are the coarse pass's network slices (``pass``: ``"coarse"``), not slices of the CT (the inference
+    options audit)."""
+    record = getattr(engine, "last_precision", None)
+    if coarse_check is not None and isinstance(record, dict):
+        record["check"] = dict(coarse_check, this_volume=True, **{"pass": "coarse"})

@@ -300,3 +300,31 @@ def test_two_stage_labels_the_coarse_organ_once(monkeypatch):
                             components=organ_components(coarse))
     assert parts_outside(coarse, box, factors, coarse_volume.spacing_zyx) == \
         parts_outside(coarse, box, factors, coarse_volume.spacing_zyx, components=organ_components(coarse))
+
+
+def test_the_coarse_passs_precision_check_is_recorded_as_this_volumes():
+    """An engine checks bf16 against fp32 on the first volume it segments: with --two-stage that is the coarse pass,
+    and the fine pass recorded the check as an earlier CT's (this_volume false) with slices of the coarse grid as if
+    they were the CT's (the inference options audit)."""
+    from LiverTumorSegLib.volume import CTVolume, ImageGeometry
+
+    class Engine:
+        def __init__(self):
+            self.calls = 0
+            self.last_precision = {}
+
+        def predict(self, volume, progress=None, cancel=None):
+            self.calls += 1                                   # the check runs on the first call only
+            self.last_precision = {"used": "bf16", "check": {"slices": [4, 7], "this_volume": self.calls == 1}}
+            labels = np.zeros(volume.shape_zyx, np.uint8)
+            labels[1:-1, 2:-2, 2:-2] = 1
+            return labels
+
+    volume = CTVolume(np.zeros((20, 40, 40), np.int16), ImageGeometry(spacing=(1.0, 1.0, 2.0)))
+    engine = Engine()
+    segment_two_stage(volume, engine, factor=2, margin_mm=4.0)
+    assert engine.calls == 2
+    assert engine.last_precision["check"] == {"slices": [4, 7], "this_volume": True, "pass": "coarse"}
+    engine.calls = 5                                          # a later CT of a batch: the check was an earlier CT's
+    segment_two_stage(volume, engine, factor=2, margin_mm=4.0)
+    assert engine.last_precision["check"]["this_volume"] is False and "pass" not in engine.last_precision["check"]

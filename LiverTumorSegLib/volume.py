@@ -166,17 +166,11 @@ class ImageGeometry:
         """LPS mm of a continuous index given in (i, j, k) = (x, y, z) order."""
         return self.ijk_to_lps()[:3, :3] @ np.asarray(ijk, dtype=float) + np.asarray(self.origin)
 
-    def slice_s_mm(self, k: float) -> float:
-        """The S (LPS z) position, mm, of slice ``k`` of the array's slowest axis (its first voxel). A picture's
-        caption takes :meth:`slice_centre_s_mm`: on a tilted grid the first voxel lies tens of mm from the slice's
-        centre."""
-        return float(self.index_to_lps((0.0, 0.0, float(k)))[2])
-
     def slice_centre_s_mm(self, k: float, shape_zyx: Sequence[int]) -> float:
         """The S (LPS z) position, mm, of the centre of slice ``k`` of the array's slowest axis, for an array of
-        ``shape_zyx``: what a caption gives (as the report's ``axial_position_s_mm`` and Slicer's slice slider). The
-        first voxel's (:meth:`slice_s_mm`) read 35.9 mm for a slice centred at 10.1 mm of a CT tilted 15 degrees
-        (the preview audit)."""
+        ``shape_zyx``: what a caption gives (as the report's ``axial_position_s_mm`` and Slicer's slice slider). It
+        replaced ``slice_s_mm``, the S of the slice's first voxel, which read 35.9 mm for a slice centred at 10.1 mm
+        of a CT tilted 15 degrees (the preview audit)."""
         return float(self.index_to_lps(((int(shape_zyx[2]) - 1) / 2.0, (int(shape_zyx[1]) - 1) / 2.0, float(k)))[2])
 
     def index_to_ras(self, ijk: Sequence[float]) -> np.ndarray:

@@ -33,9 +33,8 @@ def preview_positions_mm(canonical: CTVolume, z: int, y: int) -> Tuple[float, fl
     canonical array's indices (the titles' numbers until an audit) are no slice or row of the user's file when it
     is stored in another order."""
     nz, _, nx = canonical.shape_zyx
-    centre_x, centre_z = (nx - 1) / 2.0, (nz - 1) / 2.0
-    s_mm = float(canonical.geometry.index_to_ras((centre_x, (canonical.shape_zyx[1] - 1) / 2.0, float(z)))[2])
-    a_mm = float(canonical.geometry.index_to_ras((centre_x, float(y), centre_z))[1])
+    s_mm = canonical.geometry.slice_centre_s_mm(z, canonical.shape_zyx)
+    a_mm = float(canonical.geometry.index_to_ras(((nx - 1) / 2.0, float(y), (nz - 1) / 2.0))[1])
     return s_mm, a_mm
 
 

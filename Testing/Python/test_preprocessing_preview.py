@@ -123,7 +123,7 @@ def test_captions_on_a_tilted_ct_give_the_s_of_the_slices_centre(tmp_path, monke
     # applied to the index times the spacing
     expected = float(np.sin(t) * 19.5 * 2.0 + np.cos(t) * 4 * 3.0)
     assert geometry.slice_centre_s_mm(4, shape) == pytest.approx(expected)
-    assert geometry.slice_s_mm(4) == pytest.approx(np.cos(t) * 12.0)          # the first voxel's: 10 mm lower
+    assert geometry.index_to_lps((0.0, 0.0, 4.0))[2] == pytest.approx(np.cos(t) * 12.0)  # first voxel: 10 mm lower
     said = []
     original = matplotlib.axes.Axes.set_ylabel
     monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",

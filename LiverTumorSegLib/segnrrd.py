@@ -294,7 +294,8 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
 
     ``volume.meta["warnings"]`` holds what a plain ``.nrrd`` label map's would (the header gives no spacing, so
     1 mm voxels were assumed; the file holds a slice or more after the voxels its header describes, which are not
-    read), then the segments left out (also logged).
+    read), then the segments left out (also logged); ``volume.meta["segments_left_out"]`` maps each left-out
+    segment's name to its voxel count.
 
     Raises InputError for a missing or unreadable file and LabelError when no segment is liver or tumor.
     """
@@ -311,13 +312,16 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
     labels = np.zeros(array.shape[:3], dtype=np.uint8)
     masks: Dict[int, np.ndarray] = {1: np.zeros(labels.shape, bool), 2: np.zeros(labels.shape, bool)}
     ignored = []
+    ignored_voxels = {}  # type: Dict[str, int]
     for index, segment in enumerate(segments):
         label = label_of_segment(segment)
-        if label is None:
-            ignored.append(segment.get("Name") or segment.get("ID") or f"Segment{index}")
-            continue
         layer = _int_field(segment, "Layer", index if layers > 1 else 0, path)  # in range: check_segment_fields
         value = _int_field(segment, "LabelValue", 1, path)
+        if label is None:
+            name = segment.get("Name") or segment.get("ID") or f"Segment{index}"
+            ignored.append(name)
+            ignored_voxels[name] = ignored_voxels.get(name, 0) + int(np.count_nonzero(array[..., layer] == value))
+            continue
         masks[label] |= array[..., layer] == value
     if len(ignored) == len(segments):
         raise LabelError(f"'{path}' holds the segments {', '.join(repr(n) for n in ignored)}, none of them liver or "
@@ -338,6 +342,9 @@ def read_seg_nrrd_labels(path, embed_in_stored_reference: bool = True,
         volume.meta["warnings"] = notes + ([left_out] if left_out else [])
     if left_out:  # already on stderr: a caller that prints meta["warnings"] leaves it out (measure said it twice)
         volume.meta["logged_warnings"] = [left_out]
+        # name -> voxels of each segment left out: a reference's tumor segment named 'Mass' was scored as background
+        # by the held-out comparison, which read only the warning's words (its audit)
+        volume.meta["segments_left_out"] = ignored_voxels
     if stand_in:
         return _empty_on_its_grid(volume, metadata, reference, path)
     grid = stored_reference_grid(metadata) if embed_in_stored_reference else None

@@ -594,6 +594,11 @@ def comparison_table(rows: Dict[str, Dict[str, Any]]) -> str:
     for name in names:
         if "error" in rows[name]:
             lines.append(f"\n{name}: {rows[name]['error']}")
+    # which weights made which numbers: the table named the models only, and comparison.json gave 'default' or a
+    # path (the audit of this script)
+    weights = [f"{n} {rows[n]['weights_sha256']}" for n in names if rows[n].get("weights_sha256")]
+    if weights:
+        lines.append("\nweights SHA-256: " + "; ".join(weights))
     return "\n".join(lines)
 
 
@@ -842,6 +847,16 @@ def check_references(cases: List[Any], references: Dict[str, Path], label_map: O
         if dropped:  # evaluate only warns, and scores them as background for every model
             problems.append(f"{dropped[0][:1].upper()}{dropped[0][1:]} The evaluation would score them as background "
                             f"for every model, so this script stops here.")
+        # a Slicer segmentation's segments named neither liver nor tumor ('Mass', 'Segment_2') were left out with a
+        # warning only, and their tumor voxels scored as background for every model (this script's audit)
+        left_out = {n: v for n, v in (reference.meta.get("segments_left_out") or {}).items() if v}
+        if left_out:
+            names = ", ".join(f"'{n}' ({v} voxels)" for n, v in left_out.items())
+            problems.append(f"Reference '{path}' (a Slicer segmentation) holds segment(s) {names} named neither liver "
+                            f"nor tumor: the evaluation would score their voxels as background for every model. Name "
+                            f"each tumor segment so that it holds 'tumor' or 'lesion' (and the liver's 'liver'), and "
+                            f"remove segments of other organs from the file (or export the liver and tumor segments "
+                            f"alone).")
         ct = _ct_grid(Path(case.input_path))
         if ct is not None and onto_reference_grid(ct, reference, GEOMETRY_TOLERANCE) is None:
             differences = "; ".join(describe_grid_mismatch(ct, reference, GEOMETRY_TOLERANCE))
@@ -1015,10 +1030,12 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         raise InputError(f"{exc} {_dicom_series_advice(series)}") from None
     references = reference_cases(ref)
     check_label_named_cts(cts, next(iter(cases.values())), references)
+    weights = {}  # type: Dict[str, str]  # name -> the SHA-256 of its package's weights
     for name, package in packages.items():
         options = segment_options(segment_argv(cts, out / name / "pred", package, device,
                                                prob_folder(out, name, probabilities)))
-        check_predictions(cases[name], out / name / "pred", name, _weights_sha256(package), options)
+        weights[name] = _weights_sha256(package)
+        check_predictions(cases[name], out / name / "pred", name, weights[name], options)
     check_references_have_cts(cts, next(iter(cases.values())), references)
     check_references(next(iter(cases.values())), references, label_map)
     rows = {}  # type: Dict[str, Dict[str, Any]]
@@ -1068,6 +1085,8 @@ def compare(cts: str, ref: str, out: Path, models: Dict[str, Optional[str]], dev
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         rows[name] = dict(model_row(summary, pred, evaluated, reference_tumor_count(case_rows),
                                     tumor_dice_over_reference_tumors(case_rows)), package=package)
+    for name, row in rows.items():  # failed or not: which weights each column is of
+        row["weights_sha256"] = weights[name]
     return rows
 
 

@@ -70,6 +70,12 @@ def test_each_column_is_that_model_s_evaluate_summary_and_a_missing_case_is_a_fa
     assert calls[0][calls[0].index("--model") + 1] == str(a)
     saved = json.loads((out / "comparison.json").read_text())
     assert list(saved["models"]) == ["a", "b"]
+    from LiverTumorSegLib.package import load_model_package
+
+    table = (out / "comparison.md").read_text()
+    for name, package in (("a", a), ("b", b)):  # which weights made which numbers (the audit: named nowhere)
+        sha = load_model_package(package).sha256
+        assert saved["models"][name]["weights_sha256"] == sha and f"{name} {sha}" in table
     for name in ("a", "b"):
         row = saved["models"][name]
         summary = json.loads((out / name / "eval" / "summary.json").read_text())
@@ -916,3 +922,30 @@ def test_the_descriptors_count_the_reference_lesions_brighter_than_the_liver(tmp
     described = comparison.describe_case(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz")
     assert described["ref_lesions_brighter"] == "1 of 3"
     assert described["ref_tumor_vs_liver_hu"] == "9"  # (39 x 95 + 39 x 66 + 15 x 10 HU) / 93 voxels - 60 = 9.1
+
+
+def test_a_slicer_reference_with_a_segment_named_neither_liver_nor_tumor_is_refused_before_any_work(tmp_path):
+    """A reference .seg.nrrd whose tumor segment is named 'Mass' (or Slicer's 'Segment_2') had it left out with a
+    warning only: tumor Dice 'not measured', its voxels scored as background for every model (the script's audit).
+    Such a segment holding voxels stops the script before any CT is segmented; named 'Liver tumor', it is read."""
+    from test_segnrrd import LIVER, write_seg_nrrd_by_hand
+
+    from LiverTumorSegLib.inference.batch import find_cases
+
+    ph = make_phantom((12, 40, 44), (2.0, 2.0, 4.0), lesions=[PhantomLesion((5.0, 16.0, 14.0), 5.0, 15.0)],
+                      noise_hu=0.0)
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "refs").mkdir()
+    write_volume(tmp_path / "cts" / "case0.nii.gz", ph.ct)
+    geometry = ph.ct.geometry
+    mass = {"ID": "Segment_2", "Name": "Mass", "Layer": "0", "LabelValue": "2"}
+    write_seg_nrrd_by_hand(tmp_path / "refs" / "case0.seg.nrrd", [ph.labels], [LIVER, mass],
+                           spacing=tuple(geometry.spacing), origin=tuple(geometry.origin))
+    cases = find_cases(tmp_path / "cts", tmp_path / "pred")
+    tumor_voxels = int(np.count_nonzero(ph.labels == 2))
+    with pytest.raises(InputError, match=rf"holds segment\(s\) 'Mass' \({tumor_voxels} voxels\) named neither liver "
+                                         r"nor tumor.*Name each tumor segment so that it holds 'tumor' or 'lesion'"):
+        comparison.check_references(cases, comparison.reference_cases(str(tmp_path / "refs")), None)
+    write_seg_nrrd_by_hand(tmp_path / "refs" / "case0.seg.nrrd", [ph.labels], [LIVER, dict(mass, Name="Liver tumor")],
+                           spacing=tuple(geometry.spacing), origin=tuple(geometry.origin))
+    comparison.check_references(cases, comparison.reference_cases(str(tmp_path / "refs")), None)

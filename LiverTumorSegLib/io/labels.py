@@ -334,9 +334,13 @@ def unlisted_values_warning(where: str, raw: np.ndarray, label_map: Mapping, opt
     kept = any(int(key) in present and int(target) != 0 for key, target in label_map.items())
     whole = "" if kept else " (nothing of it is liver or tumor after the map: every case scores it as empty)"
     example = {str(key): int(target) for key, target in label_map.items()}
-    example.update({str(value): value for value in sorted(dropped) if value in (1, 2)})
+    if not kept:  # the map matched nothing in the file: a 0/1/2 file under another file's map
+        example.update({str(value): value for value in sorted(dropped) if value in (1, 2)})
+    values = ", ".join(str(value) for value in sorted(dropped)[:8])
+    # a map that does match the file (TotalSegmentator's liver 5 as '{"5": 1}') was told to add "1": 1 and "2": 2,
+    # which scored the spleen as liver and a kidney as tumor (the held-out script's audit): no guess then
     hint = (f"e.g. {option} '{json.dumps(example)}'" if len(example) > len(label_map)
-            else "or map a value to 0 to drop it on purpose")
+            else f"map each of {values} to 1 (liver), 2 (tumor) or 0 (neither, such as another organ)")
     return (f"label map '{where}' holds value(s) {shown} that {option} {json.dumps(dict(label_map))} does not list, "
             f"so they become 0 (background){whole}. List every value to keep ({hint}).")
 

@@ -128,3 +128,20 @@ def test_a_probability_map_given_as_a_label_map_is_named_as_one(tmp_path, suffix
     # an untagged 0/1/2 map is still a label map
     labels = write_label_map(tmp_path / f"case1_seg{suffix}", phantom.labels, phantom.ct.geometry)
     assert (read_label_map(labels).array == phantom.labels).all()
+
+
+def test_the_advice_guesses_liver_and_tumor_only_where_the_map_matched_nothing():
+    """A TotalSegmentator reference (spleen 1, right kidney 2, liver 5) under '{"5": 1}' was advised to add
+    '"1": 1, "2": 2', which scores the spleen as liver and a kidney as tumor (the held-out script's audit). Where the
+    map matches the file, each value left is named for the user to map; where it matches nothing (a 0/1/2 file
+    under '{"255": 1}'), the 0/1/2 reading is still the example."""
+    from LiverTumorSegLib.io.labels import unlisted_values_warning
+
+    organs = np.zeros((2, 4, 4), np.int16)
+    organs[0, :2], organs[0, 2:], organs[1] = 1, 2, 5
+    said = unlisted_values_warning("ts.nii.gz", organs, {"5": 1})
+    assert '"1": 1' not in said and "map each of 1, 2 to 1 (liver), 2 (tumor) or 0 (neither" in said
+    plain = np.zeros((2, 4, 4), np.int16)
+    plain[0], plain[1, :2] = 1, 2
+    said = unlisted_values_warning("ref.nii.gz", plain, {"255": 1})
+    assert "e.g. --label-map '{\"255\": 1, \"1\": 1, \"2\": 2}'" in said

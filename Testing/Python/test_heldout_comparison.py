@@ -845,6 +845,20 @@ def test_the_tumor_dice_cell_gives_the_mean_over_the_cases_with_a_tumor_too():
         "0.833 (2 of 3 cases with a reference tumor; over those 0.750)"
 
 
+def test_the_verdict_needs_the_mean_over_the_tumor_cases_to_meet_the_target_too():
+    """LiTS's all-case mean counts a tumor-free case 1 when no tumor is predicted: the verdict said "yes" with the one
+    tumor case at 0.625 (the script's audit). Both means must meet 0.70; the cell marks the one that misses."""
+    row = _table_row(dice_tumor_mean=0.8125)
+    row.update(reference_tumor_cases=1, dice_tumor_mean_cases_with_tumor=0.625)
+    assert comparison.meets_targets(row) is False
+    row["meets_targets"] = comparison.meets_targets(row)
+    cells = _cells(comparison.comparison_table({"v3": row}))
+    assert cells["tumor Dice, mean"] == "0.812 (1 of 3 cases with a reference tumor; over those 0.625 (misses))"
+    assert cells["meets issue 11's targets"] == "no"
+    row.update(dice_tumor_mean_cases_with_tumor=0.72)
+    assert comparison.meets_targets(row) is True
+
+
 def test_reference_tumor_count_reads_evaluate_s_cases_csv_column():
     rows = [{"voxels_ref_tumor": "0"}, {"voxels_ref_tumor": "17"}, {"voxels_ref_tumor": ""}, {}]
     assert comparison.reference_tumor_count(rows) == 1

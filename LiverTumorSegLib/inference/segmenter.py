@@ -632,7 +632,7 @@ class Segmenter:
         cut = _lesions_cut_by_postprocessing(output.labels, labels, volume.geometry, changes)
         from .plausibility import (fat_density_lesion_warnings, liver_cut_by_image_side, liver_cut_by_scan_end,
                                    liver_extent_warnings, liver_ras_xz, liver_side_warnings,
-                                   spine_front_back_warnings, spine_midline_x_mm)
+                                   spine_front_back_warnings, spine_midline_x_mm, spine_sample)
         from .fluid_in_liver import fluid_in_liver_warnings
         from .contrast_phase import arterial_phase_warnings, estimate_contrast_phase, unknown_phase
         from .metal import metal_warnings
@@ -659,8 +659,9 @@ class Segmenter:
         if hu is not None:  # the body is found by its HU
             # front and back swapped: that warning says it, and the liver's side and the aorta, found from the spine's
             # place, are not judged (the side check called such a liver 62 mm left of a 'spine' that was not one)
-            front_back = spine_front_back_warnings(hu, volume.geometry)
-            midline = None if front_back else spine_midline_x_mm(hu, volume.geometry, liver_xz)
+            spine = spine_sample(hu, volume.geometry)  # read once for both spine checks
+            front_back = spine_front_back_warnings(hu, volume.geometry, spine)
+            midline = None if front_back else spine_midline_x_mm(hu, volume.geometry, liver_xz, spine)
             warnings += front_back or liver_side_warnings(liver_xz, hu, volume.geometry, midline)
             warnings += fat_density_lesion_warnings(report["lesions"])  # mean_hu is HU only here
             warnings += water_density_lesion_warnings(report["lesions"], report["recist"])  # a cyst is no tumor

@@ -259,19 +259,28 @@ def diaphragm_height(lungs: np.ndarray, spacing_zyx: Sequence[float], step: int,
     return height
 
 
+def find_lungs(hu: np.ndarray, spacing_zyx: Sequence[float], options: PostprocessingOptions
+               ) -> Tuple[Optional[np.ndarray], int]:
+    """The lung parenchyma (:func:`lung_parenchyma` of :func:`lung_mask`) of a canonical HU volume on the coarse
+    grid: ``(mask (z, y // s, x // s) bool, or None where the scan holds no lung, s)``."""
+    lungs, step = lung_mask(hu, spacing_zyx, options)
+    if lungs is None:
+        return None, step
+    lungs = lung_parenchyma(lungs, hu[:, ::step, ::step])
+    return (lungs if lungs.any() else None), step
+
+
 def remove_above_lungs(labels: np.ndarray, hu: np.ndarray, spacing_zyx: Sequence[float],
-                       options: PostprocessingOptions, removed_tumor: Optional[list] = None) -> int:
+                       options: PostprocessingOptions, removed_tumor: Optional[list] = None,
+                       found_lungs: Optional[Tuple[Optional[np.ndarray], int]] = None) -> int:
     """Canonical ``labels`` (z up): organ voxels more than ``lung_margin_mm`` above the diaphragm height of
     their column -> 0, in place. Returns the number of voxels removed; ``removed_tumor`` (a list) receives
-    how many of them were tumor (label 2)."""
+    how many of them were tumor (label 2). ``found_lungs``: :func:`find_lungs` of ``hu`` where already found."""
     organ_z = np.flatnonzero((labels >= 1).any(axis=(1, 2)))
     if organ_z.size == 0:
         return 0
-    lungs, step = lung_mask(hu, spacing_zyx, options)
+    lungs, step = find_lungs(hu, spacing_zyx, options) if found_lungs is None else found_lungs
     if lungs is None:
-        return 0
-    lungs = lung_parenchyma(lungs, hu[:, ::step, ::step])
-    if not lungs.any():
         return 0
     height = diaphragm_height(lungs, spacing_zyx, step, RULES.heart_reach_mm)
     ny, nx = labels.shape[1:]
@@ -780,7 +789,9 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
     ``tumor_components`` (list of
     ``{"rule", "volume_ml"}``; rules ``outside_liver`` (removed), ``tubular``, ``small``, ``uncertain``
     (became liver); ``volume_ml`` counts the component's voxels the network labelled tumor, not a core the hole
-    fill added). Volumes in mL.
+    fill added), ``head_foot_order`` (:func:`~.head_foot.head_foot_order`: whether the lungs lie below the
+    liver, a header with head and foot swapped; read whenever ``hu_zyx`` and ``geometry`` are given, with the
+    rules off too; where they do, ``below_lungs`` is not applied). Volumes in mL.
     """
     from ..io.labels import as_label_array
     from ..volume import checked_spacing
@@ -794,7 +805,9 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
             raise InputError(f"{what} has shape {tuple(np.shape(array))}, the labels {labels.shape} (z, y, x); give "
                              f"it on the labels' grid.")
     record = {"liver_in_air_ml": 0.0, "tumor_in_air_ml": 0.0, "liver_above_lungs_ml": 0.0,
-              "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": []}
+              "tumor_above_lungs_ml": 0.0, "liver_components_removed": [], "tumor_components": [],
+              "head_foot_order": {"judged": False, "why": "no liver" if hu_zyx is not None and geometry is not None
+                                  else "no CT in HU with its geometry given"}}
     if not (labels >= 1).any():
         if changes is not None:  # every key, also when there was nothing to clean (no liver found)
             changes.update(record)
@@ -825,10 +838,21 @@ def postprocess_labels(labels_zyx: np.ndarray, spacing_zyx: Sequence[float],
         # first: the air must not join the liver's component
         organ, tumor = remove_organ_in_air(labels, hu)
         record["liver_in_air_ml"], record["tumor_in_air_ml"] = organ * voxel_ml, tumor * voxel_ml
-    if options.below_lungs and hu is not None and geometry is not None:
-        tumor_above = []  # type: list
-        record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above) * voxel_ml
-        record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
+    if hu is not None and geometry is not None:
+        from .head_foot import head_foot_order
+
+        # the lungs tell the head-foot order too (a check, run with the rules off as well): with head and foot
+        # swapped in the header they lie under the liver, and the lung-base rule would remove most of it
+        found_lungs = find_lungs(hu, spacing, options)
+        lungs, step = found_lungs
+        organ = labels[:, ::step, ::step] >= 1
+        record["head_foot_order"] = head_foot_order(lungs, organ, spacing,
+                                                    float(np.count_nonzero(labels >= 1)) * voxel_ml)
+        if options.below_lungs and not record["head_foot_order"].get("lungs_below_liver"):
+            tumor_above = []  # type: list
+            record["liver_above_lungs_ml"] = remove_above_lungs(labels, hu, spacing, options, tumor_above,
+                                                                found_lungs) * voxel_ml
+            record["tumor_above_lungs_ml"] = sum(tumor_above) * voxel_ml
     probability = None
     if tumor_probability_zyx is not None and options.min_lesion_probability > 0:
         probability = np.asarray(tumor_probability_zyx)

@@ -638,7 +638,10 @@ class Segmenter:
         from .metal import metal_warnings
         from .water_density import water_density_lesion_warnings
 
-        warnings = postprocessing_warnings(changes, report["liver_volume_ml"]) + \
+        from .head_foot import head_foot_warnings
+
+        warnings = head_foot_warnings(changes.get("head_foot_order")) + \
+            postprocessing_warnings(changes, report["liver_volume_ml"]) + \
             liver_volume_warnings(report["liver_volume_ml"],
                                   cut_by_scan_end=liver_cut_by_scan_end(labels, volume.geometry),
                                   cut_by_image_side=liver_cut_by_image_side(labels, volume.geometry, hu))

@@ -250,7 +250,7 @@ def test_file_report_holds_precision_and_every_stage_time(tmp_path):
     assert written["precision"]["requested"] == "fp32" and written["precision"]["used"] == "fp32"
     assert set(written["postprocessing_changes"]) == {"liver_in_air_ml", "tumor_in_air_ml", "liver_above_lungs_ml",
                                                       "tumor_above_lungs_ml", "liver_components_removed",
-                                                      "tumor_components"}
+                                                      "tumor_components", "head_foot_order"}
     stages = {"read", "checks", "reorient", "preprocess", "network", "restore", "postprocess", "report", "write",
               "total"}
     assert stages <= set(written["timings_s"]) and written["timings_s"] == result.report["timings_s"]
